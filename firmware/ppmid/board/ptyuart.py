@@ -1,0 +1,33 @@
+# A machine.UART stand-in for the emulated board: one end of a host pseudo-terminal, in
+# raw mode, used through asyncio streams exactly like a real UART. The host-side module
+# emulator (NCP, PN532) holds the other end and paces the bytes at the configured baud.
+import asyncio
+import termios
+
+
+class PtyUart:
+    def __init__(self, path, baudrate=115200):
+        self.path = path
+        self.baudrate = baudrate
+        self._file = open(path, "r+b")
+        termios.setraw(self._file.fileno())
+
+    # The subset of machine.UART the drivers use.
+    def read(self, n=-1):
+        return self._file.read(n)
+
+    def readinto(self, buf, n=None):
+        return self._file.readinto(buf) if n is None else self._file.readinto(memoryview(buf)[:n])
+
+    def write(self, data):
+        return self._file.write(data)
+
+    def fileno(self):
+        return self._file.fileno()
+
+    def close(self):
+        self._file.close()
+
+    def streams(self):
+        """(reader, writer) asyncio streams over this UART."""
+        return asyncio.StreamReader(self._file), asyncio.StreamWriter(self._file, {})

@@ -1,0 +1,130 @@
+# Gateway configuration: one dict of defaults, overlaid by /config.json from flash (written
+# by `ppmid provision`), validated up front so that a bad config stops the links with a
+# clear status instead of failing later. Schema and files: docs/config.md.
+from ppmid.errors import PpmidError
+
+E_CONFIG = "E_CONFIG"
+
+DEVICE_TYPES = ("ESME", "GSME", "GPF", "CHF", "PPMID", "HCALCS", "IHD")
+
+DEFAULTS = {
+    "version": 1,
+    "gateway": None,  # this gateway's EUI-64 (its PPMID system title), 16 hex digits
+    "wifi": {"ssid": "", "password": ""},
+    "broker": {"host": "127.0.0.1", "port": 8883, "server_hostname": "ppmid-broker",
+               "keepalive_s": 30},
+    "han": {"devices": [], "allow": {}},
+    "limits": {
+        "max_gbcs": 8192,          # largest command accepted, bytes
+        "transfer_size": 1500,     # tunnel transfer size; larger messages go as GBT blocks
+        "response_timeout_s": 25,  # per-command response budget (on-demand commands)
+        "rate_per_s": 1.0,         # token bucket per target device and per originator
+        "burst": 10,
+        "queue": 32,               # commands waiting for the HAN before E_BUSY
+    },
+}
+
+
+class ConfigError(PpmidError):
+    def __init__(self, message):
+        super().__init__(E_CONFIG, message)
+
+
+def _merge(base, over):
+    out = {}
+    for k in base:
+        out[k] = base[k]
+    for k in over:
+        if k in base and isinstance(base[k], dict) and isinstance(over[k], dict):
+            out[k] = _merge(base[k], over[k])
+        else:
+            out[k] = over[k]
+    return out
+
+
+def eui_bytes(text, what="EUI-64"):
+    """16 hex digits -> 8 bytes, or ConfigError."""
+    import binascii
+    if not isinstance(text, str) or len(text) != 16:
+        raise ConfigError("%s must be 16 hex digits, not %r" % (what, text))
+    try:
+        return binascii.unhexlify(text)
+    except ValueError:
+        raise ConfigError("%s must be 16 hex digits, not %r" % (what, text))
+
+
+def _number(section, key, lo, hi):
+    v = section[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise ConfigError("limits.%s must be a number from %s to %s, not %r" % (key, lo, hi, v))
+
+
+def validate(cfg):
+    """Return the merged, checked config dict (defaults filled in). Raises ConfigError."""
+    if not isinstance(cfg, dict):
+        raise ConfigError("config must be a JSON object")
+    if cfg.get("version", 1) != 1:
+        raise ConfigError("config version %r is not supported (expected 1)" % cfg.get("version"))
+    for k in cfg:
+        if k not in DEFAULTS:
+            raise ConfigError("unknown config key %r" % k)
+    out = _merge(DEFAULTS, cfg)
+    if out["gateway"] is None:
+        raise ConfigError("gateway (this PPMID's EUI-64) is missing")
+    eui_bytes(out["gateway"], "gateway")
+    out["gateway"] = out["gateway"].upper()
+    han = out["han"]
+    if not isinstance(han.get("devices"), list):
+        raise ConfigError("han.devices must be a list")
+    seen = set()
+    for d in han["devices"]:
+        if not isinstance(d, dict) or "eui" not in d or "type" not in d:
+            raise ConfigError("each han device needs eui and type: %r" % (d,))
+        eui_bytes(d["eui"], "han device eui")
+        d["eui"] = d["eui"].upper()
+        if d["type"] not in DEVICE_TYPES:
+            raise ConfigError("han device type %r is not one of %s" % (d["type"], ", ".join(DEVICE_TYPES)))
+        if d["eui"] in seen:
+            raise ConfigError("han device %s is listed twice" % d["eui"])
+        seen.add(d["eui"])
+    allow = han.get("allow")
+    if not isinstance(allow, dict):
+        raise ConfigError("han.allow must be an object of device type -> list of message codes")
+    for t in allow:
+        if t not in DEVICE_TYPES:
+            raise ConfigError("han.allow names unknown device type %r" % t)
+        codes = allow[t]
+        if not isinstance(codes, list) or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 0xFFFF for c in codes):
+            raise ConfigError("han.allow.%s must be a list of message codes (0..65535)" % t)
+    lim = out["limits"]
+    for k in lim:
+        if k not in DEFAULTS["limits"]:
+            raise ConfigError("unknown limits key %r" % k)
+    _number(lim, "max_gbcs", 64, 65535)
+    _number(lim, "transfer_size", 64, 65535)
+    _number(lim, "response_timeout_s", 1, 86400)
+    _number(lim, "rate_per_s", 0.001, 1000)
+    _number(lim, "burst", 1, 1000)
+    _number(lim, "queue", 1, 1000)
+    b = out["broker"]
+    if not isinstance(b.get("host"), str) or not isinstance(b.get("port"), int) or not 0 < b["port"] < 65536:
+        raise ConfigError("broker needs a host (string) and a port (1..65535)")
+    return out
+
+
+def loads(text):
+    import json
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise ConfigError("config is not valid JSON")
+    return validate(obj)
+
+
+def load(path="/config.json"):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError("no config at %s: provision the gateway (ppmid provision)" % path)
+    return loads(text)

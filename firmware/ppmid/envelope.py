@@ -1,0 +1,222 @@
+# The command envelope: how a DCC User's GBCS command reaches the gateway, by MQTT (JSON)
+# or by NFC (binary), authenticated the same way on both roads.
+#
+#   mac = HMAC-SHA256(envelope_key, b"ppmid-cmd-v1" 00 id 00 expires 00 gbcs)
+#
+# with `expires` as decimal ASCII (empty when absent). The GBCS bytes are not inspected
+# here: after the envelope checks they go to the GBCS validation. Spec: docs/envelope.md.
+import hashlib
+import binascii
+import struct
+from micropython import const
+
+from ppmid.errors import PpmidError
+
+DOMAIN = b"ppmid-cmd-v1"
+ID_MAX = const(32)
+MAC_LEN = const(32)
+BINARY_VERSION = const(1)
+_FLAG_EXPIRES = const(0x01)
+_BLOCK = const(64)  # SHA-256 block size, for HMAC
+
+E_ENVELOPE = "E_ENVELOPE"
+E_ID = "E_ID"
+E_AUTH = "E_AUTH"
+E_EXPIRED = "E_EXPIRED"
+E_TOO_LARGE = "E_TOO_LARGE"
+
+
+class EnvelopeError(PpmidError):
+    pass
+
+
+class Envelope:
+    """A command as received: id (str), gbcs (bytes or memoryview), expires (int or None),
+    mac (32 bytes). Nothing here is trusted until `verify()` has passed."""
+
+    __slots__ = ("id", "gbcs", "expires", "mac")
+
+    def __init__(self, id, gbcs, expires=None, mac=b""):
+        self.id = id
+        self.gbcs = gbcs
+        self.expires = expires
+        self.mac = mac
+
+    def verify(self, key, now=None):
+        """Raise EnvelopeError(E_AUTH) on a wrong mac, E_EXPIRED when `now` (unix
+        seconds) is past `expires`. The mac is checked first so that an attacker learns
+        nothing about expiry from forged envelopes."""
+        if len(self.mac) != MAC_LEN or not _equal(self.mac, compute_mac(key, self.id, self.expires, self.gbcs)):
+            raise EnvelopeError(E_AUTH, "envelope mac does not verify with this gateway's key")
+        if self.expires is not None and now is not None and now >= self.expires:
+            raise EnvelopeError(E_EXPIRED, "command expired at %d (now %d)" % (self.expires, now))
+
+
+def hmac_sha256(key, *parts):
+    """HMAC-SHA256 (RFC 2104) over the concatenation of parts; MicroPython has no hmac."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    ipad = bytearray(_BLOCK)
+    opad = bytearray(_BLOCK)
+    for i in range(len(key)):
+        ipad[i] = key[i]
+        opad[i] = key[i]
+    for i in range(_BLOCK):
+        ipad[i] ^= 0x36
+        opad[i] ^= 0x5C
+    inner = hashlib.sha256(ipad)
+    for p in parts:
+        inner.update(p)
+    outer = hashlib.sha256(opad)
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def compute_mac(key, id, expires, gbcs):
+    exp = b"" if expires is None else str(expires).encode()
+    return hmac_sha256(key, DOMAIN, b"\x00", id.encode(), b"\x00", exp, b"\x00", gbcs)
+
+
+def _equal(a, b):
+    # Constant time in the content, so the mac cannot be guessed byte by byte.
+    if len(a) != len(b):
+        return False
+    diff = 0
+    for i in range(len(a)):
+        diff |= a[i] ^ b[i]
+    return diff == 0
+
+
+def check_id(id):
+    if not isinstance(id, str) or not 1 <= len(id) <= ID_MAX:
+        raise EnvelopeError(E_ID, "id must be a string of 1 to %d characters" % ID_MAX)
+    for ch in id:
+        if not "!" <= ch <= "~":
+            raise EnvelopeError(E_ID, "id may hold only printable ASCII without spaces")
+    return id
+
+
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _b64decode(text):
+    # MicroPython's a2b_base64 skips characters it does not know; we want to refuse them.
+    if isinstance(text, str):
+        text = text.encode()
+    n = len(text)
+    if n == 0 or n % 4:
+        raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (length %d)" % n)
+    pad = 0
+    for i in range(n):
+        c = text[i]
+        if c == 61:  # '='
+            pad += 1
+        elif pad or _B64.find(bytes((c,))) < 0:
+            raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (bad character at %d)" % i)
+    if pad > 2:
+        raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (padding)")
+    return binascii.a2b_base64(text)
+
+
+def _hex32(text):
+    if not isinstance(text, str) or len(text) != 2 * MAC_LEN:
+        raise EnvelopeError(E_ENVELOPE, "mac must be %d hex digits" % (2 * MAC_LEN))
+    try:
+        return binascii.unhexlify(text)
+    except ValueError:
+        raise EnvelopeError(E_ENVELOPE, "mac is not hex")
+
+
+def from_json_obj(obj, max_gbcs):
+    """Envelope from a decoded MQTT JSON object (see docs/mqtt.md). Raises EnvelopeError."""
+    if not isinstance(obj, dict):
+        raise EnvelopeError(E_ENVELOPE, "command must be a JSON object")
+    for field in ("id", "gbcs", "mac"):
+        if field not in obj:
+            raise EnvelopeError(E_ENVELOPE, "missing field %r" % field)
+    id = check_id(obj["id"])
+    gbcs_text = obj["gbcs"]
+    if not isinstance(gbcs_text, str):
+        raise EnvelopeError(E_ENVELOPE, "gbcs must be a base64 string")
+    # Refuse before decoding: base64 of max_gbcs bytes is at most 4*ceil(n/3) characters.
+    if len(gbcs_text) > 4 * ((max_gbcs + 2) // 3):
+        raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
+    gbcs = _b64decode(gbcs_text)
+    if len(gbcs) > max_gbcs:
+        raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
+    if not gbcs:
+        raise EnvelopeError(E_ENVELOPE, "gbcs is empty")
+    expires = obj.get("expires")
+    if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
+        raise EnvelopeError(E_ENVELOPE, "expires must be a non-negative integer (unix seconds)")
+    return Envelope(id, gbcs, expires, _hex32(obj["mac"]))
+
+
+def from_json(payload, max_gbcs):
+    import json
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeError):
+        raise EnvelopeError(E_ENVELOPE, "command is not valid JSON")
+    return from_json_obj(obj, max_gbcs)
+
+
+# Binary form (NFC phone transfers and tag NDEF records), all integers big-endian:
+#   version u8 (=1) | flags u8 (bit0: expires present) | id_len u8 | id
+#   | [expires u32] | gbcs_len u16 | gbcs | mac (32)
+def from_binary(buf, max_gbcs):
+    """Envelope from its binary form. `gbcs` is a memoryview into buf (no copy)."""
+    mv = memoryview(buf)
+    n = len(mv)
+    if n < 3:
+        raise EnvelopeError(E_ENVELOPE, "binary envelope truncated (%d bytes)" % n)
+    if mv[0] != BINARY_VERSION:
+        raise EnvelopeError(E_ENVELOPE, "binary envelope version %d not supported" % mv[0])
+    flags = mv[1]
+    if flags & ~_FLAG_EXPIRES:
+        raise EnvelopeError(E_ENVELOPE, "binary envelope has unknown flags 0x%02X" % flags)
+    id_len = mv[2]
+    pos = 3 + id_len
+    if pos > n:
+        raise EnvelopeError(E_ENVELOPE, "binary envelope truncated in id")
+    try:
+        id = str(bytes(mv[3:pos]), "ascii")
+    except UnicodeError:
+        raise EnvelopeError(E_ID, "id may hold only printable ASCII without spaces")
+    check_id(id)
+    expires = None
+    if flags & _FLAG_EXPIRES:
+        if pos + 4 > n:
+            raise EnvelopeError(E_ENVELOPE, "binary envelope truncated in expires")
+        expires = struct.unpack_from(">I", mv, pos)[0]
+        pos += 4
+    if pos + 2 > n:
+        raise EnvelopeError(E_ENVELOPE, "binary envelope truncated in gbcs length")
+    glen = (mv[pos] << 8) | mv[pos + 1]
+    pos += 2
+    if glen > max_gbcs:
+        raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
+    if glen == 0:
+        raise EnvelopeError(E_ENVELOPE, "gbcs is empty")
+    if pos + glen + MAC_LEN != n:
+        raise EnvelopeError(E_ENVELOPE, "binary envelope length %d does not match its fields (%d)" % (n, pos + glen + MAC_LEN))
+    return Envelope(id, mv[pos:pos + glen], expires, mv[pos + glen:])
+
+
+def to_binary(env):
+    id = env.id.encode()
+    flags = _FLAG_EXPIRES if env.expires is not None else 0
+    out = bytearray((BINARY_VERSION, flags, len(id)))
+    out += id
+    if env.expires is not None:
+        out += struct.pack(">I", env.expires)
+    out += struct.pack(">H", len(env.gbcs))
+    out += env.gbcs
+    out += env.mac
+    return bytes(out)
+
+
+def sign(key, id, gbcs, expires=None):
+    """Build a signed Envelope (host tools and tests; the gateway only verifies)."""
+    check_id(id)
+    return Envelope(id, gbcs, expires, compute_mac(key, id, expires, gbcs))

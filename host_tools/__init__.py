@@ -1,0 +1,1 @@
+"""Host-side tools for the PPMID gateway (CPython): the `ppmid` command."""

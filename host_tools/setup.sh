@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One-command set-up for a fresh machine (called by `make setup`; idempotent).
+# - .venv with the project and its dev references (pip install -e .[dev]);
+# - Debian packages the tests and tools use: mosquitto (MQTT broker), socat (REPL pty
+#   bridge), tshark (Wireshark's GBCS dissector, the independent oracle).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+echo "setup: installing the project into .venv (pip install -e .[dev])"
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v socat >/dev/null 2>&1 || need+=(socat)
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
+command -v text2pcap >/dev/null 2>&1 || need+=(wireshark-common)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: apt-get install ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "setup: missing Debian packages: ${need[*]}" >&2
+        echo "setup: install them with: sudo apt-get install ${need[*]}" >&2
+        exit 1
+    fi
+fi
+.venv/bin/micropython -c "import sys; print('setup: micropython', sys.implementation.version)"
+echo "setup: done"

