@@ -1,0 +1,285 @@
+# ASH codec (EZSP's UART framing, Silicon Labs UG101): CRC, data randomisation, byte
+# stuffing, control bytes, and a streaming decoder. Pure: no I/O, no board imports; the
+# link state machine lives in ashlink.py. Under MicroPython the byte loops come from
+# _ash_fast (viper); this file holds the plain versions, which CPython uses.
+from micropython import const
+
+FLAG = const(0x7E)
+ESCAPE = const(0x7D)
+XON = const(0x11)
+XOFF = const(0x13)
+SUBSTITUTE = const(0x18)
+CANCEL = const(0x1A)
+
+MAX_DATA = const(128)           # largest DATA field (one EZSP frame)
+_MAX_FRAME = const(131)         # control + data + 2 CRC bytes, before stuffing
+
+RST = const(0xC0)
+RSTACK = const(0xC1)
+ERROR = const(0xC2)
+ASH_VERSION = const(2)
+
+# Frame kinds returned by kind()
+DATA = const(0)
+ACK = const(1)
+NAK = const(2)
+K_RST = const(3)
+K_RSTACK = const(4)
+K_ERROR = const(5)
+UNKNOWN = const(6)
+
+# decoder event: a frame that failed (CRC, length, escape). Its reason is a short string.
+BAD = const(-1)
+
+
+def _crc_table():
+    t = []
+    for i in range(256):
+        c = i << 8
+        for _ in range(8):
+            c = ((c << 1) ^ 0x1021) if c & 0x8000 else (c << 1)
+        t.append(c & 0xFFFF)
+    return t
+
+
+def _random_sequence(n):
+    out = bytearray(n)
+    r = 0x42
+    for i in range(n):
+        out[i] = r
+        r = (r >> 1) ^ 0xB8 if r & 1 else r >> 1
+    return bytes(out)
+
+
+CRC_TABLE = _crc_table()
+RANDOM = _random_sequence(256)
+# 1 for the six bytes that must be stuffed
+RESERVED = bytearray(256)
+for _b in (FLAG, ESCAPE, XON, XOFF, SUBSTITUTE, CANCEL):
+    RESERVED[_b] = 1
+
+
+def _crc16_py(data, crc=0xFFFF):
+    t = CRC_TABLE
+    for b in data:
+        crc = ((crc << 8) & 0xFF00) ^ t[(crc >> 8) ^ b]
+    return crc
+
+
+def _xor_random_py(src, dst, n):
+    """dst[i] = src[i] ^ RANDOM[i] for i < n (src and dst may be the same buffer)."""
+    r = RANDOM
+    for i in range(n):
+        dst[i] = src[i] ^ r[i]
+
+
+def _stuff_py(src, n, dst):
+    """Stuff src[:n] into dst; return the number of bytes written."""
+    res = RESERVED
+    j = 0
+    for i in range(n):
+        b = src[i]
+        if res[b]:
+            dst[j] = ESCAPE
+            dst[j + 1] = b ^ 0x20
+            j += 2
+        else:
+            dst[j] = b
+            j += 1
+    return j
+
+
+crc16 = _crc16_py
+xor_random = _xor_random_py
+stuff = _stuff_py
+try:
+    import sys
+    if sys.implementation.name == "micropython":
+        from ppmid.zigbee import _ash_fast
+        crc16 = _ash_fast.crc16
+        xor_random = _ash_fast.xor_random
+        stuff = _ash_fast.stuff
+except ImportError:  # a port without viper: the plain loops are correct, only slower
+    pass
+
+
+def data_control(frm_num, re_tx, ack_num):
+    return ((frm_num & 7) << 4) | (8 if re_tx else 0) | (ack_num & 7)
+
+
+def ack_control(ack_num, n_rdy=False):
+    return 0x80 | (8 if n_rdy else 0) | (ack_num & 7)
+
+
+def nak_control(ack_num, n_rdy=False):
+    return 0xA0 | (8 if n_rdy else 0) | (ack_num & 7)
+
+
+def kind(control):
+    if control & 0x80 == 0:
+        return DATA
+    if control & 0xE0 == 0x80:
+        return ACK
+    if control & 0xE0 == 0xA0:
+        return NAK
+    if control == RST:
+        return K_RST
+    if control == RSTACK:
+        return K_RSTACK
+    if control == ERROR:
+        return K_ERROR
+    return UNKNOWN
+
+
+class Encoder:
+    """Builds whole wire frames (stuffed, flag-terminated) in one preallocated buffer.
+    encode() returns a memoryview valid until the next call: write it out, or bytes() it."""
+
+    def __init__(self):
+        self._raw = bytearray(_MAX_FRAME)
+        self._out = bytearray(2 * _MAX_FRAME + 1)
+        self._mv = memoryview(self._out)
+
+    def encode(self, control, data=b"", randomise=True):
+        n = len(data)
+        if n > MAX_DATA:
+            raise ValueError("ASH data field of %d bytes exceeds %d" % (n, MAX_DATA))
+        raw = self._raw
+        raw[0] = control
+        body = memoryview(raw)[1:]
+        if randomise and n:
+            xor_random(data, body, n)
+        else:
+            body[:n] = data
+        c = crc16(memoryview(raw)[:n + 1])
+        raw[n + 1] = c >> 8
+        raw[n + 2] = c & 0xFF
+        j = stuff(raw, n + 3, self._out)
+        self._out[j] = FLAG
+        return self._mv[:j + 1]
+
+    def data(self, frm_num, re_tx, ack_num, ezsp_frame):
+        return self.encode(data_control(frm_num, re_tx, ack_num), ezsp_frame)
+
+    def ack(self, ack_num, n_rdy=False):
+        return self.encode(ack_control(ack_num, n_rdy))
+
+    def nak(self, ack_num, n_rdy=False):
+        return self.encode(nak_control(ack_num, n_rdy))
+
+    def rst(self):
+        # the leading CANCEL makes the NCP discard whatever partial frame it holds
+        return b"\x1a" + bytes(self.encode(RST))
+
+    def rstack(self, reset_code):
+        return self.encode(RSTACK, bytes((ASH_VERSION, reset_code)), randomise=False)
+
+    def error(self, code):
+        return self.encode(ERROR, bytes((ASH_VERSION, code)), randomise=False)
+
+
+def encode_frame(control, data=b"", randomise=True):
+    """Convenience (allocates): one whole wire frame as bytes."""
+    return bytes(Encoder().encode(control, data, randomise))
+
+
+class Decoder:
+    """Streaming ASH receiver. feed(chunk) returns a list of (control, payload) for good
+    frames (DATA payloads de-randomised; RSTACK/ERROR payloads as sent) and (BAD, reason,
+    control or None) for frames that failed; garbage is counted in `counters` and otherwise dropped."""
+
+    def __init__(self):
+        self._buf = bytearray(_MAX_FRAME)
+        self._n = 0
+        self._esc = False
+        self._skip = False       # after SUBSTITUTE or an overflow: drop until the next flag
+        self.counters = {"frames": 0, "crc": 0, "too_long": 0, "too_short": 0,
+                         "cancel": 0, "substitute": 0, "bad_escape": 0}
+
+    def reset(self):
+        self._n = 0
+        self._esc = False
+        self._skip = False
+
+    def feed(self, chunk):
+        out = []
+        buf = self._buf
+        n = self._n
+        esc = self._esc
+        skip = self._skip
+        res = RESERVED
+        for b in chunk:
+            if res[b]:
+                if b == FLAG:
+                    if skip:
+                        skip = False
+                    elif esc:
+                        self.counters["bad_escape"] += 1
+                        out.append((BAD, "escape before flag", buf[0] if n else None))
+                    elif n:
+                        self._finish(n, out)
+                    n = 0
+                    esc = False
+                    continue
+                if b == CANCEL:
+                    if n or esc:
+                        self.counters["cancel"] += 1
+                    n = 0
+                    esc = False
+                    skip = False
+                    continue
+                if b == SUBSTITUTE:
+                    self.counters["substitute"] += 1
+                    n = 0
+                    esc = False
+                    skip = True
+                    continue
+                if b == ESCAPE:
+                    esc = True
+                    continue
+                continue  # XON / XOFF: flow control, never data
+            if skip:
+                continue
+            if esc:
+                b ^= 0x20
+                esc = False
+                if not res[b]:
+                    self.counters["bad_escape"] += 1
+                    out.append((BAD, "bad escape", buf[0] if n else None))
+                    skip = True
+                    n = 0
+                    continue
+            if n >= _MAX_FRAME:
+                self.counters["too_long"] += 1
+                out.append((BAD, "frame too long", buf[0]))
+                skip = True
+                n = 0
+                continue
+            buf[n] = b
+            n += 1
+        self._n = n
+        self._esc = esc
+        self._skip = skip
+        return out
+
+    def _finish(self, n, out):
+        buf = self._buf
+        if n < 3:
+            self.counters["too_short"] += 1
+            out.append((BAD, "frame too short", buf[0]))
+            return
+        mv = memoryview(buf)
+        # CRC-CCITT over data and its own big-endian CRC leaves zero
+        if crc16(mv[:n]) != 0:
+            self.counters["crc"] += 1
+            out.append((BAD, "crc", buf[0]))
+            return
+        control = buf[0]
+        m = n - 3
+        if control & 0x80 == 0:
+            payload = bytearray(m)
+            xor_random(mv[1:], payload, m)
+        else:
+            payload = bytes(mv[1:n - 2])
+        self.counters["frames"] += 1
+        out.append((control, payload))

@@ -1,0 +1,129 @@
+# ASH codec: the ZIGBEE_NCP.md vectors, round trips and the decoder's handling of bad input.
+# Runs under CPython and MicroPython (viper byte loops there).
+import binascii
+from ppmid.zigbee import ash
+
+
+def h(s):
+    return binascii.unhexlify(s.replace(" ", ""))
+
+
+def frames(decoder, wire):
+    return [f for f in decoder.feed(wire)]
+
+
+def test_crc_check_value():
+    assert ash.crc16(b"123456789") == 0x29B1
+    assert ash.crc16(b"") == 0xFFFF
+
+
+def test_random_sequence_start():
+    assert ash.RANDOM[:8] == h("42 21 A8 54 2A 15 B2 59")
+
+
+def test_control_vectors():
+    e = ash.Encoder()
+    assert e.rst() == h("1A C0 38 BC 7E")
+    assert bytes(e.rstack(2)) == h("C1 02 02 9B 7B 7E")
+    assert bytes(e.rstack(0x0B)) == h("C1 02 0B 0A 52 7E")
+    assert bytes(e.ack(1)) == h("81 60 59 7E")
+    assert bytes(e.ack(6, True)) == h("8E 91 B6 7E")
+    assert bytes(e.nak(6)) == h("A6 34 DC 7E")
+    assert bytes(e.nak(5, True)) == h("AD 85 B7 7E")
+
+
+def test_data_vectors():
+    e = ash.Encoder()
+    assert bytes(e.data(2, False, 5, h("00 00 00 02"))) == h("25 42 21 A8 56 A6 09 7E")
+    # UG101's unrandomised example; on the wire the 0x11 (XON) must be stuffed as 7D 31
+    raw = bytes(e.encode(ash.data_control(5, False, 3), h("00 80 00 02 02 11 30"), randomise=False))
+    assert raw == h("53 00 80 00 02 02 7D 31 30 63 16 7E")
+    # UG101's randomised response: its printed CRC (96 23) is wrong, 03 2A is right
+    body = h("53 42 A1 A8 56 28 04 82")
+    c = ash.crc16(body)
+    assert c == 0x032A
+
+
+def test_decode_vectors():
+    d = ash.Decoder()
+    out = frames(d, h("C1 02 0B 0A 52 7E 25 42 21 A8 56 A6 09 7E 8E 91 B6 7E"))
+    assert out[0] == (ash.RSTACK, h("02 0B"))
+    assert out[1][0] == 0x25 and bytes(out[1][1]) == h("00 00 00 02")
+    assert out[2][0] == 0x8E and ash.kind(out[2][0]) == ash.ACK
+    assert d.counters["frames"] == 3
+
+
+def test_roundtrip_all_lengths_and_reserved_bytes():
+    e = ash.Encoder()
+    d = ash.Decoder()
+    for n in range(0, ash.MAX_DATA + 1, 7):
+        data = bytes((i * 37 + n) & 0xFF for i in range(n))
+        # include every reserved byte *after* randomisation too
+        wire = bytes(e.data(n & 7, n & 1, 3, data))
+        assert wire.count(b"\x7e") == 1 and wire[-1] == 0x7E
+        for r in (0x11, 0x13, 0x18, 0x1A):
+            assert r not in wire
+        out = d.feed(wire)
+        assert len(out) == 1 and bytes(out[0][1]) == data, n
+    reserved = bytes([0x7E, 0x7D, 0x11, 0x13, 0x18, 0x1A]) * 10
+    out = d.feed(bytes(e.encode(ash.data_control(1, 0, 1), reserved, randomise=False)))
+    assert out[0][1] == bytes(ash.RANDOM[i] ^ reserved[i] for i in range(60))
+
+
+def test_byte_at_a_time():
+    e = ash.Encoder()
+    wire = bytes(e.data(3, 0, 4, b"hello ezsp \x7e\x7d")) + bytes(e.ack(4))
+    d = ash.Decoder()
+    got = []
+    for b in wire:
+        got += d.feed(bytes([b]))
+    assert [g[0] for g in got] == [0x34, 0x84]
+    assert bytes(got[0][1]) == b"hello ezsp \x7e\x7d"
+
+
+def test_too_long_data_refused_by_encoder():
+    try:
+        ash.Encoder().encode(0, bytes(ash.MAX_DATA + 1))
+    except ValueError:
+        return
+    raise AssertionError("no error")
+
+
+def test_bad_input_counted_and_recovered():
+    e = ash.Encoder()
+    good = bytes(e.ack(2))
+    d = ash.Decoder()
+    # CRC error
+    bad = bytearray(e.data(1, 0, 1, b"abcdef"))
+    bad[3] ^= 0x01
+    out = d.feed(bytes(bad) + good)
+    assert out[0][0] == ash.BAD and out[0][1] == "crc" and out[0][2] == 0x11
+    assert out[1] == (0x82, b"")
+    # garbage, then cancel: the partial frame is dropped, the next one decodes
+    out = d.feed(b"\x01\x02\x03\x1a" + good)
+    assert out == [(0x82, b"")] and d.counters["cancel"] == 1
+    # substitute: everything up to the next flag is dropped, including a good frame body
+    out = d.feed(b"\x05\x18\x82\x7e" + good)
+    assert out == [(0x82, b"")] and d.counters["substitute"] == 1
+    # way too long, with no flag for 1000 bytes
+    out = d.feed(bytes(range(0x20, 0x70)) * 20 + b"\x7e" + good)
+    assert out[0][0] == ash.BAD and out[0][1] == "frame too long"
+    assert out[-1] == (0x82, b"") and d.counters["too_long"] == 1
+    # too short, bad escape
+    out = d.feed(b"\x01\x7e\x7d\x40\x7e" + good)
+    assert [o[1] for o in out[:2]] == ["frame too short", "bad escape"]
+    assert out[-1] == (0x82, b"")
+    # XON/XOFF are ignored anywhere
+    out = d.feed(b"\x11" + good[:2] + b"\x13" + good[2:])
+    assert out == [(0x82, b"")]
+    assert d.counters["frames"] == 6 and d.counters["crc"] == 1
+
+
+def test_kind():
+    assert ash.kind(0x25) == ash.DATA
+    assert ash.kind(0x81) == ash.ACK
+    assert ash.kind(0xA6) == ash.NAK
+    assert ash.kind(0xC0) == ash.K_RST
+    assert ash.kind(0xC1) == ash.K_RSTACK
+    assert ash.kind(0xC2) == ash.K_ERROR
+    assert ash.kind(0xC7) == ash.UNKNOWN
