@@ -1,0 +1,462 @@
+# The relay journal: an append-only file on the board's flash (LittleFS) holding one record
+# per state change of every accepted command, plus the anti-replay counters. RAM keeps only
+# an index of the live commands (offsets into the file); GBCS bodies are read back from
+# flash when they are needed. Format and recovery policy: docs/relay.md.
+#
+# Record frame (all integers big-endian):
+#   A7 | type u8 | length u16 | payload | crc32(type, length, payload) u32
+# A torn or corrupt tail fails the length or CRC check: the scan stops there, and the
+# journal is rewritten (compacted) before anything else is appended to it.
+import binascii
+import os
+import struct
+from micropython import const
+
+from ppmid.errors import PpmidError
+
+E_BUSY = "E_BUSY"
+E_JOURNAL = "E_JOURNAL"
+
+MAGIC = b"PPMIDJ1"
+_SYNC = const(0xA7)
+_HEAD = const(4)
+_TAIL = const(4)
+NO_EXPIRY = const(0xFFFFFFFF)
+
+# record types
+T_HEADER = const(0x48)    # 'H' magic, next sequence number
+T_ACCEPT = const(0x41)    # 'A' a command accepted (carries the GBCS body)
+T_SENDING = const(0x53)   # 'S' about to hand the bytes to the HAN link (never resent after)
+T_UNSENT = const(0x55)    # 'U' the HAN link refused before taking the bytes: back to the queue
+T_RESPONSE = const(0x52)  # 'R' correlated response (carries its GBCS body)
+T_TIMEOUT = const(0x54)   # 'T' response budget exceeded
+T_FAILED = const(0x46)    # 'F' ended without a response (code)
+T_DONE = const(0x44)      # 'D' final status acknowledged by the broker: forget the command
+T_COUNTER = const(0x43)   # 'C' anti-replay counter key -> value
+
+# command states (Entry.state)
+QUEUED = const(0)
+SENDING = const(1)
+ANSWERED = const(2)
+TIMED_OUT = const(3)
+FAILED = const(4)
+
+STATE_NAMES = ("queued", "sending", "answered", "timed-out", "failed")
+VIAS = ("mqtt", "nfc-phone", "nfc-tag")
+
+# A: seq, expires, accepted_at, via, id_len | id | target 8 | originator 8 | counter 8 | gbcs
+_ACCEPT_FMT = ">IIIBB"
+_ACCEPT_FIXED = const(14)
+
+
+class JournalError(PpmidError):
+    pass
+
+
+class Entry:
+    """One live command in the RAM index. Bodies stay on flash (body_off/rsp_off)."""
+
+    __slots__ = ("seq", "id", "via", "expires", "accepted_at", "target", "originator",
+                 "counter", "state", "deadline", "late_until", "late", "error",
+                 "body_off", "body_len", "rsp_off", "rsp_len", "retries", "published")
+
+    def __init__(self, seq, id, via, expires, accepted_at, target, originator, counter):
+        self.seq = seq
+        self.id = id
+        self.via = via
+        self.expires = expires          # unix s or None
+        self.accepted_at = accepted_at  # unix s
+        self.target = target            # 8 bytes (recipient of the command)
+        self.originator = originator    # 8 bytes
+        self.counter = counter          # 8 bytes, as on the wire
+        self.state = QUEUED
+        self.deadline = 0               # unix s: end of the response budget (SENDING)
+        self.late_until = 0             # unix s: a late response is still correlated
+        self.late = False
+        self.error = None
+        self.body_off = 0
+        self.body_len = 0
+        self.rsp_off = 0
+        self.rsp_len = 0
+        self.retries = 0
+        self.published = None           # last status name the broker acknowledged (RAM only)
+
+    def key(self):
+        """Correlation key of the expected response: its originator is our target."""
+        return bytes(self.target) + bytes(self.originator) + bytes(self.counter)
+
+
+def response_key(originator, recipient, counter):
+    return bytes(originator) + bytes(recipient) + bytes(counter)
+
+
+def _frame(rtype, payload_parts):
+    n = 0
+    for p in payload_parts:
+        n += len(p)
+    if n > 0xFFFF:
+        raise JournalError(E_JOURNAL, "record of %d bytes is too large" % n)
+    head = bytes((_SYNC, rtype, n >> 8, n & 0xFF))
+    crc = binascii.crc32(head[1:])
+    for p in payload_parts:
+        crc = binascii.crc32(p, crc)
+    out = bytearray(head)
+    for p in payload_parts:
+        out += p
+    out += struct.pack(">I", crc & 0xFFFFFFFF)
+    return out
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+class Journal:
+    """Append-only journal in `root` (a directory on the flash filesystem).
+
+    max_bytes bounds the file: compaction runs when an append would cross it; accepting a
+    new command needs `reserve` bytes left over after that, so the records that finish the
+    commands already accepted always fit. max_live bounds the index (E_BUSY beyond)."""
+
+    def __init__(self, root, max_bytes=32768, max_live=48, name="relay.jnl"):
+        root = root.rstrip("/")
+        self.path = (root or "") + "/" + name
+        self.tmp_path = self.path + ".new"
+        self.max_bytes = max_bytes
+        self.reserve = max_bytes // 4
+        self.max_live = max_live
+        self.live = {}        # seq -> Entry
+        self.by_id = {}       # id -> Entry
+        self.counters = {}    # key (bytes) -> int
+        self.next_seq = 1
+        self.size = 0
+        self._f = None
+        # statistics (the wear benchmark reads these)
+        self.bytes_written = 0
+        self.appends = 0
+        self.compactions = 0
+        self.torn_tail = False
+
+    # ---- open / recover --------------------------------------------------------------
+    def open(self):
+        """Mount-time recovery: read every intact record, rebuild the index, and compact
+        (which drops a torn tail and finished commands). Returns the live entries in
+        acceptance order."""
+        if _exists(self.tmp_path):
+            if _exists(self.path):
+                os.remove(self.tmp_path)   # a compaction that never reached its rename
+            else:
+                os.rename(self.tmp_path, self.path)
+        if _exists(self.path):
+            self._scan()
+        self._rewrite()
+        return self.entries()
+
+    def entries(self):
+        out = list(self.live.values())
+        out.sort(key=lambda e: e.seq)
+        return out
+
+    def _scan(self):
+        f = open(self.path, "rb")
+        try:
+            head = bytearray(_HEAD)
+            pos = 0
+            first = True
+            self.quarantined = False
+            while True:
+                n = f.readinto(head)
+                if not n:
+                    break
+                if n < _HEAD or head[0] != _SYNC:
+                    self.torn_tail = True
+                    break
+                rtype = head[1]
+                ln = (head[2] << 8) | head[3]
+                body = f.read(ln + _TAIL)
+                if len(body) < ln + _TAIL:
+                    self.torn_tail = True
+                    break
+                crc = binascii.crc32(head[1:])
+                crc = binascii.crc32(memoryview(body)[:ln], crc) & 0xFFFFFFFF
+                if struct.unpack_from(">I", body, ln)[0] != crc:
+                    self.torn_tail = True
+                    break
+                if first and (rtype != T_HEADER or bytes(body[:len(MAGIC)]) != MAGIC):
+                    self.torn_tail = True
+                    break
+                first = False
+                self._apply(rtype, memoryview(body)[:ln], pos + _HEAD)
+                pos += _HEAD + ln + _TAIL
+        finally:
+            f.close()
+        if first and self.torn_tail:
+            # no intact header: not our journal, or damaged at its start. Keep it aside
+            # as evidence and start afresh rather than stop the gateway.
+            if _exists(self.path + ".bad"):
+                os.remove(self.path + ".bad")
+            os.rename(self.path, self.path + ".bad")
+            self.quarantined = True
+
+    def _apply(self, rtype, p, off):
+        if rtype == T_HEADER:
+            seq = struct.unpack_from(">I", p, len(MAGIC))[0]
+            if seq > self.next_seq:
+                self.next_seq = seq
+            return
+        if rtype == T_COUNTER:
+            kl = p[0]
+            key = bytes(p[1:1 + kl])
+            v = struct.unpack_from(">Q", p, 1 + kl)[0]
+            if v > self.counters.get(key, -1):
+                self.counters[key] = v
+            return
+        seq = struct.unpack_from(">I", p, 0)[0]
+        if rtype == T_ACCEPT:
+            seq, exp, at, via, il = struct.unpack_from(_ACCEPT_FMT, p, 0)
+            pos = _ACCEPT_FIXED
+            id = str(bytes(p[pos:pos + il]), "ascii")
+            pos += il
+            e = Entry(seq, id, VIAS[via] if via < len(VIAS) else "mqtt",
+                      None if exp == NO_EXPIRY else exp, at,
+                      bytes(p[pos:pos + 8]), bytes(p[pos + 8:pos + 16]), bytes(p[pos + 16:pos + 24]))
+            pos += 24
+            e.body_off = off + pos
+            e.body_len = len(p) - pos
+            self._index(e)
+            if seq >= self.next_seq:
+                self.next_seq = seq + 1
+            return
+        e = self.live.get(seq)
+        if e is None:
+            return  # a record about a command already done (or compacted away)
+        if rtype == T_SENDING:
+            e.state = SENDING
+            e.deadline = struct.unpack_from(">I", p, 4)[0]
+            if len(p) >= 10:
+                e.retries = struct.unpack_from(">H", p, 8)[0]
+        elif rtype == T_UNSENT:
+            e.state = QUEUED
+            e.retries = struct.unpack_from(">H", p, 4)[0]
+        elif rtype == T_RESPONSE:
+            e.state = ANSWERED
+            e.late = bool(p[4])
+            e.rsp_off = off + 5
+            e.rsp_len = len(p) - 5
+        elif rtype == T_TIMEOUT:
+            e.state = TIMED_OUT
+            e.late_until = struct.unpack_from(">I", p, 4)[0]
+        elif rtype == T_FAILED:
+            e.state = FAILED
+            e.error = str(bytes(p[4:]), "ascii")
+        elif rtype == T_DONE:
+            self._unindex(e)
+
+    def _index(self, e):
+        self.live[e.seq] = e
+        self.by_id[e.id] = e
+
+    def _unindex(self, e):
+        self.live.pop(e.seq, None)
+        if self.by_id.get(e.id) is e:
+            del self.by_id[e.id]
+
+    # ---- writing ---------------------------------------------------------------------
+    def _handle(self):
+        if self._f is None:
+            self._f = open(self.path, "r+b")
+            self._f.seek(0, 2)
+        return self._f
+
+    def _write(self, rec):
+        """Append one framed record and sync it to flash; returns its offset."""
+        f = self._handle()
+        f.seek(0, 2)
+        off = self.size
+        f.write(rec)
+        f.flush()  # LittleFS: lfs_file_sync, the record is durable once this returns
+        self.size += len(rec)
+        self.bytes_written += len(rec)
+        self.appends += 1
+        return off
+
+    def _append(self, rtype, parts, need_reserve=False):
+        n = _HEAD + _TAIL
+        for p in parts:
+            n += len(p)
+        limit = self.max_bytes - (self.reserve if need_reserve else 0)
+        if self.size + n > limit:
+            self.compact()
+            if self.size + n > limit:
+                if need_reserve:
+                    raise JournalError(E_BUSY, "journal full (%d bytes live): try later" % self.size)
+                # finishing records of accepted commands are never refused; the reserve
+                # kept back from new commands is what makes this bounded
+        return self._write(_frame(rtype, parts)) + _HEAD
+
+    def accept(self, id, via, expires, accepted_at, target, originator, counter, gbcs):
+        """Journal a new command. Raises JournalError(E_BUSY) when the index or the file
+        is full. Returns its Entry (state QUEUED)."""
+        if len(self.live) >= self.max_live:
+            raise JournalError(E_BUSY, "%d commands in hand already: try later" % len(self.live))
+        idb = id.encode()
+        seq = self.next_seq
+        fixed = struct.pack(_ACCEPT_FMT, seq, NO_EXPIRY if expires is None else expires,
+                            accepted_at, VIAS.index(via) if via in VIAS else 0, len(idb))
+        e = Entry(seq, id, via, expires, accepted_at, bytes(target), bytes(originator), bytes(counter))
+        pay = self._append(T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, gbcs), True)
+        e.body_off = pay + _ACCEPT_FIXED + len(idb) + 24
+        e.body_len = len(gbcs)
+        self.next_seq = seq + 1
+        self._index(e)
+        return e
+
+    def sending(self, e, deadline):
+        self._append(T_SENDING, (struct.pack(">IIH", e.seq, deadline, min(e.retries, 0xFFFF)),))
+        e.state = SENDING
+        e.deadline = deadline
+
+    def unsent(self, e):
+        e.retries += 1
+        self._append(T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
+        e.state = QUEUED
+
+    def response(self, e, gbcs, late):
+        pay = self._append(T_RESPONSE, (struct.pack(">IB", e.seq, 1 if late else 0), gbcs))
+        e.state = ANSWERED
+        e.late = late
+        e.rsp_off = pay + 5
+        e.rsp_len = len(gbcs)
+
+    def timeout(self, e, late_until):
+        self._append(T_TIMEOUT, (struct.pack(">II", e.seq, late_until),))
+        e.state = TIMED_OUT
+        e.late_until = late_until
+
+    def failed(self, e, code):
+        self._append(T_FAILED, (struct.pack(">I", e.seq), code.encode()))
+        e.state = FAILED
+        e.error = code
+
+    def done(self, e):
+        if e.seq not in self.live:
+            return
+        self._append(T_DONE, (struct.pack(">I", e.seq),))
+        self._unindex(e)
+
+    def put_counter(self, key, value):
+        if isinstance(key, str):
+            key = key.encode()
+        key = bytes(key)
+        if len(key) > 255:
+            raise JournalError(E_JOURNAL, "counter key too long")
+        self._append(T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", value)))
+        self.counters[key] = value
+
+    def get_counter(self, key):
+        if isinstance(key, str):
+            key = key.encode()
+        return self.counters.get(bytes(key))
+
+    # ---- reading bodies back ---------------------------------------------------------
+    def _read(self, off, n):
+        f = self._handle()
+        f.seek(off)
+        buf = f.read(n)
+        f.seek(0, 2)
+        if len(buf) != n:
+            raise JournalError(E_JOURNAL, "journal short read at %d" % off)
+        return buf
+
+    def body(self, e):
+        """The command's GBCS bytes, read back from flash."""
+        return self._read(e.body_off, e.body_len)
+
+    def response_body(self, e):
+        return self._read(e.rsp_off, e.rsp_len) if e.rsp_len else b""
+
+    # ---- compaction ------------------------------------------------------------------
+    def compact(self):
+        """Rewrite the journal with only the live commands and the counters, into a new
+        file that replaces the old one by an atomic rename."""
+        self._rewrite()
+
+    def _rewrite(self):
+        entries = self.entries()
+        src = None
+        if self._f is not None:
+            src = self._f
+        elif _exists(self.path):
+            src = open(self.path, "rb")
+        out = open(self.tmp_path, "wb")
+        written = 0
+        try:
+            rec = _frame(T_HEADER, (MAGIC, struct.pack(">I", self.next_seq)))
+            out.write(rec)
+            written += len(rec)
+            for key in self.counters:
+                rec = _frame(T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", self.counters[key])))
+                out.write(rec)
+                written += len(rec)
+            moves = []
+            for e in entries:
+                body = b""
+                if e.body_len:
+                    src.seek(e.body_off)
+                    body = src.read(e.body_len)
+                    if len(body) != e.body_len:
+                        raise JournalError(E_JOURNAL, "journal short read during compaction")
+                idb = e.id.encode()
+                fixed = struct.pack(_ACCEPT_FMT, e.seq, NO_EXPIRY if e.expires is None else e.expires,
+                                    e.accepted_at, VIAS.index(e.via) if e.via in VIAS else 0, len(idb))
+                rec = _frame(T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, body))
+                body_off = written + _HEAD + _ACCEPT_FIXED + len(idb) + 24
+                out.write(rec)
+                written += len(rec)
+                rsp_off = 0
+                if e.state == SENDING:
+                    rec = _frame(T_SENDING, (struct.pack(">IIH", e.seq, e.deadline, min(e.retries, 0xFFFF)),))
+                elif e.state == QUEUED and e.retries:
+                    rec = _frame(T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
+                elif e.state == ANSWERED:
+                    rsp = b""
+                    if e.rsp_len:
+                        src.seek(e.rsp_off)
+                        rsp = src.read(e.rsp_len)
+                    rec = _frame(T_RESPONSE, (struct.pack(">IB", e.seq, 1 if e.late else 0), rsp))
+                    rsp_off = written + _HEAD + 5
+                elif e.state == TIMED_OUT:
+                    rec = _frame(T_TIMEOUT, (struct.pack(">II", e.seq, e.late_until),))
+                elif e.state == FAILED:
+                    rec = _frame(T_FAILED, (struct.pack(">I", e.seq), (e.error or "E_FAILED").encode()))
+                else:
+                    rec = None
+                if rec is not None:
+                    out.write(rec)
+                    written += len(rec)
+                moves.append((e, body_off, rsp_off))
+            out.flush()
+        finally:
+            out.close()
+            if src is not None and src is not self._f:
+                src.close()
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        os.rename(self.tmp_path, self.path)  # atomic on LittleFS: old or new, never half
+        for e, body_off, rsp_off in moves:
+            e.body_off = body_off
+            if rsp_off:
+                e.rsp_off = rsp_off
+        self.size = written
+        self.bytes_written += written
+        self.compactions += 1
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None

@@ -1,0 +1,247 @@
+# Journal: framing, recovery from a torn or corrupt tail, compaction, bounds. Runs under
+# CPython (host files) and MicroPython (a real VfsLfs2 on a RAM block device).
+import os
+
+from ppmid.relay import journal as J
+from test_relay_support import fresh_root, read_file, write_file
+
+T = b"\x00\xDB\x12\x34\x56\x78\x90\xA0"
+O = b"\x90\xB3\xD5\x1F\x30\x01\x00\x00"
+
+
+def ctr(n):
+    return bytes((0, 0, 0, 0, 0, 0, n >> 8, n & 0xFF))
+
+
+def accept(j, i, body=None, expires=None):
+    return j.accept("c-%d" % i, "mqtt", expires, 1000 + i, T, O, ctr(i), body or (b"G%d-" % i) * 10)
+
+
+def reopen(j):
+    j.close()
+    k = J.Journal(j.path[:j.path.rfind("/")], j.max_bytes, j.max_live)
+    return k, k.open()
+
+
+def test_roundtrip_states_survive_reopen():
+    root = fresh_root()
+    j = J.Journal(root)
+    j.open()
+    a = accept(j, 1, expires=5000)
+    b = accept(j, 2)
+    c = accept(j, 3)
+    d = accept(j, 4)
+    e = accept(j, 5)
+    j.sending(b, 2000)
+    j.sending(c, 2001)
+    j.response(c, b"RSP3", False)
+    j.sending(d, 2002)
+    j.timeout(d, 3000)
+    j.failed(e, "E_EXPIRED")
+    j.put_counter(b"k1", 7)
+    j.put_counter("k2", 9)
+    j2, live = reopen(j)
+    assert [x.id for x in live] == ["c-1", "c-2", "c-3", "c-4", "c-5"]
+    x = j2.by_id
+    assert x["c-1"].state == J.QUEUED and x["c-1"].expires == 5000
+    assert x["c-2"].state == J.SENDING and x["c-2"].deadline == 2000
+    assert x["c-3"].state == J.ANSWERED and j2.response_body(x["c-3"]) == b"RSP3"
+    assert x["c-4"].state == J.TIMED_OUT and x["c-4"].late_until == 3000
+    assert x["c-5"].state == J.FAILED and x["c-5"].error == "E_EXPIRED"
+    assert x["c-2"].expires is None and x["c-2"].accepted_at == 1002
+    assert x["c-2"].target == T and x["c-2"].originator == O and x["c-2"].counter == ctr(2)
+    for i in range(1, 6):
+        assert j2.body(x["c-%d" % i]) == (b"G%d-" % i) * 10
+    assert j2.get_counter("k1") == 7 and j2.get_counter(b"k2") == 9
+    assert j2.next_seq == 6
+    j2.close()
+
+
+def test_done_commands_are_forgotten_and_compacted_away():
+    root = fresh_root()
+    j = J.Journal(root)
+    j.open()
+    es = [accept(j, i) for i in range(10)]
+    for e in es[:8]:
+        j.done(e)
+    size_before = j.size
+    j.compact()
+    assert j.size < size_before
+    assert sorted(j.by_id) == ["c-8", "c-9"]
+    assert j.body(j.by_id["c-9"]) == b"G9-" * 10
+    j2, live = reopen(j)
+    assert [e.id for e in live] == ["c-8", "c-9"]
+    assert j2.body(live[0]) == b"G8-" * 10
+    # sequence numbers never go back, even once the older commands are gone
+    e = accept(j2, 11)
+    assert e.seq == 11
+    j2.close()
+
+
+def test_torn_tail_is_dropped_and_rewritten():
+    root = fresh_root()
+    j = J.Journal(root)
+    j.open()
+    accept(j, 1)
+    accept(j, 2)
+    j.close()
+    path = j.path
+    data = read_file(path)
+    # cut the last record in the middle: only c-1 survives
+    for cut in (1, 5, 20, 40):
+        write_file(path, data[:-cut])
+        k = J.Journal(root)
+        live = k.open()
+        assert [e.id for e in live] == ["c-1"], cut
+        assert k.body(live[0]) == b"G1-" * 10
+        k.close()
+        # the rewrite left a clean file: reopening finds no torn tail
+        k = J.Journal(root)
+        k.open()
+        assert not k.torn_tail
+        k.close()
+        write_file(path, data)
+
+
+def test_corrupt_record_fails_crc_and_stops_the_scan():
+    root = fresh_root()
+    j = J.Journal(root)
+    j.open()
+    accept(j, 1)
+    accept(j, 2)
+    accept(j, 3)
+    j.close()
+    data = bytearray(read_file(j.path))
+    # flip one byte in the middle of c-3's body (the last record)
+    data[len(data) - 20] ^= 0x40
+    write_file(j.path, data)
+    k = J.Journal(root)
+    live = k.open()
+    assert [e.id for e in live] == ["c-1", "c-2"]
+    k.close()
+
+
+def test_garbage_after_records_is_not_accepted():
+    root = fresh_root()
+    j = J.Journal(root)
+    j.open()
+    accept(j, 1)
+    j.close()
+    write_file(j.path, read_file(j.path) + b"\xA7\x41\x00\x05hello\x00\x00\x00\x00")
+    k = J.Journal(root)
+    assert [e.id for e in k.open()] == ["c-1"]
+    k.close()
+
+
+def test_foreign_or_damaged_file_is_quarantined_not_trusted():
+    for junk in (b"\xA7\x48\x00\x02hi" + b"\x00" * 4, b"hello world, not a journal at all",
+                 J._frame(J.T_HEADER, (b"OTHERJ1", b"\x00\x00\x00\x05"))):
+        root = fresh_root()
+        write_file(root + "/relay.jnl", junk)
+        j = J.Journal(root)
+        assert j.open() == []
+        assert j.quarantined
+        assert read_file(root + "/relay.jnl.bad") == junk
+        e = accept(j, 1)
+        assert e.seq == 1
+        j.close()
+        k = J.Journal(root)
+        assert [x.id for x in k.open()] == ["c-1"] and not k.quarantined
+        k.close()
+
+
+def test_unfinished_compaction_file_is_discarded():
+    root = fresh_root()
+    j = J.Journal(root)
+    j.open()
+    accept(j, 1)
+    j.close()
+    write_file(j.tmp_path, b"half a compaction")
+    k = J.Journal(root)
+    assert [e.id for e in k.open()] == ["c-1"]
+    assert "relay.jnl.new" not in os.listdir(root)
+    k.close()
+
+
+def test_live_bound_gives_busy():
+    root = fresh_root()
+    j = J.Journal(root, max_live=3)
+    j.open()
+    for i in range(3):
+        accept(j, i)
+    try:
+        accept(j, 9)
+        raise AssertionError("accepted beyond max_live")
+    except J.JournalError as exc:
+        assert exc.code == J.E_BUSY
+    j.done(j.by_id["c-0"])
+    accept(j, 9)
+    j.close()
+
+
+def test_size_bound_gives_busy_but_finishing_records_still_fit():
+    root = fresh_root()
+    j = J.Journal(root, max_bytes=2048, max_live=100)
+    j.open()
+    n = 0
+    try:
+        while True:
+            accept(j, n, body=b"x" * 100)
+            n += 1
+    except J.JournalError as exc:
+        assert exc.code == J.E_BUSY
+    assert 5 < n < 20
+    assert j.size <= j.max_bytes - j.reserve
+    # every accepted command can still be sent, answered and finished
+    for e in j.entries():
+        j.sending(e, 10)
+        j.response(e, b"r" * 20, False)
+    assert j.size <= j.max_bytes + 200
+    for e in j.entries():
+        j.done(e)
+    accept(j, 1000, body=b"x" * 100)  # room again after compaction
+    assert j.size <= j.max_bytes
+    j.close()
+
+
+def test_compaction_keeps_responses_and_retries():
+    root = fresh_root()
+    j = J.Journal(root, max_bytes=4096)
+    j.open()
+    a = accept(j, 1)
+    b = accept(j, 2)
+    j.sending(a, 100)
+    j.unsent(a)
+    j.sending(b, 100)
+    j.response(b, b"the response", True)
+    for i in range(3, 40):
+        j.done(accept(j, i))  # churn forces compactions
+    assert j.compactions >= 1
+    assert j.by_id["c-1"].state == J.QUEUED and j.by_id["c-1"].retries == 1
+    assert j.response_body(j.by_id["c-2"]) == b"the response"
+    j2, live = reopen(j)
+    assert j2.by_id["c-1"].retries == 1 and j2.by_id["c-1"].state == J.QUEUED
+    assert j2.by_id["c-2"].late and j2.response_body(j2.by_id["c-2"]) == b"the response"
+    assert j2.body(j2.by_id["c-2"]) == b"G2-" * 10
+    j2.close()
+
+
+def test_counters_keep_the_highest_and_survive_compaction():
+    root = fresh_root()
+    j = J.Journal(root, max_bytes=4096)
+    j.open()
+    from ppmid.relay.counters import JournalCounterStore
+    s = JournalCounterStore(j)
+    assert s.get("a") is None
+    s.put("a", 5)
+    s.put("a", 5)  # unchanged: no write
+    n = j.appends
+    s.put("a", 5)
+    assert j.appends == n
+    s.put("b", 1 << 60)
+    for i in range(50):
+        j.done(accept(j, i))
+    j2, _ = reopen(j)
+    s2 = JournalCounterStore(j2)
+    assert s2.get("a") == 5 and s2.get("b") == 1 << 60
+    j2.close()
