@@ -1,0 +1,97 @@
+# Build GBCS messages from fields: for tests, the emulated meters' responses and host tools.
+# Signatures and MACs are opaque bytes here: the gateway never signs, MACs or decrypts.
+from ppmid.gbcs.message import (decode, GbcsError, E_LENGTH, E_VALUE, FORM_MAC_SIGNED,
+                                TAG_GENERAL_CIPHERING, TAG_GENERAL_SIGNING, MAC_LEN)
+
+
+def encode_length(n):
+    """GBCS length: one byte below 0x80, else 81 nn or 82 nnnn."""
+    if n < 0:
+        raise GbcsError(E_LENGTH, "negative length %d" % n)
+    if n < 0x80:
+        return bytes((n,))
+    if n <= 0xFF:
+        return bytes((0x81, n))
+    if n <= 0xFFFF:
+        return bytes((0x82, n >> 8, n & 0xFF))
+    raise GbcsError(E_LENGTH, "length %d does not fit the 82 nnnn form" % n)
+
+
+def _u64(v):
+    if v < 0 or v >= 1 << 64:
+        raise GbcsError(E_VALUE, "counter %d is not an unsigned 64-bit number" % v)
+    out = bytearray(8)
+    for i in range(8):
+        out[7 - i] = (v >> (8 * i)) & 0xFF
+    return bytes(out)
+
+
+def _eui(v, what):
+    v = bytes(v)
+    if len(v) != 8:
+        raise GbcsError(E_LENGTH, "%s must be 8 bytes, not %d" % (what, len(v)))
+    return v
+
+
+def transaction_header(cra, counter, originator, recipient, date_time=None):
+    """09 CRA counter(8) 08 originator 08 recipient, then the date-time element."""
+    if cra not in (1, 2, 3):
+        raise GbcsError(E_VALUE, "CRA flag must be 1, 2 or 3, not %r" % (cra,))
+    parts = [b"\x09", bytes((cra,)), _u64(counter), b"\x08", _eui(originator, "originator"),
+             b"\x08", _eui(recipient, "recipient")]
+    if date_time is None:
+        parts.append(b"\x00")
+    else:
+        date_time = bytes(date_time)
+        if len(date_time) != 12:
+            raise GbcsError(E_LENGTH, "date-time must be 12 bytes, not %d" % len(date_time))
+        parts.append(b"\x0c" + date_time)
+    return b"".join(parts)
+
+
+def build_signed(cra, counter, originator, recipient, message_code, content, date_time=None,
+                 signature=b"", other_info=b""):
+    """A General-Signing (DF) message. signature=None omits the field (a pre-command);
+    b"" gives an empty signature (00). other_info: the optional bytes after the message code
+    (supplementary remote party id, counters, certificate)."""
+    content = bytes(content)
+    if not content:
+        raise GbcsError(E_LENGTH, "content is empty")
+    oi = bytes(((message_code >> 8) & 0xFF, message_code & 0xFF)) + bytes(other_info)
+    parts = [bytes((TAG_GENERAL_SIGNING,)), transaction_header(cra, counter, originator, recipient, date_time),
+             encode_length(len(oi)), oi, encode_length(len(content)), content]
+    if signature is not None:
+        signature = bytes(signature)
+        if len(signature) not in (0, 64):
+            raise GbcsError(E_LENGTH, "signature must be 0 or 64 bytes, not %d" % len(signature))
+        parts.append(bytes((len(signature),)) + signature)
+    return b"".join(parts)
+
+
+def build_mac(signed, mac=None, security_control=0x11, invocation_counter=0):
+    """Wrap a General-Signing message in the MAC header (DD 00 ...) with a 12-byte MAC
+    (opaque bytes: zeros unless given)."""
+    signed = bytes(signed)
+    mac = bytes(MAC_LEN) if mac is None else bytes(mac)
+    if len(mac) != MAC_LEN:
+        raise GbcsError(E_LENGTH, "MAC must be 12 bytes, not %d" % len(mac))
+    body = bytes((security_control,)) + _u64(invocation_counter)[4:] + signed + mac
+    return bytes((TAG_GENERAL_CIPHERING, 0, 0, 0, 0, 0, 0)) + encode_length(len(body)) + body
+
+
+def build_command(counter, originator, recipient, message_code, content, mac=None, signature=b"",
+                  other_info=b"", date_time=None):
+    """A command in the MAC-header form, as the DCC sends them."""
+    return build_mac(build_signed(1, counter, originator, recipient, message_code, content,
+                                  date_time, signature, other_info), mac)
+
+
+def make_response(command_buf, content=b"\x00", signature=b"", mac=None, date_time=None, cra=2):
+    """The response to a command: same counter and message code, originator and recipient
+    swapped, in the command's form (MAC header if the command had one)."""
+    cmd = decode(command_buf)
+    signed = build_signed(cra, cmd.counter, cmd.recipient, cmd.originator, cmd.message_code,
+                          content, date_time, signature)
+    if cmd.form == FORM_MAC_SIGNED:
+        return build_mac(signed, mac)
+    return signed
