@@ -1,0 +1,180 @@
+# GBT split / reassembly (ppmid.gbcs.gbt): identity, order, duplicates, timeouts, memory bound,
+# inconsistent blocks, acknowledgements. Runs under CPython and MicroPython.
+from ppmid.gbcs import decode, GbcsError, gbt, build
+from ppmid.gbcs.gbt import GbtError, Reassembler
+from test_gbcs_samples import sample
+
+BIG = "4.13_ECS26a/ECS26a_4.13_ERROR_COMMAND"   # 269 bytes
+SMALL = "3.3_CS11/CS11_3.3_ERROR_COMMAND"       # 72 bytes
+
+
+def list_split(raw, size):
+    return list(gbt.split(raw, size))
+
+
+def list_transfer(raw, size):
+    return list(gbt.split_for_transfer(raw, size))
+
+
+def _err(fn, *args):
+    try:
+        fn(*args)
+    except GbtError as exc:
+        return exc.code
+    raise AssertionError("no GbtError")
+
+
+def test_split_copies_the_routing_header():
+    raw = sample(BIG)
+    blocks = list_split(raw, 100)
+    assert len(blocks) == 3
+    src = decode(raw)
+    for i, blk in enumerate(blocks):
+        m = decode(blk)
+        assert m.form == "gbt" and m.is_gbt
+        assert (m.cra, m.counter, m.message_code) == (src.cra, src.counter, src.message_code)
+        assert bytes(m.originator) == bytes(src.originator) and bytes(m.recipient) == bytes(src.recipient)
+        assert m.block_number == i + 1 and m.block_ack == 0
+        assert m.last_block == (i == 2)
+        assert m.block_control & 0x80 == (0x80 if i == 2 else 0)
+        assert m.date_time is None and m.content_type is None and m.signature is None and m.mac is None
+    assert b"".join(bytes(decode(b).block_data) for b in blocks) == raw
+    assert [len(decode(b).block_data) for b in blocks] == [100, 100, 69]
+
+
+def test_split_and_reassemble_every_block_size():
+    raw = sample(BIG)
+    # (block size 1 is covered by the CPython hypothesis test: 269 one-byte blocks fragment a
+    # 256K MicroPython heap, which is not what the gateway meets: its blocks are ~1450 bytes)
+    for size in (7, 64, 127, 128, 255, 256, 268, 269, 270, 1000):
+        blocks = list_split(raw, size)
+        r = Reassembler(max_bytes=len(raw) + 32 * len(blocks), timeout_ms=1000)
+        out = None
+        for blk in blocks[::-1]:  # out of order: last first
+            assert out is None
+            out = r.feed(blk, 0)
+        assert out == raw, size
+        assert r.pending() == 0 and r.held == 0
+
+
+def test_split_for_transfer():
+    raw = sample(BIG)
+    assert list_transfer(raw, 1500) == [raw]
+    blocks = list_transfer(raw, 120)
+    assert len(blocks) > 1 and all(len(b) <= 120 for b in blocks)
+    assert max(len(b) for b in blocks) == 120
+    assert gbt.block_overhead(1449) == 51
+    assert _err(gbt.split_for_transfer, raw, 40) == "E_GBT_BLOCK_SIZE"
+    assert _err(gbt.split, raw, 0) == "E_GBT_BLOCK_SIZE"
+    assert _err(gbt.split, list_split(raw, 100)[0], 10) == "E_GBT_NOT_BLOCK"
+    for size in range(60, 1600, 7):
+        for blk in gbt.split_for_transfer(sample(BIG) * 1, size) if size < 269 else []:
+            assert len(blk) <= size
+    for data_len in (0, 1, 127, 128, 255, 256, 1449, 3000):
+        blk = gbt.build_block(1, 1, bytes(8), bytes(8), 1, 1, bytes(data_len))
+        assert len(blk) - data_len == gbt.block_overhead(data_len), data_len
+
+
+def test_duplicates_are_ignored():
+    raw = sample(BIG)
+    b = list_split(raw, 50)
+    r = Reassembler(4096, 1000)
+    assert r.feed(b[0], 0) is None
+    assert r.feed(b[0], 1) is None
+    assert r.feed(b[2], 2) is None and r.feed(b[1], 3) is None
+    assert r.feed(b[2], 4) is None
+    out = None
+    for blk in b[3:]:
+        out = r.feed(blk, 5)
+    assert out == raw
+
+
+def test_missing_block_times_out():
+    raw = sample(BIG)
+    b = list_split(raw, 100)
+    r = Reassembler(4096, timeout_ms=500)
+    r.feed(b[0], 0)
+    r.feed(b[2], 100)
+    assert r.expire(599) == [] and r.pending() == 1
+    errs = r.expire(600)
+    assert len(errs) == 1 and errs[0].code == "E_GBT_TIMEOUT"
+    assert "2" in errs[0].message
+    assert r.pending() == 0 and r.held == 0
+    # the late block now starts a new, incomplete message; it expires silently inside feed()
+    assert r.feed(b[1], 700) is None
+    assert r.feed(b[0], 5000) is None
+    assert r.timed_out and r.timed_out[-1].code == "E_GBT_TIMEOUT"
+
+
+def test_memory_bound():
+    raw = sample(BIG)
+    b = list_split(raw, 100)
+    r = Reassembler(max_bytes=250, timeout_ms=1000)
+    r.feed(b[0], 0)                        # 100 + 32
+    assert _err(r.feed, b[1], 0) == "E_GBT_MEMORY"
+    assert r.pending() == 0 and r.held == 0  # the message was dropped, memory released
+    # other messages are bounded together
+    r = Reassembler(max_bytes=250, timeout_ms=1000)
+    r.feed(b[0], 0)
+    other = list_split(build.build_command(7, b"\x01" * 8, b"\x02" * 8, 0x19, b"\xd9" + bytes(200)), 100)
+    assert _err(r.feed, other[0], 0) == "E_GBT_MEMORY"
+    assert r.pending() == 1 and r.held == 132
+
+
+def test_inconsistent_blocks():
+    raw = sample(BIG)
+    m = decode(raw)
+    b = list_split(raw, 100)
+    r = Reassembler(4096, 1000)
+    r.feed(b[0], 0)
+    wrong = bytearray(b[0])
+    wrong[-1] ^= 1
+    assert _err(r.feed, bytes(wrong), 1) == "E_GBT_INCONSISTENT"  # same number, other data
+    r.feed(b[0], 0)
+    other_code = gbt.build_block(1, m.counter, m.originator, m.recipient, 0x0020, 2, b"x")
+    assert _err(r.feed, other_code, 1) == "E_GBT_INCONSISTENT"
+    r.feed(b[2], 0)                                                 # last block is 3
+    late = gbt.build_block(1, m.counter, m.originator, m.recipient, m.message_code, 4, b"x")
+    assert _err(r.feed, late, 1) == "E_GBT_INCONSISTENT"
+    zero = gbt.build_block(1, m.counter, m.originator, m.recipient, m.message_code, 0, b"x")
+    assert _err(r.feed, zero, 1) == "E_GBT_INCONSISTENT"
+    assert _err(r.feed, raw, 1) == "E_GBT_NOT_BLOCK"
+
+
+def test_reassembled_garbage_is_refused():
+    m = decode(sample(SMALL))
+    blk = gbt.build_block(1, m.counter, m.originator, m.recipient, m.message_code, 1, b"\xdf\x09\x01", last=True)
+    r = Reassembler(4096, 1000)
+    assert _err(r.feed, blk, 0) == "E_GBT_INCONSISTENT"
+    # well-formed inner message whose header differs from the routing header
+    inner = sample(SMALL)
+    blk = gbt.build_block(1, m.counter + 1, m.originator, m.recipient, m.message_code, 1, inner, last=True)
+    assert _err(r.feed, blk, 0) == "E_GBT_INCONSISTENT"
+
+
+def test_ack_blocks():
+    raw = sample(BIG)
+    b = list_split(raw, 100)
+    ack = gbt.build_ack(b[1])
+    a = decode(ack)
+    src = decode(b[1])
+    assert a.form == "gbt" and len(a.block_data) == 0 and a.block_ack == 2
+    assert bytes(a.originator) == bytes(src.recipient) and bytes(a.recipient) == bytes(src.originator)
+    assert a.counter == src.counter and a.message_code == src.message_code
+    r = Reassembler(4096, 1000)
+    assert r.feed(ack, 0) is None and r.pending() == 0
+    assert list(r.acks.values()) == [2]
+    assert _err(gbt.build_ack, raw) == "E_GBT_NOT_BLOCK"
+
+
+def test_malformed_block_is_a_gbcs_error():
+    blk = list_split(sample(BIG), 100)[0]
+    r = Reassembler(4096, 1000)
+    for n in range(len(blk)):
+        try:
+            r.feed(blk[:n], 0)
+        except GbcsError as exc:
+            assert exc.code.startswith("E_")
+        else:
+            raise AssertionError("truncated block accepted at %d" % n)
+    assert r.pending() == 0
