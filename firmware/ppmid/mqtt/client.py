@@ -1,0 +1,473 @@
+# A small asyncio MQTT 3.1.1 client for the gateway (umqtt.simple blocks and has no QoS 1
+# retransmission). One connection at a time, kept up for ever:
+#   - persistent session (clean session false) so the broker queues QoS 1 commands while
+#     the gateway is away; a last will marks it offline;
+#   - subscriptions are renewed on every connect (a broker that lost its session store
+#     must not leave the gateway deaf);
+#   - outgoing QoS 1 PUBLISHes stay in flight until PUBACKed and are resent with DUP after
+#     a reconnect; a PUBACK or PINGRESP that does not come within `ack_timeout` means the
+#     link is dead (silent Wi-Fi loss): drop it and reconnect;
+#   - incoming QoS 1 PUBLISHes are PUBACKed only after the handler has returned; if the
+#     handler raises, the connection is dropped without a PUBACK so that the broker
+#     redelivers the message on the next connect (nothing acknowledged is ever lost);
+#   - reconnects back off exponentially with jitter; the outgoing queue is bounded and
+#     counts what it drops.
+# The client never touches `network`: it is given `connect`, a coroutine function returning
+# (reader, writer) asyncio streams (see tls_connector), and optionally a `wlan` with
+# isconnected() to wait on before dialling.
+import asyncio
+import random
+from micropython import const
+
+from ppmid.errors import PpmidError
+from ppmid.mqtt import packets as p
+
+try:
+    from time import ticks_ms, ticks_diff
+except ImportError:  # CPython
+    import time as _time
+
+    def ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+E_MQTT_REFUSED = "E_MQTT_REFUSED"
+E_MQTT_TIMEOUT = "E_MQTT_TIMEOUT"
+E_MQTT_CLOSED = "E_MQTT_CLOSED"
+E_MQTT_SUBSCRIBE = "E_MQTT_SUBSCRIBE"
+E_MQTT_HANDLER = "E_MQTT_HANDLER"
+
+_RX_MIN = const(512)
+
+
+class MQTTError(PpmidError):
+    pass
+
+
+class _Msg:
+    __slots__ = ("topic", "payload", "qos", "retain", "pid", "sent_at", "done", "sent")
+
+    def __init__(self, topic, payload, qos, retain, done):
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.pid = 0
+        self.sent_at = 0
+        self.done = done  # asyncio.Event for a waiting publisher, or None
+        self.sent = 0     # times put on the wire
+
+
+def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None):
+    """A `connect` coroutine function for MQTTClient: TCP (+ TLS with ssl_ctx, checking
+    the broker certificate against server_hostname). `track(sock)` is called with the new
+    socket (the board's WLAN closes tracked sockets when Wi-Fi drops)."""
+    async def connect():
+        if ssl_ctx is None:
+            r, w = await asyncio.open_connection(host, port)
+        else:
+            r, w = await asyncio.open_connection(host, port, ssl=ssl_ctx,
+                                                 server_hostname=server_hostname or host)
+        if track is not None:
+            s = getattr(w, "s", None)  # MicroPython Stream
+            if s is None:
+                s = w.get_extra_info("socket")
+            track(s)
+        return r, w
+    return connect
+
+
+def ssl_context(ca_der, cert_der, key_der):
+    """MicroPython ssl.SSLContext for mutual TLS: verify the broker against the CA, present
+    the gateway certificate (all DER, as provisioned on flash)."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=ca_der)
+    ctx.load_cert_chain(cert_der, key_der)
+    return ctx
+
+
+def _close(w):
+    # MicroPython's Stream.close() does nothing (wait_closed() closes the socket), so
+    # close the socket itself: a task blocked reading it then wakes with an error.
+    try:
+        w.close()
+        s = getattr(w, "s", None)
+        if s is not None:
+            s.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+class MQTTClient:
+    """handler: `async handler(topic, payload, qos, dup)`; payload is a memoryview valid
+    only until the handler returns. Returning = PUBACK (QoS 1); raising = no PUBACK and the
+    connection is dropped so the broker redelivers. A handler must not await the PUBACK of
+    its own QoS 1 publish (the reader is waiting for it): use publish(..., wait=False).
+
+    on_up: optional `async on_up(session_present)` run in its own task after every
+    successful connect + subscribe (e.g. publish retained state/info)."""
+
+    def __init__(self, client_id, connect, keepalive=30, will=None, handler=None, on_up=None,
+                 queue_size=16, window=4, max_packet=16384, ack_timeout=10, connect_timeout=15,
+                 backoff_min=0.5, backoff_max=60, wlan=None, log=None):
+        self.client_id = client_id
+        self._connect = connect
+        self.keepalive = keepalive
+        self.will = will
+        self.handler = handler
+        self.on_up = on_up
+        self.queue_size = queue_size
+        self.window = window
+        self.max_packet = max_packet
+        self.ack_timeout = ack_timeout
+        self.connect_timeout = connect_timeout
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.wlan = wlan
+        self.log = log
+        self._subs = []          # [(filter, qos)], renewed on every connect
+        self._queue = []         # _Msg waiting to be sent
+        self._inflight = []      # QoS 1 _Msg sent, waiting for PUBACK (in send order)
+        self._pid = 0
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._suback = None      # (pid, codes) of the last SUBACK
+        self._subevt = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._w = None
+        self._dead = None        # reason the current connection died, or None
+        self._ping_at = None
+        self._tx_at = 0
+        self._stopping = False
+        self._online = False
+        self._rx = bytearray(_RX_MIN)
+        self.up = asyncio.Event()
+        self.state = "offline"
+        self.last_error = None
+        self.session_present = False
+        self.stats = {"connects": 0, "connect_failures": 0, "drops": 0, "retransmits": 0,
+                      "published": 0, "received": 0, "pubacks_withheld": 0, "pings": 0,
+                      "link_losses": 0}
+
+    # ---- public API -------------------------------------------------------------------
+    def subscribe(self, topic, qos=1):
+        """Register a subscription; it is (re)sent on every connect."""
+        p.check_topic(topic, True)
+        self._subs.append((topic, qos))
+
+    def pending(self):
+        return len(self._queue) + len(self._inflight)
+
+    async def publish(self, topic, payload, qos=1, retain=False, wait=True):
+        """Queue a PUBLISH. wait=True: wait for queue space, then (QoS 1) return once the
+        broker has PUBACKed it, across reconnects if need be; QoS 0 returns once written.
+        wait=False: never blocks; returns False (and counts a drop) when the queue is full,
+        True when queued. Raises PacketError on a bad topic or qos."""
+        if isinstance(payload, str):
+            payload = payload.encode()
+        p.check_topic(topic)
+        if qos not in (0, 1):
+            raise p.PacketError("qos %r not supported (0 or 1)" % (qos,))
+        while self.pending() >= self.queue_size:
+            if not wait:
+                self.stats["drops"] += 1
+                return False
+            self._space.clear()
+            await self._space.wait()
+        m = _Msg(topic, payload, qos, retain, asyncio.Event() if wait else None)
+        self._queue.append(m)
+        self._wake.set()
+        if wait:
+            await m.done.wait()
+        return True
+
+    async def run(self):
+        """Connect and stay connected until stop()."""
+        attempt = 0
+        while not self._stopping:
+            if self.wlan is not None and not self.wlan.isconnected():
+                self.state = "wifi-down"
+                while not self.wlan.isconnected() and not self._stopping:
+                    await asyncio.sleep(0.25)
+                continue
+            self._online = False
+            try:
+                self.state = "connecting"
+                await self._session()
+            except Exception as exc:  # noqa: BLE001 - every failure means: back off, retry
+                self._note(exc)
+            if self._stopping:
+                break
+            if self._online:
+                attempt = 0
+                self.stats["link_losses"] += 1
+            else:
+                self.stats["connect_failures"] += 1
+            self.state = "backoff"
+            delay = min(self.backoff_max, self.backoff_min * (1 << min(attempt, 16)))
+            attempt += 1
+            # full jitter on the upper half: spreads a fleet's reconnects after an outage
+            await asyncio.sleep(delay / 2 + delay / 2 * random.getrandbits(10) / 1024)
+        self.state = "stopped"
+
+    async def stop(self):
+        """Graceful DISCONNECT (the broker then does not publish the will)."""
+        self._stopping = True
+        w = self._w
+        if w is not None and self._dead is None:
+            try:
+                await self._write(p.DISCONNECT_PACKET)
+            except Exception:  # noqa: BLE001
+                pass
+        self._kill("stopped")
+
+    def drop_link(self, reason="dropped by request"):
+        """Abandon the current connection (tests, or the app after repeated failures)."""
+        self._kill(reason)
+
+    # ---- connection -------------------------------------------------------------------
+    def _note(self, exc):
+        if isinstance(exc, PpmidError):
+            self.last_error = str(exc)
+        else:
+            self.last_error = "%s: %s" % (type(exc).__name__, exc)
+        if self.log:
+            self.log("mqtt: " + self.last_error)
+
+    def _kill(self, reason):
+        if self._dead is None:
+            self._dead = reason
+        self.up.clear()
+        self._wake.set()
+        self._subevt.set()
+        w = self._w
+        if w is not None:
+            _close(w)
+
+    async def _session(self):
+        """One connection's life; sets self._online once the CONNACK accepted it."""
+        self._dead = None
+        self._ping_at = None
+        try:
+            r, w = await asyncio.wait_for(self._connect(), self.connect_timeout)
+        except asyncio.TimeoutError:
+            raise MQTTError(E_MQTT_TIMEOUT, "TCP/TLS connect took longer than %ss" % self.connect_timeout)
+        self._w = w
+        reader = None
+        try:
+            await self._write(p.connect(self.client_id, self.keepalive, False, self.will))
+            try:
+                first, body = await asyncio.wait_for(self._read_packet(r), self.ack_timeout)
+            except asyncio.TimeoutError:
+                raise MQTTError(E_MQTT_TIMEOUT, "no CONNACK within %ss" % self.ack_timeout)
+            if first != p.CONNACK:
+                raise MQTTError(E_MQTT_REFUSED, "expected CONNACK, got packet type 0x%02X" % first)
+            present, rc = p.parse_connack(body)
+            if rc:
+                raise MQTTError(E_MQTT_REFUSED, "broker refused the connection: %s (%d)"
+                                % (p.CONNACK_TEXT.get(rc, "?"), rc))
+            self._online = True
+            self.session_present = present
+            self.stats["connects"] += 1
+            reader = asyncio.create_task(self._reader(r))
+            if self._subs:
+                await self._subscribe_all()
+            self.state = "online"
+            self.up.set()
+            if self.on_up is not None:
+                asyncio.create_task(self._run_on_up(present))
+            await self._sender()
+            if self._dead and not self._stopping:
+                raise MQTTError(E_MQTT_CLOSED, self._dead)
+        finally:
+            self._kill(self._dead or "session ended")
+            self._w = None
+            if reader is not None:
+                reader.cancel()
+                try:
+                    await reader
+                except BaseException:  # noqa: BLE001 - CancelledError included
+                    pass
+            try:
+                await w.wait_closed()
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def _run_on_up(self, present):
+        try:
+            await self.on_up(present)
+        except Exception as exc:  # noqa: BLE001
+            self._note(exc)
+
+    async def _subscribe_all(self):
+        pid = self._next_pid()
+        self._suback = None
+        self._subevt.clear()
+        await self._write(p.subscribe(pid, self._subs))
+        try:
+            await asyncio.wait_for(self._subevt.wait(), self.ack_timeout)
+        except asyncio.TimeoutError:
+            raise MQTTError(E_MQTT_TIMEOUT, "no SUBACK within %ss" % self.ack_timeout)
+        if self._dead:
+            raise MQTTError(E_MQTT_CLOSED, self._dead)
+        spid, codes = self._suback
+        if spid != pid or len(codes) != len(self._subs):
+            raise MQTTError(E_MQTT_SUBSCRIBE, "SUBACK does not match the SUBSCRIBE")
+        for i in range(len(codes)):
+            if codes[i] == p.SUBACK_FAILURE:
+                # ACL denial: stay connected (publishing still works) but say so
+                self.last_error = "%s: broker refused subscription to %s" % (E_MQTT_SUBSCRIBE, self._subs[i][0])
+                if self.log:
+                    self.log("mqtt: " + self.last_error)
+
+    def _next_pid(self):
+        while True:
+            self._pid = self._pid % 0xFFFF + 1
+            for m in self._inflight:
+                if m.pid == self._pid:
+                    break
+            else:
+                return self._pid
+
+    async def _write(self, *parts):
+        w = self._w
+        if w is None or self._dead:
+            raise MQTTError(E_MQTT_CLOSED, self._dead or "not connected")
+        async with self._lock:
+            try:
+                for part in parts:
+                    w.write(part)
+                await w.drain()
+            except Exception as exc:  # noqa: BLE001
+                self._kill("write failed: %s" % (exc,))
+                raise MQTTError(E_MQTT_CLOSED, "write failed: %s" % (exc,))
+        self._tx_at = ticks_ms()
+
+    async def _send(self, m, dup):
+        hdr = p.publish_header(m.topic, len(m.payload), m.qos, m.retain, dup, m.pid)
+        m.sent_at = ticks_ms()
+        m.sent += 1
+        await self._write(hdr, m.payload)
+
+    async def _sender(self):
+        # Resend whatever the last connection left unacknowledged, in order, with DUP.
+        for m in list(self._inflight):
+            self.stats["retransmits"] += 1
+            await self._send(m, True)
+        ka_ms = self.keepalive * 500  # ping after half the keepalive without sending
+        ack_ms = int(self.ack_timeout * 1000)
+        while self._dead is None:
+            self._wake.clear()
+            while self._queue and len(self._inflight) < self.window and self._dead is None:
+                m = self._queue.pop(0)
+                if m.qos:
+                    m.pid = self._next_pid()
+                    self._inflight.append(m)
+                await self._send(m, False)
+                if not m.qos:
+                    self.stats["published"] += 1
+                    self._finish(m)
+            if self._dead is not None:
+                break
+            now = ticks_ms()
+            if self._inflight and ticks_diff(now, self._inflight[0].sent_at) > ack_ms:
+                self._kill("no PUBACK for packet %d within %ss" % (self._inflight[0].pid, self.ack_timeout))
+                break
+            if self._ping_at is not None and ticks_diff(now, self._ping_at) > ack_ms:
+                self._kill("no PINGRESP within %ss" % self.ack_timeout)
+                break
+            if self.keepalive and self._ping_at is None and ticks_diff(now, self._tx_at) >= ka_ms:
+                self._ping_at = now
+                self.stats["pings"] += 1
+                await self._write(p.PINGREQ_PACKET)
+            try:
+                await asyncio.wait_for(self._wake.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+
+    def _finish(self, m):
+        if m.done is not None:
+            m.done.set()
+        self._space.set()
+
+    # ---- reading ----------------------------------------------------------------------
+    async def _read_packet(self, r):
+        first = (await r.readexactly(1))[0]
+        n = 0
+        shift = 0
+        while True:
+            b = (await r.readexactly(1))[0]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise p.PacketError("remaining length longer than 4 bytes")
+        if n > self.max_packet:
+            raise p.PacketError("packet of %d bytes exceeds the %d allowed" % (n, self.max_packet))
+        if n > len(self._rx):
+            self._rx = None  # let the old buffer go before allocating the new one
+            self._rx = bytearray(n)
+        mv = memoryview(self._rx)[:n]
+        got = 0
+        if hasattr(r, "readinto"):  # MicroPython: no copy
+            while got < n:
+                k = await r.readinto(mv[got:])
+                if not k:
+                    raise EOFError("connection closed")
+                got += k
+        elif n:
+            mv[:] = await r.readexactly(n)
+        return first, mv
+
+    async def _reader(self, r):
+        try:
+            while self._dead is None:
+                first, body = await self._read_packet(r)
+                kind = first & 0xF0
+                if kind == p.PUBLISH:
+                    await self._incoming(first, body)
+                elif kind == p.PUBACK:
+                    self._acked(p.parse_packet_id(body))
+                elif kind == p.SUBACK:
+                    self._suback = p.parse_suback(bytes(body))
+                    self._subevt.set()
+                elif kind == p.PINGRESP:
+                    self._ping_at = None
+                else:
+                    raise p.PacketError("unexpected packet type 0x%02X" % first)
+        except Exception as exc:  # noqa: BLE001 - EOF, OSError, PacketError: the link is gone
+            self._note(exc)
+            self._kill("read failed: %s" % (exc,))
+
+    def _acked(self, pid):
+        for i in range(len(self._inflight)):
+            m = self._inflight[i]
+            if m.pid == pid:
+                self._inflight.pop(i)
+                self.stats["published"] += 1
+                self._finish(m)
+                self._wake.set()
+                return
+        # A PUBACK for a packet we no longer hold (duplicate after a resend): harmless.
+
+    async def _incoming(self, first, body):
+        topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)
+        if qos == 2:
+            raise p.PacketError("QoS 2 PUBLISH on a QoS 1 subscription")
+        self.stats["received"] += 1
+        if self.handler is not None:
+            try:
+                await self.handler(topic, payload, qos, dup)
+            except Exception as exc:  # noqa: BLE001
+                self.stats["pubacks_withheld"] += 1
+                self._note(exc)
+                # No PUBACK: drop the link so that the broker redelivers after reconnect.
+                self._kill("handler failed for packet %d, PUBACK withheld: %s" % (pid, exc))
+                return
+        if qos:
+            await self._write(p.puback(pid))

@@ -1,0 +1,320 @@
+"""A test/field broker: mosquitto on loopback, TLS only, client certificates, per-identity ACL.
+
+State directory layout (everything `ppmid broker start` makes):
+    ca.pem ca.der ca.key.pem            the CA (P-256) that signs the broker and every client
+    server.pem server.key.pem           broker certificate (CN/SAN ppmid-broker, localhost, 127.0.0.1)
+    clients/<ID>.pem .key.pem           client certificate + key (PEM: paho, mosquitto_sub)
+    clients/<ID>.der .key.der           the same in DER (MicroPython's ssl)
+    mosquitto.conf acl mosquitto.log data/
+    broker.json                         {"host", "port", "pid", "server_hostname", ...}
+Identities: a gateway is its EUI-64 (16 upper-case hex); a DCC User is `dcc-user-NAME`.
+mosquitto takes the certificate CN as the user name (use_identity_as_username), so the
+ACL can give a gateway its own topics only and a DCC User every gateway's.
+"""
+import datetime
+import ipaddress
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+SERVER_HOSTNAME = "ppmid-broker"
+EUI_RE = re.compile(r"^[0-9A-F]{16}$")
+USER_RE = re.compile(r"^dcc-user-[A-Za-z0-9_.-]{1,40}$")
+
+
+class BrokerError(Exception):
+    pass
+
+
+def gateway_identity(eui):
+    eui = eui.upper()
+    if not EUI_RE.match(eui):
+        raise BrokerError("gateway EUI-64 must be 16 hex digits, not %r" % eui)
+    return eui
+
+
+def user_identity(name):
+    ident = name if name.startswith("dcc-user-") else "dcc-user-" + name
+    if not USER_RE.match(ident):
+        raise BrokerError("DCC User name %r: use letters, digits, . _ - (at most 40)" % name)
+    return ident
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ---- certificates ---------------------------------------------------------------------
+def _crypto():
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID, ExtendedKeyUsageOID
+    return x509, hashes, serialization, ec, NameOID, ExtendedKeyUsageOID
+
+
+def _write(path, data, mode=0o600):
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _save(dirpath, stem, cert, key):
+    _, _, ser, _, _, _ = _crypto()
+    _write(os.path.join(dirpath, stem + ".pem"), cert.public_bytes(ser.Encoding.PEM), 0o644)
+    _write(os.path.join(dirpath, stem + ".der"), cert.public_bytes(ser.Encoding.DER), 0o644)
+    _write(os.path.join(dirpath, stem + ".key.pem"), key.private_bytes(
+        ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()))
+    _write(os.path.join(dirpath, stem + ".key.der"), key.private_bytes(
+        ser.Encoding.DER, ser.PrivateFormat.TraditionalOpenSSL, ser.NoEncryption()))
+
+
+def _load_ca(state_dir):
+    x509, _, ser, _, _, _ = _crypto()
+    with open(os.path.join(state_dir, "ca.pem"), "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    with open(os.path.join(state_dir, "ca.key.pem"), "rb") as f:
+        key = ser.load_pem_private_key(f.read(), None)
+    return cert, key
+
+
+def _issue(ca_cert, ca_key, cn, server=False, days=825):
+    x509, hashes, _, ec, NameOID, EKU = _crypto()
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (x509.CertificateBuilder()
+         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+         .issuer_name(ca_cert.subject)
+         .public_key(key.public_key())
+         .serial_number(x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(hours=1))
+         .not_valid_after(now + datetime.timedelta(days=days))
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.ExtendedKeyUsage([EKU.SERVER_AUTH if server else EKU.CLIENT_AUTH]), critical=False))
+    if server:
+        b = b.add_extension(x509.SubjectAlternativeName([
+            x509.DNSName(cn), x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    return b.sign(ca_key, hashes.SHA256()), key
+
+
+def make_ca(state_dir):
+    x509, hashes, _, ec, NameOID, _ = _crypto()
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "PPMID test CA")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(key, hashes.SHA256()))
+    _save(state_dir, "ca", cert, key)
+    scert, skey = _issue(cert, key, SERVER_HOSTNAME, server=True)
+    _save(state_dir, "server", scert, skey)
+
+
+def client_paths(state_dir, ident):
+    base = os.path.join(state_dir, "clients", ident)
+    return {"pem": base + ".pem", "key_pem": base + ".key.pem", "der": base + ".der",
+            "key_der": base + ".key.der", "ca_pem": os.path.join(state_dir, "ca.pem"),
+            "ca_der": os.path.join(state_dir, "ca.der")}
+
+
+def issue(state_dir, ident):
+    """Issue (once) a client certificate whose CN is `ident`. Returns its paths."""
+    paths = client_paths(state_dir, ident)
+    if not os.path.exists(paths["pem"]):
+        os.makedirs(os.path.join(state_dir, "clients"), exist_ok=True)
+        ca_cert, ca_key = _load_ca(state_dir)
+        cert, key = _issue(ca_cert, ca_key, ident)
+        _save(os.path.join(state_dir, "clients"), ident, cert, key)
+    return paths
+
+
+def identities(state_dir):
+    d = os.path.join(state_dir, "clients")
+    if not os.path.isdir(d):
+        return []
+    return sorted(f[:-4] for f in os.listdir(d) if f.endswith(".pem") and not f.endswith(".key.pem"))
+
+
+# ---- mosquitto config -----------------------------------------------------------------
+def acl_text(idents):
+    lines = ["# generated by ppmid broker: do not edit",
+             "# every gateway (user name = its EUI-64, from its certificate): its own topics only",
+             "pattern read ppmid/v1/%u/cmd",
+             "pattern write ppmid/v1/%u/rsp",
+             "pattern write ppmid/v1/%u/alert",
+             "pattern write ppmid/v1/%u/state",
+             "pattern write ppmid/v1/%u/info", ""]
+    for ident in idents:
+        if USER_RE.match(ident):
+            lines += ["user " + ident, "topic write ppmid/v1/+/cmd", "topic read ppmid/v1/+/rsp",
+                      "topic read ppmid/v1/+/alert", "topic read ppmid/v1/+/state",
+                      "topic read ppmid/v1/+/info", ""]
+    return "\n".join(lines) + "\n"
+
+
+def conf_text(state_dir, port):
+    j = lambda name: os.path.join(state_dir, name)  # noqa: E731
+    lines = ["# generated by ppmid broker",
+             "per_listener_settings false",
+             "allow_anonymous false",
+             "listener %d 127.0.0.1" % port,
+             "cafile " + j("ca.pem"),
+             "certfile " + j("server.pem"),
+             "keyfile " + j("server.key.pem"),
+             "require_certificate true",
+             "use_identity_as_username true",
+             "acl_file " + j("acl"),
+             "persistence true",
+             "persistence_location " + j("data") + "/",
+             "autosave_interval 1",
+             "max_queued_messages 1000",
+             "log_dest file " + j("mosquitto.log"),
+             "log_type error", "log_type warning", "log_type notice", "log_type information",
+             "connection_messages true"]
+    if os.geteuid() == 0:
+        lines.append("user root")  # mosquitto would drop to `mosquitto`, which cannot read the keys
+    return "\n".join(lines) + "\n"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child of ours is not alive
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class Broker:
+    """mosquitto for one state dir. start() is idempotent on the certificates: the CA and
+    identities survive restarts (clients keep working), the port is kept once chosen."""
+
+    def __init__(self, state_dir, gateways=(), users=("dcc-user-test",)):
+        self.state_dir = os.path.abspath(state_dir)
+        self.gateways = [gateway_identity(g) for g in gateways]
+        self.users = [user_identity(u) for u in users]
+        self.proc = None
+
+    @property
+    def info_path(self):
+        return os.path.join(self.state_dir, "broker.json")
+
+    def info(self):
+        try:
+            with open(self.info_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def port(self):
+        return self.info()["port"]
+
+    def prepare(self):
+        os.makedirs(os.path.join(self.state_dir, "data"), exist_ok=True)
+        if not os.path.exists(os.path.join(self.state_dir, "ca.pem")):
+            make_ca(self.state_dir)
+        for ident in self.gateways + self.users:
+            issue(self.state_dir, ident)
+        with open(os.path.join(self.state_dir, "acl"), "w") as f:
+            f.write(acl_text(identities(self.state_dir)))
+
+    def add_identity(self, ident):
+        """Issue a certificate and reload the ACL of a running broker (SIGHUP)."""
+        paths = issue(self.state_dir, ident)
+        with open(os.path.join(self.state_dir, "acl"), "w") as f:
+            f.write(acl_text(identities(self.state_dir)))
+        info = self.info()
+        if info and _alive(info["pid"]):
+            os.kill(info["pid"], signal.SIGHUP)
+            time.sleep(0.3)
+        return paths
+
+    def start(self, port=None, timeout=10.0):
+        if not os.path.exists(MOSQUITTO):
+            raise BrokerError("mosquitto not found at %s (apt-get install mosquitto)" % MOSQUITTO)
+        info = self.info()
+        if info and _alive(info["pid"]):
+            raise BrokerError("a broker is already running for %s (pid %d, port %d)"
+                              % (self.state_dir, info["pid"], info["port"]))
+        self.prepare()
+        if port is None:
+            port = info["port"] if info else free_port()
+        conf = os.path.join(self.state_dir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(conf_text(self.state_dir, port))
+        log = open(os.path.join(self.state_dir, "mosquitto.stderr"), "ab")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", conf], stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=log, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise BrokerError("mosquitto exited with %d; see %s" % (
+                    self.proc.returncode, os.path.join(self.state_dir, "mosquitto.log")))
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise BrokerError("mosquitto did not listen on port %d within %.0fs" % (port, timeout))
+                time.sleep(0.05)
+        out = {"host": "127.0.0.1", "port": port, "pid": self.proc.pid,
+               "server_hostname": SERVER_HOSTNAME, "state_dir": self.state_dir,
+               "ca": os.path.join(self.state_dir, "ca.pem")}
+        with open(self.info_path, "w") as f:
+            json.dump(out, f, indent=1)
+        return out
+
+    def stop(self, timeout=10.0):
+        """SIGTERM (mosquitto saves its persistence file), then SIGKILL if needed."""
+        info = self.info()
+        pid = self.proc.pid if self.proc else (info or {}).get("pid")
+        if not pid:
+            return False
+        stopped = False
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                if self.proc:
+                    self.proc.poll()
+                time.sleep(0.05)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            stopped = True
+        if self.proc:
+            self.proc.wait()
+            self.proc = None
+        return stopped
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

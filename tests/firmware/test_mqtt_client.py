@@ -1,0 +1,331 @@
+# The asyncio MQTT client against a small in-process fake broker (built on the codec) that
+# can withhold PUBACKs, ignore PINGREQs, refuse connections and drop the link, so that the
+# QoS 1, keepalive and reconnect paths are exercised under CPython and MicroPython.
+# mp-timeout: 180
+import asyncio
+import random
+
+from ppmid.mqtt import packets as p
+from ppmid.mqtt.client import MQTTClient, tls_connector
+
+WAIT = 20  # seconds: a generous bound for "eventually", never a timing assertion
+
+
+async def _until(cond, what):
+    for _ in range(WAIT * 50):
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class FakeBroker:
+    def __init__(self):
+        self.port = 0
+        self.server = None
+        self.received = []        # (connection number, first byte, body bytes)
+        self.connections = 0
+        self.withhold_pubacks = 0  # client PUBLISHes to leave unacknowledged
+        self.answer_pings = True
+        self.connack_rc = 0
+        self.outbox = []          # (topic, payload, pid) QoS 1 to deliver, redelivered until acked
+        self.acked = []           # pids the client PUBACKed
+        self.writer = None
+        self.error = None
+
+    async def start(self):
+        for _ in range(50):
+            self.port = 30000 + random.getrandbits(14)
+            try:
+                self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+                return self
+            except OSError:
+                pass
+        raise AssertionError("no free port")
+
+    async def stop(self):
+        self.drop()
+        self.server.close()
+        await self.server.wait_closed()
+
+    def drop(self):
+        w = self.writer
+        if w is not None:
+            self.writer = None
+            w.close()
+            if hasattr(w, "s"):  # MicroPython: Stream.close() leaves the socket open
+                w.s.close()
+        self.error = None
+
+    def of(self, kind, conn=None):
+        return [(c, f, b) for (c, f, b) in self.received if f & 0xF0 == kind & 0xF0 and (conn is None or c == conn)]
+
+    async def _read(self, r):
+        first = (await r.readexactly(1))[0]
+        buf = b""
+        while True:
+            buf += await r.readexactly(1)
+            got = p.decode_length(buf)
+            if got is not None:
+                break
+        body = await r.readexactly(got[0]) if got[0] else b""
+        return first, body
+
+    async def deliver(self, w):
+        for topic, payload, pid in self.outbox:
+            if pid not in self.acked:
+                # DUP on every delivery after the first connection (a redelivery)
+                w.write(p.publish(topic, payload, qos=1, pid=pid, dup=self.connections > 1))
+        await w.drain()
+
+    async def _serve(self, r, w):
+        self.connections += 1
+        conn = self.connections
+        self.writer = w
+        try:
+            while True:
+                first, body = await self._read(r)
+                self.received.append((conn, first, body))
+                kind = first & 0xF0
+                if kind == p.CONNECT:
+                    w.write(bytes((0x20, 2, 0, self.connack_rc)))
+                    await w.drain()
+                    if self.connack_rc:
+                        break
+                    await self.deliver(w)
+                elif kind == p.SUBSCRIBE & 0xF0:
+                    n, pos = 0, 2
+                    while pos < len(body):
+                        pos += 2 + ((body[pos] << 8) | body[pos + 1]) + 1
+                        n += 1
+                    w.write(bytes((0x90, 2 + n)) + body[:2] + bytes((1,)) * n)
+                    await w.drain()
+                elif kind == p.PUBLISH:
+                    topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)
+                    if qos and self.withhold_pubacks:
+                        self.withhold_pubacks -= 1
+                    elif qos:
+                        w.write(p.puback(pid))
+                        await w.drain()
+                elif kind == p.PUBACK:
+                    self.acked.append(p.parse_packet_id(body))
+                elif kind == p.PINGREQ:
+                    if self.answer_pings:
+                        w.write(b"\xd0\x00")
+                        await w.drain()
+                elif kind == p.DISCONNECT:
+                    break
+        except Exception as exc:
+            self.error = exc
+        try:
+            w.close()
+            await w.wait_closed()
+        except Exception:
+            pass
+
+
+def _client(broker, **kw):
+    opts = {"keepalive": 30, "ack_timeout": 0.5, "backoff_min": 0.05, "backoff_max": 0.2}
+    opts.update(kw)
+    return MQTTClient("00DB1234567890A0", tls_connector("127.0.0.1", broker.port), **opts)
+
+
+async def _with(broker, client, body):
+    task = asyncio.create_task(client.run())
+    try:
+        await body()
+    finally:
+        await client.stop()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except BaseException:
+            pass
+        await broker.stop()
+
+
+async def test_connect_packet_and_resubscribe_on_every_connect():
+    b = await FakeBroker().start()
+    c = _client(b, will=("ppmid/v1/00DB1234567890A0/state", b'{"state":"offline"}', 1, True))
+    c.subscribe("ppmid/v1/00DB1234567890A0/cmd", 1)
+
+    async def body():
+        await _until(lambda: len(b.of(p.SUBSCRIBE)) == 1, "first SUBSCRIBE")
+        connect = b.of(p.CONNECT)[0][2]
+        assert connect == p.connect("00DB1234567890A0", 30, False, c.will)[2:]
+        assert connect[7] & 0x02 == 0  # clean session false
+        b.drop()
+        await _until(lambda: len(b.of(p.SUBSCRIBE)) == 2, "SUBSCRIBE after reconnect")
+        assert b.of(p.SUBSCRIBE)[1][0] == 2
+        assert b.of(p.SUBSCRIBE)[1][2][2:] == b"\x00\x1dppmid/v1/00DB1234567890A0/cmd\x01"
+        await _until(lambda: c.state == "online", "online again")
+        assert c.stats["connects"] == 2 and c.stats["link_losses"] == 1
+    await _with(b, c, body)
+
+
+async def test_qos1_publish_is_resent_with_dup_when_puback_withheld():
+    b = await FakeBroker().start()
+    b.withhold_pubacks = 1
+    c = _client(b)
+
+    async def body():
+        await _until(lambda: c.state == "online", "online")
+        await c.publish("ppmid/v1/00DB1234567890A0/rsp", b'{"id":"a"}', qos=1)
+        pubs = b.of(p.PUBLISH)
+        assert len(pubs) == 2, pubs
+        (c1, f1, b1), (c2, f2, b2) = pubs
+        assert c1 == 1 and c2 == 2          # resent on the new connection
+        assert f1 & 0x08 == 0 and f2 & 0x08  # DUP only on the resend
+        assert b1 == b2                      # same packet id, topic and payload
+        assert c.stats["retransmits"] == 1 and c.stats["published"] == 1
+        assert "no PUBACK" in c.last_error
+    await _with(b, c, body)
+
+
+async def test_inflight_survives_broker_drop_in_order():
+    b = await FakeBroker().start()
+    b.withhold_pubacks = 3
+    c = _client(b, ack_timeout=30)
+
+    async def body():
+        await _until(lambda: c.state == "online", "online")
+        for i in range(3):
+            assert await c.publish("t/x", b"m%d" % i, qos=1, wait=False)
+        await _until(lambda: len(b.of(p.PUBLISH)) == 3, "3 publishes")
+        b.drop()
+        await _until(lambda: c.pending() == 0, "all acknowledged after reconnect")
+        again = [p.parse_publish(f, body) for (conn, f, body) in b.of(p.PUBLISH, 2)]
+        assert [bytes(x[1]) for x in again] == [b"m0", b"m1", b"m2"]
+        assert all(x[4] for x in again)  # dup
+    await _with(b, c, body)
+
+
+async def test_incoming_qos1_acked_only_after_handler_returns():
+    b = await FakeBroker().start()
+    b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b'{"id":"x"}', 77))
+    gate = asyncio.Event()
+    seen = []
+
+    async def handler(topic, payload, qos, dup):
+        seen.append((topic, bytes(payload), qos, dup))
+        await gate.wait()
+
+    c = _client(b, handler=handler)
+
+    async def body():
+        await _until(lambda: len(seen) == 1, "delivery")
+        for _ in range(10):
+            await asyncio.sleep(0.02)
+            assert b.acked == []  # handler has not returned: no PUBACK yet
+        gate.set()
+        await _until(lambda: b.acked == [77], "PUBACK after the handler")
+        assert seen == [("ppmid/v1/00DB1234567890A0/cmd", b'{"id":"x"}', 1, False)]
+    await _with(b, c, body)
+
+
+async def test_handler_failure_withholds_puback_and_broker_redelivers():
+    b = await FakeBroker().start()
+    b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b"payload", 9))
+    calls = []
+
+    async def handler(topic, payload, qos, dup):
+        calls.append(dup)
+        if len(calls) == 1:
+            raise OSError(28, "journal full")
+
+    c = _client(b, handler=handler)
+
+    async def body():
+        await _until(lambda: b.acked == [9], "PUBACK after redelivery")
+        assert calls == [False, True]
+        assert c.stats["pubacks_withheld"] == 1 and c.stats["connects"] == 2
+    await _with(b, c, body)
+
+
+async def test_ping_when_idle_and_dead_link_detected():
+    b = await FakeBroker().start()
+    c = _client(b, keepalive=1)
+
+    async def body():
+        await _until(lambda: len(b.of(p.PINGREQ)) >= 2, "PINGREQs while idle")
+        assert c.stats["connects"] == 1  # answered pings keep the link
+        b.answer_pings = False
+        await _until(lambda: c.stats["connects"] == 2, "reconnect after an unanswered ping")
+        assert c.stats["link_losses"] >= 1
+        b.answer_pings = True
+    await _with(b, c, body)
+
+
+async def test_refused_connection_backs_off_and_reports():
+    b = await FakeBroker().start()
+    b.connack_rc = 5
+    c = _client(b)
+
+    async def body():
+        await _until(lambda: c.stats["connect_failures"] >= 3, "repeated refusals")
+        assert c.stats["connects"] == 0 and c.state != "online"
+        assert "not authorized" in c.last_error and "E_MQTT_REFUSED" in c.last_error
+        b.connack_rc = 0
+        await _until(lambda: c.state == "online", "online once accepted")
+    await _with(b, c, body)
+
+
+async def test_unreachable_broker_keeps_retrying():
+    b = await FakeBroker().start()
+    port = b.port
+    await b.stop()
+    c = MQTTClient("X", tls_connector("127.0.0.1", port), backoff_min=0.02, backoff_max=0.05)
+    task = asyncio.create_task(c.run())
+    await _until(lambda: c.stats["connect_failures"] >= 3, "failures")
+    assert c.state != "online" and c.last_error
+    await c.stop()
+    task.cancel()
+
+
+async def test_bounded_queue_counts_drops():
+    b = await FakeBroker().start()
+    port = b.port
+    await b.stop()
+    c = MQTTClient("X", tls_connector("127.0.0.1", port), queue_size=3)
+    for i in range(3):
+        assert await c.publish("t", b"x", qos=1, wait=False)
+    assert not await c.publish("t", b"y", qos=1, wait=False)
+    assert not await c.publish("t", b"z", qos=0, wait=False)
+    assert c.stats["drops"] == 2 and c.pending() == 3
+
+
+async def test_wifi_down_waits_without_dialling():
+    b = await FakeBroker().start()
+
+    class Wlan:
+        up = False
+
+        def isconnected(self):
+            return self.up
+
+    wlan = Wlan()
+    c = _client(b, wlan=wlan)
+
+    async def body():
+        await _until(lambda: c.state == "wifi-down", "wifi-down state")
+        await asyncio.sleep(0.2)
+        assert b.connections == 0
+        wlan.up = True
+        await _until(lambda: c.state == "online", "online after Wi-Fi returns")
+    await _with(b, c, body)
+
+
+async def test_bad_topic_and_qos_refused():
+    c = MQTTClient("X", tls_connector("127.0.0.1", 1))
+    for topic, qos in (("a/+", 1), ("", 1), ("a", 2)):
+        try:
+            await c.publish(topic, b"x", qos=qos, wait=False)
+        except p.PacketError:
+            continue
+        raise AssertionError("accepted %r qos %r" % (topic, qos))
+    try:
+        c.subscribe("a/#/b")
+    except p.PacketError:
+        return
+    raise AssertionError("bad filter accepted")
