@@ -14,7 +14,9 @@ class JournalCounterStore:
         return self.journal.get_counter(key)
 
     def put(self, key, value):
+        """Anti-replay counters only go up: a lower or equal value is ignored (no write),
+        which makes committing a command's counter again harmless."""
         old = self.journal.get_counter(key)
-        if old is not None and old == value:
-            return  # nothing new: spare the flash
+        if old is not None and value <= old:
+            return
         self.journal.put_counter(key, value)

@@ -1,0 +1,687 @@
+# The relay core: ties intake (MQTT, NFC) to the HAN tunnel and back.
+#
+#   accept: envelope mac -> id dedupe -> expiry -> GBCS validation -> admission (queue,
+#           pacing) -> journal append -> counter commit -> "accepted"
+#   dispatch: paced, one in flight per target; expiry checked again; "sending" record
+#           written BEFORE the bytes go to the HAN link (so they never go twice) -> "relayed"
+#   receive: responses correlated by (originator, recipient swapped, same counter) through
+#           the journal; alerts and anything uncorrelated -> alert topic
+#   timers: response budget -> "timeout" (a late response is still published, late: true)
+#   publish: every status change, QoS 1; a final status acknowledged -> journal "done"
+#
+# No board imports: config, journal, validator, HAN link, publisher, clock, wdt and the
+# envelope key are injected. Policy and formats: docs/relay.md.
+import binascii
+import json
+
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio
+
+from micropython import const
+
+from ppmid.errors import PpmidError
+from ppmid import envelope as envmod
+from ppmid.relay import journal as J
+from ppmid.relay.ratelimit import Pacer, TokenBuckets
+
+E_RATE = "E_RATE"
+E_BUSY = "E_BUSY"
+E_EXPIRED = "E_EXPIRED"
+E_TOO_LARGE = "E_TOO_LARGE"
+E_STALE = "E_STALE"
+E_INTERNAL = "E_INTERNAL"
+
+# HAN link errors that mean "the bytes were not taken": the command may go again later.
+RETRYABLE = ("E_HAN_DOWN", "E_NO_TUNNEL")
+
+FINAL = ("response", "failed")
+_RECENT = const(16)
+_PUB_EXTRA = const(24)      # rejections, alerts and logs waiting for the broker
+_RETRY_MIN_MS = const(1000)
+_RETRY_MAX_MS = const(30000)
+
+STATE_STARTING = "starting"
+STATE_RECOVERING = "recovering"
+STATE_RUNNING = "running"
+STATE_DEGRADED = "degraded"
+STATE_FAULT = "fault"
+STATE_STOPPED = "stopped"
+
+
+class RelayError(PpmidError):
+    pass
+
+
+class SystemClock:
+    """ms ticks (wrapping, compared with diff) and unix seconds, from the time module."""
+
+    def __init__(self):
+        import time
+        self._t = time
+        if hasattr(time, "ticks_ms"):
+            self.ms = time.ticks_ms
+            self.diff = time.ticks_diff
+        else:
+            self.ms = lambda: int(time.monotonic() * 1000)
+            self.diff = lambda a, b: a - b
+
+    def time(self):
+        return int(self._t.time())
+
+
+async def _wait(event, ms):
+    """Wait for event up to ms; True if it was set."""
+    try:
+        if hasattr(asyncio, "wait_for_ms"):
+            await asyncio.wait_for_ms(event.wait(), ms)
+        else:
+            await asyncio.wait_for(event.wait(), ms / 1000)
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
+def _b64(data):
+    return binascii.b2a_base64(data)[:-1].decode()
+
+
+def _hex(b):
+    return binascii.hexlify(bytes(b)).decode().upper()
+
+
+class Relay:
+    """See the module comment. topic_prefix: e.g. "ppmid/v1/00DB1234567890A4/"."""
+
+    def __init__(self, config, journal, validator, han, publisher, clock, envelope_key,
+                 decode=None, wdt=None, topic_prefix=None, late_window_s=None,
+                 max_wait_s=900, link_checks=(), link_grace_s=300, stall_ms=60000,
+                 console=print, log_rate_per_s=0.1, log_burst=5):
+        lim = config["limits"]
+        self.config = config
+        self.journal = journal
+        self.validator = validator
+        self.han = han
+        self.publisher = publisher
+        self.clock = clock
+        self.key = envelope_key
+        if decode is None:
+            from ppmid.gbcs import decode
+        self.decode = decode
+        self.wdt = wdt
+        self.max_gbcs = lim["max_gbcs"]
+        self.budget_s = int(lim["response_timeout_s"])
+        self.queue_max = int(lim["queue"])
+        self.late_window_s = late_window_s if late_window_s is not None else 4 * self.budget_s
+        self.max_wait_s = max_wait_s
+        self.pacer = Pacer(lim["rate_per_s"], lim["burst"], self.queue_max, clock.diff)
+        if topic_prefix is None:
+            topic_prefix = "ppmid/v1/%s/" % config.get("gateway")
+        self.topic_rsp = topic_prefix + "rsp"
+        self.topic_alert = topic_prefix + "alert"
+        self.topic_log = topic_prefix + "log"
+        self.link_checks = list(link_checks)   # [(name, fn() -> bool)]
+        self.link_grace_ms = link_grace_s * 1000
+        self.stall_ms = stall_ms
+        self.console = console
+        self._log_bucket = TokenBuckets(log_rate_per_s, log_burst, clock.diff, 1)
+        self.state = STATE_STARTING
+        self.fault = None
+        self._corr = {}          # response key -> Entry (sending, timed out, answered)
+        self._deadline = {}      # seq -> ms tick of the response deadline (this boot)
+        self._status = {}        # seq -> last status emitted
+        self._retry = {}         # target -> [ms tick when it may be tried again, backoff ms]
+        self._pubq = []          # ("s", seq, status) | ("x", topic, payload, qos)
+        self._recent = []        # [(id, result dict)] finished or rejected commands
+        self._down_since = {}    # link name -> ms tick it was first seen down
+        self._beats = {}         # loop name -> ms tick of its last pass
+        self._wake_dispatch = asyncio.Event()
+        self._wake_publish = asyncio.Event()
+        self._tasks = []
+        self._said = None
+        self.counters = {"received": 0, "accepted": 0, "relayed": 0, "answered": 0, "late": 0,
+                         "timeouts": 0, "failed": 0, "rejected": {}, "retries": 0,
+                         "link_resets": 0, "send_errors": 0, "duplicates": 0,
+                         "duplicate_responses": 0, "unmatched": 0, "alerts": 0, "rx_bad": 0,
+                         "published": 0, "publish_errors": 0, "pub_dropped": 0,
+                         "logs_dropped": 0, "recovered": 0}
+
+    # ---- logging -------------------------------------------------------------------------
+    def log(self, level, msg):
+        line = "relay %s: %s" % (level, msg)
+        if self.console is not None:
+            self.console(line)
+        now = self.clock.ms()
+        if self.publisher is None:
+            return
+        if self._log_bucket.wait_ms("log", now) == 0 and self._extra_room():
+            self._log_bucket.take("log", now)
+            self._pubq.append(("x", self.topic_log, json.dumps(
+                {"level": level, "msg": msg, "at": self.clock.time()}), 0))
+            self._wake_publish.set()
+        else:
+            self.counters["logs_dropped"] += 1
+
+    def _extra_room(self):
+        n = 0
+        for item in self._pubq:
+            if item[0] == "x":
+                n += 1
+        return n < _PUB_EXTRA
+
+    # ---- recovery ------------------------------------------------------------------------
+    def recover(self):
+        """Rebuild RAM state from the journal (already opened): correlation of commands
+        sent before the restart, statuses to publish again, anti-replay counters."""
+        self.state = STATE_RECOVERING
+        for e in self.journal.entries():
+            self.counters["recovered"] += 1
+            try:
+                # a crash between the accept record and the counter record must not
+                # reopen the counter: commit again (the store only ever goes up)
+                self.validator.commit(self.decode(self.journal.body(e)))
+            except Exception as exc:
+                self.log("warn", "recommit of %s failed: %r" % (e.id, exc))
+            if e.state == J.QUEUED:
+                self._emit(e, "accepted")
+            elif e.state == J.SENDING:
+                # handed to the HAN link before the restart (or about to be): never sent
+                # again; it waits for its response until its budget ends
+                self._corr[e.key()] = e
+                self.pacer.in_flight[e.target] = e.seq
+                self._status[e.seq] = "relayed"
+            elif e.state == J.ANSWERED:
+                self._corr[e.key()] = e
+                self._emit(e, "response")
+            elif e.state == J.TIMED_OUT:
+                self._corr[e.key()] = e
+                self._emit(e, "timeout")
+            elif e.state == J.FAILED:
+                self._emit(e, "failed")
+        self.state = STATE_RUNNING
+        self._wake_dispatch.set()
+
+    # ---- intake --------------------------------------------------------------------------
+    async def accept(self, env, via="mqtt"):
+        """Intake entry point for every transport. Returns the command's status dict:
+        {"id", "status": "accepted"|..., } or {"id", "status": "rejected", "error", "message"}.
+        Once this returns "accepted" the command is on flash."""
+        return self.accept_now(env, via)
+
+    def accept_now(self, env, via="mqtt"):
+        self.counters["received"] += 1
+        try:
+            return self._accept(env, via)
+        except PpmidError as exc:
+            return self._reject(env, exc)
+        except Exception as exc:  # a bug must not take the intake down
+            self.log("error", "accept crashed: %r" % (exc,))
+            return self._reject(env, RelayError(E_INTERNAL, "internal error: %r" % (exc,)))
+
+    def _accept(self, env, via):
+        envmod.check_id(env.id)
+        if len(env.gbcs) > self.max_gbcs:
+            raise RelayError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % self.max_gbcs)
+        env.verify(self.key)  # mac only: a redelivered command must still find its status
+        e = self.journal.by_id.get(env.id)
+        if e is not None:
+            self.counters["duplicates"] += 1
+            return self._result(e, False)
+        r = self._recent_result(env.id)
+        if r is not None:
+            self.counters["duplicates"] += 1
+            return r
+        now_s = self.clock.time()
+        if env.expires is not None and now_s >= env.expires:
+            raise RelayError(E_EXPIRED, "command expired at %d (now %d)" % (env.expires, now_s))
+        msg = self.validator.check(env.gbcs)
+        target = bytes(msg.recipient)
+        orig = bytes(msg.originator)
+        queued = 0
+        ahead_t = 1 if target in self.pacer.in_flight else 0
+        ahead_o = 0
+        for x in self.journal.live.values():
+            if x.state == J.QUEUED:
+                queued += 1
+                if x.target == target:
+                    ahead_t += 1
+                if x.originator == orig:
+                    ahead_o += 1
+        if queued >= self.queue_max:
+            raise RelayError(E_BUSY, "%d commands already wait for the HAN: try later" % queued)
+        if env.expires is not None:
+            wait = self.pacer.admission_wait_s(ahead_t, ahead_o)
+            if wait and now_s + wait >= env.expires:
+                raise RelayError(E_RATE, "at %s commands/s the %d commands ahead would take it past its expiry"
+                                 % (self.pacer.rate, max(ahead_t, ahead_o)))
+        e = self.journal.accept(env.id, via, env.expires, now_s, target, orig,
+                                bytes(msg.counter_bytes), env.gbcs)
+        try:
+            self.validator.commit(msg)
+        except Exception as exc:
+            # the command is journaled; recovery commits its counter again
+            self.log("error", "counter commit failed for %s: %r" % (env.id, exc))
+        self.counters["accepted"] += 1
+        self._emit(e, "accepted")
+        self._wake_dispatch.set()
+        return self._result(e, False)
+
+    def _reject(self, env, exc):
+        code = getattr(exc, "code", E_INTERNAL)
+        rej = self.counters["rejected"]
+        rej[code] = rej.get(code, 0) + 1
+        id = getattr(env, "id", None)
+        try:
+            envmod.check_id(id)
+        except PpmidError:
+            id = None
+        r = {"id": id, "status": "rejected", "error": code, "message": getattr(exc, "message", str(exc))}
+        # a forged envelope (E_AUTH) must not overwrite the status of a real command
+        if id is not None and (id in self.journal.by_id or self._recent_result(id) is not None):
+            self.log("warn", "%s for id %s, which names a known command: not published" % (code, id))
+            return r
+        if id is not None:
+            self._remember(id, r)
+        if self.publisher is not None and id is not None:
+            if self._extra_room():
+                p = dict(r)
+                p["at"] = self.clock.time()
+                self._pubq.append(("x", self.topic_rsp, json.dumps(p), 1))
+                self._wake_publish.set()
+            else:
+                self.counters["pub_dropped"] += 1
+        return r
+
+    def result(self, id):
+        """Current status of command `id` (NFC polls this), or None if unknown. Includes
+        "gbcs" (bytes) once answered. A final status read here by the NFC road that
+        brought the command counts as delivered."""
+        e = self.journal.by_id.get(id)
+        if e is None:
+            return self._recent_result(id)
+        r = self._result(e, True)
+        if r["status"] in FINAL and e.via != "mqtt":
+            self._finish(e, r)
+        return r
+
+    def _result(self, e, with_body):
+        status = self._status.get(e.seq) or self._state_status(e)
+        r = {"id": e.id, "status": status}
+        if e.state == J.ANSWERED:
+            r["status"] = "response"
+            r["late"] = e.late
+            if with_body:
+                r["gbcs"] = self.journal.response_body(e)
+        elif e.state == J.FAILED:
+            r["status"] = "failed"
+            r["error"] = e.error
+        elif e.state == J.TIMED_OUT:
+            r["status"] = "timeout"
+        return r
+
+    def _state_status(self, e):
+        return ("accepted", "relayed", "response", "timeout", "failed")[e.state]
+
+    def _remember(self, id, r):
+        for i in range(len(self._recent)):
+            if self._recent[i][0] == id:
+                del self._recent[i]
+                break
+        self._recent.append((id, r))
+        if len(self._recent) > _RECENT:
+            del self._recent[0]
+
+    def _recent_result(self, id):
+        for rid, r in self._recent:
+            if rid == id:
+                return r
+        return None
+
+    # ---- dispatch ------------------------------------------------------------------------
+    async def dispatch_once(self):
+        """Send at most one command. Returns 0 if one went (or failed), else the ms to
+        wait before something may be ready (None: nothing can go until an event)."""
+        now = self.clock.ms()
+        now_s = self.clock.time()
+        best = None
+        blocked = []  # (target, originator) pairs held back: keep their counter order
+        chosen = None
+        for e in self.journal.entries():
+            if e.state != J.QUEUED:
+                continue
+            if e.expires is not None and now_s >= e.expires:
+                self._fail(e, E_EXPIRED, "expired at %d before it could be relayed" % e.expires)
+                continue
+            pair = (e.target, e.originator)
+            if pair in blocked:
+                continue
+            w = self.pacer.ready_ms(e.target, e.originator, now)
+            r = self._retry.get(e.target)
+            if r is not None and w >= 0:
+                rw = self.clock.diff(r[0], now)
+                if rw > w:
+                    w = rw
+            if w == 0:
+                chosen = e
+                break
+            blocked.append(pair)
+            if w > 0 and (best is None or w < best):
+                best = w
+        if chosen is None:
+            return best
+        await self._send(chosen)
+        return 0
+
+    async def _send(self, e):
+        now_s = self.clock.time()
+        if e.expires is not None and now_s >= e.expires:  # checked again, right before
+            self._fail(e, E_EXPIRED, "expired at %d before it could be relayed" % e.expires)
+            return
+        body = self.journal.body(e)  # read back from flash
+        self.journal.sending(e, now_s + self.budget_s)  # on flash before the HAN has it
+        now = self.clock.ms()
+        self._deadline[e.seq] = now + self.budget_s * 1000
+        self.pacer.sent(e.target, e.originator, e.seq, now)
+        self._corr[e.key()] = e
+        try:
+            await self.han.send(None, body)
+        except Exception as exc:
+            code = getattr(exc, "code", None)
+            if code in RETRYABLE and e.state == J.SENDING:
+                # not taken by the link: back to the queue, that target backs off
+                self.journal.unsent(e)
+                self._release(e)
+                r = self._retry.get(e.target)
+                backoff = _RETRY_MIN_MS if r is None else min(r[1] * 2, _RETRY_MAX_MS)
+                if r is None:
+                    self.counters["link_resets"] += 1
+                self._retry[e.target] = [self.clock.ms() + backoff, backoff]
+                self.counters["retries"] += 1
+                e.error = code
+                self.log("warn", "%s not relayed (%s): retry in %d ms" % (e.id, code, backoff))
+                return
+            # anything else may have reached the CH: never resend, wait for the budget
+            self.counters["send_errors"] += 1
+            e.error = code or E_INTERNAL
+            self.log("warn", "%s: HAN send failed (%r); waiting for a response until its budget ends" % (e.id, exc))
+            return
+        self._retry.pop(e.target, None)
+        self.counters["relayed"] += 1
+        if e.state == J.SENDING:  # a fast response may already have overtaken us
+            self._emit(e, "relayed")
+
+    def _release(self, e):
+        self.pacer.finished(e.target, e.seq)
+        self._deadline.pop(e.seq, None)
+        k = e.key()
+        if self._corr.get(k) is e and e.state not in (J.TIMED_OUT, J.ANSWERED):
+            del self._corr[k]
+        self._wake_dispatch.set()
+
+    def _fail(self, e, code, why):
+        self.journal.failed(e, code)
+        self.counters["failed"] += 1
+        self.log("info", "%s failed: %s %s" % (e.id, code, why))
+        self._emit(e, "failed")
+
+    # ---- receive -------------------------------------------------------------------------
+    def on_han_message(self, buf):
+        """One complete GBCS message from the HAN (GBT already reassembled)."""
+        try:
+            msg = self.decode(buf)
+            cra = msg.cra
+            key = J.response_key(msg.originator, msg.recipient, msg.counter_bytes)
+        except Exception as exc:
+            self.counters["rx_bad"] += 1
+            self.log("warn", "undecodable message from the HAN (%d bytes): %r" % (len(buf), exc))
+            return
+        if cra == 2:
+            e = self._corr.get(key)
+            if e is not None:
+                if e.state == J.ANSWERED:
+                    self.counters["duplicate_responses"] += 1
+                    return
+                late = e.state == J.TIMED_OUT
+                self.journal.response(e, buf, late)
+                self.pacer.finished(e.target, e.seq)
+                self._deadline.pop(e.seq, None)
+                self.counters["answered"] += 1
+                if late:
+                    self.counters["late"] += 1
+                self._emit(e, "response")
+                self._wake_dispatch.set()
+                return
+            self.counters["unmatched"] += 1
+        else:
+            self.counters["alerts"] += 1
+        # alerts, and anything no command of ours is waiting for, go to the alert topic
+        if self.publisher is None:
+            return
+        if not self._extra_room():
+            self.counters["pub_dropped"] += 1
+            return
+        payload = json.dumps({"cra": ("command", "response", "alert")[cra - 1] if 1 <= cra <= 3 else cra,
+                              "originator": _hex(msg.originator), "recipient": _hex(msg.recipient),
+                              "counter": msg.counter, "gbcs": _b64(buf), "at": self.clock.time()})
+        self._pubq.append(("x", self.topic_alert, payload, 1))
+        self._wake_publish.set()
+
+    # ---- timers --------------------------------------------------------------------------
+    def check_timers(self):
+        now = self.clock.ms()
+        now_s = self.clock.time()
+        for e in self.journal.entries():
+            if e.state == J.SENDING:
+                d = self._deadline.get(e.seq)
+                over = self.clock.diff(now, d) >= 0 if d is not None else now_s >= e.deadline
+                if over:
+                    self.journal.timeout(e, now_s + self.late_window_s)
+                    self.pacer.finished(e.target, e.seq)
+                    self._deadline.pop(e.seq, None)
+                    self.counters["timeouts"] += 1
+                    self._emit(e, "timeout")
+                    self._wake_dispatch.set()
+            elif e.state == J.TIMED_OUT:
+                if now_s >= e.late_until and e.published == "timeout":
+                    self._forget(e)
+            elif e.state == J.QUEUED:
+                if e.expires is not None and now_s >= e.expires:
+                    self._fail(e, E_EXPIRED, "expired at %d before it could be relayed" % e.expires)
+                elif now_s - e.accepted_at >= self.max_wait_s:
+                    self._fail(e, e.error or E_STALE, "waited %d s for the HAN" % (now_s - e.accepted_at))
+
+    # ---- publishing ----------------------------------------------------------------------
+    def _emit(self, e, status):
+        self._status[e.seq] = status
+        self._pubq.append(("s", e.seq, status))
+        self._wake_publish.set()
+
+    def _payload(self, e, status):
+        p = {"id": e.id, "status": status, "via": e.via, "at": self.clock.time()}
+        if status == "response":
+            p["gbcs"] = _b64(self.journal.response_body(e))
+            p["late"] = e.late
+        elif status == "failed":
+            p["error"] = e.error
+        elif status == "timeout" and e.error:
+            p["error"] = e.error
+        return p
+
+    async def publish_once(self):
+        """Publish the oldest pending message; True if there was one. Returns once the
+        broker acknowledged it (QoS 1) or raises (then it stays at the head)."""
+        if not self._pubq:
+            return False
+        item = self._pubq[0]
+        if item[0] == "s":
+            e = self.journal.live.get(item[1])
+            if e is None:  # finished meanwhile (e.g. read over NFC)
+                self._pubq.pop(0)
+                return True
+            status = item[2]
+            if self.publisher is not None:
+                await self.publisher.publish(self.topic_rsp, json.dumps(self._payload(e, status)), 1, False)
+            if self._pubq and self._pubq[0] is item:
+                self._pubq.pop(0)
+            self.counters["published"] += 1
+            e.published = status
+            if status in FINAL and e.seq in self.journal.live:
+                self._finish(e, self._result(e, True))
+            return True
+        if self.publisher is not None:
+            await self.publisher.publish(item[1], item[2], item[3], False)
+        if self._pubq and self._pubq[0] is item:
+            self._pubq.pop(0)
+        self.counters["published"] += 1
+        return True
+
+    def _finish(self, e, r):
+        """Final status delivered: remember it in RAM, forget it on flash."""
+        self._remember(e.id, r)
+        self._forget(e)
+
+    def _forget(self, e):
+        k = e.key()
+        if self._corr.get(k) is e:
+            del self._corr[k]
+        self._status.pop(e.seq, None)
+        self._deadline.pop(e.seq, None)
+        self.pacer.finished(e.target, e.seq)
+        self.journal.done(e)
+
+    # ---- health --------------------------------------------------------------------------
+    def health(self):
+        """(ok, reason). Not ok when a loop has stalled, a link has been down longer than
+        its grace, or a fault (e.g. flash errors) stopped the relay."""
+        if self.fault is not None:
+            return False, "fault: " + self.fault
+        now = self.clock.ms()
+        for name in self._beats:
+            age = self.clock.diff(now, self._beats[name])
+            if age > self.stall_ms:
+                return False, "%s loop stalled for %d ms" % (name, age)
+        degraded = False
+        for name, check in self.link_checks:
+            try:
+                ok = check()
+            except Exception:
+                ok = False
+            if ok:
+                self._down_since.pop(name, None)
+                continue
+            degraded = True
+            since = self._down_since.get(name)
+            if since is None:
+                self._down_since[name] = now
+                self.log("warn", "%s link down" % name)
+            elif self.clock.diff(now, since) > self.link_grace_ms:
+                return False, "%s link down for %d s" % (name, self.clock.diff(now, since) // 1000)
+        if self.state in (STATE_RUNNING, STATE_DEGRADED):
+            self.state = STATE_DEGRADED if degraded else STATE_RUNNING
+        return True, "degraded" if degraded else "ok"
+
+    def info(self):
+        queued = sending = 0
+        for e in self.journal.live.values():
+            if e.state == J.QUEUED:
+                queued += 1
+            elif e.state == J.SENDING:
+                sending += 1
+        ok, why = self.health()
+        return {"state": self.state, "health": why, "live": len(self.journal.live), "queued": queued,
+                "in_flight": sending, "to_publish": len(self._pubq), "journal_bytes": self.journal.size,
+                "journal_compactions": self.journal.compactions, "counters": self.counters}
+
+    # ---- tasks ---------------------------------------------------------------------------
+    def start(self):
+        """Create the relay's tasks (call recover() first). Returns them."""
+        self._tasks = [asyncio.create_task(self._guard("dispatch", self._dispatch_loop)),
+                       asyncio.create_task(self._guard("receive", self._receive_loop)),
+                       asyncio.create_task(self._guard("publish", self._publish_loop)),
+                       asyncio.create_task(self._guard("house", self._house_loop))]
+        return self._tasks
+
+    async def stop(self):
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except BaseException:
+                pass
+        self._tasks = []
+        self.state = STATE_STOPPED
+
+    async def _guard(self, name, loop):
+        # a loop that dies stops its heartbeat: health() then says why, and the watchdog
+        # (no longer fed) resets the board
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.fault = "%s loop died: %r" % (name, exc)
+            self.state = STATE_FAULT
+            self.log("error", self.fault)
+
+    def _beat(self, name):
+        self._beats[name] = self.clock.ms()
+
+    async def _dispatch_loop(self):
+        while True:
+            self._beat("dispatch")
+            self._wake_dispatch.clear()
+            wait = await self.dispatch_once()
+            if wait == 0:
+                await asyncio.sleep(0)
+                continue
+            await _wait(self._wake_dispatch, 1000 if wait is None or wait > 1000 else wait)
+
+    async def _receive_loop(self):
+        # no heartbeat: it rightly blocks in han.receive(); the HAN link's own health
+        # comes through link_checks
+        while True:
+            buf = await self.han.receive()
+            self.on_han_message(buf)
+
+    async def _publish_loop(self):
+        backoff = 500
+        while True:
+            self._beat("publish")
+            self._wake_publish.clear()
+            if not self._pubq:
+                await _wait(self._wake_publish, 5000)
+                continue
+            try:
+                await self.publish_once()
+                backoff = 500
+            except Exception as exc:
+                self.counters["publish_errors"] += 1
+                if self.console is not None:
+                    self.console("relay warn: publish failed: %r" % (exc,))
+                await asyncio.sleep_ms(backoff) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(backoff / 1000)
+                backoff = min(backoff * 2, 30000)
+
+    def house_once(self):
+        """Timers, then health; feed the watchdog only when healthy. Returns (ok, why)."""
+        self._beat("house")
+        try:
+            self.check_timers()
+        except Exception as exc:
+            self.fault = "timers: %r" % (exc,)
+            self.state = STATE_FAULT
+        ok, why = self.health()
+        if ok:
+            if self.wdt is not None:
+                self.wdt.feed()
+            self._said = None
+        elif why != self._said:
+            self.log("error", "not feeding the watchdog: " + why)
+            self._said = why
+        return ok, why
+
+    async def _house_loop(self):
+        while True:
+            self.house_once()
+            await asyncio.sleep(0.5)

@@ -1,0 +1,435 @@
+# The relay state machine with honest fakes (HAN link, MQTT publisher, GBCS validator) on a
+# real flash journal: correlation, timeouts and late responses, expiry, pacing, one in
+# flight per target, every rejection path. Restart recovery: test_relay_recovery.py.
+# mp-heapsize: 512K
+from test_relay_support import (Rig, KEY, ESME, GSME, PPMID, SUPPLIER, ACB, gbcs_message,
+                                response_to, config)
+from ppmid.relay import journal as J
+
+
+async def test_command_relayed_and_response_correlated():
+    r = Rig()
+    res = await r.submit("c-1", 10)
+    assert res == {"id": "c-1", "status": "accepted"}
+    assert r.relay.journal.by_id["c-1"].state == J.QUEUED  # on flash before the ack
+    await r.pump()
+    cmd = r.env("c-1", 10).gbcs
+    assert r.han.sent == [cmd]
+    rsp = response_to(cmd)
+    r.relay.on_han_message(rsp)
+    await r.publish_all()
+    assert r.pub.statuses("c-1") == ["accepted", "relayed", "response"]
+    final = r.pub.on("/rsp")[-1]
+    import binascii
+    assert binascii.a2b_base64(final["gbcs"]) == rsp and final["late"] is False
+    assert final["via"] == "mqtt"
+    assert r.journal.live == {}  # done once the broker acknowledged the final status
+    assert r.relay.result("c-1")["status"] == "response"
+    c = r.relay.counters
+    assert (c["accepted"], c["relayed"], c["answered"]) == (1, 1, 1)
+
+
+async def test_response_with_wrong_counter_or_direction_is_not_correlated():
+    r = Rig()
+    await r.submit("c-1", 10)
+    await r.pump()
+    # same devices, other counter
+    r.relay.on_han_message(gbcs_message(2, 11, ESME, SUPPLIER))
+    # right counter, but not swapped (it is the command's own direction)
+    r.relay.on_han_message(gbcs_message(2, 10, SUPPLIER, ESME))
+    # right counter, other device
+    r.relay.on_han_message(gbcs_message(2, 10, GSME, SUPPLIER))
+    await r.publish_all()
+    assert r.journal.by_id["c-1"].state == J.SENDING
+    assert r.relay.counters["unmatched"] == 3
+    assert len(r.pub.on("/alert")) == 3  # nothing silently dropped
+    assert r.pub.statuses("c-1") == ["accepted", "relayed"]
+
+
+async def test_alerts_go_to_the_alert_topic_and_garbage_is_counted():
+    r = Rig()
+    alert = gbcs_message(3, 77, ESME, PPMID, 0x8F01)
+    r.relay.on_han_message(alert)
+    r.relay.on_han_message(b"\xDF\x09\x01garbage")
+    await r.publish_all()
+    a = r.pub.on("/alert")
+    assert len(a) == 1 and a[0]["cra"] == "alert" and a[0]["originator"] == ESME and a[0]["counter"] == 77
+    assert r.relay.counters["alerts"] == 1 and r.relay.counters["rx_bad"] == 1
+
+
+async def test_duplicate_response_is_ignored():
+    r = Rig()
+    await r.submit("c-1", 10)
+    r.pub.down = True
+    while await r.relay.dispatch_once() == 0:
+        pass
+    rsp = response_to(r.han.sent[0])
+    r.relay.on_han_message(rsp)
+    r.relay.on_han_message(rsp)
+    assert r.relay.counters["duplicate_responses"] == 1 and r.relay.counters["answered"] == 1
+    r.pub.down = False
+    await r.publish_all()
+    assert r.pub.statuses("c-1") == ["accepted", "relayed", "response"]
+
+
+async def test_timeout_then_late_response_published_late():
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10)
+    await r.submit("c-2", 11)  # same target: waits for c-1's answer or timeout
+    await r.pump()
+    assert len(r.han.sent) == 1
+    r.clock.advance(4900)
+    r.relay.check_timers()
+    await r.pump()
+    assert r.pub.statuses("c-1") == ["accepted", "relayed"] and len(r.han.sent) == 1
+    r.clock.advance(200)
+    r.relay.check_timers()
+    await r.pump()
+    assert r.pub.statuses("c-1") == ["accepted", "relayed", "timeout"]
+    assert r.relay.counters["timeouts"] == 1
+    assert len(r.han.sent) == 2  # the target is free again: c-2 went
+    late = response_to(r.han.sent[0])
+    r.relay.on_han_message(late)
+    await r.publish_all()
+    last = r.pub.on("/rsp")[-1]
+    assert last["id"] == "c-1" and last["status"] == "response" and last["late"] is True
+    assert r.relay.counters["late"] == 1
+    assert "c-1" not in r.journal.by_id
+
+
+async def test_timed_out_command_forgotten_after_late_window():
+    r = Rig(cfg=config(response_timeout_s=5), late_window_s=30)
+    await r.submit("c-1", 10)
+    await r.pump()
+    r.clock.advance(6000)
+    r.relay.check_timers()
+    await r.publish_all()
+    assert "c-1" in r.journal.by_id  # still correlatable
+    r.clock.advance(31000)
+    r.relay.check_timers()
+    assert "c-1" not in r.journal.by_id
+    # a response after the window is no longer ours: it goes to the alert topic
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.publish_all()
+    assert r.relay.counters["unmatched"] == 1
+
+
+async def test_expired_while_queued_is_never_relayed():
+    r = Rig()
+    now = r.clock.time()
+    await r.submit("c-1", 10)
+    res = await r.submit("c-2", 11, expires=now + 5)  # queued behind c-1 (same target)
+    assert res["status"] == "accepted"
+    await r.pump()
+    r.clock.advance(6000)
+    await r.pump()  # c-1 still in flight: c-2 waits, then expires
+    assert r.journal.by_id.get("c-2") is None or r.journal.by_id["c-2"].state == J.FAILED
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.pump()
+    assert len(r.han.sent) == 1
+    assert r.pub.statuses("c-2") == ["accepted", "failed"]
+    assert [m for m in r.pub.on("/rsp") if m["id"] == "c-2"][-1]["error"] == "E_EXPIRED"
+
+
+async def test_expiry_checked_again_right_before_sending():
+    r = Rig()
+    res = await r.submit("c-1", 10, expires=r.clock.time() + 1)
+    assert res["status"] == "accepted"
+    r.clock.advance(1000)
+    await r.pump()
+    assert r.han.sent == []
+    assert r.pub.statuses("c-1") == ["accepted", "failed"]
+
+
+async def test_one_in_flight_per_target_and_counter_order_kept():
+    r = Rig()
+    for i in range(3):
+        await r.submit("e-%d" % i, 10 + i)          # ESME
+    await r.submit("g-0", 10, target=GSME)          # GSME, independent
+    await r.pump()
+    sent = [r.relay.decode(b).counter for b in r.han.sent]
+    assert len(r.han.sent) == 2  # e-0 and g-0 in flight, e-1/e-2 wait
+    assert r.relay.decode(r.han.sent[0]).counter == 10
+    for k in range(2):
+        esme = [b for b in r.han.sent if bytes(r.relay.decode(b).recipient) == bytes.fromhex(ESME)][-1]
+        r.relay.on_han_message(response_to(esme))
+        await r.pump()
+    esme_counters = [r.relay.decode(b).counter for b in r.han.sent if bytes(r.relay.decode(b).recipient) == bytes.fromhex(ESME)]
+    assert esme_counters == [10, 11, 12], sent
+
+
+async def test_pacing_backlog_is_paced_not_refused():
+    r = Rig(cfg=config(rate_per_s=1.0, burst=2, queue=6))
+    # six commands from one originator to alternating targets: all accepted
+    for i in range(6):
+        res = await r.submit("c-%d" % i, 10 + i, target=(ESME, GSME)[i % 2])
+        assert res["status"] == "accepted", res
+    # answer everything at once so only the buckets hold things back
+    r.han.responder = response_to
+    await r.pump()
+    assert len(r.han.sent) == 2  # the burst
+    waits = 0
+    while len(r.han.sent) < 6:
+        w = await r.relay.dispatch_once()
+        if w == 0:
+            await r.pump()
+            continue
+        assert w is not None and 0 < w <= 1001, w
+        r.clock.advance(w)
+        waits += 1
+        assert waits < 20
+    assert waits == 4  # one per second after the burst
+    await r.pump()
+    assert r.relay.counters["answered"] == 6
+
+
+async def test_busy_beyond_the_queue_bound():
+    r = Rig(cfg=config(queue=3))
+    await r.submit("c-0", 10)
+    await r.pump()  # c-0 in flight
+    for i in range(1, 4):
+        assert (await r.submit("c-%d" % i, 10 + i))["status"] == "accepted"
+    res = await r.submit("c-4", 14)
+    assert res["status"] == "rejected" and res["error"] == "E_BUSY"
+    assert r.relay.counters["rejected"]["E_BUSY"] == 1
+    await r.publish_all()
+    rej = [m for m in r.pub.on("/rsp") if m["id"] == "c-4"]
+    assert rej[0]["status"] == "rejected" and rej[0]["error"] == "E_BUSY"
+    # the counter of a rejected command was not committed: it can come back later
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.pump()
+    assert (await r.submit("c-4b", 14))["status"] == "accepted"
+
+
+async def test_busy_when_the_journal_is_full():
+    r = Rig(max_live=2)
+    await r.submit("c-0", 10)
+    await r.submit("c-1", 11, target=GSME)
+    res = await r.submit("c-2", 12)
+    assert res["error"] == "E_BUSY"
+
+
+async def test_rate_rejection_when_pacing_cannot_meet_the_expiry():
+    r = Rig(cfg=config(rate_per_s=0.1, burst=1, queue=10))
+    now = r.clock.time()
+    for i in range(3):
+        await r.submit("c-%d" % i, 10 + i, target=(ESME, GSME)[i % 2])
+    # 3 queued from this originator ahead, 1 token of burst, 0.1/s: ~30 s away
+    res = await r.submit("late", 20, target=GSME, expires=now + 10)
+    assert res["error"] == "E_RATE", res
+    res = await r.submit("ok", 21, target=GSME, expires=now + 100)
+    assert res["status"] == "accepted"
+    res = await r.submit("noexp", 22, target=GSME)
+    assert res["status"] == "accepted"
+
+
+async def test_every_intake_rejection_code():
+    from ppmid import envelope
+    r = Rig(cfg=config(max_gbcs=200))
+    cases = []
+    e = r.env("auth", 10, key=b"x" * 32)
+    cases.append((e, "E_AUTH"))
+    cases.append((r.env("exp", 10, expires=r.clock.time() - 1), "E_EXPIRED"))
+    cases.append((r.env("exp2", 10, expires=r.clock.time()), "E_EXPIRED"))
+    big = envelope.sign(KEY, "big", b"\xDF" * 201)
+    cases.append((big, "E_TOO_LARGE"))
+    bad = envelope.Envelope("bad id", b"\xDF\x09", None, b"\x00" * 32)
+    cases.append((bad, "E_ID"))
+    cases.append((envelope.sign(KEY, "junk", b"\xDF\x09\x01\x00"), "E_TRUNCATED"))
+    cases.append((r.env("tgt", 10, target=ACB), "E_UNKNOWN_TARGET"))
+    cases.append((envelope.sign(KEY, "rsp", gbcs_message(2, 10, ESME, SUPPLIER)), "E_NOT_COMMAND"))
+    for env, code in cases:
+        res = await r.relay.accept(env, "mqtt")
+        assert res["status"] == "rejected" and res["error"] == code, (env.id, res)
+        assert res["message"]
+    assert r.journal.live == {} and r.han.sent == []
+    # replay: a second command with a counter already used by this originator/target
+    assert (await r.submit("first", 30))["status"] == "accepted"
+    res = await r.submit("again", 30)
+    assert res["error"] == "E_REPLAY"
+    res = await r.submit("older", 29)
+    assert res["error"] == "E_REPLAY"
+    rej = r.relay.counters["rejected"]
+    for code in ("E_AUTH", "E_EXPIRED", "E_TOO_LARGE", "E_ID", "E_TRUNCATED", "E_UNKNOWN_TARGET",
+                 "E_NOT_COMMAND", "E_REPLAY"):
+        assert rej.get(code), code
+    await r.publish_all()
+    published = [(m["id"], m["error"]) for m in r.pub.on("/rsp") if m["status"] == "rejected"]
+    assert ("auth", "E_AUTH") in published and ("again", "E_REPLAY") in published
+    assert all(i is not None for i, c in published)  # an invalid id is never published
+
+
+async def test_internal_error_in_validation_is_a_rejection_not_a_crash():
+    r = Rig()
+
+    def boom(buf):
+        raise ValueError("bug")
+    r.validator.check = boom
+    res = await r.submit("c-1", 10)
+    assert res["error"] == "E_INTERNAL"
+    assert r.journal.live == {}
+
+
+async def test_duplicate_id_returns_current_status_without_a_second_send():
+    r = Rig()
+    env = r.env("c-1", 10)
+    assert (await r.relay.accept(env, "mqtt"))["status"] == "accepted"
+    await r.pump()
+    again = await r.relay.accept(env, "mqtt")  # MQTT redelivery of the same message
+    assert again["status"] == "relayed"
+    await r.pump()
+    assert len(r.han.sent) == 1
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.pump()
+    third = await r.relay.accept(env, "mqtt")
+    assert third["status"] == "response"
+    assert r.relay.counters["duplicates"] == 2
+    assert r.relay.counters["rejected"] == {}
+
+
+async def test_forged_envelope_cannot_overwrite_a_real_command_status():
+    r = Rig()
+    await r.submit("c-1", 10)
+    forged = r.env("c-1", 11, key=b"bad" * 11)
+    res = await r.relay.accept(forged, "mqtt")
+    assert res["error"] == "E_AUTH"
+    await r.publish_all()
+    assert r.pub.statuses("c-1") == ["accepted"]
+
+
+async def test_han_down_retried_later_and_sent_once():
+    r = Rig()
+    await r.submit("c-1", 10)
+    r.han.fail = ["E_HAN_DOWN", "E_NO_TUNNEL"]
+    await r.pump()
+    assert r.han.sent == [] and r.journal.by_id["c-1"].state == J.QUEUED
+    w = await r.relay.dispatch_once()
+    assert w is not None and w > 0  # backing off
+    r.clock.advance(w)
+    await r.pump()
+    assert r.han.sent == []
+    w = await r.relay.dispatch_once()
+    assert w >= 1000  # the backoff doubled
+    r.clock.advance(w)
+    await r.pump()
+    assert len(r.han.sent) == 1
+    assert r.relay.counters["retries"] == 2 and r.relay.counters["link_resets"] == 1
+    assert r.pub.statuses("c-1") == ["accepted", "relayed"]
+
+
+async def test_ambiguous_send_failure_is_never_resent():
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10)
+    r.han.fail = ["E_DELIVERY"]
+    await r.pump()
+    assert len(r.han.sent) == 1
+    r.clock.advance(3000)
+    await r.pump()
+    assert len(r.han.sent) == 1
+    r.clock.advance(3000)
+    r.relay.check_timers()
+    await r.pump()
+    assert len(r.han.sent) == 1
+    last = r.pub.on("/rsp")[-1]
+    assert last["status"] == "timeout" and last["error"] == "E_DELIVERY"
+
+
+async def test_queued_too_long_fails_with_the_link_error():
+    r = Rig(max_wait_s=60)
+    await r.submit("c-1", 10)
+    r.han.fail = ["E_HAN_DOWN"] * 100
+    for i in range(10):
+        await r.pump()
+        r.clock.advance(7000)
+        r.relay.check_timers()
+    await r.publish_all()
+    last = r.pub.on("/rsp")[-1]
+    assert last["status"] == "failed" and last["error"] == "E_HAN_DOWN"
+    assert r.han.sent == []
+
+
+async def test_nfc_result_read_finishes_an_nfc_command_without_a_broker():
+    r = Rig()
+    r.relay.publisher = None
+    res = await r.submit("n-1", 10, via="nfc-phone")
+    assert res["status"] == "accepted"
+    await r.pump()
+    assert r.relay.result("n-1")["status"] == "relayed"
+    rsp = response_to(r.han.sent[0])
+    r.relay.on_han_message(rsp)
+    res = r.relay.result("n-1")
+    assert res["status"] == "response" and res["gbcs"] == rsp
+    assert "n-1" not in r.journal.by_id  # delivered to the phone: done
+    assert r.relay.result("n-1")["gbcs"] == rsp  # still readable from RAM
+    assert r.relay.result("nope") is None
+
+
+async def test_statuses_wait_for_the_broker_and_nothing_is_lost():
+    r = Rig()
+    r.pub.down = True
+    await r.submit("c-1", 10)
+    while await r.relay.dispatch_once() == 0:
+        pass
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    try:
+        await r.relay.publish_once()
+        raise AssertionError("published while down")
+    except OSError:
+        pass
+    assert "c-1" in r.journal.by_id  # not done until the broker has the final status
+    r.pub.down = False
+    await r.publish_all()
+    assert r.pub.statuses("c-1") == ["accepted", "relayed", "response"]
+    assert "c-1" not in r.journal.by_id
+
+
+async def test_health_watchdog_and_log_rate_limit():
+    r = Rig(link_grace_s=10)
+    han_up = [True]
+    r.relay.link_checks = [("han", lambda: han_up[0])]
+    ok, why = r.relay.house_once()
+    assert ok and r.wdt.feeds == 1 and r.relay.state == "running"
+    han_up[0] = False
+    ok, why = r.relay.house_once()
+    assert ok and why == "degraded" and r.relay.state == "degraded" and r.wdt.feeds == 2
+    r.clock.advance(11000)
+    ok, why = r.relay.house_once()
+    assert not ok and "han link down" in why and r.wdt.feeds == 2
+    han_up[0] = True
+    ok, why = r.relay.house_once()
+    assert ok and r.wdt.feeds == 3 and r.relay.state == "running"
+    # a loop that stopped beating
+    r.relay._beats["dispatch"] = r.clock.ms()
+    r.clock.advance(r.relay.stall_ms + 1)
+    ok, why = r.relay.house_once()
+    assert not ok and "dispatch loop stalled" in why
+    r.relay._beats["dispatch"] = r.clock.ms()
+    # logs: all on the console, at most the burst over MQTT
+    for i in range(50):
+        r.relay.log("info", "line %d" % i)
+    await r.publish_all()
+    assert sum(1 for x in r.logs if "line" in x) == 50
+    n = len([m for m in r.pub.on("/log") if m["msg"].startswith("line")])
+    assert 1 <= n <= 5 and r.relay.counters["logs_dropped"] >= 45
+    info = r.relay.info()
+    assert info["state"] == "running" and info["counters"] is r.relay.counters
+
+
+async def test_run_loop_end_to_end_with_tasks():
+    try:
+        import asyncio
+    except ImportError:
+        import uasyncio as asyncio
+    r = Rig()
+    r.han.responder = response_to
+    r.relay.start()
+    for i in range(3):
+        await r.submit("c-%d" % i, 10 + i, target=(ESME, GSME)[i % 2])
+    for _ in range(400):
+        if len([s for s in r.pub.statuses() if s[1] == "response"]) == 3:
+            break
+        await asyncio.sleep(0.01)
+    await r.relay.stop()
+    assert sorted(i for i, s in r.pub.statuses() if s == "response") == ["c-0", "c-1", "c-2"]
+    assert r.relay.fault is None and r.journal.live == {}
+    assert r.wdt.feeds >= 1
