@@ -3,3 +3,4 @@
 # emulators. API and error codes: docs/gbcs.md.
 from ppmid.gbcs.message import (decode, Message, GbcsError, FORM_MAC_SIGNED, FORM_SIGNED,  # noqa: F401
                                 FORM_GBT, CRA_COMMAND, CRA_RESPONSE, CRA_ALERT)
+from ppmid.gbcs.validate import Validator, MemoryCounterStore, counter_key  # noqa: F401

@@ -1,0 +1,142 @@
+# Relay checks (ppmid.gbcs.Validator) and the message-code table (ppmid.gbcs.codes).
+# Runs under CPython and MicroPython.
+import binascii
+from ppmid import config
+from ppmid.gbcs import Validator, MemoryCounterStore, GbcsError, build, codes, gbt, counter_key
+from test_gbcs_samples import sample
+
+SUPPLIER = binascii.unhexlify("90B3D51F30010000")
+ESME = "00DB1234567890A0"
+GSME = "00DB1234567890A1"
+PPMID = "00DB1234567890A4"
+
+
+def _cfg(**over):
+    cfg = {"gateway": PPMID, "han": {"devices": [{"eui": ESME, "type": "ESME"}, {"eui": GSME, "type": "GSME"}]}}
+    for k in over:
+        cfg[k] = over[k]
+    return config.validate(cfg)
+
+
+def _cmd(counter=1001, recipient=ESME, code=0x0019, content=b"\xd9\x20\x00", **kw):
+    return build.build_command(counter, SUPPLIER, binascii.unhexlify(recipient), code, content, **kw)
+
+
+def _code(v, buf):
+    try:
+        v.check(buf)
+    except GbcsError as exc:
+        assert len(exc.message) > 10
+        return exc.code
+    raise AssertionError("accepted")
+
+
+def test_corpus_commands_pass():
+    v = Validator(_cfg(), MemoryCounterStore())
+    m = v.check(sample("3.3_CS11/CS11_3.3_ERROR_COMMAND"))        # CS11 to the GSME
+    assert m.message_code == 0x0015 and m.counter == 1001
+    m = v.check(sample("11.2_ECS52/ECS52_11.2_ERROR_COMMAND"))    # ECS52 to the ESME
+    assert m.message_code == 0x0059
+    assert v.check(sample("4.13_ECS26a/ECS26a_4.13_ERROR_COMMAND")).content_len == 0xCE
+
+
+def test_not_a_command():
+    v = Validator(_cfg(), MemoryCounterStore())
+    assert _code(v, sample("2.2_CS01a/CS01a_2.2_ERROR_RESPONSE")) == "E_NOT_COMMAND"
+    assert _code(v, sample("NA_GCA-ZigBee/GCA-ZigBee_NA_8F30_ALERT")) == "E_NOT_COMMAND"
+    assert _code(v, sample("2.5_GCS06/GCS06_2.5_ERROR_PRECOMMAND")) == "E_PRECOMMAND"
+    block = list(gbt.split(_cmd(), 30))[0]
+    assert _code(v, block) == "E_FORM"
+
+
+def test_malformed_is_refused_with_decoder_codes():
+    v = Validator(_cfg(), MemoryCounterStore())
+    raw = _cmd()
+    assert _code(v, raw[:-1]) == "E_TRUNCATED"
+    assert _code(v, raw + b"\x00") == "E_TRAILING"
+    assert _code(v, b"\x30" + raw[1:]) == "E_TAG"
+
+
+def test_unknown_target():
+    v = Validator(_cfg(), MemoryCounterStore())
+    assert _code(v, _cmd(recipient="00DB1234567890A9")) == "E_UNKNOWN_TARGET"
+    assert _code(v, sample("11.2_CS08/CS08_11.2_ERROR_COMMAND")) == "E_UNKNOWN_TARGET"  # to ..A5
+    # the message names the unknown device
+    try:
+        v.check(_cmd(recipient="00DB1234567890A9"))
+    except GbcsError as exc:
+        assert "00DB1234567890A9" in exc.message
+
+
+def test_default_allow_list_is_the_code_table():
+    v = Validator(_cfg(), MemoryCounterStore())
+    v.check(_cmd(code=0x0019))                       # ECS01a to the ESME: allowed
+    assert _code(v, _cmd(code=0x006B)) == "E_NOT_ALLOWED"                   # GCS01a to the ESME
+    assert _code(v, _cmd(code=0x0019, recipient=GSME)) == "E_NOT_ALLOWED"   # ECS01a to the GSME
+    assert _code(v, _cmd(code=0x00CC)) == "E_NOT_ALLOWED"                   # an alert code
+    assert _code(v, _cmd(code=0x7777)) == "E_NOT_ALLOWED"                   # unknown code
+    assert v.allowed("ESME") == codes.commands_for("ESME")
+
+
+def test_configured_allow_list():
+    v = Validator(_cfg(han={"devices": [{"eui": ESME, "type": "ESME"}, {"eui": GSME, "type": "GSME"}],
+                            "allow": {"ESME": [0x0116, 0x0117]}}), MemoryCounterStore())
+    v.check(_cmd(code=0x0116, counter=1))
+    assert _code(v, _cmd(code=0x0019, counter=2)) == "E_NOT_ALLOWED"    # not in the ESME list
+    v.check(_cmd(code=0x009B, recipient=GSME, counter=3))                # GSME keeps the default
+    v2 = Validator(_cfg(han={"devices": [{"eui": ESME, "type": "ESME"}], "allow": {"ESME": []}}),
+                   MemoryCounterStore())
+    assert _code(v2, _cmd()) == "E_NOT_ALLOWED"
+
+
+def test_replay_and_commit():
+    store = MemoryCounterStore()
+    v = Validator(_cfg(), store)
+    m = v.check(_cmd(counter=10))
+    assert store.get(counter_key(m.originator, m.recipient)) is None
+    v.check(_cmd(counter=10))          # not committed yet: a rejected command burns nothing
+    v.commit(m)
+    assert store.get("90B3D51F30010000:00DB1234567890A0") == 10
+    assert _code(v, _cmd(counter=10)) == "E_REPLAY"
+    assert _code(v, _cmd(counter=9)) == "E_REPLAY"
+    v.commit(v.check(_cmd(counter=11)))
+    assert store.get(counter_key(m.originator, m.recipient)) == 11
+    v.commit(m)                         # an older accepted command never lowers the counter
+    assert store.get(counter_key(m.originator, m.recipient)) == 11
+    # counters are per originator and recipient
+    v.check(_cmd(counter=5, recipient=GSME, code=0x006B))
+    big = (1 << 64) - 1
+    v.commit(v.check(_cmd(counter=big - 1)))
+    v.check(_cmd(counter=big))
+    assert _code(v, _cmd(counter=big - 1)) == "E_REPLAY"
+
+
+def test_counters_survive_a_new_validator():
+    store = MemoryCounterStore()
+    Validator(_cfg(), store).commit(Validator(_cfg(), store).check(_cmd(counter=50)))
+    assert _code(Validator(_cfg(), store), _cmd(counter=50)) == "E_REPLAY"
+
+
+def test_too_large():
+    v = Validator(_cfg(limits={"max_gbcs": 100}), MemoryCounterStore())
+    v.check(_cmd(content=b"\xd9" + bytes(20)))
+    raw = _cmd(content=b"\xd9" + bytes(200))
+    assert _code(v, raw) == "E_TOO_LARGE"
+    assert _code(v, b"\x00" * 101) == "E_TOO_LARGE"   # checked before decoding
+
+
+def test_code_table():
+    assert codes.use_case(0x0019) == "ECS01a" and codes.device_types(0x0019) == ("ESME",)
+    assert codes.is_command(0x0019) and not codes.is_command(0x00CC)
+    assert codes.device_types(0x00CC) == ()
+    assert codes.use_case(0x009B) == "PCS01" and codes.device_types(0x009B) == ("GSME",)
+    for code in (0x0116, 0x0117, 0x0118):
+        assert codes.device_types(code) == ("ESME",) and codes.use_case(code).startswith("PECS")
+    assert "PPMID" in codes.device_types(0x0129)
+    assert codes.name(0x0019) == "ECS01a Set Tariff and Price on ESME"
+    assert codes.name(0x1234) == "unknown 0x1234" and codes.use_case(0x1234) is None
+    assert codes.device_types(0x1234) == () and not codes.is_command(0x1234)
+    esme = codes.commands_for("ESME")
+    assert 0x0019 in esme and 0x006B not in esme and 0x00CC not in esme
+    assert 0x006B in codes.commands_for("GSME") and 0x0001 in codes.commands_for("CHF")
+    assert codes.commands_for("NOPE") == set()
