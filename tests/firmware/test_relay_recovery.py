@@ -1,0 +1,211 @@
+# Restart recovery: RAM is lost, the flash journal is kept, the fakes outside stay. Checks
+# the promises of docs/relay.md: accepted-not-sent is sent exactly once; a command marked
+# "sending" is never sent again; unacknowledged statuses are published again; a response
+# arriving after the restart is correlated through the journal; counters stay closed.
+# mp-heapsize: 512K
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio
+
+from test_relay_support import Rig, ESME, GSME, response_to, config
+from ppmid.relay import journal as J
+
+
+async def test_accepted_not_sent_is_sent_once_after_restart():
+    r = Rig()
+    await r.submit("c-1", 10)
+    await r.submit("c-2", 11, target=GSME)
+    assert r.han.sent == []
+    r.restart()
+    await r.pump()
+    assert len(r.han.sent) == 2
+    r.restart()
+    await r.pump()
+    assert len(r.han.sent) == 2  # they were marked sending: never again
+    for b in list(r.han.sent):
+        r.relay.on_han_message(response_to(b))
+    await r.publish_all()
+    assert sorted(i for i, s in r.pub.statuses() if s == "response") == ["c-1", "c-2"]
+    assert r.journal.live == {}
+
+
+class BlockingHan:
+    """A HAN link that takes the bytes and then never returns: the power goes while the
+    send is under way."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.sent = inner.sent
+
+    async def send(self, dest, data):
+        self.sent.append(bytes(data))
+        await asyncio.Event().wait()
+
+    async def receive(self):
+        return await self.inner.receive()
+
+
+async def crash_during_send(r):
+    inner = r.han
+    r.relay.han = BlockingHan(inner)
+    task = asyncio.create_task(r.relay.dispatch_once())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(inner.sent) == 1
+    task.cancel()  # power cut: the coroutine never resumes
+    try:
+        await task
+    except BaseException:
+        pass
+    r.restart()
+
+
+async def test_sending_marked_never_resent_and_late_reply_correlated_after_restart():
+    r = Rig()
+    await r.submit("c-1", 10)
+    await crash_during_send(r)
+    e = r.journal.by_id["c-1"]
+    assert e.state == J.SENDING
+    await r.pump()
+    r.clock.advance(5000)
+    await r.pump()
+    assert len(r.han.sent) == 1  # never resent
+    # the response comes in after the restart: correlated through the journal
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.publish_all()
+    assert r.pub.statuses("c-1")[-1] == "response"
+    assert r.pub.on("/rsp")[-1]["late"] is False
+    assert "c-1" not in r.journal.by_id
+
+
+async def test_sending_marked_times_out_when_its_budget_ends_after_restart():
+    r = Rig(cfg=config(response_timeout_s=20))
+    await r.submit("c-1", 10)
+    await r.submit("c-2", 11)   # same target: must wait for c-1's budget
+    await crash_during_send(r)
+    await r.pump()
+    assert len(r.han.sent) == 1
+    r.clock.advance(15000)
+    r.relay.check_timers()
+    await r.pump()
+    assert r.journal.by_id["c-1"].state == J.SENDING and len(r.han.sent) == 1
+    r.clock.advance(6000)
+    r.relay.check_timers()
+    await r.pump()
+    assert r.journal.by_id["c-1"].state == J.TIMED_OUT
+    assert "timeout" in r.pub.statuses("c-1")
+    assert len(r.han.sent) == 2  # now c-2 may go
+    # and c-1's answer, late, is still correlated and published late
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.publish_all()
+    last = [m for m in r.pub.on("/rsp") if m["id"] == "c-1"][-1]
+    assert last["status"] == "response" and last["late"] is True
+
+
+async def test_unacknowledged_statuses_published_again_after_restart():
+    r = Rig()
+    r.pub.down = True
+    await r.submit("c-1", 10)
+    await r.submit("c-2", 11, target=GSME)
+    while await r.relay.dispatch_once() == 0:
+        pass
+    r.relay.on_han_message(response_to(r.han.sent[0]))  # c-1 answered, c-2 in flight
+    assert r.pub.messages == []
+    r.restart()
+    r.pub.down = False
+    await r.publish_all()
+    st = r.pub.statuses()
+    assert ("c-1", "response") in st
+    assert "c-1" not in r.journal.by_id
+    assert r.journal.by_id["c-2"].state == J.SENDING
+    # c-2's response, after the restart
+    r.relay.on_han_message(response_to(r.han.sent[1]))
+    await r.publish_all()
+    assert ("c-2", "response") in r.pub.statuses()
+    assert r.journal.live == {}
+
+
+async def test_final_status_acked_but_done_not_written_is_republished_once_more():
+    r = Rig()
+    await r.submit("c-1", 10)
+    await r.pump()
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    # the broker acknowledges, the power goes before the done record
+    real_done = r.journal.done
+    r.journal.done = lambda e: None
+    await r.publish_all()
+    r.journal.done = real_done
+    assert r.pub.statuses("c-1")[-1] == "response"
+    r.restart()
+    await r.publish_all()
+    assert r.pub.statuses("c-1") == ["accepted", "relayed", "response", "response"]  # receivers dedupe by id
+    assert r.journal.live == {}
+    assert len(r.han.sent) == 1
+
+
+async def test_counter_closed_even_if_the_crash_hit_before_the_counter_record():
+    r = Rig()
+    r.validator.commit_fails = True  # accept record on flash, counter record not
+    assert (await r.submit("c-1", 10))["status"] == "accepted"
+    from test_relay_support import eui, SUPPLIER
+    pair = eui(SUPPLIER) + eui(ESME)
+    assert r.store.get(pair) is None
+    r.validator.commit_fails = False
+    r.restart()  # recovery commits the counters of live commands again
+    assert r.store.get(pair) == 10
+    res = await r.submit("c-1-replayed", 10)
+    assert res["status"] == "rejected" and res["error"] == "E_REPLAY"
+    # and recommitting an older live command never lowers a higher counter
+    await r.submit("c-2", 20)
+    r.restart()
+    res = await r.submit("c-3", 15)
+    assert res["error"] == "E_REPLAY"
+
+
+async def test_timed_out_state_survives_restart():
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10)
+    await r.pump()
+    r.clock.advance(6000)
+    r.relay.check_timers()
+    r.pub.down = True
+    r.restart()
+    r.pub.down = False
+    await r.publish_all()
+    assert r.pub.statuses("c-1")[-1] == "timeout"
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.publish_all()
+    last = r.pub.on("/rsp")[-1]
+    assert last["status"] == "response" and last["late"] is True
+
+
+async def test_failed_state_survives_restart_and_is_published():
+    r = Rig()
+    r.pub.down = True
+    await r.submit("c-1", 10, expires=r.clock.time() + 2)
+    r.clock.advance(3000)
+    r.relay.check_timers()
+    assert r.journal.by_id["c-1"].state == J.FAILED
+    r.restart()
+    r.pub.down = False
+    await r.publish_all()
+    last = r.pub.on("/rsp")[-1]
+    assert last["status"] == "failed" and last["error"] == "E_EXPIRED"
+    assert r.han.sent == [] and r.journal.live == {}
+
+
+async def test_retry_count_and_queue_order_survive_restart():
+    r = Rig()
+    r.han.fail = ["E_HAN_DOWN"]
+    await r.submit("c-1", 10)
+    await r.submit("c-2", 11)
+    await r.pump()
+    assert r.journal.by_id["c-1"].retries == 1
+    r.restart()
+    assert r.journal.by_id["c-1"].retries == 1
+    await r.pump()
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.pump()
+    counters = [r.relay.decode(b).counter for b in r.han.sent]
+    assert counters == [10, 11]
