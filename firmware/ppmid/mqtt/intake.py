@@ -1,0 +1,151 @@
+# The command intake: ppmid/v1/EUI/cmd -> Envelope -> the relay's accept hook, and the
+# JSON payloads of the other topics (docs/mqtt.md, topic contract v1).
+#
+# Contract with the relay: `async accept(envelope, via)` returns once the command is
+# durably journaled, or raises a PpmidError (the command is refused: we publish a
+# `rejected` status with its code, then PUBACK). Any other exception propagates to the
+# client, which withholds the PUBACK and drops the link, so the broker redelivers the
+# command after reconnect: an accepted command is never lost, a refused one is answered.
+import json
+import sys
+import time
+
+from ppmid import envelope
+from ppmid.errors import PpmidError
+
+try:
+    from time import ticks_ms, ticks_diff
+except ImportError:  # CPython
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+E_TOPIC = "E_TOPIC"
+E_CLOCK = "E_CLOCK"
+VIA = "mqtt"
+STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed")
+_MP = sys.implementation.name == "micropython"
+_EPOCH_2000 = 946684800
+
+
+class IntakeError(PpmidError):
+    pass
+
+
+class Topics:
+    """Topic names of one gateway (EUI = 16 upper-case hex digits)."""
+
+    def __init__(self, eui):
+        base = "ppmid/v1/" + eui.upper() + "/"
+        self.cmd = base + "cmd"
+        self.rsp = base + "rsp"
+        self.alert = base + "alert"
+        self.state = base + "state"
+        self.info = base + "info"
+
+
+def _b64(data):
+    import binascii
+    return binascii.b2a_base64(data).strip().decode()
+
+
+def status_json(id, status, ms=None, gbcs=None, error=None):
+    """Payload of ppmid/v1/EUI/rsp (bytes). error: a PpmidError or {"code","message"}."""
+    if status not in STATUSES:
+        raise ValueError("unknown status %r" % (status,))
+    obj = {"id": id, "status": status}
+    if gbcs is not None:
+        obj["gbcs"] = _b64(gbcs)
+    if error is not None:
+        obj["error"] = error.as_dict() if isinstance(error, PpmidError) else error
+    if ms is not None:
+        obj["ms"] = ms
+    return json.dumps(obj).encode()
+
+
+def alert_json(gbcs, at=None):
+    obj = {"gbcs": _b64(gbcs)}
+    if at is not None:
+        obj["at"] = at
+    return json.dumps(obj).encode()
+
+
+def state_json(state, **extra):
+    obj = {"state": state}
+    for k in extra:
+        obj[k] = extra[k]
+    return json.dumps(obj).encode()
+
+
+def unix_now():
+    """Unix seconds, or None while the clock is obviously not set (before 2024)."""
+    t = time.time()
+    if time.gmtime(0)[0] == 2000:  # embedded ports count from 2000
+        t += _EPOCH_2000
+    return int(t) if t >= 1704067200 else None
+
+
+def verified(accept, key, now=unix_now):
+    """Wrap an accept hook with the envelope checks (mac, then expiry) in their order.
+    A command with `expires` is refused with E_CLOCK while the gateway clock is unset:
+    a stale command must not be relayed late."""
+    async def accept_verified(env, via):
+        t = now()
+        env.verify(key, t)
+        if env.expires is not None and t is None:
+            raise IntakeError(E_CLOCK, "gateway clock is not set: cannot check expiry")
+        await accept(env, via)
+    return accept_verified
+
+
+def _id_of(obj):
+    # The id to echo in a rejection, when the command has a usable one.
+    if isinstance(obj, dict):
+        try:
+            return envelope.check_id(obj.get("id"))
+        except PpmidError:
+            pass
+    return None
+
+
+class Intake:
+    """Glue between the MQTT client and the relay. Registers the cmd subscription and
+    becomes the client's message handler."""
+
+    def __init__(self, client, eui, accept, max_gbcs):
+        self.client = client
+        self.topics = Topics(eui)
+        self.accept = accept
+        self.max_gbcs = max_gbcs
+        self.stats = {"accepted": 0, "rejected": 0, "reject_drops": 0}
+        client.subscribe(self.topics.cmd, 1)
+        client.handler = self.handle
+
+    async def handle(self, topic, payload, qos, dup):
+        t0 = ticks_ms()
+        obj = None
+        id = None
+        try:
+            if topic != self.topics.cmd:
+                raise IntakeError(E_TOPIC, "commands are taken only on %s, not %s" % (self.topics.cmd, topic))
+            try:
+                obj = json.loads(payload if _MP else bytes(payload))
+            except (ValueError, UnicodeError):
+                raise envelope.EnvelopeError(envelope.E_ENVELOPE, "command is not valid JSON")
+            env = envelope.from_json_obj(obj, self.max_gbcs)
+            id = env.id
+            obj = None  # the decoded envelope holds what we need; free the JSON
+            await self.accept(env, VIA)
+            self.stats["accepted"] += 1
+        except PpmidError as exc:
+            self.stats["rejected"] += 1
+            if id is None:
+                id = _id_of(obj)
+            msg = status_json(id, "rejected",
+                              ticks_diff(ticks_ms(), t0), error=exc)
+            # Queued, not awaited: the PUBACK of this very message waits on us. If the
+            # queue is full the rejection is counted and dropped; the command stays refused.
+            if not await self.client.publish(self.topics.rsp, msg, 1, False, False):
+                self.stats["reject_drops"] += 1

@@ -1,0 +1,87 @@
+# Builds the gateway's MQTT link from the provisioned config and files (docs/config.md):
+# TLS context from the DER certificates on flash, the client with its last will, the
+# intake on the cmd topic, and retained state/info published on every connect.
+import asyncio
+import json
+
+from ppmid.config import ConfigError
+from ppmid.mqtt.client import MQTTClient, tls_connector, ssl_context
+from ppmid.mqtt.intake import Intake, Topics, state_json
+
+CA = "/certs/ca.der"
+CERT = "/certs/gateway.der"
+KEY = "/certs/gateway.key.der"
+ENVELOPE_KEY = "/secrets/envelope.key"
+
+# JSON wrapping around the base64 GBCS: id, mac, expires, keys, quotes (generous).
+_JSON_OVERHEAD = 256
+
+
+def _read(root, path, what):
+    try:
+        with open(root + path, "rb") as f:
+            data = f.read()
+    except OSError:
+        raise ConfigError("%s missing at %s: provision the gateway (ppmid provision)" % (what, path))
+    if not data:
+        raise ConfigError("%s at %s is empty" % (what, path))
+    return data
+
+
+def load_credentials(root=""):
+    """(ca_der, cert_der, key_der, envelope_key) from flash, or ConfigError."""
+    ekey = _read(root, ENVELOPE_KEY, "envelope key")
+    if len(ekey) != 32:
+        raise ConfigError("envelope key at %s must be 32 bytes, not %d" % (ENVELOPE_KEY, len(ekey)))
+    return (_read(root, CA, "CA certificate"), _read(root, CERT, "gateway certificate"),
+            _read(root, KEY, "gateway private key"), ekey)
+
+
+def max_packet_for(max_gbcs):
+    return 4 * ((max_gbcs + 2) // 3) + _JSON_OVERHEAD + 64
+
+
+class Link:
+    """The MQTT side of a gateway: `client`, `intake`, `topics`; run() forever.
+
+    info: a callable returning the dict published (retained) on ppmid/v1/EUI/info at every
+    connect; call republish_info() when it changes."""
+
+    def __init__(self, cfg, accept, root="", track=None, wlan=None, log=None, info=None,
+                 connect=None, credentials=None):
+        eui = cfg["gateway"]
+        b = cfg["broker"]
+        self.topics = Topics(eui)
+        self.info = info
+        ca, cert, key, _ = credentials or load_credentials(root)
+        if connect is None:
+            try:
+                ctx = ssl_context(ca, cert, key)
+            except (ValueError, OSError) as exc:
+                raise ConfigError("certificates on flash are not usable: %s" % (exc,))
+            connect = tls_connector(b["host"], b["port"], ctx, b.get("server_hostname"), track)
+        self.client = MQTTClient(eui, connect, keepalive=b.get("keepalive_s", 30),
+                                 will=(self.topics.state, state_json("offline"), 1, True),
+                                 on_up=self._on_up, max_packet=max_packet_for(cfg["limits"]["max_gbcs"]),
+                                 wlan=wlan, log=log)
+        self.intake = Intake(self.client, eui, accept, cfg["limits"]["max_gbcs"])
+
+    async def _on_up(self, session_present):
+        await self.client.publish(self.topics.state, state_json("online"), 1, True)
+        await self.republish_info()
+
+    async def republish_info(self):
+        if self.info is not None:
+            await self.client.publish(self.topics.info, json.dumps(self.info()).encode(), 1, True)
+
+    async def run(self):
+        await self.client.run()
+
+    async def stop(self, timeout=2):
+        # Say offline ourselves: a graceful DISCONNECT suppresses the will.
+        if self.client.state == "online":
+            try:
+                await asyncio.wait_for(self.client.publish(self.topics.state, state_json("offline"), 1, True), timeout)
+            except Exception:  # noqa: BLE001 - best effort; the will covers a dead link
+                pass
+        await self.client.stop()

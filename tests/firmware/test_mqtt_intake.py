@@ -1,0 +1,183 @@
+# The cmd-topic intake: every bad input gets a `rejected` status with its code and is
+# acknowledged; a good command reaches the accept hook; an accept hook that fails
+# unexpectedly makes the handler raise (the client then withholds the PUBACK).
+import binascii
+import json
+
+from ppmid import envelope
+from ppmid.errors import PpmidError
+from ppmid.mqtt import intake
+from ppmid.mqtt.intake import Intake, verified
+
+EUI = "00DB1234567890A0"
+CMD = "ppmid/v1/%s/cmd" % EUI
+RSP = "ppmid/v1/%s/rsp" % EUI
+KEY = bytes(range(32))
+GBCS = b"\xdd\x00" + bytes(range(100))
+
+
+class FakeClient:
+    def __init__(self, room=10):
+        self.subs = []
+        self.handler = None
+        self.published = []
+        self.room = room
+
+    def subscribe(self, topic, qos=1):
+        self.subs.append((topic, qos))
+
+    async def publish(self, topic, payload, qos=1, retain=False, wait=True):
+        if len(self.published) >= self.room:
+            return False
+        self.published.append((topic, json.loads(payload), qos, retain))
+        return True
+
+
+class Journal:
+    def __init__(self, fail=None):
+        self.ids = []
+        self.fail = fail
+
+    async def accept(self, env, via):
+        if self.fail is not None:
+            raise self.fail
+        assert via == "mqtt"
+        self.ids.append((env.id, bytes(env.gbcs)))
+
+
+def _cmd(id="c-1", gbcs=GBCS, expires=None, key=KEY, raw=None):
+    """A signed command as JSON; raw: fields to overwrite (None = remove) after signing."""
+    mac = envelope.compute_mac(key, id, expires, gbcs) if isinstance(id, str) else b"\0" * 32
+    obj = {"id": id, "gbcs": binascii.b2a_base64(gbcs).strip().decode(),
+           "mac": binascii.hexlify(mac).decode()}
+    if expires is not None:
+        obj["expires"] = expires
+    for k in raw or {}:
+        if raw[k] is None:
+            obj.pop(k, None)
+        else:
+            obj[k] = raw[k]
+    return json.dumps(obj).encode()
+
+
+def _setup(fail=None, now=lambda: 1800000000, room=10, max_gbcs=1024):
+    c = FakeClient(room)
+    j = Journal(fail)
+    it = Intake(c, EUI.lower(), verified(j.accept, KEY, now), max_gbcs)
+    return c, j, it
+
+
+async def _rejected(payload, code, topic=CMD, id=None, **kw):
+    c, j, it = _setup(**kw)
+    await it.handle(topic, memoryview(payload), 1, False)
+    assert j.ids == [], "accepted a bad command"
+    assert len(c.published) == 1, c.published
+    t, obj, qos, retain = c.published[0]
+    assert t == RSP and qos == 1 and not retain
+    assert obj["status"] == "rejected" and obj["id"] == id, obj
+    assert obj["error"]["code"] == code, obj
+    assert obj["error"]["message"]
+    assert isinstance(obj["ms"], int) and obj["ms"] >= 0
+    return obj
+
+
+def test_subscribes_to_own_cmd_and_becomes_handler():
+    c, j, it = _setup()
+    assert c.subs == [(CMD, 1)] and c.handler == it.handle
+    assert it.topics.rsp == RSP and it.topics.state.endswith("/state")
+
+
+async def test_good_command_reaches_accept_hook_without_rsp():
+    c, j, it = _setup()
+    await it.handle(CMD, memoryview(_cmd(expires=1800000001)), 1, False)
+    assert j.ids == [("c-1", GBCS)]
+    assert c.published == []  # `accepted` is the relay's to publish, once journaled
+    assert it.stats["accepted"] == 1
+
+
+async def test_malformed_json():
+    await _rejected(b'{"id": "x", ', "E_ENVELOPE")
+    await _rejected(b"\xff\xfe", "E_ENVELOPE")
+    await _rejected(b"[1, 2]", "E_ENVELOPE")
+
+
+async def test_missing_fields_echo_the_id():
+    for field in ("gbcs", "mac"):
+        obj = await _rejected(_cmd(raw={field: None}), "E_ENVELOPE", id="c-1")
+        assert field in obj["error"]["message"]
+    await _rejected(_cmd(raw={"id": None}), "E_ENVELOPE", id=None)
+
+
+async def test_bad_base64_and_hex():
+    await _rejected(_cmd(raw={"gbcs": "abc"}), "E_ENVELOPE", id="c-1")
+    await _rejected(_cmd(raw={"gbcs": "ab$d"}), "E_ENVELOPE", id="c-1")
+    await _rejected(_cmd(raw={"mac": "zz" * 32}), "E_ENVELOPE", id="c-1")
+
+
+async def test_id_too_long_or_bad():
+    await _rejected(_cmd(id="x" * 33), "E_ID")
+    await _rejected(_cmd(id=""), "E_ID")
+    await _rejected(_cmd(id="a b"), "E_ID")
+
+
+async def test_payload_over_max():
+    obj = await _rejected(_cmd(gbcs=bytes(1025)), "E_TOO_LARGE", id="c-1")
+    assert "1024" in obj["error"]["message"]
+
+
+async def test_wrong_mac_and_wrong_key():
+    good = json.loads(_cmd())
+    good["mac"] = "00" * 32
+    await _rejected(json.dumps(good).encode(), "E_AUTH", id="c-1")
+    await _rejected(_cmd(key=b"\x01" * 32), "E_AUTH", id="c-1")
+    tampered = json.loads(_cmd())
+    tampered["id"] = "c-2"
+    await _rejected(json.dumps(tampered).encode(), "E_AUTH", id="c-2")
+
+
+async def test_expired_and_clock_unset():
+    await _rejected(_cmd(expires=1800000000), "E_EXPIRED", id="c-1")
+    await _rejected(_cmd(expires=1900000000), "E_CLOCK", id="c-1", now=lambda: None)
+    c, j, it = _setup(now=lambda: None)  # no expiry: the clock does not matter
+    await it.handle(CMD, memoryview(_cmd()), 1, False)
+    assert j.ids == [("c-1", GBCS)]
+
+
+async def test_unknown_topic():
+    await _rejected(_cmd(), "E_TOPIC", topic="ppmid/v1/%s/other" % EUI)
+
+
+async def test_accept_hook_refusal_is_rejected_with_its_code():
+    obj = await _rejected(_cmd(), "E_BUSY", id="c-1", fail=PpmidError("E_BUSY", "queue full"))
+    assert obj["error"]["message"] == "queue full"
+
+
+async def test_accept_hook_crash_propagates_so_puback_is_withheld():
+    c, j, it = _setup(fail=OSError(28, "no space"))
+    try:
+        await it.handle(CMD, memoryview(_cmd()), 1, False)
+    except OSError:
+        assert c.published == []
+        return
+    raise AssertionError("unexpected accept failure swallowed (would PUBACK and lose it)")
+
+
+async def test_rejection_dropped_when_queue_full_is_counted():
+    c, j, it = _setup(room=0)
+    await it.handle(CMD, memoryview(b"nope"), 1, False)
+    assert it.stats["rejected"] == 1 and it.stats["reject_drops"] == 1
+
+
+def test_status_json_shapes():
+    assert json.loads(intake.status_json("a", "response", 12, gbcs=b"\x01\x02")) == \
+        {"id": "a", "status": "response", "gbcs": "AQI=", "ms": 12}
+    e = json.loads(intake.status_json("a", "failed", error={"code": "E_X", "message": "m"}))
+    assert e == {"id": "a", "status": "failed", "error": {"code": "E_X", "message": "m"}}
+    try:
+        intake.status_json("a", "done")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("unknown status accepted")
+    assert json.loads(intake.state_json("online", fw="1")) == {"state": "online", "fw": "1"}
+    assert json.loads(intake.alert_json(b"\xff", 5)) == {"gbcs": "/w==", "at": 5}
