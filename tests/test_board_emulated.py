@@ -1,0 +1,200 @@
+"""The emulated board as its tools see it: REPL on a pty (mpremote resume), flash in a
+LittleFS2 image, UART ptys that survive reboots, reset/watchdog/kill = reboot, Wi-Fi shim."""
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from host_tools import emuboard
+from host_tools.emuboard import BoardError, EmulatedBoard
+
+ROOT = emuboard.ROOT
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    """One emulated board with the real firmware deployed, shared by this module."""
+    with EmulatedBoard(tmp_path_factory.mktemp("board")) as b:
+        m = b.deploy()
+        assert m.group(2) == b"emulated"
+        yield b
+
+
+def wait_state(b, pred, timeout=15):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        st = b.state()
+        if pred(st):
+            return st
+        time.sleep(0.02)
+    raise AssertionError("board state never matched: %r" % b.state())
+
+
+def test_fresh_board_has_an_empty_flash_at_root(tmp_path):
+    with EmulatedBoard(tmp_path) as b:
+        st = b.state()
+        for key in ("repl", "uarts", "pid", "restarts", "last_exit"):
+            assert key in st
+        assert set(b.uarts) == {"zigbee", "nfc"}
+        b.wait_for(r"flash: formatted", since=0)
+        out = b.exec("import os; print(os.getcwd(), os.listdir('/'))")
+        assert out.strip() == "/ []"
+        # a soft reset (Ctrl-D at the REPL) is a reboot, and the flash persists
+        b.exec("with open('/hello.txt', 'w') as f: f.write('persist')")
+        mark = b.mark()
+        with open(b.repl, "wb", buffering=0) as f:
+            f.write(b"\r\x02\x04")
+        b.wait_for(r"reboot: soft_reset", since=mark)
+        st = wait_state(b, lambda s: s["restarts"] == 1 and s["pid"])
+        assert st["last_exit"] == 0
+        assert b.exec("print(open('/hello.txt').read())").strip() == "persist"
+        assert "reformatting" not in b.console_text()
+
+
+def test_deployed_firmware_boots_and_the_repl_stays_reachable(board):
+    st = board.state()
+    assert st["restarts"] >= 1  # the deploy's soft reset
+    out = board.exec("import os; print(sorted(os.listdir('/')), sorted(os.listdir('/ppmid')))")
+    assert "'main.py'" in out and "'boot.py'" in out and "'board.json'" in out
+    assert "'app.mpy'" in out and ".py'" not in out.split("]", 1)[1]  # the package is .mpy only
+    ls = emuboard.mpremote(board.repl, ["fs", "ls", ":ppmid/board"])
+    assert "emulated.mpy" in ls and "ptyuart.mpy" in ls
+
+
+def test_kill_reboots_into_the_app(board):
+    n = board.restarts
+    mark = board.mark()
+    old = board.kill()
+    board.wait_ready(since=mark)
+    st = wait_state(board, lambda s: s["pid"] and s["pid"] != old)
+    assert st["restarts"] == n + 1
+    assert st["last_reason"] == "killed" and st["last_exit"] == -9
+
+
+def test_reset_and_watchdog_reboot_with_their_reason(board):
+    mark = board.mark()
+    # machine reset from the firmware: mpremote loses the board mid-exec, as on hardware
+    try:
+        board.exec("from ppmid.board import load; load().reset()", timeout=10)
+    except BoardError:
+        pass
+    board.wait_for(r"reboot: reset \(exit 3\)", since=mark)
+    board.wait_ready(since=mark)
+    assert board.state()["last_reason"] == "reset"
+    # an armed watchdog nobody feeds (main.py interrupted, board at the REPL) fires
+    mark = board.mark()
+    board.exec("from ppmid.board import load; w = load().wdt(300); w.feed()")
+    board.wait_for(r"watchdog expired", since=mark)
+    board.wait_ready(since=mark)
+    st = wait_state(board, lambda s: s["last_reason"] == "watchdog")
+    assert st["last_exit"] == emuboard.EXIT_WATCHDOG
+    # reset button from the host
+    mark = board.mark()
+    board.reset()
+    board.wait_for(r"reboot: reset_button", since=mark)
+    board.wait_ready(since=mark)
+
+
+def test_uart_ptys_survive_a_reboot(board):
+    import tty
+    fd = os.open(board.uarts["zigbee"], os.O_RDWR | os.O_NOCTTY)
+    try:
+        tty.setraw(fd)
+        for round_ in range(2):
+            os.write(fd, b"from-host-%d\n" % round_)
+            out = board.exec(
+                "from ppmid.board import load\n"
+                "u = load().zigbee_uart()\n"
+                "print(u.read(12))\n"
+                "u.write(b'from-board-%d')\n" % round_)
+            assert ("b'from-host-%d\\n'" % round_) in out
+            got = b""
+            while len(got) < 12:
+                got += os.read(fd, 64)
+            assert got == b"from-board-%d" % round_
+            if round_ == 0:
+                mark = board.mark()
+                board.kill()
+                board.wait_ready(since=mark)
+    finally:
+        os.close(fd)
+
+
+def test_wifi_drop_closes_tracked_sockets_and_blocks_new_ones(board):
+    code = (
+        "import asyncio, socket, time\n"
+        "from ppmid.board import load\n"
+        "w = load().wlan\n"
+        "w.active(True); w.connect('ap', 'pw')\n"
+        "s = socket.socket()\n"
+        "w.track(s)\n"
+        "async def main():\n"
+        "    print('TRACKED', w.isconnected())\n"
+        "    for i in range(100):\n"
+        "        await asyncio.sleep(0.05)\n"
+        "        try:\n"
+        "            s.fileno()\n"
+        "        except OSError:\n"
+        "            break\n"
+        "        if s.fileno() < 0: break\n"
+        "    print('AFTER_DROP', w.isconnected())\n"
+        "    s2 = socket.socket(); w.track(s2)\n"
+        "    try:\n"
+        "        s2.connect(socket.getaddrinfo('127.0.0.1', 9)[0][-1]); print('CONNECTED')\n"
+        "    except OSError as e:\n"
+        "        print('CONNECT_FAILED')\n"
+        "asyncio.run(main())\n")
+    result = {}
+    mark = board.mark()
+    t = threading.Thread(target=lambda: result.setdefault("out", board.exec(code, timeout=30)))
+    t.start()
+    try:
+        board.wait_for(r"TRACKED True", since=mark)
+        board.wifi(False)
+        t.join(30)
+        out = result.get("out", "")
+        assert "AFTER_DROP False" in out
+        assert "CONNECT_FAILED" in out
+    finally:
+        board.wifi(True)
+        t.join(30)
+    out = board.exec("from ppmid.board import load; w = load().wlan; w.active(True); w.connect('a', 'b'); "
+                     "print('UP', w.isconnected())")
+    assert "UP True" in out
+
+
+def test_cli_board_status_and_wifi(board):
+    ppmid = [sys.executable, "-m", "host_tools.cli"]
+    p = subprocess.run(ppmid + ["board", "status", "--state-dir", board.state_dir], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert p.returncode == 0 and '"repl"' in p.stdout and '"wifi": "up"' in p.stdout
+    p = subprocess.run(ppmid + ["board", "wifi", "--state-dir", board.state_dir, "down"], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert p.returncode == 0
+    try:
+        p = subprocess.run(ppmid + ["board", "status", "--state-dir", board.state_dir], capture_output=True,
+                           text=True, cwd=ROOT)
+        assert '"wifi": "down"' in p.stdout
+    finally:
+        emuboard.set_wifi(board.state_dir, True)
+
+
+def test_wait_for_timeout_shows_the_console(board):
+    with pytest.raises(emuboard.BoardTimeout) as exc:
+        board.wait_for(r"this will never be printed", timeout=0.3)
+    assert "last console lines" in str(exc.value)
+
+
+def test_bad_board_names_are_refused(tmp_path):
+    with pytest.raises(BoardError, match="unknown board 'nope'"):
+        EmulatedBoard(tmp_path, board="nope")
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "board", "start", "--board", "esp32-devkitc",
+                        "--state-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 1 and "only emulated boards" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "board", "status", "--state-dir",
+                        str(tmp_path / "none")], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 1 and "no emulated board" in p.stderr
