@@ -1,0 +1,256 @@
+"""Host-side MQTT helpers shared by `ppmid send`, `ppmid provision`, tests and benchmarks:
+paho clients authenticated with a broker identity, signed command payloads, the set of
+files a gateway needs on its flash, and a MicroPython gateway script that runs the real
+firmware link (client + intake) with a small file-journal accept hook.
+"""
+import binascii
+import json
+import os
+import queue
+import secrets
+import threading
+import time
+
+from host_tools import mpcompat
+from host_tools.broker import client_paths, gateway_identity, issue
+
+mpcompat.install()
+
+FINAL = ("response", "rejected", "timeout", "failed")
+
+
+def broker_info(state_dir):
+    path = os.path.join(state_dir, "broker.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError:
+        raise RuntimeError("no broker.json in %s: run `ppmid broker start --state-dir %s`" % (state_dir, state_dir))
+
+
+def paho_client(state_dir, ident, client_id=None, clean_session=True, info=None):
+    """A connected-ready paho client (not yet connected) using `ident`'s certificate."""
+    import paho.mqtt.client as mqtt
+    paths = client_paths(state_dir, ident)
+    if not os.path.exists(paths["pem"]):
+        raise RuntimeError("no certificate for %s in %s (ppmid broker issue)" % (ident, state_dir))
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                    client_id=client_id or "%s-%s" % (ident, secrets.token_hex(3)),
+                    clean_session=clean_session)
+    c.tls_set(ca_certs=paths["ca_pem"], certfile=paths["pem"], keyfile=paths["key_pem"])
+    return c
+
+
+def connect(client, state_dir, timeout=10):
+    """Connect and start the network loop; raise if the broker refuses."""
+    info = broker_info(state_dir)
+    done = threading.Event()
+    result = {}
+
+    def on_connect(c, userdata, flags, reason_code, properties=None):
+        result["rc"] = reason_code
+        done.set()
+
+    client.on_connect = on_connect
+    client.connect(info["host"], info["port"], keepalive=30)
+    client.loop_start()
+    if not done.wait(timeout):
+        client.loop_stop()
+        raise RuntimeError("no CONNACK from the broker within %ss" % timeout)
+    rc = result["rc"]
+    if getattr(rc, "is_failure", rc != 0):
+        client.loop_stop()
+        raise RuntimeError("broker refused the connection: %s" % rc)
+    client.on_connect = None
+    return client
+
+
+def key_path(state_dir, eui):
+    return os.path.join(state_dir, "keys", gateway_identity(eui) + ".key")
+
+
+def envelope_key(state_dir, eui, create=False):
+    """The gateway's envelope key kept on the host (the DCC User side of the secret)."""
+    path = key_path(state_dir, eui)
+    if not os.path.exists(path):
+        if not create:
+            raise RuntimeError("no envelope key at %s (ppmid provision creates it)" % path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def command_json(key, id, gbcs, expires=None):
+    """Signed JSON command (docs/mqtt.md), bytes."""
+    from ppmid import envelope
+    env = envelope.sign(key, id, gbcs, expires)
+    obj = {"id": id, "gbcs": binascii.b2a_base64(gbcs, newline=False).decode(),
+           "mac": env.mac.hex()}
+    if expires is not None:
+        obj["expires"] = expires
+    return json.dumps(obj).encode()
+
+
+class Commander:
+    """A DCC User session: publishes commands to one gateway and collects every status
+    message on its rsp topic, by id (thread-safe queue per id)."""
+
+    def __init__(self, state_dir, eui, user="dcc-user-test", client_id=None, key=None):
+        self.eui = gateway_identity(eui)
+        self.state_dir = state_dir
+        self.key = key
+        self.statuses = {}
+        self.all = queue.Queue()
+        self.lock = threading.Lock()
+        self.client = paho_client(state_dir, user, client_id)
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a, **k: self.subscribed.set()
+        connect(self.client, state_dir)
+        self.client.subscribe("ppmid/v1/%s/rsp" % self.eui, qos=1)
+        if not self.subscribed.wait(10):
+            raise RuntimeError("no SUBACK for the rsp topic")
+
+    def _on_message(self, c, userdata, msg):
+        try:
+            obj = json.loads(msg.payload)
+        except ValueError:
+            obj = {"raw": msg.payload.decode(errors="replace")}
+        with self.lock:
+            q = self.statuses.setdefault(obj.get("id"), queue.Queue())
+        q.put(obj)
+        self.all.put(obj)
+
+    def publish_raw(self, payload, topic=None, qos=1):
+        info = self.client.publish(topic or "ppmid/v1/%s/cmd" % self.eui, payload, qos=qos)
+        info.wait_for_publish(10)
+        return info
+
+    def send(self, id, gbcs, expires=None):
+        return self.publish_raw(command_json(self.key, id, gbcs, expires))
+
+    def wait(self, id, statuses=FINAL, timeout=30):
+        """Status dicts for `id` up to and including the first whose status is in
+        `statuses`; raises TimeoutError."""
+        with self.lock:
+            q = self.statuses.setdefault(id, queue.Queue())
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no %s status for %r within %ss (got %r)" % ("/".join(statuses), id, timeout, out))
+            try:
+                obj = q.get(timeout=left)
+            except queue.Empty:
+                continue
+            out.append(obj)
+            if obj.get("status") in statuses:
+                return out
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def gateway_config(eui, info, **over):
+    """A /config.json dict for a gateway on this broker (validated by ppmid.config)."""
+    from ppmid import config
+    cfg = {"version": 1, "gateway": gateway_identity(eui),
+           "broker": {"host": info["host"], "port": info["port"],
+                      "server_hostname": info.get("server_hostname", "ppmid-broker"), "keepalive_s": 30}}
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k].update(v)
+        else:
+            cfg[k] = v
+    config.validate(json.loads(json.dumps(cfg)))  # raises ConfigError on a bad override
+    return cfg
+
+
+def gateway_files(state_dir, eui, cfg, key):
+    """{flash path: bytes} of everything `ppmid provision` writes (docs/config.md)."""
+    eui = gateway_identity(eui)
+    paths = issue(state_dir, eui)
+    with open(paths["ca_der"], "rb") as f:
+        ca = f.read()
+    with open(paths["der"], "rb") as f:
+        cert = f.read()
+    with open(paths["key_der"], "rb") as f:
+        pkey = f.read()
+    return {"/config.json": (json.dumps(cfg, indent=1) + "\n").encode(),
+            "/certs/ca.der": ca, "/certs/gateway.der": cert, "/certs/gateway.key.der": pkey,
+            "/secrets/envelope.key": key}
+
+
+def write_tree(root, files):
+    """Write gateway files under a host directory (a stand-in flash for micropython runs)."""
+    for path, data in files.items():
+        full = root + path
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+
+
+# A MicroPython program: the real firmware link (ppmid.mqtt.link) with a small durable
+# accept hook (a journal file, one id per line, fsync'd by close) standing in for the
+# relay. argv: FIRMWARE_DIR ROOT [fail:N | slow:MS]. It answers each accepted command
+# with an `accepted` status (once per id, duplicates answered again) and prints
+# "ACCEPT id" / "STATE ..." lines for tests.
+GATEWAY_SCRIPT = r'''
+import sys
+sys.path.insert(0, sys.argv[1])
+import asyncio
+from ppmid import config
+from ppmid.errors import PpmidError
+from ppmid.mqtt.link import Link, load_credentials
+from ppmid.mqtt.intake import verified, status_json
+
+ROOT = sys.argv[2]
+MODE = sys.argv[3] if len(sys.argv) > 3 else ""
+JOURNAL = ROOT + "/journal.log"
+fails = [int(MODE[5:]) if MODE.startswith("fail:") else 0]
+slow = int(MODE[5:]) if MODE.startswith("slow:") else 0
+seen = set()
+try:
+    for line in open(JOURNAL):
+        seen.add(line.strip())
+except OSError:
+    pass
+
+
+async def accept(env, via):
+    if slow:
+        await asyncio.sleep_ms(slow)
+    if fails[0] > 0:
+        fails[0] -= 1
+        print("FAIL", env.id)
+        raise OSError(5, "journal write failed (test)")
+    if env.id not in seen:
+        f = open(JOURNAL, "a")
+        f.write(env.id + "\n")
+        f.close()
+        seen.add(env.id)
+    print("ACCEPT", env.id)
+    asyncio.create_task(link.client.publish(link.topics.rsp, status_json(env.id, "accepted", 0), 1))
+
+
+def main():
+    global link
+    try:
+        cfg = config.load(ROOT + "/config.json")
+        key = load_credentials(ROOT)[3]
+        link = Link(cfg, verified(accept, key), ROOT, log=print,
+                    info=lambda: {"fw": "test", "board": "unix", "han": "none"})
+    except PpmidError as exc:
+        print("STATE config-error", exc)
+        sys.exit(3)
+    print("STATE starting")
+    asyncio.run(link.run())
+
+
+main()
+'''
