@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from ppmid import config
-from ppmid.gbcs import Validator, MemoryCounterStore, GbcsError, decode, build, gbt
+from ppmid.gbcs import Validator, MemoryCounterStore, GbcsError, decode, build, gbt, codes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CS11 = ("DD000000000000401100000000DF090100000000000003E90890B3D51F300100000800DB1234567890A1"
@@ -117,5 +117,12 @@ def test_default_allow_list_accepts_every_corpus_command(gbcs_corpus):
             v.check(raw)
         except GbcsError as exc:
             pytest.fail("%s: %s" % (os.path.basename(path), exc))
+        # the same command to a device of a type the table does not list it for is refused
+        other = [t for t in ("ESME", "GSME", "CHF", "GPF", "PPMID") if t not in codes.device_types(msg.message_code)][0]
+        v = Validator(config.validate({"gateway": "00DB1234567890A4",
+                                       "han": {"devices": [{"eui": target, "type": other}]}}), MemoryCounterStore())
+        with pytest.raises(GbcsError) as exc:
+            v.check(raw)
+        assert exc.value.code == "E_NOT_ALLOWED"
         checked += 1
     assert checked == 495  # RTDS COMMAND files addressed to the six test titles above

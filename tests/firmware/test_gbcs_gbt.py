@@ -87,6 +87,9 @@ def test_duplicates_are_ignored():
     for blk in b[3:]:
         out = r.feed(blk, 5)
     assert out == raw
+    # a late duplicate of the delivered message is ignored, until the timeout forgets it
+    assert r.feed(b[0], 6) is None and r.pending() == 0
+    assert r.feed(b[0], 2000) is None and r.pending() == 1
 
 
 def test_missing_block_times_out():

@@ -122,7 +122,8 @@ class _Pending:
 
 
 class Reassembler:
-    """Collects GBT blocks (any order, duplicates ignored) into whole messages, holding at most
+    """Collects GBT blocks (any order, duplicates ignored, also late duplicates of a message
+    delivered less than timeout_ms ago) into whole messages, holding at most
     max_bytes (block data + BLOCK_OVERHEAD per block) and dropping a message whose blocks stop
     arriving for timeout_ms. Keyed by (originator, recipient, counter). now_ms: a monotonic
     millisecond clock that does not wrap (the caller accumulates ticks_diff on a board)."""
@@ -134,6 +135,7 @@ class Reassembler:
         self._pending = {}
         self.acks = {}        # key -> highest block number acknowledged to us (ack blocks)
         self.timed_out = []   # GbtErrors of messages expired inside feed() (last 8 kept)
+        self._done = {}       # key -> completion time: late duplicates of a completed message
 
     def pending(self):
         return len(self._pending)
@@ -146,6 +148,9 @@ class Reassembler:
     def expire(self, now_ms):
         """Drop messages idle for timeout_ms; returns a GbtError(E_GBT_TIMEOUT) per message."""
         out = []
+        for key in list(self._done):
+            if now_ms - self._done[key] >= self.timeout_ms:
+                del self._done[key]
         for key in list(self._pending):
             p = self._pending[key]
             if now_ms - p.touched >= self.timeout_ms:
@@ -174,6 +179,8 @@ class Reassembler:
             if m.block_ack > self.acks.get(key, 0):
                 self.acks[key] = m.block_ack
             return None
+        if key in self._done:
+            return None  # a late duplicate of a message already delivered
         num = m.block_number
         if num == 0:
             raise GbtError(E_GBT_INCONSISTENT, "GBT block number 0 (numbers start at 1)")
@@ -214,6 +221,13 @@ class Reassembler:
             return None
         whole = b"".join(p.blocks[i] for i in range(1, p.last + 1))
         self._drop(key)
+        if len(self._done) >= 16:  # bounded: forget the oldest
+            oldest = None
+            for k in self._done:
+                if oldest is None or self._done[k] < self._done[oldest]:
+                    oldest = k
+            del self._done[oldest]
+        self._done[key] = now_ms
         try:
             inner = decode(whole)
         except GbcsError as exc:
