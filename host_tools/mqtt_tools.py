@@ -132,7 +132,7 @@ class Commander:
     def send(self, id, gbcs, expires=None):
         return self.publish_raw(command_json(self.key, id, gbcs, expires))
 
-    def wait(self, id, statuses=FINAL, timeout=30):
+    def wait(self, id, statuses=FINAL, timeout=30, each=None):
         """Status dicts for `id` up to and including the first whose status is in
         `statuses`; raises TimeoutError."""
         with self.lock:
@@ -148,6 +148,8 @@ class Commander:
             except queue.Empty:
                 continue
             out.append(obj)
+            if each is not None:
+                each(obj)
             if obj.get("status") in statuses:
                 return out
 
