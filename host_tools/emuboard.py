@@ -710,12 +710,14 @@ class EmulatedBoard:
         set_wifi(self.state_dir, up)
 
 
+def mpremote_path():
+    exe = os.path.join(os.path.dirname(sys.executable), "mpremote")
+    return exe if os.path.exists(exe) else (shutil.which("mpremote") or "mpremote")
+
+
 def mpremote(port, args, timeout=30):
     """Run `mpremote connect PORT resume ARGS...`; return stdout or raise BoardError."""
-    exe = os.path.join(os.path.dirname(sys.executable), "mpremote")
-    if not os.path.exists(exe):
-        exe = shutil.which("mpremote") or "mpremote"
-    cmd = [exe, "connect", port, "resume"] + list(args)
+    cmd = [mpremote_path(), "connect", port, "resume"] + list(args)
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -1,0 +1,91 @@
+"""`ppmid deploy` failure paths: nothing reaches the board unless everything compiled, the
+port is a MicroPython REPL of the right architecture, and every copied file verified."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from host_tools import cmd_deploy, emuboard
+from host_tools.cmd_deploy import DeployError
+from host_tools.emuboard import EmulatedBoard
+
+ROOT = emuboard.ROOT
+
+
+def ppmid(*args):
+    return subprocess.run([sys.executable, "-m", "host_tools.cli"] + list(args), capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def test_help_lists_platform_commands():
+    p = ppmid("--help")
+    assert p.returncode == 0
+    for name in ("board", "deploy", "flash"):
+        assert "\n    %s " % name in p.stdout or "  %s  " % name in p.stdout
+
+
+def test_build_compiles_package_to_mpy_and_keeps_scripts(tmp_path):
+    out, files, cmds = cmd_deploy.build("esp32-devkitc", build_dir=str(tmp_path / "b"))
+    assert "boot.py" in files and "main.py" in files and "board.json" in files
+    assert "ppmid/app.mpy" in files and not any(f.startswith("ppmid/") and f.endswith(".py") for f in files)
+    assert all("-march=xtensawin" in c for c in cmds)
+    with open(os.path.join(out, "ppmid", "app.mpy"), "rb") as f:
+        head = f.read(4)
+    assert head[0:1] == b"M" and head[1] == 6
+
+
+def test_native_arch_matches_the_unix_port():
+    arch = cmd_deploy.native_arch()
+    assert arch in cmd_deploy.MPY_ARCHS
+    c3 = emuboard.load_board("esp32c3-devkitm-1")
+    assert cmd_deploy.board_arch(c3) == "rv32imc"
+
+
+def test_unknown_board_and_missing_port(tmp_path):
+    p = ppmid("deploy", "--port", "/dev/null", "--board", "nope")
+    assert p.returncode == 1 and "unknown board 'nope'" in p.stderr
+    p = ppmid("deploy", "--port", str(tmp_path / "no-such-port"), "--board", "emulated")
+    assert p.returncode == 1 and "does not exist" in p.stderr
+
+
+def test_port_that_is_not_a_repl(tmp_path):
+    master, slave = os.openpty()
+    try:
+        with pytest.raises(DeployError, match="not a MicroPython REPL"):
+            cmd_deploy.deploy(os.ttyname(slave), "emulated")
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_compile_error_and_wrong_arch_leave_the_board_untouched(tmp_path):
+    fw = tmp_path / "fw"
+    shutil.copytree(cmd_deploy.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    (fw / "ppmid" / "zz_broken.py").write_text("def oops(:\n    pass\n")
+    with EmulatedBoard(tmp_path / "board") as b:
+        b.exec("with open('/keep.txt', 'w') as f: f.write('old')")
+        before = b.exec("import os; print(sorted(os.listdir('/')))")
+        p = ppmid("deploy", "--port", b.repl, "--board", "emulated", "--firmware-dir", str(fw))
+        assert p.returncode == 1
+        assert "ppmid/zz_broken.py does not compile" in p.stderr
+        with pytest.raises(DeployError, match="wrong --board"):
+            cmd_deploy.deploy(b.repl, "esp32-devkitc")
+        assert b.exec("import os; print(sorted(os.listdir('/')))") == before
+        assert b.restarts == 0
+
+
+def test_redeploy_removes_stale_modules(tmp_path):
+    fw = tmp_path / "fw"
+    shutil.copytree(cmd_deploy.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    (fw / "ppmid" / "zz_extra.py").write_text("X = 1\n")
+    with EmulatedBoard(tmp_path / "board") as b:
+        b.deploy(firmware_dir=str(fw))
+        assert "zz_extra.mpy" in b.exec("import os; print(os.listdir('/ppmid'))")
+        # a stale source file would shadow the .mpy: deploy must remove it too
+        b.exec("with open('/ppmid/app.py', 'w') as f: f.write('raise ImportError')")
+        (fw / "ppmid" / "zz_extra.py").unlink()
+        b.deploy(firmware_dir=str(fw))
+        out = b.exec("import os; print(sorted(os.listdir('/ppmid')), os.listdir('/'))")
+        assert "zz_extra" not in out and "app.py" not in out and ".deploy-new" not in out
