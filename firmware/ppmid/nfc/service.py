@@ -1,0 +1,148 @@
+# The NFC polling loop: every `idle_ms` ask the PN532 for one type A target (activation
+# retries are bounded, so the answer comes in a few ms), and run one session with it:
+# a phone running the PPMID app, a Type 4 tag or an NTAG21x. All waiting is on asyncio;
+# the Zigbee and MQTT tasks run between every frame.
+#
+# The relay is injected as `intake` (docs/nfc.md, "Contract with the relay"):
+#   await intake.accept(envelope, via)   via "nfc-phone" | "nfc-tag"; returns once the
+#                                        command is durably journaled, raises PpmidError
+#                                        (with its code) when it is refused
+#   intake.result(id) -> None while pending, else {"status", "gbcs", "error"}
+#   intake.delivered(id, via)            optional: the phone has the result
+from ppmid.errors import PpmidError
+from ppmid.nfc import phone, tag
+from ppmid.nfc.apdu import transceive, select_aid, SW_OK
+from ppmid.nfc.errors import NfcError, E_NFC_AID
+from ppmid.nfc.pn532 import sleep_ms
+
+DEFAULTS = {
+    "session_s": 20,      # how long a tapped phone is kept waiting for the response
+    "chunk": 240,         # APDU data bytes per GET / PUT
+    "poll_ms": 200,       # result polling period inside a phone session
+    "idle_ms": 250,       # pause between two target polls
+    "keepalive_ms": 1000,
+}
+
+
+def settings(cfg):
+    """NFC settings from the gateway config's optional "nfc" object, checked."""
+    out = dict(DEFAULTS)
+    extra = (cfg or {}).get("nfc") or {}
+    for k in extra:
+        if k not in DEFAULTS:
+            raise PpmidError("E_CONFIG", "unknown nfc setting %r" % k)
+        v = extra[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise PpmidError("E_CONFIG", "nfc.%s must be a positive integer" % k)
+        out[k] = v
+    if not 16 <= out["chunk"] <= 240:
+        raise PpmidError("E_CONFIG", "nfc.chunk must be 16..240")
+    return out
+
+
+class NfcService:
+    def __init__(self, drv, intake, max_gbcs=8192, log=None, **kw):
+        self.drv = drv
+        self.intake = intake
+        self.max_gbcs = max_gbcs
+        self.cfg = dict(DEFAULTS)
+        self.cfg.update(kw)
+        self.log = log
+        self.scratch = bytearray(264)
+        self.ready = False
+        self.version = None
+        self._last_uid = None
+        self.stats = {"polls": 0, "sessions": 0, "relayed": 0, "delivered": 0, "late": 0,
+                      "rejected": 0, "gone": 0, "chip_errors": 0, "last_code": None}
+
+    def _note(self, text):
+        if self.log:
+            self.log("nfc: " + text)
+
+    async def start(self):
+        self.version = await self.drv.begin()
+        self.ready = True
+        self._note("PN532 v%d.%d ready" % (self.version[1], self.version[2]))
+
+    async def run(self):
+        """Forever: keep the PN532 up (re-initialise with back-off) and poll."""
+        backoff = 1000
+        while True:
+            if not self.ready:
+                try:
+                    await self.start()
+                    backoff = 1000
+                except PpmidError as e:
+                    self.stats["chip_errors"] += 1
+                    self._note("PN532 not ready (%s); retry in %d ms" % (e, backoff))
+                    await sleep_ms(backoff)
+                    backoff = min(backoff * 2, 30000)
+                    continue
+            await self.poll_once()
+            await sleep_ms(self.cfg["idle_ms"])
+
+    async def poll_once(self):
+        """One poll; returns the session outcome dict, or None when no new target."""
+        self.stats["polls"] += 1
+        try:
+            target = await self.drv.in_list_passive_target()
+        except PpmidError as e:
+            self.stats["chip_errors"] += 1
+            self.ready = False
+            self._note("poll failed: %s" % e)
+            return None
+        if target is None:
+            self._last_uid = None
+            return None
+        if target.uid == self._last_uid:
+            await self._release(target)  # same card still in the field: already handled
+            return None
+        self._last_uid = target.uid
+        self.stats["sessions"] += 1
+        try:
+            outcome = await self._session(target)
+        except PpmidError as e:
+            outcome = {"outcome": "gone" if e.code in phone.LINK_ERRORS else "rejected",
+                       "id": None, "code": e.code, "accepted": False}
+            self._note("session failed: %s" % e)
+        await self._release(target)
+        o = outcome["outcome"]
+        if outcome.get("accepted"):
+            self.stats["relayed"] += 1
+        if o in ("delivered", "late", "rejected", "gone"):
+            self.stats[o] += 1
+        self.stats["last_code"] = outcome.get("code")
+        return outcome
+
+    async def _release(self, target):
+        try:
+            await self.drv.in_release(target.tg)
+        except PpmidError:
+            pass
+
+    async def _session(self, target):
+        drv = self.drv
+        tg = target.tg
+        rx = self.scratch
+        if target.iso_dep():
+            sw, n = await transceive(drv, tg, select_aid(phone.AID), rx)
+            if sw == SW_OK:
+                hello = bytes(rx[:n])
+                s = phone.PhoneSession(drv, tg, self.intake, self.max_gbcs, self.cfg["chunk"],
+                                       self.cfg["session_s"] * 1000, self.cfg["poll_ms"],
+                                       self.cfg["keepalive_ms"], rx)
+                return await s.run(hello)
+            sw, n = await transceive(drv, tg, select_aid(tag.NDEF_AID), rx)
+            if sw != SW_OK:
+                raise NfcError(E_NFC_AID, "target is neither the PPMID app nor an NDEF tag")
+            msg = await tag.read_type4(drv, tg, rx, phone.max_envelope(self.max_gbcs) + 64)
+        elif target.type2():
+            msg = await tag.read_type2(drv, tg, rx)
+        else:
+            raise NfcError(E_NFC_AID, "unsupported target (SEL_RES 0x%02X)" % target.sel_res)
+        return await self._tag_command(msg)
+
+    async def _tag_command(self, msg):
+        env = tag.envelope_from_ndef(msg, self.max_gbcs)
+        await self.intake.accept(env, "nfc-tag")
+        return {"outcome": "relayed", "id": env.id, "code": None, "accepted": True}

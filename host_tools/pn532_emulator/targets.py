@@ -1,0 +1,275 @@
+"""Virtual NFC targets for the PN532 emulator.
+
+PhoneApp is a scripted Android HCE app written from docs/nfc.md (the app-side contract):
+it hands a command envelope to the gateway and stores the result the gateway pushes.
+Type2Tag is an NTAG21x (READ 16 bytes per page address); Type4Tag an NFC Forum Type 4
+tag (NDEF application, CC and NDEF files). EchoTarget answers every APDU with a payload of
+a requested size (driver tests of InDataExchange chaining).
+"""
+import struct
+import zlib
+
+from host_tools.pn532_emulator.chip import TargetGone
+
+NDEF_AID = bytes.fromhex("D2760000850101")
+MIME_CMD = "application/vnd.ppmid.cmd"
+
+SW_OK = b"\x90\x00"
+
+
+def _sw(code):
+    return struct.pack(">H", code)
+
+
+class Target:
+    sens_res = b"\x00\x04"
+    sel_res = 0x20
+    ats = b"\x78\x80\x70\x02"
+    latency = 0.0
+
+    def __init__(self, uid=b"\x08\x12\x34\x56"):
+        self.uid = uid
+        self.activations = 0
+        self.deselects = 0
+        self.apdus = []
+
+    def activate(self):
+        self.activations += 1
+
+    def deselect(self):
+        self.deselects += 1
+
+    def exchange(self, apdu):
+        raise NotImplementedError
+
+
+class EchoTarget(Target):
+    """Replies with `n` bytes when sent `n` as a 2-byte big-endian number; records input."""
+
+    def exchange(self, apdu):
+        self.apdus.append(apdu)
+        n = struct.unpack(">H", apdu[:2])[0] if len(apdu) >= 2 else 0
+        return bytes((i * 31 + len(apdu)) & 0xFF for i in range(n))
+
+
+class PhoneApp(Target):
+    """The PPMID app in HCE mode (docs/nfc.md, "Phone protocol").
+
+    mode "deliver": holds `envelope` (binary form) and receives its result;
+    mode "collect": asks for the result of `collect_id` only.
+    Faults: aid (what the app registered), crc_lie, total_delta, short_by (serve fewer
+    bytes than asked), leave_after (APDU count after which the phone leaves the field),
+    hello_id (announce another id), version."""
+
+    AID = bytes.fromhex("F050504D494401")
+
+    def __init__(self, envelope=None, id=None, collect_id=None, aid=None, crc_lie=False,
+                 total_delta=0, short_by=0, leave_after=None, hello_id=None, version=1,
+                 latency=0.0, uid=b"\x08\xa1\xb2\xc3"):
+        super().__init__(uid)
+        self.envelope = bytes(envelope) if envelope is not None else None
+        self.id = id
+        self.collect_id = collect_id
+        self.aid = aid if aid is not None else self.AID
+        self.crc_lie = crc_lie
+        self.total_delta = total_delta
+        self.short_by = short_by
+        self.leave_after = leave_after
+        self.hello_id = hello_id
+        self.version = version
+        self.latency = latency
+        self.selected = False
+        self.statuses = []     # (sw int, code str, message str)
+        self.result = None     # {"status", "gbcs", "code", "message", "committed"}
+        self._incoming = None
+        self.gets = 0
+
+    def activate(self):
+        super().activate()
+        self.selected = False
+
+    def deselect(self):
+        super().deselect()
+        self.selected = False
+
+    def exchange(self, apdu):
+        self.apdus.append(apdu)
+        if self.leave_after is not None and len(self.apdus) > self.leave_after:
+            raise TargetGone()
+        if len(apdu) < 4:
+            return _sw(0x6700)
+        cla, ins, p1, p2 = apdu[0], apdu[1], apdu[2], apdu[3]
+        body = apdu[5:5 + apdu[4]] if len(apdu) > 5 else b""
+        if cla == 0x00 and ins == 0xA4 and p1 == 0x04:
+            if body != self.aid:
+                self.selected = False
+                return _sw(0x6A82)
+            self.selected = True
+            return self._hello() + SW_OK
+        if not self.selected:
+            return _sw(0x6985)
+        if cla != 0x80:
+            return _sw(0x6E00)
+        if ins == 0x10:
+            return self._get(body, apdu[-1] if len(apdu) > 5 + len(body) else 0)
+        if ins == 0x30:
+            code, _, message = bytes(body).partition(b"\x00")
+            self.statuses.append(((p1 << 8) | p2, code.decode(), message.decode("utf-8", "replace")))
+            return SW_OK
+        if ins == 0x50:
+            return self._result_header(body)
+        if ins == 0x52:
+            return self._put(body)
+        if ins == 0x54:
+            return self._commit()
+        return _sw(0x6D00)
+
+    # -- deliver: the gateway pulls the envelope -----------------------------------------
+    def _hello(self):
+        if self.envelope is not None:
+            mode, total = 1, len(self.envelope) + self.total_delta
+            # a consistent liar: the CRC covers what it announces
+            crc = zlib.crc32(self.envelope[:total]) ^ (1 if self.crc_lie else 0)
+            ident = self.id
+        else:
+            mode, total, crc, ident = 2, 0, 0, self.collect_id
+        ident = (self.hello_id or ident).encode()
+        return struct.pack(">BBIIB", self.version, mode, total, crc, len(ident)) + ident
+
+    def _get(self, body, le):
+        if len(body) != 4 or self.envelope is None:
+            return _sw(0x6A80)
+        self.gets += 1
+        offset = struct.unpack(">I", body)[0]
+        want = le or 256
+        announced = len(self.envelope) + self.total_delta
+        if offset >= announced:
+            return _sw(0x6B00)
+        chunk = self.envelope[offset:offset + want]
+        if self.short_by:
+            chunk = chunk[:max(0, len(chunk) - self.short_by)]
+        return chunk + SW_OK
+
+    # -- result: the gateway pushes it ------------------------------------------------------
+    def _result_header(self, body):
+        if len(body) < 10:
+            return _sw(0x6700)
+        status, length, crc, code_len = struct.unpack(">BIIB", body[:10])
+        code = body[10:10 + code_len].decode()
+        message = body[10 + code_len:].decode("utf-8", "replace")
+        names = {0: "response", 1: "timeout", 2: "failed", 3: "rejected"}
+        if status not in names:
+            return _sw(0x6A80)
+        self._incoming = {"status": names[status], "length": length, "crc": crc,
+                          "code": code, "message": message, "data": bytearray()}
+        return SW_OK
+
+    def _put(self, body):
+        inc = self._incoming
+        if inc is None or len(body) < 4:
+            return _sw(0x6985)
+        offset = struct.unpack(">I", body[:4])[0]
+        if offset != len(inc["data"]) or offset + len(body) - 4 > inc["length"]:
+            return _sw(0x6A80)
+        inc["data"] += body[4:]
+        return SW_OK
+
+    def _commit(self):
+        inc = self._incoming
+        if inc is None:
+            return _sw(0x6985)
+        if len(inc["data"]) != inc["length"] or zlib.crc32(bytes(inc["data"])) != inc["crc"]:
+            self._incoming = None
+            return _sw(0x6A80)
+        self.result = {"status": inc["status"], "gbcs": bytes(inc["data"]) or None,
+                       "code": inc["code"], "message": inc["message"]}
+        self._incoming = None
+        return SW_OK
+
+
+class Type2Tag(Target):
+    """NTAG21x: 4-byte pages; READ (30 page) returns 16 bytes, wrapping at the end."""
+    sens_res = b"\x00\x44"
+    sel_res = 0x00
+    ats = b""
+    SIZES = {"ntag213": 144, "ntag215": 496, "ntag216": 872}
+
+    def __init__(self, ndef_message=None, model="ntag216", memory=None,
+                 uid=b"\x04\x11\x22\x33\x44\x55\x66", leave_after=None):
+        super().__init__(uid)
+        size = self.SIZES[model]
+        self.leave_after = leave_after
+        if memory is None:
+            head = bytes([uid[0], uid[1], uid[2], 0x88 ^ uid[0] ^ uid[1] ^ uid[2]]) + uid[3:7] + \
+                bytes([uid[3] ^ uid[4] ^ uid[5] ^ uid[6], 0x48, 0, 0]) + bytes([0xE1, 0x10, size // 8, 0x00])
+            msg = ndef_message or b""
+            tlv = (bytes([0x03, len(msg)]) if len(msg) < 255 else b"\x03\xff" + struct.pack(">H", len(msg))) + msg + b"\xfe"
+            if len(tlv) > size:
+                raise ValueError("NDEF message of %d bytes does not fit an %s" % (len(msg), model))
+            memory = head + tlv + bytes(size - len(tlv))
+        self.memory = bytes(memory)
+
+    def exchange(self, apdu):
+        self.apdus.append(apdu)
+        if self.leave_after is not None and len(self.apdus) > self.leave_after:
+            raise TargetGone()
+        if len(apdu) == 2 and apdu[0] == 0x30:
+            pages = len(self.memory) // 4
+            out = b""
+            for k in range(4):
+                p = (apdu[1] + k) % pages
+                out += self.memory[4 * p:4 * p + 4]
+            return out
+        return b"\x00"  # NAK (4-bit 0x0 is reported by the PN532 as one byte)
+
+
+class Type4Tag(Target):
+    """NFC Forum Type 4 tag with one NDEF file (E104) and its CC file (E103)."""
+
+    def __init__(self, ndef_message, mle=0x00F6, uid=b"\x08\x44\x55\x66", leave_after=None):
+        super().__init__(uid)
+        self.mle = mle
+        self.leave_after = leave_after
+        self.files = {
+            b"\xe1\x03": struct.pack(">HBHHBBHHBB", 15, 0x20, mle, 0x00FF, 0x04, 6, 0xE104,
+                                     max(len(ndef_message) + 2, 0x100), 0x00, 0xFF),
+            b"\xe1\x04": struct.pack(">H", len(ndef_message)) + bytes(ndef_message),
+        }
+        self.app = False
+        self.current = None
+
+    def activate(self):
+        super().activate()
+        self.app = False
+        self.current = None
+
+    def exchange(self, apdu):
+        self.apdus.append(apdu)
+        if self.leave_after is not None and len(self.apdus) > self.leave_after:
+            raise TargetGone()
+        if len(apdu) < 4:
+            return _sw(0x6700)
+        cla, ins, p1, p2 = apdu[:4]
+        if cla == 0x00 and ins == 0xA4 and p1 == 0x04:
+            self.app = apdu[5:5 + apdu[4]] == NDEF_AID
+            return SW_OK if self.app else _sw(0x6A82)
+        if cla == 0x00 and ins == 0xA4 and p1 == 0x00 and self.app:
+            fid = bytes(apdu[5:7])
+            if fid in self.files:
+                self.current = fid
+                return SW_OK
+            return _sw(0x6A82)
+        if cla == 0x00 and ins == 0xB0 and self.current:
+            off = (p1 << 8) | p2
+            le = apdu[4] if len(apdu) > 4 else 0
+            data = self.files[self.current]
+            if off > len(data):
+                return _sw(0x6B00)
+            return data[off:off + (le or 256)] + SW_OK
+        return _sw(0x6D00)
+
+
+def ndef_mime_message(payload, mime=MIME_CMD):
+    """One-record NDEF message built with ndeflib (independent of the firmware)."""
+    import ndef
+    return b"".join(ndef.message_encoder([ndef.Record(mime, "", bytes(payload))]))
