@@ -1,0 +1,309 @@
+# ASH link, host side (UG101): reset / RSTACK, DATA numbering, ACK / NAK, retransmission
+# with an adaptive timeout, a window of up to TX_K frames, nRdy both ways, and link-failure
+# detection. I/O only through the asyncio streams it is given; the codec is ash.py.
+# The link never resets itself: on failure it fails every waiting sender with AshError and
+# sets `failed`; the owner (han.py) decides when to reset it again.
+import asyncio
+from micropython import const
+
+from ppmid.errors import PpmidError
+from ppmid.zigbee import ash
+
+try:
+    from time import ticks_ms, ticks_diff
+except ImportError:  # CPython
+    import time as _time
+
+    def ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+E_ASH_RESET = "E_ASH_RESET"
+E_ASH_LINK = "E_ASH_LINK"
+
+T_RX_ACK_INIT = const(1600)
+T_RX_ACK_MIN = const(400)
+T_RX_ACK_MAX = const(3200)
+T_REMOTE_NOTRDY = const(1000)
+T_RSTACK_MAX = const(3200)
+ACK_TIMEOUTS = const(4)
+TX_K_MAX = const(5)
+_TICK_MS = const(20)
+
+
+class AshError(PpmidError):
+    pass
+
+
+class AshLink:
+    """on_frame(ezsp_bytes) is called (synchronously) for every new in-order DATA frame;
+    ready() -> bool says whether the host can take more (when not, our ACKs carry nRdy)."""
+
+    def __init__(self, reader, writer, on_frame, ready=None, tx_k=TX_K_MAX, log=None):
+        self._reader = reader
+        self._writer = writer
+        self._on_frame = on_frame
+        self._ready = ready or (lambda: True)
+        self._tx_k = max(1, min(TX_K_MAX, tx_k))
+        self._log = log
+        self._enc = ash.Encoder()
+        self._dec = ash.Decoder()
+        self._wlock = asyncio.Lock()
+        self._space = asyncio.Event()      # window space (or failure): wakes senders
+        self._rstack = asyncio.Event()
+        self.failed = asyncio.Event()
+        self.failure = None                # AshError of the last failure
+        self.connected = False
+        self.reset_code = None
+        self._tasks = []
+        self.counters = {"tx_data": 0, "retx": 0, "rx_data": 0, "rx_dup": 0, "rx_out_of_order": 0,
+                         "tx_nak": 0, "rx_nak": 0, "ack_timeouts": 0, "resets": 0,
+                         "link_failures": 0, "unsolicited_rstack": 0, "rx_error_frames": 0,
+                         "unknown_frames": 0, "rx_while_down": 0, "remote_not_ready": 0}
+        self._clear()
+
+    def _clear(self):
+        self._frm = 0           # next frame number we assign
+        self._ack_rx = 0        # oldest frame not yet acknowledged by the peer
+        self._rx_exp = 0        # next frame number we expect (our ackNum)
+        self._reject = False
+        self._pending = {}      # frm -> [frame bytes, future-ish Event, sent_ms, retransmitted]
+        self._t_ack = T_RX_ACK_INIT
+        self._timeouts = 0
+        self._deadline = None   # ms tick when the oldest unacked frame times out
+        self._notrdy_until = None
+
+    def _logf(self, fmt, *args):
+        if self._log:
+            self._log("ash: " + (fmt % args if args else fmt))
+
+    # ---- lifecycle --------------------------------------------------------------------
+    def start(self):
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._rx_loop()), asyncio.create_task(self._timer_loop())]
+
+    async def close(self):
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
+        self._fail(AshError(E_ASH_LINK, "link closed"), count=False)
+
+    async def reset(self, attempts=3):
+        """Send RST until the NCP answers RSTACK; then the link is up (frame numbers 0)."""
+        self.start()
+        self._fail(AshError(E_ASH_LINK, "link reset"), count=False)
+        self.counters["resets"] += 1
+        for _ in range(attempts):
+            self._rstack.clear()
+            self._dec.reset()
+            await self._write(self._enc.rst())
+            try:
+                await asyncio.wait_for(self._rstack.wait(), T_RSTACK_MAX / 1000)
+            except asyncio.TimeoutError:
+                self._logf("no RSTACK")
+                continue
+            self._clear()
+            self.failed.clear()
+            self.failure = None
+            self.connected = True
+            self._space.set()
+            self._logf("link up, reset code 0x%02x", self.reset_code or 0)
+            return self.reset_code
+        raise AshError(E_ASH_RESET, "the Zigbee module did not answer RST (%d attempts)" % attempts)
+
+    # ---- sending ----------------------------------------------------------------------
+    async def send(self, ezsp_frame):
+        """Send one EZSP frame; return when the NCP acknowledged it. Raises AshError."""
+        if len(ezsp_frame) > ash.MAX_DATA:
+            raise AshError(E_ASH_LINK, "EZSP frame of %d bytes exceeds ASH's %d" % (len(ezsp_frame), ash.MAX_DATA))
+        while True:
+            if not self.connected:
+                raise self.failure or AshError(E_ASH_LINK, "link is down")
+            if self._window_open():
+                break
+            self._space.clear()
+            await self._space.wait()
+        frm = self._frm
+        self._frm = (frm + 1) & 7
+        done = asyncio.Event()
+        entry = [bytes(ezsp_frame), done, ticks_ms(), False, None]
+        self._pending[frm] = entry
+        await self._send_data(frm, entry, False)
+        await done.wait()
+        if entry[4] is not None:
+            raise entry[4]
+
+    def _window_open(self):
+        if self._notrdy_until is not None:
+            if ticks_diff(self._notrdy_until, ticks_ms()) > 0:
+                return False
+            self._notrdy_until = None
+        return len(self._pending) < self._tx_k
+
+    async def _send_data(self, frm, entry, re_tx):
+        if re_tx:
+            entry[3] = True
+            self.counters["retx"] += 1
+        else:
+            self.counters["tx_data"] += 1
+        entry[2] = ticks_ms()
+        if self._deadline is None:
+            self._deadline = ticks_ms() + self._t_ack
+        await self._write(bytes(self._enc.data(frm, re_tx, self._rx_exp, entry[0])))
+
+    async def _write(self, data):
+        async with self._wlock:
+            self._writer.write(data)
+            await self._writer.drain()
+
+    async def _resend_from(self, frm):
+        # go back N: every unacknowledged frame from `frm` on, in order, marked reTx
+        n = (self._frm - frm) & 7
+        for i in range(n):
+            f = (frm + i) & 7
+            e = self._pending.get(f)
+            if e is not None and self.connected:
+                await self._send_data(f, e, True)
+
+    # ---- timers -----------------------------------------------------------------------
+    async def _timer_loop(self):
+        while True:
+            await asyncio.sleep(_TICK_MS / 1000)
+            if not self.connected:
+                continue
+            if self._notrdy_until is not None and ticks_diff(ticks_ms(), self._notrdy_until) >= 0:
+                self._notrdy_until = None
+                self._space.set()
+            if self._deadline is None or not self._pending:
+                self._deadline = None
+                continue
+            if ticks_diff(ticks_ms(), self._deadline) < 0:
+                continue
+            self.counters["ack_timeouts"] += 1
+            self._timeouts += 1
+            if self._timeouts >= ACK_TIMEOUTS:
+                self._fail(AshError(E_ASH_LINK, "%d ACK timeouts in a row: link failure" % ACK_TIMEOUTS))
+                continue
+            self._t_ack = min(T_RX_ACK_MAX, self._t_ack * 2)
+            self._deadline = ticks_ms() + self._t_ack
+            await self._resend_from(self._ack_rx)
+
+    # ---- receiving --------------------------------------------------------------------
+    async def _rx_loop(self):
+        while True:
+            try:
+                chunk = await self._reader.read(256)
+            except OSError as exc:
+                self._logf("read error %r", exc)
+                chunk = b""
+            if not chunk:
+                await asyncio.sleep(0.1)
+                continue
+            for item in self._dec.feed(chunk):
+                await self._handle(item)
+
+    async def _handle(self, item):
+        control = item[0]
+        if control == ash.BAD:
+            self._logf("bad frame: %s", item[1])
+            if self.connected and not self._reject:
+                await self._nak()
+            return
+        k = ash.kind(control)
+        if k == ash.K_RSTACK:
+            payload = item[1]
+            if len(payload) == 2 and payload[0] == ash.ASH_VERSION:
+                self.reset_code = payload[1]
+                if self.connected:
+                    # the NCP reset on its own: everything in flight is gone
+                    self.counters["unsolicited_rstack"] += 1
+                    self._fail(AshError(E_ASH_LINK, "the Zigbee module reset (code 0x%02x)" % payload[1]))
+                self._rstack.set()
+            return
+        if k == ash.K_ERROR:
+            self.counters["rx_error_frames"] += 1
+            code = item[1][1] if len(item[1]) > 1 else 0
+            self._fail(AshError(E_ASH_LINK, "the Zigbee module reported ASH error 0x%02x" % code))
+            return
+        if k == ash.UNKNOWN or k == ash.K_RST:
+            self.counters["unknown_frames"] += 1
+            return
+        if not self.connected:
+            self.counters["rx_while_down"] += 1
+            return
+        self._on_ack(control & 7)
+        if k == ash.NAK or k == ash.ACK:
+            if control & 8:
+                self.counters["remote_not_ready"] += 1
+                self._notrdy_until = ticks_ms() + T_REMOTE_NOTRDY
+            else:
+                self._notrdy_until = None
+                self._space.set()
+            if k == ash.NAK:
+                self.counters["rx_nak"] += 1
+                await self._resend_from(control & 7)
+            return
+        # DATA
+        frm = (control >> 4) & 7
+        if frm == self._rx_exp:
+            self._rx_exp = (frm + 1) & 7
+            self._reject = False
+            self.counters["rx_data"] += 1
+            try:
+                self._on_frame(item[1])
+            except Exception as exc:  # the upper layer's bug must not kill the link
+                self._logf("on_frame failed: %r", exc)
+            await self._ack()
+        elif control & 8 and ((self._rx_exp - frm) & 7) <= TX_K_MAX:
+            # a retransmission of something we already have: our ACK was lost
+            self.counters["rx_dup"] += 1
+            await self._ack()
+        else:
+            self.counters["rx_out_of_order"] += 1
+            if not self._reject:
+                await self._nak()
+
+    def _on_ack(self, ack_num):
+        n = (ack_num - self._ack_rx) & 7
+        if n == 0 or n > ((self._frm - self._ack_rx) & 7):
+            return  # nothing new, or an ackNum for frames we never sent
+        now = ticks_ms()
+        for i in range(n):
+            f = (self._ack_rx + i) & 7
+            e = self._pending.pop(f, None)
+            if e is None:
+                continue
+            if not e[3]:  # Karn: only frames sent once give an honest round trip
+                rtt = ticks_diff(now, e[2])
+                self._t_ack = max(T_RX_ACK_MIN, min(T_RX_ACK_MAX, (self._t_ack * 7) // 8 + rtt // 2))
+            e[1].set()
+        self._ack_rx = ack_num
+        self._timeouts = 0
+        self._deadline = (now + self._t_ack) if self._pending else None
+        self._space.set()
+
+    async def _ack(self):
+        await self._write(bytes(self._enc.ack(self._rx_exp, not self._ready())))
+
+    async def _nak(self):
+        self._reject = True
+        self.counters["tx_nak"] += 1
+        await self._write(bytes(self._enc.nak(self._rx_exp, not self._ready())))
+
+    def _fail(self, err, count=True):
+        was = self.connected
+        self.connected = False
+        if count and was:
+            self.counters["link_failures"] += 1
+            self._logf("%s", err)
+        if was or self.failure is None:
+            self.failure = err
+        for e in self._pending.values():
+            e[4] = err
+            e[1].set()
+        self._pending = {}
+        self._deadline = None
+        self._space.set()
+        self.failed.set()

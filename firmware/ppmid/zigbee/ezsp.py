@@ -1,0 +1,335 @@
+# EZSP (UG100) over an ASH link, host side, protocol versions 8 and later.
+# The frame codec (top half) is pure; Ezsp (bottom half) matches responses to commands by
+# sequence number and hands callbacks to one synchronous handler. Layouts differ from v14
+# on (u32 sl_Status, u16 message tags, EUI-64 and timestamp in incomingMessageHandler):
+# each layout is data in one place, chosen by the negotiated version.
+import asyncio
+import struct
+from micropython import const
+
+from ppmid.errors import PpmidError
+
+E_EZSP = "E_EZSP"
+E_EZSP_TIMEOUT = "E_EZSP_TIMEOUT"
+E_MODULE_UNSUPPORTED = "E_MODULE_UNSUPPORTED"
+
+MIN_VERSION = const(8)
+MAX_VERSION = const(18)
+
+VERSION = const(0x0000)
+NETWORK_INIT = const(0x0017)
+NETWORK_STATE = const(0x0018)
+STACK_STATUS_HANDLER = const(0x0019)
+MAXIMUM_PAYLOAD_LENGTH = const(0x0033)
+SEND_UNICAST = const(0x0034)
+MESSAGE_SENT_HANDLER = const(0x003F)
+INCOMING_MESSAGE_HANDLER = const(0x0045)
+INVALID_COMMAND = const(0x0058)
+
+NAMES = {VERSION: "version", NETWORK_INIT: "networkInit", NETWORK_STATE: "networkState",
+         STACK_STATUS_HANDLER: "stackStatusHandler", MAXIMUM_PAYLOAD_LENGTH: "maximumPayloadLength",
+         SEND_UNICAST: "sendUnicast", MESSAGE_SENT_HANDLER: "messageSentHandler",
+         INCOMING_MESSAGE_HANDLER: "incomingMessageHandler", INVALID_COMMAND: "invalidCommand"}
+
+# frame control, low byte (responses)
+FC_RESPONSE = const(0x80)
+FC_CALLBACK_MASK = const(0x18)   # sync 0x08 / async 0x10 callback
+FC_HIGH = const(0x01)            # frame format version 1
+
+JOINED_NETWORK = const(2)
+# stack status values per layout
+EMBER_NETWORK_UP = const(0x90)
+EMBER_NETWORK_DOWN = const(0x91)
+SL_NETWORK_UP = const(0x15)
+SL_NETWORK_DOWN = const(0x16)
+
+APS_OPTION_ENCRYPTION = const(0x0020)
+APS_OPTION_RETRY = const(0x0040)
+APS_OPTION_ROUTE_DISCOVERY = const(0x0100)
+APS_OPTION_FRAGMENT = const(0x8000)
+OUTGOING_DIRECT = const(0)
+
+
+class EzspError(PpmidError):
+    pass
+
+
+def is_v14(version):
+    return version >= 14
+
+
+# ---- pure codec --------------------------------------------------------------------------
+def legacy_version_frame(seq, desired):
+    return bytes((seq & 0xFF, 0, 0, desired))
+
+
+def command_frame(seq, frame_id, params=b""):
+    return bytes((seq & 0xFF, 0, FC_HIGH, frame_id & 0xFF, frame_id >> 8)) + params
+
+
+def response_frame(seq, frame_id, params=b"", callback=0):
+    """What an NCP sends (the emulator and tests use it): callback 0, 0x08 or 0x10."""
+    return bytes((seq & 0xFF, FC_RESPONSE | callback, FC_HIGH, frame_id & 0xFF, frame_id >> 8)) + params
+
+
+def parse_frame(frame, legacy=False):
+    """-> (seq, fc_low, frame_id, params). Raises EzspError on a short or malformed frame."""
+    if legacy:
+        if len(frame) < 3:
+            raise EzspError(E_EZSP, "EZSP frame too short (%d bytes)" % len(frame))
+        return frame[0], frame[1], frame[2], bytes(frame[3:])
+    if len(frame) < 5:
+        raise EzspError(E_EZSP, "EZSP frame too short (%d bytes)" % len(frame))
+    if frame[2] & 0x03 != FC_HIGH:
+        raise EzspError(E_EZSP, "unsupported EZSP frame format 0x%02x" % frame[2])
+    return frame[0], frame[1], frame[3] | (frame[4] << 8), bytes(frame[5:])
+
+
+def aps_frame(profile, cluster, src_ep, dst_ep, options, group=0, sequence=0):
+    return struct.pack("<HHBBHHB", profile, cluster, src_ep, dst_ep, options, group, sequence)
+
+
+def parse_aps(b, off=0):
+    """-> dict of an 11-byte EmberApsFrame."""
+    p, c, s, d, o, g, q = struct.unpack_from("<HHBBHHB", b, off)
+    return {"profile": p, "cluster": c, "src_ep": s, "dst_ep": d, "options": o, "group": g, "sequence": q}
+
+
+def send_unicast_params(version, dest, aps, tag, message):
+    if len(message) > 255:
+        raise EzspError(E_EZSP, "message of %d bytes cannot go in one sendUnicast" % len(message))
+    tagb = struct.pack("<H", tag & 0xFFFF) if is_v14(version) else bytes((tag & 0xFF,))
+    return struct.pack("<BH", OUTGOING_DIRECT, dest) + aps + tagb + bytes((len(message),)) + message
+
+
+def parse_send_unicast_params(version, p):
+    """The NCP's view of a sendUnicast request (emulator, tests)."""
+    typ, dest = struct.unpack_from("<BH", p, 0)
+    aps = parse_aps(p, 3)
+    off = 14
+    if is_v14(version):
+        tag = struct.unpack_from("<H", p, off)[0]
+        off += 2
+    else:
+        tag = p[off]
+        off += 1
+    n = p[off]
+    msg = bytes(p[off + 1:off + 1 + n])
+    if len(msg) != n:
+        raise EzspError(E_EZSP, "sendUnicast message truncated")
+    return {"type": typ, "dest": dest, "aps": aps, "tag": tag, "message": msg}
+
+
+def parse_status(version, p):
+    """A status result: u32 sl_Status from v14, u8 EmberStatus before. 0 = success."""
+    if is_v14(version):
+        return struct.unpack_from("<I", p, 0)[0]
+    return p[0]
+
+
+def parse_send_unicast_response(version, p):
+    if is_v14(version):
+        return struct.unpack_from("<IB", p, 0)
+    return p[0], p[1]
+
+
+def parse_stack_status(version, p):
+    """-> True (network up), False (down) or None (another status)."""
+    s = parse_status(version, p)
+    if s in ((SL_NETWORK_UP,) if is_v14(version) else (EMBER_NETWORK_UP,)):
+        return True
+    if s in ((SL_NETWORK_DOWN,) if is_v14(version) else (EMBER_NETWORK_DOWN,)):
+        return False
+    return None
+
+
+def parse_message_sent(version, p):
+    if is_v14(version):
+        status, typ, dest = struct.unpack_from("<IBH", p, 0)
+        aps = parse_aps(p, 7)
+        tag = struct.unpack_from("<H", p, 18)[0]
+        off = 20
+    else:
+        typ, dest = struct.unpack_from("<BH", p, 0)
+        aps = parse_aps(p, 3)
+        tag, status = p[14], p[15]
+        off = 16
+    n = p[off]
+    return {"status": status, "type": typ, "dest": dest, "aps": aps, "tag": tag,
+            "message": bytes(p[off + 1:off + 1 + n])}
+
+
+def parse_incoming(version, p):
+    typ = p[0]
+    aps = parse_aps(p, 1)
+    if is_v14(version):
+        sender = struct.unpack_from("<H", p, 12)[0]
+        eui64 = bytes(p[14:22])
+        lqi, rssi = p[24], p[25]
+        off = 30
+    else:
+        lqi, rssi = p[12], p[13]
+        sender = struct.unpack_from("<H", p, 14)[0]
+        eui64 = None
+        off = 18
+    n = p[off]
+    msg = bytes(p[off + 1:off + 1 + n])
+    if len(msg) != n:
+        raise EzspError(E_EZSP, "incomingMessageHandler message truncated")
+    return {"type": typ, "aps": aps, "sender": sender, "eui64": eui64, "lqi": lqi,
+            "rssi": rssi - 256 if rssi > 127 else rssi, "message": msg}
+
+
+def message_sent_params(version, status, dest, aps, tag, message):
+    """NCP side (emulator)."""
+    if is_v14(version):
+        return (struct.pack("<IBH", status, OUTGOING_DIRECT, dest) + aps + struct.pack("<H", tag)
+                + bytes((len(message),)) + message)
+    return struct.pack("<BH", OUTGOING_DIRECT, dest) + aps + bytes((tag & 0xFF, status, len(message))) + message
+
+
+def incoming_params(version, aps, sender, message, lqi=255, rssi=-40, eui64=b"\x00" * 8):
+    """NCP side (emulator)."""
+    r = rssi & 0xFF
+    if is_v14(version):
+        return (bytes((0,)) + aps + struct.pack("<H", sender) + eui64 + bytes((0xFF, 0xFF, lqi, r))
+                + struct.pack("<I", 0) + bytes((len(message),)) + message)
+    return bytes((0,)) + aps + bytes((lqi, r)) + struct.pack("<H", sender) + bytes((0xFF, 0xFF, len(message))) + message
+
+
+def status_params(version, status):
+    return struct.pack("<I", status) if is_v14(version) else bytes((status,))
+
+
+# ---- protocol ----------------------------------------------------------------------------
+class Ezsp:
+    """Commands over an AshLink-like object (async send(frame)). Feed it received frames
+    with on_frame(); callbacks go to on_callback(frame_id, params) synchronously."""
+
+    def __init__(self, link, on_callback=None, log=None, timeout_s=5):
+        self._link = link
+        self._on_callback = on_callback or (lambda fid, p: None)
+        self._log = log
+        self._timeout_s = timeout_s
+        self._seq = 0
+        self._waiting = {}     # seq -> [Event, result]
+        self.version = None    # negotiated protocol version
+        self.stack_type = None
+        self.stack_version = None
+        self._legacy = True
+        self.counters = {"commands": 0, "responses": 0, "callbacks": 0, "orphan_responses": 0,
+                         "bad_frames": 0, "invalid_command": 0, "timeouts": 0}
+
+    def _logf(self, fmt, *args):
+        if self._log:
+            self._log("ezsp: " + (fmt % args if args else fmt))
+
+    def reset_state(self):
+        """After an ASH reset the NCP expects the legacy version command again."""
+        self._legacy = True
+        self.version = None
+        for w in self._waiting.values():
+            w[1] = EzspError(E_EZSP, "link reset")
+            w[0].set()
+        self._waiting = {}
+
+    def on_frame(self, frame):
+        try:
+            seq, fc, fid, params = parse_frame(frame, self._legacy)
+        except EzspError as exc:
+            self.counters["bad_frames"] += 1
+            self._logf("%s", exc)
+            return
+        if not fc & FC_RESPONSE:
+            self.counters["bad_frames"] += 1
+            return
+        if fc & FC_CALLBACK_MASK:
+            self.counters["callbacks"] += 1
+            try:
+                self._on_callback(fid, params)
+            except Exception as exc:  # a malformed callback must not stop the link
+                self.counters["bad_frames"] += 1
+                self._logf("callback 0x%04x dropped: %r", fid, exc)
+            return
+        w = self._waiting.pop(seq, None)
+        if w is None:
+            self.counters["orphan_responses"] += 1
+            self._logf("response to nothing (seq %d, id 0x%04x) dropped", seq, fid)
+            return
+        self.counters["responses"] += 1
+        if fid == INVALID_COMMAND:
+            self.counters["invalid_command"] += 1
+            w[1] = EzspError(E_EZSP, "the NCP rejected command 0x%04x (invalidCommand status %d)"
+                             % (w[2], params[0] if params else -1))
+        elif fid != w[2]:
+            w[1] = EzspError(E_EZSP, "response id 0x%04x to command 0x%04x" % (fid, w[2]))
+        else:
+            w[1] = params
+        w[0].set()
+
+    async def _exchange(self, fid, frame, seq):
+        ev = asyncio.Event()
+        w = [ev, None, fid]
+        self._waiting[seq] = w
+        self.counters["commands"] += 1
+        try:
+            await self._link.send(frame)
+            await asyncio.wait_for(ev.wait(), self._timeout_s)
+        except asyncio.TimeoutError:
+            self.counters["timeouts"] += 1
+            raise EzspError(E_EZSP_TIMEOUT, "no response to %s" % NAMES.get(fid, hex(fid)))
+        finally:
+            self._waiting.pop(seq, None)
+        if isinstance(w[1], Exception):
+            raise w[1]
+        return w[1]
+
+    def _next_seq(self):
+        s = self._seq
+        self._seq = (s + 1) & 0xFF
+        return s
+
+    async def command(self, fid, params=b""):
+        if self._legacy:
+            raise EzspError(E_EZSP, "version not negotiated")
+        seq = self._next_seq()
+        return await self._exchange(fid, command_frame(seq, fid, params), seq)
+
+    async def negotiate(self, desired=13):
+        """Legacy first version frame, then the extended one. Returns the version or
+        raises EzspError(E_MODULE_UNSUPPORTED)."""
+        self._legacy = True
+        seq = self._next_seq()
+        r = await self._exchange(VERSION, legacy_version_frame(seq, desired), seq)
+        if len(r) < 4:
+            raise EzspError(E_EZSP, "short version response")
+        v = r[0]
+        self.stack_type = r[1]
+        self.stack_version = r[2] | (r[3] << 8)
+        if not MIN_VERSION <= v <= MAX_VERSION:
+            raise EzspError(E_MODULE_UNSUPPORTED, "Zigbee module speaks EZSP v%d (stack 0x%04x); "
+                            "this gateway supports v%d to v%d" % (v, self.stack_version, MIN_VERSION, MAX_VERSION))
+        self._legacy = False
+        r = await self.command(VERSION, bytes((v,)))
+        if len(r) < 4 or r[0] != v:
+            raise EzspError(E_MODULE_UNSUPPORTED, "Zigbee module refused EZSP v%d" % v)
+        self.version = v
+        return v
+
+    def stack_version_text(self):
+        s = self.stack_version or 0
+        return "%d.%d.%d.%d" % (s >> 12, (s >> 8) & 15, (s >> 4) & 15, s & 15)
+
+    async def network_init(self):
+        return parse_status(self.version, await self.command(NETWORK_INIT, b"\x00\x00"))
+
+    async def network_state(self):
+        return (await self.command(NETWORK_STATE))[0]
+
+    async def maximum_payload_length(self):
+        return (await self.command(MAXIMUM_PAYLOAD_LENGTH))[0]
+
+    async def send_unicast(self, dest, aps, tag, message):
+        """-> (status, aps_sequence); status 0 = accepted for transmission."""
+        p = await self.command(SEND_UNICAST, send_unicast_params(self.version, dest, aps, tag, message))
+        return parse_send_unicast_response(self.version, p)

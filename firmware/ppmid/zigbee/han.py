@@ -1,0 +1,438 @@
+# The HAN link the relay uses: one object per module, behind a small interface (send,
+# receive, status) so that another module family can sit behind the same one later.
+# ZigbeeHan supervises an EFR32 NCP: ASH reset, EZSP version check, network, then the
+# GB-HRGP tunnel the Communications Hub opens; on any link failure it resets again, forever,
+# with backoff. Contract and statuses: docs/zigbee.md.
+import asyncio
+from micropython import const
+
+from ppmid.errors import PpmidError
+from ppmid.zigbee import ezsp as E
+from ppmid.zigbee.ashlink import AshLink, AshError, ticks_ms, ticks_diff
+from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
+
+E_HAN_DOWN = "E_HAN_DOWN"
+E_NO_TUNNEL = "E_NO_TUNNEL"
+E_DELIVERY = "E_DELIVERY"
+E_DELIVERY_UNKNOWN = "E_DELIVERY_UNKNOWN"
+E_HAN_DEST = "E_HAN_DEST"
+E_HAN_TOO_BIG = "E_HAN_TOO_BIG"
+
+STARTING = "starting"
+RUNNING = "running"
+MODULE_UNSUPPORTED = "module-unsupported"
+NETWORK_DOWN = "network-down"
+NO_TUNNEL = "no-tunnel"
+RESETTING = "resetting"
+
+CH_NWK = const(0x0000)         # the CH is the HAN's coordinator
+_FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
+_MAX_FRAGMENTS = const(255)
+
+DEFAULTS = {
+    "ezsp_version": 13,        # what we ask for first; any of v8..v18 the NCP has is accepted
+    "transfer_size": 1500,     # our maxIncomingTransferSize; the CH's own is used outbound
+    "max_message": 8192,       # largest GBCS message sent or reassembled
+    "rx_queue": 16,            # complete incoming messages held for the relay
+    "send_timeout_s": 30,      # send(): budget including waiting for the link to recover
+    "sent_timeout_s": 10,      # per fragment: sendUnicast accepted -> messageSentHandler
+    "network_timeout_s": 10,
+    "backoff_max_s": 30,
+    "unsupported_retry_s": 60,
+}
+
+
+class HanError(PpmidError):
+    pass
+
+
+class _Retry(Exception):
+    pass
+
+
+def _options(cfg):
+    out = dict(DEFAULTS)
+    if cfg:
+        lim = cfg.get("limits") if isinstance(cfg.get("limits"), dict) else None
+        if lim:
+            if "transfer_size" in lim:
+                out["transfer_size"] = lim["transfer_size"]
+            if "max_gbcs" in lim:
+                out["max_message"] = lim["max_gbcs"]
+        z = cfg.get("zigbee") if isinstance(cfg.get("zigbee"), dict) else cfg
+        for k in DEFAULTS:
+            if k in z:
+                out[k] = z[k]
+    return out
+
+
+class ZigbeeHan:
+    def __init__(self, reader, writer, config=None, log=None, on_status=None):
+        self.opts = _options(config)
+        self._log = log
+        self.on_status = on_status
+        self.status = STARTING
+        self.status_detail = ""
+        self.status_changed = asyncio.Event()
+        self.module = {}               # ezsp version, stack version, reset code
+        self.counters = {"sent": 0, "send_failed": 0, "send_retries": 0, "fragments_tx": 0,
+                         "gbt_blocks_tx": 0, "received": 0, "rx_dropped": 0, "rx_fragments": 0,
+                         "rx_fragment_timeouts": 0, "rx_not_tunnel": 0, "rx_gbt_blocks": 0,
+                         "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0}
+        self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log)
+        self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
+        self.tunnel = TunnelServer(self.opts["transfer_size"])
+        self._rxq = []
+        self._rx_event = asyncio.Event()
+        self._sent = {}                # tag -> [Event, status or None, error or None]
+        self._tag = 0
+        self._send_lock = asyncio.Lock()
+        self._replies = []
+        self._reply_event = asyncio.Event()
+        self._net_up = False
+        self._net_event = asyncio.Event()
+        self._ready_event = asyncio.Event()   # set while status == running
+        self._max_payload = 0
+        self._frag = None              # (sender, count, {index: bytes}, started_ms)
+        self._gbt = None
+        self._tasks = []
+
+    # ---- public ----------------------------------------------------------------------
+    async def start(self):
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self.run()), asyncio.create_task(self._reply_loop())]
+
+    async def stop(self):
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
+        await self._link.close()
+
+    def all_counters(self):
+        out = dict(self.counters)
+        for prefix, d in (("ash_", self._link.counters), ("ash_rx_", self._link._dec.counters),
+                          ("ezsp_", self._ezsp.counters), ("tunnel_", self.tunnel.counters)):
+            for k in d:
+                out[prefix + k] = d[k]
+        return out
+
+    async def receive(self):
+        """The next complete incoming GBCS message (bytes), GBT blocks reassembled."""
+        while not self._rxq:
+            self._rx_event.clear()
+            await self._rx_event.wait()
+        return self._rxq.pop(0)
+
+    async def send(self, dest, data):
+        """Send one GBCS message to the CH (dest None) through the tunnel. Returns when the
+        NCP reported every piece delivered; raises HanError otherwise."""
+        if dest not in (None, CH_NWK):
+            raise HanError(E_HAN_DEST, "only the Communications Hub is reachable (dest %r)" % (dest,))
+        if len(data) > self.opts["max_message"]:
+            raise HanError(E_HAN_TOO_BIG, "GBCS message of %d bytes exceeds %d" % (len(data), self.opts["max_message"]))
+        data = bytes(data)
+        async with self._send_lock:
+            deadline = ticks_ms() + int(self.opts["send_timeout_s"] * 1000)
+            while True:
+                await self._wait_ready(deadline)
+                try:
+                    await self._send_message(data)
+                    self.counters["sent"] += 1
+                    return
+                except _Retry:
+                    # the link failed before the NCP took the last piece: nothing reached
+                    # the CH as a whole message, so sending it again is safe
+                    self.counters["send_retries"] += 1
+                except HanError:
+                    self.counters["send_failed"] += 1
+                    raise
+
+    # ---- status ----------------------------------------------------------------------
+    def _set_status(self, status, detail=""):
+        if status == self.status and detail == self.status_detail:
+            return
+        self.status = status
+        self.status_detail = detail
+        self._logf("status %s %s", status, detail)
+        if status == RUNNING:
+            self._ready_event.set()
+        else:
+            self._ready_event.clear()
+        self.status_changed.set()
+        if self.on_status:
+            try:
+                self.on_status(status, detail)
+            except Exception as exc:
+                self._logf("on_status failed: %r", exc)
+
+    def _update_status(self):
+        if not self._link.connected or self._ezsp.version is None:
+            return
+        if not self._net_up:
+            self._set_status(NETWORK_DOWN)
+        elif not self.tunnel.is_open:
+            self._set_status(NO_TUNNEL, "waiting for the CH to open the GB-HRGP tunnel")
+        else:
+            self._set_status(RUNNING)
+
+    def _logf(self, fmt, *args):
+        if self._log:
+            self._log("han: " + (fmt % args if args else fmt))
+
+    async def _wait_ready(self, deadline):
+        while self.status != RUNNING:
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0:
+                self.counters["send_failed"] += 1
+                if self.status == NO_TUNNEL:
+                    raise HanError(E_NO_TUNNEL, "no GB-HRGP tunnel open from the Communications Hub")
+                raise HanError(E_HAN_DOWN, "Zigbee HAN link is %s %s" % (self.status, self.status_detail))
+            try:
+                await asyncio.wait_for(self._ready_event.wait(), min(left, 1000) / 1000)
+            except asyncio.TimeoutError:
+                pass
+
+    # ---- supervisor ------------------------------------------------------------------
+    async def run(self):
+        backoff = 0.5
+        first = True
+        while True:
+            self._set_status(STARTING if first else RESETTING)
+            first = False
+            ok = False
+            try:
+                await self._bring_up()
+                ok = True
+                await self._link.failed.wait()
+            except HanError as exc:
+                if exc.code == E.E_MODULE_UNSUPPORTED:
+                    self._set_status(MODULE_UNSUPPORTED, exc.message)
+                    await asyncio.sleep(self.opts["unsupported_retry_s"])
+                    continue
+                self._logf("%s", exc)
+            except (AshError, E.EzspError) as exc:
+                if exc.code == E.E_MODULE_UNSUPPORTED:
+                    self._set_status(MODULE_UNSUPPORTED, exc.message)
+                    await asyncio.sleep(self.opts["unsupported_retry_s"])
+                    continue
+                self._logf("bring-up failed: %s", exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the supervisor must outlive any bug below it
+                self._logf("supervisor: unexpected %r", exc)
+            self._link_lost()
+            if ok:
+                backoff = 0.5
+            await asyncio.sleep(backoff)
+            backoff = min(self.opts["backoff_max_s"], backoff * 2)
+
+    def _link_lost(self):
+        self._net_up = False
+        self._ready_event.clear()
+        for w in self._sent.values():
+            w[2] = "link"
+            w[0].set()
+
+    async def _bring_up(self):
+        self.counters["resets"] += 1
+        self._net_up = False
+        code = await self._link.reset()
+        self._ezsp.reset_state()
+        v = await self._ezsp.negotiate(self.opts["ezsp_version"])
+        self.module = {"ezsp_version": v, "stack_version": self._ezsp.stack_version_text(),
+                       "stack_type": self._ezsp.stack_type, "reset_code": code}
+        self._logf("module: EZSP v%d, stack %s", v, self.module["stack_version"])
+        state = await self._ezsp.network_state()
+        if state != E.JOINED_NETWORK:
+            self._net_event.clear()
+            status = await self._ezsp.network_init()
+            if status == 0 and not self._net_up:
+                try:
+                    await asyncio.wait_for(self._net_event.wait(), self.opts["network_timeout_s"])
+                except asyncio.TimeoutError:
+                    pass
+            if not self._net_up and await self._ezsp.network_state() == E.JOINED_NETWORK:
+                self._net_up = True
+        else:
+            self._net_up = True
+        self._max_payload = await self._ezsp.maximum_payload_length()
+        if self._max_payload < 10:
+            raise HanError(E_HAN_DOWN, "module payload limit %d is unusable" % self._max_payload)
+        self._update_status()
+        if not self._net_up:
+            self._set_status(NETWORK_DOWN, "the module is not joined to the HAN")
+
+    # ---- callbacks from the NCP (synchronous) ----------------------------------------
+    def _ready(self):
+        return len(self._rxq) < self.opts["rx_queue"]
+
+    def _on_frame(self, frame):
+        self._ezsp.on_frame(frame)
+
+    def _on_callback(self, fid, p):
+        v = self._ezsp.version
+        if v is None:
+            self.counters["callbacks_unknown"] += 1
+            return
+        if fid == E.MESSAGE_SENT_HANDLER:
+            m = E.parse_message_sent(v, p)
+            w = self._sent.get(m["tag"])
+            if w is not None:
+                w[1] = m["status"]
+                w[0].set()
+            else:
+                self.counters["callbacks_unknown"] += 1
+        elif fid == E.INCOMING_MESSAGE_HANDLER:
+            self._incoming(E.parse_incoming(v, p))
+        elif fid == E.STACK_STATUS_HANDLER:
+            up = E.parse_stack_status(v, p)
+            if up is not None:
+                self._net_up = up
+                if up:
+                    self._net_event.set()
+                else:
+                    # the CH will re-request the tunnel when we are back on the network
+                    self.tunnel.close("network down")
+                self._update_status()
+        else:
+            self.counters["callbacks_unknown"] += 1
+
+    def _incoming(self, m):
+        aps = m["aps"]
+        if aps["profile"] != PROFILE_SE or aps["cluster"] != CLUSTER_TUNNELING:
+            self.counters["rx_not_tunnel"] += 1
+            return
+        msg = m["message"]
+        if aps["options"] & E.APS_OPTION_FRAGMENT:
+            msg = self._defragment(m["sender"], aps["group"], msg)
+            if msg is None:
+                return
+        replies, data = self.tunnel.handle(m["sender"], msg)
+        for r in replies:
+            self._replies.append((m["sender"], r))
+            self._reply_event.set()
+        while self.tunnel.events:
+            ev = self.tunnel.events.pop(0)
+            self._logf("tunnel %s %r", ev[0], ev[1])
+        self._update_status()
+        if data is not None:
+            self._deliver(data)
+
+    def _defragment(self, sender, group, data):
+        self.counters["rx_fragments"] += 1
+        index, count = group & 0xFF, group >> 8
+        now = ticks_ms()
+        f = self._frag
+        if f is not None and (f[0] != sender or ticks_diff(now, f[3]) > 10000):
+            self.counters["rx_fragment_timeouts"] += 1
+            f = None
+        if index == 0 or f is None:
+            if count == 0 or index != 0:
+                self._frag = None
+                return None
+            f = self._frag = (sender, count, {}, now)
+        f[2][index] = data
+        if len(f[2]) < f[1]:
+            return None
+        self._frag = None
+        return b"".join(f[2][i] for i in range(f[1]) if i in f[2])
+
+    def _deliver(self, data):
+        if len(data) >= 2 and data[0] == 0xDD and data[1] == 0x09:
+            self.counters["rx_gbt_blocks"] += 1
+            try:
+                if self._gbt is None:
+                    from ppmid.gbcs import gbt
+                    self._gbt = gbt.Reassembler(self.opts["max_message"], 60000)
+                out = self._gbt.feed(data, ticks_ms())
+            except ImportError:
+                out = data  # no GBT support in this build: the relay sees the block itself
+            except PpmidError as exc:
+                self._logf("GBT block dropped: %s", exc)
+                return
+            if out is None:
+                return
+            data = out
+        if len(self._rxq) >= self.opts["rx_queue"]:
+            self.counters["rx_dropped"] += 1
+            self._logf("incoming queue full: message dropped")
+            return
+        self.counters["received"] += 1
+        self._rxq.append(bytes(data))
+        self._rx_event.set()
+
+    # ---- sending ---------------------------------------------------------------------
+    async def _reply_loop(self):
+        while True:
+            while not self._replies:
+                self._reply_event.clear()
+                await self._reply_event.wait()
+            dest, zcl = self._replies.pop(0)
+            try:
+                await self._send_zcl(dest, zcl)
+            except (_Retry, HanError, AshError, E.EzspError) as exc:
+                self._logf("tunnel reply lost: %s", exc)
+
+    async def _send_message(self, data):
+        limit = self.tunnel.client_max or self.opts["transfer_size"]
+        if len(data) <= limit:
+            pieces = [data]
+        else:
+            from ppmid.gbcs import gbt
+            try:
+                pieces = list(gbt.split_for_transfer(data, limit))
+            except PpmidError as exc:
+                raise HanError(E_HAN_TOO_BIG, "cannot split into GBT blocks: %s" % exc)
+            self.counters["gbt_blocks_tx"] += len(pieces)
+        for i, piece in enumerate(pieces):
+            try:
+                zcl = self.tunnel.outgoing(piece)
+            except ZclError:
+                raise _Retry()  # tunnel went away between checks: wait for it again
+            await self._send_zcl(self.tunnel.client, zcl, last=(i == len(pieces) - 1))
+
+    async def _send_zcl(self, dest, zcl, last=True):
+        room = self._max_payload
+        if len(zcl) <= room:
+            frags = [zcl]
+        else:
+            size = room - _FRAGMENT_OVERHEAD
+            frags = [zcl[i:i + size] for i in range(0, len(zcl), size)]
+            if len(frags) > _MAX_FRAGMENTS:
+                raise HanError(E_HAN_TOO_BIG, "%d bytes need more than %d APS fragments" % (len(zcl), _MAX_FRAGMENTS))
+        n = len(frags)
+        for i in range(n):
+            options = E.APS_OPTION_RETRY | E.APS_OPTION_ROUTE_DISCOVERY | E.APS_OPTION_ENCRYPTION
+            group = 0
+            if n > 1:
+                options |= E.APS_OPTION_FRAGMENT
+                group = (n << 8) | i
+            aps = E.aps_frame(PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ENDPOINT, options, group)
+            self._tag = (self._tag % 255) + 1
+            tag = self._tag
+            w = [asyncio.Event(), None, None]
+            self._sent[tag] = w
+            final = last and i == n - 1
+            try:
+                try:
+                    status, _ = await self._ezsp.send_unicast(dest, aps, tag, frags[i])
+                except (AshError, E.EzspError) as exc:
+                    self._logf("sendUnicast: %s", exc)
+                    raise _Retry()
+                if status != 0:
+                    raise HanError(E_DELIVERY, "the module refused to send (status 0x%x)" % status)
+                if n > 1:
+                    self.counters["fragments_tx"] += 1
+                try:
+                    await asyncio.wait_for(w[0].wait(), self.opts["sent_timeout_s"])
+                except asyncio.TimeoutError:
+                    w[2] = "timeout"
+                if w[2] is not None or not self._link.connected:
+                    if not final:
+                        raise _Retry()  # the CH cannot have the whole message yet
+                    raise HanError(E_DELIVERY_UNKNOWN, "the module took the message but the link failed "
+                                   "before it reported delivery")
+                if w[1] != 0:
+                    raise HanError(E_DELIVERY, "the CH did not acknowledge the message (status 0x%x)" % w[1])
+            finally:
+                self._sent.pop(tag, None)

@@ -1,0 +1,213 @@
+# ZCL Tunneling cluster (0x0704, profile 0x0109), the PPMID as tunnel server for GB-HRGP
+# (protocol 6). Pure: TunnelServer.handle() takes one received ZCL frame and returns the
+# replies to send and the GBCS payload delivered, if any; it never does I/O. han.py sends.
+import struct
+from micropython import const
+
+from ppmid.errors import PpmidError
+
+PROFILE_SE = const(0x0109)
+CLUSTER_TUNNELING = const(0x0704)
+ENDPOINT = const(1)
+PROTOCOL_GB_HRGP = const(6)
+MANUFACTURER_ANY = const(0xFFFF)
+
+# frame control bits
+FC_CLUSTER_SPECIFIC = const(0x01)
+FC_MANUFACTURER = const(0x04)
+FC_SERVER_TO_CLIENT = const(0x08)
+FC_DISABLE_DEFAULT_RESPONSE = const(0x10)
+
+# client -> server commands
+REQUEST_TUNNEL = const(0x00)
+CLOSE_TUNNEL = const(0x01)
+TRANSFER_DATA = const(0x02)
+TRANSFER_DATA_ERROR = const(0x03)
+ACK_TRANSFER_DATA = const(0x04)
+READY_DATA = const(0x05)
+GET_SUPPORTED_PROTOCOLS = const(0x06)
+# server -> client commands
+REQUEST_TUNNEL_RESPONSE = const(0x00)
+S_TRANSFER_DATA = const(0x01)
+S_TRANSFER_DATA_ERROR = const(0x02)
+SUPPORTED_PROTOCOLS_RESPONSE = const(0x05)
+TUNNEL_CLOSURE_NOTIFICATION = const(0x06)
+
+# RequestTunnelResponse status
+TUNNEL_OK = const(0)
+TUNNEL_BUSY = const(1)
+TUNNEL_NO_MORE_IDS = const(2)
+TUNNEL_PROTOCOL_UNSUPPORTED = const(3)
+TUNNEL_FLOW_CONTROL_UNSUPPORTED = const(4)
+# TransferDataError status
+NO_SUCH_TUNNEL = const(0)
+WRONG_DEVICE = const(1)
+DATA_OVERFLOW = const(2)
+
+E_ZCL = "E_ZCL"
+
+
+class ZclError(PpmidError):
+    pass
+
+
+def zcl_header(seq, command, server_to_client, manufacturer=None, disable_default_response=True):
+    fc = FC_CLUSTER_SPECIFIC
+    if server_to_client:
+        fc |= FC_SERVER_TO_CLIENT
+    if disable_default_response:
+        fc |= FC_DISABLE_DEFAULT_RESPONSE
+    if manufacturer is not None:
+        return struct.pack("<BHBB", fc | FC_MANUFACTURER, manufacturer, seq & 0xFF, command)
+    return bytes((fc, seq & 0xFF, command))
+
+
+def parse_zcl(frame):
+    """-> (frame_control, manufacturer or None, seq, command, payload)."""
+    if len(frame) < 3:
+        raise ZclError(E_ZCL, "ZCL frame too short (%d bytes)" % len(frame))
+    fc = frame[0]
+    if fc & FC_MANUFACTURER:
+        if len(frame) < 5:
+            raise ZclError(E_ZCL, "ZCL frame too short for a manufacturer code")
+        return fc, frame[1] | (frame[2] << 8), frame[3], frame[4], bytes(frame[5:])
+    return fc, None, frame[1], frame[2], bytes(frame[3:])
+
+
+def request_tunnel(seq, protocol=PROTOCOL_GB_HRGP, manufacturer=MANUFACTURER_ANY, flow_control=0, max_in=1500):
+    """Client side (the CH; emulator and tests)."""
+    return zcl_header(seq, REQUEST_TUNNEL, False) + struct.pack("<BHBH", protocol, manufacturer, flow_control, max_in)
+
+
+def transfer_data(seq, tunnel_id, data, server_to_client):
+    cmd = S_TRANSFER_DATA if server_to_client else TRANSFER_DATA
+    return zcl_header(seq, cmd, server_to_client) + struct.pack("<H", tunnel_id) + data
+
+
+def transfer_data_error(seq, tunnel_id, status, server_to_client):
+    cmd = S_TRANSFER_DATA_ERROR if server_to_client else TRANSFER_DATA_ERROR
+    return zcl_header(seq, cmd, server_to_client) + struct.pack("<HB", tunnel_id, status)
+
+
+def close_tunnel(seq, tunnel_id):
+    return zcl_header(seq, CLOSE_TUNNEL, False) + struct.pack("<H", tunnel_id)
+
+
+class TunnelServer:
+    """One GB-HRGP tunnel, opened by the CH. handle() -> (replies, gbcs_or_None) where
+    replies are ZCL frames to unicast back to the sender."""
+
+    def __init__(self, max_incoming=1500, busy=False):
+        self.max_incoming = max_incoming
+        self.busy = busy                 # refuse new tunnels (status busy)
+        self.tunnel_id = None
+        self.client = None               # NWK address of the CH
+        self.client_max = None           # CH's maxIncomingTransferSize: our per-message limit
+        self._next_id = 1
+        self._seq = 0
+        self.events = []                 # ("open"|"closed"|"error", detail), drained by han.py
+        self.counters = {"requests": 0, "opened": 0, "refused": 0, "closed": 0, "rx_data": 0,
+                         "tx_data": 0, "rx_transfer_errors": 0, "tx_transfer_errors": 0,
+                         "bad_zcl": 0, "unknown_commands": 0}
+
+    @property
+    def is_open(self):
+        return self.tunnel_id is not None
+
+    def next_seq(self):
+        s = self._seq
+        self._seq = (s + 1) & 0xFF
+        return s
+
+    def close(self, why="closed"):
+        if self.tunnel_id is not None:
+            self.counters["closed"] += 1
+            self.events.append(("closed", why))
+        self.tunnel_id = None
+        self.client = None
+
+    def outgoing(self, data):
+        """One TransferData (server -> client) frame for GBCS bytes (<= client_max)."""
+        if self.tunnel_id is None:
+            raise ZclError("E_NO_TUNNEL", "no tunnel open to the Communications Hub")
+        self.counters["tx_data"] += 1
+        return transfer_data(self.next_seq(), self.tunnel_id, data, True)
+
+    def handle(self, sender, frame):
+        try:
+            fc, manu, seq, cmd, p = parse_zcl(frame)
+        except ZclError:
+            self.counters["bad_zcl"] += 1
+            return [], None
+        if fc & 0x03 != FC_CLUSTER_SPECIFIC or fc & FC_SERVER_TO_CLIENT:
+            # global commands (default response...) and server->client frames: not ours
+            self.counters["unknown_commands"] += 1
+            return [], None
+        if cmd == REQUEST_TUNNEL:
+            return self._request(sender, p), None
+        if cmd == TRANSFER_DATA:
+            if len(p) < 2:
+                self.counters["bad_zcl"] += 1
+                return [], None
+            tid = p[0] | (p[1] << 8)
+            if tid != self.tunnel_id:
+                self.counters["tx_transfer_errors"] += 1
+                return [transfer_data_error(self.next_seq(), tid, NO_SUCH_TUNNEL, True)], None
+            if sender != self.client:
+                self.counters["tx_transfer_errors"] += 1
+                return [transfer_data_error(self.next_seq(), tid, WRONG_DEVICE, True)], None
+            if len(p) - 2 > self.max_incoming:
+                self.counters["tx_transfer_errors"] += 1
+                return [transfer_data_error(self.next_seq(), tid, DATA_OVERFLOW, True)], None
+            self.counters["rx_data"] += 1
+            return [], p[2:]
+        if cmd == TRANSFER_DATA_ERROR:
+            self.counters["rx_transfer_errors"] += 1
+            status = p[2] if len(p) >= 3 else -1
+            self.events.append(("error", status))
+            if status == NO_SUCH_TUNNEL and len(p) >= 2 and (p[0] | (p[1] << 8)) == self.tunnel_id:
+                self.close("the CH does not know our tunnel")
+            return [], None
+        if cmd == CLOSE_TUNNEL:
+            if len(p) >= 2 and (p[0] | (p[1] << 8)) == self.tunnel_id and sender == self.client:
+                self.close("closed by the CH")
+            return [], None
+        if cmd == GET_SUPPORTED_PROTOCOLS:
+            r = zcl_header(self.next_seq(), SUPPORTED_PROTOCOLS_RESPONSE, True)
+            return [r + struct.pack("<BBHB", 1, 1, MANUFACTURER_ANY, PROTOCOL_GB_HRGP)], None
+        if cmd in (ACK_TRANSFER_DATA, READY_DATA):
+            return [], None  # flow control is not used by GB-HRGP
+        self.counters["unknown_commands"] += 1
+        return [], None
+
+    def _request(self, sender, p):
+        self.counters["requests"] += 1
+        if len(p) < 6:
+            self.counters["bad_zcl"] += 1
+            return []
+        protocol, manu, flow, max_in = struct.unpack_from("<BHBH", p, 0)
+        seq = self.next_seq()
+
+        def reply(tid, status):
+            return [zcl_header(seq, REQUEST_TUNNEL_RESPONSE, True) + struct.pack("<HBH", tid, status, self.max_incoming)]
+
+        if protocol != PROTOCOL_GB_HRGP:
+            self.counters["refused"] += 1
+            return reply(0xFFFF, TUNNEL_PROTOCOL_UNSUPPORTED)
+        if flow:
+            self.counters["refused"] += 1
+            return reply(0xFFFF, TUNNEL_FLOW_CONTROL_UNSUPPORTED)
+        if self.busy:
+            self.counters["refused"] += 1
+            return reply(0xFFFF, TUNNEL_BUSY)
+        # one tunnel: a re-request (CH restarted, or it lost our tunnel) replaces the old one
+        if self.tunnel_id is not None:
+            self.close("replaced by a new request")
+        tid = self._next_id
+        self._next_id = (tid % 0xFFFE) + 1
+        self.tunnel_id = tid
+        self.client = sender
+        self.client_max = max_in
+        self.counters["opened"] += 1
+        self.events.append(("open", tid))
+        return reply(tid, TUNNEL_OK)

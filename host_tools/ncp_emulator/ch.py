@@ -1,0 +1,300 @@
+"""The emulated Communications Hub: HAN coordinator (NWK 0x0000), tunnel client towards
+the PPMID, and the meters behind it (ESME, and GSME behind the GPF).
+
+The CH opens the GB-HRGP tunnel whenever the PPMID (re)joins, takes GBCS commands out of
+TransferData, hands them to the addressed device and sends the device's response back;
+messages for the PPMID wait (bounded) while there is no tunnel or the PPMID is unreachable.
+Every GBCS message the CH receives or sends is logged (JSONL: time, direction, hex)."""
+import binascii
+import json
+import os
+import struct
+import threading
+import time
+
+from ppmid.gbcs import build, gbt
+from ppmid.gbcs.message import decode, FORM_GBT
+from ppmid.zigbee import tunnel as T
+
+ESME = "00DB1234567890A0"
+GSME = "00DB1234567890A1"
+PPMID = "00DB1234567890A4"
+SUPPLIER = "90B3D51F30010000"
+PPMID_NWK = 0x1234
+CH_NWK = 0x0000
+
+
+def hexs(b):
+    return binascii.hexlify(bytes(b)).decode().upper()
+
+
+class Corpus:
+    """COMMAND -> RESPONSE pairs and ALERTs from the RTDS corpus (if present)."""
+
+    def __init__(self, path):
+        self.responses = {}
+        self.alerts = {ESME: [], GSME: []}
+        if not path or not os.path.isdir(path):
+            return
+        for folder, _dirs, files in os.walk(path):
+            for f in sorted(files):
+                if not f.endswith(".HEX"):
+                    continue
+                full = os.path.join(folder, f)
+                if "_COMMAND_" in f:
+                    resp = os.path.join(folder, f.replace("_COMMAND_", "_RESPONSE_"))
+                    if os.path.exists(resp):
+                        self.responses[self._read(full)] = self._read(resp)
+                elif "_ALERT_" in f:
+                    msg = self._read(full)
+                    try:
+                        orig = hexs(decode(msg).originator)
+                    except Exception:
+                        continue
+                    if orig in self.alerts:
+                        self.alerts[orig].append(msg)
+
+    @staticmethod
+    def _read(path):
+        with open(path) as fh:
+            return binascii.unhexlify("".join(fh.read().split()))
+
+
+class Device:
+    def __init__(self, title, kind, corpus, delay_s=0.0):
+        self.title = title
+        self.kind = kind
+        self.corpus = corpus
+        self.delay_s = delay_s          # GSME: the GPF answers for the sleepy meter
+        self.received = []
+        self.alert_counter = 0x0100000000000000 | (1 if kind == "GSME" else 0)
+
+    def handle(self, msg):
+        """-> the GBCS response bytes (CRA 2, same counter, titles swapped)."""
+        self.received.append(msg)
+        canned = self.corpus.responses.get(bytes(msg))
+        if canned is not None:
+            return canned
+        return build.make_response(msg, content=b"\x00")
+
+    def alert(self, message_code=0x8F66):
+        canned = self.corpus.alerts.get(self.title)
+        if canned:
+            return canned[self.alert_counter % len(canned)]
+        self.alert_counter += 1
+        return build.build_signed(3, self.alert_counter, bytes.fromhex(self.title), bytes.fromhex(SUPPLIER), message_code,
+                                 b"\x0f\x00\x00\x00\x00\x00")
+
+
+class CommsHub:
+    def __init__(self, ncp, loop, log_path=None, corpus_dir=None, hold_max=32, busy_retry_s=3.0,
+                 transfer_size=1500, log=None):
+        self.ncp = ncp
+        self.loop = loop
+        self.log = log or (lambda m: None)
+        corpus = Corpus(corpus_dir)
+        self.devices = {ESME: Device(ESME, "ESME", corpus), GSME: Device(GSME, "GSME", corpus, 0.05)}
+        self.tunnel_id = None
+        self.ppmid_max = None
+        self.transfer_size = transfer_size
+        self.busy_retry_s = busy_retry_s
+        self.hold_max = hold_max
+        self.held = []                  # messages for the PPMID waiting for a tunnel
+        self.dropped_held = 0
+        self.received = []              # every GBCS message from the PPMID, in order
+        self.sent = []
+        self.refuse_until = 0.0         # fault: the CH does not acknowledge (busy)
+        self.tunnel_requests = 0
+        self.counters = {"tunnel_requests": 0, "tunnel_refused": 0, "transfer_errors_rx": 0,
+                         "rx_fragments": 0, "bad_zcl": 0, "unknown_recipient": 0, "not_gbcs": 0}
+        self._seq = 0
+        self._frag = None
+        self._reasm = gbt.Reassembler(65536, 60000)
+        self._request_handle = None
+        self._log_lock = threading.Lock()
+        self._log_file = open(log_path, "a") if log_path else None
+        self.changed = threading.Condition()
+
+    # ---- log -----------------------------------------------------------------------------
+    def _record(self, direction, msg, **extra):
+        entry = {"t": round(time.time(), 6), "dir": direction, "hex": hexs(msg), "len": len(msg)}
+        entry.update(extra)
+        with self._log_lock:
+            if not extra.get("gbt_block"):
+                (self.received if direction == "rx" else self.sent).append(bytes(msg))
+            if self._log_file:
+                self._log_file.write(json.dumps(entry) + "\n")
+                self._log_file.flush()
+        with self.changed:
+            self.changed.notify_all()
+
+    def close(self):
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+
+    # ---- PPMID presence ------------------------------------------------------------------
+    def ppmid_joined(self):
+        # a (re)joining PPMID gets a fresh tunnel request (its tunnel state may be gone)
+        self.tunnel_id = None
+        self._schedule_request(0.1)
+
+    def ppmid_left(self):
+        self.tunnel_id = None
+        if self._request_handle:
+            self._request_handle.cancel()
+            self._request_handle = None
+
+    def _schedule_request(self, delay):
+        if self._request_handle:
+            self._request_handle.cancel()
+        self._request_handle = self.loop.call_later(delay, self.request_tunnel)
+
+    def _next_seq(self):
+        self._seq = (self._seq + 1) & 0xFF
+        return self._seq
+
+    def request_tunnel(self):
+        self._request_handle = None
+        if not self.ncp.can_reach_host():
+            return
+        self.counters["tunnel_requests"] += 1
+        self._to_ppmid(T.request_tunnel(self._next_seq(), max_in=self.transfer_size))
+
+    def close_tunnel(self, reopen_after_s=None):
+        """Fault: the CH closes the tunnel (CloseTunnel), and asks again later if told to."""
+        if self.tunnel_id is not None:
+            self._to_ppmid(T.close_tunnel(self._next_seq(), self.tunnel_id))
+        self.tunnel_id = None
+        if reopen_after_s is not None:
+            self._schedule_request(reopen_after_s)
+
+    def forget_tunnel(self, reopen_after_s=None):
+        """Fault: the CH loses its tunnel silently (restart); the PPMID learns it from a
+        TransferDataError when it next sends."""
+        self.tunnel_id = None
+        if reopen_after_s is not None:
+            self._schedule_request(reopen_after_s)
+
+    # ---- from the PPMID ------------------------------------------------------------------
+    def deliver(self, dest, aps, payload):
+        """An APS frame from the PPMID reached the CH; False = no APS ack (busy fault)."""
+        if time.time() < self.refuse_until:
+            return False
+        if dest != CH_NWK:
+            return False
+        if aps["profile"] != T.PROFILE_SE or aps["cluster"] != T.CLUSTER_TUNNELING:
+            return True
+        if aps["options"] & 0x8000:
+            self.counters["rx_fragments"] += 1
+            index, count = aps["group"] & 0xFF, aps["group"] >> 8
+            if index == 0:
+                self._frag = (count, {})
+            if self._frag is None:
+                return True
+            self._frag[1][index] = payload
+            if len(self._frag[1]) < self._frag[0]:
+                return True
+            count, parts = self._frag
+            self._frag = None
+            payload = b"".join(parts[i] for i in range(count) if i in parts)
+        self.loop.call_soon(self._zcl, payload)
+        return True
+
+    def _zcl(self, frame):
+        try:
+            fc, manu, seq, cmd, p = T.parse_zcl(frame)
+        except Exception:
+            self.counters["bad_zcl"] += 1
+            return
+        if not fc & T.FC_SERVER_TO_CLIENT:
+            self.counters["bad_zcl"] += 1
+            return
+        if cmd == T.REQUEST_TUNNEL_RESPONSE:
+            tid, status, max_in = struct.unpack_from("<HBH", p, 0)
+            if status == T.TUNNEL_OK:
+                self.tunnel_id, self.ppmid_max = tid, max_in
+                self.log("ch: tunnel %d open (PPMID takes %d bytes)" % (tid, max_in))
+                self._flush_held()
+            else:
+                self.counters["tunnel_refused"] += 1
+                self.log("ch: tunnel refused, status %d" % status)
+                if status == T.TUNNEL_BUSY:
+                    self._schedule_request(self.busy_retry_s)
+        elif cmd == T.S_TRANSFER_DATA:
+            tid = p[0] | (p[1] << 8)
+            if tid != self.tunnel_id:
+                self._to_ppmid(T.transfer_data_error(self._next_seq(), tid, T.NO_SUCH_TUNNEL, False))
+                return
+            self._gbcs_from_ppmid(p[2:])
+        elif cmd == T.S_TRANSFER_DATA_ERROR:
+            self.counters["transfer_errors_rx"] += 1
+            if p[2] == T.NO_SUCH_TUNNEL:
+                self.tunnel_id = None
+                self._schedule_request(0.1)
+        elif cmd == T.TUNNEL_CLOSURE_NOTIFICATION:
+            self.tunnel_id = None
+
+    def _gbcs_from_ppmid(self, msg):
+        if len(msg) >= 2 and msg[0] == 0xDD and msg[1] == 0x09:
+            self._record("rx", msg, gbt_block=True)
+            try:
+                whole = self._reasm.feed(msg, int(time.time() * 1000))
+            except Exception as exc:
+                self.log("ch: GBT block dropped: %s" % exc)
+                return
+            if whole is None:
+                return
+            msg = bytes(whole)
+        self._record("rx", msg)
+        try:
+            m = decode(msg)
+            recipient = hexs(m.recipient)
+            cra = m.cra
+        except Exception as exc:
+            self.counters["not_gbcs"] += 1
+            self.log("ch: not GBCS: %s" % exc)
+            return
+        dev = self.devices.get(recipient)
+        if dev is None or cra != 1:
+            self.counters["unknown_recipient"] += 1
+            return
+        try:
+            response = dev.handle(msg)
+        except Exception as exc:
+            self.log("ch: %s could not answer: %s" % (dev.kind, exc))
+            return
+        self.loop.call_later(dev.delay_s, self.send_to_ppmid, response)
+
+    # ---- to the PPMID --------------------------------------------------------------------
+    def _to_ppmid(self, zcl):
+        if not self.ncp.can_reach_host():
+            return False
+        return self.ncp.incoming(CH_NWK, T.PROFILE_SE, T.CLUSTER_TUNNELING, zcl)
+
+    def send_to_ppmid(self, msg):
+        """A GBCS message for the PPMID: now if the tunnel is up, else held (bounded)."""
+        if self.tunnel_id is None or not self.ncp.can_reach_host():
+            if len(self.held) >= self.hold_max:
+                self.held.pop(0)
+                self.dropped_held += 1
+            self.held.append(bytes(msg))
+            if self.ncp.can_reach_host() and self._request_handle is None:
+                self._schedule_request(0.1)
+            return False
+        limit = self.ppmid_max or 1500
+        for piece in gbt.split_for_transfer(msg, limit):
+            self._to_ppmid(T.transfer_data(self._next_seq(), self.tunnel_id, piece, False))
+        self._record("tx", msg)
+        return True
+
+    def _flush_held(self):
+        held, self.held = self.held, []
+        for m in held:
+            self.send_to_ppmid(m)
+
+    def alert(self, device=ESME):
+        dev = self.devices[device if device in self.devices else {"ESME": ESME, "GSME": GSME}[device]]
+        msg = dev.alert()
+        self.send_to_ppmid(msg)
+        return msg

@@ -1,0 +1,399 @@
+"""The module side of the UART: an EFR32-like EmberZNet NCP speaking ASH + EZSP (v8 and
+later; a lower configured version answers only the legacy version frame, like an old
+module would). ASH framing uses bellows' frame classes (an independent implementation of
+the codec the firmware has its own copy of); the link logic here is ours.
+
+Everything runs on one asyncio loop; see emulator.py for the thread wrapper and the pty."""
+import random
+import struct
+import time
+
+from bellows import ash as bash
+
+from ppmid.zigbee import ezsp as E
+
+FLAG, ESC, XON, XOFF, SUB, CAN = 0x7E, 0x7D, 0x11, 0x13, 0x18, 0x1A
+RESERVED = (FLAG, ESC, XON, XOFF, SUB, CAN)
+RESET_SOFTWARE = 0x0B
+RESET_POWER_ON = 0x02
+T_RETX = 0.4             # NCP's own retransmission timeout (fixed: the host side is under test)
+STACK_TYPE = 2
+EMBER_SUCCESS = 0x00
+EMBER_DELIVERY_FAILED = 0x66
+EMBER_NETWORK_DOWN_STATUS = 0x93
+SL_DELIVERY_FAILED = 0x0C02
+SL_NETWORK_DOWN = 0x16
+
+
+def wire(frame):
+    return bytes(bash.AshProtocol._stuff_bytes(frame.to_bytes())) + b"\x7e"
+
+
+class Faults:
+    """Fault knobs; all off by default. Rates are probabilities per byte / per frame."""
+
+    def __init__(self, byte_error_rate=0.0, drop_rate=0.0, late_ack_rate=0.0, late_ack_ms=600,
+                 reset_every=0, seed=None):
+        self.byte_error_rate = byte_error_rate   # each byte, both directions: one bit flipped
+        self.drop_rate = drop_rate               # whole frames lost, both directions
+        self.late_ack_rate = late_ack_rate       # NCP ACKs held back by late_ack_ms
+        self.late_ack_ms = late_ack_ms
+        self.reset_every = reset_every           # NCP resets itself after every N host DATA frames
+        self.rng = random.Random(seed)
+
+    def as_dict(self):
+        return {k: v for k, v in self.__dict__.items() if k != "rng"}
+
+
+class Ncp:
+    """send_bytes(bytes) writes to the UART (paced by the caller); ch is the emulated
+    Communications Hub (deliver(aps, payload) from the PPMID; it calls ncp.incoming())."""
+
+    def __init__(self, loop, send_bytes, ezsp_version=13, max_payload=82, faults=None,
+                 stack_version=0x7420, log=None):
+        self.loop = loop
+        self._send_bytes = send_bytes
+        self.version = ezsp_version
+        self.max_payload = max_payload
+        self.stack_version = stack_version
+        self.faults = faults or Faults()
+        self.log = log or (lambda msg: None)
+        self.ch = None
+        self.network_available = True     # the HAN is there to join (fault: network down)
+        self.counters = {"rx_frames": 0, "rx_bad": 0, "rx_cancel": 0, "rx_substitute": 0, "rx_too_long": 0,
+                         "rx_dup": 0, "rx_out_of_order": 0, "tx_data": 0, "retx": 0, "tx_nak": 0,
+                         "rx_nak": 0, "resets_by_host": 0, "resets_injected": 0, "ezsp_commands": 0,
+                         "ezsp_unknown": 0, "ezsp_before_version": 0, "send_unicast": 0,
+                         "callbacks": 0, "bytes_corrupted": 0, "frames_dropped": 0, "acks_delayed": 0}
+        self._buf = bytearray()
+        self._skip = False
+        self._esc_seen = False
+        self._reset_pending = False
+        self._data_since_reset = 0
+        self._power_on()
+
+    # ---- state ---------------------------------------------------------------------------
+    def _power_on(self):
+        self.connected = False      # ASH: no RSTACK sent yet
+        self.legacy_done = False
+        self.negotiated = False
+        self.joined = False
+        self._frm = 0
+        self._rx_exp = 0
+        self._reject = False
+        self._host_ready = True
+        self._txq = []               # EZSP frames waiting for the window
+        self._inflight = None        # (frm, ezsp frame, sent time, tries)
+        self._retx_handle = None
+        self._aps_seq = 0
+        self._frag = {}
+
+    @property
+    def idle(self):
+        return not self._txq and self._inflight is None
+
+    def can_reach_host(self):
+        return self.connected and self.negotiated and self.joined
+
+    # ---- UART in -------------------------------------------------------------------------
+    def feed(self, data):
+        f = self.faults
+        if f.byte_error_rate:
+            data = bytearray(data)
+            for i in range(len(data)):
+                if f.rng.random() < f.byte_error_rate:
+                    data[i] ^= 1 << f.rng.randrange(8)
+                    self.counters["bytes_corrupted"] += 1
+        for b in data:
+            if b == FLAG:
+                if not self._skip and self._buf:
+                    self._frame(bytes(self._buf))
+                self._buf.clear()
+                self._skip = False
+            elif b == CAN:
+                if self._buf:
+                    self.counters["rx_cancel"] += 1
+                self._buf.clear()
+                self._skip = False
+            elif b == SUB:
+                self.counters["rx_substitute"] += 1
+                self._buf.clear()
+                self._skip = True
+            elif b in (XON, XOFF) or self._skip:
+                continue
+            else:
+                self._buf.append(b)
+                if len(self._buf) > 2 * 131:
+                    self.counters["rx_too_long"] += 1
+                    self._buf.clear()
+                    self._skip = True
+
+    def _frame(self, stuffed):
+        if self.faults.drop_rate and self.faults.rng.random() < self.faults.drop_rate:
+            self.counters["frames_dropped"] += 1
+            return
+        try:
+            frame = bash.parse_frame(bytes(bash.AshProtocol._unstuff_bytes(stuffed)))
+        except Exception as exc:
+            self.counters["rx_bad"] += 1
+            self.log("ncp: bad frame from host (%s)" % exc)
+            if self.connected and not self._reject:
+                self._nak()
+            return
+        self.counters["rx_frames"] += 1
+        if isinstance(frame, bash.RstFrame):
+            self.counters["resets_by_host"] += 1
+            self._reset(RESET_SOFTWARE)
+            return
+        if not self.connected:
+            return  # a real NCP ignores everything but RST until it has sent RSTACK
+        if isinstance(frame, (bash.AckFrame, bash.NakFrame, bash.DataFrame)):
+            self._host_ack(frame.ack_num)
+        if isinstance(frame, bash.AckFrame):
+            self._host_ready = not frame.ncp_ready   # the bit is nRdy: set = host not ready
+            self._pump()
+        elif isinstance(frame, bash.NakFrame):
+            self.counters["rx_nak"] += 1
+            self._host_ready = not frame.ncp_ready
+            if self._inflight is not None:
+                self._retransmit()
+        elif isinstance(frame, bash.DataFrame):
+            self._data(frame)
+
+    def _data(self, frame):
+        if frame.frm_num == self._rx_exp:
+            self._rx_exp = (self._rx_exp + 1) & 7
+            self._reject = False
+            self._ack()
+            self._data_since_reset += 1
+            self._ezsp(frame.ezsp_frame)
+            n = self.faults.reset_every
+            if n and self._data_since_reset >= n:
+                self.inject_reset()
+        elif frame.re_tx and ((self._rx_exp - frame.frm_num) & 7) in (1, 2, 3, 4, 5):
+            self.counters["rx_dup"] += 1
+            self._ack()
+        else:
+            self.counters["rx_out_of_order"] += 1
+            if not self._reject:
+                self._nak()
+
+    # ---- ASH out -------------------------------------------------------------------------
+    def _emit(self, frame):
+        if self.faults.drop_rate and self.faults.rng.random() < self.faults.drop_rate:
+            self.counters["frames_dropped"] += 1
+            return
+        self._send_bytes(wire(frame))
+
+    def _ack(self):
+        f = self.faults
+        frame = bash.AckFrame(res=0, ncp_ready=0, ack_num=self._rx_exp)
+        if f.late_ack_rate and f.rng.random() < f.late_ack_rate:
+            self.counters["acks_delayed"] += 1
+            gen = self._generation
+            self.loop.call_later(f.late_ack_ms / 1000, lambda: gen == self._generation and self._emit(frame))
+            return
+        self._emit(frame)
+
+    def _nak(self):
+        self._reject = True
+        self.counters["tx_nak"] += 1
+        self._emit(bash.NakFrame(res=0, ncp_ready=0, ack_num=self._rx_exp))
+
+    def _host_ack(self, ack_num):
+        inf = self._inflight
+        if inf is not None and ack_num == ((inf[0] + 1) & 7):
+            self._inflight = None
+            if self._retx_handle:
+                self._retx_handle.cancel()
+                self._retx_handle = None
+            self._pump()
+
+    def queue(self, ezsp_frame):
+        self._txq.append(ezsp_frame)
+        self._pump()
+
+    def _pump(self):
+        if self._inflight is not None or not self._txq or not self.connected:
+            return
+        if not self._host_ready:
+            # nRdy: hold callbacks for a while, as the NCP does
+            self.loop.call_later(0.05, self._pump)
+            return
+        frame = self._txq.pop(0)
+        frm = self._frm
+        self._frm = (frm + 1) & 7
+        self._inflight = [frm, frame, 0]
+        self.counters["tx_data"] += 1
+        self._send_inflight(False)
+
+    def _send_inflight(self, re_tx):
+        frm, frame, tries = self._inflight
+        self._inflight[2] = tries + 1
+        self._emit(bash.DataFrame(frm_num=frm, re_tx=re_tx, ack_num=self._rx_exp, ezsp_frame=frame))
+        if self._retx_handle:
+            self._retx_handle.cancel()
+        gen = self._generation
+        self._retx_handle = self.loop.call_later(T_RETX, lambda: gen == self._generation and self._retransmit())
+
+    def _retransmit(self):
+        if self._inflight is None or not self.connected:
+            return
+        if self._inflight[2] > 8:
+            # the host stopped listening: drop the link like an NCP does; the host resets it
+            self.log("ncp: host never acknowledged frame %d; link dropped" % self._inflight[0])
+            self._power_on()
+            self._generation += 1
+            return
+        self.counters["retx"] += 1
+        self._send_inflight(True)
+
+    # ---- resets --------------------------------------------------------------------------
+    _generation = 0
+
+    def _reset(self, code):
+        self._generation += 1
+        was_joined = self.joined
+        self._power_on()
+        self.connected = True
+        self._data_since_reset = 0
+        self._emit_rstack(code)
+        if was_joined and self.ch:
+            self.ch.ppmid_left()
+
+    def _emit_rstack(self, code):
+        # RSTACK is never dropped by the fault model: losing it only costs the host a retry
+        self._send_bytes(wire(bash.RStackFrame(version=2, reset_code=code)))
+
+    def inject_reset(self):
+        """Reset the NCP on its own (watchdog-like) at its next idle moment."""
+        self._reset_pending = True
+        self._maybe_reset()
+
+    def _maybe_reset(self):
+        if not self._reset_pending:
+            return
+        if not self.idle:
+            self.loop.call_later(0.01, self._maybe_reset)
+            return
+        self._reset_pending = False
+        self.counters["resets_injected"] += 1
+        self.log("ncp: injected reset")
+        self._reset(RESET_POWER_ON)
+
+    # ---- EZSP ----------------------------------------------------------------------------
+    def _status(self, s):
+        return E.status_params(self.version, s)
+
+    def _respond(self, seq, fid, params, legacy=False):
+        if legacy:
+            self.queue(bytes((seq, 0x80, fid & 0xFF)) + params)
+        else:
+            self.queue(E.response_frame(seq, fid, params))
+
+    def callback(self, fid, params):
+        self.counters["callbacks"] += 1
+        self.queue(E.response_frame(0, fid, params, callback=0x10))
+
+    def _ezsp(self, frame):
+        self.counters["ezsp_commands"] += 1
+        if len(frame) < 3:
+            return
+        seq = frame[0]
+        version_payload = bytes((self.version, STACK_TYPE)) + struct.pack("<H", self.stack_version)
+        if not self.legacy_done or self.version < 8:
+            # only the legacy version frame is understood first
+            if frame[1] == 0x00 and frame[2] == 0x00 and len(frame) >= 4:
+                self.legacy_done = True
+                self._respond(seq, 0, version_payload, legacy=True)
+            else:
+                self.counters["ezsp_before_version"] += 1
+            return
+        if len(frame) < 5 or frame[2] & 3 != 1:
+            self.counters["ezsp_unknown"] += 1
+            return
+        fid = frame[3] | (frame[4] << 8)
+        p = frame[5:]
+        if not self.negotiated and fid != E.VERSION:
+            self.counters["ezsp_before_version"] += 1
+            self._respond(seq, E.INVALID_COMMAND, bytes((0x58,)))
+            return
+        if fid == E.VERSION:
+            self.negotiated = True
+            self._respond(seq, fid, version_payload)
+        elif fid == E.NETWORK_STATE:
+            self._respond(seq, fid, bytes((2 if self.joined else 0,)))
+        elif fid == E.NETWORK_INIT:
+            self._respond(seq, fid, self._status(0))
+            self.loop.call_later(0.05, self._try_join)
+        elif fid == E.MAXIMUM_PAYLOAD_LENGTH:
+            self._respond(seq, fid, bytes((self.max_payload,)))
+        elif fid == E.SEND_UNICAST:
+            self._send_unicast(seq, p)
+        else:
+            self.counters["ezsp_unknown"] += 1
+            self._respond(seq, E.INVALID_COMMAND, bytes((0x58,)))
+
+    def _try_join(self):
+        if self.connected and self.negotiated and not self.joined and self.network_available:
+            self.joined = True
+            up = E.SL_NETWORK_UP if self.version >= 14 else E.EMBER_NETWORK_UP
+            self.callback(E.STACK_STATUS_HANDLER, self._status(up))
+            if self.ch:
+                self.ch.ppmid_joined()
+
+    def set_network(self, available):
+        self.network_available = available
+        if not available and self.joined:
+            self.joined = False
+            down = E.SL_NETWORK_DOWN if self.version >= 14 else E.EMBER_NETWORK_DOWN
+            self.callback(E.STACK_STATUS_HANDLER, self._status(down))
+            if self.ch:
+                self.ch.ppmid_left()
+        elif available:
+            self._try_join()
+
+    def _send_unicast(self, seq, p):
+        self.counters["send_unicast"] += 1
+        try:
+            m = E.parse_send_unicast_params(self.version, p)
+        except Exception as exc:
+            self.log("ncp: bad sendUnicast (%s)" % exc)
+            self._respond(seq, E.SEND_UNICAST, self._status(0x01 if self.version < 14 else 0x21) + b"\x00")
+            return
+        if len(m["message"]) > self.max_payload:
+            self._respond(seq, E.SEND_UNICAST, self._status(0x74 if self.version < 14 else 0x0C05) + b"\x00")
+            return
+        if not self.joined:
+            code = SL_NETWORK_DOWN if self.version >= 14 else EMBER_NETWORK_DOWN_STATUS
+            self._respond(seq, E.SEND_UNICAST, self._status(code) + b"\x00")
+            return
+        self._aps_seq = (self._aps_seq + 1) & 0xFF
+        self._respond(seq, E.SEND_UNICAST, self._status(0) + bytes((self._aps_seq,)))
+        ok = self.ch.deliver(m["dest"], m["aps"], m["message"]) if self.ch else False
+        status = 0 if ok else (SL_DELIVERY_FAILED if self.version >= 14 else EMBER_DELIVERY_FAILED)
+        aps = E.aps_frame(**{k: m["aps"][k] for k in ("profile", "cluster", "src_ep", "dst_ep", "options",
+                                                          "group", "sequence")})
+        self.callback(E.MESSAGE_SENT_HANDLER,
+                      E.message_sent_params(self.version, status, m["dest"], aps, m["tag"], m["message"]))
+
+    def incoming(self, sender, profile, cluster, payload):
+        """Over the air from the CH to the PPMID: APS-fragmented to the module's limit,
+        each fragment an incomingMessageHandler callback."""
+        size = self.max_payload - 2
+        frags = [payload] if len(payload) <= self.max_payload else \
+            [payload[i:i + size] for i in range(0, len(payload), size)]
+        self._aps_seq = (self._aps_seq + 1) & 0xFF
+        for i, frag in enumerate(frags):
+            options = 0x0040 | 0x0020
+            group = 0
+            if len(frags) > 1:
+                options |= 0x8000
+                group = (len(frags) << 8) | i
+            aps = E.aps_frame(profile, cluster, 1, 1, options, group, self._aps_seq)
+            self.callback(E.INCOMING_MESSAGE_HANDLER,
+                          E.incoming_params(self.version, aps, sender, frag, eui64=bytes.fromhex("0000b0d5b3ffff00")))
+        return True
+
+    def now(self):
+        return time.time()
