@@ -1,0 +1,286 @@
+"""Replay a command trace (docs/trace.md) against a gateway through MQTT, as a DCC User.
+
+Each line is signed into an envelope (docs/envelope.md) with the gateway's envelope key,
+published on ppmid/v1/EUI/cmd at its at_ms (QoS 1); every message on ppmid/v1/EUI/rsp is
+collected. The report says, for the whole run: commands, responses, lost (no final status),
+rejected and failed by code, latency (command published -> response received) p50/p95/max
+in ms, and the lines whose final status did not match their `expect`.
+
+Works against any gateway that speaks the topic contract: the emulated board, a real
+ESP32, or a test double. Lines that travel by NFC (via nfc-phone / nfc-tag) need an NFC
+path: pass `nfc=callable(line, envelope)`; without one they are reported as skipped.
+"""
+import binascii
+import json
+import os
+import ssl
+import threading
+import time
+
+from host_tools import mpcompat
+
+mpcompat.install()
+
+FINAL = ("response", "rejected", "failed", "timeout")
+CONCLUSIVE = ("response", "rejected", "failed")  # timeout may still be followed by a late response
+
+
+class ReplayError(Exception):
+    pass
+
+
+def parse_broker_url(url):
+    """mqtts://host:port, host:port or host -> (host, port). TLS is always used."""
+    if "://" in url:
+        scheme, url = url.split("://", 1)
+        if scheme not in ("mqtts", "ssl", "tls"):
+            raise ReplayError("broker URL scheme %r: only TLS (mqtts://) is supported" % scheme)
+    url = url.rstrip("/")
+    if url.startswith("["):
+        host, _, rest = url[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif url.count(":") == 1:
+        host, port = url.split(":")
+    else:
+        host, port = url, ""
+    try:
+        return host, int(port) if port else 8883
+    except ValueError:
+        raise ReplayError("broker port %r is not a number" % port)
+
+
+def identity_from_state_dir(state_dir, user="dcc-user-test"):
+    """(host, port, ca, cert, key) from a `ppmid broker start --state-dir` directory."""
+    try:
+        with open(os.path.join(state_dir, "broker.json")) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        raise ReplayError("no broker.json in %s (ppmid broker start --state-dir %s)" % (state_dir, state_dir))
+    ident = user if user.startswith("dcc-user-") else "dcc-user-" + user
+    base = os.path.join(state_dir, "clients", ident)
+    paths = (os.path.join(state_dir, "ca.pem"), base + ".pem", base + ".key.pem")
+    for p in paths:
+        if not os.path.exists(p):
+            raise ReplayError("missing %s (ppmid broker issue --state-dir %s --user %s)" % (p, state_dir, ident[9:]))
+    return (info.get("host", "127.0.0.1"), info["port"]) + paths
+
+
+def envelope_payload(key, line, now_s):
+    from ppmid import envelope
+    expires = None if line.get("expires_in_s") is None else int(now_s) + line["expires_in_s"]
+    env = envelope.sign(key, line["id"], line["gbcs"], expires)
+    obj = {"id": env.id, "gbcs": binascii.b2a_base64(line["gbcs"], newline=False).decode(),
+           "mac": binascii.hexlify(env.mac).decode()}
+    if expires is not None:
+        obj["expires"] = expires
+    return env, json.dumps(obj)
+
+
+def percentile(values, p):
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    s = sorted(values)
+    k = max(1, -(-len(s) * p // 100))  # ceil
+    return s[int(k) - 1]
+
+
+class Replayer:
+    def __init__(self, host, port, gateway, key, ca, cert, keyfile, speed=1.0, settle_s=40.0,
+                 nfc=None, client_id=None, out=print, connect_timeout=10.0):
+        self.host, self.port = host, port
+        self.gateway = gateway.upper()
+        self.key = key
+        self.tls = (ca, cert, keyfile)
+        self.speed = speed
+        self.settle_s = settle_s
+        self.nfc = nfc
+        self.client_id = client_id or "replay-%s" % binascii.hexlify(os.urandom(3)).decode()
+        self.out = out
+        self.connect_timeout = connect_timeout
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self.received = {}   # id -> [(t_monotonic, message dict)]
+        self.alerts = []
+        self.foreign = 0     # rsp messages for ids not in the trace
+
+    # ---- MQTT ----------------------------------------------------------------------------
+    def _client(self):
+        import paho.mqtt.client as mqtt
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
+        ca, cert, keyfile = self.tls
+        c.tls_set(ca_certs=ca, certfile=cert, keyfile=keyfile, cert_reqs=ssl.CERT_REQUIRED)
+        return c
+
+    def _on_message(self, client, userdata, msg):
+        t = time.monotonic()
+        try:
+            obj = json.loads(msg.payload)
+        except ValueError:
+            return
+        with self._cond:
+            if msg.topic.endswith("/alert"):
+                self.alerts.append(obj)
+            elif isinstance(obj, dict) and isinstance(obj.get("id"), str):
+                self.received.setdefault(obj["id"], []).append((t, obj))
+            self._cond.notify_all()
+
+    def connect(self):
+        c = self._client()
+        ready = threading.Event()
+        state = {}
+
+        def on_connect(client, userdata, flags, rc, properties=None):
+            state["rc"] = rc
+            if not rc.is_failure:
+                prefix = "ppmid/v1/%s/" % self.gateway
+                client.subscribe([(prefix + "rsp", 1), (prefix + "alert", 1)])
+
+        def on_subscribe(client, userdata, mid, rcs, properties=None):
+            state["sub"] = rcs
+            ready.set()
+
+        c.on_connect = on_connect
+        c.on_subscribe = on_subscribe
+        c.on_message = self._on_message
+        try:
+            c.connect(self.host, self.port, keepalive=30)
+        except (OSError, ssl.SSLError) as exc:
+            raise ReplayError("cannot connect to the broker at %s:%d: %s" % (self.host, self.port, exc))
+        c.loop_start()
+        if not ready.wait(self.connect_timeout):
+            c.loop_stop()
+            rc = state.get("rc")
+            raise ReplayError("broker did not accept us (%s)" % (rc if rc is not None else "no CONNACK"))
+        if any(getattr(r, "is_failure", False) for r in state.get("sub", [])):
+            c.loop_stop()
+            raise ReplayError("broker refused the subscription to the rsp/alert topics (ACL?)")
+        self.client = c
+        return c
+
+    def close(self):
+        c = getattr(self, "client", None)
+        if c is not None:
+            c.disconnect()
+            c.loop_stop()
+            self.client = None
+
+    # ---- run -----------------------------------------------------------------------------
+    def run(self, lines):
+        """Publish every line at its time, collect statuses, return the report dict."""
+        if getattr(self, "client", None) is None:
+            self.connect()
+        topic = "ppmid/v1/%s/cmd" % self.gateway
+        sent = {}        # id -> t_monotonic
+        skipped = []
+        pubs = []
+        t0 = time.monotonic()
+        wall0 = time.time()
+        for line in sorted(lines, key=lambda x: x["at_ms"]):
+            due = t0 + line["at_ms"] / 1000.0 / self.speed
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            env, payload = envelope_payload(self.key, line, time.time())
+            if line.get("via", "mqtt") != "mqtt":
+                if self.nfc is None:
+                    skipped.append({"id": line["id"], "why": "via %s needs an NFC path" % line["via"]})
+                    continue
+                sent[line["id"]] = time.monotonic()
+                self.nfc(line, env)
+                continue
+            sent[line["id"]] = time.monotonic()
+            pubs.append(self.client.publish(topic, payload, qos=1))
+        for info in pubs:
+            info.wait_for_publish(self.connect_timeout)
+        last = time.monotonic()
+        deadline = last + self.settle_s
+        with self._cond:
+            while time.monotonic() < deadline:
+                if all(self._final(i, conclusive=True) for i in sent):
+                    break
+                self._cond.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+        return self.report(lines, sent, skipped, time.time() - wall0)
+
+    def _final(self, id, conclusive=False):
+        msgs = self.received.get(id, ())
+        final = None
+        for t, m in msgs:
+            if m.get("status") in FINAL:
+                final = (t, m)
+                if m["status"] == "response":
+                    break  # a response (late or not) is the end of the story
+        if conclusive and final is not None and final[1]["status"] == "timeout":
+            return None
+        return final
+
+    def report(self, lines, sent, skipped, duration_s):
+        by_id = {x["id"]: x for x in lines}
+        rep = {"version": 1, "gateway": self.gateway, "duration_s": round(duration_s, 3),
+               "commands": len(sent), "responses": 0, "late": 0, "timeouts": 0, "lost": [],
+               "rejected": {}, "failed": {}, "latency_ms": {"n": 0, "p50": None, "p95": None, "max": None},
+               "mismatches": [], "skipped": skipped, "alerts": len(self.alerts), "per_id": {}}
+        lat = []
+        with self._lock:
+            for id in sent:
+                fin = self._final(id)
+                statuses = [m.get("status") for t, m in self.received.get(id, ())]
+                entry = {"statuses": statuses}
+                got = None
+                if fin is None:
+                    rep["lost"].append(id)
+                else:
+                    t, m = fin
+                    got = {"status": m["status"]}
+                    if m.get("error"):
+                        got["error"] = m["error"]
+                    if m["status"] == "response":
+                        rep["responses"] += 1
+                        ms = int(round((t - sent[id]) * 1000))
+                        lat.append(ms)
+                        entry["latency_ms"] = ms
+                        if m.get("late"):
+                            rep["late"] += 1
+                            got["late"] = True
+                    elif m["status"] == "timeout":
+                        rep["timeouts"] += 1
+                    elif m["status"] == "rejected":
+                        code = m.get("error") or "?"
+                        rep["rejected"][code] = rep["rejected"].get(code, 0) + 1
+                    elif m["status"] == "failed":
+                        code = m.get("error") or "?"
+                        rep["failed"][code] = rep["failed"].get(code, 0) + 1
+                entry["final"] = got
+                exp = by_id[id].get("expect")
+                if exp:
+                    ok = got is not None and all(got.get(k, False if k == "late" else None) == v
+                                                 for k, v in exp.items())
+                    if not ok:
+                        rep["mismatches"].append({"id": id, "expect": exp, "got": got})
+                rep["per_id"][id] = entry
+        if lat:
+            rep["latency_ms"] = {"n": len(lat), "p50": percentile(lat, 50), "p95": percentile(lat, 95),
+                                 "max": max(lat)}
+        rep["lost_count"] = len(rep["lost"])
+        rep["foreign"] = sum(1 for i in self.received if i not in sent)
+        return rep
+
+
+def table(rep):
+    """The report as a short text table."""
+    lat = rep["latency_ms"]
+    rows = [("gateway", rep["gateway"]), ("commands", rep["commands"]), ("responses", rep["responses"]),
+            ("  late", rep["late"]), ("timeouts", rep["timeouts"]), ("lost", rep["lost_count"])]
+    for code in sorted(rep["rejected"]):
+        rows.append(("rejected " + code, rep["rejected"][code]))
+    for code in sorted(rep["failed"]):
+        rows.append(("failed " + code, rep["failed"][code]))
+    rows.append(("latency ms p50/p95/max", "%s / %s / %s (n=%d)" % (lat["p50"], lat["p95"], lat["max"], lat["n"])))
+    rows.append(("expectation mismatches", len(rep["mismatches"])))
+    if rep["skipped"]:
+        rows.append(("skipped", len(rep["skipped"])))
+    rows.append(("alerts", rep["alerts"]))
+    w = max(len(r[0]) for r in rows)
+    out = ["%s  %s" % (k.ljust(w), v) for k, v in rows]
+    for m in rep["mismatches"][:20]:
+        out.append("  mismatch %s: expected %s, got %s" % (m["id"], json.dumps(m["expect"], sort_keys=True),
+                                                          json.dumps(m["got"], sort_keys=True)))
+    return "\n".join(out)

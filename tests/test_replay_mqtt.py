@@ -1,0 +1,208 @@
+"""`ppmid replay` end to end against a real mosquitto (TLS, client certificates, ACLs) and
+a gateway double that runs the real relay core (journal, validator, pacing) under
+CPython, with a HAN fake that answers, stays silent, or answers late. Checks the report:
+responses, timeouts + late, rejections by code, lost commands, mismatches, latency."""
+import asyncio
+import json
+import os
+import sys
+import threading
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "firmware"))
+
+from host_tools import mpcompat  # noqa: E402
+
+mpcompat.install()
+
+import test_relay_support as S  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/usr/sbin/mosquitto"), reason="mosquitto not installed")
+
+EUI = S.PPMID
+
+
+class GatewayDouble:
+    """A gateway made of the real relay core + paho for MQTT + a scripted HAN."""
+
+    def __init__(self, state_dir, fs_root, key, silent=(), late=(), drop=()):
+        import paho.mqtt.client as mqtt
+        from host_tools.broker import client_paths
+        self.silent = set(silent)   # counters the meter never answers
+        self.late = set(late)       # counters answered after the budget
+        self.drop = set(drop)       # ids the gateway "loses" before accepting (for the lost count)
+        self.key = key
+        self.fs_root = fs_root
+        paths = client_paths(state_dir, EUI)
+        with open(os.path.join(state_dir, "broker.json")) as f:
+            info = json.load(f)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=EUI)
+        self.client.tls_set(ca_certs=paths["ca_pem"], certfile=paths["pem"], keyfile=paths["key_pem"])
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a, **k: self.subscribed.set()
+        self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe("ppmid/v1/%s/cmd" % EUI, 1)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.ready = threading.Event()
+        self.client.connect(info["host"], info["port"])
+        self.client.loop_start()
+        self.thread.start()
+        assert self.ready.wait(10) and self.subscribed.wait(10)
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._main())
+
+    async def _main(self):
+        from ppmid.relay.journal import Journal
+        from ppmid.relay.counters import JournalCounterStore
+        from ppmid.relay.core import Relay, SystemClock
+        from ppmid.gbcs import Validator, decode
+        cfg = S.config(response_timeout_s=1)
+        self.journal = Journal(self.fs_root)
+        self.journal.open()
+        han = S.FakeHan()
+        gw = self
+
+        async def later(buf):
+            await asyncio.sleep(1.5)
+            han.deliver(buf)
+
+        def responder(cmd):
+            c = decode(cmd).counter
+            if c in gw.silent:
+                return None
+            if c in gw.late:
+                asyncio.get_event_loop().create_task(later(S.response_to(cmd)))
+                return None
+            return S.response_to(cmd)
+
+        async def send(dest, data):
+            han.sent.append(bytes(data))
+            r = responder(bytes(data))
+            if r is not None:
+                han.deliver(r)
+        han.send = send
+
+        class Pub:
+            async def publish(self, topic, payload, qos=1, retain=False):
+                info = gw.client.publish(topic, payload, qos=qos, retain=retain)
+                while not info.is_published():
+                    await asyncio.sleep(0.005)
+
+        self.relay = Relay(cfg, self.journal, Validator(cfg, JournalCounterStore(self.journal)), han, Pub(),
+                           SystemClock(), self.key, topic_prefix="ppmid/v1/%s/" % EUI, late_window_s=10,
+                           console=None)
+        self.relay.recover()
+        self.relay.start()
+        self.stop_evt = asyncio.Event()
+        self.ready.set()
+        await self.stop_evt.wait()
+        await self.relay.stop()
+
+    def _on_message(self, client, userdata, msg):
+        from ppmid import envelope
+        env = envelope.from_json(msg.payload, 8192)
+        if env.id in self.drop:
+            return
+        fut = asyncio.run_coroutine_threadsafe(self.relay.accept(env, "mqtt"), self.loop)
+        fut.result(5)  # PUBACK only once the command is journaled
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.stop_evt.set)
+        self.thread.join(10)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    from host_tools.broker import Broker
+    state = str(tmp_path / "broker")
+    b = Broker(state, gateways=[EUI], users=["test"])
+    b.start()
+    try:
+        yield state
+    finally:
+        b.stop()
+
+
+def line(at, id, counter, target=S.ESME, code=0x0007, expect=None):
+    import binascii
+    obj = {"at_ms": at, "id": id, "gbcs": binascii.hexlify(S.gbcs_message(1, counter, S.SUPPLIER, target, code)).decode()}
+    if expect:
+        obj["expect"] = expect
+    return json.dumps(obj)
+
+
+def test_replay_report_against_a_gateway_running_the_relay_core(broker, tmp_path, capsys):
+    from host_tools import cli
+    key = os.urandom(32)
+    kdir = os.path.join(broker, "keys")
+    os.makedirs(kdir, exist_ok=True)
+    with open(os.path.join(kdir, EUI + ".key"), "wb") as f:
+        f.write(key)
+    gw = GatewayDouble(broker, str(tmp_path), key, silent={13}, late={14}, drop={"dropped"})
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("\n".join([
+        line(0, "ok-1", 10, expect={"status": "response"}),
+        line(50, "ok-2", 11, target=S.GSME, code=0x0097, expect={"status": "response"}),
+        line(100, "replayed", 10, expect={"status": "rejected", "error": "E_REPLAY"}),
+        line(150, "not-allowed", 12, target=S.GSME, code=0x0007, expect={"status": "rejected", "error": "E_NOT_ALLOWED"}),
+        line(200, "wrong-expect", 12, expect={"status": "rejected"}),        # it is relayed: a mismatch
+        line(300, "silent", 13, target=S.GSME, code=0x0097, expect={"status": "timeout"}),
+        line(350, "late", 14, target=S.GSME, code=0x0097, expect={"status": "response", "late": True}),
+        line(400, "dropped", 15),
+        line(450, "unknown", 16, target=S.ACB),
+    ]) + "\n")
+    report = tmp_path / "report.json"
+    try:
+        rc = cli.main(["replay", str(trace), "--gateway", EUI.lower(), "--report", str(report),
+                       "--state-dir", broker, "--settle-s", "6", "--speed", "1"])
+    finally:
+        gw.close()
+    assert rc == 0
+    rep = json.loads(report.read_text())
+    out = capsys.readouterr().out
+    assert "latency ms p50/p95/max" in out and "mismatch wrong-expect" in out
+    assert rep["commands"] == 9
+    assert rep["responses"] == 4 and rep["late"] == 1  # ok-1, ok-2, wrong-expect, late
+    assert rep["rejected"] == {"E_REPLAY": 1, "E_NOT_ALLOWED": 1, "E_UNKNOWN_TARGET": 1}
+    assert rep["lost"] == ["dropped"] and rep["lost_count"] == 1
+    assert rep["timeouts"] == 1 and rep["per_id"]["silent"]["final"] == {"status": "timeout"}
+    assert [m["id"] for m in rep["mismatches"]] == ["wrong-expect"]
+    lat = rep["latency_ms"]
+    assert lat["n"] == 4 and 0 <= lat["p50"] <= lat["p95"] <= lat["max"]
+    assert rep["per_id"]["ok-1"]["statuses"][0] == "accepted"
+    assert rep["per_id"]["ok-1"]["statuses"][-1] == "response"
+
+
+def test_replay_cli_errors(tmp_path, broker, capsys):
+    from host_tools import cli
+    t = tmp_path / "t.jsonl"
+    t.write_text(line(0, "a", 1) + "\n")
+    assert cli.main(["replay", str(t), "--gateway", "XYZ", "--report", str(tmp_path / "r.json"),
+                     "--state-dir", broker]) == 1
+    assert "16 hex digits" in capsys.readouterr().err
+    # no envelope key in the state dir
+    assert cli.main(["replay", str(t), "--gateway", EUI, "--report", str(tmp_path / "r.json"),
+                     "--state-dir", broker]) == 1
+    assert "envelope key" in capsys.readouterr().err
+    # nowhere to connect
+    assert cli.main(["replay", str(t), "--gateway", EUI, "--report", str(tmp_path / "r.json")]) == 1
+    assert "--broker" in capsys.readouterr().err
+    # a broken trace
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"at_ms": 0}\n')
+    assert cli.main(["replay", str(bad), "--gateway", EUI, "--report", str(tmp_path / "r.json"),
+                     "--state-dir", broker]) == 1
+    assert "line 1" in capsys.readouterr().err
+    # wrong certificate: a user identity that does not exist
+    kf = tmp_path / "k"
+    kf.write_bytes(b"x" * 32)
+    assert cli.main(["replay", str(t), "--gateway", EUI, "--report", str(tmp_path / "r.json"),
+                     "--state-dir", broker, "--user", "nobody", "--envelope-key", str(kf)]) == 1
+    assert "nobody" in capsys.readouterr().err
