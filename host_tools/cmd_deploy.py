@@ -307,6 +307,8 @@ def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, d
         raise DeployError(str(exc))
     arch = board_arch(definition)
     keep_build = bool(build_dir) or dry_run
+    if dry_run and not build_dir:  # the printed commands must stay runnable: a fixed place
+        build_dir = os.path.join(tempfile.gettempdir(), "ppmid-build-" + board)
     build_dir, files, compile_cmds = build(board, firmware_dir, build_dir, arch)
     try:
         size = sum(os.path.getsize(os.path.join(build_dir, f)) for f in files)
