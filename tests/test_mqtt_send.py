@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def ppmid(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "host_tools.cli"] + list(args), cwd=ROOT,
+    return subprocess.run([sys.executable, "-c", "import sys; from host_tools.cli import main; sys.exit(main())"] + list(args), cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -70,11 +70,11 @@ def test_send_without_answer_times_out_nonzero(state):
 
 def test_send_usage_errors(state):
     r = ppmid("send", "--state-dir", state, "--gateway", "XYZ", "--gbcs", "dd00")
-    assert r.returncode == 1 and "16 hex digits" in r.stderr
+    assert r.returncode == 1 and r.stderr.startswith("ppmid: ") and "16 hex digits" in r.stderr
     r = ppmid("send", "--state-dir", state, "--gateway", GW_A, "--gbcs", "zz")
-    assert r.returncode == 1 and "not hex" in r.stderr
+    assert r.returncode == 1 and r.stderr.startswith("ppmid: ") and "not hex" in r.stderr
     r = ppmid("send", "--state-dir", state, "--gateway", GW_A, "--gbcs", "dd00", "--id", "a b")
-    assert r.returncode == 1 and "E_ID" in r.stderr
+    assert r.returncode == 1 and r.stderr.startswith("ppmid: E_ID")
     r = ppmid("send", "--state-dir", str(state) + "-none", "--gateway", GW_A, "--gbcs", "dd00",
               "--key-file", __file__)
-    assert r.returncode == 1
+    assert r.returncode == 1 and "must be 32 bytes" in r.stderr
