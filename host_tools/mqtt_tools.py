@@ -199,7 +199,8 @@ def write_tree(root, files):
 
 # A MicroPython program: the real firmware link (ppmid.mqtt.link) with a small durable
 # accept hook (a journal file, one id per line, fsync'd by close) standing in for the
-# relay. argv: FIRMWARE_DIR ROOT [fail:N | slow:MS]. It answers each accepted command
+# relay. argv: FIRMWARE_DIR ROOT [MODES]
+# with MODES comma-separated: fail:N (accept raises N times), slow:MS, wifi:FILE (Wi-Fi shim). It answers each accepted command
 # with an `accepted` status (once per id, duplicates answered again) and prints
 # "ACCEPT id" / "STATE ..." lines for tests.
 GATEWAY_SCRIPT = r'''
@@ -212,10 +213,19 @@ from ppmid.mqtt.link import Link, load_credentials
 from ppmid.mqtt.intake import verified, status_json
 
 ROOT = sys.argv[2]
-MODE = sys.argv[3] if len(sys.argv) > 3 else ""
+MODES = {}
+for m in (sys.argv[3] if len(sys.argv) > 3 else "").split(","):
+    if ":" in m:
+        MODES[m.split(":", 1)[0]] = m.split(":", 1)[1]
 JOURNAL = ROOT + "/journal.log"
-fails = [int(MODE[5:]) if MODE.startswith("fail:") else 0]
-slow = int(MODE[5:]) if MODE.startswith("slow:") else 0
+fails = [int(MODES.get("fail", 0))]
+slow = int(MODES.get("slow", 0))
+wlan = None
+if "wifi" in MODES:  # the emulated board's Wi-Fi shim, its access point = this file
+    from ppmid.board.emulated import WLAN
+    wlan = WLAN(open(MODES["wifi"], "rb"))
+    wlan.active(True)
+    wlan.connect("test-ap")
 seen = set()
 try:
     for line in open(JOURNAL):
@@ -245,7 +255,8 @@ def main():
     try:
         cfg = config.load(ROOT + "/config.json")
         key = load_credentials(ROOT)[3]
-        link = Link(cfg, verified(accept, key), ROOT, log=print,
+        link = Link(cfg, verified(accept, key), ROOT, log=print, wlan=wlan,
+                    track=wlan.track if wlan else None,
                     info=lambda: {"fw": "test", "board": "unix", "han": "none"})
     except PpmidError as exc:
         print("STATE config-error", exc)

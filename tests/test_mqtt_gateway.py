@@ -274,3 +274,31 @@ def test_missing_or_bad_config_stops_the_link_with_a_clear_status(broker, gatewa
     gw2 = Gateway(broker, tmp_path / "2", files=files).start()
     assert gw2.proc.wait(30) == 3
     wait_for(lambda: any("E_CONFIG" in x for x in gw2.lines), "E_CONFIG line")
+
+
+def test_wifi_drop_mid_stream_no_accepted_command_lost(broker, gateway, tmp_path):
+    # The emulated board's WLAN shim (ppmid.board.emulated.WLAN) closes the tracked
+    # sockets when its access point (a file) goes down, as the real Wi-Fi loss would.
+    ap = tmp_path / "wifi"
+    ap.write_bytes(b"1")
+    gw = gateway(mode="slow:10,wifi:%s" % ap).start()
+    w = Watcher(broker, GW_A)
+    cmd = mt.Commander(broker.state_dir, GW_A, key=gw.key)
+    ids = ["w-%d" % i for i in range(40)]
+    try:
+        wait_for(lambda: w.state() == "online", "online", gw=gw)
+        for i, id in enumerate(ids):
+            cmd.send(id, GBCS)
+            if i == 15:
+                ap.write_bytes(b"0")
+                wait_for(lambda: w.state() == "offline", "will after the Wi-Fi drop", gw=gw)
+        assert len(gw.journal()) < len(ids)  # the rest waits in the broker's session
+        ap.write_bytes(b"1")
+        wait_for(lambda: set(ids) <= set(gw.journal()), "every command journaled", timeout=90, gw=gw)
+        for id in ids:
+            assert cmd.wait(id, ("accepted",), timeout=60)[-1]["status"] == "accepted"
+        wait_for(lambda: w.state() == "online", "online again", gw=gw)
+        assert gw.proc.poll() is None
+    finally:
+        cmd.close()
+        w.close()

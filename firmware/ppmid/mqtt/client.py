@@ -296,6 +296,9 @@ class MQTTClient:
                 await w.wait_closed()
             except Exception:  # noqa: BLE001
                 pass
+            untrack = getattr(self.wlan, "untrack", None)
+            if untrack is not None:
+                untrack(getattr(w, "s", None))
 
     async def _run_on_up(self, present):
         try:
