@@ -1,0 +1,131 @@
+"""`ppmid pn532-emulator`: a PN532 with virtual phones and tags on the board's NFC pty.
+
+    ppmid pn532-emulator --state-dir /tmp/board            # pty from DIR/board.json
+    ppmid pn532-emulator --pty /dev/pts/7 --phone cmd.bin  # a phone holding a command
+    ppmid pn532-emulator --pty /dev/pts/7 --tag cmd.bin --tag-type 2
+
+`--phone FILE` / `--tag FILE` take a binary command envelope (docs/envelope.md); the phone
+runs the scripted PPMID app (docs/nfc.md) and, once the gateway has pushed the result,
+writes it to FILE.result.json. `--collect ID` places a phone that only asks for the result
+of an earlier command. The target is placed after --place-after seconds and removed after
+--hold seconds (0 = never). Runs until Ctrl-C.
+"""
+import base64
+import json
+import os
+import time
+
+from host_tools.cli import CliError
+
+
+def add_arguments(p):
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pty", help="the NFC pty to attach to (host side)")
+    where.add_argument("--state-dir", help="emulated board state dir: uses board.json uarts.nfc")
+    p.add_argument("--baud", type=int, default=115200, help="HSU baud rate used for pacing (default 115200)")
+    p.add_argument("--rf-kbps", type=int, default=0, help="model RF time at this bit rate (0: off)")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="phone (HCE) latency per APDU")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--phone", metavar="FILE", help="place a phone holding this binary envelope")
+    what.add_argument("--collect", metavar="ID", help="place a phone asking for the result of ID")
+    what.add_argument("--tag", metavar="FILE", help="place a tag holding this binary envelope")
+    p.add_argument("--tag-type", choices=("2", "4"), default="2", help="NFC Forum tag type (default 2: NTAG216)")
+    p.add_argument("--place-after", type=float, default=0.0, help="seconds before the target is placed")
+    p.add_argument("--hold", type=float, default=0.0, help="seconds the target stays (0: until Ctrl-C)")
+    p.add_argument("--quiet", action="store_true", help="do not log emulator events")
+
+
+def _pty_path(args):
+    if args.pty:
+        return args.pty
+    path = os.path.join(args.state_dir, "board.json")
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CliError("cannot read %s: %s" % (path, exc))
+    pty = (state.get("uarts") or {}).get("nfc")
+    if not pty:
+        raise CliError("%s names no NFC uart (uarts.nfc): is the board's NFC on I2C?" % path)
+    return pty
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise CliError("cannot read %s: %s" % (path, exc))
+
+
+def _target(args):
+    from host_tools.pn532_emulator import PhoneApp, Type2Tag, Type4Tag, ndef_mime_message
+    if args.phone:
+        data = _read(args.phone)
+        ident = _envelope_id(data, args.phone)
+        return PhoneApp(data, id=ident, latency=args.latency_ms / 1000.0)
+    if args.collect:
+        return PhoneApp(collect_id=args.collect, latency=args.latency_ms / 1000.0)
+    if args.tag:
+        data = _read(args.tag)
+        _envelope_id(data, args.tag)
+        msg = ndef_mime_message(data)
+        try:
+            return Type2Tag(msg) if args.tag_type == "2" else Type4Tag(msg)
+        except ValueError as exc:
+            raise CliError(str(exc))
+    return None
+
+
+def _envelope_id(data, name):
+    if len(data) < 4 or data[0] != 1 or 3 + data[2] > len(data):
+        raise CliError("%s is not a binary command envelope (docs/envelope.md)" % name)
+    return data[3:3 + data[2]].decode("ascii", "replace")
+
+
+def run(args):
+    from host_tools.pn532_emulator import PN532Emulator
+    path = _pty_path(args)
+    target = _target(args)
+    log = None if args.quiet else (lambda text: print("pn532-emulator: " + text, flush=True))
+    try:
+        emu = PN532Emulator.on_path(path, baud=args.baud, rf_kbps=args.rf_kbps or None, log=log)
+    except OSError as exc:
+        raise CliError("cannot open %s: %s" % (path, exc))
+    emu.start()
+    print("pn532-emulator: PN532 v1.6 on %s at %d baud" % (path, args.baud), flush=True)
+    placed_at = None
+    reported = False
+    try:
+        start = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if target is not None and placed_at is None and now - start >= args.place_after:
+                emu.place(target)
+                placed_at = now
+                print("pn532-emulator: %s placed" % type(target).__name__, flush=True)
+            if placed_at is not None and args.hold and now - placed_at >= args.hold and emu.target is not None:
+                emu.remove()
+                print("pn532-emulator: target removed", flush=True)
+            result = getattr(target, "result", None)
+            if result is not None and not reported:
+                reported = True
+                _save_result(args, target, result)
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.stop()
+        statuses = getattr(target, "statuses", None)
+        if statuses:
+            print("pn532-emulator: phone statuses: %s" % ", ".join("%04X %s" % (sw, code) for sw, code, _ in statuses))
+    return 0
+
+
+def _save_result(args, target, result):
+    out = dict(result)
+    out["gbcs"] = base64.b64encode(result["gbcs"]).decode() if result.get("gbcs") else None
+    print("pn532-emulator: result %s" % json.dumps(out), flush=True)
+    base = args.phone or ("collect-" + args.collect)
+    with open(base + ".result.json", "w") as f:
+        json.dump(out, f, indent=1)
