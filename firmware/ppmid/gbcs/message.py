@@ -57,18 +57,24 @@ def _need(pos, end, limit, what):
 
 
 def _length(b, pos, end, limit, what):
-    """Read a short or long (81 nn / 82 nnnn) length at pos -> (length, next_pos)."""
+    """The short or long (81 nn / 82 nnnn) length at pos; _lsize(b, pos) gives its size.
+    (Two calls instead of a tuple: decoding allocates nothing but the Message.)"""
     _need(pos + 1, end, limit, what)
     n = b[pos]
     if n < 0x80:
-        return n, pos + 1
+        return n
     if n == 0x81:
         _need(pos + 2, end, limit, what)
-        return b[pos + 1], pos + 2
+        return b[pos + 1]
     if n == 0x82:
         _need(pos + 3, end, limit, what)
-        return (b[pos + 1] << 8) | b[pos + 2], pos + 3
+        return (b[pos + 1] << 8) | b[pos + 2]
     _err(E_LENGTH, "%s has an unsupported length form (only < 0x80, 81 nn, 82 nnnn)", what)
+
+
+def _lsize(b, pos):
+    n = b[pos]
+    return 1 if n < 0x80 else n - 0x7F
 
 
 def _uint(b, pos, n):
@@ -80,6 +86,7 @@ def _uint(b, pos, n):
 
 def _transaction_and_titles(b, t, end, limit):
     # t is the position of the transaction-id length byte (09); the next 28 bytes are fixed.
+    # Returns the position after the date-time element.
     _need(t + 29, end, limit, "routing header")
     if b[t] != 9:
         _err(E_LENGTH, "transaction-id length must be 09, not %02X", b[t])
@@ -96,69 +103,107 @@ def _transaction_and_titles(b, t, end, limit):
         _err(E_LENGTH, "date-time length must be 00 or 0C, not %02X", dtl)
     pos = t + 29 + dtl
     _need(pos, end, limit, "date-time")
-    return dtl, pos
+    return pos
 
 
 class Message:
     """One decoded GBCS message or GBT block. Field properties are memoryviews into the
-    buffer given to decode() (keep that buffer unchanged while the Message is in use)."""
+    buffer given to decode() (keep that buffer unchanged while the Message is in use).
+    Only the buffer, the form and three offsets are stored; every other field is found from
+    them on access, so a decode allocates one small object."""
 
-    def __init__(self, buf, form, layout):
+    def __init__(self, buf, form, h, c, n):
         self.buf = buf        # memoryview of the whole message
         self.form = form
-        # (t, dtl, code_pos, oil, c, cl, s, sl, m, g): see decode()
-        self._l = layout
+        self._h = h           # signed forms: transaction-id position; GBT: the E0 tag position
+        self._c = c           # content (or block data) position
+        self._n = n           # content (or block data) length
+
+    @property
+    def _t(self):
+        return 1 if self.form == FORM_GBT else self._h
+
+    @property
+    def _l(self):
+        # (transaction-id pos, date-time len, code pos, other-info len, content pos,
+        #  content len, signature pos or -1, signature len, MAC pos or -1, GBT tag pos or -1)
+        # for tests and tools; the properties below compute what they need directly.
+        return (self._t, self.buf[self._t + 28], self._code_pos(), self._oil(), self._c, self._n,
+                self._sig_pos(), self._sig_len(), self._mac_pos(), self._h if self.form == FORM_GBT else -1)
+
+    def _code_pos(self):
+        p = self._t + 29 + self.buf[self._t + 28]
+        return p + _lsize(self.buf, p)
+
+    def _oil(self):
+        t = self._t
+        return _length(self.buf, t + 29 + self.buf[t + 28], len(self.buf), len(self.buf), "")
+
+    def _mac_pos(self):
+        return len(self.buf) - MAC_LEN if self.form == FORM_MAC_SIGNED else -1
+
+    def _sig_pos(self):
+        if self.form == FORM_GBT:
+            return -1
+        s = self._c + self._n
+        end = len(self.buf) - MAC_LEN if self.form == FORM_MAC_SIGNED else len(self.buf)
+        return -1 if s == end else s + 1
+
+    def _sig_len(self):
+        s = self._sig_pos()
+        return 0 if s < 0 else self.buf[s - 1]
 
     # ---- routing information (all forms) ----
     @property
     def cra(self):
-        return self.buf[self._l[0] + 1]
+        return self.buf[self._t + 1]
 
     @property
     def cra_name(self):
-        return CRA_NAMES[self.buf[self._l[0] + 1]]
+        return CRA_NAMES[self.buf[self._t + 1]]
 
     @property
     def counter(self):
-        return _uint(self.buf, self._l[0] + 2, 8)
+        return _uint(self.buf, self._t + 2, 8)
 
     @property
     def counter_bytes(self):
-        t = self._l[0]
+        t = self._t
         return self.buf[t + 2:t + 10]
 
     @property
     def originator(self):
-        t = self._l[0]
+        t = self._t
         return self.buf[t + 11:t + 19]
 
     @property
     def recipient(self):
-        t = self._l[0]
+        t = self._t
         return self.buf[t + 20:t + 28]
 
     @property
     def date_time(self):
-        t = self._l[0]
-        if self._l[1] == 0:
+        t = self._t
+        if self.buf[t + 28] == 0:
             return None
         return self.buf[t + 29:t + 29 + DATE_TIME_LEN]
 
     @property
     def message_code(self):
-        p = self._l[2]
+        p = self._code_pos()
         return (self.buf[p] << 8) | self.buf[p + 1]
 
     @property
     def other_information(self):
-        p = self._l[2]
-        return self.buf[p:p + self._l[3]]
+        p = self._code_pos()
+        return self.buf[p:p + self._oil()]
 
     # optional other-information fields (General-Signing forms)
     def _oi_field(self, index, n):
-        p = self._l[2] + 2 + 8 * index
-        if self._l[3] < 2 + 8 * index + n or n <= 0:
+        oil = self._oil()
+        if oil < 2 + 8 * index + n or n <= 0:
             return None
+        p = self._code_pos() + 2 + 8 * index
         return self.buf[p:p + n]
 
     @property
@@ -177,26 +222,25 @@ class Message:
 
     @property
     def certificate(self):
-        return self._oi_field(3, self._l[3] - 26)
+        return self._oi_field(3, self._oil() - 26)
 
     # ---- General-Signing content ----
     @property
     def content(self):
-        c = self._l[4]
-        return self.buf[c:c + self._l[5]]
+        return self.buf[self._c:self._c + self._n]
 
     @property
     def content_len(self):
-        return self._l[5]
+        return self._n
 
     @property
     def content_type(self):
-        if self._l[9] >= 0:
+        if self.form == FORM_GBT:
             return None
         b = self.buf
-        c = self._l[4]
+        c = self._c
         first = b[c]
-        if first == 0x01 and self._l[5] >= 2 and b[c + 1] == 0x09:
+        if first == 0x01 and self._n >= 2 and b[c + 1] == 0x09:
             return CONTENT_GBZ
         if first == 0xD9:
             return CONTENT_DLMS_REQUEST
@@ -209,94 +253,86 @@ class Message:
     @property
     def signature(self):
         """None when the field is absent (pre-command); an empty view when its length is 0."""
-        s = self._l[6]
+        s = self._sig_pos()
         if s < 0:
             return None
-        return self.buf[s:s + self._l[7]]
+        return self.buf[s:s + self.buf[s - 1]]
 
     @property
     def has_signature_field(self):
-        return self._l[6] >= 0
+        return self._sig_pos() >= 0
 
     @property
     def mac(self):
-        m = self._l[8]
-        if m < 0:
+        if self.form != FORM_MAC_SIGNED:
             return None
-        return self.buf[m:m + MAC_LEN]
+        return self.buf[len(self.buf) - MAC_LEN:]
 
     # ---- GBT block (FORM_GBT only; None otherwise) ----
     @property
     def is_gbt(self):
-        return self._l[9] >= 0
+        return self.form == FORM_GBT
 
     @property
     def security_control(self):
-        g = self._l[9]
-        if g >= 0:
-            return self.buf[g - 5]
-        return self.buf[self._l[0] - 6] if self._l[8] >= 0 else None
+        if self.form == FORM_GBT:
+            return self.buf[self._h - 5]
+        return self.buf[self._h - 6] if self.form == FORM_MAC_SIGNED else None
 
     @property
     def block_control(self):
-        g = self._l[9]
-        return None if g < 0 else self.buf[g + 1]
+        return self.buf[self._h + 1] if self.form == FORM_GBT else None
 
     @property
     def last_block(self):
-        g = self._l[9]
-        return None if g < 0 else bool(self.buf[g + 1] & 0x80)
+        return bool(self.buf[self._h + 1] & 0x80) if self.form == FORM_GBT else None
 
     @property
     def block_number(self):
-        g = self._l[9]
-        return None if g < 0 else (self.buf[g + 2] << 8) | self.buf[g + 3]
+        g = self._h
+        return (self.buf[g + 2] << 8) | self.buf[g + 3] if self.form == FORM_GBT else None
 
     @property
     def block_ack(self):
-        g = self._l[9]
-        return None if g < 0 else (self.buf[g + 4] << 8) | self.buf[g + 5]
+        g = self._h
+        return (self.buf[g + 4] << 8) | self.buf[g + 5] if self.form == FORM_GBT else None
 
     @property
     def block_data(self):
-        if self._l[9] < 0:
+        if self.form != FORM_GBT:
             return None
-        c = self._l[4]
-        return self.buf[c:c + self._l[5]]
+        return self.buf[self._c:self._c + self._n]
 
 
-def _general_signing(b, p, end, limit):
-    # General-Signing from p; it must end exactly at `end`. Returns the layout tuple prefix.
+def _general_signing(b, p, end, limit, form):
+    # General-Signing from p; it must end exactly at `end`.
     _need(p + 1, end, limit, "General-Signing tag")
     if b[p] != TAG_GENERAL_SIGNING:
         _err(E_TAG, "expected the General-Signing tag DF, found %02X", b[p])
     t = p + 1
-    dtl, pos = _transaction_and_titles(b, t, end, limit)
-    oil, pos = _length(b, pos, end, limit, "other-information")
+    pos = _transaction_and_titles(b, t, end, limit)
+    oil = _length(b, pos, end, limit, "other-information")
+    pos += _lsize(b, pos)
     if oil < 2 or (oil > 2 and oil < 26 and oil != 10 and oil != 18):
         _err(E_LENGTH, "other-information length must be 2, 10, 18 or >= 26, not %d", oil)
-    code_pos = pos
     pos += oil
     _need(pos, end, limit, "other-information")
-    cl, pos = _length(b, pos, end, limit, "content length")
+    cl = _length(b, pos, end, limit, "content length")
+    pos += _lsize(b, pos)
     if cl == 0:
         _err(E_LENGTH, "content is empty")
     c = pos
     pos += cl
     _need(pos, end, limit, "content")
-    if pos == end:
-        s = -1  # signature field absent: a pre-command
-        sl = 0
-    else:
+    if pos < end:  # else: signature field absent, a pre-command
         sl = b[pos]
         if sl != 0 and sl != SIGNATURE_LEN:
             _err(E_LENGTH, "signature length must be 00 or 40, not %02X", sl)
-        s = pos + 1
-        pos = s + sl
+        pos += 1 + sl
         _need(pos, end, limit, "signature")
         if pos != end:
             _err(E_TRAILING, "%d bytes follow the signature", end - pos)
-    return t, dtl, code_pos, oil, c, cl, s, sl
+    return Message(b, form, t, c, cl)
 
 
 def decode(buf):
@@ -307,8 +343,7 @@ def decode(buf):
         _err(E_TRUNCATED, "message is %d bytes long: too short for any GBCS form", n)
     tag = b[0]
     if tag == TAG_GENERAL_SIGNING:
-        lay = _general_signing(b, 0, n, n)
-        return Message(b, FORM_SIGNED, lay + (-1, -1))
+        return _general_signing(b, 0, n, n, FORM_SIGNED)
     if tag != TAG_GENERAL_CIPHERING:
         _err(E_TAG, "first byte must be DD (General-Ciphering) or DF (General-Signing), not %02X", tag)
     if b[1] == 0:
@@ -317,7 +352,8 @@ def decode(buf):
         for i in range(2, 7):
             if b[i] != 0:
                 _err(E_LENGTH, "MAC header fields must all be empty (00), byte %d is %02X" % (i, b[i]))
-        ln, pos = _length(b, 7, n, n, "MAC header length")
+        ln = _length(b, 7, n, n, "MAC header length")
+        pos = 7 + _lsize(b, 7)
         end = pos + ln
         if end > n:
             _err(E_TRUNCATED, "MAC header announces %d bytes, only %d present" % (ln, n - pos))
@@ -325,22 +361,20 @@ def decode(buf):
             _err(E_TRAILING, "%d bytes follow the message", n - end)
         if ln < 5 + MAC_LEN:
             _err(E_LENGTH, "MAC header length %d is too small for security header and MAC", ln)
-        lay = _general_signing(b, pos + 5, end - MAC_LEN, n)
-        return Message(b, FORM_MAC_SIGNED, lay + (end - MAC_LEN, -1))
+        return _general_signing(b, pos + 5, end - MAC_LEN, n, FORM_MAC_SIGNED)
     if b[1] != 9:
         _err(E_LENGTH, "after DD expected 00 (MAC header) or 09 (GBT routing header), found %02X", b[1])
     # GBT block: routing header (fixed titles, empty date-time, 2-byte other-info, empty key-info)
-    t = 1
-    dtl, pos = _transaction_and_titles(b, t, n, n)
-    oil, pos = _length(b, pos, n, n, "other-information")
+    pos = _transaction_and_titles(b, 1, n, n)
+    oil = _length(b, pos, n, n, "other-information")
     if oil != 2:
         _err(E_LENGTH, "GBT routing header other-information length must be 2, not %d", oil)
-    code_pos = pos
-    pos += 2
+    pos += 3
     _need(pos + 1, n, n, "key-info")
     if b[pos] != 0:
         _err(E_LENGTH, "GBT routing header key-info must be empty (00), not %02X", b[pos])
-    ln, pos = _length(b, pos + 1, n, n, "routing header length")
+    ln = _length(b, pos + 1, n, n, "routing header length")
+    pos += 1 + _lsize(b, pos + 1)
     end = pos + ln
     if end > n:
         _err(E_TRUNCATED, "routing header announces %d bytes, only %d present" % (ln, n - pos))
@@ -350,9 +384,10 @@ def decode(buf):
     _need(g + 6, end, n, "GBT header")
     if b[g] != TAG_GBT:
         _err(E_TAG, "expected the General-Block-Transfer tag E0, found %02X", b[g])
-    dl, c = _length(b, g + 6, end, n, "block data length")
+    dl = _length(b, g + 6, end, n, "block data length")
+    c = g + 6 + _lsize(b, g + 6)
     if c + dl > end:
         _err(E_OVERRUN, "block data (%d bytes) runs past the routing header length" % dl)
     if c + dl < end:
         _err(E_TRAILING, "%d bytes follow the block data", end - c - dl)
-    return Message(b, FORM_GBT, (t, dtl, code_pos, oil, c, dl, -1, 0, -1, g))
+    return Message(b, FORM_GBT, g, c, dl)

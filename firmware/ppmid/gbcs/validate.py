@@ -50,6 +50,13 @@ def _key(originator, recipient):
     return str(out, "ascii")
 
 
+def _same8(b, pos, eui):
+    for i in range(8):
+        if b[pos + i] != eui[i]:
+            return False
+    return True
+
+
 class Validator:
     """check(buf) -> Message or GbcsError; commit(msg) once the command is durably accepted.
 
@@ -60,12 +67,13 @@ class Validator:
         self.store = counter_store
         self.max_bytes = config["limits"]["max_gbcs"]
         han = config["han"]
-        self._devices = {}
+        self._devices = []   # [(eui bytes, type)]: compared in place, no per-message key
         for d in han["devices"]:
-            self._devices[binascii.unhexlify(d["eui"])] = d["type"]
+            self._devices.append((binascii.unhexlify(d["eui"]), d["type"]))
+        self._keys = []      # recent (originator, recipient, store key): no per-message key string
         allow = han.get("allow") or {}
         self._allow = {}
-        for t in set(self._devices.values()):
+        for t in set(d[1] for d in self._devices):
             if t in allow:
                 self._allow[t] = set(allow[t])
             else:
@@ -73,7 +81,24 @@ class Validator:
                 self._allow[t] = codes.commands_for(t)
 
     def device_type(self, eui):
-        return self._devices.get(bytes(eui))
+        return self._find_device(memoryview(bytes(eui)), 0)
+
+    def _find_device(self, b, pos):
+        for eui, dtype in self._devices:
+            if _same8(b, pos, eui):
+                return dtype
+        return None
+
+    def _key(self, b, t):
+        # store key of the originator (t + 11) / recipient (t + 20) pair, from a small cache
+        for orig, recip, key in self._keys:
+            if _same8(b, t + 11, orig) and _same8(b, t + 20, recip):
+                return key
+        key = _key(b[t + 11:t + 19], b[t + 20:t + 28])
+        if len(self._keys) >= 16:
+            self._keys.pop(0)
+        self._keys.append((bytes(b[t + 11:t + 19]), bytes(b[t + 20:t + 28]), key))
+        return key
 
     def allowed(self, device_type):
         return self._allow.get(device_type, ())
@@ -91,16 +116,17 @@ class Validator:
                             ("n" if cra == 3 else "", CRA_NAMES[cra]))
         if not msg.has_signature_field:
             raise GbcsError(E_PRECOMMAND, "message has no signature field: a pre-command, not a command the DCC sent")
-        recipient = msg.recipient
-        dtype = self._devices.get(bytes(recipient))
+        b = msg.buf
+        t = msg._h  # transaction-id position (signed forms)
+        dtype = self._find_device(b, t + 20)
         if dtype is None:
             raise GbcsError(E_UNKNOWN_TARGET, "recipient %s is not on this gateway's HAN device list" %
-                            binascii.hexlify(recipient).decode().upper())
+                            binascii.hexlify(msg.recipient).decode().upper())
         code = msg.message_code
         if code not in self._allow[dtype]:
             raise GbcsError(E_NOT_ALLOWED, "message code 0x%04X is not allowed for %s %s" %
-                            (code, dtype, binascii.hexlify(recipient).decode().upper()))
-        last = self.store.get(_key(msg.originator, recipient))
+                            (code, dtype, binascii.hexlify(msg.recipient).decode().upper()))
+        last = self.store.get(self._key(b, t))
         if last is not None and msg.counter <= last:
             raise GbcsError(E_REPLAY, "originator counter %d is not above the last accepted (%d) for this "
                             "originator and recipient" % (msg.counter, last))
@@ -108,7 +134,7 @@ class Validator:
 
     def commit(self, msg):
         """Record msg's counter as the last accepted for its originator/recipient (never lowers it)."""
-        key = _key(msg.originator, msg.recipient)
+        key = self._key(msg.buf, msg._t)
         counter = msg.counter
         last = self.store.get(key)
         if last is None or counter > last:
