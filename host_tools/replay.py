@@ -76,6 +76,15 @@ def envelope_payload(key, line, now_s):
     return env, json.dumps(obj)
 
 
+def error_code(m):
+    """The error code of a status message: "error" is {"code", "message"} in the topic
+    contract; a bare string is accepted too."""
+    e = m.get("error")
+    if isinstance(e, dict):
+        return e.get("code")
+    return e if isinstance(e, str) else None
+
+
 def percentile(values, p):
     """Nearest-rank percentile (p in 0..100) of a non-empty list."""
     s = sorted(values)
@@ -230,8 +239,9 @@ class Replayer:
                 else:
                     t, m = fin
                     got = {"status": m["status"]}
-                    if m.get("error"):
-                        got["error"] = m["error"]
+                    code = error_code(m)
+                    if code:
+                        got["error"] = code
                     if m["status"] == "response":
                         rep["responses"] += 1
                         ms = int(round((t - sent[id]) * 1000))
@@ -243,10 +253,10 @@ class Replayer:
                     elif m["status"] == "timeout":
                         rep["timeouts"] += 1
                     elif m["status"] == "rejected":
-                        code = m.get("error") or "?"
+                        code = code or "?"
                         rep["rejected"][code] = rep["rejected"].get(code, 0) + 1
                     elif m["status"] == "failed":
-                        code = m.get("error") or "?"
+                        code = code or "?"
                         rep["failed"][code] = rep["failed"].get(code, 0) + 1
                 entry["final"] = got
                 exp = by_id[id].get("expect")

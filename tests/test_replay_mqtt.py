@@ -18,6 +18,7 @@ from host_tools import mpcompat  # noqa: E402
 mpcompat.install()
 
 import test_relay_support as S  # noqa: E402
+from ppmid.errors import PpmidError  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/sbin/mosquitto"), reason="mosquitto not installed")
 
@@ -109,7 +110,12 @@ class GatewayDouble:
         if env.id in self.drop:
             return
         fut = asyncio.run_coroutine_threadsafe(self.relay.accept(env, "mqtt"), self.loop)
-        fut.result(5)  # PUBACK only once the command is journaled
+        try:
+            fut.result(5)  # PUBACK only once the command is journaled
+        except PpmidError as exc:
+            # what the firmware's MQTT intake does with a refusal: publish it with its code
+            from ppmid.mqtt.intake import status_json
+            client.publish("ppmid/v1/%s/rsp" % EUI, status_json(env.id, "rejected", error=exc), 1)
 
     def close(self):
         self.loop.call_soon_threadsafe(self.stop_evt.set)
@@ -172,7 +178,7 @@ def test_replay_report_against_a_gateway_running_the_relay_core(broker, tmp_path
     assert rep["responses"] == 4 and rep["late"] == 1  # ok-1, ok-2, wrong-expect, late
     assert rep["rejected"] == {"E_REPLAY": 1, "E_NOT_ALLOWED": 1, "E_UNKNOWN_TARGET": 1}
     assert rep["lost"] == ["dropped"] and rep["lost_count"] == 1
-    assert rep["timeouts"] == 1 and rep["per_id"]["silent"]["final"] == {"status": "timeout"}
+    assert rep["timeouts"] == 1 and rep["per_id"]["silent"]["final"] == {"status": "timeout", "error": "E_TIMEOUT"}
     assert [m["id"] for m in rep["mismatches"]] == ["wrong-expect"]
     lat = rep["latency_ms"]
     assert lat["n"] == 4 and 0 <= lat["p50"] <= lat["p95"] <= lat["max"]

@@ -128,7 +128,7 @@ async def test_expired_while_queued_is_never_relayed():
     await r.pump()
     assert len(r.han.sent) == 1
     assert r.pub.statuses("c-2") == ["accepted", "failed"]
-    assert [m for m in r.pub.on("/rsp") if m["id"] == "c-2"][-1]["error"] == "E_EXPIRED"
+    assert [m for m in r.pub.on("/rsp") if m["id"] == "c-2"][-1]["error"]["code"] == "E_EXPIRED"
 
 
 async def test_expiry_checked_again_right_before_sending():
@@ -192,9 +192,14 @@ async def test_busy_beyond_the_queue_bound():
     res = await r.submit("c-4", 14)
     assert res["status"] == "rejected" and res["error"] == "E_BUSY"
     assert r.relay.counters["rejected"]["E_BUSY"] == 1
+    res = await r.submit("c-5", 15, via="nfc-tag")
+    assert res["error"] == "E_BUSY"
     await r.publish_all()
-    rej = [m for m in r.pub.on("/rsp") if m["id"] == "c-4"]
-    assert rej[0]["status"] == "rejected" and rej[0]["error"] == "E_BUSY"
+    # MQTT rejections are published by the MQTT intake; other roads' by the relay
+    assert [m for m in r.pub.on("/rsp") if m["id"] == "c-4"] == []
+    rej = [m for m in r.pub.on("/rsp") if m["id"] == "c-5"]
+    assert rej[0]["status"] == "rejected" and rej[0]["error"]["code"] == "E_BUSY" and rej[0]["via"] == "nfc-tag"
+    assert r.relay.result("c-5")["error"]["code"] == "E_BUSY"
     # the counter of a rejected command was not committed: it can come back later
     r.relay.on_han_message(response_to(r.han.sent[0]))
     await r.pump()
@@ -239,7 +244,7 @@ async def test_every_intake_rejection_code():
     cases.append((r.env("tgt", 10, target=ACB), "E_UNKNOWN_TARGET"))
     cases.append((envelope.sign(KEY, "rsp", gbcs_message(2, 10, ESME, SUPPLIER)), "E_NOT_COMMAND"))
     for env, code in cases:
-        res = await r.relay.accept(env, "mqtt")
+        res = await r.accept_env(env, "nfc-phone")
         assert res["status"] == "rejected" and res["error"] == code, (env.id, res)
         assert res["message"]
     assert r.journal.live == {} and r.han.sent == []
@@ -254,9 +259,13 @@ async def test_every_intake_rejection_code():
                  "E_NOT_COMMAND", "E_REPLAY"):
         assert rej.get(code), code
     await r.publish_all()
-    published = [(m["id"], m["error"]) for m in r.pub.on("/rsp") if m["status"] == "rejected"]
-    assert ("auth", "E_AUTH") in published and ("again", "E_REPLAY") in published
+    published = [(m["id"], m["error"]["code"]) for m in r.pub.on("/rsp") if m["status"] == "rejected"]
+    assert ("auth", "E_AUTH") in published and ("tgt", "E_UNKNOWN_TARGET") in published
+    assert ("again", "E_REPLAY") not in published  # came by MQTT: the intake publishes it
     assert all(i is not None for i, c in published)  # an invalid id is never published
+    assert len(published) == len(cases) - 1
+    # the NFC contract: a final result with the error object
+    assert r.relay.result("tgt")["error"]["code"] == "E_UNKNOWN_TARGET"
 
 
 async def test_internal_error_in_validation_is_a_rejection_not_a_crash():
@@ -291,7 +300,7 @@ async def test_forged_envelope_cannot_overwrite_a_real_command_status():
     r = Rig()
     await r.submit("c-1", 10)
     forged = r.env("c-1", 11, key=b"bad" * 11)
-    res = await r.relay.accept(forged, "mqtt")
+    res = await r.accept_env(forged, "nfc-tag")
     assert res["error"] == "E_AUTH"
     await r.publish_all()
     assert r.pub.statuses("c-1") == ["accepted"]
@@ -331,7 +340,7 @@ async def test_ambiguous_send_failure_is_never_resent():
     await r.pump()
     assert len(r.han.sent) == 1
     last = r.pub.on("/rsp")[-1]
-    assert last["status"] == "timeout" and last["error"] == "E_DELIVERY"
+    assert last["status"] == "timeout" and last["error"]["code"] == "E_DELIVERY"
 
 
 async def test_queued_too_long_fails_with_the_link_error():
@@ -344,24 +353,52 @@ async def test_queued_too_long_fails_with_the_link_error():
         r.relay.check_timers()
     await r.publish_all()
     last = r.pub.on("/rsp")[-1]
-    assert last["status"] == "failed" and last["error"] == "E_HAN_DOWN"
+    assert last["status"] == "failed" and last["error"]["code"] == "E_HAN_DOWN"
     assert r.han.sent == []
 
 
-async def test_nfc_result_read_finishes_an_nfc_command_without_a_broker():
+async def test_nfc_result_contract_and_delivery_without_a_broker():
     r = Rig()
     r.relay.publisher = None
     res = await r.submit("n-1", 10, via="nfc-phone")
     assert res["status"] == "accepted"
+    assert r.relay.result("n-1") is None  # pending
     await r.pump()
-    assert r.relay.result("n-1")["status"] == "relayed"
+    assert r.relay.result("n-1") is None and r.relay.status("n-1") == "relayed"
     rsp = response_to(r.han.sent[0])
     r.relay.on_han_message(rsp)
     res = r.relay.result("n-1")
-    assert res["status"] == "response" and res["gbcs"] == rsp
+    assert res["status"] == "response" and res["gbcs"] == rsp and res["error"] is None
+    assert "n-1" in r.journal.by_id       # reading is not delivering
+    r.relay.delivered("n-1", "nfc-tag")  # not the road it came by: ignored
+    assert "n-1" in r.journal.by_id
+    r.relay.delivered("n-1", "nfc-phone")
     assert "n-1" not in r.journal.by_id  # delivered to the phone: done
     assert r.relay.result("n-1")["gbcs"] == rsp  # still readable from RAM
-    assert r.relay.result("nope") is None
+    assert r.relay.result("nope") is None and r.relay.status("nope") is None
+
+
+async def test_expiry_needs_a_set_clock():
+    r = Rig()
+    r.clock.unix0 = 1000  # a board that has not synchronised its clock
+    res = await r.submit("c-1", 10, expires=2000)
+    assert res["error"] == "E_CLOCK"
+    res = await r.submit("c-2", 10)  # without expiry the clock does not matter
+    assert res["status"] == "accepted"
+
+
+async def test_with_the_real_gbcs_validator_and_journal_counter_store():
+    from ppmid.gbcs import Validator
+    r = Rig()
+    r.relay.validator = Validator(r.cfg, r.store)
+    assert (await r.submit("e", 10, target=ESME, code=0x0007))["status"] == "accepted"
+    assert (await r.submit("g", 10, target=GSME, code=0x0097))["status"] == "accepted"
+    assert (await r.submit("x", 11, target=GSME, code=0x0007))["error"] == "E_NOT_ALLOWED"
+    assert (await r.submit("y", 10, target=ESME, code=0x0007))["error"] == "E_REPLAY"
+    r.restart()
+    r.relay.validator = Validator(r.cfg, r.store)
+    assert (await r.submit("z", 10, target=GSME, code=0x0097))["error"] == "E_REPLAY"
+    assert (await r.submit("w", 11, target=GSME, code=0x0097))["status"] == "accepted"
 
 
 async def test_statuses_wait_for_the_broker_and_nothing_is_lost():

@@ -191,7 +191,7 @@ async def test_failed_state_survives_restart_and_is_published():
     r.pub.down = False
     await r.publish_all()
     last = r.pub.on("/rsp")[-1]
-    assert last["status"] == "failed" and last["error"] == "E_EXPIRED"
+    assert last["status"] == "failed" and last["error"]["code"] == "E_EXPIRED"
     assert r.han.sent == [] and r.journal.live == {}
 
 

@@ -32,6 +32,8 @@ E_EXPIRED = "E_EXPIRED"
 E_TOO_LARGE = "E_TOO_LARGE"
 E_STALE = "E_STALE"
 E_INTERNAL = "E_INTERNAL"
+E_CLOCK = "E_CLOCK"
+CLOCK_SET_AFTER = const(1704067200)  # unix 2024-01-01: earlier means the clock is not set
 
 # HAN link errors that mean "the bytes were not taken": the command may go again later.
 RETRYABLE = ("E_HAN_DOWN", "E_NO_TUNNEL")
@@ -52,6 +54,11 @@ STATE_STOPPED = "stopped"
 
 class RelayError(PpmidError):
     pass
+
+
+_WHY = {E_EXPIRED: "expired before it could be relayed",
+        E_STALE: "waited too long for the HAN",
+        "E_HAN_DOWN": "the HAN link stayed down", "E_NO_TUNNEL": "no tunnel to the CH"}
 
 
 class SystemClock:
@@ -204,9 +211,10 @@ class Relay:
 
     # ---- intake --------------------------------------------------------------------------
     async def accept(self, env, via="mqtt"):
-        """Intake entry point for every transport. Returns the command's status dict:
-        {"id", "status": "accepted"|..., } or {"id", "status": "rejected", "error", "message"}.
-        Once this returns "accepted" the command is on flash."""
+        """Intake entry point for every transport (docs/relay.md, "Wiring"). Returns once
+        the command is on flash (its status dict: {"id", "status"}; for a redelivered id,
+        the status it has reached), or raises a PpmidError with the refusal's code. The
+        MQTT intake publishes its own `rejected` status; for other roads the relay does."""
         return self.accept_now(env, via)
 
     def accept_now(self, env, via="mqtt"):
@@ -214,10 +222,13 @@ class Relay:
         try:
             return self._accept(env, via)
         except PpmidError as exc:
-            return self._reject(env, exc)
+            self._reject(env, exc, via)
+            raise
         except Exception as exc:  # a bug must not take the intake down
             self.log("error", "accept crashed: %r" % (exc,))
-            return self._reject(env, RelayError(E_INTERNAL, "internal error: %r" % (exc,)))
+            err = RelayError(E_INTERNAL, "internal error: %r" % (exc,))
+            self._reject(env, err, via)
+            raise err
 
     def _accept(self, env, via):
         envmod.check_id(env.id)
@@ -227,12 +238,14 @@ class Relay:
         e = self.journal.by_id.get(env.id)
         if e is not None:
             self.counters["duplicates"] += 1
-            return self._result(e, False)
+            return {"id": e.id, "status": self._result(e, False)["status"]}
         r = self._recent_result(env.id)
         if r is not None:
             self.counters["duplicates"] += 1
             return r
         now_s = self.clock.time()
+        if env.expires is not None and now_s < CLOCK_SET_AFTER:
+            raise RelayError(E_CLOCK, "gateway clock is not set: cannot check expiry")
         if env.expires is not None and now_s >= env.expires:
             raise RelayError(E_EXPIRED, "command expired at %d (now %d)" % (env.expires, now_s))
         msg = self.validator.check(env.gbcs)
@@ -265,9 +278,9 @@ class Relay:
         self.counters["accepted"] += 1
         self._emit(e, "accepted")
         self._wake_dispatch.set()
-        return self._result(e, False)
+        return {"id": e.id, "status": "accepted"}
 
-    def _reject(self, env, exc):
+    def _reject(self, env, exc, via):
         code = getattr(exc, "code", E_INTERNAL)
         rej = self.counters["rejected"]
         rej[code] = rej.get(code, 0) + 1
@@ -276,38 +289,58 @@ class Relay:
             envmod.check_id(id)
         except PpmidError:
             id = None
-        r = {"id": id, "status": "rejected", "error": code, "message": getattr(exc, "message", str(exc))}
+        r = {"id": id, "status": "rejected", "gbcs": None,
+             "error": {"code": code, "message": getattr(exc, "message", str(exc))}}
         # a forged envelope (E_AUTH) must not overwrite the status of a real command
         if id is not None and (id in self.journal.by_id or self._recent_result(id) is not None):
-            self.log("warn", "%s for id %s, which names a known command: not published" % (code, id))
+            self.log("warn", "%s for id %s, which names a known command: not recorded" % (code, id))
             return r
         if id is not None:
             self._remember(id, r)
-        if self.publisher is not None and id is not None:
+        # the MQTT intake publishes its own rejections (before its PUBACK)
+        if self.publisher is not None and id is not None and via != "mqtt":
             if self._extra_room():
-                p = dict(r)
-                p["at"] = self.clock.time()
+                p = {"id": id, "status": "rejected", "error": r["error"], "via": via,
+                     "at": self.clock.time()}
                 self._pubq.append(("x", self.topic_rsp, json.dumps(p), 1))
                 self._wake_publish.set()
             else:
                 self.counters["pub_dropped"] += 1
         return r
 
+    def status(self, id):
+        """Status name command `id` has reached ("accepted", "relayed", ...) or None."""
+        e = self.journal.by_id.get(id)
+        if e is not None:
+            return self._result(e, False)["status"]
+        r = self._recent_result(id)
+        return None if r is None else r["status"]
+
     def result(self, id):
-        """Current status of command `id` (NFC polls this), or None if unknown. Includes
-        "gbcs" (bytes) once answered. A final status read here by the NFC road that
-        brought the command counts as delivered."""
+        """NFC contract: None while the command is unknown or still pending (accepted,
+        relayed), else {"id", "status", "gbcs" (bytes or None), "error" ({"code",
+        "message"} or None), "late"} for response / timeout / failed / rejected."""
         e = self.journal.by_id.get(id)
         if e is None:
             return self._recent_result(id)
         r = self._result(e, True)
-        if r["status"] in FINAL and e.via != "mqtt":
-            self._finish(e, r)
+        if r["status"] in ("accepted", "relayed"):
+            return None
         return r
+
+    def delivered(self, id, via):
+        """The NFC road that brought command `id` handed its final result over: that
+        counts as delivered (premises without a broker must not fill the journal)."""
+        e = self.journal.by_id.get(id)
+        if e is None or e.via != via:
+            return
+        r = self._result(e, True)
+        if r["status"] in FINAL:
+            self._finish(e, r)
 
     def _result(self, e, with_body):
         status = self._status.get(e.seq) or self._state_status(e)
-        r = {"id": e.id, "status": status}
+        r = {"id": e.id, "status": status, "gbcs": None, "error": None, "late": False}
         if e.state == J.ANSWERED:
             r["status"] = "response"
             r["late"] = e.late
@@ -315,9 +348,11 @@ class Relay:
                 r["gbcs"] = self.journal.response_body(e)
         elif e.state == J.FAILED:
             r["status"] = "failed"
-            r["error"] = e.error
+            r["error"] = {"code": e.error, "message": _WHY.get(e.error, "command not relayed")}
         elif e.state == J.TIMED_OUT:
             r["status"] = "timeout"
+            r["error"] = {"code": e.error or "E_TIMEOUT",
+                          "message": "no response within %d s" % self.budget_s}
         return r
 
     def _state_status(self, e):
@@ -498,14 +533,19 @@ class Relay:
         self._wake_publish.set()
 
     def _payload(self, e, status):
-        p = {"id": e.id, "status": status, "via": e.via, "at": self.clock.time()}
+        # the rsp topic contract (docs/mqtt.md): id, status, gbcs (base64), error
+        # {"code", "message"}; plus via, at (unix s), late and ms (since acceptance)
+        now_s = self.clock.time()
+        p = {"id": e.id, "status": status, "via": e.via, "at": now_s}
+        if now_s >= e.accepted_at:
+            p["ms"] = (now_s - e.accepted_at) * 1000
         if status == "response":
             p["gbcs"] = _b64(self.journal.response_body(e))
             p["late"] = e.late
-        elif status == "failed":
-            p["error"] = e.error
-        elif status == "timeout" and e.error:
-            p["error"] = e.error
+        elif status in ("failed", "timeout"):
+            r = self._result(e, False)
+            if r["error"] is not None:
+                p["error"] = r["error"]
         return p
 
     async def publish_once(self):
