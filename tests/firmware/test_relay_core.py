@@ -343,6 +343,18 @@ async def test_ambiguous_send_failure_is_never_resent():
     assert last["status"] == "timeout" and last["error"]["code"] == "E_DELIVERY"
 
 
+async def test_permanent_han_refusal_fails_at_once_and_frees_the_target():
+    r = Rig()
+    await r.submit("c-1", 10)
+    await r.submit("c-2", 11)
+    r.han.fail = ["E_HAN_TOO_BIG"]
+    await r.pump()
+    assert r.pub.statuses("c-1") == ["accepted", "failed"]
+    assert [m for m in r.pub.on("/rsp") if m["id"] == "c-1"][-1]["error"]["code"] == "E_HAN_TOO_BIG"
+    assert len(r.han.sent) == 1  # c-2 went at once
+    assert r.relay.decode(r.han.sent[0]).counter == 11
+
+
 async def test_queued_too_long_fails_with_the_link_error():
     r = Rig(max_wait_s=60)
     await r.submit("c-1", 10)

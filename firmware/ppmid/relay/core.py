@@ -37,6 +37,10 @@ CLOCK_SET_AFTER = const(1704067200)  # unix 2024-01-01: earlier means the clock 
 
 # HAN link errors that mean "the bytes were not taken": the command may go again later.
 RETRYABLE = ("E_HAN_DOWN", "E_NO_TUNNEL")
+# errors that will not change by trying again: the command fails at once
+PERMANENT = ("E_HAN_DEST", "E_HAN_TOO_BIG")
+# anything else (E_DELIVERY, E_DELIVERY_UNKNOWN, OSError...) may have reached the CH: the
+# command is never resent and waits for its response until its budget ends
 
 FINAL = ("response", "failed")
 _RECENT = const(16)
@@ -58,7 +62,8 @@ class RelayError(PpmidError):
 
 _WHY = {E_EXPIRED: "expired before it could be relayed",
         E_STALE: "waited too long for the HAN",
-        "E_HAN_DOWN": "the HAN link stayed down", "E_NO_TUNNEL": "no tunnel to the CH"}
+        "E_HAN_DOWN": "the HAN link stayed down", "E_NO_TUNNEL": "no tunnel to the CH",
+        "E_HAN_TOO_BIG": "too large for the HAN link", "E_HAN_DEST": "not reachable on the HAN"}
 
 
 class SystemClock:
@@ -435,6 +440,11 @@ class Relay:
                 self.counters["retries"] += 1
                 e.error = code
                 self.log("warn", "%s not relayed (%s): retry in %d ms" % (e.id, code, backoff))
+                return
+            if code in PERMANENT and e.state == J.SENDING:
+                self.counters["send_errors"] += 1
+                self._release(e)
+                self._fail(e, code, "the HAN link refused it: %s" % (getattr(exc, "message", exc),))
                 return
             # anything else may have reached the CH: never resend, wait for the budget
             self.counters["send_errors"] += 1
