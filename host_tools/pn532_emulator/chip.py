@@ -44,6 +44,8 @@ class PN532Emulator:
         self.lock = threading.Lock()
         self.commands = []          # (code, data) of every command received, for tests
         self.bad_frames = 0
+        self.rx_bytes = 0           # bytes received from / sent to the host (wire budget)
+        self.tx_bytes = 0
         self._parser = wire.Parser()
         self._rx_free = 0.0
         self._tx_free = 0.0
@@ -129,6 +131,7 @@ class PN532Emulator:
         return done
 
     def _write(self, data):
+        self.tx_bytes += len(data)
         try:
             os.write(self.fd, data)
         except OSError:
@@ -165,6 +168,7 @@ class PN532Emulator:
                 time.sleep(0.01)
                 continue
             arrival = time.monotonic()
+            self.rx_bytes += len(data)
             self._rx_free = max(self._rx_free, arrival) + self._wire(len(data))
             with self.lock:
                 for ev in self._parser.feed(data):
