@@ -84,6 +84,14 @@ def _uint(b, pos, n):
     return v
 
 
+def _counter(b, pos):
+    # Below 2**30 the value is a small int on every port (ESP32 small ints are 31-bit), so the
+    # loop allocates nothing; above, one int.from_bytes instead of a big int per shift.
+    if b[pos] == 0 and b[pos + 1] == 0 and b[pos + 2] == 0 and b[pos + 3] == 0 and b[pos + 4] < 0x40:
+        return _uint(b, pos + 4, 4)
+    return int.from_bytes(b[pos:pos + 8], "big")
+
+
 def _transaction_and_titles(b, t, end, limit):
     # t is the position of the transaction-id length byte (09); the next 28 bytes are fixed.
     # Returns the position after the date-time element.
@@ -164,7 +172,7 @@ class Message:
 
     @property
     def counter(self):
-        return _uint(self.buf, self._t + 2, 8)
+        return _counter(self.buf, self._t + 2)
 
     @property
     def counter_bytes(self):
@@ -213,12 +221,12 @@ class Message:
     @property
     def supplementary_remote_party_counter(self):
         f = self._oi_field(1, 8)
-        return None if f is None else _uint(f, 0, 8)
+        return None if f is None else _counter(f, 0)
 
     @property
     def supplementary_originator_counter(self):
         f = self._oi_field(2, 8)
-        return None if f is None else _uint(f, 0, 8)
+        return None if f is None else _counter(f, 0)
 
     @property
     def certificate(self):
