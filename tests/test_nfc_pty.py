@@ -422,3 +422,66 @@ def test_tag_removed_mid_read(emu, scenario):
     env, gbcs = signed("tag-gone", 600)
     o = run_bad(emu, scenario, Type2Tag(ndef_mime_message(env), leave_after=5))
     assert o["outcome"] == "gone" and o["code"] == "E_NFC_GONE"
+
+
+# ---- the service loop ------------------------------------------------------------------
+def test_service_does_not_stall_other_tasks(emu, scenario):
+    env, gbcs = signed("share", 4096)
+    phone = PhoneApp(env, id="share")
+    emu.place(phone)
+    s = scenario(emu, """
+ticks = [0]
+async def other():   # stands in for the Zigbee/MQTT tasks
+    while True:
+        ticks[0] += 1
+        await asyncio.sleep_ms(0)
+
+async def main():
+    drv = open_driver()
+    intake = FakeIntake(respond_after=0)
+    svc = NfcService(drv, intake, poll_ms=20)
+    await svc.start()
+    t = asyncio.create_task(other())
+    o = await poll_until(svc)
+    t.cancel()
+    report(outcome=o, ticks=ticks[0], commands=drv.stats["commands"])
+asyncio.run(main())
+""")
+    r = s.next()
+    s.finish()
+    assert r["outcome"]["outcome"] == "delivered"
+    # the other task ran many times per PN532 command: every wait yields
+    assert r["ticks"] > 10 * r["commands"], r
+
+
+def test_service_run_recovers_from_a_dead_chip(emu, scenario):
+    env, gbcs = signed("recover", 300)
+    emu.faults.drop_acks = 3      # the first begin() fails: 3 SAMConfigurations unanswered
+    s = scenario(emu, """
+async def main():
+    drv = open_driver()
+    intake = FakeIntake(respond_after=0)
+    svc = NfcService(drv, intake, poll_ms=20, idle_ms=20)
+    task = asyncio.create_task(svc.run())
+    for i in range(400):
+        await asyncio.sleep_ms(25)
+        if svc.ready:
+            break
+    report(ready=svc.ready, stats=svc.stats)
+    step("place")
+    for i in range(400):
+        await asyncio.sleep_ms(25)
+        if intake.delivered_ids:
+            break
+    task.cancel()
+    report(delivered=intake.delivered_ids, stats=svc.stats)
+asyncio.run(main())
+""")
+    r = s.next()
+    assert r["ready"] is True and r["stats"]["chip_errors"] == 1
+    s.until_step("place")
+    emu.place(PhoneApp(env, id="recover"))
+    s.go()
+    r = s.next()
+    s.finish()
+    assert r["delivered"] == ["recover"] and r["stats"]["delivered"] == 1
