@@ -78,7 +78,7 @@ for e in live:
 cs = {}
 for k in j.counters:
     cs[str(k, "ascii")] = j.counters[k]
-print("DUMP " + json.dumps({"live": dump, "counters": cs, "next": j.next_seq}))
+print("DUMP " + json.dumps({"live": dump, "counters": cs, "next": j.next_seq, "compactions": j.compactions}))
 if len(sys.argv) > 5:
     sys.exit(0)
 import random
@@ -97,42 +97,65 @@ while True:
         print("W A " + id)
         try:
             j.accept(id, "mqtt", None, seq, T, O, b"\x00" * 8, body(seq, blen(seq)))
-            print("OK A " + id)
+            print("OK A %s %d" % (id, j.compactions))
         except J.JournalError as exc:
             print("BUSY " + id + " " + exc.code)
         continue
     e = es[random.getrandbits(8) % len(es)]
     if r == 6 or r == 7:
         if e.state == J.QUEUED:
-            print("W S " + e.id); j.sending(e, 5); print("OK S " + e.id)
+            print("W S " + e.id); j.sending(e, 5); print("OK S %s %d" % (e.id, j.compactions))
         elif e.state == J.SENDING:
-            print("W R " + e.id); j.response(e, body(e.seq + 1000, 50 + e.seq % 30), False); print("OK R " + e.id)
+            print("W R " + e.id); j.response(e, body(e.seq + 1000, 50 + e.seq % 30), False); print("OK R %s %d" % (e.id, j.compactions))
         else:
-            print("W D " + e.id); j.done(e); print("OK D " + e.id)
+            print("W D " + e.id); j.done(e); print("OK D %s %d" % (e.id, j.compactions))
     elif r == 8:
         if e.state == J.SENDING:
-            print("W U " + e.id); j.unsent(e); print("OK U " + e.id)
+            print("W U " + e.id); j.unsent(e); print("OK U %s %d" % (e.id, j.compactions))
     elif r == 9 or r == 10:
-        print("W D " + e.id); j.done(e); print("OK D " + e.id)
+        print("W D " + e.id); j.done(e); print("OK D %s %d" % (e.id, j.compactions))
     elif r == 11:
-        print("W K -"); j.compact(); print("OK K -")
+        print("W K -"); j.compact(); print("OK K - %d" % j.compactions)
     else:
         k = b"k%d" % (r & 3)
         v = cval.get(k, 0) + 1 + random.getrandbits(3)
-        print("W C %s %d" % (str(k, "ascii"), v)); j.put_counter(k, v); cval[k] = v; print("OK C %s %d" % (str(k, "ascii"), v))
+        print("W C %s %d" % (str(k, "ascii"), v)); j.put_counter(k, v); cval[k] = v; print("OK C %s %d %d" % (str(k, "ascii"), v, j.compactions))
 '''
 
-ORDER = {"A": 0, "S": 1, "U": 0, "R": 2}  # journal states QUEUED=0 SENDING=1 ANSWERED=2
+DURABLE = ("A", "S", "U", "R", "K")  # synced records; D and C are lazy (docs/relay.md)
+
+
+def _copy(state):
+    return {"live": dict(state["live"]), "counters": dict(state["counters"])}
+
+
+def _apply(state, op):
+    kind, id = op[0], op[1]
+    live = state["live"]
+    if kind == "A":
+        live[id] = (0, 0)
+    elif kind == "S":
+        live[id] = (1, live[id][1])
+    elif kind == "U":
+        live[id] = (0, live[id][1] + 1)
+    elif kind == "R":
+        live[id] = (2, 0)
+    elif kind == "D":
+        live.pop(id, None)
+    elif kind == "C":
+        state["counters"][id] = int(op[2])
 
 
 class Model:
-    """What the killed runs acknowledged: id -> state, plus the one op in flight."""
+    """What the killed runs acknowledged. After a crash the journal must hold exactly
+    the state as of the last sync: the last durable op (or compaction), or that plus the
+    op in flight when it was durable and its sync completed."""
 
     def __init__(self):
-        self.live = {}      # id -> (state, retries)
-        self.done = set()
-        self.counters = {}
+        self.cur = {"live": {}, "counters": {}}
+        self.dur = _copy(self.cur)
         self.pending = None
+        self.compactions = None
 
     def feed(self, line):
         parts = line.split()
@@ -141,61 +164,42 @@ class Model:
         if parts[0] == "W":
             self.pending = parts[1:]
         elif parts[0] == "OK":
-            self.apply(parts[1:])
+            op = parts[1:]
+            comp = int(op[-1])
+            if self.compactions is not None and comp != self.compactions:
+                self.dur = _copy(self.cur)  # a compaction inside this op made the past durable
+            self.compactions = comp
+            _apply(self.cur, op)
+            if op[0] in DURABLE:
+                self.dur = _copy(self.cur)
             self.pending = None
         elif parts[0] == "BUSY":
             self.pending = None
 
-    def apply(self, op):
-        kind, id = op[0], op[1]
-        if kind == "A":
-            self.live[id] = (0, 0)
-        elif kind == "S":
-            self.live[id] = (1, self.live[id][1])
-        elif kind == "U":
-            self.live[id] = (0, self.live[id][1] + 1)
-        elif kind == "R":
-            self.live[id] = (2, 0)
-        elif kind == "D":
-            self.live.pop(id, None)
-            self.done.add(id)
-        elif kind == "C":
-            self.counters[id] = int(op[2])
-
     def check(self, dump):
         """Compare a recovery dump with the model; then adopt the recovered truth."""
-        got = {}
+        got = {"live": {}, "counters": dict(dump["counters"])}
         for id, state, body_ok, rsp_ok, retries in dump["live"]:
             assert body_ok, "torn or corrupt body accepted for %s" % id
             assert rsp_ok, "torn or corrupt response accepted for %s" % id
             # retries matter (and are kept) only until the command is answered
-            got[id] = (state, retries if state < 2 else 0)
-        p = self.pending
-        for id, want in self.live.items():
-            if id not in got:
-                assert p is not None and p[0] == "D" and p[1] == id, "accepted command %s lost" % id
-                continue
-            if got[id] != want:
-                # only the op in flight at the kill may have landed
-                assert p is not None and p[1] == id, "%s: state %r, acknowledged %r" % (id, got[id], want)
-                alt = Model()
-                alt.live = {id: want}
-                alt.apply(p)
-                assert alt.live.get(id) == got[id], "%s: state %r is neither %r nor the op in flight %r" % (id, got[id], want, p)
-        for id in got:
-            if id not in self.live:
-                assert id not in self.done, "finished command %s came back" % id
-                assert p is not None and p[0] == "A" and p[1] == id, "unknown command %s appeared" % id
-        for k, v in self.counters.items():
-            have = dump["counters"].get(k)
-            assert have is not None and have >= v, "counter %s went back: %r < %r" % (k, have, v)
-        if p is not None and p[0] == "C":
-            have = dump["counters"].get(p[1], 0)
-            assert have in (self.counters.get(p[1], 0), int(p[2])), "counter %s has a value never written" % p[1]
-        # adopt what is on flash now (the op in flight either landed or not)
-        self.live = got
-        self.counters = dict(dump["counters"])
+            got["live"][id] = (state, retries if state < 2 else 0)
+        cands = [self.dur, self.cur]
+        if self.pending is not None:
+            c = _copy(self.cur)
+            _apply(c, self.pending)
+            cands.append(c)
+        if got not in cands:
+            lost = sorted(set(self.dur["live"]) - set(got["live"]))
+            extra = sorted(set(got["live"]) - set(self.cur["live"]) - ({self.pending[1]} if self.pending else set()))
+            raise AssertionError("recovered state matches no allowed one: lost %s, unknown %s, pending %r\n"
+                                 "got %r\ndurable %r" % (lost, extra, self.pending, got, self.dur))
+        for k, v in self.dur["counters"].items():
+            assert got["counters"].get(k, -1) >= v, "counter %s went back" % k
+        self.cur = got
+        self.dur = _copy(got)
         self.pending = None
+        self.compactions = dump.get("compactions")
 
 
 def run_crashes(tmp_path, iterations, seed):

@@ -718,6 +718,7 @@ class Relay:
         self._beat("house")
         try:
             self.check_timers()
+            self.journal.sync()  # lazy records (done, timeout, counters) reach flash
         except Exception as exc:
             self.fault = "timers: %r" % (exc,)
             self.state = STATE_FAULT

@@ -138,6 +138,8 @@ class Journal:
         # statistics (the wear benchmark reads these)
         self.bytes_written = 0
         self.appends = 0
+        self.syncs = 0
+        self.lazy = 0             # records written since the last sync
         self.compactions = 0
         self.torn_tail = False
 
@@ -272,19 +274,32 @@ class Journal:
             self._f.seek(0, 2)
         return self._f
 
-    def _write(self, rec):
-        """Append one framed record and sync it to flash; returns its offset."""
+    def _write(self, rec, sync):
+        """Append one framed record; with sync, it and every lazy record before it are
+        durable once this returns. Returns its offset."""
         f = self._handle()
         f.seek(0, 2)
         off = self.size
         f.write(rec)
-        f.flush()  # LittleFS: lfs_file_sync, the record is durable once this returns
+        if sync:
+            f.flush()  # LittleFS: lfs_file_sync
+            self.syncs += 1
+            self.lazy = 0
+        else:
+            self.lazy += 1
         self.size += len(rec)
         self.bytes_written += len(rec)
         self.appends += 1
         return off
 
-    def _append(self, rtype, parts, need_reserve=False):
+    def sync(self):
+        """Make lazy records durable now (the relay calls this when idle)."""
+        if self.lazy and self._f is not None:
+            self._f.flush()
+            self.syncs += 1
+            self.lazy = 0
+
+    def _append(self, rtype, parts, need_reserve=False, sync=True):
         n = _HEAD + _TAIL
         for p in parts:
             n += len(p)
@@ -296,7 +311,7 @@ class Journal:
                     raise JournalError(E_BUSY, "journal full (%d bytes live): try later" % self.size)
                 # finishing records of accepted commands are never refused; the reserve
                 # kept back from new commands is what makes this bounded
-        return self._write(_frame(rtype, parts)) + _HEAD
+        return self._write(_frame(rtype, parts), sync) + _HEAD
 
     def accept(self, id, via, expires, accepted_at, target, originator, counter, gbcs):
         """Journal a new command. Raises JournalError(E_BUSY) when the index or the file
@@ -332,8 +347,12 @@ class Journal:
         e.rsp_off = pay + 5
         e.rsp_len = len(gbcs)
 
+    # Lazy records (no sync of their own; the next synced record or sync() carries them):
+    # losing one in a crash only repeats work that is safe to repeat: a timeout decided
+    # again, a final status published again (receivers dedupe by id), a counter that
+    # recovery commits again from the live command's accept record.
     def timeout(self, e, late_until):
-        self._append(T_TIMEOUT, (struct.pack(">II", e.seq, late_until),))
+        self._append(T_TIMEOUT, (struct.pack(">II", e.seq, late_until),), sync=False)
         e.state = TIMED_OUT
         e.late_until = late_until
 
@@ -345,7 +364,7 @@ class Journal:
     def done(self, e):
         if e.seq not in self.live:
             return
-        self._append(T_DONE, (struct.pack(">I", e.seq),))
+        self._append(T_DONE, (struct.pack(">I", e.seq),), sync=False)
         self._unindex(e)
 
     def put_counter(self, key, value):
@@ -354,7 +373,7 @@ class Journal:
         key = bytes(key)
         if len(key) > 255:
             raise JournalError(E_JOURNAL, "counter key too long")
-        self._append(T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", value)))
+        self._append(T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", value)), sync=False)
         self.counters[key] = value
 
     def get_counter(self, key):
@@ -455,8 +474,10 @@ class Journal:
         self.size = written
         self.bytes_written += written
         self.compactions += 1
+        self.lazy = 0
 
     def close(self):
+        """Close the file (syncing lazy records). A crash is a close that never happens."""
         if self._f is not None:
             self._f.close()
             self._f = None
