@@ -218,8 +218,8 @@ asyncio.run(main())
     r = s.next()
     s.finish()
     assert r["outcome"]["outcome"] == "delivered" and r["delivered"] == ["late-1"]
-    assert len(r["accepted"]) == 1      # not pulled nor relayed a second time
-    assert again.gets == 0
+    assert len(r["accepted"]) == 1      # pulled again (proof of the mac) but not relayed twice
+    assert again.gets == 2
     assert again.result["gbcs"] == response_for(gbcs)
 
 

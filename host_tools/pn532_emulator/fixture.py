@@ -68,6 +68,8 @@ class FakeIntake:
         if self.reject:
             raise PpmidError(self.reject, "refused by the test relay")
         env.verify(KEY)
+        if env.id in self.pending or env.id in self.results:
+            return  # a redelivered command: already journaled (idempotent, like the relay)
         gbcs = bytes(env.gbcs)
         self.accepted.append({"id": env.id, "via": via, "len": len(gbcs),
                               "crc": binascii.crc32(gbcs) & 0xFFFFFFFF})

@@ -131,8 +131,9 @@ class PhoneSession:
         except UnicodeError:
             raise NfcError(E_NFC_PROTO, "HELLO id is not ASCII")
         if mode == MODE_DELIVER:
-            if self.intake.result(self.id) is None:
-                await self._deliver(total, crc)
+            # Always pulled, even when a result exists: accept() is idempotent and checks
+            # the mac, so only a holder of the signed command gets its result this way.
+            await self._deliver(total, crc)
         elif mode != MODE_COLLECT:
             raise NfcError(E_NFC_PROTO, "HELLO mode %d unknown" % mode)
         result = await self._wait_result()
