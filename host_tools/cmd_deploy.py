@@ -51,6 +51,8 @@ def add_arguments(p):
     p.add_argument("--firmware-dir", default=FIRMWARE_DIR, help="firmware tree to deploy (default: firmware/)")
     p.add_argument("--build-dir", help="where to put the compiled files (default: a temp dir)")
     p.add_argument("--no-reset", action="store_true", help="do not soft-reset the board afterwards")
+    p.add_argument("--scripts-only", action="store_true",
+                   help="only boot.py, main.py and board.json; remove /ppmid (for an image with ppmid frozen in)")
     p.add_argument("--dry-run", action="store_true", help="compile, then print the mpremote commands instead of running them")
 
 
@@ -231,6 +233,10 @@ for _p, _isdir in _walk('/%s', []):
     elif _p not in _keep:
         os.remove(_p)
 try:
+    os.rmdir('/%s')
+except OSError:
+    pass
+try:
     for _p, _isdir in _walk(_stage, []):
         (os.rmdir if _isdir else os.remove)(_p)
     os.rmdir(_stage)
@@ -331,7 +337,8 @@ def soft_reset(port):
         raise DeployError("soft reset on %s failed: %s" % (port, exc))
 
 
-def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, dry_run=False, log=None):
+def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, dry_run=False, log=None,
+           scripts_only=False):
     log = log or (lambda msg: None)
     try:
         definition = emuboard.load_board(board)
@@ -342,6 +349,8 @@ def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, d
     if dry_run and not build_dir:  # the printed commands must stay runnable: a fixed place
         build_dir = os.path.join(tempfile.gettempdir(), "ppmid-build-" + board)
     build_dir, files, compile_cmds = build(board, firmware_dir, build_dir, arch)
+    if scripts_only:  # the package is frozen into the MicroPython image (boards/NAME/manifest.py)
+        files = [f for f in files if "/" not in f]
     try:
         size = sum(os.path.getsize(os.path.join(build_dir, f)) for f in files)
         log("built %d files (%d bytes, -march=%s) in %s" % (len(files), size, arch, build_dir))
@@ -370,7 +379,7 @@ def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, d
                 raise DeployError("verify on %s failed: %d file(s) differ after copy (%s); the old firmware is untouched"
                                   % (port, len(bad), ", ".join(bad[:5])))
             log("copied and verified %d files" % len(changed))
-        out = _exec(port, INSTALL_SCRIPT % (_install_order(changed), files, STAGING, PACKAGE),
+        out = _exec(port, INSTALL_SCRIPT % (_install_order(changed), files, STAGING, PACKAGE, PACKAGE),
                     "install on %s" % port, timeout=120)
         if "@@INSTALLED" not in out:
             raise DeployError("install on %s did not complete: %s" % (port, out[-500:]))
@@ -386,5 +395,6 @@ def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, d
 
 def run(args):
     deploy(args.port, args.board, os.path.abspath(args.firmware_dir), args.build_dir and os.path.abspath(args.build_dir),
-           reset=not args.no_reset, dry_run=args.dry_run, log=lambda m: print("deploy: " + m))
+           reset=not args.no_reset, dry_run=args.dry_run, log=lambda m: print("deploy: " + m),
+           scripts_only=args.scripts_only)
     return 0

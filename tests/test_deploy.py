@@ -89,3 +89,15 @@ def test_redeploy_removes_stale_modules(tmp_path):
         b.deploy(firmware_dir=str(fw))
         out = b.exec("import os; print(sorted(os.listdir('/ppmid')), os.listdir('/'))")
         assert "zz_extra" not in out and "app.py" not in out and ".deploy-new" not in out
+
+
+def test_scripts_only_removes_the_package(tmp_path):
+    # for an image with ppmid frozen in; on the plain emulated board main.py then cannot
+    # import it, and says so on the console
+    with EmulatedBoard(tmp_path) as b:
+        b.deploy()
+        mark = b.mark()
+        cmd_deploy.deploy(b.repl, "emulated", scripts_only=True)
+        b.wait_for(r"ImportError: no module named 'ppmid", since=mark)
+        out = b.exec("import os; print(sorted(os.listdir('/')))")
+        assert out.strip() == "['board.json', 'boot.py', 'main.py']"

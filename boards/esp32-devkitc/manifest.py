@@ -1,0 +1,9 @@
+# Frozen-code manifest for a MicroPython image for the esp32-devkitc (built with ESP-IDF, not here):
+#   make -C micropython/ports/esp32 BOARD=ESP32_GENERIC \
+#        FROZEN_MANIFEST=$PWD/boards/esp32-devkitc/manifest.py
+# The port's own frozen modules (asyncio, ...) plus the ppmid package as frozen bytecode,
+# which runs from flash and leaves the heap to data. boot.py and main.py stay files in the
+# filesystem: with this image, `ppmid deploy --scripts-only` (removes /ppmid from the flash).
+# Relative paths are resolved from this file's directory.
+include("$(PORT_DIR)/boards/manifest.py")
+package("ppmid", base_path="../../firmware", opt=3)

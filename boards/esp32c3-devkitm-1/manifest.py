@@ -1,0 +1,9 @@
+# Frozen-code manifest for a MicroPython image for the esp32c3-devkitm-1 (built with ESP-IDF, not here):
+#   make -C micropython/ports/esp32 BOARD=ESP32_GENERIC_C3 \
+#        FROZEN_MANIFEST=$PWD/boards/esp32c3-devkitm-1/manifest.py
+# The port's own frozen modules (asyncio, ...) plus the ppmid package as frozen bytecode,
+# which runs from flash and leaves the heap to data. boot.py and main.py stay files in the
+# filesystem: with this image, `ppmid deploy --scripts-only` (removes /ppmid from the flash).
+# Relative paths are resolved from this file's directory.
+include("$(PORT_DIR)/boards/manifest.py")
+package("ppmid", base_path="../../firmware", opt=3)
