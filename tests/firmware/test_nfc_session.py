@@ -1,0 +1,160 @@
+# Phone session and service logic with a fake driver (APDU level): exact APDU bytes of
+# docs/nfc.md, status words for each refusal, settings checks. CPython and MicroPython.
+import binascii
+import struct
+
+from ppmid import envelope
+from ppmid.errors import PpmidError
+from ppmid.nfc import phone, service
+from ppmid.nfc.errors import NfcError
+
+KEY = b"k" * 32
+
+
+class Gone(Exception):
+    pass
+
+
+class FakeDriver:
+    """in_data_exchange() routed to a tiny scripted phone; records every APDU."""
+
+    def __init__(self, env_bytes, id, crc=None, leave_after=None):
+        self.env = env_bytes
+        self.id = id
+        self.crc = binascii.crc32(env_bytes) & 0xFFFFFFFF if crc is None else crc
+        self.apdus = []
+        self.leave_after = leave_after
+        self.result = None
+        self.statuses = []
+
+    async def in_data_exchange(self, tg, data, out):
+        data = bytes(data)
+        self.apdus.append(data)
+        if self.leave_after is not None and len(self.apdus) > self.leave_after:
+            raise NfcError("E_NFC_GONE", "target left the field")
+        ins = data[1]
+        if ins == 0x10:
+            off = struct.unpack(">I", data[5:9])[0]
+            r = self.env[off:off + data[9]] + b"\x90\x00"
+        elif ins == 0x30:
+            self.statuses.append(((data[2] << 8) | data[3], data[5:5 + data[4]]))
+            r = b"\x90\x00"
+        elif ins == 0x50:
+            self.result = {"head": data[5:], "data": b""}
+            r = b"\x90\x00"
+        elif ins == 0x52:
+            self.result["data"] += data[9:]
+            r = b"\x90\x00"
+        elif ins == 0x54:
+            r = b"\x90\x00"
+        else:
+            r = b"\x6d\x00"
+        out[:len(r)] = r
+        return len(r)
+
+    def hello(self):
+        ident = self.id.encode()
+        return struct.pack(">BBIIB", 1, 1, len(self.env), self.crc, len(ident)) + ident
+
+
+class Intake:
+    def __init__(self, answer=None, reject=None):
+        self.answer = answer
+        self.reject = reject
+        self.accepted = []
+
+    async def accept(self, env, via):
+        if self.reject:
+            raise PpmidError(self.reject, "no")
+        env.verify(KEY)
+        self.accepted.append((env.id, via, bytes(env.gbcs)))
+
+    def result(self, id):
+        return self.answer
+
+
+def _env(id="c-42", size=300, key=KEY):
+    return envelope.to_binary(envelope.sign(key, id, bytes(size)))
+
+
+async def _run(drv, intake, **kw):
+    s = phone.PhoneSession(drv, 1, intake, 8192, session_ms=kw.get("session_ms", 1000), poll_ms=5, keepalive_ms=20)
+    return await s.run(drv.hello())
+
+
+async def test_apdus_match_the_documented_example():
+    env = _env(size=300 - 3 - 4 - 2 - 32)  # a 300-byte envelope, as in docs/nfc.md
+    assert len(env) == 300
+    drv = FakeDriver(env, "c-42")
+    ans = {"status": "response", "gbcs": bytes(range(64)), "error": None}
+    o = await _run(drv, Intake(answer=ans))
+    assert o["outcome"] == "delivered"
+    a = drv.apdus
+    assert a[0] == bytes.fromhex("8010000004000000 00F0".replace(" ", ""))
+    assert a[1] == bytes.fromhex("80100000040000 00F03C".replace(" ", ""))
+    assert a[2] == bytes.fromhex("80309000024F4B")
+    crc = binascii.crc32(bytes(range(64))) & 0xFFFFFFFF
+    assert a[3] == bytes.fromhex("805000000A0000000040") + struct.pack(">I", crc) + b"\x00"
+    assert a[4] == bytes.fromhex("805200004400000000") + bytes(range(64))
+    assert a[5] == bytes.fromhex("80540000")
+    assert len(a) == 6
+
+
+async def test_refusals_get_their_status_words():
+    cases = [
+        (FakeDriver(_env(), "c-42", crc=1), Intake(), "E_NFC_CRC", 0x6A80),
+        (FakeDriver(_env(key=b"x" * 32), "c-42"), Intake(), "E_AUTH", 0x6982),
+        (FakeDriver(_env(), "c-43"), Intake(), "E_NFC_PROTO", 0x6A80),
+        (FakeDriver(_env(), "c-42"), Intake(reject="E_BUSY"), "E_BUSY", 0x6985),
+        (FakeDriver(_env(), "c-42"), Intake(reject="E_EXPIRED"), "E_EXPIRED", 0x6985),
+    ]
+    for drv, intake, code, sw in cases:
+        o = await _run(drv, intake)
+        assert o["outcome"] == "rejected" and o["code"] == code, (code, o)
+        assert drv.statuses[-1][0] == sw and drv.statuses[-1][1].startswith(code.encode()), drv.statuses
+        assert intake.accepted == []
+
+
+async def test_late_result_gets_e_nfc_late_after_pending_keepalives():
+    drv = FakeDriver(_env(), "c-42")
+    intake = Intake(answer=None)
+    o = await _run(drv, intake, session_ms=100)
+    assert o["outcome"] == "late" and o["accepted"] is True
+    assert drv.statuses[0] == (0x9000, b"OK")
+    assert (0x6310, b"PENDING") in drv.statuses
+    assert drv.statuses[-1][0] == 0x6400 and drv.statuses[-1][1].startswith(b"E_NFC_LATE")
+
+
+async def test_phone_leaving_is_gone_not_an_error_status():
+    drv = FakeDriver(_env(size=1000), "c-42", leave_after=2)
+    intake = Intake()
+    o = await _run(drv, intake)
+    assert o == {"outcome": "gone", "id": "c-42", "code": "E_NFC_GONE", "accepted": False}
+    assert drv.statuses == [] and intake.accepted == []
+
+
+async def test_bad_hello_refused():
+    drv = FakeDriver(_env(), "c-42")
+    s = phone.PhoneSession(drv, 1, Intake(), 8192)
+    for hello in (b"", b"\x01\x01", drv.hello()[:-1], b"\x02" + drv.hello()[1:],
+                  b"\x01\x07" + drv.hello()[2:], drv.hello()[:10] + b"\x02\x00\x01"):
+        o = await s.run(hello)
+        assert o["outcome"] == "rejected" and o["code"] in ("E_NFC_PROTO", "E_ID"), (hello, o)
+
+
+def test_status_words():
+    assert phone.status_word("E_AUTH") == 0x6982
+    assert phone.status_word("E_TOO_LARGE") == 0x6A84
+    assert phone.status_word("E_GBCS_TARGET") == 0x6985
+    assert phone.status_word("weird") == 0x6F00
+
+
+def test_settings_checked():
+    assert service.settings({})["chunk"] == 240
+    assert service.settings({"nfc": {"session_s": 5}})["session_s"] == 5
+    for bad in ({"nfc": {"chunk": 500}}, {"nfc": {"typo": 1}}, {"nfc": {"poll_ms": -1}}, {"nfc": {"idle_ms": True}}):
+        try:
+            service.settings(bad)
+            assert False, bad
+        except PpmidError as e:
+            assert e.code == "E_CONFIG"
