@@ -296,6 +296,23 @@ async def test_duplicate_id_returns_current_status_without_a_second_send():
     assert r.relay.counters["rejected"] == {}
 
 
+async def test_refused_id_can_be_tried_again():
+    r = Rig(cfg=config(queue=1))
+    await r.submit("c-0", 10)
+    await r.pump()                      # c-0 in flight
+    await r.submit("c-1", 11)           # queued: the queue is full
+    res = await r.submit("c-2", 12)
+    assert res["error"] == "E_BUSY"
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.pump()                      # c-1 goes, the queue has room
+    res = await r.submit("c-2", 12)     # the same id, sent again by the DCC User
+    assert res["status"] == "accepted"
+    await r.pump()
+    r.relay.on_han_message(response_to(r.han.sent[1]))
+    await r.pump()
+    assert len(r.han.sent) == 3 and r.pub.statuses("c-2")[-1] == "relayed"
+
+
 async def test_forged_envelope_cannot_overwrite_a_real_command_status():
     r = Rig()
     await r.submit("c-1", 10)

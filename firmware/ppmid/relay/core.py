@@ -245,9 +245,9 @@ class Relay:
             self.counters["duplicates"] += 1
             return {"id": e.id, "status": self._result(e, False)["status"]}
         r = self._recent_result(env.id)
-        if r is not None:
+        if r is not None and r["status"] != "rejected":  # a refused id may be tried again
             self.counters["duplicates"] += 1
-            return r
+            return {"id": env.id, "status": r["status"]}
         now_s = self.clock.time()
         if env.expires is not None and now_s < CLOCK_SET_AFTER:
             raise RelayError(E_CLOCK, "gateway clock is not set: cannot check expiry")
@@ -297,7 +297,8 @@ class Relay:
         r = {"id": id, "status": "rejected", "gbcs": None,
              "error": {"code": code, "message": getattr(exc, "message", str(exc))}}
         # a forged envelope (E_AUTH) must not overwrite the status of a real command
-        if id is not None and (id in self.journal.by_id or self._recent_result(id) is not None):
+        prev = None if id is None else self._recent_result(id)
+        if id is not None and (id in self.journal.by_id or (prev is not None and prev["status"] != "rejected")):
             self.log("warn", "%s for id %s, which names a known command: not recorded" % (code, id))
             return r
         if id is not None:
