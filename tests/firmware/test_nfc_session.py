@@ -158,3 +158,32 @@ def test_settings_checked():
             assert False, bad
         except PpmidError as e:
             assert e.code == "E_CONFIG"
+
+
+class _Streams:
+    def streams(self):
+        return ("reader", "writer")
+
+
+class _Board:
+    def __init__(self, nfc):
+        self.info = {"nfc": nfc} if nfc is not None else {}
+
+    def nfc_uart(self):
+        return _Streams()
+
+    def nfc_i2c(self):
+        return "i2c-bus"
+
+
+def test_driver_for_board_bus():
+    d = service.driver_for(_Board({"bus": "uart", "id": 2}))
+    assert type(d.t).__name__ == "HsuTransport" and d.t.reader == "reader" and not d.t.framed
+    d = service.driver_for(_Board({"bus": "i2c", "id": 0}))
+    assert type(d.t).__name__ == "I2cTransport" and d.t.i2c == "i2c-bus" and d.t.address == 0x24
+    assert service.driver_for(_Board(None)) is None
+    try:
+        service.driver_for(_Board({"bus": "spi"}))
+        assert False
+    except PpmidError as e:
+        assert e.code == "E_CONFIG"
