@@ -48,28 +48,31 @@ def _err(code, fmt, arg=None):
     raise GbcsError(code, fmt if arg is None else fmt % arg)
 
 
-def _need(pos, end, limit, what):
-    # pos: first byte after the field; end: end of the enclosing element; limit: len(buffer)
-    if pos > end:
-        if end < limit:
-            _err(E_OVERRUN, "%s runs past the end of the element that encloses it", what)
-        _err(E_TRUNCATED, "message ends inside the %s", what)
+def _short(end, limit, what):
+    # called when a field would end past `end` (the enclosing element; limit = len(buffer))
+    if end < limit:
+        _err(E_OVERRUN, "%s runs past the end of the element that encloses it", what)
+    _err(E_TRUNCATED, "message ends inside the %s", what)
 
 
-def _length(b, pos, end, limit, what):
-    """The short or long (81 nn / 82 nnnn) length at pos; _lsize(b, pos) gives its size.
-    (Two calls instead of a tuple: decoding allocates nothing but the Message.)"""
-    _need(pos + 1, end, limit, what)
+def _long_length(b, pos, end, limit, what):
+    """Value of the long length (81 nn / 82 nnnn) at pos; the caller handles short ones."""
     n = b[pos]
-    if n < 0x80:
-        return n
     if n == 0x81:
-        _need(pos + 2, end, limit, what)
+        if pos + 2 > end:
+            _short(end, limit, what)
         return b[pos + 1]
     if n == 0x82:
-        _need(pos + 3, end, limit, what)
+        if pos + 3 > end:
+            _short(end, limit, what)
         return (b[pos + 1] << 8) | b[pos + 2]
     _err(E_LENGTH, "%s has an unsupported length form (only < 0x80, 81 nn, 82 nnnn)", what)
+
+
+def _length_at(b, pos):
+    # a length already checked by decode()
+    n = b[pos]
+    return n if n < 0x80 else _long_length(b, pos, len(b), len(b), "")
 
 
 def _lsize(b, pos):
@@ -95,7 +98,8 @@ def _counter(b, pos):
 def _transaction_and_titles(b, t, end, limit):
     # t is the position of the transaction-id length byte (09); the next 28 bytes are fixed.
     # Returns the position after the date-time element.
-    _need(t + 29, end, limit, "routing header")
+    if t + 30 > end:
+        _short(end, limit, "routing header")
     if b[t] != 9:
         _err(E_LENGTH, "transaction-id length must be 09, not %02X", b[t])
     cra = b[t + 1]
@@ -105,31 +109,51 @@ def _transaction_and_titles(b, t, end, limit):
         _err(E_LENGTH, "originator system title length must be 08, not %02X", b[t + 10])
     if b[t + 19] != 8:
         _err(E_LENGTH, "recipient system title length must be 08, not %02X", b[t + 19])
-    _need(t + 30, end, limit, "date-time")
     dtl = b[t + 28]
     if dtl != 0 and dtl != DATE_TIME_LEN:
         _err(E_LENGTH, "date-time length must be 00 or 0C, not %02X", dtl)
     pos = t + 29 + dtl
-    _need(pos, end, limit, "date-time")
+    if pos > end:
+        _short(end, limit, "date-time")
     return pos
+
+
+_FORMS = (FORM_MAC_SIGNED, FORM_SIGNED, FORM_GBT)
+_MAC = const(0)
+_SIGNED = const(1)
+_GBT = const(2)
 
 
 class Message:
     """One decoded GBCS message or GBT block. Field properties are memoryviews into the
     buffer given to decode() (keep that buffer unchanged while the Message is in use).
-    Only the buffer, the form and three offsets are stored; every other field is found from
+    Only the buffer and three small numbers are stored (few attribute stores: each costs a
+    lookup through this class's many properties on MicroPython); every field is found from
     them on access, so a decode allocates one small object."""
 
-    def __init__(self, buf, form, h, c, n):
-        self.buf = buf        # memoryview of the whole message
-        self.form = form
-        self._h = h           # signed forms: transaction-id position; GBT: the E0 tag position
-        self._c = c           # content (or block data) position
-        self._n = n           # content (or block data) length
+    def __init__(self, buf, k, n):
+        self.buf = buf  # memoryview of the whole message
+        # k = content (or block data) position << 8 | header position << 2 | form index, where
+        # header position = transaction-id (signed forms) or the E0 tag (GBT); n = its length
+        self._k = k
+        self._n = n
+
+    @property
+    def form(self):
+        return _FORMS[self._k & 3]
+
+    @property
+    def _h(self):
+        return (self._k >> 2) & 0x3F
+
+    @property
+    def _c(self):
+        return self._k >> 8
 
     @property
     def _t(self):
-        return 1 if self.form == FORM_GBT else self._h
+        k = self._k
+        return 1 if k & 3 == _GBT else (k >> 2) & 0x3F
 
     @property
     def _l(self):
@@ -137,7 +161,7 @@ class Message:
         #  content len, signature pos or -1, signature len, MAC pos or -1, GBT tag pos or -1)
         # for tests and tools; the properties below compute what they need directly.
         return (self._t, self.buf[self._t + 28], self._code_pos(), self._oil(), self._c, self._n,
-                self._sig_pos(), self._sig_len(), self._mac_pos(), self._h if self.form == FORM_GBT else -1)
+                self._sig_pos(), self._sig_len(), self._mac_pos(), self._h if self._k & 3 == _GBT else -1)
 
     def _code_pos(self):
         p = self._t + 29 + self.buf[self._t + 28]
@@ -145,17 +169,18 @@ class Message:
 
     def _oil(self):
         t = self._t
-        return _length(self.buf, t + 29 + self.buf[t + 28], len(self.buf), len(self.buf), "")
+        return _length_at(self.buf, t + 29 + self.buf[t + 28])
 
     def _mac_pos(self):
-        return len(self.buf) - MAC_LEN if self.form == FORM_MAC_SIGNED else -1
+        return len(self.buf) - MAC_LEN if self._k & 3 == _MAC else -1
 
     def _sig_pos(self):
-        if self.form == FORM_GBT:
+        k = self._k
+        f = k & 3
+        if f == _GBT:
             return -1
-        s = self._c + self._n
-        end = len(self.buf) - MAC_LEN if self.form == FORM_MAC_SIGNED else len(self.buf)
-        return -1 if s == end else s + 1
+        s = (k >> 8) + self._n
+        return -1 if s == len(self.buf) - (MAC_LEN if f == _MAC else 0) else s + 1
 
     def _sig_len(self):
         s = self._sig_pos()
@@ -235,7 +260,8 @@ class Message:
     # ---- General-Signing content ----
     @property
     def content(self):
-        return self.buf[self._c:self._c + self._n]
+        c = self._k >> 8
+        return self.buf[c:c + self._n]
 
     @property
     def content_len(self):
@@ -243,10 +269,11 @@ class Message:
 
     @property
     def content_type(self):
-        if self.form == FORM_GBT:
+        k = self._k
+        if k & 3 == _GBT:
             return None
         b = self.buf
-        c = self._c
+        c = k >> 8
         first = b[c]
         if first == 0x01 and self._n >= 2 and b[c + 1] == 0x09:
             return CONTENT_GBZ
@@ -272,75 +299,93 @@ class Message:
 
     @property
     def mac(self):
-        if self.form != FORM_MAC_SIGNED:
+        if self._k & 3 != _MAC:
             return None
         return self.buf[len(self.buf) - MAC_LEN:]
 
     # ---- GBT block (FORM_GBT only; None otherwise) ----
     @property
     def is_gbt(self):
-        return self.form == FORM_GBT
+        return self._k & 3 == _GBT
 
     @property
     def security_control(self):
-        if self.form == FORM_GBT:
-            return self.buf[self._h - 5]
-        return self.buf[self._h - 6] if self.form == FORM_MAC_SIGNED else None
+        k = self._k
+        f = k & 3
+        h = (k >> 2) & 0x3F
+        if f == _GBT:
+            return self.buf[h - 5]
+        return self.buf[h - 6] if f == _MAC else None
 
     @property
     def block_control(self):
-        return self.buf[self._h + 1] if self.form == FORM_GBT else None
+        return self.buf[self._h + 1] if self._k & 3 == _GBT else None
 
     @property
     def last_block(self):
-        return bool(self.buf[self._h + 1] & 0x80) if self.form == FORM_GBT else None
+        return bool(self.buf[self._h + 1] & 0x80) if self._k & 3 == _GBT else None
 
     @property
     def block_number(self):
         g = self._h
-        return (self.buf[g + 2] << 8) | self.buf[g + 3] if self.form == FORM_GBT else None
+        return (self.buf[g + 2] << 8) | self.buf[g + 3] if self._k & 3 == _GBT else None
 
     @property
     def block_ack(self):
         g = self._h
-        return (self.buf[g + 4] << 8) | self.buf[g + 5] if self.form == FORM_GBT else None
+        return (self.buf[g + 4] << 8) | self.buf[g + 5] if self._k & 3 == _GBT else None
 
     @property
     def block_data(self):
-        if self.form != FORM_GBT:
+        if self._k & 3 != _GBT:
             return None
-        return self.buf[self._c:self._c + self._n]
+        c = self._k >> 8
+        return self.buf[c:c + self._n]
 
 
 def _general_signing(b, p, end, limit, form):
-    # General-Signing from p; it must end exactly at `end`.
-    _need(p + 1, end, limit, "General-Signing tag")
+    # General-Signing from p (form: _MAC or _SIGNED); it must end exactly at `end`.
+    if p + 1 > end:
+        _short(end, limit, "General-Signing tag")
     if b[p] != TAG_GENERAL_SIGNING:
         _err(E_TAG, "expected the General-Signing tag DF, found %02X", b[p])
     t = p + 1
     pos = _transaction_and_titles(b, t, end, limit)
-    oil = _length(b, pos, end, limit, "other-information")
-    pos += _lsize(b, pos)
+    if pos + 1 > end:
+        _short(end, limit, "other-information")
+    oil = b[pos]
+    if oil < 0x80:
+        pos += 1
+    else:
+        oil = _long_length(b, pos, end, limit, "other-information")
+        pos += b[pos] - 0x7F
     if oil < 2 or (oil > 2 and oil < 26 and oil != 10 and oil != 18):
         _err(E_LENGTH, "other-information length must be 2, 10, 18 or >= 26, not %d", oil)
     pos += oil
-    _need(pos, end, limit, "other-information")
-    cl = _length(b, pos, end, limit, "content length")
-    pos += _lsize(b, pos)
+    if pos + 1 > end:
+        _short(end, limit, "other-information" if pos > end else "content length")
+    cl = b[pos]
+    if cl < 0x80:
+        pos += 1
+    else:
+        cl = _long_length(b, pos, end, limit, "content length")
+        pos += b[pos] - 0x7F
     if cl == 0:
         _err(E_LENGTH, "content is empty")
     c = pos
     pos += cl
-    _need(pos, end, limit, "content")
+    if pos > end:
+        _short(end, limit, "content")
     if pos < end:  # else: signature field absent, a pre-command
         sl = b[pos]
         if sl != 0 and sl != SIGNATURE_LEN:
             _err(E_LENGTH, "signature length must be 00 or 40, not %02X", sl)
         pos += 1 + sl
-        _need(pos, end, limit, "signature")
+        if pos > end:
+            _short(end, limit, "signature")
         if pos != end:
             _err(E_TRAILING, "%d bytes follow the signature", end - pos)
-    return Message(b, form, t, c, cl)
+    return Message(b, (c << 8) | (t << 2) | form, cl)
 
 
 def decode(buf):
@@ -351,17 +396,20 @@ def decode(buf):
         _err(E_TRUNCATED, "message is %d bytes long: too short for any GBCS form", n)
     tag = b[0]
     if tag == TAG_GENERAL_SIGNING:
-        return _general_signing(b, 0, n, n, FORM_SIGNED)
+        return _general_signing(b, 0, n, n, _SIGNED)
     if tag != TAG_GENERAL_CIPHERING:
         _err(E_TAG, "first byte must be DD (General-Ciphering) or DF (General-Signing), not %02X", tag)
     if b[1] == 0:
         # MAC header: six empty fields, then the length of everything after it.
-        _need(7, n, n, "MAC header")
-        for i in range(2, 7):
-            if b[i] != 0:
-                _err(E_LENGTH, "MAC header fields must all be empty (00), byte %d is %02X" % (i, b[i]))
-        ln = _length(b, 7, n, n, "MAC header length")
-        pos = 7 + _lsize(b, 7)
+        if n < 8:
+            _short(n, n, "MAC header")
+        if b[2] or b[3] or b[4] or b[5] or b[6]:
+            _err(E_LENGTH, "MAC header fields (transaction-id .. key-info) must all be empty (00)")
+        ln = b[7]
+        pos = 8
+        if ln >= 0x80:
+            ln = _long_length(b, 7, n, n, "MAC header length")
+            pos = 7 + b[7] - 0x7F
         end = pos + ln
         if end > n:
             _err(E_TRUNCATED, "MAC header announces %d bytes, only %d present" % (ln, n - pos))
@@ -369,33 +417,44 @@ def decode(buf):
             _err(E_TRAILING, "%d bytes follow the message", n - end)
         if ln < 5 + MAC_LEN:
             _err(E_LENGTH, "MAC header length %d is too small for security header and MAC", ln)
-        return _general_signing(b, pos + 5, end - MAC_LEN, n, FORM_MAC_SIGNED)
+        return _general_signing(b, pos + 5, end - MAC_LEN, n, _MAC)
     if b[1] != 9:
         _err(E_LENGTH, "after DD expected 00 (MAC header) or 09 (GBT routing header), found %02X", b[1])
     # GBT block: routing header (fixed titles, empty date-time, 2-byte other-info, empty key-info)
     pos = _transaction_and_titles(b, 1, n, n)
-    oil = _length(b, pos, n, n, "other-information")
-    if oil != 2:
-        _err(E_LENGTH, "GBT routing header other-information length must be 2, not %d", oil)
+    if pos + 1 > n:
+        _short(n, n, "other-information")
+    if b[pos] != 2:
+        _err(E_LENGTH, "GBT routing header other-information length must be 02, not %02X", b[pos])
     pos += 3
-    _need(pos + 1, n, n, "key-info")
+    if pos + 2 > n:
+        _short(n, n, "key-info")
     if b[pos] != 0:
         _err(E_LENGTH, "GBT routing header key-info must be empty (00), not %02X", b[pos])
-    ln = _length(b, pos + 1, n, n, "routing header length")
-    pos += 1 + _lsize(b, pos + 1)
+    pos += 1
+    ln = b[pos]
+    if ln < 0x80:
+        pos += 1
+    else:
+        ln = _long_length(b, pos, n, n, "routing header length")
+        pos += b[pos] - 0x7F
     end = pos + ln
     if end > n:
         _err(E_TRUNCATED, "routing header announces %d bytes, only %d present" % (ln, n - pos))
     if end < n:
         _err(E_TRAILING, "%d bytes follow the GBT block", n - end)
     g = pos + 5
-    _need(g + 6, end, n, "GBT header")
+    if g + 7 > end:
+        _short(end, n, "GBT header")
     if b[g] != TAG_GBT:
         _err(E_TAG, "expected the General-Block-Transfer tag E0, found %02X", b[g])
-    dl = _length(b, g + 6, end, n, "block data length")
-    c = g + 6 + _lsize(b, g + 6)
+    dl = b[g + 6]
+    c = g + 7
+    if dl >= 0x80:
+        dl = _long_length(b, g + 6, end, n, "block data length")
+        c = g + 6 + b[g + 6] - 0x7F
     if c + dl > end:
         _err(E_OVERRUN, "block data (%d bytes) runs past the routing header length" % dl)
     if c + dl < end:
         _err(E_TRAILING, "%d bytes follow the block data", end - c - dl)
-    return Message(b, FORM_GBT, g, c, dl)
+    return Message(b, (c << 8) | (g << 2) | _GBT, dl)

@@ -50,13 +50,6 @@ def _key(originator, recipient):
     return str(out, "ascii")
 
 
-def _same8(b, pos, eui):
-    for i in range(8):
-        if b[pos + i] != eui[i]:
-            return False
-    return True
-
-
 class Validator:
     """check(buf) -> Message or GbcsError; commit(msg) once the command is durably accepted.
 
@@ -67,13 +60,15 @@ class Validator:
         self.store = counter_store
         self.max_bytes = config["limits"]["max_gbcs"]
         han = config["han"]
-        self._devices = []   # [(eui bytes, type)]: compared in place, no per-message key
+        self._devices = {}   # EUI-64 bytes -> device type
         for d in han["devices"]:
-            self._devices.append((binascii.unhexlify(d["eui"]), d["type"]))
-        self._keys = []      # recent (originator, recipient, store key): no per-message key string
+            self._devices[binascii.unhexlify(d["eui"])] = d["type"]
+        # originator + 08 + recipient (17 bytes as in the message) -> (store key, device type),
+        # for pairs whose recipient is on the HAN: one small lookup per message
+        self._pairs = {}
         allow = han.get("allow") or {}
         self._allow = {}
-        for t in set(d[1] for d in self._devices):
+        for t in set(self._devices.values()):
             if t in allow:
                 self._allow[t] = set(allow[t])
             else:
@@ -81,52 +76,51 @@ class Validator:
                 self._allow[t] = codes.commands_for(t)
 
     def device_type(self, eui):
-        return self._find_device(memoryview(bytes(eui)), 0)
-
-    def _find_device(self, b, pos):
-        for eui, dtype in self._devices:
-            if _same8(b, pos, eui):
-                return dtype
-        return None
-
-    def _key(self, b, t):
-        # store key of the originator (t + 11) / recipient (t + 20) pair, from a small cache
-        for orig, recip, key in self._keys:
-            if _same8(b, t + 11, orig) and _same8(b, t + 20, recip):
-                return key
-        key = _key(b[t + 11:t + 19], b[t + 20:t + 28])
-        if len(self._keys) >= 16:
-            self._keys.pop(0)
-        self._keys.append((bytes(b[t + 11:t + 19]), bytes(b[t + 20:t + 28]), key))
-        return key
+        return self._devices.get(bytes(eui))
 
     def allowed(self, device_type):
         return self._allow.get(device_type, ())
+
+    def _pair(self, b, t):
+        # (store key, device type) of the originator/recipient at transaction-id position t,
+        # or None when the recipient is not on the HAN (not cached: unknown targets are free)
+        pair = bytes(b[t + 11:t + 28])
+        hit = self._pairs.get(pair)
+        if hit is not None:
+            return hit
+        dtype = self._devices.get(pair[9:])
+        if dtype is None:
+            return None
+        if len(self._pairs) >= 32:  # bounded; the HAN has a handful of devices
+            self._pairs.clear()
+        hit = (_key(pair[:8], pair[9:]), dtype)
+        self._pairs[pair] = hit
+        return hit
 
     def check(self, buf):
         n = len(buf)
         if n > self.max_bytes:
             raise GbcsError(E_TOO_LARGE, "message is %d bytes; the limit (limits.max_gbcs) is %d" % (n, self.max_bytes))
         msg = decode(buf)
-        if msg.form == FORM_GBT:
+        if msg.is_gbt:
             raise GbcsError(E_FORM, "a GBT block cannot be relayed on its own; reassemble the message first")
-        cra = msg.cra
+        b = msg.buf
+        t = msg._t  # transaction-id position
+        cra = b[t + 1]
         if cra != CRA_COMMAND:
             raise GbcsError(E_NOT_COMMAND, "only commands are relayed; this is a%s %s" %
                             ("n" if cra == 3 else "", CRA_NAMES[cra]))
         if not msg.has_signature_field:
             raise GbcsError(E_PRECOMMAND, "message has no signature field: a pre-command, not a command the DCC sent")
-        b = msg.buf
-        t = msg._h  # transaction-id position (signed forms)
-        dtype = self._find_device(b, t + 20)
-        if dtype is None:
+        pair = self._pair(b, t)
+        if pair is None:
             raise GbcsError(E_UNKNOWN_TARGET, "recipient %s is not on this gateway's HAN device list" %
                             binascii.hexlify(msg.recipient).decode().upper())
         code = msg.message_code
-        if code not in self._allow[dtype]:
+        if code not in self._allow[pair[1]]:
             raise GbcsError(E_NOT_ALLOWED, "message code 0x%04X is not allowed for %s %s" %
-                            (code, dtype, binascii.hexlify(msg.recipient).decode().upper()))
-        last = self.store.get(self._key(b, t))
+                            (code, pair[1], binascii.hexlify(msg.recipient).decode().upper()))
+        last = self.store.get(pair[0])
         if last is not None and msg.counter <= last:
             raise GbcsError(E_REPLAY, "originator counter %d is not above the last accepted (%d) for this "
                             "originator and recipient" % (msg.counter, last))
@@ -134,7 +128,8 @@ class Validator:
 
     def commit(self, msg):
         """Record msg's counter as the last accepted for its originator/recipient (never lowers it)."""
-        key = self._key(msg.buf, msg._t)
+        pair = self._pair(msg.buf, msg._t)
+        key = pair[0] if pair is not None else _key(msg.originator, msg.recipient)
         counter = msg.counter
         last = self.store.get(key)
         if last is None or counter > last:
