@@ -335,6 +335,7 @@ def run_bad(emu, scenario, bad_target):
     ("longer", {"total_delta": 25}, "E_NFC_LENGTH", 0x6A80),
     ("shorter", {"total_delta": -25}, "E_ENVELOPE", 0x6A80),  # CRC fits the short form
     ("short-chunks", {"short_by": 3}, "E_NFC_LENGTH", 0x6A80),
+    ("long-chunks", {"long_by": 2}, "E_NFC_LENGTH", 0x6A80),
     ("huge", {"total_delta": 100000}, "E_TOO_LARGE", 0x6A84),
     ("other-id", {"hello_id": "someone-else"}, "E_NFC_PROTO", 0x6A80),
     ("version", {"version": 9}, "E_NFC_PROTO", 0x6A80),

@@ -57,14 +57,14 @@ class PhoneApp(Target):
 
     mode "deliver": holds `envelope` (binary form) and receives its result;
     mode "collect": asks for the result of `collect_id` only.
-    Faults: aid (what the app registered), crc_lie, total_delta, short_by (serve fewer
-    bytes than asked), leave_after (APDU count after which the phone leaves the field),
+    Faults: aid (what the app registered), crc_lie, total_delta, short_by / long_by (serve
+    fewer / more bytes than asked), leave_after (APDU count after which the phone leaves the field),
     hello_id (announce another id), version."""
 
     AID = bytes.fromhex("F050504D494401")
 
     def __init__(self, envelope=None, id=None, collect_id=None, aid=None, crc_lie=False,
-                 total_delta=0, short_by=0, leave_after=None, hello_id=None, version=1,
+                 total_delta=0, short_by=0, long_by=0, leave_after=None, hello_id=None, version=1,
                  latency=0.0, uid=b"\x08\xa1\xb2\xc3"):
         super().__init__(uid)
         self.envelope = bytes(envelope) if envelope is not None else None
@@ -74,6 +74,7 @@ class PhoneApp(Target):
         self.crc_lie = crc_lie
         self.total_delta = total_delta
         self.short_by = short_by
+        self.long_by = long_by
         self.leave_after = leave_after
         self.hello_id = hello_id
         self.version = version
@@ -148,6 +149,8 @@ class PhoneApp(Target):
         chunk = self.envelope[offset:offset + want]
         if self.short_by:
             chunk = chunk[:max(0, len(chunk) - self.short_by)]
+        if self.long_by:
+            chunk += bytes(self.long_by)
         return chunk + SW_OK
 
     # -- result: the gateway pushes it ------------------------------------------------------

@@ -7,6 +7,7 @@
 # Buffers are allocated once; a response is a memoryview into the receive buffer, valid
 # until the next command.
 import asyncio
+import time
 from micropython import const
 
 from ppmid.nfc import frames as F
@@ -31,19 +32,14 @@ STATUS_TEXT = {0x01: "target timeout", 0x02: "CRC error", 0x0B: "RF protocol err
                0x27: "not acceptable", 0x29: "target released", 0x2B: "card disappeared"}
 
 
-def _ticks():
-    import time
-    try:
-        return time.ticks_ms()
-    except AttributeError:  # CPython
+if hasattr(time, "ticks_ms"):
+    _ticks = time.ticks_ms
+    _diff = time.ticks_diff
+else:  # CPython
+    def _ticks():
         return int(time.monotonic() * 1000)
 
-
-def _diff(a, b):
-    import time
-    try:
-        return time.ticks_diff(a, b)
-    except AttributeError:
+    def _diff(a, b):
         return a - b
 
 
