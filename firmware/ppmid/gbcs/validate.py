@@ -3,7 +3,7 @@
 # allowed for that device type, whose originator counter is fresh (anti-replay), and that is
 # not larger than configured. Error codes: docs/gbcs.md.
 import binascii
-from ppmid.gbcs.message import decode, GbcsError, FORM_GBT, CRA_COMMAND, CRA_NAMES
+from ppmid.gbcs.message import decode, GbcsError, CRA_COMMAND, CRA_NAMES
 
 E_TOO_LARGE = "E_TOO_LARGE"            # larger than limits.max_gbcs
 E_FORM = "E_FORM"                      # a GBT block: reassemble first
