@@ -198,3 +198,32 @@ def test_bad_board_names_are_refused(tmp_path):
     p = subprocess.run([sys.executable, "-m", "host_tools.cli", "board", "status", "--state-dir",
                         str(tmp_path / "none")], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 1 and "no emulated board" in p.stderr
+
+
+def test_app_crash_reboots_the_board(tmp_path):
+    import shutil
+    from host_tools import cmd_deploy
+    fw = tmp_path / "fw"
+    shutil.copytree(cmd_deploy.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    app = fw / "ppmid" / "app.py"
+    # the app crashes once when /crash_once exists, then runs normally
+    app.write_text(app.read_text().replace(
+        "async def run(board):\n",
+        "async def run(board):\n"
+        "    import os\n"
+        "    try:\n"
+        "        os.remove('/crash_once')\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    else:\n"
+        "        raise RuntimeError('test crash')\n", 1))
+    with EmulatedBoard(tmp_path / "board") as b:
+        b.deploy(firmware_dir=str(fw))
+        b.exec("with open('/crash_once', 'w') as f: f.write('1')")
+        mark = b.mark()
+        b.reset()
+        b.wait_for(r"RuntimeError: test crash", since=mark)
+        b.wait_for(r"PPMID crashed: rebooting", since=mark)
+        b.wait_for(r"reboot: reset \(exit 3\)")
+        b.wait_ready()
+        assert b.state()["last_reason"] == "reset"
