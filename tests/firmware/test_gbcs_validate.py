@@ -140,3 +140,19 @@ def test_code_table():
     assert 0x0019 in esme and 0x006B not in esme and 0x00CC not in esme
     assert 0x006B in codes.commands_for("GSME") and 0x0001 in codes.commands_for("CHF")
     assert codes.commands_for("NOPE") == set()
+
+
+def test_many_originators_keep_separate_counters():
+    # more originator/recipient pairs than the validator's key cache holds
+    store = MemoryCounterStore()
+    v = Validator(_cfg(), store)
+    origins = [bytes((0x90, 0xB3, 0xD5, 0x1F, 0x30, 0x01, 0x00, i)) for i in range(40)]
+    for rnd in (1, 2):
+        for i, orig in enumerate(origins):
+            raw = build.build_command(100 * rnd + i, orig, binascii.unhexlify(ESME), 0x0019, b"\xd9\x00")
+            v.commit(v.check(raw))
+    for i, orig in enumerate(origins):
+        assert store.get(counter_key(orig, binascii.unhexlify(ESME))) == 200 + i
+        stale = build.build_command(200 + i, orig, binascii.unhexlify(ESME), 0x0019, b"\xd9\x00")
+        assert _code(v, stale) == "E_REPLAY"
+    assert v.device_type(binascii.unhexlify(GSME)) == "GSME" and v.device_type(b"\x00" * 8) is None
