@@ -278,12 +278,12 @@ class Rig:
     """A relay over a fresh flash journal with fakes; restart() simulates a power cut
     (RAM lost, flash kept) with the same fakes on the outside."""
 
-    def __init__(self, root=None, cfg=None, **kw):
+    def __init__(self, root=None, cfg=None, clock=None, han=None, pub=None, **kw):
         self.root = root or fresh_root()
         self.cfg = cfg or config()
-        self.clock = FakeClock()
-        self.han = FakeHan()
-        self.pub = FakePublisher()
+        self.clock = clock or FakeClock()
+        self.han = han or FakeHan()
+        self.pub = pub or FakePublisher()
         self.wdt = FakeWdt()
         self.kw = kw
         self.logs = []
