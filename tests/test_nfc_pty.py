@@ -26,6 +26,7 @@ def emu():
     e.start()
     yield e
     e.stop()
+    assert e.errors == []
 
 
 @pytest.fixture

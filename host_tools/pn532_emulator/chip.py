@@ -44,6 +44,7 @@ class PN532Emulator:
         self.lock = threading.Lock()
         self.commands = []          # (code, data) of every command received, for tests
         self.bad_frames = 0
+        self.errors = []            # internal errors (a test should find none)
         self.rx_bytes = 0           # bytes received from / sent to the host (wire budget)
         self.tx_bytes = 0
         self._parser = wire.Parser()
@@ -152,7 +153,12 @@ class PN532Emulator:
                     for a in due:
                         self._actions.remove(a)
                     for a in due:
-                        a[2]()
+                        try:
+                            a[2]()
+                        except Exception as exc:
+                            self.errors.append(repr(exc))
+                            self._note("internal error: %r" % (exc,))
+                            self._pending = None
                     continue
                 nxt = min((a[0] for a in self._actions), default=now + 0.05)
             timeout = max(0.0, min(nxt - now, 0.05))
@@ -172,7 +178,12 @@ class PN532Emulator:
             self._rx_free = max(self._rx_free, arrival) + self._wire(len(data))
             with self.lock:
                 for ev in self._parser.feed(data):
-                    self._event(ev, self._rx_free)
+                    try:
+                        self._event(ev, self._rx_free)
+                    except Exception as exc:  # a broken virtual target must not kill the chip
+                        self.errors.append(repr(exc))
+                        self._note("internal error: %r" % (exc,))
+                        self._pending = None
 
     def _event(self, ev, t):
         if ev[0] == "ack":
