@@ -1,7 +1,6 @@
 # The relay state machine with honest fakes (HAN link, MQTT publisher, GBCS validator) on a
 # real flash journal: correlation, timeouts and late responses, expiry, pacing, one in
 # flight per target, every rejection path. Restart recovery: test_relay_recovery.py.
-# mp-heapsize: 512K
 from test_relay_support import (Rig, KEY, ESME, GSME, PPMID, SUPPLIER, ACB, gbcs_message,
                                 response_to, config)
 from ppmid.relay import journal as J

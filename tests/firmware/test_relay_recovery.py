@@ -2,7 +2,6 @@
 # the promises of docs/relay.md: accepted-not-sent is sent exactly once; a command marked
 # "sending" is never sent again; unacknowledged statuses are published again; a response
 # arriving after the restart is correlated through the journal; counters stay closed.
-# mp-heapsize: 512K
 try:
     import asyncio
 except ImportError:  # pragma: no cover

@@ -43,8 +43,10 @@ class FileBlockDevice:
     def __init__(self, path, block_size=512, blocks=256):
         self.bs = block_size
         self.blocks = blocks
+        blank = b"\xff" * block_size
         with open(path, "wb") as f:
-            f.write(b"\xff" * (block_size * blocks))
+            for i in range(blocks):
+                f.write(blank)
         self.f = open(path, "r+b")
 
     def readblocks(self, n, buf, off=0):
