@@ -68,4 +68,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package module so that command modules and this entry point share
+    # one CliError class (as `python -m host_tools.cli` would otherwise load a second copy).
+    from host_tools.cli import main as package_main
+
+    sys.exit(package_main())
