@@ -478,6 +478,19 @@ async def test_health_watchdog_and_log_rate_limit():
     assert 1 <= n <= 5 and r.relay.counters["logs_dropped"] >= 45
     info = r.relay.info()
     assert info["state"] == "running" and info["counters"] is r.relay.counters
+    # a link with its own, longer grace
+    mqtt_up = [False]
+    r.relay.link_checks = [("han", lambda: True), ("mqtt", lambda: mqtt_up[0], 60)]
+    feeds = r.wdt.feeds
+    assert r.relay.house_once()[0]
+    r.clock.advance(30000)
+    r.relay._beats["dispatch"] = r.clock.ms()
+    assert r.relay.house_once() == (True, "degraded")
+    r.clock.advance(31000)
+    r.relay._beats["dispatch"] = r.clock.ms()
+    ok, why = r.relay.house_once()
+    assert not ok and "mqtt link down for 61 s" in why
+    assert r.wdt.feeds == feeds + 2
 
 
 async def test_run_loop_end_to_end_with_tasks():

@@ -133,7 +133,7 @@ class Relay:
         self.topic_rsp = topic_prefix + "rsp"
         self.topic_alert = topic_prefix + "alert"
         self.topic_log = topic_prefix + "log"
-        self.link_checks = list(link_checks)   # [(name, fn() -> bool)]
+        self.link_checks = list(link_checks)   # [(name, fn() -> bool[, grace_s])]
         self.link_grace_ms = link_grace_s * 1000
         self.stall_ms = stall_ms
         self.console = console
@@ -613,7 +613,9 @@ class Relay:
             if age > self.stall_ms:
                 return False, "%s loop stalled for %d ms" % (name, age)
         degraded = False
-        for name, check in self.link_checks:
+        for link in self.link_checks:
+            name, check = link[0], link[1]
+            grace = link[2] * 1000 if len(link) > 2 else self.link_grace_ms
             try:
                 ok = check()
             except Exception:
@@ -626,7 +628,7 @@ class Relay:
             if since is None:
                 self._down_since[name] = now
                 self.log("warn", "%s link down" % name)
-            elif self.clock.diff(now, since) > self.link_grace_ms:
+            elif self.clock.diff(now, since) > grace:
                 return False, "%s link down for %d s" % (name, self.clock.diff(now, since) // 1000)
         if self.state in (STATE_RUNNING, STATE_DEGRADED):
             self.state = STATE_DEGRADED if degraded else STATE_RUNNING
