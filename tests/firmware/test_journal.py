@@ -245,3 +245,14 @@ def test_counters_keep_the_highest_and_survive_compaction():
     s2 = JournalCounterStore(j2)
     assert s2.get("a") == 5 and s2.get("b") == 1 << 60
     j2.close()
+
+
+def test_journal_directory_is_created():
+    root = fresh_root() + "/relay"
+    j = J.Journal(root)
+    j.open()
+    accept(j, 1)
+    j.close()
+    k = J.Journal(root)
+    assert [e.id for e in k.open()] == ["c-1"]
+    k.close()

@@ -148,6 +148,9 @@ class Journal:
         """Mount-time recovery: read every intact record, rebuild the index, and compact
         (which drops a torn tail and finished commands). Returns the live entries in
         acceptance order."""
+        d = self.path[:self.path.rfind("/")]
+        if d and not _exists(d):
+            os.mkdir(d)
         if _exists(self.tmp_path):
             if _exists(self.path):
                 os.remove(self.tmp_path)   # a compaction that never reached its rename
