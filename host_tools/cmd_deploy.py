@@ -39,6 +39,7 @@ PACKAGE = "ppmid"
 MPY_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
              "xtensa", "xtensawin", "rv32imc", "rv64imc")
 MPY_VERSION = 6
+PROBE_TIMEOUT_S = 8  # a REPL answers in well under a second; mpremote waits on a silent port
 
 
 class DeployError(CliError):
@@ -301,7 +302,7 @@ def probe(port, arch):
     if not (os.path.exists(port) or port.startswith(("rfc2217://", "socket://"))):
         raise DeployError("port %s does not exist" % port)
     try:
-        out = _exec(port, PROBE_SCRIPT % STAGING, "port %s" % port, timeout=20)
+        out = _exec(port, PROBE_SCRIPT % STAGING, "port %s" % port, timeout=PROBE_TIMEOUT_S)
     except DeployError as exc:
         raise DeployError("port %s is not a MicroPython REPL (%s)" % (port, exc))
     for line in out.splitlines():

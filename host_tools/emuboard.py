@@ -148,7 +148,8 @@ class _Hw:
     pass
 
 
-def _rom_mount():
+def _rom_open():
+    # everything the board needs from the host, while the host filesystem is still "/"
     d = os.getenv("EMUBOARD_DIR")
     with open(d + "/board.json") as f:
         st = json.load(f)
@@ -165,16 +166,22 @@ def _rom_mount():
     for name in hw.uarts:
         hw.uart_files[name] = open(hw.uarts[name], "r+b")
     img = open(d + "/flash.img", "r+b")
-    size = 4096
-    hw.flash = _Flash(img, st["flash_size"] // size, size)
-    # The host filesystem goes away: "/" is the flash, like on the real board.
-    vfs.umount("/")
+    hw.flash = _Flash(img, st["flash_size"] // 4096, 4096)
+    return hw
+
+
+def _rom_mount(hw):
+    # "/" becomes the flash, like on the real board. Safe to run again if interrupted.
+    try:
+        vfs.umount("/")
+    except OSError:
+        pass
     try:
         fs = vfs.VfsLfs2(hw.flash)
     except OSError as e:
-        buf = bytearray(size)
+        buf = bytearray(hw.flash.size)
         hw.flash.readblocks(0, buf)
-        if buf != b"\xff" * size:
+        if buf != b"\xff" * hw.flash.size:
             print("flash: mount failed (%s): reformatting" % e)
         vfs.VfsLfs2.mkfs(hw.flash)
         fs = vfs.VfsLfs2(hw.flash)
@@ -183,7 +190,6 @@ def _rom_mount():
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
     sys.modules["_emuboard"] = hw
-    return hw
 
 
 def _rom_run(name):
@@ -212,16 +218,20 @@ def _rom_reset(code):
         time.sleep(1)
 
 
-while True:
+_hw = None
+while True:  # a Ctrl-C from a tool connecting during boot must not leave the board unmounted
     try:
-        _rom_mount()
+        if _hw is None:
+            _hw = _rom_open()
+        _rom_mount(_hw)
         break
     except KeyboardInterrupt:
         pass
+del _hw
 gc.collect()
 _rom_run("boot.py")
 _rom_run("main.py")
-del _rom_mount, _rom_run, _Hw, _T0
+del _rom_open, _rom_mount, _rom_run, _Hw, _T0
 gc.collect()
 '''
 
