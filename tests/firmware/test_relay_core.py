@@ -278,6 +278,18 @@ async def test_internal_error_in_validation_is_a_rejection_not_a_crash():
     assert r.journal.live == {}
 
 
+async def test_flash_error_refuses_the_command_and_stops_feeding_the_watchdog():
+    r = Rig()
+
+    def broken(*a):
+        raise OSError(5, "EIO")
+    r.journal.accept = broken
+    res = await r.submit("c-1", 10)
+    assert res["error"] == "E_INTERNAL"
+    ok, why = r.relay.house_once()
+    assert not ok and "flash error" in why and r.wdt.feeds == 0 and r.relay.state == "fault"
+
+
 async def test_duplicate_id_returns_current_status_without_a_second_send():
     r = Rig()
     env = r.env("c-1", 10)

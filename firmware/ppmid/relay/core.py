@@ -231,6 +231,11 @@ class Relay:
             raise
         except Exception as exc:  # a bug must not take the intake down
             self.log("error", "accept crashed: %r" % (exc,))
+            if isinstance(exc, OSError):
+                # flash I/O failed: stop feeding the watchdog; the reset recovers the
+                # journal from its last good record
+                self.fault = "flash error in accept: %r" % (exc,)
+                self.state = STATE_FAULT
             err = RelayError(E_INTERNAL, "internal error: %r" % (exc,))
             self._reject(env, err, via)
             raise err
