@@ -300,8 +300,9 @@ def _open_pty(raw=True):
 
 
 class Supervisor:
-    def __init__(self, state_dir, board="emulated", heap=None, micropython=None, quiet=False):
+    def __init__(self, state_dir, board="emulated", heap=None, micropython=None, quiet=False, parent_pid=None):
         self.state_dir = os.path.abspath(state_dir)
+        self.parent_pid = parent_pid  # stop when this process is gone (a test runner killed hard)
         self.definition = load_board(board)
         if self.definition.get("chip") != "unix":
             raise BoardError("board %r is a real %s board: only emulated boards (chip \"unix\") can be started"
@@ -526,6 +527,8 @@ class Supervisor:
         try:
             while not self.stopping:
                 self._pump(0.1)
+                if self.parent_pid and os.getppid() != self.parent_pid:
+                    break
                 if self.proc is not None:
                     code = self.proc.poll()
                     if code is not None:
@@ -566,7 +569,8 @@ class EmulatedBoard:
     # -- life cycle
     def start(self):
         os.makedirs(self.state_dir, exist_ok=True)
-        cmd = [sys.executable, "-m", "host_tools.emuboard", "--state-dir", self.state_dir, "--board", self.board]
+        cmd = [sys.executable, "-m", "host_tools.emuboard", "--state-dir", self.state_dir, "--board", self.board,
+               "--parent-pid", str(os.getpid())]
         if self.heap:
             cmd += ["--heap", str(self.heap)]
         log = open(os.path.join(self.state_dir, "supervisor.log"), "ab")
@@ -743,9 +747,10 @@ def main(argv=None):
     ap.add_argument("--state-dir", required=True)
     ap.add_argument("--board", default="emulated")
     ap.add_argument("--heap")
+    ap.add_argument("--parent-pid", type=int, help="stop when this (parent) process exits")
     args = ap.parse_args(argv)
     try:
-        sup = Supervisor(args.state_dir, args.board, heap=args.heap)
+        sup = Supervisor(args.state_dir, args.board, heap=args.heap, parent_pid=args.parent_pid)
     except BoardError as exc:
         print("ppmid: %s" % exc, file=sys.stderr)
         return 1

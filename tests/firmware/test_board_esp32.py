@@ -1,0 +1,136 @@
+# The ESP32 Board over stand-in `machine`/`network` modules (no ESP32 here): pins, flow
+# control, LED polarity, watchdog, reset and the NFC bus all come from the board definition.
+import sys
+
+
+class Rec:
+    calls = []
+
+
+class FakePin:
+    OUT = 1
+
+    def __init__(self, n, mode=None):
+        self.n = n
+        self.v = None
+        Rec.calls.append(("Pin", n, mode))
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v
+
+
+class FakeUART:
+    RTS = 1
+    CTS = 2
+
+    def __init__(self, uid, **kw):
+        Rec.calls.append(("UART", uid, kw))
+
+
+class FakeI2C:
+    def __init__(self, uid, sda=None, scl=None, freq=None):
+        Rec.calls.append(("I2C", uid, sda.n, scl.n, freq))
+
+
+class FakeWDT:
+    def __init__(self, timeout):
+        Rec.calls.append(("WDT", timeout))
+
+    def feed(self):
+        pass
+
+
+class FakeWLAN:
+    def __init__(self, itf):
+        self.on = False
+
+    def active(self, on=None):
+        if on is None:
+            return self.on
+        self.on = on
+
+    def isconnected(self):
+        return self.on
+
+
+class Mod:
+    pass
+
+
+machine = Mod()
+machine.Pin = FakePin
+machine.UART = FakeUART
+machine.I2C = FakeI2C
+machine.WDT = FakeWDT
+machine.reset = lambda: Rec.calls.append(("reset",))
+machine.unique_id = lambda: b"\x24\x0a\xc4\x00\x00\x01"
+network = Mod()
+network.STA_IF = 0
+network.WLAN = FakeWLAN
+
+_saved = {}
+for _name, _mod in (("machine", machine), ("network", network)):
+    _saved[_name] = sys.modules.get(_name)
+    sys.modules[_name] = _mod
+from ppmid.board import esp32  # noqa: E402
+for _name in _saved:
+    if _saved[_name] is None:
+        del sys.modules[_name]
+    else:
+        sys.modules[_name] = _saved[_name]
+
+DEVKITC = {"name": "esp32-devkitc", "chip": "esp32",
+           "zigbee_uart": {"id": 2, "tx": 17, "rx": 16, "rts": 4, "cts": 5, "baud": 115200, "flow": "rtscts"},
+           "nfc": {"bus": "uart", "id": 1, "tx": 26, "rx": 27, "baud": 115200},
+           "status_led": {"pin": 2, "active_high": True}}
+C3 = {"name": "esp32c3-devkitm-1", "chip": "esp32c3",
+      "zigbee_uart": {"id": 1, "tx": 4, "rx": 5, "baud": 115200, "flow": "none"},
+      "nfc": {"bus": "i2c", "id": 0, "sda": 1, "scl": 0, "freq": 400000, "addr": 36},
+      "status_led": {"pin": 8, "active_high": False}}
+
+
+def test_uart_pins_and_flow_control_come_from_the_definition():
+    Rec.calls = []
+    b = esp32.Board(DEVKITC)
+    assert b.name == "esp32-devkitc" and b.fs_root == "/"
+    u = b.zigbee_uart()
+    assert b.zigbee_uart() is u
+    uart = [c for c in Rec.calls if c[0] == "UART"]
+    assert len(uart) == 1
+    _, uid, kw = uart[0]
+    assert uid == 2 and kw["tx"] == 17 and kw["rx"] == 16 and kw["rts"] == 4 and kw["cts"] == 5
+    assert kw["flow"] == FakeUART.RTS | FakeUART.CTS and kw["baudrate"] == 115200
+    assert b.nfc_uart() is not None
+    assert b.nfc_i2c() is None
+
+
+def test_i2c_nfc_board_and_led_polarity():
+    Rec.calls = []
+    b = esp32.Board(C3)
+    assert b.nfc_uart() is None
+    b.nfc_i2c()
+    assert ("I2C", 0, 1, 0, 400000) in Rec.calls
+    _, uid, kw = [c for c in Rec.calls if c[0] == "UART"][0] if b.zigbee_uart() else (None, None, None)
+    assert "flow" not in kw
+    b.led.on()
+    assert b.led._pin.v == 0  # active low
+    assert b.led.value() == 1
+    b.led.off()
+    assert b.led._pin.v == 1
+
+
+def test_watchdog_reset_wlan_and_id():
+    Rec.calls = []
+    b = esp32.Board(DEVKITC)
+    w = b.wdt(8000)
+    assert b.wdt(1) is w
+    assert Rec.calls.count(("WDT", 8000)) == 1 and ("WDT", 1) not in Rec.calls
+    b.reset()
+    assert ("reset",) in Rec.calls
+    assert b.unique_id() == b"\x24\x0a\xc4\x00\x00\x01"
+    assert not b.wlan.isconnected()
+    b.wlan.active(True)
+    assert b.wlan.isconnected()
+    b.wlan.track(object())  # a no-op on the ESP32
