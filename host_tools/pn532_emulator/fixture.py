@@ -36,6 +36,10 @@ def step(name):
 
 
 def open_driver(**kw):
+    # generous timeouts: the emulator is a thread on a possibly busy CI host (a real PN532
+    # ACKs within ~1 ms); tests of the timeouts themselves pass their own values
+    kw.setdefault("ack_timeout_ms", 150)
+    kw.setdefault("response_timeout_ms", 3000)
     u = PtyUart(PATH)
     # a UART's read(n) returns what has arrived; make the pty do the same (VMIN=0, VTIME=0)
     a = termios.tcgetattr(u.fileno())

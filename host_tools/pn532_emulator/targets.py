@@ -172,8 +172,10 @@ class PhoneApp(Target):
         if inc is None or len(body) < 4:
             return _sw(0x6985)
         offset = struct.unpack(">I", body[:4])[0]
-        if offset != len(inc["data"]) or offset + len(body) - 4 > inc["length"]:
+        # a repeated PUT (the reader may resend an APDU) rewinds: data from offset is replaced
+        if offset > len(inc["data"]) or offset + len(body) - 4 > inc["length"]:
             return _sw(0x6A80)
+        del inc["data"][offset:]
         inc["data"] += body[4:]
         return SW_OK
 
