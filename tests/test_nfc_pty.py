@@ -473,7 +473,7 @@ async def main():
     step("place")
     for i in range(400):
         await asyncio.sleep_ms(25)
-        if intake.delivered_ids:
+        if svc.stats["delivered"]:   # counted when the session has ended
             break
     task.cancel()
     report(delivered=intake.delivered_ids, stats=svc.stats)
