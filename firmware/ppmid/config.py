@@ -22,6 +22,8 @@ DEFAULTS = {
         "burst": 10,
         "queue": 32,               # commands waiting for the HAN before E_BUSY
     },
+    # NFC intake (docs/nfc.md); values checked by ppmid.nfc.service.settings()
+    "nfc": {"session_s": 20, "chunk": 240, "poll_ms": 200, "idle_ms": 250, "keepalive_ms": 1000},
 }
 
 

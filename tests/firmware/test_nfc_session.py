@@ -187,3 +187,11 @@ def test_driver_for_board_bus():
         assert False
     except PpmidError as e:
         assert e.code == "E_CONFIG"
+
+
+def test_settings_from_the_gateway_config():
+    from ppmid import config
+    cfg = config.validate({"gateway": "00DB1234567890A0", "nfc": {"session_s": 5}})
+    s = service.settings(cfg)
+    assert s["session_s"] == 5 and s["chunk"] == 240 and s["idle_ms"] == 250
+    assert service.settings(config.validate({"gateway": "00DB1234567890A0"})) == service.DEFAULTS
