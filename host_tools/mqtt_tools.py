@@ -201,7 +201,7 @@ def write_tree(root, files):
 # accept hook (a journal file, one id per line, fsync'd by close) standing in for the
 # relay. argv: FIRMWARE_DIR ROOT [MODES]
 # with MODES comma-separated: fail:N (accept raises N times), slow:MS, wifi:FILE (Wi-Fi shim). It answers each accepted command
-# with an `accepted` status (once per id, duplicates answered again) and prints
+# with an `accepted` status (a redelivered id is journaled and answered again) and prints
 # "ACCEPT id" / "STATE ..." lines for tests.
 GATEWAY_SCRIPT = r'''
 import sys
@@ -226,28 +226,47 @@ if "wifi" in MODES:  # the emulated board's Wi-Fi shim, its access point = this 
     wlan = WLAN(open(MODES["wifi"], "rb"))
     wlan.active(True)
     wlan.connect("test-ap")
-seen = set()
-try:
-    for line in open(JOURNAL):
-        seen.add(line.strip())
-except OSError:
-    pass
 
 
 async def accept(env, via):
     if slow:
         await asyncio.sleep_ms(slow)
+    if len(to_report) >= 32:  # like the relay's bounded queue (limits.queue)
+        raise PpmidError("E_BUSY", "gateway queue full (32 commands waiting)")
     if fails[0] > 0:
         fails[0] -= 1
         print("FAIL", env.id)
         raise OSError(5, "journal write failed (test)")
-    if env.id not in seen:
-        f = open(JOURNAL, "a")
-        f.write(env.id + "\n")
-        f.close()
-        seen.add(env.id)
+    f = open(JOURNAL, "a")  # closed = on flash; a redelivered id is simply journaled again
+    f.write(env.id + "\n")
+    f.close()
     print("ACCEPT", env.id)
-    asyncio.create_task(link.client.publish(link.topics.rsp, status_json(env.id, "accepted", 0), 1))
+    # Like the relay: the journal holds the command, a single task reports statuses in
+    # order (never one task per command: a burst must not exhaust the heap).
+    to_report.append(env.id)
+    report_wake.set()
+
+
+to_report = []
+report_wake = asyncio.Event()
+
+
+async def reporter():
+    while True:
+        while to_report:
+            # queue without waiting while the client has room (pipelined), else retry
+            if await link.client.publish(link.topics.rsp, status_json(to_report[0], "accepted", 0), 1, False, False):
+                to_report.pop(0)
+            else:
+                link.client.stats["drops"] -= 1  # not a drop: we keep it and retry
+                await asyncio.sleep_ms(5)
+        report_wake.clear()
+        await report_wake.wait()
+
+
+async def run():
+    asyncio.create_task(reporter())
+    await link.run()
 
 
 def main():
@@ -262,7 +281,7 @@ def main():
         print("STATE config-error", exc)
         sys.exit(3)
     print("STATE starting")
-    asyncio.run(link.run())
+    asyncio.run(run())
 
 
 main()

@@ -137,14 +137,16 @@ class MQTTClient:
         self._space = asyncio.Event()
         self._suback = None      # (pid, codes) of the last SUBACK
         self._subevt = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._writing = False
         self._w = None
         self._dead = None        # reason the current connection died, or None
         self._ping_at = None
         self._tx_at = 0
         self._stopping = False
         self._online = False
-        self._rx = bytearray(_RX_MIN)
+        self._rx = bytearray(_RX_MIN)  # grows to the largest packet seen, then is reused
+        self._rxmv = memoryview(self._rx)
+        self._readinto = False
         self.up = asyncio.Event()
         self.state = "offline"
         self.last_error = None
@@ -257,6 +259,7 @@ class MQTTClient:
         except asyncio.TimeoutError:
             raise MQTTError(E_MQTT_TIMEOUT, "TCP/TLS connect took longer than %ss" % self.connect_timeout)
         self._w = w
+        self._readinto = hasattr(r, "readinto")
         reader = None
         try:
             await self._write(p.connect(self.client_id, self.keepalive, False, self.will))
@@ -340,14 +343,25 @@ class MQTTClient:
         w = self._w
         if w is None or self._dead:
             raise MQTTError(E_MQTT_CLOSED, self._dead or "not connected")
-        async with self._lock:
-            try:
-                for part in parts:
-                    w.write(part)
+        # One writer at a time: a drain in progress owns the stream's output buffer, so
+        # a second packet must not be appended (or drained) until it is done. A flag, not
+        # an asyncio.Lock: the uncontended path (nearly always) then allocates nothing.
+        while self._writing:
+            await asyncio.sleep(0.002)
+            if self._dead:
+                raise MQTTError(E_MQTT_CLOSED, self._dead)
+        self._writing = True
+        try:
+            for part in parts:
+                w.write(part)
+            # MicroPython's Stream.write sends at once when it can; drain only leftovers.
+            if getattr(w, "out_buf", True):
                 await w.drain()
-            except Exception as exc:  # noqa: BLE001
-                self._kill("write failed: %s" % (exc,))
-                raise MQTTError(E_MQTT_CLOSED, "write failed: %s" % (exc,))
+        except Exception as exc:  # noqa: BLE001
+            self._kill("write failed: %s" % (exc,))
+            raise MQTTError(E_MQTT_CLOSED, "write failed: %s" % (exc,))
+        finally:
+            self._writing = False
         self._tx_at = ticks_ms()
 
     async def _send(self, m, dup):
@@ -413,13 +427,14 @@ class MQTTClient:
         if n > self.max_packet:
             raise p.PacketError("packet of %d bytes exceeds the %d allowed" % (n, self.max_packet))
         if n > len(self._rx):
-            self._rx = None  # let the old buffer go before allocating the new one
+            self._rxmv = self._rx = None  # let the old buffer go before allocating the new one
             self._rx = bytearray(n)
-        mv = memoryview(self._rx)[:n]
+            self._rxmv = memoryview(self._rx)
+        mv = self._rxmv[:n]
         got = 0
-        if hasattr(r, "readinto"):  # MicroPython: no copy
+        if self._readinto:  # MicroPython: straight into the buffer, no copy
             while got < n:
-                k = await r.readinto(mv[got:])
+                k = await r.readinto(mv[got:] if got else mv)
                 if not k:
                     raise EOFError("connection closed")
                 got += k
