@@ -409,7 +409,7 @@ def test_garbage_tags_refused(emu, scenario, memory, code):
     assert o["outcome"] == "rejected" and o["code"] == code
 
 
-def test_tag_with_other_record_or_forged_mac(emu, scenario):
+def test_tag_with_only_other_records(emu, scenario):
     o = run_bad(emu, scenario, Type2Tag(ndef_mime_message(b"hello", mime="text/plain")))
     assert o["code"] == "E_NDEF_NOCMD"
 
