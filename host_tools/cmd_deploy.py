@@ -39,6 +39,7 @@ PACKAGE = "ppmid"
 MPY_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
              "xtensa", "xtensawin", "rv32imc", "rv64imc")
 MPY_VERSION = 6
+COPY_MIN_RATE = 2000  # bytes/s: slower than any serial link mpremote drives
 PROBE_TIMEOUT_S = 8  # a REPL answers in well under a second; mpremote waits on a silent port
 
 
@@ -372,8 +373,10 @@ def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, d
         changed = [f for f in files if installed.get(f) != local[f]]
         log("%d of %d files changed" % (len(changed), len(files)))
         if changed:
+            nbytes = sum(os.path.getsize(os.path.join(build_dir, f)) for f in changed)
             for cmd in copy_commands(port, build_dir, changed):
-                _run_mpremote(cmd, "copy to %s" % port, timeout=300)
+                # mpremote waits forever on a board that reset mid-copy: bound it by the size
+                _run_mpremote(cmd, "copy to %s" % port, timeout=30 + nbytes // COPY_MIN_RATE)
             staged = board_hashes(port, changed, STAGING)
             bad = [f for f in changed if staged.get(f) != local[f]]
             if bad:

@@ -101,3 +101,62 @@ def test_scripts_only_removes_the_package(tmp_path):
         b.wait_for(r"ImportError: no module named 'ppmid", since=mark)
         out = b.exec("import os; print(sorted(os.listdir('/')))")
         assert out.strip() == "['board.json', 'boot.py', 'main.py']"
+
+
+def _firmware_v2(tmp_path):
+    """A copy of firmware/ in which every file differs (so a deploy copies them all)."""
+    fw = tmp_path / "fw2"
+    shutil.copytree(cmd_deploy.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    for dirpath, _, names in os.walk(fw):
+        for n in names:
+            if n.endswith(".py"):
+                path = os.path.join(dirpath, n)
+                with open(path) as f:
+                    src = f.read()
+                with open(path, "w") as f:
+                    f.write("# v2\n" + src.replace('VERSION = "', 'VERSION = "9.'))
+    # a big module (never imported) so that the copy takes a while
+    (fw / "ppmid" / "zz_big.py").write_text("DATA = %r\n" % (bytes(range(256)) * 1600))
+    return fw
+
+
+def test_power_cut_during_deploy_keeps_the_old_firmware(tmp_path):
+    import signal
+    import time
+    fw2 = _firmware_v2(tmp_path)
+    with EmulatedBoard(tmp_path / "board") as b:
+        old = b.deploy().group(1).decode()
+        p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "deploy", "--port", b.repl, "--board", "emulated",
+                              "--firmware-dir", str(fw2)], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            for line in p.stdout:
+                if "files changed" in line:
+                    break
+            time.sleep(0.5)  # into the copy of ~50 files and 400 KB
+            mark = b.mark()
+            b.kill()
+            m = b.wait_ready(since=mark)
+            assert p.poll() is None or p.returncode != 0, "the deploy finished before the power cut"
+        finally:
+            # a deploy that lost its board mid-copy may wait on mpremote: stop it, as a user would
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        assert m.group(1).decode() == old  # the old firmware, whole
+        # and the next deploy goes through
+        assert b.deploy(firmware_dir=str(fw2)).group(1).decode() == "9." + old
+        assert ".deploy-new" not in b.exec("import os; print(os.listdir('/'))")
+
+
+def test_mpremote_works_against_the_running_app(tmp_path):
+    script = tmp_path / "hello.py"
+    script.write_text("import os\nprint('RUN', sorted(os.listdir('/'))[:2])\n")
+    note = tmp_path / "note.txt"
+    note.write_text("hello board\n")
+    with EmulatedBoard(tmp_path / "board") as b:
+        b.deploy()  # the app is now running main.py
+        out = emuboard.mpremote(b.repl, ["fs", "cp", str(note), ":note.txt", "+", "fs", "ls", "+",
+                                         "run", str(script), "+", "fs", "cat", ":note.txt"])
+        assert "note.txt" in out and "RUN ['board.json', 'boot.py']" in out and "hello board" in out
+        assert "KeyboardInterrupt" in b.console_text()  # mpremote's Ctrl-C stopped main.py
