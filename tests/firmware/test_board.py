@@ -142,3 +142,14 @@ def test_load_without_board_is_a_clear_error():
     else:
         assert False, "load() found a board outside the emulated board"
 
+
+
+def test_load_picks_the_emulated_board_from_its_rom():
+    hw = Hw()
+    sys.modules["_emuboard"] = hw
+    try:
+        b = load()
+        assert isinstance(b, emulated.Board)
+        assert b.info is hw.info
+    finally:
+        del sys.modules["_emuboard"]

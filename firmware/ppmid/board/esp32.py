@@ -1,6 +1,7 @@
 # ESP32-family boards (ESP32, ESP32-S3, ESP32-C3): the same Board interface as
 # emulated.py over machine/network. Pin numbers come from the deployed /board.json.
 import gc
+import time
 
 import asyncio
 import machine
@@ -119,3 +120,6 @@ class Board:
 
     def unique_id(self):
         return machine.unique_id()
+
+    def uptime_ms(self):
+        return time.ticks_ms()
