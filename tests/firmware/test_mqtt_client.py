@@ -329,3 +329,27 @@ async def test_bad_topic_and_qos_refused():
     except p.PacketError:
         return
     raise AssertionError("bad filter accepted")
+
+
+async def test_oversized_publish_is_skipped_answered_and_acked():
+    b = await FakeBroker().start()
+    b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b"x" * 5000, 5))
+    b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b"small", 6))
+    seen = []
+    big = []
+
+    async def handler(topic, payload, qos, dup):
+        seen.append(bytes(payload))
+
+    async def oversize(topic, size, qos, dup):
+        big.append((topic, size, qos))
+
+    c = _client(b, handler=handler, max_packet=1000)
+    c.oversize = oversize
+
+    async def body():
+        await _until(lambda: b.acked == [5, 6], "both PUBACKed")
+        assert big == [("ppmid/v1/00DB1234567890A0/cmd", 5000 + 2 + 29 + 2, 1)]
+        assert seen == [b"small"]  # the stream stayed in step after the skipped body
+        assert c.stats["connects"] == 1 and c.stats["oversize"] == 1
+    await _with(b, c, body)

@@ -181,3 +181,14 @@ def test_status_json_shapes():
         raise AssertionError("unknown status accepted")
     assert json.loads(intake.state_json("online", fw="1")) == {"state": "online", "fw": "1"}
     assert json.loads(intake.alert_json(b"\xff", 5)) == {"gbcs": "/w==", "at": 5}
+
+
+async def test_oversized_message_is_rejected_too_large():
+    c, j, it = _setup()
+    c.max_packet = 1000
+    assert c.oversize == it.too_large
+    await it.too_large(CMD, 5000, 1, False)
+    (t, obj, qos, retain), = c.published
+    assert t == RSP and obj["id"] is None and obj["status"] == "rejected"
+    assert obj["error"]["code"] == "E_TOO_LARGE" and "5000" in obj["error"]["message"]
+    assert j.ids == []

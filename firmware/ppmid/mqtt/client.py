@@ -41,6 +41,7 @@ E_MQTT_SUBSCRIBE = "E_MQTT_SUBSCRIBE"
 E_MQTT_HANDLER = "E_MQTT_HANDLER"
 
 _RX_MIN = const(512)
+_HEAD = const(256)  # bytes kept of an oversized PUBLISH (its topic and packet id)
 _MP = sys.implementation.name == "micropython"
 
 
@@ -156,6 +157,8 @@ class MQTTClient:
         self.keepalive = keepalive
         self.will = will
         self.handler = handler
+        self.oversize = None     # async oversize(topic, size, qos, dup): answer a too-big PUBLISH
+        self._oversize = 0
         self.on_up = on_up
         self.queue_size = queue_size
         self.window = window
@@ -189,7 +192,7 @@ class MQTTClient:
         self.last_error = None
         self.session_present = False
         self.stats = {"connects": 0, "connect_failures": 0, "drops": 0, "retransmits": 0,
-                      "published": 0, "received": 0, "pubacks_withheld": 0, "pings": 0,
+                      "published": 0, "received": 0, "pubacks_withheld": 0, "pings": 0, "oversize": 0,
                       "link_losses": 0}
 
     # ---- public API -------------------------------------------------------------------
@@ -461,23 +464,43 @@ class MQTTClient:
             shift += 7
             if shift > 21:
                 raise p.PacketError("remaining length longer than 4 bytes")
+        self._oversize = 0
         if n > self.max_packet:
-            raise p.PacketError("packet of %d bytes exceeds the %d allowed" % (n, self.max_packet))
+            if first & 0xF0 != p.PUBLISH:
+                raise p.PacketError("packet of %d bytes exceeds the %d allowed" % (n, self.max_packet))
+            # An oversized PUBLISH is read and thrown away past its head (topic, packet
+            # id), then answered and PUBACKed: refusing it by dropping the link would
+            # only make the broker redeliver it for ever.
+            head = self._rxmv[:_HEAD]
+            await self._fill(r, head)
+            left = n - _HEAD
+            scratch = self._rxmv[_HEAD:]
+            while left:
+                k = min(left, len(scratch))
+                await self._fill(r, scratch[:k])
+                left -= k
+            self._oversize = n
+            return first, head
         if n > len(self._rx):
             self._rxmv = self._rx = None  # let the old buffer go before allocating the new one
             self._rx = bytearray(n)
             self._rxmv = memoryview(self._rx)
         mv = self._rxmv[:n]
-        got = 0
-        if self._readinto:  # MicroPython: straight into the buffer, no copy
-            while got < n:
-                k = await r.readinto(mv[got:] if got else mv)
-                if not k:
-                    raise EOFError("connection closed")
-                got += k
-        elif n:
-            mv[:] = await r.readexactly(n)
+        if n:
+            await self._fill(r, mv)
         return first, mv
+
+    async def _fill(self, r, mv):
+        n = len(mv)
+        if not self._readinto:
+            mv[:] = await r.readexactly(n)
+            return
+        got = 0
+        while got < n:  # MicroPython: straight into the buffer, no copy
+            k = await r.readinto(mv[got:] if got else mv)
+            if not k:
+                raise EOFError("connection closed")
+            got += k
 
     async def _reader(self, r):
         try:
@@ -515,7 +538,14 @@ class MQTTClient:
         if qos == 2:
             raise p.PacketError("QoS 2 PUBLISH on a QoS 1 subscription")
         self.stats["received"] += 1
-        if self.handler is not None:
+        if self._oversize:
+            self.stats["oversize"] += 1
+            if self.oversize is not None:
+                try:
+                    await self.oversize(topic, self._oversize, qos, dup)
+                except Exception as exc:  # noqa: BLE001 - it is refused either way
+                    self._note(exc)
+        elif self.handler is not None:
             try:
                 await self.handler(topic, payload, qos, dup)
             except Exception as exc:  # noqa: BLE001

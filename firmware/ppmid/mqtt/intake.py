@@ -122,6 +122,16 @@ class Intake:
         self.stats = {"accepted": 0, "rejected": 0, "reject_drops": 0}
         client.subscribe(self.topics.cmd, 1)
         client.handler = self.handle
+        client.oversize = self.too_large
+
+    async def too_large(self, topic, size, qos, dup):
+        """The client read past a PUBLISH larger than its max_packet: refuse it (the id
+        is in the discarded part, so the rejection carries "id": null)."""
+        self.stats["rejected"] += 1
+        err = envelope.EnvelopeError(envelope.E_TOO_LARGE, "command message of %d bytes is larger than the %d allowed"
+                                     % (size, self.client.max_packet))
+        if not await self.client.publish(self.topics.rsp, status_json(None, "rejected", 0, error=err), 1, False, False):
+            self.stats["reject_drops"] += 1
 
     async def handle(self, topic, payload, qos, dup):
         t0 = ticks_ms()
