@@ -306,3 +306,15 @@ def test_wifi_drop_mid_stream_no_accepted_command_lost(broker, gateway, tmp_path
     finally:
         cmd.close()
         w.close()
+
+
+def test_unusable_certificate_is_a_config_error(broker, tmp_path):
+    cfg = mt.gateway_config(GW_A, broker.info())
+    files = mt.gateway_files(broker.state_dir, GW_A, cfg, b"k" * 32)
+    files["/certs/gateway.key.der"] = b"not a key"
+    gw = Gateway(broker, tmp_path, files=files).start()
+    try:
+        assert gw.proc.wait(30) == 3
+        wait_for(lambda: any("certificates on flash are not usable" in x for x in gw.lines), "config-error line")
+    finally:
+        gw.kill()
