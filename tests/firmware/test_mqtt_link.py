@@ -1,0 +1,71 @@
+# The gateway link (ppmid.mqtt.link): will, retained online/info on every connect, the cmd
+# subscription, offline before a graceful stop, and credentials checks.
+# mp-timeout: 120
+import asyncio
+import json
+
+from ppmid.config import ConfigError, validate
+from ppmid.mqtt import packets as p
+from ppmid.mqtt.client import tls_connector
+from ppmid.mqtt.link import Link, load_credentials, max_packet_for
+from test_mqtt_client import FakeBroker, _until
+
+EUI = "00DB1234567890A0"
+
+
+def _cfg():
+    return validate({"gateway": EUI.lower(), "limits": {"max_gbcs": 1024}})
+
+
+async def _accept(env, via):
+    pass
+
+
+def _published(b, conn=None):
+    out = []
+    for c, f, body in b.of(p.PUBLISH, conn):
+        topic, payload, qos, retain, dup, pid = p.parse_publish(f, body)
+        out.append((topic, json.loads(bytes(payload)), qos, retain))
+    return out
+
+
+async def test_link_online_info_will_and_graceful_offline():
+    b = await FakeBroker().start()
+    info = {"fw": "t", "n": 0}
+    lk = Link(_cfg(), _accept, credentials=(b"", b"", b"", b"k" * 32), info=lambda: info,
+              connect=tls_connector("127.0.0.1", b.port))
+    lk.client.ack_timeout = 0.5
+    lk.client.backoff_min = 0.05
+    task = asyncio.create_task(lk.run())
+    try:
+        await _until(lambda: len(_published(b)) == 2, "state + info")
+        connect = b.of(p.CONNECT)[0][2]
+        assert connect == p.connect(EUI, 30, False, ("ppmid/v1/%s/state" % EUI, b'{"state": "offline"}', 1, True))[2:]
+        assert b.of(p.SUBSCRIBE)[0][2][2:] == b"\x00\x1dppmid/v1/%s/cmd\x01" % EUI.encode()
+        assert _published(b) == [("ppmid/v1/%s/state" % EUI, {"state": "online"}, 1, True),
+                                 ("ppmid/v1/%s/info" % EUI, {"fw": "t", "n": 0}, 1, True)]
+        info["n"] = 1
+        await lk.republish_info()
+        assert _published(b)[-1] == ("ppmid/v1/%s/info" % EUI, {"fw": "t", "n": 1}, 1, True)
+        b.drop()  # every reconnect says online again
+        await _until(lambda: len(_published(b, 2)) == 2, "state + info after reconnect")
+        await lk.stop()
+        await _until(lambda: b.of(p.DISCONNECT), "DISCONNECT")
+        assert _published(b)[-1] == ("ppmid/v1/%s/state" % EUI, {"state": "offline"}, 1, True)
+        assert lk.client.max_packet == max_packet_for(1024)
+    finally:
+        task.cancel()
+        try:
+            await task
+        except BaseException:
+            pass
+        await b.stop()
+
+
+def test_missing_credentials_are_config_errors():
+    try:
+        load_credentials("/nonexistent-root")
+    except ConfigError as exc:
+        assert exc.code == "E_CONFIG" and "envelope key" in exc.message and "ppmid provision" in exc.message
+    else:
+        raise AssertionError("no ConfigError")
