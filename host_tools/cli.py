@@ -57,7 +57,8 @@ def main(argv=None):
         raise
     sub = argparse.ArgumentParser(prog="ppmid " + name, description=help_text)
     module.add_arguments(sub)
-    args = sub.parse_args(argv[1:])
+    # Intermixed: options may follow positionals (`ppmid board wifi --state-dir D down`).
+    args = sub.parse_intermixed_args(argv[1:])
     try:
         return module.run(args) or 0
     except CliError as exc:

@@ -4,6 +4,20 @@
 import asyncio
 import termios
 
+# Indices into termios' control characters on Linux. MicroPython's termios has no names.
+_VTIME = 5
+_VMIN = 6
+
+
+def _return_what_has_arrived(fd):
+    # The unix port's file read loops until it has all n bytes when the fd blocks; a real
+    # UART's read returns what has arrived. VMIN=0/VTIME=0 makes a read return at once with
+    # what is there (asyncio only reads after poll said the fd is readable).
+    attrs = termios.tcgetattr(fd)
+    attrs[6][_VMIN] = 0
+    attrs[6][_VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
 
 class PtyUart:
     def __init__(self, path, baudrate=115200):
@@ -18,6 +32,7 @@ class PtyUart:
         else:
             self._file = path
             self.path = getattr(path, "name", None)
+        _return_what_has_arrived(self._file.fileno())
 
     # The subset of machine.UART the drivers use.
     def read(self, n=-1):
