@@ -353,3 +353,24 @@ async def test_oversized_publish_is_skipped_answered_and_acked():
         assert seen == [b"small"]  # the stream stayed in step after the skipped body
         assert c.stats["connects"] == 1 and c.stats["oversize"] == 1
     await _with(b, c, body)
+
+
+async def test_persistent_handler_failure_backs_off_instead_of_spinning():
+    b = await FakeBroker().start()
+    b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b"poison", 3))
+
+    async def handler(topic, payload, qos, dup):
+        raise OSError(5, "flash broken")
+
+    c = _client(b, handler=handler, backoff_min=0.01, backoff_max=0.08)
+    delays = []
+
+    async def body():
+        for _ in range(5):
+            n = c.stats["pubacks_withheld"]
+            await _until(lambda: c.stats["pubacks_withheld"] > n, "another redelivery")
+            await _until(lambda: c.state != "online", "link dropped")
+            delays.append(c.backoff_delay)
+        assert b.acked == []  # never acknowledged what was never accepted
+        assert delays[-1] == 0.08 and delays[0] < delays[-1], delays
+    await _with(b, c, body)

@@ -184,6 +184,8 @@ class MQTTClient:
         self._tx_at = 0
         self._stopping = False
         self._online = False
+        self._poisoned = False
+        self.backoff_delay = 0   # the last reconnect delay chosen (before jitter)
         self._rx = bytearray(_RX_MIN)  # grows to the largest packet seen, then is reused
         self._rxmv = memoryview(self._rx)
         self._readinto = False
@@ -237,6 +239,7 @@ class MQTTClient:
                     await asyncio.sleep(0.25)
                 continue
             self._online = False
+            self._poisoned = False
             try:
                 self.state = "connecting"
                 await self._session()
@@ -245,12 +248,16 @@ class MQTTClient:
             if self._stopping:
                 break
             if self._online:
-                attempt = 0
                 self.stats["link_losses"] += 1
+                if not self._poisoned:
+                    attempt = 0
+                # else: the handler refused a message the broker will redeliver at once;
+                # keep backing off so that a persistent failure does not spin
             else:
                 self.stats["connect_failures"] += 1
             self.state = "backoff"
             delay = min(self.backoff_max, self.backoff_min * (1 << min(attempt, 16)))
+            self.backoff_delay = delay
             attempt += 1
             # full jitter on the upper half: spreads a fleet's reconnects after an outage
             await asyncio.sleep(delay / 2 + delay / 2 * random.getrandbits(10) / 1024)
@@ -550,6 +557,7 @@ class MQTTClient:
                 await self.handler(topic, payload, qos, dup)
             except Exception as exc:  # noqa: BLE001
                 self.stats["pubacks_withheld"] += 1
+                self._poisoned = True
                 self._note(exc)
                 # No PUBACK: drop the link so that the broker redelivers after reconnect.
                 self._kill("handler failed for packet %d, PUBACK withheld: %s" % (pid, exc))
