@@ -159,12 +159,13 @@ def acl_text(idents):
              "pattern write ppmid/v1/%u/rsp",
              "pattern write ppmid/v1/%u/alert",
              "pattern write ppmid/v1/%u/state",
-             "pattern write ppmid/v1/%u/info", ""]
+             "pattern write ppmid/v1/%u/info",
+             "pattern write ppmid/v1/%u/log", ""]
     for ident in idents:
         if USER_RE.match(ident):
             lines += ["user " + ident, "topic write ppmid/v1/+/cmd", "topic read ppmid/v1/+/rsp",
                       "topic read ppmid/v1/+/alert", "topic read ppmid/v1/+/state",
-                      "topic read ppmid/v1/+/info", ""]
+                      "topic read ppmid/v1/+/info", "topic read ppmid/v1/+/log", ""]
     return "\n".join(lines) + "\n"
 
 

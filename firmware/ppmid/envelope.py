@@ -96,7 +96,14 @@ def check_id(id):
     return id
 
 
-_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+def _b64_table():
+    t = bytearray(256)
+    for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/":
+        t[c] = 1
+    return t
+
+
+_B64_OK = _b64_table()  # 1 for a base64 alphabet byte; a lookup allocates nothing
 
 
 def _b64decode(text):
@@ -106,12 +113,13 @@ def _b64decode(text):
     n = len(text)
     if n == 0 or n % 4:
         raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (length %d)" % n)
+    ok = _B64_OK
     pad = 0
     for i in range(n):
         c = text[i]
         if c == 61:  # '='
             pad += 1
-        elif pad or _B64.find(bytes((c,))) < 0:
+        elif pad or not ok[c]:
             raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (bad character at %d)" % i)
     if pad > 2:
         raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (padding)")
