@@ -71,3 +71,107 @@ def test_bellows_rejects_our_corrupted_frame():
     with pytest.raises(bash.ParsingError):
         ours_to_bellows(bytes(wire))
     assert ash.Decoder().feed(bytes(wire))[0][0] == ash.BAD
+
+
+# ---- EZSP frames against bellows' command schemas ----------------------------------------
+from bellows import types as bt  # noqa: E402
+from bellows.ezsp.v13.commands import COMMANDS as C13  # noqa: E402
+from bellows.ezsp.v14.commands import COMMANDS as C14  # noqa: E402
+
+from ppmid.zigbee import ezsp as E  # noqa: E402
+from ppmid.zigbee import tunnel as T  # noqa: E402
+
+
+def schemas(version):
+    return C14 if version >= 14 else C13
+
+
+def bellows_aps(a):
+    return bt.EmberApsFrame(profileId=a["profile"], clusterId=a["cluster"], sourceEndpoint=a["src_ep"],
+                            destinationEndpoint=a["dst_ep"], options=a["options"], groupId=a["group"],
+                            sequence=a["sequence"])
+
+
+@pytest.mark.parametrize("version", [8, 13, 14, 17])
+def test_our_send_unicast_parses_in_bellows(version):
+    rng = random.Random(version)
+    for _ in range(50):
+        msg = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 90)))
+        aps_d = {"profile": 0x0109, "cluster": 0x0704, "src_ep": 1, "dst_ep": 1,
+                 "options": rng.choice((0x0140, 0x8160)), "group": rng.randrange(0x10000), "sequence": rng.randrange(256)}
+        tag = rng.randrange(0x10000 if version >= 14 else 0x100)
+        frame = E.command_frame(7, E.SEND_UNICAST, E.send_unicast_params(
+            version, 0x1234, E.aps_frame(**aps_d), tag, msg))
+        seq, fc, fid, params = E.parse_frame(frame)
+        assert fid == schemas(version)["sendUnicast"][0]
+        d, rest = bt.deserialize_dict(params, schemas(version)["sendUnicast"][1])
+        assert rest == b""
+        vals = list(d.values())
+        assert vals[1] == 0x1234 and vals[3] == tag and vals[4] == msg
+        assert vals[2] == bellows_aps(aps_d)
+
+
+@pytest.mark.parametrize("version", [8, 13, 14, 17])
+def test_bellows_callbacks_parse_in_ours(version):
+    rng = random.Random(100 + version)
+    sch = schemas(version)
+    for _ in range(50):
+        msg = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 90)))
+        aps_d = {"profile": 0x0109, "cluster": 0x0704, "src_ep": 1, "dst_ep": 1,
+                 "options": 0x8040, "group": rng.randrange(0x10000), "sequence": rng.randrange(256)}
+        aps = bellows_aps(aps_d)
+        tag = rng.randrange(0x10000 if version >= 14 else 0x100)
+        status = rng.choice((0, 0x66)) if version < 14 else rng.choice((0, 0x0C02))
+        if version >= 14:
+            sent = bt.serialize_dict([status, 0, 0x0000, aps, tag, msg], {}, sch["messageSentHandler"][2])
+            inc = bt.serialize_dict([0, aps, 0x0000, bt.EUI64.convert("00:0d:6f:00:0a:bc:de:f0"), 0xFF, 0xFF,
+                                     200, -45, 123456, msg], {}, sch["incomingMessageHandler"][2])
+        else:
+            sent = bt.serialize_dict([0, 0x0000, aps, tag, status, msg], {}, sch["messageSentHandler"][2])
+            inc = bt.serialize_dict([0, aps, 200, -45, 0x0000, 0xFF, 0xFF, msg], {}, sch["incomingMessageHandler"][2])
+        m = E.parse_message_sent(version, sent)
+        assert (m["status"], m["tag"], m["message"], m["dest"]) == (status, tag, msg, 0)
+        assert m["aps"] == aps_d
+        i = E.parse_incoming(version, inc)
+        assert (i["message"], i["lqi"], i["rssi"], i["sender"]) == (msg, 200, -45, 0)
+        assert i["aps"] == aps_d
+        # and ours (the emulator's NCP side) parse in bellows
+        ours = E.incoming_params(version, E.aps_frame(**aps_d), 0, msg, lqi=200, rssi=-45)
+        d, rest = bt.deserialize_dict(ours, sch["incomingMessageHandler"][2])
+        assert rest == b"" and list(d.values())[-1] == msg
+        ours = E.message_sent_params(version, status, 0, E.aps_frame(**aps_d), tag, msg)
+        d, rest = bt.deserialize_dict(ours, sch["messageSentHandler"][2])
+        assert rest == b"" and list(d.values())[-1] == msg
+
+
+def test_stack_status_and_version_layouts_in_bellows():
+    d, _ = bt.deserialize_dict(E.status_params(13, E.EMBER_NETWORK_UP), C13["stackStatusHandler"][2])
+    assert d["status"] == bt.EmberStatus.NETWORK_UP
+    d, _ = bt.deserialize_dict(E.status_params(14, E.SL_NETWORK_UP), C14["stackStatusHandler"][2])
+    assert d["status"] == bt.sl_Status.NETWORK_UP
+    d, _ = bt.deserialize_dict(E.status_params(14, E.SL_NETWORK_DOWN), C14["stackStatusHandler"][2])
+    assert d["status"] == bt.sl_Status.NETWORK_DOWN
+    assert E.parse_stack_status(13, bt.EmberStatus.NETWORK_DOWN.serialize()) is False
+    # the first version frame: bellows' legacy header is ours
+    assert E.legacy_version_frame(0, 13) == bytes([0, 0, C13["version"][0]]) + bt.uint8_t(13).serialize()
+
+
+# ---- ZCL headers against zigpy -----------------------------------------------------------
+def test_zcl_headers_against_zigpy():
+    from zigpy.zcl import foundation as f
+    for seq in (0, 1, 0x7F, 0xFF):
+        for cmd, s2c in ((T.REQUEST_TUNNEL, False), (T.TRANSFER_DATA, False), (T.S_TRANSFER_DATA, True),
+                         (T.REQUEST_TUNNEL_RESPONSE, True), (T.S_TRANSFER_DATA_ERROR, True)):
+            ours = T.zcl_header(seq, cmd, s2c)
+            hdr, rest = f.ZCLHeader.deserialize(ours + b"\xaa")
+            assert rest == b"\xaa" and hdr.tsn == seq and hdr.command_id == cmd
+            assert hdr.frame_control.is_cluster and hdr.frame_control.disable_default_response
+            assert bool(hdr.frame_control.direction) == s2c
+            theirs = f.ZCLHeader.cluster(seq, cmd, manufacturer=None,
+                                         direction=f.Direction.Server_to_Client if s2c else f.Direction.Client_to_Server)
+            theirs.frame_control = theirs.frame_control.replace(disable_default_response=True)
+            fc, manu, tsn, c, p = T.parse_zcl(theirs.serialize() + b"\x01\x00")
+            assert (manu, tsn, c, p) == (None, seq, cmd, b"\x01\x00") and bool(fc & T.FC_SERVER_TO_CLIENT) == s2c
+    ours = T.zcl_header(9, T.REQUEST_TUNNEL, False, manufacturer=0x1234)
+    hdr, _ = f.ZCLHeader.deserialize(ours)
+    assert hdr.manufacturer == 0x1234 and hdr.tsn == 9

@@ -228,33 +228,33 @@ def test_held_alerts_delivered_when_tunnel_returns(tmp_path, stopper):
     assert emu.ch.held == []
 
 
-def fault_run(tmp_path, stopper, n, timeout):
-    cmds = [command(0x10000 + i, ESME if i % 3 else GSME, size=20 + (i * 13) % 150) for i in range(n)]
-    faults = Faults(byte_error_rate=0.01, reset_every=60, seed=n)
+def fault_run(tmp_path, stopper, n, timeout, to_host, from_host, reset_every):
+    """n commands through a link with byte errors and NCP resets. The relay stand-in
+    retries what is safe to retry and never retries E_DELIVERY_UNKNOWN; the CH must see
+    every command exactly once, in order, byte-identical."""
+    cmds = [command(0x10000 + i, ESME if i % 3 else GSME, size=5 + (i * 13) % 60) for i in range(n)]
+    faults = Faults(byte_error_rate=to_host, byte_error_rate_from_host=from_host, reset_every=reset_every, seed=n)
 
     def before(emu, proc):
         emu.send_alert("ESME")
     events, emu, _ = run_client({"faults": faults}, cmds, tmp_path, timeout=timeout, before=before,
-                                expect_rx=n + 1, rx_wait_s=30, tries=20)
+                                expect_rx=n + 1, rx_wait_s=30, tries=50)
     stopper(emu)
-    errors = [e for e in events if e["ev"] == "error"]
-    unknown = [e for e in errors if e["code"] == "E_DELIVERY_UNKNOWN"]
-    assert not unknown, unknown
-    # exactly once, in order, byte-identical
     assert emu.received == cmds, (len(emu.received), emu.stats())
     st = emu.stats()["ncp"]
     assert st["bytes_corrupted"] > 0 and st["resets_injected"] > 0
     c = events[-1]["counters"]
-    assert c["ash_link_failures"] > 0 or c["ash_unsolicited_rstack"] > 0
-    assert c["ash_rx_crc"] + c["ash_rx_bad_escape"] + c["ash_rx_too_short"] > 0
+    assert c["ash_unsolicited_rstack"] > 0 and c["resets"] > st["resets_injected"] / 2
+    assert c["ash_rx_crc"] > 0 and c["ash_tx_nak"] > 0 and c["ash_retx"] > 0
     rx = [e for e in events if e["ev"] == "rx"]
-    return cmds, rx, c
+    assert len(rx) > n / 2   # responses and the alert come back too (some may be lost)
+    return events, emu
 
 
 def test_faults_100_commands_exactly_once(tmp_path, stopper):
-    fault_run(tmp_path, stopper, 100, 300)
+    fault_run(tmp_path, stopper, 100, 600, to_host=0.01, from_host=0.001, reset_every=60)
 
 
 @pytest.mark.slow
 def test_faults_500_commands_exactly_once(tmp_path, stopper):
-    fault_run(tmp_path, stopper, 500, 1200)
+    fault_run(tmp_path, stopper, 500, 3600, to_host=0.01, from_host=0.01, reset_every=60)

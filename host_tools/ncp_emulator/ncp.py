@@ -16,6 +16,8 @@ FLAG, ESC, XON, XOFF, SUB, CAN = 0x7E, 0x7D, 0x11, 0x13, 0x18, 0x1A
 RESERVED = (FLAG, ESC, XON, XOFF, SUB, CAN)
 RESET_SOFTWARE = 0x0B
 RESET_POWER_ON = 0x02
+ACK_TIMEOUTS = 4
+ERROR_ACK_TIMEOUTS = 0x51
 T_RETX = 0.4             # NCP's own retransmission timeout (fixed: the host side is under test)
 STACK_TYPE = 2
 EMBER_SUCCESS = 0x00
@@ -33,8 +35,11 @@ class Faults:
     """Fault knobs; all off by default. Rates are probabilities per byte / per frame."""
 
     def __init__(self, byte_error_rate=0.0, drop_rate=0.0, late_ack_rate=0.0, late_ack_ms=600,
-                 reset_every=0, seed=None):
-        self.byte_error_rate = byte_error_rate   # each byte, both directions: one bit flipped
+                 reset_every=0, seed=None, byte_error_rate_from_host=None):
+        self.byte_error_rate = byte_error_rate   # each byte to the host: one bit flipped
+        # bytes from the host: the same rate unless given separately
+        self.byte_error_rate_from_host = byte_error_rate if byte_error_rate_from_host is None \
+            else byte_error_rate_from_host
         self.drop_rate = drop_rate               # whole frames lost, both directions
         self.late_ack_rate = late_ack_rate       # NCP ACKs held back by late_ack_ms
         self.late_ack_ms = late_ack_ms
@@ -64,7 +69,7 @@ class Ncp:
                          "rx_dup": 0, "rx_out_of_order": 0, "tx_data": 0, "retx": 0, "tx_nak": 0,
                          "rx_nak": 0, "resets_by_host": 0, "resets_injected": 0, "ezsp_commands": 0,
                          "ezsp_unknown": 0, "ezsp_before_version": 0, "send_unicast": 0,
-                         "callbacks": 0, "bytes_corrupted": 0, "frames_dropped": 0, "acks_delayed": 0}
+                         "callbacks": 0, "link_failures": 0, "bytes_corrupted": 0, "frames_dropped": 0, "acks_delayed": 0}
         self._buf = bytearray()
         self._skip = False
         self._esc_seen = False
@@ -98,10 +103,10 @@ class Ncp:
     # ---- UART in -------------------------------------------------------------------------
     def feed(self, data):
         f = self.faults
-        if f.byte_error_rate:
+        if f.byte_error_rate_from_host:
             data = bytearray(data)
             for i in range(len(data)):
-                if f.rng.random() < f.byte_error_rate:
+                if f.rng.random() < f.byte_error_rate_from_host:
                     data[i] ^= 1 << f.rng.randrange(8)
                     self.counters["bytes_corrupted"] += 1
         for b in data:
@@ -239,11 +244,15 @@ class Ncp:
     def _retransmit(self):
         if self._inflight is None or not self.connected:
             return
-        if self._inflight[2] > 8:
-            # the host stopped listening: drop the link like an NCP does; the host resets it
-            self.log("ncp: host never acknowledged frame %d; link dropped" % self._inflight[0])
-            self._power_on()
+        if self._inflight[2] > ACK_TIMEOUTS:
+            # UG101: too many ACK timeouts: the NCP reports ERROR (0x51) and waits for RST
+            self.log("ncp: host never acknowledged frame %d; ERROR 0x51" % self._inflight[0])
+            self.counters["link_failures"] += 1
             self._generation += 1
+            self._power_on()
+            self._send_bytes(wire(bash.ErrorFrame(version=2, reset_code=ERROR_ACK_TIMEOUTS)))
+            if self.ch:
+                self.ch.ppmid_left()
             return
         self.counters["retx"] += 1
         self._send_inflight(True)

@@ -41,13 +41,17 @@ class AshLink:
     """on_frame(ezsp_bytes) is called (synchronously) for every new in-order DATA frame;
     ready() -> bool says whether the host can take more (when not, our ACKs carry nRdy)."""
 
-    def __init__(self, reader, writer, on_frame, ready=None, tx_k=TX_K_MAX, log=None):
+    def __init__(self, reader, writer, on_frame, ready=None, tx_k=TX_K_MAX, log=None, on_fail=None,
+                 timers=None):
         self._reader = reader
         self._writer = writer
         self._on_frame = on_frame
         self._ready = ready or (lambda: True)
         self._tx_k = max(1, min(TX_K_MAX, tx_k))
         self._log = log
+        self._on_fail = on_fail          # on_fail(AshError), synchronous, on a real failure
+        # (T_RX_ACK_INIT, MIN, MAX, T_RSTACK_MAX) in ms: UG101's values unless told otherwise
+        self._timers = timers or (T_RX_ACK_INIT, T_RX_ACK_MIN, T_RX_ACK_MAX, T_RSTACK_MAX)
         self._enc = ash.Encoder()
         self._dec = ash.Decoder()
         self._wlock = asyncio.Lock()
@@ -70,7 +74,7 @@ class AshLink:
         self._rx_exp = 0        # next frame number we expect (our ackNum)
         self._reject = False
         self._pending = {}      # frm -> [frame bytes, future-ish Event, sent_ms, retransmitted]
-        self._t_ack = T_RX_ACK_INIT
+        self._t_ack = self._timers[0]
         self._timeouts = 0
         self._deadline = None   # ms tick when the oldest unacked frame times out
         self._notrdy_until = None
@@ -100,7 +104,7 @@ class AshLink:
             self._dec.reset()
             await self._write(self._enc.rst())
             try:
-                await asyncio.wait_for(self._rstack.wait(), T_RSTACK_MAX / 1000)
+                await asyncio.wait_for(self._rstack.wait(), self._timers[3] / 1000)
             except asyncio.TimeoutError:
                 self._logf("no RSTACK")
                 continue
@@ -149,7 +153,9 @@ class AshLink:
         else:
             self.counters["tx_data"] += 1
         entry[2] = ticks_ms()
-        if self._deadline is None:
+        if self._deadline is None or re_tx:
+            # the clock runs from the latest (re)transmission: a NAK-triggered resend
+            # must get a whole timeout of its own
             self._deadline = ticks_ms() + self._t_ack
         await self._write(bytes(self._enc.data(frm, re_tx, self._rx_exp, entry[0])))
 
@@ -186,7 +192,7 @@ class AshLink:
             if self._timeouts >= ACK_TIMEOUTS:
                 self._fail(AshError(E_ASH_LINK, "%d ACK timeouts in a row: link failure" % ACK_TIMEOUTS))
                 continue
-            self._t_ack = min(T_RX_ACK_MAX, self._t_ack * 2)
+            self._t_ack = min(self._timers[2], self._t_ack * 2)
             self._deadline = ticks_ms() + self._t_ack
             await self._resend_from(self._ack_rx)
 
@@ -277,7 +283,7 @@ class AshLink:
                 continue
             if not e[3]:  # Karn: only frames sent once give an honest round trip
                 rtt = ticks_diff(now, e[2])
-                self._t_ack = max(T_RX_ACK_MIN, min(T_RX_ACK_MAX, (self._t_ack * 7) // 8 + rtt // 2))
+                self._t_ack = max(self._timers[1], min(self._timers[2], (self._t_ack * 7) // 8 + rtt // 2))
             e[1].set()
         self._ack_rx = ack_num
         self._timeouts = 0
@@ -307,3 +313,5 @@ class AshLink:
         self._deadline = None
         self._space.set()
         self.failed.set()
+        if count and was and self._on_fail:
+            self._on_fail(err)

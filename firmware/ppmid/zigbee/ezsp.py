@@ -272,15 +272,24 @@ class Ezsp:
         w = [ev, None, fid]
         self._waiting[seq] = w
         self.counters["commands"] += 1
+        acked = False
         try:
             await self._link.send(frame)
+            acked = True
             await asyncio.wait_for(ev.wait(), self._timeout_s)
         except asyncio.TimeoutError:
             self.counters["timeouts"] += 1
-            raise EzspError(E_EZSP_TIMEOUT, "no response to %s" % NAMES.get(fid, hex(fid)))
+            err = EzspError(E_EZSP_TIMEOUT, "no response to %s" % NAMES.get(fid, hex(fid)))
+            err.ncp_has_it = True
+            raise err
+        except EzspError as err:
+            err.ncp_has_it = acked
+            raise
         finally:
             self._waiting.pop(seq, None)
         if isinstance(w[1], Exception):
+            # the NCP acknowledged the command at the ASH level: it has executed it
+            w[1].ncp_has_it = acked
             raise w[1]
         return w[1]
 

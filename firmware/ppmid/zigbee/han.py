@@ -79,7 +79,8 @@ class ZigbeeHan:
                          "gbt_blocks_tx": 0, "received": 0, "rx_dropped": 0, "rx_fragments": 0,
                          "rx_fragment_timeouts": 0, "rx_not_tunnel": 0, "rx_gbt_blocks": 0,
                          "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0}
-        self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log)
+        self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
+                             on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
         self.tunnel = TunnelServer(self.opts["transfer_size"])
         self._rxq = []
@@ -93,6 +94,7 @@ class ZigbeeHan:
         self._net_event = asyncio.Event()
         self._ready_event = asyncio.Event()   # set while status == running
         self._max_payload = 0
+        self._up = False               # bring-up complete on the current link
         self._frag = None              # (sender, count, {index: bytes}, started_ms)
         self._gbt = None
         self._tasks = []
@@ -143,6 +145,7 @@ class ZigbeeHan:
                     # the link failed before the NCP took the last piece: nothing reached
                     # the CH as a whole message, so sending it again is safe
                     self.counters["send_retries"] += 1
+                    await asyncio.sleep(0.05)
                 except HanError:
                     self.counters["send_failed"] += 1
                     raise
@@ -166,7 +169,7 @@ class ZigbeeHan:
                 self._logf("on_status failed: %r", exc)
 
     def _update_status(self):
-        if not self._link.connected or self._ezsp.version is None:
+        if not self._up or not self._link.connected:
             return
         if not self._net_up:
             self._set_status(NETWORK_DOWN)
@@ -226,8 +229,14 @@ class ZigbeeHan:
             await asyncio.sleep(backoff)
             backoff = min(self.opts["backoff_max_s"], backoff * 2)
 
+    def _on_link_fail(self, err):
+        # synchronous: senders must see the new status before they run again
+        self._link_lost()
+        self._set_status(RESETTING, err.message)
+
     def _link_lost(self):
         self._net_up = False
+        self._up = False
         self._ready_event.clear()
         for w in self._sent.values():
             w[2] = "link"
@@ -236,28 +245,34 @@ class ZigbeeHan:
     async def _bring_up(self):
         self.counters["resets"] += 1
         self._net_up = False
+        self._up = False
+        # a reset module rejoins: the CH forgets our tunnel and asks for a new one
+        self.tunnel.close("module reset")
         code = await self._link.reset()
         self._ezsp.reset_state()
         v = await self._ezsp.negotiate(self.opts["ezsp_version"])
         self.module = {"ezsp_version": v, "stack_version": self._ezsp.stack_version_text(),
                        "stack_type": self._ezsp.stack_type, "reset_code": code}
         self._logf("module: EZSP v%d, stack %s", v, self.module["stack_version"])
+        self._max_payload = await self._ezsp.maximum_payload_length()
+        if self._max_payload < 10:
+            raise HanError(E_HAN_DOWN, "module payload limit %d is unusable" % self._max_payload)
+        self._logf("module payload limit %d", self._max_payload)
+        self._net_event.clear()
         state = await self._ezsp.network_state()
-        if state != E.JOINED_NETWORK:
-            self._net_event.clear()
+        if state == E.JOINED_NETWORK:
+            self._net_up = True
+        else:
             status = await self._ezsp.network_init()
+            self._logf("networkInit status 0x%x", status)
             if status == 0 and not self._net_up:
                 try:
                     await asyncio.wait_for(self._net_event.wait(), self.opts["network_timeout_s"])
                 except asyncio.TimeoutError:
-                    pass
+                    self._logf("no network-up within %ss", self.opts["network_timeout_s"])
             if not self._net_up and await self._ezsp.network_state() == E.JOINED_NETWORK:
                 self._net_up = True
-        else:
-            self._net_up = True
-        self._max_payload = await self._ezsp.maximum_payload_length()
-        if self._max_payload < 10:
-            raise HanError(E_HAN_DOWN, "module payload limit %d is unusable" % self._max_payload)
+        self._up = True
         self._update_status()
         if not self._net_up:
             self._set_status(NETWORK_DOWN, "the module is not joined to the HAN")
@@ -418,6 +433,11 @@ class ZigbeeHan:
                     status, _ = await self._ezsp.send_unicast(dest, aps, tag, frags[i])
                 except (AshError, E.EzspError) as exc:
                     self._logf("sendUnicast: %s", exc)
+                    if final and getattr(exc, "ncp_has_it", False):
+                        # the module acknowledged the frame, so it ran the command; only
+                        # its answer was lost: sending again could deliver it twice
+                        raise HanError(E_DELIVERY_UNKNOWN, "the module took the message but the link "
+                                       "failed before it answered")
                     raise _Retry()
                 if status != 0:
                     raise HanError(E_DELIVERY, "the module refused to send (status 0x%x)" % status)

@@ -1,0 +1,238 @@
+# ASH link against a scripted NCP over in-memory streams (CPython and MicroPython): reset,
+# acknowledgement, NAK and timeout retransmission, duplicates, out-of-order frames, bad
+# input, unsolicited RSTACK / ERROR, link failure. Timers are shortened through `timers`.
+import asyncio
+from ppmid.zigbee import ash
+from ppmid.zigbee.ashlink import AshLink, AshError, E_ASH_LINK, E_ASH_RESET
+
+FAST = (80, 40, 160, 200)
+
+
+class Pipe:
+    def __init__(self):
+        self.buf = bytearray()
+        self.ev = asyncio.Event()
+
+    def push(self, b):
+        self.buf += b
+        self.ev.set()
+
+    async def read(self, n):
+        while not self.buf:
+            self.ev.clear()
+            await self.ev.wait()
+        out = bytes(self.buf[:n])
+        self.buf = self.buf[n:]
+        return out
+
+
+class Sink:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def write(self, b):
+        self.fn(bytes(b))
+
+    async def drain(self):
+        pass
+
+
+class FakeNcp:
+    """policy(frame_index, control, payload) -> "ack" | "nak" | "drop" for host DATA."""
+
+    def __init__(self, policy=None, answer_rst=True):
+        self.to_host = Pipe()
+        self.dec = ash.Decoder()
+        self.enc = ash.Encoder()
+        self.policy = policy or (lambda i, c, p: "ack")
+        self.answer_rst = answer_rst
+        self.rx_exp = 0
+        self.frm = 0
+        self.data = []        # (control, payload) of every DATA frame from the host
+        self.controls = []    # every control byte from the host
+        self.bad = 0
+
+    def from_host(self, b):
+        for item in self.dec.feed(b):
+            if item[0] == ash.BAD:
+                self.bad += 1
+                continue
+            c, p = item
+            self.controls.append(c)
+            if c == ash.RST and self.answer_rst:
+                self.rx_exp = 0
+                self.frm = 0
+                self.to_host.push(bytes(self.enc.rstack(0x0B)))
+            elif ash.kind(c) == ash.DATA:
+                i = len(self.data)
+                self.data.append((c, bytes(p)))
+                act = self.policy(i, c, p)
+                frm = (c >> 4) & 7
+                if act == "drop":
+                    continue
+                if act == "nak":
+                    self.to_host.push(bytes(self.enc.nak(self.rx_exp)))
+                    continue
+                if frm == self.rx_exp:
+                    self.rx_exp = (frm + 1) & 7
+                self.to_host.push(bytes(self.enc.ack(self.rx_exp)))
+
+    def send_data(self, payload, frm=None, re_tx=False):
+        if frm is None:
+            frm = self.frm
+            self.frm = (frm + 1) & 7
+        self.to_host.push(bytes(self.enc.data(frm, re_tx, self.rx_exp, payload)))
+
+
+def make(ncp, **kw):
+    got = []
+    link = AshLink(ncp.to_host, Sink(ncp.from_host), got.append, timers=FAST, **kw)
+    return link, got
+
+
+async def test_reset_then_send_is_acked():
+    ncp = FakeNcp()
+    link, got = make(ncp)
+    code = await link.reset()
+    assert code == 0x0B and link.connected
+    assert ncp.controls[0] == ash.RST
+    for i in range(10):  # wraps the 3-bit frame numbers
+        await link.send(b"cmd%d" % i)
+    assert [p for _, p in ncp.data] == [b"cmd%d" % i for i in range(10)]
+    assert [(c >> 4) & 7 for c, _ in ncp.data] == [i & 7 for i in range(10)]
+    assert link.counters["retx"] == 0
+    await link.close()
+
+
+async def test_reset_without_answer_raises():
+    ncp = FakeNcp(answer_rst=False)
+    link, _ = make(ncp)
+    try:
+        await link.reset(attempts=2)
+    except AshError as e:
+        assert e.code == E_ASH_RESET
+    else:
+        raise AssertionError("no error")
+    assert ncp.controls.count(ash.RST) == 2
+    await link.close()
+
+
+async def test_nak_and_timeout_retransmit_with_retx_bit():
+    # first copy NAKed, second dropped (timeout), third acknowledged
+    ncp = FakeNcp(lambda i, c, p: ("nak", "drop", "ack")[i] if i < 3 else "ack")
+    link, _ = make(ncp)
+    await link.reset()
+    await link.send(b"hello")
+    assert [p for _, p in ncp.data] == [b"hello"] * 3
+    assert [bool(c & 8) for c, _ in ncp.data] == [False, True, True]
+    assert link.counters["rx_nak"] == 1 and link.counters["ack_timeouts"] == 1
+    await link.close()
+
+
+async def test_four_timeouts_fail_the_link():
+    ncp = FakeNcp(lambda i, c, p: "drop")
+    fails = []
+    link, _ = make(ncp, on_fail=fails.append)
+    await link.reset()
+    try:
+        await link.send(b"lost")
+    except AshError as e:
+        assert e.code == E_ASH_LINK and "timeouts" in e.message
+    else:
+        raise AssertionError("no error")
+    assert link.failed.is_set() and not link.connected
+    assert len(ncp.data) == 4 and len(fails) == 1
+    # and the link comes back with a reset
+    ncp.policy = lambda i, c, p: "ack"
+    await link.reset()
+    await link.send(b"again")
+    assert ncp.data[-1][1] == b"again"
+    await link.close()
+
+
+async def test_window_keeps_several_frames_in_flight():
+    held = []
+    ncp = FakeNcp(lambda i, c, p: "drop" if i < 3 else "ack")
+    link, _ = make(ncp, tx_k=3)
+    await link.reset()
+    tasks = [asyncio.create_task(link.send(b"f%d" % i)) for i in range(3)]
+    await asyncio.sleep(0.02)
+    # all three went out before any acknowledgement
+    assert [p for _, p in ncp.data[:3]] == [b"f0", b"f1", b"f2"]
+    for t in tasks:
+        await t
+    assert link.counters["retx"] >= 3
+    await link.close()
+
+
+async def test_incoming_data_duplicates_out_of_order_and_garbage():
+    ncp = FakeNcp()
+    link, got = make(ncp)
+    await link.reset()
+    ncp.send_data(b"one")
+    ncp.send_data(b"one", frm=0, re_tx=True)       # our ACK was "lost": a duplicate
+    ncp.send_data(b"three", frm=2)                 # frame 1 missing: out of order
+    ncp.to_host.push(b"\x00\x13\x55garbage\x7e")   # garbage: a bad frame
+    bad = bytearray(ncp.enc.data(1, False, 0, b"two"))
+    bad[2] ^= 0x40                                  # CRC error
+    ncp.to_host.push(bytes(bad))
+    ncp.send_data(b"two", frm=1, re_tx=True)
+    await asyncio.sleep(0.05)
+    assert got == [b"one", b"two"]
+    c = link.counters
+    assert c["rx_dup"] == 1 and c["rx_out_of_order"] == 1 and c["tx_nak"] == 1
+    assert link._dec.counters["crc"] + link._dec.counters["too_short"] >= 2
+    # acks went back for everything accepted; one NAK for the reject condition
+    acks = [x for x in ncp.controls if ash.kind(x) == ash.ACK]
+    naks = [x for x in ncp.controls if ash.kind(x) == ash.NAK]
+    assert len(naks) == 1 and acks[-1] & 7 == 2
+    await link.close()
+
+
+async def test_unsolicited_rstack_and_error_frame_fail_the_link():
+    ncp = FakeNcp(lambda i, c, p: "drop")
+    link, _ = make(ncp)
+    await link.reset()
+    t = asyncio.create_task(link.send(b"pending"))
+    await asyncio.sleep(0.01)
+    ncp.to_host.push(bytes(ncp.enc.rstack(0x02)))
+    try:
+        await t
+    except AshError as e:
+        assert "reset" in e.message
+    else:
+        raise AssertionError("no error")
+    assert link.counters["unsolicited_rstack"] == 1
+    await link.reset()
+    ncp.to_host.push(bytes(ncp.enc.error(0x51)))
+    await asyncio.sleep(0.02)
+    assert not link.connected and link.counters["rx_error_frames"] == 1
+    assert "0x51" in link.failure.message
+    await link.close()
+
+
+async def test_host_not_ready_sets_nrdy_in_acks():
+    ncp = FakeNcp()
+    ready = [True]
+    link, got = make(ncp, ready=lambda: ready[0])
+    await link.reset()
+    ready[0] = False
+    ncp.send_data(b"x")
+    await asyncio.sleep(0.02)
+    acks = [x for x in ncp.controls if ash.kind(x) == ash.ACK]
+    assert acks and acks[-1] & 0x08
+    await link.close()
+
+
+async def test_too_big_frame_refused():
+    ncp = FakeNcp()
+    link, _ = make(ncp)
+    await link.reset()
+    try:
+        await link.send(bytes(ash.MAX_DATA + 1))
+    except AshError:
+        pass
+    else:
+        raise AssertionError("no error")
+    assert link.connected
+    await link.close()

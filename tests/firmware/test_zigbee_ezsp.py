@@ -1,0 +1,207 @@
+# EZSP frame layouts (v8-v13 and v14+), version negotiation, response matching and bad
+# input; ZCL tunnel server behaviour. CPython and MicroPython.
+import asyncio
+import binascii
+from ppmid.zigbee import ezsp as E
+from ppmid.zigbee import tunnel as T
+
+
+def h(s):
+    return binascii.unhexlify(s.replace(" ", "").replace("|", ""))
+
+
+def test_send_unicast_v13_matches_bellows_example():
+    aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140, 0, 0)
+    frame = E.command_frame(0, E.SEND_UNICAST, E.send_unicast_params(13, 0x1234, aps, 1, h("01 05 02")))
+    assert frame == h("00 00 01 34 00 | 00 34 12 | 09 01 04 07 01 01 40 01 00 00 00 | 01 | 03 01 05 02")
+    p = E.parse_send_unicast_params(13, frame[5:])
+    assert p["dest"] == 0x1234 and p["tag"] == 1 and p["message"] == h("01 05 02")
+    assert p["aps"]["cluster"] == 0x0704 and p["aps"]["options"] == 0x0140
+
+
+def test_send_unicast_v14_tag_u16():
+    aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140)
+    p = E.send_unicast_params(14, 0x1234, aps, 0x0201, b"\xaa")
+    assert p[14:16] == h("01 02") and p[16:] == h("01 aa")
+    assert E.parse_send_unicast_params(14, p)["tag"] == 0x0201
+
+
+def test_callback_layouts_roundtrip_both_versions():
+    aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x8040, 0x0300, 7)
+    for v in (8, 13, 14, 17):
+        m = E.parse_message_sent(v, E.message_sent_params(v, 0x66, 0x0000, aps, 9, b"abc"))
+        assert (m["status"], m["dest"], m["tag"], m["message"]) == (0x66, 0, 9, b"abc")
+        assert m["aps"]["group"] == 0x0300
+        i = E.parse_incoming(v, E.incoming_params(v, aps, 0x0000, b"hello", lqi=200, rssi=-50))
+        assert (i["sender"], i["message"], i["lqi"], i["rssi"]) == (0, b"hello", 200, -50)
+        assert i["aps"]["sequence"] == 7
+    assert E.parse_stack_status(13, b"\x90") is True and E.parse_stack_status(13, b"\x91") is False
+    assert E.parse_stack_status(14, h("15000000")) is True and E.parse_stack_status(14, h("16000000")) is False
+    assert E.parse_stack_status(14, b"\x90\x00\x00\x00") is None
+
+
+def test_parse_frame_errors():
+    for bad in (b"", b"\x01\x80", b"\x01\x80\x02\x00\x00"):
+        try:
+            E.parse_frame(bad)
+        except E.EzspError:
+            continue
+        raise AssertionError("accepted %r" % bad)
+    assert E.parse_frame(h("05 80 01 18 00 02")) == (5, 0x80, 0x18, b"\x02")
+    assert E.parse_frame(h("05 80 00 08 02"), legacy=True) == (5, 0x80, 0, b"\x08\x02")
+
+
+class FakeLink:
+    """Answers like an NCP of the given version; `script` overrides per frame id."""
+
+    def __init__(self, version, script=None):
+        self.version = version
+        self.ezsp = None
+        self.sent = []
+        self.script = script or {}
+
+    async def send(self, frame):
+        self.sent.append(bytes(frame))
+        seq = frame[0]
+        if frame[2] == 0 and len(frame) == 4:  # legacy version
+            self.ezsp.on_frame(bytes((seq, 0x80, 0, self.version, 2, 0x20, 0x74)))
+            return
+        fid = frame[3] | (frame[4] << 8)
+        if fid in self.script:
+            r = self.script[fid](seq)
+            if r is not None:
+                self.ezsp.on_frame(r)
+            return
+        if fid == E.VERSION:
+            self.ezsp.on_frame(E.response_frame(seq, fid, bytes((self.version, 2, 0x20, 0x74))))
+        else:
+            self.ezsp.on_frame(E.response_frame(seq, E.INVALID_COMMAND, b"\x58"))
+
+
+async def test_negotiation_legacy_then_extended():
+    link = FakeLink(13)
+    cbs = []
+    ez = E.Ezsp(link, lambda fid, p: cbs.append(fid))
+    link.ezsp = ez
+    assert await ez.negotiate(13) == 13
+    assert link.sent[0] == h("00 00 00 0d")
+    assert link.sent[1] == h("01 00 01 00 00 0d")
+    assert ez.stack_version_text() == "7.4.2.0"
+
+
+async def test_newer_module_version_is_accepted_older_refused():
+    link = FakeLink(16)
+    ez = E.Ezsp(link)
+    link.ezsp = ez
+    assert await ez.negotiate(13) == 16
+    for v in (4, 7, 99):
+        link = FakeLink(v)
+        ez = E.Ezsp(link)
+        link.ezsp = ez
+        try:
+            await ez.negotiate(13)
+        except E.EzspError as e:
+            assert e.code == E.E_MODULE_UNSUPPORTED and ("v%d" % v) in e.message
+        else:
+            raise AssertionError("v%d accepted" % v)
+
+
+async def test_unknown_command_invalid_command_and_orphans():
+    link = FakeLink(13)
+    ez = E.Ezsp(link, timeout_s=0.2)
+    link.ezsp = ez
+    await ez.negotiate(13)
+    try:
+        await ez.command(0x0123)
+    except E.EzspError as e:
+        assert "0x0123" in e.message
+    else:
+        raise AssertionError("no error")
+    assert ez.counters["invalid_command"] == 1
+    # a response to nothing, a garbage frame and a non-response: counted, dropped
+    ez.on_frame(E.response_frame(77, E.NETWORK_STATE, b"\x02"))
+    ez.on_frame(b"\x01")
+    ez.on_frame(E.command_frame(3, E.NETWORK_STATE))
+    assert ez.counters["orphan_responses"] == 1 and ez.counters["bad_frames"] == 2
+    # no answer at all: a timeout error, not a hang
+    link.script[E.NETWORK_STATE] = lambda seq: None
+    try:
+        await ez.network_state()
+    except E.EzspError as e:
+        assert e.code == E.E_EZSP_TIMEOUT and e.ncp_has_it
+    else:
+        raise AssertionError("no error")
+
+
+async def test_callbacks_dispatched_and_bad_ones_survived():
+    got = []
+
+    def cb(fid, p):
+        if fid == 0x9999:
+            raise ValueError("broken")
+        got.append((fid, p))
+    link = FakeLink(13)
+    ez = E.Ezsp(link, cb)
+    link.ezsp = ez
+    await ez.negotiate(13)
+    ez.on_frame(E.response_frame(0, E.STACK_STATUS_HANDLER, b"\x90", callback=0x10))
+    ez.on_frame(E.response_frame(0, 0x9999, b"", callback=0x10))
+    assert got == [(E.STACK_STATUS_HANDLER, b"\x90")] and ez.counters["bad_frames"] == 1
+
+
+def test_zcl_header_and_tunnel_commands():
+    assert T.zcl_header(5, T.S_TRANSFER_DATA, True) == h("19 05 01")
+    assert T.zcl_header(5, T.REQUEST_TUNNEL, False, manufacturer=0x1234) == h("15 34 12 05 00")
+    assert T.parse_zcl(h("15 34 12 05 00 aa")) == (0x15, 0x1234, 5, 0, b"\xaa")
+    assert T.request_tunnel(1) == h("11 01 00 06 ff ff 00 dc 05")
+
+
+def test_tunnel_server_request_transfer_and_errors():
+    s = T.TunnelServer(max_incoming=100)
+    replies, data = s.handle(0x0000, T.request_tunnel(1, max_in=1500))
+    assert data is None and s.is_open and s.client_max == 1500
+    fc, _, _, cmd, p = T.parse_zcl(replies[0])
+    assert fc & T.FC_SERVER_TO_CLIENT and cmd == T.REQUEST_TUNNEL_RESPONSE
+    tid = p[0] | (p[1] << 8)
+    assert p[2] == T.TUNNEL_OK and p[3:5] == h("6400")
+    # data both ways
+    r, data = s.handle(0x0000, T.transfer_data(2, tid, b"\xdf\x09gbcs", False))
+    assert r == [] and data == b"\xdf\x09gbcs"
+    out = s.outgoing(b"resp")
+    assert T.parse_zcl(out)[3] == T.S_TRANSFER_DATA and out[-4:] == b"resp" and out[3] | (out[4] << 8) == tid
+
+    def err(reply):
+        fc, _, _, cmd, p = T.parse_zcl(reply)
+        assert cmd == T.S_TRANSFER_DATA_ERROR
+        return p[2]
+    assert err(s.handle(0x0000, T.transfer_data(3, tid + 1, b"x", False))[0][0]) == T.NO_SUCH_TUNNEL
+    assert err(s.handle(0x4444, T.transfer_data(3, tid, b"x", False))[0][0]) == T.WRONG_DEVICE
+    assert err(s.handle(0x0000, T.transfer_data(3, tid, bytes(101), False))[0][0]) == T.DATA_OVERFLOW
+    # wrong protocol, flow control, busy
+    for frame, status in ((T.request_tunnel(4, protocol=2), T.TUNNEL_PROTOCOL_UNSUPPORTED),
+                          (T.request_tunnel(4, flow_control=1), T.TUNNEL_FLOW_CONTROL_UNSUPPORTED)):
+        assert T.parse_zcl(s.handle(0, frame)[0][0])[4][2] == status
+    assert s.tunnel_id == tid  # refused requests leave the open tunnel alone
+    s.busy = True
+    assert T.parse_zcl(s.handle(0, T.request_tunnel(5))[0][0])[4][2] == T.TUNNEL_BUSY
+    s.busy = False
+    # re-request replaces; the CH's TransferDataError(no such tunnel) and CloseTunnel close
+    s.handle(0, T.request_tunnel(6))
+    assert s.tunnel_id != tid
+    s.handle(0, T.transfer_data_error(7, s.tunnel_id, T.NO_SUCH_TUNNEL, False))
+    assert not s.is_open
+    s.handle(0, T.request_tunnel(8))
+    s.handle(0, T.close_tunnel(9, s.tunnel_id))
+    assert not s.is_open
+    try:
+        s.outgoing(b"x")
+    except T.ZclError as e:
+        assert e.code == "E_NO_TUNNEL"
+    else:
+        raise AssertionError("no error")
+    # garbage and server->client frames are counted, not fatal
+    assert s.handle(0, b"\x01") == ([], None)
+    assert s.handle(0, T.zcl_header(1, 0, True)) == ([], None)
+    assert s.counters["bad_zcl"] == 1 and s.counters["unknown_commands"] == 1
+    kinds = [e[0] for e in s.events]
+    assert kinds.count("open") == 3 and "error" in kinds and kinds.count("closed") == 3
