@@ -1,0 +1,95 @@
+"""`ppmid ncp-emulator`: an EFR32 NCP + Communications Hub + meters on the board's Zigbee pty.
+
+    ppmid ncp-emulator --state-dir run --log run/ch.jsonl
+    ppmid ncp-emulator --pty /dev/pts/7 --ezsp-version 14 --byte-error-rate 0.01 --reset-every 200
+
+Runs until interrupted. Every GBCS message the CH receives or sends goes to --log (JSONL).
+Type commands on stdin while it runs: `alert ESME`, `alert GSME`, `reset`, `network-down 5`,
+`close-tunnel 2`, `forget-tunnel 2`, `busy 10`, `stats`."""
+import json
+import os
+import sys
+import threading
+import time
+
+from host_tools.cli import CliError
+
+
+def add_arguments(p):
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pty", help="the pty to serve (the host side of the board's Zigbee UART)")
+    where.add_argument("--state-dir", help="an emulated board's state directory: uses board.json uarts.zigbee")
+    p.add_argument("--baud", type=int, default=115200, help="pace bytes to the board at this rate (0: no pacing)")
+    p.add_argument("--ezsp-version", type=int, default=13, help="EZSP protocol version the NCP speaks (default 13)")
+    p.add_argument("--max-payload", type=int, default=82, help="maximumPayloadLength the NCP reports")
+    p.add_argument("--log", help="JSONL log of every GBCS message the CH receives and sends")
+    p.add_argument("--corpus", help="GBCS corpus dir: canned RESPONSEs for known COMMANDs, ALERTs on demand")
+    p.add_argument("--byte-error-rate", type=float, default=0.0, help="probability a byte is corrupted (both ways)")
+    p.add_argument("--drop-rate", type=float, default=0.0, help="probability a whole ASH frame is lost")
+    p.add_argument("--late-ack-rate", type=float, default=0.0, help="probability an NCP ACK is delayed")
+    p.add_argument("--late-ack-ms", type=int, default=600)
+    p.add_argument("--reset-every", type=int, default=0, help="NCP resets itself after every N host DATA frames")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("-v", "--verbose", action="store_true", help="print link events")
+
+
+def _pty_from_state(state_dir):
+    path = os.path.join(state_dir, "board.json")
+    try:
+        with open(path) as f:
+            state = json.load(f)
+        return state["uarts"]["zigbee"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CliError("cannot find the Zigbee pty in %s (%s): is the board started?" % (path, exc))
+
+
+def _console(emu):
+    actions = {
+        "alert": lambda a: emu.send_alert(a[0] if a else "ESME"),
+        "reset": lambda a: emu.reset_ncp(),
+        "network-down": lambda a: emu.network_down(float(a[0]) if a else None),
+        "network-up": lambda a: emu.network_up(),
+        "close-tunnel": lambda a: emu.close_tunnel(float(a[0]) if a else None),
+        "forget-tunnel": lambda a: emu.forget_tunnel(float(a[0]) if a else None),
+        "busy": lambda a: emu.tunnel_busy(float(a[0]) if a else 10.0),
+        "stats": lambda a: print(json.dumps(emu.stats(), indent=1)),
+    }
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        fn = actions.get(words[0])
+        if fn is None:
+            print("commands: " + ", ".join(sorted(actions)), flush=True)
+            continue
+        try:
+            fn(words[1:])
+            print("ok", flush=True)
+        except Exception as exc:
+            print("error: %s" % exc, flush=True)
+
+
+def run(args):
+    from host_tools.ncp_emulator import NcpEmulator, Faults
+    pty = args.pty or _pty_from_state(args.state_dir)
+    if not os.path.exists(pty):
+        raise CliError("no such pty: %s" % pty)
+    if not 1 <= args.ezsp_version <= 255:
+        raise CliError("--ezsp-version must be 1..255 (the firmware accepts 8..18)")
+    faults = Faults(byte_error_rate=args.byte_error_rate, drop_rate=args.drop_rate, late_ack_rate=args.late_ack_rate,
+                    late_ack_ms=args.late_ack_ms, reset_every=args.reset_every, seed=args.seed)
+    corpus = args.corpus
+    if corpus is None:
+        guess = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                             "shared", "vectors", "gbcs", "rtds-4.5.0")
+        corpus = guess if os.path.isdir(guess) else None
+    emu = NcpEmulator(pty, baud=args.baud, ezsp_version=args.ezsp_version, max_payload=args.max_payload,
+                      log_path=args.log, corpus_dir=corpus, faults=faults, verbose=args.verbose).start()
+    print("ncp-emulator: EZSP v%d NCP + CH on %s (log %s)" % (args.ezsp_version, pty, args.log or "-"), flush=True)
+    if sys.stdin and sys.stdin.isatty():
+        threading.Thread(target=_console, args=(emu,), daemon=True).start()
+    try:
+        while True:
+            time.sleep(1)
+    finally:
+        emu.stop()
