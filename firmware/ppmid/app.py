@@ -1,6 +1,14 @@
-# The gateway application. For now: print the ready banner, then keep the watchdog fed.
-# The relay core replaces the body of run(); keep calling banner(board) once the app is
-# up, tools and tests wait for that line (host_tools/emuboard.py BANNER_RE).
+# The gateway application: config -> journal -> validator -> HAN link -> relay -> MQTT link
+# (-> NFC when the board has a reader), wired as docs/relay.md "Wiring" says. Tools and
+# tests wait for the ready banner (host_tools/emuboard.py BANNER_RE): banner(board) is
+# printed once everything is started, and also when the board has no usable config (it
+# stays up, links down, for re-provisioning: docs/config.md).
+#
+# Memory: the whole firmware is imported on a 256K heap (the emulated board's, with 64-bit
+# objects). Modules are imported here, inside run(), one subsystem at a time with a
+# gc.collect() in between, so their compile/load garbage never piles up; the NFC service is
+# imported only when the board has a reader and it answers at boot. A heap task samples the free heap (after a collect)
+# and prints `PPMID heap: free=N min=N` when the minimum moves (host tools report it).
 import gc
 
 import asyncio
@@ -8,6 +16,10 @@ from ppmid import VERSION
 
 WDT_TIMEOUT_MS = 30000  # long enough for an mpremote session after Ctrl-C
 FEED_INTERVAL_S = 1
+HEAP_SAMPLE_MS = 250    # the heap task's period
+HEAP_REPORT_S = 30      # a heap line at least this often, even when nothing changed
+
+heap = {"free": 0, "min": None, "size": 0}
 
 
 def banner(board):
@@ -15,9 +27,191 @@ def banner(board):
     print("PPMID ready: version=%s board=%s free_heap=%d" % (VERSION, board.name, board.mem_free()))
 
 
-async def run(board):
-    banner(board)
-    wdt = board.wdt(WDT_TIMEOUT_MS)
+def status(text):
+    # one console line per lifecycle change; host tools grep for "PPMID status: "
+    print("PPMID status: " + text)
+
+
+def _mark(board, stage):
+    # boot heap trace: free heap after each subsystem (docs/emulate.md)
+    gc.collect()
+    print("PPMID boot: %s free=%d" % (stage, board.mem_free()))
+
+
+def _sample_heap(board):
+    gc.collect()
+    free = board.mem_free()
+    heap["free"] = free
+    if heap["min"] is None or free < heap["min"]:
+        heap["min"] = free
+        return True
+    return False
+
+
+async def _heap_task(board):
+    last = 0
+    n = 0
+    while True:
+        moved = _sample_heap(board)
+        n += 1
+        if moved or n - last >= HEAP_REPORT_S * 1000 // HEAP_SAMPLE_MS:
+            last = n
+            print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
+        await asyncio.sleep_ms(HEAP_SAMPLE_MS) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(HEAP_SAMPLE_MS / 1000)
+
+
+async def _idle(board, wdt):
+    # no usable config: the board stays up (REPL reachable for `ppmid provision`), the
+    # watchdog is fed so that there is no reboot loop
     while True:
         wdt.feed()
         await asyncio.sleep(FEED_INTERVAL_S)
+
+
+def _load_config(board):
+    """(cfg, envelope_key) or raise ConfigError."""
+    from ppmid import config
+    root = board.fs_root.rstrip("/")
+    cfg = config.load(root + "/config.json")
+    from ppmid.mqtt.link import load_credentials
+    creds = load_credentials(root)
+    return cfg, creds
+
+
+def _nfc_driver(board):
+    """A PN532 driver on the bus the board names (the transport modules only), or None."""
+    spec = board.info.get("nfc") if isinstance(board.info, dict) else None
+    bus = (spec or {}).get("bus")
+    if bus == "uart":
+        from ppmid.nfc.pn532 import PN532
+        from ppmid.nfc.hsu import HsuTransport
+        r, w = board.nfc_uart().streams()
+        return PN532(HsuTransport(r, w))
+    if bus == "i2c":
+        from ppmid.nfc.pn532 import PN532
+        from ppmid.nfc.i2c import I2cTransport
+        return PN532(I2cTransport(board.nfc_i2c(), spec.get("address", 0x24)))
+    return None
+
+
+def _unload(prefix):
+    # drop modules nobody uses any more, so that their code is collected
+    import sys
+    for name in list(sys.modules):
+        if name.startswith(prefix):
+            del sys.modules[name]
+    gc.collect()
+
+
+async def _nfc(board, cfg, relay):
+    """The NFC polling service when the board has a reader and it answers at boot, else
+    None. The service and the phone/tag code (~45 KB of heap on the emulated board) are
+    imported only then: a board whose reader is absent or dead does not pay for them."""
+    from ppmid.errors import PpmidError
+    try:
+        drv = _nfc_driver(board)
+        if drv is None:
+            return None, "none"
+        try:
+            ver = await drv.begin()
+        except PpmidError as exc:
+            drv = None
+            _unload("ppmid.nfc")
+            return None, "absent (%s)" % (exc.code,)
+        from ppmid.nfc import service
+        svc = service.NfcService(drv, relay, max_gbcs=cfg["limits"]["max_gbcs"], log=print,
+                                 **service.settings(cfg))
+        svc.version = ver
+        svc.ready = True
+        return svc, "PN532 v%d.%d" % (ver[1], ver[2])
+    except PpmidError as exc:
+        _unload("ppmid.nfc")
+        return None, "error (%s)" % (exc,)
+
+
+async def run(board):
+    from ppmid.errors import PpmidError
+    _mark(board, "start")
+    try:
+        cfg, creds = _load_config(board)
+    except PpmidError as exc:  # ConfigError (E_CONFIG)
+        status("config-error: %s" % (exc.message,))
+        wdt = board.wdt(WDT_TIMEOUT_MS)
+        banner(board)
+        await _idle(board, wdt)
+        return
+    _mark(board, "config")
+
+    # the relay core and its journal (recovery reads the journal before anything starts)
+    from ppmid.relay.journal import Journal
+    from ppmid.relay.counters import JournalCounterStore
+    gc.collect()
+    from ppmid.relay.core import Relay, SystemClock
+    gc.collect()
+    from ppmid.gbcs import Validator
+    gc.collect()
+    journal = Journal(board.fs_root.rstrip("/") + "/relay")
+    journal.open()
+    validator = Validator(cfg, JournalCounterStore(journal))
+    _mark(board, "relay")
+
+    from ppmid.zigbee.han import ZigbeeHan
+    gc.collect()
+    r, w = board.zigbee_uart().streams()
+    han = ZigbeeHan(r, w, cfg, log=print)
+    eui = cfg["gateway"]
+    relay = Relay(cfg, journal, validator, han, None, SystemClock(), creds[3],
+                  wdt=board.wdt(WDT_TIMEOUT_MS),   # fed by the relay, only while healthy
+                  topic_prefix="ppmid/v1/%s/" % eui,
+                  link_checks=[("han", lambda: han.status == "running", 600)])
+    _mark(board, "han")
+
+    from ppmid.mqtt.link import Link
+    gc.collect()
+
+    def info():
+        d = relay.info()
+        d["fw"] = VERSION
+        d["board"] = board.name
+        d["han"] = han.status
+        d["module"] = han.module
+        d["heap_free"] = heap["free"]
+        d["heap_min"] = heap["min"]
+        return d
+
+    try:
+        link = Link(cfg, relay.accept, root=board.fs_root.rstrip("/"), track=board.wlan.track,
+                    wlan=board.wlan, log=print, info=info, credentials=creds)
+    except PpmidError as exc:  # unusable certificates: no MQTT, the HAN and NFC still work
+        status("config-error: %s" % (exc.message,))
+        link = None
+    creds = None
+    if link is not None:
+        relay.publisher = link.client
+        relay.link_checks.append(("mqtt", lambda: link.client.state == "online", 1800))
+    _mark(board, "mqtt")
+
+    wifi = cfg.get("wifi") or {}
+    try:
+        board.wlan.active(True)
+        board.wlan.connect(wifi.get("ssid") or "", wifi.get("password") or "")
+    except OSError as exc:
+        print("PPMID wifi: connect failed: %r" % (exc,))
+
+    relay.recover()
+    await han.start()
+    relay.start()
+    if link is not None:
+        asyncio.create_task(link.run())
+    _mark(board, "started")
+
+    nfc, nfc_state = await _nfc(board, cfg, relay)
+    if nfc is not None:
+        asyncio.create_task(nfc.run())
+    _mark(board, "nfc")
+    _sample_heap(board)
+    status("running: gateway=%s han=%s mqtt=%s nfc=%s" % (
+        eui, han.status, "on" if link is not None else "off", nfc_state))
+    banner(board)
+    print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
+    await _heap_task(board)

@@ -1,0 +1,496 @@
+"""The whole product on one host: mosquitto (TLS, ACLs), the emulated board running the
+deployed firmware, the NCP + Communications Hub emulator on the board's Zigbee UART, and a
+DCC User replaying a command trace through MQTT. `ppmid emulate` and the end-to-end tests
+and benchmark use this module (docs/emulate.md).
+
+    with Emulation(state_dir, overrides={"limits": {"rate_per_s": 20}}) as emu:
+        rep = emu.replay(lines, chaos=Chaos(kills=2, broker_restarts=1, wifi_drops=1))
+
+State dir layout: the board's own files at the top (board.json, console.log, flash.img,
+...; see docs/platform.md), `broker/` (mosquitto state, CA, certificates, envelope keys),
+`ch.jsonl` (every GBCS message the emulated CH received or sent).
+"""
+import binascii
+import json
+import os
+import random
+import re
+import socket
+import threading
+import time
+
+from host_tools import mpcompat
+
+mpcompat.install()
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = os.path.join(os.path.dirname(ROOT), "shared", "vectors", "gbcs", "rtds-4.5.0")
+GATEWAY = "00DB1234567890A4"       # the corpus's PPMID test title
+ESME = "00DB1234567890A0"
+GSME = "00DB1234567890A1"
+DEVICES = {ESME: "ESME", GSME: "GSME", GATEWAY: "PPMID"}
+ANSWERING = (ESME, GSME)          # the devices behind the emulated CH (they answer)
+HEAP_RE = re.compile(rb"PPMID heap: free=(\d+) min=(\d+)")
+STATUS_RE = re.compile(rb"PPMID status: ([^\r\n]*)")
+
+# A few corpus commands (RTDS 4.5.0, addressed to the test ESME/GSME), so that `ppmid
+# emulate` has a sample trace even without ../shared: ECS01a/GCS01a-style top-ups and reads.
+EMBEDDED = os.path.join(ROOT, "tests", "data", "sample_commands.hex")
+
+
+class EmulateError(Exception):
+    pass
+
+
+def log_default(msg):
+    print("emulate: " + msg, flush=True)
+
+
+# ---- config overrides -----------------------------------------------------------------------
+def parse_sets(items):
+    """["limits.rate_per_s=5", "han.allow={}"] -> nested dict. Values are JSON when they
+    parse as JSON (numbers, true, objects...), strings otherwise."""
+    out = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise EmulateError("--set takes KEY=VALUE (e.g. limits.rate_per_s=5), not %r" % item)
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        d = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+            if not isinstance(d, dict):
+                raise EmulateError("--set %s: %s is not a section" % (item, p))
+        d[parts[-1]] = value
+    return out
+
+
+def merge(base, over):
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+# ---- traces --------------------------------------------------------------------------------
+def corpus_dir():
+    return CORPUS if os.path.isdir(CORPUS) else None
+
+
+def embedded_commands():
+    """The few corpus commands kept in the repo: [bytes]."""
+    out = []
+    with open(EMBEDDED) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                out.append(binascii.unhexlify(line.split()[-1]))
+    return out
+
+
+def sample_trace(interval_ms=1000, corpus=None):
+    """The sample trace `ppmid emulate` replays without --trace: the corpus's relayable
+    commands to the devices the emulated CH has (host_tools/trace.py), else the embedded
+    ones. Every line expects a response."""
+    from host_tools import trace as tr
+    corpus = corpus if corpus is not None else corpus_dir()
+    if corpus:
+        lines = tr.build(corpus, interval_ms, devices=DEVICES, include_rejected=False)
+        lines = [x for x in lines if x["note"].split(" -> ")[1].split()[0] in ANSWERING]
+    else:
+        lines = [{"id": "sample-%d" % i, "gbcs": buf, "via": "mqtt", "expect": {"status": "response"}}
+                 for i, buf in enumerate(embedded_commands())]
+    for i, x in enumerate(lines):
+        x["at_ms"] = i * interval_ms
+    return lines
+
+
+def _find_counter(buf):
+    """Offset of the 8-byte counter in a GBCS message's transaction id (after 09 CRA)."""
+    from ppmid.gbcs import decode
+    m = decode(buf)
+    needle = b"\x09" + bytes([m.cra]) + bytes(m.counter_bytes) + b"\x08" + bytes(m.originator)
+    pos = bytes(buf).find(needle)
+    if pos < 0:
+        raise ValueError("transaction id not found")
+    return pos + 2, m
+
+
+def renumbered_commands(n, corpus=None, recipients=ANSWERING, start=None):
+    """n corpus commands (cycling through every COMMAND to `recipients`), each with its
+    transaction counter rewritten so that each (originator, recipient) pair counts up in
+    list order: a trace longer than the corpus whose commands all pass anti-replay. Only
+    the 8 counter bytes change (the gateway never checks GBCS signatures; the emulated
+    CH answers any command). [(name, bytes)]"""
+    from host_tools import trace as tr
+    corpus = corpus if corpus is not None else corpus_dir()
+    pool = []
+    if corpus:
+        for name, buf in tr.corpus_commands(corpus):
+            try:
+                pos, m = _find_counter(buf)
+            except Exception:
+                continue
+            if m.cra == 1 and binascii.hexlify(bytes(m.recipient)).decode().upper() in recipients:
+                pool.append((name, buf, pos, bytes(m.originator) + bytes(m.recipient)))
+    else:
+        for i, buf in enumerate(embedded_commands()):
+            pos, m = _find_counter(buf)
+            pool.append(("embedded-%d" % i, buf, pos, bytes(m.originator) + bytes(m.recipient)))
+    if not pool:
+        raise EmulateError("no corpus commands to build a trace from")
+    base = start if start is not None else int(time.time() * 1000) << 8
+    nxt = {}
+    out = []
+    for i in range(n):
+        name, buf, pos, pair = pool[i % len(pool)]
+        c = nxt.get(pair, base)
+        nxt[pair] = c + 1
+        b = bytearray(buf)
+        b[pos:pos + 8] = c.to_bytes(8, "big")
+        out.append((name, bytes(b)))
+    return out
+
+
+def lines_from(commands, interval_ms=50, prefix="c", expect="response"):
+    return [{"at_ms": i * interval_ms, "id": "%s%d" % (prefix, i), "gbcs": buf, "via": "mqtt",
+             "expect": {"status": expect}} for i, (_, buf) in enumerate(commands)]
+
+
+# ---- chaos ---------------------------------------------------------------------------------
+class Chaos:
+    """Faults spread at random moments over a replay: SIGKILL the board, restart the
+    broker, drop the Wi-Fi access point. The UART error rate is applied by the NCP
+    emulator for the whole run."""
+
+    def __init__(self, kills=0, broker_restarts=0, wifi_drops=0, seed=None, down_s=(1.0, 4.0)):
+        self.kills = kills
+        self.broker_restarts = broker_restarts
+        self.wifi_drops = wifi_drops
+        self.rng = random.Random(seed)
+        self.down_s = down_s
+        self.done = []      # (t since start, what)
+        self.errors = []
+        self._thread = None
+        self._stop = threading.Event()
+
+    def plan(self, duration_s):
+        events = ["kill"] * self.kills + ["broker"] * self.broker_restarts + ["wifi"] * self.wifi_drops
+        self.rng.shuffle(events)
+        if not events:
+            return []
+        # one event per slot, at a random moment inside its slot: no two faults pile up
+        slot = max(duration_s, 1.0) / len(events)
+        return [(i * slot + self.rng.uniform(0.1, 0.8) * slot, e) for i, e in enumerate(events)]
+
+    def start(self, emu, duration_s):
+        schedule = self.plan(duration_s)
+        self._thread = threading.Thread(target=self._run, args=(emu, schedule), daemon=True, name="chaos")
+        self._thread.start()
+
+    def _run(self, emu, schedule):
+        t0 = time.monotonic()
+        for at, what in schedule:
+            if self._stop.wait(max(0.0, t0 + at - time.monotonic())):
+                return
+            try:
+                if what == "kill":
+                    emu.board.kill()
+                elif what == "broker":
+                    emu.broker.stop()
+                    time.sleep(self.rng.uniform(*self.down_s))
+                    emu.broker.start()
+                else:
+                    emu.board.wifi(False)
+                    time.sleep(self.rng.uniform(*self.down_s))
+                    emu.board.wifi(True)
+                self.done.append((round(time.monotonic() - t0, 2), what))
+            except Exception as exc:  # noqa: BLE001 - recorded and reported
+                self.errors.append("%s: %r" % (what, exc))
+
+    def stop(self):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(30)
+
+
+# ---- the emulation -------------------------------------------------------------------------
+class Emulation:
+    """Broker + emulated board + NCP/CH emulator + provisioning + deploy. start() returns
+    when the gateway is online on the broker (its retained state says so)."""
+
+    def __init__(self, state_dir, board="emulated", gateway=GATEWAY, devices=None, overrides=None, heap=None,
+                 uart_error_rate=0.0, baud=115200, log=log_default, deploy=True, corpus=None, ready_timeout=120):
+        self.state_dir = os.path.abspath(str(state_dir))
+        self.broker_dir = os.path.join(self.state_dir, "broker")
+        self.board_name = board
+        self.gateway = gateway.upper()
+        self.devices = dict(devices or DEVICES)
+        self.overrides = overrides or {}
+        self.heap = heap
+        self.uart_error_rate = uart_error_rate
+        self.baud = baud
+        self.log = log or (lambda m: None)
+        self.do_deploy = deploy
+        self.corpus = corpus if corpus is not None else corpus_dir()
+        self.ready_timeout = ready_timeout
+        self.broker = None
+        self.board = None
+        self.ncp = None
+        self.config = None
+        self.key = None
+        self.console_start = 0
+        self.restarts_at_start = 0
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def gateway_config(self):
+        from ppmid import config as C
+        from host_tools.mqtt_tools import broker_info
+        info = broker_info(self.broker_dir)
+        cfg = {"version": 1, "gateway": self.gateway,
+               "broker": {"host": info["host"], "port": info["port"], "server_hostname": info["server_hostname"]},
+               "wifi": {"ssid": "emulated", "password": ""},
+               "han": {"devices": [{"eui": e, "type": t} for e, t in sorted(self.devices.items())]}}
+        cfg = merge(cfg, self.overrides)
+        try:
+            C.validate(json.loads(json.dumps(cfg)))
+        except C.ConfigError as exc:
+            raise EmulateError("gateway config refused: %s" % exc)
+        return cfg
+
+    def start(self):
+        from host_tools.broker import Broker
+        from host_tools.emuboard import EmulatedBoard
+        from host_tools.ncp_emulator import NcpEmulator
+        from host_tools import mqtt_tools as mt
+        from host_tools import cmd_provision, cmd_deploy
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.broker = Broker(self.broker_dir, gateways=[self.gateway])
+        info = self.broker.start()
+        self.log("broker on 127.0.0.1:%d (state %s)" % (info["port"], self.broker_dir))
+        self.board = EmulatedBoard(self.state_dir, board=self.board_name, heap=self.heap)
+        self.board.start()
+        st = self.board.state()
+        self.ncp = NcpEmulator(st["uarts"]["zigbee"], baud=self.baud, log_path=os.path.join(self.state_dir, "ch.jsonl"),
+                               corpus_dir=self.corpus)
+        if self.uart_error_rate:
+            self.ncp.faults.byte_error_rate = self.uart_error_rate
+        self.ncp.start()
+        self.log("NCP/CH emulator on %s (ESME %s, GSME %s)" % (st["uarts"]["zigbee"], ESME, GSME))
+        self.config = self.gateway_config()
+        self.key = mt.envelope_key(self.broker_dir, self.gateway, create=True)
+        files = mt.gateway_files(self.broker_dir, self.gateway, self.config, self.key)
+        cmd_provision.write(self.board.repl, files)
+        self.log("provisioned gateway %s" % self.gateway)
+        mark = self.board.mark()
+        if self.do_deploy:
+            cmd_deploy.deploy(self.board.repl, self.board_name, log=lambda m: self.log("deploy: " + m))
+        else:
+            self.board.reset()
+        self.banner = self.board.wait_ready(self.ready_timeout, since=mark)
+        text = self.board.console_bytes()[mark:]
+        m = STATUS_RE.search(text)
+        if m and m.group(1).startswith(b"config-error"):
+            raise EmulateError("the gateway refused its config: %s" % m.group(1).decode())
+        self.console_start = mark
+        self.restarts_at_start = self.board.restarts
+        self.wait_online(self.ready_timeout)
+        return self
+
+    def wait_online(self, timeout=60):
+        """Wait for the retained state topic to say online (the gateway's first connect
+        creates its session: commands published before it would be dropped)."""
+        from host_tools import mqtt_tools as mt
+        got = threading.Event()
+        c = mt.paho_client(self.broker_dir, "dcc-user-test")
+
+        def on_message(client, userdata, msg):
+            try:
+                if json.loads(msg.payload).get("state") == "online":
+                    got.set()
+            except ValueError:
+                pass
+
+        c.on_message = on_message
+        mt.connect(c, self.broker_dir)
+        c.subscribe("ppmid/v1/%s/state" % self.gateway, 1)
+        try:
+            if not got.wait(timeout):
+                raise EmulateError("the gateway did not come online on the broker within %ss; console:\n%s"
+                                   % (timeout, self.board._tail("console.log")))
+        finally:
+            c.disconnect()
+            c.loop_stop()
+
+    def stop(self):
+        for what, fn in (("ncp", lambda: self.ncp.stop()), ("board", lambda: self.board.stop()),
+                         ("broker", lambda: self.broker.stop())):
+            try:
+                if getattr(self, what) is not None:
+                    fn()
+            except Exception as exc:  # noqa: BLE001 - best effort teardown
+                self.log("stopping %s: %r" % (what, exc))
+
+    # ---- figures ---------------------------------------------------------------------------
+    def heap_figures(self):
+        """{"heap_bytes", "free_min", "peak_used"} from the board's heap lines since start."""
+        data = self.board.console_bytes()[self.console_start:]
+        mins = [int(m.group(2)) for m in HEAP_RE.finditer(data)]
+        size = self.heap_size()
+        if not mins:
+            return {"heap_bytes": size, "free_min": None, "peak_used": None}
+        low = min(mins)
+        return {"heap_bytes": size, "free_min": low, "peak_used": size - low if size else None,
+                "free_min_pct": round(100.0 * low / size, 1) if size else None}
+
+    def heap_size(self):
+        from host_tools.emuboard import heap_bytes
+        try:
+            return heap_bytes(self.board.state().get("heap") or "256K")
+        except Exception:  # noqa: BLE001
+            return None
+
+    def ch_figures(self, lines):
+        """Commands of `lines` delivered to the CH (byte-identical), extra copies."""
+        received = self.ncp.received
+        counts = {}
+        for m in received:
+            counts[m] = counts.get(m, 0) + 1
+        delivered = dupes = 0
+        mine = set()
+        for x in lines:
+            b = bytes(x["gbcs"])
+            if b in mine:
+                continue
+            mine.add(b)
+            n = counts.get(b, 0)
+            if n:
+                delivered += 1
+                dupes += n - 1
+        foreign = sum(n for m, n in counts.items() if m not in mine)
+        return {"delivered_to_ch": delivered, "duplicates_to_ch": dupes, "foreign_to_ch": foreign,
+                "ch_received": len(received)}
+
+    # ---- replay ----------------------------------------------------------------------------
+    def replayer(self, settle_s=None):
+        from host_tools.replay import identity_from_state_dir
+        host, port, ca, cert, keyfile = identity_from_state_dir(self.broker_dir)
+        if settle_s is None:
+            settle_s = self.config.get("limits", {}).get("response_timeout_s", 25) + 20
+        return DurableReplayer(host, port, self.gateway, self.key, ca, cert, keyfile, settle_s=settle_s,
+                               out=self.log)
+
+    def replay(self, lines, chaos=None, settle_s=None, speed=1.0):
+        """Replay `lines` (docs/trace.md), with optional Chaos; the replay report plus the
+        CH, restart and heap figures (docs/emulate.md)."""
+        r = self.replayer(settle_s)
+        r.speed = speed
+        r.connect()
+        duration = max([x["at_ms"] for x in lines] + [0]) / 1000.0 / speed
+        restarts0 = self.board.restarts
+        ch0 = len(self.ncp.received)
+        try:
+            if chaos is not None:
+                chaos.start(self, max(duration, 2.0))
+            rep = r.run(lines)
+        finally:
+            if chaos is not None:
+                chaos.stop()
+            r.close()
+        # a final broker restart or board kill may still be settling: the figures below
+        # are read after the replay's own settle wait
+        rep.update(self.ch_figures(lines))
+        rep["ch_received_during"] = len(self.ncp.received) - ch0
+        rep["board_restarts"] = self.board.restarts - restarts0
+        rep["heap"] = self.heap_figures()
+        rep["peak_heap"] = rep["heap"]["peak_used"]
+        rep["ncp"] = self.ncp.stats()
+        rep["config"] = {"gateway": self.gateway, "limits": self.config.get("limits", {})}
+        if chaos is not None:
+            rep["chaos"] = {"done": chaos.done, "errors": chaos.errors, "uart_error_rate": self.uart_error_rate}
+        return rep
+
+
+def _replayer_base():
+    from host_tools.replay import Replayer
+    return Replayer
+
+
+class _PubInfo:
+    # paho's MQTTMessageInfo refuses to wait for a message published while the broker was
+    # away (rc NO_CONN) although paho keeps it and sends it on reconnect
+    def __init__(self, info):
+        self.info = info
+
+    def wait_for_publish(self, timeout=None):
+        try:
+            self.info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            pass
+
+
+class DurableReplayer(_replayer_base()):
+    """The replay tool's Replayer with a persistent MQTT session (clean_session false, a
+    fixed client id): statuses the gateway publishes while a broker restart has us
+    disconnected are kept by the broker for us, and publishes made while it is away are
+    sent on reconnect."""
+
+    def _client(self):
+        import ssl
+        import paho.mqtt.client as mqtt
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False)
+        ca, cert, keyfile = self.tls
+        c.tls_set(ca_certs=ca, certfile=cert, keyfile=keyfile, cert_reqs=ssl.CERT_REQUIRED)
+        c.reconnect_delay_set(0.2, 2)
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        return c
+
+    def connect(self):
+        c = super().connect()
+        try:  # no Nagle: a PUBLISH after a PUBACK would wait for the peer's delayed ACK
+            c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+        orig = c.publish
+
+        def publish(*a, **kw):
+            return _PubInfo(orig(*a, **kw))
+        c.publish = publish
+        return c
+
+
+def table(rep):
+    """The replay table plus the emulation's own rows."""
+    from host_tools.replay import table as replay_table
+    rows = [("delivered to CH", rep.get("delivered_to_ch")), ("duplicates to CH", rep.get("duplicates_to_ch")),
+            ("board restarts", rep.get("board_restarts"))]
+    h = rep.get("heap") or {}
+    if h.get("free_min") is not None:
+        rows.append(("peak heap used", "%d of %d bytes (min free %d, %s%%)" % (
+            h["peak_used"], h["heap_bytes"], h["free_min"], h.get("free_min_pct"))))
+    if rep.get("chaos"):
+        c = rep["chaos"]
+        rows.append(("faults", "%s; UART error rate %s" % (", ".join("%s@%ss" % (w, t) for t, w in c["done"]) or "none",
+                                                           c["uart_error_rate"])))
+        if c["errors"]:
+            rows.append(("fault errors", "; ".join(c["errors"])))
+    w = 24
+    return replay_table(rep) + "\n" + "\n".join("%s  %s" % (k.ljust(w), v) for k, v in rows)
