@@ -278,7 +278,7 @@ class Emulation:
     def start(self):
         from host_tools.broker import Broker
         from host_tools.emuboard import EmulatedBoard
-        from host_tools.ncp_emulator import NcpEmulator
+        from host_tools.ncp_emulator import NcpEmulator, Faults
         from host_tools import mqtt_tools as mt
         from host_tools import cmd_provision, cmd_deploy
         os.makedirs(self.state_dir, exist_ok=True)
@@ -289,9 +289,7 @@ class Emulation:
         self.board.start()
         st = self.board.state()
         self.ncp = NcpEmulator(st["uarts"]["zigbee"], baud=self.baud, log_path=os.path.join(self.state_dir, "ch.jsonl"),
-                               corpus_dir=self.corpus)
-        if self.uart_error_rate:
-            self.ncp.faults.byte_error_rate = self.uart_error_rate
+                               corpus_dir=self.corpus, faults=Faults(byte_error_rate=self.uart_error_rate))
         self.ncp.start()
         self.log("NCP/CH emulator on %s (ESME %s, GSME %s)" % (st["uarts"]["zigbee"], ESME, GSME))
         self.config = self.gateway_config()
@@ -338,6 +336,11 @@ class Emulation:
         finally:
             c.disconnect()
             c.loop_stop()
+
+    def set_uart_error_rate(self, rate):
+        """Bit errors on the Zigbee UART, both directions (probability per byte)."""
+        self.uart_error_rate = rate
+        self.ncp.set_faults(byte_error_rate=rate, byte_error_rate_from_host=rate)
 
     def stop(self):
         for what, fn in (("ncp", lambda: self.ncp.stop()), ("board", lambda: self.board.stop()),
