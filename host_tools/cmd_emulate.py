@@ -1,37 +1,43 @@
-"""`ppmid emulate --state-dir run`: the gateway on the emulated board, for a newcomer's
-`make run`. Starts the board (supervisor) in the state dir, deploys firmware/ to it, waits
-for the ready banner and then shows the board's console until Ctrl-C.
-(The relay core adds the broker and the NCP/CH emulator here.)
+"""`ppmid emulate`: the whole gateway on one host (what `make run` runs).
+
+Starts mosquitto (TLS, ACLs), the emulated board, the NCP + Communications Hub emulator on
+its Zigbee UART; provisions the gateway (the corpus's test titles: PPMID 00DB1234567890A4,
+ESME ...A0, GSME ...A1 on its HAN), deploys firmware/, waits for the ready banner and for
+the gateway to be online on the broker. Then replays a trace (--trace FILE, or a sample
+built from the corpus) through MQTT as a DCC User, with optional faults, writes the report
+(--report, default STATE_DIR/report.json) and prints a table. Without --trace it then
+follows the board's console until Ctrl-C. docs/emulate.md.
 """
+import json
+import os
 import sys
 import time
 
-from host_tools import emuboard
 from host_tools.cli import CliError
 
 
 def add_arguments(p):
-    p.add_argument("--state-dir", default="run", help="the emulated board's state directory (default: run)")
+    p.add_argument("--state-dir", default="run", help="state directory (board, broker, CH log; default: run)")
     p.add_argument("--board", default="emulated", help="emulated board definition (default: emulated)")
+    p.add_argument("--trace", metavar="FILE", help="trace to replay (docs/trace.md); default: a sample built from the corpus")
+    p.add_argument("--report", metavar="OUT.json", help="report file (default: STATE_DIR/report.json)")
+    p.add_argument("--kill-board", type=int, default=0, metavar="N", help="SIGKILL the board N times at random moments")
+    p.add_argument("--uart-error-rate", type=float, default=0.0, metavar="P",
+                   help="bit errors on the Zigbee UART, probability per byte, both directions")
+    p.add_argument("--broker-restarts", type=int, default=0, metavar="N", help="restart mosquitto N times")
+    p.add_argument("--wifi-drops", type=int, default=0, metavar="N", help="drop the Wi-Fi access point N times")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a gateway config value, e.g. limits.rate_per_s=5 (repeatable)")
+    p.add_argument("--seed", type=int, help="random seed for the fault moments")
+    p.add_argument("--speed", type=float, default=1.0, help="trace time scale: 2 = twice as fast")
+    p.add_argument("--settle-s", type=float, help="wait after the last command (default: response timeout + 20 s)")
+    p.add_argument("--keep-journal", action="store_true",
+                   help="keep the gateway's journal (anti-replay counters) from an earlier run; "
+                        "by default each run starts as a fresh gateway")
     p.add_argument("--no-deploy", action="store_true", help="boot what is already in the board's flash")
-    p.add_argument("--timeout", type=float, default=60, help="seconds to wait for the ready banner")
-
-
-def start_board(args):
-    """Start the board, deploy, wait for the banner; returns (EmulatedBoard, banner match)."""
-    board = emuboard.EmulatedBoard(args.state_dir, board=args.board)
-    board.start()
-    try:
-        mark = 0
-        if not args.no_deploy:
-            mark = board.mark()
-            from host_tools import cmd_deploy
-            cmd_deploy.deploy(board.repl, args.board, log=lambda m: print("deploy: " + m, flush=True))
-        banner = board.wait_ready(args.timeout, since=mark)
-    except BaseException:
-        board.stop()
-        raise
-    return board, banner
+    p.add_argument("--follow", action="store_true", help="after the replay, follow the console until Ctrl-C")
+    p.add_argument("--no-follow", action="store_true", help="exit after the sample replay")
+    p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the gateway to come up")
 
 
 def follow_console(board, since):
@@ -48,19 +54,68 @@ def follow_console(board, since):
         time.sleep(0.1)
 
 
+def _lines(args, E):
+    from host_tools import trace as tr
+    if args.trace:
+        try:
+            lines = tr.load(args.trace)
+        except OSError as exc:
+            raise CliError("cannot read %s: %s" % (args.trace, exc.strerror))
+        except tr.TraceError as exc:
+            raise CliError("%s: %s" % (args.trace, exc))
+        if not lines:
+            raise CliError("%s holds no commands" % args.trace)
+        return lines, args.trace
+    lines = E.sample_trace()
+    return lines, "built-in sample (%d commands from %s)" % (
+        len(lines), E.corpus_dir() or "the embedded corpus commands")
+
+
 def run(args):
+    from host_tools import emulate as E
+    from host_tools.emuboard import BoardError, BoardTimeout
+    from host_tools.broker import BrokerError
     try:
-        board, banner = start_board(args)
-    except (emuboard.BoardError, emuboard.BoardTimeout) as exc:
+        overrides = E.parse_sets(args.set)
+    except E.EmulateError as exc:
         raise CliError(str(exc))
+    if not 0.0 <= args.uart_error_rate < 1.0:
+        raise CliError("--uart-error-rate must be from 0 to 1 (probability per byte)")
+    for name in ("kill_board", "broker_restarts", "wifi_drops"):
+        if getattr(args, name) < 0:
+            raise CliError("--%s must be >= 0" % name.replace("_", "-"))
+    lines, what = _lines(args, E)
+    report_path = args.report or os.path.join(args.state_dir, "report.json")
+    emu = E.Emulation(args.state_dir, board=args.board, overrides=overrides, uart_error_rate=args.uart_error_rate,
+                      deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal)
     try:
-        st = board.state()
-        print(banner.group(0).decode())
-        print("emulate: REPL %s (mpremote connect %s resume), UARTs %s, state dir %s; Ctrl-C to stop"
-              % (st["repl"], st["repl"], st["uarts"], board.state_dir), flush=True)
-        follow_console(board, banner.end())
+        try:
+            emu.start()
+        except (E.EmulateError, BoardError, BoardTimeout, BrokerError) as exc:
+            raise CliError(str(exc))
+        st = emu.board.state()
+        print(emu.banner.group(0).decode())
+        print("emulate: REPL %s (mpremote connect %s resume), UARTs %s, broker 127.0.0.1:%d, state dir %s; Ctrl-C to stop"
+              % (st["repl"], st["repl"], st["uarts"], emu.broker.port, emu.state_dir), flush=True)
+        chaos = None
+        if args.kill_board or args.broker_restarts or args.wifi_drops:
+            chaos = E.Chaos(args.kill_board, args.broker_restarts, args.wifi_drops, seed=args.seed)
+        print("emulate: replaying %s" % what, flush=True)
+        rep = emu.replay(lines, chaos=chaos, settle_s=args.settle_s, speed=args.speed)
+        rep["trace"] = os.path.abspath(args.trace) if args.trace else what
+        os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
+        with open(report_path, "w") as f:
+            json.dump(rep, f, indent=1, sort_keys=True)
+        print(E.table(rep))
+        print("report: %s" % report_path, flush=True)
+        if args.follow or (not args.trace and not args.no_follow):
+            print("emulate: the gateway keeps running (ppmid send --state-dir %s --gateway %s ...); "
+                  "console follows, Ctrl-C to stop" % (emu.broker_dir, emu.gateway), flush=True)
+            follow_console(emu.board, emu.board.mark())
+        bad = rep["lost_count"] or rep.get("duplicates_to_ch")
+        return 1 if bad else 0
     except KeyboardInterrupt:
         print("\nemulate: stopping", flush=True)
+        return 0
     finally:
-        board.stop()
-    return 0
+        emu.stop()
