@@ -89,6 +89,10 @@ def run(args):
     emu = E.Emulation(args.state_dir, board=args.board, overrides=overrides, uart_error_rate=args.uart_error_rate,
                       deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal)
     try:
+        emu.check_config()
+    except E.EmulateError as exc:
+        raise CliError(str(exc))
+    try:
         try:
             emu.start()
         except (E.EmulateError, BoardError, BoardTimeout, BrokerError) as exc:

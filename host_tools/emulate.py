@@ -270,10 +270,11 @@ class Emulation:
         self.stop()
         return False
 
-    def gateway_config(self):
+    def gateway_config(self, info=None):
+        """The config provisioned: the test titles, the broker, then the overrides."""
         from ppmid import config as C
         from host_tools.mqtt_tools import broker_info
-        info = broker_info(self.broker_dir)
+        info = info or broker_info(self.broker_dir)
         cfg = {"version": 1, "gateway": self.gateway,
                "broker": {"host": info["host"], "port": info["port"], "server_hostname": info["server_hostname"]},
                "wifi": {"ssid": "emulated", "password": ""},
@@ -285,7 +286,12 @@ class Emulation:
             raise EmulateError("gateway config refused: %s" % exc)
         return cfg
 
+    def check_config(self):
+        """Refuse bad overrides before anything starts (EmulateError)."""
+        return self.gateway_config({"host": "127.0.0.1", "port": 8883, "server_hostname": "ppmid-broker"})
+
     def start(self):
+        self.check_config()
         from host_tools.broker import Broker
         from host_tools.emuboard import EmulatedBoard
         from host_tools.ncp_emulator import NcpEmulator, Faults
