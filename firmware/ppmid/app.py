@@ -18,6 +18,7 @@ WDT_TIMEOUT_MS = 30000  # long enough for an mpremote session after Ctrl-C
 FEED_INTERVAL_S = 1
 HEAP_SAMPLE_MS = 250    # the heap task's period
 HEAP_REPORT_S = 30      # a heap line at least this often, even when nothing changed
+FLASH_REPORT_S = 2      # journal write figures at most this often, when they change
 
 heap = {"free": 0, "min": None, "size": 0}
 
@@ -48,15 +49,24 @@ def _sample_heap(board):
     return False
 
 
-async def _heap_task(board):
+async def _heap_task(board, journal=None):
+    # also reports the journal's flash writes (wear), at most every FLASH_REPORT_S
     last = 0
     n = 0
+    written = -1
+    flash_at = 0
     while True:
         moved = _sample_heap(board)
         n += 1
         if moved or n - last >= HEAP_REPORT_S * 1000 // HEAP_SAMPLE_MS:
             last = n
             print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
+        if journal is not None and journal.bytes_written != written and \
+                n - flash_at >= FLASH_REPORT_S * 1000 // HEAP_SAMPLE_MS:
+            written = journal.bytes_written
+            flash_at = n
+            print("PPMID flash: journal_written=%d appends=%d syncs=%d compactions=%d" % (
+                written, journal.appends, journal.syncs, journal.compactions))
         await asyncio.sleep_ms(HEAP_SAMPLE_MS) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(HEAP_SAMPLE_MS / 1000)
 
 
@@ -214,4 +224,4 @@ async def run(board):
         eui, han.status, "on" if link is not None else "off", nfc_state))
     banner(board)
     print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
-    await _heap_task(board)
+    await _heap_task(board, journal)
