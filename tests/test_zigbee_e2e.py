@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import tty
 
 import pytest
@@ -73,6 +74,7 @@ async def main():
             try:
                 await han.send(None, c)
                 out(ev="sent", i=i, tries=tries)
+                await asyncio.sleep(opts.get("gap_s", 0))
                 break
             except PpmidError as e:
                 out(ev="error", i=i, code=e.code, msg=e.message)
@@ -96,15 +98,20 @@ def micropython():
     return exe
 
 
-def run_client(emu_kwargs, commands, tmp_path, timeout=120, before=None, **opts):
-    """Start the emulator on a fresh pty, run the firmware client under MicroPython,
-    return (events, emulator). The emulator is stopped by the caller's fixture."""
-    master, slave = os.openpty()
-    tty.setraw(master)
-    tty.setraw(slave)
-    path = os.ttyname(slave)
+def run_client(emu_kwargs, commands, tmp_path, timeout=120, before=None, reuse=None, **opts):
+    """Start the emulator on a fresh pty (or reuse=(emu, slave, path) of an earlier run),
+    run the firmware client under MicroPython, return (events, emulator, log path). The
+    emulator is stopped by the caller's fixture."""
     log = str(tmp_path / "ch.jsonl")
-    emu = NcpEmulator(master, log_path=log, **emu_kwargs).start()
+    if reuse:
+        emu, slave, path = reuse
+    else:
+        master, slave = os.openpty()
+        tty.setraw(master)
+        tty.setraw(slave)
+        path = os.ttyname(slave)
+        emu = NcpEmulator(master, log_path=log, **emu_kwargs).start()
+    run_client.last = (emu, slave, path)
     with open(tmp_path / "cmds.txt", "w") as f:
         for c in commands:
             f.write(binascii.hexlify(c).decode() + "\n")
@@ -122,13 +129,14 @@ def run_client(emu_kwargs, commands, tmp_path, timeout=120, before=None, **opts)
     except subprocess.TimeoutExpired:
         proc.kill()
         output, _ = proc.communicate()
-        emu.stop()
+        if not reuse:
+            emu.stop()
         pytest.fail("firmware client timed out; emulator %s\nlast output:\n%s" % (emu.stats(), output[-3000:]))
     events = [json.loads(line[2:]) for line in output.splitlines() if line.startswith("@@")]
     if not events or events[-1]["ev"] != "done":
-        emu.stop()
+        if not reuse:
+            emu.stop()
         pytest.fail("firmware client failed:\n%s" % output[-3000:])
-    os.close(slave)
     return events, emu, log
 
 
@@ -226,6 +234,67 @@ def test_held_alerts_delivered_when_tunnel_returns(tmp_path, stopper):
     rx = [binascii.unhexlify(e["hex"]) for e in events if e["ev"] == "rx"]
     assert len(rx) == 2 and sorted(decode(m).cra for m in rx) == [3, 3]
     assert emu.ch.held == []
+
+
+def test_network_down_busy_and_forgotten_tunnel(tmp_path, stopper):
+    cmds = [command(0x6000 + i, size=10) for i in range(6)]
+
+    def before(emu, proc):
+        assert emu.wait_until(emu.tunnel_open, 20)
+        emu.network_down(1.5)     # stackStatusHandler(down), then up: the CH asks for a new tunnel
+        emu.tunnel_busy(1.0)      # and for a second the CH does not acknowledge anything
+
+        def later():
+            # the CH forgets the tunnel: the next TransferData gets TransferDataError
+            if emu.wait_received(3, 30):
+                emu.forget_tunnel(reopen_after_s=0.5)
+        threading.Thread(target=later, daemon=True).start()
+    events, emu, _ = run_client({}, cmds, tmp_path, before=before, expect_rx=6, gap_s=0.3)
+    stopper(emu)
+    statuses = [e["status"] for e in events if e["ev"] == "status"]
+    assert "network-down" in statuses
+    # every command exactly once, in order: the one the CH refused was sent again
+    assert emu.received == cmds
+    c = events[-1]["counters"]
+    assert c["rejected_by_ch"] >= 1 and c["resent"] >= 1 and c["tunnel_opened"] >= 3
+    assert len([e for e in events if e["ev"] == "rx"]) == 6
+
+
+def test_dropped_frames_and_late_acks(tmp_path, stopper):
+    cmds = [command(0x7000 + i, size=5 + i * 9) for i in range(15)]
+    faults = Faults(drop_rate=0.03, late_ack_rate=0.2, late_ack_ms=700, seed=7)
+    events, emu, _ = run_client({"faults": faults}, cmds, tmp_path, expect_rx=15, tries=20, timeout=300)
+    stopper(emu)
+    assert emu.received == cmds
+    st = emu.stats()["ncp"]
+    assert st["frames_dropped"] > 0 and st["acks_delayed"] > 0
+    c = events[-1]["counters"]
+    assert c["ash_retx"] > 0 and c["ash_ack_timeouts"] > 0
+
+
+def test_survives_board_process_killed_and_restarted(tmp_path, stopper):
+    first = [command(0x4000 + i, size=10) for i in range(50)]
+
+    def kill_midway(emu, proc):
+        assert emu.wait_received(3, 30)
+        proc.kill()
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    emu = NcpEmulator(master, log_path=str(tmp_path / "ch.jsonl")).start()
+    stopper(emu)
+    proc_path = os.ttyname(slave)
+    try:
+        run_client({}, first, tmp_path, before=kill_midway, reuse=(emu, slave, proc_path))
+    except pytest.fail.Exception:
+        pass  # killed: no "done" line, as expected
+    got_before = len(emu.received)
+    assert 3 <= got_before < 50
+    second = [command(0x5000 + i, size=10) for i in range(3)]
+    events, emu, _ = run_client({}, second, tmp_path, reuse=(emu, slave, proc_path), expect_rx=3)
+    assert emu.received[got_before:] == second
+    assert emu.received[:got_before] == first[:got_before]
+    assert emu.stats()["ncp"]["resets_by_host"] == 2
 
 
 def fault_run(tmp_path, stopper, n, timeout, to_host, from_host, reset_every):

@@ -74,7 +74,7 @@ class Ncp:
         self._skip = False
         self._esc_seen = False
         self._reset_pending = False
-        self._data_since_reset = 0
+        self._data_count = 0         # host DATA frames accepted, ever (reset_every counts these)
         self._power_on()
 
     # ---- state ---------------------------------------------------------------------------
@@ -170,10 +170,10 @@ class Ncp:
             self._rx_exp = (self._rx_exp + 1) & 7
             self._reject = False
             self._ack()
-            self._data_since_reset += 1
+            self._data_count += 1
             self._ezsp(frame.ezsp_frame)
             n = self.faults.reset_every
-            if n and self._data_since_reset >= n:
+            if n and self._data_count % n == 0:
                 self.inject_reset()
         elif frame.re_tx and ((self._rx_exp - frame.frm_num) & 7) in (1, 2, 3, 4, 5):
             self.counters["rx_dup"] += 1
@@ -265,7 +265,6 @@ class Ncp:
         was_joined = self.joined
         self._power_on()
         self.connected = True
-        self._data_since_reset = 0
         self._emit_rstack(code)
         if was_joined and self.ch:
             self.ch.ppmid_left()

@@ -27,6 +27,7 @@ T_RX_ACK_INIT = const(1600)
 T_RX_ACK_MIN = const(400)
 T_RX_ACK_MAX = const(3200)
 T_REMOTE_NOTRDY = const(1000)
+T_TX_ACK_DELAY = const(20)
 T_RSTACK_MAX = const(3200)
 ACK_TIMEOUTS = const(4)
 TX_K_MAX = const(5)
@@ -73,6 +74,7 @@ class AshLink:
         self._ack_rx = 0        # oldest frame not yet acknowledged by the peer
         self._rx_exp = 0        # next frame number we expect (our ackNum)
         self._reject = False
+        self._last_nak = ticks_ms()
         self._pending = {}      # frm -> [frame bytes, future-ish Event, sent_ms, retransmitted]
         self._t_ack = self._timers[0]
         self._timeouts = 0
@@ -214,7 +216,11 @@ class AshLink:
         control = item[0]
         if control == ash.BAD:
             self._logf("bad frame: %s", item[1])
-            if self.connected and not self._reject:
+            # UG101 sends one NAK per reject condition. We also NAK a damaged frame that
+            # arrives while already rejecting, at most once per T_TX_ACK_DELAY: on a noisy
+            # line the NCP otherwise waits out its ACK timer for every damaged
+            # retransmission and soon declares the link dead (ERROR 0x51).
+            if self.connected and (not self._reject or ticks_diff(ticks_ms(), self._last_nak) >= T_TX_ACK_DELAY):
                 await self._nak()
             return
         k = ash.kind(control)
@@ -295,6 +301,7 @@ class AshLink:
 
     async def _nak(self):
         self._reject = True
+        self._last_nak = ticks_ms()
         self.counters["tx_nak"] += 1
         await self._write(bytes(self._enc.nak(self._rx_exp, not self._ready())))
 

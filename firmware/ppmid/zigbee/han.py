@@ -10,6 +10,7 @@ from ppmid.errors import PpmidError
 from ppmid.zigbee import ezsp as E
 from ppmid.zigbee.ashlink import AshLink, AshError, ticks_ms, ticks_diff
 from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
+from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE
 
 E_HAN_DOWN = "E_HAN_DOWN"
 E_NO_TUNNEL = "E_NO_TUNNEL"
@@ -78,7 +79,8 @@ class ZigbeeHan:
         self.counters = {"sent": 0, "send_failed": 0, "send_retries": 0, "fragments_tx": 0,
                          "gbt_blocks_tx": 0, "received": 0, "rx_dropped": 0, "rx_fragments": 0,
                          "rx_fragment_timeouts": 0, "rx_not_tunnel": 0, "rx_gbt_blocks": 0,
-                         "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0}
+                         "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0,
+                         "rejected_by_ch": 0, "resent": 0, "resend_failed": 0}
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
@@ -94,15 +96,20 @@ class ZigbeeHan:
         self._net_event = asyncio.Event()
         self._ready_event = asyncio.Event()   # set while status == running
         self._max_payload = 0
+        self._sent_tid = None
         self._up = False               # bring-up complete on the current link
         self._frag = None              # (sender, count, {index: bytes}, started_ms)
         self._gbt = None
+        self._recent = []              # (tunnel id, message, sent ms): the last few delivered
+        self._rejected = {}            # tunnel id -> TransferDataErrors the CH sent for it
+        self._resend_event = asyncio.Event()
         self._tasks = []
 
     # ---- public ----------------------------------------------------------------------
     async def start(self):
         if not self._tasks:
-            self._tasks = [asyncio.create_task(self.run()), asyncio.create_task(self._reply_loop())]
+            self._tasks = [asyncio.create_task(self.run()), asyncio.create_task(self._reply_loop()),
+                           asyncio.create_task(self._resend_loop())]
 
     async def stop(self):
         for t in self._tasks:
@@ -137,9 +144,12 @@ class ZigbeeHan:
             deadline = ticks_ms() + int(self.opts["send_timeout_s"] * 1000)
             while True:
                 await self._wait_ready(deadline)
+                if self._rejected:
+                    await self._do_resends()  # what the CH refused earlier goes first
                 try:
                     await self._send_message(data)
                     self.counters["sent"] += 1
+                    self._remember(data)
                     return
                 except _Retry:
                     # the link failed before the NCP took the last piece: nothing reached
@@ -329,6 +339,11 @@ class ZigbeeHan:
         while self.tunnel.events:
             ev = self.tunnel.events.pop(0)
             self._logf("tunnel %s %r", ev[0], ev[1])
+            if ev[0] == "error" and ev[1][0] in (NO_SUCH_TUNNEL, WRONG_DEVICE) and ev[1][1] is not None:
+                # the CH refused a TransferData of ours: it never took that message
+                self.counters["rejected_by_ch"] += 1
+                self._rejected[ev[1][1]] = self._rejected.get(ev[1][1], 0) + 1
+                self._resend_event.set()
         self._update_status()
         if data is not None:
             self._deliver(data)
@@ -376,6 +391,48 @@ class ZigbeeHan:
         self._rxq.append(bytes(data))
         self._rx_event.set()
 
+    # ---- messages the CH refused (TransferDataError): sent again, in order -----------
+    def _remember(self, data):
+        now = ticks_ms()
+        self._recent.append((self._sent_tid, data, now))
+        while len(self._recent) > 8 or (self._recent and ticks_diff(now, self._recent[0][2]) > 10000):
+            self._recent.pop(0)
+
+    async def _resend_loop(self):
+        while True:
+            self._resend_event.clear()
+            await self._resend_event.wait()
+            await asyncio.sleep(0.05)  # let the errors for one burst arrive together
+            async with self._send_lock:
+                await self._do_resends()
+
+    async def _do_resends(self):
+        """Under the send lock: send again, oldest first, the messages the CH refused."""
+        todo = []
+        for tid in self._rejected:
+            k = self._rejected[tid]
+            mine = [r for r in self._recent if r[0] == tid]
+            todo += mine[-k:]
+        self._rejected = {}
+        for r in todo:
+            self._recent.remove(r)
+        todo.sort(key=lambda r: r[2])
+        for r in todo:
+            deadline = ticks_ms() + int(self.opts["send_timeout_s"] * 1000)
+            while True:
+                try:
+                    await self._wait_ready(deadline)
+                    await self._send_message(r[1])
+                    self.counters["resent"] += 1
+                    self._remember(r[1])
+                    break
+                except _Retry:
+                    await asyncio.sleep(0.05)
+                except PpmidError as exc:
+                    self.counters["resend_failed"] += 1
+                    self._logf("message refused by the CH could not be sent again: %s", exc)
+                    break
+
     # ---- sending ---------------------------------------------------------------------
     async def _reply_loop(self):
         while True:
@@ -389,6 +446,7 @@ class ZigbeeHan:
                 self._logf("tunnel reply lost: %s", exc)
 
     async def _send_message(self, data):
+        self._sent_tid = self.tunnel.tunnel_id
         limit = self.tunnel.client_max or self.opts["transfer_size"]
         if len(data) <= limit:
             pieces = [data]

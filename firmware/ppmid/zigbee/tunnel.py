@@ -164,7 +164,8 @@ class TunnelServer:
         if cmd == TRANSFER_DATA_ERROR:
             self.counters["rx_transfer_errors"] += 1
             status = p[2] if len(p) >= 3 else -1
-            self.events.append(("error", status))
+            tid = p[0] | (p[1] << 8) if len(p) >= 2 else None
+            self.events.append(("error", (status, tid)))
             if status == NO_SUCH_TUNNEL and len(p) >= 2 and (p[0] | (p[1] << 8)) == self.tunnel_id:
                 self.close("the CH does not know our tunnel")
             return [], None
