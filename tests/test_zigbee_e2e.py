@@ -307,7 +307,7 @@ def fault_run(tmp_path, stopper, n, timeout, to_host, from_host, reset_every):
     def before(emu, proc):
         emu.send_alert("ESME")
     events, emu, _ = run_client({"faults": faults}, cmds, tmp_path, timeout=timeout, before=before,
-                                expect_rx=n + 1, rx_wait_s=30, tries=50)
+                                expect_rx=n + 1, rx_wait_s=8, tries=50)
     stopper(emu)
     assert emu.received == cmds, (len(emu.received), emu.stats())
     st = emu.stats()["ncp"]
