@@ -122,9 +122,9 @@ def run_client(emu_kwargs, commands, tmp_path, timeout=120, before=None, reuse=N
         os.path.join(ROOT, "firmware"), path, str(tmp_path / "opts.json"), str(tmp_path / "cmds.txt")) + CLIENT)
     proc = subprocess.Popen([micropython(), "-X", "heapsize=256K", str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    if before:
-        before(emu, proc)
     try:
+        if before:
+            before(emu, proc)
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
@@ -132,6 +132,10 @@ def run_client(emu_kwargs, commands, tmp_path, timeout=120, before=None, reuse=N
         if not reuse:
             emu.stop()
         pytest.fail("firmware client timed out; emulator %s\nlast output:\n%s" % (emu.stats(), output[-3000:]))
+    finally:
+        if proc.poll() is None:  # pytest-timeout or a failed `before`: leave no interpreter behind
+            proc.kill()
+            proc.wait()
     events = [json.loads(line[2:]) for line in output.splitlines() if line.startswith("@@")]
     if not events or events[-1]["ev"] != "done":
         if not reuse:
@@ -320,10 +324,12 @@ def fault_run(tmp_path, stopper, n, timeout, to_host, from_host, reset_every):
     return events, emu
 
 
+@pytest.mark.timeout(900)
 def test_faults_100_commands_exactly_once(tmp_path, stopper):
     fault_run(tmp_path, stopper, 100, 600, to_host=0.01, from_host=0.001, reset_every=60)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4000)
 def test_faults_500_commands_exactly_once(tmp_path, stopper):
     fault_run(tmp_path, stopper, 500, 3600, to_host=0.01, from_host=0.01, reset_every=60)
