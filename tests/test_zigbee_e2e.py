@@ -264,6 +264,28 @@ def test_network_down_busy_and_forgotten_tunnel(tmp_path, stopper):
     assert len([e for e in events if e["ev"] == "rx"]) == 6
 
 
+def test_bad_input_from_the_module_is_counted_and_survived(tmp_path, stopper):
+    from ppmid.zigbee import ezsp as E
+    cmds = [command(0x8000 + i, size=10) for i in range(4)]
+
+    def before(emu, proc):
+        assert emu.wait_until(emu.tunnel_open, 20)
+        emu.send_raw(b"\x00\x01garbage\x7e")                    # garbage between flags
+        emu.send_raw(bytes(range(0x20, 0x70)) * 4 + b"\x7e")     # a frame far too long
+        emu.send_raw(b"\x25\x42\x21\xa8\x56\xa6\x08\x7e")           # a CRC error
+        emu.send_ezsp(E.response_frame(0, 0x0999, b"", callback=0x10))   # unknown callback id
+        emu.send_ezsp(E.response_frame(200, E.NETWORK_STATE, b"\x02"))  # a response to nothing
+        emu.send_raw(b"\x01\x02\x1a")                             # cancelled partial frame
+    events, emu, _ = run_client({}, cmds, tmp_path, before=before, expect_rx=4, gap_s=0.2)
+    stopper(emu)
+    assert emu.received == cmds
+    c = events[-1]["counters"]
+    assert c["ash_rx_too_long"] >= 1 and c["ash_rx_crc"] >= 1 and c["ash_rx_cancel"] >= 1
+    assert c["ash_rx_too_short"] + c["ash_rx_crc"] >= 2
+    assert c["callbacks_unknown"] >= 1 and c["ezsp_orphan_responses"] >= 1
+    assert len([e for e in events if e["ev"] == "rx"]) == 4
+
+
 def test_dropped_frames_and_late_acks(tmp_path, stopper):
     cmds = [command(0x7000 + i, size=5 + i * 9) for i in range(15)]
     faults = Faults(drop_rate=0.03, late_ack_rate=0.2, late_ack_ms=700, seed=7)

@@ -201,6 +201,14 @@ class NcpEmulator:
     def request_tunnel(self):
         self.call(self.ch.request_tunnel)
 
+    def send_raw(self, data):
+        """Bytes straight onto the wire to the board (garbage, hand-made frames)."""
+        self.loop.call_soon_threadsafe(self._txq.put_nowait, bytes(data))
+
+    def send_ezsp(self, frame):
+        """An EZSP frame from the NCP through its ASH link (unknown ids, orphan responses)."""
+        self.call(self.ncp.queue, bytes(frame))
+
     def send_alert(self, device="ESME"):
         return self.call(self.ch.alert, device)
 
