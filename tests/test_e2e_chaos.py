@@ -60,4 +60,4 @@ def test_chaos_small_nothing_lost_nothing_doubled(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_chaos_soak_500_commands(tmp_path):
-    run_chaos(tmp_path, 500, kills=10, broker_restarts=3, wifi_drops=3, interval_ms=200, seed=60)
+    run_chaos(tmp_path, 500, kills=10, broker_restarts=3, wifi_drops=3, interval_ms=300, seed=60)
