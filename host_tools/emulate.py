@@ -236,7 +236,7 @@ class Emulation:
 
     def __init__(self, state_dir, board="emulated", gateway=GATEWAY, devices=None, overrides=None, heap=None,
                  uart_error_rate=0.0, baud=115200, log=log_default, deploy=True, corpus=None, ready_timeout=120,
-                 fresh_journal=True):
+                 fresh_journal=True, nfc=False):
         self.state_dir = os.path.abspath(str(state_dir))
         self.broker_dir = os.path.join(self.state_dir, "broker")
         self.board_name = board
@@ -251,6 +251,8 @@ class Emulation:
         self.corpus = corpus if corpus is not None else corpus_dir()
         self.ready_timeout = ready_timeout
         self.fresh_journal = fresh_journal
+        self.nfc = nfc            # attach the PN532 emulator to the board's NFC UART
+        self.pn532 = None
         self.broker = None
         self.board = None
         self.ncp = None
@@ -308,6 +310,10 @@ class Emulation:
                                corpus_dir=self.corpus, faults=Faults(byte_error_rate=self.uart_error_rate))
         self.ncp.start()
         self.log("NCP/CH emulator on %s (ESME %s, GSME %s)" % (st["uarts"]["zigbee"], ESME, GSME))
+        if self.nfc:
+            from host_tools.pn532_emulator.chip import PN532Emulator
+            self.pn532 = PN532Emulator.on_path(st["uarts"]["nfc"]).start()
+            self.log("PN532 emulator on %s" % st["uarts"]["nfc"])
         self.config = self.gateway_config()
         self.key = mt.envelope_key(self.broker_dir, self.gateway, create=True)
         files = mt.gateway_files(self.broker_dir, self.gateway, self.config, self.key)
@@ -364,7 +370,8 @@ class Emulation:
         self.ncp.set_faults(byte_error_rate=rate, byte_error_rate_from_host=rate)
 
     def stop(self):
-        for what, fn in (("ncp", lambda: self.ncp.stop()), ("board", lambda: self.board.stop()),
+        for what, fn in (("pn532", lambda: self.pn532.stop()), ("ncp", lambda: self.ncp.stop()),
+                         ("board", lambda: self.board.stop()),
                          ("broker", lambda: self.broker.stop())):
             try:
                 if getattr(self, what) is not None:
