@@ -34,6 +34,8 @@ def add_arguments(p):
     p.add_argument("--keep-journal", action="store_true",
                    help="keep the gateway's journal (anti-replay counters) from an earlier run; "
                         "by default each run starts as a fresh gateway")
+    p.add_argument("--nfc", action="store_true",
+                   help="attach the PN532 emulator to the board's NFC UART (the app then starts its NFC service)")
     p.add_argument("--no-deploy", action="store_true", help="boot what is already in the board's flash")
     p.add_argument("--follow", action="store_true", help="after the replay, follow the console until Ctrl-C")
     p.add_argument("--no-follow", action="store_true", help="exit after the sample replay")
@@ -87,7 +89,8 @@ def run(args):
     lines, what = _lines(args, E)
     report_path = args.report or os.path.join(args.state_dir, "report.json")
     emu = E.Emulation(args.state_dir, board=args.board, overrides=overrides, uart_error_rate=args.uart_error_rate,
-                      deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal)
+                      deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal,
+                      nfc=args.nfc)
     try:
         emu.check_config()
     except E.EmulateError as exc:
