@@ -494,6 +494,23 @@ class DurableReplayer(_replayer_base()):
         c.max_queued_messages_set(0)
         return c
 
+    def close(self):
+        super().close()
+        # drop our persistent session, or the broker keeps queueing statuses for it
+        try:
+            import ssl
+            import paho.mqtt.client as mqtt
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
+            ca, cert, keyfile = self.tls
+            c.tls_set(ca_certs=ca, certfile=cert, keyfile=keyfile, cert_reqs=ssl.CERT_REQUIRED)
+            c.connect(self.host, self.port, keepalive=10)
+            c.loop_start()
+            time.sleep(0.2)
+            c.disconnect()
+            c.loop_stop()
+        except Exception:  # noqa: BLE001 - best effort; the broker may be gone
+            pass
+
     def connect(self):
         c = super().connect()
         try:  # no Nagle: a PUBLISH after a PUBACK would wait for the peer's delayed ACK
