@@ -57,8 +57,12 @@ def main(argv=None):
         raise
     sub = argparse.ArgumentParser(prog="ppmid " + name, description=help_text)
     module.add_arguments(sub)
-    # Intermixed: options may follow positionals (`ppmid board wifi --state-dir D down`).
-    args = sub.parse_intermixed_args(argv[1:])
+    # Intermixed where argparse allows it: options may follow positionals
+    # (`ppmid board wifi --state-dir D down`); it refuses parsers with optional positionals.
+    try:
+        args = sub.parse_intermixed_args(argv[1:])
+    except TypeError:
+        args = sub.parse_args(argv[1:])
     try:
         return module.run(args) or 0
     except CliError as exc:
