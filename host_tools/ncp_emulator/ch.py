@@ -98,6 +98,7 @@ class CommsHub:
         self.ppmid_max = None
         self.transfer_size = transfer_size
         self.busy_retry_s = busy_retry_s
+        self.request_retry_s = 2.0
         self.hold_max = hold_max
         self.held = []                  # messages for the PPMID waiting for a tunnel
         self.dropped_held = 0
@@ -156,10 +157,14 @@ class CommsHub:
 
     def request_tunnel(self):
         self._request_handle = None
-        if not self.ncp.can_reach_host():
+        if self.tunnel_id is not None:
             return
-        self.counters["tunnel_requests"] += 1
-        self._to_ppmid(T.request_tunnel(self._next_seq(), max_in=self.transfer_size))
+        if self.ncp.can_reach_host():
+            self.counters["tunnel_requests"] += 1
+            self._to_ppmid(T.request_tunnel(self._next_seq(), max_in=self.transfer_size))
+        if self.ncp.joined:
+            # the request or its answer can be lost: ask again until the tunnel is open
+            self._schedule_request(self.request_retry_s)
 
     def close_tunnel(self, reopen_after_s=None):
         """Fault: the CH closes the tunnel (CloseTunnel), and asks again later if told to."""
