@@ -4,11 +4,11 @@
 # printed once everything is started, and also when the board has no usable config (it
 # stays up, links down, for re-provisioning: docs/config.md).
 #
-# Memory: the whole firmware is imported on a 256K heap (the emulated board's, with 64-bit
-# objects). Modules are imported here, inside run(), one subsystem at a time with a
+# Memory: on the emulated board the whole firmware's bytecode lives in the heap (an ESP32
+# image freezes it into flash instead; docs/emulate.md). Modules are imported here, inside run(), one subsystem at a time with a
 # gc.collect() in between, so their compile/load garbage never piles up; the NFC service is
-# imported only when the board has a reader and it answers at boot. A heap task samples the free heap (after a collect)
-# and prints `PPMID heap: free=N min=N` when the minimum moves (host tools report it).
+# imported only when the board has a reader and it answers at boot. A heap task samples
+# the free heap (after a collect) and prints `PPMID heap: free=N min=N` when the minimum moves (host tools report it).
 import gc
 
 import asyncio
