@@ -183,7 +183,7 @@ async def test_pacing_backlog_is_paced_not_refused():
 
 
 async def test_busy_beyond_the_queue_bound():
-    r = Rig(cfg=config(queue=3))
+    r = Rig(cfg=config(queue=3), admit_wait_ms=0)  # no wait for room: refused at once
     await r.submit("c-0", 10)
     await r.pump()  # c-0 in flight
     for i in range(1, 4):
@@ -523,3 +523,58 @@ async def test_run_loop_end_to_end_with_tasks():
     assert sorted(i for i, s in r.pub.statuses() if s == "response") == ["c-0", "c-1", "c-2"]
     assert r.relay.fault is None and r.journal.live == {}
     assert r.wdt.feeds >= 1
+
+
+async def test_backlog_beyond_the_queue_waits_for_room_and_is_relayed_in_order():
+    try:
+        import asyncio
+    except ImportError:
+        import uasyncio as asyncio
+    # a backlog of 10 handed over at once to a queue of 3: each accept() beyond the bound
+    # waits until dispatch takes a command out of the queue, then is accepted
+    r = Rig(cfg=config(queue=3, rate_per_s=100, burst=100), admit_wait_ms=5000)
+    r.han.responder = response_to
+    r.relay.start()
+    most = [0]
+    try:
+        for i in range(10):
+            res = await r.submit("q-%d" % i, 10 + i, target=(ESME, GSME)[i % 2])
+            assert res == {"id": "q-%d" % i, "status": "accepted"}, res
+            queued = len([e for e in r.journal.live.values() if e.state == J.QUEUED])
+            most[0] = max(most[0], queued)
+        for _ in range(500):
+            if len([s for s in r.pub.statuses() if s[1] == "response"]) == 10:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await r.relay.stop()
+    assert most[0] <= 3
+    assert r.relay.counters["admit_waits"] >= 1  # the 4th found the queue full (no yield before it)
+    assert r.relay.counters["rejected"] == {}
+    assert [r.relay.decode(b).counter for b in r.han.sent] == list(range(10, 20))
+    assert sorted(i for i, s in r.pub.statuses() if s == "response") == sorted("q-%d" % i for i in range(10))
+
+
+async def test_full_queue_wait_is_bounded_then_busy_and_known_or_forged_ids_do_not_wait():
+    r = Rig(cfg=config(queue=1), admit_wait_ms=150)   # no dispatch task: the queue stays full
+    assert (await r.submit("w-0", 10))["status"] == "accepted"
+    res = await r.submit("w-1", 11)
+    assert res["error"] == "E_BUSY", res
+    assert r.relay.counters["admit_waits"] == 1
+    # a redelivered id gets its status at once; a forged envelope its E_AUTH at once
+    assert (await r.submit("w-0", 10)) == {"id": "w-0", "status": "accepted"}
+    assert (await r.submit("w-2", 12, key=b"x" * 32))["error"] == "E_AUTH"
+    assert r.relay.counters["admit_waits"] == 1
+    # room made while one waits: it is taken
+    try:
+        import asyncio
+    except ImportError:
+        import uasyncio as asyncio
+    r.relay.admit_wait_ms = 5000
+    waiter = asyncio.create_task(r.submit("w-3", 13))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await r.relay.dispatch_once()   # w-0 leaves the queue for the HAN
+    res = await waiter
+    assert res["status"] == "accepted", res
+    assert r.relay.counters["rejected"] == {"E_BUSY": 1, "E_AUTH": 1}

@@ -182,6 +182,8 @@ class MQTTClient:
         self._dead = None        # reason the current connection died, or None
         self._ping_at = None
         self._tx_at = 0
+        self._in_handler = False  # the reader waits for the handler: nothing is read
+        self._rx_free_at = 0      # when the reader last came back from the handler
         self._stopping = False
         self._online = False
         self._poisoned = False
@@ -361,10 +363,17 @@ class MQTTClient:
         self._suback = None
         self._subevt.clear()
         await self._write(p.subscribe(pid, self._subs))
-        try:
-            await asyncio.wait_for(self._subevt.wait(), self.ack_timeout)
-        except asyncio.TimeoutError:
-            raise MQTTError(E_MQTT_TIMEOUT, "no SUBACK within %ss" % self.ack_timeout)
+        # A persistent session's queued messages may come before the SUBACK, and the
+        # handler may hold the reader on them (pacing): that time does not count.
+        t0 = ticks_ms()
+        ack_ms = int(self.ack_timeout * 1000)
+        while not self._subevt.is_set():
+            if self._overdue(ticks_ms(), t0, ack_ms):
+                raise MQTTError(E_MQTT_TIMEOUT, "no SUBACK within %ss" % self.ack_timeout)
+            try:
+                await asyncio.wait_for(self._subevt.wait(), 0.1)
+            except asyncio.TimeoutError:
+                pass
         if self._dead:
             raise MQTTError(E_MQTT_CLOSED, self._dead)
         spid, codes = self._suback
@@ -438,20 +447,33 @@ class MQTTClient:
             if self._dead is not None:
                 break
             now = ticks_ms()
-            if self._inflight and ticks_diff(now, self._inflight[0].sent_at) > ack_ms:
+            # While the handler holds the reader (e.g. the relay waits for room to pace a
+            # backlog), a PUBACK or PINGRESP may sit unread behind the message it handles:
+            # only time the reader spent free to read counts against ack_timeout.
+            if self._inflight and self._overdue(now, self._inflight[0].sent_at, ack_ms):
                 self._kill("no PUBACK for packet %d within %ss" % (self._inflight[0].pid, self.ack_timeout))
                 break
-            if self._ping_at is not None and ticks_diff(now, self._ping_at) > ack_ms:
+            if self._ping_at is not None and self._overdue(now, self._ping_at, ack_ms):
                 self._kill("no PINGRESP within %ss" % self.ack_timeout)
                 break
-            if self.keepalive and self._ping_at is None and ticks_diff(now, self._tx_at) >= ka_ms:
-                self._ping_at = now
+            # keepalive: while the handler holds the reader, the answer to an earlier
+            # ping may be unread; ping again anyway so the broker keeps hearing from us
+            if self.keepalive and (self._ping_at is None or self._in_handler) and ticks_diff(now, self._tx_at) >= ka_ms:
+                if self._ping_at is None:
+                    self._ping_at = now
                 self.stats["pings"] += 1
                 await self._write(p.PINGREQ_PACKET)
             try:
                 await asyncio.wait_for(self._wake.wait(), 0.5)
             except asyncio.TimeoutError:
                 pass
+
+    def _overdue(self, now, since, ms):
+        if self._in_handler:
+            return False
+        if ticks_diff(self._rx_free_at, since) > 0:
+            since = self._rx_free_at
+        return ticks_diff(now, since) > ms
 
     def _finish(self, m):
         if m.done is not None:
@@ -553,6 +575,7 @@ class MQTTClient:
                 except Exception as exc:  # noqa: BLE001 - it is refused either way
                     self._note(exc)
         elif self.handler is not None:
+            self._in_handler = True
             try:
                 await self.handler(topic, payload, qos, dup)
             except Exception as exc:  # noqa: BLE001
@@ -562,5 +585,8 @@ class MQTTClient:
                 # No PUBACK: drop the link so that the broker redelivers after reconnect.
                 self._kill("handler failed for packet %d, PUBACK withheld: %s" % (pid, exc))
                 return
+            finally:
+                self._in_handler = False
+                self._rx_free_at = ticks_ms()
         if qos:
             await self._write(p.puback(pid))

@@ -95,6 +95,18 @@ async def _wait(event, ms):
         return False
 
 
+try:
+    from time import ticks_ms as _ticks_ms, ticks_diff as _ticks_diff
+except ImportError:  # CPython
+    import time as _time
+
+    def _ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def _ticks_diff(a, b):
+        return a - b
+
+
 def _b64(data):
     return binascii.b2a_base64(data)[:-1].decode()
 
@@ -109,7 +121,7 @@ class Relay:
     def __init__(self, config, journal, validator, han, publisher, clock, envelope_key,
                  decode=None, wdt=None, topic_prefix=None, late_window_s=None,
                  max_wait_s=900, link_checks=(), link_grace_s=300, stall_ms=60000,
-                 console=print, log_rate_per_s=0.1, log_burst=5):
+                 console=print, log_rate_per_s=0.1, log_burst=5, admit_wait_ms=4000):
         lim = config["limits"]
         self.config = config
         self.journal = journal
@@ -127,6 +139,10 @@ class Relay:
         self.queue_max = int(lim["queue"])
         self.late_window_s = late_window_s if late_window_s is not None else 4 * self.budget_s
         self.max_wait_s = max_wait_s
+        # how long accept() waits for room in a full queue before E_BUSY: the intake's
+        # acknowledgement (PUBACK) is withheld meanwhile, so the broker paces a backlog
+        # (well under the MQTT keepalive and ack timeout, docs/relay.md)
+        self.admit_wait_ms = admit_wait_ms
         self.pacer = Pacer(lim["rate_per_s"], lim["burst"], self.queue_max, clock.diff)
         if topic_prefix is None:
             topic_prefix = "ppmid/v1/%s/" % config.get("gateway")
@@ -150,6 +166,7 @@ class Relay:
         self._beats = {}         # loop name -> ms tick of its last pass
         self._wake_dispatch = asyncio.Event()
         self._wake_publish = asyncio.Event()
+        self._room = asyncio.Event()   # set when a queued command leaves the queue
         self._tasks = []
         self._said = None
         self.counters = {"received": 0, "accepted": 0, "relayed": 0, "answered": 0, "late": 0,
@@ -157,7 +174,7 @@ class Relay:
                          "link_resets": 0, "send_errors": 0, "duplicates": 0,
                          "duplicate_responses": 0, "unmatched": 0, "alerts": 0, "rx_bad": 0,
                          "published": 0, "publish_errors": 0, "pub_dropped": 0,
-                         "logs_dropped": 0, "recovered": 0}
+                         "logs_dropped": 0, "recovered": 0, "admit_waits": 0}
 
     # ---- logging -------------------------------------------------------------------------
     def log(self, level, msg):
@@ -219,8 +236,49 @@ class Relay:
         """Intake entry point for every transport (docs/relay.md, "Wiring"). Returns once
         the command is on flash (its status dict: {"id", "status"}; for a redelivered id,
         the status it has reached), or raises a PpmidError with the refusal's code. The
-        MQTT intake publishes its own `rejected` status; for other roads the relay does."""
+        MQTT intake publishes its own `rejected` status; for other roads the relay does.
+
+        When limits.queue commands already wait for the HAN, it waits (up to
+        admit_wait_ms) for one of them to go before refusing with E_BUSY: the intake's
+        acknowledgement is withheld meanwhile, so a backlog (a broker handing over what
+        it kept during an outage) is paced, not refused."""
+        waited = False
+        if self.admit_wait_ms > 0 and self._queue_full() and self._may_wait(env):
+            self.counters["admit_waits"] += 1
+            waited = True
+            t0 = _ticks_ms()
+            while self._queue_full():
+                left = self.admit_wait_ms - _ticks_diff(_ticks_ms(), t0)
+                if left <= 0:
+                    break
+                self._room.clear()
+                self._wake_dispatch.set()
+                # woken when a command leaves the queue; the slice bounds a missed wake
+                await _wait(self._room, left if left < 250 else 250)
+        if waited:
+            self.log("info", "%s waited %d ms for room in the queue" % (env.id, _ticks_diff(_ticks_ms(), t0)))
         return self.accept_now(env, via)
+
+    def _queue_full(self):
+        n = 0
+        for x in self.journal.live.values():
+            if x.state == J.QUEUED:
+                n += 1
+        return n >= self.queue_max
+
+    def _may_wait(self, env):
+        # only a command that would be admitted but for the queue bound waits: a
+        # redelivered id gets its status at once, and a forged one is refused at once
+        try:
+            if env.id in self.journal.by_id:
+                return False
+            r = self._recent_result(env.id)
+            if r is not None and r["status"] != "rejected":
+                return False
+            env.verify(self.key)
+        except Exception:
+            return False
+        return True
 
     def accept_now(self, env, via="mqtt"):
         self.counters["received"] += 1
@@ -426,6 +484,7 @@ class Relay:
             return
         body = self.journal.body(e)  # read back from flash
         self.journal.sending(e, now_s + self.budget_s)  # on flash before the HAN has it
+        self._room.set()
         now = self.clock.ms()
         self._deadline[e.seq] = now + self.budget_s * 1000
         self.pacer.sent(e.target, e.originator, e.seq, now)
@@ -472,6 +531,7 @@ class Relay:
 
     def _fail(self, e, code, why):
         self.journal.failed(e, code)
+        self._room.set()
         self.counters["failed"] += 1
         self.log("info", "%s failed: %s %s" % (e.id, code, why))
         self._emit(e, "failed")
