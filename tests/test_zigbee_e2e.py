@@ -323,10 +323,65 @@ def test_survives_board_process_killed_and_restarted(tmp_path, stopper):
     assert emu.stats()["ncp"]["resets_by_host"] == 2
 
 
+@pytest.mark.parametrize("runs", [True, False], ids=["ncp-ran-it", "ncp-lost-it"])
+def test_ncp_takes_the_message_then_goes_silent_never_twice(tmp_path, stopper, runs):
+    # The NCP takes the second command's DATA frame (and runs it, or not), then nothing it
+    # sends reaches the host until RST: the host's ACK timeouts fail the link and it
+    # resets. The host cannot tell whether the CH has the command: E_DELIVERY_UNKNOWN, and
+    # the command is never sent again (before the fix it was: the CH got it twice).
+    cmds = [command(0x9000 + i, size=10) for i in range(3)]
+    faults = Faults(mute_unicast=2, mute_runs=runs)
+    events, emu, _ = run_client({"faults": faults}, cmds, tmp_path, expect_rx=2, rx_wait_s=5, tries=10,
+                                timeout=120)
+    stopper(emu)
+    assert emu.received == (cmds if runs else [cmds[0], cmds[2]])
+    errors = [(e["i"], e["code"]) for e in events if e["ev"] == "error"]
+    assert errors == [(1, "E_DELIVERY_UNKNOWN")]
+    assert [e["i"] for e in events if e["ev"] == "sent"] == [0, 2]
+    c = events[-1]["counters"]
+    assert c["delivery_unknown"] == 1 and c["send_retries"] == 0 and c["ash_link_failures"] >= 1
+    assert emu.stats()["ncp"]["muted"] == 1
+    assert emu.ncp._unicasts_seen == 3    # one TransferData each, the second never repeated
+
+
+def test_silence_after_an_aps_fragment_never_resends_the_message(tmp_path, stopper):
+    # a 3-fragment message: the first fragment is delivered and reported; the NCP takes
+    # the second and goes silent. Part of the message reached the CH: E_DELIVERY_UNKNOWN,
+    # and no fragment of it goes out again; the next message goes normally.
+    cmds = [command(0x9100 + i, size=150) for i in range(2)]
+    faults = Faults(mute_unicast=2, mute_runs=True)
+    events, emu, _ = run_client({"faults": faults}, cmds, tmp_path, expect_rx=1, rx_wait_s=5, tries=10,
+                                timeout=120)
+    stopper(emu)
+    assert emu.received == [cmds[1]]   # the CH never had the whole first message
+    errors = [(e["i"], e["code"]) for e in events if e["ev"] == "error"]
+    assert errors == [(0, "E_DELIVERY_UNKNOWN")]
+    c = events[-1]["counters"]
+    n = -(-(len(cmds[1]) + 5) // (82 - 2))   # fragments of one message (ZCL header + tunnel id)
+    assert n >= 2 and c["send_retries"] == 0
+    # first message: 2 fragments taken by the NCP, never again; the second message: all n
+    assert emu.ncp._unicasts_seen == 2 + n and c["fragments_tx"] == 1 + n
+
+
+def check_at_most_once(cmds, received, events):
+    """Nothing reaches the CH twice, everything in order and byte-identical; a command the
+    CH does not have is one whose delivery the HAN reported unknown (the relay waits for
+    its response instead of resending), and those are few."""
+    assert len(set(received)) == len(received), "a command reached the CH twice"
+    it = iter(cmds)
+    assert all(any(m == c for c in it) for m in received), "out of order or altered"
+    unknown = {e["i"] for e in events if e["ev"] == "error" and e["code"] == "E_DELIVERY_UNKNOWN"}
+    missing = {i for i, c in enumerate(cmds) if c not in received}
+    assert missing <= unknown, (sorted(missing - unknown), sorted(unknown))
+    assert len(unknown) <= len(cmds) // 10, sorted(unknown)
+    return unknown
+
+
 def fault_run(tmp_path, stopper, n, timeout, to_host, from_host, reset_every):
     """n commands through a link with byte errors and NCP resets. The relay stand-in
     retries what is safe to retry and never retries E_DELIVERY_UNKNOWN; the CH must see
-    every command exactly once, in order, byte-identical."""
+    every command at most once, in order, byte-identical, and every one it lacks must have
+    been reported E_DELIVERY_UNKNOWN."""
     cmds = [command(0x10000 + i, ESME if i % 3 else GSME, size=5 + (i * 13) % 60) for i in range(n)]
     faults = Faults(byte_error_rate=to_host, byte_error_rate_from_host=from_host, reset_every=reset_every, seed=n)
 
@@ -335,7 +390,7 @@ def fault_run(tmp_path, stopper, n, timeout, to_host, from_host, reset_every):
     events, emu, _ = run_client({"faults": faults}, cmds, tmp_path, timeout=timeout, before=before,
                                 expect_rx=n + 1, rx_wait_s=8, tries=50)
     stopper(emu)
-    assert emu.received == cmds, (len(emu.received), emu.stats())
+    check_at_most_once(cmds, emu.received, events)
     st = emu.stats()["ncp"]
     assert st["bytes_corrupted"] > 0 and st["resets_injected"] > 0
     c = events[-1]["counters"]
@@ -359,9 +414,6 @@ def test_faults_500_commands_exactly_once(tmp_path, stopper):
 
 @pytest.mark.slow
 @pytest.mark.timeout(4000)
-@pytest.mark.xfail(strict=False, reason="known gap (docs/zigbee.md Limitations): at 1% both ways a run of 100 "
-                   "once delivered a command twice: the NCP ran the last sendUnicast, then every ACK and "
-                   "answer was lost and the link failed, so the host could not tell and sent it again")
 def test_faults_1pct_both_ways_exactly_once(tmp_path, stopper):
     # 1% on the host's own bytes too: the NCP (as UG101 says) NAKs only the first damaged
     # frame of a reject condition, so the host waits out its ACK timer often: ~8 s a command

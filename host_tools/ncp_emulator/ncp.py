@@ -18,7 +18,8 @@ RESET_SOFTWARE = 0x0B
 RESET_POWER_ON = 0x02
 ACK_TIMEOUTS = 4
 ERROR_ACK_TIMEOUTS = 0x51
-T_RETX = 0.4             # NCP's own retransmission timeout (fixed: the host side is under test)
+T_RETX = 0.4             # NCP's first retransmission timeout (UG101 T_RX_ACK_MIN), doubled per timeout
+T_RX_ACK_MAX = 3.2
 STACK_TYPE = 2
 EMBER_SUCCESS = 0x00
 EMBER_DELIVERY_FAILED = 0x66
@@ -35,7 +36,8 @@ class Faults:
     """Fault knobs; all off by default. Rates are probabilities per byte / per frame."""
 
     def __init__(self, byte_error_rate=0.0, drop_rate=0.0, late_ack_rate=0.0, late_ack_ms=600,
-                 reset_every=0, seed=None, byte_error_rate_from_host=None):
+                 reset_every=0, seed=None, byte_error_rate_from_host=None, mute_unicast=0,
+                 mute_runs=True):
         self.byte_error_rate = byte_error_rate   # each byte to the host: one bit flipped
         # bytes from the host: the same rate unless given separately
         self.byte_error_rate_from_host = byte_error_rate if byte_error_rate_from_host is None \
@@ -44,6 +46,12 @@ class Faults:
         self.late_ack_rate = late_ack_rate       # NCP ACKs held back by late_ack_ms
         self.late_ack_ms = late_ack_ms
         self.reset_every = reset_every           # NCP resets itself after every N host DATA frames
+        # the NCP takes the mute_unicast-th sendUnicast of tunnel data (TransferData or an
+        # APS fragment; 1 = the first; 0 = off), runs
+        # it if mute_runs (the CH gets the message), then nothing it sends reaches the host
+        # (no ACK, answer, callback or ERROR) until the host's next RST
+        self.mute_unicast = mute_unicast
+        self.mute_runs = mute_runs
         self.rng = random.Random(seed)
 
     def as_dict(self):
@@ -57,7 +65,7 @@ class Ncp:
     def __init__(self, loop, send_bytes, ezsp_version=13, max_payload=82, faults=None,
                  stack_version=0x7420, log=None):
         self.loop = loop
-        self._send_bytes = send_bytes
+        self._raw_send = send_bytes
         self.version = ezsp_version
         self.max_payload = max_payload
         self.stack_version = stack_version
@@ -69,12 +77,15 @@ class Ncp:
                          "rx_dup": 0, "rx_out_of_order": 0, "tx_data": 0, "retx": 0, "tx_nak": 0,
                          "rx_nak": 0, "resets_by_host": 0, "resets_injected": 0, "ezsp_commands": 0,
                          "ezsp_unknown": 0, "ezsp_before_version": 0, "send_unicast": 0,
-                         "callbacks": 0, "link_failures": 0, "bytes_corrupted": 0, "frames_dropped": 0, "acks_delayed": 0}
+                         "callbacks": 0, "link_failures": 0, "bytes_corrupted": 0, "frames_dropped": 0, "acks_delayed": 0,
+                         "muted": 0}
         self._buf = bytearray()
         self._skip = False
         self._esc_seen = False
         self._reset_pending = False
         self._data_count = 0         # host DATA frames accepted, ever (reset_every counts these)
+        self._unicasts_seen = 0      # sendUnicast frames accepted, ever (mute_unicast counts these)
+        self.muted = False           # fault: everything towards the host is lost until RST
         self._power_on()
 
     # ---- state ---------------------------------------------------------------------------
@@ -148,6 +159,7 @@ class Ncp:
         self.counters["rx_frames"] += 1
         if isinstance(frame, bash.RstFrame):
             self.counters["resets_by_host"] += 1
+            self.muted = False
             self._reset(RESET_SOFTWARE)
             return
         if not self.connected:
@@ -160,8 +172,11 @@ class Ncp:
         elif isinstance(frame, bash.NakFrame):
             self.counters["rx_nak"] += 1
             self._host_ready = not frame.ncp_ready
-            if self._inflight is not None:
-                self._retransmit()
+            if self._inflight is not None and self.connected:
+                # UG101: a NAK brings the frame back at once; only ACK timeouts count
+                # towards the link failure, so this retransmission is not one of them
+                self.counters["retx"] += 1
+                self._send_inflight(True)
         elif isinstance(frame, bash.DataFrame):
             self._data(frame)
 
@@ -169,6 +184,14 @@ class Ncp:
         if frame.frm_num == self._rx_exp:
             self._rx_exp = (self._rx_exp + 1) & 7
             self._reject = False
+            if self.faults.mute_unicast and self._is_tunnel_data(frame.ezsp_frame):
+                self._unicasts_seen += 1
+                if self._unicasts_seen == self.faults.mute_unicast:
+                    self.log("ncp: fault: sendUnicast taken, then silent until RST")
+                    self.counters["muted"] += 1
+                    self.muted = True
+                    if not self.faults.mute_runs:
+                        return
             self._ack()
             self._data_count += 1
             self._ezsp(frame.ezsp_frame)
@@ -183,7 +206,27 @@ class Ncp:
             if not self._reject:
                 self._nak()
 
+    def _is_tunnel_data(self, frame):
+        """A sendUnicast carrying tunnel data: a TransferData or any APS fragment (what
+        mute_unicast counts; RequestTunnelResponse and other single ZCL frames do not)."""
+        if not (self.negotiated and len(frame) >= 5 and frame[2] & 3 == 1
+                and (frame[3] | (frame[4] << 8)) == E.SEND_UNICAST):
+            return False
+        try:
+            m = E.parse_send_unicast_params(self.version, frame[5:])
+        except Exception:
+            return False
+        if m["aps"]["options"] & 0x8000:
+            return True
+        z = m["message"]
+        cmd_at = 4 if len(z) > 0 and z[0] & 0x04 else 2
+        return len(z) > cmd_at and z[cmd_at] == 0x01
+
     # ---- ASH out -------------------------------------------------------------------------
+    def _send_bytes(self, data):
+        if not self.muted:
+            self._raw_send(data)
+
     def _emit(self, frame):
         if self.faults.drop_rate and self.faults.rng.random() < self.faults.drop_rate:
             self.counters["frames_dropped"] += 1
@@ -228,23 +271,26 @@ class Ncp:
         frame = self._txq.pop(0)
         frm = self._frm
         self._frm = (frm + 1) & 7
-        self._inflight = [frm, frame, 0]
+        self._inflight = [frm, frame, 0]   # [frame number, EZSP frame, ACK timeouts so far]
         self.counters["tx_data"] += 1
         self._send_inflight(False)
 
     def _send_inflight(self, re_tx):
-        frm, frame, tries = self._inflight
-        self._inflight[2] = tries + 1
+        frm, frame, _ = self._inflight
         self._emit(bash.DataFrame(frm_num=frm, re_tx=re_tx, ack_num=self._rx_exp, ezsp_frame=frame))
         if self._retx_handle:
             self._retx_handle.cancel()
         gen = self._generation
-        self._retx_handle = self.loop.call_later(T_RETX, lambda: gen == self._generation and self._retransmit())
+        # UG101's timer doubles after each ACK timeout (up to T_RX_ACK_MAX); a fast link's
+        # adaptive estimate sits at the minimum, T_RETX
+        wait = min(T_RX_ACK_MAX, T_RETX * (1 << self._inflight[2]))
+        self._retx_handle = self.loop.call_later(wait, lambda: gen == self._generation and self._ack_timeout())
 
-    def _retransmit(self):
+    def _ack_timeout(self):
         if self._inflight is None or not self.connected:
             return
-        if self._inflight[2] > ACK_TIMEOUTS:
+        self._inflight[2] += 1
+        if self._inflight[2] >= ACK_TIMEOUTS:
             # UG101: too many ACK timeouts: the NCP reports ERROR (0x51) and waits for RST
             self.log("ncp: host never acknowledged frame %d; ERROR 0x51" % self._inflight[0])
             self.counters["link_failures"] += 1

@@ -3,6 +3,7 @@
 # input, unsolicited RSTACK / ERROR, link failure. Timers are shortened through `timers`.
 import asyncio
 from ppmid.zigbee import ash
+from ppmid.zigbee import ashlink
 from ppmid.zigbee.ashlink import AshLink, AshError, E_ASH_LINK, E_ASH_RESET
 
 FAST = (80, 40, 160, 200)
@@ -138,15 +139,44 @@ async def test_four_timeouts_fail_the_link():
         await link.send(b"lost")
     except AshError as e:
         assert e.code == E_ASH_LINK and "timeouts" in e.message
+        assert e.on_wire  # the frame went out: the NCP may have run it
     else:
         raise AssertionError("no error")
     assert link.failed.is_set() and not link.connected
     assert len(ncp.data) == 4 and len(fails) == 1
+    # while the link is down a send never touches the wire, and says so
+    try:
+        await link.send(b"never")
+    except AshError as e:
+        assert not e.on_wire and e.code == E_ASH_LINK
+    else:
+        raise AssertionError("no error")
+    assert len(ncp.data) == 4
     # and the link comes back with a reset
     ncp.policy = lambda i, c, p: "ack"
     await link.reset()
     await link.send(b"again")
     assert ncp.data[-1][1] == b"again"
+    await link.close()
+
+
+async def test_frames_waiting_for_the_window_are_not_on_the_wire_at_a_failure():
+    # window of 1: the first frame is written (and lost), the second waits for space; when
+    # the link fails the first may be in the NCP, the second certainly is not
+    ncp = FakeNcp(lambda i, c, p: "drop")
+    link, _ = make(ncp, tx_k=1)
+    await link.reset()
+    t1 = asyncio.create_task(link.send(b"first"))
+    t2 = asyncio.create_task(link.send(b"second"))
+    errs = []
+    for t in (t1, t2):
+        try:
+            await t
+        except AshError as e:
+            errs.append(e)
+    assert len(errs) == 2 and errs[0].on_wire and not errs[1].on_wire
+    assert errs[0] is not errs[1]
+    assert [p for _, p in ncp.data] == [b"first"] * 4
     await link.close()
 
 
@@ -236,3 +266,33 @@ async def test_too_big_frame_refused():
         raise AssertionError("no error")
     assert link.connected
     await link.close()
+
+
+async def test_ack_timeouts_across_the_ticks_wrap():
+    # the link's clock starts 150 ms before ticks_ms wraps (MicroPython; on CPython the
+    # stand-in never wraps): a retransmission timer set before the wrap fires after it,
+    # and four timeouts still fail the link, no sooner and no later
+    from ppmid import ticks
+    import sys
+    shift = 0
+    if sys.implementation.name == "micropython":
+        shift = ticks.ticks_diff(ticks.ticks_add(0, -150), ticks.ticks_ms())
+    real = ashlink.ticks_ms
+    ashlink.ticks_ms = lambda: ticks.ticks_add(real(), shift)
+    try:
+        ncp = FakeNcp(lambda i, c, p: ("drop", "ack")[i] if i < 2 else "drop")
+        link, _ = make(ncp)
+        await link.reset()
+        await link.send(b"one")            # first copy lost, the timer brings it back
+        assert [p for _, p in ncp.data] == [b"one"] * 2 and link.counters["ack_timeouts"] == 1
+        try:
+            await link.send(b"two")
+        except AshError as e:
+            assert "timeouts" in e.message
+        else:
+            raise AssertionError("no error")
+        assert link.counters["ack_timeouts"] == 5 and len(ncp.data) == 6
+        await link.close()
+    finally:
+        ashlink.ticks_ms = real
+

@@ -128,7 +128,7 @@ async def test_unknown_command_invalid_command_and_orphans():
     try:
         await ez.network_state()
     except E.EzspError as e:
-        assert e.code == E.E_EZSP_TIMEOUT and e.ncp_has_it
+        assert e.code == E.E_EZSP_TIMEOUT and e.on_wire
     else:
         raise AssertionError("no error")
 

@@ -9,16 +9,7 @@ from micropython import const
 from ppmid.errors import PpmidError
 from ppmid.zigbee import ash
 
-try:
-    from time import ticks_ms, ticks_diff
-except ImportError:  # CPython
-    import time as _time
-
-    def ticks_ms():
-        return int(_time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
+from ppmid.ticks import ticks_ms, ticks_diff, ticks_add
 
 E_ASH_RESET = "E_ASH_RESET"
 E_ASH_LINK = "E_ASH_LINK"
@@ -35,7 +26,9 @@ _TICK_MS = const(20)
 
 
 class AshError(PpmidError):
-    pass
+    # on_wire: whether the DATA frame of the failed send() was written to the UART at
+    # least once (the NCP may then have run it). Unknown = True: the safe assumption.
+    on_wire = True
 
 
 class AshLink:
@@ -126,7 +119,7 @@ class AshLink:
             raise AshError(E_ASH_LINK, "EZSP frame of %d bytes exceeds ASH's %d" % (len(ezsp_frame), ash.MAX_DATA))
         while True:
             if not self.connected:
-                raise self.failure or AshError(E_ASH_LINK, "link is down")
+                raise self._error(self.failure, False)
             if self._window_open():
                 break
             self._space.clear()
@@ -134,12 +127,25 @@ class AshLink:
         frm = self._frm
         self._frm = (frm + 1) & 7
         done = asyncio.Event()
-        entry = [bytes(ezsp_frame), done, ticks_ms(), False, None]
+        # [frame, acked/failed event, sent ms, retransmitted, error, written to the wire]
+        entry = [bytes(ezsp_frame), done, ticks_ms(), False, None, False]
         self._pending[frm] = entry
-        await self._send_data(frm, entry, False)
+        try:
+            await self._send_data(frm, entry, False)
+        except OSError as exc:
+            self._fail(AshError(E_ASH_LINK, "UART write failed: %r" % (exc,)))
         await done.wait()
         if entry[4] is not None:
-            raise entry[4]
+            raise self._error(entry[4], entry[5])
+
+    @staticmethod
+    def _error(err, on_wire):
+        # a fresh exception per sender: the link's failure is shared, on_wire is not
+        if err is None:
+            err = AshError(E_ASH_LINK, "link is down")
+        out = AshError(err.code, err.message)
+        out.on_wire = on_wire
+        return out
 
     def _window_open(self):
         if self._notrdy_until is not None:
@@ -155,10 +161,11 @@ class AshLink:
         else:
             self.counters["tx_data"] += 1
         entry[2] = ticks_ms()
+        entry[5] = True  # from here on the NCP may have it, even if the write fails midway
         if self._deadline is None or re_tx:
             # the clock runs from the latest (re)transmission: a NAK-triggered resend
             # must get a whole timeout of its own
-            self._deadline = ticks_ms() + self._t_ack
+            self._deadline = ticks_add(ticks_ms(), self._t_ack)
         await self._write(bytes(self._enc.data(frm, re_tx, self._rx_exp, entry[0])))
 
     async def _write(self, data):
@@ -195,7 +202,7 @@ class AshLink:
                 self._fail(AshError(E_ASH_LINK, "%d ACK timeouts in a row: link failure" % ACK_TIMEOUTS))
                 continue
             self._t_ack = min(self._timers[2], self._t_ack * 2)
-            self._deadline = ticks_ms() + self._t_ack
+            self._deadline = ticks_add(ticks_ms(), self._t_ack)
             await self._resend_from(self._ack_rx)
 
     # ---- receiving --------------------------------------------------------------------
@@ -249,7 +256,7 @@ class AshLink:
         if k == ash.NAK or k == ash.ACK:
             if control & 8:
                 self.counters["remote_not_ready"] += 1
-                self._notrdy_until = ticks_ms() + T_REMOTE_NOTRDY
+                self._notrdy_until = ticks_add(ticks_ms(), T_REMOTE_NOTRDY)
             else:
                 self._notrdy_until = None
                 self._space.set()
@@ -293,7 +300,7 @@ class AshLink:
             e[1].set()
         self._ack_rx = ack_num
         self._timeouts = 0
-        self._deadline = (now + self._t_ack) if self._pending else None
+        self._deadline = ticks_add(now, self._t_ack) if self._pending else None
         self._space.set()
 
     async def _ack(self):

@@ -51,7 +51,7 @@ OUTGOING_DIRECT = const(0)
 
 
 class EzspError(PpmidError):
-    pass
+    on_wire = True   # see Ezsp._exchange
 
 
 def is_v14(version):
@@ -268,28 +268,32 @@ class Ezsp:
         w[0].set()
 
     async def _exchange(self, fid, frame, seq):
+        # Every error raised here carries on_wire: False only when the command's frame
+        # never went to the UART (the NCP cannot have run it); otherwise True (it may have).
         ev = asyncio.Event()
         w = [ev, None, fid]
         self._waiting[seq] = w
         self.counters["commands"] += 1
-        acked = False
         try:
-            await self._link.send(frame)
-            acked = True
-            await asyncio.wait_for(ev.wait(), self._timeout_s)
-        except asyncio.TimeoutError:
-            self.counters["timeouts"] += 1
-            err = EzspError(E_EZSP_TIMEOUT, "no response to %s" % NAMES.get(fid, hex(fid)))
-            err.ncp_has_it = True
-            raise err
-        except EzspError as err:
-            err.ncp_has_it = acked
-            raise
+            try:
+                await self._link.send(frame)
+            except Exception as exc:
+                if not isinstance(exc, PpmidError):
+                    raise
+                exc.on_wire = getattr(exc, "on_wire", True)
+                raise
+            try:
+                await asyncio.wait_for(ev.wait(), self._timeout_s)
+            except asyncio.TimeoutError:
+                self.counters["timeouts"] += 1
+                err = EzspError(E_EZSP_TIMEOUT, "no response to %s" % NAMES.get(fid, hex(fid)))
+                err.on_wire = True
+                raise err
         finally:
             self._waiting.pop(seq, None)
         if isinstance(w[1], Exception):
-            # the NCP acknowledged the command at the ASH level: it has executed it
-            w[1].ncp_has_it = acked
+            # the NCP acknowledged the command at the ASH level: it may have executed it
+            w[1].on_wire = True
             raise w[1]
         return w[1]
 

@@ -8,7 +8,8 @@ from micropython import const
 
 from ppmid.errors import PpmidError
 from ppmid.zigbee import ezsp as E
-from ppmid.zigbee.ashlink import AshLink, AshError, ticks_ms, ticks_diff
+from ppmid.ticks import ticks_ms, ticks_diff, ticks_add
+from ppmid.zigbee.ashlink import AshLink, AshError
 from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
 from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE
 
@@ -80,7 +81,8 @@ class ZigbeeHan:
                          "gbt_blocks_tx": 0, "received": 0, "rx_dropped": 0, "rx_fragments": 0,
                          "rx_fragment_timeouts": 0, "rx_not_tunnel": 0, "rx_gbt_blocks": 0,
                          "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0,
-                         "rejected_by_ch": 0, "resent": 0, "resend_failed": 0}
+                         "rejected_by_ch": 0, "resent": 0, "resend_failed": 0,
+                         "delivery_unknown": 0}
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
@@ -141,7 +143,7 @@ class ZigbeeHan:
             raise HanError(E_HAN_TOO_BIG, "GBCS message of %d bytes exceeds %d" % (len(data), self.opts["max_message"]))
         data = bytes(data)
         async with self._send_lock:
-            deadline = ticks_ms() + int(self.opts["send_timeout_s"] * 1000)
+            deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
             while True:
                 await self._wait_ready(deadline)
                 if self._rejected:
@@ -152,8 +154,8 @@ class ZigbeeHan:
                     self._remember(data)
                     return
                 except _Retry:
-                    # the link failed before the NCP took the last piece: nothing reached
-                    # the CH as a whole message, so sending it again is safe
+                    # the link failed before any frame of the message went to the UART:
+                    # neither the NCP nor the CH can have any of it, so sending is still safe
                     self.counters["send_retries"] += 1
                     await asyncio.sleep(0.05)
                 except HanError:
@@ -418,7 +420,7 @@ class ZigbeeHan:
             self._recent.remove(r)
         todo.sort(key=lambda r: r[2])
         for r in todo:
-            deadline = ticks_ms() + int(self.opts["send_timeout_s"] * 1000)
+            deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
             while True:
                 try:
                     await self._wait_ready(deadline)
@@ -446,6 +448,9 @@ class ZigbeeHan:
                 self._logf("tunnel reply lost: %s", exc)
 
     async def _send_message(self, data):
+        """Raises _Retry only while no frame of this message has gone to the UART (the
+        NCP cannot have any of it); once one may have, every failure is E_DELIVERY_UNKNOWN:
+        nothing is ever sent to the HAN twice."""
         self._sent_tid = self.tunnel.tunnel_id
         limit = self.tunnel.client_max or self.opts["transfer_size"]
         if len(data) <= limit:
@@ -457,14 +462,25 @@ class ZigbeeHan:
             except PpmidError as exc:
                 raise HanError(E_HAN_TOO_BIG, "cannot split into GBT blocks: %s" % exc)
             self.counters["gbt_blocks_tx"] += len(pieces)
+        started = [False]    # set once a frame of this message may have reached the NCP
         for i, piece in enumerate(pieces):
             try:
                 zcl = self.tunnel.outgoing(piece)
             except ZclError:
+                if started[0]:
+                    raise self._uncertain("the GB-HRGP tunnel closed after part of the message "
+                                          "went to the CH")
                 raise _Retry()  # tunnel went away between checks: wait for it again
-            await self._send_zcl(self.tunnel.client, zcl, last=(i == len(pieces) - 1))
+            await self._send_zcl(self.tunnel.client, zcl, started)
 
-    async def _send_zcl(self, dest, zcl, last=True):
+    def _uncertain(self, what):
+        self.counters["delivery_unknown"] += 1
+        return HanError(E_DELIVERY_UNKNOWN, what)
+
+    async def _send_zcl(self, dest, zcl, started=None):
+        """started: [bool] shared by the pieces of one message (None for tunnel replies)."""
+        if started is None:
+            started = [False]
         room = self._max_payload
         if len(zcl) <= room:
             frags = [zcl]
@@ -485,19 +501,24 @@ class ZigbeeHan:
             tag = self._tag
             w = [asyncio.Event(), None, None]
             self._sent[tag] = w
-            final = last and i == n - 1
             try:
                 try:
                     status, _ = await self._ezsp.send_unicast(dest, aps, tag, frags[i])
                 except (AshError, E.EzspError) as exc:
                     self._logf("sendUnicast: %s", exc)
-                    if final and getattr(exc, "ncp_has_it", False):
-                        # the module acknowledged the frame, so it ran the command; only
-                        # its answer was lost: sending again could deliver it twice
-                        raise HanError(E_DELIVERY_UNKNOWN, "the module took the message but the link "
-                                       "failed before it answered")
-                    raise _Retry()
+                    if started[0] or exc.on_wire:
+                        # the frame went to the UART (or an earlier piece did): the NCP
+                        # may have run it and the CH may have it; sending again could
+                        # deliver it twice
+                        raise self._uncertain("the link failed after the module may have "
+                                              "taken the message (%s)" % exc.code)
+                    raise _Retry()  # nothing of it ever reached the module
+                prior = started[0]   # an earlier piece of this message went out
+                started[0] = True
                 if status != 0:
+                    if prior:
+                        raise self._uncertain("part of the message went to the CH, then the "
+                                              "module refused to send (status 0x%x)" % status)
                     raise HanError(E_DELIVERY, "the module refused to send (status 0x%x)" % status)
                 if n > 1:
                     self.counters["fragments_tx"] += 1
@@ -505,12 +526,13 @@ class ZigbeeHan:
                     await asyncio.wait_for(w[0].wait(), self.opts["sent_timeout_s"])
                 except asyncio.TimeoutError:
                     w[2] = "timeout"
-                if w[2] is not None or not self._link.connected:
-                    if not final:
-                        raise _Retry()  # the CH cannot have the whole message yet
-                    raise HanError(E_DELIVERY_UNKNOWN, "the module took the message but the link failed "
-                                   "before it reported delivery")
+                if w[1] is None:  # no messageSentHandler: timeout or link failure
+                    raise self._uncertain("the module took the message but the link failed "
+                                          "before it reported delivery")
                 if w[1] != 0:
+                    if prior:
+                        raise self._uncertain("part of the message went to the CH, then it "
+                                              "did not acknowledge a piece (status 0x%x)" % w[1])
                     raise HanError(E_DELIVERY, "the CH did not acknowledge the message (status 0x%x)" % w[1])
             finally:
                 self._sent.pop(tag, None)
