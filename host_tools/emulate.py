@@ -15,7 +15,6 @@ import json
 import os
 import random
 import re
-import socket
 import threading
 import time
 
@@ -421,12 +420,13 @@ class Emulation:
 
     # ---- replay ----------------------------------------------------------------------------
     def replayer(self, settle_s=None):
-        from host_tools.replay import identity_from_state_dir
+        from host_tools.replay import Replayer, identity_from_state_dir
         host, port, ca, cert, keyfile = identity_from_state_dir(self.broker_dir)
         if settle_s is None:
             settle_s = self.config.get("limits", {}).get("response_timeout_s", 25) + 20
-        return DurableReplayer(host, port, self.gateway, self.key, ca, cert, keyfile, settle_s=settle_s,
-                               out=self.log)
+        # persistent session (host_tools.replay): statuses published while a broker
+        # restart has us disconnected are kept for us
+        return Replayer(host, port, self.gateway, self.key, ca, cert, keyfile, settle_s=settle_s, out=self.log)
 
     def replay(self, lines, chaos=None, settle_s=None, speed=1.0):
         """Replay `lines` (docs/trace.md), with optional Chaos; the replay report plus the
@@ -457,72 +457,6 @@ class Emulation:
         if chaos is not None:
             rep["chaos"] = {"done": chaos.done, "errors": chaos.errors, "uart_error_rate": self.uart_error_rate}
         return rep
-
-
-def _replayer_base():
-    from host_tools.replay import Replayer
-    return Replayer
-
-
-class _PubInfo:
-    # paho's MQTTMessageInfo refuses to wait for a message published while the broker was
-    # away (rc NO_CONN) although paho keeps it and sends it on reconnect
-    def __init__(self, info):
-        self.info = info
-
-    def wait_for_publish(self, timeout=None):
-        try:
-            self.info.wait_for_publish(timeout)
-        except (RuntimeError, ValueError):
-            pass
-
-
-class DurableReplayer(_replayer_base()):
-    """The replay tool's Replayer with a persistent MQTT session (clean_session false, a
-    fixed client id): statuses the gateway publishes while a broker restart has us
-    disconnected are kept by the broker for us, and publishes made while it is away are
-    sent on reconnect."""
-
-    def _client(self):
-        import ssl
-        import paho.mqtt.client as mqtt
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False)
-        ca, cert, keyfile = self.tls
-        c.tls_set(ca_certs=ca, certfile=cert, keyfile=keyfile, cert_reqs=ssl.CERT_REQUIRED)
-        c.reconnect_delay_set(0.2, 2)
-        c.max_inflight_messages_set(1000)
-        c.max_queued_messages_set(0)
-        return c
-
-    def close(self):
-        super().close()
-        # drop our persistent session, or the broker keeps queueing statuses for it
-        try:
-            import ssl
-            import paho.mqtt.client as mqtt
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
-            ca, cert, keyfile = self.tls
-            c.tls_set(ca_certs=ca, certfile=cert, keyfile=keyfile, cert_reqs=ssl.CERT_REQUIRED)
-            c.connect(self.host, self.port, keepalive=10)
-            c.loop_start()
-            time.sleep(0.2)
-            c.disconnect()
-            c.loop_stop()
-        except Exception:  # noqa: BLE001 - best effort; the broker may be gone
-            pass
-
-    def connect(self):
-        c = super().connect()
-        try:  # no Nagle: a PUBLISH after a PUBACK would wait for the peer's delayed ACK
-            c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except (OSError, AttributeError):
-            pass
-        orig = c.publish
-
-        def publish(*a, **kw):
-            return _PubInfo(orig(*a, **kw))
-        c.publish = publish
-        return c
 
 
 def table(rep):

@@ -13,6 +13,7 @@ path: pass `nfc=callable(line, envelope)`; without one they are reported as skip
 import binascii
 import json
 import os
+import socket
 import ssl
 import threading
 import time
@@ -93,6 +94,12 @@ def percentile(values, p):
 
 
 class Replayer:
+    """client_id: the DCC User's MQTT client id, stable by default ("ppmid-replay-EUI"):
+    the session is persistent (clean session false), so the broker keeps the statuses
+    the gateway publishes while we are disconnected (a broker restart) and hands them over
+    when we are back. The session is wiped before connecting (nothing stale from an
+    earlier run) and dropped by close(). Two replays to one gateway at once need two ids."""
+
     def __init__(self, host, port, gateway, key, ca, cert, keyfile, speed=1.0, settle_s=40.0,
                  nfc=None, client_id=None, out=print, connect_timeout=10.0):
         self.host, self.port = host, port
@@ -102,7 +109,7 @@ class Replayer:
         self.speed = speed
         self.settle_s = settle_s
         self.nfc = nfc
-        self.client_id = client_id or "replay-%s" % binascii.hexlify(os.urandom(3)).decode()
+        self.client_id = client_id or "ppmid-replay-%s" % self.gateway
         self.out = out
         self.connect_timeout = connect_timeout
         self._lock = threading.Lock()
@@ -110,13 +117,20 @@ class Replayer:
         self.received = {}   # id -> [(t_monotonic, message dict)]
         self.alerts = []
         self.foreign = 0     # rsp messages for ids not in the trace
+        self._acked = set()  # mids of our PUBLISHes the broker has PUBACKed
+        self.client = None
 
     # ---- MQTT ----------------------------------------------------------------------------
-    def _client(self):
+    def _client(self, clean_session=False):
         import paho.mqtt.client as mqtt
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=clean_session)
         ca, cert, keyfile = self.tls
         c.tls_set(ca_certs=ca, certfile=cert, keyfile=keyfile, cert_reqs=ssl.CERT_REQUIRED)
+        c.reconnect_delay_set(0.2, 2)
+        # a command published while the broker is away stays in paho's queue and goes on
+        # reconnect: no limit on that queue or on the messages in flight
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
         return c
 
     def _on_message(self, client, userdata, msg):
@@ -132,7 +146,29 @@ class Replayer:
                 self.received.setdefault(obj["id"], []).append((t, obj))
             self._cond.notify_all()
 
+    def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
+        with self._cond:
+            self._acked.add(mid)
+            self._cond.notify_all()
+
+    def drop_session(self):
+        """Connect once with clean session true: the broker forgets our session and
+        whatever it queued for it. Best effort (False if the broker is unreachable)."""
+        c = self._client(clean_session=True)
+        done = threading.Event()
+        c.on_connect = lambda client, userdata, flags, rc, properties=None: done.set()
+        try:
+            c.connect(self.host, self.port, keepalive=10)
+        except (OSError, ssl.SSLError):
+            return False
+        c.loop_start()
+        ok = done.wait(self.connect_timeout)
+        c.disconnect()
+        c.loop_stop()
+        return ok
+
     def connect(self):
+        self.drop_session()
         c = self._client()
         ready = threading.Event()
         state = {}
@@ -140,6 +176,8 @@ class Replayer:
         def on_connect(client, userdata, flags, rc, properties=None):
             state["rc"] = rc
             if not rc.is_failure:
+                # renewed on every connect: a broker that lost its sessions must not
+                # leave us deaf
                 prefix = "ppmid/v1/%s/" % self.gateway
                 client.subscribe([(prefix + "rsp", 1), (prefix + "alert", 1)])
 
@@ -150,10 +188,15 @@ class Replayer:
         c.on_connect = on_connect
         c.on_subscribe = on_subscribe
         c.on_message = self._on_message
+        c.on_publish = self._on_publish
         try:
             c.connect(self.host, self.port, keepalive=30)
         except (OSError, ssl.SSLError) as exc:
             raise ReplayError("cannot connect to the broker at %s:%d: %s" % (self.host, self.port, exc))
+        try:  # no Nagle: a PUBLISH after a PUBACK would wait for the peer's delayed ACK
+            c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
         c.loop_start()
         if not ready.wait(self.connect_timeout):
             c.loop_stop()
@@ -166,16 +209,38 @@ class Replayer:
         return c
 
     def close(self):
-        c = getattr(self, "client", None)
+        c = self.client
         if c is not None:
             c.disconnect()
             c.loop_stop()
             self.client = None
+            # drop our persistent session, or the broker keeps queueing statuses for it
+            self.drop_session()
+
+    def publish(self, topic, payload):
+        """Publish QoS 1; never raises for a broker that is away: paho keeps the message
+        and sends it when it has reconnected. Returns its mid (see wait_published)."""
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc not in (0, 4):  # MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN (queued for reconnect)
+            self.out("replay: publish on %s not queued: rc %s" % (topic, info.rc))
+            return None
+        return info.mid
+
+    def wait_published(self, mids, timeout):
+        """Wait up to timeout s until the broker has PUBACKed every mid; the mids still
+        unacknowledged (their commands will show as lost if they never arrive)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                left = [m for m in mids if m is not None and m not in self._acked]
+                if not left or time.monotonic() >= deadline:
+                    return left
+                self._cond.wait(min(0.2, max(0.0, deadline - time.monotonic())))
 
     # ---- run -----------------------------------------------------------------------------
     def run(self, lines):
         """Publish every line at its time, collect statuses, return the report dict."""
-        if getattr(self, "client", None) is None:
+        if self.client is None:
             self.connect()
         topic = "ppmid/v1/%s/cmd" % self.gateway
         sent = {}        # id -> t_monotonic
@@ -197,9 +262,10 @@ class Replayer:
                 self.nfc(line, env)
                 continue
             sent[line["id"]] = time.monotonic()
-            pubs.append(self.client.publish(topic, payload, qos=1))
-        for info in pubs:
-            info.wait_for_publish(self.connect_timeout)
+            pubs.append(self.publish(topic, payload))
+        unacked = self.wait_published(pubs, self.connect_timeout + self.settle_s)
+        if unacked:
+            self.out("replay: %d commands not acknowledged by the broker" % len(unacked))
         last = time.monotonic()
         deadline = last + self.settle_s
         with self._cond:

@@ -28,7 +28,7 @@ EUI = S.PPMID
 class GatewayDouble:
     """A gateway made of the real relay core + paho for MQTT + a scripted HAN."""
 
-    def __init__(self, state_dir, fs_root, key, silent=(), late=(), drop=()):
+    def __init__(self, state_dir, fs_root, key, silent=(), late=(), drop=(), persistent=False):
         import paho.mqtt.client as mqtt
         from host_tools.broker import client_paths
         self.silent = set(silent)   # counters the meter never answers
@@ -39,7 +39,10 @@ class GatewayDouble:
         paths = client_paths(state_dir, EUI)
         with open(os.path.join(state_dir, "broker.json")) as f:
             info = json.load(f)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=EUI)
+        # persistent: like the firmware (clean session false), the broker keeps commands
+        # for it across a broker restart
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=EUI, clean_session=not persistent)
+        self.client.reconnect_delay_set(0.2, 2)
         self.client.tls_set(ca_certs=paths["ca_pem"], certfile=paths["pem"], keyfile=paths["key_pem"])
         self.client.on_message = self._on_message
         self.subscribed = threading.Event()
@@ -212,3 +215,110 @@ def test_replay_cli_errors(tmp_path, broker, capsys):
     assert cli.main(["replay", str(t), "--gateway", EUI, "--report", str(tmp_path / "r.json"),
                      "--state-dir", broker, "--user", "nobody", "--envelope-key", str(kf)]) == 1
     assert "nobody" in capsys.readouterr().err
+
+
+# ---- the DCC User's side across broker outages -------------------------------------------
+@pytest.fixture
+def broker_obj(tmp_path):
+    from host_tools.broker import Broker
+    state = str(tmp_path / "broker")
+    b = Broker(state, gateways=[EUI], users=["test"])
+    b.start()
+    try:
+        yield b, state
+    finally:
+        b.stop()
+
+
+def _replayer(state, key, **kw):
+    from host_tools.replay import Replayer, identity_from_state_dir
+    host, port, ca, cert, keyfile = identity_from_state_dir(state)
+    return Replayer(host, port, EUI, key, ca, cert, keyfile, out=lambda m: None, **kw)
+
+
+def _wait(cond, s=15):
+    import time
+    end = time.monotonic() + s
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _gateway_publisher(state):
+    import paho.mqtt.client as mqtt
+    from host_tools.broker import client_paths
+    paths = client_paths(state, EUI)
+    with open(os.path.join(state, "broker.json")) as f:
+        info = json.load(f)
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=EUI + "-pub")
+    c.tls_set(ca_certs=paths["ca_pem"], certfile=paths["pem"], keyfile=paths["key_pem"])
+    c.connect(info["host"], info["port"])
+    c.loop_start()
+    return c
+
+
+def test_command_published_while_the_broker_is_down_is_sent_on_reconnect(broker_obj, tmp_path):
+    b, state = broker_obj
+    key = os.urandom(32)
+    gw = GatewayDouble(state, str(tmp_path / "gw"), key, persistent=True)
+    r = _replayer(state, key, settle_s=20)
+    r.connect()
+    restart = threading.Timer(1.5, b.start)
+    try:
+        b.stop()
+        assert _wait(lambda: not r.client.is_connected()), "paho did not notice the broker going"
+        restart.start()
+        # published while the broker is down: no exception, queued, sent on reconnect
+        rep = r.run([{"at_ms": 0, "id": "down-1", "gbcs": S.gbcs_message(1, 10, S.SUPPLIER, S.ESME)}])
+    finally:
+        restart.join()
+        r.close()
+        gw.close()
+    assert rep["commands"] == 1 and rep["lost_count"] == 0, rep
+    assert rep["responses"] == 1, rep["per_id"]
+    assert rep["per_id"]["down-1"]["statuses"][0] == "accepted"
+
+
+def test_statuses_published_while_the_replayer_is_away_are_kept_across_a_broker_restart(broker_obj):
+    b, state = broker_obj
+    r = _replayer(state, b"k" * 32)
+    assert r.client_id == "ppmid-replay-" + EUI   # stable: the session is found again
+    r.connect()
+    gw = _gateway_publisher(state)
+    try:
+        r.client.disconnect()
+        r.client.loop_stop()
+        b.stop()
+        b.start()                      # the session and its subscriptions are on the broker's disk
+        assert _wait(gw.is_connected), "gateway publisher did not reconnect"
+        gw.publish("ppmid/v1/%s/rsp" % EUI, json.dumps({"id": "away-1", "status": "response"}), qos=1).wait_for_publish(10)
+        r.client.reconnect()
+        r.client.loop_start()
+        assert _wait(lambda: "away-1" in r.received), "status published while away was lost"
+        r.close()
+        # close() dropped the session: nothing is queued for that client id any more
+        gw.publish("ppmid/v1/%s/rsp" % EUI, json.dumps({"id": "after-1", "status": "response"}), qos=1).wait_for_publish(10)
+        r2 = _replayer(state, b"k" * 32)
+        seen = {}
+
+        import paho.mqtt.client as mqtt
+        c = r2._client()
+        c.on_connect = lambda client, u, flags, rc, p=None: seen.setdefault("present", flags.session_present)
+        c.on_message = r2._on_message
+        with open(os.path.join(state, "broker.json")) as f:
+            info = json.load(f)
+        c.connect(info["host"], info["port"])
+        c.loop_start()
+        assert _wait(lambda: "present" in seen)
+        import time
+        time.sleep(0.5)
+        c.disconnect()
+        c.loop_stop()
+        assert seen["present"] is False and r2.received == {}
+        r2.drop_session()
+        del mqtt
+    finally:
+        gw.disconnect()
+        gw.loop_stop()
