@@ -1,4 +1,5 @@
-"""Platform benchmarks on the emulated board (MicroPython unix port, 256K heap):
+"""Platform benchmarks on the emulated board (MicroPython unix port, the heap of
+boards/emulated/board.json: 512K, see docs/emulate.md "Memory"):
 boot-to-ready time, free heap after boot, heap taken by importing each firmware module,
 total compiled (.mpy) size for the emulated board and for the ESP32."""
 import json
