@@ -25,6 +25,9 @@ def add_arguments(p):
     p.add_argument("--speed", type=float, default=1.0, help="time scale: 2 = twice as fast (default 1)")
     p.add_argument("--settle-s", type=float, default=40.0,
                    help="after the last command, wait this long for final statuses (default 40)")
+    p.add_argument("--client-id", metavar="ID",
+                   help="MQTT client id of the persistent session (default ppmid-replay-EUI; "
+                        "two replays to one gateway at once need two)")
 
 
 def run(args):
@@ -64,7 +67,8 @@ def run(args):
             raise CliError("cannot read the envelope key %s: %s" % (kpath, exc.strerror))
         if not envelope_key:
             raise CliError("the envelope key %s is empty" % kpath)
-        r = Replayer(host, port, eui, envelope_key, ca, cert, key, speed=args.speed, settle_s=args.settle_s)
+        r = Replayer(host, port, eui, envelope_key, ca, cert, key, speed=args.speed, settle_s=args.settle_s,
+                     client_id=args.client_id)
         try:
             rep = r.run(lines)
         finally:

@@ -170,10 +170,13 @@ def test_replay_report_against_a_gateway_running_the_relay_core(broker, tmp_path
     report = tmp_path / "report.json"
     try:
         rc = cli.main(["replay", str(trace), "--gateway", EUI.lower(), "--report", str(report),
-                       "--state-dir", broker, "--settle-s", "6", "--speed", "1"])
+                       "--state-dir", broker, "--settle-s", "6", "--speed", "1", "--client-id", "dcc-run-1"])
     finally:
         gw.close()
     assert rc == 0
+    with open(os.path.join(broker, "mosquitto.log")) as f:
+        log = f.read()
+    assert " as dcc-run-1 (p2, c0," in log  # --client-id, persistent session (clean session 0)
     rep = json.loads(report.read_text())
     out = capsys.readouterr().out
     assert "latency ms p50/p95/max" in out and "mismatch wrong-expect" in out
