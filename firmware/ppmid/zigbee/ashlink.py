@@ -23,6 +23,7 @@ T_RSTACK_MAX = const(3200)
 ACK_TIMEOUTS = const(4)
 TX_K_MAX = const(5)
 _TICK_MS = const(20)
+_NAK_REPEAT_MS = const(3)   # see _handle: a damaged frame while rejecting is NAKed again
 
 
 class AshError(PpmidError):
@@ -224,10 +225,12 @@ class AshLink:
         if control == ash.BAD:
             self._logf("bad frame: %s", item[1])
             # UG101 sends one NAK per reject condition. We also NAK a damaged frame that
-            # arrives while already rejecting, at most once per T_TX_ACK_DELAY: on a noisy
-            # line the NCP otherwise waits out its ACK timer for every damaged
-            # retransmission and soon declares the link dead (ERROR 0x51).
-            if self.connected and (not self._reject or ticks_diff(ticks_ms(), self._last_nak) >= T_TX_ACK_DELAY):
+            # arrives while already rejecting: on a noisy line the NCP otherwise waits out
+            # its ACK timer for every damaged retransmission, and 4 of those in a row are
+            # a link failure (ERROR 0x51) that leaves any send in flight uncertain. Each
+            # NAK brings back one retransmission, so this does not snowball; the short
+            # guard only merges the pieces of one frame split by a damaged flag byte.
+            if self.connected and (not self._reject or ticks_diff(ticks_ms(), self._last_nak) >= _NAK_REPEAT_MS):
                 await self._nak()
             return
         k = ash.kind(control)
