@@ -183,7 +183,6 @@ class MQTTClient:
         self._ping_at = None
         self._tx_at = 0
         self._in_handler = False  # the reader waits for the handler: nothing is read
-        self._rx_free_at = 0      # when the reader last came back from the handler
         self._stopping = False
         self._online = False
         self._poisoned = False
@@ -368,7 +367,9 @@ class MQTTClient:
         t0 = ticks_ms()
         ack_ms = int(self.ack_timeout * 1000)
         while not self._subevt.is_set():
-            if self._overdue(ticks_ms(), t0, ack_ms):
+            if self._in_handler:
+                t0 = ticks_ms()
+            elif ticks_diff(ticks_ms(), t0) > ack_ms:
                 raise MQTTError(E_MQTT_TIMEOUT, "no SUBACK within %ss" % self.ack_timeout)
             try:
                 await asyncio.wait_for(self._subevt.wait(), 0.1)
@@ -469,11 +470,8 @@ class MQTTClient:
                 pass
 
     def _overdue(self, now, since, ms):
-        if self._in_handler:
-            return False
-        if ticks_diff(self._rx_free_at, since) > 0:
-            since = self._rx_free_at
-        return ticks_diff(now, since) > ms
+        # since: restarted when the handler gives the reader back (see _incoming)
+        return not self._in_handler and ticks_diff(now, since) > ms
 
     def _finish(self, m):
         if m.done is not None:
@@ -587,6 +585,13 @@ class MQTTClient:
                 return
             finally:
                 self._in_handler = False
-                self._rx_free_at = ticks_ms()
+                # what we wait for may have sat unread behind this message: the ack
+                # timeouts count from now (stamps, not a comparison with an old tick,
+                # so tick wrap-around over a long session is harmless)
+                now = ticks_ms()
+                for m in self._inflight:
+                    m.sent_at = now
+                if self._ping_at is not None:
+                    self._ping_at = now
         if qos:
             await self._write(p.puback(pid))
