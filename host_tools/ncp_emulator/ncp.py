@@ -206,6 +206,11 @@ class Ncp:
             if not self._reject:
                 self._nak()
 
+    @staticmethod
+    def _is_callback(frame):
+        # extended frame control, low byte: callback type in bits 3-4 (legacy frames: none)
+        return len(frame) > 2 and frame[1] != 0x80 and frame[1] & 0x18 != 0
+
     def _is_tunnel_data(self, frame):
         """A sendUnicast carrying tunnel data: a TransferData or any APS fragment (what
         mute_unicast counts; RequestTunnelResponse and other single ZCL frames do not)."""
@@ -264,11 +269,15 @@ class Ncp:
     def _pump(self):
         if self._inflight is not None or not self._txq or not self.connected:
             return
+        i = 0
         if not self._host_ready:
-            # nRdy: hold callbacks for a while, as the NCP does
-            self.loop.call_later(0.05, self._pump)
-            return
-        frame = self._txq.pop(0)
+            # nRdy: hold callbacks for a while, as the NCP does; responses still go
+            while i < len(self._txq) and self._is_callback(self._txq[i]):
+                i += 1
+            if i == len(self._txq):
+                self.loop.call_later(0.05, self._pump)
+                return
+        frame = self._txq.pop(i)
         frm = self._frm
         self._frm = (frm + 1) & 7
         self._inflight = [frm, frame, 0]   # [frame number, EZSP frame, ACK timeouts so far]

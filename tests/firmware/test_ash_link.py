@@ -180,6 +180,23 @@ async def test_frames_waiting_for_the_window_are_not_on_the_wire_at_a_failure():
     await link.close()
 
 
+async def test_owner_can_fail_the_link():
+    # han.py does this when an acknowledged command gets no EZSP answer (ends out of step)
+    ncp = FakeNcp()
+    fails = []
+    link, _ = make(ncp, on_fail=fails.append)
+    await link.reset()
+    link.fail("no EZSP response")
+    assert not link.connected and link.failed.is_set() and len(fails) == 1
+    assert "no EZSP response" in fails[0].message and link.counters["link_failures"] == 1
+    link.fail("again")                   # already down: nothing more
+    assert len(fails) == 1
+    await link.reset()
+    await link.send(b"back")
+    assert ncp.data[-1][1] == b"back"
+    await link.close()
+
+
 async def test_window_keeps_several_frames_in_flight():
     held = []
     ncp = FakeNcp(lambda i, c, p: "drop" if i < 3 else "ack")

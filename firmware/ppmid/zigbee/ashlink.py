@@ -315,6 +315,12 @@ class AshLink:
         self.counters["tx_nak"] += 1
         await self._write(bytes(self._enc.nak(self._rx_exp, not self._ready())))
 
+    def fail(self, reason):
+        """The owner saw the link misbehave (e.g. no EZSP response to an acknowledged
+        command: frame numbers out of step after a lost RSTACK): a link failure like any."""
+        if self.connected:
+            self._fail(AshError(E_ASH_LINK, reason))
+
     def _fail(self, err, count=True):
         was = self.connected
         self.connected = False

@@ -506,6 +506,11 @@ class ZigbeeHan:
                     status, _ = await self._ezsp.send_unicast(dest, aps, tag, frags[i])
                 except (AshError, E.EzspError) as exc:
                     self._logf("sendUnicast: %s", exc)
+                    if exc.code == E.E_EZSP_TIMEOUT:
+                        # ASH took the frame but no answer came: the two ends are out of
+                        # step (e.g. the module reset and its RSTACK was lost); only a
+                        # reset brings them back together
+                        self._link.fail("no EZSP response to an acknowledged sendUnicast")
                     if started[0] or exc.on_wire:
                         # the frame went to the UART (or an earlier piece did): the NCP
                         # may have run it and the CH may have it; sending again could
