@@ -82,7 +82,7 @@ def import_heap(build_dir, files):
         line = next((l for l in p.stdout.splitlines() if l.startswith("@@")), "@@ERR no output " + p.stderr[-200:])
         if line.startswith("@@HEAP"):
             rows.append({"name": "import_heap:" + mod, "value": int(line.split()[1]), "unit": "bytes",
-                         "note": "heap kept by `import %s` in a fresh 256K interpreter (with the modules it "
+                         "note": "heap kept by `import %s` in a fresh interpreter with the board's heap (with the modules it "
                                  "imports)" % mod})
         else:
             rows.append({"name": "import_heap:" + mod, "value": None, "unit": "bytes",
