@@ -10,6 +10,7 @@ follows the board's console until Ctrl-C. docs/emulate.md.
 """
 import json
 import os
+import signal
 import sys
 import time
 
@@ -73,6 +74,10 @@ def _lines(args, E):
         len(lines), E.corpus_dir() or "the embedded corpus commands")
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(args):
     from host_tools import emulate as E
     from host_tools.emuboard import BoardError, BoardTimeout
@@ -95,6 +100,9 @@ def run(args):
         emu.check_config()
     except E.EmulateError as exc:
         raise CliError(str(exc))
+    # A SIGTERM (e.g. `timeout make run`, a CI job ending) stops everything we started,
+    # broker included, exactly like Ctrl-C: no mosquitto or board left behind.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         try:
             emu.start()
