@@ -22,17 +22,7 @@ from micropython import const
 
 from ppmid.errors import PpmidError
 from ppmid.mqtt import packets as p
-
-try:
-    from time import ticks_ms, ticks_diff
-except ImportError:  # CPython
-    import time as _time
-
-    def ticks_ms():
-        return int(_time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
+from ppmid.ticks import ticks_ms, ticks_diff
 
 E_MQTT_REFUSED = "E_MQTT_REFUSED"
 E_MQTT_TIMEOUT = "E_MQTT_TIMEOUT"

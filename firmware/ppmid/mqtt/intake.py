@@ -12,15 +12,7 @@ import time
 
 from ppmid import envelope
 from ppmid.errors import PpmidError
-
-try:
-    from time import ticks_ms, ticks_diff
-except ImportError:  # CPython
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
+from ppmid.ticks import ticks_ms, ticks_diff
 
 E_TOPIC = "E_TOPIC"
 E_CLOCK = "E_CLOCK"
