@@ -58,17 +58,9 @@ def follow_console(board, since):
 
 
 def _lines(args, E):
-    from host_tools import trace as tr
     if args.trace:
-        try:
-            lines = tr.load(args.trace)
-        except OSError as exc:
-            raise CliError("cannot read %s: %s" % (args.trace, exc.strerror))
-        except tr.TraceError as exc:
-            raise CliError("%s: %s" % (args.trace, exc))
-        if not lines:
-            raise CliError("%s holds no commands" % args.trace)
-        return lines, args.trace
+        from host_tools.cmd_replay import load_trace
+        return load_trace(args.trace), args.trace
     lines = E.sample_trace()
     return lines, "built-in sample (%d commands from %s)" % (
         len(lines), E.corpus_dir() or "the embedded corpus commands")

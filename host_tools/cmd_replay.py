@@ -30,20 +30,26 @@ def add_arguments(p):
                         "two replays to one gateway at once need two)")
 
 
-def run(args):
+def load_trace(path):
+    """A trace file's lines, or CliError naming the file and the problem (also for emulate)."""
     from host_tools import trace as tr
+    try:
+        lines = tr.load(path)
+    except OSError as exc:
+        raise CliError("cannot read %s: %s" % (path, exc.strerror))
+    except tr.TraceError as exc:
+        raise CliError("%s: %s" % (path, exc))
+    if not lines:
+        raise CliError("%s holds no commands" % path)
+    return lines
+
+
+def run(args):
     from host_tools.replay import Replayer, ReplayError, identity_from_state_dir, parse_broker_url, table
     eui = args.gateway.upper()
     if len(eui) != 16 or any(c not in "0123456789ABCDEF" for c in eui):
         raise CliError("--gateway must be 16 hex digits")
-    try:
-        lines = tr.load(args.trace)
-    except OSError as exc:
-        raise CliError("cannot read %s: %s" % (args.trace, exc.strerror))
-    except tr.TraceError as exc:
-        raise CliError("%s: %s" % (args.trace, exc))
-    if not lines:
-        raise CliError("%s holds no commands" % args.trace)
+    lines = load_trace(args.trace)
     try:
         host = port = ca = cert = key = None
         if args.state_dir:
