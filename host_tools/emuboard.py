@@ -21,7 +21,6 @@ Details and contracts: docs/platform.md.
 """
 import argparse
 import binascii
-import errno
 import fcntl
 import json
 import os

@@ -1,7 +1,6 @@
 """The emulated board as its tools see it: REPL on a pty (mpremote resume), flash in a
 LittleFS2 image, UART ptys that survive reboots, reset/watchdog/kill = reboot, Wi-Fi shim."""
 import os
-import re
 import subprocess
 import sys
 import threading

@@ -13,7 +13,7 @@ import threading
 import time
 
 from ppmid.gbcs import build, gbt
-from ppmid.gbcs.message import decode, FORM_GBT
+from ppmid.gbcs.message import decode
 from ppmid.zigbee import tunnel as T
 
 ESME = "00DB1234567890A0"
