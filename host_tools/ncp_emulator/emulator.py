@@ -5,10 +5,16 @@
     emu.set_faults(byte_error_rate=0.01); emu.reset_ncp(); emu.network_down(2.0)
     emu.send_alert("ESME"); emu.wait_received(5, timeout=30); emu.stop()
 
-Bytes to the board are paced at the configured baud (10 bits a byte: 86.8 us at 115200).
+The UART is paced both ways at the configured baud (10 bits a byte: 86.8 us at 115200),
+as a real one is: bytes to the board reach it when their last bit would have crossed the
+wire, and the NCP sees the board's bytes only at their wire time too (a frame when its
+closing flag has crossed), queued behind what the board sent before. Each direction
+keeps a record of when it carried bytes (`wire(t0, t1)`: the benchmarks' measure of the
+UART time an exchange really needed).
 If the board process dies the pty stays; the emulator keeps its state and the firmware's
 RST brings the link back. If the pty itself goes away (EIO) it reopens the path."""
 import asyncio
+import collections
 import errno
 import os
 import threading
@@ -17,6 +23,101 @@ import tty
 
 from .ch import CommsHub
 from .ncp import Faults, Ncp
+
+FLAG = 0x7E
+
+
+class PacedLine:
+    """One direction of a UART. put(data) queues bytes behind those already on the line
+    (from `arrival` at the earliest: the moment the sender handed them over); the line
+    carries them at byte_time each and hands every piece to deliver(piece) when its last
+    byte has crossed (a receiver has a byte only once its stop bit is in). A thread of
+    its own sleeps until each piece is due: the asyncio loop's timers are only good to a
+    millisecond, a small frame's wire time is a third of that.
+
+    `busy` records (start, end, bytes) of every piece; `late_*` how far behind its due
+    time each piece was actually delivered (host scheduling, not the wire)."""
+
+    def __init__(self, name, byte_time, deliver, history=50000):
+        self.byte_time = byte_time
+        self.deliver = deliver
+        self.busy = collections.deque(maxlen=history)
+        self.bytes = 0
+        self.pieces = 0
+        self.late_total = 0.0
+        self.late_max = 0.0
+        self._clock = 0.0            # when the line is free again
+        self._items = collections.deque()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, data, arrival=None):
+        if not data:
+            return
+        now = time.monotonic()
+        with self._cond:
+            start = max(self._clock, now if arrival is None else arrival)
+            end = start + len(data) * self.byte_time
+            self._clock = end
+            self.busy.append((start, end, len(data)))
+            self.bytes += len(data)
+            self._items.append((end, bytes(data)))
+            self._cond.notify()
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._items and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                due, data = self._items[0]
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            with self._cond:
+                self._items.popleft()
+            late = max(0.0, time.monotonic() - due)
+            self.pieces += 1
+            self.late_total += late
+            self.late_max = max(self.late_max, late)
+            try:
+                self.deliver(data)
+            except Exception:  # noqa: BLE001 - a closed fd at shutdown: the bytes are lost, as on a wire
+                pass
+
+    def intervals(self):
+        with self._cond:
+            return list(self.busy)
+
+    def stop(self):
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def stats(self):
+        return {"bytes": self.bytes, "pieces": self.pieces,
+                "late_mean_ms": round(1000 * self.late_total / self.pieces, 3) if self.pieces else 0.0,
+                "late_max_ms": round(1000 * self.late_max, 3)}
+
+
+def union_seconds(intervals, t0, t1):
+    """Length of the union of [start, end) intervals, clipped to [t0, t1)."""
+    spans = sorted((max(a, t0), min(b, t1)) for a, b in intervals if b > t0 and a < t1)
+    total = 0.0
+    cur_a = cur_b = None
+    for a, b in spans:
+        if cur_b is None or a > cur_b:
+            if cur_b is not None:
+                total += cur_b - cur_a
+            cur_a, cur_b = a, b
+        elif b > cur_b:
+            cur_b = b
+    if cur_b is not None:
+        total += cur_b - cur_a
+    return total
 
 
 class NcpEmulator:
@@ -41,10 +142,11 @@ class NcpEmulator:
         self._own_fd = False
         self._thread = None
         self._ready = threading.Event()
-        self._txq = None
         self._stop = None
-        self.bytes_in = 0
-        self.bytes_out = 0
+        self.to_host = None          # PacedLine NCP -> board
+        self.from_host = None        # PacedLine board -> NCP
+        self.bytes_in = 0            # read from the board (as they arrived on the pty)
+        self.bytes_out = 0           # written to the board
 
     def _log(self, msg):
         line = "%.3f %s" % (time.time(), msg)
@@ -70,19 +172,21 @@ class NcpEmulator:
     async def main(self):
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self._txq = asyncio.Queue()
         self._open()
-        self.ncp = Ncp(self.loop, self._txq.put_nowait, self.ezsp_version, self.max_payload, self.faults, log=self._log)
+        self.to_host = PacedLine("ncp-uart-tx", self.byte_time, self._write_to_host)
+        self.from_host = PacedLine("ncp-uart-rx", self.byte_time,
+                                   lambda piece: self.loop.call_soon_threadsafe(self._feed_ncp, piece))
+        self.ncp = Ncp(self.loop, self._send, self.ezsp_version, self.max_payload, self.faults, log=self._log)
         self.ch = CommsHub(self.ncp, self.loop, self.log_path, self.corpus_dir, self.hold_max, self.busy_retry_s,
                            log=self._log)
         self.ncp.ch = self.ch
         self.loop.add_reader(self._fd, self._readable)
-        writer = asyncio.ensure_future(self._writer())
         self._ready.set()
         try:
             await self._stop.wait()
         finally:
-            writer.cancel()
+            self.to_host.stop()
+            self.from_host.stop()
             try:
                 self.loop.remove_reader(self._fd)
             except Exception:
@@ -107,7 +211,19 @@ class NcpEmulator:
         if not data:
             return
         self.bytes_in += len(data)
-        self.ncp.feed(data)
+        # on the wire from now (behind what is already on it); the NCP gets each frame
+        # when its closing flag has crossed
+        now = time.monotonic()
+        start = 0
+        while start < len(data):
+            end = data.find(FLAG, start)
+            end = len(data) if end < 0 else end + 1
+            self.from_host.put(data[start:end], now)
+            start = end
+
+    def _feed_ncp(self, piece):
+        if self.ncp is not None:
+            self.ncp.feed(piece)
 
     def _reopen(self):
         try:
@@ -116,34 +232,30 @@ class NcpEmulator:
         except OSError:
             self.loop.call_later(0.5, self._reopen)
 
-    async def _writer(self):
-        # pace at the baud: a frame's bytes leave no faster than the UART could carry them
-        clock = time.monotonic()
-        while True:
-            data = await self._txq.get()
-            f = self.faults
-            if f.byte_error_rate:
-                data = bytearray(data)
-                for i in range(len(data)):
-                    if f.rng.random() < f.byte_error_rate:
-                        data[i] ^= 1 << f.rng.randrange(8)
-                        self.ncp.counters["bytes_corrupted"] += 1
-            view = memoryview(bytes(data))
-            while view:
-                try:
-                    n = os.write(self._fd, view)
-                except BlockingIOError:
-                    await asyncio.sleep(0.002)
-                    continue
-                except OSError:
-                    break  # no reader on the pty: the bytes are lost, as on a real wire
-                view = view[n:]
-                self.bytes_out += n
-                now = time.monotonic()
-                clock = max(clock, now) + n * self.byte_time
-                delay = clock - now
-                if delay > 0.001:
-                    await asyncio.sleep(delay)
+    def _send(self, data):
+        """NCP -> board (on the loop thread): the fault model's bit errors, then the line."""
+        f = self.faults
+        if f.byte_error_rate:
+            data = bytearray(data)
+            for i in range(len(data)):
+                if f.rng.random() < f.byte_error_rate:
+                    data[i] ^= 1 << f.rng.randrange(8)
+                    self.ncp.counters["bytes_corrupted"] += 1
+        self.to_host.put(data)
+
+    def _write_to_host(self, data):
+        # the line's thread, when the piece's last byte has crossed the wire
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except BlockingIOError:
+                time.sleep(0.002)
+                continue
+            except (OSError, TypeError):
+                return  # no reader on the pty (or it is being reopened): lost, as on a real wire
+            view = view[n:]
+            self.bytes_out += n
 
     def start(self):
         """Run in a daemon thread; returns when the emulator is listening."""
@@ -203,7 +315,7 @@ class NcpEmulator:
 
     def send_raw(self, data):
         """Bytes straight onto the wire to the board (garbage, hand-made frames)."""
-        self.loop.call_soon_threadsafe(self._txq.put_nowait, bytes(data))
+        self.loop.call_soon_threadsafe(self._send, bytes(data))
 
     def send_ezsp(self, frame):
         """An EZSP frame from the NCP through its ASH link (unknown ids, orphan responses)."""
@@ -241,8 +353,29 @@ class NcpEmulator:
     def wait_received(self, n, timeout):
         return self.wait_until(lambda: len(self.ch.received) >= n, timeout)
 
+    def wire(self, t0, t1):
+        """What the UART carried between monotonic times t0 and t1: bytes each way (pieces
+        cut at the window's edges count pro rata), seconds each way was busy, and
+        `busy_s`, the time at least one direction was carrying bytes (full duplex: the
+        two directions overlap, so this is not their sum)."""
+        out = {}
+        spans = []
+        for name, line in (("to_host", self.to_host), ("from_host", self.from_host)):
+            iv = line.intervals()
+            n = 0.0
+            for a, b, k in iv:
+                if b > t0 and a < t1:
+                    n += k if b == a else k * (min(b, t1) - max(a, t0)) / (b - a)
+            out[name + "_bytes"] = round(n, 1)
+            out[name + "_s"] = union_seconds([(a, b) for a, b, _ in iv], t0, t1)
+            spans += [(a, b) for a, b, _ in iv]
+        out["busy_s"] = union_seconds(spans, t0, t1)
+        out["byte_time_s"] = self.byte_time
+        return out
+
     def stats(self):
         return {"ncp": dict(self.ncp.counters), "ch": dict(self.ch.counters), "held": len(self.ch.held),
                 "dropped_held": self.ch.dropped_held, "received": len(self.ch.received), "sent": len(self.ch.sent),
                 "tunnel_id": self.ch.tunnel_id, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-                "faults": self.faults.as_dict()}
+                "uart": {"to_host": self.to_host.stats(), "from_host": self.from_host.stats()},
+                "policies": dict(self.ncp.policies), "faults": self.faults.as_dict()}

@@ -26,6 +26,17 @@ EMBER_DELIVERY_FAILED = 0x66
 EMBER_NETWORK_DOWN_STATUS = 0x93
 SL_DELIVERY_FAILED = 0x0C02
 SL_NETWORK_DOWN = 0x16
+EZSP_SUCCESS = 0x00
+EZSP_ERROR_INVALID_VALUE = 0x36
+EZSP_ERROR_INVALID_ID = 0x37
+SL_INVALID_PARAMETER = 0x21
+# EzspPolicyId values a v8+ NCP knows (UG100; 0x04 is the one the emulator acts on) and
+# their power-on decisions. MESSAGE_CONTENTS_IN_CALLBACK_POLICY: by default the
+# messageSentHandler carries the tag only (messageLength 0); "tag and contents" echoes
+# the whole message back over the UART.
+POLICY_IDS = range(0x00, 0x0D)
+DEFAULT_POLICIES = {E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK: E.DECISION_MESSAGE_TAG_ONLY}
+MESSAGE_CONTENTS_DECISIONS = (E.DECISION_MESSAGE_TAG_ONLY, E.DECISION_MESSAGE_TAG_AND_CONTENTS)
 
 
 def wire(frame):
@@ -103,6 +114,7 @@ class Ncp:
         self._retx_handle = None
         self._aps_seq = 0
         self._frag = {}
+        self.policies = dict(DEFAULT_POLICIES)   # RAM on the NCP: back to defaults on reset
 
     @property
     def idle(self):
@@ -393,9 +405,28 @@ class Ncp:
             self._respond(seq, fid, bytes((self.max_payload,)))
         elif fid == E.SEND_UNICAST:
             self._send_unicast(seq, p)
+        elif fid == E.SET_POLICY and len(p) >= 2:
+            self._respond(seq, fid, self._status(self._set_policy(p[0], p[1])))
+        elif fid == E.GET_POLICY and len(p) >= 1:
+            if p[0] in POLICY_IDS:
+                self._respond(seq, fid, self._status(EZSP_SUCCESS) + bytes((self.policies.get(p[0], 0),)))
+            else:
+                self._respond(seq, fid, self._status(self._invalid(EZSP_ERROR_INVALID_ID)) + b"\x00")
         else:
             self.counters["ezsp_unknown"] += 1
             self._respond(seq, E.INVALID_COMMAND, bytes((0x58,)))
+
+    def _invalid(self, ezsp_code):
+        # v14 replaced EzspStatus with sl_Status: both invalid id and value are INVALID_PARAMETER
+        return SL_INVALID_PARAMETER if self.version >= 14 else ezsp_code
+
+    def _set_policy(self, policy, decision):
+        if policy not in POLICY_IDS:
+            return self._invalid(EZSP_ERROR_INVALID_ID)
+        if policy == E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK and decision not in MESSAGE_CONTENTS_DECISIONS:
+            return self._invalid(EZSP_ERROR_INVALID_VALUE)
+        self.policies[policy] = decision
+        return EZSP_SUCCESS
 
     def _try_join(self):
         if self.connected and self.negotiated and not self.joined and self.network_available:
@@ -437,8 +468,11 @@ class Ncp:
         status = 0 if ok else (SL_DELIVERY_FAILED if self.version >= 14 else EMBER_DELIVERY_FAILED)
         aps = E.aps_frame(**{k: m["aps"][k] for k in ("profile", "cluster", "src_ep", "dst_ep", "options",
                                                           "group", "sequence")})
+        # the message comes back in the callback only if the host asked for it (setPolicy)
+        echo = m["message"] if self.policies.get(E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK) == \
+            E.DECISION_MESSAGE_TAG_AND_CONTENTS else b""
         self.callback(E.MESSAGE_SENT_HANDLER,
-                      E.message_sent_params(self.version, status, m["dest"], aps, m["tag"], m["message"]))
+                      E.message_sent_params(self.version, status, m["dest"], aps, m["tag"], echo))
 
     def incoming(self, sender, profile, cluster, payload):
         """Over the air from the CH to the PPMID: APS-fragmented to the module's limit,

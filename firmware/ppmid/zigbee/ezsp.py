@@ -22,6 +22,8 @@ NETWORK_STATE = const(0x0018)
 STACK_STATUS_HANDLER = const(0x0019)
 MAXIMUM_PAYLOAD_LENGTH = const(0x0033)
 SEND_UNICAST = const(0x0034)
+SET_POLICY = const(0x0055)
+GET_POLICY = const(0x0056)
 MESSAGE_SENT_HANDLER = const(0x003F)
 INCOMING_MESSAGE_HANDLER = const(0x0045)
 INVALID_COMMAND = const(0x0058)
@@ -29,7 +31,15 @@ INVALID_COMMAND = const(0x0058)
 NAMES = {VERSION: "version", NETWORK_INIT: "networkInit", NETWORK_STATE: "networkState",
          STACK_STATUS_HANDLER: "stackStatusHandler", MAXIMUM_PAYLOAD_LENGTH: "maximumPayloadLength",
          SEND_UNICAST: "sendUnicast", MESSAGE_SENT_HANDLER: "messageSentHandler",
-         INCOMING_MESSAGE_HANDLER: "incomingMessageHandler", INVALID_COMMAND: "invalidCommand"}
+         INCOMING_MESSAGE_HANDLER: "incomingMessageHandler", INVALID_COMMAND: "invalidCommand",
+         SET_POLICY: "setPolicy", GET_POLICY: "getPolicy"}
+
+# EzspPolicyId / EzspDecisionId (UG100). An NCP's power-on decision for this policy is
+# "tag only": messageSentHandler then carries messageLength 0 and no contents (what the
+# driver expects; it never needs the contents back, only the tag and status).
+POLICY_MESSAGE_CONTENTS_IN_CALLBACK = const(0x04)
+DECISION_MESSAGE_TAG_ONLY = const(0x40)
+DECISION_MESSAGE_TAG_AND_CONTENTS = const(0x41)
 
 # frame control, low byte (responses)
 FC_RESPONSE = const(0x80)
@@ -144,6 +154,8 @@ def parse_stack_status(version, p):
 
 
 def parse_message_sent(version, p):
+    """The NCP's report on a sent message. "message" is empty under the default policy
+    (tag only: messageLength 0); the driver uses only the tag and the status."""
     if is_v14(version):
         status, typ, dest = struct.unpack_from("<IBH", p, 0)
         aps = parse_aps(p, 7)
@@ -154,9 +166,10 @@ def parse_message_sent(version, p):
         aps = parse_aps(p, 3)
         tag, status = p[14], p[15]
         off = 16
-    n = p[off]
-    return {"status": status, "type": typ, "dest": dest, "aps": aps, "tag": tag,
-            "message": bytes(p[off + 1:off + 1 + n])}
+    # the tag and status are what matter: a missing length byte or a short echo is not
+    # a reason to lose the report
+    msg = bytes(p[off + 1:off + 1 + p[off]]) if len(p) > off else b""
+    return {"status": status, "type": typ, "dest": dest, "aps": aps, "tag": tag, "message": msg}
 
 
 def parse_incoming(version, p):
@@ -341,6 +354,15 @@ class Ezsp:
 
     async def maximum_payload_length(self):
         return (await self.command(MAXIMUM_PAYLOAD_LENGTH))[0]
+
+    async def set_policy(self, policy, decision):
+        """-> status (0 = success: EzspStatus before v14, sl_Status from v14)."""
+        return parse_status(self.version, await self.command(SET_POLICY, bytes((policy, decision))))
+
+    async def get_policy(self, policy):
+        """-> (status, decision)."""
+        p = await self.command(GET_POLICY, bytes((policy,)))
+        return parse_status(self.version, p), p[4 if is_v14(self.version) else 1]
 
     async def send_unicast(self, dest, aps, tag, message):
         """-> (status, aps_sequence); status 0 = accepted for transmission."""

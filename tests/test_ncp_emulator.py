@@ -1,0 +1,201 @@
+"""The NCP emulator's own realism: its EZSP policy for messageSentHandler contents (checked
+against bellows' schemas and enums) and the UART pacing in both directions (the board's
+bytes reach the NCP only at their wire time; the per-direction busy record the benchmark
+uses)."""
+import os
+import time
+import tty
+
+import pytest
+
+bellows = pytest.importorskip("bellows")
+from bellows import types as bt  # noqa: E402
+from bellows.ezsp.v13.commands import COMMANDS as C13  # noqa: E402
+from bellows.ezsp.v14.commands import COMMANDS as C14  # noqa: E402
+
+from host_tools.ncp_emulator import NcpEmulator  # noqa: E402
+from host_tools.ncp_emulator.emulator import PacedLine, union_seconds  # noqa: E402
+from host_tools.ncp_emulator.ncp import Ncp  # noqa: E402
+from ppmid.zigbee import ash  # noqa: E402
+from ppmid.zigbee import ezsp as E  # noqa: E402
+
+
+def test_policy_numbers_match_bellows():
+    assert E.SET_POLICY == C13["setPolicy"][0] == C14["setPolicy"][0]
+    assert E.GET_POLICY == C13["getPolicy"][0]
+    assert E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK == bt.EzspPolicyId.MESSAGE_CONTENTS_IN_CALLBACK_POLICY
+    assert E.DECISION_MESSAGE_TAG_ONLY == bt.EzspDecisionId.MESSAGE_TAG_ONLY_IN_CALLBACK
+    assert E.DECISION_MESSAGE_TAG_AND_CONTENTS == bt.EzspDecisionId.MESSAGE_TAG_AND_CONTENTS_IN_CALLBACK
+
+
+class _Loop:
+    def call_later(self, delay, fn, *args):
+        return None
+
+
+class _Hub:
+    def __init__(self, ok=True):
+        self.ok = ok
+        self.got = []
+
+    def deliver(self, dest, aps, payload):
+        self.got.append(payload)
+        return self.ok
+
+    def ppmid_left(self):
+        pass
+
+
+def _ready_ncp(version):
+    ncp = Ncp(_Loop(), lambda b: None, ezsp_version=version)
+    ncp.legacy_done = ncp.negotiated = ncp.joined = True   # not connected: frames stay queued
+    ncp.ch = _Hub()
+    return ncp
+
+
+def _replies(ncp):
+    out = [E.parse_frame(f) for f in ncp._txq]
+    ncp._txq.clear()
+    return out
+
+
+def _unicast(ncp, seq, tag, msg):
+    aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x8140, 0x0d00, 0)
+    ncp._ezsp(E.command_frame(seq, E.SEND_UNICAST, E.send_unicast_params(ncp.version, 0x0000, aps, tag, msg)))
+    (s1, fc1, fid1, resp), (s2, fc2, fid2, cb) = _replies(ncp)
+    assert fid1 == E.SEND_UNICAST and s1 == seq and fid2 == E.MESSAGE_SENT_HANDLER and fc2 & 0x18
+    return cb
+
+
+@pytest.mark.parametrize("version", [8, 13, 14, 17])
+def test_message_sent_handler_carries_the_tag_only_by_default(version):
+    ncp = _ready_ncp(version)
+    msg = bytes(range(80))
+    cb = _unicast(ncp, 3, 0x2A, msg)
+    m = E.parse_message_sent(version, cb)
+    assert (m["status"], m["tag"], m["message"]) == (0, 0x2A, b"")
+    # bellows reads the same callback: messageLength 0, nothing after it
+    sch = C14 if version >= 14 else C13
+    d, rest = bt.deserialize_dict(cb, sch["messageSentHandler"][2])
+    assert rest == b"" and list(d.values())[-1] == b""
+    assert ncp.ch.got == [msg]
+
+
+@pytest.mark.parametrize("version", [13, 14])
+def test_set_policy_tag_and_contents_echoes_the_message(version):
+    ncp = _ready_ncp(version)
+    sch = C14 if version >= 14 else C13
+    ncp._ezsp(E.command_frame(9, E.SET_POLICY, bytes((E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,
+                                                      E.DECISION_MESSAGE_TAG_AND_CONTENTS))))
+    [(seq, fc, fid, p)] = _replies(ncp)
+    assert (seq, fid) == (9, E.SET_POLICY) and E.parse_status(version, p) == 0
+    d, rest = bt.deserialize_dict(p, sch["setPolicy"][2])
+    assert rest == b"" and int(list(d.values())[0]) == 0
+    ncp._ezsp(E.command_frame(10, E.GET_POLICY, bytes((E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,))))
+    [(seq, fc, fid, p)] = _replies(ncp)
+    d, rest = bt.deserialize_dict(p, sch["getPolicy"][2])
+    assert rest == b"" and list(d.values())[1] == bt.EzspDecisionId.MESSAGE_TAG_AND_CONTENTS_IN_CALLBACK
+    msg = b"\x11\x7e\x7d" * 20
+    m = E.parse_message_sent(version, _unicast(ncp, 11, 5, msg))
+    assert (m["tag"], m["message"]) == (5, msg)
+    # and back to tag only
+    ncp._ezsp(E.command_frame(12, E.SET_POLICY, bytes((E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,
+                                                       E.DECISION_MESSAGE_TAG_ONLY))))
+    _replies(ncp)
+    assert E.parse_message_sent(version, _unicast(ncp, 13, 6, msg))["message"] == b""
+
+
+@pytest.mark.parametrize("version", [13, 14])
+def test_set_policy_refuses_bad_ids_and_decisions(version):
+    ncp = _ready_ncp(version)
+    bad_value = 0x21 if version >= 14 else 0x36     # sl INVALID_PARAMETER / EZSP_ERROR_INVALID_VALUE
+    bad_id = 0x21 if version >= 14 else 0x37        # ... / EZSP_ERROR_INVALID_ID
+    ncp._ezsp(E.command_frame(1, E.SET_POLICY, bytes((E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK, 0x42))))
+    [(_, _, _, p)] = _replies(ncp)
+    assert E.parse_status(version, p) == bad_value
+    ncp._ezsp(E.command_frame(2, E.SET_POLICY, bytes((0x7F, 0x00))))
+    [(_, _, _, p)] = _replies(ncp)
+    assert E.parse_status(version, p) == bad_id
+    ncp._ezsp(E.command_frame(3, E.GET_POLICY, bytes((0x7F,))))
+    [(_, _, _, p)] = _replies(ncp)
+    assert E.parse_status(version, p) == bad_id
+    # the refused decision changed nothing: still tag only
+    assert E.parse_message_sent(version, _unicast(ncp, 4, 1, b"abc"))["message"] == b""
+
+
+def test_policies_return_to_defaults_on_reset():
+    ncp = _ready_ncp(13)
+    ncp._ezsp(E.command_frame(1, E.SET_POLICY, bytes((E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,
+                                                      E.DECISION_MESSAGE_TAG_AND_CONTENTS))))
+    assert ncp.policies[E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK] == E.DECISION_MESSAGE_TAG_AND_CONTENTS
+    ncp._power_on()
+    assert ncp.policies[E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK] == E.DECISION_MESSAGE_TAG_ONLY
+
+
+def test_parse_message_sent_copes_with_no_length_byte():
+    aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0, 0, 0)
+    full = E.message_sent_params(13, 0, 0, aps, 7, b"")
+    m = E.parse_message_sent(13, full[:-1])      # frame ends before messageLength
+    assert (m["tag"], m["status"], m["message"]) == (7, 0, b"")
+
+
+# ---- pacing --------------------------------------------------------------------------------
+def test_union_seconds():
+    assert union_seconds([], 0, 10) == 0
+    assert union_seconds([(1, 2), (1.5, 3), (5, 6)], 0, 10) == pytest.approx(3.0)
+    assert union_seconds([(1, 2), (1.5, 3), (5, 6)], 1.5, 5.5) == pytest.approx(2.0)
+
+
+def test_paced_line_delivers_each_piece_at_its_wire_time():
+    got = []
+    line = PacedLine("test-line", 0.001, lambda piece: got.append((time.monotonic(), piece)))
+    try:
+        t0 = time.monotonic()
+        line.put(b"a" * 20, t0)          # on the wire t0 .. t0+20 ms
+        line.put(b"b" * 10, t0)          # queued behind it: t0+20 .. t0+30 ms
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert [p for _, p in got] == [b"a" * 20, b"b" * 10]
+        assert got[0][0] >= t0 + 0.020 and got[1][0] >= t0 + 0.030   # never before its last byte crossed
+        iv = line.intervals()
+        assert [(round(a - t0, 4), round(b - t0, 4), n) for a, b, n in iv] == [(0, 0.02, 20), (0.02, 0.03, 10)]
+    finally:
+        line.stop()
+
+
+def test_board_bytes_reach_the_ncp_at_wire_time(tmp_path):
+    """A host frame written in one go is seen by the NCP only once its last byte would
+    have crossed at 115200 baud; the wire record counts its bytes and time."""
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    emu = NcpEmulator(master, log_path=str(tmp_path / "ch.jsonl")).start()
+    try:
+        seen = []
+        feed = emu.ncp.feed
+        emu.ncp.feed = lambda data: (seen.append((time.monotonic(), bytes(data))), feed(data))
+        frame = bytes(ash.Encoder().rst())   # CANCEL + RST: the NCP answers RSTACK
+        garbage = b"\x01\x02\x03" * 100 + b"\x7e"    # 301 bytes of noise, ~26 ms on the wire
+        t0 = time.monotonic()
+        os.write(slave, garbage + frame)
+        deadline = time.monotonic() + 5
+        while sum(len(d) for _, d in seen) < len(garbage) + len(frame) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert b"".join(d for _, d in seen) == garbage + frame
+        bt_s = 10.0 / 115200
+        t_end = seen[-1][0]
+        assert t_end - t0 >= (len(garbage) + len(frame)) * bt_s * 0.99
+        w = emu.wire(t0 - 1, time.monotonic() + 1)
+        assert w["from_host_bytes"] == len(garbage) + len(frame)
+        assert w["from_host_s"] == pytest.approx((len(garbage) + len(frame)) * bt_s, rel=0.01)
+        # the RSTACK came back after the RST crossed, paced too
+        deadline = time.monotonic() + 5
+        while emu.wire(t0 - 1, time.monotonic() + 1)["to_host_bytes"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        w = emu.wire(t0 - 1, time.monotonic() + 1)
+        assert w["to_host_bytes"] > 0 and w["busy_s"] >= w["from_host_s"]
+        assert emu.stats()["uart"]["from_host"]["bytes"] == len(garbage) + len(frame)
+    finally:
+        emu.stop()
+        os.close(slave)
