@@ -199,3 +199,98 @@ def test_board_bytes_reach_the_ncp_at_wire_time(tmp_path):
     finally:
         emu.stop()
         os.close(slave)
+
+
+# ---- the NCP's ASH window (UG101 TX_K = 5) ---------------------------------------------------
+class _Timer:
+    def cancel(self):
+        pass
+
+
+class _TimerLoop:
+    def __init__(self):
+        self.later = []
+
+    def call_later(self, delay, fn, *args):
+        self.later.append((delay, fn))
+        return _Timer()
+
+
+def _frames(raw):
+    """ASH frames the NCP wrote (bellows parses them)."""
+    from bellows import ash as bash
+    out = []
+    for chunk in b"".join(raw).split(b"\x7e"):
+        if chunk:
+            out.append(bash.parse_frame(bytes(bash.AshProtocol._unstuff_bytes(chunk))))
+    return out
+
+
+def _host_data(frm, ack, ezsp, re_tx=False):
+    from bellows import ash as bash
+    f = bash.DataFrame(frm_num=frm, re_tx=re_tx, ack_num=ack, ezsp_frame=ezsp)
+    return bytes(bash.AshProtocol._stuff_bytes(f.to_bytes())) + b"\x7e"
+
+
+def _connected_ncp(tx_k=5):
+    raw = []
+    ncp = Ncp(_TimerLoop(), raw.append, ezsp_version=13, tx_k=tx_k)
+    ncp.connected = ncp.legacy_done = ncp.negotiated = ncp.joined = True
+    ncp.ch = _Hub()
+    return ncp, raw
+
+
+def test_ncp_sends_response_and_callback_without_waiting_for_an_ack():
+    from bellows import ash as bash
+    ncp, raw = _connected_ncp()
+    aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140, 0, 0)
+    ezsp = E.command_frame(1, E.SEND_UNICAST, E.send_unicast_params(13, 0, aps, 9, b"hello"))
+    ncp.feed(_host_data(0, 0, ezsp))
+    got = _frames(raw)
+    # ACK for the host's frame, then the response and the callback back to back (window 5)
+    assert isinstance(got[0], bash.AckFrame) and got[0].ack_num == 1
+    data = [f for f in got if isinstance(f, bash.DataFrame)]
+    assert [f.frm_num for f in data] == [0, 1]
+    assert E.parse_frame(data[0].ezsp_frame)[2] == E.SEND_UNICAST
+    assert E.parse_frame(data[1].ezsp_frame)[2] == E.MESSAGE_SENT_HANDLER
+    assert len(ncp._inflight) == 2
+    # a NAK acknowledging frame 0 brings back frame 1 only (go back N from ackNum)
+    raw.clear()
+    ncp.feed(bytes(bash.AshProtocol._stuff_bytes(bash.NakFrame(res=0, ncp_ready=0, ack_num=1).to_bytes())) + b"\x7e")
+    again = [f for f in _frames(raw) if isinstance(f, bash.DataFrame)]
+    assert [(f.frm_num, bool(f.re_tx)) for f in again] == [(1, True)]
+    assert ncp.counters["retx"] == 1
+    # the host's ACK of both empties the window
+    ncp.feed(bytes(bash.AshProtocol._stuff_bytes(bash.AckFrame(res=0, ncp_ready=0, ack_num=2).to_bytes())) + b"\x7e")
+    assert ncp._inflight == [] and ncp.idle
+
+
+def test_ncp_window_of_one_waits_for_each_ack():
+    from bellows import ash as bash
+    ncp, raw = _connected_ncp(tx_k=1)
+    aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140, 0, 0)
+    ncp.feed(_host_data(0, 0, E.command_frame(1, E.SEND_UNICAST, E.send_unicast_params(13, 0, aps, 9, b"x"))))
+    data = [f for f in _frames(raw) if isinstance(f, bash.DataFrame)]
+    assert [f.frm_num for f in data] == [0]           # the callback waits for the ACK
+    raw.clear()
+    ncp.feed(bytes(bash.AshProtocol._stuff_bytes(bash.AckFrame(res=0, ncp_ready=0, ack_num=1).to_bytes())) + b"\x7e")
+    data = [f for f in _frames(raw) if isinstance(f, bash.DataFrame)]
+    assert [f.frm_num for f in data] == [1] and E.parse_frame(data[0].ezsp_frame)[2] == E.MESSAGE_SENT_HANDLER
+
+
+def test_ncp_ack_timeouts_resend_the_window_then_error():
+    from bellows import ash as bash
+    ncp, raw = _connected_ncp()
+    aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140, 0, 0)
+    ncp.feed(_host_data(0, 0, E.command_frame(1, E.SEND_UNICAST, E.send_unicast_params(13, 0, aps, 9, b"x"))))
+    for i in range(3):
+        raw.clear()
+        delay, fire = ncp.loop.later[-1]
+        fire()
+        again = [f for f in _frames(raw) if isinstance(f, bash.DataFrame)]
+        assert [(f.frm_num, bool(f.re_tx)) for f in again] == [(0, True), (1, True)]
+        assert ncp.loop.later[-1][0] == pytest.approx(min(3.2, 0.4 * 2 ** (i + 1)))   # the timer doubles
+    raw.clear()
+    ncp.loop.later[-1][1]()              # the 4th ACK timeout in a row: ERROR 0x51
+    assert isinstance(_frames(raw)[0], bash.ErrorFrame) and not ncp.connected
+    assert ncp.counters["link_failures"] == 1

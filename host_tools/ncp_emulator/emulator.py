@@ -122,7 +122,7 @@ def union_seconds(intervals, t0, t1):
 
 class NcpEmulator:
     def __init__(self, pty, baud=115200, ezsp_version=13, max_payload=82, log_path=None, corpus_dir=None,
-                 faults=None, hold_max=32, busy_retry_s=3.0, verbose=False):
+                 faults=None, hold_max=32, busy_retry_s=3.0, verbose=False, tx_k=None):
         self.pty = pty
         self.baud = baud
         self.byte_time = 10.0 / baud if baud else 0.0
@@ -134,6 +134,7 @@ class NcpEmulator:
         self.hold_max = hold_max
         self.busy_retry_s = busy_retry_s
         self.verbose = verbose
+        self.tx_k = tx_k                   # the NCP's ASH window; None: UG101's TX_K (5)
         self.messages = []                 # emulator log lines (also printed when verbose)
         self.loop = None
         self.ncp = None
@@ -176,7 +177,8 @@ class NcpEmulator:
         self.to_host = PacedLine("ncp-uart-tx", self.byte_time, self._write_to_host)
         self.from_host = PacedLine("ncp-uart-rx", self.byte_time,
                                    lambda piece: self.loop.call_soon_threadsafe(self._feed_ncp, piece))
-        self.ncp = Ncp(self.loop, self._send, self.ezsp_version, self.max_payload, self.faults, log=self._log)
+        kw = {} if self.tx_k is None else {"tx_k": self.tx_k}
+        self.ncp = Ncp(self.loop, self._send, self.ezsp_version, self.max_payload, self.faults, log=self._log, **kw)
         self.ch = CommsHub(self.ncp, self.loop, self.log_path, self.corpus_dir, self.hold_max, self.busy_retry_s,
                            log=self._log)
         self.ncp.ch = self.ch

@@ -17,6 +17,7 @@ RESERVED = (FLAG, ESC, XON, XOFF, SUB, CAN)
 RESET_SOFTWARE = 0x0B
 RESET_POWER_ON = 0x02
 ACK_TIMEOUTS = 4
+TX_K = 5                 # UG101: DATA frames the NCP sends before it must have an acknowledgement
 ERROR_ACK_TIMEOUTS = 0x51
 T_RETX = 0.4             # NCP's first retransmission timeout (UG101 T_RX_ACK_MIN), doubled per timeout
 T_RX_ACK_MAX = 3.2
@@ -74,7 +75,7 @@ class Ncp:
     Communications Hub (deliver(aps, payload) from the PPMID; it calls ncp.incoming())."""
 
     def __init__(self, loop, send_bytes, ezsp_version=13, max_payload=82, faults=None,
-                 stack_version=0x7420, log=None):
+                 stack_version=0x7420, log=None, tx_k=TX_K):
         self.loop = loop
         self._raw_send = send_bytes
         self.version = ezsp_version
@@ -83,6 +84,7 @@ class Ncp:
         self.faults = faults or Faults()
         self.log = log or (lambda msg: None)
         self.ch = None
+        self.tx_k = max(1, min(7, tx_k))  # the NCP's ASH window (UG101: 5)
         self.network_available = True     # the HAN is there to join (fault: network down)
         self.counters = {"rx_frames": 0, "rx_bad": 0, "rx_cancel": 0, "rx_substitute": 0, "rx_too_long": 0,
                          "rx_dup": 0, "rx_out_of_order": 0, "tx_data": 0, "retx": 0, "tx_nak": 0,
@@ -110,7 +112,8 @@ class Ncp:
         self._reject = False
         self._host_ready = True
         self._txq = []               # EZSP frames waiting for the window
-        self._inflight = None        # (frm, ezsp frame, sent time, tries)
+        self._inflight = []          # [frame number, EZSP frame] sent, not yet acknowledged, oldest first
+        self._timeouts = 0           # ACK timeouts in a row (UG101: ACK_TIMEOUTS of them is a failure)
         self._retx_handle = None
         self._aps_seq = 0
         self._frag = {}
@@ -118,7 +121,7 @@ class Ncp:
 
     @property
     def idle(self):
-        return not self._txq and self._inflight is None
+        return not self._txq and not self._inflight
 
     def can_reach_host(self):
         return self.connected and self.negotiated and self.joined
@@ -184,11 +187,11 @@ class Ncp:
         elif isinstance(frame, bash.NakFrame):
             self.counters["rx_nak"] += 1
             self._host_ready = not frame.ncp_ready
-            if self._inflight is not None and self.connected:
-                # UG101: a NAK brings the frame back at once; only ACK timeouts count
-                # towards the link failure, so this retransmission is not one of them
-                self.counters["retx"] += 1
-                self._send_inflight(True)
+            if self._inflight and self.connected:
+                # UG101: a NAK brings the frames back at once (go back N: every one not
+                # acknowledged); only ACK timeouts count towards the link failure, so this
+                # retransmission is not one of them
+                self._resend_all()
         elif isinstance(frame, bash.DataFrame):
             self._data(frame)
 
@@ -266,12 +269,17 @@ class Ncp:
         self._emit(bash.NakFrame(res=0, ncp_ready=0, ack_num=self._rx_exp))
 
     def _host_ack(self, ack_num):
+        # ackNum acknowledges every frame before it
         inf = self._inflight
-        if inf is not None and ack_num == ((inf[0] + 1) & 7):
-            self._inflight = None
+        n = (ack_num - inf[0][0]) & 7 if inf else 0
+        if 0 < n <= len(inf):
+            del inf[:n]
+            self._timeouts = 0
             if self._retx_handle:
                 self._retx_handle.cancel()
                 self._retx_handle = None
+            if inf:
+                self._arm_timer()
             self._pump()
 
     def queue(self, ezsp_frame):
@@ -279,41 +287,49 @@ class Ncp:
         self._pump()
 
     def _pump(self):
-        if self._inflight is not None or not self._txq or not self.connected:
-            return
-        i = 0
-        if not self._host_ready:
-            # nRdy: hold callbacks for a while, as the NCP does; responses still go
-            while i < len(self._txq) and self._is_callback(self._txq[i]):
-                i += 1
-            if i == len(self._txq):
-                self.loop.call_later(0.05, self._pump)
-                return
-        frame = self._txq.pop(i)
-        frm = self._frm
-        self._frm = (frm + 1) & 7
-        self._inflight = [frm, frame, 0]   # [frame number, EZSP frame, ACK timeouts so far]
-        self.counters["tx_data"] += 1
-        self._send_inflight(False)
+        # UG101: up to TX_K frames out without an acknowledgement (a response and the
+        # callback that follows it go back to back, as on a real NCP)
+        while self.connected and self._txq and len(self._inflight) < self.tx_k:
+            i = 0
+            if not self._host_ready:
+                # nRdy: hold callbacks for a while, as the NCP does; responses still go
+                while i < len(self._txq) and self._is_callback(self._txq[i]):
+                    i += 1
+                if i == len(self._txq):
+                    self.loop.call_later(0.05, self._pump)
+                    return
+            frame = self._txq.pop(i)
+            frm = self._frm
+            self._frm = (frm + 1) & 7
+            self._inflight.append([frm, frame])
+            self.counters["tx_data"] += 1
+            self._emit(bash.DataFrame(frm_num=frm, re_tx=False, ack_num=self._rx_exp, ezsp_frame=frame))
+            if len(self._inflight) == 1:
+                self._arm_timer()
 
-    def _send_inflight(self, re_tx):
-        frm, frame, _ = self._inflight
-        self._emit(bash.DataFrame(frm_num=frm, re_tx=re_tx, ack_num=self._rx_exp, ezsp_frame=frame))
+    def _resend_all(self):
+        for frm, frame in self._inflight:
+            self.counters["retx"] += 1
+            self._emit(bash.DataFrame(frm_num=frm, re_tx=True, ack_num=self._rx_exp, ezsp_frame=frame))
+        self._arm_timer()
+
+    def _arm_timer(self):
+        # the clock runs for the oldest unacknowledged frame, from its latest (re)send.
+        # UG101's timer doubles after each ACK timeout (up to T_RX_ACK_MAX); a fast link's
+        # adaptive estimate sits at the minimum, T_RETX
         if self._retx_handle:
             self._retx_handle.cancel()
         gen = self._generation
-        # UG101's timer doubles after each ACK timeout (up to T_RX_ACK_MAX); a fast link's
-        # adaptive estimate sits at the minimum, T_RETX
-        wait = min(T_RX_ACK_MAX, T_RETX * (1 << self._inflight[2]))
+        wait = min(T_RX_ACK_MAX, T_RETX * (1 << self._timeouts))
         self._retx_handle = self.loop.call_later(wait, lambda: gen == self._generation and self._ack_timeout())
 
     def _ack_timeout(self):
-        if self._inflight is None or not self.connected:
+        if not self._inflight or not self.connected:
             return
-        self._inflight[2] += 1
-        if self._inflight[2] >= ACK_TIMEOUTS:
+        self._timeouts += 1
+        if self._timeouts >= ACK_TIMEOUTS:
             # UG101: too many ACK timeouts: the NCP reports ERROR (0x51) and waits for RST
-            self.log("ncp: host never acknowledged frame %d; ERROR 0x51" % self._inflight[0])
+            self.log("ncp: host never acknowledged frame %d; ERROR 0x51" % self._inflight[0][0])
             self.counters["link_failures"] += 1
             self._generation += 1
             self._power_on()
@@ -321,8 +337,7 @@ class Ncp:
             if self.ch:
                 self.ch.ppmid_left()
             return
-        self.counters["retx"] += 1
-        self._send_inflight(True)
+        self._resend_all()
 
     # ---- resets --------------------------------------------------------------------------
     _generation = 0
