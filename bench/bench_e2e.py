@@ -227,8 +227,9 @@ def run():
             out.append({"name": "peak heap during a 4 KB command (GBT), free at the peak", "value": round(pct_free, 1),
                         "unit": "%", "goal": ">= 25, no MemoryError", "ok": pct_free >= 25 and not mem_err and
                         rep["responses"] == 1,
-                        "note": "min free %d of %d bytes (emulated heap, 64-bit objects; sampled every 250 ms after "
-                                "a collect); response %s; MemoryError %s"
+                        "note": "min free %d of %d bytes (emulated heap, 64-bit objects; live heap after a collect, "
+                                "which the app does at most once a second, when a glance every 250 ms says the "
+                                "free heap may be a new minimum); response %s; MemoryError %s"
                                 % (free_min, h["heap_bytes"], "back" if rep["responses"] == 1 else "MISSING", mem_err)})
             boot = re.findall(rb"PPMID ready: version=\S+ board=\S+ free_heap=(\d+)", emu.board.console_bytes())
             if boot:

@@ -7,8 +7,9 @@
 # Memory: on the emulated board the whole firmware's bytecode lives in the heap (an ESP32
 # image freezes it into flash instead; docs/emulate.md). Modules are imported here, inside run(), one subsystem at a time with a
 # gc.collect() in between, so their compile/load garbage never piles up; the NFC service is
-# imported only when the board has a reader and it answers at boot. A heap task samples
-# the free heap (after a collect) and prints `PPMID heap: free=N min=N` when the minimum moves (host tools report it).
+# imported only when the board has a reader and it answers at boot. A heap task watches
+# the free heap and prints `PPMID heap: free=N min=N` (live heap, after a collect) when
+# the minimum moves (host tools report it).
 import gc
 
 import asyncio
@@ -16,8 +17,9 @@ from ppmid import VERSION
 
 WDT_TIMEOUT_MS = 30000  # long enough for an mpremote session after Ctrl-C
 FEED_INTERVAL_S = 1
-HEAP_SAMPLE_MS = 250    # the heap task's period
-HEAP_REPORT_S = 30      # a heap line at least this often, even when nothing changed
+HEAP_SAMPLE_MS = 250    # the heap task's period: a glance at gc.mem_free() (no collect)
+HEAP_COLLECT_MS = 1000  # at most one gc.collect() this often, and only when it may show a new minimum
+HEAP_REPORT_S = 30      # a heap line (after a collect) at least this often, even when nothing changed
 FLASH_REPORT_S = 2      # journal write figures at most this often, when they change
 
 heap = {"free": 0, "min": None, "size": 0}
@@ -50,17 +52,27 @@ def _sample_heap(board):
 
 
 async def _heap_task(board, journal=None):
-    # also reports the journal's flash writes (wear), at most every FLASH_REPORT_S
-    last = 0
+    # The live heap is only known after a collect, and a collect stops everything else
+    # (a few ms on an ESP32, more with PSRAM). So: glance at the free heap every
+    # HEAP_SAMPLE_MS without collecting; collect only when the glance (live + garbage)
+    # is below the lowest live figure seen, i.e. when the collect may show a new
+    # minimum, at most every HEAP_COLLECT_MS; and every HEAP_REPORT_S for the report.
+    # An idle gateway then hardly collects, a busy one at most once a second (it used to
+    # be four times). Also reports the journal's flash writes (wear), at most every
+    # FLASH_REPORT_S.
     n = 0
+    collected = reported = 0
     written = -1
     flash_at = 0
+    every = HEAP_COLLECT_MS // HEAP_SAMPLE_MS
     while True:
-        moved = _sample_heap(board)
         n += 1
-        if moved or n - last >= HEAP_REPORT_S * 1000 // HEAP_SAMPLE_MS:
-            last = n
-            print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
+        low = heap["min"] is None or board.mem_free() < heap["min"]
+        if (low and n - collected >= every) or n - reported >= HEAP_REPORT_S * 1000 // HEAP_SAMPLE_MS:
+            collected = n
+            if _sample_heap(board) or n - reported >= HEAP_REPORT_S * 1000 // HEAP_SAMPLE_MS:
+                reported = n
+                print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
         if journal is not None and journal.bytes_written != written and \
                 n - flash_at >= FLASH_REPORT_S * 1000 // HEAP_SAMPLE_MS:
             written = journal.bytes_written
