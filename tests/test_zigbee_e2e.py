@@ -347,23 +347,39 @@ def test_ncp_takes_the_message_then_goes_silent_never_twice(tmp_path, stopper, r
     assert emu.ncp._unicasts_seen == 3    # one TransferData each, the second never repeated
 
 
-def test_silence_after_an_aps_fragment_never_resends_the_message(tmp_path, stopper):
+def test_silence_after_a_middle_aps_fragment_sends_the_message_again_once(tmp_path, stopper):
     # a 3-fragment message: the first fragment is delivered and reported; the NCP takes
-    # the second and goes silent. Part of the message reached the CH: E_DELIVERY_UNKNOWN,
-    # and no fragment of it goes out again; the next message goes normally.
+    # the second, runs it and goes silent. The CH has two fragments of three: it cannot
+    # have the message, so after the reset the whole message goes again, and the CH gets
+    # it exactly once; the next message goes normally.
     cmds = [command(0x9100 + i, size=150) for i in range(2)]
     faults = Faults(mute_unicast=2, mute_runs=True)
-    events, emu, _ = run_client({"faults": faults}, cmds, tmp_path, expect_rx=1, rx_wait_s=5, tries=10,
+    events, emu, _ = run_client({"faults": faults}, cmds, tmp_path, expect_rx=2, rx_wait_s=5, tries=10,
                                 timeout=120)
     stopper(emu)
-    assert emu.received == [cmds[1]]   # the CH never had the whole first message
+    assert emu.received == cmds
+    assert [e for e in events if e["ev"] == "error"] == []
+    c = events[-1]["counters"]
+    n = -(-(len(cmds[1]) + 5) // (82 - 2))   # fragments of one message (ZCL header + tunnel id)
+    assert n == 3 and c["send_retries"] >= 1 and c["delivery_unknown"] == 0 and c["ash_link_failures"] >= 1
+    # first message: 2 fragments, then all 3 again; the second message: 3
+    assert emu.ncp._unicasts_seen == 2 + n + n
+
+
+def test_silence_after_the_last_aps_fragment_never_resends_the_message(tmp_path, stopper):
+    # the NCP takes the LAST fragment, runs it and goes silent: the CH may have the whole
+    # message and nothing says so. E_DELIVERY_UNKNOWN, and no fragment of it goes again.
+    cmds = [command(0x9200 + i, size=150) for i in range(2)]
+    faults = Faults(mute_unicast=3, mute_runs=True)
+    events, emu, _ = run_client({"faults": faults}, cmds, tmp_path, expect_rx=2, rx_wait_s=5, tries=10,
+                                timeout=120)
+    stopper(emu)
+    assert emu.received == cmds        # the CH had it; the host could not know
     errors = [(e["i"], e["code"]) for e in events if e["ev"] == "error"]
     assert errors == [(0, "E_DELIVERY_UNKNOWN")]
     c = events[-1]["counters"]
-    n = -(-(len(cmds[1]) + 5) // (82 - 2))   # fragments of one message (ZCL header + tunnel id)
-    assert n >= 2 and c["send_retries"] == 0
-    # first message: 2 fragments taken by the NCP, never again; the second message: all n
-    assert emu.ncp._unicasts_seen == 2 + n and c["fragments_tx"] == 1 + n
+    assert c["send_retries"] == 0 and c["delivery_unknown"] == 1
+    assert emu.ncp._unicasts_seen == 3 + 3
 
 
 def check_at_most_once(cmds, received, events, max_unknown=0.1):
@@ -382,9 +398,9 @@ def check_at_most_once(cmds, received, events, max_unknown=0.1):
 
 def fault_run(tmp_path, stopper, n, timeout, to_host, from_host, reset_every, max_unknown=0.1):
     """n commands through a link with byte errors and NCP resets. The relay stand-in
-    retries what is safe to retry and never retries E_DELIVERY_UNKNOWN; the CH must see
-    every command at most once, in order, byte-identical, and every one it lacks must have
-    been reported E_DELIVERY_UNKNOWN."""
+    retries what is safe to retry and never retries E_DELIVERY_UNKNOWN. max_unknown 0:
+    the CH must see every command exactly once, in order, byte-identical; otherwise at
+    most once, and every one it lacks must have been reported E_DELIVERY_UNKNOWN."""
     cmds = [command(0x10000 + i, ESME if i % 3 else GSME, size=5 + (i * 13) % 60) for i in range(n)]
     faults = Faults(byte_error_rate=to_host, byte_error_rate_from_host=from_host, reset_every=reset_every, seed=n)
 
@@ -393,7 +409,12 @@ def fault_run(tmp_path, stopper, n, timeout, to_host, from_host, reset_every, ma
     events, emu, _ = run_client({"faults": faults}, cmds, tmp_path, timeout=timeout, before=before,
                                 expect_rx=n + 1, rx_wait_s=8, tries=50)
     stopper(emu)
-    check_at_most_once(cmds, emu.received, events, max_unknown)
+    if max_unknown == 0:
+        errors = [(e["i"], e["code"], e["msg"]) for e in events if e["ev"] == "error"]
+        assert emu.received == cmds, ("not exactly once", len(emu.received), len(cmds), errors[:10],
+                                      json.dumps(events[-1]["counters"]), json.dumps(emu.stats()["ncp"]))
+    else:
+        check_at_most_once(cmds, emu.received, events, max_unknown)
     st = emu.stats()["ncp"]
     assert st["bytes_corrupted"] > 0 and st["resets_injected"] > 0
     c = events[-1]["counters"]
@@ -404,22 +425,23 @@ def fault_run(tmp_path, stopper, n, timeout, to_host, from_host, reset_every, ma
     return events, emu
 
 
-@pytest.mark.timeout(900)
-def test_faults_100_commands_at_most_once(tmp_path, stopper):
-    fault_run(tmp_path, stopper, 100, 600, to_host=0.01, from_host=0.001, reset_every=60)
+@pytest.mark.timeout(1800)
+def test_faults_500_commands_1pct_both_ways_exactly_once(tmp_path, stopper):
+    # The issue's test: 1% of the bytes damaged in each direction (a bit flipped) and the
+    # NCP resetting itself every 60 host frames; every command reaches the CH exactly
+    # once, in order, byte-identical. What makes it hold: the link is retried while the
+    # module answers (it NAKs only once per reject condition, so on this line it is often
+    # silent through several damaged copies), ACKs go twice on a damaging line, frames
+    # the module had not acknowledged before it reset are known not taken, and a message
+    # whose last APS fragment was never taken is sent again whole (docs/zigbee.md).
+    events, emu = fault_run(tmp_path, stopper, 500, 1700, to_host=0.01, from_host=0.01, reset_every=60,
+                            max_unknown=0)
+    assert events[-1]["counters"]["delivery_unknown"] == 0
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(4000)
-def test_faults_500_commands_at_most_once(tmp_path, stopper):
-    fault_run(tmp_path, stopper, 500, 3600, to_host=0.01, from_host=0.001, reset_every=60)
+def test_faults_2000_commands_1pct_both_ways_soak(tmp_path, stopper):
+    events, emu = fault_run(tmp_path, stopper, 2000, 3900, to_host=0.01, from_host=0.01, reset_every=60,
+                            max_unknown=0)
 
-
-@pytest.mark.slow
-@pytest.mark.timeout(4000)
-def test_faults_1pct_both_ways_at_most_once(tmp_path, stopper):
-    # 1% on the host's own bytes too: the NCP (as UG101 says) NAKs only the first damaged
-    # frame of a reject condition, so the host waits out its ACK timer often (~4 s a
-    # command) and 4 timeouts in a row fail the link: a send in flight is then uncertain.
-    # One run here: 20 of 100 uncertain, none twice.
-    fault_run(tmp_path, stopper, 100, 3600, to_host=0.01, from_host=0.01, reset_every=60, max_unknown=0.3)

@@ -313,3 +313,140 @@ async def test_ack_timeouts_across_the_ticks_wrap():
     finally:
         ashlink.ticks_ms = real
 
+
+
+async def test_a_module_that_answers_is_retried_past_four_timeouts():
+    # The first copy is damaged and NAKed (the module is alive and hears us); the next
+    # nine copies are lost on a noisy line (silent: UG101's NCP NAKs once per reject
+    # condition). Four timeouts would fail the link and leave the frame uncertain; a
+    # module that has answered gets up to ACK_TIMEOUTS_ALIVE, at the running timeout.
+    ncp = FakeNcp(lambda i, c, p: "nak" if i == 0 else ("drop" if i < 10 else "ack"))
+    fails = []
+    got = []
+    # T_RX_ACK_MAX 400 ms: a frame may go unacknowledged up to 2 s (5 x MAX)
+    link = AshLink(ncp.to_host, Sink(ncp.from_host), got.append, timers=(40, 20, 400, 200),
+                   on_fail=fails.append)
+    await link.reset()
+    await link.send(b"noisy")
+    assert link.connected and not fails
+    assert link.counters["ack_timeouts"] == 9 and len(ncp.data) == 11
+    assert all(c & 8 for c, _ in ncp.data[1:])     # every later copy marked reTx
+    # ...but not forever: a module heard once and then silent for good fails the link
+    # (after ACK_TIMEOUTS_ALIVE timeouts, or 5 x T_RX_ACK_MAX, whichever comes first)
+    ncp.policy = lambda i, c, p: "nak" if i == 11 else "drop"
+    before = link.counters["ack_timeouts"]
+    try:
+        await link.send(b"gone")
+    except AshError as e:
+        assert "ACK timeouts in a row" in e.message and e.on_wire
+    else:
+        raise AssertionError("no error")
+    assert len(fails) == 1 and not link.connected
+    assert ashlink.ACK_TIMEOUTS < link.counters["ack_timeouts"] - before <= ashlink.ACK_TIMEOUTS_ALIVE
+    await link.close()
+
+
+async def test_unsolicited_rstack_means_unacknowledged_frames_were_not_taken():
+    # "first" is acknowledged, "second" never is; the module resets on its own. Its ACK
+    # for anything it took would have come before the RSTACK, and a new session refuses
+    # commands until the version exchange: "second" was not taken (on_wire False), so
+    # the owner may send it again
+    ncp = FakeNcp(lambda i, c, p: "ack" if i == 0 else "drop")
+    link, _ = make(ncp)
+    await link.reset()
+    await link.send(b"first")
+    t = asyncio.create_task(link.send(b"second"))
+    await asyncio.sleep(0.01)
+    assert [p for _, p in ncp.data] == [b"first", b"second"]
+    ncp.to_host.push(bytes(ncp.enc.rstack(0x02)))
+    try:
+        await t
+    except AshError as e:
+        assert not e.on_wire and "reset" in e.message
+    else:
+        raise AssertionError("no error")
+    assert link.counters["not_taken_at_reset"] == 1 and link.counters["unsolicited_rstack"] == 1
+    # an ERROR frame is different: the module gave up on its own frames, and ours may
+    # have been taken with their ACKs lost: still uncertain
+    await link.reset()
+    t = asyncio.create_task(link.send(b"third"))
+    await asyncio.sleep(0.01)
+    ncp.to_host.push(bytes(ncp.enc.error(0x51)))
+    try:
+        await t
+    except AshError as e:
+        assert e.on_wire and "0x51" in e.message
+    else:
+        raise AssertionError("no error")
+    await link.close()
+
+
+async def test_acks_go_twice_after_a_damaged_frame():
+    ncp = FakeNcp()
+    link, _ = make(ncp)
+    await link.reset()
+    ncp.send_data(b"clean")
+    await asyncio.sleep(0.02)
+    acks = [x for x in ncp.controls if ash.kind(x) == ash.ACK]
+    assert len(acks) == 1                   # a clean line: one ACK a frame
+    bad = bytearray(ncp.enc.data(1, False, 0, b"next"))
+    bad[2] ^= 0x40                          # CRC error: the line damages frames now
+    ncp.to_host.push(bytes(bad))
+    ncp.send_data(b"next", re_tx=True)
+    await asyncio.sleep(0.02)
+    acks = [x for x in ncp.controls if ash.kind(x) == ash.ACK]
+    assert len(acks) == 3 and acks[1] == acks[2] and acks[1] & 7 == 2
+    await link.close()
+
+
+async def test_a_damaged_rstack_is_still_a_module_reset():
+    # the RSTACK's reset code byte is damaged (CRC error), its control byte and length
+    # are intact: no other frame from the module has that shape, so the module did reset
+    # and the unacknowledged frame was not taken
+    ncp = FakeNcp(lambda i, c, p: "drop")
+    link, _ = make(ncp)
+    await link.reset()
+    t = asyncio.create_task(link.send(b"pending"))
+    await asyncio.sleep(0.01)
+    bad = bytearray(ncp.enc.rstack(0x02))
+    assert bad[0] == ash.RSTACK and bad[-1] == 0x7E and len(bad) == 6
+    bad[2] ^= 0x01
+    ncp.to_host.push(bytes(bad))
+    try:
+        await t
+    except AshError as e:
+        assert not e.on_wire and "damaged RSTACK" in e.message
+    else:
+        raise AssertionError("no error")
+    assert link.counters["damaged_rstack"] == 1 and link.counters["not_taken_at_reset"] == 1
+    # a damaged frame of any other shape is only a NAK
+    await link.reset()
+    bad = bytearray(ncp.enc.data(0, False, 0, b"xyz"))
+    bad[3] ^= 0x01
+    ncp.to_host.push(bytes(bad))
+    await asyncio.sleep(0.02)
+    assert link.connected and link.counters["damaged_rstack"] == 1
+    await link.close()
+
+
+async def test_a_module_that_reset_unseen_answers_ack_zero_and_frames_were_not_taken():
+    # The module reset and its RSTACK was lost entirely. The new session expects frame 0
+    # and answers our frame 1 (and each resend) with ackNum 0, outside our window. Those
+    # answers prove nothing: after UG101's 4 timeouts the link fails as a module reset, and
+    # the frame was not taken (a fresh module runs no command before the version exchange).
+    ncp = FakeNcp()
+    link, _ = make(ncp)
+    await link.reset()
+    await link.send(b"first")                # frame 0, acknowledged (ackNum 1)
+    ncp.rx_exp = 0                           # the unseen reset
+    ncp.policy = lambda i, c, p: "nak" if i == 1 else "ack"   # NAK(0), then ACK(0)s
+    try:
+        await link.send(b"second")
+    except AshError as e:
+        assert not e.on_wire and "RSTACK was lost" in e.message
+    else:
+        raise AssertionError("no error")
+    c = link.counters
+    assert c["lost_rstack"] == 1 and c["rx_stray_ack"] >= 2 and c["ack_timeouts"] == ashlink.ACK_TIMEOUTS
+    assert c["not_taken_at_reset"] == 1
+    await link.close()

@@ -272,7 +272,7 @@ class Decoder:
         # CRC-CCITT over data and its own big-endian CRC leaves zero
         if crc16(mv[:n]) != 0:
             self.counters["crc"] += 1
-            out.append((BAD, "crc", buf[0]))
+            out.append((BAD, "crc", buf[0], n))   # n: bytes between the flags, CRC included
             return
         control = buf[0]
         m = n - 3

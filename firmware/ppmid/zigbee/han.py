@@ -48,8 +48,13 @@ class HanError(PpmidError):
     pass
 
 
-class _Retry(Exception):
-    pass
+class _NotTaken(Exception):
+    """This piece of the message cannot be complete at the CH (nothing of its last APS
+    fragment was taken by the module): sending the piece again is safe."""
+
+
+class _Refused(_NotTaken):
+    """The module refused a fragment (sendUnicast status): it never went on air."""
 
 
 def _options(cfg):
@@ -144,23 +149,16 @@ class ZigbeeHan:
         data = bytes(data)
         async with self._send_lock:
             deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
-            while True:
-                await self._wait_ready(deadline)
-                if self._rejected:
-                    await self._do_resends()  # what the CH refused earlier goes first
-                try:
-                    await self._send_message(data)
-                    self.counters["sent"] += 1
-                    self._remember(data)
-                    return
-                except _Retry:
-                    # the link failed before any frame of the message went to the UART:
-                    # neither the NCP nor the CH can have any of it, so sending is still safe
-                    self.counters["send_retries"] += 1
-                    await asyncio.sleep(0.05)
-                except HanError:
-                    self.counters["send_failed"] += 1
-                    raise
+            await self._wait_ready(deadline)
+            if self._rejected:
+                await self._do_resends()  # what the CH refused earlier goes first
+            try:
+                await self._send_message(data, deadline)
+            except HanError:
+                self.counters["send_failed"] += 1
+                raise
+            self.counters["sent"] += 1
+            self._remember(data)
 
     # ---- status ----------------------------------------------------------------------
     def _set_status(self, status, detail=""):
@@ -421,19 +419,13 @@ class ZigbeeHan:
         todo.sort(key=lambda r: r[2])
         for r in todo:
             deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
-            while True:
-                try:
-                    await self._wait_ready(deadline)
-                    await self._send_message(r[1])
-                    self.counters["resent"] += 1
-                    self._remember(r[1])
-                    break
-                except _Retry:
-                    await asyncio.sleep(0.05)
-                except PpmidError as exc:
-                    self.counters["resend_failed"] += 1
-                    self._logf("message refused by the CH could not be sent again: %s", exc)
-                    break
+            try:
+                await self._send_message(r[1], deadline)
+                self.counters["resent"] += 1
+                self._remember(r[1])
+            except PpmidError as exc:
+                self.counters["resend_failed"] += 1
+                self._logf("message refused by the CH could not be sent again: %s", exc)
 
     # ---- sending ---------------------------------------------------------------------
     async def _reply_loop(self):
@@ -444,14 +436,14 @@ class ZigbeeHan:
             dest, zcl = self._replies.pop(0)
             try:
                 await self._send_zcl(dest, zcl)
-            except (_Retry, HanError, AshError, E.EzspError) as exc:
+            except (_NotTaken, HanError, AshError, E.EzspError) as exc:
                 self._logf("tunnel reply lost: %s", exc)
 
-    async def _send_message(self, data):
-        """Raises _Retry only while no frame of this message has gone to the UART (the
-        NCP cannot have any of it); once one may have, every failure is E_DELIVERY_UNKNOWN:
-        nothing is ever sent to the HAN twice."""
-        self._sent_tid = self.tunnel.tunnel_id
+    async def _send_message(self, data, deadline):
+        """Send one GBCS message, as GBT blocks when it exceeds the CH's transfer size.
+        A piece (TransferData) that cannot be complete at the CH is sent again, here,
+        until the deadline; once one may be complete there and is not confirmed, every
+        failure is E_DELIVERY_UNKNOWN: nothing is ever sent to the HAN twice."""
         limit = self.tunnel.client_max or self.opts["transfer_size"]
         if len(data) <= limit:
             pieces = [data]
@@ -462,25 +454,50 @@ class ZigbeeHan:
             except PpmidError as exc:
                 raise HanError(E_HAN_TOO_BIG, "cannot split into GBT blocks: %s" % exc)
             self.counters["gbt_blocks_tx"] += len(pieces)
-        started = [False]    # set once a frame of this message may have reached the NCP
-        for i, piece in enumerate(pieces):
+        i = 0
+        while i < len(pieces):
             try:
-                zcl = self.tunnel.outgoing(piece)
-            except ZclError:
-                if started[0]:
-                    raise self._uncertain("the GB-HRGP tunnel closed after part of the message "
-                                          "went to the CH")
-                raise _Retry()  # tunnel went away between checks: wait for it again
-            await self._send_zcl(self.tunnel.client, zcl, started)
+                await self._wait_ready(deadline)
+                try:
+                    zcl = self.tunnel.outgoing(pieces[i])
+                except ZclError:
+                    raise _NotTaken("the GB-HRGP tunnel closed")  # between checks: wait again
+                if i == 0:
+                    self._sent_tid = self.tunnel.tunnel_id
+                await self._send_zcl(self.tunnel.client, zcl)
+                i += 1
+            except _NotTaken as exc:
+                if i == 0 and isinstance(exc, _Refused):
+                    # nothing of the message is on the HAN; the module says no (network
+                    # down, no buffers, too long...): the relay decides when to try again
+                    raise HanError(E_DELIVERY, str(exc))
+                # blocks before this one are complete at the CH (each confirmed); this one
+                # cannot be: sending it again, alone, neither loses nor doubles anything
+                self.counters["send_retries"] += 1
+                if ticks_diff(deadline, ticks_ms()) <= 0:
+                    if i == 0:
+                        raise HanError(E_DELIVERY, "not sent within %ss: %s" % (self.opts["send_timeout_s"], exc))
+                    raise self._uncertain("GBT blocks 1-%d of %d reached the CH, block %d could not be "
+                                          "sent within %ss (%s)" % (i, len(pieces), i + 1,
+                                                                    self.opts["send_timeout_s"], exc))
+                await asyncio.sleep(0.05)
+            except HanError as exc:
+                if i > 0 and exc.code != E_DELIVERY_UNKNOWN:
+                    raise self._uncertain("GBT blocks 1-%d of %d reached the CH, then: %s"
+                                          % (i, len(pieces), exc.message))
+                raise
 
     def _uncertain(self, what):
         self.counters["delivery_unknown"] += 1
         return HanError(E_DELIVERY_UNKNOWN, what)
 
-    async def _send_zcl(self, dest, zcl, started=None):
-        """started: [bool] shared by the pieces of one message (None for tunnel replies)."""
-        if started is None:
-            started = [False]
+    async def _send_zcl(self, dest, zcl):
+        """One ZCL frame, in APS fragments when it exceeds the module's payload limit.
+        Returns when the module confirmed every fragment. Raises _NotTaken while the CH
+        cannot have the whole frame (a fragment before the last failed, or the last one
+        was never taken by the module), E_DELIVERY_UNKNOWN when the last fragment may
+        have been taken but was not confirmed, E_DELIVERY when the CH did not
+        acknowledge it (see docs/zigbee.md), E_HAN_TOO_BIG."""
         room = self._max_payload
         if len(zcl) <= room:
             frags = [zcl]
@@ -491,6 +508,7 @@ class ZigbeeHan:
                 raise HanError(E_HAN_TOO_BIG, "%d bytes need more than %d APS fragments" % (len(zcl), _MAX_FRAGMENTS))
         n = len(frags)
         for i in range(n):
+            last = i == n - 1
             options = E.APS_OPTION_RETRY | E.APS_OPTION_ROUTE_DISCOVERY | E.APS_OPTION_ENCRYPTION
             group = 0
             if n > 1:
@@ -511,20 +529,13 @@ class ZigbeeHan:
                         # step (e.g. the module reset and its RSTACK was lost); only a
                         # reset brings them back together
                         self._link.fail("no EZSP response to an acknowledged sendUnicast")
-                    if started[0] or exc.on_wire:
-                        # the frame went to the UART (or an earlier piece did): the NCP
-                        # may have run it and the CH may have it; sending again could
-                        # deliver it twice
+                    if last and exc.on_wire:
+                        # the module may have run it and the CH may have the whole frame
                         raise self._uncertain("the link failed after the module may have "
                                               "taken the message (%s)" % exc.code)
-                    raise _Retry()  # nothing of it ever reached the module
-                prior = started[0]   # an earlier piece of this message went out
-                started[0] = True
+                    raise _NotTaken("link failed (%s)" % exc.code)
                 if status != 0:
-                    if prior:
-                        raise self._uncertain("part of the message went to the CH, then the "
-                                              "module refused to send (status 0x%x)" % status)
-                    raise HanError(E_DELIVERY, "the module refused to send (status 0x%x)" % status)
+                    raise _Refused("the module refused to send (status 0x%x)" % status)
                 if n > 1:
                     self.counters["fragments_tx"] += 1
                 try:
@@ -532,12 +543,13 @@ class ZigbeeHan:
                 except asyncio.TimeoutError:
                     w[2] = "timeout"
                 if w[1] is None:  # no messageSentHandler: timeout or link failure
-                    raise self._uncertain("the module took the message but the link failed "
-                                          "before it reported delivery")
+                    if last:
+                        raise self._uncertain("the module took the message but the link failed "
+                                              "before it reported delivery")
+                    raise _NotTaken("no confirmation of fragment %d" % i)
                 if w[1] != 0:
-                    if prior:
-                        raise self._uncertain("part of the message went to the CH, then it "
-                                              "did not acknowledge a piece (status 0x%x)" % w[1])
-                    raise HanError(E_DELIVERY, "the CH did not acknowledge the message (status 0x%x)" % w[1])
+                    if last:
+                        raise HanError(E_DELIVERY, "the CH did not acknowledge the message (status 0x%x)" % w[1])
+                    raise _NotTaken("the CH did not acknowledge fragment %d (status 0x%x)" % (i, w[1]))
             finally:
                 self._sent.pop(tag, None)
