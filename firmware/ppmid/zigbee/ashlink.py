@@ -14,11 +14,14 @@ from ppmid.ticks import ticks_ms, ticks_diff, ticks_add
 E_ASH_RESET = "E_ASH_RESET"
 E_ASH_LINK = "E_ASH_LINK"
 
-T_RX_ACK_INIT = const(1600)
-# UG101 says 400 ms. The adaptive estimate stays at least 4x the measured round trip, so a
-# slow module still raises it; a low floor makes a noisy line recover from a damaged frame
-# in a tenth of a second instead of half a second (a spurious resend is a harmless duplicate)
-T_RX_ACK_MIN = const(100)
+# UG101 says 1.6 s to start and 400 ms at least. The adaptive estimate stays at least 4x
+# the measured round trip, so a slow module still raises it (and a silent one doubles it);
+# low values let a noisy line recover from a damaged frame in tens of milliseconds (the
+# module NAKs only the first damaged frame of a reject condition, so the rest cost a
+# timeout each), and a spurious resend is a duplicate the module ACKs and drops. Karn's
+# rule takes samples only from frames sent once, few on a noisy line: hence a low start.
+T_RX_ACK_INIT = const(400)
+T_RX_ACK_MIN = const(50)
 T_RX_ACK_MAX = const(3200)
 T_REMOTE_NOTRDY = const(1000)
 T_TX_ACK_DELAY = const(20)
