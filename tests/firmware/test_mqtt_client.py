@@ -374,3 +374,40 @@ async def test_persistent_handler_failure_backs_off_instead_of_spinning():
         assert b.acked == []  # never acknowledged what was never accepted
         assert delays[-1] == 0.08 and delays[0] < delays[-1], delays
     await _with(b, c, body)
+
+
+async def test_first_publish_goes_on_the_wire_before_the_handlers_puback():
+    # The in-flight window (1) is full: a publish the broker has not acknowledged. A
+    # handler refusing a command queues its rejection: queued normally it would follow
+    # this command's PUBACK (a power cut in between loses the rejection while the broker
+    # forgets the command); with first=True it is written before the PUBACK.
+    b = await FakeBroker().start()
+    b.withhold_pubacks = 1
+    b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b'{"id":"a"}', 70))
+    b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b'{"id":"b"}', 71))
+    topic = "ppmid/v1/00DB1234567890A0/rsp"
+    seen = []
+
+    async def handler(t, payload, qos, dup):
+        seen.append(bytes(payload))
+        if len(seen) == 1:
+            await c.publish(topic, b"rejected a", 1, False, False)          # queued
+        else:
+            await c.publish(topic, b"rejected b", 1, False, False, True)    # first
+
+    c = _client(b, handler=handler, window=1)
+
+    async def body():
+        await c.publish(topic, b"blocker", 1, False, False)
+        await _until(lambda: len(b.of(p.PUBLISH)) >= 1, "the blocker on the wire")
+        await _until(lambda: b.acked == [70, 71], "both PUBACKs")
+        order = []
+        for _, f, body_ in b.received:
+            if f & 0xF0 == p.PUBACK:
+                order.append(("puback", p.parse_packet_id(body_)))
+            elif f & 0xF0 == p.PUBLISH:
+                order.append(("publish", bytes(p.parse_publish(f, body_)[1])))
+        assert order.index(("publish", b"rejected b")) < order.index(("puback", 71)), order
+        # the queued one waited for the window: it was not on the wire before its PUBACK
+        assert ("publish", b"rejected a") not in order[:order.index(("puback", 70))], order
+    await _with(b, c, body)

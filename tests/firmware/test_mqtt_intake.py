@@ -21,12 +21,14 @@ class FakeClient:
         self.subs = []
         self.handler = None
         self.published = []
+        self.firsts = []     # first=True: must be on the wire before the PUBACK
         self.room = room
 
     def subscribe(self, topic, qos=1):
         self.subs.append((topic, qos))
 
-    async def publish(self, topic, payload, qos=1, retain=False, wait=True):
+    async def publish(self, topic, payload, qos=1, retain=False, wait=True, first=False):
+        self.firsts.append(first)
         if len(self.published) >= self.room:
             return False
         self.published.append((topic, json.loads(payload), qos, retain))
@@ -166,6 +168,14 @@ async def test_rejection_dropped_when_queue_full_is_counted():
     c, j, it = _setup(room=0)
     await it.handle(CMD, memoryview(b"nope"), 1, False)
     assert it.stats["rejected"] == 1 and it.stats["reject_drops"] == 1
+
+
+async def test_rejections_are_published_ahead_of_the_puback():
+    # not awaited (the PUBACK waits on the handler) but written first (see the client)
+    c, j, it = _setup()
+    await it.handle(CMD, memoryview(b"nope"), 1, False)
+    assert len(c.published) == 1 and c.published[0][1]["status"] == "rejected"
+    assert c.firsts == [True]
 
 
 def test_status_json_shapes():

@@ -276,16 +276,29 @@ class MQTTClient:
     def pending(self):
         return len(self._queue) + len(self._inflight)
 
-    async def publish(self, topic, payload, qos=1, retain=False, wait=True):
+    async def publish(self, topic, payload, qos=1, retain=False, wait=True, first=False):
         """Queue a PUBLISH. wait=True: wait for queue space, then (QoS 1) return once the
         broker has PUBACKed it, across reconnects if need be; QoS 0 returns once written.
         wait=False: never blocks; returns False (and counts a drop) when the queue is full,
-        True when queued. Raises PacketError on a bad topic or qos."""
+        True when queued. first=True (QoS 1, with wait=False): while connected the message
+        is written before publish returns, ahead of the queue and the in-flight window:
+        for what a handler must have on the wire before the PUBACK of the message it
+        handles (a rejection): if the link dies in between, the broker redelivers that
+        message, and this one is resent with DUP. Raises PacketError on a bad topic or qos."""
         if isinstance(payload, str):
             payload = payload.encode()
         p.check_topic(topic)
         if qos not in (0, 1):
             raise p.PacketError("qos %r not supported (0 or 1)" % (qos,))
+        if first and qos and not wait and self._w is not None and self._dead is None:
+            m = _Msg(topic, payload, qos, retain, None)
+            m.pid = self._next_pid()
+            self._inflight.append(m)
+            try:
+                await self._send(m, False)
+            except MQTTError:
+                pass  # held in flight: resent with DUP after the reconnect
+            return True
         while self.pending() >= self.queue_size:
             if not wait:
                 self.stats["drops"] += 1

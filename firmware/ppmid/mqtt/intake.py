@@ -122,7 +122,8 @@ class Intake:
         self.stats["rejected"] += 1
         err = envelope.EnvelopeError(envelope.E_TOO_LARGE, "command message of %d bytes is larger than the %d allowed"
                                      % (size, self.client.max_packet))
-        if not await self.client.publish(self.topics.rsp, status_json(None, "rejected", 0, error=err), 1, False, False):
+        if not await self.client.publish(self.topics.rsp, status_json(None, "rejected", 0, error=err), 1, False, False,
+                                         True):
             self.stats["reject_drops"] += 1
 
     async def handle(self, topic, payload, qos, dup):
@@ -147,7 +148,9 @@ class Intake:
                 id = _id_of(obj)
             msg = status_json(id, "rejected",
                               ticks_diff(ticks_ms(), t0), error=exc)
-            # Queued, not awaited: the PUBACK of this very message waits on us. If the
-            # queue is full the rejection is counted and dropped; the command stays refused.
-            if not await self.client.publish(self.topics.rsp, msg, 1, False, False):
+            # Written before this message's PUBACK (first=True), not awaited (that PUBACK
+            # waits on us): a power cut in between loses both, and the broker redelivers
+            # the command, which is refused again. (The handler runs only while connected;
+            # should the link drop meanwhile, the rejection is queued like any other.)
+            if not await self.client.publish(self.topics.rsp, msg, 1, False, False, True):
                 self.stats["reject_drops"] += 1
