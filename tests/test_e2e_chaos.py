@@ -6,19 +6,20 @@ import pytest
 
 from host_tools import emulate as E
 
-# Bit errors on the Zigbee UART: 0.1% of bytes, both directions. With corpus-sized
-# commands (82-byte APS fragments, ~100-byte ASH frames) that damages ~3% of the frames,
-# checked below (>= 1% of frames: the "1% UART error rate"). 1% of *bytes* damages
-# ~2/3 of such frames: the NCP then gives up on its frames (ERROR 0x51) every few seconds
-# and large commands cannot cross at all (docs/emulate.md).
-UART_BYTE_ERRORS = 0.001
-# The broker hands over what it kept during an outage at once (1 to 4 s of commands at
-# 4/s): a queue of 12 makes that backlog exceed the bound, so the relay's wait for room
+# Bit errors on the Zigbee UART: 1% of the bytes in each direction (one bit flipped), the
+# issue's "1% UART error rate". That damages about two thirds of the 110-byte ASH frames of an
+# APS fragment; the HAN link retries while the module answers and knows what a reset
+# module did not take (docs/zigbee.md), so nothing is doubled and nothing accepted is lost.
+UART_BYTE_ERRORS = 0.01
+# The trace is paced to what the HAN carries on this line (corpus commands average 300-400
+# bytes, 4-5 APS fragments, ~1 s each when a third of the frames arrive intact). The
+# broker hands over what it kept during an outage at once (1 to 4 s of commands), on top of what the slow line (1% of bytes damaged) leaves queued: a queue of 20
+# lets that backlog reach the bound now and then, so the relay's wait for room
 # (PUBACK withheld, the broker paces itself) is exercised. A command in flight at a power
 # cut keeps its meter busy until its budget ends (never resent): the short budget keeps
-# what queues up behind it meanwhile (~10 commands) within the queue, since a queue that
-# does not move for the whole wait (4 s) is refused with E_BUSY.
-CHAOS_CFG = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 5, "queue": 12}}
+# what queues up behind it meanwhile within the queue, since a queue that does not move
+# for the whole wait (4 s) is refused with E_BUSY (some are, on this slow line: checked).
+CHAOS_CFG = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 5, "queue": 20}}
 
 
 def check(emu, rep, lines, chaos, kills):
@@ -44,21 +45,29 @@ def check(emu, rep, lines, chaos, kills):
         # a command the gateway accepted is relayed or ends in timeout (its bytes may have
         # gone before a power cut: it is never resent). After an outage the broker hands
         # the gateway its backlog at once: beyond limits.queue the relay waits for room
-        # with the PUBACK withheld, so the broker paces the backlog: nothing is refused
-        # (no E_BUSY) and nothing fails.
-        assert fin["status"] in ("response", "timeout"), (x["id"], fin)
+        # with the PUBACK withheld, so the broker paces the backlog. On a line that damages
+        # 1% of the bytes the HAN moves ~3x slower, and when the queue has not moved for
+        # the whole wait (a meter held by a command in flight at a power cut, until its
+        # budget ends) the newest is refused E_BUSY: a final status the DCC User gets
+        # (its rejection goes out before the PUBACK), never sent to the HAN. Nothing fails.
+        if fin["status"] == "rejected":
+            assert fin.get("error") == "E_BUSY" and n == 0, (x["id"], fin, n)
+        else:
+            assert fin["status"] in ("response", "timeout"), (x["id"], fin)
     assert finals.get("response", 0) >= len(lines) // 2, finals
+    assert finals.get("rejected", 0) <= len(lines) // 10, finals
     assert "MemoryError" not in emu.board.console_text()
     ncp = rep["ncp"]["ncp"]
-    assert ncp["bytes_corrupted"] > 0 and ncp["rx_bad"] >= 0.01 * ncp["rx_frames"], ncp
+    # 1% of the bytes: far more than 1% of the frames arrive damaged, both ways
+    assert ncp["bytes_corrupted"] > 0 and ncp["rx_bad"] >= 0.1 * ncp["rx_frames"], ncp
     return finals
 
 
-def run_chaos(tmp_path, n, kills, broker_restarts, wifi_drops, interval_ms, seed):
+def run_chaos(tmp_path, n, kills, broker_restarts, wifi_drops, interval_ms, seed, settle_s=60):
     with E.Emulation(tmp_path / "chaos", overrides=CHAOS_CFG, uart_error_rate=UART_BYTE_ERRORS, log=None) as emu:
         lines = E.lines_from(E.renumbered_commands(n), interval_ms=interval_ms, prefix="x")
         chaos = E.Chaos(kills=kills, broker_restarts=broker_restarts, wifi_drops=wifi_drops, seed=seed)
-        rep = emu.replay(lines, chaos=chaos, settle_s=25)
+        rep = emu.replay(lines, chaos=chaos, settle_s=settle_s)
         finals = check(emu, rep, lines, chaos, kills)
         waits = emu.board.console_text().count("for room in the queue")
         print("chaos: finals %s, faults %s, latency %s, heap %s, ncp rx_bad %d of %d frames, "
@@ -69,10 +78,11 @@ def run_chaos(tmp_path, n, kills, broker_restarts, wifi_drops, interval_ms, seed
 
 
 def test_chaos_small_nothing_lost_nothing_doubled(tmp_path):
-    run_chaos(tmp_path, 60, kills=2, broker_restarts=1, wifi_drops=1, interval_ms=250, seed=6)
+    run_chaos(tmp_path, 40, kills=2, broker_restarts=1, wifi_drops=1, interval_ms=1500, seed=6)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(2400)
 def test_chaos_soak_500_commands(tmp_path):
-    run_chaos(tmp_path, 500, kills=10, broker_restarts=3, wifi_drops=3, interval_ms=300, seed=60)
+    run_chaos(tmp_path, 500, kills=10, broker_restarts=3, wifi_drops=3, interval_ms=1500, seed=60,
+              settle_s=180)
