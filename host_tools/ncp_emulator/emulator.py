@@ -236,14 +236,7 @@ class NcpEmulator:
 
     def _send(self, data):
         """NCP -> board (on the loop thread): the fault model's bit errors, then the line."""
-        f = self.faults
-        if f.byte_error_rate:
-            data = bytearray(data)
-            for i in range(len(data)):
-                if f.rng.random() < f.byte_error_rate:
-                    data[i] ^= 1 << f.rng.randrange(8)
-                    self.ncp.counters["bytes_corrupted"] += 1
-        self.to_host.put(data)
+        self.to_host.put(self.ncp.damage(data, self.faults.byte_error_rate))
 
     def _write_to_host(self, data):
         # the line's thread, when the piece's last byte has crossed the wire

@@ -123,18 +123,25 @@ class Ncp:
     def idle(self):
         return not self._txq and not self._inflight
 
+    def damage(self, data, rate):
+        """The fault model's bit errors: each byte, with probability rate, gets one random
+        bit flipped (counted in bytes_corrupted)."""
+        if not rate:
+            return data
+        f = self.faults
+        data = bytearray(data)
+        for i in range(len(data)):
+            if f.rng.random() < rate:
+                data[i] ^= 1 << f.rng.randrange(8)
+                self.counters["bytes_corrupted"] += 1
+        return data
+
     def can_reach_host(self):
         return self.connected and self.negotiated and self.joined
 
     # ---- UART in -------------------------------------------------------------------------
     def feed(self, data):
-        f = self.faults
-        if f.byte_error_rate_from_host:
-            data = bytearray(data)
-            for i in range(len(data)):
-                if f.rng.random() < f.byte_error_rate_from_host:
-                    data[i] ^= 1 << f.rng.randrange(8)
-                    self.counters["bytes_corrupted"] += 1
+        data = self.damage(data, self.faults.byte_error_rate_from_host)
         for b in data:
             if b == FLAG:
                 if not self._skip and self._buf:
