@@ -476,7 +476,8 @@ class ZigbeeHan:
                 self.counters["send_retries"] += 1
                 if ticks_diff(deadline, ticks_ms()) <= 0:
                     if i == 0:
-                        raise HanError(E_DELIVERY, "not sent within %ss: %s" % (self.opts["send_timeout_s"], exc))
+                        # nothing of it is complete at the CH: the relay may send it later
+                        raise HanError(E_HAN_DOWN, "not sent within %ss: %s" % (self.opts["send_timeout_s"], exc))
                     raise self._uncertain("GBT blocks 1-%d of %d reached the CH, block %d could not be "
                                           "sent within %ss (%s)" % (i, len(pieces), i + 1,
                                                                     self.opts["send_timeout_s"], exc))
