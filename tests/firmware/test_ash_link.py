@@ -450,3 +450,33 @@ async def test_a_module_that_reset_unseen_answers_ack_zero_and_frames_were_not_t
     assert c["lost_rstack"] == 1 and c["rx_stray_ack"] >= 2 and c["ack_timeouts"] == ashlink.ACK_TIMEOUTS
     assert c["not_taken_at_reset"] == 1
     await link.close()
+
+
+async def test_no_reset_verdict_without_proof():
+    # (1) a damaged RSTACK-shaped tail right after another damaged piece may be the end
+    # of a longer frame split by a byte damaged into a flag: no verdict, the frame stays
+    # pending (and, here, is then acknowledged)
+    ncp = FakeNcp(lambda i, c, p: "drop" if i == 0 else "ack")
+    link, _ = make(ncp)
+    await link.reset()
+    t = asyncio.create_task(link.send(b"pending"))
+    await asyncio.sleep(0.01)
+    bad = bytearray(ncp.enc.rstack(0x02))
+    bad[2] ^= 0x01
+    ncp.to_host.push(b"\x21\x43\x65\x87\x7e" + bytes(bad))   # a damaged piece, then the tail
+    await t
+    assert link.connected and link.counters["damaged_rstack"] == 0
+    # (2) one ACK(0) outside the window may be a late ACK of ours: a frame whose ACKs are
+    # then all lost fails the link as uncertain, never as "module reset"
+    ncp.policy = lambda i, c, p: "drop"
+    t = asyncio.create_task(link.send(b"taken?"))
+    await asyncio.sleep(0.01)
+    ncp.to_host.push(bytes(ncp.enc.ack(0)))
+    try:
+        await t
+    except AshError as e:
+        assert e.on_wire and "ACK timeouts" in e.message
+    else:
+        raise AssertionError("no error")
+    assert link.counters["rx_stray_ack"] == 1 and link.counters["lost_rstack"] == 0
+    await link.close()

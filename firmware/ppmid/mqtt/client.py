@@ -290,7 +290,8 @@ class MQTTClient:
         p.check_topic(topic)
         if qos not in (0, 1):
             raise p.PacketError("qos %r not supported (0 or 1)" % (qos,))
-        if first and qos and not wait and self._w is not None and self._dead is None:
+        if first and qos and not wait and self._w is not None and self._dead is None \
+                and self.pending() < self.queue_size:  # bounded like the queue
             m = _Msg(topic, payload, qos, retain, None)
             m.pid = self._next_pid()
             self._inflight.append(m)

@@ -150,7 +150,8 @@ class Intake:
                               ticks_diff(ticks_ms(), t0), error=exc)
             # Written before this message's PUBACK (first=True), not awaited (that PUBACK
             # waits on us): a power cut in between loses both, and the broker redelivers
-            # the command, which is refused again. (The handler runs only while connected;
-            # should the link drop meanwhile, the rejection is queued like any other.)
+            # the command, which is refused again. (Should the write fail, the rejection
+            # stays in flight and goes again after the reconnect. With queue_size messages
+            # already waiting it is dropped and counted, and the command stays refused.)
             if not await self.client.publish(self.topics.rsp, msg, 1, False, False, True):
                 self.stats["reject_drops"] += 1

@@ -101,7 +101,9 @@ class AshLink:
         self._notrdy_until = None
         self._heard = 0         # valid frames from the NCP in this session
         self._heard_ms = None   # ms tick of the last one
-        self._stray = 0         # ackNum 0 outside our window since the last good one
+        self._stray = 0         # evidence of a module that lost our numbering (see _on_ack)
+        self._bad_items = 0     # damaged frames handled
+        self._damage_ok = self._damage()  # damage count at the last intact frame
         self._noisy_until = None  # ms tick until which our ACKs are written twice
 
     def _logf(self, fmt, *args):
@@ -237,12 +239,12 @@ class AshLink:
             limit = ACK_TIMEOUTS_ALIVE if alive else ACK_TIMEOUTS
             if self._timeouts >= ACK_TIMEOUTS and oldest is not None and ticks_diff(now, oldest[7]) > _GIVE_UP_X_MAX * self._timers[2]:
                 limit = 0
-            if self._stray:
+            if self._stray >= 2:
                 # the module answers with frame numbers of a session that is not ours: its
                 # answers prove nothing, and waiting longer will not help
                 limit = ACK_TIMEOUTS
             if self._timeouts >= limit:
-                if self._stray:
+                if self._stray >= 2:
                     self.counters["lost_rstack"] += 1
                     self._module_reset("the Zigbee module's frame numbers no longer match ours "
                                        "(it reset and its RSTACK was lost)")
@@ -274,12 +276,16 @@ class AshLink:
     async def _handle(self, item):
         control = item[0]
         if control == ash.BAD:
+            self._bad_items += 1
             self._logf("bad frame: %s", item[1])
             self._noisy_until = ticks_add(ticks_ms(), _DOUBLE_ACK_MS)
-            if self.connected and item[1] == "crc" and len(item) > 3 and item[2] == ash.RSTACK and item[3] == 5:
-                # RSTACK's control byte and RSTACK's length (control, 2 bytes, CRC): the
-                # damage is in its version, reset code or CRC. No other frame the module
-                # sends has this shape one bit flip away, so the module did reset.
+            if (self.connected and item[1] == "crc" and len(item) > 3 and item[2] == ash.RSTACK
+                    and item[3] == 5 and self._damage() - self._damage_ok == 1):
+                # RSTACK's control byte and RSTACK's length (control, 2 bytes, CRC), right
+                # after an intact frame: the damage is in its version, reset code or CRC,
+                # so the module did reset. (A longer frame split by a byte damaged into a
+                # flag or a cancel leaves a damaged or cancelled piece before its tail,
+                # and gets no such verdict.)
                 self.counters["damaged_rstack"] += 1
                 self._module_reset("the Zigbee module reset (damaged RSTACK)")
                 return
@@ -293,6 +299,7 @@ class AshLink:
                 await self._nak()
             return
         k = ash.kind(control)
+        self._damage_ok = self._damage()
         if self.connected:
             self._heard += 1
             self._heard_ms = ticks_ms()
@@ -325,7 +332,7 @@ class AshLink:
         if not self.connected:
             self.counters["rx_while_down"] += 1
             return
-        self._on_ack(control & 7)
+        self._on_ack(control & 7, k == ash.NAK)
         if k == ash.NAK or k == ash.ACK:
             if control & 8:
                 self.counters["remote_not_ready"] += 1
@@ -366,17 +373,26 @@ class AshLink:
             e[5] = False
         self._fail(AshError(E_ASH_LINK, why))
 
-    def _on_ack(self, ack_num):
+    def _damage(self):
+        # damaged frames handled so far, and cancelled / substituted ones (counted by the
+        # decoder for its whole chunk at once: it may run ahead, never behind)
+        c = self._dec.counters
+        return self._bad_items + c["cancel"] + c["substitute"]
+
+    def _on_ack(self, ack_num, nak=False):
         n = (ack_num - self._ack_rx) & 7
         if n > ((self._frm - self._ack_rx) & 7):
-            # an ackNum for frames we never sent. 0 is what a module that reset (and whose
-            # RSTACK we lost) answers to any of our frames; a late ACK of ours is rarely 0
-            if ack_num == 0:
-                self._stray += 1
+            # an ackNum for frames we never sent. A module that reset (and whose RSTACK
+            # we lost) answers our frames with 0: a NAK(0) (a module NAKs with its own
+            # expected number) counts as proof, an ACK(0) only as half of one, since a
+            # late ACK of ours can be 0 too (one in 8)
+            if ack_num == 0 and self._pending:
+                self._stray += 2 if nak else 1
                 self.counters["rx_stray_ack"] += 1
             return
         if n == 0:
-            return  # nothing new
+            self._stray = 0  # an answer in step with our numbering
+            return
         now = ticks_ms()
         for i in range(n):
             f = (self._ack_rx + i) & 7

@@ -87,7 +87,7 @@ class ZigbeeHan:
                          "rx_fragment_timeouts": 0, "rx_not_tunnel": 0, "rx_gbt_blocks": 0,
                          "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0,
                          "rejected_by_ch": 0, "resent": 0, "resend_failed": 0,
-                         "delivery_unknown": 0}
+                         "delivery_unknown": 0, "resend_partial": 0}
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
@@ -104,6 +104,7 @@ class ZigbeeHan:
         self._ready_event = asyncio.Event()   # set while status == running
         self._max_payload = 0
         self._sent_tid = None
+        self._sent_pieces = 1
         self._up = False               # bring-up complete on the current link
         self._frag = None              # (sender, count, {index: bytes}, started_ms)
         self._gbt = None
@@ -394,7 +395,8 @@ class ZigbeeHan:
     # ---- messages the CH refused (TransferDataError): sent again, in order -----------
     def _remember(self, data):
         now = ticks_ms()
-        self._recent.append((self._sent_tid, data, now))
+        # (tunnel id, message, sent ms, TransferData frames it took: GBT blocks or 1)
+        self._recent.append((self._sent_tid, data, now, self._sent_pieces))
         while len(self._recent) > 8 or (self._recent and ticks_diff(now, self._recent[0][2]) > 10000):
             self._recent.pop(0)
 
@@ -410,9 +412,20 @@ class ZigbeeHan:
         """Under the send lock: send again, oldest first, the messages the CH refused."""
         todo = []
         for tid in self._rejected:
+            # the CH refused the newest k TransferData frames of this tunnel: the messages
+            # they make up, newest first; one refused only in part (some of its GBT blocks
+            # were taken) is never sent again: the meter may have those blocks
             k = self._rejected[tid]
             mine = [r for r in self._recent if r[0] == tid]
-            todo += mine[-k:]
+            while k > 0 and mine:
+                r = mine.pop()
+                if k < r[3]:
+                    self.counters["resend_partial"] += 1
+                    self._recent.remove(r)
+                    self._logf("%d of %d GBT blocks refused by the CH: not sent again", k, r[3])
+                    break
+                k -= r[3]
+                todo.append(r)
         self._rejected = {}
         for r in todo:
             self._recent.remove(r)
@@ -454,6 +467,7 @@ class ZigbeeHan:
             except PpmidError as exc:
                 raise HanError(E_HAN_TOO_BIG, "cannot split into GBT blocks: %s" % exc)
             self.counters["gbt_blocks_tx"] += len(pieces)
+        self._sent_pieces = len(pieces)
         i = 0
         while i < len(pieces):
             try:
