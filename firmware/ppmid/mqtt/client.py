@@ -40,7 +40,7 @@ class MQTTError(PpmidError):
 
 
 class _Msg:
-    __slots__ = ("topic", "payload", "qos", "retain", "pid", "sent_at", "done", "sent")
+    __slots__ = ("topic", "payload", "qos", "retain", "pid", "sent_at", "done", "sent", "conn")
 
     def __init__(self, topic, payload, qos, retain, done):
         self.topic = topic
@@ -51,6 +51,7 @@ class _Msg:
         self.sent_at = 0
         self.done = done  # asyncio.Event for a waiting publisher, or None
         self.sent = 0     # times put on the wire
+        self.conn = 0     # the connection (stats["connects"]) it last went out on
 
 
 class _TlsStream:
@@ -508,11 +509,14 @@ class MQTTClient:
         hdr = p.publish_header(m.topic, len(m.payload), m.qos, m.retain, dup, m.pid)
         m.sent_at = ticks_ms()
         m.sent += 1
+        m.conn = self.stats["connects"]
         await self._write(hdr, m.payload)
 
     async def _sender(self):
         # Resend whatever the last connection left unacknowledged, in order, with DUP.
         for m in list(self._inflight):
+            if m.conn == self.stats["connects"]:
+                continue  # already went on this connection (publish(first=True))
             self.stats["retransmits"] += 1
             await self._send(m, True)
         ka_ms = self.keepalive * 500  # ping after half the keepalive without sending
