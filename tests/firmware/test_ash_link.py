@@ -315,6 +315,15 @@ async def test_ack_timeouts_across_the_ticks_wrap():
 
 
 
+async def failure(aw):
+    """The AshError an awaitable ends with (none: the test fails)."""
+    try:
+        await aw
+    except AshError as e:
+        return e
+    raise AssertionError("no error")
+
+
 async def test_a_module_that_answers_is_retried_past_four_timeouts():
     # The first copy is damaged and NAKed (the module is alive and hears us); the next
     # nine copies are lost on a noisy line (silent: UG101's NCP NAKs once per reject
@@ -335,12 +344,8 @@ async def test_a_module_that_answers_is_retried_past_four_timeouts():
     # (after ACK_TIMEOUTS_ALIVE timeouts, or 5 x T_RX_ACK_MAX, whichever comes first)
     ncp.policy = lambda i, c, p: "nak" if i == 11 else "drop"
     before = link.counters["ack_timeouts"]
-    try:
-        await link.send(b"gone")
-    except AshError as e:
-        assert "ACK timeouts in a row" in e.message and e.on_wire
-    else:
-        raise AssertionError("no error")
+    e = await failure(link.send(b"gone"))
+    assert "ACK timeouts in a row" in e.message and e.on_wire
     assert len(fails) == 1 and not link.connected
     assert ashlink.ACK_TIMEOUTS < link.counters["ack_timeouts"] - before <= ashlink.ACK_TIMEOUTS_ALIVE
     await link.close()
@@ -359,12 +364,8 @@ async def test_unsolicited_rstack_means_unacknowledged_frames_were_not_taken():
     await asyncio.sleep(0.01)
     assert [p for _, p in ncp.data] == [b"first", b"second"]
     ncp.to_host.push(bytes(ncp.enc.rstack(0x02)))
-    try:
-        await t
-    except AshError as e:
-        assert not e.on_wire and "reset" in e.message
-    else:
-        raise AssertionError("no error")
+    e = await failure(t)
+    assert not e.on_wire and "reset" in e.message
     assert link.counters["not_taken_at_reset"] == 1 and link.counters["unsolicited_rstack"] == 1
     # an ERROR frame is different: the module gave up on its own frames, and ours may
     # have been taken with their ACKs lost: still uncertain
@@ -372,12 +373,8 @@ async def test_unsolicited_rstack_means_unacknowledged_frames_were_not_taken():
     t = asyncio.create_task(link.send(b"third"))
     await asyncio.sleep(0.01)
     ncp.to_host.push(bytes(ncp.enc.error(0x51)))
-    try:
-        await t
-    except AshError as e:
-        assert e.on_wire and "0x51" in e.message
-    else:
-        raise AssertionError("no error")
+    e = await failure(t)
+    assert e.on_wire and "0x51" in e.message
     await link.close()
 
 
@@ -412,12 +409,8 @@ async def test_a_damaged_rstack_is_still_a_module_reset():
     assert bad[0] == ash.RSTACK and bad[-1] == 0x7E and len(bad) == 6
     bad[2] ^= 0x01
     ncp.to_host.push(bytes(bad))
-    try:
-        await t
-    except AshError as e:
-        assert not e.on_wire and "damaged RSTACK" in e.message
-    else:
-        raise AssertionError("no error")
+    e = await failure(t)
+    assert not e.on_wire and "damaged RSTACK" in e.message
     assert link.counters["damaged_rstack"] == 1 and link.counters["not_taken_at_reset"] == 1
     # a damaged frame of any other shape is only a NAK
     await link.reset()
@@ -440,12 +433,8 @@ async def test_a_module_that_reset_unseen_answers_ack_zero_and_frames_were_not_t
     await link.send(b"first")                # frame 0, acknowledged (ackNum 1)
     ncp.rx_exp = 0                           # the unseen reset
     ncp.policy = lambda i, c, p: "nak" if i == 1 else "ack"   # NAK(0), then ACK(0)s
-    try:
-        await link.send(b"second")
-    except AshError as e:
-        assert not e.on_wire and "RSTACK was lost" in e.message
-    else:
-        raise AssertionError("no error")
+    e = await failure(link.send(b"second"))
+    assert not e.on_wire and "RSTACK was lost" in e.message
     c = link.counters
     assert c["lost_rstack"] == 1 and c["rx_stray_ack"] >= 2 and c["ack_timeouts"] == ashlink.ACK_TIMEOUTS
     assert c["not_taken_at_reset"] == 1
@@ -472,11 +461,7 @@ async def test_no_reset_verdict_without_proof():
     t = asyncio.create_task(link.send(b"taken?"))
     await asyncio.sleep(0.01)
     ncp.to_host.push(bytes(ncp.enc.ack(0)))
-    try:
-        await t
-    except AshError as e:
-        assert e.on_wire and "ACK timeouts" in e.message
-    else:
-        raise AssertionError("no error")
+    e = await failure(t)
+    assert e.on_wire and "ACK timeouts" in e.message
     assert link.counters["rx_stray_ack"] == 1 and link.counters["lost_rstack"] == 0
     await link.close()
