@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover
 from micropython import const
 
 from ppmid.errors import PpmidError
+from ppmid.ticks import ticks_ms, ticks_diff
 from ppmid import envelope as envmod
 from ppmid.relay import journal as J
 from ppmid.relay.ratelimit import Pacer, TokenBuckets
@@ -93,18 +94,6 @@ async def _wait(event, ms):
         return True
     except asyncio.TimeoutError:
         return False
-
-
-try:
-    from time import ticks_ms as _ticks_ms, ticks_diff as _ticks_diff
-except ImportError:  # CPython
-    import time as _time
-
-    def _ticks_ms():
-        return int(_time.monotonic() * 1000)
-
-    def _ticks_diff(a, b):
-        return a - b
 
 
 def _b64(data):
@@ -246,9 +235,9 @@ class Relay:
         if self.admit_wait_ms > 0 and self._queue_full() and self._may_wait(env):
             self.counters["admit_waits"] += 1
             waited = True
-            t0 = _ticks_ms()
+            t0 = ticks_ms()
             while self._queue_full():
-                left = self.admit_wait_ms - _ticks_diff(_ticks_ms(), t0)
+                left = self.admit_wait_ms - ticks_diff(ticks_ms(), t0)
                 if left <= 0:
                     break
                 self._room.clear()
@@ -256,7 +245,7 @@ class Relay:
                 # woken when a command leaves the queue; the slice bounds a missed wake
                 await _wait(self._room, left if left < 250 else 250)
         if waited:
-            self.log("info", "%s waited %d ms for room in the queue" % (env.id, _ticks_diff(_ticks_ms(), t0)))
+            self.log("info", "%s waited %d ms for room in the queue" % (env.id, ticks_diff(ticks_ms(), t0)))
         return self.accept_now(env, via)
 
     def _queue_full(self):
