@@ -25,6 +25,8 @@ def add_arguments(p):
     p.add_argument("--kill-board", type=int, default=0, metavar="N", help="SIGKILL the board N times at random moments")
     p.add_argument("--uart-error-rate", type=float, default=0.0, metavar="P",
                    help="bit errors on the Zigbee UART, probability per byte, both directions")
+    p.add_argument("--gpf-delay-ms", type=float, metavar="MS",
+                   help="how long the emulated GPF takes to answer for the GSME (default 50)")
     p.add_argument("--broker-restarts", type=int, default=0, metavar="N", help="restart mosquitto N times")
     p.add_argument("--wifi-drops", type=int, default=0, metavar="N", help="drop the Wi-Fi access point N times")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -80,6 +82,8 @@ def run(args):
         raise CliError(str(exc))
     if not 0.0 <= args.uart_error_rate < 1.0:
         raise CliError("--uart-error-rate must be from 0 to 1 (probability per byte)")
+    if args.gpf_delay_ms is not None and not 0 <= args.gpf_delay_ms <= 60000:
+        raise CliError("--gpf-delay-ms must be from 0 to 60000")
     for name in ("kill_board", "broker_restarts", "wifi_drops"):
         if getattr(args, name) < 0:
             raise CliError("--%s must be >= 0" % name.replace("_", "-"))
@@ -87,7 +91,7 @@ def run(args):
     report_path = args.report or os.path.join(args.state_dir, "report.json")
     emu = E.Emulation(args.state_dir, board=args.board, overrides=overrides, uart_error_rate=args.uart_error_rate,
                       deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal,
-                      nfc=args.nfc)
+                      nfc=args.nfc, gpf_delay_s=None if args.gpf_delay_ms is None else args.gpf_delay_ms / 1000.0)
     try:
         emu.check_config()
     except E.EmulateError as exc:

@@ -235,7 +235,7 @@ class Emulation:
 
     def __init__(self, state_dir, board="emulated", gateway=GATEWAY, devices=None, overrides=None, heap=None,
                  uart_error_rate=0.0, baud=115200, log=log_default, deploy=True, corpus=None, ready_timeout=120,
-                 fresh_journal=True, nfc=False):
+                 fresh_journal=True, nfc=False, gpf_delay_s=None):
         self.state_dir = os.path.abspath(str(state_dir))
         self.broker_dir = os.path.join(self.state_dir, "broker")
         self.board_name = board
@@ -251,6 +251,7 @@ class Emulation:
         self.ready_timeout = ready_timeout
         self.fresh_journal = fresh_journal
         self.nfc = nfc            # attach the PN532 emulator to the board's NFC UART
+        self.gpf_delay_s = gpf_delay_s  # the GSME's answer delay (None: the emulator's default)
         self.pn532 = None
         self.broker = None
         self.board = None
@@ -306,7 +307,8 @@ class Emulation:
         self.board.start()
         st = self.board.state()
         self.ncp = NcpEmulator(st["uarts"]["zigbee"], baud=self.baud, log_path=os.path.join(self.state_dir, "ch.jsonl"),
-                               corpus_dir=self.corpus, faults=Faults(byte_error_rate=self.uart_error_rate))
+                               corpus_dir=self.corpus, faults=Faults(byte_error_rate=self.uart_error_rate),
+                               gpf_delay_s=self.gpf_delay_s)
         self.ncp.start()
         self.log("NCP/CH emulator on %s (ESME %s, GSME %s)" % (st["uarts"]["zigbee"], ESME, GSME))
         if self.nfc:

@@ -55,4 +55,6 @@ def test_emulate_refuses_bad_options_before_starting(tmp_path):
     assert r.returncode == 1 and "unknown limits key" in r.stderr
     r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--uart-error-rate", "2", timeout=60)
     assert r.returncode == 1 and "uart-error-rate" in r.stderr
+    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--gpf-delay-ms", "-5", timeout=60)
+    assert r.returncode == 1 and "gpf-delay-ms" in r.stderr
     assert not os.path.exists(tmp_path / "run" / "board.json")

@@ -294,3 +294,34 @@ def test_ncp_ack_timeouts_resend_the_window_then_error():
     ncp.loop.later[-1][1]()              # the 4th ACK timeout in a row: ERROR 0x51
     assert isinstance(_frames(raw)[0], bash.ErrorFrame) and not ncp.connected
     assert ncp.counters["link_failures"] == 1
+
+
+# ---- the emulated meters' answer delays --------------------------------------------------------
+def test_gpf_delay_is_the_gsme_answer_delay_and_the_esme_answers_at_once():
+    """The CH answers a GSME command after the GPF delay it was given (the throughput bench
+    runs with 0 and with the default), an ESME command at once; the answer is the GBCS
+    response to that command."""
+    from host_tools import emulate as EM
+    from host_tools.ncp_emulator import ch as CH
+    from ppmid.gbcs import decode
+
+    def answers(gpf_delay_s=None):
+        loop = _TimerLoop()
+        kw = {} if gpf_delay_s is None else {"gpf_delay_s": gpf_delay_s}
+        hub = CH.CommsHub(None, loop, corpus_dir=EM.corpus_dir(), **kw)
+        got = {}
+        for _, buf in EM.renumbered_commands(6):
+            title = bytes(decode(buf).recipient).hex().upper()
+            del loop.later[:]
+            hub._gbcs_from_ppmid(buf)
+            [(delay, fn)] = loop.later
+            got.setdefault(hub.devices[title].kind, set()).add(delay)
+        return got
+
+    assert answers() == {"ESME": {0.0}, "GSME": {CH.GPF_DELAY_S}} and CH.GPF_DELAY_S > 0
+    assert answers(0.0) == {"ESME": {0.0}, "GSME": {0.0}}
+    assert answers(0.25) == {"ESME": {0.0}, "GSME": {0.25}}
+    # and changed on a running hub (the bench does it between its two throughput runs)
+    hub = CH.CommsHub(None, _TimerLoop(), corpus_dir=EM.corpus_dir())
+    hub.set_gpf_delay(0.0)
+    assert sorted((d.kind, d.delay_s) for d in hub.devices.values()) == [("ESME", 0.0), ("GSME", 0.0)]

@@ -60,6 +60,12 @@ class Corpus:
             return binascii.unhexlify("".join(fh.read().split()))
 
 
+# How long the GPF takes to answer for the (sleepy) GSME. A real GSME is reached only when it
+# next wakes, seconds to minutes later; the emulation keeps a short fixed delay so that the
+# GSME is the slower of the two meters without making tests slow.
+GPF_DELAY_S = 0.05
+
+
 class Device:
     def __init__(self, title, kind, corpus, delay_s=0.0):
         self.title = title
@@ -88,12 +94,12 @@ class Device:
 
 class CommsHub:
     def __init__(self, ncp, loop, log_path=None, corpus_dir=None, hold_max=32, busy_retry_s=3.0,
-                 transfer_size=1500, log=None):
+                 transfer_size=1500, log=None, gpf_delay_s=GPF_DELAY_S):
         self.ncp = ncp
         self.loop = loop
         self.log = log or (lambda m: None)
         corpus = Corpus(corpus_dir)
-        self.devices = {ESME: Device(ESME, "ESME", corpus), GSME: Device(GSME, "GSME", corpus, 0.05)}
+        self.devices = {ESME: Device(ESME, "ESME", corpus), GSME: Device(GSME, "GSME", corpus, gpf_delay_s)}
         self.tunnel_id = None
         self.ppmid_max = None
         self.transfer_size = transfer_size
@@ -117,6 +123,12 @@ class CommsHub:
         self.changed = threading.Condition()
 
     # ---- log -----------------------------------------------------------------------------
+    def set_gpf_delay(self, seconds):
+        """How long the GPF takes to answer for the GSME from now on."""
+        for dev in self.devices.values():
+            if dev.kind == "GSME":
+                dev.delay_s = seconds
+
     def _record(self, direction, msg, **extra):
         entry = {"t": round(time.time(), 6), "dir": direction, "hex": hexs(msg), "len": len(msg)}
         entry.update(extra)

@@ -122,7 +122,7 @@ def union_seconds(intervals, t0, t1):
 
 class NcpEmulator:
     def __init__(self, pty, baud=115200, ezsp_version=13, max_payload=82, log_path=None, corpus_dir=None,
-                 faults=None, hold_max=32, busy_retry_s=3.0, verbose=False, tx_k=None):
+                 faults=None, hold_max=32, busy_retry_s=3.0, verbose=False, tx_k=None, gpf_delay_s=None):
         self.pty = pty
         self.baud = baud
         self.byte_time = 10.0 / baud if baud else 0.0
@@ -135,6 +135,7 @@ class NcpEmulator:
         self.busy_retry_s = busy_retry_s
         self.verbose = verbose
         self.tx_k = tx_k                   # the NCP's ASH window; None: UG101's TX_K (5)
+        self.gpf_delay_s = gpf_delay_s     # the GSME's answer delay; None: ch.GPF_DELAY_S
         self.messages = []                 # emulator log lines (also printed when verbose)
         self.loop = None
         self.ncp = None
@@ -179,8 +180,9 @@ class NcpEmulator:
                                    lambda piece: self.loop.call_soon_threadsafe(self._feed_ncp, piece))
         kw = {} if self.tx_k is None else {"tx_k": self.tx_k}
         self.ncp = Ncp(self.loop, self._send, self.ezsp_version, self.max_payload, self.faults, log=self._log, **kw)
+        kw = {} if self.gpf_delay_s is None else {"gpf_delay_s": self.gpf_delay_s}
         self.ch = CommsHub(self.ncp, self.loop, self.log_path, self.corpus_dir, self.hold_max, self.busy_retry_s,
-                           log=self._log)
+                           log=self._log, **kw)
         self.ncp.ch = self.ch
         self.loop.add_reader(self._fd, self._readable)
         self._ready.set()
@@ -283,6 +285,10 @@ class NcpEmulator:
                     raise AttributeError("unknown fault %r" % k)
                 setattr(self.faults, k, v)
         self.call(apply)
+
+    def set_gpf_delay(self, seconds):
+        """The GSME's answer delay from now on (the GPF's; see ch.GPF_DELAY_S)."""
+        self.call(self.ch.set_gpf_delay, seconds)
 
     def reset_ncp(self):
         self.call(self.ncp.inject_reset)
