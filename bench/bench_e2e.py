@@ -11,8 +11,10 @@ firmware under MicroPython + the NCP/CH emulator, the Zigbee UART paced both way
        this exchange (either direction, from the emulator's per-direction record) minus
        emulated air time (0: the emulated CH and ESME answer at once). The goal is judged
        on (ii): it is what the gateway adds to the bytes its protocol must move;
-- throughput: small corpus commands to the ESME and the GSME, end to end, with the
-  bound that one command in flight per meter sets;
+- throughput: small corpus commands to the ESME and the GSME, end to end: with the meters
+  answering at once (the gateway and its UART are the bound; the goal is judged here) and
+  with the emulated GPF's delay on each GSME command (one command in flight per meter then
+  makes it the emulated GSME's figure; reported with that bound);
 - peak heap during a 4 KB command (GBT blocks) on the emulated board's default heap;
 - flash bytes the journal writes per command (wear), from the board's `PPMID flash:` lines.
 """
@@ -31,9 +33,10 @@ from host_tools import mpcompat  # noqa: E402
 
 mpcompat.install()
 from ppmid.gbcs import build, decode  # noqa: E402
+from host_tools.ncp_emulator.ch import GPF_DELAY_S  # noqa: E402
 
 BAUD = 115200
-AIR_MS = 0.0      # emulated air time: the CH and the meters answer at once (GSME: GPF delay)
+AIR_MS = 0.0      # emulated air time: the CH and the ESME answer at once (the latency runs use the ESME)
 DEVICE = {E.ESME: "ESME", E.GSME: "GSME"}
 FLASH_RE = re.compile(rb"PPMID flash: journal_written=(\d+) appends=(\d+) syncs=(\d+)")
 
@@ -77,6 +80,33 @@ def one_command(emu, buf, id, settle_s=20):
     t_rsp = got[id]["response"]
     w = emu.ncp.wire(t_rsp - lat / 1000.0, t_rsp)
     return lat, w, sum(len(r) for r in emu.ncp.sent[before:])
+
+
+def throughput_runs(emu, prefix, rounds=3, n=40):
+    """`rounds` replays of n small corpus commands (<= 200 B) published at once; for each:
+    answered, span (publish -> last response), cmd/s, the mix, the board->NCP busy share."""
+    runs = []
+    for k in range(rounds):
+        small = [x for x in E.renumbered_commands(400) if len(x[1]) <= 200][:n]  # fresh counters
+        per = {}
+        for _, buf in small:
+            d = DEVICE.get(bytes(decode(buf).recipient).hex().upper(), "?")
+            per[d] = per.get(d, 0) + 1
+        t0 = time.monotonic()
+        rep = emu.replay(E.lines_from(small, interval_ms=0, prefix="%s%d-" % (prefix, k)), settle_s=30)
+        # the last response's latency is the span from the (near simultaneous) publishes
+        span = max([v.get("latency_ms", 0) for v in rep["per_id"].values()] or [0]) / 1000.0
+        busy = emu.ncp.wire(t0, t0 + span)["from_host_s"] if span else 0
+        runs.append({"done": rep["responses"], "n": len(small), "span": span,
+                     "tput": rep["responses"] / span if span else 0.0, "per": per,
+                     "mix": ", ".join("%s %d" % kv for kv in sorted(per.items())),
+                     "mean_len": sum(len(buf) for _, buf in small) // max(1, len(small)),
+                     "from_host_busy": busy / span if span else 0.0})
+    return runs
+
+
+def median_run(runs):
+    return sorted(runs, key=lambda r: r["tput"])[len(runs) // 2]
 
 
 def pct(vals, p):
@@ -162,40 +192,45 @@ def run():
                 out.append({"name": "e2e latency 1 KB command p50", "value": None, "unit": "ms", "ok": False,
                             "note": "no response came back"})
 
-            # 2. throughput: 40 small commands at once, to ESME and GSME
-            small = [x for x in E.renumbered_commands(400) if len(x[1]) <= 200][:40]
-            per = {}
-            for _, b in small:
-                k = DEVICE.get(bytes(decode(b).recipient).hex().upper(), "?")
-                per[k] = per.get(k, 0) + 1
-            lines = E.lines_from(small, interval_ms=0, prefix="tp")
-            t0 = time.time()
-            rep = emu.replay(lines, settle_s=30)
-            done = rep["responses"]
-            # the last response's latency is the span from the (near simultaneous) publishes
-            span = max([v.get("latency_ms", 0) for v in rep["per_id"].values()] or [0]) / 1000.0
-            tput = done / span if span else 0
-            # the bound one command in flight per meter sets: the meter with the longest
-            # chain of commands, each a round trip measured alone (GSME: 50 ms in the GPF)
+            # 2. throughput: 40 small corpus commands published at once, to the ESME and the
+            #    GSME, run twice: (a) with the meters answering at once, so that what bounds
+            #    the figure is the gateway and the UART it drives (the goal is judged here);
+            #    (b) with the emulated GPF's delay on every GSME command, where one command in
+            #    flight per meter makes the figure the emulated GSME's (reported with its bound)
+            emu.ncp.set_gpf_delay(0.0)
+            fast = throughput_runs(emu, "tpa")
+            emu.ncp.set_gpf_delay(GPF_DELAY_S)
+            slow = throughput_runs(emu, "tpb")
+            a, b = median_run(fast), median_run(slow)
+            out.append({"name": "e2e throughput, meters answering at once (gateway + UART)", "value": round(a["tput"], 1),
+                        "unit": "cmd/s", "goal": ">= 20", "ok": a["tput"] >= 20,
+                        "note": "median of %d runs (%s cmd/s): %d of %d answered in %.2f s; %s; mean GBCS %d B, "
+                                "most in 2 APS fragments. What bounds it is the one HAN link: one message at a "
+                                "time, each fragment sent when the module has confirmed the one before "
+                                "(messageSentHandler); the board->NCP direction of the UART was busy %.0f%% of "
+                                "the time, the rest is the module's answers and turnarounds between fragments"
+                                % (len(fast), "/".join("%.1f" % r["tput"] for r in fast), a["done"], a["n"], a["span"],
+                                   a["mix"], a["mean_len"], 100.0 * a["from_host_busy"])})
+            # the bound one command in flight per meter sets with the GPF's delay: the meter
+            # with the longest chain of commands, each a round trip measured alone
             lone = {}
-            for name, b in E.renumbered_commands(60):
-                k = DEVICE.get(bytes(decode(b).recipient).hex().upper(), "?")
-                if len(b) <= 200 and k in per and len(lone.setdefault(k, [])) < 3:
-                    got = one_command(emu, b, "lone%d" % len(sum(lone.values(), [])))
+            for name, buf in E.renumbered_commands(60):
+                k = DEVICE.get(bytes(decode(buf).recipient).hex().upper(), "?")
+                if len(buf) <= 200 and k in b["per"] and len(lone.setdefault(k, [])) < 3:
+                    got = one_command(emu, buf, "lone%d" % len(sum(lone.values(), [])))
                     if got is not None:
                         lone[k].append(got[0])
-            chain = max((per[k] * pct(v, 50) / 1000.0, k) for k, v in lone.items() if v) if lone else (0, "?")
-            bound = len(lines) / chain[0] if chain[0] else 0
-            out.append({"name": "e2e throughput (small commands, ESME+GSME)", "value": round(tput, 1),
-                        "unit": "cmd/s", "goal": ">= 20", "ok": tput >= 20,
-                        "note": "%d of %d answered in %.2f s (one in flight per meter; %s; mean GBCS %d B); "
-                                "bound set by one in flight per meter: %s's chain of %d commands at %d ms each "
-                                "(one alone, p50) = %.2f s, i.e. %.1f cmd/s with no wait for the HAN link; the "
-                                "rest is %s commands waiting while the one HAN link sends another meter's "
-                                "command (one message at a time through the tunnel); wall %.1f s"
-                                % (done, len(lines), span, ", ".join("%s %d" % kv for kv in sorted(per.items())),
-                                   sum(len(b) for _, b in small) // max(1, len(small)), chain[1], per.get(chain[1], 0),
-                                   pct(lone.get(chain[1]) or [0], 50), chain[0], bound, chain[1], time.time() - t0)})
+            chain = max((b["per"][k] * pct(v, 50) / 1000.0, k) for k, v in lone.items() if v) if lone else (0, "?")
+            bound = b["n"] / chain[0] if chain[0] else 0
+            out.append({"name": "e2e throughput, GSME answered by the GPF %d ms later (HAN-bound)" % (GPF_DELAY_S * 1000),
+                        "value": round(b["tput"], 1), "unit": "cmd/s",
+                        "note": "median of %d runs (%s cmd/s), same mix: %s. Not the gateway's figure but the "
+                                "emulated GSME's: one command in flight per meter (a HAN protection rule) makes "
+                                "the GSME's chain of %d commands at %d ms each (one alone, p50, %d ms of it in the "
+                                "GPF) = %.2f s, a bound of %.1f cmd/s even if the one HAN link never kept a GSME "
+                                "command waiting behind an ESME one (it does, a few ms at a time)"
+                                % (len(slow), "/".join("%.1f" % r["tput"] for r in slow), b["mix"], b["per"].get(chain[1], 0),
+                                   pct(lone.get(chain[1]) or [0], 50), GPF_DELAY_S * 1000, chain[0], bound)})
 
             # 3. wear: journal bytes per command (from the board's flash lines)
             mark = emu.board.mark()
