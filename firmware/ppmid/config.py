@@ -22,7 +22,9 @@ DEFAULTS = {
         "burst": 10,
         "queue": 32,               # commands waiting for the HAN before E_BUSY
     },
-    # NFC intake (docs/nfc.md); values checked by ppmid.nfc.service.settings()
+    # NFC intake (docs/nfc.md): session_s a tapped phone waits for the response; chunk APDU
+    # data bytes per GET/PUT; poll_ms result polling inside a phone session; idle_ms pause
+    # between two target polls
     "nfc": {"session_s": 20, "chunk": 240, "poll_ms": 200, "idle_ms": 250, "keepalive_ms": 1000},
 }
 
@@ -55,10 +57,40 @@ def eui_bytes(text, what="EUI-64"):
         raise ConfigError("%s must be 16 hex digits, not %r" % (what, text))
 
 
-def _number(section, key, lo, hi):
+def _number(section, key, lo, hi, name="limits", kinds=(int, float)):
     v = section[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise ConfigError("limits.%s must be a number from %s to %s, not %r" % (key, lo, hi, v))
+    if isinstance(v, bool) or not isinstance(v, kinds) or not lo <= v <= hi:
+        raise ConfigError("%s.%s must be %s from %s to %s, not %r"
+                          % (name, key, "a number" if float in kinds else "an integer", lo, hi, v))
+
+
+def _section(cfg, name):
+    """A section given in the config must be an object of known keys (a typo must not
+    silently keep a default)."""
+    if name not in cfg:
+        return
+    sec = cfg[name]
+    if not isinstance(sec, dict):
+        raise ConfigError("%s must be an object, not %r" % (name, sec))
+    for k in sec:
+        if k not in DEFAULTS[name]:
+            raise ConfigError("unknown %s key %r" % (name, k))
+
+
+def nfc_settings(section):
+    """The NFC settings: the defaults overlaid by the config's "nfc" object, checked."""
+    if section is not None and not isinstance(section, dict):
+        raise ConfigError("nfc must be an object, not %r" % (section,))
+    out = {}
+    for k in DEFAULTS["nfc"]:
+        out[k] = DEFAULTS["nfc"][k]
+    for k in section or {}:
+        if k not in out:
+            raise ConfigError("unknown nfc key %r" % k)
+        out[k] = section[k]
+        _number(out, k, 1, 3600000, "nfc", (int,))
+    _number(out, "chunk", 16, 240, "nfc", (int,))
+    return out
 
 
 def validate(cfg):
@@ -70,6 +102,8 @@ def validate(cfg):
     for k in cfg:
         if k not in DEFAULTS:
             raise ConfigError("unknown config key %r" % k)
+        if isinstance(DEFAULTS[k], dict):
+            _section(cfg, k)
     out = _merge(DEFAULTS, cfg)
     if out["gateway"] is None:
         raise ConfigError("gateway (this PPMID's EUI-64) is missing")
@@ -99,9 +133,6 @@ def validate(cfg):
         if not isinstance(codes, list) or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 0xFFFF for c in codes):
             raise ConfigError("han.allow.%s must be a list of message codes (0..65535)" % t)
     lim = out["limits"]
-    for k in lim:
-        if k not in DEFAULTS["limits"]:
-            raise ConfigError("unknown limits key %r" % k)
     _number(lim, "max_gbcs", 64, 65535)
     _number(lim, "transfer_size", 64, 65535)
     _number(lim, "response_timeout_s", 1, 86400)
@@ -109,8 +140,19 @@ def validate(cfg):
     _number(lim, "burst", 1, 1000)
     _number(lim, "queue", 1, 1000)
     b = out["broker"]
-    if not isinstance(b.get("host"), str) or not isinstance(b.get("port"), int) or not 0 < b["port"] < 65536:
+    if not isinstance(b.get("host"), str) or not b["host"] or isinstance(b.get("port"), bool) \
+            or not isinstance(b.get("port"), int) or not 0 < b["port"] < 65536:
         raise ConfigError("broker needs a host (string) and a port (1..65535)")
+    if b["server_hostname"] is not None and not isinstance(b["server_hostname"], str):
+        raise ConfigError("broker.server_hostname must be a string (the name in the broker's certificate)")
+    # MQTT 3.1.1 keepalive is 16 bits of seconds; the client pings after half of it, so
+    # very short ones only load the link, and 0 (no keepalive) would hide a dead broker
+    _number(b, "keepalive_s", 5, 65535, "broker", (int,))
+    w = out["wifi"]
+    for k in ("ssid", "password"):
+        if not isinstance(w[k], str):
+            raise ConfigError("wifi.%s must be a string" % k)
+    out["nfc"] = nfc_settings(cfg.get("nfc"))
     return out
 
 

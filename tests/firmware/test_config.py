@@ -54,6 +54,31 @@ def test_bad_configs_name_the_problem():
     assert "port" in _err(_with(broker={"port": 99999}))
 
 
+def test_every_section_refuses_unknown_keys_and_wrong_types():
+    # a typo in any section must not silently keep the default
+    assert "unknown broker key 'hots'" in _err(_with(broker={"hots": "10.0.0.1"}))
+    assert "unknown wifi key 'sssid'" in _err(_with(wifi={"sssid": "home"}))
+    assert "unknown han key 'device'" in _err(_with(han={"device": []}))
+    assert "unknown nfc key 'chunks'" in _err(_with(nfc={"chunks": 100}))
+    for name in ("broker", "wifi", "han", "limits", "nfc"):
+        assert "%s must be an object" % name in _err(_with(**{name: "x"}))
+    assert "broker needs a host" in _err(_with(broker={"host": ""}))
+    assert "broker needs a host" in _err(_with(broker={"port": True}))
+    assert "server_hostname" in _err(_with(broker={"server_hostname": 5}))
+    assert "broker.keepalive_s" in _err(_with(broker={"keepalive_s": 0}))
+    assert "broker.keepalive_s" in _err(_with(broker={"keepalive_s": 2.5}))
+    assert "wifi.password" in _err(_with(wifi={"password": 1234}))
+    assert "nfc.chunk" in _err(_with(nfc={"chunk": 500}))
+    assert "nfc.idle_ms" in _err(_with(nfc={"idle_ms": True}))
+    assert "nfc.poll_ms" in _err(_with(nfc={"poll_ms": 0}))
+    # what is right passes, other keys of the section keep their defaults
+    cfg = config.validate(_with(broker={"host": "10.0.0.1", "keepalive_s": 60}, wifi={"ssid": "home"},
+                                nfc={"session_s": 5}))
+    assert cfg["broker"]["host"] == "10.0.0.1" and cfg["broker"]["port"] == 8883
+    assert cfg["broker"]["keepalive_s"] == 60 and cfg["wifi"] == {"ssid": "home", "password": ""}
+    assert cfg["nfc"]["session_s"] == 5 and cfg["nfc"]["chunk"] == 240
+
+
 def test_loads_and_load_errors():
     try:
         config.loads("{oops")

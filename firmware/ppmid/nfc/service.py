@@ -9,35 +9,21 @@
 #                                        (with its code) when it is refused
 #   intake.result(id) -> None while pending, else {"status", "gbcs", "error"}
 #   intake.delivered(id, via)            optional: the phone has the result
+from ppmid import config as C
 from ppmid.errors import PpmidError
 from ppmid.nfc import phone, tag
 from ppmid.nfc.apdu import transceive, select_aid, SW_OK
 from ppmid.nfc.errors import NfcError, E_NFC_AID
 from ppmid.nfc.pn532 import sleep_ms
 
-DEFAULTS = {
-    "session_s": 20,      # how long a tapped phone is kept waiting for the response
-    "chunk": 240,         # APDU data bytes per GET / PUT
-    "poll_ms": 200,       # result polling period inside a phone session
-    "idle_ms": 250,       # pause between two target polls
-    "keepalive_ms": 1000,
-}
+# The NFC settings and their checks live with the rest of the gateway config.
+DEFAULTS = C.DEFAULTS["nfc"]
 
 
 def settings(cfg):
-    """NFC settings from the gateway config's optional "nfc" object, checked."""
-    out = dict(DEFAULTS)
-    extra = (cfg or {}).get("nfc") or {}
-    for k in extra:
-        if k not in DEFAULTS:
-            raise PpmidError("E_CONFIG", "unknown nfc setting %r" % k)
-        v = extra[k]
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise PpmidError("E_CONFIG", "nfc.%s must be a positive integer" % k)
-        out[k] = v
-    if not 16 <= out["chunk"] <= 240:
-        raise PpmidError("E_CONFIG", "nfc.chunk must be 16..240")
-    return out
+    """NFC settings from the gateway config's optional "nfc" object, checked (ConfigError,
+    code E_CONFIG)."""
+    return C.nfc_settings((cfg or {}).get("nfc"))
 
 
 class NfcService:
