@@ -3,9 +3,13 @@
 Each command module defines `add_arguments(parser)` and `run(args) -> int`; it is imported
 only when its command runs, so a broken or missing optional dependency of one command
 never stops the others. User errors raise `CliError` and print as `ppmid: message`, exit 1.
+Anything else a command lets escape (a file that is a directory, bytes that are not UTF-8,
+a broker that refuses the connection...) prints as one line too, `ppmid: E_CODE: sentence`,
+exit 3; PPMID_DEBUG=1 adds the traceback.
 """
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). Keep in the order a newcomer meets them.
@@ -26,6 +30,31 @@ COMMANDS = {
 
 class CliError(Exception):
     """A user-facing error: printed as `ppmid: <message>`, exit status 1."""
+
+
+def describe(exc):
+    """(code, sentence) for an exception no command turned into a CliError."""
+    import json
+    import socket
+    import ssl
+    if isinstance(exc, UnicodeDecodeError):
+        return "E_INPUT", "the input is not UTF-8 text (byte 0x%02x at offset %d)" % (exc.object[exc.start], exc.start)
+    if isinstance(exc, json.JSONDecodeError):
+        return "E_INPUT", "not valid JSON: %s" % exc
+    if isinstance(exc, RecursionError):
+        return "E_INPUT", "the input is nested too deeply"
+    if isinstance(exc, ssl.SSLError):
+        return "E_TLS", "TLS failed: %s" % (getattr(exc, "reason", None) or exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return "E_CONNECT", "connection refused (is the broker running, on that port?)"
+    if isinstance(exc, socket.gaierror):
+        return "E_CONNECT", "unknown host name (%s)" % exc.strerror
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "E_TIMEOUT", "no answer in time (%s)" % (exc or "timed out")
+    if isinstance(exc, OSError):
+        where = exc.filename if exc.filename is not None else "I/O"
+        return "E_IO", "%s: %s" % (where, exc.strerror or exc)
+    return "E_INTERNAL", "unexpected %s: %s (a bug: PPMID_DEBUG=1 shows where)" % (type(exc).__name__, exc)
 
 
 def build_parser():
@@ -70,6 +99,16 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one clear line, no traceback
+        if os.environ.get("PPMID_DEBUG"):
+            import traceback
+            traceback.print_exc()
+        try:
+            line = "%s: %s" % describe(exc)
+        except Exception:  # noqa: BLE001 - describing must not be what crashes
+            line = "E_INTERNAL: unexpected %s (a bug: PPMID_DEBUG=1 shows where)" % type(exc).__name__
+        print("ppmid: %s" % line, file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

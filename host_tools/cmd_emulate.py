@@ -87,8 +87,12 @@ def run(args):
     for name in ("kill_board", "broker_restarts", "wifi_drops"):
         if getattr(args, name) < 0:
             raise CliError("--%s must be >= 0" % name.replace("_", "-"))
+    if not 1 <= args.timeout <= 3600:
+        raise CliError("--timeout must be from 1 to 3600 seconds")
     lines, what = _lines(args, E)
     report_path = args.report or os.path.join(args.state_dir, "report.json")
+    from host_tools.cmd_replay import check_run_options
+    check_run_options(args.speed, args.settle_s, report_path)
     emu = E.Emulation(args.state_dir, board=args.board, overrides=overrides, uart_error_rate=args.uart_error_rate,
                       deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal,
                       nfc=args.nfc, gpf_delay_s=None if args.gpf_delay_ms is None else args.gpf_delay_ms / 1000.0)

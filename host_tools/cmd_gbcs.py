@@ -71,10 +71,13 @@ def _parse_hex(text):
     text = "".join(text.split())
     if not text:
         return None
+    if len(text) % 2:
+        raise ValueError("odd number of hex digits (%d)" % len(text))
     try:
         return binascii.unhexlify(text)
     except (binascii.Error, ValueError):
-        raise ValueError("not an even-length hex string")
+        bad = [c for c in text if c not in "0123456789abcdefABCDEF"][:1]
+        raise ValueError("not hex: %r is not a hex digit" % (bad[0] if bad else text[:8]))
 
 
 def iter_inputs(path):
@@ -127,6 +130,7 @@ def run(args):
     if args.action == "check":
         validator = Validator(_load_config(getattr(args, "config", None)), MemoryCounterStore())
     failures = 0
+    seen = 0
     for source, text in iter_inputs(args.path):
         try:
             raw = _parse_hex(text)
@@ -136,6 +140,7 @@ def run(args):
         else:
             if raw is None:
                 continue
+            seen += 1
             try:
                 out = message_json(decode(raw))
             except GbcsError as exc:
@@ -154,4 +159,6 @@ def run(args):
         except BrokenPipeError:  # e.g. piped into `head`
             sys.stderr.close()
             return 1 if failures else 0
+    if not seen and not failures:
+        raise CliError("no GBCS message in %s" % ("the input" if args.path == "-" else args.path))
     return 1 if failures else 0

@@ -74,8 +74,23 @@ def run(args):
     pty = args.pty or _pty_from_state(args.state_dir)
     if not os.path.exists(pty):
         raise CliError("no such pty: %s" % pty)
+    if os.path.isdir(pty) or os.path.isfile(pty):  # a pty is a character device
+        raise CliError("%s is not a pty (a %s)" % (pty, "directory" if os.path.isdir(pty) else "regular file"))
     if not 1 <= args.ezsp_version <= 255:
         raise CliError("--ezsp-version must be 1..255 (the firmware accepts 8..18)")
+    if args.baud != 0 and not 300 <= args.baud <= 4000000:
+        raise CliError("--baud must be 0 (no pacing) or from 300 to 4000000")
+    if not 16 <= args.max_payload <= 255:
+        raise CliError("--max-payload must be from 16 to 255 bytes")
+    for name in ("byte_error_rate", "drop_rate", "late_ack_rate"):
+        if not 0 <= getattr(args, name) < 1:  # also nan
+            raise CliError("--%s must be a probability from 0 to below 1" % name.replace("_", "-"))
+    if not 0 <= args.late_ack_ms <= 60000 or args.reset_every < 0:
+        raise CliError("--late-ack-ms must be from 0 to 60000 and --reset-every >= 0")
+    if args.corpus is not None and not os.path.isdir(args.corpus):
+        raise CliError("--corpus %s is not a folder" % args.corpus)
+    if args.log is not None and (os.path.isdir(args.log) or not os.path.isdir(os.path.dirname(os.path.abspath(args.log)))):
+        raise CliError("--log %s: give a file in an existing folder" % args.log)
     faults = Faults(byte_error_rate=args.byte_error_rate, drop_rate=args.drop_rate, late_ack_rate=args.late_ack_rate,
                     late_ack_ms=args.late_ack_ms, reset_every=args.reset_every, seed=args.seed)
     corpus = args.corpus

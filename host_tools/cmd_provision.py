@@ -30,7 +30,9 @@ def add_arguments(p):
                    help="a device on this gateway's HAN, e.g. 00DB1234567890A1:ESME; repeatable")
     p.add_argument("--envelope-key-file", help="32-byte envelope key (default: STATE_DIR/keys/EUI.key, created if absent)")
     p.add_argument("--root", default="", help="flash mount point on the board (default: /)")
-    p.add_argument("--dry-run", action="store_true", help="validate and list the files, write nothing")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the files; nothing is written to the board (on the host, "
+                        "the gateway's certificate and envelope key are still created in the "
+                        "state dir if missing)")
 
 
 def build(args):
@@ -47,8 +49,8 @@ def build(args):
         try:
             with open(args.config) as f:
                 cfg = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise CliError("cannot read --config %s: %s" % (args.config, exc))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise CliError("cannot read --config %s: %s" % (args.config, exc or "nested too deeply"))
         if not isinstance(cfg, dict):
             raise CliError("--config must hold a JSON object")
     info = {}
@@ -56,6 +58,11 @@ def build(args):
         info = mt.broker_info(args.state_dir)
     elif not os.path.exists(os.path.join(args.state_dir, "ca.pem")):
         raise CliError("no broker state in %s: run `ppmid broker start --state-dir %s` first" % (args.state_dir, args.state_dir))
+    for name in ("broker", "wifi", "han"):  # merged with the options below: must be objects
+        if name in cfg and not isinstance(cfg[name], dict):
+            raise CliError("config refused: %s must be an object, not %r" % (name, cfg[name]))
+    if "devices" in cfg.get("han", {}) and not isinstance(cfg["han"]["devices"], list):
+        raise CliError("config refused: han.devices must be a list")
     cfg["version"] = 1
     cfg["gateway"] = eui
     broker = dict(cfg.get("broker", {}))

@@ -6,6 +6,7 @@ writes a JSON report and prints a table. Build a sample trace from the corpus wi
 """
 import json
 import os
+import sys
 
 from host_tools.cli import CliError
 
@@ -30,6 +31,24 @@ def add_arguments(p):
                         "two replays to one gateway at once need two)")
 
 
+def check_run_options(speed, settle_s, report):
+    """Refuse what would fail only after the whole replay ran (also for emulate): a speed
+    or settle time that is not a sensible number, a report path that cannot be written."""
+    if not 0.01 <= speed <= 1000:  # also nan
+        raise CliError("--speed must be from 0.01 to 1000 (2 = twice as fast)")
+    if settle_s is not None and not 0 <= settle_s <= 86400:
+        raise CliError("--settle-s must be from 0 to 86400 seconds")
+    if os.path.isdir(report):
+        raise CliError("--report %s is a directory; give a file name" % report)
+    parent = os.path.dirname(os.path.abspath(report))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise CliError("cannot create the report's folder %s: %s" % (parent, exc.strerror))
+    if not os.access(parent, os.W_OK):
+        raise CliError("cannot write the report in %s" % parent)
+
+
 def load_trace(path):
     """A trace file's lines, or CliError naming the file and the problem (also for emulate)."""
     from host_tools import trace as tr
@@ -49,6 +68,7 @@ def run(args):
     eui = args.gateway.upper()
     if len(eui) != 16 or any(c not in "0123456789ABCDEF" for c in eui):
         raise CliError("--gateway must be 16 hex digits")
+    check_run_options(args.speed, args.settle_s, args.report)
     lines = load_trace(args.trace)
     try:
         host = port = ca = cert = key = None
@@ -71,8 +91,8 @@ def run(args):
                 envelope_key = f.read()
         except OSError as exc:
             raise CliError("cannot read the envelope key %s: %s" % (kpath, exc.strerror))
-        if not envelope_key:
-            raise CliError("the envelope key %s is empty" % kpath)
+        if len(envelope_key) != 32:
+            raise CliError("the envelope key %s must be 32 bytes, not %d" % (kpath, len(envelope_key)))
         r = Replayer(host, port, eui, envelope_key, ca, cert, key, speed=args.speed, settle_s=args.settle_s,
                      client_id=args.client_id)
         try:
@@ -86,4 +106,7 @@ def run(args):
         json.dump(rep, f, indent=1, sort_keys=True)
     print(table(rep))
     print("report: %s" % args.report)
+    if rep["lost_count"]:
+        print("ppmid: %d command(s) lost: no final status" % rep["lost_count"], file=sys.stderr)
+        return 1
     return 0

@@ -38,6 +38,10 @@ def run(args):
         user = user_identity(args.user)
     except BrokerError as exc:
         raise CliError(str(exc))
+    if not 0 < args.timeout <= 86400:  # also refuses nan, which would wait for ever
+        raise CliError("--timeout must be a number of seconds from 0 to 86400")
+    if args.expires_in is not None and not 0 < args.expires_in <= 366 * 86400:
+        raise CliError("--expires-in must be from 1 to %d seconds" % (366 * 86400))
     if args.gbcs is not None:
         try:
             gbcs = binascii.unhexlify(args.gbcs.replace(" ", ""))
@@ -49,6 +53,8 @@ def run(args):
                 gbcs = f.read()
         except OSError as exc:
             raise CliError("cannot read %s: %s" % (args.gbcs_file, exc))
+    if not gbcs:
+        raise CliError("the GBCS command is empty")
     try:
         if args.key_file:
             with open(args.key_file, "rb") as f:
@@ -60,7 +66,7 @@ def run(args):
     if len(key) != 32:
         raise CliError("envelope key must be 32 bytes, not %d" % len(key))
     id = args.id or "cmd-" + secrets.token_hex(6)
-    expires = int(time.time()) + args.expires_in if args.expires_in else None
+    expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
     try:
         payload = mt.command_json(key, id, gbcs, expires)
     except Exception as exc:  # EnvelopeError (bad id)

@@ -49,10 +49,14 @@ def test_decode_stdin_lines_and_errors():
     assert first["signature_len"] == 0 and first["mac"] == "07381A41244A959E5F765E50"
     assert first["source"] == "-:2"
     assert out[1] == {"error": {"code": "E_TRUNCATED", "message": out[1]["error"]["message"]}, "source": "-:4"}
-    assert out[2]["error"]["code"] == "E_HEX"
+    assert out[2]["error"]["code"] == "E_HEX" and "odd number" in out[2]["error"]["message"]
     g = out[3]
     assert g["form"] == "gbt" and g["block_number"] == 2 and g["last_block"] is False
     assert g["block_ack"] == 0 and g["block_data_len"] == 30 and g["content_type"] is None
+    rc, out, err = ppmid("decode", "-", stdin="zz11\n")
+    assert rc == 1 and out[0]["error"] == {"code": "E_HEX", "message": "not hex: 'z' is not a hex digit"}
+    rc, out, err = ppmid("decode", "-", stdin="# only a comment\n\n")
+    assert rc == 1 and out == [] and "no GBCS message" in err
 
 
 def test_decode_all_ok_exit_zero(tmp_path):

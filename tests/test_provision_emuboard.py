@@ -83,3 +83,16 @@ def test_provision_refuses_without_broker_state_or_board(tmp_path):
     r = ppmid("provision", "--port", str(tmp_path / "no-such-port"), "--gateway", GW, "--state-dir", state,
               "--broker-port", "1883", timeout=120)
     assert r.returncode == 1 and "mpremote" in r.stderr
+
+
+def test_provision_refuses_config_sections_of_the_wrong_type(tmp_path):
+    state = str(tmp_path / "b")
+    Broker(state, gateways=[GW]).prepare()
+    cfg = tmp_path / "c.json"
+    for bad, what in (({"broker": "x"}, "broker must be an object"), ({"wifi": 5}, "wifi must be an object"),
+                      ({"han": {"devices": 5}}, "han.devices must be a list"),
+                      ({"broker": {"hots": "h"}}, "unknown broker key")):
+        cfg.write_text(json.dumps(bad))
+        r = ppmid("provision", "--port", "/dev/null", "--gateway", GW, "--state-dir", state, "--config", str(cfg),
+                  "--ssid", "x", "--han-device", "00DB1234567890A0:ESME", "--dry-run")
+        assert r.returncode == 1 and what in r.stderr and "Traceback" not in r.stderr, (bad, r.stderr)

@@ -173,13 +173,15 @@ def test_replay_report_against_a_gateway_running_the_relay_core(broker, tmp_path
                        "--state-dir", broker, "--settle-s", "6", "--speed", "1", "--client-id", "dcc-run-1"])
     finally:
         gw.close()
-    assert rc == 0
+    assert rc == 1  # "dropped" got no final status: the report is written, the exit status says so
     with open(os.path.join(broker, "mosquitto.log")) as f:
         log = f.read()
     assert " as dcc-run-1 (p2, c0," in log  # --client-id, persistent session (clean session 0)
     rep = json.loads(report.read_text())
-    out = capsys.readouterr().out
+    cap = capsys.readouterr()
+    out = cap.out
     assert "latency ms p50/p95/max" in out and "mismatch wrong-expect" in out
+    assert "1 command(s) lost" in cap.err
     assert rep["commands"] == 9
     assert rep["responses"] == 4 and rep["late"] == 1  # ok-1, ok-2, wrong-expect, late
     assert rep["rejected"] == {"E_REPLAY": 1, "E_NOT_ALLOWED": 1, "E_UNKNOWN_TARGET": 1}
@@ -218,6 +220,17 @@ def test_replay_cli_errors(tmp_path, broker, capsys):
     assert cli.main(["replay", str(t), "--gateway", EUI, "--report", str(tmp_path / "r.json"),
                      "--state-dir", broker, "--user", "nobody", "--envelope-key", str(kf)]) == 1
     assert "nobody" in capsys.readouterr().err
+    # refused before anything is sent: what would only fail after the run, or never end
+    for bad_args, what in ((["--speed", "0"], "--speed"), (["--speed", "nan"], "--speed"),
+                           (["--settle-s", "-5"], "--settle-s"), (["--report", str(tmp_path)], "directory")):
+        argv = ["replay", str(t), "--gateway", EUI, "--report", str(tmp_path / "r.json"), "--state-dir", broker,
+                "--envelope-key", str(kf)] + bad_args
+        assert cli.main(argv) == 1, bad_args
+        assert what in capsys.readouterr().err, bad_args
+    kf.write_bytes(b"x" * 4)
+    assert cli.main(["replay", str(t), "--gateway", EUI, "--report", str(tmp_path / "r.json"),
+                     "--state-dir", broker, "--envelope-key", str(kf)]) == 1
+    assert "32 bytes" in capsys.readouterr().err
 
 
 # ---- the DCC User's side across broker outages -------------------------------------------

@@ -256,10 +256,20 @@ class NcpEmulator:
 
     def start(self):
         """Run in a daemon thread; returns when the emulator is listening."""
-        self._thread = threading.Thread(target=lambda: asyncio.run(self.main()), name="ncp-emulator", daemon=True)
+        failed = []
+
+        def serve():
+            try:
+                asyncio.run(self.main())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller of start()
+                failed.append(exc)
+                self._ready.set()
+        self._thread = threading.Thread(target=serve, name="ncp-emulator", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("NCP emulator did not start")
+        if failed:  # e.g. the pty or the log could not be opened: say so now, not in a thread
+            raise failed[0]
         return self
 
     def stop(self):

@@ -1,0 +1,86 @@
+"""Bad input to any `ppmid` command ends in one clear line (a code and a sentence), never a
+Python traceback: the command's own CliError (exit 1), or the CLI's last line of defence
+for what a command let escape (exit 3, `ppmid: E_CODE: sentence`)."""
+import json
+import socket
+import ssl
+
+import pytest
+
+from host_tools import cli
+
+
+def run(capsys, *argv):
+    rc = cli.main(list(argv))
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err + cap.out
+    return rc, cap.err
+
+
+def test_what_a_command_lets_escape_is_one_line_with_a_code(tmp_path, capsys):
+    bad = tmp_path / "bad.HEX"
+    bad.write_bytes(b"\xff\xfe not text")
+    rc, err = run(capsys, "gbcs", "decode", str(bad))
+    assert rc == 3 and err.startswith("ppmid: E_INPUT: ") and "not UTF-8" in err and err.count("\n") == 1
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000)
+    rc, err = run(capsys, "gbcs", "check", "--config", str(deep), "00")
+    assert rc in (1, 3) and "ppmid: " in err
+
+
+def test_the_traceback_is_there_when_asked_for(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.HEX"
+    bad.write_bytes(b"\xff")
+    monkeypatch.setenv("PPMID_DEBUG", "1")
+    assert cli.main(["gbcs", "decode", str(bad)]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "UnicodeDecodeError" in err and "ppmid: E_INPUT" in err
+
+
+@pytest.mark.parametrize("exc, code, words", [
+    (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "E_INPUT", "not UTF-8"),
+    (json.JSONDecodeError("Expecting value", "{x", 1), "E_INPUT", "not valid JSON"),
+    (RecursionError("maximum recursion depth exceeded"), "E_INPUT", "nested too deeply"),
+    (ssl.SSLError(1, "[SSL] bad"), "E_TLS", "TLS failed"),
+    (ConnectionRefusedError(111, "Connection refused"), "E_CONNECT", "broker running"),
+    (socket.gaierror(-2, "Name or service not known"), "E_CONNECT", "unknown host"),
+    (TimeoutError("timed out"), "E_TIMEOUT", "no answer in time"),
+    (IsADirectoryError(21, "Is a directory", "/tmp/x"), "E_IO", "/tmp/x: Is a directory"),
+    (KeyError("port"), "E_INTERNAL", "KeyError"),
+])
+def test_describe_names_the_problem(exc, code, words):
+    got_code, sentence = cli.describe(exc)
+    assert got_code == code and words in sentence, (got_code, sentence)
+
+
+def test_send_refuses_what_would_hang_or_send_nothing(tmp_path, capsys):
+    base = ["send", "--state-dir", str(tmp_path), "--gateway", "00DB1234567890A4"]
+    rc, err = run(capsys, *base, "--gbcs", "DD00", "--timeout", "nan")
+    assert rc == 1 and "--timeout" in err
+    rc, err = run(capsys, *base, "--gbcs", "DD00", "--expires-in", "0")
+    assert rc == 1 and "--expires-in" in err
+    rc, err = run(capsys, *base, "--gbcs", "")
+    assert rc == 1 and "empty" in err
+
+
+def test_ncp_emulator_refuses_what_is_not_a_pty_or_a_sensible_setting(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    f = tmp_path / "f"
+    f.write_text("x")
+    rc, err = run(capsys, "ncp-emulator", "--pty", str(tmp_path / "d"))
+    assert rc == 1 and "not a pty (a directory)" in err
+    rc, err = run(capsys, "ncp-emulator", "--pty", str(f))
+    assert rc == 1 and "not a pty (a regular file)" in err
+    for bad, what in ((["--byte-error-rate", "5"], "--byte-error-rate"), (["--byte-error-rate", "nan"], "--byte-error-rate"),
+                      (["--baud", "-5"], "--baud"), (["--max-payload", "-1"], "--max-payload"),
+                      (["--corpus", str(f)], "--corpus"), (["--log", str(tmp_path / "no" / "x")], "--log")):
+        rc, err = run(capsys, "ncp-emulator", "--pty", "/dev/ptmx", *bad)
+        assert rc == 1 and what in err, (bad, err)
+
+
+def test_ncp_emulator_start_reports_what_stopped_its_thread(tmp_path):
+    """An emulator that cannot open its pty says why at once (not 'did not start' 10 s later)."""
+    from host_tools.ncp_emulator import NcpEmulator
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError):
+        NcpEmulator(str(tmp_path / "d")).start()
