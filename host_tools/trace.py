@@ -33,20 +33,25 @@ class TraceError(Exception):
     pass
 
 
+MAX_AT_MS = 30 * 86400 * 1000   # a trace longer than a month is a typo, not a plan
+
+
 def parse_line(text, lineno=0):
     """One trace line -> dict with at_ms, id, gbcs (bytes), via, expect (dict or None)."""
     try:
         obj = json.loads(text)
     except ValueError as exc:
         raise TraceError("line %d: not JSON (%s)" % (lineno, exc))
+    except RecursionError:
+        raise TraceError("line %d: JSON nested too deeply" % lineno)
     if not isinstance(obj, dict):
         raise TraceError("line %d: not a JSON object" % lineno)
     for k in obj:
         if k not in ("at_ms", "id", "gbcs", "via", "expect", "expires_in_s", "note"):
             raise TraceError("line %d: unknown key %r" % (lineno, k))
     at = obj.get("at_ms")
-    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
-        raise TraceError("line %d: at_ms must be a non-negative integer" % lineno)
+    if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at <= MAX_AT_MS:
+        raise TraceError("line %d: at_ms must be an integer from 0 to %d (30 days)" % (lineno, MAX_AT_MS))
     id = obj.get("id")
     if not isinstance(id, str) or not 1 <= len(id) <= 32 or any(not "!" <= c <= "~" for c in id):
         raise TraceError("line %d: id must be 1..32 printable ASCII characters without spaces" % lineno)
@@ -65,18 +70,30 @@ def parse_line(text, lineno=0):
             raise TraceError("line %d: expect must be an object with status / error / late" % lineno)
         if "status" in expect and expect["status"] not in STATUSES:
             raise TraceError("line %d: expect.status must be one of %s" % (lineno, ", ".join(STATUSES)))
+        if "error" in expect and not (isinstance(expect["error"], str) and expect["error"].startswith("E_")):
+            raise TraceError("line %d: expect.error must be an error code such as \"E_REPLAY\"" % lineno)
+        if "late" in expect and not isinstance(expect["late"], bool):
+            raise TraceError("line %d: expect.late must be true or false" % lineno)
     exp_in = obj.get("expires_in_s")
-    if exp_in is not None and (isinstance(exp_in, bool) or not isinstance(exp_in, int) or exp_in < 0):
-        raise TraceError("line %d: expires_in_s must be a non-negative integer" % lineno)
+    if exp_in is not None and (isinstance(exp_in, bool) or not isinstance(exp_in, int) or not 0 <= exp_in <= MAX_AT_MS // 1000):
+        raise TraceError("line %d: expires_in_s must be an integer from 0 to %d" % (lineno, MAX_AT_MS // 1000))
     return {"at_ms": at, "id": id, "gbcs": gbcs, "via": via, "expect": expect, "expires_in_s": exp_in}
+
+
+def _utf8_lines(f, path):
+    try:
+        for text in f:
+            yield text
+    except UnicodeDecodeError as exc:
+        raise TraceError("%s is not UTF-8 text (byte 0x%02x at offset %d)" % (path, exc.object[exc.start], exc.start))
 
 
 def load(path):
     """All lines of a trace, in file order; ids must be unique."""
     out = []
     seen = set()
-    with open(path) as f:
-        for n, text in enumerate(f, 1):
+    with open(path, encoding="utf-8", errors="strict") as f:
+        for n, text in enumerate(_utf8_lines(f, path), 1):
             if not text.strip() or text.lstrip().startswith("#"):
                 continue
             line = parse_line(text, n)

@@ -41,12 +41,24 @@ def test_load_good_trace_with_defaults(tmp_path):
     ('{"at_ms": 0, "id": "a", "gbcs": "00", "expect": {"status": "great"}}', "expect.status"),
     ('{"at_ms": 0, "id": "a", "gbcs": "00", "expect": {"colour": 1}}', "expect must"),
     ('{"at_ms": 0, "id": "a", "gbcs": "00", "speed": 1}', "unknown key"),
+    ('{"at_ms": 1%s, "id": "a", "gbcs": "00"}' % ("0" * 400), "at_ms must be an integer from 0"),
+    ('{"at_ms": 0, "id": "a", "gbcs": "00", "expect": {"status": "rejected", "error": 5}}', "expect.error"),
+    ('{"at_ms": 0, "id": "a", "gbcs": "00", "expect": {"status": "response", "late": "yes"}}', "expect.late"),
+    ('{"at_ms": 0, "id": "a", "gbcs": "00", "expires_in_s": 99999999999}', "expires_in_s"),
+    ("[" * 100000, "nested too deeply"),
 ])
 def test_bad_lines_are_refused_with_their_line_number(tmp_path, text, what):
     path = write(tmp_path, ['{"at_ms": 0, "id": "ok", "gbcs": "00"}', text])
     with pytest.raises(tr.TraceError) as ei:
         tr.load(path)
     assert "line 2" in str(ei.value) and what in str(ei.value)
+
+
+def test_a_trace_that_is_not_utf8_is_refused(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"at_ms": 0, "id": "ok", "gbcs": "00"}\n\xff\xfe\n')
+    with pytest.raises(tr.TraceError, match="not UTF-8"):
+        tr.load(str(path))
 
 
 def test_duplicate_ids_refused(tmp_path):
