@@ -55,7 +55,10 @@ def build(args):
             raise CliError("--config must hold a JSON object")
     info = {}
     if os.path.exists(os.path.join(args.state_dir, "broker.json")):
-        info = mt.broker_info(args.state_dir)
+        try:
+            info = mt.broker_info(args.state_dir)
+        except RuntimeError as exc:
+            raise CliError(str(exc))
     elif not os.path.exists(os.path.join(args.state_dir, "ca.pem")):
         raise CliError("no broker state in %s: run `ppmid broker start --state-dir %s` first" % (args.state_dir, args.state_dir))
     for name in ("broker", "wifi", "han"):  # merged with the options below: must be objects

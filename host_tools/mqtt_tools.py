@@ -23,9 +23,14 @@ def broker_info(state_dir):
     path = os.path.join(state_dir, "broker.json")
     try:
         with open(path) as f:
-            return json.load(f)
+            info = json.load(f)
     except OSError:
         raise RuntimeError("no broker.json in %s: run `ppmid broker start --state-dir %s`" % (state_dir, state_dir))
+    except ValueError as exc:
+        raise RuntimeError("%s is not valid JSON (%s): start the broker again" % (path, exc))
+    if not isinstance(info, dict) or not isinstance(info.get("host"), str) or not isinstance(info.get("port"), int):
+        raise RuntimeError("%s does not name the broker's host and port: start the broker again" % path)
+    return info
 
 
 def paho_client(state_dir, ident, client_id=None, clean_session=True, info=None):
@@ -52,7 +57,10 @@ def connect(client, state_dir, timeout=10):
         done.set()
 
     client.on_connect = on_connect
-    client.connect(info["host"], info["port"], keepalive=30)
+    try:
+        client.connect(info["host"], info["port"], keepalive=30)
+    except (OSError, ValueError) as exc:  # refused, unknown host, TLS, bad port
+        raise RuntimeError("cannot reach the broker at %s:%s: %s" % (info["host"], info["port"], exc))
     client.loop_start()
     if not done.wait(timeout):
         client.loop_stop()

@@ -84,3 +84,24 @@ def test_ncp_emulator_start_reports_what_stopped_its_thread(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(IsADirectoryError):
         NcpEmulator(str(tmp_path / "d")).start()
+
+
+def test_send_says_when_the_broker_cannot_be_reached_or_its_state_is_broken(tmp_path, capsys):
+    from host_tools.broker import Broker
+    state = tmp_path / "b"
+    Broker(str(state), gateways=["00DB1234567890A4"], users=["test"]).prepare()
+    (state / "keys").mkdir(exist_ok=True)
+    (state / "keys" / "00DB1234567890A4.key").write_bytes(b"k" * 32)
+    base = ["send", "--state-dir", str(state), "--gateway", "00DB1234567890A4", "--gbcs", "DD00", "--timeout", "2"]
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (state / "broker.json").write_text(json.dumps({"host": "127.0.0.1", "port": port}))
+    rc, err = run(capsys, *base)
+    assert rc == 1 and "cannot reach the broker at 127.0.0.1:%d" % port in err
+    (state / "broker.json").write_text("{bad")
+    rc, err = run(capsys, *base)
+    assert rc == 1 and "not valid JSON" in err
+    (state / "broker.json").write_text("[]")
+    rc, err = run(capsys, *base)
+    assert rc == 1 and "host and port" in err
