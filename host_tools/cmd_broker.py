@@ -1,5 +1,6 @@
 """`ppmid broker start|stop|issue|status --state-dir DIR`: mosquitto on loopback, TLS only."""
 import json
+import os
 
 from host_tools.cli import CliError
 
@@ -16,6 +17,10 @@ def add_arguments(p):
 
 def run(args):
     from host_tools.broker import Broker, BrokerError, gateway_identity, user_identity
+    if args.port is not None and not 1024 <= args.port <= 65535:
+        raise CliError("--port must be from 1024 to 65535 (mosquitto runs unprivileged on loopback)")
+    if os.path.exists(args.state_dir) and not os.path.isdir(args.state_dir):
+        raise CliError("--state-dir %s is a file, not a folder" % args.state_dir)
     try:
         b = Broker(args.state_dir, args.gateway, args.user or ["test"])
         if args.action == "start":

@@ -105,3 +105,12 @@ def test_send_says_when_the_broker_cannot_be_reached_or_its_state_is_broken(tmp_
     (state / "broker.json").write_text("[]")
     rc, err = run(capsys, *base)
     assert rc == 1 and "host and port" in err
+
+
+def test_broker_refuses_a_port_out_of_range_and_a_state_dir_that_is_a_file(tmp_path, capsys):
+    rc, err = run(capsys, "broker", "start", "--state-dir", str(tmp_path / "b"), "--port", "99999")
+    assert rc == 1 and "--port must be from 1024 to 65535" in err
+    f = tmp_path / "f"
+    f.write_text("x")
+    rc, err = run(capsys, "broker", "issue", "--state-dir", str(f), "--gateway", "00DB1234567890A4")
+    assert rc == 1 and "is a file" in err
