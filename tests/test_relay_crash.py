@@ -231,7 +231,8 @@ def test_relay_survives_sigkill_nothing_dropped_nothing_sent_twice(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)   # each power cut is a fresh MicroPython process: 6-18 s apiece here
 def test_relay_crash_soak(tmp_path):
     import time
-    stats = run_relay_crashes(tmp_path, 300, seed=int(time.time()))
-    assert stats["acked"] >= 500, stats
+    stats = run_relay_crashes(tmp_path, 120, seed=int(time.time()))
+    assert stats["acked"] >= 200, stats
