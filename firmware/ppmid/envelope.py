@@ -135,8 +135,9 @@ def _hex32(text):
         raise EnvelopeError(E_ENVELOPE, "mac is not hex")
 
 
-def from_json_obj(obj, max_gbcs):
-    """Envelope from a decoded MQTT JSON object (see docs/mqtt.md). Raises EnvelopeError."""
+def from_json_obj(obj, max_gbcs, gbcs=None):
+    """Envelope from a decoded MQTT JSON object (see docs/mqtt.md). Raises EnvelopeError.
+    `gbcs`: the command already decoded by lift_gbcs (obj then holds "gbcs": "")."""
     if not isinstance(obj, dict):
         raise EnvelopeError(E_ENVELOPE, "command must be a JSON object")
     for field in ("id", "gbcs", "mac"):
@@ -146,10 +147,14 @@ def from_json_obj(obj, max_gbcs):
     gbcs_text = obj["gbcs"]
     if not isinstance(gbcs_text, str):
         raise EnvelopeError(E_ENVELOPE, "gbcs must be a base64 string")
-    # Refuse before decoding: base64 of max_gbcs bytes is at most 4*ceil(n/3) characters.
-    if len(gbcs_text) > 4 * ((max_gbcs + 2) // 3):
-        raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
-    gbcs = _b64decode(gbcs_text)
+    if gbcs is not None:
+        if gbcs_text:
+            raise EnvelopeError(E_ENVELOPE, "gbcs is given twice")
+    else:
+        # Refuse before decoding: base64 of max_gbcs bytes is at most 4*ceil(n/3) characters.
+        if len(gbcs_text) > 4 * ((max_gbcs + 2) // 3):
+            raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
+        gbcs = _b64decode(gbcs_text)
     if len(gbcs) > max_gbcs:
         raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
     if not gbcs:
@@ -158,6 +163,94 @@ def from_json_obj(obj, max_gbcs):
     if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
         raise EnvelopeError(E_ENVELOPE, "expires must be a non-negative integer (unix seconds)")
     return Envelope(id, gbcs, expires, _hex32(obj["mac"]))
+
+
+_QUOTE = 0x22
+_B64_CHUNK = 512  # base64 characters decoded at a time (384 bytes: a small allocation)
+
+
+def lift_gbcs(buf, out):
+    """Decode the top-level "gbcs" base64 string of the MQTT JSON command in `buf` straight
+    into `out` (a bytearray the intake allocated once) and return (n, rest): n bytes
+    decoded, and the JSON again with "gbcs": "" (only the small fields: id, mac,
+    expires). json.loads on the whole message would build a string as large as the
+    command; on a long-running board the heap may no longer hold one in one piece, though
+    there is plenty free in all. Returns None when buf has no plain top-level "gbcs"
+    string (the caller parses it as usual and says what is wrong). Raises EnvelopeError:
+    E_TOO_LARGE when it does not fit `out`, E_ENVELOPE when it is not base64."""
+    mv = memoryview(buf)
+    n = len(mv)
+    i = 0
+    depth = 0
+    key = False
+    while i < n:
+        c = mv[i]
+        if c == _QUOTE:
+            j = i + 1
+            while j < n and mv[j] != _QUOTE:
+                j += 2 if mv[j] == 0x5C else 1   # skip what a backslash escapes
+            if j >= n:
+                return None
+            if depth == 1 and key and j - i == 5 and bytes(mv[i + 1:j]) == b"gbcs":
+                return _lift_value(mv, j + 1, out)
+            key = False
+            i = j + 1
+            continue
+        if c == 0x7B or c == 0x5B:    # { [
+            depth += 1
+            key = c == 0x7B and depth == 1
+        elif c == 0x7D or c == 0x5D:  # } ]
+            depth -= 1
+        elif c == 0x2C and depth == 1:  # ,
+            key = True
+        i += 1
+    return None
+
+
+def _lift_value(mv, i, out):
+    n = len(mv)
+    while i < n and mv[i] in b" \t\r\n":
+        i += 1
+    if i >= n or mv[i] != 0x3A:  # :
+        return None
+    i += 1
+    while i < n and mv[i] in b" \t\r\n":
+        i += 1
+    if i >= n or mv[i] != _QUOTE:
+        return None
+    q0 = i
+    ok = _B64_OK
+    pad = 0
+    j = q0 + 1
+    while j < n:
+        c = mv[j]
+        if c == _QUOTE:
+            break
+        if c == 61:  # '='
+            pad += 1
+        elif c == 0x5C:
+            return None  # an escape in base64: let json.loads and the checks say what it is
+        elif pad or not ok[c]:
+            raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (bad character at %d)" % (j - q0 - 1))
+        j += 1
+    if j >= n:
+        return None
+    k = j - q0 - 1
+    if k > 4 * ((len(out) + 2) // 3):
+        raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % len(out))
+    if k % 4 or pad > 2:
+        raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (length %d)" % k)
+    got = 0
+    s = q0 + 1
+    while s < j:
+        e = s + _B64_CHUNK if s + _B64_CHUNK < j else j
+        piece = binascii.a2b_base64(mv[s:e])
+        if got + len(piece) > len(out):
+            raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % len(out))
+        out[got:got + len(piece)] = piece
+        got += len(piece)
+        s = e
+    return got, bytes(mv[:q0]) + b'""' + bytes(mv[j + 1:])
 
 
 def from_json(payload, max_gbcs):

@@ -104,3 +104,59 @@ def test_binary_truncation_and_lies_are_clean_errors():
     tampered = bytearray(raw)
     tampered[20] ^= 1
     assert _code(envelope.from_binary(tampered, 4096).verify, KEY, 0) == "E_AUTH"
+
+
+# ---- lift_gbcs: the command decoded without json.loads building it as one string ---------
+def _lift(text, room=4096):
+    out = bytearray(room)
+    got = envelope.lift_gbcs(bytearray(text.encode()), out)
+    return got, out
+
+
+def test_lift_gbcs_gives_what_json_loads_gives():
+    import json
+    for size in (1, 2, 3, 200, 383, 384, 385, 1000, 4096):
+        gbcs = bytes((i * 7 + size) & 0xFF for i in range(size))
+        text = _json(gbcs=gbcs, expires=77)
+        (n, rest), out = _lift(text)
+        assert bytes(out[:n]) == gbcs, size
+        obj = json.loads(rest)
+        assert obj["gbcs"] == "" and obj["id"] == "c1" and obj["expires"] == 77
+        env = envelope.from_json_obj(obj, 4096, memoryview(out)[:n])
+        env.verify(KEY, now=1)  # the mac over the lifted bytes holds
+        ref = envelope.from_json(text, 4096)
+        assert bytes(env.gbcs) == bytes(ref.gbcs) and env.mac == ref.mac
+
+
+def test_lift_gbcs_takes_only_the_top_level_key():
+    import json
+    b64 = binascii.b2a_base64(GBCS).strip().decode()
+    mac = binascii.hexlify(envelope.compute_mac(KEY, "c1", None, GBCS)).decode()
+    # a "gbcs" inside a string value, inside a nested object and as a value are not the key
+    text = '{"note": "\\"gbcs\\": \\"AAAA\\"", "x": {"gbcs": "AAAA"}, "y": ["gbcs"], "id": "c1", ' \
+           '"gbcs" : "%s", "mac": "%s"}' % (b64, mac)
+    (n, rest), out = _lift(text)
+    assert bytes(out[:n]) == GBCS
+    obj = json.loads(rest)
+    assert obj["x"] == {"gbcs": "AAAA"} and obj["note"] == '"gbcs": "AAAA"' and obj["gbcs"] == ""
+
+
+def test_lift_gbcs_leaves_what_it_cannot_read_to_json_loads():
+    assert _lift('{"id": "c1"}')[0] is None                      # no gbcs: "missing field" later
+    assert _lift('{"gbcs": 5, "id": "c1"}')[0] is None            # not a string
+    assert _lift('{"gbcs": "AA\\u0041A", "id": "c1"}')[0] is None  # an escape: json.loads decides
+    assert _lift('{"gbcs": "AAAA')[0] is None                      # unterminated
+    assert _lift('not json at all')[0] is None
+
+
+def test_lift_gbcs_refuses_too_large_and_bad_base64_with_codes():
+    assert _code(_lift, _json(gbcs=bytes(101)), 100) == "E_TOO_LARGE"
+    for bad in ("a$bc", "abc", "a===", "=abc"):
+        text = '{"id": "c1", "gbcs": "%s", "mac": "00"}' % bad
+        assert _code(_lift, text) == "E_ENVELOPE", bad
+    # given twice: the lifted one and another left in the JSON
+    import json
+    (n, rest), out = _lift(_json())
+    obj = json.loads(rest)
+    obj["gbcs"] = "AAAA"
+    assert _code(envelope.from_json_obj, obj, 4096, memoryview(out)[:n]) == "E_ENVELOPE"

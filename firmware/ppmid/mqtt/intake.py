@@ -92,6 +92,28 @@ def verified(accept, key, now=unix_now):
     return accept_verified
 
 
+def _id_in(payload):
+    """The "id" of a command JSON not parsed as a whole, when it is written plainly; else None."""
+    mv = memoryview(payload)
+    n = len(mv)
+    for i in range(n - 5):
+        if mv[i] == 0x22 and bytes(mv[i:i + 4]) == b'"id"':
+            j = i + 4
+            while j < n and mv[j] in b" \t\r\n:":
+                j += 1
+            if j < n and mv[j] == 0x22:
+                k = j + 1
+                while k < n and k - j <= 33 and mv[k] != 0x22 and mv[k] != 0x5C:
+                    k += 1
+                if k < n and mv[k] == 0x22:
+                    try:
+                        return envelope.check_id(str(bytes(mv[j + 1:k]), "ascii"))
+                    except Exception:  # noqa: BLE001 - not a usable id: the rejection has none
+                        return None
+            return None
+    return None
+
+
 def _id_of(obj):
     # The id to echo in a rejection, when the command has a usable one.
     if isinstance(obj, dict):
@@ -111,6 +133,9 @@ class Intake:
         self.topics = Topics(eui)
         self.accept = accept
         self.max_gbcs = max_gbcs
+        # The command's GBCS bytes are decoded into this buffer, allocated once while the
+        # heap is still in one piece (envelope.lift_gbcs); valid until the next message.
+        self._gbcs = bytearray(max_gbcs)
         self.stats = {"accepted": 0, "rejected": 0, "reject_drops": 0}
         client.subscribe(self.topics.cmd, 1)
         client.handler = self.handle
@@ -133,11 +158,20 @@ class Intake:
         try:
             if topic != self.topics.cmd:
                 raise IntakeError(E_TOPIC, "commands are taken only on %s, not %s" % (self.topics.cmd, topic))
+            gbcs = None
             try:
-                obj = json.loads(payload if _MP else bytes(payload))
+                lifted = envelope.lift_gbcs(payload, self._gbcs)
+                if lifted is not None:
+                    gbcs = memoryview(self._gbcs)[:lifted[0]]
+                    obj = json.loads(lifted[1])
+                else:
+                    obj = json.loads(payload if _MP else bytes(payload))
             except (ValueError, UnicodeError):
                 raise envelope.EnvelopeError(envelope.E_ENVELOPE, "command is not valid JSON")
-            env = envelope.from_json_obj(obj, self.max_gbcs)
+            except envelope.EnvelopeError as exc:
+                id = _id_in(payload)  # refused before json.loads: name the id if it is plain
+                raise exc
+            env = envelope.from_json_obj(obj, self.max_gbcs, gbcs)
             id = env.id
             obj = None  # the decoded envelope holds what we need; free the JSON
             await self.accept(env, VIA)
