@@ -106,6 +106,25 @@ def _b64_table():
 _B64_OK = _b64_table()  # 1 for a base64 alphabet byte; a lookup allocates nothing
 
 
+def _b64_scan(buf, i, n):
+    """Check the base64 bytes of buf[i:n] up to the first '"' or backslash (where a JSON
+    string ends or escapes): (the index it stopped at, '=' count). Raises EnvelopeError
+    at a byte outside the alphabet or after padding."""
+    ok = _B64_OK
+    pad = 0
+    start = i
+    while i < n:
+        c = buf[i]
+        if c == 61:  # '='
+            pad += 1
+        elif c == 0x22 or c == 0x5C:
+            break
+        elif pad or not ok[c]:
+            raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (bad character at %d)" % (i - start))
+        i += 1
+    return i, pad
+
+
 def _b64decode(text):
     # MicroPython's a2b_base64 skips characters it does not know; we want to refuse them.
     if isinstance(text, str):
@@ -113,14 +132,9 @@ def _b64decode(text):
     n = len(text)
     if n == 0 or n % 4:
         raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (length %d)" % n)
-    ok = _B64_OK
-    pad = 0
-    for i in range(n):
-        c = text[i]
-        if c == 61:  # '='
-            pad += 1
-        elif pad or not ok[c]:
-            raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (bad character at %d)" % i)
+    end, pad = _b64_scan(text, 0, n)
+    if end != n:
+        raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (bad character at %d)" % end)
     if pad > 2:
         raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (padding)")
     return binascii.a2b_base64(text)
@@ -219,22 +233,9 @@ def _lift_value(mv, i, out):
     if i >= n or mv[i] != _QUOTE:
         return None
     q0 = i
-    ok = _B64_OK
-    pad = 0
-    j = q0 + 1
-    while j < n:
-        c = mv[j]
-        if c == _QUOTE:
-            break
-        if c == 61:  # '='
-            pad += 1
-        elif c == 0x5C:
-            return None  # an escape in base64: let json.loads and the checks say what it is
-        elif pad or not ok[c]:
-            raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (bad character at %d)" % (j - q0 - 1))
-        j += 1
-    if j >= n:
-        return None
+    j, pad = _b64_scan(mv, q0 + 1, n)
+    if j >= n or mv[j] != _QUOTE:
+        return None  # unterminated, or an escape: let json.loads and the checks say what it is
     k = j - q0 - 1
     if k > 4 * ((len(out) + 2) // 3):
         raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % len(out))
