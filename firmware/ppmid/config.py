@@ -64,12 +64,9 @@ def _number(section, key, lo, hi, name="limits", kinds=(int, float)):
                           % (name, key, "a number" if float in kinds else "an integer", lo, hi, v))
 
 
-def _section(cfg, name):
-    """A section given in the config must be an object of known keys (a typo must not
-    silently keep a default)."""
-    if name not in cfg:
-        return
-    sec = cfg[name]
+def _section(sec, name):
+    """A config section must be an object of known keys (a typo must not silently keep a
+    default)."""
     if not isinstance(sec, dict):
         raise ConfigError("%s must be an object, not %r" % (name, sec))
     for k in sec:
@@ -79,14 +76,12 @@ def _section(cfg, name):
 
 def nfc_settings(section):
     """The NFC settings: the defaults overlaid by the config's "nfc" object, checked."""
-    if section is not None and not isinstance(section, dict):
-        raise ConfigError("nfc must be an object, not %r" % (section,))
+    if section is not None:
+        _section(section, "nfc")
     out = {}
     for k in DEFAULTS["nfc"]:
         out[k] = DEFAULTS["nfc"][k]
     for k in section or {}:
-        if k not in out:
-            raise ConfigError("unknown nfc key %r" % k)
         out[k] = section[k]
         _number(out, k, 1, 3600000, "nfc", (int,))
     _number(out, "chunk", 16, 240, "nfc", (int,))
@@ -103,7 +98,7 @@ def validate(cfg):
         if k not in DEFAULTS:
             raise ConfigError("unknown config key %r" % k)
         if isinstance(DEFAULTS[k], dict):
-            _section(cfg, k)
+            _section(cfg[k], k)
     out = _merge(DEFAULTS, cfg)
     if out["gateway"] is None:
         raise ConfigError("gateway (this PPMID's EUI-64) is missing")
