@@ -63,7 +63,8 @@ class GatewayDouble:
     async def _main(self):
         from ppmid.relay.journal import Journal
         from ppmid.relay.counters import JournalCounterStore
-        from ppmid.relay.core import Relay, SystemClock
+        from ppmid.relay.core import Relay
+        from ppmid.clock import Clock
         from ppmid.gbcs import Validator, decode
         cfg = S.config(response_timeout_s=1)
         self.journal = Journal(self.fs_root)
@@ -98,7 +99,7 @@ class GatewayDouble:
                     await asyncio.sleep(0.005)
 
         self.relay = Relay(cfg, self.journal, Validator(cfg, JournalCounterStore(self.journal)), han, Pub(),
-                           SystemClock(), self.key, topic_prefix="ppmid/v1/%s/" % EUI, late_window_s=10,
+                           Clock(), self.key, topic_prefix="ppmid/v1/%s/" % EUI, late_window_s=10,
                            console=None)
         self.relay.recover()
         self.relay.start()

@@ -14,6 +14,7 @@ import gc
 
 import asyncio
 from ppmid import VERSION
+from ppmid.clock import sleep_ms
 
 WDT_TIMEOUT_MS = 30000  # long enough for an mpremote session after Ctrl-C
 FEED_INTERVAL_S = 1
@@ -79,7 +80,7 @@ async def _heap_task(board, journal=None):
             flash_at = n
             print("PPMID flash: journal_written=%d appends=%d syncs=%d compactions=%d" % (
                 written, journal.appends, journal.syncs, journal.compactions))
-        await asyncio.sleep_ms(HEAP_SAMPLE_MS) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(HEAP_SAMPLE_MS / 1000)
+        await sleep_ms(HEAP_SAMPLE_MS)
 
 
 async def _idle(board, wdt):
@@ -168,7 +169,8 @@ async def run(board):
     from ppmid.relay.journal import Journal
     from ppmid.relay.counters import JournalCounterStore
     gc.collect()
-    from ppmid.relay.core import Relay, SystemClock
+    from ppmid.relay.core import Relay
+    from ppmid.clock import Clock
     gc.collect()
     from ppmid.gbcs import Validator
     gc.collect()
@@ -182,7 +184,7 @@ async def run(board):
     r, w = board.zigbee_uart().streams()
     han = ZigbeeHan(r, w, cfg, log=print)
     eui = cfg["gateway"]
-    relay = Relay(cfg, journal, validator, han, None, SystemClock(), creds[3],
+    relay = Relay(cfg, journal, validator, han, None, Clock(), creds[3],
                   wdt=board.wdt(WDT_TIMEOUT_MS),   # fed by the relay, only while healthy
                   topic_prefix="ppmid/v1/%s/" % eui,
                   link_checks=[("han", lambda: han.status == "running", 600)])

@@ -289,7 +289,7 @@ async def test_ack_timeouts_across_the_ticks_wrap():
     # the link's clock starts 150 ms before ticks_ms wraps (MicroPython; on CPython the
     # stand-in never wraps): a retransmission timer set before the wrap fires after it,
     # and four timeouts still fail the link, no sooner and no later
-    from ppmid import ticks
+    from ppmid import clock as ticks
     import sys
     shift = 0
     if sys.implementation.name == "micropython":

@@ -158,8 +158,14 @@ class FakeClock:
     def diff(self, a, b):
         return a - b
 
+    def add(self, t, delta):
+        return t + delta
+
     def time(self):
         return self.unix0 + self.t_ms // 1000
+
+    def is_set(self):
+        return self.time() >= 1704067200    # as a board before its first SNTP answer
 
     def advance(self, ms):
         self.t_ms += ms

@@ -22,7 +22,7 @@ from micropython import const
 
 from ppmid.errors import PpmidError
 from ppmid.mqtt import packets as p
-from ppmid.ticks import ticks_ms, ticks_diff
+from ppmid.clock import ticks_ms, ticks_diff
 
 E_MQTT_REFUSED = "E_MQTT_REFUSED"
 E_MQTT_TIMEOUT = "E_MQTT_TIMEOUT"

@@ -8,18 +8,16 @@
 # command after reconnect: an accepted command is never lost, a refused one is answered.
 import json
 import sys
-import time
 
 from ppmid import envelope
 from ppmid.errors import PpmidError
-from ppmid.ticks import ticks_ms, ticks_diff
+from ppmid.clock import ticks_ms, ticks_diff, unix_time, SET_AFTER
 
 E_TOPIC = "E_TOPIC"
 E_CLOCK = "E_CLOCK"
 VIA = "mqtt"
 STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed")
 _MP = sys.implementation.name == "micropython"
-_EPOCH_2000 = 946684800
 
 
 class IntakeError(PpmidError):
@@ -73,10 +71,8 @@ def state_json(state, **extra):
 
 def unix_now():
     """Unix seconds, or None while the clock is obviously not set (before 2024)."""
-    t = time.time()
-    if time.gmtime(0)[0] == 2000:  # embedded ports count from 2000
-        t += _EPOCH_2000
-    return int(t) if t >= 1704067200 else None
+    t = unix_time()
+    return t if t >= SET_AFTER else None
 
 
 def verified(accept, key, now=unix_now):

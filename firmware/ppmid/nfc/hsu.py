@@ -3,7 +3,7 @@
 # over board.ptyuart.PtyUart on the emulated board.
 import asyncio
 
-from ppmid.nfc.pn532 import sleep_ms
+from ppmid.clock import sleep_ms, wait_for_ms
 
 # HSU wake-up: 55 55 then enough 00s for the PN532 to leave power-down (>= 14 in practice)
 WAKEUP = b"\x55\x55" + bytes(16)
@@ -30,16 +30,10 @@ class HsuTransport:
         return the count, 0 on timeout."""
         try:
             if self._readinto:
-                return await _wait(self.reader.readinto(buf), timeout_ms) or 0
-            data = await _wait(self.reader.read(len(buf)), timeout_ms)
+                return await wait_for_ms(self.reader.readinto(buf), timeout_ms) or 0
+            data = await wait_for_ms(self.reader.read(len(buf)), timeout_ms)
         except asyncio.TimeoutError:
             return 0
         n = len(data)
         buf[:n] = data
         return n
-
-
-async def _wait(aw, timeout_ms):
-    if hasattr(asyncio, "wait_for_ms"):
-        return await asyncio.wait_for_ms(aw, timeout_ms)
-    return await asyncio.wait_for(aw, timeout_ms / 1000)

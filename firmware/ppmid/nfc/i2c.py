@@ -4,7 +4,7 @@
 # ready, and the frame follows in the same transaction; until then we poll, sleeping
 # between polls so that other tasks run. A PN532 that is still waking up NAKs its address
 # (OSError): treated as "not ready".
-from ppmid.nfc.pn532 import sleep_ms
+from ppmid.clock import sleep_ms
 
 ADDRESS = 0x24
 

@@ -12,11 +12,11 @@ import struct
 from micropython import const
 
 from ppmid import envelope
+from ppmid.clock import ticks_ms, ticks_diff, sleep_ms
 from ppmid.errors import PpmidError
 from ppmid.nfc.apdu import transceive, SW_OK
 from ppmid.nfc.errors import (NfcError, E_NFC_PROTO, E_NFC_LENGTH, E_NFC_CRC, E_NFC_LATE,
                               E_NFC_GONE)
-from ppmid.nfc.pn532 import sleep_ms, _ticks, _diff
 
 AID = b"\xf0\x50\x50\x4d\x49\x44\x01"   # F0 "PPMID" 01
 VERSION = const(1)
@@ -181,19 +181,19 @@ class PhoneSession:
         await self.status(SW_OK, "OK")
 
     async def _wait_result(self):
-        start = _ticks()
+        start = ticks_ms()
         last_keepalive = start
         while True:
             r = self.intake.result(self.id)
             if r is not None:
                 return r
-            now = _ticks()
-            if _diff(now, start) >= self.session_ms:
+            now = ticks_ms()
+            if ticks_diff(now, start) >= self.session_ms:
                 return None
-            if _diff(now, last_keepalive) >= self.keepalive_ms:
+            if ticks_diff(now, last_keepalive) >= self.keepalive_ms:
                 # also tells us whether the phone is still there
                 await self.status(SW_PENDING, "PENDING")
-                last_keepalive = _ticks()
+                last_keepalive = ticks_ms()
             await sleep_ms(self.poll_ms)
 
     async def _push(self, result):

@@ -6,10 +6,9 @@
 # command. All waiting is on asyncio, so polling for cards never stalls the other tasks.
 # Buffers are allocated once; a response is a memoryview into the receive buffer, valid
 # until the next command.
-import asyncio
-import time
 from micropython import const
 
+from ppmid.clock import ticks_ms, ticks_diff, sleep_ms
 from ppmid.nfc import frames as F
 from ppmid.nfc.errors import (NfcError, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP,
                               E_NFC_GONE, E_NFC_LENGTH)
@@ -30,24 +29,6 @@ _GONE = (0x01, 0x27, 0x29, 0x2B)
 STATUS_TEXT = {0x01: "target timeout", 0x02: "CRC error", 0x0B: "RF protocol error",
                0x0E: "buffer overflow", 0x13: "format error", 0x25: "DEP state",
                0x27: "not acceptable", 0x29: "target released", 0x2B: "card disappeared"}
-
-
-if hasattr(time, "ticks_ms"):
-    _ticks = time.ticks_ms
-    _diff = time.ticks_diff
-else:  # CPython
-    def _ticks():
-        return int(time.monotonic() * 1000)
-
-    def _diff(a, b):
-        return a - b
-
-
-async def sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        await asyncio.sleep_ms(ms)
-    else:
-        await asyncio.sleep(ms / 1000)
 
 
 class Target:
@@ -89,7 +70,7 @@ class PN532:
     async def _next(self, timeout_ms, hint):
         """Next frame: (kind, off, length) with off into _rx, or (None, 0, 0) on timeout.
         Frames with a bad length checksum are skipped (resynchronisation)."""
-        start = _ticks()
+        start = ticks_ms()
         framed = self.t.framed
         while True:
             if self._s >= self._n:
@@ -107,7 +88,7 @@ class PN532:
                     return kind, base + off, ln
                 if framed:  # a truncated I2C read cannot be continued
                     self._s = self._n
-            left = timeout_ms - _diff(_ticks(), start)
+            left = timeout_ms - ticks_diff(ticks_ms(), start)
             if left <= 0:
                 return None, 0, 0
             if self._s >= self._n:

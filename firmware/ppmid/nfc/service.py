@@ -14,7 +14,7 @@ from ppmid.errors import PpmidError
 from ppmid.nfc import phone, tag
 from ppmid.nfc.apdu import transceive, select_aid, SW_OK
 from ppmid.nfc.errors import NfcError, E_NFC_AID
-from ppmid.nfc.pn532 import sleep_ms
+from ppmid.clock import sleep_ms
 
 # The NFC settings and their checks live with the rest of the gateway config.
 DEFAULTS = C.DEFAULTS["nfc"]

@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover
 from micropython import const
 
 from ppmid.errors import PpmidError
-from ppmid.ticks import ticks_ms, ticks_diff
+from ppmid.clock import ticks_ms, ticks_diff, sleep_ms, wait_event_ms
 from ppmid import envelope as envmod
 from ppmid.relay import journal as J
 from ppmid.relay.ratelimit import Pacer, TokenBuckets
@@ -34,7 +34,6 @@ E_TOO_LARGE = "E_TOO_LARGE"
 E_STALE = "E_STALE"
 E_INTERNAL = "E_INTERNAL"
 E_CLOCK = "E_CLOCK"
-CLOCK_SET_AFTER = const(1704067200)  # unix 2024-01-01: earlier means the clock is not set
 
 # HAN link errors that mean "the bytes were not taken": the command may go again later.
 RETRYABLE = ("E_HAN_DOWN", "E_NO_TUNNEL")
@@ -65,35 +64,6 @@ _WHY = {E_EXPIRED: "expired before it could be relayed",
         E_STALE: "waited too long for the HAN",
         "E_HAN_DOWN": "the HAN link stayed down", "E_NO_TUNNEL": "no tunnel to the CH",
         "E_HAN_TOO_BIG": "too large for the HAN link", "E_HAN_DEST": "not reachable on the HAN"}
-
-
-class SystemClock:
-    """ms ticks (wrapping, compared with diff) and unix seconds, from the time module."""
-
-    def __init__(self):
-        import time
-        self._t = time
-        if hasattr(time, "ticks_ms"):
-            self.ms = time.ticks_ms
-            self.diff = time.ticks_diff
-        else:
-            self.ms = lambda: int(time.monotonic() * 1000)
-            self.diff = lambda a, b: a - b
-
-    def time(self):
-        return int(self._t.time())
-
-
-async def _wait(event, ms):
-    """Wait for event up to ms; True if it was set."""
-    try:
-        if hasattr(asyncio, "wait_for_ms"):
-            await asyncio.wait_for_ms(event.wait(), ms)
-        else:
-            await asyncio.wait_for(event.wait(), ms / 1000)
-        return True
-    except asyncio.TimeoutError:
-        return False
 
 
 def _b64(data):
@@ -243,7 +213,7 @@ class Relay:
                 self._room.clear()
                 self._wake_dispatch.set()
                 # woken when a command leaves the queue; the slice bounds a missed wake
-                await _wait(self._room, left if left < 250 else 250)
+                await wait_event_ms(self._room, left if left < 250 else 250)
         if waited:
             self.log("info", "%s waited %d ms for room in the queue" % (env.id, ticks_diff(ticks_ms(), t0)))
         return self.accept_now(env, via)
@@ -301,7 +271,7 @@ class Relay:
             self.counters["duplicates"] += 1
             return {"id": env.id, "status": r["status"]}
         now_s = self.clock.time()
-        if env.expires is not None and now_s < CLOCK_SET_AFTER:
+        if env.expires is not None and not self.clock.is_set():
             raise RelayError(E_CLOCK, "gateway clock is not set: cannot check expiry")
         if env.expires is not None and now_s >= env.expires:
             raise RelayError(E_EXPIRED, "command expired at %d (now %d)" % (env.expires, now_s))
@@ -490,7 +460,7 @@ class Relay:
                 backoff = _RETRY_MIN_MS if r is None else min(r[1] * 2, _RETRY_MAX_MS)
                 if r is None:
                     self.counters["link_resets"] += 1
-                self._retry[e.target] = [self.clock.ms() + backoff, backoff]
+                self._retry[e.target] = [self.clock.add(self.clock.ms(), backoff), backoff]
                 self.counters["retries"] += 1
                 e.error = code
                 self.log("warn", "%s not relayed (%s): retry in %d ms" % (e.id, code, backoff))
@@ -743,7 +713,7 @@ class Relay:
             if wait == 0:
                 await asyncio.sleep(0)
                 continue
-            await _wait(self._wake_dispatch, 1000 if wait is None or wait > 1000 else wait)
+            await wait_event_ms(self._wake_dispatch, 1000 if wait is None or wait > 1000 else wait)
 
     async def _receive_loop(self):
         # no heartbeat: it rightly blocks in han.receive(); the HAN link's own health
@@ -758,7 +728,7 @@ class Relay:
             self._beat("publish")
             self._wake_publish.clear()
             if not self._pubq:
-                await _wait(self._wake_publish, 5000)
+                await wait_event_ms(self._wake_publish, 5000)
                 continue
             try:
                 await self.publish_once()
@@ -767,7 +737,7 @@ class Relay:
                 self.counters["publish_errors"] += 1
                 if self.console is not None:
                     self.console("relay warn: publish failed: %r" % (exc,))
-                await asyncio.sleep_ms(backoff) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(backoff / 1000)
+                await sleep_ms(backoff)
                 backoff = min(backoff * 2, 30000)
 
     def house_once(self):

@@ -9,7 +9,7 @@ from micropython import const
 from ppmid.errors import PpmidError
 from ppmid.zigbee import ash
 
-from ppmid.ticks import ticks_ms, ticks_diff, ticks_add
+from ppmid.clock import ticks_ms, ticks_diff, ticks_add
 
 E_ASH_RESET = "E_ASH_RESET"
 E_ASH_LINK = "E_ASH_LINK"

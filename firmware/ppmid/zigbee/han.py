@@ -8,7 +8,7 @@ from micropython import const
 
 from ppmid.errors import PpmidError
 from ppmid.zigbee import ezsp as E
-from ppmid.ticks import ticks_ms, ticks_diff, ticks_add
+from ppmid.clock import ticks_ms, ticks_diff, ticks_add
 from ppmid.zigbee.ashlink import AshLink, AshError
 from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
 from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE

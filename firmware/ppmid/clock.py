@@ -1,0 +1,106 @@
+# Time for the whole firmware, in one place: millisecond ticks for deadlines, awaitable
+# sleeps and waits in milliseconds, and unix seconds that are right on every port.
+#
+# Ticks: on MicroPython time.ticks_ms wraps (on the ESP32 every 2**30 ms, ~12.4 days), so a
+# deadline is made with ticks_add(now, ms) and compared with ticks_diff(deadline, now), never
+# with + and <. On CPython (host tools and tests) a monotonic clock that does not wrap stands
+# in, with the same three names.
+#
+# Unix seconds: the unix port (and CPython) count time.time() from 1970, the ESP32 port from
+# 2000-01-01; unix_time() adds the difference where the port needs it. A board has no clock
+# until SNTP or a kept RTC sets it: Clock.is_set() says whether the time can be trusted.
+import time as _time
+
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio
+
+try:
+    from time import ticks_ms, ticks_diff, ticks_add
+except ImportError:  # CPython
+    def ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def ticks_add(t, delta):
+        return t + delta
+
+EPOCH_2000 = 946684800          # unix seconds at 2000-01-01, the embedded ports' epoch
+SET_AFTER = 1704067200          # unix 2024-01-01: a clock earlier than this was never set
+
+
+def epoch_offset(time_module=_time):
+    """Seconds to add to time_module.time() for unix time: 0 from 1970, EPOCH_2000 from 2000."""
+    gm = getattr(time_module, "gmtime", None) or time_module.localtime
+    return EPOCH_2000 if gm(0)[0] == 2000 else 0
+
+
+_OFFSET = epoch_offset()
+
+
+def unix_time():
+    """Unix seconds from this port's clock (set or not: see Clock.is_set)."""
+    return int(_time.time()) + _OFFSET
+
+
+async def sleep_ms(ms):
+    if hasattr(asyncio, "sleep_ms"):
+        await asyncio.sleep_ms(ms)
+    else:
+        await asyncio.sleep(ms / 1000)
+
+
+async def wait_for_ms(aw, ms):
+    """asyncio.wait_for with a timeout in ms (raises asyncio.TimeoutError)."""
+    if hasattr(asyncio, "wait_for_ms"):
+        return await asyncio.wait_for_ms(aw, ms)
+    return await asyncio.wait_for(aw, ms / 1000)
+
+
+async def wait_event_ms(event, ms):
+    """Wait for event up to ms; True if it was set."""
+    try:
+        await wait_for_ms(event.wait(), ms)
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
+class Clock:
+    """The clock a service is given (injected, so tests can give a fake one): ms ticks with
+    add/diff, unix seconds, and whether those seconds can be trusted.
+
+    `source` says who set the wall time: "unset" until the board's SNTP client or RTC says
+    otherwise (set_source); a clock that already reads after SET_AFTER at start (the unix
+    port, CPython) counts as set by the host ("host")."""
+
+    def __init__(self, time_module=None):
+        t = time_module if time_module is not None else _time
+        self._t = t
+        self._offset = epoch_offset(t)
+        if hasattr(t, "ticks_ms"):
+            self.ms = t.ticks_ms
+            self.diff = t.ticks_diff
+            self.add = t.ticks_add
+        elif time_module is None:
+            self.ms, self.diff, self.add = ticks_ms, ticks_diff, ticks_add
+        else:
+            self.ms = lambda: int(t.monotonic() * 1000)
+            self.diff = ticks_diff
+            self.add = ticks_add
+        self.source = "host" if self.time() >= SET_AFTER else "unset"
+        self.synced_at = None
+
+    def time(self):
+        return int(self._t.time()) + self._offset
+
+    def is_set(self):
+        return self.source != "unset" and self.time() >= SET_AFTER
+
+    def set_source(self, source, at=None):
+        """Record that the wall time was just set (by "sntp" or "rtc")."""
+        self.source = source
+        self.synced_at = self.time() if at is None else at
