@@ -212,4 +212,9 @@ class SntpClient:
             if not self._up():
                 await sleep_ms(1000)
                 continue
-            await self._pause(await self.sync_once())
+            try:
+                wait = await self.sync_once()
+            except Exception as exc:  # noqa: BLE001 - the clock task must outlive a bug
+                self.log("PPMID sntp: %r" % (exc,))
+                wait = self.retry_max_s
+            await self._pause(wait)
