@@ -16,7 +16,8 @@ firmware as the module `_emuboard` (see firmware/ppmid/board/emulated.py).
 
 State dir layout: board.json (state, for host tools), flash.img (LittleFS2 image),
 console.log (everything the board printed), wifi ("1"/"0": the emulated access point),
-hw.fifo (firmware -> supervisor: watchdog arm/feed, reset requests), rom.py, supervisor.log.
+hw.fifo (firmware -> supervisor: watchdog arm/feed, reset requests, RTC setting), rom.py,
+supervisor.log.
 Details and contracts: docs/platform.md.
 """
 import argparse
@@ -157,6 +158,7 @@ def _rom_open():
     hw.uarts = st["board_uarts"]
     hw.unique_id = binascii.unhexlify(st["unique_id"])
     hw.boot = st["restarts"]
+    hw.rtc_ms = st.get("rtc_ms")  # the RTC as the supervisor kept it (None: power-on)
     hw.t0 = _T0
     hw.ctl = open(d + "/hw.fifo", "wb")
     hw.wifi = open(d + "/wifi", "rb")
@@ -324,6 +326,7 @@ class Supervisor:
         self.sel = selectors.DefaultSelector()
         self.links = []
         self.hw_buf = b""
+        self.rtc_ms = None  # the emulated RTC: set by the firmware (T), lost on a power cut
 
     # -- set-up
     def _prepare(self):
@@ -402,6 +405,7 @@ class Supervisor:
             "spawned_at": self.spawned_at, "unique_id": self.unique_id,
             "flash": self.flash_path, "flash_size": self.flash_size,
             "console": self.console.name, "wifi_file": os.path.join(self.state_dir, "wifi"),
+            "rtc_ms": self.rtc_ms,
         }
 
     def _write_state(self):
@@ -443,6 +447,8 @@ class Supervisor:
         else:
             reason = "crash"
         self.last_exit, self.last_reason = code, reason
+        if reason == "killed":  # a power cut: the ESP32's RTC (no battery) starts again at 2000
+            self.rtc_ms = None
         lived = time.time() - (self.spawned_at or 0)
         self.proc = None
         if self.stopping:
@@ -481,6 +487,8 @@ class Supervisor:
             elif cmd == b"W":
                 self.wdt_timeout = max(1, int(arg or 5000)) / 1000.0
                 self.wdt_deadline = time.monotonic() + self.wdt_timeout
+            elif cmd == b"T":
+                self.rtc_ms = int(arg)
             elif cmd == b"R":
                 code = int(arg or EXIT_RESET)
                 self._kill_chip("soft_reset" if code == 0 else "reset", code)

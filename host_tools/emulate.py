@@ -235,7 +235,7 @@ class Emulation:
 
     def __init__(self, state_dir, board="emulated", gateway=GATEWAY, devices=None, overrides=None, heap=None,
                  uart_error_rate=0.0, baud=115200, log=log_default, deploy=True, corpus=None, ready_timeout=120,
-                 fresh_journal=True, nfc=False, gpf_delay_s=None):
+                 fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0):
         self.state_dir = os.path.abspath(str(state_dir))
         self.broker_dir = os.path.join(self.state_dir, "broker")
         self.board_name = board
@@ -252,6 +252,8 @@ class Emulation:
         self.fresh_journal = fresh_journal
         self.nfc = nfc            # attach the PN532 emulator to the board's NFC UART
         self.gpf_delay_s = gpf_delay_s  # the GSME's answer delay (None: the emulator's default)
+        self.sntp_hold_s = sntp_hold_s  # the SNTP server ignores the gateway this long at first
+        self.sntp = None
         self.pn532 = None
         self.broker = None
         self.board = None
@@ -280,6 +282,8 @@ class Emulation:
         cfg = {"version": 1, "gateway": self.gateway,
                "broker": {"host": info["host"], "port": info["port"], "server_hostname": info["server_hostname"]},
                "wifi": {"ssid": "emulated", "password": ""},
+               # the gateway's clock comes from the emulation's SNTP server on loopback
+               "sntp": {"servers": ["127.0.0.1"], "port": self.sntp.port if self.sntp else 123},
                "han": {"devices": [{"eui": e, "type": t} for e, t in sorted(self.devices.items())]}}
         cfg = merge(cfg, self.overrides)
         try:
@@ -300,6 +304,8 @@ class Emulation:
         from host_tools import mqtt_tools as mt
         from host_tools import cmd_provision, cmd_deploy
         os.makedirs(self.state_dir, exist_ok=True)
+        from host_tools.sntp_server import SntpServer
+        self.sntp = SntpServer(hold_s=self.sntp_hold_s, log=self.log).start()
         self.broker = Broker(self.broker_dir, gateways=[self.gateway])
         info = self.broker.start()
         self.log("broker on 127.0.0.1:%d (state %s)" % (info["port"], self.broker_dir))
@@ -338,6 +344,10 @@ class Emulation:
         self.console_start = mark
         self.restarts_at_start = self.board.restarts
         self.wait_online(self.ready_timeout)
+        if not self.sntp_hold_s:
+            # the board boots with its clock unset: commands with an expiry would get
+            # E_CLOCK until the first SNTP reply, which comes within a second or so
+            self.board.wait_for(r"PPMID clock: set by sntp", 30, since=mark)
         return self
 
     def wait_online(self, timeout=60):
@@ -373,7 +383,7 @@ class Emulation:
     def stop(self):
         for what, fn in (("pn532", lambda: self.pn532.stop()), ("ncp", lambda: self.ncp.stop()),
                          ("board", lambda: self.board.stop()),
-                         ("broker", lambda: self.broker.stop())):
+                         ("broker", lambda: self.broker.stop()), ("sntp", lambda: self.sntp.stop())):
             try:
                 if getattr(self, what) is not None:
                     fn()

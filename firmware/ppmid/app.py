@@ -101,6 +101,25 @@ def _load_config(board):
     return cfg, creds
 
 
+def _start_sntp(board, cfg, clock, link):
+    """The SNTP client task, when Wi-Fi is configured and servers are named (the module is
+    not even imported otherwise). Each sync republishes the info (clock, clock_synced_at)."""
+    s = cfg["sntp"]
+    if not (cfg.get("wifi") or {}).get("ssid") or not s["servers"]:
+        print("PPMID clock: %s, no sntp" % clock.source)
+        return
+    from ppmid.sntp import SntpClient
+    gc.collect()
+
+    async def synced():
+        if link is not None and link.client.state == "online":
+            await link.republish_info()
+
+    print("PPMID clock: %s, sntp from %s" % (clock.source, ", ".join(s["servers"])))
+    asyncio.create_task(SntpClient(s, clock, board.set_time, wlan=board.wlan, log=print,
+                                   on_set=synced).run())
+
+
 def _nfc_driver(board):
     """A PN532 driver on the bus the board names (the transport modules only), or None."""
     spec = board.info.get("nfc") if isinstance(board.info, dict) else None
@@ -184,7 +203,10 @@ async def run(board):
     r, w = board.zigbee_uart().streams()
     han = ZigbeeHan(r, w, cfg, log=print)
     eui = cfg["gateway"]
-    relay = Relay(cfg, journal, validator, han, None, Clock(), creds[3],
+    # the board's clock: on the ESP32 (and the emulated board) it counts from 2000 and is
+    # unset after a power cut until SNTP sets it; "rtc" when it was kept across a reset
+    clock = Clock(board.time, board.clock_source())
+    relay = Relay(cfg, journal, validator, han, None, clock, creds[3],
                   wdt=board.wdt(WDT_TIMEOUT_MS),   # fed by the relay, only while healthy
                   topic_prefix="ppmid/v1/%s/" % eui,
                   link_checks=[("han", lambda: han.status == "running", 600)])
@@ -201,6 +223,8 @@ async def run(board):
         d["module"] = han.module
         d["heap_free"] = heap["free"]
         d["heap_min"] = heap["min"]
+        d["clock"] = clock.source
+        d["clock_synced_at"] = clock.synced_at
         return d
 
     try:
@@ -227,6 +251,7 @@ async def run(board):
     relay.start()
     if link is not None:
         asyncio.create_task(link.run())
+    _start_sntp(board, cfg, clock, link)
     _mark(board, "started")
 
     nfc, nfc_state = await _nfc(board, cfg, relay)

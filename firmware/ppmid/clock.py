@@ -73,11 +73,12 @@ class Clock:
     """The clock a service is given (injected, so tests can give a fake one): ms ticks with
     add/diff, unix seconds, and whether those seconds can be trusted.
 
-    `source` says who set the wall time: "unset" until the board's SNTP client or RTC says
-    otherwise (set_source); a clock that already reads after SET_AFTER at start (the unix
-    port, CPython) counts as set by the host ("host")."""
+    `source` says who set the wall time: "unset" until the SNTP client says otherwise
+    (set_source). A board passes what it knows at boot: "rtc" when its RTC kept the time
+    across a reset, "unset" after a power cut. Without it, a clock that already reads after
+    SET_AFTER at start (the unix port, CPython) counts as set by the host ("host")."""
 
-    def __init__(self, time_module=None):
+    def __init__(self, time_module=None, source=None):
         t = time_module if time_module is not None else _time
         self._t = t
         self._offset = epoch_offset(t)
@@ -91,7 +92,9 @@ class Clock:
             self.ms = lambda: int(t.monotonic() * 1000)
             self.diff = ticks_diff
             self.add = ticks_add
-        self.source = "host" if self.time() >= SET_AFTER else "unset"
+        if source is None:
+            source = "host" if self.time() >= SET_AFTER else "unset"
+        self.source = source
         self.synced_at = None
 
     def time(self):
@@ -101,6 +104,6 @@ class Clock:
         return self.source != "unset" and self.time() >= SET_AFTER
 
     def set_source(self, source, at=None):
-        """Record that the wall time was just set (by "sntp" or "rtc")."""
+        """Record that the wall time was just set (by "sntp"), `at` unix seconds."""
         self.source = source
         self.synced_at = self.time() if at is None else at

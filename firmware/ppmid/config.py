@@ -26,6 +26,11 @@ DEFAULTS = {
     # data bytes per GET/PUT; poll_ms result polling inside a phone session; idle_ms pause
     # between two target polls
     "nfc": {"session_s": 20, "chunk": 240, "poll_ms": 200, "idle_ms": 250, "keepalive_ms": 1000},
+    # the wall clock (docs/platform.md "Clock"): SNTP servers asked in turn once Wi-Fi is
+    # up; timeout_ms per query; retry_s doubling up to retry_max_s while none answers;
+    # resync_s between two syncs
+    "sntp": {"servers": ["pool.ntp.org"], "port": 123, "timeout_ms": 2000, "retry_s": 2,
+             "retry_max_s": 300, "resync_s": 3600},
 }
 
 
@@ -148,6 +153,15 @@ def validate(cfg):
         if not isinstance(w[k], str):
             raise ConfigError("wifi.%s must be a string" % k)
     out["nfc"] = nfc_settings(cfg.get("nfc"))
+    s = out["sntp"]
+    if not isinstance(s["servers"], list) or len(s["servers"]) > 4 or \
+            any(not isinstance(h, str) or not h for h in s["servers"]):
+        raise ConfigError("sntp.servers must be a list of up to 4 host names or addresses ([] for none)")
+    _number(s, "port", 1, 65535, "sntp", (int,))
+    _number(s, "timeout_ms", 100, 60000, "sntp", (int,))
+    _number(s, "retry_s", 1, 3600, "sntp", (int,))
+    _number(s, "retry_max_s", s["retry_s"], 86400, "sntp", (int,))
+    _number(s, "resync_s", 60, 604800, "sntp", (int,))
     return out
 
 

@@ -153,3 +153,24 @@ def test_load_picks_the_emulated_board_from_its_rom():
         assert b.info is hw.info
     finally:
         del sys.modules["_emuboard"]
+
+
+def test_rtc_starts_at_2000_after_power_on_and_is_kept_when_the_supervisor_kept_it():
+    from ppmid.clock import Clock
+    hw = Hw()
+    b = emulated.Board(hw)
+    c = Clock(b.time, b.clock_source())
+    assert b.clock_source() == "unset" and not c.is_set()
+    assert 946684800 <= c.time() < 946684800 + 86400 * 365   # some time in 2000
+    assert b.time.gmtime(0)[0] == 2000
+    b.set_time(1796083200, 500)                              # the SNTP client sets it
+    assert abs(c.time() - 1796083200) <= 1
+    line = hw.ctl.written[-1]
+    assert line.startswith(b"T") and line.endswith(b"\n")
+    # the next boot: the ROM hands over what the supervisor kept
+    hw2 = Hw()
+    hw2.rtc_ms = int(line[1:-1])
+    b2 = emulated.Board(hw2)
+    c2 = Clock(b2.time, b2.clock_source())
+    assert b2.clock_source() == "rtc" and c2.is_set() and c2.source == "rtc"
+    assert abs(c2.time() - 1796083200) <= 1

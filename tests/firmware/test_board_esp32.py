@@ -65,6 +65,14 @@ machine.UART = FakeUART
 machine.I2C = FakeI2C
 machine.WDT = FakeWDT
 machine.reset = lambda: Rec.calls.append(("reset",))
+
+
+class FakeRTC:
+    def datetime(self, dt):
+        Rec.calls.append(("RTC", dt))
+
+
+machine.RTC = FakeRTC
 machine.unique_id = lambda: b"\x24\x0a\xc4\x00\x00\x01"
 network = Mod()
 network.STA_IF = 0
@@ -134,3 +142,33 @@ def test_watchdog_reset_wlan_and_id():
     b.wlan.active(True)
     assert b.wlan.isconnected()
     b.wlan.track(object())  # a no-op on the ESP32
+
+
+class Time2000:
+    """The ESP32 port's time module: seconds from 2000-01-01."""
+
+    def __init__(self, now):
+        self.now = now
+
+    def time(self):
+        return self.now
+
+    def gmtime(self, secs=None):
+        import time
+        return time.gmtime((self.now if secs is None else secs) + 946684800)
+
+
+def test_clock_source_and_set_time_on_the_2000_epoch():
+    saved = esp32.time
+    try:
+        esp32.time = Time2000(7)                         # power-on: 2000-01-01 00:00:07
+        b = esp32.Board(DEVKITC)
+        assert b.time is esp32.time
+        assert b.clock_source() == "unset"
+        Rec.calls = []
+        b.set_time(1796083200 + 3723, 250)               # 2026-12-01T01:02:03.250Z, a Tuesday
+        assert Rec.calls == [("RTC", (2026, 12, 1, 1, 1, 2, 3, 250000))]
+        esp32.time.now = 1796083200 - 946684800          # what the RTC reads after a soft reset
+        assert b.clock_source() == "rtc"
+    finally:
+        esp32.time = saved

@@ -92,3 +92,22 @@ def test_loads_and_load_errors():
         assert "provision" in exc.message
     else:
         raise AssertionError
+
+
+def test_sntp_section():
+    cfg = config.validate(_with())
+    s = cfg["sntp"]
+    assert s["servers"] == ["pool.ntp.org"] and s["port"] == 123 and s["resync_s"] == 3600
+    cfg = config.validate(_with(sntp={"servers": ["127.0.0.1"], "port": 40123}))
+    assert cfg["sntp"]["servers"] == ["127.0.0.1"] and cfg["sntp"]["port"] == 40123
+    assert cfg["sntp"]["timeout_ms"] == 2000 and cfg["sntp"]["retry_max_s"] == 300
+    assert config.validate(_with(sntp={"servers": []}))["sntp"]["servers"] == []
+    assert "unknown sntp key 'server'" in _err(_with(sntp={"server": "a"}))
+    assert "sntp must be an object" in _err(_with(sntp=["a"]))
+    assert "sntp.servers" in _err(_with(sntp={"servers": "pool.ntp.org"}))
+    assert "sntp.servers" in _err(_with(sntp={"servers": [""]}))
+    assert "sntp.servers" in _err(_with(sntp={"servers": ["a", "b", "c", "d", "e"]}))
+    assert "sntp.port" in _err(_with(sntp={"port": 0}))
+    assert "sntp.resync_s" in _err(_with(sntp={"resync_s": 1}))
+    assert "sntp.retry_max_s" in _err(_with(sntp={"retry_s": 10, "retry_max_s": 5}))
+    assert "sntp.timeout_ms" in _err(_with(sntp={"timeout_ms": 1.5}))

@@ -7,6 +7,7 @@ import time
 
 import asyncio
 from ppmid.board import BoardError
+from ppmid.clock import EPOCH_2000, ticks_ms, ticks_diff, ticks_add
 
 STAT_IDLE = 1000
 STAT_CONNECTING = 1001
@@ -138,6 +139,36 @@ class Watchdog:
         self._ctl.write(b"F\n")
 
 
+class RtcTime:
+    # The ESP32 port's `time` as ppmid.clock reads it: seconds from 2000-01-01, starting at
+    # 0 at power-on, until set(). The supervisor keeps the setting (as an offset from the
+    # host's clock, so the RTC runs on while the chip reboots) across every reboot but a
+    # kill, which is a power cut: hw.rtc_ms is None then (docs/platform.md "Clock").
+    def __init__(self, hw):
+        self._ctl = hw.ctl
+        self._t0 = hw.t0
+        self._delta = getattr(hw, "rtc_ms", None)   # RTC ms since 2000 minus host unix ms
+        self.kept = self._delta is not None
+        self.ticks_ms, self.ticks_diff, self.ticks_add = ticks_ms, ticks_diff, ticks_add
+
+    def _ms(self):
+        if self._delta is None:
+            return ticks_diff(ticks_ms(), self._t0)
+        return time.time_ns() // 1000000 + self._delta
+
+    def time(self):
+        return self._ms() // 1000
+
+    def gmtime(self, secs=None):
+        return time.gmtime((self.time() if secs is None else secs) + EPOCH_2000)
+
+    localtime = gmtime
+
+    def set(self, unix_s, ms=0):
+        self._delta = (unix_s - EPOCH_2000) * 1000 + ms - time.time_ns() // 1000000
+        self._ctl.write(b"T%d\n" % self._delta)
+
+
 class Board:
     def __init__(self, hw):
         self._hw = hw
@@ -148,6 +179,15 @@ class Board:
         self.wlan = WLAN(hw.wifi)
         self._uarts = {}
         self._wdt = None
+        self.time = RtcTime(hw)   # the time module for ppmid.clock.Clock
+
+    def clock_source(self):
+        """"rtc" when the RTC kept its setting across the reset, else "unset"."""
+        return "rtc" if self.time.kept else "unset"
+
+    def set_time(self, unix_s, ms=0):
+        """Set the RTC (the SNTP client's setter)."""
+        self.time.set(unix_s, ms)
 
     def _pty_uart(self, spec):
         name = spec["pty"]

@@ -84,6 +84,19 @@ class Board:
         self._zigbee = None
         self._nfc = None
         self._wdt = None
+        self.time = time     # counts from 2000-01-01 on this port; ppmid.clock adds the offset
+
+    def clock_source(self):
+        """"rtc" when the RTC kept a set time across the reset (anything but a power cut
+        keeps it), else "unset" (it restarts at 2000-01-01)."""
+        from ppmid.clock import epoch_offset, SET_AFTER
+        return "rtc" if time.time() + epoch_offset(time) >= SET_AFTER else "unset"
+
+    def set_time(self, unix_s, ms=0):
+        """Set the RTC (the SNTP client's setter); it survives a soft reset."""
+        from ppmid.clock import epoch_offset
+        t = time.gmtime(unix_s - epoch_offset(time))
+        machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], ms * 1000))
 
     def zigbee_uart(self):
         if self._zigbee is None:

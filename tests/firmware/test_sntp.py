@@ -1,0 +1,380 @@
+# ppmid.sntp: the request/reply codec (every reason to refuse a reply, the NTP eras) and the
+# client task over a fake UDP socket (timeouts, backoff, resync, ignored replies, the jump
+# rule). CPython and MicroPython.
+import struct
+
+try:
+    import asyncio
+except ImportError:
+    import uasyncio as asyncio
+
+from ppmid import sntp
+from ppmid.clock import Clock
+
+NONCE = b"\x01\x02\x03\x04\x05\x06\x07\x08"
+NTP_UNIX = 2208988800
+UNIX_2026 = 1796083200            # 2026-12-01T00:00:00Z
+EPOCH_2000 = 946684800
+
+
+def reply(unix=UNIX_2026, frac=0, li=0, version=4, mode=4, stratum=2, origin=NONCE, kiss=b"RATE", era=0):
+    b = bytearray(48)
+    b[0] = li << 6 | version << 3 | mode
+    b[1] = stratum
+    if stratum == 0:
+        b[12:16] = kiss
+    b[24:32] = origin
+    secs = (unix + NTP_UNIX - (era << 32)) if unix is not None else 0
+    struct.pack_into(">II", b, 40, secs, frac)
+    return bytes(b)
+
+
+def _refused(data, word):
+    try:
+        sntp.parse(data, NONCE)
+    except sntp.SntpError as exc:
+        assert word in exc.args[0], exc.args[0]
+        return
+    raise AssertionError("accepted a reply that should be refused (%s)" % word)
+
+
+def test_request_is_a_48_byte_v4_client_packet_carrying_the_nonce():
+    buf = bytearray(b"\xff" * 48)
+    sntp.request(buf, NONCE)
+    assert len(buf) == 48 and buf[0] == 0x23          # LI 0, VN 4, mode 3
+    assert bytes(buf[1:40]) == bytes(39)
+    assert bytes(buf[40:48]) == NONCE
+
+
+def test_good_reply_gives_unix_seconds_and_ms():
+    assert sntp.parse(reply(), NONCE) == (UNIX_2026, 0)
+    assert sntp.parse(reply(frac=0x80000000), NONCE) == (UNIX_2026, 500)
+    assert sntp.parse(reply(frac=0xFFFFFFFF), NONCE)[1] == 999
+    assert sntp.parse(reply(version=3), NONCE)[0] == UNIX_2026
+    assert sntp.parse(reply(li=1, stratum=15), NONCE)[0] == UNIX_2026   # leap second pending: fine
+    assert sntp.parse(reply() + bytes(20), NONCE)[0] == UNIX_2026       # extension fields: ignored
+
+
+def test_ntp_era_1_after_2036():
+    # 2040-01-01 is past the 2036-02-07 wrap of the 32-bit NTP seconds
+    unix_2040 = 2208988800
+    data = reply(unix_2040, era=1)
+    secs = struct.unpack_from(">I", data, 40)[0]
+    assert secs < 0x80000000                           # the wrapped value on the wire
+    assert sntp.parse(data, NONCE)[0] == unix_2040
+    # the last second of era 0
+    assert sntp.parse(reply(0xFFFFFFFF - NTP_UNIX), NONCE)[0] == 0xFFFFFFFF - NTP_UNIX
+
+
+def test_bad_replies_are_refused_with_the_reason():
+    _refused(reply()[:47], "short")
+    _refused(b"", "short")
+    _refused(reply(mode=3), "mode 3")                  # our own request echoed back
+    _refused(reply(mode=5), "mode 5")
+    _refused(reply(version=0), "version")
+    _refused(reply(version=7), "version")
+    _refused(reply(stratum=0), "kiss-o'-death")
+    _refused(reply(stratum=16), "stratum 16")
+    _refused(reply(li=3), "LI=3")
+    _refused(reply(origin=b"\x00" * 8), "originate")   # a spoofer who did not see our request
+    _refused(reply(unix=None), "zero transmit")
+    _refused(reply(unix=EPOCH_2000 + 5), "before 2024")
+
+
+# ---- the client over a fake socket -----------------------------------------------------
+class FakeTime:
+    """An ESP32's clock: seconds from 2000, ms ticks; the test moves it."""
+
+    def __init__(self, now2000=5):
+        self.ms = now2000 * 1000
+        self.tick = 0
+
+    def gmtime(self, secs=0):
+        return (2000, 1, 1, 0, 0, 0, 5, 1)
+
+    def time(self):
+        return self.ms // 1000
+
+    def ticks_ms(self):
+        return self.tick
+
+    def ticks_add(self, a, b):
+        return a + b
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def set_unix(self, unix, ms=0):
+        self.ms = (unix - EPOCH_2000) * 1000 + ms
+
+
+class FakeSocket:
+    """A non-blocking UDP socket: answers from `script` ([(delay_ms, bytes or callable(nonce),
+    src)] per request), EAGAIN otherwise. Time moves only when the client sleeps."""
+
+    def __init__(self, net, addr):
+        self.net = net
+        self.addr = addr
+        self.closed = False
+        self.inbox = []
+
+    def sendto(self, data, addr):
+        assert addr == self.addr and len(data) == 48
+        self.net.sent.append((bytes(data), addr))
+        nonce = bytes(data[40:48])
+        for delay, what, src in self.net.answers.pop(0) if self.net.answers else ():
+            payload = what(nonce) if callable(what) else what
+            self.inbox.append((self.net.time.tick + delay, payload, src or addr))
+
+    def recvfrom(self, n):
+        for i, (at, payload, src) in enumerate(self.inbox):
+            if at <= self.net.time.tick:
+                del self.inbox[i]
+                return payload[:n], src
+        raise OSError(11)
+
+    def close(self):
+        self.closed = True
+
+
+class Net:
+    def __init__(self, time):
+        self.time = time
+        self.sent = []
+        self.answers = []      # per request: [(delay_ms, bytes | fn(nonce), src or None)]
+        self.socks = []
+
+    def udp(self, host, port):
+        if host == "down.example":
+            raise OSError(-2)  # DNS failure
+        s = FakeSocket(self, (host, port))
+        self.socks.append(s)
+        return s, s.addr
+
+
+def good(unix=UNIX_2026, frac=0):
+    return lambda nonce: reply(unix, frac=frac, origin=nonce)
+
+
+SETTINGS = {"servers": ["a.example", "b.example"], "port": 123, "timeout_ms": 1000, "retry_s": 2,
+            "retry_max_s": 16, "resync_s": 600}
+
+
+def rig(settings=SETTINGS):
+    t = FakeTime()
+    net = Net(t)
+    clock = Clock(t, "unset")
+    logs = []
+    sets = []
+
+    def set_time(unix, ms):
+        sets.append((unix, ms))
+        t.set_unix(unix, ms)
+
+    c = sntp.SntpClient(settings, clock, set_time, log=logs.append, udp=net.udp,
+                        urandom=lambda n: bytes([len(net.sent) + 1]) * n)
+    return c, t, net, clock, logs, sets
+
+
+def _patch_sleep(t):
+    # time moves by the slept amount: the client's waits run instantly
+    async def fake_sleep(ms):
+        t.tick += ms
+        t.ms += ms
+        await asyncio.sleep(0)
+    sntp.sleep_ms = fake_sleep
+
+
+def _restore_sleep():
+    from ppmid.clock import sleep_ms
+    sntp.sleep_ms = sleep_ms
+
+
+async def test_first_reply_sets_an_unset_clock_with_half_the_round_trip():
+    c, t, net, clock, logs, sets = rig()
+    _patch_sleep(t)
+    try:
+        assert not clock.is_set() and clock.source == "unset"
+        net.answers = [[(100, good(frac=0x80000000), None)]]
+        wait = await c.sync_once()
+        assert wait == 600                                   # resync_s
+        assert sets == [(UNIX_2026, 550)]                     # 500 ms + half of the 100 ms round trip
+        assert clock.is_set() and clock.source == "sntp" and clock.synced_at == UNIX_2026
+        assert clock.time() == UNIX_2026
+        assert any("set by sntp" in x and "was unset" in x for x in logs)
+        assert all(s.closed for s in net.socks)
+    finally:
+        _restore_sleep()
+
+
+async def test_bad_and_spoofed_replies_are_ignored_and_the_real_one_still_counts():
+    c, t, net, clock, logs, sets = rig()
+    _patch_sleep(t)
+    try:
+        bad = [reply(origin=b"\x00" * 8), reply(stratum=0), reply(li=3), reply(mode=3), b"\x24" * 20,
+               reply(unix=None)]
+        net.answers = [[(10 * i, lambda n, b=b: b, None) for i, b in enumerate(bad)]
+                       + [(90, good(), ("6.6.6.6", 123)),        # right answer, wrong source
+                          (200, good(), None)]]
+        assert await c.sync_once() == 600
+        assert sets and sets[0][0] == UNIX_2026
+        assert c.ignored == 7
+        # one line per query, not one per forged packet
+        assert len([x for x in logs if "ignored" in x]) == 1
+        assert "originate" in [x for x in logs if "ignored" in x][0]
+    finally:
+        _restore_sleep()
+
+
+async def test_only_bad_replies_is_a_failure_with_backoff_and_the_next_server():
+    c, t, net, clock, logs, sets = rig()
+    _patch_sleep(t)
+    try:
+        net.answers = [[(10, reply(stratum=0), None)]]
+        waits = [await c.sync_once()]
+        for _ in range(5):                                  # nobody answers at all
+            waits.append(await c.sync_once())
+        assert waits == [2, 4, 8, 16, 16, 16]               # doubling from retry_s up to retry_max_s
+        assert sets == [] and not clock.is_set()
+        hosts = [a[0] for _, a in net.sent]
+        assert hosts == ["a.example", "b.example"] * 3       # servers in turn
+        assert any("no usable reply from a.example: next try in 2 s" in x for x in logs)
+        # then one answers: the pause is back to resync_s and the backoff starts again
+        net.answers = [[(5, good(), None)]]
+        assert await c.sync_once() == 600
+        net.answers = []
+        assert await c.sync_once() == 2
+    finally:
+        _restore_sleep()
+
+
+async def test_socket_and_dns_errors_count_as_failures():
+    c, t, net, clock, logs, sets = rig(dict(SETTINGS, servers=["down.example"]))
+    _patch_sleep(t)
+    try:
+        assert await c.sync_once() == 2
+        assert any("down.example" in x for x in logs)
+    finally:
+        _restore_sleep()
+
+
+async def test_resync_corrects_small_drift_at_once():
+    c, t, net, clock, logs, sets = rig()
+    _patch_sleep(t)
+    try:
+        net.answers = [[(0, good(), None)]]
+        await c.sync_once()
+        t.ms += 600 * 1000 + 3000                            # resync_s later, 3 s fast
+        net.answers = [[(0, good(UNIX_2026 + 600), None)]]
+        assert await c.sync_once() == 600
+        assert sets[-1][0] == UNIX_2026 + 600 and clock.time() == UNIX_2026 + 600
+        assert any("step=-3 s" in x for x in logs)
+    finally:
+        _restore_sleep()
+
+
+async def test_a_big_step_of_a_set_clock_needs_two_agreeing_replies():
+    c, t, net, clock, logs, sets = rig()
+    _patch_sleep(t)
+    try:
+        net.answers = [[(0, good(), None)]]
+        await c.sync_once()
+        n = len(sets)
+        # one reply says the clock is a day off: held, not applied; asked again soon
+        net.answers = [[(0, good(UNIX_2026 + 86400), None)]]
+        assert await c.sync_once() == 2
+        assert len(sets) == n and abs(clock.time() - UNIX_2026) < 5
+        assert any("held until a second reply agrees" in x for x in logs)
+        # the next reply disagrees with it (the real time): a small correction, applied
+        net.answers = [[(0, good(clock.time()), None)]]
+        assert await c.sync_once() == 600
+        assert abs(clock.time() - UNIX_2026) < 5 and c.held is None
+        # two agreeing replies for a real step (2 s apart, counting the time between them)
+        base = clock.time()
+        net.answers = [[(0, good(base + 3600), None)]]
+        assert await c.sync_once() == 2
+        t.tick += 2000
+        t.ms += 2000
+        net.answers = [[(0, good(base + 3602), None)]]
+        assert await c.sync_once() == 600
+        assert abs(clock.time() - (base + 3602)) <= 1
+        assert any("step=+36" in x for x in logs)
+    finally:
+        _restore_sleep()
+
+
+async def test_a_clock_kept_by_the_rtc_is_set_and_takes_small_corrections():
+    t = FakeTime()
+    t.set_unix(UNIX_2026)
+    clock = Clock(t, "rtc")
+    assert clock.is_set() and clock.source == "rtc" and clock.synced_at is None
+    net = Net(t)
+    sets = []
+    c = sntp.SntpClient(SETTINGS, clock, lambda u, m: sets.append(u), log=lambda m: None, udp=net.udp,
+                        urandom=lambda n: b"\x07" * n)
+    assert c.apply(UNIX_2026 + 1, 0) and clock.source == "sntp" and sets == [UNIX_2026 + 1]
+
+
+async def test_on_set_is_called_after_each_set_and_its_failure_is_logged():
+    c, t, net, clock, logs, sets = rig()
+    _patch_sleep(t)
+    called = []
+
+    async def on_set():
+        called.append(clock.source)
+        raise OSError("broker away")
+    c.on_set = on_set
+    try:
+        net.answers = [[(0, good(), None)]]
+        assert await c.sync_once() == 600
+        assert called == ["sntp"] and any("on_set" in x for x in logs)
+    finally:
+        _restore_sleep()
+
+
+class Wlan:
+    def __init__(self, up):
+        self.up = up
+        self.tracked = []
+
+    def isconnected(self):
+        return self.up
+
+    def track(self, s):
+        self.tracked.append(s)
+
+    def untrack(self, s):
+        self.tracked.remove(s)
+
+
+async def test_run_waits_for_wifi_and_a_pause_ends_when_wifi_comes_back():
+    c, t, net, clock, logs, sets = rig()
+    c.wlan = Wlan(False)
+    _patch_sleep(t)
+    try:
+        # no Wi-Fi: no query at all
+        task = asyncio.create_task(c.run())
+        await asyncio.sleep(0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert net.sent == []
+        task.cancel()
+        # a long pause is cut short by Wi-Fi coming back after a drop
+        c.wlan.up = True
+        ticks0 = t.tick
+
+        async def drop_and_restore():
+            c.wlan.up = False
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            c.wlan.up = True
+        t2 = asyncio.create_task(drop_and_restore())
+        await c._pause(600)
+        await t2
+        assert t.tick - ticks0 < 600 * 1000
+        # a query's socket is tracked (closed by a Wi-Fi drop) and untracked after
+        net.answers = [[(0, good(), None)]]
+        await c.sync_once()
+        assert c.wlan.tracked == [] and net.socks[-1].closed
+    finally:
+        _restore_sleep()
