@@ -12,9 +12,8 @@ import os
 import struct
 from micropython import const
 
-from ppmid.errors import PpmidError
+from ppmid.errors import PpmidError, E_BUSY
 
-E_BUSY = "E_BUSY"
 E_JOURNAL = "E_JOURNAL"
 
 MAGIC = b"PPMIDJ1"

@@ -7,18 +7,12 @@ import asyncio
 from micropython import const
 
 from ppmid.errors import PpmidError
+from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_DELIVERY, E_DELIVERY_UNKNOWN, E_HAN_DEST, E_HAN_TOO_BIG
 from ppmid.zigbee import ezsp as E
 from ppmid.clock import ticks_ms, ticks_diff, ticks_add
 from ppmid.zigbee.ashlink import AshLink, AshError
 from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
 from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE
-
-E_HAN_DOWN = "E_HAN_DOWN"
-E_NO_TUNNEL = "E_NO_TUNNEL"
-E_DELIVERY = "E_DELIVERY"
-E_DELIVERY_UNKNOWN = "E_DELIVERY_UNKNOWN"
-E_HAN_DEST = "E_HAN_DEST"
-E_HAN_TOO_BIG = "E_HAN_TOO_BIG"
 
 STARTING = "starting"
 RUNNING = "running"
