@@ -178,11 +178,6 @@ class Encoder:
         return self.encode(ERROR, bytes((ASH_VERSION, code)), randomise=False)
 
 
-def encode_frame(control, data=b"", randomise=True):
-    """Convenience (allocates): one whole wire frame as bytes."""
-    return bytes(Encoder().encode(control, data, randomise))
-
-
 class Decoder:
     """Streaming ASH receiver. feed(chunk) returns a list of (control, payload) for good
     frames (DATA payloads de-randomised; RSTACK/ERROR payloads as sent) and (BAD, reason,
