@@ -162,6 +162,16 @@ def parse_incoming(version, p):
 
 
 # ---- protocol ----------------------------------------------------------------------------
+class _Waiter:
+    """A command waiting for its response (one per command)."""
+    __slots__ = ("done", "result", "fid")
+
+    def __init__(self, fid):
+        self.done = asyncio.Event()
+        self.result = None   # the response's parameters (bytes), or an EzspError
+        self.fid = fid       # the command's frame id: the response must carry the same
+
+
 class Ezsp:
     """Commands over an AshLink-like object (async send(frame)). Feed it received frames
     with on_frame(); callbacks go to on_callback(frame_id, params) synchronously."""
@@ -172,7 +182,7 @@ class Ezsp:
         self._log = log
         self._timeout_s = timeout_s
         self._seq = 0
-        self._waiting = {}     # seq -> [Event, result]
+        self._waiting = {}     # seq -> _Waiter
         self.version = None    # negotiated protocol version
         self.stack_type = None
         self.stack_version = None
@@ -189,8 +199,8 @@ class Ezsp:
         self._legacy = True
         self.version = None
         for w in self._waiting.values():
-            w[1] = EzspError(E_EZSP, "link reset")
-            w[0].set()
+            w.result = EzspError(E_EZSP, "link reset")
+            w.done.set()
         self._waiting = {}
 
     def on_frame(self, frame):
@@ -219,19 +229,18 @@ class Ezsp:
         self.counters["responses"] += 1
         if fid == INVALID_COMMAND:
             self.counters["invalid_command"] += 1
-            w[1] = EzspError(E_EZSP, "the NCP rejected command 0x%04x (invalidCommand status %d)"
-                             % (w[2], params[0] if params else -1))
-        elif fid != w[2]:
-            w[1] = EzspError(E_EZSP, "response id 0x%04x to command 0x%04x" % (fid, w[2]))
+            w.result = EzspError(E_EZSP, "the NCP rejected command 0x%04x (invalidCommand status %d)"
+                                 % (w.fid, params[0] if params else -1))
+        elif fid != w.fid:
+            w.result = EzspError(E_EZSP, "response id 0x%04x to command 0x%04x" % (fid, w.fid))
         else:
-            w[1] = params
-        w[0].set()
+            w.result = params
+        w.done.set()
 
     async def _exchange(self, fid, frame, seq):
         # Every error raised here carries on_wire: False only when the command's frame
         # never went to the UART (the NCP cannot have run it); otherwise True (it may have).
-        ev = asyncio.Event()
-        w = [ev, None, fid]
+        w = _Waiter(fid)
         self._waiting[seq] = w
         self.counters["commands"] += 1
         try:
@@ -243,7 +252,7 @@ class Ezsp:
                 exc.on_wire = getattr(exc, "on_wire", True)
                 raise
             try:
-                await asyncio.wait_for(ev.wait(), self._timeout_s)
+                await asyncio.wait_for(w.done.wait(), self._timeout_s)
             except asyncio.TimeoutError:
                 self.counters["timeouts"] += 1
                 err = EzspError(E_EZSP_TIMEOUT, "no response to %s" % NAMES.get(fid, hex(fid)))
@@ -251,11 +260,11 @@ class Ezsp:
                 raise err
         finally:
             self._waiting.pop(seq, None)
-        if isinstance(w[1], Exception):
+        if isinstance(w.result, Exception):
             # the NCP acknowledged the command at the ASH level: it may have executed it
-            w[1].on_wire = True
-            raise w[1]
-        return w[1]
+            w.result.on_wire = True
+            raise w.result
+        return w.result
 
     def _next_seq(self):
         s = self._seq
