@@ -21,6 +21,9 @@ import sys, time, json
 sys.path.insert(0, FIRMWARE)
 from ppmid.zigbee import ash
 from ppmid.zigbee import ezsp as E
+NCP = {}  # the module's half of the layouts (reads a sendUnicast), from the emulator
+exec(NCP_SRC, NCP)
+parse_send_unicast_params = NCP["parse_send_unicast_params"]
 if PLAIN:  # what the viper loops buy: the plain versions on the same interpreter
     ash.crc16, ash.xor_random, ash.stuff = ash._crc16_py, ash._xor_random_py, ash._stuff_py
 N = ITER
@@ -48,7 +51,7 @@ m = 0
 for i in range(N):
     for c, p in dec.feed(wire):
         s, fc, fid, params = E.parse_frame(p)
-        E.parse_send_unicast_params(13, params)
+        parse_send_unicast_params(13, params)
     m += len(wire)
 t_dec = ticks_diff(ticks_us(), t0)
 print(json.dumps({"enc_bytes": n, "enc_us": t_enc, "dec_bytes": m, "dec_us": t_dec, "frame": len(wire),
@@ -57,7 +60,10 @@ print(json.dumps({"enc_bytes": n, "enc_us": t_enc, "dec_bytes": m, "dec_us": t_d
 
 
 def run_ours(exe, iters, plain=False):
-    code = "FIRMWARE=%r\nITER=%d\nPLAIN=%r\n" % (os.path.join(ROOT, "firmware"), iters, plain) + MP_SCRIPT
+    with open(os.path.join(ROOT, "host_tools", "ncp_emulator", "ezsp_ncp.py")) as f:
+        ncp_src = f.read()
+    code = ("FIRMWARE=%r\nITER=%d\nPLAIN=%r\nNCP_SRC=%r\n" % (os.path.join(ROOT, "firmware"), iters, plain, ncp_src)
+            + MP_SCRIPT)
     if exe is None:
         from host_tools import mpcompat
         mpcompat.install()

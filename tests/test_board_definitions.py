@@ -33,16 +33,17 @@ def test_board_json_has_the_keys_the_code_reads(name):
 
 
 @pytest.mark.parametrize("name", BOARDS)
-def test_manifest_freezes_the_ppmid_package(name):
+def test_manifest_freezes_the_ppmid_package(name, monkeypatch):
     path = os.path.join(emuboard.BOARDS_DIR, name, "manifest.py")
     calls = []
     env = {
         "include": lambda p, **kw: calls.append(("include", p)),
-        "package": lambda p, files=None, base_path=".", opt=None: calls.append(("package", p, base_path, opt)),
+        "package": lambda p, files=None, base_path=".", opt=None: calls.append(("package", p, base_path, opt, files)),
         "module": lambda *a, **kw: calls.append(("module",) + a),
         "require": lambda *a, **kw: calls.append(("require",) + a),
         "freeze": lambda *a, **kw: calls.append(("freeze",) + a),
     }
+    monkeypatch.chdir(os.path.dirname(path))  # as MicroPython's build runs a manifest
     with open(path) as f:
         exec(compile(f.read(), path, "exec"), env)
     includes = [c[1] for c in calls if c[0] == "include"]
@@ -55,3 +56,12 @@ def test_manifest_freezes_the_ppmid_package(name):
     assert os.path.isfile(os.path.join(base, "ppmid", "__init__.py"))
     # boot.py / main.py are not frozen: MicroPython runs them from the filesystem by name
     assert not [c for c in calls if c[0] in ("module", "freeze")]
+    # the ESP32 images leave out the emulated board's support, and nothing else
+    files = pkgs[0][4]
+    if name == "emulated":
+        assert files is None
+    else:
+        every = sorted(os.path.relpath(os.path.join(d, f), os.path.join(base, "ppmid"))
+                       for d, _, fs in os.walk(os.path.join(base, "ppmid")) for f in fs if f.endswith(".py"))
+        assert sorted(files) == [f for f in every if f not in ("board/emulated.py", "board/ptyuart.py")]
+        assert "board/esp32.py" in files and "zigbee/_ash_fast.py" in files

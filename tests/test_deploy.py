@@ -30,6 +30,10 @@ def test_build_compiles_package_to_mpy_and_keeps_scripts(tmp_path):
     out, files, cmds = cmd_deploy.build("esp32-devkitc", build_dir=str(tmp_path / "b"))
     assert "boot.py" in files and "main.py" in files and "board.json" in files
     assert "ppmid/app.mpy" in files and not any(f.startswith("ppmid/") and f.endswith(".py") for f in files)
+    # an ESP32 has no use for the emulated board's support (board.json "firmware_exclude")
+    assert "ppmid/board/esp32.mpy" in files
+    assert "ppmid/board/emulated.mpy" not in files and "ppmid/board/ptyuart.mpy" not in files
+    assert not os.path.exists(os.path.join(out, "ppmid", "board", "emulated.mpy"))
     assert all("-march=xtensawin" in c for c in cmds)
     with open(os.path.join(out, "ppmid", "app.mpy"), "rb") as f:
         head = f.read(4)

@@ -18,14 +18,15 @@ from host_tools.ncp_emulator.emulator import PacedLine, union_seconds  # noqa: E
 from host_tools.ncp_emulator.ncp import Ncp  # noqa: E402
 from ppmid.zigbee import ash  # noqa: E402
 from ppmid.zigbee import ezsp as E  # noqa: E402
+from host_tools.ncp_emulator import ezsp_ncp as N  # noqa: E402
 
 
 def test_policy_numbers_match_bellows():
-    assert E.SET_POLICY == C13["setPolicy"][0] == C14["setPolicy"][0]
-    assert E.GET_POLICY == C13["getPolicy"][0]
-    assert E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK == bt.EzspPolicyId.MESSAGE_CONTENTS_IN_CALLBACK_POLICY
-    assert E.DECISION_MESSAGE_TAG_ONLY == bt.EzspDecisionId.MESSAGE_TAG_ONLY_IN_CALLBACK
-    assert E.DECISION_MESSAGE_TAG_AND_CONTENTS == bt.EzspDecisionId.MESSAGE_TAG_AND_CONTENTS_IN_CALLBACK
+    assert N.SET_POLICY == C13["setPolicy"][0] == C14["setPolicy"][0]
+    assert N.GET_POLICY == C13["getPolicy"][0]
+    assert N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK == bt.EzspPolicyId.MESSAGE_CONTENTS_IN_CALLBACK_POLICY
+    assert N.DECISION_MESSAGE_TAG_ONLY == bt.EzspDecisionId.MESSAGE_TAG_ONLY_IN_CALLBACK
+    assert N.DECISION_MESSAGE_TAG_AND_CONTENTS == bt.EzspDecisionId.MESSAGE_TAG_AND_CONTENTS_IN_CALLBACK
 
 
 class _Loop:
@@ -85,13 +86,13 @@ def test_message_sent_handler_carries_the_tag_only_by_default(version):
 def test_set_policy_tag_and_contents_echoes_the_message(version):
     ncp = _ready_ncp(version)
     sch = C14 if version >= 14 else C13
-    ncp._ezsp(E.command_frame(9, E.SET_POLICY, bytes((E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,
-                                                      E.DECISION_MESSAGE_TAG_AND_CONTENTS))))
+    ncp._ezsp(E.command_frame(9, N.SET_POLICY, bytes((N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,
+                                                      N.DECISION_MESSAGE_TAG_AND_CONTENTS))))
     [(seq, fc, fid, p)] = _replies(ncp)
-    assert (seq, fid) == (9, E.SET_POLICY) and E.parse_status(version, p) == 0
+    assert (seq, fid) == (9, N.SET_POLICY) and E.parse_status(version, p) == 0
     d, rest = bt.deserialize_dict(p, sch["setPolicy"][2])
     assert rest == b"" and int(list(d.values())[0]) == 0
-    ncp._ezsp(E.command_frame(10, E.GET_POLICY, bytes((E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,))))
+    ncp._ezsp(E.command_frame(10, N.GET_POLICY, bytes((N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,))))
     [(seq, fc, fid, p)] = _replies(ncp)
     d, rest = bt.deserialize_dict(p, sch["getPolicy"][2])
     assert rest == b"" and list(d.values())[1] == bt.EzspDecisionId.MESSAGE_TAG_AND_CONTENTS_IN_CALLBACK
@@ -99,8 +100,8 @@ def test_set_policy_tag_and_contents_echoes_the_message(version):
     m = E.parse_message_sent(version, _unicast(ncp, 11, 5, msg))
     assert (m["tag"], m["message"]) == (5, msg)
     # and back to tag only
-    ncp._ezsp(E.command_frame(12, E.SET_POLICY, bytes((E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,
-                                                       E.DECISION_MESSAGE_TAG_ONLY))))
+    ncp._ezsp(E.command_frame(12, N.SET_POLICY, bytes((N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,
+                                                       N.DECISION_MESSAGE_TAG_ONLY))))
     _replies(ncp)
     assert E.parse_message_sent(version, _unicast(ncp, 13, 6, msg))["message"] == b""
 
@@ -110,13 +111,13 @@ def test_set_policy_refuses_bad_ids_and_decisions(version):
     ncp = _ready_ncp(version)
     bad_value = 0x21 if version >= 14 else 0x36     # sl INVALID_PARAMETER / EZSP_ERROR_INVALID_VALUE
     bad_id = 0x21 if version >= 14 else 0x37        # ... / EZSP_ERROR_INVALID_ID
-    ncp._ezsp(E.command_frame(1, E.SET_POLICY, bytes((E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK, 0x42))))
+    ncp._ezsp(E.command_frame(1, N.SET_POLICY, bytes((N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK, 0x42))))
     [(_, _, _, p)] = _replies(ncp)
     assert E.parse_status(version, p) == bad_value
-    ncp._ezsp(E.command_frame(2, E.SET_POLICY, bytes((0x7F, 0x00))))
+    ncp._ezsp(E.command_frame(2, N.SET_POLICY, bytes((0x7F, 0x00))))
     [(_, _, _, p)] = _replies(ncp)
     assert E.parse_status(version, p) == bad_id
-    ncp._ezsp(E.command_frame(3, E.GET_POLICY, bytes((0x7F,))))
+    ncp._ezsp(E.command_frame(3, N.GET_POLICY, bytes((0x7F,))))
     [(_, _, _, p)] = _replies(ncp)
     assert E.parse_status(version, p) == bad_id
     # the refused decision changed nothing: still tag only
@@ -125,16 +126,16 @@ def test_set_policy_refuses_bad_ids_and_decisions(version):
 
 def test_policies_return_to_defaults_on_reset():
     ncp = _ready_ncp(13)
-    ncp._ezsp(E.command_frame(1, E.SET_POLICY, bytes((E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,
-                                                      E.DECISION_MESSAGE_TAG_AND_CONTENTS))))
-    assert ncp.policies[E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK] == E.DECISION_MESSAGE_TAG_AND_CONTENTS
+    ncp._ezsp(E.command_frame(1, N.SET_POLICY, bytes((N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,
+                                                      N.DECISION_MESSAGE_TAG_AND_CONTENTS))))
+    assert ncp.policies[N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK] == N.DECISION_MESSAGE_TAG_AND_CONTENTS
     ncp._power_on()
-    assert ncp.policies[E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK] == E.DECISION_MESSAGE_TAG_ONLY
+    assert ncp.policies[N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK] == N.DECISION_MESSAGE_TAG_ONLY
 
 
 def test_parse_message_sent_copes_with_no_length_byte():
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0, 0, 0)
-    full = E.message_sent_params(13, 0, 0, aps, 7, b"")
+    full = N.message_sent_params(13, 0, 0, aps, 7, b"")
     m = E.parse_message_sent(13, full[:-1])      # frame ends before messageLength
     assert (m["tag"], m["status"], m["message"]) == (7, 0, b"")
 

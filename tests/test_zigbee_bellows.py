@@ -79,6 +79,7 @@ from bellows.ezsp.v13.commands import COMMANDS as C13  # noqa: E402
 from bellows.ezsp.v14.commands import COMMANDS as C14  # noqa: E402
 
 from ppmid.zigbee import ezsp as E  # noqa: E402
+from host_tools.ncp_emulator import ezsp_ncp as N  # noqa: E402
 from ppmid.zigbee import tunnel as T  # noqa: E402
 
 
@@ -136,20 +137,20 @@ def test_bellows_callbacks_parse_in_ours(version):
         assert (i["message"], i["lqi"], i["rssi"], i["sender"]) == (msg, 200, -45, 0)
         assert i["aps"] == aps_d
         # and ours (the emulator's NCP side) parse in bellows
-        ours = E.incoming_params(version, E.aps_frame(**aps_d), 0, msg, lqi=200, rssi=-45)
+        ours = N.incoming_params(version, E.aps_frame(**aps_d), 0, msg, lqi=200, rssi=-45)
         d, rest = bt.deserialize_dict(ours, sch["incomingMessageHandler"][2])
         assert rest == b"" and list(d.values())[-1] == msg
-        ours = E.message_sent_params(version, status, 0, E.aps_frame(**aps_d), tag, msg)
+        ours = N.message_sent_params(version, status, 0, E.aps_frame(**aps_d), tag, msg)
         d, rest = bt.deserialize_dict(ours, sch["messageSentHandler"][2])
         assert rest == b"" and list(d.values())[-1] == msg
 
 
 def test_stack_status_and_version_layouts_in_bellows():
-    d, _ = bt.deserialize_dict(E.status_params(13, E.EMBER_NETWORK_UP), C13["stackStatusHandler"][2])
+    d, _ = bt.deserialize_dict(N.status_params(13, E.EMBER_NETWORK_UP), C13["stackStatusHandler"][2])
     assert d["status"] == bt.EmberStatus.NETWORK_UP
-    d, _ = bt.deserialize_dict(E.status_params(14, E.SL_NETWORK_UP), C14["stackStatusHandler"][2])
+    d, _ = bt.deserialize_dict(N.status_params(14, E.SL_NETWORK_UP), C14["stackStatusHandler"][2])
     assert d["status"] == bt.sl_Status.NETWORK_UP
-    d, _ = bt.deserialize_dict(E.status_params(14, E.SL_NETWORK_DOWN), C14["stackStatusHandler"][2])
+    d, _ = bt.deserialize_dict(N.status_params(14, E.SL_NETWORK_DOWN), C14["stackStatusHandler"][2])
     assert d["status"] == bt.sl_Status.NETWORK_DOWN
     assert E.parse_stack_status(13, bt.EmberStatus.NETWORK_DOWN.serialize()) is False
     # the first version frame: bellows' legacy header is ours

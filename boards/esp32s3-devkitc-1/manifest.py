@@ -6,4 +6,18 @@
 # filesystem: with this image, `ppmid deploy --scripts-only` (removes /ppmid from the flash).
 # Relative paths are resolved from this file's directory.
 include("$(PORT_DIR)/boards/manifest.py")
-package("ppmid", base_path="../../firmware", opt=3)
+# board.json "firmware_exclude" names the files this board has no use for (the emulated
+# board's support, firmware/ppmid/board/emulated.py and ptyuart.py): `ppmid deploy` leaves
+# them out by the same list. MicroPython runs this file from its own directory.
+import json
+import os
+
+with open("board.json") as f:
+    _exclude = json.load(f).get("firmware_exclude", [])
+_files = []
+for _dir, _subdirs, _names in os.walk("../../firmware/ppmid"):
+    for _name in _names:
+        _path = os.path.relpath(os.path.join(_dir, _name), "../../firmware")
+        if _name.endswith(".py") and _path not in _exclude:
+            _files.append(os.path.relpath(_path, "ppmid"))
+package("ppmid", files=sorted(_files), base_path="../../firmware", opt=3)

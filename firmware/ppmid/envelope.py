@@ -10,7 +10,7 @@ import binascii
 import struct
 from micropython import const
 
-from ppmid.errors import PpmidError
+from ppmid.errors import PpmidError, E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_TOO_LARGE
 
 DOMAIN = b"ppmid-cmd-v1"
 ID_MAX = const(32)
@@ -18,12 +18,6 @@ MAC_LEN = const(32)
 BINARY_VERSION = const(1)
 _FLAG_EXPIRES = const(0x01)
 _BLOCK = const(64)  # SHA-256 block size, for HMAC
-
-E_ENVELOPE = "E_ENVELOPE"
-E_ID = "E_ID"
-E_AUTH = "E_AUTH"
-E_EXPIRED = "E_EXPIRED"
-E_TOO_LARGE = "E_TOO_LARGE"
 
 
 class EnvelopeError(PpmidError):

@@ -1,5 +1,27 @@
 # One error base for the whole firmware: every failure the gateway reports carries a
 # stable code (what programs match on) and a sentence (what people read).
+#
+# Below: the codes that cross layers (raised in one, matched or mapped in another), in one
+# place so that raiser and matcher cannot drift apart. Codes that only one module raises
+# and nobody matches stay next to that module. The strings are the contract (docs/relay.md,
+# docs/mqtt.md, docs/nfc.md): never change one.
+
+# HAN link (zigbee/han.py, zigbee/tunnel.py) -> relay (RETRYABLE / PERMANENT, status texts)
+E_HAN_DOWN = "E_HAN_DOWN"                  # the HAN link stayed down: nothing was sent
+E_NO_TUNNEL = "E_NO_TUNNEL"                # no GB-HRGP tunnel from the CH: nothing was sent
+E_HAN_DEST = "E_HAN_DEST"                  # destination not reachable on the HAN
+E_HAN_TOO_BIG = "E_HAN_TOO_BIG"            # too large for the HAN link
+E_DELIVERY = "E_DELIVERY"                  # the module or the CH refused the message
+E_DELIVERY_UNKNOWN = "E_DELIVERY_UNKNOWN"  # may have reached the CH, not confirmed
+
+# command acceptance: envelope / intake / relay / journal -> MQTT status, NFC status word
+E_ENVELOPE = "E_ENVELOPE"
+E_ID = "E_ID"
+E_AUTH = "E_AUTH"
+E_EXPIRED = "E_EXPIRED"
+E_TOO_LARGE = "E_TOO_LARGE"
+E_CLOCK = "E_CLOCK"                        # clock unset: an expiry cannot be checked
+E_BUSY = "E_BUSY"                          # relay queue or journal full: try later
 
 
 class PpmidError(Exception):

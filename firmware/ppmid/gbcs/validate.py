@@ -4,8 +4,8 @@
 # not larger than configured. Error codes: docs/gbcs.md.
 import binascii
 from ppmid.gbcs.message import decode, GbcsError, CRA_COMMAND, CRA_NAMES
+from ppmid.errors import E_TOO_LARGE  # larger than limits.max_gbcs
 
-E_TOO_LARGE = "E_TOO_LARGE"            # larger than limits.max_gbcs
 E_FORM = "E_FORM"                      # a GBT block: reassemble first
 E_NOT_COMMAND = "E_NOT_COMMAND"        # CRA flag is not 01 (command)
 E_PRECOMMAND = "E_PRECOMMAND"          # no signature field: an unsigned pre-command

@@ -359,10 +359,6 @@ class MQTTClient:
                 pass
         self._kill("stopped")
 
-    def drop_link(self, reason="dropped by request"):
-        """Abandon the current connection (tests, or the app after repeated failures)."""
-        self._kill(reason)
-
     # ---- connection -------------------------------------------------------------------
     def _note(self, exc):
         if isinstance(exc, PpmidError):

@@ -10,11 +10,10 @@ import json
 import sys
 
 from ppmid import envelope
-from ppmid.errors import PpmidError
+from ppmid.errors import PpmidError, E_CLOCK
 from ppmid.clock import ticks_ms, ticks_diff, unix_time, SET_AFTER
 
 E_TOPIC = "E_TOPIC"
-E_CLOCK = "E_CLOCK"
 VIA = "mqtt"
 STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed")
 _MP = sys.implementation.name == "micropython"

@@ -13,10 +13,10 @@ from micropython import const
 
 from ppmid import envelope
 from ppmid.clock import ticks_ms, ticks_diff, sleep_ms
-from ppmid.errors import PpmidError
+from ppmid.errors import PpmidError, E_AUTH, E_TOO_LARGE, E_EXPIRED, E_ENVELOPE, E_ID
 from ppmid.nfc.apdu import transceive, SW_OK
 from ppmid.nfc.errors import (NfcError, E_NFC_PROTO, E_NFC_LENGTH, E_NFC_CRC, E_NFC_LATE,
-                              E_NFC_GONE)
+                              E_NFC_GONE, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP)
 
 AID = b"\xf0\x50\x50\x4d\x49\x44\x01"   # F0 "PPMID" 01
 VERSION = const(1)
@@ -39,20 +39,20 @@ SW_UNKNOWN = const(0x6F00)
 
 # error code -> status word the phone gets with it (the code is authoritative)
 _SW_FOR = {
-    "E_AUTH": SW_SECURITY,
-    "E_TOO_LARGE": SW_TOO_LARGE,
-    "E_EXPIRED": SW_REFUSED,
-    "E_ENVELOPE": SW_BAD_DATA,
-    "E_ID": SW_BAD_DATA,
-    "E_NFC_CRC": SW_BAD_DATA,
-    "E_NFC_LENGTH": SW_BAD_DATA,
-    "E_NFC_PROTO": SW_BAD_DATA,
-    "E_NFC_LATE": SW_LATE,
+    E_AUTH: SW_SECURITY,
+    E_TOO_LARGE: SW_TOO_LARGE,
+    E_EXPIRED: SW_REFUSED,
+    E_ENVELOPE: SW_BAD_DATA,
+    E_ID: SW_BAD_DATA,
+    E_NFC_CRC: SW_BAD_DATA,
+    E_NFC_LENGTH: SW_BAD_DATA,
+    E_NFC_PROTO: SW_BAD_DATA,
+    E_NFC_LATE: SW_LATE,
 }
 RESULT_STATUS = {"response": 0, "timeout": 1, "failed": 2, "rejected": 3}
-HELLO_MIN = const(11)
+HELLO_MIN = const(11)   # version, mode, total u32, crc u32, id_len
 # errors that mean we can no longer talk to the phone (no STATUS can be sent)
-LINK_ERRORS = (E_NFC_GONE, "E_NFC_NOACK", "E_NFC_TIMEOUT", "E_NFC_FRAME", "E_NFC_CHIP")  # version, mode, total u32, crc u32, id_len
+LINK_ERRORS = (E_NFC_GONE, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP)
 
 
 def status_word(code):
@@ -148,7 +148,7 @@ class PhoneSession:
     async def _deliver(self, total, crc):
         limit = max_envelope(self.max_gbcs)
         if total > limit:
-            raise NfcError("E_TOO_LARGE", "envelope of %d bytes is larger than the %d allowed" % (total, limit))
+            raise NfcError(E_TOO_LARGE, "envelope of %d bytes is larger than the %d allowed" % (total, limit))
         if total < 3 + 1 + 2 + 1 + envelope.MAC_LEN:
             raise NfcError(E_NFC_LENGTH, "envelope length %d is too small" % total)
         buf = bytearray(total)

@@ -133,20 +133,3 @@ class NfcService:
         await self.intake.accept(env, "nfc-tag")
         return {"outcome": "relayed", "id": env.id, "code": None, "accepted": True}
 
-
-def driver_for(board, **kw):
-    """A PN532 driver on the bus the board definition names ("nfc": {"bus": "uart" |
-    "i2c"}), or None when the board has no NFC reader. Imports the transport it needs."""
-    from ppmid.nfc.pn532 import PN532
-    spec = board.info.get("nfc") or {}
-    bus = spec.get("bus")
-    if bus == "uart":
-        from ppmid.nfc.hsu import HsuTransport
-        reader, writer = board.nfc_uart().streams()
-        return PN532(HsuTransport(reader, writer), **kw)
-    if bus == "i2c":
-        from ppmid.nfc.i2c import I2cTransport
-        return PN532(I2cTransport(board.nfc_i2c(), spec.get("address", 0x24)), **kw)
-    if bus is None:
-        return None
-    raise PpmidError("E_CONFIG", "board nfc.bus %r is not uart or i2c" % bus)

@@ -21,24 +21,21 @@ except ImportError:  # pragma: no cover
 
 from micropython import const
 
-from ppmid.errors import PpmidError
+from ppmid.errors import PpmidError, E_BUSY, E_EXPIRED, E_TOO_LARGE, E_CLOCK
+from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_HAN_DEST, E_HAN_TOO_BIG
 from ppmid.clock import ticks_ms, ticks_diff, sleep_ms, wait_event_ms
 from ppmid import envelope as envmod
 from ppmid.relay import journal as J
 from ppmid.relay.ratelimit import Pacer, TokenBuckets
 
 E_RATE = "E_RATE"
-E_BUSY = "E_BUSY"
-E_EXPIRED = "E_EXPIRED"
-E_TOO_LARGE = "E_TOO_LARGE"
 E_STALE = "E_STALE"
 E_INTERNAL = "E_INTERNAL"
-E_CLOCK = "E_CLOCK"
 
 # HAN link errors that mean "the bytes were not taken": the command may go again later.
-RETRYABLE = ("E_HAN_DOWN", "E_NO_TUNNEL")
+RETRYABLE = (E_HAN_DOWN, E_NO_TUNNEL)
 # errors that will not change by trying again: the command fails at once
-PERMANENT = ("E_HAN_DEST", "E_HAN_TOO_BIG")
+PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
 # anything else (E_DELIVERY, E_DELIVERY_UNKNOWN, OSError...) may have reached the CH: the
 # command is never resent and waits for its response until its budget ends
 
@@ -62,8 +59,8 @@ class RelayError(PpmidError):
 
 _WHY = {E_EXPIRED: "expired before it could be relayed",
         E_STALE: "waited too long for the HAN",
-        "E_HAN_DOWN": "the HAN link stayed down", "E_NO_TUNNEL": "no tunnel to the CH",
-        "E_HAN_TOO_BIG": "too large for the HAN link", "E_HAN_DEST": "not reachable on the HAN"}
+        E_HAN_DOWN: "the HAN link stayed down", E_NO_TUNNEL: "no tunnel to the CH",
+        E_HAN_TOO_BIG: "too large for the HAN link", E_HAN_DEST: "not reachable on the HAN"}
 
 
 def _b64(data):

@@ -12,9 +12,8 @@ import os
 import struct
 from micropython import const
 
-from ppmid.errors import PpmidError
+from ppmid.errors import PpmidError, E_BUSY
 
-E_BUSY = "E_BUSY"
 E_JOURNAL = "E_JOURNAL"
 
 MAGIC = b"PPMIDJ1"
@@ -41,7 +40,6 @@ ANSWERED = const(2)
 TIMED_OUT = const(3)
 FAILED = const(4)
 
-STATE_NAMES = ("queued", "sending", "answered", "timed-out", "failed")
 VIAS = ("mqtt", "nfc-phone", "nfc-tag")
 
 # A: seq, expires, accepted_at, via, id_len | id | target 8 | originator 8 | counter 8 | gbcs

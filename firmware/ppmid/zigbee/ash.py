@@ -178,15 +178,16 @@ class Encoder:
         return self.encode(ERROR, bytes((ASH_VERSION, code)), randomise=False)
 
 
-def encode_frame(control, data=b"", randomise=True):
-    """Convenience (allocates): one whole wire frame as bytes."""
-    return bytes(Encoder().encode(control, data, randomise))
-
-
 class Decoder:
-    """Streaming ASH receiver. feed(chunk) returns a list of (control, payload) for good
-    frames (DATA payloads de-randomised; RSTACK/ERROR payloads as sent) and (BAD, reason,
-    control or None) for frames that failed; garbage is counted in `counters` and otherwise dropped."""
+    """Streaming ASH receiver. feed(chunk) returns a list with one tuple per frame, in one
+    of two fixed shapes told apart by the first item:
+      (control, payload)              a good frame (DATA payloads de-randomised,
+                                      RSTACK/ERROR payloads as sent)
+      (BAD, reason, control, length)  a frame that failed: reason a short string, control
+                                      its first byte (None when it had none), length the
+                                      bytes of it held when it failed (for a CRC error:
+                                      all between the flags, CRC included)
+    Garbage is counted in `counters` and otherwise dropped."""
 
     def __init__(self):
         self._buf = bytearray(_MAX_FRAME)
@@ -215,7 +216,7 @@ class Decoder:
                         skip = False
                     elif esc:
                         self.counters["bad_escape"] += 1
-                        out.append((BAD, "escape before flag", buf[0] if n else None))
+                        out.append((BAD, "escape before flag", buf[0] if n else None, n))
                     elif n:
                         self._finish(n, out)
                     n = 0
@@ -245,13 +246,13 @@ class Decoder:
                 esc = False
                 if not res[b]:
                     self.counters["bad_escape"] += 1
-                    out.append((BAD, "bad escape", buf[0] if n else None))
+                    out.append((BAD, "bad escape", buf[0] if n else None, n))
                     skip = True
                     n = 0
                     continue
             if n >= _MAX_FRAME:
                 self.counters["too_long"] += 1
-                out.append((BAD, "frame too long", buf[0]))
+                out.append((BAD, "frame too long", buf[0], n))
                 skip = True
                 n = 0
                 continue
@@ -266,13 +267,13 @@ class Decoder:
         buf = self._buf
         if n < 3:
             self.counters["too_short"] += 1
-            out.append((BAD, "frame too short", buf[0]))
+            out.append((BAD, "frame too short", buf[0], n))
             return
         mv = memoryview(buf)
         # CRC-CCITT over data and its own big-endian CRC leaves zero
         if crc16(mv[:n]) != 0:
             self.counters["crc"] += 1
-            out.append((BAD, "crc", buf[0], n))   # n: bytes between the flags, CRC included
+            out.append((BAD, "crc", buf[0], n))
             return
         control = buf[0]
         m = n - 3

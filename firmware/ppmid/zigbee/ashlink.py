@@ -49,6 +49,21 @@ class AshError(PpmidError):
     on_wire = True
 
 
+class _Pending:
+    """A DATA frame sent and not yet acknowledged by the NCP (one per send())."""
+    __slots__ = ("frame", "done", "sent_ms", "retx", "error", "on_wire", "heard", "first_ms")
+
+    def __init__(self, frame, heard, now):
+        self.frame = frame        # the EZSP frame (bytes)
+        self.done = asyncio.Event()  # set when acknowledged, or when the link failed
+        self.sent_ms = now        # tick of the latest (re)transmission
+        self.retx = False         # sent more than once: no round-trip sample (Karn)
+        self.error = None         # AshError when the link failed before the ACK
+        self.on_wire = False      # written to the UART at least once (the NCP may have it)
+        self.heard = heard        # valid frames heard from the NCP before it first went out
+        self.first_ms = now       # tick of the first transmission
+
+
 class AshLink:
     """on_frame(ezsp_bytes) is called (synchronously) for every new in-order DATA frame;
     ready() -> bool says whether the host can take more (when not, our ACKs carry nRdy)."""
@@ -89,7 +104,7 @@ class AshLink:
         self._rx_exp = 0        # next frame number we expect (our ackNum)
         self._reject = False
         self._last_nak = ticks_ms()
-        self._pending = {}      # frm -> [frame bytes, future-ish Event, sent_ms, retransmitted]
+        self._pending = {}      # frm -> _Pending
         if self._t_ack is None:
             self._t_ack = self._timers[0]
         else:
@@ -158,19 +173,15 @@ class AshLink:
             await self._space.wait()
         frm = self._frm
         self._frm = (frm + 1) & 7
-        done = asyncio.Event()
-        # [frame, acked/failed event, sent ms, retransmitted, error, written to the wire,
-        #  valid frames heard from the NCP before it first went out, first sent ms]
-        now = ticks_ms()
-        entry = [bytes(ezsp_frame), done, now, False, None, False, self._heard, now]
+        entry = _Pending(bytes(ezsp_frame), self._heard, ticks_ms())
         self._pending[frm] = entry
         try:
             await self._send_data(frm, entry, False)
         except OSError as exc:
             self._fail(AshError(E_ASH_LINK, "UART write failed: %r" % (exc,)))
-        await done.wait()
-        if entry[4] is not None:
-            raise self._error(entry[4], entry[5])
+        await entry.done.wait()
+        if entry.error is not None:
+            raise self._error(entry.error, entry.on_wire)
 
     @staticmethod
     def _error(err, on_wire):
@@ -190,17 +201,17 @@ class AshLink:
 
     async def _send_data(self, frm, entry, re_tx):
         if re_tx:
-            entry[3] = True
+            entry.retx = True
             self.counters["retx"] += 1
         else:
             self.counters["tx_data"] += 1
-        entry[2] = ticks_ms()
-        entry[5] = True  # from here on the NCP may have it, even if the write fails midway
+        entry.sent_ms = ticks_ms()
+        entry.on_wire = True  # from here on the NCP may have it, even if the write fails midway
         if self._deadline is None or re_tx:
             # the clock runs from the latest (re)transmission: a NAK-triggered resend
             # must get a whole timeout of its own
             self._deadline = ticks_add(ticks_ms(), self._t_ack)
-        await self._write(bytes(self._enc.data(frm, re_tx, self._rx_exp, entry[0])))
+        await self._write(bytes(self._enc.data(frm, re_tx, self._rx_exp, entry.frame)))
 
     async def _write(self, data):
         async with self._wlock:
@@ -234,10 +245,10 @@ class AshLink:
             self._timeouts += 1
             now = ticks_ms()
             oldest = self._pending.get(self._ack_rx)
-            alive = oldest is not None and (self._heard > oldest[6] or (
+            alive = oldest is not None and (self._heard > oldest.heard or (
                 self._heard_ms is not None and ticks_diff(now, self._heard_ms) < _ALIVE_X_MAX * self._timers[2]))
             limit = ACK_TIMEOUTS_ALIVE if alive else ACK_TIMEOUTS
-            if self._timeouts >= ACK_TIMEOUTS and oldest is not None and ticks_diff(now, oldest[7]) > _GIVE_UP_X_MAX * self._timers[2]:
+            if self._timeouts >= ACK_TIMEOUTS and oldest is not None and ticks_diff(now, oldest.first_ms) > _GIVE_UP_X_MAX * self._timers[2]:
                 limit = 0
             if self._stray >= 2:
                 # the module answers with frame numbers of a session that is not ours: its
@@ -279,7 +290,7 @@ class AshLink:
             self._bad_items += 1
             self._logf("bad frame: %s", item[1])
             self._noisy_until = ticks_add(ticks_ms(), _DOUBLE_ACK_MS)
-            if (self.connected and item[1] == "crc" and len(item) > 3 and item[2] == ash.RSTACK
+            if (self.connected and item[1] == "crc" and item[2] == ash.RSTACK
                     and item[3] == 5 and self._damage() - self._damage_ok == 1):
                 # RSTACK's control byte and RSTACK's length (control, 2 bytes, CRC), right
                 # after an intact frame: the damage is in its version, reset code or CRC,
@@ -368,9 +379,9 @@ class AshLink:
         """The module reset on its own (see the RSTACK case in _handle): frames it had not
         acknowledged were not taken."""
         for e in self._pending.values():
-            if e[5]:
+            if e.on_wire:
                 self.counters["not_taken_at_reset"] += 1
-            e[5] = False
+            e.on_wire = False
         self._fail(AshError(E_ASH_LINK, why))
 
     def _damage(self):
@@ -399,10 +410,10 @@ class AshLink:
             e = self._pending.pop(f, None)
             if e is None:
                 continue
-            if not e[3]:  # Karn: only frames sent once give an honest round trip
-                rtt = ticks_diff(now, e[2])
+            if not e.retx:  # Karn: only frames sent once give an honest round trip
+                rtt = ticks_diff(now, e.sent_ms)
                 self._t_ack = max(self._timers[1], min(self._timers[2], (self._t_ack * 7) // 8 + rtt // 2))
-            e[1].set()
+            e.done.set()
         self._ack_rx = ack_num
         self._timeouts = 0
         self._stray = 0
@@ -442,8 +453,8 @@ class AshLink:
         if was or self.failure is None:
             self.failure = err
         for e in self._pending.values():
-            e[4] = err
-            e[1].set()
+            e.error = err
+            e.done.set()
         self._pending = {}
         self._deadline = None
         self._space.set()

@@ -2,7 +2,8 @@
 # The frame codec (top half) is pure; Ezsp (bottom half) matches responses to commands by
 # sequence number and hands callbacks to one synchronous handler. Layouts differ from v14
 # on (u32 sl_Status, u16 message tags, EUI-64 and timestamp in incomingMessageHandler):
-# each layout is data in one place, chosen by the negotiated version.
+# each layout is data in one place, chosen by the negotiated version. The module's half
+# (responses, callbacks, reading a sendUnicast) is host_tools/ncp_emulator/ezsp_ncp.py.
 import asyncio
 import struct
 from micropython import const
@@ -22,8 +23,6 @@ NETWORK_STATE = const(0x0018)
 STACK_STATUS_HANDLER = const(0x0019)
 MAXIMUM_PAYLOAD_LENGTH = const(0x0033)
 SEND_UNICAST = const(0x0034)
-SET_POLICY = const(0x0055)
-GET_POLICY = const(0x0056)
 MESSAGE_SENT_HANDLER = const(0x003F)
 INCOMING_MESSAGE_HANDLER = const(0x0045)
 INVALID_COMMAND = const(0x0058)
@@ -31,15 +30,7 @@ INVALID_COMMAND = const(0x0058)
 NAMES = {VERSION: "version", NETWORK_INIT: "networkInit", NETWORK_STATE: "networkState",
          STACK_STATUS_HANDLER: "stackStatusHandler", MAXIMUM_PAYLOAD_LENGTH: "maximumPayloadLength",
          SEND_UNICAST: "sendUnicast", MESSAGE_SENT_HANDLER: "messageSentHandler",
-         INCOMING_MESSAGE_HANDLER: "incomingMessageHandler", INVALID_COMMAND: "invalidCommand",
-         SET_POLICY: "setPolicy", GET_POLICY: "getPolicy"}
-
-# EzspPolicyId / EzspDecisionId (UG100). An NCP's power-on decision for this policy is
-# "tag only": messageSentHandler then carries messageLength 0 and no contents (what the
-# driver expects; it never needs the contents back, only the tag and status).
-POLICY_MESSAGE_CONTENTS_IN_CALLBACK = const(0x04)
-DECISION_MESSAGE_TAG_ONLY = const(0x40)
-DECISION_MESSAGE_TAG_AND_CONTENTS = const(0x41)
+         INCOMING_MESSAGE_HANDLER: "incomingMessageHandler", INVALID_COMMAND: "invalidCommand"}
 
 # frame control, low byte (responses)
 FC_RESPONSE = const(0x80)
@@ -77,11 +68,6 @@ def command_frame(seq, frame_id, params=b""):
     return bytes((seq & 0xFF, 0, FC_HIGH, frame_id & 0xFF, frame_id >> 8)) + params
 
 
-def response_frame(seq, frame_id, params=b"", callback=0):
-    """What an NCP sends (the emulator and tests use it): callback 0, 0x08 or 0x10."""
-    return bytes((seq & 0xFF, FC_RESPONSE | callback, FC_HIGH, frame_id & 0xFF, frame_id >> 8)) + params
-
-
 def parse_frame(frame, legacy=False):
     """-> (seq, fc_low, frame_id, params). Raises EzspError on a short or malformed frame."""
     if legacy:
@@ -112,24 +98,6 @@ def send_unicast_params(version, dest, aps, tag, message):
     return struct.pack("<BH", OUTGOING_DIRECT, dest) + aps + tagb + bytes((len(message),)) + message
 
 
-def parse_send_unicast_params(version, p):
-    """The NCP's view of a sendUnicast request (emulator, tests)."""
-    typ, dest = struct.unpack_from("<BH", p, 0)
-    aps = parse_aps(p, 3)
-    off = 14
-    if is_v14(version):
-        tag = struct.unpack_from("<H", p, off)[0]
-        off += 2
-    else:
-        tag = p[off]
-        off += 1
-    n = p[off]
-    msg = bytes(p[off + 1:off + 1 + n])
-    if len(msg) != n:
-        raise EzspError(E_EZSP, "sendUnicast message truncated")
-    return {"type": typ, "dest": dest, "aps": aps, "tag": tag, "message": msg}
-
-
 def parse_status(version, p):
     """A status result: u32 sl_Status from v14, u8 EmberStatus before. 0 = success."""
     if is_v14(version):
@@ -154,8 +122,8 @@ def parse_stack_status(version, p):
 
 
 def parse_message_sent(version, p):
-    """The NCP's report on a sent message. "message" is empty under the default policy
-    (tag only: messageLength 0); the driver uses only the tag and the status."""
+    """The NCP's report on a sent message. "message" is empty under the NCP's power-on
+    policy (tag only: messageLength 0); the driver uses only the tag and the status."""
     if is_v14(version):
         status, typ, dest = struct.unpack_from("<IBH", p, 0)
         aps = parse_aps(p, 7)
@@ -193,28 +161,17 @@ def parse_incoming(version, p):
             "rssi": rssi - 256 if rssi > 127 else rssi, "message": msg}
 
 
-def message_sent_params(version, status, dest, aps, tag, message):
-    """NCP side (emulator)."""
-    if is_v14(version):
-        return (struct.pack("<IBH", status, OUTGOING_DIRECT, dest) + aps + struct.pack("<H", tag)
-                + bytes((len(message),)) + message)
-    return struct.pack("<BH", OUTGOING_DIRECT, dest) + aps + bytes((tag & 0xFF, status, len(message))) + message
-
-
-def incoming_params(version, aps, sender, message, lqi=255, rssi=-40, eui64=b"\x00" * 8):
-    """NCP side (emulator)."""
-    r = rssi & 0xFF
-    if is_v14(version):
-        return (bytes((0,)) + aps + struct.pack("<H", sender) + eui64 + bytes((0xFF, 0xFF, lqi, r))
-                + struct.pack("<I", 0) + bytes((len(message),)) + message)
-    return bytes((0,)) + aps + bytes((lqi, r)) + struct.pack("<H", sender) + bytes((0xFF, 0xFF, len(message))) + message
-
-
-def status_params(version, status):
-    return struct.pack("<I", status) if is_v14(version) else bytes((status,))
-
-
 # ---- protocol ----------------------------------------------------------------------------
+class _Waiter:
+    """A command waiting for its response (one per command)."""
+    __slots__ = ("done", "result", "fid")
+
+    def __init__(self, fid):
+        self.done = asyncio.Event()
+        self.result = None   # the response's parameters (bytes), or an EzspError
+        self.fid = fid       # the command's frame id: the response must carry the same
+
+
 class Ezsp:
     """Commands over an AshLink-like object (async send(frame)). Feed it received frames
     with on_frame(); callbacks go to on_callback(frame_id, params) synchronously."""
@@ -225,7 +182,7 @@ class Ezsp:
         self._log = log
         self._timeout_s = timeout_s
         self._seq = 0
-        self._waiting = {}     # seq -> [Event, result]
+        self._waiting = {}     # seq -> _Waiter
         self.version = None    # negotiated protocol version
         self.stack_type = None
         self.stack_version = None
@@ -242,8 +199,8 @@ class Ezsp:
         self._legacy = True
         self.version = None
         for w in self._waiting.values():
-            w[1] = EzspError(E_EZSP, "link reset")
-            w[0].set()
+            w.result = EzspError(E_EZSP, "link reset")
+            w.done.set()
         self._waiting = {}
 
     def on_frame(self, frame):
@@ -272,19 +229,18 @@ class Ezsp:
         self.counters["responses"] += 1
         if fid == INVALID_COMMAND:
             self.counters["invalid_command"] += 1
-            w[1] = EzspError(E_EZSP, "the NCP rejected command 0x%04x (invalidCommand status %d)"
-                             % (w[2], params[0] if params else -1))
-        elif fid != w[2]:
-            w[1] = EzspError(E_EZSP, "response id 0x%04x to command 0x%04x" % (fid, w[2]))
+            w.result = EzspError(E_EZSP, "the NCP rejected command 0x%04x (invalidCommand status %d)"
+                                 % (w.fid, params[0] if params else -1))
+        elif fid != w.fid:
+            w.result = EzspError(E_EZSP, "response id 0x%04x to command 0x%04x" % (fid, w.fid))
         else:
-            w[1] = params
-        w[0].set()
+            w.result = params
+        w.done.set()
 
     async def _exchange(self, fid, frame, seq):
         # Every error raised here carries on_wire: False only when the command's frame
         # never went to the UART (the NCP cannot have run it); otherwise True (it may have).
-        ev = asyncio.Event()
-        w = [ev, None, fid]
+        w = _Waiter(fid)
         self._waiting[seq] = w
         self.counters["commands"] += 1
         try:
@@ -296,7 +252,7 @@ class Ezsp:
                 exc.on_wire = getattr(exc, "on_wire", True)
                 raise
             try:
-                await asyncio.wait_for(ev.wait(), self._timeout_s)
+                await asyncio.wait_for(w.done.wait(), self._timeout_s)
             except asyncio.TimeoutError:
                 self.counters["timeouts"] += 1
                 err = EzspError(E_EZSP_TIMEOUT, "no response to %s" % NAMES.get(fid, hex(fid)))
@@ -304,11 +260,11 @@ class Ezsp:
                 raise err
         finally:
             self._waiting.pop(seq, None)
-        if isinstance(w[1], Exception):
+        if isinstance(w.result, Exception):
             # the NCP acknowledged the command at the ASH level: it may have executed it
-            w[1].on_wire = True
-            raise w[1]
-        return w[1]
+            w.result.on_wire = True
+            raise w.result
+        return w.result
 
     def _next_seq(self):
         s = self._seq
@@ -354,15 +310,6 @@ class Ezsp:
 
     async def maximum_payload_length(self):
         return (await self.command(MAXIMUM_PAYLOAD_LENGTH))[0]
-
-    async def set_policy(self, policy, decision):
-        """-> status (0 = success: EzspStatus before v14, sl_Status from v14)."""
-        return parse_status(self.version, await self.command(SET_POLICY, bytes((policy, decision))))
-
-    async def get_policy(self, policy):
-        """-> (status, decision)."""
-        p = await self.command(GET_POLICY, bytes((policy,)))
-        return parse_status(self.version, p), p[4 if is_v14(self.version) else 1]
 
     async def send_unicast(self, dest, aps, tag, message):
         """-> (status, aps_sequence); status 0 = accepted for transmission."""

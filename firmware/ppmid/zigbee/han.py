@@ -7,18 +7,12 @@ import asyncio
 from micropython import const
 
 from ppmid.errors import PpmidError
+from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_DELIVERY, E_DELIVERY_UNKNOWN, E_HAN_DEST, E_HAN_TOO_BIG
 from ppmid.zigbee import ezsp as E
 from ppmid.clock import ticks_ms, ticks_diff, ticks_add
 from ppmid.zigbee.ashlink import AshLink, AshError
 from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
 from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE
-
-E_HAN_DOWN = "E_HAN_DOWN"
-E_NO_TUNNEL = "E_NO_TUNNEL"
-E_DELIVERY = "E_DELIVERY"
-E_DELIVERY_UNKNOWN = "E_DELIVERY_UNKNOWN"
-E_HAN_DEST = "E_HAN_DEST"
-E_HAN_TOO_BIG = "E_HAN_TOO_BIG"
 
 STARTING = "starting"
 RUNNING = "running"
@@ -55,6 +49,40 @@ class _NotTaken(Exception):
 
 class _Refused(_NotTaken):
     """The module refused a fragment (sendUnicast status): it never went on air."""
+
+
+class _SentWait:
+    """An APS fragment the module took (sendUnicast accepted), waiting for its
+    messageSentHandler; one per fragment, keyed by message tag."""
+    __slots__ = ("done", "status", "failure")
+
+    def __init__(self):
+        self.done = asyncio.Event()
+        self.status = None    # messageSentHandler status (0 = the CH acknowledged)
+        self.failure = None   # why the wait ended without one: "link" or "timeout"
+
+
+class _Reassembly:
+    """An incoming message arriving in APS fragments (one at a time, from one sender)."""
+    __slots__ = ("sender", "count", "pieces", "started_ms")
+
+    def __init__(self, sender, count, started_ms):
+        self.sender = sender
+        self.count = count          # fragments announced by the first one
+        self.pieces = {}            # index -> bytes
+        self.started_ms = started_ms
+
+
+class _Delivered:
+    """A message the CH confirmed lately: sent again if the CH refuses it after all
+    (TransferDataError); see _do_resends."""
+    __slots__ = ("tunnel_id", "message", "sent_ms", "pieces")
+
+    def __init__(self, tunnel_id, message, sent_ms, pieces):
+        self.tunnel_id = tunnel_id  # the tunnel it went through
+        self.message = message
+        self.sent_ms = sent_ms
+        self.pieces = pieces        # TransferData frames it took: GBT blocks, or 1
 
 
 def _options(cfg):
@@ -94,7 +122,7 @@ class ZigbeeHan:
         self.tunnel = TunnelServer(self.opts["transfer_size"])
         self._rxq = []
         self._rx_event = asyncio.Event()
-        self._sent = {}                # tag -> [Event, status or None, error or None]
+        self._sent = {}                # tag -> _SentWait
         self._tag = 0
         self._send_lock = asyncio.Lock()
         self._replies = []
@@ -106,9 +134,9 @@ class ZigbeeHan:
         self._sent_tid = None
         self._sent_pieces = 1
         self._up = False               # bring-up complete on the current link
-        self._frag = None              # (sender, count, {index: bytes}, started_ms)
+        self._frag = None              # _Reassembly in progress
         self._gbt = None
-        self._recent = []              # (tunnel id, message, sent ms): the last few delivered
+        self._recent = []              # _Delivered: the last few, oldest first
         self._rejected = {}            # tunnel id -> TransferDataErrors the CH sent for it
         self._resend_event = asyncio.Event()
         self._tasks = []
@@ -250,8 +278,8 @@ class ZigbeeHan:
         self._up = False
         self._ready_event.clear()
         for w in self._sent.values():
-            w[2] = "link"
-            w[0].set()
+            w.failure = "link"
+            w.done.set()
 
     async def _bring_up(self):
         self.counters["resets"] += 1
@@ -304,8 +332,8 @@ class ZigbeeHan:
             m = E.parse_message_sent(v, p)
             w = self._sent.get(m["tag"])
             if w is not None:
-                w[1] = m["status"]
-                w[0].set()
+                w.status = m["status"]
+                w.done.set()
             else:
                 self.counters["callbacks_unknown"] += 1
         elif fid == E.INCOMING_MESSAGE_HANDLER:
@@ -354,19 +382,19 @@ class ZigbeeHan:
         index, count = group & 0xFF, group >> 8
         now = ticks_ms()
         f = self._frag
-        if f is not None and (f[0] != sender or ticks_diff(now, f[3]) > 10000):
+        if f is not None and (f.sender != sender or ticks_diff(now, f.started_ms) > 10000):
             self.counters["rx_fragment_timeouts"] += 1
             f = None
         if index == 0 or f is None:
             if count == 0 or index != 0:
                 self._frag = None
                 return None
-            f = self._frag = (sender, count, {}, now)
-        f[2][index] = data
-        if len(f[2]) < f[1]:
+            f = self._frag = _Reassembly(sender, count, now)
+        f.pieces[index] = data
+        if len(f.pieces) < f.count:
             return None
         self._frag = None
-        return b"".join(f[2][i] for i in range(f[1]) if i in f[2])
+        return b"".join(f.pieces[i] for i in range(f.count) if i in f.pieces)
 
     def _deliver(self, data):
         if len(data) >= 2 and data[0] == 0xDD and data[1] == 0x09:
@@ -395,9 +423,8 @@ class ZigbeeHan:
     # ---- messages the CH refused (TransferDataError): sent again, in order -----------
     def _remember(self, data):
         now = ticks_ms()
-        # (tunnel id, message, sent ms, TransferData frames it took: GBT blocks or 1)
-        self._recent.append((self._sent_tid, data, now, self._sent_pieces))
-        while len(self._recent) > 8 or (self._recent and ticks_diff(now, self._recent[0][2]) > 10000):
+        self._recent.append(_Delivered(self._sent_tid, data, now, self._sent_pieces))
+        while len(self._recent) > 8 or (self._recent and ticks_diff(now, self._recent[0].sent_ms) > 10000):
             self._recent.pop(0)
 
     async def _resend_loop(self):
@@ -416,26 +443,26 @@ class ZigbeeHan:
             # they make up, newest first; one refused only in part (some of its GBT blocks
             # were taken) is never sent again: the meter may have those blocks
             k = self._rejected[tid]
-            mine = [r for r in self._recent if r[0] == tid]
+            mine = [r for r in self._recent if r.tunnel_id == tid]
             while k > 0 and mine:
                 r = mine.pop()
-                if k < r[3]:
+                if k < r.pieces:
                     self.counters["resend_partial"] += 1
                     self._recent.remove(r)
-                    self._logf("%d of %d GBT blocks refused by the CH: not sent again", k, r[3])
+                    self._logf("%d of %d GBT blocks refused by the CH: not sent again", k, r.pieces)
                     break
-                k -= r[3]
+                k -= r.pieces
                 todo.append(r)
         self._rejected = {}
         for r in todo:
             self._recent.remove(r)
-        todo.sort(key=lambda r: r[2])
+        todo.sort(key=lambda r: r.sent_ms)
         for r in todo:
             deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
             try:
-                await self._send_message(r[1], deadline)
+                await self._send_message(r.message, deadline)
                 self.counters["resent"] += 1
-                self._remember(r[1])
+                self._remember(r.message)
             except PpmidError as exc:
                 self.counters["resend_failed"] += 1
                 self._logf("message refused by the CH could not be sent again: %s", exc)
@@ -532,7 +559,7 @@ class ZigbeeHan:
             aps = E.aps_frame(PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ENDPOINT, options, group)
             self._tag = (self._tag % 255) + 1
             tag = self._tag
-            w = [asyncio.Event(), None, None]
+            w = _SentWait()
             self._sent[tag] = w
             try:
                 try:
@@ -554,17 +581,17 @@ class ZigbeeHan:
                 if n > 1:
                     self.counters["fragments_tx"] += 1
                 try:
-                    await asyncio.wait_for(w[0].wait(), self.opts["sent_timeout_s"])
+                    await asyncio.wait_for(w.done.wait(), self.opts["sent_timeout_s"])
                 except asyncio.TimeoutError:
-                    w[2] = "timeout"
-                if w[1] is None:  # no messageSentHandler: timeout or link failure
+                    w.failure = "timeout"
+                if w.status is None:  # no messageSentHandler: timeout or link failure
                     if last:
                         raise self._uncertain("the module took the message but the link failed "
                                               "before it reported delivery")
                     raise _NotTaken("no confirmation of fragment %d" % i)
-                if w[1] != 0:
+                if w.status != 0:
                     if last:
-                        raise HanError(E_DELIVERY, "the CH did not acknowledge the message (status 0x%x)" % w[1])
-                    raise _NotTaken("the CH did not acknowledge fragment %d (status 0x%x)" % (i, w[1]))
+                        raise HanError(E_DELIVERY, "the CH did not acknowledge the message (status 0x%x)" % w.status)
+                    raise _NotTaken("the CH did not acknowledge fragment %d (status 0x%x)" % (i, w.status))
             finally:
                 self._sent.pop(tag, None)

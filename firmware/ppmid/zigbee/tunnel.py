@@ -4,7 +4,7 @@
 import struct
 from micropython import const
 
-from ppmid.errors import PpmidError
+from ppmid.errors import PpmidError, E_NO_TUNNEL
 
 PROFILE_SE = const(0x0109)
 CLUSTER_TUNNELING = const(0x0704)
@@ -129,7 +129,7 @@ class TunnelServer:
     def outgoing(self, data):
         """One TransferData (server -> client) frame for GBCS bytes (<= client_max)."""
         if self.tunnel_id is None:
-            raise ZclError("E_NO_TUNNEL", "no tunnel open to the Communications Hub")
+            raise ZclError(E_NO_TUNNEL, "no tunnel open to the Communications Hub")
         self.counters["tx_data"] += 1
         return transfer_data(self.next_seq(), self.tunnel_id, data, True)
 

@@ -1,0 +1,64 @@
+"""The NCP's half of the EZSP frame layouts: what a module sends (responses, callbacks)
+and how it reads the gateway's sendUnicast, plus the policy ids and decisions only the
+emulated module acts on. The gateway's half (what it sends and parses) is
+firmware/ppmid/zigbee/ezsp.py, whose constants and helpers this module reuses.
+
+Kept to plain `struct` code that MicroPython also runs: tests/firmware/test_zigbee_ezsp.py
+and bench/bench_zigbee.py load this file into the unix port to check and time the firmware
+against it."""
+import struct
+
+from ppmid.zigbee import ezsp as E
+
+SET_POLICY = 0x0055
+GET_POLICY = 0x0056
+
+# EzspPolicyId / EzspDecisionId (UG100). An NCP's power-on decision for this policy is
+# "tag only": messageSentHandler then carries messageLength 0 and no contents (what the
+# gateway expects; it never needs the contents back, only the tag and status).
+POLICY_MESSAGE_CONTENTS_IN_CALLBACK = 0x04
+DECISION_MESSAGE_TAG_ONLY = 0x40
+DECISION_MESSAGE_TAG_AND_CONTENTS = 0x41
+
+
+def response_frame(seq, frame_id, params=b"", callback=0):
+    """A frame from the NCP: callback 0 (a response), 0x08 or 0x10 (a callback)."""
+    return bytes((seq & 0xFF, E.FC_RESPONSE | callback, E.FC_HIGH, frame_id & 0xFF, frame_id >> 8)) + params
+
+
+def parse_send_unicast_params(version, p):
+    """The NCP's view of a sendUnicast request."""
+    typ, dest = struct.unpack_from("<BH", p, 0)
+    aps = E.parse_aps(p, 3)
+    off = 14
+    if E.is_v14(version):
+        tag = struct.unpack_from("<H", p, off)[0]
+        off += 2
+    else:
+        tag = p[off]
+        off += 1
+    n = p[off]
+    msg = bytes(p[off + 1:off + 1 + n])
+    if len(msg) != n:
+        raise E.EzspError(E.E_EZSP, "sendUnicast message truncated")
+    return {"type": typ, "dest": dest, "aps": aps, "tag": tag, "message": msg}
+
+
+def message_sent_params(version, status, dest, aps, tag, message):
+    if E.is_v14(version):
+        return (struct.pack("<IBH", status, E.OUTGOING_DIRECT, dest) + aps + struct.pack("<H", tag)
+                + bytes((len(message),)) + message)
+    return struct.pack("<BH", E.OUTGOING_DIRECT, dest) + aps + bytes((tag & 0xFF, status, len(message))) + message
+
+
+def incoming_params(version, aps, sender, message, lqi=255, rssi=-40, eui64=b"\x00" * 8):
+    r = rssi & 0xFF
+    if E.is_v14(version):
+        return (bytes((0,)) + aps + struct.pack("<H", sender) + eui64 + bytes((0xFF, 0xFF, lqi, r))
+                + struct.pack("<I", 0) + bytes((len(message),)) + message)
+    return bytes((0,)) + aps + bytes((lqi, r)) + struct.pack("<H", sender) + bytes((0xFF, 0xFF, len(message))) + message
+
+
+def status_params(version, status):
+    """A status result: u32 sl_Status from v14, u8 EmberStatus before."""
+    return struct.pack("<I", status) if E.is_v14(version) else bytes((status,))
