@@ -430,7 +430,7 @@ class Relay:
         self.journal.sending(e, now_s + self.budget_s)  # on flash before the HAN has it
         self._room.set()
         now = self.clock.ms()
-        self._deadline[e.seq] = now + self.budget_s * 1000
+        self._deadline[e.seq] = self.clock.add(now, self.budget_s * 1000)
         self.pacer.sent(e.target, e.originator, e.seq, now)
         self._corr[e.key()] = e
         try:
