@@ -186,7 +186,6 @@ async def run(board):
     eui = cfg["gateway"]
     relay = Relay(cfg, journal, validator, han, None, Clock(), creds[3],
                   wdt=board.wdt(WDT_TIMEOUT_MS),   # fed by the relay, only while healthy
-                  topic_prefix="ppmid/v1/%s/" % eui,
                   link_checks=[("han", lambda: han.status == "running", 600)])
     _mark(board, "han")
 
