@@ -22,6 +22,8 @@ from host_tools import mpcompat
 
 mpcompat.install()
 
+from ppmid.mqtt.contract import Topics  # noqa: E402  (firmware module, after mpcompat)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(os.path.dirname(ROOT), "shared", "vectors", "gbcs", "rtds-4.5.0")
 GATEWAY = "00DB1234567890A4"       # the corpus's PPMID test title
@@ -366,7 +368,7 @@ class Emulation:
 
         c.on_message = on_message
         mt.connect(c, self.broker_dir)
-        c.subscribe("ppmid/v1/%s/state" % self.gateway, 1)
+        c.subscribe(Topics(self.gateway).state, 1)
         try:
             if not got.wait(timeout):
                 raise EmulateError("the gateway did not come online on the broker within %ss; console:\n%s"

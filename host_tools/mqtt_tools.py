@@ -16,6 +16,8 @@ from host_tools.broker import client_paths, gateway_identity, issue
 
 mpcompat.install()
 
+from ppmid.mqtt.contract import Topics  # noqa: E402  (firmware module, after mpcompat)
+
 FINAL = ("response", "rejected", "timeout", "failed")
 
 
@@ -113,6 +115,7 @@ class Commander:
 
     def __init__(self, state_dir, eui, user="dcc-user-test", client_id=None, key=None):
         self.eui = gateway_identity(eui)
+        self.topics = Topics(self.eui)
         self.state_dir = state_dir
         self.key = key
         self.statuses = {}
@@ -123,7 +126,7 @@ class Commander:
         self.subscribed = threading.Event()
         self.client.on_subscribe = lambda *a, **k: self.subscribed.set()
         connect(self.client, state_dir)
-        self.client.subscribe("ppmid/v1/%s/rsp" % self.eui, qos=1)
+        self.client.subscribe(self.topics.rsp, qos=1)
         if not self.subscribed.wait(10):
             raise RuntimeError("no SUBACK for the rsp topic")
 
@@ -138,7 +141,7 @@ class Commander:
         self.all.put(obj)
 
     def publish_raw(self, payload, topic=None, qos=1):
-        info = self.client.publish(topic or "ppmid/v1/%s/cmd" % self.eui, payload, qos=qos)
+        info = self.client.publish(topic or self.topics.cmd, payload, qos=qos)
         info.wait_for_publish(10)
         return info
 

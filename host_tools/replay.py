@@ -22,6 +22,8 @@ from host_tools import mpcompat
 
 mpcompat.install()
 
+from ppmid.mqtt.contract import Topics  # noqa: E402  (firmware module, after mpcompat)
+
 FINAL = ("response", "rejected", "failed", "timeout")
 CONCLUSIVE = ("response", "rejected", "failed")  # timeout may still be followed by a late response
 
@@ -178,8 +180,8 @@ class Replayer:
             if not rc.is_failure:
                 # renewed on every connect: a broker that lost its sessions must not
                 # leave us deaf
-                prefix = "ppmid/v1/%s/" % self.gateway
-                client.subscribe([(prefix + "rsp", 1), (prefix + "alert", 1)])
+                topics = Topics(self.gateway)
+                client.subscribe([(topics.rsp, 1), (topics.alert, 1)])
 
         def on_subscribe(client, userdata, mid, rcs, properties=None):
             state["sub"] = rcs
@@ -242,7 +244,7 @@ class Replayer:
         """Publish every line at its time, collect statuses, return the report dict."""
         if self.client is None:
             self.connect()
-        topic = "ppmid/v1/%s/cmd" % self.gateway
+        topic = Topics(self.gateway).cmd
         sent = {}        # id -> t_monotonic
         skipped = []
         pubs = []

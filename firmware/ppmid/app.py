@@ -208,7 +208,6 @@ async def run(board):
     clock = Clock(board.time, board.clock_source())
     relay = Relay(cfg, journal, validator, han, None, clock, creds[3],
                   wdt=board.wdt(WDT_TIMEOUT_MS),   # fed by the relay, only while healthy
-                  topic_prefix="ppmid/v1/%s/" % eui,
                   link_checks=[("han", lambda: han.status == "running", 600)])
     _mark(board, "han")
 

@@ -6,7 +6,7 @@ import json
 
 from ppmid import envelope
 from ppmid.errors import PpmidError
-from ppmid.mqtt import intake
+from ppmid.mqtt import contract
 from ppmid.mqtt.intake import Intake, verified
 
 EUI = "00DB1234567890A0"
@@ -179,18 +179,18 @@ async def test_rejections_are_published_ahead_of_the_puback():
 
 
 def test_status_json_shapes():
-    assert json.loads(intake.status_json("a", "response", 12, gbcs=b"\x01\x02")) == \
+    assert json.loads(contract.status_json("a", "response", 12, gbcs=b"\x01\x02")) == \
         {"id": "a", "status": "response", "gbcs": "AQI=", "ms": 12}
-    e = json.loads(intake.status_json("a", "failed", error={"code": "E_X", "message": "m"}))
+    e = json.loads(contract.status_json("a", "failed", error={"code": "E_X", "message": "m"}))
     assert e == {"id": "a", "status": "failed", "error": {"code": "E_X", "message": "m"}}
     try:
-        intake.status_json("a", "done")
+        contract.status_json("a", "done")
     except ValueError:
         pass
     else:
         raise AssertionError("unknown status accepted")
-    assert json.loads(intake.state_json("online", fw="1")) == {"state": "online", "fw": "1"}
-    assert json.loads(intake.alert_json(b"\xff", 5)) == {"gbcs": "/w==", "at": 5}
+    assert json.loads(contract.state_json("online", fw="1")) == {"state": "online", "fw": "1"}
+    assert json.loads(contract.alert_json(b"\xff", 5)) == {"gbcs": "/w==", "at": 5}
 
 
 async def test_oversized_message_is_rejected_too_large():

@@ -1,5 +1,5 @@
-# The command intake: ppmid/v1/EUI/cmd -> Envelope -> the relay's accept hook, and the
-# JSON payloads of the other topics (docs/mqtt.md, topic contract v1).
+# The command intake: ppmid/v1/EUI/cmd -> Envelope -> the relay's accept hook. Topic names
+# and payloads come from the contract (ppmid.mqtt.contract, docs/mqtt.md).
 #
 # Contract with the relay: `async accept(envelope, via)` returns once the command is
 # durably journaled, or raises a PpmidError (the command is refused: we publish a
@@ -12,60 +12,15 @@ import sys
 from ppmid import envelope
 from ppmid.errors import PpmidError, E_CLOCK
 from ppmid.clock import ticks_ms, ticks_diff, unix_time, SET_AFTER
+from ppmid.mqtt.contract import Topics, status_json
 
 E_TOPIC = "E_TOPIC"
 VIA = "mqtt"
-STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed")
 _MP = sys.implementation.name == "micropython"
 
 
 class IntakeError(PpmidError):
     pass
-
-
-class Topics:
-    """Topic names of one gateway (EUI = 16 upper-case hex digits)."""
-
-    def __init__(self, eui):
-        base = "ppmid/v1/" + eui.upper() + "/"
-        self.cmd = base + "cmd"
-        self.rsp = base + "rsp"
-        self.alert = base + "alert"
-        self.state = base + "state"
-        self.info = base + "info"
-
-
-def _b64(data):
-    import binascii
-    return binascii.b2a_base64(data).strip().decode()
-
-
-def status_json(id, status, ms=None, gbcs=None, error=None):
-    """Payload of ppmid/v1/EUI/rsp (bytes). error: a PpmidError or {"code","message"}."""
-    if status not in STATUSES:
-        raise ValueError("unknown status %r" % (status,))
-    obj = {"id": id, "status": status}
-    if gbcs is not None:
-        obj["gbcs"] = _b64(gbcs)
-    if error is not None:
-        obj["error"] = error.as_dict() if isinstance(error, PpmidError) else error
-    if ms is not None:
-        obj["ms"] = ms
-    return json.dumps(obj).encode()
-
-
-def alert_json(gbcs, at=None):
-    obj = {"gbcs": _b64(gbcs)}
-    if at is not None:
-        obj["at"] = at
-    return json.dumps(obj).encode()
-
-
-def state_json(state, **extra):
-    obj = {"state": state}
-    for k in extra:
-        obj[k] = extra[k]
-    return json.dumps(obj).encode()
 
 
 def unix_now():
@@ -121,11 +76,11 @@ def _id_of(obj):
 
 class Intake:
     """Glue between the MQTT client and the relay. Registers the cmd subscription and
-    becomes the client's message handler."""
+    becomes the client's message handler. topics: the link's Topics, shared (else made)."""
 
-    def __init__(self, client, eui, accept, max_gbcs):
+    def __init__(self, client, eui, accept, max_gbcs, topics=None):
         self.client = client
-        self.topics = Topics(eui)
+        self.topics = topics or Topics(eui)
         self.accept = accept
         self.max_gbcs = max_gbcs
         # The command's GBCS bytes are decoded into this buffer, allocated once while the

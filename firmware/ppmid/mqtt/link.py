@@ -2,11 +2,11 @@
 # TLS context from the DER certificates on flash, the client with its last will, the
 # intake on the cmd topic, and retained state/info published on every connect.
 import asyncio
-import json
 
 from ppmid.config import ConfigError
 from ppmid.mqtt.client import MQTTClient, tls_connector, ssl_context
-from ppmid.mqtt.intake import Intake, Topics, state_json
+from ppmid.mqtt.contract import Topics, state_json, info_json
+from ppmid.mqtt.intake import Intake
 
 CA = "/certs/ca.der"
 CERT = "/certs/gateway.der"
@@ -64,7 +64,7 @@ class Link:
                                  will=(self.topics.state, state_json("offline"), 1, True),
                                  on_up=self._on_up, max_packet=max_packet_for(cfg["limits"]["max_gbcs"]),
                                  wlan=wlan, log=log)
-        self.intake = Intake(self.client, eui, accept, cfg["limits"]["max_gbcs"])
+        self.intake = Intake(self.client, eui, accept, cfg["limits"]["max_gbcs"], self.topics)
 
     async def _on_up(self, session_present):
         await self.client.publish(self.topics.state, state_json("online"), 1, True)
@@ -72,7 +72,7 @@ class Link:
 
     async def republish_info(self):
         if self.info is not None:
-            await self.client.publish(self.topics.info, json.dumps(self.info()).encode(), 1, True)
+            await self.client.publish(self.topics.info, info_json(self.info()), 1, True)
 
     async def run(self):
         await self.client.run()

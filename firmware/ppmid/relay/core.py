@@ -7,13 +7,13 @@
 #   receive: responses correlated by (originator, recipient swapped, same counter) through
 #           the journal; alerts and anything uncorrelated -> alert topic
 #   timers: response budget -> "timeout" (a late response is still published, late: true)
-#   publish: every status change, QoS 1; a final status acknowledged -> journal "done"
+#   publish: every status change, QoS 1, through the outbox (outbox.py); a final status
+#           acknowledged -> journal "done"
+#   health: loop heartbeats and link checks decide whether the watchdog is fed (health.py)
 #
 # No board imports: config, journal, validator, HAN link, publisher, clock, wdt and the
-# envelope key are injected. Policy and formats: docs/relay.md.
-import binascii
-import json
-
+# envelope key are injected. Topic names and payloads: ppmid.mqtt.contract. Policy and
+# formats: docs/relay.md.
 try:
     import asyncio
 except ImportError:  # pragma: no cover
@@ -23,10 +23,13 @@ from micropython import const
 
 from ppmid.errors import PpmidError, E_BUSY, E_EXPIRED, E_TOO_LARGE, E_CLOCK
 from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_HAN_DEST, E_HAN_TOO_BIG
-from ppmid.clock import ticks_ms, ticks_diff, sleep_ms, wait_event_ms
+from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms
 from ppmid import envelope as envmod
+from ppmid.mqtt.contract import Topics, status_json, alert_json
 from ppmid.relay import journal as J
-from ppmid.relay.ratelimit import Pacer, TokenBuckets
+from ppmid.relay.ratelimit import Pacer
+from ppmid.relay.outbox import Outbox
+from ppmid.relay.health import Health
 
 E_RATE = "E_RATE"
 E_STALE = "E_STALE"
@@ -41,7 +44,6 @@ PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
 
 FINAL = ("response", "failed")
 _RECENT = const(16)
-_PUB_EXTRA = const(24)      # rejections, alerts and logs waiting for the broker
 _RETRY_MIN_MS = const(1000)
 _RETRY_MAX_MS = const(30000)
 
@@ -63,16 +65,9 @@ _WHY = {E_EXPIRED: "expired before it could be relayed",
         E_HAN_TOO_BIG: "too large for the HAN link", E_HAN_DEST: "not reachable on the HAN"}
 
 
-def _b64(data):
-    return binascii.b2a_base64(data)[:-1].decode()
-
-
-def _hex(b):
-    return binascii.hexlify(bytes(b)).decode().upper()
-
-
 class Relay:
-    """See the module comment. topic_prefix: e.g. "ppmid/v1/00DB1234567890A4/"."""
+    """See the module comment. topic_prefix: instead of the contract's "ppmid/v1/EUI/"
+    (contract.Topics), for a test's private tree."""
 
     def __init__(self, config, journal, validator, han, publisher, clock, envelope_key,
                  decode=None, wdt=None, topic_prefix=None, late_window_s=None,
@@ -83,13 +78,11 @@ class Relay:
         self.journal = journal
         self.validator = validator
         self.han = han
-        self.publisher = publisher
         self.clock = clock
         self.key = envelope_key
         if decode is None:
             from ppmid.gbcs import decode
         self.decode = decode
-        self.wdt = wdt
         self.max_gbcs = lim["max_gbcs"]
         self.budget_s = int(lim["response_timeout_s"])
         self.queue_max = int(lim["queue"])
@@ -100,60 +93,57 @@ class Relay:
         # (well under the MQTT keepalive and ack timeout, docs/relay.md)
         self.admit_wait_ms = admit_wait_ms
         self.pacer = Pacer(lim["rate_per_s"], lim["burst"], self.queue_max, clock.diff)
-        if topic_prefix is None:
-            topic_prefix = "ppmid/v1/%s/" % config.get("gateway")
-        self.topic_rsp = topic_prefix + "rsp"
-        self.topic_alert = topic_prefix + "alert"
-        self.topic_log = topic_prefix + "log"
-        self.link_checks = list(link_checks)   # [(name, fn() -> bool[, grace_s])]
-        self.link_grace_ms = link_grace_s * 1000
-        self.stall_ms = stall_ms
+        self.topics = Topics(config.get("gateway"), topic_prefix)
         self.console = console
-        self._log_bucket = TokenBuckets(log_rate_per_s, log_burst, clock.diff, 1)
         self.state = STATE_STARTING
         self.fault = None
         self._corr = {}          # response key -> Entry (sending, timed out, answered)
         self._deadline = {}      # seq -> ms tick of the response deadline (this boot)
         self._status = {}        # seq -> last status emitted
         self._retry = {}         # target -> [ms tick when it may be tried again, backoff ms]
-        self._pubq = []          # ("s", seq, status) | ("x", topic, payload, qos)
         self._recent = []        # [(id, result dict)] finished or rejected commands
-        self._down_since = {}    # link name -> ms tick it was first seen down
         self._beats = {}         # loop name -> ms tick of its last pass
         self._wake_dispatch = asyncio.Event()
-        self._wake_publish = asyncio.Event()
         self._room = asyncio.Event()   # set when a queued command leaves the queue
         self._tasks = []
-        self._said = None
         self.counters = {"received": 0, "accepted": 0, "relayed": 0, "answered": 0, "late": 0,
                          "timeouts": 0, "failed": 0, "rejected": {}, "retries": 0,
                          "link_resets": 0, "send_errors": 0, "duplicates": 0,
                          "duplicate_responses": 0, "unmatched": 0, "alerts": 0, "rx_bad": 0,
                          "published": 0, "publish_errors": 0, "pub_dropped": 0,
                          "logs_dropped": 0, "recovered": 0, "admit_waits": 0}
+        self.outbox = Outbox(publisher, self.topics, clock, self.counters, self._render,
+                             self._status_sent, console, log_rate_per_s, log_burst)
+        self._health = Health(clock, self._beats, link_checks, link_grace_s, stall_ms, wdt, self.log)
+
+    # the publisher (set by the app once the MQTT link exists) and the link checks (the
+    # app adds the MQTT one then) live in the outbox and the health check
+    @property
+    def publisher(self):
+        return self.outbox.publisher
+
+    @publisher.setter
+    def publisher(self, publisher):
+        self.outbox.publisher = publisher
+
+    @property
+    def link_checks(self):
+        return self._health.links
+
+    @link_checks.setter
+    def link_checks(self, checks):
+        self._health.links = list(checks)
+
+    @property
+    def stall_ms(self):
+        return self._health.stall_ms
 
     # ---- logging -------------------------------------------------------------------------
     def log(self, level, msg):
-        line = "relay %s: %s" % (level, msg)
+        """Every line to the console; over MQTT within the outbox's rate limit."""
         if self.console is not None:
-            self.console(line)
-        now = self.clock.ms()
-        if self.publisher is None:
-            return
-        if self._log_bucket.wait_ms("log", now) == 0 and self._extra_room():
-            self._log_bucket.take("log", now)
-            self._pubq.append(("x", self.topic_log, json.dumps(
-                {"level": level, "msg": msg, "at": self.clock.time()}), 0))
-            self._wake_publish.set()
-        else:
-            self.counters["logs_dropped"] += 1
-
-    def _extra_room(self):
-        n = 0
-        for item in self._pubq:
-            if item[0] == "x":
-                n += 1
-        return n < _PUB_EXTRA
+            self.console("relay %s: %s" % (level, msg))
+        self.outbox.log(level, msg)
 
     # ---- recovery ------------------------------------------------------------------------
     def recover(self):
@@ -323,14 +313,9 @@ class Relay:
         if id is not None:
             self._remember(id, r)
         # the MQTT intake publishes its own rejections (before its PUBACK)
-        if self.publisher is not None and id is not None and via != "mqtt":
-            if self._extra_room():
-                p = {"id": id, "status": "rejected", "error": r["error"], "via": via,
-                     "at": self.clock.time()}
-                self._pubq.append(("x", self.topic_rsp, json.dumps(p), 1))
-                self._wake_publish.set()
-            else:
-                self.counters["pub_dropped"] += 1
+        if self.outbox.publisher is not None and id is not None and via != "mqtt":
+            self.outbox.put(self.topics.rsp, status_json(id, "rejected", error=r["error"], via=via,
+                                                         at=self.clock.time()), 1)
         return r
 
     def status(self, id):
@@ -442,7 +427,7 @@ class Relay:
         self.journal.sending(e, now_s + self.budget_s)  # on flash before the HAN has it
         self._room.set()
         now = self.clock.ms()
-        self._deadline[e.seq] = now + self.budget_s * 1000
+        self._deadline[e.seq] = self.clock.add(now, self.budget_s * 1000)
         self.pacer.sent(e.target, e.originator, e.seq, now)
         self._corr[e.key()] = e
         try:
@@ -523,16 +508,8 @@ class Relay:
         else:
             self.counters["alerts"] += 1
         # alerts, and anything no command of ours is waiting for, go to the alert topic
-        if self.publisher is None:
-            return
-        if not self._extra_room():
-            self.counters["pub_dropped"] += 1
-            return
-        payload = json.dumps({"cra": ("command", "response", "alert")[cra - 1] if 1 <= cra <= 3 else cra,
-                              "originator": _hex(msg.originator), "recipient": _hex(msg.recipient),
-                              "counter": msg.counter, "gbcs": _b64(buf), "at": self.clock.time()})
-        self._pubq.append(("x", self.topic_alert, payload, 1))
-        self._wake_publish.set()
+        if self.outbox.publisher is not None:
+            self.outbox.put(self.topics.alert, alert_json(buf, self.clock.time(), msg), 1)
 
     # ---- timers --------------------------------------------------------------------------
     def check_timers(self):
@@ -561,52 +538,37 @@ class Relay:
     # ---- publishing ----------------------------------------------------------------------
     def _emit(self, e, status):
         self._status[e.seq] = status
-        self._pubq.append(("s", e.seq, status))
-        self._wake_publish.set()
+        self.outbox.status(e.seq, status)
 
-    def _payload(self, e, status):
-        # the rsp topic contract (docs/mqtt.md): id, status, gbcs (base64), error
-        # {"code", "message"}; plus via, at (unix s), late and ms (since acceptance)
+    def _render(self, seq, status):
+        # the outbox's rsp payload for a queued status (contract: docs/mqtt.md), built
+        # when it goes: "ms" counts from acceptance; None once the command is gone
+        e = self.journal.live.get(seq)
+        if e is None:
+            return None
         now_s = self.clock.time()
-        p = {"id": e.id, "status": status, "via": e.via, "at": now_s}
-        if now_s >= e.accepted_at:
-            p["ms"] = (now_s - e.accepted_at) * 1000
+        ms = (now_s - e.accepted_at) * 1000 if now_s >= e.accepted_at else None
         if status == "response":
-            p["gbcs"] = _b64(self.journal.response_body(e))
-            p["late"] = e.late
-        elif status in ("failed", "timeout"):
-            r = self._result(e, False)
-            if r["error"] is not None:
-                p["error"] = r["error"]
-        return p
+            return status_json(e.id, status, ms, self.journal.response_body(e), None, e.via, now_s, e.late)
+        error = None
+        if status in ("failed", "timeout"):
+            error = self._result(e, False)["error"]
+        return status_json(e.id, status, ms, None, error, e.via, now_s)
+
+    def _status_sent(self, seq, status):
+        # the broker has the status (or there is no broker): a final one ends the command
+        e = self.journal.live.get(seq)
+        if e is None:
+            return False
+        e.published = status
+        if status in FINAL:
+            self._finish(e, self._result(e, True))
+        return True
 
     async def publish_once(self):
-        """Publish the oldest pending message; True if there was one. Returns once the
-        broker acknowledged it (QoS 1) or raises (then it stays at the head)."""
-        if not self._pubq:
-            return False
-        item = self._pubq[0]
-        if item[0] == "s":
-            e = self.journal.live.get(item[1])
-            if e is None:  # finished meanwhile (e.g. read over NFC)
-                self._pubq.pop(0)
-                return True
-            status = item[2]
-            if self.publisher is not None:
-                await self.publisher.publish(self.topic_rsp, json.dumps(self._payload(e, status)), 1, False)
-            if self._pubq and self._pubq[0] is item:
-                self._pubq.pop(0)
-            self.counters["published"] += 1
-            e.published = status
-            if status in FINAL and e.seq in self.journal.live:
-                self._finish(e, self._result(e, True))
-            return True
-        if self.publisher is not None:
-            await self.publisher.publish(item[1], item[2], item[3], False)
-        if self._pubq and self._pubq[0] is item:
-            self._pubq.pop(0)
-        self.counters["published"] += 1
-        return True
+        """Publish the oldest message in the outbox; True if there was one. Returns once
+        the broker acknowledged it (QoS 1) or raises (then it stays at the head)."""
+        return await self.outbox.publish_once()
 
     def _finish(self, e, r):
         """Final status delivered: remember it in RAM, forget it on flash."""
@@ -625,35 +587,11 @@ class Relay:
     # ---- health --------------------------------------------------------------------------
     def health(self):
         """(ok, reason). Not ok when a loop has stalled, a link has been down longer than
-        its grace, or a fault (e.g. flash errors) stopped the relay."""
-        if self.fault is not None:
-            return False, "fault: " + self.fault
-        now = self.clock.ms()
-        for name in self._beats:
-            age = self.clock.diff(now, self._beats[name])
-            if age > self.stall_ms:
-                return False, "%s loop stalled for %d ms" % (name, age)
-        degraded = False
-        for link in self.link_checks:
-            name, check = link[0], link[1]
-            grace = link[2] * 1000 if len(link) > 2 else self.link_grace_ms
-            try:
-                ok = check()
-            except Exception:
-                ok = False
-            if ok:
-                self._down_since.pop(name, None)
-                continue
-            degraded = True
-            since = self._down_since.get(name)
-            if since is None:
-                self._down_since[name] = now
-                self.log("warn", "%s link down" % name)
-            elif self.clock.diff(now, since) > grace:
-                return False, "%s link down for %d s" % (name, self.clock.diff(now, since) // 1000)
-        if self.state in (STATE_RUNNING, STATE_DEGRADED):
-            self.state = STATE_DEGRADED if degraded else STATE_RUNNING
-        return True, "degraded" if degraded else "ok"
+        its grace, or a fault (e.g. flash errors) stopped the relay (health.py)."""
+        ok, why = self._health.check(self.fault)
+        if ok and self.state in (STATE_RUNNING, STATE_DEGRADED):
+            self.state = STATE_DEGRADED if why == "degraded" else STATE_RUNNING
+        return ok, why
 
     def info(self):
         queued = sending = 0
@@ -664,7 +602,7 @@ class Relay:
                 sending += 1
         ok, why = self.health()
         return {"state": self.state, "health": why, "live": len(self.journal.live), "queued": queued,
-                "in_flight": sending, "to_publish": len(self._pubq), "journal_bytes": self.journal.size,
+                "in_flight": sending, "to_publish": len(self.outbox), "journal_bytes": self.journal.size,
                 "journal_compactions": self.journal.compactions, "counters": self.counters}
 
     # ---- tasks ---------------------------------------------------------------------------
@@ -719,23 +657,8 @@ class Relay:
             buf = await self.han.receive()
             self.on_han_message(buf)
 
-    async def _publish_loop(self):
-        backoff = 500
-        while True:
-            self._beat("publish")
-            self._wake_publish.clear()
-            if not self._pubq:
-                await wait_event_ms(self._wake_publish, 5000)
-                continue
-            try:
-                await self.publish_once()
-                backoff = 500
-            except Exception as exc:
-                self.counters["publish_errors"] += 1
-                if self.console is not None:
-                    self.console("relay warn: publish failed: %r" % (exc,))
-                await sleep_ms(backoff)
-                backoff = min(backoff * 2, 30000)
+    def _publish_loop(self):
+        return self.outbox.run(self._beat)
 
     def house_once(self):
         """Timers, then health; feed the watchdog only when healthy. Returns (ok, why)."""
@@ -747,13 +670,7 @@ class Relay:
             self.fault = "timers: %r" % (exc,)
             self.state = STATE_FAULT
         ok, why = self.health()
-        if ok:
-            if self.wdt is not None:
-                self.wdt.feed()
-            self._said = None
-        elif why != self._said:
-            self.log("error", "not feeding the watchdog: " + why)
-            self._said = why
+        self._health.tend(ok, why)
         return ok, why
 
     async def _house_loop(self):
