@@ -45,7 +45,7 @@ class BlockingHan:
         return await self.inner.receive()
 
 
-async def crash_during_send(r):
+async def crash_during_send(r, lose_clock=False):
     inner = r.han
     r.relay.han = BlockingHan(inner)
     task = asyncio.create_task(r.relay.dispatch_once())
@@ -57,7 +57,20 @@ async def crash_during_send(r):
         await task
     except BaseException:
         pass
+    if lose_clock:
+        lose_the_clock(r)
     r.restart()
+
+
+def lose_the_clock(r):
+    # an ESP32 after a power cut: its RTC restarts at 2000-01-01 and SNTP has not answered
+    r.clock.unix0 = 946684800 - r.clock.t_ms // 1000
+    assert not r.clock.is_set()
+
+
+def set_the_clock(r, unix=1800000100):
+    r.clock.unix0 = unix - r.clock.t_ms // 1000
+    assert r.clock.is_set()
 
 
 async def test_sending_marked_never_resent_and_late_reply_correlated_after_restart():
@@ -208,3 +221,75 @@ async def test_retry_count_and_queue_order_survive_restart():
     await r.pump()
     counters = [r.relay.decode(b).counter for b in r.han.sent]
     assert counters == [10, 11]
+
+
+# ---- power cut that takes the clock with it (ESP32: no clock until SNTP answers) --------
+async def test_sending_times_out_on_this_boots_ticks_when_the_clock_is_lost():
+    r = Rig(cfg=config(response_timeout_s=20))
+    await r.submit("c-1", 10)
+    await r.submit("c-2", 11)   # same target: waits for c-1's budget
+    await crash_during_send(r, lose_clock=True)
+    await r.pump()
+    assert len(r.han.sent) == 1
+    r.clock.advance(19000)
+    r.relay.check_timers()
+    await r.pump()
+    assert r.journal.by_id["c-1"].state == J.SENDING and len(r.han.sent) == 1
+    r.clock.advance(2000)       # the budget, counted from this boot, is over
+    r.relay.check_timers()
+    await r.pump()
+    assert r.journal.by_id["c-1"].state == J.TIMED_OUT
+    assert len(r.han.sent) == 2  # the target is free again: c-2 went
+    # its late window also runs on this boot's ticks: c-1 is forgotten in the end
+    r.clock.advance(r.relay.late_window_s * 1000 + 1000)
+    r.relay.check_timers()
+    await r.publish_all()
+    assert "c-1" not in r.journal.by_id
+
+
+async def test_command_with_expiry_waits_for_the_clock_after_a_power_cut():
+    r = Rig()
+    now = r.clock.time()
+    await r.submit("c-1", 10, expires=now + 3600)
+    await r.submit("c-2", 11, target=GSME)            # no expiry: goes at once
+    lose_the_clock(r)
+    r.restart()
+    await r.pump()
+    assert len(r.han.sent) == 1                       # c-2 only: c-1 cannot be checked
+    assert r.journal.by_id["c-1"].state == J.QUEUED
+    r.clock.advance(5000)
+    await r.pump()
+    assert len(r.han.sent) == 1
+    set_the_clock(r, now + 60)                        # SNTP answered
+    await r.pump()
+    assert len(r.han.sent) == 2 and r.journal.by_id["c-1"].state == J.SENDING
+
+
+async def test_command_with_expiry_fails_e_clock_when_the_clock_stays_unset():
+    r = Rig(max_wait_s=60)
+    await r.submit("c-1", 10, expires=r.clock.time() + 3600)
+    lose_the_clock(r)
+    r.restart()
+    await r.pump()
+    r.clock.advance(59000)
+    await r.pump()
+    assert r.journal.by_id["c-1"].state == J.QUEUED and r.han.sent == []
+    r.clock.advance(2000)
+    await r.pump()
+    assert r.han.sent == []
+    assert r.pub.statuses("c-1")[-1] == "failed"
+    assert r.pub.on("/rsp")[-1]["error"]["code"] == "E_CLOCK"
+
+
+async def test_command_with_expiry_that_expired_while_the_power_was_off_fails_e_expired():
+    r = Rig()
+    t0 = r.clock.time()
+    await r.submit("c-1", 10, expires=t0 + 30)
+    lose_the_clock(r)
+    r.restart()
+    await r.pump()
+    assert r.han.sent == []
+    set_the_clock(r, t0 + 3600)                       # the power came back an hour later
+    await r.pump()
+    assert r.han.sent == [] and r.pub.statuses("c-1")[-1] == "failed"
+    assert r.pub.on("/rsp")[-1]["error"]["code"] == "E_EXPIRED"

@@ -46,6 +46,7 @@ FINAL = ("response", "failed")
 _RECENT = const(16)
 _RETRY_MIN_MS = const(1000)
 _RETRY_MAX_MS = const(30000)
+_CLOCK_POLL_MS = const(1000)   # how often held commands look again for a set clock
 
 STATE_STARTING = "starting"
 STATE_RECOVERING = "recovering"
@@ -60,6 +61,7 @@ class RelayError(PpmidError):
 
 
 _WHY = {E_EXPIRED: "expired before it could be relayed",
+        E_CLOCK: "the gateway clock was not set: expiry could not be checked",
         E_STALE: "waited too long for the HAN",
         E_HAN_DOWN: "the HAN link stayed down", E_NO_TUNNEL: "no tunnel to the CH",
         E_HAN_TOO_BIG: "too large for the HAN link", E_HAN_DEST: "not reachable on the HAN"}
@@ -103,6 +105,7 @@ class Relay:
         self._retry = {}         # target -> [ms tick when it may be tried again, backoff ms]
         self._recent = []        # [(id, result dict)] finished or rejected commands
         self._beats = {}         # loop name -> ms tick of its last pass
+        self._boot_ms = clock.ms()   # recover() sets it again: the start of this boot
         self._wake_dispatch = asyncio.Event()
         self._room = asyncio.Event()   # set when a queued command leaves the queue
         self._tasks = []
@@ -150,6 +153,12 @@ class Relay:
         """Rebuild RAM state from the journal (already opened): correlation of commands
         sent before the restart, statuses to publish again, anti-replay counters."""
         self.state = STATE_RECOVERING
+        now = self.clock.ms()
+        # After a power cut an ESP32 has no clock until SNTP answers (docs/platform.md), so
+        # the unix times on flash cannot be compared with "now": budgets and windows of
+        # recovered commands then run on this boot's ticks, from the boot.
+        self._boot_ms = now
+        unset = not self.clock.is_set()
         for e in self.journal.entries():
             self.counters["recovered"] += 1
             try:
@@ -166,6 +175,8 @@ class Relay:
                 self._corr[e.key()] = e
                 self.pacer.in_flight[e.target] = e.seq
                 self._status[e.seq] = "relayed"
+                if unset:
+                    self._deadline[e.seq] = self.clock.add(now, self.budget_s * 1000)
             elif e.state == J.ANSWERED:
                 self._corr[e.key()] = e
                 self._emit(e, "response")
@@ -389,16 +400,27 @@ class Relay:
         wait before something may be ready (None: nothing can go until an event)."""
         now = self.clock.ms()
         now_s = self.clock.time()
+        clock_set = self.clock.is_set()
         best = None
         blocked = []  # (target, originator) pairs held back: keep their counter order
         chosen = None
         for e in self.journal.entries():
             if e.state != J.QUEUED:
                 continue
+            pair = (e.target, e.originator)
+            if e.expires is not None and not clock_set:
+                # accepted while the clock was set, and it was lost (a power cut): whether
+                # it has expired cannot be known, so it waits for SNTP (same pair after it
+                # too, to keep counter order), and fails if the clock stays unset
+                if self.clock.diff(now, self._boot_ms) >= self.max_wait_s * 1000:
+                    self._fail(e, E_CLOCK, "gateway clock not set for %d s: cannot check expiry" % self.max_wait_s)
+                else:
+                    blocked.append(pair)
+                    best = _CLOCK_POLL_MS if best is None or best > _CLOCK_POLL_MS else best
+                continue
             if e.expires is not None and now_s >= e.expires:
                 self._fail(e, E_EXPIRED, "expired at %d before it could be relayed" % e.expires)
                 continue
-            pair = (e.target, e.originator)
             if pair in blocked:
                 continue
             w = self.pacer.ready_ms(e.target, e.originator, now)
@@ -420,6 +442,8 @@ class Relay:
 
     async def _send(self, e):
         now_s = self.clock.time()
+        if e.expires is not None and not self.clock.is_set():
+            return  # the clock was lost meanwhile: dispatch holds it (above)
         if e.expires is not None and now_s >= e.expires:  # checked again, right before
             self._fail(e, E_EXPIRED, "expired at %d before it could be relayed" % e.expires)
             return
@@ -515,6 +539,7 @@ class Relay:
     def check_timers(self):
         now = self.clock.ms()
         now_s = self.clock.time()
+        clock_set = self.clock.is_set()
         for e in self.journal.entries():
             if e.state == J.SENDING:
                 d = self._deadline.get(e.seq)
@@ -527,7 +552,8 @@ class Relay:
                     self._emit(e, "timeout")
                     self._wake_dispatch.set()
             elif e.state == J.TIMED_OUT:
-                if now_s >= e.late_until and e.published == "timeout":
+                if e.published == "timeout" and (now_s >= e.late_until or (
+                        not clock_set and self.clock.diff(now, self._boot_ms) >= self.late_window_s * 1000)):
                     self._forget(e)
             elif e.state == J.QUEUED:
                 if e.expires is not None and now_s >= e.expires:
