@@ -33,9 +33,11 @@ def test_a_module_holding_a_known_buffer_shows_at_least_its_size(installed, tmp_
     files, _ = _compiled(tmp_path, {"__init__.py": "", "big.py": "BUF = bytearray(20000)\n",
                                     "small.py": "X = 1\n"})
     figs = G.import_figures(files, ["probe.big", "probe.small"])
-    assert figs["probe.big"]["own"] >= 20000
+    # the gauge's resolution is ~1 KB (docs/memory.md: the port's JS proxies come and go)
+    assert figs["probe.big"]["own"] >= 20000 - G.RESOLUTION
     assert figs["probe.big"]["own"] < 20000 + 4096  # the module object, its globals, the bytecode
     assert 0 < figs["probe.small"]["own"] < 2048
+    assert figs["probe.big"]["own"] - figs["probe.small"]["own"] >= 20000 - 2 * G.RESOLUTION
     assert "probe" in figs["probe.big"]["loaded"]
 
 

@@ -49,6 +49,11 @@ PROBES = (("ppmid.mqtt.intake", "Intake", "handle"),
           ("ppmid.gbcs.gbt", None, "split_for_transfer"),
           ("ppmid.zigbee.tunnel", "TunnelServer", "outgoing"))
 NFC_PREFIX = "ppmid.nfc"
+# What a figure may be off by: every await through node leaves small proxy objects in the
+# Python heap until node's GC finalizes their JS side (h32.live). Measured: a module
+# holding a 20000-byte buffer reads 19.7-20.0 KB; repeated readings move by ~0.2-0.6 KB.
+# (Synchronous steps instead of awaits were tried: noisier, some modules read negative.)
+RESOLUTION = 1024
 # what the stand-in Communications Hub and Zigbee module announce (the NCP emulator's values)
 CH_TRANSFER_SIZE = 1500
 NCP_MAX_PAYLOAD = 82
@@ -226,7 +231,10 @@ def import_figures(files, modules, deps=None):
             out[m] = {"error": r["error"]}
             continue
         f = r["out"]["IMPORT"][0]
-        dep_list = f["loaded"]
+        # only the firmware's own (same top package): pre-importing the port's modules
+        # (binascii, os...) gave nonsense (a negative figure for ppmid.envelope)
+        top = m.split(".")[0]
+        dep_list = [d for d in f["loaded"] if d == top or d.startswith(top + ".")]
         out[m] = {"total": f["own"], "loaded": dep_list}
         again.append(m)
     second = run_jobs([(files, script(IMPORT_BODY, MODULE=m, DEPS=out[m]["loaded"])) for m in again])
