@@ -1,10 +1,11 @@
 """The 32-bit heap gauge (issue #14): the firmware as .mpy bytecode in the webassembly
 MicroPython 1.27 (32-bit objects, like an ESP32's), run headless under node.
 
-What it measures and how is in docs/memory.md. In short: every figure is the live heap
-(gc.mem_alloc() after gc.collect()) above a baseline taken once the gauge's own harness
-and stand-in modules are loaded; peaks are the highest such sample, taken at every turn
-of the event loop and on entry to / exit from the pipeline's functions (PROBES).
+What it measures and how is in docs/memory.md. In short: the port collects garbage only
+when node resumes it, so every figure is gc.mem_alloc() right after an await (the live
+heap) above a baseline taken once the gauge's own harness and stand-in modules are
+loaded; the peak is the highest such sample between the event loop's turns, and the
+probes on the pipeline's functions (PROBES) give an upper bound (garbage included).
 
 Used by bench/bench_heap32.py (`heap32 ...` rows) and tests/test_heap32.py (the machinery
 on a small case)."""
