@@ -2,7 +2,8 @@
 # One-command set-up for a fresh machine (called by `make setup`; idempotent).
 # - .venv with the project and its dev references (pip install -e .[dev]);
 # - Debian packages the tests and tools use: mosquitto (MQTT broker), socat (REPL pty
-#   bridge), tshark (Wireshark's GBCS dissector, the independent oracle).
+#   bridge), tshark (Wireshark's GBCS dissector, the independent oracle), nodejs + npm;
+# - .node/: the 32-bit webassembly MicroPython from npm, for the heap gauge (docs/memory.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v text2pcap >/dev/null 2>&1 || need+=(wireshark-common)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: apt-get install ${need[*]}"
@@ -30,6 +33,13 @@ if [ ${#need[@]} -gt 0 ]; then
         echo "setup: install them with: sudo apt-get install ${need[*]}" >&2
         exit 1
     fi
+fi
+# the heap gauge's 32-bit MicroPython (bench/heap32): pinned, project-local, no node_modules in git
+WASM_PKG=@micropython/micropython-webassembly-pyscript
+WASM_VERSION=1.27.0
+if [ "$(node -p "try{require('./.node/node_modules/$WASM_PKG/package.json').version}catch(e){''}")" != "$WASM_VERSION" ]; then
+    echo "setup: npm install --prefix .node $WASM_PKG@$WASM_VERSION"
+    npm install --silent --no-audit --no-fund --prefix .node "$WASM_PKG@$WASM_VERSION"
 fi
 .venv/bin/micropython -c "import sys; print('setup: micropython', sys.implementation.version)"
 echo "setup: done"

@@ -1,0 +1,105 @@
+"""The 32-bit heap gauge (issue #14): the firmware as .mpy in the webassembly MicroPython
+1.27 (32-bit objects, as on an ESP32), under node. Rows `heap32 ...`:
+- per module: heap its import keeps by itself (its firmware imports loaded first), and
+  with what it imports;
+- every module imported, with and without NFC;
+- the app (app.run on a stand-in board) booted to ready: MQTT + Zigbee, and with NFC;
+- the peak during a 4 KB command through the MQTT intake, envelope, validator, relay,
+  journal, HAN and GBT split, with in-memory stand-ins for the UARTs, Wi-Fi and flash.
+How the figures are taken, and what they leave out: docs/memory.md."""
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from heap32 import gauge as G  # noqa: E402
+
+KB = 1024
+RUNS = 3  # app scenarios: the least of RUNS fresh runs (the port's proxy residue only adds)
+PEAK_GOAL = 110 * KB      # the app with MQTT + Zigbee during a 4 KB command (issue #14)
+NFC_GOAL = 25 * KB        # what NFC may add
+ESP32_NOTE = ("webassembly MicroPython %s (32-bit), .mpy from mpy-cross without -march; live heap "
+              "(collected) above the gauge's own harness" % G.PACKAGE_VERSION)
+
+
+def _kb(n):
+    return "%.1f KB" % (n / 1024.0)
+
+
+def run():
+    rows = []
+    files, skipped = G.compile_tree(G.FIRMWARE_DIR)
+    modules = G.module_names(files)
+
+    figs = G.import_figures(files, modules)
+    for m in modules:
+        f = figs[m]
+        if "error" in f:
+            rows.append({"name": "heap32 import " + m, "value": None, "unit": "bytes",
+                         "note": "not importable on the webassembly port: " + f["error"]})
+            continue
+        rows.append({"name": "heap32 import " + m, "value": f["own"], "unit": "bytes",
+                     "note": "by itself (its %d firmware imports loaded first); %d with them"
+                             % (len(f["loaded"]), f["total"])})
+    every = G.import_all(files, modules)
+    no_nfc = G.import_all(files, [m for m in modules if not m.startswith(G.NFC_PREFIX)])
+    skip_note = "; ".join("%s: %s" % kv for kv in sorted(skipped.items()))
+    rows.append({"name": "heap32 import all modules", "value": every["bytes"], "unit": "bytes",
+                 "note": "%d modules in one interpreter (%s)%s" % (len(modules), ESP32_NOTE,
+                                                                  "; left out: " + skip_note if skip_note else "")})
+    rows.append({"name": "heap32 import all but nfc", "value": no_nfc["bytes"], "unit": "bytes",
+                 "note": "every module but %s.*" % G.NFC_PREFIX})
+
+    payload, gbcs_len = G.command_json(4096)
+    flash = G.flash_files()
+    flash["/cmd.json"] = payload
+    runs = G.run_jobs([G.app_job(files, flash, False, "/cmd.json")] * RUNS + [G.app_job(files, flash, True)] * RUNS)
+    for r in runs:
+        if not r["ok"] or "READY" not in r["out"]:
+            raise G.GaugeError("the app did not get to ready: %s" % (r["error"] or r["lines"][-5:]))
+        if r in runs[:RUNS] and "COMMAND" not in r["out"]:
+            raise G.GaugeError("the 4 KB command did not go through: %s" % (r["error"] or r["lines"][-5:]))
+    plain = min(runs[:RUNS], key=lambda r: r["out"]["READY"][0]["bytes"])
+    nfc = min(runs[RUNS:], key=lambda r: r["out"]["READY"][0]["bytes"])
+    cmd = min(runs[:RUNS], key=lambda r: r["out"]["COMMAND"][0]["peak"])
+    spread = {
+        "ready": [r["out"]["READY"][0]["bytes"] for r in runs[:RUNS]],
+        "nfc": [r["out"]["READY"][0]["bytes"] for r in runs[RUNS:]],
+        "peak": [r["out"]["COMMAND"][0]["peak"] for r in runs[:RUNS]]}
+    ready = plain["out"]["READY"][0]
+    ready_nfc = nfc["out"]["READY"][0]
+    if not ready_nfc["nfc"]:
+        raise G.GaugeError("the NFC service did not start in the +nfc scenario")
+    rows.append({"name": "heap32 app ready (mqtt+zigbee)", "value": ready["bytes"], "unit": "bytes",
+                 "note": "app.run on the stand-in board, NFC not configured, at its ready banner: %d firmware "
+                         "modules loaded; MQTT waiting for Wi-Fi, HAN starting; least of %d runs %s (%s)"
+                         % (len(ready["modules"]), RUNS, spread["ready"], ESP32_NOTE)})
+    extra = ready_nfc["bytes"] - ready["bytes"]
+    rows.append({"name": "heap32 app ready (+nfc)", "value": ready_nfc["bytes"], "unit": "bytes",
+                 "goal": "NFC adds <= %d" % NFC_GOAL, "ok": extra <= NFC_GOAL,
+                 "note": "NFC adds %d bytes (%s; goal %s, %s over); reader answering at boot (stand-in PN532.begin); "
+                         "least of %d runs %s" % (extra, _kb(extra), _kb(NFC_GOAL), _kb(max(0, extra - NFC_GOAL)),
+                                                 RUNS, spread["nfc"])})
+    c = cmd["out"]["COMMAND"][0]
+    if c["accepted"] != 1 or c["counters"].get("relayed") != 1:
+        raise G.GaugeError("the 4 KB command was not accepted and relayed: %s" % json.dumps(c))
+    rows.append({"name": "heap32 peak 4KB command", "value": c["peak"], "unit": "bytes",
+                 "goal": "<= %d" % PEAK_GOAL, "ok": c["peak"] <= PEAK_GOAL,
+                 "note": "live heap, highest of %d exact samples between the event loop's turns, app with MQTT + "
+                         "Zigbee (NFC off): %s over the goal; %d before the command (its 5.6 KB JSON in the MQTT "
+                         "client's buffer included); %d-byte GBCS in %d GBT blocks to the stand-in EZSP; "
+                         "%s missing probes: %s; least of %d runs %s" % (c["samples"], _kb(max(0, c["peak"] - PEAK_GOAL)), c["start"],
+                                                     gbcs_len, c["pieces"], len(c["missing"]),
+                                                     ", ".join(c["missing"]) or "none", RUNS, spread["peak"])})
+    rows.append({"name": "heap32 peak 4KB command, upper bound", "value": c["bound"], "unit": "bytes",
+                 "note": "live heap at the last turn plus all allocated since, garbage included (the port collects "
+                         "only between turns), highest at %s; stages: %s" % (
+                             c["bound_at"], ", ".join("%s %d" % (w, a) for w, a in c["trace"]))})
+    return rows
+
+
+if __name__ == "__main__":
+    for r in run():
+        print(json.dumps(r))

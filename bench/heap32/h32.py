@@ -1,0 +1,202 @@
+# The heap gauge's harness inside the webassembly MicroPython (written to /lib/_h32.py by
+# gauge.py): a stand-in board with in-memory UARTs, a Wi-Fi that stays down, the flash
+# as the port's in-memory filesystem; heap samples; probes that sample the heap on entry
+# to and exit from chosen firmware functions. Nothing of this is firmware: docs/memory.md.
+import gc
+
+import asyncio
+
+# The webassembly port collects garbage only when node calls into it (at the top level:
+# the start of a script, and every time the event loop resumes a task); gc.collect() in
+# running Python code frees nothing. So the live heap is known exactly right after an
+# await that gave node the hand (live(), the sampler); anywhere else gc.mem_alloc() is the
+# live heap at the last resumption plus everything allocated since, garbage included:
+# an upper bound (the probes).
+peak = [0, ""]     # live peak: highest gc.mem_alloc() right after a resumption, where
+bound = [0, ""]    # upper bound: highest gc.mem_alloc() anywhere sampled, where
+samples = [0]
+trace = []         # (where, bytes) each time the upper bound rose
+
+
+async def live():
+    # Caveat: every await through node also leaves small proxy objects in the Python heap
+    # until node's own GC finalizes their JS side, at times of its choosing: up to ~10-20 KB
+    # after a few hundred awaits. Single figures carry that (one-sided) noise; the bench
+    # takes the least of a few runs (docs/memory.md).
+    await asyncio.sleep_ms(0)
+    return gc.mem_alloc()
+
+
+def sample(where=""):
+    a = gc.mem_alloc()
+    samples[0] += 1
+    if a > bound[0]:
+        bound[0] = a
+        bound[1] = where
+        if len(trace) < 64:
+            trace.append((where, a))
+    return a
+
+
+async def reset_peak():
+    a = await live()
+    peak[0] = bound[0] = a
+    peak[1] = bound[1] = "start"
+    samples[0] = 0
+    trace.clear()
+    return a
+
+
+async def sampler(stop, where="loop"):
+    # one exact sample per millisecond of the event loop, between the firmware's turns
+    while not stop[0]:
+        await asyncio.sleep_ms(1)
+        a = gc.mem_alloc()
+        samples[0] += 1
+        if a > peak[0]:
+            peak[0] = a
+            peak[1] = where
+
+
+def _wrap(fn, where):
+    def probe(*a, **k):
+        sample(where)
+        r = fn(*a, **k)
+        if hasattr(r, "send"):  # a coroutine: sample when it has finished
+            async def finish():
+                v = await r
+                sample(where + " done")
+                return v
+            return finish()
+        sample(where + " done")
+        return r
+    return probe
+
+
+def probe(owner, name, where):
+    """Replace owner.name (a class's method or a module's function) by a sampling probe;
+    False if it is not there (the firmware moved it: the gauge says so)."""
+    fn = getattr(owner, name, None)
+    if fn is None:
+        return False
+    setattr(owner, name, _wrap(fn, where))
+    return True
+
+
+class Reader:
+    # A UART that never receives: the module on it is silent (drivers time out and retry)
+    def __init__(self):
+        self._never = asyncio.Event()
+
+    async def read(self, n=-1):
+        await self._never.wait()
+        return b""
+
+    async def readinto(self, buf):
+        await self._never.wait()
+        return 0
+
+    async def readexactly(self, n):
+        await self._never.wait()
+        return b""
+
+
+class Writer:
+    def __init__(self):
+        self.written = 0
+
+    def write(self, data):
+        self.written += len(data)
+
+    async def drain(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class Uart:
+    def __init__(self):
+        self.reader = Reader()
+        self.writer = Writer()
+
+    def streams(self):
+        return self.reader, self.writer
+
+
+class Wlan:
+    # Wi-Fi that never comes up: the MQTT client waits for it (no socket, no TLS)
+    def active(self, on=None):
+        return True
+
+    def connect(self, *a, **k):
+        pass
+
+    def isconnected(self):
+        return False
+
+    def status(self, *a):
+        return 1001
+
+    def ifconfig(self, *a):
+        return ("0.0.0.0",) * 4
+
+    def track(self, sock):
+        pass
+
+    def untrack(self, sock):
+        pass
+
+    def poll(self):
+        return False
+
+
+class Wdt:
+    def feed(self):
+        pass
+
+
+class Board:
+    def __init__(self, nfc=False, fs_root="/flash/"):
+        self.name = "heap32"
+        self.info = {"name": "heap32", "zigbee_uart": {"baud": 115200}}
+        if nfc:
+            self.info["nfc"] = {"bus": "uart", "baud": 115200}
+        self.fs_root = fs_root
+        self.wlan = Wlan()
+        self._zb = Uart()
+        self._nfc = Uart() if nfc else None
+        self._wdt = Wdt()
+
+    def zigbee_uart(self):
+        return self._zb
+
+    def nfc_uart(self):
+        return self._nfc
+
+    def nfc_i2c(self):
+        raise OSError(19)
+
+    def wdt(self, timeout_ms=5000):
+        return self._wdt
+
+    def mem_free(self):
+        return gc.mem_free()
+
+    def reset(self):
+        raise SystemExit(3)
+
+    def unique_id(self):
+        return b"\x00\x01\x02\x03\x04\x05"
+
+    def uptime_ms(self):
+        return 0
+
+
+async def until(cond, timeout_ms=20000, what="condition"):
+    import time
+    t0 = time.ticks_ms()
+    while not cond():
+        if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
+            raise RuntimeError("heap32: timed out waiting for " + what)
+        await asyncio.sleep_ms(5)

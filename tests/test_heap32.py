@@ -1,0 +1,71 @@
+"""The 32-bit heap gauge's machinery (bench/heap32, docs/memory.md) on a small case: the
+webassembly MicroPython boots under node, loads .mpy files compiled by mpy-cross, and its
+figures are sane. No budget here: the goals are judged by `make bench` (bench_heap32.py)."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+from heap32 import gauge as G  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def installed():
+    try:
+        G.check_installed()
+    except G.GaugeError as exc:
+        pytest.fail(str(exc))  # make setup installs it: missing is a set-up fault, not a skip
+
+
+def _compiled(tmp_path, sources):
+    pkg = tmp_path / "probe"
+    pkg.mkdir()
+    for name, text in sources.items():
+        (pkg / name).write_text(text)
+    files, skipped = G.compile_tree(str(tmp_path), "probe")
+    return files, skipped
+
+
+def test_a_module_holding_a_known_buffer_shows_at_least_its_size(installed, tmp_path):
+    files, _ = _compiled(tmp_path, {"__init__.py": "", "big.py": "BUF = bytearray(20000)\n",
+                                    "small.py": "X = 1\n"})
+    figs = G.import_figures(files, ["probe.big", "probe.small"])
+    # the gauge's resolution is ~1 KB (docs/memory.md: the port's JS proxies come and go)
+    assert figs["probe.big"]["own"] >= 20000 - G.RESOLUTION
+    assert figs["probe.big"]["own"] < 20000 + 4096  # the module object, its globals, the bytecode
+    assert 0 < figs["probe.small"]["own"] < 2048
+    assert figs["probe.big"]["own"] - figs["probe.small"]["own"] >= 20000 - 2 * G.RESOLUTION
+    assert "probe" in figs["probe.big"]["loaded"]
+
+
+def test_garbage_is_not_counted(installed, tmp_path):
+    # the port collects only between turns of the event loop; the gauge must measure there
+    files, _ = _compiled(tmp_path, {"__init__.py": "",
+                                    "churn.py": "for i in range(2000):\n    x = bytearray(100)\n"})
+    figs = G.import_figures(files, ["probe.churn"])
+    assert figs["probe.churn"]["own"] < 4096
+
+
+def test_a_missing_module_is_a_clear_failure(installed, tmp_path):
+    files, _ = _compiled(tmp_path, {"__init__.py": ""})
+    figs = G.import_figures(files, ["probe.nosuch"])
+    assert "error" in figs["probe.nosuch"]
+    assert "ImportError" in figs["probe.nosuch"]["error"] and "probe.nosuch" in figs["probe.nosuch"]["error"]
+
+
+def test_viper_code_is_left_to_its_plain_fallback(installed, tmp_path):
+    files, skipped = _compiled(tmp_path, {"__init__.py": "", "fast.py": (
+        "import micropython\n@micropython.viper\ndef f(x: int) -> int:\n    return x + 1\n")})
+    assert "probe/fast.py" in skipped
+    assert G.LIB + "/probe/__init__.mpy" in files
+
+
+def test_firmware_modules_load_as_mpy_in_the_32_bit_port(installed):
+    files, skipped = G.compile_tree(G.FIRMWARE_DIR)
+    assert any(k.endswith("_ash_fast.py") for k in skipped)
+    figs = G.import_figures(files, ["ppmid.errors", "ppmid.gbcs.gbt"])
+    assert figs["ppmid.errors"]["own"] > 0
+    assert figs["ppmid.gbcs.gbt"]["total"] > figs["ppmid.gbcs.gbt"]["own"] > 0
