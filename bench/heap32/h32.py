@@ -167,6 +167,14 @@ class Board:
         self._zb = Uart()
         self._nfc = Uart() if nfc else None
         self._wdt = Wdt()
+        import time
+        self.time = time        # the port's own clock; as an ESP32 after power-on: unset
+
+    def clock_source(self):
+        return "unset"
+
+    def set_time(self, unix_s, ms=0):
+        pass
 
     def zigbee_uart(self):
         return self._zb
