@@ -34,7 +34,7 @@ STATUS_RE = re.compile(rb"PPMID status: ([^\r\n]*)")
 
 # A few corpus commands (RTDS 4.5.0, addressed to the test ESME/GSME), so that `ppmid
 # emulate` has a sample trace even without ../shared: ECS01a/GCS01a-style top-ups and reads.
-EMBEDDED = os.path.join(ROOT, "tests", "data", "sample_commands.hex")
+EMBEDDED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_commands.hex")
 
 
 JOURNAL_WIPE = ("import os\n"
@@ -298,7 +298,7 @@ class Emulation:
         from host_tools.emuboard import EmulatedBoard
         from host_tools.ncp_emulator import NcpEmulator, Faults
         from host_tools import mqtt_tools as mt
-        from host_tools import cmd_provision, cmd_deploy
+        from host_tools import deploy, provision
         os.makedirs(self.state_dir, exist_ok=True)
         self.broker = Broker(self.broker_dir, gateways=[self.gateway])
         info = self.broker.start()
@@ -318,16 +318,16 @@ class Emulation:
         self.config = self.gateway_config()
         self.key = mt.envelope_key(self.broker_dir, self.gateway, create=True)
         files = mt.gateway_files(self.broker_dir, self.gateway, self.config, self.key)
-        cmd_provision.write(self.board.repl, files)
+        provision.write(self.board.repl, files)
         self.log("provisioned gateway %s" % self.gateway)
         if self.fresh_journal:
             # a fresh gateway: no anti-replay counters or commands from an earlier run (the
             # sample trace's expectations assume that, docs/trace.md)
-            from host_tools.emuboard import mpremote
+            from host_tools.boards import mpremote
             mpremote(self.board.repl, ["exec", JOURNAL_WIPE])
         mark = self.board.mark()
         if self.do_deploy:
-            cmd_deploy.deploy(self.board.repl, self.board_name, log=lambda m: self.log("deploy: " + m))
+            deploy.deploy(self.board.repl, self.board_name, log=lambda m: self.log("deploy: " + m))
         else:
             self.board.reset()
         self.banner = self.board.wait_ready(self.ready_timeout, since=mark)
@@ -393,7 +393,7 @@ class Emulation:
                 "free_min_pct": round(100.0 * low / size, 1) if size else None}
 
     def heap_size(self):
-        from host_tools.emuboard import heap_bytes
+        from host_tools.boards import heap_bytes
         try:
             return heap_bytes(self.board.state().get("heap") or "256K")
         except Exception:  # noqa: BLE001
