@@ -18,7 +18,7 @@ import re
 import threading
 import time
 
-from host_tools import mpcompat
+from host_tools import board_scripts, mpcompat
 
 mpcompat.install()
 
@@ -37,12 +37,7 @@ STATUS_RE = re.compile(rb"PPMID status: ([^\r\n]*)")
 EMBEDDED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_commands.hex")
 
 
-JOURNAL_WIPE = ("import os\n"
-                "for p in ('/relay/relay.jnl', '/relay/relay.jnl.new', '/relay/relay.jnl.bad'):\n"
-                "    try:\n"
-                "        os.remove(p)\n"
-                "    except OSError:\n"
-                "        pass\n")
+JOURNAL_WIPE = board_scripts.source("journal_wipe.py")
 
 
 class EmulateError(Exception):
