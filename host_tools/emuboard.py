@@ -1,6 +1,6 @@
 """The emulated board's supervisor: the MicroPython unix port dressed as an ESP32-class board.
 
-Two parts (board definitions and the programs run are in host_tools.boards):
+Two parts (board definitions and finding `micropython` are in host_tools.boards):
 - `Supervisor` (what `ppmid board start` runs): the board's "hardware". It owns every
   pseudo-terminal (REPL, UARTs), the flash image, the watchdog and the reset line, and
   (re)starts the MicroPython process -- the "chip" -- whenever it exits: a reset, a
@@ -11,8 +11,9 @@ Two parts (board definitions and the programs run are in host_tools.boards):
 
 Inside the MicroPython process a small ROM script (host_tools/board_scripts/rom.py,
 written to DIR/rom.py) mounts the LittleFS2 flash image at "/", runs /boot.py and /main.py
-from it and leaves the REPL on the console pty, exactly like a real board. The ROM hands the board's "hardware" to the
-firmware as the module `_emuboard` (see firmware/ppmid/board/emulated.py).
+from it and leaves the REPL on the console pty, exactly like a real board. The ROM hands
+the board's "hardware" to the firmware as the module `_emuboard` (see
+firmware/ppmid/board/emulated.py).
 
 State dir layout: board.json (state, for host tools), flash.img (LittleFS2 image),
 console.log (everything the board printed), wifi ("1"/"0": the emulated access point),
