@@ -14,7 +14,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from host_tools import cmd_deploy, emuboard  # noqa: E402
+from host_tools import boards, deploy, emuboard  # noqa: E402
 
 BOOTS = 5
 FREE_HEAP_GOAL = 0.40  # of the board's heap, after boot
@@ -35,7 +35,7 @@ except Exception as e:
 
 def boot_figures(state_dir):
     rows = []
-    heap = emuboard.heap_bytes(emuboard.load_board("emulated")["heap"])
+    heap = boards.heap_bytes(boards.load_board("emulated")["heap"])
     with emuboard.EmulatedBoard(state_dir) as b:
         m = b.deploy()
         times, frees = [], [int(m.group(3))]
@@ -74,8 +74,8 @@ def module_names(files):
 
 def import_heap(build_dir, files):
     rows = []
-    exe = emuboard.micropython_binary()
-    heap = emuboard.load_board("emulated")["heap"]
+    exe = boards.micropython_binary()
+    heap = boards.load_board("emulated")["heap"]
     for mod in module_names(files):
         p = subprocess.run([exe, "-X", "heapsize=" + heap, "-c", IMPORT_PROBE % (build_dir, mod)],
                            capture_output=True, text=True, timeout=60)
@@ -93,11 +93,11 @@ def import_heap(build_dir, files):
 def mpy_sizes():
     rows = []
     for board in ("emulated", "esp32-devkitc", "esp32c3-devkitm-1"):
-        build_dir, files, _ = cmd_deploy.build(board)
+        build_dir, files, _ = deploy.build(board)
         try:
             mpy = [f for f in files if f.endswith(".mpy")]
             total = sum(os.path.getsize(os.path.join(build_dir, f)) for f in mpy)
-            arch = cmd_deploy.board_arch(emuboard.load_board(board))
+            arch = deploy.board_arch(boards.load_board(board))
             rows.append({"name": "mpy_total:" + board, "value": total, "unit": "bytes",
                          "note": "%d .mpy files of the ppmid package, -march=%s" % (len(mpy), arch)})
         finally:
@@ -110,7 +110,7 @@ def run():
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-platform-") as tmp:
         rows += boot_figures(os.path.join(tmp, "board"))
-        build_dir, files, _ = cmd_deploy.build("emulated", build_dir=os.path.join(tmp, "build"))
+        build_dir, files, _ = deploy.build("emulated", build_dir=os.path.join(tmp, "build"))
         rows += import_heap(build_dir, files)
     rows += mpy_sizes()
     return rows

@@ -2,7 +2,9 @@
 
 Each command module defines `add_arguments(parser)` and `run(args) -> int`; it is imported
 only when its command runs, so a broken or missing optional dependency of one command
-never stops the others. User errors raise `CliError` and print as `ppmid: message`, exit 1.
+never stops the others. User errors raise `CliError` (the command's own) or a library's
+`host_tools.errors.ToolError` (a bad board, a port that is not a REPL...) and print as
+`ppmid: message`, exit 1.
 Anything else a command lets escape (a file that is a directory, bytes that are not UTF-8,
 a broker that refuses the connection...) prints as one line too, `ppmid: E_CODE: sentence`,
 exit 3; PPMID_DEBUG=1 adds the traceback.
@@ -11,6 +13,8 @@ import argparse
 import importlib
 import os
 import sys
+
+from host_tools.errors import ToolError
 
 # name -> (module, one-line help). Keep in the order a newcomer meets them.
 COMMANDS = {
@@ -94,7 +98,7 @@ def main(argv=None):
         args = sub.parse_args(argv[1:])
     try:
         return module.run(args) or 0
-    except CliError as exc:
+    except (CliError, ToolError) as exc:
         print("ppmid: %s" % exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -74,7 +74,8 @@ def _terminate(signum, frame):
 
 def run(args):
     from host_tools import emulate as E
-    from host_tools.emuboard import BoardError, BoardTimeout
+    from host_tools.boards import BoardError
+    from host_tools.emuboard import BoardTimeout
     from host_tools.broker import BrokerError
     try:
         overrides = E.parse_sets(args.set)

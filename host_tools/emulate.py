@@ -18,7 +18,7 @@ import re
 import threading
 import time
 
-from host_tools import mpcompat
+from host_tools import board_scripts, mpcompat
 
 mpcompat.install()
 
@@ -36,15 +36,10 @@ STATUS_RE = re.compile(rb"PPMID status: ([^\r\n]*)")
 
 # A few corpus commands (RTDS 4.5.0, addressed to the test ESME/GSME), so that `ppmid
 # emulate` has a sample trace even without ../shared: ECS01a/GCS01a-style top-ups and reads.
-EMBEDDED = os.path.join(ROOT, "tests", "data", "sample_commands.hex")
+EMBEDDED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_commands.hex")
 
 
-JOURNAL_WIPE = ("import os\n"
-                "for p in ('/relay/relay.jnl', '/relay/relay.jnl.new', '/relay/relay.jnl.bad'):\n"
-                "    try:\n"
-                "        os.remove(p)\n"
-                "    except OSError:\n"
-                "        pass\n")
+JOURNAL_WIPE = board_scripts.source("journal_wipe.py")
 
 
 class EmulateError(Exception):
@@ -304,7 +299,7 @@ class Emulation:
         from host_tools.emuboard import EmulatedBoard
         from host_tools.ncp_emulator import NcpEmulator, Faults
         from host_tools import mqtt_tools as mt
-        from host_tools import cmd_provision, cmd_deploy
+        from host_tools import deploy, provision
         os.makedirs(self.state_dir, exist_ok=True)
         from host_tools.sntp_server import SntpServer
         self.sntp = SntpServer(hold_s=self.sntp_hold_s, log=self.log).start()
@@ -326,16 +321,16 @@ class Emulation:
         self.config = self.gateway_config()
         self.key = mt.envelope_key(self.broker_dir, self.gateway, create=True)
         files = mt.gateway_files(self.broker_dir, self.gateway, self.config, self.key)
-        cmd_provision.write(self.board.repl, files)
+        provision.write(self.board.repl, files)
         self.log("provisioned gateway %s" % self.gateway)
         if self.fresh_journal:
             # a fresh gateway: no anti-replay counters or commands from an earlier run (the
             # sample trace's expectations assume that, docs/trace.md)
-            from host_tools.emuboard import mpremote
+            from host_tools.boards import mpremote
             mpremote(self.board.repl, ["exec", JOURNAL_WIPE])
         mark = self.board.mark()
         if self.do_deploy:
-            cmd_deploy.deploy(self.board.repl, self.board_name, log=lambda m: self.log("deploy: " + m))
+            deploy.deploy(self.board.repl, self.board_name, log=lambda m: self.log("deploy: " + m))
         else:
             self.board.reset()
         self.banner = self.board.wait_ready(self.ready_timeout, since=mark)
@@ -405,7 +400,7 @@ class Emulation:
                 "free_min_pct": round(100.0 * low / size, 1) if size else None}
 
     def heap_size(self):
-        from host_tools.emuboard import heap_bytes
+        from host_tools.boards import heap_bytes
         try:
             return heap_bytes(self.board.state().get("heap") or "256K")
         except Exception:  # noqa: BLE001

@@ -5,11 +5,10 @@ no such module, so host tools and CPython tests register this stand-in before im
 anything from `firmware/`. Viper code itself never runs here: firmware keeps viper
 functions in modules that are only imported under MicroPython, with a plain fallback.
 """
-import os
 import sys
 import types
 
-FIRMWARE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware")
+from host_tools.boards import FIRMWARE_DIR  # noqa: F401 - tests read it from here
 
 
 def _identity(fn):

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from host_tools import emuboard
+from host_tools import boards
 
-BOARDS = emuboard.board_names()
+BOARDS = boards.board_names()
 
 
 def test_the_four_boards_exist():
@@ -17,11 +17,11 @@ def test_the_four_boards_exist():
 
 @pytest.mark.parametrize("name", BOARDS)
 def test_board_json_has_the_keys_the_code_reads(name):
-    d = emuboard.load_board(name)
+    d = boards.load_board(name)
     assert d["name"] == name
     for key in ("chip", "mpy_arch", "zigbee_uart", "nfc", "status_led", "fs_size", "heap", "image_offset"):
         assert key in d, key
-    emuboard.heap_bytes(d["heap"])
+    boards.heap_bytes(d["heap"])
     assert d["nfc"]["bus"] in ("uart", "i2c")
     if d["chip"] == "unix":
         assert d["zigbee_uart"]["pty"] and d["image_offset"] is None
@@ -34,7 +34,7 @@ def test_board_json_has_the_keys_the_code_reads(name):
 
 @pytest.mark.parametrize("name", BOARDS)
 def test_manifest_freezes_the_ppmid_package(name, monkeypatch):
-    path = os.path.join(emuboard.BOARDS_DIR, name, "manifest.py")
+    path = os.path.join(boards.BOARDS_DIR, name, "manifest.py")
     calls = []
     env = {
         "include": lambda p, **kw: calls.append(("include", p)),
@@ -52,7 +52,7 @@ def test_manifest_freezes_the_ppmid_package(name, monkeypatch):
     pkgs = [c for c in calls if c[0] == "package"]
     assert len(pkgs) == 1 and pkgs[0][1] == "ppmid"
     base = os.path.normpath(os.path.join(os.path.dirname(path), pkgs[0][2]))
-    assert base == emuboard.FIRMWARE_DIR
+    assert base == boards.FIRMWARE_DIR
     assert os.path.isfile(os.path.join(base, "ppmid", "__init__.py"))
     # boot.py / main.py are not frozen: MicroPython runs them from the filesystem by name
     assert not [c for c in calls if c[0] in ("module", "freeze")]

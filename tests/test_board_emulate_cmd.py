@@ -5,13 +5,13 @@ import subprocess
 import sys
 import time
 
-from host_tools import emuboard
+from host_tools import boards, emuboard
 
 
 def test_emulate_prints_the_banner_and_stops_on_ctrl_c(tmp_path):
     state = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "emulate", "--state-dir", str(state)],
-                         cwd=emuboard.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         cwd=boards.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     try:
         for line in p.stdout:
@@ -47,7 +47,7 @@ def test_supervisor_stops_when_its_parent_dies(tmp_path):
             "from host_tools.emuboard import EmulatedBoard\n"
             "b = EmulatedBoard(%r).start()\n"
             "print(b.proc.pid, flush=True)\n"
-            "time.sleep(60)\n" % (emuboard.ROOT, str(tmp_path)))
+            "time.sleep(60)\n" % (boards.ROOT, str(tmp_path)))
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         sup = int(parent.stdout.readline())

@@ -8,10 +8,11 @@ import time
 
 import pytest
 
-from host_tools import emuboard
-from host_tools.emuboard import BoardError, EmulatedBoard
+from host_tools import boards, emuboard
+from host_tools.boards import BoardError
+from host_tools.emuboard import EmulatedBoard
 
-ROOT = emuboard.ROOT
+ROOT = boards.ROOT
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_deployed_firmware_boots_and_the_repl_stays_reachable(board):
     out = board.exec("import os; print(sorted(os.listdir('/')), sorted(os.listdir('/ppmid')))")
     assert "'main.py'" in out and "'boot.py'" in out and "'board.json'" in out
     assert "'app.mpy'" in out and ".py'" not in out.split("]", 1)[1]  # the package is .mpy only
-    ls = emuboard.mpremote(board.repl, ["fs", "ls", ":ppmid/board"])
+    ls = boards.mpremote(board.repl, ["fs", "ls", ":ppmid/board"])
     assert "emulated.mpy" in ls and "ptyuart.mpy" in ls
 
 
@@ -77,7 +78,7 @@ def test_kill_reboots_into_the_app(board):
 def test_reset_and_watchdog_reboot_with_their_reason(board):
     mark = board.mark()
     # machine reset from the firmware: mpremote loses the board mid-exec, as on hardware
-    proc = subprocess.Popen([emuboard.mpremote_path(), "connect", board.repl, "resume", "exec",
+    proc = subprocess.Popen([boards.mpremote_path(), "connect", board.repl, "resume", "exec",
                              "from ppmid.board import load; load().reset()"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -204,9 +205,9 @@ def test_bad_board_names_are_refused(tmp_path):
 
 def test_app_crash_reboots_the_board(tmp_path):
     import shutil
-    from host_tools import cmd_deploy
+    from host_tools import boards
     fw = tmp_path / "fw"
-    shutil.copytree(cmd_deploy.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(boards.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
     app = fw / "ppmid" / "app.py"
     # the app crashes once when /crash_once exists, then runs normally
     app.write_text(app.read_text().replace(

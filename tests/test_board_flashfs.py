@@ -3,7 +3,7 @@ the middle of writes, and the filesystem still mounts with every completed file 
 import subprocess
 import threading
 
-from host_tools import emuboard
+from host_tools import boards
 from host_tools.emuboard import EmulatedBoard
 
 WRITER = """
@@ -39,7 +39,7 @@ def test_kill_during_flash_write_keeps_the_filesystem(tmp_path):
     with EmulatedBoard(tmp_path) as b:
         for round_ in range(3):
             mark = b.mark()
-            proc = subprocess.Popen([emuboard.mpremote_path(), "connect", b.repl, "resume", "exec", WRITER],
+            proc = subprocess.Popen([boards.mpremote_path(), "connect", b.repl, "resume", "exec", WRITER],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             try:
                 b.wait_for(r"WRITING", since=mark)

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from host_tools import cmd_deploy, emuboard
-from host_tools.cmd_deploy import DeployError
+from host_tools import boards, deploy
+from host_tools.deploy import DeployError
 from host_tools.emuboard import EmulatedBoard
 
-ROOT = emuboard.ROOT
+ROOT = boards.ROOT
 
 
 def ppmid(*args):
@@ -27,7 +27,7 @@ def test_help_lists_platform_commands():
 
 
 def test_build_compiles_package_to_mpy_and_keeps_scripts(tmp_path):
-    out, files, cmds = cmd_deploy.build("esp32-devkitc", build_dir=str(tmp_path / "b"))
+    out, files, cmds = deploy.build("esp32-devkitc", build_dir=str(tmp_path / "b"))
     assert "boot.py" in files and "main.py" in files and "board.json" in files
     assert "ppmid/app.mpy" in files and not any(f.startswith("ppmid/") and f.endswith(".py") for f in files)
     # an ESP32 has no use for the emulated board's support (board.json "firmware_exclude")
@@ -41,10 +41,10 @@ def test_build_compiles_package_to_mpy_and_keeps_scripts(tmp_path):
 
 
 def test_native_arch_matches_the_unix_port():
-    arch = cmd_deploy.native_arch()
-    assert arch in cmd_deploy.MPY_ARCHS
-    c3 = emuboard.load_board("esp32c3-devkitm-1")
-    assert cmd_deploy.board_arch(c3) == "rv32imc"
+    arch = deploy.native_arch()
+    assert arch in deploy.MPY_ARCHS
+    c3 = boards.load_board("esp32c3-devkitm-1")
+    assert deploy.board_arch(c3) == "rv32imc"
 
 
 def test_unknown_board_and_missing_port(tmp_path):
@@ -58,7 +58,7 @@ def test_port_that_is_not_a_repl(tmp_path):
     master, slave = os.openpty()
     try:
         with pytest.raises(DeployError, match="not a MicroPython REPL"):
-            cmd_deploy.deploy(os.ttyname(slave), "emulated")
+            deploy.deploy(os.ttyname(slave), "emulated")
     finally:
         os.close(master)
         os.close(slave)
@@ -66,7 +66,7 @@ def test_port_that_is_not_a_repl(tmp_path):
 
 def test_compile_error_and_wrong_arch_leave_the_board_untouched(tmp_path):
     fw = tmp_path / "fw"
-    shutil.copytree(cmd_deploy.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(boards.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
     (fw / "ppmid" / "zz_broken.py").write_text("def oops(:\n    pass\n")
     with EmulatedBoard(tmp_path / "board") as b:
         b.exec("with open('/keep.txt', 'w') as f: f.write('old')")
@@ -75,14 +75,14 @@ def test_compile_error_and_wrong_arch_leave_the_board_untouched(tmp_path):
         assert p.returncode == 1
         assert "ppmid/zz_broken.py does not compile" in p.stderr
         with pytest.raises(DeployError, match="wrong --board"):
-            cmd_deploy.deploy(b.repl, "esp32-devkitc")
+            deploy.deploy(b.repl, "esp32-devkitc")
         assert b.exec("import os; print(sorted(os.listdir('/')))") == before
         assert b.restarts == 0
 
 
 def test_redeploy_removes_stale_modules(tmp_path):
     fw = tmp_path / "fw"
-    shutil.copytree(cmd_deploy.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(boards.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
     (fw / "ppmid" / "zz_extra.py").write_text("X = 1\n")
     with EmulatedBoard(tmp_path / "board") as b:
         b.deploy(firmware_dir=str(fw))
@@ -101,7 +101,7 @@ def test_scripts_only_removes_the_package(tmp_path):
     with EmulatedBoard(tmp_path) as b:
         b.deploy()
         mark = b.mark()
-        cmd_deploy.deploy(b.repl, "emulated", scripts_only=True)
+        deploy.deploy(b.repl, "emulated", scripts_only=True)
         b.wait_for(r"ImportError: no module named 'ppmid", since=mark)
         out = b.exec("import os; print(sorted(os.listdir('/')))")
         assert out.strip() == "['board.json', 'boot.py', 'main.py']"
@@ -110,7 +110,7 @@ def test_scripts_only_removes_the_package(tmp_path):
 def _firmware_v2(tmp_path):
     """A copy of firmware/ in which every file differs (so a deploy copies them all)."""
     fw = tmp_path / "fw2"
-    shutil.copytree(cmd_deploy.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(boards.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
     for dirpath, _, names in os.walk(fw):
         for n in names:
             if n.endswith(".py"):
@@ -160,7 +160,7 @@ def test_mpremote_works_against_the_running_app(tmp_path):
     note.write_text("hello board\n")
     with EmulatedBoard(tmp_path / "board") as b:
         b.deploy()  # the app is now running main.py
-        out = emuboard.mpremote(b.repl, ["fs", "cp", str(note), ":note.txt", "+", "fs", "ls", "+",
+        out = boards.mpremote(b.repl, ["fs", "cp", str(note), ":note.txt", "+", "fs", "ls", "+",
                                          "run", str(script), "+", "fs", "cat", ":note.txt"])
         assert "note.txt" in out and "RUN ['board.json', 'boot.py']" in out and "hello board" in out
         assert "KeyboardInterrupt" in b.console_text()  # mpremote's Ctrl-C stopped main.py

@@ -9,13 +9,13 @@ import pytest
 from host_tools import emulate as E
 from host_tools.broker import Broker
 from host_tools.emuboard import EmulatedBoard
-from host_tools import cmd_provision, mqtt_tools as mt
+from host_tools import provision, mqtt_tools as mt
 
 
 def _provision(board, state, cfg):
     key = mt.envelope_key(state, E.GATEWAY, create=True)
     files = mt.gateway_files(state, E.GATEWAY, cfg, key)
-    cmd_provision.write(board.repl, files)
+    provision.write(board.repl, files)
 
 
 def test_config_error_keeps_the_board_up_for_provisioning(tmp_path):

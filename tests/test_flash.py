@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-from host_tools import cmd_flash, emuboard
-from host_tools.cli import CliError
+from host_tools import boards, flash
+from host_tools.flash import FlashError
 
-ROOT = emuboard.ROOT
+ROOT = boards.ROOT
 
 CHIPS = {  # board -> (esptool --chip, image offset)
     "esp32-devkitc": ("esp32", "0x1000"),
@@ -38,14 +38,14 @@ def test_dry_run_prints_erase_write_and_deploy(board, image):
     assert lines[0].endswith("esptool --chip %s --port /dev/ttyUSB7 --baud 460800 erase-flash" % chip)
     assert lines[1].endswith("esptool --chip %s --port /dev/ttyUSB7 --baud 460800 write-flash %s %s"
                              % (chip, offset, image))
-    arch = emuboard.load_board(board)["mpy_arch"]
+    arch = boards.load_board(board)["mpy_arch"]
     assert any("mpy-cross -march=%s" % arch in line and "ppmid/app.py" in line for line in lines)
     assert any("mpremote connect /dev/ttyUSB7 resume fs mkdir :/.deploy-new" in line for line in lines)
 
 
 def test_offsets_come_from_the_board_files(image):
     for board, (chip, offset) in CHIPS.items():
-        erase, write = cmd_flash.esptool_commands("/dev/x", board, image)
+        erase, write = flash.esptool_commands("/dev/x", board, image)
         assert erase[-1] == "erase-flash"
         assert write[-3:] == ["write-flash", offset, image]
         assert write[write.index("--chip") + 1] == chip
@@ -63,5 +63,5 @@ def test_bad_input(tmp_path, image):
     assert p.returncode == 1 and "emulated" in p.stderr and "ppmid deploy" in p.stderr
     p = ppmid("flash", "--port", "/dev/x", "--board", "esp8266", "--firmware", image, "--dry-run")
     assert p.returncode == 1 and "unknown board 'esp8266'" in p.stderr
-    with pytest.raises(CliError):
-        cmd_flash.check_image(str(tmp_path))
+    with pytest.raises(FlashError):
+        flash.check_image(str(tmp_path))

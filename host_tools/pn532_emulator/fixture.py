@@ -1,8 +1,9 @@
 """Test/bench fixture: run firmware NFC code under MicroPython against the emulator.
 
-`Scenario(path, body)` starts `micropython -X heapsize=...` on a script made of PRELUDE
-(opens the driver on the pty, defines a fake relay intake) and `body`; the script reports
-with `report(**kw)` lines (`@@{json}`) and can wait for the host with `await step(name)`.
+`Scenario(path, body)` starts `micropython -X heapsize=...` on a script made of the prelude
+host_tools/board_scripts/nfc_scenario.py (opens the driver on the pty, defines a fake relay
+intake) and `body`; the script reports with `report(**kw)` lines (`@@{json}`) and can wait
+for the host with `await step(name)`.
 """
 import json
 import os
@@ -10,99 +11,12 @@ import subprocess
 import sys
 import tempfile
 
+from host_tools import board_scripts, boards
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIRMWARE = os.path.join(ROOT, "firmware")
+FIRMWARE = boards.FIRMWARE_DIR
 KEY = b"nfc-test-envelope-key-0123456789"
 
-PRELUDE = r'''
-import sys, asyncio, json, termios, binascii, gc
-sys.path.insert(0, %(firmware)r)
-from ppmid.board.ptyuart import PtyUart
-from ppmid.nfc.hsu import HsuTransport
-from ppmid.nfc.pn532 import PN532
-from ppmid.nfc.service import NfcService
-from ppmid.errors import PpmidError
-KEY = %(key)r
-PATH = %(path)r
-
-
-def report(**kw):
-    print("@@" + json.dumps(kw))
-
-
-def step(name):
-    report(step=name)
-    sys.stdin.readline()
-
-
-def open_driver(**kw):
-    # generous timeouts: the emulator is a thread on a possibly busy CI host (a real PN532
-    # ACKs within ~1 ms); tests of the timeouts themselves pass their own values
-    kw.setdefault("ack_timeout_ms", 150)
-    kw.setdefault("response_timeout_ms", 3000)
-    u = PtyUart(PATH)
-    # a UART's read(n) returns what has arrived; make the pty do the same (VMIN=0, VTIME=0)
-    a = termios.tcgetattr(u.fileno())
-    a[6][6] = 0
-    a[6][5] = 0
-    termios.tcsetattr(u.fileno(), termios.TCSANOW, a)
-    r, w = u.streams()
-    return PN532(HsuTransport(r, w), **kw)
-
-
-def response_for(gbcs):
-    # what the fake relay answers: recognisable and checkable on the host side
-    return b"R:" + bytes(reversed(gbcs))[:3000]
-
-
-class FakeIntake:
-    """Stands in for the relay: verifies the mac (a forged one is refused with E_AUTH),
-    journals in memory, answers after `respond_after` result() polls."""
-
-    def __init__(self, respond_after=0, reject=None):
-        self.respond_after = respond_after
-        self.reject = reject
-        self.accepted = []
-        self.pending = {}
-        self.results = {}
-        self.polls = {}
-        self.delivered_ids = []
-
-    async def accept(self, env, via):
-        if self.reject:
-            raise PpmidError(self.reject, "refused by the test relay")
-        env.verify(KEY)
-        if env.id in self.pending or env.id in self.results:
-            return  # a redelivered command: already journaled (idempotent, like the relay)
-        gbcs = bytes(env.gbcs)
-        self.accepted.append({"id": env.id, "via": via, "len": len(gbcs),
-                              "crc": binascii.crc32(gbcs) & 0xFFFFFFFF})
-        self.pending[env.id] = gbcs
-        await asyncio.sleep_ms(1)
-
-    def result(self, id):
-        if id in self.results:
-            return self.results[id]
-        if id in self.pending:
-            self.polls[id] = self.polls.get(id, 0) + 1
-            if self.polls[id] > self.respond_after:
-                self.results[id] = {"status": "response", "gbcs": response_for(self.pending.pop(id)), "error": None}
-                return self.results[id]
-        return None
-
-    def delivered(self, id, via):
-        self.delivered_ids.append(id)
-
-
-async def poll_until(svc, tries=50):
-    """Poll until a session happened; its outcome (or None after `tries` empty polls)."""
-    for i in range(tries):
-        o = await svc.poll_once()
-        if o is not None:
-            return o
-        await asyncio.sleep_ms(20)
-    return None
-'''
 
 
 def micropython():
@@ -112,13 +26,14 @@ def micropython():
 
 class Scenario:
     def __init__(self, path, body, heap="256K", timeout=60):
-        src = PRELUDE % {"firmware": FIRMWARE, "key": KEY, "path": path} + "\n" + body
+        src = board_scripts.source("nfc_scenario.py") + "\n" + body
         fd, self.script = tempfile.mkstemp(suffix=".py", prefix="nfc_scenario_")
         with os.fdopen(fd, "w") as f:
             f.write(src)
         self.timeout = timeout
         self.lines = []
-        self.proc = subprocess.Popen([micropython(), "-X", "heapsize=" + heap, self.script],
+        argv = [FIRMWARE, path, KEY.hex()]
+        self.proc = subprocess.Popen([micropython(), "-X", "heapsize=" + heap, self.script] + argv,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, cwd=ROOT)
 

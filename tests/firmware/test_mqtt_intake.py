@@ -7,7 +7,8 @@ import json
 from ppmid import envelope
 from ppmid.errors import PpmidError
 from ppmid.mqtt import contract
-from ppmid.mqtt.intake import Intake, verified
+from ppmid.mqtt.intake import Intake
+from verified_hook import verified
 
 EUI = "00DB1234567890A0"
 CMD = "ppmid/v1/%s/cmd" % EUI

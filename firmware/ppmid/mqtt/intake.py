@@ -10,8 +10,8 @@ import json
 import sys
 
 from ppmid import envelope
-from ppmid.errors import PpmidError, E_CLOCK
-from ppmid.clock import ticks_ms, ticks_diff, unix_time, SET_AFTER
+from ppmid.errors import PpmidError
+from ppmid.clock import ticks_ms, ticks_diff
 from ppmid.mqtt.contract import Topics, status_json
 
 E_TOPIC = "E_TOPIC"
@@ -21,25 +21,6 @@ _MP = sys.implementation.name == "micropython"
 
 class IntakeError(PpmidError):
     pass
-
-
-def unix_now():
-    """Unix seconds, or None while the clock is obviously not set (before 2024)."""
-    t = unix_time()
-    return t if t >= SET_AFTER else None
-
-
-def verified(accept, key, now=unix_now):
-    """Wrap an accept hook with the envelope checks (mac, then expiry) in their order.
-    A command with `expires` is refused with E_CLOCK while the gateway clock is unset:
-    a stale command must not be relayed late."""
-    async def accept_verified(env, via):
-        t = now()
-        env.verify(key, t)
-        if env.expires is not None and t is None:
-            raise IntakeError(E_CLOCK, "gateway clock is not set: cannot check expiry")
-        await accept(env, via)
-    return accept_verified
 
 
 def _id_in(payload):

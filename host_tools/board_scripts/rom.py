@@ -1,0 +1,121 @@
+# Emulated board ROM: the first program the emulated board's MicroPython process runs
+# (host_tools/emuboard.py writes it to STATE_DIR/rom.py; it is not part of the flash).
+import sys, os, vfs, json, gc, time, binascii
+_T0 = time.ticks_ms()
+
+
+class _Flash:
+    # Block device over the flash image file: what LittleFS2 sees as the SPI flash.
+    def __init__(self, f, blocks, size):
+        self.f = f
+        self.blocks = blocks
+        self.size = size
+
+    def readblocks(self, n, buf, off=0):
+        self.f.seek(n * self.size + off)
+        self.f.readinto(buf)
+
+    def writeblocks(self, n, buf, off=0):
+        self.f.seek(n * self.size + off)
+        self.f.write(buf)
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.blocks
+        if op == 5:
+            return self.size
+        if op == 6:
+            return 0
+        return None
+
+
+class _Hw:
+    pass
+
+
+def _rom_open():
+    # everything the board needs from the host, while the host filesystem is still "/"
+    d = os.getenv("EMUBOARD_DIR")
+    with open(d + "/board.json") as f:
+        st = json.load(f)
+    hw = _Hw()
+    hw.info = st["definition"]
+    hw.uarts = st["board_uarts"]
+    hw.unique_id = binascii.unhexlify(st["unique_id"])
+    hw.boot = st["restarts"]
+    hw.rtc_ms = st.get("rtc_ms")  # the RTC as the supervisor kept it (None: power-on)
+    hw.t0 = _T0
+    hw.ctl = open(d + "/hw.fifo", "wb")
+    hw.wifi = open(d + "/wifi", "rb")
+    # the UART ptys are opened now: once "/" is the flash, host paths are out of reach
+    hw.uart_files = {}
+    for name in hw.uarts:
+        hw.uart_files[name] = open(hw.uarts[name], "r+b")
+    img = open(d + "/flash.img", "r+b")
+    hw.flash = _Flash(img, st["flash_size"] // 4096, 4096)
+    return hw
+
+
+def _rom_mount(hw):
+    # "/" becomes the flash, like on the real board. Safe to run again if interrupted.
+    try:
+        vfs.umount("/")
+    except OSError:
+        pass
+    try:
+        fs = vfs.VfsLfs2(hw.flash)
+    except OSError as e:
+        buf = bytearray(hw.flash.size)
+        hw.flash.readblocks(0, buf)
+        if buf != b"\xff" * hw.flash.size:
+            print("flash: mount failed (%s): reformatting" % e)
+        vfs.VfsLfs2.mkfs(hw.flash)
+        fs = vfs.VfsLfs2(hw.flash)
+        print("flash: formatted")
+    vfs.mount(fs, "/")
+    os.chdir("/")
+    sys.path[:] = ["", ".frozen", "/lib"]
+    sys.modules["_emuboard"] = hw
+
+
+def _rom_run(name):
+    try:
+        os.stat(name)
+    except OSError:
+        return
+    try:
+        with open(name) as f:
+            src = f.read()
+        g = {"__name__": "__main__", "__file__": name}
+        exec(src, g)
+    except SystemExit as e:
+        # sys.exit() in boot.py/main.py = soft reset, as on a real board
+        _rom_reset(e.args[0] if e.args and isinstance(e.args[0], int) else 0)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt (%s)" % name)
+    except Exception as e:
+        sys.print_exception(e)
+
+
+def _rom_reset(code):
+    hw = sys.modules["_emuboard"]
+    hw.ctl.write(b"R%d\n" % code)
+    while True:
+        time.sleep(1)
+
+
+_hw = None
+while True:  # a Ctrl-C from a tool connecting during boot must not leave the board unmounted
+    try:
+        if _hw is None:
+            _hw = _rom_open()
+        _rom_mount(_hw)
+        break
+    except KeyboardInterrupt:
+        pass
+del _hw
+gc.collect()
+_rom_run("boot.py")
+_rom_run("main.py")
+del _rom_open, _rom_mount, _rom_run, _Hw, _T0
+gc.collect()

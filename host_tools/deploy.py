@@ -1,0 +1,286 @@
+"""Compile firmware/ and install it on a board (what `ppmid deploy` runs).
+
+1. Compile: every firmware/ppmid/**.py -> .mpy with mpy-cross for the board's architecture
+   (boards/NAME/board.json "mpy_arch"; "native" = the local unix port's, read from its
+   sys.implementation._mpy), but those the board's "firmware_exclude" lists (the ESP32
+   boards leave out the emulated board's support; their manifests read the same list).
+   boot.py and main.py stay .py (MicroPython runs them by name);
+   the board definition goes along as /board.json. A file that does not compile stops the
+   deploy before the board is touched.
+2. Check the port: it must answer as a MicroPython REPL of the same .mpy architecture.
+3. Copy everything with `mpremote ... resume fs cp` into a staging directory on the board
+   (/.deploy-new), then read back the SHA-256 of each staged file and compare.
+   Files whose hash on the board already matches are not copied again.
+4. Install: rename each staged file over its final name (LittleFS renames are atomic, so a
+   file is either the old or the new one, never half-written), delete files of the old
+   ppmid package that the new one no longer has, remove the staging dir.
+5. Soft-reset the board (Ctrl-D at the REPL) so it boots the new code.
+Works the same on a real ESP32 (USB serial port) and on the emulated board's REPL pty.
+"""
+import concurrent.futures
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+
+from host_tools import board_scripts, boards
+from host_tools.boards import FIRMWARE_DIR, mpy_cross_binary, tool
+from host_tools.errors import ToolError
+
+STAGING = "/.deploy-new"
+SCRIPTS = ("boot.py", "main.py")  # stay source: MicroPython runs them by name
+PACKAGE = "ppmid"
+
+# sys.implementation._mpy >> 10 -> mpy-cross -march name (py/persistentcode.h order)
+MPY_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+             "xtensa", "xtensawin", "rv32imc", "rv64imc")
+MPY_VERSION = 6
+COPY_MIN_RATE = 2000  # bytes/s: slower than any serial link mpremote drives
+PROBE_TIMEOUT_S = 8  # a REPL answers in well under a second; mpremote waits on a silent port
+
+
+class DeployError(ToolError):
+    code = "E_DEPLOY"
+
+
+def native_arch():
+    """The local unix port's mpy-cross -march (e.g. x64), from its sys.implementation._mpy."""
+    p = subprocess.run([boards.micropython_binary(), "-c", "import sys; print(sys.implementation._mpy)"],
+                       capture_output=True, text=True, timeout=30)
+    return arch_of(int(p.stdout.strip()))
+
+
+def arch_of(mpy):
+    idx = mpy >> 10
+    return MPY_ARCHS[idx] if idx < len(MPY_ARCHS) else "arch%d" % idx
+
+
+def board_arch(definition):
+    arch = definition.get("mpy_arch")
+    return native_arch() if arch == "native" else arch
+
+
+def firmware_files(firmware_dir, exclude=()):
+    """[(relative path of the source, kind)] with kind 'script' or 'module', sorted;
+    `exclude`: paths relative to firmware_dir to leave out."""
+    out = []
+    for name in SCRIPTS:
+        if os.path.isfile(os.path.join(firmware_dir, name)):
+            out.append((name, "script"))
+    pkg = os.path.join(firmware_dir, PACKAGE)
+    if not os.path.isdir(pkg):
+        raise DeployError("%s has no %s/ package" % (firmware_dir, PACKAGE))
+    for dirpath, dirnames, filenames in os.walk(pkg):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__pycache__")))
+        for f in sorted(filenames):
+            rel = os.path.relpath(os.path.join(dirpath, f), firmware_dir)
+            if f.endswith(".py") and rel.replace(os.sep, "/") not in exclude:
+                out.append((rel, "module"))
+    return out
+
+
+def build(board, firmware_dir=FIRMWARE_DIR, build_dir=None, arch=None):
+    """Compile the firmware for `board` into build_dir; return (build_dir, [relative paths],
+    [mpy-cross command lines]). Raises DeployError naming the first file that fails."""
+    try:
+        definition = boards.load_board(board)
+    except boards.BoardError as exc:
+        raise DeployError(str(exc))
+    arch = arch or board_arch(definition)
+    if not os.path.isdir(firmware_dir):
+        raise DeployError("firmware directory %s does not exist" % firmware_dir)
+    build_dir = build_dir or tempfile.mkdtemp(prefix="ppmid-build-")
+    if os.path.isdir(build_dir):
+        shutil.rmtree(build_dir)
+    os.makedirs(build_dir)
+    mpy_cross = mpy_cross_binary()
+    jobs = []
+    for rel, kind in firmware_files(firmware_dir, definition.get("firmware_exclude", ())):
+        src = os.path.join(firmware_dir, rel)
+        if kind == "script":
+            dst_rel = rel
+            # compiled too, only to catch syntax errors before touching the board
+            out = os.path.join(build_dir, ".check-" + rel[:-3] + ".mpy")
+        else:
+            dst_rel = rel[:-3] + ".mpy"
+            out = os.path.join(build_dir, dst_rel)
+        os.makedirs(os.path.dirname(os.path.join(build_dir, dst_rel)) or build_dir, exist_ok=True)
+        jobs.append((rel, kind, dst_rel, [mpy_cross, "-march=" + arch, "-o", out, "-s", rel, src]))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = list(pool.map(lambda job: subprocess.run(job[3], capture_output=True, text=True), jobs))
+    files, commands = [], []
+    for (rel, kind, dst_rel, cmd), p in zip(jobs, results):
+        if p.returncode != 0:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise DeployError("%s does not compile (mpy-cross -march=%s): %s"
+                              % (rel, arch, (p.stderr or p.stdout).strip()))
+        if kind == "script":
+            shutil.copyfile(os.path.join(firmware_dir, rel), os.path.join(build_dir, dst_rel))
+            os.unlink(cmd[3])
+        else:
+            commands.append(cmd)
+        files.append(dst_rel)
+    with open(os.path.join(build_dir, "board.json"), "w") as f:
+        json.dump(definition, f, indent=1)
+    files.append("board.json")
+    return build_dir, files, commands
+
+
+def sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def board_hashes(port, files, prefix):
+    """{file: sha256 hex or 'missing'} for `files` under `prefix` on the board."""
+    out = _exec(port, board_scripts.with_call("deploy_hash.py", "_hash_files", list(files), prefix), "hash files on %s" % port,
+                timeout=120)
+    got = {}
+    for line in out.splitlines():
+        if line.startswith("@@H "):
+            _, name, digest = line.split()
+            got[name] = digest
+    return got
+
+
+def _install_order(files):
+    # the package first, the board definition next, boot.py/main.py last: a board reset
+    # half-way through still boots either the old or the new scripts
+    return sorted(files, key=lambda f: (f in SCRIPTS, f == "board.json", f))
+
+
+def copy_commands(port, build_dir, files):
+    """The mpremote command lines that create the staging dirs and copy the files."""
+    mp = tool("mpremote")
+    dirs = sorted({os.path.dirname(f) for f in files if os.path.dirname(f)})
+    all_dirs = sorted({"/".join(d.split("/")[:i + 1]) for d in dirs for i in range(len(d.split("/")))})
+    args = [mp, "connect", port, "resume", "fs", "mkdir", ":" + STAGING]
+    for d in all_dirs:
+        args += ["+", "fs", "mkdir", ":%s/%s" % (STAGING, d)]
+    by_dir = {}
+    for f in files:
+        by_dir.setdefault(os.path.dirname(f), []).append(f)
+    for d in sorted(by_dir):
+        target = ":%s/%s/" % (STAGING, d) if d else ":%s/" % STAGING
+        args += ["+", "fs", "cp", "-f"] + [os.path.join(build_dir, f) for f in by_dir[d]] + [target]
+    return [args]
+
+
+def _run_mpremote(cmd, what, timeout):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeployError("%s: mpremote timed out after %ss" % (what, timeout))
+    if p.returncode != 0:
+        raise DeployError("%s: mpremote failed: %s" % (what, (p.stderr or p.stdout).strip()[-1500:]))
+    return p.stdout
+
+
+def _exec(port, code, what, timeout=30):
+    return _run_mpremote([tool("mpremote"), "connect", port, "resume", "exec", code], what, timeout)
+
+
+def probe(port, arch):
+    """Check that `port` is a MicroPython REPL whose .mpy architecture matches `arch`; clear
+    the staging dir. Returns sys.implementation._mpy."""
+    if not (os.path.exists(port) or port.startswith(("rfc2217://", "socket://"))):
+        raise DeployError("port %s does not exist" % port)
+    try:
+        out = _exec(port, board_scripts.with_call("deploy_probe.py", "_probe", STAGING), "port %s" % port,
+                    timeout=PROBE_TIMEOUT_S)
+    except DeployError as exc:
+        raise DeployError("port %s is not a MicroPython REPL (%s)" % (port, exc))
+    for line in out.splitlines():
+        if line.startswith("@@PROBE "):
+            _, name, mpy, platform = line.split()[:4]
+            mpy = int(mpy)
+            if name != "micropython":
+                raise DeployError("port %s runs %s, not MicroPython" % (port, name))
+            if mpy & 0xFF != MPY_VERSION:
+                raise DeployError("port %s runs .mpy version %d, mpy-cross emits %d: update MicroPython"
+                                  % (port, mpy & 0xFF, MPY_VERSION))
+            if arch_of(mpy) not in (arch, None):
+                raise DeployError("port %s is a %s (%s) board, but this build is for %s: wrong --board?"
+                                  % (port, platform, arch_of(mpy), arch))
+            return mpy
+    raise DeployError("port %s is not a MicroPython REPL (no answer to the probe; got %r)" % (port, out[-200:]))
+
+
+def soft_reset(port):
+    """Ctrl-C, leave the raw REPL, Ctrl-D: a soft reset on an ESP32; on the emulated board
+    the process exits and the supervisor reboots it."""
+    import serial
+    try:
+        with serial.Serial(port, 115200, timeout=1) as s:
+            s.write(b"\r\x03\x03")
+            time.sleep(0.1)
+            s.write(b"\x02")
+            time.sleep(0.1)
+            s.write(b"\x04")
+            s.flush()
+            time.sleep(0.1)
+    except (serial.SerialException, OSError) as exc:
+        raise DeployError("soft reset on %s failed: %s" % (port, exc))
+
+
+def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, dry_run=False, log=None,
+           scripts_only=False):
+    log = log or (lambda msg: None)
+    try:
+        definition = boards.load_board(board)
+    except boards.BoardError as exc:
+        raise DeployError(str(exc))
+    arch = board_arch(definition)
+    keep_build = bool(build_dir) or dry_run
+    if dry_run and not build_dir:  # the printed commands must stay runnable: a fixed place
+        build_dir = os.path.join(tempfile.gettempdir(), "ppmid-build-" + board)
+    build_dir, files, compile_cmds = build(board, firmware_dir, build_dir, arch)
+    if scripts_only:  # the package is frozen into the MicroPython image (boards/NAME/manifest.py)
+        files = [f for f in files if "/" not in f]
+    try:
+        size = sum(os.path.getsize(os.path.join(build_dir, f)) for f in files)
+        log("built %d files (%d bytes, -march=%s) in %s" % (len(files), size, arch, build_dir))
+        copy = copy_commands(port, build_dir, files)
+        if dry_run:
+            for cmd in compile_cmds:
+                print(" ".join(shlex.quote(c) for c in cmd))
+            for cmd in copy:
+                print(" ".join(shlex.quote(c) for c in cmd))
+            print("%s connect %s resume exec <verify sha256 of %d files in %s, rename into place>"
+                  % (shlex.quote(tool("mpremote")), shlex.quote(port), len(files), STAGING))
+            if reset:
+                print("# then Ctrl-C, Ctrl-B, Ctrl-D on %s (soft reset)" % port)
+            return files
+        probe(port, arch)
+        local = {f: sha256_file(os.path.join(build_dir, f)) for f in files}
+        installed = board_hashes(port, files, "")
+        changed = [f for f in files if installed.get(f) != local[f]]
+        log("%d of %d files changed" % (len(changed), len(files)))
+        if changed:
+            nbytes = sum(os.path.getsize(os.path.join(build_dir, f)) for f in changed)
+            for cmd in copy_commands(port, build_dir, changed):
+                # mpremote waits forever on a board that reset mid-copy: bound it by the size
+                _run_mpremote(cmd, "copy to %s" % port, timeout=30 + nbytes // COPY_MIN_RATE)
+            staged = board_hashes(port, changed, STAGING)
+            bad = [f for f in changed if staged.get(f) != local[f]]
+            if bad:
+                raise DeployError("verify on %s failed: %d file(s) differ after copy (%s); the old firmware is untouched"
+                                  % (port, len(bad), ", ".join(bad[:5])))
+            log("copied and verified %d files" % len(changed))
+        install = board_scripts.with_call("deploy_install.py", "_install", _install_order(changed), list(files),
+                                          STAGING, PACKAGE)
+        out = _exec(port, install, "install on %s" % port, timeout=120)
+        if "@@INSTALLED" not in out:
+            raise DeployError("install on %s did not complete: %s" % (port, out[-500:]))
+        log("installed on %s" % port)
+        if reset:
+            soft_reset(port)
+            log("soft reset")
+        return files
+    finally:
+        if not keep_build:
+            shutil.rmtree(build_dir, ignore_errors=True)

@@ -1,0 +1,134 @@
+"""Write a gateway's config, certificate, key and envelope key onto its flash
+(docs/config.md), atomically: what `ppmid provision` runs.
+
+Everything is built and validated on the host first (ppmid.config.validate), then copied
+with mpremote under temporary names (NAME.tmp) and only then renamed into place, the
+config last: a board interrupted half-way keeps its previous, complete set (or none) and
+never a config that points at missing certificates. The copy is read back (SHA-256) before
+the renames. Works on the emulated board (`ppmid board start`) and a real ESP32: mpremote
+`resume` is used so the board is not soft-reset.
+"""
+import hashlib
+import json
+import os
+import tempfile
+
+from host_tools import board_scripts, boards
+from host_tools.errors import ToolError
+
+
+class ProvisionError(ToolError):
+    """A config, key or certificate refused, or a board that did not take the files."""
+
+    code = "E_PROVISION"
+
+
+def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=None, server_hostname=None,
+          ssid=None, password=None, han_devices=(), envelope_key_file=None):
+    """(files {flash path: bytes}, config dict) or ProvisionError. han_devices: "EUI:TYPE"
+    strings; envelope_key_file: None = STATE_DIR/keys/EUI.key, created if absent."""
+    from host_tools import mqtt_tools as mt
+    from host_tools.broker import BrokerError, gateway_identity
+    from ppmid import config
+    try:
+        eui = gateway_identity(gateway)
+    except BrokerError as exc:
+        raise ProvisionError(str(exc))
+    cfg = {}
+    if config_file:
+        try:
+            with open(config_file) as f:
+                cfg = json.load(f)
+        except (OSError, ValueError, RecursionError) as exc:
+            raise ProvisionError("cannot read --config %s: %s" % (config_file, exc or "nested too deeply"))
+        if not isinstance(cfg, dict):
+            raise ProvisionError("--config must hold a JSON object")
+    info = {}
+    if os.path.exists(os.path.join(state_dir, "broker.json")):
+        try:
+            info = mt.broker_info(state_dir)
+        except RuntimeError as exc:
+            raise ProvisionError(str(exc))
+    elif not os.path.exists(os.path.join(state_dir, "ca.pem")):
+        raise ProvisionError("no broker state in %s: run `ppmid broker start --state-dir %s` first" % (state_dir, state_dir))
+    for name in ("broker", "wifi", "han"):  # merged with the options below: must be objects
+        if name in cfg and not isinstance(cfg[name], dict):
+            raise ProvisionError("config refused: %s must be an object, not %r" % (name, cfg[name]))
+    if "devices" in cfg.get("han", {}) and not isinstance(cfg["han"]["devices"], list):
+        raise ProvisionError("config refused: han.devices must be a list")
+    cfg["version"] = 1
+    cfg["gateway"] = eui
+    broker = dict(cfg.get("broker", {}))
+    for key, val in (("host", broker_host or info.get("host")), ("port", broker_port or info.get("port")),
+                     ("server_hostname", server_hostname or info.get("server_hostname"))):
+        if val is not None:
+            broker[key] = val
+    cfg["broker"] = broker
+    if ssid is not None or password is not None:
+        wifi = dict(cfg.get("wifi", {}))
+        if ssid is not None:
+            wifi["ssid"] = ssid
+        if password is not None:
+            wifi["password"] = password
+        cfg["wifi"] = wifi
+    if han_devices:
+        han = dict(cfg.get("han", {}))
+        devices = list(han.get("devices", []))
+        for spec in han_devices:
+            d_eui, _, d_type = spec.partition(":")
+            devices.append({"eui": d_eui, "type": d_type})
+        han["devices"] = devices
+        cfg["han"] = han
+    try:
+        config.validate(json.loads(json.dumps(cfg)))
+    except config.ConfigError as exc:
+        raise ProvisionError("config refused: %s" % exc)
+    try:
+        if envelope_key_file:
+            with open(envelope_key_file, "rb") as f:
+                key = f.read()
+        else:
+            key = mt.envelope_key(state_dir, eui, create=True)
+    except OSError as exc:
+        raise ProvisionError("cannot read the envelope key: %s" % exc)
+    if len(key) != 32:
+        raise ProvisionError("envelope key must be 32 bytes, not %d" % len(key))
+    try:
+        files = mt.gateway_files(state_dir, eui, cfg, key)
+    except Exception as exc:  # certificate issue problems
+        raise ProvisionError("cannot issue the gateway certificate: %s" % exc)
+    return files, cfg
+
+
+# Order matters: the config goes in last.
+ORDER = ("/certs/ca.der", "/certs/gateway.der", "/certs/gateway.key.der", "/secrets/envelope.key", "/config.json")
+
+
+def write(port, files, root="", mpremote=None):
+    """Copy `files` to the board under .tmp names, verify, then rename into place.
+    Raises BoardError (mpremote failed) or ProvisionError (the board did not take them)."""
+    mpremote = mpremote or boards.mpremote
+    paths = [p for p in ORDER if p in files] + sorted(p for p in files if p not in ORDER)
+    dirs = sorted({root + os.path.dirname(p) for p in paths if os.path.dirname(p) != "/"})
+    mpremote(port, ["exec", board_scripts.with_call("provision_steps.py", "_mkdirs", dirs)])
+    with tempfile.TemporaryDirectory() as tmp:
+        args = []
+        for i, path in enumerate(paths):
+            local = os.path.join(tmp, "f%d" % i)
+            with open(local, "wb") as f:
+                f.write(files[path])
+            if args:
+                args.append("+")
+            args += ["fs", "cp", local, ":" + root + path + ".tmp"]
+        mpremote(port, args, timeout=120)
+    want = {root + p: hashlib.sha256(files[p]).hexdigest() for p in paths}
+    staged = [root + p for p in paths]
+    out = mpremote(port, ["exec", board_scripts.with_call("provision_steps.py", "_hash_staged", staged)])
+    got = dict(line.split() for line in out.splitlines() if line.strip())
+    bad = [p for p in want if got.get(p) != want[p]]
+    if bad:
+        raise ProvisionError("read-back mismatch on the board for %s; nothing renamed" % ", ".join(bad))
+    out = mpremote(port, ["exec", board_scripts.with_call("provision_steps.py", "_rename_staged", staged)])
+    if "PROVISIONED" not in out:
+        raise ProvisionError("the board did not confirm the renames")
+    return paths
