@@ -80,8 +80,8 @@ def check_installed():
 
 def _mpy_cross():
     sys.path.insert(0, ROOT)
-    from host_tools import cmd_deploy
-    return cmd_deploy.mpy_cross_binary()
+    from host_tools import boards
+    return boards.mpy_cross_binary()
 
 
 def compile_tree(src_dir, package="ppmid"):
