@@ -31,7 +31,6 @@ def test_cross_layer_codes_are_one_registry():
     from ppmid import errors, envelope
     from ppmid.zigbee import han, tunnel
     from ppmid.relay import core, journal
-    from ppmid.mqtt import intake
     from ppmid.gbcs import validate
     names = ("E_HAN_DOWN", "E_NO_TUNNEL", "E_HAN_DEST", "E_HAN_TOO_BIG", "E_DELIVERY",
              "E_DELIVERY_UNKNOWN", "E_ENVELOPE", "E_ID", "E_AUTH", "E_EXPIRED", "E_TOO_LARGE",
@@ -39,7 +38,7 @@ def test_cross_layer_codes_are_one_registry():
     for name in names:
         assert getattr(errors, name) == name
     for mod, which in ((han, names[:6]), (envelope, names[6:11]), (core, ("E_BUSY", "E_EXPIRED", "E_TOO_LARGE", "E_CLOCK")),
-                       (journal, ("E_BUSY",)), (intake, ("E_CLOCK",)), (validate, ("E_TOO_LARGE",)),
+                       (journal, ("E_BUSY",)), (validate, ("E_TOO_LARGE",)),
                        (tunnel, ("E_NO_TUNNEL",))):
         for name in which:
             assert getattr(mod, name) is getattr(errors, name), (mod, name)
