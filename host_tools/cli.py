@@ -23,6 +23,7 @@ COMMANDS = {
     "flash": ("host_tools.cmd_flash", "write a MicroPython image to an ESP32 with esptool, then deploy"),
     "provision": ("host_tools.cmd_provision", "write a gateway's config, certificates and keys to its flash"),
     "gbcs": ("host_tools.cmd_gbcs", "decode/check GBCS messages with the firmware codec"),
+    "utrn": ("host_tools.cmd_utrn", "check a 20-digit UTRN top-up code as a PPMID does, without keys"),
     "broker": ("host_tools.cmd_broker", "run mosquitto on loopback with TLS and per-device ACLs"),
     "send": ("host_tools.cmd_send", "publish a signed command envelope and wait for its responses"),
     "ncp-emulator": ("host_tools.cmd_ncp_emulator", "emulate an EFR32 NCP + Communications Hub + meters on a pty"),

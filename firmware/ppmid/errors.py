@@ -23,6 +23,12 @@ E_TOO_LARGE = "E_TOO_LARGE"
 E_CLOCK = "E_CLOCK"                        # clock unset: an expiry cannot be checked
 E_BUSY = "E_BUSY"                          # relay queue or journal full: try later
 
+# UTRN top-ups (docs/utrn.md): raised by ppmid/utrn.py, reported by `ppmid utrn check` and,
+# later in issue #17, by every path a top-up arrives on
+E_UTRN_FORMAT = "E_UTRN_FORMAT"            # not 20 digits (spaces and hyphens aside)
+E_UTRN_CHECK = "E_UTRN_CHECK"              # the check digit does not match: a mistyped digit
+E_UTRN_VALUE = "E_UTRN_VALUE"              # well formed, but not a top-up a meter could accept
+
 
 class PpmidError(Exception):
     def __init__(self, code, message):
