@@ -104,15 +104,18 @@ def wait_for_repl(port, arch, timeout=REPL_WAIT_S):
             time.sleep(1)
 
 
-def flash(port, board, firmware, baud=BAUD, then_deploy=True, dry_run=False):
-    """Erase and write the image, wait for the REPL, deploy firmware/ (then_deploy). With
-    dry_run, print every command instead."""
+def flash(port, board, firmware, baud=BAUD, then_deploy=True, dry_run=False, scripts_only=False, force=False):
+    """Erase and write the image, wait for the REPL, deploy firmware/ (then_deploy; with
+    scripts_only, for an image with the app frozen in). With dry_run, print every command
+    instead. A deploy that would be refused (the board's heap) is refused before esptool."""
     cmds = esptool_commands(port, board, firmware, baud)
+    if then_deploy and not scripts_only:
+        deploy.heap_fits(board, boards.load_board(board), force)
     if dry_run:
         for cmd in cmds:
             print(" ".join(shlex.quote(c) for c in cmd))
         if then_deploy:
-            deploy.deploy(port, board, dry_run=True)
+            deploy.deploy(port, board, dry_run=True, scripts_only=scripts_only, force=True)
         return
     for cmd in cmds:
         print("flash: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
@@ -121,4 +124,4 @@ def flash(port, board, firmware, baud=BAUD, then_deploy=True, dry_run=False):
     if not then_deploy:
         return
     wait_for_repl(port, deploy.board_arch(boards.load_board(board)))
-    deploy.deploy(port, board, log=lambda m: print("deploy: " + m))
+    deploy.deploy(port, board, log=lambda m: print("deploy: " + m), scripts_only=scripts_only, force=True)

@@ -13,6 +13,7 @@ ROOT = boards.ROOT
 CHIPS = {  # board -> (esptool --chip, image offset)
     "esp32-devkitc": ("esp32", "0x1000"),
     "esp32s3-devkitc-1": ("esp32s3", "0x0"),
+    "esp32s3-devkitc-1-n8r8": ("esp32s3", "0x0"),
     "esp32c3-devkitm-1": ("esp32c3", "0x0"),
 }
 
@@ -44,7 +45,10 @@ def image(tmp_path):
 def test_dry_run_prints_erase_write_and_deploy(board, tmp_path):
     chip, offset = CHIPS[board]
     image = image_for(tmp_path, board)
-    p = ppmid("flash", "--port", "/dev/ttyUSB7", "--board", board, "--firmware", image, "--dry-run")
+    # boards whose heap cannot hold the app take an image with it frozen in (make image)
+    psram = boards.load_board(board)["psram"]
+    extra = [] if psram else ["--scripts-only"]
+    p = ppmid("flash", "--port", "/dev/ttyUSB7", "--board", board, "--firmware", image, "--dry-run", *extra)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0].endswith("esptool --chip %s --port /dev/ttyUSB7 --baud 460800 erase-flash" % chip)
@@ -52,6 +56,8 @@ def test_dry_run_prints_erase_write_and_deploy(board, tmp_path):
                              % (chip, offset, image))
     arch = boards.load_board(board)["mpy_arch"]
     assert any("mpy-cross -march=%s" % arch in line and "ppmid/app.py" in line for line in lines)
+    copy = [line for line in lines if " fs mkdir " in line]
+    assert len(copy) == 1 and ("ppmid/app.mpy" in copy[0]) == psram  # frozen in: only the scripts go
     assert any("mpremote connect /dev/ttyUSB7 resume fs mkdir :/.deploy-new" in line for line in lines)
 
 
@@ -98,6 +104,18 @@ def test_an_image_for_another_chip_is_refused_before_esptool(board, wrong_chip, 
     p = ppmid("flash", "--port", "/dev/x", "--board", board, "--firmware", image, "--dry-run")
     assert p.returncode == 1 and p.stderr.startswith("ppmid: ") and "image for %s" % wrong_chip in p.stderr
     assert "esptool --chip" not in p.stdout
+
+
+def test_a_board_too_small_for_mpy_files_is_refused_before_esptool(tmp_path, monkeypatch):
+    image = image_for(tmp_path, "esp32-devkitc")
+    p = ppmid("flash", "--port", "/dev/x", "--board", "esp32-devkitc", "--firmware", image, "--dry-run")
+    assert p.returncode == 1 and "esptool" not in p.stdout
+    assert p.stderr.startswith("ppmid: board esp32-devkitc has a 112640-byte Python heap") and "make image" in p.stderr
+    ran = []
+    with monkeypatch.context() as m, pytest.raises(FlashError.__bases__[0], match="would not fit"):
+        m.setattr(flash.subprocess, "run", lambda *a, **k: ran.append(a))
+        flash.flash("/dev/x", "esp32-devkitc", image)
+    assert ran == []
 
 
 def test_bad_input(tmp_path, image):
