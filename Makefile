@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-done
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test run bench soak clean
+.PHONY: setup test run bench soak image clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,12 @@ bench: setup
 
 soak: setup
 	$(PYTEST) -m slow
+
+# A MicroPython image with the app frozen in, for boards whose heap cannot hold it as .mpy
+# files: needs MICROPY_DIR (a MicroPython source tree) and ESP-IDF (IDF_PATH, idf.py);
+# says what is missing otherwise (host_tools/image.py).
+image:
+	@$(if $(wildcard $(PY)),$(PY),python3) -m host_tools.image "$(BOARD)"
 
 clean:
 	rm -rf run .pytest_cache bench/results.json

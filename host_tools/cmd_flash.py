@@ -11,9 +11,14 @@ def add_arguments(p):
     p.add_argument("--firmware", required=True, help="MicroPython image for the chip (micropython.bin)")
     p.add_argument("--baud", type=int, default=flash.BAUD, help="esptool baud rate (default %d)" % flash.BAUD)
     p.add_argument("--no-deploy", action="store_true", help="only write MicroPython, do not deploy firmware/")
+    p.add_argument("--scripts-only", action="store_true",
+                   help="the image has the app frozen in (make image): deploy only boot.py, main.py, board.json")
+    p.add_argument("--force", action="store_true",
+                   help="deploy .mpy files even to a board whose heap is smaller than the app's need (a warning)")
     p.add_argument("--dry-run", action="store_true", help="print the esptool and mpremote commands, run nothing")
 
 
 def run(args):
-    flash.flash(args.port, args.board, args.firmware, args.baud, then_deploy=not args.no_deploy, dry_run=args.dry_run)
+    flash.flash(args.port, args.board, args.firmware, args.baud, then_deploy=not args.no_deploy, dry_run=args.dry_run,
+                scripts_only=args.scripts_only, force=args.force)
     return 0

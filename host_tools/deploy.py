@@ -15,6 +15,12 @@
    file is either the old or the new one, never half-written), delete files of the old
    ppmid package that the new one no longer has, remove the staging dir.
 5. Soft-reset the board (Ctrl-D at the REPL) so it boots the new code.
+Before all this, a real board whose Python heap (board.json "heap") is smaller than the
+app's need (boards/app_heap.json, the 32-bit gauge's peak, rewritten by bench/bench_heap32.py)
+is refused: the .mpy files would be loaded into that heap. Such a board takes the app frozen
+into its MicroPython image (`make image BOARD=NAME`, then `ppmid deploy --scripts-only`);
+--force deploys anyway, with a warning. The emulated board's heap is a 64-bit figure and is
+not compared.
 Works the same on a real ESP32 (USB serial port) and on the emulated board's REPL pty.
 """
 import concurrent.futures
@@ -39,12 +45,45 @@ PACKAGE = "ppmid"
 MPY_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
              "xtensa", "xtensawin", "rv32imc", "rv64imc")
 MPY_VERSION = 6
+APP_HEAP_JSON = os.path.join(boards.BOARDS_DIR, "app_heap.json")
 COPY_MIN_RATE = 2000  # bytes/s: slower than any serial link mpremote drives
 PROBE_TIMEOUT_S = 8  # a REPL answers in well under a second; mpremote waits on a silent port
 
 
 class DeployError(ToolError):
     code = "E_DEPLOY"
+
+
+def app_heap_need(path=None):
+    """The app's heap need in bytes and a note of where it comes from (boards/app_heap.json)."""
+    path = path or APP_HEAP_JSON
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        need = int(data["peak_4kb_command_bytes"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DeployError("cannot read the app's heap need from %s (%s): run bench/bench_heap32.py" % (path, exc))
+    return need, "%s: the 32-bit gauge's peak during a 4 KB command, measured %s by %s" % (
+        os.path.relpath(path, boards.ROOT), data.get("measured", "?"), data.get("by", "?"))
+
+
+def heap_fits(board, definition, force=False, log=None):
+    """DeployError when `board`'s Python heap cannot hold the app as .mpy files (force: a
+    warning instead); emulated boards are not compared (their heap is a 64-bit figure)."""
+    if definition.get("chip") == "unix":
+        return True
+    have = boards.heap_bytes(definition.get("heap", "0"))
+    need, source = app_heap_need()
+    if have >= need:
+        return True
+    message = ("board %s has a %d-byte Python heap (board.json heap %s), the app needs %d bytes at its peak "
+               "(%s): its .mpy files would not fit; freeze the app into the MicroPython image instead "
+               "(`make image BOARD=%s`, flash it, then `ppmid deploy --scripts-only`)"
+               % (board, have, definition.get("heap"), need, source, board))
+    if not force:
+        raise DeployError(message + ", or deploy anyway with --force")
+    (log or print)("WARNING: " + message + "; deploying anyway (--force)")
+    return False
 
 
 def native_arch():
@@ -228,12 +267,14 @@ def soft_reset(port):
 
 
 def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, dry_run=False, log=None,
-           scripts_only=False):
+           scripts_only=False, force=False):
     log = log or (lambda msg: None)
     try:
         definition = boards.load_board(board)
     except boards.BoardError as exc:
         raise DeployError(str(exc))
+    if not scripts_only:
+        heap_fits(board, definition, force, log)
     arch = board_arch(definition)
     keep_build = bool(build_dir) or dry_run
     if dry_run and not build_dir:  # the printed commands must stay runnable: a fixed place

@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import re
+import select
 import selectors
 import signal
 import subprocess
@@ -43,6 +44,12 @@ EXIT_RESET = 3           # machine reset requested by the firmware (Board.reset(
 EXIT_WATCHDOG = 4        # watchdog expired (the supervisor killed the chip)
 EXIT_RESET_BUTTON = 5    # `ppmid board reset` / EmulatedBoard.reset()
 UART_BUFFER_LIMIT = 65536  # bytes queued towards a pty nobody reads before they are dropped
+# The console protocol of MicroPython's REPL, as mpremote speaks it.
+RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+SOFT_REBOOT_LINE = b"MPY: soft reboot\r\n"  # what the ESP32 port prints; mpremote waits for it
+FRIENDLY_PROMPT = b">>> "
+CTRL_A, CTRL_B = b"\x01", b"\x02"
+RAW_BOOT_TIMEOUT_S = 15  # a soft reset in raw-REPL mode that never gets back to the raw REPL
 
 BANNER_RE = r"PPMID ready: version=(\S+) board=(\S+) free_heap=(\d+)"
 
@@ -118,12 +125,14 @@ def press_reset(state_dir):
 class _Link:
     """Copies bytes between two pty master fds (both non-blocking), with bounded queues."""
 
-    def __init__(self, name, a, b, a_slave, b_slave, tee=None):
+    def __init__(self, name, a, b, a_slave, b_slave, tee=None, filter_ab=None, watch_ba=None):
         self.name = name
         self.fds = (a, b)
         self.slaves = {a: a_slave, b: b_slave}
         self.pending = {a: bytearray(), b: bytearray()}  # data waiting to be written TO fd
         self.tee = tee  # called with data flowing a -> b
+        self.filter_ab = filter_ab  # data flowing a -> b: returns what to pass on
+        self.watch_ba = watch_ba  # called with data flowing b -> a
 
     def other(self, fd):
         return self.fds[1] if fd == self.fds[0] else self.fds[0]
@@ -137,9 +146,22 @@ class _Link:
             return
         if not data:
             return
-        if fd == self.fds[0] and self.tee:
-            self.tee(data)
-        self.send(self.other(fd), data)
+        if fd == self.fds[0]:
+            if self.tee:
+                self.tee(data)
+            if self.filter_ab:
+                data = self.filter_ab(data)
+        elif self.watch_ba:
+            self.watch_ba(data)
+        if data:
+            self.send(self.other(fd), data)
+
+    def drain(self, fd):
+        """Pass on everything `fd` holds now (what a chip printed just before it exited)."""
+        for _ in range(64):
+            if not select.select([fd], [], [], 0)[0]:
+                return
+            self.on_read(fd)
 
     def send(self, fd, data):
         q = self.pending[fd]
@@ -204,6 +226,14 @@ class Supervisor:
         self.links = []
         self.hw_buf = b""
         self.rtc_ms = None  # the emulated RTC: set by the firmware (T), lost on a power cut
+        # MicroPython's pyexec mode, tracked from the console bytes: True from the chip's
+        # raw-REPL banner until the host's Ctrl-B. A soft reset keeps it (as on an ESP32,
+        # whose soft reset returns to the raw REPL and skips main.py); other resets clear it.
+        self.raw_repl = False
+        self._chip_tail = b""      # the end of the chip's output, for a banner split in two reads
+        self._raw_boot = None      # chip output held back while a soft reset returns to raw REPL
+        self._raw_boot_asked = False
+        self._raw_boot_deadline = None
 
     # -- set-up
     def _prepare(self):
@@ -249,7 +279,8 @@ class Supervisor:
             attrs[6][c] = b"\x00"
         self.inner_attrs = attrs
         termios.tcsetattr(in_s, termios.TCSANOW, attrs)
-        self._add_link(_Link("console", in_m, out_m, in_s, out_s, tee=self.console.write))
+        self._add_link(_Link("console", in_m, out_m, in_s, out_s, tee=self.console.write,
+                             filter_ab=self._from_chip, watch_ba=self._from_host))
 
         self.uarts, self.board_uarts = {}, {}
         for key in ("zigbee_uart", "nfc"):
@@ -293,8 +324,49 @@ class Supervisor:
         self.console.write(data)
         self.links[0].send(self.links[0].fds[1], data)
 
+    # -- the console: raw-REPL mode across soft resets
+    def _from_host(self, data):
+        if data.rfind(CTRL_B) > data.rfind(CTRL_A):
+            self.raw_repl = False
+
+    def _from_chip(self, data):
+        seen = self._chip_tail + data
+        if RAW_REPL_BANNER in seen:
+            self.raw_repl = True
+            seen = seen[seen.rindex(RAW_REPL_BANNER) + len(RAW_REPL_BANNER):]
+        self._chip_tail = seen[-len(RAW_REPL_BANNER):]
+        if self._raw_boot is None:
+            return data
+        # A soft reset in raw-REPL mode: the unix port comes up in its friendly REPL, so the
+        # supervisor types Ctrl-A for the host at the first prompt and hides that REPL's
+        # banner: the host sees boot.py's output, then the raw REPL, as from an ESP32.
+        buf = self._raw_boot
+        buf += data
+        if not self._raw_boot_asked and FRIENDLY_PROMPT in buf:
+            self._raw_boot_asked = True
+            console = self.links[0]
+            console.send(console.fds[0], CTRL_A)
+        at = buf.find(RAW_REPL_BANNER)
+        if at < 0:
+            return b""
+        banner = buf.rfind(b"MicroPython ", 0, at)
+        out = bytes(buf[:banner if banner >= 0 else at]) + bytes(buf[at:])
+        self._raw_boot = None
+        self._raw_boot_deadline = None
+        return out
+
+    def _end_raw_boot(self, why):
+        """Stop holding back the chip's output (it did not get to the raw REPL)."""
+        if self._raw_boot is None:
+            return
+        held, self._raw_boot = bytes(self._raw_boot), None
+        self._raw_boot_deadline = None
+        console = self.links[0]
+        console.send(console.fds[1], held)
+        self._console_note("soft reset: no raw REPL (%s)" % why)
+
     # -- the chip
-    def _spawn(self):
+    def _spawn(self, raw_repl=False):
         termios.tcsetattr(self.inner_slave, termios.TCSANOW, self.inner_attrs)
         termios.tcflush(self.inner_slave, termios.TCIFLUSH)
         self.wdt_timeout = self.wdt_deadline = None
@@ -303,6 +375,12 @@ class Supervisor:
         self.spawned_at = time.time()
         self._write_state()  # the ROM reads board.json (restarts, ptys) at boot
         env = dict(os.environ, EMUBOARD_DIR=self.state_dir)
+        env.pop("EMUBOARD_RAW_REPL", None)
+        if raw_repl:  # the ROM skips main.py, as the ESP32 port does in raw-REPL mode
+            env["EMUBOARD_RAW_REPL"] = "1"
+            self._raw_boot = bytearray()
+            self._raw_boot_asked = False
+            self._raw_boot_deadline = time.monotonic() + RAW_BOOT_TIMEOUT_S
         s = self.inner_slave
 
         def make_ctty():
@@ -324,6 +402,11 @@ class Supervisor:
         else:
             reason = "crash"
         self.last_exit, self.last_reason = code, reason
+        console = self.links[0]
+        console.drain(console.fds[0])  # what the chip printed last goes out before the reboot line
+        self._end_raw_boot("the chip exited first")
+        raw_repl = self.raw_repl and reason == "soft_reset"
+        self.raw_repl = False
         if reason == "killed":  # a power cut: the ESP32's RTC (no battery) starts again at 2000
             self.rtc_ms = None
         lived = time.time() - (self.spawned_at or 0)
@@ -332,11 +415,16 @@ class Supervisor:
             return
         self.restarts += 1
         self.fast_failures = self.fast_failures + 1 if lived < 1.0 else 0
-        self._console_note("reboot: %s (exit %s)" % (reason, code))
+        if reason == "soft_reset":  # the host sees the ESP32 port's line, the log both
+            self.console.write(("\r\n[emuboard] reboot: %s (exit %s)\r\n" % (reason, code)).encode())
+            self.console.write(SOFT_REBOOT_LINE)
+            console.send(console.fds[1], SOFT_REBOOT_LINE)
+        else:
+            self._console_note("reboot: %s (exit %s)" % (reason, code))
         self._write_state()
         if self.fast_failures > 3:  # a boot loop: slow down like a brown-out detector would
             self._pump(min(2.0, 0.2 * self.fast_failures))
-        self._spawn()
+        self._spawn(raw_repl=raw_repl)
 
     def _kill_chip(self, reason, code):
         if self.proc and self.proc.poll() is None and self.kill_reason is None:
@@ -389,6 +477,8 @@ class Supervisor:
                     self._on_hw()
                 else:
                     link.on_read(key.fd)
+            if self._raw_boot_deadline is not None and time.monotonic() > self._raw_boot_deadline:
+                self._end_raw_boot("no raw-REPL banner within %ss" % RAW_BOOT_TIMEOUT_S)
             if self.wdt_deadline is not None and time.monotonic() > self.wdt_deadline:
                 self.wdt_deadline = None
                 self._console_note("watchdog expired (%.1f s without feed): reset" % self.wdt_timeout)

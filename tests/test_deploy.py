@@ -40,6 +40,45 @@ def test_build_compiles_package_to_mpy_and_keeps_scripts(tmp_path):
     assert head[0:1] == b"M" and head[1] == 6
 
 
+def test_a_board_too_small_for_the_app_is_refused_with_the_figures(tmp_path):
+    need, _ = deploy.app_heap_need()
+    p = ppmid("deploy", "--port", str(tmp_path / "ttyUSB0"), "--board", "esp32-devkitc", "--dry-run")
+    assert p.returncode == 1 and p.stdout == ""
+    err = p.stderr.strip()
+    assert err.startswith("ppmid: board esp32-devkitc has a 112640-byte Python heap (board.json heap 110K)")
+    assert "the app needs %d bytes" % need in err and "boards/app_heap.json" in err
+    assert "make image BOARD=esp32-devkitc" in err and "--scripts-only" in err and "--force" in err
+    assert len(err.splitlines()) == 1
+    # refused before the port is looked at
+    with pytest.raises(DeployError, match="would not fit"):
+        deploy.deploy(str(tmp_path / "ttyUSB0"), "esp32c3-devkitm-1")
+
+
+def test_frozen_route_and_force_and_the_reference_board_pass(tmp_path):
+    port = str(tmp_path / "ttyUSB0")
+    p = ppmid("deploy", "--port", port, "--board", "esp32-devkitc", "--scripts-only", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    copy = [line for line in p.stdout.splitlines() if " fs mkdir " in line]
+    assert len(copy) == 1 and ".mpy" not in copy[0] and "main.py" in copy[0]
+    p = ppmid("deploy", "--port", port, "--board", "esp32-devkitc", "--force", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert "WARNING: board esp32-devkitc has a 112640-byte Python heap" in p.stdout and "--force" in p.stdout
+    assert "ppmid/app.mpy" in [line for line in p.stdout.splitlines() if " fs mkdir " in line][0]
+    p = ppmid("deploy", "--port", port, "--board", "esp32s3-devkitc-1-n8r8", "--dry-run")
+    assert p.returncode == 0 and "WARNING" not in p.stdout, p.stderr
+
+
+def test_the_need_comes_from_app_heap_json(tmp_path, monkeypatch):
+    path = tmp_path / "app_heap.json"
+    path.write_text('{"peak_4kb_command_bytes": 3000000, "measured": "today", "by": "a test"}')
+    monkeypatch.setattr(deploy, "APP_HEAP_JSON", str(path))
+    with pytest.raises(DeployError, match="the app needs 3000000 bytes"):
+        deploy.deploy("/dev/null", "esp32s3-devkitc-1-n8r8", dry_run=True)
+    path.write_text("{}")
+    with pytest.raises(DeployError, match="cannot read the app's heap need"):
+        deploy.deploy("/dev/null", "esp32s3-devkitc-1-n8r8", dry_run=True)
+
+
 def test_native_arch_matches_the_unix_port():
     arch = deploy.native_arch()
     assert arch in deploy.MPY_ARCHS
@@ -75,7 +114,7 @@ def test_compile_error_and_wrong_arch_leave_the_board_untouched(tmp_path):
         assert p.returncode == 1
         assert "ppmid/zz_broken.py does not compile" in p.stderr
         with pytest.raises(DeployError, match="wrong --board"):
-            deploy.deploy(b.repl, "esp32-devkitc")
+            deploy.deploy(b.repl, "esp32s3-devkitc-1-n8r8")
         assert b.exec("import os; print(sorted(os.listdir('/')))") == before
         assert b.restarts == 0
 

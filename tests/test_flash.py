@@ -13,6 +13,7 @@ ROOT = boards.ROOT
 CHIPS = {  # board -> (esptool --chip, image offset)
     "esp32-devkitc": ("esp32", "0x1000"),
     "esp32s3-devkitc-1": ("esp32s3", "0x0"),
+    "esp32s3-devkitc-1-n8r8": ("esp32s3", "0x0"),
     "esp32c3-devkitm-1": ("esp32c3", "0x0"),
 }
 
@@ -22,17 +23,32 @@ def ppmid(*args):
                           cwd=ROOT, timeout=120)
 
 
-@pytest.fixture
-def image(tmp_path):
-    path = tmp_path / "micropython.bin"
-    path.write_bytes(b"\xe9\x03\x02\x20" + bytes(1020))
+def fake_image(path, chip_id, magic=0xE9, size=1024):
+    """An app image's first bytes: magic, segment count, flash mode/size, entry point, then the
+    extended header with the chip id (16-bit little-endian) at byte 12."""
+    head = bytes([magic, 3, 2, 0x20]) + bytes(4) + bytes([0xEE, 0, 0, 0]) + chip_id.to_bytes(2, "little")
+    path.write_bytes(head + bytes(size - len(head)))
     return str(path)
 
 
+def image_for(tmp_path, board):
+    chip = boards.load_board(board)["chip"]
+    return fake_image(tmp_path / ("micropython-%s.bin" % chip), flash.IMAGE_CHIP_IDS[chip])
+
+
+@pytest.fixture
+def image(tmp_path):
+    return fake_image(tmp_path / "micropython.bin", 0)  # an ESP32 image
+
+
 @pytest.mark.parametrize("board", sorted(CHIPS))
-def test_dry_run_prints_erase_write_and_deploy(board, image):
+def test_dry_run_prints_erase_write_and_deploy(board, tmp_path):
     chip, offset = CHIPS[board]
-    p = ppmid("flash", "--port", "/dev/ttyUSB7", "--board", board, "--firmware", image, "--dry-run")
+    image = image_for(tmp_path, board)
+    # boards whose heap cannot hold the app take an image with it frozen in (make image)
+    psram = boards.load_board(board)["psram"]
+    extra = [] if psram else ["--scripts-only"]
+    p = ppmid("flash", "--port", "/dev/ttyUSB7", "--board", board, "--firmware", image, "--dry-run", *extra)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0].endswith("esptool --chip %s --port /dev/ttyUSB7 --baud 460800 erase-flash" % chip)
@@ -40,15 +56,66 @@ def test_dry_run_prints_erase_write_and_deploy(board, image):
                              % (chip, offset, image))
     arch = boards.load_board(board)["mpy_arch"]
     assert any("mpy-cross -march=%s" % arch in line and "ppmid/app.py" in line for line in lines)
+    copy = [line for line in lines if " fs mkdir " in line]
+    assert len(copy) == 1 and ("ppmid/app.mpy" in copy[0]) == psram  # frozen in: only the scripts go
     assert any("mpremote connect /dev/ttyUSB7 resume fs mkdir :/.deploy-new" in line for line in lines)
 
 
-def test_offsets_come_from_the_board_files(image):
+def test_offsets_come_from_the_board_files(tmp_path):
     for board, (chip, offset) in CHIPS.items():
+        image = image_for(tmp_path, board)
         erase, write = flash.esptool_commands("/dev/x", board, image)
         assert erase[-1] == "erase-flash"
         assert write[-3:] == ["write-flash", offset, image]
         assert write[write.index("--chip") + 1] == chip
+
+
+def test_chip_ids_are_esptools():
+    from esptool.targets import CHIP_DEFS
+    for chip, chip_id in flash.IMAGE_CHIP_IDS.items():
+        assert CHIP_DEFS[chip].IMAGE_CHIP_ID == chip_id, chip
+
+
+def test_every_real_board_has_a_known_chip():
+    for name in boards.board_names():
+        chip = boards.load_board(name)["chip"]
+        assert chip == "unix" or chip in flash.IMAGE_CHIP_IDS, name
+
+
+def test_esptool_spelling_follows_its_version():
+    import importlib.metadata
+    assert int(importlib.metadata.version("esptool").split(".")[0]) >= 5  # what pyproject.toml asks for
+    assert flash.esptool_verbs() == ("erase-flash", "write-flash")
+    assert flash.esptool_verbs("5.6.0") == ("erase-flash", "write-flash")
+    assert flash.esptool_verbs("4.7.0") == ("erase_flash", "write_flash")
+
+
+@pytest.mark.parametrize("board,wrong_chip", [("esp32c3-devkitm-1", "esp32"), ("esp32-devkitc", "esp32s3"),
+                                              ("esp32s3-devkitc-1", "esp32c3")])
+def test_an_image_for_another_chip_is_refused_before_esptool(board, wrong_chip, tmp_path, monkeypatch):
+    image = fake_image(tmp_path / "other.bin", flash.IMAGE_CHIP_IDS[wrong_chip])
+    ran = []
+    with monkeypatch.context() as m, pytest.raises(FlashError) as exc:
+        m.setattr(flash.subprocess, "run", lambda *a, **k: ran.append(a))
+        flash.flash("/dev/x", board, image, then_deploy=False)
+    assert ran == []  # esptool never started
+    chip = boards.load_board(board)["chip"]
+    assert "image for %s" % wrong_chip in str(exc.value) and "board's chip is %s" % chip in str(exc.value)
+    p = ppmid("flash", "--port", "/dev/x", "--board", board, "--firmware", image, "--dry-run")
+    assert p.returncode == 1 and p.stderr.startswith("ppmid: ") and "image for %s" % wrong_chip in p.stderr
+    assert "esptool --chip" not in p.stdout
+
+
+def test_a_board_too_small_for_mpy_files_is_refused_before_esptool(tmp_path, monkeypatch):
+    image = image_for(tmp_path, "esp32-devkitc")
+    p = ppmid("flash", "--port", "/dev/x", "--board", "esp32-devkitc", "--firmware", image, "--dry-run")
+    assert p.returncode == 1 and "esptool" not in p.stdout
+    assert p.stderr.startswith("ppmid: board esp32-devkitc has a 112640-byte Python heap") and "make image" in p.stderr
+    ran = []
+    with monkeypatch.context() as m, pytest.raises(FlashError.__bases__[0], match="would not fit"):
+        m.setattr(flash.subprocess, "run", lambda *a, **k: ran.append(a))
+        flash.flash("/dev/x", "esp32-devkitc", image)
+    assert ran == []
 
 
 def test_bad_input(tmp_path, image):
@@ -58,10 +125,21 @@ def test_bad_input(tmp_path, image):
     not_image = tmp_path / "readme.txt"
     not_image.write_text("hello")
     p = ppmid("flash", "--port", "/dev/x", "--board", "esp32-devkitc", "--firmware", str(not_image), "--dry-run")
-    assert p.returncode == 1 and "not an ESP32 image" in p.stderr
+    assert p.returncode == 1 and "not an ESP32 image (first byte 0x68" in p.stderr
+    wrong_magic = fake_image(tmp_path / "e8.bin", 0, magic=0xE8)
+    p = ppmid("flash", "--port", "/dev/x", "--board", "esp32-devkitc", "--firmware", wrong_magic, "--dry-run")
+    assert p.returncode == 1 and "first byte 0xe8, expected 0xe9" in p.stderr
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    p = ppmid("flash", "--port", "/dev/x", "--board", "esp32-devkitc", "--firmware", str(empty), "--dry-run")
+    assert p.returncode == 1 and "not an ESP32 image: the file is empty" in p.stderr
+    short = tmp_path / "short.bin"
+    short.write_bytes(b"\xe9\x03\x02\x20")
+    with pytest.raises(FlashError, match="shorter than its 24-byte header"):
+        flash.check_image(str(short), "esp32")
     p = ppmid("flash", "--port", "/dev/x", "--board", "emulated", "--firmware", image, "--dry-run")
     assert p.returncode == 1 and "emulated" in p.stderr and "ppmid deploy" in p.stderr
     p = ppmid("flash", "--port", "/dev/x", "--board", "esp8266", "--firmware", image, "--dry-run")
     assert p.returncode == 1 and "unknown board 'esp8266'" in p.stderr
     with pytest.raises(FlashError):
-        flash.check_image(str(tmp_path))
+        flash.check_image(str(tmp_path), "esp32")

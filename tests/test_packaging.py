@@ -76,7 +76,7 @@ def test_installed_from_the_wheel_ppmid_finds_firmware_and_boards(wheel, tmp_pat
                             env=env, cwd=str(tmp_path))
     assert listed.returncode == 0 and "esp32-devkitc" in listed.stdout, listed.stderr
     dry = subprocess.run([sys.executable, "-m", "host_tools.cli", "deploy", "--port", "/dev/ttyUSB9", "--board",
-                          "esp32-devkitc", "--dry-run"], capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                          "esp32s3-devkitc-1-n8r8", "--dry-run"], capture_output=True, text=True, env=env, cwd=str(tmp_path),
                          timeout=120)
     assert dry.returncode == 0, dry.stderr
     assert str(target / "host_tools" / "bundled" / "firmware" / "ppmid" / "app.py") in dry.stdout

@@ -116,6 +116,7 @@ while True:  # a Ctrl-C from a tool connecting during boot must not leave the bo
 del _hw
 gc.collect()
 _rom_run("boot.py")
-_rom_run("main.py")
+if os.getenv("EMUBOARD_RAW_REPL") != "1":  # a soft reset in raw-REPL mode skips main.py
+    _rom_run("main.py")
 del _rom_open, _rom_mount, _rom_run, _Hw, _T0
 gc.collect()

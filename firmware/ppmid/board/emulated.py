@@ -223,6 +223,14 @@ class Board:
             time.sleep(0.1)
         raise SystemExit(3)  # no supervisor took the reset line: stop anyway
 
+    def soft_reset(self):
+        """machine.soft_reset(): the supervisor restarts the MicroPython process, prints
+        MicroPython's `MPY: soft reboot` line and keeps the REPL mode (raw or friendly)."""
+        self._hw.ctl.write(b"R0\n")
+        for _ in range(50):
+            time.sleep(0.1)
+        raise SystemExit(0)  # no supervisor took the reset line: stop anyway
+
     def mem_free(self):
         return gc.mem_free()
 
