@@ -65,6 +65,7 @@ machine.UART = FakeUART
 machine.I2C = FakeI2C
 machine.WDT = FakeWDT
 machine.reset = lambda: Rec.calls.append(("reset",))
+machine.soft_reset = lambda: Rec.calls.append(("soft_reset",))
 
 
 class FakeRTC:
@@ -137,6 +138,8 @@ def test_watchdog_reset_wlan_and_id():
     assert Rec.calls.count(("WDT", 8000)) == 1 and ("WDT", 1) not in Rec.calls
     b.reset()
     assert ("reset",) in Rec.calls
+    b.soft_reset()
+    assert Rec.calls[-1] == ("soft_reset",)
     assert b.unique_id() == b"\x24\x0a\xc4\x00\x00\x01"
     assert not b.wlan.isconnected()
     b.wlan.active(True)

@@ -128,6 +128,10 @@ class Board:
     def reset(self):
         machine.reset()
 
+    def soft_reset(self):
+        """Restart the firmware, not the chip (the RTC, and so the clock, is kept)."""
+        machine.soft_reset()
+
     def mem_free(self):
         return gc.mem_free()
 
