@@ -20,8 +20,8 @@ KB = 1024
 RUNS = 3  # app scenarios: the least of RUNS fresh runs (the port's proxy residue only adds)
 PEAK_GOAL = 110 * KB      # the app with MQTT + Zigbee during a 4 KB command (issue #14)
 NFC_GOAL = 25 * KB        # what NFC may add
-ESP32_NOTE = ("webassembly MicroPython %s (32-bit), .mpy from mpy-cross without -march; live heap "
-              "(collected) above the gauge's own harness" % G.PACKAGE_VERSION)
+ESP32_NOTE = ("webassembly MicroPython %s (32-bit), .mpy from mpy-cross %s without -march; live heap "
+              "(collected) above the gauge's own harness" % (G.PACKAGE_VERSION, " ".join(G.MPY_OPTS)))
 
 
 def _kb(n):

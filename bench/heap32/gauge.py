@@ -26,6 +26,9 @@ PACKAGE_DIR = os.path.join(ROOT, ".node", "node_modules", *PACKAGE.split("/"))
 RUNNER = os.path.join(HERE, "runner.mjs")
 STANDINS = os.path.join(HERE, "standins")
 HEAPSIZE = 512 * 1024  # the port grows its heap past this on demand; 512K is enough not to
+# mpy-cross options for the firmware, as a board build uses them (-O3: no line-number
+# tables in the bytecode); PPMID_MPY_OPTS overrides them to compare
+MPY_OPTS = tuple(os.environ.get("PPMID_MPY_OPTS", "-O3").split())
 LIB = "/lib"           # where the firmware and the harness go in the port's filesystem
 FLASH = "/flash"       # the board's flash: the port's in-memory filesystem
 
@@ -99,7 +102,7 @@ def compile_tree(src_dir, package="ppmid"):
                 jobs.append(rel)
 
     def one(rel):
-        p = subprocess.run([exe, "-o", "/dev/stdout", "-s", rel, os.path.join(src_dir, rel)],
+        p = subprocess.run([exe, *MPY_OPTS, "-o", "/dev/stdout", "-s", rel, os.path.join(src_dir, rel)],
                            capture_output=True, timeout=60)
         return rel, p
 
