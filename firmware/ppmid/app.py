@@ -136,12 +136,24 @@ def _nfc_driver(board):
     return None
 
 
+# Modules only the boot needs: the config checks (the app keeps the validated dict) and the
+# message-code table the validator builds its allow-lists from. Dropped once the app runs;
+# whatever imports one later gets it loaded again.
+BOOT_ONLY = ("ppmid.config", "ppmid.gbcs.codes")
+
+
 def _unload(prefix):
-    # drop modules nobody uses any more, so that their code is collected
+    # drop modules nobody uses any more, so that their code is collected: out of
+    # sys.modules and off their parent package (an import binds a submodule there too,
+    # which would keep it alive)
     import sys
     for name in list(sys.modules):
-        if name.startswith(prefix):
+        if name == prefix or name.startswith(prefix + "."):
             del sys.modules[name]
+            parent, _, leaf = name.rpartition(".")
+            p = sys.modules.get(parent)
+            if p is not None and getattr(p, leaf, None) is not None:
+                delattr(p, leaf)
     gc.collect()
 
 
@@ -257,6 +269,8 @@ async def run(board):
     if nfc is not None:
         asyncio.create_task(nfc.run())
     _mark(board, "nfc")
+    for name in BOOT_ONLY:
+        _unload(name)
     _sample_heap(board)
     status("running: gateway=%s han=%s mqtt=%s nfc=%s" % (
         eui, han.status, "on" if link is not None else "off", nfc_state))
