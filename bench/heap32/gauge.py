@@ -39,7 +39,7 @@ CATCH = (("han", "ppmid.zigbee.han", "ZigbeeHan"),
          ("relay", "ppmid.relay.core", "Relay"),
          ("link", "ppmid.mqtt.link", "Link"))
 PROBES = (("ppmid.mqtt.intake", "Intake", "handle"),
-          ("ppmid.envelope", None, "lift_gbcs"),
+          ("ppmid.envelope", None, "lift_gbcs_in_place"),
           ("ppmid.envelope", None, "from_json_obj"),
           ("ppmid.relay.core", "Relay", "_accept"),
           ("ppmid.gbcs.validate", "Validator", "check"),
