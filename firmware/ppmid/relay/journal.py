@@ -88,21 +88,30 @@ def response_key(originator, recipient, counter):
     return bytes(originator) + bytes(recipient) + bytes(counter)
 
 
-def _frame(rtype, payload_parts):
+def _put(f, rtype, parts):
+    """Write one framed record to f part by part (a command's record is not first copied
+    into one more buffer as large as the command); returns its length."""
     n = 0
-    for p in payload_parts:
+    for p in parts:
         n += len(p)
     if n > 0xFFFF:
         raise JournalError(E_JOURNAL, "record of %d bytes is too large" % n)
     head = bytes((_SYNC, rtype, n >> 8, n & 0xFF))
     crc = binascii.crc32(head[1:])
-    for p in payload_parts:
+    f.write(head)
+    for p in parts:
         crc = binascii.crc32(p, crc)
-    out = bytearray(head)
-    for p in payload_parts:
-        out += p
-    out += struct.pack(">I", crc & 0xFFFFFFFF)
-    return out
+        f.write(p)
+    f.write(struct.pack(">I", crc & 0xFFFFFFFF))
+    return n + _HEAD + _TAIL
+
+
+def _frame(rtype, parts):
+    # one record as bytes (tests build foreign files with it)
+    import io
+    f = io.BytesIO()
+    _put(f, rtype, parts)
+    return f.getvalue()
 
 
 def _exists(path):
@@ -275,21 +284,21 @@ class Journal:
             self._f.seek(0, 2)
         return self._f
 
-    def _write(self, rec, sync):
-        """Append one framed record; with sync, it and every lazy record before it are
-        durable once this returns. Returns its offset."""
+    def _write(self, rtype, parts, sync):
+        """Append one record; with sync, it and every lazy record before it are durable
+        once this returns. Returns its offset."""
         f = self._handle()
         f.seek(0, 2)
         off = self.size
-        f.write(rec)
+        n = _put(f, rtype, parts)
         if sync:
             f.flush()  # LittleFS: lfs_file_sync
             self.syncs += 1
             self.lazy = 0
         else:
             self.lazy += 1
-        self.size += len(rec)
-        self.bytes_written += len(rec)
+        self.size += n
+        self.bytes_written += n
         self.appends += 1
         return off
 
@@ -312,7 +321,7 @@ class Journal:
                     raise JournalError(E_BUSY, "journal full (%d bytes live): try later" % self.size)
                 # finishing records of accepted commands are never refused; the reserve
                 # kept back from new commands is what makes this bounded
-        return self._write(_frame(rtype, parts), sync) + _HEAD
+        return self._write(rtype, parts, sync) + _HEAD
 
     def accept(self, id, via, expires, accepted_at, target, originator, counter, gbcs):
         """Journal a new command. Raises JournalError(E_BUSY) when the index or the file
@@ -415,13 +424,9 @@ class Journal:
         out = open(self.tmp_path, "wb")
         written = 0
         try:
-            rec = _frame(T_HEADER, (MAGIC, struct.pack(">I", self.next_seq)))
-            out.write(rec)
-            written += len(rec)
+            written += _put(out, T_HEADER, (MAGIC, struct.pack(">I", self.next_seq)))
             for key in self.counters:
-                rec = _frame(T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", self.counters[key])))
-                out.write(rec)
-                written += len(rec)
+                written += _put(out, T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", self.counters[key])))
             moves = []
             for e in entries:
                 body = b""
@@ -433,31 +438,28 @@ class Journal:
                 idb = e.id.encode()
                 fixed = struct.pack(_ACCEPT_FMT, e.seq, NO_EXPIRY if e.expires is None else e.expires,
                                     e.accepted_at, VIAS.index(e.via) if e.via in VIAS else 0, len(idb))
-                rec = _frame(T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, body))
                 body_off = written + _HEAD + _ACCEPT_FIXED + len(idb) + 24
-                out.write(rec)
-                written += len(rec)
+                written += _put(out, T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, body))
                 rsp_off = 0
                 if e.state == SENDING:
-                    rec = _frame(T_SENDING, (struct.pack(">IIH", e.seq, e.deadline, min(e.retries, 0xFFFF)),))
+                    rec = (T_SENDING, (struct.pack(">IIH", e.seq, e.deadline, min(e.retries, 0xFFFF)),))
                 elif e.state == QUEUED and e.retries:
-                    rec = _frame(T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
+                    rec = (T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
                 elif e.state == ANSWERED:
                     rsp = b""
                     if e.rsp_len:
                         src.seek(e.rsp_off)
                         rsp = src.read(e.rsp_len)
-                    rec = _frame(T_RESPONSE, (struct.pack(">IB", e.seq, 1 if e.late else 0), rsp))
+                    rec = (T_RESPONSE, (struct.pack(">IB", e.seq, 1 if e.late else 0), rsp))
                     rsp_off = written + _HEAD + 5
                 elif e.state == TIMED_OUT:
-                    rec = _frame(T_TIMEOUT, (struct.pack(">II", e.seq, e.late_until),))
+                    rec = (T_TIMEOUT, (struct.pack(">II", e.seq, e.late_until),))
                 elif e.state == FAILED:
-                    rec = _frame(T_FAILED, (struct.pack(">I", e.seq), (e.error or "E_FAILED").encode()))
+                    rec = (T_FAILED, (struct.pack(">I", e.seq), (e.error or "E_FAILED").encode()))
                 else:
                     rec = None
                 if rec is not None:
-                    out.write(rec)
-                    written += len(rec)
+                    written += _put(out, rec[0], rec[1])
                 moves.append((e, body_off, rsp_off))
             out.flush()
         finally:
