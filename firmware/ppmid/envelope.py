@@ -15,7 +15,7 @@ from ppmid.errors import PpmidError, E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_TOO_
 DOMAIN = b"ppmid-cmd-v1"
 ID_MAX = const(32)
 MAC_LEN = const(32)
-BINARY_VERSION = const(1)
+_BINARY_VERSION = const(1)
 _FLAG_EXPIRES = const(0x01)
 _BLOCK = const(64)  # SHA-256 block size, for HMAC
 
@@ -294,7 +294,7 @@ def from_binary(buf, max_gbcs):
     n = len(mv)
     if n < 3:
         raise EnvelopeError(E_ENVELOPE, "binary envelope truncated (%d bytes)" % n)
-    if mv[0] != BINARY_VERSION:
+    if mv[0] != _BINARY_VERSION:
         raise EnvelopeError(E_ENVELOPE, "binary envelope version %d not supported" % mv[0])
     flags = mv[1]
     if flags & ~_FLAG_EXPIRES:
@@ -330,7 +330,7 @@ def from_binary(buf, max_gbcs):
 def to_binary(env):
     id = env.id.encode()
     flags = _FLAG_EXPIRES if env.expires is not None else 0
-    out = bytearray((BINARY_VERSION, flags, len(id)))
+    out = bytearray((_BINARY_VERSION, flags, len(id)))
     out += id
     if env.expires is not None:
         out += struct.pack(">I", env.expires)

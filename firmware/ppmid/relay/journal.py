@@ -20,18 +20,18 @@ MAGIC = b"PPMIDJ1"
 _SYNC = const(0xA7)
 _HEAD = const(4)
 _TAIL = const(4)
-NO_EXPIRY = const(0xFFFFFFFF)
+_NO_EXPIRY = const(0xFFFFFFFF)
 
 # record types
 T_HEADER = const(0x48)    # 'H' magic, next sequence number
-T_ACCEPT = const(0x41)    # 'A' a command accepted (carries the GBCS body)
-T_SENDING = const(0x53)   # 'S' about to hand the bytes to the HAN link (never resent after)
-T_UNSENT = const(0x55)    # 'U' the HAN link refused before taking the bytes: back to the queue
-T_RESPONSE = const(0x52)  # 'R' correlated response (carries its GBCS body)
-T_TIMEOUT = const(0x54)   # 'T' response budget exceeded
-T_FAILED = const(0x46)    # 'F' ended without a response (code)
-T_DONE = const(0x44)      # 'D' final status acknowledged by the broker: forget the command
-T_COUNTER = const(0x43)   # 'C' anti-replay counter key -> value
+_T_ACCEPT = const(0x41)    # 'A' a command accepted (carries the GBCS body)
+_T_SENDING = const(0x53)   # 'S' about to hand the bytes to the HAN link (never resent after)
+_T_UNSENT = const(0x55)    # 'U' the HAN link refused before taking the bytes: back to the queue
+_T_RESPONSE = const(0x52)  # 'R' correlated response (carries its GBCS body)
+_T_TIMEOUT = const(0x54)   # 'T' response budget exceeded
+_T_FAILED = const(0x46)    # 'F' ended without a response (code)
+_T_DONE = const(0x44)      # 'D' final status acknowledged by the broker: forget the command
+_T_COUNTER = const(0x43)   # 'C' anti-replay counter key -> value
 
 # command states (Entry.state)
 QUEUED = const(0)
@@ -220,7 +220,7 @@ class Journal:
             if seq > self.next_seq:
                 self.next_seq = seq
             return
-        if rtype == T_COUNTER:
+        if rtype == _T_COUNTER:
             kl = p[0]
             key = bytes(p[1:1 + kl])
             v = struct.unpack_from(">Q", p, 1 + kl)[0]
@@ -228,13 +228,13 @@ class Journal:
                 self.counters[key] = v
             return
         seq = struct.unpack_from(">I", p, 0)[0]
-        if rtype == T_ACCEPT:
+        if rtype == _T_ACCEPT:
             seq, exp, at, via, il = struct.unpack_from(_ACCEPT_FMT, p, 0)
             pos = _ACCEPT_FIXED
             id = str(bytes(p[pos:pos + il]), "ascii")
             pos += il
             e = Entry(seq, id, VIAS[via] if via < len(VIAS) else "mqtt",
-                      None if exp == NO_EXPIRY else exp, at,
+                      None if exp == _NO_EXPIRY else exp, at,
                       bytes(p[pos:pos + 8]), bytes(p[pos + 8:pos + 16]), bytes(p[pos + 16:pos + 24]))
             pos += 24
             e.body_off = off + pos
@@ -246,26 +246,26 @@ class Journal:
         e = self.live.get(seq)
         if e is None:
             return  # a record about a command already done (or compacted away)
-        if rtype == T_SENDING:
+        if rtype == _T_SENDING:
             e.state = SENDING
             e.deadline = struct.unpack_from(">I", p, 4)[0]
             if len(p) >= 10:
                 e.retries = struct.unpack_from(">H", p, 8)[0]
-        elif rtype == T_UNSENT:
+        elif rtype == _T_UNSENT:
             e.state = QUEUED
             e.retries = struct.unpack_from(">H", p, 4)[0]
-        elif rtype == T_RESPONSE:
+        elif rtype == _T_RESPONSE:
             e.state = ANSWERED
             e.late = bool(p[4])
             e.rsp_off = off + 5
             e.rsp_len = len(p) - 5
-        elif rtype == T_TIMEOUT:
+        elif rtype == _T_TIMEOUT:
             e.state = TIMED_OUT
             e.late_until = struct.unpack_from(">I", p, 4)[0]
-        elif rtype == T_FAILED:
+        elif rtype == _T_FAILED:
             e.state = FAILED
             e.error = str(bytes(p[4:]), "ascii")
-        elif rtype == T_DONE:
+        elif rtype == _T_DONE:
             self._unindex(e)
 
     def _index(self, e):
@@ -330,10 +330,10 @@ class Journal:
             raise JournalError(E_BUSY, "%d commands in hand already: try later" % len(self.live))
         idb = id.encode()
         seq = self.next_seq
-        fixed = struct.pack(_ACCEPT_FMT, seq, NO_EXPIRY if expires is None else expires,
+        fixed = struct.pack(_ACCEPT_FMT, seq, _NO_EXPIRY if expires is None else expires,
                             accepted_at, VIAS.index(via) if via in VIAS else 0, len(idb))
         e = Entry(seq, id, via, expires, accepted_at, bytes(target), bytes(originator), bytes(counter))
-        pay = self._append(T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, gbcs), True)
+        pay = self._append(_T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, gbcs), True)
         e.body_off = pay + _ACCEPT_FIXED + len(idb) + 24
         e.body_len = len(gbcs)
         self.next_seq = seq + 1
@@ -341,17 +341,17 @@ class Journal:
         return e
 
     def sending(self, e, deadline):
-        self._append(T_SENDING, (struct.pack(">IIH", e.seq, deadline, min(e.retries, 0xFFFF)),))
+        self._append(_T_SENDING, (struct.pack(">IIH", e.seq, deadline, min(e.retries, 0xFFFF)),))
         e.state = SENDING
         e.deadline = deadline
 
     def unsent(self, e):
         e.retries += 1
-        self._append(T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
+        self._append(_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
         e.state = QUEUED
 
     def response(self, e, gbcs, late):
-        pay = self._append(T_RESPONSE, (struct.pack(">IB", e.seq, 1 if late else 0), gbcs))
+        pay = self._append(_T_RESPONSE, (struct.pack(">IB", e.seq, 1 if late else 0), gbcs))
         e.state = ANSWERED
         e.late = late
         e.rsp_off = pay + 5
@@ -362,19 +362,19 @@ class Journal:
     # again, a final status published again (receivers dedupe by id), a counter that
     # recovery commits again from the live command's accept record.
     def timeout(self, e, late_until):
-        self._append(T_TIMEOUT, (struct.pack(">II", e.seq, late_until),), sync=False)
+        self._append(_T_TIMEOUT, (struct.pack(">II", e.seq, late_until),), sync=False)
         e.state = TIMED_OUT
         e.late_until = late_until
 
     def failed(self, e, code):
-        self._append(T_FAILED, (struct.pack(">I", e.seq), code.encode()))
+        self._append(_T_FAILED, (struct.pack(">I", e.seq), code.encode()))
         e.state = FAILED
         e.error = code
 
     def done(self, e):
         if e.seq not in self.live:
             return
-        self._append(T_DONE, (struct.pack(">I", e.seq),), sync=False)
+        self._append(_T_DONE, (struct.pack(">I", e.seq),), sync=False)
         self._unindex(e)
 
     def put_counter(self, key, value):
@@ -383,7 +383,7 @@ class Journal:
         key = bytes(key)
         if len(key) > 255:
             raise JournalError(E_JOURNAL, "counter key too long")
-        self._append(T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", value)), sync=False)
+        self._append(_T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", value)), sync=False)
         self.counters[key] = value
 
     def get_counter(self, key):
@@ -426,7 +426,7 @@ class Journal:
         try:
             written += _put(out, T_HEADER, (MAGIC, struct.pack(">I", self.next_seq)))
             for key in self.counters:
-                written += _put(out, T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", self.counters[key])))
+                written += _put(out, _T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", self.counters[key])))
             moves = []
             for e in entries:
                 body = b""
@@ -436,26 +436,26 @@ class Journal:
                     if len(body) != e.body_len:
                         raise JournalError(E_JOURNAL, "journal short read during compaction")
                 idb = e.id.encode()
-                fixed = struct.pack(_ACCEPT_FMT, e.seq, NO_EXPIRY if e.expires is None else e.expires,
+                fixed = struct.pack(_ACCEPT_FMT, e.seq, _NO_EXPIRY if e.expires is None else e.expires,
                                     e.accepted_at, VIAS.index(e.via) if e.via in VIAS else 0, len(idb))
                 body_off = written + _HEAD + _ACCEPT_FIXED + len(idb) + 24
-                written += _put(out, T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, body))
+                written += _put(out, _T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, body))
                 rsp_off = 0
                 if e.state == SENDING:
-                    rec = (T_SENDING, (struct.pack(">IIH", e.seq, e.deadline, min(e.retries, 0xFFFF)),))
+                    rec = (_T_SENDING, (struct.pack(">IIH", e.seq, e.deadline, min(e.retries, 0xFFFF)),))
                 elif e.state == QUEUED and e.retries:
-                    rec = (T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
+                    rec = (_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
                 elif e.state == ANSWERED:
                     rsp = b""
                     if e.rsp_len:
                         src.seek(e.rsp_off)
                         rsp = src.read(e.rsp_len)
-                    rec = (T_RESPONSE, (struct.pack(">IB", e.seq, 1 if e.late else 0), rsp))
+                    rec = (_T_RESPONSE, (struct.pack(">IB", e.seq, 1 if e.late else 0), rsp))
                     rsp_off = written + _HEAD + 5
                 elif e.state == TIMED_OUT:
-                    rec = (T_TIMEOUT, (struct.pack(">II", e.seq, e.late_until),))
+                    rec = (_T_TIMEOUT, (struct.pack(">II", e.seq, e.late_until),))
                 elif e.state == FAILED:
-                    rec = (T_FAILED, (struct.pack(">I", e.seq), (e.error or "E_FAILED").encode()))
+                    rec = (_T_FAILED, (struct.pack(">I", e.seq), (e.error or "E_FAILED").encode()))
                 else:
                     rec = None
                 if rec is not None:
