@@ -50,7 +50,7 @@ PROBES = (("ppmid.mqtt.intake", "Intake", "handle"),
           ("ppmid.relay.core", "Relay", "_send"),
           ("ppmid.zigbee.han", "ZigbeeHan", "send"),
           ("ppmid.zigbee.han", "ZigbeeHan", "_send_message"),
-          ("ppmid.gbcs.gbt", None, "split_for_transfer"),
+          ("ppmid.gbcs.gbt", None, "blocks_for_transfer"),
           ("ppmid.zigbee.tunnel", "TunnelServer", "outgoing"))
 NFC_PREFIX = "ppmid.nfc"
 # What a figure may be off by: every await through node leaves small proxy objects in the
