@@ -23,8 +23,8 @@ PEAK_GOAL = 110 * KB      # the app with MQTT + Zigbee during a 4 KB command (is
 NFC_GOAL = 25 * KB        # what NFC may add
 # The app's heap need that `ppmid deploy` compares a board's heap with (host_tools.deploy).
 APP_HEAP_JSON = os.path.join(os.path.dirname(HERE), "boards", "app_heap.json")
-ESP32_NOTE = ("webassembly MicroPython %s (32-bit), .mpy from mpy-cross without -march; live heap "
-              "(collected) above the gauge's own harness" % G.PACKAGE_VERSION)
+ESP32_NOTE = ("webassembly MicroPython %s (32-bit), .mpy from mpy-cross %s without -march; live heap "
+              "(collected) above the gauge's own harness" % (G.PACKAGE_VERSION, " ".join(G.MPY_OPTS)))
 
 
 def _kb(n):

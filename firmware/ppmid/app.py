@@ -5,11 +5,14 @@
 # stays up, links down, for re-provisioning: docs/config.md).
 #
 # Memory: on the emulated board the whole firmware's bytecode lives in the heap (an ESP32
-# image freezes it into flash instead; docs/emulate.md). Modules are imported here, inside run(), one subsystem at a time with a
-# gc.collect() in between, so their compile/load garbage never piles up; the NFC service is
-# imported only when the board has a reader and it answers at boot. A heap task watches
-# the free heap and prints `PPMID heap: free=N min=N` (live heap, after a collect) when
-# the minimum moves (host tools report it).
+# image freezes it into flash instead; docs/emulate.md). The start-up is in ppmid.boot,
+# which imports one subsystem at a time with a gc.collect() in between (their load garbage
+# never piles up) and is dropped with the other boot-only modules once everything runs:
+# what stays here is what the running gateway uses, including the closures it keeps (the
+# link's info, the relay's link checks, the SNTP hook), which must not come from boot.py
+# (a function holds its module's globals, so one would keep all of boot.py alive). A
+# heap task watches the free heap and prints `PPMID heap: free=N min=N` (live heap, after
+# a collect) when the minimum moves (host tools report it).
 import gc
 
 import asyncio
@@ -34,12 +37,6 @@ def banner(board):
 def status(text):
     # one console line per lifecycle change; host tools grep for "PPMID status: "
     print("PPMID status: " + text)
-
-
-def _mark(board, stage):
-    # boot heap trace: free heap after each subsystem (docs/emulate.md)
-    gc.collect()
-    print("PPMID boot: %s free=%d" % (stage, board.mem_free()))
 
 
 def _sample_heap(board):
@@ -91,129 +88,13 @@ async def _idle(board, wdt):
         await asyncio.sleep(FEED_INTERVAL_S)
 
 
-def _load_config(board):
-    """(cfg, envelope_key) or raise ConfigError."""
-    from ppmid import config
-    root = board.fs_root.rstrip("/")
-    cfg = config.load(root + "/config.json")
-    from ppmid.mqtt.link import load_credentials
-    creds = load_credentials(root)
-    return cfg, creds
+def _is(obj, attr, value):
+    # a link check for the relay: is obj.attr value now?
+    return lambda: getattr(obj, attr) == value
 
 
-def _start_sntp(board, cfg, clock, link):
-    """The SNTP client task, when Wi-Fi is configured and servers are named (the module is
-    not even imported otherwise). Each sync republishes the info (clock, clock_synced_at)."""
-    s = cfg["sntp"]
-    if not (cfg.get("wifi") or {}).get("ssid") or not s["servers"]:
-        print("PPMID clock: %s, no sntp" % clock.source)
-        return
-    from ppmid.sntp import SntpClient
-    gc.collect()
-
-    async def synced():
-        if link is not None and link.client.state == "online":
-            await link.republish_info()
-
-    print("PPMID clock: %s, sntp from %s" % (clock.source, ", ".join(s["servers"])))
-    asyncio.create_task(SntpClient(s, clock, board.set_time, wlan=board.wlan, log=print,
-                                   on_set=synced).run())
-
-
-def _nfc_driver(board):
-    """A PN532 driver on the bus the board names (the transport modules only), or None."""
-    spec = board.info.get("nfc") if isinstance(board.info, dict) else None
-    bus = (spec or {}).get("bus")
-    if bus == "uart":
-        from ppmid.nfc.pn532 import PN532
-        from ppmid.nfc.hsu import HsuTransport
-        r, w = board.nfc_uart().streams()
-        return PN532(HsuTransport(r, w))
-    if bus == "i2c":
-        from ppmid.nfc.pn532 import PN532
-        from ppmid.nfc.i2c import I2cTransport
-        return PN532(I2cTransport(board.nfc_i2c(), spec.get("address", 0x24)))
-    return None
-
-
-def _unload(prefix):
-    # drop modules nobody uses any more, so that their code is collected
-    import sys
-    for name in list(sys.modules):
-        if name.startswith(prefix):
-            del sys.modules[name]
-    gc.collect()
-
-
-async def _nfc(board, cfg, relay):
-    """The NFC polling service when the board has a reader and it answers at boot, else
-    None. The service and the phone/tag code (~45 KB of heap on the emulated board) are
-    imported only then: a board whose reader is absent or dead does not pay for them."""
-    from ppmid.errors import PpmidError
-    try:
-        drv = _nfc_driver(board)
-        if drv is None:
-            return None, "none"
-        try:
-            ver = await drv.begin()
-        except PpmidError as exc:
-            drv = None
-            _unload("ppmid.nfc")
-            return None, "absent (%s)" % (exc.code,)
-        from ppmid.nfc import service
-        svc = service.NfcService(drv, relay, max_gbcs=cfg["limits"]["max_gbcs"], log=print,
-                                 **service.settings(cfg))
-        svc.version = ver
-        svc.ready = True
-        return svc, "PN532 v%d.%d" % (ver[1], ver[2])
-    except PpmidError as exc:
-        _unload("ppmid.nfc")
-        return None, "error (%s)" % (exc,)
-
-
-async def run(board):
-    from ppmid.errors import PpmidError
-    _mark(board, "start")
-    try:
-        cfg, creds = _load_config(board)
-    except PpmidError as exc:  # ConfigError (E_CONFIG)
-        status("config-error: %s" % (exc.message,))
-        wdt = board.wdt(WDT_TIMEOUT_MS)
-        banner(board)
-        await _idle(board, wdt)
-        return
-    _mark(board, "config")
-
-    # the relay core and its journal (recovery reads the journal before anything starts)
-    from ppmid.relay.journal import Journal
-    from ppmid.relay.counters import JournalCounterStore
-    gc.collect()
-    from ppmid.relay.core import Relay
-    from ppmid.clock import Clock
-    gc.collect()
-    from ppmid.gbcs import Validator
-    gc.collect()
-    journal = Journal(board.fs_root.rstrip("/") + "/relay")
-    journal.open()
-    validator = Validator(cfg, JournalCounterStore(journal))
-    _mark(board, "relay")
-
-    from ppmid.zigbee.han import ZigbeeHan
-    gc.collect()
-    r, w = board.zigbee_uart().streams()
-    han = ZigbeeHan(r, w, cfg, log=print)
-    eui = cfg["gateway"]
-    # the board's clock: on the ESP32 (and the emulated board) it counts from 2000 and is
-    # unset after a power cut until SNTP sets it; "rtc" when it was kept across a reset
-    clock = Clock(board.time, board.clock_source())
-    relay = Relay(cfg, journal, validator, han, None, clock, creds[3],
-                  wdt=board.wdt(WDT_TIMEOUT_MS),   # fed by the relay, only while healthy
-                  link_checks=[("han", lambda: han.status == "running", 600)])
-    _mark(board, "han")
-
-    from ppmid.mqtt.link import Link
-    gc.collect()
-
+def _info(board, relay, han, clock):
+    # the link's info payload (docs/mqtt.md): the relay's, and what only the app knows
     def info():
         d = relay.info()
         d["fw"] = VERSION
@@ -225,41 +106,30 @@ async def run(board):
         d["clock"] = clock.source
         d["clock_synced_at"] = clock.synced_at
         return d
+    return info
 
-    try:
-        link = Link(cfg, relay.accept, root=board.fs_root.rstrip("/"), track=board.wlan.track,
-                    wlan=board.wlan, log=print, info=info, credentials=creds)
-    except PpmidError as exc:  # unusable certificates: no MQTT, the HAN and NFC still work
-        status("config-error: %s" % (exc.message,))
-        link = None
-    creds = None
-    if link is not None:
-        relay.publisher = link.client
-        relay.link_checks.append(("mqtt", lambda: link.client.state == "online", 1800))
-    _mark(board, "mqtt")
 
-    wifi = cfg.get("wifi") or {}
-    try:
-        board.wlan.active(True)
-        board.wlan.connect(wifi.get("ssid") or "", wifi.get("password") or "")
-    except OSError as exc:
-        print("PPMID wifi: connect failed: %r" % (exc,))
+def _republisher(link):
+    # the SNTP client's hook: each sync republishes the info (clock, clock_synced_at)
+    async def synced():
+        if link is not None and link.client.state == "online":
+            await link.republish_info()
+    return synced
 
-    relay.recover()
-    await han.start()
-    relay.start()
-    if link is not None:
-        asyncio.create_task(link.run())
-    _start_sntp(board, cfg, clock, link)
-    _mark(board, "started")
 
-    nfc, nfc_state = await _nfc(board, cfg, relay)
-    if nfc is not None:
-        asyncio.create_task(nfc.run())
-    _mark(board, "nfc")
+async def run(board):
+    from ppmid import boot
+    started = await boot.start(board)
+    boot.drop()  # the start-up code and the boot-only modules (ppmid.boot.BOOT_ONLY)
+    boot = None
+    if started is None:  # no usable config: stay up for re-provisioning
+        wdt = board.wdt(WDT_TIMEOUT_MS)
+        banner(board)
+        await _idle(board, wdt)
+        return
+    journal, text = started
     _sample_heap(board)
-    status("running: gateway=%s han=%s mqtt=%s nfc=%s" % (
-        eui, han.status, "on" if link is not None else "off", nfc_state))
+    status(text)
     banner(board)
     print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
     await _heap_task(board, journal)

@@ -1,9 +1,9 @@
 # Gateway configuration: one dict of defaults, overlaid by /config.json from flash (written
 # by `ppmid provision`), validated up front so that a bad config stops the links with a
 # clear status instead of failing later. Schema and files: docs/config.md.
-from ppmid.errors import PpmidError
-
-E_CONFIG = "E_CONFIG"
+# Boot-only: the app validates the config, keeps the plain dict and drops this module
+# (app._unload), so nothing that runs later may hold a name from here.
+from ppmid.errors import ConfigError, E_CONFIG  # noqa: F401  (ConfigError: importers use this name)
 
 DEVICE_TYPES = ("ESME", "GSME", "GPF", "CHF", "PPMID", "HCALCS", "IHD")
 
@@ -32,11 +32,6 @@ DEFAULTS = {
     "sntp": {"servers": ["pool.ntp.org"], "port": 123, "timeout_ms": 2000, "retry_s": 2,
              "retry_max_s": 300, "resync_s": 3600},
 }
-
-
-class ConfigError(PpmidError):
-    def __init__(self, message):
-        super().__init__(E_CONFIG, message)
 
 
 def _merge(base, over):

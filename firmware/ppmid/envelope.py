@@ -15,7 +15,7 @@ from ppmid.errors import PpmidError, E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_TOO_
 DOMAIN = b"ppmid-cmd-v1"
 ID_MAX = const(32)
 MAC_LEN = const(32)
-BINARY_VERSION = const(1)
+_BINARY_VERSION = const(1)
 _FLAG_EXPIRES = const(0x01)
 _BLOCK = const(64)  # SHA-256 block size, for HMAC
 
@@ -179,13 +179,36 @@ _B64_CHUNK = 512  # base64 characters decoded at a time (384 bytes: a small allo
 
 def lift_gbcs(buf, out):
     """Decode the top-level "gbcs" base64 string of the MQTT JSON command in `buf` straight
-    into `out` (a bytearray the intake allocated once) and return (n, rest): n bytes
+    into `out` (a bytearray) and return (n, rest): n bytes
     decoded, and the JSON again with "gbcs": "" (only the small fields: id, mac,
     expires). json.loads on the whole message would build a string as large as the
     command; on a long-running board the heap may no longer hold one in one piece, though
     there is plenty free in all. Returns None when buf has no plain top-level "gbcs"
     string (the caller parses it as usual and says what is wrong). Raises EnvelopeError:
     E_TOO_LARGE when it does not fit `out`, E_ENVELOPE when it is not base64."""
+    i = _gbcs_value(buf)
+    return None if i is None else _lift_value(memoryview(buf), i, out, 0, len(out))
+
+
+def lift_gbcs_in_place(buf, max_gbcs):
+    """lift_gbcs without a second buffer: the bytes are decoded over their own base64 text
+    in `buf` (writable; 3 bytes land behind every 4 characters read, so nothing unread is
+    overwritten). Returns (gbcs, rest), gbcs a memoryview into buf, or None as lift_gbcs.
+    The MQTT intake uses it on the client's receive buffer: the command is then held once,
+    not once as JSON and again decoded (8 KB kept for it at max_gbcs 8192). Nothing is
+    written before every check passed, so a refused message is left as it came."""
+    i = _gbcs_value(buf)
+    if i is None:
+        return None
+    mv = memoryview(buf)
+    got = _lift_value(mv, i, mv, -1, max_gbcs)
+    if got is None:
+        return None
+    return mv[got[2]:got[2] + got[0]], got[1]
+
+
+def _gbcs_value(buf):
+    # index just after the top-level "gbcs" key's closing quote, or None
     mv = memoryview(buf)
     n = len(mv)
     i = 0
@@ -200,7 +223,7 @@ def lift_gbcs(buf, out):
             if j >= n:
                 return None
             if depth == 1 and key and j - i == 5 and bytes(mv[i + 1:j]) == b"gbcs":
-                return _lift_value(mv, j + 1, out)
+                return j + 1
             key = False
             i = j + 1
             continue
@@ -215,7 +238,9 @@ def lift_gbcs(buf, out):
     return None
 
 
-def _lift_value(mv, i, out):
+def _lift_value(mv, i, out, at, room):
+    # decode the string value after the key at i into out[at:] (at -1: over the base64
+    # text itself, in mv); (n, rest) or (n, rest, where) for at -1
     n = len(mv)
     while i < n and mv[i] in b" \t\r\n":
         i += 1
@@ -231,21 +256,24 @@ def _lift_value(mv, i, out):
     if j >= n or mv[j] != _QUOTE:
         return None  # unterminated, or an escape: let json.loads and the checks say what it is
     k = j - q0 - 1
-    if k > 4 * ((len(out) + 2) // 3):
-        raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % len(out))
+    if k > 4 * ((room + 2) // 3) or k // 4 * 3 - pad > room:
+        raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % room)
     if k % 4 or pad > 2:
         raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (length %d)" % k)
-    got = 0
+    # the rest first: in place, the decoded bytes go over the base64 text, not around it
+    rest = bytes(mv[:q0]) + b'""' + bytes(mv[j + 1:])
+    start = q0 + 1 if at < 0 else at
+    got = start
     s = q0 + 1
     while s < j:
         e = s + _B64_CHUNK if s + _B64_CHUNK < j else j
         piece = binascii.a2b_base64(mv[s:e])
-        if got + len(piece) > len(out):
-            raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % len(out))
         out[got:got + len(piece)] = piece
         got += len(piece)
         s = e
-    return got, bytes(mv[:q0]) + b'""' + bytes(mv[j + 1:])
+    if at < 0:
+        return got - start, rest, start
+    return got - start, rest
 
 
 def from_json(payload, max_gbcs):
@@ -266,7 +294,7 @@ def from_binary(buf, max_gbcs):
     n = len(mv)
     if n < 3:
         raise EnvelopeError(E_ENVELOPE, "binary envelope truncated (%d bytes)" % n)
-    if mv[0] != BINARY_VERSION:
+    if mv[0] != _BINARY_VERSION:
         raise EnvelopeError(E_ENVELOPE, "binary envelope version %d not supported" % mv[0])
     flags = mv[1]
     if flags & ~_FLAG_EXPIRES:
@@ -302,7 +330,7 @@ def from_binary(buf, max_gbcs):
 def to_binary(env):
     id = env.id.encode()
     flags = _FLAG_EXPIRES if env.expires is not None else 0
-    out = bytearray((BINARY_VERSION, flags, len(id)))
+    out = bytearray((_BINARY_VERSION, flags, len(id)))
     out += id
     if env.expires is not None:
         out += struct.pack(">I", env.expires)

@@ -41,3 +41,14 @@ class PpmidError(Exception):
 
     def as_dict(self):
         return {"code": self.code, "message": self.message}
+
+
+# config (ppmid.config, at boot) -> app / MQTT link (certificates) / NFC settings. Here, not in
+# config.py, so that the app can drop config.py's code once the config is validated: a
+# class defined there would keep that whole module alive (its methods hold its globals).
+E_CONFIG = "E_CONFIG"
+
+
+class ConfigError(PpmidError):
+    def __init__(self, message):
+        super().__init__(E_CONFIG, message)

@@ -9,9 +9,9 @@
 # never enters the arithmetic.
 #
 # The jump rule (docs/platform.md "Clock"): the first time a clock is set, or any
-# correction up to STEP_S, is applied at once; a reply more than STEP_S away from a clock
+# correction up to _STEP_S, is applied at once; a reply more than _STEP_S away from a clock
 # that is already set is held and applied only when the next reply (asked for after
-# retry_s, from the next server) agrees with it within AGREE_S. One stray or lying reply
+# retry_s, from the next server) agrees with it within _AGREE_S. One stray or lying reply
 # cannot move a set clock.
 from micropython import const
 import struct
@@ -24,8 +24,8 @@ _ERA1 = const(2085978496)          # 2**32 - _NTP_UNIX: NTP era 1 starts 2036-02
 _UNIX_MIN = const(1704067200)      # 2024-01-01: a server earlier than this is broken
 _POLL_MS = const(20)               # how often a query looks for its reply
 _EAGAIN = const(11)                # EAGAIN on Linux and lwIP: nothing received yet
-STEP_S = const(30)
-AGREE_S = const(2)
+_STEP_S = const(30)
+_AGREE_S = const(2)
 
 
 class SntpError(Exception):
@@ -153,9 +153,9 @@ class SntpClient:
         """Set the clock from a reply, under the jump rule. True when it was set."""
         c = self.clock
         step = unix - c.time()
-        if c.is_set() and (step > STEP_S or step < -STEP_S):
+        if c.is_set() and (step > _STEP_S or step < -_STEP_S):
             h = self.held
-            if h is None or abs(unix - h[0] - c.diff(c.ms(), h[1]) // 1000) > AGREE_S:
+            if h is None or abs(unix - h[0] - c.diff(c.ms(), h[1]) // 1000) > _AGREE_S:
                 self.held = (unix, c.ms())
                 self.log("PPMID clock: sntp says %+d s from the %s clock: held until a second reply agrees"
                          % (step, c.source))

@@ -128,6 +128,25 @@ def test_lift_gbcs_gives_what_json_loads_gives():
         assert bytes(env.gbcs) == bytes(ref.gbcs) and env.mac == ref.mac
 
 
+def test_lift_gbcs_in_place_decodes_over_its_own_text():
+    import json
+    for size in (1, 2, 3, 383, 384, 385, 1000, 4096):
+        gbcs = bytes((i * 7 + size) & 0xFF for i in range(size))
+        text = _json(gbcs=gbcs, expires=77)
+        buf = bytearray(text.encode())
+        got, rest = envelope.lift_gbcs_in_place(buf, 4096)
+        assert bytes(got) == gbcs, size
+        obj = json.loads(rest)
+        assert obj["gbcs"] == "" and obj["id"] == "c1" and obj["expires"] == 77
+        envelope.from_json_obj(obj, 4096, got).verify(KEY, now=1)
+    # refused before anything is written: the message is left as it came
+    text = _json(gbcs=bytes(101))
+    buf = bytearray(text.encode())
+    assert _code(envelope.lift_gbcs_in_place, buf, 100) == "E_TOO_LARGE"
+    assert bytes(buf) == text.encode()
+    assert envelope.lift_gbcs_in_place(bytearray(b'{"id": "c1"}'), 100) is None
+
+
 def test_lift_gbcs_takes_only_the_top_level_key():
     import json
     b64 = binascii.b2a_base64(GBCS).strip().decode()

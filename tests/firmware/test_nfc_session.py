@@ -178,7 +178,7 @@ class _Board:
 
 def driver_for(board):
     """A PN532 on the bus the board definition names, None without a reader: the wiring
-    ppmid.app._nfc_driver does, kept here (with a refusal of an unknown bus) to check that
+    ppmid.boot._nfc_driver does, kept here (with a refusal of an unknown bus) to check that
     the transports take what a board hands out."""
     from ppmid.nfc.pn532 import PN532
     spec = board.info.get("nfc") or {}

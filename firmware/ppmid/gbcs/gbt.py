@@ -69,6 +69,11 @@ def split(message, block_data_size, window=1, security_control=0):
     """Split a DD00/DF message into GBT blocks of at most block_data_size data bytes each.
     Returns an iterator of bytes (one block at a time, so only one block is built at once);
     the routing header copies the message's own header. Checks happen before the first block."""
+    return _split(message, block_data_size, window, security_control)[1]
+
+
+def _split(message, block_data_size, window=1, security_control=0):
+    # (number of blocks, iterator of them)
     msg = decode(message)
     if msg.form == FORM_GBT:
         raise GbtError(E_GBT_NOT_BLOCK, "cannot split a GBT block; split the whole message")
@@ -79,7 +84,7 @@ def split(message, block_data_size, window=1, security_control=0):
     if count > 0xFFFF:
         raise GbtError(E_GBT_BLOCK_SIZE, "%d blocks needed: more than 65535" % count)
     prefix = _prefix(msg.cra, msg.counter, msg.originator, msg.recipient, msg.message_code)
-    return _blocks(prefix, msg.buf, block_data_size, count, window, security_control)
+    return count, _blocks(prefix, msg.buf, block_data_size, count, window, security_control)
 
 
 def _blocks(prefix, buf, size, count, window, security_control):
@@ -93,12 +98,20 @@ def split_for_transfer(message, transfer_size=DEFAULT_TRANSFER_SIZE):
     fit it."""
     if len(message) <= transfer_size:
         return [bytes(message)]
+    return blocks_for_transfer(message, transfer_size)[1]
+
+
+def blocks_for_transfer(message, transfer_size=DEFAULT_TRANSFER_SIZE):
+    """split_for_transfer for a sender that must know how many pieces there are before the
+    first goes out, but should hold only one at a time: (count, iterator)."""
+    if len(message) <= transfer_size:
+        return 1, iter((bytes(message),))
     size = transfer_size - block_overhead(transfer_size)
     if size < 1:
         raise GbtError(E_GBT_BLOCK_SIZE, "transfer size %d leaves no room for block data" % transfer_size)
     while size + 1 + block_overhead(size + 1) <= transfer_size:
         size += 1  # a smaller block may use a shorter length form
-    return split(message, size)
+    return _split(message, size)
 
 
 def build_ack(block, block_number=1, window=1):

@@ -28,8 +28,8 @@ TAG_GENERAL_CIPHERING = const(0xDD)
 TAG_GENERAL_SIGNING = const(0xDF)
 TAG_GBT = const(0xE0)
 MAC_LEN = const(12)
-SIGNATURE_LEN = const(64)
-DATE_TIME_LEN = const(12)
+_SIGNATURE_LEN = const(64)
+_DATE_TIME_LEN = const(12)
 
 # Stable error codes of the decoder (the validator adds its own: ppmid.gbcs.validate).
 E_TRUNCATED = "E_TRUNCATED"  # the buffer ends before a field it announces
@@ -110,7 +110,7 @@ def _transaction_and_titles(b, t, end, limit):
     if b[t + 19] != 8:
         _err(E_LENGTH, "recipient system title length must be 08, not %02X", b[t + 19])
     dtl = b[t + 28]
-    if dtl != 0 and dtl != DATE_TIME_LEN:
+    if dtl != 0 and dtl != _DATE_TIME_LEN:
         _err(E_LENGTH, "date-time length must be 00 or 0C, not %02X", dtl)
     pos = t + 29 + dtl
     if pos > end:
@@ -219,7 +219,7 @@ class Message:
         t = self._t
         if self.buf[t + 28] == 0:
             return None
-        return self.buf[t + 29:t + 29 + DATE_TIME_LEN]
+        return self.buf[t + 29:t + 29 + _DATE_TIME_LEN]
 
     @property
     def message_code(self):
@@ -378,7 +378,7 @@ def _general_signing(b, p, end, limit, form):
         _short(end, limit, "content")
     if pos < end:  # else: signature field absent, a pre-command
         sl = b[pos]
-        if sl != 0 and sl != SIGNATURE_LEN:
+        if sl != 0 and sl != _SIGNATURE_LEN:
             _err(E_LENGTH, "signature length must be 00 or 40, not %02X", sl)
         pos += 1 + sl
         if pos > end:

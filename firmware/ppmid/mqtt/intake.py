@@ -45,6 +45,14 @@ def _id_in(payload):
     return None
 
 
+def _writable(mv):
+    try:
+        mv[0:0] = b""
+        return True
+    except TypeError:
+        return False
+
+
 def _id_of(obj):
     # The id to echo in a rejection, when the command has a usable one.
     if isinstance(obj, dict):
@@ -64,9 +72,6 @@ class Intake:
         self.topics = topics or Topics(eui)
         self.accept = accept
         self.max_gbcs = max_gbcs
-        # The command's GBCS bytes are decoded into this buffer, allocated once while the
-        # heap is still in one piece (envelope.lift_gbcs); valid until the next message.
-        self._gbcs = bytearray(max_gbcs)
         self.stats = {"accepted": 0, "rejected": 0, "reject_drops": 0}
         client.subscribe(self.topics.cmd, 1)
         client.handler = self.handle
@@ -91,9 +96,15 @@ class Intake:
                 raise IntakeError(E_TOPIC, "commands are taken only on %s, not %s" % (self.topics.cmd, topic))
             gbcs = None
             try:
-                lifted = envelope.lift_gbcs(payload, self._gbcs)
+                # The command's GBCS bytes are decoded in place, over their base64 in the
+                # client's receive buffer (valid until the handler returns, as the command
+                # is journaled by then): no second buffer, no allocation as large as the
+                # command. A read-only payload (host tools, tests) is copied first.
+                if not _writable(payload):
+                    payload = memoryview(bytearray(payload))
+                lifted = envelope.lift_gbcs_in_place(payload, self.max_gbcs)
                 if lifted is not None:
-                    gbcs = memoryview(self._gbcs)[:lifted[0]]
+                    gbcs = lifted[0]
                     obj = json.loads(lifted[1])
                 else:
                     obj = json.loads(payload if _MP else bytes(payload))

@@ -3,7 +3,7 @@
 # intake on the cmd topic, and retained state/info published on every connect.
 import asyncio
 
-from ppmid.config import ConfigError
+from ppmid.errors import ConfigError
 from ppmid.mqtt.client import MQTTClient, tls_connector, ssl_context
 from ppmid.mqtt.contract import Topics, state_json, info_json
 from ppmid.mqtt.intake import Intake

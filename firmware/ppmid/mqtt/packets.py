@@ -19,7 +19,7 @@ PINGREQ = const(0xC0)
 PINGRESP = const(0xD0)
 DISCONNECT = const(0xE0)
 
-MAX_REMAINING = const(268435455)
+_MAX_REMAINING = const(268435455)
 SUBACK_FAILURE = const(0x80)
 
 PINGREQ_PACKET = b"\xc0\x00"
@@ -43,7 +43,7 @@ class PacketError(PpmidError):
 
 def encode_length(n):
     """Remaining Length (2.2.3): 7 bits per byte, high bit = more bytes follow."""
-    if n < 0 or n > MAX_REMAINING:
+    if n < 0 or n > _MAX_REMAINING:
         raise PacketError("remaining length %d out of range" % n)
     out = bytearray()
     while True:

@@ -4,7 +4,7 @@ from micropython import const
 from ppmid.nfc.errors import NfcError, E_NFC_PROTO
 
 SW_OK = const(0x9000)
-SW_NOT_FOUND = const(0x6A82)   # SELECT: no such application / file
+_SW_NOT_FOUND = const(0x6A82)   # SELECT: no such application / file
 
 
 async def transceive(drv, tg, apdu, out):

@@ -11,14 +11,14 @@ from micropython import const
 
 TFI_HOST = const(0xD4)   # host -> PN532
 TFI_CHIP = const(0xD5)   # PN532 -> host
-TFI_ERROR = const(0x7F)  # application-level error frame (syntax error)
+_TFI_ERROR = const(0x7F)  # application-level error frame (syntax error)
 
 ACK = b"\x00\x00\xff\x00\xff\x00"
 NACK = b"\x00\x00\xff\xff\x00\x00"
 ERROR = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
 
-NORMAL_MAX = const(255)   # LEN of a normal frame (TFI + data)
-OVERHEAD = const(10)      # worst case framing bytes around TFI+data (extended frame)
+_NORMAL_MAX = const(255)   # LEN of a normal frame (TFI + data)
+_OVERHEAD = const(10)      # worst case framing bytes around TFI+data (extended frame)
 
 # scan() results
 NEED_MORE = const(0)
@@ -33,7 +33,7 @@ KIND_TOO_LONG = const(7)   # LEN larger than the caller accepts
 
 def frame_size(n):
     """Bytes on the wire for a frame carrying `n` bytes of TFI + data."""
-    return n + (7 if n <= NORMAL_MAX else 10)
+    return n + (7 if n <= _NORMAL_MAX else 10)
 
 
 def encode(out, tfi, code, data=b"", data2=b""):
@@ -43,7 +43,7 @@ def encode(out, tfi, code, data=b"", data2=b""):
     out[0] = 0
     out[1] = 0
     out[2] = 0xFF
-    if n <= NORMAL_MAX:
+    if n <= _NORMAL_MAX:
         out[3] = n
         out[4] = (-n) & 0xFF
         p = 5
@@ -124,6 +124,6 @@ def scan(buf, n, max_len=0xFFFF):
             s += buf[j]
         if s & 0xFF:
             return KIND_BAD_DCS, off + ln + 1, off, ln
-        if ln == 1 and buf[off] == TFI_ERROR:
+        if ln == 1 and buf[off] == _TFI_ERROR:
             return KIND_ERROR, off + ln + 1, off, ln
         return KIND_FRAME, off + ln + 1, off, ln

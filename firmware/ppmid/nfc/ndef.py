@@ -10,13 +10,13 @@ MIME_CMD = b"application/vnd.ppmid.cmd"
 
 MB = const(0x80)
 ME = const(0x40)
-CF = const(0x20)
+_CF = const(0x20)
 SR = const(0x10)
 IL = const(0x08)
-TNF_EMPTY = const(0)
-TNF_MIME = const(2)
-TNF_UNCHANGED = const(6)
-TNF_RESERVED = const(7)
+_TNF_EMPTY = const(0)
+_TNF_MIME = const(2)
+_TNF_UNCHANGED = const(6)
+_TNF_RESERVED = const(7)
 
 
 def records(msg):
@@ -34,9 +34,9 @@ def records(msg):
         tnf = h & 0x07
         if first != bool(h & MB):
             raise NfcError(E_NDEF, "NDEF message-begin flag wrong at byte %d" % pos)
-        if h & CF:
+        if h & _CF:
             raise NfcError(E_NDEF, "chunked NDEF records are not supported")
-        if tnf in (TNF_UNCHANGED, TNF_RESERVED):
+        if tnf in (_TNF_UNCHANGED, _TNF_RESERVED):
             raise NfcError(E_NDEF, "NDEF record with TNF %d outside a chunk" % tnf)
         type_len = mv[pos + 1]
         p = pos + 2
@@ -54,7 +54,7 @@ def records(msg):
                 raise NfcError(E_NDEF, "NDEF id length truncated")
             id_len = mv[p]
             p += 1
-        if tnf == TNF_EMPTY and (type_len or plen or id_len):
+        if tnf == _TNF_EMPTY and (type_len or plen or id_len):
             raise NfcError(E_NDEF, "empty NDEF record with type, id or payload")
         end = p + type_len + id_len + plen
         if end > n:
@@ -79,7 +79,7 @@ def find_mime(msg, mime=MIME_CMD):
     is checked first, so garbage after a good record is still refused."""
     found = None
     for tnf, t, i, payload in records(msg):
-        if found is None and tnf == TNF_MIME and _lower_eq(t, mime):
+        if found is None and tnf == _TNF_MIME and _lower_eq(t, mime):
             found = payload
     if found is None:
         raise NfcError(E_NDEF_NOCMD, "no %s record in the NDEF message" % mime.decode())
@@ -103,9 +103,9 @@ def encode_mime(payload, mime=MIME_CMD):
     """One-record NDEF message (tools and tests)."""
     n = len(payload)
     if n < 256:
-        head = bytes((MB | ME | SR | TNF_MIME, len(mime), n))
+        head = bytes((MB | ME | SR | _TNF_MIME, len(mime), n))
     else:
-        head = bytes((MB | ME | TNF_MIME, len(mime), n >> 24, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF))
+        head = bytes((MB | ME | _TNF_MIME, len(mime), n >> 24, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF))
     return head + mime + bytes(payload)
 
 

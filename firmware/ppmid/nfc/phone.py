@@ -20,43 +20,43 @@ from ppmid.nfc.errors import (NfcError, E_NFC_PROTO, E_NFC_LENGTH, E_NFC_CRC, E_
 
 AID = b"\xf0\x50\x50\x4d\x49\x44\x01"   # F0 "PPMID" 01
 VERSION = const(1)
-MODE_DELIVER = const(1)
-MODE_COLLECT = const(2)
-CLA = const(0x80)
-INS_GET = const(0x10)
-INS_STATUS = const(0x30)
-INS_RESULT = const(0x50)
-INS_PUT = const(0x52)
-INS_COMMIT = const(0x54)
+_MODE_DELIVER = const(1)
+_MODE_COLLECT = const(2)
+_CLA = const(0x80)
+_INS_GET = const(0x10)
+_INS_STATUS = const(0x30)
+_INS_RESULT = const(0x50)
+_INS_PUT = const(0x52)
+_INS_COMMIT = const(0x54)
 
-SW_PENDING = const(0x6310)
-SW_LATE = const(0x6400)
-SW_BAD_DATA = const(0x6A80)
-SW_TOO_LARGE = const(0x6A84)
-SW_SECURITY = const(0x6982)
-SW_REFUSED = const(0x6985)
-SW_UNKNOWN = const(0x6F00)
+_SW_PENDING = const(0x6310)
+_SW_LATE = const(0x6400)
+_SW_BAD_DATA = const(0x6A80)
+_SW_TOO_LARGE = const(0x6A84)
+_SW_SECURITY = const(0x6982)
+_SW_REFUSED = const(0x6985)
+_SW_UNKNOWN = const(0x6F00)
 
 # error code -> status word the phone gets with it (the code is authoritative)
 _SW_FOR = {
-    E_AUTH: SW_SECURITY,
-    E_TOO_LARGE: SW_TOO_LARGE,
-    E_EXPIRED: SW_REFUSED,
-    E_ENVELOPE: SW_BAD_DATA,
-    E_ID: SW_BAD_DATA,
-    E_NFC_CRC: SW_BAD_DATA,
-    E_NFC_LENGTH: SW_BAD_DATA,
-    E_NFC_PROTO: SW_BAD_DATA,
-    E_NFC_LATE: SW_LATE,
+    E_AUTH: _SW_SECURITY,
+    E_TOO_LARGE: _SW_TOO_LARGE,
+    E_EXPIRED: _SW_REFUSED,
+    E_ENVELOPE: _SW_BAD_DATA,
+    E_ID: _SW_BAD_DATA,
+    E_NFC_CRC: _SW_BAD_DATA,
+    E_NFC_LENGTH: _SW_BAD_DATA,
+    E_NFC_PROTO: _SW_BAD_DATA,
+    E_NFC_LATE: _SW_LATE,
 }
 RESULT_STATUS = {"response": 0, "timeout": 1, "failed": 2, "rejected": 3}
-HELLO_MIN = const(11)   # version, mode, total u32, crc u32, id_len
+_HELLO_MIN = const(11)   # version, mode, total u32, crc u32, id_len
 # errors that mean we can no longer talk to the phone (no STATUS can be sent)
 LINK_ERRORS = (E_NFC_GONE, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP)
 
 
 def status_word(code):
-    return _SW_FOR.get(code, SW_REFUSED if code.startswith("E_") else SW_UNKNOWN)
+    return _SW_FOR.get(code, _SW_REFUSED if code.startswith("E_") else _SW_UNKNOWN)
 
 
 def max_envelope(max_gbcs):
@@ -113,28 +113,28 @@ class PhoneSession:
         data = code.encode()
         if message:
             data += b"\x00" + message.encode()[:200 - len(data)]
-        apdu = bytes((CLA, INS_STATUS, sw >> 8, sw & 0xFF, len(data))) + data
+        apdu = bytes((_CLA, _INS_STATUS, sw >> 8, sw & 0xFF, len(data))) + data
         rsw, n = await self._apdu(apdu)
         if rsw != SW_OK:
             raise NfcError(E_NFC_PROTO, "phone answered STATUS with SW %04X" % rsw)
 
     async def _run(self, hello):
-        if len(hello) < HELLO_MIN:
+        if len(hello) < _HELLO_MIN:
             raise NfcError(E_NFC_PROTO, "HELLO of %d bytes is too short" % len(hello))
         version, mode, total, crc, id_len = struct.unpack_from(">BBIIB", hello, 0)
         if version != VERSION:
             raise NfcError(E_NFC_PROTO, "app protocol version %d not supported (want %d)" % (version, VERSION))
-        if HELLO_MIN + id_len != len(hello):
+        if _HELLO_MIN + id_len != len(hello):
             raise NfcError(E_NFC_PROTO, "HELLO length does not match its id length")
         try:
-            self.id = envelope.check_id(str(bytes(hello[HELLO_MIN:]), "ascii"))
+            self.id = envelope.check_id(str(bytes(hello[_HELLO_MIN:]), "ascii"))
         except UnicodeError:
             raise NfcError(E_NFC_PROTO, "HELLO id is not ASCII")
-        if mode == MODE_DELIVER:
+        if mode == _MODE_DELIVER:
             # Always pulled, even when a result exists: accept() is idempotent and checks
             # the mac, so only a holder of the signed command gets its result this way.
             await self._deliver(total, crc)
-        elif mode != MODE_COLLECT:
+        elif mode != _MODE_COLLECT:
             raise NfcError(E_NFC_PROTO, "HELLO mode %d unknown" % mode)
         result = await self._wait_result()
         if result is None:
@@ -153,8 +153,8 @@ class PhoneSession:
             raise NfcError(E_NFC_LENGTH, "envelope length %d is too small" % total)
         buf = bytearray(total)
         apdu = bytearray(b"\x80\x10\x00\x00\x04\x00\x00\x00\x00\x00")
-        apdu[0] = CLA
-        apdu[1] = INS_GET
+        apdu[0] = _CLA
+        apdu[1] = _INS_GET
         off = 0
         running = 0
         while off < total:
@@ -192,7 +192,7 @@ class PhoneSession:
                 return None
             if ticks_diff(now, last_keepalive) >= self.keepalive_ms:
                 # also tells us whether the phone is still there
-                await self.status(SW_PENDING, "PENDING")
+                await self.status(_SW_PENDING, "PENDING")
                 last_keepalive = ticks_ms()
             await sleep_ms(self.poll_ms)
 
@@ -205,12 +205,12 @@ class PhoneSession:
         crc = binascii.crc32(gbcs) & 0xFFFFFFFF
         head = struct.pack(">BIIB", status, len(gbcs), crc, len(code)) + code + message
         for attempt in range(2):
-            sw, n = await self._apdu(bytes((CLA, INS_RESULT, 0, 0, len(head))) + head)
+            sw, n = await self._apdu(bytes((_CLA, _INS_RESULT, 0, 0, len(head))) + head)
             if sw != SW_OK:
                 raise NfcError(E_NFC_PROTO, "phone answered RESULT with SW %04X" % sw)
             tx = self.tx
-            tx[0] = CLA
-            tx[1] = INS_PUT
+            tx[0] = _CLA
+            tx[1] = _INS_PUT
             tx[2] = 0
             tx[3] = 0
             mv = memoryview(gbcs)
@@ -224,7 +224,7 @@ class PhoneSession:
                 if sw != SW_OK:
                     raise NfcError(E_NFC_PROTO, "phone answered PUT at %d with SW %04X" % (off, sw))
                 off += k
-            sw, n = await self._apdu(bytes((CLA, INS_COMMIT, 0, 0)))
+            sw, n = await self._apdu(bytes((_CLA, _INS_COMMIT, 0, 0)))
             if sw == SW_OK:
                 return
         raise NfcError(E_NFC_CRC, "phone refused the response twice (COMMIT SW %04X)" % sw)

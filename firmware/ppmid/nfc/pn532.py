@@ -13,14 +13,14 @@ from ppmid.nfc import frames as F
 from ppmid.nfc.errors import (NfcError, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP,
                               E_NFC_GONE, E_NFC_LENGTH)
 
-CMD_GET_FIRMWARE_VERSION = const(0x02)
-CMD_SAM_CONFIGURATION = const(0x14)
-CMD_RF_CONFIGURATION = const(0x32)
-CMD_IN_DATA_EXCHANGE = const(0x40)
-CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
-CMD_IN_RELEASE = const(0x52)
+_CMD_GET_FIRMWARE_VERSION = const(0x02)
+_CMD_SAM_CONFIGURATION = const(0x14)
+_CMD_RF_CONFIGURATION = const(0x32)
+_CMD_IN_DATA_EXCHANGE = const(0x40)
+_CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
+_CMD_IN_RELEASE = const(0x52)
 
-DEP_MAX = const(262)     # data bytes one InDataExchange carries each way
+_DEP_MAX = const(262)     # data bytes one InDataExchange carries each way
 _MI = const(0x40)        # "more information" bit (status byte, and Tg byte when sending)
 _RX_SIZE = const(300)    # one extended frame of TFI + code + status + 262 data, with slack
 
@@ -55,7 +55,7 @@ class PN532:
         self.ack_timeout_ms = ack_timeout_ms
         self.retries = retries
         self.response_timeout_ms = response_timeout_ms
-        self._tx = bytearray(F.frame_size(2 + 1 + DEP_MAX))
+        self._tx = bytearray(F.frame_size(2 + 1 + _DEP_MAX))
         self._rx = bytearray(_RX_SIZE)
         self._rxv = memoryview(self._rx)
         self._s = 0       # first unconsumed byte in _rx
@@ -171,20 +171,20 @@ class PN532:
         return ver
 
     async def get_firmware_version(self):
-        r = await self.command(CMD_GET_FIRMWARE_VERSION)
+        r = await self.command(_CMD_GET_FIRMWARE_VERSION)
         if len(r) != 4:
             raise NfcError(E_NFC_FRAME, "GetFirmwareVersion answer has %d bytes, not 4" % len(r))
         return (r[0], r[1], r[2], r[3])
 
     async def sam_configuration(self, mode=1, timeout=0, irq=1):
-        await self.command(CMD_SAM_CONFIGURATION, bytes((mode, timeout, irq)))
+        await self.command(_CMD_SAM_CONFIGURATION, bytes((mode, timeout, irq)))
 
     async def rf_configuration(self, item, data):
-        await self.command(CMD_RF_CONFIGURATION, bytes((item,)), data)
+        await self.command(_CMD_RF_CONFIGURATION, bytes((item,)), data)
 
     async def in_list_passive_target(self, timeout_ms=None):
         """One 106 kbps type A target, or None when none answered."""
-        r = await self.command(CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00", timeout_ms=timeout_ms)
+        r = await self.command(_CMD_IN_LIST_PASSIVE_TARGET, b"\x01\x00", timeout_ms=timeout_ms)
         if len(r) < 1:
             raise NfcError(E_NFC_FRAME, "InListPassiveTarget answer is empty")
         if r[0] == 0:
@@ -207,10 +207,10 @@ class PN532:
         pos = 0
         while True:
             part = n - pos
-            more = part > DEP_MAX
+            more = part > _DEP_MAX
             if more:
-                part = DEP_MAX
-            r = await self.command(CMD_IN_DATA_EXCHANGE, bytes((tg | (_MI if more else 0),)),
+                part = _DEP_MAX
+            r = await self.command(_CMD_IN_DATA_EXCHANGE, bytes((tg | (_MI if more else 0),)),
                                    mv[pos:pos + part], timeout_ms)
             pos += part
             self._check_status(r)
@@ -225,7 +225,7 @@ class PN532:
             got += m
             if not r[0] & _MI:
                 return got
-            r = await self.command(CMD_IN_DATA_EXCHANGE, bytes((tg,)), b"", timeout_ms)
+            r = await self.command(_CMD_IN_DATA_EXCHANGE, bytes((tg,)), b"", timeout_ms)
             self._check_status(r)
 
     def _check_status(self, r):
@@ -239,4 +239,4 @@ class PN532:
             raise NfcError(E_NFC_CHIP, "InDataExchange failed (PN532 status 0x%02X, %s)" % (st, text))
 
     async def in_release(self, tg=0):
-        await self.command(CMD_IN_RELEASE, bytes((tg,)))
+        await self.command(_CMD_IN_RELEASE, bytes((tg,)))

@@ -9,21 +9,24 @@
 #                                        (with its code) when it is refused
 #   intake.result(id) -> None while pending, else {"status", "gbcs", "error"}
 #   intake.delivered(id, via)            optional: the phone has the result
-from ppmid import config as C
 from ppmid.errors import PpmidError
 from ppmid.nfc import phone, tag
 from ppmid.nfc.apdu import transceive, select_aid, SW_OK
 from ppmid.nfc.errors import NfcError, E_NFC_AID
 from ppmid.clock import sleep_ms
 
-# The NFC settings and their checks live with the rest of the gateway config.
-DEFAULTS = C.DEFAULTS["nfc"]
+# The NFC settings and their checks live with the rest of the gateway config. Only its
+# "nfc" defaults (a small dict) are kept: ppmid.config is boot-only (the app drops it).
+from ppmid import config as _C
+DEFAULTS = _C.DEFAULTS["nfc"]
+del _C
 
 
 def settings(cfg):
     """NFC settings from the gateway config's optional "nfc" object, checked (ConfigError,
     code E_CONFIG)."""
-    return C.nfc_settings((cfg or {}).get("nfc"))
+    from ppmid.config import nfc_settings
+    return nfc_settings((cfg or {}).get("nfc"))
 
 
 class NfcService:

@@ -20,18 +20,18 @@ MAGIC = b"PPMIDJ1"
 _SYNC = const(0xA7)
 _HEAD = const(4)
 _TAIL = const(4)
-NO_EXPIRY = const(0xFFFFFFFF)
+_NO_EXPIRY = const(0xFFFFFFFF)
 
 # record types
 T_HEADER = const(0x48)    # 'H' magic, next sequence number
-T_ACCEPT = const(0x41)    # 'A' a command accepted (carries the GBCS body)
-T_SENDING = const(0x53)   # 'S' about to hand the bytes to the HAN link (never resent after)
-T_UNSENT = const(0x55)    # 'U' the HAN link refused before taking the bytes: back to the queue
-T_RESPONSE = const(0x52)  # 'R' correlated response (carries its GBCS body)
-T_TIMEOUT = const(0x54)   # 'T' response budget exceeded
-T_FAILED = const(0x46)    # 'F' ended without a response (code)
-T_DONE = const(0x44)      # 'D' final status acknowledged by the broker: forget the command
-T_COUNTER = const(0x43)   # 'C' anti-replay counter key -> value
+_T_ACCEPT = const(0x41)    # 'A' a command accepted (carries the GBCS body)
+_T_SENDING = const(0x53)   # 'S' about to hand the bytes to the HAN link (never resent after)
+_T_UNSENT = const(0x55)    # 'U' the HAN link refused before taking the bytes: back to the queue
+_T_RESPONSE = const(0x52)  # 'R' correlated response (carries its GBCS body)
+_T_TIMEOUT = const(0x54)   # 'T' response budget exceeded
+_T_FAILED = const(0x46)    # 'F' ended without a response (code)
+_T_DONE = const(0x44)      # 'D' final status acknowledged by the broker: forget the command
+_T_COUNTER = const(0x43)   # 'C' anti-replay counter key -> value
 
 # command states (Entry.state)
 QUEUED = const(0)
@@ -88,21 +88,30 @@ def response_key(originator, recipient, counter):
     return bytes(originator) + bytes(recipient) + bytes(counter)
 
 
-def _frame(rtype, payload_parts):
+def _put(f, rtype, parts):
+    """Write one framed record to f part by part (a command's record is not first copied
+    into one more buffer as large as the command); returns its length."""
     n = 0
-    for p in payload_parts:
+    for p in parts:
         n += len(p)
     if n > 0xFFFF:
         raise JournalError(E_JOURNAL, "record of %d bytes is too large" % n)
     head = bytes((_SYNC, rtype, n >> 8, n & 0xFF))
     crc = binascii.crc32(head[1:])
-    for p in payload_parts:
+    f.write(head)
+    for p in parts:
         crc = binascii.crc32(p, crc)
-    out = bytearray(head)
-    for p in payload_parts:
-        out += p
-    out += struct.pack(">I", crc & 0xFFFFFFFF)
-    return out
+        f.write(p)
+    f.write(struct.pack(">I", crc & 0xFFFFFFFF))
+    return n + _HEAD + _TAIL
+
+
+def _frame(rtype, parts):
+    # one record as bytes (tests build foreign files with it)
+    import io
+    f = io.BytesIO()
+    _put(f, rtype, parts)
+    return f.getvalue()
 
 
 def _exists(path):
@@ -211,7 +220,7 @@ class Journal:
             if seq > self.next_seq:
                 self.next_seq = seq
             return
-        if rtype == T_COUNTER:
+        if rtype == _T_COUNTER:
             kl = p[0]
             key = bytes(p[1:1 + kl])
             v = struct.unpack_from(">Q", p, 1 + kl)[0]
@@ -219,13 +228,13 @@ class Journal:
                 self.counters[key] = v
             return
         seq = struct.unpack_from(">I", p, 0)[0]
-        if rtype == T_ACCEPT:
+        if rtype == _T_ACCEPT:
             seq, exp, at, via, il = struct.unpack_from(_ACCEPT_FMT, p, 0)
             pos = _ACCEPT_FIXED
             id = str(bytes(p[pos:pos + il]), "ascii")
             pos += il
             e = Entry(seq, id, VIAS[via] if via < len(VIAS) else "mqtt",
-                      None if exp == NO_EXPIRY else exp, at,
+                      None if exp == _NO_EXPIRY else exp, at,
                       bytes(p[pos:pos + 8]), bytes(p[pos + 8:pos + 16]), bytes(p[pos + 16:pos + 24]))
             pos += 24
             e.body_off = off + pos
@@ -237,26 +246,26 @@ class Journal:
         e = self.live.get(seq)
         if e is None:
             return  # a record about a command already done (or compacted away)
-        if rtype == T_SENDING:
+        if rtype == _T_SENDING:
             e.state = SENDING
             e.deadline = struct.unpack_from(">I", p, 4)[0]
             if len(p) >= 10:
                 e.retries = struct.unpack_from(">H", p, 8)[0]
-        elif rtype == T_UNSENT:
+        elif rtype == _T_UNSENT:
             e.state = QUEUED
             e.retries = struct.unpack_from(">H", p, 4)[0]
-        elif rtype == T_RESPONSE:
+        elif rtype == _T_RESPONSE:
             e.state = ANSWERED
             e.late = bool(p[4])
             e.rsp_off = off + 5
             e.rsp_len = len(p) - 5
-        elif rtype == T_TIMEOUT:
+        elif rtype == _T_TIMEOUT:
             e.state = TIMED_OUT
             e.late_until = struct.unpack_from(">I", p, 4)[0]
-        elif rtype == T_FAILED:
+        elif rtype == _T_FAILED:
             e.state = FAILED
             e.error = str(bytes(p[4:]), "ascii")
-        elif rtype == T_DONE:
+        elif rtype == _T_DONE:
             self._unindex(e)
 
     def _index(self, e):
@@ -275,21 +284,21 @@ class Journal:
             self._f.seek(0, 2)
         return self._f
 
-    def _write(self, rec, sync):
-        """Append one framed record; with sync, it and every lazy record before it are
-        durable once this returns. Returns its offset."""
+    def _write(self, rtype, parts, sync):
+        """Append one record; with sync, it and every lazy record before it are durable
+        once this returns. Returns its offset."""
         f = self._handle()
         f.seek(0, 2)
         off = self.size
-        f.write(rec)
+        n = _put(f, rtype, parts)
         if sync:
             f.flush()  # LittleFS: lfs_file_sync
             self.syncs += 1
             self.lazy = 0
         else:
             self.lazy += 1
-        self.size += len(rec)
-        self.bytes_written += len(rec)
+        self.size += n
+        self.bytes_written += n
         self.appends += 1
         return off
 
@@ -312,7 +321,7 @@ class Journal:
                     raise JournalError(E_BUSY, "journal full (%d bytes live): try later" % self.size)
                 # finishing records of accepted commands are never refused; the reserve
                 # kept back from new commands is what makes this bounded
-        return self._write(_frame(rtype, parts), sync) + _HEAD
+        return self._write(rtype, parts, sync) + _HEAD
 
     def accept(self, id, via, expires, accepted_at, target, originator, counter, gbcs):
         """Journal a new command. Raises JournalError(E_BUSY) when the index or the file
@@ -321,10 +330,10 @@ class Journal:
             raise JournalError(E_BUSY, "%d commands in hand already: try later" % len(self.live))
         idb = id.encode()
         seq = self.next_seq
-        fixed = struct.pack(_ACCEPT_FMT, seq, NO_EXPIRY if expires is None else expires,
+        fixed = struct.pack(_ACCEPT_FMT, seq, _NO_EXPIRY if expires is None else expires,
                             accepted_at, VIAS.index(via) if via in VIAS else 0, len(idb))
         e = Entry(seq, id, via, expires, accepted_at, bytes(target), bytes(originator), bytes(counter))
-        pay = self._append(T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, gbcs), True)
+        pay = self._append(_T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, gbcs), True)
         e.body_off = pay + _ACCEPT_FIXED + len(idb) + 24
         e.body_len = len(gbcs)
         self.next_seq = seq + 1
@@ -332,17 +341,17 @@ class Journal:
         return e
 
     def sending(self, e, deadline):
-        self._append(T_SENDING, (struct.pack(">IIH", e.seq, deadline, min(e.retries, 0xFFFF)),))
+        self._append(_T_SENDING, (struct.pack(">IIH", e.seq, deadline, min(e.retries, 0xFFFF)),))
         e.state = SENDING
         e.deadline = deadline
 
     def unsent(self, e):
         e.retries += 1
-        self._append(T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
+        self._append(_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
         e.state = QUEUED
 
     def response(self, e, gbcs, late):
-        pay = self._append(T_RESPONSE, (struct.pack(">IB", e.seq, 1 if late else 0), gbcs))
+        pay = self._append(_T_RESPONSE, (struct.pack(">IB", e.seq, 1 if late else 0), gbcs))
         e.state = ANSWERED
         e.late = late
         e.rsp_off = pay + 5
@@ -353,19 +362,19 @@ class Journal:
     # again, a final status published again (receivers dedupe by id), a counter that
     # recovery commits again from the live command's accept record.
     def timeout(self, e, late_until):
-        self._append(T_TIMEOUT, (struct.pack(">II", e.seq, late_until),), sync=False)
+        self._append(_T_TIMEOUT, (struct.pack(">II", e.seq, late_until),), sync=False)
         e.state = TIMED_OUT
         e.late_until = late_until
 
     def failed(self, e, code):
-        self._append(T_FAILED, (struct.pack(">I", e.seq), code.encode()))
+        self._append(_T_FAILED, (struct.pack(">I", e.seq), code.encode()))
         e.state = FAILED
         e.error = code
 
     def done(self, e):
         if e.seq not in self.live:
             return
-        self._append(T_DONE, (struct.pack(">I", e.seq),), sync=False)
+        self._append(_T_DONE, (struct.pack(">I", e.seq),), sync=False)
         self._unindex(e)
 
     def put_counter(self, key, value):
@@ -374,7 +383,7 @@ class Journal:
         key = bytes(key)
         if len(key) > 255:
             raise JournalError(E_JOURNAL, "counter key too long")
-        self._append(T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", value)), sync=False)
+        self._append(_T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", value)), sync=False)
         self.counters[key] = value
 
     def get_counter(self, key):
@@ -415,13 +424,9 @@ class Journal:
         out = open(self.tmp_path, "wb")
         written = 0
         try:
-            rec = _frame(T_HEADER, (MAGIC, struct.pack(">I", self.next_seq)))
-            out.write(rec)
-            written += len(rec)
+            written += _put(out, T_HEADER, (MAGIC, struct.pack(">I", self.next_seq)))
             for key in self.counters:
-                rec = _frame(T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", self.counters[key])))
-                out.write(rec)
-                written += len(rec)
+                written += _put(out, _T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", self.counters[key])))
             moves = []
             for e in entries:
                 body = b""
@@ -431,33 +436,30 @@ class Journal:
                     if len(body) != e.body_len:
                         raise JournalError(E_JOURNAL, "journal short read during compaction")
                 idb = e.id.encode()
-                fixed = struct.pack(_ACCEPT_FMT, e.seq, NO_EXPIRY if e.expires is None else e.expires,
+                fixed = struct.pack(_ACCEPT_FMT, e.seq, _NO_EXPIRY if e.expires is None else e.expires,
                                     e.accepted_at, VIAS.index(e.via) if e.via in VIAS else 0, len(idb))
-                rec = _frame(T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, body))
                 body_off = written + _HEAD + _ACCEPT_FIXED + len(idb) + 24
-                out.write(rec)
-                written += len(rec)
+                written += _put(out, _T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, body))
                 rsp_off = 0
                 if e.state == SENDING:
-                    rec = _frame(T_SENDING, (struct.pack(">IIH", e.seq, e.deadline, min(e.retries, 0xFFFF)),))
+                    rec = (_T_SENDING, (struct.pack(">IIH", e.seq, e.deadline, min(e.retries, 0xFFFF)),))
                 elif e.state == QUEUED and e.retries:
-                    rec = _frame(T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
+                    rec = (_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
                 elif e.state == ANSWERED:
                     rsp = b""
                     if e.rsp_len:
                         src.seek(e.rsp_off)
                         rsp = src.read(e.rsp_len)
-                    rec = _frame(T_RESPONSE, (struct.pack(">IB", e.seq, 1 if e.late else 0), rsp))
+                    rec = (_T_RESPONSE, (struct.pack(">IB", e.seq, 1 if e.late else 0), rsp))
                     rsp_off = written + _HEAD + 5
                 elif e.state == TIMED_OUT:
-                    rec = _frame(T_TIMEOUT, (struct.pack(">II", e.seq, e.late_until),))
+                    rec = (_T_TIMEOUT, (struct.pack(">II", e.seq, e.late_until),))
                 elif e.state == FAILED:
-                    rec = _frame(T_FAILED, (struct.pack(">I", e.seq), (e.error or "E_FAILED").encode()))
+                    rec = (_T_FAILED, (struct.pack(">I", e.seq), (e.error or "E_FAILED").encode()))
                 else:
                     rec = None
                 if rec is not None:
-                    out.write(rec)
-                    written += len(rec)
+                    written += _put(out, rec[0], rec[1])
                 moves.append((e, body_off, rsp_off))
             out.flush()
         finally:

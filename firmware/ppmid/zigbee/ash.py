@@ -5,10 +5,10 @@
 from micropython import const
 
 FLAG = const(0x7E)
-ESCAPE = const(0x7D)
+_ESCAPE = const(0x7D)
 XON = const(0x11)
 XOFF = const(0x13)
-SUBSTITUTE = const(0x18)
+_SUBSTITUTE = const(0x18)
 CANCEL = const(0x1A)
 
 MAX_DATA = const(128)           # largest DATA field (one EZSP frame)
@@ -55,7 +55,7 @@ CRC_TABLE = _crc_table()
 RANDOM = _random_sequence(256)
 # 1 for the six bytes that must be stuffed
 RESERVED = bytearray(256)
-for _b in (FLAG, ESCAPE, XON, XOFF, SUBSTITUTE, CANCEL):
+for _b in (FLAG, _ESCAPE, XON, XOFF, _SUBSTITUTE, CANCEL):
     RESERVED[_b] = 1
 
 
@@ -80,7 +80,7 @@ def _stuff_py(src, n, dst):
     for i in range(n):
         b = src[i]
         if res[b]:
-            dst[j] = ESCAPE
+            dst[j] = _ESCAPE
             dst[j + 1] = b ^ 0x20
             j += 2
         else:
@@ -193,7 +193,7 @@ class Decoder:
         self._buf = bytearray(_MAX_FRAME)
         self._n = 0
         self._esc = False
-        self._skip = False       # after SUBSTITUTE or an overflow: drop until the next flag
+        self._skip = False       # after _SUBSTITUTE or an overflow: drop until the next flag
         self.counters = {"frames": 0, "crc": 0, "too_long": 0, "too_short": 0,
                          "cancel": 0, "substitute": 0, "bad_escape": 0}
 
@@ -229,13 +229,13 @@ class Decoder:
                     esc = False
                     skip = False
                     continue
-                if b == SUBSTITUTE:
+                if b == _SUBSTITUTE:
                     self.counters["substitute"] += 1
                     n = 0
                     esc = False
                     skip = True
                     continue
-                if b == ESCAPE:
+                if b == _ESCAPE:
                     esc = True
                     continue
                 continue  # XON / XOFF: flow control, never data

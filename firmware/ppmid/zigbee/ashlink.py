@@ -20,12 +20,12 @@ E_ASH_LINK = "E_ASH_LINK"
 # module NAKs only the first damaged frame of a reject condition, so the rest cost a
 # timeout each), and a spurious resend is a duplicate the module ACKs and drops. Karn's
 # rule takes samples only from frames sent once, few on a noisy line: hence a low start.
-T_RX_ACK_INIT = const(400)
+_T_RX_ACK_INIT = const(400)
 T_RX_ACK_MIN = const(50)
 T_RX_ACK_MAX = const(3200)
-T_REMOTE_NOTRDY = const(1000)
-T_TX_ACK_DELAY = const(20)
-T_RSTACK_MAX = const(3200)
+_T_REMOTE_NOTRDY = const(1000)
+_T_TX_ACK_DELAY = const(20)
+_T_RSTACK_MAX = const(3200)
 ACK_TIMEOUTS = const(4)          # in a row, with no sign of life from the NCP (UG101)
 # in a row while the NCP is alive (heard since the frame first went out, or within
 # T_ALIVE): the line damages our frames; UG101's 4 would fail the link (and leave a
@@ -36,7 +36,7 @@ ACK_TIMEOUTS_ALIVE = const(32)
 _ALIVE_X_MAX = const(2)          # T_ALIVE = 2 x T_RX_ACK_MAX (6.4 s)
 _GIVE_UP_X_MAX = const(5)        # a frame unacknowledged 5 x T_RX_ACK_MAX (16 s) fails anyway
 _DOUBLE_ACK_MS = const(2000)     # after a damaged frame, ACKs go twice for this long
-TX_K_MAX = const(5)
+_TX_K_MAX = const(5)
 _TICK_MS = const(20)
 _NAK_REPEAT_MS = const(3)   # see _handle: a damaged frame while rejecting is NAKed again
 
@@ -68,17 +68,17 @@ class AshLink:
     """on_frame(ezsp_bytes) is called (synchronously) for every new in-order DATA frame;
     ready() -> bool says whether the host can take more (when not, our ACKs carry nRdy)."""
 
-    def __init__(self, reader, writer, on_frame, ready=None, tx_k=TX_K_MAX, log=None, on_fail=None,
+    def __init__(self, reader, writer, on_frame, ready=None, tx_k=_TX_K_MAX, log=None, on_fail=None,
                  timers=None):
         self._reader = reader
         self._writer = writer
         self._on_frame = on_frame
         self._ready = ready or (lambda: True)
-        self._tx_k = max(1, min(TX_K_MAX, tx_k))
+        self._tx_k = max(1, min(_TX_K_MAX, tx_k))
         self._log = log
         self._on_fail = on_fail          # on_fail(AshError), synchronous, on a real failure
-        # (T_RX_ACK_INIT, MIN, MAX, T_RSTACK_MAX) in ms: UG101's values unless told otherwise
-        self._timers = timers or (T_RX_ACK_INIT, T_RX_ACK_MIN, T_RX_ACK_MAX, T_RSTACK_MAX)
+        # (_T_RX_ACK_INIT, MIN, MAX, _T_RSTACK_MAX) in ms: UG101's values unless told otherwise
+        self._timers = timers or (_T_RX_ACK_INIT, T_RX_ACK_MIN, T_RX_ACK_MAX, _T_RSTACK_MAX)
         self._enc = ash.Encoder()
         self._dec = ash.Decoder()
         self._wlock = asyncio.Lock()
@@ -347,7 +347,7 @@ class AshLink:
         if k == ash.NAK or k == ash.ACK:
             if control & 8:
                 self.counters["remote_not_ready"] += 1
-                self._notrdy_until = ticks_add(ticks_ms(), T_REMOTE_NOTRDY)
+                self._notrdy_until = ticks_add(ticks_ms(), _T_REMOTE_NOTRDY)
             else:
                 self._notrdy_until = None
                 self._space.set()
@@ -366,7 +366,7 @@ class AshLink:
             except Exception as exc:  # the upper layer's bug must not kill the link
                 self._logf("on_frame failed: %r", exc)
             await self._ack()
-        elif control & 8 and ((self._rx_exp - frm) & 7) <= TX_K_MAX:
+        elif control & 8 and ((self._rx_exp - frm) & 7) <= _TX_K_MAX:
             # a retransmission of something we already have: our ACK was lost
             self.counters["rx_dup"] += 1
             await self._ack()

@@ -14,8 +14,8 @@ E_EZSP = "E_EZSP"
 E_EZSP_TIMEOUT = "E_EZSP_TIMEOUT"
 E_MODULE_UNSUPPORTED = "E_MODULE_UNSUPPORTED"
 
-MIN_VERSION = const(8)
-MAX_VERSION = const(18)
+_MIN_VERSION = const(8)
+_MAX_VERSION = const(18)
 
 VERSION = const(0x0000)
 NETWORK_INIT = const(0x0017)
@@ -34,7 +34,7 @@ NAMES = {VERSION: "version", NETWORK_INIT: "networkInit", NETWORK_STATE: "networ
 
 # frame control, low byte (responses)
 FC_RESPONSE = const(0x80)
-FC_CALLBACK_MASK = const(0x18)   # sync 0x08 / async 0x10 callback
+_FC_CALLBACK_MASK = const(0x18)   # sync 0x08 / async 0x10 callback
 FC_HIGH = const(0x01)            # frame format version 1
 
 JOINED_NETWORK = const(2)
@@ -213,7 +213,7 @@ class Ezsp:
         if not fc & FC_RESPONSE:
             self.counters["bad_frames"] += 1
             return
-        if fc & FC_CALLBACK_MASK:
+        if fc & _FC_CALLBACK_MASK:
             self.counters["callbacks"] += 1
             try:
                 self._on_callback(fid, params)
@@ -288,9 +288,9 @@ class Ezsp:
         v = r[0]
         self.stack_type = r[1]
         self.stack_version = r[2] | (r[3] << 8)
-        if not MIN_VERSION <= v <= MAX_VERSION:
+        if not _MIN_VERSION <= v <= _MAX_VERSION:
             raise EzspError(E_MODULE_UNSUPPORTED, "Zigbee module speaks EZSP v%d (stack 0x%04x); "
-                            "this gateway supports v%d to v%d" % (v, self.stack_version, MIN_VERSION, MAX_VERSION))
+                            "this gateway supports v%d to v%d" % (v, self.stack_version, _MIN_VERSION, _MAX_VERSION))
         self._legacy = False
         r = await self.command(VERSION, bytes((v,)))
         if len(r) < 4 or r[0] != v:

@@ -486,27 +486,32 @@ class ZigbeeHan:
         failure is E_DELIVERY_UNKNOWN: nothing is ever sent to the HAN twice."""
         limit = self.tunnel.client_max or self.opts["transfer_size"]
         if len(data) <= limit:
-            pieces = [data]
+            count, pieces = 1, iter((data,))
         else:
             from ppmid.gbcs import gbt
             try:
-                pieces = list(gbt.split_for_transfer(data, limit))
+                # one block built at a time (a block is only ever sent again alone, below)
+                count, pieces = gbt.blocks_for_transfer(data, limit)
             except PpmidError as exc:
                 raise HanError(E_HAN_TOO_BIG, "cannot split into GBT blocks: %s" % exc)
-            self.counters["gbt_blocks_tx"] += len(pieces)
-        self._sent_pieces = len(pieces)
+            self.counters["gbt_blocks_tx"] += count
+        self._sent_pieces = count
         i = 0
-        while i < len(pieces):
+        piece = next(pieces)
+        while i < count:
             try:
                 await self._wait_ready(deadline)
                 try:
-                    zcl = self.tunnel.outgoing(pieces[i])
+                    zcl = self.tunnel.outgoing(piece)
                 except ZclError:
                     raise _NotTaken("the GB-HRGP tunnel closed")  # between checks: wait again
                 if i == 0:
                     self._sent_tid = self.tunnel.tunnel_id
                 await self._send_zcl(self.tunnel.client, zcl)
+                zcl = None
                 i += 1
+                if i < count:
+                    piece = next(pieces)
             except _NotTaken as exc:
                 if i == 0 and isinstance(exc, _Refused):
                     # nothing of the message is on the HAN; the module says no (network
@@ -520,13 +525,13 @@ class ZigbeeHan:
                         # nothing of it is complete at the CH: the relay may send it later
                         raise HanError(E_HAN_DOWN, "not sent within %ss: %s" % (self.opts["send_timeout_s"], exc))
                     raise self._uncertain("GBT blocks 1-%d of %d reached the CH, block %d could not be "
-                                          "sent within %ss (%s)" % (i, len(pieces), i + 1,
+                                          "sent within %ss (%s)" % (i, count, i + 1,
                                                                     self.opts["send_timeout_s"], exc))
                 await asyncio.sleep(0.05)
             except HanError as exc:
                 if i > 0 and exc.code != E_DELIVERY_UNKNOWN:
                     raise self._uncertain("GBT blocks 1-%d of %d reached the CH, then: %s"
-                                          % (i, len(pieces), exc.message))
+                                          % (i, count, exc.message))
                 raise
 
     def _uncertain(self, what):
@@ -545,7 +550,8 @@ class ZigbeeHan:
             frags = [zcl]
         else:
             size = room - _FRAGMENT_OVERHEAD
-            frags = [zcl[i:i + size] for i in range(0, len(zcl), size)]
+            mv = memoryview(zcl)  # views, not copies of the frame in pieces
+            frags = [mv[i:i + size] for i in range(0, len(zcl), size)]
             if len(frags) > _MAX_FRAGMENTS:
                 raise HanError(E_HAN_TOO_BIG, "%d bytes need more than %d APS fragments" % (len(zcl), _MAX_FRAGMENTS))
         n = len(frags)

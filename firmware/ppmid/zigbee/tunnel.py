@@ -9,34 +9,34 @@ from ppmid.errors import PpmidError, E_NO_TUNNEL
 PROFILE_SE = const(0x0109)
 CLUSTER_TUNNELING = const(0x0704)
 ENDPOINT = const(1)
-PROTOCOL_GB_HRGP = const(6)
-MANUFACTURER_ANY = const(0xFFFF)
+_PROTOCOL_GB_HRGP = const(6)
+_MANUFACTURER_ANY = const(0xFFFF)
 
 # frame control bits
-FC_CLUSTER_SPECIFIC = const(0x01)
-FC_MANUFACTURER = const(0x04)
+_FC_CLUSTER_SPECIFIC = const(0x01)
+_FC_MANUFACTURER = const(0x04)
 FC_SERVER_TO_CLIENT = const(0x08)
-FC_DISABLE_DEFAULT_RESPONSE = const(0x10)
+_FC_DISABLE_DEFAULT_RESPONSE = const(0x10)
 
 # client -> server commands
 REQUEST_TUNNEL = const(0x00)
-CLOSE_TUNNEL = const(0x01)
+_CLOSE_TUNNEL = const(0x01)
 TRANSFER_DATA = const(0x02)
-TRANSFER_DATA_ERROR = const(0x03)
-ACK_TRANSFER_DATA = const(0x04)
-READY_DATA = const(0x05)
-GET_SUPPORTED_PROTOCOLS = const(0x06)
+_TRANSFER_DATA_ERROR = const(0x03)
+_ACK_TRANSFER_DATA = const(0x04)
+_READY_DATA = const(0x05)
+_GET_SUPPORTED_PROTOCOLS = const(0x06)
 # server -> client commands
 REQUEST_TUNNEL_RESPONSE = const(0x00)
 S_TRANSFER_DATA = const(0x01)
 S_TRANSFER_DATA_ERROR = const(0x02)
-SUPPORTED_PROTOCOLS_RESPONSE = const(0x05)
+_SUPPORTED_PROTOCOLS_RESPONSE = const(0x05)
 TUNNEL_CLOSURE_NOTIFICATION = const(0x06)
 
 # RequestTunnelResponse status
 TUNNEL_OK = const(0)
 TUNNEL_BUSY = const(1)
-TUNNEL_NO_MORE_IDS = const(2)
+_TUNNEL_NO_MORE_IDS = const(2)
 TUNNEL_PROTOCOL_UNSUPPORTED = const(3)
 TUNNEL_FLOW_CONTROL_UNSUPPORTED = const(4)
 # TransferDataError status
@@ -52,13 +52,13 @@ class ZclError(PpmidError):
 
 
 def zcl_header(seq, command, server_to_client, manufacturer=None, disable_default_response=True):
-    fc = FC_CLUSTER_SPECIFIC
+    fc = _FC_CLUSTER_SPECIFIC
     if server_to_client:
         fc |= FC_SERVER_TO_CLIENT
     if disable_default_response:
-        fc |= FC_DISABLE_DEFAULT_RESPONSE
+        fc |= _FC_DISABLE_DEFAULT_RESPONSE
     if manufacturer is not None:
-        return struct.pack("<BHBB", fc | FC_MANUFACTURER, manufacturer, seq & 0xFF, command)
+        return struct.pack("<BHBB", fc | _FC_MANUFACTURER, manufacturer, seq & 0xFF, command)
     return bytes((fc, seq & 0xFF, command))
 
 
@@ -67,14 +67,14 @@ def parse_zcl(frame):
     if len(frame) < 3:
         raise ZclError(E_ZCL, "ZCL frame too short (%d bytes)" % len(frame))
     fc = frame[0]
-    if fc & FC_MANUFACTURER:
+    if fc & _FC_MANUFACTURER:
         if len(frame) < 5:
             raise ZclError(E_ZCL, "ZCL frame too short for a manufacturer code")
         return fc, frame[1] | (frame[2] << 8), frame[3], frame[4], bytes(frame[5:])
     return fc, None, frame[1], frame[2], bytes(frame[3:])
 
 
-def request_tunnel(seq, protocol=PROTOCOL_GB_HRGP, manufacturer=MANUFACTURER_ANY, flow_control=0, max_in=1500):
+def request_tunnel(seq, protocol=_PROTOCOL_GB_HRGP, manufacturer=_MANUFACTURER_ANY, flow_control=0, max_in=1500):
     """Client side (the CH; emulator and tests)."""
     return zcl_header(seq, REQUEST_TUNNEL, False) + struct.pack("<BHBH", protocol, manufacturer, flow_control, max_in)
 
@@ -85,12 +85,12 @@ def transfer_data(seq, tunnel_id, data, server_to_client):
 
 
 def transfer_data_error(seq, tunnel_id, status, server_to_client):
-    cmd = S_TRANSFER_DATA_ERROR if server_to_client else TRANSFER_DATA_ERROR
+    cmd = S_TRANSFER_DATA_ERROR if server_to_client else _TRANSFER_DATA_ERROR
     return zcl_header(seq, cmd, server_to_client) + struct.pack("<HB", tunnel_id, status)
 
 
 def close_tunnel(seq, tunnel_id):
-    return zcl_header(seq, CLOSE_TUNNEL, False) + struct.pack("<H", tunnel_id)
+    return zcl_header(seq, _CLOSE_TUNNEL, False) + struct.pack("<H", tunnel_id)
 
 
 class TunnelServer:
@@ -139,7 +139,7 @@ class TunnelServer:
         except ZclError:
             self.counters["bad_zcl"] += 1
             return [], None
-        if fc & 0x03 != FC_CLUSTER_SPECIFIC or fc & FC_SERVER_TO_CLIENT:
+        if fc & 0x03 != _FC_CLUSTER_SPECIFIC or fc & FC_SERVER_TO_CLIENT:
             # global commands (default response...) and server->client frames: not ours
             self.counters["unknown_commands"] += 1
             return [], None
@@ -161,7 +161,7 @@ class TunnelServer:
                 return [transfer_data_error(self.next_seq(), tid, DATA_OVERFLOW, True)], None
             self.counters["rx_data"] += 1
             return [], p[2:]
-        if cmd == TRANSFER_DATA_ERROR:
+        if cmd == _TRANSFER_DATA_ERROR:
             self.counters["rx_transfer_errors"] += 1
             status = p[2] if len(p) >= 3 else -1
             tid = p[0] | (p[1] << 8) if len(p) >= 2 else None
@@ -169,14 +169,14 @@ class TunnelServer:
             if status == NO_SUCH_TUNNEL and len(p) >= 2 and (p[0] | (p[1] << 8)) == self.tunnel_id:
                 self.close("the CH does not know our tunnel")
             return [], None
-        if cmd == CLOSE_TUNNEL:
+        if cmd == _CLOSE_TUNNEL:
             if len(p) >= 2 and (p[0] | (p[1] << 8)) == self.tunnel_id and sender == self.client:
                 self.close("closed by the CH")
             return [], None
-        if cmd == GET_SUPPORTED_PROTOCOLS:
-            r = zcl_header(self.next_seq(), SUPPORTED_PROTOCOLS_RESPONSE, True)
-            return [r + struct.pack("<BBHB", 1, 1, MANUFACTURER_ANY, PROTOCOL_GB_HRGP)], None
-        if cmd in (ACK_TRANSFER_DATA, READY_DATA):
+        if cmd == _GET_SUPPORTED_PROTOCOLS:
+            r = zcl_header(self.next_seq(), _SUPPORTED_PROTOCOLS_RESPONSE, True)
+            return [r + struct.pack("<BBHB", 1, 1, _MANUFACTURER_ANY, _PROTOCOL_GB_HRGP)], None
+        if cmd in (_ACK_TRANSFER_DATA, _READY_DATA):
             return [], None  # flow control is not used by GB-HRGP
         self.counters["unknown_commands"] += 1
         return [], None
@@ -192,7 +192,7 @@ class TunnelServer:
         def reply(tid, status):
             return [zcl_header(seq, REQUEST_TUNNEL_RESPONSE, True) + struct.pack("<HBH", tid, status, self.max_incoming)]
 
-        if protocol != PROTOCOL_GB_HRGP:
+        if protocol != _PROTOCOL_GB_HRGP:
             self.counters["refused"] += 1
             return reply(0xFFFF, TUNNEL_PROTOCOL_UNSUPPORTED)
         if flow:

@@ -1,0 +1,188 @@
+# The gateway's start-up, for app.run: config -> journal -> validator -> HAN link -> relay ->
+# MQTT link (-> NFC when the board has a reader), one subsystem at a time with a
+# gc.collect() in between, so their load garbage never piles up; the NFC service is
+# imported only when the board has a reader and it answers at boot.
+# Boot-only: app.run drops this module once everything runs (drop()), so nothing started
+# here may keep a function defined here (it would hold this module's globals, and so all
+# of it): the closures the running gateway keeps come from app.py.
+import gc
+
+import asyncio
+from ppmid.app import WDT_TIMEOUT_MS, status, _is, _info, _republisher
+
+
+def _mark(board, stage):
+    # boot heap trace: free heap after each subsystem (docs/emulate.md)
+    gc.collect()
+    print("PPMID boot: %s free=%d" % (stage, board.mem_free()))
+
+
+def _load_config(board):
+    """(cfg, envelope_key) or raise ConfigError."""
+    from ppmid import config
+    root = board.fs_root.rstrip("/")
+    cfg = config.load(root + "/config.json")
+    from ppmid.mqtt.link import load_credentials
+    creds = load_credentials(root)
+    return cfg, creds
+
+
+def _start_sntp(board, cfg, clock, link):
+    """The SNTP client task, when Wi-Fi is configured and servers are named (the module is
+    not even imported otherwise). Each sync republishes the info (clock, clock_synced_at)."""
+    s = cfg["sntp"]
+    if not (cfg.get("wifi") or {}).get("ssid") or not s["servers"]:
+        print("PPMID clock: %s, no sntp" % clock.source)
+        return
+    from ppmid.sntp import SntpClient
+    gc.collect()
+    print("PPMID clock: %s, sntp from %s" % (clock.source, ", ".join(s["servers"])))
+    asyncio.create_task(SntpClient(s, clock, board.set_time, wlan=board.wlan, log=print,
+                                   on_set=_republisher(link)).run())
+
+
+def _nfc_driver(board):
+    """A PN532 driver on the bus the board names (the transport modules only), or None."""
+    spec = board.info.get("nfc") if isinstance(board.info, dict) else None
+    bus = (spec or {}).get("bus")
+    if bus == "uart":
+        from ppmid.nfc.pn532 import PN532
+        from ppmid.nfc.hsu import HsuTransport
+        r, w = board.nfc_uart().streams()
+        return PN532(HsuTransport(r, w))
+    if bus == "i2c":
+        from ppmid.nfc.pn532 import PN532
+        from ppmid.nfc.i2c import I2cTransport
+        return PN532(I2cTransport(board.nfc_i2c(), spec.get("address", 0x24)))
+    return None
+
+
+# Modules only the boot needs besides this one: the config checks (the app keeps the
+# validated dict) and the message-code table the validator builds its allow-lists from.
+# Dropped once the app runs; whatever imports one later gets it loaded again.
+BOOT_ONLY = ("ppmid.config", "ppmid.gbcs.codes")
+
+
+def _unload(prefix):
+    # drop modules nobody uses any more, so that their code is collected: out of
+    # sys.modules and off their parent package (an import binds a submodule there too,
+    # which would keep it alive)
+    import sys
+    for name in list(sys.modules):
+        if name == prefix or name.startswith(prefix + "."):
+            del sys.modules[name]
+            parent, _, leaf = name.rpartition(".")
+            p = sys.modules.get(parent)
+            if p is not None and getattr(p, leaf, None) is not None:
+                delattr(p, leaf)
+    gc.collect()
+
+
+async def _nfc(board, cfg, relay):
+    """The NFC polling service when the board has a reader and it answers at boot, else
+    None. The service and the phone/tag code (~45 KB of heap on the emulated board) are
+    imported only then: a board whose reader is absent or dead does not pay for them."""
+    from ppmid.errors import PpmidError
+    try:
+        drv = _nfc_driver(board)
+        if drv is None:
+            return None, "none"
+        try:
+            ver = await drv.begin()
+        except PpmidError as exc:
+            drv = None
+            _unload("ppmid.nfc")
+            return None, "absent (%s)" % (exc.code,)
+        from ppmid.nfc import service
+        svc = service.NfcService(drv, relay, max_gbcs=cfg["limits"]["max_gbcs"], log=print,
+                                 **service.settings(cfg))
+        svc.version = ver
+        svc.ready = True
+        return svc, "PN532 v%d.%d" % (ver[1], ver[2])
+    except PpmidError as exc:
+        _unload("ppmid.nfc")
+        return None, "error (%s)" % (exc,)
+
+
+async def start(board):
+    """Start everything (in the order of docs/relay.md "Wiring"): (journal, status text)
+    for app.run, or None when the config is not usable (status printed)."""
+    from ppmid.errors import PpmidError
+    _mark(board, "start")
+    try:
+        cfg, creds = _load_config(board)
+    except PpmidError as exc:  # ConfigError (E_CONFIG)
+        status("config-error: %s" % (exc.message,))
+        return None
+    _mark(board, "config")
+
+    # the relay core and its journal (recovery reads the journal before anything starts)
+    from ppmid.relay.journal import Journal
+    from ppmid.relay.counters import JournalCounterStore
+    gc.collect()
+    from ppmid.relay.core import Relay
+    from ppmid.clock import Clock
+    gc.collect()
+    from ppmid.gbcs import Validator
+    gc.collect()
+    journal = Journal(board.fs_root.rstrip("/") + "/relay")
+    journal.open()
+    validator = Validator(cfg, JournalCounterStore(journal))
+    _mark(board, "relay")
+
+    from ppmid.zigbee.han import ZigbeeHan
+    gc.collect()
+    r, w = board.zigbee_uart().streams()
+    han = ZigbeeHan(r, w, cfg, log=print)
+    eui = cfg["gateway"]
+    # the board's clock: on the ESP32 (and the emulated board) it counts from 2000 and is
+    # unset after a power cut until SNTP sets it; "rtc" when it was kept across a reset
+    clock = Clock(board.time, board.clock_source())
+    relay = Relay(cfg, journal, validator, han, None, clock, creds[3],
+                  wdt=board.wdt(WDT_TIMEOUT_MS),   # fed by the relay, only while healthy
+                  link_checks=[("han", _is(han, "status", "running"), 600)])
+    _mark(board, "han")
+
+    from ppmid.mqtt.link import Link
+    gc.collect()
+
+    try:
+        link = Link(cfg, relay.accept, root=board.fs_root.rstrip("/"), track=board.wlan.track,
+                    wlan=board.wlan, log=print, info=_info(board, relay, han, clock),
+                    credentials=creds)
+    except PpmidError as exc:  # unusable certificates: no MQTT, the HAN and NFC still work
+        status("config-error: %s" % (exc.message,))
+        link = None
+    creds = None
+    if link is not None:
+        relay.publisher = link.client
+        relay.link_checks.append(("mqtt", _is(link.client, "state", "online"), 1800))
+    _mark(board, "mqtt")
+
+    wifi = cfg.get("wifi") or {}
+    try:
+        board.wlan.active(True)
+        board.wlan.connect(wifi.get("ssid") or "", wifi.get("password") or "")
+    except OSError as exc:
+        print("PPMID wifi: connect failed: %r" % (exc,))
+
+    relay.recover()
+    await han.start()
+    relay.start()
+    if link is not None:
+        asyncio.create_task(link.run())
+    _start_sntp(board, cfg, clock, link)
+    _mark(board, "started")
+
+    nfc, nfc_state = await _nfc(board, cfg, relay)
+    if nfc is not None:
+        asyncio.create_task(nfc.run())
+    _mark(board, "nfc")
+    return journal, "running: gateway=%s han=%s mqtt=%s nfc=%s" % (
+        eui, han.status, "on" if link is not None else "off", nfc_state)
+
+
+def drop():
+    """Unload the boot-only modules and this one (app.run, once everything runs)."""
+    for name in BOOT_ONLY + ("ppmid.boot",):
+        _unload(name)
