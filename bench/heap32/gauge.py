@@ -26,9 +26,11 @@ PACKAGE_DIR = os.path.join(ROOT, ".node", "node_modules", *PACKAGE.split("/"))
 RUNNER = os.path.join(HERE, "runner.mjs")
 STANDINS = os.path.join(HERE, "standins")
 HEAPSIZE = 512 * 1024  # the port grows its heap past this on demand; 512K is enough not to
-# mpy-cross options for the firmware, as a board build uses them (-O3: no line-number
-# tables in the bytecode); PPMID_MPY_OPTS overrides them to compare
-MPY_OPTS = tuple(os.environ.get("PPMID_MPY_OPTS", "-O3").split())
+# mpy-cross options for the firmware: a board build's (host_tools.deploy.MPY_OPTS, -O3: no
+# line-number tables in the bytecode); PPMID_MPY_OPTS overrides them to compare
+sys.path.insert(0, ROOT)
+from host_tools.deploy import MPY_OPTS as _DEPLOY_OPTS  # noqa: E402
+MPY_OPTS = tuple(os.environ.get("PPMID_MPY_OPTS", " ".join(_DEPLOY_OPTS)).split())
 LIB = "/lib"           # where the firmware and the harness go in the port's filesystem
 FLASH = "/flash"       # the board's flash: the port's in-memory filesystem
 
