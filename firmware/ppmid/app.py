@@ -85,7 +85,7 @@ async def _idle(board, wdt):
     # watchdog is fed so that there is no reboot loop
     while True:
         wdt.feed()
-        await asyncio.sleep(FEED_INTERVAL_S)
+        await sleep_ms(int(FEED_INTERVAL_S * 1000))
 
 
 def _is(obj, attr, value):

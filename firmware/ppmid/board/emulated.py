@@ -7,7 +7,7 @@ import time
 
 import asyncio
 from ppmid.board import BoardError
-from ppmid.clock import EPOCH_2000, ticks_ms, ticks_diff, ticks_add
+from ppmid.clock import EPOCH_2000, ticks_ms, ticks_diff, ticks_add, sleep_ms
 
 STAT_IDLE = 1000
 STAT_CONNECTING = 1001
@@ -111,7 +111,7 @@ class WLAN:
         try:
             while self._socks:
                 self.poll()
-                await asyncio.sleep(WIFI_POLL_MS / 1000)
+                await sleep_ms(WIFI_POLL_MS)
         finally:
             self._watching = False
 

@@ -22,7 +22,7 @@ from micropython import const
 
 from ppmid.errors import PpmidError
 from ppmid.mqtt import packets as p
-from ppmid.clock import ticks_ms, ticks_diff
+from ppmid.clock import ticks_ms, ticks_diff, sleep_ms, wait_for_ms
 
 E_MQTT_REFUSED = "E_MQTT_REFUSED"
 E_MQTT_TIMEOUT = "E_MQTT_TIMEOUT"
@@ -321,7 +321,7 @@ class MQTTClient:
             if self.wlan is not None and not self.wlan.isconnected():
                 self.state = "wifi-down"
                 while not self.wlan.isconnected() and not self._stopping:
-                    await asyncio.sleep(0.25)
+                    await sleep_ms(250)
                 continue
             self._online = False
             self._poisoned = False
@@ -345,7 +345,7 @@ class MQTTClient:
             self.backoff_delay = delay
             attempt += 1
             # full jitter on the upper half: spreads a fleet's reconnects after an outage
-            await asyncio.sleep(delay / 2 + delay / 2 * random.getrandbits(10) / 1024)
+            await sleep_ms(int((delay / 2 + delay / 2 * random.getrandbits(10) / 1024) * 1000))
         self.state = "stopped"
 
     async def stop(self):
@@ -383,7 +383,7 @@ class MQTTClient:
         self._dead = None
         self._ping_at = None
         try:
-            r, w = await asyncio.wait_for(self._connect(), self.connect_timeout)
+            r, w = await wait_for_ms(self._connect(), int(self.connect_timeout * 1000))
         except asyncio.TimeoutError:
             raise MQTTError(E_MQTT_TIMEOUT, "TCP/TLS connect took longer than %ss" % self.connect_timeout)
         self._w = w
@@ -392,7 +392,7 @@ class MQTTClient:
         try:
             await self._write(p.connect(self.client_id, self.keepalive, False, self.will))
             try:
-                first, body = await asyncio.wait_for(self._read_packet(r), self.ack_timeout)
+                first, body = await wait_for_ms(self._read_packet(r), int(self.ack_timeout * 1000))
             except asyncio.TimeoutError:
                 raise MQTTError(E_MQTT_TIMEOUT, "no CONNACK within %ss" % self.ack_timeout)
             if first != p.CONNACK:
@@ -452,7 +452,7 @@ class MQTTClient:
             elif ticks_diff(ticks_ms(), t0) > ack_ms:
                 raise MQTTError(E_MQTT_TIMEOUT, "no SUBACK within %ss" % self.ack_timeout)
             try:
-                await asyncio.wait_for(self._subevt.wait(), 0.1)
+                await wait_for_ms(self._subevt.wait(), 100)
             except asyncio.TimeoutError:
                 pass
         if self._dead:
@@ -484,7 +484,7 @@ class MQTTClient:
         # a second packet must not be appended (or drained) until it is done. A flag, not
         # an asyncio.Lock: the uncontended path (nearly always) then allocates nothing.
         while self._writing:
-            await asyncio.sleep(0.002)
+            await sleep_ms(2)
             if self._dead:
                 raise MQTTError(E_MQTT_CLOSED, self._dead)
         self._writing = True
@@ -548,7 +548,7 @@ class MQTTClient:
                 self.stats["pings"] += 1
                 await self._write(p.PINGREQ_PACKET)
             try:
-                await asyncio.wait_for(self._wake.wait(), 0.5)
+                await wait_for_ms(self._wake.wait(), 500)
             except asyncio.TimeoutError:
                 pass
 

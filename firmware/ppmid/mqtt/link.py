@@ -7,6 +7,7 @@ from ppmid.errors import ConfigError
 from ppmid.mqtt.client import MQTTClient, tls_connector, ssl_context
 from ppmid.mqtt.contract import Topics, state_json, info_json
 from ppmid.mqtt.intake import Intake
+from ppmid.clock import wait_for_ms
 
 CA = "/certs/ca.der"
 CERT = "/certs/gateway.der"
@@ -81,7 +82,7 @@ class Link:
         # Say offline ourselves: a graceful DISCONNECT suppresses the will.
         if self.client.state == "online":
             try:
-                await asyncio.wait_for(self.client.publish(self.topics.state, state_json("offline"), 1, True), timeout)
+                await wait_for_ms(self.client.publish(self.topics.state, state_json("offline"), 1, True), int(timeout * 1000))
             except Exception:  # noqa: BLE001 - best effort; the will covers a dead link
                 pass
         await self.client.stop()

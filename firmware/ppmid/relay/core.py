@@ -23,7 +23,7 @@ from micropython import const
 
 from ppmid.errors import PpmidError, E_BUSY, E_EXPIRED, E_TOO_LARGE, E_CLOCK
 from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_HAN_DEST, E_HAN_TOO_BIG
-from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms
+from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms, sleep_ms
 from ppmid import envelope as envmod
 from ppmid.mqtt.contract import Topics, status_json, alert_json
 from ppmid.relay import journal as J
@@ -702,4 +702,4 @@ class Relay:
     async def _house_loop(self):
         while True:
             self.house_once()
-            await asyncio.sleep(0.5)
+            await sleep_ms(500)

@@ -9,7 +9,7 @@ from micropython import const
 from ppmid.errors import PpmidError
 from ppmid.zigbee import ash
 
-from ppmid.clock import ticks_ms, ticks_diff, ticks_add
+from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_for_ms
 
 E_ASH_RESET = "E_ASH_RESET"
 E_ASH_LINK = "E_ASH_LINK"
@@ -146,7 +146,7 @@ class AshLink:
             self._dec.reset()
             await self._write(self._enc.rst())
             try:
-                await asyncio.wait_for(self._rstack.wait(), self._timers[3] / 1000)
+                await wait_for_ms(self._rstack.wait(), self._timers[3])
             except asyncio.TimeoutError:
                 self._logf("no RSTACK")
                 continue
@@ -230,7 +230,7 @@ class AshLink:
     # ---- timers -----------------------------------------------------------------------
     async def _timer_loop(self):
         while True:
-            await asyncio.sleep(_TICK_MS / 1000)
+            await sleep_ms(_TICK_MS)
             if not self.connected:
                 continue
             if self._notrdy_until is not None and ticks_diff(ticks_ms(), self._notrdy_until) >= 0:
@@ -279,7 +279,7 @@ class AshLink:
                 self._logf("read error %r", exc)
                 chunk = b""
             if not chunk:
-                await asyncio.sleep(0.1)
+                await sleep_ms(100)
                 continue
             for item in self._dec.feed(chunk):
                 await self._handle(item)
