@@ -268,6 +268,31 @@ def test_network_down_busy_and_forgotten_tunnel(tmp_path, stopper):
     assert len([e for e in events if e["ev"] == "rx"]) == 6
 
 
+def test_refused_for_now_is_sent_again_and_refused_for_good_is_not(tmp_path, stopper):
+    # The module refuses sendUnicast: nothing went on air. NO_BUFFERS (0x18) and
+    # NOT_JOINED (0x93, the network went down under the send) mean "not now": the message
+    # goes again and reaches the CH once. INVALID_CALL (0x70) will not change: E_DELIVERY.
+    cmds = [command(0x6200 + i, size=10) for i in range(3)]
+
+    def before(emu, proc):
+        assert emu.wait_until(emu.tunnel_open, 20)
+        emu.refuse_sends(0x18, 2)     # command 0: twice no buffers, then taken
+        emu.refuse_sends(0x93, 1)     # command 1: not joined once, then taken
+
+        def later():
+            if emu.wait_received(2, 30):
+                emu.refuse_sends(0x70, 1)   # command 2: refused for good
+        threading.Thread(target=later, daemon=True).start()
+    events, emu, _ = run_client({}, cmds, tmp_path, before=before, expect_rx=2, gap_s=0.3, tries=1)
+    stopper(emu)
+    assert emu.received == cmds[:2]            # each once, in order; the third never
+    errors = [e for e in events if e["ev"] == "error"]
+    assert [(e["i"], e["code"]) for e in errors] == [(2, "E_DELIVERY")]
+    assert "0x70" in errors[0]["msg"]
+    assert emu.ncp.counters["send_refused"] == 4
+    assert events[-1]["counters"]["send_retries"] >= 3
+
+
 def test_gbt_message_refused_in_part_is_never_sent_again(tmp_path, stopper):
     # A small message, then one of 3 GBT blocks. The CH forgets the tunnel after the big
     # message's first block: blocks 2 and 3 get TransferDataError. The meter may hold block

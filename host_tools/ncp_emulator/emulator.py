@@ -308,6 +308,11 @@ class NcpEmulator:
         if seconds is not None:
             self.loop.call_soon_threadsafe(lambda: self.loop.call_later(seconds, self.ncp.set_network, True))
 
+    def refuse_sends(self, status, count=1):
+        """The module answers the next `count` sendUnicasts with `status` (an EmberStatus,
+        or an sl_Status from EZSP v14), as a module out of buffers does: nothing on air."""
+        self.call(self.ncp.refusals.extend, [status] * count)
+
     def network_up(self):
         self.call(self.ncp.set_network, True)
 

@@ -82,6 +82,7 @@ class Ncp:
         self._raw_send = send_bytes
         self.version = ezsp_version
         self.max_payload = max_payload
+        self.refusals = []   # statuses for the next sendUnicasts (refuse_sends fault)
         self.stack_version = stack_version
         self.faults = faults or Faults()
         self.log = log or (lambda msg: None)
@@ -484,6 +485,12 @@ class Ncp:
             return
         if not self.joined:
             code = SL_NETWORK_DOWN if self.version >= 14 else EMBER_NETWORK_DOWN_STATUS
+            self._respond(seq, E.SEND_UNICAST, self._status(code) + b"\x00")
+            return
+        if self.refusals:
+            # a fault: refused with the given status (e.g. no buffers), nothing on air
+            code = self.refusals.pop(0)
+            self.counters["send_refused"] = self.counters.get("send_refused", 0) + 1
             self._respond(seq, E.SEND_UNICAST, self._status(code) + b"\x00")
             return
         self._aps_seq = (self._aps_seq + 1) & 0xFF

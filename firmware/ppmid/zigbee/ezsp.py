@@ -9,6 +9,7 @@ import struct
 from micropython import const
 
 from ppmid.errors import PpmidError
+from ppmid.clock import wait_for_ms
 
 E_EZSP = "E_EZSP"
 E_EZSP_TIMEOUT = "E_EZSP_TIMEOUT"
@@ -109,6 +110,21 @@ def parse_send_unicast_response(version, p):
     if is_v14(version):
         return struct.unpack_from("<IB", p, 0)
     return p[0], p[1]
+
+
+# sendUnicast refusals that say "not now" rather than "never": the stack is not on the
+# network (yet), or out of buffers/message slots for a moment. Nothing went on air, so
+# the message may go again once the network is back (EmberStatus before v14, sl_Status
+# from v14: NO_BUFFERS 0x18 / ALLOCATION_FAILED 0x19, MAX_MESSAGE_LIMIT_REACHED 0x72 /
+# 0x0C03, NETWORK_DOWN 0x91 / 0x16, NOT_JOINED 0x93 / 0x17, NETWORK_BUSY 0xA1 / BUSY 0x04,
+# TRANSMIT_BUSY 0x34, NO_MORE_RESOURCE 0x1A)
+_REFUSED_FOR_NOW = (0x18, 0x72, 0x91, 0x93, 0xA1)
+_REFUSED_FOR_NOW_SL = (0x19, 0x0C03, 0x16, 0x17, 0x04, 0x34, 0x1A)
+
+
+def refused_for_now(version, status):
+    """True when a sendUnicast status means the module may take the message later."""
+    return status in (_REFUSED_FOR_NOW_SL if is_v14(version) else _REFUSED_FOR_NOW)
 
 
 def parse_stack_status(version, p):
@@ -252,7 +268,7 @@ class Ezsp:
                 exc.on_wire = getattr(exc, "on_wire", True)
                 raise
             try:
-                await asyncio.wait_for(w.done.wait(), self._timeout_s)
+                await wait_for_ms(w.done.wait(), int(self._timeout_s * 1000))
             except asyncio.TimeoutError:
                 self.counters["timeouts"] += 1
                 err = EzspError(E_EZSP_TIMEOUT, "no response to %s" % NAMES.get(fid, hex(fid)))

@@ -9,7 +9,7 @@ from micropython import const
 from ppmid.errors import PpmidError
 from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_DELIVERY, E_DELIVERY_UNKNOWN, E_HAN_DEST, E_HAN_TOO_BIG
 from ppmid.zigbee import ezsp as E
-from ppmid.clock import ticks_ms, ticks_diff, ticks_add
+from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_for_ms
 from ppmid.zigbee.ashlink import AshLink, AshError
 from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
 from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE
@@ -48,7 +48,12 @@ class _NotTaken(Exception):
 
 
 class _Refused(_NotTaken):
-    """The module refused a fragment (sendUnicast status): it never went on air."""
+    """The module refused a fragment (sendUnicast status): it never went on air.
+    for_now: the status says the module may take it later (network down, no buffers)."""
+
+    def __init__(self, msg, for_now=False):
+        super().__init__(msg)
+        self.for_now = for_now
 
 
 class _SentWait:
@@ -230,7 +235,7 @@ class ZigbeeHan:
                     raise HanError(E_NO_TUNNEL, "no GB-HRGP tunnel open from the Communications Hub")
                 raise HanError(E_HAN_DOWN, "Zigbee HAN link is %s %s" % (self.status, self.status_detail))
             try:
-                await asyncio.wait_for(self._ready_event.wait(), min(left, 1000) / 1000)
+                await wait_for_ms(self._ready_event.wait(), min(left, 1000))
             except asyncio.TimeoutError:
                 pass
 
@@ -249,13 +254,13 @@ class ZigbeeHan:
             except HanError as exc:
                 if exc.code == E.E_MODULE_UNSUPPORTED:
                     self._set_status(MODULE_UNSUPPORTED, exc.message)
-                    await asyncio.sleep(self.opts["unsupported_retry_s"])
+                    await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
                     continue
                 self._logf("%s", exc)
             except (AshError, E.EzspError) as exc:
                 if exc.code == E.E_MODULE_UNSUPPORTED:
                     self._set_status(MODULE_UNSUPPORTED, exc.message)
-                    await asyncio.sleep(self.opts["unsupported_retry_s"])
+                    await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
                     continue
                 self._logf("bring-up failed: %s", exc)
             except asyncio.CancelledError:
@@ -265,7 +270,7 @@ class ZigbeeHan:
             self._link_lost()
             if ok:
                 backoff = 0.5
-            await asyncio.sleep(backoff)
+            await sleep_ms(int(backoff * 1000))
             backoff = min(self.opts["backoff_max_s"], backoff * 2)
 
     def _on_link_fail(self, err):
@@ -306,7 +311,7 @@ class ZigbeeHan:
             self._logf("networkInit status 0x%x", status)
             if status == 0 and not self._net_up:
                 try:
-                    await asyncio.wait_for(self._net_event.wait(), self.opts["network_timeout_s"])
+                    await wait_for_ms(self._net_event.wait(), int(self.opts["network_timeout_s"] * 1000))
                 except asyncio.TimeoutError:
                     self._logf("no network-up within %ss", self.opts["network_timeout_s"])
             if not self._net_up and await self._ezsp.network_state() == E.JOINED_NETWORK:
@@ -431,7 +436,7 @@ class ZigbeeHan:
         while True:
             self._resend_event.clear()
             await self._resend_event.wait()
-            await asyncio.sleep(0.05)  # let the errors for one burst arrive together
+            await sleep_ms(50)  # let the errors for one burst arrive together
             async with self._send_lock:
                 await self._do_resends()
 
@@ -513,10 +518,12 @@ class ZigbeeHan:
                 if i < count:
                     piece = next(pieces)
             except _NotTaken as exc:
-                if i == 0 and isinstance(exc, _Refused):
-                    # nothing of the message is on the HAN; the module says no (network
-                    # down, no buffers, too long...): the relay decides when to try again
+                if i == 0 and isinstance(exc, _Refused) and not exc.for_now:
+                    # nothing of the message is on the HAN, and the module says it will
+                    # not take it (too long, invalid call...): trying again will not help
                     raise HanError(E_DELIVERY, str(exc))
+                # a refusal "for now" (the network went down under the send, no buffers)
+                # is sent again like any piece the CH cannot have: nothing went on air
                 # blocks before this one are complete at the CH (each confirmed); this one
                 # cannot be: sending it again, alone, neither loses nor doubles anything
                 self.counters["send_retries"] += 1
@@ -527,7 +534,7 @@ class ZigbeeHan:
                     raise self._uncertain("GBT blocks 1-%d of %d reached the CH, block %d could not be "
                                           "sent within %ss (%s)" % (i, count, i + 1,
                                                                     self.opts["send_timeout_s"], exc))
-                await asyncio.sleep(0.05)
+                await sleep_ms(50)
             except HanError as exc:
                 if i > 0 and exc.code != E_DELIVERY_UNKNOWN:
                     raise self._uncertain("GBT blocks 1-%d of %d reached the CH, then: %s"
@@ -583,11 +590,12 @@ class ZigbeeHan:
                                               "taken the message (%s)" % exc.code)
                     raise _NotTaken("link failed (%s)" % exc.code)
                 if status != 0:
-                    raise _Refused("the module refused to send (status 0x%x)" % status)
+                    raise _Refused("the module refused to send (status 0x%x)" % status,
+                                   E.refused_for_now(self._ezsp.version, status))
                 if n > 1:
                     self.counters["fragments_tx"] += 1
                 try:
-                    await asyncio.wait_for(w.done.wait(), self.opts["sent_timeout_s"])
+                    await wait_for_ms(w.done.wait(), int(self.opts["sent_timeout_s"] * 1000))
                 except asyncio.TimeoutError:
                     w.failure = "timeout"
                 if w.status is None:  # no messageSentHandler: timeout or link failure
