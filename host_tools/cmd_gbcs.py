@@ -131,7 +131,7 @@ class _Group:
         self.recipient = _hex(msg.recipient)
         self.blocks = {}       # block number -> (block bytes, block data bytes, source)
         self.conflicts = {}    # block number -> sources of copies whose data differ from the first
-        self.last = None       # number of a block flagged last (the first one seen)
+        self.lasts = set()     # numbers of the blocks flagged last (more than one: refused)
 
 
 class GbtCollector:
@@ -163,8 +163,8 @@ class GbtCollector:
         elif old[1] != data:
             # which copy is right cannot be known: the message is reported, never rebuilt
             g.conflicts.setdefault(num, [old[2]]).append(source)
-        if msg.last_block and g.last is None:
-            g.last = num
+        if msg.last_block:
+            g.lasts.add(num)
         return None
 
     def results(self):
@@ -183,21 +183,29 @@ class GbtCollector:
                                "block(s) %s received more than once with different data; message not "
                                "reassembled" % ",".join(str(n) for n in bad)))
             return head
-        upto = g.last if g.last is not None else nums[-1]
+        # checked here, not left to the Reassembler: fed in order it would deliver at the
+        # first last block and silently ignore anything numbered beyond it
+        last = min(g.lasts) if g.lasts else None
+        if len(g.lasts) > 1 or (last is not None and nums[-1] > last):
+            extra = sorted(n for n in nums if n > last)
+            head["sources"] = [g.blocks[n][2] for n in extra]
+            head.update(_error(gbt.E_GBT_INCONSISTENT, "block(s) %s follow the last block %d; message not "
+                               "reassembled" % (",".join(str(n) for n in extra), last)))
+            return head
+        upto = last if last is not None else nums[-1]
         missing = [i for i in range(1, upto + 1) if i not in g.blocks]
-        if missing or g.last is None:
+        if missing or last is None:
             head["incomplete"] = True
             head["missing_blocks"] = missing
-            head["last_block_seen"] = g.last is not None
+            head["last_block_seen"] = last is not None
             what = ",".join(str(i) for i in missing)
-            if g.last is None:
+            if last is None:
                 what = (what + " and " if what else "") + "the last block (after %d)" % upto
             head.update(_error(E_GBT_INCOMPLETE, "GBT message incomplete at the end of the input; "
                                "missing block(s): " + what))
             return head
         head["sources"] = [g.blocks[n][2] for n in nums]
-        # blocks beyond the last one, two last blocks, CRA or message code that differ, a
-        # rebuilt message that is malformed or does not match its routing header: the
+        # CRA or message code that differ, a rebuilt message that is malformed or does not match its routing header: the
         # firmware Reassembler checks all of these, fed in block-number order
         r = gbt.Reassembler(max_bytes=sum(len(b[1]) + gbt.BLOCK_OVERHEAD for b in g.blocks.values()) + 1,
                             timeout_ms=1)

@@ -69,6 +69,20 @@ def test_collector_rebuilds_shuffled_duplicated_streams(gbcs_corpus):
         assert sorted(r["hex"] for r in res) == sorted(_hex(raw) for raw in picked)
 
 
+def test_collector_refuses_blocks_after_the_last(gbcs_corpus):
+    raw, blocks = _one_stream(gbcs_corpus)
+    m = decode(raw)
+    extra = gbt.build_block(m.cra, m.counter, bytes(m.originator), bytes(m.recipient), m.message_code,
+                            len(blocks) + 2, b"\x00", last=True)
+    for stream in (blocks + [extra], [extra] + blocks):
+        c = GbtCollector()
+        for i, blk in enumerate(stream):
+            c.add(blk, decode(blk), "s:%d" % i)
+        (r,) = c.results()
+        assert r["reassembled"] is False and r["error"]["code"] == "E_GBT_INCONSISTENT", r
+        assert "hex" not in r
+
+
 def test_cli_reassembles_interleaved_shuffled_duplicated_corpus_streams(gbcs_corpus):
     msgs = big_messages(gbcs_corpus)[:25]
     rng = random.Random(7)
