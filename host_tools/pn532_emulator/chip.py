@@ -7,6 +7,10 @@ later; each frame we send is written to the pty when its last byte would have cr
 wire. InDataExchange adds the RF time (bytes * 9 bits at `rf_kbps`, when set) and the
 target's own latency. A host ACK aborts the pending command; a NACK repeats the last
 response; a frame with a bad checksum is ignored (the PN532 stays silent).
+
+Besides what the firmware uses, the command set covers what nfcpy's pn532 driver sends
+(Diagnose, SetParameters, SetSerialBaudRate, PowerDown, Read/WriteRegister on a CIU register
+map, InCommunicateThru with the CIU's CRC bits honoured); docs/nfc.md lists it.
 """
 import os
 import select

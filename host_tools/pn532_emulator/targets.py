@@ -2,8 +2,10 @@
 
 PhoneApp is a scripted Android HCE app written from docs/nfc.md (the app-side contract):
 it hands a command envelope to the gateway and stores the result the gateway pushes.
-Type2Tag is an NTAG21x (READ 16 bytes per page address); Type4Tag an NFC Forum Type 4
-tag (NDEF application, CC and NDEF files). EchoTarget answers every APDU with a payload of
+Type2Tag is an NTAG213/215/216 (READ, FAST_READ, GET_VERSION, ...); Type4Tag an NFC Forum
+Type 4 tag (NDEF application, CC and NDEF files). Every target answers APDUs (`exchange`,
+the chip ran ISO-DEP: InDataExchange) and raw frames (`frame`, the host runs ISO-DEP or the
+type 2 protocol itself: InCommunicateThru). EchoTarget answers every APDU with a payload of
 a requested size (driver tests of InDataExchange chaining).
 """
 import struct
