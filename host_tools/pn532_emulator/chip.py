@@ -226,11 +226,13 @@ class PN532Emulator:
                         self._pending = None
 
     def _event(self, ev, t):
+        if self._new_baud and ev[0] != "bad":
+            # the PN532 answers SetSerialBaudRate at the old rate and switches on the host's
+            # ACK; on a pty that ACK can be flushed away when the host reopens the tty at
+            # the new rate, so the next frame also counts
+            self._note("baud rate now %d" % self._new_baud)
+            self.baud, self._new_baud = self._new_baud, None
         if ev[0] == "ack":
-            if self._new_baud:
-                # the PN532 answers SetSerialBaudRate at the old rate and switches on the ACK
-                self._note("baud rate now %d" % self._new_baud)
-                self.baud, self._new_baud = self._new_baud, None
             if self._pending is not None:
                 self._note("host ACK: abort pending command")
             self._pending = None
