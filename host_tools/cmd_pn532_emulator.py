@@ -3,6 +3,12 @@
     ppmid pn532-emulator --state-dir /tmp/board            # pty from DIR/board.json
     ppmid pn532-emulator --pty /dev/pts/7 --phone cmd.bin  # a phone holding a command
     ppmid pn532-emulator --pty /dev/pts/7 --tag cmd.bin --tag-type 2
+    ppmid pn532-emulator --new-pty --link /dev/ttyPN532EMU --tag cmd.bin   # for nfcpy
+
+`--new-pty` makes a pty pair and serves its master; a reader program opens the printed slave
+path. `--link PATH` also puts a symlink to that slave at PATH (removed on exit): nfcpy only
+opens names it finds in /dev, so `nfc.ContactlessFrontend("tty:ttyPN532EMU:pn532")` opens
+/dev/ttyPN532EMU (docs/nfc.md, "nfcpy").
 
 `--phone FILE` / `--tag FILE` take a binary command envelope (docs/envelope.md); the phone
 runs the scripted PPMID app (docs/nfc.md) and, once the gateway has pushed the result,
@@ -13,6 +19,7 @@ of an earlier command. The target is placed after --place-after seconds and remo
 import base64
 import json
 import os
+import signal
 import time
 
 from host_tools.cli import CliError
@@ -22,6 +29,8 @@ def add_arguments(p):
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", help="the NFC pty to attach to (host side)")
     where.add_argument("--state-dir", help="emulated board state dir: uses board.json uarts.nfc")
+    where.add_argument("--new-pty", action="store_true", help="make a pty pair; readers open the printed slave path")
+    p.add_argument("--link", metavar="PATH", help="with --new-pty: symlink PATH to the slave (e.g. /dev/ttyPN532EMU)")
     p.add_argument("--baud", type=int, default=115200, help="HSU baud rate used for pacing (default 115200)")
     p.add_argument("--rf-kbps", type=int, default=0, help="model RF time at this bit rate (0: off)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="phone (HCE) latency per APDU")
@@ -30,6 +39,8 @@ def add_arguments(p):
     what.add_argument("--collect", metavar="ID", help="place a phone asking for the result of ID")
     what.add_argument("--tag", metavar="FILE", help="place a tag holding this binary envelope")
     p.add_argument("--tag-type", choices=("2", "4"), default="2", help="NFC Forum tag type (default 2: NTAG216)")
+    p.add_argument("--tag-model", choices=("ntag213", "ntag215", "ntag216"), default="ntag216",
+                   help="the type 2 tag's model (GET_VERSION, memory size)")
     p.add_argument("--place-after", type=float, default=0.0, help="seconds before the target is placed")
     p.add_argument("--hold", type=float, default=0.0, help="seconds the target stays (0: until Ctrl-C)")
     p.add_argument("--quiet", action="store_true", help="do not log emulator events")
@@ -71,7 +82,7 @@ def _target(args):
         _envelope_id(data, args.tag)
         msg = ndef_mime_message(data)
         try:
-            return Type2Tag(msg) if args.tag_type == "2" else Type4Tag(msg)
+            return Type2Tag(msg, model=args.tag_model) if args.tag_type == "2" else Type4Tag(msg)
         except ValueError as exc:
             raise CliError(str(exc))
     return None
@@ -85,15 +96,32 @@ def _envelope_id(data, name):
 
 def run(args):
     from host_tools.pn532_emulator import PN532Emulator
-    path = _pty_path(args)
+    if args.link and not args.new_pty:
+        raise CliError("--link needs --new-pty")
     target = _target(args)
     log = None if args.quiet else (lambda text: print("pn532-emulator: " + text, flush=True))
-    try:
-        emu = PN532Emulator.on_path(path, baud=args.baud, rf_kbps=args.rf_kbps or None, log=log)
-    except OSError as exc:
-        raise CliError("cannot open %s: %s" % (path, exc))
+    link = None
+    if args.new_pty:
+        emu, path = PN532Emulator.on_new_pty(baud=args.baud, rf_kbps=args.rf_kbps or None, log=log)
+        if args.link:
+            try:
+                os.symlink(path, args.link)
+            except OSError as exc:
+                emu.stop()
+                raise CliError("cannot link %s to %s: %s" % (args.link, path, exc))
+            link = args.link
+    else:
+        path = _pty_path(args)
+        try:
+            emu = PN532Emulator.on_path(path, baud=args.baud, rf_kbps=args.rf_kbps or None, log=log)
+        except OSError as exc:
+            raise CliError("cannot open %s: %s" % (path, exc))
     emu.start()
+    # SIGTERM ends it as Ctrl-C does, so that the /dev link goes too
+    signal.signal(signal.SIGTERM, _interrupt)
     print("pn532-emulator: PN532 v1.6 on %s at %d baud" % (path, args.baud), flush=True)
+    if link:
+        print("pn532-emulator: %s -> %s" % (link, path), flush=True)
     placed_at = None
     reported = False
     try:
@@ -116,10 +144,19 @@ def run(args):
         pass
     finally:
         emu.stop()
+        if link:
+            try:
+                os.unlink(link)
+            except OSError:
+                pass
         statuses = getattr(target, "statuses", None)
         if statuses:
             print("pn532-emulator: phone statuses: %s" % ", ".join("%04X %s" % (sw, code) for sw, code, _ in statuses))
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt()
 
 
 def _save_result(args, target, result):

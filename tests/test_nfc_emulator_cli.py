@@ -130,3 +130,36 @@ def test_cli_state_dir_without_nfc_uart(tmp_path):
     proc = _cli(["--state-dir", str(tmp_path)])
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "uarts.nfc" in out
+
+
+def test_cli_new_pty_linked_under_dev_for_nfcpy(tmp_path):
+    """`--new-pty --link /dev/NAME`: nfcpy opens "tty:NAME:pn532" and reads the tag; the
+    link goes when the emulator is stopped (SIGTERM)."""
+    nfc = pytest.importorskip("nfc")
+    if not os.access("/dev", os.W_OK):
+        pytest.skip("needs a writable /dev")
+    name = "ttyPN532EMU-cli-%d" % os.getpid()
+    link = "/dev/" + name
+    data = envelope.to_binary(envelope.sign(KEY, "cli-2", b"\x01\x02\x03"))
+    env_file = tmp_path / "cmd.bin"
+    env_file.write_bytes(data)
+    proc = _cli(["--new-pty", "--link", link, "--tag", str(env_file), "--tag-model", "ntag213"])
+    lines = []
+    try:
+        while True:
+            line = proc.stdout.readline()
+            assert line, "emulator exited: %s" % "".join(lines)
+            lines.append(line)
+            if line.startswith("pn532-emulator: %s -> /dev/" % link):
+                break
+        clf = nfc.ContactlessFrontend("tty:%s:pn532" % name)
+        try:
+            tag = clf.connect(rdwr={"on-connect": lambda t: False, "iterations": 20, "interval": 0.05})
+            assert tag.product == "NXP NTAG213"
+            assert bytes(tag.ndef.records[0].data) == data
+        finally:
+            clf.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    assert not os.path.lexists(link)

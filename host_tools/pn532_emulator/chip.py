@@ -7,6 +7,10 @@ later; each frame we send is written to the pty when its last byte would have cr
 wire. InDataExchange adds the RF time (bytes * 9 bits at `rf_kbps`, when set) and the
 target's own latency. A host ACK aborts the pending command; a NACK repeats the last
 response; a frame with a bad checksum is ignored (the PN532 stays silent).
+
+Besides what the firmware uses, the command set covers what nfcpy's pn532 driver sends
+(Diagnose, SetParameters, SetSerialBaudRate, PowerDown, Read/WriteRegister on a CIU register
+map, InCommunicateThru with the CIU's CRC bits honoured); docs/nfc.md lists it.
 """
 import os
 import select
@@ -15,6 +19,37 @@ import time
 import tty
 
 from host_tools.pn532_emulator import wire
+
+
+def crc_a(data):
+    """ISO/IEC 14443-3 CRC_A: CRC-16/CCITT polynomial, reflected, preset 0x6363; the two
+    bytes go on air low byte first."""
+    crc = 0x6363
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return bytes([crc & 0xFF, crc >> 8])
+
+
+# CIU registers (the PN512 core inside the PN532) as the emulator starts: the PN512 reset
+# values, except TxMode/RxMode, which the PN532 firmware leaves at 106 kbps type A with
+# CRC on (bit 7) after SAMConfiguration. Addresses nfcpy reads or writes; any other
+# address reads 0 and keeps what is written.
+REG_TXMODE, REG_RXMODE, REG_TXCONTROL, REG_FIFODATA = 0x6302, 0x6303, 0x6304, 0x6339
+CRC_EN = 0x80
+CIU_RESET = {
+    0x6301: 0x3B, 0x6302: 0x80, 0x6303: 0x80, 0x6304: 0x80, 0x6305: 0x00, 0x6306: 0x10,
+    0x6307: 0x84, 0x6308: 0x84, 0x6309: 0x4D, 0x630A: 0x00, 0x630B: 0x00, 0x630C: 0x62,
+    0x630D: 0x00, 0x630E: 0x00, 0x630F: 0xEB, 0x6311: 0xFF, 0x6312: 0xFF, 0x6313: 0x88,
+    0x6314: 0x26, 0x6315: 0x87, 0x6316: 0x48, 0x6317: 0x88, 0x6318: 0x20, 0x6319: 0x20,
+    0x631A: 0x00, 0x631B: 0x00, 0x631C: 0x00, 0x631D: 0x00, 0x631E: 0x00, 0x631F: 0x00,
+    0x6331: 0x20, 0x6332: 0x80, 0x6333: 0x00, 0x6334: 0x14, 0x6335: 0x00, 0x6336: 0x00,
+    0x6337: 0x21, 0x6338: 0x00, 0x6339: 0x00, 0x633A: 0x00, 0x633B: 0x08, 0x633C: 0x10,
+    0x633D: 0x00, 0x633E: 0x80,
+}
+# SetSerialBaudRate's index (PN532 user manual)
+BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1288000)
 
 
 class Faults:
@@ -56,6 +91,11 @@ class PN532Emulator:
         self._last_response = None
         self._waiting_list = None   # (seq, params) of an InListPassiveTarget waiting for a target
         self._retries = 0xFF        # RFConfiguration item 5, MxRtyPassiveActivation
+        self._thru_timeout = 0x0A   # RFConfiguration item 2, third byte (InCommunicateThru)
+        self.params = 0x14          # SetParameters: fAutomaticATR_RES | fAutomaticRATS
+        self.registers = dict(CIU_RESET)
+        self._new_baud = None       # SetSerialBaudRate: applies once the host ACKs
+        self.power_downs = 0
         self._active = False        # target activated by InListPassiveTarget
         self._chain_in = bytearray()
         self._chain_out = b""
@@ -186,6 +226,12 @@ class PN532Emulator:
                         self._pending = None
 
     def _event(self, ev, t):
+        if self._new_baud and ev[0] != "bad":
+            # the PN532 answers SetSerialBaudRate at the old rate and switches on the host's
+            # ACK; on a pty that ACK can be flushed away when the host reopens the tty at
+            # the new rate, so the next frame also counts
+            self._note("baud rate now %d" % self._new_baud)
+            self.baud, self._new_baud = self._new_baud, None
         if ev[0] == "ack":
             if self._pending is not None:
                 self._note("host ACK: abort pending command")
@@ -257,7 +303,55 @@ class PN532Emulator:
         elif code == 0x32:  # RFConfiguration
             if data[:1] == b"\x05" and len(data) >= 4:
                 self._retries = data[3]
+            elif data[:1] == b"\x02" and len(data) >= 4:
+                self._thru_timeout = data[3]
+            elif data[:1] == b"\x01" and len(data) >= 2:
+                self._field(data[1] & 1)
             self._respond(seq, code, b"", later)
+        elif code == 0x00:  # Diagnose
+            self._diagnose(seq, data, later)
+        elif code == 0x04:  # GetGeneralStatus
+            tg = b""
+            if self._active and self.target is not None:
+                tg = b"\x01\x00\x00\x00"  # Tg 1, 106 kbps both ways, type A
+            field = self.registers[REG_TXCONTROL] & 3 != 0
+            self._respond(seq, code, bytes([0, field, len(tg) // 4]) + tg + b"\x00", later)
+        elif code == 0x06:  # ReadRegister: big-endian addresses, one value each
+            if len(data) % 2 or not data:
+                self._syntax(seq, later)
+                return
+            vals = bytes(self.registers.get((data[i] << 8) | data[i + 1], 0)
+                         for i in range(0, len(data), 2))
+            self._respond(seq, code, vals, later)
+        elif code == 0x08:  # WriteRegister: (address, value) triplets
+            if len(data) % 3 or not data:
+                self._syntax(seq, later)
+                return
+            for i in range(0, len(data), 3):
+                self._write_register((data[i] << 8) | data[i + 1], data[i + 2])
+            self._respond(seq, code, b"", later)
+        elif code == 0x10:  # SetSerialBaudRate
+            if len(data) != 1 or data[0] >= len(BAUDS):
+                self._syntax(seq, later)
+                return
+            self._new_baud = BAUDS[data[0]]
+            self._respond(seq, code, b"", later)
+        elif code == 0x12:  # SetParameters
+            if len(data) != 1:
+                self._syntax(seq, later)
+                return
+            self.params = data[0]
+            self._respond(seq, code, b"", later)
+        elif code == 0x16:  # PowerDown: the next frame from the host wakes it up
+            self.power_downs += 1
+            self._field(0)
+            self._respond(seq, code, b"\x00", later)
+        elif code == 0x42:  # InCommunicateThru
+            self._thru(seq, data, t)
+        elif code == 0x44:  # InDeselect
+            if self.target is not None and self._active:
+                self.target.deselect()
+            self._respond(seq, code, b"\x00", later)
         elif code == 0x4A:  # InListPassiveTarget
             self._list(seq, data, t)
         elif code == 0x40:  # InDataExchange
@@ -273,24 +367,72 @@ class PN532Emulator:
             self._pending = None
             self._send(wire.ERROR, later)
 
-    def _list(self, seq, data, t):
-        if len(data) < 2 or data[1] != 0x00:
-            self._pending = None
-            self._send(wire.ERROR, t)
+    def _syntax(self, seq, when):
+        self._pending = None
+        self._send(wire.ERROR, when)
+
+    def _diagnose(self, seq, data, when):
+        test = data[:1]
+        if test == b"\x00":      # communication line test: the frame comes back as sent
+            self._respond(seq, 0x00, data, when)
+        elif test in (b"\x01", b"\x02"):  # ROM / RAM test: passed
+            self._respond(seq, 0x00, b"\x00", when)
+        else:
+            self._syntax(seq, when)
+
+    def _write_register(self, addr, value):
+        self.registers[addr] = value
+        if addr == REG_TXCONTROL and not value & 3:
+            self._field(0)
+
+    def _field(self, on):
+        """RF field on/off (RFConfiguration item 1, PowerDown, TxControl): off resets targets."""
+        if on:
+            self.registers[REG_TXCONTROL] |= 0x03
             return
-        if self.target is not None:
-            tg = self.target
-            tg.activate()
+        self.registers[REG_TXCONTROL] &= ~0x03 & 0xFF
+        if self._active and self.target is not None:
+            self.target.deselect()
+        self._active = False
+
+    def _list(self, seq, data, t):
+        if len(data) < 2:
+            self._syntax(seq, t)
+            return
+        self._field(1)
+        tg = self.target
+        if data[1] != 0x00:
+            # 212/424 F, 106 B, Jewel: none of our targets answers those modulations
+            self._respond(seq, 0x4A, b"\x00", t + 0.001 * (min(self._retries, 10) + 1))
+            return
+        want = bytes(data[2:])
+        if len(want) > 4 and want[0] == 0x88:   # cascade tags from a full UID
+            want = want[1:]
+            if len(want) > 7 and want[3] == 0x88:
+                want = want[:3] + want[4:]
+        if tg is not None and want and want != tg.uid:
+            tg = None   # the host selects one UID; ours is another
+        if tg is not None:
+            rats = bool(self.params & 0x10) and bool(tg.ats)
+            if rats:
+                tg.level4()
+            else:
+                tg.level3()
             self._active = True
             self._chain_in = bytearray()
             self._chain_out = b""
+            # the firmware leaves the CIU at 106 kbps type A with CRC on both ways
+            self.registers[REG_TXMODE] = CRC_EN
+            self.registers[REG_RXMODE] = CRC_EN
             body = bytes([1, 1]) + tg.sens_res + bytes([tg.sel_res, len(tg.uid)]) + tg.uid
-            if tg.ats:
+            if rats:
                 body += bytes([len(tg.ats) + 1]) + tg.ats
             self._respond(seq, 0x4A, body, t + 0.002 + self._rf(20 + len(tg.ats)))
-        elif self._retries != 0xFF:
-            # each activation attempt costs ~1 ms on air (REQA + timeout)
-            self._respond(seq, 0x4A, b"\x00", t + 0.001 * (self._retries + 1))
+        elif self._retries != 0xFF or want:
+            # each activation attempt costs ~1 ms on air (REQA + timeout); the REQA is
+            # still in the CIU FIFO afterwards (nfcpy reads it to tell "no tag" apart)
+            self.registers[REG_FIFODATA] = 0x26
+            self._respond(seq, 0x4A, b"\x00", t + 0.001 * (min(self._retries, 0xFE) + 1))
         else:
             self._waiting_list = (seq, t)
             self._at(t + 0.01, lambda: self._poll_wait(seq))
@@ -336,8 +478,49 @@ class PN532Emulator:
                 self._active = False
             self._respond(seq, 0x40, b"\x01", t + self.gone_delay)
             return
+        if reply is None:   # the target stayed silent (a halted tag)
+            self._respond(seq, 0x40, b"\x01", t + self.gone_delay)
+            return
         self._chain_out = bytes(reply)
         self._deliver(seq, t + self._rf(len(apdu) + len(reply) + 8) + tg.latency)
+
+    def _thru(self, seq, data, t):
+        """InCommunicateThru: one raw frame to the target, its raw answer back. With the
+        CIU's TX CRC off (TxMode bit 7) the host's bytes end in its own CRC_A; with RX CRC
+        off the target's answer comes back with its CRC_A, and a 4-bit ACK/NAK as one byte
+        (with RX CRC on the chip reports such a short frame as a CRC error)."""
+        n = self._thru_timeout
+        wait = 0.1 if n == 0 else (100 << (n - 1)) / 1e6
+        silent = (b"\x01", t + wait)
+        tg = self.target
+        frame = bytes(data)
+        if not self.registers[REG_TXMODE] & CRC_EN:
+            if len(frame) < 3 or crc_a(frame[:-2]) != frame[-2:]:
+                self._respond(seq, 0x42, *silent)   # a bad CRC: the target ignores it
+                return
+            frame = frame[:-2]
+        if tg is None or not self._active or not frame:
+            self._respond(seq, 0x42, *silent)
+            return
+        try:
+            reply = tg.frame(frame)
+        except TargetGone:
+            if self.target is tg:
+                self.target = None
+                self._active = False
+            self._respond(seq, 0x42, b"\x01", t + min(wait, self.gone_delay))
+            return
+        if reply is None:
+            self._respond(seq, 0x42, *silent)
+            return
+        rx_crc = self.registers[REG_RXMODE] & CRC_EN
+        if isinstance(reply, int):
+            out = b"\x02" if rx_crc else bytes([0, reply & 0x0F])
+        else:
+            out = b"\x00" + bytes(reply) + (b"" if rx_crc else crc_a(reply))
+        if len(out) > 263:
+            out = b"\x07"   # more than the chip's buffer holds
+        self._respond(seq, 0x42, out, t + self._rf(len(frame) + len(out) + 4) + tg.latency)
 
     def _deliver(self, seq, when):
         out = self._chain_out

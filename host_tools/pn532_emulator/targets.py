@@ -2,8 +2,10 @@
 
 PhoneApp is a scripted Android HCE app written from docs/nfc.md (the app-side contract):
 it hands a command envelope to the gateway and stores the result the gateway pushes.
-Type2Tag is an NTAG21x (READ 16 bytes per page address); Type4Tag an NFC Forum Type 4
-tag (NDEF application, CC and NDEF files). EchoTarget answers every APDU with a payload of
+Type2Tag is an NTAG213/215/216 (READ, FAST_READ, GET_VERSION, ...); Type4Tag an NFC Forum
+Type 4 tag (NDEF application, CC and NDEF files). Every target answers APDUs (`exchange`,
+the chip ran ISO-DEP: InDataExchange) and raw frames (`frame`, the host runs ISO-DEP or the
+type 2 protocol itself: InCommunicateThru). EchoTarget answers every APDU with a payload of
 a requested size (driver tests of InDataExchange chaining).
 """
 import struct
@@ -31,16 +33,90 @@ class Target:
         self.uid = uid
         self.activations = 0
         self.deselects = 0
+        self.halted = False
         self.apdus = []
 
     def activate(self):
         self.activations += 1
+        self.halted = False
 
     def deselect(self):
         self.deselects += 1
 
     def exchange(self, apdu):
         raise NotImplementedError
+
+    # ---- the raw RF layer (InCommunicateThru) -----------------------------------------
+    # A reader that runs ISO-DEP itself (nfcpy) activates the target at level 3 only and
+    # sends RATS, I-, R- and S-blocks through the chip. `frame(data)` answers one frame
+    # as the target would: bytes, an int for a 4-bit ACK/NAK, or None for silence.
+    # The ISO-DEP side below is the PICC half of ISO/IEC 14443-4 without CID/NAD.
+    FSD = (16, 24, 32, 40, 48, 64, 96, 128, 256)
+
+    def level3(self):
+        """Activated at level 3 (anticollision + select) without RATS."""
+        self.activate()
+        self.iso = False
+
+    def level4(self):
+        """Activated with RATS done by the chip (InListPassiveTarget, fAutomaticRATS)."""
+        self.activate()
+        self.iso = True
+        self._fsd = 256
+
+    def frame(self, data):
+        if not self.ats or self.halted:
+            return None
+        if not getattr(self, "iso", False):
+            if len(data) == 2 and data[0] == 0xE0:
+                self.iso = True
+                self._fsd = self.FSD[min(data[1] >> 4, 8)]
+                self._block = 1   # so that the first I-block's number differs
+                self._out = b""
+                self._chain = bytearray()
+                self._last = None
+                return bytes([len(self.ats) + 1]) + self.ats
+            return None  # a level-3 target ignores anything but RATS (and HLTA)
+        pcb = data[0] if data else 0
+        if pcb & 0xC0 == 0x00 and pcb & 0x02:       # I-block
+            bn = pcb & 1
+            if pcb & 0x0C:
+                return None  # CID/NAD: not announced in our ATS, so not ours
+            self._chain += data[1:]
+            if pcb & 0x10:
+                return self._keep(bytes([0xA2 | bn]))
+            apdu = bytes(self._chain)
+            self._chain = bytearray()
+            reply = self.exchange(apdu)
+            if reply is None:
+                return None
+            self._out = bytes(reply)
+            return self._next(bn)
+        if pcb & 0xE0 == 0xA0:                         # R-block
+            bn = pcb & 1
+            if pcb & 0x10:                             # R(NAK)
+                if self._last is not None and bn == self._block:
+                    return self._last
+                return bytes([0xA2 | self._block])
+            if self._out:                              # R(ACK): next piece of our chain
+                return self._next(bn)
+            return self._last if bn == self._block else None
+        if pcb & 0xF7 == 0xC2:                         # S(DESELECT)
+            self.deselect()
+            self.iso = False
+            self.halted = True
+            return bytes([pcb])
+        return None
+
+    def _next(self, bn):
+        room = self._fsd - 3  # PCB + CRC_A
+        piece, self._out = self._out[:room], self._out[room:]
+        return self._keep(bytes([(0x12 if self._out else 0x02) | bn]) + piece)
+
+    def _keep(self, block):
+        self._block = block[0] & 1
+        self._last = block
+        return block
 
 
 class EchoTarget(Target):
@@ -193,17 +269,28 @@ class PhoneApp(Target):
 
 
 class Type2Tag(Target):
-    """NTAG21x: 4-byte pages; READ (30 page) returns 16 bytes, wrapping at the end."""
+    """NTAG213/215/216 as the chip answers (NXP NTAG213/215/216 data sheet): the full page
+    map (header, user memory, dynamic lock and configuration pages), READ (30: 16 bytes,
+    rolling over at the end), FAST_READ (3A), GET_VERSION (60), READ_SIG (3C), WRITE (A2),
+    HLTA. An unknown command or a bad address is answered with a 4-bit NAK and sends the
+    tag back to idle, as the real one does; it then stays silent until re-selected."""
     sens_res = b"\x00\x44"
     sel_res = 0x00
     ats = b""
-    SIZES = {"ntag213": 144, "ntag215": 496, "ntag216": 872}
+    SIZES = {"ntag213": 144, "ntag215": 496, "ntag216": 872}     # NDEF area in the CC
+    PAGES = {"ntag213": 45, "ntag215": 135, "ntag216": 231}      # whole memory
+    VERSION = {"ntag213": bytes.fromhex("0004040201000F03"),
+               "ntag215": bytes.fromhex("0004040201001103"),
+               "ntag216": bytes.fromhex("0004040201001303")}
+    ACK, NAK = 0x0A, 0x00
 
     def __init__(self, ndef_message=None, model="ntag216", memory=None,
                  uid=b"\x04\x11\x22\x33\x44\x55\x66", leave_after=None):
         super().__init__(uid)
         size = self.SIZES[model]
+        self.model = model
         self.leave_after = leave_after
+        self.frames = []       # raw frames received through InCommunicateThru
         if memory is None:
             head = bytes([uid[0], uid[1], uid[2], 0x88 ^ uid[0] ^ uid[1] ^ uid[2]]) + uid[3:7] + \
                 bytes([uid[3] ^ uid[4] ^ uid[5] ^ uid[6], 0x48, 0, 0]) + bytes([0xE1, 0x10, size // 8, 0x00])
@@ -211,21 +298,60 @@ class Type2Tag(Target):
             tlv = (bytes([0x03, len(msg)]) if len(msg) < 255 else b"\x03\xff" + struct.pack(">H", len(msg))) + msg + b"\xfe"
             if len(tlv) > size:
                 raise ValueError("NDEF message of %d bytes does not fit an %s" % (len(msg), model))
-            memory = head + tlv + bytes(size - len(tlv))
+            # user memory past the CC's size, then dynamic lock bytes, CFG0 (AUTH0 = FF: no
+            # password), CFG1, PWD (reads as zeros), PACK
+            tail = bytes([0, 0, 0, 0xBD]) + bytes([0x04, 0, 0, 0xFF]) + bytes(4) + bytes(4) + bytes(4)
+            user = self.PAGES[model] * 4 - 16 - len(tail)
+            memory = head + tlv + bytes(user - len(tlv)) + tail
         self.memory = bytes(memory)
 
-    def exchange(self, apdu):
-        self.apdus.append(apdu)
-        if self.leave_after is not None and len(self.apdus) > self.leave_after:
+    def _gone(self):
+        if self.leave_after is not None and len(self.apdus) + len(self.frames) > self.leave_after:
             raise TargetGone()
-        if len(apdu) == 2 and apdu[0] == 0x30:
-            pages = len(self.memory) // 4
-            out = b""
-            for k in range(4):
-                p = (apdu[1] + k) % pages
-                out += self.memory[4 * p:4 * p + 4]
-            return out
-        return b"\x00"  # NAK (4-bit 0x0 is reported by the PN532 as one byte)
+
+    def exchange(self, apdu):
+        """InDataExchange: the chip handles the CRC; a 4-bit answer comes back as one byte."""
+        self.apdus.append(apdu)
+        self._gone()
+        r = self._command(apdu)
+        return bytes([r]) if isinstance(r, int) else r
+
+    def frame(self, data):
+        self.frames.append(bytes(data))
+        self._gone()
+        return self._command(data)
+
+    def _nak(self):
+        self.halted = True
+        return self.NAK
+
+    def _command(self, c):
+        if getattr(self, "halted", False):
+            return None
+        pages = len(self.memory) // 4
+        if len(c) == 2 and c[0] == 0x30:                       # READ
+            if c[1] >= pages:
+                return self._nak()
+            return b"".join(self.memory[4 * ((c[1] + k) % pages):][:4] for k in range(4))
+        if len(c) == 3 and c[0] == 0x3A:                       # FAST_READ start end
+            if c[1] > c[2] or c[2] >= pages:
+                return self._nak()
+            return self.memory[4 * c[1]:4 * (c[2] + 1)]
+        if len(c) == 1 and c[0] == 0x60:                       # GET_VERSION
+            return self.VERSION.get(self.model, self.VERSION["ntag216"])
+        if len(c) == 2 and c[0] == 0x3C and c[1] == 0:         # READ_SIG: an unsigned sample
+            return bytes(32)
+        if len(c) == 6 and c[0] == 0xA2:                       # WRITE one page
+            if not 4 <= c[1] < pages - 5:   # header and configuration pages stay as made
+                return self._nak()
+            m = bytearray(self.memory)
+            m[4 * c[1]:4 * c[1] + 4] = c[2:6]
+            self.memory = bytes(m)
+            return self.ACK
+        if len(c) == 2 and c[0] == 0x50 and c[1] == 0:         # HLTA: no answer
+            self.halted = True
+            return None
+        return self._nak()
 
 
 class Type4Tag(Target):
