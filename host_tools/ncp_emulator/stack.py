@@ -331,10 +331,11 @@ class Stack:
         return self.sl(SL_OK) + struct.pack("<BBBBI", 1, 0, c.network_key_seq, 0, self.nwk_frame_counter)
 
     def export_key(self, p):
-        # sl_zb_sec_man_context_t: core key type, key index, derived type, EUI64, network
-        # index, flags, PSA algorithm permission (19 bytes)
-        context = bytes(p[:19])
-        if len(context) != 19:
+        # sl_zb_sec_man_context_t: core key type, key index, derived type (u8 in v12, u16
+        # from v13), EUI64, network index, flags, PSA algorithm permission u32
+        size = 17 if self.ncp.version < 13 else 18
+        context = bytes(p[:size])
+        if len(context) != size:
             raise ValueError("exportKey context cut short")
         c = self.config
         key = {KEY_NETWORK: c.network_key, KEY_TC_LINK: c.tc_link_key}.get(context[0])
