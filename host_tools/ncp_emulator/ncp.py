@@ -13,6 +13,7 @@ from bellows import ash as bash
 from ppmid.zigbee import ezsp as E
 
 from host_tools.ncp_emulator import ezsp_ncp as N
+from host_tools.ncp_emulator import stack as S
 
 FLAG, ESC, XON, XOFF, SUB, CAN = 0x7E, 0x7D, 0x11, 0x13, 0x18, 0x1A
 RESERVED = (FLAG, ESC, XON, XOFF, SUB, CAN)
@@ -32,6 +33,10 @@ SL_NETWORK_DOWN = 0x16
 EZSP_SUCCESS = 0x00
 EZSP_ERROR_INVALID_VALUE = 0x36
 EZSP_ERROR_INVALID_ID = 0x37
+EZSP_ERROR_VERSION_NOT_SET = 0x30   # invalidCommand before the version command (UG100 EzspStatus)
+EZSP_ERROR_INVALID_FRAME_ID = 0x31  # invalidCommand: a frame id this NCP does not know
+EZSP_ERROR_TRUNCATED = 0x33         # invalidCommand: parameters cut short
+SL_ZIGBEE_EZSP_ERROR = 0x0C1E       # v14+: sl_status_t for any EZSP-level error
 SL_INVALID_PARAMETER = 0x21
 # EzspPolicyId values a v8+ NCP knows (UG100; 0x04 is the one the emulator acts on) and
 # their power-on decisions. MESSAGE_CONTENTS_IN_CALLBACK_POLICY: by default the
@@ -40,6 +45,7 @@ SL_INVALID_PARAMETER = 0x21
 POLICY_IDS = range(0x00, 0x0D)
 DEFAULT_POLICIES = {N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK: N.DECISION_MESSAGE_TAG_ONLY}
 MESSAGE_CONTENTS_DECISIONS = (N.DECISION_MESSAGE_TAG_ONLY, N.DECISION_MESSAGE_TAG_AND_CONTENTS)
+STACK_COMMAND_SINCE = S.SINCE
 
 
 def wire(frame):
@@ -77,7 +83,7 @@ class Ncp:
     Communications Hub (deliver(aps, payload) from the PPMID; it calls ncp.incoming())."""
 
     def __init__(self, loop, send_bytes, ezsp_version=13, max_payload=82, faults=None,
-                 stack_version=0x7420, log=None, tx_k=TX_K):
+                 stack_version=0x7420, log=None, tx_k=TX_K, node=None):
         self.loop = loop
         self._raw_send = send_bytes
         self.version = ezsp_version
@@ -102,6 +108,9 @@ class Ncp:
         self._data_count = 0         # host DATA frames accepted, ever (reset_every counts these)
         self._unicasts_seen = 0      # sendUnicast frames accepted, ever (mute_unicast counts these)
         self.muted = False           # fault: everything towards the host is lost until RST
+        # the stack's start-up, network and security commands (stack.py); node: a NodeConfig
+        self.stack = S.Stack(self, node)
+        self._stack_commands = S.COMMANDS
         self._power_on()
 
     # ---- state ---------------------------------------------------------------------------
@@ -121,6 +130,7 @@ class Ncp:
         self._aps_seq = 0
         self._frag = {}
         self.policies = dict(DEFAULT_POLICIES)   # RAM on the NCP: back to defaults on reset
+        self.stack.power_on()
 
     @property
     def idle(self):
@@ -416,7 +426,7 @@ class Ncp:
         p = frame[5:]
         if not self.negotiated and fid != E.VERSION:
             self.counters["ezsp_before_version"] += 1
-            self._respond(seq, E.INVALID_COMMAND, bytes((0x58,)))
+            self._invalid_command(seq, EZSP_ERROR_VERSION_NOT_SET)
             return
         if fid == E.VERSION:
             self.negotiated = True
@@ -424,8 +434,11 @@ class Ncp:
         elif fid == E.NETWORK_STATE:
             self._respond(seq, fid, bytes((2 if self.joined else 0,)))
         elif fid == E.NETWORK_INIT:
+            self.stack.initialized = True
             self._respond(seq, fid, self._status(0))
-            self.loop.call_later(0.05, self._try_join)
+            # a commissioned router resumes its network from tokens at once: the host's next
+            # command (bellows `info` reads the node id straight after) sees it joined
+            self.loop.call_later(0, self._try_join)
         elif fid == E.MAXIMUM_PAYLOAD_LENGTH:
             self._respond(seq, fid, bytes((self.max_payload,)))
         elif fid == E.SEND_UNICAST:
@@ -438,11 +451,30 @@ class Ncp:
             else:
                 self._respond(seq, fid, self._status(self._invalid(EZSP_ERROR_INVALID_ID)) + b"\x00")
         else:
-            self.counters["ezsp_unknown"] += 1
-            self._respond(seq, E.INVALID_COMMAND, bytes((0x58,)))
+            handler = self._stack_commands.get(fid)
+            if handler is None or self.version < STACK_COMMAND_SINCE.get(fid, 8):
+                self.counters["ezsp_unknown"] += 1
+                self._invalid_command(seq, EZSP_ERROR_INVALID_FRAME_ID)
+                return
+            try:
+                params = handler(self.stack, p)
+            except (IndexError, struct.error, ValueError) as exc:
+                # a command cut short: the NCP's frame parser stops at the end of the buffer
+                self.log("ncp: truncated %s (%s)" % (hex(fid), exc))
+                self.counters["ezsp_unknown"] += 1
+                self._invalid_command(seq, EZSP_ERROR_TRUNCATED)
+                return
+            self._respond(seq, fid, params)
+
+    def _invalid_command(self, seq, ezsp_code):
+        """invalidCommand: the reason is an EzspStatus byte up to v13; from v14 every status
+        is a 4-byte sl_status_t and the NCP reports EZSP-level failures as
+        SL_STATUS_ZIGBEE_EZSP_ERROR (the EzspStatus detail stays on the NCP)."""
+        self._respond(seq, E.INVALID_COMMAND, self._status(SL_ZIGBEE_EZSP_ERROR if self.version >= 14 else ezsp_code))
 
     def _invalid(self, ezsp_code):
-        # v14 replaced EzspStatus with sl_Status: both invalid id and value are INVALID_PARAMETER
+        # v14 replaced EzspStatus with sl_Status: invalid id, value and call are all
+        # INVALID_PARAMETER (the mapping hosts use when they read an old NCP, too)
         return SL_INVALID_PARAMETER if self.version >= 14 else ezsp_code
 
     def _set_policy(self, policy, decision):
