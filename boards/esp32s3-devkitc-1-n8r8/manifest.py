@@ -6,18 +6,12 @@
 # filesystem: with this image, `ppmid deploy --scripts-only` (removes /ppmid from the flash).
 # Relative paths are resolved from this file's directory.
 include("$(PORT_DIR)/boards/manifest.py")
-# board.json "firmware_exclude" names the files this board has no use for (the emulated
-# board's support, firmware/ppmid/board/emulated.py and ptyuart.py): `ppmid deploy` leaves
-# them out by the same list. MicroPython runs this file from its own directory.
-import json
+# The files to freeze: boards/freeze_ppmid.py, shared by the ESP32 boards (it reads this
+# board's board.json "firmware_exclude").
 import os
+import sys
 
-with open("board.json") as f:
-    _exclude = json.load(f).get("firmware_exclude", [])
-_files = []
-for _dir, _subdirs, _names in os.walk("../../firmware/ppmid"):
-    for _name in _names:
-        _path = os.path.relpath(os.path.join(_dir, _name), "../../firmware")
-        if _name.endswith(".py") and _path not in _exclude:
-            _files.append(os.path.relpath(_path, "ppmid"))
-package("ppmid", files=sorted(_files), base_path="../../firmware", opt=3)
+sys.path.insert(0, os.path.abspath(".."))
+from freeze_ppmid import FIRMWARE, ppmid_files  # noqa: E402
+
+package("ppmid", files=ppmid_files(), base_path=FIRMWARE, opt=3)
