@@ -385,6 +385,8 @@ class CommsHub:
         """An APS fragment acknowledgement from the PPMID (its host's sendReply): groupId
         0xFF00 | the fragment's index, the message's APS counter."""
         if dest != CH_NWK:
+            self.counters["fragment_acks_elsewhere"] = self.counters.get("fragment_acks_elsewhere", 0) + 1
+            self.last_ack_elsewhere = dest
             return
         if self.drop_fragment_acks:
             self.counters["fragment_acks_dropped"] += 1
