@@ -176,3 +176,26 @@ def test_zcl_headers_against_zigpy():
     ours = T.zcl_header(9, T.REQUEST_TUNNEL, False, manufacturer=0x1234)
     hdr, _ = f.ZCLHeader.deserialize(ours)
     assert hdr.manufacturer == 0x1234 and hdr.tsn == 9
+
+
+@pytest.mark.parametrize("version", [13, 14, 18])
+def test_fragment_ack_matches_bellows_send_reply(version):
+    # our sendReply parameters decode with bellows' schema for the version, and carry what
+    # bellows itself puts in a fragment ack (groupId 0xFF00 | index, endpoints swapped)
+    import importlib
+    from ppmid.zigbee import ezsp as E
+    sch = importlib.import_module("bellows.ezsp.v%d.commands" % version).COMMANDS
+    fid, req, _rsp = sch["sendReply"]
+    assert fid == E.SEND_REPLY
+    aps = E.parse_aps(E.aps_frame(0x0109, 0x0704, 2, 1, 0x8060, (7 << 8) | 3, 0x42))
+    buf = bytearray(E.SEND_REPLY_ACK_LEN)
+    E.fragment_ack_into(buf, 0x0000, aps)
+    data = bytes(buf)
+    out = {}
+    for name, typ in req.items():
+        out[name], data = typ.deserialize(data)
+    assert data == b""
+    f = out["apsFrame"]
+    assert out["sender"] == 0 and out["messageContents"] == b""
+    assert (f.profileId, f.clusterId, f.sourceEndpoint, f.destinationEndpoint) == (0x0109, 0x0704, 1, 2)
+    assert f.options == 0x8060 and f.groupId == 0xFF03 and f.sequence == 0x42

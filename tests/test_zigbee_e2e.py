@@ -497,3 +497,58 @@ def test_faults_2000_commands_1pct_both_ways_soak(tmp_path, stopper):
     events, emu = fault_run(tmp_path, stopper, 2000, 3900, to_host=0.01, from_host=0.01, reset_every=60,
                             max_unknown=0)
 
+
+
+def _response_for_ppmid(counter, size):
+    # a GBCS response from the ESME, larger than one APS frame (82 bytes) many times over
+    # but one TransferData (under the PPMID's 1500-byte transfer size)
+    return build.make_response(command(counter, ESME, size=40), content=bytes(range(256)) * (size // 256))
+
+
+def test_every_fragment_of_a_large_response_is_acknowledged(tmp_path, stopper):
+    # the CH sends a window of one fragment and the next only once the PPMID acknowledged
+    # it (sendReply): the whole message arriving means every fragment was acknowledged
+    big = _response_for_ppmid(0x7000, 1024)
+
+    def before(emu, proc):
+        assert emu.wait_until(emu.tunnel_open, 20)
+        emu.send_to_ppmid(big)
+    events, emu, _ = run_client({}, [], tmp_path, before=before, expect_rx=1, rx_wait_s=30)
+    stopper(emu)
+    rx = [binascii.unhexlify(e["hex"]) for e in events if e["ev"] == "rx"]
+    assert rx == [big]
+    n = -(-(len(big) + 5) // (82 - 2))   # fragments: ZCL header (3) + tunnel id (2) + message
+    c = emu.ch.counters
+    assert c["tx_fragments"] == n and c["rx_fragment_acks"] == n
+    assert c["tx_fragment_retries"] == 0 and c["tx_fragment_giveups"] == 0 and c["rx_fragment_acks_stray"] == 0
+    fw = events[-1]["counters"]
+    assert fw["rx_fragments"] == n and fw["rx_fragment_acks"] == n and fw["rx_fragment_ack_failed"] == 0
+
+
+def test_unacknowledged_fragment_is_retransmitted_then_given_up(tmp_path, stopper):
+    # the PPMID's acks are lost on air: the CH sends the first fragment again after each
+    # APS ack timeout, 3 times, then gives the message up; the PPMID never has it. A
+    # message after that (acks back) arrives whole.
+    big = _response_for_ppmid(0x7100, 512)
+    after = _response_for_ppmid(0x7101, 512)
+    timeout_s = 0.3
+
+    def before(emu, proc):
+        assert emu.wait_until(emu.tunnel_open, 20)
+        emu.call(setattr, emu.ch, "drop_fragment_acks", True)
+        emu.send_to_ppmid(big)
+        assert emu.wait_until(lambda: emu.ch.counters["tx_fragment_giveups"] == 1, 10)
+        emu.call(setattr, emu.ch, "drop_fragment_acks", False)
+        emu.send_to_ppmid(after)
+    events, emu, _ = run_client({"ch_options": {"aps_ack_timeout_s": timeout_s}}, [], tmp_path, before=before,
+                                expect_rx=1, rx_wait_s=30)
+    stopper(emu)
+    rx = [binascii.unhexlify(e["hex"]) for e in events if e["ev"] == "rx"]
+    assert rx == [after]
+    n = -(-(len(after) + 5) // (82 - 2))
+    c = emu.ch.counters
+    assert c["tx_fragment_giveups"] == 1 and c["tx_fragment_retries"] == 3
+    assert c["fragment_acks_dropped"] == 4          # the first fragment, sent 4 times
+    assert c["tx_fragments"] == 4 + n and c["rx_fragment_acks"] == n
+    fw = events[-1]["counters"]
+    assert fw["rx_fragments"] == 4 + n and fw["rx_fragment_acks"] == 4 + n and fw["received"] == 1

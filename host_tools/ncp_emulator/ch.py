@@ -65,6 +65,16 @@ class Corpus:
 # GSME is the slower of the two meters without making tests slow.
 GPF_DELAY_S = 0.05
 
+# The CH's APS layer sending a fragmented message (Zigbee APS fragmentation): a window of
+# fragments, then nothing more until the receiver acknowledged every one of them. An
+# unacknowledged window goes again after apscAckWaitDuration, at most apscMaxFrameRetries
+# times, then the message is given up. The Zigbee spec's figures: 0.05 s x 2 x nwkcMaxDepth
+# (15) plus the security processing time, ~1.6 s; 3 retries. Window: 1, EmberZNet's
+# default EZSP_CONFIG_FRAGMENT_WINDOW_SIZE (and the NCP's value in stack.py).
+FRAGMENT_WINDOW = 1
+APS_ACK_TIMEOUT_S = 1.6
+APS_RETRIES = 3
+
 
 class Device:
     def __init__(self, title, kind, corpus, delay_s=0.0):
@@ -92,9 +102,21 @@ class Device:
                                  b"\x0f\x00\x00\x00\x00\x00")
 
 
+class _Outgoing:
+    """A message to the PPMID on its way in APS fragments."""
+
+    def __init__(self, frags, seq):
+        self.frags = frags
+        self.seq = seq           # its APS counter: the acks carry it
+        self.base = 0            # first fragment of the window in flight
+        self.acked = set()
+        self.tries = 0           # retransmissions of this window
+
+
 class CommsHub:
     def __init__(self, ncp, loop, log_path=None, corpus_dir=None, hold_max=32, busy_retry_s=3.0,
-                 transfer_size=1500, log=None, gpf_delay_s=GPF_DELAY_S):
+                 transfer_size=1500, log=None, gpf_delay_s=GPF_DELAY_S, fragment_window=FRAGMENT_WINDOW,
+                 aps_ack_timeout_s=APS_ACK_TIMEOUT_S, aps_retries=APS_RETRIES):
         self.ncp = ncp
         self.loop = loop
         self.log = log or (lambda m: None)
@@ -113,7 +135,17 @@ class CommsHub:
         self.refuse_until = 0.0         # fault: the CH does not acknowledge (busy)
         self.tunnel_requests = 0
         self.counters = {"tunnel_requests": 0, "tunnel_refused": 0, "transfer_errors_rx": 0,
-                         "rx_fragments": 0, "bad_zcl": 0, "unknown_recipient": 0, "not_gbcs": 0}
+                         "rx_fragments": 0, "bad_zcl": 0, "unknown_recipient": 0, "not_gbcs": 0,
+                         "tx_fragments": 0, "tx_fragment_retries": 0, "tx_fragment_giveups": 0,
+                         "tx_fragment_aborted": 0, "rx_fragment_acks": 0, "rx_fragment_acks_stray": 0,
+                         "fragment_acks_dropped": 0}
+        self.fragment_window = max(1, fragment_window)
+        self.aps_ack_timeout_s = aps_ack_timeout_s
+        self.aps_retries = aps_retries
+        self.drop_fragment_acks = False  # fault: the PPMID's fragment acks are lost on air
+        self._out = None                 # _Outgoing being sent in fragments
+        self._outq = []                  # ZCL frames for the PPMID behind it, in order
+        self._out_timer = None
         self._seq = 0
         self._frag = None
         self._reasm = gbt.Reassembler(65536, 60000)
@@ -154,6 +186,13 @@ class CommsHub:
 
     def ppmid_left(self):
         self.tunnel_id = None
+        # the PPMID's stack is gone (reset, left the network): what was on its way to it
+        # is for a tunnel that no longer exists
+        if self._out is not None or self._outq:
+            self.counters["tx_fragment_aborted"] += (self._out is not None) + len(self._outq)
+            self._out = None
+            self._outq = []
+            self._cancel_out_timer()
         if self._request_handle:
             self._request_handle.cancel()
             self._request_handle = None
@@ -285,9 +324,90 @@ class CommsHub:
 
     # ---- to the PPMID --------------------------------------------------------------------
     def _to_ppmid(self, zcl):
+        """One ZCL frame for the PPMID: at once if it fits one APS frame and nothing is
+        ahead of it, else in order behind the fragmented message being sent."""
         if not self.ncp.can_reach_host():
             return False
-        return self.ncp.incoming(CH_NWK, T.PROFILE_SE, T.CLUSTER_TUNNELING, zcl)
+        if self._out is None and not self._outq and len(self.ncp.fragments(zcl)) == 1:
+            return self.ncp.incoming(CH_NWK, T.PROFILE_SE, T.CLUSTER_TUNNELING, zcl)
+        self._outq.append(bytes(zcl))
+        if self._out is None:
+            self._next_out()
+        return True
+
+    def _next_out(self):
+        while self._out is None and self._outq:
+            zcl = self._outq.pop(0)
+            if not self.ncp.can_reach_host():
+                self.counters["tx_fragment_aborted"] += 1
+                continue
+            frags = self.ncp.fragments(zcl)
+            if len(frags) == 1:
+                self.ncp.incoming(CH_NWK, T.PROFILE_SE, T.CLUSTER_TUNNELING, zcl)
+                continue
+            self._out = _Outgoing(frags, self.ncp.next_aps_seq())
+            self._send_window()
+
+    def _send_window(self):
+        o = self._out
+        for i in range(o.base, min(o.base + self.fragment_window, len(o.frags))):
+            if i in o.acked:
+                continue
+            self.counters["tx_fragments"] += 1
+            if self.ncp.can_reach_host():   # otherwise lost on air: the timer brings it back
+                self.ncp.incoming_fragment(CH_NWK, T.PROFILE_SE, T.CLUSTER_TUNNELING, o.seq, i,
+                                           len(o.frags), o.frags[i])
+        self._cancel_out_timer()
+        self._out_timer = self.loop.call_later(self.aps_ack_timeout_s, self._window_timeout, o)
+
+    def _cancel_out_timer(self):
+        if self._out_timer:
+            self._out_timer.cancel()
+            self._out_timer = None
+
+    def _window_timeout(self, o):
+        self._out_timer = None
+        if o is not self._out:
+            return
+        o.tries += 1
+        if o.tries > self.aps_retries:
+            # as a real sender: the message is lost, the next one goes
+            self.counters["tx_fragment_giveups"] += 1
+            self.log("ch: no APS ack for fragments %d.. of %d after %d retries: message given up"
+                     % (o.base, len(o.frags), self.aps_retries))
+            self._out = None
+            self._next_out()
+            return
+        self.counters["tx_fragment_retries"] += 1
+        self._send_window()
+
+    def fragment_ack(self, dest, aps):
+        """An APS fragment acknowledgement from the PPMID (its host's sendReply): groupId
+        0xFF00 | the fragment's index, the message's APS counter."""
+        if dest != CH_NWK:
+            self.counters["fragment_acks_elsewhere"] = self.counters.get("fragment_acks_elsewhere", 0) + 1
+            self.last_ack_elsewhere = dest
+            return
+        if self.drop_fragment_acks:
+            self.counters["fragment_acks_dropped"] += 1
+            return
+        o = self._out
+        index = aps["group"] & 0xFF
+        if o is None or aps["sequence"] != o.seq or not o.base <= index < min(o.base + self.fragment_window,
+                                                                                len(o.frags)):
+            self.counters["rx_fragment_acks_stray"] += 1
+            return
+        self.counters["rx_fragment_acks"] += 1
+        o.acked.add(index)
+        end = min(o.base + self.fragment_window, len(o.frags))
+        if all(i in o.acked for i in range(o.base, end)):
+            self._cancel_out_timer()
+            o.base, o.tries = end, 0
+            if end >= len(o.frags):
+                self._out = None
+                self._next_out()
+            else:
+                self._send_window()
 
     def send_to_ppmid(self, msg):
         """A GBCS message for the PPMID: now if the tunnel is up, else held (bounded)."""

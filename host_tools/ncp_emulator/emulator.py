@@ -122,7 +122,8 @@ def union_seconds(intervals, t0, t1):
 
 class NcpEmulator:
     def __init__(self, pty, baud=115200, ezsp_version=13, max_payload=82, log_path=None, corpus_dir=None,
-                 faults=None, hold_max=32, busy_retry_s=3.0, verbose=False, tx_k=None, gpf_delay_s=None):
+                 faults=None, hold_max=32, busy_retry_s=3.0, verbose=False, tx_k=None, gpf_delay_s=None,
+                 ch_options=None):
         self.pty = pty
         self.baud = baud
         self.byte_time = 10.0 / baud if baud else 0.0
@@ -136,6 +137,7 @@ class NcpEmulator:
         self.verbose = verbose
         self.tx_k = tx_k                   # the NCP's ASH window; None: UG101's TX_K (5)
         self.gpf_delay_s = gpf_delay_s     # the GSME's answer delay; None: ch.GPF_DELAY_S
+        self.ch_options = ch_options or {}  # CommsHub keywords (fragment_window, aps_ack_timeout_s...)
         self.messages = []                 # emulator log lines (also printed when verbose)
         self.loop = None
         self.ncp = None
@@ -181,6 +183,7 @@ class NcpEmulator:
         kw = {} if self.tx_k is None else {"tx_k": self.tx_k}
         self.ncp = Ncp(self.loop, self._send, self.ezsp_version, self.max_payload, self.faults, log=self._log, **kw)
         kw = {} if self.gpf_delay_s is None else {"gpf_delay_s": self.gpf_delay_s}
+        kw.update(self.ch_options)
         self.ch = CommsHub(self.ncp, self.loop, self.log_path, self.corpus_dir, self.hold_max, self.busy_retry_s,
                            log=self._log, **kw)
         self.ncp.ch = self.ch

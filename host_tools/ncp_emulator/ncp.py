@@ -443,6 +443,8 @@ class Ncp:
             self._respond(seq, fid, bytes((self.max_payload,)))
         elif fid == E.SEND_UNICAST:
             self._send_unicast(seq, p)
+        elif fid == E.SEND_REPLY:
+            self._send_reply(seq, p)
         elif fid == N.SET_POLICY and len(p) >= 2:
             self._respond(seq, fid, self._status(self._set_policy(p[0], p[1])))
         elif fid == N.GET_POLICY and len(p) >= 1:
@@ -537,23 +539,58 @@ class Ncp:
         self.callback(E.MESSAGE_SENT_HANDLER,
                       N.message_sent_params(self.version, status, m["dest"], aps, m["tag"], echo))
 
-    def incoming(self, sender, profile, cluster, payload):
-        """Over the air from the CH to the PPMID: APS-fragmented to the module's limit,
-        each fragment an incomingMessageHandler callback."""
-        size = self.max_payload - 2
-        frags = [payload] if len(payload) <= self.max_payload else \
-            [payload[i:i + size] for i in range(0, len(payload), size)]
+    def _send_reply(self, seq, p):
+        """sendReply: hosts use it for the APS acknowledgement of a fragment they received
+        (no payload, groupId 0xFF00 | index); it goes over the air to the fragment's sender."""
+        self.counters["send_reply"] = self.counters.get("send_reply", 0) + 1
+        try:
+            dest = struct.unpack_from("<H", p, 0)[0]
+            aps = E.parse_aps(p, 2)
+            n = p[13]
+            if len(p) < 14 + n:
+                raise ValueError("message truncated")
+        except (IndexError, struct.error, ValueError) as exc:
+            self.log("ncp: bad sendReply (%s)" % exc)
+            self._invalid_command(seq, EZSP_ERROR_TRUNCATED)
+            return
+        if not self.joined:
+            self._respond(seq, E.SEND_REPLY, self._status(SL_NETWORK_DOWN if self.version >= 14
+                                                          else EMBER_NETWORK_DOWN_STATUS))
+            return
+        self._respond(seq, E.SEND_REPLY, self._status(0))
+        if self.ch and aps["options"] & 0x8000:
+            self.ch.fragment_ack(dest, aps)
+
+    def next_aps_seq(self):
         self._aps_seq = (self._aps_seq + 1) & 0xFF
+        return self._aps_seq
+
+    def incoming(self, sender, profile, cluster, payload):
+        """Over the air from the CH to the PPMID, whole: APS-fragmented to the module's
+        limit, all fragments at once (the CH's windowed sender uses incoming_fragment)."""
+        frags = self.fragments(payload)
+        seq = self.next_aps_seq()
         for i, frag in enumerate(frags):
-            options = 0x0040 | 0x0020
-            group = 0
-            if len(frags) > 1:
-                options |= 0x8000
-                group = (len(frags) << 8) | i
-            aps = E.aps_frame(profile, cluster, 1, 1, options, group, self._aps_seq)
-            self.callback(E.INCOMING_MESSAGE_HANDLER,
-                          N.incoming_params(self.version, aps, sender, frag, eui64=bytes.fromhex("0000b0d5b3ffff00")))
+            self.incoming_fragment(sender, profile, cluster, seq, i, len(frags), frag)
         return True
+
+    def fragments(self, payload):
+        """payload cut to what one APS frame carries here (the extended header: 2 bytes)."""
+        if len(payload) <= self.max_payload:
+            return [payload]
+        size = self.max_payload - 2
+        return [payload[i:i + size] for i in range(0, len(payload), size)]
+
+    def incoming_fragment(self, sender, profile, cluster, seq, index, count, frag):
+        """One APS frame from the air (a fragment when count > 1): an incomingMessageHandler."""
+        options = 0x0040 | 0x0020
+        group = 0
+        if count > 1:
+            options |= 0x8000
+            group = (count << 8) | index
+        aps = E.aps_frame(profile, cluster, 1, 1, options, group, seq)
+        self.callback(E.INCOMING_MESSAGE_HANDLER,
+                      N.incoming_params(self.version, aps, sender, frag, eui64=bytes.fromhex("0000b0d5b3ffff00")))
 
     def now(self):
         return time.time()

@@ -229,3 +229,27 @@ def test_tunnel_server_request_transfer_and_errors():
     assert s.counters["bad_zcl"] == 1 and s.counters["unknown_commands"] == 1
     kinds = [e[0] for e in s.events]
     assert kinds.count("open") == 3 and "error" in kinds and kinds.count("closed") == 3
+
+
+def test_fragment_ack_layout():
+    # the ack of fragment 3 of a message from the CH: back to 0x0000, endpoints swapped,
+    # the fragment's options and APS counter, groupId 0xFF03, no payload
+    aps = E.parse_aps(E.aps_frame(0x0109, 0x0704, 2, 1, 0x8060, (7 << 8) | 3, 0x42))
+    buf = bytearray(E.SEND_REPLY_ACK_LEN)
+    E.fragment_ack_into(buf, 0x0000, aps)
+    assert bytes(buf) == h("0000 | 0901 0407 01 02 6080 03ff 42 | 00")
+    E.fragment_ack_into(buf, 0x1234, E.parse_aps(E.aps_frame(0x0109, 0x0704, 1, 1, 0x8000, 0x0200, 9)))
+    assert bytes(buf) == h("3412 | 0901 0407 01 01 0080 00ff 09 | 00")   # the same buffer, reused
+
+
+async def test_send_reply_status_per_version():
+    for v, status in ((13, b"\x00"), (14, b"\x00\x00\x00\x00"), (13, b"\x66"), (14, b"\x02\x0c\x00\x00")):
+        link = FakeLink(v, {E.SEND_REPLY: lambda seq, s=status: N.response_frame(seq, E.SEND_REPLY, s)})
+        ez = E.Ezsp(link)
+        link.ezsp = ez
+        await ez.negotiate(13)
+        buf = bytearray(E.SEND_REPLY_ACK_LEN)
+        E.fragment_ack_into(buf, 0, E.parse_aps(E.aps_frame(0x0109, 0x0704, 1, 1, 0x8000, 0x0200, 9)))
+        got = await ez.send_reply(buf)
+        assert got == {b"\x00": 0, b"\x66": 0x66}.get(status, 0x0C02 if status[0] == 2 else 0)
+        assert link.sent[-1][3:5] == b"\x39\x00" and link.sent[-1][5:] == bytes(buf)

@@ -24,13 +24,14 @@ NETWORK_STATE = const(0x0018)
 STACK_STATUS_HANDLER = const(0x0019)
 MAXIMUM_PAYLOAD_LENGTH = const(0x0033)
 SEND_UNICAST = const(0x0034)
+SEND_REPLY = const(0x0039)
 MESSAGE_SENT_HANDLER = const(0x003F)
 INCOMING_MESSAGE_HANDLER = const(0x0045)
 INVALID_COMMAND = const(0x0058)
 
 NAMES = {VERSION: "version", NETWORK_INIT: "networkInit", NETWORK_STATE: "networkState",
          STACK_STATUS_HANDLER: "stackStatusHandler", MAXIMUM_PAYLOAD_LENGTH: "maximumPayloadLength",
-         SEND_UNICAST: "sendUnicast", MESSAGE_SENT_HANDLER: "messageSentHandler",
+         SEND_UNICAST: "sendUnicast", SEND_REPLY: "sendReply", MESSAGE_SENT_HANDLER: "messageSentHandler",
          INCOMING_MESSAGE_HANDLER: "incomingMessageHandler", INVALID_COMMAND: "invalidCommand"}
 
 # frame control, low byte (responses)
@@ -97,6 +98,21 @@ def send_unicast_params(version, dest, aps, tag, message):
         raise EzspError(E_EZSP, "message of %d bytes cannot go in one sendUnicast" % len(message))
     tagb = struct.pack("<H", tag & 0xFFFF) if is_v14(version) else bytes((tag & 0xFF,))
     return struct.pack("<BH", OUTGOING_DIRECT, dest) + aps + tagb + bytes((len(message),)) + message
+
+
+# sendReply: sender (u16), EmberApsFrame (11), messageLength (u8), message. The same
+# from v8 to v18; only its response's status widens (u8 EmberStatus, u32 sl_Status from
+# v14), which parse_status handles.
+SEND_REPLY_ACK_LEN = const(14)
+
+
+def fragment_ack_into(buf, sender, aps):
+    """The APS acknowledgement of one incoming fragment, as sendReply parameters written
+    into buf (SEND_REPLY_ACK_LEN bytes, reused): back to the fragment's sender, endpoints
+    swapped, the fragment's options and APS counter, groupId 0xFF00 | its index and no
+    payload (what EmberZNet hosts send, bellows among them)."""
+    struct.pack_into("<HHHBBHHBB", buf, 0, sender, aps["profile"], aps["cluster"], aps["dst_ep"],
+                     aps["src_ep"], aps["options"], 0xFF00 | (aps["group"] & 0xFF), aps["sequence"], 0)
 
 
 def parse_status(version, p):
@@ -326,6 +342,10 @@ class Ezsp:
 
     async def maximum_payload_length(self):
         return (await self.command(MAXIMUM_PAYLOAD_LENGTH))[0]
+
+    async def send_reply(self, params):
+        """params: sendReply parameters (fragment_ack_into). -> status, 0 = sent."""
+        return parse_status(self.version, await self.command(SEND_REPLY, params))
 
     async def send_unicast(self, dest, aps, tag, message):
         """-> (status, aps_sequence); status 0 = accepted for transmission."""

@@ -24,6 +24,7 @@ RESETTING = "resetting"
 CH_NWK = const(0x0000)         # the CH is the HAN's coordinator
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
+_ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
 
 DEFAULTS = {
     "ezsp_version": 13,        # what we ask for first; any of v8..v18 the NCP has is accepted
@@ -120,7 +121,8 @@ class ZigbeeHan:
                          "rx_fragment_timeouts": 0, "rx_not_tunnel": 0, "rx_gbt_blocks": 0,
                          "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0,
                          "rejected_by_ch": 0, "resent": 0, "resend_failed": 0,
-                         "delivery_unknown": 0, "resend_partial": 0}
+                         "delivery_unknown": 0, "resend_partial": 0, "rx_fragment_acks": 0,
+                         "rx_fragment_ack_failed": 0}
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
@@ -144,13 +146,19 @@ class ZigbeeHan:
         self._recent = []              # _Delivered: the last few, oldest first
         self._rejected = {}            # tunnel id -> TransferDataErrors the CH sent for it
         self._resend_event = asyncio.Event()
+        # APS acknowledgements of incoming fragments: a small ring of sendReply parameter
+        # buffers, filled by the (synchronous) receive callback, sent by _ack_loop
+        self._acks = [bytearray(E.SEND_REPLY_ACK_LEN) for _ in range(_ACK_SLOTS)]
+        self._ack_head = 0
+        self._ack_count = 0
+        self._ack_event = asyncio.Event()
         self._tasks = []
 
     # ---- public ----------------------------------------------------------------------
     async def start(self):
         if not self._tasks:
             self._tasks = [asyncio.create_task(self.run()), asyncio.create_task(self._reply_loop()),
-                           asyncio.create_task(self._resend_loop())]
+                           asyncio.create_task(self._resend_loop()), asyncio.create_task(self._ack_loop())]
 
     async def stop(self):
         for t in self._tasks:
@@ -363,6 +371,9 @@ class ZigbeeHan:
             return
         msg = m["message"]
         if aps["options"] & E.APS_OPTION_FRAGMENT:
+            # every fragment is acknowledged, a repeated one too (our ack may have been
+            # lost): the sender sends no more of the message until it has the ack
+            self._queue_ack(m["sender"], aps)
             msg = self._defragment(m["sender"], aps["group"], msg)
             if msg is None:
                 return
@@ -381,6 +392,35 @@ class ZigbeeHan:
         self._update_status()
         if data is not None:
             self._deliver(data)
+
+    def _queue_ack(self, sender, aps):
+        if self._ack_count >= _ACK_SLOTS:
+            # the NCP is not taking our acks: the sender will repeat the fragment anyway
+            self.counters["rx_fragment_ack_failed"] += 1
+            self._logf("fragment ack dropped: %d waiting", self._ack_count)
+            return
+        E.fragment_ack_into(self._acks[(self._ack_head + self._ack_count) % _ACK_SLOTS], sender, aps)
+        self._ack_count += 1
+        self._ack_event.set()
+
+    async def _ack_loop(self):
+        while True:
+            while not self._ack_count:
+                self._ack_event.clear()
+                await self._ack_event.wait()
+            buf = self._acks[self._ack_head]
+            try:
+                status = await self._ezsp.send_reply(buf)
+                if status:
+                    raise HanError(E_DELIVERY, "sendReply status 0x%x" % status)
+                self.counters["rx_fragment_acks"] += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # an ack lost is a fragment repeated, never a stop
+                self.counters["rx_fragment_ack_failed"] += 1
+                self._logf("fragment ack not sent: %r", exc)
+            self._ack_head = (self._ack_head + 1) % _ACK_SLOTS
+            self._ack_count -= 1
 
     def _defragment(self, sender, group, data):
         self.counters["rx_fragments"] += 1
