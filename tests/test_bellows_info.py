@@ -302,3 +302,76 @@ def test_bellows_acknowledges_each_fragment(tmp_path, version):
     assert any(name == "incomingMessageHandler" and zcl in args for name, args in got)
     assert c["tx_fragments"] == n and c["rx_fragment_acks"] == n and c["tx_fragment_giveups"] == 0
     assert emu.ncp.counters["send_reply"] == n
+
+
+# ---- bellows as the PPMID's host: the GB-HRGP tunnel, a command and its response -------------
+@pytest.mark.parametrize("version", [13, 14])
+def test_bellows_tunnel_round_trip(tmp_path, version):
+    # bellows drives the emulated NCP as a PPMID's host would: the CH asks for the tunnel,
+    # the tunnel's ZCL (the firmware's own pure TunnelServer, run here under CPython) answers
+    # through bellows' sendUnicast; a GBCS command then goes to the CH in TransferData and
+    # the meter's response comes back through bellows' incomingMessageHandler
+    import asyncio
+    import zigpy.config as zc
+    from bellows.ezsp import EZSP
+    from ppmid.gbcs import build
+    from ppmid.zigbee import tunnel as T
+
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    emu = NcpEmulator(master, ezsp_version=version, log_path=str(tmp_path / "ch.jsonl")).start()
+    server = T.TunnelServer()
+    command = build.build_command(0x7000, bytes.fromhex("90B3D51F30010000"), bytes.fromhex("00DB1234567890A0"),
+                                  0x0007, bytes(range(10)))
+    incoming = []           # GBCS bytes that came out of the tunnel
+    sent_status = []
+
+    async def run():
+        ezsp = EZSP({zc.CONF_DEVICE_PATH: os.ttyname(slave), zc.CONF_DEVICE_BAUDRATE: 115200,
+                     zc.CONF_DEVICE_FLOW_CONTROL: None})
+        loop = asyncio.get_running_loop()
+        tag = [0]
+
+        async def unicast(zcl):
+            tag[0] += 1
+            aps = bt.EmberApsFrame(profileId=T.PROFILE_SE, clusterId=T.CLUSTER_TUNNELING,
+                                   sourceEndpoint=T.ENDPOINT, destinationEndpoint=T.ENDPOINT,
+                                   options=bt.EmberApsOption.APS_OPTION_RETRY, groupId=0, sequence=0)
+            r = await ezsp.sendUnicast(bt.EmberOutgoingMessageType.OUTGOING_DIRECT, 0x0000, aps, tag[0], zcl)
+            sent_status.append(int(r[0]))
+
+        def on_frame(name, args):
+            if name != "incomingMessageHandler":
+                return
+            replies, gbcs = server.handle(0x0000, bytes(args[-1]))   # the message is the last field
+            for z in replies:
+                loop.create_task(unicast(z))
+            if gbcs is not None:
+                incoming.append(bytes(gbcs))
+
+        ezsp.add_callback(on_frame)
+        await ezsp.connect(use_thread=False)
+        try:
+            await ezsp.networkInit(bt.EmberNetworkInitBitmask.NETWORK_INIT_NO_OPTIONS)
+            for _ in range(100):                     # the CH requests the tunnel once we join
+                if server.is_open and emu.tunnel_open():
+                    break
+                await asyncio.sleep(0.05)
+            assert server.is_open and emu.tunnel_open()
+            await unicast(server.outgoing(command))
+            for _ in range(100):
+                if incoming:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await ezsp.disconnect()
+    try:
+        asyncio.run(run())
+    finally:
+        emu.stop()
+        os.close(slave)
+    assert sent_status and set(sent_status) == {0}
+    assert emu.received == [command]                 # byte-identical at the CH
+    assert incoming == emu.sent[-1:] and incoming    # the meter's response, byte-identical
+    assert incoming[0][0] == 0xDD and incoming[0][13:15] == b"\xDF\x09"
