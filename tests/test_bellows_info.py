@@ -248,12 +248,11 @@ def test_frame_ids_match_bellows():
     assert S.VALUE_VERSION_INFO == bt.EzspValueId.VALUE_VERSION_INFO
 
 
-# ---- bellows receiving a message in APS fragments ---------------------------------------------
-@pytest.mark.parametrize("version", [13, 14])
-def test_bellows_acknowledges_each_fragment(tmp_path, version):
-    # the emulated CH sends a frame of many fragments a window (1) at a time: it arrives
-    # whole in bellows only if bellows acknowledged each fragment (sendReply) and the NCP
-    # took the acks
+# ---- bellows as the host of a running emulated NCP ------------------------------------------
+def with_bellows(tmp_path, version, body):
+    """Start the emulator on a fresh pty, connect bellows' EZSP to it, networkInit, wait until
+    the NCP can reach the host, then `await body(ezsp, emu)`; everything stopped after.
+    Returns the emulator (stopped) for the asserts."""
     import asyncio
     import zigpy.config as zc
     from bellows.ezsp import EZSP
@@ -262,14 +261,10 @@ def test_bellows_acknowledges_each_fragment(tmp_path, version):
     tty.setraw(master)
     tty.setraw(slave)
     emu = NcpEmulator(master, ezsp_version=version, log_path=str(tmp_path / "ch.jsonl")).start()
-    zcl = bytes((0x09, 0x01, 0x01, 0x00, 0x00)) + bytes(range(256)) * 2 + b"end"
-    n = len(emu.ncp.fragments(zcl))
-    got = []
 
     async def run():
         ezsp = EZSP({zc.CONF_DEVICE_PATH: os.ttyname(slave), zc.CONF_DEVICE_BAUDRATE: 115200,
                      zc.CONF_DEVICE_FLOW_CONTROL: None})
-        ezsp.add_callback(lambda name, args: got.append((name, args)))
         await ezsp.connect(use_thread=False)
         try:
             await ezsp.networkInit(bt.EmberNetworkInitBitmask.NETWORK_INIT_NO_OPTIONS)
@@ -277,12 +272,7 @@ def test_bellows_acknowledges_each_fragment(tmp_path, version):
                 if emu.ncp.can_reach_host():
                     break
                 await asyncio.sleep(0.05)
-            emu.call(emu.ch._to_ppmid, zcl)
-            for _ in range(200):
-                if any(name == "incomingMessageHandler" and zcl in args for name, args in got):
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.2)   # the last ack's way to the CH
+            await body(ezsp, emu)
         finally:
             await ezsp.disconnect()
     try:
@@ -290,6 +280,31 @@ def test_bellows_acknowledges_each_fragment(tmp_path, version):
     finally:
         emu.stop()
         os.close(slave)
+    return emu
+
+
+# ---- bellows receiving a message in APS fragments ---------------------------------------------
+@pytest.mark.parametrize("version", [13, 14])
+def test_bellows_acknowledges_each_fragment(tmp_path, version):
+    # the emulated CH sends a frame of many fragments a window (1) at a time: it arrives
+    # whole in bellows only if bellows acknowledged each fragment (sendReply) and the NCP
+    # took the acks
+    import asyncio
+    zcl = bytes((0x09, 0x01, 0x01, 0x00, 0x00)) + bytes(range(256)) * 2 + b"end"
+    got = []
+    fragments = []
+
+    async def body(ezsp, emu):
+        ezsp.add_callback(lambda name, args: got.append((name, args)))
+        fragments.append(len(emu.ncp.fragments(zcl)))
+        emu.call(emu.ch._to_ppmid, zcl)
+        for _ in range(200):
+            if any(name == "incomingMessageHandler" and zcl in args for name, args in got):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)   # the last ack's way to the CH
+    emu = with_bellows(tmp_path, version, body)
+    n = fragments[0]
     assert n > 5
     c = emu.ch.counters
     if version >= 14:
@@ -312,24 +327,16 @@ def test_bellows_tunnel_round_trip(tmp_path, version):
     # through bellows' sendUnicast; a GBCS command then goes to the CH in TransferData and
     # the meter's response comes back through bellows' incomingMessageHandler
     import asyncio
-    import zigpy.config as zc
-    from bellows.ezsp import EZSP
     from ppmid.gbcs import build
     from ppmid.zigbee import tunnel as T
 
-    master, slave = os.openpty()
-    tty.setraw(master)
-    tty.setraw(slave)
-    emu = NcpEmulator(master, ezsp_version=version, log_path=str(tmp_path / "ch.jsonl")).start()
     server = T.TunnelServer()
     command = build.build_command(0x7000, bytes.fromhex("90B3D51F30010000"), bytes.fromhex("00DB1234567890A0"),
                                   0x0007, bytes(range(10)))
     incoming = []           # GBCS bytes that came out of the tunnel
     sent_status = []
 
-    async def run():
-        ezsp = EZSP({zc.CONF_DEVICE_PATH: os.ttyname(slave), zc.CONF_DEVICE_BAUDRATE: 115200,
-                     zc.CONF_DEVICE_FLOW_CONTROL: None})
+    async def body(ezsp, emu):
         loop = asyncio.get_running_loop()
         tag = [0]
 
@@ -351,26 +358,18 @@ def test_bellows_tunnel_round_trip(tmp_path, version):
                 incoming.append(bytes(gbcs))
 
         ezsp.add_callback(on_frame)
-        await ezsp.connect(use_thread=False)
-        try:
-            await ezsp.networkInit(bt.EmberNetworkInitBitmask.NETWORK_INIT_NO_OPTIONS)
-            for _ in range(100):                     # the CH requests the tunnel once we join
-                if server.is_open and emu.tunnel_open():
-                    break
-                await asyncio.sleep(0.05)
-            assert server.is_open and emu.tunnel_open()
-            await unicast(server.outgoing(command))
-            for _ in range(100):
-                if incoming:
-                    break
-                await asyncio.sleep(0.05)
-        finally:
-            await ezsp.disconnect()
-    try:
-        asyncio.run(run())
-    finally:
-        emu.stop()
-        os.close(slave)
+        emu.request_tunnel()        # the CH asks again now that bellows listens
+        for _ in range(100):
+            if server.is_open and emu.tunnel_open():
+                break
+            await asyncio.sleep(0.05)
+        assert server.is_open and emu.tunnel_open()
+        await unicast(server.outgoing(command))
+        for _ in range(100):
+            if incoming:
+                break
+            await asyncio.sleep(0.05)
+    emu = with_bellows(tmp_path, version, body)
     assert sent_status and set(sent_status) == {0}
     assert emu.received == [command]                 # byte-identical at the CH
     assert incoming == emu.sent[-1:] and incoming    # the meter's response, byte-identical
