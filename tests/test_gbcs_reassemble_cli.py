@@ -1,4 +1,4 @@
-"""`ppmid gbcs decode --reassemble` (host_tools/cmd_gbcs.py GbtCollector): GBT streams made by
+"""`ppmid gbcs decode --reassemble` (host_tools/gbcs_tools.py GbtCollector): GBT streams made by
 splitting big RTDS corpus messages with the firmware's gbt.split, shuffled and duplicated
 with fixed seeds, must rebuild the original; missing blocks, conflicting duplicates,
 malformed blocks, interleaved streams and foreign blocks are reported."""
@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from host_tools.cmd_gbcs import GbtCollector, message_json
+from host_tools.gbcs_tools import GbtCollector, message_json
 from ppmid.gbcs import decode, gbt
 from test_gbcs_cli import ppmid
 
