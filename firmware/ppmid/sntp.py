@@ -84,7 +84,8 @@ class SntpClient:
     resync_s. `set_time(unix_s, ms)` is the board's RTC setter; `on_set` an optional
     coroutine function called after each set (the app republishes its info)."""
 
-    def __init__(self, settings, clock, set_time, wlan=None, log=print, on_set=None, udp=_udp, urandom=None):
+    def __init__(self, settings, clock, set_time, wlan=None, log=print, on_set=None, udp=_udp, urandom=None,
+                 sleep=sleep_ms):
         self.servers = settings["servers"]
         self.port = settings["port"]
         self.timeout_ms = settings["timeout_ms"]
@@ -97,6 +98,7 @@ class SntpClient:
         self.log = log
         self.on_set = on_set
         self.udp = udp
+        self.sleep = sleep         # injected: tests move a fake clock instead of waiting
         if urandom is None:
             from os import urandom
         self.urandom = urandom
@@ -143,7 +145,7 @@ class SntpClient:
                     return unix + ms // 1000, ms % 1000
                 if c.diff(c.ms(), t0) >= self.timeout_ms:
                     return None
-                await sleep_ms(_POLL_MS)
+                await self.sleep(_POLL_MS)
         finally:
             if self.wlan is not None:
                 self.wlan.untrack(sock)
@@ -176,7 +178,7 @@ class SntpClient:
         # sleep s seconds, cut short when Wi-Fi comes back after a drop (sync at once then)
         was_up = self._up()
         for _ in range(s):
-            await sleep_ms(1000)
+            await self.sleep(1000)
             up = self._up()
             if up and not was_up:
                 return
@@ -210,7 +212,7 @@ class SntpClient:
     async def run(self):
         while True:
             if not self._up():
-                await sleep_ms(1000)
+                await self.sleep(1000)
                 continue
             try:
                 wait = await self.sync_once()

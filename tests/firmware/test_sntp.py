@@ -172,135 +172,106 @@ def rig(settings=SETTINGS):
         t.set_unix(unix, ms)
 
     c = sntp.SntpClient(settings, clock, set_time, log=logs.append, udp=net.udp,
-                        urandom=lambda n: bytes([len(net.sent) + 1]) * n)
+                        urandom=lambda n: bytes([len(net.sent) + 1]) * n, sleep=fake_sleep(t))
     return c, t, net, clock, logs, sets
 
 
-def _patch_sleep(t):
+def fake_sleep(t):
     # time moves by the slept amount: the client's waits run instantly
-    async def fake_sleep(ms):
+    async def sleep(ms):
         t.tick += ms
         t.ms += ms
         await asyncio.sleep(0)
-    sntp.sleep_ms = fake_sleep
-
-
-def _restore_sleep():
-    from ppmid.clock import sleep_ms
-    sntp.sleep_ms = sleep_ms
+    return sleep
 
 
 async def test_first_reply_sets_an_unset_clock_with_half_the_round_trip():
     c, t, net, clock, logs, sets = rig()
-    _patch_sleep(t)
-    try:
-        assert not clock.is_set() and clock.source == "unset"
-        net.answers = [[(100, good(frac=0x80000000), None)]]
-        wait = await c.sync_once()
-        assert wait == 600                                   # resync_s
-        assert sets == [(UNIX_2026, 550)]                     # 500 ms + half of the 100 ms round trip
-        assert clock.is_set() and clock.source == "sntp" and clock.synced_at == UNIX_2026
-        assert clock.time() == UNIX_2026
-        assert any("set by sntp" in x and "was unset" in x for x in logs)
-        assert all(s.closed for s in net.socks)
-    finally:
-        _restore_sleep()
+    assert not clock.is_set() and clock.source == "unset"
+    net.answers = [[(100, good(frac=0x80000000), None)]]
+    wait = await c.sync_once()
+    assert wait == 600                                   # resync_s
+    assert sets == [(UNIX_2026, 550)]                     # 500 ms + half of the 100 ms round trip
+    assert clock.is_set() and clock.source == "sntp" and clock.synced_at == UNIX_2026
+    assert clock.time() == UNIX_2026
+    assert any("set by sntp" in x and "was unset" in x for x in logs)
+    assert all(s.closed for s in net.socks)
 
 
 async def test_bad_and_spoofed_replies_are_ignored_and_the_real_one_still_counts():
     c, t, net, clock, logs, sets = rig()
-    _patch_sleep(t)
-    try:
-        bad = [reply(origin=b"\x00" * 8), reply(stratum=0), reply(li=3), reply(mode=3), b"\x24" * 20,
-               reply(unix=None)]
-        net.answers = [[(10 * i, lambda n, b=b: b, None) for i, b in enumerate(bad)]
-                       + [(90, good(), ("6.6.6.6", 123)),        # right answer, wrong source
-                          (200, good(), None)]]
-        assert await c.sync_once() == 600
-        assert sets and sets[0][0] == UNIX_2026
-        assert c.ignored == 7
-        # one line per query, not one per forged packet
-        assert len([x for x in logs if "ignored" in x]) == 1
-        assert "originate" in [x for x in logs if "ignored" in x][0]
-    finally:
-        _restore_sleep()
+    bad = [reply(origin=b"\x00" * 8), reply(stratum=0), reply(li=3), reply(mode=3), b"\x24" * 20,
+           reply(unix=None)]
+    net.answers = [[(10 * i, lambda n, b=b: b, None) for i, b in enumerate(bad)]
+                   + [(90, good(), ("6.6.6.6", 123)),        # right answer, wrong source
+                      (200, good(), None)]]
+    assert await c.sync_once() == 600
+    assert sets and sets[0][0] == UNIX_2026
+    assert c.ignored == 7
+    # one line per query, not one per forged packet
+    assert len([x for x in logs if "ignored" in x]) == 1
+    assert "originate" in [x for x in logs if "ignored" in x][0]
 
 
 async def test_only_bad_replies_is_a_failure_with_backoff_and_the_next_server():
     c, t, net, clock, logs, sets = rig()
-    _patch_sleep(t)
-    try:
-        net.answers = [[(10, reply(stratum=0), None)]]
-        waits = [await c.sync_once()]
-        for _ in range(5):                                  # nobody answers at all
-            waits.append(await c.sync_once())
-        assert waits == [2, 4, 8, 16, 16, 16]               # doubling from retry_s up to retry_max_s
-        assert sets == [] and not clock.is_set()
-        hosts = [a[0] for _, a in net.sent]
-        assert hosts == ["a.example", "b.example"] * 3       # servers in turn
-        assert any("no usable reply from a.example: next try in 2 s" in x for x in logs)
-        # then one answers: the pause is back to resync_s and the backoff starts again
-        net.answers = [[(5, good(), None)]]
-        assert await c.sync_once() == 600
-        net.answers = []
-        assert await c.sync_once() == 2
-    finally:
-        _restore_sleep()
+    net.answers = [[(10, reply(stratum=0), None)]]
+    waits = [await c.sync_once()]
+    for _ in range(5):                                  # nobody answers at all
+        waits.append(await c.sync_once())
+    assert waits == [2, 4, 8, 16, 16, 16]               # doubling from retry_s up to retry_max_s
+    assert sets == [] and not clock.is_set()
+    hosts = [a[0] for _, a in net.sent]
+    assert hosts == ["a.example", "b.example"] * 3       # servers in turn
+    assert any("no usable reply from a.example: next try in 2 s" in x for x in logs)
+    # then one answers: the pause is back to resync_s and the backoff starts again
+    net.answers = [[(5, good(), None)]]
+    assert await c.sync_once() == 600
+    net.answers = []
+    assert await c.sync_once() == 2
 
 
 async def test_socket_and_dns_errors_count_as_failures():
     c, t, net, clock, logs, sets = rig(dict(SETTINGS, servers=["down.example"]))
-    _patch_sleep(t)
-    try:
-        assert await c.sync_once() == 2
-        assert any("down.example" in x for x in logs)
-    finally:
-        _restore_sleep()
+    assert await c.sync_once() == 2
+    assert any("down.example" in x for x in logs)
 
 
 async def test_resync_corrects_small_drift_at_once():
     c, t, net, clock, logs, sets = rig()
-    _patch_sleep(t)
-    try:
-        net.answers = [[(0, good(), None)]]
-        await c.sync_once()
-        t.ms += 600 * 1000 + 3000                            # resync_s later, 3 s fast
-        net.answers = [[(0, good(UNIX_2026 + 600), None)]]
-        assert await c.sync_once() == 600
-        assert sets[-1][0] == UNIX_2026 + 600 and clock.time() == UNIX_2026 + 600
-        assert any("step=-3 s" in x for x in logs)
-    finally:
-        _restore_sleep()
+    net.answers = [[(0, good(), None)]]
+    await c.sync_once()
+    t.ms += 600 * 1000 + 3000                            # resync_s later, 3 s fast
+    net.answers = [[(0, good(UNIX_2026 + 600), None)]]
+    assert await c.sync_once() == 600
+    assert sets[-1][0] == UNIX_2026 + 600 and clock.time() == UNIX_2026 + 600
+    assert any("step=-3 s" in x for x in logs)
 
 
 async def test_a_big_step_of_a_set_clock_needs_two_agreeing_replies():
     c, t, net, clock, logs, sets = rig()
-    _patch_sleep(t)
-    try:
-        net.answers = [[(0, good(), None)]]
-        await c.sync_once()
-        n = len(sets)
-        # one reply says the clock is a day off: held, not applied; asked again soon
-        net.answers = [[(0, good(UNIX_2026 + 86400), None)]]
-        assert await c.sync_once() == 2
-        assert len(sets) == n and abs(clock.time() - UNIX_2026) < 5
-        assert any("held until a second reply agrees" in x for x in logs)
-        # the next reply disagrees with it (the real time): a small correction, applied
-        net.answers = [[(0, good(clock.time()), None)]]
-        assert await c.sync_once() == 600
-        assert abs(clock.time() - UNIX_2026) < 5 and c.held is None
-        # two agreeing replies for a real step (2 s apart, counting the time between them)
-        base = clock.time()
-        net.answers = [[(0, good(base + 3600), None)]]
-        assert await c.sync_once() == 2
-        t.tick += 2000
-        t.ms += 2000
-        net.answers = [[(0, good(base + 3602), None)]]
-        assert await c.sync_once() == 600
-        assert abs(clock.time() - (base + 3602)) <= 1
-        assert any("step=+36" in x for x in logs)
-    finally:
-        _restore_sleep()
+    net.answers = [[(0, good(), None)]]
+    await c.sync_once()
+    n = len(sets)
+    # one reply says the clock is a day off: held, not applied; asked again soon
+    net.answers = [[(0, good(UNIX_2026 + 86400), None)]]
+    assert await c.sync_once() == 2
+    assert len(sets) == n and abs(clock.time() - UNIX_2026) < 5
+    assert any("held until a second reply agrees" in x for x in logs)
+    # the next reply disagrees with it (the real time): a small correction, applied
+    net.answers = [[(0, good(clock.time()), None)]]
+    assert await c.sync_once() == 600
+    assert abs(clock.time() - UNIX_2026) < 5 and c.held is None
+    # two agreeing replies for a real step (2 s apart, counting the time between them)
+    base = clock.time()
+    net.answers = [[(0, good(base + 3600), None)]]
+    assert await c.sync_once() == 2
+    t.tick += 2000
+    t.ms += 2000
+    net.answers = [[(0, good(base + 3602), None)]]
+    assert await c.sync_once() == 600
+    assert abs(clock.time() - (base + 3602)) <= 1
+    assert any("step=+36" in x for x in logs)
 
 
 async def test_a_clock_kept_by_the_rtc_is_set_and_takes_small_corrections():
@@ -317,19 +288,15 @@ async def test_a_clock_kept_by_the_rtc_is_set_and_takes_small_corrections():
 
 async def test_on_set_is_called_after_each_set_and_its_failure_is_logged():
     c, t, net, clock, logs, sets = rig()
-    _patch_sleep(t)
     called = []
 
     async def on_set():
         called.append(clock.source)
         raise OSError("broker away")
     c.on_set = on_set
-    try:
-        net.answers = [[(0, good(), None)]]
-        assert await c.sync_once() == 600
-        assert called == ["sntp"] and any("on_set" in x for x in logs)
-    finally:
-        _restore_sleep()
+    net.answers = [[(0, good(), None)]]
+    assert await c.sync_once() == 600
+    assert called == ["sntp"] and any("on_set" in x for x in logs)
 
 
 class Wlan:
@@ -350,31 +317,27 @@ class Wlan:
 async def test_run_waits_for_wifi_and_a_pause_ends_when_wifi_comes_back():
     c, t, net, clock, logs, sets = rig()
     c.wlan = Wlan(False)
-    _patch_sleep(t)
-    try:
-        # no Wi-Fi: no query at all
-        task = asyncio.create_task(c.run())
+    # no Wi-Fi: no query at all
+    task = asyncio.create_task(c.run())
+    await asyncio.sleep(0)
+    for _ in range(5):
         await asyncio.sleep(0)
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert net.sent == []
-        task.cancel()
-        # a long pause is cut short by Wi-Fi coming back after a drop
-        c.wlan.up = True
-        ticks0 = t.tick
+    assert net.sent == []
+    task.cancel()
+    # a long pause is cut short by Wi-Fi coming back after a drop
+    c.wlan.up = True
+    ticks0 = t.tick
 
-        async def drop_and_restore():
-            c.wlan.up = False
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            c.wlan.up = True
-        t2 = asyncio.create_task(drop_and_restore())
-        await c._pause(600)
-        await t2
-        assert t.tick - ticks0 < 600 * 1000
-        # a query's socket is tracked (closed by a Wi-Fi drop) and untracked after
-        net.answers = [[(0, good(), None)]]
-        await c.sync_once()
-        assert c.wlan.tracked == [] and net.socks[-1].closed
-    finally:
-        _restore_sleep()
+    async def drop_and_restore():
+        c.wlan.up = False
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        c.wlan.up = True
+    t2 = asyncio.create_task(drop_and_restore())
+    await c._pause(600)
+    await t2
+    assert t.tick - ticks0 < 600 * 1000
+    # a query's socket is tracked (closed by a Wi-Fi drop) and untracked after
+    net.answers = [[(0, good(), None)]]
+    await c.sync_once()
+    assert c.wlan.tracked == [] and net.socks[-1].closed
