@@ -111,6 +111,12 @@ class Board:
             self._nfc = UartPort(nfc)
         return self._nfc
 
+    def wired_uart(self):
+        """The wired road's UART (docs/wired.md): a free UART the board definition names
+        as "wired_uart", never UART0 while the REPL is on it. None when not named."""
+        spec = self.info.get("wired_uart")
+        return UartPort(spec) if spec else None
+
     def nfc_i2c(self):
         nfc = self.info.get("nfc")
         if not nfc or nfc.get("bus") != "i2c":
