@@ -1,0 +1,168 @@
+"""The wired road end to end on the emulated board (MicroPython, the deployed firmware): a
+laptop's client (host_tools.wired) on the board's wired pty delivers corpus commands
+(renumbered so they all pass anti-replay; the embedded ones when ../shared is absent) and
+gets each meter's response from the NCP/CH emulator back on the wire; the cable is pulled
+mid-trace and plugged back and the results kept meanwhile come on resume; garbage, a
+wrong CRC, a huge length, a cut-short frame and a flood are refused with codes while MQTT
+keeps relaying; a mixed MQTT + serial trace replays in one run as in `ppmid emulate`."""
+import binascii
+import os
+import time
+
+import pytest
+
+from host_tools import emulate as E
+from host_tools import mpcompat
+from host_tools.wired import WiredClient, WiredReplayer
+
+mpcompat.install()
+from ppmid import envelope  # noqa: E402
+from ppmid.gbcs import decode  # noqa: E402
+from ppmid.wired import frames as F  # noqa: E402
+
+FAST = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15, "queue": 40},
+        "wired": {"enabled": True, "rate_per_s": 20, "burst": 20}}
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    e = E.Emulation(tmp_path_factory.mktemp("wired"), overrides=FAST, log=None, wired=True)
+    with e:
+        yield e
+
+
+def _lines(n, prefix):
+    lines = E.lines_from(E.renumbered_commands(n), interval_ms=100, prefix=prefix)
+    for x in lines:
+        x["via"] = "serial"
+    return lines
+
+
+def _ch_answer(emu, cmd):
+    c = decode(cmd)
+    for m in emu.ncp.sent:
+        d = decode(m)
+        if (bytes(d.recipient), bytes(d.originator), bytes(d.counter_bytes)) == \
+                (bytes(c.originator), bytes(c.recipient), bytes(c.counter_bytes)):
+            return m
+    return None
+
+
+def test_commands_by_wire_answered_and_resumed_after_the_cable_is_pulled(emu):
+    assert "wired=on" in emu.board.console_text()
+    lines = _lines(8, "w")
+    wr = WiredReplayer(emu.wired_client, emu.gateway, emu.key, settle_s=40)
+    plugs0 = emu.wired_client.stats["plugs"]
+    rep = wr.run(lines, unplug_after=4, unplugged_s=1.5)
+    assert emu.wired_client.stats["plugs"] == plugs0 + 1
+    assert rep["lost_count"] == 0 and rep["mismatches"] == [], (rep["lost"], rep["mismatches"])
+    assert rep["responses"] == 8
+    for x in lines:
+        assert emu.ncp.received.count(bytes(x["gbcs"])) == 1, x["id"]   # once, byte-identical
+        want = _ch_answer(emu, x["gbcs"])
+        assert rep["per_id"][x["id"]]["response_gbcs"] == binascii.hexlify(want).decode()
+    # every result was taken: the gateway keeps nothing more for this laptop
+    hello = emu.wired_client.say_hello()
+    assert hello["kept"] == 0 and hello["gateway"] == emu.gateway
+
+
+def test_results_kept_while_unplugged_come_on_resume(emu):
+    c = emu.wired_client
+    (name, gbcs), = E.renumbered_commands(1)
+    env = envelope.to_binary(envelope.sign(emu.key, "kept-1", gbcs))
+    assert c.send_envelope(env) == ("ack",)
+    c.unplug()
+    # the response arrives while nobody listens; the statuses written meanwhile are lost
+    # with the cable, the result is kept on the gateway
+    end = time.time() + 20
+    while time.time() < end and emu.ncp.received.count(gbcs) == 0:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert "kept-1" not in c.results
+    hello = c.plug()
+    assert hello["unknown"] == [] and hello["kept"] >= 1
+    assert c.wait_results(["kept-1"], 10) == []
+    r = c.results["kept-1"]
+    assert r["status"] == "response" and binascii.a2b_base64(r["gbcs"]) == _ch_answer(emu, gbcs)
+
+
+def _raw(emu):
+    """A second, raw view of the wired pty: frames exactly as the test writes them."""
+    import serial
+    s = serial.Serial(emu.board.state()["uarts"]["wired"], 115200, timeout=0.1)
+    s.reset_input_buffer()
+    return s
+
+
+def _answers(s, want, timeout=10):
+    d = F.Deframer(0xFFFF)
+    got = []
+    end = time.time() + timeout
+    while time.time() < end and len(got) < want:
+        data = s.read(4096)
+        pos = 0
+        while pos < len(data):
+            used, ev = d.feed(memoryview(data)[pos:], 0)
+            pos += used
+            if isinstance(ev, F.Frame) and ev.type in (F.T_ACK, F.T_NACK):
+                p = bytes(ev.payload)
+                got.append(("ack", p[0]) if ev.type == F.T_ACK else ("nack",) + F.parse_nack(p)[:2])
+    return got
+
+
+def test_bad_inputs_refused_with_codes_while_mqtt_keeps_relaying(emu):
+    emu.wired_client.close()   # the raw port stands in for the laptop in this test
+    try:
+        s = _raw(emu)
+        try:
+            s.write(b"\x00garbage\xff" * 4)
+            bad = bytearray(F.encode(F.T_ENVELOPE, 11, b"x" * 40))
+            bad[-1] ^= 0x55
+            s.write(bytes(bad))
+            s.write(b"\xa5\x5a\x02\x0c\xff\xf0")                      # 65520 announced
+            s.write(F.encode(F.T_ENVELOPE, 13, b"\x01\x00\x03abc"))   # not an envelope
+            s.write(F.encode(0x77, 14, b""))                          # unknown type
+            s.write(F.encode(F.T_ENVELOPE, 15, b"\x01\x00")[:7])      # cut short
+            s.flush()
+            got = _answers(s, 6)
+            codes = [g[2] for g in got]
+            assert F.E_WIRE_SYNC in codes and ("nack", 11, F.E_WIRE_CRC) in got, got
+            assert ("nack", 12, F.E_WIRE_LENGTH) in got and ("nack", 13, "E_ENVELOPE") in got, got
+            assert ("nack", 14, F.E_WIRE_TYPE) in got, got
+            assert ("nack", 15, F.E_WIRE_TIMEOUT) in _answers(s, 1, 5) + got
+            # a flood of forged envelopes: refused by the channel's rate limit or the mac
+            (_, forged), (_, good) = E.renumbered_commands(2)
+            env = envelope.to_binary(envelope.sign(bytes(32), "forged", forged))
+            s.write(b"".join(F.encode(F.T_ENVELOPE, 100 + i % 100, env) for i in range(300)))
+            s.flush()
+            # meanwhile a DCC User's command over MQTT goes through
+            r = emu.replayer(settle_s=30)
+            try:
+                rep = r.run([{"at_ms": 0, "id": "mqtt-during-flood", "gbcs": good, "via": "mqtt",
+                              "expect": {"status": "response"}}])
+            finally:
+                r.close()
+            assert rep["responses"] == 1 and rep["mismatches"] == [], rep
+            flood = _answers(s, 40, 5)
+            fcodes = set(g[2] for g in flood if g[0] == "nack")
+            assert fcodes and fcodes <= {"E_AUTH", F.E_WIRE_RATE, F.E_WIRE_SYNC, F.E_WIRE_CRC}, fcodes
+            assert forged not in emu.ncp.received
+            since_boot = emu.board.console_bytes()[emu.console_start:]
+            assert b"Traceback" not in since_boot and b"MemoryError" not in since_boot
+        finally:
+            s.close()
+    finally:
+        emu.wired_client.open()
+
+
+def test_mixed_mqtt_and_serial_trace_in_one_replay(emu):
+    lines = E.lines_from(E.renumbered_commands(6), interval_ms=100, prefix="mix")
+    for x in lines[::2]:
+        x["via"] = "serial"
+    rep = emu.replay(lines)
+    assert rep["lost_count"] == 0 and rep["mismatches"] == [], (rep["lost"], rep["mismatches"])
+    assert rep["responses"] == 6 and rep["skipped"] == []
+    # the serial lines' results also came on the wire, the MQTT ones did not
+    assert all(rep["wired"]["results"].get(x["id"]) == "response" for x in lines[::2]), rep["wired"]
+    assert not any(x["id"] in rep["wired"]["results"] for x in lines[1::2])
+    assert rep["duplicates_to_ch"] == 0
