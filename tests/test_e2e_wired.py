@@ -166,3 +166,63 @@ def test_mixed_mqtt_and_serial_trace_in_one_replay(emu):
     assert all(rep["wired"]["results"].get(x["id"]) == "response" for x in lines[::2]), rep["wired"]
     assert not any(x["id"] in rep["wired"]["results"] for x in lines[1::2])
     assert rep["duplicates_to_ch"] == 0
+
+
+def ppmid(*args, timeout=120):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-c", "import sys; from host_tools.cli import main; sys.exit(main())"]
+                          + [str(a) for a in args], cwd=root, capture_output=True, text=True, timeout=timeout)
+
+
+def test_sign_then_send_and_replay_by_wire_without_the_key_on_the_laptop(emu, tmp_path):
+    import json
+    key = tmp_path / "envelope.key"
+    key.write_bytes(emu.key)
+    port = emu.board.state()["uarts"]["wired"]
+    (_, one), *rest = E.renumbered_commands(4)
+    # the office: signs one command and a trace
+    r = ppmid("sign", "--key-file", key, "--gbcs", one.hex(), "--id", "cli-1", "--out", tmp_path / "cli-1.env")
+    assert r.returncode == 0, r.stderr
+    trace = tmp_path / "t.jsonl"
+    from host_tools import trace as tr
+    lines = E.lines_from(rest, interval_ms=50, prefix="cli-t")
+    for x in lines:
+        x["via"] = "serial"
+    tr.save(lines, str(trace))
+    r = ppmid("sign", "--key-file", key, "--trace", trace, "--out", tmp_path / "signed.jsonl")
+    assert r.returncode == 0, r.stderr
+    assert all("envelope" in json.loads(t) for t in open(tmp_path / "signed.jsonl"))
+    emu.wired_client.close()   # the CLI is the laptop now
+    try:
+        # the laptop: no key anywhere on its command lines
+        r = ppmid("send", "--serial", port, "--envelope", tmp_path / "cli-1.env", "--timeout", 30)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        out = [json.loads(t) for t in r.stdout.splitlines()]
+        assert out[0]["status"] == "accepted" and out[-1]["status"] == "response", out
+        assert binascii.a2b_base64(out[-1]["gbcs"]) == _ch_answer(emu, one)
+        rep_path = tmp_path / "rep.json"
+        r = ppmid("replay", tmp_path / "signed.jsonl", "--serial", port, "--report", rep_path, "--settle-s", 30)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        rep = json.load(open(rep_path))
+        assert rep["responses"] == 3 and rep["lost_count"] == 0 and rep["gateway"] == emu.gateway
+        assert all(rep["per_id"][x["id"]]["response_gbcs"] == _ch_answer(emu, x["gbcs"]).hex() for x in lines)
+        # refusals, each one line and exit 1
+        r = ppmid("replay", trace, "--serial", port, "--report", tmp_path / "r2.json")
+        assert r.returncode == 1 and "--envelope-key" in r.stderr, r.stderr
+        r = ppmid("send", "--serial", str(tmp_path / "no-such-port"), "--envelope", tmp_path / "cli-1.env")
+        assert r.returncode == 1 and "cannot open" in r.stderr, r.stderr
+        r = ppmid("send", "--serial", port, "--envelope", key)
+        assert r.returncode == 1 and "not a binary envelope" in r.stderr, r.stderr
+        bad = tmp_path / "short.key"
+        bad.write_bytes(b"x" * 5)
+        r = ppmid("sign", "--key-file", bad, "--gbcs", "00", "--out", tmp_path / "x.env")
+        assert r.returncode == 1 and "32 bytes" in r.stderr, r.stderr
+        # a forged envelope sent by the CLI: rejected with the relay's code
+        forged = envelope.to_binary(envelope.sign(bytes(32), "cli-forged", one))
+        (tmp_path / "forged.env").write_bytes(forged)
+        r = ppmid("send", "--serial", port, "--envelope", tmp_path / "forged.env")
+        assert r.returncode == 1 and json.loads(r.stdout.splitlines()[-1])["error"]["code"] == "E_AUTH", r.stdout
+    finally:
+        emu.wired_client.open()
