@@ -130,6 +130,7 @@ class Deframer:
         self.need = 2       # bytes the current frame will have in all, once known
         self.skipped = 0    # garbage bytes not yet reported
         self.started = None  # ms tick the current frame started at
+        self.crc = 0xFFFF   # CRC-16 of the current frame's bytes so far (from its type on)
         self.stats = {"frames": 0, "skipped": 0, "crc": 0, "length": 0, "timeouts": 0}
 
     def reset(self):
@@ -177,9 +178,16 @@ class Deframer:
             k = self.need - self.n
             if k > n - i:
                 k = n - i
-            buf[self.n:self.n + k] = data[i:i + k]
+            a = self.n
+            buf[a:a + k] = data[i:i + k]
             self.n += k
             i += k
+            if self.need > HEADER:
+                # the CRC runs as the bytes come (a large frame's is never one long loop)
+                end = self.need - TRAILER
+                b = self.n if self.n < end else end
+                if b > a:
+                    self.crc = crc16(self._mv[a:b], self.crc)
             if self.n < self.need:
                 continue
             if self.need == HEADER:
@@ -190,11 +198,12 @@ class Deframer:
                     self.reset()
                     return i, WireError(E_WIRE_LENGTH, "frame length %d is above the %d allowed" % (length, self.max_payload), seq)
                 self.need = HEADER + length + TRAILER
+                self.crc = crc16(self._mv[2:HEADER])
                 continue
             end = self.need - TRAILER
             seq = buf[3]
             got = (buf[end] << 8) | buf[end + 1]
-            want = crc16(self._mv[2:end])
+            want = self.crc
             self.reset()
             if got != want:
                 self.stats["crc"] += 1
