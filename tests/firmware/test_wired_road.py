@@ -218,3 +218,19 @@ def test_config_section_is_off_by_default_and_checked():
         except ConfigError:
             continue
         raise AssertionError("wired=%r was taken" % (bad,))
+
+
+async def test_a_bug_behind_a_frame_is_an_e_internal_nack_and_the_road_goes_on():
+    rig = Rig()
+    road, wire = _road(rig)
+
+    def broken(payload, max_gbcs):
+        raise KeyError("bug")
+    road.decode = broken
+    await road.feed(_env_frame(rig, 50, "w-b", 10))
+    (t, s, p), = [f for f in wire.frames() if f[0] == F.T_NACK]
+    assert p[:2] == (50, "E_INTERNAL")
+    from ppmid.wired.road import decode_envelope
+    road.decode = decode_envelope
+    await road.feed(_env_frame(rig, 51, "w-b", 10))
+    assert (F.T_ACK, 51, bytes((51,))) in wire.frames()

@@ -124,6 +124,9 @@ class WiredRoad:
                     await self._frame(ev)
                 except PpmidError as exc:
                     await self._refuse(ev.seq, exc.code, exc.message)
+                except Exception as exc:  # a bug must not end the road: say so, go on
+                    self.log("wired: frame 0x%02X failed: %r" % (ev.type, exc))
+                    await self._refuse(ev.seq, "E_INTERNAL", "internal error: %r" % (exc,))
             else:
                 await self._refuse(ev.seq, ev.code, ev.message)
             await asyncio.sleep(0)  # MQTT, NFC and the HAN run between two frames
