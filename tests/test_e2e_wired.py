@@ -226,3 +226,26 @@ def test_sign_then_send_and_replay_by_wire_without_the_key_on_the_laptop(emu, tm
         assert r.returncode == 1 and json.loads(r.stdout.splitlines()[-1])["error"]["code"] == "E_AUTH", r.stdout
     finally:
         emu.wired_client.open()
+
+
+def test_ppmid_emulate_replays_a_trace_mixing_mqtt_and_serial_lines(tmp_path):
+    import json
+    from host_tools import trace as tr
+    cmds = E.renumbered_commands(6)
+    lines = E.lines_from(cmds, interval_ms=200, prefix="emu")
+    for x in lines[1::2]:
+        x["via"] = "serial"
+    # the same GBCS again by wire under a new id: anti-replay refuses it on this road too
+    lines.append({"at_ms": 2000, "id": "emu-again", "gbcs": cmds[0][1], "via": "serial",
+                  "expect": {"status": "rejected", "error": "E_REPLAY"}})
+    trace = tmp_path / "mixed.jsonl"
+    tr.save(lines, str(trace))
+    report = tmp_path / "rep.json"
+    r = ppmid("emulate", "--state-dir", tmp_path / "run", "--trace", trace, "--report", report,
+              "--set", "limits.rate_per_s=20", "--settle-s", "25", timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads(report.read_text())
+    assert rep["commands"] == 7 and rep["lost_count"] == 0 and rep["mismatches"] == [], rep["mismatches"]
+    assert rep["responses"] == 6 and rep["rejected"] == {"E_REPLAY": 1} and rep["duplicates_to_ch"] == 0
+    assert rep["wired"]["acks"] >= 3 and rep["wired"]["nacks"] >= 1
+    assert all(rep["wired"]["results"].get(x["id"]) == "response" for x in lines[1:6:2]), rep["wired"]
