@@ -291,6 +291,7 @@ class WiredReplayer:
         self.out = out
         self.alerts = []
         self.sent = {}
+        self.resumes = []   # the gateway's HELLO answer at each reconnect
         self._lock = client._cond
         self.received = client.received
 
@@ -324,7 +325,7 @@ class WiredReplayer:
             if unplug_after is not None and n == unplug_after:
                 self.client.unplug()
                 time.sleep(unplugged_s)
-                self.client.plug()
+                self.resumes.append(self.client.plug())
         left = self.client.wait_results(list(self.sent), self.settle_s)
         if left:
             # one more HELLO: a result may have come while a frame was in the air
@@ -338,7 +339,8 @@ class WiredReplayer:
             for id, msg in self.client.results.items():
                 if id in rep["per_id"] and msg.get("gbcs"):
                     rep["per_id"][id]["response_gbcs"] = binascii.hexlify(binascii.a2b_base64(msg["gbcs"])).decode()
-        rep["wired"] = dict(self.client.stats, port=self.client.port, channel_errors=len(self.client.channel_errors))
+        rep["wired"] = dict(self.client.stats, port=self.client.port, channel_errors=len(self.client.channel_errors),
+                            resumes=[{"kept": h.get("kept"), "unknown": h.get("unknown")} for h in self.resumes])
         return rep
 
 

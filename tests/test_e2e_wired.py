@@ -55,6 +55,9 @@ def test_commands_by_wire_answered_and_resumed_after_the_cable_is_pulled(emu):
     plugs0 = emu.wired_client.stats["plugs"]
     rep = wr.run(lines, unplug_after=4, unplugged_s=1.5)
     assert emu.wired_client.stats["plugs"] == plugs0 + 1
+    # the 4th command's response came while the cable was out: kept, and sent on resume
+    (resume,) = rep["wired"]["resumes"]
+    assert resume["kept"] >= 1 and resume["unknown"] == [], resume
     assert rep["lost_count"] == 0 and rep["mismatches"] == [], (rep["lost"], rep["mismatches"])
     assert rep["responses"] == 8
     for x in lines:
