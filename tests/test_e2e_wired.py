@@ -171,6 +171,31 @@ def test_mixed_mqtt_and_serial_trace_in_one_replay(emu):
     assert rep["duplicates_to_ch"] == 0
 
 
+def test_repl_in_use_leaves_the_wired_port_silent_and_nothing_is_accepted(emu):
+    """It stops the app and resets the board; the tests after it find the gateway running."""
+    from host_tools.boards import mpremote
+    c = emu.wired_client
+    # mpremote interrupts the running gateway (Ctrl-C), as on any MicroPython board
+    assert "repl here" in mpremote(emu.board.repl, ["exec", "print('repl here')"])
+    (_, gbcs), = E.renumbered_commands(1)
+    env = envelope.to_binary(envelope.sign(emu.key, "during-repl", gbcs))
+    tries, timeout = c.tries, c.ack_timeout_s
+    c.tries, c.ack_timeout_s = 2, 1.0
+    try:
+        assert c.send_envelope(env) is None       # no answer: the laptop knows nothing was taken
+    finally:
+        c.tries, c.ack_timeout_s = tries, timeout
+    assert gbcs not in emu.ncp.received
+    mark = emu.board.mark()
+    emu.board.reset()
+    emu.board.wait_ready(60, since=mark)
+    emu.wait_online(60)
+    assert "wired=on" in emu.board.console_bytes()[mark:].decode("utf-8", "replace")
+    assert c.send_envelope(env) == ("ack",)      # the same envelope, once the app runs again
+    assert c.wait_results(["during-repl"], 30) == [] and c.results["during-repl"]["status"] == "response"
+    assert emu.ncp.received.count(gbcs) == 1
+
+
 def ppmid(*args, timeout=120):
     import subprocess
     import sys
