@@ -115,7 +115,11 @@ class Board:
         """The wired road's UART (docs/wired.md): a free UART the board definition names
         as "wired_uart", never UART0 while the REPL is on it. None when not named."""
         spec = self.info.get("wired_uart")
-        return UartPort(spec) if spec else None
+        if not spec:
+            return None
+        if getattr(self, "_wired", None) is None:  # set only on a board that has one
+            self._wired = UartPort(spec)
+        return self._wired
 
     def nfc_i2c(self):
         nfc = self.info.get("nfc")
