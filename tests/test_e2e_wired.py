@@ -256,6 +256,29 @@ def test_sign_then_send_and_replay_by_wire_without_the_key_on_the_laptop(emu, tm
         emu.wired_client.open()
 
 
+def test_ppmid_replay_with_a_broker_and_a_serial_port_splits_the_trace_by_via(emu, tmp_path):
+    import json
+    from host_tools import trace as tr
+    lines = E.lines_from(E.renumbered_commands(4), interval_ms=100, prefix="rmix")
+    for x in lines[::2]:
+        x["via"] = "serial"
+    trace = tmp_path / "mixed.jsonl"
+    tr.save(lines, str(trace))
+    emu.wired_client.close()
+    try:
+        rep_path = tmp_path / "rep.json"
+        r = ppmid("replay", trace, "--serial", emu.board.state()["uarts"]["wired"], "--state-dir", emu.broker_dir,
+                  "--gateway", emu.gateway, "--report", rep_path, "--settle-s", 30)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+    finally:
+        emu.wired_client.open()
+    rep = json.load(open(rep_path))
+    assert rep["responses"] == 4 and rep["lost_count"] == 0 and rep["skipped"] == []
+    assert rep["wired"]["acks"] >= 2
+    by_wire = set(x["id"] for x in lines[::2])
+    assert by_wire <= set(rep["wired"]["results"]) and not set(rep["wired"]["results"]) - by_wire
+
+
 def test_ppmid_emulate_replays_a_trace_mixing_mqtt_and_serial_lines(tmp_path):
     import json
     from host_tools import trace as tr
