@@ -170,9 +170,16 @@ class WiredClient:
                 time.sleep(self.retry_pause_s * attempt)
             try:
                 got = self.send_frame(F.T_ENVELOPE, env_bytes, self.ack_timeout_s)
-            except (OSError, WiredError) as exc:   # the cable is out: try again later
+            except (OSError, WiredError) as exc:
+                # the port went away (a USB adapter pulled out): reopen it when it is back,
+                # and ask for what was kept meanwhile
                 self.log("wired: %s not sent: %s" % (id, exc))
                 got = None
+                try:
+                    self.close()
+                    self.plug(self.ack_timeout_s)
+                except (OSError, WiredError) as again:
+                    self.log("wired: %s still unreachable: %s" % (self.port, again))
                 continue
             if got is None or (got[0] == "nack" and got[1] in RETRY_CODES):
                 continue
@@ -208,9 +215,10 @@ class WiredClient:
         while not self._stop:
             try:
                 data = ser.read(4096)
-            except (OSError, TypeError, AttributeError):
-                return   # closed under us
-            except Exception:  # noqa: BLE001 - serial.SerialException: the port went away
+            except (OSError, TypeError, AttributeError) as exc:
+                # closed under us (close()), or the port went away: the next send reopens it
+                if not self._stop:
+                    self.log("wired: reading %s failed: %s" % (self.port, exc))
                 return
             now = int(time.monotonic() * 1000)
             mv = memoryview(data)

@@ -50,7 +50,7 @@ class FakeGateway:
     """The gateway's end of a pty: ACKs envelopes after `drop` of them went unanswered
     (lost with a pulled cable), then sends a RESULT for each."""
 
-    def __init__(self, drop=0, nack=None):
+    def __init__(self, drop=0, nack=None, hello=True):
         self.master, slave = os.openpty()
         tty.setraw(slave)
         self.path = os.ttyname(slave)
@@ -59,6 +59,8 @@ class FakeGateway:
         self.nack = nack
         self.seen = []
         self.taken = []
+        self.hellos = []
+        self.hello = hello
         self.stop = False
         self.t = threading.Thread(target=self.run, daemon=True)
         self.t.start()
@@ -80,6 +82,11 @@ class FakeGateway:
     def frame(self, t, seq, p):
         if t == F.T_TAKEN:
             self.taken.append(p.decode())
+            return
+        if t == F.T_HELLO and self.hello:
+            self.hellos.append(p)
+            info = {"v": 1, "gateway": "00DB1234567890A4", "kept": 0, "unknown": []}
+            os.write(self.master, F.encode(F.T_HELLO, seq, json.dumps(info).encode()))
             return
         if t != F.T_ENVELOPE:
             return
@@ -132,7 +139,7 @@ def test_client_reports_a_refusal_as_a_rejected_result_without_resending():
 
 
 def test_client_gives_up_after_its_tries_and_says_so(tmp_path):
-    gw = FakeGateway(drop=100)
+    gw = FakeGateway(drop=100, hello=False)
     try:
         with WiredClient(gw.path, ack_timeout_s=0.1, tries=3, retry_pause_s=0.01) as c:
             env = envelope.to_binary(envelope.sign(KEY, "nobody", b"\xdf\x09\x01"))
@@ -143,3 +150,18 @@ def test_client_gives_up_after_its_tries_and_says_so(tmp_path):
         gw.close()
     with pytest.raises(WiredError, match="cannot open"):
         WiredClient(str(tmp_path / "no-port")).open()
+
+
+def test_client_reopens_a_port_that_went_away_and_asks_for_what_was_kept():
+    gw = FakeGateway()
+    try:
+        c = WiredClient(gw.path, ack_timeout_s=0.5, retry_pause_s=0.05).open()
+        first = envelope.to_binary(envelope.sign(KEY, "before", b"\xdf\x09\x01"))
+        c.received["waiting"] = []           # a command seen earlier, no result yet
+        c._ser.close()                       # the USB adapter pulled out under the client
+        assert c.send_envelope(first) == ("ack",)
+        # it asks for both: the one seen earlier and the one whose send failed
+        assert c.stats["plugs"] == 1 and gw.hellos == [b"\x01\x07waiting\x06before"]
+        c.close()
+    finally:
+        gw.close()
