@@ -234,3 +234,22 @@ async def test_a_bug_behind_a_frame_is_an_e_internal_nack_and_the_road_goes_on()
     road.decode = decode_envelope
     await road.feed(_env_frame(rig, 51, "w-b", 10))
     assert (F.T_ACK, 51, bytes((51,))) in wire.frames()
+
+
+async def test_the_road_a_command_came_by_survives_a_restart():
+    rig = Rig()
+    rig.relay.publisher = None
+    road, wire = _road(rig)
+    await road.feed(_env_frame(rig, 60, "w-r", 10))
+    rig.restart()   # power cut: RAM lost, the journal kept
+    e = rig.relay.journal.by_id["w-r"]
+    assert e.via == "serial"
+    # the laptop asks after it on the restarted gateway: its status, then its result
+    road, wire = _road(rig)
+    await road.feed(F.encode(F.T_HELLO, 61, b"\x01\x03w-r"))
+    got = wire.frames()
+    assert got[0][2]["unknown"] == [] and got[1][0] == F.T_STATUS and got[1][2]["status"] == "accepted"
+    await rig.pump()
+    rig.relay.on_han_message(response_to(rig.han.sent[0]))
+    await _follow_all(road)
+    assert [f[2]["status"] for f in wire.frames()] == ["response"]
