@@ -3,7 +3,8 @@
 - per module: heap its import keeps by itself (its firmware imports loaded first), and
   with what it imports;
 - every module imported, with and without NFC;
-- the app (app.run on a stand-in board) booted to ready: MQTT + Zigbee, and with NFC;
+- the app (app.run on a stand-in board) booted to ready: MQTT + Zigbee, with NFC, and with
+  the wired road;
 - the peak during a 4 KB command through the MQTT intake, envelope, validator, relay,
   journal, HAN and GBT split, with in-memory stand-ins for the UARTs, Wi-Fi and flash.
 How the figures are taken, and what they leave out: docs/memory.md."""
@@ -58,7 +59,11 @@ def run():
     payload, gbcs_len = G.command_json(4096)
     flash = G.flash_files()
     flash["/cmd.json"] = payload
-    runs = G.run_jobs([G.app_job(files, flash, False, "/cmd.json")] * RUNS + [G.app_job(files, flash, True)] * RUNS)
+    wired_job = G.app_job(files, G.flash_files(wired=True), False, wired=True)
+    runs = G.run_jobs([G.app_job(files, flash, False, "/cmd.json")] * RUNS + [G.app_job(files, flash, True)] * RUNS
+                      + [wired_job] * RUNS)
+    wired_runs = runs[2 * RUNS:]
+    runs = runs[:2 * RUNS]
     for r in runs:
         if not r["ok"] or "READY" not in r["out"]:
             raise G.GaugeError("the app did not get to ready: %s" % (r["error"] or r["lines"][-5:]))
@@ -85,6 +90,16 @@ def run():
                  "note": "NFC adds %d bytes (%s; goal %s, %s over); reader answering at boot (stand-in PN532.begin); "
                          "least of %d runs %s" % (extra, _kb(extra), _kb(NFC_GOAL), _kb(max(0, extra - NFC_GOAL)),
                                                  RUNS, spread["nfc"])})
+    for r in wired_runs:
+        if not r["ok"] or "READY" not in r["out"] or not r["out"]["READY"][0]["wired"]:
+            raise G.GaugeError("the wired road did not start in the +wired scenario: %s"
+                               % (r["error"] or r["lines"][-5:]))
+    ready_wired = min(r["out"]["READY"][0]["bytes"] for r in wired_runs)
+    rows.append({"name": "heap32 app ready (+wired)", "value": ready_wired, "unit": "bytes",
+                 "note": "the wired road enabled (config \"wired\", defaults: max_gbcs 8192, so an 8265-byte "
+                         "frame buffer) on a stand-in UART, NFC off: it adds %d bytes; least of %d runs %s"
+                         % (ready_wired - ready["bytes"], RUNS,
+                            [r["out"]["READY"][0]["bytes"] for r in wired_runs])})
     c = cmd["out"]["COMMAND"][0]
     if c["accepted"] != 1 or c["counters"].get("relayed") != 1:
         raise G.GaugeError("the 4 KB command was not accepted and relayed: %s" % json.dumps(c))

@@ -25,10 +25,11 @@ COMMANDS = {
     "gbcs": ("host_tools.cmd_gbcs", "decode/check GBCS messages with the firmware codec"),
     "utrn": ("host_tools.cmd_utrn", "check a 20-digit UTRN top-up code as a PPMID does, without keys"),
     "broker": ("host_tools.cmd_broker", "run mosquitto on loopback with TLS and per-device ACLs"),
-    "send": ("host_tools.cmd_send", "publish a signed command envelope and wait for its responses"),
+    "sign": ("host_tools.cmd_sign", "write signed command envelopes to a file (the laptop carrying them needs no key)"),
+    "send": ("host_tools.cmd_send", "send a signed command envelope (MQTT, or --serial by wire) and wait for its responses"),
     "ncp-emulator": ("host_tools.cmd_ncp_emulator", "emulate an EFR32 NCP + Communications Hub + meters on a pty"),
     "pn532-emulator": ("host_tools.cmd_pn532_emulator", "emulate a PN532 with virtual phones and tags on a pty"),
-    "replay": ("host_tools.cmd_replay", "replay a command trace through MQTT against a gateway"),
+    "replay": ("host_tools.cmd_replay", "replay a command trace through MQTT (or --serial by wire) against a gateway"),
     "emulate": ("host_tools.cmd_emulate", "run broker + emulated board + NCP/CH emulator end to end"),
 }
 

@@ -39,6 +39,9 @@ def add_arguments(p):
                         "by default each run starts as a fresh gateway")
     p.add_argument("--nfc", action="store_true",
                    help="attach the PN532 emulator to the board's NFC UART (the app then starts its NFC service)")
+    p.add_argument("--wired", action="store_true",
+                   help="turn the wired road on and attach a laptop's client to the board's wired pty "
+                        "(implied when the trace has lines with \"via\": \"serial\")")
     p.add_argument("--no-deploy", action="store_true", help="boot what is already in the board's flash")
     p.add_argument("--follow", action="store_true", help="after the replay, follow the console until Ctrl-C")
     p.add_argument("--no-follow", action="store_true", help="exit after the sample replay")
@@ -96,7 +99,8 @@ def run(args):
     check_run_options(args.speed, args.settle_s, report_path)
     emu = E.Emulation(args.state_dir, board=args.board, overrides=overrides, uart_error_rate=args.uart_error_rate,
                       deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal,
-                      nfc=args.nfc, gpf_delay_s=None if args.gpf_delay_ms is None else args.gpf_delay_ms / 1000.0)
+                      nfc=args.nfc, gpf_delay_s=None if args.gpf_delay_ms is None else args.gpf_delay_ms / 1000.0,
+                      wired=args.wired or any(x.get("via") == "serial" for x in lines))
     try:
         emu.check_config()
     except E.EmulateError as exc:

@@ -3,6 +3,12 @@
 Replays a command trace (docs/trace.md) through MQTT against any gateway, as a DCC User;
 writes a JSON report and prints a table. Build a sample trace from the corpus with
 `python -m host_tools.trace --out sample.jsonl`.
+
+`ppmid replay TRACE --serial PORT --report OUT.json` replays it by wire instead (every
+line, whatever its via; docs/wired.md): no broker, and no key when the trace was signed
+elsewhere (`ppmid sign --trace`). The report adds each response's GBCS bytes, to upload
+once back online. With a broker as well (--broker, or a --state-dir holding one), the
+lines with "via": "serial" go by wire and the others over MQTT, in one run.
 """
 import json
 import os
@@ -13,7 +19,9 @@ from host_tools.cli import CliError
 
 def add_arguments(p):
     p.add_argument("trace", help="trace file (JSON lines, format v1)")
-    p.add_argument("--gateway", required=True, metavar="EUI", help="the gateway's EUI-64 (16 hex digits)")
+    p.add_argument("--gateway", metavar="EUI", help="the gateway's EUI-64 (16 hex digits); by wire: checked if given")
+    p.add_argument("--serial", metavar="PORT", help="replay by wire on this serial port, not MQTT")
+    p.add_argument("--baud", type=int, default=115200, help="the wired UART's baud rate (default 115200)")
     p.add_argument("--report", required=True, metavar="OUT.json", help="where to write the report")
     p.add_argument("--broker", metavar="URL", help="mqtts://host:port (default: from --state-dir)")
     p.add_argument("--state-dir", help="broker state dir (ppmid broker start): address and dcc-user certificate")
@@ -63,11 +71,65 @@ def load_trace(path):
     return lines
 
 
+def _write_report(rep, args):
+    from host_tools.replay import table
+    rep["trace"] = os.path.abspath(args.trace)
+    with open(args.report, "w") as f:
+        json.dump(rep, f, indent=1, sort_keys=True)
+    print(table(rep))
+    print("report: %s" % args.report)
+    if rep["lost_count"]:
+        print("ppmid: %d command(s) lost: no final status" % rep["lost_count"], file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_serial(args, eui):
+    from host_tools.wired import WiredClient, WiredError, WiredReplayer
+    check_run_options(args.speed, args.settle_s, args.report)
+    lines = load_trace(args.trace)
+    key = None
+    if any(x.get("envelope") is None for x in lines):
+        kpath = args.envelope_key
+        if kpath is None and args.state_dir and eui:
+            kpath = os.path.join(args.state_dir, "keys", eui + ".key")
+        if kpath is None:
+            raise CliError("lines without a signed envelope need --envelope-key FILE (or sign the trace "
+                           "elsewhere: ppmid sign --trace)")
+        try:
+            with open(kpath, "rb") as f:
+                key = f.read()
+        except OSError as exc:
+            raise CliError("cannot read the envelope key %s: %s" % (kpath, exc.strerror))
+        if len(key) != 32:
+            raise CliError("the envelope key %s must be 32 bytes, not %d" % (kpath, len(key)))
+    c = WiredClient(args.serial, args.baud)
+    try:
+        c.open()
+        hello = c.say_hello()
+        gw = (hello.get("gateway") or "").upper()
+        if eui and gw and gw != eui:
+            raise CliError("the gateway on %s is %s, not --gateway %s" % (args.serial, gw, eui))
+        wr = WiredReplayer(c, eui or gw, key, speed=args.speed, settle_s=args.settle_s)
+        rep = wr.run(lines)
+    except WiredError as exc:
+        raise CliError(str(exc))
+    finally:
+        c.close()
+    return _write_report(rep, args)
+
+
 def run(args):
-    from host_tools.replay import Replayer, ReplayError, identity_from_state_dir, parse_broker_url, table
-    eui = args.gateway.upper()
-    if len(eui) != 16 or any(c not in "0123456789ABCDEF" for c in eui):
+    from host_tools.replay import Replayer, ReplayError, identity_from_state_dir, parse_broker_url
+    eui = (args.gateway or "").upper()
+    if (eui or not args.serial) and (len(eui) != 16 or any(c not in "0123456789ABCDEF" for c in eui)):
         raise CliError("--gateway must be 16 hex digits")
+    mixed = args.serial and (args.broker or (args.state_dir and os.path.exists(
+        os.path.join(args.state_dir, "broker.json"))))
+    if args.serial and not mixed:
+        return run_serial(args, eui)
+    if mixed and not eui:
+        raise CliError("--gateway EUI is needed with a broker")
     check_run_options(args.speed, args.settle_s, args.report)
     lines = load_trace(args.trace)
     try:
@@ -95,18 +157,29 @@ def run(args):
             raise CliError("the envelope key %s must be 32 bytes, not %d" % (kpath, len(envelope_key)))
         r = Replayer(host, port, eui, envelope_key, ca, cert, key, speed=args.speed, settle_s=args.settle_s,
                      client_id=args.client_id)
+        wired = None
+        if mixed:
+            # lines with via serial by wire, the others over MQTT; all statuses on rsp
+            from host_tools.wired import WiredClient, WiredError, WiredReplayer
+            try:
+                wired = WiredClient(args.serial, args.baud).open()
+            except WiredError as exc:
+                raise CliError(str(exc))
+            wr = WiredReplayer(wired, eui, envelope_key)
+            r.serial = wr.send_line
         try:
             rep = r.run(lines)
+            if wired is not None:
+                # the wire's result follows the MQTT one within the road's poll period
+                wired.wait_results([i for i in wr.sent if (rep["per_id"].get(i, {}).get("final") or {})
+                                    .get("status") in ("response", "failed")], 5.0)
         finally:
             r.close()
+            if wired is not None:
+                wired.close()
+        if wired is not None:
+            rep["wired"] = dict(wired.stats, port=wired.port, channel_errors=len(wired.channel_errors),
+                                results={i: m.get("status") for i, m in wired.results.items()})
     except ReplayError as exc:
         raise CliError(str(exc))
-    rep["trace"] = os.path.abspath(args.trace)
-    with open(args.report, "w") as f:
-        json.dump(rep, f, indent=1, sort_keys=True)
-    print(table(rep))
-    print("report: %s" % args.report)
-    if rep["lost_count"]:
-        print("ppmid: %d command(s) lost: no final status" % rep["lost_count"], file=sys.stderr)
-        return 1
-    return 0
+    return _write_report(rep, args)

@@ -5,6 +5,12 @@ Builds the envelope with ppmid.envelope.sign (key: the gateway's envelope key ke
 ppmid/v1/EUI/cmd as a DCC User, then prints every status message for that id as one JSON
 line until a final one. Exit 0 on `response` (or the --until status), 1 on
 rejected/failed/timeout or when nothing final arrives within --timeout.
+
+`--serial PORT` sends it by wire instead (docs/wired.md): to a gateway's wired UART (or
+the emulated board's DIR/wired pty), no broker. The envelope is one signed elsewhere
+(`--envelope FILE`, from `ppmid sign`: the laptop needs no key) or signed here from
+--gbcs and the key. Prints the gateway's answer to the frame, then every status the same
+way, the final one with the response.
 """
 import binascii
 import json
@@ -16,11 +22,14 @@ from host_tools.cli import CliError
 
 
 def add_arguments(p):
-    p.add_argument("--state-dir", required=True, help="the broker's state dir (ppmid broker start)")
-    p.add_argument("--gateway", required=True, metavar="EUI", help="target gateway EUI-64")
+    p.add_argument("--state-dir", help="the broker's state dir (ppmid broker start); needed for MQTT")
+    p.add_argument("--gateway", metavar="EUI", help="target gateway EUI-64; needed for MQTT")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--gbcs", metavar="HEX", help="GBCS command as hex")
     g.add_argument("--gbcs-file", metavar="FILE", help="GBCS command as a binary file")
+    g.add_argument("--envelope", metavar="FILE", help="a binary envelope signed by `ppmid sign` (with --serial)")
+    p.add_argument("--serial", metavar="PORT", help="send by wire to this serial port, not MQTT")
+    p.add_argument("--baud", type=int, default=115200, help="the wired UART's baud rate (default 115200)")
     p.add_argument("--id", help="command id (default: random)")
     p.add_argument("--expires-in", type=int, metavar="S", help="expire S seconds from now")
     p.add_argument("--key-file", help="envelope key (32 raw bytes); default STATE_DIR/keys/EUI.key")
@@ -31,6 +40,12 @@ def add_arguments(p):
 
 
 def run(args):
+    if args.serial:
+        return run_serial(args)
+    if args.envelope:
+        raise CliError("--envelope goes by wire: add --serial PORT (over MQTT the command is signed here)")
+    if not args.state_dir or not args.gateway:
+        raise CliError("over MQTT --state-dir and --gateway are needed (or --serial PORT)")
     from host_tools import mqtt_tools as mt
     from host_tools.broker import BrokerError, gateway_identity, user_identity
     try:
@@ -91,3 +106,74 @@ def run(args):
         return 0 if statuses[-1]["status"] == args.until else 1
     finally:
         cmd.close()
+
+
+def _wired_envelope(args):
+    from host_tools import mpcompat
+    mpcompat.install()
+    from ppmid import envelope
+    if args.envelope:
+        try:
+            with open(args.envelope, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise CliError("cannot read %s: %s" % (args.envelope, exc.strerror))
+        try:
+            env = envelope.from_binary(data, 65535)
+        except envelope.EnvelopeError as exc:
+            raise CliError("%s is not a binary envelope (ppmid sign writes one): %s" % (args.envelope, exc))
+        return env.id, data
+    from host_tools.cmd_sign import load_key, read_gbcs
+    gbcs = read_gbcs(args)
+    key = load_key(args)
+    if args.expires_in is not None and not 0 < args.expires_in <= 366 * 86400:
+        raise CliError("--expires-in must be from 1 to %d seconds" % (366 * 86400))
+    id = args.id or "cmd-" + secrets.token_hex(6)
+    expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
+    try:
+        return id, envelope.to_binary(envelope.sign(key, id, gbcs, expires))
+    except envelope.EnvelopeError as exc:
+        raise CliError(str(exc))
+
+
+def run_serial(args):
+    from host_tools.wired import WiredClient, WiredError
+    if not 0 < args.timeout <= 86400:
+        raise CliError("--timeout must be a number of seconds from 0 to 86400")
+    id, data = _wired_envelope(args)
+
+    def show(obj):
+        print(json.dumps(obj))
+        sys.stdout.flush()
+
+    c = WiredClient(args.serial, args.baud)
+    try:
+        c.open()
+    except WiredError as exc:
+        raise CliError(str(exc))
+    try:
+        got = c.send_envelope(data, id)
+        if got is None:
+            show({"id": id, "status": "no-answer", "error": {"code": "E_NO_ANSWER",
+                  "message": "the gateway did not answer on %s" % args.serial}})
+            return 1
+        if got[0] == "nack":
+            show({"id": id, "status": "rejected", "via": "serial", "error": {"code": got[1], "message": got[2]}})
+            return 1
+        done = (args.until,) + tuple(s for s in ("response", "failed") if s != args.until)
+        shown = 0
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            with c._cond:
+                msgs = [m for _, m in c.received.get(id, [])]
+            for m in msgs[shown:]:
+                show(m)
+                if m.get("status") in done:
+                    return 0 if m["status"] == args.until else 1
+            shown = len(msgs)
+            time.sleep(0.05)
+        show({"id": id, "status": "no-answer",
+              "error": {"code": "E_NO_ANSWER", "message": "no final status within %ss" % args.timeout}})
+        return 1
+    finally:
+        c.close()

@@ -283,7 +283,7 @@ class Supervisor:
                              filter_ab=self._from_chip, watch_ba=self._from_host))
 
         self.uarts, self.board_uarts = {}, {}
-        for key in ("zigbee_uart", "nfc"):
+        for key in ("zigbee_uart", "nfc", "wired_uart"):
             spec = self.definition.get(key)
             if not spec or not spec.get("pty"):
                 continue

@@ -232,7 +232,7 @@ class Emulation:
 
     def __init__(self, state_dir, board="emulated", gateway=GATEWAY, devices=None, overrides=None, heap=None,
                  uart_error_rate=0.0, baud=115200, log=log_default, deploy=True, corpus=None, ready_timeout=120,
-                 fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0):
+                 fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0, wired=False):
         self.state_dir = os.path.abspath(str(state_dir))
         self.broker_dir = os.path.join(self.state_dir, "broker")
         self.board_name = board
@@ -248,6 +248,9 @@ class Emulation:
         self.ready_timeout = ready_timeout
         self.fresh_journal = fresh_journal
         self.nfc = nfc            # attach the PN532 emulator to the board's NFC UART
+        # the wired road on (config "wired"), a laptop's client on the board's wired pty
+        self.wired = wired
+        self.wired_client = None
         self.gpf_delay_s = gpf_delay_s  # the GSME's answer delay (None: the emulator's default)
         self.sntp_hold_s = sntp_hold_s  # the SNTP server ignores the gateway this long at first
         self.sntp = None
@@ -282,6 +285,8 @@ class Emulation:
                # the gateway's clock comes from the emulation's SNTP server on loopback
                "sntp": {"servers": ["127.0.0.1"], "port": self.sntp.port if self.sntp else 123},
                "han": {"devices": [{"eui": e, "type": t} for e, t in sorted(self.devices.items())]}}
+        if self.wired:
+            cfg["wired"] = {"enabled": True}
         cfg = merge(cfg, self.overrides)
         try:
             C.validate(json.loads(json.dumps(cfg)))
@@ -341,6 +346,10 @@ class Emulation:
         self.console_start = mark
         self.restarts_at_start = self.board.restarts
         self.wait_online(self.ready_timeout)
+        if self.wired:
+            from host_tools.wired import WiredClient
+            self.wired_client = WiredClient(st["uarts"]["wired"], log=self.log).open()
+            self.log("wired client on %s" % st["uarts"]["wired"])
         if not self.sntp_hold_s:
             # the board boots with its clock unset: commands with an expiry would get
             # E_CLOCK until the first SNTP reply, which comes within a second or so
@@ -378,7 +387,8 @@ class Emulation:
         self.ncp.set_faults(byte_error_rate=rate, byte_error_rate_from_host=rate)
 
     def stop(self):
-        for what, fn in (("pn532", lambda: self.pn532.stop()), ("ncp", lambda: self.ncp.stop()),
+        for what, fn in (("wired_client", lambda: self.wired_client.close()),
+                         ("pn532", lambda: self.pn532.stop()), ("ncp", lambda: self.ncp.stop()),
                          ("board", lambda: self.board.stop()),
                          ("broker", lambda: self.broker.stop()), ("sntp", lambda: self.sntp.stop())):
             try:
@@ -442,6 +452,11 @@ class Emulation:
         CH, restart and heap figures (docs/emulate.md)."""
         r = self.replayer(settle_s)
         r.speed = speed
+        wr = None
+        if self.wired_client is not None:
+            from host_tools.wired import WiredReplayer
+            wr = WiredReplayer(self.wired_client, self.gateway, self.key, out=self.log)
+            r.serial = wr.send_line
         r.connect()
         duration = max([x["at_ms"] for x in lines] + [0]) / 1000.0 / speed
         restarts0 = self.board.restarts
@@ -463,6 +478,14 @@ class Emulation:
         rep["peak_heap"] = rep["heap"]["peak_used"]
         rep["ncp"] = self.ncp.stats()
         rep["config"] = {"gateway": self.gateway, "limits": self.config.get("limits", {})}
+        if wr is not None:
+            # what the wire itself said (the statuses above came over MQTT; the wire's
+            # result follows within the road's poll period)
+            c = self.wired_client
+            c.wait_results([i for i in wr.sent if i in rep.get("per_id", {})
+                            and (rep["per_id"][i].get("final") or {}).get("status") in ("response", "failed")], 5.0)
+            rep["wired"] = dict(c.stats, port=c.port, channel_errors=len(c.channel_errors),
+                                results={i: m.get("status") for i, m in c.results.items()})
         if chaos is not None:
             rep["chaos"] = {"done": chaos.done, "errors": chaos.errors, "uart_error_rate": self.uart_error_rate}
         return rep

@@ -8,7 +8,10 @@ in ms, and the lines whose final status did not match their `expect`.
 
 Works against any gateway that speaks the topic contract: the emulated board, a real
 ESP32, or a test double. Lines that travel by NFC (via nfc-phone / nfc-tag) need an NFC
-path: pass `nfc=callable(line, envelope)`; without one they are reported as skipped.
+path: pass `nfc=callable(line, envelope)`, and lines by wire (via serial) a serial path
+(`serial=callable(line, envelope)`, host_tools.wired); without one they are reported as
+skipped. Their statuses are collected on the rsp topic like any other (the gateway
+publishes every road's).
 """
 import binascii
 import json
@@ -103,7 +106,7 @@ class Replayer:
     earlier run) and dropped by close(). Two replays to one gateway at once need two ids."""
 
     def __init__(self, host, port, gateway, key, ca, cert, keyfile, speed=1.0, settle_s=40.0,
-                 nfc=None, client_id=None, out=print, connect_timeout=10.0):
+                 nfc=None, client_id=None, out=print, connect_timeout=10.0, serial=None):
         self.host, self.port = host, port
         self.gateway = gateway.upper()
         self.key = key
@@ -111,6 +114,7 @@ class Replayer:
         self.speed = speed
         self.settle_s = settle_s
         self.nfc = nfc
+        self.serial = serial
         self.client_id = client_id or "ppmid-replay-%s" % self.gateway
         self.out = out
         self.connect_timeout = connect_timeout
@@ -256,12 +260,15 @@ class Replayer:
             if delay > 0:
                 time.sleep(delay)
             env, payload = envelope_payload(self.key, line, time.time())
-            if line.get("via", "mqtt") != "mqtt":
-                if self.nfc is None:
-                    skipped.append({"id": line["id"], "why": "via %s needs an NFC path" % line["via"]})
+            via = line.get("via", "mqtt")
+            if via != "mqtt":
+                path = self.serial if via == "serial" else self.nfc
+                if path is None:
+                    skipped.append({"id": line["id"], "why": "via %s needs %s path" % (
+                        via, "a serial" if via == "serial" else "an NFC")})
                     continue
                 sent[line["id"]] = time.monotonic()
-                self.nfc(line, env)
+                path(line, env)
                 continue
             sent[line["id"]] = time.monotonic()
             pubs.append(self.publish(topic, payload))

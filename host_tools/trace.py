@@ -24,7 +24,7 @@ from host_tools import mpcompat  # noqa: E402
 mpcompat.install()
 
 VERSION = 1
-VIAS = ("mqtt", "nfc-phone", "nfc-tag")
+VIAS = ("mqtt", "nfc-phone", "nfc-tag", "serial")
 STATUSES = ("accepted", "relayed", "response", "timeout", "rejected", "failed")
 TEST_DEVICES = {"00DB1234567890A0": "ESME", "00DB1234567890A1": "GSME", "00DB1234567890A4": "PPMID"}
 
@@ -47,7 +47,7 @@ def parse_line(text, lineno=0):
     if not isinstance(obj, dict):
         raise TraceError("line %d: not a JSON object" % lineno)
     for k in obj:
-        if k not in ("at_ms", "id", "gbcs", "via", "expect", "expires_in_s", "note"):
+        if k not in ("at_ms", "id", "gbcs", "via", "expect", "expires_in_s", "note", "envelope"):
             raise TraceError("line %d: unknown key %r" % (lineno, k))
     at = obj.get("at_ms")
     if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at <= MAX_AT_MS:
@@ -77,7 +77,27 @@ def parse_line(text, lineno=0):
     exp_in = obj.get("expires_in_s")
     if exp_in is not None and (isinstance(exp_in, bool) or not isinstance(exp_in, int) or not 0 <= exp_in <= MAX_AT_MS // 1000):
         raise TraceError("line %d: expires_in_s must be an integer from 0 to %d" % (lineno, MAX_AT_MS // 1000))
-    return {"at_ms": at, "id": id, "gbcs": gbcs, "via": via, "expect": expect, "expires_in_s": exp_in}
+    env = obj.get("envelope")
+    if env is not None:
+        env = _signed_envelope(env, id, gbcs, lineno)
+    return {"at_ms": at, "id": id, "gbcs": gbcs, "via": via, "expect": expect, "expires_in_s": exp_in,
+            "envelope": env}
+
+
+def _signed_envelope(text, id, gbcs, lineno):
+    # a binary envelope signed elsewhere (`ppmid sign --trace`): hex, for this line's id
+    # and GBCS bytes (the mac itself only the gateway can check)
+    from ppmid import envelope
+    try:
+        raw = binascii.unhexlify(text)
+        env = envelope.from_binary(raw, 65535)
+    except (binascii.Error, TypeError, ValueError):
+        raise TraceError("line %d: envelope must be hex" % lineno)
+    except envelope.EnvelopeError as exc:
+        raise TraceError("line %d: envelope is not a binary envelope: %s" % (lineno, exc))
+    if env.id != id or bytes(env.gbcs) != gbcs:
+        raise TraceError("line %d: envelope is not for this line's id and gbcs" % lineno)
+    return raw
 
 
 def _utf8_lines(f, path):
@@ -114,6 +134,8 @@ def dump_line(line):
         obj["expires_in_s"] = line["expires_in_s"]
     if line.get("note"):
         obj["note"] = line["note"]
+    if line.get("envelope") is not None:
+        obj["envelope"] = binascii.hexlify(line["envelope"]).decode()
     return json.dumps(obj, sort_keys=True)
 
 

@@ -39,7 +39,7 @@ def test_fresh_board_has_an_empty_flash_at_root(tmp_path):
         st = b.state()
         for key in ("repl", "uarts", "pid", "restarts", "last_exit"):
             assert key in st
-        assert set(b.uarts) == {"zigbee", "nfc"}
+        assert set(b.uarts) == {"zigbee", "nfc", "wired"}
         b.wait_for(r"flash: formatted", since=0)
         out = b.exec("import os; print(os.getcwd(), os.listdir('/'))")
         assert out.strip() == "/ []"

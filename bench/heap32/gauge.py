@@ -293,13 +293,14 @@ if NFC:
         return (0x32, 1, 6, 7)
     _pn.PN532.begin = _begin
 from ppmid import app
-board = H.Board(nfc=NFC, fs_root=FLASH + '/')
+board = H.Board(nfc=NFC, fs_root=FLASH + '/', wired=WIRED)
 asyncio.create_task(app.run(board))
 await H.until(lambda: app.heap['min'] is not None, what='the app to be ready')
 await asyncio.sleep_ms(50)
 ready = (await H.live()) - BASE
 nfc_on = any(m.startswith(NFC_PREFIX + '.service') for m in sys.modules)
-out('READY', bytes=ready, nfc=nfc_on, modules=sorted(m for m in sys.modules if m.startswith('ppmid')))
+out('READY', bytes=ready, nfc=nfc_on, wired='ppmid.wired.road' in sys.modules,
+    modules=sorted(m for m in sys.modules if m.startswith('ppmid')))
 if COMMAND:
     han, relay, link = caught['han'], caught['relay'], caught['link']
     # the HAN as if its module and the CH were up: its supervisor (talking to the silent
@@ -346,10 +347,12 @@ if COMMAND:
 """
 
 
-def app_job(files, flash_files, nfc, command_path=None):
+def app_job(files, flash_files, nfc, command_path=None, wired=False):
+    """`wired`: the stand-in board has a wired UART (the flash's config must enable the
+    road too: flash_files(wired=True))."""
     fs = dict(files)
     fs.update(flash_files)
-    return fs, script(APP_BODY, NFC=nfc, COMMAND=command_path, CATCH=CATCH, PROBES=PROBES,
+    return fs, script(APP_BODY, NFC=nfc, COMMAND=command_path, CATCH=CATCH, PROBES=PROBES, WIRED=wired,
                       FLASH=FLASH, NFC_PREFIX=NFC_PREFIX, CH_TRANSFER_SIZE=CH_TRANSFER_SIZE,
                       NCP_MAX_PAYLOAD=NCP_MAX_PAYLOAD)
 
@@ -373,13 +376,16 @@ def _firmware_on_path():
     mpcompat.install()
 
 
-def flash_files(nfc=False):
-    """{path: bytes} of a provisioned flash (docs/config.md) for the stand-in board."""
+def flash_files(nfc=False, wired=False):
+    """{path: bytes} of a provisioned flash (docs/config.md) for the stand-in board;
+    `wired`: with the wired road enabled (docs/wired.md)."""
     _firmware_on_path()
     from ppmid import config
     cfg = {"version": 1, "gateway": GATEWAY,
            "broker": {"host": "broker.invalid", "port": 8883, "server_hostname": "ppmid-broker"},
            "han": {"devices": [{"eui": e, "type": t} for e, t in sorted(DEVICES.items())]}}
+    if wired:
+        cfg["wired"] = {"enabled": True}
     config.validate(json.loads(json.dumps(cfg)))
     out = {FLASH + "/config.json": json.dumps(cfg).encode(),
            FLASH + "/secrets/envelope.key": KEY}

@@ -178,8 +178,13 @@ async def start(board):
     if nfc is not None:
         asyncio.create_task(nfc.run())
     _mark(board, "nfc")
-    return journal, "running: gateway=%s han=%s mqtt=%s nfc=%s" % (
+    text = "running: gateway=%s han=%s mqtt=%s nfc=%s" % (
         eui, han.status, "on" if link is not None else "off", nfc_state)
+    if "wired" in cfg:  # only when enabled (ppmid.wired.settings)
+        from ppmid import wired
+        text += " wired=" + wired.start(board, cfg, relay)
+        _mark(board, "wired")
+    return journal, text
 
 
 def drop():

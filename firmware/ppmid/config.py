@@ -95,9 +95,9 @@ def validate(cfg):
     if cfg.get("version", 1) != 1:
         raise ConfigError("config version %r is not supported (expected 1)" % cfg.get("version"))
     for k in cfg:
-        if k not in DEFAULTS:
+        if k not in DEFAULTS and k != "wired":
             raise ConfigError("unknown config key %r" % k)
-        if isinstance(DEFAULTS[k], dict):
+        if isinstance(DEFAULTS.get(k), dict):
             _section(cfg[k], k)
     out = _merge(DEFAULTS, cfg)
     if out["gateway"] is None:
@@ -148,6 +148,13 @@ def validate(cfg):
         if not isinstance(w[k], str):
             raise ConfigError("wifi.%s must be a string" % k)
     out["nfc"] = nfc_settings(cfg.get("nfc"))
+    if "wired" in cfg:
+        # the optional wired road checks its own section (ppmid.wired): a gateway without
+        # it loads none of that, and its config has a "wired" key only when it is on
+        from ppmid.wired import settings
+        out["wired"] = settings(cfg["wired"])
+        if out["wired"] is None:
+            del out["wired"]
     s = out["sntp"]
     if not isinstance(s["servers"], list) or len(s["servers"]) > 4 or \
             any(not isinstance(h, str) or not h for h in s["servers"]):

@@ -175,3 +175,16 @@ def test_clock_source_and_set_time_on_the_2000_epoch():
         assert b.clock_source() == "rtc"
     finally:
         esp32.time = saved
+
+
+def test_wired_uart_only_when_the_definition_names_one_and_opened_once():
+    Rec.calls = []
+    assert esp32.Board(DEVKITC).wired_uart() is None
+    assert [c for c in Rec.calls if c[0] == "UART"] == []
+    d = dict(DEVKITC)
+    d["wired_uart"] = {"id": 0, "tx": 43, "rx": 44, "baud": 115200}   # e.g. an S3's UART0 beside a USB REPL
+    b = esp32.Board(d)
+    u = b.wired_uart()
+    assert u is not None and b.wired_uart() is u
+    (uart,) = [c for c in Rec.calls if c[0] == "UART"]
+    assert uart[1] == 0 and uart[2]["tx"] == 43 and uart[2]["rx"] == 44 and "flow" not in uart[2]

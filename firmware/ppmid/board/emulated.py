@@ -208,6 +208,11 @@ class Board:
             return None
         return self._pty_uart(nfc)
 
+    def wired_uart(self):
+        """The wired road's UART (docs/wired.md), or None when the board has none."""
+        spec = self.info.get("wired_uart")
+        return self._pty_uart(spec) if spec else None
+
     def nfc_i2c(self):
         raise BoardError("the emulated board has no I2C bus (its NFC reader is on a UART)")
 

@@ -111,6 +111,16 @@ class Board:
             self._nfc = UartPort(nfc)
         return self._nfc
 
+    def wired_uart(self):
+        """The wired road's UART (docs/wired.md): a free UART the board definition names
+        as "wired_uart", never UART0 while the REPL is on it. None when not named."""
+        spec = self.info.get("wired_uart")
+        if not spec:
+            return None
+        if getattr(self, "_wired", None) is None:  # set only on a board that has one
+            self._wired = UartPort(spec)
+        return self._wired
+
     def nfc_i2c(self):
         nfc = self.info.get("nfc")
         if not nfc or nfc.get("bus") != "i2c":

@@ -40,7 +40,7 @@ ANSWERED = const(2)
 TIMED_OUT = const(3)
 FAILED = const(4)
 
-VIAS = ("mqtt", "nfc-phone", "nfc-tag")
+VIAS = ("mqtt", "nfc-phone", "nfc-tag", "serial")  # append only: stored as the index
 
 # A: seq, expires, accepted_at, via, id_len | id | target 8 | originator 8 | counter 8 | gbcs
 _ACCEPT_FMT = ">IIIBB"

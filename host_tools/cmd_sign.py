@@ -1,0 +1,114 @@
+"""`ppmid sign`: write signed command envelopes to a file, so that the laptop that carries
+them to a gateway (`ppmid send --serial`, `ppmid replay --serial`) never holds the key.
+
+One command: `--gbcs HEX | --gbcs-file FILE [--id ID] [--expires-in S] --out FILE` writes
+its binary envelope (docs/envelope.md; `--format json`: the MQTT JSON form). A trace:
+`--trace TRACE --out SIGNED.jsonl` writes the trace again with each line's binary
+envelope (hex) under "envelope" (docs/trace.md); its expiries are fixed now, from
+`expires_in_s`. The key: --key-file (32 raw bytes) or the one `ppmid provision` kept in
+STATE_DIR/keys/EUI.key (--state-dir with --gateway).
+"""
+import binascii
+import json
+import os
+import secrets
+import time
+
+from host_tools.cli import CliError
+
+
+def add_arguments(p):
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--gbcs", metavar="HEX", help="one GBCS command as hex")
+    g.add_argument("--gbcs-file", metavar="FILE", help="one GBCS command as a binary file")
+    g.add_argument("--trace", metavar="TRACE", help="a trace (docs/trace.md): sign every line")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the envelope(s)")
+    p.add_argument("--key-file", help="the gateway's envelope key (32 raw bytes)")
+    p.add_argument("--state-dir", help="the broker's state dir holding keys/EUI.key (with --gateway)")
+    p.add_argument("--gateway", metavar="EUI", help="the gateway whose key to use from --state-dir")
+    p.add_argument("--id", help="command id (default: random); one command only")
+    p.add_argument("--expires-in", type=int, metavar="S", help="expire S seconds from now; one command only")
+    p.add_argument("--format", choices=("binary", "json"), default="binary",
+                   help="one command: the binary envelope (default) or the MQTT JSON one")
+
+
+def load_key(args):
+    """The envelope key from --key-file or --state-dir/--gateway, or CliError."""
+    if args.key_file:
+        path = args.key_file
+    elif args.state_dir and args.gateway:
+        path = os.path.join(args.state_dir, "keys", args.gateway.upper() + ".key")
+    else:
+        raise CliError("say which envelope key signs: --key-file FILE, or --state-dir DIR --gateway EUI")
+    try:
+        with open(path, "rb") as f:
+            key = f.read()
+    except OSError as exc:
+        raise CliError("cannot read the envelope key %s: %s" % (path, exc.strerror))
+    if len(key) != 32:
+        raise CliError("the envelope key %s must be 32 bytes, not %d" % (path, len(key)))
+    return key
+
+
+def read_gbcs(args):
+    if args.gbcs is not None:
+        try:
+            gbcs = binascii.unhexlify("".join(args.gbcs.split()))
+        except (binascii.Error, ValueError):
+            raise CliError("--gbcs is not hex")
+    else:
+        try:
+            with open(args.gbcs_file, "rb") as f:
+                gbcs = f.read()
+        except OSError as exc:
+            raise CliError("cannot read %s: %s" % (args.gbcs_file, exc.strerror))
+    if not gbcs:
+        raise CliError("the GBCS command is empty")
+    if len(gbcs) > 65535:
+        raise CliError("the GBCS command is %d bytes; an envelope holds at most 65535" % len(gbcs))
+    return gbcs
+
+
+def run(args):
+    from host_tools import mpcompat
+    mpcompat.install()
+    from ppmid import envelope
+    key = load_key(args)
+    if args.trace:
+        if args.id or args.expires_in is not None:
+            raise CliError("--id and --expires-in are for one command; a trace gives its own")
+        from host_tools.cmd_replay import load_trace
+        from host_tools import trace as tr
+        lines = load_trace(args.trace)
+        now = int(time.time())
+        for line in lines:
+            exp = None if line.get("expires_in_s") is None else now + line["expires_in_s"]
+            line["envelope"] = envelope.to_binary(envelope.sign(key, line["id"], line["gbcs"], exp))
+            line["expires_in_s"] = None   # fixed in the envelope now
+        tr.save(lines, args.out)
+        print("signed %d lines -> %s" % (len(lines), args.out))
+        return 0
+    gbcs = read_gbcs(args)
+    if args.expires_in is not None and not 0 < args.expires_in <= 366 * 86400:
+        raise CliError("--expires-in must be from 1 to %d seconds" % (366 * 86400))
+    id = args.id or "cmd-" + secrets.token_hex(6)
+    expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
+    try:
+        env = envelope.sign(key, id, gbcs, expires)
+    except envelope.EnvelopeError as exc:
+        raise CliError(str(exc))
+    if args.format == "binary":
+        data = envelope.to_binary(env)
+    else:
+        obj = {"id": id, "gbcs": binascii.b2a_base64(gbcs, newline=False).decode(),
+               "mac": binascii.hexlify(env.mac).decode()}
+        if expires is not None:
+            obj["expires"] = expires
+        data = (json.dumps(obj) + "\n").encode()
+    try:
+        with open(args.out, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise CliError("cannot write %s: %s" % (args.out, exc.strerror))
+    print("signed %s (%d bytes of GBCS) -> %s" % (id, len(gbcs), args.out))
+    return 0
