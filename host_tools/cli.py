@@ -30,6 +30,7 @@ COMMANDS = {
     "pn532-emulator": ("host_tools.cmd_pn532_emulator", "emulate a PN532 with virtual phones and tags on a pty"),
     "replay": ("host_tools.cmd_replay", "replay a command trace through MQTT against a gateway"),
     "emulate": ("host_tools.cmd_emulate", "run broker + emulated board + NCP/CH emulator end to end"),
+    "capture": ("host_tools.cmd_capture", "write one gateway's MQTT traffic from the broker as pcapng"),
 }
 
 

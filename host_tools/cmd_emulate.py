@@ -39,6 +39,8 @@ def add_arguments(p):
                         "by default each run starts as a fresh gateway")
     p.add_argument("--nfc", action="store_true",
                    help="attach the PN532 emulator to the board's NFC UART (the app then starts its NFC service)")
+    p.add_argument("--pcap", metavar="FILE",
+                   help="capture the HAN and MQTT traffic as pcapng for Wireshark (docs/captures.md)")
     p.add_argument("--no-deploy", action="store_true", help="boot what is already in the board's flash")
     p.add_argument("--follow", action="store_true", help="after the replay, follow the console until Ctrl-C")
     p.add_argument("--no-follow", action="store_true", help="exit after the sample replay")
@@ -77,6 +79,7 @@ def run(args):
     from host_tools.boards import BoardError
     from host_tools.emuboard import BoardTimeout
     from host_tools.broker import BrokerError
+    from host_tools.captures import CaptureError
     try:
         overrides = E.parse_sets(args.set)
     except E.EmulateError as exc:
@@ -90,13 +93,18 @@ def run(args):
             raise CliError("--%s must be >= 0" % name.replace("_", "-"))
     if not 1 <= args.timeout <= 3600:
         raise CliError("--timeout must be from 1 to 3600 seconds")
+    for name in ("pcap",):
+        path = getattr(args, name)
+        if path is not None and (os.path.isdir(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path)))):
+            raise CliError("--%s %s: give a file in an existing folder" % (name, path))
     lines, what = _lines(args, E)
     report_path = args.report or os.path.join(args.state_dir, "report.json")
     from host_tools.cmd_replay import check_run_options
     check_run_options(args.speed, args.settle_s, report_path)
     emu = E.Emulation(args.state_dir, board=args.board, overrides=overrides, uart_error_rate=args.uart_error_rate,
                       deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal,
-                      nfc=args.nfc, gpf_delay_s=None if args.gpf_delay_ms is None else args.gpf_delay_ms / 1000.0)
+                      nfc=args.nfc, gpf_delay_s=None if args.gpf_delay_ms is None else args.gpf_delay_ms / 1000.0,
+                      pcap=args.pcap)
     try:
         emu.check_config()
     except E.EmulateError as exc:
@@ -107,7 +115,7 @@ def run(args):
     try:
         try:
             emu.start()
-        except (E.EmulateError, BoardError, BoardTimeout, BrokerError) as exc:
+        except (E.EmulateError, BoardError, BoardTimeout, BrokerError, CaptureError) as exc:
             raise CliError(str(exc))
         st = emu.board.state()
         print(emu.banner.group(0).decode())

@@ -26,6 +26,9 @@ def add_arguments(p):
     p.add_argument("--speed", type=float, default=1.0, help="time scale: 2 = twice as fast (default 1)")
     p.add_argument("--settle-s", type=float, default=40.0,
                    help="after the last command, wait this long for final statuses (default 40)")
+    p.add_argument("--pcap", metavar="FILE",
+                   help="capture the gateway's MQTT traffic during the run as pcapng (needs --state-dir: "
+                        "its monitor identity reads the cmd topic too; docs/captures.md)")
     p.add_argument("--client-id", metavar="ID",
                    help="MQTT client id of the persistent session (default ppmid-replay-EUI; "
                         "two replays to one gateway at once need two)")
@@ -63,6 +66,16 @@ def load_trace(path):
     return lines
 
 
+def _start_capture(state_dir, eui, path):
+    from host_tools import captures, pcap
+    writer = pcap.PcapWriter(path)
+    try:
+        return writer, captures.BrokerCapture(state_dir, eui, writer).start()
+    except captures.CaptureError as exc:
+        writer.close()
+        raise CliError(str(exc))
+
+
 def run(args):
     from host_tools.replay import Replayer, ReplayError, identity_from_state_dir, parse_broker_url, table
     eui = args.gateway.upper()
@@ -70,6 +83,12 @@ def run(args):
         raise CliError("--gateway must be 16 hex digits")
     check_run_options(args.speed, args.settle_s, args.report)
     lines = load_trace(args.trace)
+    if args.pcap is not None:
+        if not args.state_dir:
+            raise CliError("--pcap needs --state-dir (a ppmid broker state dir: the capture reads as its monitor)")
+        if os.path.isdir(args.pcap) or not os.path.isdir(os.path.dirname(os.path.abspath(args.pcap))):
+            raise CliError("--pcap %s: give a file in an existing folder" % args.pcap)
+    capture = None
     try:
         host = port = ca = cert = key = None
         if args.state_dir:
@@ -95,12 +114,19 @@ def run(args):
             raise CliError("the envelope key %s must be 32 bytes, not %d" % (kpath, len(envelope_key)))
         r = Replayer(host, port, eui, envelope_key, ca, cert, key, speed=args.speed, settle_s=args.settle_s,
                      client_id=args.client_id)
+        if args.pcap is not None:
+            capture = _start_capture(args.state_dir, eui, args.pcap)
         try:
             rep = r.run(lines)
         finally:
             r.close()
     except ReplayError as exc:
         raise CliError(str(exc))
+    finally:
+        if capture is not None:
+            capture[1].stop()
+            capture[0].close()
+            print("capture: %d packets in %s" % (capture[0].count, args.pcap))
     rep["trace"] = os.path.abspath(args.trace)
     with open(args.report, "w") as f:
         json.dump(rep, f, indent=1, sort_keys=True)

@@ -232,7 +232,7 @@ class Emulation:
 
     def __init__(self, state_dir, board="emulated", gateway=GATEWAY, devices=None, overrides=None, heap=None,
                  uart_error_rate=0.0, baud=115200, log=log_default, deploy=True, corpus=None, ready_timeout=120,
-                 fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0):
+                 fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0, pcap=None):
         self.state_dir = os.path.abspath(str(state_dir))
         self.broker_dir = os.path.join(self.state_dir, "broker")
         self.board_name = board
@@ -250,6 +250,8 @@ class Emulation:
         self.nfc = nfc            # attach the PN532 emulator to the board's NFC UART
         self.gpf_delay_s = gpf_delay_s  # the GSME's answer delay (None: the emulator's default)
         self.sntp_hold_s = sntp_hold_s  # the SNTP server ignores the gateway this long at first
+        self.pcap_path = pcap     # pcapng of the HAN (CH log) and MQTT traffic (docs/captures.md)
+        self.capture = None       # (PcapWriter, BrokerCapture)
         self.sntp = None
         self.pn532 = None
         self.broker = None
@@ -306,12 +308,19 @@ class Emulation:
         self.broker = Broker(self.broker_dir, gateways=[self.gateway])
         info = self.broker.start()
         self.log("broker on 127.0.0.1:%d (state %s)" % (info["port"], self.broker_dir))
+        ch_options = {}
+        if self.pcap_path:
+            from host_tools import captures, pcap
+            writer = pcap.PcapWriter(self.pcap_path)
+            self.capture = (writer, captures.BrokerCapture(self.broker_dir, self.gateway, writer).start())
+            ch_options["on_record"] = lambda entry: captures.ch_entry(writer, entry)
+            self.log("capturing HAN and MQTT traffic to %s" % self.pcap_path)
         self.board = EmulatedBoard(self.state_dir, board=self.board_name, heap=self.heap)
         self.board.start()
         st = self.board.state()
         self.ncp = NcpEmulator(st["uarts"]["zigbee"], baud=self.baud, log_path=os.path.join(self.state_dir, "ch.jsonl"),
                                corpus_dir=self.corpus, faults=Faults(byte_error_rate=self.uart_error_rate),
-                               gpf_delay_s=self.gpf_delay_s)
+                               gpf_delay_s=self.gpf_delay_s, ch_options=ch_options)
         self.ncp.start()
         self.log("NCP/CH emulator on %s (ESME %s, GSME %s)" % (st["uarts"]["zigbee"], ESME, GSME))
         if self.nfc:
@@ -380,12 +389,21 @@ class Emulation:
     def stop(self):
         for what, fn in (("pn532", lambda: self.pn532.stop()), ("ncp", lambda: self.ncp.stop()),
                          ("board", lambda: self.board.stop()),
+                         ("capture", self._stop_capture),
                          ("broker", lambda: self.broker.stop()), ("sntp", lambda: self.sntp.stop())):
             try:
                 if getattr(self, what) is not None:
                     fn()
             except Exception as exc:  # noqa: BLE001 - best effort teardown
                 self.log("stopping %s: %r" % (what, exc))
+
+    def _stop_capture(self):
+        writer, listener = self.capture
+        self.capture = None
+        try:
+            listener.stop()
+        finally:
+            writer.close()
 
     # ---- figures ---------------------------------------------------------------------------
     def heap_figures(self):

@@ -1,0 +1,74 @@
+"""`ppmid emulate --pcap FILE` (and later --html) on a short trace: the whole product runs,
+tshark reads the capture with its GBCS dissector, and what it shows for every GBCS packet
+is what `ppmid gbcs decode` says of the same bytes; the capture holds both roads (the HAN
+as the CH saw it, MQTT as the broker carried it) with the gateway's directions."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from host_tools import emulate as E
+from host_tools import trace as tr
+from test_captures import TSHARK, assert_like_ppmid_decode, tshark_rows
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def ppmid(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "host_tools.cli"] + list(args), cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def emulate_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("field")
+    cmds = E.renumbered_commands(4)
+    lines = E.lines_from(cmds, interval_ms=500, prefix="f")
+    lines.append({"at_ms": 2500, "id": "f-again", "gbcs": cmds[0][1], "via": "mqtt",
+                  "expect": {"status": "rejected", "error": "E_REPLAY"}})
+    trace = tmp / "t.jsonl"
+    tr.save(lines, str(trace))
+    out = {"dir": tmp, "lines": lines, "pcap": tmp / "run.pcapng", "report": tmp / "rep.json"}
+    r = ppmid("emulate", "--state-dir", str(tmp / "run"), "--trace", str(trace), "--report", str(out["report"]),
+              "--set", "limits.response_timeout_s=8", "--settle-s", "15", "--pcap", str(out["pcap"]))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out["rep"] = json.loads(out["report"].read_text())
+    return out
+
+
+@pytest.mark.skipif(not TSHARK, reason="tshark not installed")
+def test_tshark_decodes_the_emulate_capture_like_ppmid_gbcs_decode(emulate_run):
+    rows = tshark_rows(emulate_run["pcap"])
+    rep = emulate_run["rep"]
+    han_out = [r for r in rows if r["frame.comment"] == "HAN: PPMID -> CH"]
+    han_in = [r for r in rows if r["frame.comment"] == "HAN: CH -> PPMID"]
+    cmds = [r for r in rows if "/cmd: broker -> gateway" in r["frame.comment"]]
+    statuses = [r for r in rows if "/rsp: gateway -> broker" in r["frame.comment"]]
+    # every command was published (5 envelopes), relayed once (4 reach the CH) and answered
+    assert len(cmds) == 5 and len(han_out) == rep["delivered_to_ch"] == 4
+    assert len(han_in) >= rep["responses"] >= 4
+    assert {r["frame.p2p_dir"] for r in han_out + statuses} == {"0"} and {r["frame.p2p_dir"] for r in cmds} == {"1"}
+    # the statuses as JSON (accepted, relayed...) and the responses as GBCS, with their ids
+    assert any("status:accepted" in r["json.member_with_value"] for r in statuses)
+    assert sum('"status": "response"' in r["frame.comment"] for r in statuses) == rep["responses"]
+    assert any('"code": "E_REPLAY"' in r["frame.comment"] or "E_REPLAY" in r["json.member_with_value"]
+               for r in statuses)
+    # field by field: cra flag, originator counter, message code, for every GBCS packet
+    assert assert_like_ppmid_decode(rows) >= 5 + 4 + 4
+    # the HAN copy of a command is the MQTT one: same bytes
+    assert {r["exported_pdu.exported_pdu"] for r in han_out} <= {r["exported_pdu.exported_pdu"] for r in cmds}
+    assert not any(r["_ws.malformed"] for r in han_out + cmds)
+
+
+def test_capture_options_are_checked_before_anything_starts(tmp_path):
+    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--pcap", str(tmp_path / "no" / "x.pcapng"), timeout=60)
+    assert r.returncode == 1 and "--pcap" in r.stderr
+    assert not os.path.exists(tmp_path / "run" / "board.json")
+    r = ppmid("capture", "--state-dir", str(tmp_path), "--gateway", "00DB1234567890A4", "--out",
+              str(tmp_path / "c.pcapng"), timeout=60)
+    assert r.returncode == 1 and "no broker state" in r.stderr
+    r = ppmid("capture", "--state-dir", str(tmp_path), "--gateway", "nothex", "--out", str(tmp_path / "c.pcapng"),
+              timeout=60)
+    assert r.returncode == 1 and "16 hex digits" in r.stderr
