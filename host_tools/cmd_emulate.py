@@ -98,6 +98,10 @@ def run(args):
         if path is not None and (os.path.isdir(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path)))):
             raise CliError("--%s %s: give a file in an existing folder" % (name, path))
     lines, what = _lines(args, E)
+    nfc_lines = sum(1 for x in lines if x.get("via", "mqtt") != "mqtt")
+    if nfc_lines and not args.nfc:
+        print("emulate: %d NFC line(s) in the trace will be skipped: add --nfc to carry them through the "
+              "PN532 emulator" % nfc_lines, file=sys.stderr, flush=True)
     report_path = args.report or os.path.join(args.state_dir, "report.json")
     from host_tools.cmd_replay import check_run_options
     check_run_options(args.speed, args.settle_s, report_path)

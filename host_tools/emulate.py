@@ -460,6 +460,12 @@ class Emulation:
         CH, restart and heap figures (docs/emulate.md)."""
         r = self.replayer(settle_s)
         r.speed = speed
+        road = None
+        if self.pn532 is not None and any(x.get("via", "mqtt") != "mqtt" for x in lines):
+            from host_tools.nfc_road import NfcRoad
+            # a phone waits for its result as long as the gateway may take to answer
+            wait = self.config.get("limits", {}).get("response_timeout_s", 25) + 15
+            road = r.nfc = NfcRoad(self.pn532, r.note, phone_wait_s=wait, log=self.log)
         r.connect()
         duration = max([x["at_ms"] for x in lines] + [0]) / 1000.0 / speed
         restarts0 = self.board.restarts
@@ -471,6 +477,8 @@ class Emulation:
         finally:
             if chaos is not None:
                 chaos.stop()
+            if road is not None:
+                road.stop()
             r.close()
         # a final broker restart or board kill may still be settling: the figures below
         # are read after the replay's own settle wait
@@ -481,6 +489,9 @@ class Emulation:
         rep["peak_heap"] = rep["heap"]["peak_used"]
         rep["ncp"] = self.ncp.stats()
         rep["config"] = {"gateway": self.gateway, "limits": self.config.get("limits", {})}
+        if road is not None:
+            rep["nfc"] = {"taps": [{"id": i, "via": v, "outcome": o} for i, v, p, o in road.taps],
+                          "errors": road.errors}
         if chaos is not None:
             rep["chaos"] = {"done": chaos.done, "errors": chaos.errors, "uart_error_rate": self.uart_error_rate}
         return rep
