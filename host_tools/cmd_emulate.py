@@ -41,6 +41,8 @@ def add_arguments(p):
                    help="attach the PN532 emulator to the board's NFC UART (the app then starts its NFC service)")
     p.add_argument("--pcap", metavar="FILE",
                    help="capture the HAN and MQTT traffic as pcapng for Wireshark (docs/captures.md)")
+    p.add_argument("--html", metavar="OUT.html",
+                   help="also write the report as one HTML file with plots (latency, faults, roads)")
     p.add_argument("--no-deploy", action="store_true", help="boot what is already in the board's flash")
     p.add_argument("--follow", action="store_true", help="after the replay, follow the console until Ctrl-C")
     p.add_argument("--no-follow", action="store_true", help="exit after the sample replay")
@@ -93,7 +95,7 @@ def run(args):
             raise CliError("--%s must be >= 0" % name.replace("_", "-"))
     if not 1 <= args.timeout <= 3600:
         raise CliError("--timeout must be from 1 to 3600 seconds")
-    for name in ("pcap",):
+    for name in ("pcap", "html"):
         path = getattr(args, name)
         if path is not None and (os.path.isdir(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path)))):
             raise CliError("--%s %s: give a file in an existing folder" % (name, path))
@@ -136,6 +138,10 @@ def run(args):
             json.dump(rep, f, indent=1, sort_keys=True)
         print(E.table(rep))
         print("report: %s" % report_path, flush=True)
+        if args.html:
+            from host_tools import report_html
+            report_html.write(rep, args.html, "PPMID emulate report")
+            print("html report: %s" % args.html, flush=True)
         if args.follow or (not args.trace and not args.no_follow):
             print("emulate: the gateway keeps running (ppmid send --state-dir %s --gateway %s ...); "
                   "console follows, Ctrl-C to stop" % (emu.broker_dir, emu.gateway), flush=True)

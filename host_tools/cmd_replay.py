@@ -29,6 +29,8 @@ def add_arguments(p):
     p.add_argument("--pcap", metavar="FILE",
                    help="capture the gateway's MQTT traffic during the run as pcapng (needs --state-dir: "
                         "its monitor identity reads the cmd topic too; docs/captures.md)")
+    p.add_argument("--html", metavar="OUT.html",
+                   help="also write the report as one HTML file with plots (latency, statuses per road)")
     p.add_argument("--client-id", metavar="ID",
                    help="MQTT client id of the persistent session (default ppmid-replay-EUI; "
                         "two replays to one gateway at once need two)")
@@ -88,6 +90,9 @@ def run(args):
             raise CliError("--pcap needs --state-dir (a ppmid broker state dir: the capture reads as its monitor)")
         if os.path.isdir(args.pcap) or not os.path.isdir(os.path.dirname(os.path.abspath(args.pcap))):
             raise CliError("--pcap %s: give a file in an existing folder" % args.pcap)
+    if args.html is not None and (os.path.isdir(args.html)
+                                  or not os.path.isdir(os.path.dirname(os.path.abspath(args.html)))):
+        raise CliError("--html %s: give a file in an existing folder" % args.html)
     capture = None
     try:
         host = port = ca = cert = key = None
@@ -132,6 +137,10 @@ def run(args):
         json.dump(rep, f, indent=1, sort_keys=True)
     print(table(rep))
     print("report: %s" % args.report)
+    if args.html is not None:
+        from host_tools import report_html
+        report_html.write(rep, args.html, "PPMID replay report")
+        print("html report: %s" % args.html)
     if rep["lost_count"]:
         print("ppmid: %d command(s) lost: no final status" % rep["lost_count"], file=sys.stderr)
         return 1

@@ -1,7 +1,8 @@
-"""`ppmid emulate --pcap FILE` (and later --html) on a short trace: the whole product runs,
+"""`ppmid emulate --pcap FILE --html FILE` on a short trace: the whole product runs,
 tshark reads the capture with its GBCS dissector, and what it shows for every GBCS packet
 is what `ppmid gbcs decode` says of the same bytes; the capture holds both roads (the HAN
-as the CH saw it, MQTT as the broker carried it) with the gateway's directions."""
+as the CH saw it, MQTT as the broker carried it) with the gateway's directions; the HTML
+report holds the JSON report's numbers. An NFC trace replays through the PN532 emulator."""
 import json
 import os
 import subprocess
@@ -30,10 +31,12 @@ def emulate_run(tmp_path_factory):
                   "expect": {"status": "rejected", "error": "E_REPLAY"}})
     trace = tmp / "t.jsonl"
     tr.save(lines, str(trace))
-    out = {"dir": tmp, "lines": lines, "pcap": tmp / "run.pcapng", "report": tmp / "rep.json"}
+    out = {"dir": tmp, "lines": lines, "pcap": tmp / "run.pcapng", "report": tmp / "rep.json",
+           "html": tmp / "rep.html"}
     r = ppmid("emulate", "--state-dir", str(tmp / "run"), "--trace", str(trace), "--report", str(out["report"]),
-              "--set", "limits.response_timeout_s=8", "--settle-s", "15", "--pcap", str(out["pcap"]))
+              "--set", "limits.response_timeout_s=8", "--settle-s", "15", "--pcap", str(out["pcap"]), "--html", str(out["html"]))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out["stdout"] = r.stdout
     out["rep"] = json.loads(out["report"].read_text())
     return out
 
@@ -62,10 +65,22 @@ def test_tshark_decodes_the_emulate_capture_like_ppmid_gbcs_decode(emulate_run):
     assert not any(r["_ws.malformed"] for r in han_out + cmds)
 
 
+def test_the_html_report_of_the_run_holds_the_json_reports_numbers(emulate_run):
+    pytest.importorskip("matplotlib")
+    from test_report_html import check_html_holds
+    rep = emulate_run["rep"]
+    assert "html report: %s" % emulate_run["html"] in emulate_run["stdout"]
+    figures = check_html_holds(emulate_run["html"].read_text(encoding="utf-8"), rep)
+    assert figures["delivered to CH"] == str(rep["delivered_to_ch"]) == "4"
+    assert figures["rejected E_REPLAY"] == "1"
+
+
 def test_capture_options_are_checked_before_anything_starts(tmp_path):
     r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--pcap", str(tmp_path / "no" / "x.pcapng"), timeout=60)
     assert r.returncode == 1 and "--pcap" in r.stderr
     assert not os.path.exists(tmp_path / "run" / "board.json")
+    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--html", str(tmp_path), timeout=60)
+    assert r.returncode == 1 and "--html" in r.stderr
     r = ppmid("capture", "--state-dir", str(tmp_path), "--gateway", "00DB1234567890A4", "--out",
               str(tmp_path / "c.pcapng"), timeout=60)
     assert r.returncode == 1 and "no broker state" in r.stderr
