@@ -118,11 +118,20 @@ def run(args):
     # A SIGTERM (e.g. `timeout make run`, a CI job ending) stops everything we started,
     # broker included, exactly like Ctrl-C: no mosquitto or board left behind.
     signal.signal(signal.SIGTERM, _terminate)
+    from host_tools.progress import Progress
+    # SNTP, broker, board, NCP, provision, deploy (5), ready: a bar on a terminal, the
+    # "emulate: ..." lines otherwise
+    bar = Progress("emulate", 10 + bool(args.pcap) + bool(args.nfc))
+    sink = [bar.step]  # what the emulation's log goes to: the bar during start-up, then lines
+    emu.log = lambda msg: sink[0](msg)  # (the SNTP server and the replayer keep emu.log)
     try:
         try:
             emu.start()
         except (E.EmulateError, BoardError, BoardTimeout, BrokerError, CaptureError) as exc:
             raise CliError(str(exc))
+        finally:
+            bar.close()
+            sink[0] = E.log_default
         st = emu.board.state()
         print(emu.banner.group(0).decode())
         print("emulate: REPL %s (mpremote connect %s resume), UARTs %s, broker 127.0.0.1:%d, state dir %s; Ctrl-C to stop"
@@ -131,7 +140,12 @@ def run(args):
         if args.kill_board or args.broker_restarts or args.wifi_drops:
             chaos = E.Chaos(args.kill_board, args.broker_restarts, args.wifi_drops, seed=args.seed)
         print("emulate: replaying %s" % what, flush=True)
-        rep = emu.replay(lines, chaos=chaos, settle_s=args.settle_s, speed=args.speed)
+        bar = Progress("replay", len(lines))
+        try:
+            rep = emu.replay(lines, chaos=chaos, settle_s=args.settle_s, speed=args.speed,
+                             progress=lambda n, total: bar.update(n))
+        finally:
+            bar.close()
         rep["trace"] = os.path.abspath(args.trace) if args.trace else what
         os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
         with open(report_path, "w") as f:

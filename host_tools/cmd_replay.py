@@ -121,9 +121,13 @@ def run(args):
                      client_id=args.client_id)
         if args.pcap is not None:
             capture = _start_capture(args.state_dir, eui, args.pcap)
+        from host_tools.progress import Progress
+        bar = Progress("replay", len(lines))
+        r.progress = lambda n, total: bar.update(n)
         try:
             rep = r.run(lines)
         finally:
+            bar.close()
             r.close()
     except ReplayError as exc:
         raise CliError(str(exc))

@@ -455,11 +455,12 @@ class Emulation:
         # restart has us disconnected are kept for us
         return Replayer(host, port, self.gateway, self.key, ca, cert, keyfile, settle_s=settle_s, out=self.log)
 
-    def replay(self, lines, chaos=None, settle_s=None, speed=1.0):
+    def replay(self, lines, chaos=None, settle_s=None, speed=1.0, progress=None):
         """Replay `lines` (docs/trace.md), with optional Chaos; the replay report plus the
         CH, restart and heap figures (docs/emulate.md)."""
         r = self.replayer(settle_s)
         r.speed = speed
+        r.progress = progress
         road = None
         if self.pn532 is not None and any(x.get("via", "mqtt") != "mqtt" for x in lines):
             from host_tools.nfc_road import NfcRoad

@@ -114,6 +114,7 @@ class Replayer:
         self.client_id = client_id or "ppmid-replay-%s" % self.gateway
         self.out = out
         self.connect_timeout = connect_timeout
+        self.progress = None  # progress(lines handed over so far, total): a host_tools.progress bar
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self.received = {}   # id -> [(t_monotonic, message dict)]
@@ -257,7 +258,9 @@ class Replayer:
         pubs = []
         t0 = time.monotonic()
         wall0 = time.time()
-        for line in sorted(lines, key=lambda x: x["at_ms"]):
+        for n, line in enumerate(sorted(lines, key=lambda x: x["at_ms"])):
+            if self.progress is not None:
+                self.progress(n, len(lines))
             due = t0 + line["at_ms"] / 1000.0 / self.speed
             delay = due - time.monotonic()
             if delay > 0:
@@ -272,6 +275,8 @@ class Replayer:
                 continue
             sent[line["id"]] = time.monotonic()
             pubs.append(self.publish(topic, payload))
+        if self.progress is not None:
+            self.progress(len(lines), len(lines))
         unacked = self.wait_published(pubs, self.connect_timeout + self.settle_s)
         if unacked:
             self.out("replay: %d commands not acknowledged by the broker" % len(unacked))
