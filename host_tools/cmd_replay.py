@@ -29,6 +29,9 @@ def add_arguments(p):
     p.add_argument("--pcap", metavar="FILE",
                    help="capture the gateway's MQTT traffic during the run as pcapng (needs --state-dir: "
                         "its monitor identity reads the cmd topic too; docs/captures.md)")
+    p.add_argument("--pn532", metavar="ENDPOINT",
+                   help="carry the trace's nfc-phone/nfc-tag lines through a PN532 emulator on the host end of "
+                        "the board's NFC UART: a pty or serial device, or an emulated board's state dir")
     p.add_argument("--html", metavar="OUT.html",
                    help="also write the report as one HTML file with plots (latency, statuses per road)")
     p.add_argument("--client-id", metavar="ID",
@@ -93,7 +96,7 @@ def run(args):
     if args.html is not None and (os.path.isdir(args.html)
                                   or not os.path.isdir(os.path.dirname(os.path.abspath(args.html)))):
         raise CliError("--html %s: give a file in an existing folder" % args.html)
-    capture = None
+    capture = road = None
     try:
         host = port = ca = cert = key = None
         if args.state_dir:
@@ -121,6 +124,14 @@ def run(args):
                      client_id=args.client_id)
         if args.pcap is not None:
             capture = _start_capture(args.state_dir, eui, args.pcap)
+        reader = road = None
+        if args.pn532 is not None:
+            from host_tools import nfc_road
+            try:
+                reader = nfc_road.open_reader(args.pn532)
+            except nfc_road.NfcRoadError as exc:
+                raise CliError(str(exc))
+            road = r.nfc = nfc_road.NfcRoad(reader, r.note, phone_wait_s=args.settle_s + 10)
         from host_tools.progress import Progress
         bar = Progress("replay", len(lines))
         r.progress = lambda n, total: bar.update(n)
@@ -128,6 +139,9 @@ def run(args):
             rep = r.run(lines)
         finally:
             bar.close()
+            if road is not None:
+                road.stop()
+                reader.stop()
             r.close()
     except ReplayError as exc:
         raise CliError(str(exc))
@@ -137,6 +151,8 @@ def run(args):
             capture[0].close()
             print("capture: %d packets in %s" % (capture[0].count, args.pcap))
     rep["trace"] = os.path.abspath(args.trace)
+    if road is not None:
+        rep["nfc"] = road.report()
     with open(args.report, "w") as f:
         json.dump(rep, f, indent=1, sort_keys=True)
     print(table(rep))

@@ -491,8 +491,7 @@ class Emulation:
         rep["ncp"] = self.ncp.stats()
         rep["config"] = {"gateway": self.gateway, "limits": self.config.get("limits", {})}
         if road is not None:
-            rep["nfc"] = {"taps": [{"id": i, "via": v, "outcome": o} for i, v, p, o in road.taps],
-                          "errors": road.errors}
+            rep["nfc"] = road.report()
         if chaos is not None:
             rep["chaos"] = {"done": chaos.done, "errors": chaos.errors, "uart_error_rate": self.uart_error_rate}
         return rep

@@ -10,6 +10,7 @@ passed); its result is also the command's final status in the report, since a re
 the phone took need not be published over MQTT. A tag stays `tag_hold_s` and is read
 one way; its statuses come over MQTT like any other command's.
 """
+import json
 import os
 import queue
 import threading
@@ -22,6 +23,49 @@ mpcompat.install()
 from ppmid import envelope as _envelope  # noqa: E402  (firmware module, after mpcompat)
 
 VIAS = ("nfc-phone", "nfc-tag")
+
+
+class NfcRoadError(Exception):
+    code = "E_NFC_ROAD"
+
+
+def reader_path(endpoint):
+    """The host end of the board's PN532 UART: a pty or serial device path as given, or
+    for an emulated board's state dir, the pty its board.json names (uarts.nfc)."""
+    if os.path.isdir(endpoint):
+        path = os.path.join(endpoint, "board.json")
+        try:
+            with open(path) as f:
+                pty = ((json.load(f).get("uarts") or {}).get("nfc"))
+        except (OSError, ValueError) as exc:
+            raise NfcRoadError("cannot read %s: %s" % (path, exc))
+        if not pty:
+            raise NfcRoadError("%s names no NFC UART (uarts.nfc)" % path)
+        return pty
+    if not os.path.exists(endpoint) or os.path.isfile(endpoint):
+        raise NfcRoadError("%s is not a pty or serial device (nor an emulated board's state dir)" % endpoint)
+    return endpoint
+
+
+def open_reader(endpoint, baud=115200):
+    """A started PN532 emulator on `endpoint` (reader_path). The line is set to `baud`
+    (a USB-UART wired to a real board's PN532 pins needs it; a pty ignores it)."""
+    import termios
+    from host_tools.pn532_emulator.chip import PN532Emulator
+    path = reader_path(endpoint)
+    try:
+        emu = PN532Emulator.on_path(path, baud=baud)
+    except OSError as exc:
+        raise NfcRoadError("cannot open %s: %s" % (path, exc.strerror or exc))
+    try:
+        attrs = termios.tcgetattr(emu.fd)
+        speed = getattr(termios, "B%d" % baud, None)
+        if speed is not None:
+            attrs[4] = attrs[5] = speed
+            termios.tcsetattr(emu.fd, termios.TCSANOW, attrs)
+    except termios.error:
+        pass  # not a terminal device: nothing to set
+    return emu.start()
 
 
 class NfcRoad:
@@ -101,6 +145,10 @@ class NfcRoad:
                 return
             time.sleep(0.05)
         self.taps.append((line["id"], line["via"], placed, "no result on the phone"))
+
+    def report(self):
+        """The report's "nfc" entry: each tap's id, road and outcome; errors placing a target."""
+        return {"taps": [{"id": i, "via": v, "outcome": o} for i, v, _, o in self.taps], "errors": list(self.errors)}
 
     def pending(self):
         return self._queue.qsize()

@@ -129,3 +129,29 @@ def test_nfc_lines_without_nfc_are_skipped_and_said(tmp_path):
               timeout=60)
     # refused on a bad option, but the warning about the NFC line came first (before anything started)
     assert r.returncode == 1 and "add --nfc" in r.stderr
+
+
+def test_replay_carries_nfc_lines_through_a_pn532_endpoint(tmp_path):
+    """`ppmid replay --pn532 ENDPOINT` against a running gateway: the PN532 emulator that the
+    board found at boot is taken away, and replay's own takes its place on the NFC UART."""
+    cmds = E.renumbered_commands(2)
+    lines = [{"at_ms": 0, "id": "r-phone", "gbcs": cmds[0][1], "via": "nfc-phone", "expect": {"status": "response"}},
+             {"at_ms": 300, "id": "r-mqtt", "gbcs": cmds[1][1], "via": "mqtt", "expect": {"status": "response"}}]
+    trace = tmp_path / "t.jsonl"
+    tr.save(lines, str(trace))
+    report = tmp_path / "rep.json"
+    with E.Emulation(tmp_path / "run", overrides={"limits": {"response_timeout_s": 10}}, nfc=True, log=None) as emu:
+        emu.pn532.stop()
+        emu.pn532 = None
+        r = ppmid("replay", str(trace), "--gateway", emu.gateway, "--state-dir", emu.broker_dir, "--report",
+                  str(report), "--settle-s", "20", "--pn532", emu.state_dir)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        rep = json.loads(report.read_text())
+        assert rep["mismatches"] == [] and rep["skipped"] == []
+        assert rep["roads"]["nfc-phone"] == {"commands": 1, "final": {"response": 1}}
+        assert rep["nfc"]["taps"][0]["outcome"] == "response"
+        assert emu.ncp.received.count(bytes(cmds[0][1])) == 1
+    # the broker is gone with the emulation, but the endpoint is checked before connecting
+    r = ppmid("replay", str(trace), "--gateway", emu.gateway, "--state-dir", emu.broker_dir, "--report",
+              str(report), "--pn532", str(tmp_path / "nothing"))
+    assert r.returncode == 1 and "is not a pty or serial device" in r.stderr and "Traceback" not in r.stderr
