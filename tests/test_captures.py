@@ -170,3 +170,15 @@ def test_a_closed_writer_refuses_packets(tmp_path):
         w.gbcs(b"\xdd\x00")
     with pytest.raises(pcap.PcapError):
         pcap.PcapWriter(str(tmp_path / "no" / "such" / "dir.pcapng"))
+
+
+def test_ncp_emulator_refuses_a_capture_it_cannot_write(tmp_path):
+    master, slave = os.openpty()
+    try:
+        for bad in (str(tmp_path / "no" / "dir" / "x.pcapng"), str(tmp_path)):
+            p = subprocess.run([sys.executable, "-m", "host_tools.cli", "ncp-emulator", "--pty", os.ttyname(slave),
+                                "--pcap", bad], cwd=ROOT, capture_output=True, text=True, timeout=60)
+            assert p.returncode == 1 and "--pcap" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    finally:
+        os.close(master)
+        os.close(slave)
