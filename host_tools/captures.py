@@ -141,7 +141,10 @@ def convert(path, writer, start_t=None):
     if not os.path.exists(path):
         raise CaptureError("no such file or folder: %s" % path)
     if not os.path.isdir(path) and _first_line(path).startswith("{"):
-        first = json.loads(_first_line(path))
+        try:
+            first = json.loads(_first_line(path))
+        except ValueError as exc:
+            raise CaptureError("%s: the first line starts like JSON but is not (%s)" % (path, exc))
         if isinstance(first, dict) and "dir" in first and "hex" in first:
             _convert_ch_log(path, writer)
             return "ch-log"

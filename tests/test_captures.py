@@ -149,10 +149,12 @@ def test_bad_inputs_are_refused_and_leave_no_capture(tmp_path):
     bad_hex.write_text("dd00zz\n")
     bad_trace = tmp_path / "t.jsonl"
     bad_trace.write_text('{"at_ms": -1, "id": "x", "gbcs": "dd00"}\n')
+    broken_json = tmp_path / "b.jsonl"
+    broken_json.write_text('{"at_ms": 0, "id"\n')
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     for src, says in ((bad_log, "line 2: not a CH log entry"), (bad_hex, "not hex"), (bad_trace, "at_ms"),
-                      (empty, "no GBCS message"), (tmp_path / "absent", "no such file")):
+                      (empty, "no GBCS message"), (broken_json, "starts like JSON but is not"), (tmp_path / "absent", "no such file")):
         out = tmp_path / "out.pcapng"
         p = subprocess.run([sys.executable, "-m", "host_tools.cli", "gbcs", "pcap", str(src), str(out)],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
