@@ -180,7 +180,8 @@ class Chaos:
         self.wifi_drops = wifi_drops
         self.rng = random.Random(seed)
         self.down_s = down_s
-        self.done = []      # (t since start, what)
+        self.done = []      # (t since start when it was over, what)
+        self.spans = []     # (t it began, t it was over, what): a drop or restart lasts seconds
         self.errors = []
         self._thread = None
         self._stop = threading.Event()
@@ -204,6 +205,7 @@ class Chaos:
         for at, what in schedule:
             if self._stop.wait(max(0.0, t0 + at - time.monotonic())):
                 return
+            began = round(time.monotonic() - t0, 2)
             try:
                 if what == "kill":
                     emu.board.kill()
@@ -216,6 +218,7 @@ class Chaos:
                     time.sleep(self.rng.uniform(*self.down_s))
                     emu.board.wifi(True)
                 self.done.append((round(time.monotonic() - t0, 2), what))
+                self.spans.append((began, self.done[-1][0], what))
             except Exception as exc:  # noqa: BLE001 - recorded and reported
                 self.errors.append("%s: %r" % (what, exc))
 
@@ -493,7 +496,8 @@ class Emulation:
         if road is not None:
             rep["nfc"] = road.report()
         if chaos is not None:
-            rep["chaos"] = {"done": chaos.done, "errors": chaos.errors, "uart_error_rate": self.uart_error_rate}
+            rep["chaos"] = {"done": chaos.done, "spans": chaos.spans, "errors": chaos.errors,
+                            "uart_error_rate": self.uart_error_rate}
         return rep
 
 

@@ -3,9 +3,10 @@ file: the figures of the JSON report, and plots drawn with matplotlib (Agg backe
 display) embedded as base64 PNG, so the file can be mailed or attached to a ticket.
 
 Plots: latency per command over the run with the faults marked (board kills, broker
-restarts, Wi-Fi drops: vertical lines) and the commands without a response at the bottom;
+restarts, Wi-Fi drops: a dashed line where each began, the time it lasted shaded) and the
+commands without a response at the bottom;
 a latency histogram; the final statuses per road (mqtt, nfc-phone, nfc-tag).
-Times are seconds from the start of the replay (a fault's time is taken from the chaos
+Times are seconds from the start of the replay (a fault's times are taken from the chaos
 thread's start, a few ms before the first command).
 """
 import base64
@@ -37,9 +38,12 @@ def _commands(rep):
 
 
 def faults(rep):
-    """[(t_s, kind)] of the faults the run injected (emulate's chaos), in time order."""
-    done = ((rep.get("chaos") or {}).get("done")) or []
-    return sorted((float(t), what) for t, what in done)
+    """[(began_s, over_s, kind)] of the faults the run injected (emulate's chaos), in time
+    order. A report without spans (older) gives each fault as an instant when it was over."""
+    chaos = rep.get("chaos") or {}
+    if chaos.get("spans") is not None:
+        return sorted((float(b), float(e), what) for b, e, what in chaos["spans"])
+    return sorted((float(t), float(t), what) for t, what in chaos.get("done") or [])
 
 
 def latency_figure(rep):
@@ -54,9 +58,12 @@ def latency_figure(rep):
         if xs:
             ax.plot(xs, [0] * len(xs), "x", ms=6, color=STATUS_COLOURS[status], label="%s (no latency)" % status)
     seen = set()
-    for t, what in faults(rep):
+    for began, over, what in faults(rep):
         name, colour = FAULT_STYLE.get(what, (what, "tab:blue"))
-        ax.axvline(t, color=colour, ls="--", lw=1.2, label=None if what in seen else name)
+        # a dashed line where the fault began, the time it lasted shaded
+        ax.axvline(began, color=colour, ls="--", lw=1.2, label=None if what in seen else name)
+        if over > began:
+            ax.axvspan(began, over, color=colour, alpha=0.12, lw=0)
         seen.add(what)
     ax.set_xlabel("seconds from the start of the replay")
     ax.set_ylabel("latency (ms)")
@@ -146,8 +153,9 @@ def render(rep, title="PPMID replay report"):
     parts.append("</table>")
     fl = faults(rep)
     if fl or rep.get("chaos"):
-        parts += ["<h2>Faults</h2>", "<table><tr><th>t (s)</th><th>fault</th></tr>"]
-        parts += ["<tr><td>%s</td><td>%s</td></tr>" % (t, e(FAULT_STYLE.get(w, (w,))[0])) for t, w in fl]
+        parts += ["<h2>Faults</h2>", "<table><tr><th>began (s)</th><th>over (s)</th><th>fault</th></tr>"]
+        parts += ["<tr><td>%s</td><td>%s</td><td>%s</td></tr>" % (b, o, e(FAULT_STYLE.get(w, (w,))[0]))
+                  for b, o, w in fl]
         parts.append("</table>")
         for err in (rep.get("chaos") or {}).get("errors") or []:
             parts.append("<p>fault error: %s</p>" % e(err))

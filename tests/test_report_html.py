@@ -29,7 +29,9 @@ def synthetic_report():
                       "nfc-tag": {"commands": 1, "final": {"timeout": 1}},
                       "nfc-phone": {"commands": 1, "final": {"rejected": 1}}},
             "delivered_to_ch": 13, "duplicates_to_ch": 0, "board_restarts": 1, "peak_heap": 123456,
-            "chaos": {"done": [[1.7, "kill"], [3.25, "broker"], [4.9, "wifi"]], "errors": [], "uart_error_rate": 0}}
+            "chaos": {"done": [[1.7, "kill"], [4.25, "broker"], [6.9, "wifi"]],
+                      "spans": [[1.7, 1.7, "kill"], [3.25, 4.25, "broker"], [4.9, 6.9, "wifi"]],
+                      "errors": [], "uart_error_rate": 0}}
 
 
 def table_cells(text, heading):
@@ -68,8 +70,8 @@ def test_the_html_holds_the_report_and_three_plots(tmp_path):
     path = report_html.write(rep, str(tmp_path / "r.html"))
     text = open(path, encoding="utf-8").read()
     check_html_holds(text, rep)
-    assert table_cells(text, "Faults")[1:] == [["1.7", "board kill"], ["3.25", "broker restart"],
-                                                ["4.9", "Wi-Fi drop"]]
+    assert table_cells(text, "Faults")[1:] == [["1.7", "1.7", "board kill"], ["3.25", "4.25", "broker restart"],
+                                                ["4.9", "6.9", "Wi-Fi drop"]]
 
 
 def test_faults_are_vertical_lines_where_they_fell_and_commands_where_sent():
@@ -78,7 +80,9 @@ def test_faults_are_vertical_lines_where_they_fell_and_commands_where_sent():
     ax = fig.axes[0]
     vlines = sorted(l.get_xdata()[0] for l in ax.get_lines() if len(l.get_xdata()) == 2
                     and l.get_xdata()[0] == l.get_xdata()[1] and l.get_linestyle() == "--")
-    assert vlines == [1.7, 3.25, 4.9]
+    assert vlines == [1.7, 3.25, 4.9]  # where each began
+    spans = sorted((p.get_x(), round(p.get_x() + p.get_width(), 6)) for p in ax.patches)
+    assert spans == [(3.25, 4.25), (4.9, 6.9)]  # a kill is an instant: no span
     labels = ax.get_legend_handles_labels()[1]
     assert {"board kill", "broker restart", "Wi-Fi drop", "response", "timeout (no latency)",
             "rejected (no latency)", "lost (no latency)"} <= set(labels)
@@ -88,6 +92,12 @@ def test_faults_are_vertical_lines_where_they_fell_and_commands_where_sent():
     roads = report_html.roads_figure(rep).axes[0]
     widths = sorted(p.get_width() for p in roads.patches)
     assert sum(widths) == rep["commands"] and max(widths) == 12
+
+
+def test_an_older_report_without_spans_marks_faults_when_they_were_over():
+    rep = synthetic_report()
+    del rep["chaos"]["spans"]
+    assert report_html.faults(rep) == [(1.7, 1.7, "kill"), (4.25, 4.25, "broker"), (6.9, 6.9, "wifi")]
 
 
 def test_a_report_without_responses_or_roads_still_renders(tmp_path):
