@@ -5,11 +5,9 @@ watch mode sees the change and the last command status."""
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
-from host_tools import mqtt_tools as mt
 from test_mqtt_gateway import GW_A, GW_B, ROOT, Gateway, Watcher, broker, wait_for  # noqa: F401 (fixture)
 
 
@@ -68,12 +66,13 @@ def test_watch_sees_a_command_status(broker, two_gateways):  # noqa: F811
     if a.proc.poll() is not None:
         pytest.skip("gateway A is not running")
     p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "status", "--state-dir", broker.state_dir,
-                          "--watch", "--seconds", "6"], cwd=ROOT, stdout=subprocess.PIPE,
+                          "--watch", "--seconds", "15"], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+    first = p.stdout.readline()  # the watch is subscribed once it has shown the fleet (rsp is not retained)
     s = ppmid("send", "--state-dir", broker.state_dir, "--gateway", GW_A, "--gbcs", "dd00", "--id", "watch-1",
               "--until", "accepted", "--timeout", "20")
     out, err = p.communicate(timeout=60)
+    out = first + out
     assert s.returncode == 0, s.stdout + s.stderr
     assert p.returncode == 0, err
     a_lines = [line for line in out.splitlines() if line.split()[1] == GW_A]
@@ -99,9 +98,9 @@ def test_capture_from_the_broker_sees_commands_statuses_and_retained_state(broke
         pytest.skip("gateway A is not running")
     out = tmp_path / "gw.pcapng"
     p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "capture", "--state-dir", broker.state_dir,
-                          "--gateway", GW_A, "--out", str(out), "--seconds", "6"], cwd=ROOT,
+                          "--gateway", GW_A, "--out", str(out), "--seconds", "15"], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    assert p.stdout.readline().startswith("capture: %s -> " % GW_A)  # subscribed
     s = ppmid("send", "--state-dir", broker.state_dir, "--gateway", GW_A, "--gbcs", "dd00", "--id", "cap-1",
               "--until", "accepted", "--timeout", "20")
     stdout, err = p.communicate(timeout=60)
