@@ -3,8 +3,10 @@ last will) on a real mosquitto; one is SIGKILLed and reads offline (the broker p
 its will), the other stays online with its firmware and HAN from the retained info; the
 watch mode sees the change and the last command status."""
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -71,6 +73,8 @@ def test_watch_sees_a_command_status(broker, two_gateways):  # noqa: F811
     first = p.stdout.readline()  # the watch is subscribed once it has shown the fleet (rsp is not retained)
     s = ppmid("send", "--state-dir", broker.state_dir, "--gateway", GW_A, "--gbcs", "dd00", "--id", "watch-1",
               "--until", "accepted", "--timeout", "20")
+    time.sleep(1)  # the watch got the status when `send` did; give it a moment to print it
+    p.send_signal(signal.SIGINT)  # Ctrl-C ends a watch with status 0
     out, err = p.communicate(timeout=60)
     out = first + out
     assert s.returncode == 0, s.stdout + s.stderr
@@ -103,6 +107,8 @@ def test_capture_from_the_broker_sees_commands_statuses_and_retained_state(broke
     assert p.stdout.readline().startswith("capture: %s -> " % GW_A)  # subscribed
     s = ppmid("send", "--state-dir", broker.state_dir, "--gateway", GW_A, "--gbcs", "dd00", "--id", "cap-1",
               "--until", "accepted", "--timeout", "20")
+    time.sleep(1)
+    p.send_signal(signal.SIGINT)  # Ctrl-C closes the capture and says how many packets
     stdout, err = p.communicate(timeout=60)
     assert s.returncode == 0 and p.returncode == 0, err
     rows = tshark_rows(out)
