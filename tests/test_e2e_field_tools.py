@@ -144,8 +144,12 @@ def test_replay_carries_nfc_lines_through_a_pn532_endpoint(tmp_path):
         emu.pn532.stop()
         emu.pn532 = None
         r = ppmid("replay", str(trace), "--gateway", emu.gateway, "--state-dir", emu.broker_dir, "--report",
-                  str(report), "--settle-s", "20", "--pn532", emu.state_dir)
+                  str(report), "--settle-s", "20", "--pn532", emu.state_dir, "--pcap", str(tmp_path / "r.pcapng"))
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        if TSHARK:  # replay's capture sees the MQTT road (the phone's command never crosses the broker)
+            comments = [row["frame.comment"] for row in tshark_rows(tmp_path / "r.pcapng")]
+            assert sum('cmd: broker -> gateway {"id": "r-mqtt"}' in c for c in comments) == 1, comments
+            assert not any('{"id": "r-phone"}' in c for c in comments)
         rep = json.loads(report.read_text())
         assert rep["mismatches"] == [] and rep["skipped"] == []
         assert rep["roads"]["nfc-phone"] == {"commands": 1, "final": {"response": 1}}
