@@ -115,6 +115,7 @@ class NfcRoad:
             finally:
                 self.pn532.remove()
                 self._stop.wait(self.gap_s)
+                self._queue.task_done()  # counted as under way until here (stop() drains)
 
     def _tap(self, line, binary):
         target = self._target(line, binary)
@@ -153,6 +154,11 @@ class NfcRoad:
     def pending(self):
         return self._queue.qsize()
 
-    def stop(self):
+    def stop(self, drain_s=15.0):
+        """Let the taps under way and queued finish (a phone may still be waiting for its
+        result when the same result has already come over MQTT), at most drain_s, then stop."""
+        end = time.monotonic() + drain_s
+        while self._queue.unfinished_tasks and time.monotonic() < end:
+            time.sleep(0.05)
         self._stop.set()
         self._thread.join(10)

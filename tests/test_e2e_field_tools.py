@@ -95,12 +95,14 @@ def test_an_nfc_trace_replays_end_to_end_through_the_pn532_emulator(tmp_path):
     refused on the phone; the report counts every road like MQTT lines."""
     from ppmid import envelope
     cmds = E.renumbered_commands(4)
+    # counters count up in time order (anti-replay): the MQTT command is taken long before the
+    # phone's is read, and the one reader serves the phone, then the tag
     lines = [
         {"at_ms": 0, "id": "n-mqtt", "gbcs": cmds[0][1], "via": "mqtt", "expect": {"status": "response"}},
-        {"at_ms": 500, "id": "n-phone", "gbcs": cmds[1][1], "via": "nfc-phone", "expect": {"status": "response"}},
-        {"at_ms": 1000, "id": "n-tag", "gbcs": cmds[2][1], "via": "nfc-tag", "expect": {"status": "response"}},
+        {"at_ms": 1500, "id": "n-phone", "gbcs": cmds[1][1], "via": "nfc-phone", "expect": {"status": "response"}},
+        {"at_ms": 2000, "id": "n-tag", "gbcs": cmds[2][1], "via": "nfc-tag", "expect": {"status": "response"}},
         # the same GBCS again by phone: refused by anti-replay, told to the phone
-        {"at_ms": 1500, "id": "n-phone-again", "gbcs": cmds[1][1], "via": "nfc-phone",
+        {"at_ms": 2500, "id": "n-phone-again", "gbcs": cmds[1][1], "via": "nfc-phone",
          "expect": {"status": "rejected", "error": "E_REPLAY"}},
     ]
     trace = tmp_path / "nfc.jsonl"
@@ -135,8 +137,10 @@ def test_replay_carries_nfc_lines_through_a_pn532_endpoint(tmp_path):
     """`ppmid replay --pn532 ENDPOINT` against a running gateway: the PN532 emulator that the
     board found at boot is taken away, and replay's own takes its place on the NFC UART."""
     cmds = E.renumbered_commands(2)
-    lines = [{"at_ms": 0, "id": "r-phone", "gbcs": cmds[0][1], "via": "nfc-phone", "expect": {"status": "response"}},
-             {"at_ms": 300, "id": "r-mqtt", "gbcs": cmds[1][1], "via": "mqtt", "expect": {"status": "response"}}]
+    # counters count up in time order (anti-replay): the MQTT command is taken long before
+    # the phone's is read
+    lines = [{"at_ms": 0, "id": "r-mqtt", "gbcs": cmds[0][1], "via": "mqtt", "expect": {"status": "response"}},
+             {"at_ms": 1500, "id": "r-phone", "gbcs": cmds[1][1], "via": "nfc-phone", "expect": {"status": "response"}}]
     trace = tmp_path / "t.jsonl"
     tr.save(lines, str(trace))
     report = tmp_path / "rep.json"
@@ -154,7 +158,7 @@ def test_replay_carries_nfc_lines_through_a_pn532_endpoint(tmp_path):
         assert rep["mismatches"] == [] and rep["skipped"] == []
         assert rep["roads"]["nfc-phone"] == {"commands": 1, "final": {"response": 1}}
         assert rep["nfc"]["taps"][0]["outcome"] == "response"
-        assert emu.ncp.received.count(bytes(cmds[0][1])) == 1
+        assert emu.ncp.received.count(bytes(cmds[1][1])) == 1
     # the broker is gone with the emulation, but the endpoint is checked before connecting
     r = ppmid("replay", str(trace), "--gateway", emu.gateway, "--state-dir", emu.broker_dir, "--report",
               str(report), "--pn532", str(tmp_path / "nothing"))
