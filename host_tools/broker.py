@@ -7,7 +7,8 @@ State directory layout (everything `ppmid broker start` makes):
     clients/<ID>.der .key.der           the same in DER (MicroPython's ssl)
     mosquitto.conf acl mosquitto.log data/
     broker.json                         {"host", "port", "pid", "server_hostname", ...}
-Identities: a gateway is its EUI-64 (16 upper-case hex); a DCC User is `dcc-user-NAME`.
+Identities: a gateway is its EUI-64 (16 upper-case hex); a DCC User is `dcc-user-NAME`; a
+monitor (`monitor-NAME`, e.g. `ppmid capture`'s) reads every gateway's topics and writes none.
 mosquitto takes the certificate CN as the user name (use_identity_as_username), so the
 ACL can give a gateway its own topics only and a DCC User every gateway's.
 """
@@ -25,6 +26,8 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 SERVER_HOSTNAME = "ppmid-broker"
 EUI_RE = re.compile(r"^[0-9A-F]{16}$")
 USER_RE = re.compile(r"^dcc-user-[A-Za-z0-9_.-]{1,40}$")
+# a read-only observer of every gateway's topics, cmd included (`ppmid capture`)
+MONITOR_RE = re.compile(r"^monitor-[A-Za-z0-9_.-]{1,40}$")
 
 
 class BrokerError(Exception):
@@ -166,6 +169,8 @@ def acl_text(idents):
             lines += ["user " + ident, "topic write %s+/cmd" % ROOT]
             lines += ["topic read %s+/%s" % (ROOT, name) for name in GATEWAY_WRITES]
             lines.append("")
+        elif MONITOR_RE.match(ident):
+            lines += ["user " + ident, "topic read %s#" % ROOT, ""]
     return "\n".join(lines) + "\n"
 
 

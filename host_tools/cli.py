@@ -31,6 +31,9 @@ COMMANDS = {
     "pn532-emulator": ("host_tools.cmd_pn532_emulator", "emulate a PN532 with virtual phones and tags on a pty"),
     "replay": ("host_tools.cmd_replay", "replay a command trace through MQTT (or --serial by wire) against a gateway"),
     "emulate": ("host_tools.cmd_emulate", "run broker + emulated board + NCP/CH emulator end to end"),
+    "capture": ("host_tools.cmd_capture", "write one gateway's MQTT traffic from the broker as pcapng"),
+    "monitor": ("host_tools.cmd_monitor", "a board's console with timestamps and a log-level filter"),
+    "status": ("host_tools.cmd_status", "one line per gateway from the broker's retained state and info"),
 }
 
 

@@ -4,6 +4,7 @@ import os
 
 from host_tools import deploy
 from host_tools.boards import FIRMWARE_DIR
+from host_tools.progress import Progress
 
 
 def add_arguments(p):
@@ -20,7 +21,13 @@ def add_arguments(p):
 
 
 def run(args):
-    deploy.deploy(args.port, args.board, os.path.abspath(args.firmware_dir), args.build_dir and os.path.abspath(args.build_dir),
-                  reset=not args.no_reset, dry_run=args.dry_run, log=lambda m: print("deploy: " + m),
-                  scripts_only=args.scripts_only, force=args.force)
+    # build, files changed, copied and verified, installed, soft reset: a bar on a
+    # terminal, the same lines as ever otherwise (--dry-run prints commands: no bar)
+    bar = Progress("deploy", 5, tty=False if args.dry_run else None)
+    try:
+        deploy.deploy(args.port, args.board, os.path.abspath(args.firmware_dir),
+                      args.build_dir and os.path.abspath(args.build_dir), reset=not args.no_reset,
+                      dry_run=args.dry_run, log=bar.step, scripts_only=args.scripts_only, force=args.force)
+    finally:
+        bar.close()
     return 0

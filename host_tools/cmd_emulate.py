@@ -42,6 +42,10 @@ def add_arguments(p):
     p.add_argument("--wired", action="store_true",
                    help="turn the wired road on and attach a laptop's client to the board's wired pty "
                         "(implied when the trace has lines with \"via\": \"serial\")")
+    p.add_argument("--pcap", metavar="FILE",
+                   help="capture the HAN and MQTT traffic as pcapng for Wireshark (docs/captures.md)")
+    p.add_argument("--html", metavar="OUT.html",
+                   help="also write the report as one HTML file with plots (latency, faults, roads)")
     p.add_argument("--no-deploy", action="store_true", help="boot what is already in the board's flash")
     p.add_argument("--follow", action="store_true", help="after the replay, follow the console until Ctrl-C")
     p.add_argument("--no-follow", action="store_true", help="exit after the sample replay")
@@ -80,6 +84,7 @@ def run(args):
     from host_tools.boards import BoardError
     from host_tools.emuboard import BoardTimeout
     from host_tools.broker import BrokerError
+    from host_tools.captures import CaptureError
     try:
         overrides = E.parse_sets(args.set)
     except E.EmulateError as exc:
@@ -93,14 +98,22 @@ def run(args):
             raise CliError("--%s must be >= 0" % name.replace("_", "-"))
     if not 1 <= args.timeout <= 3600:
         raise CliError("--timeout must be from 1 to 3600 seconds")
+    for name in ("pcap", "html"):
+        path = getattr(args, name)
+        if path is not None and (os.path.isdir(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path)))):
+            raise CliError("--%s %s: give a file in an existing folder" % (name, path))
     lines, what = _lines(args, E)
+    nfc_lines = sum(1 for x in lines if x.get("via", "mqtt") != "mqtt")
+    if nfc_lines and not args.nfc:
+        print("emulate: %d NFC line(s) in the trace will be skipped: add --nfc to carry them through the "
+              "PN532 emulator" % nfc_lines, file=sys.stderr, flush=True)
     report_path = args.report or os.path.join(args.state_dir, "report.json")
     from host_tools.cmd_replay import check_run_options
     check_run_options(args.speed, args.settle_s, report_path)
     emu = E.Emulation(args.state_dir, board=args.board, overrides=overrides, uart_error_rate=args.uart_error_rate,
                       deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal,
                       nfc=args.nfc, gpf_delay_s=None if args.gpf_delay_ms is None else args.gpf_delay_ms / 1000.0,
-                      wired=args.wired or any(x.get("via") == "serial" for x in lines))
+                      wired=args.wired or any(x.get("via") == "serial" for x in lines), pcap=args.pcap)
     try:
         emu.check_config()
     except E.EmulateError as exc:
@@ -108,11 +121,20 @@ def run(args):
     # A SIGTERM (e.g. `timeout make run`, a CI job ending) stops everything we started,
     # broker included, exactly like Ctrl-C: no mosquitto or board left behind.
     signal.signal(signal.SIGTERM, _terminate)
+    from host_tools.progress import Progress
+    # SNTP, broker, board, NCP, provision, deploy (5), ready: a bar on a terminal, the
+    # "emulate: ..." lines otherwise
+    bar = Progress("emulate", 10 + bool(args.pcap) + bool(args.nfc))
+    sink = [bar.step]  # what the emulation's log goes to: the bar during start-up, then lines
+    emu.log = lambda msg: sink[0](msg)  # (the SNTP server and the replayer keep emu.log)
     try:
         try:
             emu.start()
-        except (E.EmulateError, BoardError, BoardTimeout, BrokerError) as exc:
+        except (E.EmulateError, BoardError, BoardTimeout, BrokerError, CaptureError) as exc:
             raise CliError(str(exc))
+        finally:
+            bar.close()
+            sink[0] = E.log_default
         st = emu.board.state()
         print(emu.banner.group(0).decode())
         print("emulate: REPL %s (mpremote connect %s resume), UARTs %s, broker 127.0.0.1:%d, state dir %s; Ctrl-C to stop"
@@ -121,13 +143,22 @@ def run(args):
         if args.kill_board or args.broker_restarts or args.wifi_drops:
             chaos = E.Chaos(args.kill_board, args.broker_restarts, args.wifi_drops, seed=args.seed)
         print("emulate: replaying %s" % what, flush=True)
-        rep = emu.replay(lines, chaos=chaos, settle_s=args.settle_s, speed=args.speed)
+        bar = Progress("replay", len(lines))
+        try:
+            rep = emu.replay(lines, chaos=chaos, settle_s=args.settle_s, speed=args.speed,
+                             progress=lambda n, total: bar.update(n))
+        finally:
+            bar.close()
         rep["trace"] = os.path.abspath(args.trace) if args.trace else what
         os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
         with open(report_path, "w") as f:
             json.dump(rep, f, indent=1, sort_keys=True)
         print(E.table(rep))
         print("report: %s" % report_path, flush=True)
+        if args.html:
+            from host_tools import report_html
+            report_html.write(rep, args.html, "PPMID emulate report")
+            print("html report: %s" % args.html, flush=True)
         if args.follow or (not args.trace and not args.no_follow):
             print("emulate: the gateway keeps running (ppmid send --state-dir %s --gateway %s ...); "
                   "console follows, Ctrl-C to stop" % (emu.broker_dir, emu.gateway), flush=True)

@@ -3,6 +3,7 @@
     ppmid gbcs decode [PATH|-]                  # one JSON object per message
     ppmid gbcs decode --reassemble [PATH|-]     # the same, then one line per GBT message
     ppmid gbcs check --config CONFIG [PATH|-]   # the same plus the relay's verdict
+    ppmid gbcs pcap IN OUT.pcapng               # a capture for Wireshark (docs/captures.md)
 
 PATH: a .HEX file (one message), any other file (one hex message per line; blank lines and
 lines starting with # are skipped), or a folder (every *.HEX below it, sorted). `-` or no
@@ -16,6 +17,7 @@ Exit status 0 when every message decoded (and, for check, was accepted, for --re
 was rebuilt), 1 otherwise.
 """
 import json
+import os
 import sys
 
 from host_tools import mpcompat
@@ -25,15 +27,20 @@ mpcompat.install()
 
 from ppmid.gbcs import decode, GbcsError, Validator, MemoryCounterStore  # noqa: E402
 from ppmid import config as gw_config  # noqa: E402
-from host_tools.gbcs_tools import GbtCollector, message_json, iter_inputs, error_json, parse_hex  # noqa: E402
+from host_tools.gbcs_tools import GbcsInputError, GbtCollector, message_json, iter_inputs, error_json, parse_hex  # noqa: E402
 
 
 def add_arguments(p):
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
     for name, help_text in (("decode", "print the fields of each message as JSON"),
-                            ("check", "decode and give the relay's verdict for each message")):
+                            ("check", "decode and give the relay's verdict for each message"),
+                            ("pcap", "write the messages as a pcapng capture for Wireshark")):
         a = sub.add_parser(name, help=help_text)
+        if name == "pcap":
+            a.add_argument("path", help="hex file, .HEX file, folder of .HEX files, command trace or CH log (JSONL)")
+            a.add_argument("out", help="the pcapng file to write")
+            continue
         a.add_argument("path", nargs="?", default="-",
                        help="hex file (a message per line), .HEX file, folder of .HEX files, or - (stdin)")
         if name == "decode":
@@ -57,7 +64,25 @@ def _load_config(path):
         raise CliError("config %s: %s" % (path, exc.message))
 
 
+def _pcap(args):
+    from host_tools import captures, pcap
+    from host_tools.trace import TraceError
+    if os.path.isdir(args.out):
+        raise CliError("%s is a folder: give the capture file to write" % args.out)
+    try:
+        with pcap.PcapWriter(args.out) as writer:
+            kind = captures.convert(args.path, writer)
+    except (captures.CaptureError, pcap.PcapError, TraceError, GbcsInputError) as exc:
+        if os.path.isfile(args.out):
+            os.remove(args.out)  # no half capture left behind that looks like a whole one
+        raise CliError(str(exc))
+    print("%s: %d packets from %s (%s)" % (args.out, writer.count, args.path, kind))
+    return 0
+
+
 def run(args):
+    if args.action == "pcap":
+        return _pcap(args)
     validator = None
     if args.action == "check":
         validator = Validator(_load_config(getattr(args, "config", None)), MemoryCounterStore())

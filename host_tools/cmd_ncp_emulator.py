@@ -3,7 +3,8 @@
     ppmid ncp-emulator --state-dir run --log run/ch.jsonl
     ppmid ncp-emulator --pty /dev/pts/7 --ezsp-version 14 --byte-error-rate 0.01 --reset-every 200
 
-Runs until interrupted. Every GBCS message the CH receives or sends goes to --log (JSONL).
+Runs until interrupted. Every GBCS message the CH receives or sends goes to --log (JSONL)
+and to --pcap (pcapng for Wireshark, docs/captures.md).
 Type commands on stdin while it runs: `alert ESME`, `alert GSME`, `reset`, `network-down 5`,
 `close-tunnel 2`, `forget-tunnel 2`, `busy 10`, `stats`."""
 import json
@@ -23,6 +24,7 @@ def add_arguments(p):
     p.add_argument("--ezsp-version", type=int, default=13, help="EZSP protocol version the NCP speaks (default 13)")
     p.add_argument("--max-payload", type=int, default=82, help="maximumPayloadLength the NCP reports")
     p.add_argument("--log", help="JSONL log of every GBCS message the CH receives and sends")
+    p.add_argument("--pcap", metavar="FILE", help="the same messages as a pcapng capture for Wireshark (docs/captures.md)")
     p.add_argument("--corpus", help="GBCS corpus dir: canned RESPONSEs for known COMMANDs, ALERTs on demand")
     p.add_argument("--byte-error-rate", type=float, default=0.0, help="probability a byte is corrupted (both ways)")
     p.add_argument("--drop-rate", type=float, default=0.0, help="probability a whole ASH frame is lost")
@@ -89,8 +91,15 @@ def run(args):
         raise CliError("--late-ack-ms must be from 0 to 60000 and --reset-every >= 0")
     if args.corpus is not None and not os.path.isdir(args.corpus):
         raise CliError("--corpus %s is not a folder" % args.corpus)
-    if args.log is not None and (os.path.isdir(args.log) or not os.path.isdir(os.path.dirname(os.path.abspath(args.log)))):
-        raise CliError("--log %s: give a file in an existing folder" % args.log)
+    for name in ("log", "pcap"):
+        path = getattr(args, name)
+        if path is not None and (os.path.isdir(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path)))):
+            raise CliError("--%s %s: give a file in an existing folder" % (name, path))
+    ch_options = {}
+    if args.pcap:
+        from host_tools import captures, pcap
+        writer = pcap.PcapWriter(args.pcap)
+        ch_options["on_record"] = lambda entry: captures.ch_entry(writer, entry)
     faults = Faults(byte_error_rate=args.byte_error_rate, drop_rate=args.drop_rate, late_ack_rate=args.late_ack_rate,
                     late_ack_ms=args.late_ack_ms, reset_every=args.reset_every, seed=args.seed)
     corpus = args.corpus
@@ -99,7 +108,8 @@ def run(args):
                              "shared", "vectors", "gbcs", "rtds-4.5.0")
         corpus = guess if os.path.isdir(guess) else None
     emu = NcpEmulator(pty, baud=args.baud, ezsp_version=args.ezsp_version, max_payload=args.max_payload,
-                      log_path=args.log, corpus_dir=corpus, faults=faults, verbose=args.verbose).start()
+                      log_path=args.log, corpus_dir=corpus, faults=faults, verbose=args.verbose,
+                      ch_options=ch_options).start()
     print("ncp-emulator: EZSP v%d NCP + CH on %s (log %s)" % (args.ezsp_version, pty, args.log or "-"), flush=True)
     if sys.stdin and sys.stdin.isatty():
         threading.Thread(target=_console, args=(emu,), daemon=True).start()
@@ -108,3 +118,5 @@ def run(args):
             time.sleep(1)
     finally:
         emu.stop()
+        if args.pcap:
+            writer.close()

@@ -34,6 +34,14 @@ def add_arguments(p):
     p.add_argument("--speed", type=float, default=1.0, help="time scale: 2 = twice as fast (default 1)")
     p.add_argument("--settle-s", type=float, default=40.0,
                    help="after the last command, wait this long for final statuses (default 40)")
+    p.add_argument("--pcap", metavar="FILE",
+                   help="capture the gateway's MQTT traffic during the run as pcapng (needs --state-dir: "
+                        "its monitor identity reads the cmd topic too; docs/captures.md)")
+    p.add_argument("--pn532", metavar="ENDPOINT",
+                   help="carry the trace's nfc-phone/nfc-tag lines through a PN532 emulator on the host end of "
+                        "the board's NFC UART: a pty or serial device, or an emulated board's state dir")
+    p.add_argument("--html", metavar="OUT.html",
+                   help="also write the report as one HTML file with plots (latency, statuses per road)")
     p.add_argument("--client-id", metavar="ID",
                    help="MQTT client id of the persistent session (default ppmid-replay-EUI; "
                         "two replays to one gateway at once need two)")
@@ -78,6 +86,10 @@ def _write_report(rep, args):
         json.dump(rep, f, indent=1, sort_keys=True)
     print(table(rep))
     print("report: %s" % args.report)
+    if getattr(args, "html", None) is not None:
+        from host_tools import report_html
+        report_html.write(rep, args.html, "PPMID replay report")
+        print("html report: %s" % args.html)
     if rep["lost_count"]:
         print("ppmid: %d command(s) lost: no final status" % rep["lost_count"], file=sys.stderr)
         return 1
@@ -119,6 +131,16 @@ def run_serial(args, eui):
     return _write_report(rep, args)
 
 
+def _start_capture(state_dir, eui, path):
+    from host_tools import captures, pcap
+    writer = pcap.PcapWriter(path)
+    try:
+        return writer, captures.BrokerCapture(state_dir, eui, writer).start()
+    except captures.CaptureError as exc:
+        writer.close()
+        raise CliError(str(exc))
+
+
 def run(args):
     from host_tools.replay import Replayer, ReplayError, identity_from_state_dir, parse_broker_url
     eui = (args.gateway or "").upper()
@@ -132,6 +154,15 @@ def run(args):
         raise CliError("--gateway EUI is needed with a broker")
     check_run_options(args.speed, args.settle_s, args.report)
     lines = load_trace(args.trace)
+    if args.pcap is not None:
+        if not args.state_dir:
+            raise CliError("--pcap needs --state-dir (a ppmid broker state dir: the capture reads as its monitor)")
+        if os.path.isdir(args.pcap) or not os.path.isdir(os.path.dirname(os.path.abspath(args.pcap))):
+            raise CliError("--pcap %s: give a file in an existing folder" % args.pcap)
+    if args.html is not None and (os.path.isdir(args.html)
+                                  or not os.path.isdir(os.path.dirname(os.path.abspath(args.html)))):
+        raise CliError("--html %s: give a file in an existing folder" % args.html)
+    capture = road = None
     try:
         host = port = ca = cert = key = None
         if args.state_dir:
@@ -167,6 +198,19 @@ def run(args):
                 raise CliError(str(exc))
             wr = WiredReplayer(wired, eui, envelope_key)
             r.serial = wr.send_line
+        if args.pcap is not None:
+            capture = _start_capture(args.state_dir, eui, args.pcap)
+        reader = road = None
+        if args.pn532 is not None:
+            from host_tools import nfc_road
+            try:
+                reader = nfc_road.open_reader(args.pn532)
+            except nfc_road.NfcRoadError as exc:
+                raise CliError(str(exc))
+            road = r.nfc = nfc_road.NfcRoad(reader, r.note, phone_wait_s=args.settle_s + 10)
+        from host_tools.progress import Progress
+        bar = Progress("replay", len(lines))
+        r.progress = lambda n, total: bar.update(n)
         try:
             rep = r.run(lines)
             if wired is not None:
@@ -174,6 +218,10 @@ def run(args):
                 wired.wait_results([i for i in wr.sent if (rep["per_id"].get(i, {}).get("final") or {})
                                     .get("status") in ("response", "failed")], 5.0)
         finally:
+            bar.close()
+            if road is not None:
+                road.stop()
+                reader.stop()
             r.close()
             if wired is not None:
                 wired.close()
@@ -182,4 +230,11 @@ def run(args):
                                 results={i: m.get("status") for i, m in wired.results.items()})
     except ReplayError as exc:
         raise CliError(str(exc))
+    finally:
+        if capture is not None:
+            capture[1].stop()
+            capture[0].close()
+            print("capture: %d packets in %s" % (capture[0].count, args.pcap))
+    if road is not None:
+        rep["nfc"] = road.report()
     return _write_report(rep, args)

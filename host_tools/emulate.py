@@ -180,7 +180,8 @@ class Chaos:
         self.wifi_drops = wifi_drops
         self.rng = random.Random(seed)
         self.down_s = down_s
-        self.done = []      # (t since start, what)
+        self.done = []      # (t since start when it was over, what)
+        self.spans = []     # (t it began, t it was over, what): a drop or restart lasts seconds
         self.errors = []
         self._thread = None
         self._stop = threading.Event()
@@ -204,6 +205,7 @@ class Chaos:
         for at, what in schedule:
             if self._stop.wait(max(0.0, t0 + at - time.monotonic())):
                 return
+            began = round(time.monotonic() - t0, 2)
             try:
                 if what == "kill":
                     emu.board.kill()
@@ -216,6 +218,7 @@ class Chaos:
                     time.sleep(self.rng.uniform(*self.down_s))
                     emu.board.wifi(True)
                 self.done.append((round(time.monotonic() - t0, 2), what))
+                self.spans.append((began, self.done[-1][0], what))
             except Exception as exc:  # noqa: BLE001 - recorded and reported
                 self.errors.append("%s: %r" % (what, exc))
 
@@ -232,7 +235,7 @@ class Emulation:
 
     def __init__(self, state_dir, board="emulated", gateway=GATEWAY, devices=None, overrides=None, heap=None,
                  uart_error_rate=0.0, baud=115200, log=log_default, deploy=True, corpus=None, ready_timeout=120,
-                 fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0, wired=False):
+                 fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0, wired=False, pcap=None):
         self.state_dir = os.path.abspath(str(state_dir))
         self.broker_dir = os.path.join(self.state_dir, "broker")
         self.board_name = board
@@ -253,6 +256,8 @@ class Emulation:
         self.wired_client = None
         self.gpf_delay_s = gpf_delay_s  # the GSME's answer delay (None: the emulator's default)
         self.sntp_hold_s = sntp_hold_s  # the SNTP server ignores the gateway this long at first
+        self.pcap_path = pcap     # pcapng of the HAN (CH log) and MQTT traffic (docs/captures.md)
+        self.capture = None       # (PcapWriter, BrokerCapture)
         self.sntp = None
         self.pn532 = None
         self.broker = None
@@ -311,12 +316,19 @@ class Emulation:
         self.broker = Broker(self.broker_dir, gateways=[self.gateway])
         info = self.broker.start()
         self.log("broker on 127.0.0.1:%d (state %s)" % (info["port"], self.broker_dir))
+        ch_options = {}
+        if self.pcap_path:
+            from host_tools import captures, pcap
+            writer = pcap.PcapWriter(self.pcap_path)
+            self.capture = (writer, captures.BrokerCapture(self.broker_dir, self.gateway, writer).start())
+            ch_options["on_record"] = lambda entry: captures.ch_entry(writer, entry)
+            self.log("capturing HAN and MQTT traffic to %s" % self.pcap_path)
         self.board = EmulatedBoard(self.state_dir, board=self.board_name, heap=self.heap)
         self.board.start()
         st = self.board.state()
         self.ncp = NcpEmulator(st["uarts"]["zigbee"], baud=self.baud, log_path=os.path.join(self.state_dir, "ch.jsonl"),
                                corpus_dir=self.corpus, faults=Faults(byte_error_rate=self.uart_error_rate),
-                               gpf_delay_s=self.gpf_delay_s)
+                               gpf_delay_s=self.gpf_delay_s, ch_options=ch_options)
         self.ncp.start()
         self.log("NCP/CH emulator on %s (ESME %s, GSME %s)" % (st["uarts"]["zigbee"], ESME, GSME))
         if self.nfc:
@@ -390,12 +402,21 @@ class Emulation:
         for what, fn in (("wired_client", lambda: self.wired_client.close()),
                          ("pn532", lambda: self.pn532.stop()), ("ncp", lambda: self.ncp.stop()),
                          ("board", lambda: self.board.stop()),
+                         ("capture", self._stop_capture),
                          ("broker", lambda: self.broker.stop()), ("sntp", lambda: self.sntp.stop())):
             try:
                 if getattr(self, what) is not None:
                     fn()
             except Exception as exc:  # noqa: BLE001 - best effort teardown
                 self.log("stopping %s: %r" % (what, exc))
+
+    def _stop_capture(self):
+        writer, listener = self.capture
+        self.capture = None
+        try:
+            listener.stop()
+        finally:
+            writer.close()
 
     # ---- figures ---------------------------------------------------------------------------
     def heap_figures(self):
@@ -447,7 +468,7 @@ class Emulation:
         # restart has us disconnected are kept for us
         return Replayer(host, port, self.gateway, self.key, ca, cert, keyfile, settle_s=settle_s, out=self.log)
 
-    def replay(self, lines, chaos=None, settle_s=None, speed=1.0):
+    def replay(self, lines, chaos=None, settle_s=None, speed=1.0, progress=None):
         """Replay `lines` (docs/trace.md), with optional Chaos; the replay report plus the
         CH, restart and heap figures (docs/emulate.md)."""
         r = self.replayer(settle_s)
@@ -457,6 +478,13 @@ class Emulation:
             from host_tools.wired import WiredReplayer
             wr = WiredReplayer(self.wired_client, self.gateway, self.key, out=self.log)
             r.serial = wr.send_line
+        r.progress = progress
+        road = None
+        if self.pn532 is not None and any(x.get("via", "mqtt") in ("nfc-phone", "nfc-tag") for x in lines):
+            from host_tools.nfc_road import NfcRoad
+            # a phone waits for its result as long as the gateway may take to answer
+            wait = self.config.get("limits", {}).get("response_timeout_s", 25) + 15
+            road = r.nfc = NfcRoad(self.pn532, r.note, phone_wait_s=wait, log=self.log)
         r.connect()
         duration = max([x["at_ms"] for x in lines] + [0]) / 1000.0 / speed
         restarts0 = self.board.restarts
@@ -468,6 +496,8 @@ class Emulation:
         finally:
             if chaos is not None:
                 chaos.stop()
+            if road is not None:
+                road.stop()
             r.close()
         # a final broker restart or board kill may still be settling: the figures below
         # are read after the replay's own settle wait
@@ -486,8 +516,11 @@ class Emulation:
                             and (rep["per_id"][i].get("final") or {}).get("status") in ("response", "failed")], 5.0)
             rep["wired"] = dict(c.stats, port=c.port, channel_errors=len(c.channel_errors),
                                 results={i: m.get("status") for i, m in c.results.items()})
+        if road is not None:
+            rep["nfc"] = road.report()
         if chaos is not None:
-            rep["chaos"] = {"done": chaos.done, "errors": chaos.errors, "uart_error_rate": self.uart_error_rate}
+            rep["chaos"] = {"done": chaos.done, "spans": chaos.spans, "errors": chaos.errors,
+                            "uart_error_rate": self.uart_error_rate}
         return rep
 
 

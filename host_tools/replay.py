@@ -118,6 +118,7 @@ class Replayer:
         self.client_id = client_id or "ppmid-replay-%s" % self.gateway
         self.out = out
         self.connect_timeout = connect_timeout
+        self.progress = None  # progress(lines handed over so far, total): a host_tools.progress bar
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self.received = {}   # id -> [(t_monotonic, message dict)]
@@ -150,6 +151,13 @@ class Replayer:
                 self.alerts.append(obj)
             elif isinstance(obj, dict) and isinstance(obj.get("id"), str):
                 self.received.setdefault(obj["id"], []).append((t, obj))
+            self._cond.notify_all()
+
+    def note(self, id, obj, t=None):
+        """A status that came by another road than MQTT (a phone's result, host_tools.nfc_road):
+        counted as if it had come on rsp."""
+        with self._cond:
+            self.received.setdefault(id, []).append((time.monotonic() if t is None else t, obj))
             self._cond.notify_all()
 
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
@@ -254,7 +262,9 @@ class Replayer:
         pubs = []
         t0 = time.monotonic()
         wall0 = time.time()
-        for line in sorted(lines, key=lambda x: x["at_ms"]):
+        for n, line in enumerate(sorted(lines, key=lambda x: x["at_ms"])):
+            if self.progress is not None:
+                self.progress(n, len(lines))
             due = t0 + line["at_ms"] / 1000.0 / self.speed
             delay = due - time.monotonic()
             if delay > 0:
@@ -272,6 +282,8 @@ class Replayer:
                 continue
             sent[line["id"]] = time.monotonic()
             pubs.append(self.publish(topic, payload))
+        if self.progress is not None:
+            self.progress(len(lines), len(lines))
         unacked = self.wait_published(pubs, self.connect_timeout + self.settle_s)
         if unacked:
             self.out("replay: %d commands not acknowledged by the broker" % len(unacked))
@@ -282,7 +294,7 @@ class Replayer:
                 if all(self._final(i, conclusive=True) for i in sent):
                     break
                 self._cond.wait(min(0.2, max(0.0, deadline - time.monotonic())))
-        return self.report(lines, sent, skipped, time.time() - wall0)
+        return self.report(lines, sent, skipped, time.time() - wall0, t0)
 
     def _final(self, id, conclusive=False):
         msgs = self.received.get(id, ())
@@ -296,18 +308,22 @@ class Replayer:
             return None
         return final
 
-    def report(self, lines, sent, skipped, duration_s):
+    def report(self, lines, sent, skipped, duration_s, t_start=None):
         by_id = {x["id"]: x for x in lines}
+        t_start = min(sent.values(), default=0.0) if t_start is None else t_start
         rep = {"version": 1, "gateway": self.gateway, "duration_s": round(duration_s, 3),
                "commands": len(sent), "responses": 0, "late": 0, "timeouts": 0, "lost": [],
                "rejected": {}, "failed": {}, "latency_ms": {"n": 0, "p50": None, "p95": None, "max": None},
-               "mismatches": [], "skipped": skipped, "alerts": len(self.alerts), "per_id": {}}
+               "mismatches": [], "skipped": skipped, "alerts": len(self.alerts), "per_id": {}, "roads": {}}
         lat = []
         with self._lock:
             for id in sent:
                 fin = self._final(id)
                 statuses = [m.get("status") for t, m in self.received.get(id, ())]
-                entry = {"statuses": statuses}
+                via = by_id[id].get("via", "mqtt")
+                entry = {"statuses": statuses, "via": via, "sent_s": round(sent[id] - t_start, 3)}
+                road = rep["roads"].setdefault(via, {"commands": 0, "final": {}})
+                road["commands"] += 1
                 got = None
                 if fin is None:
                     rep["lost"].append(id)
@@ -334,6 +350,8 @@ class Replayer:
                         code = code or "?"
                         rep["failed"][code] = rep["failed"].get(code, 0) + 1
                 entry["final"] = got
+                final_name = got["status"] if got else "lost"
+                road["final"][final_name] = road["final"].get(final_name, 0) + 1
                 exp = by_id[id].get("expect")
                 if exp:
                     ok = got is not None and all(got.get(k, False if k == "late" else None) == v
@@ -360,6 +378,11 @@ def table(rep):
         rows.append(("failed " + code, rep["failed"][code]))
     rows.append(("latency ms p50/p95/max", "%s / %s / %s (n=%d)" % (lat["p50"], lat["p95"], lat["max"], lat["n"])))
     rows.append(("expectation mismatches", len(rep["mismatches"])))
+    roads = rep.get("roads") or {}
+    if set(roads) - {"mqtt"}:
+        for via in sorted(roads):
+            finals = ", ".join("%s %d" % (k, v) for k, v in sorted(roads[via]["final"].items()))
+            rows.append(("via " + via, "%d (%s)" % (roads[via]["commands"], finals)))
     if rep["skipped"]:
         rows.append(("skipped", len(rep["skipped"])))
     rows.append(("alerts", rep["alerts"]))

@@ -42,4 +42,6 @@ if [ "$(node -p "try{require('./.node/node_modules/$WASM_PKG/package.json').vers
     npm install --silent --no-audit --no-fund --prefix .node "$WASM_PKG@$WASM_VERSION"
 fi
 .venv/bin/micropython -c "import sys; print('setup: micropython', sys.implementation.version)"
+# the HTML reports' plots (pyproject dependency; checked here because a report is drawn only at the end of a run)
+.venv/bin/python -c "import matplotlib; print('setup: matplotlib', matplotlib.__version__)"
 echo "setup: done"

@@ -116,8 +116,9 @@ class _Outgoing:
 class CommsHub:
     def __init__(self, ncp, loop, log_path=None, corpus_dir=None, hold_max=32, busy_retry_s=3.0,
                  transfer_size=1500, log=None, gpf_delay_s=GPF_DELAY_S, fragment_window=FRAGMENT_WINDOW,
-                 aps_ack_timeout_s=APS_ACK_TIMEOUT_S, aps_retries=APS_RETRIES):
+                 aps_ack_timeout_s=APS_ACK_TIMEOUT_S, aps_retries=APS_RETRIES, on_record=None):
         self.ncp = ncp
+        self.on_record = on_record      # called with each log entry (e.g. a pcap tap)
         self.loop = loop
         self.log = log or (lambda m: None)
         corpus = Corpus(corpus_dir)
@@ -170,6 +171,8 @@ class CommsHub:
             if self._log_file:
                 self._log_file.write(json.dumps(entry) + "\n")
                 self._log_file.flush()
+            if self.on_record is not None:
+                self.on_record(entry)
         with self.changed:
             self.changed.notify_all()
 
