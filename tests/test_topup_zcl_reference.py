@@ -66,7 +66,8 @@ def test_frames_against_wireshark(tmp_path):
     out = subprocess.run([TSHARK, "-r", str(pcap), "-T", "pdml"], check=True, capture_output=True).stdout
     packets = []
     for pkt in ET.fromstring(out).iter("packet"):
-        packets.append({f.get("name"): f.get("show") for f in pkt.iter() if f.get("name")}  # protos too (_ws.malformed))
+        # protos too, so that _ws.malformed would show
+        packets.append({f.get("name"): f.get("show") for f in pkt.iter() if f.get("name")})
     assert len(packets) == len(frames)
     p = packets[0]
     assert p["zbee_aps.cluster"] == "0x0705" and p["zbee_aps.profile"] == "0x0109"
