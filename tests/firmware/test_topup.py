@@ -176,7 +176,7 @@ async def test_top_up_applied_once_and_reported():
     assert P.parse_request(frame)[2] == text.encode()
     assert r.pub.statuses("t-1") == ["accepted", "topped-up"], r.pub.statuses("t-1")
     final = r.pub.on("/rsp")[-1]
-    assert final["topup"] == {"result": 0x10, "value": 250, "credit": 1250, "source": "consumer",
+    assert final["topup"] == {"result": 0x10, "value": 250, "credit": 1250, "source": "ihd",
                               "supply": "enabled"}
     assert "error" not in final and m.credit == 1250
     assert r.journal.live == {}

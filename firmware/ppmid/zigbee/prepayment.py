@@ -32,7 +32,7 @@ RESULT_ACCEPTED_SUPPLY_ARMED = const(0x12)
 SUPPLY = {RESULT_ACCEPTED: None, RESULT_ACCEPTED_SUPPLY_ENABLED: "enabled",
           RESULT_ACCEPTED_SUPPLY_DISABLED: "disabled", RESULT_ACCEPTED_SUPPLY_ARMED: "armed"}
 
-SOURCES = ("esi", "meter", "consumer")  # Source of Top Up (enum8) 0..2
+SOURCES = ("esi", "meter", "ihd")  # Source of Top Up (enum8, the Originating Device values)
 
 _RESPONSE_LEN = const(10)   # result u8, value s32, source u8, credit remaining s32
 

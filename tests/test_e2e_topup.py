@@ -1,0 +1,125 @@
+"""Top-ups end to end on the emulated board: a DCC User's top-up (MQTT, docs/envelope.md
+"Top-ups") -> mosquitto -> the deployed firmware (MicroPython) -> Zigbee UART -> the NCP
+emulator -> the emulated ESME's own HAN node (ZCL Consumer Top Up), and its Consumer Top Up
+Response back as the final status. The trace lines are docs/trace.md's top-up form; the
+meter-side figures come from the emulated ESME (host_tools/ncp_emulator/esme.py)."""
+import binascii
+import time
+
+import pytest
+
+from host_tools import emulate as E
+from host_tools import utrn as U
+from ppmid.gbcs import decode
+
+# a short response budget: the silent-meter test waits for it
+FAST = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 6, "queue": 40}}
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    e = E.Emulation(tmp_path_factory.mktemp("e2e-topup"), overrides=FAST, log=None)
+    with e:
+        yield e
+
+
+def esme(emu):
+    return emu.ncp.ch.esme
+
+
+def replay(emu, lines, settle_s=15, alert_wait_s=0):
+    r = emu.replayer(settle_s)
+    meter0 = emu.meter_mark()
+    r.connect()
+    try:
+        rep = r.run(lines)
+        # an alert may follow the final status (the meter raises it after answering)
+        deadline = time.monotonic() + alert_wait_s
+        while not r.alerts and time.monotonic() < deadline:
+            time.sleep(0.1)
+        rep["_messages"] = {i: [m for _, m in v] for i, v in r.received.items()}
+        rep["_alerts"] = list(r.alerts)
+    finally:
+        r.close()
+    rep.update(emu.ch_figures(lines, meter0))
+    return rep
+
+
+def final(rep, id):
+    return [m for m in rep["_messages"][id] if m["status"] not in ("accepted", "relayed")][-1]
+
+
+def line(id, utrn, at_ms=0, target="esme", **expect):
+    return {"at_ms": at_ms, "id": id, "utrn": utrn, "target": target, "via": "mqtt", "expect": expect or None}
+
+
+def wipe_journal_and_restart(emu):
+    mark = emu.board.mark()
+    emu.board.exec(E.JOURNAL_WIPE)   # stops the app, as on a real board
+    emu.board.reset()
+    emu.board.wait_ready(60, since=mark)
+    emu.wait_online(60)
+
+
+def test_top_up_reaches_the_meter_once_then_duplicates_are_refused_here_and_by_the_meter(emu):
+    m = esme(emu)
+    credit0, seen0 = m.credit, m.received
+    utrn = U.test_utrn(5, "pounds", 12)
+    rep = replay(emu, [line("tu-1", utrn, status="topped-up"),
+                       line("tu-1-again", utrn, at_ms=3000, status="rejected", error="E_UTRN_DUPLICATE")])
+    assert rep["mismatches"] == [] and rep["lost_count"] == 0
+    assert m.credit == credit0 + 1200 and m.received == seen0 + 1   # once
+    f = final(rep, "tu-1")
+    assert f["topup"]["value"] == 1200 and f["topup"]["credit"] == m.credit and f["topup"]["supply"] == "enabled"
+    assert rep["topups"] == {"applied": 1, "rejected": 0, "applied_twice": 0}
+
+    # the gateway forgets everything (journal wiped): the same UTRN under a fresh id now
+    # reaches the meter, which refuses it (result 0x02) and raises its alert
+    wipe_journal_and_restart(emu)
+    rep = replay(emu, [line("tu-1-fresh", utrn, status="rejected", error="E_UTRN_DUPLICATE")], alert_wait_s=10)
+    assert rep["mismatches"] == [], rep["mismatches"]
+    assert final(rep, "tu-1-fresh")["topup"]["result"] == 2
+    assert m.credit == credit0 + 1200 and m.received == seen0 + 2
+    assert rep["topups"] == {"applied": 0, "rejected": 1, "applied_twice": 0}
+    # the meter's duplicate-UTRN alert reached the alert topic
+    codes = [decode(binascii.a2b_base64(a["gbcs"])).message_code for a in rep["_alerts"]]
+    assert 0x8F51 in codes, codes
+    assert "PPMID crashed" not in emu.board.console_text()
+
+
+def test_bad_top_ups_are_refused_with_their_codes_and_never_reach_the_meter(emu):
+    m = esme(emu)
+    seen0 = m.received
+    good = U.test_utrn(6, "pennies", 250)
+    lines = [
+        line("b-format", good[:19], status="rejected", error="E_UTRN_FORMAT"),
+        line("b-check", good[:19] + str((int(good[19]) + 3) % 10), at_ms=100, status="rejected", error="E_UTRN_CHECK"),
+        line("b-value", U.encode(1, 2, 5, b"\0\0\0\0"), at_ms=200, status="rejected", error="E_UTRN_VALUE"),
+        line("b-target", good, at_ms=300, target="00DB1234567890FF", status="rejected", error="E_UTRN_TARGET"),
+        line("b-gsme", good, at_ms=400, target="gsme", status="rejected", error="E_UTRN_GSME"),
+        # a forged MAC inside the UTRN passes every check a PPMID can make: the meter says no
+        line("b-mac", U.encode(6, "pennies", 250, b"\xde\xad\xbe\xef"), at_ms=500, status="rejected",
+             error="E_UTRN_INVALID"),
+        line("good", good, at_ms=800, status="topped-up"),
+    ]
+    rep = replay(emu, lines)
+    assert rep["mismatches"] == [], rep["mismatches"]
+    assert m.received == seen0 + 2   # only the forged-MAC one and the good one
+
+
+def test_meter_that_never_answers_gives_a_final_status_and_the_gateway_keeps_working(emu):
+    m = esme(emu)
+    emu.ncp.call(setattr, m, "silent", True)
+    try:
+        rep = replay(emu, [line("silent-1", U.test_utrn(7, "pounds", 3), status="timeout")], settle_s=20)
+    finally:
+        emu.ncp.call(setattr, m, "silent", False)
+    assert rep["mismatches"] == [], rep["mismatches"]
+    # a GBCS command and another top-up still go through
+    cmds = E.renumbered_commands(1, start=None)
+    lines = E.lines_from(cmds, interval_ms=200, prefix="after")
+    lines.append(line("after-topup", U.test_utrn(8, "pounds", 4), at_ms=500, status="topped-up"))
+    rep = replay(emu, lines)
+    assert rep["mismatches"] == [] and rep["responses"] == 1, rep["mismatches"]
+    assert rep["topups"]["applied"] == 1 and rep["topups"]["applied_twice"] == 0
+    assert "PPMID crashed" not in emu.board.console_text()
