@@ -28,9 +28,8 @@ E_BUSY = "E_BUSY"                          # relay queue or journal full: try la
 E_UTRN_FORMAT = "E_UTRN_FORMAT"            # not 20 digits (spaces and hyphens aside)
 E_UTRN_CHECK = "E_UTRN_CHECK"              # the check digit does not match: a mistyped digit
 E_UTRN_VALUE = "E_UTRN_VALUE"              # well formed, but not a top-up a meter could accept
-E_UTRN_DUPLICATE = "E_UTRN_DUPLICATE"      # applied already or in flight (or the meter says so)
-E_UTRN_TARGET = "E_UTRN_TARGET"            # the target is not a meter of this HAN that takes top-ups
-E_UTRN_GSME = "E_UTRN_GSME"                # GSME top-ups (PCS01) are not implemented: docs/utrn.md
+# (the top-up road's own codes, E_UTRN_TARGET / _DUPLICATE / _GSME and the meter's results,
+# live in ppmid/topup.py and ppmid/relay/topups.py: loaded only with the first top-up)
 
 
 class PpmidError(Exception):

@@ -13,8 +13,10 @@ import binascii
 import struct
 from micropython import const
 
-from ppmid.errors import E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_UTRN_FORMAT, E_UTRN_TARGET
+from ppmid.errors import E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_UTRN_FORMAT
 from ppmid.envelope import EnvelopeError, hmac_sha256, check_id, _equal, _hex32, MAC_LEN
+
+E_UTRN_TARGET = "E_UTRN_TARGET"  # the target is not a meter of this HAN that takes top-ups
 
 DOMAIN = b"ppmid-topup-v1"
 BINARY_VERSION = const(2)

@@ -105,12 +105,11 @@ def test_consumer_top_up_response_both_ways():
 # ---- the relay's top-up road -------------------------------------------------------------
 class TopupHan(FakeHan):
     """FakeHan with the direct ZCL road: send_zcl records (dest, cluster, endpoint, frame);
-    a scripted meter (fn(frame) -> response frame or None) answers through the registered
-    cluster handler, as the HAN link's receive callback does."""
+    a scripted meter (fn(frame) -> response frame or None) answers through on_zcl, as the HAN link's receive callback does."""
 
     def __init__(self, meter=None):
         super().__init__()
-        self.cluster_handlers = {}
+        self.on_zcl = None
         self.zcl = []
         self.meter = meter
         self.zcl_fail = []
@@ -123,7 +122,7 @@ class TopupHan(FakeHan):
         if self.meter is not None:
             rsp = self.meter(bytes(frame))
             if rsp is not None:
-                self.cluster_handlers[cluster](dest, rsp)
+                self.on_zcl(dest, cluster, rsp)
 
 
 class Meter:
@@ -299,10 +298,11 @@ async def test_meter_silent_times_out_and_the_relay_keeps_going():
     await r.pump()
     assert len(r.han.sent) == 1
     # garbage and unmatched Prepayment frames are counted, never crash
-    h = r.han.cluster_handlers[0x0705]
-    h(ESME_NWK, b"\x19\x01")
-    h(ESME_NWK, P.consumer_top_up_response(200, 0, 1, 1, 1))
-    assert r.relay.counters["rx_bad"] == 1 and r.relay.counters["unmatched"] == 1
+    h = r.han.on_zcl
+    h(ESME_NWK, 0x0705, b"\x19\x01")
+    h(ESME_NWK, 0x0705, P.consumer_top_up_response(200, 0, 1, 1, 1))
+    h(ESME_NWK, 0x0702, b"\x18\x01\x0a")   # another cluster (Metering): not ours
+    assert r.relay.counters["rx_bad"] == 2 and r.relay.counters["unmatched"] == 1
 
 
 async def test_han_down_sends_it_later_and_delivery_unknown_never_twice():
@@ -328,16 +328,17 @@ async def test_han_down_sends_it_later_and_delivery_unknown_never_twice():
 
 def test_journal_keeps_the_newest_utrns_only():
     from test_relay_support import fresh_root
+    from ppmid.relay import topups as R
     j = J.Journal(fresh_root())
     j.open()
     j.put_counter("SUPPLIER:ESME", 5)
-    for i in range(J.UTRN_KEEP + 3):
-        j.remember_utrn(struct.pack(">Q", i), i + 1)
-    assert not j.utrn_applied(struct.pack(">Q", 0)) and not j.utrn_applied(struct.pack(">Q", 2))
-    assert j.utrn_applied(struct.pack(">Q", 3)) and j.utrn_applied(struct.pack(">Q", J.UTRN_KEEP + 2))
+    for i in range(R.UTRN_KEEP + 3):
+        R.remember_utrn(j, struct.pack(">Q", i), i + 1)
+    assert not R.utrn_applied(j, struct.pack(">Q", 0)) and not R.utrn_applied(j, struct.pack(">Q", 2))
+    assert R.utrn_applied(j, struct.pack(">Q", 3)) and R.utrn_applied(j, struct.pack(">Q", R.UTRN_KEEP + 2))
     j.compact()
     j.close()
     j2 = J.Journal(j.path[:j.path.rfind("/")])
     j2.open()
-    assert j2.utrn_applied(struct.pack(">Q", 3)) and not j2.utrn_applied(struct.pack(">Q", 0))
+    assert R.utrn_applied(j2, struct.pack(">Q", 3)) and not R.utrn_applied(j2, struct.pack(">Q", 0))
     assert j2.get_counter("SUPPLIER:ESME") == 5

@@ -43,10 +43,6 @@ FAILED = const(4)
 VIAS = ("mqtt", "nfc-phone", "nfc-tag")
 _VIA_TOPUP = const(0x80)  # in the accept record's via byte: a UTRN top-up, not a GBCS command
 
-# Top-ups the meter applied are remembered (E_UTRN_DUPLICATE) as counters keyed
-# b"U" + PTUT (8 bytes) -> the command's seq; the newest UTRN_KEEP of them are kept.
-UTRN_KEEP = const(32)
-
 # A: seq, expires, accepted_at, via, id_len | id | target 8 | originator 8 | counter 8 | gbcs
 # (a top-up: via | 0x80, originator zero, counter = the PTUT, body = the 20 UTRN digits)
 _ACCEPT_FMT = ">IIIBB"
@@ -401,22 +397,6 @@ class Journal:
             raise JournalError(E_JOURNAL, "counter key too long")
         self._append(_T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", value)), sync=False)
         self.counters[key] = value
-
-    def remember_utrn(self, ptut8, seq):
-        """A top-up the meter applied (or says it already had): refused as a duplicate
-        from now on, across restarts; only the newest UTRN_KEEP are kept (the meter keeps
-        its own, longer memory). Lazy like every counter record."""
-        self.put_counter(b"U" + bytes(ptut8), seq)
-        keys = [k for k in self.counters if len(k) == 9 and k[0] == 0x55]
-        if len(keys) > UTRN_KEEP:
-            keys.sort(key=lambda k: self.counters[k])
-            for k in keys[:len(keys) - UTRN_KEEP]:
-                # gone from the next compaction on; should an older file be read again
-                # first, the UTRN is only remembered a little longer
-                del self.counters[k]
-
-    def utrn_applied(self, ptut8):
-        return (b"U" + bytes(ptut8)) in self.counters
 
     def get_counter(self, key):
         if isinstance(key, str):

@@ -7,14 +7,22 @@
 # codec or the Prepayment frames. Spec: docs/utrn.md "Applying a top-up".
 import binascii
 
-from ppmid.errors import PpmidError, E_UTRN_DUPLICATE, E_UTRN_TARGET, E_UTRN_GSME, E_HAN_DEST
+from ppmid.errors import PpmidError, E_HAN_DEST
 from ppmid import utrn as codec
 from ppmid import topup as T
+from ppmid.topup import E_UTRN_TARGET
 from ppmid.mqtt.contract import status_json
 from ppmid.zigbee import prepayment as P
 from ppmid.relay.journal import FAILED
 
+E_UTRN_DUPLICATE = "E_UTRN_DUPLICATE"  # applied already or in flight (or the meter says so)
+E_UTRN_GSME = "E_UTRN_GSME"            # GSME top-ups (PCS01) are not implemented: docs/utrn.md
+
 DEFAULT_ENDPOINT = 1
+# Top-ups the meter applied are remembered (E_UTRN_DUPLICATE) in the journal's counters,
+# keyed b"U" + PTUT (8 bytes) -> the top-up's seq; the newest UTRN_KEEP of them are kept
+# (the meter keeps its own memory). Compaction keeps them like every counter.
+UTRN_KEEP = 32
 _NO_ORIGINATOR = b"\x00" * 8
 
 # the meter's result -> our stable code (docs/utrn.md); accepted results have none
@@ -42,6 +50,24 @@ def _ptut8(u):
                   (lo >> 24) & 0xFF, (lo >> 16) & 0xFF, (lo >> 8) & 0xFF, lo & 0xFF))
 
 
+def remember_utrn(journal, ptut8, seq):
+    """A top-up the meter applied (or says it already had): refused as a duplicate from
+    now on, across restarts. Lazy like every counter record (the response record written
+    right after it is synced, and carries it to flash)."""
+    journal.put_counter(b"U" + bytes(ptut8), seq)
+    keys = [k for k in journal.counters if len(k) == 9 and k[0] == 0x55]
+    if len(keys) > UTRN_KEEP:
+        keys.sort(key=lambda k: journal.counters[k])
+        for k in keys[:len(keys) - UTRN_KEEP]:
+            # gone from the next compaction on; should the older file be read again
+            # first, the UTRN is only remembered a little longer
+            del journal.counters[k]
+
+
+def utrn_applied(journal, ptut8):
+    return (b"U" + bytes(ptut8)) in journal.counters
+
+
 class TopupRoad:
     def __init__(self, relay):
         self.relay = relay
@@ -50,9 +76,7 @@ class TopupRoad:
             self.meters[d["eui"]] = d
         self._tsn = 0
         self._waiting = {}    # meter NWK address -> (ZCL sequence number, Entry)
-        handlers = getattr(relay.han, "cluster_handlers", None)
-        if handlers is not None:
-            handlers[P.CLUSTER_PREPAYMENT] = self.on_frame
+        relay.han.on_zcl = self.on_zcl
 
     # ---- accept: everything that can be checked before the HAN ------------------------
     def admit(self, env):
@@ -72,7 +96,7 @@ class TopupRoad:
             raise TopupError(E_UTRN_TARGET, "the ESME's network address is not configured (han.devices nwk)")
         ptut8 = _ptut8(u)
         j = self.relay.journal
-        if j.utrn_applied(ptut8):
+        if utrn_applied(j, ptut8):
             raise TopupError(E_UTRN_DUPLICATE, "this UTRN was applied already")
         for x in j.live.values():
             if x.topup and x.counter == ptut8 and x.state != FAILED:
@@ -93,6 +117,16 @@ class TopupRoad:
         await self.relay.han.send_zcl(nwk, P.CLUSTER_PREPAYMENT, dev.get("endpoint", DEFAULT_ENDPOINT), frame)
 
     # ---- receive (synchronous: from the HAN link's callback) -------------------------
+    def on_zcl(self, sender, cluster, frame):
+        """A ZCL frame from a HAN device outside the tunnel (ZigbeeHan.on_zcl)."""
+        if cluster != P.CLUSTER_PREPAYMENT:
+            self.relay.counters["rx_bad"] += 1
+            return
+        try:
+            self.on_frame(sender, frame)
+        except Exception as exc:  # noqa: BLE001 - the HAN link's callback must never fail
+            self.relay.log("error", "top-up response from 0x%04X: %r" % (sender, exc))
+
     def on_frame(self, sender, frame):
         relay = self.relay
         w = self._waiting.get(sender)
@@ -111,7 +145,7 @@ class TopupRoad:
             return
         if r.accepted() or r.result == P.RESULT_DUPLICATE:
             # applied (now or before): refused locally from now on
-            relay.journal.remember_utrn(e.counter, e.seq)
+            remember_utrn(relay.journal, e.counter, e.seq)
         del self._waiting[sender]
         relay.answered(e, frame)
 

@@ -153,9 +153,10 @@ class ZigbeeHan:
         self._ack_count = 0
         self._ack_event = asyncio.Event()
         self._tasks = []
-        # SE profile clusters other than the tunnel: cluster id -> handler(sender NWK, ZCL
-        # frame), called synchronously (the relay's top-up road registers Prepayment)
-        self.cluster_handlers = {}
+        # SE profile frames of clusters other than the tunnel: on_zcl(sender NWK, cluster,
+        # ZCL frame), called synchronously (set by the relay's top-up road, which answers
+        # for its own errors); counted and dropped while None
+        self.on_zcl = None
 
     # ---- public ----------------------------------------------------------------------
     async def start(self):
@@ -206,29 +207,10 @@ class ZigbeeHan:
             self._remember(data)
 
     async def send_zcl(self, dest, cluster, endpoint, zcl):
-        """One ZCL frame (one APS frame, no fragments) on the SE profile to a HAN device
-        other than through the tunnel (a top-up to the ESME). Needs the network, not the
-        tunnel. Raises HanError: E_HAN_DOWN when nothing went on air (the caller may try
-        again later), E_DELIVERY / E_DELIVERY_UNKNOWN when it may have (never again)."""
-        if len(zcl) > self._max_payload or not 0 <= dest <= 0xFFF7:
-            raise HanError(E_HAN_TOO_BIG if len(zcl) > self._max_payload else E_HAN_DEST,
-                           "cannot send %d bytes to 0x%04X in one APS frame" % (len(zcl), dest))
-        async with self._send_lock:
-            deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
-            while not (self._up and self._net_up and self._link.connected):
-                left = ticks_diff(deadline, ticks_ms())
-                if left <= 0:
-                    raise HanError(E_HAN_DOWN, "Zigbee HAN network is %s %s" % (self.status, self.status_detail))
-                await sleep_ms(min(left, 200))
-            try:
-                await self._send_zcl(dest, zcl, cluster, endpoint)
-            except _NotTaken as exc:
-                raise HanError(E_HAN_DOWN, "not sent: %s" % exc)
-            except HanError as exc:
-                if exc.code == E_DELIVERY:
-                    # for a device other than the CH: the meter did not acknowledge it
-                    raise HanError(E_DELIVERY, "the device 0x%04X did not acknowledge the frame" % dest)
-                raise
+        """One ZCL frame to a HAN device directly, not through the tunnel (a top-up to
+        the ESME): ppmid.zigbee.direct, loaded with the first one."""
+        from ppmid.zigbee.direct import send_zcl
+        await send_zcl(self, dest, cluster, endpoint, zcl)
 
     # ---- status ----------------------------------------------------------------------
     def _set_status(self, status, detail=""):
@@ -394,12 +376,8 @@ class ZigbeeHan:
 
     def _incoming(self, m):
         aps = m["aps"]
-        if aps["profile"] == PROFILE_SE and aps["cluster"] in self.cluster_handlers \
-                and not aps["options"] & E.APS_OPTION_FRAGMENT:
-            try:
-                self.cluster_handlers[aps["cluster"]](m["sender"], m["message"])
-            except Exception as exc:  # a handler's bug must not stop the HAN link
-                self._logf("cluster 0x%04X handler: %r", aps["cluster"], exc)
+        if aps["cluster"] != CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == PROFILE_SE:
+            self.on_zcl(m["sender"], aps["cluster"], m["message"])
             return
         if aps["profile"] != PROFILE_SE or aps["cluster"] != CLUSTER_TUNNELING:
             self.counters["rx_not_tunnel"] += 1
