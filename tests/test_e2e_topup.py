@@ -4,6 +4,10 @@ emulator -> the emulated ESME's own HAN node (ZCL Consumer Top Up), and its Cons
 Response back as the final status. The trace lines are docs/trace.md's top-up form; the
 meter-side figures come from the emulated ESME (host_tools/ncp_emulator/esme.py)."""
 import binascii
+import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -123,3 +127,32 @@ def test_meter_that_never_answers_gives_a_final_status_and_the_gateway_keeps_wor
     assert rep["mismatches"] == [] and rep["responses"] == 1, rep["mismatches"]
     assert rep["topups"]["applied"] == 1 and rep["topups"]["applied_twice"] == 0
     assert "PPMID crashed" not in emu.board.console_text()
+
+
+def test_ppmid_send_utrn_tops_up_and_refuses_bad_input(emu):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def ppmid(*args):
+        return subprocess.run([sys.executable, "-c", "import sys; from host_tools.cli import main; sys.exit(main())"]
+                              + list(args), cwd=root, capture_output=True, text=True, timeout=120)
+
+    m = esme(emu)
+    credit0 = m.credit
+    utrn = U.test_utrn(9, "pennies", 777)
+    spaced = " ".join(utrn[i:i + 4] for i in range(0, 20, 4))   # as printed on a receipt
+    base = ["send", "--state-dir", emu.broker_dir, "--gateway", emu.gateway, "--timeout", "30"]
+    r = ppmid(*base, "--utrn", spaced, "--target", E.ESME, "--id", "cli-topup")
+    assert r.returncode == 0, r.stdout + r.stderr
+    last = json.loads(r.stdout.splitlines()[-1])
+    assert last["status"] == "topped-up" and last["topup"]["value"] == 777 and m.credit == credit0 + 777
+    # the same UTRN again: the gateway refuses it, exit 1
+    r = ppmid(*base, "--utrn", utrn, "--target", E.ESME, "--id", "cli-topup-2")
+    assert r.returncode == 1 and json.loads(r.stdout.splitlines()[-1])["error"]["code"] == "E_UTRN_DUPLICATE"
+    # refused by the tool before anything is sent
+    r = ppmid(*base, "--utrn", utrn[:19] + str((int(utrn[19]) + 1) % 10), "--target", E.ESME)
+    assert r.returncode == 1 and "E_UTRN_CHECK" in r.stderr and r.stdout == ""
+    r = ppmid(*base, "--utrn", utrn)
+    assert r.returncode == 1 and "--target" in r.stderr
+    r = ppmid(*base, "--gbcs", "dd00", "--target", E.ESME)
+    assert r.returncode == 1 and "--target" in r.stderr
+    assert m.credit == credit0 + 777
