@@ -156,3 +156,49 @@ def test_ppmid_send_utrn_tops_up_and_refuses_bad_input(emu):
     r = ppmid(*base, "--gbcs", "dd00", "--target", E.ESME)
     assert r.returncode == 1 and "--target" in r.stderr
     assert m.credit == credit0 + 777
+
+
+def test_top_ups_by_phone_and_by_tag_credit_the_meter_once(tmp_path):
+    # its own emulation: the NFC reader must be there at boot for the NFC service to load
+    from host_tools.pn532_emulator.targets import PhoneApp, Type2Tag, ndef_mime_message
+    from ppmid import topup
+    from ppmid.zigbee import prepayment as P
+    with E.Emulation(tmp_path / "nfc", overrides=FAST, nfc=True, log=None) as emu:
+        m = esme(emu)
+        credit0 = m.credit
+        utrn = U.test_utrn(11, "pounds", 20)
+        phone = PhoneApp(topup.to_binary(topup.sign(emu.key, "tap-topup", utrn, E.ESME)), id="tap-topup")
+        emu.pn532.place(phone)
+        end = time.time() + 20
+        while time.time() < end and phone.result is None:
+            time.sleep(0.1)
+        emu.pn532.remove()
+        assert phone.result is not None, (phone.statuses, emu.board.console_text()[-2000:])
+        assert phone.result["status"] == "topped-up", phone.result
+        # the data pushed to the phone is the meter's answer
+        r = P.parse_response(phone.result["gbcs"])
+        assert (r.result, r.value, r.credit) == (0x10, 2000, credit0 + 2000) and m.credit == credit0 + 2000
+
+        # the same UTRN on a tag (another id): refused here, the meter is not asked again
+        time.sleep(0.5)
+        seen = m.received
+        tag_env = topup.to_binary(topup.sign(emu.key, "tag-topup-dup", utrn, E.ESME))
+        mark = emu.board.mark()
+        emu.pn532.place(Type2Tag(ndef_mime_message(tag_env)))
+        emu.board.wait_for(r"session failed: E_UTRN_DUPLICATE", 15, since=mark)
+        emu.pn532.remove()
+        assert m.received == seen and m.credit == credit0 + 2000
+
+        # a fresh UTRN on a tag: the meter is credited once
+        time.sleep(0.5)
+        utrn2 = U.test_utrn(12, "pennies", 345)
+        emu.pn532.place(Type2Tag(ndef_mime_message(topup.to_binary(topup.sign(emu.key, "tag-topup", utrn2,
+                                                                                 E.ESME)),
+                                 uid=b"\x04\x99\x88\x77\x66\x55\x44"))
+        end = time.time() + 20
+        while time.time() < end and m.credit != credit0 + 2345:
+            time.sleep(0.1)
+        time.sleep(1.0)   # a tag stays on the reader: it must not be applied twice
+        emu.pn532.remove()
+        assert m.credit == credit0 + 2345 and [u for u, _ in m.applied].count(utrn2) == 1
+        assert "PPMID crashed" not in emu.board.console_text()

@@ -374,17 +374,19 @@ class Relay:
         e = self.journal.by_id.get(id)
         if e is None or e.via != via:
             return
-        r = self._result(e, True)
-        if r["status"] in FINAL:
-            self._finish(e, r)
+        if e.state == J.ANSWERED or e.state == J.FAILED:  # final ("response"; a top-up's answer)
+            self._finish(e, self._result(e, True))
 
     def _result(self, e, with_body):
         status = self._status.get(e.seq) or self._state_status(e)
         r = {"id": e.id, "status": status, "gbcs": None, "error": None, "late": False}
         if e.state == J.ANSWERED and e.topup:
-            # the meter's answer: "topped-up", or "rejected" with its result's code
+            # the meter's answer: "topped-up", or "rejected" with its result's code; the
+            # NFC phone gets its Consumer Top Up Response frame as the data
             r["status"], r["topup"], r["error"] = self.topups().outcome(e)
             r["late"] = e.late
+            if with_body:
+                r["gbcs"] = self.journal.response_body(e)
         elif e.state == J.ANSWERED:
             r["status"] = "response"
             r["late"] = e.late
