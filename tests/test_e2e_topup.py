@@ -192,9 +192,8 @@ def test_top_ups_by_phone_and_by_tag_credit_the_meter_once(tmp_path):
         # a fresh UTRN on a tag: the meter is credited once
         time.sleep(0.5)
         utrn2 = U.test_utrn(12, "pennies", 345)
-        emu.pn532.place(Type2Tag(ndef_mime_message(topup.to_binary(topup.sign(emu.key, "tag-topup", utrn2,
-                                                                                 E.ESME)),
-                                 uid=b"\x04\x99\x88\x77\x66\x55\x44"))
+        env2 = topup.to_binary(topup.sign(emu.key, "tag-topup", utrn2, E.ESME))
+        emu.pn532.place(Type2Tag(ndef_mime_message(env2), uid=b"\x04\x99\x88\x77\x66\x55\x44"))
         end = time.time() + 20
         while time.time() < end and m.credit != credit0 + 2345:
             time.sleep(0.1)
