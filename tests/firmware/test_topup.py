@@ -227,6 +227,21 @@ async def test_in_flight_top_up_refuses_its_twin():
     assert len(r.han.zcl) == 1
 
 
+async def test_answer_after_a_restart_still_ends_the_top_up():
+    r = rig(None)   # the meter answers only after the gateway restarted
+    text = make(value=33)
+    await submit(r, "t-1", text)
+    await r.pump()
+    seq = P.parse_request(r.han.zcl[0][3])[0]
+    r.restart()
+    assert r.journal.by_id["t-1"].state == J.SENDING
+    r.han.on_zcl(ESME_NWK, 0x0705, P.consumer_top_up_response(seq, 0x10, 33, 2, 1033))
+    await r.publish_all()
+    assert r.pub.statuses("t-1")[-1] == "topped-up" and r.journal.live == {}
+    assert (await submit(r, "t-2", text))["error"] == "E_UTRN_DUPLICATE"
+    assert len(r.han.zcl) == 1
+
+
 async def test_bad_top_ups_refused_with_their_codes():
     r = rig(Meter())
     good = make()

@@ -13,7 +13,7 @@ from ppmid import topup as T
 from ppmid.topup import E_UTRN_TARGET
 from ppmid.mqtt.contract import status_json
 from ppmid.zigbee import prepayment as P
-from ppmid.relay.journal import FAILED
+from ppmid.relay.journal import FAILED, SENDING, TIMED_OUT
 
 E_UTRN_DUPLICATE = "E_UTRN_DUPLICATE"  # applied already or in flight (or the meter says so)
 E_UTRN_GSME = "E_UTRN_GSME"            # GSME top-ups (PCS01) are not implemented: docs/utrn.md
@@ -77,6 +77,13 @@ class TopupRoad:
         self._tsn = 0
         self._waiting = {}    # meter NWK address -> (ZCL sequence number, Entry)
         relay.han.on_zcl = self.on_zcl
+        # loaded at recovery: a top-up sent before the restart may still be answered; its
+        # ZCL sequence number was not journaled, so its meter's next answer is taken
+        for e in relay.journal.live.values():
+            if e.topup and e.state in (SENDING, TIMED_OUT):
+                dev = self.meters.get(binascii.hexlify(e.target).decode().upper())
+                if dev is not None and dev.get("nwk") is not None:
+                    self._waiting[dev["nwk"]] = (None, e)
 
     # ---- accept: everything that can be checked before the HAN ------------------------
     def admit(self, env):
@@ -136,7 +143,7 @@ class TopupRoad:
             relay.counters["rx_bad"] += 1
             relay.log("warn", "Prepayment frame from 0x%04X not understood: %s" % (sender, exc))
             return
-        if w is None or w[0] != r.seq:
+        if w is None or (w[0] is not None and w[0] != r.seq):
             relay.counters["unmatched"] += 1
             relay.log("warn", "Consumer Top Up Response from 0x%04X (seq %d) matches no top-up" % (sender, r.seq))
             return
