@@ -129,6 +129,33 @@ def test_meter_that_never_answers_gives_a_final_status_and_the_gateway_keeps_wor
     assert "PPMID crashed" not in emu.board.console_text()
 
 
+def test_keypad_lock_and_an_unreachable_meter_end_clearly_and_nothing_is_applied(emu):
+    m = esme(emu)
+    credit0 = m.credit
+    locked = U.test_utrn(20, "pounds", 2)
+    emu.ncp.call(setattr, m, "keypad_lock", True)
+    try:
+        rep = replay(emu, [line("locked", locked, status="rejected", error="E_UTRN_KEYPAD_LOCK")])
+    finally:
+        emu.ncp.call(setattr, m, "keypad_lock", False)
+    assert rep["mismatches"] == [], rep["mismatches"]
+    assert final(rep, "locked")["topup"]["result"] == 5
+    # no APS acknowledgement from the meter: it may or may not have it, so it is never
+    # sent again; the top-up ends at its response budget
+    gone = U.test_utrn(21, "pounds", 2)
+    emu.ncp.call(setattr, m, "unreachable", True)
+    try:
+        rep = replay(emu, [line("gone", gone, status="timeout")], settle_s=20)
+    finally:
+        emu.ncp.call(setattr, m, "unreachable", False)
+    assert rep["mismatches"] == [], rep["mismatches"]
+    assert m.credit == credit0
+    # unlocked and reachable again: the locked UTRN may be used now (it was never applied)
+    rep = replay(emu, [line("unlocked", locked, status="topped-up")])
+    assert rep["mismatches"] == [], rep["mismatches"]
+    assert m.credit == credit0 + 200
+
+
 def test_ppmid_send_utrn_tops_up_and_refuses_bad_input(emu):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
