@@ -76,3 +76,17 @@ def test_emulated_esme_judges_like_a_meter():
     assert m.figures() == {"credit": 6100, "received": 8, "applied": 2, "rejected": 6, "applied_twice": 0}
     m.keypad_lock, m.silent = False, True
     assert m.handle(P.consumer_top_up(1, good.encode())) == (None, None)
+
+
+def test_ncp_emulator_console_sets_the_esme_knobs():
+    from host_tools.cmd_ncp_emulator import esme_command
+    m = EmulatedEsme()
+    assert esme_command(m, [])["credit"] == 1000
+    esme_command(m, ["keypad-lock", "on"])
+    assert m.keypad_lock
+    esme_command(m, ["keypad-lock", "off"])
+    esme_command(m, ["silent", "on"])
+    assert not m.keypad_lock and m.silent
+    for bad in (["keypad-lock"], ["credit", "on"], ["silent", "maybe"]):
+        with pytest.raises(ValueError):
+            esme_command(m, bad)
