@@ -113,8 +113,9 @@ class Intake:
             except envelope.EnvelopeError as exc:
                 id = _id_in(payload)  # refused before json.loads: name the id if it is plain
                 raise exc
-            if gbcs is None and isinstance(obj, dict) and "utrn" in obj:
-                # a top-up (docs/envelope.md): its code is loaded with the first one
+            if isinstance(obj, dict) and "utrn" in obj:
+                # a top-up (docs/envelope.md): its code is loaded with the first one (and it
+                # refuses a message that also carries gbcs)
                 from ppmid import topup
                 env = topup.from_json_obj(obj)
             else:
