@@ -227,6 +227,21 @@ async def test_in_flight_top_up_refuses_its_twin():
     assert len(r.han.zcl) == 1
 
 
+async def test_accepted_top_up_survives_a_power_cut_and_goes_once():
+    m = Meter()
+    r = rig(m)
+    text = make(value=70)
+    await submit(r, "t-1", text)   # accepted (journaled), not yet dispatched
+    r.restart()                    # power cut: RAM gone, flash kept
+    e = r.journal.by_id["t-1"]
+    assert e.topup and e.state == J.QUEUED and r.journal.body(e) == text.encode()
+    await r.pump()
+    r.restart()
+    await r.pump()
+    assert len(r.han.zcl) == 1 and m.credit == 1070
+    assert r.pub.statuses("t-1")[-1] == "topped-up"
+
+
 async def test_answer_after_a_restart_still_ends_the_top_up():
     r = rig(None)   # the meter answers only after the gateway restarted
     text = make(value=33)
