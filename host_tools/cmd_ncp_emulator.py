@@ -6,7 +6,8 @@
 Runs until interrupted. Every GBCS message the CH receives or sends goes to --log (JSONL)
 and to --pcap (pcapng for Wireshark, docs/captures.md).
 Type commands on stdin while it runs: `alert ESME`, `alert GSME`, `reset`, `network-down 5`,
-`close-tunnel 2`, `forget-tunnel 2`, `busy 10`, `stats`."""
+`close-tunnel 2`, `forget-tunnel 2`, `busy 10`, `stats`, and for the ESME's top-ups
+(docs/utrn.md): `esme` (credit and counts), `esme keypad-lock|silent|unreachable on|off`."""
 import json
 import os
 import sys
@@ -45,6 +46,24 @@ def _pty_from_state(state_dir):
         raise CliError("cannot find the Zigbee pty in %s (%s): is the board started?" % (path, exc))
 
 
+ESME_KNOBS = {"keypad-lock": "keypad_lock", "silent": "silent", "unreachable": "unreachable"}
+
+
+def esme_command(esme, words):
+    """`esme` -> the emulated ESME's figures; `esme KNOB on|off` sets a fault knob. Raises
+    ValueError on anything else. Runs on the emulator's loop."""
+    if not words:
+        return esme.figures()
+    if len(words) != 2 or words[0] not in ESME_KNOBS or words[1] not in ("on", "off"):
+        raise ValueError("esme [%s on|off]" % "|".join(sorted(ESME_KNOBS)))
+    setattr(esme, ESME_KNOBS[words[0]], words[1] == "on")
+    return esme.figures()
+
+
+def _esme(emu, words):
+    print(json.dumps(emu.call(esme_command, emu.ch.esme, words)), flush=True)
+
+
 def _console(emu):
     actions = {
         "alert": lambda a: emu.send_alert(a[0] if a else "ESME"),
@@ -55,6 +74,7 @@ def _console(emu):
         "forget-tunnel": lambda a: emu.forget_tunnel(float(a[0]) if a else None),
         "busy": lambda a: emu.tunnel_busy(float(a[0]) if a else 10.0),
         "stats": lambda a: print(json.dumps(emu.stats(), indent=1)),
+        "esme": lambda a: _esme(emu, a),
     }
     for line in sys.stdin:
         words = line.split()

@@ -10,7 +10,8 @@ path. `--link PATH` also puts a symlink to that slave at PATH (removed on exit):
 opens names it finds in /dev, so `nfc.ContactlessFrontend("tty:ttyPN532EMU:pn532")` opens
 /dev/ttyPN532EMU (docs/nfc.md, "nfcpy").
 
-`--phone FILE` / `--tag FILE` take a binary command envelope (docs/envelope.md); the phone
+`--phone FILE` / `--tag FILE` take a binary command or top-up envelope (docs/envelope.md,
+version 1 or 2: `ppmid.topup.to_binary(ppmid.topup.sign(key, id, utrn, target))`); the phone
 runs the scripted PPMID app (docs/nfc.md) and, once the gateway has pushed the result,
 writes it to FILE.result.json. `--collect ID` places a phone that only asks for the result
 of an earlier command. The target is placed after --place-after seconds and removed after
@@ -89,8 +90,10 @@ def _target(args):
 
 
 def _envelope_id(data, name):
-    if len(data) < 4 or data[0] != 1 or 3 + data[2] > len(data):
-        raise CliError("%s is not a binary command envelope (docs/envelope.md)" % name)
+    # version 1: a command; 2: a top-up (docs/envelope.md "Top-ups"); the id sits at the
+    # same place in both
+    if len(data) < 4 or data[0] not in (1, 2) or 3 + data[2] > len(data):
+        raise CliError("%s is not a binary command or top-up envelope (docs/envelope.md)" % name)
     return data[3:3 + data[2]].decode("ascii", "replace")
 
 

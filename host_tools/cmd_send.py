@@ -1,4 +1,5 @@
-"""`ppmid send`: publish a signed command envelope to a gateway and print each status.
+"""`ppmid send`: publish a signed command (or top-up) envelope to a gateway and print each
+status.
 
 Builds the envelope with ppmid.envelope.sign (key: the gateway's envelope key kept by
 `ppmid provision` in STATE_DIR/keys/EUI.key, or --key-file), publishes it QoS 1 on
@@ -11,6 +12,8 @@ the emulated board's DIR/wired pty), no broker. The envelope is one signed elsew
 (`--envelope FILE`, from `ppmid sign`: the laptop needs no key) or signed here from
 --gbcs and the key. Prints the gateway's answer to the frame, then every status the same
 way, the final one with the response.
+`--utrn DIGITS --target EUI` sends a top-up instead (docs/utrn.md): exit 0 on
+`topped-up`.
 """
 import binascii
 import json
@@ -30,13 +33,16 @@ def add_arguments(p):
     g.add_argument("--envelope", metavar="FILE", help="a binary envelope signed by `ppmid sign` (with --serial)")
     p.add_argument("--serial", metavar="PORT", help="send by wire to this serial port, not MQTT")
     p.add_argument("--baud", type=int, default=115200, help="the wired UART's baud rate (default 115200)")
+    g.add_argument("--utrn", metavar="DIGITS", help="a top-up: the UTRN's 20 digits (with --target)")
+    p.add_argument("--target", metavar="EUI", help="the meter a --utrn top-up is for (its EUI-64)")
     p.add_argument("--id", help="command id (default: random)")
     p.add_argument("--expires-in", type=int, metavar="S", help="expire S seconds from now")
     p.add_argument("--key-file", help="envelope key (32 raw bytes); default STATE_DIR/keys/EUI.key")
     p.add_argument("--user", default="test", help="DCC User identity (certificate dcc-user-NAME)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a final status")
-    p.add_argument("--until", default="response",
-                   choices=("accepted", "relayed", "response"), help="stop successfully at this status")
+    p.add_argument("--until", default=None,
+                   choices=("accepted", "relayed", "response", "topped-up"),
+                   help="stop successfully at this status (default: response; topped-up for --utrn)")
 
 
 def run(args):
@@ -57,7 +63,23 @@ def run(args):
         raise CliError("--timeout must be a number of seconds from 0 to 86400")
     if args.expires_in is not None and not 0 < args.expires_in <= 366 * 86400:
         raise CliError("--expires-in must be from 1 to %d seconds" % (366 * 86400))
-    if args.gbcs is not None:
+    topup = args.utrn is not None
+    if topup != (args.target is not None):
+        raise CliError("--target goes with --utrn (the meter the top-up is for), and only with it")
+    until = args.until or ("topped-up" if topup else "response")
+    if topup:
+        from host_tools.utrn import check
+        from ppmid import topup as T
+        verdict = check(args.utrn)
+        if not verdict["ok"]:  # the gateway would refuse it: say why here
+            raise CliError("UTRN refused: %s: %s" % (verdict["code"], verdict["reason"]))
+        digits = "".join(c for c in args.utrn if c.isdigit())  # the envelope carries the 20 digits
+        try:
+            target = T.check_target(args.target)
+        except Exception as exc:  # EnvelopeError
+            raise CliError(str(exc))
+        gbcs = None
+    elif args.gbcs is not None:
         try:
             gbcs = binascii.unhexlify(args.gbcs.replace(" ", ""))
         except (binascii.Error, ValueError):
@@ -68,7 +90,7 @@ def run(args):
                 gbcs = f.read()
         except OSError as exc:
             raise CliError("cannot read %s: %s" % (args.gbcs_file, exc))
-    if not gbcs:
+    if not topup and not gbcs:
         raise CliError("the GBCS command is empty")
     try:
         if args.key_file:
@@ -80,10 +102,13 @@ def run(args):
         raise CliError(str(exc))
     if len(key) != 32:
         raise CliError("envelope key must be 32 bytes, not %d" % len(key))
-    id = args.id or "cmd-" + secrets.token_hex(6)
+    id = args.id or ("topup-" if topup else "cmd-") + secrets.token_hex(6)
     expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
     try:
-        payload = mt.command_json(key, id, gbcs, expires)
+        if topup:
+            payload = mt.topup_json(key, id, digits, target, expires)
+        else:
+            payload = mt.command_json(key, id, gbcs, expires)
     except Exception as exc:  # EnvelopeError (bad id)
         raise CliError(str(exc))
     try:
@@ -92,7 +117,7 @@ def run(args):
         raise CliError(str(exc))
     try:
         cmd.publish_raw(payload)
-        done = (args.until,) + tuple(s for s in mt.FINAL if s != args.until)
+        done = (until,) + tuple(s for s in mt.FINAL if s != until)
         def show(st):
             print(json.dumps(st))
             sys.stdout.flush()
@@ -103,7 +128,7 @@ def run(args):
                               "error": {"code": "E_NO_ANSWER", "message": "no final status within %ss" % args.timeout}}))
             sys.stdout.flush()
             return 1
-        return 0 if statuses[-1]["status"] == args.until else 1
+        return 0 if statuses[-1]["status"] == until else 1
     finally:
         cmd.close()
 

@@ -289,7 +289,7 @@ class Emulation:
                "wifi": {"ssid": "emulated", "password": ""},
                # the gateway's clock comes from the emulation's SNTP server on loopback
                "sntp": {"servers": ["127.0.0.1"], "port": self.sntp.port if self.sntp else 123},
-               "han": {"devices": [{"eui": e, "type": t} for e, t in sorted(self.devices.items())]}}
+               "han": {"devices": [self._device(e, t) for e, t in sorted(self.devices.items())]}}
         if self.wired:
             cfg["wired"] = {"enabled": True}
         cfg = merge(cfg, self.overrides)
@@ -298,6 +298,24 @@ class Emulation:
         except C.ConfigError as exc:
             raise EmulateError("gateway config refused: %s" % exc)
         return cfg
+
+    @staticmethod
+    def _device(eui, kind):
+        d = {"eui": eui, "type": kind}
+        if eui == ESME:
+            # the emulated ESME's own HAN node takes top-ups (host_tools/ncp_emulator/esme.py)
+            from host_tools.ncp_emulator.esme import ESME_NWK, ESME_ENDPOINT
+            d["nwk"] = ESME_NWK
+            d["endpoint"] = ESME_ENDPOINT
+        return d
+
+    def targets(self):
+        """A top-up trace line's "esme" / "gsme" -> the EUI-64 of that meter on this HAN."""
+        out = {}
+        for e, t in self.devices.items():
+            if t in ("ESME", "GSME"):
+                out[t.lower()] = e
+        return out
 
     def check_config(self):
         """Refuse bad overrides before anything starts (EmulateError)."""
@@ -437,8 +455,9 @@ class Emulation:
         except Exception:  # noqa: BLE001
             return None
 
-    def ch_figures(self, lines):
-        """Commands of `lines` delivered to the CH (byte-identical), extra copies."""
+    def ch_figures(self, lines, meter_since=None):
+        """Commands of `lines` delivered to the CH (byte-identical), extra copies; what
+        the emulated ESME did with their top-ups since meter_mark() gave meter_since."""
         received = self.ncp.received
         counts = {}
         for m in received:
@@ -446,6 +465,8 @@ class Emulation:
         delivered = dupes = 0
         mine = set()
         for x in lines:
+            if x.get("gbcs") is None:
+                continue  # a top-up: it goes to the meter, not through the CH (below)
             b = bytes(x["gbcs"])
             if b in mine:
                 continue
@@ -456,7 +477,23 @@ class Emulation:
                 dupes += n - 1
         foreign = sum(n for m, n in counts.items() if m not in mine)
         return {"delivered_to_ch": delivered, "duplicates_to_ch": dupes, "foreign_to_ch": foreign,
-                "ch_received": len(received)}
+                "ch_received": len(received), "topups": self.meter_topups(lines, meter_since)}
+
+    def meter_mark(self):
+        esme = self.ncp.ch.esme
+        return len(esme.applied), len(esme.rejected)
+
+    def meter_topups(self, lines, since=None):
+        """What the emulated ESME did with the top-ups of `lines` (by UTRN) since `since`
+        (meter_mark()): credits, refusals, and UTRNs credited more than once in that time
+        (must stay 0)."""
+        esme = self.ncp.ch.esme
+        a0, r0 = since or (0, 0)
+        mine = set(x["utrn"] for x in lines if x.get("utrn") is not None)
+        applied = [u for u, _ in list(esme.applied)[a0:] if u in mine]
+        rejected = [u for u, _ in list(esme.rejected)[r0:] if u in mine]
+        return {"applied": len(applied), "rejected": len(rejected),
+                "applied_twice": len([u for u in set(applied) if applied.count(u) > 1])}
 
     # ---- replay ----------------------------------------------------------------------------
     def replayer(self, settle_s=None):
@@ -466,7 +503,8 @@ class Emulation:
             settle_s = self.config.get("limits", {}).get("response_timeout_s", 25) + 20
         # persistent session (host_tools.replay): statuses published while a broker
         # restart has us disconnected are kept for us
-        return Replayer(host, port, self.gateway, self.key, ca, cert, keyfile, settle_s=settle_s, out=self.log)
+        return Replayer(host, port, self.gateway, self.key, ca, cert, keyfile, settle_s=settle_s, out=self.log,
+                        targets=self.targets())
 
     def replay(self, lines, chaos=None, settle_s=None, speed=1.0, progress=None):
         """Replay `lines` (docs/trace.md), with optional Chaos; the replay report plus the
@@ -489,6 +527,7 @@ class Emulation:
         duration = max([x["at_ms"] for x in lines] + [0]) / 1000.0 / speed
         restarts0 = self.board.restarts
         ch0 = len(self.ncp.received)
+        meter0 = self.meter_mark()
         try:
             if chaos is not None:
                 chaos.start(self, max(duration, 2.0))
@@ -501,7 +540,7 @@ class Emulation:
             r.close()
         # a final broker restart or board kill may still be settling: the figures below
         # are read after the replay's own settle wait
-        rep.update(self.ch_figures(lines))
+        rep.update(self.ch_figures(lines, meter0))
         rep["ch_received_during"] = len(self.ncp.received) - ch0
         rep["board_restarts"] = self.board.restarts - restarts0
         rep["heap"] = self.heap_figures()

@@ -18,7 +18,7 @@ mpcompat.install()
 
 from ppmid.mqtt.contract import Topics  # noqa: E402  (firmware module, after mpcompat)
 
-FINAL = ("response", "rejected", "timeout", "failed")
+FINAL = ("response", "rejected", "timeout", "failed", "topped-up")
 
 
 def broker_info(state_dir):
@@ -104,6 +104,17 @@ def command_json(key, id, gbcs, expires=None):
     env = envelope.sign(key, id, gbcs, expires)
     obj = {"id": id, "gbcs": binascii.b2a_base64(gbcs, newline=False).decode(),
            "mac": env.mac.hex()}
+    if expires is not None:
+        obj["expires"] = expires
+    return json.dumps(obj).encode()
+
+
+def topup_json(key, id, utrn, target, expires=None):
+    """Signed JSON top-up (docs/envelope.md "Top-ups"), bytes. The UTRN goes as given:
+    the gateway judges it."""
+    from ppmid import topup
+    env = topup.sign(key, id, utrn, target, expires)
+    obj = {"id": id, "utrn": utrn, "target": env.target, "mac": env.mac.hex()}
     if expires is not None:
         obj["expires"] = expires
     return json.dumps(obj).encode()

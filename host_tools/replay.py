@@ -27,8 +27,10 @@ mpcompat.install()
 
 from ppmid.mqtt.contract import Topics  # noqa: E402  (firmware module, after mpcompat)
 
-FINAL = ("response", "rejected", "failed", "timeout")
-CONCLUSIVE = ("response", "rejected", "failed")  # timeout may still be followed by a late response
+FINAL = ("response", "rejected", "failed", "timeout", "topped-up")
+CONCLUSIVE = ("response", "rejected", "failed", "topped-up")  # timeout may still be followed by a late response
+# a top-up line's target "esme" / "gsme": the test devices unless the caller names others
+TEST_TARGETS = {"esme": "00DB1234567890A0", "gsme": "00DB1234567890A1"}
 
 
 class ReplayError(Exception):
@@ -71,12 +73,26 @@ def identity_from_state_dir(state_dir, user="dcc-user-test"):
     return (info.get("host", "127.0.0.1"), info["port"]) + paths
 
 
-def envelope_payload(key, line, now_s):
+def envelope_payload(key, line, now_s, targets=None):
     from ppmid import envelope
     expires = None if line.get("expires_in_s") is None else int(now_s) + line["expires_in_s"]
+    if line.get("utrn") is not None:
+        return topup_payload(key, line, expires, targets or TEST_TARGETS)
     env = envelope.sign(key, line["id"], line["gbcs"], expires)
     obj = {"id": env.id, "gbcs": binascii.b2a_base64(line["gbcs"], newline=False).decode(),
            "mac": binascii.hexlify(env.mac).decode()}
+    if expires is not None:
+        obj["expires"] = expires
+    return env, json.dumps(obj)
+
+
+def topup_payload(key, line, expires, targets):
+    """A top-up line (docs/trace.md) signed into its envelope (docs/envelope.md "Top-ups")."""
+    from ppmid import topup
+    target = targets.get(line["target"], line["target"]).upper()
+    env = topup.TopupEnvelope(line["id"], line["utrn"], target, expires,
+                              topup.compute_mac(key, line["id"], expires, target, line["utrn"]))
+    obj = {"id": env.id, "utrn": env.utrn, "target": target, "mac": binascii.hexlify(env.mac).decode()}
     if expires is not None:
         obj["expires"] = expires
     return env, json.dumps(obj)
@@ -106,7 +122,7 @@ class Replayer:
     earlier run) and dropped by close(). Two replays to one gateway at once need two ids."""
 
     def __init__(self, host, port, gateway, key, ca, cert, keyfile, speed=1.0, settle_s=40.0,
-                 nfc=None, client_id=None, out=print, connect_timeout=10.0, serial=None):
+                 nfc=None, client_id=None, out=print, connect_timeout=10.0, serial=None, targets=None):
         self.host, self.port = host, port
         self.gateway = gateway.upper()
         self.key = key
@@ -119,6 +135,7 @@ class Replayer:
         self.out = out
         self.connect_timeout = connect_timeout
         self.progress = None  # progress(lines handed over so far, total): a host_tools.progress bar
+        self.targets = dict(targets or TEST_TARGETS)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self.received = {}   # id -> [(t_monotonic, message dict)]
@@ -269,7 +286,7 @@ class Replayer:
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            env, payload = envelope_payload(self.key, line, time.time())
+            env, payload = envelope_payload(self.key, line, time.time(), self.targets)
             via = line.get("via", "mqtt")
             if via != "mqtt":
                 path = self.serial if via == "serial" else self.nfc
@@ -302,7 +319,7 @@ class Replayer:
         for t, m in msgs:
             if m.get("status") in FINAL:
                 final = (t, m)
-                if m["status"] == "response":
+                if m["status"] in ("response", "topped-up"):
                     break  # a response (late or not) is the end of the story
         if conclusive and final is not None and final[1]["status"] == "timeout":
             return None
@@ -314,7 +331,11 @@ class Replayer:
         rep = {"version": 1, "gateway": self.gateway, "duration_s": round(duration_s, 3),
                "commands": len(sent), "responses": 0, "late": 0, "timeouts": 0, "lost": [],
                "rejected": {}, "failed": {}, "latency_ms": {"n": 0, "p50": None, "p95": None, "max": None},
-               "mismatches": [], "skipped": skipped, "alerts": len(self.alerts), "per_id": {}, "roads": {}}
+               "mismatches": [], "skipped": skipped, "alerts": len(self.alerts), "per_id": {}, "roads": {},
+               # as the gateway reported them; `ppmid emulate` replaces these with what the
+               # emulated meter did (docs/trace.md)
+               "topups": {"applied": 0, "rejected": 0, "applied_twice": 0}}
+        applied_utrns = {}
         lat = []
         with self._lock:
             for id in sent:
@@ -341,11 +362,20 @@ class Replayer:
                         if m.get("late"):
                             rep["late"] += 1
                             got["late"] = True
+                    elif m["status"] == "topped-up":
+                        rep["topups"]["applied"] += 1
+                        u = by_id[id].get("utrn")
+                        applied_utrns[u] = applied_utrns.get(u, 0) + 1
+                        ms = int(round((t - sent[id]) * 1000))
+                        entry["latency_ms"] = ms
+                        got["topup"] = m.get("topup")
                     elif m["status"] == "timeout":
                         rep["timeouts"] += 1
                     elif m["status"] == "rejected":
                         code = code or "?"
                         rep["rejected"][code] = rep["rejected"].get(code, 0) + 1
+                        if by_id[id].get("utrn") is not None:
+                            rep["topups"]["rejected"] += 1
                     elif m["status"] == "failed":
                         code = code or "?"
                         rep["failed"][code] = rep["failed"].get(code, 0) + 1
@@ -359,6 +389,7 @@ class Replayer:
                     if not ok:
                         rep["mismatches"].append({"id": id, "expect": exp, "got": got})
                 rep["per_id"][id] = entry
+        rep["topups"]["applied_twice"] = sum(1 for n in applied_utrns.values() if n > 1)
         if lat:
             rep["latency_ms"] = {"n": len(lat), "p50": percentile(lat, 50), "p95": percentile(lat, 95),
                                  "max": max(lat)}
@@ -385,6 +416,10 @@ def table(rep):
             rows.append(("via " + via, "%d (%s)" % (roads[via]["commands"], finals)))
     if rep["skipped"]:
         rows.append(("skipped", len(rep["skipped"])))
+    t = rep.get("topups") or {}
+    if any(t.values()):
+        rows.append(("top-ups applied/rejected/twice", "%s / %s / %s" % (t.get("applied"), t.get("rejected"),
+                                                                      t.get("applied_twice"))))
     rows.append(("alerts", rep["alerts"]))
     w = max(len(r[0]) for r in rows)
     out = ["%s  %s" % (k.ljust(w), v) for k, v in rows]

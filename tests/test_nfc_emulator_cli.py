@@ -122,7 +122,7 @@ def test_cli_refuses_a_non_envelope(tmp_path):
     bad.write_bytes(b"\x07hello")
     proc = _cli(["--pty", "/dev/null", "--phone", str(bad)])
     out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 1 and "not a binary command envelope" in out
+    assert proc.returncode == 1 and "not a binary command or top-up envelope" in out
 
 
 def test_cli_state_dir_without_nfc_uart(tmp_path):

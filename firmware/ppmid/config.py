@@ -115,6 +115,10 @@ def validate(cfg):
         d["eui"] = d["eui"].upper()
         if d["type"] not in DEVICE_TYPES:
             raise ConfigError("han device type %r is not one of %s" % (d["type"], ", ".join(DEVICE_TYPES)))
+        # where top-ups go (docs/utrn.md): the device's NWK address and SE endpoint
+        for k, lo, hi in (("nwk", 0, 0xFFF7), ("endpoint", 1, 240)):
+            if k in d and (isinstance(d[k], bool) or not isinstance(d[k], int) or not lo <= d[k] <= hi):
+                raise ConfigError("han device %s: %s must be an integer from %d to %d" % (d["eui"], k, lo, hi))
         if d["eui"] in seen:
             raise ConfigError("han device %s is listed twice" % d["eui"])
         seen.add(d["eui"])

@@ -24,10 +24,12 @@ E_CLOCK = "E_CLOCK"                        # clock unset: an expiry cannot be ch
 E_BUSY = "E_BUSY"                          # relay queue or journal full: try later
 
 # UTRN top-ups (docs/utrn.md): raised by ppmid/utrn.py, reported by `ppmid utrn check` and,
-# later in issue #17, by every path a top-up arrives on
+# by every road a top-up arrives on (ppmid/topup.py, ppmid/relay/topups.py)
 E_UTRN_FORMAT = "E_UTRN_FORMAT"            # not 20 digits (spaces and hyphens aside)
 E_UTRN_CHECK = "E_UTRN_CHECK"              # the check digit does not match: a mistyped digit
 E_UTRN_VALUE = "E_UTRN_VALUE"              # well formed, but not a top-up a meter could accept
+# (the top-up road's own codes, E_UTRN_TARGET / _DUPLICATE / _GSME and the meter's results,
+# live in ppmid/topup.py and ppmid/relay/topups.py: loaded only with the first top-up)
 
 
 class PpmidError(Exception):

@@ -16,6 +16,8 @@ from ppmid.gbcs import build, gbt
 from ppmid.gbcs.message import decode
 from ppmid.zigbee import tunnel as T
 
+from .esme import EmulatedEsme, ESME_NWK
+
 ESME = "00DB1234567890A0"
 GSME = "00DB1234567890A1"
 PPMID = "00DB1234567890A4"
@@ -93,12 +95,13 @@ class Device:
             return canned
         return build.make_response(msg, content=b"\x00")
 
-    def alert(self, message_code=0x8F66):
+    def alert(self, message_code=None):
         canned = self.corpus.alerts.get(self.title)
-        if canned:
+        if canned and message_code is None:
             return canned[self.alert_counter % len(canned)]
         self.alert_counter += 1
-        return build.build_signed(3, self.alert_counter, bytes.fromhex(self.title), bytes.fromhex(SUPPLIER), message_code,
+        return build.build_signed(3, self.alert_counter, bytes.fromhex(self.title), bytes.fromhex(SUPPLIER),
+                                  0x8F66 if message_code is None else message_code,
                                  b"\x0f\x00\x00\x00\x00\x00")
 
 
@@ -123,6 +126,7 @@ class CommsHub:
         self.log = log or (lambda m: None)
         corpus = Corpus(corpus_dir)
         self.devices = {ESME: Device(ESME, "ESME", corpus), GSME: Device(GSME, "GSME", corpus, gpf_delay_s)}
+        self.esme = EmulatedEsme()      # the ESME's own HAN node: top-ups (esme.py)
         self.tunnel_id = None
         self.ppmid_max = None
         self.transfer_size = transfer_size
@@ -240,6 +244,8 @@ class CommsHub:
         """An APS frame from the PPMID reached the CH; False = no APS ack (busy fault)."""
         if time.time() < self.refuse_until:
             return False
+        if dest == ESME_NWK:
+            return self._to_esme(aps, payload)
         if dest != CH_NWK:
             return False
         if aps["profile"] != T.PROFILE_SE or aps["cluster"] != T.CLUSTER_TUNNELING:
@@ -259,6 +265,23 @@ class CommsHub:
             payload = b"".join(parts[i] for i in range(count) if i in parts)
         self.loop.call_soon(self._zcl, payload)
         return True
+
+    def _to_esme(self, aps, payload):
+        # the ESME is a node of its own: the PPMID's Prepayment commands reach it directly
+        if self.esme.unreachable:
+            return False
+        if aps["profile"] == T.PROFILE_SE and aps["cluster"] == 0x0705:
+            self.loop.call_soon(self._esme_zcl, bytes(payload))
+        return True
+
+    def _esme_zcl(self, frame):
+        rsp, alert = self.esme.handle(frame)
+        if rsp is not None and self.ncp.can_reach_host():
+            self.ncp.incoming(ESME_NWK, T.PROFILE_SE, 0x0705, rsp)
+        if alert is not None:
+            self.send_to_ppmid(self.devices[ESME].alert(alert))
+        with self.changed:
+            self.changed.notify_all()
 
     def _zcl(self, frame):
         try:

@@ -33,6 +33,13 @@ def test_defaults_fill_in():
     assert len(cfg["han"]["devices"]) == 2
 
 
+def test_device_network_address_and_endpoint_are_kept():
+    from ppmid import config
+    cfg = config.validate(_with(han={"devices": [{"eui": "00DB1234567890A0", "type": "ESME", "nwk": 0x4A21,
+                                                  "endpoint": 9}]}))
+    assert cfg["han"]["devices"][0]["nwk"] == 0x4A21 and cfg["han"]["devices"][0]["endpoint"] == 9
+
+
 def test_partial_section_keeps_other_defaults():
     cfg = config.validate(_with(limits={"queue": 5}))
     assert cfg["limits"]["queue"] == 5 and cfg["limits"]["burst"] == 10
@@ -49,6 +56,11 @@ def test_bad_configs_name_the_problem():
                                                   {"eui": "00db1234567890a0", "type": "GSME"}]}))
     assert "message codes" in _err(_with(han={"devices": [], "allow": {"ESME": ["x"]}}))
     assert "unknown device type" in _err(_with(han={"devices": [], "allow": {"FRIDGE": [1]}}))
+    # where top-ups go (docs/utrn.md): an ESME's network address and endpoint
+    for bad in ({"nwk": 0xFFF8}, {"nwk": -1}, {"nwk": "0x4A21"}, {"nwk": True}, {"endpoint": 0},
+                {"endpoint": 241}):
+        dev = dict({"eui": "00DB1234567890A0", "type": "ESME"}, **bad)
+        assert list(bad)[0] in _err(_with(han={"devices": [dev]})), bad
     assert "max_gbcs" in _err(_with(limits={"max_gbcs": 0}))
     assert "unknown limits key" in _err(_with(limits={"speed": 1}))
     assert "port" in _err(_with(broker={"port": 99999}))

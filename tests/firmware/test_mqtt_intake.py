@@ -203,3 +203,31 @@ async def test_oversized_message_is_rejected_too_large():
     assert t == RSP and obj["id"] is None and obj["status"] == "rejected"
     assert obj["error"]["code"] == "E_TOO_LARGE" and "5000" in obj["error"]["message"]
     assert j.ids == []
+
+
+class TopupJournal:
+    def __init__(self):
+        self.got = []
+
+    async def accept(self, env, via):
+        env.verify(KEY)
+        self.got.append((env.id, env.utrn, env.target))
+
+
+async def test_top_up_message_reaches_the_hook_and_gbcs_with_utrn_is_refused():
+    from ppmid import topup
+    c = FakeClient()
+    j = TopupJournal()
+    intake = Intake(c, EUI, j.accept, 8192)
+    env = topup.sign(KEY, "t-1", "73943333457189043313", "00db1234567890a0")
+    obj = {"id": "t-1", "utrn": env.utrn, "target": "00db1234567890a0", "mac": binascii.hexlify(env.mac).decode()}
+    await intake.handle(CMD, json.dumps(obj).encode(), 1, False)
+    assert j.got == [("t-1", "73943333457189043313", "00db1234567890a0")] and c.published == []
+    # a top-up that also carries gbcs is neither: refused, nothing reaches the hook
+    both = json.loads(_cmd("t-2"))
+    both["utrn"] = env.utrn
+    both["target"] = env.target
+    await intake.handle(CMD, json.dumps(both).encode(), 1, False)
+    topic, st, qos, retain = c.published[-1]
+    assert st["id"] == "t-2" and st["status"] == "rejected" and st["error"]["code"] == "E_ENVELOPE"
+    assert len(j.got) == 1

@@ -9,7 +9,7 @@ from ppmid.errors import PpmidError
 ROOT = "ppmid/v1/"
 # what a gateway publishes on (it reads only cmd); the broker's ACL is built from this
 GATEWAY_WRITES = ("rsp", "alert", "state", "info", "log")
-STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed")
+STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed", "topped-up")
 
 
 class Topics:
@@ -34,10 +34,11 @@ def _eui(b):
     return hexlify(bytes(b)).decode().upper()
 
 
-def status_json(id, status, ms=None, gbcs=None, error=None, via=None, at=None, late=None):
+def status_json(id, status, ms=None, gbcs=None, error=None, via=None, at=None, late=None, topup=None):
     """Payload of rsp (bytes): "id" (None when unreadable), "status", then those given of
     "via" (the road the command came by), "at" (unix s), "ms", "gbcs" (bytes, sent in
-    base64), "late", "error" (a PpmidError or {"code", "message"})."""
+    base64), "late", "error" (a PpmidError or {"code", "message"}), "topup" (what the
+    meter answered a top-up: docs/utrn.md)."""
     if status not in STATUSES:
         raise ValueError("unknown status %r" % (status,))
     obj = {"id": id, "status": status}
@@ -53,6 +54,8 @@ def status_json(id, status, ms=None, gbcs=None, error=None, via=None, at=None, l
         obj["late"] = late
     if error is not None:
         obj["error"] = error.as_dict() if isinstance(error, PpmidError) else error
+    if topup is not None:
+        obj["topup"] = topup
     return json.dumps(obj).encode()
 
 

@@ -113,7 +113,13 @@ class Intake:
             except envelope.EnvelopeError as exc:
                 id = _id_in(payload)  # refused before json.loads: name the id if it is plain
                 raise exc
-            env = envelope.from_json_obj(obj, self.max_gbcs, gbcs)
+            if isinstance(obj, dict) and "utrn" in obj:
+                # a top-up (docs/envelope.md): its code is loaded with the first one (and it
+                # refuses a message that also carries gbcs)
+                from ppmid import topup
+                env = topup.from_json_obj(obj)
+            else:
+                env = envelope.from_json_obj(obj, self.max_gbcs, gbcs)
             id = env.id
             obj = None  # the decoded envelope holds what we need; free the JSON
             await self.accept(env, VIA)

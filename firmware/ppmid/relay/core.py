@@ -109,6 +109,7 @@ class Relay:
         self._wake_dispatch = asyncio.Event()
         self._room = asyncio.Event()   # set when a queued command leaves the queue
         self._tasks = []
+        self._topups = None      # the top-up road, loaded with the first top-up (topups())
         self.counters = {"received": 0, "accepted": 0, "relayed": 0, "answered": 0, "late": 0,
                          "timeouts": 0, "failed": 0, "rejected": {}, "retries": 0,
                          "link_resets": 0, "send_errors": 0, "duplicates": 0,
@@ -162,9 +163,12 @@ class Relay:
         for e in self.journal.entries():
             self.counters["recovered"] += 1
             try:
-                # a crash between the accept record and the counter record must not
-                # reopen the counter: commit again (the store only ever goes up)
-                self.validator.commit(self.decode(self.journal.body(e)))
+                if e.topup:
+                    self.topups()  # its responses must find their road
+                else:
+                    # a crash between the accept record and the counter record must not
+                    # reopen the counter: commit again (the store only ever goes up)
+                    self.validator.commit(self.decode(self.journal.body(e)))
             except Exception as exc:
                 self.log("warn", "recommit of %s failed: %r" % (e.id, exc))
             if e.state == J.QUEUED:
@@ -255,9 +259,18 @@ class Relay:
             self._reject(env, err, via)
             raise err
 
+    def topups(self):
+        """The top-up road (ppmid.relay.topups), imported on first use: a gateway that
+        never gets a top-up does not hold its code."""
+        if self._topups is None:
+            from ppmid.relay.topups import TopupRoad
+            self._topups = TopupRoad(self)
+        return self._topups
+
     def _accept(self, env, via):
         envmod.check_id(env.id)
-        if len(env.gbcs) > self.max_gbcs:
+        topup = getattr(env, "utrn", None) is not None  # a TopupEnvelope (ppmid.topup)
+        if not topup and len(env.gbcs) > self.max_gbcs:
             raise RelayError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % self.max_gbcs)
         env.verify(self.key)  # mac only: a redelivered command must still find its status
         e = self.journal.by_id.get(env.id)
@@ -273,9 +286,15 @@ class Relay:
             raise RelayError(E_CLOCK, "gateway clock is not set: cannot check expiry")
         if env.expires is not None and now_s >= env.expires:
             raise RelayError(E_EXPIRED, "command expired at %d (now %d)" % (env.expires, now_s))
-        msg = self.validator.check(env.gbcs)
-        target = bytes(msg.recipient)
-        orig = bytes(msg.originator)
+        if topup:
+            msg = None
+            target, orig, counter, body = self.topups().admit(env)
+        else:
+            msg = self.validator.check(env.gbcs)
+            target = bytes(msg.recipient)
+            orig = bytes(msg.originator)
+            counter = bytes(msg.counter_bytes)
+            body = env.gbcs
         queued = 0
         ahead_t = 1 if target in self.pacer.in_flight else 0
         ahead_o = 0
@@ -293,13 +312,13 @@ class Relay:
             if wait and now_s + wait >= env.expires:
                 raise RelayError(E_RATE, "at %s commands/s the %d commands ahead would take it past its expiry"
                                  % (self.pacer.rate, max(ahead_t, ahead_o)))
-        e = self.journal.accept(env.id, via, env.expires, now_s, target, orig,
-                                bytes(msg.counter_bytes), env.gbcs)
-        try:
-            self.validator.commit(msg)
-        except Exception as exc:
-            # the command is journaled; recovery commits its counter again
-            self.log("error", "counter commit failed for %s: %r" % (env.id, exc))
+        e = self.journal.accept(env.id, via, env.expires, now_s, target, orig, counter, body, topup)
+        if msg is not None:
+            try:
+                self.validator.commit(msg)
+            except Exception as exc:
+                # the command is journaled; recovery commits its counter again
+                self.log("error", "counter commit failed for %s: %r" % (env.id, exc))
         self.counters["accepted"] += 1
         self._emit(e, "accepted")
         self._wake_dispatch.set()
@@ -355,14 +374,20 @@ class Relay:
         e = self.journal.by_id.get(id)
         if e is None or e.via != via:
             return
-        r = self._result(e, True)
-        if r["status"] in FINAL:
-            self._finish(e, r)
+        if e.state == J.ANSWERED or e.state == J.FAILED:  # final ("response"; a top-up's answer)
+            self._finish(e, self._result(e, True))
 
     def _result(self, e, with_body):
         status = self._status.get(e.seq) or self._state_status(e)
         r = {"id": e.id, "status": status, "gbcs": None, "error": None, "late": False}
-        if e.state == J.ANSWERED:
+        if e.state == J.ANSWERED and e.topup:
+            # the meter's answer: "topped-up", or "rejected" with its result's code; the
+            # NFC phone gets its Consumer Top Up Response frame as the data
+            r["status"], r["topup"], r["error"] = self.topups().outcome(e)
+            r["late"] = e.late
+            if with_body:
+                r["gbcs"] = self.journal.response_body(e)
+        elif e.state == J.ANSWERED:
             r["status"] = "response"
             r["late"] = e.late
             if with_body:
@@ -455,7 +480,10 @@ class Relay:
         self.pacer.sent(e.target, e.originator, e.seq, now)
         self._corr[e.key()] = e
         try:
-            await self.han.send(None, body)
+            if e.topup:
+                await self.topups().send(e, body)
+            else:
+                await self.han.send(None, body)
         except Exception as exc:
             code = getattr(exc, "code", None)
             if code in RETRYABLE and e.state == J.SENDING:
@@ -515,18 +543,7 @@ class Relay:
         if cra == 2:
             e = self._corr.get(key)
             if e is not None:
-                if e.state == J.ANSWERED:
-                    self.counters["duplicate_responses"] += 1
-                    return
-                late = e.state == J.TIMED_OUT
-                self.journal.response(e, buf, late)
-                self.pacer.finished(e.target, e.seq)
-                self._deadline.pop(e.seq, None)
-                self.counters["answered"] += 1
-                if late:
-                    self.counters["late"] += 1
-                self._emit(e, "response")
-                self._wake_dispatch.set()
+                self.answered(e, buf)
                 return
             self.counters["unmatched"] += 1
         else:
@@ -534,6 +551,21 @@ class Relay:
         # alerts, and anything no command of ours is waiting for, go to the alert topic
         if self.outbox.publisher is not None:
             self.outbox.put(self.topics.alert, alert_json(buf, self.clock.time(), msg), 1)
+
+    def answered(self, e, buf):
+        """The response to command e (or a top-up's, from its road) arrived."""
+        if e.state == J.ANSWERED:
+            self.counters["duplicate_responses"] += 1
+            return
+        late = e.state == J.TIMED_OUT
+        self.journal.response(e, buf, late)
+        self.pacer.finished(e.target, e.seq)
+        self._deadline.pop(e.seq, None)
+        self.counters["answered"] += 1
+        if late:
+            self.counters["late"] += 1
+        self._emit(e, "response")
+        self._wake_dispatch.set()
 
     # ---- timers --------------------------------------------------------------------------
     def check_timers(self):
@@ -574,6 +606,8 @@ class Relay:
             return None
         now_s = self.clock.time()
         ms = (now_s - e.accepted_at) * 1000 if now_s >= e.accepted_at else None
+        if status == "response" and e.topup:
+            return self.topups().render(e, ms, now_s)
         if status == "response":
             return status_json(e.id, status, ms, self.journal.response_body(e), None, e.via, now_s, e.late)
         error = None

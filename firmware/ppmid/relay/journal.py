@@ -41,8 +41,10 @@ TIMED_OUT = const(3)
 FAILED = const(4)
 
 VIAS = ("mqtt", "nfc-phone", "nfc-tag", "serial")  # append only: stored as the index
+_VIA_TOPUP = const(0x80)  # in the accept record's via byte: a UTRN top-up, not a GBCS command
 
 # A: seq, expires, accepted_at, via, id_len | id | target 8 | originator 8 | counter 8 | gbcs
+# (a top-up: via | 0x80, originator zero, counter = the PTUT, body = the 20 UTRN digits)
 _ACCEPT_FMT = ">IIIBB"
 _ACCEPT_FIXED = const(14)
 
@@ -56,7 +58,7 @@ class Entry:
 
     __slots__ = ("seq", "id", "via", "expires", "accepted_at", "target", "originator",
                  "counter", "state", "deadline", "late_until", "late", "error",
-                 "body_off", "body_len", "rsp_off", "rsp_len", "retries", "published")
+                 "body_off", "body_len", "rsp_off", "rsp_len", "retries", "published", "topup")
 
     def __init__(self, seq, id, via, expires, accepted_at, target, originator, counter):
         self.seq = seq
@@ -78,10 +80,15 @@ class Entry:
         self.rsp_len = 0
         self.retries = 0
         self.published = None           # last status name the broker acknowledged (RAM only)
+        self.topup = False              # a UTRN top-up (ppmid.relay.topups), not a GBCS command
 
     def key(self):
         """Correlation key of the expected response: its originator is our target."""
         return bytes(self.target) + bytes(self.originator) + bytes(self.counter)
+
+
+def _via_byte(via, topup):
+    return (VIAS.index(via) if via in VIAS else 0) | (_VIA_TOPUP if topup else 0)
 
 
 def response_key(originator, recipient, counter):
@@ -233,10 +240,13 @@ class Journal:
             pos = _ACCEPT_FIXED
             id = str(bytes(p[pos:pos + il]), "ascii")
             pos += il
+            topup = bool(via & _VIA_TOPUP)
+            via &= 0x7F
             e = Entry(seq, id, VIAS[via] if via < len(VIAS) else "mqtt",
                       None if exp == _NO_EXPIRY else exp, at,
                       bytes(p[pos:pos + 8]), bytes(p[pos + 8:pos + 16]), bytes(p[pos + 16:pos + 24]))
             pos += 24
+            e.topup = topup
             e.body_off = off + pos
             e.body_len = len(p) - pos
             self._index(e)
@@ -323,16 +333,18 @@ class Journal:
                 # kept back from new commands is what makes this bounded
         return self._write(rtype, parts, sync) + _HEAD
 
-    def accept(self, id, via, expires, accepted_at, target, originator, counter, gbcs):
-        """Journal a new command. Raises JournalError(E_BUSY) when the index or the file
-        is full. Returns its Entry (state QUEUED)."""
+    def accept(self, id, via, expires, accepted_at, target, originator, counter, gbcs, topup=False):
+        """Journal a new command (topup: a UTRN top-up, gbcs then its digits). Raises
+        JournalError(E_BUSY) when the index or the file is full. Returns its Entry (state
+        QUEUED)."""
         if len(self.live) >= self.max_live:
             raise JournalError(E_BUSY, "%d commands in hand already: try later" % len(self.live))
         idb = id.encode()
         seq = self.next_seq
         fixed = struct.pack(_ACCEPT_FMT, seq, _NO_EXPIRY if expires is None else expires,
-                            accepted_at, VIAS.index(via) if via in VIAS else 0, len(idb))
+                            accepted_at, _via_byte(via, topup), len(idb))
         e = Entry(seq, id, via, expires, accepted_at, bytes(target), bytes(originator), bytes(counter))
+        e.topup = topup
         pay = self._append(_T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, gbcs), True)
         e.body_off = pay + _ACCEPT_FIXED + len(idb) + 24
         e.body_len = len(gbcs)
@@ -437,7 +449,7 @@ class Journal:
                         raise JournalError(E_JOURNAL, "journal short read during compaction")
                 idb = e.id.encode()
                 fixed = struct.pack(_ACCEPT_FMT, e.seq, _NO_EXPIRY if e.expires is None else e.expires,
-                                    e.accepted_at, VIAS.index(e.via) if e.via in VIAS else 0, len(idb))
+                                    e.accepted_at, _via_byte(e.via, e.topup), len(idb))
                 body_off = written + _HEAD + _ACCEPT_FIXED + len(idb) + 24
                 written += _put(out, _T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, body))
                 rsp_off = 0

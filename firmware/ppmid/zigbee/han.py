@@ -153,6 +153,10 @@ class ZigbeeHan:
         self._ack_count = 0
         self._ack_event = asyncio.Event()
         self._tasks = []
+        # SE profile frames of clusters other than the tunnel: on_zcl(sender NWK, cluster,
+        # ZCL frame), called synchronously (set by the relay's top-up road, which answers
+        # for its own errors); counted and dropped while None
+        self.on_zcl = None
 
     # ---- public ----------------------------------------------------------------------
     async def start(self):
@@ -201,6 +205,12 @@ class ZigbeeHan:
                 raise
             self.counters["sent"] += 1
             self._remember(data)
+
+    async def send_zcl(self, dest, cluster, endpoint, zcl):
+        """One ZCL frame to a HAN device directly, not through the tunnel (a top-up to
+        the ESME): ppmid.zigbee.direct, loaded with the first one."""
+        from ppmid.zigbee.direct import send_zcl
+        await send_zcl(self, dest, cluster, endpoint, zcl)
 
     # ---- status ----------------------------------------------------------------------
     def _set_status(self, status, detail=""):
@@ -366,6 +376,9 @@ class ZigbeeHan:
 
     def _incoming(self, m):
         aps = m["aps"]
+        if aps["cluster"] != CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == PROFILE_SE:
+            self.on_zcl(m["sender"], aps["cluster"], m["message"])
+            return
         if aps["profile"] != PROFILE_SE or aps["cluster"] != CLUSTER_TUNNELING:
             self.counters["rx_not_tunnel"] += 1
             return
@@ -585,7 +598,7 @@ class ZigbeeHan:
         self.counters["delivery_unknown"] += 1
         return HanError(E_DELIVERY_UNKNOWN, what)
 
-    async def _send_zcl(self, dest, zcl):
+    async def _send_zcl(self, dest, zcl, cluster=CLUSTER_TUNNELING, endpoint=ENDPOINT):
         """One ZCL frame, in APS fragments when it exceeds the module's payload limit.
         Returns when the module confirmed every fragment. Raises _NotTaken while the CH
         cannot have the whole frame (a fragment before the last failed, or the last one
@@ -609,7 +622,7 @@ class ZigbeeHan:
             if n > 1:
                 options |= E.APS_OPTION_FRAGMENT
                 group = (n << 8) | i
-            aps = E.aps_frame(PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ENDPOINT, options, group)
+            aps = E.aps_frame(PROFILE_SE, cluster, ENDPOINT, endpoint, options, group)
             self._tag = (self._tag % 255) + 1
             tag = self._tag
             w = _SentWait()

@@ -1,0 +1,179 @@
+# The top-up road of the relay: a UTRN for the ESME, checked, journaled like a command and
+# applied with the ZCL Prepayment cluster's Consumer Top Up (GBCS PECS01) straight to the
+# meter over the HAN; its Consumer Top Up Response ends it (`topped-up` or `rejected`).
+#
+# Loaded by the relay with the first top-up (Relay.topups()), or at recovery when the
+# journal holds one: a gateway that never sees a top-up never pays for this code, the UTRN
+# codec or the Prepayment frames. Spec: docs/utrn.md "Applying a top-up".
+import binascii
+
+from ppmid.errors import PpmidError, E_HAN_DEST
+from ppmid import utrn as codec
+from ppmid import topup as T
+from ppmid.topup import E_UTRN_TARGET
+from ppmid.mqtt.contract import status_json
+from ppmid.zigbee import prepayment as P
+from ppmid.relay.journal import FAILED, SENDING, TIMED_OUT
+
+E_UTRN_DUPLICATE = "E_UTRN_DUPLICATE"  # applied already or in flight (or the meter says so)
+E_UTRN_GSME = "E_UTRN_GSME"            # GSME top-ups (PCS01) are not implemented: docs/utrn.md
+
+DEFAULT_ENDPOINT = 1
+# Top-ups the meter applied are remembered (E_UTRN_DUPLICATE) in the journal's counters,
+# keyed b"U" + PTUT (8 bytes) -> the top-up's seq; the newest UTRN_KEEP of them are kept
+# (the meter keeps its own memory). Compaction keeps them like every counter.
+UTRN_KEEP = 32
+_NO_ORIGINATOR = b"\x00" * 8
+
+# the meter's result -> our stable code (docs/utrn.md); accepted results have none
+METER_CODES = {P.RESULT_INVALID: "E_UTRN_INVALID", P.RESULT_DUPLICATE: E_UTRN_DUPLICATE,
+               P.RESULT_ERROR: "E_UTRN_METER_ERROR", P.RESULT_MAX_CREDIT: "E_UTRN_MAX_CREDIT",
+               P.RESULT_KEYPAD_LOCK: "E_UTRN_KEYPAD_LOCK", P.RESULT_TOO_LARGE: "E_UTRN_TOO_LARGE"}
+_WHY = {P.RESULT_INVALID: "the meter found the top-up invalid (its MAC or its counter)",
+        P.RESULT_DUPLICATE: "the meter has applied this UTRN already",
+        P.RESULT_ERROR: "the meter could not apply the top-up",
+        P.RESULT_MAX_CREDIT: "the meter's maximum credit would be exceeded",
+        P.RESULT_KEYPAD_LOCK: "the meter's keypad is locked: it takes no top-ups now",
+        P.RESULT_TOO_LARGE: "the top-up value is larger than the meter accepts"}
+E_UTRN_RESULT = "E_UTRN_RESULT"  # a result code the meter should not send
+
+
+class TopupError(PpmidError):
+    pass
+
+
+def _ptut8(u):
+    # the PTUT as 8 bytes (a long int on 32 bits: two small halves, no to_bytes on longs)
+    hi = u.ptut >> 32
+    lo = u.ptut & 0xFFFFFFFF
+    return bytes(((hi >> 24) & 0xFF, (hi >> 16) & 0xFF, (hi >> 8) & 0xFF, hi & 0xFF,
+                  (lo >> 24) & 0xFF, (lo >> 16) & 0xFF, (lo >> 8) & 0xFF, lo & 0xFF))
+
+
+def remember_utrn(journal, ptut8, seq):
+    """A top-up the meter applied (or says it already had): refused as a duplicate from
+    now on, across restarts. Lazy like every counter record (the response record written
+    right after it is synced, and carries it to flash)."""
+    journal.put_counter(b"U" + bytes(ptut8), seq)
+    keys = [k for k in journal.counters if len(k) == 9 and k[0] == 0x55]
+    if len(keys) > UTRN_KEEP:
+        keys.sort(key=lambda k: journal.counters[k])
+        for k in keys[:len(keys) - UTRN_KEEP]:
+            # gone from the next compaction on; should the older file be read again
+            # first, the UTRN is only remembered a little longer
+            del journal.counters[k]
+
+
+def utrn_applied(journal, ptut8):
+    return (b"U" + bytes(ptut8)) in journal.counters
+
+
+class TopupRoad:
+    def __init__(self, relay):
+        self.relay = relay
+        self.meters = {}      # EUI (16 upper-case hex) -> han.devices entry
+        for d in relay.config["han"]["devices"]:
+            self.meters[d["eui"]] = d
+        self._tsn = 0
+        self._waiting = {}    # meter NWK address -> (ZCL sequence number, Entry)
+        relay.han.on_zcl = self.on_zcl
+        # loaded at recovery: a top-up sent before the restart may still be answered; its
+        # ZCL sequence number was not journaled, so its meter's next answer is taken
+        for e in relay.journal.live.values():
+            if e.topup and e.state in (SENDING, TIMED_OUT):
+                dev = self.meters.get(binascii.hexlify(e.target).decode().upper())
+                if dev is not None and dev.get("nwk") is not None:
+                    self._waiting[dev["nwk"]] = (None, e)
+
+    # ---- accept: everything that can be checked before the HAN ------------------------
+    def admit(self, env):
+        """(target 8 bytes, originator, counter, body) to journal, or TopupError /
+        UtrnError with the code that says why not."""
+        u = codec.decode(T.strict_digits(env.utrn))
+        target = T.check_target(env.target)
+        dev = self.meters.get(target)
+        if dev is None:
+            raise TopupError(E_UTRN_TARGET, "%s is not a meter on this gateway's HAN" % target)
+        if dev["type"] == "GSME":
+            raise TopupError(E_UTRN_GSME, "top-ups for the gas meter (GBCS PCS01, through the CH) are not "
+                                          "implemented: key the UTRN in at the meter")
+        if dev["type"] != "ESME":
+            raise TopupError(E_UTRN_TARGET, "%s is a %s: only a meter takes top-ups" % (target, dev["type"]))
+        if dev.get("nwk") is None:
+            raise TopupError(E_UTRN_TARGET, "the ESME's network address is not configured (han.devices nwk)")
+        ptut8 = _ptut8(u)
+        j = self.relay.journal
+        if utrn_applied(j, ptut8):
+            raise TopupError(E_UTRN_DUPLICATE, "this UTRN was applied already")
+        for x in j.live.values():
+            if x.topup and x.counter == ptut8 and x.state != FAILED:
+                raise TopupError(E_UTRN_DUPLICATE, "this UTRN is already on its way to the meter (%s)" % x.id)
+        return binascii.unhexlify(target), _NO_ORIGINATOR, ptut8, env.utrn.encode()
+
+    # ---- dispatch --------------------------------------------------------------------
+    async def send(self, e, body):
+        """Consumer Top Up to the meter (the relay wrote the sending record already);
+        raises the HAN link's HanError as han.send does."""
+        dev = self.meters.get(binascii.hexlify(e.target).decode().upper())
+        if dev is None or dev.get("nwk") is None:
+            raise TopupError(E_HAN_DEST, "the meter is no longer in han.devices")
+        self._tsn = (self._tsn + 1) & 0xFF
+        nwk = dev["nwk"]
+        self._waiting[nwk] = (self._tsn, e)
+        frame = P.consumer_top_up(self._tsn, body)
+        await self.relay.han.send_zcl(nwk, P.CLUSTER_PREPAYMENT, dev.get("endpoint", DEFAULT_ENDPOINT), frame)
+
+    # ---- receive (synchronous: from the HAN link's callback) -------------------------
+    def on_zcl(self, sender, cluster, frame):
+        """A ZCL frame from a HAN device outside the tunnel (ZigbeeHan.on_zcl)."""
+        if cluster != P.CLUSTER_PREPAYMENT:
+            self.relay.counters["rx_bad"] += 1
+            return
+        try:
+            self.on_frame(sender, frame)
+        except Exception as exc:  # noqa: BLE001 - the HAN link's callback must never fail
+            self.relay.log("error", "top-up response from 0x%04X: %r" % (sender, exc))
+
+    def on_frame(self, sender, frame):
+        relay = self.relay
+        w = self._waiting.get(sender)
+        try:
+            r = P.parse_response(frame)
+        except PpmidError as exc:
+            relay.counters["rx_bad"] += 1
+            relay.log("warn", "Prepayment frame from 0x%04X not understood: %s" % (sender, exc))
+            return
+        if w is None or (w[0] is not None and w[0] != r.seq):
+            relay.counters["unmatched"] += 1
+            relay.log("warn", "Consumer Top Up Response from 0x%04X (seq %d) matches no top-up" % (sender, r.seq))
+            return
+        e = w[1]
+        if e.seq not in relay.journal.live:
+            return
+        if r.accepted() or r.result == P.RESULT_DUPLICATE:
+            # applied (now or before): refused locally from now on
+            remember_utrn(relay.journal, e.counter, e.seq)
+        del self._waiting[sender]
+        relay.answered(e, frame)
+
+    # ---- status ----------------------------------------------------------------------
+    def outcome(self, e):
+        """(status, topup dict, error dict or None) of an answered top-up."""
+        try:
+            r = P.parse_response(self.relay.journal.response_body(e))
+        except PpmidError as exc:
+            return "rejected", None, {"code": E_UTRN_RESULT, "message": str(exc)}
+        t = {"result": r.result, "value": r.value, "credit": r.credit,
+             "source": P.SOURCES[r.source] if r.source < len(P.SOURCES) else r.source}
+        if r.accepted():
+            t["supply"] = P.SUPPLY[r.result]
+            return "topped-up", t, None
+        code = METER_CODES.get(r.result)
+        if code is None:
+            return "rejected", t, {"code": E_UTRN_RESULT, "message": "the meter answered result 0x%02X, "
+                                   "which no meter should send: not applied as far as we know" % r.result}
+        return "rejected", t, {"code": code, "message": _WHY[r.result]}
+
+    def render(self, e, ms, now_s):
+        status, t, error = self.outcome(e)
+        return status_json(e.id, status, ms, None, error, e.via, now_s, e.late, t)

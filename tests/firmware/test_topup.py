@@ -1,0 +1,374 @@
+# UTRN top-ups in the firmware: the top-up envelope (JSON and binary, its own mac domain),
+# the Prepayment cluster frames, and the relay's top-up road (checks with their codes,
+# journaled once, the meter's answer mapped to a final status, duplicates kept across a
+# restart, timeouts, a meter that answers nonsense). Runs under CPython and MicroPython.
+import struct
+
+from test_relay_support import Rig, KEY, ESME, GSME, PPMID, FakeHan
+from ppmid import topup, envelope, utrn
+from ppmid.envelope import EnvelopeError
+from ppmid.errors import PpmidError
+from ppmid.relay import journal as J
+from ppmid.zigbee import prepayment as P
+
+PPTD_BASE = 7394156990786306048
+ESME_NWK = 0x4A21
+UTRN_100P = "73943333457189043313"   # public vector: 100 pounds, counter 1
+
+
+def make(counter=1, value_class=0, value=500, mac=0x12345678):
+    ptut = (counter << 47) | (value_class << 45) | (value << 32) | mac
+    text = str(PPTD_BASE + ptut)
+    return text + str(utrn.check_digit(text))
+
+
+def code_of(fn, *args):
+    try:
+        fn(*args)
+    except PpmidError as exc:
+        return exc.code
+    return None
+
+
+# ---- the envelope ------------------------------------------------------------------------
+def test_signed_top_up_verifies_and_round_trips_binary():
+    env = topup.sign(KEY, "t-1", UTRN_100P, ESME.lower(), 1900000000)
+    assert env.target == ESME
+    env.verify(KEY, 1800000000)
+    b = topup.to_binary(env)
+    assert b[0] == 2 and b[1] == 1
+    back = topup.from_binary(b)
+    assert (back.id, back.utrn, back.target, back.expires, bytes(back.mac)) == \
+        (env.id, env.utrn, env.target, env.expires, bytes(env.mac))
+    back.verify(KEY)
+    # the JSON form: lower-case target text verifies as the same top-up
+    obj = {"id": "t-1", "utrn": UTRN_100P, "target": ESME.lower(), "expires": 1900000000,
+           "mac": "".join("%02x" % x for x in env.mac)}
+    topup.from_json_obj(obj).verify(KEY)
+
+
+def test_top_up_mac_is_not_a_command_mac():
+    env = topup.sign(KEY, "t-1", UTRN_100P, ESME)
+    assert code_of(env.verify, b"x" * 32) == "E_AUTH"
+    # the same fields signed as a command (domain ppmid-cmd-v1) do not pass for a top-up
+    forged = topup.TopupEnvelope("t-1", UTRN_100P, ESME, None,
+                                 envelope.compute_mac(KEY, "t-1", None, ESME.encode() + b"\x00" + UTRN_100P.encode()))
+    assert code_of(forged.verify, KEY) == "E_AUTH"
+    other = topup.TopupEnvelope("t-1", make(), ESME, None, env.mac)  # another UTRN, same mac
+    assert code_of(other.verify, KEY) == "E_AUTH"
+    late = topup.sign(KEY, "t-2", UTRN_100P, ESME, 100)
+    assert code_of(late.verify, KEY, 100) == "E_EXPIRED"
+
+
+def test_malformed_envelopes_have_codes():
+    good = {"id": "t-1", "utrn": UTRN_100P, "target": ESME, "mac": "00" * 32}
+    for field in ("id", "utrn", "target", "mac"):
+        obj = dict(good)
+        del obj[field]
+        assert code_of(topup.from_json_obj, obj) == "E_ENVELOPE"
+    assert code_of(topup.from_json_obj, dict(good, gbcs="AAAA")) == "E_ENVELOPE"
+    assert code_of(topup.from_json_obj, dict(good, utrn=7394)) == "E_ENVELOPE"
+    assert code_of(topup.from_json_obj, dict(good, id="a b")) == "E_ID"
+    assert code_of(topup.from_json_obj, dict(good, expires=-1)) == "E_ENVELOPE"
+    assert code_of(topup.from_json_obj, dict(good, mac="zz")) == "E_ENVELOPE"
+    assert code_of(topup.from_json_obj, [1]) == "E_ENVELOPE"
+    b = topup.to_binary(topup.sign(KEY, "t-1", UTRN_100P, ESME))
+    assert code_of(topup.from_binary, b[:-1]) == "E_ENVELOPE"
+    assert code_of(topup.from_binary, b"\x02\x02" + b[2:]) == "E_ENVELOPE"
+    assert code_of(topup.from_binary, b"\x01" + b[1:]) == "E_ENVELOPE"
+    assert code_of(topup.strict_digits, "7394 3333 4571 8904 3313") == "E_UTRN_FORMAT"
+    assert code_of(topup.check_target, "00DB12345678") == "E_UTRN_TARGET"
+    assert code_of(topup.check_target, "00DB1234567890ZZ") == "E_UTRN_TARGET"
+
+
+# ---- the Prepayment frames ---------------------------------------------------------------
+def test_consumer_top_up_frame_layout():
+    f = P.consumer_top_up(0x37, UTRN_100P.encode())
+    # cluster specific, client to server, no Default Response; seq; command 0x04
+    assert f[:3] == b"\x11\x37\x04"
+    assert f[3] == P.ORIGIN_IHD and f[4] == 20 and f[5:] == UTRN_100P.encode()
+    assert P.parse_request(f) == (0x37, P.ORIGIN_IHD, UTRN_100P.encode())
+    assert code_of(P.consumer_top_up, 1, b"") == "E_ZCL"
+
+
+def test_consumer_top_up_response_both_ways():
+    f = P.consumer_top_up_response(9, P.RESULT_ACCEPTED_SUPPLY_ARMED, 500, 2, -120)
+    assert f[:3] == b"\x19\x09\x03" and len(f) == 13
+    r = P.parse_response(f)
+    assert (r.seq, r.result, r.value, r.source, r.credit) == (9, 0x12, 500, 2, -120)
+    assert r.accepted() and not P.parse_response(P.consumer_top_up_response(9, 2, 0, 1, 0)).accepted()
+    assert code_of(P.parse_response, f[:-1]) == "E_ZCL"
+    assert code_of(P.parse_response, P.consumer_top_up(9, b"1")) == "E_ZCL"   # the other direction
+    assert code_of(P.parse_response, b"\x19\x09\x04" + f[3:]) == "E_ZCL"      # another command
+
+
+# ---- the relay's top-up road -------------------------------------------------------------
+class TopupHan(FakeHan):
+    """FakeHan with the direct ZCL road: send_zcl records (dest, cluster, endpoint, frame);
+    a scripted meter (fn(frame) -> response frame or None) answers through on_zcl, as the HAN link's receive callback does."""
+
+    def __init__(self, meter=None):
+        super().__init__()
+        self.on_zcl = None
+        self.zcl = []
+        self.meter = meter
+        self.zcl_fail = []
+
+    async def send_zcl(self, dest, cluster, endpoint, frame):
+        if self.zcl_fail:
+            code = self.zcl_fail.pop(0)
+            raise PpmidError(code, "scripted HAN failure")
+        self.zcl.append((dest, cluster, endpoint, bytes(frame)))
+        if self.meter is not None:
+            rsp = self.meter(bytes(frame))
+            if rsp is not None:
+                self.on_zcl(dest, cluster, rsp)
+
+
+class Meter:
+    """A plain ESME: credit in pence, each UTRN once."""
+
+    def __init__(self, credit=1000, result=None):
+        self.credit = credit
+        self.seen = set()
+        self.result = result   # a fixed result code instead (faults)
+
+    def __call__(self, frame):
+        seq, origin, code = P.parse_request(frame)
+        if self.result is not None:
+            return P.consumer_top_up_response(seq, self.result, 0, 1, self.credit)
+        if code in self.seen:
+            return P.consumer_top_up_response(seq, P.RESULT_DUPLICATE, 0, 1, self.credit)
+        self.seen.add(code)
+        u = utrn.decode(code)
+        self.credit += u.value_pence
+        return P.consumer_top_up_response(seq, P.RESULT_ACCEPTED_SUPPLY_ENABLED, u.value_pence, 2, self.credit)
+
+
+def topup_config(**limits):
+    from ppmid import config as C
+    return C.validate({"gateway": PPMID, "han": {"devices": [
+        {"eui": ESME, "type": "ESME", "nwk": ESME_NWK, "endpoint": 9},
+        {"eui": GSME, "type": "GSME"}, {"eui": "00DB1234567890A9", "type": "IHD"}]},
+        "limits": limits})
+
+
+def rig(meter=None, **kw):
+    return Rig(cfg=topup_config(**kw), han=TopupHan(meter))
+
+
+async def submit(r, id, text, target=ESME, via="mqtt", key=KEY, expires=None):
+    return await r.accept_env(topup.sign(key, id, text, target, expires), via)
+
+
+async def test_top_up_applied_once_and_reported():
+    m = Meter()
+    r = rig(m)
+    text = make(value=250)
+    assert await submit(r, "t-1", text) == {"id": "t-1", "status": "accepted"}
+    e = r.journal.by_id["t-1"]
+    assert e.topup and e.state == J.QUEUED and r.journal.body(e) == text.encode()
+    await r.pump()
+    assert len(r.han.zcl) == 1 and r.han.sent == []   # not through the tunnel
+    dest, cluster, ep, frame = r.han.zcl[0]
+    assert (dest, cluster, ep) == (ESME_NWK, 0x0705, 9)
+    assert P.parse_request(frame)[2] == text.encode()
+    assert r.pub.statuses("t-1") == ["accepted", "topped-up"], r.pub.statuses("t-1")
+    final = r.pub.on("/rsp")[-1]
+    assert final["topup"] == {"result": 0x10, "value": 250, "credit": 1250, "source": "ihd",
+                              "supply": "enabled"}
+    assert "error" not in final and m.credit == 1250
+    assert r.journal.live == {}
+    assert r.relay.result("t-1")["status"] == "topped-up"
+    # the same UTRN again, under a new id: refused here, the meter never sees it
+    res = await submit(r, "t-2", text)
+    assert res["status"] == "rejected" and res["error"] == "E_UTRN_DUPLICATE"
+    # the same id again: its status, nothing sent
+    assert (await submit(r, "t-1", text))["status"] == "topped-up"
+    await r.pump()
+    assert len(r.han.zcl) == 1
+
+
+async def test_duplicate_remembered_across_restart_and_forgotten_after_journal_wipe():
+    m = Meter()
+    r = rig(m)
+    text = make(value=300)
+    await submit(r, "t-1", text)
+    await r.pump()
+    r.relay.house_once()  # lazy records to flash
+    r.restart()
+    res = await submit(r, "t-2", text)
+    assert res["error"] == "E_UTRN_DUPLICATE"
+    # the gateway forgets (journal wiped): the meter refuses it, result 0x02
+    r.journal.close()
+    import os
+    os.remove(r.journal.path)
+    r.boot()
+    assert (await submit(r, "t-3", text))["status"] == "accepted"
+    await r.pump()
+    final = r.pub.on("/rsp")[-1]
+    assert final["id"] == "t-3" and final["status"] == "rejected"
+    assert final["error"]["code"] == "E_UTRN_DUPLICATE" and final["topup"]["result"] == 2
+    assert m.credit == 1300 and len(m.seen) == 1
+    # and it is remembered again
+    assert (await submit(r, "t-4", text))["error"] == "E_UTRN_DUPLICATE"
+
+
+async def test_in_flight_top_up_refuses_its_twin():
+    r = rig(None)  # the meter does not answer
+    text = make(value=10)
+    await submit(r, "t-1", text)
+    assert (await submit(r, "t-2", text))["error"] == "E_UTRN_DUPLICATE"
+    await r.pump()
+    assert (await submit(r, "t-3", text))["error"] == "E_UTRN_DUPLICATE"
+    r.restart()   # in flight across a power cut: still refused, and never sent again
+    assert (await submit(r, "t-4", text))["error"] == "E_UTRN_DUPLICATE"
+    await r.pump()
+    assert len(r.han.zcl) == 1
+
+
+async def test_accepted_top_up_survives_a_power_cut_and_goes_once():
+    m = Meter()
+    r = rig(m)
+    text = make(value=70)
+    await submit(r, "t-1", text)   # accepted (journaled), not yet dispatched
+    r.restart()                    # power cut: RAM gone, flash kept
+    e = r.journal.by_id["t-1"]
+    assert e.topup and e.state == J.QUEUED and r.journal.body(e) == text.encode()
+    await r.pump()
+    r.restart()
+    await r.pump()
+    assert len(r.han.zcl) == 1 and m.credit == 1070
+    assert r.pub.statuses("t-1")[-1] == "topped-up"
+
+
+async def test_answer_after_a_restart_still_ends_the_top_up():
+    r = rig(None)   # the meter answers only after the gateway restarted
+    text = make(value=33)
+    await submit(r, "t-1", text)
+    await r.pump()
+    seq = P.parse_request(r.han.zcl[0][3])[0]
+    r.restart()
+    assert r.journal.by_id["t-1"].state == J.SENDING
+    r.han.on_zcl(ESME_NWK, 0x0705, P.consumer_top_up_response(seq, 0x10, 33, 2, 1033))
+    await r.publish_all()
+    assert r.pub.statuses("t-1")[-1] == "topped-up" and r.journal.live == {}
+    assert (await submit(r, "t-2", text))["error"] == "E_UTRN_DUPLICATE"
+    assert len(r.han.zcl) == 1
+
+
+async def test_bad_top_ups_refused_with_their_codes():
+    r = rig(Meter())
+    good = make()
+    bad_check = good[:19] + str((int(good[19]) + 1) % 10)
+    cases = [
+        ("b-1", "7394333345718904331", ESME, "E_UTRN_FORMAT"),
+        ("b-2", "7394 3333 4571 8904 3313", ESME, "E_UTRN_FORMAT"),
+        ("b-3", bad_check, ESME, "E_UTRN_CHECK"),
+        ("b-4", make(value=0), ESME, "E_UTRN_VALUE"),
+        ("b-5", make(value_class=2), ESME, "E_UTRN_VALUE"),
+        ("b-6", good, "00DB1234567890FF", "E_UTRN_TARGET"),
+        ("b-7", good, "00DB1234567890A9", "E_UTRN_TARGET"),   # an IHD
+        ("b-8", good, GSME, "E_UTRN_GSME"),
+        ("b-9", good, "not-an-eui", "E_UTRN_TARGET"),
+    ]
+    for id, text, target, code in cases:
+        env = topup.TopupEnvelope(id, text, target, None, topup.compute_mac(KEY, id, None, target, text))
+        res = await r.accept_env(env)
+        assert res["status"] == "rejected" and res["error"] == code, (id, res)
+    assert (await submit(r, "b-10", good, key=b"z" * 32))["error"] == "E_AUTH"
+    assert (await submit(r, "b-11", good, expires=1000))["error"] == "E_EXPIRED"
+    await r.pump()
+    assert r.han.zcl == [] and r.journal.live == {}
+    # none of them used the UTRN up
+    assert (await submit(r, "t-1", good))["status"] == "accepted"
+
+
+async def test_esme_without_network_address_takes_no_top_ups():
+    from ppmid import config as C
+    cfg = C.validate({"gateway": PPMID, "han": {"devices": [{"eui": ESME, "type": "ESME"}]}})
+    r = Rig(cfg=cfg, han=TopupHan(Meter()))
+    res = await submit(r, "t-1", make())
+    assert res["error"] == "E_UTRN_TARGET" and "nwk" in res["message"]
+
+
+async def test_meter_rejections_map_to_codes_and_the_utrn_may_be_tried_again():
+    m = Meter(result=P.RESULT_KEYPAD_LOCK)
+    r = rig(m)
+    text = make(value=40)
+    await submit(r, "t-1", text)
+    await r.pump()
+    final = r.pub.on("/rsp")[-1]
+    assert final["status"] == "rejected" and final["error"]["code"] == "E_UTRN_KEYPAD_LOCK"
+    assert final["topup"]["result"] == 5
+    m.result = None   # unlocked: the same UTRN goes through
+    assert (await submit(r, "t-2", text))["status"] == "accepted"
+    await r.pump()
+    assert r.pub.statuses("t-2")[-1] == "topped-up" and m.credit == 1040
+    for result, code in ((1, "E_UTRN_INVALID"), (3, "E_UTRN_METER_ERROR"), (4, "E_UTRN_MAX_CREDIT"),
+                         (6, "E_UTRN_TOO_LARGE"), (0x7F, "E_UTRN_RESULT")):
+        m.result = result
+        id = "r-%d" % result
+        await submit(r, id, make(value=result + 1000))
+        await r.pump()
+        f = r.pub.on("/rsp")[-1]
+        assert (f["id"], f["status"], f["error"]["code"]) == (id, "rejected", code)
+
+
+async def test_meter_silent_times_out_and_the_relay_keeps_going():
+    r = rig(None, response_timeout_s=5)
+    await submit(r, "t-1", make(value=7))
+    await r.pump()
+    r.clock.advance(5100)
+    r.relay.check_timers()
+    await r.publish_all()
+    assert r.pub.statuses("t-1") == ["accepted", "relayed", "timeout"]
+    # a GBCS command still goes
+    await r.submit("c-1", 10)
+    await r.pump()
+    assert len(r.han.sent) == 1
+    # garbage and unmatched Prepayment frames are counted, never crash
+    h = r.han.on_zcl
+    h(ESME_NWK, 0x0705, b"\x19\x01")
+    h(ESME_NWK, 0x0705, P.consumer_top_up_response(200, 0, 1, 1, 1))
+    h(ESME_NWK, 0x0702, b"\x18\x01\x0a")   # another cluster (Metering): not ours
+    assert r.relay.counters["rx_bad"] == 2 and r.relay.counters["unmatched"] == 1
+
+
+async def test_han_down_sends_it_later_and_delivery_unknown_never_twice():
+    m = Meter()
+    r = rig(m)
+    r.han.zcl_fail = ["E_HAN_DOWN"]
+    await submit(r, "t-1", make(value=5))
+    await r.pump()
+    assert r.han.zcl == [] and r.journal.by_id["t-1"].state == J.QUEUED
+    r.clock.advance(1500)
+    await r.pump()
+    assert r.pub.statuses("t-1")[-1] == "topped-up"
+    r.han.zcl_fail = ["E_DELIVERY_UNKNOWN"]
+    await submit(r, "t-2", make(value=6))
+    await r.pump()
+    assert r.journal.by_id["t-2"].state == J.SENDING   # may be at the meter: waits
+    r.clock.advance(60000)
+    r.relay.check_timers()
+    await r.pump()
+    assert r.pub.statuses("t-2")[-1] == "timeout"
+    assert len(r.han.zcl) == 1   # never sent again
+
+
+def test_journal_keeps_the_newest_utrns_only():
+    from test_relay_support import fresh_root
+    from ppmid.relay import topups as R
+    j = J.Journal(fresh_root())
+    j.open()
+    j.put_counter("SUPPLIER:ESME", 5)
+    for i in range(R.UTRN_KEEP + 3):
+        R.remember_utrn(j, struct.pack(">Q", i), i + 1)
+    assert not R.utrn_applied(j, struct.pack(">Q", 0)) and not R.utrn_applied(j, struct.pack(">Q", 2))
+    assert R.utrn_applied(j, struct.pack(">Q", 3)) and R.utrn_applied(j, struct.pack(">Q", R.UTRN_KEEP + 2))
+    j.compact()
+    j.close()
+    j2 = J.Journal(j.path[:j.path.rfind("/")])
+    j2.open()
+    assert R.utrn_applied(j2, struct.pack(">Q", 3)) and not R.utrn_applied(j2, struct.pack(">Q", 0))
+    assert j2.get_counter("SUPPLIER:ESME") == 5
