@@ -45,6 +45,27 @@ def add_arguments(p):
                    help="stop successfully at this status (default: response; topped-up for --utrn)")
 
 
+def _until(args):
+    if (args.utrn is not None) != (args.target is not None):
+        raise CliError("--target goes with --utrn (the meter the top-up is for), and only with it")
+    return args.until or ("topped-up" if args.utrn is not None else "response")
+
+
+def _checked_topup(args):
+    """The UTRN's 20 digits and the target EUI, or the reason the gateway would refuse them."""
+    from host_tools.utrn import check
+    from ppmid import topup as T
+    verdict = check(args.utrn)
+    if not verdict["ok"]:  # the gateway would refuse it: say why here
+        raise CliError("UTRN refused: %s: %s" % (verdict["code"], verdict["reason"]))
+    digits = "".join(c for c in args.utrn if c.isdigit())  # the envelope carries the 20 digits
+    try:
+        target = T.check_target(args.target)
+    except Exception as exc:  # EnvelopeError
+        raise CliError(str(exc))
+    return digits, target
+
+
 def run(args):
     if args.serial:
         return run_serial(args)
@@ -64,20 +85,9 @@ def run(args):
     if args.expires_in is not None and not 0 < args.expires_in <= 366 * 86400:
         raise CliError("--expires-in must be from 1 to %d seconds" % (366 * 86400))
     topup = args.utrn is not None
-    if topup != (args.target is not None):
-        raise CliError("--target goes with --utrn (the meter the top-up is for), and only with it")
-    until = args.until or ("topped-up" if topup else "response")
+    until = _until(args)
     if topup:
-        from host_tools.utrn import check
-        from ppmid import topup as T
-        verdict = check(args.utrn)
-        if not verdict["ok"]:  # the gateway would refuse it: say why here
-            raise CliError("UTRN refused: %s: %s" % (verdict["code"], verdict["reason"]))
-        digits = "".join(c for c in args.utrn if c.isdigit())  # the envelope carries the 20 digits
-        try:
-            target = T.check_target(args.target)
-        except Exception as exc:  # EnvelopeError
-            raise CliError(str(exc))
+        digits, target = _checked_topup(args)
         gbcs = None
     elif args.gbcs is not None:
         try:
@@ -149,12 +159,20 @@ def _wired_envelope(args):
             raise CliError("%s is not a binary envelope (ppmid sign writes one): %s" % (args.envelope, exc))
         return env.id, data
     from host_tools.cmd_sign import load_key, read_gbcs
-    gbcs = read_gbcs(args)
-    key = load_key(args)
     if args.expires_in is not None and not 0 < args.expires_in <= 366 * 86400:
         raise CliError("--expires-in must be from 1 to %d seconds" % (366 * 86400))
     id = args.id or "cmd-" + secrets.token_hex(6)
     expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
+    if args.utrn is not None:
+        from ppmid import topup
+        digits, target = _checked_topup(args)
+        key = load_key(args)
+        try:
+            return id, topup.to_binary(topup.sign(key, id, digits, target, expires))
+        except envelope.EnvelopeError as exc:
+            raise CliError(str(exc))
+    gbcs = read_gbcs(args)
+    key = load_key(args)
     try:
         return id, envelope.to_binary(envelope.sign(key, id, gbcs, expires))
     except envelope.EnvelopeError as exc:
@@ -165,6 +183,7 @@ def run_serial(args):
     from host_tools.wired import WiredClient, WiredError
     if not 0 < args.timeout <= 86400:
         raise CliError("--timeout must be a number of seconds from 0 to 86400")
+    until = _until(args)
     id, data = _wired_envelope(args)
 
     def show(obj):
@@ -185,7 +204,7 @@ def run_serial(args):
         if got[0] == "nack":
             show({"id": id, "status": "rejected", "via": "serial", "error": {"code": got[1], "message": got[2]}})
             return 1
-        done = (args.until,) + tuple(s for s in ("response", "failed") if s != args.until)
+        done = (until,) + tuple(s for s in ("response", "failed", "topped-up") if s != until)
         shown = 0
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
@@ -194,7 +213,7 @@ def run_serial(args):
             for m in msgs[shown:]:
                 show(m)
                 if m.get("status") in done:
-                    return 0 if m["status"] == args.until else 1
+                    return 0 if m["status"] == until else 1
             shown = len(msgs)
             time.sleep(0.05)
         show({"id": id, "status": "no-answer",

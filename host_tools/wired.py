@@ -30,22 +30,26 @@ class WiredError(Exception):
     pass
 
 
-def envelope_bytes(key, line, now_s=None):
+def envelope_bytes(key, line, now_s=None, targets=None):
     """The binary envelope of a trace line: the one signed elsewhere (`ppmid sign`, the
-    line's "envelope"), else signed here with `key`."""
+    line's "envelope"), else signed here with `key` (a command, or a top-up for a line with
+    "utrn": its "target" resolved through `targets`, default the test meters)."""
     if line.get("envelope") is not None:
         return bytes(line["envelope"])
     if key is None:
         raise WiredError("line %s has no signed envelope and no envelope key was given" % line["id"])
-    from ppmid import envelope
     now_s = time.time() if now_s is None else now_s
+    if line.get("utrn") is not None:
+        from host_tools.replay import envelope_payload
+        return _binary(envelope_payload(key, line, now_s, targets)[0])
+    from ppmid import envelope
     expires = None if line.get("expires_in_s") is None else int(now_s) + line["expires_in_s"]
     return envelope.to_binary(envelope.sign(key, line["id"], line["gbcs"], expires))
 
 
 def envelope_id(env_bytes):
     from ppmid import envelope
-    return envelope.from_binary(env_bytes, 65535).id
+    return envelope.from_binary_any(env_bytes, 65535).id
 
 
 class WiredClient:
@@ -353,5 +357,9 @@ class WiredReplayer:
 
 
 def _binary(env):
+    """A signed envelope of either kind in its binary form (docs/envelope.md)."""
+    if getattr(env, "utrn", None) is not None:
+        from ppmid import topup
+        return topup.to_binary(env)
     from ppmid import envelope
     return envelope.to_binary(env)

@@ -300,3 +300,42 @@ def test_ppmid_emulate_replays_a_trace_mixing_mqtt_and_serial_lines(tmp_path):
     assert rep["responses"] == 6 and rep["rejected"] == {"E_REPLAY": 1} and rep["duplicates_to_ch"] == 0
     assert rep["wired"]["acks"] >= 3 and rep["wired"]["nacks"] >= 1
     assert all(rep["wired"]["results"].get(x["id"]) == "response" for x in lines[1:6:2]), rep["wired"]
+
+
+def test_top_ups_by_wire_credit_the_meter_once_and_a_duplicate_is_refused(emu, tmp_path):
+    # the wire carries the top-up envelope (docs/envelope.md version 2) like NFC does
+    import json
+    from host_tools import utrn as U
+    from host_tools.wired import WiredReplayer
+    m = emu.ncp.ch.esme
+    credit0, seen0 = m.credit, m.received
+    utrn = U.test_utrn(21, "pennies", 350)
+    c = emu.wired_client
+    wr = WiredReplayer(c, emu.gateway, emu.key)
+    line = {"at_ms": 0, "id": "wire-topup", "utrn": utrn, "target": "esme", "via": "serial"}
+    assert wr.send_line(line)[0] == "ack"
+    assert c.wait_results(["wire-topup"], 30) == []
+    res = c.results["wire-topup"]
+    assert res["status"] == "topped-up" and res["topup"]["value"] == 350, res
+    assert m.credit == credit0 + 350 and m.received == seen0 + 1
+    # the same UTRN again under a fresh id: refused here, never reaches the meter
+    got = wr.send_line(dict(line, id="wire-topup-2"))
+    assert got[0] == "nack" and got[1] == "E_UTRN_DUPLICATE", got
+    # by the CLI on the laptop, with the key: a second UTRN tops up, a bad one is refused
+    key = tmp_path / "envelope.key"
+    key.write_bytes(emu.key)
+    port = emu.board.state()["uarts"]["wired"]
+    c.close()
+    try:
+        utrn2 = U.test_utrn(22, "pounds", 5)
+        r = ppmid("send", "--serial", port, "--key-file", key, "--utrn", utrn2, "--target", E.ESME,
+                  "--id", "wire-cli-topup", "--timeout", 30)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        last = json.loads(r.stdout.splitlines()[-1])
+        assert last["status"] == "topped-up" and last["topup"]["value"] == 500, last
+        r = ppmid("send", "--serial", port, "--key-file", key, "--utrn", utrn2[:19] + str((int(utrn2[19]) + 1) % 10),
+                  "--target", E.ESME)
+        assert r.returncode == 1 and "E_UTRN_CHECK" in r.stderr, r.stderr
+    finally:
+        c.open()
+    assert m.credit == credit0 + 350 + 500 and m.received == seen0 + 2

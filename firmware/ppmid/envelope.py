@@ -327,6 +327,16 @@ def from_binary(buf, max_gbcs):
     return Envelope(id, mv[pos:pos + glen], expires, mv[pos + glen:])
 
 
+def from_binary_any(buf, max_gbcs):
+    """A binary envelope of either kind, told apart by its version byte: 1 a command
+    (Envelope), 2 a top-up (ppmid.topup.TopupEnvelope, whose code is loaded only then).
+    The NFC and wired roads take both."""
+    if len(buf) and buf[0] == 2:
+        from ppmid import topup
+        return topup.from_binary(buf)
+    return from_binary(buf, max_gbcs)
+
+
 def to_binary(env):
     id = env.id.encode()
     flags = _FLAG_EXPIRES if env.expires is not None else 0

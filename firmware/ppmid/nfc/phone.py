@@ -15,7 +15,6 @@ from ppmid import envelope
 from ppmid.clock import ticks_ms, ticks_diff, sleep_ms
 from ppmid.errors import PpmidError, E_AUTH, E_TOO_LARGE, E_EXPIRED, E_ENVELOPE, E_ID
 from ppmid.nfc.apdu import transceive, SW_OK
-from ppmid.nfc.tag import any_envelope
 from ppmid.nfc.errors import (NfcError, E_NFC_PROTO, E_NFC_LENGTH, E_NFC_CRC, E_NFC_LATE,
                               E_NFC_GONE, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP)
 
@@ -173,7 +172,7 @@ class PhoneSession:
             off += n
         if running & 0xFFFFFFFF != crc:
             raise NfcError(E_NFC_CRC, "CRC-32 of the %d bytes received is %08X, phone announced %08X" % (total, running & 0xFFFFFFFF, crc))
-        env = any_envelope(buf, self.max_gbcs)  # a command, or a top-up (version 2)
+        env = envelope.from_binary_any(buf, self.max_gbcs)  # a command, or a top-up (version 2)
         if env.id != self.id:
             raise NfcError(E_NFC_PROTO, "envelope id %s differs from the announced %s" % (env.id, self.id))
         await self.intake.accept(env, "nfc-phone")  # raises PpmidError when refused

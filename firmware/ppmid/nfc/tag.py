@@ -86,17 +86,8 @@ async def _apdu(drv, tg, apdu, scratch):
     return await transceive(drv, tg, apdu, scratch)
 
 
-def any_envelope(buf, max_gbcs):
-    """A binary envelope of either kind (docs/envelope.md), told apart by its version byte:
-    1 a command (Envelope), 2 a top-up (ppmid.topup.TopupEnvelope, loaded only then)."""
-    if len(buf) and buf[0] == 2:
-        from ppmid import topup
-        return topup.from_binary(buf)
-    return envelope.from_binary(buf, max_gbcs)
-
-
 def envelope_from_ndef(msg, max_gbcs):
     """The envelope (command or top-up) carried by the message's application/vnd.ppmid.cmd
     record."""
     payload = ndef.find_mime(msg)
-    return any_envelope(payload, max_gbcs)
+    return envelope.from_binary_any(payload, max_gbcs)

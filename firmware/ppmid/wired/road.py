@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover
 
 VIA = "serial"
 PROTOCOL = 1
-_FINAL = ("response", "failed", "rejected")
+_FINAL = ("response", "failed", "rejected", "topped-up")
 _READ = 256          # bytes read from the UART at a time
 _WATCH_MAX = 64      # commands whose statuses are followed at once
 _NACK_RATE = 20      # NACKs per second (burst as many) before errors are only counted
@@ -43,10 +43,10 @@ def max_payload(max_gbcs):
 
 
 def decode_envelope(payload, max_gbcs):
-    """The intake decides what an envelope frame carries (today: the binary command
-    envelope; a top-up envelope kind joins here)."""
+    """The intake decides what an envelope frame carries: a binary command envelope or a
+    top-up (docs/envelope.md), as on NFC."""
     from ppmid import envelope
-    return envelope.from_binary(payload, max_gbcs)
+    return envelope.from_binary_any(payload, max_gbcs)
 
 
 class WiredRoad:
@@ -246,7 +246,7 @@ class WiredRoad:
             payload = status_json(id, "timeout", error=err, via=VIA)
         else:
             payload = status_json(id, r["status"], None, r.get("gbcs"), r.get("error"), VIA,
-                                  None, r.get("late") or None)
+                                  None, r.get("late") or None, r.get("topup"))
         self._keep(id, payload)
         self.stats["results"] += 1
         await self._send(F.T_RESULT, 0, payload)
