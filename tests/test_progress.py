@@ -45,20 +45,23 @@ def test_terminal_mode_redraws_one_line():
 def test_deploy_dry_run_output_is_plain_even_on_a_terminal(tmp_path):
     """`--dry-run` prints commands to copy and paste: never a bar."""
     master, slave = pty.openpty()
-    p = subprocess.run([sys.executable, "-m", "host_tools.cli", "deploy", "--port", "/dev/null", "--board", "emulated",
-                        "--dry-run", "--build-dir", str(tmp_path / "b")], cwd=ROOT, stdout=slave,
-                       stderr=subprocess.PIPE, timeout=120)
+    p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "deploy", "--port", "/dev/null", "--board",
+                          "emulated", "--dry-run", "--build-dir", str(tmp_path / "b")], cwd=ROOT, stdout=slave,
+                         stderr=subprocess.PIPE)
     os.close(slave)
+    # read the terminal while the command writes: its listing is longer than a pty's buffer
     chunks = []
     while True:
         try:
             data = os.read(master, 65536)
-        except OSError:
+        except OSError:   # EIO: the command closed its end
             break
         if not data:
             break
         chunks.append(data)
+    p.stderr_text = p.stderr.read().decode()
+    p.wait(timeout=120)
     os.close(master)
     out = b"".join(chunks).decode()
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 0, p.stderr_text
     assert "deploy: built" in out and "\x1b" not in out
