@@ -28,7 +28,8 @@ def add_arguments(p):
                    help="after the last command, wait this long for final statuses (default 40)")
     p.add_argument("--client-id", metavar="ID",
                    help="MQTT client id of the persistent session (default ppmid-replay-EUI; "
-                        "two replays to one gateway at once need two)")
+                        "two replays to one gateway at once need two; the broker `ppmid broker` "
+                        "starts uses the certificate's identity instead: there use --user)")
 
 
 def check_run_options(speed, settle_s, report):

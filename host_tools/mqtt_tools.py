@@ -36,13 +36,16 @@ def broker_info(state_dir):
 
 
 def paho_client(state_dir, ident, client_id=None, clean_session=True, info=None):
-    """A connected-ready paho client (not yet connected) using `ident`'s certificate."""
+    """A connected-ready paho client (not yet connected) using `ident`'s certificate.
+    The broker makes the certificate's identity the client id whatever the client sends
+    (docs/security.md), so that is the default, and one identity has one connection at a
+    time: a second client on the same certificate takes the first one's place."""
     import paho.mqtt.client as mqtt
     paths = client_paths(state_dir, ident)
     if not os.path.exists(paths["pem"]):
         raise RuntimeError("no certificate for %s in %s (ppmid broker issue)" % (ident, state_dir))
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                    client_id=client_id or "%s-%s" % (ident, secrets.token_hex(3)),
+                    client_id=client_id or ident,
                     clean_session=clean_session)
     c.tls_set(ca_certs=paths["ca_pem"], certfile=paths["pem"], keyfile=paths["key_pem"])
     return c
