@@ -13,7 +13,7 @@ DEFAULTS = {
     "wifi": {"ssid": "", "password": ""},
     "broker": {"host": "127.0.0.1", "port": 8883, "server_hostname": "ppmid-broker",
                "keepalive_s": 30},
-    "han": {"devices": [], "allow": {}},
+    "han": {"devices": [], "allow": {}, "profile": "all"},
     "limits": {
         "max_gbcs": 8192,          # largest command accepted, bytes
         "transfer_size": 1500,     # tunnel transfer size; larger messages go as GBT blocks
@@ -127,6 +127,9 @@ def validate(cfg):
         codes = allow[t]
         if not isinstance(codes, list) or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 0xFFFF for c in codes):
             raise ConfigError("han.allow.%s must be a list of message codes (0..65535)" % t)
+    from ppmid.gbcs.profiles import NAMES as PROFILES
+    if han.get("profile") not in PROFILES:
+        raise ConfigError("han.profile must be one of %s, not %r" % (", ".join(PROFILES), han.get("profile")))
     lim = out["limits"]
     _number(lim, "max_gbcs", 64, 65535)
     _number(lim, "transfer_size", 64, 65535)

@@ -67,13 +67,25 @@ class Validator:
         # for pairs whose recipient is on the HAN: one small lookup per message
         self._pairs = {}
         allow = han.get("allow") or {}
+        # the command profile (gbcs/profiles.py) narrows every device type's list
+        profile = han.get("profile") or "all"
+        admit = None
+        if profile != "all":
+            from ppmid.gbcs import profiles
+            admit = profiles.codes(profile)
         self._allow = {}
+        admitted = set()
         for t in set(self._devices.values()):
             if t in allow:
                 self._allow[t] = set(allow[t])
             else:
                 from ppmid.gbcs import codes
                 self._allow[t] = codes.commands_for(t)
+            if admit is not None:
+                self._allow[t] &= admit
+            admitted |= self._allow[t]
+        # (name, number of message codes this gateway relays): info's profile, profile_codes
+        self.profile = (profile, len(admitted))
 
     def device_type(self, eui):
         return self._devices.get(bytes(eui))
@@ -118,8 +130,8 @@ class Validator:
                             binascii.hexlify(msg.recipient).decode().upper())
         code = msg.message_code
         if code not in self._allow[pair[1]]:
-            raise GbcsError(E_NOT_ALLOWED, "message code 0x%04X is not allowed for %s %s" %
-                            (code, pair[1], binascii.hexlify(msg.recipient).decode().upper()))
+            raise GbcsError(E_NOT_ALLOWED, "message code 0x%04X is not allowed for %s %s (command profile %s)" %
+                            (code, pair[1], binascii.hexlify(msg.recipient).decode().upper(), self.profile[0]))
         last = self.store.get(pair[0])
         if last is not None and msg.counter <= last:
             raise GbcsError(E_REPLAY, "originator counter %d is not above the last accepted (%d) for this "
