@@ -41,6 +41,18 @@ def use_cases(name):
     return tuple(PROFILES[name].split())
 
 
+def narrow(allow, name):
+    """Narrow the validator's allow-lists (device type -> set of codes, in place) to
+    profile `name`. Returns (name, number of codes left over all types)."""
+    admit = codes(name)
+    left = set()
+    for t in allow:
+        if admit is not None:
+            allow[t] &= admit
+        left |= allow[t]
+    return name, len(left)
+
+
 def codes(name):
     """The set of command message codes a profile admits (from the code table), or None
     for `all`."""

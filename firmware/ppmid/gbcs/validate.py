@@ -67,25 +67,17 @@ class Validator:
         # for pairs whose recipient is on the HAN: one small lookup per message
         self._pairs = {}
         allow = han.get("allow") or {}
-        # the command profile (gbcs/profiles.py) narrows every device type's list
-        profile = han.get("profile") or "all"
-        admit = None
-        if profile != "all":
-            from ppmid.gbcs import profiles
-            admit = profiles.codes(profile)
         self._allow = {}
-        admitted = set()
         for t in set(self._devices.values()):
             if t in allow:
                 self._allow[t] = set(allow[t])
             else:
                 from ppmid.gbcs import codes
                 self._allow[t] = codes.commands_for(t)
-            if admit is not None:
-                self._allow[t] &= admit
-            admitted |= self._allow[t]
+        # the command profile narrows every list (boot-only code, in gbcs/profiles.py);
         # (name, number of message codes this gateway relays): info's profile, profile_codes
-        self.profile = (profile, len(admitted))
+        from ppmid.gbcs import profiles
+        self.profile = profiles.narrow(self._allow, han.get("profile") or "all")
 
     def device_type(self, eui):
         return self._devices.get(bytes(eui))
