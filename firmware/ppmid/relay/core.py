@@ -74,7 +74,7 @@ class Relay:
     def __init__(self, config, journal, validator, han, publisher, clock, envelope_key,
                  decode=None, wdt=None, topic_prefix=None, late_window_s=None,
                  max_wait_s=900, link_checks=(), link_grace_s=300, stall_ms=60000,
-                 console=print, log_rate_per_s=0.1, log_burst=5, admit_wait_ms=4000):
+                 console=print, log_rate_per_s=0.1, log_burst=5, admit_wait_ms=4000, senders=None):
         lim = config["limits"]
         self.config = config
         self.journal = journal
@@ -82,6 +82,7 @@ class Relay:
         self.han = han
         self.clock = clock
         self.key = envelope_key
+        self.senders = senders  # keys per DCC User (relay/senders.py), when configured
         if decode is None:
             from ppmid.gbcs import decode
         self.decode = decode
@@ -259,7 +260,8 @@ class Relay:
         envmod.check_id(env.id)
         if len(env.gbcs) > self.max_gbcs:
             raise RelayError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % self.max_gbcs)
-        env.verify(self.key)  # mac only: a redelivered command must still find its status
+        # mac only: a redelivered command must still find its status
+        sender = self.senders.verify(env) if self.senders else env.verify(self.key)
         e = self.journal.by_id.get(env.id)
         if e is not None:
             self.counters["duplicates"] += 1
@@ -274,6 +276,8 @@ class Relay:
         if env.expires is not None and now_s >= env.expires:
             raise RelayError(E_EXPIRED, "command expired at %d (now %d)" % (env.expires, now_s))
         msg = self.validator.check(env.gbcs)
+        if sender:
+            self.senders.check(sender, msg)
         target = bytes(msg.recipient)
         orig = bytes(msg.originator)
         queued = 0
