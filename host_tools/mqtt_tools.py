@@ -101,6 +101,25 @@ def envelope_key(state_dir, eui, create=False):
         return f.read()
 
 
+def user_key_path(state_dir, eui, name):
+    return os.path.join(state_dir, "keys", gateway_identity(eui) + ".users", name + ".key")
+
+
+def user_key(state_dir, eui, name, create=False):
+    """A DCC User's own envelope key for one gateway (config users.keys, docs/security.md),
+    kept on the host beside the gateway's key; created (32 random bytes) when asked."""
+    path = user_key_path(state_dir, eui, name)
+    if not os.path.exists(path):
+        if not create:
+            raise RuntimeError("no envelope key for user %s at %s (ppmid provision --user)" % (name, path))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def command_json(key, id, gbcs, expires=None):
     """Signed JSON command (docs/mqtt.md), bytes."""
     from ppmid import envelope
@@ -202,9 +221,12 @@ def gateway_files(state_dir, eui, cfg, key):
         cert = f.read()
     with open(paths["key_der"], "rb") as f:
         pkey = f.read()
-    return {"/config.json": (json.dumps(cfg, indent=1) + "\n").encode(),
-            "/certs/ca.der": ca, "/certs/gateway.der": cert, "/certs/gateway.key.der": pkey,
-            "/secrets/envelope.key": key}
+    files = {"/config.json": (json.dumps(cfg, indent=1) + "\n").encode(),
+             "/certs/ca.der": ca, "/certs/gateway.der": cert, "/certs/gateway.key.der": pkey,
+             "/secrets/envelope.key": key}
+    for name in ((cfg.get("users") or {}).get("keys") or {}):
+        files["/secrets/users/%s.key" % name] = user_key(state_dir, eui, name, create=True)
+    return files
 
 
 def write_tree(root, files):

@@ -171,7 +171,7 @@ async def start(board):
     clock = Clock(board.time, board.clock_source())
     relay = Relay(cfg, journal, validator, han, None, clock, creds[3],
                   wdt=board.wdt(WDT_TIMEOUT_MS),   # fed by the relay, only while healthy
-                  link_checks=[("han", _is(han, "status", "running"), 600)])
+                  link_checks=[("han", _is(han, "status", "running"), 600)], senders=senders)
     _mark(board, "han")
 
     from ppmid.mqtt.link import Link
