@@ -11,13 +11,11 @@ paho clients on MQTT 3.1.1 and 5 (issue #22, docs/security.md).
   as measured (docs/security.md). Either way nothing reaches a client that may not read it.
 """
 import json
-import threading
 import time
 
 import pytest
 
 from host_tools.broker import Broker, client_paths
-from host_tools import mqtt_tools as mt
 
 paho = pytest.importorskip("paho.mqtt.client")
 from paho.mqtt.client import MQTTv311, MQTTv5  # noqa: E402

@@ -29,7 +29,7 @@ mpcompat.install()
 
 from ppmid import envelope, config, sntp, utrn  # noqa: E402
 from ppmid.errors import PpmidError  # noqa: E402
-from ppmid.gbcs import Validator, MemoryCounterStore, GbcsError, build, decode, gbt  # noqa: E402
+from ppmid.gbcs import Validator, MemoryCounterStore, build, decode, gbt  # noqa: E402
 from ppmid.mqtt import packets  # noqa: E402
 from ppmid.nfc import ndef, frames  # noqa: E402
 from ppmid.zigbee import ash, ezsp, tunnel  # noqa: E402

@@ -28,9 +28,9 @@ def _write_keys(root):
             f.write(key)
 
 
-def _rig(legacy=True):
+def _rig(legacy=True, **kw):
     from ppmid import boot
-    cfg = config()
+    cfg = config(**kw)
     cfg["gateway"] = PPMID
     cfg["han"] = {"devices": [{"eui": ESME, "type": "ESME"}, {"eui": GSME, "type": "GSME"}]}
     cfg["users"] = _users(legacy)
@@ -38,7 +38,7 @@ def _rig(legacy=True):
     root = fresh_root()
     _write_keys(root)
     senders = boot._senders(root, cfg["users"], KEY)
-    return Rig(cfg=cfg, senders=senders)
+    return Rig(cfg=cfg, senders=senders, admit_wait_ms=150)
 
 
 async def test_each_sender_is_held_to_its_originators_and_role():
@@ -110,3 +110,14 @@ def test_missing_or_short_user_key_is_a_config_error():
         assert "32 bytes" in exc.message
     assert boot._senders(root, C.validate({"gateway": PPMID})["users"], KEY) is None
     assert boot._senders(root, C.validate({"gateway": PPMID, "users": {}})["users"], KEY) is None
+
+
+async def test_a_users_command_waits_for_queue_room_like_any_other():
+    # the relay's wait for queue room (not E_BUSY at once) checks the MAC with the same
+    # keys as acceptance: a DCC User's own key waits, a forged envelope does not
+    r = _rig(legacy=False, queue=1)   # no dispatch task: the queue stays full
+    assert (await r.submit("s1", 10, key=SUPPLIER_KEY))["status"] == "accepted"
+    assert (await r.submit("s2", 11, key=SUPPLIER_KEY))["error"] == "E_BUSY"
+    assert r.relay.counters["admit_waits"] == 1
+    assert (await r.submit("x1", 12, key=b"x" * 32))["error"] == "E_AUTH"
+    assert r.relay.counters["admit_waits"] == 1

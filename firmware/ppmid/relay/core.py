@@ -233,10 +233,14 @@ class Relay:
             r = self._recent_result(env.id)
             if r is not None and r["status"] != "rejected":
                 return False
-            env.verify(self.key)
+            self._verify(env)
         except Exception:
             return False
         return True
+
+    def _verify(self, env):
+        # the MAC: the sender when keys per DCC User are configured, else None; raises
+        return self.senders.verify(env) if self.senders else env.verify(self.key)
 
     def accept_now(self, env, via="mqtt"):
         self.counters["received"] += 1
@@ -261,7 +265,7 @@ class Relay:
         if len(env.gbcs) > self.max_gbcs:
             raise RelayError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % self.max_gbcs)
         # mac only: a redelivered command must still find its status
-        sender = self.senders.verify(env) if self.senders else env.verify(self.key)
+        sender = self._verify(env)
         e = self.journal.by_id.get(env.id)
         if e is not None:
             self.counters["duplicates"] += 1
