@@ -22,8 +22,12 @@ run: setup
 bench: setup
 	$(PY) bench/run.py
 
+# the fuzzers (tests/test_fuzz_parsers.py) run 150 inputs per parser in `make test`; the
+# soak gives each FUZZ_EXAMPLES and adds the inputs taken to bench/fuzz_results.json
+FUZZ_EXAMPLES ?= 20000
 soak: setup
 	$(PYTEST) -m slow
+	PPMID_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PPMID_FUZZ_RESULTS=bench/fuzz_results.json $(PYTEST) -q tests/test_fuzz_parsers.py
 
 # A MicroPython image with the app frozen in, for boards whose heap cannot hold it as .mpy
 # files: needs MICROPY_DIR (a MicroPython source tree) and ESP-IDF (IDF_PATH, idf.py);

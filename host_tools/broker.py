@@ -185,6 +185,9 @@ def conf_text(state_dir, port):
              "keyfile " + j("server.key.pem"),
              "require_certificate true",
              "use_identity_as_username true",
+             # the client id is the certificate's identity, whatever the client sends: no
+             # certificate can take over (kick, or wipe the queue of) another's session
+             "use_username_as_clientid true",
              "acl_file " + j("acl"),
              "persistence true",
              "persistence_location " + j("data") + "/",

@@ -44,7 +44,8 @@ def add_arguments(p):
                    help="also write the report as one HTML file with plots (latency, statuses per road)")
     p.add_argument("--client-id", metavar="ID",
                    help="MQTT client id of the persistent session (default ppmid-replay-EUI; "
-                        "two replays to one gateway at once need two)")
+                        "two replays to one gateway at once need two; the broker `ppmid broker` "
+                        "starts uses the certificate's identity instead: there use --user)")
 
 
 def check_run_options(speed, settle_s, report):

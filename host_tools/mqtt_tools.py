@@ -36,13 +36,16 @@ def broker_info(state_dir):
 
 
 def paho_client(state_dir, ident, client_id=None, clean_session=True, info=None):
-    """A connected-ready paho client (not yet connected) using `ident`'s certificate."""
+    """A connected-ready paho client (not yet connected) using `ident`'s certificate.
+    The broker makes the certificate's identity the client id whatever the client sends
+    (docs/security.md), so that is the default, and one identity has one connection at a
+    time: a second client on the same certificate takes the first one's place."""
     import paho.mqtt.client as mqtt
     paths = client_paths(state_dir, ident)
     if not os.path.exists(paths["pem"]):
         raise RuntimeError("no certificate for %s in %s (ppmid broker issue)" % (ident, state_dir))
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                    client_id=client_id or "%s-%s" % (ident, secrets.token_hex(3)),
+                    client_id=client_id or ident,
                     clean_session=clean_session)
     c.tls_set(ca_certs=paths["ca_pem"], certfile=paths["pem"], keyfile=paths["key_pem"])
     return c
@@ -90,6 +93,25 @@ def envelope_key(state_dir, eui, create=False):
     if not os.path.exists(path):
         if not create:
             raise RuntimeError("no envelope key at %s (ppmid provision creates it)" % path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def user_key_path(state_dir, eui, name):
+    return os.path.join(state_dir, "keys", gateway_identity(eui) + ".users", name + ".key")
+
+
+def user_key(state_dir, eui, name, create=False):
+    """A DCC User's own envelope key for one gateway (config users.keys, docs/security.md),
+    kept on the host beside the gateway's key; created (32 random bytes) when asked."""
+    path = user_key_path(state_dir, eui, name)
+    if not os.path.exists(path):
+        if not create:
+            raise RuntimeError("no envelope key for user %s at %s (ppmid provision --user)" % (name, path))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -210,9 +232,12 @@ def gateway_files(state_dir, eui, cfg, key):
         cert = f.read()
     with open(paths["key_der"], "rb") as f:
         pkey = f.read()
-    return {"/config.json": (json.dumps(cfg, indent=1) + "\n").encode(),
-            "/certs/ca.der": ca, "/certs/gateway.der": cert, "/certs/gateway.key.der": pkey,
-            "/secrets/envelope.key": key}
+    files = {"/config.json": (json.dumps(cfg, indent=1) + "\n").encode(),
+             "/certs/ca.der": ca, "/certs/gateway.der": cert, "/certs/gateway.key.der": pkey,
+             "/secrets/envelope.key": key}
+    for name in ((cfg.get("users") or {}).get("keys") or {}):
+        files["/secrets/users/%s.key" % name] = user_key(state_dir, eui, name, create=True)
+    return files
 
 
 def write_tree(root, files):

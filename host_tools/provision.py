@@ -24,9 +24,11 @@ class ProvisionError(ToolError):
 
 
 def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=None, server_hostname=None,
-          ssid=None, password=None, han_devices=(), envelope_key_file=None):
+          ssid=None, password=None, han_devices=(), envelope_key_file=None, users=(), roles=()):
     """(files {flash path: bytes}, config dict) or ProvisionError. han_devices: "EUI:TYPE"
-    strings; envelope_key_file: None = STATE_DIR/keys/EUI.key, created if absent."""
+    strings; envelope_key_file: None = STATE_DIR/keys/EUI.key, created if absent; users:
+    "NAME:ROLE:ORIGINATOR[,ORIGINATOR...]" strings (a key each, STATE_DIR/keys/EUI.users/
+    NAME.key, created if absent); roles: "ROLE=PROFILE" strings (docs/security.md)."""
     from host_tools import mqtt_tools as mt
     from host_tools.broker import BrokerError, gateway_identity
     from ppmid import config
@@ -79,6 +81,21 @@ def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=No
             devices.append({"eui": d_eui, "type": d_type})
         han["devices"] = devices
         cfg["han"] = han
+    if users or roles:
+        u = dict(cfg.get("users") or {})
+        u_keys, u_roles = dict(u.get("keys") or {}), dict(u.get("roles") or {})
+        for spec in roles:
+            role, sep, profile = spec.partition("=")
+            if not sep:
+                raise ProvisionError("--role %r: use ROLE=PROFILE (e.g. supplier=prepay)" % spec)
+            u_roles[role] = profile
+        for spec in users:
+            parts = spec.split(":")
+            if len(parts) != 3:
+                raise ProvisionError("--user %r: use NAME:ROLE:ORIGINATOR[,ORIGINATOR...]" % spec)
+            u_keys[parts[0]] = {"role": parts[1], "originators": [o.upper() for o in parts[2].split(",")]}
+        u["keys"], u["roles"] = u_keys, u_roles
+        cfg["users"] = u
     try:
         config.validate(json.loads(json.dumps(cfg)))
     except config.ConfigError as exc:

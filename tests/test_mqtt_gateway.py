@@ -31,7 +31,9 @@ def micropython():
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
     d = tmp_path_factory.mktemp("broker")
-    b = Broker(str(d), gateways=[GW_A, GW_B], users=["test"])
+    # "watch": the Watcher's own identity (the broker makes it the client id, so a
+    # Watcher and a Commander on one certificate would kick each other off)
+    b = Broker(str(d), gateways=[GW_A, GW_B], users=["test", "watch"])
     b.start()
     yield b
     b.stop()
@@ -95,7 +97,7 @@ class Watcher:
 
     def __init__(self, broker, eui):
         self.msgs = {}
-        self.c = mt.paho_client(broker.state_dir, "dcc-user-test")
+        self.c = mt.paho_client(broker.state_dir, "dcc-user-watch")
         self.c.on_message = lambda c, u, m: self.msgs.__setitem__(m.topic.rsplit("/", 1)[1], json.loads(m.payload))
         mt.connect(self.c, broker.state_dir)
         self.c.subscribe("ppmid/v1/%s/state" % eui, 1)

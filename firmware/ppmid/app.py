@@ -105,6 +105,7 @@ def _info(board, relay, han, clock):
         d["heap_min"] = heap["min"]
         d["clock"] = clock.source
         d["clock_synced_at"] = clock.synced_at
+        d["profile"], d["profile_codes"] = relay.validator.profile
         return d
     return info
 

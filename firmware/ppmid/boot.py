@@ -18,13 +18,43 @@ def _mark(board, stage):
 
 
 def _load_config(board):
-    """(cfg, envelope_key) or raise ConfigError."""
+    """(cfg, credentials, senders or None) or raise ConfigError."""
     from ppmid import config
     root = board.fs_root.rstrip("/")
     cfg = config.load(root + "/config.json")
     from ppmid.mqtt.link import load_credentials
     creds = load_credentials(root)
-    return cfg, creds
+    # the running app keeps the config dict: the users section is needed only here
+    return cfg, creds, _senders(root, cfg.pop("users"), creds[3])
+
+
+USER_KEYS = "/secrets/users/"   # + NAME.key: a DCC User's 32-byte envelope key
+
+
+def _senders(root, users, legacy_key):
+    # keys per DCC User (ppmid.relay.senders), only when the config registers some: the
+    # module is not even imported otherwise
+    if not users or not users["keys"]:
+        return None
+    from ppmid.errors import ConfigError
+    from ppmid.gbcs import profiles
+    from ppmid.relay.senders import Senders
+    import binascii
+    out = []
+    for name in users["keys"]:
+        k = users["keys"][name]
+        try:
+            with open(root + USER_KEYS + name + ".key", "rb") as f:
+                key = f.read()
+        except OSError:
+            raise ConfigError("envelope key of %s missing at %s%s.key" % (name, USER_KEYS, name))
+        if len(key) != 32:
+            raise ConfigError("envelope key of %s must be 32 bytes, not %d" % (name, len(key)))
+        role = users["roles"][k["role"]]
+        codes = profiles.codes(role) if isinstance(role, str) else set(role)
+        origs = set(binascii.unhexlify(o) for o in k["originators"])
+        out.append((name, key, origs, codes, k.get("revoked", False)))
+    return Senders(legacy_key if users["legacy_key"] else None, out)
 
 
 def _start_sntp(board, cfg, clock, link):
@@ -58,9 +88,10 @@ def _nfc_driver(board):
 
 
 # Modules only the boot needs besides this one: the config checks (the app keeps the
-# validated dict) and the message-code table the validator builds its allow-lists from.
-# Dropped once the app runs; whatever imports one later gets it loaded again.
-BOOT_ONLY = ("ppmid.config", "ppmid.gbcs.codes")
+# validated dict), the message-code table and the command profiles the validator builds
+# its allow-lists from. Dropped once the app runs; whatever imports one later gets it
+# loaded again.
+BOOT_ONLY = ("ppmid.config", "ppmid.gbcs.codes", "ppmid.gbcs.profiles", "ppmid.relay.users_config")
 
 
 def _unload(prefix):
@@ -110,7 +141,7 @@ async def start(board):
     from ppmid.errors import PpmidError
     _mark(board, "start")
     try:
-        cfg, creds = _load_config(board)
+        cfg, creds, senders = _load_config(board)
     except PpmidError as exc:  # ConfigError (E_CONFIG)
         status("config-error: %s" % (exc.message,))
         return None
@@ -140,7 +171,7 @@ async def start(board):
     clock = Clock(board.time, board.clock_source())
     relay = Relay(cfg, journal, validator, han, None, clock, creds[3],
                   wdt=board.wdt(WDT_TIMEOUT_MS),   # fed by the relay, only while healthy
-                  link_checks=[("han", _is(han, "status", "running"), 600)])
+                  link_checks=[("han", _is(han, "status", "running"), 600)], senders=senders)
     _mark(board, "han")
 
     from ppmid.mqtt.link import Link

@@ -13,7 +13,10 @@ DEFAULTS = {
     "wifi": {"ssid": "", "password": ""},
     "broker": {"host": "127.0.0.1", "port": 8883, "server_hostname": "ppmid-broker",
                "keepalive_s": 30},
-    "han": {"devices": [], "allow": {}},
+    "han": {"devices": [], "allow": {}, "profile": "all"},
+    # keys per DCC User (docs/security.md), checked by ppmid.relay.users_config only when
+    # present: {"keys": {name: {"role", "originators", "revoked"}}, "roles", "legacy_key"}
+    "users": None,
     "limits": {
         "max_gbcs": 8192,          # largest command accepted, bytes
         "transfer_size": 1500,     # tunnel transfer size; larger messages go as GBT blocks
@@ -131,6 +134,12 @@ def validate(cfg):
         codes = allow[t]
         if not isinstance(codes, list) or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 0xFFFF for c in codes):
             raise ConfigError("han.allow.%s must be a list of message codes (0..65535)" % t)
+    from ppmid.gbcs.profiles import NAMES as PROFILES
+    if han.get("profile") not in PROFILES:
+        raise ConfigError("han.profile must be one of %s, not %r" % (", ".join(PROFILES), han.get("profile")))
+    if out["users"] is not None:
+        from ppmid.relay.users_config import check
+        out["users"] = check(out["users"], PROFILES)
     lim = out["limits"]
     _number(lim, "max_gbcs", 64, 65535)
     _number(lim, "transfer_size", 64, 65535)

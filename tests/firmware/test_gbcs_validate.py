@@ -156,3 +156,66 @@ def test_many_originators_keep_separate_counters():
         stale = build.build_command(200 + i, orig, binascii.unhexlify(ESME), 0x0019, b"\xd9\x00")
         assert _code(v, stale) == "E_REPLAY"
     assert v.device_type(binascii.unhexlify(GSME)) == "GSME" and v.device_type(b"\x00" * 8) is None
+
+
+def _han(**han):
+    h = {"devices": [{"eui": ESME, "type": "ESME"}, {"eui": GSME, "type": "GSME"}]}
+    for k in han:
+        h[k] = han[k]
+    return _cfg(han=h)
+
+
+def test_prepay_profile_admits_top_ups_and_refuses_tariffs():
+    v = Validator(_han(profile="prepay"), MemoryCounterStore())
+    assert v.profile[0] == "prepay"
+    v.check(_cmd(code=0x0007, counter=1))                        # CS01a top-up to the ESME
+    v.check(_cmd(code=0x0097, recipient=GSME, counter=1))        # CS01b top-up to the GSME
+    v.check(_cmd(code=0x0020, counter=1))                        # ECS09 emergency credit
+    v.check(_cmd(code=0x004F, counter=1))                        # ECS42 close the load switch
+    try:
+        v.check(_cmd(code=0x0019, counter=1))                    # ECS01a set tariff: not prepay
+        raise AssertionError("accepted")
+    except GbcsError as exc:
+        assert exc.code == "E_NOT_ALLOWED" and "command profile prepay" in exc.message
+    assert _code(v, _cmd(code=0x0050, counter=1)) == "E_NOT_ALLOWED"        # ECS43 open the load switch
+    assert _code(v, _cmd(code=0x0007, recipient=GSME, counter=1)) == "E_NOT_ALLOWED"  # ESME code, GSME
+    # the count the info payload shows: the profile's codes the HAN's device types admit
+    from ppmid.gbcs import profiles
+    on_this_han = set()
+    for c in profiles.codes("prepay"):
+        if "ESME" in codes.device_types(c) or "GSME" in codes.device_types(c):
+            on_this_han.add(c)
+    assert v.profile[1] == len(on_this_han) and 0 < v.profile[1] < len(profiles.codes("prepay")) + 1
+
+
+def test_profile_narrows_a_configured_allow_list_and_all_is_the_default():
+    v = Validator(_han(profile="prepay", allow={"ESME": [0x0007, 0x0019]}), MemoryCounterStore())
+    v.check(_cmd(code=0x0007, counter=1))
+    assert _code(v, _cmd(code=0x0019, counter=2)) == "E_NOT_ALLOWED"   # allowed for ESME, not prepay
+    v_all = Validator(_cfg(), MemoryCounterStore())
+    assert v_all.profile[0] == "all"
+    assert v_all.profile[1] == len(codes.commands_for("ESME") | codes.commands_for("GSME"))
+    v_all.check(_cmd(code=0x0019, counter=1))
+    hht = Validator(_han(profile="hht"), MemoryCounterStore())
+    hht.check(_cmd(code=0x0059, counter=1))                            # ECS52 firmware version read
+    assert _code(hht, _cmd(code=0x0007, counter=1)) == "E_NOT_ALLOWED"  # no top-ups from an HHT
+
+
+def test_unknown_profile_is_a_config_error():
+    for bad in ("prepaid", "", 3, None, ["prepay"]):
+        try:
+            _han(profile=bad)
+            raise AssertionError("accepted %r" % (bad,))
+        except config.ConfigError as exc:
+            assert "han.profile must be one of all, hht, prepay" in str(exc)
+
+
+def test_profile_counts_are_the_ones_docs_config_md_states():
+    # docs/config.md "Command profiles" states these counts
+    from ppmid.gbcs import profiles
+    n_all = 0
+    for line in codes.TABLE.split("\n"):
+        if len(line) > 7 and line[5] == "C":
+            n_all += 1
+    assert (n_all, len(profiles.codes("prepay")), len(profiles.codes("hht"))) == (211, 25, 22)
+    assert profiles.codes("all") is None

@@ -64,6 +64,26 @@ def test_callback_layouts_roundtrip_both_versions():
     assert E.parse_stack_status(14, b"\x90\x00\x00\x00") is None
 
 
+def test_short_responses_and_callbacks_are_ezsp_errors():
+    # found by tests/test_fuzz_parsers.py: these raised IndexError / struct.error
+    cases = [(E.parse_incoming, 8, b""), (E.parse_incoming, 8, bytes(18)), (E.parse_incoming, 14, bytes(30)),
+             (E.parse_message_sent, 8, bytes(15)), (E.parse_message_sent, 14, bytes(19)),
+             (E.parse_status, 8, b""), (E.parse_status, 14, bytes(3)), (E.parse_stack_status, 14, b""),
+             (E.parse_send_unicast_response, 8, b"\x00"), (E.parse_send_unicast_response, 14, bytes(4))]
+    for fn, version, p in cases:
+        try:
+            fn(version, p)
+            raise AssertionError("accepted %d bytes" % len(p))
+        except E.EzspError as exc:
+            assert exc.code == "E_EZSP" and "truncated" in exc.message
+    try:
+        E.parse_aps(bytes(12), 2)
+        raise AssertionError("accepted")
+    except E.EzspError as exc:
+        assert "truncated" in exc.message
+    assert E.parse_status(8, b"\x00") == 0 and E.parse_send_unicast_response(8, b"\x00\x05") == (0, 5)
+
+
 def test_parse_frame_errors():
     for bad in (b"", b"\x01\x80", b"\x01\x80\x02\x00\x00"):
         try:

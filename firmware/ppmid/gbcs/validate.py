@@ -74,6 +74,10 @@ class Validator:
             else:
                 from ppmid.gbcs import codes
                 self._allow[t] = codes.commands_for(t)
+        # the command profile narrows every list (boot-only code, in gbcs/profiles.py);
+        # (name, number of message codes this gateway relays): info's profile, profile_codes
+        from ppmid.gbcs import profiles
+        self.profile = profiles.narrow(self._allow, han.get("profile") or "all")
 
     def device_type(self, eui):
         return self._devices.get(bytes(eui))
@@ -118,8 +122,8 @@ class Validator:
                             binascii.hexlify(msg.recipient).decode().upper())
         code = msg.message_code
         if code not in self._allow[pair[1]]:
-            raise GbcsError(E_NOT_ALLOWED, "message code 0x%04X is not allowed for %s %s" %
-                            (code, pair[1], binascii.hexlify(msg.recipient).decode().upper()))
+            raise GbcsError(E_NOT_ALLOWED, "message code 0x%04X is not allowed for %s %s (command profile %s)" %
+                            (code, pair[1], binascii.hexlify(msg.recipient).decode().upper(), self.profile[0]))
         last = self.store.get(pair[0])
         if last is not None and msg.counter <= last:
             raise GbcsError(E_REPLAY, "originator counter %d is not above the last accepted (%d) for this "

@@ -74,7 +74,7 @@ class Relay:
     def __init__(self, config, journal, validator, han, publisher, clock, envelope_key,
                  decode=None, wdt=None, topic_prefix=None, late_window_s=None,
                  max_wait_s=900, link_checks=(), link_grace_s=300, stall_ms=60000,
-                 console=print, log_rate_per_s=0.1, log_burst=5, admit_wait_ms=4000):
+                 console=print, log_rate_per_s=0.1, log_burst=5, admit_wait_ms=4000, senders=None):
         lim = config["limits"]
         self.config = config
         self.journal = journal
@@ -82,6 +82,7 @@ class Relay:
         self.han = han
         self.clock = clock
         self.key = envelope_key
+        self.senders = senders  # keys per DCC User (relay/senders.py), when configured
         if decode is None:
             from ppmid.gbcs import decode
         self.decode = decode
@@ -236,10 +237,14 @@ class Relay:
             r = self._recent_result(env.id)
             if r is not None and r["status"] != "rejected":
                 return False
-            env.verify(self.key)
+            self._verify(env)
         except Exception:
             return False
         return True
+
+    def _verify(self, env):
+        # the MAC: the sender when keys per DCC User are configured, else None; raises
+        return self.senders.verify(env) if self.senders else env.verify(self.key)
 
     def accept_now(self, env, via="mqtt"):
         self.counters["received"] += 1
@@ -272,7 +277,8 @@ class Relay:
         topup = getattr(env, "utrn", None) is not None  # a TopupEnvelope (ppmid.topup)
         if not topup and len(env.gbcs) > self.max_gbcs:
             raise RelayError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % self.max_gbcs)
-        env.verify(self.key)  # mac only: a redelivered command must still find its status
+        # mac only: a redelivered command must still find its status
+        sender = self._verify(env)
         e = self.journal.by_id.get(env.id)
         if e is not None:
             self.counters["duplicates"] += 1
@@ -288,9 +294,13 @@ class Relay:
             raise RelayError(E_EXPIRED, "command expired at %d (now %d)" % (env.expires, now_s))
         if topup:
             msg = None
+            if sender:
+                self.senders.check_topup(sender)
             target, orig, counter, body = self.topups().admit(env)
         else:
             msg = self.validator.check(env.gbcs)
+            if sender:
+                self.senders.check(sender, msg)
             target = bytes(msg.recipient)
             orig = bytes(msg.originator)
             counter = bytes(msg.counter_bytes)

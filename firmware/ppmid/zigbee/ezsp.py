@@ -87,8 +87,16 @@ def aps_frame(profile, cluster, src_ep, dst_ep, options, group=0, sequence=0):
     return struct.pack("<HHBBHHB", profile, cluster, src_ep, dst_ep, options, group, sequence)
 
 
+def _need(p, n):
+    # a short frame from the module is an EzspError like any malformed one, not an
+    # IndexError or struct.error escaping into the link (found by tests/test_fuzz_parsers.py)
+    if len(p) < n:
+        raise EzspError(E_EZSP, "EZSP parameters truncated (%d bytes, need %d)" % (len(p), n))
+
+
 def parse_aps(b, off=0):
     """-> dict of an 11-byte EmberApsFrame."""
+    _need(b, off + 11)
     p, c, s, d, o, g, q = struct.unpack_from("<HHBBHHB", b, off)
     return {"profile": p, "cluster": c, "src_ep": s, "dst_ep": d, "options": o, "group": g, "sequence": q}
 
@@ -117,12 +125,14 @@ def fragment_ack_into(buf, sender, aps):
 
 def parse_status(version, p):
     """A status result: u32 sl_Status from v14, u8 EmberStatus before. 0 = success."""
+    _need(p, 4 if is_v14(version) else 1)
     if is_v14(version):
         return struct.unpack_from("<I", p, 0)[0]
     return p[0]
 
 
 def parse_send_unicast_response(version, p):
+    _need(p, 5 if is_v14(version) else 2)
     if is_v14(version):
         return struct.unpack_from("<IB", p, 0)
     return p[0], p[1]
@@ -156,6 +166,7 @@ def parse_stack_status(version, p):
 def parse_message_sent(version, p):
     """The NCP's report on a sent message. "message" is empty under the NCP's power-on
     policy (tag only: messageLength 0); the driver uses only the tag and the status."""
+    _need(p, 20 if is_v14(version) else 16)
     if is_v14(version):
         status, typ, dest = struct.unpack_from("<IBH", p, 0)
         aps = parse_aps(p, 7)
@@ -173,6 +184,7 @@ def parse_message_sent(version, p):
 
 
 def parse_incoming(version, p):
+    _need(p, 31 if is_v14(version) else 19)
     typ = p[0]
     aps = parse_aps(p, 1)
     if is_v14(version):

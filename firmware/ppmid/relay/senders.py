@@ -1,0 +1,66 @@
+# Keys per DCC User with roles (issue #22, docs/security.md "Keys per DCC User"): each
+# sender registered in the config (`users.keys`) has its own 32-byte envelope key on
+# flash, a role (`users.roles`: a command profile name or a list of message codes) and the
+# GBCS business originator ids it may send as. The envelope format is unchanged: the key
+# whose MAC verifies names the sender (a handful of HMACs per command at most, bounded by
+# MAX_SENDERS). The gateway's single envelope key keeps working when `users.legacy_key` is
+# true (the default), with no role or originator limit beyond the device lists and profile.
+# Loaded only when the config registers senders (ppmid.boot); the relay calls verify()
+# where it would check the single key, and check() once the GBCS message is decoded.
+from micropython import const
+
+from ppmid.errors import PpmidError, E_AUTH
+
+E_REVOKED = "E_REVOKED"          # the envelope verifies with a key the config revoked
+E_ORIGINATOR = "E_ORIGINATOR"    # the GBCS originator is not one this sender may use
+E_ROLE = "E_ROLE"                # the message code is outside this sender's role
+
+MAX_SENDERS = 16
+_TOPUP_CODE = const(0x0116)  # PECS01, the ESME top-up use case (docs/utrn.md)
+
+
+class SenderError(PpmidError):
+    pass
+
+
+class Senders:
+    """senders: [(name, key, originators (set of 8-byte ids), codes (set, or None: any),
+    revoked)]; legacy_key: the gateway's single key, or None when it no longer counts."""
+
+    def __init__(self, legacy_key, senders):
+        self.legacy_key = legacy_key
+        self.senders = senders
+
+    def verify(self, env):
+        """The sender whose key verifies env's MAC (None: the legacy key), or raise."""
+        if self.legacy_key is not None:
+            try:
+                env.verify(self.legacy_key)
+                return None
+            except PpmidError:
+                pass
+        for s in self.senders:
+            try:
+                env.verify(s[1])
+            except PpmidError:
+                continue
+            if s[4]:
+                raise SenderError(E_REVOKED, "envelope key of %s is revoked" % s[0])
+            return s
+        raise SenderError(E_AUTH, "envelope mac does not verify with any key of this gateway")
+
+    def check(self, sender, msg):
+        """Refuse a GBCS message this sender may not send (nothing for the legacy key)."""
+        if sender is None:
+            return
+        if bytes(msg.originator) not in sender[2]:
+            raise SenderError(E_ORIGINATOR, "%s may not send as originator %s" %
+                              (sender[0], "".join("%02X" % b for b in msg.originator)))
+        if sender[3] is not None and msg.message_code not in sender[3]:
+            raise SenderError(E_ROLE, "message code 0x%04X is outside the role of %s" % (msg.message_code, sender[0]))
+
+    def check_topup(self, sender):
+        """Refuse a UTRN top-up from a sender whose role does not hold the top-up use case
+        (PECS01, message code 0x0116, what a top-up at the ESME is under GBCS)."""
+        if sender[3] is not None and _TOPUP_CODE not in sender[3]:
+            raise SenderError(E_ROLE, "top-ups (PECS01) are outside the role of %s" % sender[0])

@@ -1,0 +1,123 @@
+# Keys per DCC User with roles (ppmid.relay.senders, config users.*, boot._senders): the
+# relay takes the sender from the key whose MAC verifies, then checks the GBCS originator
+# and the message code against that sender's registration. CPython and MicroPython.
+import os
+from ppmid import config as C
+from ppmid.errors import ConfigError
+from test_relay_support import Rig, KEY, ESME, GSME, PPMID, SUPPLIER, config, fresh_root
+
+OTHER_ORIG = "90B3D51F30020000"
+SUPPLIER_KEY = b"s" * 32
+ENGINEER_KEY = b"e" * 32
+OLD_KEY = b"o" * 32
+
+
+def _users(legacy=True):
+    return {"keys": {"supplier-a": {"role": "supplier", "originators": [SUPPLIER]},
+                     "eng-1": {"role": "engineer", "originators": [SUPPLIER, OTHER_ORIG]},
+                     "old": {"role": "supplier", "originators": [SUPPLIER], "revoked": True}},
+            "roles": {"supplier": "prepay", "engineer": [0x0059]},
+            "legacy_key": legacy}
+
+
+def _write_keys(root):
+    os.mkdir(root + "/secrets")
+    os.mkdir(root + "/secrets/users")
+    for name, key in (("supplier-a", SUPPLIER_KEY), ("eng-1", ENGINEER_KEY), ("old", OLD_KEY)):
+        with open(root + "/secrets/users/" + name + ".key", "wb") as f:
+            f.write(key)
+
+
+def _rig(legacy=True, **kw):
+    from ppmid import boot
+    cfg = config(**kw)
+    cfg["gateway"] = PPMID
+    cfg["han"] = {"devices": [{"eui": ESME, "type": "ESME"}, {"eui": GSME, "type": "GSME"}]}
+    cfg["users"] = _users(legacy)
+    cfg = C.validate(cfg)
+    root = fresh_root()
+    _write_keys(root)
+    senders = boot._senders(root, cfg["users"], KEY)
+    return Rig(cfg=cfg, senders=senders, admit_wait_ms=150)
+
+
+async def test_each_sender_is_held_to_its_originators_and_role():
+    r = _rig()
+    # the supplier's key, its own originator, a prepay code: accepted
+    assert (await r.submit("s1", 10, key=SUPPLIER_KEY, code=0x0007))["status"] == "accepted"
+    # the supplier's key, an originator it was not registered for
+    out = await r.submit("s2", 10, key=SUPPLIER_KEY, originator=OTHER_ORIG, code=0x0007)
+    assert out["error"] == "E_ORIGINATOR" and "supplier-a" in out["message"]
+    # a code outside the supplier role (prepay): ECS43 open the load switch
+    assert (await r.submit("s3", 11, key=SUPPLIER_KEY, code=0x0050))["error"] == "E_ROLE"
+    # the engineer may send ECS52 as either originator, and nothing else
+    assert (await r.submit("e1", 10, key=ENGINEER_KEY, originator=OTHER_ORIG, code=0x0059))["status"] == "accepted"
+    assert (await r.submit("e2", 12, key=ENGINEER_KEY, code=0x0007))["error"] == "E_ROLE"
+    # a revoked key, an unknown key
+    assert (await r.submit("o1", 13, key=OLD_KEY, code=0x0007))["error"] == "E_REVOKED"
+    assert (await r.submit("x1", 13, key=b"x" * 32, code=0x0007))["error"] == "E_AUTH"
+    # the gateway's single key keeps working (legacy_key true): no role or originator limit
+    assert (await r.submit("l1", 11, key=KEY, originator=OTHER_ORIG, code=0x0050))["status"] == "accepted"
+    # nothing refused reached the HAN queue: only the three accepted commands are live
+    assert sorted(r.journal.by_id) == ["e1", "l1", "s1"]
+
+
+async def test_legacy_key_refused_when_turned_off():
+    r = _rig(legacy=False)
+    assert (await r.submit("l1", 10, key=KEY))["error"] == "E_AUTH"
+    assert (await r.submit("s1", 10, key=SUPPLIER_KEY))["status"] == "accepted"
+
+
+def test_bad_users_config_refused():
+    base = {"gateway": PPMID}
+    bad = [
+        {"keys": {"a": {"role": "nope", "originators": [SUPPLIER]}}, "roles": {}},
+        {"keys": {"a": {"role": "r", "originators": []}}, "roles": {"r": "all"}},
+        {"keys": {"a": {"role": "r", "originators": ["XYZ"]}}, "roles": {"r": "all"}},
+        {"keys": {"a b": {"role": "r", "originators": [SUPPLIER]}}, "roles": {"r": "all"}},
+        {"keys": {"a": {"role": "r", "originators": [SUPPLIER], "extra": 1}}, "roles": {"r": "all"}},
+        {"keys": {"a": {"role": "r", "originators": [SUPPLIER], "revoked": "yes"}}, "roles": {"r": "all"}},
+        {"keys": {}, "roles": {"r": "prepaid"}},
+        {"keys": {}, "roles": {"r": [70000]}},
+        {"keys": {}, "roles": {}, "legacy_key": 1},
+    ]
+    for u in bad:
+        cfg = dict(base)
+        cfg["users"] = u
+        try:
+            C.validate(cfg)
+            raise AssertionError("accepted %r" % (u,))
+        except ConfigError as exc:
+            assert "users" in exc.message
+
+
+def test_missing_or_short_user_key_is_a_config_error():
+    from ppmid import boot
+    cfg = C.validate({"gateway": PPMID, "users": _users()})
+    root = fresh_root()
+    try:
+        boot._senders(root, cfg["users"], KEY)
+        raise AssertionError("no key files, accepted")
+    except ConfigError as exc:
+        assert "missing" in exc.message
+    _write_keys(root)
+    with open(root + "/secrets/users/eng-1.key", "wb") as f:
+        f.write(b"short")
+    try:
+        boot._senders(root, cfg["users"], KEY)
+        raise AssertionError("short key accepted")
+    except ConfigError as exc:
+        assert "32 bytes" in exc.message
+    assert boot._senders(root, C.validate({"gateway": PPMID})["users"], KEY) is None
+    assert boot._senders(root, C.validate({"gateway": PPMID, "users": {}})["users"], KEY) is None
+
+
+async def test_a_users_command_waits_for_queue_room_like_any_other():
+    # the relay's wait for queue room (not E_BUSY at once) checks the MAC with the same
+    # keys as acceptance: a DCC User's own key waits, a forged envelope does not
+    r = _rig(legacy=False, queue=1)   # no dispatch task: the queue stays full
+    assert (await r.submit("s1", 10, key=SUPPLIER_KEY))["status"] == "accepted"
+    assert (await r.submit("s2", 11, key=SUPPLIER_KEY))["error"] == "E_BUSY"
+    assert r.relay.counters["admit_waits"] == 1
+    assert (await r.submit("x1", 12, key=b"x" * 32))["error"] == "E_AUTH"
+    assert r.relay.counters["admit_waits"] == 1

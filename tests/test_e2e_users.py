@@ -1,0 +1,94 @@
+"""Keys per DCC User with roles end to end (issue #22, docs/security.md): the emulated board
+is provisioned with a DCC User's own key (role `supplier` = the `prepay` profile, one GBCS
+originator) and the gateway's single key turned off. Commands signed with the user's key
+are relayed when the code is in its role, refused E_ROLE otherwise; the gateway's old key
+is refused E_AUTH; nothing refused reaches the CH. Also `ppmid provision --user --role`."""
+import binascii
+import json
+
+import pytest
+
+from host_tools import emulate as E
+from host_tools import mpcompat
+from host_tools import mqtt_tools as mt
+
+mpcompat.install()
+
+from ppmid.gbcs import decode, profiles  # noqa: E402
+
+
+def _pick():
+    prepay = profiles.codes("prepay")
+    inside = outside = None
+    for name, buf in E.renumbered_commands(400):
+        m = decode(buf)
+        if inside is None and m.message_code in prepay:
+            inside = buf
+        elif inside is not None and outside is None and m.message_code not in prepay:  # after it: a higher counter
+            outside = buf
+    return inside, outside
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    inside, outside = _pick()
+    origs = sorted({binascii.hexlify(bytes(decode(b).originator)).decode().upper() for b in (inside, outside)})
+    users = {"keys": {"supplier-a": {"role": "supplier", "originators": origs}},
+             "roles": {"supplier": "prepay"}, "legacy_key": False}
+    over = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15, "queue": 40}, "users": users}
+    e = E.Emulation(tmp_path_factory.mktemp("e2e-users"), overrides=over, log=None)
+    with e:
+        e.picked = (inside, outside)
+        yield e
+
+
+def _replay(emu, key, lines):
+    r = emu.replayer(20)
+    r.key = key
+    r.connect()
+    try:
+        rep = r.run(lines)
+    finally:
+        r.close()
+    assert rep["lost_count"] == 0 and rep["mismatches"] == [], rep["mismatches"]
+    return rep
+
+
+def test_user_key_role_and_revoked_legacy_key_end_to_end(emu):
+    inside, outside = emu.picked
+    user_key = mt.user_key(emu.broker_dir, emu.gateway, "supplier-a")
+    assert user_key != emu.key
+    before = len(emu.ncp.received)
+    rep = _replay(emu, user_key, [
+        {"at_ms": 0, "id": "in-role", "gbcs": inside, "via": "mqtt", "expect": {"status": "response"}},
+        {"at_ms": 100, "id": "outside-role", "gbcs": outside, "via": "mqtt",
+         "expect": {"status": "rejected", "error": "E_ROLE"}}])
+    assert rep["rejected"] == {"E_ROLE": 1}
+    rep = _replay(emu, emu.key, [
+        {"at_ms": 0, "id": "old-key", "gbcs": inside, "via": "mqtt",
+         "expect": {"status": "rejected", "error": "E_AUTH"}}])
+    assert rep["rejected"] == {"E_AUTH": 1}
+    assert emu.ncp.received[before:] == [inside]
+    assert "PPMID crashed" not in emu.board.console_text()
+
+
+def test_provision_user_and_role_dry_run(tmp_path, capsys):
+    from host_tools import cli
+    from host_tools.broker import Broker
+    state = str(tmp_path / "broker")
+    Broker(state, gateways=["00DB1234567890A4"], users=["test"]).prepare()
+    rc = cli.main(["provision", "--port", "none", "--gateway", "00DB1234567890A4", "--state-dir", state,
+                   "--role", "supplier=prepay", "--user", "supplier-a:supplier:90b3d51f30010000", "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "/secrets/users/supplier-a.key 32 bytes" in out
+    cfg = json.loads(out[out.index("{"):])
+    assert cfg["users"]["keys"]["supplier-a"] == {"role": "supplier", "originators": ["90B3D51F30010000"]}
+    assert len(mt.user_key(state, "00DB1234567890A4", "supplier-a")) == 32
+    # a role the config does not define, a malformed user: refused, exit 1
+    assert cli.main(["provision", "--port", "none", "--gateway", "00DB1234567890A4", "--state-dir", state,
+                     "--user", "bob:nobody:90B3D51F30010000", "--dry-run"]) == 1
+    assert cli.main(["provision", "--port", "none", "--gateway", "00DB1234567890A4", "--state-dir", state,
+                     "--user", "bob", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "users.keys.bob needs a role" in err and "NAME:ROLE:ORIGINATOR" in err
