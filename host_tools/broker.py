@@ -136,6 +136,22 @@ def client_paths(state_dir, ident):
             "ca_der": os.path.join(state_dir, "ca.der")}
 
 
+def monitor_identity(state_dir, ident):
+    """The paths of read-only identity `ident` (`monitor-NAME`) in a `ppmid broker` state
+    dir, issued on first use: the tools that only watch (`ppmid capture`, `ppmid status`)
+    each have their own, so they never share a connection with a DCC User's tool (the
+    broker makes the certificate's identity the client id)."""
+    if not MONITOR_RE.match(ident):
+        raise BrokerError("%r is not a monitor identity (monitor-NAME)" % ident)
+    paths = client_paths(state_dir, ident)
+    if not os.path.exists(paths["pem"]):
+        if not os.path.exists(paths["ca_pem"]):
+            raise BrokerError("%s is not a broker state dir (no ca.pem): ppmid broker start --state-dir DIR"
+                              % state_dir)
+        Broker(state_dir, users=()).add_identity(ident)
+    return paths
+
+
 def issue(state_dir, ident):
     """Issue (once) a client certificate whose CN is `ident`. Returns its paths."""
     paths = client_paths(state_dir, ident)

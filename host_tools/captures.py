@@ -78,12 +78,11 @@ class BrokerCapture:
 
     def start(self, timeout=10):
         from host_tools import mqtt_tools as mt
-        from host_tools.broker import Broker, client_paths
-        if not os.path.exists(client_paths(self.broker_dir, self.ident)["pem"]):
-            if not os.path.exists(os.path.join(self.broker_dir, "ca.pem")):
-                raise CaptureError("%s is not a broker state dir (no ca.pem): ppmid broker start --state-dir DIR"
-                                   % self.broker_dir)
-            Broker(self.broker_dir, users=()).add_identity(self.ident)
+        from host_tools.broker import BrokerError, monitor_identity
+        try:
+            monitor_identity(self.broker_dir, self.ident)
+        except BrokerError as exc:
+            raise CaptureError(str(exc))
         subscribed = threading.Event()
         c = mt.paho_client(self.broker_dir, self.ident)
         c.on_message = self._on_message

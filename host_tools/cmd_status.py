@@ -17,8 +17,9 @@ from host_tools.cli import CliError
 
 
 def add_arguments(p):
-    p.add_argument("--state-dir", help="broker state dir (ppmid broker start): address and dcc-user certificate")
-    p.add_argument("--user", default="test", help="DCC User identity in --state-dir (default: test)")
+    p.add_argument("--state-dir", help="broker state dir (ppmid broker start): its address, and the read-only "
+                                         "identity monitor-status (issued there on first use)")
+    p.add_argument("--user", help="read as this DCC User of --state-dir instead of monitor-status")
     p.add_argument("--broker", metavar="URL", help="mqtts://host:port (default: from --state-dir)")
     p.add_argument("--ca", help="CA certificate (PEM)")
     p.add_argument("--cert", help="client certificate (PEM) of an identity that reads state/info/rsp")
@@ -29,11 +30,23 @@ def add_arguments(p):
 
 
 def _identity(args):
+    from host_tools.broker import BrokerError, monitor_identity
     from host_tools.replay import ReplayError, identity_from_state_dir, parse_broker_url
     host = port = ca = cert = key = None
     try:
-        if args.state_dir:
+        if args.state_dir and args.user:
             host, port, ca, cert, key = identity_from_state_dir(args.state_dir, args.user)
+        elif args.state_dir:
+            # its own read-only identity: a DCC User's tool on the same certificate would
+            # take this connection's place (the broker's client id is the certificate's)
+            from host_tools.mqtt_tools import broker_info
+            try:
+                info = broker_info(args.state_dir)
+                p = monitor_identity(args.state_dir, "monitor-status")
+            except (RuntimeError, BrokerError) as exc:
+                raise CliError(str(exc))
+            host, port = info["host"], info["port"]
+            ca, cert, key = p["ca_pem"], p["pem"], p["key_pem"]
         if args.broker:
             host, port = parse_broker_url(args.broker)
     except ReplayError as exc:

@@ -33,7 +33,7 @@ def broker(tmp_path_factory):
     d = tmp_path_factory.mktemp("broker")
     # "watch": the Watcher's own identity (the broker makes it the client id, so a
     # Watcher and a Commander on one certificate would kick each other off)
-    b = Broker(str(d), gateways=[GW_A, GW_B], users=["test", "watch"])
+    b = Broker(str(d), gateways=[GW_A, GW_B], users=["test", "watch", "watch-b"])
     b.start()
     yield b
     b.stop()
@@ -95,9 +95,10 @@ def wait_for(cond, what, timeout=30, gw=None):
 class Watcher:
     """A DCC User watching retained state/info of a gateway."""
 
-    def __init__(self, broker, eui):
+    def __init__(self, broker, eui, ident="dcc-user-watch"):
+        # two Watchers at once need two identities (one connection per certificate)
         self.msgs = {}
-        self.c = mt.paho_client(broker.state_dir, "dcc-user-watch")
+        self.c = mt.paho_client(broker.state_dir, ident)
         self.c.on_message = lambda c, u, m: self.msgs.__setitem__(m.topic.rsplit("/", 1)[1], json.loads(m.payload))
         mt.connect(self.c, broker.state_dir)
         self.c.subscribe("ppmid/v1/%s/state" % eui, 1)

@@ -22,7 +22,7 @@ def ppmid(*args, timeout=60):
 def two_gateways(broker, tmp_path_factory):  # noqa: F811
     tmp = tmp_path_factory.mktemp("fleet")
     gws = [Gateway(broker, tmp, eui=eui).start() for eui in (GW_A, GW_B)]
-    watchers = [Watcher(broker, g.eui) for g in gws]
+    watchers = [Watcher(broker, g.eui, ident) for g, ident in zip(gws, ("dcc-user-watch", "dcc-user-watch-b"))]
     try:
         for g, w in zip(gws, watchers):
             wait_for(lambda: w.state() == "online" and "info" in w.msgs, "%s online" % g.eui, gw=g)
