@@ -58,9 +58,10 @@ def _nfc_driver(board):
 
 
 # Modules only the boot needs besides this one: the config checks (the app keeps the
-# validated dict) and the message-code table the validator builds its allow-lists from.
-# Dropped once the app runs; whatever imports one later gets it loaded again.
-BOOT_ONLY = ("ppmid.config", "ppmid.gbcs.codes")
+# validated dict), the message-code table the validator builds its allow-lists from, and
+# the journal's recovery scan. Dropped once the app runs; whatever imports one later gets
+# it loaded again.
+BOOT_ONLY = ("ppmid.config", "ppmid.gbcs.codes", "ppmid.relay.journal_scan")
 
 
 def _unload(prefix):
