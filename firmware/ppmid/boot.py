@@ -22,7 +22,7 @@ def _load_config(board):
     from ppmid import config
     root = board.fs_root.rstrip("/")
     cfg = config.load(root + "/config.json")
-    from ppmid.mqtt.link import load_credentials
+    from ppmid.mqtt.credentials import load_credentials
     creds = load_credentials(root)
     return cfg, creds
 
@@ -58,10 +58,10 @@ def _nfc_driver(board):
 
 
 # Modules only the boot needs besides this one: the config checks (the app keeps the
-# validated dict), the message-code table the validator builds its allow-lists from, and
-# the journal's recovery scan. Dropped once the app runs; whatever imports one later gets
-# it loaded again.
-BOOT_ONLY = ("ppmid.config", "ppmid.gbcs.codes", "ppmid.relay.journal_scan")
+# validated dict), the message-code table the validator builds its allow-lists from, the
+# journal's recovery scan and the MQTT credentials' loading. Dropped once the app runs;
+# whatever imports one later gets it loaded again.
+BOOT_ONLY = ("ppmid.config", "ppmid.gbcs.codes", "ppmid.relay.journal_scan", "ppmid.mqtt.credentials")
 
 
 def _unload(prefix):
