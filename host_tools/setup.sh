@@ -2,7 +2,8 @@
 # One-command set-up for a fresh machine (called by `make setup`; idempotent).
 # - .venv with the project and its dev references (pip install -e .[dev]);
 # - Debian packages the tests and tools use: mosquitto (MQTT broker), socat (REPL pty
-#   bridge), tshark (Wireshark's GBCS dissector, the independent oracle), nodejs + npm;
+#   bridge), tshark (Wireshark's GBCS dissector, the independent oracle), nodejs + npm,
+#   gcc-multilib (the one-off 32-bit frozen-code measurement, bench/heap32/frozen32.py);
 # - .node/: the 32-bit webassembly MicroPython from npm, for the heap gauge (docs/memory.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v text2pcap >/dev/null 2>&1 || need+=(wireshark-common)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+compgen -G '/usr/lib/gcc/x86_64-linux-gnu/*/32/crtbegin.o' >/dev/null || [ "$(uname -m)" != x86_64 ] || need+=(gcc-multilib)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: apt-get install ${need[*]}"

@@ -69,3 +69,17 @@ def test_firmware_modules_load_as_mpy_in_the_32_bit_port(installed):
     figs = G.import_figures(files, ["ppmid.errors", "ppmid.gbcs.gbt"])
     assert figs["ppmid.errors"]["own"] > 0
     assert figs["ppmid.gbcs.gbt"]["total"] > figs["ppmid.gbcs.gbt"]["own"] > 0
+
+
+def test_the_frozen_measurement_says_what_is_missing(tmp_path, monkeypatch):
+    # bench/heap32/frozen32.py (docs/memory.md, "Frozen"): without a MicroPython tree it
+    # returns a row that says why it did not run, and builds nothing
+    from heap32 import frozen32
+    monkeypatch.delenv("MICROPY_DIR", raising=False)
+    rows = frozen32.run()
+    assert len(rows) == 1 and "MICROPY_DIR is not set" in rows[0]["skipped"]
+    (tmp_path / "ports" / "unix").mkdir(parents=True)
+    (tmp_path / "ports" / "unix" / "Makefile").write_text("")
+    monkeypatch.setenv("MICROPY_DIR", str(tmp_path))
+    rows = frozen32.run()
+    assert "has no mpy-cross/Makefile" in rows[0]["skipped"] and "value" not in rows[0]

@@ -22,7 +22,7 @@ def _load_config(board):
     from ppmid import config
     root = board.fs_root.rstrip("/")
     cfg = config.load(root + "/config.json")
-    from ppmid.mqtt.link import load_credentials
+    from ppmid.mqtt.credentials import load_credentials
     creds = load_credentials(root)
     # the running app keeps the config dict: the users section is needed only here
     return cfg, creds, _senders(root, cfg.pop("users"), creds[3])
@@ -89,9 +89,11 @@ def _nfc_driver(board):
 
 # Modules only the boot needs besides this one: the config checks (the app keeps the
 # validated dict), the message-code table and the command profiles the validator builds
-# its allow-lists from. Dropped once the app runs; whatever imports one later gets it
+# its allow-lists from, the users section's checks, the journal's recovery scan and the
+# MQTT credentials' loading. Dropped once the app runs; whatever imports one later gets it
 # loaded again.
-BOOT_ONLY = ("ppmid.config", "ppmid.gbcs.codes", "ppmid.gbcs.profiles", "ppmid.relay.users_config")
+BOOT_ONLY = ("ppmid.config", "ppmid.gbcs.codes", "ppmid.gbcs.profiles", "ppmid.relay.users_config",
+             "ppmid.relay.journal_scan", "ppmid.mqtt.credentials")
 
 
 def _unload(prefix):

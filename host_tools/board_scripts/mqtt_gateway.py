@@ -11,7 +11,8 @@ sys.path.insert(0, sys.argv[1])
 import asyncio
 from ppmid import config
 from ppmid.errors import PpmidError, E_CLOCK
-from ppmid.mqtt.link import Link, load_credentials
+from ppmid.mqtt.link import Link
+from ppmid.mqtt.credentials import load_credentials
 from ppmid.clock import unix_time, SET_AFTER
 from ppmid.mqtt.contract import status_json
 

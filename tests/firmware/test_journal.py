@@ -256,3 +256,17 @@ def test_journal_directory_is_created():
     k = J.Journal(root)
     assert [e.id for e in k.open()] == ["c-1"]
     k.close()
+
+
+def test_recovery_scan_reads_the_record_constants_journal_writes():
+    # journal_scan.py repeats journal.py's private record constants (under MicroPython a
+    # private const is no module attribute, so it cannot import them); under CPython both
+    # are plain globals, so a drift between the writer and the reader shows here
+    import sys
+    from ppmid.relay import journal_scan as S
+    if sys.implementation.name == "micropython":
+        return
+    names = [n for n in dir(S) if n.startswith(("_T_", "_SYNC", "_HEAD", "_TAIL", "_NO_", "_ACCEPT", "_VIA_"))]
+    assert len(names) == 15, names  # 14 constants and the accept record layout
+    for n in names:
+        assert getattr(S, n) == getattr(J, n), n

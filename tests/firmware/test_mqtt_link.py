@@ -7,7 +7,8 @@ import json
 from ppmid.config import ConfigError, validate
 from ppmid.mqtt import packets as p
 from ppmid.mqtt.client import tls_connector
-from ppmid.mqtt.link import Link, load_credentials, max_packet_for
+from ppmid.mqtt.link import Link, max_packet_for
+from ppmid.mqtt.credentials import load_credentials
 from test_mqtt_client import FakeBroker, _until
 
 EUI = "00DB1234567890A0"

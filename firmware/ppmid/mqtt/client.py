@@ -187,17 +187,6 @@ def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None):
     return connect
 
 
-def ssl_context(ca_der, cert_der, key_der):
-    """MicroPython ssl.SSLContext for mutual TLS: verify the broker against the CA, present
-    the gateway certificate (all DER, as provisioned on flash)."""
-    import ssl
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cadata=ca_der)
-    ctx.load_cert_chain(cert_der, key_der)
-    return ctx
-
-
 def _close(w):
     # MicroPython's Stream.close() does nothing (wait_closed() closes the socket), so
     # close the socket itself: a task blocked reading it then wakes with an error.

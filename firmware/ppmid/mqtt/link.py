@@ -4,38 +4,13 @@
 import asyncio
 
 from ppmid.errors import ConfigError
-from ppmid.mqtt.client import MQTTClient, tls_connector, ssl_context
+from ppmid.mqtt.client import MQTTClient, tls_connector
 from ppmid.mqtt.contract import Topics, state_json, info_json
 from ppmid.mqtt.intake import Intake
 from ppmid.clock import wait_for_ms
 
-CA = "/certs/ca.der"
-CERT = "/certs/gateway.der"
-KEY = "/certs/gateway.key.der"
-ENVELOPE_KEY = "/secrets/envelope.key"
-
 # JSON wrapping around the base64 GBCS: id, mac, expires, keys, quotes (generous).
 _JSON_OVERHEAD = 256
-
-
-def _read(root, path, what):
-    try:
-        with open(root + path, "rb") as f:
-            data = f.read()
-    except OSError:
-        raise ConfigError("%s missing at %s: provision the gateway (ppmid provision)" % (what, path))
-    if not data:
-        raise ConfigError("%s at %s is empty" % (what, path))
-    return data
-
-
-def load_credentials(root=""):
-    """(ca_der, cert_der, key_der, envelope_key) from flash, or ConfigError."""
-    ekey = _read(root, ENVELOPE_KEY, "envelope key")
-    if len(ekey) != 32:
-        raise ConfigError("envelope key at %s must be 32 bytes, not %d" % (ENVELOPE_KEY, len(ekey)))
-    return (_read(root, CA, "CA certificate"), _read(root, CERT, "gateway certificate"),
-            _read(root, KEY, "gateway private key"), ekey)
 
 
 def max_packet_for(max_gbcs):
@@ -54,6 +29,9 @@ class Link:
         b = cfg["broker"]
         self.topics = Topics(eui)
         self.info = info
+        if credentials is None or connect is None:
+            # boot-only code (ppmid.boot.BOOT_ONLY drops it once the app runs)
+            from ppmid.mqtt.credentials import load_credentials, ssl_context
         ca, cert, key, _ = credentials or load_credentials(root)
         if connect is None:
             try:

@@ -171,7 +171,9 @@ class Journal:
             else:
                 os.rename(self.tmp_path, self.path)
         if _exists(self.path):
-            self._scan()
+            # the scan's code is boot-only (ppmid.boot.BOOT_ONLY drops it once the app runs)
+            from ppmid.relay.journal_scan import scan
+            scan(self)
         self._rewrite()
         return self.entries()
 
@@ -179,104 +181,6 @@ class Journal:
         out = list(self.live.values())
         out.sort(key=lambda e: e.seq)
         return out
-
-    def _scan(self):
-        f = open(self.path, "rb")
-        try:
-            head = bytearray(_HEAD)
-            pos = 0
-            first = True
-            self.quarantined = False
-            while True:
-                n = f.readinto(head)
-                if not n:
-                    break
-                if n < _HEAD or head[0] != _SYNC:
-                    self.torn_tail = True
-                    break
-                rtype = head[1]
-                ln = (head[2] << 8) | head[3]
-                body = f.read(ln + _TAIL)
-                if len(body) < ln + _TAIL:
-                    self.torn_tail = True
-                    break
-                crc = binascii.crc32(head[1:])
-                crc = binascii.crc32(memoryview(body)[:ln], crc) & 0xFFFFFFFF
-                if struct.unpack_from(">I", body, ln)[0] != crc:
-                    self.torn_tail = True
-                    break
-                if first and (rtype != T_HEADER or bytes(body[:len(MAGIC)]) != MAGIC):
-                    self.torn_tail = True
-                    break
-                first = False
-                self._apply(rtype, memoryview(body)[:ln], pos + _HEAD)
-                pos += _HEAD + ln + _TAIL
-        finally:
-            f.close()
-        if first and self.torn_tail:
-            # no intact header: not our journal, or damaged at its start. Keep it aside
-            # as evidence and start afresh rather than stop the gateway.
-            if _exists(self.path + ".bad"):
-                os.remove(self.path + ".bad")
-            os.rename(self.path, self.path + ".bad")
-            self.quarantined = True
-
-    def _apply(self, rtype, p, off):
-        if rtype == T_HEADER:
-            seq = struct.unpack_from(">I", p, len(MAGIC))[0]
-            if seq > self.next_seq:
-                self.next_seq = seq
-            return
-        if rtype == _T_COUNTER:
-            kl = p[0]
-            key = bytes(p[1:1 + kl])
-            v = struct.unpack_from(">Q", p, 1 + kl)[0]
-            if v > self.counters.get(key, -1):
-                self.counters[key] = v
-            return
-        seq = struct.unpack_from(">I", p, 0)[0]
-        if rtype == _T_ACCEPT:
-            seq, exp, at, via, il = struct.unpack_from(_ACCEPT_FMT, p, 0)
-            pos = _ACCEPT_FIXED
-            id = str(bytes(p[pos:pos + il]), "ascii")
-            pos += il
-            topup = bool(via & _VIA_TOPUP)
-            via &= 0x7F
-            e = Entry(seq, id, VIAS[via] if via < len(VIAS) else "mqtt",
-                      None if exp == _NO_EXPIRY else exp, at,
-                      bytes(p[pos:pos + 8]), bytes(p[pos + 8:pos + 16]), bytes(p[pos + 16:pos + 24]))
-            pos += 24
-            e.topup = topup
-            e.body_off = off + pos
-            e.body_len = len(p) - pos
-            self._index(e)
-            if seq >= self.next_seq:
-                self.next_seq = seq + 1
-            return
-        e = self.live.get(seq)
-        if e is None:
-            return  # a record about a command already done (or compacted away)
-        if rtype == _T_SENDING:
-            e.state = SENDING
-            e.deadline = struct.unpack_from(">I", p, 4)[0]
-            if len(p) >= 10:
-                e.retries = struct.unpack_from(">H", p, 8)[0]
-        elif rtype == _T_UNSENT:
-            e.state = QUEUED
-            e.retries = struct.unpack_from(">H", p, 4)[0]
-        elif rtype == _T_RESPONSE:
-            e.state = ANSWERED
-            e.late = bool(p[4])
-            e.rsp_off = off + 5
-            e.rsp_len = len(p) - 5
-        elif rtype == _T_TIMEOUT:
-            e.state = TIMED_OUT
-            e.late_until = struct.unpack_from(">I", p, 4)[0]
-        elif rtype == _T_FAILED:
-            e.state = FAILED
-            e.error = str(bytes(p[4:]), "ascii")
-        elif rtype == _T_DONE:
-            self._unindex(e)
 
     def _index(self, e):
         self.live[e.seq] = e

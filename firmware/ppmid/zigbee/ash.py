@@ -2,6 +2,7 @@
 # stuffing, control bytes, and a streaming decoder. Pure: no I/O, no board imports; the
 # link state machine lives in ashlink.py. Under MicroPython the byte loops come from
 # _ash_fast (viper); this file holds the plain versions, which CPython uses.
+import array
 from micropython import const
 
 FLAG = const(0x7E)
@@ -33,12 +34,13 @@ BAD = const(-1)
 
 
 def _crc_table():
-    t = []
+    # 16-bit entries in an array: 512 bytes, where a list of 256 ints took 1 KB and more
+    t = array.array("H", range(256))
     for i in range(256):
         c = i << 8
         for _ in range(8):
             c = ((c << 1) ^ 0x1021) if c & 0x8000 else (c << 1)
-        t.append(c & 0xFFFF)
+        t[i] = c & 0xFFFF
     return t
 
 

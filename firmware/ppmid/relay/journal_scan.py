@@ -1,0 +1,129 @@
+# The journal's mount-time recovery, for Journal.open: read every intact record and rebuild
+# the index (format and policy: relay/journal.py's header, docs/relay.md). Boot-only: the
+# app drops this module once everything runs (ppmid.boot.BOOT_ONLY), so the running
+# gateway does not keep its code in the heap; a later open() imports it again.
+import binascii
+import os
+import struct
+from micropython import const
+
+from ppmid.relay.journal import MAGIC, T_HEADER, VIAS, Entry, _exists, _ACCEPT_FMT
+from ppmid.relay.journal import SENDING, QUEUED, ANSWERED, TIMED_OUT, FAILED
+
+# journal.py's private record constants (a const with a leading underscore is not a module
+# attribute under MicroPython, so they cannot be imported): tests/firmware/test_journal.py
+# checks that the two agree
+_SYNC = const(0xA7)
+_HEAD = const(4)
+_TAIL = const(4)
+_NO_EXPIRY = const(0xFFFFFFFF)
+_T_ACCEPT = const(0x41)
+_T_SENDING = const(0x53)
+_T_UNSENT = const(0x55)
+_T_RESPONSE = const(0x52)
+_T_TIMEOUT = const(0x54)
+_T_FAILED = const(0x46)
+_T_DONE = const(0x44)
+_T_COUNTER = const(0x43)
+_ACCEPT_FIXED = const(14)
+_VIA_TOPUP = const(0x80)
+
+
+def scan(j):
+    f = open(j.path, "rb")
+    try:
+        head = bytearray(_HEAD)
+        pos = 0
+        first = True
+        j.quarantined = False
+        while True:
+            n = f.readinto(head)
+            if not n:
+                break
+            if n < _HEAD or head[0] != _SYNC:
+                j.torn_tail = True
+                break
+            rtype = head[1]
+            ln = (head[2] << 8) | head[3]
+            body = f.read(ln + _TAIL)
+            if len(body) < ln + _TAIL:
+                j.torn_tail = True
+                break
+            crc = binascii.crc32(head[1:])
+            crc = binascii.crc32(memoryview(body)[:ln], crc) & 0xFFFFFFFF
+            if struct.unpack_from(">I", body, ln)[0] != crc:
+                j.torn_tail = True
+                break
+            if first and (rtype != T_HEADER or bytes(body[:len(MAGIC)]) != MAGIC):
+                j.torn_tail = True
+                break
+            first = False
+            _apply(j, rtype, memoryview(body)[:ln], pos + _HEAD)
+            pos += _HEAD + ln + _TAIL
+    finally:
+        f.close()
+    if first and j.torn_tail:
+        # no intact header: not our journal, or damaged at its start. Keep it aside
+        # as evidence and start afresh rather than stop the gateway.
+        if _exists(j.path + ".bad"):
+            os.remove(j.path + ".bad")
+        os.rename(j.path, j.path + ".bad")
+        j.quarantined = True
+
+
+def _apply(j, rtype, p, off):
+    if rtype == T_HEADER:
+        seq = struct.unpack_from(">I", p, len(MAGIC))[0]
+        if seq > j.next_seq:
+            j.next_seq = seq
+        return
+    if rtype == _T_COUNTER:
+        kl = p[0]
+        key = bytes(p[1:1 + kl])
+        v = struct.unpack_from(">Q", p, 1 + kl)[0]
+        if v > j.counters.get(key, -1):
+            j.counters[key] = v
+        return
+    seq = struct.unpack_from(">I", p, 0)[0]
+    if rtype == _T_ACCEPT:
+        seq, exp, at, via, il = struct.unpack_from(_ACCEPT_FMT, p, 0)
+        pos = _ACCEPT_FIXED
+        id = str(bytes(p[pos:pos + il]), "ascii")
+        pos += il
+        topup = bool(via & _VIA_TOPUP)
+        via &= 0x7F
+        e = Entry(seq, id, VIAS[via] if via < len(VIAS) else "mqtt",
+                  None if exp == _NO_EXPIRY else exp, at,
+                  bytes(p[pos:pos + 8]), bytes(p[pos + 8:pos + 16]), bytes(p[pos + 16:pos + 24]))
+        pos += 24
+        e.topup = topup
+        e.body_off = off + pos
+        e.body_len = len(p) - pos
+        j._index(e)
+        if seq >= j.next_seq:
+            j.next_seq = seq + 1
+        return
+    e = j.live.get(seq)
+    if e is None:
+        return  # a record about a command already done (or compacted away)
+    if rtype == _T_SENDING:
+        e.state = SENDING
+        e.deadline = struct.unpack_from(">I", p, 4)[0]
+        if len(p) >= 10:
+            e.retries = struct.unpack_from(">H", p, 8)[0]
+    elif rtype == _T_UNSENT:
+        e.state = QUEUED
+        e.retries = struct.unpack_from(">H", p, 4)[0]
+    elif rtype == _T_RESPONSE:
+        e.state = ANSWERED
+        e.late = bool(p[4])
+        e.rsp_off = off + 5
+        e.rsp_len = len(p) - 5
+    elif rtype == _T_TIMEOUT:
+        e.state = TIMED_OUT
+        e.late_until = struct.unpack_from(">I", p, 4)[0]
+    elif rtype == _T_FAILED:
+        e.state = FAILED
+        e.error = str(bytes(p[4:]), "ascii")
+    elif rtype == _T_DONE:
+        j._unindex(e)
