@@ -1,15 +1,62 @@
 # main.py: start the gateway. A crash reboots the board; Ctrl-C (e.g. from mpremote)
 # drops to the REPL as on any MicroPython board.
+# Before anything else it asks the update pointer which application set to run
+# (ppmid.update.slots, docs/update.md): the root set, or a slot an update switched to. A
+# slot on probation that fails to import or start reboots the board (the next boot
+# counts towards the rollback), and the probation clock runs beside the app.
 import sys
+
+PROBATION_WDT_MS = 30000  # = ppmid.app.WDT_TIMEOUT_MS: armed early, so a hang at import resets
+
+
+def _choose():
+    try:
+        from ppmid.update import slots
+    except ImportError:  # a set without updates
+        return None, None, None
+    path, probation = slots.choose("")
+    watch = slots.watch if probation is not None else None
+    # forget the root set's package: the chosen set's is imported afresh
+    for name in list(sys.modules):
+        if name == "ppmid" or name.startswith("ppmid."):
+            del sys.modules[name]
+    return path, probation, watch
+
+
+def _start(path, probation):
+    # the chosen set's board and app; on probation a failure here must reboot (it counts
+    # towards the rollback) instead of leaving the REPL as a root set's failure does
+    if path and path != "/":
+        sys.path.insert(0, path)
+    from ppmid.board import load
+    board = load(path + "/board.json" if path and path != "/" else None)
+    if probation is not None:
+        board.wdt(PROBATION_WDT_MS)
+    from ppmid import app
+    return board, app
 
 
 def _main():
-    from ppmid.board import load
-    board = load()
+    path, probation, watch = _choose()
+    if probation is None:
+        board, app = _start(path, None)
+    else:
+        try:
+            board, app = _start(path, probation)
+        except Exception as e:  # noqa: BLE001 - whatever the new set raises, the old one comes back
+            sys.print_exception(e)
+            print("PPMID crashed: rebooting")
+            raise SystemExit(3)  # the ROM (or the port) resets the board
     import asyncio
-    from ppmid import app
+    from ppmid.clock import sleep_ms
+
+    async def _run():
+        if watch is not None:
+            asyncio.create_task(watch(board, "", probation.get("seconds", 300), sleep_ms))
+        await app.run(board)
+
     try:
-        asyncio.run(app.run(board))
+        asyncio.run(_run())
         print("PPMID app returned: rebooting")
     except KeyboardInterrupt:
         raise

@@ -8,7 +8,7 @@
 import gc
 
 import asyncio
-from ppmid.app import WDT_TIMEOUT_MS, status, _is, _info, _republisher
+from ppmid.app import WDT_TIMEOUT_MS, VERSION, status, _is, _info, _republisher, _updates
 
 
 def _mark(board, stage):
@@ -22,6 +22,7 @@ def _load_config(board):
     from ppmid import config
     root = board.fs_root.rstrip("/")
     cfg = config.load(root + "/config.json")
+    del cfg["update"]  # read again from flash when an update comes (ppmid.update.service)
     from ppmid.mqtt.link import load_credentials
     creds = load_credentials(root)
     return cfg, creds
@@ -39,6 +40,21 @@ def _start_sntp(board, cfg, clock, link):
     print("PPMID clock: %s, sntp from %s" % (clock.source, ", ".join(s["servers"])))
     asyncio.create_task(SntpClient(s, clock, board.set_time, wlan=board.wlan, log=print,
                                    on_set=_republisher(link)).run())
+
+
+def _settle_update(board, han, link):
+    """Confirm a set on probation, or report the last update's result, when the update
+    pointer says so (the module is not imported otherwise)."""
+    root = board.fs_root.rstrip("/")
+    try:
+        import os
+        os.stat(root + "/upd/state.json")
+    except OSError:
+        return
+    if link is None:
+        return
+    from ppmid.update.report import settle
+    asyncio.create_task(settle(root, VERSION, han, link.client, link.topics))
 
 
 def _nfc_driver(board):
@@ -156,6 +172,7 @@ async def start(board):
     creds = None
     if link is not None:
         relay.publisher = link.client
+        link.intake.update = _updates(board, relay, link)
         relay.link_checks.append(("mqtt", _is(link.client, "state", "online"), 1800))
     _mark(board, "mqtt")
 
@@ -172,6 +189,7 @@ async def start(board):
     if link is not None:
         asyncio.create_task(link.run())
     _start_sntp(board, cfg, clock, link)
+    _settle_update(board, han, link)
     _mark(board, "started")
 
     nfc, nfc_state = await _nfc(board, cfg, relay)

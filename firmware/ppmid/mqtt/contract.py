@@ -7,8 +7,9 @@ from binascii import b2a_base64, hexlify
 from ppmid.errors import PpmidError
 
 ROOT = "ppmid/v1/"
-# what a gateway publishes on (it reads only cmd); the broker's ACL is built from this
-GATEWAY_WRITES = ("rsp", "alert", "state", "info", "log")
+# what a gateway publishes on and reads; the broker's ACL is built from these
+GATEWAY_WRITES = ("rsp", "alert", "state", "info", "log", "update")
+GATEWAY_READS = ("cmd", "update/+")  # update/+: offer and data (docs/update.md)
 STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed")
 
 
@@ -24,6 +25,7 @@ class Topics:
         self.state = base + "state"
         self.info = base + "info"
         self.log = base + "log"
+        self.update = base + "update"  # update statuses; offers and data on update/offer, update/data
 
 
 def b64(data):

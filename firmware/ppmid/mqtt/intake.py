@@ -73,6 +73,7 @@ class Intake:
         self.accept = accept
         self.max_gbcs = max_gbcs
         self.stats = {"accepted": 0, "rejected": 0, "reject_drops": 0}
+        self.update = None  # async update(topic, payload): the update topics' hook (ppmid.app)
         client.subscribe(self.topics.cmd, 1)
         client.handler = self.handle
         client.oversize = self.too_large
@@ -91,6 +92,9 @@ class Intake:
         t0 = ticks_ms()
         obj = None
         id = None
+        if topic != self.topics.cmd and self.update is not None and topic.startswith(self.topics.update):
+            await self.update(topic, payload)  # docs/update.md: statuses go on the update topic
+            return
         try:
             if topic != self.topics.cmd:
                 raise IntakeError(E_TOPIC, "commands are taken only on %s, not %s" % (self.topics.cmd, topic))

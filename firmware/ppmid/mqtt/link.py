@@ -66,6 +66,7 @@ class Link:
                                  on_up=self._on_up, max_packet=max_packet_for(cfg["limits"]["max_gbcs"]),
                                  wlan=wlan, log=log)
         self.intake = Intake(self.client, eui, accept, cfg["limits"]["max_gbcs"], self.topics)
+        self.client.subscribe(self.topics.update + "/+", 1)  # offers and data (docs/update.md)
 
     async def _on_up(self, session_present):
         await self.client.publish(self.topics.state, state_json("online"), 1, True)
