@@ -217,9 +217,9 @@ class UpdateSender:
     def __init__(self, state_dir, eui, rel, user="dcc-user-test", offer_id=None, quiet_s=8.0, progress=None,
                  tamper=None, signature=None):
         from host_tools import mqtt_tools as mt
-        from ppmid.mqtt.contract import Topics
+        from ppmid.mqtt.contract import ROOT, UPDATE
         self.rel = rel
-        self.topics = Topics(eui)
+        self.topic = ROOT + eui.upper() + "/" + UPDATE
         self.offer_id = offer_id or secrets.token_hex(6)
         self.offer = offer_json(rel.text, signature if signature is not None else rel.signature, self.offer_id)
         self.quiet_s = quiet_s
@@ -235,9 +235,9 @@ class UpdateSender:
         self.client.on_message = lambda c, u, msg: self._q.put(msg.payload)
         self.client.on_subscribe = lambda *a, **k: self._sub.set()
         mt.connect(self.client, state_dir)
-        self.client.subscribe(self.topics.update, qos=1)
+        self.client.subscribe(self.topic, qos=1)
         if not self._sub.wait(10):
-            raise UpdateError("no SUBACK for %s" % self.topics.update)
+            raise UpdateError("no SUBACK for %s" % self.topic)
 
     def close(self):
         self.client.disconnect()
@@ -245,7 +245,7 @@ class UpdateSender:
 
     def send_offer(self):
         self.offers_sent += 1
-        self.client.publish(self.topics.update + "/offer", self.offer, qos=1)
+        self.client.publish(self.topic + "/offer", self.offer, qos=1)
 
     def _serve(self, st):
         i, off, size = st.get("file"), st.get("offset"), st.get("chunk") or 1024
@@ -254,7 +254,7 @@ class UpdateSender:
         data = self.rel.data[i][off:off + size]
         if self.tamper is not None:
             data = self.tamper(i, off, data)
-        self.client.publish(self.topics.update + "/data", chunk_payload(i, off, data), qos=1)
+        self.client.publish(self.topic + "/data", chunk_payload(i, off, data), qos=1)
         self.chunks_sent += 1
         self.bytes_sent += len(data)
 
@@ -289,7 +289,7 @@ class UpdateSender:
             elif state == "switching":
                 quiet_at = end  # it reboots into probation: an offer now would be refused (busy)
         raise UpdateError("no final status from %s within %ss (last: %s)"
-                          % (self.topics.update, timeout, self.statuses[-1] if self.statuses else "none"))
+                          % (self.topic, timeout, self.statuses[-1] if self.statuses else "none"))
 
 
 def progress_bar(st, width=30, out=None):

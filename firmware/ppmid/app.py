@@ -93,8 +93,9 @@ def _is(obj, attr, value):
     return lambda: getattr(obj, attr) == value
 
 
-def _info(board, relay, han, clock):
-    # the link's info payload (docs/mqtt.md): the relay's, and what only the app knows
+def _info(board, relay, han, clock, update=None):
+    # the link's info payload (docs/mqtt.md): the relay's, and what only the app knows;
+    # update: a dict when an update ever ran (kept current by ppmid.update.report)
     def info():
         d = relay.info()
         d["fw"] = VERSION
@@ -105,37 +106,10 @@ def _info(board, relay, han, clock):
         d["heap_min"] = heap["min"]
         d["clock"] = clock.source
         d["clock_synced_at"] = clock.synced_at
-        d["update"] = _update_info(board)
+        if update is not None:  # the update pointer's summary (ppmid.update.slots.summary)
+            d["update"] = update
         return d
     return info
-
-
-def _update_info(board):
-    # info's "update" (docs/update.md): the pointer, read when the info is published
-    import json
-    try:
-        with open(board.fs_root.rstrip("/") + "/upd/state.json") as f:
-            st = json.load(f)
-    except (OSError, ValueError):
-        return None
-    last = st.get("last") or {}
-    return {"slot": st.get("slot"), "previous": (st.get("previous") or last).get("version") if "probation" in st
-            else last.get("previous"), "probation": "probation" in st, "last": last.get("result"),
-            "last_version": last.get("version"), "error": (last.get("error") or {}).get("code")}
-
-
-def _updates(board, relay, link):
-    # the intake's hook for ppmid/v1/EUI/update/+: the updater (and with it the manifest and
-    # P-256 code) is imported on the first update message, not before
-    held = []
-
-    async def on_update(topic, payload):
-        if not held:
-            gc.collect()
-            from ppmid.update.service import Updater
-            held.append(Updater(board, relay, link.client, link.topics, VERSION))
-        await held[0].handle(topic, payload)
-    return on_update
 
 
 def _republisher(link):

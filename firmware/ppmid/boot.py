@@ -8,7 +8,7 @@
 import gc
 
 import asyncio
-from ppmid.app import WDT_TIMEOUT_MS, VERSION, status, _is, _info, _republisher, _updates
+from ppmid.app import WDT_TIMEOUT_MS, VERSION, status, _is, _info, _republisher
 
 
 def _mark(board, stage):
@@ -42,19 +42,29 @@ def _start_sntp(board, cfg, clock, link):
                                    on_set=_republisher(link)).run())
 
 
-def _settle_update(board, han, link):
-    """Confirm a set on probation, or report the last update's result, when the update
-    pointer says so (the module is not imported otherwise)."""
+def _update_state(board):
+    """(the update pointer's summary for the info, whether it needs settling: a set on
+    probation or a result not reported yet); (None, False) on a gateway never updated,
+    which then imports nothing of ppmid.update."""
     root = board.fs_root.rstrip("/")
     try:
         import os
         os.stat(root + "/upd/state.json")
     except OSError:
-        return
-    if link is None:
-        return
+        return None, False
+    from ppmid.update import slots
+    st = slots.state(root)
+    summary = slots.summary(st)
+    settle = "probation" in st or not (st.get("last") or {}).get("reported", True)
+    _unload("ppmid.update")
+    return summary, settle
+
+
+def _settle_update(board, han, link, summary):
+    """Confirm a set on probation, or report the last update's result (ppmid.update.report,
+    which forgets itself once done)."""
     from ppmid.update.report import settle
-    asyncio.create_task(settle(root, VERSION, han, link.client, link.topics))
+    asyncio.create_task(settle(board.fs_root.rstrip("/"), VERSION, han, link, summary))
 
 
 def _nfc_driver(board):
@@ -130,6 +140,7 @@ async def start(board):
     except PpmidError as exc:  # ConfigError (E_CONFIG)
         status("config-error: %s" % (exc.message,))
         return None
+    update, settle = _update_state(board)
     _mark(board, "config")
 
     # the relay core and its journal (recovery reads the journal before anything starts)
@@ -164,7 +175,7 @@ async def start(board):
 
     try:
         link = Link(cfg, relay.accept, root=board.fs_root.rstrip("/"), track=board.wlan.track,
-                    wlan=board.wlan, log=print, info=_info(board, relay, han, clock),
+                    wlan=board.wlan, log=print, info=_info(board, relay, han, clock, update),
                     credentials=creds)
     except PpmidError as exc:  # unusable certificates: no MQTT, the HAN and NFC still work
         status("config-error: %s" % (exc.message,))
@@ -172,7 +183,7 @@ async def start(board):
     creds = None
     if link is not None:
         relay.publisher = link.client
-        link.intake.update = _updates(board, relay, link)
+        link.intake.update = (board, relay, link, VERSION)  # what the updater needs, once one comes
         relay.link_checks.append(("mqtt", _is(link.client, "state", "online"), 1800))
     _mark(board, "mqtt")
 
@@ -189,7 +200,8 @@ async def start(board):
     if link is not None:
         asyncio.create_task(link.run())
     _start_sntp(board, cfg, clock, link)
-    _settle_update(board, han, link)
+    if settle and link is not None:
+        _settle_update(board, han, link, update)
     _mark(board, "started")
 
     nfc, nfc_state = await _nfc(board, cfg, relay)

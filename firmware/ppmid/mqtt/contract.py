@@ -7,9 +7,14 @@ from binascii import b2a_base64, hexlify
 from ppmid.errors import PpmidError
 
 ROOT = "ppmid/v1/"
+# The update family (docs/update.md): statuses on ROOT + EUI/update, offers and data on
+# .../update/offer and .../update/data. Not in Topics: those names are built only where an
+# update needs them, so they cost the running app no heap.
+UPDATE = "update"
+UPDATE_IN = "update/+"
 # what a gateway publishes on and reads; the broker's ACL is built from these
-GATEWAY_WRITES = ("rsp", "alert", "state", "info", "log", "update")
-GATEWAY_READS = ("cmd", "update/+")  # update/+: offer and data (docs/update.md)
+GATEWAY_WRITES = ("rsp", "alert", "state", "info", "log", UPDATE)
+GATEWAY_READS = ("cmd", UPDATE_IN)
 STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed")
 
 
@@ -25,7 +30,6 @@ class Topics:
         self.state = base + "state"
         self.info = base + "info"
         self.log = base + "log"
-        self.update = base + "update"  # update statuses; offers and data on update/offer, update/data
 
 
 def b64(data):

@@ -18,6 +18,7 @@ import asyncio
 from ppmid.errors import PpmidError
 from ppmid.update import slots
 from ppmid.update.manifest import UpdateError
+from ppmid.mqtt.contract import ROOT, UPDATE
 
 E_UPDATE_HASH = "E_UPDATE_HASH"      # a downloaded file's SHA-256 differs from the manifest's
 E_UPDATE_SPACE = "E_UPDATE_SPACE"    # the flash cannot hold the new set
@@ -78,17 +79,29 @@ def free_bytes(root):
         return None
 
 
+_updater = []  # the one Updater, made on the first update message
+
+
+async def handle(context, topic, payload):
+    """Every topic but cmd, from the intake; context: (board, relay, link, running version)."""
+    if not _updater:
+        gc.collect()
+        board, relay, link, version = context
+        _updater.append(Updater(board, relay, link.client, version))
+    await _updater[0].handle(topic, payload)
+
+
 class Updater:
     """One per running gateway. board: for the name, the root and reset(); relay: its
-    info() says when no command is in flight; client/topics: the MQTT link's; version: the
+    info() says when no command is in flight; client: the MQTT link's; version: the
     running one."""
 
-    def __init__(self, board, relay, client, topics, version, log=print):
+    def __init__(self, board, relay, client, version, log=print):
         self.board = board
         self.root = board.fs_root.rstrip("/")
         self.relay = relay
         self.client = client
-        self.topics = topics
+        self.topic = ROOT + client.client_id + "/" + UPDATE  # the client id is the gateway's EUI
         self.version = version
         self.log = log
         self.stage = None      # {"id", "manifest", "text", "slot"} of the download under way
@@ -107,7 +120,7 @@ class Updater:
             obj["error"] = error.as_dict() if isinstance(error, PpmidError) else error
         for k in extra:
             obj[k] = extra[k]
-        await self.client.publish(self.topics.update, json.dumps(obj).encode(), 1, True, False)
+        await self.client.publish(self.topic, json.dumps(obj).encode(), 1, True, False)
 
     async def refuse(self, exc, oid=None, version=None):
         self.log("PPMID update: refused %s: %s" % (version or "offer", exc))
@@ -132,10 +145,12 @@ class Updater:
     # ---- messages ------------------------------------------------------------------------
     async def handle(self, topic, payload):
         try:
-            if topic.endswith("/offer"):
+            if topic == self.topic + "/offer":
                 await self.offer(bytes(payload))
-            elif topic.endswith("/data"):
+            elif topic == self.topic + "/data":
                 await self.data(payload)
+            else:
+                self.stats["ignored"] += 1  # no other topic is subscribed: nothing to answer
         except UpdateError as exc:
             oid = self.stage["id"] if self.stage else None
             ver = self.stage["manifest"]["version"] if self.stage else None

@@ -94,6 +94,16 @@ def state(root=""):
     return st
 
 
+def summary(st):
+    """The info's "update" (docs/mqtt.md): the running slot, the version before it, whether
+    it is on probation, and the last update's result."""
+    last = st.get("last") or {}
+    prev = st.get("previous") or {}
+    return {"slot": st.get("slot", ""), "previous": prev.get("version") or last.get("previous"),
+            "probation": "probation" in st, "last": last.get("result"), "last_version": last.get("version"),
+            "error": (last.get("error") or {}).get("code")}
+
+
 def slot_dir(root, slot):
     return _path(root, DIR + "/" + slot) if slot else (root.rstrip("/") or "/")
 

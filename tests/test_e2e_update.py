@@ -1,0 +1,162 @@
+"""Application updates end to end (issue #18 item 1, docs/update.md): `ppmid release`'s
+library builds and signs sets of this tree, the UpdateSender (what `ppmid update` runs)
+offers them through the real mosquitto (TLS, ACLs generated from the contract) to the
+deployed firmware on the emulated board, which downloads, checks, switches and confirms
+or rolls back. One board for the module, in this order: refusals first (the old version
+keeps running), then a good update (version changes, commands still relayed), then an
+older one refused, then a version that raises at boot (rolled back and reported)."""
+import json
+import os
+import re
+import threading
+
+import pytest
+
+from host_tools import emulate as E
+from host_tools import mqtt_tools as mt
+from host_tools import update as U
+from host_tools.boards import FIRMWARE_DIR
+
+import sys
+from tests.conftest import FIRMWARE_TESTS
+sys.path.insert(0, FIRMWARE_TESTS)
+import update_vectors as V  # noqa: E402
+
+BOOTS = 2
+SETTINGS = {"limits": {"rate_per_s": 50, "burst": 50},
+            "update": {"public_key": V.PUBLIC, "probation_boots": BOOTS, "probation_s": 60, "chunk": 2048}}
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    good, other = d / "operator.pem", d / "other.pem"
+    good.write_text(V.PRIVATE_PEM)
+    other.write_text(V.OTHER_PRIVATE_PEM)
+    return str(good), str(other)
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    e = E.Emulation(tmp_path_factory.mktemp("e2e-update"), overrides=SETTINGS, log=None)
+    with e:
+        yield e
+
+
+def _release(tmp_path, key, version, board="emulated", firmware_dir=None, **kw):
+    out = str(tmp_path / ("rel-%s-%s" % (board, version)))
+    U.release(board, key, out, version, firmware_dir, **kw)
+    return U.Release(out)
+
+
+def _offer(emu, rel, timeout=240, **kw):
+    s = U.UpdateSender(emu.broker_dir, emu.gateway, rel, **kw)
+    try:
+        return s.run(timeout), s
+    finally:
+        s.close()
+
+
+def _running(emu):
+    return re.findall(r"PPMID ready: version=(\S+)", emu.board.console_text())[-1]
+
+
+def _info(emu, timeout=20):
+    got = {}
+    ev = threading.Event()
+    c = mt.paho_client(emu.broker_dir, "dcc-user-test")
+
+    def on_message(client, userdata, msg):
+        got.update(json.loads(msg.payload))
+        ev.set()
+    c.on_message = on_message
+    mt.connect(c, emu.broker_dir)
+    c.subscribe(mt.Topics(emu.gateway).info, 1)
+    try:
+        assert ev.wait(timeout), "no retained info"
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return got
+
+
+def _relays_a_command(emu, tag):
+    (_, gbcs), = E.renumbered_commands(1)
+    cmd = mt.Commander(emu.broker_dir, emu.gateway, key=emu.key)
+    try:
+        cmd.send(tag, gbcs)
+        out = cmd.wait(tag, timeout=60)
+    finally:
+        cmd.close()
+    assert out[-1]["status"] == "response", out
+
+
+def test_wrong_key_is_refused_and_the_old_version_runs_on(emu, keys, tmp_path):
+    rel = _release(tmp_path, keys[1], "0.2.0")
+    st, s = _offer(emu, rel)
+    assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_SIGNATURE", st
+    assert s.chunks_sent == 0
+    assert _running(emu) == "0.1.0"
+
+
+def test_a_release_for_another_board_is_refused(emu, keys, tmp_path):
+    rel = _release(tmp_path, keys[0], "0.2.0", board="esp32-devkitc")
+    st, _ = _offer(emu, rel)
+    assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_BOARD", st
+
+
+def test_a_corrupted_chunk_fails_the_hash_check(emu, keys, tmp_path):
+    rel = _release(tmp_path, keys[0], "0.2.0")
+
+    def flip(i, off, data):
+        if i == 3 and off == 0 and data:
+            return bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+    st, s = _offer(emu, rel, tamper=flip)
+    assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_HASH", st
+    assert rel.manifest["files"][3]["path"] in st["error"]["message"]
+    assert _running(emu) == "0.1.0" and emu.board.restarts == emu.restarts_at_start
+    _relays_a_command(emu, "after-hash")
+
+
+def test_a_good_update_is_applied_and_commands_still_relay(emu, keys, tmp_path):
+    rel = _release(tmp_path, keys[0], "0.2.0")
+    mark = emu.board.mark()
+    st, s = _offer(emu, rel)
+    assert st["state"] == "applied", (st, s.statuses[-3:])
+    assert st["version"] == "0.2.0" and st["running"] == "0.2.0" and st["previous"] == "0.1.0"
+    assert s.bytes_sent >= rel.total
+    emu.board.wait_for(r"PPMID ready: version=0\.2\.0", 30, since=mark)
+    assert "version 0.2.0 confirmed" in emu.board.console_text()
+    info = _info(emu)
+    assert info["fw"] == "0.2.0"
+    assert info["update"]["last"] == "applied" and info["update"]["previous"] == "0.1.0"
+    emu.wait_online()
+    _relays_a_command(emu, "after-update")
+
+
+def test_an_older_version_is_refused(emu, keys, tmp_path):
+    rel = _release(tmp_path, keys[0], "0.1.5")
+    st, _ = _offer(emu, rel)
+    assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_OLDER", st
+    assert _running(emu) == "0.2.0"
+
+
+def test_a_version_that_raises_at_boot_is_rolled_back_and_reported(emu, keys, tmp_path):
+    import shutil
+    broken = tmp_path / "firmware"
+    shutil.copytree(FIRMWARE_DIR, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(broken / "ppmid" / "app.py", "a") as f:
+        f.write("\nraise RuntimeError('this build raises at import')\n")
+    rel = _release(tmp_path, keys[0], "0.3.0", firmware_dir=str(broken))
+    mark = emu.board.mark()
+    st, _ = _offer(emu, rel)
+    assert st["state"] == "rolled-back", st
+    assert st["error"]["code"] == "E_UPDATE_BOOT" and st["version"] == "0.3.0" and st["running"] == "0.2.0", st
+    text = emu.board.console_bytes()[mark:].decode("utf-8", "replace")
+    assert text.count("this build raises at import") == BOOTS
+    emu.board.wait_for(r"PPMID ready: version=0\.2\.0", 30, since=mark)
+    emu.wait_online()
+    _relays_a_command(emu, "after-rollback")
+    info = _info(emu)
+    assert info["fw"] == "0.2.0" and info["update"]["last"] == "rolled-back" and info["update"]["error"] == "E_UPDATE_BOOT"
