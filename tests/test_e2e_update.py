@@ -160,3 +160,37 @@ def test_a_version_that_raises_at_boot_is_rolled_back_and_reported(emu, keys, tm
     _relays_a_command(emu, "after-rollback")
     info = _info(emu)
     assert info["fw"] == "0.2.0" and info["update"]["last"] == "rolled-back" and info["update"]["error"] == "E_UPDATE_BOOT"
+
+
+def test_power_cuts_during_download_and_probation_end_in_the_new_version(emu, keys, tmp_path):
+    """SIGKILL of the chip (a power cut) twice during the download and once during the
+    probation boot: the sender re-offers when the gateway goes quiet, the download resumes
+    where the flash stopped, and the new set is confirmed on a later boot."""
+    rel = _release(tmp_path, keys[0], "0.4.0")
+    cuts = []
+
+    def progress(st):
+        if st.get("state") == "downloading" and st.get("total"):
+            done = st["received"] / st["total"]
+            if (len(cuts) == 0 and done >= 0.25) or (len(cuts) == 1 and done >= 0.6):
+                cuts.append(("download", done))
+                emu.board.kill()
+        elif st.get("state") == "switching" and len(cuts) == 2:
+            cuts.append(("probation", None))
+            threading.Thread(target=cut_in_probation, daemon=True).start()
+
+    def cut_in_probation():
+        # as soon as the first probation boot says so: before it can run and connect
+        emu.board.wait_for(r"version 0\.4\.0 on probation, boot 1 of", 30, since=mark)
+        emu.board.kill()
+    mark = emu.board.mark()
+    st, s = _offer(emu, rel, quiet_s=3.0, progress=progress)
+    assert [c[0] for c in cuts] == ["download", "download", "probation"]
+    assert st["state"] == "applied" and st["version"] == "0.4.0", (st, s.statuses[-5:])
+    assert s.offers_sent >= 3  # re-offered after each cut in the download
+    emu.board.wait_for(r"PPMID ready: version=0\.4\.0", 30, since=mark)
+    text = emu.board.console_bytes()[mark:].decode("utf-8", "replace")
+    assert "PPMID update: resuming 0.4.0" in text
+    assert "on probation, boot 2 of %d" % BOOTS in text  # the cut boot counted; the next one confirmed
+    emu.wait_online()
+    _relays_a_command(emu, "after-cuts")
