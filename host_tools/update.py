@@ -286,8 +286,8 @@ class UpdateSender:
                 return st
             if state == "downloading" and "file" in st:
                 self._serve(st)
-            elif state == "switching":
-                quiet_at = end  # it reboots into probation: an offer now would be refused (busy)
+            elif state in ("switching", "probation"):
+                quiet_at = end  # the result comes once probation ends: no more offers
         raise UpdateError("no final status from %s within %ss (last: %s)"
                           % (self.topic, timeout, self.statuses[-1] if self.statuses else "none"))
 

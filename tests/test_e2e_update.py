@@ -194,3 +194,96 @@ def test_power_cuts_during_download_and_probation_end_in_the_new_version(emu, ke
     assert "on probation, boot 2 of %d" % BOOTS in text  # the cut boot counted; the next one confirmed
     emu.wait_online()
     _relays_a_command(emu, "after-cuts")
+
+
+# ---- soak (`make soak`): many power cuts, and a version that hangs ---------------------
+SOAK_ROUNDS = 10
+CUTS_PER_ROUND = 3
+
+
+@pytest.mark.slow
+def test_thirty_random_power_cuts_always_end_in_a_working_old_or_new_version(emu, keys, tmp_path):
+    """Issue #18: SIGKILL at random moments during download, switch and probation, 3 per
+    update, 10 updates: each ends applied or rolled back, the version that runs is the one
+    the result names, it comes online and relays a command."""
+    import random
+    import time
+    rng = random.Random(18)
+    kills = []
+    for rnd in range(SOAK_ROUNDS):
+        before = _running(emu)
+        version = "1.0.%d" % rnd
+        rel = _release(tmp_path, keys[0], version)
+        # each cut: at a fraction of the download, or a moment after "switching" (the reset,
+        # the probation boot and its confirmation take about 2 s here)
+        plan = sorted((rng.choice(("download", "after-switch")), rng.random()) for _ in range(CUTS_PER_ROUND))
+        pending = list(plan)
+        workers = []
+        last_kill = [0]
+
+        def kill(what):
+            # one cut = one SIGKILL of a running chip (between two boots there is none yet)
+            for _ in range(100):
+                try:
+                    at = emu.board.mark()
+                    emu.board.kill()
+                    kills.append((rnd, what))
+                    last_kill[0] = at
+                    return
+                except Exception:  # noqa: BLE001 - no chip at this instant: try again
+                    time.sleep(0.05)
+
+        def after_switch(delays):
+            for d in delays:
+                # once the chip booted again (after the switch's reset or the last cut)
+                emu.board.wait_for(r"PPMID update: version %s on probation|PPMID ready" % re.escape(version), 60,
+                                   since=last_kill[0] or switch_mark[0])
+                time.sleep(d)
+                kill("after-switch")
+
+        switch_mark = [0]
+
+        def progress(st):
+            # one download cut per status: a status means the chip is up (it resumed)
+            if pending and pending[0][0] == "download" and st.get("state") == "downloading" \
+                    and st.get("total") and st["received"] / st["total"] >= pending[0][1]:
+                pending.pop(0)
+                kill("download")
+            elif st.get("state") == "switching":
+                switch_mark[0] = mark
+                delays = [1.5 * x for w, x in pending if w == "after-switch"]
+                pending.clear()
+                workers.append(threading.Thread(target=after_switch, args=(delays,), daemon=True))
+                workers[-1].start()
+        mark = emu.board.mark()
+        st, s = _offer(emu, rel, quiet_s=3.0, progress=progress, timeout=300)
+        for w in workers:  # a cut may still come after the result (the new set confirmed early)
+            w.join(120)
+        assert st["state"] in ("applied", "rolled-back"), (rnd, st)
+        want = version if st["state"] == "applied" else before
+        if st["state"] == "rolled-back":
+            assert st["error"]["code"] == "E_UPDATE_BOOT", st  # only cut boots make it fail
+        emu.board.wait_for(r"PPMID ready: version=%s" % re.escape(want), 60, since=max(mark, last_kill[0]))
+        emu.wait_online()
+        assert _running(emu) == want
+        _relays_a_command(emu, "soak-%d" % rnd)
+    planned = SOAK_ROUNDS * CUTS_PER_ROUND
+    # a download cut planned past the last status of its download has no moment to land
+    assert len(kills) >= planned - 3, kills
+
+
+@pytest.mark.slow
+def test_a_version_that_hangs_at_import_is_rolled_back_by_the_watchdog(emu, keys, tmp_path):
+    import shutil
+    before = _running(emu)
+    hung = tmp_path / "firmware"
+    shutil.copytree(FIRMWARE_DIR, hung, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(hung / "ppmid" / "app.py", "a") as f:
+        f.write("\nwhile True:\n    pass\n")
+    rel = _release(tmp_path, keys[0], "2.0.0", firmware_dir=str(hung))
+    mark = emu.board.mark()
+    st, _ = _offer(emu, rel, timeout=400)
+    assert st["state"] == "rolled-back" and st["error"]["code"] == "E_UPDATE_BOOT", st
+    emu.board.wait_for(r"PPMID ready: version=%s" % re.escape(before), 60, since=mark)
+    emu.wait_online()
+    _relays_a_command(emu, "after-hang")

@@ -218,17 +218,33 @@ def test_refusals_write_nothing():
     assert not slots.exists(root + "/upd/a") and not slots.exists(root + slots.STAGE)
 
 
-def test_no_offer_while_a_set_is_on_probation():
+def test_the_same_version_offered_again_on_probation_is_told_to_wait():
     root = _setup()
     slots.makedirs(root + slots.DIR)
-    slots.switch(root, "a", "0.1.0", "0.0.9", "x", 3, 60)
+    slots.switch(root, "a", "0.2.0", "0.1.0", "x", 3, 60)
 
     async def go():
         u = _updater(root)
-        await u.handle(u.topic + "/offer", signed_offer("real"))
+        u.version = "0.2.0"
+        await u.handle(u.topic + "/offer", signed_offer("real", "again"))
+        return u.client.last()
+    st = asyncio.run(go())
+    assert st["state"] == "probation" and st["id"] == "again" and "error" not in st
+    assert slots.state(root)["probation"]["boots"] == 0  # nothing changed
+
+
+def test_no_other_offer_while_a_set_is_on_probation():
+    root = _setup()
+    slots.makedirs(root + slots.DIR)
+    slots.switch(root, "a", "0.1.5", "0.0.9", "x", 3, 60)
+
+    async def go():
+        u = _updater(root)
+        await u.handle(u.topic + "/offer", signed_offer("real", "p"))
         return u.client.last()
     st = asyncio.run(go())
     assert st["state"] == "refused" and st["error"]["code"] == S.E_UPDATE_BUSY
+    assert st["id"] == "p" and st["version"] == "0.2.0"  # its sender hears it
 
 
 def test_the_switch_waits_for_commands_in_flight():
@@ -260,3 +276,21 @@ def test_data_before_any_offer_is_ignored():
         return u
     u = asyncio.run(go())
     assert u.client.sent == [] and u.stats["ignored"] == 1
+
+
+def test_a_resume_whose_file_went_bad_on_flash_is_refused_and_starts_afresh():
+    root = _setup()
+
+    async def go():
+        u = _updater(root)
+        await u.handle(u.topic + "/offer", signed_offer("real", "o1"))
+        await _serve(u, limit=1, cut=True)  # board.json complete
+        with open(root + "/upd/a/board.json", "r+b") as f:
+            f.write(b"X")  # the flash lost a bit while the board was off
+        u2 = _updater(root)
+        await u2.handle(u2.topic + "/offer", signed_offer("real", "o2"))
+        return u2
+    u2 = asyncio.run(go())
+    st = u2.client.last()
+    assert st["state"] == "refused" and st["error"]["code"] == S.E_UPDATE_HASH and st["id"] == "o2"
+    assert not slots.exists(root + slots.STAGE) and not slots.exists(root + "/upd/a")

@@ -167,28 +167,38 @@ class Updater:
         return slots.slot_dir(self.root, self.stage["slot"]) + "/" + self.stage["manifest"]["files"][i]["path"]
 
     async def offer(self, payload):
+        """Check an offer; every refusal names the offer's id (and version, when readable),
+        so that its sender hears it."""
         from ppmid.update import manifest as M
-        oid = None
+        oid = ver = None
         try:
-            oid = M.parse_offer(payload)[0]
-        except UpdateError:
+            oid, text, _ = M.parse_offer(payload)
+            ver = json.loads(text).get("version")
+        except Exception:  # noqa: BLE001 - unreadable: verify_offer below says why
             pass
-        if self.switching:
-            raise UpdateError(E_UPDATE_BUSY, "an update is being switched to")
+        try:
+            await self._offer(M, payload, oid, ver)
+        except PpmidError as exc:  # UpdateError, or a config on flash that no longer validates
+            if exc.code == E_UPDATE_HASH:
+                self.abandon()  # a resumed download whose file on flash went bad: start afresh
+            await self.refuse(exc, oid, ver if isinstance(ver, str) else None)
+
+    async def _offer(self, M, payload, oid, ver):
+        # The sender re-offers when it hears nothing, also while this very version is being
+        # switched to or is on probation (a cut can swallow the "switching" status): that
+        # is no refusal, the result comes once probation ends. Only the version is
+        # compared: nothing is done on the strength of it.
         st = slots.state(self.root)
-        if "probation" in st:
-            raise UpdateError(E_UPDATE_BUSY, "version %s is on probation: update again once it is confirmed"
-                              % self.version)
+        if self.switching or "probation" in st:
+            busy = self.stage["manifest"]["version"] if self.switching else st.get("version")
+            if ver == busy:
+                await self.publish("switching" if self.switching else "probation", oid, ver)
+                return
+            raise UpdateError(E_UPDATE_BUSY, "version %s is being switched to or on probation: offer again once "
+                              "it is confirmed" % busy)
         settings, cfg_version = _config(self.root)
         try:
             oid, m, text = M.verify_offer(payload, settings["public_key"], self.board.name, self.version, cfg_version)
-        except UpdateError as exc:
-            try:
-                ver = json.loads(M.parse_offer(payload)[1]).get("version")
-            except Exception:  # noqa: BLE001 - unreadable: the refusal names no version
-                ver = None
-            await self.refuse(exc, oid, ver if isinstance(ver, str) else None)
-            return
         finally:
             _unload_p256()
         # a chunk, its header and the topic must fit the client's receive buffer
@@ -206,6 +216,8 @@ class Updater:
             total = 0
             for f in m["files"]:
                 total += f["size"]
+            self.stage = None
+            self.need = None
             slot = slots.target_slot(st)
             slots.rmtree(slots.slot_dir(self.root, slot))
             if staged is not None:
