@@ -216,8 +216,9 @@ def test_thirty_random_power_cuts_always_end_in_a_working_old_or_new_version(emu
         rel = _release(tmp_path, keys[0], version)
         # each cut: at a fraction of the download, or a moment after "switching" (the reset,
         # the probation boot and its confirmation take about 2 s here)
-        plan = sorted((rng.choice(("download", "after-switch")), rng.random()) for _ in range(CUTS_PER_ROUND))
-        pending = list(plan)
+        plan = [(rng.choice(("download", "after-switch")), rng.random()) for _ in range(CUTS_PER_ROUND)]
+        pending = sorted(x for w, x in plan if w == "download")
+        switch_delays = [1.5 * x for w, x in plan if w == "after-switch"]
         workers = []
         last_kill = [0]
 
@@ -245,15 +246,13 @@ def test_thirty_random_power_cuts_always_end_in_a_working_old_or_new_version(emu
 
         def progress(st):
             # one download cut per status: a status means the chip is up (it resumed)
-            if pending and pending[0][0] == "download" and st.get("state") == "downloading" \
-                    and st.get("total") and st["received"] / st["total"] >= pending[0][1]:
+            if pending and st.get("state") == "downloading" and st.get("total") \
+                    and st["received"] / st["total"] >= pending[0]:
                 pending.pop(0)
                 kill("download")
-            elif st.get("state") == "switching":
+            elif st.get("state") == "switching" and not workers:
                 switch_mark[0] = mark
-                delays = [1.5 * x for w, x in pending if w == "after-switch"]
-                pending.clear()
-                workers.append(threading.Thread(target=after_switch, args=(delays,), daemon=True))
+                workers.append(threading.Thread(target=after_switch, args=(switch_delays,), daemon=True))
                 workers[-1].start()
         mark = emu.board.mark()
         st, s = _offer(emu, rel, quiet_s=3.0, progress=progress, timeout=300)

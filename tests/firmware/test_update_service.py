@@ -294,3 +294,21 @@ def test_a_resume_whose_file_went_bad_on_flash_is_refused_and_starts_afresh():
     st = u2.client.last()
     assert st["state"] == "refused" and st["error"]["code"] == S.E_UPDATE_HASH and st["id"] == "o2"
     assert not slots.exists(root + slots.STAGE) and not slots.exists(root + "/upd/a")
+
+
+def test_an_unexpected_failure_is_refused_not_raised_to_the_link():
+    root = _setup()
+    board = _Board(root)
+
+    class _Link:
+        client = _Client()
+    _Link.client.max_packet = None  # the updater trips over it (always a number on a real client)
+    S._updater[:] = []
+    try:
+        async def go():
+            await S.handle((board, None, _Link, "0.1.0"), "ppmid/v1/%s/update/offer" % EUI, signed_offer("real", "o"))
+        asyncio.run(go())
+    finally:
+        S._updater[:] = []
+    st = _Link.client.last()
+    assert st["state"] == "refused" and st["error"]["code"] == S.E_UPDATE_INTERNAL and st["id"] == "o"

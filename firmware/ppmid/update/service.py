@@ -25,6 +25,7 @@ E_UPDATE_SPACE = "E_UPDATE_SPACE"    # the flash cannot hold the new set
 E_UPDATE_BUSY = "E_UPDATE_BUSY"      # another update is downloading, or the running one is on probation
 E_UPDATE_FLASH = "E_UPDATE_FLASH"    # writing the slot failed
 E_UPDATE_CHUNK = "E_UPDATE_CHUNK"    # a data message that is not a chunk
+E_UPDATE_INTERNAL = "E_UPDATE_INTERNAL"  # the updater failed unexpectedly (a bug, or out of memory)
 CHUNK_HEADER = 6                     # file index (2 bytes) + offset (4 bytes), big-endian
 IDLE_WAIT_S = 120                    # the switch waits this long at most for in-flight commands
 SPACE_MARGIN = 16384                 # flash left free after the download (journal growth, renames)
@@ -88,7 +89,23 @@ async def handle(context, topic, payload):
         gc.collect()
         board, relay, link, version = context
         _updater.append(Updater(board, relay, link.client, version))
-    await _updater[0].handle(topic, payload)
+    u = _updater[0]
+    try:
+        await u.handle(topic, payload)
+    except Exception as exc:  # noqa: BLE001 - whatever the updater hits, commands go on
+        # an exception would reach the MQTT client, which withholds the PUBACK and drops
+        # the link: the broker would redeliver this message for ever, and commands with it
+        import sys
+        sys.print_exception(exc) if hasattr(sys, "print_exception") else None
+        oid = u.stage["id"] if u.stage else None
+        if oid is None and topic.endswith("/offer"):
+            try:
+                from ppmid.update.manifest import parse_offer
+                oid = parse_offer(bytes(payload))[0]
+            except Exception:  # noqa: BLE001 - no id to name
+                pass
+        u.abandon()
+        await u.refuse(UpdateError(E_UPDATE_INTERNAL, "the updater failed: %r" % (exc,)), oid)
 
 
 class Updater:
