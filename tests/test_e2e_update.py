@@ -8,7 +8,9 @@ older one refused, then a version that raises at boot (rolled back and reported)
 import json
 import os
 import re
+import queue
 import threading
+import time
 
 import pytest
 
@@ -61,23 +63,30 @@ def _running(emu):
     return re.findall(r"PPMID ready: version=(\S+)", emu.board.console_text())[-1]
 
 
-def _info(emu, timeout=20):
-    got = {}
-    ev = threading.Event()
+def _info(emu, fw, last=None, timeout=20):
+    """The gateway's info once it names firmware fw and (when given) the last update
+    result `last` (a retained info from before may come first, until the gateway
+    publishes its new one)."""
+    got = queue.Queue()
     c = mt.paho_client(emu.broker_dir, "dcc-user-test")
-
-    def on_message(client, userdata, msg):
-        got.update(json.loads(msg.payload))
-        ev.set()
-    c.on_message = on_message
+    c.on_message = lambda client, userdata, msg: got.put(json.loads(msg.payload))
     mt.connect(c, emu.broker_dir)
     c.subscribe(mt.Topics(emu.gateway).info, 1)
+    seen = []
     try:
-        assert ev.wait(timeout), "no retained info"
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                info = got.get(timeout=max(0.01, end - time.monotonic()))
+            except queue.Empty:
+                break
+            seen.append((info.get("fw"), (info.get("update") or {}).get("last")))
+            if info.get("fw") == fw and (last is None or (info.get("update") or {}).get("last") == last):
+                return info
     finally:
         c.disconnect()
         c.loop_stop()
-    return got
+    raise AssertionError("no info for firmware %s (saw %s)" % (fw, seen))
 
 
 def _relays_a_command(emu, tag):
@@ -128,8 +137,7 @@ def test_a_good_update_is_applied_and_commands_still_relay(emu, keys, tmp_path):
     assert s.bytes_sent >= rel.total
     emu.board.wait_for(r"PPMID ready: version=0\.2\.0", 30, since=mark)
     assert "version 0.2.0 confirmed" in emu.board.console_text()
-    info = _info(emu)
-    assert info["fw"] == "0.2.0"
+    info = _info(emu, "0.2.0", "applied")
     assert info["update"]["last"] == "applied" and info["update"]["previous"] == "0.1.0"
     emu.wait_online()
     _relays_a_command(emu, "after-update")
@@ -158,8 +166,8 @@ def test_a_version_that_raises_at_boot_is_rolled_back_and_reported(emu, keys, tm
     emu.board.wait_for(r"PPMID ready: version=0\.2\.0", 30, since=mark)
     emu.wait_online()
     _relays_a_command(emu, "after-rollback")
-    info = _info(emu)
-    assert info["fw"] == "0.2.0" and info["update"]["last"] == "rolled-back" and info["update"]["error"] == "E_UPDATE_BOOT"
+    info = _info(emu, "0.2.0", "rolled-back")
+    assert info["update"]["last"] == "rolled-back" and info["update"]["error"] == "E_UPDATE_BOOT"
 
 
 def test_power_cuts_during_download_and_probation_end_in_the_new_version(emu, keys, tmp_path):
@@ -195,6 +203,24 @@ def test_power_cuts_during_download_and_probation_end_in_the_new_version(emu, ke
     emu.wait_online()
     _relays_a_command(emu, "after-cuts")
 
+
+
+def test_a_deploy_runs_the_deployed_set_and_forgets_the_updates(emu):
+    """`ppmid deploy` after updates: the set just deployed runs (the pointer would
+    otherwise keep booting the updated slot), and the info no longer names an update."""
+    from host_tools import deploy
+    mark = emu.board.mark()
+    deploy.deploy(emu.board.repl, "emulated")
+    emu.board.wait_for(r"PPMID ready: version=0\.1\.0", 60, since=mark)
+    out = emu.board.exec("import os\ntry:\n    os.stat('/upd')\n    print('@@UPD yes')\nexcept OSError:\n    print('@@UPD no')")
+    assert "@@UPD no" in out
+    mark = emu.board.mark()
+    emu.board.reset()  # exec stopped the app (as on a real board): boot it again
+    emu.board.wait_for(r"PPMID ready: version=0\.1\.0", 60, since=mark)
+    emu.wait_online()
+    info = _info(emu, "0.1.0")
+    assert "update" not in info
+    _relays_a_command(emu, "after-deploy")
 
 # ---- soak (`make soak`): many power cuts, and a version that hangs ---------------------
 SOAK_ROUNDS = 10
