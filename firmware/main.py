@@ -2,8 +2,10 @@
 # drops to the REPL as on any MicroPython board.
 # Before anything else it asks the update pointer which application set to run
 # (ppmid.update.slots, docs/update.md): the root set, or a slot an update switched to. A
-# slot on probation that fails to import or start reboots the board (the next boot
-# counts towards the rollback), and the probation clock runs beside the app.
+# set that fails to import or start reboots the board: on probation the next boot counts
+# towards the rollback (and the probation clock runs beside the app); otherwise, after
+# SAFE_AFTER boots in a row that did not start the app, the next one starts the safe mode
+# (ppmid.update.safe: MQTT state, info and the update topics, the REPL) instead, once.
 import sys
 
 PROBATION_WDT_MS = 30000  # = ppmid.app.WDT_TIMEOUT_MS: armed early, so a hang at import resets
@@ -13,19 +15,25 @@ def _choose():
     try:
         from ppmid.update import slots
     except ImportError:  # a set without updates
-        return None, None, None
+        return None, None, None, 0
     path, probation = slots.choose("")
     watch = slots.watch if probation is not None else None
+    failed = 0
+    if probation is None:
+        failed = slots.count_boot("") - 1
+        if failed >= slots.SAFE_AFTER:
+            slots.boot_ok("")  # safe mode this once: the next reset tries the app again
+        else:
+            failed = 0
     # forget the root set's package: the chosen set's is imported afresh
     for name in list(sys.modules):
         if name == "ppmid" or name.startswith("ppmid."):
             del sys.modules[name]
-    return path, probation, watch
+    return path, probation, watch, failed
 
 
 def _start(path, probation):
-    # the chosen set's board and app; on probation a failure here must reboot (it counts
-    # towards the rollback) instead of leaving the REPL as a root set's failure does
+    # the chosen set's board and app
     if path and path != "/":
         sys.path.insert(0, path)
     from ppmid.board import load
@@ -36,17 +44,28 @@ def _start(path, probation):
     return board, app
 
 
+def _safe_mode(path, failed):
+    # a failure here leaves the REPL: the safe mode is the last resort
+    if path and path != "/":
+        sys.path.insert(0, path)
+    from ppmid.board import load
+    board = load(path + "/board.json" if path and path != "/" else None)
+    import asyncio
+    from ppmid.update import safe
+    asyncio.run(safe.run(board, failed))
+
+
 def _main():
-    path, probation, watch = _choose()
-    if probation is None:
-        board, app = _start(path, None)
-    else:
-        try:
-            board, app = _start(path, probation)
-        except Exception as e:  # noqa: BLE001 - whatever the new set raises, the old one comes back
-            sys.print_exception(e)
-            print("PPMID crashed: rebooting")
-            raise SystemExit(3)  # the ROM (or the port) resets the board
+    path, probation, watch, failed = _choose()
+    if failed:
+        _safe_mode(path, failed)
+        return
+    try:
+        board, app = _start(path, probation)
+    except Exception as e:  # noqa: BLE001 - counted: a rollback on probation, else the safe mode
+        sys.print_exception(e)
+        print("PPMID crashed: rebooting")
+        raise SystemExit(3)  # the ROM (or the port) resets the board
     import asyncio
     from ppmid.clock import sleep_ms
 

@@ -212,8 +212,8 @@ def test_a_deploy_runs_the_deployed_set_and_forgets_the_updates(emu):
     mark = emu.board.mark()
     deploy.deploy(emu.board.repl, "emulated")
     emu.board.wait_for(r"PPMID ready: version=0\.1\.0", 60, since=mark)
-    out = emu.board.exec("import os\ntry:\n    os.stat('/upd')\n    print('@@UPD yes')\nexcept OSError:\n    print('@@UPD no')")
-    assert "@@UPD no" in out
+    out = emu.board.exec("import os\nprint('@@UPD', sorted(os.listdir('/upd')) if 'upd' in os.listdir('/') else [])")
+    assert "@@UPD []" in out  # no pointer, no slot (and no boot count: the app started)
     mark = emu.board.mark()
     emu.board.reset()  # exec stopped the app (as on a real board): boot it again
     emu.board.wait_for(r"PPMID ready: version=0\.1\.0", 60, since=mark)
@@ -221,6 +221,40 @@ def test_a_deploy_runs_the_deployed_set_and_forgets_the_updates(emu):
     info = _info(emu, "0.1.0")
     assert "update" not in info
     _relays_a_command(emu, "after-deploy")
+
+
+def test_an_app_that_fails_at_every_boot_gets_the_safe_mode_and_is_mended_by_an_update(emu, keys, tmp_path):
+    """A deployed set whose app raises at start (no probation: `ppmid deploy` put it there):
+    after SAFE_AFTER failed boots the next one is the safe mode: online, commands refused
+    with E_SAFE_MODE, info says so, and an update over MQTT brings a working version."""
+    import shutil
+    from host_tools import deploy
+    broken = tmp_path / "firmware"
+    shutil.copytree(FIRMWARE_DIR, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    app = broken / "ppmid" / "app.py"
+    app.write_text(app.read_text().replace(
+        "async def run(board):\n", "async def run(board):\n    raise RuntimeError('this app fails at every start')\n", 1))
+    mark = emu.board.mark()
+    deploy.deploy(emu.board.repl, "emulated", firmware_dir=str(broken))
+    emu.board.wait_for(r"PPMID status: safe-mode: 3 boots in a row did not start the app", 90, since=mark)
+    text = emu.board.console_bytes()[mark:].decode("utf-8", "replace")
+    assert text.count("this app fails at every start") == 3
+    emu.wait_online()
+    info = _info(emu, "0.1.0")
+    assert info["state"] == "safe-mode" and info["boot_failures"] == 3
+    (_, gbcs), = E.renumbered_commands(1)
+    cmd = mt.Commander(emu.broker_dir, emu.gateway, key=emu.key)
+    try:
+        cmd.send("in-safe-mode", gbcs)
+        out = cmd.wait("in-safe-mode", timeout=30)
+    finally:
+        cmd.close()
+    assert out[-1]["status"] == "rejected" and out[-1]["error"]["code"] == "E_SAFE_MODE", out
+    rel = _release(tmp_path, keys[0], "0.5.0")
+    st, _ = _offer(emu, rel)
+    assert st["state"] == "applied" and st["running"] == "0.5.0", st
+    emu.wait_online()
+    _relays_a_command(emu, "after-safe-mode")
 
 # ---- soak (`make soak`): many power cuts, and a version that hangs ---------------------
 SOAK_ROUNDS = 10

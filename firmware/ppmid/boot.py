@@ -60,6 +60,15 @@ def _update_state(board):
     return summary, settle
 
 
+def _boot_ok(board):
+    # the app started: the row of failed boots that leads to the safe mode ends (main.py)
+    import os
+    try:
+        os.remove(board.fs_root.rstrip("/") + "/upd/boots")
+    except OSError:
+        pass
+
+
 def _settle_update(board, han, link, summary):
     """Confirm a set on probation, or report the last update's result (ppmid.update.report,
     which forgets itself once done)."""
@@ -139,6 +148,7 @@ async def start(board):
         cfg, creds = _load_config(board)
     except PpmidError as exc:  # ConfigError (E_CONFIG)
         status("config-error: %s" % (exc.message,))
+        _boot_ok(board)  # up, waiting to be provisioned: not a failed boot
         return None
     update, settle = _update_state(board)
     _mark(board, "config")
@@ -208,6 +218,7 @@ async def start(board):
     if nfc is not None:
         asyncio.create_task(nfc.run())
     _mark(board, "nfc")
+    _boot_ok(board)
     return journal, "running: gateway=%s han=%s mqtt=%s nfc=%s" % (
         eui, han.status, "on" if link is not None else "off", nfc_state)
 

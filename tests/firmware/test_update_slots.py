@@ -148,3 +148,13 @@ def test_the_probation_clock_stops_once_confirmed():
             slots.confirm(root, "0.2.0")
     asyncio.run(slots.watch(b, root, 10, sleep_then_confirm))
     assert b.resets == 0 and ticks[0] == 2 and _state(root)["slot"] == "a"
+
+
+def test_boots_in_a_row_are_counted_until_the_app_starts():
+    root = fresh_root()
+    assert [slots.count_boot(root) for _ in range(4)] == [1, 2, 3, 4]
+    slots.boot_ok(root)
+    assert slots.count_boot(root) == 1
+    slots.boot_ok(root)
+    slots.boot_ok(root)  # twice: nothing to clear
+    assert slots.count_boot(root) == 1

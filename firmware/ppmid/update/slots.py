@@ -4,6 +4,7 @@
 #   /upd/a/, /upd/b/      two slots an update downloads into (ppmid/..., board.json)
 #   /upd/state.json       the pointer: which set runs, on probation or not, what happened last
 #   /upd/stage.json       the offer being downloaded into a slot (absent when none)
+#   /upd/boots            boots in a row that did not start the app (safe mode after SAFE_AFTER)
 #
 # Every change of state.json is a new file renamed over the old one (atomic on LittleFS
 # and POSIX), so a power cut leaves the old pointer or the new one. The switch to a new
@@ -17,6 +18,8 @@ DIR = "/upd"
 STATE = "/upd/state.json"
 STAGE = "/upd/stage.json"
 SLOTS = ("a", "b")
+BOOTS = "/upd/boots"
+SAFE_AFTER = 3  # boots in a row that did not start the app before the next one is in safe mode
 
 E_UPDATE_BOOT = "E_UPDATE_BOOT"        # the new set did not start within probation_boots boots
 E_UPDATE_TIMEOUT = "E_UPDATE_TIMEOUT"  # the new set did not run and connect within probation_s
@@ -179,6 +182,28 @@ def choose(root="", log=print):
         write_json(_path(root, STATE), st)
         log("PPMID update: version %s on probation, boot %d of %d" % (st.get("version"), p["boots"], p["max_boots"]))
     return slot_dir(root, slot), p
+
+
+def count_boot(root=""):
+    """For main.py (not on probation, which counts its own): this boot's number in the row
+    of boots that have not started the app yet (ppmid.boot clears it once the app runs)."""
+    n = 0
+    try:
+        with open(_path(root, BOOTS)) as f:
+            n = int(f.read())
+    except (OSError, ValueError):
+        pass
+    n += 1
+    makedirs(_path(root, DIR))
+    tmp = _path(root, BOOTS) + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(n))
+    os.rename(tmp, _path(root, BOOTS))
+    return n
+
+
+def boot_ok(root=""):
+    remove(_path(root, BOOTS))
 
 
 async def watch(board, root, seconds, sleep_ms):
