@@ -14,8 +14,8 @@ PROBATION_WDT_MS = 30000  # = ppmid.app.WDT_TIMEOUT_MS: armed early, so a hang a
 def _choose():
     try:
         from ppmid.update import slots
-    except ImportError:  # a set without updates
-        return None, None, None, 0
+    except ImportError:  # no ppmid package (a frozen image not flashed yet), or one without updates
+        return None, None, None, None
     path, probation = slots.choose("")
     watch = slots.watch if probation is not None else None
     failed = 0
@@ -60,12 +60,15 @@ def _main():
     if failed:
         _safe_mode(path, failed)
         return
-    try:
+    if failed is None:  # nothing counts the boots: a reboot could loop for ever, the REPL it is
         board, app = _start(path, probation)
-    except Exception as e:  # noqa: BLE001 - counted: a rollback on probation, else the safe mode
-        sys.print_exception(e)
-        print("PPMID crashed: rebooting")
-        raise SystemExit(3)  # the ROM (or the port) resets the board
+    else:
+        try:
+            board, app = _start(path, probation)
+        except Exception as e:  # noqa: BLE001 - counted: a rollback on probation, else the safe mode
+            sys.print_exception(e)
+            print("PPMID crashed: rebooting")
+            raise SystemExit(3)  # the ROM (or the port) resets the board
     import asyncio
     from ppmid.clock import sleep_ms
 
