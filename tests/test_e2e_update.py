@@ -143,10 +143,22 @@ def test_a_good_update_is_applied_and_commands_still_relay(emu, keys, tmp_path):
     _relays_a_command(emu, "after-update")
 
 
-def test_an_older_version_is_refused(emu, keys, tmp_path):
-    rel = _release(tmp_path, keys[0], "0.1.5")
-    st, _ = _offer(emu, rel)
+def test_an_older_version_is_refused_through_the_command_line(emu, keys, tmp_path):
+    """`ppmid release` then `ppmid update` as a user runs them."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = str(tmp_path / "rel-0.1.5")
+
+    def ppmid(*args):
+        return subprocess.run([sys.executable, "-m", "host_tools.cli"] + list(args), cwd=root, capture_output=True,
+                              text=True, timeout=300)
+    r = ppmid("release", "--board", "emulated", "--key", keys[0], "--out", out, "--version", "0.1.5")
+    assert r.returncode == 0, r.stderr
+    r = ppmid("update", "--state-dir", emu.broker_dir, "--gateway", emu.gateway, "--release", out)
+    assert r.returncode == 1, r.stdout + r.stderr
+    st = json.loads(r.stdout.strip().splitlines()[-1])
     assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_OLDER", st
+    assert "0.1.5: refused (E_UPDATE_OLDER)" in r.stderr and "ppmid: update 0.1.5 refused: E_UPDATE_OLDER" in r.stderr
     assert _running(emu) == "0.2.0"
 
 
