@@ -29,6 +29,8 @@ COMMANDS = {
     "send": ("host_tools.cmd_send", "send a signed command envelope (MQTT, or --serial by wire) and wait for its responses"),
     "ncp-emulator": ("host_tools.cmd_ncp_emulator", "emulate an EFR32 NCP + Communications Hub + meters on a pty"),
     "pn532-emulator": ("host_tools.cmd_pn532_emulator", "emulate a PN532 with virtual phones and tags on a pty"),
+    "release": ("host_tools.cmd_release", "build and sign an application update (manifest, files)"),
+    "update": ("host_tools.cmd_update", "offer a release to a gateway over MQTT and follow it to the end"),
     "replay": ("host_tools.cmd_replay", "replay a command trace through MQTT (or --serial by wire) against a gateway"),
     "emulate": ("host_tools.cmd_emulate", "run broker + emulated board + NCP/CH emulator end to end"),
     "capture": ("host_tools.cmd_capture", "write one gateway's MQTT traffic from the broker as pcapng"),

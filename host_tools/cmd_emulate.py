@@ -7,6 +7,10 @@ the gateway to be online on the broker. Then replays a trace (--trace FILE, or a
 built from the corpus) through MQTT as a DCC User, with optional faults, writes the report
 (--report, default STATE_DIR/report.json) and prints a table. Without --trace it then
 follows the board's console until Ctrl-C. docs/emulate.md.
+With --update KIND the gateway is provisioned with the emulation's update key
+(STATE_DIR/update/operator.pem) and an update of that kind is offered during the replay;
+the exit status is 1 also when its result is not the expected one (good: applied,
+bad-signature: refused, crash-at-boot: rolled-back).
 """
 import json
 import os
@@ -50,6 +54,10 @@ def add_arguments(p):
     p.add_argument("--follow", action="store_true", help="after the replay, follow the console until Ctrl-C")
     p.add_argument("--no-follow", action="store_true", help="exit after the sample replay")
     p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the gateway to come up")
+    p.add_argument("--update", choices=("good", "bad-signature", "crash-at-boot"),
+                   help="build and offer an application update during the replay: a newer version, one signed with "
+                        "the wrong key, or one that raises at boot (docs/update.md); the report's \"update\" says "
+                        "what happened")
 
 
 def follow_console(board, since):
@@ -110,6 +118,8 @@ def run(args):
     report_path = args.report or os.path.join(args.state_dir, "report.json")
     from host_tools.cmd_replay import check_run_options
     check_run_options(args.speed, args.settle_s, report_path)
+    if args.update:  # the gateway takes updates signed with the emulation's key (made once)
+        overrides = E.merge(E.update_overrides(args.state_dir), overrides)
     emu = E.Emulation(args.state_dir, board=args.board, overrides=overrides, uart_error_rate=args.uart_error_rate,
                       deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal,
                       nfc=args.nfc, gpf_delay_s=None if args.gpf_delay_ms is None else args.gpf_delay_ms / 1000.0,
@@ -143,12 +153,15 @@ def run(args):
         if args.kill_board or args.broker_restarts or args.wifi_drops:
             chaos = E.Chaos(args.kill_board, args.broker_restarts, args.wifi_drops, seed=args.seed)
         print("emulate: replaying %s" % what, flush=True)
+        upd = E.UpdateRun(emu, args.update, log=E.log_default).start() if args.update else None
         bar = Progress("replay", len(lines))
         try:
             rep = emu.replay(lines, chaos=chaos, settle_s=args.settle_s, speed=args.speed,
                              progress=lambda n, total: bar.update(n))
         finally:
             bar.close()
+        if upd is not None:
+            rep["update"] = upd.join()
         rep["trace"] = os.path.abspath(args.trace) if args.trace else what
         os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
         with open(report_path, "w") as f:
@@ -164,6 +177,11 @@ def run(args):
                   "console follows, Ctrl-C to stop" % (emu.broker_dir, emu.gateway), flush=True)
             follow_console(emu.board, emu.board.mark())
         bad = rep["lost_count"] or rep.get("duplicates_to_ch")
+        if upd is not None:
+            want = {"good": "applied", "bad-signature": "refused", "crash-at-boot": "rolled-back"}[args.update]
+            print("update: %s -> %s (%s), running %s" % (args.update, rep["update"]["result"], want,
+                                                        rep["update"]["version_after"]), flush=True)
+            bad = bad or rep["update"]["result"] != want
         return 1 if bad else 0
     except KeyboardInterrupt:
         print("\nemulate: stopping", flush=True)

@@ -13,7 +13,8 @@
    Files whose hash on the board already matches are not copied again.
 4. Install: rename each staged file over its final name (LittleFS renames are atomic, so a
    file is either the old or the new one, never half-written), delete files of the old
-   ppmid package that the new one no longer has, remove the staging dir.
+   ppmid package that the new one no longer has, remove the staging dir and any
+   application update (/upd, docs/update.md), so that the deployed set is the one that runs.
 5. Soft-reset the board (Ctrl-D at the REPL) so it boots the new code.
 Before all this, a real board whose Python heap (board.json "heap") is smaller than the
 app's need (boards/app_heap.json, the 32-bit gauge's peak, rewritten by bench/bench_heap32.py)

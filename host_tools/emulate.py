@@ -580,3 +580,101 @@ def table(rep):
             rows.append(("fault errors", "; ".join(c["errors"])))
     w = 24
     return replay_table(rep) + "\n" + "\n".join("%s  %s" % (k.ljust(w), v) for k, v in rows)
+
+
+# ---- an application update during the replay (`ppmid emulate --update`, docs/update.md) ----
+UPDATE_KINDS = ("good", "bad-signature", "crash-at-boot")
+
+
+def update_key(state_dir):
+    """(path, public key hex) of the emulation's operator key, made once in STATE_DIR/update/."""
+    from host_tools import update as U
+    d = os.path.join(os.path.abspath(str(state_dir)), "update")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "operator.pem")
+    if not os.path.exists(path):
+        return path, U.make_key(path)
+    return path, U.public_hex(U.load_key(path))
+
+
+def update_overrides(state_dir):
+    """The config the gateway needs to take updates signed with the emulation's key."""
+    _, pub = update_key(state_dir)
+    return {"update": {"public_key": pub, "probation_boots": 2, "probation_s": 60}}
+
+
+def next_version(v):
+    parts = [int(p) for p in v.split(".")]
+    parts[-1] += 1
+    return ".".join(str(p) for p in parts)
+
+
+class UpdateRun:
+    """Builds one release of this tree (kind: good, bad-signature = signed with another
+    key, crash-at-boot = its app raises at import) and offers it to the emulation's gateway
+    in a thread, beside the replay; `report` is then the report's "update"."""
+
+    def __init__(self, emu, kind, delay_s=1.0, log=None):
+        if kind not in UPDATE_KINDS:
+            raise EmulateError("--update must be one of %s" % ", ".join(UPDATE_KINDS))
+        self.emu = emu
+        self.kind = kind
+        self.delay_s = delay_s
+        self.log = log or (lambda m: None)
+        self.report = None
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, daemon=True, name="update")
+        self._thread.start()
+        return self
+
+    def join(self, timeout=600):
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.report is None:
+            self.report = {"result": None, "error": {"code": "E_UPDATE_TIMEOUT", "message": "no result within %ss" % timeout}}
+        return self.report
+
+    def _release(self, work, before):
+        import shutil
+        from host_tools import update as U
+        from host_tools.boards import FIRMWARE_DIR
+        key, _ = update_key(self.emu.state_dir)
+        firmware = FIRMWARE_DIR
+        if self.kind == "bad-signature":
+            key = os.path.join(work, "not-the-operator.pem")
+            U.make_key(key)
+        elif self.kind == "crash-at-boot":
+            firmware = os.path.join(work, "firmware")
+            shutil.copytree(FIRMWARE_DIR, firmware, ignore=shutil.ignore_patterns("__pycache__"))
+            with open(os.path.join(firmware, "ppmid", "app.py"), "a") as f:
+                f.write("\nraise RuntimeError('ppmid emulate --update crash-at-boot: this build raises at import')\n")
+        out = os.path.join(work, "release")
+        U.release(self.emu.board_name, key, out, next_version(before), firmware)
+        return U.Release(out)
+
+    def _run(self):
+        import tempfile
+        from host_tools import update as U
+        before = self.emu.banner.group(1).decode()
+        self.report = rep = {"kind": self.kind, "result": None, "version_before": before, "version_after": None,
+                             "error": None}
+        try:
+            time.sleep(self.delay_s)
+            with tempfile.TemporaryDirectory(prefix="ppmid-update-") as work:
+                rel = self._release(work, before)
+                self.log("update: offering %s (%s, %d files, %d bytes)" % (rel.version, self.kind, len(rel.data),
+                                                                           rel.total))
+                s = U.UpdateSender(self.emu.broker_dir, self.emu.gateway, rel)
+                try:
+                    st = s.run(300)
+                finally:
+                    s.close()
+            rep["result"] = st.get("state")
+            rep["version_offered"] = rel.version
+            rep["version_after"] = st.get("running")
+            rep["error"] = st.get("error")
+            self.log("update: %s, running %s" % (rep["result"], rep["version_after"]))
+        except Exception as exc:  # noqa: BLE001 - the report says what went wrong
+            rep["error"] = {"code": getattr(exc, "code", "E_UPDATE"), "message": str(exc)}

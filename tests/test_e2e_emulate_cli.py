@@ -58,3 +58,44 @@ def test_emulate_refuses_bad_options_before_starting(tmp_path):
     r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--gpf-delay-ms", "-5", timeout=60)
     assert r.returncode == 1 and "gpf-delay-ms" in r.stderr
     assert not os.path.exists(tmp_path / "run" / "board.json")
+
+
+def _update_run(tmp_path, kind):
+    lines = E.lines_from(E.renumbered_commands(10), interval_ms=600, prefix="u")
+    trace = tmp_path / ("%s.jsonl" % kind)
+    tr.save(lines, str(trace))
+    report = tmp_path / ("%s.json" % kind)
+    r = ppmid("emulate", "--state-dir", str(tmp_path / kind), "--trace", str(trace), "--report", str(report),
+              "--set", "limits.rate_per_s=20", "--set", "limits.response_timeout_s=8", "--settle-s", "20",
+              "--update", kind, timeout=600)
+    return r, json.loads(report.read_text()) if report.exists() else None
+
+
+def test_emulate_update_good_is_applied_during_the_replay(tmp_path):
+    r, rep = _update_run(tmp_path, "good")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    u = rep["update"]
+    assert u["result"] == "applied" and u["error"] is None
+    assert u["version_before"] == "0.1.0" and u["version_after"] == u["version_offered"] == "0.1.1"
+    assert rep["lost_count"] == 0 and rep["duplicates_to_ch"] == 0 and rep["board_restarts"] >= 1
+    assert "update: good -> applied" in r.stdout
+
+
+def test_emulate_update_bad_signature_and_crash_at_boot(tmp_path):
+    r, rep = _update_run(tmp_path, "bad-signature")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    u = rep["update"]
+    assert u["result"] == "refused" and u["error"]["code"] == "E_UPDATE_SIGNATURE" and u["version_after"] == "0.1.0"
+    assert rep["lost_count"] == 0 and rep["board_restarts"] == 0
+    r, rep = _update_run(tmp_path, "crash-at-boot")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    u = rep["update"]
+    assert u["result"] == "rolled-back" and u["error"]["code"] == "E_UPDATE_BOOT"
+    assert u["version_before"] == u["version_after"] == "0.1.0"
+    assert rep["lost_count"] == 0 and rep["duplicates_to_ch"] == 0
+
+
+def test_emulate_refuses_an_unknown_update_kind(tmp_path):
+    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--update", "sideways", timeout=60)
+    assert r.returncode == 2 and "sideways" in r.stderr
+    assert not os.path.exists(tmp_path / "run")

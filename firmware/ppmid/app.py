@@ -93,8 +93,9 @@ def _is(obj, attr, value):
     return lambda: getattr(obj, attr) == value
 
 
-def _info(board, relay, han, clock):
-    # the link's info payload (docs/mqtt.md): the relay's, and what only the app knows
+def _info(board, relay, han, clock, update=None):
+    # the link's info payload (docs/mqtt.md): the relay's, and what only the app knows;
+    # update: a dict when an update ever ran (kept current by ppmid.update.report)
     def info():
         d = relay.info()
         d["fw"] = VERSION
@@ -106,6 +107,8 @@ def _info(board, relay, han, clock):
         d["clock"] = clock.source
         d["clock_synced_at"] = clock.synced_at
         d["profile"], d["profile_codes"] = relay.validator.profile
+        if update is not None:  # the update pointer's summary (ppmid.update.slots.summary)
+            d["update"] = update
         return d
     return info
 

@@ -8,7 +8,7 @@
 import gc
 
 import asyncio
-from ppmid.app import WDT_TIMEOUT_MS, status, _is, _info, _republisher
+from ppmid.app import WDT_TIMEOUT_MS, VERSION, status, _is, _info, _republisher
 
 
 def _mark(board, stage):
@@ -22,6 +22,7 @@ def _load_config(board):
     from ppmid import config
     root = board.fs_root.rstrip("/")
     cfg = config.load(root + "/config.json")
+    del cfg["update"]  # read again from flash when an update comes (ppmid.update.service)
     from ppmid.mqtt.credentials import load_credentials
     creds = load_credentials(root)
     # the running app keeps the config dict: the users section is needed only here
@@ -69,6 +70,40 @@ def _start_sntp(board, cfg, clock, link):
     print("PPMID clock: %s, sntp from %s" % (clock.source, ", ".join(s["servers"])))
     asyncio.create_task(SntpClient(s, clock, board.set_time, wlan=board.wlan, log=print,
                                    on_set=_republisher(link)).run())
+
+
+def _update_state(board):
+    """(the update pointer's summary for the info, whether it needs settling: a set on
+    probation or a result not reported yet); (None, False) on a gateway never updated,
+    which then imports nothing of ppmid.update."""
+    root = board.fs_root.rstrip("/")
+    try:
+        import os
+        os.stat(root + "/upd/state.json")
+    except OSError:
+        return None, False
+    from ppmid.update import slots
+    st = slots.state(root)
+    summary = slots.summary(st)
+    settle = "probation" in st or not (st.get("last") or {}).get("reported", True)
+    _unload("ppmid.update")
+    return summary, settle
+
+
+def _boot_ok(board):
+    # the app started: the row of failed boots that leads to the safe mode ends (main.py)
+    import os
+    try:
+        os.remove(board.fs_root.rstrip("/") + "/upd/boots")
+    except OSError:
+        pass
+
+
+def _settle_update(board, han, link, summary):
+    """Confirm a set on probation, or report the last update's result (ppmid.update.report,
+    which forgets itself once done)."""
+    from ppmid.update.report import settle
+    asyncio.create_task(settle(board.fs_root.rstrip("/"), VERSION, han, link, summary))
 
 
 def _nfc_driver(board):
@@ -146,7 +181,9 @@ async def start(board):
         cfg, creds, senders = _load_config(board)
     except PpmidError as exc:  # ConfigError (E_CONFIG)
         status("config-error: %s" % (exc.message,))
+        _boot_ok(board)  # up, waiting to be provisioned: not a failed boot
         return None
+    update, settle = _update_state(board)
     _mark(board, "config")
 
     # the relay core and its journal (recovery reads the journal before anything starts)
@@ -181,7 +218,7 @@ async def start(board):
 
     try:
         link = Link(cfg, relay.accept, root=board.fs_root.rstrip("/"), track=board.wlan.track,
-                    wlan=board.wlan, log=print, info=_info(board, relay, han, clock),
+                    wlan=board.wlan, log=print, info=_info(board, relay, han, clock, update),
                     credentials=creds)
     except PpmidError as exc:  # unusable certificates: no MQTT, the HAN and NFC still work
         status("config-error: %s" % (exc.message,))
@@ -189,6 +226,7 @@ async def start(board):
     creds = None
     if link is not None:
         relay.publisher = link.client
+        link.intake.update = (board, relay, link, VERSION)  # what the updater needs, once one comes
         relay.link_checks.append(("mqtt", _is(link.client, "state", "online"), 1800))
     _mark(board, "mqtt")
 
@@ -205,6 +243,8 @@ async def start(board):
     if link is not None:
         asyncio.create_task(link.run())
     _start_sntp(board, cfg, clock, link)
+    if settle and link is not None:
+        _settle_update(board, han, link, update)
     _mark(board, "started")
 
     nfc, nfc_state = await _nfc(board, cfg, relay)
@@ -217,6 +257,7 @@ async def start(board):
         from ppmid import wired
         text += " wired=" + wired.start(board, cfg, relay)
         _mark(board, "wired")
+    _boot_ok(board)
     return journal, text
 
 

@@ -34,6 +34,11 @@ DEFAULTS = {
     # resync_s between two syncs
     "sntp": {"servers": ["pool.ntp.org"], "port": 123, "timeout_ms": 2000, "retry_s": 2,
              "retry_max_s": 300, "resync_s": 3600},
+    # application updates (docs/update.md): public_key the operator's ECDSA P-256 key as an
+    # uncompressed point in hex ("" refuses every update); a new set must run and connect
+    # within probation_boots boots and probation_s seconds or the previous one comes
+    # back; chunk the data bytes asked for per MQTT message
+    "update": {"public_key": "", "probation_boots": 3, "probation_s": 300, "chunk": 1024},
 }
 
 
@@ -177,6 +182,14 @@ def validate(cfg):
     _number(s, "retry_s", 1, 3600, "sntp", (int,))
     _number(s, "retry_max_s", s["retry_s"], 86400, "sntp", (int,))
     _number(s, "resync_s", 60, 604800, "sntp", (int,))
+    u = out["update"]
+    k = u["public_key"]
+    if not isinstance(k, str) or k and (len(k) != 130 or not k.lower().startswith("04")
+                                        or any(c not in "0123456789abcdefABCDEF" for c in k)):
+        raise ConfigError("update.public_key must be \"\" or a P-256 public key: 130 hex digits starting 04")
+    _number(u, "probation_boots", 1, 20, "update", (int,))
+    _number(u, "probation_s", 30, 86400, "update", (int,))
+    _number(u, "chunk", 64, 16384, "update", (int,))
     return out
 
 

@@ -1,7 +1,11 @@
 # Sent by `ppmid deploy` once the staged files are verified (host_tools/deploy.py appends
 # the call `_install(NEW, ALL, STAGING, PACKAGE)`): move the staged files into place, drop
-# the old package's leftovers, remove the staging dir.
+# the old package's leftovers, remove the staging dir, and forget any application update
+# (/upd: its pointer would keep booting an updated set instead of the one deployed now;
+# docs/update.md).
 import os
+
+UPDATES = '/upd'  # = ppmid.update.slots.DIR
 
 
 def _mkdirs(p):
@@ -42,10 +46,11 @@ def _install(new, all_files, stage, package):
         os.rmdir('/' + package)
     except OSError:
         pass
-    try:
-        for p, isdir in _walk(stage, []):
-            (os.rmdir if isdir else os.remove)(p)
-        os.rmdir(stage)
-    except OSError:
-        pass
+    for d in (stage, UPDATES):
+        try:
+            for p, isdir in _walk(d, []):
+                (os.rmdir if isdir else os.remove)(p)
+            os.rmdir(d)
+        except OSError:
+            pass
     print('@@INSTALLED', len(new))

@@ -42,7 +42,9 @@ async def test_link_online_info_will_and_graceful_offline():
         await _until(lambda: len(_published(b)) == 2, "state + info")
         connect = b.of(p.CONNECT)[0][2]
         assert connect == p.connect(EUI, 30, False, ("ppmid/v1/%s/state" % EUI, b'{"state": "offline"}', 1, True))[2:]
-        assert b.of(p.SUBSCRIBE)[0][2][2:] == b"\x00\x1dppmid/v1/%s/cmd\x01" % EUI.encode()
+        # cmd, then the update offers and data (docs/update.md)
+        assert b.of(p.SUBSCRIBE)[0][2][2:] == (b"\x00\x1dppmid/v1/%s/cmd\x01" % EUI.encode()
+                                               + b"\x00\x22ppmid/v1/%s/update/+\x01" % EUI.encode())
         assert _published(b) == [("ppmid/v1/%s/state" % EUI, {"state": "online"}, 1, True),
                                  ("ppmid/v1/%s/info" % EUI, {"fw": "t", "n": 0}, 1, True)]
         info["n"] = 1

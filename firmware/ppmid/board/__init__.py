@@ -11,12 +11,19 @@ class BoardError(PpmidError):
         super().__init__(E_BOARD, message)
 
 
-def load():
+def load(definition=None):
     """The Board for the hardware we run on: an ESP32 (esp32.py) or the emulated board
-    (emulated.py, whose ROM provides the `_emuboard` module)."""
+    (emulated.py, whose ROM provides the `_emuboard` module). definition: the board.json of
+    an update slot (main.py), when it has one; else /board.json (the emulated board's
+    comes from its supervisor)."""
     import sys
     if sys.platform == "esp32":
         from ppmid.board.esp32 import Board
+        if definition is not None:
+            try:
+                return Board(read_definition(definition))
+            except BoardError:
+                pass
         return Board(read_definition("/board.json"))
     hw = sys.modules.get("_emuboard")
     if hw is None:

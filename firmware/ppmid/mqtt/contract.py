@@ -7,8 +7,14 @@ from binascii import b2a_base64, hexlify
 from ppmid.errors import PpmidError
 
 ROOT = "ppmid/v1/"
-# what a gateway publishes on (it reads only cmd); the broker's ACL is built from this
-GATEWAY_WRITES = ("rsp", "alert", "state", "info", "log")
+# The update family (docs/update.md): statuses on ROOT + EUI/update, offers and data on
+# .../update/offer and .../update/data. Not in Topics: those names are built only where an
+# update needs them, so they cost the running app no heap.
+UPDATE = "update"
+UPDATE_IN = "update/+"
+# what a gateway publishes on and reads; the broker's ACL is built from these
+GATEWAY_WRITES = ("rsp", "alert", "state", "info", "log", UPDATE)
+GATEWAY_READS = ("cmd", UPDATE_IN)
 STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed", "topped-up")
 
 

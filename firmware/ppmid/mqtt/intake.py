@@ -73,6 +73,7 @@ class Intake:
         self.accept = accept
         self.max_gbcs = max_gbcs
         self.stats = {"accepted": 0, "rejected": 0, "reject_drops": 0}
+        self.update = None  # (board, relay, link, version): the updater's, set by ppmid.boot
         client.subscribe(self.topics.cmd, 1)
         client.handler = self.handle
         client.oversize = self.too_large
@@ -91,6 +92,12 @@ class Intake:
         t0 = ticks_ms()
         obj = None
         id = None
+        if topic != self.topics.cmd and self.update is not None:
+            # the only other topics are the update family's (docs/update.md): the updater is
+            # imported on the first such message, and answers on its own topic
+            from ppmid.update.service import handle
+            await handle(self.update, topic, payload)
+            return
         try:
             if topic != self.topics.cmd:
                 raise IntakeError(E_TOPIC, "commands are taken only on %s, not %s" % (self.topics.cmd, topic))

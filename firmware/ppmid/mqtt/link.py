@@ -5,7 +5,7 @@ import asyncio
 
 from ppmid.errors import ConfigError
 from ppmid.mqtt.client import MQTTClient, tls_connector
-from ppmid.mqtt.contract import Topics, state_json, info_json
+from ppmid.mqtt.contract import ROOT, UPDATE_IN, Topics, state_json, info_json
 from ppmid.mqtt.intake import Intake
 from ppmid.clock import wait_for_ms
 
@@ -44,6 +44,7 @@ class Link:
                                  on_up=self._on_up, max_packet=max_packet_for(cfg["limits"]["max_gbcs"]),
                                  wlan=wlan, log=log)
         self.intake = Intake(self.client, eui, accept, cfg["limits"]["max_gbcs"], self.topics)
+        self.client.subscribe(ROOT + eui + "/" + UPDATE_IN, 1)  # update offers and data (docs/update.md)
 
     async def _on_up(self, session_present):
         await self.client.publish(self.topics.state, state_json("online"), 1, True)

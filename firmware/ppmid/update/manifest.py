@@ -1,0 +1,177 @@
+# The signed update offer (docs/update.md "Manifest"): checks that need no flash, so that
+# the whole refusal logic is testable as pure code on CPython and MicroPython.
+#
+# An offer is JSON {"id": ..., "manifest": TEXT, "signature": HEX}: the manifest travels as
+# the exact text the operator signed (the gateway never re-serialises it, so "canonical
+# bytes" is simply "these bytes"), the signature is ECDSA P-256 over SHA-256(TEXT) as r || s
+# in hex, "id" names this offer in every status (chosen by the sender, not signed).
+import json
+from binascii import unhexlify
+
+from ppmid.errors import PpmidError
+
+FORMAT = 1
+E_UPDATE_OFFER = "E_UPDATE_OFFER"          # not an offer (JSON, fields)
+E_UPDATE_NO_KEY = "E_UPDATE_NO_KEY"        # no update.public_key in the config
+E_UPDATE_SIGNATURE = "E_UPDATE_SIGNATURE"  # the signature does not verify with our key
+E_UPDATE_MANIFEST = "E_UPDATE_MANIFEST"    # signed, but not a manifest we can apply
+E_UPDATE_BOARD = "E_UPDATE_BOARD"          # built for another board
+E_UPDATE_OLDER = "E_UPDATE_OLDER"          # not newer than the running version, no downgrade
+E_UPDATE_CONFIG = "E_UPDATE_CONFIG"        # needs a newer config version than ours
+MAX_FILES = 200
+MAX_FILE_BYTES = 1 << 20
+_PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
+
+
+class UpdateError(PpmidError):
+    pass
+
+
+def version_tuple(v):
+    """"1.2.3" -> (1, 2, 3); ValueError for anything else."""
+    if not isinstance(v, str) or not v:
+        raise ValueError("version %r" % (v,))
+    parts = v.split(".")
+    if len(parts) > 4:
+        raise ValueError("version %r" % (v,))
+    out = []
+    for p in parts:
+        if not p or len(p) > 6 or any(c not in "0123456789" for c in p):
+            raise ValueError("version %r" % (v,))
+        out.append(int(p))
+    return tuple(out)
+
+
+def check_path(path):
+    """A file of the application set: board.json, or a module under ppmid/. Relative, no
+    "." or ".." parts, plain characters: a manifest can never write outside its slot."""
+    if not isinstance(path, str) or not 0 < len(path) <= 96 or any(c not in _PATH_CHARS for c in path):
+        return False
+    if path == "board.json":
+        return True
+    parts = path.split("/")
+    if parts[0] != "ppmid" or len(parts) < 2:
+        return False
+    for p in parts:
+        if p in ("", ".", ".."):
+            return False
+    return parts[-1].endswith(".mpy") or parts[-1].endswith(".py")
+
+
+def _bad(message):
+    raise UpdateError(E_UPDATE_MANIFEST, message)
+
+
+def parse_manifest(text):
+    """The manifest dict from its signed text, fields checked (UpdateError otherwise)."""
+    try:
+        m = json.loads(text)
+    except ValueError:
+        _bad("the signed manifest is not JSON")
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        _bad("manifest format must be %d" % FORMAT)
+    try:
+        version_tuple(m.get("version"))
+    except ValueError:
+        _bad("manifest version %r is not digits and dots" % (m.get("version"),))
+    if not isinstance(m.get("board"), str):
+        _bad("manifest board must be a string")
+    mcv = m.get("min_config_version", 1)
+    if isinstance(mcv, bool) or not isinstance(mcv, int):
+        _bad("min_config_version must be an integer")
+    if not isinstance(m.get("downgrade", False), bool):
+        _bad("downgrade must be true or false")
+    files = m.get("files")
+    if not isinstance(files, list) or not 0 < len(files) <= MAX_FILES:
+        _bad("files must be a list of 1 to %d entries" % MAX_FILES)
+    seen = set()
+    have_app = False
+    for f in files:
+        if not isinstance(f, dict):
+            _bad("each file is an object")
+        path, digest, size = f.get("path"), f.get("sha256"), f.get("size")
+        if not check_path(path):
+            _bad("file path %r is not board.json or a module under ppmid/" % (path,))
+        if path in seen:
+            _bad("file %s is listed twice" % path)
+        seen.add(path)
+        if not isinstance(digest, str) or len(digest) != 64:
+            _bad("file %s: sha256 must be 64 hex digits" % path)
+        try:
+            unhexlify(digest)
+        except ValueError:
+            _bad("file %s: sha256 must be 64 hex digits" % path)
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FILE_BYTES:
+            _bad("file %s: size must be 0 to %d bytes" % (path, MAX_FILE_BYTES))
+        if path.startswith("ppmid/app."):
+            have_app = True
+    if not have_app:
+        _bad("the set has no ppmid/app module: it could not start")
+    return m
+
+
+def parse_offer(payload):
+    """(id, manifest text, signature bytes) of an offer payload, or UpdateError."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeError):
+        raise UpdateError(E_UPDATE_OFFER, "the offer is not JSON")
+    if not isinstance(obj, dict) or not isinstance(obj.get("manifest"), str) \
+            or not isinstance(obj.get("signature"), str):
+        raise UpdateError(E_UPDATE_OFFER, "an offer is {\"id\", \"manifest\": text, \"signature\": hex}")
+    oid = obj.get("id")
+    if oid is not None and (not isinstance(oid, str) or len(oid) > 40):
+        raise UpdateError(E_UPDATE_OFFER, "offer id must be a string of up to 40 characters")
+    try:
+        sig = unhexlify(obj["signature"])
+    except ValueError:
+        raise UpdateError(E_UPDATE_SIGNATURE, "the signature is not hex")
+    return oid, obj["manifest"], sig
+
+
+def public_key(key_hex):
+    """(x, y) from the config's update.public_key hex, or UpdateError."""
+    if not key_hex:
+        raise UpdateError(E_UPDATE_NO_KEY, "no update.public_key in the config: updates are refused")
+    from ppmid.update import p256
+    try:
+        return p256.public_key(unhexlify(key_hex))
+    except ValueError as exc:
+        raise UpdateError(E_UPDATE_NO_KEY, "update.public_key is not usable: %s" % (exc,))
+
+
+def check_signature(key_hex, text, sig):
+    """UpdateError unless sig signs text under the configured key. The P-256 code is
+    imported here and dropped again by the caller (ppmid.update.service)."""
+    key = public_key(key_hex)
+    from ppmid.update import p256
+    if isinstance(text, str):
+        text = text.encode()
+    if not p256.verify(key, text, sig):
+        raise UpdateError(E_UPDATE_SIGNATURE, "the manifest's signature does not verify with this gateway's update key")
+
+
+def check_applicable(m, board, running, config_version):
+    """Refuse a valid manifest that is not for this gateway now: another board, not newer
+    than the running version (unless it is signed as a downgrade), a newer config."""
+    if m["board"] != board:
+        raise UpdateError(E_UPDATE_BOARD, "the update is for board %s, this is %s" % (m["board"], board))
+    if m.get("min_config_version", 1) > config_version:
+        raise UpdateError(E_UPDATE_CONFIG, "the update needs config version %d, this gateway has %d"
+                          % (m["min_config_version"], config_version))
+    new, old = version_tuple(m["version"]), version_tuple(running)
+    if new <= old and not m.get("downgrade", False):
+        raise UpdateError(E_UPDATE_OLDER, "version %s is not newer than the running %s (and the manifest "
+                          "is not signed as a downgrade)" % (m["version"], running))
+    if new == old:
+        raise UpdateError(E_UPDATE_OLDER, "version %s is already running" % running)
+
+
+def verify_offer(payload, key_hex, board, running, config_version):
+    """(offer id, manifest dict, manifest text) of an offer that may be applied here, or
+    UpdateError: the signature first, so an unsigned manifest is never even parsed."""
+    oid, text, sig = parse_offer(payload)
+    check_signature(key_hex, text, sig)
+    m = parse_manifest(text)
+    check_applicable(m, board, running, config_version)
+    return oid, m, text

@@ -1,0 +1,60 @@
+# The update's last word at boot (docs/update.md "Probation"): imported by ppmid.boot only
+# when the pointer says a set is on probation or a result is not reported yet, and
+# forgotten again once done.
+#   - on probation: once the HAN link runs and MQTT is online, confirm the set (the
+#     probation clock in main.py then stops) -> "applied";
+#   (the info is published again afterwards: its "update" part changed)
+#   - a result not reported yet ("applied", or "rolled-back" written by main.py or the
+#     probation clock): publish it, retained, on ppmid/v1/EUI/update, then mark it.
+import json
+
+from ppmid.update import slots
+from ppmid.clock import sleep_ms
+
+POLL_MS = 500
+
+
+def _forget():
+    # nothing of ppmid.update stays loaded once the result is out (the app's heap)
+    import sys
+    for name in ("ppmid.update.report", "ppmid.update.slots", "ppmid.update"):
+        sys.modules.pop(name, None)
+    pkg = sys.modules.get("ppmid")
+    if pkg is not None and getattr(pkg, "update", None) is not None:
+        delattr(pkg, "update")
+
+
+async def settle(root, version, han, link, summary, log=print):
+    """summary: the info's "update" dict, brought up to date in place."""
+    try:
+        await _settle(root, version, han, link, summary, log)
+    finally:
+        _forget()
+
+
+async def _settle(root, version, han, link, summary, log):
+    client = link.client
+    st = slots.state(root)
+    while "probation" in st:
+        if han.status == "running" and client.state == "online":
+            slots.confirm(root, version)
+            log("PPMID update: version %s confirmed (running and connected)" % version)
+        else:
+            await sleep_ms(POLL_MS)
+        st = slots.state(root)
+    last = st.get("last")
+    if not last or last.get("reported", True):
+        return
+    while client.state != "online":
+        await sleep_ms(POLL_MS)
+    obj = {"state": last.get("result"), "running": version, "version": last.get("version"),
+           "previous": last.get("previous")}
+    if st.get("offer") is not None:
+        obj["id"] = st["offer"]
+    if last.get("error"):
+        obj["error"] = last["error"]
+    from ppmid.mqtt.contract import ROOT, UPDATE
+    await client.publish(ROOT + client.client_id + "/" + UPDATE, json.dumps(obj).encode(), 1, True)
+    slots.mark_reported(root)
+    summary.update(slots.summary(slots.state(root)))
+    await link.republish_info()  # its "update" changed since the connect published it

@@ -1,0 +1,340 @@
+# The gateway's side of an update over MQTT (docs/update.md "Transport"). Imported on the
+# first message on ppmid/v1/EUI/update/offer or .../update/data (the intake routes them
+# here); statuses go out retained on ppmid/v1/EUI/update.
+#
+# Pull, not push: the gateway says which file and offset it needs next (in every
+# "downloading" status) and takes a chunk only when it starts exactly there, so a chunk
+# that is repeated, reordered or cut short is ignored (and the need said again), and a
+# download cut by a drop or a power cut goes on where the flash says it stopped: the
+# sender re-sends the offer, and the same signed manifest resumes instead of restarting.
+# Each file's SHA-256 is checked by reading it back from flash once it is complete.
+import gc
+import json
+import os
+from hashlib import sha256
+from binascii import hexlify
+
+import asyncio
+from ppmid.errors import PpmidError
+from ppmid.update import slots
+from ppmid.update.manifest import UpdateError
+from ppmid.mqtt.contract import ROOT, UPDATE
+
+E_UPDATE_HASH = "E_UPDATE_HASH"      # a downloaded file's SHA-256 differs from the manifest's
+E_UPDATE_SPACE = "E_UPDATE_SPACE"    # the flash cannot hold the new set
+E_UPDATE_BUSY = "E_UPDATE_BUSY"      # another update is downloading, or the running one is on probation
+E_UPDATE_FLASH = "E_UPDATE_FLASH"    # writing the slot failed
+E_UPDATE_CHUNK = "E_UPDATE_CHUNK"    # a data message that is not a chunk
+E_UPDATE_INTERNAL = "E_UPDATE_INTERNAL"  # the updater failed unexpectedly (a bug, or out of memory)
+CHUNK_HEADER = 6                     # file index (2 bytes) + offset (4 bytes), big-endian
+IDLE_WAIT_S = 120                    # the switch waits this long at most for in-flight commands
+SPACE_MARGIN = 16384                 # flash left free after the download (journal growth, renames)
+
+
+def _config(root):
+    # the update settings and the config version: read again from flash (the app drops
+    # the update section and the config module after boot: they cost heap all day)
+    from ppmid import config
+    try:
+        cfg = config.load(root + "/config.json")
+    finally:
+        import sys
+        sys.modules.pop("ppmid.config", None)
+    return cfg["update"], cfg["version"]
+
+
+def _unload_p256():
+    import sys
+    sys.modules.pop("ppmid.update.p256", None)
+    pkg = sys.modules.get("ppmid.update")
+    if pkg is not None and getattr(pkg, "p256", None) is not None:
+        delattr(pkg, "p256")
+    gc.collect()
+
+
+def file_hash(path):
+    h = sha256()
+    buf = bytearray(512)
+    mv = memoryview(buf)
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(mv[:n])
+    return hexlify(h.digest()).decode()
+
+
+def file_size(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return -1
+
+
+def free_bytes(root):
+    try:
+        st = os.statvfs(root or "/")
+        return st[0] * st[4]
+    except (OSError, AttributeError):
+        return None
+
+
+_updater = []  # the one Updater, made on the first update message
+
+
+async def handle(context, topic, payload):
+    """Every topic but cmd, from the intake; context: (board, relay, link, running version)."""
+    if not _updater:
+        gc.collect()
+        board, relay, link, version = context
+        _updater.append(Updater(board, relay, link.client, version))
+    u = _updater[0]
+    try:
+        await u.handle(topic, payload)
+    except Exception as exc:  # noqa: BLE001 - whatever the updater hits, commands go on
+        # an exception would reach the MQTT client, which withholds the PUBACK and drops
+        # the link: the broker would redeliver this message for ever, and commands with it
+        import sys
+        sys.print_exception(exc) if hasattr(sys, "print_exception") else None
+        oid = u.stage["id"] if u.stage else None
+        if oid is None and topic.endswith("/offer"):
+            try:
+                from ppmid.update.manifest import parse_offer
+                oid = parse_offer(bytes(payload))[0]
+            except Exception:  # noqa: BLE001 - no id to name
+                pass
+        u.abandon()
+        await u.refuse(UpdateError(E_UPDATE_INTERNAL, "the updater failed: %r" % (exc,)), oid)
+
+
+class Updater:
+    """One per running gateway. board: for the name, the root and reset(); relay: its
+    info() says when no command is in flight; client: the MQTT link's; version: the
+    running one."""
+
+    def __init__(self, board, relay, client, version, log=print):
+        self.board = board
+        self.root = board.fs_root.rstrip("/")
+        self.relay = relay
+        self.client = client
+        self.topic = ROOT + client.client_id + "/" + UPDATE  # the client id is the gateway's EUI
+        self.version = version
+        self.log = log
+        self.stage = None      # {"id", "manifest", "text", "slot"} of the download under way
+        self.need = None       # (file index, offset) or None when everything is there
+        self.switching = False
+        self.stats = {"chunks": 0, "ignored": 0, "bytes": 0}
+
+    # ---- statuses ----------------------------------------------------------------------
+    async def publish(self, state, oid=None, version=None, error=None, **extra):
+        obj = {"state": state, "running": self.version}
+        if oid is not None:
+            obj["id"] = oid
+        if version is not None:
+            obj["version"] = version
+        if error is not None:
+            obj["error"] = error.as_dict() if isinstance(error, PpmidError) else error
+        for k in extra:
+            obj[k] = extra[k]
+        await self.client.publish(self.topic, json.dumps(obj).encode(), 1, True, False)
+
+    async def refuse(self, exc, oid=None, version=None):
+        self.log("PPMID update: refused %s: %s" % (version or "offer", exc))
+        await self.publish("refused", oid, version, exc)
+
+    async def progress(self):
+        st = self.stage
+        m = st["manifest"]
+        total = 0
+        got = 0
+        for i, f in enumerate(m["files"]):
+            total += f["size"]
+            if self.need is None or i < self.need[0]:
+                got += f["size"]
+            elif i == self.need[0]:
+                got += self.need[1]
+        extra = {"received": got, "total": total, "chunk": self.chunk}
+        if self.need is not None:
+            extra["file"], extra["offset"] = self.need
+        await self.publish("downloading", st["id"], m["version"], **extra)
+
+    # ---- messages ------------------------------------------------------------------------
+    async def handle(self, topic, payload):
+        try:
+            if topic == self.topic + "/offer":
+                await self.offer(bytes(payload))
+            elif topic == self.topic + "/data":
+                await self.data(payload)
+            else:
+                self.stats["ignored"] += 1  # no other topic is subscribed: nothing to answer
+        except UpdateError as exc:
+            oid = self.stage["id"] if self.stage else None
+            ver = self.stage["manifest"]["version"] if self.stage else None
+            if exc.code in (E_UPDATE_HASH, E_UPDATE_SPACE):
+                self.abandon()  # the download cannot go on: the next offer starts afresh
+            await self.refuse(exc, oid, ver)
+        except OSError as exc:  # flash full or failing while writing the slot
+            oid = self.stage["id"] if self.stage else None
+            ver = self.stage["manifest"]["version"] if self.stage else None
+            self.abandon()
+            await self.refuse(UpdateError(E_UPDATE_FLASH, "writing the new set to flash failed: %r" % (exc,)), oid, ver)
+
+    def _slot_file(self, i):
+        return slots.slot_dir(self.root, self.stage["slot"]) + "/" + self.stage["manifest"]["files"][i]["path"]
+
+    async def offer(self, payload):
+        """Check an offer; every refusal names the offer's id (and version, when readable),
+        so that its sender hears it."""
+        from ppmid.update import manifest as M
+        oid = ver = None
+        try:
+            oid, text, _ = M.parse_offer(payload)
+            ver = json.loads(text).get("version")
+        except Exception:  # noqa: BLE001 - unreadable: verify_offer below says why
+            pass
+        try:
+            await self._offer(M, payload, oid, ver)
+        except PpmidError as exc:  # UpdateError, or a config on flash that no longer validates
+            if exc.code == E_UPDATE_HASH:
+                self.abandon()  # a resumed download whose file on flash went bad: start afresh
+            await self.refuse(exc, oid, ver if isinstance(ver, str) else None)
+
+    async def _offer(self, M, payload, oid, ver):
+        # The sender re-offers when it hears nothing, also while this very version is being
+        # switched to or is on probation (a cut can swallow the "switching" status): that
+        # is no refusal, the result comes once probation ends. Only the version is
+        # compared: nothing is done on the strength of it.
+        st = slots.state(self.root)
+        if self.switching or "probation" in st:
+            busy = self.stage["manifest"]["version"] if self.switching else st.get("version")
+            if ver == busy:
+                await self.publish("switching" if self.switching else "probation", oid, ver)
+                return
+            raise UpdateError(E_UPDATE_BUSY, "version %s is being switched to or on probation: offer again once "
+                              "it is confirmed" % busy)
+        settings, cfg_version = _config(self.root)
+        try:
+            oid, m, text = M.verify_offer(payload, settings["public_key"], self.board.name, self.version, cfg_version)
+        finally:
+            _unload_p256()
+        # a chunk, its header and the topic must fit the client's receive buffer
+        self.chunk = min(settings["chunk"], self.client.max_packet - 128)
+        self.probation = (settings["probation_boots"], settings["probation_s"])
+        staged = slots.read_json(self.root + slots.STAGE)
+        if self.stage is not None and self.stage["text"] == text or \
+                isinstance(staged, dict) and staged.get("text") == text:
+            # the same signed manifest again: a resume (after a drop or a power cut)
+            if self.stage is None or self.stage["text"] != text:
+                self.stage = {"id": oid, "manifest": m, "text": text, "slot": staged["slot"]}
+            self.stage["id"] = oid
+            self.log("PPMID update: resuming %s" % m["version"])
+        else:
+            total = 0
+            for f in m["files"]:
+                total += f["size"]
+            self.stage = None
+            self.need = None
+            slot = slots.target_slot(st)
+            slots.rmtree(slots.slot_dir(self.root, slot))
+            if staged is not None:
+                slots.remove(self.root + slots.STAGE)
+            free = free_bytes(self.root)
+            if free is not None and free < total + SPACE_MARGIN:
+                raise UpdateError(E_UPDATE_SPACE, "the new set needs %d bytes (+%d spare), the flash has %d free"
+                                  % (total, SPACE_MARGIN, free))
+            slots.makedirs(self.root + slots.DIR)
+            self.stage = {"id": oid, "manifest": m, "text": text, "slot": slot}
+            slots.write_json(self.root + slots.STAGE, {"text": text, "slot": slot})
+            self.log("PPMID update: downloading %s (%d files, %d bytes) into slot %s"
+                     % (m["version"], len(m["files"]), total, slot))
+        await self.advance()
+
+    async def advance(self):
+        """Find the next byte needed (checking each file that is complete), or switch."""
+        files = self.stage["manifest"]["files"]
+        i = self.need[0] if self.need is not None else 0
+        while i < len(files):
+            path = self._slot_file(i)
+            have = file_size(path)
+            want = files[i]["size"]
+            if have < 0:
+                slots.makedirs(path[:path.rfind("/")])
+                with open(path, "wb"):
+                    pass
+                have = 0
+            if have > want:
+                os.remove(path)  # cannot happen through data(); start that file again
+                self.need = (i, 0)
+                break
+            if have < want:
+                self.need = (i, have)
+                break
+            if file_hash(path) != files[i]["sha256"]:
+                raise UpdateError(E_UPDATE_HASH, "%s: SHA-256 differs from the manifest's: download refused"
+                                  % files[i]["path"])
+            i += 1
+            self.need = (i, 0)
+        if i >= len(files):
+            self.need = None
+        await self.progress()
+        if self.need is None:
+            self.switching = True
+            asyncio.create_task(self.switch())
+
+    async def data(self, payload):
+        if len(payload) < CHUNK_HEADER:
+            raise UpdateError(E_UPDATE_CHUNK, "a data message starts with a 6-byte header (file, offset)")
+        if self.stage is None or self.switching:
+            self.stats["ignored"] += 1
+            return  # no offer under way (yet): the sender re-sends the offer
+        mv = memoryview(payload)
+        i = (mv[0] << 8) | mv[1]
+        off = (mv[2] << 24) | (mv[3] << 16) | (mv[4] << 8) | mv[5]
+        if self.need is None or (i, off) != self.need:
+            self.stats["ignored"] += 1  # a repeat, a gap or a reorder: say again what is needed
+            await self.progress()
+            return
+        f = self.stage["manifest"]["files"][i]
+        n = len(mv) - CHUNK_HEADER
+        if off + n > f["size"]:
+            raise UpdateError(E_UPDATE_HASH, "%s: more data than its size %d: download refused"
+                              % (f["path"], f["size"]))
+        with open(self._slot_file(i), "ab") as out:
+            out.write(mv[CHUNK_HEADER:])
+        self.stats["chunks"] += 1
+        self.stats["bytes"] += n
+        self.need = (i, off + n)
+        if off + n < f["size"]:
+            await self.progress()
+        else:
+            await self.advance()
+
+    def abandon(self):
+        if self.stage is not None:
+            slots.rmtree(slots.slot_dir(self.root, self.stage["slot"]))
+        slots.remove(self.root + slots.STAGE)
+        self.stage = None
+        self.need = None
+
+    def _idle(self):
+        i = self.relay.info() if self.relay is not None else {}
+        return not (i.get("queued") or i.get("in_flight") or i.get("to_publish"))
+
+    async def switch(self):
+        """Everything is there and checked: wait for the commands in flight (their
+        responses go out from this version; the journal keeps the rest for the next),
+        point at the new slot (one rename), say so and reset."""
+        st, m = self.stage, self.stage["manifest"]
+        from ppmid.clock import sleep_ms
+        waited = 0
+        while not self._idle() and waited < IDLE_WAIT_S * 1000:
+            await sleep_ms(200)
+            waited += 200
+        if self.relay is not None:
+            self.relay.journal.sync()
+        slots.switch(self.root, st["slot"], m["version"], self.version, st["id"], self.probation[0], self.probation[1])
+        self.log("PPMID update: switching to %s (slot %s): resetting" % (m["version"], st["slot"]))
+        await self.publish("switching", st["id"], m["version"])
+        await sleep_ms(500)  # let the status reach the broker
+        self.board.reset()

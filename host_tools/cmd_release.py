@@ -1,0 +1,34 @@
+"""`ppmid release`: build and sign an application update (docs/update.md).
+
+    ppmid release --make-key KEY.pem            new operator key; prints the public key for
+                                                 the gateways' config (update.public_key)
+    ppmid release --board NAME --key KEY.pem --out DIR [--version 0.2.0] [--downgrade]
+
+The release directory holds files/ (the compiled set), manifest.json (the signed text) and
+offer.json (text, signature, public key). Exit 0, or `ppmid: message` and 1.
+"""
+from host_tools.cli import CliError
+
+
+def add_arguments(p):
+    p.add_argument("--make-key", metavar="KEY.pem", help="write a new P-256 signing key and print its public key")
+    p.add_argument("--board", help="board the release is for (boards/NAME)")
+    p.add_argument("--key", metavar="KEY.pem", help="the operator's signing key (--make-key writes one)")
+    p.add_argument("--out", metavar="DIR", help="release directory to write")
+    p.add_argument("--version", help="version to give the release (default: ppmid.VERSION of the tree)")
+    p.add_argument("--min-config-version", type=int, default=1, help="oldest gateway config version it runs with")
+    p.add_argument("--downgrade", action="store_true", help="sign it as a downgrade (may replace a newer version)")
+    p.add_argument("--firmware-dir", help="firmware tree to build (default: this checkout's firmware/)")
+
+
+def run(args):
+    from host_tools import update as U
+    if args.make_key:
+        print(U.make_key(args.make_key))
+        return 0
+    if not (args.board and args.key and args.out):
+        raise CliError("--board, --key and --out are needed (or --make-key KEY.pem)")
+    m = U.release(args.board, args.key, args.out, args.version, args.firmware_dir, args.min_config_version,
+                  args.downgrade, log=print)
+    print("written %s (version %s, %d files)" % (args.out, m["version"], len(m["files"])))
+    return 0

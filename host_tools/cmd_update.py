@@ -1,0 +1,50 @@
+"""`ppmid update`: offer a release to a gateway over MQTT and follow it (docs/update.md).
+
+    ppmid update --state-dir BROKER_DIR --gateway EUI --release DIR [--timeout 600]
+
+Publishes the signed offer on ppmid/v1/EUI/update/offer, serves the chunks the gateway
+asks for, shows a progress bar on stderr and prints the final status as JSON. Exit 0 when
+the gateway runs the new version ("applied"), 1 when it refused the update or rolled back
+(the status names the E_UPDATE_... code), or nothing final came within --timeout.
+"""
+import json
+import sys
+
+from host_tools.cli import CliError
+
+
+def add_arguments(p):
+    p.add_argument("--state-dir", required=True, help="the broker's state dir (ppmid broker start)")
+    p.add_argument("--gateway", required=True, metavar="EUI", help="target gateway EUI-64")
+    p.add_argument("--release", required=True, metavar="DIR", help="release directory (ppmid release --out)")
+    p.add_argument("--user", default="test", help="identity on the broker (certificate dcc-user-NAME)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for a final status")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args):
+    from host_tools import update as U
+    from host_tools.broker import BrokerError, gateway_identity, user_identity
+    try:
+        eui = gateway_identity(args.gateway)
+        user = user_identity(args.user)
+    except BrokerError as exc:
+        raise CliError(str(exc))
+    if not 0 < args.timeout <= 86400:
+        raise CliError("--timeout must be a number of seconds from 0 to 86400")
+    rel = U.Release(args.release)
+    try:
+        sender = U.UpdateSender(args.state_dir, eui, rel, user=user,
+                                progress=None if args.quiet else U.progress_bar)
+    except RuntimeError as exc:
+        raise CliError(str(exc))
+    try:
+        st = sender.run(args.timeout)
+    finally:
+        sender.close()
+    print(json.dumps(st))
+    if st.get("state") != "applied":
+        err = st.get("error") or {}
+        print("ppmid: update %s %s: %s" % (rel.version, st.get("state"), err.get("code", "")), file=sys.stderr)
+        return 1
+    return 0

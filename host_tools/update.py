@@ -1,0 +1,308 @@
+"""Application updates from the host (docs/update.md): the operator's key, a release (the
+compiled application set, its manifest and the signature), and the sender that offers a
+release to a gateway over MQTT and serves the chunks it asks for.
+
+- `make_key(path)`: a new ECDSA P-256 private key (PEM, mode 600); its public key in hex
+  (the uncompressed point) goes into each gateway's config as update.public_key.
+- `release(board, key_path, out_dir, version=None)`: compile firmware/ for the board as
+  `ppmid deploy` does (with ppmid.VERSION set to `version` when given), write the files,
+  manifest.json and offer.json (the manifest text, its signature) into out_dir.
+- `UpdateSender`: publishes the offer on ppmid/v1/EUI/update/offer, answers each
+  "downloading" status with the chunk it asks for on .../update/data, re-offers when the
+  gateway goes quiet (a drop or a power cut: it resumes), and ends on "applied",
+  "refused" or "rolled-back" for this offer.
+"""
+import hashlib
+import json
+import os
+import queue
+import secrets
+import shutil
+import struct
+import tempfile
+import threading
+import time
+
+from host_tools.errors import ToolError
+
+MANIFEST_FORMAT = 1
+FINAL = ("applied", "refused", "rolled-back")
+
+
+class UpdateError(ToolError):
+    code = "E_UPDATE"
+
+
+# ---- keys and signatures --------------------------------------------------------------
+def make_key(path):
+    """Write a new P-256 private key (PEM) to path; return its public key in hex."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    if os.path.exists(path):
+        raise UpdateError("%s exists: not overwriting a signing key" % path)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return public_hex(key)
+
+
+def load_key(path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    try:
+        with open(path, "rb") as f:
+            key = serialization.load_pem_private_key(f.read(), None)
+    except OSError as exc:
+        raise UpdateError("cannot read the signing key %s: %s" % (path, exc.strerror or exc))
+    except (ValueError, TypeError) as exc:
+        raise UpdateError("%s is not an unencrypted PEM private key (%s)" % (path, exc))
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise UpdateError("%s is not a P-256 (secp256r1) key" % path)
+    return key
+
+
+def public_hex(key):
+    """The uncompressed point (04 || X || Y) in hex, as update.public_key wants it."""
+    from cryptography.hazmat.primitives import serialization
+    pub = key.public_key() if hasattr(key, "public_key") else key
+    return pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint).hex()
+
+
+def sign(key, data):
+    """ECDSA P-256 / SHA-256 signature of data as r || s (64 bytes)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+    r, s = utils.decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def canonical(obj):
+    """The manifest's signed text: sorted keys, no spaces, ASCII."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def offer_json(manifest_text, signature, offer_id=None):
+    return json.dumps({"id": offer_id or secrets.token_hex(6), "manifest": manifest_text,
+                       "signature": signature.hex()}).encode()
+
+
+# ---- releases ---------------------------------------------------------------------------
+def _set_version(firmware_dir, version):
+    path = os.path.join(firmware_dir, "ppmid", "__init__.py")
+    with open(path) as f:
+        lines = f.read().splitlines(True)
+    n = 0
+    for i, line in enumerate(lines):
+        if line.startswith("VERSION = "):
+            lines[i] = "VERSION = %r\n" % version
+            n += 1
+    if n != 1:
+        raise UpdateError("%s has no single VERSION line to set" % path)
+    with open(path, "w") as f:
+        f.writelines(lines)
+
+
+def firmware_version(firmware_dir):
+    with open(os.path.join(firmware_dir, "ppmid", "__init__.py")) as f:
+        for line in f:
+            if line.startswith("VERSION = "):
+                return line.split("=", 1)[1].strip().strip("\"'")
+    raise UpdateError("%s/ppmid/__init__.py has no VERSION" % firmware_dir)
+
+
+def release(board, key_path, out_dir, version=None, firmware_dir=None, min_config_version=1, downgrade=False,
+            log=None):
+    """Build and sign a release of firmware_dir for board into out_dir; return the manifest."""
+    from host_tools import deploy
+    from host_tools.boards import FIRMWARE_DIR
+    log = log or (lambda m: None)
+    key = load_key(key_path)
+    firmware_dir = firmware_dir or FIRMWARE_DIR
+    if version is not None:
+        _check_version(version)
+    work = tempfile.mkdtemp(prefix="ppmid-release-")
+    try:
+        src = os.path.join(work, "firmware")
+        shutil.copytree(firmware_dir, src, ignore=shutil.ignore_patterns("__pycache__"))
+        if version is not None:
+            _set_version(src, version)
+        version = firmware_version(src)
+        _check_version(version)
+        try:
+            build_dir, files, _ = deploy.build(board, src, os.path.join(work, "build"))
+        except deploy.DeployError as exc:
+            raise UpdateError(str(exc))
+        # the set an update replaces: the package and the board definition (boot.py and
+        # main.py are the loader: they stay as deployed, docs/update.md)
+        files = [f for f in files if f.startswith("ppmid/") or f == "board.json"]
+        if os.path.isdir(out_dir):
+            shutil.rmtree(os.path.join(out_dir, "files"), ignore_errors=True)
+        os.makedirs(os.path.join(out_dir, "files"), exist_ok=True)
+        entries = []
+        for rel in sorted(files):
+            with open(os.path.join(build_dir, rel), "rb") as f:
+                data = f.read()
+            dst = os.path.join(out_dir, "files", rel)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with open(dst, "wb") as f:
+                f.write(data)
+            entries.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    manifest = {"format": MANIFEST_FORMAT, "version": version, "board": board,
+                "min_config_version": min_config_version, "downgrade": bool(downgrade), "files": entries}
+    text = canonical(manifest)
+    sig = sign(key, text.encode())
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out_dir, "offer.json"), "w") as f:
+        json.dump({"manifest": text, "signature": sig.hex(), "public_key": public_hex(key)}, f, indent=1)
+    log("release %s for %s: %d files, %d bytes, signed by %s..." % (
+        version, board, len(entries), sum(e["size"] for e in entries), public_hex(key)[:18]))
+    return manifest
+
+
+def _check_version(v):
+    parts = v.split(".") if isinstance(v, str) else []
+    if not parts or len(parts) > 4 or any(not p.isdigit() or len(p) > 6 for p in parts):
+        raise UpdateError("version %r is not digits and dots (e.g. 0.2.0)" % (v,))
+
+
+class Release:
+    """A release directory as release() wrote it: the signed text, the signature and the files."""
+
+    def __init__(self, out_dir):
+        try:
+            with open(os.path.join(out_dir, "offer.json")) as f:
+                o = json.load(f)
+            self.text = o["manifest"]
+            self.signature = bytes.fromhex(o["signature"])
+            self.manifest = json.loads(self.text)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UpdateError("%s is not a release (ppmid release writes one): %s" % (out_dir, exc))
+        self.dir = out_dir
+        self.data = []
+        for e in self.manifest["files"]:
+            try:
+                with open(os.path.join(out_dir, "files", e["path"]), "rb") as f:
+                    self.data.append(f.read())
+            except OSError as exc:
+                raise UpdateError("release file %s is missing: %s" % (e["path"], exc.strerror))
+
+    @property
+    def version(self):
+        return self.manifest["version"]
+
+    @property
+    def total(self):
+        return sum(len(d) for d in self.data)
+
+
+def chunk_payload(index, offset, data):
+    """A data message: file index (2 bytes), offset (4 bytes), big-endian, then the bytes."""
+    return struct.pack(">HI", index, offset) + data
+
+
+# ---- the sender ---------------------------------------------------------------------------
+class UpdateSender:
+    """Offers one release to one gateway and serves its requests, as a DCC User / operator
+    on the broker. result() blocks until a final status for this offer or the timeout.
+
+    tamper: a test hook (the gateway's refusals are the product, not this): a function
+    (index, offset, data) -> data applied to each chunk before it is published."""
+
+    def __init__(self, state_dir, eui, rel, user="dcc-user-test", offer_id=None, quiet_s=8.0, progress=None,
+                 tamper=None, signature=None):
+        from host_tools import mqtt_tools as mt
+        from ppmid.mqtt.contract import ROOT, UPDATE
+        self.rel = rel
+        self.topic = ROOT + eui.upper() + "/" + UPDATE
+        self.offer_id = offer_id or secrets.token_hex(6)
+        self.offer = offer_json(rel.text, signature if signature is not None else rel.signature, self.offer_id)
+        self.quiet_s = quiet_s
+        self.progress = progress
+        self.tamper = tamper
+        self.statuses = []
+        self.chunks_sent = 0
+        self.bytes_sent = 0
+        self.offers_sent = 0
+        self._q = queue.Queue()
+        self._sub = threading.Event()
+        self.client = mt.paho_client(state_dir, user)
+        self.client.on_message = lambda c, u, msg: self._q.put(msg.payload)
+        self.client.on_subscribe = lambda *a, **k: self._sub.set()
+        mt.connect(self.client, state_dir)
+        self.client.subscribe(self.topic, qos=1)
+        if not self._sub.wait(10):
+            raise UpdateError("no SUBACK for %s" % self.topic)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def send_offer(self):
+        self.offers_sent += 1
+        self.client.publish(self.topic + "/offer", self.offer, qos=1)
+
+    def _serve(self, st):
+        i, off, size = st.get("file"), st.get("offset"), st.get("chunk") or 1024
+        if not isinstance(i, int) or not isinstance(off, int) or not 0 <= i < len(self.rel.data):
+            return
+        data = self.rel.data[i][off:off + size]
+        if self.tamper is not None:
+            data = self.tamper(i, off, data)
+        self.client.publish(self.topic + "/data", chunk_payload(i, off, data), qos=1)
+        self.chunks_sent += 1
+        self.bytes_sent += len(data)
+
+    def run(self, timeout=300.0):
+        """Offer, serve, follow; return the final status dict (UpdateError on timeout)."""
+        end = time.monotonic() + timeout
+        self.send_offer()
+        quiet_at = time.monotonic() + self.quiet_s
+        while time.monotonic() < end:
+            try:
+                payload = self._q.get(timeout=max(0.05, min(quiet_at, end) - time.monotonic()))
+            except queue.Empty:
+                if time.monotonic() >= quiet_at:
+                    self.send_offer()  # the gateway went quiet (a drop, a reboot): offer again, it resumes
+                    quiet_at = time.monotonic() + self.quiet_s
+                continue
+            try:
+                st = json.loads(payload)
+            except ValueError:
+                continue
+            if not isinstance(st, dict) or st.get("id") != self.offer_id:
+                continue  # a retained status of another offer
+            self.statuses.append(st)
+            quiet_at = time.monotonic() + self.quiet_s
+            if self.progress is not None:
+                self.progress(st)
+            state = st.get("state")
+            if state in FINAL:
+                return st
+            if state == "downloading" and "file" in st:
+                self._serve(st)
+            elif state in ("switching", "probation"):
+                quiet_at = end  # the result comes once probation ends: no more offers
+        raise UpdateError("no final status from %s within %ss (last: %s)"
+                          % (self.topic, timeout, self.statuses[-1] if self.statuses else "none"))
+
+
+def progress_bar(st, width=30, out=None):
+    """One carriage-returned line per status: a bar while downloading, the state otherwise."""
+    import sys
+    out = out or sys.stderr
+    state = st.get("state")
+    if state == "downloading" and st.get("total"):
+        done = st.get("received", 0) / st["total"]
+        bar = "#" * int(done * width)
+        out.write("\r%s [%-*s] %3d%% %d/%d bytes" % (st.get("version"), width, bar, done * 100, st.get("received", 0),
+                                                      st["total"]))
+    else:
+        out.write("\r%s: %s%s\n" % (st.get("version"), state,
+                                     " (%s)" % st["error"]["code"] if isinstance(st.get("error"), dict) else ""))
+    out.flush()

@@ -1,0 +1,88 @@
+# The update offer's checks (ppmid.update.manifest): signature first, then the manifest's
+# fields, then whether it applies to this gateway; CPython and MicroPython. The offers are
+# signed by tests/firmware/update_vectors.py's fixed key (made with `cryptography`).
+import json
+
+from ppmid.update import manifest as M
+from update_vectors import PUBLIC, OTHER_PUBLIC, signed_offer, MANIFEST
+
+
+def _code(fn, *a):
+    try:
+        fn(*a)
+    except M.UpdateError as exc:
+        assert exc.message
+        return exc.code
+    raise AssertionError("accepted")
+
+
+def _verify(payload, running="0.1.0", board="emulated", cfg_version=1, key=PUBLIC):
+    return M.verify_offer(payload, key, board, running, cfg_version)
+
+
+def test_a_signed_offer_for_this_board_and_a_newer_version_passes():
+    oid, m, text = _verify(signed_offer("good"))
+    assert oid == "t1" and m["version"] == "0.2.0" and m["board"] == "emulated"
+    assert json.loads(text) == m and len(m["files"]) == 2
+
+
+def test_the_wrong_key_and_a_tampered_manifest_are_refused():
+    assert _code(_verify, signed_offer("good"), "0.1.0", "emulated", 1, OTHER_PUBLIC) == M.E_UPDATE_SIGNATURE
+    assert _code(_verify, signed_offer("wrong-key")) == M.E_UPDATE_SIGNATURE
+    o = json.loads(signed_offer("good"))
+    o["manifest"] = o["manifest"].replace('"0.2.0"', '"0.9.0"')
+    assert _code(_verify, json.dumps(o)) == M.E_UPDATE_SIGNATURE
+    o = json.loads(signed_offer("good"))
+    o["signature"] = "zz" + o["signature"][2:]
+    assert _code(_verify, json.dumps(o)) == M.E_UPDATE_SIGNATURE
+
+
+def test_no_key_in_the_config_refuses_every_update():
+    assert _code(_verify, signed_offer("good"), "0.1.0", "emulated", 1, "") == M.E_UPDATE_NO_KEY
+    assert _code(_verify, signed_offer("good"), "0.1.0", "emulated", 1, "04" + "00" * 64) == M.E_UPDATE_NO_KEY
+
+
+def test_not_an_offer():
+    for payload in (b"", b"{", b"[]", b'{"manifest": 1, "signature": ""}', b'{"manifest": "x"}'):
+        assert _code(_verify, payload) == M.E_UPDATE_OFFER, payload
+
+
+def test_other_board_older_version_and_newer_config_are_refused():
+    assert _code(_verify, signed_offer("good"), "0.1.0", "esp32-devkitc") == M.E_UPDATE_BOARD
+    assert _code(_verify, signed_offer("good"), "0.2.0") == M.E_UPDATE_OLDER
+    assert _code(_verify, signed_offer("good"), "0.10.0") == M.E_UPDATE_OLDER
+    assert _code(_verify, signed_offer("needs-config-2")) == M.E_UPDATE_CONFIG
+
+
+def test_a_downgrade_passes_only_when_signed_as_one():
+    oid, m, _ = _verify(signed_offer("downgrade"), "0.3.0")
+    assert m["version"] == "0.2.0" and m["downgrade"] is True
+    assert _code(_verify, signed_offer("downgrade"), "0.2.0") == M.E_UPDATE_OLDER  # already running
+
+
+def test_signed_but_unusable_manifests_are_refused():
+    for name in ("path-escape", "no-app", "bad-digest"):
+        assert _code(_verify, signed_offer(name)) == M.E_UPDATE_MANIFEST, name
+
+
+def test_paths():
+    for ok in ("board.json", "ppmid/app.mpy", "ppmid/mqtt/client.mpy"):
+        assert M.check_path(ok), ok
+    for bad in ("/ppmid/app.mpy", "ppmid/../config.json", "main.py", "ppmid//x.mpy", "ppmid/./x.mpy",
+                "config.json", "ppmid", "ppmid/x.txt", "ppmid/x y.mpy", "", None):
+        assert not M.check_path(bad), bad
+
+
+def test_versions():
+    assert M.version_tuple("0.10.0") > M.version_tuple("0.9.9")
+    for bad in ("", "1.", "a.b", "1.2.3.4.5", "-1.0", None):
+        try:
+            M.version_tuple(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
+
+
+def test_the_fixture_manifest_is_what_was_signed():
+    oid, m, text = _verify(signed_offer("good"))
+    assert m == MANIFEST

@@ -1,0 +1,73 @@
+"""`ppmid release` and `ppmid update` as a user meets them: a key, a signed release whose
+manifest verifies with the firmware's own verifier and whose files match their digests,
+and one-line errors for what a user gets wrong. The update itself, over the broker:
+tests/test_e2e_update.py."""
+import hashlib
+import json
+import os
+
+from host_tools import cli
+from ppmid.update import manifest as M
+
+
+def _run(capsys, *argv):
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_make_key_prints_the_public_key_and_never_overwrites(tmp_path, capsys):
+    key = str(tmp_path / "op.pem")
+    rc, out, err = _run(capsys, "release", "--make-key", key)
+    pub = out.strip()
+    assert rc == 0 and len(pub) == 130 and pub.startswith("04")
+    assert os.stat(key).st_mode & 0o777 == 0o600
+    M.public_key(pub)  # the firmware takes it as update.public_key
+    rc, out, err = _run(capsys, "release", "--make-key", key)
+    assert rc == 1 and "exists" in err and err.startswith("ppmid: ")
+
+
+def test_a_release_is_signed_and_its_files_match(tmp_path, capsys):
+    key = str(tmp_path / "op.pem")
+    _, pub, _ = _run(capsys, "release", "--make-key", key)
+    out = tmp_path / "rel"
+    rc, text, err = _run(capsys, "release", "--board", "emulated", "--key", key, "--out", str(out),
+                         "--version", "0.7.1")
+    assert rc == 0, err
+    offer = json.loads((out / "offer.json").read_text())
+    payload = json.dumps({"id": "x", "manifest": offer["manifest"], "signature": offer["signature"]}).encode()
+    oid, m, _ = M.verify_offer(payload, pub.strip(), "emulated", "0.1.0", 1)
+    assert m["version"] == "0.7.1" and m["board"] == "emulated" and m["downgrade"] is False
+    paths = [f["path"] for f in m["files"]]
+    assert "board.json" in paths and "ppmid/app.mpy" in paths and "main.py" not in paths
+    for f in m["files"]:
+        data = (out / "files" / f["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["size"]
+    # the compiled set carries the release's version
+    assert b"0.7.1" in (out / "files" / "ppmid" / "__init__.mpy").read_bytes()
+
+
+def test_release_errors_are_one_line(tmp_path, capsys):
+    key = tmp_path / "op.pem"
+    rc, _, err = _run(capsys, "release", "--board", "emulated")
+    assert rc == 1 and "--key" in err
+    _run(capsys, "release", "--make-key", str(key))
+    rc, _, err = _run(capsys, "release", "--board", "emulated", "--key", str(key), "--out", str(tmp_path / "r"),
+                      "--version", "1.x")
+    assert rc == 1 and "not digits and dots" in err
+    (tmp_path / "junk.pem").write_text("not a key")
+    rc, _, err = _run(capsys, "release", "--board", "emulated", "--key", str(tmp_path / "junk.pem"),
+                      "--out", str(tmp_path / "r"))
+    assert rc == 1 and "not an unencrypted PEM private key" in err
+    rc, _, err = _run(capsys, "release", "--board", "no-such-board", "--key", str(key), "--out", str(tmp_path / "r"))
+    assert rc == 1 and "no-such-board" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_update_refuses_what_is_not_a_release(tmp_path, capsys):
+    rc, _, err = _run(capsys, "update", "--state-dir", str(tmp_path), "--gateway", "00DB1234567890A4",
+                      "--release", str(tmp_path))
+    assert rc == 1 and "is not a release" in err
+    rc, _, err = _run(capsys, "update", "--state-dir", str(tmp_path), "--gateway", "nothex",
+                      "--release", str(tmp_path))
+    assert rc == 1 and err.startswith("ppmid: ")

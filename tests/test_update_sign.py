@@ -1,0 +1,88 @@
+"""The firmware's P-256 verification (ppmid.update.p256) against the `cryptography`
+package: what cryptography signs verifies in ours, under CPython and under the real
+MicroPython; what it refuses, ours refuses; and the typed-in vectors of the firmware tests
+verify with cryptography too (so they were typed right)."""
+import json
+import os
+import subprocess
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+from host_tools import update as U
+from ppmid.update import p256
+from tests.conftest import FIRMWARE_DIR, FIRMWARE_TESTS, micropython_binary
+
+import sys
+sys.path.insert(0, FIRMWARE_TESTS)
+import update_vectors as V  # noqa: E402
+import test_update_p256 as PV  # noqa: E402
+
+
+def _cases(n=24):
+    """(public key hex, message, signature hex, valid) from fresh keys: good ones and
+    tampered ones (message, r, s)."""
+    out = []
+    for i in range(n):
+        key = ec.generate_private_key(ec.SECP256R1())
+        msg = os.urandom(i * 7)
+        sig = U.sign(key, msg)
+        pub = U.public_hex(key)
+        out.append((pub, msg.hex(), sig.hex(), True))
+        bad = bytearray(sig)
+        bad[i % 64] ^= 1 << (i % 8)
+        out.append((pub, msg.hex(), bytes(bad).hex(), False))
+        out.append((pub, (msg + b"!").hex(), sig.hex(), False))
+    return out
+
+
+def _crypto_verify(pub_hex, msg, sig):
+    pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes.fromhex(pub_hex))
+    try:
+        pub.verify(utils.encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")),
+                   msg, ec.ECDSA(hashes.SHA256()))
+        return True
+    except InvalidSignature:
+        return False
+
+
+def test_cryptography_signatures_verify_in_ours_under_cpython():
+    for pub, msg, sig, valid in _cases():
+        key = p256.public_key(bytes.fromhex(pub))
+        assert p256.verify(key, bytes.fromhex(msg), bytes.fromhex(sig)) is valid
+        assert _crypto_verify(pub, bytes.fromhex(msg), bytes.fromhex(sig)) is valid
+
+
+MP_SCRIPT = """
+import sys, json
+sys.path.insert(0, %r)
+from binascii import unhexlify as u
+from ppmid.update import p256
+cases = json.loads(sys.stdin.read())
+print(json.dumps([p256.verify(p256.public_key(u(k)), u(m), u(s)) for k, m, s, _ in cases]))
+"""
+
+
+def test_cryptography_signatures_verify_in_ours_under_micropython(tmp_path):
+    cases = _cases()
+    script = tmp_path / "v.py"
+    script.write_text(MP_SCRIPT % FIRMWARE_DIR)
+    p = subprocess.run([micropython_binary(), str(script)], input=json.dumps(cases), capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == [c[3] for c in cases]
+
+
+def test_typed_in_vectors_verify_with_cryptography():
+    for (x, y), msg, sig in PV.VECTORS:
+        pub = "04" + x.to_bytes(32, "big").hex() + y.to_bytes(32, "big").hex()
+        assert _crypto_verify(pub, msg, bytes.fromhex(sig))
+
+
+def test_fixed_offers_were_signed_by_the_fixture_keys():
+    for name, (text, sig) in V.SIGNED.items():
+        pub = V.OTHER_PUBLIC if name == "wrong-key" else V.PUBLIC
+        assert _crypto_verify(pub, text.encode(), bytes.fromhex(sig)), name
+    key = serialization.load_pem_private_key(V.PRIVATE_PEM.encode(), None)
+    assert U.public_hex(key) == V.PUBLIC
