@@ -25,7 +25,8 @@ async def run(board, failed):
     try:
         from ppmid import config
         cfg = config.load(root + "/config.json")
-        from ppmid.mqtt.link import Link, load_credentials
+        from ppmid.mqtt.credentials import load_credentials
+        from ppmid.mqtt.link import Link
         creds = load_credentials(root)
         info = {"fw": VERSION, "board": board.name, "state": "safe-mode", "boot_failures": failed}
         link = Link(cfg, _refuse, root=root, track=board.wlan.track, wlan=board.wlan, log=print,
