@@ -24,7 +24,10 @@ mpcompat.install()
 
 from ppmid.mqtt.contract import Topics  # noqa: E402  (firmware module, after mpcompat)
 
-FINAL = ("response", "rejected", "failed", "timeout")
+FINAL = ("response", "already-executed", "rejected", "failed", "timeout")
+# final statuses that say the meter has the command: its response, or its refusal of a
+# copy resent after an uncertain delivery (it executed the first one, docs/relay.md)
+ANSWERED = ("response", "already-executed")
 CONCLUSIVE = ("response", "rejected", "failed")  # timeout may still be followed by a late response
 
 
@@ -283,8 +286,8 @@ class Replayer:
         for t, m in msgs:
             if m.get("status") in FINAL:
                 final = (t, m)
-                if m["status"] == "response":
-                    break  # a response (late or not) is the end of the story
+                if m["status"] in ANSWERED:
+                    break  # a response (late or not), or the meter's refusal of a copy, ends the story
         if conclusive and final is not None and final[1]["status"] == "timeout":
             return None
         return final
@@ -292,7 +295,8 @@ class Replayer:
     def report(self, lines, sent, skipped, duration_s):
         by_id = {x["id"]: x for x in lines}
         rep = {"version": 1, "gateway": self.gateway, "duration_s": round(duration_s, 3),
-               "commands": len(sent), "responses": 0, "late": 0, "timeouts": 0, "lost": [],
+               "commands": len(sent), "responses": 0, "already_executed": 0, "answered": 0, "late": 0,
+               "timeouts": 0, "lost": [],
                "rejected": {}, "failed": {}, "latency_ms": {"n": 0, "p50": None, "p95": None, "max": None},
                "mismatches": [], "skipped": skipped, "alerts": len(self.alerts), "per_id": {}}
         lat = []
@@ -318,6 +322,8 @@ class Replayer:
                         if m.get("late"):
                             rep["late"] += 1
                             got["late"] = True
+                    elif m["status"] == "already-executed":
+                        rep["already_executed"] += 1
                     elif m["status"] == "timeout":
                         rep["timeouts"] += 1
                     elif m["status"] == "rejected":
@@ -337,6 +343,7 @@ class Replayer:
         if lat:
             rep["latency_ms"] = {"n": len(lat), "p50": percentile(lat, 50), "p95": percentile(lat, 95),
                                  "max": max(lat)}
+        rep["answered"] = rep["responses"] + rep["already_executed"]
         rep["lost_count"] = len(rep["lost"])
         rep["foreign"] = sum(1 for i in self.received if i not in sent)
         return rep
@@ -346,6 +353,7 @@ def table(rep):
     """The report as a short text table."""
     lat = rep["latency_ms"]
     rows = [("gateway", rep["gateway"]), ("commands", rep["commands"]), ("responses", rep["responses"]),
+            ("already executed", rep.get("already_executed", 0)),
             ("  late", rep["late"]), ("timeouts", rep["timeouts"]), ("lost", rep["lost_count"])]
     for code in sorted(rep["rejected"]):
         rows.append(("rejected " + code, rep["rejected"][code]))

@@ -32,10 +32,11 @@ def test_emulate_replays_a_trace_with_a_board_kill_and_writes_the_report(tmp_pat
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads(report.read_text())
     for key in ("commands", "delivered_to_ch", "duplicates_to_ch", "responses", "lost", "rejected",
-                "latency_ms", "board_restarts", "peak_heap"):
+                "latency_ms", "board_restarts", "peak_heap", "sent_twice", "executed_twice", "already_executed"):
         assert key in rep, key
     assert rep["commands"] == 13 and rep["lost_count"] == 0 and rep["duplicates_to_ch"] == 0
     assert rep["rejected"] == {"E_REPLAY": 1}
+    assert rep["executed_twice"] == 0                  # the meters' anti-replay
     assert rep["board_restarts"] >= 1 and rep["chaos"]["done"][0][1] == "kill"
     assert rep["config"]["limits"]["rate_per_s"] == 20
     # every command the gateway took reached the CH once, or timed out (in flight at the kill)

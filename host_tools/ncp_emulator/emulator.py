@@ -352,6 +352,17 @@ class NcpEmulator:
         """GBCS messages the CH received from the PPMID (whole messages, in order)."""
         return list(self.ch.received)
 
+    def executions(self):
+        """Per command reaching the emulated meters: {(recipient, originator, counter) hex/int:
+        (received, executed)}; a replay is received again but never executed again."""
+        def snap():
+            out = {}
+            for title, dev in self.ch.devices.items():
+                for (party, counter), n in dev.received_n.items():
+                    out[(title, party.hex().upper(), counter)] = (n, dev.executed_n.get((party, counter), 0))
+            return out
+        return self.call(snap)
+
     @property
     def sent(self):
         return list(self.ch.sent)
