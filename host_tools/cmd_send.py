@@ -88,6 +88,8 @@ def run(args):
                               "error": {"code": "E_NO_ANSWER", "message": "no final status within %ss" % args.timeout}}))
             sys.stdout.flush()
             return 1
-        return 0 if statuses[-1]["status"] == args.until else 1
+        last = statuses[-1]["status"]
+        # already-executed: the meter has the command (it refused a copy resent after a crash)
+        return 0 if last == args.until or (args.until == "response" and last == "already-executed") else 1
     finally:
         cmd.close()

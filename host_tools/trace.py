@@ -25,7 +25,7 @@ mpcompat.install()
 
 VERSION = 1
 VIAS = ("mqtt", "nfc-phone", "nfc-tag")
-STATUSES = ("accepted", "relayed", "response", "timeout", "rejected", "failed")
+STATUSES = ("accepted", "relayed", "response", "already-executed", "timeout", "rejected", "failed")
 TEST_DEVICES = {"00DB1234567890A0": "ESME", "00DB1234567890A1": "GSME", "00DB1234567890A4": "PPMID"}
 
 

@@ -9,7 +9,7 @@ from ppmid.errors import PpmidError
 ROOT = "ppmid/v1/"
 # what a gateway publishes on (it reads only cmd); the broker's ACL is built from this
 GATEWAY_WRITES = ("rsp", "alert", "state", "info", "log")
-STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed")
+STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed", "already-executed")
 
 
 class Topics:
