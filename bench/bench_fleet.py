@@ -4,9 +4,11 @@ User on the project's mosquitto (TLS, client certificates, per-gateway ACL), for
 "Fleet").
 
 Rows per N: commands/s through the broker (each command: DCC User PUBLISH -> broker ->
-gateway, `accepted` and `response` back through the broker), latency p50/p95 from the
-command's PUBLISH to its `response` status, broker RSS with N gateways connected, and the
-time to connect them (TLS with client certificates). The broker is started afresh for
+gateway, `accepted` and `response` back through the broker; 200 in flight), latency
+p50/p95 from the command's PUBLISH to its `response` status with the commands paced at
+RATE commands/s (below the throughput: the latency of a fleet that is not saturated),
+broker RSS with N gateways connected, and the time to connect them (TLS with client
+certificates). The broker is started afresh for
 each N, so its RSS is that N's alone. The simulated gateways and the DCC User share one
 Python process beside the broker on the same machine: at the larger N that process, not
 mosquitto, is the likely bound.
@@ -25,7 +27,9 @@ from host_tools import fleet as F  # noqa: E402
 
 SIZES = (10, 100, 500, 1000, 2000)
 BUDGET_S = 60.0          # the whole suite, certificates included
-WINDOW = 200             # commands in flight from the DCC User
+WINDOW = 200             # commands in flight from the DCC User (throughput load)
+RATE = 500               # commands/s of the latency load
+PACED = 1000             # commands of the latency load
 
 
 def commands_for(n):
@@ -36,12 +40,12 @@ def rows_for(r):
     n = r["gateways"]
     lat = r["latency_ms"]
     rss = r["broker_rss_bytes"]
-    note = "%d commands, %d in flight, %d lost" % (r["commands"], WINDOW, r["lost"])
+    note = "%d commands, %d in flight, %d lost (both loads)" % (r["commands"] - r["paced"], WINDOW, r["lost"])
     return [
         {"name": "fleet N=%d commands/s" % n, "value": round(r["commands_per_s"] or 0, 1), "unit": "cmd/s",
          "note": note},
         {"name": "fleet N=%d latency p50" % n, "value": round(lat["p50"], 2) if lat["p50"] is not None else None,
-         "unit": "ms", "note": "DCC PUBLISH -> `response` status back"},
+         "unit": "ms", "note": "DCC PUBLISH -> `response` status back, %d commands at %d /s" % (r["paced"], r["rate"])},
         {"name": "fleet N=%d latency p95" % n, "value": round(lat["p95"], 2) if lat["p95"] is not None else None,
          "unit": "ms"},
         {"name": "fleet N=%d broker RSS" % n, "value": rss["connected"], "unit": "bytes",
@@ -66,7 +70,8 @@ def run():
                 continue
             fb.start()
             try:
-                r = asyncio.run(F.run_fleet(fb, n, commands_for(n), window=WINDOW, timeout_s=min(left, 30.0)))
+                r = asyncio.run(F.run_fleet(fb, n, commands_for(n), window=WINDOW, rate=RATE, paced=PACED,
+                                            timeout_s=min(left, 30.0)))
             finally:
                 fb.stop()
             rows += rows_for(r)

@@ -10,8 +10,10 @@ topic); a payload that is not a command JSON gets `rejected` (E_ENVELOPE). It do
 check envelope MACs or run a relay: the figures are those of the broker and the DCC side.
 Packets are encoded and parsed by the firmware's own codec (ppmid.mqtt.packets).
 
-The DCC User publishes signed commands (QoS 1) to every gateway in turn, keeping a window
-of commands in flight, and times each from its PUBLISH to the `response` status.
+The DCC User publishes signed commands (QoS 1) to every gateway in turn, twice: as fast as
+a window of commands in flight allows (throughput), then at a fixed rate below that
+(latency: each command timed from its PUBLISH to its `response` status; under the
+throughput load the latency would only be window / throughput).
 Everything runs in one asyncio loop in this process, beside the broker, on one machine:
 the client side costs CPU the broker would otherwise have (docs/emulate.md, "Fleet").
 
@@ -233,6 +235,7 @@ class DccUser:
         self.statuses = {}      # id -> [status, ...]
         self.unanswered = set()
         self.rejected = 0
+        self.last_answer = None
         self._room = None
         self.task = None
 
@@ -259,34 +262,51 @@ class DccUser:
             self.statuses.setdefault(id, []).append(status)
             if status == "response" and id in self.unanswered:
                 self.unanswered.discard(id)
-                self.latency_ms.append((time.monotonic() - self.sent[id]) * 1000.0)
+                self.last_answer = time.monotonic()
+                self.latency_ms.append((self.last_answer - self.sent[id]) * 1000.0)
                 self._room.release()
 
-    async def run(self, gateways, commands, window, timeout_s):
-        """Send `commands` commands round-robin to `gateways` (EUIs), at most `window`
-        unanswered at once; returns when all are answered or timeout_s passed."""
+    async def run(self, gateways, commands, window, timeout_s, rate=None, prefix="t"):
+        """Send `commands` commands (ids prefix + n) round-robin to `gateways` (EUIs), at
+        most `window` unanswered at once, and at `rate` commands/s if given (else as fast
+        as the window allows). Returns when all are answered or timeout_s passed:
+        (latencies in ms of this run's answered commands, seconds from the first PUBLISH
+        to the last answer, commands left unanswered)."""
         from host_tools.mqtt_tools import command_json
         self._room = asyncio.Semaphore(window)
+        first = len(self.latency_ms)
         gbcs = RESPONSE   # any GBCS bytes: the simulated gateways do not decode them
-        deadline = time.monotonic() + timeout_s
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s
+        mine = set()
         for i in range(commands):
+            if rate:
+                wait = t0 + i / rate - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            try:
-                await asyncio.wait_for(self._room.acquire(), left)
-            except asyncio.TimeoutError:
-                break
+            if self._room.locked():
+                try:
+                    await asyncio.wait_for(self._room.acquire(), left)
+                except asyncio.TimeoutError:
+                    break
+            else:
+                await self._room.acquire()      # free: returns at once, no task switch
             eui = gateways[i % len(gateways)]
-            id = "f%d" % i
+            id = "%s%d" % (prefix, i)
             payload = command_json(self.key, id, gbcs)
             self.sent[id] = time.monotonic()
             self.unanswered.add(id)
+            mine.add(id)
             self.conn.publish(Topics(eui).cmd, payload)
             if i % 64 == 0:
                 await self.conn.w.drain()
-        while self.unanswered and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        while self.unanswered & mine and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        elapsed = (self.last_answer or t0) - t0
+        return self.latency_ms[first:], elapsed, len(self.unanswered & mine)
 
     async def stop(self):
         if self.task:
@@ -309,15 +329,19 @@ async def _bounded(coros, limit):
     return await asyncio.gather(*(one(c) for c in coros))
 
 
-async def run_fleet(fb, n, commands, window=200, timeout_s=60.0, connect_parallel=32, extra=None):
-    """Connect n simulated gateways and the DCC User to fb's broker, send `commands`
-    commands, disconnect. Returns the figures: commands, answered, lost, commands_per_s,
-    latency_ms p50/p95/max, connect_s, broker_rss_bytes (idle before, with n connected,
-    after the load), rejected. extra: optional coroutine fn(dcc, gateways) run before the
-    load (the test sends a malformed command with it)."""
+async def run_fleet(fb, n, commands, window=200, rate=500, paced=None, timeout_s=60.0, connect_parallel=32,
+                    extra=None):
+    """Connect n simulated gateways and the DCC User to fb's broker, then two loads:
+    throughput (`commands` commands, `window` in flight, ids t0..) and latency (`paced`
+    commands, default commands // 2, at `rate` commands/s, ids p0..); disconnect. Returns
+    the figures: commands, answered, lost, commands_per_s (throughput load), latency_ms
+    p50/p95/max (paced load), connect_s, broker_rss_bytes (idle before, with n connected,
+    after the loads), rejected, statuses (id -> statuses seen). extra: optional coroutine
+    fn(dcc, gateways) run before the loads (the test sends a malformed command with it)."""
     if n > len(fb.euis):
         raise FleetError("the broker has certificates for %d gateways, not %d" % (len(fb.euis), n))
     key = os.urandom(32)     # the simulated gateways do not check MACs
+    paced = commands // 2 if paced is None else paced
     rss_idle = rss_bytes(fb.pid)
     gws = [SimGateway(e) for e in fb.euis[:n]]
     dcc = DccUser(key)
@@ -329,19 +353,20 @@ async def run_fleet(fb, n, commands, window=200, timeout_s=60.0, connect_paralle
         rss_connected = rss_bytes(fb.pid)
         if extra is not None:
             await extra(dcc, gws)
-        t1 = time.monotonic()
-        await dcc.run([g.eui for g in gws], commands, window, timeout_s)
-        elapsed = time.monotonic() - t1
+        euis = [g.eui for g in gws]
+        end = time.monotonic() + timeout_s
+        tput, elapsed, lost = await dcc.run(euis, commands, window, end - time.monotonic())
+        lat, _, lost_paced = await dcc.run(euis, paced, max(window, 1000), max(1.0, end - time.monotonic()),
+                                           rate=rate, prefix="p")
         rss_loaded = rss_bytes(fb.pid)
     finally:
         await dcc.stop()
         await _bounded([g.stop() for g in gws], 64)
-    answered = len(dcc.latency_ms)
-    lat = dcc.latency_ms
-    return {"gateways": n, "commands": len(dcc.sent), "answered": answered, "lost": len(dcc.unanswered),
-            "commands_per_s": answered / elapsed if elapsed > 0 else None,
+    return {"gateways": n, "commands": len(dcc.sent), "answered": len(dcc.latency_ms), "lost": lost + lost_paced,
+            "commands_per_s": len(tput) / elapsed if elapsed > 0 else None,
+            "rate": rate, "paced": paced,
             "latency_ms": {"p50": percentile(lat, 50), "p95": percentile(lat, 95), "max": max(lat) if lat else None},
-            "connect_s": connect_s, "elapsed_s": elapsed,
+            "connect_s": connect_s,
             "broker_rss_bytes": {"idle": rss_idle, "connected": rss_connected, "loaded": rss_loaded},
             "rejected": dcc.rejected, "gateway_answered": sum(g.answered for g in gws),
             "statuses": dcc.statuses}

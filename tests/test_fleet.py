@@ -20,11 +20,12 @@ def test_three_simulated_gateways_answer_every_command(tmp_path):
             await asyncio.sleep(0.01)
 
     with F.FleetBroker(tmp_path / "broker", 3) as fb:
-        r = asyncio.run(F.run_fleet(fb, 3, 9, window=4, timeout_s=60, extra=malformed))
-    assert r["gateways"] == 3 and r["commands"] == 9
-    assert r["answered"] == 9 and r["lost"] == 0 and r["gateway_answered"] == 9
+        r = asyncio.run(F.run_fleet(fb, 3, 9, window=4, rate=50, paced=6, timeout_s=60, extra=malformed))
+    assert r["gateways"] == 3 and r["commands"] == 15
+    assert r["answered"] == 15 and r["lost"] == 0 and r["gateway_answered"] == 15
     assert r["rejected"] == 1
-    assert all(r["statuses"]["f%d" % i] == ["accepted", "response"] for i in range(9)), r["statuses"]
+    ids = ["t%d" % i for i in range(9)] + ["p%d" % i for i in range(6)]
+    assert all(r["statuses"][i] == ["accepted", "response"] for i in ids), r["statuses"]
     assert r["latency_ms"]["p50"] <= r["latency_ms"]["p95"] <= r["latency_ms"]["max"]
     rss = r["broker_rss_bytes"]
     assert rss["idle"] > 0 and rss["connected"] > 0
