@@ -40,7 +40,9 @@ def rows_for(r):
     n = r["gateways"]
     lat = r["latency_ms"]
     rss = r["broker_rss_bytes"]
-    note = "%d commands, %d in flight, %d lost (both loads)" % (r["commands"] - r["paced"], WINDOW, r["lost"])
+    share = r["broker_cpu_share"]
+    note = "%d commands, %d in flight, %d lost (both loads); mosquitto busy %s of one core meanwhile" % (
+        r["commands"] - r["paced"], WINDOW, r["lost"], "?" if share is None else "%d%%" % round(100 * share))
     return [
         {"name": "fleet N=%d commands/s" % n, "value": round(r["commands_per_s"] or 0, 1), "unit": "cmd/s",
          "note": note},

@@ -74,6 +74,16 @@ def rss_bytes(pid):
     return None
 
 
+def cpu_seconds(pid):
+    """User + system CPU time a process has used (Linux /proc), seconds; None if unknown."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class FleetBroker:
     """The project's mosquitto with certificates for up to `max_gateways` simulated
     gateways and the fleet's DCC User (issued once; a later start reuses them)."""
@@ -355,7 +365,9 @@ async def run_fleet(fb, n, commands, window=200, rate=500, paced=None, timeout_s
             await extra(dcc, gws)
         euis = [g.eui for g in gws]
         end = time.monotonic() + timeout_s
+        cpu0 = cpu_seconds(fb.pid)
         tput, elapsed, lost = await dcc.run(euis, commands, window, end - time.monotonic())
+        cpu1 = cpu_seconds(fb.pid)
         lat, _, lost_paced = await dcc.run(euis, paced, max(window, 1000), max(1.0, end - time.monotonic()),
                                            rate=rate, prefix="p")
         rss_loaded = rss_bytes(fb.pid)
@@ -364,6 +376,8 @@ async def run_fleet(fb, n, commands, window=200, rate=500, paced=None, timeout_s
         await _bounded([g.stop() for g in gws], 64)
     return {"gateways": n, "commands": len(dcc.sent), "answered": len(dcc.latency_ms), "lost": lost + lost_paced,
             "commands_per_s": len(tput) / elapsed if elapsed > 0 else None,
+            # the broker's CPU time over the throughput load's time: 1.0 = one core busy
+            "broker_cpu_share": (cpu1 - cpu0) / elapsed if None not in (cpu0, cpu1) and elapsed > 0 else None,
             "rate": rate, "paced": paced,
             "latency_ms": {"p50": percentile(lat, 50), "p95": percentile(lat, 95), "max": max(lat) if lat else None},
             "connect_s": connect_s,
