@@ -3,12 +3,13 @@ whose bytes may have left when the board died is sent again after the restart (o
 recovery, docs/relay.md "Crash policy"), and the emulated meter's anti-replay makes sure it
 is executed once whatever the HAN carried (docs/emulate.md).
 
-The NCP emulator's mute fault stops the send at a known point: the NCP takes the
-command's DATA frame, then nothing reaches the gateway until its next reset, so the
+The NCP emulator's mute fault stops the send at a known point: the NCP takes one of the
+command's APS fragments, then nothing reaches the gateway until its next reset, so the
 gateway's send hangs with the journal's "sending" record on flash; the board is killed
-there. With mute_runs the CH got the command (the module took the bytes and sent them);
-without, the bytes never got past the module, which for the meter is the same as a power
-cut between the "sending" record and the UART write (that exact point is covered under
+there. Muted at the last fragment, which it runs, the CH got the whole command (the module
+took the bytes and sent them); muted at the first, not run, the bytes never got past the
+module, which for the meter is the same as a power cut between the "sending" record and
+the UART write (that exact point is covered under
 MicroPython by tests/firmware/test_relay_recovery.py and the random kills of
 tests/test_relay_crash.py)."""
 import threading
@@ -37,14 +38,25 @@ def _wait(cond, timeout, what):
     raise AssertionError("timed out waiting for " + what)
 
 
-def _kill_mid_send(emu, runs, prefix):
-    """One ESME command; the NCP goes mute when it takes the command (running it or not);
-    the board is killed then. Returns (replay report, the line, its executions entry)."""
+def _fragments(gbcs):
+    # APS fragments of one TransferData carrying it (ZCL header and tunnel id: 5 bytes;
+    # 80 bytes of it a fragment, as in test_zigbee_e2e)
+    return -(-(len(gbcs) + 5) // (82 - 2))
+
+
+def _kill_mid_send(emu, runs, prefix, lose_answer=False):
+    """One ESME command; the NCP goes mute when it takes the command's last fragment and
+    runs it (runs: the CH has the command) or its first and drops it (the CH has nothing);
+    the board is killed then. lose_answer: the meter's answer to it is lost (it executed
+    the command, nothing says so). Returns (replay report, the line, its executions entry,
+    the console since)."""
     ncp = emu.ncp.ncp
-    seen = emu.ncp.call(lambda: ncp._unicasts_seen)
-    emu.ncp.set_faults(mute_unicast=seen + 1, mute_runs=runs)
-    muted0 = emu.ncp.stats()["ncp"]["muted"]
     cmds = E.renumbered_commands(1, recipients=(E.ESME,))
+    if lose_answer:
+        emu.ncp.lose_answers(1)
+    seen = emu.ncp.call(lambda: ncp._unicasts_seen)
+    emu.ncp.set_faults(mute_unicast=seen + (_fragments(cmds[0][1]) if runs else 1), mute_runs=runs)
+    muted0 = emu.ncp.stats()["ncp"]["muted"]
     lines = E.lines_from(cmds, prefix=prefix)
     errors = []
 
@@ -66,6 +78,7 @@ def _kill_mid_send(emu, runs, prefix):
         r.close()
         t.join(70)
         emu.ncp.set_faults(mute_unicast=0, mute_runs=True)
+        emu.ncp.lose_answers(0)
     assert errors == [], errors
     rep.update(emu.ch_figures(lines))
     from ppmid.gbcs import decode
@@ -78,8 +91,9 @@ def _kill_mid_send(emu, runs, prefix):
 def test_kill_after_the_module_took_the_bytes_executes_once_and_answers(emu):
     rep, line, (received, executed), console = _kill_mid_send(emu, True, "took")
     final = rep["per_id"][line["id"]]["final"]
+    print("kill after the module took the bytes: final %s, meter received %d, executed %d" % (final, received, executed))
     assert final is not None and final["status"] in ("response", "already-executed"), rep["per_id"]
-    assert executed == 1 and received >= 1
+    assert executed == 1 and received >= 1 and rep["delivered_to_ch"] == 1
     assert rep["executed_twice"] == 0 and rep["answered"] == 1
     # the restart found it sending and queued a copy (unless the first copy's response,
     # held by the CH, came back first: then no copy went)
@@ -96,3 +110,15 @@ def test_kill_before_the_bytes_left_the_module_sends_it_again_and_it_is_answered
     assert (received, executed) == (1, 1)            # the copy was the first the meter saw
     assert rep["delivered_to_ch"] == 1 and rep["executed_twice"] == 0 and rep["answered"] == 1
     assert "sending it again (copy 1" in console, console[-3000:]
+
+
+def test_kill_after_the_meter_executed_and_its_answer_was_lost_ends_already_executed(emu):
+    # the meter executed the command and its answer was lost: the copy sent after the
+    # restart is refused as a replay, and that refusal ends the command
+    rep, line, (received, executed), console = _kill_mid_send(emu, True, "gone", lose_answer=True)
+    final = rep["per_id"][line["id"]]["final"]
+    assert final == {"status": "already-executed"}, rep["per_id"]
+    assert (received, executed) == (2, 1)
+    assert rep["already_executed"] == 1 and rep["answered"] == 1 and rep["executed_twice"] == 0
+    assert rep["sent_twice"] == 1 and rep["replays_refused"] == 1
+    assert "sending it again (copy 1" in console and "refused the copy as a replay" in console, console[-3000:]

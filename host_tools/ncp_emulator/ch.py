@@ -173,11 +173,12 @@ class CommsHub:
                          "rx_fragments": 0, "bad_zcl": 0, "unknown_recipient": 0, "not_gbcs": 0,
                          "tx_fragments": 0, "tx_fragment_retries": 0, "tx_fragment_giveups": 0,
                          "tx_fragment_aborted": 0, "rx_fragment_acks": 0, "rx_fragment_acks_stray": 0,
-                         "fragment_acks_dropped": 0}
+                         "fragment_acks_dropped": 0, "answers_lost": 0}
         self.fragment_window = max(1, fragment_window)
         self.aps_ack_timeout_s = aps_ack_timeout_s
         self.aps_retries = aps_retries
         self.drop_fragment_acks = False  # fault: the PPMID's fragment acks are lost on air
+        self.lose_answers = 0            # fault: the meters' next N answers are lost on their way
         self._out = None                 # _Outgoing being sent in fragments
         self._outq = []                  # ZCL frames for the PPMID behind it, in order
         self._out_timer = None
@@ -354,6 +355,11 @@ class CommsHub:
             response = dev.handle(msg)
         except Exception as exc:
             self.log("ch: %s could not answer: %s" % (dev.kind, exc))
+            return
+        if self.lose_answers:
+            # the meter executed the command; its answer never reaches the CH
+            self.lose_answers -= 1
+            self.counters["answers_lost"] += 1
             return
         self.loop.call_later(dev.delay_s, self.send_to_ppmid, response)
 

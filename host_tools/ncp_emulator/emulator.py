@@ -299,6 +299,10 @@ class NcpEmulator:
                 setattr(self.faults, k, v)
         self.call(apply)
 
+    def lose_answers(self, n):
+        """Fault: the meters' next n answers (responses, refusals) are lost before the CH."""
+        self.call(setattr, self.ch, "lose_answers", n)
+
     def set_gpf_delay(self, seconds):
         """The GSME's answer delay from now on (the GPF's; see ch.GPF_DELAY_S)."""
         self.call(self.ch.set_gpf_delay, seconds)
