@@ -176,7 +176,9 @@ def run(args):
             print("emulate: the gateway keeps running (ppmid send --state-dir %s --gateway %s ...); "
                   "console follows, Ctrl-C to stop" % (emu.broker_dir, emu.gateway), flush=True)
             follow_console(emu.board, emu.board.mark())
-        bad = rep["lost_count"] or rep.get("duplicates_to_ch")
+        # a copy reaching a meter twice is allowed (a resend after a crash, refused by the
+        # meter's anti-replay); a command executed twice is not
+        bad = rep["lost_count"] or rep.get("executed_twice")
         if upd is not None:
             want = {"good": "applied", "bad-signature": "refused", "crash-at-boot": "rolled-back"}[args.update]
             print("update: %s -> %s (%s), running %s" % (args.update, rep["update"]["result"], want,

@@ -138,7 +138,9 @@ def run(args):
                               "error": {"code": "E_NO_ANSWER", "message": "no final status within %ss" % args.timeout}}))
             sys.stdout.flush()
             return 1
-        return 0 if statuses[-1]["status"] == until else 1
+        last = statuses[-1]["status"]
+        # already-executed: the meter has the command (it refused a copy resent after a crash)
+        return 0 if last == until or (until == "response" and last == "already-executed") else 1
     finally:
         cmd.close()
 
@@ -204,7 +206,7 @@ def run_serial(args):
         if got[0] == "nack":
             show({"id": id, "status": "rejected", "via": "serial", "error": {"code": got[1], "message": got[2]}})
             return 1
-        done = (until,) + tuple(s for s in ("response", "failed", "topped-up") if s != until)
+        done = (until,) + tuple(s for s in ("response", "already-executed", "failed", "topped-up") if s != until)
         shown = 0
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
@@ -213,7 +215,8 @@ def run_serial(args):
             for m in msgs[shown:]:
                 show(m)
                 if m.get("status") in done:
-                    return 0 if m["status"] == until else 1
+                    last = m["status"]
+                    return 0 if last == until or (until == "response" and last == "already-executed") else 1
             shown = len(msgs)
             time.sleep(0.05)
         show({"id": id, "status": "no-answer",

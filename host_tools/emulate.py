@@ -476,8 +476,10 @@ class Emulation:
                 delivered += 1
                 dupes += n - 1
         foreign = sum(n for m, n in counts.items() if m not in mine)
-        return {"delivered_to_ch": delivered, "duplicates_to_ch": dupes, "foreign_to_ch": foreign,
-                "ch_received": len(received), "topups": self.meter_topups(lines, meter_since)}
+        out = {"delivered_to_ch": delivered, "duplicates_to_ch": dupes, "foreign_to_ch": foreign,
+               "ch_received": len(received), "topups": self.meter_topups(lines, meter_since)}
+        out.update(execution_figures(lines, self.ncp.executions()))
+        return out
 
     def meter_mark(self):
         esme = self.ncp.ch.esme
@@ -563,11 +565,37 @@ class Emulation:
         return rep
 
 
+def execution_figures(lines, executions):
+    """What the emulated meters did with the commands of `lines` (executions: the NCP
+    emulator's {(recipient, originator, counter): (received, executed)}): `sent_twice`
+    commands reached their meter more than once, `executed_twice` were executed more than
+    once (anti-replay makes that 0), `replays_refused` copies the meters refused."""
+    from ppmid.gbcs import decode
+    sent_twice = executed_twice = refused = 0
+    seen = set()
+    for x in lines:
+        try:
+            m = decode(bytes(x["gbcs"]))
+            key = (binascii.hexlify(bytes(m.recipient)).decode().upper(),
+                   binascii.hexlify(bytes(m.originator)).decode().upper(), m.counter)
+        except Exception:  # noqa: BLE001 - a deliberately bad line never reaches a meter
+            continue
+        if key in seen:
+            continue
+        seen.add(key)
+        received, executed = executions.get(key, (0, 0))
+        sent_twice += received > 1
+        executed_twice += executed > 1
+        refused += received - executed if received > executed else 0
+    return {"sent_twice": sent_twice, "executed_twice": executed_twice, "replays_refused": refused}
+
+
 def table(rep):
     """The replay table plus the emulation's own rows."""
     from host_tools.replay import table as replay_table
     rows = [("delivered to CH", rep.get("delivered_to_ch")), ("duplicates to CH", rep.get("duplicates_to_ch")),
-            ("board restarts", rep.get("board_restarts"))]
+            ("sent twice to a meter", rep.get("sent_twice")), ("executed twice", rep.get("executed_twice")),
+            ("replays refused", rep.get("replays_refused")), ("board restarts", rep.get("board_restarts"))]
     h = rep.get("heap") or {}
     if h.get("free_min") is not None:
         rows.append(("peak heap used", "%d of %d bytes (min free %d, %s%%)" % (

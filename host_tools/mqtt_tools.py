@@ -18,7 +18,7 @@ mpcompat.install()
 
 from ppmid.mqtt.contract import Topics  # noqa: E402  (firmware module, after mpcompat)
 
-FINAL = ("response", "rejected", "timeout", "failed", "topped-up")
+FINAL = ("response", "already-executed", "rejected", "timeout", "failed", "topped-up")
 
 
 def broker_info(state_dir):

@@ -27,8 +27,11 @@ mpcompat.install()
 
 from ppmid.mqtt.contract import Topics  # noqa: E402  (firmware module, after mpcompat)
 
-FINAL = ("response", "rejected", "failed", "timeout", "topped-up")
-CONCLUSIVE = ("response", "rejected", "failed", "topped-up")  # timeout may still be followed by a late response
+FINAL = ("response", "already-executed", "rejected", "failed", "timeout", "topped-up")
+# final statuses that say the meter has the command: its response, or its refusal of a
+# copy resent after an uncertain delivery (it executed the first one, docs/relay.md)
+ANSWERED = ("response", "already-executed")
+CONCLUSIVE = ("response", "already-executed", "rejected", "failed", "topped-up")  # timeout may still be followed by a late response
 # a top-up line's target "esme" / "gsme": the test devices unless the caller names others
 TEST_TARGETS = {"esme": "00DB1234567890A0", "gsme": "00DB1234567890A1"}
 
@@ -319,8 +322,8 @@ class Replayer:
         for t, m in msgs:
             if m.get("status") in FINAL:
                 final = (t, m)
-                if m["status"] in ("response", "topped-up"):
-                    break  # a response (late or not) is the end of the story
+                if m["status"] in ANSWERED + ("topped-up",):
+                    break  # a response (late or not), the meter's refusal of a copy, or a top-up's answer ends the story
         if conclusive and final is not None and final[1]["status"] == "timeout":
             return None
         return final
@@ -329,7 +332,8 @@ class Replayer:
         by_id = {x["id"]: x for x in lines}
         t_start = min(sent.values(), default=0.0) if t_start is None else t_start
         rep = {"version": 1, "gateway": self.gateway, "duration_s": round(duration_s, 3),
-               "commands": len(sent), "responses": 0, "late": 0, "timeouts": 0, "lost": [],
+               "commands": len(sent), "responses": 0, "already_executed": 0, "answered": 0, "late": 0,
+               "timeouts": 0, "lost": [],
                "rejected": {}, "failed": {}, "latency_ms": {"n": 0, "p50": None, "p95": None, "max": None},
                "mismatches": [], "skipped": skipped, "alerts": len(self.alerts), "per_id": {}, "roads": {},
                # as the gateway reported them; `ppmid emulate` replaces these with what the
@@ -369,6 +373,8 @@ class Replayer:
                         ms = int(round((t - sent[id]) * 1000))
                         entry["latency_ms"] = ms
                         got["topup"] = m.get("topup")
+                    elif m["status"] == "already-executed":
+                        rep["already_executed"] += 1
                     elif m["status"] == "timeout":
                         rep["timeouts"] += 1
                     elif m["status"] == "rejected":
@@ -393,6 +399,7 @@ class Replayer:
         if lat:
             rep["latency_ms"] = {"n": len(lat), "p50": percentile(lat, 50), "p95": percentile(lat, 95),
                                  "max": max(lat)}
+        rep["answered"] = rep["responses"] + rep["already_executed"]
         rep["lost_count"] = len(rep["lost"])
         rep["foreign"] = sum(1 for i in self.received if i not in sent)
         return rep
@@ -402,6 +409,7 @@ def table(rep):
     """The report as a short text table."""
     lat = rep["latency_ms"]
     rows = [("gateway", rep["gateway"]), ("commands", rep["commands"]), ("responses", rep["responses"]),
+            ("already executed", rep.get("already_executed", 0)),
             ("  late", rep["late"]), ("timeouts", rep["timeouts"]), ("lost", rep["lost_count"])]
     for code in sorted(rep["rejected"]):
         rows.append(("rejected " + code, rep["rejected"][code]))

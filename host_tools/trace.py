@@ -25,7 +25,7 @@ mpcompat.install()
 
 VERSION = 1
 VIAS = ("mqtt", "nfc-phone", "nfc-tag", "serial")
-STATUSES = ("accepted", "relayed", "response", "timeout", "rejected", "failed", "topped-up")
+STATUSES = ("accepted", "relayed", "response", "already-executed", "timeout", "rejected", "failed", "topped-up")
 TEST_DEVICES = {"00DB1234567890A0": "ESME", "00DB1234567890A1": "GSME", "00DB1234567890A4": "PPMID"}
 
 

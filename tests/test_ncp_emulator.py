@@ -326,3 +326,64 @@ def test_gpf_delay_is_the_gsme_answer_delay_and_the_esme_answers_at_once():
     hub = CH.CommsHub(None, _TimerLoop(), corpus_dir=EM.corpus_dir())
     hub.set_gpf_delay(0.0)
     assert sorted((d.kind, d.delay_s) for d in hub.devices.values()) == [("ESME", 0.0), ("GSME", 0.0)]
+
+
+# ---- the emulated meters' anti-replay ---------------------------------------------------------
+def test_a_replayed_command_reaches_the_meter_twice_but_executes_once():
+    """GBCS anti-replay per remote party: the second copy of a command (same originator
+    counter) is received, not executed, and answered with the refusal alert naming it; a
+    later counter from that party, and the same counter from another party, still execute."""
+    from host_tools import emulate as EM
+    from host_tools.ncp_emulator import ch as CH
+    from ppmid.gbcs import decode
+
+    class Loop:          # keeps what the CH schedules: (delay, fn, args)
+        def __init__(self):
+            self.later = []
+
+        def call_later(self, delay, fn, *args):
+            self.later.append((delay, fn, args))
+            return _Timer()
+
+    loop = Loop()
+    hub = CH.CommsHub(None, loop, corpus_dir=EM.corpus_dir(), gpf_delay_s=0.0)
+    (_, first), (_, second) = EM.renumbered_commands(2, recipients=(CH.ESME,))
+    assert decode(second).counter == decode(first).counter + 1
+
+    def answer(buf):
+        del loop.later[:]
+        hub._gbcs_from_ppmid(buf)
+        [(_, fn, args)] = loop.later
+        assert fn == hub.send_to_ppmid
+        return args[0]
+
+    got = [answer(b) for b in (first, first, second, first)]
+    assert [decode(m).cra for m in got] == [2, 3, 2, 3]       # response, refusal, response, refusal
+    refusal = decode(got[1])
+    cmd = decode(first)
+    assert refusal.message_code == CH.ALERT_REPLAY_REFUSED
+    assert bytes(refusal.originator) == bytes(cmd.recipient) and bytes(refusal.recipient) == bytes(cmd.originator)
+    assert bytes(refusal.supplementary_remote_party_id) == bytes(cmd.originator)
+    assert refusal.supplementary_remote_party_counter == cmd.counter
+    dev = hub.devices[CH.ESME]
+    key = (bytes(cmd.originator), cmd.counter)
+    assert dev.received_n[key] == 3 and dev.executed_n[key] == 1 and dev.replays_refused == 2
+    # the same counter from another remote party is that party's own sequence
+    other = bytearray(first)
+    pos, _ = EM._find_counter(first)
+    other[pos + 9:pos + 17] = bytes.fromhex("90B3D51F30000002")   # the originator title, after 08
+    assert bytes(decode(bytes(other)).originator).hex().upper() == "90B3D51F30000002"
+    assert decode(answer(bytes(other))).cra == 2
+
+
+def test_execution_figures_tell_sent_twice_from_executed_twice():
+    from host_tools import emulate as EM
+    from host_tools.ncp_emulator import ch as CH
+    cmds = EM.renumbered_commands(3, recipients=(CH.ESME,))
+    lines = EM.lines_from(cmds) + [{"id": "bad", "gbcs": b"\x00", "at_ms": 0}]
+    from ppmid.gbcs import decode
+    keys = [(CH.ESME, bytes(decode(b).originator).hex().upper(), decode(b).counter) for _, b in cmds]
+    figs = EM.execution_figures(lines, {keys[0]: (2, 1), keys[1]: (1, 1)})
+    assert figs == {"sent_twice": 1, "executed_twice": 0, "replays_refused": 1}
+    figs = EM.execution_figures(lines, {keys[0]: (2, 2), keys[2]: (3, 1)})
+    assert figs == {"sent_twice": 2, "executed_twice": 1, "replays_refused": 2}

@@ -78,6 +78,18 @@ APS_ACK_TIMEOUT_S = 1.6
 APS_RETRIES = 3
 
 
+# A device's refusal of a replayed command. GBCS devices execute a Remote Party command only
+# if its originator counter is above the last one they accepted from that Remote Party
+# (docs/emulate.md, "Anti-replay in the emulated meters"). The alert code is the public
+# table's "Failed Authentication or Authorisation not covered by other codes" (names:
+# Wireshark packet-gbcs.c, SmartDCCInnovation gbcs-parser src/common.ts); which code a given
+# meter raises for a stale counter is not in the gathered facts: this is the emulation's
+# choice. The alert names the refused command in its other-information (supplementary
+# remote party id = the command's originator, supplementary remote party counter = its
+# counter), so that the sender can tell which command was refused.
+ALERT_REPLAY_REFUSED = 0x8F53
+
+
 class Device:
     def __init__(self, title, kind, corpus, delay_s=0.0):
         self.title = title
@@ -86,14 +98,37 @@ class Device:
         self.delay_s = delay_s          # GSME: the GPF answers for the sleepy meter
         self.received = []
         self.alert_counter = 0x0100000000000000 | (1 if kind == "GSME" else 0)
+        self.last_counter = {}          # remote party (originator title bytes) -> last accepted counter
+        # per command, keyed by (originator bytes, counter): how often it reached the
+        # device, and how often the device executed it (never more than once)
+        self.received_n = {}
+        self.executed_n = {}
+        self.replays_refused = 0
 
     def handle(self, msg):
-        """-> the GBCS response bytes (CRA 2, same counter, titles swapped)."""
+        """-> the GBCS response bytes (CRA 2, same counter, titles swapped), or for a
+        replayed command (counter not above the last accepted from its originator) the
+        refusal alert; the command is then not executed."""
         self.received.append(msg)
+        m = decode(msg)
+        party, counter = bytes(m.originator), m.counter
+        key = (party, counter)
+        self.received_n[key] = self.received_n.get(key, 0) + 1
+        last = self.last_counter.get(party)
+        if last is not None and counter <= last:
+            self.replays_refused += 1
+            return self.replay_alert(party, counter)
+        self.last_counter[party] = counter
+        self.executed_n[key] = self.executed_n.get(key, 0) + 1
         canned = self.corpus.responses.get(bytes(msg))
         if canned is not None:
             return canned
         return build.make_response(msg, content=b"\x00")
+
+    def replay_alert(self, party, counter):
+        self.alert_counter += 1
+        return build.build_signed(3, self.alert_counter, bytes.fromhex(self.title), party, ALERT_REPLAY_REFUSED,
+                                  b"\x0f\x00\x00\x00\x00\x00", other_info=party + counter.to_bytes(8, "big"))
 
     def alert(self, message_code=None):
         canned = self.corpus.alerts.get(self.title)
@@ -143,11 +178,12 @@ class CommsHub:
                          "rx_fragments": 0, "bad_zcl": 0, "unknown_recipient": 0, "not_gbcs": 0,
                          "tx_fragments": 0, "tx_fragment_retries": 0, "tx_fragment_giveups": 0,
                          "tx_fragment_aborted": 0, "rx_fragment_acks": 0, "rx_fragment_acks_stray": 0,
-                         "fragment_acks_dropped": 0}
+                         "fragment_acks_dropped": 0, "answers_lost": 0}
         self.fragment_window = max(1, fragment_window)
         self.aps_ack_timeout_s = aps_ack_timeout_s
         self.aps_retries = aps_retries
         self.drop_fragment_acks = False  # fault: the PPMID's fragment acks are lost on air
+        self.lose_answers = 0            # fault: the meters' next N answers are lost on their way
         self._out = None                 # _Outgoing being sent in fragments
         self._outq = []                  # ZCL frames for the PPMID behind it, in order
         self._out_timer = None
@@ -345,6 +381,11 @@ class CommsHub:
             response = dev.handle(msg)
         except Exception as exc:
             self.log("ch: %s could not answer: %s" % (dev.kind, exc))
+            return
+        if self.lose_answers:
+            # the meter executed the command; its answer never reaches the CH
+            self.lose_answers -= 1
+            self.counters["answers_lost"] += 1
             return
         self.loop.call_later(dev.delay_s, self.send_to_ppmid, response)
 

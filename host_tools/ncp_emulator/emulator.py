@@ -299,6 +299,10 @@ class NcpEmulator:
                 setattr(self.faults, k, v)
         self.call(apply)
 
+    def lose_answers(self, n):
+        """Fault: the meters' next n answers (responses, refusals) are lost before the CH."""
+        self.call(setattr, self.ch, "lose_answers", n)
+
     def set_gpf_delay(self, seconds):
         """The GSME's answer delay from now on (the GPF's; see ch.GPF_DELAY_S)."""
         self.call(self.ch.set_gpf_delay, seconds)
@@ -351,6 +355,17 @@ class NcpEmulator:
     def received(self):
         """GBCS messages the CH received from the PPMID (whole messages, in order)."""
         return list(self.ch.received)
+
+    def executions(self):
+        """Per command reaching the emulated meters: {(recipient, originator, counter) hex/int:
+        (received, executed)}; a replay is received again but never executed again."""
+        def snap():
+            out = {}
+            for title, dev in self.ch.devices.items():
+                for (party, counter), n in dev.received_n.items():
+                    out[(title, party.hex().upper(), counter)] = (n, dev.executed_n.get((party, counter), 0))
+            return out
+        return self.call(snap)
 
     @property
     def sent(self):

@@ -267,6 +267,47 @@ def test_recovery_scan_reads_the_record_constants_journal_writes():
     if sys.implementation.name == "micropython":
         return
     names = [n for n in dir(S) if n.startswith(("_T_", "_SYNC", "_HEAD", "_TAIL", "_NO_", "_ACCEPT", "_VIA_"))]
-    assert len(names) == 15, names  # 14 constants and the accept record layout
+    assert len(names) == 17, names  # 16 constants and the accept record layout
     for n in names:
         assert getattr(S, n) == getattr(J, n), n
+
+
+def test_resends_and_already_executed_survive_reopen_and_compaction():
+    root = fresh_root()
+    j = J.Journal(root, max_bytes=4096)
+    j.open()
+    a, b, c = accept(j, 1), accept(j, 2), accept(j, 3)
+    j.sending(a, 100)
+    j.resend(a)                       # found sending at a restart: queued for a copy
+    j.sending(b, 100)
+    j.resend(b)
+    j.sending(b, 200)                 # its copy went
+    j.sending(c, 100)
+    j.resend(c)
+    j.sending(c, 200)
+    j.already_executed(c)
+    j2, live = reopen(j)
+    got = [(e.id, e.state, e.resends) for e in live]
+    assert got == [("c-1", J.QUEUED, 1), ("c-2", J.SENDING, 1), ("c-3", J.ALREADY_EXECUTED, 1)], got
+    for i in range(4, 40):
+        j2.done(accept(j2, i))        # churn forces compactions
+    assert j2.compactions >= 2
+    j3, live = reopen(j2)
+    # a final state needs no resend count any more
+    assert [(e.id, e.state, e.resends) for e in live][:2] == got[:2]
+    assert (live[2].id, live[2].state) == ("c-3", J.ALREADY_EXECUTED)
+    assert j3.by_id["c-2"].deadline == 200 and j3.body(j3.by_id["c-3"]) == b"G3-" * 10
+    j3.close()
+
+
+def test_a_sending_record_without_the_resends_field_still_reads():
+    # journals written before resends were counted: seq, deadline, retries
+    import struct
+    root = fresh_root()
+    j = J.Journal(root)
+    j.open()
+    a = accept(j, 1)
+    j._append(0x53, (struct.pack(">IIH", a.seq, 100, 2),))      # S: sending
+    j2, live = reopen(j)
+    assert (live[0].state, live[0].deadline, live[0].retries, live[0].resends) == (J.SENDING, 100, 2, 0)
+    j2.close()

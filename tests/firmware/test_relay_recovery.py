@@ -1,17 +1,20 @@
 # Restart recovery: RAM is lost, the flash journal is kept, the fakes outside stay. Checks
 # the promises of docs/relay.md: accepted-not-sent is sent exactly once; a command marked
-# "sending" is never sent again; unacknowledged statuses are published again; a response
-# arriving after the restart is correlated through the journal; counters stay closed.
+# "sending" is sent again once per restart, at most MAX_RESENDS times, and the meter's
+# refusal of a copy ends it already-executed; unacknowledged statuses are published again;
+# a response arriving after the restart is correlated through the journal; counters stay
+# closed.
 try:
     import asyncio
 except ImportError:  # pragma: no cover
     import uasyncio as asyncio
 
-from test_relay_support import Rig, ESME, GSME, response_to, config
+from test_relay_support import Rig, ESME, GSME, response_to, refusal_of, config
 from ppmid.relay import journal as J
+from ppmid.relay.resend import MAX_RESENDS
 
 
-async def test_accepted_not_sent_is_sent_once_after_restart():
+async def test_accepted_not_sent_is_sent_once_after_restart_and_an_uncertain_one_again():
     r = Rig()
     await r.submit("c-1", 10)
     await r.submit("c-2", 11, target=GSME)
@@ -19,14 +22,20 @@ async def test_accepted_not_sent_is_sent_once_after_restart():
     r.restart()
     await r.pump()
     assert len(r.han.sent) == 2
+    r.restart()    # both were marked sending: their bytes may have reached the meters
+    await r.pump()
+    assert len(r.han.sent) == 4 and r.han.sent[2:] == r.han.sent[:2]   # one copy each
+    # the meters executed the first copies (their responses died with the power): they
+    # refuse the second ones as replays
+    for b in r.han.sent[2:]:
+        r.relay.on_han_message(refusal_of(b))
+    await r.publish_all()
+    assert sorted(i for i, s in r.pub.statuses() if s == "already-executed") == ["c-1", "c-2"]
+    assert r.relay.counters["answered"] == 2 and r.relay.counters["already_executed"] == 2
+    assert r.journal.live == {}
     r.restart()
     await r.pump()
-    assert len(r.han.sent) == 2  # they were marked sending: never again
-    for b in list(r.han.sent):
-        r.relay.on_han_message(response_to(b))
-    await r.publish_all()
-    assert sorted(i for i, s in r.pub.statuses() if s == "response") == ["c-1", "c-2"]
-    assert r.journal.live == {}
+    assert len(r.han.sent) == 4
 
 
 class BlockingHan:
@@ -47,11 +56,12 @@ class BlockingHan:
 
 async def crash_during_send(r, lose_clock=False):
     inner = r.han
+    n = len(inner.sent)
     r.relay.han = BlockingHan(inner)
     task = asyncio.create_task(r.relay.dispatch_once())
     for _ in range(5):
         await asyncio.sleep(0)
-    assert len(inner.sent) == 1
+    assert len(inner.sent) == n + 1
     task.cancel()  # power cut: the coroutine never resumes
     try:
         await task
@@ -73,41 +83,93 @@ def set_the_clock(r, unix=1800000100):
     assert r.clock.is_set()
 
 
-async def test_sending_marked_never_resent_and_late_reply_correlated_after_restart():
+async def test_sending_marked_is_sent_again_once_and_the_first_copys_reply_is_correlated():
     r = Rig()
     await r.submit("c-1", 10)
     await crash_during_send(r)
     e = r.journal.by_id["c-1"]
-    assert e.state == J.SENDING
+    assert e.state == J.QUEUED and e.resends == 1
     await r.pump()
     r.clock.advance(5000)
     await r.pump()
-    assert len(r.han.sent) == 1  # never resent
-    # the response comes in after the restart: correlated through the journal
+    assert len(r.han.sent) == 2 and r.han.sent[1] == r.han.sent[0]   # one copy, not more
+    # the first copy's response comes in after the restart: correlated through the journal
     r.relay.on_han_message(response_to(r.han.sent[0]))
+    # and the meter's refusal of the second copy changes nothing: an alert like any other
+    r.relay.on_han_message(refusal_of(r.han.sent[1]))
     await r.publish_all()
-    assert r.pub.statuses("c-1")[-1] == "response"
+    assert r.pub.statuses("c-1")[-1] == "response" and "already-executed" not in r.pub.statuses("c-1")
     assert r.pub.on("/rsp")[-1]["late"] is False
+    assert len(r.pub.on("/alert")) == 1
     assert "c-1" not in r.journal.by_id
 
 
-async def test_sending_marked_times_out_when_its_budget_ends_after_restart():
+async def test_a_copy_the_meter_never_had_before_is_executed_and_answered():
+    # the power went between the sending record and the UART write: the copy is the first
+    # the meter sees, and it answers it
+    r = Rig()
+    await r.submit("c-1", 10)
+    r.journal.sending(r.journal.by_id["c-1"], r.clock.time() + 25)   # then the power cut
+    r.restart()
+    await r.pump()
+    assert len(r.han.sent) == 1
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.publish_all()
+    assert r.pub.statuses("c-1")[-1] == "response" and r.journal.live == {}
+
+
+async def test_already_executed_survives_a_restart_before_it_is_published():
+    r = Rig()
+    await r.submit("c-1", 10)
+    await crash_during_send(r)
+    await r.pump()
+    r.pub.down = True
+    r.relay.on_han_message(refusal_of(r.han.sent[1]))
+    assert r.journal.by_id["c-1"].state == J.ALREADY_EXECUTED
+    r.restart()
+    r.pub.down = False
+    await r.publish_all()
+    assert r.pub.statuses("c-1")[-1] == "already-executed" and r.journal.live == {}
+    assert len(r.han.sent) == 2
+
+
+async def test_a_refusal_of_a_command_never_resent_is_only_an_alert():
+    r = Rig()
+    await r.submit("c-1", 10)
+    await r.pump()
+    r.relay.on_han_message(refusal_of(r.han.sent[0]))   # no crash: not ours to interpret
+    await r.publish_all()
+    assert r.journal.by_id["c-1"].state == J.SENDING
+    assert len(r.pub.on("/alert")) == 1 and "already-executed" not in r.pub.statuses("c-1")
+
+
+async def crash_until_no_more_copies(r, lose_clock=False):
+    # a power cut during every send: the first copy and MAX_RESENDS more, then no more
+    for i in range(MAX_RESENDS + 1):
+        await crash_during_send(r, lose_clock=lose_clock and i == MAX_RESENDS)
+    e = r.journal.by_id["c-1"]
+    assert e.state == J.SENDING and e.resends == MAX_RESENDS
+    assert len(r.han.sent) == MAX_RESENDS + 1
+
+
+async def test_sending_marked_without_copies_left_times_out_when_its_budget_ends_after_restart():
     r = Rig(cfg=config(response_timeout_s=20))
     await r.submit("c-1", 10)
     await r.submit("c-2", 11)   # same target: must wait for c-1's budget
-    await crash_during_send(r)
+    await crash_until_no_more_copies(r)
+    n = len(r.han.sent)
     await r.pump()
-    assert len(r.han.sent) == 1
+    assert len(r.han.sent) == n
     r.clock.advance(15000)
     r.relay.check_timers()
     await r.pump()
-    assert r.journal.by_id["c-1"].state == J.SENDING and len(r.han.sent) == 1
+    assert r.journal.by_id["c-1"].state == J.SENDING and len(r.han.sent) == n
     r.clock.advance(6000)
     r.relay.check_timers()
     await r.pump()
     assert r.journal.by_id["c-1"].state == J.TIMED_OUT
     assert "timeout" in r.pub.statuses("c-1")
-    assert len(r.han.sent) == 2  # now c-2 may go
+    assert len(r.han.sent) == n + 1  # now c-2 may go
     # and c-1's answer, late, is still correlated and published late
     r.relay.on_han_message(response_to(r.han.sent[0]))
     await r.publish_all()
@@ -130,12 +192,14 @@ async def test_unacknowledged_statuses_published_again_after_restart():
     st = r.pub.statuses()
     assert ("c-1", "response") in st
     assert "c-1" not in r.journal.by_id
-    assert r.journal.by_id["c-2"].state == J.SENDING
-    # c-2's response, after the restart
+    assert r.journal.by_id["c-2"].state == J.QUEUED and r.journal.by_id["c-2"].resends == 1
+    # c-2's response, after the restart, before its copy went: no copy goes
     r.relay.on_han_message(response_to(r.han.sent[1]))
     await r.publish_all()
     assert ("c-2", "response") in r.pub.statuses()
     assert r.journal.live == {}
+    await r.pump()
+    assert len(r.han.sent) == 2
 
 
 async def test_final_status_acked_but_done_not_written_is_republished_once_more():
@@ -228,18 +292,19 @@ async def test_sending_times_out_on_this_boots_ticks_when_the_clock_is_lost():
     r = Rig(cfg=config(response_timeout_s=20))
     await r.submit("c-1", 10)
     await r.submit("c-2", 11)   # same target: waits for c-1's budget
-    await crash_during_send(r, lose_clock=True)
+    await crash_until_no_more_copies(r, lose_clock=True)
+    n = len(r.han.sent)
     await r.pump()
-    assert len(r.han.sent) == 1
+    assert len(r.han.sent) == n
     r.clock.advance(19000)
     r.relay.check_timers()
     await r.pump()
-    assert r.journal.by_id["c-1"].state == J.SENDING and len(r.han.sent) == 1
+    assert r.journal.by_id["c-1"].state == J.SENDING and len(r.han.sent) == n
     r.clock.advance(2000)       # the budget, counted from this boot, is over
     r.relay.check_timers()
     await r.pump()
     assert r.journal.by_id["c-1"].state == J.TIMED_OUT
-    assert len(r.han.sent) == 2  # the target is free again: c-2 went
+    assert len(r.han.sent) == n + 1  # the target is free again: c-2 went
     # its late window also runs on this boot's ticks: c-1 is forgotten in the end
     r.clock.advance(r.relay.late_window_s * 1000 + 1000)
     r.relay.check_timers()

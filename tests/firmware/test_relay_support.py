@@ -277,6 +277,17 @@ def response_to(cmd, body=b"\x09\x09"):
     return gbcs_message(2, m.counter, _hexs(m.recipient), _hexs(m.originator), m.message_code, body)
 
 
+def refusal_of(cmd):
+    """A meter's refusal of a replayed command, as the emulated meters send it
+    (host_tools/ncp_emulator/ch.py): an alert from the meter to the command's originator
+    naming the command (supplementary remote party id and counter)."""
+    from ppmid.gbcs import decode, build
+    from ppmid.relay.resend import REPLAY_REFUSED_ALERT
+    m = decode(cmd)
+    return build.build_signed(3, 0x0100000000000001, m.recipient, m.originator, REPLAY_REFUSED_ALERT,
+                              b"\x0f\x00", other_info=bytes(m.originator) + bytes(m.counter_bytes))
+
+
 def _hexs(b):
     import binascii
     return binascii.hexlify(bytes(b)).decode().upper()

@@ -15,7 +15,7 @@ UPDATE_IN = "update/+"
 # what a gateway publishes on and reads; the broker's ACL is built from these
 GATEWAY_WRITES = ("rsp", "alert", "state", "info", "log", UPDATE)
 GATEWAY_READS = ("cmd", UPDATE_IN)
-STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed", "topped-up")
+STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed", "topped-up", "already-executed")
 
 
 class Topics:

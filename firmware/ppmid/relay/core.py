@@ -40,9 +40,10 @@ RETRYABLE = (E_HAN_DOWN, E_NO_TUNNEL)
 # errors that will not change by trying again: the command fails at once
 PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
 # anything else (E_DELIVERY, E_DELIVERY_UNKNOWN, OSError...) may have reached the CH: the
-# command is never resent and waits for its response until its budget ends
+# command waits for its response until its budget ends; only a restart sends it again
+# (resend.py: the meter's anti-replay refuses a copy of what it already executed)
 
-FINAL = ("response", "failed")
+FINAL = ("response", "failed", "already-executed")
 _RECENT = const(16)
 _RETRY_MIN_MS = const(1000)
 _RETRY_MAX_MS = const(30000)
@@ -175,8 +176,12 @@ class Relay:
             if e.state == J.QUEUED:
                 self._emit(e, "accepted")
             elif e.state == J.SENDING:
-                # handed to the HAN link before the restart (or about to be): never sent
-                # again; it waits for its response until its budget ends
+                # a top-up is never sent twice: a ZCL Consumer Top Up carries no GBCS
+                # counter, so a copy would reach the meter as a duplicate UTRN
+                if not e.topup and self._resend_after_restart(e):
+                    continue
+                # handed to the HAN link before the restart (or about to be), and sent
+                # again as often as allowed: it waits for its response until its budget ends
                 self._corr[e.key()] = e
                 self.pacer.in_flight[e.target] = e.seq
                 self._status[e.seq] = "relayed"
@@ -190,8 +195,24 @@ class Relay:
                 self._emit(e, "timeout")
             elif e.state == J.FAILED:
                 self._emit(e, "failed")
+            elif e.state == J.ALREADY_EXECUTED:
+                self._corr[e.key()] = e
+                self._emit(e, "already-executed")
         self.state = STATE_RUNNING
         self._wake_dispatch.set()
+
+    def _resend_after_restart(self, e):
+        # a command whose bytes may have left before the crash: queued for one more copy
+        # (resend.py, loaded only here and for the alerts that follow)
+        from ppmid.relay import resend
+        return resend.requeue(self, e)
+
+    def _resent_refusal(self, msg):
+        # only after a recovery resent something may an alert be a meter's refusal of a copy
+        if "resent" not in self.counters:
+            return False
+        from ppmid.relay import resend
+        return resend.refused(self, msg)
 
     # ---- intake --------------------------------------------------------------------------
     async def accept(self, env, via="mqtt"):
@@ -412,7 +433,7 @@ class Relay:
         return r
 
     def _state_status(self, e):
-        return ("accepted", "relayed", "response", "timeout", "failed")[e.state]
+        return ("accepted", "relayed", "response", "timeout", "failed", "already-executed")[e.state]
 
     def _remember(self, id, r):
         for i in range(len(self._recent)):
@@ -556,6 +577,8 @@ class Relay:
                 self.answered(e, buf)
                 return
             self.counters["unmatched"] += 1
+        elif self._resent_refusal(msg):
+            return
         else:
             self.counters["alerts"] += 1
         # alerts, and anything no command of ours is waiting for, go to the alert topic

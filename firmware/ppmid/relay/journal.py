@@ -25,13 +25,15 @@ _NO_EXPIRY = const(0xFFFFFFFF)
 # record types
 T_HEADER = const(0x48)    # 'H' magic, next sequence number
 _T_ACCEPT = const(0x41)    # 'A' a command accepted (carries the GBCS body)
-_T_SENDING = const(0x53)   # 'S' about to hand the bytes to the HAN link (never resent after)
+_T_SENDING = const(0x53)   # 'S' about to hand the bytes to the HAN link
 _T_UNSENT = const(0x55)    # 'U' the HAN link refused before taking the bytes: back to the queue
 _T_RESPONSE = const(0x52)  # 'R' correlated response (carries its GBCS body)
 _T_TIMEOUT = const(0x54)   # 'T' response budget exceeded
 _T_FAILED = const(0x46)    # 'F' ended without a response (code)
 _T_DONE = const(0x44)      # 'D' final status acknowledged by the broker: forget the command
 _T_COUNTER = const(0x43)   # 'C' anti-replay counter key -> value
+_T_RESEND = const(0x51)    # 'Q' found sending at a restart: queued again (bounded resends)
+_T_ALREADY = const(0x58)   # 'X' the meter refused the resent copy: it had executed the first
 
 # command states (Entry.state)
 QUEUED = const(0)
@@ -39,6 +41,7 @@ SENDING = const(1)
 ANSWERED = const(2)
 TIMED_OUT = const(3)
 FAILED = const(4)
+ALREADY_EXECUTED = const(5)
 
 VIAS = ("mqtt", "nfc-phone", "nfc-tag", "serial")  # append only: stored as the index
 _VIA_TOPUP = const(0x80)  # in the accept record's via byte: a UTRN top-up, not a GBCS command
@@ -58,7 +61,7 @@ class Entry:
 
     __slots__ = ("seq", "id", "via", "expires", "accepted_at", "target", "originator",
                  "counter", "state", "deadline", "late_until", "late", "error",
-                 "body_off", "body_len", "rsp_off", "rsp_len", "retries", "published", "topup")
+                 "body_off", "body_len", "rsp_off", "rsp_len", "retries", "published", "topup", "resends")
 
     def __init__(self, seq, id, via, expires, accepted_at, target, originator, counter):
         self.seq = seq
@@ -79,6 +82,7 @@ class Entry:
         self.rsp_off = 0
         self.rsp_len = 0
         self.retries = 0
+        self.resends = 0                # copies sent again after a restart found it sending
         self.published = None           # last status name the broker acknowledged (RAM only)
         self.topup = False              # a UTRN top-up (ppmid.relay.topups), not a GBCS command
 
@@ -111,6 +115,15 @@ def _put(f, rtype, parts):
         f.write(p)
     f.write(struct.pack(">I", crc & 0xFFFFFFFF))
     return n + _HEAD + _TAIL
+
+
+def _sending_payload(e, deadline):
+    # seq, deadline, retries, resends (older journals end after retries: resends 0)
+    return struct.pack(">IIHB", e.seq, deadline, min(e.retries, 0xFFFF), min(e.resends, 0xFF))
+
+
+def _resend_payload(e):
+    return struct.pack(">IHB", e.seq, min(e.retries, 0xFFFF), min(e.resends, 0xFF))
 
 
 def _frame(rtype, parts):
@@ -257,9 +270,19 @@ class Journal:
         return e
 
     def sending(self, e, deadline):
-        self._append(_T_SENDING, (struct.pack(">IIH", e.seq, deadline, min(e.retries, 0xFFFF)),))
+        self._append(_T_SENDING, (_sending_payload(e, deadline),))
         e.state = SENDING
         e.deadline = deadline
+
+    def resend(self, e):
+        """A command found sending at a restart goes back to the queue for one more copy."""
+        e.resends += 1
+        self._append(_T_RESEND, (_resend_payload(e),))
+        e.state = QUEUED
+
+    def already_executed(self, e):
+        self._append(_T_ALREADY, (struct.pack(">I", e.seq),))
+        e.state = ALREADY_EXECUTED
 
     def unsent(self, e):
         e.retries += 1
@@ -358,7 +381,11 @@ class Journal:
                 written += _put(out, _T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, body))
                 rsp_off = 0
                 if e.state == SENDING:
-                    rec = (_T_SENDING, (struct.pack(">IIH", e.seq, e.deadline, min(e.retries, 0xFFFF)),))
+                    rec = (_T_SENDING, (_sending_payload(e, e.deadline),))
+                elif e.state == QUEUED and e.resends:
+                    rec = (_T_RESEND, (_resend_payload(e),))
+                elif e.state == ALREADY_EXECUTED:
+                    rec = (_T_ALREADY, (struct.pack(">I", e.seq),))
                 elif e.state == QUEUED and e.retries:
                     rec = (_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
                 elif e.state == ANSWERED:

@@ -8,7 +8,7 @@ import struct
 from micropython import const
 
 from ppmid.relay.journal import MAGIC, T_HEADER, VIAS, Entry, _exists, _ACCEPT_FMT
-from ppmid.relay.journal import SENDING, QUEUED, ANSWERED, TIMED_OUT, FAILED
+from ppmid.relay.journal import SENDING, QUEUED, ANSWERED, TIMED_OUT, FAILED, ALREADY_EXECUTED
 
 # journal.py's private record constants (a const with a leading underscore is not a module
 # attribute under MicroPython, so they cannot be imported): tests/firmware/test_journal.py
@@ -25,6 +25,8 @@ _T_TIMEOUT = const(0x54)
 _T_FAILED = const(0x46)
 _T_DONE = const(0x44)
 _T_COUNTER = const(0x43)
+_T_RESEND = const(0x51)
+_T_ALREADY = const(0x58)
 _ACCEPT_FIXED = const(14)
 _VIA_TOPUP = const(0x80)
 
@@ -111,6 +113,8 @@ def _apply(j, rtype, p, off):
         e.deadline = struct.unpack_from(">I", p, 4)[0]
         if len(p) >= 10:
             e.retries = struct.unpack_from(">H", p, 8)[0]
+        if len(p) >= 11:
+            e.resends = p[10]
     elif rtype == _T_UNSENT:
         e.state = QUEUED
         e.retries = struct.unpack_from(">H", p, 4)[0]
@@ -127,3 +131,9 @@ def _apply(j, rtype, p, off):
         e.error = str(bytes(p[4:]), "ascii")
     elif rtype == _T_DONE:
         j._unindex(e)
+    elif rtype == _T_RESEND:
+        e.state = QUEUED
+        e.retries = struct.unpack_from(">H", p, 4)[0]
+        e.resends = p[6]
+    elif rtype == _T_ALREADY:
+        e.state = ALREADY_EXECUTED

@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover
 
 VIA = "serial"
 PROTOCOL = 1
-_FINAL = ("response", "failed", "rejected", "topped-up")
+_FINAL = ("response", "failed", "rejected", "topped-up", "already-executed")
 _READ = 256          # bytes read from the UART at a time
 _WATCH_MAX = 64      # commands whose statuses are followed at once
 _NACK_RATE = 20      # NACKs per second (burst as many) before errors are only counted

@@ -1,0 +1,62 @@
+# Delivery at least once, execution exactly once, across a crash (docs/relay.md, "Crash
+# policy"). A command found in state "sending" at a restart may or may not have reached the
+# meter: recovery queues it again for one more copy (paced like any command, at most
+# MAX_RESENDS copies over all restarts, counted in the journal). GBCS devices execute a
+# command only if its originator counter is above the last one they accepted from that
+# remote party, so a copy of a command the meter already executed is refused, not executed
+# again: that refusal (an alert naming the command) ends the command as "already-executed".
+#
+# Loaded only when a recovery finds such a command, and then for the alerts that follow:
+# a gateway that never crashes mid-send never imports it.
+from micropython import const
+
+from ppmid.relay import journal as J
+
+MAX_RESENDS = const(2)
+# The alert the emulated meters raise for a stale counter (host_tools/ncp_emulator/ch.py):
+# "Failed Authentication or Authorisation not covered by other codes". Its other-information
+# carries the refused command's originator and counter (supplementary remote party id and
+# counter). Which alert a real meter raises was not found in public sources (docs/emulate.md).
+REPLAY_REFUSED_ALERT = const(0x8F53)
+
+
+def _count(relay, name):
+    c = relay.counters
+    c[name] = c.get(name, 0) + 1
+
+
+def requeue(relay, e):
+    """Recovery of a command found sending: queue it for another copy, unless it already had
+    its MAX_RESENDS. True if queued (the caller then leaves it alone)."""
+    if e.resends >= MAX_RESENDS:
+        return False
+    relay.journal.resend(e)
+    # its first copy's response may still come (the meter answered before the crash, or
+    # the CH held it): it stays correlatable meanwhile, and then no copy goes
+    relay._corr[e.key()] = e
+    _count(relay, "resent")
+    relay.log("info", "%s may have reached the CH before the restart: sending it again (copy %d of at most %d)"
+              % (e.id, e.resends, MAX_RESENDS))
+    return True
+
+
+def refused(relay, msg):
+    """An alert from the HAN (decoded): True if it is the meter's refusal of a copy we
+    resent, which then ends that command as already-executed."""
+    if msg.message_code != REPLAY_REFUSED_ALERT:
+        return False
+    oi = msg.other_information
+    if len(oi) < 18:
+        return False
+    e = relay._corr.get(bytes(msg.originator) + bytes(oi[2:10]) + bytes(oi[10:18]))
+    if e is None or not e.resends or e.state not in (J.SENDING, J.TIMED_OUT):
+        return False
+    relay.journal.already_executed(e)
+    relay.pacer.finished(e.target, e.seq)
+    relay._deadline.pop(e.seq, None)
+    relay.counters["answered"] += 1
+    _count(relay, "already_executed")
+    relay.log("info", "%s: the meter refused the copy as a replay: it executed the first one" % e.id)
+    relay._emit(e, "already-executed")
+    relay._wake_dispatch.set()
+    return True
