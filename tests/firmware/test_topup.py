@@ -257,6 +257,21 @@ async def test_answer_after_a_restart_still_ends_the_top_up():
     assert len(r.han.zcl) == 1
 
 
+async def test_top_up_found_sending_at_a_restart_is_never_sent_again():
+    # commands whose delivery is uncertain are resent after a restart (the meter's GBCS
+    # anti-replay makes that safe); a Consumer Top Up has no such counter, so it is not
+    r = rig(None)   # the meter never answers
+    await submit(r, "t-1", make(value=12))
+    await r.pump()
+    assert len(r.han.zcl) == 1
+    r.restart()
+    assert r.journal.by_id["t-1"].state == J.SENDING
+    await r.pump()
+    r.restart()
+    await r.pump()
+    assert len(r.han.zcl) == 1 and r.journal.by_id["t-1"].resends == 0
+
+
 async def test_bad_top_ups_refused_with_their_codes():
     r = rig(Meter())
     good = make()
