@@ -82,3 +82,20 @@ def test_frames_against_wireshark(tmp_path):
         assert (p[pre + "result_type"], p[pre + "top_up_value"], p[pre + "source_of_top_up"],
                 p[pre + "credit_remaining"]) == (str(result), str(value), str(source), str(credit))
         assert "_ws.malformed" not in p
+
+
+@pytest.mark.skipif(not TSHARK, reason="tshark not installed")
+def test_the_emulated_meters_utrn_alert_codes_are_wiresharks():
+    # the alert codes the emulated ESME raises for refused UTRNs, against the names in
+    # Wireshark's GBCS dissector (its value table for gbcs_gbz.alert_code)
+    import subprocess
+    from host_tools.ncp_emulator import esme
+    out = subprocess.run([TSHARK, "-G", "values"], capture_output=True, text=True, timeout=120).stdout
+    names = {}
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 4 and parts[0] == "V" and parts[1] == "gbcs_gbz.alert_code":
+            names[int(parts[2])] = parts[3]
+    assert names, "tshark lists no GBCS alert codes"
+    for code, name in esme.ALERT_NAMES.items():
+        assert names.get(code) == name, (hex(code), names.get(code))

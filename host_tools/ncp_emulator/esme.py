@@ -4,16 +4,22 @@ cluster 0x0705) from the PPMID and answers Consumer Top Up Response, keeping cre
 It checks what a meter checks: the UTRN's form and check digit and its MAC (here the test
 stand-in of host_tools/utrn.py, test_mac), its own memory of UTRNs applied (duplicate ->
 result 0x02, and a GBCS alert to the PPMID), the top-up's size (0x06) and the credit limit
-(0x04); a keypad lock (0x05) and silence are fault knobs. `applied` lists every credit in
+(0x04, with its alert); a MAC that fails gives 0x01 and the 'not authentic' alert; a keypad lock (0x05) and silence are fault knobs. `applied` lists every credit in
 order, so a test can tell a UTRN credited twice. Frames: ppmid.zigbee.prepayment."""
 from host_tools import utrn as U
 from ppmid.zigbee import prepayment as P
 
 ESME_NWK = 0x4A21          # the emulated ESME's network address (the board's config names it)
 ESME_ENDPOINT = 1
-# GBCS alert code for a UTRN rejected as a duplicate, as issue #17 names it; raised towards
-# the PPMID through the tunnel, like the CH's other alerts
-ALERT_UTRN_DUPLICATE = 0x8F51
+# GBCS alert codes a meter raises for a refused UTRN, raised towards the PPMID through the
+# tunnel like the CH's other alerts. Names as Wireshark's GBCS dissector gives them
+# (`tshark -G values`, field gbcs_gbz.alert_code; tests/test_topup_zcl_reference.py checks them)
+ALERT_UTRN_DUPLICATE = 0x8F51      # "Duplicate UTRN entered"
+ALERT_UTRN_MAX_CREDIT = 0x8F5B     # "UTRN exceeds Maximum Credit Threshold"
+ALERT_UTRN_NOT_AUTHENTIC = 0x8F63  # "UTRN not Authentic"
+ALERT_NAMES = {ALERT_UTRN_DUPLICATE: "Duplicate UTRN entered",
+               ALERT_UTRN_MAX_CREDIT: "UTRN exceeds Maximum Credit Threshold",
+               ALERT_UTRN_NOT_AUTHENTIC: "UTRN not Authentic"}
 SOURCE_IHD = 0x02
 
 
@@ -62,13 +68,13 @@ class EmulatedEsme:
         except U.codec.UtrnError:
             return P.RESULT_INVALID, 0, None
         if not U.test_mac_ok(u):
-            return P.RESULT_INVALID, 0, None
+            return P.RESULT_INVALID, 0, ALERT_UTRN_NOT_AUTHENTIC
         if u.ptut in self.seen:
             return P.RESULT_DUPLICATE, 0, ALERT_UTRN_DUPLICATE
         if u.value_pence > self.max_topup:
             return P.RESULT_TOO_LARGE, 0, None
         if self.credit + u.value_pence > self.max_credit:
-            return P.RESULT_MAX_CREDIT, 0, None
+            return P.RESULT_MAX_CREDIT, 0, ALERT_UTRN_MAX_CREDIT
         self.seen.append(u.ptut)
         del self.seen[:-self.memory]
         return P.RESULT_ACCEPTED_SUPPLY_ENABLED, u.value_pence, None
