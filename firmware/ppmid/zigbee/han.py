@@ -12,7 +12,7 @@ from ppmid.zigbee import ezsp as E
 from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_for_ms, wait_event_ms
 from ppmid.zigbee.ashlink import AshLink, AshError
 from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
-from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE
+from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE, TRANSFER_DATA_AT
 
 STARTING = "starting"
 RUNNING = "running"
@@ -561,13 +561,17 @@ class ZigbeeHan:
         until the deadline; once one may be complete there and is not confirmed, every
         failure is E_DELIVERY_UNKNOWN: nothing is ever sent to the HAN twice."""
         limit = self.tunnel.client_max or self.opts["transfer_size"]
+        frame = None
         if len(data) <= limit:
             count, pieces = 1, iter((data,))
         else:
             from ppmid.gbcs import gbt
+            # every block is built in this one buffer, behind room for the TransferData
+            # header, so the send allocates neither blocks nor frames (a block is only ever
+            # sent again alone, below, before the next one is built)
+            frame = bytearray(TRANSFER_DATA_AT + limit)
             try:
-                # one block built at a time (a block is only ever sent again alone, below)
-                count, pieces = gbt.blocks_for_transfer(data, limit)
+                count, pieces = gbt.blocks_for_transfer(data, limit, frame, TRANSFER_DATA_AT)
             except PpmidError as exc:
                 raise HanError(E_HAN_TOO_BIG, "cannot split into GBT blocks: %s" % exc)
             self.counters["gbt_blocks_tx"] += count
@@ -578,7 +582,10 @@ class ZigbeeHan:
             try:
                 await self._wait_ready(deadline)
                 try:
-                    zcl = self.tunnel.outgoing(piece)
+                    if frame is None:
+                        zcl = self.tunnel.outgoing(piece)
+                    else:
+                        zcl = self.tunnel.outgoing_into(frame, len(piece))
                 except ZclError:
                     raise _NotTaken("the GB-HRGP tunnel closed")  # between checks: wait again
                 if i == 0:
