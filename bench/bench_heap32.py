@@ -59,10 +59,12 @@ def run():
     payload, gbcs_len = G.command_json(4096)
     flash = G.flash_files()
     flash["/cmd.json"] = payload
+    flash["/topup.json"] = G.topup_json()
     wired_job = G.app_job(files, G.flash_files(wired=True), False, wired=True)
     runs = G.run_jobs([G.app_job(files, flash, False, "/cmd.json")] * RUNS + [G.app_job(files, flash, True)] * RUNS
-                      + [wired_job] * RUNS)
-    wired_runs = runs[2 * RUNS:]
+                      + [wired_job] * RUNS + [G.app_job(files, flash, False, "/topup.json", topup=True)] * RUNS)
+    topup_runs = runs[3 * RUNS:]
+    wired_runs = runs[2 * RUNS:3 * RUNS]
     runs = runs[:2 * RUNS]
     for r in runs:
         if not r["ok"] or "READY" not in r["out"]:
@@ -116,6 +118,21 @@ def run():
                  "note": "live heap at the last turn plus all allocated since, garbage included (the port collects "
                          "only between turns), highest at %s; stages: %s" % (
                              c["bound_at"], ", ".join("%s %d" % (w, a) for w, a in c["trace"]))})
+    for r in topup_runs:
+        if not r["ok"] or "COMMAND" not in r["out"]:
+            raise G.GaugeError("the top-up did not go through: %s" % (r["error"] or r["lines"][-5:]))
+        t = r["out"]["COMMAND"][0]
+        if t["accepted"] != 1 or t["counters"].get("relayed") != 1:
+            raise G.GaugeError("the top-up was not accepted and relayed: %s" % json.dumps(t))
+    t = min(topup_runs, key=lambda r: r["out"]["COMMAND"][0]["peak"])["out"]["COMMAND"][0]
+    rows.append({"name": "heap32 peak top-up", "value": t["peak"], "unit": "bytes",
+                 "note": "the first UTRN top-up by MQTT (intake, relay, journal, Consumer Top Up to the ESME "
+                         "through the HAN's direct send to a stand-in EZSP), app with MQTT + Zigbee (NFC off): "
+                         "live heap, highest of %d exact samples; %d before it, %d after it; upper bound %d at %s; "
+                         "it loads %s; least of %d runs %s" % (
+                             t["samples"], t["start"], t["after"], t["bound"], t["bound_at"],
+                             ", ".join(t["loaded"]) or "nothing", RUNS,
+                             [r["out"]["COMMAND"][0]["peak"] for r in topup_runs])})
     return rows
 
 

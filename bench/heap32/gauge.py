@@ -53,7 +53,15 @@ PROBES = (("ppmid.mqtt.intake", "Intake", "handle"),
           ("ppmid.zigbee.han", "ZigbeeHan", "send"),
           ("ppmid.zigbee.han", "ZigbeeHan", "_send_message"),
           ("ppmid.gbcs.gbt", None, "blocks_for_transfer"),
-          ("ppmid.zigbee.tunnel", "TunnelServer", "outgoing"))
+          ("ppmid.zigbee.tunnel", "TunnelServer", "outgoing"),
+          ("ppmid.zigbee.tunnel", "TunnelServer", "outgoing_into"))
+# the top-up's: only modules loaded at ready (what the first top-up loads is reported)
+TOPUP_PROBES = (("ppmid.mqtt.intake", "Intake", "handle"),
+                ("ppmid.relay.core", "Relay", "_accept"),
+                ("ppmid.relay.journal", "Journal", "accept"),
+                ("ppmid.relay.journal", "Journal", "body"),
+                ("ppmid.relay.core", "Relay", "_send"),
+                ("ppmid.zigbee.han", "ZigbeeHan", "send_zcl"))
 NFC_PREFIX = "ppmid.nfc"
 # What a figure may be off by: every await through node leaves small proxy objects in the
 # Python heap until node's GC finalizes their JS side (h32.live). Measured: a module
@@ -314,15 +322,21 @@ if COMMAND:
     han.tunnel.client_max = CH_TRANSFER_SIZE
     han._max_payload = NCP_MAX_PAYLOAD
     sent = []
-    async def _send_zcl(dest, zcl):
+    async def _send_zcl(dest, zcl, cluster=None, endpoint=None):
         H.sample('ezsp send_unicast')
         sent.append(len(zcl))
     han._send_zcl = _send_zcl
     han._set_status(__import__('ppmid.zigbee.han', None, None, ['RUNNING']).RUNNING)
-    mods = [__import__(modname, None, None, [fn]) for modname, clsname, fn in PROBES]
+    if TOPUP:
+        # a top-up goes straight to the meter (ppmid.zigbee.direct): it needs the network
+        # up on a connected link, not the tunnel
+        han._up = han._net_up = han._link.connected = True
+    probes = TOPUP_PROBES if TOPUP else PROBES
+    mods = [__import__(modname, None, None, [fn]) for modname, clsname, fn in probes]
+    before = set(m for m in sys.modules if m.startswith('ppmid'))
     p0 = await H.live()
     missing = []
-    for mod, (modname, clsname, fn) in zip(mods, PROBES):
+    for mod, (modname, clsname, fn) in zip(mods, probes):
         if not H.probe(getattr(mod, clsname) if clsname else mod, fn, modname.split('.')[-1] + '.' + fn):
             missing.append(modname + '.' + (clsname + '.' if clsname else '') + fn)
     probes = (await H.live()) - p0
@@ -342,20 +356,26 @@ if COMMAND:
                   what='the command to reach the HAN')
     await asyncio.sleep_ms(20)
     stop[0] = True
+    await asyncio.sleep_ms(20)
+    after = (await H.live()) - BASE - probes
     out('COMMAND', peak=H.peak[0] - BASE - probes, bound=H.bound[0] - BASE - probes, bound_at=H.bound[1],
+        after=after,
         start=start - BASE - probes,
         probes=probes, samples=H.samples[0], pieces=len(sent), zcl_bytes=sum(sent),
         accepted=link.intake.stats.get('accepted'), counters=relay.counters, missing=missing,
-        payload=len(payload), trace=[(w, a - BASE - probes) for w, a in H.trace])
+        payload=len(payload), trace=[(w, a - BASE - probes) for w, a in H.trace],
+        loaded=sorted(m for m in sys.modules if m.startswith('ppmid') and m not in before))
 """
 
 
-def app_job(files, flash_files, nfc, command_path=None, wired=False):
+def app_job(files, flash_files, nfc, command_path=None, wired=False, topup=False):
     """`wired`: the stand-in board has a wired UART (the flash's config must enable the
-    road too: flash_files(wired=True))."""
+    road too: flash_files(wired=True)). `topup`: command_path holds a top-up
+    (topup_json()), sent to the ESME as a ZCL frame, not through the tunnel."""
     fs = dict(files)
     fs.update(flash_files)
     return fs, script(APP_BODY, NFC=nfc, COMMAND=command_path, CATCH=CATCH, PROBES=PROBES, WIRED=wired,
+                      TOPUP=topup, TOPUP_PROBES=TOPUP_PROBES,
                       FLASH=FLASH, NFC_PREFIX=NFC_PREFIX, CH_TRANSFER_SIZE=CH_TRANSFER_SIZE,
                       NCP_MAX_PAYLOAD=NCP_MAX_PAYLOAD)
 
@@ -364,6 +384,8 @@ def app_job(files, flash_files, nfc, command_path=None, wired=False):
 
 GATEWAY = "00DB1234567890A4"
 DEVICES = {"00DB1234567890A0": "ESME", "00DB1234567890A1": "GSME", GATEWAY: "PPMID"}
+ESME_NWK = 0x4A21   # han.devices "nwk" of the ESME: what a top-up needs (docs/utrn.md)
+UTRN = "73943333457189043313"   # a public UTRN vector: 100 pounds, counter 1
 ORIGINATOR = bytes.fromhex("90B3D51F30010000")  # an access-control broker EUI-64
 KEY = bytes(range(32))
 # DER sizes of what `ppmid provision` issues (EC P-256): the app holds them while it
@@ -386,7 +408,8 @@ def flash_files(nfc=False, wired=False):
     from ppmid import config
     cfg = {"version": 1, "gateway": GATEWAY,
            "broker": {"host": "broker.invalid", "port": 8883, "server_hostname": "ppmid-broker"},
-           "han": {"devices": [{"eui": e, "type": t} for e, t in sorted(DEVICES.items())]}}
+           "han": {"devices": [dict({"eui": e, "type": t}, **({"nwk": ESME_NWK} if t == "ESME" else {}))
+                               for e, t in sorted(DEVICES.items())]}}
     if wired:
         cfg["wired"] = {"enabled": True}
     config.validate(json.loads(json.dumps(cfg)))
@@ -417,3 +440,13 @@ def command_json(size=4096, counter=1000):
     env = envelope.sign(KEY, "heap32-4k", buf)
     return json.dumps({"id": "heap32-4k", "gbcs": binascii.b2a_base64(buf, newline=False).decode(),
                        "mac": bytes(env.mac).hex()}).encode(), len(buf)
+
+
+def topup_json():
+    """A signed JSON top-up (docs/envelope.md "Top-ups") of UTRN for the ESME."""
+    _firmware_on_path()
+    from ppmid import topup
+    esme = [e for e, t in DEVICES.items() if t == "ESME"][0]
+    env = topup.sign(KEY, "heap32-topup", UTRN, esme)
+    return json.dumps({"id": env.id, "utrn": env.utrn, "target": env.target,
+                       "mac": bytes(env.mac).hex()}).encode()

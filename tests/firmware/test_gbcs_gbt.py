@@ -75,6 +75,27 @@ def test_split_for_transfer():
         assert len(blk) - data_len == gbt.block_overhead(data_len), data_len
 
 
+def test_blocks_built_in_one_buffer_are_the_same_blocks():
+    # the HAN's send path: every block built in one buffer behind room for its own header
+    raw = sample(BIG)
+    for size in (60, 120, 200, 268):
+        want = list_transfer(raw, size)
+        buf = bytearray(5 + size)
+        buf[:5] = b"HEAD!"
+        count, blocks = gbt.blocks_for_transfer(raw, size, buf, 5)
+        assert count == len(want) > 1
+        got = []
+        for blk in blocks:
+            assert isinstance(blk, memoryview) and len(blk) <= size
+            assert bytes(buf[:5]) == b"HEAD!"  # the room in front is left alone
+            got.append(bytes(blk))
+        assert got == want, size
+        assert Reassembler(len(raw) + 32 * count, 1000).feed(got[0], 0) is None
+    assert _err(gbt.blocks_for_transfer, raw, 120, bytearray(124), 5) == "E_GBT_BLOCK_SIZE"
+    # a message that fits goes whole, not into the buffer
+    assert gbt.blocks_for_transfer(raw, 1500, bytearray(1505), 5)[0] == 1
+
+
 def test_duplicates_are_ignored():
     raw = sample(BIG)
     b = list_split(raw, 50)

@@ -213,6 +213,13 @@ def test_tunnel_server_request_transfer_and_errors():
     assert r == [] and data == b"\xdf\x09gbcs"
     out = s.outgoing(b"resp")
     assert T.parse_zcl(out)[3] == T.S_TRANSFER_DATA and out[-4:] == b"resp" and out[3] | (out[4] << 8) == tid
+    # the same frame built in place: the GBCS bytes already in the buffer, header in front
+    frame = bytearray(T.TRANSFER_DATA_AT + 10)
+    frame[T.TRANSFER_DATA_AT:T.TRANSFER_DATA_AT + 4] = b"resp"
+    seq = s.next_seq()
+    mv = s.outgoing_into(frame, 4)
+    assert isinstance(mv, memoryview) and bytes(mv) == T.transfer_data(seq + 1, tid, b"resp", True)
+    assert bytes(s.outgoing_into(frame, 4)) == T.transfer_data(seq + 2, tid, b"resp", True)  # again: new seq
 
     def err(reply):
         fc, _, _, cmd, p = T.parse_zcl(reply)
@@ -237,12 +244,13 @@ def test_tunnel_server_request_transfer_and_errors():
     s.handle(0, T.request_tunnel(8))
     s.handle(0, T.close_tunnel(9, s.tunnel_id))
     assert not s.is_open
-    try:
-        s.outgoing(b"x")
-    except T.ZclError as e:
-        assert e.code == "E_NO_TUNNEL"
-    else:
-        raise AssertionError("no error")
+    for send in (lambda: s.outgoing(b"x"), lambda: s.outgoing_into(bytearray(6), 1)):
+        try:
+            send()
+        except T.ZclError as e:
+            assert e.code == "E_NO_TUNNEL"
+        else:
+            raise AssertionError("no error")
     # garbage and server->client frames are counted, not fatal
     assert s.handle(0, b"\x01") == ([], None)
     assert s.handle(0, T.zcl_header(1, 0, True)) == ([], None)

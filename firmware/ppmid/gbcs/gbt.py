@@ -29,17 +29,26 @@ def _prefix(cra, counter, originator, recipient, message_code):
 
 
 def _block(prefix, block_number, data, last, block_ack, window, streaming, security_control):
+    n = len(data)
+    dlen = len(build.encode_length(n))
+    out = bytearray(len(prefix) + len(build.encode_length(11 + dlen + n)) + 11 + dlen + n)
+    _block_into(out, 0, prefix, block_number, data, last, block_ack, window, streaming, security_control)
+    return bytes(out)
+
+
+def _block_into(out, at, prefix, block_number, data, last, block_ack, window, streaming, security_control):
+    # writes the block into out from index at; returns the index after it
     if not 0 <= block_number <= 0xFFFF or not 0 <= block_ack <= 0xFFFF:
         raise GbtError(E_GBT_BLOCK_SIZE, "block numbers are 16-bit: %d / %d" % (block_number, block_ack))
     control = (LAST_BLOCK if last else 0) | (STREAMING if streaming else 0) | (window & 0x3F)
     dlen = build.encode_length(len(data))
     length = build.encode_length(5 + 6 + len(dlen) + len(data))
-    out = bytearray(len(prefix) + len(length) + 11 + len(dlen) + len(data))
-    p = len(prefix)
-    out[:p] = prefix
+    p = at + len(prefix)
+    out[at:p] = prefix
     out[p:p + len(length)] = length
     p += len(length)
     out[p] = security_control          # security control, then a zero invocation counter
+    out[p + 1:p + 5] = b"\0\0\0\0"
     out[p + 5] = TAG_GBT
     out[p + 6] = control
     out[p + 7] = block_number >> 8
@@ -49,8 +58,8 @@ def _block(prefix, block_number, data, last, block_ack, window, streaming, secur
     p += 11
     out[p:p + len(dlen)] = dlen
     p += len(dlen)
-    out[p:] = data
-    return bytes(out)
+    out[p:p + len(data)] = data
+    return p + len(data)
 
 
 def build_block(cra, counter, originator, recipient, message_code, block_number, data,
@@ -72,7 +81,7 @@ def split(message, block_data_size, window=1, security_control=0):
     return _split(message, block_data_size, window, security_control)[1]
 
 
-def _split(message, block_data_size, window=1, security_control=0):
+def _split(message, block_data_size, window=1, security_control=0, into=None, at=0):
     # (number of blocks, iterator of them)
     msg = decode(message)
     if msg.form == FORM_GBT:
@@ -84,6 +93,8 @@ def _split(message, block_data_size, window=1, security_control=0):
     if count > 0xFFFF:
         raise GbtError(E_GBT_BLOCK_SIZE, "%d blocks needed: more than 65535" % count)
     prefix = _prefix(msg.cra, msg.counter, msg.originator, msg.recipient, msg.message_code)
+    if into is not None:
+        return count, _blocks_into(into, at, prefix, msg.buf, block_data_size, count, window, security_control)
     return count, _blocks(prefix, msg.buf, block_data_size, count, window, security_control)
 
 
@@ -91,6 +102,14 @@ def _blocks(prefix, buf, size, count, window, security_control):
     for i in range(count):
         yield _block(prefix, i + 1, buf[i * size:(i + 1) * size], i == count - 1, 0, window, False,
                      security_control)
+
+
+def _blocks_into(out, at, prefix, buf, size, count, window, security_control):
+    mv = memoryview(out)
+    for i in range(count):
+        end = _block_into(out, at, prefix, i + 1, buf[i * size:(i + 1) * size], i == count - 1, 0, window,
+                          False, security_control)
+        yield mv[at:end]
 
 
 def split_for_transfer(message, transfer_size=DEFAULT_TRANSFER_SIZE):
@@ -101,9 +120,13 @@ def split_for_transfer(message, transfer_size=DEFAULT_TRANSFER_SIZE):
     return blocks_for_transfer(message, transfer_size)[1]
 
 
-def blocks_for_transfer(message, transfer_size=DEFAULT_TRANSFER_SIZE):
+def blocks_for_transfer(message, transfer_size=DEFAULT_TRANSFER_SIZE, into=None, at=0):
     """split_for_transfer for a sender that must know how many pieces there are before the
-    first goes out, but should hold only one at a time: (count, iterator)."""
+    first goes out, but should hold only one at a time: (count, iterator).
+    into: a bytearray of at least at + transfer_size bytes that every block is built in, from
+    index at (room for the sender's own header before it), one after the other: the
+    iterator then gives a memoryview of that block in into, valid until the next is taken,
+    and the send allocates no block."""
     if len(message) <= transfer_size:
         return 1, iter((bytes(message),))
     size = transfer_size - block_overhead(transfer_size)
@@ -111,7 +134,9 @@ def blocks_for_transfer(message, transfer_size=DEFAULT_TRANSFER_SIZE):
         raise GbtError(E_GBT_BLOCK_SIZE, "transfer size %d leaves no room for block data" % transfer_size)
     while size + 1 + block_overhead(size + 1) <= transfer_size:
         size += 1  # a smaller block may use a shorter length form
-    return _split(message, size)
+    if into is not None and len(into) < at + transfer_size:
+        raise GbtError(E_GBT_BLOCK_SIZE, "a buffer of %d bytes cannot hold a %d-byte block at %d" % (len(into), transfer_size, at))
+    return _split(message, size, into=into, at=at)
 
 
 def build_ack(block, block_number=1, window=1):

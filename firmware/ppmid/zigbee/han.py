@@ -9,10 +9,10 @@ from micropython import const
 from ppmid.errors import PpmidError
 from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_DELIVERY, E_DELIVERY_UNKNOWN, E_HAN_DEST, E_HAN_TOO_BIG
 from ppmid.zigbee import ezsp as E
-from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_for_ms
+from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_for_ms, wait_event_ms
 from ppmid.zigbee.ashlink import AshLink, AshError
 from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
-from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE
+from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE, TRANSFER_DATA_AT
 
 STARTING = "starting"
 RUNNING = "running"
@@ -25,6 +25,7 @@ CH_NWK = const(0x0000)         # the CH is the HAN's coordinator
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
 _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
+_RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may ask for
 
 DEFAULTS = {
     "ezsp_version": 13,        # what we ask for first; any of v8..v18 the NCP has is accepted
@@ -36,6 +37,7 @@ DEFAULTS = {
     "network_timeout_s": 10,
     "backoff_max_s": 30,
     "unsupported_retry_s": 60,
+    "resend_window_s": 10,     # how long a confirmed message is held for a TransferDataError
 }
 
 
@@ -482,13 +484,29 @@ class ZigbeeHan:
     def _remember(self, data):
         now = ticks_ms()
         self._recent.append(_Delivered(self._sent_tid, data, now, self._sent_pieces))
-        while len(self._recent) > 8 or (self._recent and ticks_diff(now, self._recent[0].sent_ms) > 10000):
+        self._prune(now)
+
+    def _prune(self, now):
+        # a body is held only for its window (up to max_message bytes each): after it, the
+        # CH does not ask for the message again
+        window = int(self.opts["resend_window_s"] * 1000)
+        while len(self._recent) > _RECENT_MAX or (self._recent and ticks_diff(now, self._recent[0].sent_ms) > window):
             self._recent.pop(0)
 
     async def _resend_loop(self):
         while True:
-            self._resend_event.clear()
-            await self._resend_event.wait()
+            if not self._rejected:  # (a refusal that came before this task ran is not lost)
+                self._resend_event.clear()
+                if self._recent:
+                    # wake when the oldest body's window ends, to let it go then and not at
+                    # the next send, which may be long after
+                    left = int(self.opts["resend_window_s"] * 1000) - ticks_diff(ticks_ms(), self._recent[0].sent_ms)
+                    if not await wait_event_ms(self._resend_event, max(left, 0) + 1):
+                        if not self._rejected:  # a refusal waiting for its turn keeps its body
+                            self._prune(ticks_ms())
+                            continue
+                else:
+                    await self._resend_event.wait()
             await sleep_ms(50)  # let the errors for one burst arrive together
             async with self._send_lock:
                 await self._do_resends()
@@ -543,13 +561,17 @@ class ZigbeeHan:
         until the deadline; once one may be complete there and is not confirmed, every
         failure is E_DELIVERY_UNKNOWN: nothing is ever sent to the HAN twice."""
         limit = self.tunnel.client_max or self.opts["transfer_size"]
+        frame = None
         if len(data) <= limit:
             count, pieces = 1, iter((data,))
         else:
             from ppmid.gbcs import gbt
+            # every block is built in this one buffer, behind room for the TransferData
+            # header, so the send allocates neither blocks nor frames (a block is only ever
+            # sent again alone, below, before the next one is built)
+            frame = bytearray(TRANSFER_DATA_AT + limit)
             try:
-                # one block built at a time (a block is only ever sent again alone, below)
-                count, pieces = gbt.blocks_for_transfer(data, limit)
+                count, pieces = gbt.blocks_for_transfer(data, limit, frame, TRANSFER_DATA_AT)
             except PpmidError as exc:
                 raise HanError(E_HAN_TOO_BIG, "cannot split into GBT blocks: %s" % exc)
             self.counters["gbt_blocks_tx"] += count
@@ -560,7 +582,10 @@ class ZigbeeHan:
             try:
                 await self._wait_ready(deadline)
                 try:
-                    zcl = self.tunnel.outgoing(piece)
+                    if frame is None:
+                        zcl = self.tunnel.outgoing(piece)
+                    else:
+                        zcl = self.tunnel.outgoing_into(frame, len(piece))
                 except ZclError:
                     raise _NotTaken("the GB-HRGP tunnel closed")  # between checks: wait again
                 if i == 0:

@@ -45,6 +45,9 @@ WRONG_DEVICE = const(1)
 DATA_OVERFLOW = const(2)
 
 E_ZCL = "E_ZCL"
+# where the GBCS bytes start in a TransferData frame (ZCL header, tunnel id): a sender that
+# builds them in place leaves that much room in front (TunnelServer.outgoing_into)
+TRANSFER_DATA_AT = const(5)
 
 
 class ZclError(PpmidError):
@@ -132,6 +135,20 @@ class TunnelServer:
             raise ZclError(E_NO_TUNNEL, "no tunnel open to the Communications Hub")
         self.counters["tx_data"] += 1
         return transfer_data(self.next_seq(), self.tunnel_id, data, True)
+
+    def outgoing_into(self, frame, n):
+        """outgoing() for GBCS bytes already in frame[TRANSFER_DATA_AT:TRANSFER_DATA_AT + n]
+        (a bytearray): writes the header in front of them and returns a memoryview of the
+        whole frame; no copy. Each call takes a new sequence number (a piece sent again)."""
+        if self.tunnel_id is None:
+            raise ZclError(E_NO_TUNNEL, "no tunnel open to the Communications Hub")
+        self.counters["tx_data"] += 1
+        frame[0] = _FC_CLUSTER_SPECIFIC | FC_SERVER_TO_CLIENT | _FC_DISABLE_DEFAULT_RESPONSE
+        frame[1] = self.next_seq() & 0xFF
+        frame[2] = S_TRANSFER_DATA
+        frame[3] = self.tunnel_id & 0xFF
+        frame[4] = self.tunnel_id >> 8
+        return memoryview(frame)[:TRANSFER_DATA_AT + n]
 
     def handle(self, sender, frame):
         try:

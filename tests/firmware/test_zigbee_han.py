@@ -1,0 +1,103 @@
+# ZigbeeHan's held messages (_recent): a confirmed message is kept only for the window in
+# which the CH may refuse it (TransferDataError) and it is sent again; after that window its
+# body is let go even when nothing else is sent. The NCP below the HAN is not involved:
+# _send_message (tested end to end in tests/test_zigbee_e2e.py) is replaced by a recorder.
+# CPython and MicroPython.
+import asyncio
+from ppmid.clock import sleep_ms
+from ppmid.zigbee import han as H
+from ppmid.zigbee import tunnel as T
+
+CH = 0x0000
+WINDOW_S = 0.3
+
+
+def _han(window_s=WINDOW_S):
+    han = H.ZigbeeHan(None, None, {"resend_window_s": window_s})
+    replies, _ = han.tunnel.handle(CH, T.request_tunnel(1))
+    assert han.tunnel.is_open and len(replies) == 1
+    han.tunnel.events = []
+    han.status = H.RUNNING  # the link is up: send() goes straight to _send_message
+    sent = []
+
+    async def send_message(data, deadline):
+        han._sent_tid = han.tunnel.tunnel_id
+        han._sent_pieces = 1
+        sent.append(bytes(data))
+
+    han._send_message = send_message
+    return han, sent
+
+
+def _refusal(han, status=T.WRONG_DEVICE):
+    # the CH's TransferDataError for our newest TransferData, as the NCP delivers it
+    frame = T.zcl_header(7, 0x03, False) + bytes((han.tunnel.tunnel_id & 0xFF, han.tunnel.tunnel_id >> 8, status))
+    han._incoming({"sender": CH, "message": frame,
+                   "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": 0, "group": 0}})
+
+
+async def _with_resend_loop(han, body):
+    task = asyncio.create_task(han._resend_loop())
+    try:
+        await body()
+    finally:
+        task.cancel()
+        await sleep_ms(0)
+
+
+def test_refusal_inside_the_window_sends_the_message_again():
+    han, sent = _han()
+
+    async def body():
+        await han.send(None, b"\xdd\x00first")
+        await sleep_ms(50)
+        _refusal(han)
+        await sleep_ms(150)  # the loop gathers a burst for 50 ms
+        assert sent == [b"\xdd\x00first", b"\xdd\x00first"]
+        assert han.counters["rejected_by_ch"] == 1 and han.counters["resent"] == 1
+        assert len(han._recent) == 1  # held again, for a new window
+
+    asyncio.run(_with_resend_loop(han, body))
+
+
+def test_body_is_let_go_after_its_window_without_another_send():
+    han, sent = _han()
+
+    async def body():
+        await han.send(None, b"\xdd\x00a" * 100)
+        await han.send(None, b"\xdd\x00b" * 100)
+        assert len(han._recent) == 2
+        await sleep_ms(int(WINDOW_S * 1000) + 150)
+        assert han._recent == []
+        # a refusal after the window finds nothing to send again
+        _refusal(han)
+        await sleep_ms(150)
+        assert len(sent) == 2 and han.counters["resent"] == 0
+
+    asyncio.run(_with_resend_loop(han, body))
+
+
+def test_a_refusal_waiting_for_the_send_lock_keeps_its_body():
+    han, sent = _han(window_s=0.1)
+
+    async def body():
+        await han.send(None, b"\xdd\x00held")
+        async with han._send_lock:  # a long send of another message holds the lock
+            _refusal(han)
+            await sleep_ms(250)  # past the window
+            assert len(han._recent) == 1
+        await sleep_ms(100)
+        assert sent == [b"\xdd\x00held", b"\xdd\x00held"] and han.counters["resent"] == 1
+
+    asyncio.run(_with_resend_loop(han, body))
+
+
+def test_at_most_eight_held():
+    han, sent = _han(window_s=60)
+
+    async def body():
+        for i in range(11):
+            await han.send(None, b"\xdd\x00" + bytes((i,)))
+        assert [r.message[2] for r in han._recent] == list(range(3, 11))
+
+    asyncio.run(body())
