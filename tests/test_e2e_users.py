@@ -5,6 +5,9 @@ are relayed when the code is in its role, refused E_ROLE otherwise; the gateway'
 is refused E_AUTH; nothing refused reaches the CH. Also `ppmid provision --user --role`."""
 import binascii
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -18,20 +21,25 @@ from ppmid.gbcs import decode, profiles  # noqa: E402
 
 
 def _pick():
+    # one prepay command, one outside prepay after it (a higher counter), then more prepay
+    # commands for the later tests, all from the same originator, in counter order
     prepay = profiles.codes("prepay")
     inside = outside = None
+    more = []
     for name, buf in E.renumbered_commands(400):
         m = decode(buf)
         if inside is None and m.message_code in prepay:
             inside = buf
-        elif inside is not None and outside is None and m.message_code not in prepay:  # after it: a higher counter
+        elif inside is not None and outside is None and m.message_code not in prepay:
             outside = buf
-    return inside, outside
+        elif outside is not None and m.message_code in prepay and bytes(m.originator) == bytes(decode(inside).originator):
+            more.append(buf)
+    return inside, outside, more
 
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    inside, outside = _pick()
+    inside, outside, more = _pick()
     origs = sorted({binascii.hexlify(bytes(decode(b).originator)).decode().upper() for b in (inside, outside)})
     users = {"keys": {"supplier-a": {"role": "supplier", "originators": origs}},
              "roles": {"supplier": "prepay"}, "legacy_key": False}
@@ -39,12 +47,14 @@ def emu(tmp_path_factory):
     e = E.Emulation(tmp_path_factory.mktemp("e2e-users"), overrides=over, log=None)
     with e:
         e.picked = (inside, outside)
+        e.more = more
         yield e
 
 
-def _replay(emu, key, lines):
+def _replay(emu, key, lines, kid=None):
     r = emu.replayer(20)
     r.key = key
+    r.kid = kid
     r.connect()
     try:
         rep = r.run(lines)
@@ -69,6 +79,43 @@ def test_user_key_role_and_revoked_legacy_key_end_to_end(emu):
          "expect": {"status": "rejected", "error": "E_AUTH"}}])
     assert rep["rejected"] == {"E_AUTH": 1}
     assert emu.ncp.received[before:] == [inside]
+    assert "PPMID crashed" not in emu.board.console_text()
+
+
+def _ppmid(*args):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-c", "import sys; from host_tools.cli import main; sys.exit(main())"]
+                          + [str(a) for a in args], cwd=root, capture_output=True, text=True, timeout=120)
+
+
+def test_envelopes_naming_their_key_end_to_end(emu, tmp_path):
+    from host_tools.broker import Broker
+    user_key = mt.user_key(emu.broker_dir, emu.gateway, "supplier-a")
+    a, b, c = emu.more[:3]
+    before = len(emu.ncp.received)
+    # ppmid send --user NAME: the DCC User's certificate and its own key, named in the envelope
+    assert mt.sender_key(emu.broker_dir, emu.gateway, "supplier-a") == (user_key, "supplier-a")
+    assert json.loads(mt.command_json(user_key, "x", a, None, "supplier-a"))["kid"] == "supplier-a"
+    Broker(emu.broker_dir, users=()).add_identity("dcc-user-supplier-a")
+    base = ["send", "--state-dir", emu.broker_dir, "--gateway", emu.gateway, "--timeout", 30]
+    r = _ppmid(*base, "--user", "supplier-a", "--gbcs", binascii.hexlify(a).decode(), "--id", "kid-send")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["status"] == "response"
+    # a kid the gateway does not know, the right key under it: E_AUTH naming the kid
+    kf = tmp_path / "supplier-a.key"
+    kf.write_bytes(user_key)
+    r = _ppmid(*base, "--key-file", kf, "--kid", "mallory", "--gbcs", binascii.hexlify(b).decode(), "--id", "kid-x")
+    last = json.loads(r.stdout.splitlines()[-1])
+    assert r.returncode == 1 and last["error"]["code"] == "E_AUTH" and "mallory" in last["error"]["message"]
+    r = _ppmid(*base, "--kid", "supplier-a", "--gbcs", binascii.hexlify(b).decode())
+    assert r.returncode == 1 and "--kid goes with --key-file" in r.stderr
+    # replay names the key too; the gateway's own key under the user's name is refused
+    _replay(emu, emu.key, [{"at_ms": 0, "id": "kid-wrong-key", "gbcs": b, "via": "mqtt",
+                            "expect": {"status": "rejected", "error": "E_AUTH"}}], kid="supplier-a")
+    rep = _replay(emu, user_key, [{"at_ms": 0, "id": "kid-replay", "gbcs": b, "via": "mqtt",
+                                   "expect": {"status": "response"}}], kid="supplier-a")
+    assert rep["rejected"] == {}
+    assert emu.ncp.received[before:] == [a, b]
     assert "PPMID crashed" not in emu.board.console_text()
 
 

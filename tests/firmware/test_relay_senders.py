@@ -121,3 +121,30 @@ async def test_a_users_command_waits_for_queue_room_like_any_other():
     assert r.relay.counters["admit_waits"] == 1
     assert (await r.submit("x1", 12, key=b"x" * 32))["error"] == "E_AUTH"
     assert r.relay.counters["admit_waits"] == 1
+
+
+async def test_an_envelope_naming_its_key_is_checked_with_that_key_only():
+    r = _rig()
+    # named: its own key, accepted and held to its registration as before
+    assert (await r.submit("k1", 10, key=SUPPLIER_KEY, kid="supplier-a", code=0x0007))["status"] == "accepted"
+    assert (await r.submit("k2", 11, key=SUPPLIER_KEY, kid="supplier-a", code=0x0050))["error"] == "E_ROLE"
+    # a kid nobody registered: E_AUTH naming it
+    out = await r.submit("k3", 11, key=SUPPLIER_KEY, kid="mallory", code=0x0007)
+    assert out["error"] == "E_AUTH" and "mallory" in out["message"]
+    # the engineer's key under the supplier's name: only the named key is tried
+    out = await r.submit("k4", 11, key=ENGINEER_KEY, kid="supplier-a", code=0x0059)
+    assert out["error"] == "E_AUTH" and "supplier-a" in out["message"]
+    # the legacy key with a kid: the kid decides, so not the legacy key's free pass
+    assert (await r.submit("k5", 11, key=KEY, kid="supplier-a", originator=OTHER_ORIG))["error"] == "E_AUTH"
+    # a revoked key named: E_REVOKED, whatever the mac
+    assert (await r.submit("k6", 11, key=OLD_KEY, kid="old"))["error"] == "E_REVOKED"
+    assert (await r.submit("k7", 11, key=b"x" * 32, kid="old"))["error"] == "E_REVOKED"
+    assert sorted(r.journal.by_id) == ["k1"]
+
+
+async def test_a_kid_on_a_gateway_without_keys_per_user_is_e_auth():
+    from test_relay_support import Rig
+    r = Rig()
+    out = await r.submit("n1", 10, kid="supplier-a")
+    assert out["error"] == "E_AUTH" and "supplier-a" in out["message"]
+    assert (await r.submit("n2", 10))["status"] == "accepted"
