@@ -120,6 +120,22 @@ def user_key(state_dir, eui, name, create=False):
         return f.read()
 
 
+def config_key(state_dir, eui, create=False):
+    """The gateway's config key (/secrets/config.key): new DCC User keys travel wrapped
+    under it in a signed users update (ppmid users push). Only the operator holds it
+    besides the gateway; created (32 random bytes) when asked."""
+    path = os.path.join(state_dir, "keys", gateway_identity(eui) + ".config.key")
+    if not os.path.exists(path):
+        if not create:
+            raise RuntimeError("no config key at %s (ppmid provision writes it)" % path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def sender_key(state_dir, eui, user):
     """(key, kid) a DCC User signs with: its own key for this gateway, named in the
     envelope (`kid`), when `ppmid provision --user` registered one; else the gateway's key
@@ -248,7 +264,7 @@ def gateway_files(state_dir, eui, cfg, key):
         pkey = f.read()
     files = {"/config.json": (json.dumps(cfg, indent=1) + "\n").encode(),
              "/certs/ca.der": ca, "/certs/gateway.der": cert, "/certs/gateway.key.der": pkey,
-             "/secrets/envelope.key": key}
+             "/secrets/envelope.key": key, "/secrets/config.key": config_key(state_dir, eui, create=True)}
     for name in ((cfg.get("users") or {}).get("keys") or {}):
         files["/secrets/users/%s.key" % name] = user_key(state_dir, eui, name, create=True)
     return files

@@ -18,6 +18,10 @@ from host_tools import mqtt_tools as mt
 mpcompat.install()
 
 from ppmid.gbcs import decode, profiles  # noqa: E402
+from tests.conftest import FIRMWARE_TESTS  # noqa: E402
+
+sys.path.insert(0, FIRMWARE_TESTS)
+import update_vectors as UV  # noqa: E402  (the test operator key: public here)
 
 
 def _pick():
@@ -43,7 +47,8 @@ def emu(tmp_path_factory):
     origs = sorted({binascii.hexlify(bytes(decode(b).originator)).decode().upper() for b in (inside, outside)})
     users = {"keys": {"supplier-a": {"role": "supplier", "originators": origs}},
              "roles": {"supplier": "prepay"}, "legacy_key": False}
-    over = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15, "queue": 40}, "users": users}
+    over = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15, "queue": 40}, "users": users,
+            "update": {"public_key": UV.PUBLIC}}  # the operator's key: signed users updates
     e = E.Emulation(tmp_path_factory.mktemp("e2e-users"), overrides=over, log=None)
     with e:
         e.picked = (inside, outside)
@@ -139,3 +144,65 @@ def test_provision_user_and_role_dry_run(tmp_path, capsys):
                      "--user", "bob", "--dry-run"]) == 1
     err = capsys.readouterr().err
     assert "users.keys.bob needs a role" in err and "NAME:ROLE:ORIGINATOR" in err
+
+
+def test_users_push_rotates_revokes_and_refuses_replays_end_to_end(emu, tmp_path):
+    # last in this module: it changes the gateway's keys
+    from host_tools import provision
+    from host_tools import users_update as U
+    from host_tools.broker import Broker
+    c, d, e = emu.more[2:5]
+    before = len(emu.ncp.received)
+    provision.remember_users(emu.broker_dir, dict(emu.config, gateway=emu.gateway))  # as ppmid provision does
+    Broker(emu.broker_dir, users=()).add_identity("dcc-user-supplier-a")
+    op, other = tmp_path / "operator.pem", tmp_path / "other.pem"
+    op.write_text(UV.PRIVATE_PEM)
+    other.write_text(UV.OTHER_PRIVATE_PEM)
+    old_key = mt.user_key(emu.broker_dir, emu.gateway, "supplier-a")
+    push = ["users", "push", "--state-dir", emu.broker_dir, "--gateway", emu.gateway, "--timeout", 30]
+    send = ["send", "--state-dir", emu.broker_dir, "--gateway", emu.gateway, "--timeout", 30, "--user", "supplier-a"]
+
+    # rotation: a new key for supplier-a, sent wrapped; applied with no reboot
+    sent = []
+    real_send = U.send
+    U.send = lambda *a: sent.append(a) or real_send(*a)
+    try:
+        st = U.push(emu.broker_dir, emu.gateway, str(op), rotate=["supplier-a"])
+    finally:
+        U.send = real_send
+    assert st["state"] == "applied" and st["sequence"] == 1, st
+    new_key = mt.user_key(emu.broker_dir, emu.gateway, "supplier-a")
+    assert new_key != old_key and U.read_registry(emu.broker_dir, emu.gateway)["sequence"] == 1
+    r = _ppmid(*send, "--gbcs", binascii.hexlify(c).decode(), "--id", "after-rotation")
+    assert r.returncode == 0, r.stdout + r.stderr
+    kf = tmp_path / "old.key"
+    kf.write_bytes(old_key)
+    r = _ppmid(*send, "--key-file", kf, "--kid", "supplier-a", "--gbcs", binascii.hexlify(d).decode(), "--id", "old-key")
+    assert r.returncode == 1 and json.loads(r.stdout.splitlines()[-1])["error"]["code"] == "E_AUTH"
+
+    # the very same signed update again: a replay, refused
+    st = real_send(*sent[0])
+    assert st["state"] == "refused" and st["error"]["code"] == "E_CONFIG_REPLAY", st
+
+    # signed with another key: refused, nothing recorded on the host
+    r = _ppmid(*push, "--key", other, "--revoke", "supplier-a")
+    assert r.returncode == 1 and json.loads(r.stdout)["error"]["code"] == "E_CONFIG_SIGNATURE", r.stdout + r.stderr
+    assert U.read_registry(emu.broker_dir, emu.gateway)["sequence"] == 1
+
+    # revocation: E_REVOKED from then on
+    r = _ppmid(*push, "--key", op, "--revoke", "supplier-a")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["sequence"] == 2
+    r = _ppmid(*send, "--gbcs", binascii.hexlify(d).decode(), "--id", "revoked")
+    assert r.returncode == 1 and json.loads(r.stdout.splitlines()[-1])["error"]["code"] == "E_REVOKED"
+
+    # kept on flash: after a power cut the gateway boots with the updated users section
+    mark = emu.board.mark()
+    emu.board.kill()
+    emu.board.wait_ready(60, since=mark)
+    emu.wait_online(60)
+    r = _ppmid(*send, "--gbcs", binascii.hexlify(e).decode(), "--id", "revoked-after-boot")
+    assert r.returncode == 1 and json.loads(r.stdout.splitlines()[-1])["error"]["code"] == "E_REVOKED"
+    assert emu.ncp.received[before:] == [c]
+    text = emu.board.console_text()
+    assert "PPMID users: update 1 applied" in text and "PPMID crashed" not in text

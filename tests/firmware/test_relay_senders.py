@@ -1,4 +1,4 @@
-# Keys per DCC User with roles (ppmid.relay.senders, config users.*, boot._senders): the
+# Keys per DCC User with roles (ppmid.relay.senders, config users.*, senders.load): the
 # relay takes the sender from the key whose MAC verifies, then checks the GBCS originator
 # and the message code against that sender's registration. CPython and MicroPython.
 import os
@@ -29,7 +29,7 @@ def _write_keys(root):
 
 
 def _rig(legacy=True, **kw):
-    from ppmid import boot
+    from ppmid.relay import senders as S
     cfg = config(**kw)
     cfg["gateway"] = PPMID
     cfg["han"] = {"devices": [{"eui": ESME, "type": "ESME"}, {"eui": GSME, "type": "GSME"}]}
@@ -37,7 +37,7 @@ def _rig(legacy=True, **kw):
     cfg = C.validate(cfg)
     root = fresh_root()
     _write_keys(root)
-    senders = boot._senders(root, cfg["users"], KEY)
+    senders = S.load(root, cfg["users"], KEY)
     return Rig(cfg=cfg, senders=senders, admit_wait_ms=150)
 
 
@@ -92,11 +92,11 @@ def test_bad_users_config_refused():
 
 
 def test_missing_or_short_user_key_is_a_config_error():
-    from ppmid import boot
+    from ppmid.relay.senders import load
     cfg = C.validate({"gateway": PPMID, "users": _users()})
     root = fresh_root()
     try:
-        boot._senders(root, cfg["users"], KEY)
+        load(root, cfg["users"], KEY)
         raise AssertionError("no key files, accepted")
     except ConfigError as exc:
         assert "missing" in exc.message
@@ -104,12 +104,16 @@ def test_missing_or_short_user_key_is_a_config_error():
     with open(root + "/secrets/users/eng-1.key", "wb") as f:
         f.write(b"short")
     try:
-        boot._senders(root, cfg["users"], KEY)
+        load(root, cfg["users"], KEY)
         raise AssertionError("short key accepted")
     except ConfigError as exc:
         assert "32 bytes" in exc.message
-    assert boot._senders(root, C.validate({"gateway": PPMID})["users"], KEY) is None
-    assert boot._senders(root, C.validate({"gateway": PPMID, "users": {}})["users"], KEY) is None
+    # a revoked key needs no file (it is refused before any mac is computed)
+    import os
+    os.remove(root + "/secrets/users/old.key")
+    with open(root + "/secrets/users/eng-1.key", "wb") as f:
+        f.write(ENGINEER_KEY)
+    assert [s[4] for s in load(root, cfg["users"], KEY).senders if s[0] == "old"] == [True]
 
 
 async def test_a_users_command_waits_for_queue_room_like_any_other():

@@ -17,11 +17,39 @@ E_ORIGINATOR = "E_ORIGINATOR"    # the GBCS originator is not one this sender ma
 E_ROLE = "E_ROLE"                # the message code is outside this sender's role
 
 MAX_SENDERS = 16
+USER_KEYS = "/secrets/users/"   # + NAME.key: a DCC User's 32-byte envelope key
 _TOPUP_CODE = const(0x0116)  # PECS01, the ESME top-up use case (docs/utrn.md)
 
 
 class SenderError(PpmidError):
     pass
+
+
+def load(root, users, legacy_key):
+    """Senders of a checked `users` config section (ppmid.relay.users_config), their keys
+    read from flash; ConfigError when a key is missing or not 32 bytes. A revoked key
+    needs no file: it is refused before its mac is looked at."""
+    from ppmid.errors import ConfigError
+    from ppmid.gbcs import profiles
+    import binascii
+    out = []
+    for name in users["keys"]:
+        k = users["keys"][name]
+        revoked = k.get("revoked", False)
+        key = b""
+        try:
+            with open(root + USER_KEYS + name + ".key", "rb") as f:
+                key = f.read()
+        except OSError:
+            if not revoked:
+                raise ConfigError("envelope key of %s missing at %s%s.key" % (name, USER_KEYS, name))
+        if len(key) != 32 and not revoked:
+            raise ConfigError("envelope key of %s must be 32 bytes, not %d" % (name, len(key)))
+        role = users["roles"][k["role"]]
+        codes = profiles.codes(role) if isinstance(role, str) else set(role)
+        origs = set(binascii.unhexlify(o) for o in k["originators"])
+        out.append((name, key, origs, codes, revoked))
+    return Senders(legacy_key if users["legacy_key"] else None, out)
 
 
 class Senders:
