@@ -206,3 +206,48 @@ def test_users_push_rotates_revokes_and_refuses_replays_end_to_end(emu, tmp_path
     assert emu.ncp.received[before:] == [c]
     text = emu.board.console_text()
     assert "PPMID users: update 1 applied" in text and "PPMID crashed" not in text
+
+
+def test_provision_user_role_originators_spelling(tmp_path, capsys):
+    """`ppmid provision --user NAME --role ROLE --originators ...` (the issue's spelling): a
+    role the issue names gets its default profile unless --role-profile says otherwise; the
+    NAME:ROLE:ORIGINATORS form still works beside it; the config key is written; a gateway
+    provisioned again keeps the sequence of the last users update it applied."""
+    from host_tools import cli
+    from host_tools import users_update as U
+    from host_tools.broker import Broker
+    gw = "00DB1234567890A4"
+    state = str(tmp_path / "broker")
+    Broker(state, gateways=[gw], users=["test"]).prepare()
+    base = ["provision", "--port", "none", "--gateway", gw, "--state-dir", state, "--dry-run"]
+
+    def cfg_of(out):
+        return json.loads(out[out.index("{"):])
+
+    rc = cli.main(base + ["--user", "supplier-a", "--role", "supplier", "--originators", "90b3d51f30010000",
+                          "--user", "eng-1", "--role", "engineer", "--originators", "90B3D51F30010000,90B3D51F30020000",
+                          "--user", "dno:network-operator:90B3D51F30030000", "--role-profile", "network-operator=all"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    u = cfg_of(out)["users"]
+    assert u["keys"] == {"supplier-a": {"role": "supplier", "originators": ["90B3D51F30010000"]},
+                         "eng-1": {"role": "engineer", "originators": ["90B3D51F30010000", "90B3D51F30020000"]},
+                         "dno": {"role": "network-operator", "originators": ["90B3D51F30030000"]}}
+    assert u["roles"] == {"supplier": "prepay", "engineer": "hht", "network-operator": "all"}
+    assert "/secrets/config.key 32 bytes" in out and "/secrets/users/eng-1.key 32 bytes" in out
+    # --role-profile overrides a default; the older --role ROLE=PROFILE spelling too
+    assert cli.main(base + ["--role", "supplier=all", "--user", "s", "--role", "supplier", "--originators",
+                            "90B3D51F30010000"]) == 0
+    assert cfg_of(capsys.readouterr().out)["users"]["roles"] == {"supplier": "all"}
+    # the sequence of the last applied users update survives a new provision
+    U.write_registry(state, gw, 7, {"keys": {}, "roles": {}})
+    assert cli.main(base) == 0
+    assert cfg_of(capsys.readouterr().out)["users"]["sequence"] == 7
+    # refusals: exit 1 with the reason
+    for bad, words in ((["--user", "x", "--role", "other-user", "--originators", "90B3D51F30010000"],
+                        "users.keys.x needs a role"),
+                       (["--user", "x", "--originators", "90B3D51F30010000"], "--user x needs --role"),
+                       (["--role", "supplier"], "give --user NAME first"),
+                       (["--user", "a:b"], "NAME --role ROLE --originators")):
+        assert cli.main(base + bad) == 1, bad
+        assert words in capsys.readouterr().err, bad
