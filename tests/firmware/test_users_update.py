@@ -150,3 +150,26 @@ def test_unwrap_is_the_inverse_of_the_hosts_wrap():
         raise AssertionError("unwrapped under another name")
     except UU.ConfigUpdateError as exc:
         assert exc.code == "E_CONFIG_KEY"
+
+
+def test_a_write_that_fails_refuses_the_update_and_changes_nothing():
+    # the config's .tmp name taken by a directory: its write fails after the key files were
+    # written (littlefs keeps files this small inline, so a filled flash still takes them)
+    root = fresh_root()
+    os.mkdir(root + "/secrets")
+    os.mkdir(root + "/secrets/users")
+    write_file(root + "/secrets/users/supplier-a.key", OLD_KEY)
+    write_file(root + "/secrets/config.key", V.CONFIG_KEY)
+    cfg = {"gateway": PPMID, "update": {"public_key": PUBLIC},
+           "users": {"keys": {"supplier-a": SUP}, "roles": {"supplier": "prepay"}, "legacy_key": False}}
+    write_file(root + "/config.json", json.dumps(cfg).encode())
+    before = read_file(root + "/config.json")
+    os.mkdir(root + "/config.json.tmp")
+    try:
+        UU.apply(root, V.offer("rotate"), KEY)
+        raise AssertionError("applied although the config could not be written")
+    except UU.ConfigUpdateError as exc:
+        assert exc.code == "E_CONFIG_FLASH" and exc.oid == "u1", exc
+    assert read_file(root + "/config.json") == before
+    assert sorted(os.listdir(root + "/secrets/users")) == ["supplier-a.key"]   # the staged keys removed
+    assert read_file(root + "/secrets/users/supplier-a.key") == OLD_KEY

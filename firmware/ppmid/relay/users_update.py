@@ -158,7 +158,7 @@ def _apply(root, text, sig, legacy_key):
     for name in checked["keys"]:
         if name not in new and not checked["keys"][name].get("revoked") and _read(keys_dir + name + ".key") is None:
             raise ConfigUpdateError(E_CONFIG_UPDATE, "the key of %s is neither sent nor on this gateway" % name)
-    staged = []
+    plain = []
     if new:
         ck = _read(root + CONFIG_KEY)
         if ck is None or len(ck) != 32:
@@ -166,19 +166,19 @@ def _apply(root, text, sig, legacy_key):
                                     "(ppmid provision writes it)" % CONFIG_KEY)
         plain = [(name, unwrap(ck, name, new[name])) for name in new]
         ck = None
-        try:
+    staged = []
+    try:
+        if plain:
             _mkdir(root + "/secrets")
             _mkdir(keys_dir[:-1])
-            for name, key in plain:
-                _write(keys_dir + name + ".key.tmp", key)
-                staged.append(keys_dir + name + ".key")
-            _write(root + "/config.json.tmp", (json.dumps(raw) + "\n").encode())
-        except OSError as exc:
-            for p in staged + [root + "/config.json"]:
-                _remove(p + ".tmp")
-            raise ConfigUpdateError(E_CONFIG_FLASH, "writing the users update failed, nothing changed: %r" % (exc,))
-    else:
+        for name, key in plain:
+            staged.append(keys_dir + name + ".key")
+            _write(staged[-1] + ".tmp", key)
         _write(root + "/config.json.tmp", (json.dumps(raw) + "\n").encode())
+    except OSError as exc:
+        for p in staged + [root + "/config.json"]:
+            _remove(p + ".tmp")
+        raise ConfigUpdateError(E_CONFIG_FLASH, "writing the users update failed, nothing changed: %r" % (exc,))
     # the renames: keys first, the config last. A cut in between leaves the previous config
     # with the new keys of the names this update rotates (their old keys already refused,
     # as the update meant) and the previous sequence: the same update, sent again, ends it.
