@@ -168,7 +168,7 @@ def _wired_envelope(args):
         except envelope.EnvelopeError as exc:
             raise CliError("%s is not a binary envelope (ppmid sign writes one): %s" % (args.envelope, exc))
         return env.id, data
-    from host_tools.cmd_sign import load_key, read_gbcs
+    from host_tools.cmd_sign import signing_key, read_gbcs
     if args.expires_in is not None and not 0 < args.expires_in <= 366 * 86400:
         raise CliError("--expires-in must be from 1 to %d seconds" % (366 * 86400))
     id = args.id or "cmd-" + secrets.token_hex(6)
@@ -176,15 +176,15 @@ def _wired_envelope(args):
     if args.utrn is not None:
         from ppmid import topup
         digits, target = _checked_topup(args)
-        key = load_key(args)
+        key, kid = signing_key(args)
         try:
-            return id, topup.to_binary(topup.sign(key, id, digits, target, expires))
+            return id, topup.to_binary(topup.sign(key, id, digits, target, expires, kid))
         except envelope.EnvelopeError as exc:
             raise CliError(str(exc))
     gbcs = read_gbcs(args)
-    key = load_key(args)
+    key, kid = signing_key(args)
     try:
-        return id, envelope.to_binary(envelope.sign(key, id, gbcs, expires))
+        return id, envelope.to_binary(envelope.sign(key, id, gbcs, expires, kid))
     except envelope.EnvelopeError as exc:
         raise CliError(str(exc))
 

@@ -251,3 +251,32 @@ def test_provision_user_role_originators_spelling(tmp_path, capsys):
                        (["--user", "a:b"], "NAME --role ROLE --originators")):
         assert cli.main(base + bad) == 1, bad
         assert words in capsys.readouterr().err, bad
+
+
+def test_ppmid_sign_names_the_users_key(tmp_path, capsys):
+    """`ppmid sign --user NAME` (with --state-dir, --gateway) signs with the DCC User's own
+    key and names it; `--key-file F --kid NAME` names a key given by file; a --kid with
+    no --key-file is refused."""
+    from host_tools import cli
+    from host_tools.broker import Broker
+    from ppmid import envelope
+    gw = "00DB1234567890A4"
+    state = str(tmp_path / "broker")
+    Broker(state, gateways=[gw], users=["test"]).prepare()
+    key = mt.user_key(state, gw, "supplier-a", create=True)
+    out = tmp_path / "c.env"
+    assert cli.main(["sign", "--state-dir", state, "--gateway", gw, "--user", "supplier-a", "--gbcs", "dd00aa",
+                     "--id", "s1", "--out", str(out)]) == 0
+    env = envelope.from_binary(out.read_bytes(), 4096)
+    assert env.kid == "supplier-a"
+    env.verify(key)
+    kf = tmp_path / "k"
+    kf.write_bytes(key)
+    assert cli.main(["sign", "--key-file", str(kf), "--kid", "supplier-a", "--gbcs", "dd00aa", "--id", "s2",
+                     "--format", "json", "--out", str(out)]) == 0
+    obj = json.loads(out.read_text())
+    assert obj["kid"] == "supplier-a"
+    envelope.from_json_obj(obj, 4096).verify(key)
+    assert cli.main(["sign", "--state-dir", state, "--gateway", gw, "--kid", "x", "--gbcs", "dd00aa",
+                     "--out", str(out)]) == 1
+    assert "--kid goes with --key-file" in capsys.readouterr().err
