@@ -1,6 +1,6 @@
 # Fixed signed users updates for the firmware tests (ppmid.relay.users_update), made once
 # with host_tools.users_update (wrap, fixed nonces) and signed with the test keys of
-# update_vectors (tests/test_users_update.py checks both again). TEST KEYS ONLY.
+# update_vectors (tests/test_users_push.py checks both again). TEST KEYS ONLY.
 import json
 
 GATEWAY = "00DB1234567890A4"
