@@ -31,6 +31,7 @@ COMMANDS = {
     "pn532-emulator": ("host_tools.cmd_pn532_emulator", "emulate a PN532 with virtual phones and tags on a pty"),
     "release": ("host_tools.cmd_release", "build and sign an application update (manifest, files)"),
     "update": ("host_tools.cmd_update", "offer a release to a gateway over MQTT and follow it to the end"),
+    "users": ("host_tools.cmd_users", "rotate/revoke a gateway's DCC User keys by a signed users update over MQTT"),
     "replay": ("host_tools.cmd_replay", "replay a command trace through MQTT (or --serial by wire) against a gateway"),
     "emulate": ("host_tools.cmd_emulate", "run broker + emulated board + NCP/CH emulator end to end"),
     "capture": ("host_tools.cmd_capture", "write one gateway's MQTT traffic from the broker as pcapng"),

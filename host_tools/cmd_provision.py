@@ -19,11 +19,7 @@ def add_arguments(p):
     p.add_argument("--han-device", action="append", default=[], metavar="EUI:TYPE",
                    help="a device on this gateway's HAN, e.g. 00DB1234567890A1:ESME; repeatable")
     p.add_argument("--envelope-key-file", help="32-byte envelope key (default: STATE_DIR/keys/EUI.key, created if absent)")
-    p.add_argument("--user", action="append", default=[], metavar="NAME:ROLE:ORIGINATOR[,ORIGINATOR]",
-                   help="a DCC User with its own envelope key (STATE_DIR/keys/EUI.users/NAME.key, created if "
-                        "absent), a role and the GBCS originator ids it may send as; repeatable (docs/security.md)")
-    p.add_argument("--role", action="append", default=[], metavar="ROLE=PROFILE",
-                   help="a role and the command profile it may send (all, prepay, hht); repeatable")
+    provision.add_user_arguments(p)  # --user NAME --role ROLE --originators ORIGS, --role-profile (docs/security.md)
     p.add_argument("--root", default="", help="flash mount point on the board (default: /)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the files; nothing is written to the board (on the host, "
                         "the gateway's certificate and envelope key are still created in the "
@@ -34,13 +30,14 @@ def run(args):
     files, cfg = provision.build(args.state_dir, args.gateway, config_file=args.config, broker_host=args.broker_host,
                                  broker_port=args.broker_port, server_hostname=args.server_hostname, ssid=args.ssid,
                                  password=args.password, han_devices=args.han_device,
-                                 envelope_key_file=args.envelope_key_file, users=args.user, roles=args.role)
+                                 envelope_key_file=args.envelope_key_file, user_tokens=args.user_tokens)
     if args.dry_run:
         for p in list(provision.ORDER) + sorted(p for p in files if p not in provision.ORDER):
             print("%s %d bytes" % (args.root + p, len(files[p])))
         print(json.dumps(cfg, indent=1))
         return 0
     paths = provision.write(args.port, files, args.root)
+    provision.remember_users(args.state_dir, cfg)
     for p in paths:
         print("wrote %s%s (%d bytes)" % (args.root, p, len(files[p])))
     print("provisioned gateway %s for broker %s:%s" % (cfg["gateway"], cfg["broker"].get("host"), cfg["broker"].get("port")))

@@ -176,8 +176,14 @@ def run(args):
         if not (ca and cert and key):
             raise CliError("TLS identity needed: --ca/--cert/--key or --state-dir DIR")
         kpath = args.envelope_key
+        kid = None
         if kpath is None and args.state_dir:
             kpath = os.path.join(args.state_dir, "keys", eui + ".key")
+            from host_tools import mqtt_tools as mt
+            name = args.user[9:] if args.user.startswith("dcc-user-") else args.user
+            own = mt.user_key_path(args.state_dir, eui, name)
+            if os.path.exists(own):  # the DCC User's own key for this gateway, named in each envelope
+                kpath, kid = own, name
         if kpath is None:
             raise CliError("--envelope-key FILE is needed to sign the commands")
         try:
@@ -189,6 +195,7 @@ def run(args):
             raise CliError("the envelope key %s must be 32 bytes, not %d" % (kpath, len(envelope_key)))
         r = Replayer(host, port, eui, envelope_key, ca, cert, key, speed=args.speed, settle_s=args.settle_s,
                      client_id=args.client_id)
+        r.kid = kid
         wired = None
         if mixed:
             # lines with via serial by wire, the others over MQTT; all statuses on rsp

@@ -37,8 +37,13 @@ def add_arguments(p):
     p.add_argument("--target", metavar="EUI", help="the meter a --utrn top-up is for (its EUI-64)")
     p.add_argument("--id", help="command id (default: random)")
     p.add_argument("--expires-in", type=int, metavar="S", help="expire S seconds from now")
-    p.add_argument("--key-file", help="envelope key (32 raw bytes); default STATE_DIR/keys/EUI.key")
-    p.add_argument("--user", default="test", help="DCC User identity (certificate dcc-user-NAME)")
+    p.add_argument("--key-file", help="envelope key (32 raw bytes); default: the --user's own key for this gateway "
+                        "(STATE_DIR/keys/EUI.users/NAME.key, from ppmid provision --user) if there is one, "
+                        "else STATE_DIR/keys/EUI.key")
+    p.add_argument("--kid", metavar="NAME", help="the key's name to put in the envelope (with --key-file; "
+                        "a --user's own key is named by itself)")
+    p.add_argument("--user", default="test", help="DCC User (certificate dcc-user-NAME; its own envelope key "
+                        "when the gateway registers one)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a final status")
     p.add_argument("--until", default=None,
                    choices=("accepted", "relayed", "response", "topped-up"),
@@ -102,12 +107,15 @@ def run(args):
             raise CliError("cannot read %s: %s" % (args.gbcs_file, exc))
     if not topup and not gbcs:
         raise CliError("the GBCS command is empty")
+    kid = args.kid
+    if kid is not None and not args.key_file:
+        raise CliError("--kid goes with --key-file (a --user's own key is named by itself)")
     try:
         if args.key_file:
             with open(args.key_file, "rb") as f:
                 key = f.read()
         else:
-            key = mt.envelope_key(args.state_dir, eui)
+            key, kid = mt.sender_key(args.state_dir, eui, user)
     except (OSError, RuntimeError) as exc:
         raise CliError(str(exc))
     if len(key) != 32:
@@ -116,9 +124,9 @@ def run(args):
     expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
     try:
         if topup:
-            payload = mt.topup_json(key, id, digits, target, expires)
+            payload = mt.topup_json(key, id, digits, target, expires, kid)
         else:
-            payload = mt.command_json(key, id, gbcs, expires)
+            payload = mt.command_json(key, id, gbcs, expires, kid)
     except Exception as exc:  # EnvelopeError (bad id)
         raise CliError(str(exc))
     try:
@@ -160,7 +168,7 @@ def _wired_envelope(args):
         except envelope.EnvelopeError as exc:
             raise CliError("%s is not a binary envelope (ppmid sign writes one): %s" % (args.envelope, exc))
         return env.id, data
-    from host_tools.cmd_sign import load_key, read_gbcs
+    from host_tools.cmd_sign import signing_key, read_gbcs
     if args.expires_in is not None and not 0 < args.expires_in <= 366 * 86400:
         raise CliError("--expires-in must be from 1 to %d seconds" % (366 * 86400))
     id = args.id or "cmd-" + secrets.token_hex(6)
@@ -168,15 +176,15 @@ def _wired_envelope(args):
     if args.utrn is not None:
         from ppmid import topup
         digits, target = _checked_topup(args)
-        key = load_key(args)
+        key, kid = signing_key(args)
         try:
-            return id, topup.to_binary(topup.sign(key, id, digits, target, expires))
+            return id, topup.to_binary(topup.sign(key, id, digits, target, expires, kid))
         except envelope.EnvelopeError as exc:
             raise CliError(str(exc))
     gbcs = read_gbcs(args)
-    key = load_key(args)
+    key, kid = signing_key(args)
     try:
-        return id, envelope.to_binary(envelope.sign(key, id, gbcs, expires))
+        return id, envelope.to_binary(envelope.sign(key, id, gbcs, expires, kid))
     except envelope.EnvelopeError as exc:
         raise CliError(str(exc))
 

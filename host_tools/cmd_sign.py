@@ -6,7 +6,8 @@ its binary envelope (docs/envelope.md; `--format json`: the MQTT JSON form). A t
 `--trace TRACE --out SIGNED.jsonl` writes the trace again with each line's binary
 envelope (hex) under "envelope" (docs/trace.md); its expiries are fixed now, from
 `expires_in_s`. The key: --key-file (32 raw bytes) or the one `ppmid provision` kept in
-STATE_DIR/keys/EUI.key (--state-dir with --gateway).
+STATE_DIR/keys/EUI.key (--state-dir with --gateway); `--user NAME` there: the DCC User's
+own key for that gateway, named in each envelope (`kid`); `--kid NAME` names a --key-file.
 """
 import binascii
 import json
@@ -26,6 +27,9 @@ def add_arguments(p):
     p.add_argument("--key-file", help="the gateway's envelope key (32 raw bytes)")
     p.add_argument("--state-dir", help="the broker's state dir holding keys/EUI.key (with --gateway)")
     p.add_argument("--gateway", metavar="EUI", help="the gateway whose key to use from --state-dir")
+    p.add_argument("--user", metavar="NAME", help="sign with this DCC User's own key for the gateway "
+                        "(STATE_DIR/keys/EUI.users/NAME.key) and name it in the envelope")
+    p.add_argument("--kid", metavar="NAME", help="the key's name to put in the envelope (with --key-file)")
     p.add_argument("--id", help="command id (default: random); one command only")
     p.add_argument("--expires-in", type=int, metavar="S", help="expire S seconds from now; one command only")
     p.add_argument("--format", choices=("binary", "json"), default="binary",
@@ -48,6 +52,27 @@ def load_key(args):
     if len(key) != 32:
         raise CliError("the envelope key %s must be 32 bytes, not %d" % (path, len(key)))
     return key
+
+
+def signing_key(args):
+    """(key, kid): a DCC User's own key named by itself (--user NAME with --state-dir and
+    --gateway, when ppmid provision registered one), else load_key's and --kid (which goes
+    only with --key-file), or CliError."""
+    kid = getattr(args, "kid", None)
+    if kid is not None and not args.key_file:
+        raise CliError("--kid goes with --key-file (a --user's own key is named by itself)")
+    user = getattr(args, "user", None)
+    if user and not args.key_file and args.state_dir and args.gateway:
+        from host_tools import mqtt_tools as mt
+        name = user[9:] if user.startswith("dcc-user-") else user
+        try:
+            path = mt.user_key_path(args.state_dir, args.gateway, name)
+        except Exception as exc:  # BrokerError: not an EUI
+            raise CliError(str(exc))
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                return f.read(), name
+    return load_key(args), kid
 
 
 def read_gbcs(args):
@@ -73,7 +98,7 @@ def run(args):
     from host_tools import mpcompat
     mpcompat.install()
     from ppmid import envelope
-    key = load_key(args)
+    key, kid = signing_key(args)
     if args.trace:
         if args.id or args.expires_in is not None:
             raise CliError("--id and --expires-in are for one command; a trace gives its own")
@@ -83,7 +108,7 @@ def run(args):
         now = int(time.time())
         for line in lines:
             exp = None if line.get("expires_in_s") is None else now + line["expires_in_s"]
-            line["envelope"] = envelope.to_binary(envelope.sign(key, line["id"], line["gbcs"], exp))
+            line["envelope"] = envelope.to_binary(envelope.sign(key, line["id"], line["gbcs"], exp, kid))
             line["expires_in_s"] = None   # fixed in the envelope now
         tr.save(lines, args.out)
         print("signed %d lines -> %s" % (len(lines), args.out))
@@ -94,7 +119,7 @@ def run(args):
     id = args.id or "cmd-" + secrets.token_hex(6)
     expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
     try:
-        env = envelope.sign(key, id, gbcs, expires)
+        env = envelope.sign(key, id, gbcs, expires, kid)
     except envelope.EnvelopeError as exc:
         raise CliError(str(exc))
     if args.format == "binary":
@@ -104,6 +129,8 @@ def run(args):
                "mac": binascii.hexlify(env.mac).decode()}
         if expires is not None:
             obj["expires"] = expires
+        if kid is not None:
+            obj["kid"] = kid
         data = (json.dumps(obj) + "\n").encode()
     try:
         with open(args.out, "wb") as f:

@@ -120,25 +120,55 @@ def user_key(state_dir, eui, name, create=False):
         return f.read()
 
 
-def command_json(key, id, gbcs, expires=None):
-    """Signed JSON command (docs/mqtt.md), bytes."""
+def config_key(state_dir, eui, create=False):
+    """The gateway's config key (/secrets/config.key): new DCC User keys travel wrapped
+    under it in a signed users update (ppmid users push). Only the operator holds it
+    besides the gateway; created (32 random bytes) when asked."""
+    path = os.path.join(state_dir, "keys", gateway_identity(eui) + ".config.key")
+    if not os.path.exists(path):
+        if not create:
+            raise RuntimeError("no config key at %s (ppmid provision writes it)" % path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def sender_key(state_dir, eui, user):
+    """(key, kid) a DCC User signs with: its own key for this gateway, named in the
+    envelope (`kid`), when `ppmid provision --user` registered one; else the gateway's key
+    and no kid (the legacy key, docs/security.md "Keys per DCC User")."""
+    name = user[9:] if user.startswith("dcc-user-") else user
+    if os.path.exists(user_key_path(state_dir, eui, name)):
+        return user_key(state_dir, eui, name), name
+    return envelope_key(state_dir, eui), None
+
+
+def command_json(key, id, gbcs, expires=None, kid=None):
+    """Signed JSON command (docs/mqtt.md), bytes; kid: the key's name, or None."""
     from ppmid import envelope
-    env = envelope.sign(key, id, gbcs, expires)
+    env = envelope.sign(key, id, gbcs, expires, kid)
     obj = {"id": id, "gbcs": binascii.b2a_base64(gbcs, newline=False).decode(),
            "mac": env.mac.hex()}
     if expires is not None:
         obj["expires"] = expires
+    if kid is not None:
+        obj["kid"] = kid
     return json.dumps(obj).encode()
 
 
-def topup_json(key, id, utrn, target, expires=None):
+def topup_json(key, id, utrn, target, expires=None, kid=None):
     """Signed JSON top-up (docs/envelope.md "Top-ups"), bytes. The UTRN goes as given:
     the gateway judges it."""
     from ppmid import topup
-    env = topup.sign(key, id, utrn, target, expires)
+    env = topup.sign(key, id, utrn, target, expires, kid)
     obj = {"id": id, "utrn": utrn, "target": env.target, "mac": env.mac.hex()}
     if expires is not None:
         obj["expires"] = expires
+    if kid is not None:
+        obj["kid"] = kid
     return json.dumps(obj).encode()
 
 
@@ -234,7 +264,7 @@ def gateway_files(state_dir, eui, cfg, key):
         pkey = f.read()
     files = {"/config.json": (json.dumps(cfg, indent=1) + "\n").encode(),
              "/certs/ca.der": ca, "/certs/gateway.der": cert, "/certs/gateway.key.der": pkey,
-             "/secrets/envelope.key": key}
+             "/secrets/envelope.key": key, "/secrets/config.key": config_key(state_dir, eui, create=True)}
     for name in ((cfg.get("users") or {}).get("keys") or {}):
         files["/secrets/users/%s.key" % name] = user_key(state_dir, eui, name, create=True)
     return files

@@ -8,6 +8,7 @@ never a config that points at missing certificates. The copy is read back (SHA-2
 the renames. Works on the emulated board (`ppmid board start`) and a real ESP32: mpremote
 `resume` is used so the board is not soft-reset.
 """
+import argparse
 import hashlib
 import json
 import os
@@ -23,12 +24,92 @@ class ProvisionError(ToolError):
     code = "E_PROVISION"
 
 
+# Roles the issue names, and the command profile each gets when the config does not say
+# (our reading of which use cases each sends; DUIS' eligibility tables are not shipped).
+# Any other role needs --role-profile ROLE=PROFILE (or a list of codes in --config).
+DEFAULT_ROLE_PROFILES = {"supplier": "prepay", "engineer": "hht"}
+
+
+class _UserToken(argparse.Action):
+    # --user, --role, --originators and --role-profile in the order given: a --role or
+    # --originators belongs to the --user before it (read by split_user_tokens)
+    def __call__(self, parser, namespace, values, option_string=None):
+        tokens = list(getattr(namespace, "user_tokens", None) or [])
+        tokens.append((option_string, values))
+        setattr(namespace, "user_tokens", tokens)
+
+
+def add_user_arguments(p):
+    """--user NAME --role ROLE --originators ORIG[,ORIG] (repeatable, in that order), the
+    older --user NAME:ROLE:ORIG[,ORIG], and --role-profile ROLE=PROFILE (also spelled
+    --role ROLE=PROFILE): shared by `ppmid provision` and `ppmid users push`."""
+    p.set_defaults(user_tokens=[])
+    p.add_argument("--user", action=_UserToken, metavar="NAME",
+                   help="a DCC User with its own envelope key (STATE_DIR/keys/EUI.users/NAME.key, created if absent); "
+                        "give its --role and --originators after it; repeatable (NAME:ROLE:ORIG[,ORIG] also works)")
+    p.add_argument("--role", action=_UserToken, metavar="ROLE",
+                   help="the role of the --user before it (supplier = prepay, engineer = hht unless "
+                        "--role-profile says otherwise); ROLE=PROFILE defines a role, as --role-profile")
+    p.add_argument("--originators", action=_UserToken, metavar="ORIG[,ORIG]",
+                   help="the GBCS originator ids (EUI-64) the --user before it may send as")
+    p.add_argument("--role-profile", action=_UserToken, metavar="ROLE=PROFILE",
+                   help="a role and the command profile it may send (all, prepay, hht); repeatable")
+
+
+def split_user_tokens(tokens):
+    """(user specs [{"name", "role", "originators"}], ["ROLE=PROFILE"]) from the options
+    in order, or ProvisionError saying what is missing."""
+    users, roles = [], []
+    for opt, val in tokens:
+        if opt == "--role-profile" or (opt == "--role" and "=" in val):
+            roles.append(val)
+        elif opt == "--user":
+            if ":" in val:
+                parts = val.split(":")
+                if len(parts) != 3:
+                    raise ProvisionError("--user %r: use NAME --role ROLE --originators ORIG[,ORIG] "
+                                         "(or NAME:ROLE:ORIGINATOR[,ORIGINATOR...])" % val)
+                users.append({"name": parts[0], "role": parts[1], "originators": parts[2]})
+            else:
+                users.append({"name": val})
+        elif not users:
+            raise ProvisionError("%s %s: give --user NAME first" % (opt, val))
+        else:
+            users[-1]["role" if opt == "--role" else "originators"] = val
+    for u in users:
+        missing = [o for o in ("role", "originators") if o not in u]
+        if missing:
+            raise ProvisionError("--user %s needs %s (or NAME:ROLE:ORIGINATOR[,ORIGINATOR...])"
+                                 % (u["name"], " and ".join("--" + m for m in missing)))
+    return users, roles
+
+
+def merge_users(base, users, roles):
+    """The users section `base` with these specs and role definitions added; a role used
+    but not defined gets its DEFAULT_ROLE_PROFILES profile when it has one."""
+    u = dict(base or {})
+    u_keys, u_roles = dict(u.get("keys") or {}), dict(u.get("roles") or {})
+    for spec in roles:
+        role, sep, profile = spec.partition("=")
+        if not sep:
+            raise ProvisionError("--role-profile %r: use ROLE=PROFILE (e.g. supplier=prepay)" % spec)
+        u_roles[role] = profile
+    for spec in users:
+        role = spec["role"]
+        if role not in u_roles and role in DEFAULT_ROLE_PROFILES:
+            u_roles[role] = DEFAULT_ROLE_PROFILES[role]
+        u_keys[spec["name"]] = {"role": role, "originators": [o.upper() for o in spec["originators"].split(",")]}
+    u["keys"], u["roles"] = u_keys, u_roles
+    return u
+
+
 def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=None, server_hostname=None,
-          ssid=None, password=None, han_devices=(), envelope_key_file=None, users=(), roles=()):
+          ssid=None, password=None, han_devices=(), envelope_key_file=None, users=(), roles=(), user_tokens=()):
     """(files {flash path: bytes}, config dict) or ProvisionError. han_devices: "EUI:TYPE"
     strings; envelope_key_file: None = STATE_DIR/keys/EUI.key, created if absent; users:
     "NAME:ROLE:ORIGINATOR[,ORIGINATOR...]" strings (a key each, STATE_DIR/keys/EUI.users/
-    NAME.key, created if absent); roles: "ROLE=PROFILE" strings (docs/security.md)."""
+    NAME.key, created if absent); roles: "ROLE=PROFILE" strings; user_tokens: the
+    options of add_user_arguments in order (docs/security.md)."""
     from host_tools import mqtt_tools as mt
     from host_tools.broker import BrokerError, gateway_identity
     from ppmid import config
@@ -81,21 +162,16 @@ def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=No
             devices.append({"eui": d_eui, "type": d_type})
         han["devices"] = devices
         cfg["han"] = han
-    if users or roles:
-        u = dict(cfg.get("users") or {})
-        u_keys, u_roles = dict(u.get("keys") or {}), dict(u.get("roles") or {})
-        for spec in roles:
-            role, sep, profile = spec.partition("=")
-            if not sep:
-                raise ProvisionError("--role %r: use ROLE=PROFILE (e.g. supplier=prepay)" % spec)
-            u_roles[role] = profile
-        for spec in users:
-            parts = spec.split(":")
-            if len(parts) != 3:
-                raise ProvisionError("--user %r: use NAME:ROLE:ORIGINATOR[,ORIGINATOR...]" % spec)
-            u_keys[parts[0]] = {"role": parts[1], "originators": [o.upper() for o in parts[2].split(",")]}
-        u["keys"], u["roles"] = u_keys, u_roles
-        cfg["users"] = u
+    specs, role_defs = split_user_tokens(list(user_tokens) + [("--user", s) for s in users]
+                                         + [("--role-profile", r) for r in roles])
+    if specs or role_defs:
+        cfg["users"] = merge_users(cfg.get("users"), specs, role_defs)
+    # the last signed users update this gateway applied (ppmid users push): a gateway
+    # provisioned again keeps it, so no update it refused as old becomes new again
+    from host_tools.users_update import read_registry
+    seq = read_registry(state_dir, eui)["sequence"]
+    if seq:
+        cfg["users"] = dict(cfg.get("users") or {}, sequence=seq)
     try:
         config.validate(json.loads(json.dumps(cfg)))
     except config.ConfigError as exc:
@@ -117,8 +193,17 @@ def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=No
     return files, cfg
 
 
+def remember_users(state_dir, cfg):
+    """After a provision: what the gateway now has, for the next `ppmid users push`."""
+    from host_tools.users_update import write_registry
+    users = dict(cfg.get("users") or {"keys": {}, "roles": {}})
+    seq = users.pop("sequence", 0)
+    write_registry(state_dir, cfg["gateway"], seq, users)
+
+
 # Order matters: the config goes in last.
-ORDER = ("/certs/ca.der", "/certs/gateway.der", "/certs/gateway.key.der", "/secrets/envelope.key", "/config.json")
+ORDER = ("/certs/ca.der", "/certs/gateway.der", "/certs/gateway.key.der", "/secrets/envelope.key",
+         "/secrets/config.key", "/config.json")
 
 
 def write(port, files, root="", mpremote=None):

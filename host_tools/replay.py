@@ -76,28 +76,34 @@ def identity_from_state_dir(state_dir, user="dcc-user-test"):
     return (info.get("host", "127.0.0.1"), info["port"]) + paths
 
 
-def envelope_payload(key, line, now_s, targets=None):
+def envelope_payload(key, line, now_s, targets=None, kid=None):
+    """(envelope, JSON text) of a trace line signed with key; kid: the key's name, carried
+    in the envelope (keys per DCC User), or None."""
     from ppmid import envelope
     expires = None if line.get("expires_in_s") is None else int(now_s) + line["expires_in_s"]
     if line.get("utrn") is not None:
-        return topup_payload(key, line, expires, targets or TEST_TARGETS)
-    env = envelope.sign(key, line["id"], line["gbcs"], expires)
+        return topup_payload(key, line, expires, targets or TEST_TARGETS, kid)
+    env = envelope.sign(key, line["id"], line["gbcs"], expires, kid)
     obj = {"id": env.id, "gbcs": binascii.b2a_base64(line["gbcs"], newline=False).decode(),
            "mac": binascii.hexlify(env.mac).decode()}
     if expires is not None:
         obj["expires"] = expires
+    if kid is not None:
+        obj["kid"] = kid
     return env, json.dumps(obj)
 
 
-def topup_payload(key, line, expires, targets):
+def topup_payload(key, line, expires, targets, kid=None):
     """A top-up line (docs/trace.md) signed into its envelope (docs/envelope.md "Top-ups")."""
     from ppmid import topup
     target = targets.get(line["target"], line["target"]).upper()
     env = topup.TopupEnvelope(line["id"], line["utrn"], target, expires,
-                              topup.compute_mac(key, line["id"], expires, target, line["utrn"]))
+                              topup.compute_mac(key, line["id"], expires, target, line["utrn"], kid), kid)
     obj = {"id": env.id, "utrn": env.utrn, "target": target, "mac": binascii.hexlify(env.mac).decode()}
     if expires is not None:
         obj["expires"] = expires
+    if kid is not None:
+        obj["kid"] = kid
     return env, json.dumps(obj)
 
 
@@ -129,6 +135,7 @@ class Replayer:
         self.host, self.port = host, port
         self.gateway = gateway.upper()
         self.key = key
+        self.kid = None  # the key's name when it is a DCC User's own (keys per DCC User)
         self.tls = (ca, cert, keyfile)
         self.speed = speed
         self.settle_s = settle_s
@@ -289,7 +296,7 @@ class Replayer:
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            env, payload = envelope_payload(self.key, line, time.time(), self.targets)
+            env, payload = envelope_payload(self.key, line, time.time(), self.targets, self.kid)
             via = line.get("via", "mqtt")
             if via != "mqtt":
                 path = self.serial if via == "serial" else self.nfc

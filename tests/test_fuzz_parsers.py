@@ -121,10 +121,14 @@ ENV = envelope.sign(KEY, "c-42", GBCS, 1790000000)
 ENV_JSON = json.dumps({"id": "c-42", "gbcs": binascii.b2a_base64(GBCS).decode().strip(),
                        "expires": 1790000000, "mac": bytes(ENV.mac).hex()}).encode()
 ENV_BIN = bytes(envelope.to_binary(ENV))
+KID_ENV = envelope.sign(KEY, "c-43", GBCS, None, "supplier-a")   # an envelope naming its key
+KID_JSON = json.dumps({"id": "c-43", "gbcs": binascii.b2a_base64(GBCS).decode().strip(), "kid": "supplier-a",
+                       "mac": bytes(KID_ENV.mac).hex()}).encode()
+KID_BIN = bytes(envelope.to_binary(KID_ENV))
 
 
 @FUZZ
-@given(inputs(ENV_JSON, ENV_JSON.replace(b'"expires": 1790000000, ', b"")))
+@given(inputs(ENV_JSON, ENV_JSON.replace(b'"expires": 1790000000, ', b""), KID_JSON))
 def test_envelope_json(buf):
     took("envelope json")
     e = run("envelope json", envelope.from_json, buf, 4096)
@@ -134,7 +138,7 @@ def test_envelope_json(buf):
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["id", "gbcs", "mac", "expires", "x"]),
+@given(st.dictionaries(st.sampled_from(["id", "gbcs", "mac", "expires", "kid", "x"]),
                        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=80),
                                  st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))))
 def test_envelope_json_objects(obj):
@@ -143,12 +147,37 @@ def test_envelope_json_objects(obj):
 
 
 @FUZZ
-@given(inputs(ENV_BIN))
+@given(inputs(ENV_BIN, KID_BIN))
 def test_envelope_binary(buf):
     took("envelope binary")
     e = run("envelope binary", envelope.from_binary, buf, 4096)
     if isinstance(e, envelope.Envelope):
         run("envelope binary", e.verify, KEY, 1700000000)
+
+
+# ---- signed users updates (ppmid.relay.users_update: the parts that read outside bytes) ------
+def _users_offer():
+    import sys
+    from tests.conftest import FIRMWARE_TESTS
+    sys.path.insert(0, FIRMWARE_TESTS)
+    import users_vectors
+    return users_vectors.offer("rotate"), users_vectors.CONFIG_KEY
+
+
+USERS_OFFER, USERS_CONFIG_KEY = _users_offer()
+
+
+@FUZZ
+@given(inputs(USERS_OFFER, max_size=1200))
+def test_users_update_offer(buf):
+    from ppmid.relay import users_update as UU
+    took("users update offer")
+    got = run("users update offer", UU.parse_offer, buf)
+    if isinstance(got, tuple):
+        doc = run("users update offer", UU.parse, got[1], PPMID, 0)
+        if isinstance(doc, dict):
+            for name in doc["new_keys"]:
+                run("users update offer", UU.unwrap, USERS_CONFIG_KEY, name, doc["new_keys"][name])
 
 
 # ---- GBCS: decoder, relay validation, GBT reassembly ----------------------------------------

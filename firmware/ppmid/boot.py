@@ -26,36 +26,13 @@ def _load_config(board):
     from ppmid.mqtt.credentials import load_credentials
     creds = load_credentials(root)
     # the running app keeps the config dict: the users section is needed only here
-    return cfg, creds, _senders(root, cfg.pop("users"), creds[3])
-
-
-USER_KEYS = "/secrets/users/"   # + NAME.key: a DCC User's 32-byte envelope key
-
-
-def _senders(root, users, legacy_key):
-    # keys per DCC User (ppmid.relay.senders), only when the config registers some: the
-    # module is not even imported otherwise
+    users = cfg.pop("users")
     if not users or not users["keys"]:
-        return None
-    from ppmid.errors import ConfigError
-    from ppmid.gbcs import profiles
-    from ppmid.relay.senders import Senders
-    import binascii
-    out = []
-    for name in users["keys"]:
-        k = users["keys"][name]
-        try:
-            with open(root + USER_KEYS + name + ".key", "rb") as f:
-                key = f.read()
-        except OSError:
-            raise ConfigError("envelope key of %s missing at %s%s.key" % (name, USER_KEYS, name))
-        if len(key) != 32:
-            raise ConfigError("envelope key of %s must be 32 bytes, not %d" % (name, len(key)))
-        role = users["roles"][k["role"]]
-        codes = profiles.codes(role) if isinstance(role, str) else set(role)
-        origs = set(binascii.unhexlify(o) for o in k["originators"])
-        out.append((name, key, origs, codes, k.get("revoked", False)))
-    return Senders(legacy_key if users["legacy_key"] else None, out)
+        return cfg, creds, None
+    # keys per DCC User, only when the config registers some: the module is not even
+    # imported otherwise
+    from ppmid.relay.senders import load
+    return cfg, creds, load(root, users, creds[3])
 
 
 def _start_sntp(board, cfg, clock, link):

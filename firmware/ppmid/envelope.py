@@ -3,7 +3,9 @@
 #
 #   mac = HMAC-SHA256(envelope_key, b"ppmid-cmd-v1" 00 id 00 expires 00 gbcs)
 #
-# with `expires` as decimal ASCII (empty when absent). The GBCS bytes are not inspected
+# with `expires` as decimal ASCII (empty when absent). An envelope that names its key
+# (`kid`, keys per DCC User) has 01 kid 00 in place of the first 00, so the mac covers the
+# key choice and no envelope without a kid can be read as one with it. The GBCS bytes are not inspected
 # here: after the envelope checks they go to the GBCS validation. Spec: docs/envelope.md.
 import hashlib
 import binascii
@@ -17,6 +19,7 @@ ID_MAX = const(32)
 MAC_LEN = const(32)
 _BINARY_VERSION = const(1)
 _FLAG_EXPIRES = const(0x01)
+_FLAG_KID = const(0x02)
 _BLOCK = const(64)  # SHA-256 block size, for HMAC
 
 
@@ -26,21 +29,23 @@ class EnvelopeError(PpmidError):
 
 class Envelope:
     """A command as received: id (str), gbcs (bytes or memoryview), expires (int or None),
-    mac (32 bytes). Nothing here is trusted until `verify()` has passed."""
+    mac (32 bytes), kid (the sender's key name, or None). Nothing here is trusted until
+    `verify()` has passed."""
 
-    __slots__ = ("id", "gbcs", "expires", "mac")
+    __slots__ = ("id", "gbcs", "expires", "mac", "kid")
 
-    def __init__(self, id, gbcs, expires=None, mac=b""):
+    def __init__(self, id, gbcs, expires=None, mac=b"", kid=None):
         self.id = id
         self.gbcs = gbcs
         self.expires = expires
         self.mac = mac
+        self.kid = kid
 
     def verify(self, key, now=None):
         """Raise EnvelopeError(E_AUTH) on a wrong mac, E_EXPIRED when `now` (unix
         seconds) is past `expires`. The mac is checked first so that an attacker learns
         nothing about expiry from forged envelopes."""
-        if len(self.mac) != MAC_LEN or not _equal(self.mac, compute_mac(key, self.id, self.expires, self.gbcs)):
+        if len(self.mac) != MAC_LEN or not _equal(self.mac, compute_mac(key, self.id, self.expires, self.gbcs, self.kid)):
             raise EnvelopeError(E_AUTH, "envelope mac does not verify with this gateway's key")
         if self.expires is not None and now is not None and now >= self.expires:
             raise EnvelopeError(E_EXPIRED, "command expired at %d (now %d)" % (self.expires, now))
@@ -66,9 +71,14 @@ def hmac_sha256(key, *parts):
     return outer.digest()
 
 
-def compute_mac(key, id, expires, gbcs):
+def compute_mac(key, id, expires, gbcs, kid=None):
     exp = b"" if expires is None else str(expires).encode()
-    return hmac_sha256(key, DOMAIN, b"\x00", id.encode(), b"\x00", exp, b"\x00", gbcs)
+    return hmac_sha256(key, DOMAIN, kid_part(kid), id.encode(), b"\x00", exp, b"\x00", gbcs)
+
+
+def kid_part(kid):
+    # what follows the domain string: 00 without a kid (the envelope as it always was)
+    return b"\x00" if kid is None else b"\x01" + kid.encode() + b"\x00"
 
 
 def _equal(a, b):
@@ -81,13 +91,34 @@ def _equal(a, b):
     return diff == 0
 
 
-def check_id(id):
+def check_id(id, what="id", code=E_ID):
     if not isinstance(id, str) or not 1 <= len(id) <= ID_MAX:
-        raise EnvelopeError(E_ID, "id must be a string of 1 to %d characters" % ID_MAX)
+        raise EnvelopeError(code, "%s must be a string of 1 to %d characters" % (what, ID_MAX))
     for ch in id:
         if not "!" <= ch <= "~":
-            raise EnvelopeError(E_ID, "id may hold only printable ASCII without spaces")
+            raise EnvelopeError(code, "%s may hold only printable ASCII without spaces" % what)
     return id
+
+
+def json_kid(obj):
+    """The optional "kid" of a JSON envelope, checked (E_ENVELOPE), or None."""
+    kid = obj.get("kid")
+    return None if kid is None else check_id(kid, "kid", E_ENVELOPE)
+
+
+def binary_kid(mv, pos, flags):
+    """(kid or None, position after it) of a binary envelope: flag bit 1, then a length
+    byte and the name, right after the id."""
+    if not flags & _FLAG_KID:
+        return None, pos
+    if pos >= len(mv) or pos + 1 + mv[pos] > len(mv):
+        raise EnvelopeError(E_ENVELOPE, "binary envelope truncated in kid")
+    end = pos + 1 + mv[pos]
+    try:
+        kid = str(bytes(mv[pos + 1:end]), "ascii")
+    except UnicodeError:
+        kid = None
+    return check_id(kid, "kid", E_ENVELOPE), end
 
 
 def _b64_table():
@@ -170,7 +201,7 @@ def from_json_obj(obj, max_gbcs, gbcs=None):
     expires = obj.get("expires")
     if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
         raise EnvelopeError(E_ENVELOPE, "expires must be a non-negative integer (unix seconds)")
-    return Envelope(id, gbcs, expires, _hex32(obj["mac"]))
+    return Envelope(id, gbcs, expires, _hex32(obj["mac"]), json_kid(obj))
 
 
 _QUOTE = 0x22
@@ -286,8 +317,8 @@ def from_json(payload, max_gbcs):
 
 
 # Binary form (NFC phone transfers and tag NDEF records), all integers big-endian:
-#   version u8 (=1) | flags u8 (bit0: expires present) | id_len u8 | id
-#   | [expires u32] | gbcs_len u16 | gbcs | mac (32)
+#   version u8 (=1) | flags u8 (bit0: expires present, bit1: kid present) | id_len u8
+#   | id | [kid_len u8 | kid] | [expires u32] | gbcs_len u16 | gbcs | mac (32)
 def from_binary(buf, max_gbcs):
     """Envelope from its binary form. `gbcs` is a memoryview into buf (no copy)."""
     mv = memoryview(buf)
@@ -297,7 +328,7 @@ def from_binary(buf, max_gbcs):
     if mv[0] != _BINARY_VERSION:
         raise EnvelopeError(E_ENVELOPE, "binary envelope version %d not supported" % mv[0])
     flags = mv[1]
-    if flags & ~_FLAG_EXPIRES:
+    if flags & ~(_FLAG_EXPIRES | _FLAG_KID):
         raise EnvelopeError(E_ENVELOPE, "binary envelope has unknown flags 0x%02X" % flags)
     id_len = mv[2]
     pos = 3 + id_len
@@ -308,6 +339,7 @@ def from_binary(buf, max_gbcs):
     except UnicodeError:
         raise EnvelopeError(E_ID, "id may hold only printable ASCII without spaces")
     check_id(id)
+    kid, pos = binary_kid(mv, pos, flags)
     expires = None
     if flags & _FLAG_EXPIRES:
         if pos + 4 > n:
@@ -324,7 +356,7 @@ def from_binary(buf, max_gbcs):
         raise EnvelopeError(E_ENVELOPE, "gbcs is empty")
     if pos + glen + MAC_LEN != n:
         raise EnvelopeError(E_ENVELOPE, "binary envelope length %d does not match its fields (%d)" % (n, pos + glen + MAC_LEN))
-    return Envelope(id, mv[pos:pos + glen], expires, mv[pos + glen:])
+    return Envelope(id, mv[pos:pos + glen], expires, mv[pos + glen:], kid)
 
 
 def from_binary_any(buf, max_gbcs):
@@ -340,8 +372,9 @@ def from_binary_any(buf, max_gbcs):
 def to_binary(env):
     id = env.id.encode()
     flags = _FLAG_EXPIRES if env.expires is not None else 0
-    out = bytearray((_BINARY_VERSION, flags, len(id)))
+    out = bytearray((_BINARY_VERSION, flags if env.kid is None else flags | _FLAG_KID, len(id)))
     out += id
+    out += kid_field(env.kid)
     if env.expires is not None:
         out += struct.pack(">I", env.expires)
     out += struct.pack(">H", len(env.gbcs))
@@ -350,7 +383,15 @@ def to_binary(env):
     return bytes(out)
 
 
-def sign(key, id, gbcs, expires=None):
-    """Build a signed Envelope (host tools and tests; the gateway only verifies)."""
+def kid_field(kid):
+    # the binary form's kid: length byte and name, nothing without one
+    return b"" if kid is None else bytes((len(kid),)) + kid.encode()
+
+
+def sign(key, id, gbcs, expires=None, kid=None):
+    """Build a signed Envelope (host tools and tests; the gateway only verifies). kid:
+    the sender's key name, carried in the envelope and covered by the mac."""
     check_id(id)
-    return Envelope(id, gbcs, expires, compute_mac(key, id, expires, gbcs))
+    if kid is not None:
+        check_id(kid, "kid", E_ENVELOPE)
+    return Envelope(id, gbcs, expires, compute_mac(key, id, expires, gbcs, kid), kid)

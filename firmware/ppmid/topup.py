@@ -6,6 +6,7 @@
 #   mac = HMAC-SHA256(envelope_key, b"ppmid-topup-v1" 00 id 00 expires 00 TARGET 00 utrn)
 #
 # TARGET is the meter's EUI-64 as 16 upper-case hex digits, utrn the 20 digits as sent.
+# A `kid` (the sender's key name) goes in as for commands: 01 kid 00 for the first 00.
 # Only the envelope's form is checked here; the UTRN and the target are checked by the
 # relay after the mac (ppmid.relay.topups). Loaded with the first top-up, never at boot.
 # Spec: docs/envelope.md "Top-ups".
@@ -14,41 +15,45 @@ import struct
 from micropython import const
 
 from ppmid.errors import E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_UTRN_FORMAT
-from ppmid.envelope import EnvelopeError, hmac_sha256, check_id, _equal, _hex32, MAC_LEN
+from ppmid.envelope import (EnvelopeError, hmac_sha256, check_id, _equal, _hex32, MAC_LEN, kid_part, json_kid,
+                            binary_kid, kid_field)
 
 E_UTRN_TARGET = "E_UTRN_TARGET"  # the target is not a meter of this HAN that takes top-ups
 
 DOMAIN = b"ppmid-topup-v1"
 BINARY_VERSION = const(2)
 _FLAG_EXPIRES = const(0x01)
+_FLAG_KID = const(0x02)
 UTRN_DIGITS = const(20)
 
 
 class TopupEnvelope:
     """A top-up as received: id, utrn (str, as sent), target (16 upper-case hex digits),
-    expires (int or None), mac (32 bytes). Nothing is trusted before verify()."""
+    expires (int or None), mac (32 bytes), kid (the sender's key name, or None). Nothing
+    is trusted before verify()."""
 
-    __slots__ = ("id", "utrn", "target", "expires", "mac")
+    __slots__ = ("id", "utrn", "target", "expires", "mac", "kid")
 
-    def __init__(self, id, utrn, target, expires=None, mac=b""):
+    def __init__(self, id, utrn, target, expires=None, mac=b"", kid=None):
         self.id = id
         self.utrn = utrn
         self.target = target
         self.expires = expires
         self.mac = mac
+        self.kid = kid
 
     def verify(self, key, now=None):
         """EnvelopeError E_AUTH (mac first, as for commands), then E_EXPIRED."""
         if len(self.mac) != MAC_LEN or not _equal(self.mac, compute_mac(key, self.id, self.expires, self.target,
-                                                                       self.utrn)):
+                                                                       self.utrn, self.kid)):
             raise EnvelopeError(E_AUTH, "top-up mac does not verify with this gateway's key")
         if self.expires is not None and now is not None and now >= self.expires:
             raise EnvelopeError(E_EXPIRED, "top-up expired at %d (now %d)" % (self.expires, now))
 
 
-def compute_mac(key, id, expires, target, utrn):
+def compute_mac(key, id, expires, target, utrn, kid=None):
     exp = b"" if expires is None else str(expires).encode()
-    return hmac_sha256(key, DOMAIN, b"\x00", id.encode(), b"\x00", exp, b"\x00", target.upper().encode(),
+    return hmac_sha256(key, DOMAIN, kid_part(kid), id.encode(), b"\x00", exp, b"\x00", target.upper().encode(),
                        b"\x00", utrn.encode())
 
 
@@ -92,11 +97,12 @@ def from_json_obj(obj):
     expires = obj.get("expires")
     if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
         raise EnvelopeError(E_ENVELOPE, "expires must be a non-negative integer (unix seconds)")
-    return TopupEnvelope(id, utrn, target, expires, _hex32(obj["mac"]))
+    return TopupEnvelope(id, utrn, target, expires, _hex32(obj["mac"]), json_kid(obj))
 
 
 # Binary form (NFC), all integers big-endian:
-#   version u8 (=2) | flags u8 (bit0: expires present) | id_len u8 | id | [expires u32]
+#   version u8 (=2) | flags u8 (bit0: expires present, bit1: kid present) | id_len u8 | id
+#   | [kid_len u8 | kid] | [expires u32]
 #   | target 8 | utrn 20 ASCII digits | mac 32
 def from_binary(buf):
     mv = memoryview(buf)
@@ -104,13 +110,14 @@ def from_binary(buf):
     if n < 3 or mv[0] != BINARY_VERSION:
         raise EnvelopeError(E_ENVELOPE, "not a binary top-up envelope")
     flags = mv[1]
-    if flags & ~_FLAG_EXPIRES:
+    if flags & ~(_FLAG_EXPIRES | _FLAG_KID):
         raise EnvelopeError(E_ENVELOPE, "binary top-up has unknown flags 0x%02X" % flags)
     pos = 3 + mv[2]
     try:
         id = str(bytes(mv[3:pos]), "ascii")
     except UnicodeError:
         raise EnvelopeError(E_ID, "id may hold only printable ASCII without spaces")
+    kid, pos = binary_kid(mv, pos, flags)
     expires = None
     if flags & _FLAG_EXPIRES:
         if pos + 4 > n:
@@ -127,14 +134,15 @@ def from_binary(buf):
         utrn = str(bytes(mv[pos:pos + UTRN_DIGITS]), "ascii")
     except UnicodeError:
         raise EnvelopeError(E_UTRN_FORMAT, "utrn must be the 20 digits without separators")
-    return TopupEnvelope(id, utrn, target, expires, bytes(mv[pos + UTRN_DIGITS:]))
+    return TopupEnvelope(id, utrn, target, expires, bytes(mv[pos + UTRN_DIGITS:]), kid)
 
 
 def to_binary(env):
     id = env.id.encode()
     flags = _FLAG_EXPIRES if env.expires is not None else 0
-    out = bytearray((BINARY_VERSION, flags, len(id)))
+    out = bytearray((BINARY_VERSION, flags if env.kid is None else flags | _FLAG_KID, len(id)))
     out += id
+    out += kid_field(env.kid)
     if env.expires is not None:
         out += struct.pack(">I", env.expires)
     out += binascii.unhexlify(env.target)
@@ -143,8 +151,10 @@ def to_binary(env):
     return bytes(out)
 
 
-def sign(key, id, utrn, target, expires=None):
+def sign(key, id, utrn, target, expires=None, kid=None):
     """A signed TopupEnvelope (host tools and tests; the gateway only verifies)."""
     check_id(id)
+    if kid is not None:
+        check_id(kid, "kid", E_ENVELOPE)
     target = check_target(target)
-    return TopupEnvelope(id, utrn, target, expires, compute_mac(key, id, expires, target, utrn))
+    return TopupEnvelope(id, utrn, target, expires, compute_mac(key, id, expires, target, utrn, kid), kid)

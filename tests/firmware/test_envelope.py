@@ -179,3 +179,61 @@ def test_lift_gbcs_refuses_too_large_and_bad_base64_with_codes():
     obj = json.loads(rest)
     obj["gbcs"] = "AAAA"
     assert _code(envelope.from_json_obj, obj, 4096, memoryview(out)[:n]) == "E_ENVELOPE"
+
+
+# ---- key ids (kid, keys per DCC User) ----------------------------------------------------
+SMALL = bytes(range(10))
+
+
+def test_envelope_without_kid_is_byte_for_byte_as_before():
+    # mac vector from CPython's hmac over "ppmid-cmd-v1" 00 id 00 expires 00 gbcs
+    mac = envelope.compute_mac(KEY, "c1", None, SMALL)
+    assert binascii.hexlify(mac) == b"7e2be85eb8f47b5c5a965fa75ae7280a87fe74ffe1c907ea54d52b3cf1c273ab"
+    old = bytes((1, 0, 2)) + b"c1" + bytes((0, 10)) + SMALL + mac   # the v1 layout, built by hand
+    assert envelope.to_binary(envelope.sign(KEY, "c1", SMALL)) == old
+    env = envelope.from_binary(old, 4096)
+    assert env.kid is None
+    env.verify(KEY)
+
+
+def test_kid_is_carried_and_covered_by_the_mac():
+    mac = envelope.compute_mac(KEY, "c1", None, SMALL, "supplier-a")
+    # vector: "ppmid-cmd-v1" 01 kid 00 id 00 expires 00 gbcs
+    assert binascii.hexlify(mac) == b"1fd7ce142c6d918ff939888e1eeb3ec0291122093780703640b0a420deaa0ec3"
+    env = envelope.sign(KEY, "c1", SMALL, 2000, "supplier-a")
+    b = envelope.to_binary(env)
+    assert b[1] == 3 and b[5] == 10 and b[6:16] == b"supplier-a"
+    back = envelope.from_binary(b, 4096)
+    assert back.kid == "supplier-a" and back.expires == 2000 and bytes(back.gbcs) == SMALL
+    back.verify(KEY)
+    # the JSON form
+    import json
+    obj = json.loads(_json(gbcs=SMALL, expires=2000))
+    obj["kid"] = "supplier-a"
+    obj["mac"] = binascii.hexlify(env.mac).decode()
+    envelope.from_json_obj(obj, 4096).verify(KEY)
+    # another kid, or none, with the same mac: refused
+    obj["kid"] = "supplier-b"
+    assert _code(envelope.from_json_obj(obj, 4096).verify, KEY) == "E_AUTH"
+    del obj["kid"]
+    assert _code(envelope.from_json_obj(obj, 4096).verify, KEY) == "E_AUTH"
+    stripped = envelope.Envelope("c1", SMALL, 2000, env.mac)
+    assert _code(stripped.verify, KEY) == "E_AUTH"
+
+
+def test_malformed_kid_is_e_envelope():
+    import json
+    obj = json.loads(_json(gbcs=SMALL))
+    for bad in ("", "a b", "x" * 33, 7, "caf\u00e9"):
+        obj["kid"] = bad
+        assert _code(envelope.from_json_obj, obj, 4096) == "E_ENVELOPE"
+    good = envelope.to_binary(envelope.sign(KEY, "c1", SMALL, None, "k1"))
+    assert _code(envelope.from_binary, good[:6], 4096) == "E_ENVELOPE"       # truncated in kid
+    assert _code(envelope.from_binary, good[:5], 4096) == "E_ENVELOPE"       # no kid length
+    zero = bytearray(good)
+    zero[5] = 0
+    assert _code(envelope.from_binary, bytes(zero), 4096) == "E_ENVELOPE"    # empty kid
+    unknown = bytearray(good)
+    unknown[1] = 0x04
+    assert _code(envelope.from_binary, bytes(unknown), 4096) == "E_ENVELOPE"  # unknown flag
+    assert _code(envelope.sign, KEY, "c1", SMALL, None, "a b") == "E_ENVELOPE"

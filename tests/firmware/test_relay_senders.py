@@ -1,4 +1,4 @@
-# Keys per DCC User with roles (ppmid.relay.senders, config users.*, boot._senders): the
+# Keys per DCC User with roles (ppmid.relay.senders, config users.*, senders.load): the
 # relay takes the sender from the key whose MAC verifies, then checks the GBCS originator
 # and the message code against that sender's registration. CPython and MicroPython.
 import os
@@ -29,7 +29,7 @@ def _write_keys(root):
 
 
 def _rig(legacy=True, **kw):
-    from ppmid import boot
+    from ppmid.relay import senders as S
     cfg = config(**kw)
     cfg["gateway"] = PPMID
     cfg["han"] = {"devices": [{"eui": ESME, "type": "ESME"}, {"eui": GSME, "type": "GSME"}]}
@@ -37,7 +37,7 @@ def _rig(legacy=True, **kw):
     cfg = C.validate(cfg)
     root = fresh_root()
     _write_keys(root)
-    senders = boot._senders(root, cfg["users"], KEY)
+    senders = S.load(root, cfg["users"], KEY)
     return Rig(cfg=cfg, senders=senders, admit_wait_ms=150)
 
 
@@ -92,11 +92,11 @@ def test_bad_users_config_refused():
 
 
 def test_missing_or_short_user_key_is_a_config_error():
-    from ppmid import boot
+    from ppmid.relay.senders import load
     cfg = C.validate({"gateway": PPMID, "users": _users()})
     root = fresh_root()
     try:
-        boot._senders(root, cfg["users"], KEY)
+        load(root, cfg["users"], KEY)
         raise AssertionError("no key files, accepted")
     except ConfigError as exc:
         assert "missing" in exc.message
@@ -104,12 +104,16 @@ def test_missing_or_short_user_key_is_a_config_error():
     with open(root + "/secrets/users/eng-1.key", "wb") as f:
         f.write(b"short")
     try:
-        boot._senders(root, cfg["users"], KEY)
+        load(root, cfg["users"], KEY)
         raise AssertionError("short key accepted")
     except ConfigError as exc:
         assert "32 bytes" in exc.message
-    assert boot._senders(root, C.validate({"gateway": PPMID})["users"], KEY) is None
-    assert boot._senders(root, C.validate({"gateway": PPMID, "users": {}})["users"], KEY) is None
+    # a revoked key needs no file (it is refused before any mac is computed)
+    import os
+    os.remove(root + "/secrets/users/old.key")
+    with open(root + "/secrets/users/eng-1.key", "wb") as f:
+        f.write(ENGINEER_KEY)
+    assert [s[4] for s in load(root, cfg["users"], KEY).senders if s[0] == "old"] == [True]
 
 
 async def test_a_users_command_waits_for_queue_room_like_any_other():
@@ -121,3 +125,30 @@ async def test_a_users_command_waits_for_queue_room_like_any_other():
     assert r.relay.counters["admit_waits"] == 1
     assert (await r.submit("x1", 12, key=b"x" * 32))["error"] == "E_AUTH"
     assert r.relay.counters["admit_waits"] == 1
+
+
+async def test_an_envelope_naming_its_key_is_checked_with_that_key_only():
+    r = _rig()
+    # named: its own key, accepted and held to its registration as before
+    assert (await r.submit("k1", 10, key=SUPPLIER_KEY, kid="supplier-a", code=0x0007))["status"] == "accepted"
+    assert (await r.submit("k2", 11, key=SUPPLIER_KEY, kid="supplier-a", code=0x0050))["error"] == "E_ROLE"
+    # a kid nobody registered: E_AUTH naming it
+    out = await r.submit("k3", 11, key=SUPPLIER_KEY, kid="mallory", code=0x0007)
+    assert out["error"] == "E_AUTH" and "mallory" in out["message"]
+    # the engineer's key under the supplier's name: only the named key is tried
+    out = await r.submit("k4", 11, key=ENGINEER_KEY, kid="supplier-a", code=0x0059)
+    assert out["error"] == "E_AUTH" and "supplier-a" in out["message"]
+    # the legacy key with a kid: the kid decides, so not the legacy key's free pass
+    assert (await r.submit("k5", 11, key=KEY, kid="supplier-a", originator=OTHER_ORIG))["error"] == "E_AUTH"
+    # a revoked key named: E_REVOKED, whatever the mac
+    assert (await r.submit("k6", 11, key=OLD_KEY, kid="old"))["error"] == "E_REVOKED"
+    assert (await r.submit("k7", 11, key=b"x" * 32, kid="old"))["error"] == "E_REVOKED"
+    assert sorted(r.journal.by_id) == ["k1"]
+
+
+async def test_a_kid_on_a_gateway_without_keys_per_user_is_e_auth():
+    from test_relay_support import Rig
+    r = Rig()
+    out = await r.submit("n1", 10, kid="supplier-a")
+    assert out["error"] == "E_AUTH" and "supplier-a" in out["message"]
+    assert (await r.submit("n2", 10))["status"] == "accepted"

@@ -324,9 +324,9 @@ class Rig:
         self.journal.close()
         self.boot()
 
-    def env(self, id, counter, target=ESME, originator=SUPPLIER, expires=None, key=KEY, code=0x0007):
+    def env(self, id, counter, target=ESME, originator=SUPPLIER, expires=None, key=KEY, code=0x0007, kid=None):
         from ppmid import envelope
-        return envelope.sign(key, id, gbcs_message(1, counter, originator, target, code), expires)
+        return envelope.sign(key, id, gbcs_message(1, counter, originator, target, code), expires, kid)
 
     async def submit(self, id, counter, **kw):
         via = kw.pop("via", "mqtt")

@@ -47,6 +47,29 @@ def test_signed_top_up_verifies_and_round_trips_binary():
     topup.from_json_obj(obj).verify(KEY)
 
 
+def test_top_up_kid_in_both_forms_and_old_layout_unchanged():
+    env = topup.sign(KEY, "t-1", UTRN_100P, ESME, None, "supplier-a")
+    # vector from CPython's hmac: "ppmid-topup-v1" 01 kid 00 id 00 expires 00 TARGET 00 utrn
+    assert "".join("%02x" % x for x in env.mac) == "16d6ad3cf5ec67460a51a7ec9ae0fa747bd8f6d4a150d56cd88174a765deaf1e"
+    b = topup.to_binary(env)
+    assert b[1] == 2 and b[6] == 10 and b[7:17] == b"supplier-a"
+    back = topup.from_binary(b)
+    assert back.kid == "supplier-a" and back.target == ESME
+    back.verify(KEY)
+    obj = {"id": "t-1", "utrn": UTRN_100P, "target": ESME, "kid": "supplier-a",
+           "mac": "".join("%02x" % x for x in env.mac)}
+    topup.from_json_obj(obj).verify(KEY)
+    obj["kid"] = "other"
+    assert code_of(topup.from_json_obj(obj).verify, KEY) == "E_AUTH"
+    obj["kid"] = "a b"
+    assert code_of(topup.from_json_obj, obj) == "E_ENVELOPE"
+    assert code_of(topup.from_binary, b[:10]) == "E_ENVELOPE"
+    # without a kid: the layout of before (flags 0, the id, then the target)
+    plain = topup.to_binary(topup.sign(KEY, "t-1", UTRN_100P, ESME))
+    assert plain[:6] == bytes((2, 0, 3)) + b"t-1" and len(plain) == 6 + 8 + 20 + 32
+    assert topup.from_binary(plain).kid is None
+
+
 def test_top_up_mac_is_not_a_command_mac():
     env = topup.sign(KEY, "t-1", UTRN_100P, ESME)
     assert code_of(env.verify, b"x" * 32) == "E_AUTH"

@@ -94,8 +94,12 @@ class Intake:
         id = None
         if topic != self.topics.cmd and self.update is not None:
             # the only other topics are the update family's (docs/update.md): the updater is
-            # imported on the first such message, and answers on its own topic
-            from ppmid.update.service import handle
+            # imported on the first such message, and answers on its own topic; a signed
+            # users update (update/config) goes to its own module instead (docs/security.md)
+            if topic.endswith("/config"):
+                from ppmid.relay.users_update import handle
+            else:
+                from ppmid.update.service import handle
             await handle(self.update, topic, payload)
             return
         try:

@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover
 
 from micropython import const
 
-from ppmid.errors import PpmidError, E_BUSY, E_EXPIRED, E_TOO_LARGE, E_CLOCK
+from ppmid.errors import PpmidError, E_BUSY, E_EXPIRED, E_TOO_LARGE, E_CLOCK, E_AUTH
 from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_HAN_DEST, E_HAN_TOO_BIG
 from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms, sleep_ms
 from ppmid import envelope as envmod
@@ -265,7 +265,11 @@ class Relay:
 
     def _verify(self, env):
         # the MAC: the sender when keys per DCC User are configured, else None; raises
-        return self.senders.verify(env) if self.senders else env.verify(self.key)
+        if self.senders:
+            return self.senders.verify(env)
+        if env.kid is not None:
+            raise RelayError(E_AUTH, "envelope names key %s; this gateway has no keys per DCC User" % env.kid)
+        return env.verify(self.key)
 
     def accept_now(self, env, via="mqtt"):
         self.counters["received"] += 1

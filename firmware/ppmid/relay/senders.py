@@ -1,9 +1,10 @@
 # Keys per DCC User with roles (issue #22, docs/security.md "Keys per DCC User"): each
 # sender registered in the config (`users.keys`) has its own 32-byte envelope key on
 # flash, a role (`users.roles`: a command profile name or a list of message codes) and the
-# GBCS business originator ids it may send as. The envelope format is unchanged: the key
-# whose MAC verifies names the sender (a handful of HMACs per command at most, bounded by
-# MAX_SENDERS). The gateway's single envelope key keeps working when `users.legacy_key` is
+# GBCS business originator ids it may send as. An envelope that names its key (`kid`,
+# docs/envelope.md) is checked with that key only; one without a kid is tried with the
+# legacy key, then each sender's key, and the one whose MAC verifies names the sender (at
+# most MAX_SENDERS HMACs). The gateway's single envelope key keeps working when `users.legacy_key` is
 # true (the default), with no role or originator limit beyond the device lists and profile.
 # Loaded only when the config registers senders (ppmid.boot); the relay calls verify()
 # where it would check the single key, and check() once the GBCS message is decoded.
@@ -16,11 +17,39 @@ E_ORIGINATOR = "E_ORIGINATOR"    # the GBCS originator is not one this sender ma
 E_ROLE = "E_ROLE"                # the message code is outside this sender's role
 
 MAX_SENDERS = 16
+USER_KEYS = "/secrets/users/"   # + NAME.key: a DCC User's 32-byte envelope key
 _TOPUP_CODE = const(0x0116)  # PECS01, the ESME top-up use case (docs/utrn.md)
 
 
 class SenderError(PpmidError):
     pass
+
+
+def load(root, users, legacy_key):
+    """Senders of a checked `users` config section (ppmid.relay.users_config), their keys
+    read from flash; ConfigError when a key is missing or not 32 bytes. A revoked key
+    needs no file: it is refused before its mac is looked at."""
+    from ppmid.errors import ConfigError
+    from ppmid.gbcs import profiles
+    import binascii
+    out = []
+    for name in users["keys"]:
+        k = users["keys"][name]
+        revoked = k.get("revoked", False)
+        key = b""
+        try:
+            with open(root + USER_KEYS + name + ".key", "rb") as f:
+                key = f.read()
+        except OSError:
+            if not revoked:
+                raise ConfigError("envelope key of %s missing at %s%s.key" % (name, USER_KEYS, name))
+        if len(key) != 32 and not revoked:
+            raise ConfigError("envelope key of %s must be 32 bytes, not %d" % (name, len(key)))
+        role = users["roles"][k["role"]]
+        codes = profiles.codes(role) if isinstance(role, str) else set(role)
+        origs = set(binascii.unhexlify(o) for o in k["originators"])
+        out.append((name, key, origs, codes, revoked))
+    return Senders(legacy_key if users["legacy_key"] else None, out)
 
 
 class Senders:
@@ -33,6 +62,8 @@ class Senders:
 
     def verify(self, env):
         """The sender whose key verifies env's MAC (None: the legacy key), or raise."""
+        if env.kid is not None:
+            return self._named(env)
         if self.legacy_key is not None:
             try:
                 env.verify(self.legacy_key)
@@ -48,6 +79,18 @@ class Senders:
                 raise SenderError(E_REVOKED, "envelope key of %s is revoked" % s[0])
             return s
         raise SenderError(E_AUTH, "envelope mac does not verify with any key of this gateway")
+
+    def _named(self, env):
+        for s in self.senders:
+            if s[0] == env.kid:
+                if s[4]:
+                    raise SenderError(E_REVOKED, "envelope key of %s is revoked" % s[0])
+                try:
+                    env.verify(s[1])
+                except PpmidError:
+                    raise SenderError(E_AUTH, "envelope mac does not verify with the key of %s" % s[0])
+                return s
+        raise SenderError(E_AUTH, "envelope names key %s, which is not registered on this gateway" % env.kid)
 
     def check(self, sender, msg):
         """Refuse a GBCS message this sender may not send (nothing for the legacy key)."""

@@ -7,11 +7,15 @@ from ppmid.config import eui_bytes
 def check(u, profiles):
     """The users section with its defaults, checked; raises ConfigError."""
     if not isinstance(u, dict):
-        raise ConfigError("users must be an object of keys, roles, legacy_key")
+        raise ConfigError("users must be an object of keys, roles, legacy_key, sequence")
     for k in u:
-        if k not in ("keys", "roles", "legacy_key"):
+        if k not in ("keys", "roles", "legacy_key", "sequence"):
             raise ConfigError("unknown users key %r" % k)
-    out = {"keys": u.get("keys", {}), "roles": u.get("roles", {}), "legacy_key": u.get("legacy_key", True)}
+    out = {"keys": u.get("keys", {}), "roles": u.get("roles", {}), "legacy_key": u.get("legacy_key", True),
+           "sequence": u.get("sequence", 0)}
+    seq = out["sequence"]
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise ConfigError("users.sequence must be a whole number (the last signed users update applied)")
     roles = out["roles"]
     if not isinstance(roles, dict):
         raise ConfigError("users.roles must be an object of role -> profile name or list of message codes")

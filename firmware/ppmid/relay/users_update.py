@@ -1,0 +1,259 @@
+# Key rotation and revocation by a signed config update (issue #22, docs/security.md
+# "Signed users updates"): the operator sends a new `users` section for one gateway on
+# ppmid/v1/EUI/update/config, signed with the update key (ECDSA P-256, the one that signs
+# application updates; ppmid.update.p256), with a sequence number that must rise, and the
+# new keys wrapped under this gateway's config key (/secrets/config.key, which only the
+# operator holds besides the gateway: DCC Users hold their own keys, and with the legacy
+# key on, the gateway's envelope key, so neither may unwrap keys). Applied as new files
+# first, the config last (each written under .tmp, then renamed), then the relay's senders
+# are swapped in place: no reboot. Imported by the MQTT intake on the first such message
+# only; statuses (not retained) on ppmid/v1/EUI/update, {"kind": "config", ...}.
+#
+# The offer: {"id": ..., "config": TEXT, "signature": HEX (r || s)}; TEXT, as signed:
+#   {"format": 1, "gateway": EUI, "sequence": N, "users": {keys, roles, legacy_key},
+#    "new_keys": {NAME: {"nonce": 32 hex, "key": 64 hex, "check": 32 hex}}}
+# Wrapping (nothing but hashlib, so the same on every port):
+#   key   = wrapped XOR HMAC-SHA256(config_key, "ppmid-users-wrap-v1" 00 nonce 00 NAME)
+#   check = HMAC-SHA256(config_key, "ppmid-users-check-v1" 00 nonce 00 NAME 00 wrapped)[:16]
+import gc
+import json
+import os
+from binascii import unhexlify
+
+from ppmid.errors import PpmidError
+from ppmid.envelope import hmac_sha256, _equal
+
+E_CONFIG_OFFER = "E_CONFIG_OFFER"          # not a config offer (JSON, fields)
+E_CONFIG_SIGNATURE = "E_CONFIG_SIGNATURE"  # the signature does not verify with the update key
+E_CONFIG_UPDATE = "E_CONFIG_UPDATE"        # signed, but not a users update this gateway can apply
+E_CONFIG_GATEWAY = "E_CONFIG_GATEWAY"      # signed for another gateway
+E_CONFIG_REPLAY = "E_CONFIG_REPLAY"        # its sequence is not above the one applied last
+E_CONFIG_KEY = "E_CONFIG_KEY"              # a wrapped key does not unwrap with this gateway's config key
+E_CONFIG_FLASH = "E_CONFIG_FLASH"          # writing the files failed (nothing renamed, or see docs)
+E_CONFIG_INTERNAL = "E_CONFIG_INTERNAL"    # the update failed unexpectedly (a bug, out of memory)
+FORMAT = 1
+TOPIC = "update/config"                    # under ppmid/v1/EUI/, in the update family the ACL has
+CONFIG_KEY = "/secrets/config.key"
+WRAP = b"ppmid-users-wrap-v1"
+CHECK = b"ppmid-users-check-v1"
+
+
+class ConfigUpdateError(PpmidError):
+    pass
+
+
+def parse_offer(payload):
+    """(id, text, signature bytes), or ConfigUpdateError."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeError):
+        raise ConfigUpdateError(E_CONFIG_OFFER, "the config offer is not JSON")
+    if not isinstance(obj, dict) or not isinstance(obj.get("config"), str) or not isinstance(obj.get("signature"), str):
+        raise ConfigUpdateError(E_CONFIG_OFFER, "a config offer is {\"id\", \"config\": text, \"signature\": hex}")
+    oid = obj.get("id")
+    if oid is not None and (not isinstance(oid, str) or len(oid) > 40):
+        raise ConfigUpdateError(E_CONFIG_OFFER, "offer id must be a string of up to 40 characters")
+    try:
+        sig = unhexlify(obj["signature"])
+    except ValueError:
+        raise ConfigUpdateError(E_CONFIG_SIGNATURE, "the signature is not hex")
+    return oid, obj["config"], sig
+
+
+def check_signature(key_hex, text, sig):
+    # the update key's checks (E_UPDATE_NO_KEY when there is none) and its P-256 code,
+    # dropped again afterwards: 3 KB of heap only while this runs
+    from ppmid.update.manifest import public_key
+    try:
+        key = public_key(key_hex)
+        from ppmid.update import p256
+        ok = p256.verify(key, text.encode(), sig)
+    finally:
+        _unload("ppmid.update.p256", "ppmid.update.manifest")
+    if not ok:
+        raise ConfigUpdateError(E_CONFIG_SIGNATURE, "the users update's signature does not verify with this "
+                                "gateway's update key")
+
+
+def parse(text, gateway, applied):
+    """The signed document, checked against this gateway and the sequence applied last."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise ConfigUpdateError(E_CONFIG_UPDATE, "the signed users update is not JSON")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ConfigUpdateError(E_CONFIG_UPDATE, "users update format must be %d" % FORMAT)
+    if doc.get("gateway") != gateway:
+        raise ConfigUpdateError(E_CONFIG_GATEWAY, "the users update is for gateway %s, this is %s"
+                                % (doc.get("gateway"), gateway))
+    seq = doc.get("sequence")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise ConfigUpdateError(E_CONFIG_UPDATE, "sequence must be a whole number from 1")
+    if seq <= applied:
+        raise ConfigUpdateError(E_CONFIG_REPLAY, "users update %d is not newer than %d, applied last: refused as a "
+                                "replay" % (seq, applied))
+    if not isinstance(doc.get("users"), dict) or "sequence" in doc["users"]:
+        raise ConfigUpdateError(E_CONFIG_UPDATE, "users must be the users section (keys, roles, legacy_key)")
+    new = doc.get("new_keys", {})
+    if not isinstance(new, dict):
+        raise ConfigUpdateError(E_CONFIG_UPDATE, "new_keys must be an object of NAME -> wrapped key")
+    return doc
+
+
+def unwrap(config_key, name, w):
+    """A new key's 32 bytes from its wrapped form, or ConfigUpdateError."""
+    try:
+        nonce, wrapped, check = unhexlify(w["nonce"]), unhexlify(w["key"]), unhexlify(w["check"])
+    except (ValueError, TypeError, KeyError):
+        raise ConfigUpdateError(E_CONFIG_UPDATE, "new_keys.%s must hold nonce, key and check in hex" % name)
+    if len(nonce) != 16 or len(wrapped) != 32 or len(check) != 16:
+        raise ConfigUpdateError(E_CONFIG_UPDATE, "new_keys.%s: nonce 16, key 32 and check 16 bytes" % name)
+    n = name.encode()
+    if not _equal(check, hmac_sha256(config_key, CHECK, b"\x00", nonce, b"\x00", n, b"\x00", wrapped)[:16]):
+        raise ConfigUpdateError(E_CONFIG_KEY, "the key of %s does not unwrap with this gateway's config key" % name)
+    pad = hmac_sha256(config_key, WRAP, b"\x00", nonce, b"\x00", n)
+    return bytes(wrapped[i] ^ pad[i] for i in range(32))
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def apply(root, payload, legacy_key):
+    """Check and apply one offer: (offer id, sequence, the new Senders or None), or raise
+    (ConfigUpdateError, ConfigError when the new section does not validate, E_UPDATE_NO_KEY).
+    The offer id is known (set on the error as .oid) as soon as the offer parses."""
+    oid, text, sig = parse_offer(payload)
+    try:
+        return (oid,) + _apply(root, text, sig, legacy_key)
+    except PpmidError as exc:
+        exc.oid = oid
+        raise
+
+
+def _apply(root, text, sig, legacy_key):
+    from ppmid import config
+    try:
+        raw = json.loads(_read(root + "/config.json") or b"null")
+        cfg = config.validate(json.loads(json.dumps(raw)))  # a copy: raw is what goes back
+        check_signature(cfg["update"]["public_key"], text, sig)
+        doc = parse(text, cfg["gateway"], cfg["users"]["sequence"] if cfg["users"] else 0)
+        users = dict(doc["users"])
+        users["sequence"] = doc["sequence"]
+        raw["users"] = users
+        checked = config.validate(json.loads(json.dumps(raw)))["users"]
+    except ValueError:
+        raise ConfigUpdateError(E_CONFIG_UPDATE, "the config on flash is not JSON")
+    finally:
+        _unload("ppmid.config", "ppmid.relay.users_config")
+    new = doc["new_keys"]
+    keys_dir = root + "/secrets/users/"
+    for name in new:
+        if name not in checked["keys"]:
+            raise ConfigUpdateError(E_CONFIG_UPDATE, "new_keys.%s is not a key of the users section" % name)
+    for name in checked["keys"]:
+        if name not in new and not checked["keys"][name].get("revoked") and _read(keys_dir + name + ".key") is None:
+            raise ConfigUpdateError(E_CONFIG_UPDATE, "the key of %s is neither sent nor on this gateway" % name)
+    plain = []
+    if new:
+        ck = _read(root + CONFIG_KEY)
+        if ck is None or len(ck) != 32:
+            raise ConfigUpdateError(E_CONFIG_KEY, "no 32-byte config key at %s: new keys cannot be unwrapped "
+                                    "(ppmid provision writes it)" % CONFIG_KEY)
+        plain = [(name, unwrap(ck, name, new[name])) for name in new]
+        ck = None
+    staged = []
+    try:
+        if plain:
+            _mkdir(root + "/secrets")
+            _mkdir(keys_dir[:-1])
+        for name, key in plain:
+            staged.append(keys_dir + name + ".key")
+            _write(staged[-1] + ".tmp", key)
+        _write(root + "/config.json.tmp", (json.dumps(raw) + "\n").encode())
+    except OSError as exc:
+        for p in staged + [root + "/config.json"]:
+            _remove(p + ".tmp")
+        raise ConfigUpdateError(E_CONFIG_FLASH, "writing the users update failed, nothing changed: %r" % (exc,))
+    # the renames: keys first, the config last. A cut in between leaves the previous config
+    # with the new keys of the names this update rotates (their old keys already refused,
+    # as the update meant) and the previous sequence: the same update, sent again, ends it.
+    for p in staged:
+        os.rename(p + ".tmp", p)
+    os.rename(root + "/config.json.tmp", root + "/config.json")
+    for name in _listdir(keys_dir):  # keys of senders the update removed
+        if name.endswith(".key") and name[:-4] not in checked["keys"]:
+            _remove(keys_dir + name)
+    from ppmid.relay.senders import load
+    senders = load(root, checked, legacy_key) if checked["keys"] else None
+    return doc["sequence"], senders
+
+
+def _unload(*names):
+    # drop modules used only here (and their binding on the parent package), as the boot
+    # does: they cost heap all day otherwise
+    import sys
+    for name in names:
+        sys.modules.pop(name, None)
+        parent, _, leaf = name.rpartition(".")
+        p = sys.modules.get(parent)
+        if p is not None and getattr(p, leaf, None) is not None:
+            delattr(p, leaf)
+    gc.collect()
+
+
+def _write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass  # already there
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+async def handle(context, topic, payload):
+    """A message on update/config from the intake; context: (board, relay, link, version).
+    Every outcome is one status; nothing raised reaches the MQTT client."""
+    from ppmid.mqtt.contract import ROOT, UPDATE
+    board, relay, link, _ = context
+    client = link.client
+    st = {"kind": "config"}
+    try:
+        oid, seq, senders = apply(board.fs_root.rstrip("/"), bytes(payload), relay.key)
+        relay.senders = senders
+        st["state"] = "applied"
+        st["sequence"] = seq
+        st["keys"] = len(senders.senders) if senders else 0
+        print("PPMID users: update %d applied (%d keys)" % (seq, st["keys"]))
+    except Exception as exc:  # noqa: BLE001 - a bug must not take the link down
+        oid = getattr(exc, "oid", None)
+        if not isinstance(exc, PpmidError):
+            exc = PpmidError(E_CONFIG_INTERNAL, "the users update failed: %r" % (exc,))
+        st["state"] = "refused"
+        st["error"] = exc.as_dict()
+        print("PPMID users: update refused: %s" % (exc,))
+    if oid is not None:
+        st["id"] = oid
+    await client.publish(ROOT + client.client_id + "/" + UPDATE, json.dumps(st).encode(), 1, False, False)
+    _unload("ppmid.relay.users_update")  # rare: loaded again with the next one

@@ -1,0 +1,66 @@
+"""`ppmid users push`: rotate, revoke, add or remove a gateway's DCC User keys by a signed
+users update over MQTT, no visit (docs/security.md "Signed users updates").
+
+    ppmid users push --state-dir DIR --gateway EUI --key operator.pem
+        [--user NAME --role ROLE --originators ORIG[,ORIG] ...] [--role-profile ROLE=PROFILE]
+        [--rotate NAME] [--revoke NAME] [--remove NAME] [--users FILE] [--sequence N]
+
+Starts from what the gateway was last given (STATE_DIR/keys/EUI.users.json, or --users
+FILE), applies the options, signs it with the operator's update key (ppmid release
+--make-key) and prints the gateway's status as JSON. Exit 0 when it says "applied".
+"""
+import json
+import sys
+
+from host_tools.cli import CliError
+
+
+def add_arguments(p):
+    from host_tools.provision import add_user_arguments
+    p.add_argument("action", choices=("push",))
+    p.add_argument("--state-dir", required=True, help="the broker's state dir (ppmid broker start)")
+    p.add_argument("--gateway", required=True, metavar="EUI", help="the gateway's EUI-64")
+    p.add_argument("--key", required=True, metavar="PEM", help="the operator's P-256 update key (ppmid release --make-key)")
+    add_user_arguments(p)
+    p.add_argument("--rotate", action="append", default=[], metavar="NAME", help="a new key for NAME; repeatable")
+    p.add_argument("--revoke", action="append", default=[], metavar="NAME", help="revoke NAME's key; repeatable")
+    p.add_argument("--remove", action="append", default=[], metavar="NAME", help="forget NAME; repeatable")
+    p.add_argument("--users", metavar="FILE", help="a users section (JSON) to send instead of the last one given")
+    p.add_argument("--sequence", type=int, help="the update's sequence (default: the last applied + 1)")
+    p.add_argument("--as", dest="broker_user", default="test", metavar="NAME",
+                   help="identity on the broker (certificate dcc-user-NAME; default test)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the gateway's status")
+
+
+def run(args):
+    from host_tools import provision, users_update as U
+    from host_tools.broker import BrokerError, gateway_identity, user_identity
+    try:
+        eui = gateway_identity(args.gateway)
+        ident = user_identity(args.broker_user)
+    except BrokerError as exc:
+        raise CliError(str(exc))
+    if not 0 < args.timeout <= 86400:
+        raise CliError("--timeout must be a number of seconds from 0 to 86400")
+    if args.sequence is not None and args.sequence < 1:
+        raise CliError("--sequence must be 1 or more")
+    users = None
+    if args.users:
+        try:
+            with open(args.users) as f:
+                users = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise CliError("cannot read --users %s: %s" % (args.users, exc))
+    specs, role_defs = provision.split_user_tokens(args.user_tokens)
+    if specs or role_defs:
+        base = users if users is not None else U.read_registry(args.state_dir, eui)["users"]
+        users = provision.merge_users(base, specs, role_defs)
+    st = U.push(args.state_dir, eui, args.key, user=ident, timeout=args.timeout, users=users,
+                rotate=args.rotate, revoke=args.revoke, remove=args.remove, sequence=args.sequence)
+    print(json.dumps(st))
+    if st.get("state") != "applied":
+        err = st.get("error") or {}
+        print("ppmid: users update %s: %s %s" % (st.get("state"), err.get("code", ""), err.get("message", "")),
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,175 @@
+# Key rotation and revocation by a signed users update (ppmid.relay.users_update): the
+# gateway checks the operator's P-256 signature, the gateway, the sequence (a replay is
+# refused), unwraps new keys with its config key, writes keys then config (.tmp, rename)
+# and swaps the relay's senders with no reboot. The offers are fixed vectors
+# (users_vectors.py). CPython and MicroPython.
+# mp-heapsize: 320K
+# (a relay rig on its flash plus the P-256 check's big integers: at 256K the first rig of
+# the module finds the heap too fragmented on the 64-bit unix port; the gateway's own
+# figure is the 32-bit heap gauge, bench/run.py heap32)
+import json
+import os
+
+from ppmid import config as C
+from ppmid.relay import users_update as UU
+from test_relay_support import Rig, ESME, GSME, PPMID, SUPPLIER, KEY, config, fresh_root, read_file, write_file
+from update_vectors import PUBLIC
+import users_vectors as V
+
+OTHER_ORIG = "90B3D51F30020000"
+OLD_KEY = b"s" * 32
+SUP = {"role": "supplier", "originators": [SUPPLIER]}
+
+
+class _Client:
+    client_id = PPMID
+
+    def __init__(self):
+        self.sent = []
+
+    async def publish(self, topic, payload, qos=1, retain=False, wait=True, first=False):
+        self.sent.append((topic, json.loads(payload), retain))
+        return True
+
+
+class _Board:
+    def __init__(self, root):
+        self.fs_root = root
+
+
+class _Link:
+    def __init__(self):
+        self.client = _Client()
+
+
+def _gateway(config_key=V.CONFIG_KEY):
+    """A gateway flash: config with one supplier key (legacy key off), the update key."""
+    root = fresh_root()
+    os.mkdir(root + "/secrets")
+    os.mkdir(root + "/secrets/users")
+    write_file(root + "/secrets/users/supplier-a.key", OLD_KEY)
+    write_file(root + "/secrets/config.key", config_key)
+    cfg = {"gateway": PPMID, "han": {"devices": [{"eui": ESME, "type": "ESME"}, {"eui": GSME, "type": "GSME"}]},
+           "update": {"public_key": PUBLIC},
+           "users": {"keys": {"supplier-a": SUP}, "roles": {"supplier": "prepay"}, "legacy_key": False}}
+    write_file(root + "/config.json", json.dumps(cfg).encode())
+    from ppmid.relay.senders import load
+    senders = load(root, C.validate(cfg)["users"], KEY)
+    rig = Rig(root=root, cfg=config(), senders=senders, admit_wait_ms=150)  # one flash for both
+    return root, rig
+
+
+async def _push(root, rig, name, oid="u1", text=None):
+    link = _Link()
+    await UU.handle((_Board(root), rig.relay, link, "0.1.0"), "ppmid/v1/%s/update/config" % PPMID,
+                    V.offer(name, oid, text))
+    topic, st, retained = link.client.sent[-1]
+    assert topic == "ppmid/v1/%s/update" % PPMID and not retained and st["kind"] == "config" and st["id"] == oid
+    return st
+
+
+async def test_rotation_new_key_works_old_refused_and_a_replay_is_refused():
+    root, r = _gateway()
+    assert (await r.submit("a1", 10, key=OLD_KEY, kid="supplier-a"))["status"] == "accepted"
+    before = read_file(root + "/config.json")
+    st = await _push(root, r, "rotate")
+    assert st["state"] == "applied" and st["sequence"] == 1 and st["keys"] == 2, st
+    assert read_file(root + "/secrets/users/supplier-a.key") == V.ROTATED
+    assert read_file(root + "/secrets/users/eng-2.key") == V.NEW_ENG
+    assert json.loads(read_file(root + "/config.json"))["users"]["sequence"] == 1
+    assert not [n for n in os.listdir(root) + os.listdir(root + "/secrets/users") if n.endswith(".tmp")]
+    # no reboot: the relay holds the new senders at once
+    assert (await r.submit("a2", 11, key=V.ROTATED, kid="supplier-a"))["status"] == "accepted"
+    assert (await r.submit("a3", 12, key=OLD_KEY, kid="supplier-a"))["error"] == "E_AUTH"
+    assert (await r.submit("a4", 12, key=OLD_KEY))["error"] == "E_AUTH"   # no kid: tried with every key
+    assert (await r.submit("e1", 12, key=V.NEW_ENG, kid="eng-2", originator=OTHER_ORIG,
+                           code=0x0059))["status"] == "accepted"
+    # the same update again (a replay), refused; nothing changed
+    after = read_file(root + "/config.json")
+    assert after != before
+    st = await _push(root, r, "rotate", "u2")
+    assert st["state"] == "refused" and st["error"]["code"] == "E_CONFIG_REPLAY", st
+    assert read_file(root + "/config.json") == after
+    # revocation: E_REVOKED from then on, with or without a kid
+    st = await _push(root, r, "revoke", "u3")
+    assert st["state"] == "applied" and st["sequence"] == 2
+    assert (await r.submit("a5", 13, key=V.ROTATED, kid="supplier-a"))["error"] == "E_REVOKED"
+    assert (await r.submit("a6", 13, key=V.ROTATED))["error"] == "E_REVOKED"
+    # an older update after a newer one: a replay too
+    assert (await _push(root, r, "rotate", "u4"))["error"]["code"] == "E_CONFIG_REPLAY"
+    assert (await r.submit("a7", 13, key=V.ROTATED, kid="supplier-a"))["error"] == "E_REVOKED"
+    assert sorted(r.journal.by_id) == ["a1", "a2", "e1"]
+
+
+async def test_refusals_leave_the_gateway_as_it_was():
+    root, r = _gateway()
+    before = read_file(root + "/config.json")
+    cases = [("wrong-key", None, "E_CONFIG_SIGNATURE"),
+             ("rotate", V.SIGNED["rotate"][0].replace('"sequence":1', '"sequence":9'), "E_CONFIG_SIGNATURE"),
+             ("other-gateway", None, "E_CONFIG_GATEWAY"),
+             ("wrong-config-key", None, "E_CONFIG_KEY"),
+             ("undefined-role", None, "E_CONFIG"),
+             ("stray-key", None, "E_CONFIG_UPDATE"),
+             ("unknown-user-no-key", None, "E_CONFIG_UPDATE")]
+    for i, (name, text, code) in enumerate(cases):
+        st = await _push(root, r, name, "r%d" % i, text)
+        assert st["state"] == "refused" and st["error"]["code"] == code, (name, st)
+        assert st["error"]["message"]
+    assert read_file(root + "/config.json") == before
+    assert read_file(root + "/secrets/users/supplier-a.key") == OLD_KEY
+    assert sorted(os.listdir(root + "/secrets/users")) == ["supplier-a.key"]
+    assert (await r.submit("a1", 10, key=OLD_KEY, kid="supplier-a"))["status"] == "accepted"
+
+
+async def test_malformed_offers_and_a_gateway_without_a_config_key():
+    root, r = _gateway()
+    for i, payload in enumerate((b"not json", b"[]", b'{"config": 1, "signature": "00"}',
+                                 b'{"config": "{}", "signature": "zz"}')):
+        link = _Link()
+        await UU.handle((_Board(root), r.relay, link, "0.1.0"), "t", payload)
+        st = link.client.sent[-1][1]
+        assert st["state"] == "refused" and st["error"]["code"] in ("E_CONFIG_OFFER", "E_CONFIG_SIGNATURE"), st
+    os.remove(root + "/secrets/config.key")
+    st = await _push(root, r, "rotate")
+    assert st["state"] == "refused" and st["error"]["code"] == "E_CONFIG_KEY" and "config.key" in st["error"]["message"]
+    # the update key missing from the config: every users update refused
+    cfg = json.loads(read_file(root + "/config.json"))
+    del cfg["update"]
+    write_file(root + "/config.json", json.dumps(cfg).encode())
+    assert (await _push(root, r, "revoke"))["error"]["code"] == "E_UPDATE_NO_KEY"
+
+
+def test_unwrap_is_the_inverse_of_the_hosts_wrap():
+    # the rotate vector's wrapped keys, made by host_tools.users_update.wrap
+    doc = json.loads(V.SIGNED["rotate"][0])
+    assert UU.unwrap(V.CONFIG_KEY, "supplier-a", doc["new_keys"]["supplier-a"]) == V.ROTATED
+    assert UU.unwrap(V.CONFIG_KEY, "eng-2", doc["new_keys"]["eng-2"]) == V.NEW_ENG
+    # a wrapped key moved to another name does not unwrap
+    try:
+        UU.unwrap(V.CONFIG_KEY, "eng-2", doc["new_keys"]["supplier-a"])
+        raise AssertionError("unwrapped under another name")
+    except UU.ConfigUpdateError as exc:
+        assert exc.code == "E_CONFIG_KEY"
+
+
+def test_a_write_that_fails_refuses_the_update_and_changes_nothing():
+    # the config's .tmp name taken by a directory: its write fails after the key files were
+    # written (littlefs keeps files this small inline, so a filled flash still takes them)
+    root = fresh_root()
+    os.mkdir(root + "/secrets")
+    os.mkdir(root + "/secrets/users")
+    write_file(root + "/secrets/users/supplier-a.key", OLD_KEY)
+    write_file(root + "/secrets/config.key", V.CONFIG_KEY)
+    cfg = {"gateway": PPMID, "update": {"public_key": PUBLIC},
+           "users": {"keys": {"supplier-a": SUP}, "roles": {"supplier": "prepay"}, "legacy_key": False}}
+    write_file(root + "/config.json", json.dumps(cfg).encode())
+    before = read_file(root + "/config.json")
+    os.mkdir(root + "/config.json.tmp")
+    try:
+        UU.apply(root, V.offer("rotate"), KEY)
+        raise AssertionError("applied although the config could not be written")
+    except UU.ConfigUpdateError as exc:
+        assert exc.code == "E_CONFIG_FLASH" and exc.oid == "u1", exc
+    assert read_file(root + "/config.json") == before
+    assert sorted(os.listdir(root + "/secrets/users")) == ["supplier-a.key"]   # the staged keys removed
+    assert read_file(root + "/secrets/users/supplier-a.key") == OLD_KEY

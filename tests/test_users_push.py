@@ -1,0 +1,90 @@
+"""Signed users updates, host side (host_tools/users_update.py): the fixed vectors of the
+firmware tests were made by this code and signed by the fixture key; the plan of a push
+(what is sent, which keys travel, the sequence) and its refusals before anything is sent.
+The gateway's side: tests/firmware/test_users_update.py; end to end:
+tests/test_e2e_users.py::test_users_push_rotates_revokes_and_refuses_replays_end_to_end."""
+import json
+import os
+import sys
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from host_tools import mpcompat
+from host_tools import mqtt_tools as mt
+from host_tools import users_update as U
+from host_tools.broker import Broker
+from tests.conftest import FIRMWARE_TESTS
+
+mpcompat.install()
+sys.path.insert(0, FIRMWARE_TESTS)
+import update_vectors as UV  # noqa: E402
+import users_vectors as V  # noqa: E402
+
+GW = "00DB1234567890A4"
+SUP = {"role": "supplier", "originators": ["90B3D51F30010000"]}
+
+
+def test_vectors_were_made_by_the_host_code_and_signed_by_the_fixture_key():
+    from test_update_sign import _crypto_verify
+    for name, (text, sig) in V.SIGNED.items():
+        pub = UV.OTHER_PUBLIC if name == "wrong-key" else UV.PUBLIC
+        assert _crypto_verify(pub, text.encode(), bytes.fromhex(sig)), name
+    doc = json.loads(V.SIGNED["rotate"][0])
+    for i, (name, key) in enumerate((("eng-2", V.NEW_ENG), ("supplier-a", V.ROTATED))):
+        assert U.wrap(V.CONFIG_KEY, name, key, bytes([i + 1]) * 16) == doc["new_keys"][name]
+    # a fresh wrap of the same key differs (random nonce) and unwraps the same on the gateway
+    from ppmid.relay.users_update import unwrap
+    w = U.wrap(V.CONFIG_KEY, "eng-2", V.NEW_ENG)
+    assert w != doc["new_keys"]["eng-2"] and unwrap(V.CONFIG_KEY, "eng-2", w) == V.NEW_ENG
+
+
+@pytest.fixture
+def state(tmp_path):
+    s = str(tmp_path / "broker")
+    Broker(s, gateways=[GW], users=["test"]).prepare()
+    U.write_registry(s, GW, 4, {"keys": {"supplier-a": SUP, "old": dict(SUP, revoked=True)},
+                                "roles": {"supplier": "prepay"}, "legacy_key": False})
+    mt.user_key(s, GW, "supplier-a", create=True)
+    return s
+
+
+def test_plan_sends_only_new_and_rotated_keys_with_the_next_sequence(state):
+    seq, users, new, renames = U.plan(state, GW)
+    assert seq == 5 and new == {} and renames == {} and users["keys"]["supplier-a"] == SUP
+    users2 = json.loads(json.dumps(users))
+    users2["keys"]["eng-1"] = {"role": "supplier", "originators": ["90B3D51F30020000"]}
+    seq, users, new, renames = U.plan(state, GW, users=users2, rotate=["supplier-a"], revoke=[], sequence=9)
+    assert seq == 9 and sorted(new) == ["eng-1", "supplier-a"]
+    assert new["eng-1"] == mt.user_key(state, GW, "eng-1")          # a new user: the host's copy
+    assert new["supplier-a"] != mt.user_key(state, GW, "supplier-a")  # rotated: a fresh key
+    assert renames == {"supplier-a": mt.user_key_path(state, GW, "supplier-a")}
+    seq, users, new, _ = U.plan(state, GW, revoke=["supplier-a"], remove=["old"])
+    assert users["keys"] == {"supplier-a": dict(SUP, revoked=True)} and new == {}
+
+
+def test_plan_refuses_unknown_names_revoked_rotations_and_bad_sections(state):
+    for kw, words in (({"rotate": ["nobody"]}, "nobody is not a key"),
+                      ({"revoke": ["x"]}, "x is not a key"),
+                      ({"rotate": ["old"]}, "old is revoked"),
+                      ({"users": {"keys": {"a": {"role": "nope", "originators": ["90B3D51F30010000"]}}}},
+                       "users.keys.a needs a role"),
+                      ({"users": []}, "must be an object")):
+        with pytest.raises(U.UsersUpdateError) as exc:
+            U.plan(state, GW, **kw)
+        assert words in str(exc.value), kw
+
+
+def test_users_push_cli_errors_exit_1(state, tmp_path, capsys):
+    from host_tools import cli
+    pem = tmp_path / "op.pem"
+    pem.write_text(UV.PRIVATE_PEM)
+    base = ["users", "push", "--state-dir", state, "--gateway", GW, "--key", str(pem)]
+    assert cli.main(base + ["--rotate", "nobody"]) == 1
+    assert cli.main(base + ["--role", "supplier"]) == 1        # a role with no --user before it
+    assert cli.main(base + ["--user", "eng-1", "--role", "engineer"]) == 1   # no --originators
+    assert cli.main(base + ["--sequence", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "nobody is not a key" in err and "give --user NAME first" in err and "needs --originators" in err
+    assert "--sequence must be 1 or more" in err
+    assert U.read_registry(state, GW)["sequence"] == 4   # nothing sent, nothing recorded
