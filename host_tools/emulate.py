@@ -229,6 +229,8 @@ class Chaos:
 
 
 # ---- the emulation -------------------------------------------------------------------------
+OPERATOR = "dcc-user-operator"   # the identity `--update` offers releases as
+
 class Emulation:
     """Broker + emulated board + NCP/CH emulator + provisioning + deploy. start() returns
     when the gateway is online on the broker (its retained state says so)."""
@@ -331,7 +333,9 @@ class Emulation:
         os.makedirs(self.state_dir, exist_ok=True)
         from host_tools.sntp_server import SntpServer
         self.sntp = SntpServer(hold_s=self.sntp_hold_s, log=self.log).start()
-        self.broker = Broker(self.broker_dir, gateways=[self.gateway])
+        # the operator offering updates has its own identity: the broker makes the
+        # certificate's identity the client id, so sharing the replayer's would knock it off
+        self.broker = Broker(self.broker_dir, gateways=[self.gateway], users=("dcc-user-test", OPERATOR))
         info = self.broker.start()
         self.log("broker on 127.0.0.1:%d (state %s)" % (info["port"], self.broker_dir))
         ch_options = {}
@@ -694,7 +698,7 @@ class UpdateRun:
                 rel = self._release(work, before)
                 self.log("update: offering %s (%s, %d files, %d bytes)" % (rel.version, self.kind, len(rel.data),
                                                                            rel.total))
-                s = U.UpdateSender(self.emu.broker_dir, self.emu.gateway, rel)
+                s = U.UpdateSender(self.emu.broker_dir, self.emu.gateway, rel, user=OPERATOR)
                 try:
                     st = s.run(300)
                 finally:
