@@ -113,8 +113,14 @@ def definitions(idents):
     mpcompat.install()
     from ppmid.mqtt.contract import ROOT, GATEWAY_WRITES, GATEWAY_READS
     users, perms, topic_perms = [], [], []
-    # the plugin declares/binds/reads its session queues and publishes to amq.topic
-    vhost_re = r"^(amq\.topic|mqtt-subscription-.*)$"
+    # The plugin declares, binds and reads a session's queue `mqtt-subscription-<client
+    # id>qos0|1` and publishes to amq.topic. RabbitMQ 3.10 cannot make the certificate's
+    # identity the client id (mosquitto's use_username_as_clientid), so the queue names are
+    # what keeps a session its owner's: a gateway may touch only the queues of the client
+    # id that is its EUI, any other identity none named by a bare EUI-64. (An intruder can
+    # still connect with a gateway's client id and kick it off; it cannot take or drop the
+    # commands queued for it: tests/test_e2e_rabbitmq.py.)
+    not_a_gateways = r"^(amq\.topic|mqtt-subscription-(?![0-9A-F]{16}qos[01]$).*)$"
     gw_root = ROOT + "{username}/"
     for ident in idents:
         if B.EUI_RE.match(ident):
@@ -130,6 +136,7 @@ def definitions(idents):
             continue
         users.append({"name": ident, "password_hash": "", "hashing_algorithm": "rabbit_password_hashing_sha256",
                       "tags": [], "limits": {}})
+        vhost_re = (r"^(amq\.topic|mqtt-subscription-%sqos[01])$" % ident) if B.EUI_RE.match(ident) else not_a_gateways
         perms.append({"user": ident, "vhost": "/", "configure": vhost_re, "write": vhost_re, "read": vhost_re})
         topic_perms.append({"user": ident, "vhost": "/", "exchange": EXCHANGE, "write": write, "read": read})
     return {"rabbit_version": "3.10.8", "vhosts": [{"name": "/"}], "users": users, "permissions": perms,

@@ -143,3 +143,53 @@ def test_broker_restart_under_load_loses_nothing_accepted(emu):
     finals = [rep["per_id"][x["id"]]["final"]["status"] for x in lines]
     assert finals.count("response") + finals.count("already-executed") == len(lines), finals
     assert rep["executed_twice"] == 0
+
+
+def test_ppmid_send_and_broker_status_read_the_rabbitmq_broker_json(emu):
+    import binascii
+    import subprocess
+    import sys
+    root = __file__.rsplit("/tests/", 1)[0]
+
+    def ppmid(*args):
+        return subprocess.run([sys.executable, "-m", "host_tools.cli"] + list(args), cwd=root,
+                              capture_output=True, text=True, timeout=120)
+
+    r = ppmid("broker", "status", "--state-dir", emu.broker_dir)
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["engine"] == "rabbitmq" and st["running"] is True
+    (_, gbcs), = E.renumbered_commands(1)
+    # its own DCC User identity: the replays above hold dcc-user-test's session
+    r = ppmid("send", "--state-dir", emu.broker_dir, "--gateway", emu.gateway, "--user", "watch",
+              "--gbcs", binascii.hexlify(gbcs).decode(), "--id", "rmq-send-1", "--timeout", "30")
+    assert r.returncode == 0, r.stdout + r.stderr
+    finals = [json.loads(x) for x in r.stdout.splitlines()]
+    assert finals[-1]["id"] == "rmq-send-1" and finals[-1]["status"] == "response", finals
+    assert gbcs in emu.ncp.received
+
+
+def test_another_identity_using_a_gateways_client_id_cannot_drop_its_queued_commands(emu):
+    b = E.Topics(OTHER_GW)
+    gb = _client(emu, OTHER_GW, clean_session=False)
+    gb.subscribe(b.cmd, 1)
+    time.sleep(0.5)
+    _close(gb)
+    dcc = _client(emu, "dcc-user-test")
+    for i in range(2):
+        dcc.publish(b.cmd, b"queued-%d" % i, 1).wait_for_publish(5)
+    _close(dcc)
+    # a DCC User's certificate with B's client id and a clean session would have the
+    # broker delete B's session queue: the queue rights refuse it
+    x = mt.paho_client(emu.broker_dir, WATCHER, client_id=OTHER_GW, clean_session=True)
+    try:
+        mt.connect(x, emu.broker_dir, timeout=5)
+        x.subscribe(b.state, 1)
+        time.sleep(0.5)
+        _close(x)
+    except RuntimeError:
+        pass  # refused at CONNECT: also fine
+    gb = _client(emu, OTHER_GW, clean_session=False)
+    assert _wait(lambda: len(gb.got) >= 2, 5), gb.got
+    assert sorted(p for _, p, _ in gb.got) == [b"queued-0", b"queued-1"]
+    _close(gb)
