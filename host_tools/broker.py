@@ -297,7 +297,7 @@ class Broker:
                 time.sleep(0.3)
             else:
                 try:
-                    self._rabbitmq().reload_identities(self.state_dir, identities(self.state_dir))
+                    self._rabbitmq().reload_identities(self.state_dir, identities(self.state_dir), ident)
                 except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                     raise BrokerError("RabbitMQ did not take the new identity %s: %s" % (ident, exc))
         return paths
@@ -335,7 +335,6 @@ class Broker:
             port = info["port"] if info else free_port()
         t0 = time.monotonic()
         rmq = self._rabbitmq() if self.engine == "rabbitmq" else None
-        log_offset = rmq.log_size(self.state_dir) if rmq else 0
         logname = self._spawn(port)
         deadline = t0 + timeout
         while True:
@@ -344,15 +343,19 @@ class Broker:
                 raise BrokerError("%s exited with %d; see %s" % (self.engine, self.proc.returncode, logname))
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
-                if rmq is None or rmq.started(self.state_dir, log_offset):
-                    break
-                raise OSError("listening, not yet started")
+                break
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise BrokerError("%s did not listen on port %d within %.0fs; see %s"
                                       % (self.engine, port, timeout, logname))
                 time.sleep(0.05)
+        if rmq:
+            try:
+                rmq.await_startup(self.state_dir, max(1.0, deadline - time.monotonic()))
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                self.stop()
+                raise BrokerError("rabbitmq did not finish starting: %s; see %s" % (exc, logname))
         pid = self.proc.pid
         if rmq:  # the VM, not the script around it: its memory, its signals
             pid = rmq.server_pid(self.proc.pid) or pid

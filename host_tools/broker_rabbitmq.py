@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 
 # the scripts behind /usr/sbin/rabbitmq*: those would switch to the `rabbitmq` user and
 # lose our environment
@@ -164,7 +165,8 @@ def conf_text(state_dir, port):
         "load_definitions = " + os.path.join(_dir(state_dir), "definitions.json"),
         "log.console = false",
         "log.file = rabbit.log",
-        "log.file.level = info",
+        # info logs a line per user and permission imported: thousands for a fleet
+        "log.file.level = warning",
         "",
     ])
 
@@ -197,22 +199,11 @@ def log_path(state_dir):
     return os.path.join(_dir(state_dir), "log", "rabbit.log")
 
 
-def log_size(state_dir):
-    try:
-        return os.path.getsize(log_path(state_dir))
-    except OSError:
-        return 0
-
-
-def started(state_dir, offset):
-    """Has the node logged its boot's end since `offset`? Its MQTT listener opens before
-    the definitions (users, permissions) are applied, so an open port is not enough."""
-    try:
-        with open(log_path(state_dir), "rb") as f:
-            f.seek(offset)
-            return b"Server startup complete" in f.read()
-    except OSError:
-        return False
+def await_startup(state_dir, timeout):
+    """Block until the node has booted: its MQTT listener opens before the definitions
+    (users, permissions) are applied, so an open port is not enough. (Not a log line: the
+    Erlang logger drops lines under a burst, e.g. one per user imported.)"""
+    ctl(state_dir, "await_startup", "--timeout", str(max(1, int(timeout))), timeout=timeout + 15)
 
 
 def server_pid(shell_pid):
@@ -242,9 +233,15 @@ def ctl(state_dir, *args, timeout=60):
     return r.stdout
 
 
-def reload_identities(state_dir, idents):
-    """A running node learns new identities (one rabbitmqctl call, a few seconds)."""
+def reload_identities(state_dir, idents, new, timeout=30.0):
+    """A running node learns the identities (rabbitmqctl import_definitions, which only
+    starts the import); returns once identity `new` has its topic permissions."""
     ctl(state_dir, "import_definitions", write_definitions(state_dir, idents))
+    deadline = time.monotonic() + timeout
+    while not ctl(state_dir, "list_user_topic_permissions", new, "-q").strip():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the import did not give %s its rights within %.0fs" % (new, timeout))
+        time.sleep(0.2)
 
 
 def after_stop(state_dir):
