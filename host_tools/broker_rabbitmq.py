@@ -87,6 +87,7 @@ def node_env(d, node, dist_port, epmd_port, amqp_port, home):
         "RABBITMQ_CONF_ENV_FILE": os.path.join(d, "rabbitmq-env.conf"),
         "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(d, "enabled_plugins"),
         "RABBITMQ_PID_FILE": os.path.join(d, "rabbitmq.pid"),
+        "ERL_CRASH_DUMP": os.path.join(d, "log", "erl_crash.dump"),  # not the caller's cwd
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
     })
     e.pop("NOTIFY_SOCKET", None)
