@@ -166,6 +166,18 @@ def issue(state_dir, ident):
     return paths
 
 
+def identity_kinds(state_dir):
+    """[(identity, "gateway" | "user" | "monitor")] of every certificate issued (the
+    engines give rights by kind)."""
+    out = []
+    for ident in identities(state_dir):
+        kind = ("gateway" if EUI_RE.match(ident) else "user" if USER_RE.match(ident)
+                else "monitor" if MONITOR_RE.match(ident) else None)
+        if kind:
+            out.append((ident, kind))
+    return out
+
+
 def identities(state_dir):
     d = os.path.join(state_dir, "clients")
     if not os.path.isdir(d):
@@ -297,7 +309,7 @@ class Broker:
                 time.sleep(0.3)
             else:
                 try:
-                    self._rabbitmq().reload_identities(self.state_dir, identities(self.state_dir), ident)
+                    self._rabbitmq().reload_identities(self.state_dir, identity_kinds(self.state_dir), ident)
                 except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                     raise BrokerError("RabbitMQ did not take the new identity %s: %s" % (ident, exc))
         return paths
@@ -315,7 +327,7 @@ class Broker:
             rmq = self._rabbitmq()
             if not rmq.available():
                 raise BrokerError("rabbitmq-server not found at %s (apt-get install rabbitmq-server)" % rmq.SERVER)
-            rmq.prepare(self.state_dir, port, identities(self.state_dir))
+            rmq.prepare(self.state_dir, port, identity_kinds(self.state_dir))
             argv, env, logname = rmq.command(self.state_dir), rmq.env(self.state_dir), rmq.log_path(self.state_dir)
         log = open(os.path.join(self.state_dir, self.engine + ".stderr"), "ab")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

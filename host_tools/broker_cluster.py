@@ -46,7 +46,7 @@ class Cluster:
                 {"dist": B.free_port(), "amqp": B.free_port(), "mqtt": B.free_port()} for _ in range(self.size)]}
             with open(path, "w") as f:
                 json.dump(self.layout, f)
-        defs = R.write_definitions(self.state_dir, B.identities(self.state_dir))
+        defs = R.write_definitions(self.state_dir, B.identity_kinds(self.state_dir))
         extra = ["cluster_formation.peer_discovery_backend = classic_config"]
         extra += ["cluster_formation.classic_config.nodes.%d = %s" % (i, self.name(i)) for i in self.nodes()]
         extra += ["mqtt.durable_queue_type = quorum"]

@@ -113,8 +113,8 @@ def _alternatives(root, names):
 
 
 def definitions(idents):
-    """users, permissions and topic permissions for the identities (broker.py's rules)."""
-    from host_tools import broker as B
+    """users, permissions and topic permissions for [(identity, kind)] (broker.py's
+    identity_kinds: the same rights as its mosquitto ACL)."""
     from host_tools import mpcompat
     mpcompat.install()
     from ppmid.mqtt.contract import ROOT, GATEWAY_WRITES, GATEWAY_READS
@@ -128,21 +128,21 @@ def definitions(idents):
     # commands queued for it: tests/test_e2e_rabbitmq.py.)
     not_a_gateways = r"^(amq\.topic|mqtt-subscription-(?![0-9A-F]{16}qos[01]$).*)$"
     gw_root = ROOT + "{username}/"
-    for ident in idents:
-        if B.EUI_RE.match(ident):
+    for ident, kind in idents:
+        if kind == "gateway":
             # {username} is expanded by RabbitMQ: a gateway's own topics only
             write = _alternatives(gw_root, GATEWAY_WRITES).replace(re.escape("{username}"), "{username}")
             read = _alternatives(gw_root, GATEWAY_READS).replace(re.escape("{username}"), "{username}")
-        elif B.USER_RE.match(ident):
+        elif kind == "user":
             write = _alternatives(ROOT + "+/", GATEWAY_READS)
             read = _alternatives(ROOT + "+/", GATEWAY_WRITES)
-        elif B.MONITOR_RE.match(ident):
+        elif kind == "monitor":
             write, read = "^$", "^%s$" % _mqtt_re(ROOT + "#")
         else:
             continue
         users.append({"name": ident, "password_hash": "", "hashing_algorithm": "rabbit_password_hashing_sha256",
                       "tags": [], "limits": {}})
-        vhost_re = (r"^(amq\.topic|mqtt-subscription-%sqos[01])$" % ident) if B.EUI_RE.match(ident) else not_a_gateways
+        vhost_re = (r"^(amq\.topic|mqtt-subscription-%sqos[01])$" % ident) if kind == "gateway" else not_a_gateways
         perms.append({"user": ident, "vhost": "/", "configure": vhost_re, "write": vhost_re, "read": vhost_re})
         topic_perms.append({"user": ident, "vhost": "/", "exchange": EXCHANGE, "write": write, "read": read})
     return {"rabbit_version": "3.10.8", "vhosts": [{"name": "/"}], "users": users, "permissions": perms,
