@@ -65,7 +65,8 @@ def _ports(state_dir):
 
 def env(state_dir):
     ports = _ports(state_dir)
-    return node_env(_dir(state_dir), NODE, ports["dist"], ports["epmd"], ports["amqp"], os.path.join(_dir(state_dir), "home"))
+    d = _dir(state_dir)
+    return node_env(d, NODE, ports["dist"], ports["epmd"], ports["amqp"], os.path.join(d, "home"))
 
 
 def node_env(d, node, dist_port, epmd_port, amqp_port, home):

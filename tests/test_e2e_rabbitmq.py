@@ -106,7 +106,6 @@ def test_a_gateway_cannot_read_or_forge_another_gateways_topics(emu):
     _close(gb)
     time.sleep(0.5)
     assert not any(t == a.rsp for t, _, _ in dcc.got), dcc.got
-    assert not any(p == b"for-b" for t, p, _ in gb.got if t == a.cmd)
     _close(dcc)
 
 
