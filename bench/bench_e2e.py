@@ -272,6 +272,36 @@ def run():
                             "note": "of %d (banner, after gc.collect; before the TLS session)" % h["heap_bytes"]})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return out + run_rabbitmq(cfg)
+
+
+def run_rabbitmq(cfg):
+    """The same 1 KB latency and throughput (meters answering at once) with the gateway and
+    the DCC User on RabbitMQ instead of mosquitto (`--broker-engine rabbitmq`)."""
+    from host_tools import broker_rabbitmq
+    if not broker_rabbitmq.available():
+        return [{"name": "e2e on rabbitmq", "value": None, "unit": "",
+                 "note": "skipped: rabbitmq-server is not installed (apt-get install rabbitmq-server)"}]
+    tmp = tempfile.mkdtemp(prefix="bench-e2e-rmq-")
+    out = []
+    try:
+        with E.Emulation(os.path.join(tmp, "emu"), overrides=cfg, log=None, broker_engine="rabbitmq") as emu:
+            base = E.renumbered_commands(1)[0][1]
+            c0 = decode(base).counter + 100
+            lat = [got[0] for got in (one_command(emu, sized(1024, c0 + i, base), "rlat%d" % i) for i in range(15))
+                   if got is not None]
+            if lat:
+                out += [{"name": "e2e on rabbitmq: latency 1 KB command p50", "value": pct(lat, 50), "unit": "ms",
+                         "note": "as `e2e latency 1 KB command p50` (mosquitto), broker RabbitMQ 3.10, n=%d" % len(lat)},
+                        {"name": "e2e on rabbitmq: latency 1 KB command p95", "value": pct(lat, 95), "unit": "ms"}]
+            emu.ncp.set_gpf_delay(0.0)
+            runs = throughput_runs(emu, "rtp")
+            a = median_run(runs)
+            out.append({"name": "e2e on rabbitmq: throughput, meters answering at once", "value": round(a["tput"], 1),
+                        "unit": "cmd/s", "note": "as the mosquitto row: median of %d runs (%s cmd/s), %d of %d answered"
+                        % (len(runs), "/".join("%.1f" % r["tput"] for r in runs), a["done"], a["n"])})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

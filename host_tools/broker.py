@@ -1,4 +1,6 @@
-"""A test/field broker: mosquitto on loopback, TLS only, client certificates, per-identity ACL.
+"""A test/field broker on loopback, TLS only, client certificates, per-identity rights:
+mosquitto (the default engine) or RabbitMQ with its MQTT plugin (host_tools/broker_rabbitmq.py,
+state under rabbitmq/). broker.json names the engine; the certificates are the same.
 
 State directory layout (everything `ppmid broker start` makes):
     ca.pem ca.der ca.key.pem            the CA (P-256) that signs the broker and every client
@@ -23,6 +25,7 @@ import subprocess
 import time
 
 MOSQUITTO = "/usr/sbin/mosquitto"
+ENGINES = ("mosquitto", "rabbitmq")
 SERVER_HOSTNAME = "ppmid-broker"
 EUI_RE = re.compile(r"^[0-9A-F]{16}$")
 USER_RE = re.compile(r"^dcc-user-[A-Za-z0-9_.-]{1,40}$")
@@ -163,6 +166,18 @@ def issue(state_dir, ident):
     return paths
 
 
+def identity_kinds(state_dir):
+    """[(identity, "gateway" | "user" | "monitor")] of every certificate issued (the
+    engines give rights by kind)."""
+    out = []
+    for ident in identities(state_dir):
+        kind = ("gateway" if EUI_RE.match(ident) else "user" if USER_RE.match(ident)
+                else "monitor" if MONITOR_RE.match(ident) else None)
+        if kind:
+            out.append((ident, kind))
+    return out
+
+
 def identities(state_dir):
     d = os.path.join(state_dir, "clients")
     if not os.path.isdir(d):
@@ -232,14 +247,21 @@ def _alive(pid):
 
 
 class Broker:
-    """mosquitto for one state dir. start() is idempotent on the certificates: the CA and
-    identities survive restarts (clients keep working), the port is kept once chosen."""
+    """One broker process for one state dir, engine "mosquitto" or "rabbitmq" (default: the
+    engine broker.json names, else mosquitto). start() is idempotent on the certificates:
+    the CA and identities survive restarts (clients keep working), the port is kept once
+    chosen."""
 
-    def __init__(self, state_dir, gateways=(), users=("dcc-user-test",)):
+    def __init__(self, state_dir, gateways=(), users=("dcc-user-test",), engine=None):
         self.state_dir = os.path.abspath(state_dir)
         self.gateways = [gateway_identity(g) for g in gateways]
         self.users = [user_identity(u) for u in users]
         self.proc = None
+        if engine is None:
+            engine = (self.info() or {}).get("engine", "mosquitto")
+        if engine not in ENGINES:
+            raise BrokerError("broker engine %r: choose one of %s" % (engine, ", ".join(ENGINES)))
+        self.engine = engine
 
     @property
     def info_path(self):
@@ -256,67 +278,120 @@ class Broker:
     def port(self):
         return self.info()["port"]
 
+    def _rabbitmq(self):
+        from host_tools import broker_rabbitmq
+        return broker_rabbitmq
+
+    def _write_rights(self):
+        """The engine's rights for every identity issued: mosquitto's ACL file, RabbitMQ's
+        definitions (users and topic permissions)."""
+        if self.engine == "mosquitto":
+            with open(os.path.join(self.state_dir, "acl"), "w") as f:
+                f.write(acl_text(identities(self.state_dir)))
+
     def prepare(self):
         os.makedirs(os.path.join(self.state_dir, "data"), exist_ok=True)
         if not os.path.exists(os.path.join(self.state_dir, "ca.pem")):
             make_ca(self.state_dir)
         for ident in self.gateways + self.users:
             issue(self.state_dir, ident)
-        with open(os.path.join(self.state_dir, "acl"), "w") as f:
-            f.write(acl_text(identities(self.state_dir)))
+        self._write_rights()
 
     def add_identity(self, ident):
-        """Issue a certificate and reload the ACL of a running broker (SIGHUP)."""
+        """Issue a certificate and give a running broker its rights (mosquitto: SIGHUP
+        rereads the ACL; RabbitMQ: rabbitmqctl import_definitions, a few seconds)."""
         paths = issue(self.state_dir, ident)
-        with open(os.path.join(self.state_dir, "acl"), "w") as f:
-            f.write(acl_text(identities(self.state_dir)))
+        self._write_rights()
         info = self.info()
         if info and _alive(info["pid"]):
-            os.kill(info["pid"], signal.SIGHUP)
-            time.sleep(0.3)
+            if self.engine == "mosquitto":
+                os.kill(info["pid"], signal.SIGHUP)
+                time.sleep(0.3)
+            else:
+                try:
+                    self._rabbitmq().reload_identities(self.state_dir, identity_kinds(self.state_dir), ident)
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    raise BrokerError("RabbitMQ did not take the new identity %s: %s" % (ident, exc))
         return paths
 
-    def start(self, port=None, timeout=10.0):
-        if not os.path.exists(MOSQUITTO):
-            raise BrokerError("mosquitto not found at %s (apt-get install mosquitto)" % MOSQUITTO)
+    def _spawn(self, port):
+        """Write the engine's config and start its process; returns (argv, log to read)."""
+        if self.engine == "mosquitto":
+            if not os.path.exists(MOSQUITTO):
+                raise BrokerError("mosquitto not found at %s (apt-get install mosquitto)" % MOSQUITTO)
+            conf = os.path.join(self.state_dir, "mosquitto.conf")
+            with open(conf, "w") as f:
+                f.write(conf_text(self.state_dir, port))
+            argv, env, logname = [MOSQUITTO, "-c", conf], None, os.path.join(self.state_dir, "mosquitto.log")
+        else:
+            rmq = self._rabbitmq()
+            if not rmq.available():
+                raise BrokerError("rabbitmq-server not found at %s (apt-get install rabbitmq-server)" % rmq.SERVER)
+            rmq.prepare(self.state_dir, port, identity_kinds(self.state_dir))
+            argv, env, logname = rmq.command(self.state_dir), rmq.env(self.state_dir), rmq.log_path(self.state_dir)
+        log = open(os.path.join(self.state_dir, self.engine + ".stderr"), "ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     start_new_session=True, env=env)
+        log.close()
+        return logname
+
+    def start(self, port=None, timeout=None):
         info = self.info()
         if info and _alive(info["pid"]):
             raise BrokerError("a broker is already running for %s (pid %d, port %d)"
                               % (self.state_dir, info["pid"], info["port"]))
+        if timeout is None:  # RabbitMQ boots an Erlang VM and its database: seconds, not ms
+            timeout = 10.0 if self.engine == "mosquitto" else 90.0
         self.prepare()
         if port is None:
             port = info["port"] if info else free_port()
-        conf = os.path.join(self.state_dir, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(conf_text(self.state_dir, port))
-        log = open(os.path.join(self.state_dir, "mosquitto.stderr"), "ab")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", conf], stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=log, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
+        t0 = time.monotonic()
+        rmq = self._rabbitmq() if self.engine == "rabbitmq" else None
+        logname = self._spawn(port)
+        deadline = t0 + timeout
         while True:
             if self.proc.poll() is not None:
-                raise BrokerError("mosquitto exited with %d; see %s" % (
-                    self.proc.returncode, os.path.join(self.state_dir, "mosquitto.log")))
+                self._cleanup()
+                raise BrokerError("%s exited with %d; see %s" % (self.engine, self.proc.returncode, logname))
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise BrokerError("mosquitto did not listen on port %d within %.0fs" % (port, timeout))
+                    raise BrokerError("%s did not listen on port %d within %.0fs; see %s"
+                                      % (self.engine, port, timeout, logname))
                 time.sleep(0.05)
-        out = {"host": "127.0.0.1", "port": port, "pid": self.proc.pid,
+        if rmq:
+            try:
+                rmq.await_startup(self.state_dir, max(1.0, deadline - time.monotonic()))
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                self.stop()
+                raise BrokerError("rabbitmq did not finish starting: %s; see %s" % (exc, logname))
+        pid = self.proc.pid
+        if rmq:  # the VM, not the script around it: its memory, its signals
+            pid = rmq.server_pid(self.proc.pid) or pid
+        out = {"host": "127.0.0.1", "port": port, "pid": pid, "engine": self.engine,
                "server_hostname": SERVER_HOSTNAME, "state_dir": self.state_dir,
-               "ca": os.path.join(self.state_dir, "ca.pem")}
+               "ca": os.path.join(self.state_dir, "ca.pem"),
+               "start_s": round(time.monotonic() - t0, 2)}
         with open(self.info_path, "w") as f:
             json.dump(out, f, indent=1)
         return out
 
-    def stop(self, timeout=10.0):
-        """SIGTERM (mosquitto saves its persistence file), then SIGKILL if needed."""
+    def _cleanup(self):
+        if self.engine == "rabbitmq":
+            self._rabbitmq().after_stop(self.state_dir)
+
+    def stop(self, timeout=None):
+        """SIGTERM (mosquitto saves its persistence file; RabbitMQ stops cleanly), then
+        SIGKILL if needed."""
+        if timeout is None:
+            timeout = 10.0 if self.engine == "mosquitto" else 60.0
         info = self.info()
-        pid = self.proc.pid if self.proc else (info or {}).get("pid")
+        pid = (info or {}).get("pid") if info and info.get("pid") and _alive(info["pid"]) else None
+        if pid is None and self.proc:
+            pid = self.proc.pid
         if not pid:
             return False
         stopped = False
@@ -331,8 +406,14 @@ class Broker:
                 os.kill(pid, signal.SIGKILL)
             stopped = True
         if self.proc:
-            self.proc.wait()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             self.proc = None
+        if stopped:
+            self._cleanup()
         return stopped
 
     def restart(self):

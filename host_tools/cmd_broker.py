@@ -1,4 +1,5 @@
-"""`ppmid broker start|stop|issue|status --state-dir DIR`: mosquitto on loopback, TLS only."""
+"""`ppmid broker start|stop|issue|status --state-dir DIR [--engine mosquitto|rabbitmq]`: a
+broker on loopback, TLS only, client certificates (host_tools/broker.py)."""
 import json
 import os
 
@@ -13,16 +14,18 @@ def add_arguments(p):
     p.add_argument("--user", action="append", default=[], metavar="NAME",
                    help="issue a DCC User certificate (CN = dcc-user-NAME); repeatable; default: test")
     p.add_argument("--port", type=int, help="TCP port (default: a free one, kept across restarts)")
+    p.add_argument("--engine", choices=("mosquitto", "rabbitmq"),
+                   help="start: the broker to run (default: the one this state dir ran last, else mosquitto)")
 
 
 def run(args):
     from host_tools.broker import Broker, BrokerError, gateway_identity, user_identity
     if args.port is not None and not 1024 <= args.port <= 65535:
-        raise CliError("--port must be from 1024 to 65535 (mosquitto runs unprivileged on loopback)")
+        raise CliError("--port must be from 1024 to 65535 (the broker runs unprivileged on loopback)")
     if os.path.exists(args.state_dir) and not os.path.isdir(args.state_dir):
         raise CliError("--state-dir %s is a file, not a folder" % args.state_dir)
     try:
-        b = Broker(args.state_dir, args.gateway, args.user or ["test"])
+        b = Broker(args.state_dir, args.gateway, args.user or ["test"], engine=args.engine)
         if args.action == "start":
             info = b.start(args.port)
             print(json.dumps(info))

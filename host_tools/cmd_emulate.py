@@ -31,7 +31,9 @@ def add_arguments(p):
                    help="bit errors on the Zigbee UART, probability per byte, both directions")
     p.add_argument("--gpf-delay-ms", type=float, metavar="MS",
                    help="how long the emulated GPF takes to answer for the GSME (default 50)")
-    p.add_argument("--broker-restarts", type=int, default=0, metavar="N", help="restart mosquitto N times")
+    p.add_argument("--broker-restarts", type=int, default=0, metavar="N", help="restart the broker N times")
+    p.add_argument("--broker-engine", choices=("mosquitto", "rabbitmq"), default="mosquitto",
+                   help="the broker the emulation starts (default mosquitto; rabbitmq: Debian rabbitmq-server)")
     p.add_argument("--wifi-drops", type=int, default=0, metavar="N", help="drop the Wi-Fi access point N times")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a gateway config value, e.g. limits.rate_per_s=5 (repeatable)")
@@ -123,7 +125,8 @@ def run(args):
     emu = E.Emulation(args.state_dir, board=args.board, overrides=overrides, uart_error_rate=args.uart_error_rate,
                       deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal,
                       nfc=args.nfc, gpf_delay_s=None if args.gpf_delay_ms is None else args.gpf_delay_ms / 1000.0,
-                      wired=args.wired or any(x.get("via") == "serial" for x in lines), pcap=args.pcap)
+                      wired=args.wired or any(x.get("via") == "serial" for x in lines), pcap=args.pcap,
+                      broker_engine=args.broker_engine)
     try:
         emu.check_config()
     except E.EmulateError as exc:

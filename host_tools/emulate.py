@@ -237,8 +237,10 @@ class Emulation:
 
     def __init__(self, state_dir, board="emulated", gateway=GATEWAY, devices=None, overrides=None, heap=None,
                  uart_error_rate=0.0, baud=115200, log=log_default, deploy=True, corpus=None, ready_timeout=120,
-                 fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0, wired=False, pcap=None):
+                 fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0, wired=False, pcap=None,
+                 broker_engine="mosquitto"):
         self.state_dir = os.path.abspath(str(state_dir))
+        self.broker_engine = broker_engine  # host_tools/broker.py ENGINES
         self.broker_dir = os.path.join(self.state_dir, "broker")
         self.board_name = board
         self.gateway = gateway.upper()
@@ -335,9 +337,10 @@ class Emulation:
         self.sntp = SntpServer(hold_s=self.sntp_hold_s, log=self.log).start()
         # the operator offering updates has its own identity: the broker makes the
         # certificate's identity the client id, so sharing the replayer's would knock it off
-        self.broker = Broker(self.broker_dir, gateways=[self.gateway], users=("dcc-user-test", OPERATOR))
+        self.broker = Broker(self.broker_dir, gateways=[self.gateway], users=("dcc-user-test", OPERATOR),
+                             engine=self.broker_engine)
         info = self.broker.start()
-        self.log("broker on 127.0.0.1:%d (state %s)" % (info["port"], self.broker_dir))
+        self.log("broker (%s) on 127.0.0.1:%d (state %s)" % (self.broker_engine, info["port"], self.broker_dir))
         ch_options = {}
         if self.pcap_path:
             from host_tools import captures, pcap

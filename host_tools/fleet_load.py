@@ -85,14 +85,15 @@ def cpu_seconds(pid):
 
 
 class FleetBroker:
-    """The project's mosquitto with certificates for up to `max_gateways` simulated
-    gateways and the fleet's DCC User (issued once; a later start reuses them)."""
+    """The project's broker (engine "mosquitto" or "rabbitmq") with certificates for up
+    to `max_gateways` simulated gateways and the fleet's DCC User (issued once; a later
+    start reuses them)."""
 
-    def __init__(self, state_dir, max_gateways):
+    def __init__(self, state_dir, max_gateways, engine="mosquitto"):
         from host_tools.broker import Broker
         self.state_dir = os.path.abspath(state_dir)
         self.euis = gateway_euis(max_gateways)
-        self.broker = Broker(self.state_dir, gateways=self.euis, users=(DCC_USER,))
+        self.broker = Broker(self.state_dir, gateways=self.euis, users=(DCC_USER,), engine=engine)
         self.info = None
 
     def start(self):
