@@ -115,7 +115,7 @@ def test_the_new_image_confirmed_is_marked_valid_and_reported_applied():
     s, st, summary = _boot(root, hw)
     assert s.running() == "ota_1" and _record(hw)["state"] == "valid"
     assert st["state"] == "applied" and st["version"] == "0.2.0" and st["previous"] == "0.1.0" and st["id"] == "i1"
-    assert summary["image"] == {"label": "ota_1", "version": "0.2.0"} and summary["last"] == "applied"
+    assert summary["image"] == {"label": "ota_1", "version": "0.2.0", "running": "ota_1"} and summary["last"] == "applied"
     s, st, _ = _boot(root, hw)  # and it stays
     assert s.running() == "ota_1" and st is None
 

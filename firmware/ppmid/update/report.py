@@ -67,4 +67,7 @@ async def _settle(root, version, han, link, summary, log, images):
     await client.publish(ROOT + client.client_id + "/" + UPDATE, json.dumps(obj).encode(), 1, True)
     slots.mark_reported(root)
     summary.update(slots.summary(slots.state(root)))
+    if "image" in summary and images is not None:  # the partition that booted, as at boot
+        i = images()
+        summary["image"] = dict(summary["image"], running=i.running() if i is not None else None)
     await link.republish_info()  # its "update" changed since the connect published it

@@ -1,0 +1,143 @@
+"""Image updates end to end on the emulated board (docs/update.md "Image updates"): a
+signed image goes through the real mosquitto into the stand-in partition table (two app
+partitions and otadata beside the flash image, the bootloader's rollback applied by the
+supervisor at each reset). In this order on one board: an image applied (the info names
+the partition that booted), a corrupted one refused, then one whose first boot never
+connects: not marked valid within probation_s, it is rolled back by the probation clock
+and the bootloader (E_UPDATE_TIMEOUT); and the same for an application set that runs but
+never connects. The "image" is bytes the unix port never executes: what is checked is the
+partition that boots, not code in it."""
+import json
+import os
+import re
+import threading
+
+import pytest
+
+from host_tools import emulate as E
+from host_tools import update as U
+
+import sys
+from tests.conftest import FIRMWARE_TESTS
+sys.path.insert(0, FIRMWARE_TESTS)
+import update_vectors as V  # noqa: E402
+from tests.test_e2e_update import _info, _relays_a_command, _running  # noqa: E402
+
+PROBATION_S = 30  # the config's minimum
+SETTINGS = {"limits": {"rate_per_s": 50, "burst": 50},
+            "update": {"public_key": V.PUBLIC, "probation_boots": 2, "probation_s": PROBATION_S, "chunk": 2048}}
+IMAGE_BYTES = 150000
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory):
+    p = tmp_path_factory.mktemp("keys") / "operator.pem"
+    p.write_text(V.PRIVATE_PEM)
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    e = E.Emulation(tmp_path_factory.mktemp("e2e-image"), overrides=SETTINGS, log=None)
+    with e:
+        yield e
+
+
+def _image_release(tmp_path, key, version):
+    img = tmp_path / ("firmware-%s.bin" % version)
+    img.write_bytes(os.urandom(IMAGE_BYTES))
+    out = str(tmp_path / ("rel-image-%s" % version))
+    U.release_image("emulated", key, out, version, str(img))
+    return U.Release(out)
+
+
+def _otadata(emu):
+    with open(os.path.join(emu.board.state_dir, "otadata"), "rb") as f:
+        return json.loads(f.read().decode().strip())
+
+
+def _offer(emu, rel, timeout=240, on_switch=None, **kw):
+    switched = threading.Event()
+
+    def progress(st):
+        if st.get("state") == "switching" and not switched.is_set():
+            switched.set()
+            if on_switch is not None:
+                on_switch()
+    s = U.UpdateSender(emu.broker_dir, emu.gateway, rel, progress=progress, **kw)
+    try:
+        return s.run(timeout), s
+    finally:
+        s.close()
+
+
+def test_an_image_is_applied_and_the_info_names_the_partition_that_booted(emu, key, tmp_path):
+    assert _otadata(emu)["boot"] == "ota_0"
+    rel = _image_release(tmp_path, key, "1.1.0")
+    mark = emu.board.mark()
+    st, s = _offer(emu, rel)
+    assert st["state"] == "applied" and st["version"] == "1.1.0" and st["previous"] == "0.1.0", (st, s.statuses[-3:])
+    assert _otadata(emu) == {"boot": "ota_1", "state": "valid", "previous": "ota_0"}
+    with open(os.path.join(emu.board.state_dir, "ota_1.bin"), "rb") as f:
+        assert f.read(IMAGE_BYTES) == rel.data[0]
+    text = emu.board.console_bytes()[mark:].decode("utf-8", "replace")
+    assert "downloading image 1.1.0 (%d bytes) into partition ota_1" % IMAGE_BYTES in text
+    info = _info(emu, "0.1.0", "applied")
+    assert info["update"]["image"] == {"label": "ota_1", "version": "1.1.0", "running": "ota_1"}, info["update"]
+    _relays_a_command(emu, "after-image")
+
+
+def test_a_corrupted_image_is_refused_and_the_running_partition_kept(emu, key, tmp_path):
+    rel = _image_release(tmp_path, key, "1.2.0")
+    restarts = emu.board.restarts
+
+    def flip(i, off, data):
+        return bytes([data[0] ^ 0x55]) + data[1:] if off == 8192 else data
+    st, _ = _offer(emu, rel, tamper=flip)
+    assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_HASH" and "ota_0" in st["error"]["message"], st
+    assert emu.board.restarts == restarts and _otadata(emu)["boot"] == "ota_1"
+    _relays_a_command(emu, "after-bad-image")
+
+
+def _never_connects(emu):
+    """At the switch the access point goes down: the new version boots but never connects,
+    until the rollback's reset (then it comes back)."""
+    mark = emu.board.mark()
+
+    def drop():
+        emu.board.wifi(False)
+
+        def back():
+            try:
+                emu.board.wait_for(r"rolled back to \S+ \(E_UPDATE_TIMEOUT\)", PROBATION_S + 60, since=mark)
+            finally:
+                emu.board.wifi(True)
+        threading.Thread(target=back, daemon=True).start()
+    return drop, mark
+
+
+def test_an_image_that_never_connects_is_not_marked_valid_and_rolled_back(emu, key, tmp_path):
+    rel = _image_release(tmp_path, key, "1.3.0")
+    drop, mark = _never_connects(emu)
+    st, s = _offer(emu, rel, on_switch=drop)
+    assert st["state"] == "rolled-back" and st["error"]["code"] == "E_UPDATE_TIMEOUT", (st, s.statuses[-3:])
+    assert st["version"] == "1.3.0"
+    text = emu.board.console_bytes()[mark:].decode("utf-8", "replace")
+    assert "bootloader: ota_0 was not marked valid: booting ota_1" in text, text[-2000:]
+    assert _otadata(emu)["boot"] == "ota_1" and _otadata(emu)["state"] == "aborted"
+    info = _info(emu, "0.1.0", "rolled-back")
+    assert info["update"]["image"]["running"] == "ota_1" and info["update"]["image"]["version"] == "1.1.0"
+    _relays_a_command(emu, "after-image-timeout")
+
+
+def test_an_application_set_that_never_connects_is_rolled_back_after_probation_s(emu, key, tmp_path):
+    out = str(tmp_path / "rel-app")
+    U.release("emulated", key, out, "0.5.0")
+    drop, mark = _never_connects(emu)
+    st, s = _offer(emu, U.Release(out), on_switch=drop)
+    assert st["state"] == "rolled-back" and st["error"]["code"] == "E_UPDATE_TIMEOUT", (st, s.statuses[-3:])
+    text = emu.board.console_bytes()[mark:].decode("utf-8", "replace")
+    assert re.search(r"version 0\.5\.0 on probation, boot 1 of 2", text), text[-2000:]
+    assert "did not run and connect within %d s" % PROBATION_S in st["error"]["message"]
+    assert _running(emu) == "0.1.0"
+    _relays_a_command(emu, "after-app-timeout")
