@@ -637,6 +637,9 @@ def next_version(v):
     return ".".join(str(p) for p in parts)
 
 
+UPDATE_USER = "dcc-user-updater"
+
+
 class UpdateRun:
     """Builds one release of this tree (kind: good, bad-signature = signed with another
     key, crash-at-boot = its app raises at import) and offers it to the emulation's gateway
@@ -694,7 +697,12 @@ class UpdateRun:
                 rel = self._release(work, before)
                 self.log("update: offering %s (%s, %d files, %d bytes)" % (rel.version, self.kind, len(rel.data),
                                                                            rel.total))
-                s = U.UpdateSender(self.emu.broker_dir, self.emu.gateway, rel)
+                # its own DCC User identity: the broker makes the certificate the client id,
+                # and the replayer is connected as dcc-user-test (sharing it, each knocks
+                # the other off and the update's statuses are lost)
+                from host_tools.broker import Broker
+                Broker(self.emu.broker_dir, users=()).add_identity(UPDATE_USER)
+                s = U.UpdateSender(self.emu.broker_dir, self.emu.gateway, rel, user=UPDATE_USER)
                 try:
                     st = s.run(300)
                 finally:
