@@ -141,3 +141,56 @@ def test_an_application_set_that_never_connects_is_rolled_back_after_probation_s
     assert "did not run and connect within %d s" % PROBATION_S in st["error"]["message"]
     assert _running(emu) == "0.1.0"
     _relays_a_command(emu, "after-app-timeout")
+
+
+FILL_CODE = """
+import os
+def rm(p):
+    try:
+        entries = list(os.ilistdir(p))
+    except OSError:
+        return
+    for e in entries:
+        rm(p + '/' + e[0]) if e[1] == 0x4000 else os.remove(p + '/' + e[0])
+    os.rmdir(p)
+rm('/upd/a')  # an earlier update's slot: the gateway empties it before its free-space check
+rm('/upd/b')
+st = os.statvfs('/')
+free = st[0] * st[4]
+n = free - %d
+buf = bytes(4096)
+with open('/filler', 'wb') as f:
+    while n > 0:
+        f.write(buf[:min(n, 4096)])
+        n -= 4096
+st = os.statvfs('/')
+print('FREE', free, st[0] * st[4])
+"""
+
+
+def test_the_flash_filling_up_mid_download_is_refused_and_nothing_is_lost(emu, key, tmp_path):
+    """The free-space check passes (the set's bytes + 16 KB spare + 32 KB), but LittleFS
+    spends at least a 4 KB block per file: the flash fills up part way through the download
+    (ENOSPC), the download is dropped (E_UPDATE_FLASH) and the gateway runs on."""
+    out = str(tmp_path / "rel-app-full")
+    U.release("emulated", key, out, "0.6.0")
+    rel = U.Release(out)
+    assert len(rel.data) * 4096 > rel.total + 2 * 32768  # block rounding alone outgrows the headroom
+    printed = emu.board.exec(FILL_CODE % (rel.total + 16384 + 32768))
+    free_before, free_after = (int(x) for x in re.search(r"FREE (\d+) (\d+)", printed).groups())
+    assert free_after < rel.total + 16384 + 40000 < free_before, printed
+    try:
+        mark = emu.board.mark()
+        emu.board.reset()
+        emu.board.wait_ready(60, since=mark)
+        restarts = emu.board.restarts
+        st, s = _offer(emu, rel)
+        assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_FLASH", (st, s.statuses[-3:])
+        assert s.chunks_sent > 0 and s.bytes_sent < rel.total  # it did fail part way
+        assert emu.board.restarts == restarts and _running(emu) == "0.1.0"
+        _relays_a_command(emu, "after-flash-full")  # the slot was removed: the journal has room again
+    finally:
+        emu.board.exec("import os\nos.remove('/filler')")
+        mark = emu.board.mark()
+        emu.board.reset()
+        emu.board.wait_ready(60, since=mark)
