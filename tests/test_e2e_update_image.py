@@ -194,3 +194,35 @@ def test_the_flash_filling_up_mid_download_is_refused_and_nothing_is_lost(emu, k
         mark = emu.board.mark()
         emu.board.reset()
         emu.board.wait_ready(60, since=mark)
+
+
+class _DisorderlySender(U.UpdateSender):
+    """Serves each need badly first: every 4th need gets a chunk from further on, then the
+    chunk it asked for cut to 100 bytes, then the same cut chunk again (a repeat). Only a
+    chunk that starts where the gateway stands is taken."""
+
+    def _serve(self, st):
+        n = self.chunks_sent
+        if n % 4 == 0 and st.get("offset", 0) + 3 * st["chunk"] < len(self.rel.data[0]):
+            ahead = dict(st, offset=st["offset"] + 2 * st["chunk"])
+            U.UpdateSender._serve(self, ahead)
+            cut, self.tamper = self.tamper, lambda i, off, d: d[:100]
+            U.UpdateSender._serve(self, st)
+            U.UpdateSender._serve(self, st)
+            self.tamper = cut
+            return
+        U.UpdateSender._serve(self, st)
+
+
+def test_a_reordered_truncated_and_repeated_chunk_stream_still_ends_applied(emu, key, tmp_path):
+    rel = _image_release(tmp_path, key, "1.4.0")
+    s = _DisorderlySender(emu.broker_dir, emu.gateway, rel)
+    try:
+        st = s.run(240)
+    finally:
+        s.close()
+    assert st["state"] == "applied" and st["version"] == "1.4.0", (st, s.statuses[-3:])
+    assert s.bytes_sent > rel.total  # the extra chunks were sent and ignored
+    label = _otadata(emu)["boot"]
+    with open(os.path.join(emu.board.state_dir, label + ".bin"), "rb") as f:
+        assert f.read(IMAGE_BYTES) == rel.data[0]
