@@ -6,11 +6,8 @@
 from hashlib import sha256
 from binascii import hexlify
 
-from ppmid.update.manifest import UpdateError
-
-E_UPDATE_SPACE = "E_UPDATE_SPACE"
-E_UPDATE_HASH = "E_UPDATE_HASH"
-E_UPDATE_MANIFEST = "E_UPDATE_MANIFEST"
+from ppmid.update.manifest import UpdateError, E_UPDATE_MANIFEST
+from ppmid.update.service import E_UPDATE_HASH, E_UPDATE_SPACE  # loaded already: it imports this module
 
 
 class ImageWriter:
