@@ -226,3 +226,45 @@ def test_a_reordered_truncated_and_repeated_chunk_stream_still_ends_applied(emu,
     label = _otadata(emu)["boot"]
     with open(os.path.join(emu.board.state_dir, label + ".bin"), "rb") as f:
         assert f.read(IMAGE_BYTES) == rel.data[0]
+
+
+def test_power_cuts_in_an_image_download_restart_it_and_one_in_the_first_boot_rolls_it_back(emu, key, tmp_path):
+    """SIGKILL (a power cut) once during the image download: the sender re-offers when the
+    gateway goes quiet and the download starts again at byte 0 (the partition's contents
+    are unknown after a cut); then once during the new image's first boot, before it could
+    connect (the access point is down from the switch): the bootloader boots the previous
+    partition and the pointer rolls back (E_UPDATE_BOOT)."""
+    rel = _image_release(tmp_path, key, "1.5.0")
+    before = _otadata(emu)["boot"]
+    cuts = []
+    mark = emu.board.mark()
+
+    def progress(st):
+        if st.get("state") == "downloading" and not cuts and st.get("received", 0) >= IMAGE_BYTES // 2:
+            cuts.append(("download", st["received"]))
+            emu.board.kill()
+        elif st.get("state") == "switching" and len(cuts) == 1:
+            cuts.append(("first boot", None))
+            emu.board.wifi(False)
+            threading.Thread(target=cut_in_first_boot, daemon=True).start()
+
+    def cut_in_first_boot():
+        try:
+            emu.board.wait_for(r"version 1\.5\.0 on probation, boot 1 of 1", 60, since=mark)
+            emu.board.kill()
+            emu.board.wait_for(r"rolled back to \S+ \(E_UPDATE_BOOT\)", 60, since=mark)
+        finally:
+            emu.board.wifi(True)
+    s = U.UpdateSender(emu.broker_dir, emu.gateway, rel, quiet_s=3.0, progress=progress)
+    try:
+        st = s.run(240)
+    finally:
+        s.close()
+    assert [c[0] for c in cuts] == ["download", "first boot"], cuts
+    assert st["state"] == "rolled-back" and st["error"]["code"] == "E_UPDATE_BOOT", (st, s.statuses[-3:])
+    assert s.offers_sent >= 2 and s.bytes_sent >= IMAGE_BYTES + cuts[0][1]  # the download started again
+    text = emu.board.console_bytes()[mark:].decode("utf-8", "replace")
+    assert text.count("downloading image 1.5.0") == 2
+    assert "bootloader: %s was not marked valid: booting %s" % (_otadata(emu)["rolled_back"], before) in text
+    assert _otadata(emu)["boot"] == before
+    _relays_a_command(emu, "after-image-cuts")
