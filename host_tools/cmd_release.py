@@ -3,6 +3,8 @@
     ppmid release --make-key KEY.pem            new operator key; prints the public key for
                                                  the gateways' config (update.public_key)
     ppmid release --board NAME --key KEY.pem --out DIR [--version 0.2.0] [--downgrade]
+    ppmid release --board NAME --key KEY.pem --out DIR --version 0.3.0 --image FIRMWARE.bin
+                                                 a firmware image for the OTA app partitions
 
 The release directory holds files/ (the compiled set), manifest.json (the signed text) and
 offer.json (text, signature, public key). Exit 0, or `ppmid: message` and 1.
@@ -18,6 +20,8 @@ def add_arguments(p):
     p.add_argument("--version", help="version to give the release (default: ppmid.VERSION of the tree)")
     p.add_argument("--min-config-version", type=int, default=1, help="oldest gateway config version it runs with")
     p.add_argument("--downgrade", action="store_true", help="sign it as a downgrade (may replace a newer version)")
+    p.add_argument("--image", metavar="FIRMWARE.bin", help="sign this firmware image (an image update, "
+                   "docs/update.md) instead of building the application set; needs --version")
     p.add_argument("--firmware-dir", help="firmware tree to build (default: this checkout's firmware/)")
 
 
@@ -28,6 +32,13 @@ def run(args):
         return 0
     if not (args.board and args.key and args.out):
         raise CliError("--board, --key and --out are needed (or --make-key KEY.pem)")
+    if args.image:
+        if not args.version:
+            raise CliError("--image needs --version (an image's version cannot be read from the tree)")
+        m = U.release_image(args.board, args.key, args.out, args.version, args.image, args.min_config_version,
+                            args.downgrade, log=print)
+        print("written %s (image %s, %d bytes)" % (args.out, m["version"], m["image"]["size"]))
+        return 0
     m = U.release(args.board, args.key, args.out, args.version, args.firmware_dir, args.min_config_version,
                   args.downgrade, log=print)
     print("written %s (version %s, %d files)" % (args.out, m["version"], len(m["files"])))

@@ -96,6 +96,17 @@ def status(state_dir):
     return st
 
 
+def _otadata_module():
+    """The firmware's otadata model (one place for the bootloader's rules), loaded by path:
+    the host tools do not import the firmware package."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "_ppmid_otadata", os.path.join(boards.FIRMWARE_DIR, "ppmid", "board", "otadata.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _signal(pid, sig, what):
     if not pid:
         raise BoardError("the emulated board in this state dir is not running")
@@ -248,6 +259,7 @@ class Supervisor:
             raise BoardError("%s is %d bytes, board %s has %d bytes of flash"
                              % (self.flash_path, os.path.getsize(self.flash_path), self.board, flash_size))
         self.flash_size = flash_size
+        self._prepare_ota()
         uid_path = os.path.join(d, "unique_id")
         if not os.path.exists(uid_path):
             with open(uid_path, "w") as f:
@@ -298,6 +310,37 @@ class Supervisor:
                 os.unlink(link)
             os.symlink(path, link)
 
+    # -- the stand-in partition table (docs/update.md "Image updates")
+    def _prepare_ota(self):
+        """Two app partitions (erased) and the OTA data next to the flash image."""
+        self.ota_size = int(self.definition.get("ota_size", 1024 * 1024))
+        self.ota_running = None
+        otadata = _otadata_module()
+        for label in otadata.LABELS:
+            path = os.path.join(self.state_dir, label + ".bin")
+            if not os.path.exists(path) or os.path.getsize(path) != self.ota_size:
+                with open(path, "wb") as f:
+                    f.write(b"\xff" * self.ota_size)
+        path = os.path.join(self.state_dir, "otadata")
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.write(otadata.dump(otadata.initial()))
+
+    def _ota_boot(self):
+        """The bootloader's step at a hard reset or power-on: which partition boots (a new
+        one's first boot, or the previous one when that first boot was not marked valid)."""
+        otadata = _otadata_module()
+        path = os.path.join(self.state_dir, "otadata")
+        with open(path, "rb") as f:
+            rec = otadata.parse(f.read(otadata.RECORD))
+        label, rec = otadata.boot_step(rec)
+        with open(path, "r+b") as f:
+            f.write(otadata.dump(rec))
+        if rec.get("state") == "aborted" and label != self.ota_running:
+            self.console.write(("\r\n[emuboard] bootloader: %s was not marked valid: booting %s\r\n"
+                                % (rec.get("rolled_back"), label)).encode())
+        self.ota_running = label
+
     def _add_link(self, link):
         self.links.append(link)
         for fd in link.fds:
@@ -314,6 +357,7 @@ class Supervisor:
             "flash": self.flash_path, "flash_size": self.flash_size,
             "console": self.console.name, "wifi_file": os.path.join(self.state_dir, "wifi"),
             "rtc_ms": self.rtc_ms,
+            "ota": {"running": self.ota_running, "size": self.ota_size},
         }
 
     def _write_state(self):
@@ -373,6 +417,8 @@ class Supervisor:
         self.kill_reason = None
         self._drain_hw()
         self.spawned_at = time.time()
+        if self.last_reason != "soft_reset" or self.ota_running is None:
+            self._ota_boot()  # the bootloader runs at a hard reset, not at a soft one
         self._write_state()  # the ROM reads board.json (restarts, ptys) at boot
         env = dict(os.environ, EMUBOARD_DIR=self.state_dir)
         env.pop("EMUBOARD_RAW_REPL", None)

@@ -644,6 +644,8 @@ def next_version(v):
     return ".".join(str(p) for p in parts)
 
 
+
+
 class UpdateRun:
     """Builds one release of this tree (kind: good, bad-signature = signed with another
     key, crash-at-boot = its app raises at import) and offers it to the emulation's gateway

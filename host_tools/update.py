@@ -165,6 +165,39 @@ def release(board, key_path, out_dir, version=None, firmware_dir=None, min_confi
     return manifest
 
 
+def release_image(board, key_path, out_dir, version, image_path, min_config_version=1, downgrade=False, log=None):
+    """Sign a firmware image (docs/update.md "Image updates") for board into out_dir: the
+    manifest names it by SHA-256 and size; files/image.bin is what the gateway downloads
+    into its next OTA app partition. Return the manifest."""
+    log = log or (lambda m: None)
+    key = load_key(key_path)
+    _check_version(version)
+    try:
+        with open(image_path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise UpdateError("cannot read the image %s: %s" % (image_path, exc.strerror))
+    if not data:
+        raise UpdateError("the image %s is empty" % image_path)
+    os.makedirs(os.path.join(out_dir, "files"), exist_ok=True)
+    with open(os.path.join(out_dir, "files", IMAGE_FILE), "wb") as f:
+        f.write(data)
+    manifest = {"format": MANIFEST_FORMAT, "version": version, "board": board,
+                "min_config_version": min_config_version, "downgrade": bool(downgrade),
+                "image": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+    text = canonical(manifest)
+    sig = sign(key, text.encode())
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out_dir, "offer.json"), "w") as f:
+        json.dump({"manifest": text, "signature": sig.hex(), "public_key": public_hex(key)}, f, indent=1)
+    log("image release %s for %s: %d bytes, signed by %s..." % (version, board, len(data), public_hex(key)[:18]))
+    return manifest
+
+
+IMAGE_FILE = "image.bin"
+
+
 def _check_version(v):
     parts = v.split(".") if isinstance(v, str) else []
     if not parts or len(parts) > 4 or any(not p.isdigit() or len(p) > 6 for p in parts):
@@ -185,6 +218,13 @@ class Release:
             raise UpdateError("%s is not a release (ppmid release writes one): %s" % (out_dir, exc))
         self.dir = out_dir
         self.data = []
+        if "image" in self.manifest:  # one image, served as file 0
+            try:
+                with open(os.path.join(out_dir, "files", IMAGE_FILE), "rb") as f:
+                    self.data.append(f.read())
+            except OSError as exc:
+                raise UpdateError("release image %s is missing: %s" % (IMAGE_FILE, exc.strerror))
+            return
         for e in self.manifest["files"]:
             try:
                 with open(os.path.join(out_dir, "files", e["path"]), "rb") as f:

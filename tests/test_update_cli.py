@@ -71,3 +71,25 @@ def test_update_refuses_what_is_not_a_release(tmp_path, capsys):
     rc, _, err = _run(capsys, "update", "--state-dir", str(tmp_path), "--gateway", "nothex",
                       "--release", str(tmp_path))
     assert rc == 1 and err.startswith("ppmid: ")
+
+
+def test_an_image_release_is_signed_and_names_the_image(tmp_path, capsys):
+    key = str(tmp_path / "op.pem")
+    _, pub, _ = _run(capsys, "release", "--make-key", key)
+    img = tmp_path / "fw.bin"
+    img.write_bytes(os.urandom(5000))
+    out = tmp_path / "rel"
+    rc, text, err = _run(capsys, "release", "--board", "esp32-devkitc", "--key", key, "--out", str(out),
+                         "--version", "1.1.0", "--image", str(img))
+    assert rc == 0 and "image 1.1.0, 5000 bytes" in text, err
+    offer = json.loads((out / "offer.json").read_text())
+    payload = json.dumps({"id": "x", "manifest": offer["manifest"], "signature": offer["signature"]}).encode()
+    _, m, _ = M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.0.0", 1)
+    assert "files" not in m and m["image"] == {"sha256": hashlib.sha256(img.read_bytes()).hexdigest(), "size": 5000}
+    assert (out / "files" / "image.bin").read_bytes() == img.read_bytes()
+    # an image needs its version, and a file that is there
+    rc, _, err = _run(capsys, "release", "--board", "emulated", "--key", key, "--out", str(out), "--image", str(img))
+    assert rc == 1 and "--image needs --version" in err and err.count("\n") == 1
+    rc, _, err = _run(capsys, "release", "--board", "emulated", "--key", key, "--out", str(out), "--version", "1.2.0",
+                      "--image", str(tmp_path / "nope.bin"))
+    assert rc == 1 and "cannot read the image" in err and err.count("\n") == 1

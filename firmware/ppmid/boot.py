@@ -62,6 +62,9 @@ def _update_state(board):
     from ppmid.update import slots
     st = slots.state(root)
     summary = slots.summary(st)
+    if "image" in summary and hasattr(board, "image_slots"):
+        img = board.image_slots()  # which partition the bootloader booted (info "update")
+        summary["image"] = dict(summary["image"], running=img.running() if img is not None else None)
     settle = "probation" in st or not (st.get("last") or {}).get("reported", True)
     _unload("ppmid.update")
     return summary, settle
@@ -80,7 +83,8 @@ def _settle_update(board, han, link, summary):
     """Confirm a set on probation, or report the last update's result (ppmid.update.report,
     which forgets itself once done)."""
     from ppmid.update.report import settle
-    asyncio.create_task(settle(board.fs_root.rstrip("/"), VERSION, han, link, summary))
+    asyncio.create_task(settle(board.fs_root.rstrip("/"), VERSION, han, link, summary,
+                               images=getattr(board, "image_slots", None)))
 
 
 def _nfc_driver(board):

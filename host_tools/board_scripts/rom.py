@@ -51,6 +51,14 @@ def _rom_open():
     hw.uart_files = {}
     for name in hw.uarts:
         hw.uart_files[name] = open(hw.uarts[name], "r+b")
+    # the stand-in partition table: two app partitions and the OTA data (the supervisor
+    # chose the partition that boots: st["ota"]["running"])
+    ota = st.get("ota") or {}
+    if ota.get("running"):
+        hw.ota_running = ota["running"]
+        hw.ota_size = ota["size"]
+        hw.ota_files = {"ota_0": open(d + "/ota_0.bin", "r+b"), "ota_1": open(d + "/ota_1.bin", "r+b")}
+        hw.otadata = open(d + "/otadata", "r+b")
     img = open(d + "/flash.img", "r+b")
     hw.flash = _Flash(img, st["flash_size"] // 4096, 4096)
     return hw

@@ -188,3 +188,90 @@ def test_wired_uart_only_when_the_definition_names_one_and_opened_once():
     assert u is not None and b.wired_uart() is u
     (uart,) = [c for c in Rec.calls if c[0] == "UART"]
     assert uart[1] == 0 and uart[2]["tx"] == 43 and uart[2]["rx"] == 44 and "flow" not in uart[2]
+
+
+class FakePartition:
+    # esp32.Partition as MicroPython documents it: RUNNING, get_next_update(), info() ->
+    # (type, subtype, addr, size, label, encrypted), readblocks/writeblocks of 4 KB blocks
+    # (erase before write when no offset is given), set_boot(), and the class method
+    # mark_app_valid_cancel_rollback().
+    RUNNING = 1
+    valid_raises = False
+
+    def __init__(self, which, label="ota_0"):
+        self.label = label
+        self.blocks = {}
+
+    def info(self):
+        return (0, 0x10 if self.label == "ota_0" else 0x11, 0x10000, 8 * 4096, self.label, False)
+
+    def get_next_update(self):
+        return _NEXT[0]
+
+    def writeblocks(self, n, buf, off=None):
+        Rec.calls.append(("writeblocks", self.label, n, len(buf), off))
+        self.blocks[n] = bytes(buf)
+
+    def readblocks(self, n, buf, off=None):
+        buf[:] = self.blocks.get(n, b"\xff" * len(buf))
+
+    def set_boot(self):
+        Rec.calls.append(("set_boot", self.label))
+
+    @classmethod
+    def mark_app_valid_cancel_rollback(cls):
+        Rec.calls.append(("mark_valid",))
+        if cls.valid_raises:
+            raise OSError(-261)  # a build without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
+
+
+_NEXT = [FakePartition(0, "ota_1")]
+
+
+def _image_slots():
+    fake = Mod()
+    fake.Partition = FakePartition
+    saved = sys.modules.get("esp32")
+    sys.modules["esp32"] = fake
+    try:
+        return esp32.Board(DEVKITC).image_slots()
+    finally:
+        if saved is None:
+            del sys.modules["esp32"]
+        else:
+            sys.modules["esp32"] = saved
+
+
+def test_image_slots_write_the_next_ota_partition_in_erased_4k_blocks():
+    Rec.calls = []
+    s = _image_slots()
+    assert s.running() == "ota_0" and s.next_update() == ("ota_1", 8 * 4096)
+    s.write_block("ota_1", 3, bytes(4096))
+    assert ("writeblocks", "ota_1", 3, 4096, None) in Rec.calls  # no offset: erased first
+    buf = bytearray(4096)
+    s.read_block("ota_1", 3, buf)
+    assert bytes(buf) == bytes(4096)
+    for label, n, size in (("ota_0", 0, 4096), ("ota_1", 8, 4096), ("ota_1", 0, 512)):
+        try:
+            s.write_block(label, n, bytes(size))
+        except OSError:
+            continue
+        raise AssertionError("wrote %s block %d of %d bytes" % (label, n, size))
+    s.set_boot("ota_1")
+    assert ("set_boot", "ota_1") in Rec.calls
+
+
+def test_mark_valid_cancels_the_rollback_and_tolerates_a_build_without_it():
+    Rec.calls = []
+    s = _image_slots()
+    s.mark_valid()
+    FakePartition.valid_raises = True
+    try:
+        s.mark_valid()
+    finally:
+        FakePartition.valid_raises = False
+    assert Rec.calls.count(("mark_valid",)) == 2
+
+
+def test_no_esp32_module_means_no_image_slots():
+    assert esp32.Board(DEVKITC).image_slots() is None

@@ -86,3 +86,21 @@ def test_versions():
 def test_the_fixture_manifest_is_what_was_signed():
     oid, m, text = _verify(signed_offer("good"))
     assert m == MANIFEST
+
+
+def test_image_manifests_name_one_image_with_its_digest_and_size():
+    base = {"format": 1, "version": "1.1.0", "board": "esp32-devkitc"}
+    good = dict(base, image={"sha256": "ab" * 32, "size": 1503232})
+    assert M.parse_manifest(json.dumps(good))["image"]["size"] == 1503232
+    for bad, why in ((dict(base, image={"sha256": "ab" * 32, "size": 0}), "size"),
+                     (dict(base, image={"sha256": "ab" * 32, "size": M.MAX_IMAGE_BYTES + 1}), "size"),
+                     (dict(base, image={"sha256": "xy" * 32, "size": 10}), "sha256"),
+                     (dict(base, image={"sha256": "ab" * 31, "size": 10}), "sha256"),
+                     (dict(base, image=[1, 2]), "object"),
+                     (dict(good, files=[{"path": "ppmid/app.mpy", "sha256": "ab" * 32, "size": 1}]), "not both")):
+        try:
+            M.parse_manifest(json.dumps(bad))
+        except M.UpdateError as exc:
+            assert exc.code == M.E_UPDATE_MANIFEST and why in str(exc), (why, str(exc))
+            continue
+        raise AssertionError("accepted %r" % (bad,))

@@ -48,3 +48,12 @@ REAL_FILES = [b'{"name": "emulated"}', bytes(range(256)) * 12 + b"end"]
 def signed_offer(name, oid="t1"):
     text, sig = SIGNED[name]
     return json.dumps({"id": oid, "manifest": text, "signature": sig}).encode()
+
+# image manifests (docs/update.md "Image updates"): IMAGE is the 'image' one's bytes
+IMAGE = bytes((i * 7 + (i >> 8)) & 0xFF for i in range(10000))
+SIGNED['image'] = ('{"board":"emulated","downgrade":false,"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":10000},"min_config_version":1,"version":"0.2.0"}',
+    '4ee7448558e1e12969fd4b3da16d89d713f924cd2a0f8c422900cdb10a470298247b4b7cb81ed055058552631b494fa5f6a43d07c7a282c9ab409d312eac336b')
+SIGNED['image-too-big'] = ('{"board":"emulated","downgrade":false,"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":20000},"min_config_version":1,"version":"0.2.0"}',
+    '7dc3da9e040ef7282ea572000f89fe126895762ec5d44879e6e1e7acd862ef7205da4384584c8e64a5c42b0306babc7e9fe781944df3401c78ba6206d4bfc0d0')
+SIGNED['image-and-files'] = ('{"board":"emulated","downgrade":false,"files":[{"path":"ppmid/app.mpy","sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":3}],"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":10000},"min_config_version":1,"version":"0.2.0"}',
+    '24a69d6a0c3db788aef14584f71e3413e2c45c560cdff4f7617f10ebf07d33625822ea0a653f16f8bd629d4928a2acd37c87cd4df413b30ca40900770edf430c')

@@ -169,6 +169,70 @@ class RtcTime:
         self._ctl.write(b"T%d\n" % self._delta)
 
 
+class ImageSlots:
+    # The stand-in for esp32.Partition on the emulated board (docs/update.md "Image
+    # updates"): two app partitions and the OTA data are files next to the flash image,
+    # opened by the ROM (hw.ota_files, hw.otadata); the supervisor applies the bootloader's
+    # step (ppmid.board.otadata.boot_step) at every reset and says which one booted
+    # (hw.ota_running). What boots is still the same unix-port binary: only the choice of
+    # partition and the rollback are modelled, not the image's contents.
+    BLOCK = 4096
+
+    def __init__(self, hw):
+        self._files = hw.ota_files
+        self._data = hw.otadata
+        self._running = hw.ota_running
+        self.size = hw.ota_size
+
+    def _record(self):
+        from ppmid.board import otadata
+        self._data.seek(0)
+        return otadata.parse(self._data.read(otadata.RECORD))
+
+    def _write_record(self, rec):
+        from ppmid.board import otadata
+        self._data.seek(0)
+        self._data.write(otadata.dump(rec))
+        self._data.flush()
+
+    def running(self):
+        return self._running
+
+    def next_update(self):
+        """(label, bytes) of the partition an image update writes: never the running one."""
+        from ppmid.board.otadata import other
+        return other(self._running), self.size
+
+    def _file(self, label, n, nbytes):
+        if label == self._running:
+            raise OSError("partition %s is running" % label)
+        if n < 0 or (n + 1) * self.BLOCK > self.size or nbytes != self.BLOCK:
+            raise OSError("block %d of %d bytes is outside partition %s" % (n, nbytes, label))
+        f = self._files[label]
+        f.seek(n * self.BLOCK)
+        return f
+
+    def write_block(self, label, n, buf):
+        f = self._file(label, n, len(buf))
+        f.write(buf)
+        f.flush()
+
+    def read_block(self, label, n, buf):
+        self._file(label, n, len(buf)).readinto(buf)
+
+    def set_boot(self, label):
+        from ppmid.board import otadata
+        self._write_record(otadata.set_boot(self._record(), label, self._running))
+
+    def mark_valid(self):
+        from ppmid.board import otadata
+        self._write_record(otadata.mark_valid(self._record(), self._running))
+
+    def status(self):
+        rec = self._record()
+        return {"running": self._running, "state": rec.get("state") if rec.get("boot") == self._running else "valid"}
+
+
 class Board:
     def __init__(self, hw):
         self._hw = hw
@@ -235,6 +299,12 @@ class Board:
         for _ in range(50):
             time.sleep(0.1)
         raise SystemExit(0)  # no supervisor took the reset line: stop anyway
+
+    def image_slots(self):
+        """The app partitions (ImageSlots), or None when the emulated board has none."""
+        if getattr(self._hw, "ota_files", None) is None:
+            return None
+        return ImageSlots(self._hw)
 
     def mem_free(self):
         return gc.mem_free()

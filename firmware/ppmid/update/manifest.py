@@ -20,6 +20,7 @@ E_UPDATE_OLDER = "E_UPDATE_OLDER"          # not newer than the running version,
 E_UPDATE_CONFIG = "E_UPDATE_CONFIG"        # needs a newer config version than ours
 MAX_FILES = 200
 MAX_FILE_BYTES = 1 << 20
+MAX_IMAGE_BYTES = 4 << 20  # the largest ESP32 OTA app partition a 8 MB flash would have
 _PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
 
 
@@ -81,6 +82,8 @@ def parse_manifest(text):
         _bad("min_config_version must be an integer")
     if not isinstance(m.get("downgrade", False), bool):
         _bad("downgrade must be true or false")
+    if "image" in m:
+        return _parse_image(m)
     files = m.get("files")
     if not isinstance(files, list) or not 0 < len(files) <= MAX_FILES:
         _bad("files must be a list of 1 to %d entries" % MAX_FILES)
@@ -107,6 +110,26 @@ def parse_manifest(text):
             have_app = True
     if not have_app:
         _bad("the set has no ppmid/app module: it could not start")
+    return m
+
+
+def _parse_image(m):
+    # a firmware image for the board's next OTA app partition (docs/update.md "Image
+    # updates"): one entry, no files beside it
+    img = m["image"]
+    if "files" in m:
+        _bad("a manifest has either files or an image, not both")
+    if not isinstance(img, dict):
+        _bad("image must be an object {sha256, size}")
+    digest, size = img.get("sha256"), img.get("size")
+    if not isinstance(digest, str) or len(digest) != 64:
+        _bad("image: sha256 must be 64 hex digits")
+    try:
+        unhexlify(digest)
+    except ValueError:
+        _bad("image: sha256 must be 64 hex digits")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_IMAGE_BYTES:
+        _bad("image: size must be 1 to %d bytes" % MAX_IMAGE_BYTES)
     return m
 
 

@@ -24,19 +24,29 @@ def _forget():
         delattr(pkg, "update")
 
 
-async def settle(root, version, han, link, summary, log=print):
-    """summary: the info's "update" dict, brought up to date in place."""
+async def settle(root, version, han, link, summary, log=print, images=None):
+    """summary: the info's "update" dict, brought up to date in place; images: the
+    board's image_slots (a callable), for an image update on probation."""
     try:
-        await _settle(root, version, han, link, summary, log)
+        await _settle(root, version, han, link, summary, log, images)
     finally:
         _forget()
 
 
-async def _settle(root, version, han, link, summary, log):
+async def _settle(root, version, han, link, summary, log, images):
     client = link.client
     st = slots.state(root)
+    label = st["probation"].get("image") if "probation" in st else None
+    img = images() if label and images is not None else None
+    if label and (img is None or img.running() != label):
+        # the pointer was written, but the bootloader did not boot the new partition (a
+        # power cut before set_boot(), or no partitions at all): the old image runs
+        slots.rollback(root, slots.E_UPDATE_BOOT, "the bootloader did not boot partition %s" % label)
+        st = slots.state(root)
     while "probation" in st:
         if han.status == "running" and client.state == "online":
+            if img is not None:
+                img.mark_valid()  # before the pointer: the bootloader keeps this image now
             slots.confirm(root, version)
             log("PPMID update: version %s confirmed (running and connected)" % version)
         else:
@@ -57,4 +67,7 @@ async def _settle(root, version, han, link, summary, log):
     await client.publish(ROOT + client.client_id + "/" + UPDATE, json.dumps(obj).encode(), 1, True)
     slots.mark_reported(root)
     summary.update(slots.summary(slots.state(root)))
+    if "image" in summary and images is not None:  # the partition that booted, as at boot
+        i = images()
+        summary["image"] = dict(summary["image"], running=i.running() if i is not None else None)
     await link.republish_info()  # its "update" changed since the connect published it

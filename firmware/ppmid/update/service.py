@@ -148,7 +148,7 @@ class Updater:
         m = st["manifest"]
         total = 0
         got = 0
-        for i, f in enumerate(m["files"]):
+        for i, f in enumerate(m["files"] if "files" in m else (m["image"],)):
             total += f["size"]
             if self.need is None or i < self.need[0]:
                 got += f["size"]
@@ -222,6 +222,9 @@ class Updater:
         self.chunk = min(settings["chunk"], self.client.max_packet - 128)
         self.probation = (settings["probation_boots"], settings["probation_s"])
         staged = slots.read_json(self.root + slots.STAGE)
+        if "image" in m:
+            await self._image_offer(m, text, oid)
+            return
         if self.stage is not None and self.stage["text"] == text or \
                 isinstance(staged, dict) and staged.get("text") == text:
             # the same signed manifest again: a resume (after a drop or a power cut)
@@ -250,8 +253,35 @@ class Updater:
                      % (m["version"], len(m["files"]), total, slot))
         await self.advance()
 
+    async def _image_offer(self, m, text, oid):
+        # an image for the next OTA app partition (ppmid.update.image). The same signed
+        # manifest again resumes where this boot's download stands; after a power cut the
+        # partition's contents are unknown, so it starts again at byte 0.
+        if self.stage is not None and self.stage["text"] == text:
+            self.stage["id"] = oid
+        else:
+            self.abandon()
+            from ppmid.update.image import ImageWriter
+            w = ImageWriter(self.board.image_slots() if hasattr(self.board, "image_slots") else None, m["image"])
+            slots.makedirs(self.root + slots.DIR)
+            self.stage = {"id": oid, "manifest": m, "text": text, "slot": None, "image": w}
+            slots.write_json(self.root + slots.STAGE, {"text": text, "image": w.label})
+            self.log("PPMID update: downloading image %s (%d bytes) into partition %s"
+                     % (m["version"], w.size, w.label))
+        await self.advance()
+
     async def advance(self):
         """Find the next byte needed (checking each file that is complete), or switch."""
+        w = self.stage.get("image")
+        if w is not None:
+            self.need = None if w.complete() else (0, w.offset)
+            if self.need is None:
+                w.check()
+            await self.progress()
+            if self.need is None:
+                self.switching = True
+                asyncio.create_task(self.switch())
+            return
         files = self.stage["manifest"]["files"]
         i = self.need[0] if self.need is not None else 0
         while i < len(files):
@@ -295,6 +325,12 @@ class Updater:
             self.stats["ignored"] += 1  # a repeat, a gap or a reorder: say again what is needed
             await self.progress()
             return
+        if self.stage.get("image") is not None:
+            self.stage["image"].write(mv[CHUNK_HEADER:])
+            self.stats["chunks"] += 1
+            self.stats["bytes"] += len(mv) - CHUNK_HEADER
+            await self.advance()
+            return
         f = self.stage["manifest"]["files"][i]
         n = len(mv) - CHUNK_HEADER
         if off + n > f["size"]:
@@ -311,7 +347,7 @@ class Updater:
             await self.advance()
 
     def abandon(self):
-        if self.stage is not None:
+        if self.stage is not None and self.stage["slot"] is not None:
             slots.rmtree(slots.slot_dir(self.root, self.stage["slot"]))
         slots.remove(self.root + slots.STAGE)
         self.stage = None
@@ -333,8 +369,17 @@ class Updater:
             waited += 200
         if self.relay is not None:
             self.relay.journal.sync()
-        slots.switch(self.root, st["slot"], m["version"], self.version, st["id"], self.probation[0], self.probation[1])
-        self.log("PPMID update: switching to %s (slot %s): resetting" % (m["version"], st["slot"]))
+        w = st.get("image")
+        if w is not None:
+            # the pointer first: a power cut before set_boot() then boots the old image on
+            # "probation", which ppmid.update.report sees and rolls back (E_UPDATE_BOOT)
+            slots.switch_image(self.root, w.label, m["version"], self.version, st["id"], self.probation[1])
+            w.slots.set_boot(w.label)
+            self.log("PPMID update: switching to image %s (partition %s): resetting" % (m["version"], w.label))
+        else:
+            slots.switch(self.root, st["slot"], m["version"], self.version, st["id"], self.probation[0],
+                         self.probation[1])
+            self.log("PPMID update: switching to %s (slot %s): resetting" % (m["version"], st["slot"]))
         await self.publish("switching", st["id"], m["version"])
         await sleep_ms(500)  # let the status reach the broker
         self.board.reset()

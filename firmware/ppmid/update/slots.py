@@ -102,9 +102,12 @@ def summary(st):
     it is on probation, and the last update's result."""
     last = st.get("last") or {}
     prev = st.get("previous") or {}
-    return {"slot": st.get("slot", ""), "previous": prev.get("version") or last.get("previous"),
-            "probation": "probation" in st, "last": last.get("result"), "last_version": last.get("version"),
-            "error": (last.get("error") or {}).get("code")}
+    out = {"slot": st.get("slot", ""), "previous": prev.get("version") or last.get("previous"),
+           "probation": "probation" in st, "last": last.get("result"), "last_version": last.get("version"),
+           "error": (last.get("error") or {}).get("code")}
+    if st.get("image"):
+        out["image"] = st["image"]  # {"label", "version"} of the last image an update installed
+    return out
 
 
 def slot_dir(root, slot):
@@ -128,14 +131,31 @@ def switch(root, slot, version, running, offer_id, boots, seconds):
     remove(_path(root, STAGE))
 
 
+def switch_image(root, label, version, running, offer_id, seconds):
+    """Point at a new firmware image (docs/update.md "Image updates"), on probation for one
+    boot: the ESP-IDF bootloader rolls back a partition whose first boot ends unmarked, so
+    a second boot means it failed. The application set (slot) stays as it is."""
+    st = state(root)
+    new = {"slot": st.get("slot", ""), "version": version, "offer": offer_id,
+           "previous": {"slot": st.get("slot", ""), "version": running, "image": st.get("image")},
+           "image": {"label": label, "version": version},
+           "probation": {"boots": 0, "max_boots": 1, "seconds": seconds, "image": label}}
+    if "last" in st:
+        new["last"] = st["last"]
+    write_json(_path(root, STATE), new)
+    remove(_path(root, STAGE))
+
+
 def rollback(root, code, message):
     """Back to the previous set; the failed version and the reason go into "last"."""
     st = state(root)
     prev = st.get("previous") or {"slot": ""}
-    write_json(_path(root, STATE), {
-        "slot": prev.get("slot", ""), "version": prev.get("version"), "offer": st.get("offer"),
-        "last": {"result": "rolled-back", "version": st.get("version"), "previous": prev.get("version"),
-                 "error": {"code": code, "message": message}, "reported": False}})
+    new = {"slot": prev.get("slot", ""), "version": prev.get("version"), "offer": st.get("offer"),
+           "last": {"result": "rolled-back", "version": st.get("version"), "previous": prev.get("version"),
+                    "error": {"code": code, "message": message}, "reported": False}}
+    if prev.get("image"):
+        new["image"] = prev["image"]  # the image before a failed image update
+    write_json(_path(root, STATE), new)
     return prev
 
 
@@ -145,8 +165,10 @@ def confirm(root, running):
     st = state(root)
     if "probation" not in st:
         return False
-    del st["probation"]
+    p = st.pop("probation")
     prev = st.get("previous") or {}
+    if p.get("image"):
+        running = st.get("version")  # an image's version, not the application set's
     st["last"] = {"result": "applied", "version": running, "previous": prev.get("version"), "reported": False}
     write_json(_path(root, STATE), st)
     return True
