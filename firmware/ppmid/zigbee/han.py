@@ -20,10 +20,13 @@ MODULE_UNSUPPORTED = "module-unsupported"
 NETWORK_DOWN = "network-down"
 NO_TUNNEL = "no-tunnel"
 RESETTING = "resetting"
+COMMISSIONING = "commissioning"
+COMMISSION_FAILED = "commission-failed"
 
 CH_NWK = const(0x0000)         # the CH is the HAN's coordinator
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
+_CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
 _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
 
 DEFAULTS = {
@@ -37,6 +40,32 @@ DEFAULTS = {
     "backoff_max_s": 30,
     "unsupported_retry_s": 60,
 }
+
+
+def _marked(path):
+    # the mark that key establishment completed (a file the commissioning writes); no
+    # path configured: a network the module resumes counts as commissioned
+    if not path:
+        return True
+    try:
+        open(path).close()
+        return True
+    except OSError:
+        return False
+
+
+def _mark(path, done):
+    if not path:
+        return
+    if done:
+        with open(path, "w") as f:
+            f.write("cbke ok\n")
+    else:
+        try:
+            import os
+            os.remove(path)
+        except OSError:
+            pass
 
 
 class HanError(PpmidError):
@@ -104,6 +133,8 @@ def _options(cfg):
         for k in DEFAULTS:
             if k in z:
                 out[k] = z[k]
+        if z.get("install_code"):
+            out["commission"] = z   # zigbee/commission.py reads its own keys
     return out
 
 
@@ -157,6 +188,7 @@ class ZigbeeHan:
         # ZCL frame), called synchronously (set by the relay's top-up road, which answers
         # for its own errors); counted and dropped while None
         self.on_zcl = None
+        self.commission = None         # zigbee/commission.py's Commissioner, once needed
 
     # ---- public ----------------------------------------------------------------------
     async def start(self):
@@ -322,6 +354,7 @@ class ZigbeeHan:
         self._logf("module payload limit %d", self._max_payload)
         self._net_event.clear()
         state = await self._ezsp.network_state()
+        status = 0
         if state == E.JOINED_NETWORK:
             self._net_up = True
         else:
@@ -334,10 +367,40 @@ class ZigbeeHan:
                     self._logf("no network-up within %ss", self.opts["network_timeout_s"])
             if not self._net_up and await self._ezsp.network_state() == E.JOINED_NETWORK:
                 self._net_up = True
+        c = self.opts.get("commission")
+        # commissioning: a module with no network to resume, or one that joined but never
+        # completed key establishment (no mark of it: a power cut in the middle)
+        if c and (status != 0 or (self._net_up and not _marked(c.get("state_path")))):
+            await self._commission(c, status == 0)
         self._up = True
         self._update_status()
         if not self._net_up:
             self._set_status(NETWORK_DOWN, "the module is not joined to the HAN")
+
+    async def _commission(self, c, joined):
+        if self.commission is None:
+            from ppmid.zigbee.commission import Commissioner
+            self.commission = Commissioner(self, c, self._log)
+        cm = self.commission
+        path = c.get("state_path")
+        if not joined:
+            _mark(path, False)
+        backoff = 1
+        while True:
+            self._set_status(COMMISSIONING, cm.state)
+            try:
+                if await cm.run(joined):
+                    _mark(path, True)
+                    return
+            except PpmidError as exc:  # the install code: no retry can mend it
+                self._set_status(COMMISSION_FAILED, "%s: %s" % (exc.code, exc.message))
+                await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
+                continue
+            joined = self._net_up
+            self._set_status(COMMISSION_FAILED, "%s: %s" % (cm.error, cm.detail))
+            wait = max(backoff, cm.retry_after_s or 0)
+            await sleep_ms(int(wait * 1000))
+            backoff = min(self.opts["backoff_max_s"], backoff * 2)
 
     # ---- callbacks from the NCP (synchronous) ----------------------------------------
     def _ready(self):
@@ -350,6 +413,8 @@ class ZigbeeHan:
         v = self._ezsp.version
         if v is None:
             self.counters["callbacks_unknown"] += 1
+            return
+        if self.commission is not None and self.commission.on_callback(fid, p):
             return
         if fid == E.MESSAGE_SENT_HANDLER:
             m = E.parse_message_sent(v, p)
@@ -376,6 +441,9 @@ class ZigbeeHan:
 
     def _incoming(self, m):
         aps = m["aps"]
+        if aps["cluster"] == _CLUSTER_KEY_ESTABLISHMENT and self.commission is not None:
+            self.commission.on_ke(m["message"])
+            return
         if aps["cluster"] != CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == PROFILE_SE:
             self.on_zcl(m["sender"], aps["cluster"], m["message"])
             return
@@ -598,7 +666,7 @@ class ZigbeeHan:
         self.counters["delivery_unknown"] += 1
         return HanError(E_DELIVERY_UNKNOWN, what)
 
-    async def _send_zcl(self, dest, zcl, cluster=CLUSTER_TUNNELING, endpoint=ENDPOINT):
+    async def _send_zcl(self, dest, zcl, cluster=CLUSTER_TUNNELING, endpoint=ENDPOINT, encrypt=True):
         """One ZCL frame, in APS fragments when it exceeds the module's payload limit.
         Returns when the module confirmed every fragment. Raises _NotTaken while the CH
         cannot have the whole frame (a fragment before the last failed, or the last one
@@ -617,7 +685,9 @@ class ZigbeeHan:
         n = len(frags)
         for i in range(n):
             last = i == n - 1
-            options = E.APS_OPTION_RETRY | E.APS_OPTION_ROUTE_DISCOVERY | E.APS_OPTION_ENCRYPTION
+            options = E.APS_OPTION_RETRY | E.APS_OPTION_ROUTE_DISCOVERY
+            if encrypt:   # Key Establishment frames go with network security only
+                options |= E.APS_OPTION_ENCRYPTION
             group = 0
             if n > 1:
                 options |= E.APS_OPTION_FRAGMENT
