@@ -146,3 +146,25 @@ def test_ezsp_commissioning_bad_input():
         except EzspError:
             continue
         raise AssertionError("%r accepted" % (fn,))
+
+
+def test_zigbee_config_section_checked():
+    from ppmid import config
+    from ppmid.errors import ConfigError
+    base = {"gateway": "00DB1234567890A4"}
+    ok = dict(base, zigbee={"install_code": "83FE D340 7A93 9723 A5C6 39B2 6916 D505 C3B5", "channels": [11, 20],
+                            "ke_endpoint": 9})
+    assert config.validate(ok)["zigbee"]["channels"] == [11, 20]
+    assert "zigbee" not in config.validate(base)
+    for z, words in (({"install_code": SPEC_CODE[:-4] + "0000"}, "E_INSTALL_CODE_CRC"),
+                     ({"install_code": "0102"}, "E_INSTALL_CODE"),
+                     ({"install_code": SPEC_CODE, "channel": [20]}, "unknown zigbee key"),
+                     ({"channels": [10]}, "channels"), ({"channels": []}, "channels"),
+                     ({"ke_endpoint": 0}, "ke_endpoint"), ({"state_path": "/x"}, "unknown zigbee key"),
+                     ("83FE", "must be an object")):
+        try:
+            config.validate(dict(base, zigbee=z))
+        except ConfigError as exc:
+            assert words in str(exc), (z, str(exc))
+            continue
+        raise AssertionError("accepted %r" % (z,))
