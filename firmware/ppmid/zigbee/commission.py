@@ -62,6 +62,84 @@ def settings(section):
     return out
 
 
+COMMISSIONING = "commissioning"        # ZigbeeHan statuses while this runs
+COMMISSION_FAILED = "commission-failed"
+_MODULES = ("ppmid.zigbee.commission", "ppmid.zigbee.keyest", "ppmid.zigbee.ezsp_cbke", "ppmid.zigbee.installcode")
+
+
+def _marked(path):
+    # the mark that key establishment completed (a file written on success); no path
+    # configured: a network the module resumes counts as commissioned
+    if not path:
+        return True
+    try:
+        open(path).close()
+        return True
+    except OSError:
+        return False
+
+
+def _mark(path, done):
+    if not path:
+        return
+    if done:
+        with open(path, "w") as f:
+            f.write("cbke ok\n")
+    else:
+        try:
+            import os
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def _drop():
+    # nothing to do: this code leaves the heap again (out of sys.modules and off the
+    # package, like ppmid.boot's boot-only modules)
+    import sys
+    pkg = sys.modules.get("ppmid.zigbee")
+    for name in _MODULES:
+        sys.modules.pop(name, None)
+        if pkg is not None:
+            try:
+                delattr(pkg, name.rsplit(".", 1)[1])
+            except AttributeError:
+                pass
+
+
+async def bring_up(han, c, init_status):
+    """ZigbeeHan's bring-up, after networkInit (init_status): commission a module with no
+    network to resume, or one that joined but never completed key establishment (no mark
+    of it: a power cut in the middle); retries with backoff until it succeeds (the link
+    failing ends it: the supervisor resets and comes back here)."""
+    from ppmid.clock import sleep_ms
+    joined = init_status == 0
+    path = c.get("state_path")
+    if han.commission is None and joined and (not han._net_up or _marked(path)):
+        _drop()
+        return
+    if han.commission is None:
+        han.commission = Commissioner(han, c, han._log)
+    cm = han.commission
+    if not joined:
+        _mark(path, False)
+    backoff = 1
+    while True:
+        han._set_status(COMMISSIONING, cm.state)
+        try:
+            if await cm.run(joined):
+                _mark(path, True)
+                return
+        except PpmidError as exc:  # the install code: no retry can mend it
+            han._set_status(COMMISSION_FAILED, "%s: %s" % (exc.code, exc.message))
+            await sleep_ms(int(han.opts["unsupported_retry_s"] * 1000))
+            continue
+        joined = han._net_up
+        han._set_status(COMMISSION_FAILED, "%s: %s" % (cm.error, cm.detail))
+        await sleep_ms(int(max(backoff, cm.retry_after_s or 0) * 1000))
+        backoff = min(han.opts["backoff_max_s"], backoff * 2)
+
+
 class Commissioner:
     """One module's commissioning, driven by ZigbeeHan (which hands it the callbacks and
     Key Establishment frames, and sends for it). State and last failure: info()."""

@@ -20,8 +20,6 @@ MODULE_UNSUPPORTED = "module-unsupported"
 NETWORK_DOWN = "network-down"
 NO_TUNNEL = "no-tunnel"
 RESETTING = "resetting"
-COMMISSIONING = "commissioning"
-COMMISSION_FAILED = "commission-failed"
 
 CH_NWK = const(0x0000)         # the CH is the HAN's coordinator
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
@@ -40,32 +38,6 @@ DEFAULTS = {
     "backoff_max_s": 30,
     "unsupported_retry_s": 60,
 }
-
-
-def _marked(path):
-    # the mark that key establishment completed (a file the commissioning writes); no
-    # path configured: a network the module resumes counts as commissioned
-    if not path:
-        return True
-    try:
-        open(path).close()
-        return True
-    except OSError:
-        return False
-
-
-def _mark(path, done):
-    if not path:
-        return
-    if done:
-        with open(path, "w") as f:
-            f.write("cbke ok\n")
-    else:
-        try:
-            import os
-            os.remove(path)
-        except OSError:
-            pass
 
 
 class HanError(PpmidError):
@@ -368,39 +340,13 @@ class ZigbeeHan:
             if not self._net_up and await self._ezsp.network_state() == E.JOINED_NETWORK:
                 self._net_up = True
         c = self.opts.get("commission")
-        # commissioning: a module with no network to resume, or one that joined but never
-        # completed key establishment (no mark of it: a power cut in the middle)
-        if c and (status != 0 or (self._net_up and not _marked(c.get("state_path")))):
-            await self._commission(c, status == 0)
+        if c:  # an install code configured: commission if the module needs it
+            from ppmid.zigbee.commission import bring_up
+            await bring_up(self, c, status)
         self._up = True
         self._update_status()
         if not self._net_up:
             self._set_status(NETWORK_DOWN, "the module is not joined to the HAN")
-
-    async def _commission(self, c, joined):
-        if self.commission is None:
-            from ppmid.zigbee.commission import Commissioner
-            self.commission = Commissioner(self, c, self._log)
-        cm = self.commission
-        path = c.get("state_path")
-        if not joined:
-            _mark(path, False)
-        backoff = 1
-        while True:
-            self._set_status(COMMISSIONING, cm.state)
-            try:
-                if await cm.run(joined):
-                    _mark(path, True)
-                    return
-            except PpmidError as exc:  # the install code: no retry can mend it
-                self._set_status(COMMISSION_FAILED, "%s: %s" % (exc.code, exc.message))
-                await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
-                continue
-            joined = self._net_up
-            self._set_status(COMMISSION_FAILED, "%s: %s" % (cm.error, cm.detail))
-            wait = max(backoff, cm.retry_after_s or 0)
-            await sleep_ms(int(wait * 1000))
-            backoff = min(self.opts["backoff_max_s"], backoff * 2)
 
     # ---- callbacks from the NCP (synchronous) ----------------------------------------
     def _ready(self):
