@@ -21,6 +21,11 @@ import time
 from host_tools.cli import CliError
 
 
+# the Zigbee specification's example install code (with its CRC): what an emulated gateway
+# is provisioned with unless told otherwise
+DEFAULT_INSTALL_CODE = "83FED3407A939723A5C639B26916D505C3B5"
+
+
 def add_arguments(p):
     p.add_argument("--state-dir", default="run", help="state directory (board, broker, CH log; default: run)")
     p.add_argument("--board", default="emulated", help="emulated board definition (default: emulated)")
@@ -56,6 +61,16 @@ def add_arguments(p):
     p.add_argument("--follow", action="store_true", help="after the replay, follow the console until Ctrl-C")
     p.add_argument("--no-follow", action="store_true", help="exit after the sample replay")
     p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the gateway to come up")
+    p.add_argument("--commission", action="store_true",
+                   help="start the emulated Zigbee module uncommissioned: the gateway joins with its install "
+                        "code and completes CBKE with the emulated CH (docs/zigbee.md); the report's "
+                        "\"commissioning\" says how it went")
+    p.add_argument("--install-code", metavar="HEX", default=DEFAULT_INSTALL_CODE,
+                   help="the gateway's install code, provisioned with --commission (default: the Zigbee spec's "
+                        "example code)")
+    p.add_argument("--ch-install-code", metavar="HEX",
+                   help="the install code the emulated CH's device log holds for the gateway instead of the "
+                        "provisioned one (rehearses a wrong code; implies --commission)")
     p.add_argument("--update", choices=("good", "bad-signature", "crash-at-boot"),
                    help="build and offer an application update during the replay: a newer version, one signed with "
                         "the wrong key, or one that raises at boot (docs/update.md); the report's \"update\" says "
@@ -112,6 +127,21 @@ def run(args):
         path = getattr(args, name)
         if path is not None and (os.path.isdir(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path)))):
             raise CliError("--%s %s: give a file in an existing folder" % (name, path))
+    commissioning = None
+    if args.commission or args.ch_install_code:
+        from host_tools import mpcompat
+        mpcompat.install()
+        from ppmid.errors import PpmidError
+        from ppmid.zigbee import installcode
+        for name in ("install_code", "ch_install_code"):
+            value = getattr(args, name)
+            if value is not None:
+                try:
+                    installcode.parse(value)
+                except PpmidError as exc:
+                    raise CliError("--%s: %s (%s)" % (name.replace("_", "-"), exc.message, exc.code))
+        commissioning = {"install_code": args.install_code,
+                         "ch_install_code": args.ch_install_code or args.install_code}
     lines, what = _lines(args, E)
     nfc_lines = sum(1 for x in lines if x.get("via", "mqtt") != "mqtt")
     if nfc_lines and not args.nfc:
@@ -126,7 +156,7 @@ def run(args):
                       deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal,
                       nfc=args.nfc, gpf_delay_s=None if args.gpf_delay_ms is None else args.gpf_delay_ms / 1000.0,
                       wired=args.wired or any(x.get("via") == "serial" for x in lines), pcap=args.pcap,
-                      broker_engine=args.broker_engine)
+                      broker_engine=args.broker_engine, commissioning=commissioning)
     try:
         emu.check_config()
     except E.EmulateError as exc:

@@ -238,7 +238,7 @@ class Emulation:
     def __init__(self, state_dir, board="emulated", gateway=GATEWAY, devices=None, overrides=None, heap=None,
                  uart_error_rate=0.0, baud=115200, log=log_default, deploy=True, corpus=None, ready_timeout=120,
                  fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0, wired=False, pcap=None,
-                 broker_engine="mosquitto"):
+                 broker_engine="mosquitto", commissioning=None):
         self.state_dir = os.path.abspath(str(state_dir))
         self.broker_engine = broker_engine  # host_tools/broker.py ENGINES
         self.broker_dir = os.path.join(self.state_dir, "broker")
@@ -261,6 +261,10 @@ class Emulation:
         self.gpf_delay_s = gpf_delay_s  # the GSME's answer delay (None: the emulator's default)
         self.sntp_hold_s = sntp_hold_s  # the SNTP server ignores the gateway this long at first
         self.pcap_path = pcap     # pcapng of the HAN (CH log) and MQTT traffic (docs/captures.md)
+        # None: the emulated module is commissioned already. A dict: it starts with no
+        # network and commissions (docs/zigbee.md): "install_code" the gateway's (written by
+        # provisioning), "ch_install_code" the one the CH's device log holds for it
+        self.commissioning = commissioning
         self.capture = None       # (PcapWriter, BrokerCapture)
         self.sntp = None
         self.pn532 = None
@@ -296,6 +300,8 @@ class Emulation:
                "han": {"devices": [self._device(e, t) for e, t in sorted(self.devices.items())]}}
         if self.wired:
             cfg["wired"] = {"enabled": True}
+        if self.commissioning:
+            cfg["zigbee"] = {"install_code": self.commissioning["install_code"], "channels": [20]}
         cfg = merge(cfg, self.overrides)
         try:
             C.validate(json.loads(json.dumps(cfg)))
@@ -353,7 +359,10 @@ class Emulation:
         st = self.board.state()
         self.ncp = NcpEmulator(st["uarts"]["zigbee"], baud=self.baud, log_path=os.path.join(self.state_dir, "ch.jsonl"),
                                corpus_dir=self.corpus, faults=Faults(byte_error_rate=self.uart_error_rate),
-                               gpf_delay_s=self.gpf_delay_s, ch_options=ch_options)
+                               gpf_delay_s=self.gpf_delay_s, ch_options=ch_options,
+                               commissioning=None if not self.commissioning else {
+                                   "install_code": self.commissioning.get("ch_install_code",
+                                                                          self.commissioning["install_code"])})
         self.ncp.start()
         self.log("NCP/CH emulator on %s (ESME %s, GSME %s)" % (st["uarts"]["zigbee"], ESME, GSME))
         if self.nfc:
@@ -444,6 +453,31 @@ class Emulation:
             writer.close()
 
     # ---- figures ---------------------------------------------------------------------------
+    def commissioning_report(self):
+        """{"state", "cbke", "error", "steps"}: the gateway's commissioning as its console
+        logged it ("commission: ..." lines), with what the CH's trust centre saw. "preset"
+        when the emulated module started commissioned (no --commission)."""
+        if not self.commissioning:
+            return {"state": "preset", "cbke": None, "steps": []}
+        text = self.board.console_bytes().decode("utf-8", "replace")
+        steps = [line.split("commission: ", 1)[1].strip() for line in text.splitlines() if "commission: " in line]
+        out = {"state": "uncommissioned", "cbke": None, "steps": steps[-40:]}
+        for st in steps:
+            if st == "commissioned":
+                out.update(state="commissioned", cbke="ok")
+                out.pop("error", None)
+            elif st.startswith("failed "):
+                code = st.split()[1].rstrip(":")
+                out.update(state="failed", error=code)
+                if code.startswith("E_CBKE"):
+                    out["cbke"] = "failed"
+            elif st.startswith("cbke:") and out["state"] != "commissioned":
+                out.update(state="cbke", cbke="running")
+        tc = self.ncp.commissioning_state()
+        if tc is not None:
+            out["trust_centre"] = {"events": [list(e) for e in tc["tc_events"][-20:]], "counters": tc["tc_counters"]}
+        return out
+
     def heap_figures(self):
         """{"heap_bytes", "free_min", "peak_used"} from the board's heap lines since start."""
         data = self.board.console_bytes()[self.console_start:]
@@ -555,6 +589,7 @@ class Emulation:
         rep["heap"] = self.heap_figures()
         rep["peak_heap"] = rep["heap"]["peak_used"]
         rep["ncp"] = self.ncp.stats()
+        rep["commissioning"] = self.commissioning_report()
         rep["config"] = {"gateway": self.gateway, "limits": self.config.get("limits", {})}
         if wr is not None:
             # what the wire itself said (the statuses above came over MQTT; the wire's

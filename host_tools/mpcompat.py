@@ -28,3 +28,29 @@ def install():
         sys.modules["micropython"] = mod
     if FIRMWARE_DIR not in sys.path:
         sys.path.insert(0, FIRMWARE_DIR)
+    if "cryptolib" not in sys.modules:
+        sys.modules["cryptolib"] = _cryptolib()
+
+
+class _Aes:
+    """MicroPython's cryptolib.aes, the ECB mode only (what the firmware uses)."""
+
+    def __init__(self, key, mode, iv=None):
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        if mode != 1:
+            raise ValueError("only ECB (mode 1) is modelled")
+        self._cipher = Cipher(algorithms.AES(bytes(key)), modes.ECB())
+
+    def encrypt(self, data):
+        enc = self._cipher.encryptor()
+        return enc.update(bytes(data)) + enc.finalize()
+
+    def decrypt(self, data):
+        dec = self._cipher.decryptor()
+        return dec.update(bytes(data)) + dec.finalize()
+
+
+def _cryptolib():
+    mod = types.ModuleType("cryptolib")
+    mod.aes = _Aes
+    return mod

@@ -102,6 +102,8 @@ def _info(board, relay, han, clock, update=None):
         d["board"] = board.name
         d["han"] = han.status
         d["module"] = han.module
+        if han.commission is not None:  # commissioning ran since boot (docs/zigbee.md)
+            d["commissioning"] = han.commission.info()
         d["heap_free"] = heap["free"]
         d["heap_min"] = heap["min"]
         d["clock"] = clock.source

@@ -108,7 +108,8 @@ def _nfc_driver(board):
 # its allow-lists from, the users section's checks, the journal's recovery scan and the
 # MQTT credentials' loading. Dropped once the app runs; whatever imports one later gets it
 # loaded again.
-BOOT_ONLY = ("ppmid.config", "ppmid.gbcs.codes", "ppmid.gbcs.profiles", "ppmid.relay.users_config",
+BOOT_ONLY = ("ppmid.config", "ppmid.zigbee.commission", "ppmid.zigbee.installcode", "ppmid.zigbee.keyest",
+             "ppmid.zigbee.ezsp_cbke", "ppmid.gbcs.codes", "ppmid.gbcs.profiles", "ppmid.relay.users_config",
              "ppmid.relay.journal_scan", "ppmid.mqtt.credentials")
 
 
@@ -184,6 +185,9 @@ async def start(board):
     from ppmid.zigbee.han import ZigbeeHan
     gc.collect()
     r, w = board.zigbee_uart().streams()
+    if isinstance(cfg.get("zigbee"), dict):
+        # where commissioning marks that key establishment completed (docs/zigbee.md)
+        cfg["zigbee"]["state_path"] = board.fs_root.rstrip("/") + "/zigbee_commissioned"
     han = ZigbeeHan(r, w, cfg, log=print)
     eui = cfg["gateway"]
     # the board's clock: on the ESP32 (and the emulated board) it counts from 2000 and is

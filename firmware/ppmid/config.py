@@ -103,7 +103,7 @@ def validate(cfg):
     if cfg.get("version", 1) != 1:
         raise ConfigError("config version %r is not supported (expected 1)" % cfg.get("version"))
     for k in cfg:
-        if k not in DEFAULTS and k != "wired":
+        if k not in DEFAULTS and k not in ("wired", "zigbee"):
             raise ConfigError("unknown config key %r" % k)
         if isinstance(DEFAULTS.get(k), dict):
             _section(cfg[k], k)
@@ -173,6 +173,11 @@ def validate(cfg):
         out["wired"] = settings(cfg["wired"])
         if out["wired"] is None:
             del out["wired"]
+    if "zigbee" in cfg:
+        # commissioning onto the HAN (docs/zigbee.md): the install code and the channels,
+        # checked by the commissioning module (dropped after boot like this one)
+        from ppmid.zigbee.commission import settings as zigbee_settings
+        out["zigbee"] = zigbee_settings(cfg["zigbee"])
     s = out["sntp"]
     if not isinstance(s["servers"], list) or len(s["servers"]) > 4 or \
             any(not isinstance(h, str) or not h for h in s["servers"]):

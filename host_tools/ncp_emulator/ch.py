@@ -194,6 +194,7 @@ class CommsHub:
         self._log_lock = threading.Lock()
         self._log_file = open(log_path, "a") if log_path else None
         self.changed = threading.Condition()
+        self.trust_centre = None        # commissioning.TrustCentre when the PPMID must commission
 
     # ---- log -----------------------------------------------------------------------------
     def set_gpf_delay(self, seconds):
@@ -223,8 +224,13 @@ class CommsHub:
 
     # ---- PPMID presence ------------------------------------------------------------------
     def ppmid_joined(self):
-        # a (re)joining PPMID gets a fresh tunnel request (its tunnel state may be gone)
+        # a (re)joining PPMID gets a fresh tunnel request (its tunnel state may be gone);
+        # as trust centre, only once it completed key establishment
         self.tunnel_id = None
+        tc = self.trust_centre
+        if tc is not None and not tc.cbke_done(self.ncp.commissioning.eui64):
+            tc.on_rejoin(self.ncp.commissioning.eui64)
+            return
         self._schedule_request(0.1)
 
     def ppmid_left(self):
@@ -256,7 +262,8 @@ class CommsHub:
         if self.ncp.can_reach_host():
             self.counters["tunnel_requests"] += 1
             self._to_ppmid(T.request_tunnel(self._next_seq(), max_in=self.transfer_size))
-        if self.ncp.joined:
+        if self.ncp.joined and (self.trust_centre is None or
+                                self.trust_centre.cbke_done(self.ncp.commissioning.eui64)):
             # the request or its answer can be lost: ask again until the tunnel is open
             self._schedule_request(self.request_retry_s)
 
@@ -284,6 +291,9 @@ class CommsHub:
             return self._to_esme(aps, payload)
         if dest != CH_NWK:
             return False
+        if self.trust_centre is not None and aps["profile"] == T.PROFILE_SE and aps["cluster"] == 0x0800:
+            self.loop.call_soon(self.trust_centre.ke_frame, bytes(payload))
+            return True
         if aps["profile"] != T.PROFILE_SE or aps["cluster"] != T.CLUSTER_TUNNELING:
             return True
         if aps["options"] & 0x8000:

@@ -123,7 +123,7 @@ def union_seconds(intervals, t0, t1):
 class NcpEmulator:
     def __init__(self, pty, baud=115200, ezsp_version=13, max_payload=82, log_path=None, corpus_dir=None,
                  faults=None, hold_max=32, busy_retry_s=3.0, verbose=False, tx_k=None, gpf_delay_s=None,
-                 ch_options=None):
+                 ch_options=None, commissioning=None):
         self.pty = pty
         self.baud = baud
         self.byte_time = 10.0 / baud if baud else 0.0
@@ -138,6 +138,11 @@ class NcpEmulator:
         self.tx_k = tx_k                   # the NCP's ASH window; None: UG101's TX_K (5)
         self.gpf_delay_s = gpf_delay_s     # the GSME's answer delay; None: ch.GPF_DELAY_S
         self.ch_options = ch_options or {}  # CommsHub keywords (fragment_window, aps_ack_timeout_s...)
+        # None: the module is commissioned already (resumes its network at once). A dict:
+        # the module starts with no network and the CH is trust centre (commissioning.py):
+        # "install_code" the code the CH's device log holds for the module's EUI-64 (None:
+        # the EUI is not in the log), "trust_centre" TrustCentre keywords
+        self.commissioning = commissioning
         self.messages = []                 # emulator log lines (also printed when verbose)
         self.loop = None
         self.ncp = None
@@ -187,6 +192,13 @@ class NcpEmulator:
         self.ch = CommsHub(self.ncp, self.loop, self.log_path, self.corpus_dir, self.hold_max, self.busy_retry_s,
                            log=self._log, **kw)
         self.ncp.ch = self.ch
+        if self.commissioning is not None:
+            from host_tools.ncp_emulator.commissioning import ModuleCommissioning, TrustCentre
+            eui = self.ncp.stack.config.eui64
+            self.ncp.commissioning = ModuleCommissioning(self.ncp, eui)
+            code = self.commissioning.get("install_code")
+            self.ch.trust_centre = TrustCentre(self.ch, {eui: code} if code else {},
+                                               **self.commissioning.get("trust_centre", {}))
         self.loop.add_reader(self._fd, self._readable)
         self._ready.set()
         try:
@@ -306,6 +318,20 @@ class NcpEmulator:
     def set_gpf_delay(self, seconds):
         """The GSME's answer delay from now on (the GPF's; see ch.GPF_DELAY_S)."""
         self.call(self.ch.set_gpf_delay, seconds)
+
+    def commissioning_state(self):
+        """What the module's tokens and the trust centre say (None: not commissioning)."""
+        def snap():
+            m, tc = self.ncp.commissioning, self.ch.trust_centre
+            if m is None:
+                return None
+            return {"has_network": m.has_network, "link_key_stored": m.link_key_stored,
+                    "joined": self.ncp.joined, "tc_events": list(tc.events), "tc_counters": dict(tc.counters)}
+        return self.call(snap)
+
+    def forget_ppmid(self):
+        """The CH's device log loses the PPMID: it is removed from the network."""
+        self.call(lambda: self.ch.trust_centre.forget(self.ncp.commissioning.eui64))
 
     def reset_ncp(self):
         self.call(self.ncp.inject_reset)

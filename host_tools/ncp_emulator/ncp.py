@@ -14,6 +14,7 @@ from ppmid.zigbee import ezsp as E
 
 from host_tools.ncp_emulator import ezsp_ncp as N
 from host_tools.ncp_emulator import stack as S
+from host_tools.ncp_emulator.commissioning import COMMANDS as COMMISSIONING_COMMANDS
 
 FLAG, ESC, XON, XOFF, SUB, CAN = 0x7E, 0x7D, 0x11, 0x13, 0x18, 0x1A
 RESERVED = (FLAG, ESC, XON, XOFF, SUB, CAN)
@@ -111,6 +112,10 @@ class Ncp:
         # the stack's start-up, network and security commands (stack.py); node: a NodeConfig
         self.stack = S.Stack(self, node)
         self._stack_commands = S.COMMANDS
+        # an uncommissioned module (commissioning.ModuleCommissioning): join and CBKE
+        # commands, a network only once the trust centre admitted it; None: the module is
+        # commissioned already and resumes its network at once (the default)
+        self.commissioning = None
         self._power_on()
 
     # ---- state ---------------------------------------------------------------------------
@@ -131,6 +136,8 @@ class Ncp:
         self._frag = {}
         self.policies = dict(DEFAULT_POLICIES)   # RAM on the NCP: back to defaults on reset
         self.stack.power_on()
+        if getattr(self, "commissioning", None) is not None:
+            self.commissioning.power_on()
 
     @property
     def idle(self):
@@ -435,6 +442,10 @@ class Ncp:
             self._respond(seq, fid, bytes((2 if self.joined else 0,)))
         elif fid == E.NETWORK_INIT:
             self.stack.initialized = True
+            if self.commissioning is not None and not self.commissioning.has_network:
+                # nothing in the tokens to resume: EMBER_NOT_JOINED / SL_STATUS_NOT_JOINED
+                self._respond(seq, fid, self._status(0x17 if self.version >= 14 else 0x93))
+                return
             self._respond(seq, fid, self._status(0))
             # a commissioned router resumes its network from tokens at once: the host's next
             # command (bellows `info` reads the node id straight after) sees it joined
@@ -452,6 +463,14 @@ class Ncp:
                 self._respond(seq, fid, self._status(EZSP_SUCCESS) + bytes((self.policies.get(p[0], 0),)))
             else:
                 self._respond(seq, fid, self._status(self._invalid(EZSP_ERROR_INVALID_ID)) + b"\x00")
+        elif self.commissioning is not None and fid in COMMISSIONING_COMMANDS:
+            try:
+                params = COMMISSIONING_COMMANDS[fid](self.commissioning, p)
+            except (IndexError, struct.error, ValueError) as exc:
+                self.log("ncp: truncated %s (%s)" % (hex(fid), exc))
+                self._invalid_command(seq, EZSP_ERROR_TRUNCATED)
+                return
+            self._respond(seq, fid, params)
         else:
             handler = self._stack_commands.get(fid)
             if handler is None or self.version < STACK_COMMAND_SINCE.get(fid, 8):
@@ -488,12 +507,28 @@ class Ncp:
         return EZSP_SUCCESS
 
     def _try_join(self):
+        if self.commissioning is not None and not self.commissioning.has_network:
+            return
         if self.connected and self.negotiated and not self.joined and self.network_available:
             self.joined = True
             up = E.SL_NETWORK_UP if self.version >= 14 else E.EMBER_NETWORK_UP
             self.callback(E.STACK_STATUS_HANDLER, self._status(up))
             if self.ch:
                 self.ch.ppmid_joined()
+
+    def join_now(self):
+        """The trust centre admitted the module (commissioning.py): on the network now."""
+        self._try_join()
+
+    def removed_by_trust_centre(self):
+        """The trust centre told the module to leave: network down, tokens cleared."""
+        self.commissioning.leave()
+        if self.joined:
+            self.joined = False
+            down = E.SL_NETWORK_DOWN if self.version >= 14 else E.EMBER_NETWORK_DOWN
+            self.callback(E.STACK_STATUS_HANDLER, self._status(down))
+            if self.ch:
+                self.ch.ppmid_left()
 
     def set_network(self, available):
         self.network_available = available

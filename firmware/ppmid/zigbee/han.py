@@ -24,6 +24,7 @@ RESETTING = "resetting"
 CH_NWK = const(0x0000)         # the CH is the HAN's coordinator
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
+_CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
 _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
 _RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may ask for
 
@@ -106,6 +107,8 @@ def _options(cfg):
         for k in DEFAULTS:
             if k in z:
                 out[k] = z[k]
+        if z.get("install_code"):
+            out["commission"] = z   # zigbee/commission.py reads its own keys
     return out
 
 
@@ -159,6 +162,7 @@ class ZigbeeHan:
         # ZCL frame), called synchronously (set by the relay's top-up road, which answers
         # for its own errors); counted and dropped while None
         self.on_zcl = None
+        self.commission = None         # zigbee/commission.py's Commissioner, once needed
 
     # ---- public ----------------------------------------------------------------------
     async def start(self):
@@ -324,6 +328,7 @@ class ZigbeeHan:
         self._logf("module payload limit %d", self._max_payload)
         self._net_event.clear()
         state = await self._ezsp.network_state()
+        status = 0
         if state == E.JOINED_NETWORK:
             self._net_up = True
         else:
@@ -336,6 +341,10 @@ class ZigbeeHan:
                     self._logf("no network-up within %ss", self.opts["network_timeout_s"])
             if not self._net_up and await self._ezsp.network_state() == E.JOINED_NETWORK:
                 self._net_up = True
+        c = self.opts.get("commission")
+        if c:  # an install code configured: commission if the module needs it
+            from ppmid.zigbee.commission import bring_up
+            await bring_up(self, c, status)
         self._up = True
         self._update_status()
         if not self._net_up:
@@ -352,6 +361,8 @@ class ZigbeeHan:
         v = self._ezsp.version
         if v is None:
             self.counters["callbacks_unknown"] += 1
+            return
+        if self.commission is not None and self.commission.on_callback(fid, p):
             return
         if fid == E.MESSAGE_SENT_HANDLER:
             m = E.parse_message_sent(v, p)
@@ -378,6 +389,9 @@ class ZigbeeHan:
 
     def _incoming(self, m):
         aps = m["aps"]
+        if aps["cluster"] == _CLUSTER_KEY_ESTABLISHMENT and self.commission is not None:
+            self.commission.on_ke(m["message"])
+            return
         if aps["cluster"] != CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == PROFILE_SE:
             self.on_zcl(m["sender"], aps["cluster"], m["message"])
             return
@@ -623,7 +637,7 @@ class ZigbeeHan:
         self.counters["delivery_unknown"] += 1
         return HanError(E_DELIVERY_UNKNOWN, what)
 
-    async def _send_zcl(self, dest, zcl, cluster=CLUSTER_TUNNELING, endpoint=ENDPOINT):
+    async def _send_zcl(self, dest, zcl, cluster=CLUSTER_TUNNELING, endpoint=ENDPOINT, encrypt=True):
         """One ZCL frame, in APS fragments when it exceeds the module's payload limit.
         Returns when the module confirmed every fragment. Raises _NotTaken while the CH
         cannot have the whole frame (a fragment before the last failed, or the last one
@@ -642,7 +656,9 @@ class ZigbeeHan:
         n = len(frags)
         for i in range(n):
             last = i == n - 1
-            options = E.APS_OPTION_RETRY | E.APS_OPTION_ROUTE_DISCOVERY | E.APS_OPTION_ENCRYPTION
+            options = E.APS_OPTION_RETRY | E.APS_OPTION_ROUTE_DISCOVERY
+            if encrypt:   # Key Establishment frames go with network security only
+                options |= E.APS_OPTION_ENCRYPTION
             group = 0
             if n > 1:
                 options |= E.APS_OPTION_FRAGMENT

@@ -1,0 +1,380 @@
+# Commissioning onto the smart-metering HAN (docs/zigbee.md "Commissioning"): the install
+# code's link key as the preconfigured trust-centre key, an active scan on the configured
+# channels, joinNetwork, then certificate-based key establishment (CBKE, suite 2) with the
+# CH as trust centre through the NCP's CBKE library. Loaded only when the module has no
+# network at start-up, or has one but key establishment never completed (ZigbeeHan), so a
+# commissioned gateway never holds this code. The config check (settings) runs at boot.
+import asyncio
+from micropython import const
+
+from ppmid.errors import PpmidError, ConfigError
+from ppmid.clock import wait_for_ms
+from ppmid.zigbee import ezsp as E
+from ppmid.zigbee import ezsp_cbke as C
+from ppmid.zigbee import keyest as K
+from ppmid.zigbee import installcode as IC
+
+E_NO_NETWORK = "E_COMMISSION_NO_NETWORK"        # no joinable network on the channels
+E_JOIN_REFUSED = "E_COMMISSION_JOIN_REFUSED"    # no network key: not in the CH's device log, or another key
+E_MODULE = "E_COMMISSION_MODULE"                # the module refused a commissioning command
+E_CBKE_TERMINATED = "E_CBKE_TERMINATED"         # the CH ended key establishment (status in the sentence)
+E_CBKE_TIMEOUT = "E_CBKE_TIMEOUT"               # a step took longer than announced
+E_CBKE_KEY_CONFIRM = "E_CBKE_KEY_CONFIRM"       # the CH's key confirmation does not match ours
+E_CBKE_MODULE = "E_CBKE_MODULE"                 # the module's CBKE library failed (no certificate...)
+RETRY_NEVER = (IC.E_INSTALL_CODE, IC.E_INSTALL_CODE_CRC)
+
+_CH = const(0x0000)
+_EPHEMERAL_TIME_S = const(10)   # what we announce: our generate times, seconds
+_CONFIRM_TIME_S = const(10)
+_MARGIN_MS = const(2000)        # on top of a time the CH announced (air, NCP, CH)
+_STEPS = const(16)              # the last steps kept for info
+
+KEYS = {"install_code": None, "channels": None, "ke_endpoint": 1, "scan_duration": 3,
+        "join_timeout_s": 15, "ke_timeout_s": 10}
+
+
+def settings(section):
+    """The config's "zigbee" section, checked: install code (its CRC too), channels
+    (11..26), the CH's Key Establishment endpoint; the driver's own keys pass through."""
+    from ppmid.zigbee.han import DEFAULTS
+    if not isinstance(section, dict):
+        raise ConfigError("zigbee must be an object, not %r" % (section,))
+    out = {}
+    for k in section:
+        if k not in KEYS and k not in DEFAULTS:
+            raise ConfigError("unknown zigbee key %r" % k)
+        out[k] = section[k]
+    code = out.get("install_code")
+    if code is not None:
+        try:
+            IC.parse(code)
+        except PpmidError as exc:
+            raise ConfigError("zigbee.install_code: %s (%s)" % (exc.message, exc.code))
+    ch = out.get("channels")
+    if ch is not None and (not isinstance(ch, list) or not ch or
+                           any(isinstance(c, bool) or not isinstance(c, int) or not 11 <= c <= 26 for c in ch)):
+        raise ConfigError("zigbee.channels must be a list of channels 11 to 26")
+    for k, lo, hi in (("ke_endpoint", 1, 240), ("scan_duration", 0, 14), ("join_timeout_s", 1, 600),
+                      ("ke_timeout_s", 1, 600)):
+        v = out.get(k, KEYS[k])
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ConfigError("zigbee.%s must be an integer from %d to %d" % (k, lo, hi))
+    return out
+
+
+COMMISSIONING = "commissioning"        # ZigbeeHan statuses while this runs
+COMMISSION_FAILED = "commission-failed"
+_MODULES = ("ppmid.zigbee.commission", "ppmid.zigbee.keyest", "ppmid.zigbee.ezsp_cbke", "ppmid.zigbee.installcode")
+
+
+def _marked(path):
+    # the mark that key establishment completed (a file written on success); no path
+    # configured: a network the module resumes counts as commissioned
+    if not path:
+        return True
+    try:
+        open(path).close()
+        return True
+    except OSError:
+        return False
+
+
+def _mark(path, done):
+    if not path:
+        return
+    if done:
+        with open(path, "w") as f:
+            f.write("cbke ok\n")
+    else:
+        try:
+            import os
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def _drop():
+    # nothing to do: this code leaves the heap again (out of sys.modules and off the
+    # package, like ppmid.boot's boot-only modules)
+    import sys
+    pkg = sys.modules.get("ppmid.zigbee")
+    for name in _MODULES:
+        sys.modules.pop(name, None)
+        if pkg is not None:
+            try:
+                delattr(pkg, name.rsplit(".", 1)[1])
+            except AttributeError:
+                pass
+
+
+async def bring_up(han, c, init_status):
+    """ZigbeeHan's bring-up, after networkInit (init_status): commission a module with no
+    network to resume, or one that joined but never completed key establishment (no mark
+    of it: a power cut in the middle); retries with backoff until it succeeds (the link
+    failing ends it: the supervisor resets and comes back here)."""
+    from ppmid.clock import sleep_ms
+    joined = init_status == 0
+    path = c.get("state_path")
+    if han.commission is None and joined and (not han._net_up or _marked(path)):
+        _drop()
+        return
+    if han.commission is None:
+        han.commission = Commissioner(han, c, han._log)
+    cm = han.commission
+    if not joined:
+        _mark(path, False)
+    backoff = 1
+    while True:
+        han._set_status(COMMISSIONING, cm.state)
+        try:
+            if await cm.run(joined):
+                _mark(path, True)
+                return
+        except PpmidError as exc:  # the install code: no retry can mend it
+            han._set_status(COMMISSION_FAILED, "%s: %s" % (exc.code, exc.message))
+            await sleep_ms(int(han.opts["unsupported_retry_s"] * 1000))
+            continue
+        joined = han._net_up
+        han._set_status(COMMISSION_FAILED, "%s: %s" % (cm.error, cm.detail))
+        await sleep_ms(int(max(backoff, cm.retry_after_s or 0) * 1000))
+        backoff = min(han.opts["backoff_max_s"], backoff * 2)
+
+
+class Commissioner:
+    """One module's commissioning, driven by ZigbeeHan (which hands it the callbacks and
+    Key Establishment frames, and sends for it). State and last failure: info()."""
+
+    def __init__(self, han, opts, log=None):
+        self.han = han
+        self.opts = opts
+        self._log = log
+        self.state = "uncommissioned"
+        self.cbke = None
+        self.error = None
+        self.detail = ""
+        self.steps = []
+        self.attempts = 0
+        self.retry_after_s = None     # the CH's wait time from a Terminate
+        self._q = []                  # (kind, value): callbacks and KE frames received
+        self._ev = asyncio.Event()
+        self._seq = 0
+
+    def info(self):
+        d = {"state": self.state, "cbke": self.cbke, "steps": list(self.steps), "attempts": self.attempts}
+        if self.error:
+            d["error"] = self.error
+            d["detail"] = self.detail
+        return d
+
+    def _step(self, what):
+        self.steps.append(what)
+        if len(self.steps) > _STEPS:
+            self.steps.pop(0)
+        if self._log:
+            self._log("commission: " + what)
+
+    # ---- fed by ZigbeeHan (synchronous) -------------------------------------------------------
+    def on_callback(self, fid, p):
+        """True when the callback is commissioning's alone."""
+        if fid in (C.NETWORK_FOUND_HANDLER, C.SCAN_COMPLETE_HANDLER, C.GENERATE_CBKE_KEYS_HANDLER_283K1,
+                   C.CALCULATE_SMACS_HANDLER_283K1):
+            self._put(fid, bytes(p))
+            return True
+        if fid == E.STACK_STATUS_HANDLER:
+            self._put(fid, bytes(p))   # ZigbeeHan acts on it too
+        return False
+
+    def on_ke(self, frame):
+        self._put("ke", bytes(frame))
+
+    def _put(self, kind, value):
+        self._q.append((kind, value))
+        if len(self._q) > 32:   # a flood of beacons or frames: the oldest go
+            self._q.pop(0)
+        self._ev.set()
+
+    async def _next(self, kinds, timeout_ms):
+        """The next queued item of one of kinds, or None after timeout_ms."""
+        from ppmid.clock import ticks_ms, ticks_diff, ticks_add
+        deadline = ticks_add(ticks_ms(), timeout_ms)
+        while True:
+            for i in range(len(self._q)):
+                if self._q[i][0] in kinds:
+                    return self._q.pop(i)
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0:
+                return None
+            self._ev.clear()
+            try:
+                await wait_for_ms(self._ev.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    def _fail(self, code, message):
+        raise PpmidError(code, message)
+
+    async def _command(self, fid, params, code, what):
+        v = self.han._ezsp.version
+        p = await self.han._ezsp.command(fid, params)
+        status = E.parse_status(v, p)
+        if status:
+            self._fail(code, "the module refused %s (status 0x%x)" % (what, status))
+        return p
+
+    # ---- the whole run ------------------------------------------------------------------------
+    async def run(self, joined):
+        """One attempt: join unless joined, then key establishment. True on success; a
+        failure is kept in state/error (and logged), and raised only for the install code,
+        which no retry can mend."""
+        self.attempts += 1
+        self.error = None
+        self.retry_after_s = None
+        self._q = []
+        try:
+            if not joined:
+                await self._join()
+            await self._key_establishment()
+        except PpmidError as exc:
+            self.state = "failed"
+            if self.cbke == "running":
+                self.cbke = "failed"
+            self.error = exc.code
+            self.detail = exc.message
+            self._step("failed %s: %s" % (exc.code, exc.message))
+            if exc.code in RETRY_NEVER:
+                raise
+            return False
+        self.state = "commissioned"
+        self.cbke = "ok"
+        self._step("commissioned")
+        return True
+
+    async def _join(self):
+        self.state = "joining"
+        o = self.opts
+        code = IC.parse(o["install_code"])
+        key = IC.link_key(code)
+        await self._command(C.SET_INITIAL_SECURITY_STATE, C.initial_security_state(key), E_MODULE,
+                            "setInitialSecurityState")
+        self._step("security state set (install-code link key)")
+        mask = 0
+        for c in o.get("channels") or range(11, 27):
+            mask |= 1 << c
+        self.state = "scanning"
+        await self._command(C.START_SCAN, C.start_scan(mask, o.get("scan_duration", 3)), E_MODULE, "startScan")
+        found = []
+        v = self.han._ezsp.version
+        while True:
+            item = await self._next((C.NETWORK_FOUND_HANDLER, C.SCAN_COMPLETE_HANDLER), 30000)
+            if item is None:
+                self._fail(E_NO_NETWORK, "the scan did not complete within 30 s")
+            if item[0] == C.SCAN_COMPLETE_HANDLER:
+                break
+            net = C.parse_network_found(item[1])
+            if net["allowing_join"] and net["stack_profile"] == 2:
+                found.append(net)
+        if not found:
+            self._fail(E_NO_NETWORK, "no Zigbee PRO network open for joining on channels mask 0x%08x" % mask)
+        found.sort(key=lambda n: -n["lqi"])
+        self._step("scan: %d network(s) open for joining" % len(found))
+        self.state = "joining"
+        for net in found:
+            # more than one answering (a neighbour's CH): only ours holds our install code
+            # in its device log, the others never send a network key
+            self._q = [q for q in self._q if q[0] != E.STACK_STATUS_HANDLER]
+            await self._command(C.JOIN_NETWORK, C.join_network(net), E_MODULE, "joinNetwork")
+            self._step("joining PAN 0x%04x on channel %d" % (net["pan_id"], net["channel"]))
+            item = await self._next((E.STACK_STATUS_HANDLER,), o.get("join_timeout_s", 15) * 1000)
+            if item is not None and E.parse_stack_status(v, item[1]):
+                self._step("joined PAN 0x%04x" % net["pan_id"])
+                return
+            self._step("join refused by PAN 0x%04x (%s)" % (
+                net["pan_id"], "no answer" if item is None else "status 0x%x" % E.parse_status(v, item[1])))
+        self._fail(E_JOIN_REFUSED, "the trust centre gave no network key: this PPMID's EUI-64 is not in the "
+                   "CH's device log, or the install code there is not this one")
+
+    async def _send_ke(self, frame):
+        await self.han._send_zcl(_CH, frame, K.CLUSTER_KEY_ESTABLISHMENT, self.opts.get("ke_endpoint", 1),
+                                 encrypt=False)
+
+    async def _ke_answer(self, want, timeout_ms, what):
+        item = await self._next(("ke",), timeout_ms)
+        if item is None:
+            self._fail(E_CBKE_TIMEOUT, "no %s from the CH within %d ms" % (what, timeout_ms))
+        try:
+            f = K.parse(item[1])
+        except PpmidError as exc:
+            await self._terminate(K.BAD_MESSAGE)
+            self._fail(K.E_KE_FRAME, exc.message)
+        if f.command == K.TERMINATE:
+            self.retry_after_s = f.wait_time
+            self._fail(E_CBKE_TERMINATED, "the CH terminated key establishment: %s (wait %d s)"
+                       % (K.TERMINATE_NAMES.get(f.status, "status %d" % f.status), f.wait_time))
+        if f.command != want or not f.server_to_client:
+            await self._terminate(K.BAD_MESSAGE)
+            self._fail(K.E_KE_FRAME, "%s from the CH where %s was due" % (f.name(), K.COMMAND_NAMES[want]))
+        return f
+
+    async def _terminate(self, status):
+        self._seq += 1
+        try:
+            await self._send_ke(K.terminate(self._seq, False, status, 10))
+        except Exception as exc:  # the failure being reported matters more
+            self._step("terminate not sent: %r" % (exc,))
+
+    async def _callback(self, fid, timeout_s, what):
+        item = await self._next((fid,), timeout_s * 1000)
+        if item is None:
+            self._fail(E_CBKE_TIMEOUT, "the module gave no %s within %d s" % (what, timeout_s))
+        return item[1]
+
+    async def _key_establishment(self):
+        self.state = "cbke"
+        self.cbke = "running"
+        v = self.han._ezsp.version
+        p = await self._command(C.GET_CERTIFICATE_283K1, b"", E_CBKE_MODULE, "getCertificate283k1")
+        cert = C.parse_certificate(v, p)[1]
+        ok = False
+        try:
+            self._seq += 1
+            await self._send_ke(K.initiate(self._seq, False, cert, _EPHEMERAL_TIME_S, _CONFIRM_TIME_S))
+            self._step("cbke: initiate sent")
+            f = await self._ke_answer(K.INITIATE, self.opts.get("ke_timeout_s", 10) * 1000, "initiate response")
+            if f.suite != K.SUITE_2:
+                await self._terminate(K.UNSUPPORTED_SUITE)
+                self._fail(K.E_KE_FRAME, "the CH chose key establishment suite 0x%04x" % f.suite)
+            ch_cert, eph_ms, conf_ms = f.certificate, f.ephemeral_time * 1000, f.confirm_time * 1000
+            self._step("cbke: CH certificate, subject %s" % "".join("%02x" % b for b in K.cert_subject(ch_cert)))
+            await self._command(C.GENERATE_CBKE_KEYS_283K1, b"", E_CBKE_MODULE, "generateCbkeKeys283k1")
+            status, ephemeral = C.parse_cbke_keys(v, await self._callback(
+                C.GENERATE_CBKE_KEYS_HANDLER_283K1, _EPHEMERAL_TIME_S, "ephemeral key"))
+            if status:
+                self._fail(E_CBKE_MODULE, "the module could not make an ephemeral key (status 0x%x)" % status)
+            self._seq += 1
+            await self._send_ke(K.ephemeral_data(self._seq, False, ephemeral))
+            f = await self._ke_answer(K.EPHEMERAL_DATA, eph_ms + _MARGIN_MS, "ephemeral data response")
+            self._step("cbke: ephemeral data exchanged")
+            await self._command(C.CALCULATE_SMACS_283K1, C.calculate_smacs(True, ch_cert, f.public_key),
+                                E_CBKE_MODULE, "calculateSmacs283k1")
+            status, macu, macv = C.parse_smacs(v, await self._callback(
+                C.CALCULATE_SMACS_HANDLER_283K1, _CONFIRM_TIME_S, "key confirmation"))
+            if status:
+                await self._terminate(K.INVALID_CERTIFICATE)
+                self._fail(E_CBKE_MODULE, "the module could not compute the keys (status 0x%x)" % status)
+            self._seq += 1
+            await self._send_ke(K.confirm_key(self._seq, False, macu))
+            f = await self._ke_answer(K.CONFIRM_KEY, conf_ms + _MARGIN_MS, "confirm key response")
+            if f.mac != macv:
+                await self._terminate(K.BAD_KEY_CONFIRM)
+                self._fail(E_CBKE_KEY_CONFIRM, "the CH's key confirmation does not match ours")
+            ok = True
+        finally:
+            try:
+                await self._command(C.CLEAR_TEMPORARY_DATA_MAYBE_STORE_LINK_KEY_283K1, C.store_link_key(ok),
+                                    E_CBKE_MODULE, "clearTemporaryDataMaybeStoreLinkKey283k1")
+            except PpmidError as exc:
+                if ok:
+                    raise
+                self._step("temporary data not cleared: %s" % exc.message)
+        self.cbke = "ok"
+        self._step("cbke: key confirmed, link key stored")

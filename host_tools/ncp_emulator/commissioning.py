@@ -1,0 +1,353 @@
+"""Commissioning onto the emulated HAN: the NCP's join and CBKE commands (the module's
+side) and the Communications Hub as trust centre (device log, join admission, the Key
+Establishment cluster's server side). docs/zigbee.md "Commissioning" says what is real
+and what is modelled:
+
+  real: the EZSP frames (ids, layouts, statuses per version), the Key Establishment
+  cluster frames (suite 2, 74-byte certificates, 37-byte ephemeral keys, 16-byte MACs),
+  their order, the generate times the CH announces and enforces, Terminate statuses,
+  the install-code link key (AES-MMO, checked by the CH against its device log);
+  modelled: the elliptic-curve cryptography. Certificates are made up (issuer, subject
+  and a public key derived from the node's private key by SHA-256); the shared secret is
+  HMAC-SHA256 over both sides' public and ephemeral keys, each side using the public
+  keys its own private keys give. Both ends agree only when every certificate matches its
+  holder's private key, which is what a real ECMQV exchange decides too; the SMACs are
+  MACU = HMAC(Z, 02 || U || V || QEU || QEV) and MACV = HMAC(Z, 03 || V || U || QEV ||
+  QEU), cut to 16 bytes, after the SE specification's key confirmation (with HMAC-SHA256
+  instead of its AES-MMO HMAC).
+"""
+import hashlib
+import hmac
+import os
+import struct
+
+from ppmid.zigbee import ezsp as E
+from ppmid.zigbee import ezsp_cbke as C
+from ppmid.zigbee import installcode as IC
+from ppmid.zigbee import keyest as K
+
+# the certificate authority every genuine GB HAN certificate here comes from (made up)
+ISSUER = bytes.fromhex("5445535443413031")
+EMBER_JOIN_FAILED, EMBER_NO_NETWORK_KEY = 0x94, 0xAD
+SL_NO_NETWORK_KEY = 0x0C1B
+EMBER_NOT_JOINED, SL_NOT_JOINED = 0x93, 0x17
+EMBER_INVALID_CALL, SL_INVALID_STATE = 0x70, 0x02
+
+# The CH's Key Establishment server: the generate times it announces in its Initiate Key
+# Establishment Response (seconds it may take) and how long it waits for the PPMID's next
+# frame (the PPMID's own announced time, at most this). Wait time in its Terminate frames.
+CH_EPHEMERAL_TIME_S = 2
+CH_CONFIRM_TIME_S = 2
+CH_TERMINATE_WAIT_S = 3
+# a joined device with no completed key establishment is told to leave after this long
+CBKE_DEADLINE_S = 30
+
+
+def public_key(private):
+    return b"\x02" + hashlib.sha256(b"public" + private).digest() + b"\x00" * 4
+
+
+def certificate(eui64, private, issuer=ISSUER):
+    """A made-up suite 2 certificate of a node: subject = its EUI-64 (big-endian)."""
+    return K.make_certificate(hashlib.sha256(eui64).digest()[:8], issuer, eui64, public_key(private))
+
+
+def _z(own_private, own_eph_private, partner_cert, partner_eph):
+    mine = [public_key(own_private), public_key(own_eph_private)]
+    theirs = [bytes(partner_cert[-37:]), bytes(partner_eph)]
+    statics = sorted([mine[0], theirs[0]])
+    ephs = sorted([mine[1], theirs[1]])
+    return hmac.new(b"modelled ECMQV", b"".join(statics + ephs), hashlib.sha256).digest()
+
+
+def smacs(own_private, own_eph_private, own_cert, partner_cert, partner_eph, am_initiator):
+    """(MACU, MACV) as the node holding own_private computes them."""
+    z = _z(own_private, own_eph_private, partner_cert, partner_eph)
+    if am_initiator:
+        ucert, vcert, qeu, qev = own_cert, partner_cert, public_key(own_eph_private), partner_eph
+    else:
+        ucert, vcert, qeu, qev = partner_cert, own_cert, partner_eph, public_key(own_eph_private)
+    u, v = K.cert_subject(ucert), K.cert_subject(vcert)
+    macu = hmac.new(z, b"\x02" + u + v + qeu + qev, hashlib.sha256).digest()[:16]
+    macv = hmac.new(z, b"\x03" + v + u + qev + qeu, hashlib.sha256).digest()[:16]
+    return macu, macv
+
+
+class ModuleCommissioning:
+    """The NCP's commissioning state: what its tokens hold (network, certificate, private
+    key, whether CBKE stored a link key) survives resets; the rest is RAM."""
+
+    def __init__(self, ncp, eui64, private=None, cert=None):
+        self.ncp = ncp
+        self.eui64 = eui64
+        self.private = private or hashlib.sha256(b"module" + eui64).digest()
+        self.cert = cert or certificate(eui64, self.private)
+        self.has_network = False      # token: a network to resume (networkInit)
+        self.link_key_stored = False  # token: CBKE completed and stored its link key
+        self.power_on()
+
+    def power_on(self):
+        self.security = None          # setInitialSecurityState's preconfigured key
+        self.eph_private = None
+        self.scanning = False
+
+    def status(self, ember, sl):
+        return struct.pack("<I", sl) if self.ncp.version >= 14 else bytes((ember,))
+
+    def ok(self):
+        return self.status(0, 0)
+
+    # ---- commands ------------------------------------------------------------------------
+    def set_initial_security_state(self, p):
+        if len(p) < 43:
+            raise ValueError("setInitialSecurityState cut short")
+        if self.ncp.joined:
+            return self.status(EMBER_INVALID_CALL, SL_INVALID_STATE)
+        bitmask = struct.unpack_from("<H", p, 0)[0]
+        self.security = bytes(p[2:18]) if bitmask & C.HAVE_PRECONFIGURED_KEY else None
+        return self.ok()
+
+    def start_scan(self, p):
+        scan_type, mask, duration = struct.unpack_from("<BIB", p, 0)
+        if scan_type != C.ACTIVE_SCAN:
+            return self.status(0x34, 0x4E)   # MAC_INCORRECT_SCAN_TYPE
+        self.ncp.loop.call_later(0.05 * max(1, duration), self._scan_done, mask)
+        return self.ok()
+
+    def _scan_done(self, mask):
+        ch = self.ncp.ch
+        tc = getattr(ch, "trust_centre", None)
+        if self.ncp.network_available and tc is not None:
+            for net in tc.networks():
+                if mask & (1 << net["channel"]):
+                    self.ncp.callback(C.NETWORK_FOUND_HANDLER, bytes((net["channel"],))
+                                      + struct.pack("<H", net["pan_id"]) + net["extended_pan_id"][::-1]
+                                      + bytes((1, 2, 0, 200, 256 - 50)))
+        self.ncp.callback(C.SCAN_COMPLETE_HANDLER, b"\x00" + self.ok())
+
+    def join_network(self, p):
+        if self.ncp.joined:
+            return self.status(EMBER_INVALID_CALL, SL_INVALID_STATE)
+        ext = bytes(p[1:9])[::-1]
+        pan, _power, channel = struct.unpack_from("<HbB", p, 9)
+        self.ncp.loop.call_later(0.05, self._join_result, ext, pan, channel)
+        return self.ok()
+
+    def _join_result(self, ext, pan, channel):
+        tc = getattr(self.ncp.ch, "trust_centre", None)
+        admitted = tc is not None and self.ncp.network_available and \
+            tc.admit(self.eui64, self.security, ext, pan, channel)
+        if not admitted:
+            # the trust centre never sent the network key (not in its device log, or the
+            # key it holds is not ours): the join times out on the module
+            self.ncp.callback(E.STACK_STATUS_HANDLER, self.status(EMBER_NO_NETWORK_KEY, SL_NO_NETWORK_KEY))
+            return
+        self.has_network = True
+        self.link_key_stored = False
+        self.ncp.join_now()
+
+    def leave(self):
+        """The trust centre removed us (a leave without rejoin): the tokens forget the network."""
+        self.has_network = False
+        self.link_key_stored = False
+
+    def get_certificate(self, p):
+        return self.ok() + self.cert
+
+    def generate_cbke_keys(self, p):
+        self.eph_private = os.urandom(32)
+        pub = public_key(self.eph_private)
+        self.ncp.loop.call_later(0.02, lambda: self.ncp.callback(C.GENERATE_CBKE_KEYS_HANDLER_283K1, self.ok() + pub))
+        return self.ok()
+
+    def calculate_smacs(self, p):
+        if len(p) < 1 + C.CERT_LEN + C.PUBLIC_KEY_LEN:
+            raise ValueError("calculateSmacs283k1 cut short")
+        if self.eph_private is None:
+            return self.status(EMBER_INVALID_CALL, SL_INVALID_STATE)
+        initiator = bool(p[0])
+        cert, eph = bytes(p[1:75]), bytes(p[75:112])
+        macu, macv = smacs(self.private, self.eph_private, self.cert, cert, eph, initiator)
+        self.ncp.loop.call_later(0.02, lambda: self.ncp.callback(C.CALCULATE_SMACS_HANDLER_283K1,
+                                                                 self.ok() + macu + macv))
+        return self.ok()
+
+    def clear_temporary_data(self, p):
+        if p[0] and self.eph_private is not None:
+            self.link_key_stored = True
+        self.eph_private = None
+        return self.ok()
+
+
+COMMANDS = {C.SET_INITIAL_SECURITY_STATE: ModuleCommissioning.set_initial_security_state,
+            C.START_SCAN: ModuleCommissioning.start_scan,
+            C.JOIN_NETWORK: ModuleCommissioning.join_network,
+            C.GET_CERTIFICATE_283K1: ModuleCommissioning.get_certificate,
+            C.GENERATE_CBKE_KEYS_283K1: ModuleCommissioning.generate_cbke_keys,
+            C.CALCULATE_SMACS_283K1: ModuleCommissioning.calculate_smacs,
+            C.CLEAR_TEMPORARY_DATA_MAYBE_STORE_LINK_KEY_283K1: ModuleCommissioning.clear_temporary_data}
+
+
+class _KeSession:
+    def __init__(self, cert):
+        self.cert = cert
+        self.state = "initiated"     # -> "ephemeral" -> done
+        self.partner_eph = None
+        self.eph_private = os.urandom(32)
+        self.timer = None
+
+
+class TrustCentre:
+    """The CH's trust-centre half: its network, its device log (EUI-64 -> install code,
+    what the DCC adds for the installer), its certificate and the Key Establishment
+    server. `ch` is the CommsHub (ch.ncp reaches the PPMID's module)."""
+
+    def __init__(self, ch, device_log, eui64=bytes.fromhex("0000b0d5b3ffff00"), issuer=ISSUER,
+                 extra_networks=(), cbke_deadline_s=CBKE_DEADLINE_S):
+        self.ch = ch
+        self.device_log = {bytes(k): IC.parse(v) for k, v in device_log.items()}
+        self.eui64 = eui64
+        self.private = hashlib.sha256(b"ch" + eui64).digest()
+        self.cert = certificate(eui64, self.private)
+        self.issuer = issuer
+        self.network = {"channel": 20, "pan_id": 0x1A62, "extended_pan_id": bytes.fromhex("00124b0001c0ffee")}
+        self.extra_networks = list(extra_networks)   # another CH answering the scan
+        self.cbke_deadline_s = cbke_deadline_s
+        self.joined = {}            # eui -> True once CBKE completed
+        self.session = None
+        self._deadline = None
+        self.counters = {"joins_admitted": 0, "joins_refused": 0, "ke_initiated": 0, "ke_ok": 0,
+                         "ke_terminated": 0, "ke_timeouts": 0, "removed": 0}
+        self.events = []            # (what, detail) for tests and the emulate report
+        self.silent = False         # fault: the Key Establishment server answers nothing
+
+    def _event(self, what, detail=""):
+        self.events.append((what, detail))
+        self.ch.log("tc: %s %s" % (what, detail))
+
+    def networks(self):
+        return [self.network] + self.extra_networks
+
+    def admit(self, eui, link_key, ext, pan, channel):
+        if (ext, pan, channel) != (self.network["extended_pan_id"], self.network["pan_id"], self.network["channel"]):
+            self.counters["joins_refused"] += 1
+            self._event("join_refused", "another network")
+            return False
+        code = self.device_log.get(eui)
+        if code is None or link_key != IC.link_key(code):
+            self.counters["joins_refused"] += 1
+            self._event("join_refused", "not in the device log" if code is None else "link key mismatch")
+            return False
+        self.counters["joins_admitted"] += 1
+        self._event("join_admitted", eui.hex())
+        self.joined[eui] = False
+        self._arm_deadline()
+        return True
+
+    def cbke_done(self, eui):
+        return self.joined.get(eui, False)
+
+    def _arm_deadline(self):
+        if self._deadline:
+            self._deadline.cancel()
+        self._deadline = self.ch.loop.call_later(self.cbke_deadline_s, self._deadline_passed)
+
+    def on_rejoin(self, eui):
+        """The module resumed its network (networkInit): if key establishment never
+        completed, the deadline runs again."""
+        if not self.joined.get(eui, False):
+            self._arm_deadline()
+
+    def _deadline_passed(self):
+        self._deadline = None
+        eui = self.ch.ncp.commissioning.eui64
+        if self.ch.ncp.joined and not self.joined.get(eui, False):
+            self.counters["removed"] += 1
+            self._event("removed", "no key establishment within %ss" % self.cbke_deadline_s)
+            self.ch.ncp.removed_by_trust_centre()
+
+    def forget(self, eui):
+        """The device log loses the PPMID (change of tenancy, new install)."""
+        self.device_log.pop(eui, None)
+        self.joined.pop(eui, None)
+        if self.ch.ncp.joined and self.ch.ncp.commissioning.eui64 == eui:
+            self.ch.ncp.removed_by_trust_centre()
+
+    # ---- Key Establishment server ----------------------------------------------------------
+    def _send(self, frame):
+        self.ch.ncp.incoming(0x0000, 0x0109, K.CLUSTER_KEY_ESTABLISHMENT, frame)
+
+    def _terminate(self, seq, status):
+        self.counters["ke_terminated"] += 1
+        self._event("ke_terminated", K.TERMINATE_NAMES.get(status, status))
+        self._stop_session()
+        self._send(K.terminate(seq, True, status, CH_TERMINATE_WAIT_S))
+
+    def _stop_session(self):
+        if self.session and self.session.timer:
+            self.session.timer.cancel()
+        self.session = None
+
+    def _expect(self, seconds):
+        s = self.session
+        if s.timer:
+            s.timer.cancel()
+        s.timer = self.ch.loop.call_later(seconds, self._timed_out, s)
+
+    def _timed_out(self, s):
+        if self.session is s:
+            self.counters["ke_timeouts"] += 1
+            self._event("ke_timeout", s.state)
+            self.session = None
+
+    def ke_frame(self, frame):
+        if self.silent:
+            return
+        try:
+            f = K.parse(frame)
+        except Exception:
+            self._terminate(frame[1] if len(frame) > 1 else 0, K.BAD_MESSAGE)
+            return
+        if f.server_to_client:
+            return
+        eui = self.ch.ncp.commissioning.eui64
+        if f.command == K.INITIATE:
+            self.counters["ke_initiated"] += 1
+            if f.suite != K.SUITE_2:
+                return self._terminate(f.seq, K.UNSUPPORTED_SUITE)
+            if K.cert_issuer(f.certificate) != self.issuer:
+                return self._terminate(f.seq, K.UNKNOWN_ISSUER)
+            if K.cert_subject(f.certificate) != eui or eui not in self.device_log:
+                return self._terminate(f.seq, K.INVALID_CERTIFICATE)
+            self._stop_session()
+            self.session = _KeSession(f.certificate)
+            self._event("ke_initiated", eui.hex())
+            self._expect(min(f.ephemeral_time or 1, 10) + 1)
+            self._send(K.initiate(f.seq, True, self.cert, CH_EPHEMERAL_TIME_S, CH_CONFIRM_TIME_S))
+        elif f.command == K.EPHEMERAL_DATA:
+            s = self.session
+            if s is None or s.state != "initiated":
+                return self._terminate(f.seq, K.BAD_MESSAGE)
+            s.partner_eph = f.public_key
+            s.state = "ephemeral"
+            self._expect(min(CH_CONFIRM_TIME_S * 5, 10) + 1)
+            self._send(K.ephemeral_data(f.seq, True, public_key(s.eph_private)))
+        elif f.command == K.CONFIRM_KEY:
+            s = self.session
+            if s is None or s.state != "ephemeral":
+                return self._terminate(f.seq, K.BAD_MESSAGE)
+            macu, macv = smacs(self.private, s.eph_private, self.cert, s.cert, s.partner_eph, False)
+            if f.mac != macu:
+                return self._terminate(f.seq, K.BAD_KEY_CONFIRM)
+            self._stop_session()
+            self.joined[eui] = True
+            self.counters["ke_ok"] += 1
+            self._event("ke_ok", eui.hex())
+            if self._deadline:
+                self._deadline.cancel()
+                self._deadline = None
+            self._send(K.confirm_key(f.seq, True, macv))
+            self.ch.ppmid_joined()    # now the tunnel
+        elif f.command == K.TERMINATE:
+            self._event("ke_terminated_by_ppmid", K.TERMINATE_NAMES.get(f.status, f.status))
+            self._stop_session()
