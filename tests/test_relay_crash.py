@@ -255,12 +255,13 @@ def run_relay_crashes(tmp_path, iterations, seed):
             "timeouts": sum(1 for v in pubs.values() if "timeout" in v)}
 
 
-@pytest.mark.timeout(600)   # 20 fresh MicroPython processes: 4-5 min on a loaded 2-core machine
+@pytest.mark.timeout(600)   # 8 fresh MicroPython processes: ~1.5 min here (20 took 6 min of make test;
+# the 120-cut soak below is the long one)
 def test_relay_survives_sigkill_nothing_dropped_nothing_executed_twice(tmp_path):
-    stats = run_relay_crashes(tmp_path, 20, seed=6)
+    stats = run_relay_crashes(tmp_path, 8, seed=7)
     print("relay crash:", stats)
-    assert stats["kills"] == 20
-    assert stats["acked"] >= 50, stats
+    assert stats["kills"] == 8
+    assert stats["acked"] >= 20, stats
     # copies after a restart, and the meter's refusal of them, were exercised
     assert stats["resent"] >= 1 and stats["already_executed"] >= 1, stats
     assert stats["owed"] >= 3, stats        # late answers after a restart were exercised
