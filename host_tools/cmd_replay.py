@@ -109,13 +109,8 @@ def run_serial(args, eui):
         if kpath is None:
             raise CliError("lines without a signed envelope need --envelope-key FILE (or sign the trace "
                            "elsewhere: ppmid sign --trace)")
-        try:
-            with open(kpath, "rb") as f:
-                key = f.read()
-        except OSError as exc:
-            raise CliError("cannot read the envelope key %s: %s" % (kpath, exc.strerror))
-        if len(key) != 32:
-            raise CliError("the envelope key %s must be 32 bytes, not %d" % (kpath, len(key)))
+        from host_tools.keys import read_envelope_key
+        key = read_envelope_key(kpath)
     c = WiredClient(args.serial, args.baud)
     try:
         c.open()
@@ -186,13 +181,8 @@ def run(args):
                 kpath, kid = own, name
         if kpath is None:
             raise CliError("--envelope-key FILE is needed to sign the commands")
-        try:
-            with open(kpath, "rb") as f:
-                envelope_key = f.read()
-        except OSError as exc:
-            raise CliError("cannot read the envelope key %s: %s" % (kpath, exc.strerror))
-        if len(envelope_key) != 32:
-            raise CliError("the envelope key %s must be 32 bytes, not %d" % (kpath, len(envelope_key)))
+        from host_tools.keys import read_envelope_key
+        envelope_key = read_envelope_key(kpath)
         r = Replayer(host, port, eui, envelope_key, ca, cert, key, speed=args.speed, settle_s=args.settle_s,
                      client_id=args.client_id)
         r.kid = kid

@@ -44,14 +44,8 @@ def load_key(args):
         path = os.path.join(args.state_dir, "keys", args.gateway.upper() + ".key")
     else:
         raise CliError("say which envelope key signs: --key-file FILE, or --state-dir DIR --gateway EUI")
-    try:
-        with open(path, "rb") as f:
-            key = f.read()
-    except OSError as exc:
-        raise CliError("cannot read the envelope key %s: %s" % (path, exc.strerror))
-    if len(key) != 32:
-        raise CliError("the envelope key %s must be 32 bytes, not %d" % (path, len(key)))
-    return key
+    from host_tools.keys import read_envelope_key
+    return read_envelope_key(path)
 
 
 def signing_key(args):
