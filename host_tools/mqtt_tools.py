@@ -87,18 +87,23 @@ def key_path(state_dir, eui):
     return os.path.join(state_dir, "keys", gateway_identity(eui) + ".key")
 
 
-def envelope_key(state_dir, eui, create=False):
-    """The gateway's envelope key kept on the host (the DCC User side of the secret)."""
-    path = key_path(state_dir, eui)
+def _secret_file(path, create, missing):
+    # a 32-byte secret kept on the host: read, or made once (random, mode 0600) when asked
     if not os.path.exists(path):
         if not create:
-            raise RuntimeError("no envelope key at %s (ppmid provision creates it)" % path)
+            raise RuntimeError(missing)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(secrets.token_bytes(32))
     with open(path, "rb") as f:
         return f.read()
+
+
+def envelope_key(state_dir, eui, create=False):
+    """The gateway's envelope key kept on the host (the DCC User side of the secret)."""
+    path = key_path(state_dir, eui)
+    return _secret_file(path, create, "no envelope key at %s (ppmid provision creates it)" % path)
 
 
 def user_key_path(state_dir, eui, name):
@@ -109,15 +114,7 @@ def user_key(state_dir, eui, name, create=False):
     """A DCC User's own envelope key for one gateway (config users.keys, docs/security.md),
     kept on the host beside the gateway's key; created (32 random bytes) when asked."""
     path = user_key_path(state_dir, eui, name)
-    if not os.path.exists(path):
-        if not create:
-            raise RuntimeError("no envelope key for user %s at %s (ppmid provision --user)" % (name, path))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-    with open(path, "rb") as f:
-        return f.read()
+    return _secret_file(path, create, "no envelope key for user %s at %s (ppmid provision --user)" % (name, path))
 
 
 def config_key(state_dir, eui, create=False):
@@ -125,15 +122,7 @@ def config_key(state_dir, eui, create=False):
     under it in a signed users update (ppmid users push). Only the operator holds it
     besides the gateway; created (32 random bytes) when asked."""
     path = os.path.join(state_dir, "keys", gateway_identity(eui) + ".config.key")
-    if not os.path.exists(path):
-        if not create:
-            raise RuntimeError("no config key at %s (ppmid provision writes it)" % path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-    with open(path, "rb") as f:
-        return f.read()
+    return _secret_file(path, create, "no config key at %s (ppmid provision writes it)" % path)
 
 
 def sender_key(state_dir, eui, user):
