@@ -15,7 +15,6 @@ way, the final one with the response.
 `--utrn DIGITS --target EUI` sends a top-up instead (docs/utrn.md): exit 0 on
 `topped-up`.
 """
-import binascii
 import json
 import secrets
 import sys
@@ -94,19 +93,9 @@ def run(args):
     if topup:
         digits, target = _checked_topup(args)
         gbcs = None
-    elif args.gbcs is not None:
-        try:
-            gbcs = binascii.unhexlify(args.gbcs.replace(" ", ""))
-        except (binascii.Error, ValueError):
-            raise CliError("--gbcs is not hex")
     else:
-        try:
-            with open(args.gbcs_file, "rb") as f:
-                gbcs = f.read()
-        except OSError as exc:
-            raise CliError("cannot read %s: %s" % (args.gbcs_file, exc))
-    if not topup and not gbcs:
-        raise CliError("the GBCS command is empty")
+        from host_tools.cmd_sign import read_gbcs
+        gbcs = read_gbcs(args)
     kid = args.kid
     if kid is not None and not args.key_file:
         raise CliError("--kid goes with --key-file (a --user's own key is named by itself)")
