@@ -137,17 +137,16 @@ def renumbered_commands(n, corpus=None, recipients=ANSWERING, start=None):
     corpus = corpus if corpus is not None else corpus_dir()
     pool = []
     if corpus:
-        for name, buf in tr.corpus_commands(corpus):
-            try:
-                pos, m = _find_counter(buf)
-            except Exception:
-                continue
-            if m.cra == 1 and binascii.hexlify(bytes(m.recipient)).decode().upper() in recipients:
-                pool.append((name, buf, pos, bytes(m.originator) + bytes(m.recipient)))
-    else:
-        for i, buf in enumerate(embedded_commands()):
+        found = tr.corpus_commands(corpus)
+    else:  # no ../shared: the few corpus commands kept in the repo, filtered the same way
+        found = [("embedded-%d" % i, buf) for i, buf in enumerate(embedded_commands())]
+    for name, buf in found:
+        try:
             pos, m = _find_counter(buf)
-            pool.append(("embedded-%d" % i, buf, pos, bytes(m.originator) + bytes(m.recipient)))
+        except Exception:
+            continue
+        if m.cra == 1 and binascii.hexlify(bytes(m.recipient)).decode().upper() in recipients:
+            pool.append((name, buf, pos, bytes(m.originator) + bytes(m.recipient)))
     if not pool:
         raise EmulateError("no corpus commands to build a trace from")
     base = start if start is not None else int(time.time() * 1000) << 8
