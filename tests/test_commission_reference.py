@@ -3,11 +3,9 @@
 CBKE commands (ids and serialized layouts, every EZSP version the gateway supports), and
 Wireshark's ZCL Key Establishment dissector (tshark) for the cluster 0x0800 frames."""
 import importlib
+import os
 import random
-import shutil
-import struct
-import subprocess
-import xml.etree.ElementTree as ET
+import sys
 
 import pytest
 
@@ -15,9 +13,9 @@ from ppmid.errors import PpmidError
 from ppmid.zigbee import installcode as IC
 from ppmid.zigbee import keyest as K
 from ppmid.zigbee import ezsp_cbke as C
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wireshark_zigbee as WZ  # noqa: E402  (tests/wireshark_zigbee.py)
 
-TSHARK = shutil.which("tshark")
-TEXT2PCAP = shutil.which("text2pcap")
 VERSIONS = (8, 9, 10, 11, 12, 13, 14, 16, 17, 18)
 
 
@@ -106,16 +104,13 @@ def test_ids_and_layouts_against_bellows(version):
 
 
 def _air_frame(zcl, s2c):
-    # unsecured 802.15.4 / NWK / APS data frame on the SE profile, cluster 0x0800 (the
-    # dissector cannot read APS-encrypted frames; KE frames go with NWK security only)
+    # between the CH, trust centre (0x0000), and the PPMID (0x4A7C); KE frames go with NWK
+    # security only, unsecured here for the dissector
     src, dst = (0x0000, 0x4A7C) if s2c else (0x4A7C, 0x0000)
-    mac = struct.pack("<HBHHH", 0x8841, 1, 0xBEEF, dst, src)
-    nwk = struct.pack("<HHHBB", 0x0008, dst, src, 30, 7)
-    aps = struct.pack("<BBHHBB", 0x40, 1 if s2c else 9, K.CLUSTER_KEY_ESTABLISHMENT, 0x0109, 9 if s2c else 1, 5)
-    return mac + nwk + aps + zcl
+    return WZ.air_frame(zcl, K.CLUSTER_KEY_ESTABLISHMENT, src, dst, s2c)
 
 
-@pytest.mark.skipif(not (TSHARK and TEXT2PCAP), reason="tshark/text2pcap not installed")
+@pytest.mark.skipif(not (WZ.TSHARK and WZ.TEXT2PCAP), reason=WZ.MISSING)
 def test_ke_frames_against_wireshark(tmp_path):
     subject = bytes.fromhex("000d6f0000a1b2c3")
     issuer = bytes.fromhex("5445535453454341")
@@ -126,18 +121,7 @@ def test_ke_frames_against_wireshark(tmp_path):
               (K.ephemeral_data(2, False, qe), False), (K.ephemeral_data(2, True, qe), True),
               (K.confirm_key(3, False, mac), False), (K.confirm_key(3, True, mac), True),
               (K.terminate(4, True, K.BAD_KEY_CONFIRM, 30), True)]
-    txt = tmp_path / "f.txt"
-    with open(txt, "w") as fh:
-        for z, s2c in frames:
-            m = _air_frame(z, s2c)
-            for off in range(0, len(m), 16):
-                fh.write("%06x %s\n" % (off, " ".join("%02x" % x for x in m[off:off + 16])))
-    pcap = tmp_path / "f.pcap"
-    subprocess.run([TEXT2PCAP, "-q", "-l", "230", str(txt), str(pcap)], check=True, capture_output=True)
-    out = subprocess.run([TSHARK, "-r", str(pcap), "-T", "pdml"], check=True, capture_output=True).stdout
-    packets = []
-    for pkt in ET.fromstring(out).iter("packet"):
-        packets.append({f.get("name"): f.get("show") for f in pkt.iter() if f.get("name")})
+    packets = WZ.dissect(tmp_path, [_air_frame(z, s2c) for z, s2c in frames])
     assert len(packets) == len(frames)
     for p in packets:
         assert "_ws.malformed" not in p and "_ws.expert" not in p, p

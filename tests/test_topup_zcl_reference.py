@@ -3,17 +3,16 @@ zigpy's ZCL header and field types (zigpy's Prepayment cluster defines no comman
 the payload is read with its basic types), and Wireshark's ZCL Smart Energy dissector
 (tshark, with the frames inside an unsecured 802.15.4 / NWK / APS data frame on the SE
 profile, cluster 0x0705), both ways: what we send and what we parse."""
-import shutil
-import struct
+import os
 import subprocess
-import xml.etree.ElementTree as ET
+import sys
 
 import pytest
 
 from ppmid.zigbee import prepayment as P
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wireshark_zigbee as WZ  # noqa: E402  (tests/wireshark_zigbee.py)
 
-TSHARK = shutil.which("tshark")
-TEXT2PCAP = shutil.which("text2pcap")
 UTRN = b"73943333457189043313"
 RESPONSES = [(0x37, P.RESULT_ACCEPTED_SUPPLY_ENABLED, 250, 2, -1250), (0, P.RESULT_DUPLICATE, 0, 1, 0),
              (0xFF, P.RESULT_KEYPAD_LOCK, 0x7FFFFFFF, 0, -0x80000000), (9, 0x7E, -5, 7, 123456)]
@@ -44,30 +43,15 @@ def test_frames_against_zigpy():
 
 
 def _air_frame(zcl, s2c):
-    # unsecured frames: the dissector cannot read APS-encrypted ones without the key
+    # between the ESME (0x4A21) and the PPMID (0x1234)
     src, dst = (0x4A21, 0x1234) if s2c else (0x1234, 0x4A21)
-    mac = struct.pack("<HBHHH", 0x8841, 1, 0xBEEF, dst, src)
-    nwk = struct.pack("<HHHBB", 0x0008, dst, src, 30, 7)
-    aps = struct.pack("<BBHHBB", 0x40, 1 if s2c else 9, 0x0705, 0x0109, 9 if s2c else 1, 5)
-    return mac + nwk + aps + zcl
+    return WZ.air_frame(zcl, 0x0705, src, dst, s2c)
 
 
-@pytest.mark.skipif(not (TSHARK and TEXT2PCAP), reason="tshark/text2pcap not installed")
+@pytest.mark.skipif(not (WZ.TSHARK and WZ.TEXT2PCAP), reason=WZ.MISSING)
 def test_frames_against_wireshark(tmp_path):
     frames = [P.consumer_top_up(0x37, UTRN)] + [P.consumer_top_up_response(*r) for r in RESPONSES]
-    txt = tmp_path / "f.txt"
-    with open(txt, "w") as fh:
-        for i, z in enumerate(frames):
-            m = _air_frame(z, i > 0)
-            for off in range(0, len(m), 16):
-                fh.write("%06x %s\n" % (off, " ".join("%02x" % x for x in m[off:off + 16])))
-    pcap = tmp_path / "f.pcap"
-    subprocess.run([TEXT2PCAP, "-q", "-l", "230", str(txt), str(pcap)], check=True, capture_output=True)
-    out = subprocess.run([TSHARK, "-r", str(pcap), "-T", "pdml"], check=True, capture_output=True).stdout
-    packets = []
-    for pkt in ET.fromstring(out).iter("packet"):
-        # protos too, so that _ws.malformed would show
-        packets.append({f.get("name"): f.get("show") for f in pkt.iter() if f.get("name")})
+    packets = WZ.dissect(tmp_path, [_air_frame(z, i > 0) for i, z in enumerate(frames)])
     assert len(packets) == len(frames)
     p = packets[0]
     assert p["zbee_aps.cluster"] == "0x0705" and p["zbee_aps.profile"] == "0x0109"
@@ -84,13 +68,12 @@ def test_frames_against_wireshark(tmp_path):
         assert "_ws.malformed" not in p
 
 
-@pytest.mark.skipif(not TSHARK, reason="tshark not installed")
+@pytest.mark.skipif(not WZ.TSHARK, reason="tshark not installed")
 def test_the_emulated_meters_utrn_alert_codes_are_wiresharks():
     # the alert codes the emulated ESME raises for refused UTRNs, against the names in
     # Wireshark's GBCS dissector (its value table for gbcs_gbz.alert_code)
-    import subprocess
     from host_tools.ncp_emulator import esme
-    out = subprocess.run([TSHARK, "-G", "values"], capture_output=True, text=True, timeout=120).stdout
+    out = subprocess.run([WZ.TSHARK, "-G", "values"], capture_output=True, text=True, timeout=120).stdout
     names = {}
     for line in out.splitlines():
         parts = line.split("\t")
