@@ -67,7 +67,10 @@ def verify_rows():
     ]
 
 
-def update_rows():
+def _offer(make_release, timeout_s, what):
+    """Make a release in a scratch folder (make_release(key_path, out_dir, scratch)), offer
+    it to an emulated board over MQTT and wait until it is applied: (release, chunk size
+    the board asked for, status name -> time first seen, start, end)."""
     from host_tools import emulate as E
     from host_tools import update as U
     import update_vectors as V
@@ -76,7 +79,7 @@ def update_rows():
         with open(key, "w") as f:
             f.write(V.PRIVATE_PEM)
         out = os.path.join(d, "release")
-        U.release("emulated", key, out, "9.0.0")
+        make_release(key, out, d)
         rel = U.Release(out)
         settings = {"update": {"public_key": V.PUBLIC, "probation_boots": 2, "probation_s": 60}}
         with E.Emulation(os.path.join(d, "emu"), overrides=settings, log=None) as emu:
@@ -87,14 +90,21 @@ def update_rows():
                 marks.setdefault(st.get("state"), time.monotonic())
             s = U.UpdateSender(emu.broker_dir, emu.gateway, rel, progress=progress)
             try:
-                st = s.run(600)
+                st = s.run(timeout_s)
             finally:
                 s.close()
             t_end = time.monotonic()
         if st.get("state") != "applied":
-            raise RuntimeError("the update was not applied: %s" % st)
-    n = len(rel.data)
+            raise RuntimeError("the %s was not applied: %s" % (what, st))
     chunk = s.statuses[0].get("chunk") if s.statuses else None
+    return rel, chunk, marks, t0, t_end
+
+
+def update_rows():
+    from host_tools import update as U
+    rel, chunk, marks, t0, t_end = _offer(lambda key, out, d: U.release("emulated", key, out, "9.0.0"), 600,
+                                          "update")
+    n = len(rel.data)
     return [
         {"name": "update whole app over MQTT: download + checks (emulated)", "value": round(marks["switching"] - t0, 2),
          "unit": "s", "note": "%d files, %d bytes, %s-byte chunks, one chunk per status round trip, broker on "
@@ -112,35 +122,14 @@ IMAGE_BYTES = 512 * 1024  # a stand-in image (an ESP32 MicroPython image is ~1.5
 
 
 def image_rows():
-    from host_tools import emulate as E
     from host_tools import update as U
-    import update_vectors as V
-    with tempfile.TemporaryDirectory(prefix="bench-image-") as d:
-        key = os.path.join(d, "operator.pem")
-        with open(key, "w") as f:
-            f.write(V.PRIVATE_PEM)
+
+    def make(key, out, d):
         img = os.path.join(d, "firmware.bin")
         with open(img, "wb") as f:
             f.write(os.urandom(IMAGE_BYTES))
-        out = os.path.join(d, "release")
         U.release_image("emulated", key, out, "9.0.0", img)
-        rel = U.Release(out)
-        settings = {"update": {"public_key": V.PUBLIC, "probation_boots": 2, "probation_s": 60}}
-        with E.Emulation(os.path.join(d, "emu"), overrides=settings, log=None) as emu:
-            marks = {}
-            t0 = time.monotonic()
-
-            def progress(st):
-                marks.setdefault(st.get("state"), time.monotonic())
-            s = U.UpdateSender(emu.broker_dir, emu.gateway, rel, progress=progress)
-            try:
-                st = s.run(900)
-            finally:
-                s.close()
-            t_end = time.monotonic()
-        if st.get("state") != "applied":
-            raise RuntimeError("the image update was not applied: %s" % st)
-    chunk = s.statuses[0].get("chunk") if s.statuses else None
+    rel, chunk, marks, t0, t_end = _offer(make, 900, "image update")
     blocks = -(-IMAGE_BYTES // 4096)
     return [
         {"name": "update image over MQTT: download + read-back check (emulated)",
