@@ -47,8 +47,8 @@ def _installcode():
 
 def parse_install_code(text):
     """An install code as printed or typed -> its bytes, CRC included (InstallCodeError)."""
+    ic = _installcode()   # first: it makes the firmware importable
     from ppmid.errors import PpmidError
-    ic = _installcode()
     try:
         return ic.parse(text)
     except PpmidError as exc:
