@@ -78,3 +78,18 @@ def test_emulate_refuses_bad_install_codes(tmp_path):
     assert r.returncode != 0 and "E_INSTALL_CODE_CRC" in r.stderr and "--ch-install-code" in r.stderr
     r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--install-code", "12", timeout=60)
     assert r.returncode != 0 and "E_INSTALL_CODE" in r.stderr and "--install-code" in r.stderr
+
+
+def test_a_power_cut_after_commissioning_resumes_without_joining_again(tmp_path):
+    # the default start plus --kill-board: the module keeps the network in its tokens and
+    # the gateway its mark of a completed key establishment on flash, so the reboot resumes
+    report = tmp_path / "rep.json"
+    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--trace", str(_trace(tmp_path, 12)), "--report",
+              str(report), "--kill-board", "1", "--seed", "3", "--settle-s", "25",
+              "--set", "limits.response_timeout_s=8")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads(report.read_text())
+    c = rep["commissioning"]
+    assert rep["board_restarts"] >= 1 and rep["lost_count"] == 0, rep
+    assert c["state"] == "commissioned" and c["steps"].count("commissioned") == 1, c
+    assert c["trust_centre"]["counters"]["joins_admitted"] == 1 and c["trust_centre"]["counters"]["ke_ok"] == 1
