@@ -11,6 +11,11 @@ With --update KIND the gateway is provisioned with the emulation's update key
 (STATE_DIR/update/operator.pem) and an update of that kind is offered during the replay;
 the exit status is 1 also when its result is not the expected one (good: applied,
 bad-signature: refused, crash-at-boot: rolled-back).
+The emulated Zigbee module starts uncommissioned: the gateway is provisioned with an
+install code, the emulated CH's device log (STATE_DIR/device-log.jsonl, or --device-log)
+holds the gateway's EUI-64 with it, and the gateway joins, completes CBKE and gets the
+tunnel before the replay; the steps are printed and the report's "commissioning" has
+them. --commissioned starts from a module that holds the network already (the old start).
 """
 import json
 import os
@@ -61,16 +66,21 @@ def add_arguments(p):
     p.add_argument("--follow", action="store_true", help="after the replay, follow the console until Ctrl-C")
     p.add_argument("--no-follow", action="store_true", help="exit after the sample replay")
     p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the gateway to come up")
-    p.add_argument("--commission", action="store_true",
-                   help="start the emulated Zigbee module uncommissioned: the gateway joins with its install "
-                        "code and completes CBKE with the emulated CH (docs/zigbee.md); the report's "
-                        "\"commissioning\" says how it went")
-    p.add_argument("--install-code", metavar="HEX", default=DEFAULT_INSTALL_CODE,
-                   help="the gateway's install code, provisioned with --commission (default: the Zigbee spec's "
-                        "example code)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--commissioned", action="store_true",
+                       help="start from a Zigbee module that holds the CH's network already (no install code, "
+                            "no join, no CBKE; the report's \"commissioning\" state is \"preset\")")
+    start.add_argument("--commission", action="store_true",
+                       help="start the emulated Zigbee module uncommissioned (the default; kept for scripts)")
+    p.add_argument("--install-code", metavar="HEX|new", default=DEFAULT_INSTALL_CODE,
+                   help="the gateway's install code as printed (default: the Zigbee spec's example code), or "
+                        "`new` for a random one with its CRC")
     p.add_argument("--ch-install-code", metavar="HEX",
                    help="the install code the emulated CH's device log holds for the gateway instead of the "
-                        "provisioned one (rehearses a wrong code; implies --commission)")
+                        "provisioned one (rehearses a wrong code)")
+    p.add_argument("--device-log", metavar="FILE",
+                   help="the emulated CH's device log: a file `ppmid provision --install-code` wrote (JSON lines "
+                        "of eui64 and install_code); default: made in STATE_DIR with the gateway's code")
     p.add_argument("--update", choices=("good", "bad-signature", "crash-at-boot"),
                    help="build and offer an application update during the replay: a newer version, one signed with "
                         "the wrong key, or one that raises at boot (docs/update.md); the report's \"update\" says "
@@ -100,6 +110,49 @@ def _lines(args, E):
         len(lines), E.corpus_dir() or "the embedded corpus commands")
 
 
+def _commissioning(args):
+    """Emulation(commissioning=...) from the options: None with --commissioned."""
+    from host_tools import device_log
+    if args.commissioned:
+        if args.ch_install_code or args.device_log or args.install_code != DEFAULT_INSTALL_CODE:
+            raise CliError("--commissioned starts from a module that holds the network: it takes no "
+                           "--install-code, --ch-install-code or --device-log")
+        return None
+    if args.ch_install_code and args.device_log:
+        raise CliError("--ch-install-code and --device-log both say what the CH's device log holds: give one")
+    out = {}
+    for name in ("install_code", "ch_install_code"):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name == "install_code" and value.strip().lower() == "new":
+            out[name] = device_log.new_install_code().hex().upper()
+            continue
+        try:
+            out[name] = device_log.parse_install_code(value).hex().upper()
+        except device_log.InstallCodeError as exc:
+            raise CliError("--%s: %s" % (name.replace("_", "-"), exc))
+    out["device_log"] = args.device_log
+    return out
+
+
+def print_commissioning(emu):
+    """The commissioning steps the gateway logged during start-up, one line each."""
+    c = emu.commissioning_report()
+    if c["state"] == "preset":
+        print("commissioning: the emulated module holds the network already (--commissioned)", flush=True)
+        return
+    from host_tools import device_log
+    print("commissioning: gateway EUI-64 %s, install code %s; CH device log %s" % (
+        emu.gateway, device_log.printed(bytes.fromhex(emu.commissioning["install_code"])), c.get("device_log")),
+        flush=True)
+    for step in c["steps"]:
+        print("commissioning: " + step, flush=True)
+    if c["state"] != "commissioned":
+        print("commissioning: %s%s (the gateway retries; commands wait for the HAN)" % (
+            c["state"], " " + c["error"] if c.get("error") else ""), flush=True)
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt
 
@@ -127,21 +180,7 @@ def run(args):
         path = getattr(args, name)
         if path is not None and (os.path.isdir(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path)))):
             raise CliError("--%s %s: give a file in an existing folder" % (name, path))
-    commissioning = None
-    if args.commission or args.ch_install_code:
-        from host_tools import mpcompat
-        mpcompat.install()
-        from ppmid.errors import PpmidError
-        from ppmid.zigbee import installcode
-        for name in ("install_code", "ch_install_code"):
-            value = getattr(args, name)
-            if value is not None:
-                try:
-                    installcode.parse(value)
-                except PpmidError as exc:
-                    raise CliError("--%s: %s (%s)" % (name.replace("_", "-"), exc.message, exc.code))
-        commissioning = {"install_code": args.install_code,
-                         "ch_install_code": args.ch_install_code or args.install_code}
+    commissioning = _commissioning(args)
     lines, what = _lines(args, E)
     nfc_lines = sum(1 for x in lines if x.get("via", "mqtt") != "mqtt")
     if nfc_lines and not args.nfc:
@@ -165,9 +204,9 @@ def run(args):
     # broker included, exactly like Ctrl-C: no mosquitto or board left behind.
     signal.signal(signal.SIGTERM, _terminate)
     from host_tools.progress import Progress
-    # SNTP, broker, board, NCP, provision, deploy (5), ready: a bar on a terminal, the
+    # SNTP, broker, board, NCP, provision, deploy (5), ready, commissioning: a bar on a terminal, the
     # "emulate: ..." lines otherwise
-    bar = Progress("emulate", 10 + bool(args.pcap) + bool(args.nfc))
+    bar = Progress("emulate", 10 + bool(args.pcap) + bool(args.nfc) + (commissioning is not None))
     sink = [bar.step]  # what the emulation's log goes to: the bar during start-up, then lines
     emu.log = lambda msg: sink[0](msg)  # (the SNTP server and the replayer keep emu.log)
     try:
@@ -180,6 +219,7 @@ def run(args):
             sink[0] = E.log_default
         st = emu.board.state()
         print(emu.banner.group(0).decode())
+        print_commissioning(emu)
         print("emulate: REPL %s (mpremote connect %s resume), UARTs %s, broker 127.0.0.1:%d, state dir %s; Ctrl-C to stop"
               % (st["repl"], st["repl"], st["uarts"], emu.broker.port, emu.state_dir), flush=True)
         chaos = None

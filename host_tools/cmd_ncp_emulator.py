@@ -3,6 +3,11 @@
     ppmid ncp-emulator --state-dir run --log run/ch.jsonl
     ppmid ncp-emulator --pty /dev/pts/7 --ezsp-version 14 --byte-error-rate 0.01 --reset-every 200
 
+    ppmid ncp-emulator --state-dir run --device-log BROKER/device-log.jsonl --eui64 00DB1234567890A4
+
+With --device-log the module starts uncommissioned and the CH is trust centre with that
+device log (written by `ppmid provision --install-code`; docs/zigbee.md "Commissioning"):
+the gateway joins with its install code and completes CBKE before the tunnel opens.
 Runs until interrupted. Every GBCS message the CH receives or sends goes to --log (JSONL)
 and to --pcap (pcapng for Wireshark, docs/captures.md).
 Type commands on stdin while it runs: `alert ESME`, `alert GSME`, `reset`, `network-down 5`,
@@ -33,6 +38,12 @@ def add_arguments(p):
     p.add_argument("--late-ack-ms", type=int, default=600)
     p.add_argument("--reset-every", type=int, default=0, help="NCP resets itself after every N host DATA frames")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device-log", metavar="FILE",
+                   help="start the module uncommissioned, the CH as trust centre with this device log (JSON lines "
+                        "of eui64 and install_code, as `ppmid provision --install-code` writes it)")
+    p.add_argument("--eui64", metavar="EUI",
+                   help="the emulated module's EUI-64 (default 000D6F0000A1B2C3); with --device-log, the "
+                        "gateway's EUI-64 its entry names")
     p.add_argument("-v", "--verbose", action="store_true", help="print link events")
 
 
@@ -115,6 +126,22 @@ def run(args):
         path = getattr(args, name)
         if path is not None and (os.path.isdir(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path)))):
             raise CliError("--%s %s: give a file in an existing folder" % (name, path))
+    commissioning = None
+    if args.eui64 is not None:
+        digits = args.eui64.replace(":", "").replace("-", "")
+        try:
+            eui = bytes.fromhex(digits)
+        except ValueError:
+            eui = b""
+        if len(eui) != 8:
+            raise CliError("--eui64 must be 16 hex digits, not %r" % args.eui64)
+        if not args.device_log:
+            raise CliError("--eui64 goes with --device-log (a commissioned module keeps its own EUI-64)")
+    if args.device_log:
+        from host_tools import device_log
+        commissioning = {"device_log": device_log.read(args.device_log)}
+        if args.eui64:
+            commissioning["eui64"] = eui
     ch_options = {}
     if args.pcap:
         from host_tools import captures, pcap
@@ -129,8 +156,10 @@ def run(args):
         corpus = guess if os.path.isdir(guess) else None
     emu = NcpEmulator(pty, baud=args.baud, ezsp_version=args.ezsp_version, max_payload=args.max_payload,
                       log_path=args.log, corpus_dir=corpus, faults=faults, verbose=args.verbose,
-                      ch_options=ch_options).start()
-    print("ncp-emulator: EZSP v%d NCP + CH on %s (log %s)" % (args.ezsp_version, pty, args.log or "-"), flush=True)
+                      ch_options=ch_options, commissioning=commissioning).start()
+    print("ncp-emulator: EZSP v%d NCP + CH on %s (log %s)%s" % (
+        args.ezsp_version, pty, args.log or "-",
+        ", uncommissioned, CH device log %s" % args.device_log if args.device_log else ""), flush=True)
     if sys.stdin and sys.stdin.isatty():
         threading.Thread(target=_console, args=(emu,), daemon=True).start()
     try:

@@ -262,8 +262,11 @@ class Emulation:
         self.pcap_path = pcap     # pcapng of the HAN (CH log) and MQTT traffic (docs/captures.md)
         # None: the emulated module is commissioned already. A dict: it starts with no
         # network and commissions (docs/zigbee.md): "install_code" the gateway's (written by
-        # provisioning), "ch_install_code" the one the CH's device log holds for it
+        # provisioning), "ch_install_code" the one the CH's device log holds for it, or
+        # "device_log" a device log file the CH reads instead (host_tools/device_log.py);
+        # the module's EUI-64 is then the gateway's (a PPMID's device id is its HAN EUI-64)
         self.commissioning = commissioning
+        self.device_log_path = None   # the device log the emulated CH read
         self.capture = None       # (PcapWriter, BrokerCapture)
         self.sntp = None
         self.pn532 = None
@@ -327,8 +330,33 @@ class Emulation:
         return out
 
     def check_config(self):
-        """Refuse bad overrides before anything starts (EmulateError)."""
+        """Refuse bad overrides and a bad device log before anything starts (EmulateError)."""
+        if self.commissioning and self.commissioning.get("device_log"):
+            self._read_device_log(self.commissioning["device_log"])
         return self.gateway_config({"host": "127.0.0.1", "port": 8883, "server_hostname": "ppmid-broker"})
+
+    @staticmethod
+    def _read_device_log(path):
+        from host_tools import device_log
+        try:
+            return device_log.read(path)
+        except device_log.DeviceLogError as exc:
+            raise EmulateError(str(exc))
+
+    def _device_log(self):
+        """The emulated CH's device log: the file given, or STATE_DIR/device-log.jsonl made
+        afresh with the gateway's EUI-64 and its install code (--ch-install-code's instead
+        when given), as `ppmid provision --install-code` writes it."""
+        from host_tools import device_log
+        path = self.commissioning.get("device_log")
+        if not path:
+            path = os.path.join(self.state_dir, device_log.DEFAULT_NAME)
+            if os.path.exists(path):
+                os.remove(path)
+            code = self.commissioning.get("ch_install_code") or self.commissioning["install_code"]
+            device_log.add(path, self.gateway, device_log.parse_install_code(code))
+        self.device_log_path = os.path.abspath(path)
+        return self._read_device_log(path)
 
     def start(self):
         self.check_config()
@@ -360,8 +388,7 @@ class Emulation:
                                corpus_dir=self.corpus, faults=Faults(byte_error_rate=self.uart_error_rate),
                                gpf_delay_s=self.gpf_delay_s, ch_options=ch_options,
                                commissioning=None if not self.commissioning else {
-                                   "install_code": self.commissioning.get("ch_install_code",
-                                                                          self.commissioning["install_code"])})
+                                   "device_log": self._device_log(), "eui64": bytes.fromhex(self.gateway)})
         self.ncp.start()
         self.log("NCP/CH emulator on %s (ESME %s, GSME %s)" % (st["uarts"]["zigbee"], ESME, GSME))
         if self.nfc:
@@ -391,6 +418,8 @@ class Emulation:
         self.console_start = mark
         self.restarts_at_start = self.board.restarts
         self.wait_online(self.ready_timeout)
+        if self.commissioning:
+            self.wait_commissioned(self.ready_timeout, since=mark)
         if self.wired:
             from host_tools.wired import WiredClient
             self.wired_client = WiredClient(st["uarts"]["wired"], log=self.log).open()
@@ -426,6 +455,21 @@ class Emulation:
             c.disconnect()
             c.loop_stop()
 
+    def wait_commissioned(self, timeout, since=0):
+        """Wait until the gateway commissioned its module and the CH opened the tunnel, or
+        its first attempt failed (it keeps retrying; the report says how it went). Not an
+        error when neither comes in time: the replay then shows what a HAN still joining
+        does to commands."""
+        from host_tools.emuboard import BoardTimeout
+        try:
+            m = self.board.wait_for(rb"han: tunnel open|commission: failed [^\r\n]*", timeout, since=since)
+        except BoardTimeout:
+            self.log("commissioning: not done within %ss" % timeout)
+            return None
+        what = m.group(0).decode("utf-8", "replace")
+        self.log("commissioning: " + ("done, tunnel open" if what.startswith("han") else what.split(": ", 1)[1]))
+        return what
+
     def set_uart_error_rate(self, rate):
         """Bit errors on the Zigbee UART, both directions (probability per byte)."""
         self.uart_error_rate = rate
@@ -454,12 +498,18 @@ class Emulation:
     # ---- figures ---------------------------------------------------------------------------
     def commissioning_report(self):
         """{"state", "cbke", "error", "steps"}: the gateway's commissioning as its console
-        logged it ("commission: ..." lines), with what the CH's trust centre saw. "preset"
-        when the emulated module started commissioned (no --commission)."""
+        logged it ("commission: ..." lines) since start(), with what the CH's trust centre
+        saw. "preset" when the emulated module started commissioned (`--commissioned`)."""
         if not self.commissioning:
             return {"state": "preset", "cbke": None, "steps": []}
-        text = self.board.console_bytes().decode("utf-8", "replace")
-        steps = [line.split("commission: ", 1)[1].strip() for line in text.splitlines() if "commission: " in line]
+        text = self.board.console_bytes()[self.console_start:].decode("utf-8", "replace")
+        # the firmware's "commission: ..." lines, and the CH opening the tunnel after them
+        steps = []
+        for line in text.splitlines():
+            if "commission: " in line:
+                steps.append(line.split("commission: ", 1)[1].strip())
+            elif "han: tunnel open" in line and steps and steps[-1] == "commissioned":
+                steps.append("tunnel open")
         out = {"state": "uncommissioned", "cbke": None, "steps": steps[-40:]}
         for st in steps:
             if st == "commissioned":
@@ -472,6 +522,8 @@ class Emulation:
                     out["cbke"] = "failed"
             elif st.startswith("cbke:") and out["state"] != "commissioned":
                 out.update(state="cbke", cbke="running")
+        if self.device_log_path:
+            out["device_log"] = self.device_log_path
         tc = self.ncp.commissioning_state()
         if tc is not None:
             out["trust_centre"] = {"events": [list(e) for e in tc["tc_events"][-20:]], "counters": tc["tc_counters"]}
@@ -641,6 +693,10 @@ def table(rep):
     if h.get("free_min") is not None:
         rows.append(("peak heap used", "%d of %d bytes (min free %d, %s%%)" % (
             h["peak_used"], h["heap_bytes"], h["free_min"], h.get("free_min_pct"))))
+    c = rep.get("commissioning")
+    if c and c.get("state") != "preset":
+        rows.append(("commissioning", "%s (cbke %s%s, %d steps)" % (
+            c["state"], c.get("cbke") or "not reached", ", " + c["error"] if c.get("error") else "", len(c["steps"]))))
     if rep.get("chaos"):
         c = rep["chaos"]
         rows.append(("faults", "%s; UART error rate %s" % (", ".join("%s@%ss" % (w, t) for t, w in c["done"]) or "none",

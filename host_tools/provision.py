@@ -104,12 +104,15 @@ def merge_users(base, users, roles):
 
 
 def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=None, server_hostname=None,
-          ssid=None, password=None, han_devices=(), envelope_key_file=None, users=(), roles=(), user_tokens=()):
+          ssid=None, password=None, han_devices=(), envelope_key_file=None, users=(), roles=(), user_tokens=(),
+          install_code=None):
     """(files {flash path: bytes}, config dict) or ProvisionError. han_devices: "EUI:TYPE"
     strings; envelope_key_file: None = STATE_DIR/keys/EUI.key, created if absent; users:
     "NAME:ROLE:ORIGINATOR[,ORIGINATOR...]" strings (a key each, STATE_DIR/keys/EUI.users/
     NAME.key, created if absent); roles: "ROLE=PROFILE" strings; user_tokens: the
-    options of add_user_arguments in order (docs/security.md)."""
+    options of add_user_arguments in order (docs/security.md); install_code: the Zigbee
+    module's install code (bytes, CRC included, checked by host_tools.device_log) for
+    config zigbee.install_code (docs/zigbee.md "Commissioning")."""
     from host_tools import mqtt_tools as mt
     from host_tools.broker import BrokerError, gateway_identity
     from ppmid import config
@@ -162,6 +165,10 @@ def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=No
             devices.append({"eui": d_eui, "type": d_type})
         han["devices"] = devices
         cfg["han"] = han
+    if install_code is not None:
+        if "zigbee" in cfg and not isinstance(cfg["zigbee"], dict):
+            raise ProvisionError("config refused: zigbee must be an object, not %r" % (cfg["zigbee"],))
+        cfg["zigbee"] = dict(cfg.get("zigbee") or {}, install_code=bytes(install_code).hex().upper())
     specs, role_defs = split_user_tokens(list(user_tokens) + [("--user", s) for s in users]
                                          + [("--role-profile", r) for r in roles])
     if specs or role_defs:

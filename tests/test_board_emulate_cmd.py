@@ -1,4 +1,5 @@
-"""`ppmid emulate` (what `make run` runs): board + deploy + banner, then Ctrl-C stops it all."""
+"""`ppmid emulate` (what `make run` runs): board + deploy + banner, the module commissioned
+onto the emulated CH's HAN (joined, CBKE, tunnel open), then Ctrl-C stops it all."""
 import os
 import signal
 import subprocess
@@ -19,6 +20,10 @@ def test_emulate_prints_the_banner_and_stops_on_ctrl_c(tmp_path):
             if line.startswith("emulate: REPL"):
                 break
         assert any(l.startswith("PPMID ready: version=") and "board=emulated" in l for l in lines), lines
+        steps = [l.strip() for l in lines if l.startswith("commissioning: ")]
+        for want in ("commissioning: joined PAN 0x1a62", "commissioning: cbke: key confirmed, link key stored",
+                     "commissioning: tunnel open"):
+            assert want in steps, lines
         st = emuboard.read_state(str(state))
         chip, sup = st["pid"], st["supervisor_pid"]
         assert "mpremote connect %s resume" % st["repl"] in lines[-1]

@@ -26,7 +26,7 @@ def test_emulate_replays_a_trace_with_a_board_kill_and_writes_the_report(tmp_pat
     trace = tmp_path / "t.jsonl"
     tr.save(lines, str(trace))
     report = tmp_path / "out" / "rep.json"
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--trace", str(trace), "--report", str(report),
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / "run"), "--trace", str(trace), "--report", str(report),
               "--set", "limits.rate_per_s=20", "--set", "limits.response_timeout_s=8", "--kill-board", "1",
               "--seed", "3", "--settle-s", "25")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -53,13 +53,13 @@ def test_emulate_replays_a_trace_with_a_board_kill_and_writes_the_report(tmp_pat
 
 
 def test_emulate_refuses_bad_options_before_starting(tmp_path):
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--set", "limits.rate_per_s", "--no-follow", timeout=60)
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / "run"), "--set", "limits.rate_per_s", "--no-follow", timeout=60)
     assert r.returncode == 1 and "KEY=VALUE" in r.stderr
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--set", "limits.rate_per_sec=5", "--no-follow", timeout=60)
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / "run"), "--set", "limits.rate_per_sec=5", "--no-follow", timeout=60)
     assert r.returncode == 1 and "unknown limits key" in r.stderr
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--uart-error-rate", "2", timeout=60)
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / "run"), "--uart-error-rate", "2", timeout=60)
     assert r.returncode == 1 and "uart-error-rate" in r.stderr
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--gpf-delay-ms", "-5", timeout=60)
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / "run"), "--gpf-delay-ms", "-5", timeout=60)
     assert r.returncode == 1 and "gpf-delay-ms" in r.stderr
     assert not os.path.exists(tmp_path / "run" / "board.json")
 
@@ -69,7 +69,7 @@ def _update_run(tmp_path, kind):
     trace = tmp_path / ("%s.jsonl" % kind)
     tr.save(lines, str(trace))
     report = tmp_path / ("%s.json" % kind)
-    r = ppmid("emulate", "--state-dir", str(tmp_path / kind), "--trace", str(trace), "--report", str(report),
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / kind), "--trace", str(trace), "--report", str(report),
               "--set", "limits.rate_per_s=20", "--set", "limits.response_timeout_s=8", "--settle-s", "20",
               "--update", kind, timeout=600)
     return r, json.loads(report.read_text()) if report.exists() else None
@@ -100,6 +100,6 @@ def test_emulate_update_bad_signature_and_crash_at_boot(tmp_path):
 
 
 def test_emulate_refuses_an_unknown_update_kind(tmp_path):
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--update", "sideways", timeout=60)
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / "run"), "--update", "sideways", timeout=60)
     assert r.returncode == 2 and "sideways" in r.stderr
     assert not os.path.exists(tmp_path / "run")

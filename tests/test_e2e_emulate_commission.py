@@ -1,8 +1,10 @@
-"""`ppmid emulate --commission` as a user runs it: the emulated module starts with no
-network, the gateway joins with its provisioned install code and completes key
-establishment with the emulated CH, and the report's "commissioning" says so; with
-`--ch-install-code` of another code the CH refuses the join and the report carries the
-code. Bad install codes are refused before anything starts."""
+"""`ppmid emulate` as a user runs it (what `make run` runs): by default the emulated module
+starts with no network, the gateway joins with its provisioned install code and completes
+key establishment with the emulated CH, whose device log (STATE_DIR/device-log.jsonl) holds
+the gateway's EUI-64 with that code; the steps are printed before the replay and the
+report's "commissioning" says so; with `--ch-install-code` of another code the CH refuses
+the join and the report carries the code. Bad install codes are refused before anything
+starts."""
 import json
 
 from host_tools import emulate as E
@@ -26,17 +28,37 @@ def test_other_code_is_valid():
     assert installcode.parse(OTHER)
 
 
-def test_emulate_commission_joins_and_relays(tmp_path):
+def test_emulate_commissions_by_default_then_relays(tmp_path):
     report = tmp_path / "rep.json"
     r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--trace", str(_trace(tmp_path)), "--report",
-              str(report), "--commission", "--settle-s", "10", "--set", "limits.response_timeout_s=15")
+              str(report), "--settle-s", "10", "--set", "limits.response_timeout_s=15")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads(report.read_text())
     c = rep["commissioning"]
     assert c["state"] == "commissioned" and c["cbke"] == "ok" and "error" not in c, c
-    assert "cbke: key confirmed, link key stored" in c["steps"]
+    assert "cbke: key confirmed, link key stored" in c["steps"] and c["steps"][-1] == "tunnel open", c
     assert c["trust_centre"]["counters"]["joins_admitted"] == 1 and c["trust_centre"]["counters"]["ke_ok"] == 1
+    assert ["join_admitted", "00db1234567890a4"] in c["trust_centre"]["events"]   # the gateway's EUI-64
+    assert json.loads(open(c["device_log"]).readline()) == {
+        "eui64": "00DB1234567890A4", "install_code": "83FE D340 7A93 9723 A5C6 39B2 6916 D505 C3B5"}
     assert rep["answered"] == 2
+    # the steps are printed, in order, before the replay starts; the table says how it went
+    out = r.stdout
+    order = [out.index("commissioning: joined PAN"), out.index("commissioning: cbke: key confirmed"),
+             out.index("commissioning: tunnel open"), out.index("emulate: replaying")]
+    assert order == sorted(order), out[-3000:]
+    assert "commissioning             commissioned (cbke ok" in out
+
+
+def test_emulate_commissioned_starts_from_a_module_with_the_network(tmp_path):
+    report = tmp_path / "rep.json"
+    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--trace", str(_trace(tmp_path, 1)), "--report",
+              str(report), "--commissioned", "--settle-s", "5", "--set", "limits.response_timeout_s=10")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads(report.read_text())
+    assert rep["commissioning"] == {"state": "preset", "cbke": None, "steps": []} and rep["answered"] == 1
+    assert "commissioning: the emulated module holds the network already" in r.stdout
+    assert not (tmp_path / "run" / "device-log.jsonl").exists()
 
 
 def test_emulate_with_another_code_in_the_ch_device_log_is_refused(tmp_path):
@@ -54,5 +76,20 @@ def test_emulate_with_another_code_in_the_ch_device_log_is_refused(tmp_path):
 def test_emulate_refuses_bad_install_codes(tmp_path):
     r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--ch-install-code", OTHER[:-4] + "0000", timeout=60)
     assert r.returncode != 0 and "E_INSTALL_CODE_CRC" in r.stderr and "--ch-install-code" in r.stderr
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--commission", "--install-code", "12", timeout=60)
-    assert r.returncode != 0 and "E_INSTALL_CODE" in r.stderr
+    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--install-code", "12", timeout=60)
+    assert r.returncode != 0 and "E_INSTALL_CODE" in r.stderr and "--install-code" in r.stderr
+
+
+def test_a_power_cut_after_commissioning_resumes_without_joining_again(tmp_path):
+    # the default start plus --kill-board: the module keeps the network in its tokens and
+    # the gateway its mark of a completed key establishment on flash, so the reboot resumes
+    report = tmp_path / "rep.json"
+    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--trace", str(_trace(tmp_path, 12)), "--report",
+              str(report), "--kill-board", "1", "--seed", "3", "--settle-s", "25",
+              "--set", "limits.response_timeout_s=8")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads(report.read_text())
+    c = rep["commissioning"]
+    assert rep["board_restarts"] >= 1 and rep["lost_count"] == 0, rep
+    assert c["state"] == "commissioned" and c["steps"].count("commissioned") == 1, c
+    assert c["trust_centre"]["counters"]["joins_admitted"] == 1 and c["trust_centre"]["counters"]["ke_ok"] == 1

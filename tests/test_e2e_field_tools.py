@@ -33,7 +33,7 @@ def emulate_run(tmp_path_factory):
     tr.save(lines, str(trace))
     out = {"dir": tmp, "lines": lines, "pcap": tmp / "run.pcapng", "report": tmp / "rep.json",
            "html": tmp / "rep.html"}
-    r = ppmid("emulate", "--state-dir", str(tmp / "run"), "--trace", str(trace), "--report", str(out["report"]),
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp / "run"), "--trace", str(trace), "--report", str(out["report"]),
               "--set", "limits.response_timeout_s=8", "--settle-s", "15", "--pcap", str(out["pcap"]), "--html", str(out["html"]))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out["stdout"] = r.stdout
@@ -76,10 +76,10 @@ def test_the_html_report_of_the_run_holds_the_json_reports_numbers(emulate_run):
 
 
 def test_capture_options_are_checked_before_anything_starts(tmp_path):
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--pcap", str(tmp_path / "no" / "x.pcapng"), timeout=60)
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / "run"), "--pcap", str(tmp_path / "no" / "x.pcapng"), timeout=60)
     assert r.returncode == 1 and "--pcap" in r.stderr
     assert not os.path.exists(tmp_path / "run" / "board.json")
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--html", str(tmp_path), timeout=60)
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / "run"), "--html", str(tmp_path), timeout=60)
     assert r.returncode == 1 and "--html" in r.stderr
     r = ppmid("capture", "--state-dir", str(tmp_path), "--gateway", "00DB1234567890A4", "--out",
               str(tmp_path / "c.pcapng"), timeout=60)
@@ -108,7 +108,7 @@ def test_an_nfc_trace_replays_end_to_end_through_the_pn532_emulator(tmp_path):
     trace = tmp_path / "nfc.jsonl"
     tr.save(lines, str(trace))
     report = tmp_path / "rep.json"
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--trace", str(trace), "--report", str(report),
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / "run"), "--trace", str(trace), "--report", str(report),
               "--nfc", "--set", "limits.response_timeout_s=10", "--settle-s", "30")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads(report.read_text())
@@ -127,7 +127,7 @@ def test_nfc_lines_without_nfc_are_skipped_and_said(tmp_path):
     cmds = E.renumbered_commands(1)
     trace = tmp_path / "t.jsonl"
     tr.save([{"at_ms": 0, "id": "t1", "gbcs": cmds[0][1], "via": "nfc-tag"}], str(trace))
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--trace", str(trace), "--speed", "0",
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / "run"), "--trace", str(trace), "--speed", "0",
               timeout=60)
     # refused on a bad option, but the warning about the NFC line came first (before anything started)
     assert r.returncode == 1 and "add --nfc" in r.stderr

@@ -292,7 +292,7 @@ def test_ppmid_emulate_replays_a_trace_mixing_mqtt_and_serial_lines(tmp_path):
     trace = tmp_path / "mixed.jsonl"
     tr.save(lines, str(trace))
     report = tmp_path / "rep.json"
-    r = ppmid("emulate", "--state-dir", tmp_path / "run", "--trace", trace, "--report", report,
+    r = ppmid("emulate", "--commissioned", "--state-dir", tmp_path / "run", "--trace", trace, "--report", report,
               "--set", "limits.rate_per_s=20", "--settle-s", "25", timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads(report.read_text())

@@ -141,7 +141,9 @@ class NcpEmulator:
         # None: the module is commissioned already (resumes its network at once). A dict:
         # the module starts with no network and the CH is trust centre (commissioning.py):
         # "install_code" the code the CH's device log holds for the module's EUI-64 (None:
-        # the EUI is not in the log), "trust_centre" TrustCentre keywords
+        # the EUI is not in the log), or "device_log" the whole log {EUI-64 bytes: code}
+        # (host_tools/device_log.py reads it from a file); "eui64" the module's EUI-64
+        # (bytes; default the emulated stack's); "trust_centre" TrustCentre keywords
         self.commissioning = commissioning
         self.messages = []                 # emulator log lines (also printed when verbose)
         self.loop = None
@@ -194,11 +196,15 @@ class NcpEmulator:
         self.ncp.ch = self.ch
         if self.commissioning is not None:
             from host_tools.ncp_emulator.commissioning import ModuleCommissioning, TrustCentre
+            if self.commissioning.get("eui64"):
+                self.ncp.stack.config.eui64 = bytes(self.commissioning["eui64"])
             eui = self.ncp.stack.config.eui64
             self.ncp.commissioning = ModuleCommissioning(self.ncp, eui)
-            code = self.commissioning.get("install_code")
-            self.ch.trust_centre = TrustCentre(self.ch, {eui: code} if code else {},
-                                               **self.commissioning.get("trust_centre", {}))
+            device_log = self.commissioning.get("device_log")
+            if device_log is None:
+                code = self.commissioning.get("install_code")
+                device_log = {eui: code} if code else {}
+            self.ch.trust_centre = TrustCentre(self.ch, device_log, **self.commissioning.get("trust_centre", {}))
         self.loop.add_reader(self._fd, self._readable)
         self._ready.set()
         try:
