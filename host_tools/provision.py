@@ -24,10 +24,15 @@ class ProvisionError(ToolError):
     code = "E_PROVISION"
 
 
-# Roles the issue names, and the command profile each gets when the config does not say
-# (our reading of which use cases each sends; DUIS' eligibility tables are not shipped).
+# Roles the issue names, and what each may send when the config does not say: the
+# supplier and the engineer a command profile (our reading of which use cases each
+# sends), the DUIS user roles the codes DUIS makes them eligible for
+# (firmware/ppmid/gbcs/eligibility.py, docs/security.md "Roles from DUIS").
 # Any other role needs --role-profile ROLE=PROFILE (or a list of codes in --config).
-DEFAULT_ROLE_PROFILES = {"supplier": "prepay", "engineer": "hht"}
+DEFAULT_ROLE_PROFILES = {"supplier": "prepay", "engineer": "hht",
+                         "import-supplier": "duis:IS", "export-supplier": "duis:ES", "gas-supplier": "duis:GS",
+                         "electricity-distributor": "duis:ED", "gas-transporter": "duis:GT",
+                         "other-user": "duis:OU"}
 
 
 class _UserToken(argparse.Action):
@@ -53,7 +58,7 @@ def add_user_arguments(p):
     p.add_argument("--originators", action=_UserToken, metavar="ORIG[,ORIG]",
                    help="the GBCS originator ids (EUI-64) the --user before it may send as")
     p.add_argument("--role-profile", action=_UserToken, metavar="ROLE=PROFILE",
-                   help="a role and the command profile it may send (all, prepay, hht); repeatable")
+                   help="a role and the command profile it may send (all, prepay, hht, or a DUIS role: duis:IS duis:ES duis:GS duis:ED duis:GT duis:OU); repeatable")
 
 
 def split_user_tokens(tokens):

@@ -1,6 +1,7 @@
 # Keys per DCC User with roles (issue #22, docs/security.md "Keys per DCC User"): each
 # sender registered in the config (`users.keys`) has its own 32-byte envelope key on
-# flash, a role (`users.roles`: a command profile name or a list of message codes) and the
+# flash, a role (`users.roles`: a command profile name, a DUIS role `duis:IS` whose codes
+# gbcs/eligibility.py lists, or a list of message codes) and the
 # GBCS business originator ids it may send as. An envelope that names its key (`kid`,
 # docs/envelope.md) is checked with that key only; one without a kid is tried with the
 # legacy key, then each sender's key, and the one whose MAC verifies names the sender (at
@@ -46,7 +47,13 @@ def load(root, users, legacy_key):
         if len(key) != 32 and not revoked:
             raise ConfigError("envelope key of %s must be 32 bytes, not %d" % (name, len(key)))
         role = users["roles"][k["role"]]
-        codes = profiles.codes(role) if isinstance(role, str) else set(role)
+        if not isinstance(role, str):
+            codes = set(role)
+        elif role.startswith("duis:"):
+            from ppmid.gbcs import eligibility  # boot-only, like profiles
+            codes = eligibility.codes(eligibility.role(role))
+        else:
+            codes = profiles.codes(role)
         origs = set(binascii.unhexlify(o) for o in k["originators"])
         out.append((name, key, origs, codes, revoked))
     return Senders(legacy_key if users["legacy_key"] else None, out)

@@ -21,9 +21,14 @@ def check(u, profiles):
         raise ConfigError("users.roles must be an object of role -> profile name or list of message codes")
     for r in roles:
         c = roles[r]
-        if not (c in profiles if isinstance(c, str) else isinstance(c, list) and all(
+        if isinstance(c, str) and c.startswith("duis:"):
+            from ppmid.gbcs.eligibility import role, ROLES
+            if role(c) is None:
+                raise ConfigError("users.roles.%s: %r is not a DUIS role (duis: and one of %s)" % (r, c, ", ".join(sorted(ROLES))))
+        elif not (c in profiles if isinstance(c, str) else isinstance(c, list) and all(
                 isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 0xFFFF for x in c)):
-            raise ConfigError("users.roles.%s must be one of %s or a list of message codes" % (r, ", ".join(profiles)))
+            raise ConfigError("users.roles.%s must be one of %s, a DUIS role (duis:IS ...) or a list of message codes"
+                              % (r, ", ".join(profiles)))
     keys = out["keys"]
     if not isinstance(keys, dict) or len(keys) > 16:
         raise ConfigError("users.keys must be an object of at most 16 senders")
