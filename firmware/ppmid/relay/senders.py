@@ -19,7 +19,8 @@ E_ROLE = "E_ROLE"                # the message code is outside this sender's rol
 
 MAX_SENDERS = 16
 USER_KEYS = "/secrets/users/"   # + NAME.key: a DCC User's 32-byte envelope key
-_TOPUP_CODE = const(0x0116)  # PECS01, the ESME top-up use case (docs/utrn.md)
+_TOPUP_CODE = const(0x0116)
+_SIG_LEN = const(64)   # ppmid.envelope.SIG_LEN  # PECS01, the ESME top-up use case (docs/utrn.md)
 
 
 class SenderError(PpmidError):
@@ -37,6 +38,11 @@ def load(root, users, legacy_key):
     for name in users["keys"]:
         k = users["keys"][name]
         revoked = k.get("revoked", False)
+        if "public_key" in k:  # signs with ECDSA P-256: no secret of it on the gateway
+            key = binascii.unhexlify(k["public_key"])
+            _check_point(name, key)
+            out.append((name, key, set(binascii.unhexlify(o) for o in k["originators"]), _codes(users, k, profiles), revoked))
+            continue
         key = b""
         try:
             with open(root + USER_KEYS + name + ".key", "rb") as f:
@@ -46,21 +52,52 @@ def load(root, users, legacy_key):
                 raise ConfigError("envelope key of %s missing at %s%s.key" % (name, USER_KEYS, name))
         if len(key) != 32 and not revoked:
             raise ConfigError("envelope key of %s must be 32 bytes, not %d" % (name, len(key)))
-        role = users["roles"][k["role"]]
-        if not isinstance(role, str):
-            codes = set(role)
-        elif role.startswith("duis:"):
-            from ppmid.gbcs import eligibility  # boot-only, like profiles
-            codes = eligibility.codes(eligibility.role(role))
-        else:
-            codes = profiles.codes(role)
         origs = set(binascii.unhexlify(o) for o in k["originators"])
-        out.append((name, key, origs, codes, revoked))
+        out.append((name, key, origs, _codes(users, k, profiles), revoked))
     return Senders(legacy_key if users["legacy_key"] else None, out)
 
 
+def _codes(users, k, profiles):
+    role = users["roles"][k["role"]]
+    if not isinstance(role, str):
+        return set(role)
+    if role.startswith("duis:"):
+        from ppmid.gbcs import eligibility  # boot-only, like profiles
+        return eligibility.codes(eligibility.role(role))
+    return profiles.codes(role)
+
+
+def _check_point(name, raw):
+    # a public key that is no point of the curve would refuse every envelope: say so at
+    # boot. The verifier is dropped again until a signed envelope comes.
+    from ppmid.errors import ConfigError
+    import sys
+    from ppmid.update import p256
+    try:
+        p256.public_key(raw)
+    except ValueError as exc:
+        raise ConfigError("users.keys.%s.public_key: %s" % (name, exc))
+    finally:  # out of sys.modules and off its package, or its code stays on the heap
+        sys.modules.pop("ppmid.update.p256", None)
+        pkg = sys.modules.get("ppmid.update")
+        if pkg is not None and getattr(pkg, "p256", None) is not None:
+            delattr(pkg, "p256")
+
+
+def _signature_verifies(raw, env):
+    # ECDSA P-256 over SHA-256 of the bytes the mac would cover (ppmid.envelope.covered);
+    # update/p256.py is imported here, on the first signed envelope, and stays
+    import hashlib
+    from ppmid.envelope import covered
+    from ppmid.update import p256
+    h = hashlib.sha256()
+    for part in covered(env.id, env.expires, env.gbcs, env.kid):
+        h.update(part)
+    return p256.verify_digest(p256.public_key(raw), h.digest(), bytes(env.mac))
+
+
 class Senders:
-    """senders: [(name, key, originators (set of 8-byte ids), codes (set, or None: any),
+    """senders: [(name, key (32 bytes, or a 65-byte P-256 public key), originators (set of 8-byte ids), codes (set, or None: any),
     revoked)]; legacy_key: the gateway's single key, or None when it no longer counts."""
 
     def __init__(self, legacy_key, senders):
@@ -78,6 +115,8 @@ class Senders:
             except PpmidError:
                 pass
         for s in self.senders:
+            if len(s[1]) != 32:  # a public key: its envelopes name it
+                continue
             try:
                 env.verify(s[1])
             except PpmidError:
@@ -92,6 +131,15 @@ class Senders:
             if s[0] == env.kid:
                 if s[4]:
                     raise SenderError(E_REVOKED, "envelope key of %s is revoked" % s[0])
+                signed = len(env.mac) == _SIG_LEN
+                if len(s[1]) != 32:
+                    if not signed:
+                        raise SenderError(E_AUTH, "%s is registered with a public key: its envelopes carry a signature (sig)" % s[0])
+                    if not _signature_verifies(s[1], env):
+                        raise SenderError(E_AUTH, "envelope signature does not verify with the public key of %s" % s[0])
+                    return s
+                if signed:
+                    raise SenderError(E_AUTH, "envelope carries a signature, but %s holds a symmetric key (mac)" % s[0])
                 try:
                     env.verify(s[1])
                 except PpmidError:

@@ -39,13 +39,17 @@ def check(u, profiles):
         if not isinstance(k, dict) or k.get("role") not in roles:
             raise ConfigError("users.keys.%s needs a role named in users.roles" % name)
         for f in k:
-            if f not in ("role", "originators", "revoked"):
+            if f not in ("role", "originators", "revoked", "public_key"):
                 raise ConfigError("unknown users.keys.%s key %r" % (name, f))
         origs = k.get("originators")
         if not isinstance(origs, list) or not origs:
             raise ConfigError("users.keys.%s.originators must list the GBCS originator ids it may use" % name)
         for o in origs:
             eui_bytes(o, "users.keys.%s originator" % name)
+        pk = k.get("public_key")
+        if pk is not None and not (isinstance(pk, str) and len(pk) == 130 and pk[:2] == "04" and
+                                   all(c in "0123456789abcdefABCDEF" for c in pk)):
+            raise ConfigError("users.keys.%s.public_key must be a P-256 point: 130 hex digits starting 04" % name)
         if not isinstance(k.get("revoked", False), bool):
             raise ConfigError("users.keys.%s.revoked must be true or false" % name)
     if not isinstance(out["legacy_key"], bool):
