@@ -57,6 +57,9 @@ def add_user_arguments(p):
                         "--role-profile says otherwise); ROLE=PROFILE defines a role, as --role-profile")
     p.add_argument("--originators", action=_UserToken, metavar="ORIG[,ORIG]",
                    help="the GBCS originator ids (EUI-64) the --user before it may send as")
+    p.add_argument("--public-key", action=_UserToken, metavar="FILE",
+                   help="the --user before it signs with ECDSA P-256: its public key (PEM; a private key "
+                        "file gives its public half) goes into the config, no envelope key is made for it")
     p.add_argument("--role-profile", action=_UserToken, metavar="ROLE=PROFILE",
                    help="a role and the command profile it may send (all, prepay, hht, or a DUIS role: duis:IS duis:ES duis:GS duis:ED duis:GT duis:OU); repeatable")
 
@@ -80,7 +83,7 @@ def split_user_tokens(tokens):
         elif not users:
             raise ProvisionError("%s %s: give --user NAME first" % (opt, val))
         else:
-            users[-1]["role" if opt == "--role" else "originators"] = val
+            users[-1][{"--role": "role", "--public-key": "public_key"}.get(opt, "originators")] = val
     for u in users:
         missing = [o for o in ("role", "originators") if o not in u]
         if missing:
@@ -104,6 +107,12 @@ def merge_users(base, users, roles):
         if role not in u_roles and role in DEFAULT_ROLE_PROFILES:
             u_roles[role] = DEFAULT_ROLE_PROFILES[role]
         u_keys[spec["name"]] = {"role": role, "originators": [o.upper() for o in spec["originators"].split(",")]}
+        if spec.get("public_key"):
+            from host_tools.p256_envelope import public_point_hex, KeyFileError
+            try:
+                u_keys[spec["name"]]["public_key"] = public_point_hex(spec["public_key"])
+            except KeyFileError as exc:
+                raise ProvisionError("--public-key of %s: %s" % (spec["name"], exc))
     u["keys"], u["roles"] = u_keys, u_roles
     return u
 

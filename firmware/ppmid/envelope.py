@@ -6,8 +6,7 @@
 # with `expires` as decimal ASCII (empty when absent). An envelope that names its key
 # (`kid`, keys per DCC User) has 01 kid 00 in place of the first 00, so the mac covers the
 # key choice and no envelope without a kid can be read as one with it. A DCC User registered
-# with a P-256 public key instead (relay/senders.py) sends `sig`, an ECDSA signature (r || s,
-# 64 bytes) over SHA-256 of the same bytes, in place of the mac. The GBCS bytes are not inspected
+# with a P-256 public key sends `sig` instead of the mac (ppmid.envelope_sig). The GBCS bytes are not inspected
 # here: after the envelope checks they go to the GBCS validation. Spec: docs/envelope.md.
 import hashlib
 import binascii
@@ -19,7 +18,6 @@ from ppmid.errors import PpmidError, E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_TOO_
 DOMAIN = b"ppmid-cmd-v1"
 ID_MAX = const(32)
 MAC_LEN = const(32)
-SIG_LEN = const(64)
 _BINARY_VERSION = const(1)
 _FLAG_EXPIRES = const(0x01)
 _FLAG_KID = const(0x02)
@@ -55,33 +53,35 @@ class Envelope:
 
 
 def hmac_sha256(key, *parts):
-    """HMAC-SHA256 (RFC 2104) over the concatenation of parts; MicroPython has no hmac."""
-    if len(key) > _BLOCK:
-        key = hashlib.sha256(key).digest()
-    ipad = bytearray(_BLOCK)
-    opad = bytearray(_BLOCK)
-    for i in range(len(key)):
-        ipad[i] = key[i]
-        opad[i] = key[i]
-    for i in range(_BLOCK):
-        ipad[i] ^= 0x36
-        opad[i] ^= 0x5C
-    inner = hashlib.sha256(ipad)
+    """HMAC-SHA256 (RFC 2104) over the concatenation of parts; MicroPython has no hmac.
+    key None: SHA-256 of the parts (what an envelope signature covers, ppmid.envelope_sig)."""
+    inner = hashlib.sha256()
+    if key is None:
+        opad = None
+    else:
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        ipad = bytearray(_BLOCK)
+        opad = bytearray(_BLOCK)
+        for i in range(len(key)):
+            ipad[i] = key[i]
+            opad[i] = key[i]
+        for i in range(_BLOCK):
+            ipad[i] ^= 0x36
+            opad[i] ^= 0x5C
+        inner.update(ipad)
     for p in parts:
         inner.update(p)
+    if opad is None:
+        return inner.digest()
     outer = hashlib.sha256(opad)
     outer.update(inner.digest())
     return outer.digest()
 
 
 def compute_mac(key, id, expires, gbcs, kid=None):
-    return hmac_sha256(key, *covered(id, expires, gbcs, kid))
-
-
-def covered(id, expires, gbcs, kid=None):
-    # the bytes the mac (or a DCC User's signature) covers, in parts
     exp = b"" if expires is None else str(expires).encode()
-    return DOMAIN, kid_part(kid), id.encode(), b"\x00", exp, b"\x00", gbcs
+    return hmac_sha256(key, DOMAIN, kid_part(kid), id.encode(), b"\x00", exp, b"\x00", gbcs)
 
 
 def kid_part(kid):
@@ -173,13 +173,13 @@ def _b64decode(text):
     return binascii.a2b_base64(text)
 
 
-def _hex32(text, n=MAC_LEN, what="mac"):
-    if not isinstance(text, str) or len(text) != 2 * n:
-        raise EnvelopeError(E_ENVELOPE, "%s must be %d hex digits" % (what, 2 * n))
+def _hex32(text):
+    if not isinstance(text, str) or len(text) != 2 * MAC_LEN:
+        raise EnvelopeError(E_ENVELOPE, "mac must be %d hex digits" % (2 * MAC_LEN))
     try:
         return binascii.unhexlify(text)
     except ValueError:
-        raise EnvelopeError(E_ENVELOPE, "%s is not hex" % what)
+        raise EnvelopeError(E_ENVELOPE, "mac is not hex")
 
 
 def from_json_obj(obj, max_gbcs, gbcs=None):
@@ -187,7 +187,10 @@ def from_json_obj(obj, max_gbcs, gbcs=None):
     `gbcs`: the command already decoded by lift_gbcs (obj then holds "gbcs": "")."""
     if not isinstance(obj, dict):
         raise EnvelopeError(E_ENVELOPE, "command must be a JSON object")
-    for field in ("id", "gbcs", "sig" if "sig" in obj else "mac"):
+    if "sig" in obj:
+        from ppmid.envelope_sig import from_json_obj as signed
+        return signed(obj, max_gbcs, gbcs)
+    for field in ("id", "gbcs", "mac"):
         if field not in obj:
             raise EnvelopeError(E_ENVELOPE, "missing field %r" % field)
     id = check_id(obj["id"])
@@ -209,12 +212,7 @@ def from_json_obj(obj, max_gbcs, gbcs=None):
     expires = obj.get("expires")
     if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
         raise EnvelopeError(E_ENVELOPE, "expires must be a non-negative integer (unix seconds)")
-    kid = json_kid(obj)
-    if "sig" not in obj:
-        return Envelope(id, gbcs, expires, _hex32(obj["mac"]), kid)
-    if "mac" in obj or kid is None:
-        raise EnvelopeError(E_ENVELOPE, "a signed envelope names its key (kid) and has no mac")
-    return Envelope(id, gbcs, expires, _hex32(obj["sig"], SIG_LEN, "sig"), kid)
+    return Envelope(id, gbcs, expires, _hex32(obj["mac"]), json_kid(obj))
 
 
 _QUOTE = 0x22

@@ -1,6 +1,6 @@
 # Envelopes signed with ECDSA P-256 by a DCC User registered with a public key
 # (ppmid.relay.senders), for the firmware tests: made once with the `cryptography` library
-# from the fixed test scalars below over ppmid.envelope.covered() of gbcs_message(1,
+# from the fixed test scalars below over the bytes the envelope mac covers (docs/envelope.md), with gbcs_message(1,
 # COUNTER, SUPPLIER, ESME, CODE) (tests/test_p256_envelope_host.py checks them again and
 # signs fresh ones). TEST KEYS ONLY.
 SCALAR = 0x1D2C3B4A5968778695A4B3C2D1E0F00112233445566778899AABBCCDDEEFF001

@@ -20,7 +20,7 @@ E_ROLE = "E_ROLE"                # the message code is outside this sender's rol
 MAX_SENDERS = 16
 USER_KEYS = "/secrets/users/"   # + NAME.key: a DCC User's 32-byte envelope key
 _TOPUP_CODE = const(0x0116)
-_SIG_LEN = const(64)   # ppmid.envelope.SIG_LEN  # PECS01, the ESME top-up use case (docs/utrn.md)
+_SIG_LEN = const(64)   # ppmid.envelope_sig.SIG_LEN  # PECS01, the ESME top-up use case (docs/utrn.md)
 
 
 class SenderError(PpmidError):
@@ -84,16 +84,9 @@ def _check_point(name, raw):
             delattr(pkg, "p256")
 
 
-def _signature_verifies(raw, env):
-    # ECDSA P-256 over SHA-256 of the bytes the mac would cover (ppmid.envelope.covered);
-    # update/p256.py is imported here, on the first signed envelope, and stays
-    import hashlib
-    from ppmid.envelope import covered
-    from ppmid.update import p256
-    h = hashlib.sha256()
-    for part in covered(env.id, env.expires, env.gbcs, env.kid):
-        h.update(part)
-    return p256.verify_digest(p256.public_key(raw), h.digest(), bytes(env.mac))
+def _verifies(public_key, env):
+    from ppmid.envelope_sig import verifies
+    return verifies(public_key, env)
 
 
 class Senders:
@@ -135,7 +128,7 @@ class Senders:
                 if len(s[1]) != 32:
                     if not signed:
                         raise SenderError(E_AUTH, "%s is registered with a public key: its envelopes carry a signature (sig)" % s[0])
-                    if not _signature_verifies(s[1], env):
+                    if not _verifies(s[1], env):
                         raise SenderError(E_AUTH, "envelope signature does not verify with the public key of %s" % s[0])
                     return s
                 if signed:
