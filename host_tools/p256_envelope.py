@@ -1,8 +1,8 @@
 """A DCC User's P-256 key pair for the public-key envelope option (docs/security.md
 "Public-key envelopes"): the gateway holds the public point (users.keys.NAME.public_key),
 the DCC User signs with the private key in a PEM file. Signing with the `cryptography`
-library over the digest the firmware computes of the bytes its mac covers
-(ppmid.envelope.compute_mac with no key: SHA-256 of them)."""
+library; what is signed is the digest ppmid.envelope_sig gives (HMAC-SHA256 with an empty
+key over the bytes the mac covers), and the 64-byte r || s goes in the `mac` field."""
 import binascii
 import json
 
@@ -56,14 +56,14 @@ def make_key(path):
 
 
 def signature(private_key, id, gbcs, expires, kid):
-    """r || s (64 bytes) of ECDSA P-256 / SHA-256 over the envelope's covered bytes."""
+    """r || s (64 bytes) of ECDSA P-256 over the envelope's digest (ppmid.envelope_sig)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, Prehashed
     from ppmid import envelope
     envelope.check_id(id)
     envelope.check_id(kid, "kid", "E_ENVELOPE")
-    digest = envelope.compute_mac(None, id, expires, gbcs, kid)
+    digest = envelope.compute_mac(b"", id, expires, gbcs, kid)
     der = private_key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
     r, s = decode_dss_signature(der)
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
@@ -72,7 +72,7 @@ def signature(private_key, id, gbcs, expires, kid):
 def command_json(key_file, id, gbcs, expires, kid):
     """A JSON command envelope signed with the private key in `key_file`, bytes."""
     sig = signature(_load(key_file, private=True), id, gbcs, expires, kid)
-    obj = {"id": id, "gbcs": binascii.b2a_base64(gbcs, newline=False).decode(), "sig": sig.hex(), "kid": kid}
+    obj = {"id": id, "gbcs": binascii.b2a_base64(gbcs, newline=False).decode(), "mac": sig.hex(), "kid": kid}
     if expires is not None:
         obj["expires"] = expires
     return json.dumps(obj).encode()

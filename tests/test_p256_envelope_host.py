@@ -9,7 +9,7 @@ import sys
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature, Prehashed
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "firmware"))
 import p256_envelope_vectors as V  # noqa: E402
@@ -19,10 +19,14 @@ from host_tools import p256_envelope as P  # noqa: E402
 from ppmid import envelope  # noqa: E402
 
 
-def _covered_parts(id, expires, gbcs, kid):
-    # the layout docs/envelope.md gives, written out here independently of the firmware
+def _digest(id, expires, gbcs, kid):
+    # what docs/envelope.md says a signature signs, written out here with Python's own
+    # hmac, independently of the firmware: HMAC-SHA256, empty key, over the covered bytes
+    import hashlib
+    import hmac
     exp = b"" if expires is None else str(expires).encode()
-    return b"ppmid-cmd-v1", b"\x01" + kid.encode() + b"\x00", id.encode(), b"\x00", exp, b"\x00", gbcs
+    covered = b"ppmid-cmd-v1" + b"\x01" + kid.encode() + b"\x00" + id.encode() + b"\x00" + exp + b"\x00" + gbcs
+    return hmac.new(b"", covered, hashlib.sha256).digest()
 
 
 def _pem(tmp_path, scalar=V.SCALAR, name="user.pem"):
@@ -39,8 +43,8 @@ def test_the_fixed_vectors_are_signatures_of_the_test_key():
     for sig, id, counter, code in ((V.GOOD, "p1", 10, 0x0007), (V.ROLE, "p2", 11, 0x0050)):
         raw = bytes.fromhex(sig)
         der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-        covered = b"".join(_covered_parts(id, None, gbcs_message(1, counter, SUPPLIER, ESME, code), V.KID))
-        pub.verify(der, covered, ec.ECDSA(hashes.SHA256()))
+        pub.verify(der, _digest(id, None, gbcs_message(1, counter, SUPPLIER, ESME, code), V.KID),
+                   ec.ECDSA(Prehashed(hashes.SHA256())))
 
 
 def test_fresh_signatures_from_cryptography_verify_in_the_firmware(tmp_path):
@@ -54,12 +58,12 @@ def test_fresh_signatures_from_cryptography_verify_in_the_firmware(tmp_path):
         expires = None if i % 2 else 1900000000 + i
         env = envelope.from_json_obj(json.loads(P.command_json(path, "c%d" % i, gbcs, expires, V.KID)), 4096)
         assert S._verifies(bytes.fromhex(V.PUBLIC), env)
-        # and p256 on its own, over the bytes as docs/envelope.md lays them out
-        assert p256.verify(key, b"".join(_covered_parts(env.id, expires, gbcs, V.KID)), bytes(env.mac))
+        # and p256 on its own, over the digest as docs/envelope.md gives it
+        assert p256.verify_digest(key, _digest(env.id, expires, gbcs, V.KID), bytes(env.mac))
         # one other byte of gbcs: refused
         bad = bytearray(gbcs)
         bad[-1] ^= 1
-        assert not p256.verify_digest(key, envelope.compute_mac(None, env.id, expires, bytes(bad), V.KID), bytes(env.mac))
+        assert not p256.verify_digest(key, _digest(env.id, expires, bytes(bad), V.KID), bytes(env.mac))
 
 
 def test_key_file_errors_are_clear(tmp_path):

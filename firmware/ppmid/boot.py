@@ -109,8 +109,7 @@ def _nfc_driver(board):
 # MQTT credentials' loading. Dropped once the app runs; whatever imports one later gets it
 # loaded again.
 BOOT_ONLY = ("ppmid.config", "ppmid.zigbee.commission", "ppmid.zigbee.installcode", "ppmid.zigbee.keyest",
-             "ppmid.zigbee.ezsp_cbke", "ppmid.gbcs.codes", "ppmid.gbcs.profiles", "ppmid.gbcs.eligibility",
-             "ppmid.relay.users_config",
+             "ppmid.zigbee.ezsp_cbke", "ppmid.gbcs.codes", "ppmid.gbcs.profiles", "ppmid.relay.users_config",
              "ppmid.relay.journal_scan", "ppmid.mqtt.credentials")
 
 

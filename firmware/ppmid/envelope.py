@@ -6,7 +6,8 @@
 # with `expires` as decimal ASCII (empty when absent). An envelope that names its key
 # (`kid`, keys per DCC User) has 01 kid 00 in place of the first 00, so the mac covers the
 # key choice and no envelope without a kid can be read as one with it. A DCC User registered
-# with a P-256 public key sends `sig` instead of the mac (ppmid.envelope_sig). The GBCS bytes are not inspected
+# with a P-256 public key puts a 64-byte signature where the 32-byte mac goes, in the JSON
+# form (ppmid.envelope_sig, checked by relay/senders.py). The GBCS bytes are not inspected
 # here: after the envelope checks they go to the GBCS validation. Spec: docs/envelope.md.
 import hashlib
 import binascii
@@ -53,27 +54,20 @@ class Envelope:
 
 
 def hmac_sha256(key, *parts):
-    """HMAC-SHA256 (RFC 2104) over the concatenation of parts; MicroPython has no hmac.
-    key None: SHA-256 of the parts (what an envelope signature covers, ppmid.envelope_sig)."""
-    inner = hashlib.sha256()
-    if key is None:
-        opad = None
-    else:
-        if len(key) > _BLOCK:
-            key = hashlib.sha256(key).digest()
-        ipad = bytearray(_BLOCK)
-        opad = bytearray(_BLOCK)
-        for i in range(len(key)):
-            ipad[i] = key[i]
-            opad[i] = key[i]
-        for i in range(_BLOCK):
-            ipad[i] ^= 0x36
-            opad[i] ^= 0x5C
-        inner.update(ipad)
+    """HMAC-SHA256 (RFC 2104) over the concatenation of parts; MicroPython has no hmac."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    ipad = bytearray(_BLOCK)
+    opad = bytearray(_BLOCK)
+    for i in range(len(key)):
+        ipad[i] = key[i]
+        opad[i] = key[i]
+    for i in range(_BLOCK):
+        ipad[i] ^= 0x36
+        opad[i] ^= 0x5C
+    inner = hashlib.sha256(ipad)
     for p in parts:
         inner.update(p)
-    if opad is None:
-        return inner.digest()
     outer = hashlib.sha256(opad)
     outer.update(inner.digest())
     return outer.digest()
@@ -174,7 +168,8 @@ def _b64decode(text):
 
 
 def _hex32(text):
-    if not isinstance(text, str) or len(text) != 2 * MAC_LEN:
+    # 64 hex digits, or 128: a DCC User's signature in place of the mac (envelope_sig)
+    if not isinstance(text, str) or len(text) != 2 * MAC_LEN and len(text) != 4 * MAC_LEN:
         raise EnvelopeError(E_ENVELOPE, "mac must be %d hex digits" % (2 * MAC_LEN))
     try:
         return binascii.unhexlify(text)
@@ -187,9 +182,6 @@ def from_json_obj(obj, max_gbcs, gbcs=None):
     `gbcs`: the command already decoded by lift_gbcs (obj then holds "gbcs": "")."""
     if not isinstance(obj, dict):
         raise EnvelopeError(E_ENVELOPE, "command must be a JSON object")
-    if "sig" in obj:
-        from ppmid.envelope_sig import from_json_obj as signed
-        return signed(obj, max_gbcs, gbcs)
     for field in ("id", "gbcs", "mac"):
         if field not in obj:
             raise EnvelopeError(E_ENVELOPE, "missing field %r" % field)

@@ -44,6 +44,8 @@ def test_each_role_admits_only_its_own_fuel():
 
 
 def test_role_value_spelling():
+    from ppmid.relay import users_config
+    assert sorted(users_config._DUIS_ROLES) == sorted(eligibility.ROLES)
     assert eligibility.role("duis:GS") == "GS"
     for bad in ("duis:", "duis:XX", "duis:gs", "GS", None, 7):
         assert eligibility.role(bad) is None

@@ -1,6 +1,6 @@
 # A DCC User registered with an ECDSA P-256 public key (users.keys.NAME.public_key): its
-# JSON envelopes carry `sig` (r || s) over the bytes a mac would cover, checked with
-# update/p256.py. Signatures made by the `cryptography` library (p256_envelope_vectors).
+# JSON envelopes carry a 64-byte signature r || s in `mac` (ppmid.envelope_sig), checked
+# with update/p256.py. Signatures made by the `cryptography` library (p256_envelope_vectors).
 # CPython and MicroPython.
 import binascii
 import json
@@ -45,7 +45,7 @@ def _rig(**pk):
 
 def _json(id, counter, sig, kid=V.KID, code=0x0007, **extra):
     obj = {"id": id, "gbcs": binascii.b2a_base64(gbcs_message(1, counter, SUPPLIER, ESME, code)).decode().strip(),
-           "sig": sig, "kid": kid}
+           "mac": sig, "kid": kid}
     for f in extra:
         obj[f] = extra[f]
     return json.dumps(obj)
@@ -75,7 +75,12 @@ async def test_bad_signatures_are_refused_with_codes_and_nothing_is_queued():
     flipped = V.GOOD[:-1] + ("0" if V.GOOD[-1] != "0" else "1")
     for sig in (flipped, "00" * 64, V.GOOD[:64] + "00" * 32):
         assert (await r.accept_env(_env(_json("p1", 10, sig))))["error"] == "E_AUTH"
-    # the public-key user sending a mac; a symmetric key's name on a signature
+    # a signature naming no key
+    no_kid = json.loads(_json("p1", 10, V.GOOD))
+    del no_kid["kid"]
+    out = await r.accept_env(envelope.from_json_obj(no_kid, 4096))
+    assert out["error"] == "E_AUTH" and "names no key" in out["message"]
+    # the public-key user sending a 32-byte mac; a symmetric key's name on a signature
     mac_env = envelope.sign(HMAC_KEY, "p3", gbcs_message(1, 12, SUPPLIER, ESME), None, V.KID)
     out = await r.accept_env(mac_env)
     assert out["error"] == "E_AUTH" and "public key" in out["message"]
@@ -88,9 +93,7 @@ def test_malformed_signed_envelopes_are_e_envelope():
     for text in (_json("p1", 10, V.GOOD_DER),            # DER, not r || s
                  _json("p1", 10, V.GOOD[:-2]),           # 63 bytes
                  _json("p1", 10, V.GOOD + "00"),         # 65 bytes
-                 _json("p1", 10, "zz" * 64),             # not hex
-                 _json("p1", 10, V.GOOD, mac="00" * 32),  # both
-                 _json("p1", 10, V.GOOD).replace(', "kid": "%s"' % V.KID, "")):  # no kid
+                 _json("p1", 10, "zz" * 64)):            # not hex
         try:
             _env(text)
             raise AssertionError("accepted %s" % text[:60])

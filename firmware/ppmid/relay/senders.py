@@ -62,26 +62,34 @@ def _codes(users, k, profiles):
     if not isinstance(role, str):
         return set(role)
     if role.startswith("duis:"):
-        from ppmid.gbcs import eligibility  # boot-only, like profiles
-        return eligibility.codes(eligibility.role(role))
+        from ppmid.gbcs import eligibility
+        try:
+            return eligibility.codes(eligibility.role(role))
+        finally:
+            _drop("ppmid.gbcs", "eligibility")  # its table is needed only here
     return profiles.codes(role)
+
+
+def _drop(package, leaf):
+    # out of sys.modules and off its package, or its code stays on the heap
+    import sys
+    sys.modules.pop(package + "." + leaf, None)
+    pkg = sys.modules.get(package)
+    if pkg is not None and getattr(pkg, leaf, None) is not None:
+        delattr(pkg, leaf)
 
 
 def _check_point(name, raw):
     # a public key that is no point of the curve would refuse every envelope: say so at
     # boot. The verifier is dropped again until a signed envelope comes.
     from ppmid.errors import ConfigError
-    import sys
     from ppmid.update import p256
     try:
         p256.public_key(raw)
     except ValueError as exc:
         raise ConfigError("users.keys.%s.public_key: %s" % (name, exc))
-    finally:  # out of sys.modules and off its package, or its code stays on the heap
-        sys.modules.pop("ppmid.update.p256", None)
-        pkg = sys.modules.get("ppmid.update")
-        if pkg is not None and getattr(pkg, "p256", None) is not None:
-            delattr(pkg, "p256")
+    finally:
+        _drop("ppmid.update", "p256")
 
 
 def _verifies(public_key, env):
@@ -101,6 +109,8 @@ class Senders:
         """The sender whose key verifies env's MAC (None: the legacy key), or raise."""
         if env.kid is not None:
             return self._named(env)
+        if len(env.mac) == _SIG_LEN:
+            raise SenderError(E_AUTH, "envelope carries a signature but names no key (kid)")
         if self.legacy_key is not None:
             try:
                 env.verify(self.legacy_key)

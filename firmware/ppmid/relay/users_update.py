@@ -149,7 +149,7 @@ def _apply(root, text, sig, legacy_key):
     except ValueError:
         raise ConfigUpdateError(E_CONFIG_UPDATE, "the config on flash is not JSON")
     finally:
-        _unload("ppmid.config", "ppmid.relay.users_config", "ppmid.gbcs.eligibility")
+        _unload("ppmid.config", "ppmid.relay.users_config")
     new = doc["new_keys"]
     keys_dir = root + "/secrets/users/"
     for name in new:
@@ -191,7 +191,6 @@ def _apply(root, text, sig, legacy_key):
             _remove(keys_dir + name)
     from ppmid.relay.senders import load
     senders = load(root, checked, legacy_key) if checked["keys"] else None
-    _unload("ppmid.gbcs.eligibility")  # a DUIS role's table, read by load() only
     return doc["sequence"], senders
 
 
