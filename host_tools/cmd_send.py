@@ -130,6 +130,7 @@ def run(args):
 
 
 def _publish_and_wait(args, cmd, payload, id, until):
+    from host_tools import mqtt_tools as mt
     try:
         cmd.publish_raw(payload)
         done = (until,) + tuple(s for s in mt.FINAL if s != until)
