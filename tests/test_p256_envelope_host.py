@@ -101,3 +101,22 @@ def test_provision_public_key_puts_the_point_in_the_config_and_no_key_file(tmp_p
     assert cli.main(["provision", "--port", "none", "--gateway", gw, "--state-dir", state, "--dry-run", "--user", "x",
                      "--role", "supplier", "--originators", SUPPLIER, "--public-key", str(junk)]) == 1
     assert "--public-key of x" in capsys.readouterr().err
+
+
+def test_sign_private_key_writes_a_json_envelope_the_firmware_verifies(tmp_path, capsys):
+    from host_tools import cli
+    from ppmid.envelope_sig import verifies
+    path = _pem(tmp_path)
+    out = tmp_path / "cmd.json"
+    gbcs = gbcs_message(1, 77, SUPPLIER, ESME)
+    assert cli.main(["sign", "--private-key", path, "--kid", V.KID, "--format", "json", "--gbcs", gbcs.hex(),
+                     "--id", "s1", "--expires-in", "600", "--out", str(out)]) == 0
+    env = envelope.from_json_obj(json.loads(out.read_bytes()), 4096)
+    assert (env.id, env.kid, bytes(env.gbcs), len(env.mac)) == ("s1", V.KID, gbcs, 64) and env.expires
+    assert verifies(bytes.fromhex(V.PUBLIC), env)
+    assert not verifies(bytes.fromhex(P.public_point_hex(_pem(tmp_path, V.OTHER_SCALAR, "o.pem"))), env)
+    # binary, or no kid: refused with the reason, exit 1
+    capsys.readouterr()
+    for extra in (["--kid", V.KID], ["--format", "json"]):
+        assert cli.main(["sign", "--private-key", path, "--gbcs", gbcs.hex(), "--out", str(out)] + extra) == 1
+        assert "--private-key signs one command as JSON" in capsys.readouterr().err
