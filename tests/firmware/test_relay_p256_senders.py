@@ -101,6 +101,16 @@ def test_malformed_signed_envelopes_are_e_envelope():
             assert exc.code == "E_ENVELOPE", (exc.code, exc.message)
 
 
+async def test_a_top_up_under_a_public_key_users_name_is_e_auth():
+    from ppmid import topup
+    r = _rig()
+    for mac in ("00" * 64, V.GOOD):  # a mac, and something shaped as a signature
+        obj = {"id": "t1", "utrn": "73943333457189043313", "target": ESME, "mac": mac, "kid": V.KID}
+        out = await r.accept_env(topup.from_json_obj(obj))
+        assert out["error"] == "E_AUTH" and "top-ups" in out["message"], out
+    assert not r.journal.by_id
+
+
 async def test_a_revoked_public_key_is_refused():
     r = _rig(revoked=True)
     assert (await r.accept_env(_env(_json("p1", 10, V.GOOD))))["error"] == "E_REVOKED"
