@@ -1,6 +1,7 @@
 # Keys per DCC User with roles (issue #22, docs/security.md "Keys per DCC User"): each
 # sender registered in the config (`users.keys`) has its own 32-byte envelope key on
-# flash, a role (`users.roles`: a command profile name, a DUIS role `duis:IS` whose codes
+# flash, or instead an ECDSA P-256 public key in the config with which its signed
+# envelopes are checked (ppmid.envelope_sig, docs/envelope.md "Signed envelopes"), a role (`users.roles`: a command profile name, a DUIS role `duis:IS` whose codes
 # gbcs/eligibility.py lists, or a list of message codes) and the
 # GBCS business originator ids it may send as. An envelope that names its key (`kid`,
 # docs/envelope.md) is checked with that key only; one without a kid is tried with the
@@ -19,8 +20,8 @@ E_ROLE = "E_ROLE"                # the message code is outside this sender's rol
 
 MAX_SENDERS = 16
 USER_KEYS = "/secrets/users/"   # + NAME.key: a DCC User's 32-byte envelope key
-_TOPUP_CODE = const(0x0116)
-_SIG_LEN = const(64)   # ppmid.envelope_sig.SIG_LEN  # PECS01, the ESME top-up use case (docs/utrn.md)
+_TOPUP_CODE = const(0x0116)  # PECS01, the ESME top-up use case (docs/utrn.md)
+_SIG_LEN = const(64)         # ppmid.envelope_sig.SIG_LEN: a signature where a mac goes
 
 
 class SenderError(PpmidError):
