@@ -61,9 +61,14 @@ def run():
     flash["/cmd.json"] = payload
     flash["/topup.json"] = G.topup_json()
     wired_job = G.app_job(files, G.flash_files(wired=True), False, wired=True)
+    # a DCC User registered by its P-256 public key sends the same 4 KB command, signed
+    p256_flash = G.flash_files(p256_user=True)
+    p256_flash["/cmd.json"] = G.command_json(4096, signer=G.P256_SCALAR)[0]
     runs = G.run_jobs([G.app_job(files, flash, False, "/cmd.json")] * RUNS + [G.app_job(files, flash, True)] * RUNS
-                      + [wired_job] * RUNS + [G.app_job(files, flash, False, "/topup.json", topup=True)] * RUNS)
-    topup_runs = runs[3 * RUNS:]
+                      + [wired_job] * RUNS + [G.app_job(files, flash, False, "/topup.json", topup=True)] * RUNS
+                      + [G.app_job(files, p256_flash, False, "/cmd.json")] * RUNS)
+    p256_runs = runs[4 * RUNS:]
+    topup_runs = runs[3 * RUNS:4 * RUNS]
     wired_runs = runs[2 * RUNS:3 * RUNS]
     runs = runs[:2 * RUNS]
     for r in runs:
@@ -133,6 +138,21 @@ def run():
                              t["samples"], t["start"], t["after"], t["bound"], t["bound_at"],
                              ", ".join(t["loaded"]) or "nothing", RUNS,
                              [r["out"]["COMMAND"][0]["peak"] for r in topup_runs])})
+    for r in p256_runs:
+        if not r["ok"] or "COMMAND" not in r["out"]:
+            raise G.GaugeError("the signed 4 KB command did not go through: %s" % (r["error"] or r["lines"][-5:]))
+        p = r["out"]["COMMAND"][0]
+        if p["accepted"] != 1 or p["counters"].get("relayed") != 1:
+            raise G.GaugeError("the signed 4 KB command was not accepted and relayed: %s" % json.dumps(p))
+    best = min(p256_runs, key=lambda r: r["out"]["COMMAND"][0]["peak"])["out"]
+    p, p_ready = best["COMMAND"][0], best["READY"][0]["bytes"]
+    rows.append({"name": "heap32 peak 4KB command (p256 envelope)", "value": p["peak"], "unit": "bytes",
+                 "note": "the same 4 KB command from a DCC User registered by its P-256 public key (users section, "
+                         "one key, legacy key off), its signature checked on the gateway (ppmid.envelope_sig, "
+                         "ppmid.update.p256 loaded by it): live heap, highest of %d exact samples; app ready with that "
+                         "users section %d (the relay's senders loaded); upper bound %d at %s; least of %d runs %s" % (
+                             p["samples"], p_ready, p["bound"], p["bound_at"], RUNS,
+                             [r["out"]["COMMAND"][0]["peak"] for r in p256_runs])})
     return rows
 
 

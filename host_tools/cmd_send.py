@@ -41,6 +41,8 @@ def add_arguments(p):
                         "else STATE_DIR/keys/EUI.key")
     p.add_argument("--kid", metavar="NAME", help="the key's name to put in the envelope (with --key-file; "
                         "a --user's own key is named by itself)")
+    p.add_argument("--private-key", metavar="FILE", help="sign with ECDSA P-256 (a DCC User registered with "
+                        "`ppmid provision --public-key`): its private key, PEM; the envelope names --kid, else --user")
     p.add_argument("--user", default="test", help="DCC User (certificate dcc-user-NAME; its own envelope key "
                         "when the gateway registers one)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a final status")
@@ -97,6 +99,8 @@ def run(args):
         from host_tools.cmd_sign import read_gbcs
         gbcs = read_gbcs(args)
     kid = args.kid
+    if args.private_key:
+        return _send_signed(args, mt, eui, user, gbcs, until)
     if kid is not None and not args.key_file:
         raise CliError("--kid goes with --key-file (a --user's own key is named by itself)")
     try:
@@ -122,6 +126,11 @@ def run(args):
         cmd = mt.Commander(args.state_dir, eui, user=user, key=key)
     except RuntimeError as exc:
         raise CliError(str(exc))
+    return _publish_and_wait(args, cmd, payload, id, until)
+
+
+def _publish_and_wait(args, cmd, payload, id, until):
+    from host_tools import mqtt_tools as mt
     try:
         cmd.publish_raw(payload)
         done = (until,) + tuple(s for s in mt.FINAL if s != until)
@@ -140,6 +149,29 @@ def run(args):
         return 0 if last == until or (until == "response" and last == "already-executed") else 1
     finally:
         cmd.close()
+
+
+def _send_signed(args, mt, eui, user, gbcs, until):
+    # the public-key envelope: JSON over MQTT only (the binary form has no signature yet)
+    from host_tools import p256_envelope
+    if gbcs is None:
+        raise CliError("--private-key signs commands only (top-ups carry a mac)")
+    if args.key_file:
+        raise CliError("--private-key and --key-file: one or the other")
+    kid = args.kid or (user[9:] if user.startswith("dcc-user-") else user)
+    id = args.id or "cmd-" + secrets.token_hex(6)
+    expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
+    try:
+        payload = p256_envelope.command_json(args.private_key, id, gbcs, expires, kid)
+    except p256_envelope.KeyFileError as exc:
+        raise CliError(str(exc))
+    except Exception as exc:  # EnvelopeError (bad id or kid)
+        raise CliError(str(exc))
+    try:
+        cmd = mt.Commander(args.state_dir, eui, user=user)
+    except RuntimeError as exc:
+        raise CliError(str(exc))
+    return _publish_and_wait(args, cmd, payload, id, until)
 
 
 def _wired_envelope(args):

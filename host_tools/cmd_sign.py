@@ -8,6 +8,8 @@ envelope (hex) under "envelope" (docs/trace.md); its expiries are fixed now, fro
 `expires_in_s`. The key: --key-file (32 raw bytes) or the one `ppmid provision` kept in
 STATE_DIR/keys/EUI.key (--state-dir with --gateway); `--user NAME` there: the DCC User's
 own key for that gateway, named in each envelope (`kid`); `--kid NAME` names a --key-file.
+`--private-key PEM --kid NAME --format json`: one command signed with ECDSA P-256 by a DCC
+User registered with its public key (docs/envelope.md "Signed envelopes"; JSON only).
 """
 import binascii
 import json
@@ -34,6 +36,8 @@ def add_arguments(p):
     p.add_argument("--expires-in", type=int, metavar="S", help="expire S seconds from now; one command only")
     p.add_argument("--format", choices=("binary", "json"), default="binary",
                    help="one command: the binary envelope (default) or the MQTT JSON one")
+    p.add_argument("--private-key", metavar="PEM", help="sign with this DCC User's P-256 private key instead "
+                        "(registered by ppmid provision --public-key); needs --kid and --format json")
 
 
 def load_key(args):
@@ -92,6 +96,8 @@ def run(args):
     from host_tools import mpcompat
     mpcompat.install()
     from ppmid import envelope
+    if args.private_key:
+        return _run_p256(args)
     key, kid = signing_key(args)
     if args.trace:
         if args.id or args.expires_in is not None:
@@ -132,4 +138,30 @@ def run(args):
     except OSError as exc:
         raise CliError("cannot write %s: %s" % (args.out, exc.strerror))
     print("signed %s (%d bytes of GBCS) -> %s" % (id, len(gbcs), args.out))
+    return 0
+
+
+def _run_p256(args):
+    # one command, JSON: the binary form carries no signature yet
+    from host_tools import p256_envelope
+    if args.trace or args.format != "json" or not args.kid or args.key_file:
+        raise CliError("--private-key signs one command as JSON: give --kid NAME and --format json "
+                       "(no --trace, no --key-file)")
+    gbcs = read_gbcs(args)
+    if args.expires_in is not None and not 0 < args.expires_in <= 366 * 86400:
+        raise CliError("--expires-in must be from 1 to %d seconds" % (366 * 86400))
+    id = args.id or "cmd-" + secrets.token_hex(6)
+    expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
+    try:
+        data = p256_envelope.command_json(args.private_key, id, gbcs, expires, args.kid) + b"\n"
+    except p256_envelope.KeyFileError as exc:
+        raise CliError(str(exc))
+    except Exception as exc:  # EnvelopeError: a bad id or kid
+        raise CliError(str(exc))
+    try:
+        with open(args.out, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise CliError("cannot write %s: %s" % (args.out, exc.strerror))
+    print("signed %s (P-256, kid %s) -> %s" % (id, args.kid, args.out))
     return 0

@@ -254,8 +254,10 @@ def gateway_files(state_dir, eui, cfg, key):
     files = {"/config.json": (json.dumps(cfg, indent=1) + "\n").encode(),
              "/certs/ca.der": ca, "/certs/gateway.der": cert, "/certs/gateway.key.der": pkey,
              "/secrets/envelope.key": key, "/secrets/config.key": config_key(state_dir, eui, create=True)}
-    for name in ((cfg.get("users") or {}).get("keys") or {}):
-        files["/secrets/users/%s.key" % name] = user_key(state_dir, eui, name, create=True)
+    keys = (cfg.get("users") or {}).get("keys") or {}
+    for name in keys:
+        if "public_key" not in keys[name]:  # a public-key user has no secret on the gateway
+            files["/secrets/users/%s.key" % name] = user_key(state_dir, eui, name, create=True)
     return files
 
 

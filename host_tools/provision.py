@@ -24,10 +24,15 @@ class ProvisionError(ToolError):
     code = "E_PROVISION"
 
 
-# Roles the issue names, and the command profile each gets when the config does not say
-# (our reading of which use cases each sends; DUIS' eligibility tables are not shipped).
+# Roles the issue names, and what each may send when the config does not say: the
+# supplier and the engineer a command profile (our reading of which use cases each
+# sends), the DUIS user roles the codes DUIS makes them eligible for
+# (firmware/ppmid/gbcs/eligibility.py, docs/security.md "Roles from DUIS").
 # Any other role needs --role-profile ROLE=PROFILE (or a list of codes in --config).
-DEFAULT_ROLE_PROFILES = {"supplier": "prepay", "engineer": "hht"}
+DEFAULT_ROLE_PROFILES = {"supplier": "prepay", "engineer": "hht",
+                         "import-supplier": "duis:IS", "export-supplier": "duis:ES", "gas-supplier": "duis:GS",
+                         "electricity-distributor": "duis:ED", "gas-transporter": "duis:GT",
+                         "other-user": "duis:OU"}
 
 
 class _UserToken(argparse.Action):
@@ -52,8 +57,11 @@ def add_user_arguments(p):
                         "--role-profile says otherwise); ROLE=PROFILE defines a role, as --role-profile")
     p.add_argument("--originators", action=_UserToken, metavar="ORIG[,ORIG]",
                    help="the GBCS originator ids (EUI-64) the --user before it may send as")
+    p.add_argument("--public-key", action=_UserToken, metavar="FILE",
+                   help="the --user before it signs with ECDSA P-256: its public key (PEM; a private key "
+                        "file gives its public half) goes into the config, no envelope key is made for it")
     p.add_argument("--role-profile", action=_UserToken, metavar="ROLE=PROFILE",
-                   help="a role and the command profile it may send (all, prepay, hht); repeatable")
+                   help="a role and the command profile it may send (all, prepay, hht, or a DUIS role: duis:IS duis:ES duis:GS duis:ED duis:GT duis:OU); repeatable")
 
 
 def split_user_tokens(tokens):
@@ -75,7 +83,7 @@ def split_user_tokens(tokens):
         elif not users:
             raise ProvisionError("%s %s: give --user NAME first" % (opt, val))
         else:
-            users[-1]["role" if opt == "--role" else "originators"] = val
+            users[-1][{"--role": "role", "--public-key": "public_key"}.get(opt, "originators")] = val
     for u in users:
         missing = [o for o in ("role", "originators") if o not in u]
         if missing:
@@ -99,6 +107,12 @@ def merge_users(base, users, roles):
         if role not in u_roles and role in DEFAULT_ROLE_PROFILES:
             u_roles[role] = DEFAULT_ROLE_PROFILES[role]
         u_keys[spec["name"]] = {"role": role, "originators": [o.upper() for o in spec["originators"].split(",")]}
+        if spec.get("public_key"):
+            from host_tools.p256_envelope import public_point_hex, KeyFileError
+            try:
+                u_keys[spec["name"]]["public_key"] = public_point_hex(spec["public_key"])
+            except KeyFileError as exc:
+                raise ProvisionError("--public-key of %s: %s" % (spec["name"], exc))
     u["keys"], u["roles"] = u_keys, u_roles
     return u
 

@@ -102,6 +102,11 @@ def plan(state_dir, eui, users=None, rotate=(), revoke=(), remove=(), sequence=N
     given = reg["users"].get("keys", {})
     new, renames = {}, {}
     for name in keys:
+        if "public_key" in keys[name]:  # signs with its own private key: no key to send
+            if name in rotate:
+                raise UsersUpdateError("%s is registered by its public key: give its new one with --user %s "
+                                       "--role ROLE --originators ORIG --public-key FILE" % (name, name))
+            continue
         if name in rotate:
             if keys[name].get("revoked"):
                 raise UsersUpdateError("%s is revoked: rotate a key that is in use, or register a new name" % name)

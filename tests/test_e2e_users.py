@@ -244,8 +244,13 @@ def test_provision_user_role_originators_spelling(tmp_path, capsys):
     assert cli.main(base) == 0
     assert cfg_of(capsys.readouterr().out)["users"]["sequence"] == 7
     # refusals: exit 1 with the reason
-    for bad, words in ((["--user", "x", "--role", "other-user", "--originators", "90B3D51F30010000"],
+    # a DUIS user role gets the codes DUIS makes it eligible for (gbcs/eligibility.py)
+    assert cli.main(base + ["--user", "g", "--role", "gas-supplier", "--originators", "90B3D51F30010000"]) == 0
+    assert cfg_of(capsys.readouterr().out)["users"]["roles"] == {"gas-supplier": "duis:GS"}
+    for bad, words in ((["--user", "x", "--role", "auditor", "--originators", "90B3D51F30010000"],
                         "users.keys.x needs a role"),
+                       (["--role-profile", "r=duis:XX", "--user", "x", "--role", "r", "--originators",
+                         "90B3D51F30010000"], "not a DUIS role"),
                        (["--user", "x", "--originators", "90B3D51F30010000"], "--user x needs --role"),
                        (["--role", "supplier"], "give --user NAME first"),
                        (["--user", "a:b"], "NAME --role ROLE --originators")):

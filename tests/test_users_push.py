@@ -63,6 +63,17 @@ def test_plan_sends_only_new_and_rotated_keys_with_the_next_sequence(state):
     assert users["keys"] == {"supplier-a": dict(SUP, revoked=True)} and new == {}
 
 
+def test_plan_sends_no_key_for_a_public_key_user_and_refuses_to_rotate_one(state):
+    import p256_envelope_vectors as PV
+    users = json.loads(json.dumps(U.read_registry(state, GW)["users"]))
+    users["keys"]["pk"] = dict(SUP, public_key=PV.PUBLIC)
+    seq, users, new, renames = U.plan(state, GW, users=users)
+    assert "pk" in users["keys"] and new == {} and renames == {}
+    assert not os.path.exists(mt.user_key_path(state, GW, "pk"))
+    with pytest.raises(U.UsersUpdateError, match="registered by its public key"):
+        U.plan(state, GW, users=users, rotate=["pk"])
+
+
 def test_plan_refuses_unknown_names_revoked_rotations_and_bad_sections(state):
     for kw, words in (({"rotate": ["nobody"]}, "nobody is not a key"),
                       ({"revoke": ["x"]}, "x is not a key"),

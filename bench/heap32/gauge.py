@@ -401,9 +401,22 @@ def _firmware_on_path():
     mpcompat.install()
 
 
-def flash_files(nfc=False, wired=False):
+# A DCC User's P-256 test key for the public-key envelope scenario (TEST KEY ONLY)
+P256_SCALAR = 0x3A5F0C11D2E4B6978899AABBCCDDEEFF00112233445566778899AABBCCDDEE01
+P256_KID = "heap32-pk"
+
+
+def p256_public_hex():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    return ec.derive_private_key(P256_SCALAR, ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint).hex()
+
+
+def flash_files(nfc=False, wired=False, p256_user=False):
     """{path: bytes} of a provisioned flash (docs/config.md) for the stand-in board;
-    `wired`: with the wired road enabled (docs/wired.md)."""
+    `wired`: with the wired road enabled (docs/wired.md); `p256_user`: keys per DCC User
+    with one user registered by its P-256 public key (docs/envelope.md "Signed envelopes")."""
     _firmware_on_path()
     from ppmid import config
     cfg = {"version": 1, "gateway": GATEWAY,
@@ -412,6 +425,10 @@ def flash_files(nfc=False, wired=False):
                                for e, t in sorted(DEVICES.items())]}}
     if wired:
         cfg["wired"] = {"enabled": True}
+    if p256_user:
+        cfg["users"] = {"keys": {P256_KID: {"role": "any", "originators": [ORIGINATOR.hex().upper()],
+                                            "public_key": p256_public_hex()}},
+                        "roles": {"any": "all"}, "legacy_key": False}
     config.validate(json.loads(json.dumps(cfg)))
     out = {FLASH + "/config.json": json.dumps(cfg).encode(),
            FLASH + "/secrets/envelope.key": KEY}
@@ -420,9 +437,10 @@ def flash_files(nfc=False, wired=False):
     return out
 
 
-def command_json(size=4096, counter=1000):
+def command_json(size=4096, counter=1000, signer=None):
     """A signed JSON command (docs/mqtt.md) carrying a GBCS command of `size` bytes to the
-    ESME that the validator accepts."""
+    ESME that the validator accepts; `signer`: a P-256 private scalar, for an envelope
+    signed by that DCC User (kid P256_KID) instead of the mac of KEY."""
     _firmware_on_path()
     import binascii
     from ppmid import envelope
@@ -437,6 +455,12 @@ def command_json(size=4096, counter=1000):
         if len(buf) == size:
             break
         fill += size - len(buf)
+    if signer is not None:
+        from host_tools import p256_envelope
+        from cryptography.hazmat.primitives.asymmetric import ec
+        sig = p256_envelope.signature(ec.derive_private_key(signer, ec.SECP256R1()), "heap32-4k", buf, None, P256_KID)
+        return json.dumps({"id": "heap32-4k", "gbcs": binascii.b2a_base64(buf, newline=False).decode(),
+                           "mac": sig.hex(), "kid": P256_KID}).encode(), len(buf)
     env = envelope.sign(KEY, "heap32-4k", buf)
     return json.dumps({"id": "heap32-4k", "gbcs": binascii.b2a_base64(buf, newline=False).decode(),
                        "mac": bytes(env.mac).hex()}).encode(), len(buf)

@@ -5,7 +5,9 @@
 #
 # with `expires` as decimal ASCII (empty when absent). An envelope that names its key
 # (`kid`, keys per DCC User) has 01 kid 00 in place of the first 00, so the mac covers the
-# key choice and no envelope without a kid can be read as one with it. The GBCS bytes are not inspected
+# key choice and no envelope without a kid can be read as one with it. A DCC User registered
+# with a P-256 public key puts a 64-byte signature where the 32-byte mac goes, in the JSON
+# form (ppmid.envelope_sig, checked by relay/senders.py). The GBCS bytes are not inspected
 # here: after the envelope checks they go to the GBCS validation. Spec: docs/envelope.md.
 import hashlib
 import binascii
@@ -166,7 +168,8 @@ def _b64decode(text):
 
 
 def _hex32(text):
-    if not isinstance(text, str) or len(text) != 2 * MAC_LEN:
+    # 64 hex digits, or 128: a DCC User's signature in place of the mac (envelope_sig)
+    if not isinstance(text, str) or len(text) != 2 * MAC_LEN and len(text) != 4 * MAC_LEN:
         raise EnvelopeError(E_ENVELOPE, "mac must be %d hex digits" % (2 * MAC_LEN))
     try:
         return binascii.unhexlify(text)

@@ -173,3 +173,21 @@ def test_a_write_that_fails_refuses_the_update_and_changes_nothing():
     assert read_file(root + "/config.json") == before
     assert sorted(os.listdir(root + "/secrets/users")) == ["supplier-a.key"]   # the staged keys removed
     assert read_file(root + "/secrets/users/supplier-a.key") == OLD_KEY
+
+
+async def test_an_update_registers_a_public_key_user_with_no_key_file():
+    # a DCC User added by its P-256 public key (p256_envelope_vectors): nothing to unwrap,
+    # no key file; its signed envelopes work at once, its old-style mac does not
+    import binascii
+    from ppmid import envelope
+    from test_relay_support import gbcs_message
+    import p256_envelope_vectors as PV
+    root, r = _gateway()
+    st = await _push(root, r, "add-public-key")
+    assert st["state"] == "applied" and st["keys"] == 2, st
+    assert PV.KID + ".key" not in os.listdir(root + "/secrets/users")
+    assert json.loads(read_file(root + "/config.json"))["users"]["keys"][PV.KID]["public_key"] == PV.PUBLIC
+    obj = {"id": "p1", "gbcs": binascii.b2a_base64(gbcs_message(1, 10, SUPPLIER, ESME)).decode().strip(),
+           "mac": PV.GOOD, "kid": PV.KID}
+    assert (await r.accept_env(envelope.from_json_obj(obj, 4096)))["status"] == "accepted"
+    assert (await r.submit("p2", 11, key=OLD_KEY, kid=PV.KID))["error"] == "E_AUTH"

@@ -1,6 +1,8 @@
 # Keys per DCC User with roles (issue #22, docs/security.md "Keys per DCC User"): each
 # sender registered in the config (`users.keys`) has its own 32-byte envelope key on
-# flash, a role (`users.roles`: a command profile name or a list of message codes) and the
+# flash, or instead an ECDSA P-256 public key in the config with which its signed
+# envelopes are checked (ppmid.envelope_sig, docs/envelope.md "Signed envelopes"), a role (`users.roles`: a command profile name, a DUIS role `duis:IS` whose codes
+# gbcs/eligibility.py lists, or a list of message codes) and the
 # GBCS business originator ids it may send as. An envelope that names its key (`kid`,
 # docs/envelope.md) is checked with that key only; one without a kid is tried with the
 # legacy key, then each sender's key, and the one whose MAC verifies names the sender (at
@@ -19,6 +21,7 @@ E_ROLE = "E_ROLE"                # the message code is outside this sender's rol
 MAX_SENDERS = 16
 USER_KEYS = "/secrets/users/"   # + NAME.key: a DCC User's 32-byte envelope key
 _TOPUP_CODE = const(0x0116)  # PECS01, the ESME top-up use case (docs/utrn.md)
+_SIG_LEN = const(64)         # ppmid.envelope_sig.SIG_LEN: a signature where a mac goes
 
 
 class SenderError(PpmidError):
@@ -36,6 +39,11 @@ def load(root, users, legacy_key):
     for name in users["keys"]:
         k = users["keys"][name]
         revoked = k.get("revoked", False)
+        if "public_key" in k:  # signs with ECDSA P-256: no secret of it on the gateway
+            key = binascii.unhexlify(k["public_key"])
+            _check_point(name, key)
+            out.append((name, key, set(binascii.unhexlify(o) for o in k["originators"]), _codes(users, k, profiles), revoked))
+            continue
         key = b""
         try:
             with open(root + USER_KEYS + name + ".key", "rb") as f:
@@ -45,15 +53,53 @@ def load(root, users, legacy_key):
                 raise ConfigError("envelope key of %s missing at %s%s.key" % (name, USER_KEYS, name))
         if len(key) != 32 and not revoked:
             raise ConfigError("envelope key of %s must be 32 bytes, not %d" % (name, len(key)))
-        role = users["roles"][k["role"]]
-        codes = profiles.codes(role) if isinstance(role, str) else set(role)
         origs = set(binascii.unhexlify(o) for o in k["originators"])
-        out.append((name, key, origs, codes, revoked))
+        out.append((name, key, origs, _codes(users, k, profiles), revoked))
     return Senders(legacy_key if users["legacy_key"] else None, out)
 
 
+def _codes(users, k, profiles):
+    role = users["roles"][k["role"]]
+    if not isinstance(role, str):
+        return set(role)
+    if role.startswith("duis:"):
+        from ppmid.gbcs import eligibility
+        try:
+            return eligibility.codes(eligibility.role(role))
+        finally:
+            _drop("ppmid.gbcs", "eligibility")  # its table is needed only here
+    return profiles.codes(role)
+
+
+def _drop(package, leaf):
+    # out of sys.modules and off its package, or its code stays on the heap
+    import sys
+    sys.modules.pop(package + "." + leaf, None)
+    pkg = sys.modules.get(package)
+    if pkg is not None and getattr(pkg, leaf, None) is not None:
+        delattr(pkg, leaf)
+
+
+def _check_point(name, raw):
+    # a public key that is no point of the curve would refuse every envelope: say so at
+    # boot. The verifier is dropped again until a signed envelope comes.
+    from ppmid.errors import ConfigError
+    from ppmid.update import p256
+    try:
+        p256.public_key(raw)
+    except ValueError as exc:
+        raise ConfigError("users.keys.%s.public_key: %s" % (name, exc))
+    finally:
+        _drop("ppmid.update", "p256")
+
+
+def _verifies(public_key, env):
+    from ppmid.envelope_sig import verifies
+    return verifies(public_key, env)
+
+
 class Senders:
-    """senders: [(name, key, originators (set of 8-byte ids), codes (set, or None: any),
+    """senders: [(name, key (32 bytes, or a 65-byte P-256 public key), originators (set of 8-byte ids), codes (set, or None: any),
     revoked)]; legacy_key: the gateway's single key, or None when it no longer counts."""
 
     def __init__(self, legacy_key, senders):
@@ -64,6 +110,8 @@ class Senders:
         """The sender whose key verifies env's MAC (None: the legacy key), or raise."""
         if env.kid is not None:
             return self._named(env)
+        if len(env.mac) == _SIG_LEN:
+            raise SenderError(E_AUTH, "envelope carries a signature but names no key (kid)")
         if self.legacy_key is not None:
             try:
                 env.verify(self.legacy_key)
@@ -71,6 +119,8 @@ class Senders:
             except PpmidError:
                 pass
         for s in self.senders:
+            if len(s[1]) != 32:  # a public key: its envelopes name it
+                continue
             try:
                 env.verify(s[1])
             except PpmidError:
@@ -85,6 +135,17 @@ class Senders:
             if s[0] == env.kid:
                 if s[4]:
                     raise SenderError(E_REVOKED, "envelope key of %s is revoked" % s[0])
+                signed = len(env.mac) == _SIG_LEN
+                if len(s[1]) != 32:
+                    if not hasattr(env, "gbcs"):  # a top-up: no signed form yet
+                        raise SenderError(E_AUTH, "%s is registered with a public key: top-ups by it are not supported" % s[0])
+                    if not signed:
+                        raise SenderError(E_AUTH, "%s is registered with a public key: its envelopes carry a signature (sig)" % s[0])
+                    if not _verifies(s[1], env):
+                        raise SenderError(E_AUTH, "envelope signature does not verify with the public key of %s" % s[0])
+                    return s
+                if signed:
+                    raise SenderError(E_AUTH, "envelope carries a signature, but %s holds a symmetric key (mac)" % s[0])
                 try:
                     env.verify(s[1])
                 except PpmidError:

@@ -156,7 +156,8 @@ def _apply(root, text, sig, legacy_key):
         if name not in checked["keys"]:
             raise ConfigUpdateError(E_CONFIG_UPDATE, "new_keys.%s is not a key of the users section" % name)
     for name in checked["keys"]:
-        if name not in new and not checked["keys"][name].get("revoked") and _read(keys_dir + name + ".key") is None:
+        k = checked["keys"][name]
+        if name not in new and not k.get("revoked") and "public_key" not in k and _read(keys_dir + name + ".key") is None:
             raise ConfigUpdateError(E_CONFIG_UPDATE, "the key of %s is neither sent nor on this gateway" % name)
     plain = []
     if new:
