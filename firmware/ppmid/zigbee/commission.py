@@ -132,11 +132,12 @@ def _drop():
                 pass
 
 
-async def bring_up(han, c, init_status):
+async def bring_up(han, c, init_status, resets=None):
     """ZigbeeHan's bring-up, after networkInit (init_status): commission a module with no
     network to resume, or one that joined but never completed key establishment (no mark
     of it: a power cut in the middle); retries with backoff until it succeeds (the link
-    failing ends it: the supervisor resets and comes back here)."""
+    failing ends it: the supervisor resets and comes back here). resets: the driver's reset
+    count when a network task (rejoin, order) runs this: a module reset since ends it."""
     from ppmid.clock import sleep_ms
     joined = init_status == 0
     path = c.get("state_path")
@@ -149,7 +150,7 @@ async def bring_up(han, c, init_status):
     if not joined:
         _mark(path, False)
     backoff = 1
-    while True:
+    while resets is None or han.counters["resets"] == resets:
         han._set_status(COMMISSIONING, cm.state)
         try:
             if await cm.run(joined):
@@ -177,8 +178,14 @@ async def rejoin(han, c):
     no network any more (the trust centre removed us) or the trust centre refusing the
     rejoin (the CH forgot this PPMID): a clean re-commission. The HAN statuses are this
     one's while it runs (rejoining, rejoin-failed, then commissioning's)."""
+    fresh = han.commission is None
     cm = _commissioner(han, c)
     await _owning_status(han, _rejoin_until_up(han, c, cm))
+    if fresh and han._net_up and cm.cbke is None:
+        # rejoined on a gateway commissioned at an earlier boot: this code leaves the heap
+        # again, as at such a boot (the log has the steps; info has no "commissioning")
+        han.commission = None
+        _drop()
 
 
 def order_recommission(han, why):
@@ -190,9 +197,10 @@ def order_recommission(han, why):
     c = han.opts.get("commission")
     if not c:
         return False
-    if not han._up and han._net_task is None:
+    from ppmid.zigbee.rejoin import network_task
+    old = network_task(han)
+    if not han._up and old is None:
         return None      # the module is being brought up (and maybe commissioned) right now
-    old = han._net_task
     han._net_task = asyncio.create_task(_ordered(han, c, why))
     if old is not None:
         old.cancel()
@@ -207,7 +215,8 @@ async def _ordered(han, c, why):
         # holds no network, and that bring-up commissions it)
         cm._step("re-commission stopped: %r" % (exc,))
     finally:
-        if han._net_task is asyncio.current_task():
+        from ppmid.zigbee.rejoin import network_task
+        if network_task(han) is asyncio.current_task():
             han._net_task = None
 
 
@@ -216,21 +225,23 @@ async def _owning_status(han, work):
     # quiet: the statuses say rejoining / commissioning; a link reset (the supervisor
     # brings the module up again) or a newer order (which replaced this task) ends it
     # without touching what came after
+    from ppmid.zigbee.rejoin import network_task
     resets = han.counters["resets"]
     me = asyncio.current_task()
     han._up = False
     try:
         await work
     finally:
-        if han.counters["resets"] == resets and han._link.connected and han._net_task is me:
+        if han.counters["resets"] == resets and han._link.connected and network_task(han) is me:
             han._up = True
             han._update_status()
 
 
 async def _rejoin_until_up(han, c, cm):
     from ppmid.clock import wait_event_ms
+    resets = han.counters["resets"]
     backoff = 1
-    while not han._net_up:
+    while not han._net_up and han.counters["resets"] == resets:
         han._net_event.clear()
         han._set_status(REJOINING, "trust-centre rejoin, attempt %d" % (cm.rejoins + 1))
         try:
@@ -260,7 +271,7 @@ async def _recommission(han, c, cm, why):
     _mark(c.get("state_path"), False)
     cm.state = "uncommissioned"
     cm.cbke = None
-    await bring_up(han, c, -1)
+    await bring_up(han, c, -1, han.counters["resets"])
 
 
 class Commissioner:

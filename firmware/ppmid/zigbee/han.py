@@ -163,7 +163,6 @@ class ZigbeeHan:
         # for its own errors); counted and dropped while None
         self.on_zcl = None
         self.commission = None         # zigbee/commission.py's Commissioner, once needed
-        self._net_task = None          # its rejoin or re-commission, while one runs
 
     # ---- public ----------------------------------------------------------------------
     async def start(self):
@@ -306,10 +305,6 @@ class ZigbeeHan:
     def _link_lost(self):
         self._net_up = False
         self._up = False
-        t = self._net_task
-        if t is not None and t is not asyncio.current_task():   # (a task cannot cancel itself)
-            t.cancel()
-            self._net_task = None
         self._ready_event.clear()
         for w in self._sent.values():
             w.failure = "link"
@@ -355,21 +350,6 @@ class ZigbeeHan:
         if not self._net_up:
             self._set_status(NETWORK_DOWN, "the module is not joined to the HAN")
 
-    async def _after_network_loss(self):
-        # the module mostly comes back by itself; if not within rejoin_after_s, a
-        # trust-centre rejoin (zigbee/commission.py, loaded only then)
-        try:
-            self._net_event.clear()
-            if not self._net_up and not await wait_event_ms(
-                    self._net_event, self.opts["commission"].get("rejoin_after_s", 20) * 1000):
-                from ppmid.zigbee.commission import rejoin
-                await rejoin(self, self.opts["commission"])
-        except Exception as exc:  # a link failure: the supervisor resets and comes back
-            self._logf("rejoin stopped: %r", exc)
-        finally:
-            if self._net_task is asyncio.current_task():
-                self._net_task = None
-
     # ---- callbacks from the NCP (synchronous) ----------------------------------------
     def _ready(self):
         return len(self._rxq) < self.opts["rx_queue"]
@@ -403,8 +383,10 @@ class ZigbeeHan:
                 else:
                     # the CH will re-request the tunnel when we are back on the network
                     self.tunnel.close("network down")
-                    if self._up and self._net_task is None and "commission" in self.opts:
-                        self._net_task = asyncio.create_task(self._after_network_loss())
+                    if self._up and "commission" in self.opts:
+                        # a trust-centre rejoin if it stays down (zigbee/rejoin.py, loaded now)
+                        from ppmid.zigbee.rejoin import network_lost
+                        network_lost(self)
                 self._update_status()
         else:
             self.counters["callbacks_unknown"] += 1
