@@ -214,3 +214,28 @@ def test_ch_certificate_from_another_issuer_is_terminated(tmp_path, stopper):
     assert ("ke_terminated_by_ppmid", "unknown_issuer") in [tuple(e) for e in st["tc_events"]]
     assert st["tc_counters"]["ke_ok"] == 0 and not st["link_key_stored"]
     assert not (tmp_path / "zigbee_commissioned").exists()
+
+
+def test_rejoin_after_an_earlier_boots_commissioning_leaves_no_commissioning_code(tmp_path, stopper):
+    # first boot: commissioned; the next boot resumes the network and drops the code
+    events, emu, _ = run({"commissioning": {"install_code": CODE}}, [], tmp_path, config=zconfig(tmp_path),
+                         wait_status="running", wait_s=30)
+    stopper(emu)
+    assert events[-1]["status"] == "running"
+    emu.reset_ncp()                      # the board's power cut took the module too
+
+    def fault(emu, proc):
+        _until(lambda: emu.call(lambda: emu.ncp.joined), "the module back", 20)
+        _tunnel_open(emu)
+        emu.network_down()
+        emu.network_up(resume=False)
+    cmds = [command(0x2500)]
+    events, emu, _ = run({}, cmds, tmp_path, reuse=Z.run_client.last, before=fault, expect_rx=1,
+                         config=zconfig(tmp_path), wait_status="running", then_statuses=["rejoining", "running"],
+                         wait_s=30)
+    done = events[-1]
+    # rejoined, and the commissioning code left the heap again (info has no "commissioning")
+    assert done["status"] == "running" and done["commissioning"] is None, done
+    st = emu.commissioning_state()
+    assert st["tc_counters"]["rejoins_admitted"] == 1 and st["tc_counters"]["joins_admitted"] == 1
+    assert emu.received == cmds
