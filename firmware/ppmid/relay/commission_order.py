@@ -145,14 +145,14 @@ async def handle(context, topic, payload):
         oid, seq = take(root, bytes(payload), client.client_id, _config_key_hex(root), relay.han)
         st["state"] = "accepted"
         st["sequence"] = seq
-        print("PPMID commission: order %d accepted: leaving the HAN, commissioning again" % seq)
+        print("PPMID commission order %d accepted: leaving the HAN, commissioning again" % seq)
     except Exception as exc:  # noqa: BLE001 - a bug must not take the link down
         oid = getattr(exc, "oid", None)
         if not isinstance(exc, PpmidError):
             exc = PpmidError(E_ORDER_INTERNAL, "the commission order failed: %r" % (exc,))
         st["state"] = "refused"
         st["error"] = exc.as_dict()
-        print("PPMID commission: order refused: %s" % (exc,))
+        print("PPMID commission order refused: %s" % (exc,))
     if oid is not None:
         st["id"] = oid
     await client.publish(ROOT + client.client_id + "/" + UPDATE, json.dumps(st).encode(), 1, False, False)
