@@ -239,3 +239,24 @@ def test_rejoin_after_an_earlier_boots_commissioning_leaves_no_commissioning_cod
     st = emu.commissioning_state()
     assert st["tc_counters"]["rejoins_admitted"] == 1 and st["tc_counters"]["joins_admitted"] == 1
     assert emu.received == cmds
+
+
+def test_module_reset_while_the_network_is_away_still_rejoins(tmp_path, stopper):
+    def fault(emu, proc):
+        _tunnel_open(emu)
+        emu.network_down()
+        time.sleep(3)                    # a rejoin has failed (after 2 s)
+        emu.reset_ncp()                  # the module resets: the supervisor brings it up again
+        time.sleep(3)                    # networkInit resumed nothing on the air (1 s timeout)
+        emu.network_up(resume=False)
+    cmds = [command(0x2600)]
+    events, emu, _ = run({"commissioning": {"install_code": CODE}}, cmds, tmp_path, before=fault, expect_rx=1,
+                         config=zconfig(tmp_path, network_timeout_s=1), wait_status="running",
+                         then_statuses=["resetting", "rejoining", "running"], wait_s=40)
+    stopper(emu)
+    done = events[-1]
+    assert done["status"] == "running" and done["commissioning"]["state"] == "commissioned", done
+    st = emu.commissioning_state()
+    # one rejoin brought it back; no second join, no second key establishment
+    assert st["tc_counters"]["rejoins_admitted"] == 1 and st["tc_counters"]["joins_admitted"] == 1
+    assert st["tc_counters"]["ke_ok"] == 1 and emu.received == cmds

@@ -139,10 +139,23 @@ async def bring_up(han, c, init_status, resets=None):
     failing ends it: the supervisor resets and comes back here). resets: the driver's reset
     count when a network task (rejoin, order) runs this: a module reset since ends it."""
     from ppmid.clock import sleep_ms
+    if resets is None:
+        # the supervisor's bring-up after a module reset: a rejoin or order from before it
+        # stops now (it would take this bring-up's stack statuses from the queue)
+        t = getattr(han, "_net_task", None)
+        if t is not None:
+            t.cancel()
+            han._net_task = None
     joined = init_status == 0
     path = c.get("state_path")
-    if han.commission is None and joined and (not han._net_up or _marked(path)):
-        _drop()
+    if joined and (not han._net_up or _marked(path)):
+        if han.commission is None:
+            _drop()
+        if not han._net_up:
+            # resumed, but the network is not there (it went while the module was reset):
+            # a trust-centre rejoin if it stays away (no NETWORK_DOWN will come to say so)
+            from ppmid.zigbee.rejoin import network_lost
+            network_lost(han)
         return
     if han.commission is None:
         han.commission = Commissioner(han, c, han._log)
