@@ -32,6 +32,7 @@ COMMANDS = {
     "release": ("host_tools.cmd_release", "build and sign an application update (manifest, files)"),
     "update": ("host_tools.cmd_update", "offer a release to a gateway over MQTT and follow it to the end"),
     "users": ("host_tools.cmd_users", "rotate/revoke a gateway's DCC User keys by a signed users update over MQTT"),
+    "commission": ("host_tools.cmd_commission", "order a gateway to leave the HAN and commission again (signed, over MQTT)"),
     "replay": ("host_tools.cmd_replay", "replay a command trace through MQTT (or --serial by wire) against a gateway"),
     "emulate": ("host_tools.cmd_emulate", "run broker + emulated board + NCP/CH emulator end to end"),
     "capture": ("host_tools.cmd_capture", "write one gateway's MQTT traffic from the broker as pcapng"),

@@ -152,7 +152,9 @@ def push(state_dir, eui, operator_key_path, user="dcc-user-test", timeout=60.0, 
     return st
 
 
-def send(state_dir, eui, payload, oid, user, timeout, status_topic, topic):
+def send(state_dir, eui, payload, oid, user, timeout, status_topic, topic, kind="config"):
+    """Publish one signed message for the gateway and wait for its status of that kind
+    (users updates: "config"; commission orders, host_tools/commission_order.py: "commission")."""
     from host_tools import mqtt_tools as mt
     q = queue.Queue()
     sub = threading.Event()
@@ -178,9 +180,9 @@ def send(state_dir, eui, payload, oid, user, timeout, status_topic, topic):
                 st = json.loads(msg)
             except ValueError:
                 continue
-            if isinstance(st, dict) and st.get("kind") == "config" and st.get("id") == oid:
+            if isinstance(st, dict) and st.get("kind") == kind and st.get("id") == oid:
                 return st
-        return {"kind": "config", "id": oid, "state": "no-answer",
+        return {"kind": kind, "id": oid, "state": "no-answer",
                 "error": {"code": "E_NO_ANSWER", "message": "no status from the gateway within %ss" % timeout}}
     finally:
         c.disconnect()

@@ -42,7 +42,8 @@ def test_install_codes_against_zigpy():
 
 COMMANDS = {"startScan": C.START_SCAN, "networkFoundHandler": C.NETWORK_FOUND_HANDLER,
             "scanCompleteHandler": C.SCAN_COMPLETE_HANDLER, "joinNetwork": C.JOIN_NETWORK,
-            "leaveNetwork": C.LEAVE_NETWORK, "setInitialSecurityState": C.SET_INITIAL_SECURITY_STATE,
+            "leaveNetwork": C.LEAVE_NETWORK, "findAndRejoinNetwork": C.FIND_AND_REJOIN_NETWORK,
+            "setInitialSecurityState": C.SET_INITIAL_SECURITY_STATE,
             "generateCbkeKeys283k1": C.GENERATE_CBKE_KEYS_283K1,
             "generateCbkeKeysHandler283k1": C.GENERATE_CBKE_KEYS_HANDLER_283K1,
             "calculateSmacs283k1": C.CALCULATE_SMACS_283K1,
@@ -142,3 +143,26 @@ def test_ke_frames_against_wireshark(tmp_path):
     assert packets[6]["zbee_zcl_se.ke.cmd.srv_tx.id"] == "0x03"
     assert int(packets[6]["zbee_zcl_se.ke.terminate.status"], 0) == K.BAD_KEY_CONFIRM
     assert int(packets[6]["zbee_zcl_se.ke.terminate.wait.time"], 0) == 30
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_rejoin_and_leave_layouts_against_bellows(version):
+    """findAndRejoinNetwork and leaveNetwork as we send them, read with bellows' argument
+    types of that version (v14 added the rejoin reason, the node type and leave options);
+    the no-network-key status against bellows' EmberStatus / sl_Status."""
+    import bellows.types as t
+    table = importlib.import_module("bellows.ezsp.v%d.commands" % version).COMMANDS
+    rest = C.find_and_rejoin(version, 0x07FFF800)
+    vals = {}
+    for arg, typ in table["findAndRejoinNetwork"][1].items():
+        vals[arg], rest = typ.deserialize(rest)
+    assert rest == b"" and vals["haveCurrentNetworkKey"] == 0 and vals["channelMask"] == 0x07FFF800
+    if version >= 14:
+        assert set(vals) == {"haveCurrentNetworkKey", "channelMask", "reason", "nodeType"}
+        assert vals["nodeType"] == t.EmberNodeType.ROUTER
+    rest = C.leave_network(version)
+    for arg, typ in table["leaveNetwork"][1].items():
+        vals[arg], rest = typ.deserialize(rest)
+    assert rest == b""
+    status = t.sl_Status.ZIGBEE_NO_NETWORK_KEY_RECEIVED if version >= 14 else t.EmberStatus.NO_NETWORK_KEY_RECEIVED
+    assert C.no_network_key(version, int(status))

@@ -151,6 +151,38 @@ class ModuleCommissioning:
         self.has_network = False
         self.link_key_stored = False
 
+    def leave_network(self, p):
+        """leaveNetwork: off the network, the tokens forget it (the stack reports NETWORK_DOWN)."""
+        if not self.ncp.joined and not self.has_network:
+            return self.status(EMBER_INVALID_CALL, SL_INVALID_STATE)
+        self.has_network = False
+        self.link_key_stored = False
+        self.ncp.left_network()
+        return self.ok()
+
+    def find_and_rejoin(self, p):
+        """findAndRejoinNetwork: only a module holding a network (tokens) can rejoin it; a
+        trust-centre rejoin (no current network key) is decided by the trust centre."""
+        have_key, mask = struct.unpack_from("<BI", p, 0)
+        if self.ncp.version >= 14 and len(p) < 7:
+            raise ValueError("findAndRejoinNetwork v14 needs reason and node type")
+        if not self.has_network or self.ncp.joined:
+            return self.status(EMBER_INVALID_CALL, SL_INVALID_STATE)
+        self.ncp.loop.call_later(0.05, self._rejoin_result, bool(have_key), mask)
+        return self.ok()
+
+    def _rejoin_result(self, have_key, mask):
+        tc = getattr(self.ncp.ch, "trust_centre", None)
+        net = tc.network if tc is not None else None
+        if net is None or not self.ncp.network_available or not mask & (1 << net["channel"]):
+            # no beacon of our network on those channels
+            self.ncp.callback(E.STACK_STATUS_HANDLER, self.status(EMBER_NOT_JOINED, SL_NOT_JOINED))
+            return
+        if not tc.admit_rejoin(self.eui64, have_key):
+            self.ncp.callback(E.STACK_STATUS_HANDLER, self.status(EMBER_NO_NETWORK_KEY, SL_NO_NETWORK_KEY))
+            return
+        self.ncp.join_now()
+
     def get_certificate(self, p):
         return self.ok() + self.cert
 
@@ -182,6 +214,8 @@ class ModuleCommissioning:
 COMMANDS = {C.SET_INITIAL_SECURITY_STATE: ModuleCommissioning.set_initial_security_state,
             C.START_SCAN: ModuleCommissioning.start_scan,
             C.JOIN_NETWORK: ModuleCommissioning.join_network,
+            C.LEAVE_NETWORK: ModuleCommissioning.leave_network,
+            C.FIND_AND_REJOIN_NETWORK: ModuleCommissioning.find_and_rejoin,
             C.GET_CERTIFICATE_283K1: ModuleCommissioning.get_certificate,
             C.GENERATE_CBKE_KEYS_283K1: ModuleCommissioning.generate_cbke_keys,
             C.CALCULATE_SMACS_283K1: ModuleCommissioning.calculate_smacs,
@@ -203,21 +237,24 @@ class TrustCentre:
     server. `ch` is the CommsHub (ch.ncp reaches the PPMID's module)."""
 
     def __init__(self, ch, device_log, eui64=bytes.fromhex("0000b0d5b3ffff00"), issuer=ISSUER,
-                 extra_networks=(), cbke_deadline_s=CBKE_DEADLINE_S):
+                 extra_networks=(), cbke_deadline_s=CBKE_DEADLINE_S, cert_issuer=None):
         self.ch = ch
         self.device_log = {bytes(k): IC.parse(v) for k, v in device_log.items()}
         self.eui64 = eui64
         self.private = hashlib.sha256(b"ch" + eui64).digest()
-        self.cert = certificate(eui64, self.private)
+        # its own certificate's issuer: cert_issuer rehearses a CH from another CA
+        self.cert = certificate(eui64, self.private, issuer=cert_issuer or issuer)
         self.issuer = issuer
         self.network = {"channel": 20, "pan_id": 0x1A62, "extended_pan_id": bytes.fromhex("00124b0001c0ffee")}
-        self.extra_networks = list(extra_networks)   # another CH answering the scan
+        # another CH answering the scan: {"channel", "pan_id", "extended_pan_id"} each
+        self.extra_networks = list(extra_networks)
         self.cbke_deadline_s = cbke_deadline_s
         self.joined = {}            # eui -> True once CBKE completed
         self.session = None
         self._deadline = None
         self.counters = {"joins_admitted": 0, "joins_refused": 0, "ke_initiated": 0, "ke_ok": 0,
-                         "ke_terminated": 0, "ke_timeouts": 0, "removed": 0}
+                         "ke_terminated": 0, "ke_timeouts": 0, "removed": 0, "rejoins_admitted": 0,
+                         "rejoins_refused": 0}
         self.events = []            # (what, detail) for tests and the emulate report
         self.silent = False         # fault: the Key Establishment server answers nothing
 
@@ -243,6 +280,19 @@ class TrustCentre:
         self.joined[eui] = False
         self._arm_deadline()
         return True
+
+    def admit_rejoin(self, eui, have_key):
+        """A rejoin: a trust-centre rejoin (no network key) is admitted, the network key sent
+        again under the device's link key, only for a device still in the device log that
+        completed key establishment; a secured rejoin needs no trust centre (modelled:
+        admitted while in the log)."""
+        if eui in self.device_log and (have_key or self.joined.get(eui, False)):
+            self.counters["rejoins_admitted"] += 1
+            self._event("rejoin_admitted", eui.hex())
+            return True
+        self.counters["rejoins_refused"] += 1
+        self._event("rejoin_refused", "not in the device log" if eui not in self.device_log else "no key establishment")
+        return False
 
     def cbke_done(self, eui):
         return self.joined.get(eui, False)

@@ -352,8 +352,9 @@ class NcpEmulator:
         or an sl_Status from EZSP v14), as a module out of buffers does: nothing on air."""
         self.call(self.ncp.refusals.extend, [status] * count)
 
-    def network_up(self):
-        self.call(self.ncp.set_network, True)
+    def network_up(self, resume=True):
+        """The HAN is back; resume False: the module needs a rejoin to find it (ncp.set_network)."""
+        self.call(self.ncp.set_network, True, resume)
 
     def tunnel_busy(self, seconds):
         """The CH stops acknowledging APS frames for `seconds` (delivery failures)."""

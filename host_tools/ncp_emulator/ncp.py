@@ -530,15 +530,23 @@ class Ncp:
             if self.ch:
                 self.ch.ppmid_left()
 
-    def set_network(self, available):
-        self.network_available = available
-        if not available and self.joined:
+    def left_network(self):
+        """The module left (leaveNetwork): NETWORK_DOWN to the host."""
+        if self.joined:
             self.joined = False
             down = E.SL_NETWORK_DOWN if self.version >= 14 else E.EMBER_NETWORK_DOWN
             self.callback(E.STACK_STATUS_HANDLER, self._status(down))
             if self.ch:
                 self.ch.ppmid_left()
-        elif available:
+
+    def set_network(self, available, resume=True):
+        """The HAN disappears (available False) or comes back. resume False: the module does
+        not find it again by itself (it missed the CH's channel change or a network key
+        update while away): only a rejoin the host asks for brings it back."""
+        self.network_available = available
+        if not available and self.joined:
+            self.left_network()
+        elif available and resume:
             self._try_join()
 
     def _send_unicast(self, seq, p):

@@ -136,6 +136,17 @@ def test_ezsp_commissioning_parameters():
     assert C.calculate_smacs(True, CERT, PUB) == b"\x01" + CERT + PUB
 
 
+def test_ezsp_rejoin_and_leave_parameters():
+    # trust-centre rejoin: haveCurrentNetworkKey false, the channel mask; v14 adds the
+    # rejoin reason (application event 1) and our node type (router)
+    assert C.find_and_rejoin(13, 1 << 20) == h("00 00001000")
+    assert C.find_and_rejoin(14, 1 << 20) == h("00 00001000 ff 02")
+    assert C.find_and_rejoin(13, 0x07FFF800, True) == h("01 00f8ff07")
+    assert C.leave_network(13) == b"" and C.leave_network(14) == b"\x00"
+    assert C.no_network_key(13, 0xAD) and C.no_network_key(14, 0x0C1B)
+    assert not C.no_network_key(13, 0x0C1B) and not C.no_network_key(14, 0xAD) and not C.no_network_key(13, 0)
+
+
 def test_ezsp_commissioning_bad_input():
     for fn, args in ((C.parse_network_found, (b"\x14" * 15,)), (C.parse_certificate, (13, b"\x00" + CERT[:-1])),
                      (C.parse_cbke_keys, (14, b"\x00\x00\x00\x00" + PUB[:-1])),
@@ -155,12 +166,21 @@ def test_zigbee_config_section_checked():
     ok = dict(base, zigbee={"install_code": "83FE D340 7A93 9723 A5C6 39B2 6916 D505 C3B5", "channels": [11, 20],
                             "ke_endpoint": 9})
     assert config.validate(ok)["zigbee"]["channels"] == [11, 20]
+    ext = dict(base, zigbee={"install_code": SPEC_CODE, "extended_pan_id": "00:12:4b:00:01:c0:ff:ee",
+                             "rejoin_after_s": 5})
+    assert config.validate(ext)["zigbee"]["extended_pan_id"] == "00:12:4b:00:01:c0:ff:ee"
+    from ppmid.zigbee.commission import extended_pan_id
+    assert extended_pan_id("00:12:4b:00:01:c0:ff:ee") == h("00124b0001c0ffee")
     assert "zigbee" not in config.validate(base)
     for z, words in (({"install_code": SPEC_CODE[:-4] + "0000"}, "E_INSTALL_CODE_CRC"),
                      ({"install_code": "0102"}, "E_INSTALL_CODE"),
                      ({"install_code": SPEC_CODE, "channel": [20]}, "unknown zigbee key"),
                      ({"channels": [10]}, "channels"), ({"channels": []}, "channels"),
                      ({"ke_endpoint": 0}, "ke_endpoint"), ({"state_path": "/x"}, "unknown zigbee key"),
+                     ({"extended_pan_id": "00124b0001c0ff"}, "extended_pan_id"),
+                     ({"extended_pan_id": "00124b0001c0ffzz"}, "extended_pan_id"),
+                     ({"extended_pan_id": 5}, "extended_pan_id"),
+                     ({"rejoin_after_s": 0}, "rejoin_after_s"), ({"rejoin_after_s": True}, "rejoin_after_s"),
                      ("83FE", "must be an object")):
         try:
             config.validate(dict(base, zigbee=z))

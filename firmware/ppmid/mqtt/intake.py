@@ -95,9 +95,12 @@ class Intake:
         if topic != self.topics.cmd and self.update is not None:
             # the only other topics are the update family's (docs/update.md): the updater is
             # imported on the first such message, and answers on its own topic; a signed
-            # users update (update/config) goes to its own module instead (docs/security.md)
+            # users update (update/config) goes to its own module instead (docs/security.md),
+            # and so does a commission order (update/commission, docs/zigbee.md)
             if topic.endswith("/config"):
                 from ppmid.relay.users_update import handle
+            elif topic.endswith("/commission"):
+                from ppmid.relay.commission_order import handle
             else:
                 from ppmid.update.service import handle
             await handle(self.update, topic, payload)

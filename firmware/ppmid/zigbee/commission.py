@@ -1,9 +1,12 @@
 # Commissioning onto the smart-metering HAN (docs/zigbee.md "Commissioning"): the install
 # code's link key as the preconfigured trust-centre key, an active scan on the configured
 # channels, joinNetwork, then certificate-based key establishment (CBKE, suite 2) with the
-# CH as trust centre through the NCP's CBKE library. Loaded only when the module has no
-# network at start-up, or has one but key establishment never completed (ZigbeeHan), so a
-# commissioned gateway never holds this code. The config check (settings) runs at boot.
+# CH as trust centre through the NCP's CBKE library; a trust-centre rejoin after the
+# network stayed down; a clean re-commission when the CH forgot us or the host tools order
+# one. Loaded only when the module has no network at start-up, has one but key
+# establishment never completed, lost its network for longer than rejoin_after_s, or an
+# order came (ZigbeeHan, relay/commission_order.py), so a commissioned gateway never holds
+# this code. The config check (settings) runs at boot.
 import asyncio
 from micropython import const
 
@@ -21,6 +24,10 @@ E_CBKE_TERMINATED = "E_CBKE_TERMINATED"         # the CH ended key establishment
 E_CBKE_TIMEOUT = "E_CBKE_TIMEOUT"               # a step took longer than announced
 E_CBKE_KEY_CONFIRM = "E_CBKE_KEY_CONFIRM"       # the CH's key confirmation does not match ours
 E_CBKE_MODULE = "E_CBKE_MODULE"                 # the module's CBKE library failed (no certificate...)
+E_CBKE_ISSUER = "E_CBKE_ISSUER"                 # the CH's certificate is not from our certificate's issuer
+E_NETWORKS = "E_COMMISSION_NETWORKS"            # more than one network open for joining: not guessed
+E_REJOIN = "E_REJOIN_FAILED"                    # a trust-centre rejoin found no network in time
+E_REJOIN_REFUSED = "E_REJOIN_REFUSED"           # nothing to rejoin, or the trust centre refused: re-commission
 RETRY_NEVER = (IC.E_INSTALL_CODE, IC.E_INSTALL_CODE_CRC)
 
 _CH = const(0x0000)
@@ -30,7 +37,17 @@ _MARGIN_MS = const(2000)        # on top of a time the CH announced (air, NCP, C
 _STEPS = const(16)              # the last steps kept for info
 
 KEYS = {"install_code": None, "channels": None, "ke_endpoint": 1, "scan_duration": 3,
-        "join_timeout_s": 15, "ke_timeout_s": 10}
+        "join_timeout_s": 15, "ke_timeout_s": 10, "extended_pan_id": None, "rejoin_after_s": 20}
+
+
+def extended_pan_id(text):
+    """zigbee.extended_pan_id: 8 bytes in hex as printed (big-endian; colons, spaces and
+    hyphens ignored) -> bytes, or ValueError."""
+    h = "".join(c for c in text if c not in ":- ")
+    if len(h) != 16:
+        raise ValueError
+    from binascii import unhexlify
+    return unhexlify(h)
 
 
 def settings(section):
@@ -54,8 +71,14 @@ def settings(section):
     if ch is not None and (not isinstance(ch, list) or not ch or
                            any(isinstance(c, bool) or not isinstance(c, int) or not 11 <= c <= 26 for c in ch)):
         raise ConfigError("zigbee.channels must be a list of channels 11 to 26")
+    ext = out.get("extended_pan_id")
+    if ext is not None:
+        try:
+            extended_pan_id(ext)
+        except (ValueError, TypeError):
+            raise ConfigError("zigbee.extended_pan_id must be the CH's extended PAN id, 8 bytes in hex, not %r" % (ext,))
     for k, lo, hi in (("ke_endpoint", 1, 240), ("scan_duration", 0, 14), ("join_timeout_s", 1, 600),
-                      ("ke_timeout_s", 1, 600)):
+                      ("ke_timeout_s", 1, 600), ("rejoin_after_s", 1, 3600)):
         v = out.get(k, KEYS[k])
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ConfigError("zigbee.%s must be an integer from %d to %d" % (k, lo, hi))
@@ -64,6 +87,8 @@ def settings(section):
 
 COMMISSIONING = "commissioning"        # ZigbeeHan statuses while this runs
 COMMISSION_FAILED = "commission-failed"
+REJOINING = "rejoining"
+REJOIN_FAILED = "rejoin-failed"
 _MODULES = ("ppmid.zigbee.commission", "ppmid.zigbee.keyest", "ppmid.zigbee.ezsp_cbke", "ppmid.zigbee.installcode")
 
 
@@ -107,16 +132,30 @@ def _drop():
                 pass
 
 
-async def bring_up(han, c, init_status):
+async def bring_up(han, c, init_status, resets=None):
     """ZigbeeHan's bring-up, after networkInit (init_status): commission a module with no
     network to resume, or one that joined but never completed key establishment (no mark
     of it: a power cut in the middle); retries with backoff until it succeeds (the link
-    failing ends it: the supervisor resets and comes back here)."""
+    failing ends it: the supervisor resets and comes back here). resets: the driver's reset
+    count when a network task (rejoin, order) runs this: a module reset since ends it."""
     from ppmid.clock import sleep_ms
+    if resets is None:
+        # the supervisor's bring-up after a module reset: a rejoin or order from before it
+        # stops now (it would take this bring-up's stack statuses from the queue)
+        t = getattr(han, "_net_task", None)
+        if t is not None:
+            t.cancel()
+            han._net_task = None
     joined = init_status == 0
     path = c.get("state_path")
-    if han.commission is None and joined and (not han._net_up or _marked(path)):
-        _drop()
+    if joined and (not han._net_up or _marked(path)):
+        if han.commission is None:
+            _drop()
+        if not han._net_up:
+            # resumed, but the network is not there (it went while the module was reset):
+            # a trust-centre rejoin if it stays away (no NETWORK_DOWN will come to say so)
+            from ppmid.zigbee.rejoin import network_lost
+            network_lost(han)
         return
     if han.commission is None:
         han.commission = Commissioner(han, c, han._log)
@@ -124,7 +163,7 @@ async def bring_up(han, c, init_status):
     if not joined:
         _mark(path, False)
     backoff = 1
-    while True:
+    while resets is None or han.counters["resets"] == resets:
         han._set_status(COMMISSIONING, cm.state)
         try:
             if await cm.run(joined):
@@ -138,6 +177,114 @@ async def bring_up(han, c, init_status):
         han._set_status(COMMISSION_FAILED, "%s: %s" % (cm.error, cm.detail))
         await sleep_ms(int(max(backoff, cm.retry_after_s or 0) * 1000))
         backoff = min(han.opts["backoff_max_s"], backoff * 2)
+
+
+def _commissioner(han, c):
+    if han.commission is None:
+        han.commission = Commissioner(han, c, han._log)
+    return han.commission
+
+
+async def rejoin(han, c):
+    """The network went down and stayed down for rejoin_after_s (ZigbeeHan): trust-centre
+    rejoins, backing off, until it is back (by one of them or by itself). The module holding
+    no network any more (the trust centre removed us) or the trust centre refusing the
+    rejoin (the CH forgot this PPMID): a clean re-commission. The HAN statuses are this
+    one's while it runs (rejoining, rejoin-failed, then commissioning's)."""
+    fresh = han.commission is None
+    cm = _commissioner(han, c)
+    await _owning_status(han, _rejoin_until_up(han, c, cm))
+    if fresh and han._net_up and cm.cbke is None:
+        # rejoined on a gateway commissioned at an earlier boot: this code leaves the heap
+        # again, as at such a boot (the log has the steps; info has no "commissioning")
+        han.commission = None
+        _drop()
+
+
+def order_recommission(han, why):
+    """A fresh commissioning ordered by the host tools (a changed CH: new install, change of
+    tenancy; relay/commission_order.py): leave the network, forget the mark of key
+    establishment, then the whole sequence as for a new module, in ZigbeeHan's network task
+    (a rejoin running is replaced). False when the config has no install code, None while
+    the driver brings the module up (the order is to be sent again)."""
+    c = han.opts.get("commission")
+    if not c:
+        return False
+    from ppmid.zigbee.rejoin import network_task
+    old = network_task(han)
+    if not han._up and old is None:
+        return None      # the module is being brought up (and maybe commissioned) right now
+    han._net_task = asyncio.create_task(_ordered(han, c, why))
+    if old is not None:
+        old.cancel()
+    return True
+
+
+async def _ordered(han, c, why):
+    cm = _commissioner(han, c)
+    try:
+        await _owning_status(han, _recommission(han, c, cm, why))
+    except Exception as exc:  # a link failure: the supervisor resets (after leaveNetwork the module
+        # holds no network, and that bring-up commissions it)
+        cm._step("re-commission stopped: %r" % (exc,))
+    finally:
+        from ppmid.zigbee.rejoin import network_task
+        if network_task(han) is asyncio.current_task():
+            han._net_task = None
+
+
+async def _owning_status(han, work):
+    # while this runs the driver's own status updates (network up/down, tunnel) stay
+    # quiet: the statuses say rejoining / commissioning; a link reset (the supervisor
+    # brings the module up again) or a newer order (which replaced this task) ends it
+    # without touching what came after
+    from ppmid.zigbee.rejoin import network_task
+    resets = han.counters["resets"]
+    me = asyncio.current_task()
+    han._up = False
+    try:
+        await work
+    finally:
+        if han.counters["resets"] == resets and han._link.connected and network_task(han) is me:
+            han._up = True
+            han._update_status()
+
+
+async def _rejoin_until_up(han, c, cm):
+    from ppmid.clock import wait_event_ms
+    resets = han.counters["resets"]
+    backoff = 1
+    while not han._net_up and han.counters["resets"] == resets:
+        han._net_event.clear()
+        han._set_status(REJOINING, "trust-centre rejoin, attempt %d" % (cm.rejoins + 1))
+        try:
+            if await cm.rejoin():
+                return
+        except PpmidError as exc:
+            if exc.code != E_REJOIN_REFUSED:
+                raise
+            await _recommission(han, c, cm, exc.message)
+            return
+        han._set_status(REJOIN_FAILED, "%s: %s" % (cm.error, cm.detail))
+        # back by itself in the meantime: no more rejoins
+        await wait_event_ms(han._net_event, backoff * 1000)
+        backoff = min(han.opts["backoff_max_s"], backoff * 2)
+
+
+async def _recommission(han, c, cm, why):
+    cm._step("re-commission: " + why)
+    v = han._ezsp.version
+    try:
+        await cm._command(C.LEAVE_NETWORK, C.leave_network(v), E_MODULE, "leaveNetwork")
+        cm._step("left the network")
+    except PpmidError as exc:   # not joined: nothing to leave
+        cm._step("leave: %s" % exc.message)
+    han._net_up = False
+    han.tunnel.close("re-commission")
+    _mark(c.get("state_path"), False)
+    cm.state = "uncommissioned"
+    cm.cbke = None
+    await bring_up(han, c, -1, han.counters["resets"])
 
 
 class Commissioner:
@@ -154,13 +301,15 @@ class Commissioner:
         self.detail = ""
         self.steps = []
         self.attempts = 0
+        self.rejoins = 0
         self.retry_after_s = None     # the CH's wait time from a Terminate
         self._q = []                  # (kind, value): callbacks and KE frames received
         self._ev = asyncio.Event()
         self._seq = 0
 
     def info(self):
-        d = {"state": self.state, "cbke": self.cbke, "steps": list(self.steps), "attempts": self.attempts}
+        d = {"state": self.state, "cbke": self.cbke, "steps": list(self.steps), "attempts": self.attempts,
+             "rejoins": self.rejoins}
         if self.error:
             d["error"] = self.error
             d["detail"] = self.detail
@@ -221,6 +370,53 @@ class Commissioner:
             self._fail(code, "the module refused %s (status 0x%x)" % (what, status))
         return p
 
+    def _mask(self):
+        mask = 0
+        for c in self.opts.get("channels") or range(11, 27):
+            mask |= 1 << c
+        return mask
+
+    async def rejoin(self):
+        """One trust-centre rejoin: findAndRejoinNetwork without the current network key (the
+        CH sends it again under our link key) on the configured channels. True when the
+        network is back; False when no network came in time (kept in error/detail);
+        PpmidError(E_REJOIN_REFUSED) when the module holds no network or the trust centre
+        refused us: only a fresh commissioning can help then."""
+        self.rejoins += 1
+        self.state = "rejoining"
+        self.error = None
+        v = self.han._ezsp.version
+        self._q = [q for q in self._q if q[0] != E.STACK_STATUS_HANDLER]
+        mask = self._mask()
+        p = await self.han._ezsp.command(C.FIND_AND_REJOIN_NETWORK, C.find_and_rejoin(v, mask))
+        status = E.parse_status(v, p)
+        if status:
+            self._rejoin_failed(E_REJOIN_REFUSED, "the module refused findAndRejoinNetwork (status 0x%x): it "
+                                "holds no network (the trust centre removed it)" % status)
+        self._step("trust-centre rejoin asked (channels mask 0x%08x)" % mask)
+        timeout_s = self.opts.get("join_timeout_s", 15)
+        item = await self._next((E.STACK_STATUS_HANDLER,), timeout_s * 1000)
+        if item is None:
+            return self._rejoin_failed(E_REJOIN, "no network within %d s of the rejoin" % timeout_s)
+        if E.parse_stack_status(v, item[1]):
+            self.state = "commissioned"
+            self._step("rejoined")
+            return True
+        status = E.parse_status(v, item[1])
+        if C.no_network_key(v, status):
+            self._rejoin_failed(E_REJOIN_REFUSED, "the trust centre refused the rejoin (no network key): the "
+                                "CH no longer holds this PPMID in its device log")
+        return self._rejoin_failed(E_REJOIN, "the rejoin ended with status 0x%x" % status)
+
+    def _rejoin_failed(self, code, message):
+        self.state = "failed"
+        self.error = code
+        self.detail = message
+        self._step("rejoin failed %s: %s" % (code, message))
+        if code == E_REJOIN_REFUSED:
+            raise PpmidError(code, message)
+        return False
+
     # ---- the whole run ------------------------------------------------------------------------
     async def run(self, joined):
         """One attempt: join unless joined, then key establishment. True on success; a
@@ -257,9 +453,7 @@ class Commissioner:
         await self._command(C.SET_INITIAL_SECURITY_STATE, C.initial_security_state(key), E_MODULE,
                             "setInitialSecurityState")
         self._step("security state set (install-code link key)")
-        mask = 0
-        for c in o.get("channels") or range(11, 27):
-            mask |= 1 << c
+        mask = self._mask()
         self.state = "scanning"
         await self._command(C.START_SCAN, C.start_scan(mask, o.get("scan_duration", 3)), E_MODULE, "startScan")
         found = []
@@ -275,12 +469,12 @@ class Commissioner:
                 found.append(net)
         if not found:
             self._fail(E_NO_NETWORK, "no Zigbee PRO network open for joining on channels mask 0x%08x" % mask)
+        found = self._ours(found)
         found.sort(key=lambda n: -n["lqi"])
-        self._step("scan: %d network(s) open for joining" % len(found))
+        self._step("scan: network %s open for joining (%d beacon(s))" % (_hex(found[0]["extended_pan_id"]), len(found)))
         self.state = "joining"
         for net in found:
-            # more than one answering (a neighbour's CH): only ours holds our install code
-            # in its device log, the others never send a network key
+            # the same network answering through more than one device: the best link first
             self._q = [q for q in self._q if q[0] != E.STACK_STATUS_HANDLER]
             await self._command(C.JOIN_NETWORK, C.join_network(net), E_MODULE, "joinNetwork")
             self._step("joining PAN 0x%04x on channel %d" % (net["pan_id"], net["channel"]))
@@ -292,6 +486,25 @@ class Commissioner:
                 net["pan_id"], "no answer" if item is None else "status 0x%x" % E.parse_status(v, item[1])))
         self._fail(E_JOIN_REFUSED, "the trust centre gave no network key: this PPMID's EUI-64 is not in the "
                    "CH's device log, or the install code there is not this one")
+
+    def _ours(self, found):
+        """The beacons of the network to join: the one zigbee.extended_pan_id names, or the
+        only one open for joining. Two CHs answering (a neighbour's, both permitting joins):
+        no guess (a join attempt would offer our install-code key to a stranger's trust
+        centre and, in a block of flats, could land on the wrong HAN)."""
+        want = self.opts.get("extended_pan_id")
+        if want:
+            want = extended_pan_id(want)
+            mine = [n for n in found if n["extended_pan_id"] == want]
+            if not mine:
+                self._fail(E_NO_NETWORK, "network %s (zigbee.extended_pan_id) is not open for joining; %s is"
+                           % (_hex(want), ", ".join(_hex(x) for x in _distinct(found))))
+            return mine
+        nets = _distinct(found)
+        if len(nets) > 1:
+            self._fail(E_NETWORKS, "%d networks open for joining (%s): set zigbee.extended_pan_id to the CH's"
+                       % (len(nets), ", ".join(_hex(x) for x in nets)))
+        return found
 
     async def _send_ke(self, frame):
         await self.han._send_zcl(_CH, frame, K.CLUSTER_KEY_ESTABLISHMENT, self.opts.get("ke_endpoint", 1),
@@ -344,6 +557,12 @@ class Commissioner:
                 await self._terminate(K.UNSUPPORTED_SUITE)
                 self._fail(K.E_KE_FRAME, "the CH chose key establishment suite 0x%04x" % f.suite)
             ch_cert, eph_ms, conf_ms = f.certificate, f.ephemeral_time * 1000, f.confirm_time * 1000
+            if K.cert_issuer(ch_cert) != K.cert_issuer(cert):
+                # the CH's certificate must come from the CA that issued ours (on a real
+                # module calculateSmacs would fail too; this says why, before any ECC)
+                await self._terminate(K.UNKNOWN_ISSUER)
+                self._fail(E_CBKE_ISSUER, "the CH's certificate is issued by %s, ours by %s"
+                           % (_hex(K.cert_issuer(ch_cert)), _hex(K.cert_issuer(cert))))
             self._step("cbke: CH certificate, subject %s" % "".join("%02x" % b for b in K.cert_subject(ch_cert)))
             await self._command(C.GENERATE_CBKE_KEYS_283K1, b"", E_CBKE_MODULE, "generateCbkeKeys283k1")
             status, ephemeral = C.parse_cbke_keys(v, await self._callback(
@@ -378,3 +597,15 @@ class Commissioner:
                 self._step("temporary data not cleared: %s" % exc.message)
         self.cbke = "ok"
         self._step("cbke: key confirmed, link key stored")
+
+
+def _hex(b):
+    return "".join("%02x" % x for x in b)
+
+
+def _distinct(found):
+    out = []
+    for n in found:
+        if n["extended_pan_id"] not in out:
+            out.append(n["extended_pan_id"])
+    return out

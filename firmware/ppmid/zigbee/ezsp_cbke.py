@@ -14,6 +14,7 @@ NETWORK_FOUND_HANDLER = const(0x001B)
 SCAN_COMPLETE_HANDLER = const(0x001C)
 JOIN_NETWORK = const(0x001F)
 LEAVE_NETWORK = const(0x0020)
+FIND_AND_REJOIN_NETWORK = const(0x0021)
 SET_INITIAL_SECURITY_STATE = const(0x0068)
 GENERATE_CBKE_KEYS_283K1 = const(0x00E8)
 GENERATE_CBKE_KEYS_HANDLER_283K1 = const(0x00E9)
@@ -31,6 +32,12 @@ SMAC_LEN = const(16)
 HAVE_PRECONFIGURED_KEY = const(0x0100)
 REQUIRE_ENCRYPTED_KEY = const(0x0800)
 SE_JOIN_BITMASK = const(0x0900)
+
+# stackStatusHandler / join results: the trust centre sent no network key (EmberStatus,
+# sl_Status from v14)
+EMBER_NO_NETWORK_KEY_RECEIVED = const(0xAD)
+SL_NO_NETWORK_KEY_RECEIVED = const(0x0C1B)
+REJOIN_DUE_TO_APP_EVENT_1 = const(0xFF)   # EmberRejoinReason (v14's reason argument)
 
 ACTIVE_SCAN = const(1)            # EzspNetworkScanType
 JOIN_MAC_ASSOCIATION = const(0)   # EmberJoinMethod
@@ -80,6 +87,26 @@ def join_network(network, node_type=NODE_ROUTER, tx_power=8):
     return (bytes((node_type,)) + _reversed(network["extended_pan_id"])
             + struct.pack("<HbBBHBI", network["pan_id"], tx_power, network["channel"], JOIN_MAC_ASSOCIATION,
                           0, network["nwk_update_id"], 1 << network["channel"]))
+
+
+def find_and_rejoin(version, channel_mask, have_current_network_key=False):
+    """findAndRejoinNetwork parameters: haveCurrentNetworkKey (false: a trust-centre
+    rejoin, the CH sends the network key again under our link key), channel mask; from v14
+    also the rejoin reason and our node type."""
+    p = struct.pack("<BI", 1 if have_current_network_key else 0, channel_mask)
+    if is_v14(version):
+        p += bytes((REJOIN_DUE_TO_APP_EVENT_1, NODE_ROUTER))
+    return p
+
+
+def leave_network(version):
+    """leaveNetwork parameters: none before v14, then the options (none: a plain leave)."""
+    return b"\x00" if is_v14(version) else b""
+
+
+def no_network_key(version, status):
+    """True when a join or rejoin status says the trust centre sent no network key."""
+    return status == (SL_NO_NETWORK_KEY_RECEIVED if is_v14(version) else EMBER_NO_NETWORK_KEY_RECEIVED)
 
 
 def parse_certificate(version, p):

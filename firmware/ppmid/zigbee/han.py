@@ -383,6 +383,10 @@ class ZigbeeHan:
                 else:
                     # the CH will re-request the tunnel when we are back on the network
                     self.tunnel.close("network down")
+                    if self._up and "commission" in self.opts:
+                        # a trust-centre rejoin if it stays down (zigbee/rejoin.py, loaded now)
+                        from ppmid.zigbee.rejoin import network_lost
+                        network_lost(self)
                 self._update_status()
         else:
             self.counters["callbacks_unknown"] += 1

@@ -1,0 +1,46 @@
+"""`ppmid commission`: order a gateway to leave the HAN and commission again (a changed
+Communications Hub: new install, change of tenancy), by a signed order over MQTT
+(docs/zigbee.md "Re-commission on order").
+
+    ppmid commission --state-dir DIR --gateway EUI --key operator.pem [--sequence N]
+
+Signs the order with the operator's update key (ppmid release --make-key) and prints the
+gateway's status as JSON. Exit 0 when it says "accepted"; the commissioning itself then
+shows in the gateway's info ("commissioning") and HAN status (ppmid status).
+"""
+import json
+import sys
+
+from host_tools.cli import CliError
+
+
+def add_arguments(p):
+    p.add_argument("--state-dir", required=True, help="the broker's state dir (ppmid broker start)")
+    p.add_argument("--gateway", required=True, metavar="EUI", help="the gateway's EUI-64")
+    p.add_argument("--key", required=True, metavar="PEM", help="the operator's P-256 update key (ppmid release --make-key)")
+    p.add_argument("--sequence", type=int, help="the order's sequence (default: the last accepted + 1)")
+    p.add_argument("--as", dest="broker_user", default="test", metavar="NAME",
+                   help="identity on the broker (certificate dcc-user-NAME; default test)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the gateway's status")
+
+
+def run(args):
+    from host_tools import commission_order as O
+    from host_tools.broker import BrokerError, gateway_identity, user_identity
+    try:
+        eui = gateway_identity(args.gateway)
+        ident = user_identity(args.broker_user)
+    except BrokerError as exc:
+        raise CliError(str(exc))
+    if not 0 < args.timeout <= 86400:
+        raise CliError("--timeout must be a number of seconds from 0 to 86400")
+    if args.sequence is not None and args.sequence < 1:
+        raise CliError("--sequence must be 1 or more")
+    st = O.push(args.state_dir, eui, args.key, user=ident, timeout=args.timeout, sequence=args.sequence)
+    print(json.dumps(st))
+    if st.get("state") != "accepted":
+        err = st.get("error") or {}
+        print("ppmid: commission order %s: %s %s" % (st.get("state"), err.get("code", ""), err.get("message", "")),
+              file=sys.stderr)
+        return 1
+    return 0

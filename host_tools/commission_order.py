@@ -1,0 +1,80 @@
+"""Commission orders (docs/zigbee.md "Re-commission on order"): what `ppmid commission`
+runs. A changed Communications Hub (a new install, a change of tenancy) needs the PPMID to
+leave the HAN and commission again; the order is signed with the operator's update key
+(ECDSA P-256, the key of `ppmid release` and `ppmid users push`), names the gateway and
+carries a rising sequence, published on ppmid/v1/EUI/update/commission; the gateway answers
+on ppmid/v1/EUI/update with {"kind": "commission", "state": "accepted" | "refused", ...}.
+The gateway side: firmware/ppmid/relay/commission_order.py.
+
+The host keeps the last sequence each gateway accepted in STATE_DIR/keys/EUI.commission.json
+({"sequence": N}); the next order carries N + 1.
+"""
+import json
+import os
+import secrets
+
+from host_tools.errors import ToolError
+
+
+class CommissionOrderError(ToolError):
+    code = "E_COMMISSION_ORDER"
+
+
+def registry_path(state_dir, eui):
+    from host_tools.broker import gateway_identity
+    return os.path.join(state_dir, "keys", gateway_identity(eui) + ".commission.json")
+
+
+def last_sequence(state_dir, eui):
+    path = registry_path(state_dir, eui)
+    if not os.path.exists(path):
+        return 0
+    try:
+        with open(path) as f:
+            seq = json.load(f)["sequence"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CommissionOrderError("cannot read %s: %s" % (path, exc))
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise CommissionOrderError("%s: sequence must be a whole number" % path)
+    return seq
+
+
+def write_sequence(state_dir, eui, sequence):
+    path = registry_path(state_dir, eui)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"sequence": sequence}, f)
+    os.replace(path + ".tmp", path)
+
+
+def document(eui, sequence, order="recommission"):
+    """The signed text: canonical JSON (sorted keys, no spaces)."""
+    from host_tools.broker import gateway_identity
+    from host_tools.update import canonical
+    return canonical({"format": 1, "gateway": gateway_identity(eui), "order": order, "sequence": sequence})
+
+
+def signed(text, operator_key, order_id=None):
+    """(order id, payload bytes) signed with the operator's P-256 key."""
+    from host_tools.update import sign
+    oid = order_id or "commission-" + secrets.token_hex(5)
+    return oid, json.dumps({"id": oid, "order": text, "signature": sign(operator_key, text.encode()).hex()}).encode()
+
+
+def push(state_dir, eui, operator_key_path, user="dcc-user-test", timeout=60.0, sequence=None):
+    """Sign, send and follow one re-commission order; the gateway's status (dict). On
+    "accepted" the host's sequence is updated."""
+    from host_tools.update import load_key
+    from host_tools.users_update import send, UsersUpdateError
+    from ppmid.mqtt.contract import ROOT, UPDATE
+    from ppmid.relay.commission_order import TOPIC
+    seq = last_sequence(state_dir, eui) + 1 if sequence is None else sequence
+    oid, payload = signed(document(eui, seq), load_key(operator_key_path))
+    try:
+        st = send(state_dir, eui, payload, oid, user, timeout, ROOT + eui + "/" + UPDATE, ROOT + eui + "/" + TOPIC,
+                  kind="commission")
+    except UsersUpdateError as exc:
+        raise CommissionOrderError(str(exc))
+    if st.get("state") == "accepted":
+        write_sequence(state_dir, eui, seq)
+    return st

@@ -1,0 +1,61 @@
+"""`ppmid commission` (host_tools/commission_order.py, cmd_commission.py): the signed text is
+what the firmware vectors hold (tests/firmware/commission_vectors.py) and every vector's
+signature verifies with the test update key as `cryptography` reads it; the host's sequence
+registry; the command's own refusals exit 1 and send nothing. Over MQTT against the emulated
+board: tests/test_e2e_commission_order.py."""
+import json
+import sys
+
+import pytest
+
+from host_tools import commission_order as O
+from tests.conftest import FIRMWARE_TESTS
+
+sys.path.insert(0, FIRMWARE_TESTS)
+import commission_vectors as V  # noqa: E402
+import update_vectors as UV  # noqa: E402
+
+GW = V.GATEWAY
+
+
+def test_document_is_the_vectors_text_and_signatures_verify():
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+    assert O.document(GW, 1) == V.SIGNED["first"][0] and O.document(GW.lower(), 2) == V.SIGNED["second"][0]
+    pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes.fromhex(UV.PUBLIC))
+    for name, (text, sig) in V.SIGNED.items():
+        der = utils.encode_dss_signature(int(sig[:64], 16), int(sig[64:], 16))
+        if name == "wrong-key":
+            with pytest.raises(InvalidSignature):
+                pub.verify(der, text.encode(), ec.ECDSA(hashes.SHA256()))
+        else:
+            pub.verify(der, text.encode(), ec.ECDSA(hashes.SHA256()))
+    key = serialization.load_pem_private_key(UV.PRIVATE_PEM.encode(), None)
+    oid, payload = O.signed(O.document(GW, 7), key)
+    obj = json.loads(payload)
+    assert obj["id"] == oid and obj["order"] == O.document(GW, 7) and len(bytes.fromhex(obj["signature"])) == 64
+
+
+def test_sequence_registry(tmp_path):
+    state = str(tmp_path)
+    assert O.last_sequence(state, GW) == 0
+    O.write_sequence(state, GW, 3)
+    assert O.last_sequence(state, GW) == 3
+    with open(O.registry_path(state, GW), "w") as f:
+        f.write('{"sequence": "x"}')
+    with pytest.raises(O.CommissionOrderError):
+        O.last_sequence(state, GW)
+
+
+def test_commission_cli_errors_exit_1(tmp_path, capsys):
+    from host_tools import cli
+    pem = tmp_path / "op.pem"
+    pem.write_text(UV.PRIVATE_PEM)
+    base = ["commission", "--state-dir", str(tmp_path), "--key", str(pem)]
+    assert cli.main(base + ["--gateway", GW, "--sequence", "0"]) == 1
+    assert cli.main(base + ["--gateway", "nothex"]) == 1
+    assert cli.main(base + ["--gateway", GW, "--timeout", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "--sequence must be 1 or more" in err and "--timeout" in err
+    assert O.last_sequence(str(tmp_path), GW) == 0
