@@ -116,10 +116,11 @@ def compile_mpy(mpy_cross, out_dir):
 
 
 # The gauge's app scenario (gauge.APP_BODY, unchanged) in the 32-bit unix port: there
-# gc.collect() works inside running code, so the harness's exact samples collect first
-# (the webassembly port gets the same by letting node collect between turns); the probes
-# still read gc.mem_alloc() without a collect: live at the last sample plus everything
-# allocated since, the same upper bound as in the gauge.
+# gc.collect() works inside running code, so the harness's samples collect first: between
+# the event loop's turns (the webassembly port gets the same by letting node collect), and,
+# since session 6, at the probes too, inside the firmware's turns (where the webassembly
+# port can only give an upper bound, garbage included): so the "bound" here is the live
+# heap at the probed points, and the higher of it and the peak is the live peak.
 UNIX_HARNESS = """
 async def _live():
     await asyncio.sleep_ms(0)
@@ -134,8 +135,19 @@ async def _sampler(stop, where='loop'):
         if a > H.peak[0]:
             H.peak[0] = a
             H.peak[1] = where
+def _sample(where=''):
+    gc.collect()
+    a = gc.mem_alloc()
+    H.samples[0] += 1
+    if a > H.bound[0]:
+        H.bound[0] = a
+        H.bound[1] = where
+        if len(H.trace) < 64:
+            H.trace.append((where, a))
+    return a
 H.live = _live
 H.sampler = _sampler
+H.sample = _sample
 """
 
 
@@ -224,11 +236,13 @@ def run():
         rows.append({"name": "heap32 unix32 app ready (mqtt+zigbee), " + kind.strip("."), "value": ready,
                      "unit": "bytes", "note": "the gauge's app scenario, package %s; unix port -m32, MicroPython %s"
                                               % (what, version)})
-        rows.append({"name": "heap32 unix32 peak 4KB command, " + kind.strip("."), "value": c["peak"],
-                     "unit": "bytes", "goal": "<= 112640", "ok": c["peak"] <= 112640,
-                     "note": "the gauge's 4 KB command scenario, package %s: highest of %d collected samples "
-                             "between turns; %d before the command, upper bound %d at %s; unix port -m32, "
-                             "MicroPython %s" % (what, c["samples"], c["start"], c["bound"], c["bound_at"], version)})
+        live_peak = max(c["peak"], c["bound"])
+        rows.append({"name": "heap32 unix32 peak 4KB command, " + kind.strip("."), "value": live_peak,
+                     "unit": "bytes", "goal": "<= 112640", "ok": live_peak <= 112640,
+                     "note": "the gauge's 4 KB command scenario, package %s: live peak, the highest of %d "
+                             "collected samples between turns (%d) and at the probes inside them (%d at %s); "
+                             "%d before the command; unix port -m32, MicroPython %s"
+                             % (what, c["samples"], c["peak"], c["bound"], c["bound_at"], c["start"], version)})
     return rows
 
 
