@@ -1,7 +1,8 @@
 # GBT split / reassembly (ppmid.gbcs.gbt): identity, order, duplicates, timeouts, memory bound,
 # inconsistent blocks, acknowledgements. Runs under CPython and MicroPython.
 from ppmid.gbcs import decode, GbcsError, gbt, build
-from ppmid.gbcs.gbt import GbtError, Reassembler
+from ppmid.gbcs.gbt import GbtError
+from ppmid.gbcs.reassembly import Reassembler
 from test_gbcs_samples import sample
 
 BIG = "4.13_ECS26a/ECS26a_4.13_ERROR_COMMAND"   # 269 bytes
