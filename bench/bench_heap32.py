@@ -113,7 +113,9 @@ def run():
     _write_app_heap(c["peak"])
     rows.append({"name": "heap32 peak 4KB command", "value": c["peak"], "unit": "bytes",
                  "goal": "<= %d" % PEAK_GOAL, "ok": c["peak"] <= PEAK_GOAL,
-                 "note": "live heap, highest of %d exact samples between the event loop's turns, app with MQTT + "
+                 "note": "live heap, highest of %d exact samples between the event loop's turns (garbage of a "
+                         "stretch that runs in one call from node included: an upper side; the live peak is "
+                         "frozen32.py's, docs/memory.md), app with MQTT + "
                          "Zigbee (NFC off): %s over the goal; %d before the command (its 5.6 KB JSON in the MQTT "
                          "client's buffer included); %d-byte GBCS in %d GBT blocks to the stand-in EZSP; "
                          "%s missing probes: %s; least of %d runs %s" % (c["samples"], _kb(max(0, c["peak"] - PEAK_GOAL)), c["start"],

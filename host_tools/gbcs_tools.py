@@ -10,7 +10,7 @@ from host_tools.errors import ToolError
 
 mpcompat.install()
 
-from ppmid.gbcs import decode, GbcsError, codes, gbt  # noqa: E402
+from ppmid.gbcs import decode, GbcsError, codes, gbt, reassembly  # noqa: E402
 
 
 class GbcsInputError(ToolError):
@@ -181,7 +181,7 @@ class GbtCollector:
         head["sources"] = [g.blocks[n][2] for n in nums]
         # CRA or message code that differ, a rebuilt message that is malformed or does not match its routing header: the
         # firmware Reassembler checks all of these, fed in block-number order
-        r = gbt.Reassembler(max_bytes=sum(len(b[1]) + gbt.BLOCK_OVERHEAD for b in g.blocks.values()) + 1,
+        r = reassembly.Reassembler(max_bytes=sum(len(b[1]) + gbt.BLOCK_OVERHEAD for b in g.blocks.values()) + 1,
                             timeout_ms=1)
         whole = None
         try:

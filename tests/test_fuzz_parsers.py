@@ -29,7 +29,7 @@ mpcompat.install()
 
 from ppmid import envelope, config, sntp, utrn  # noqa: E402
 from ppmid.errors import PpmidError  # noqa: E402
-from ppmid.gbcs import Validator, MemoryCounterStore, build, decode, gbt  # noqa: E402
+from ppmid.gbcs import Validator, MemoryCounterStore, build, decode, gbt, reassembly  # noqa: E402
 from ppmid.mqtt import packets  # noqa: E402
 from ppmid.nfc import ndef, frames  # noqa: E402
 from ppmid.zigbee import ash, ezsp, tunnel  # noqa: E402
@@ -201,7 +201,7 @@ def test_gbcs_decode_and_validate(buf):
 @given(st.lists(inputs(*BLOCKS), min_size=1, max_size=4))
 def test_gbt_reassembly(blocks):
     took("gbt reassembly")
-    r = gbt.Reassembler(max_bytes=4096)
+    r = reassembly.Reassembler(max_bytes=4096)
     for i, b in enumerate(blocks):
         run("gbt reassembly", r.feed, b, i * 10)
 

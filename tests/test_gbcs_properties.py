@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ppmid import config
-from ppmid.gbcs import GbcsError, Validator, MemoryCounterStore, build, decode, gbt
+from ppmid.gbcs import GbcsError, Validator, MemoryCounterStore, build, decode, gbt, reassembly
 from ppmid.gbcs.message import FORM_GBT, FORM_MAC_SIGNED
 
 CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -127,7 +127,7 @@ def test_split_then_reassemble_is_identity(data):
     order = data.draw(st.permutations(range(len(blocks))))
     dups = data.draw(st.lists(st.integers(0, len(blocks) - 1), max_size=5))
     feed = [blocks[i] for i in order] + [blocks[i] for i in dups]
-    r = gbt.Reassembler(max_bytes=len(raw) + gbt.BLOCK_OVERHEAD * len(blocks), timeout_ms=10)
+    r = reassembly.Reassembler(max_bytes=len(raw) + gbt.BLOCK_OVERHEAD * len(blocks), timeout_ms=10)
     out = []
     for blk in feed:
         got = r.feed(blk, 0)
@@ -151,5 +151,5 @@ def test_split_for_transfer_fits(data):
     if len(raw) <= transfer:
         assert blocks == [raw]
     else:
-        r = gbt.Reassembler(1 << 20, 1000)
+        r = reassembly.Reassembler(1 << 20, 1000)
         assert [x for x in (r.feed(b, 0) for b in blocks) if x is not None] == [raw]

@@ -62,7 +62,7 @@ class GatewayDouble:
 
     async def _main(self):
         from ppmid.relay.journal import Journal
-        from ppmid.relay.counters import JournalCounterStore
+        from ppmid.relay.journal import JournalCounterStore
         from ppmid.relay.core import Relay
         from ppmid.clock import Clock
         from ppmid.gbcs import Validator, decode

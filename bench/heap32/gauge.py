@@ -300,6 +300,7 @@ if NFC:
     async def _begin(self, passive_retries=2):
         return (0x32, 1, 6, 7)
     _pn.PN532.begin = _begin
+PROBE_COST = (await H.probe_cost(len(TOPUP_PROBES if TOPUP else PROBES))) if COMMAND else 0
 from ppmid import app
 board = H.Board(nfc=NFC, fs_root=FLASH + '/', wired=WIRED)
 asyncio.create_task(app.run(board))
@@ -334,12 +335,11 @@ if COMMAND:
     probes = TOPUP_PROBES if TOPUP else PROBES
     mods = [__import__(modname, None, None, [fn]) for modname, clsname, fn in probes]
     before = set(m for m in sys.modules if m.startswith('ppmid'))
-    p0 = await H.live()
     missing = []
     for mod, (modname, clsname, fn) in zip(mods, probes):
         if not H.probe(getattr(mod, clsname) if clsname else mod, fn, modname.split('.')[-1] + '.' + fn):
             missing.append(modname + '.' + (clsname + '.' if clsname else '') + fn)
-    probes = (await H.live()) - p0
+    probes = PROBE_COST  # measured before the app started (H.probe_cost)
     # the MQTT client's receive buffer grows to the packet: the command's JSON lands there,
     # read in place as the client's readinto does (bytearray(f.read()) left the read's
     # bytes, 5.6 KB, referenced from this coroutine's frame until the end of the script)

@@ -169,8 +169,7 @@ async def start(board):
     _mark(board, "config")
 
     # the relay core and its journal (recovery reads the journal before anything starts)
-    from ppmid.relay.journal import Journal
-    from ppmid.relay.counters import JournalCounterStore
+    from ppmid.relay.journal import Journal, JournalCounterStore
     gc.collect()
     from ppmid.relay.core import Relay
     from ppmid.clock import Clock

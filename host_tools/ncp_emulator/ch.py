@@ -12,7 +12,7 @@ import struct
 import threading
 import time
 
-from ppmid.gbcs import build, gbt
+from ppmid.gbcs import build, gbt, reassembly
 from ppmid.gbcs.message import decode
 from ppmid.zigbee import tunnel as T
 
@@ -189,7 +189,7 @@ class CommsHub:
         self._out_timer = None
         self._seq = 0
         self._frag = None
-        self._reasm = gbt.Reassembler(65536, 60000)
+        self._reasm = reassembly.Reassembler(65536, 60000)
         self._request_handle = None
         self._log_lock = threading.Lock()
         self._log_file = open(log_path, "a") if log_path else None

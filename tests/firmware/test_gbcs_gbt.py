@@ -1,7 +1,8 @@
 # GBT split / reassembly (ppmid.gbcs.gbt): identity, order, duplicates, timeouts, memory bound,
 # inconsistent blocks, acknowledgements. Runs under CPython and MicroPython.
 from ppmid.gbcs import decode, GbcsError, gbt, build
-from ppmid.gbcs.gbt import GbtError, Reassembler
+from ppmid.gbcs.gbt import GbtError
+from ppmid.gbcs.reassembly import Reassembler
 from test_gbcs_samples import sample
 
 BIG = "4.13_ECS26a/ECS26a_4.13_ERROR_COMMAND"   # 269 bytes
@@ -202,3 +203,31 @@ def test_malformed_block_is_a_gbcs_error():
         else:
             raise AssertionError("truncated block accepted at %d" % n)
     assert r.pending() == 0
+
+
+def test_the_send_split_loads_neither_the_builders_nor_the_reassembler():
+    # memory (docs/memory.md, session 6): a large command's split is all the gateway needs of
+    # GBT to send; build.py's builders and the Reassembler stay out of the heap until used
+    import sys
+    names = ("ppmid.gbcs.gbt", "ppmid.gbcs.build", "ppmid.gbcs.reassembly")
+    pkg = sys.modules["ppmid.gbcs"]
+    saved = {n: sys.modules.get(n) for n in names}
+    bound = {n: getattr(pkg, n.rpartition(".")[2], None) for n in names}
+    for n in names:
+        sys.modules.pop(n, None)
+        if bound[n] is not None:
+            delattr(pkg, n.rpartition(".")[2])
+    try:
+        fresh = __import__("ppmid.gbcs.gbt", None, None, ["blocks_for_transfer"])
+        raw = sample(BIG)
+        count, blocks = fresh.blocks_for_transfer(raw, 120, bytearray(125), 5)
+        datas = [bytes(decode(bytes(b)).block_data) for b in blocks]
+        assert count == len(datas) > 1 and b"".join(datas) == raw
+        assert "ppmid.gbcs.build" not in sys.modules
+        assert "ppmid.gbcs.reassembly" not in sys.modules
+    finally:
+        for n in names:
+            if saved[n] is not None:
+                sys.modules[n] = saved[n]
+            if bound[n] is not None:
+                setattr(pkg, n.rpartition(".")[2], bound[n])

@@ -230,7 +230,7 @@ def test_counters_keep_the_highest_and_survive_compaction():
     root = fresh_root()
     j = J.Journal(root, max_bytes=4096)
     j.open()
-    from ppmid.relay.counters import JournalCounterStore
+    from ppmid.relay.journal import JournalCounterStore
     s = JournalCounterStore(j)
     assert s.get("a") is None
     s.put("a", 5)

@@ -310,7 +310,7 @@ class Rig:
 
     def boot(self):
         from ppmid.relay.journal import Journal
-        from ppmid.relay.counters import JournalCounterStore
+        from ppmid.relay.journal import JournalCounterStore
         from ppmid.relay.core import Relay
         self.journal = Journal(self.root, self.kw.pop("max_bytes", 16384), self.kw.pop("max_live", 48))
         self.journal.open()

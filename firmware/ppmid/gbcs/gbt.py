@@ -3,8 +3,7 @@
 # message code copied from the message's own header) and a GBT header (E0, block control,
 # block number from 1, block number ack, block data). Concatenating the block data in block
 # number order gives back the original message. Nothing is decrypted or re-signed.
-from ppmid.gbcs.message import decode, GbcsError, FORM_GBT, TAG_GENERAL_CIPHERING, TAG_GBT
-from ppmid.gbcs import build
+from ppmid.gbcs.message import decode, GbcsError, FORM_GBT, TAG_GENERAL_CIPHERING, TAG_GBT, E_LENGTH, E_VALUE
 
 DEFAULT_TRANSFER_SIZE = 1500   # GBCS tunnel: maximum incoming transfer size
 LAST_BLOCK = 0x80
@@ -22,16 +21,63 @@ class GbtError(GbcsError):
     pass
 
 
+# ---- the length form and the routing header: the only encoding the gateway does (a block's
+# routing header copies its message's); gbcs/build.py builds whole messages with them
+def encode_length(n):
+    """GBCS length: one byte below 0x80, else 81 nn or 82 nnnn."""
+    if n < 0:
+        raise GbcsError(E_LENGTH, "negative length %d" % n)
+    if n < 0x80:
+        return bytes((n,))
+    if n <= 0xFF:
+        return bytes((0x81, n))
+    if n <= 0xFFFF:
+        return bytes((0x82, n >> 8, n & 0xFF))
+    raise GbcsError(E_LENGTH, "length %d does not fit the 82 nnnn form" % n)
+
+
+def _u64(v):
+    if v < 0 or v >= 1 << 64:
+        raise GbcsError(E_VALUE, "counter %d is not an unsigned 64-bit number" % v)
+    out = bytearray(8)
+    for i in range(8):
+        out[7 - i] = (v >> (8 * i)) & 0xFF
+    return bytes(out)
+
+
+def _eui(v, what):
+    v = bytes(v)
+    if len(v) != 8:
+        raise GbcsError(E_LENGTH, "%s must be 8 bytes, not %d" % (what, len(v)))
+    return v
+
+
+def transaction_header(cra, counter, originator, recipient, date_time=None):
+    """09 CRA counter(8) 08 originator 08 recipient, then the date-time element."""
+    if cra not in (1, 2, 3):
+        raise GbcsError(E_VALUE, "CRA flag must be 1, 2 or 3, not %r" % (cra,))
+    parts = [b"\x09", bytes((cra,)), _u64(counter), b"\x08", _eui(originator, "originator"),
+             b"\x08", _eui(recipient, "recipient")]
+    if date_time is None:
+        parts.append(b"\x00")
+    else:
+        date_time = bytes(date_time)
+        if len(date_time) != 12:
+            raise GbcsError(E_LENGTH, "date-time must be 12 bytes, not %d" % len(date_time))
+        parts.append(b"\x0c" + date_time)
+    return b"".join(parts)
+
+
 def _prefix(cra, counter, originator, recipient, message_code):
     # DD, transaction-id, titles, empty date-time, other-information (message code), empty key-info
-    return (bytes((TAG_GENERAL_CIPHERING,)) + build.transaction_header(cra, counter, originator, recipient)
+    return (bytes((TAG_GENERAL_CIPHERING,)) + transaction_header(cra, counter, originator, recipient)
             + bytes((2, (message_code >> 8) & 0xFF, message_code & 0xFF, 0)))
 
 
 def _block(prefix, block_number, data, last, block_ack, window, streaming, security_control):
     n = len(data)
-    dlen = len(build.encode_length(n))
-    out = bytearray(len(prefix) + len(build.encode_length(11 + dlen + n)) + 11 + dlen + n)
+    dlen = len(encode_length(n))
+    out = bytearray(len(prefix) + len(encode_length(11 + dlen + n)) + 11 + dlen + n)
     _block_into(out, 0, prefix, block_number, data, last, block_ack, window, streaming, security_control)
     return bytes(out)
 
@@ -41,8 +87,8 @@ def _block_into(out, at, prefix, block_number, data, last, block_ack, window, st
     if not 0 <= block_number <= 0xFFFF or not 0 <= block_ack <= 0xFFFF:
         raise GbtError(E_GBT_BLOCK_SIZE, "block numbers are 16-bit: %d / %d" % (block_number, block_ack))
     control = (LAST_BLOCK if last else 0) | (STREAMING if streaming else 0) | (window & 0x3F)
-    dlen = build.encode_length(len(data))
-    length = build.encode_length(5 + 6 + len(dlen) + len(data))
+    dlen = encode_length(len(data))
+    length = encode_length(5 + 6 + len(dlen) + len(data))
     p = at + len(prefix)
     out[at:p] = prefix
     out[p:p + len(length)] = length
@@ -71,7 +117,7 @@ def build_block(cra, counter, originator, recipient, message_code, block_number,
 
 def block_overhead(data_len):
     """Bytes a GBT block adds around `data_len` bytes of data."""
-    return 34 + 11 + len(build.encode_length(data_len)) + len(build.encode_length(data_len + 11 + 3))
+    return 34 + 11 + len(encode_length(data_len)) + len(encode_length(data_len + 11 + 3))
 
 
 def split(message, block_data_size, window=1, security_control=0):
@@ -147,138 +193,3 @@ def build_ack(block, block_number=1, window=1):
         raise GbtError(E_GBT_NOT_BLOCK, "only a GBT block can be acknowledged")
     return build_block(m.cra, m.counter, m.recipient, m.originator, m.message_code, block_number, b"",
                        block_ack=m.block_number, window=window)
-
-
-class _Pending:
-    def __init__(self, cra, code, now_ms):
-        self.cra = cra
-        self.code = code
-        self.blocks = {}      # block number -> bytes
-        self.last = 0         # number of the last block, once seen
-        self.held = 0         # bytes charged against the memory bound
-        self.touched = now_ms
-
-
-class Reassembler:
-    """Collects GBT blocks (any order, duplicates ignored, also late duplicates of a message
-    delivered less than timeout_ms ago) into whole messages, holding at most
-    max_bytes (block data + BLOCK_OVERHEAD per block) and dropping a message whose blocks stop
-    arriving for timeout_ms. Keyed by (originator, recipient, counter). now_ms: a monotonic
-    millisecond clock that does not wrap (the caller accumulates ticks_diff on a board)."""
-
-    def __init__(self, max_bytes=8192, timeout_ms=30000):
-        self.max_bytes = max_bytes
-        self.timeout_ms = timeout_ms
-        self.held = 0
-        self._pending = {}
-        self.acks = {}        # key -> highest block number acknowledged to us (ack blocks)
-        self.timed_out = []   # GbtErrors of messages expired inside feed() (last 8 kept)
-        self._done = {}       # key -> completion time: late duplicates of a completed message
-
-    def pending(self):
-        return len(self._pending)
-
-    def _drop(self, key):
-        p = self._pending.pop(key, None)
-        if p is not None:
-            self.held -= p.held
-
-    def expire(self, now_ms):
-        """Drop messages idle for timeout_ms; returns a GbtError(E_GBT_TIMEOUT) per message."""
-        out = []
-        for key in list(self._done):
-            if now_ms - self._done[key] >= self.timeout_ms:
-                del self._done[key]
-        for key in list(self._pending):
-            p = self._pending[key]
-            if now_ms - p.touched >= self.timeout_ms:
-                self._drop(key)
-                upto = p.last or (max(p.blocks) if p.blocks else 0)
-                missing = ",".join(str(i) for i in range(1, upto + 1) if i not in p.blocks)
-                if not p.last:
-                    missing = (missing + "," if missing else "") + "the last block"
-                out.append(GbtError(E_GBT_TIMEOUT, "GBT message (counter %d) timed out after %d ms; missing "
-                                    "block(s): %s" % (_counter_of(key), self.timeout_ms, missing)))
-        return out
-
-    def feed(self, block_buf, now_ms):
-        """Add one block. Returns the complete message (bytes) when its last missing block
-        arrives, else None. Raises GbcsError (bad block) or GbtError."""
-        for exc in self.expire(now_ms):
-            self.timed_out.append(exc)
-            if len(self.timed_out) > 8:
-                self.timed_out.pop(0)
-        m = decode(block_buf)
-        if m.form != FORM_GBT:
-            raise GbtError(E_GBT_NOT_BLOCK, "expected a GBT block (DD 09), got a %s message" % m.form)
-        key = bytes(m.originator) + bytes(m.recipient) + bytes(m.counter_bytes)
-        data = m.block_data
-        if len(data) == 0:  # acknowledgement
-            if m.block_ack > self.acks.get(key, 0):
-                self.acks[key] = m.block_ack
-            return None
-        if key in self._done:
-            return None  # a late duplicate of a message already delivered
-        num = m.block_number
-        if num == 0:
-            raise GbtError(E_GBT_INCONSISTENT, "GBT block number 0 (numbers start at 1)")
-        p = self._pending.get(key)
-        if p is None:
-            p = _Pending(m.cra, m.message_code, now_ms)
-            self._pending[key] = p
-        elif p.cra != m.cra or p.code != m.message_code:
-            self._drop(key)
-            raise GbtError(E_GBT_INCONSISTENT, "GBT blocks of one message disagree on CRA or message code")
-        p.touched = now_ms
-        if m.last_block:
-            if p.last and p.last != num:
-                self._drop(key)
-                raise GbtError(E_GBT_INCONSISTENT, "two last blocks (%d and %d)" % (p.last, num))
-            if p.blocks and max(p.blocks) > num:
-                self._drop(key)
-                raise GbtError(E_GBT_INCONSISTENT, "block %d follows the last block %d" % (max(p.blocks), num))
-            p.last = num
-        elif p.last and num >= p.last:
-            self._drop(key)
-            raise GbtError(E_GBT_INCONSISTENT, "block %d follows the last block %d" % (num, p.last))
-        old = p.blocks.get(num)
-        if old is not None:
-            if old != bytes(data):
-                self._drop(key)
-                raise GbtError(E_GBT_INCONSISTENT, "block %d received twice with different data" % num)
-            return None  # duplicate
-        cost = len(data) + BLOCK_OVERHEAD
-        if self.held + cost > self.max_bytes:
-            self._drop(key)
-            raise GbtError(E_GBT_MEMORY, "GBT reassembly needs more than %d bytes; message dropped"
-                           % self.max_bytes)
-        p.blocks[num] = bytes(data)
-        p.held += cost
-        self.held += cost
-        if not p.last or len(p.blocks) != p.last:
-            return None
-        whole = b"".join(p.blocks[i] for i in range(1, p.last + 1))
-        self._drop(key)
-        if len(self._done) >= 16:  # bounded: forget the oldest
-            oldest = None
-            for k in self._done:
-                if oldest is None or self._done[k] < self._done[oldest]:
-                    oldest = k
-            del self._done[oldest]
-        self._done[key] = now_ms
-        try:
-            inner = decode(whole)
-        except GbcsError as exc:
-            raise GbtError(E_GBT_INCONSISTENT, "reassembled message is malformed: " + exc.message)
-        if (inner.form == FORM_GBT or inner.counter != m.counter or inner.message_code != m.message_code
-                or bytes(inner.originator) != bytes(m.originator) or bytes(inner.recipient) != bytes(m.recipient)):
-            raise GbtError(E_GBT_INCONSISTENT, "reassembled message does not match its GBT routing header")
-        return whole
-
-
-def _counter_of(key):
-    v = 0
-    for x in key[16:24]:
-        v = (v << 8) | x
-    return v
-

@@ -479,8 +479,8 @@ class ZigbeeHan:
             self.counters["rx_gbt_blocks"] += 1
             try:
                 if self._gbt is None:
-                    from ppmid.gbcs import gbt
-                    self._gbt = gbt.Reassembler(self.opts["max_message"], 60000)
+                    from ppmid.gbcs.reassembly import Reassembler
+                    self._gbt = Reassembler(self.opts["max_message"], 60000)
                 out = self._gbt.feed(data, ticks_ms())
             except ImportError:
                 out = data  # no GBT support in this build: the relay sees the block itself

@@ -1,0 +1,141 @@
+# Reassembly of incoming GBT blocks (the receiving half of gbcs/gbt.py): only loaded when
+# the Communications Hub sends a message in blocks, so that a gateway that only sends large
+# commands never holds it (docs/memory.md).
+from ppmid.gbcs.message import decode, GbcsError, FORM_GBT
+from ppmid.gbcs.gbt import (GbtError, BLOCK_OVERHEAD, E_GBT_NOT_BLOCK, E_GBT_MEMORY, E_GBT_TIMEOUT,
+                            E_GBT_INCONSISTENT)
+
+
+class _Pending:
+    def __init__(self, cra, code, now_ms):
+        self.cra = cra
+        self.code = code
+        self.blocks = {}      # block number -> bytes
+        self.last = 0         # number of the last block, once seen
+        self.held = 0         # bytes charged against the memory bound
+        self.touched = now_ms
+
+
+class Reassembler:
+    """Collects GBT blocks (any order, duplicates ignored, also late duplicates of a message
+    delivered less than timeout_ms ago) into whole messages, holding at most
+    max_bytes (block data + BLOCK_OVERHEAD per block) and dropping a message whose blocks stop
+    arriving for timeout_ms. Keyed by (originator, recipient, counter). now_ms: a monotonic
+    millisecond clock that does not wrap (the caller accumulates ticks_diff on a board)."""
+
+    def __init__(self, max_bytes=8192, timeout_ms=30000):
+        self.max_bytes = max_bytes
+        self.timeout_ms = timeout_ms
+        self.held = 0
+        self._pending = {}
+        self.acks = {}        # key -> highest block number acknowledged to us (ack blocks)
+        self.timed_out = []   # GbtErrors of messages expired inside feed() (last 8 kept)
+        self._done = {}       # key -> completion time: late duplicates of a completed message
+
+    def pending(self):
+        return len(self._pending)
+
+    def _drop(self, key):
+        p = self._pending.pop(key, None)
+        if p is not None:
+            self.held -= p.held
+
+    def expire(self, now_ms):
+        """Drop messages idle for timeout_ms; returns a GbtError(E_GBT_TIMEOUT) per message."""
+        out = []
+        for key in list(self._done):
+            if now_ms - self._done[key] >= self.timeout_ms:
+                del self._done[key]
+        for key in list(self._pending):
+            p = self._pending[key]
+            if now_ms - p.touched >= self.timeout_ms:
+                self._drop(key)
+                upto = p.last or (max(p.blocks) if p.blocks else 0)
+                missing = ",".join(str(i) for i in range(1, upto + 1) if i not in p.blocks)
+                if not p.last:
+                    missing = (missing + "," if missing else "") + "the last block"
+                out.append(GbtError(E_GBT_TIMEOUT, "GBT message (counter %d) timed out after %d ms; missing "
+                                    "block(s): %s" % (_counter_of(key), self.timeout_ms, missing)))
+        return out
+
+    def feed(self, block_buf, now_ms):
+        """Add one block. Returns the complete message (bytes) when its last missing block
+        arrives, else None. Raises GbcsError (bad block) or GbtError."""
+        for exc in self.expire(now_ms):
+            self.timed_out.append(exc)
+            if len(self.timed_out) > 8:
+                self.timed_out.pop(0)
+        m = decode(block_buf)
+        if m.form != FORM_GBT:
+            raise GbtError(E_GBT_NOT_BLOCK, "expected a GBT block (DD 09), got a %s message" % m.form)
+        key = bytes(m.originator) + bytes(m.recipient) + bytes(m.counter_bytes)
+        data = m.block_data
+        if len(data) == 0:  # acknowledgement
+            if m.block_ack > self.acks.get(key, 0):
+                self.acks[key] = m.block_ack
+            return None
+        if key in self._done:
+            return None  # a late duplicate of a message already delivered
+        num = m.block_number
+        if num == 0:
+            raise GbtError(E_GBT_INCONSISTENT, "GBT block number 0 (numbers start at 1)")
+        p = self._pending.get(key)
+        if p is None:
+            p = _Pending(m.cra, m.message_code, now_ms)
+            self._pending[key] = p
+        elif p.cra != m.cra or p.code != m.message_code:
+            self._drop(key)
+            raise GbtError(E_GBT_INCONSISTENT, "GBT blocks of one message disagree on CRA or message code")
+        p.touched = now_ms
+        if m.last_block:
+            if p.last and p.last != num:
+                self._drop(key)
+                raise GbtError(E_GBT_INCONSISTENT, "two last blocks (%d and %d)" % (p.last, num))
+            if p.blocks and max(p.blocks) > num:
+                self._drop(key)
+                raise GbtError(E_GBT_INCONSISTENT, "block %d follows the last block %d" % (max(p.blocks), num))
+            p.last = num
+        elif p.last and num >= p.last:
+            self._drop(key)
+            raise GbtError(E_GBT_INCONSISTENT, "block %d follows the last block %d" % (num, p.last))
+        old = p.blocks.get(num)
+        if old is not None:
+            if old != bytes(data):
+                self._drop(key)
+                raise GbtError(E_GBT_INCONSISTENT, "block %d received twice with different data" % num)
+            return None  # duplicate
+        cost = len(data) + BLOCK_OVERHEAD
+        if self.held + cost > self.max_bytes:
+            self._drop(key)
+            raise GbtError(E_GBT_MEMORY, "GBT reassembly needs more than %d bytes; message dropped"
+                           % self.max_bytes)
+        p.blocks[num] = bytes(data)
+        p.held += cost
+        self.held += cost
+        if not p.last or len(p.blocks) != p.last:
+            return None
+        whole = b"".join(p.blocks[i] for i in range(1, p.last + 1))
+        self._drop(key)
+        if len(self._done) >= 16:  # bounded: forget the oldest
+            oldest = None
+            for k in self._done:
+                if oldest is None or self._done[k] < self._done[oldest]:
+                    oldest = k
+            del self._done[oldest]
+        self._done[key] = now_ms
+        try:
+            inner = decode(whole)
+        except GbcsError as exc:
+            raise GbtError(E_GBT_INCONSISTENT, "reassembled message is malformed: " + exc.message)
+        if (inner.form == FORM_GBT or inner.counter != m.counter or inner.message_code != m.message_code
+                or bytes(inner.originator) != bytes(m.originator) or bytes(inner.recipient) != bytes(m.recipient)):
+            raise GbtError(E_GBT_INCONSISTENT, "reassembled message does not match its GBT routing header")
+        return whole
+
+
+def _counter_of(key):
+    v = 0
+    for x in key[16:24]:
+        v = (v << 8) | x
+    return v
+
