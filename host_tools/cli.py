@@ -45,6 +45,37 @@ class CliError(Exception):
     """A user-facing error: printed as `ppmid: <message>`, exit status 1."""
 
 
+def broker_parties(gateway, user):
+    """(gateway EUI-64, DCC-side identity) for a command that talks to one gateway over the
+    broker, or a CliError saying which is malformed."""
+    from host_tools.broker import BrokerError, gateway_identity, user_identity
+    try:
+        return gateway_identity(gateway), user_identity(user)
+    except BrokerError as exc:
+        raise CliError(str(exc))
+
+
+def check_wait(timeout, sequence=None):
+    """--timeout (and --sequence, when the command has one) as a command waits on them."""
+    if not 0 < timeout <= 86400:  # also refuses nan, which would wait for ever
+        raise CliError("--timeout must be a number of seconds from 0 to 86400")
+    if sequence is not None and sequence < 1:
+        raise CliError("--sequence must be 1 or more")
+
+
+def print_final(status, wanted, what):
+    """Print a gateway's last status as JSON; exit status 0 when its state is `wanted`, else
+    1 with `ppmid: WHAT STATE: CODE message` on stderr."""
+    import json
+    print(json.dumps(status))
+    if status.get("state") == wanted:
+        return 0
+    err = status.get("error") or {}
+    print("ppmid: %s %s: %s %s" % (what, status.get("state"), err.get("code", ""), err.get("message", "")),
+          file=sys.stderr)
+    return 1
+
+
 def describe(exc):
     """(code, sentence) for an exception no command turned into a CliError."""
     import json

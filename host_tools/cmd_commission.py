@@ -8,10 +8,8 @@ Signs the order with the operator's update key (ppmid release --make-key) and pr
 gateway's status as JSON. Exit 0 when it says "accepted"; the commissioning itself then
 shows in the gateway's info ("commissioning") and HAN status (ppmid status).
 """
-import json
-import sys
 
-from host_tools.cli import CliError
+from host_tools.cli import broker_parties, check_wait, print_final
 
 
 def add_arguments(p):
@@ -26,21 +24,7 @@ def add_arguments(p):
 
 def run(args):
     from host_tools import commission_order as O
-    from host_tools.broker import BrokerError, gateway_identity, user_identity
-    try:
-        eui = gateway_identity(args.gateway)
-        ident = user_identity(args.broker_user)
-    except BrokerError as exc:
-        raise CliError(str(exc))
-    if not 0 < args.timeout <= 86400:
-        raise CliError("--timeout must be a number of seconds from 0 to 86400")
-    if args.sequence is not None and args.sequence < 1:
-        raise CliError("--sequence must be 1 or more")
+    eui, ident = broker_parties(args.gateway, args.broker_user)
+    check_wait(args.timeout, args.sequence)
     st = O.push(args.state_dir, eui, args.key, user=ident, timeout=args.timeout, sequence=args.sequence)
-    print(json.dumps(st))
-    if st.get("state") != "accepted":
-        err = st.get("error") or {}
-        print("ppmid: commission order %s: %s %s" % (st.get("state"), err.get("code", ""), err.get("message", "")),
-              file=sys.stderr)
-        return 1
-    return 0
+    return print_final(st, "accepted", "commission order")

@@ -20,7 +20,7 @@ import secrets
 import sys
 import time
 
-from host_tools.cli import CliError
+from host_tools.cli import CliError, broker_parties, check_wait
 
 
 def add_arguments(p):
@@ -80,14 +80,8 @@ def run(args):
     if not args.state_dir or not args.gateway:
         raise CliError("over MQTT --state-dir and --gateway are needed (or --serial PORT)")
     from host_tools import mqtt_tools as mt
-    from host_tools.broker import BrokerError, gateway_identity, user_identity
-    try:
-        eui = gateway_identity(args.gateway)
-        user = user_identity(args.user)
-    except BrokerError as exc:
-        raise CliError(str(exc))
-    if not 0 < args.timeout <= 86400:  # also refuses nan, which would wait for ever
-        raise CliError("--timeout must be a number of seconds from 0 to 86400")
+    eui, user = broker_parties(args.gateway, args.user)
+    check_wait(args.timeout)
     if args.expires_in is not None and not 0 < args.expires_in <= 366 * 86400:
         raise CliError("--expires-in must be from 1 to %d seconds" % (366 * 86400))
     topup = args.utrn is not None
@@ -212,8 +206,7 @@ def _wired_envelope(args):
 
 def run_serial(args):
     from host_tools.wired import WiredClient, WiredError
-    if not 0 < args.timeout <= 86400:
-        raise CliError("--timeout must be a number of seconds from 0 to 86400")
+    check_wait(args.timeout)
     until = _until(args)
     id, data = _wired_envelope(args)
 

@@ -7,10 +7,8 @@ asks for, shows a progress bar on stderr and prints the final status as JSON. Ex
 the gateway runs the new version ("applied"), 1 when it refused the update or rolled back
 (the status names the E_UPDATE_... code), or nothing final came within --timeout.
 """
-import json
-import sys
 
-from host_tools.cli import CliError
+from host_tools.cli import CliError, broker_parties, check_wait, print_final
 
 
 def add_arguments(p):
@@ -24,14 +22,8 @@ def add_arguments(p):
 
 def run(args):
     from host_tools import update as U
-    from host_tools.broker import BrokerError, gateway_identity, user_identity
-    try:
-        eui = gateway_identity(args.gateway)
-        user = user_identity(args.user)
-    except BrokerError as exc:
-        raise CliError(str(exc))
-    if not 0 < args.timeout <= 86400:
-        raise CliError("--timeout must be a number of seconds from 0 to 86400")
+    eui, user = broker_parties(args.gateway, args.user)
+    check_wait(args.timeout)
     rel = U.Release(args.release)
     try:
         sender = U.UpdateSender(args.state_dir, eui, rel, user=user,
@@ -42,9 +34,4 @@ def run(args):
         st = sender.run(args.timeout)
     finally:
         sender.close()
-    print(json.dumps(st))
-    if st.get("state") != "applied":
-        err = st.get("error") or {}
-        print("ppmid: update %s %s: %s" % (rel.version, st.get("state"), err.get("code", "")), file=sys.stderr)
-        return 1
-    return 0
+    return print_final(st, "applied", "update %s" % rel.version)

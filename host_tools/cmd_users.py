@@ -10,9 +10,8 @@ FILE), applies the options, signs it with the operator's update key (ppmid relea
 --make-key) and prints the gateway's status as JSON. Exit 0 when it says "applied".
 """
 import json
-import sys
 
-from host_tools.cli import CliError
+from host_tools.cli import CliError, broker_parties, check_wait, print_final
 
 
 def add_arguments(p):
@@ -34,16 +33,8 @@ def add_arguments(p):
 
 def run(args):
     from host_tools import provision, users_update as U
-    from host_tools.broker import BrokerError, gateway_identity, user_identity
-    try:
-        eui = gateway_identity(args.gateway)
-        ident = user_identity(args.broker_user)
-    except BrokerError as exc:
-        raise CliError(str(exc))
-    if not 0 < args.timeout <= 86400:
-        raise CliError("--timeout must be a number of seconds from 0 to 86400")
-    if args.sequence is not None and args.sequence < 1:
-        raise CliError("--sequence must be 1 or more")
+    eui, ident = broker_parties(args.gateway, args.broker_user)
+    check_wait(args.timeout, args.sequence)
     users = None
     if args.users:
         try:
@@ -57,10 +48,4 @@ def run(args):
         users = provision.merge_users(base, specs, role_defs)
     st = U.push(args.state_dir, eui, args.key, user=ident, timeout=args.timeout, users=users,
                 rotate=args.rotate, revoke=args.revoke, remove=args.remove, sequence=args.sequence)
-    print(json.dumps(st))
-    if st.get("state") != "applied":
-        err = st.get("error") or {}
-        print("ppmid: users update %s: %s %s" % (st.get("state"), err.get("code", ""), err.get("message", "")),
-              file=sys.stderr)
-        return 1
-    return 0
+    return print_final(st, "applied", "users update")
