@@ -177,6 +177,27 @@ async def test_sending_marked_without_copies_left_times_out_when_its_budget_ends
     assert last["status"] == "response" and last["late"] is True
 
 
+async def test_copies_after_timeouts_and_after_restarts_share_one_bound():
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10)
+    await r.pump()
+    r.clock.advance(5100)
+    r.relay.check_timers()          # no response: a copy is queued (Q on flash)
+    r.restart()                     # power cut before it went: the copy survives
+    e = r.journal.by_id["c-1"]
+    assert e.state == J.QUEUED and e.resends == 1
+    await crash_during_send(r)      # the copy's send is cut by the power too
+    assert r.journal.by_id["c-1"].resends == MAX_RESENDS
+    await r.pump()
+    assert len(r.han.sent) == 1 + MAX_RESENDS
+    r.clock.advance(5100)
+    r.relay.check_timers()          # no copies left: the final status
+    await r.pump()
+    assert len(r.han.sent) == 1 + MAX_RESENDS
+    last = r.pub.on("/rsp")[-1]
+    assert last["status"] == "timeout" and last["error"]["code"] == "E_TIMEOUT"
+
+
 async def test_unacknowledged_statuses_published_again_after_restart():
     r = Rig()
     r.pub.down = True
@@ -243,7 +264,11 @@ async def test_timed_out_state_survives_restart():
     r = Rig(cfg=config(response_timeout_s=5))
     await r.submit("c-1", 10)
     await r.pump()
-    r.clock.advance(6000)
+    for _ in range(MAX_RESENDS):   # the copies go, unanswered too
+        r.clock.advance(5100)
+        r.relay.check_timers()
+        await r.pump()
+    r.clock.advance(5100)
     r.relay.check_timers()
     r.pub.down = True
     r.restart()

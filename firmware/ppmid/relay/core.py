@@ -40,8 +40,9 @@ RETRYABLE = (E_HAN_DOWN, E_NO_TUNNEL)
 # errors that will not change by trying again: the command fails at once
 PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
 # anything else (E_DELIVERY, E_DELIVERY_UNKNOWN, OSError...) may have reached the CH: the
-# command waits for its response until its budget ends; only a restart sends it again
-# (resend.py: the meter's anti-replay refuses a copy of what it already executed)
+# command waits for its response until its budget ends, then goes again like one whose
+# response did not come (resend.py: the meter's anti-replay refuses a copy of what it
+# already executed)
 
 FINAL = ("response", "failed", "already-executed")
 _RECENT = const(16)
@@ -206,6 +207,11 @@ class Relay:
         # (resend.py, loaded only here and for the alerts that follow)
         from ppmid.relay import resend
         return resend.requeue(self, e)
+
+    def _resend_after_timeout(self, e):
+        # no response within the budget: one more copy if it has copies left (resend.py)
+        from ppmid.relay import resend
+        return resend.requeue_after_timeout(self, e)
 
     def _resent_refusal(self, msg):
         # only after a recovery resent something may an alert be a meter's refusal of a copy
@@ -433,7 +439,8 @@ class Relay:
         elif e.state == J.TIMED_OUT:
             r["status"] = "timeout"
             r["error"] = {"code": e.error or "E_TIMEOUT",
-                          "message": "no response within %d s" % self.budget_s}
+                          "message": "no response within %d s" % self.budget_s
+                          + (" to any of its %d copies" % (1 + e.resends) if e.resends else "")}
         return r
 
     def _state_status(self, e):
@@ -546,7 +553,8 @@ class Relay:
             return
         self._retry.pop(e.target, None)
         self.counters["relayed"] += 1
-        if e.state == J.SENDING:  # a fast response may already have overtaken us
+        # a fast response may already have overtaken us; a copy was "relayed" already
+        if e.state == J.SENDING and self._status.get(e.seq) != "relayed":
             self._emit(e, "relayed")
 
     def _release(self, e):
@@ -577,7 +585,9 @@ class Relay:
             return
         if cra == 2:
             e = self._corr.get(key)
-            if e is not None:
+            # a command the meter already refused as a replay has its final status: the
+            # first copy's response, this late, goes to the alert topic, not a second one
+            if e is not None and e.state != J.ALREADY_EXECUTED:
                 self.answered(e, buf)
                 return
             self.counters["unmatched"] += 1
@@ -614,6 +624,8 @@ class Relay:
                 d = self._deadline.get(e.seq)
                 over = self.clock.diff(now, d) >= 0 if d is not None else now_s >= e.deadline
                 if over:
+                    if not e.topup and self._resend_after_timeout(e):
+                        continue
                     self.journal.timeout(e, now_s + self.late_window_s)
                     self.pacer.finished(e.target, e.seq)
                     self._deadline.pop(e.seq, None)

@@ -1,13 +1,16 @@
-# Delivery at least once, execution exactly once, across a crash (docs/relay.md, "Crash
-# policy"). A command found in state "sending" at a restart may or may not have reached the
-# meter: recovery queues it again for one more copy (paced like any command, at most
-# MAX_RESENDS copies over all restarts, counted in the journal). GBCS devices execute a
+# Delivery at least once, execution exactly once (docs/relay.md, "Crash policy" and
+# "Resend after a timeout"). A command found in state "sending" at a restart, or whose
+# response did not come within its budget (the bytes, or the answer, may have been lost on
+# the way: a damaged UART frame, a module reset), may or may not have reached the meter: it
+# is queued again for one more copy (paced like any command, at most MAX_RESENDS copies
+# over all restarts and timeouts, counted in the journal). GBCS devices execute a
 # command only if its originator counter is above the last one they accepted from that
 # remote party, so a copy of a command the meter already executed is refused, not executed
 # again: that refusal (an alert naming the command) ends the command as "already-executed".
 #
-# Loaded only when a recovery finds such a command, and then for the alerts that follow:
-# a gateway that never crashes mid-send never imports it.
+# Loaded only when a recovery finds such a command or a budget ends without a response, and
+# then for the alerts that follow: a gateway whose commands are all answered never imports
+# it. Top-ups never come here: a ZCL Consumer Top Up carries no GBCS counter.
 from micropython import const
 
 from ppmid.relay import journal as J
@@ -37,6 +40,27 @@ def requeue(relay, e):
     _count(relay, "resent")
     relay.log("info", "%s may have reached the CH before the restart: sending it again (copy %d of at most %d)"
               % (e.id, e.resends, MAX_RESENDS))
+    return True
+
+
+def requeue_after_timeout(relay, e):
+    """The budget of command e (sending) ended without a response: queue it for another
+    copy, unless it already had its MAX_RESENDS. True if queued; else the caller times it
+    out. The target is free meanwhile only for this command: it keeps its place (its seq)
+    ahead of later commands, so a meter still sees one pair's counters in order."""
+    if e.resends >= MAX_RESENDS:
+        return False
+    relay.pacer.finished(e.target, e.seq)
+    relay._deadline.pop(e.seq, None)
+    relay.journal.resend(e)
+    # the first copy's response may still come late: it stays correlatable, and then
+    # no copy goes (or the copy's refusal is only an alert)
+    relay._corr[e.key()] = e
+    _count(relay, "resent")
+    _count(relay, "resent_after_timeout")
+    relay.log("info", "%s: no response within %d s: sending it again (copy %d of at most %d)"
+              % (e.id, relay.budget_s, e.resends, MAX_RESENDS))
+    relay._wake_dispatch.set()
     return True
 
 
