@@ -179,7 +179,7 @@ class Relay:
             elif e.state == J.SENDING:
                 # a top-up is never sent twice: a ZCL Consumer Top Up carries no GBCS
                 # counter, so a copy would reach the meter as a duplicate UTRN
-                if not e.topup and self._resend_after_restart(e):
+                if not e.topup and self._resend(e):
                     continue
                 # handed to the HAN link before the restart (or about to be), and sent
                 # again as often as allowed: it waits for its response until its budget ends
@@ -202,16 +202,12 @@ class Relay:
         self.state = STATE_RUNNING
         self._wake_dispatch.set()
 
-    def _resend_after_restart(self, e):
-        # a command whose bytes may have left before the crash: queued for one more copy
-        # (resend.py, loaded only here and for the alerts that follow)
+    def _resend(self, e, timed_out=False):
+        # a command whose bytes may have left before the crash, or whose budget ended
+        # without a response: queued for one more copy if it has copies left (resend.py,
+        # loaded only here and for the alerts that follow)
         from ppmid.relay import resend
-        return resend.requeue(self, e)
-
-    def _resend_after_timeout(self, e):
-        # no response within the budget: one more copy if it has copies left (resend.py)
-        from ppmid.relay import resend
-        return resend.requeue_after_timeout(self, e)
+        return resend.requeue(self, e, timed_out)
 
     def _resent_refusal(self, msg):
         # only after a recovery resent something may an alert be a meter's refusal of a copy
@@ -624,7 +620,7 @@ class Relay:
                 d = self._deadline.get(e.seq)
                 over = self.clock.diff(now, d) >= 0 if d is not None else now_s >= e.deadline
                 if over:
-                    if not e.topup and self._resend_after_timeout(e):
+                    if not e.topup and self._resend(e, True):
                         continue
                     self.journal.timeout(e, now_s + self.late_window_s)
                     self.pacer.finished(e.target, e.seq)

@@ -28,39 +28,26 @@ def _count(relay, name):
     c[name] = c.get(name, 0) + 1
 
 
-def requeue(relay, e):
-    """Recovery of a command found sending: queue it for another copy, unless it already had
-    its MAX_RESENDS. True if queued (the caller then leaves it alone)."""
+def requeue(relay, e, timed_out=False):
+    """Command e may have reached the meter without an answer reaching us: found sending
+    at a restart, or (timed_out) its budget ended without a response. Queue it for another
+    copy, unless it already had its MAX_RESENDS; True if queued (the caller then leaves it
+    alone), else the caller lets it wait for its budget or times it out. It keeps its
+    place (its seq) ahead of later commands, so a meter sees one pair's counters in order."""
     if e.resends >= MAX_RESENDS:
         return False
+    if timed_out:
+        relay.pacer.finished(e.target, e.seq)
+        relay._deadline.pop(e.seq, None)
+        relay._wake_dispatch.set()
+        _count(relay, "resent_after_timeout")
     relay.journal.resend(e)
-    # its first copy's response may still come (the meter answered before the crash, or
-    # the CH held it): it stays correlatable meanwhile, and then no copy goes
+    # the first copy's response may still come (the meter answered before the crash, the
+    # CH held it, it was slow): it stays correlatable meanwhile, and then no copy goes
     relay._corr[e.key()] = e
     _count(relay, "resent")
-    relay.log("info", "%s may have reached the CH before the restart: sending it again (copy %d of at most %d)"
-              % (e.id, e.resends, MAX_RESENDS))
-    return True
-
-
-def requeue_after_timeout(relay, e):
-    """The budget of command e (sending) ended without a response: queue it for another
-    copy, unless it already had its MAX_RESENDS. True if queued; else the caller times it
-    out. The target is free meanwhile only for this command: it keeps its place (its seq)
-    ahead of later commands, so a meter still sees one pair's counters in order."""
-    if e.resends >= MAX_RESENDS:
-        return False
-    relay.pacer.finished(e.target, e.seq)
-    relay._deadline.pop(e.seq, None)
-    relay.journal.resend(e)
-    # the first copy's response may still come late: it stays correlatable, and then
-    # no copy goes (or the copy's refusal is only an alert)
-    relay._corr[e.key()] = e
-    _count(relay, "resent")
-    _count(relay, "resent_after_timeout")
-    relay.log("info", "%s: no response within %d s: sending it again (copy %d of at most %d)"
-              % (e.id, relay.budget_s, e.resends, MAX_RESENDS))
-    relay._wake_dispatch.set()
+    relay.log("info", "%s may have reached the meter unanswered (%s): sending it again (copy %d of at most %d)"
+              % (e.id, "no response within %d s" % relay.budget_s if timed_out else "restart", e.resends, MAX_RESENDS))
     return True
 
 
