@@ -305,7 +305,7 @@ def test_command_published_while_the_broker_is_down_is_sent_on_reconnect(broker_
 def test_statuses_published_while_the_replayer_is_away_are_kept_across_a_broker_restart(broker_obj):
     b, state = broker_obj
     r = _replayer(state, b"k" * 32)
-    assert r.client_id == "ppmid-replay-" + EUI   # stable: the session is found again
+    assert r.client_id == "dcc-user-test/replay-" + EUI   # stable: the session is found again
     r.connect()
     gw = _gateway_publisher(state)
     try:
