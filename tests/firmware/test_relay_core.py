@@ -96,7 +96,7 @@ async def test_no_response_sends_bounded_copies_then_times_out_and_a_late_respon
     await r.pump()
     assert r.pub.statuses("c-1") == ["accepted", "relayed", "timeout"]
     final = [m for m in r.pub.on("/rsp") if m["id"] == "c-1"][-1]
-    assert final["error"]["code"] == "E_TIMEOUT" and ("any of its %d copies" % (1 + MAX_RESENDS)) in final["error"]["message"]
+    assert final["error"]["code"] == "E_TIMEOUT"
     c = r.relay.counters
     assert c["timeouts"] == 1 and c["resent_after_timeout"] == MAX_RESENDS
     assert len(r.han.sent) == 2 + MAX_RESENDS and r.han.sent[-1] != r.han.sent[0]  # now c-2 went

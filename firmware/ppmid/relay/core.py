@@ -179,7 +179,7 @@ class Relay:
             elif e.state == J.SENDING:
                 # a top-up is never sent twice: a ZCL Consumer Top Up carries no GBCS
                 # counter, so a copy would reach the meter as a duplicate UTRN
-                if not e.topup and self._resend(e):
+                if not e.topup and self._resend(e, 0):
                     continue
                 # handed to the HAN link before the restart (or about to be), and sent
                 # again as often as allowed: it waits for its response until its budget ends
@@ -202,7 +202,7 @@ class Relay:
         self.state = STATE_RUNNING
         self._wake_dispatch.set()
 
-    def _resend(self, e, timed_out=False):
+    def _resend(self, e, timed_out):
         # a command whose bytes may have left before the crash, or whose budget ended
         # without a response: queued for one more copy if it has copies left (resend.py,
         # loaded only here and for the alerts that follow)
@@ -435,8 +435,7 @@ class Relay:
         elif e.state == J.TIMED_OUT:
             r["status"] = "timeout"
             r["error"] = {"code": e.error or "E_TIMEOUT",
-                          "message": "no response within %d s" % self.budget_s
-                          + (" to any of its %d copies" % (1 + e.resends) if e.resends else "")}
+                          "message": "no response within %d s" % self.budget_s}
         return r
 
     def _state_status(self, e):
@@ -620,7 +619,7 @@ class Relay:
                 d = self._deadline.get(e.seq)
                 over = self.clock.diff(now, d) >= 0 if d is not None else now_s >= e.deadline
                 if over:
-                    if not e.topup and self._resend(e, True):
+                    if not e.topup and self._resend(e, 1):
                         continue
                     self.journal.timeout(e, now_s + self.late_window_s)
                     self.pacer.finished(e.target, e.seq)
