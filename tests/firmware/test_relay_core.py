@@ -109,6 +109,18 @@ async def test_no_response_sends_bounded_copies_then_times_out_and_a_late_respon
     assert "c-1" not in r.journal.by_id
 
 
+async def test_no_copy_after_the_commands_expiry_it_times_out_not_fails():
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10, expires=r.clock.time() + 3)
+    await r.pump()
+    r.clock.advance(5100)
+    r.relay.check_timers()
+    await r.pump()
+    assert len(r.han.sent) == 1   # no copy past the expiry
+    last = r.pub.on("/rsp")[-1]
+    assert last["status"] == "timeout" and last["error"]["code"] == "E_TIMEOUT"
+
+
 async def test_first_copys_response_while_the_copy_waits_ends_it_and_no_copy_goes():
     r = Rig(cfg=config(response_timeout_s=5))
     await r.submit("c-1", 10)

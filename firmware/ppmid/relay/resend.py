@@ -36,6 +36,10 @@ def requeue(relay, e, timed_out=False):
     place (its seq) ahead of later commands, so a meter sees one pair's counters in order."""
     if e.resends >= MAX_RESENDS:
         return False
+    if timed_out and e.expires is not None and relay.clock.time() >= e.expires:
+        # past its expiry a copy may not go: it times out (it may have been executed,
+        # so never "failed E_EXPIRED", which says it was not relayed)
+        return False
     if timed_out:
         relay.pacer.finished(e.target, e.seq)
         relay._deadline.pop(e.seq, None)
