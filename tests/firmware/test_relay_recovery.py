@@ -177,6 +177,22 @@ async def test_sending_marked_without_copies_left_times_out_when_its_budget_ends
     assert last["status"] == "response" and last["late"] is True
 
 
+async def test_sending_marked_that_expired_while_the_power_was_off_gets_no_copy_and_times_out():
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10, expires=r.clock.time() + 3)
+    e = r.journal.by_id["c-1"]
+    r.journal.sending(e, r.clock.time() + 5)   # the bytes may have left, then the power cut
+    r.clock.advance(4000)                      # back after its expiry
+    r.restart()
+    await r.pump()
+    assert r.han.sent == [] and r.journal.by_id["c-1"].state == J.SENDING
+    r.clock.advance(2000)
+    r.relay.check_timers()
+    await r.pump()
+    last = r.pub.on("/rsp")[-1]
+    assert last["status"] == "timeout" and r.han.sent == []
+
+
 async def test_copies_after_timeouts_and_after_restarts_share_one_bound():
     r = Rig(cfg=config(response_timeout_s=5))
     await r.submit("c-1", 10)

@@ -36,9 +36,9 @@ def requeue(relay, e, timed_out=False):
     place (its seq) ahead of later commands, so a meter sees one pair's counters in order."""
     if e.resends >= MAX_RESENDS:
         return False
-    if timed_out and e.expires is not None and relay.clock.time() >= e.expires:
-        # past its expiry a copy may not go: it times out (it may have been executed,
-        # so never "failed E_EXPIRED", which says it was not relayed)
+    if e.expires is not None and relay.clock.is_set() and relay.clock.time() >= e.expires:
+        # past its expiry a copy may not go: it waits for its budget and times out (it
+        # may have been executed, so never "failed E_EXPIRED", which says it never went)
         return False
     if timed_out:
         relay.pacer.finished(e.target, e.seq)
