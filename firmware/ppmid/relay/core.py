@@ -23,7 +23,7 @@ from micropython import const
 
 from ppmid.errors import PpmidError, E_BUSY, E_EXPIRED, E_TOO_LARGE, E_CLOCK, E_AUTH
 from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_HAN_DEST, E_HAN_TOO_BIG
-from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms, sleep_ms
+from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms, sleep_ms, SET_AFTER
 from ppmid import envelope as envmod
 from ppmid.mqtt.contract import Topics, status_json, alert_json
 from ppmid.relay import journal as J
@@ -634,7 +634,11 @@ class Relay:
             elif e.state == J.QUEUED:
                 if e.expires is not None and now_s >= e.expires:
                     self._fail(e, E_EXPIRED, "expired at %d before it could be relayed" % e.expires)
-                elif now_s - e.accepted_at >= self.max_wait_s:
+                # accepted before SNTP set the clock (after a power cut): its wait is not
+                # the step the clock took since, it is within this boot's ticks
+                elif now_s - e.accepted_at >= self.max_wait_s and (
+                        e.accepted_at >= SET_AFTER or not clock_set
+                        or self.clock.diff(now, self._boot_ms) >= self.max_wait_s * 1000):
                     self._fail(e, e.error or E_STALE, "waited %d s for the HAN" % (now_s - e.accepted_at))
 
     # ---- publishing ----------------------------------------------------------------------
