@@ -51,6 +51,23 @@ def user_identity(name):
     return ident
 
 
+def certificate_identity(certfile):
+    """The identity (CN) a client certificate names: the MQTT user name both engines take
+    from it, and the start of every client id it may use (docs/security.md)."""
+    x509, _, _, _, NameOID, _ = _crypto()
+    with open(certfile, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
+def tool_client_id(certfile, tool):
+    """A DCC-side tool's own client id on a certificate: IDENTITY/tool. mosquitto replaces
+    any client id by the identity (use_username_as_clientid); RabbitMQ's binding
+    (rabbitmq_clientid_auth.py) accepts the identity and IDENTITY/anything, so one
+    certificate keeps one session per tool there."""
+    return "%s/%s" % (certificate_identity(certfile), tool)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -327,7 +344,11 @@ class Broker:
             rmq = self._rabbitmq()
             if not rmq.available():
                 raise BrokerError("rabbitmq-server not found at %s (apt-get install rabbitmq-server)" % rmq.SERVER)
-            rmq.prepare(self.state_dir, port, identity_kinds(self.state_dir))
+            try:
+                auth_port = rmq.start_clientid_auth(self.state_dir)
+            except RuntimeError as exc:
+                raise BrokerError(str(exc))
+            rmq.prepare(self.state_dir, port, identity_kinds(self.state_dir), auth_port)
             argv, env, logname = rmq.command(self.state_dir), rmq.env(self.state_dir), rmq.log_path(self.state_dir)
         log = open(os.path.join(self.state_dir, self.engine + ".stderr"), "ab")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

@@ -122,11 +122,11 @@ def definitions(idents):
     users, perms, topic_perms = [], [], []
     # The plugin declares, binds and reads a session's queue `mqtt-subscription-<client
     # id>qos0|1` and publishes to amq.topic. RabbitMQ 3.10 cannot make the certificate's
-    # identity the client id (mosquitto's use_username_as_clientid), so the queue names are
-    # what keeps a session its owner's: a gateway may touch only the queues of the client
-    # id that is its EUI, any other identity none named by a bare EUI-64. (An intruder can
-    # still connect with a gateway's client id and kick it off; it cannot take or drop the
-    # commands queued for it: tests/test_e2e_rabbitmq.py.)
+    # identity the client id (mosquitto's use_username_as_clientid); `ppmid broker` binds
+    # them with an HTTP auth service (rabbitmq_clientid_auth.py: a foreign client id is
+    # refused at CONNECT). The queue names are a second guard, and the only one on the
+    # cluster (broker_cluster.py, no binding service): a gateway may touch only the queues
+    # of the client id that is its EUI, any other identity none named by a bare EUI-64.
     not_a_gateways = r"^(amq\.topic|mqtt-subscription-(?![0-9A-F]{16}qos[01]$).*)$"
     gw_root = ROOT + "{username}/"
     for ident, kind in idents:
@@ -184,19 +184,84 @@ def write_definitions(state_dir, idents):
     return path
 
 
-def prepare(state_dir, port, idents):
-    write_node_files(state_dir, _dir(state_dir), port, write_definitions(state_dir, idents))
+def prepare(state_dir, port, idents, auth_port=None):
+    write_node_files(state_dir, _dir(state_dir), port, write_definitions(state_dir, idents), auth_port=auth_port)
 
 
-def write_node_files(state_dir, d, port, defs_path, extra=()):
+def write_node_files(state_dir, d, port, defs_path, extra=(), auth_port=None):
+    """A node's files. auth_port: the client-id binding's HTTP service
+    (rabbitmq_clientid_auth.py) is asked too, beside the internal backend."""
     for sub in ("mnesia", "log", "home"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
+    plugins = ["rabbitmq_mqtt"]
+    advanced = os.path.join(d, "advanced.config")
+    if auth_port:
+        plugins.append("rabbitmq_auth_backend_http")
+        url = "http://127.0.0.1:%d/" % auth_port
+        extra = list(extra) + ["auth_http.http_method = get"] + [
+            "auth_http.%s_path = %s%s" % (k, url, k) for k in ("user", "vhost", "resource", "topic")]
+        # authenticated by the internal backend (certificate login); authorised only when
+        # the internal backend (rights) AND the HTTP one (client id) both allow
+        with open(advanced, "w") as f:
+            f.write("[{rabbit, [{auth_backends, [{rabbit_auth_backend_internal,\n"
+                    "    [rabbit_auth_backend_internal, rabbit_auth_backend_http]}]}]}].\n")
+    elif os.path.exists(advanced):
+        os.remove(advanced)
     with open(os.path.join(d, "rabbitmq.conf"), "w") as f:
         f.write(conf_text(state_dir, port, defs_path, extra))
     with open(os.path.join(d, "enabled_plugins"), "w") as f:
-        f.write("[rabbitmq_mqtt].\n")
+        f.write("[%s].\n" % ",".join(plugins))
     with open(os.path.join(d, "rabbitmq-env.conf"), "w") as f:
         f.write("# ppmid broker: the environment is set by host_tools/broker_rabbitmq.py\n")
+
+
+def _auth_info_path(state_dir):
+    return os.path.join(_dir(state_dir), "clientid_auth.json")
+
+
+def start_clientid_auth(state_dir, timeout=10.0):
+    """Start the client-id binding's HTTP service (its own process, beside the node);
+    returns its port."""
+    import sys
+    stop_clientid_auth(state_dir)   # one left over by a broker that was killed
+    os.makedirs(_dir(state_dir), exist_ok=True)
+    path = _auth_info_path(state_dir)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rabbitmq_clientid_auth.py")
+    with open(os.path.join(_dir(state_dir), "clientid_auth.log"), "ab") as log:
+        proc = subprocess.Popen([sys.executable, script, path], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=log, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path) as f:
+                info = json.load(f)
+            if info.get("pid") == proc.pid:
+                return info["port"]
+        except (OSError, ValueError):
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the client-id auth service did not start; see %s"
+                               % os.path.join(_dir(state_dir), "clientid_auth.log"))
+        time.sleep(0.05)
+
+
+def stop_clientid_auth(state_dir):
+    import signal
+    path = _auth_info_path(state_dir)
+    try:
+        with open(path) as f:
+            pid = json.load(f)["pid"]
+    except (OSError, ValueError, KeyError):
+        return
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            ours = b"rabbitmq_clientid_auth" in f.read()
+    except OSError:
+        ours = False
+    if ours:  # the pid may have been reused since
+        os.kill(pid, signal.SIGTERM)
+    os.remove(path)
 
 
 def command(state_dir):
@@ -254,7 +319,9 @@ def reload_identities(state_dir, idents, new, timeout=30.0):
 
 
 def after_stop(state_dir):
-    """The node's epmd outlives it (a daemon on our port): stop it too."""
+    """The node's epmd outlives it (a daemon on our port): stop it too, and the client-id
+    binding's service."""
+    stop_clientid_auth(state_dir)
     e = env(state_dir)
     subprocess.run(["epmd", "-port", e["ERL_EPMD_PORT"], "-kill"], env=e, capture_output=True,
                    stdin=subprocess.DEVNULL, timeout=10)

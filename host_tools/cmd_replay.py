@@ -43,9 +43,10 @@ def add_arguments(p):
     p.add_argument("--html", metavar="OUT.html",
                    help="also write the report as one HTML file with plots (latency, statuses per road)")
     p.add_argument("--client-id", metavar="ID",
-                   help="MQTT client id of the persistent session (default ppmid-replay-EUI; "
-                        "two replays to one gateway at once need two; the broker `ppmid broker` "
-                        "starts uses the certificate's identity instead: there use --user)")
+                   help="MQTT client id of the persistent session (default IDENTITY/replay-EUI, "
+                        "IDENTITY the certificate's; two replays to one gateway at once need two; "
+                        "the mosquitto `ppmid broker` starts uses the identity instead: there use "
+                        "--user; its RabbitMQ refuses an id other than IDENTITY or IDENTITY/...)")
 
 
 def check_run_options(speed, settle_s, report):

@@ -113,9 +113,11 @@ class FleetWatcher:
         import secrets
         import ssl
         import paho.mqtt.client as mqtt
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id or "ppmid-status-" +
-                        secrets.token_hex(3), clean_session=True)
         ca, cert, key = self.tls
+        if self.client_id is None:
+            from host_tools.broker import tool_client_id
+            self.client_id = tool_client_id(cert, "status-" + secrets.token_hex(3))
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
         try:
             c.tls_set(ca_certs=ca, certfile=cert, keyfile=key, cert_reqs=ssl.CERT_REQUIRED)
         except (OSError, ssl.SSLError) as exc:

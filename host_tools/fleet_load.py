@@ -251,7 +251,7 @@ class DccUser:
         self.task = None
 
     async def start(self, fb):
-        self.conn = await Conn.open(fb.info, fb.ssl_context(DCC_USER), DCC_USER + "-%d" % os.getpid())
+        self.conn = await Conn.open(fb.info, fb.ssl_context(DCC_USER), DCC_USER + "/%d" % os.getpid())
         await self.conn.subscribe(ROOT + "+/rsp")
         self.task = asyncio.ensure_future(self._listen())
 

@@ -38,8 +38,9 @@ def broker_info(state_dir):
 def paho_client(state_dir, ident, client_id=None, clean_session=True, info=None):
     """A connected-ready paho client (not yet connected) using `ident`'s certificate.
     The broker makes the certificate's identity the client id whatever the client sends
-    (docs/security.md), so that is the default, and one identity has one connection at a
-    time: a second client on the same certificate takes the first one's place."""
+    (mosquitto), or refuses a client id other than IDENTITY or IDENTITY/... (RabbitMQ;
+    docs/security.md), so the identity is the default, and one identity has one connection
+    at a time: a second client on the same certificate takes the first one's place."""
     import paho.mqtt.client as mqtt
     paths = client_paths(state_dir, ident)
     if not os.path.exists(paths["pem"]):

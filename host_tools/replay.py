@@ -124,7 +124,8 @@ def percentile(values, p):
 
 
 class Replayer:
-    """client_id: the DCC User's MQTT client id, stable by default ("ppmid-replay-EUI"):
+    """client_id: the DCC User's MQTT client id, stable by default ("IDENTITY/replay-EUI",
+    IDENTITY the certificate's; broker.tool_client_id):
     the session is persistent (clean session false), so the broker keeps the statuses
     the gateway publishes while we are disconnected (a broker restart) and hands them over
     when we are back. The session is wiped before connecting (nothing stale from an
@@ -141,7 +142,10 @@ class Replayer:
         self.settle_s = settle_s
         self.nfc = nfc
         self.serial = serial
-        self.client_id = client_id or "ppmid-replay-%s" % self.gateway
+        if client_id is None:
+            from host_tools.broker import tool_client_id
+            client_id = tool_client_id(cert, "replay-%s" % self.gateway)
+        self.client_id = client_id
         self.out = out
         self.connect_timeout = connect_timeout
         self.progress = None  # progress(lines handed over so far, total): a host_tools.progress bar

@@ -60,7 +60,7 @@ def test_session_queues_are_their_identitys():
     assert re.match(gw, "mqtt-subscription-%sqos1" % GW_A)
     assert not re.match(gw, "mqtt-subscription-%sqos1" % GW_B)
     assert not re.match(user, "mqtt-subscription-%sqos1" % GW_A)      # no gateway's session
-    assert re.match(user, "mqtt-subscription-ppmid-replay-%sqos1" % GW_A)  # the replay's own
+    assert re.match(user, "mqtt-subscription-dcc-user-test/replay-%sqos1" % GW_A)  # the replay's own
 
 
 def test_engine_refusals_are_clear(tmp_path, monkeypatch):

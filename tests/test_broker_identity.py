@@ -1,11 +1,14 @@
-"""Broker identity and ACLs against the real mosquitto the tooling starts, with real
-paho clients on MQTT 3.1.1 and 5 (issue #22, docs/security.md).
+"""Broker identity and ACLs against the real brokers the tooling starts (mosquitto; the
+takeover cases on RabbitMQ too, MQTT 3.1.1 only there), with real paho clients on MQTT
+3.1.1 and 5 (issues #21 and #22, docs/security.md).
 
 - Session takeover: a client holding any certificate the CA signed (another gateway's,
   a DCC User's) connects with gateway A's EUI as client id and clean session false. The
   broker must not hand it A's session: A stays connected and keeps the commands queued
   for it while offline.
-- ACL matrix: each case is a real SUBSCRIBE or PUBLISH (QoS 1) by a real client. On MQTT 5
+  mosquitto replaces the intruder's client id by its certificate's identity; RabbitMQ
+  refuses the CONNECT (the client-id binding, host_tools/rabbitmq_clientid_auth.py).
+- ACL matrix (mosquitto; RabbitMQ's rights: test_e2e_rabbitmq.py, test_broker_engines.py): each case is a real SUBSCRIBE or PUBLISH (QoS 1) by a real client. On MQTT 5
   the broker says why it refused (reason code 0x87, not authorized); on MQTT 3.1.1 the
   protocol has no refusal code for a PUBLISH, and what mosquitto answers is recorded here
   as measured (docs/security.md). Either way nothing reaches a client that may not read it.
@@ -15,7 +18,8 @@ import time
 
 import pytest
 
-from host_tools.broker import Broker, client_paths
+from host_tools import broker_rabbitmq
+from host_tools.broker import Broker, BrokerError, client_paths
 
 paho = pytest.importorskip("paho.mqtt.client")
 from paho.mqtt.client import MQTTv311, MQTTv5  # noqa: E402
@@ -27,13 +31,32 @@ USER2 = "dcc-user-peer"   # a second DCC User: one certificate, one connection a
 NOT_AUTHORIZED = 0x87
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    d = tmp_path_factory.mktemp("broker")
-    b = Broker(str(d), gateways=[GW_A, GW_B], users=["test", "peer"])
-    b.start()
+@pytest.fixture(scope="module", params=["mosquitto", "rabbitmq"])
+def broker(request, tmp_path_factory):
+    engine = request.param
+    if engine == "rabbitmq" and not broker_rabbitmq.available():
+        pytest.skip("rabbitmq-server is not installed (%s missing): apt-get install rabbitmq-server"
+                    % broker_rabbitmq.SERVER)
+    d = tmp_path_factory.mktemp("broker-" + engine)
+    b = Broker(str(d), gateways=[GW_A, GW_B], users=["test", "peer"], engine=engine)
+    try:
+        b.start()
+    except BrokerError as exc:
+        b.stop()
+        if engine == "rabbitmq":
+            pytest.skip("RabbitMQ did not start here: %s" % exc)
+        raise
     yield b
     b.stop()
+
+
+def only_311_on_rabbitmq(broker, protocol):
+    if broker.engine == "rabbitmq" and protocol == MQTTv5:
+        pytest.skip("RabbitMQ 3.10's MQTT plugin speaks 3.1.1, not 5")
+
+
+# CONNACK "not authorised": 5 on 3.1.1 (paho reports it as reason code 0x87)
+CONNECT_REFUSED = (5, NOT_AUTHORIZED)
 
 
 def topic(eui, name):
@@ -91,6 +114,18 @@ class Client:
         assert self.connects[-1][0] == 0, self.connects
         return self
 
+    def connect_refused(self):
+        """Connect expecting the broker to refuse: its CONNACK code."""
+        info = self.broker.info()
+        self.c.connect(info["host"], info["port"], keepalive=30)
+        self.c.loop_start()
+        try:
+            wait(lambda: self.connects, "CONNACK")
+        finally:
+            self.c.loop_stop()
+        assert self.connects[-1][0] != 0, "the broker accepted the connection"
+        return self.connects[-1][0]
+
     def subscribe(self, filt):
         rc, mid = self.c.subscribe(filt, 1)
         assert rc == 0
@@ -136,11 +171,15 @@ def gateway_session(broker, protocol):
 @pytest.mark.parametrize("protocol", [MQTTv311, MQTTv5], ids=["v311", "v5"])
 @pytest.mark.parametrize("intruder", [None, GW_B, USER], ids=["control", "gateway-B", "dcc-user"])
 def test_takeover_of_an_offline_gateways_session_keeps_its_queued_commands(broker, protocol, intruder):
+    only_311_on_rabbitmq(broker, protocol)
     gateway_session(broker, protocol)
     queue_two_commands(broker)
     # The intruder presents its own (valid) certificate and A's client id, clean session
-    # false: the broker binds the session to the certificate's identity, not to A's.
-    if intruder:
+    # false: the broker binds the session to the certificate's identity, not to A's
+    # (mosquitto), or refuses the client id (RabbitMQ).
+    if intruder and broker.engine == "rabbitmq":
+        assert Client(broker, intruder, GW_A, protocol, clean=False).connect_refused() in CONNECT_REFUSED
+    elif intruder:
         x = Client(broker, intruder, GW_A, protocol, clean=False).connect()
         x.subscribe(topic(GW_A, "cmd"))
         time.sleep(0.5)  # a wrongly handed-over session would deliver (or drop) now
@@ -159,9 +198,14 @@ def test_takeover_of_an_offline_gateways_session_keeps_its_queued_commands(broke
 
 @pytest.mark.parametrize("protocol", [MQTTv311, MQTTv5], ids=["v311", "v5"])
 def test_takeover_of_an_online_gateway_does_not_kick_it(broker, protocol):
+    only_311_on_rabbitmq(broker, protocol)
     a = Client(broker, GW_A, GW_A, protocol, clean=False).connect()
     a.subscribe(topic(GW_A, "cmd"))
-    x = Client(broker, GW_B, GW_A, protocol, clean=False).connect()
+    x = Client(broker, GW_B, GW_A, protocol, clean=False)
+    if broker.engine == "rabbitmq":
+        assert x.connect_refused() in CONNECT_REFUSED
+    else:
+        x.connect()
     try:
         time.sleep(0.5)
         assert a.disconnects == [], "A was kicked off by B's certificate"
@@ -212,9 +256,29 @@ REFUSED = {MQTTv311: {"sub": 1, "pub": 0}, MQTTv5: {"sub": 1, "pub": NOT_AUTHORI
 GRANTED = {"sub": 1, "pub": 0}
 
 
+@pytest.mark.parametrize("ident,client_id,allowed", [
+    (USER, USER + "/replay-" + GW_A, True),    # a DCC User's tool: its own session
+    (GW_A, GW_A + "/x", True),
+    (USER, USER + "x", False),                 # another name that merely starts the same
+    (USER2, USER + "/replay-" + GW_A, False),  # another DCC User's tool session
+    (GW_B, GW_A + "/x", False),
+    (USER, "", False),                         # no client id: the broker would make one up
+], ids=["user-tool", "gateway-suffix", "longer-name", "peer-tool", "other-gateway-suffix", "empty"])
+def test_rabbitmq_client_ids_a_certificate_may_use(broker, ident, client_id, allowed):
+    if broker.engine != "rabbitmq":
+        pytest.skip("mosquitto replaces every client id by the identity (use_username_as_clientid)")
+    c = Client(broker, ident, client_id)
+    if allowed:
+        c.connect().close()
+    else:
+        assert c.connect_refused() in CONNECT_REFUSED
+
+
 @pytest.mark.parametrize("protocol", [MQTTv311, MQTTv5], ids=["v311", "v5"])
 @pytest.mark.parametrize("case", ACL_CASES, ids=_case_id)
 def test_acl_matrix(broker, protocol, case):
+    if broker.engine != "mosquitto":
+        pytest.skip("the matrix's refusal codes are mosquitto's; RabbitMQ's rights: test_e2e_rabbitmq.py")
     who, action, owner, name, allowed, other, concrete_owner = case
     t = topic(owner, name)
     concrete = topic(concrete_owner, name)

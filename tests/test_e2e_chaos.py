@@ -1,7 +1,8 @@
 """Faults during a replay on the emulated board: SIGKILLed board (power cuts), broker
-restarts, Wi-Fi drops and bit errors on the Zigbee UART. Whatever happens, no command is
-lost (each gets a final status) and none reaches the HAN twice. A small run is part of
-`make test`; the 500-command soak is `make soak` (slow)."""
+restarts, Wi-Fi drops and bit errors on the Zigbee UART. Whatever happens, every command is
+executed once by its meter and answered (a response, or already-executed when the meter
+refused a copy sent after a power cut or a lost response): nothing lost, nothing executed
+twice. A small run is part of `make test`; the 500-command soak is `make soak` (slow)."""
 import pytest
 
 from host_tools import emulate as E
@@ -13,12 +14,12 @@ from host_tools import emulate as E
 UART_BYTE_ERRORS = 0.01
 # The trace is paced to what the HAN carries on this line (corpus commands average 300-400
 # bytes, 4-5 APS fragments, ~1 s each when a third of the frames arrive intact). The
-# broker hands over what it kept during an outage at once (1 to 4 s of commands), on top of what the slow line (1% of bytes damaged) leaves queued: a queue of 20
-# lets that backlog reach the bound now and then, so the relay's wait for room
-# (PUBACK withheld, the broker paces itself) is exercised. A command in flight at a power
-# cut keeps its meter busy until its budget ends (never resent): the short budget keeps
-# what queues up behind it meanwhile within the queue, since a queue that does not move
-# for the whole wait (4 s) is refused with E_BUSY (some are, on this slow line: checked).
+# broker hands over what it kept during an outage at once (1 to 4 s of commands), on top of
+# what the slow line (1% of bytes damaged) leaves queued: a queue of 20 lets that backlog
+# reach the bound now and then, so the relay's wait for room (PUBACK withheld, the broker
+# paces itself) is exercised. A command whose response is lost (a damaged frame, a power
+# cut) goes again when its budget ends (docs/relay.md "Resend after a timeout"): the short
+# budget keeps a meter held by a lost response from holding up its queue for long.
 CHAOS_CFG = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 5, "queue": 20}}
 
 
@@ -46,20 +47,11 @@ def check(emu, rep, lines, chaos, kills):
             assert n >= 1, x["id"]          # a response can only come for what the CH got
         if fin["status"] == "already-executed":
             assert n >= 2, x["id"]          # the meter refused a copy
-        # a command the gateway accepted is answered (response, or already-executed when the
-        # meter refused a copy sent after a power cut), or ends in timeout. After an outage the broker hands
-        # the gateway its backlog at once: beyond limits.queue the relay waits for room
-        # with the PUBACK withheld, so the broker paces the backlog. On a line that damages
-        # 1% of the bytes the HAN moves ~3x slower, and when the queue has not moved for
-        # the whole wait (a meter held by a command in flight at a power cut, until its
-        # budget ends) the newest is refused E_BUSY: a final status the DCC User gets
-        # (its rejection goes out before the PUBACK), never sent to the HAN. Nothing fails.
-        if fin["status"] == "rejected":
-            assert fin.get("error") == "E_BUSY" and n == 0, (x["id"], fin, n)
-        else:
-            assert fin["status"] in ("response", "already-executed", "timeout"), (x["id"], fin)
-    assert finals.get("response", 0) + finals.get("already-executed", 0) >= len(lines) // 2, finals
-    assert finals.get("rejected", 0) <= len(lines) // 10, finals
+        # every command is answered: a response, or already-executed when the meter refused
+        # a copy (its first copy executed, the response lost to a power cut or to the
+        # damaged line). No timeout, no E_BUSY, no failure.
+        assert fin["status"] in ("response", "already-executed"), (x["id"], fin, n)
+    assert rep["answered"] == len(lines), rep       # the DCC side's own count agrees
     assert "MemoryError" not in emu.board.console_text()
     ncp = rep["ncp"]["ncp"]
     # 1% of the bytes: far more than 1% of the frames arrive damaged, both ways

@@ -73,7 +73,9 @@ class GatewayDouble:
         gw = self
 
         async def later(buf):
-            await asyncio.sleep(1.5)
+            # after the budget of the command and of both its copies (1 s each, the relay
+            # resends an unanswered command, docs/relay.md): a response that comes late
+            await asyncio.sleep(5.5)
             han.deliver(buf)
 
         def responder(cmd):
@@ -171,7 +173,7 @@ def test_replay_report_against_a_gateway_running_the_relay_core(broker, tmp_path
     report = tmp_path / "report.json"
     try:
         rc = cli.main(["replay", str(trace), "--gateway", EUI.lower(), "--report", str(report),
-                       "--state-dir", broker, "--settle-s", "6", "--speed", "1", "--client-id", "dcc-run-1"])
+                       "--state-dir", broker, "--settle-s", "10", "--speed", "1", "--client-id", "dcc-run-1"])
     finally:
         gw.close()
     assert rc == 1  # "dropped" got no final status: the report is written, the exit status says so
@@ -303,7 +305,7 @@ def test_command_published_while_the_broker_is_down_is_sent_on_reconnect(broker_
 def test_statuses_published_while_the_replayer_is_away_are_kept_across_a_broker_restart(broker_obj):
     b, state = broker_obj
     r = _replayer(state, b"k" * 32)
-    assert r.client_id == "ppmid-replay-" + EUI   # stable: the session is found again
+    assert r.client_id == "dcc-user-test/replay-" + EUI   # stable: the session is found again
     r.connect()
     gw = _gateway_publisher(state)
     try:

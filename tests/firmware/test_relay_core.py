@@ -2,8 +2,9 @@
 # real flash journal: correlation, timeouts and late responses, expiry, pacing, one in
 # flight per target, every rejection path. Restart recovery: test_relay_recovery.py.
 from test_relay_support import (Rig, KEY, ESME, GSME, PPMID, SUPPLIER, ACB, gbcs_message,
-                                response_to, config)
+                                response_to, refusal_of, config, time_out_every_copy)
 from ppmid.relay import journal as J
+from ppmid.relay.resend import MAX_RESENDS
 
 
 async def test_command_relayed_and_response_correlated():
@@ -71,22 +72,34 @@ async def test_duplicate_response_is_ignored():
     assert r.pub.statuses("c-1") == ["accepted", "relayed", "response"]
 
 
-async def test_timeout_then_late_response_published_late():
+async def test_no_response_sends_bounded_copies_then_times_out_and_a_late_response_is_published_late():
     r = Rig(cfg=config(response_timeout_s=5))
     await r.submit("c-1", 10)
-    await r.submit("c-2", 11)  # same target: waits for c-1's answer or timeout
+    await r.submit("c-2", 11)  # same target: waits for c-1's answer or final timeout
     await r.pump()
     assert len(r.han.sent) == 1
     r.clock.advance(4900)
     r.relay.check_timers()
     await r.pump()
     assert r.pub.statuses("c-1") == ["accepted", "relayed"] and len(r.han.sent) == 1
-    r.clock.advance(200)
+    # each budget that ends without a response sends one more copy of c-1 (its place kept
+    # ahead of c-2, so the meter sees the pair's counters in order), MAX_RESENDS at most
+    for copy in range(1, MAX_RESENDS + 1):
+        r.clock.advance(200 if copy == 1 else 5100)
+        r.relay.check_timers()
+        await r.pump()
+        assert len(r.han.sent) == 1 + copy and r.han.sent[-1] == r.han.sent[0], copy
+        assert r.pub.statuses("c-1") == ["accepted", "relayed"]   # one "relayed", no timeout yet
+    # the last copy's budget ends too: the copies are spent, a final status with its code
+    r.clock.advance(5100)
     r.relay.check_timers()
     await r.pump()
     assert r.pub.statuses("c-1") == ["accepted", "relayed", "timeout"]
-    assert r.relay.counters["timeouts"] == 1
-    assert len(r.han.sent) == 2  # the target is free again: c-2 went
+    final = [m for m in r.pub.on("/rsp") if m["id"] == "c-1"][-1]
+    assert final["error"]["code"] == "E_TIMEOUT"
+    c = r.relay.counters
+    assert c["timeouts"] == 1 and c["resent_after_timeout"] == MAX_RESENDS
+    assert len(r.han.sent) == 2 + MAX_RESENDS and r.han.sent[-1] != r.han.sent[0]  # now c-2 went
     late = response_to(r.han.sent[0])
     r.relay.on_han_message(late)
     await r.publish_all()
@@ -96,13 +109,79 @@ async def test_timeout_then_late_response_published_late():
     assert "c-1" not in r.journal.by_id
 
 
+async def test_no_copy_after_the_commands_expiry_it_times_out_not_fails():
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10, expires=r.clock.time() + 3)
+    await r.pump()
+    r.clock.advance(5100)
+    r.relay.check_timers()
+    await r.pump()
+    assert len(r.han.sent) == 1   # no copy past the expiry
+    last = r.pub.on("/rsp")[-1]
+    assert last["status"] == "timeout" and last["error"]["code"] == "E_TIMEOUT"
+
+
+async def test_first_copys_response_while_the_copy_waits_ends_it_and_no_copy_goes():
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10)
+    await r.pump()
+    r.clock.advance(5100)
+    r.relay.check_timers()
+    # the copy waits in the queue for its turn (dispatch has not run yet)
+    assert r.journal.by_id["c-1"].state == J.QUEUED and r.journal.by_id["c-1"].resends == 1
+    r.relay.on_han_message(response_to(r.han.sent[0]))   # the first copy's answer, late
+    r.clock.advance(30000)
+    await r.pump()
+    assert len(r.han.sent) == 1
+    assert r.pub.statuses("c-1") == ["accepted", "relayed", "response"]
+    assert r.pub.on("/rsp")[-1]["late"] is False and r.journal.live == {}
+
+
+async def test_late_first_response_and_the_copys_refusal_give_one_final_status():
+    # the meter executed the first copy; its response was slow, not lost: it comes after
+    # the copy went, and the meter then refuses the copy as a replay
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10)
+    await r.pump()
+    r.clock.advance(5100)
+    r.relay.check_timers()
+    await r.pump()
+    assert len(r.han.sent) == 2
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    r.relay.on_han_message(refusal_of(r.han.sent[1]))
+    await r.publish_all()
+    assert r.pub.statuses("c-1") == ["accepted", "relayed", "response"]
+    assert len(r.pub.on("/alert")) == 1   # the refusal, as any alert
+    assert r.relay.counters["answered"] == 1 and "already_executed" not in r.relay.counters
+
+
+async def test_refusal_of_the_copy_then_the_first_response_late_is_not_reported_twice():
+    # the first copy's response was lost on the way; the meter refuses the copy (already
+    # executed); then the first response turns up after all, before the final status was
+    # acknowledged: one final status, the response goes to the alert topic
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10)
+    await r.pump()
+    r.clock.advance(5100)
+    r.relay.check_timers()
+    await r.pump()
+    r.pub.down = True
+    r.relay.on_han_message(refusal_of(r.han.sent[1]))
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    r.pub.down = False
+    await r.publish_all()
+    assert r.pub.statuses("c-1") == ["accepted", "relayed", "already-executed"]
+    c = r.relay.counters
+    assert c["answered"] == 1 and c["already_executed"] == 1 and c["unmatched"] == 1
+    assert len(r.pub.on("/alert")) == 1 and r.journal.live == {}
+
+
 async def test_timed_out_command_forgotten_after_late_window():
     r = Rig(cfg=config(response_timeout_s=5), late_window_s=30)
     await r.submit("c-1", 10)
     await r.pump()
-    r.clock.advance(6000)
-    r.relay.check_timers()
-    await r.publish_all()
+    await time_out_every_copy(r, 5000)
+    assert r.pub.statuses("c-1")[-1] == "timeout"
     assert "c-1" in r.journal.by_id  # still correlatable
     r.clock.advance(31000)
     r.relay.check_timers()
@@ -354,21 +433,35 @@ async def test_han_down_retried_later_and_sent_once():
     assert r.pub.statuses("c-1") == ["accepted", "relayed"]
 
 
-async def test_ambiguous_send_failure_is_never_resent():
+async def test_ambiguous_send_failure_waits_for_its_budget_then_a_copy_goes_and_is_answered():
     r = Rig(cfg=config(response_timeout_s=5))
     await r.submit("c-1", 10)
     r.han.fail = ["E_DELIVERY"]
     await r.pump()
     assert len(r.han.sent) == 1
     r.clock.advance(3000)
+    r.relay.check_timers()
     await r.pump()
-    assert len(r.han.sent) == 1
+    assert len(r.han.sent) == 1   # not resent while its response may still come
     r.clock.advance(3000)
     r.relay.check_timers()
     await r.pump()
-    assert len(r.han.sent) == 1
+    assert len(r.han.sent) == 2 and r.han.sent[1] == r.han.sent[0]
+    r.relay.on_han_message(response_to(r.han.sent[1]))   # the meter never had the first
+    await r.publish_all()
+    assert r.pub.statuses("c-1") == ["accepted", "relayed", "response"]
+
+
+async def test_ambiguous_send_failure_of_every_copy_ends_timeout_with_its_code():
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10)
+    r.han.fail = ["E_DELIVERY"] * (1 + MAX_RESENDS)
+    await r.pump()
+    await time_out_every_copy(r, 5000)
+    assert len(r.han.sent) == 1 + MAX_RESENDS
     last = r.pub.on("/rsp")[-1]
     assert last["status"] == "timeout" and last["error"]["code"] == "E_DELIVERY"
+    assert r.relay.counters["send_errors"] == 1 + MAX_RESENDS
 
 
 async def test_permanent_han_refusal_fails_at_once_and_frees_the_target():

@@ -177,6 +177,83 @@ async def test_sending_marked_without_copies_left_times_out_when_its_budget_ends
     assert last["status"] == "response" and last["late"] is True
 
 
+async def test_sending_marked_that_expired_while_the_power_was_off_gets_no_copy_and_times_out():
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10, expires=r.clock.time() + 3)
+    e = r.journal.by_id["c-1"]
+    r.journal.sending(e, r.clock.time() + 5)   # the bytes may have left, then the power cut
+    r.clock.advance(4000)                      # back after its expiry
+    r.restart()
+    await r.pump()
+    assert r.han.sent == [] and r.journal.by_id["c-1"].state == J.SENDING
+    r.clock.advance(2000)
+    r.relay.check_timers()
+    await r.pump()
+    last = r.pub.on("/rsp")[-1]
+    assert last["status"] == "timeout" and r.han.sent == []
+
+
+async def test_command_accepted_before_sntp_is_not_failed_stale_by_the_clocks_step():
+    # after a power cut the board accepts commands on its unset clock (year 2000); when
+    # SNTP sets it, the clock steps ~25 years: that is not time spent waiting for the HAN
+    r = Rig()
+    r.restart()
+    lose_the_clock(r)
+    r.han.fail = ["E_HAN_DOWN"] * 3
+    await r.submit("c-1", 10)
+    await r.pump()
+    assert r.han.sent == [] and r.journal.by_id["c-1"].state == J.QUEUED
+    set_the_clock(r)
+    r.relay.check_timers()
+    assert r.journal.by_id["c-1"].state == J.QUEUED, r.pub.statuses("c-1")
+    for _ in range(4):      # the link comes back within the backoff
+        r.clock.advance(5000)
+        await r.pump()
+    assert len(r.han.sent) == 1
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.pump()
+    assert r.pub.statuses("c-1")[-1] == "response"
+
+
+async def test_command_accepted_before_sntp_still_fails_stale_after_a_real_wait():
+    r = Rig()
+    r.restart()
+    lose_the_clock(r)
+    r.han.fail = ["E_HAN_DOWN"] * 50
+    await r.submit("c-1", 10)
+    await r.pump()
+    set_the_clock(r)
+    r.clock.advance((r.relay.max_wait_s - 10) * 1000)
+    r.relay.check_timers()
+    assert r.journal.by_id["c-1"].state == J.QUEUED
+    r.clock.advance(20000)   # max_wait_s on this boot's ticks
+    r.relay.check_timers()
+    await r.publish_all()
+    last = r.pub.on("/rsp")[-1]
+    assert last["status"] == "failed" and last["error"]["code"] == "E_HAN_DOWN" and r.han.sent == []
+
+
+async def test_copies_after_timeouts_and_after_restarts_share_one_bound():
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10)
+    await r.pump()
+    r.clock.advance(5100)
+    r.relay.check_timers()          # no response: a copy is queued (Q on flash)
+    r.restart()                     # power cut before it went: the copy survives
+    e = r.journal.by_id["c-1"]
+    assert e.state == J.QUEUED and e.resends == 1
+    await crash_during_send(r)      # the copy's send is cut by the power too
+    assert r.journal.by_id["c-1"].resends == MAX_RESENDS
+    await r.pump()
+    assert len(r.han.sent) == 1 + MAX_RESENDS
+    r.clock.advance(5100)
+    r.relay.check_timers()          # no copies left: the final status
+    await r.pump()
+    assert len(r.han.sent) == 1 + MAX_RESENDS
+    last = r.pub.on("/rsp")[-1]
+    assert last["status"] == "timeout" and last["error"]["code"] == "E_TIMEOUT"
+
+
 async def test_unacknowledged_statuses_published_again_after_restart():
     r = Rig()
     r.pub.down = True
@@ -243,7 +320,11 @@ async def test_timed_out_state_survives_restart():
     r = Rig(cfg=config(response_timeout_s=5))
     await r.submit("c-1", 10)
     await r.pump()
-    r.clock.advance(6000)
+    for _ in range(MAX_RESENDS):   # the copies go, unanswered too
+        r.clock.advance(5100)
+        r.relay.check_timers()
+        await r.pump()
+    r.clock.advance(5100)
     r.relay.check_timers()
     r.pub.down = True
     r.restart()

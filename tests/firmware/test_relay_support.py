@@ -288,6 +288,16 @@ def refusal_of(cmd):
                               b"\x0f\x00", other_info=bytes(m.originator) + bytes(m.counter_bytes))
 
 
+async def time_out_every_copy(r, budget_ms):
+    """No response comes to a command in flight, nor to any copy of it: let its budget end
+    MAX_RESENDS + 1 times (each copy goes at once, the meter being free)."""
+    from ppmid.relay.resend import MAX_RESENDS
+    for _ in range(MAX_RESENDS + 1):
+        r.clock.advance(budget_ms + 100)
+        r.relay.check_timers()
+        await r.pump()
+
+
 def _hexs(b):
     import binascii
     return binascii.hexlify(bytes(b)).decode().upper()

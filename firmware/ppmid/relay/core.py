@@ -23,7 +23,7 @@ from micropython import const
 
 from ppmid.errors import PpmidError, E_BUSY, E_EXPIRED, E_TOO_LARGE, E_CLOCK, E_AUTH
 from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_HAN_DEST, E_HAN_TOO_BIG
-from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms, sleep_ms
+from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms, sleep_ms, SET_AFTER
 from ppmid import envelope as envmod
 from ppmid.mqtt.contract import Topics, status_json, alert_json
 from ppmid.relay import journal as J
@@ -40,8 +40,9 @@ RETRYABLE = (E_HAN_DOWN, E_NO_TUNNEL)
 # errors that will not change by trying again: the command fails at once
 PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
 # anything else (E_DELIVERY, E_DELIVERY_UNKNOWN, OSError...) may have reached the CH: the
-# command waits for its response until its budget ends; only a restart sends it again
-# (resend.py: the meter's anti-replay refuses a copy of what it already executed)
+# command waits for its response until its budget ends, then goes again like one whose
+# response did not come (resend.py: the meter's anti-replay refuses a copy of what it
+# already executed)
 
 FINAL = ("response", "failed", "already-executed")
 _RECENT = const(16)
@@ -178,7 +179,7 @@ class Relay:
             elif e.state == J.SENDING:
                 # a top-up is never sent twice: a ZCL Consumer Top Up carries no GBCS
                 # counter, so a copy would reach the meter as a duplicate UTRN
-                if not e.topup and self._resend_after_restart(e):
+                if not e.topup and self._resend(e, 0):
                     continue
                 # handed to the HAN link before the restart (or about to be), and sent
                 # again as often as allowed: it waits for its response until its budget ends
@@ -201,11 +202,12 @@ class Relay:
         self.state = STATE_RUNNING
         self._wake_dispatch.set()
 
-    def _resend_after_restart(self, e):
-        # a command whose bytes may have left before the crash: queued for one more copy
-        # (resend.py, loaded only here and for the alerts that follow)
+    def _resend(self, e, timed_out):
+        # a command whose bytes may have left before the crash, or whose budget ended
+        # without a response: queued for one more copy if it has copies left (resend.py,
+        # loaded only here and for the alerts that follow)
         from ppmid.relay import resend
-        return resend.requeue(self, e)
+        return resend.requeue(self, e, timed_out)
 
     def _resent_refusal(self, msg):
         # only after a recovery resent something may an alert be a meter's refusal of a copy
@@ -546,7 +548,8 @@ class Relay:
             return
         self._retry.pop(e.target, None)
         self.counters["relayed"] += 1
-        if e.state == J.SENDING:  # a fast response may already have overtaken us
+        # a fast response may already have overtaken us; a copy was "relayed" already
+        if e.state == J.SENDING and self._status.get(e.seq) != "relayed":
             self._emit(e, "relayed")
 
     def _release(self, e):
@@ -577,7 +580,9 @@ class Relay:
             return
         if cra == 2:
             e = self._corr.get(key)
-            if e is not None:
+            # a command the meter already refused as a replay has its final status: the
+            # first copy's response, this late, goes to the alert topic, not a second one
+            if e is not None and e.state != J.ALREADY_EXECUTED:
                 self.answered(e, buf)
                 return
             self.counters["unmatched"] += 1
@@ -614,6 +619,8 @@ class Relay:
                 d = self._deadline.get(e.seq)
                 over = self.clock.diff(now, d) >= 0 if d is not None else now_s >= e.deadline
                 if over:
+                    if not e.topup and self._resend(e, 1):
+                        continue
                     self.journal.timeout(e, now_s + self.late_window_s)
                     self.pacer.finished(e.target, e.seq)
                     self._deadline.pop(e.seq, None)
@@ -627,7 +634,11 @@ class Relay:
             elif e.state == J.QUEUED:
                 if e.expires is not None and now_s >= e.expires:
                     self._fail(e, E_EXPIRED, "expired at %d before it could be relayed" % e.expires)
-                elif now_s - e.accepted_at >= self.max_wait_s:
+                # accepted before SNTP set the clock (after a power cut): its wait is not
+                # the step the clock took since, it is within this boot's ticks
+                elif now_s - e.accepted_at >= self.max_wait_s and (
+                        e.accepted_at >= SET_AFTER or not clock_set
+                        or self.clock.diff(now, self._boot_ms) >= self.max_wait_s * 1000):
                     self._fail(e, e.error or E_STALE, "waited %d s for the HAN" % (now_s - e.accepted_at))
 
     # ---- publishing ----------------------------------------------------------------------

@@ -1,13 +1,16 @@
-# Delivery at least once, execution exactly once, across a crash (docs/relay.md, "Crash
-# policy"). A command found in state "sending" at a restart may or may not have reached the
-# meter: recovery queues it again for one more copy (paced like any command, at most
-# MAX_RESENDS copies over all restarts, counted in the journal). GBCS devices execute a
+# Delivery at least once, execution exactly once (docs/relay.md, "Crash policy" and
+# "Resend after a timeout"). A command found in state "sending" at a restart, or whose
+# response did not come within its budget (the bytes, or the answer, may have been lost on
+# the way: a damaged UART frame, a module reset), may or may not have reached the meter: it
+# is queued again for one more copy (paced like any command, at most MAX_RESENDS copies
+# over all restarts and timeouts, counted in the journal). GBCS devices execute a
 # command only if its originator counter is above the last one they accepted from that
 # remote party, so a copy of a command the meter already executed is refused, not executed
 # again: that refusal (an alert naming the command) ends the command as "already-executed".
 #
-# Loaded only when a recovery finds such a command, and then for the alerts that follow:
-# a gateway that never crashes mid-send never imports it.
+# Loaded only when a recovery finds such a command or a budget ends without a response, and
+# then for the alerts that follow: a gateway whose commands are all answered never imports
+# it. Top-ups never come here: a ZCL Consumer Top Up carries no GBCS counter.
 from micropython import const
 
 from ppmid.relay import journal as J
@@ -25,18 +28,30 @@ def _count(relay, name):
     c[name] = c.get(name, 0) + 1
 
 
-def requeue(relay, e):
-    """Recovery of a command found sending: queue it for another copy, unless it already had
-    its MAX_RESENDS. True if queued (the caller then leaves it alone)."""
+def requeue(relay, e, timed_out=False):
+    """Command e may have reached the meter without an answer reaching us: found sending
+    at a restart, or (timed_out) its budget ended without a response. Queue it for another
+    copy, unless it already had its MAX_RESENDS; True if queued (the caller then leaves it
+    alone), else the caller lets it wait for its budget or times it out. It keeps its
+    place (its seq) ahead of later commands, so a meter sees one pair's counters in order."""
     if e.resends >= MAX_RESENDS:
         return False
+    if e.expires is not None and relay.clock.is_set() and relay.clock.time() >= e.expires:
+        # past its expiry a copy may not go: it waits for its budget and times out (it
+        # may have been executed, so never "failed E_EXPIRED", which says it never went)
+        return False
+    if timed_out:
+        relay.pacer.finished(e.target, e.seq)
+        relay._deadline.pop(e.seq, None)
+        relay._wake_dispatch.set()
+        _count(relay, "resent_after_timeout")
     relay.journal.resend(e)
-    # its first copy's response may still come (the meter answered before the crash, or
-    # the CH held it): it stays correlatable meanwhile, and then no copy goes
+    # the first copy's response may still come (the meter answered before the crash, the
+    # CH held it, it was slow): it stays correlatable meanwhile, and then no copy goes
     relay._corr[e.key()] = e
     _count(relay, "resent")
-    relay.log("info", "%s may have reached the CH before the restart: sending it again (copy %d of at most %d)"
-              % (e.id, e.resends, MAX_RESENDS))
+    relay.log("info", "%s may have reached the meter unanswered (%s): sending it again (copy %d of at most %d)"
+              % (e.id, "no response within %d s" % relay.budget_s if timed_out else "restart", e.resends, MAX_RESENDS))
     return True
 
 

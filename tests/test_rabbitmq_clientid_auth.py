@@ -1,0 +1,75 @@
+"""The client-id binding's HTTP service for RabbitMQ (host_tools/rabbitmq_clientid_auth.py):
+its answers, and its life beside the broker (started, asked over HTTP, stopped). The
+real broker asking it: tests/test_broker_identity.py (the RabbitMQ cases)."""
+import json
+import os
+import time
+import urllib.request
+
+from host_tools import broker_rabbitmq as R
+from host_tools.rabbitmq_clientid_auth import decide
+
+GW_A = "00DB1234567890A0"
+USER = "dcc-user-test"
+
+
+def test_vhost_allows_only_the_certificates_own_client_ids():
+    ok = lambda u, c: decide("/vhost", {"username": u, "client_id": c})  # noqa: E731
+    assert ok(GW_A, GW_A) == "allow"
+    assert ok(USER, USER + "/replay-" + GW_A) == "allow"
+    assert ok(USER, GW_A) == "deny"                 # a DCC User's certificate, a gateway's id
+    assert ok("00DB1234567890B0", GW_A) == "deny"   # another gateway's
+    assert ok(USER, USER + "x") == "deny"           # a longer name is another identity
+    assert ok(USER, "") == "deny"
+    assert decide("/vhost", {"username": USER}) == "deny"   # no client id (not MQTT): refused
+    assert decide("/vhost", {"client_id": USER}) == "deny"
+
+
+def test_other_questions_are_left_to_the_internal_backend_and_unknown_ones_refused():
+    for path in ("/user", "/resource", "/topic"):
+        assert decide(path, {"username": USER}) == "allow"
+    assert decide("/other", {"username": USER, "client_id": USER}) == "deny"
+
+
+def test_service_answers_over_http_and_stops_with_the_broker(tmp_path):
+    state = str(tmp_path)
+    port = R.start_clientid_auth(state)
+    info_path = os.path.join(state, "rabbitmq", "clientid_auth.json")
+    with open(info_path) as f:
+        pid = json.load(f)["pid"]
+    try:
+        def ask(query):
+            with urllib.request.urlopen("http://127.0.0.1:%d/vhost?%s" % (port, query), timeout=5) as r:
+                return r.read().decode()
+        assert ask("username=%s&vhost=%%2F&client_id=%s" % (GW_A, GW_A)) == "allow"
+        assert ask("username=%s&vhost=%%2F&client_id=%s" % (USER, GW_A)) == "deny"
+        # a second start (a broker killed and started again) replaces the first service
+        port2 = R.start_clientid_auth(state)
+        with open(info_path) as f:
+            pid2 = json.load(f)["pid"]
+        assert pid2 != pid and not _alive_after(pid, 5)
+        pid = pid2
+        assert port2 > 0
+    finally:
+        R.stop_clientid_auth(state)
+    assert not _alive_after(pid, 5) and not os.path.exists(info_path)
+    with open(os.path.join(state, "rabbitmq", "clientid_auth.log")) as f:
+        assert "refused: /vhost user %r client id %r" % (USER, GW_A) in f.read()
+
+
+def _alive_after(pid, timeout):
+    """True if pid still runs (not a zombie) after timeout seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            os.waitpid(pid, os.WNOHANG)   # reap it if it is our child
+        except ChildProcessError:
+            pass
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().split()[2] == "Z":
+                    return False
+        except OSError:
+            return False
+        time.sleep(0.05)
+    return True
