@@ -157,7 +157,9 @@ def _apply(root, text, sig, legacy_key):
             raise ConfigUpdateError(E_CONFIG_UPDATE, "new_keys.%s is not a key of the users section" % name)
     for name in checked["keys"]:
         k = checked["keys"][name]
-        if name not in new and not k.get("revoked") and "public_key" not in k and _read(keys_dir + name + ".key") is None:
+        if "public_key" in k:
+            _check_point(name, k["public_key"])
+        elif name not in new and not k.get("revoked") and len(_read(keys_dir + name + ".key") or b"") != 32:
             raise ConfigUpdateError(E_CONFIG_UPDATE, "the key of %s is neither sent nor on this gateway" % name)
     plain = []
     if new:
@@ -190,8 +192,25 @@ def _apply(root, text, sig, legacy_key):
         if name.endswith(".key") and name[:-4] not in checked["keys"]:
             _remove(keys_dir + name)
     from ppmid.relay.senders import load
-    senders = load(root, checked, legacy_key) if checked["keys"] else None
+    try:
+        senders = load(root, checked, legacy_key) if checked["keys"] else None
+    finally:
+        # the code table and the profiles load() built the senders' code sets from: the
+        # boot drops them too (boot.BOOT_ONLY), or they stay on the heap for the rest of the run
+        _unload("ppmid.gbcs.codes", "ppmid.gbcs.profiles")
     return doc["sequence"], senders
+
+
+def _check_point(name, public_key):
+    # everything senders.load() would refuse is refused before anything is written: a key
+    # that is no point of P-256 would make the next boot a config error (a site visit)
+    from binascii import unhexlify
+    from ppmid.errors import ConfigError
+    from ppmid.relay.senders import _check_point as check
+    try:
+        check(name, unhexlify(public_key))
+    except ConfigError as exc:
+        raise ConfigUpdateError(E_CONFIG_UPDATE, "%s: nothing changed" % (exc.message,))
 
 
 def _unload(*names):
