@@ -72,7 +72,9 @@ def printed(code):
     return " ".join(digits[i:i + 4] for i in range(0, len(digits), 4))
 
 
-def _eui(text, where):
+def parse_eui(text, where="EUI-64"):
+    """An EUI-64 as 16 hex digits (colons and hyphens allowed) -> its 8 bytes, or
+    DeviceLogError naming `where`."""
     digits = str(text).replace(":", "").replace("-", "").strip()
     if len(digits) != 16:
         raise DeviceLogError("%s: an EUI-64 is 16 hex digits, not %r" % (where, text))
@@ -110,7 +112,7 @@ def read(path):
         if not isinstance(entry, dict) or not isinstance(entry.get("eui64"), str) \
                 or not isinstance(entry.get("install_code"), str):
             raise DeviceLogError("%s: an entry is an object with the strings eui64 and install_code" % where)
-        eui = _eui(entry["eui64"], where)
+        eui = parse_eui(entry["eui64"], where)
         try:
             code = parse_install_code(entry["install_code"])
         except InstallCodeError as exc:
@@ -127,7 +129,7 @@ def add(path, eui64, code):
     """Add (or replace) the entry of `eui64` (16 hex digits) with this install code, keeping
     the other entries; written to a temporary file and renamed, so a reader never sees half
     a log. Returns the entry written."""
-    eui = _eui(eui64, "EUI-64")
+    eui = parse_eui(eui64)
     entries = read(path) if os.path.exists(path) else {}
     entries[eui] = bytes(code)
     tmp = path + ".tmp"

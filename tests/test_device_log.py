@@ -142,3 +142,26 @@ def test_ncp_emulator_and_emulate_refuse_a_missing_or_garbled_log(tmp_path):
     r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--device-log", str(bad), "--ch-install-code", SPEC,
               timeout=60)
     assert r.returncode == 1 and "give one" in r.stderr, r.stderr
+
+
+def test_provision_checks_zigbee_eui_before_the_board_and_takes_colons(tmp_path):
+    from host_tools.emuboard import EmulatedBoard
+    state = _broker_state(tmp_path)
+    log = tmp_path / "log.jsonl"
+    base = ["provision", "--gateway", GW, "--state-dir", state, "--broker-host", "127.0.0.1",
+            "--broker-port", "18883", "--install-code", SPEC, "--device-log", str(log)]
+    for bad in ("nothex", "00:0D:6F:00:00:00:01", "00DB1234567890A4FF"):
+        r = ppmid(*base, "--port", "unused", "--zigbee-eui", bad, "--dry-run", timeout=60)
+        assert r.returncode == 1 and "E_DEVICE_LOG" in r.stderr and "--zigbee-eui" in r.stderr, (bad, r.stderr)
+    with EmulatedBoard(tmp_path / "board") as b:
+        r = ppmid(*base, "--port", b.repl, "--zigbee-eui", "nothex", timeout=60)
+        assert r.returncode == 1 and "E_DEVICE_LOG" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert "E_INTERNAL" not in r.stderr
+        assert b.exec("import os\nprint(sorted(os.listdir('/')))").strip() == "[]"   # the board untouched
+        assert not log.exists()
+        r = ppmid(*base, "--port", b.repl, "--zigbee-eui", "00:0d:6f:00:00:00:00:01", timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "EUI-64 000D6F0000000001" in r.stdout
+        assert b.exec("import os\nprint('config.json' in os.listdir('/'))").strip() == "True"
+    assert D.read(str(log)) == {bytes.fromhex("000D6F0000000001"): D.parse_install_code(SPEC)}
+    assert json.loads(log.read_text()) == {"eui64": "000D6F0000000001", "install_code": D.printed(D.parse_install_code(SPEC))}
