@@ -110,7 +110,8 @@ async def test_refusals_leave_the_gateway_as_it_was():
              ("wrong-config-key", None, "E_CONFIG_KEY"),
              ("undefined-role", None, "E_CONFIG"),
              ("stray-key", None, "E_CONFIG_UPDATE"),
-             ("unknown-user-no-key", None, "E_CONFIG_UPDATE")]
+             ("unknown-user-no-key", None, "E_CONFIG_UPDATE"),
+             ("extra-field", None, "E_CONFIG_UPDATE")]   # a field no users update has
     for i, (name, text, code) in enumerate(cases):
         st = await _push(root, r, name, "r%d" % i, text)
         assert st["state"] == "refused" and st["error"]["code"] == code, (name, st)

@@ -32,6 +32,7 @@ E_CONFIG_KEY = "E_CONFIG_KEY"              # a wrapped key does not unwrap with 
 E_CONFIG_FLASH = "E_CONFIG_FLASH"          # writing the files failed (nothing renamed, or see docs)
 E_CONFIG_INTERNAL = "E_CONFIG_INTERNAL"    # the update failed unexpectedly (a bug, out of memory)
 FORMAT = 1
+FIELDS = ("format", "gateway", "sequence", "users", "new_keys")
 TOPIC = "update/config"                    # under ppmid/v1/EUI/, in the update family the ACL has
 CONFIG_KEY = "/secrets/config.key"
 WRAP = b"ppmid-users-wrap-v1"
@@ -83,6 +84,12 @@ def parse(text, gateway, applied):
         raise ConfigUpdateError(E_CONFIG_UPDATE, "the signed users update is not JSON")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ConfigUpdateError(E_CONFIG_UPDATE, "users update format must be %d" % FORMAT)
+    # the update key signs commission orders and manifests too: a field a users update
+    # does not have means another kind of document (relay/commission_order.py's "kind")
+    for k in doc:
+        if k not in FIELDS:
+            raise ConfigUpdateError(E_CONFIG_UPDATE, "a users update has no field %r (fields: %s)"
+                                    % (k, ", ".join(FIELDS)))
     if doc.get("gateway") != gateway:
         raise ConfigUpdateError(E_CONFIG_GATEWAY, "the users update is for gateway %s, this is %s"
                                 % (doc.get("gateway"), gateway))
