@@ -12,7 +12,7 @@ With --update KIND the gateway is provisioned with the emulation's update key
 the exit status is 1 also when its result is not the expected one (good: applied,
 bad-signature: refused, crash-at-boot: rolled-back).
 The emulated Zigbee module starts uncommissioned: the gateway is provisioned with an
-install code, the emulated CH's device log (STATE_DIR/device-log.jsonl, or --device-log)
+install code, the emulated CH's device log (STATE_DIR/emulate-device-log.jsonl, or --device-log)
 holds the gateway's EUI-64 with it, and the gateway joins, completes CBKE and gets the
 tunnel before the replay; the steps are printed and the report's "commissioning" has
 them. --commissioned starts from a module that holds the network already (the old start).

@@ -43,14 +43,16 @@ def add_arguments(p):
 
 
 def _install_code(args):
-    """(code bytes or None, device log path or None); the log is read first, so a garbled
-    one stops us before the board is touched."""
+    """(code bytes or None, device log path or None, --zigbee-eui's 8 bytes or None); the
+    log is read and --zigbee-eui parsed first, so a garbled one stops us before the board
+    is touched."""
     from host_tools import device_log
     from host_tools.cli import CliError
     if args.install_code is None:
         if args.device_log or args.zigbee_eui:
             raise CliError("--device-log and --zigbee-eui go with --install-code HEX|new")
-        return None, None
+        return None, None, None
+    eui = device_log.parse_eui(args.zigbee_eui, "--zigbee-eui") if args.zigbee_eui else None
     if args.install_code.strip().lower() == "new":
         code = device_log.new_install_code()
     else:
@@ -60,20 +62,21 @@ def _install_code(args):
         device_log.read(path)
     elif not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise CliError("--device-log %s: its folder does not exist" % path)
-    return code, path
+    return code, path, eui
 
 
 def run(args):
     from host_tools import device_log
-    code, log_path = _install_code(args)
+    code, log_path, eui = _install_code(args)
     files, cfg = provision.build(args.state_dir, args.gateway, config_file=args.config, broker_host=args.broker_host,
                                  broker_port=args.broker_port, server_hostname=args.server_hostname, ssid=args.ssid,
                                  password=args.password, han_devices=args.han_device,
                                  envelope_key_file=args.envelope_key_file, user_tokens=args.user_tokens,
                                  install_code=code)
-    eui = (args.zigbee_eui or cfg["gateway"]).upper()
     if code is not None:
-        print("install code %s (the installer's entry, CRC last; EUI-64 %s)" % (device_log.printed(code), eui))
+        eui = eui or device_log.parse_eui(cfg["gateway"], "--gateway")
+        print("install code %s (the installer's entry, CRC last; EUI-64 %s)" % (device_log.printed(code),
+                                                                                eui.hex().upper()))
     if args.dry_run:
         for p in list(provision.ORDER) + sorted(p for p in files if p not in provision.ORDER):
             print("%s %d bytes" % (args.root + p, len(files[p])))
@@ -88,7 +91,6 @@ def run(args):
     if code is not None:
         # after the board took the code: a log entry for a gateway that never got it would
         # let a rehearsal pass that the field would fail
-        device_log.add(log_path, eui, code)
-        print("device log %s: %s" % (log_path, json.dumps(device_log.entry(bytes.fromhex(eui), code))))
+        print("device log %s: %s" % (log_path, json.dumps(device_log.add(log_path, eui.hex(), code))))
     print("provisioned gateway %s for broker %s:%s" % (cfg["gateway"], cfg["broker"].get("host"), cfg["broker"].get("port")))
     return 0

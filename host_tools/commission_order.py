@@ -6,8 +6,12 @@ carries a rising sequence, published on ppmid/v1/EUI/update/commission; the gate
 on ppmid/v1/EUI/update with {"kind": "commission", "state": "accepted" | "refused", ...}.
 The gateway side: firmware/ppmid/relay/commission_order.py.
 
-The host keeps the last sequence each gateway accepted in STATE_DIR/keys/EUI.commission.json
-({"sequence": N}); the next order carries N + 1.
+The host keeps the last sequence it sent each gateway in STATE_DIR/keys/EUI.commission.json
+({"sequence": N}), written before the order is published; the next order carries N + 1.
+Written on send, not on "accepted": the gateway uses a sequence up as soon as it has
+checked the signature (an E_ORDER_BUSY refusal, or an answer lost on the way back, still
+used it), and it needs only a rising sequence, so a gap is harmless where a reused number
+is an E_ORDER_REPLAY.
 """
 import json
 import os
@@ -51,7 +55,8 @@ def document(eui, sequence, order="recommission"):
     """The signed text: canonical JSON (sorted keys, no spaces)."""
     from host_tools.broker import gateway_identity
     from host_tools.update import canonical
-    return canonical({"format": 1, "gateway": gateway_identity(eui), "order": order, "sequence": sequence})
+    return canonical({"format": 1, "gateway": gateway_identity(eui), "kind": "commission-order", "order": order,
+                      "sequence": sequence})
 
 
 def signed(text, operator_key, order_id=None):
@@ -62,19 +67,20 @@ def signed(text, operator_key, order_id=None):
 
 
 def push(state_dir, eui, operator_key_path, user="dcc-user-test", timeout=60.0, sequence=None):
-    """Sign, send and follow one re-commission order; the gateway's status (dict). On
-    "accepted" the host's sequence is updated."""
+    """Sign, send and follow one re-commission order; the gateway's status (dict). The
+    host's sequence is raised to this order's before it is sent (never lowered: an older
+    --sequence sent again keeps the registry where it was)."""
     from host_tools.update import load_key
     from host_tools.users_update import send, UsersUpdateError
     from ppmid.mqtt.contract import ROOT, UPDATE
     from ppmid.relay.commission_order import TOPIC
     seq = last_sequence(state_dir, eui) + 1 if sequence is None else sequence
     oid, payload = signed(document(eui, seq), load_key(operator_key_path))
+    if seq > last_sequence(state_dir, eui):
+        write_sequence(state_dir, eui, seq)
     try:
         st = send(state_dir, eui, payload, oid, user, timeout, ROOT + eui + "/" + UPDATE, ROOT + eui + "/" + TOPIC,
                   kind="commission")
     except UsersUpdateError as exc:
         raise CommissionOrderError(str(exc))
-    if st.get("state") == "accepted":
-        write_sequence(state_dir, eui, seq)
     return st

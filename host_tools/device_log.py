@@ -15,7 +15,7 @@ import os
 from host_tools.errors import ToolError
 
 E_DEVICE_LOG = "E_DEVICE_LOG"
-DEFAULT_NAME = "device-log.jsonl"   # in a broker state dir or an emulate state dir
+DEFAULT_NAME = "device-log.jsonl"   # ppmid provision's, in a broker state dir (ppmid emulate makes its own: emulate.EMULATE_DEVICE_LOG)
 
 
 class DeviceLogError(ToolError):
@@ -72,7 +72,9 @@ def printed(code):
     return " ".join(digits[i:i + 4] for i in range(0, len(digits), 4))
 
 
-def _eui(text, where):
+def parse_eui(text, where="EUI-64"):
+    """An EUI-64 as 16 hex digits (colons and hyphens allowed) -> its 8 bytes, or
+    DeviceLogError naming `where`."""
     digits = str(text).replace(":", "").replace("-", "").strip()
     if len(digits) != 16:
         raise DeviceLogError("%s: an EUI-64 is 16 hex digits, not %r" % (where, text))
@@ -110,7 +112,7 @@ def read(path):
         if not isinstance(entry, dict) or not isinstance(entry.get("eui64"), str) \
                 or not isinstance(entry.get("install_code"), str):
             raise DeviceLogError("%s: an entry is an object with the strings eui64 and install_code" % where)
-        eui = _eui(entry["eui64"], where)
+        eui = parse_eui(entry["eui64"], where)
         try:
             code = parse_install_code(entry["install_code"])
         except InstallCodeError as exc:
@@ -125,16 +127,32 @@ def read(path):
 
 def add(path, eui64, code):
     """Add (or replace) the entry of `eui64` (16 hex digits) with this install code, keeping
-    the other entries; written to a temporary file and renamed, so a reader never sees half
-    a log. Returns the entry written."""
-    eui = _eui(eui64, "EUI-64")
-    entries = read(path) if os.path.exists(path) else {}
-    entries[eui] = bytes(code)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for e, c in entries.items():
-            f.write(json.dumps(entry(e, c)) + "\n")
-    os.replace(tmp, path)
+    the other entries; written to a temporary file of its own and renamed, so a reader
+    never sees half a log. Read, write and rename hold an exclusive lock on `path`.lock
+    (left in place: removing it would let a third writer lock a different file), so two
+    `ppmid provision` runs at once (a fleet script) both keep their entry. The log is
+    owner-only (mkstemp's 0600): install codes derive the link keys. Returns the entry
+    written."""
+    import fcntl
+    import tempfile
+    eui = parse_eui(eui64)
+    folder = os.path.dirname(os.path.abspath(path))
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = read(path) if os.path.exists(path) else {}
+        entries[eui] = bytes(code)
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w") as f:
+                for e, c in entries.items():
+                    f.write(json.dumps(entry(e, c)) + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
     return entry(eui, code)
 
 

@@ -31,6 +31,7 @@ ESME = "00DB1234567890A0"
 GSME = "00DB1234567890A1"
 DEVICES = {ESME: "ESME", GSME: "GSME", GATEWAY: "PPMID"}
 ANSWERING = (ESME, GSME)          # the devices behind the emulated CH (they answer)
+EMULATE_DEVICE_LOG = "emulate-device-log.jsonl"  # the CH device log emulate makes afresh each run (not provision's)
 HEAP_RE = re.compile(rb"PPMID heap: free=(\d+) min=(\d+)")
 STATUS_RE = re.compile(rb"PPMID status: ([^\r\n]*)")
 
@@ -344,13 +345,15 @@ class Emulation:
             raise EmulateError(str(exc))
 
     def _device_log(self):
-        """The emulated CH's device log: the file given, or STATE_DIR/device-log.jsonl made
-        afresh with the gateway's EUI-64 and its install code (--ch-install-code's instead
-        when given), as `ppmid provision --install-code` writes it."""
+        """The emulated CH's device log: the file given, or STATE_DIR/emulate-device-log.jsonl
+        made afresh with the gateway's EUI-64 and its install code (--ch-install-code's
+        instead when given), as `ppmid provision --install-code` writes it."""
         from host_tools import device_log
         path = self.commissioning.get("device_log")
         if not path:
-            path = os.path.join(self.state_dir, device_log.DEFAULT_NAME)
+            # a name only emulate writes: a state dir shared with `ppmid provision` keeps
+            # the real device log (device_log.DEFAULT_NAME) it holds there
+            path = os.path.join(self.state_dir, EMULATE_DEVICE_LOG)
             if os.path.exists(path):
                 os.remove(path)
             code = self.commissioning.get("ch_install_code") or self.commissioning["install_code"]

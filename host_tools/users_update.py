@@ -121,6 +121,15 @@ def plan(state_dir, eui, users=None, rotate=(), revoke=(), remove=(), sequence=N
         config.validate({"gateway": eui, "users": json.loads(json.dumps(dict(base, sequence=seq)))})
     except config.ConfigError as exc:
         raise UsersUpdateError("users refused: %s" % exc)
+    # the config check sees only the form of a public key; the gateway refuses one that is
+    # no point of P-256 (E_CONFIG_UPDATE), so say it here
+    from cryptography.hazmat.primitives.asymmetric import ec
+    for name in sorted(keys):
+        if "public_key" in keys[name]:
+            try:
+                ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes.fromhex(keys[name]["public_key"]))
+            except ValueError:
+                raise UsersUpdateError("users refused: users.keys.%s.public_key is not a point of P-256" % name)
     return seq, base, new, renames
 
 

@@ -59,3 +59,56 @@ def test_commission_cli_errors_exit_1(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--sequence must be 1 or more" in err and "--timeout" in err
     assert O.last_sequence(str(tmp_path), GW) == 0
+
+
+def test_busy_then_a_plain_resend_is_accepted(tmp_path, monkeypatch):
+    """The gateway (the firmware's own ppmid.relay.commission_order, under CPython) uses a
+    sequence up on E_ORDER_BUSY and when its answer is lost: the host must not send that
+    number again. Stands in for the broker: `send` hands the payload to the firmware."""
+    import asyncio
+    from host_tools import mpcompat, users_update
+    mpcompat.install()
+    from ppmid.relay import commission_order as F
+    root = tmp_path / "flash"
+    root.mkdir()
+    pem = tmp_path / "op.pem"
+    pem.write_text(UV.PRIVATE_PEM)
+    state = str(tmp_path / "broker")
+
+    class Han:
+        def __init__(self, up, answer=True):
+            self.opts = {"commission": {"install_code": "83FED3407A939723A5C639B26916D505C3B5"}}
+            self._up, self._net_task, self.answer = up, None, answer
+
+    han = Han(up=False)
+
+    def gateway(state_dir, eui, payload, oid, user, timeout, status_topic, topic, kind):
+        assert kind == "commission" and topic.endswith("/update/commission")
+
+        async def run():
+            try:
+                _, seq = F.take(str(root), payload, GW, UV.PUBLIC, han)
+                st = {"kind": kind, "id": oid, "state": "accepted", "sequence": seq}
+            except F.OrderError as exc:
+                st = {"kind": kind, "id": oid, "state": "refused", "error": exc.as_dict()}
+            if han._net_task is not None:   # no module here: the re-commission is not run
+                han._net_task.cancel()
+                han._net_task = None
+            return st
+        st = asyncio.run(run())
+        if not han.answer:
+            return {"kind": kind, "id": oid, "state": "no-answer", "error": {"code": "E_NO_ANSWER", "message": "x"}}
+        return st
+
+    monkeypatch.setattr(users_update, "send", gateway)
+    st = O.push(state, GW, str(pem))
+    assert st["state"] == "refused" and st["error"]["code"] == "E_ORDER_BUSY", st
+    han = Han(up=True, answer=False)   # taken, but its answer lost
+    assert O.push(state, GW, str(pem))["state"] == "no-answer"
+    han = Han(up=True)
+    st = O.push(state, GW, str(pem))
+    assert st["state"] == "accepted" and st["sequence"] == 3, st
+    assert O.last_sequence(state, GW) == 3
+    # an older --sequence sent again: refused as a replay, the registry not lowered
+    st = O.push(state, GW, str(pem), sequence=1)
+    assert st["error"]["code"] == "E_ORDER_REPLAY" and O.last_sequence(state, GW) == 3, st

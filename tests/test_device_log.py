@@ -51,6 +51,42 @@ def test_add_keeps_other_entries_and_replaces_its_own(tmp_path):
     assert lines[0] == {"eui64": GW, "install_code": D.printed(b)}
 
 
+def test_add_waits_for_another_writer_and_keeps_its_entry(tmp_path):
+    """Two provision runs at once: the second add waits while the first holds the log's
+    lock, then reads the log the first wrote, so neither entry is lost."""
+    import fcntl
+    import threading
+    path = str(tmp_path / "log.jsonl")
+    other, mine = "00DB1234567890A5", D.parse_install_code(SPEC)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)          # the other run, inside its read-modify-write
+        t = threading.Thread(target=D.add, args=(path, GW, mine))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive(), "add wrote the log while another writer held it"
+        with open(path, "w") as f:                 # the other run's write lands
+            f.write(json.dumps(D.entry(bytes.fromhex(other), mine)) + "\n")
+    t.join(30)
+    assert not t.is_alive()
+    assert D.read(path) == {bytes.fromhex(other): mine, bytes.fromhex(GW): mine}
+
+
+def test_a_failed_write_leaves_the_log_and_no_temporary_file(tmp_path, monkeypatch):
+    import os
+    path = str(tmp_path / "log.jsonl")
+    D.add(path, GW, D.parse_install_code(SPEC))
+    before = open(path, "rb").read()
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        D.add(path, "00DB1234567890A5", D.new_install_code())
+    monkeypatch.undo()
+    assert open(path, "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["log.jsonl", "log.jsonl.lock"]
+
+
 @pytest.mark.parametrize("content, words", [
     (b"", "holds no entry"),
     (b"not json\n", "line 1 is not JSON"),
@@ -142,3 +178,40 @@ def test_ncp_emulator_and_emulate_refuse_a_missing_or_garbled_log(tmp_path):
     r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--device-log", str(bad), "--ch-install-code", SPEC,
               timeout=60)
     assert r.returncode == 1 and "give one" in r.stderr, r.stderr
+
+
+def test_provision_checks_zigbee_eui_before_the_board_and_takes_colons(tmp_path):
+    from host_tools.emuboard import EmulatedBoard
+    state = _broker_state(tmp_path)
+    log = tmp_path / "log.jsonl"
+    base = ["provision", "--gateway", GW, "--state-dir", state, "--broker-host", "127.0.0.1",
+            "--broker-port", "18883", "--install-code", SPEC, "--device-log", str(log)]
+    for bad in ("nothex", "00:0D:6F:00:00:00:01", "00DB1234567890A4FF"):
+        r = ppmid(*base, "--port", "unused", "--zigbee-eui", bad, "--dry-run", timeout=60)
+        assert r.returncode == 1 and "E_DEVICE_LOG" in r.stderr and "--zigbee-eui" in r.stderr, (bad, r.stderr)
+    with EmulatedBoard(tmp_path / "board") as b:
+        r = ppmid(*base, "--port", b.repl, "--zigbee-eui", "nothex", timeout=60)
+        assert r.returncode == 1 and "E_DEVICE_LOG" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert "E_INTERNAL" not in r.stderr
+        assert b.exec("import os\nprint(sorted(os.listdir('/')))").strip() == "[]"   # the board untouched
+        assert not log.exists()
+        r = ppmid(*base, "--port", b.repl, "--zigbee-eui", "00:0d:6f:00:00:00:00:01", timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "EUI-64 000D6F0000000001" in r.stdout
+        assert b.exec("import os\nprint('config.json' in os.listdir('/'))").strip() == "True"
+    assert D.read(str(log)) == {bytes.fromhex("000D6F0000000001"): D.parse_install_code(SPEC)}
+    assert json.loads(log.read_text()) == {"eui64": "000D6F0000000001", "install_code": D.printed(D.parse_install_code(SPEC))}
+
+
+def test_emulate_leaves_a_provision_device_log_in_its_state_dir_alone(tmp_path):
+    """ppmid emulate makes its CH's log afresh each run under a name of its own; a
+    device-log.jsonl that `ppmid provision` keeps in the same folder is not touched."""
+    from host_tools import emulate as E
+    real = tmp_path / D.DEFAULT_NAME
+    D.add(str(real), "00DB1234567890A5", D.parse_install_code(SPEC))
+    before = real.read_bytes()
+    emu = E.Emulation(tmp_path, commissioning={"install_code": SPEC}, log=None)
+    for _ in range(2):   # a second run replaces emulate's own log, not provision's
+        assert emu._device_log() == {bytes.fromhex(GW): D.parse_install_code(SPEC)}
+    assert real.read_bytes() == before
+    assert emu.device_log_path == str(tmp_path / E.EMULATE_DEVICE_LOG)

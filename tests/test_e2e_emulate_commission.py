@@ -1,6 +1,6 @@
 """`ppmid emulate` as a user runs it (what `make run` runs): by default the emulated module
 starts with no network, the gateway joins with its provisioned install code and completes
-key establishment with the emulated CH, whose device log (STATE_DIR/device-log.jsonl) holds
+key establishment with the emulated CH, whose device log (STATE_DIR/emulate-device-log.jsonl) holds
 the gateway's EUI-64 with that code; the steps are printed before the replay and the
 report's "commissioning" says so; with `--ch-install-code` of another code the CH refuses
 the join and the report carries the code. Bad install codes are refused before anything
@@ -58,7 +58,7 @@ def test_emulate_commissioned_starts_from_a_module_with_the_network(tmp_path):
     rep = json.loads(report.read_text())
     assert rep["commissioning"] == {"state": "preset", "cbke": None, "steps": []} and rep["answered"] == 1
     assert "commissioning: the emulated module holds the network already" in r.stdout
-    assert not (tmp_path / "run" / "device-log.jsonl").exists()
+    assert not (tmp_path / "run" / E.EMULATE_DEVICE_LOG).exists()
 
 
 def test_emulate_with_another_code_in_the_ch_device_log_is_refused(tmp_path):

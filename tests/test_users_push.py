@@ -72,6 +72,11 @@ def test_plan_sends_no_key_for_a_public_key_user_and_refuses_to_rotate_one(state
     assert not os.path.exists(mt.user_key_path(state, GW, "pk"))
     with pytest.raises(U.UsersUpdateError, match="registered by its public key"):
         U.plan(state, GW, users=users, rotate=["pk"])
+    # well-formed but no point of P-256: refused here, before the gateway refuses it
+    off = json.loads(V.SIGNED["off-curve-key"][0])["users"]["keys"]["supplier-pk"]["public_key"]
+    users["keys"]["pk"]["public_key"] = off
+    with pytest.raises(U.UsersUpdateError, match="pk.public_key is not a point of P-256"):
+        U.plan(state, GW, users=users)
 
 
 def test_plan_refuses_unknown_names_revoked_rotations_and_bad_sections(state):

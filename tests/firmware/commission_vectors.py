@@ -1,26 +1,34 @@
 # Fixed signed commission orders for the firmware tests (ppmid.relay.commission_order), made
 # once with host_tools.commission_order's text (canonical JSON) and signed with the test keys
 # of update_vectors (tests/test_commission_order_host.py checks them again). TEST KEYS ONLY.
+# no-kind, users-kind and extra-field: signed documents that are no commission order (the
+# update key signs users updates and manifests too).
 import json
 
 GATEWAY = "00DB1234567890A4"
 
 # name -> (signed text, signature r || s in hex)
 SIGNED = {
-    'first': ('{"format":1,"gateway":"00DB1234567890A4","order":"recommission","sequence":1}',
-        '366eb4fe8f088cee0e32adb79ac024705b37904d07bdb25e61196774d86dedba94935f30c6d4dd18d54f46c4146ef25cee244d658472b2b6dd3125b272e96cd4'),
-    'second': ('{"format":1,"gateway":"00DB1234567890A4","order":"recommission","sequence":2}',
-        'e6001eb905ade368c6e0c24aa711f6ca086d2facb58cb639e3bb5a493c4e967e2b679af2568489c127a1777a51650b06d35d601fd19576da193b6a07b5fd6643'),
-    'wrong-key': ('{"format":1,"gateway":"00DB1234567890A4","order":"recommission","sequence":3}',
-        '57fc1de8faf0448ab1832fe206356b8dd7f87e76332575326fbc123cf68c9fc97814029ae7d7d9bb5aef4bad9d0f16eff9d4b37e0c89f11c97c2df97cae86db9'),
-    'other-gateway': ('{"format":1,"gateway":"00DB1234567890A5","order":"recommission","sequence":3}',
-        'f1ca59b6d62c6796405d33949dc1c53b11f6d8c232d5ab03550804b4e951c4438e00adf742dc1608a5be7b8bfd1da0d3cd0f3d814f192bb2c1258d73d4cd227a'),
-    'unknown-order': ('{"format":1,"gateway":"00DB1234567890A4","order":"self-destruct","sequence":3}',
-        '3f836f2e6924ad4b4abf7873cd16de522f0946bae34048f116d8d38df897816ccd6e801c4fe6d145739ba45400f91e263e22f7adff72b2f67a1efd3c45458ce2'),
-    'format-2': ('{"format":2,"gateway":"00DB1234567890A4","order":"recommission","sequence":3}',
-        '4e40321a50d32295f100abbf061837ebd9b4b8a8db831c726b6954363bd26abc53ce7128e087cf62034b9932305040873a8e6eda1c61698a589b5b45c8f70a7d'),
-    'sequence-0': ('{"format":1,"gateway":"00DB1234567890A4","order":"recommission","sequence":0}',
-        '121c08eed067ca6184a4a899e55726eb4c529bd13f3e0055c50eef74935f0ea172b95927ba4c6e029a04fda5f24d5d79ec043ab4908c7a185aa95d50f13051b3'),
+    'first': ('{"format":1,"gateway":"00DB1234567890A4","kind":"commission-order","order":"recommission","sequence":1}',
+        '8813d6dcad726cb45ab6b05c4ec80f495f03a9e542fd343453d140542d2a8768531c60e74fd3b51dd97e5a9ba49ae542d689cf3799bf7097d9be1fc686b81e8b'),
+    'second': ('{"format":1,"gateway":"00DB1234567890A4","kind":"commission-order","order":"recommission","sequence":2}',
+        '9c19cae0487e8e167aedc98fb0078da64d0694eff5583335a6a73cd804bbec199cfb3909d68eeace4ca02422fb19f5a0f1bff54279e080dcbe18327ac58133c1'),
+    'wrong-key': ('{"format":1,"gateway":"00DB1234567890A4","kind":"commission-order","order":"recommission","sequence":3}',
+        '29bccc2b34d0030f1abcdba366b1f6ccf4a1e5281a6dd0aa38f84ad33c5322f0df200ef56684b98e56ab2d42392f8f32ca39efa8e74e410797ec10488b5c17e9'),
+    'other-gateway': ('{"format":1,"gateway":"00DB1234567890A5","kind":"commission-order","order":"recommission","sequence":3}',
+        '2850dff1ef8ea043e2f590fa36202531563708234173c7a5b50dfae6b42ecd1ec0242594667d4de819ab826931d5a2899e9b26fc2842676df357df491e3bff95'),
+    'unknown-order': ('{"format":1,"gateway":"00DB1234567890A4","kind":"commission-order","order":"self-destruct","sequence":3}',
+        'bf7d856b70c6af19971a48729da4e9a0f0b17c66d158f65e003df5531ceeffcbc0862571d2e12440807ddce8d8958da78662bf4ce9e64ccd6c46e24dee9196c8'),
+    'format-2': ('{"format":2,"gateway":"00DB1234567890A4","kind":"commission-order","order":"recommission","sequence":3}',
+        '53a4a7d9e4d14022f53841ebb2d68b6dfd2367e03002d61c381b0214d624354a464b72238ffbba1fa79565b9479bc08708b1fa063b2be6c78931434601d675ed'),
+    'sequence-0': ('{"format":1,"gateway":"00DB1234567890A4","kind":"commission-order","order":"recommission","sequence":0}',
+        '1191a15715df40142080c5ebda6510488753637483865e93fe5a8f3e25d1af67c546cb39bfd0faf8f356121151b12db8078f7031142f8c99f04cbe739de05498'),
+    'no-kind': ('{"format":1,"gateway":"00DB1234567890A4","order":"recommission","sequence":3}',
+        '8cebeb0a0057cb2d2a68e88c21ad6ed2d10f85d67f5cc01ff439857920cf69a33ff150a7268922e741b5a2c8f5d2e819d66ee3315f2438381207d4a1de9fec9e'),
+    'users-kind': ('{"format":1,"gateway":"00DB1234567890A4","kind":"users-update","order":"recommission","sequence":3}',
+        '0e7f7a15e37ab352317916d225c0a0f556af503fc4ebeed8edec0251a87a293b4df9290d11efae1d85a46d899dfd45966f60d52f2f9172b4318103c4eb37723e'),
+    'extra-field': ('{"format":1,"gateway":"00DB1234567890A4","kind":"commission-order","order":"recommission","sequence":3,"users":{}}',
+        'c7294f13025917083c79a0e6706202d8843b2fc4c4fbcde69d369114cf9ce0305286e718f9cd1209b74c4826a735a2b25dcea2256c456a6a87523d2d71eb3bab'),
 }
 
 

@@ -97,6 +97,9 @@ async def test_refused_orders_change_nothing():
              ("unknown-order", None, None, "E_ORDER"),
              ("format-2", None, None, "E_ORDER"),
              ("sequence-0", None, None, "E_ORDER"),
+             ("no-kind", None, None, "E_ORDER"),
+             ("users-kind", None, None, "E_ORDER"),
+             ("extra-field", None, None, "E_ORDER"),
              (None, None, b"not json", "E_ORDER"),
              (None, None, b'{"id": "x", "order": "{}"}', "E_ORDER"),
              (None, None, b'{"id": "x", "order": "{}", "signature": "zz"}', "E_ORDER_SIGNATURE"),
@@ -139,9 +142,49 @@ async def test_a_newer_order_replaces_a_running_network_task():
     st = await _order(root, han, "first")
     assert st["state"] == "accepted"
     await asyncio.sleep(0)
-    assert old.done() if hasattr(old, "done") else True
     try:
         await old
         raise AssertionError("the rejoin task was not cancelled")
     except asyncio.CancelledError:
         pass
+
+
+async def test_the_signature_is_checked_before_the_gateway_says_what_it_can_do():
+    # an unsigned (here: wrongly signed) order must not learn whether this gateway can
+    # commission: E_ORDER_SIGNATURE, not E_ORDER_UNSUPPORTED; a gateway with no Zigbee
+    # road at all (relay.han None) refuses a signed order as unsupported, not as a bug
+    root = _gateway()
+    st = await _order(root, _Han(install_code=False), "wrong-key")
+    assert st["error"]["code"] == "E_ORDER_SIGNATURE", st
+    link = _Link()
+    await O.handle((_Board(root), _Relay(None), link, "0.1.0"), "t", V.order("first"))
+    st = link.client.sent[0][1]
+    assert st["state"] == "refused" and st["error"]["code"] == "E_ORDER_UNSUPPORTED", st
+    try:
+        read_file(root + "/zigbee_order")
+        raise AssertionError("a refused order wrote its sequence")
+    except OSError:
+        pass
+
+
+async def test_an_unreadable_sequence_file_refuses_every_order_and_stays_as_it_was():
+    # a garbled (or emptied) zigbee_order must not reset the replay floor to 0
+    for garbage in (b"", b"\xff\x00garbage", b"1x\n", b"-3\n"):
+        root = _gateway()
+        write_file(root + "/zigbee_order", garbage)
+        han = _Han()
+        st = await _order(root, han, "first")
+        assert st["state"] == "refused" and st["error"]["code"] == "E_ORDER_FLASH", (garbage, st)
+        assert "unreadable" in st["error"]["message"] and han._net_task is None
+        assert read_file(root + "/zigbee_order") == garbage
+    # an I/O error other than "no such file" (here: a directory in its place) refuses too
+    import os
+    root = _gateway()
+    os.mkdir(root + "/zigbee_order")
+    st = await _order(root, _Han(), "first")
+    assert st["error"]["code"] == "E_ORDER_FLASH", st
+    # a file that holds a number still works, with that number as the floor
+    root = _gateway()
+    write_file(root + "/zigbee_order", b"1\n")
+    assert (await _order(root, _Han(), "first"))["error"]["code"] == "E_ORDER_REPLAY"
+    assert (await _order(root, _Han(), "second"))["state"] == "accepted"

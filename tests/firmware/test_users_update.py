@@ -110,7 +110,8 @@ async def test_refusals_leave_the_gateway_as_it_was():
              ("wrong-config-key", None, "E_CONFIG_KEY"),
              ("undefined-role", None, "E_CONFIG"),
              ("stray-key", None, "E_CONFIG_UPDATE"),
-             ("unknown-user-no-key", None, "E_CONFIG_UPDATE")]
+             ("unknown-user-no-key", None, "E_CONFIG_UPDATE"),
+             ("extra-field", None, "E_CONFIG_UPDATE")]   # a field no users update has
     for i, (name, text, code) in enumerate(cases):
         st = await _push(root, r, name, "r%d" % i, text)
         assert st["state"] == "refused" and st["error"]["code"] == code, (name, st)
@@ -191,3 +192,44 @@ async def test_an_update_registers_a_public_key_user_with_no_key_file():
            "mac": PV.GOOD, "kid": PV.KID}
     assert (await r.accept_env(envelope.from_json_obj(obj, 4096)))["status"] == "accepted"
     assert (await r.submit("p2", 11, key=OLD_KEY, kid=PV.KID))["error"] == "E_AUTH"
+
+
+async def test_an_off_curve_public_key_is_refused_before_anything_is_written():
+    # well-formed (130 hex digits from 04) but no point of P-256: applied, it would make
+    # the next boot a config error that no remote update can mend
+    from ppmid.relay.senders import load
+    root, r = _gateway()
+    before = read_file(root + "/config.json")
+    st = await _push(root, r, "off-curve-key")
+    assert st["state"] == "refused" and st["error"]["code"] == "E_CONFIG_UPDATE", st
+    assert "public_key" in st["error"]["message"] and "point" in st["error"]["message"], st
+    assert read_file(root + "/config.json") == before
+    assert not [n for n in os.listdir(root) + os.listdir(root + "/secrets/users") if n.endswith(".tmp")]
+    # what the next boot does with the config on flash (boot._load_config): it still loads
+    assert load(root, C.validate(json.loads(before))["users"], KEY).senders[0][0] == "supplier-a"
+    assert (await r.submit("a1", 10, key=OLD_KEY, kid="supplier-a"))["status"] == "accepted"
+    # the update key's sequence is not used up: a good update with sequence 1 still applies
+    assert (await _push(root, r, "add-public-key", "u2"))["state"] == "applied"
+
+
+async def test_a_key_file_of_the_wrong_length_is_refused_before_anything_is_written():
+    root, r = _gateway()
+    write_file(root + "/secrets/users/supplier-a.key", b"short")
+    before = read_file(root + "/config.json")
+    st = await _push(root, r, "duis-role")  # supplier-a's key is on flash, but 5 bytes
+    assert st["state"] == "refused" and st["error"]["code"] == "E_CONFIG_UPDATE", st
+    assert read_file(root + "/config.json") == before
+
+
+async def test_a_duis_role_update_leaves_no_code_table_on_the_heap():
+    # eligibility.codes imports the message-code table; the boot drops it (BOOT_ONLY), so
+    # must a users update applied at run time
+    import sys
+    root, r = _gateway()
+    for name in ("ppmid.gbcs.codes", "ppmid.gbcs.profiles"):
+        sys.modules.pop(name, None)
+    st = await _push(root, r, "duis-role")
+    assert st["state"] == "applied", st
+    assert "ppmid.gbcs.codes" not in sys.modules and "ppmid.gbcs.profiles" not in sys.modules
+    assert "ppmid.gbcs.eligibility" not in sys.modules
+    assert (await r.submit("a1", 10, key=OLD_KEY, kid="supplier-a"))["error"] == "E_ROLE"  # a top-up: no gas role

@@ -28,6 +28,12 @@ SIGNED = {
         'f5f886181d046db90cd64b81f2016db793f3b9992fad2d6ba1740978c8ab82d0685d99c272ab14e4d4495f94ef8a3d7088e15d5e9625d56100c21838295ea19d'),
     'unknown-user-no-key': ('{"format":1,"gateway":"00DB1234567890A4","new_keys":{},"sequence":3,"users":{"keys":{"newbie":{"originators":["90B3D51F30010000","90B3D51F30020000"],"role":"engineer"},"supplier-a":{"originators":["90B3D51F30010000"],"role":"supplier"}},"legacy_key":false,"roles":{"engineer":[89],"supplier":"prepay"}}}',
         'df4fee73d40a9f3557e354c9a9539c46cacbb4991410362b08850b317810bd7be35ca07f5fc56ada2e5d37f2b4d8fda60a47c0523e5ef4ee9ffcfda2637e5938'),
+    'off-curve-key': ('{"format":1,"gateway":"00DB1234567890A4","new_keys":{},"sequence":1,"users":{"keys":{"supplier-a":{"originators":["90B3D51F30010000"],"role":"supplier"},"supplier-pk":{"originators":["90B3D51F30010000"],"public_key":"04380399538d9fffb8b4e5c2e170eb0866e3eaa561bd8c9c0d66df1f994900a09fe1a9d613bed083e877cdfab6c0f604c84d0314f963a40d5bd3435c13c7a8c157","role":"supplier"}},"legacy_key":false,"roles":{"supplier":"prepay"}}}',
+        'c0229032688c17f24e4d880f81e4c99582e64f351edf3109642b237495cd79b287abb15c6e47aff0f5a9b830ffbad6ba8fd046567a939da76b2746f12835bee7'),
+    'duis-role': ('{"format":1,"gateway":"00DB1234567890A4","new_keys":{},"sequence":1,"users":{"keys":{"supplier-a":{"originators":["90B3D51F30010000"],"role":"gas"}},"legacy_key":false,"roles":{"gas":"duis:GS"}}}',
+        'e787f42df4c35ea7028c890262a4db9d573e2295ea7bb036cbd8b48f15a21511d7a2edfc62f73031d940cfb3ff8b0a2bb3847b686ab2c2b7f640ce2b106e129c'),
+    'extra-field': ('{"format":1,"gateway":"00DB1234567890A4","kind":"commission-order","new_keys":{},"sequence":1,"users":{"keys":{"supplier-a":{"originators":["90B3D51F30010000"],"role":"supplier"},"supplier-pk":{"originators":["90B3D51F30010000"],"public_key":"04380399538d9fffb8b4e5c2e170eb0866e3eaa561bd8c9c0d66df1f994900a09fe1a9d613bed083e877cdfab6c0f604c84d0314f963a40d5bd3435c13c7a8c156","role":"supplier"}},"legacy_key":false,"roles":{"supplier":"prepay"}}}',
+        '487aaa071d2a7e86fcc9913df7c57ca9c6e61baea245a626cae490f7e7fd82eaf9cfc314fe43ed87074a8896f6ff53b05bc369ee2b2e289bfb4ca4c600bdfe0f'),
 }
 
 

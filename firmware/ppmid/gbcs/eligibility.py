@@ -2,7 +2,8 @@
 # Specification (DUIS) makes each Service Request eligible for some user roles, and each
 # Service Request is carried to the device as one or more GBCS use cases. A sender's role
 # in the config (`users.roles.NAME = "duis:IS"`, docs/config.md) admits the message codes
-# of the rows its role is named on. Boot-only (ppmid.boot.BOOT_ONLY), like profiles.py.
+# of the rows its role is named on. Imported by relay/senders.py while the senders load
+# (at boot, or a users update at run time) and dropped again right after (senders._drop).
 #
 # Line: SR SOURCE ROLES USE-CASES...
 #   SR        the DUIS Service Request reference; "-" for the PPMID's own use cases

@@ -9,7 +9,10 @@
 # message only, dropped again afterwards.
 #
 # The order: {"id": ..., "order": TEXT, "signature": HEX (r || s)}; TEXT, as signed
-# (canonical JSON): {"format": 1, "gateway": EUI, "order": "recommission", "sequence": N}
+# (canonical JSON): {"format": 1, "gateway": EUI, "kind": "commission-order",
+# "order": "recommission", "sequence": N}. The update key also signs users updates and
+# update manifests, so the kind is checked first and any other field refused: no other
+# signed document can pass as an order.
 import json
 from binascii import unhexlify
 
@@ -21,9 +24,11 @@ E_ORDER_GATEWAY = "E_ORDER_GATEWAY"      # signed for another gateway
 E_ORDER_REPLAY = "E_ORDER_REPLAY"        # its sequence is not above the last one taken
 E_ORDER_UNSUPPORTED = "E_ORDER_UNSUPPORTED"  # no zigbee.install_code: this gateway cannot commission
 E_ORDER_BUSY = "E_ORDER_BUSY"            # the module is being brought up right now: send a new order later
-E_ORDER_FLASH = "E_ORDER_FLASH"          # the sequence could not be written: not acted on
+E_ORDER_FLASH = "E_ORDER_FLASH"          # the sequence could not be written (not acted on) or read
 E_ORDER_INTERNAL = "E_ORDER_INTERNAL"    # a bug, out of memory
 FORMAT = 1
+KIND = "commission-order"
+FIELDS = ("format", "gateway", "kind", "order", "sequence")
 TOPIC = "update/commission"
 ORDERS = ("recommission",)
 SEQUENCE_FILE = "/zigbee_order"
@@ -52,16 +57,32 @@ def parse_order(payload):
 
 
 def last_sequence(root):
+    """The sequence of the last order taken; 0 only when no order was ever taken (no
+    file). Anything else (an I/O error, a garbled file) refuses with E_ORDER_FLASH: a
+    replay floor read as 0 would make every order ever captured valid again."""
+    import errno
     try:
-        with open(root + SEQUENCE_FILE) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
+        with open(root + SEQUENCE_FILE, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        if exc.args and exc.args[0] == errno.ENOENT:
+            return 0
+        raise OrderError(E_ORDER_FLASH, "order sequence unreadable (%r): no order is taken until %s is "
+                         "repaired (docs/zigbee.md)" % (exc, SEQUENCE_FILE))
+    digits = raw.strip()
+    try:
+        ok = digits.decode().isdigit()
+    except ValueError:   # not text (UnicodeError is a ValueError on both ports)
+        ok = False
+    if not ok:
+        raise OrderError(E_ORDER_FLASH, "order sequence unreadable (%s holds %r, not a number): no order is "
+                         "taken until it is repaired (docs/zigbee.md)" % (SEQUENCE_FILE, raw[:20]))
+    return int(digits)
 
 
-def check(text, sig, gateway, key_hex, applied):
-    """The signed order, checked: signature first (nothing unsigned is even parsed as an
-    order), then format, gateway, sequence above `applied`. -> the document."""
+def verify(text, sig, key_hex):
+    """The operator's signature over the order's text, or E_ORDER_SIGNATURE
+    (E_UPDATE_NO_KEY when the config has no update key)."""
     from ppmid.update.manifest import public_key
     try:
         key = public_key(key_hex)   # E_UPDATE_NO_KEY when the config has none
@@ -72,11 +93,21 @@ def check(text, sig, gateway, key_hex, applied):
     if not ok:
         raise OrderError(E_ORDER_SIGNATURE, "the commission order's signature does not verify with this gateway's "
                          "update key")
+
+
+def check(text, gateway, applied):
+    """The signed order's text, checked (after verify): kind and fields, format, order,
+    gateway, sequence above `applied`. -> the document."""
     try:
         doc = json.loads(text)
     except ValueError:
         raise OrderError(E_ORDER, "the signed order is not JSON")
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    if not isinstance(doc, dict) or doc.get("kind") != KIND:
+        raise OrderError(E_ORDER, "the signed document is not a commission order (kind must be %r)" % KIND)
+    for k in doc:
+        if k not in FIELDS:
+            raise OrderError(E_ORDER, "a commission order has no field %r (fields: %s)" % (k, ", ".join(FIELDS)))
+    if doc.get("format") != FORMAT:
         raise OrderError(E_ORDER, "order format must be %d" % FORMAT)
     if doc.get("order") not in ORDERS:
         raise OrderError(E_ORDER, "unknown order %r (known: %s)" % (doc.get("order"), ", ".join(ORDERS)))
@@ -96,9 +127,11 @@ def take(root, payload, gateway, key_hex, han):
     E_UPDATE_NO_KEY). The order id is known (set on the error as .oid) once it parses."""
     oid, text, sig = parse_order(payload)
     try:
-        if "commission" not in han.opts:
+        # the signature first: an unsigned message learns nothing of this gateway
+        verify(text, sig, key_hex)
+        doc = check(text, gateway, last_sequence(root))
+        if han is None or "commission" not in han.opts:
             raise OrderError(E_ORDER_UNSUPPORTED, "this gateway has no zigbee.install_code: it cannot commission")
-        doc = check(text, sig, gateway, key_hex, last_sequence(root))
         seq = doc["sequence"]
         try:
             with open(root + SEQUENCE_FILE + ".tmp", "w") as f:

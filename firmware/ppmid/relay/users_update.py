@@ -32,6 +32,7 @@ E_CONFIG_KEY = "E_CONFIG_KEY"              # a wrapped key does not unwrap with 
 E_CONFIG_FLASH = "E_CONFIG_FLASH"          # writing the files failed (nothing renamed, or see docs)
 E_CONFIG_INTERNAL = "E_CONFIG_INTERNAL"    # the update failed unexpectedly (a bug, out of memory)
 FORMAT = 1
+FIELDS = ("format", "gateway", "sequence", "users", "new_keys")
 TOPIC = "update/config"                    # under ppmid/v1/EUI/, in the update family the ACL has
 CONFIG_KEY = "/secrets/config.key"
 WRAP = b"ppmid-users-wrap-v1"
@@ -83,6 +84,12 @@ def parse(text, gateway, applied):
         raise ConfigUpdateError(E_CONFIG_UPDATE, "the signed users update is not JSON")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ConfigUpdateError(E_CONFIG_UPDATE, "users update format must be %d" % FORMAT)
+    # the update key signs commission orders and manifests too: a field a users update
+    # does not have means another kind of document (relay/commission_order.py's "kind")
+    for k in doc:
+        if k not in FIELDS:
+            raise ConfigUpdateError(E_CONFIG_UPDATE, "a users update has no field %r (fields: %s)"
+                                    % (k, ", ".join(FIELDS)))
     if doc.get("gateway") != gateway:
         raise ConfigUpdateError(E_CONFIG_GATEWAY, "the users update is for gateway %s, this is %s"
                                 % (doc.get("gateway"), gateway))
@@ -157,7 +164,9 @@ def _apply(root, text, sig, legacy_key):
             raise ConfigUpdateError(E_CONFIG_UPDATE, "new_keys.%s is not a key of the users section" % name)
     for name in checked["keys"]:
         k = checked["keys"][name]
-        if name not in new and not k.get("revoked") and "public_key" not in k and _read(keys_dir + name + ".key") is None:
+        if "public_key" in k:
+            _check_point(name, k["public_key"])
+        elif name not in new and not k.get("revoked") and len(_read(keys_dir + name + ".key") or b"") != 32:
             raise ConfigUpdateError(E_CONFIG_UPDATE, "the key of %s is neither sent nor on this gateway" % name)
     plain = []
     if new:
@@ -190,8 +199,25 @@ def _apply(root, text, sig, legacy_key):
         if name.endswith(".key") and name[:-4] not in checked["keys"]:
             _remove(keys_dir + name)
     from ppmid.relay.senders import load
-    senders = load(root, checked, legacy_key) if checked["keys"] else None
+    try:
+        senders = load(root, checked, legacy_key) if checked["keys"] else None
+    finally:
+        # the code table and the profiles load() built the senders' code sets from: the
+        # boot drops them too (boot.BOOT_ONLY), or they stay on the heap for the rest of the run
+        _unload("ppmid.gbcs.codes", "ppmid.gbcs.profiles")
     return doc["sequence"], senders
+
+
+def _check_point(name, public_key):
+    # everything senders.load() would refuse is refused before anything is written: a key
+    # that is no point of P-256 would make the next boot a config error (a site visit)
+    from binascii import unhexlify
+    from ppmid.errors import ConfigError
+    from ppmid.relay.senders import _check_point as check
+    try:
+        check(name, unhexlify(public_key))
+    except ConfigError as exc:
+        raise ConfigUpdateError(E_CONFIG_UPDATE, "%s: nothing changed" % (exc.message,))
 
 
 def _unload(*names):
