@@ -6,9 +6,10 @@
 # with `expires` as decimal ASCII (empty when absent). An envelope that names its key
 # (`kid`, keys per DCC User) has 01 kid 00 in place of the first 00, so the mac covers the
 # key choice and no envelope without a kid can be read as one with it. A DCC User registered
-# with a P-256 public key puts a 64-byte signature where the 32-byte mac goes, in the JSON
-# form (ppmid.envelope_sig, checked by relay/senders.py). The GBCS bytes are not inspected
-# here: after the envelope checks they go to the GBCS validation. Spec: docs/envelope.md.
+# with a P-256 public key puts a 64-byte ECDSA-P256-SHA256 signature of those same bytes
+# (compute_mac(None, ...)) where the 32-byte mac goes, in the JSON form (ppmid.envelope_sig,
+# checked by relay/senders.py). The GBCS bytes are not inspected here: after the envelope
+# checks they go to the GBCS validation. Spec: docs/envelope.md.
 import hashlib
 import binascii
 import struct
@@ -74,8 +75,13 @@ def hmac_sha256(key, *parts):
 
 
 def compute_mac(key, id, expires, gbcs, kid=None):
-    exp = b"" if expires is None else str(expires).encode()
-    return hmac_sha256(key, DOMAIN, kid_part(kid), id.encode(), b"\x00", exp, b"\x00", gbcs)
+    """HMAC-SHA256 under `key` of the bytes a command's mac covers; key None: those bytes
+    themselves, as parts in order (their concatenation is what a DCC User's P-256
+    signature signs, ppmid.envelope_sig): the one place they are defined. Parts, not one
+    string: a 4 KB command is hashed where it lies, never copied to join them."""
+    parts = (DOMAIN, kid_part(kid), id.encode(), b"\x00", b"" if expires is None else str(expires).encode(),
+             b"\x00", gbcs)
+    return parts if key is None else hmac_sha256(key, *parts)
 
 
 def kid_part(kid):
