@@ -64,6 +64,15 @@ def signing_input(id, gbcs, expires, kid):
     return b"".join(bytes(p) for p in envelope.compute_mac(None, id, expires, gbcs, kid))
 
 
+def topup_signing_input(id, utrn, target, expires, kid):
+    """The bytes a signed top-up's signature signs: those its mac would cover
+    (ppmid.topup.compute_mac with no key; docs/envelope.md "Top-ups")."""
+    from ppmid import envelope, topup
+    envelope.check_id(id)
+    envelope.check_id(kid, "kid", "E_ENVELOPE")
+    return b"".join(topup.compute_mac(None, id, expires, topup.check_target(target), utrn, kid))
+
+
 def raw_signature(sig):
     """r || s (64 bytes, big-endian), the envelope's form, of an ECDSA signature in DER (what
     `cryptography`, `openssl dgst -sign` and most tools give) or already r || s (what a
@@ -104,6 +113,13 @@ def parse_signing_input(data):
     if exp and (not exp.isdigit() or exp != str(int(exp))):
         raise ValueError("the signing input's expires %r is not decimal unix seconds" % exp)
     return id, gbcs, int(exp) if exp else None, kid
+
+
+def topup_signature(private_key, id, utrn, target, expires, kid):
+    """r || s of ECDSA P-256 with SHA-256 over a top-up's signing input."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    return raw_signature(private_key.sign(topup_signing_input(id, utrn, target, expires, kid), ec.ECDSA(hashes.SHA256())))
 
 
 def envelope_json(id, gbcs, expires, kid, sig):

@@ -16,3 +16,6 @@ GOOD_DER = '3046022100e4615461278719052623fbe8839927ef594feebf4c7a873d7afff9108a
 OTHER_KEY = '481a1a7750ae5d78097ddef4384e6184990165cd7e5f47742c81c98c5d5bd803c26a93ed0a41b9562b0d7affd4d59eff3db55ea0755d52fa339f65cce95c4e34'
 # id "p2", counter 11, code 0x0050 (ECS43, outside the prepay profile)
 ROLE = '56ac3ed6a6e7897b767aa77ce2d4e4b8ea9f19f9878b825ea5a7833d6c287365dac71d8b00500fc4b62bdad3787caa19901379d2c6d07a964267ef577cc35bbd'
+# a top-up (docs/envelope.md "Top-ups"): id "t1", UTRN 73943333457189043313 for ESME, no
+# expiry, signed over its own covered bytes ("ppmid-topup-v1" 01 kid 00 ...)
+TOPUP = '2a168936a3c4c0a0a7d3bce673ed241294cef4dc4e58ef83c33c7fdd3a277b62a5c61e7f2272512f9c4b9dd7a9b99f87c8ff2810c885666963d602dfd04e2306'
