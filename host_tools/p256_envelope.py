@@ -137,6 +137,20 @@ def signature(private_key, id, gbcs, expires, kid):
     return raw_signature(private_key.sign(signing_input(id, gbcs, expires, kid), ec.ECDSA(hashes.SHA256())))
 
 
+def load_private(path):
+    """The P-256 private key in PEM file `path`; KeyFileError saying what is wrong."""
+    return _load(path, private=True)
+
+
+def envelope_bytes(id, gbcs, expires, kid, sig, form):
+    """The command envelope carrying signature `sig` (r || s): form "json" (one line) or
+    "binary" (docs/envelope.md: the signature where the mac goes)."""
+    if form == "json":
+        return envelope_json(id, gbcs, expires, kid, sig) + b"\n"
+    from ppmid import envelope
+    return envelope.to_binary(envelope.Envelope(id, gbcs, expires, sig, kid))
+
+
 def command_json(key_file, id, gbcs, expires, kid):
     """A JSON command envelope signed with the private key in `key_file`, bytes."""
     return envelope_json(id, gbcs, expires, kid, signature(_load(key_file, private=True), id, gbcs, expires, kid))

@@ -65,6 +65,11 @@ def test_the_fixed_vectors_are_signatures_of_the_test_key():
         # plain ECDSA-SHA256 of the message: the earlier HMAC-with-an-empty-key digest does not verify
         assert not _crypto_verifies(sig, hmac.new(b"", message, hashlib.sha256).digest())
     assert P.raw_signature(bytes.fromhex(V.GOOD_DER)).hex() == V.GOOD
+    # the top-up: its own domain string, target and utrn after the expires
+    topup_input = b"ppmid-topup-v1\x01" + V.KID.encode() + b"\x00t1\x00\x00" + ESME.encode() + b"\x0073943333457189043313"
+    assert P.topup_signing_input("t1", "73943333457189043313", ESME.lower(), None, V.KID) == topup_input
+    assert _crypto_verifies(V.TOPUP, topup_input)
+    assert not _crypto_verifies(V.TOPUP, topup_input.replace(b"topup", b"cmd"))
     assert not _crypto_verifies(V.OTHER_KEY, _signing_input("p1", None, gbcs_message(1, 10, SUPPLIER, ESME), V.KID))
 
 
@@ -135,7 +140,7 @@ def test_provision_public_key_puts_the_point_in_the_config_and_no_key_file(tmp_p
     assert "--public-key of x" in capsys.readouterr().err
 
 
-def test_sign_private_key_writes_a_json_envelope_the_firmware_verifies(tmp_path, capsys):
+def test_sign_private_key_writes_json_and_binary_envelopes_the_firmware_verifies(tmp_path, capsys):
     from host_tools import cli
     from ppmid.envelope_sig import verifies
     path = _pem(tmp_path)
@@ -147,11 +152,19 @@ def test_sign_private_key_writes_a_json_envelope_the_firmware_verifies(tmp_path,
     assert (env.id, env.kid, bytes(env.gbcs), len(env.mac)) == ("s1", V.KID, gbcs, 64) and env.expires
     assert verifies(bytes.fromhex(V.PUBLIC), env)
     assert not verifies(bytes.fromhex(P.public_point_hex(_pem(tmp_path, V.OTHER_SCALAR, "o.pem"))), env)
-    # binary, or no kid: refused with the reason, exit 1
+    # the binary form (NFC, wire: the default) carries the same kind of signature
+    assert cli.main(["sign", "--private-key", path, "--kid", V.KID, "--gbcs", gbcs.hex(), "--id", "s2",
+                     "--out", str(out)]) == 0
+    env = envelope.from_binary_any(out.read_bytes(), 4096)
+    assert (env.id, env.kid, bytes(env.gbcs), len(env.mac)) == ("s2", V.KID, gbcs, 64)
+    assert verifies(bytes.fromhex(V.PUBLIC), env)
+    # no kid, a trace, a bad id: refused with the reason, exit 1
     capsys.readouterr()
-    for extra in (["--kid", V.KID], ["--format", "json"]):
-        assert cli.main(["sign", "--private-key", path, "--gbcs", gbcs.hex(), "--out", str(out)] + extra) == 1
-        assert "--private-key signs one command as JSON" in capsys.readouterr().err
+    for extra, words in ((["--gbcs", gbcs.hex()], "give --kid NAME"),
+                         (["--trace", str(tmp_path / "t.jsonl"), "--kid", V.KID], "give --kid NAME"),
+                         (["--gbcs", gbcs.hex(), "--kid", V.KID, "--id", "a b"], "printable")):
+        assert cli.main(["sign", "--private-key", path, "--out", str(out)] + extra) == 1
+        assert words in capsys.readouterr().err
 
 
 MP_SENDERS = """
@@ -239,8 +252,14 @@ def test_sign_signing_input_then_openssl_then_signature_makes_an_envelope_the_fi
     assert data == _signing_input("c-42", expires, gbcs, V.KID)
     subprocess.run(["openssl", "dgst", "-sha256", "-sign", pem, "-out", str(der), str(inp)],
                    check=True, capture_output=True, timeout=30)
-    assert cli.main(["sign", "--signing-input-file", str(inp), "--signature", str(der), "--out", str(out)]) == 0
+    assert cli.main(["sign", "--signing-input-file", str(inp), "--signature", str(der), "--format", "json",
+                     "--out", str(out)]) == 0
     env = envelope.from_json(out.read_bytes(), 4096)
+    assert (env.id, env.kid, env.expires, bytes(env.gbcs)) == ("c-42", V.KID, expires, gbcs)
+    assert verifies(bytes.fromhex(V.PUBLIC), env)
+    # the same signature in the binary form (NFC, wire)
+    assert cli.main(["sign", "--signing-input-file", str(inp), "--signature", str(der), "--out", str(out)]) == 0
+    env = envelope.from_binary_any(out.read_bytes(), 4096)
     assert (env.id, env.kid, env.expires, bytes(env.gbcs)) == ("c-42", V.KID, expires, gbcs)
     assert verifies(bytes.fromhex(V.PUBLIC), env)
     # the signature of another input: the envelope is written (the host holds no public
@@ -248,7 +267,7 @@ def test_sign_signing_input_then_openssl_then_signature_makes_an_envelope_the_fi
     other = tmp_path / "o.input"
     other.write_bytes(data.replace(b"c-42", b"c-43"))
     assert cli.main(["sign", "--signing-input-file", str(other), "--signature", str(der), "--out", str(out)]) == 0
-    assert not verifies(bytes.fromhex(V.PUBLIC), envelope.from_json(out.read_bytes(), 4096))
+    assert not verifies(bytes.fromhex(V.PUBLIC), envelope.from_binary_any(out.read_bytes(), 4096))
 
 
 def test_raw_signature_and_parse_signing_input_refuse_what_they_cannot_read():
