@@ -151,6 +151,17 @@ def envelope_bytes(id, gbcs, expires, kid, sig, form):
     return envelope.to_binary(envelope.Envelope(id, gbcs, expires, sig, kid))
 
 
+def topup_json(key_file, id, utrn, target, expires, kid):
+    """A JSON top-up envelope (docs/envelope.md "Top-ups") signed with the private key in
+    `key_file`, bytes."""
+    from ppmid import topup
+    sig = topup_signature(_load(key_file, private=True), id, utrn, target, expires, kid)
+    obj = {"id": id, "utrn": utrn, "target": topup.check_target(target), "mac": sig.hex(), "kid": kid}
+    if expires is not None:
+        obj["expires"] = expires
+    return json.dumps(obj).encode()
+
+
 def command_json(key_file, id, gbcs, expires, kid):
     """A JSON command envelope signed with the private key in `key_file`, bytes."""
     return envelope_json(id, gbcs, expires, kid, signature(_load(key_file, private=True), id, gbcs, expires, kid))
