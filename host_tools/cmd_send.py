@@ -94,7 +94,7 @@ def run(args):
         gbcs = read_gbcs(args)
     kid = args.kid
     if args.private_key:
-        return _send_signed(args, mt, eui, user, gbcs, until)
+        return _send_signed(args, mt, eui, user, gbcs, until, (digits, target) if topup else None)
     if kid is not None and not args.key_file:
         raise CliError("--kid goes with --key-file (a --user's own key is named by itself)")
     try:
@@ -145,18 +145,19 @@ def _publish_and_wait(args, cmd, payload, id, until):
         cmd.close()
 
 
-def _send_signed(args, mt, eui, user, gbcs, until):
-    # the public-key envelope: JSON over MQTT only (the binary form has no signature yet)
+def _send_signed(args, mt, eui, user, gbcs, until, topup):
+    # the public-key envelope over MQTT (JSON): a command, or a top-up (topup: its digits, target)
     from host_tools import p256_envelope
-    if gbcs is None:
-        raise CliError("--private-key signs commands only (top-ups carry a mac)")
     if args.key_file:
         raise CliError("--private-key and --key-file: one or the other")
     kid = args.kid or (user[9:] if user.startswith("dcc-user-") else user)
-    id = args.id or "cmd-" + secrets.token_hex(6)
+    id = args.id or ("topup-" if topup else "cmd-") + secrets.token_hex(6)
     expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
     try:
-        payload = p256_envelope.command_json(args.private_key, id, gbcs, expires, kid)
+        if topup:
+            payload = p256_envelope.topup_json(args.private_key, id, topup[0], topup[1], expires, kid)
+        else:
+            payload = p256_envelope.command_json(args.private_key, id, gbcs, expires, kid)
     except p256_envelope.KeyFileError as exc:
         raise CliError(str(exc))
     except Exception as exc:  # EnvelopeError (bad id or kid)

@@ -8,8 +8,11 @@ envelope (hex) under "envelope" (docs/trace.md); its expiries are fixed now, fro
 `expires_in_s`. The key: --key-file (32 raw bytes) or the one `ppmid provision` kept in
 STATE_DIR/keys/EUI.key (--state-dir with --gateway); `--user NAME` there: the DCC User's
 own key for that gateway, named in each envelope (`kid`); `--kid NAME` names a --key-file.
-`--private-key PEM --kid NAME --format json`: one command signed with ECDSA P-256 by a DCC
-User registered with its public key (docs/envelope.md "Signed envelopes"; JSON only).
+`--private-key PEM --kid NAME`: one command signed with ECDSA P-256 by a DCC User
+registered with its public key (docs/envelope.md "Signed envelopes"; either --format).
+With the key elsewhere (an HSM, `openssl`): `--signing-input --kid NAME` writes the bytes
+to sign for one command, and `--signing-input-file FILE --signature SIG` writes the JSON
+envelope (--format) from them and the signature (DER, or 64 bytes r || s).
 """
 import binascii
 import json
@@ -25,6 +28,8 @@ def add_arguments(p):
     g.add_argument("--gbcs", metavar="HEX", help="one GBCS command as hex")
     g.add_argument("--gbcs-file", metavar="FILE", help="one GBCS command as a binary file")
     g.add_argument("--trace", metavar="TRACE", help="a trace (docs/trace.md): sign every line")
+    g.add_argument("--signing-input-file", metavar="FILE", help="the bytes a DCC User signed (from "
+                   "--signing-input): write their JSON envelope with --signature")
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the envelope(s)")
     p.add_argument("--key-file", help="the gateway's envelope key (32 raw bytes)")
     p.add_argument("--state-dir", help="the broker's state dir holding keys/EUI.key (with --gateway)")
@@ -37,7 +42,11 @@ def add_arguments(p):
     p.add_argument("--format", choices=("binary", "json"), default="binary",
                    help="one command: the binary envelope (default) or the MQTT JSON one")
     p.add_argument("--private-key", metavar="PEM", help="sign with this DCC User's P-256 private key instead "
-                        "(registered by ppmid provision --public-key); needs --kid and --format json")
+                        "(registered by ppmid provision --public-key); needs --kid")
+    p.add_argument("--signing-input", action="store_true", help="write the bytes a P-256 key signs for one "
+                   "command (needs --kid), to sign elsewhere (openssl dgst -sha256 -sign, an HSM)")
+    p.add_argument("--signature", metavar="FILE", help="the ECDSA P-256 signature of --signing-input-file "
+                   "(DER as openssl writes it, or 64 bytes r || s)")
 
 
 def load_key(args):
@@ -96,6 +105,8 @@ def run(args):
     from host_tools import mpcompat
     mpcompat.install()
     from ppmid import envelope
+    if args.signing_input or args.signing_input_file or args.signature:
+        return _run_signing_input(args)
     if args.private_key:
         return _run_p256(args)
     key, kid = signing_key(args)
@@ -141,27 +152,73 @@ def run(args):
     return 0
 
 
-def _run_p256(args):
-    # one command, JSON: the binary form carries no signature yet
+def _run_signing_input(args):
+    # a DCC User whose P-256 key is out of our reach: the bytes to sign out, the signature in
     from host_tools import p256_envelope
-    if args.trace or args.format != "json" or not args.kid or args.key_file:
-        raise CliError("--private-key signs one command as JSON: give --kid NAME and --format json "
-                       "(no --trace, no --key-file)")
+    if args.signing_input_file:
+        if not args.signature or args.signing_input or args.key_file or args.private_key:
+            raise CliError("--signing-input-file goes with --signature FILE (and no key)")
+        data, sig = _read(args.signing_input_file), _read(args.signature)
+        try:
+            id, gbcs, expires, kid = p256_envelope.parse_signing_input(data)
+            out = p256_envelope.envelope_bytes(id, gbcs, expires, kid, p256_envelope.raw_signature(sig), args.format)
+        except ValueError as exc:
+            raise CliError(str(exc))
+        _write(args.out, out)
+        print("envelope %s (P-256, kid %s, %s) -> %s" % (id, kid, args.format, args.out))
+        return 0
+    if args.signature:
+        raise CliError("--signature goes with --signing-input-file FILE (the bytes it signs)")
+    if args.trace or not args.kid or args.key_file or args.private_key:
+        raise CliError("--signing-input writes one command's bytes to sign: give --kid NAME "
+                       "(no --trace, no --key-file, no --private-key)")
+    id, gbcs, expires = _one_command(args)
+    try:
+        data = p256_envelope.signing_input(id, gbcs, expires, args.kid)
+    except Exception as exc:  # EnvelopeError: a bad id or kid
+        raise CliError(str(exc))
+    _write(args.out, data)
+    print("signing input of %s (kid %s, %d bytes) -> %s" % (id, args.kid, len(data), args.out))
+    return 0
+
+
+def _one_command(args):
+    # (id, gbcs, expires) of the one command on the command line
     gbcs = read_gbcs(args)
     if args.expires_in is not None and not 0 < args.expires_in <= 366 * 86400:
         raise CliError("--expires-in must be from 1 to %d seconds" % (366 * 86400))
     id = args.id or "cmd-" + secrets.token_hex(6)
-    expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
+    return id, gbcs, int(time.time()) + args.expires_in if args.expires_in is not None else None
+
+
+def _read(path):
     try:
-        data = p256_envelope.command_json(args.private_key, id, gbcs, expires, args.kid) + b"\n"
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise CliError("cannot read %s: %s" % (path, exc.strerror))
+
+
+def _write(path, data):
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise CliError("cannot write %s: %s" % (path, exc.strerror))
+
+
+def _run_p256(args):
+    # one command, in the form --format asks (the signature serves both)
+    from host_tools import p256_envelope
+    if args.trace or not args.kid or args.key_file:
+        raise CliError("--private-key signs one command: give --kid NAME (no --trace, no --key-file)")
+    id, gbcs, expires = _one_command(args)
+    try:
+        sig = p256_envelope.signature(p256_envelope.load_private(args.private_key), id, gbcs, expires, args.kid)
     except p256_envelope.KeyFileError as exc:
         raise CliError(str(exc))
     except Exception as exc:  # EnvelopeError: a bad id or kid
         raise CliError(str(exc))
-    try:
-        with open(args.out, "wb") as f:
-            f.write(data)
-    except OSError as exc:
-        raise CliError("cannot write %s: %s" % (args.out, exc.strerror))
-    print("signed %s (P-256, kid %s) -> %s" % (id, args.kid, args.out))
+    _write(args.out, p256_envelope.envelope_bytes(id, gbcs, expires, args.kid, sig, args.format))
+    print("signed %s (P-256, kid %s, %s) -> %s" % (id, args.kid, args.format, args.out))
     return 0

@@ -92,6 +92,19 @@ def test_signed_envelopes_end_to_end(emu):
     assert r.returncode == 0 and last["status"] == "response", r.stdout + r.stderr
     r, last = send(emu.private_key, c, "pk-role")
     assert r.returncode == 1 and last["error"]["code"] == "E_ROLE"
+    # a top-up signed by the same user (duis:IS holds PECS01): applied by the meter; with
+    # the wrong key E_AUTH and the meter untouched
+    from host_tools import utrn as U
+    m = emu.ncp.ch.esme
+    credit0 = m.credit
+    utrn = U.test_utrn(11, "pennies", 321)
+    top = base + ["--utrn", utrn, "--target", E.ESME]
+    r = _ppmid(*top, "--private-key", emu.wrong_key, "--id", "pk-topup-wrong")
+    assert r.returncode == 1 and json.loads(r.stdout.splitlines()[-1])["error"]["code"] == "E_AUTH", r.stdout + r.stderr
+    r = _ppmid(*top, "--private-key", emu.private_key, "--id", "pk-topup")
+    last = json.loads(r.stdout.splitlines()[-1])
+    assert r.returncode == 0 and last["status"] == "topped-up", r.stdout + r.stderr
+    assert m.credit == credit0 + 321
     # the CLI's own refusals
     r = _ppmid(*base, "--private-key", emu.private_key, "--key-file", emu.private_key, "--gbcs", "00")
     assert r.returncode == 1 and "one or the other" in r.stderr

@@ -6,9 +6,10 @@
 # with `expires` as decimal ASCII (empty when absent). An envelope that names its key
 # (`kid`, keys per DCC User) has 01 kid 00 in place of the first 00, so the mac covers the
 # key choice and no envelope without a kid can be read as one with it. A DCC User registered
-# with a P-256 public key puts a 64-byte signature where the 32-byte mac goes, in the JSON
-# form (ppmid.envelope_sig, checked by relay/senders.py). The GBCS bytes are not inspected
-# here: after the envelope checks they go to the GBCS validation. Spec: docs/envelope.md.
+# with a P-256 public key puts a 64-byte ECDSA-P256-SHA256 signature of those same bytes
+# (compute_mac(None, ...)) where the 32-byte mac goes, in either form (ppmid.envelope_sig,
+# checked by relay/senders.py). The GBCS bytes are not inspected here: after the envelope
+# checks they go to the GBCS validation. Spec: docs/envelope.md.
 import hashlib
 import binascii
 import struct
@@ -74,8 +75,13 @@ def hmac_sha256(key, *parts):
 
 
 def compute_mac(key, id, expires, gbcs, kid=None):
-    exp = b"" if expires is None else str(expires).encode()
-    return hmac_sha256(key, DOMAIN, kid_part(kid), id.encode(), b"\x00", exp, b"\x00", gbcs)
+    """HMAC-SHA256 under `key` of the bytes a command's mac covers; key None: those bytes
+    themselves, as parts in order (their concatenation is what a DCC User's P-256
+    signature signs, ppmid.envelope_sig): the one place they are defined. Parts, not one
+    string: a 4 KB command is hashed where it lies, never copied to join them."""
+    parts = (DOMAIN, kid_part(kid), id.encode(), b"\x00", b"" if expires is None else str(expires).encode(),
+             b"\x00", gbcs)
+    return parts if key is None else hmac_sha256(key, *parts)
 
 
 def kid_part(kid):
@@ -321,7 +327,7 @@ def from_json(payload, max_gbcs):
 
 # Binary form (NFC phone transfers and tag NDEF records), all integers big-endian:
 #   version u8 (=1) | flags u8 (bit0: expires present, bit1: kid present) | id_len u8
-#   | id | [kid_len u8 | kid] | [expires u32] | gbcs_len u16 | gbcs | mac (32)
+#   | id | [kid_len u8 | kid] | [expires u32] | gbcs_len u16 | gbcs | mac (32) or signature (64)
 def from_binary(buf, max_gbcs):
     """Envelope from its binary form. `gbcs` is a memoryview into buf (no copy)."""
     mv = memoryview(buf)
@@ -357,7 +363,8 @@ def from_binary(buf, max_gbcs):
         raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
     if glen == 0:
         raise EnvelopeError(E_ENVELOPE, "gbcs is empty")
-    if pos + glen + MAC_LEN != n:
+    # the last field: a 32-byte mac, or a public-key user's 64-byte signature (envelope_sig)
+    if n - pos - glen != MAC_LEN and n - pos - glen != 2 * MAC_LEN:
         raise EnvelopeError(E_ENVELOPE, "binary envelope length %d does not match its fields (%d)" % (n, pos + glen + MAC_LEN))
     return Envelope(id, mv[pos:pos + glen], expires, mv[pos + glen:], kid)
 

@@ -7,7 +7,8 @@
 #
 # TARGET is the meter's EUI-64 as 16 upper-case hex digits, utrn the 20 digits as sent.
 # A `kid` (the sender's key name) goes in as for commands: 01 kid 00 for the first 00.
-# Only the envelope's form is checked here; the UTRN and the target are checked by the
+# A DCC User registered with a P-256 public key signs those same bytes instead (ECDSA-SHA256,
+# 64 bytes in the mac's place; ppmid.envelope_sig). Only the envelope's form is checked here; the UTRN and the target are checked by the
 # relay after the mac (ppmid.relay.topups). Loaded with the first top-up, never at boot.
 # Spec: docs/envelope.md "Top-ups".
 import binascii
@@ -52,9 +53,11 @@ class TopupEnvelope:
 
 
 def compute_mac(key, id, expires, target, utrn, kid=None):
-    exp = b"" if expires is None else str(expires).encode()
-    return hmac_sha256(key, DOMAIN, kid_part(kid), id.encode(), b"\x00", exp, b"\x00", target.upper().encode(),
-                       b"\x00", utrn.encode())
+    """HMAC-SHA256 under `key` of the bytes a top-up's mac covers; key None: those bytes as
+    parts in order, what a public-key user's signature signs (ppmid.envelope_sig)."""
+    parts = (DOMAIN, kid_part(kid), id.encode(), b"\x00", b"" if expires is None else str(expires).encode(), b"\x00",
+             target.upper().encode(), b"\x00", utrn.encode())
+    return parts if key is None else hmac_sha256(key, *parts)
 
 
 def check_target(target):
@@ -103,7 +106,7 @@ def from_json_obj(obj):
 # Binary form (NFC), all integers big-endian:
 #   version u8 (=2) | flags u8 (bit0: expires present, bit1: kid present) | id_len u8 | id
 #   | [kid_len u8 | kid] | [expires u32]
-#   | target 8 | utrn 20 ASCII digits | mac 32
+#   | target 8 | utrn 20 ASCII digits | mac 32 (or a public-key user's signature, 64)
 def from_binary(buf):
     mv = memoryview(buf)
     n = len(mv)
@@ -124,7 +127,8 @@ def from_binary(buf):
             raise EnvelopeError(E_ENVELOPE, "binary top-up truncated in expires")
         expires = struct.unpack_from(">I", mv, pos)[0]
         pos += 4
-    if pos + 8 + UTRN_DIGITS + MAC_LEN != n:
+    # a 32-byte mac, or a public-key user's 64-byte signature
+    if n - pos - 8 - UTRN_DIGITS != MAC_LEN and n - pos - 8 - UTRN_DIGITS != 2 * MAC_LEN:
         raise EnvelopeError(E_ENVELOPE, "binary top-up length %d does not match its fields (%d)"
                             % (n, pos + 8 + UTRN_DIGITS + MAC_LEN))
     check_id(id)

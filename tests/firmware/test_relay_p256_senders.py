@@ -1,6 +1,6 @@
 # A DCC User registered with an ECDSA P-256 public key (users.keys.NAME.public_key): its
-# JSON envelopes carry a 64-byte signature r || s in `mac` (ppmid.envelope_sig), checked
-# with update/p256.py. Signatures made by the `cryptography` library (p256_envelope_vectors).
+# envelopes (JSON and binary, commands and top-ups) carry a 64-byte signature r || s in
+# `mac` (ppmid.envelope_sig), checked with update/p256.py. Signatures made by the `cryptography` library (p256_envelope_vectors).
 # CPython and MicroPython.
 import binascii
 import json
@@ -34,11 +34,17 @@ def _root():
 
 
 def _rig(**pk):
+    return _rig_role("prepay", **pk)
+
+
+def _rig_role(role, **pk):
     from ppmid.relay import senders as S
     cfg = config()
     cfg["gateway"] = PPMID
-    cfg["han"] = {"devices": [{"eui": ESME, "type": "ESME"}]}
+    # nwk and endpoint: the ESME takes top-ups (docs/utrn.md)
+    cfg["han"] = {"devices": [{"eui": ESME, "type": "ESME", "nwk": 0x4A21, "endpoint": 9}]}
     cfg["users"] = _users(**pk)
+    cfg["users"]["roles"]["supplier"] = role
     cfg = C.validate(cfg)
     return Rig(cfg=cfg, senders=S.load(_root(), cfg["users"], KEY), admit_wait_ms=150)
 
@@ -101,14 +107,69 @@ def test_malformed_signed_envelopes_are_e_envelope():
             assert exc.code == "E_ENVELOPE", (exc.code, exc.message)
 
 
-async def test_a_top_up_under_a_public_key_users_name_is_e_auth():
+UTRN = "73943333457189043313"
+
+
+def _topup(mac, id="t1", utrn=UTRN, kid=V.KID):
+    from ppmid import topup
+    return topup.from_json_obj({"id": id, "utrn": utrn, "target": ESME, "mac": mac, "kid": kid})
+
+
+async def test_a_signed_top_up_is_accepted_and_a_bad_one_refused():
     from ppmid import topup
     r = _rig()
-    for mac in ("00" * 64, V.GOOD):  # a mac, and something shaped as a signature
-        obj = {"id": "t1", "utrn": "73943333457189043313", "target": ESME, "mac": mac, "kid": V.KID}
-        out = await r.accept_env(topup.from_json_obj(obj))
-        assert out["error"] == "E_AUTH" and "top-ups" in out["message"], out
+    # the command's signature, a 32-byte mac, another top-up's signature: E_AUTH
+    for env, words in ((_topup(V.GOOD), "signature does not verify"), (_topup("00" * 32), "public key"),
+                       (_topup(V.TOPUP, id="t2"), "signature does not verify"),
+                       (_topup(V.TOPUP, utrn=UTRN[:-1] + "4"), "signature does not verify")):
+        out = await r.accept_env(env)
+        assert out["error"] == "E_AUTH" and words in out["message"], out
     assert not r.journal.by_id
+    # JSON, and the same signature in the binary form (NFC, wire)
+    assert (await r.accept_env(_topup(V.TOPUP)))["status"] == "accepted"
+    binary = topup.to_binary(_topup(V.TOPUP))
+    assert len(binary) == 3 + 2 + 1 + len(V.KID) + 8 + 20 + 64
+    assert envelope.from_binary_any(binary, 4096).mac == bytes.fromhex(V.TOPUP)
+    assert sorted(r.journal.by_id) == ["t1"]
+
+
+async def test_a_top_up_outside_the_role_is_e_role():
+    r = _rig_role([0x0007])
+    out = await r.accept_env(_topup(V.TOPUP))
+    assert out["error"] == "E_ROLE" and "top-ups" in out["message"], out
+
+
+async def test_signed_binary_commands_are_accepted_and_bad_ones_refused():
+    r = _rig()
+    gbcs = gbcs_message(1, 10, SUPPLIER, ESME)
+    binary = envelope.to_binary(envelope.Envelope("p1", gbcs, None, bytes.fromhex(V.GOOD), V.KID))
+    assert len(binary) == 3 + 2 + 1 + len(V.KID) + 2 + len(gbcs) + 64
+    # one byte of the command changed; the signature of another key: E_AUTH
+    bad = bytearray(binary)
+    bad[-70] ^= 1
+    other = binary[:-64] + bytes.fromhex(V.OTHER_KEY)
+    for buf in (bad, other):
+        out = await r.accept_env(envelope.from_binary_any(bytes(buf), 4096), "nfc-phone")
+        assert out["error"] == "E_AUTH" and "signature does not verify" in out["message"], out
+    # a trailer that is neither a mac (32) nor a signature (64): E_ENVELOPE
+    for buf in (binary[:-1], binary + b"\x00", binary[:-64] + bytes(48)):
+        try:
+            envelope.from_binary_any(buf, 4096)
+            raise AssertionError("accepted %d bytes" % len(buf))
+        except PpmidError as exc:
+            assert exc.code == "E_ENVELOPE", exc.code
+    assert (await r.accept_env(envelope.from_binary_any(binary, 4096), "nfc-phone"))["status"] == "accepted"
+    assert sorted(r.journal.by_id) == ["p1"]
+
+
+def test_a_gateway_without_keys_per_user_refuses_a_signed_binary_envelope():
+    env = envelope.from_binary_any(envelope.to_binary(envelope.Envelope(
+        "p1", gbcs_message(1, 10, SUPPLIER, ESME), None, bytes.fromhex(V.GOOD))), 4096)
+    try:
+        env.verify(KEY)
+        raise AssertionError("a signature passed for a mac")
+    except PpmidError as exc:
+        assert exc.code == "E_AUTH"
 
 
 async def test_a_revoked_public_key_is_refused():

@@ -60,8 +60,9 @@ def status_word(code):
 
 
 def max_envelope(max_gbcs):
-    # version, flags, id_len, id (32), expires (4), gbcs_len (2), gbcs, mac (32)
-    return 3 + envelope.ID_MAX + 4 + 2 + max_gbcs + envelope.MAC_LEN
+    # version, flags, id_len, id (32), kid_len, kid (32), expires (4), gbcs_len (2), gbcs, and
+    # a public-key user's signature (64) where a mac (32) goes; wired/road.max_payload alike
+    return 3 + envelope.ID_MAX + 1 + envelope.ID_MAX + 4 + 2 + max_gbcs + 2 * envelope.MAC_LEN
 
 
 class PhoneSession:

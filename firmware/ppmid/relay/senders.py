@@ -137,8 +137,6 @@ class Senders:
                     raise SenderError(E_REVOKED, "envelope key of %s is revoked" % s[0])
                 signed = len(env.mac) == _SIG_LEN
                 if len(s[1]) != 32:
-                    if not hasattr(env, "gbcs"):  # a top-up: no signed form yet
-                        raise SenderError(E_AUTH, "%s is registered with a public key: top-ups by it are not supported" % s[0])
                     if not signed:
                         raise SenderError(E_AUTH, "%s is registered with a public key: its envelopes carry a signature (sig)" % s[0])
                     if not _verifies(s[1], env):

@@ -38,8 +38,9 @@ _NACK_RATE = 20      # NACKs per second (burst as many) before errors are only c
 
 def max_payload(max_gbcs):
     """Largest frame payload the gateway takes: a binary command envelope with the
-    largest GBCS allowed (docs/envelope.md: 3 + id 32 + expires 4 + 2 + gbcs + mac 32)."""
-    return 73 + max_gbcs
+    largest GBCS allowed (docs/envelope.md: 3 + id 32 + kid 1 + 32 + expires 4 + 2 + gbcs +
+    a public-key user's signature 64, where a mac takes 32; nfc/phone.max_envelope alike)."""
+    return 138 + max_gbcs
 
 
 def decode_envelope(payload, max_gbcs):
