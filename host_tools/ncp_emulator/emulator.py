@@ -331,13 +331,18 @@ class NcpEmulator:
             m, tc = self.ncp.commissioning, self.ch.trust_centre
             if m is None:
                 return None
-            return {"has_network": m.has_network, "link_key_stored": m.link_key_stored,
+            return {"has_network": m.has_network, "link_key_stored": m.link_key_stored, "key_seq": m.key_seq,
                     "joined": self.ncp.joined, "tc_events": list(tc.events), "tc_counters": dict(tc.counters)}
         return self.call(snap)
 
     def forget_ppmid(self):
         """The CH's device log loses the PPMID: it is removed from the network."""
         self.call(lambda: self.ch.trust_centre.forget(self.ncp.commissioning.eui64))
+
+    def switch_network_key(self):
+        """The CH switches the HAN's network key (a module away at the time misses it: its
+        secured rejoin goes unanswered, a trust-centre rejoin brings it the new key)."""
+        self.call(self.ch.trust_centre.switch_network_key)
 
     def reset_ncp(self):
         self.call(self.ncp.inject_reset)
