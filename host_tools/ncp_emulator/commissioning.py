@@ -251,7 +251,7 @@ class TrustCentre:
     server. `ch` is the CommsHub (ch.ncp reaches the PPMID's module)."""
 
     def __init__(self, ch, device_log, eui64=bytes.fromhex("0000b0d5b3ffff00"), issuer=ISSUER,
-                 extra_networks=(), cbke_deadline_s=CBKE_DEADLINE_S, cert_issuer=None):
+                 extra_networks=(), cbke_deadline_s=CBKE_DEADLINE_S, cert_issuer=None, silent=False):
         self.ch = ch
         self.device_log = {bytes(k): IC.parse(v) for k, v in device_log.items()}
         self.eui64 = eui64
@@ -272,7 +272,7 @@ class TrustCentre:
                          "rejoins_refused": 0, "secured_rejoins_admitted": 0, "secured_rejoins_stale_key": 0,
                          "network_key_switches": 0}
         self.events = []            # (what, detail) for tests and the emulate report
-        self.silent = False         # fault: the Key Establishment server answers nothing
+        self.silent = silent        # fault: the Key Establishment server answers nothing
 
     def _event(self, what, detail=""):
         self.events.append((what, detail))

@@ -143,7 +143,10 @@ class NcpEmulator:
         # "install_code" the code the CH's device log holds for the module's EUI-64 (None:
         # the EUI is not in the log), or "device_log" the whole log {EUI-64 bytes: code}
         # (host_tools/device_log.py reads it from a file); "eui64" the module's EUI-64
-        # (bytes; default the emulated stack's); "trust_centre" TrustCentre keywords
+        # (bytes; default the emulated stack's); "trust_centre" TrustCentre keywords;
+        # "module_certificate" the certificate in the module's tokens instead of its own (a
+        # factory mistake: another subject, another key); "network_down" True: the HAN is
+        # not on the air at start (network_up(resume=False) brings it)
         self.commissioning = commissioning
         self.messages = []                 # emulator log lines (also printed when verbose)
         self.loop = None
@@ -199,7 +202,9 @@ class NcpEmulator:
             if self.commissioning.get("eui64"):
                 self.ncp.stack.config.eui64 = bytes(self.commissioning["eui64"])
             eui = self.ncp.stack.config.eui64
-            self.ncp.commissioning = ModuleCommissioning(self.ncp, eui)
+            self.ncp.commissioning = ModuleCommissioning(self.ncp, eui, cert=self.commissioning.get("module_certificate"))
+            if self.commissioning.get("network_down"):
+                self.ncp.network_available = False
             device_log = self.commissioning.get("device_log")
             if device_log is None:
                 code = self.commissioning.get("install_code")
