@@ -45,6 +45,12 @@ def add_arguments(p):
     p.add_argument("--broker-engine", choices=("mosquitto", "rabbitmq"), default="mosquitto",
                    help="the broker the emulation starts (default mosquitto; rabbitmq: Debian rabbitmq-server)")
     p.add_argument("--wifi-drops", type=int, default=0, metavar="N", help="drop the Wi-Fi access point N times")
+    p.add_argument("--han-outages", type=int, default=0, metavar="N",
+                   help="take the HAN away N times for 1-4 s; the module does not find it again by itself, the "
+                        "gateway rejoins after zigbee.rejoin_after_s (e.g. --set zigbee.rejoin_after_s=2)")
+    p.add_argument("--han-key-switch", action="store_true",
+                   help="with --han-outages: the CH switches its network key during each outage (the secured "
+                        "rejoin fails, the trust-centre rejoin brings the new key)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a gateway config value, e.g. limits.rate_per_s=5 (repeatable)")
     p.add_argument("--seed", type=int, help="random seed for the fault moments")
@@ -171,9 +177,11 @@ def run(args):
         raise CliError("--uart-error-rate must be from 0 to 1 (probability per byte)")
     if args.gpf_delay_ms is not None and not 0 <= args.gpf_delay_ms <= 60000:
         raise CliError("--gpf-delay-ms must be from 0 to 60000")
-    for name in ("kill_board", "broker_restarts", "wifi_drops"):
+    for name in ("kill_board", "broker_restarts", "wifi_drops", "han_outages"):
         if getattr(args, name) < 0:
             raise CliError("--%s must be >= 0" % name.replace("_", "-"))
+    if args.han_key_switch and (not args.han_outages or args.commissioned):
+        raise CliError("--han-key-switch needs --han-outages and a gateway that commissions (not --commissioned)")
     if not 1 <= args.timeout <= 3600:
         raise CliError("--timeout must be from 1 to 3600 seconds")
     for name in ("pcap", "html"):
@@ -223,8 +231,9 @@ def run(args):
         print("emulate: REPL %s (mpremote connect %s resume), UARTs %s, broker 127.0.0.1:%d, state dir %s; Ctrl-C to stop"
               % (st["repl"], st["repl"], st["uarts"], emu.broker.port, emu.state_dir), flush=True)
         chaos = None
-        if args.kill_board or args.broker_restarts or args.wifi_drops:
-            chaos = E.Chaos(args.kill_board, args.broker_restarts, args.wifi_drops, seed=args.seed)
+        if args.kill_board or args.broker_restarts or args.wifi_drops or args.han_outages:
+            chaos = E.Chaos(args.kill_board, args.broker_restarts, args.wifi_drops, seed=args.seed,
+                            han_outages=args.han_outages, han_key_switch=args.han_key_switch)
         print("emulate: replaying %s" % what, flush=True)
         upd = E.UpdateRun(emu, args.update, log=E.log_default).start() if args.update else None
         bar = Progress("replay", len(lines))

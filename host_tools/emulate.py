@@ -168,16 +168,58 @@ def lines_from(commands, interval_ms=50, prefix="c", expect="response"):
              "expect": {"status": expect}} for i, (_, buf) in enumerate(commands)]
 
 
+# ---- commissioning from the console ---------------------------------------------------------
+def commissioning_from_console(text):
+    """The report's "commissioning" from the gateway's console text: its "commission: ..."
+    steps (zigbee/commission.py), the tunnel opening after a commissioning or a rejoin, and
+    state/cbke/error as the last outcome left them (a rejoin or re-commission after a
+    commissioning counts: a failed rejoin is "failed" with its code until a later step
+    mends it). rejoins/recommissions: how many were asked for."""
+    steps = []
+    for line in text.splitlines():
+        if "commission: " in line:
+            steps.append(line.split("commission: ", 1)[1].strip())
+        elif "han: tunnel open" in line and steps and (steps[-1] == "commissioned" or steps[-1].startswith("rejoined")):
+            steps.append("tunnel open")
+    out = {"state": "uncommissioned", "cbke": None, "steps": steps[-40:], "rejoins": 0, "recommissions": 0}
+    for st in steps:
+        if st == "commissioned" or st.startswith("rejoined"):
+            out.update(state="commissioned")
+            if st == "commissioned" or out["cbke"] is None:
+                out["cbke"] = "ok"    # (a rejoin needs a key establishment completed, maybe at an earlier boot)
+            out.pop("error", None)
+        elif st.startswith("failed ") or st.startswith("rejoin failed "):
+            code = st.split(": ", 1)[0].split()[-1]
+            out.update(state="failed", error=code)
+            if code.startswith("E_CBKE"):
+                out["cbke"] = "failed"
+        elif " rejoin asked" in st:
+            out["rejoins"] += 1
+            out.update(state="rejoining")
+            out.pop("error", None)
+        elif st.startswith("re-commission: "):
+            out["recommissions"] += 1
+            out.update(state="uncommissioned", cbke=None)
+            out.pop("error", None)
+        elif st.startswith("cbke:") and out["state"] != "commissioned":
+            out.update(state="cbke", cbke="running")
+    return out
+
+
 # ---- chaos ---------------------------------------------------------------------------------
 class Chaos:
     """Faults spread at random moments over a replay: SIGKILL the board, restart the
-    broker, drop the Wi-Fi access point. The UART error rate is applied by the NCP
-    emulator for the whole run."""
+    broker, drop the Wi-Fi access point, take the HAN away (han_outages; with
+    han_key_switch the CH moves to a new network key meanwhile). The UART error rate is
+    applied by the NCP emulator for the whole run."""
 
-    def __init__(self, kills=0, broker_restarts=0, wifi_drops=0, seed=None, down_s=(1.0, 4.0)):
+    def __init__(self, kills=0, broker_restarts=0, wifi_drops=0, seed=None, down_s=(1.0, 4.0), han_outages=0,
+                 han_key_switch=False):
         self.kills = kills
         self.broker_restarts = broker_restarts
         self.wifi_drops = wifi_drops
+        self.han_outages = han_outages
+        self.han_key_switch = han_key_switch
         self.rng = random.Random(seed)
         self.down_s = down_s
         self.done = []      # (t since start when it was over, what)
@@ -187,7 +229,8 @@ class Chaos:
         self._stop = threading.Event()
 
     def plan(self, duration_s):
-        events = ["kill"] * self.kills + ["broker"] * self.broker_restarts + ["wifi"] * self.wifi_drops
+        events = ["kill"] * self.kills + ["broker"] * self.broker_restarts + ["wifi"] * self.wifi_drops + \
+            ["han"] * self.han_outages
         self.rng.shuffle(events)
         if not events:
             return []
@@ -209,6 +252,8 @@ class Chaos:
             try:
                 if what == "kill":
                     emu.board.kill()
+                elif what == "han":
+                    self._han_outage(emu)
                 elif what == "broker":
                     emu.broker.stop()
                     time.sleep(self.rng.uniform(*self.down_s))
@@ -221,6 +266,17 @@ class Chaos:
                 self.spans.append((began, self.done[-1][0], what))
             except Exception as exc:  # noqa: BLE001 - recorded and reported
                 self.errors.append("%s: %r" % (what, exc))
+
+    def _han_outage(self, emu):
+        # a gateway that commissions comes back by a rejoin (the module does not find the
+        # HAN by itself: it may have missed a key switch); a preset module (--commissioned,
+        # no install code, so no rejoin) finds it again by itself
+        rejoins = bool(emu.commissioning)
+        emu.ncp.network_down()
+        if self.han_key_switch and rejoins:
+            emu.ncp.switch_network_key()
+        time.sleep(self.rng.uniform(*self.down_s))
+        emu.ncp.network_up(resume=not rejoins)
 
     def stop(self):
         self._stop.set()
@@ -500,31 +556,14 @@ class Emulation:
 
     # ---- figures ---------------------------------------------------------------------------
     def commissioning_report(self):
-        """{"state", "cbke", "error", "steps"}: the gateway's commissioning as its console
-        logged it ("commission: ..." lines) since start(), with what the CH's trust centre
-        saw. "preset" when the emulated module started commissioned (`--commissioned`)."""
+        """{"state", "cbke", "error", "steps", "rejoins", "recommissions"}: the gateway's
+        commissioning as its console logged it ("commission: ..." lines) since start(), with
+        what the CH's trust centre saw. "preset" when the emulated module started
+        commissioned (`--commissioned`)."""
         if not self.commissioning:
             return {"state": "preset", "cbke": None, "steps": []}
         text = self.board.console_bytes()[self.console_start:].decode("utf-8", "replace")
-        # the firmware's "commission: ..." lines, and the CH opening the tunnel after them
-        steps = []
-        for line in text.splitlines():
-            if "commission: " in line:
-                steps.append(line.split("commission: ", 1)[1].strip())
-            elif "han: tunnel open" in line and steps and steps[-1] == "commissioned":
-                steps.append("tunnel open")
-        out = {"state": "uncommissioned", "cbke": None, "steps": steps[-40:]}
-        for st in steps:
-            if st == "commissioned":
-                out.update(state="commissioned", cbke="ok")
-                out.pop("error", None)
-            elif st.startswith("failed "):
-                code = st.split()[1].rstrip(":")
-                out.update(state="failed", error=code)
-                if code.startswith("E_CBKE"):
-                    out["cbke"] = "failed"
-            elif st.startswith("cbke:") and out["state"] != "commissioned":
-                out.update(state="cbke", cbke="running")
+        out = commissioning_from_console(text)
         if self.device_log_path:
             out["device_log"] = self.device_log_path
         tc = self.ncp.commissioning_state()

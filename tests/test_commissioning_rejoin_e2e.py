@@ -1,5 +1,7 @@
 """After commissioning, under MicroPython over a pty (issue #16): the network lost and not
-found again by the module -> a trust-centre rejoin (findAndRejoinNetwork) with backoff; a
+found again by the module -> a secured rejoin (findAndRejoinNetwork with the network key the
+module holds), and when the CH switched the network key meanwhile a trust-centre rejoin,
+with backoff; a
 CH that forgets the PPMID (removing it, or refusing its rejoin) -> a clean re-commission,
 which succeeds once the installer puts it back in the device log; a re-commission ordered
 by the host tools; two CHs answering the scan -> E_COMMISSION_NETWORKS unless the config
@@ -100,12 +102,44 @@ def test_network_lost_and_not_found_again_is_rejoined_through_the_trust_centre(t
     i = seen.index("network-down")
     assert seen[i:].index("rejoining") < seen[i:].index("rejoin-failed") < len(seen[i:]) - 1, seen
     assert done["status"] == "running" and c["state"] == "commissioned" and c["rejoins"] >= 2, c
-    assert any(s.startswith("rejoin failed E_REJOIN_FAILED") for s in c["steps"]) and "rejoined" in c["steps"], c
+    assert any(s.startswith("rejoin failed E_REJOIN_FAILED") for s in c["steps"]), c
+    # the network key did not change: the secured rejoin brought it back
+    assert c["steps"][-1] == "rejoined (secured rejoin)" and c["rejoin"] == "secured", c
     st = emu.commissioning_state()
     # a rejoin, not a new join: one join and one key establishment in all
     assert st["tc_counters"]["rejoins_admitted"] == 1 and st["tc_counters"]["joins_admitted"] == 1
+    assert st["tc_counters"]["secured_rejoins_admitted"] == 1
     assert st["tc_counters"]["ke_ok"] == 1 and st["link_key_stored"]
     assert emu.received == cmds and (tmp_path / "zigbee_commissioned").exists()
+
+
+def test_network_key_switched_while_away_needs_the_trust_centre_rejoin(tmp_path, stopper):
+    def away(emu, proc):
+        _tunnel_open(emu)
+        emu.network_down()
+        emu.switch_network_key()         # the CH moves to a new key while the PPMID is off the HAN
+        emu.network_up(resume=False)
+    cmds = [command(0x2150)]
+    events, emu, _ = run({"commissioning": {"install_code": CODE}}, cmds, tmp_path, before=away, expect_rx=1,
+                         config=zconfig(tmp_path), wait_status="running", then_statuses=["rejoining", "running"],
+                         wait_s=40)
+    stopper(emu)
+    done = events[-1]
+    c = done["commissioning"]
+    assert done["status"] == "running" and c["state"] == "commissioned" and c["rejoin"] == "trust-centre", c
+    steps = [s for s in c["steps"] if "rejoin" in s]
+    # the secured rejoin goes unanswered (its key is the old one), the trust-centre one brings the new key
+    assert steps[0].startswith("secured rejoin asked"), steps
+    assert steps[1].startswith("rejoin failed E_REJOIN_FAILED: the secured rejoin ended with status"), steps
+    assert steps[2].startswith("trust-centre rejoin asked") and steps[3] == "rejoined (trust-centre rejoin)", steps
+    assert len(steps) == 4 and c["rejoins"] == 2, steps
+    details = [e["detail"] for e in events if e["ev"] == "status" and e["status"] == "rejoining"]
+    assert details[0] == "secured rejoin, attempt 1", details     # (a detail alone changing is not an event)
+    st = emu.commissioning_state()
+    assert st["tc_counters"]["secured_rejoins_stale_key"] == 1 and st["tc_counters"]["secured_rejoins_admitted"] == 0
+    assert st["tc_counters"]["rejoins_admitted"] == 1 and st["tc_counters"]["joins_admitted"] == 1
+    assert st["tc_counters"]["ke_ok"] == 1 and st["key_seq"] == 1      # the module holds the new key
+    assert emu.received == cmds
 
 
 def test_ch_that_forgets_the_ppmid_forces_a_clean_recommission(tmp_path, stopper):

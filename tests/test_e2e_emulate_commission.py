@@ -93,3 +93,33 @@ def test_a_power_cut_after_commissioning_resumes_without_joining_again(tmp_path)
     assert rep["board_restarts"] >= 1 and rep["lost_count"] == 0, rep
     assert c["state"] == "commissioned" and c["steps"].count("commissioned") == 1, c
     assert c["trust_centre"]["counters"]["joins_admitted"] == 1 and c["trust_centre"]["counters"]["ke_ok"] == 1
+
+
+def test_emulate_han_outage_with_a_key_switch_reports_the_rejoins(tmp_path):
+    # the HAN goes away once and the CH switches its network key meanwhile: the gateway's
+    # secured rejoin fails, its trust-centre rejoin brings the new key; the report's steps
+    # carry the rejoins and its state the last outcome
+    report = tmp_path / "rep.json"
+    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--trace", str(_trace(tmp_path, 3)), "--report",
+              str(report), "--han-outages", "1", "--han-key-switch", "--seed", "3", "--settle-s", "20",
+              "--set", "zigbee.rejoin_after_s=1", "--set", "limits.response_timeout_s=30")
+    rep = json.loads(report.read_text())
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert [w for _, w in rep["chaos"]["done"]] == ["han"] and not rep["chaos"]["errors"], rep["chaos"]
+    c = rep["commissioning"]
+    assert c["state"] == "commissioned" and c["cbke"] == "ok" and "error" not in c, c
+    steps = c["steps"]
+    last = max(i for i, s in enumerate(steps) if s.startswith("secured rejoin asked"))
+    assert steps[last + 1].startswith("rejoin failed E_REJOIN_FAILED: the secured rejoin"), steps
+    assert steps[last + 2].startswith("trust-centre rejoin asked"), steps
+    assert steps[last + 3:last + 5] == ["rejoined (trust-centre rejoin)", "tunnel open"], steps
+    assert c["rejoins"] >= 2 and c["recommissions"] == 0, c
+    tc = c["trust_centre"]["counters"]
+    assert tc["network_key_switches"] == 1 and tc["secured_rejoins_stale_key"] == 1, tc
+    assert tc["rejoins_admitted"] == 1 and tc["joins_admitted"] == 1 and tc["ke_ok"] == 1, tc
+    assert rep["answered"] == 3 and rep["lost_count"] == 0
+
+
+def test_emulate_han_key_switch_needs_outages():
+    r = ppmid("emulate", "--han-key-switch", "--no-follow")
+    assert r.returncode == 1 and "--han-key-switch needs --han-outages" in r.stderr, r.stderr

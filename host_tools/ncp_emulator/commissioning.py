@@ -84,6 +84,7 @@ class ModuleCommissioning:
         self.cert = cert or certificate(eui64, self.private)
         self.has_network = False      # token: a network to resume (networkInit)
         self.link_key_stored = False  # token: CBKE completed and stored its link key
+        self.key_seq = None           # token: the sequence number of the network key it holds
         self.power_on()
 
     def power_on(self):
@@ -144,7 +145,14 @@ class ModuleCommissioning:
             return
         self.has_network = True
         self.link_key_stored = False
+        self.got_network_key(tc.network_key_seq)
         self.ncp.join_now()
+
+    def got_network_key(self, seq):
+        """The trust centre sent the network key (join, trust-centre rejoin, or a key
+        switch while on the network): the module's tokens hold it."""
+        self.key_seq = seq
+        self.ncp.stack.config.network_key_seq = seq
 
     def leave(self):
         """The trust centre removed us (a leave without rejoin): the tokens forget the network."""
@@ -161,8 +169,9 @@ class ModuleCommissioning:
         return self.ok()
 
     def find_and_rejoin(self, p):
-        """findAndRejoinNetwork: only a module holding a network (tokens) can rejoin it; a
-        trust-centre rejoin (no current network key) is decided by the trust centre."""
+        """findAndRejoinNetwork: only a module holding a network (tokens) can rejoin it. A
+        secured rejoin (haveCurrentNetworkKey) is answered only when the key the module
+        holds is still the network's; a trust-centre rejoin is decided by the trust centre."""
         have_key, mask = struct.unpack_from("<BI", p, 0)
         if self.ncp.version >= 14 and len(p) < 7:
             raise ValueError("findAndRejoinNetwork v14 needs reason and node type")
@@ -178,9 +187,14 @@ class ModuleCommissioning:
             # no beacon of our network on those channels
             self.ncp.callback(E.STACK_STATUS_HANDLER, self.status(EMBER_NOT_JOINED, SL_NOT_JOINED))
             return
-        if not tc.admit_rejoin(self.eui64, have_key):
-            self.ncp.callback(E.STACK_STATUS_HANDLER, self.status(EMBER_NO_NETWORK_KEY, SL_NO_NETWORK_KEY))
+        if not tc.admit_rejoin(self.eui64, have_key, self.key_seq):
+            # secured: no rejoin response (the request is secured with a key the network no
+            # longer uses, or the device is not the CH's); trust-centre: no network key
+            self.ncp.callback(E.STACK_STATUS_HANDLER, self.status(EMBER_NOT_JOINED, SL_NOT_JOINED) if have_key
+                              else self.status(EMBER_NO_NETWORK_KEY, SL_NO_NETWORK_KEY))
             return
+        if not have_key:
+            self.got_network_key(tc.network_key_seq)
         self.ncp.join_now()
 
     def get_certificate(self, p):
@@ -237,7 +251,7 @@ class TrustCentre:
     server. `ch` is the CommsHub (ch.ncp reaches the PPMID's module)."""
 
     def __init__(self, ch, device_log, eui64=bytes.fromhex("0000b0d5b3ffff00"), issuer=ISSUER,
-                 extra_networks=(), cbke_deadline_s=CBKE_DEADLINE_S, cert_issuer=None):
+                 extra_networks=(), cbke_deadline_s=CBKE_DEADLINE_S, cert_issuer=None, silent=False):
         self.ch = ch
         self.device_log = {bytes(k): IC.parse(v) for k, v in device_log.items()}
         self.eui64 = eui64
@@ -250,13 +264,15 @@ class TrustCentre:
         self.extra_networks = list(extra_networks)
         self.cbke_deadline_s = cbke_deadline_s
         self.joined = {}            # eui -> True once CBKE completed
+        self.network_key_seq = 0    # the network key in use (switch_network_key: the next one)
         self.session = None
         self._deadline = None
         self.counters = {"joins_admitted": 0, "joins_refused": 0, "ke_initiated": 0, "ke_ok": 0,
                          "ke_terminated": 0, "ke_timeouts": 0, "removed": 0, "rejoins_admitted": 0,
-                         "rejoins_refused": 0}
+                         "rejoins_refused": 0, "secured_rejoins_admitted": 0, "secured_rejoins_stale_key": 0,
+                         "network_key_switches": 0}
         self.events = []            # (what, detail) for tests and the emulate report
-        self.silent = False         # fault: the Key Establishment server answers nothing
+        self.silent = silent        # fault: the Key Establishment server answers nothing
 
     def _event(self, what, detail=""):
         self.events.append((what, detail))
@@ -281,18 +297,37 @@ class TrustCentre:
         self._arm_deadline()
         return True
 
-    def admit_rejoin(self, eui, have_key):
-        """A rejoin: a trust-centre rejoin (no network key) is admitted, the network key sent
-        again under the device's link key, only for a device still in the device log that
-        completed key establishment; a secured rejoin needs no trust centre (modelled:
-        admitted while in the log)."""
+    def admit_rejoin(self, eui, have_key, key_seq=None):
+        """A rejoin. Secured (have_key, the module's network key key_seq): the parent
+        accepts the request only if it is secured with the network key in use, so a device
+        that was away over a key switch gets no answer (modelled: also refused once the
+        device is out of the device log). Trust-centre (no network key): admitted, the
+        network key sent again under the device's link key, only for a device still in
+        the device log that completed key establishment."""
+        if eui in self.device_log and have_key and key_seq != self.network_key_seq:
+            self.counters["secured_rejoins_stale_key"] += 1
+            self._event("secured_rejoin_unanswered", "network key %s, in use %d" % (key_seq, self.network_key_seq))
+            return False
         if eui in self.device_log and (have_key or self.joined.get(eui, False)):
             self.counters["rejoins_admitted"] += 1
-            self._event("rejoin_admitted", eui.hex())
+            if have_key:
+                self.counters["secured_rejoins_admitted"] += 1
+            self._event("rejoin_admitted", eui.hex() + (" secured" if have_key else " trust-centre"))
             return True
         self.counters["rejoins_refused"] += 1
         self._event("rejoin_refused", "not in the device log" if eui not in self.device_log else "no key establishment")
         return False
+
+    def switch_network_key(self):
+        """The CH switches to a new network key: devices on the network get it; one away
+        (the PPMID's module while the HAN is down for it) keeps the old one, and only a
+        trust-centre rejoin brings it the new one."""
+        self.network_key_seq = (self.network_key_seq + 1) & 0xFF
+        self.counters["network_key_switches"] += 1
+        self._event("network_key_switched", str(self.network_key_seq))
+        m = self.ch.ncp.commissioning
+        if self.ch.ncp.joined and m is not None:
+            m.got_network_key(self.network_key_seq)
 
     def cbke_done(self, eui):
         return self.joined.get(eui, False)

@@ -143,7 +143,10 @@ class NcpEmulator:
         # "install_code" the code the CH's device log holds for the module's EUI-64 (None:
         # the EUI is not in the log), or "device_log" the whole log {EUI-64 bytes: code}
         # (host_tools/device_log.py reads it from a file); "eui64" the module's EUI-64
-        # (bytes; default the emulated stack's); "trust_centre" TrustCentre keywords
+        # (bytes; default the emulated stack's); "trust_centre" TrustCentre keywords;
+        # "module_certificate" the certificate in the module's tokens instead of its own (a
+        # factory mistake: another subject, another key); "network_down" True: the HAN is
+        # not on the air at start (network_up(resume=False) brings it)
         self.commissioning = commissioning
         self.messages = []                 # emulator log lines (also printed when verbose)
         self.loop = None
@@ -199,7 +202,9 @@ class NcpEmulator:
             if self.commissioning.get("eui64"):
                 self.ncp.stack.config.eui64 = bytes(self.commissioning["eui64"])
             eui = self.ncp.stack.config.eui64
-            self.ncp.commissioning = ModuleCommissioning(self.ncp, eui)
+            self.ncp.commissioning = ModuleCommissioning(self.ncp, eui, cert=self.commissioning.get("module_certificate"))
+            if self.commissioning.get("network_down"):
+                self.ncp.network_available = False
             device_log = self.commissioning.get("device_log")
             if device_log is None:
                 code = self.commissioning.get("install_code")
@@ -331,13 +336,18 @@ class NcpEmulator:
             m, tc = self.ncp.commissioning, self.ch.trust_centre
             if m is None:
                 return None
-            return {"has_network": m.has_network, "link_key_stored": m.link_key_stored,
+            return {"has_network": m.has_network, "link_key_stored": m.link_key_stored, "key_seq": m.key_seq,
                     "joined": self.ncp.joined, "tc_events": list(tc.events), "tc_counters": dict(tc.counters)}
         return self.call(snap)
 
     def forget_ppmid(self):
         """The CH's device log loses the PPMID: it is removed from the network."""
         self.call(lambda: self.ch.trust_centre.forget(self.ncp.commissioning.eui64))
+
+    def switch_network_key(self):
+        """The CH switches the HAN's network key (a module away at the time misses it: its
+        secured rejoin goes unanswered, a trust-centre rejoin brings it the new key)."""
+        self.call(self.ch.trust_centre.switch_network_key)
 
     def reset_ncp(self):
         self.call(self.ncp.inject_reset)

@@ -1,9 +1,9 @@
 # Commissioning onto the smart-metering HAN (docs/zigbee.md "Commissioning"): the install
 # code's link key as the preconfigured trust-centre key, an active scan on the configured
 # channels, joinNetwork, then certificate-based key establishment (CBKE, suite 2) with the
-# CH as trust centre through the NCP's CBKE library; a trust-centre rejoin after the
-# network stayed down; a clean re-commission when the CH forgot us or the host tools order
-# one. Loaded only when the module has no network at start-up, has one but key
+# CH as trust centre through the NCP's CBKE library; a secured rejoin, then a trust-centre
+# one, after the network stayed down; a clean re-commission when the CH forgot us or the
+# host tools order one. Loaded only when the module has no network at start-up, has one but key
 # establishment never completed, lost its network for longer than rejoin_after_s, or an
 # order came (ZigbeeHan, relay/commission_order.py), so a commissioned gateway never holds
 # this code. The config check (settings) runs at boot.
@@ -26,7 +26,7 @@ E_CBKE_KEY_CONFIRM = "E_CBKE_KEY_CONFIRM"       # the CH's key confirmation does
 E_CBKE_MODULE = "E_CBKE_MODULE"                 # the module's CBKE library failed (no certificate...)
 E_CBKE_ISSUER = "E_CBKE_ISSUER"                 # the CH's certificate is not from our certificate's issuer
 E_NETWORKS = "E_COMMISSION_NETWORKS"            # more than one network open for joining: not guessed
-E_REJOIN = "E_REJOIN_FAILED"                    # a trust-centre rejoin found no network in time
+E_REJOIN = "E_REJOIN_FAILED"                    # a rejoin found no network in time, or it ended otherwise
 E_REJOIN_REFUSED = "E_REJOIN_REFUSED"           # nothing to rejoin, or the trust centre refused: re-commission
 RETRY_NEVER = (IC.E_INSTALL_CODE, IC.E_INSTALL_CODE_CRC)
 
@@ -89,6 +89,7 @@ COMMISSIONING = "commissioning"        # ZigbeeHan statuses while this runs
 COMMISSION_FAILED = "commission-failed"
 REJOINING = "rejoining"
 REJOIN_FAILED = "rejoin-failed"
+_KIND = {True: "secured", False: "trust-centre"}
 _MODULES = ("ppmid.zigbee.commission", "ppmid.zigbee.keyest", "ppmid.zigbee.ezsp_cbke", "ppmid.zigbee.installcode")
 
 
@@ -186,8 +187,11 @@ def _commissioner(han, c):
 
 
 async def rejoin(han, c):
-    """The network went down and stayed down for rejoin_after_s (ZigbeeHan): trust-centre
-    rejoins, backing off, until it is back (by one of them or by itself). The module holding
+    """The network went down and stayed down for rejoin_after_s (ZigbeeHan): rejoins,
+    backing off, until it is back (by one of them or by itself); each attempt a secured
+    rejoin first (the module's network key: no trust centre involved, and none to
+    rate-limit us), then a trust-centre rejoin (the network key changed while we were
+    away). The module holding
     no network any more (the trust centre removed us) or the trust centre refusing the
     rejoin (the CH forgot this PPMID): a clean re-commission. The HAN statuses are this
     one's while it runs (rejoining, rejoin-failed, then commissioning's)."""
@@ -256,10 +260,13 @@ async def _rejoin_until_up(han, c, cm):
     backoff = 1
     while not han._net_up and han.counters["resets"] == resets:
         han._net_event.clear()
-        han._set_status(REJOINING, "trust-centre rejoin, attempt %d" % (cm.rejoins + 1))
         try:
-            if await cm.rejoin():
-                return
+            for secured in (True, False):
+                han._set_status(REJOINING, "%s rejoin, attempt %d" % (_KIND[secured], cm.rejoins + 1))
+                if await cm.rejoin(secured):
+                    return
+                if han._net_up or han.counters["resets"] != resets:
+                    return    # back by itself, or the module reset (the supervisor decides)
         except PpmidError as exc:
             if exc.code != E_REJOIN_REFUSED:
                 raise
@@ -302,6 +309,7 @@ class Commissioner:
         self.steps = []
         self.attempts = 0
         self.rejoins = 0
+        self.rejoin_kind = None       # the last rejoin's: "secured" or "trust-centre"
         self.retry_after_s = None     # the CH's wait time from a Terminate
         self._q = []                  # (kind, value): callbacks and KE frames received
         self._ev = asyncio.Event()
@@ -310,6 +318,8 @@ class Commissioner:
     def info(self):
         d = {"state": self.state, "cbke": self.cbke, "steps": list(self.steps), "attempts": self.attempts,
              "rejoins": self.rejoins}
+        if self.rejoin_kind:
+            d["rejoin"] = self.rejoin_kind
         if self.error:
             d["error"] = self.error
             d["detail"] = self.detail
@@ -376,37 +386,41 @@ class Commissioner:
             mask |= 1 << c
         return mask
 
-    async def rejoin(self):
-        """One trust-centre rejoin: findAndRejoinNetwork without the current network key (the
-        CH sends it again under our link key) on the configured channels. True when the
-        network is back; False when no network came in time (kept in error/detail);
-        PpmidError(E_REJOIN_REFUSED) when the module holds no network or the trust centre
-        refused us: only a fresh commissioning can help then."""
+    async def rejoin(self, secured=False):
+        """One rejoin, findAndRejoinNetwork on the configured channels. secured: with the
+        network key the module holds (its parent admits it by that key); else a
+        trust-centre rejoin (the CH sends the current network key again under our link key).
+        True when the network is back; False when it did not come in time or the rejoin
+        ended otherwise (kept in error/detail: a secured one fails so when the network key
+        changed while we were away); PpmidError(E_REJOIN_REFUSED) when the module holds no
+        network or the trust centre refused us: only a fresh commissioning can help then."""
+        kind = _KIND[secured]
         self.rejoins += 1
+        self.rejoin_kind = kind
         self.state = "rejoining"
         self.error = None
         v = self.han._ezsp.version
         self._q = [q for q in self._q if q[0] != E.STACK_STATUS_HANDLER]
         mask = self._mask()
-        p = await self.han._ezsp.command(C.FIND_AND_REJOIN_NETWORK, C.find_and_rejoin(v, mask))
+        p = await self.han._ezsp.command(C.FIND_AND_REJOIN_NETWORK, C.find_and_rejoin(v, mask, secured))
         status = E.parse_status(v, p)
         if status:
             self._rejoin_failed(E_REJOIN_REFUSED, "the module refused findAndRejoinNetwork (status 0x%x): it "
                                 "holds no network (the trust centre removed it)" % status)
-        self._step("trust-centre rejoin asked (channels mask 0x%08x)" % mask)
+        self._step("%s rejoin asked (channels mask 0x%08x)" % (kind, mask))
         timeout_s = self.opts.get("join_timeout_s", 15)
         item = await self._next((E.STACK_STATUS_HANDLER,), timeout_s * 1000)
         if item is None:
-            return self._rejoin_failed(E_REJOIN, "no network within %d s of the rejoin" % timeout_s)
+            return self._rejoin_failed(E_REJOIN, "no network within %d s of the %s rejoin" % (timeout_s, kind))
         if E.parse_stack_status(v, item[1]):
             self.state = "commissioned"
-            self._step("rejoined")
+            self._step("rejoined (%s rejoin)" % kind)
             return True
         status = E.parse_status(v, item[1])
-        if C.no_network_key(v, status):
+        if not secured and C.no_network_key(v, status):
             self._rejoin_failed(E_REJOIN_REFUSED, "the trust centre refused the rejoin (no network key): the "
                                 "CH no longer holds this PPMID in its device log")
-        return self._rejoin_failed(E_REJOIN, "the rejoin ended with status 0x%x" % status)
+        return self._rejoin_failed(E_REJOIN, "the %s rejoin ended with status 0x%x" % (kind, status))
 
     def _rejoin_failed(self, code, message):
         self.state = "failed"

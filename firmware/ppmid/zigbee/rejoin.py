@@ -1,6 +1,6 @@
 # After the HAN network went down on a gateway that commissions (zigbee.install_code): the
 # module mostly finds it again by itself; if it has not within zigbee.rejoin_after_s, a
-# trust-centre rejoin (zigbee/commission.py's rejoin, loaded only then). Apart from han.py
+# secured rejoin, then a trust-centre one (zigbee/commission.py's rejoin, loaded only then). Apart from han.py
 # so that the always-loaded driver carries only the hook (and no attribute: the network
 # task is set on it only once one runs), and apart from commission.py so that a short loss
 # does not load the commissioning code (docs/zigbee.md "Rejoin and re-commission").
