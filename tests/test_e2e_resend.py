@@ -1,7 +1,8 @@
-"""Exactly-once execution across a power cut, end to end on the emulated board: a command
-whose bytes may have left when the board died is sent again after the restart (once per
-recovery, docs/relay.md "Crash policy"), and the emulated meter's anti-replay makes sure it
-is executed once whatever the HAN carried (docs/emulate.md).
+"""Exactly-once execution across a power cut or a lost answer, end to end on the emulated
+board: a command whose bytes may have left when the board died is sent again after the
+restart (once per recovery, docs/relay.md "Crash policy"), one whose answer never came is
+sent again when its budget ends ("Resend after a timeout"), and the emulated meter's
+anti-replay makes sure it is executed once whatever the HAN carried (docs/emulate.md).
 
 The NCP emulator's mute fault stops the send at a known point: the NCP takes one of the
 command's APS fragments, then nothing reaches the gateway until its next reset, so the
@@ -125,3 +126,34 @@ def test_kill_after_the_meter_executed_and_its_answer_was_lost_ends_already_exec
     assert rep["already_executed"] == 1 and rep["answered"] == 1 and rep["executed_twice"] == 0
     assert rep["sent_twice"] == 1 and rep["replays_refused"] == 1
     assert "sending it again (copy 1" in console and "refused the copy as a replay" in console, console[-3000:]
+
+
+def test_an_answer_lost_without_a_crash_is_sent_again_after_its_budget_and_ends_already_executed(emu):
+    # no power cut: the meter executed the command and its answer was lost on the HAN. When
+    # the command's budget (response_timeout_s) ends, the relay sends a copy
+    # (docs/relay.md "Resend after a timeout"); the meter refuses it as a replay, and that
+    # refusal ends the command: answered, executed once. Before the resend on timeout, this
+    # command ended `timeout`.
+    cmds = E.renumbered_commands(1, recipients=(E.ESME,))
+    lines = E.lines_from(cmds, prefix="quiet")
+    mark = emu.board.mark()
+    restarts = emu.board.restarts
+    emu.ncp.lose_answers(1)
+    r = emu.replayer(settle_s=90)
+    r.connect()
+    try:
+        rep = r.run(lines)
+    finally:
+        r.close()
+        emu.ncp.lose_answers(0)
+    rep.update(emu.ch_figures(lines))
+    from ppmid.gbcs import decode
+    m = decode(cmds[0][1])
+    received, executed = emu.ncp.executions().get((E.ESME, bytes(m.originator).hex().upper(), m.counter), (0, 0))
+    console = emu.board.console_bytes()[mark:].decode(errors="replace")
+    assert rep["per_id"][lines[0]["id"]]["final"] == {"status": "already-executed"}, rep["per_id"]
+    assert (received, executed) == (2, 1)
+    assert rep["answered"] == 1 and rep["executed_twice"] == 0 and rep["already_executed"] == 1
+    assert emu.board.restarts == restarts                # no power cut, no reset
+    assert "sending it again (copy 1" in console and "no response within" in console, console[-3000:]
+    assert "refused the copy as a replay" in console, console[-3000:]
