@@ -45,6 +45,18 @@ class CliError(Exception):
     """A user-facing error: printed as `ppmid: <message>`, exit status 1."""
 
 
+def add_signed_order_arguments(p, sequence_help):
+    """The options of a command that sends one gateway a document signed with the
+    operator's update key over the broker and waits for its status (users, commission)."""
+    p.add_argument("--state-dir", required=True, help="the broker's state dir (ppmid broker start)")
+    p.add_argument("--gateway", required=True, metavar="EUI", help="the gateway's EUI-64")
+    p.add_argument("--key", required=True, metavar="PEM", help="the operator's P-256 update key (ppmid release --make-key)")
+    p.add_argument("--sequence", type=int, help=sequence_help)
+    p.add_argument("--as", dest="broker_user", default="test", metavar="NAME",
+                   help="identity on the broker (certificate dcc-user-NAME; default test)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the gateway's status")
+
+
 def broker_parties(gateway, user):
     """(gateway EUI-64, DCC-side identity) for a command that talks to one gateway over the
     broker, or a CliError saying which is malformed."""

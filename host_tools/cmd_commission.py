@@ -9,17 +9,11 @@ gateway's status as JSON. Exit 0 when it says "accepted"; the commissioning itse
 shows in the gateway's info ("commissioning") and HAN status (ppmid status).
 """
 
-from host_tools.cli import broker_parties, check_wait, print_final
+from host_tools.cli import add_signed_order_arguments, broker_parties, check_wait, print_final
 
 
 def add_arguments(p):
-    p.add_argument("--state-dir", required=True, help="the broker's state dir (ppmid broker start)")
-    p.add_argument("--gateway", required=True, metavar="EUI", help="the gateway's EUI-64")
-    p.add_argument("--key", required=True, metavar="PEM", help="the operator's P-256 update key (ppmid release --make-key)")
-    p.add_argument("--sequence", type=int, help="the order's sequence (default: the last one sent + 1)")
-    p.add_argument("--as", dest="broker_user", default="test", metavar="NAME",
-                   help="identity on the broker (certificate dcc-user-NAME; default test)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the gateway's status")
+    add_signed_order_arguments(p, "the order's sequence (default: the last one sent + 1)")
 
 
 def run(args):

@@ -11,24 +11,18 @@ FILE), applies the options, signs it with the operator's update key (ppmid relea
 """
 import json
 
-from host_tools.cli import CliError, broker_parties, check_wait, print_final
+from host_tools.cli import CliError, add_signed_order_arguments, broker_parties, check_wait, print_final
 
 
 def add_arguments(p):
     from host_tools.provision import add_user_arguments
     p.add_argument("action", choices=("push",))
-    p.add_argument("--state-dir", required=True, help="the broker's state dir (ppmid broker start)")
-    p.add_argument("--gateway", required=True, metavar="EUI", help="the gateway's EUI-64")
-    p.add_argument("--key", required=True, metavar="PEM", help="the operator's P-256 update key (ppmid release --make-key)")
+    add_signed_order_arguments(p, "the update's sequence (default: the last applied + 1)")
     add_user_arguments(p)
     p.add_argument("--rotate", action="append", default=[], metavar="NAME", help="a new key for NAME; repeatable")
     p.add_argument("--revoke", action="append", default=[], metavar="NAME", help="revoke NAME's key; repeatable")
     p.add_argument("--remove", action="append", default=[], metavar="NAME", help="forget NAME; repeatable")
     p.add_argument("--users", metavar="FILE", help="a users section (JSON) to send instead of the last one given")
-    p.add_argument("--sequence", type=int, help="the update's sequence (default: the last applied + 1)")
-    p.add_argument("--as", dest="broker_user", default="test", metavar="NAME",
-                   help="identity on the broker (certificate dcc-user-NAME; default test)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the gateway's status")
 
 
 def run(args):
