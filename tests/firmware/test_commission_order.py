@@ -10,30 +10,9 @@ import asyncio
 import json
 
 from ppmid.relay import commission_order as O
-from test_relay_support import fresh_root, write_file, read_file
+from test_relay_support import FlashBoard, RecordingLink, fresh_root, write_file, read_file
 from update_vectors import PUBLIC
 import commission_vectors as V
-
-
-class _Client:
-    client_id = V.GATEWAY
-
-    def __init__(self):
-        self.sent = []
-
-    async def publish(self, topic, payload, qos=1, retain=False, wait=True, first=False):
-        self.sent.append((topic, json.loads(payload), retain))
-        return True
-
-
-class _Board:
-    def __init__(self, root):
-        self.fs_root = root
-
-
-class _Link:
-    def __init__(self):
-        self.client = _Client()
 
 
 class _Han:
@@ -58,8 +37,8 @@ def _gateway(public=PUBLIC):
 
 
 async def _order(root, han, name, oid="o1", text=None, payload=None):
-    link = _Link()
-    await O.handle((_Board(root), _Relay(han), link, "0.1.0"), "ppmid/v1/%s/update/commission" % V.GATEWAY,
+    link = RecordingLink(V.GATEWAY)
+    await O.handle((FlashBoard(root), _Relay(han), link, "0.1.0"), "ppmid/v1/%s/update/commission" % V.GATEWAY,
                    payload if payload is not None else V.order(name, oid, text))
     assert len(link.client.sent) == 1
     topic, st, retained = link.client.sent[0]
@@ -156,8 +135,8 @@ async def test_the_signature_is_checked_before_the_gateway_says_what_it_can_do()
     root = _gateway()
     st = await _order(root, _Han(install_code=False), "wrong-key")
     assert st["error"]["code"] == "E_ORDER_SIGNATURE", st
-    link = _Link()
-    await O.handle((_Board(root), _Relay(None), link, "0.1.0"), "t", V.order("first"))
+    link = RecordingLink(V.GATEWAY)
+    await O.handle((FlashBoard(root), _Relay(None), link, "0.1.0"), "t", V.order("first"))
     st = link.client.sent[0][1]
     assert st["state"] == "refused" and st["error"]["code"] == "E_ORDER_UNSUPPORTED", st
     try:

@@ -226,6 +226,34 @@ class FakePublisher:
         return [m for t, m in self.messages if t.endswith(suffix)]
 
 
+class RecordingClient:
+    """The MQTT client as the update family's handlers use it (link.client): publish()
+    records (topic, payload as JSON, retain) and is PUBACKed at once."""
+
+    def __init__(self, client_id):
+        self.client_id = client_id
+        self.sent = []
+
+    async def publish(self, topic, payload, qos=1, retain=False, wait=True, first=False):
+        import json
+        self.sent.append((topic, json.loads(payload), retain))
+        return True
+
+
+class RecordingLink:
+    """The MQTT link of a gateway whose client is a RecordingClient."""
+
+    def __init__(self, client_id):
+        self.client = RecordingClient(client_id)
+
+
+class FlashBoard:
+    """A board as the handlers see it: its flash's root folder only."""
+
+    def __init__(self, root):
+        self.fs_root = root
+
+
 class FakeValidator:
     """The GBCS validator's contract: check() -> Message or GbcsError; commit() records
     the counter in the store (per originator+recipient), only ever upwards."""

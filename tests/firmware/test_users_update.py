@@ -12,34 +12,13 @@ import os
 
 from ppmid import config as C
 from ppmid.relay import users_update as UU
-from test_relay_support import Rig, ESME, GSME, PPMID, SUPPLIER, KEY, config, fresh_root, read_file, write_file
+from test_relay_support import FlashBoard, RecordingLink, Rig, ESME, GSME, PPMID, SUPPLIER, KEY, config, fresh_root, read_file, write_file
 from update_vectors import PUBLIC
 import users_vectors as V
 
 OTHER_ORIG = "90B3D51F30020000"
 OLD_KEY = b"s" * 32
 SUP = {"role": "supplier", "originators": [SUPPLIER]}
-
-
-class _Client:
-    client_id = PPMID
-
-    def __init__(self):
-        self.sent = []
-
-    async def publish(self, topic, payload, qos=1, retain=False, wait=True, first=False):
-        self.sent.append((topic, json.loads(payload), retain))
-        return True
-
-
-class _Board:
-    def __init__(self, root):
-        self.fs_root = root
-
-
-class _Link:
-    def __init__(self):
-        self.client = _Client()
 
 
 def _gateway(config_key=V.CONFIG_KEY):
@@ -60,8 +39,8 @@ def _gateway(config_key=V.CONFIG_KEY):
 
 
 async def _push(root, rig, name, oid="u1", text=None):
-    link = _Link()
-    await UU.handle((_Board(root), rig.relay, link, "0.1.0"), "ppmid/v1/%s/update/config" % PPMID,
+    link = RecordingLink(PPMID)
+    await UU.handle((FlashBoard(root), rig.relay, link, "0.1.0"), "ppmid/v1/%s/update/config" % PPMID,
                     V.offer(name, oid, text))
     topic, st, retained = link.client.sent[-1]
     assert topic == "ppmid/v1/%s/update" % PPMID and not retained and st["kind"] == "config" and st["id"] == oid
@@ -126,8 +105,8 @@ async def test_malformed_offers_and_a_gateway_without_a_config_key():
     root, r = _gateway()
     for i, payload in enumerate((b"not json", b"[]", b'{"config": 1, "signature": "00"}',
                                  b'{"config": "{}", "signature": "zz"}')):
-        link = _Link()
-        await UU.handle((_Board(root), r.relay, link, "0.1.0"), "t", payload)
+        link = RecordingLink(PPMID)
+        await UU.handle((FlashBoard(root), r.relay, link, "0.1.0"), "t", payload)
         st = link.client.sent[-1][1]
         assert st["state"] == "refused" and st["error"]["code"] in ("E_CONFIG_OFFER", "E_CONFIG_SIGNATURE"), st
     os.remove(root + "/secrets/config.key")
