@@ -7,11 +7,30 @@
 # serves the JSON and the binary form (NFC, wire); a top-up is signed over its own covered
 # bytes (ppmid.topup.compute_mac with no key: its own domain string). Imported by
 # ppmid.relay.senders when a signed envelope comes.
+#
+# A verify costs milliseconds on the unix port and about a second on an ESP32 (estimated),
+# inline in the intake, and anyone who may publish on the gateway's cmd topic can name a
+# public-key user's kid with 128 random hex digits. So the signatures that FAIL are
+# counted per kid in a token bucket (relay/ratelimit.py): once a kid has used its failed
+# checks, its next signed envelope is refused with E_RATE without being verified, until the
+# bucket refills. Good signatures take no token. The cheaper checks (revoked kid, size,
+# signature length, the kid being registered with a public key) come before, in senders.
 import hashlib
 
+from micropython import const
+
 from ppmid.envelope import compute_mac
+from ppmid.errors import E_AUTH
+from ppmid.clock import ticks_ms, ticks_diff
 
 SIG_LEN = 64
+E_RATE = "E_RATE"     # as ppmid.relay.core's: the same word for "too many, try later"
+FAILS_BURST = const(3)           # failed checks a kid may have in a row ...
+FAILS_PER_S = 1 / 60             # ... and one more each minute after that
+_MAX_KIDS = const(16)            # ppmid.relay.senders.MAX_SENDERS: one bucket per public-key user
+
+now_ms = ticks_ms   # the buckets' clock (a test gives another)
+_failed = None      # the buckets, made with the first signed envelope
 
 
 def digest(env):
@@ -26,6 +45,25 @@ def digest(env):
     for p in parts:
         h.update(p)
     return h.digest()
+
+
+def check(name, public_key, env):
+    """Return when env's signature verifies with public_key (the key of sender `name`); else
+    SenderError: E_RATE, not verified, while `name` has no failed checks left; E_AUTH when
+    it does not verify (which uses one of them). Called by ppmid.relay.senders only."""
+    from ppmid.relay.senders import SenderError
+    global _failed
+    if _failed is None:
+        from ppmid.relay.ratelimit import TokenBuckets
+        _failed = TokenBuckets(FAILS_PER_S, FAILS_BURST, ticks_diff, _MAX_KIDS)
+    now = now_ms()
+    wait = _failed.wait_ms(name, now)
+    if wait:
+        raise SenderError(E_RATE, "too many bad signatures under %s: the next is checked in %d s"
+                         % (name, (wait + 999) // 1000))
+    if not verifies(public_key, env):
+        _failed.take(name, now)
+        raise SenderError(E_AUTH, "envelope signature does not verify with the public key of %s" % name)
 
 
 def verifies(public_key, env):
