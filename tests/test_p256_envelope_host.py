@@ -104,16 +104,17 @@ def test_fresh_signatures_from_cryptography_verify_in_the_firmware(tmp_path):
 
 
 def test_key_file_errors_are_clear(tmp_path):
+    from host_tools.keys import KeyFileError
     rsa_less = tmp_path / "junk.pem"
     rsa_less.write_text("not a key\n")
-    with pytest.raises(P.KeyFileError, match="not a PEM"):
+    with pytest.raises(KeyFileError, match="not an unencrypted PEM"):
         P.public_point_hex(str(rsa_less))
-    with pytest.raises(P.KeyFileError, match="cannot read"):
+    with pytest.raises(KeyFileError, match="cannot read"):
         P.public_point_hex(str(tmp_path / "absent.pem"))
     p384 = tmp_path / "p384.pem"
     p384.write_bytes(ec.generate_private_key(ec.SECP384R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    with pytest.raises(P.KeyFileError, match="P-256"):
+    with pytest.raises(KeyFileError, match="P-256"):
         P.command_json(str(p384), "x", b"\x01", None, "k")
 
 
