@@ -79,3 +79,41 @@ async def test_forged_signatures_are_rate_limited_per_kid_and_not_verified():
         assert sorted(r.journal.by_id) == ["p1"]
     finally:
         p256.verify_digest = real
+
+
+async def test_a_replayed_signed_envelope_is_not_verified_again():
+    from ppmid import envelope_sig
+    r = _two_kids_one_key()
+    from ppmid.update import p256
+    real = p256.verify_digest
+    verified = [0]
+
+    def counting(*a):
+        verified[0] += 1
+        return real(*a)
+
+    p256.verify_digest = counting
+    try:
+        text = json_text("p1", 10, V.GOOD)
+        assert (await r.accept_env(env(text)))["status"] == "accepted"
+        assert verified[0] == 1
+        # the same bytes again: a duplicate, answered without a second verify, even while
+        # the kid has no failed checks left
+        for i in range(envelope_sig.FAILS_BURST):
+            assert (await r.accept_env(env(json_text("f%d" % i, 10, V.OTHER_KEY))))["error"] == "E_AUTH"
+        assert verified[0] == 1 + envelope_sig.FAILS_BURST
+        again = await r.accept_env(env(text))
+        assert "error" not in again and again["id"] == "p1", again
+        assert verified[0] == 1 + envelope_sig.FAILS_BURST
+        assert r.relay.counters["duplicates"] == 1
+        # the same signature with one field changed is not those bytes: refused unverified
+        # now (E_RATE), and E_AUTH once a check is regained
+        swapped = json.loads(text)
+        swapped["id"] = "p2"
+        assert (await r.accept_env(envelope.from_json_obj(swapped, 4096)))["error"] == "E_RATE"
+        r.clock.advance(int(1000 / envelope_sig.FAILS_PER_S) + 1)
+        assert (await r.accept_env(envelope.from_json_obj(swapped, 4096)))["error"] == "E_AUTH"
+        assert verified[0] == 2 + envelope_sig.FAILS_BURST
+        assert sorted(r.journal.by_id) == ["p1"]
+    finally:
+        p256.verify_digest = real
