@@ -13,7 +13,9 @@ the emulated board's DIR/wired pty), no broker. The envelope is one signed elsew
 --gbcs and the key. Prints the gateway's answer to the frame, then every status the same
 way, the final one with the response.
 `--utrn DIGITS --target EUI` sends a top-up instead (docs/utrn.md): exit 0 on
-`topped-up`.
+`topped-up`. `--private-key PEM`: signed with ECDSA P-256 by a DCC User registered with
+its public key (docs/envelope.md "Signed envelopes"), over MQTT or by wire; such a user
+without --private-key is refused here (its commands would go under the gateway's key).
 """
 import json
 import secrets
@@ -42,7 +44,8 @@ def add_arguments(p):
     p.add_argument("--kid", metavar="NAME", help="the key's name to put in the envelope (with --key-file; "
                         "a --user's own key is named by itself)")
     p.add_argument("--private-key", metavar="FILE", help="sign with ECDSA P-256 (a DCC User registered with "
-                        "`ppmid provision --public-key`): its private key, PEM; the envelope names --kid, else --user")
+                        "`ppmid provision --public-key`): its private key, PEM; the envelope names --kid, else --user; "
+                        "over MQTT the JSON envelope, with --serial the binary one")
     p.add_argument("--user", default="test", help="DCC User (certificate dcc-user-NAME; its own envelope key "
                         "when the gateway registers one)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a final status")
@@ -67,7 +70,7 @@ def _checked_topup(args):
     digits = "".join(c for c in args.utrn if c.isdigit())  # the envelope carries the 20 digits
     try:
         target = T.check_target(args.target)
-    except Exception as exc:  # EnvelopeError
+    except T.EnvelopeError as exc:
         raise CliError(str(exc))
     return digits, target
 
@@ -109,12 +112,13 @@ def run(args):
         raise CliError("envelope key must be 32 bytes, not %d" % len(key))
     id = args.id or ("topup-" if topup else "cmd-") + secrets.token_hex(6)
     expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
+    from ppmid.envelope import EnvelopeError
     try:
         if topup:
             payload = mt.topup_json(key, id, digits, target, expires, kid)
         else:
             payload = mt.command_json(key, id, gbcs, expires, kid)
-    except Exception as exc:  # EnvelopeError (bad id)
+    except EnvelopeError as exc:  # a bad id or kid
         raise CliError(str(exc))
     try:
         cmd = mt.Commander(args.state_dir, eui, user=user, key=key)
@@ -147,21 +151,9 @@ def _publish_and_wait(args, cmd, payload, id, until):
 
 def _send_signed(args, mt, eui, user, gbcs, until, topup):
     # the public-key envelope over MQTT (JSON): a command, or a top-up (topup: its digits, target)
-    from host_tools import p256_envelope
-    if args.key_file:
-        raise CliError("--private-key and --key-file: one or the other")
-    kid = args.kid or (user[9:] if user.startswith("dcc-user-") else user)
     id = args.id or ("topup-" if topup else "cmd-") + secrets.token_hex(6)
     expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
-    try:
-        if topup:
-            payload = p256_envelope.topup_json(args.private_key, id, topup[0], topup[1], expires, kid)
-        else:
-            payload = p256_envelope.command_json(args.private_key, id, gbcs, expires, kid)
-    except p256_envelope.KeyFileError as exc:
-        raise CliError(str(exc))
-    except Exception as exc:  # EnvelopeError (bad id or kid)
-        raise CliError(str(exc))
+    payload = _p256_signed(args, user, id, expires, gbcs, topup, "json")
     try:
         cmd = mt.Commander(args.state_dir, eui, user=user)
     except RuntimeError as exc:
@@ -169,11 +161,37 @@ def _send_signed(args, mt, eui, user, gbcs, until, topup):
     return _publish_and_wait(args, cmd, payload, id, until)
 
 
+def _p256_signed(args, user, id, expires, gbcs, topup, form):
+    """The envelope (form "json" for MQTT, "binary" for the wire) signed with the P-256
+    private key in --private-key, naming --kid, else the DCC User: a command (gbcs) or a
+    top-up (topup: its digits and target)."""
+    from host_tools import mpcompat, p256_envelope
+    mpcompat.install()
+    from ppmid.envelope import EnvelopeError
+    if args.key_file:
+        raise CliError("--private-key and --key-file: one or the other")
+    kid = args.kid or (user[9:] if user.startswith("dcc-user-") else user)
+    try:
+        if form == "json":
+            if topup:
+                return p256_envelope.topup_json(args.private_key, id, topup[0], topup[1], expires, kid)
+            return p256_envelope.command_json(args.private_key, id, gbcs, expires, kid)
+        key = p256_envelope.load_private(args.private_key)
+        if topup:
+            return p256_envelope.topup_binary(key, id, topup[0], topup[1], expires, kid)
+        sig = p256_envelope.signature(key, id, gbcs, expires, kid)
+        return p256_envelope.envelope_bytes(id, gbcs, expires, kid, sig, "binary")
+    except EnvelopeError as exc:  # a bad id or kid (an unreadable key file is a KeyFileError)
+        raise CliError(str(exc))
+
+
 def _wired_envelope(args):
     from host_tools import mpcompat
     mpcompat.install()
     from ppmid import envelope
     if args.envelope:
+        if args.private_key:
+            raise CliError("--envelope is signed already: no --private-key with it")
         try:
             with open(args.envelope, "rb") as f:
                 data = f.read()
@@ -189,6 +207,10 @@ def _wired_envelope(args):
         raise CliError("--expires-in must be from 1 to %d seconds" % (366 * 86400))
     id = args.id or "cmd-" + secrets.token_hex(6)
     expires = int(time.time()) + args.expires_in if args.expires_in is not None else None
+    if args.private_key:  # a DCC User registered by its public key: the signature where the mac goes
+        top = _checked_topup(args) if args.utrn is not None else None
+        gbcs = None if top else read_gbcs(args)
+        return id, _p256_signed(args, args.user, id, expires, gbcs, top, "binary")
     if args.utrn is not None:
         from ppmid import topup
         digits, target = _checked_topup(args)

@@ -79,6 +79,10 @@ def signing_key(args):
         if os.path.exists(path):
             with open(path, "rb") as f:
                 return f.read(), name
+        try:
+            mt.refuse_public_key_user(args.state_dir, args.gateway, name)
+        except RuntimeError as exc:
+            raise CliError(str(exc))
     return load_key(args), kid
 
 
@@ -173,9 +177,10 @@ def _run_signing_input(args):
         raise CliError("--signing-input writes one command's bytes to sign: give --kid NAME "
                        "(no --trace, no --key-file, no --private-key)")
     id, gbcs, expires = _one_command(args)
+    from ppmid.envelope import EnvelopeError
     try:
         data = p256_envelope.signing_input(id, gbcs, expires, args.kid)
-    except Exception as exc:  # EnvelopeError: a bad id or kid
+    except EnvelopeError as exc:  # a bad id or kid
         raise CliError(str(exc))
     _write(args.out, data)
     print("signing input of %s (kid %s, %d bytes) -> %s" % (id, args.kid, len(data), args.out))
@@ -213,11 +218,11 @@ def _run_p256(args):
     if args.trace or not args.kid or args.key_file:
         raise CliError("--private-key signs one command: give --kid NAME (no --trace, no --key-file)")
     id, gbcs, expires = _one_command(args)
+    from ppmid.envelope import EnvelopeError
+    key = p256_envelope.load_private(args.private_key)  # KeyFileError: ppmid prints it, exit 1
     try:
-        sig = p256_envelope.signature(p256_envelope.load_private(args.private_key), id, gbcs, expires, args.kid)
-    except p256_envelope.KeyFileError as exc:
-        raise CliError(str(exc))
-    except Exception as exc:  # EnvelopeError: a bad id or kid
+        sig = p256_envelope.signature(key, id, gbcs, expires, args.kid)
+    except EnvelopeError as exc:  # a bad id or kid
         raise CliError(str(exc))
     _write(args.out, p256_envelope.envelope_bytes(id, gbcs, expires, args.kid, sig, args.format))
     print("signed %s (P-256, kid %s, %s) -> %s" % (id, args.kid, args.format, args.out))

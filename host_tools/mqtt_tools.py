@@ -129,11 +129,24 @@ def config_key(state_dir, eui, create=False):
 def sender_key(state_dir, eui, user):
     """(key, kid) a DCC User signs with: its own key for this gateway, named in the
     envelope (`kid`), when `ppmid provision --user` registered one; else the gateway's key
-    and no kid (the legacy key, docs/security.md "Keys per DCC User")."""
+    and no kid (the legacy key, docs/security.md "Keys per DCC User"). RuntimeError for a
+    user the gateway knows by its public key: it signs with its private key, and the legacy
+    key would send its commands as someone else's."""
     name = user[9:] if user.startswith("dcc-user-") else user
     if os.path.exists(user_key_path(state_dir, eui, name)):
         return user_key(state_dir, eui, name), name
+    refuse_public_key_user(state_dir, eui, name)
     return envelope_key(state_dir, eui), None
+
+
+def refuse_public_key_user(state_dir, eui, name):
+    """RuntimeError when the users this host last gave the gateway (the users registry of
+    `ppmid provision` and `ppmid users push`) register `name` by a public key."""
+    from host_tools.users_update import read_registry
+    keys = read_registry(state_dir, eui)["users"].get("keys") or {}
+    if "public_key" in (keys.get(name) or {}):
+        raise RuntimeError("%s is registered on %s with a public key: it signs with --private-key FILE "
+                           "(its P-256 private key), not with an envelope key" % (name, gateway_identity(eui)))
 
 
 def command_json(key, id, gbcs, expires=None, kid=None):

@@ -6,53 +6,14 @@ covers, signing_input), and the 64-byte r || s goes in the `mac` field."""
 import binascii
 import json
 
-
-class KeyFileError(Exception):
-    pass
-
-
-def _load(path, private):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise KeyFileError("cannot read %s: %s" % (path, exc.strerror or exc))
-    try:
-        if private:
-            key = serialization.load_pem_private_key(data, password=None)
-        else:
-            try:
-                key = serialization.load_pem_public_key(data)
-            except ValueError:  # a private key file gives its public half too
-                key = serialization.load_pem_private_key(data, password=None).public_key()
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError("%s is not a PEM %s key without a password: %s"
-                           % (path, "private" if private else "public", exc))
-    curve = getattr(key, "curve", None)
-    if not isinstance(curve, ec.SECP256R1):
-        raise KeyFileError("%s is not a P-256 (secp256r1) key" % path)
-    return key
+from host_tools.keys import load_p256
 
 
 def public_point_hex(path):
     """The 65-byte uncompressed point of the key in PEM file `path` (public or private), hex."""
     from cryptography.hazmat.primitives import serialization
-    key = _load(path, private=False)
+    key = load_p256(path, private=False)
     return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint).hex()
-
-
-def make_key(path):
-    """Write a new P-256 private key (PEM, 0600) to `path`, which must not exist."""
-    import os
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
 
 
 def signing_input(id, gbcs, expires, kid):
@@ -138,8 +99,9 @@ def signature(private_key, id, gbcs, expires, kid):
 
 
 def load_private(path):
-    """The P-256 private key in PEM file `path`; KeyFileError saying what is wrong."""
-    return _load(path, private=True)
+    """The P-256 private key in PEM file `path`; KeyFileError (host_tools.keys) saying what
+    is wrong."""
+    return load_p256(path, private=True)
 
 
 def envelope_bytes(id, gbcs, expires, kid, sig, form):
@@ -151,11 +113,19 @@ def envelope_bytes(id, gbcs, expires, kid, sig, form):
     return envelope.to_binary(envelope.Envelope(id, gbcs, expires, sig, kid))
 
 
+def topup_binary(private_key, id, utrn, target, expires, kid):
+    """The binary top-up envelope (NFC, wire; docs/envelope.md "Top-ups") carrying the
+    signature of `private_key` (loaded) where the mac goes."""
+    from ppmid import topup
+    sig = topup_signature(private_key, id, utrn, target, expires, kid)
+    return topup.to_binary(topup.TopupEnvelope(id, utrn, topup.check_target(target), expires, sig, kid))
+
+
 def topup_json(key_file, id, utrn, target, expires, kid):
     """A JSON top-up envelope (docs/envelope.md "Top-ups") signed with the private key in
     `key_file`, bytes."""
     from ppmid import topup
-    sig = topup_signature(_load(key_file, private=True), id, utrn, target, expires, kid)
+    sig = topup_signature(load_private(key_file), id, utrn, target, expires, kid)
     obj = {"id": id, "utrn": utrn, "target": topup.check_target(target), "mac": sig.hex(), "kid": kid}
     if expires is not None:
         obj["expires"] = expires
@@ -164,4 +134,4 @@ def topup_json(key_file, id, utrn, target, expires, kid):
 
 def command_json(key_file, id, gbcs, expires, kid):
     """A JSON command envelope signed with the private key in `key_file`, bytes."""
-    return envelope_json(id, gbcs, expires, kid, signature(_load(key_file, private=True), id, gbcs, expires, kid))
+    return envelope_json(id, gbcs, expires, kid, signature(load_private(key_file), id, gbcs, expires, kid))

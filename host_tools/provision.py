@@ -108,7 +108,8 @@ def merge_users(base, users, roles):
             u_roles[role] = DEFAULT_ROLE_PROFILES[role]
         u_keys[spec["name"]] = {"role": role, "originators": [o.upper() for o in spec["originators"].split(",")]}
         if spec.get("public_key"):
-            from host_tools.p256_envelope import public_point_hex, KeyFileError
+            from host_tools.keys import KeyFileError
+            from host_tools.p256_envelope import public_point_hex
             try:
                 u_keys[spec["name"]]["public_key"] = public_point_hex(spec["public_key"])
             except KeyFileError as exc:

@@ -50,18 +50,10 @@ def make_key(path):
 
 
 def load_key(path):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    try:
-        with open(path, "rb") as f:
-            key = serialization.load_pem_private_key(f.read(), None)
-    except OSError as exc:
-        raise UpdateError("cannot read the signing key %s: %s" % (path, exc.strerror or exc))
-    except (ValueError, TypeError) as exc:
-        raise UpdateError("%s is not an unencrypted PEM private key (%s)" % (path, exc))
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise UpdateError("%s is not a P-256 (secp256r1) key" % path)
-    return key
+    """The operator's P-256 private key in PEM file `path`; host_tools.keys.KeyFileError
+    saying what is wrong."""
+    from host_tools.keys import load_p256
+    return load_p256(path, private=True)
 
 
 def public_hex(key):

@@ -173,10 +173,11 @@ def _b64decode(text):
     return binascii.a2b_base64(text)
 
 
-def _hex32(text):
-    # 64 hex digits, or 128: a DCC User's signature in place of the mac (envelope_sig)
+def mac_hex(text):
+    # the JSON mac field: 64 hex digits, or 128: a DCC User's signature in place of the mac
+    # (envelope_sig)
     if not isinstance(text, str) or len(text) != 2 * MAC_LEN and len(text) != 4 * MAC_LEN:
-        raise EnvelopeError(E_ENVELOPE, "mac must be %d hex digits" % (2 * MAC_LEN))
+        raise EnvelopeError(E_ENVELOPE, "mac must be 64 hex digits (HMAC) or 128 (a P-256 signature)")
     try:
         return binascii.unhexlify(text)
     except ValueError:
@@ -210,7 +211,7 @@ def from_json_obj(obj, max_gbcs, gbcs=None):
     expires = obj.get("expires")
     if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
         raise EnvelopeError(E_ENVELOPE, "expires must be a non-negative integer (unix seconds)")
-    return Envelope(id, gbcs, expires, _hex32(obj["mac"]), json_kid(obj))
+    return Envelope(id, gbcs, expires, mac_hex(obj["mac"]), json_kid(obj))
 
 
 _QUOTE = 0x22

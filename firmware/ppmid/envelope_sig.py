@@ -7,11 +7,35 @@
 # serves the JSON and the binary form (NFC, wire); a top-up is signed over its own covered
 # bytes (ppmid.topup.compute_mac with no key: its own domain string). Imported by
 # ppmid.relay.senders when a signed envelope comes.
+#
+# A verify costs milliseconds on the unix port and about a second on an ESP32 (estimated),
+# inline in the intake, and anyone who may publish on the gateway's cmd topic can name a
+# public-key user's kid with 128 random hex digits. So the signatures that FAIL are
+# counted per kid in a token bucket (relay/ratelimit.py): once a kid has used its failed
+# checks, its next signed envelope is refused with E_RATE without being verified, until the
+# bucket refills. Good signatures take no token, and the very bytes of one that verified
+# lately (a redelivery, or a replay: the relay answers it as a duplicate) are not verified
+# again. The cheaper checks (revoked kid, size, signature length, the kid being registered
+# with a public key) come before, in senders.
 import hashlib
 
+from micropython import const
+
 from ppmid.envelope import compute_mac
+from ppmid.errors import E_AUTH
+from ppmid.clock import ticks_ms, ticks_diff
 
 SIG_LEN = 64
+E_RATE = "E_RATE"     # as ppmid.relay.core's: the same word for "too many, try later"
+FAILS_BURST = const(3)           # failed checks a kid may have in a row ...
+FAILS_PER_S = 1 / 60             # ... and one more each minute after that
+_MAX_KIDS = const(16)            # ppmid.relay.senders.MAX_SENDERS: one bucket per public-key user
+
+_KEEP_VERIFIED = const(4)        # signed bytes (key, digest, signature) that verified lately
+
+now_ms = ticks_ms   # the buckets' clock (a test gives another)
+_failed = None      # the buckets, made with the first signed envelope
+_verified = []      # the last _KEEP_VERIFIED signed bytes that verified: not verified again
 
 
 def digest(env):
@@ -26,6 +50,37 @@ def digest(env):
     for p in parts:
         h.update(p)
     return h.digest()
+
+
+def check(name, public_key, env):
+    """Return when env's signature verifies with public_key (the key of sender `name`); else
+    SenderError: E_RATE, not verified, while `name` has no failed checks left; E_AUTH when
+    it does not verify (which uses one of them). The same signed bytes as one of the last
+    _KEEP_VERIFIED that verified (a redelivery, a replay the relay answers as a duplicate)
+    pass without a second verify. Called by ppmid.relay.senders only."""
+    from ppmid.relay.senders import SenderError
+    global _failed
+    if len(env.mac) != SIG_LEN:
+        raise SenderError(E_AUTH, "envelope signature does not verify with the public key of %s" % name)
+    e, sig = digest(env), bytes(env.mac)
+    signed = public_key + e + sig
+    if signed in _verified:
+        return
+    if _failed is None:
+        from ppmid.relay.ratelimit import TokenBuckets
+        _failed = TokenBuckets(FAILS_PER_S, FAILS_BURST, ticks_diff, _MAX_KIDS)
+    now = now_ms()
+    wait = _failed.wait_ms(name, now)
+    if wait:
+        raise SenderError(E_RATE, "too many bad signatures under %s: the next is checked in %d s"
+                         % (name, (wait + 999) // 1000))
+    from ppmid.update import p256
+    if not p256.verify_digest(p256.public_key(public_key), e, sig):
+        _failed.take(name, now)
+        raise SenderError(E_AUTH, "envelope signature does not verify with the public key of %s" % name)
+    _verified.append(signed)
+    if len(_verified) > _KEEP_VERIFIED:
+        _verified.pop(0)
 
 
 def verifies(public_key, env):

@@ -16,7 +16,7 @@ import struct
 from micropython import const
 
 from ppmid.errors import E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_UTRN_FORMAT
-from ppmid.envelope import (EnvelopeError, hmac_sha256, check_id, _equal, _hex32, MAC_LEN, kid_part, json_kid,
+from ppmid.envelope import (EnvelopeError, hmac_sha256, check_id, _equal, mac_hex, MAC_LEN, kid_part, json_kid,
                             binary_kid, kid_field)
 
 E_UTRN_TARGET = "E_UTRN_TARGET"  # the target is not a meter of this HAN that takes top-ups
@@ -100,7 +100,7 @@ def from_json_obj(obj):
     expires = obj.get("expires")
     if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
         raise EnvelopeError(E_ENVELOPE, "expires must be a non-negative integer (unix seconds)")
-    return TopupEnvelope(id, utrn, target, expires, _hex32(obj["mac"]), json_kid(obj))
+    return TopupEnvelope(id, utrn, target, expires, mac_hex(obj["mac"]), json_kid(obj))
 
 
 # Binary form (NFC), all integers big-endian:

@@ -93,9 +93,9 @@ def _check_point(name, raw):
         _drop("ppmid.update", "p256")
 
 
-def _verifies(public_key, env):
-    from ppmid.envelope_sig import verifies
-    return verifies(public_key, env)
+def _check_signature(name, public_key, env):
+    from ppmid.envelope_sig import check
+    check(name, public_key, env)
 
 
 class Senders:
@@ -138,9 +138,8 @@ class Senders:
                 signed = len(env.mac) == _SIG_LEN
                 if len(s[1]) != 32:
                     if not signed:
-                        raise SenderError(E_AUTH, "%s is registered with a public key: its envelopes carry a signature (sig)" % s[0])
-                    if not _verifies(s[1], env):
-                        raise SenderError(E_AUTH, "envelope signature does not verify with the public key of %s" % s[0])
+                        raise SenderError(E_AUTH, "%s is registered with a public key: its envelopes carry a 64-byte signature in mac" % s[0])
+                    _check_signature(s[0], s[1], env)  # E_AUTH, or E_RATE after too many bad ones
                     return s
                 if signed:
                     raise SenderError(E_AUTH, "envelope carries a signature, but %s holds a symmetric key (mac)" % s[0])

@@ -1,0 +1,119 @@
+# Signed envelopes (ppmid.envelope_sig) against replays, swapped fields and forgeries sent
+# to burn CPU: a field changed under a valid signature is E_AUTH, the same envelope again a
+# duplicate; failed signature checks are limited per kid (token bucket), past which the
+# next signed envelope is refused E_RATE without being verified. CPython and MicroPython.
+import json
+from ppmid import envelope
+from test_relay_support import SUPPLIER
+from p256_senders_rig import users_section, rig_users, json_text, env
+import p256_envelope_vectors as V
+
+
+def _two_kids_one_key():
+    # a second user registered with the same public key: a signature names its kid, so it
+    # does not pass under the other
+    section = users_section()
+    section["keys"]["supplier-pk2"] = {"role": "supplier", "originators": [SUPPLIER], "public_key": V.PUBLIC}
+    return rig_users(section)
+
+
+async def test_a_replay_or_a_field_swapped_under_a_valid_signature_is_refused():
+    r = _two_kids_one_key()
+    good = json.loads(json_text("p1", 10, V.GOOD))
+    # V.GOOD signs id p1, no expires, kid supplier-pk: each of them changed, E_AUTH
+    for field, value in (("id", "p2"), ("kid", "supplier-pk2"), ("expires", 1900000000)):
+        obj = dict(good)
+        obj[field] = value
+        out = await r.accept_env(envelope.from_json_obj(obj, 4096))
+        assert out["error"] == "E_AUTH" and "signature does not verify" in out["message"], (field, out)
+    assert not r.journal.by_id
+    # the envelope as signed: accepted once; the same envelope again is a duplicate, given
+    # the first one's status and not queued a second time
+    first = await r.accept_env(envelope.from_json_obj(good, 4096))
+    assert first["status"] == "accepted", first
+    again = await r.accept_env(envelope.from_json_obj(good, 4096))
+    assert "error" not in again and again["id"] == "p1", again
+    assert r.relay.counters["duplicates"] == 1 and r.relay.counters["accepted"] == 1
+    assert sorted(r.journal.by_id) == ["p1"]
+
+
+async def test_forged_signatures_are_rate_limited_per_kid_and_not_verified():
+    from ppmid import envelope_sig
+    r = _two_kids_one_key()
+    # after the rig: loading the senders checks the key with p256 and drops it again
+    from ppmid.update import p256
+    real = p256.verify_digest
+    verified = [0]
+
+    def counting(*a):
+        verified[0] += 1
+        return real(*a)
+
+    p256.verify_digest = counting
+    try:
+        # FAILS_BURST forged signatures under supplier-pk: each verified, each E_AUTH
+        for i in range(envelope_sig.FAILS_BURST):
+            out = await r.accept_env(env(json_text("f%d" % i, 10, V.OTHER_KEY)))
+            assert out["error"] == "E_AUTH", out
+        assert verified[0] == envelope_sig.FAILS_BURST
+        # the next is refused without a verify; so is a good one for now (they cannot be
+        # told apart without verifying), under its own id, which stays free to send again
+        for text in (json_text("f9", 10, V.OTHER_KEY), json_text("p1", 10, V.GOOD)):
+            out = await r.accept_env(env(text))
+            assert out["error"] == "E_RATE" and V.KID in out["message"], out
+        assert verified[0] == envelope_sig.FAILS_BURST
+        # another kid keeps its own count: verified (and refused: GOOD names supplier-pk)
+        out = await r.accept_env(env(json_text("p1", 10, V.GOOD, kid="supplier-pk2")))
+        assert out["error"] == "E_AUTH", out
+        assert verified[0] == envelope_sig.FAILS_BURST + 1
+        # a little before a check is regained: still refused unverified
+        wait_ms = int(1000 / envelope_sig.FAILS_PER_S)
+        r.clock.advance(wait_ms - 1000)
+        assert (await r.accept_env(env(json_text("p1", 10, V.GOOD))))["error"] == "E_RATE"
+        assert verified[0] == envelope_sig.FAILS_BURST + 1
+        # after the window the good signature is verified and accepted
+        r.clock.advance(1001)
+        out = await r.accept_env(env(json_text("p1", 10, V.GOOD)))
+        assert out["status"] == "accepted", out
+        assert verified[0] == envelope_sig.FAILS_BURST + 2
+        assert sorted(r.journal.by_id) == ["p1"]
+    finally:
+        p256.verify_digest = real
+
+
+async def test_a_replayed_signed_envelope_is_not_verified_again():
+    from ppmid import envelope_sig
+    r = _two_kids_one_key()
+    from ppmid.update import p256
+    real = p256.verify_digest
+    verified = [0]
+
+    def counting(*a):
+        verified[0] += 1
+        return real(*a)
+
+    p256.verify_digest = counting
+    try:
+        text = json_text("p1", 10, V.GOOD)
+        assert (await r.accept_env(env(text)))["status"] == "accepted"
+        assert verified[0] == 1
+        # the same bytes again: a duplicate, answered without a second verify, even while
+        # the kid has no failed checks left
+        for i in range(envelope_sig.FAILS_BURST):
+            assert (await r.accept_env(env(json_text("f%d" % i, 10, V.OTHER_KEY))))["error"] == "E_AUTH"
+        assert verified[0] == 1 + envelope_sig.FAILS_BURST
+        again = await r.accept_env(env(text))
+        assert "error" not in again and again["id"] == "p1", again
+        assert verified[0] == 1 + envelope_sig.FAILS_BURST
+        assert r.relay.counters["duplicates"] == 1
+        # the same signature with one field changed is not those bytes: refused unverified
+        # now (E_RATE), and E_AUTH once a check is regained
+        swapped = json.loads(text)
+        swapped["id"] = "p2"
+        assert (await r.accept_env(envelope.from_json_obj(swapped, 4096)))["error"] == "E_RATE"
+        r.clock.advance(int(1000 / envelope_sig.FAILS_PER_S) + 1)
+        assert (await r.accept_env(envelope.from_json_obj(swapped, 4096)))["error"] == "E_AUTH"
+        assert verified[0] == 2 + envelope_sig.FAILS_BURST
+        assert sorted(r.journal.by_id) == ["p1"]
+    finally:
+        p256.verify_digest = real
