@@ -142,10 +142,10 @@ class Replayer:
         self.settle_s = settle_s
         self.nfc = nfc
         self.serial = serial
-        if client_id is None:
+        if client_id is None and cert is not None:
             from host_tools.broker import tool_client_id
             client_id = tool_client_id(cert, "replay-%s" % self.gateway)
-        self.client_id = client_id
+        self.client_id = client_id  # None only without a certificate: a report-only replayer
         self.out = out
         self.connect_timeout = connect_timeout
         self.progress = None  # progress(lines handed over so far, total): a host_tools.progress bar
