@@ -71,8 +71,8 @@ async def test_han_status_changes_republish_the_info_paced():
         await _until(lambda: _infos(b)[-1] == {"han": "running", "detail": ""}, "the last status published")
         elapsed = ticks_diff(ticks_ms(), start)
         sent = len(_infos(b)) - before
+        # (without the pace: one per change, ~20 here)
         assert 1 <= sent <= elapsed // info_follow.EVERY_MS + 2, (sent, elapsed)
-        assert sent < 40 // 4, sent
         # nothing more pending once the last one is out
         await asyncio.sleep(2 * info_follow.EVERY_MS / 1000)
         assert _infos(b)[-1] == {"han": "running", "detail": ""} and len(_infos(b)) - before == sent
