@@ -21,7 +21,8 @@ class Link:
     """The MQTT side of a gateway: `client`, `intake`, `topics`; run() forever.
 
     info: a callable returning the dict published (retained) on ppmid/v1/EUI/info at every
-    connect; call republish_info() when it changes."""
+    connect; call republish_info() when it changes. The link itself is ZigbeeHan's on_status
+    hook: link(status, detail) has the info published, paced (ppmid.mqtt.info_follow)."""
 
     def __init__(self, cfg, accept, root="", track=None, wlan=None, log=None, info=None,
                  connect=None, credentials=None):
@@ -49,6 +50,15 @@ class Link:
     async def _on_up(self, session_present):
         await self.client.publish(self.topics.state, state_json("online"), 1, True)
         await self.republish_info()
+
+    def __call__(self, *_):
+        # ZigbeeHan's on_status hook (status, detail): the info follows the HAN's status and
+        # commissioning, paced (ppmid.mqtt.info_follow, loaded at the first change while
+        # online). The link itself, not a named method, is the hook: a bound method and its
+        # name cost the app ~100 bytes of heap for good (bench heap32).
+        if self.client.state == "online":
+            from ppmid.mqtt.info_follow import changed
+            changed(self)
 
     async def republish_info(self):
         if self.info is not None:

@@ -1,0 +1,41 @@
+# The retained info follows the HAN (issue #16): a change of the HAN's status (which is
+# also how commissioning's state and last failure show: commissioning, commission-failed,
+# rejoining, rejoin-failed, then no-tunnel/running) republishes info, so a DCC User does
+# not read the state of the last connect during a long commissioning failure or after a
+# rejoin. Paced: the changes of a burst settle into one info, and at most one goes out
+# every EVERY_MS, so a flapping HAN cannot flood the broker; the last change is always
+# published in the end (the info is built when it goes out, not when the change came).
+# Loaded by the link (Link.__call__, ZigbeeHan's on_status hook) at the first change while
+# it is online (a change while offline needs nothing: the next connect publishes the info
+# anyway), so a gateway whose HAN never changes after the connect never holds this code.
+# Its state is kept on the link (set only once used): _info_task, the pending publication;
+# _info_at, the ticks of the last one.
+import asyncio
+
+from ppmid.clock import sleep_ms, ticks_ms, ticks_diff
+
+EVERY_MS = 5000   # at most one info this often (not const: tests shorten it)
+SETTLE_MS = 250   # a burst (resetting, starting, no-tunnel, running) gives one info
+
+
+def changed(link):
+    """A change the info shows: publish it once the pace allows (one pending at a time)."""
+    if getattr(link, "_info_task", None) is None:
+        link._info_task = asyncio.create_task(_publish(link))
+
+
+async def _publish(link):
+    at = getattr(link, "_info_at", None)
+    wait = SETTLE_MS if at is None else max(SETTLE_MS, EVERY_MS - ticks_diff(ticks_ms(), at))
+    try:
+        await sleep_ms(wait)
+    finally:
+        link._info_task = None   # a change from now on is published by the next one
+    if link.client.state != "online":
+        return    # the next connect publishes the info
+    link._info_at = ticks_ms()
+    try:
+        await link.republish_info()
+    except Exception as exc:  # noqa: BLE001 - no trace from a task; the next connect publishes it
+        if link.client.log:
+            link.client.log("mqtt: info not published: %r" % (exc,))
