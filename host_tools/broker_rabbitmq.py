@@ -215,19 +215,20 @@ def write_node_files(state_dir, d, port, defs_path, extra=(), auth_port=None):
         f.write("# ppmid broker: the environment is set by host_tools/broker_rabbitmq.py\n")
 
 
-def _auth_info_path(state_dir):
-    return os.path.join(_dir(state_dir), "clientid_auth.json")
+def _auth_info_path(d):
+    return os.path.join(d, "clientid_auth.json")
 
 
-def start_clientid_auth(state_dir, timeout=10.0):
-    """Start the client-id binding's HTTP service (its own process, beside the node);
-    returns its port."""
+def start_clientid_auth(state_dir, timeout=10.0, node_dir=None):
+    """Start the client-id binding's HTTP service (its own process, beside the node whose
+    files are in node_dir, default this state dir's single node); returns its port."""
     import sys
-    stop_clientid_auth(state_dir)   # one left over by a broker that was killed
-    os.makedirs(_dir(state_dir), exist_ok=True)
-    path = _auth_info_path(state_dir)
+    d = node_dir or _dir(state_dir)
+    stop_clientid_auth(state_dir, node_dir=d)   # one left over by a broker that was killed
+    os.makedirs(d, exist_ok=True)
+    path = _auth_info_path(d)
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rabbitmq_clientid_auth.py")
-    with open(os.path.join(_dir(state_dir), "clientid_auth.log"), "ab") as log:
+    with open(os.path.join(d, "clientid_auth.log"), "ab") as log:
         proc = subprocess.Popen([sys.executable, script, path], stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=log, start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -242,18 +243,20 @@ def start_clientid_auth(state_dir, timeout=10.0):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError("the client-id auth service did not start; see %s"
-                               % os.path.join(_dir(state_dir), "clientid_auth.log"))
+                               % os.path.join(d, "clientid_auth.log"))
         time.sleep(0.05)
 
 
-def stop_clientid_auth(state_dir):
+def stop_clientid_auth(state_dir, node_dir=None):
+    """Stop the service its pid file names (whether or not its node still runs); True if
+    a running service was stopped."""
     import signal
-    path = _auth_info_path(state_dir)
+    path = _auth_info_path(node_dir or _dir(state_dir))
     try:
         with open(path) as f:
             pid = json.load(f)["pid"]
-    except (OSError, ValueError, KeyError):
-        return
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             ours = b"rabbitmq_clientid_auth" in f.read()
@@ -262,6 +265,7 @@ def stop_clientid_auth(state_dir):
     if ours:  # the pid may have been reused since
         os.kill(pid, signal.SIGTERM)
     os.remove(path)
+    return ours
 
 
 def command(state_dir):
@@ -320,8 +324,12 @@ def reload_identities(state_dir, idents, new, timeout=30.0):
 
 def after_stop(state_dir):
     """The node's epmd outlives it (a daemon on our port): stop it too, and the client-id
-    binding's service."""
-    stop_clientid_auth(state_dir)
+    binding's service. Also run when the node had died on its own (both outlive it);
+    True if the service was still running."""
+    if not os.path.isdir(_dir(state_dir)):
+        return False   # this state dir never ran RabbitMQ
+    left = stop_clientid_auth(state_dir)
     e = env(state_dir)
     subprocess.run(["epmd", "-port", e["ERL_EPMD_PORT"], "-kill"], env=e, capture_output=True,
                    stdin=subprocess.DEVNULL, timeout=10)
+    return left
