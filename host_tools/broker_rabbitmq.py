@@ -124,8 +124,8 @@ def definitions(idents):
     # id>qos0|1` and publishes to amq.topic. RabbitMQ 3.10 cannot make the certificate's
     # identity the client id (mosquitto's use_username_as_clientid); `ppmid broker` binds
     # them with an HTTP auth service (rabbitmq_clientid_auth.py: a foreign client id is
-    # refused at CONNECT). The queue names are a second guard, and the only one on the
-    # cluster (broker_cluster.py, no binding service): a gateway may touch only the queues
+    # refused at CONNECT; on the cluster, broker_cluster.py, one per node). The queue
+    # names are a second guard: a gateway may touch only the queues
     # of the client id that is its EUI, any other identity none named by a bare EUI-64.
     not_a_gateways = r"^(amq\.topic|mqtt-subscription-(?![0-9A-F]{16}qos[01]$).*)$"
     gw_root = ROOT + "{username}/"
