@@ -31,6 +31,7 @@ SERVER = os.path.join(RABBITMQ_BIN, "rabbitmq-server")
 CTL = os.path.join(RABBITMQ_BIN, "rabbitmqctl")
 NODE = "ppmid@localhost"
 EXCHANGE = "amq.topic"  # the MQTT plugin's default
+AUTH_CACHE_TTL_MS = 60000   # the client-id binding's answers, cached (write_node_files)
 
 
 def available():
@@ -196,15 +197,21 @@ def write_node_files(state_dir, d, port, defs_path, extra=(), auth_port=None):
     plugins = ["rabbitmq_mqtt"]
     advanced = os.path.join(d, "advanced.config")
     if auth_port:
-        plugins.append("rabbitmq_auth_backend_http")
+        plugins += ["rabbitmq_auth_backend_http", "rabbitmq_auth_backend_cache"]
         url = "http://127.0.0.1:%d/" % auth_port
         extra = list(extra) + ["auth_http.http_method = get"] + [
             "auth_http.%s_path = %s%s" % (k, url, k) for k in ("user", "vhost", "resource", "topic")]
         # authenticated by the internal backend (certificate login); authorised only when
-        # the internal backend (rights) AND the HTTP one (client id) both allow
+        # the internal backend (rights) AND the HTTP one (client id) both allow. The HTTP
+        # one is asked through RabbitMQ's cache: every PUBLISH to a topic the connection
+        # has not used lately is a question, one HTTP round trip each (a DCC User writing
+        # to many gateways' cmd topics); its answers depend on the question alone, so a
+        # cached one is never stale (the rights, internal, are not cached).
         with open(advanced, "w") as f:
             f.write("[{rabbit, [{auth_backends, [{rabbit_auth_backend_internal,\n"
-                    "    [rabbit_auth_backend_internal, rabbit_auth_backend_http]}]}]}].\n")
+                    "    [rabbit_auth_backend_internal, rabbit_auth_backend_cache]}]}]},\n"
+                    " {rabbitmq_auth_backend_cache, [{cached_backend, rabbit_auth_backend_http},\n"
+                    "    {cache_ttl, %d}]}].\n" % AUTH_CACHE_TTL_MS)
     elif os.path.exists(advanced):
         os.remove(advanced)
     with open(os.path.join(d, "rabbitmq.conf"), "w") as f:

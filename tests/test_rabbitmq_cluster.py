@@ -77,6 +77,8 @@ def test_every_node_refuses_a_foreign_client_id(tmp_path):
                 assert connack(cl, "dcc-user-test", node, GW) in NOT_AUTHORISED, node
                 assert connack(cl, "dcc-user-test", node, "dcc-user-test") == 0, node
                 assert connack(cl, "dcc-user-test", node, "dcc-user-test/tool-%d" % node) == 0, node
+                # the node caches the service's answers: an allowed id does not open the others
+                assert connack(cl, "dcc-user-test", node, GW) in NOT_AUTHORISED, node
             assert not gw.gone.is_set(), "the gateway was kicked off"
             for node in cl.nodes():
                 with open(tmp_path / "cluster" / "rabbitmq-cluster" / ("node%d" % node) / "clientid_auth.log") as f:
