@@ -401,12 +401,16 @@ class Broker:
         return out
 
     def _cleanup(self):
+        """What outlives the engine's process (RabbitMQ: the client-id service, epmd);
+        True if the client-id service was still running."""
         if self.engine == "rabbitmq":
-            self._rabbitmq().after_stop(self.state_dir)
+            return self._rabbitmq().after_stop(self.state_dir)
+        return False
 
     def stop(self, timeout=None):
         """SIGTERM (mosquitto saves its persistence file; RabbitMQ stops cleanly), then
-        SIGKILL if needed."""
+        SIGKILL if needed. True if anything was stopped: a RabbitMQ node that died on its
+        own leaves its client-id service and epmd running, and they are stopped here too."""
         if timeout is None:
             timeout = 10.0 if self.engine == "mosquitto" else 60.0
         info = self.info()
@@ -414,7 +418,7 @@ class Broker:
         if pid is None and self.proc:
             pid = self.proc.pid
         if not pid:
-            return False
+            return self._cleanup()
         stopped = False
         if _alive(pid):
             os.kill(pid, signal.SIGTERM)
@@ -433,9 +437,7 @@ class Broker:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
-        if stopped:
-            self._cleanup()
-        return stopped
+        return self._cleanup() or stopped
 
     def restart(self):
         self.stop()

@@ -7,6 +7,11 @@ Sessions' queues are **quorum** queues here (`mqtt.durable_queue_type = quorum`)
 message a node accepted (PUBACK after the queue confirmed it) is on a majority of nodes,
 so stopping one node of three loses nothing and its sessions carry on from another node.
 (Classic queues, the single node's, live on one node: its sessions would wait for it.)
+
+Each node runs the client-id binding of the single node (rabbitmq_clientid_auth.py): its
+own service, pid file and log under nodeN/, started and stopped with the node, so a
+certificate can use only its own client ids on every node and a node stopped leaves the
+others' bindings alone.
 """
 import json
 import os
@@ -46,12 +51,11 @@ class Cluster:
                 {"dist": B.free_port(), "amqp": B.free_port(), "mqtt": B.free_port()} for _ in range(self.size)]}
             with open(path, "w") as f:
                 json.dump(self.layout, f)
-        defs = R.write_definitions(self.state_dir, B.identity_kinds(self.state_dir))
+        self.defs = R.write_definitions(self.state_dir, B.identity_kinds(self.state_dir))
         extra = ["cluster_formation.peer_discovery_backend = classic_config"]
         extra += ["cluster_formation.classic_config.nodes.%d = %s" % (i, self.name(i)) for i in self.nodes()]
         extra += ["mqtt.durable_queue_type = quorum"]
-        for i in self.nodes():
-            R.write_node_files(self.state_dir, self._dir(i), self.port(i), defs, extra)
+        self.extra = extra
 
     def nodes(self):
         return range(1, self.size + 1)
@@ -68,6 +72,13 @@ class Cluster:
         return R.ctl(self.state_dir, *args, timeout=timeout, node=self.name(i), node_env=self.env(i))
 
     def start_node(self, i, timeout=120.0):
+        """Node i with its own client-id binding service (its port is only known once the
+        service listens, so the node's files are written here, at each start)."""
+        try:
+            auth_port = R.start_clientid_auth(self.state_dir, node_dir=self._dir(i))
+        except RuntimeError as exc:
+            raise B.BrokerError("cluster node %s: %s" % (self.name(i), exc))
+        R.write_node_files(self.state_dir, self._dir(i), self.port(i), self.defs, self.extra, auth_port=auth_port)
         log = open(os.path.join(self._dir(i), "stderr.log"), "ab")
         self.procs[i] = subprocess.Popen(R.command(self.state_dir), env=self.env(i), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, start_new_session=True)
@@ -99,12 +110,16 @@ class Cluster:
             raise B.BrokerError("rabbitmq-server not found at %s (apt-get install rabbitmq-server)" % R.SERVER)
         self.prepare()
         t0 = time.monotonic()
-        self.start_node(1)
-        self.await_node(1)
-        for i in list(self.nodes())[1:]:
-            self.start_node(i)
-        for i in list(self.nodes())[1:]:
-            self.await_node(i)
+        try:
+            self.start_node(1)
+            self.await_node(1)
+            for i in list(self.nodes())[1:]:
+                self.start_node(i)
+            for i in list(self.nodes())[1:]:
+                self.await_node(i)
+        except BaseException:
+            self.stop()   # nodes, their services and epmd: nothing left behind
+            raise
         self.start_s = time.monotonic() - t0
         return self
 
@@ -117,20 +132,20 @@ class Cluster:
         return []
 
     def stop_node(self, i, timeout=60.0):
-        """A clean stop (SIGTERM to the script, which stops the node)."""
+        """A clean stop (SIGTERM to the script, which stops the node), then its client-id
+        service (also when the node had died on its own)."""
         p = self.procs.pop(i, None)
-        if p is None:
-            return
-        if p.poll() is None:
+        if p is not None and p.poll() is None:
             os.kill(p.pid, signal.SIGTERM)
             try:
                 p.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+        R.stop_clientid_auth(self.state_dir, node_dir=self._dir(i))
 
     def stop(self):
-        for i in sorted(self.procs, reverse=True):
+        for i in sorted(self.nodes(), reverse=True):
             self.stop_node(i)
         if self.layout:
             subprocess.run(["epmd", "-port", str(self.layout["epmd"]), "-kill"], capture_output=True,

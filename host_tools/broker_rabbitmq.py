@@ -31,6 +31,7 @@ SERVER = os.path.join(RABBITMQ_BIN, "rabbitmq-server")
 CTL = os.path.join(RABBITMQ_BIN, "rabbitmqctl")
 NODE = "ppmid@localhost"
 EXCHANGE = "amq.topic"  # the MQTT plugin's default
+AUTH_CACHE_TTL_MS = 60000   # the client-id binding's answers, cached (write_node_files)
 
 
 def available():
@@ -124,8 +125,8 @@ def definitions(idents):
     # id>qos0|1` and publishes to amq.topic. RabbitMQ 3.10 cannot make the certificate's
     # identity the client id (mosquitto's use_username_as_clientid); `ppmid broker` binds
     # them with an HTTP auth service (rabbitmq_clientid_auth.py: a foreign client id is
-    # refused at CONNECT). The queue names are a second guard, and the only one on the
-    # cluster (broker_cluster.py, no binding service): a gateway may touch only the queues
+    # refused at CONNECT; on the cluster, broker_cluster.py, one per node). The queue
+    # names are a second guard: a gateway may touch only the queues
     # of the client id that is its EUI, any other identity none named by a bare EUI-64.
     not_a_gateways = r"^(amq\.topic|mqtt-subscription-(?![0-9A-F]{16}qos[01]$).*)$"
     gw_root = ROOT + "{username}/"
@@ -196,15 +197,21 @@ def write_node_files(state_dir, d, port, defs_path, extra=(), auth_port=None):
     plugins = ["rabbitmq_mqtt"]
     advanced = os.path.join(d, "advanced.config")
     if auth_port:
-        plugins.append("rabbitmq_auth_backend_http")
+        plugins += ["rabbitmq_auth_backend_http", "rabbitmq_auth_backend_cache"]
         url = "http://127.0.0.1:%d/" % auth_port
         extra = list(extra) + ["auth_http.http_method = get"] + [
             "auth_http.%s_path = %s%s" % (k, url, k) for k in ("user", "vhost", "resource", "topic")]
         # authenticated by the internal backend (certificate login); authorised only when
-        # the internal backend (rights) AND the HTTP one (client id) both allow
+        # the internal backend (rights) AND the HTTP one (client id) both allow. The HTTP
+        # one is asked through RabbitMQ's cache: every PUBLISH to a topic the connection
+        # has not used lately is a question, one HTTP round trip each (a DCC User writing
+        # to many gateways' cmd topics); its answers depend on the question alone, so a
+        # cached one is never stale (the rights, internal, are not cached).
         with open(advanced, "w") as f:
             f.write("[{rabbit, [{auth_backends, [{rabbit_auth_backend_internal,\n"
-                    "    [rabbit_auth_backend_internal, rabbit_auth_backend_http]}]}]}].\n")
+                    "    [rabbit_auth_backend_internal, rabbit_auth_backend_cache]}]}]},\n"
+                    " {rabbitmq_auth_backend_cache, [{cached_backend, rabbit_auth_backend_http},\n"
+                    "    {cache_ttl, %d}]}].\n" % AUTH_CACHE_TTL_MS)
     elif os.path.exists(advanced):
         os.remove(advanced)
     with open(os.path.join(d, "rabbitmq.conf"), "w") as f:
@@ -215,19 +222,20 @@ def write_node_files(state_dir, d, port, defs_path, extra=(), auth_port=None):
         f.write("# ppmid broker: the environment is set by host_tools/broker_rabbitmq.py\n")
 
 
-def _auth_info_path(state_dir):
-    return os.path.join(_dir(state_dir), "clientid_auth.json")
+def _auth_info_path(d):
+    return os.path.join(d, "clientid_auth.json")
 
 
-def start_clientid_auth(state_dir, timeout=10.0):
-    """Start the client-id binding's HTTP service (its own process, beside the node);
-    returns its port."""
+def start_clientid_auth(state_dir, timeout=10.0, node_dir=None):
+    """Start the client-id binding's HTTP service (its own process, beside the node whose
+    files are in node_dir, default this state dir's single node); returns its port."""
     import sys
-    stop_clientid_auth(state_dir)   # one left over by a broker that was killed
-    os.makedirs(_dir(state_dir), exist_ok=True)
-    path = _auth_info_path(state_dir)
+    d = node_dir or _dir(state_dir)
+    stop_clientid_auth(state_dir, node_dir=d)   # one left over by a broker that was killed
+    os.makedirs(d, exist_ok=True)
+    path = _auth_info_path(d)
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rabbitmq_clientid_auth.py")
-    with open(os.path.join(_dir(state_dir), "clientid_auth.log"), "ab") as log:
+    with open(os.path.join(d, "clientid_auth.log"), "ab") as log:
         proc = subprocess.Popen([sys.executable, script, path], stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=log, start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -242,18 +250,20 @@ def start_clientid_auth(state_dir, timeout=10.0):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError("the client-id auth service did not start; see %s"
-                               % os.path.join(_dir(state_dir), "clientid_auth.log"))
+                               % os.path.join(d, "clientid_auth.log"))
         time.sleep(0.05)
 
 
-def stop_clientid_auth(state_dir):
+def stop_clientid_auth(state_dir, node_dir=None):
+    """Stop the service its pid file names (whether or not its node still runs); True if
+    a running service was stopped."""
     import signal
-    path = _auth_info_path(state_dir)
+    path = _auth_info_path(node_dir or _dir(state_dir))
     try:
         with open(path) as f:
             pid = json.load(f)["pid"]
-    except (OSError, ValueError, KeyError):
-        return
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             ours = b"rabbitmq_clientid_auth" in f.read()
@@ -262,6 +272,7 @@ def stop_clientid_auth(state_dir):
     if ours:  # the pid may have been reused since
         os.kill(pid, signal.SIGTERM)
     os.remove(path)
+    return ours
 
 
 def command(state_dir):
@@ -320,8 +331,12 @@ def reload_identities(state_dir, idents, new, timeout=30.0):
 
 def after_stop(state_dir):
     """The node's epmd outlives it (a daemon on our port): stop it too, and the client-id
-    binding's service."""
-    stop_clientid_auth(state_dir)
+    binding's service. Also run when the node had died on its own (both outlive it);
+    True if the service was still running."""
+    if not os.path.isdir(_dir(state_dir)):
+        return False   # this state dir never ran RabbitMQ
+    left = stop_clientid_auth(state_dir)
     e = env(state_dir)
     subprocess.run(["epmd", "-port", e["ERL_EPMD_PORT"], "-kill"], env=e, capture_output=True,
                    stdin=subprocess.DEVNULL, timeout=10)
+    return left

@@ -3,10 +3,17 @@ its answers, and its life beside the broker (started, asked over HTTP, stopped).
 real broker asking it: tests/test_broker_identity.py (the RabbitMQ cases)."""
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 
+import pytest
+
 from host_tools import broker_rabbitmq as R
+from host_tools.broker import Broker
 from host_tools.rabbitmq_clientid_auth import decide
 
 GW_A = "00DB1234567890A0"
@@ -73,3 +80,50 @@ def _alive_after(pid, timeout):
             return False
         time.sleep(0.05)
     return True
+
+
+def test_broker_stop_after_the_node_died_stops_the_service_it_left(tmp_path):
+    """The node SIGKILLed (a crash, the OOM killer): its client-id service and epmd live
+    on; `ppmid broker stop` stops them by their pid files (before: "no broker running",
+    and the service stayed)."""
+    if not R.available():
+        pytest.skip("rabbitmq-server is not installed (%s missing): apt-get install rabbitmq-server" % R.SERVER)
+    state = str(tmp_path / "broker")
+    b = Broker(state, engine="rabbitmq")
+    info = b.start()
+    try:
+        with open(os.path.join(state, "rabbitmq", "clientid_auth.json")) as f:
+            auth_pid = json.load(f)["pid"]
+        os.kill(info["pid"], signal.SIGKILL)        # the Erlang VM
+        b.proc.wait(30)                             # the script around it ends with it
+        assert _alive_after(auth_pid, 1)            # the service outlived its node
+        r = _ppmid("broker", "stop", "--state-dir", state)
+        assert r.returncode == 0, r.stderr
+        assert not _alive_after(auth_pid, 5)
+        assert not os.path.exists(os.path.join(state, "rabbitmq", "clientid_auth.json"))
+        assert not _listening(int(R.env(state)["ERL_EPMD_PORT"]), 5)    # nor its epmd
+        # nothing left to stop: said so, exit 1
+        r = _ppmid("broker", "stop", "--state-dir", state)
+        assert r.returncode == 1 and "no broker running" in r.stderr, (r.returncode, r.stderr)
+    finally:
+        b.proc = None
+        b.stop()
+
+
+def _ppmid(*args):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-c", "import sys; from host_tools.cli import main; sys.exit(main())"]
+                          + list(args), cwd=root, capture_output=True, text=True, timeout=60)
+
+
+def _listening(port, timeout):
+    """True if something still accepts on loopback port after timeout seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+        except OSError:
+            return False
+        if time.monotonic() > end:
+            return True
+        time.sleep(0.1)
