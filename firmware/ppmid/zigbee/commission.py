@@ -265,6 +265,7 @@ async def _rejoin_until_up(han, c, cm):
                 han._set_status(REJOINING, "%s rejoin, attempt %d" % (_KIND[secured], cm.rejoins + 1))
                 if await cm.rejoin(secured):
                     return
+                await asyncio.sleep(0)   # a NETWORK_UP read with the answer is handled first
                 if han._net_up or han.counters["resets"] != resets:
                     return    # back by itself, or the module reset (the supervisor decides)
         except PpmidError as exc:
@@ -405,8 +406,12 @@ class Commissioner:
         p = await self.han._ezsp.command(C.FIND_AND_REJOIN_NETWORK, C.find_and_rejoin(v, mask, secured))
         status = E.parse_status(v, p)
         if status:
-            self._rejoin_failed(E_REJOIN_REFUSED, "the module refused findAndRejoinNetwork (status 0x%x): it "
-                                "holds no network (the trust centre removed it)" % status)
+            if C.holds_no_network(v, status):
+                self._rejoin_failed(E_REJOIN_REFUSED, "the module refused findAndRejoinNetwork (status 0x%x): it "
+                                    "holds no network (the trust centre removed it)" % status)
+            # joined again already (the network came back by itself, NETWORK_UP on its way),
+            # or a passing refusal: never a reason to leave; the caller re-checks and backs off
+            return self._rejoin_failed(E_REJOIN, "the module refused findAndRejoinNetwork (status 0x%x)" % status)
         self._step("%s rejoin asked (channels mask 0x%08x)" % (kind, mask))
         timeout_s = self.opts.get("join_timeout_s", 15)
         item = await self._next((E.STACK_STATUS_HANDLER,), timeout_s * 1000)
