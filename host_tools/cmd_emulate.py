@@ -78,15 +78,16 @@ def add_arguments(p):
                             "no join, no CBKE; the report's \"commissioning\" state is \"preset\")")
     start.add_argument("--commission", action="store_true",
                        help="start the emulated Zigbee module uncommissioned (the default; kept for scripts)")
-    p.add_argument("--install-code", metavar="HEX|new", default=DEFAULT_INSTALL_CODE,
-                   help="the gateway's install code as printed (default: the Zigbee spec's example code), or "
-                        "`new` for a random one with its CRC")
+    p.add_argument("--install-code", metavar="HEX|new",
+                   help="the gateway's install code as printed (default: the one --device-log holds for the "
+                        "gateway, else the Zigbee spec's example code), or `new` for a random one with its CRC")
     p.add_argument("--ch-install-code", metavar="HEX",
                    help="the install code the emulated CH's device log holds for the gateway instead of the "
                         "provisioned one (rehearses a wrong code)")
     p.add_argument("--device-log", metavar="FILE",
                    help="the emulated CH's device log: a file `ppmid provision --install-code` wrote (JSON lines "
-                        "of eui64 and install_code); default: made in STATE_DIR with the gateway's code")
+                        "of eui64 and install_code); the gateway is provisioned with the code it holds for "
+                        "00DB1234567890A4 (refused without one); default: made in STATE_DIR with the gateway's code")
     p.add_argument("--update", choices=("good", "bad-signature", "crash-at-boot"),
                    help="build and offer an application update during the replay: a newer version, one signed with "
                         "the wrong key, or one that raises at boot (docs/update.md); the report's \"update\" says "
@@ -120,7 +121,7 @@ def _commissioning(args):
     """Emulation(commissioning=...) from the options: None with --commissioned."""
     from host_tools import device_log
     if args.commissioned:
-        if args.ch_install_code or args.device_log or args.install_code != DEFAULT_INSTALL_CODE:
+        if args.ch_install_code or args.device_log or args.install_code is not None:
             raise CliError("--commissioned starts from a module that holds the network: it takes no "
                            "--install-code, --ch-install-code or --device-log")
         return None
@@ -129,7 +130,12 @@ def _commissioning(args):
     out = {}
     for name in ("install_code", "ch_install_code"):
         value = getattr(args, name)
+        if name == "install_code" and value is None:
+            value = DEFAULT_INSTALL_CODE
         if value is None:
+            continue
+        if name == "install_code" and args.device_log:
+            out[name] = _logged_install_code(args.device_log, args.install_code)
             continue
         if name == "install_code" and value.strip().lower() == "new":
             out[name] = device_log.new_install_code().hex().upper()
@@ -140,6 +146,27 @@ def _commissioning(args):
             raise CliError("--%s: %s" % (name.replace("_", "-"), exc))
     out["device_log"] = args.device_log
     return out
+
+
+def _logged_install_code(path, given):
+    """The install code the device log at path holds for the emulation's gateway (hex), so
+    that the CH admits it; --install-code (given) may only repeat it. CliError (E_DEVICE_LOG)
+    before anything starts otherwise."""
+    from host_tools import device_log
+    from host_tools.emulate import GATEWAY
+    try:
+        code = device_log.install_code_for(path, bytes.fromhex(GATEWAY))
+        if given is not None:
+            mine = None if given.strip().lower() == "new" else device_log.parse_install_code(given)
+            if mine != code:
+                raise device_log.DeviceLogError(
+                    "--install-code %s is not the code device log %s holds for %s (%s): give one of them"
+                    % (given, path, GATEWAY, device_log.printed(code)))
+    except device_log.InstallCodeError as exc:
+        raise CliError("--install-code: %s" % exc)
+    except device_log.DeviceLogError as exc:
+        raise CliError(str(exc))
+    return code.hex().upper()
 
 
 def print_commissioning(emu):

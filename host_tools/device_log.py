@@ -125,6 +125,17 @@ def read(path):
     return out
 
 
+def install_code_for(path, eui64):
+    """The install code (bytes) the device log at path holds for eui64 (bytes), or
+    DeviceLogError: the file refused by read(), or no entry for that EUI-64."""
+    code = read(path).get(bytes(eui64))
+    if code is None:
+        e = bytes(eui64).hex().upper()
+        raise DeviceLogError("device log %s has no entry for %s: add one with `ppmid provision --gateway %s "
+                             "--install-code HEX|new --device-log %s ...`" % (path, e, e, path))
+    return code
+
+
 def add(path, eui64, code):
     """Add (or replace) the entry of `eui64` (16 hex digits) with this install code, keeping
     the other entries; written to a temporary file of its own and renamed, so a reader

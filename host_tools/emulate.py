@@ -389,7 +389,18 @@ class Emulation:
     def check_config(self):
         """Refuse bad overrides and a bad device log before anything starts (EmulateError)."""
         if self.commissioning and self.commissioning.get("device_log"):
-            self._read_device_log(self.commissioning["device_log"])
+            # the CH must hold this gateway, with the code it is provisioned with: else the
+            # run could only wait for a join the CH refuses
+            from host_tools import device_log
+            path = self.commissioning["device_log"]
+            try:
+                code = device_log.install_code_for(path, bytes.fromhex(self.gateway))
+            except device_log.DeviceLogError as exc:
+                raise EmulateError(str(exc))
+            if code.hex().upper() != self.commissioning["install_code"].upper():
+                raise EmulateError(str(device_log.DeviceLogError(
+                    "device log %s holds another install code for %s than the one it is provisioned with"
+                    % (path, self.gateway))))
         return self.gateway_config({"host": "127.0.0.1", "port": 8883, "server_hostname": "ppmid-broker"})
 
     @staticmethod

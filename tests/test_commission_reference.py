@@ -149,7 +149,7 @@ def test_ke_frames_against_wireshark(tmp_path):
 def test_rejoin_and_leave_layouts_against_bellows(version):
     """findAndRejoinNetwork and leaveNetwork as we send them, read with bellows' argument
     types of that version (v14 added the rejoin reason, the node type and leave options);
-    the no-network-key status against bellows' EmberStatus / sl_Status."""
+    the no-network-key and not-joined statuses against bellows' EmberStatus / sl_Status."""
     import bellows.types as t
     table = importlib.import_module("bellows.ezsp.v%d.commands" % version).COMMANDS
     rest = C.find_and_rejoin(version, 0x07FFF800)
@@ -166,3 +166,7 @@ def test_rejoin_and_leave_layouts_against_bellows(version):
     assert rest == b""
     status = t.sl_Status.ZIGBEE_NO_NETWORK_KEY_RECEIVED if version >= 14 else t.EmberStatus.NO_NETWORK_KEY_RECEIVED
     assert C.no_network_key(version, int(status))
+    # only NOT_JOINED says the module holds no network; INVALID_CALL (joined already) does not
+    not_joined = t.sl_Status.NOT_JOINED if version >= 14 else t.EmberStatus.NOT_JOINED
+    invalid = t.sl_Status.INVALID_STATE if version >= 14 else t.EmberStatus.INVALID_CALL
+    assert C.holds_no_network(version, int(not_joined)) and not C.holds_no_network(version, int(invalid))

@@ -165,6 +165,31 @@ def test_ch_that_forgets_the_ppmid_forces_a_clean_recommission(tmp_path, stopper
     assert emu.received == cmds and (tmp_path / "zigbee_commissioned").exists()
 
 
+def test_network_back_just_before_the_rejoin_answer_is_not_left(tmp_path, stopper):
+    # the network comes back by itself between the gateway's "still down" and its
+    # findAndRejoinNetwork: the module, joined again, refuses the rejoin (INVALID_CALL);
+    # that is no "trust centre removed us": no leaveNetwork, no re-commission
+    def fault(emu, proc):
+        _tunnel_open(emu)
+        emu.network_down()
+        emu.back_before_rejoin_answer()
+    cmds = [command(0x2350)]
+    events, emu, _ = run({"commissioning": {"install_code": CODE}}, cmds, tmp_path, before=fault, expect_rx=1,
+                         config=zconfig(tmp_path), wait_status="running", then_statuses=["rejoining", "running"],
+                         wait_s=40)
+    stopper(emu)
+    done = events[-1]
+    c = done["commissioning"]
+    assert done["status"] == "running" and c["state"] != "uncommissioned", c
+    assert any(s.startswith("rejoin failed E_REJOIN_FAILED: the module refused findAndRejoinNetwork")
+               for s in c["steps"]), c
+    assert not any(s.startswith("re-commission") or s == "left the network" for s in c["steps"]), c
+    st = emu.commissioning_state()
+    assert st["leaves"] == 0 and st["has_network"] and st["link_key_stored"], st
+    assert st["tc_counters"]["joins_admitted"] == 1 and st["tc_counters"]["ke_ok"] == 1
+    assert emu.received == cmds and (tmp_path / "zigbee_commissioned").exists()
+
+
 def test_rejoin_refused_by_the_trust_centre_recommissions(tmp_path, stopper):
     def away(emu, proc):
         _tunnel_open(emu)

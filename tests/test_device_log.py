@@ -180,6 +180,40 @@ def test_ncp_emulator_and_emulate_refuse_a_missing_or_garbled_log(tmp_path):
     assert r.returncode == 1 and "give one" in r.stderr, r.stderr
 
 
+def test_emulate_refuses_a_device_log_without_the_gateway_or_with_another_code(tmp_path):
+    # refused before anything starts (no board, no broker): the CH would refuse the join
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    D.add(str(elsewhere), "00DB1234567890A5", D.parse_install_code(SPEC))
+    run = tmp_path / "run"
+    r = ppmid("emulate", "--state-dir", str(run), "--device-log", str(elsewhere), timeout=60)
+    assert r.returncode == 1 and "E_DEVICE_LOG" in r.stderr and "no entry for %s" % GW in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (run / "board.json").exists()
+    log = tmp_path / "log.jsonl"
+    code = D.new_install_code()
+    D.add(str(log), GW, code)
+    for given in (SPEC, "new"):
+        r = ppmid("emulate", "--state-dir", str(run), "--device-log", str(log), "--install-code", given, timeout=60)
+        assert r.returncode == 1 and "E_DEVICE_LOG" in r.stderr and "is not the code" in r.stderr, r.stderr
+        assert D.printed(code) in r.stderr and not (run / "board.json").exists()
+    r = ppmid("emulate", "--state-dir", str(run), "--device-log", str(log), "--install-code", "12", timeout=60)
+    assert r.returncode == 1 and "E_INSTALL_CODE" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_emulate_takes_the_code_the_device_log_holds_for_the_gateway(tmp_path):
+    import argparse
+    from host_tools.cmd_emulate import _commissioning
+    log = tmp_path / "log.jsonl"
+    code = D.new_install_code()
+    D.add(str(log), "00DB1234567890A5", D.parse_install_code(SPEC))
+    D.add(str(log), GW, code)
+    args = argparse.Namespace(commissioned=False, ch_install_code=None, device_log=str(log), install_code=None)
+    assert _commissioning(args)["install_code"] == code.hex().upper()
+    args.install_code = D.printed(code)                  # the same code, as an installer types it
+    assert _commissioning(args) == {"install_code": code.hex().upper(), "device_log": str(log)}
+    args.device_log, args.install_code = None, None      # no log: the spec's example code, as before
+    assert _commissioning(args)["install_code"] == SPEC
+
+
 def test_provision_checks_zigbee_eui_before_the_board_and_takes_colons(tmp_path):
     from host_tools.emuboard import EmulatedBoard
     state = _broker_state(tmp_path)

@@ -11,6 +11,7 @@ from host_tools import emulate as E
 from host_tools import trace as tr
 from tests.test_e2e_emulate_cli import ppmid
 
+E_SPEC = "83FED3407A939723A5C639B26916D505C3B5"   # emulate's default code (the Zigbee spec's)
 OTHER = "0102030405060708D46D"   # a valid code (CRC checked below), not the gateway's
 
 
@@ -123,3 +124,21 @@ def test_emulate_han_outage_with_a_key_switch_reports_the_rejoins(tmp_path):
 def test_emulate_han_key_switch_needs_outages():
     r = ppmid("emulate", "--han-key-switch", "--no-follow")
     assert r.returncode == 1 and "--han-key-switch needs --han-outages" in r.stderr, r.stderr
+
+
+def test_emulate_with_a_device_log_provision_wrote_commissions(tmp_path):
+    """`ppmid provision --install-code new --device-log LOG` then `ppmid emulate --device-log
+    LOG`: the gateway gets the code the log holds for it, and the CH admits it."""
+    from host_tools import device_log as D
+    from tests.test_provision_commission import _provision
+    cfg, log, _ = _provision(tmp_path)
+    code = D.parse_install_code(cfg["zigbee"]["install_code"])
+    assert code != D.parse_install_code(E_SPEC)           # a fresh code, not the default
+    report = tmp_path / "rep.json"
+    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--device-log", str(log), "--trace",
+              str(_trace(tmp_path, 1)), "--report", str(report), "--settle-s", "5",
+              "--set", "limits.response_timeout_s=10")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "install code %s; CH device log %s" % (D.printed(code), log) in r.stdout, r.stdout[-3000:]
+    c = json.loads(report.read_text())["commissioning"]
+    assert c["state"] == "commissioned" and c["cbke"] == "ok" and c["device_log"] == str(log), c

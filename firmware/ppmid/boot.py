@@ -8,6 +8,7 @@
 import gc
 
 import asyncio
+from ppmid.modules import unload
 from ppmid.app import WDT_TIMEOUT_MS, VERSION, status, _is, _info, _republisher
 
 
@@ -66,7 +67,8 @@ def _update_state(board):
         img = board.image_slots()  # which partition the bootloader booted (info "update")
         summary["image"] = dict(summary["image"], running=img.running() if img is not None else None)
     settle = "probation" in st or not (st.get("last") or {}).get("reported", True)
-    _unload("ppmid.update")
+    unload("ppmid.update")
+    gc.collect()
     return summary, settle
 
 
@@ -105,27 +107,13 @@ def _nfc_driver(board):
 
 # Modules only the boot needs besides this one: the config checks (the app keeps the
 # validated dict), the message-code table and the command profiles the validator builds
-# its allow-lists from, the users section's checks, the journal's recovery scan and the
-# MQTT credentials' loading. Dropped once the app runs; whatever imports one later gets it
+# its allow-lists from, the users section's checks, the journal's recovery scan, the
+# MQTT credentials' loading and ppmid.modules (the dropping itself). Dropped once the app
+# runs; whatever imports one later gets it
 # loaded again.
 BOOT_ONLY = ("ppmid.config", "ppmid.zigbee.commission", "ppmid.zigbee.installcode", "ppmid.zigbee.keyest",
              "ppmid.zigbee.ezsp_cbke", "ppmid.gbcs.codes", "ppmid.gbcs.profiles", "ppmid.relay.users_config",
-             "ppmid.relay.journal_scan", "ppmid.mqtt.credentials")
-
-
-def _unload(prefix):
-    # drop modules nobody uses any more, so that their code is collected: out of
-    # sys.modules and off their parent package (an import binds a submodule there too,
-    # which would keep it alive)
-    import sys
-    for name in list(sys.modules):
-        if name == prefix or name.startswith(prefix + "."):
-            del sys.modules[name]
-            parent, _, leaf = name.rpartition(".")
-            p = sys.modules.get(parent)
-            if p is not None and getattr(p, leaf, None) is not None:
-                delattr(p, leaf)
-    gc.collect()
+             "ppmid.relay.journal_scan", "ppmid.mqtt.credentials", "ppmid.modules")
 
 
 async def _nfc(board, cfg, relay):
@@ -141,7 +129,8 @@ async def _nfc(board, cfg, relay):
             ver = await drv.begin()
         except PpmidError as exc:
             drv = None
-            _unload("ppmid.nfc")
+            unload("ppmid.nfc")
+            gc.collect()
             return None, "absent (%s)" % (exc.code,)
         from ppmid.nfc import service
         svc = service.NfcService(drv, relay, max_gbcs=cfg["limits"]["max_gbcs"], log=print,
@@ -150,7 +139,8 @@ async def _nfc(board, cfg, relay):
         svc.ready = True
         return svc, "PN532 v%d.%d" % (ver[1], ver[2])
     except PpmidError as exc:
-        _unload("ppmid.nfc")
+        unload("ppmid.nfc")
+        gc.collect()
         return None, "error (%s)" % (exc,)
 
 
@@ -249,4 +239,5 @@ async def start(board):
 def drop():
     """Unload the boot-only modules and this one (app.run, once everything runs)."""
     for name in BOOT_ONLY + ("ppmid.boot",):
-        _unload(name)
+        unload(name)
+        gc.collect()

@@ -2,7 +2,7 @@
 # by `ppmid provision`), validated up front so that a bad config stops the links with a
 # clear status instead of failing later. Schema and files: docs/config.md.
 # Boot-only: the app validates the config, keeps the plain dict and drops this module
-# (app._unload), so nothing that runs later may hold a name from here.
+# (ppmid.boot.drop, ppmid.modules.unload), so nothing that runs later may hold a name from here.
 from ppmid.errors import ConfigError, E_CONFIG  # noqa: F401  (ConfigError: importers use this name)
 
 DEVICE_TYPES = ("ESME", "GSME", "GPF", "CHF", "PPMID", "HCALCS", "IHD")

@@ -85,6 +85,8 @@ class ModuleCommissioning:
         self.has_network = False      # token: a network to resume (networkInit)
         self.link_key_stored = False  # token: CBKE completed and stored its link key
         self.key_seq = None           # token: the sequence number of the network key it holds
+        self.back_before_rejoin_answer = False   # fault: see find_and_rejoin
+        self.leaves = 0               # leaveNetwork commands obeyed
         self.power_on()
 
     def power_on(self):
@@ -163,6 +165,7 @@ class ModuleCommissioning:
         """leaveNetwork: off the network, the tokens forget it (the stack reports NETWORK_DOWN)."""
         if not self.ncp.joined and not self.has_network:
             return self.status(EMBER_INVALID_CALL, SL_INVALID_STATE)
+        self.leaves += 1
         self.has_network = False
         self.link_key_stored = False
         self.ncp.left_network()
@@ -175,7 +178,15 @@ class ModuleCommissioning:
         have_key, mask = struct.unpack_from("<BI", p, 0)
         if self.ncp.version >= 14 and len(p) < 7:
             raise ValueError("findAndRejoinNetwork v14 needs reason and node type")
-        if not self.has_network or self.ncp.joined:
+        if self.back_before_rejoin_answer and self.has_network:
+            # fault: the network came back by itself just before this command (NETWORK_UP
+            # goes out first): the module is joined, and refuses the rejoin as such
+            self.back_before_rejoin_answer = False
+            self.ncp.network_available = True
+            self.ncp.join_now()
+        if not self.has_network:
+            return self.status(EMBER_NOT_JOINED, SL_NOT_JOINED)
+        if self.ncp.joined:
             return self.status(EMBER_INVALID_CALL, SL_INVALID_STATE)
         self.ncp.loop.call_later(0.05, self._rejoin_result, bool(have_key), mask)
         return self.ok()

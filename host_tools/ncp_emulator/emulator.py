@@ -337,7 +337,7 @@ class NcpEmulator:
             if m is None:
                 return None
             return {"has_network": m.has_network, "link_key_stored": m.link_key_stored, "key_seq": m.key_seq,
-                    "joined": self.ncp.joined, "tc_events": list(tc.events), "tc_counters": dict(tc.counters)}
+                    "leaves": m.leaves, "joined": self.ncp.joined, "tc_events": list(tc.events), "tc_counters": dict(tc.counters)}
         return self.call(snap)
 
     def forget_ppmid(self):
@@ -348,6 +348,11 @@ class NcpEmulator:
         """The CH switches the HAN's network key (a module away at the time misses it: its
         secured rejoin goes unanswered, a trust-centre rejoin brings it the new key)."""
         self.call(self.ch.trust_centre.switch_network_key)
+
+    def back_before_rejoin_answer(self):
+        """Fault: the network comes back by itself just before the module answers the next
+        findAndRejoinNetwork, which it then refuses as already joined (INVALID_CALL)."""
+        self.call(setattr, self.ncp.commissioning, "back_before_rejoin_answer", True)
 
     def reset_ncp(self):
         self.call(self.ncp.inject_reset)

@@ -145,6 +145,11 @@ def test_ezsp_rejoin_and_leave_parameters():
     assert C.leave_network(13) == b"" and C.leave_network(14) == b"\x00"
     assert C.no_network_key(13, 0xAD) and C.no_network_key(14, 0x0C1B)
     assert not C.no_network_key(13, 0x0C1B) and not C.no_network_key(14, 0xAD) and not C.no_network_key(13, 0)
+    # findAndRejoinNetwork: only NOT_JOINED means "no network held"; INVALID_CALL / INVALID_STATE,
+    # what a joined module answers, and success do not
+    assert C.holds_no_network(13, 0x93) and C.holds_no_network(14, 0x17)
+    assert not C.holds_no_network(13, 0x70) and not C.holds_no_network(14, 0x02) and not C.holds_no_network(13, 0)
+    assert not C.holds_no_network(14, 0x93)
 
 
 def test_ezsp_commissioning_bad_input():

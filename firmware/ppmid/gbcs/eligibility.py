@@ -3,7 +3,7 @@
 # Service Request is carried to the device as one or more GBCS use cases. A sender's role
 # in the config (`users.roles.NAME = "duis:IS"`, docs/config.md) admits the message codes
 # of the rows its role is named on. Imported by relay/senders.py while the senders load
-# (at boot, or a users update at run time) and dropped again right after (senders._drop).
+# (at boot, or a users update at run time) and dropped again right after (ppmid.modules.unload).
 #
 # Line: SR SOURCE ROLES USE-CASES...
 #   SR        the DUIS Service Request reference; "-" for the PPMID's own use cases

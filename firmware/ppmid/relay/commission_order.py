@@ -13,10 +13,12 @@
 # "order": "recommission", "sequence": N}. The update key also signs users updates and
 # update manifests, so the kind is checked first and any other field refused: no other
 # signed document can pass as an order.
+import gc
 import json
 from binascii import unhexlify
 
 from ppmid.errors import PpmidError
+from ppmid.modules import unload
 
 E_ORDER = "E_ORDER"                      # not an order (JSON, fields, an order we do not know)
 E_ORDER_SIGNATURE = "E_ORDER_SIGNATURE"  # the signature does not verify with the update key
@@ -89,7 +91,8 @@ def verify(text, sig, key_hex):
         from ppmid.update import p256
         ok = p256.verify(key, text.encode(), sig)
     finally:
-        _unload("ppmid.update.p256", "ppmid.update.manifest")
+        unload("ppmid.update.p256", "ppmid.update.manifest")
+        gc.collect()
     if not ok:
         raise OrderError(E_ORDER_SIGNATURE, "the commission order's signature does not verify with this gateway's "
                          "update key")
@@ -151,11 +154,6 @@ def take(root, payload, gateway, key_hex, han):
         raise
 
 
-def _unload(*names):
-    from ppmid.relay.users_update import _unload as unload
-    unload(*names)
-
-
 def _config_key_hex(root):
     # the update key from the config on flash (checked at boot: public_key checks it again)
     try:
@@ -189,4 +187,5 @@ async def handle(context, topic, payload):
     if oid is not None:
         st["id"] = oid
     await client.publish(ROOT + client.client_id + "/" + UPDATE, json.dumps(st).encode(), 1, False, False)
-    _unload("ppmid.relay.commission_order", "ppmid.relay.users_update")
+    unload("ppmid.relay.commission_order", "ppmid.relay.users_update", "ppmid.modules")
+    gc.collect()

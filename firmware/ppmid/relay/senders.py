@@ -67,17 +67,9 @@ def _codes(users, k, profiles):
         try:
             return eligibility.codes(eligibility.role(role))
         finally:
-            _drop("ppmid.gbcs", "eligibility")  # its table is needed only here
+            from ppmid.modules import unload
+            unload("ppmid.gbcs.eligibility")  # its table is needed only here
     return profiles.codes(role)
-
-
-def _drop(package, leaf):
-    # out of sys.modules and off its package, or its code stays on the heap
-    import sys
-    sys.modules.pop(package + "." + leaf, None)
-    pkg = sys.modules.get(package)
-    if pkg is not None and getattr(pkg, leaf, None) is not None:
-        delattr(pkg, leaf)
 
 
 def _check_point(name, raw):
@@ -90,7 +82,8 @@ def _check_point(name, raw):
     except ValueError as exc:
         raise ConfigError("users.keys.%s.public_key: %s" % (name, exc))
     finally:
-        _drop("ppmid.update", "p256")
+        from ppmid.modules import unload
+        unload("ppmid.update.p256")
 
 
 def _check_signature(name, public_key, env):

@@ -21,6 +21,7 @@ import os
 from binascii import unhexlify
 
 from ppmid.errors import PpmidError
+from ppmid.modules import unload
 from ppmid.envelope import hmac_sha256, _equal
 
 E_CONFIG_OFFER = "E_CONFIG_OFFER"          # not a config offer (JSON, fields)
@@ -70,7 +71,8 @@ def check_signature(key_hex, text, sig):
         from ppmid.update import p256
         ok = p256.verify(key, text.encode(), sig)
     finally:
-        _unload("ppmid.update.p256", "ppmid.update.manifest")
+        unload("ppmid.update.p256", "ppmid.update.manifest")
+        gc.collect()
     if not ok:
         raise ConfigUpdateError(E_CONFIG_SIGNATURE, "the users update's signature does not verify with this "
                                 "gateway's update key")
@@ -156,7 +158,8 @@ def _apply(root, text, sig, legacy_key):
     except ValueError:
         raise ConfigUpdateError(E_CONFIG_UPDATE, "the config on flash is not JSON")
     finally:
-        _unload("ppmid.config", "ppmid.relay.users_config")
+        unload("ppmid.config", "ppmid.relay.users_config")
+        gc.collect()
     new = doc["new_keys"]
     keys_dir = root + "/secrets/users/"
     for name in new:
@@ -204,7 +207,8 @@ def _apply(root, text, sig, legacy_key):
     finally:
         # the code table and the profiles load() built the senders' code sets from: the
         # boot drops them too (boot.BOOT_ONLY), or they stay on the heap for the rest of the run
-        _unload("ppmid.gbcs.codes", "ppmid.gbcs.profiles")
+        unload("ppmid.gbcs.codes", "ppmid.gbcs.profiles")
+        gc.collect()
     return doc["sequence"], senders
 
 
@@ -218,19 +222,6 @@ def _check_point(name, public_key):
         check(name, unhexlify(public_key))
     except ConfigError as exc:
         raise ConfigUpdateError(E_CONFIG_UPDATE, "%s: nothing changed" % (exc.message,))
-
-
-def _unload(*names):
-    # drop modules used only here (and their binding on the parent package), as the boot
-    # does: they cost heap all day otherwise
-    import sys
-    for name in names:
-        sys.modules.pop(name, None)
-        parent, _, leaf = name.rpartition(".")
-        p = sys.modules.get(parent)
-        if p is not None and getattr(p, leaf, None) is not None:
-            delattr(p, leaf)
-    gc.collect()
 
 
 def _write(path, data):
@@ -283,4 +274,5 @@ async def handle(context, topic, payload):
     if oid is not None:
         st["id"] = oid
     await client.publish(ROOT + client.client_id + "/" + UPDATE, json.dumps(st).encode(), 1, False, False)
-    _unload("ppmid.relay.users_update")  # rare: loaded again with the next one
+    unload("ppmid.relay.users_update", "ppmid.modules")  # rare: loaded again with the next one
+    gc.collect()

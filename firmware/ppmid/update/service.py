@@ -38,17 +38,13 @@ def _config(root):
     try:
         cfg = config.load(root + "/config.json")
     finally:
-        import sys
-        sys.modules.pop("ppmid.config", None)
+        _unload("ppmid.config")
     return cfg["update"], cfg["version"]
 
 
-def _unload_p256():
-    import sys
-    sys.modules.pop("ppmid.update.p256", None)
-    pkg = sys.modules.get("ppmid.update")
-    if pkg is not None and getattr(pkg, "p256", None) is not None:
-        delattr(pkg, "p256")
+def _unload(name):
+    from ppmid.modules import unload
+    unload(name, "ppmid.modules")
     gc.collect()
 
 
@@ -217,7 +213,7 @@ class Updater:
         try:
             oid, m, text = M.verify_offer(payload, settings["public_key"], self.board.name, self.version, cfg_version)
         finally:
-            _unload_p256()
+            _unload("ppmid.update.p256")
         # a chunk, its header and the topic must fit the client's receive buffer
         self.chunk = min(settings["chunk"], self.client.max_packet - 128)
         self.probation = (settings["probation_boots"], settings["probation_s"])

@@ -120,17 +120,13 @@ def _mark(path, done):
 
 
 def _drop():
-    # nothing to do: this code leaves the heap again (out of sys.modules and off the
-    # package, like ppmid.boot's boot-only modules)
-    import sys
-    pkg = sys.modules.get("ppmid.zigbee")
-    for name in _MODULES:
-        sys.modules.pop(name, None)
-        if pkg is not None:
-            try:
-                delattr(pkg, name.rsplit(".", 1)[1])
-            except AttributeError:
-                pass
+    # nothing to do: this code leaves the heap again, like ppmid.boot's boot-only modules.
+    # No gc.collect() here (there was none before ppmid.modules): one at this point of
+    # bring_up made the later rejoin of a resumed gateway hang in
+    # tests/test_commissioning_rejoin_e2e.py (test_rejoin_after_an_earlier_boots_..., run
+    # after that file's other tests); not understood yet
+    from ppmid.modules import unload
+    unload("ppmid.modules", *_MODULES)
 
 
 async def bring_up(han, c, init_status, resets=None):
@@ -265,6 +261,7 @@ async def _rejoin_until_up(han, c, cm):
                 han._set_status(REJOINING, "%s rejoin, attempt %d" % (_KIND[secured], cm.rejoins + 1))
                 if await cm.rejoin(secured):
                     return
+                await asyncio.sleep(0)   # a NETWORK_UP read with the answer is handled first
                 if han._net_up or han.counters["resets"] != resets:
                     return    # back by itself, or the module reset (the supervisor decides)
         except PpmidError as exc:
@@ -405,8 +402,12 @@ class Commissioner:
         p = await self.han._ezsp.command(C.FIND_AND_REJOIN_NETWORK, C.find_and_rejoin(v, mask, secured))
         status = E.parse_status(v, p)
         if status:
-            self._rejoin_failed(E_REJOIN_REFUSED, "the module refused findAndRejoinNetwork (status 0x%x): it "
-                                "holds no network (the trust centre removed it)" % status)
+            if C.holds_no_network(v, status):
+                self._rejoin_failed(E_REJOIN_REFUSED, "the module refused findAndRejoinNetwork (status 0x%x): it "
+                                    "holds no network (the trust centre removed it)" % status)
+            # joined again already (the network came back by itself, NETWORK_UP on its way),
+            # or a passing refusal: never a reason to leave; the caller re-checks and backs off
+            return self._rejoin_failed(E_REJOIN, "the module refused findAndRejoinNetwork (status 0x%x)" % status)
         self._step("%s rejoin asked (channels mask 0x%08x)" % (kind, mask))
         timeout_s = self.opts.get("join_timeout_s", 15)
         item = await self._next((E.STACK_STATUS_HANDLER,), timeout_s * 1000)

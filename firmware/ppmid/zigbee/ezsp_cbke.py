@@ -37,6 +37,11 @@ SE_JOIN_BITMASK = const(0x0900)
 # sl_Status from v14)
 EMBER_NO_NETWORK_KEY_RECEIVED = const(0xAD)
 SL_NO_NETWORK_KEY_RECEIVED = const(0x0C1B)
+# findAndRejoinNetwork's answer when the module holds no network to rejoin (its tokens
+# were cleared: the trust centre removed it). Every other refusal (INVALID_CALL when it
+# is joined already, NO_BUFFERS, a busy stack) says nothing about the network.
+EMBER_NOT_JOINED = const(0x93)
+SL_NOT_JOINED = const(0x0017)
 REJOIN_DUE_TO_APP_EVENT_1 = const(0xFF)   # EmberRejoinReason (v14's reason argument)
 
 ACTIVE_SCAN = const(1)            # EzspNetworkScanType
@@ -102,6 +107,11 @@ def find_and_rejoin(version, channel_mask, have_current_network_key=False):
 def leave_network(version):
     """leaveNetwork parameters: none before v14, then the options (none: a plain leave)."""
     return b"\x00" if is_v14(version) else b""
+
+
+def holds_no_network(version, status):
+    """True when findAndRejoinNetwork's status says the module holds no network."""
+    return status == (SL_NOT_JOINED if is_v14(version) else EMBER_NOT_JOINED)
 
 
 def no_network_key(version, status):

@@ -1,0 +1,22 @@
+# Dropping modules nobody needs any more (boot-only code, a rare order's handler, a table
+# used once), so that their code is collected: the one place for it. Loaded when first
+# used and dropped again by those who used it (boot.BOOT_ONLY, users_update,
+# commission_order, zigbee/commission.py, update/service.py): kept in the ppmid package or loaded with the
+# app it cost 0.3-0.4 KB of the 32-bit heap at "app ready" (docs/memory.md).
+import sys
+
+
+def unload(*names):
+    """Drop each named module and the modules under it: out of sys.modules and off the
+    parent package (an import binds a submodule there too, which would keep it alive).
+    Whatever imports one later gets it loaded again. Naming ppmid.modules itself is safe:
+    this call ends normally, and the module goes once nothing refers to it. It does not
+    collect: a caller that wants the memory back at once calls gc.collect() after."""
+    for name in names:
+        for mod in list(sys.modules):
+            if mod == name or mod.startswith(name + "."):
+                del sys.modules[mod]
+                parent, _, leaf = mod.rpartition(".")
+                parent = sys.modules.get(parent)
+                if parent is not None and getattr(parent, leaf, None) is not None:
+                    delattr(parent, leaf)
