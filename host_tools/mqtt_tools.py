@@ -142,7 +142,7 @@ def sender_key(state_dir, eui, user):
 def refuse_public_key_user(state_dir, eui, name):
     """RuntimeError when the users this host last gave the gateway (the users registry of
     `ppmid provision` and `ppmid users push`) register `name` by a public key."""
-    from host_tools.users_update import read_registry
+    from host_tools.users_registry import read_registry
     keys = read_registry(state_dir, eui)["users"].get("keys") or {}
     if "public_key" in (keys.get(name) or {}):
         raise RuntimeError("%s is registered on %s with a public key: it signs with --private-key FILE "

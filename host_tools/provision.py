@@ -190,7 +190,7 @@ def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=No
         cfg["users"] = merge_users(cfg.get("users"), specs, role_defs)
     # the last signed users update this gateway applied (ppmid users push): a gateway
     # provisioned again keeps it, so no update it refused as old becomes new again
-    from host_tools.users_update import read_registry
+    from host_tools.users_registry import read_registry
     seq = read_registry(state_dir, eui)["sequence"]
     if seq:
         cfg["users"] = dict(cfg.get("users") or {}, sequence=seq)
@@ -217,7 +217,7 @@ def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=No
 
 def remember_users(state_dir, cfg):
     """After a provision: what the gateway now has, for the next `ppmid users push`."""
-    from host_tools.users_update import write_registry
+    from host_tools.users_registry import write_registry
     users = dict(cfg.get("users") or {"keys": {}, "roles": {}})
     seq = users.pop("sequence", 0)
     write_registry(state_dir, cfg["gateway"], seq, users)

@@ -18,40 +18,7 @@ import secrets
 import threading
 import time
 
-from host_tools.errors import ToolError
-
-
-class UsersUpdateError(ToolError):
-    code = "E_USERS_UPDATE"
-
-
-def registry_path(state_dir, eui):
-    from host_tools.broker import gateway_identity
-    return os.path.join(state_dir, "keys", gateway_identity(eui) + ".users.json")
-
-
-def read_registry(state_dir, eui):
-    """{"sequence", "users"} last given to the gateway, or a sequence-0 empty one."""
-    path = registry_path(state_dir, eui)
-    if not os.path.exists(path):
-        return {"sequence": 0, "users": {"keys": {}, "roles": {}, "legacy_key": True}}
-    try:
-        with open(path) as f:
-            reg = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise UsersUpdateError("cannot read %s: %s" % (path, exc))
-    if not isinstance(reg, dict) or not isinstance(reg.get("sequence"), int) or not isinstance(reg.get("users"), dict):
-        raise UsersUpdateError("%s is not a users registry ({\"sequence\", \"users\"})" % path)
-    return reg
-
-
-def write_registry(state_dir, eui, sequence, users):
-    path = registry_path(state_dir, eui)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"sequence": sequence, "users": users}, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+from host_tools.users_registry import UsersUpdateError, read_registry, registry_path, write_registry  # noqa: F401
 
 
 def wrap(config_key, name, key, nonce=None):
