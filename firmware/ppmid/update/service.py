@@ -164,7 +164,10 @@ class Updater:
                 await self.data(payload)
             else:
                 self.stats["ignored"] += 1  # no other topic is subscribed: nothing to answer
-        except UpdateError as exc:
+        except PpmidError as exc:
+            # PpmidError, not UpdateError: the update modules are dropped after boot and
+            # imported again on demand, so a module imported later (update/image.py) may raise
+            # the UpdateError of a fresher ppmid.update.manifest than the one this module holds
             oid = self.stage["id"] if self.stage else None
             ver = self.stage["manifest"]["version"] if self.stage else None
             if exc.code in (E_UPDATE_HASH, E_UPDATE_SPACE):
