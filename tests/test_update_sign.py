@@ -86,3 +86,20 @@ def test_fixed_offers_were_signed_by_the_fixture_keys():
         assert _crypto_verify(pub, text.encode(), bytes.fromhex(sig)), name
     key = serialization.load_pem_private_key(V.PRIVATE_PEM.encode(), None)
     assert U.public_hex(key) == V.PUBLIC
+
+
+def test_every_boards_app_offer_fits_the_gateways_mqtt_packet_cap(tmp_path):
+    # the offer carries the manifest, which lists every file: the firmware grows, and an
+    # offer larger than the client's cap is thrown away unanswered (session 6: 85 files made
+    # an 11.6 KB offer, over the 11.2 KB command cap; the sender heard nothing)
+    from ppmid.config import DEFAULTS
+    from ppmid.mqtt.link import max_packet_for
+    key = tmp_path / "op.pem"
+    key.write_text(V.PRIVATE_PEM)
+    cap = max_packet_for(DEFAULTS["limits"]["max_gbcs"])
+    topic = len("ppmid/v1/00DB1234567890A4/update/offer") + 2 + 2  # topic length field, packet id
+    for board in ("emulated", "esp32-devkitc", "esp32s3-devkitc-1-n8r8"):
+        out = tmp_path / board
+        U.release(board, str(key), str(out), "9.0.0")
+        size = os.path.getsize(out / "offer.json")
+        assert size + topic <= cap, (board, size, cap)

@@ -2,6 +2,7 @@
 # TLS context from the DER certificates on flash, the client with its last will, the
 # intake on the cmd topic, and retained state/info published on every connect.
 import asyncio
+from micropython import const
 
 from ppmid.errors import ConfigError
 from ppmid.mqtt.client import MQTTClient, tls_connector
@@ -13,8 +14,15 @@ from ppmid.clock import wait_for_ms
 _JSON_OVERHEAD = 256
 
 
+# An update offer carries the signed manifest, which lists every file of the app (11.6 KB
+# for 85 files in session 6): larger than the command cap of the default max_gbcs, and an
+# offer the client throws away as too large is never answered on the update topic, so the
+# cap is never below this. The receive buffer grows only when such a packet comes.
+_UPDATE_OFFER_MAX = const(16384)
+
+
 def max_packet_for(max_gbcs):
-    return 4 * ((max_gbcs + 2) // 3) + _JSON_OVERHEAD + 64
+    return max(4 * ((max_gbcs + 2) // 3) + _JSON_OVERHEAD + 64, _UPDATE_OFFER_MAX)
 
 
 class Link:
