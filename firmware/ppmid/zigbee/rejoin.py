@@ -23,14 +23,28 @@ def network_lost(han):
 async def after_network_loss(han):
     c = han.opts["commission"]
     resets = han.counters["resets"]
+    wait_ms = c.get("rejoin_after_s", 20) * 1000
+    backoff = 1
     try:
-        han._net_event.clear()
-        if (not han._net_up and not await wait_event_ms(han._net_event, c.get("rejoin_after_s", 20) * 1000)
-                and han.counters["resets"] == resets):   # (a module reset: the supervisor's bring-up decides)
-            from ppmid.zigbee.commission import rejoin
-            await rejoin(han, c)
-    except Exception as exc:  # a link failure: the supervisor resets and comes back
-        han._logf("rejoin stopped: %r", exc)
+        # (a module reset: the supervisor's bring-up decides, and cancels this task)
+        while not han._net_up and han.counters["resets"] == resets:
+            han._net_event.clear()
+            if await wait_event_ms(han._net_event, wait_ms) or han.counters["resets"] != resets:
+                continue    # back by itself (the loop sees whether it stayed), or a reset
+            try:
+                from ppmid.zigbee.commission import rejoin
+                await rejoin(han, c)
+                return
+            except Exception as exc:
+                # Not the end of the watch: a MemoryError loading the commissioning code
+                # again (a fragmented heap; docs/zigbee.md "Rejoin and re-commission") left
+                # the gateway off the HAN for good. A link failure ends it through the
+                # supervisor's reset (the counter above); anything else is tried again.
+                han._logf("rejoin stopped: %r; again in %d s", exc, backoff)
+                import gc
+                gc.collect()
+            wait_ms = backoff * 1000
+            backoff = min(han.opts["backoff_max_s"], backoff * 2)
     finally:
         if network_task(han) is asyncio.current_task():
             han._net_task = None
