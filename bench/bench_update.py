@@ -7,7 +7,6 @@
 - an image update over MQTT on the emulated board (docs/update.md "Image updates"): the
   same road into the stand-in OTA app partition, time and bytes written to it."""
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -16,15 +15,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "firmware"))
+sys.path.insert(0, HERE)
 
-from host_tools import boards  # noqa: E402
+import p256_timing as P  # noqa: E402
 
 VERIFY_RUNS = 30
-# An ESP32 (240 MHz Xtensa) runs MicroPython bytecode roughly 30 times slower than this
-# host's unix port (the README's rule of thumb); big-integer arithmetic, with 32-bit words
-# instead of 64, slower still: 30..150 times, a guess, not a measurement. The row gives
-# the slow end.
-ESP32_FACTOR = (30, 150)
 
 VERIFY_SCRIPT = """
 import sys, time, json
@@ -48,23 +43,11 @@ print(json.dumps(out))
 
 
 def verify_rows():
-    import json
     script = VERIFY_SCRIPT % (os.path.join(ROOT, "firmware"), os.path.join(ROOT, "tests", "firmware"), VERIFY_RUNS)
-    p = subprocess.run([boards.micropython_binary(), "-X", "heapsize=256K", "-c", script], capture_output=True,
-                       text=True, timeout=300)
-    if p.returncode != 0:
-        raise RuntimeError("micropython verify benchmark failed: %s" % (p.stderr or p.stdout)[-1500:])
-    us = sorted(json.loads(p.stdout))
-    med = us[len(us) // 2] / 1000.0
-    return [
-        {"name": "update verify P-256 signature (unix port)", "value": round(med, 2), "unit": "ms",
-         "note": "median of %d verifications of a manifest's ECDSA P-256/SHA-256 signature, pure Python "
-                 "(ppmid.update.p256) under the MicroPython unix port, 256K heap" % VERIFY_RUNS},
-        {"name": "update verify P-256 signature (ESP32 estimate)", "value": round(med * ESP32_FACTOR[1]),
-         "unit": "ms",
-         "note": "ESTIMATE, not measured: the unix-port figure x %d..%d (%d..%d ms); nothing here ran on an ESP32"
-                 % (ESP32_FACTOR[0], ESP32_FACTOR[1], med * ESP32_FACTOR[0], med * ESP32_FACTOR[1])},
-    ]
+    med = P.median_ms(script, "verify")
+    return P.rows("update verify P-256 signature", med,
+                  "median of %d verifications of a manifest's ECDSA P-256/SHA-256 signature, pure Python "
+                  "(ppmid.update.p256) under the MicroPython unix port, 256K heap" % VERIFY_RUNS)
 
 
 def _offer(make_release, timeout_s, what):
