@@ -162,8 +162,9 @@ def test_commands_end_to_end_and_every_bad_input(broker, gateway):
             st = cmd.wait(id, ("rejected",))[-1]
             assert st["error"]["code"] == code, (payload[:60], st)
             assert st["error"]["message"]
-        # Larger than the client's receive limit: skipped unread, refused, acknowledged.
-        cmd.publish_raw(mt.command_json(gw.key, "huge", bytes(3000)))
+        # Larger than the client's receive limit (never below 16 KB: an update offer must
+        # fit, ppmid.mqtt.link): skipped unread, refused, acknowledged.
+        cmd.publish_raw(mt.command_json(gw.key, "huge", bytes(13000)))
         st = cmd.wait(None, ("rejected",))[-1]
         assert st["error"]["code"] == "E_TOO_LARGE", st
         cmd.send("ok-2", GBCS, expires=int(time.time()) + 600)
