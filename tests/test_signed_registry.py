@@ -40,41 +40,40 @@ def test_a_write_replaces_the_record_whole_and_leaves_no_temporary(tmp_path):
     assert json.loads((tmp_path / "keys" / (GW + ".commission.json")).read_text()) == {"sequence": 4}
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", None])   # None: a folder in its place
+def _record(path, content):
+    """The record at path holds content (bytes), or a folder stands in its place (None)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if content is None:
+        os.mkdir(path)
+    else:
+        with open(path, "wb") as f:
+            f.write(content)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", None])
 def test_an_unreadable_record_is_the_callers_error_naming_the_file(tmp_path, content):
     state = str(tmp_path)
     for path, reader, error in ((O.registry_path(state, GW), O.last_sequence, O.CommissionOrderError),
                                 (U.registry_path(state, GW), U.read_registry, U.UsersUpdateError)):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if content is None:
-            os.mkdir(path)
-        else:
-            with open(path, "wb") as f:
-                f.write(content)
+        _record(path, content)
         with pytest.raises(error) as e:
             reader(state, GW)
         assert str(e.value).startswith("cannot read %s: " % path), str(e.value)
 
 
-@pytest.mark.parametrize("text", ['null', '[3]', '{"seq": 3}'])
+@pytest.mark.parametrize("text", [b"null", b"[3]", b'{"seq": 3}'])
 def test_a_commission_record_without_a_sequence_is_refused(tmp_path, text):
-    state = str(tmp_path)
-    path = O.registry_path(state, GW)
-    os.makedirs(os.path.dirname(path))
-    with open(path, "w") as f:
-        f.write(text)
+    path = O.registry_path(str(tmp_path), GW)
+    _record(path, text)
     with pytest.raises(O.CommissionOrderError) as e:
-        O.last_sequence(state, GW)
+        O.last_sequence(str(tmp_path), GW)
     assert str(e.value).startswith("cannot read %s: " % path), str(e.value)
 
 
-@pytest.mark.parametrize("text", ['null', '{"sequence": 1}', '{"sequence": "1", "users": {}}'])
+@pytest.mark.parametrize("text", [b"null", b'{"sequence": 1}', b'{"sequence": "1", "users": {}}'])
 def test_a_users_record_of_another_shape_is_refused(tmp_path, text):
-    state = str(tmp_path)
-    path = U.registry_path(state, GW)
-    os.makedirs(os.path.dirname(path))
-    with open(path, "w") as f:
-        f.write(text)
+    path = U.registry_path(str(tmp_path), GW)
+    _record(path, text)
     with pytest.raises(U.UsersUpdateError) as e:
-        U.read_registry(state, GW)
+        U.read_registry(str(tmp_path), GW)
     assert str(e.value) == "%s is not a users registry ({\"sequence\", \"users\"})" % path
