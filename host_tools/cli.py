@@ -75,6 +75,29 @@ def check_wait(timeout, sequence=None):
         raise CliError("--sequence must be 1 or more")
 
 
+def check_output_file(option, path):
+    """An option naming a file a command writes at the end (--pcap, --html): refused before
+    anything runs when it is a folder or its folder does not exist. None passes."""
+    if path is not None and (os.path.isdir(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path)))):
+        raise CliError("%s %s: give a file in an existing folder" % (option, path))
+
+
+def install_code_option(text, option=None, new=True):
+    """An install code as an option gives it (hex as printed, or `new` when `new` allows it:
+    a random 16-byte code with its CRC) -> its bytes, CRC included. A refused code raises
+    device_log.InstallCodeError (its E_INSTALL_CODE* code), or with `option` a CliError
+    that names the option."""
+    from host_tools import device_log
+    if new and text.strip().lower() == "new":
+        return device_log.new_install_code()
+    try:
+        return device_log.parse_install_code(text)
+    except device_log.InstallCodeError as exc:
+        if option is None:
+            raise
+        raise CliError("%s: %s" % (option, exc))
+
+
 def print_final(status, wanted, what):
     """Print a gateway's last status as JSON; exit status 0 when its state is `wanted`, else
     1 with `ppmid: WHAT STATE: CODE message` on stderr."""

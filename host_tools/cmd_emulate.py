@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 
-from host_tools.cli import CliError
+from host_tools.cli import CliError, check_output_file, install_code_option
 
 
 # the Zigbee specification's example install code (with its CRC): what an emulated gateway
@@ -119,7 +119,6 @@ def _lines(args, E):
 
 def _commissioning(args):
     """Emulation(commissioning=...) from the options: None with --commissioned."""
-    from host_tools import device_log
     if args.commissioned:
         if args.ch_install_code or args.device_log or args.install_code is not None:
             raise CliError("--commissioned starts from a module that holds the network: it takes no "
@@ -127,46 +126,33 @@ def _commissioning(args):
         return None
     if args.ch_install_code and args.device_log:
         raise CliError("--ch-install-code and --device-log both say what the CH's device log holds: give one")
-    out = {}
-    for name in ("install_code", "ch_install_code"):
-        value = getattr(args, name)
-        if name == "install_code" and value is None:
-            value = DEFAULT_INSTALL_CODE
-        if value is None:
-            continue
-        if name == "install_code" and args.device_log:
-            out[name] = _logged_install_code(args.device_log, args.install_code)
-            continue
-        if name == "install_code" and value.strip().lower() == "new":
-            out[name] = device_log.new_install_code().hex().upper()
-            continue
-        try:
-            out[name] = device_log.parse_install_code(value).hex().upper()
-        except device_log.InstallCodeError as exc:
-            raise CliError("--%s: %s" % (name.replace("_", "-"), exc))
+    if args.device_log:
+        code = _logged_install_code(args.device_log, args.install_code)
+    else:
+        code = install_code_option(DEFAULT_INSTALL_CODE if args.install_code is None else args.install_code,
+                                   "--install-code")
+    out = {"install_code": code.hex().upper()}
+    if args.ch_install_code is not None:  # a code the CH holds is typed from a log, never made here
+        out["ch_install_code"] = install_code_option(args.ch_install_code, "--ch-install-code", new=False).hex().upper()
     out["device_log"] = args.device_log
     return out
 
 
 def _logged_install_code(path, given):
-    """The install code the device log at path holds for the emulation's gateway (hex), so
-    that the CH admits it; --install-code (given) may only repeat it. CliError (E_DEVICE_LOG)
-    before anything starts otherwise."""
+    """The install code the device log at path holds for the emulation's gateway, so that
+    the CH admits it; --install-code (given) may only repeat it (`new` never does). CliError
+    (E_DEVICE_LOG) before anything starts otherwise."""
     from host_tools import device_log
     from host_tools.emulate import GATEWAY
     try:
         code = device_log.install_code_for(path, bytes.fromhex(GATEWAY))
-        if given is not None:
-            mine = None if given.strip().lower() == "new" else device_log.parse_install_code(given)
-            if mine != code:
-                raise device_log.DeviceLogError(
-                    "--install-code %s is not the code device log %s holds for %s (%s): give one of them"
-                    % (given, path, GATEWAY, device_log.printed(code)))
-    except device_log.InstallCodeError as exc:
-        raise CliError("--install-code: %s" % exc)
+        if given is not None and install_code_option(given, "--install-code") != code:
+            raise device_log.DeviceLogError(
+                "--install-code %s is not the code device log %s holds for %s (%s): give one of them"
+                % (given, path, GATEWAY, device_log.printed(code)))
     except device_log.DeviceLogError as exc:
         raise CliError(str(exc))
-    return code.hex().upper()
+    return code
 
 
 def print_commissioning(emu):
@@ -211,10 +197,8 @@ def run(args):
         raise CliError("--han-key-switch needs --han-outages and a gateway that commissions (not --commissioned)")
     if not 1 <= args.timeout <= 3600:
         raise CliError("--timeout must be from 1 to 3600 seconds")
-    for name in ("pcap", "html"):
-        path = getattr(args, name)
-        if path is not None and (os.path.isdir(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path)))):
-            raise CliError("--%s %s: give a file in an existing folder" % (name, path))
+    check_output_file("--pcap", args.pcap)
+    check_output_file("--html", args.html)
     commissioning = _commissioning(args)
     lines, what = _lines(args, E)
     nfc_lines = sum(1 for x in lines if x.get("via", "mqtt") != "mqtt")

@@ -47,16 +47,13 @@ def _install_code(args):
     log is read and --zigbee-eui parsed first, so a garbled one stops us before the board
     is touched."""
     from host_tools import device_log
-    from host_tools.cli import CliError
+    from host_tools.cli import CliError, install_code_option
     if args.install_code is None:
         if args.device_log or args.zigbee_eui:
             raise CliError("--device-log and --zigbee-eui go with --install-code HEX|new")
         return None, None, None
     eui = device_log.parse_eui(args.zigbee_eui, "--zigbee-eui") if args.zigbee_eui else None
-    if args.install_code.strip().lower() == "new":
-        code = device_log.new_install_code()
-    else:
-        code = device_log.parse_install_code(args.install_code)
+    code = install_code_option(args.install_code)  # its InstallCodeError prints as it is (E_INSTALL_CODE*)
     path = args.device_log or os.path.join(args.state_dir, device_log.DEFAULT_NAME)
     if os.path.exists(path):
         device_log.read(path)

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from host_tools.cli import CliError
+from host_tools.cli import CliError, check_output_file
 
 
 def add_arguments(p):
@@ -154,11 +154,8 @@ def run(args):
     if args.pcap is not None:
         if not args.state_dir:
             raise CliError("--pcap needs --state-dir (a ppmid broker state dir: the capture reads as its monitor)")
-        if os.path.isdir(args.pcap) or not os.path.isdir(os.path.dirname(os.path.abspath(args.pcap))):
-            raise CliError("--pcap %s: give a file in an existing folder" % args.pcap)
-    if args.html is not None and (os.path.isdir(args.html)
-                                  or not os.path.isdir(os.path.dirname(os.path.abspath(args.html)))):
-        raise CliError("--html %s: give a file in an existing folder" % args.html)
+        check_output_file("--pcap", args.pcap)
+    check_output_file("--html", args.html)
     capture = road = None
     try:
         host = port = ca = cert = key = None

@@ -14,9 +14,9 @@ used it), and it needs only a rising sequence, so a gap is harmless where a reus
 is an E_ORDER_REPLAY.
 """
 import json
-import os
 import secrets
 
+from host_tools import signed_registry
 from host_tools.errors import ToolError
 
 
@@ -25,18 +25,15 @@ class CommissionOrderError(ToolError):
 
 
 def registry_path(state_dir, eui):
-    from host_tools.broker import gateway_identity
-    return os.path.join(state_dir, "keys", gateway_identity(eui) + ".commission.json")
+    return signed_registry.path(state_dir, eui, "commission")
 
 
 def last_sequence(state_dir, eui):
     path = registry_path(state_dir, eui)
-    if not os.path.exists(path):
-        return 0
+    record = signed_registry.read(path, CommissionOrderError, {"sequence": 0})
     try:
-        with open(path) as f:
-            seq = json.load(f)["sequence"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        seq = record["sequence"]
+    except (KeyError, TypeError) as exc:
         raise CommissionOrderError("cannot read %s: %s" % (path, exc))
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise CommissionOrderError("%s: sequence must be a whole number" % path)
@@ -44,11 +41,7 @@ def last_sequence(state_dir, eui):
 
 
 def write_sequence(state_dir, eui, sequence):
-    path = registry_path(state_dir, eui)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"sequence": sequence}, f)
-    os.replace(path + ".tmp", path)
+    signed_registry.write(registry_path(state_dir, eui), {"sequence": sequence})
 
 
 def document(eui, sequence, order="recommission"):

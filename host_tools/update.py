@@ -146,15 +146,21 @@ def release(board, key_path, out_dir, version=None, firmware_dir=None, min_confi
         shutil.rmtree(work, ignore_errors=True)
     manifest = {"format": MANIFEST_FORMAT, "version": version, "board": board,
                 "min_config_version": min_config_version, "downgrade": bool(downgrade), "files": entries}
+    _write_signed(out_dir, key, manifest)
+    log("release %s for %s: %d files, %d bytes, signed by %s..." % (
+        version, board, len(entries), sum(e["size"] for e in entries), public_hex(key)[:18]))
+    return manifest
+
+
+def _write_signed(out_dir, key, manifest):
+    """manifest.json (the signed text, canonical JSON) and offer.json (what the gateway is
+    offered: the text, its signature and the public key) of a release in out_dir."""
     text = canonical(manifest)
     sig = sign(key, text.encode())
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         f.write(text)
     with open(os.path.join(out_dir, "offer.json"), "w") as f:
         json.dump({"manifest": text, "signature": sig.hex(), "public_key": public_hex(key)}, f, indent=1)
-    log("release %s for %s: %d files, %d bytes, signed by %s..." % (
-        version, board, len(entries), sum(e["size"] for e in entries), public_hex(key)[:18]))
-    return manifest
 
 
 def release_image(board, key_path, out_dir, version, image_path, min_config_version=1, downgrade=False, log=None):
@@ -177,12 +183,7 @@ def release_image(board, key_path, out_dir, version, image_path, min_config_vers
     manifest = {"format": MANIFEST_FORMAT, "version": version, "board": board,
                 "min_config_version": min_config_version, "downgrade": bool(downgrade),
                 "image": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
-    text = canonical(manifest)
-    sig = sign(key, text.encode())
-    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
-        f.write(text)
-    with open(os.path.join(out_dir, "offer.json"), "w") as f:
-        json.dump({"manifest": text, "signature": sig.hex(), "public_key": public_hex(key)}, f, indent=1)
+    _write_signed(out_dir, key, manifest)
     log("image release %s for %s: %d bytes, signed by %s..." % (version, board, len(data), public_hex(key)[:18]))
     return manifest
 

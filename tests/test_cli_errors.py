@@ -114,3 +114,36 @@ def test_broker_refuses_a_port_out_of_range_and_a_state_dir_that_is_a_file(tmp_p
     f.write_text("x")
     rc, err = run(capsys, "broker", "issue", "--state-dir", str(f), "--gateway", "00DB1234567890A4")
     assert rc == 1 and "is a file" in err
+
+
+@pytest.mark.parametrize("option", ["--pcap", "--html"])
+def test_emulate_refuses_an_output_file_that_is_a_folder_or_in_none(tmp_path, capsys, option):
+    # refused before anything starts: the state dir stays empty
+    run_dir = tmp_path / "run"
+    for path in (tmp_path, tmp_path / "no" / "out"):
+        rc, err = run(capsys, "emulate", "--commissioned", "--state-dir", str(run_dir), option, str(path))
+        assert rc == 1 and err == "ppmid: %s %s: give a file in an existing folder\n" % (option, path), err
+    assert not run_dir.exists()
+
+
+def test_output_file_check_passes_a_new_file_and_no_option(tmp_path):
+    cli.check_output_file("--html", None)
+    cli.check_output_file("--html", str(tmp_path / "new.html"))
+    assert not (tmp_path / "new.html").exists()
+
+
+def test_install_code_option_takes_hex_or_new_and_names_the_option_it_refuses():
+    from host_tools import device_log
+    spec = "83FE-D340-7A93-9723-A5C6-39B2-6916-D505-C3B5"
+    assert cli.install_code_option(spec).hex().upper() == spec.replace("-", "")
+    made = cli.install_code_option(" New ")
+    assert len(made) == 18 and device_log.parse_install_code(made.hex()) == made   # its CRC holds
+    with pytest.raises(device_log.InstallCodeError) as e:          # no option: the library's own error
+        cli.install_code_option("0102")
+    assert e.value.code == "E_INSTALL_CODE"
+    with pytest.raises(cli.CliError) as e:
+        cli.install_code_option(spec[:-1] + "6", "--ch-install-code")
+    assert str(e.value).startswith("--ch-install-code: ") and "E_INSTALL_CODE_CRC" in str(e.value)
+    with pytest.raises(cli.CliError) as e:                         # `new` only where the option allows it
+        cli.install_code_option("new", "--ch-install-code", new=False)
+    assert str(e.value).startswith("--ch-install-code: ") and "E_INSTALL_CODE" in str(e.value)

@@ -6,15 +6,16 @@
 import sys
 
 
-def unload(*names):
+def unload(*names, under=True):
     """Drop each named module and the modules under it: out of sys.modules and off the
     parent package (an import binds a submodule there too, which would keep it alive).
-    Whatever imports one later gets it loaded again. Naming ppmid.modules itself is safe:
-    this call ends normally, and the module goes once nothing refers to it. It does not
-    collect: a caller that wants the memory back at once calls gc.collect() after."""
+    Whatever imports one later gets it loaded again. under=False drops a package alone,
+    leaving the modules under it to whoever still uses them. Naming ppmid.modules itself
+    is safe: this call ends normally, and the module goes once nothing refers to it. It
+    does not collect: a caller that wants the memory back at once calls gc.collect() after."""
     for name in names:
         for mod in list(sys.modules):
-            if mod == name or mod.startswith(name + "."):
+            if mod == name or under and mod.startswith(name + "."):
                 del sys.modules[mod]
                 parent, _, leaf = mod.rpartition(".")
                 parent = sys.modules.get(parent)

@@ -28,6 +28,7 @@ class Target:
     sel_res = 0x20
     ats = b"\x78\x80\x70\x02"
     latency = 0.0
+    leave_after = None   # APDUs (or frames) after which the target leaves the field: never
 
     def __init__(self, uid=b"\x08\x12\x34\x56"):
         self.uid = uid
@@ -45,6 +46,13 @@ class Target:
 
     def exchange(self, apdu):
         raise NotImplementedError
+
+    def _received(self, apdu):
+        """Record one APDU; TargetGone once more came than leave_after (the phone or tag
+        left the field)."""
+        self.apdus.append(apdu)
+        if self.leave_after is not None and len(self.apdus) > self.leave_after:
+            raise TargetGone()
 
     # ---- the raw RF layer (InCommunicateThru) -----------------------------------------
     # A reader that runs ISO-DEP itself (nfcpy) activates the target at level 3 only and
@@ -170,9 +178,7 @@ class PhoneApp(Target):
         self.selected = False
 
     def exchange(self, apdu):
-        self.apdus.append(apdu)
-        if self.leave_after is not None and len(self.apdus) > self.leave_after:
-            raise TargetGone()
+        self._received(apdu)
         if len(apdu) < 4:
             return _sw(0x6700)
         cla, ins, p1, p2 = apdu[0], apdu[1], apdu[2], apdu[3]
@@ -375,9 +381,7 @@ class Type4Tag(Target):
         self.current = None
 
     def exchange(self, apdu):
-        self.apdus.append(apdu)
-        if self.leave_after is not None and len(self.apdus) > self.leave_after:
-            raise TargetGone()
+        self._received(apdu)
         if len(apdu) < 4:
             return _sw(0x6700)
         cla, ins, p1, p2 = apdu[:4]

@@ -33,6 +33,20 @@ def test_a_package_goes_with_the_modules_under_it_and_no_namesake():
     assert "ppmid.relay.senders" in sys.modules
 
 
+def test_a_package_alone_leaves_the_modules_under_it():
+    # (ppmid.update.report: an updater loaded meanwhile keeps its module)
+    import ppmid
+    import ppmid.update.p256
+    import ppmid.update.manifest
+    unload("ppmid.update.manifest")
+    unload("ppmid.update", under=False)
+    assert "ppmid.update" not in sys.modules and not hasattr(ppmid, "update")
+    assert "ppmid.update.p256" in sys.modules and "ppmid.update.manifest" not in sys.modules
+    import ppmid.update.manifest        # the package loaded again with what is asked for
+    assert "ppmid.update" in sys.modules and "ppmid.update.manifest" in sys.modules
+    unload("ppmid.update")
+
+
 def test_several_names_and_unknown_names():
     import ppmid.update.p256
     import ppmid.update.manifest

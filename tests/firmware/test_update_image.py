@@ -185,3 +185,15 @@ def test_a_partition_write_failure_is_refused_with_e_update_flash():
     st = u.client.last()
     assert st["state"] == "refused" and st["error"]["code"] == S.E_UPDATE_FLASH and st["id"] == "f1", st
     assert u.stage is None and _record(hw)["boot"] == "ota_0" and u.board.resets == 0
+
+
+def test_settling_forgets_what_it_loaded_but_not_an_updater_loaded_meanwhile():
+    import sys
+    hw = _hw("ota_0")
+    root, _ = _download(hw)
+    import ppmid.update.service  # noqa: F401 - loaded, as by an offer that comes during probation
+    s, st, _ = _boot(root, hw)
+    assert st["state"] == "applied"
+    left = [m for m in ("ppmid.update", "ppmid.update.report", "ppmid.update.slots", "ppmid.modules")
+            if m in sys.modules]
+    assert left == [] and "ppmid.update.service" in sys.modules, left

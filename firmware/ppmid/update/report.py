@@ -15,13 +15,12 @@ POLL_MS = 500
 
 
 def _forget():
-    # nothing of ppmid.update stays loaded once the result is out (the app's heap)
-    import sys
-    for name in ("ppmid.update.report", "ppmid.update.slots", "ppmid.update"):
-        sys.modules.pop(name, None)
-    pkg = sys.modules.get("ppmid")
-    if pkg is not None and getattr(pkg, "update", None) is not None:
-        delattr(pkg, "update")
+    # nothing of ppmid.update that this loaded stays once the result is out (the app's
+    # heap); the package alone, not all under it: an offer that came meanwhile keeps the
+    # updater (ppmid.update.service) and the download it holds in memory
+    from ppmid.modules import unload
+    unload("ppmid.update.report", "ppmid.update.slots", "ppmid.modules")
+    unload("ppmid.update", under=False)
 
 
 async def settle(root, version, han, link, summary, log=print, images=None):
