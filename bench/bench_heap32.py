@@ -121,6 +121,18 @@ def run():
                          "%s missing probes: %s; least of %d runs %s" % (c["samples"], _kb(max(0, c["peak"] - PEAK_GOAL)), c["start"],
                                                      gbcs_len, c["pieces"], len(c["missing"]),
                                                      ", ".join(c["missing"]) or "none", RUNS, spread["peak"])})
+    n_ready, n_cmd = G.names_report(cmd, "ready"), G.names_report(cmd, "command")
+    rows.append({"name": "heap32 names at the peak 4KB command", "value": n_cmd["names"], "unit": "names",
+                 "note": "names the firmware interned by the end of the command (%d at ready), %d bytes of text; "
+                         "their qstr pool tables take %d bytes in the gauge, whose harness interned %d names "
+                         "first, and would take %d on a 32-bit board where nothing interned names before the "
+                         "firmware: the peak row counts %+d bytes against such a board (modelled from the pool "
+                         "sizes, docs/memory.md \"Names\"; at ready %+d). A board past %d names allocates a "
+                         "%d-entry pool (%d bytes)" % (
+                             n_ready["names"], n_cmd["text"], n_cmd["gauge_pools"],
+                             n_cmd["harness_names"], n_cmd["board_pools"], n_cmd["shift"], n_ready["shift"],
+                             _pool_room(n_cmd["names"]), _next_pool(n_cmd["names"]),
+                             G.pool_bytes(_pool_room(n_cmd["names"]) + 1) - G.pool_bytes(_pool_room(n_cmd["names"])))})
     rows.append({"name": "heap32 peak 4KB command, upper bound", "value": c["bound"], "unit": "bytes",
                  "note": "live heap at the last turn plus all allocated since, garbage included (the port collects "
                          "only between turns), highest at %s; stages: %s" % (
@@ -156,6 +168,23 @@ def run():
                              p["samples"], p_ready, p["bound"], p["bound_at"], RUNS,
                              [r["out"]["COMMAND"][0]["peak"] for r in p256_runs])})
     return rows
+
+
+def _pool_room(n):
+    """How many names the pools a board allocates for n names hold."""
+    room, alloc = 0, G.FIRST_POOL
+    while room < n:
+        room += alloc
+        alloc *= 2
+    return room
+
+
+def _next_pool(n):
+    room, alloc = 0, G.FIRST_POOL
+    while room < n:
+        room += alloc
+        alloc *= 2
+    return alloc
 
 
 def _write_app_heap(peak):

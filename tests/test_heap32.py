@@ -83,3 +83,34 @@ def test_the_frozen_measurement_says_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("MICROPY_DIR", str(tmp_path))
     rows = frozen32.run()
     assert "has no mpy-cross/Makefile" in rows[0]["skipped"] and "value" not in rows[0]
+
+
+def test_the_pool_model_matches_the_port_for_the_names_a_module_interns(installed, tmp_path):
+    # pool_bytes() is what the gauge's "names" row models a board with: check it against
+    # the port's own count (qstr_info: the pools' gc_nbytes plus the text) before and after
+    # a module that uses 300 names nobody else does
+    body = "".join("def f%d_%s(): pass\n" % (i, "x" * (i % 7)) for i in range(300))
+    files, _ = _compiled(tmp_path, {"__init__.py": "", "names300.py": body})
+    src = ("import micropython\nprint('@@NAMES before')\nmicropython.qstr_info()\n"
+           "import probe.names300\nprint('@@NAMES after')\nmicropython.qstr_info()\n")
+    result = G.run_jobs([(dict(files), G.script(src))])[0]
+    assert result["ok"], result["error"]
+    at = G.names_at(result)
+    before, after = at["before"], at["after"]
+    assert after["names"] - before["names"] >= 300
+    assert before["total"] - before["text"] == G.pool_bytes(before["names"])
+    assert after["total"] - after["text"] == G.pool_bytes(after["names"])
+
+
+def test_pool_bytes_follows_the_doubling_pools():
+    assert G.pool_bytes(0) == 0
+    assert G.pool_bytes(20) == 176            # 24 + 20 * 7 = 164, in 16-byte blocks
+    assert G.pool_bytes(21) == 176 + 304      # a second pool of 40 entries
+    assert G.pool_bytes(1260) == G.pool_bytes(1241)      # six pools: 20 + 40 + ... + 640
+    assert G.pool_bytes(1261) - G.pool_bytes(1260) == 8992   # the seventh, 1,280 entries
+
+
+def test_names_report_refuses_a_run_without_its_samples():
+    with pytest.raises(G.GaugeError):
+        G.names_report({"lines": ["@@NAMES base", "qstr pool: n_pool=1, n_qstr=5, n_str_data_bytes=30, "
+                                  "n_total_bytes=206"]}, "ready")

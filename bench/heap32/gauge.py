@@ -284,6 +284,12 @@ def import_all(files, modules):
 # ---- the app: booted to ready, and a 4 KB command through it ---------------------------
 
 APP_BODY = """
+import micropython
+def names(tag):
+    # the interned names so far: qstr_info prints one line, read by the host (names_at)
+    print('@@NAMES ' + tag)
+    micropython.qstr_info()
+names('base')
 caught = {}
 def _catch(key, modname, clsname):
     cls = getattr(__import__(modname, None, None, [clsname]), clsname)
@@ -307,6 +313,7 @@ asyncio.create_task(app.run(board))
 await H.until(lambda: app.heap['min'] is not None, what='the app to be ready')
 await asyncio.sleep_ms(50)
 ready = (await H.live()) - BASE
+names('ready')
 nfc_on = any(m.startswith(NFC_PREFIX + '.service') for m in sys.modules)
 out('READY', bytes=ready, nfc=nfc_on, wired='ppmid.wired.road' in sys.modules,
     modules=sorted(m for m in sys.modules if m.startswith('ppmid')))
@@ -358,6 +365,7 @@ if COMMAND:
     stop[0] = True
     await asyncio.sleep_ms(20)
     after = (await H.live()) - BASE - probes
+    names('command')
     out('COMMAND', peak=H.peak[0] - BASE - probes, bound=H.bound[0] - BASE - probes, bound_at=H.bound[1],
         after=after,
         start=start - BASE - probes,
@@ -366,6 +374,58 @@ if COMMAND:
         payload=len(payload), trace=[(w, a - BASE - probes) for w, a in H.trace],
         loaded=sorted(m for m in sys.modules if m.startswith('ppmid') and m not in before))
 """
+
+
+# The qstr pools (py/qstr.c): each name a .mpy uses that the interpreter does not know yet
+# is interned into a pool; a full pool is followed by one twice its size (the first
+# dynamic pool has 20 entries: twice the ROM or frozen pool's `alloc` of 10). On a 32-bit
+# port with 2-byte hashes a pool is a 24-byte header and 7 bytes per entry (pointer, hash,
+# length), in 16-byte GC blocks. The gauge's harness interns its names first, so the
+# firmware's names fill later, bigger pools than on a board where the firmware's are the
+# first: names_report() says what that shifts.
+POOL_HEADER = 24
+POOL_ENTRY = 7
+FIRST_POOL = 20
+
+
+def pool_bytes(n):
+    """Heap taken by the pool tables holding n dynamically interned names (string data
+    apart)."""
+    total, alloc, room = 0, FIRST_POOL, 0
+    while room < n:
+        total += -(-(POOL_HEADER + POOL_ENTRY * alloc) // 16) * 16
+        room += alloc
+        alloc *= 2
+    return total
+
+
+def names_at(result):
+    """{tag: {"pools": n, "names": n, "text": bytes, "total": bytes}} from a job's output:
+    each '@@NAMES tag' line is followed by qstr_info's 'qstr pool: n_pool=...' line."""
+    found, tag = {}, None
+    for line in result["lines"]:
+        if line.startswith("@@NAMES "):
+            tag = line.split(" ", 1)[1]
+        elif tag and line.startswith("qstr pool:"):
+            f = dict((k.strip(), int(v)) for k, v in (kv.split("=") for kv in line.split(":", 1)[1].split(",")))
+            found[tag] = {"pools": f["n_pool"], "names": f["n_qstr"], "text": f["n_str_data_bytes"],
+                          "total": f["n_total_bytes"]}
+            tag = None
+    return found
+
+
+def names_report(result, tag):
+    """The firmware's names at `tag` (interned since the app started) and what their pool
+    tables cost in the gauge against a board where nothing interned names before them."""
+    at = names_at(result)
+    if "base" not in at or tag not in at:
+        raise GaugeError("no qstr_info at %s in the job's output" % tag)
+    base, now = at["base"], at[tag]
+    firmware = now["names"] - base["names"]
+    gauge = pool_bytes(now["names"]) - pool_bytes(base["names"])
+    board = pool_bytes(firmware)
+    return {"names": firmware, "text": now["text"] - base["text"], "gauge_pools": gauge,
+            "board_pools": board, "harness_names": base["names"], "shift": gauge - board}
 
 
 def app_job(files, flash_files, nfc, command_path=None, wired=False, topup=False):
