@@ -101,3 +101,40 @@ def test_at_most_eight_held():
         assert [r.message[2] for r in han._recent] == list(range(3, 11))
 
     asyncio.run(body())
+
+
+# ---- incoming APS fragments (_defragment), as the NCP hands them over ----------------
+def _fragment(han, index, count, data, sender=CH):
+    aps = {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "src_ep": 1, "dst_ep": 1,
+           "options": 0x8000, "group": (count << 8) | index, "sequence": 9}
+    han._incoming({"sender": sender, "message": data, "aps": aps})
+
+
+def _in_fragments(frame, count):
+    size = (len(frame) + count - 1) // count
+    return [frame[i * size:(i + 1) * size] for i in range(count)]
+
+
+def test_fragments_in_range_deliver_the_whole_message():
+    han, _ = _han()
+    gbcs = b"\xdd\x00" + bytes(range(40))
+    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
+    for i in (0, 2, 1):  # any order after the first
+        _fragment(han, i, 3, pieces[i])
+    assert han._rxq == [gbcs] and han.counters["rx_fragments_dropped"] == 0
+
+
+def test_fragment_index_beyond_the_count_delivers_nothing():
+    han, _ = _han()
+    gbcs = b"\xdd\x00" + bytes(range(40))
+    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
+    # count 3 announced, then indexes 7 and 9: three pieces held, but not the message's
+    _fragment(han, 0, 3, pieces[0])
+    _fragment(han, 7, 3, pieces[1])
+    _fragment(han, 9, 3, pieces[2])
+    assert han._rxq == [] and han.counters["received"] == 0
+    assert han.counters["rx_fragments_dropped"] == 1 and han._frag is None
+    # the same message sent again, whole, still arrives
+    for i in range(3):
+        _fragment(han, i, 3, pieces[i])
+    assert han._rxq == [gbcs] and han.counters["rx_fragments_dropped"] == 1

@@ -127,7 +127,7 @@ class ZigbeeHan:
                          "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0,
                          "rejected_by_ch": 0, "resent": 0, "resend_failed": 0,
                          "delivery_unknown": 0, "resend_partial": 0, "rx_fragment_acks": 0,
-                         "rx_fragment_ack_failed": 0}
+                         "rx_fragment_ack_failed": 0, "rx_fragments_dropped": 0}
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
@@ -468,11 +468,18 @@ class ZigbeeHan:
                 self._frag = None
                 return None
             f = self._frag = _Reassembly(sender, count, now)
+        elif index >= f.count:
+            # outside what fragment 0 announced: the message cannot be whole. (The count
+            # itself is read from fragment 0 only: on air a later fragment carries its
+            # index alone, so its high byte is no check.)
+            self.counters["rx_fragments_dropped"] += 1
+            self._frag = None
+            return None
         f.pieces[index] = data
         if len(f.pieces) < f.count:
             return None
         self._frag = None
-        return b"".join(f.pieces[i] for i in range(f.count) if i in f.pieces)
+        return b"".join(f.pieces[i] for i in range(f.count))
 
     def _deliver(self, data):
         if len(data) >= 2 and data[0] == 0xDD and data[1] == 0x09:
