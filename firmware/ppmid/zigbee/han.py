@@ -12,7 +12,7 @@ from ppmid.zigbee import ezsp as E
 from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_for_ms, wait_event_ms
 from ppmid.zigbee.ashlink import AshLink, AshError
 from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
-from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE, TRANSFER_DATA_AT
+from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE, TRANSFER_DATA_AT, CH_NWK
 
 STARTING = "starting"
 RUNNING = "running"
@@ -21,7 +21,6 @@ NETWORK_DOWN = "network-down"
 NO_TUNNEL = "no-tunnel"
 RESETTING = "resetting"
 
-CH_NWK = const(0x0000)         # the CH is the HAN's coordinator
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
 _CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
@@ -404,6 +403,8 @@ class ZigbeeHan:
             return
         msg = m["message"]
         if aps["options"] & E.APS_OPTION_FRAGMENT:
+            if not self.tunnel.from_ch(m["sender"]):
+                return  # only the CH uses the tunnel; this would push out the CH's reassembly
             # every fragment is acknowledged, a repeated one too (our ack may have been
             # lost): the sender sends no more of the message until it has the ack
             self._queue_ack(m["sender"], aps)
