@@ -101,3 +101,101 @@ def test_at_most_eight_held():
         assert [r.message[2] for r in han._recent] == list(range(3, 11))
 
     asyncio.run(body())
+
+
+# ---- incoming APS fragments (_defragment), as the NCP hands them over ----------------
+def _fragment(han, index, count, data, sender=CH):
+    aps = {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "src_ep": 1, "dst_ep": 1,
+           "options": 0x8000, "group": (count << 8) | index, "sequence": 9}
+    han._incoming({"sender": sender, "message": data, "aps": aps})
+
+
+def _in_fragments(frame, count):
+    size = (len(frame) + count - 1) // count
+    return [frame[i * size:(i + 1) * size] for i in range(count)]
+
+
+def test_fragments_in_range_deliver_the_whole_message():
+    han, _ = _han()
+    gbcs = b"\xdd\x00" + bytes(range(40))
+    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
+    for i in (0, 2, 1):  # any order after the first
+        _fragment(han, i, 3, pieces[i])
+    assert han._rxq == [gbcs] and han.counters["rx_fragments_dropped"] == 0
+
+
+def test_fragment_index_beyond_the_count_delivers_nothing():
+    han, _ = _han()
+    gbcs = b"\xdd\x00" + bytes(range(40))
+    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
+    # count 3 announced, then indexes 7 and 9: three pieces held, but not the message's
+    _fragment(han, 0, 3, pieces[0])
+    _fragment(han, 7, 3, pieces[1])
+    _fragment(han, 9, 3, pieces[2])
+    assert han._rxq == [] and han.counters["received"] == 0
+    assert han.counters["rx_fragments_dropped"] == 1 and han._frag is None
+    # the same message sent again, whole, still arrives
+    for i in range(3):
+        _fragment(han, i, 3, pieces[i])
+    assert han._rxq == [gbcs] and han.counters["rx_fragments_dropped"] == 1
+
+
+# ---- the tunnel is the CH's alone: another HAN node can neither take it nor feed it ------
+OTHER = 0x4F21  # any other node holding the network key (an IHD, a CAD, another PPMID)
+
+
+def _tunnel_frame(han, zcl, sender):
+    han._incoming({"sender": sender, "message": zcl,
+                   "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": 0, "group": 0}})
+
+
+def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
+    log = []
+    han = H.ZigbeeHan(None, None, {}, log=log.append)
+    han.tunnel.handle(CH, T.request_tunnel(1))
+    tid = han.tunnel.tunnel_id
+    han.status = H.RUNNING
+    sent = []
+
+    async def send_zcl(dest, zcl, *args, **kwargs):
+        sent.append((dest, bytes(zcl)))
+
+    han._send_zcl = send_zcl  # the real _send_message down to the module
+    for seq in (2, 3):
+        _tunnel_frame(han, T.request_tunnel(seq), OTHER)
+        dest, reply = han._replies[-1]
+        fc, _, _, cmd, p = T.parse_zcl(reply)
+        assert dest == OTHER and cmd == T.REQUEST_TUNNEL_RESPONSE and p[2] == T.TUNNEL_BUSY
+    assert han.tunnel.tunnel_id == tid and han.tunnel.client == CH
+    assert han.tunnel.counters["not_ch"] == 2 and han.tunnel.counters["opened"] == 1
+    assert len([line for line in log if "0x4f21" in line]) == 1  # logged once, counted always
+
+    asyncio.run(han.send(None, b"\xdd\x00next"))
+    assert sent == [(CH, T.transfer_data(sent[0][1][1], tid, b"\xdd\x00next", True))]
+
+
+def test_tunnel_frames_from_another_node_are_not_taken():
+    han, _ = _han()
+    tid = han.tunnel.tunnel_id
+    # TransferData with the CH's tunnel id: refused (wrong device), never delivered
+    _tunnel_frame(han, T.transfer_data(2, tid, b"\xdd\x00forged", False), OTHER)
+    dest, reply = han._replies[-1]
+    fc, _, _, cmd, p = T.parse_zcl(reply)
+    assert dest == OTHER and cmd == T.S_TRANSFER_DATA_ERROR and p[2] == T.WRONG_DEVICE
+    assert han._rxq == [] and han.counters["received"] == 0
+    # nor in APS fragments (not acknowledged, and the CH's reassembly in progress stays)
+    zcl = T.transfer_data(3, tid, b"\xdd\x00" + bytes(60), False)
+    _fragment(han, 0, 2, zcl[:40])
+    _fragment(han, 0, 2, b"\x11\x04\x02" + bytes(37), sender=OTHER)
+    _fragment(han, 1, 2, b"x" * 30, sender=OTHER)
+    assert han._ack_count == 1 and han._frag is not None and han._frag.sender == CH
+    _fragment(han, 1, 2, zcl[40:])
+    assert han._rxq == [b"\xdd\x00" + bytes(60)]
+    # its TransferDataError does not make us send again, nor its CloseTunnel close the tunnel
+    _tunnel_frame(han, T.transfer_data_error(4, tid, T.NO_SUCH_TUNNEL, False), OTHER)
+    _tunnel_frame(han, T.close_tunnel(5, tid), OTHER)
+    assert han.tunnel.tunnel_id == tid and han.counters["rejected_by_ch"] == 0 and han._rejected == {}
+    assert han.tunnel.counters["not_ch"] == 5
+    # the CH's own TransferData still arrives
+    _tunnel_frame(han, T.transfer_data(6, tid, b"\xdd\x00real", False), CH)
+    assert han._rxq[-1] == b"\xdd\x00real"

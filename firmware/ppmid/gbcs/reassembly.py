@@ -28,7 +28,6 @@ class Reassembler:
         self.timeout_ms = timeout_ms
         self.held = 0
         self._pending = {}
-        self.acks = {}        # key -> highest block number acknowledged to us (ack blocks)
         self.timed_out = []   # GbtErrors of messages expired inside feed() (last 8 kept)
         self._done = {}       # key -> completion time: late duplicates of a completed message
 
@@ -70,9 +69,9 @@ class Reassembler:
             raise GbtError(E_GBT_NOT_BLOCK, "expected a GBT block (DD 09), got a %s message" % m.form)
         key = bytes(m.originator) + bytes(m.recipient) + bytes(m.counter_bytes)
         data = m.block_data
-        if len(data) == 0:  # acknowledgement
-            if m.block_ack > self.acks.get(key, 0):
-                self.acks[key] = m.block_ack
+        if len(data) == 0:
+            # an acknowledgement: nothing is kept, since our sender does not wait for them
+            # (each block's delivery is the APS confirmation, zigbee/han.py)
             return None
         if key in self._done:
             return None  # a late duplicate of a message already delivered

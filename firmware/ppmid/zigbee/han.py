@@ -12,7 +12,7 @@ from ppmid.zigbee import ezsp as E
 from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_for_ms, wait_event_ms
 from ppmid.zigbee.ashlink import AshLink, AshError
 from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
-from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE, TRANSFER_DATA_AT
+from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE, TRANSFER_DATA_AT, CH_NWK
 
 STARTING = "starting"
 RUNNING = "running"
@@ -21,7 +21,6 @@ NETWORK_DOWN = "network-down"
 NO_TUNNEL = "no-tunnel"
 RESETTING = "resetting"
 
-CH_NWK = const(0x0000)         # the CH is the HAN's coordinator
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
 _CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
@@ -127,7 +126,7 @@ class ZigbeeHan:
                          "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0,
                          "rejected_by_ch": 0, "resent": 0, "resend_failed": 0,
                          "delivery_unknown": 0, "resend_partial": 0, "rx_fragment_acks": 0,
-                         "rx_fragment_ack_failed": 0}
+                         "rx_fragment_ack_failed": 0, "rx_fragments_dropped": 0}
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
@@ -404,6 +403,8 @@ class ZigbeeHan:
             return
         msg = m["message"]
         if aps["options"] & E.APS_OPTION_FRAGMENT:
+            if not self.tunnel.from_ch(m["sender"]):
+                return  # only the CH uses the tunnel; this would push out the CH's reassembly
             # every fragment is acknowledged, a repeated one too (our ack may have been
             # lost): the sender sends no more of the message until it has the ack
             self._queue_ack(m["sender"], aps)
@@ -468,11 +469,18 @@ class ZigbeeHan:
                 self._frag = None
                 return None
             f = self._frag = _Reassembly(sender, count, now)
+        elif index >= f.count:
+            # outside what fragment 0 announced: the message cannot be whole. (The count
+            # itself is read from fragment 0 only: on air a later fragment carries its
+            # index alone, so its high byte is no check.)
+            self.counters["rx_fragments_dropped"] += 1
+            self._frag = None
+            return None
         f.pieces[index] = data
         if len(f.pieces) < f.count:
             return None
         self._frag = None
-        return b"".join(f.pieces[i] for i in range(f.count) if i in f.pieces)
+        return b"".join(f.pieces[i] for i in range(f.count))
 
     def _deliver(self, data):
         if len(data) >= 2 and data[0] == 0xDD and data[1] == 0x09:

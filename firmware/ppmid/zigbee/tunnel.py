@@ -9,6 +9,7 @@ from ppmid.errors import PpmidError, E_NO_TUNNEL
 PROFILE_SE = const(0x0109)
 CLUSTER_TUNNELING = const(0x0704)
 ENDPOINT = const(1)
+CH_NWK = const(0x0000)         # the CH is the HAN's coordinator, and the tunnel's only client
 _PROTOCOL_GB_HRGP = const(6)
 _MANUFACTURER_ANY = const(0xFFFF)
 
@@ -108,10 +109,10 @@ class TunnelServer:
         self.client_max = None           # CH's maxIncomingTransferSize: our per-message limit
         self._next_id = 1
         self._seq = 0
-        self.events = []                 # ("open"|"closed"|"error", detail), drained by han.py
+        self.events = []                 # ("open"|"closed"|"error"|"refused", detail), drained by han.py
         self.counters = {"requests": 0, "opened": 0, "refused": 0, "closed": 0, "rx_data": 0,
                          "tx_data": 0, "rx_transfer_errors": 0, "tx_transfer_errors": 0,
-                         "bad_zcl": 0, "unknown_commands": 0}
+                         "bad_zcl": 0, "unknown_commands": 0, "not_ch": 0}
 
     @property
     def is_open(self):
@@ -150,6 +151,17 @@ class TunnelServer:
         frame[4] = self.tunnel_id >> 8
         return memoryview(frame)[:TRANSFER_DATA_AT + n]
 
+    def from_ch(self, sender):
+        """False for any HAN node but the CH (counted, the first one logged): another node
+        holding the network key must not open, feed or close the tunnel, or the DCC Users'
+        commands would go to it (docs/zigbee.md "Tunnel server")."""
+        if sender == CH_NWK:
+            return True
+        self.counters["not_ch"] += 1
+        if self.counters["not_ch"] == 1:
+            self.events.append(("refused", "0x%04x: not the CH" % sender))
+        return False
+
     def handle(self, sender, frame):
         try:
             fc, manu, seq, cmd, p = parse_zcl(frame)
@@ -159,6 +171,12 @@ class TunnelServer:
         if fc & 0x03 != _FC_CLUSTER_SPECIFIC or fc & FC_SERVER_TO_CLIENT:
             # global commands (default response...) and server->client frames: not ours
             self.counters["unknown_commands"] += 1
+            return [], None
+        if cmd != _GET_SUPPORTED_PROTOCOLS and not self.from_ch(sender):
+            if cmd == REQUEST_TUNNEL:
+                return self._request(sender, p), None  # answered busy
+            if cmd == TRANSFER_DATA and len(p) >= 2:
+                return [transfer_data_error(self.next_seq(), p[0] | (p[1] << 8), WRONG_DEVICE, True)], None
             return [], None
         if cmd == REQUEST_TUNNEL:
             return self._request(sender, p), None
@@ -215,7 +233,7 @@ class TunnelServer:
         if flow:
             self.counters["refused"] += 1
             return reply(0xFFFF, TUNNEL_FLOW_CONTROL_UNSUPPORTED)
-        if self.busy:
+        if self.busy or sender != CH_NWK:
             self.counters["refused"] += 1
             return reply(0xFFFF, TUNNEL_BUSY)
         # one tunnel: a re-request (CH restarted, or it lost our tunnel) replaces the old one
