@@ -178,7 +178,7 @@ class CommsHub:
                          "rx_fragments": 0, "bad_zcl": 0, "unknown_recipient": 0, "not_gbcs": 0,
                          "tx_fragments": 0, "tx_fragment_retries": 0, "tx_fragment_giveups": 0,
                          "tx_fragment_aborted": 0, "rx_fragment_acks": 0, "rx_fragment_acks_stray": 0,
-                         "fragment_acks_dropped": 0, "answers_lost": 0}
+                         "fragment_acks_dropped": 0, "answers_lost": 0, "tunnel_response_unmatched": 0}
         self.fragment_window = max(1, fragment_window)
         self.aps_ack_timeout_s = aps_ack_timeout_s
         self.aps_retries = aps_retries
@@ -188,6 +188,7 @@ class CommsHub:
         self._outq = []                  # ZCL frames for the PPMID behind it, in order
         self._out_timer = None
         self._seq = 0
+        self._request_seq = None         # the sequence number of our last RequestTunnel
         self._frag = None
         self._reasm = reassembly.Reassembler(65536, 60000)
         self._request_handle = None
@@ -261,7 +262,8 @@ class CommsHub:
             return
         if self.ncp.can_reach_host():
             self.counters["tunnel_requests"] += 1
-            self._to_ppmid(T.request_tunnel(self._next_seq(), max_in=self.transfer_size))
+            self._request_seq = self._next_seq()
+            self._to_ppmid(T.request_tunnel(self._request_seq, max_in=self.transfer_size))
         if self.ncp.joined and (self.trust_centre is None or
                                 self.trust_centre.cbke_done(self.ncp.commissioning.eui64)):
             # the request or its answer can be lost: ask again until the tunnel is open
@@ -339,6 +341,13 @@ class CommsHub:
             self.counters["bad_zcl"] += 1
             return
         if cmd == T.REQUEST_TUNNEL_RESPONSE:
+            if seq != self._request_seq:
+                # a stack matches a response to its request by the transaction sequence
+                # number: an answer with another number answers nothing we asked
+                self.counters["tunnel_response_unmatched"] += 1
+                self.log("ch: RequestTunnelResponse with sequence %d, not our request's %s: ignored"
+                         % (seq, self._request_seq))
+                return
             tid, status, max_in = struct.unpack_from("<HBH", p, 0)
             if status == T.TUNNEL_OK:
                 self.tunnel_id, self.ppmid_max = tid, max_in

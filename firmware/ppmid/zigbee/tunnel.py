@@ -174,12 +174,12 @@ class TunnelServer:
             return [], None
         if cmd != _GET_SUPPORTED_PROTOCOLS and not self.from_ch(sender):
             if cmd == REQUEST_TUNNEL:
-                return self._request(sender, p), None  # answered busy
+                return self._request(sender, seq, p), None  # answered busy
             if cmd == TRANSFER_DATA and len(p) >= 2:
                 return [transfer_data_error(self.next_seq(), p[0] | (p[1] << 8), WRONG_DEVICE, True)], None
             return [], None
         if cmd == REQUEST_TUNNEL:
-            return self._request(sender, p), None
+            return self._request(sender, seq, p), None
         if cmd == TRANSFER_DATA:
             if len(p) < 2:
                 self.counters["bad_zcl"] += 1
@@ -209,20 +209,21 @@ class TunnelServer:
                 self.close("closed by the CH")
             return [], None
         if cmd == _GET_SUPPORTED_PROTOCOLS:
-            r = zcl_header(self.next_seq(), _SUPPORTED_PROTOCOLS_RESPONSE, True)
+            r = zcl_header(seq, _SUPPORTED_PROTOCOLS_RESPONSE, True)
             return [r + struct.pack("<BBHB", 1, 1, _MANUFACTURER_ANY, _PROTOCOL_GB_HRGP)], None
         if cmd in (_ACK_TRANSFER_DATA, _READY_DATA):
             return [], None  # flow control is not used by GB-HRGP
         self.counters["unknown_commands"] += 1
         return [], None
 
-    def _request(self, sender, p):
+    def _request(self, sender, seq, p):
+        # a response carries its request's transaction sequence number (ZCL: a frame sent
+        # because of a received one copies its number): the CH matches its answer by it
         self.counters["requests"] += 1
         if len(p) < 6:
             self.counters["bad_zcl"] += 1
             return []
         protocol, manu, flow, max_in = struct.unpack_from("<BHBH", p, 0)
-        seq = self.next_seq()
 
         def reply(tid, status):
             return [zcl_header(seq, REQUEST_TUNNEL_RESPONSE, True) + struct.pack("<HBH", tid, status, self.max_incoming)]
