@@ -28,11 +28,6 @@ MESSAGE_SENT_HANDLER = const(0x003F)
 INCOMING_MESSAGE_HANDLER = const(0x0045)
 INVALID_COMMAND = const(0x0058)
 
-NAMES = {VERSION: "version", NETWORK_INIT: "networkInit", NETWORK_STATE: "networkState",
-         STACK_STATUS_HANDLER: "stackStatusHandler", MAXIMUM_PAYLOAD_LENGTH: "maximumPayloadLength",
-         SEND_UNICAST: "sendUnicast", SEND_REPLY: "sendReply", MESSAGE_SENT_HANDLER: "messageSentHandler",
-         INCOMING_MESSAGE_HANDLER: "incomingMessageHandler", INVALID_COMMAND: "invalidCommand"}
-
 # frame control, low byte (responses)
 FC_RESPONSE = const(0x80)
 _FC_CALLBACK_MASK = const(0x18)   # sync 0x08 / async 0x10 callback
@@ -237,15 +232,6 @@ class Ezsp:
         if self._log:
             self._log("ezsp: " + (fmt % args if args else fmt))
 
-    def reset_state(self):
-        """After an ASH reset the NCP expects the legacy version command again."""
-        self._legacy = True
-        self.version = None
-        for w in self._waiting.values():
-            w.result = EzspError(E_EZSP, "link reset")
-            w.done.set()
-        self._waiting = {}
-
     def on_frame(self, frame):
         try:
             seq, fc, fid, params = parse_frame(frame, self._legacy)
@@ -298,7 +284,11 @@ class Ezsp:
                 await wait_for_ms(w.done.wait(), int(self._timeout_s * 1000))
             except asyncio.TimeoutError:
                 self.counters["timeouts"] += 1
-                err = EzspError(E_EZSP_TIMEOUT, "no response to %s" % NAMES.get(fid, hex(fid)))
+                # the names of the commands the driver sends (built only here: a timeout is rare)
+                err = EzspError(E_EZSP_TIMEOUT, "no response to %s" % {
+                    VERSION: "version", NETWORK_INIT: "networkInit", NETWORK_STATE: "networkState",
+                    MAXIMUM_PAYLOAD_LENGTH: "maximumPayloadLength", SEND_UNICAST: "sendUnicast",
+                    SEND_REPLY: "sendReply"}.get(fid, hex(fid)))
                 err.on_wire = True
                 raise err
         finally:

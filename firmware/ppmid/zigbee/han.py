@@ -253,18 +253,12 @@ class ZigbeeHan:
                 await self._bring_up()
                 ok = True
                 await self._link.failed.wait()
-            except HanError as exc:
+            except (HanError, AshError, E.EzspError) as exc:
                 if exc.code == E.E_MODULE_UNSUPPORTED:
                     self._set_status(MODULE_UNSUPPORTED, exc.message)
                     await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
                     continue
-                self._logf("%s", exc)
-            except (AshError, E.EzspError) as exc:
-                if exc.code == E.E_MODULE_UNSUPPORTED:
-                    self._set_status(MODULE_UNSUPPORTED, exc.message)
-                    await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
-                    continue
-                self._logf("bring-up failed: %s", exc)
+                self._logf("%s" if isinstance(exc, HanError) else "bring-up failed: %s", exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the supervisor must outlive any bug below it

@@ -77,7 +77,12 @@ async def bring_up(han, reset_code):
     """ZigbeeHan._bring_up after the module's ASH reset (reset_code: its RSTACK code)."""
     from ppmid.zigbee.han import HanError, E_HAN_DOWN, NETWORK_DOWN
     ezsp = han._ezsp
-    ezsp.reset_state()
+    # the reset module expects the legacy version command again; what waited died with it
+    ezsp.version = None
+    for w in ezsp._waiting.values():
+        w.result = E.EzspError(E.E_EZSP, "link reset")
+        w.done.set()
+    ezsp._waiting = {}
     v = await negotiate(ezsp, han.opts["ezsp_version"])
     han.module = {"ezsp_version": v, "stack_version": stack_version_text(ezsp.stack_version),
                   "stack_type": ezsp.stack_type, "reset_code": reset_code}
