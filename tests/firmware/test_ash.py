@@ -21,6 +21,28 @@ def test_random_sequence_start():
     assert ash.RANDOM[:8] == h("42 21 A8 54 2A 15 B2 59")
 
 
+def test_viper_loops_use_the_codec_tables_not_copies():
+    # under MicroPython the byte loops are _ash_fast's (viper); they read ash.py's own
+    # tables (a copy of the three held another ~1 KB on a board: docs/memory.md)
+    import sys
+    if sys.implementation.name != "micropython":
+        return
+    from ppmid.zigbee import _ash_fast
+    assert ash.crc16 is _ash_fast.crc16 and ash.stuff is _ash_fast.stuff
+    assert _ash_fast._CRC is ash.CRC_TABLE and _ash_fast._RANDOM is ash.RANDOM
+    assert _ash_fast._RESERVED is ash.RESERVED
+    # and the viper loops agree with the plain ones over every byte value
+    data = bytes(range(256)) * 2
+    assert ash.crc16(data) == ash._crc16_py(data)
+    a, b = bytearray(128), bytearray(128)
+    ash.xor_random(data, a, 128)
+    ash._xor_random_py(data, b, 128)
+    assert a == b
+    a, b = bytearray(512), bytearray(512)
+    n = ash.stuff(data, 256, a)
+    assert n == ash._stuff_py(data, 256, b) == 262 and a == b
+
+
 def test_control_vectors():
     e = ash.Encoder()
     assert e.rst() == h("1A C0 38 BC 7E")

@@ -4,6 +4,7 @@ import asyncio
 import binascii
 from ppmid.zigbee import ezsp as E
 from ppmid.zigbee import tunnel as T
+from ppmid.zigbee import han_start as S   # the version negotiation (run after a module reset)
 
 
 def _ncp_side():
@@ -127,23 +128,23 @@ async def test_negotiation_legacy_then_extended():
     cbs = []
     ez = E.Ezsp(link, lambda fid, p: cbs.append(fid))
     link.ezsp = ez
-    assert await ez.negotiate(13) == 13
+    assert await S.negotiate(ez, 13) == 13
     assert link.sent[0] == h("00 00 00 0d")
     assert link.sent[1] == h("01 00 01 00 00 0d")
-    assert ez.stack_version_text() == "7.4.2.0"
+    assert S.stack_version_text(ez.stack_version) == "7.4.2.0"
 
 
 async def test_newer_module_version_is_accepted_older_refused():
     link = FakeLink(16)
     ez = E.Ezsp(link)
     link.ezsp = ez
-    assert await ez.negotiate(13) == 16
+    assert await S.negotiate(ez, 13) == 16
     for v in (4, 7, 99):
         link = FakeLink(v)
         ez = E.Ezsp(link)
         link.ezsp = ez
         try:
-            await ez.negotiate(13)
+            await S.negotiate(ez, 13)
         except E.EzspError as e:
             assert e.code == E.E_MODULE_UNSUPPORTED and ("v%d" % v) in e.message
         else:
@@ -154,7 +155,7 @@ async def test_unknown_command_invalid_command_and_orphans():
     link = FakeLink(13)
     ez = E.Ezsp(link, timeout_s=0.2)
     link.ezsp = ez
-    await ez.negotiate(13)
+    await S.negotiate(ez, 13)
     try:
         await ez.command(0x0123)
     except E.EzspError as e:
@@ -170,7 +171,7 @@ async def test_unknown_command_invalid_command_and_orphans():
     # no answer at all: a timeout error, not a hang
     link.script[E.NETWORK_STATE] = lambda seq: None
     try:
-        await ez.network_state()
+        await ez.command(E.NETWORK_STATE)
     except E.EzspError as e:
         assert e.code == E.E_EZSP_TIMEOUT and e.on_wire
     else:
@@ -187,7 +188,7 @@ async def test_callbacks_dispatched_and_bad_ones_survived():
     link = FakeLink(13)
     ez = E.Ezsp(link, cb)
     link.ezsp = ez
-    await ez.negotiate(13)
+    await S.negotiate(ez, 13)
     ez.on_frame(N.response_frame(0, E.STACK_STATUS_HANDLER, b"\x90", callback=0x10))
     ez.on_frame(N.response_frame(0, 0x9999, b"", callback=0x10))
     assert got == [(E.STACK_STATUS_HANDLER, b"\x90")] and ez.counters["bad_frames"] == 1
@@ -275,9 +276,67 @@ async def test_send_reply_status_per_version():
         link = FakeLink(v, {E.SEND_REPLY: lambda seq, s=status: N.response_frame(seq, E.SEND_REPLY, s)})
         ez = E.Ezsp(link)
         link.ezsp = ez
-        await ez.negotiate(13)
+        await S.negotiate(ez, 13)
         buf = bytearray(E.SEND_REPLY_ACK_LEN)
         E.fragment_ack_into(buf, 0, E.parse_aps(E.aps_frame(0x0109, 0x0704, 1, 1, 0x8000, 0x0200, 9)))
         got = await ez.send_reply(buf)
         assert got == {b"\x00": 0, b"\x66": 0x66}.get(status, 0x0C02 if status[0] == 2 else 0)
         assert link.sent[-1][3:5] == b"\x39\x00" and link.sent[-1][5:] == bytes(buf)
+
+
+class _ResetLink(FakeLink):
+    """The ASH link below ZigbeeHan._bring_up: its reset answers at once."""
+    connected = True
+
+    async def reset(self):
+        return 0x0B   # RSTACK: software reset
+
+
+def _han_on(version, script=None):
+    import sys
+    from ppmid.zigbee import han as H
+    han = H.ZigbeeHan(None, None, {})
+    assert "ppmid.zigbee.han_start" not in sys.modules   # the options: loaded and dropped
+    link = _ResetLink(version, script)
+    han._link = link
+    han._ezsp = link.ezsp = E.Ezsp(link, han._on_callback)
+    return H, han
+
+
+async def test_bring_up_leaves_nothing_of_han_start_loaded():
+    # han_start.py is the HAN's start-up code: the running link must not hold it, whether
+    # the bring-up succeeded or failed (docs/memory.md)
+    import sys
+    payload = {E.MAXIMUM_PAYLOAD_LENGTH: lambda seq: N.response_frame(seq, E.MAXIMUM_PAYLOAD_LENGTH, b"\x52"),
+               E.NETWORK_STATE: lambda seq: N.response_frame(seq, E.NETWORK_STATE, b"\x02")}
+    H, han = _han_on(13, payload)
+    await han._bring_up()
+    assert han._up and han._net_up and han._max_payload == 0x52
+    assert han.module == {"ezsp_version": 13, "stack_version": "7.4.2.0", "stack_type": 2, "reset_code": 0x0B}
+    assert han.status == H.NO_TUNNEL and han.counters["resets"] == 1
+    assert "ppmid.zigbee.han_start" not in sys.modules
+    # an unusable payload limit, then a module too old: errors as before, module dropped
+    payload[E.MAXIMUM_PAYLOAD_LENGTH] = lambda seq: N.response_frame(seq, E.MAXIMUM_PAYLOAD_LENGTH, b"\x05")
+    for version, code in ((13, "E_HAN_DOWN"), (7, E.E_MODULE_UNSUPPORTED)):
+        H, han = _han_on(version, payload)
+        try:
+            await han._bring_up()
+        except Exception as exc:
+            assert exc.code == code, exc
+        else:
+            raise AssertionError("bring-up passed")
+        assert not han._up and "ppmid.zigbee.han_start" not in sys.modules
+
+
+async def test_bring_up_without_a_network_waits_then_says_network_down():
+    # networkInit accepted but no stackStatusHandler NETWORK_UP within network_timeout_s
+    script = {E.MAXIMUM_PAYLOAD_LENGTH: lambda seq: N.response_frame(seq, E.MAXIMUM_PAYLOAD_LENGTH, b"\x52"),
+              E.NETWORK_STATE: lambda seq: N.response_frame(seq, E.NETWORK_STATE, b"\x00"),
+              E.NETWORK_INIT: lambda seq: N.response_frame(seq, E.NETWORK_INIT, b"\x00")}
+    H, han = _han_on(13, script)
+    han.opts["network_timeout_s"] = 0.05
+    logged = []
+    han._log = logged.append
+    await han._bring_up()
+    assert han._up and not han._net_up and han.status == H.NETWORK_DOWN
+    assert "han: networkInit status 0x0" in logged and "han: no network-up within 0.05s" in logged

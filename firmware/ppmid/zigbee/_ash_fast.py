@@ -1,33 +1,11 @@
 # Viper versions of ash.py's byte loops (CRC, randomisation, stuffing). Imported only under
 # MicroPython by ash.py; bench/bench_zigbee.py shows what they buy on the unix port.
-import array
 import micropython
 
-
-def _table():
-    t = array.array("H", range(256))
-    for i in range(256):
-        c = i << 8
-        for _ in range(8):
-            c = ((c << 1) ^ 0x1021) if c & 0x8000 else (c << 1)
-        t[i] = c & 0xFFFF
-    return t
-
-
-def _sequence():
-    out = bytearray(256)
-    r = 0x42
-    for i in range(256):
-        out[i] = r
-        r = (r >> 1) ^ 0xB8 if r & 1 else r >> 1
-    return out
-
-
-_CRC = _table()
-_RANDOM = _sequence()
-_RESERVED = bytearray(256)
-for _b in (0x7E, 0x7D, 0x11, 0x13, 0x18, 0x1A):
-    _RESERVED[_b] = 1
+# ash.py's tables (CRC, randomisation sequence, reserved bytes), not copies of them: ash.py
+# builds them before it imports this module, so the partly loaded module already has them
+# (a copy here held another ~1 KB of tables and their builders on a board; docs/memory.md)
+from ppmid.zigbee.ash import CRC_TABLE as _CRC, RANDOM as _RANDOM, RESERVED as _RESERVED
 
 
 @micropython.viper

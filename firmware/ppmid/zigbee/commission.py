@@ -53,7 +53,7 @@ def extended_pan_id(text):
 def settings(section):
     """The config's "zigbee" section, checked: install code (its CRC too), channels
     (11..26), the CH's Key Establishment endpoint; the driver's own keys pass through."""
-    from ppmid.zigbee.han import DEFAULTS
+    from ppmid.zigbee.han_start import DEFAULTS
     if not isinstance(section, dict):
         raise ConfigError("zigbee must be an object, not %r" % (section,))
     out = {}

@@ -4,6 +4,8 @@
 # on (u32 sl_Status, u16 message tags, EUI-64 and timestamp in incomingMessageHandler):
 # each layout is data in one place, chosen by the negotiated version. The module's half
 # (responses, callbacks, reading a sendUnicast) is host_tools/ncp_emulator/ezsp_ncp.py.
+# The version negotiation and the bring-up's commands, run only after a module reset, are
+# in zigbee/han_start.py (not held by the running link).
 import asyncio
 import struct
 from micropython import const
@@ -15,9 +17,6 @@ E_EZSP = "E_EZSP"
 E_EZSP_TIMEOUT = "E_EZSP_TIMEOUT"
 E_MODULE_UNSUPPORTED = "E_MODULE_UNSUPPORTED"
 
-_MIN_VERSION = const(8)
-_MAX_VERSION = const(18)
-
 VERSION = const(0x0000)
 NETWORK_INIT = const(0x0017)
 NETWORK_STATE = const(0x0018)
@@ -28,11 +27,6 @@ SEND_REPLY = const(0x0039)
 MESSAGE_SENT_HANDLER = const(0x003F)
 INCOMING_MESSAGE_HANDLER = const(0x0045)
 INVALID_COMMAND = const(0x0058)
-
-NAMES = {VERSION: "version", NETWORK_INIT: "networkInit", NETWORK_STATE: "networkState",
-         STACK_STATUS_HANDLER: "stackStatusHandler", MAXIMUM_PAYLOAD_LENGTH: "maximumPayloadLength",
-         SEND_UNICAST: "sendUnicast", SEND_REPLY: "sendReply", MESSAGE_SENT_HANDLER: "messageSentHandler",
-         INCOMING_MESSAGE_HANDLER: "incomingMessageHandler", INVALID_COMMAND: "invalidCommand"}
 
 # frame control, low byte (responses)
 FC_RESPONSE = const(0x80)
@@ -238,15 +232,6 @@ class Ezsp:
         if self._log:
             self._log("ezsp: " + (fmt % args if args else fmt))
 
-    def reset_state(self):
-        """After an ASH reset the NCP expects the legacy version command again."""
-        self._legacy = True
-        self.version = None
-        for w in self._waiting.values():
-            w.result = EzspError(E_EZSP, "link reset")
-            w.done.set()
-        self._waiting = {}
-
     def on_frame(self, frame):
         try:
             seq, fc, fid, params = parse_frame(frame, self._legacy)
@@ -299,7 +284,11 @@ class Ezsp:
                 await wait_for_ms(w.done.wait(), int(self._timeout_s * 1000))
             except asyncio.TimeoutError:
                 self.counters["timeouts"] += 1
-                err = EzspError(E_EZSP_TIMEOUT, "no response to %s" % NAMES.get(fid, hex(fid)))
+                # the names of the commands the driver sends (built only here: a timeout is rare)
+                err = EzspError(E_EZSP_TIMEOUT, "no response to %s" % {
+                    VERSION: "version", NETWORK_INIT: "networkInit", NETWORK_STATE: "networkState",
+                    MAXIMUM_PAYLOAD_LENGTH: "maximumPayloadLength", SEND_UNICAST: "sendUnicast",
+                    SEND_REPLY: "sendReply"}.get(fid, hex(fid)))
                 err.on_wire = True
                 raise err
         finally:
@@ -320,40 +309,6 @@ class Ezsp:
             raise EzspError(E_EZSP, "version not negotiated")
         seq = self._next_seq()
         return await self._exchange(fid, command_frame(seq, fid, params), seq)
-
-    async def negotiate(self, desired=13):
-        """Legacy first version frame, then the extended one. Returns the version or
-        raises EzspError(E_MODULE_UNSUPPORTED)."""
-        self._legacy = True
-        seq = self._next_seq()
-        r = await self._exchange(VERSION, legacy_version_frame(seq, desired), seq)
-        if len(r) < 4:
-            raise EzspError(E_EZSP, "short version response")
-        v = r[0]
-        self.stack_type = r[1]
-        self.stack_version = r[2] | (r[3] << 8)
-        if not _MIN_VERSION <= v <= _MAX_VERSION:
-            raise EzspError(E_MODULE_UNSUPPORTED, "Zigbee module speaks EZSP v%d (stack 0x%04x); "
-                            "this gateway supports v%d to v%d" % (v, self.stack_version, _MIN_VERSION, _MAX_VERSION))
-        self._legacy = False
-        r = await self.command(VERSION, bytes((v,)))
-        if len(r) < 4 or r[0] != v:
-            raise EzspError(E_MODULE_UNSUPPORTED, "Zigbee module refused EZSP v%d" % v)
-        self.version = v
-        return v
-
-    def stack_version_text(self):
-        s = self.stack_version or 0
-        return "%d.%d.%d.%d" % (s >> 12, (s >> 8) & 15, (s >> 4) & 15, s & 15)
-
-    async def network_init(self):
-        return parse_status(self.version, await self.command(NETWORK_INIT, b"\x00\x00"))
-
-    async def network_state(self):
-        return (await self.command(NETWORK_STATE))[0]
-
-    async def maximum_payload_length(self):
-        return (await self.command(MAXIMUM_PAYLOAD_LENGTH))[0]
 
     async def send_reply(self, params):
         """params: sendReply parameters (fragment_ack_into). -> status, 0 = sent."""

@@ -26,19 +26,7 @@ _MAX_FRAGMENTS = const(255)
 _CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
 _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
 _RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may ask for
-
-DEFAULTS = {
-    "ezsp_version": 13,        # what we ask for first; any of v8..v18 the NCP has is accepted
-    "transfer_size": 1500,     # our maxIncomingTransferSize; the CH's own is used outbound
-    "max_message": 8192,       # largest GBCS message sent or reassembled
-    "rx_queue": 16,            # complete incoming messages held for the relay
-    "send_timeout_s": 30,      # send(): budget including waiting for the link to recover
-    "sent_timeout_s": 10,      # per fragment: sendUnicast accepted -> messageSentHandler
-    "network_timeout_s": 10,
-    "backoff_max_s": 30,
-    "unsupported_retry_s": 60,
-    "resend_window_s": 10,     # how long a confirmed message is held for a TransferDataError
-}
+# the options (DEFAULTS) and the bring-up after a module reset: zigbee/han_start.py
 
 
 class HanError(PpmidError):
@@ -93,27 +81,17 @@ class _Delivered:
         self.pieces = pieces        # TransferData frames it took: GBT blocks, or 1
 
 
-def _options(cfg):
-    out = dict(DEFAULTS)
-    if cfg:
-        lim = cfg.get("limits") if isinstance(cfg.get("limits"), dict) else None
-        if lim:
-            if "transfer_size" in lim:
-                out["transfer_size"] = lim["transfer_size"]
-            if "max_gbcs" in lim:
-                out["max_message"] = lim["max_gbcs"]
-        z = cfg.get("zigbee") if isinstance(cfg.get("zigbee"), dict) else cfg
-        for k in DEFAULTS:
-            if k in z:
-                out[k] = z[k]
-        if z.get("install_code"):
-            out["commission"] = z   # zigbee/commission.py reads its own keys
-    return out
+def _drop_start():
+    # zigbee/han_start.py runs at start-up and at each bring-up only: not held between
+    from ppmid.modules import unload
+    unload("ppmid.zigbee.han_start", "ppmid.modules")
 
 
 class ZigbeeHan:
     def __init__(self, reader, writer, config=None, log=None, on_status=None):
-        self.opts = _options(config)
+        from ppmid.zigbee.han_start import options
+        self.opts = options(config)
+        _drop_start()
         self._log = log
         self.on_status = on_status
         self.status = STARTING
@@ -274,18 +252,12 @@ class ZigbeeHan:
                 await self._bring_up()
                 ok = True
                 await self._link.failed.wait()
-            except HanError as exc:
+            except (HanError, AshError, E.EzspError) as exc:
                 if exc.code == E.E_MODULE_UNSUPPORTED:
                     self._set_status(MODULE_UNSUPPORTED, exc.message)
                     await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
                     continue
-                self._logf("%s", exc)
-            except (AshError, E.EzspError) as exc:
-                if exc.code == E.E_MODULE_UNSUPPORTED:
-                    self._set_status(MODULE_UNSUPPORTED, exc.message)
-                    await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
-                    continue
-                self._logf("bring-up failed: %s", exc)
+                self._logf("%s" if isinstance(exc, HanError) else "bring-up failed: %s", exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the supervisor must outlive any bug below it
@@ -316,38 +288,11 @@ class ZigbeeHan:
         # a reset module rejoins: the CH forgets our tunnel and asks for a new one
         self.tunnel.close("module reset")
         code = await self._link.reset()
-        self._ezsp.reset_state()
-        v = await self._ezsp.negotiate(self.opts["ezsp_version"])
-        self.module = {"ezsp_version": v, "stack_version": self._ezsp.stack_version_text(),
-                       "stack_type": self._ezsp.stack_type, "reset_code": code}
-        self._logf("module: EZSP v%d, stack %s", v, self.module["stack_version"])
-        self._max_payload = await self._ezsp.maximum_payload_length()
-        if self._max_payload < 10:
-            raise HanError(E_HAN_DOWN, "module payload limit %d is unusable" % self._max_payload)
-        self._logf("module payload limit %d", self._max_payload)
-        self._net_event.clear()
-        state = await self._ezsp.network_state()
-        status = 0
-        if state == E.JOINED_NETWORK:
-            self._net_up = True
-        else:
-            status = await self._ezsp.network_init()
-            self._logf("networkInit status 0x%x", status)
-            if status == 0 and not self._net_up:
-                try:
-                    await wait_for_ms(self._net_event.wait(), int(self.opts["network_timeout_s"] * 1000))
-                except asyncio.TimeoutError:
-                    self._logf("no network-up within %ss", self.opts["network_timeout_s"])
-            if not self._net_up and await self._ezsp.network_state() == E.JOINED_NETWORK:
-                self._net_up = True
-        c = self.opts.get("commission")
-        if c:  # an install code configured: commission if the module needs it
-            from ppmid.zigbee.commission import bring_up
-            await bring_up(self, c, status)
-        self._up = True
-        self._update_status()
-        if not self._net_up:
-            self._set_status(NETWORK_DOWN, "the module is not joined to the HAN")
+        from ppmid.zigbee.han_start import bring_up
+        try:
+            await bring_up(self, code)
+        finally:
+            _drop_start()
 
     # ---- callbacks from the NCP (synchronous) ----------------------------------------
     def _ready(self):

@@ -1,0 +1,115 @@
+# What the HAN link (zigbee/han.py) runs only when it starts: its options from the config
+# (ZigbeeHan's constructor, and the config check at boot), and the bring-up after each
+# ASH reset of the module: EZSP version, payload limit, network, commissioning when an
+# install code is configured. Apart from han.py, and dropped again after each use, so that
+# the running link does not hold this code (docs/memory.md; the names it interns stay).
+import asyncio
+from micropython import const
+
+from ppmid.zigbee import ezsp as E
+from ppmid.clock import wait_for_ms
+
+_MIN_VERSION = const(8)
+_MAX_VERSION = const(18)
+
+DEFAULTS = {
+    "ezsp_version": 13,        # what we ask for first; any of v8..v18 the NCP has is accepted
+    "transfer_size": 1500,     # our maxIncomingTransferSize; the CH's own is used outbound
+    "max_message": 8192,       # largest GBCS message sent or reassembled
+    "rx_queue": 16,            # complete incoming messages held for the relay
+    "send_timeout_s": 30,      # send(): budget including waiting for the link to recover
+    "sent_timeout_s": 10,      # per fragment: sendUnicast accepted -> messageSentHandler
+    "network_timeout_s": 10,
+    "backoff_max_s": 30,
+    "unsupported_retry_s": 60,
+    "resend_window_s": 10,     # how long a confirmed message is held for a TransferDataError
+}
+
+
+def options(cfg):
+    """ZigbeeHan's options: DEFAULTS, limits.transfer_size / max_gbcs, the zigbee section's
+    own keys (a config without sections is taken as that section)."""
+    out = dict(DEFAULTS)
+    if cfg:
+        lim = cfg.get("limits") if isinstance(cfg.get("limits"), dict) else None
+        if lim:
+            if "transfer_size" in lim:
+                out["transfer_size"] = lim["transfer_size"]
+            if "max_gbcs" in lim:
+                out["max_message"] = lim["max_gbcs"]
+        z = cfg.get("zigbee") if isinstance(cfg.get("zigbee"), dict) else cfg
+        for k in DEFAULTS:
+            if k in z:
+                out[k] = z[k]
+        if z.get("install_code"):
+            out["commission"] = z   # zigbee/commission.py reads its own keys
+    return out
+
+
+async def negotiate(ezsp, desired=13):
+    """The EZSP version: the legacy version frame, then the extended one. Returns it or
+    raises EzspError(E_MODULE_UNSUPPORTED)."""
+    ezsp._legacy = True
+    seq = ezsp._next_seq()
+    r = await ezsp._exchange(E.VERSION, E.legacy_version_frame(seq, desired), seq)
+    if len(r) < 4:
+        raise E.EzspError(E.E_EZSP, "short version response")
+    v = r[0]
+    ezsp.stack_type = r[1]
+    ezsp.stack_version = r[2] | (r[3] << 8)
+    if not _MIN_VERSION <= v <= _MAX_VERSION:
+        raise E.EzspError(E.E_MODULE_UNSUPPORTED, "Zigbee module speaks EZSP v%d (stack 0x%04x); "
+                          "this gateway supports v%d to v%d" % (v, ezsp.stack_version, _MIN_VERSION, _MAX_VERSION))
+    ezsp._legacy = False
+    r = await ezsp.command(E.VERSION, bytes((v,)))
+    if len(r) < 4 or r[0] != v:
+        raise E.EzspError(E.E_MODULE_UNSUPPORTED, "Zigbee module refused EZSP v%d" % v)
+    ezsp.version = v
+    return v
+
+
+def stack_version_text(stack_version):
+    s = stack_version or 0
+    return "%d.%d.%d.%d" % (s >> 12, (s >> 8) & 15, (s >> 4) & 15, s & 15)
+
+
+async def bring_up(han, reset_code):
+    """ZigbeeHan._bring_up after the module's ASH reset (reset_code: its RSTACK code)."""
+    from ppmid.zigbee.han import HanError, E_HAN_DOWN, NETWORK_DOWN
+    ezsp = han._ezsp
+    # the reset module expects the legacy version command again; what waited died with it
+    ezsp.version = None
+    for w in ezsp._waiting.values():
+        w.result = E.EzspError(E.E_EZSP, "link reset")
+        w.done.set()
+    ezsp._waiting = {}
+    v = await negotiate(ezsp, han.opts["ezsp_version"])
+    han.module = {"ezsp_version": v, "stack_version": stack_version_text(ezsp.stack_version),
+                  "stack_type": ezsp.stack_type, "reset_code": reset_code}
+    han._logf("module: EZSP v%d, stack %s", v, han.module["stack_version"])
+    han._max_payload = (await ezsp.command(E.MAXIMUM_PAYLOAD_LENGTH))[0]
+    if han._max_payload < 10:
+        raise HanError(E_HAN_DOWN, "module payload limit %d is unusable" % han._max_payload)
+    han._logf("module payload limit %d", han._max_payload)
+    han._net_event.clear()
+    status = 0
+    if (await ezsp.command(E.NETWORK_STATE))[0] == E.JOINED_NETWORK:
+        han._net_up = True
+    else:
+        status = E.parse_status(ezsp.version, await ezsp.command(E.NETWORK_INIT, b"\x00\x00"))
+        han._logf("networkInit status 0x%x", status)
+        if status == 0 and not han._net_up:
+            try:
+                await wait_for_ms(han._net_event.wait(), int(han.opts["network_timeout_s"] * 1000))
+            except asyncio.TimeoutError:
+                han._logf("no network-up within %ss", han.opts["network_timeout_s"])
+        if not han._net_up and (await ezsp.command(E.NETWORK_STATE))[0] == E.JOINED_NETWORK:
+            han._net_up = True
+    c = han.opts.get("commission")
+    if c:  # an install code configured: commission if the module needs it
+        from ppmid.zigbee.commission import bring_up as commission
+        await commission(han, c, status)
+    han._up = True
+    han._update_status()
+    if not han._net_up:
+        han._set_status(NETWORK_DOWN, "the module is not joined to the HAN")
