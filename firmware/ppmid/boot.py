@@ -107,13 +107,12 @@ def _nfc_driver(board):
 
 # Modules only the boot needs besides this one: the config checks (the app keeps the
 # validated dict), the message-code table and the command profiles the validator builds
-# its allow-lists from, the users section's checks, the journal's recovery scan, the
-# MQTT credentials' loading and ppmid.modules (the dropping itself). Dropped once the app
-# runs; whatever imports one later gets it
-# loaded again.
+# its allow-lists from, the users section's checks, the journal's recovery scan and the
+# relay's recovery, the MQTT credentials' loading and ppmid.modules (the dropping itself).
+# Dropped once the app runs; whatever imports one later gets it loaded again.
 BOOT_ONLY = ("ppmid.config", "ppmid.zigbee.commission", "ppmid.zigbee.installcode", "ppmid.zigbee.keyest",
              "ppmid.zigbee.ezsp_cbke", "ppmid.gbcs.codes", "ppmid.gbcs.profiles", "ppmid.relay.users_config",
-             "ppmid.relay.journal_scan", "ppmid.mqtt.credentials", "ppmid.modules")
+             "ppmid.relay.journal_scan", "ppmid.relay.recovery", "ppmid.mqtt.credentials", "ppmid.modules")
 
 
 async def _nfc(board, cfg, relay):
@@ -212,7 +211,8 @@ async def start(board):
     except OSError as exc:
         print("PPMID wifi: connect failed: %r" % (exc,))
 
-    relay.recover()
+    from ppmid.relay.recovery import recover
+    recover(relay)
     await han.start()
     relay.start()
     if link is not None:

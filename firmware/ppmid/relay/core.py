@@ -51,7 +51,7 @@ _RETRY_MAX_MS = const(30000)
 _CLOCK_POLL_MS = const(1000)   # how often held commands look again for a set clock
 
 STATE_STARTING = "starting"
-STATE_RECOVERING = "recovering"
+STATE_RECOVERING = "recovering"  # ppmid.relay.recovery, at boot
 STATE_RUNNING = "running"
 STATE_DEGRADED = "degraded"
 STATE_FAULT = "fault"
@@ -108,7 +108,7 @@ class Relay:
         self._retry = {}         # target -> [ms tick when it may be tried again, backoff ms]
         self._recent = []        # [(id, result dict)] finished or rejected commands
         self._beats = {}         # loop name -> ms tick of its last pass
-        self._boot_ms = clock.ms()   # recover() sets it again: the start of this boot
+        self._boot_ms = clock.ms()   # recovery sets it again: the start of this boot
         self._wake_dispatch = asyncio.Event()
         self._room = asyncio.Event()   # set when a queued command leaves the queue
         self._tasks = []
@@ -152,56 +152,7 @@ class Relay:
             self.console("relay %s: %s" % (level, msg))
         self.outbox.log(level, msg)
 
-    # ---- recovery ------------------------------------------------------------------------
-    def recover(self):
-        """Rebuild RAM state from the journal (already opened): correlation of commands
-        sent before the restart, statuses to publish again, anti-replay counters."""
-        self.state = STATE_RECOVERING
-        now = self.clock.ms()
-        # After a power cut an ESP32 has no clock until SNTP answers (docs/platform.md), so
-        # the unix times on flash cannot be compared with "now": budgets and windows of
-        # recovered commands then run on this boot's ticks, from the boot.
-        self._boot_ms = now
-        unset = not self.clock.is_set()
-        for e in self.journal.entries():
-            self.counters["recovered"] += 1
-            try:
-                if e.topup:
-                    self.topups()  # its responses must find their road
-                else:
-                    # a crash between the accept record and the counter record must not
-                    # reopen the counter: commit again (the store only ever goes up)
-                    self.validator.commit(self.decode(self.journal.body(e)))
-            except Exception as exc:
-                self.log("warn", "recommit of %s failed: %r" % (e.id, exc))
-            if e.state == J.QUEUED:
-                self._emit(e, "accepted")
-            elif e.state == J.SENDING:
-                # a top-up is never sent twice: a ZCL Consumer Top Up carries no GBCS
-                # counter, so a copy would reach the meter as a duplicate UTRN
-                if not e.topup and self._resend(e, 0):
-                    continue
-                # handed to the HAN link before the restart (or about to be), and sent
-                # again as often as allowed: it waits for its response until its budget ends
-                self._corr[e.key()] = e
-                self.pacer.in_flight[e.target] = e.seq
-                self._status[e.seq] = "relayed"
-                if unset:
-                    self._deadline[e.seq] = self.clock.add(now, self.budget_s * 1000)
-            elif e.state == J.ANSWERED:
-                self._corr[e.key()] = e
-                self._emit(e, "response")
-            elif e.state == J.TIMED_OUT:
-                self._corr[e.key()] = e
-                self._emit(e, "timeout")
-            elif e.state == J.FAILED:
-                self._emit(e, "failed")
-            elif e.state == J.ALREADY_EXECUTED:
-                self._corr[e.key()] = e
-                self._emit(e, "already-executed")
-        self.state = STATE_RUNNING
-        self._wake_dispatch.set()
-
+    # ---- recovery: ppmid.relay.recovery (boot-only) ---------------------------------------
     def _resend(self, e, timed_out):
         # a command whose bytes may have left before the crash, or whose budget ended
         # without a response: queued for one more copy if it has copies left (resend.py,
@@ -715,7 +666,7 @@ class Relay:
 
     # ---- tasks ---------------------------------------------------------------------------
     def start(self):
-        """Create the relay's tasks (call recover() first). Returns them."""
+        """Create the relay's tasks (after ppmid.relay.recovery.recover(relay)). Returns them."""
         self._tasks = [asyncio.create_task(self._guard("dispatch", self._dispatch_loop)),
                        asyncio.create_task(self._guard("receive", self._receive_loop)),
                        asyncio.create_task(self._guard("publish", self._publish_loop)),
