@@ -22,8 +22,7 @@ except ImportError:  # pragma: no cover
 from micropython import const
 
 from ppmid.errors import PpmidError, E_BUSY, E_EXPIRED, E_TOO_LARGE, E_CLOCK, E_AUTH
-from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_HAN_DEST, E_HAN_TOO_BIG
-from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms, sleep_ms, SET_AFTER
+from ppmid.clock import wait_event_ms, sleep_ms, SET_AFTER
 from ppmid import envelope as envmod
 from ppmid.mqtt.contract import Topics, status_json, alert_json
 from ppmid.relay import journal as J
@@ -33,21 +32,13 @@ from ppmid.relay.health import Health
 
 E_RATE = "E_RATE"
 E_STALE = "E_STALE"
-E_INTERNAL = "E_INTERNAL"
 
-# HAN link errors that mean "the bytes were not taken": the command may go again later.
-RETRYABLE = (E_HAN_DOWN, E_NO_TUNNEL)
-# errors that will not change by trying again: the command fails at once
-PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
-# anything else (E_DELIVERY, E_DELIVERY_UNKNOWN, OSError...) may have reached the CH: the
-# command waits for its response until its budget ends, then goes again like one whose
-# response did not come (resend.py: the meter's anti-replay refuses a copy of what it
-# already executed)
+# What is done when something is refused or goes wrong (the intake's refusals, a full
+# queue, a send the HAN link refuses, a failed command's sentence): relay/refusals.py,
+# loaded when the first of these happens.
 
 FINAL = ("response", "failed", "already-executed")
 _RECENT = const(16)
-_RETRY_MIN_MS = const(1000)
-_RETRY_MAX_MS = const(30000)
 _CLOCK_POLL_MS = const(1000)   # how often held commands look again for a set clock
 
 STATE_STARTING = "starting"
@@ -60,13 +51,6 @@ STATE_STOPPED = "stopped"
 
 class RelayError(PpmidError):
     pass
-
-
-_WHY = {E_EXPIRED: "expired before it could be relayed",
-        E_CLOCK: "the gateway clock was not set: expiry could not be checked",
-        E_STALE: "waited too long for the HAN",
-        E_HAN_DOWN: "the HAN link stayed down", E_NO_TUNNEL: "no tunnel to the CH",
-        E_HAN_TOO_BIG: "too large for the HAN link", E_HAN_DEST: "not reachable on the HAN"}
 
 
 class Relay:
@@ -178,21 +162,9 @@ class Relay:
         admit_wait_ms) for one of them to go before refusing with E_BUSY: the intake's
         acknowledgement is withheld meanwhile, so a backlog (a broker handing over what
         it kept during an outage) is paced, not refused."""
-        waited = False
-        if self.admit_wait_ms > 0 and self._queue_full() and self._may_wait(env):
-            self.counters["admit_waits"] += 1
-            waited = True
-            t0 = ticks_ms()
-            while self._queue_full():
-                left = self.admit_wait_ms - ticks_diff(ticks_ms(), t0)
-                if left <= 0:
-                    break
-                self._room.clear()
-                self._wake_dispatch.set()
-                # woken when a command leaves the queue; the slice bounds a missed wake
-                await wait_event_ms(self._room, left if left < 250 else 250)
-        if waited:
-            self.log("info", "%s waited %d ms for room in the queue" % (env.id, ticks_diff(ticks_ms(), t0)))
+        if self.admit_wait_ms > 0 and self._queue_full():
+            from ppmid.relay import refusals
+            await refusals.wait_for_room(self, env)
         return self.accept_now(env, via)
 
     def _queue_full(self):
@@ -201,20 +173,6 @@ class Relay:
             if x.state == J.QUEUED:
                 n += 1
         return n >= self.queue_max
-
-    def _may_wait(self, env):
-        # only a command that would be admitted but for the queue bound waits: a
-        # redelivered id gets its status at once, and a forged one is refused at once
-        try:
-            if env.id in self.journal.by_id:
-                return False
-            r = self._recent_result(env.id)
-            if r is not None and r["status"] != "rejected":
-                return False
-            self._verify(env)
-        except Exception:
-            return False
-        return True
 
     def _verify(self, env):
         # the MAC: the sender when keys per DCC User are configured, else None; raises
@@ -228,19 +186,9 @@ class Relay:
         self.counters["received"] += 1
         try:
             return self._accept(env, via)
-        except PpmidError as exc:
-            self._reject(env, exc, via)
-            raise
-        except Exception as exc:  # a bug must not take the intake down
-            self.log("error", "accept crashed: %r" % (exc,))
-            if isinstance(exc, OSError):
-                # flash I/O failed: stop feeding the watchdog; the reset recovers the
-                # journal from its last good record
-                self.fault = "flash error in accept: %r" % (exc,)
-                self.state = STATE_FAULT
-            err = RelayError(E_INTERNAL, "internal error: %r" % (exc,))
-            self._reject(env, err, via)
-            raise err
+        except Exception as exc:
+            from ppmid.relay import refusals
+            raise refusals.refused(self, env, exc, via)
 
     def topups(self):
         """The top-up road (ppmid.relay.topups), imported on first use: a gateway that
@@ -312,30 +260,6 @@ class Relay:
         self._wake_dispatch.set()
         return {"id": e.id, "status": "accepted"}
 
-    def _reject(self, env, exc, via):
-        code = getattr(exc, "code", E_INTERNAL)
-        rej = self.counters["rejected"]
-        rej[code] = rej.get(code, 0) + 1
-        id = getattr(env, "id", None)
-        try:
-            envmod.check_id(id)
-        except PpmidError:
-            id = None
-        r = {"id": id, "status": "rejected", "gbcs": None,
-             "error": {"code": code, "message": getattr(exc, "message", str(exc))}}
-        # a forged envelope (E_AUTH) must not overwrite the status of a real command
-        prev = None if id is None else self._recent_result(id)
-        if id is not None and (id in self.journal.by_id or (prev is not None and prev["status"] != "rejected")):
-            self.log("warn", "%s for id %s, which names a known command: not recorded" % (code, id))
-            return r
-        if id is not None:
-            self._remember(id, r)
-        # the MQTT intake publishes its own rejections (before its PUBACK)
-        if self.outbox.publisher is not None and id is not None and via != "mqtt":
-            self.outbox.put(self.topics.rsp, status_json(id, "rejected", error=r["error"], via=via,
-                                                         at=self.clock.time()), 1)
-        return r
-
     def status(self, id):
         """Status name command `id` has reached ("accepted", "relayed", ...) or None."""
         e = self.journal.by_id.get(id)
@@ -382,7 +306,8 @@ class Relay:
                 r["gbcs"] = self.journal.response_body(e)
         elif e.state == J.FAILED:
             r["status"] = "failed"
-            r["error"] = {"code": e.error, "message": _WHY.get(e.error, "command not relayed")}
+            from ppmid.relay import refusals
+            r["error"] = refusals.failure(e.error)
         elif e.state == J.TIMED_OUT:
             r["status"] = "timeout"
             r["error"] = {"code": e.error or "E_TIMEOUT",
@@ -473,43 +398,14 @@ class Relay:
             else:
                 await self.han.send(None, body)
         except Exception as exc:
-            code = getattr(exc, "code", None)
-            if code in RETRYABLE and e.state == J.SENDING:
-                # not taken by the link: back to the queue, that target backs off
-                self.journal.unsent(e)
-                self._release(e)
-                r = self._retry.get(e.target)
-                backoff = _RETRY_MIN_MS if r is None else min(r[1] * 2, _RETRY_MAX_MS)
-                if r is None:
-                    self.counters["link_resets"] += 1
-                self._retry[e.target] = [self.clock.add(self.clock.ms(), backoff), backoff]
-                self.counters["retries"] += 1
-                e.error = code
-                self.log("warn", "%s not relayed (%s): retry in %d ms" % (e.id, code, backoff))
-                return
-            if code in PERMANENT and e.state == J.SENDING:
-                self.counters["send_errors"] += 1
-                self._release(e)
-                self._fail(e, code, "the HAN link refused it: %s" % (getattr(exc, "message", exc),))
-                return
-            # anything else may have reached the CH: never resend, wait for the budget
-            self.counters["send_errors"] += 1
-            e.error = code or E_INTERNAL
-            self.log("warn", "%s: HAN send failed (%r); waiting for a response until its budget ends" % (e.id, exc))
+            from ppmid.relay import refusals
+            refusals.send_failed(self, e, exc)
             return
         self._retry.pop(e.target, None)
         self.counters["relayed"] += 1
         # a fast response may already have overtaken us; a copy was "relayed" already
         if e.state == J.SENDING and self._status.get(e.seq) != "relayed":
             self._emit(e, "relayed")
-
-    def _release(self, e):
-        self.pacer.finished(e.target, e.seq)
-        self._deadline.pop(e.seq, None)
-        k = e.key()
-        if self._corr.get(k) is e and e.state not in (J.TIMED_OUT, J.ANSWERED):
-            del self._corr[k]
-        self._wake_dispatch.set()
 
     def _fail(self, e, code, why):
         self.journal.failed(e, code)
