@@ -381,7 +381,7 @@ class Rig:
 
     async def publish_all(self):
         n = 0
-        while await self.relay.publish_once():
+        while await self.relay.outbox.publish_once():
             n += 1
         return n
 

@@ -106,28 +106,9 @@ class Relay:
         self.outbox = Outbox(publisher, self.topics, clock, self.counters, self._render,
                              self._status_sent, console, log_rate_per_s, log_burst)
         self._health = Health(clock, self._beats, link_checks, link_grace_s, stall_ms, wdt, self.log)
-
-    # the publisher (set by the app once the MQTT link exists) and the link checks (the
-    # app adds the MQTT one then) live in the outbox and the health check
-    @property
-    def publisher(self):
-        return self.outbox.publisher
-
-    @publisher.setter
-    def publisher(self, publisher):
-        self.outbox.publisher = publisher
-
-    @property
-    def link_checks(self):
-        return self._health.links
-
-    @link_checks.setter
-    def link_checks(self, checks):
-        self._health.links = list(checks)
-
-    @property
-    def stall_ms(self):
-        return self._health.stall_ms
+        # the health check's own list of link checks (the app appends the MQTT one once the
+        # link exists); the publisher (set by the app then too) lives in the outbox
+        self.link_checks = self._health.links
 
     # ---- logging -------------------------------------------------------------------------
     def log(self, level, msg):
@@ -290,7 +271,8 @@ class Relay:
             self._finish(e, self._result(e, True))
 
     def _result(self, e, with_body):
-        status = self._status.get(e.seq) or self._state_status(e)
+        status = self._status.get(e.seq) or ("accepted", "relayed", "response", "timeout", "failed",
+                                             "already-executed")[e.state]
         r = {"id": e.id, "status": status, "gbcs": None, "error": None, "late": False}
         if e.state == J.ANSWERED and e.topup:
             # the meter's answer: "topped-up", or "rejected" with its result's code; the
@@ -313,9 +295,6 @@ class Relay:
             r["error"] = {"code": e.error or "E_TIMEOUT",
                           "message": "no response within %d s" % self.budget_s}
         return r
-
-    def _state_status(self, e):
-        return ("accepted", "relayed", "response", "timeout", "failed", "already-executed")[e.state]
 
     def _remember(self, id, r):
         for i in range(len(self._recent)):
@@ -520,11 +499,6 @@ class Relay:
             self._finish(e, self._result(e, True))
         return True
 
-    async def publish_once(self):
-        """Publish the oldest message in the outbox; True if there was one. Returns once
-        the broker acknowledged it (QoS 1) or raises (then it stays at the head)."""
-        return await self.outbox.publish_once()
-
     def _finish(self, e, r):
         """Final status delivered: remember it in RAM, forget it on flash."""
         self._remember(e.id, r)
@@ -563,10 +537,10 @@ class Relay:
     # ---- tasks ---------------------------------------------------------------------------
     def start(self):
         """Create the relay's tasks (after ppmid.relay.recovery.recover(relay)). Returns them."""
-        self._tasks = [asyncio.create_task(self._guard("dispatch", self._dispatch_loop)),
-                       asyncio.create_task(self._guard("receive", self._receive_loop)),
-                       asyncio.create_task(self._guard("publish", self._publish_loop)),
-                       asyncio.create_task(self._guard("house", self._house_loop))]
+        self._tasks = [asyncio.create_task(self._guard("dispatch", self._dispatch_loop())),
+                       asyncio.create_task(self._guard("receive", self._receive_loop())),
+                       asyncio.create_task(self._guard("publish", self.outbox.run(self._beat))),
+                       asyncio.create_task(self._guard("house", self._house_loop()))]
         return self._tasks
 
     async def stop(self):
@@ -581,10 +555,10 @@ class Relay:
         self.state = STATE_STOPPED
 
     async def _guard(self, name, loop):
-        # a loop that dies stops its heartbeat: health() then says why, and the watchdog
-        # (no longer fed) resets the board
+        # a loop (a coroutine) that dies stops its heartbeat: health() then says why, and
+        # the watchdog (no longer fed) resets the board
         try:
-            await loop()
+            await loop
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -611,9 +585,6 @@ class Relay:
         while True:
             buf = await self.han.receive()
             self.on_han_message(buf)
-
-    def _publish_loop(self):
-        return self.outbox.run(self._beat)
 
     def house_once(self):
         """Timers, then health; feed the watchdog only when healthy. Returns (ok, why)."""
