@@ -13,6 +13,14 @@ def ctr(n):
     return bytes((0, 0, 0, 0, 0, 0, n >> 8, n & 0xFF))
 
 
+def frame(rtype, parts):
+    # one record as bytes, as the journal writes it (to build foreign files)
+    import io
+    f = io.BytesIO()
+    J._put(f, rtype, parts)
+    return f.getvalue()
+
+
 def accept(j, i, body=None, expires=None):
     return j.accept("c-%d" % i, "mqtt", expires, 1000 + i, T, O, ctr(i), body or (b"G%d-" % i) * 10)
 
@@ -164,7 +172,7 @@ def test_garbage_after_records_is_not_accepted():
 
 def test_foreign_or_damaged_file_is_quarantined_not_trusted():
     for junk in (b"\xA7\x48\x00\x02hi" + b"\x00" * 4, b"hello world, not a journal at all",
-                 J._frame(J.T_HEADER, (b"OTHERJ1", b"\x00\x00\x00\x05"))):
+                 frame(J.T_HEADER, (b"OTHERJ1", b"\x00\x00\x00\x05"))):
         root = fresh_root()
         write_file(root + "/relay.jnl", junk)
         j = J.Journal(root)

@@ -126,14 +126,6 @@ def _resend_payload(e):
     return struct.pack(">IHB", e.seq, min(e.retries, 0xFFFF), min(e.resends, 0xFF))
 
 
-def _frame(rtype, parts):
-    # one record as bytes (tests build foreign files with it)
-    import io
-    f = io.BytesIO()
-    _put(f, rtype, parts)
-    return f.getvalue()
-
-
 def _exists(path):
     try:
         os.stat(path)
