@@ -43,7 +43,7 @@ def _start_sntp(board, cfg, clock, link):
     if not (cfg.get("wifi") or {}).get("ssid") or not s["servers"]:
         print("PPMID clock: %s, no sntp" % clock.source)
         return
-    from ppmid.sntp import SntpClient
+    from ppmid.sntp_task import SntpClient
     gc.collect()
     print("PPMID clock: %s, sntp from %s" % (clock.source, ", ".join(s["servers"])))
     asyncio.create_task(SntpClient(s, clock, board.set_time, wlan=board.wlan, log=print,
