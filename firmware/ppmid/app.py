@@ -9,9 +9,9 @@
 # which imports one subsystem at a time with a gc.collect() in between (their load garbage
 # never piles up) and is dropped with the other boot-only modules once everything runs:
 # what stays here is what the running gateway uses, including the closures it keeps (the
-# link's info, the relay's link checks, the SNTP hook), which must not come from boot.py
-# (a function holds its module's globals, so one would keep all of boot.py alive). A
-# heap task watches the free heap and prints `PPMID heap: free=N min=N` (live heap, after
+# link's info, the relay's link checks; the SNTP hook is sntp_task.py's), which must not
+# come from boot.py (a function holds its module's globals, so one would keep all of
+# boot.py alive). A heap task watches the free heap and prints `PPMID heap: free=N min=N` (live heap, after
 # a collect) when the minimum moves (host tools report it).
 import gc
 
@@ -114,14 +114,6 @@ def _info(board, relay, han, clock, update=None):
             d["update"] = update
         return d
     return info
-
-
-def _republisher(link):
-    # the SNTP client's hook: each sync republishes the info (clock, clock_synced_at)
-    async def synced():
-        if link is not None and link.client.state == "online":
-            await link.republish_info()
-    return synced
 
 
 async def run(board):

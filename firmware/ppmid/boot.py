@@ -9,7 +9,7 @@ import gc
 
 import asyncio
 from ppmid.modules import unload
-from ppmid.app import WDT_TIMEOUT_MS, VERSION, status, _is, _info, _republisher
+from ppmid.app import WDT_TIMEOUT_MS, VERSION, status, _is, _info
 
 
 def _mark(board, stage):
@@ -43,11 +43,11 @@ def _start_sntp(board, cfg, clock, link):
     if not (cfg.get("wifi") or {}).get("ssid") or not s["servers"]:
         print("PPMID clock: %s, no sntp" % clock.source)
         return
-    from ppmid.sntp_task import SntpClient
+    from ppmid.sntp_task import SntpClient, republisher
     gc.collect()
     print("PPMID clock: %s, sntp from %s" % (clock.source, ", ".join(s["servers"])))
     asyncio.create_task(SntpClient(s, clock, board.set_time, wlan=board.wlan, log=print,
-                                   on_set=_republisher(link)).run())
+                                   on_set=republisher(link)).run())
 
 
 def _update_state(board):

@@ -72,3 +72,14 @@ class SntpClient:
                 self.log("PPMID sntp: %r" % (exc,))
                 wait = self.retry_max_s
             await self._pause(wait)
+
+
+def republisher(link):
+    """The app's on_set hook: each sync republishes the MQTT link's info (clock,
+    clock_synced_at) while the link is online. Here, not in boot.py (a closure holds its
+    module, and boot.py is dropped after boot), nor in app.py (a gateway without SNTP
+    does not need it)."""
+    async def synced():
+        if link is not None and link.client.state == "online":
+            await link.republish_info()
+    return synced

@@ -365,3 +365,21 @@ async def test_run_waits_for_wifi_and_a_pause_ends_when_wifi_comes_back():
     net.answers = [[(0, good(), None)]]
     await c.sync_once()
     assert c.wlan.tracked == [] and net.socks[-1].closed
+
+
+async def test_the_apps_hook_republishes_the_info_only_while_the_link_is_online():
+    from ppmid.sntp_task import republisher
+
+    class Link:
+        def __init__(self, state):
+            self.client = type("Client", (), {})()
+            self.client.state = state
+            self.published = 0
+
+        async def republish_info(self):
+            self.published += 1
+    await republisher(None)()   # no MQTT configured: nothing to tell
+    offline, online = Link("connecting"), Link("online")
+    await republisher(offline)()
+    await republisher(online)()
+    assert (offline.published, online.published) == (0, 1)
