@@ -570,7 +570,7 @@ async def test_health_watchdog_and_log_rate_limit():
     assert ok and r.wdt.feeds == 3 and r.relay.state == "running"
     # a loop that stopped beating
     r.relay._beats["dispatch"] = r.clock.ms()
-    r.clock.advance(r.relay._health.stall_ms + 1)
+    r.clock.advance(r.relay.stall_ms + 1)
     ok, why = r.relay.house_once()
     assert not ok and "dispatch loop stalled" in why
     r.relay._beats["dispatch"] = r.clock.ms()

@@ -9,7 +9,7 @@
 #   timers: response budget -> "timeout" (a late response is still published, late: true)
 #   publish: every status change, QoS 1, through the outbox (outbox.py); a final status
 #           acknowledged -> journal "done"
-#   health: loop heartbeats and link checks decide whether the watchdog is fed (health.py)
+#   health: loop heartbeats and link checks decide whether the watchdog is fed
 #
 # No board imports: config, journal, validator, HAN link, publisher, clock, wdt and the
 # envelope key are injected. Topic names and payloads: ppmid.mqtt.contract. Policy and
@@ -28,7 +28,6 @@ from ppmid.mqtt.contract import Topics, status_json, alert_json
 from ppmid.relay import journal as J
 from ppmid.relay.ratelimit import Pacer
 from ppmid.relay.outbox import Outbox
-from ppmid.relay.health import Health
 
 E_RATE = "E_RATE"
 E_STALE = "E_STALE"
@@ -105,10 +104,14 @@ class Relay:
                          "logs_dropped": 0, "recovered": 0, "admit_waits": 0}
         self.outbox = Outbox(publisher, self.topics, clock, self.counters, self._render,
                              self._status_sent, console, log_rate_per_s, log_burst)
-        self._health = Health(clock, self._beats, link_checks, link_grace_s, stall_ms, wdt, self.log)
-        # the health check's own list of link checks (the app appends the MQTT one once the
-        # link exists); the publisher (set by the app then too) lives in the outbox
-        self.link_checks = self._health.links
+        # health (below): [(name, fn() -> bool[, grace_s])], the app appends the MQTT link's
+        # once it exists (and sets the outbox's publisher then)
+        self.link_checks = list(link_checks)
+        self.link_grace_ms = link_grace_s * 1000
+        self.stall_ms = stall_ms
+        self.wdt = wdt
+        self._down_since = {}    # link name -> ms tick it was first seen down
+        self._said = None        # the reason last logged for not feeding the watchdog
 
     # ---- logging -------------------------------------------------------------------------
     def log(self, level, msg):
@@ -514,13 +517,43 @@ class Relay:
         self.journal.done(e)
 
     # ---- health --------------------------------------------------------------------------
+    # The board is reset (by no longer feeding the watchdog) when a relay loop has stalled,
+    # when a link has been down longer than its grace, or after a fault. A reset is the
+    # cure for a wedged radio module or Wi-Fi stack, and the journal makes it safe
+    # (docs/relay.md, "Health").
     def health(self):
-        """(ok, reason). Not ok when a loop has stalled, a link has been down longer than
-        its grace, or a fault (e.g. flash errors) stopped the relay (health.py)."""
-        ok, why = self._health.check(self.fault)
-        if ok and self.state in (STATE_RUNNING, STATE_DEGRADED):
-            self.state = STATE_DEGRADED if why == "degraded" else STATE_RUNNING
-        return ok, why
+        """(ok, reason): reason "ok" or "degraded" (a link down within its grace) when ok,
+        else why not: a loop has stalled, a link has been down longer than its grace, or
+        a fault (e.g. flash errors) stopped the relay."""
+        if self.fault is not None:
+            return False, "fault: " + self.fault
+        clock = self.clock
+        now = clock.ms()
+        for name in self._beats:
+            age = clock.diff(now, self._beats[name])
+            if age > self.stall_ms:
+                return False, "%s loop stalled for %d ms" % (name, age)
+        degraded = False
+        for link in self.link_checks:
+            name, up = link[0], link[1]
+            grace = link[2] * 1000 if len(link) > 2 else self.link_grace_ms
+            try:
+                ok = up()
+            except Exception:
+                ok = False
+            if ok:
+                self._down_since.pop(name, None)
+                continue
+            degraded = True
+            since = self._down_since.get(name)
+            if since is None:
+                self._down_since[name] = now
+                self.log("warn", "%s link down" % name)
+            elif clock.diff(now, since) > grace:
+                return False, "%s link down for %d s" % (name, clock.diff(now, since) // 1000)
+        if self.state in (STATE_RUNNING, STATE_DEGRADED):
+            self.state = STATE_DEGRADED if degraded else STATE_RUNNING
+        return True, "degraded" if degraded else "ok"
 
     def info(self):
         queued = sending = 0
@@ -596,7 +629,14 @@ class Relay:
             self.fault = "timers: %r" % (exc,)
             self.state = STATE_FAULT
         ok, why = self.health()
-        self._health.tend(ok, why)
+        # feed the watchdog when healthy; else say why, once per reason
+        if ok:
+            if self.wdt is not None:
+                self.wdt.feed()
+            self._said = None
+        elif why != self._said:
+            self.log("error", "not feeding the watchdog: " + why)
+            self._said = why
         return ok, why
 
     async def _house_loop(self):
