@@ -46,3 +46,24 @@ async def test_a_failed_command_says_why_in_its_status_and_result():
     r.relay._fail(e, "E_OTHER", "scripted")
     assert e.state == J.FAILED
     assert r.relay.result("odd")["error"] == {"code": "E_OTHER", "message": "command not relayed"}
+
+
+async def test_the_intakes_refusals_say_what_was_wrong_with_the_figures():
+    from ppmid import envelope
+    from test_relay_support import KEY, config
+    r = Rig(cfg=config(max_gbcs=200, queue=1))
+    now = r.clock.time()
+    res = await r.accept_env(envelope.sign(KEY, "big", b"\xDF" * 201))
+    assert (res["error"], res["message"]) == ("E_TOO_LARGE", "gbcs is larger than the 200 bytes allowed")
+    res = await r.submit("exp", 10, expires=now - 1)
+    assert (res["error"], res["message"]) == ("E_EXPIRED", "command expired at %d (now %d)" % (now - 1, now))
+    res = await r.accept_env(r.env("kid", 10, kid="k1"))
+    assert res["error"] == "E_AUTH" and res["message"] == (
+        "envelope names key k1; this gateway has no keys per DCC User")
+    assert (await r.submit("one", 11))["status"] == "accepted"
+    r.relay.admit_wait_ms = 0
+    res = await r.submit("two", 12)
+    assert (res["error"], res["message"]) == ("E_BUSY", "1 commands already wait for the HAN: try later")
+    r.clock.unix0 = 1000  # a board that has not synchronised its clock
+    res = await r.submit("clk", 13, expires=2000)
+    assert (res["error"], res["message"]) == ("E_CLOCK", "gateway clock is not set: cannot check expiry")

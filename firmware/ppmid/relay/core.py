@@ -163,7 +163,8 @@ class Relay:
         if self.senders:
             return self.senders.verify(env)
         if env.kid is not None:
-            raise RelayError(E_AUTH, "envelope names key %s; this gateway has no keys per DCC User" % env.kid)
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_AUTH, env.kid)
         return env.verify(self.key)
 
     def accept_now(self, env, via="mqtt"):
@@ -186,7 +187,8 @@ class Relay:
         envmod.check_id(env.id)
         topup = getattr(env, "utrn", None) is not None  # a TopupEnvelope (ppmid.topup)
         if not topup and len(env.gbcs) > self.max_gbcs:
-            raise RelayError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % self.max_gbcs)
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_TOO_LARGE, self.max_gbcs)
         # mac only: a redelivered command must still find its status
         sender = self._verify(env)
         e = self.journal.by_id.get(env.id)
@@ -199,9 +201,11 @@ class Relay:
             return {"id": env.id, "status": r["status"]}
         now_s = self.clock.time()
         if env.expires is not None and not self.clock.is_set():
-            raise RelayError(E_CLOCK, "gateway clock is not set: cannot check expiry")
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_CLOCK)
         if env.expires is not None and now_s >= env.expires:
-            raise RelayError(E_EXPIRED, "command expired at %d (now %d)" % (env.expires, now_s))
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_EXPIRED, env.expires, now_s)
         if topup:
             msg = None
             if sender:
@@ -226,12 +230,13 @@ class Relay:
                 if x.originator == orig:
                     ahead_o += 1
         if queued >= self.queue_max:
-            raise RelayError(E_BUSY, "%d commands already wait for the HAN: try later" % queued)
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_BUSY, queued)
         if env.expires is not None:
             wait = self.pacer.admission_wait_s(ahead_t, ahead_o)
             if wait and now_s + wait >= env.expires:
-                raise RelayError(E_RATE, "at %s commands/s the %d commands ahead would take it past its expiry"
-                                 % (self.pacer.rate, max(ahead_t, ahead_o)))
+                from ppmid.relay import refusals
+                raise refusals.refusal(E_RATE, self.pacer.rate, max(ahead_t, ahead_o))
         e = self.journal.accept(env.id, via, env.expires, now_s, target, orig, counter, body, topup)
         if msg is not None:
             try:

@@ -1,7 +1,8 @@
 # What the relay core does when something is refused or goes wrong (docs/relay.md): a
-# command the intake refuses (counted, remembered, reported on the roads that do not
-# report their own), a full queue's wait before E_BUSY, a send the HAN link refuses (back
-# to the queue with a backoff, or failed), and the sentence of a failed command's status.
+# command the intake refuses (its sentence; counted, remembered, reported on the roads
+# that do not report their own), a full queue's wait before E_BUSY, a send the HAN link
+# refuses (back to the queue with a backoff, or failed), and the sentence of a failed
+# command's status.
 #
 # Loaded when the first of these happens, and kept: a gateway whose commands all go
 # through never imports it, so the running app holds none of this code (docs/memory.md).
@@ -9,10 +10,11 @@ from micropython import const
 
 from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms
 from ppmid.errors import PpmidError, E_HAN_DOWN, E_NO_TUNNEL, E_HAN_DEST, E_HAN_TOO_BIG, E_EXPIRED, E_CLOCK
+from ppmid.errors import E_AUTH, E_TOO_LARGE, E_BUSY
 from ppmid import envelope as envmod
 from ppmid.mqtt.contract import status_json
 from ppmid.relay import journal as J
-from ppmid.relay.core import RelayError, E_STALE, STATE_FAULT
+from ppmid.relay.core import RelayError, E_RATE, E_STALE, STATE_FAULT
 
 E_INTERNAL = "E_INTERNAL"
 
@@ -27,11 +29,25 @@ PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
 _RETRY_MIN_MS = const(1000)
 _RETRY_MAX_MS = const(30000)
 
+# the sentences of the intake's refusals that relay.core raises (refusal())
+_SAYS = {E_AUTH: "envelope names key %s; this gateway has no keys per DCC User",
+         E_TOO_LARGE: "gbcs is larger than the %d bytes allowed",
+         E_CLOCK: "gateway clock is not set: cannot check expiry",
+         E_EXPIRED: "command expired at %d (now %d)",
+         E_BUSY: "%d commands already wait for the HAN: try later",
+         E_RATE: "at %s commands/s the %d commands ahead would take it past its expiry"}
+
 _WHY = {E_EXPIRED: "expired before it could be relayed",
         E_CLOCK: "the gateway clock was not set: expiry could not be checked",
         E_STALE: "waited too long for the HAN",
         E_HAN_DOWN: "the HAN link stayed down", E_NO_TUNNEL: "no tunnel to the CH",
         E_HAN_TOO_BIG: "too large for the HAN link", E_HAN_DEST: "not reachable on the HAN"}
+
+
+def refusal(code, *args):
+    """The RelayError relay.core raises for the intake refusal `code`, its sentence
+    filled in with args."""
+    return RelayError(code, _SAYS[code] % args)
 
 
 def failure(code):
