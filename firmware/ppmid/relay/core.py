@@ -40,12 +40,9 @@ FINAL = ("response", "failed", "already-executed")
 _RECENT = const(16)
 _CLOCK_POLL_MS = const(1000)   # how often held commands look again for a set clock
 
-STATE_STARTING = "starting"
-STATE_RECOVERING = "recovering"  # ppmid.relay.recovery, at boot
-STATE_RUNNING = "running"
-STATE_DEGRADED = "degraded"
-STATE_FAULT = "fault"
-STATE_STOPPED = "stopped"
+# the relay's state (info "state"; docs/relay.md "Health"): "starting", "recovering" (at
+# boot: relay/recovery.py), "running", "degraded" (a link down within its grace), "fault",
+# "stopped"
 
 
 class RelayError(PpmidError):
@@ -83,7 +80,7 @@ class Relay:
         self.pacer = Pacer(lim["rate_per_s"], lim["burst"], self.queue_max, clock.diff)
         self.topics = Topics(config.get("gateway"), topic_prefix)
         self.console = console
-        self.state = STATE_STARTING
+        self.state = "starting"
         self.fault = None
         self._corr = {}          # response key -> Entry (sending, timed out, answered)
         self._deadline = {}      # seq -> ms tick of the response deadline (this boot)
@@ -556,8 +553,8 @@ class Relay:
                 self.log("warn", "%s link down" % name)
             elif clock.diff(now, since) > grace:
                 return False, "%s link down for %d s" % (name, clock.diff(now, since) // 1000)
-        if self.state in (STATE_RUNNING, STATE_DEGRADED):
-            self.state = STATE_DEGRADED if degraded else STATE_RUNNING
+        if self.state in ("running", "degraded"):
+            self.state = "degraded" if degraded else "running"
         return True, "degraded" if degraded else "ok"
 
     def info(self):
@@ -590,7 +587,7 @@ class Relay:
             except BaseException:
                 pass
         self._tasks = []
-        self.state = STATE_STOPPED
+        self.state = "stopped"
 
     async def _guard(self, name, loop):
         # a loop (a coroutine) that dies stops its heartbeat: health() then says why, and
@@ -601,7 +598,7 @@ class Relay:
             raise
         except Exception as exc:
             self.fault = "%s loop died: %r" % (name, exc)
-            self.state = STATE_FAULT
+            self.state = "fault"
             self.log("error", self.fault)
 
     def _beat(self, name):
@@ -632,7 +629,7 @@ class Relay:
             self.journal.sync()  # lazy records (done, timeout, counters) reach flash
         except Exception as exc:
             self.fault = "timers: %r" % (exc,)
-            self.state = STATE_FAULT
+            self.state = "fault"
         ok, why = self.health()
         # feed the watchdog when healthy; else say why, once per reason
         if ok:

@@ -3,13 +3,12 @@
 # everything runs (ppmid.boot.BOOT_ONLY), so the running gateway does not keep its code
 # in the heap (docs/memory.md); a later call imports it again.
 from ppmid.relay import journal as J
-from ppmid.relay.core import STATE_RECOVERING, STATE_RUNNING
 
 
 def recover(relay):
     """Correlation of commands sent before the restart, statuses to publish again,
     anti-replay counters; then the relay runs (relay.start() creates its tasks)."""
-    relay.state = STATE_RECOVERING
+    relay.state = "recovering"
     clock = relay.clock
     now = clock.ms()
     # After a power cut an ESP32 has no clock until SNTP answers (docs/platform.md), so
@@ -53,5 +52,5 @@ def recover(relay):
         elif e.state == J.ALREADY_EXECUTED:
             relay._corr[e.key()] = e
             relay._emit(e, "already-executed")
-    relay.state = STATE_RUNNING
+    relay.state = "running"
     relay._wake_dispatch.set()

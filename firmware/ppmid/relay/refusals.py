@@ -14,7 +14,7 @@ from ppmid.errors import E_AUTH, E_TOO_LARGE, E_BUSY
 from ppmid import envelope as envmod
 from ppmid.mqtt.contract import status_json
 from ppmid.relay import journal as J
-from ppmid.relay.core import RelayError, E_RATE, E_STALE, STATE_FAULT
+from ppmid.relay.core import RelayError, E_RATE, E_STALE
 
 E_INTERNAL = "E_INTERNAL"
 
@@ -90,7 +90,7 @@ def refused(relay, env, exc, via):
             # flash I/O failed: stop feeding the watchdog; the reset recovers the
             # journal from its last good record
             relay.fault = "flash error in accept: %r" % (exc,)
-            relay.state = STATE_FAULT
+            relay.state = "fault"
         exc = RelayError(E_INTERNAL, "internal error: %r" % (exc,))
     code = getattr(exc, "code", E_INTERNAL)
     rej = relay.counters["rejected"]
