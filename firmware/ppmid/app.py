@@ -27,7 +27,7 @@ _HEAP_COLLECT_MS = const(1000)  # at most one gc.collect() this often, and only 
 _HEAP_REPORT_S = const(30)      # a heap line (after a collect) at least this often, even when nothing changed
 _FLASH_REPORT_S = const(2)      # journal write figures at most this often, when they change
 
-heap = {"free": 0, "min": None, "size": 0}
+heap = {"free": 0, "min": None}
 
 
 def banner(board):

@@ -279,15 +279,13 @@ class Relay:
         status = self._status.get(e.seq) or ("accepted", "relayed", "response", "timeout", "failed",
                                              "already-executed")[e.state]
         r = {"id": e.id, "status": status, "gbcs": None, "error": None, "late": False}
-        if e.state == J.ANSWERED and e.topup:
-            # the meter's answer: "topped-up", or "rejected" with its result's code; the
-            # NFC phone gets its Consumer Top Up Response frame as the data
-            r["status"], r["topup"], r["error"] = self.topups().outcome(e)
-            r["late"] = e.late
-            if with_body:
-                r["gbcs"] = self.journal.response_body(e)
-        elif e.state == J.ANSWERED:
-            r["status"] = "response"
+        if e.state == J.ANSWERED:
+            if e.topup:
+                # the meter's answer: "topped-up", or "rejected" with its result's code;
+                # the NFC phone gets its Consumer Top Up Response frame as the data
+                r["status"], r["topup"], r["error"] = self.topups().outcome(e)
+            else:
+                r["status"] = "response"
             r["late"] = e.late
             if with_body:
                 r["gbcs"] = self.journal.response_body(e)
