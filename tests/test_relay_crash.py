@@ -114,7 +114,7 @@ async def main():
             pass
         while rig.han.rx:
             r.on_han_message(rig.han.rx.pop(0))
-        while await r.publish_once():
+        while await r.outbox.publish_once():
             pass
         rig.clock.advance(200 if mode == "run" else 2000)
         r.house_once()

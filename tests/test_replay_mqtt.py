@@ -64,6 +64,7 @@ class GatewayDouble:
         from ppmid.relay.journal import Journal
         from ppmid.relay.journal import JournalCounterStore
         from ppmid.relay.core import Relay
+        from ppmid.relay.recovery import recover
         from ppmid.clock import Clock
         from ppmid.gbcs import Validator, decode
         cfg = S.config(response_timeout_s=1)
@@ -103,7 +104,7 @@ class GatewayDouble:
         self.relay = Relay(cfg, self.journal, Validator(cfg, JournalCounterStore(self.journal)), han, Pub(),
                            Clock(), self.key, topic_prefix="ppmid/v1/%s/" % EUI, late_window_s=10,
                            console=None)
-        self.relay.recover()
+        recover(self.relay)
         self.relay.start()
         self.stop_evt = asyncio.Event()
         self.ready.set()

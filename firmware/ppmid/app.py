@@ -9,24 +9,25 @@
 # which imports one subsystem at a time with a gc.collect() in between (their load garbage
 # never piles up) and is dropped with the other boot-only modules once everything runs:
 # what stays here is what the running gateway uses, including the closures it keeps (the
-# link's info, the relay's link checks, the SNTP hook), which must not come from boot.py
-# (a function holds its module's globals, so one would keep all of boot.py alive). A
-# heap task watches the free heap and prints `PPMID heap: free=N min=N` (live heap, after
+# link's info, the relay's link checks; the SNTP hook is sntp_task.py's), which must not
+# come from boot.py (a function holds its module's globals, so one would keep all of
+# boot.py alive). A heap task watches the free heap and prints `PPMID heap: free=N min=N` (live heap, after
 # a collect) when the minimum moves (host tools report it).
 import gc
 
 import asyncio
+from micropython import const
 from ppmid import VERSION
 from ppmid.clock import sleep_ms
 
-WDT_TIMEOUT_MS = 30000  # long enough for an mpremote session after Ctrl-C
-FEED_INTERVAL_S = 1
-HEAP_SAMPLE_MS = 250    # the heap task's period: a glance at gc.mem_free() (no collect)
-HEAP_COLLECT_MS = 1000  # at most one gc.collect() this often, and only when it may show a new minimum
-HEAP_REPORT_S = 30      # a heap line (after a collect) at least this often, even when nothing changed
-FLASH_REPORT_S = 2      # journal write figures at most this often, when they change
+WDT_TIMEOUT_MS = const(30000)  # long enough for an mpremote session after Ctrl-C (boot.py arms it)
+_FEED_INTERVAL_MS = const(1000)
+_HEAP_SAMPLE_MS = const(250)    # the heap task's period: a glance at gc.mem_free() (no collect)
+_HEAP_COLLECT_MS = const(1000)  # at most one gc.collect() this often, and only when it may show a new minimum
+_HEAP_REPORT_S = const(30)      # a heap line (after a collect) at least this often, even when nothing changed
+_FLASH_REPORT_S = const(2)      # journal write figures at most this often, when they change
 
-heap = {"free": 0, "min": None, "size": 0}
+heap = {"free": 0, "min": None}
 
 
 def banner(board):
@@ -52,32 +53,32 @@ def _sample_heap(board):
 async def _heap_task(board, journal=None):
     # The live heap is only known after a collect, and a collect stops everything else
     # (a few ms on an ESP32, more with PSRAM). So: glance at the free heap every
-    # HEAP_SAMPLE_MS without collecting; collect only when the glance (live + garbage)
+    # _HEAP_SAMPLE_MS without collecting; collect only when the glance (live + garbage)
     # is below the lowest live figure seen, i.e. when the collect may show a new
-    # minimum, at most every HEAP_COLLECT_MS; and every HEAP_REPORT_S for the report.
+    # minimum, at most every _HEAP_COLLECT_MS; and every _HEAP_REPORT_S for the report.
     # An idle gateway then hardly collects, a busy one at most once a second (it used to
     # be four times). Also reports the journal's flash writes (wear), at most every
-    # FLASH_REPORT_S.
+    # _FLASH_REPORT_S.
     n = 0
     collected = reported = 0
     written = -1
     flash_at = 0
-    every = HEAP_COLLECT_MS // HEAP_SAMPLE_MS
+    every = _HEAP_COLLECT_MS // _HEAP_SAMPLE_MS
     while True:
         n += 1
         low = heap["min"] is None or board.mem_free() < heap["min"]
-        if (low and n - collected >= every) or n - reported >= HEAP_REPORT_S * 1000 // HEAP_SAMPLE_MS:
+        if (low and n - collected >= every) or n - reported >= _HEAP_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
             collected = n
-            if _sample_heap(board) or n - reported >= HEAP_REPORT_S * 1000 // HEAP_SAMPLE_MS:
+            if _sample_heap(board) or n - reported >= _HEAP_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
                 reported = n
                 print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
         if journal is not None and journal.bytes_written != written and \
-                n - flash_at >= FLASH_REPORT_S * 1000 // HEAP_SAMPLE_MS:
+                n - flash_at >= _FLASH_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
             written = journal.bytes_written
             flash_at = n
             print("PPMID flash: journal_written=%d appends=%d syncs=%d compactions=%d" % (
                 written, journal.appends, journal.syncs, journal.compactions))
-        await sleep_ms(HEAP_SAMPLE_MS)
+        await sleep_ms(_HEAP_SAMPLE_MS)
 
 
 async def _idle(board, wdt):
@@ -85,7 +86,7 @@ async def _idle(board, wdt):
     # watchdog is fed so that there is no reboot loop
     while True:
         wdt.feed()
-        await sleep_ms(int(FEED_INTERVAL_S * 1000))
+        await sleep_ms(_FEED_INTERVAL_MS)
 
 
 def _is(obj, attr, value):
@@ -113,14 +114,6 @@ def _info(board, relay, han, clock, update=None):
             d["update"] = update
         return d
     return info
-
-
-def _republisher(link):
-    # the SNTP client's hook: each sync republishes the info (clock, clock_synced_at)
-    async def synced():
-        if link is not None and link.client.state == "online":
-            await link.republish_info()
-    return synced
 
 
 async def run(board):

@@ -9,7 +9,7 @@ import gc
 
 import asyncio
 from ppmid.modules import unload
-from ppmid.app import WDT_TIMEOUT_MS, VERSION, status, _is, _info, _republisher
+from ppmid.app import WDT_TIMEOUT_MS, VERSION, status, _is, _info
 
 
 def _mark(board, stage):
@@ -43,11 +43,11 @@ def _start_sntp(board, cfg, clock, link):
     if not (cfg.get("wifi") or {}).get("ssid") or not s["servers"]:
         print("PPMID clock: %s, no sntp" % clock.source)
         return
-    from ppmid.sntp import SntpClient
+    from ppmid.sntp_task import SntpClient, republisher
     gc.collect()
     print("PPMID clock: %s, sntp from %s" % (clock.source, ", ".join(s["servers"])))
     asyncio.create_task(SntpClient(s, clock, board.set_time, wlan=board.wlan, log=print,
-                                   on_set=_republisher(link)).run())
+                                   on_set=republisher(link)).run())
 
 
 def _update_state(board):
@@ -107,13 +107,12 @@ def _nfc_driver(board):
 
 # Modules only the boot needs besides this one: the config checks (the app keeps the
 # validated dict), the message-code table and the command profiles the validator builds
-# its allow-lists from, the users section's checks, the journal's recovery scan, the
-# MQTT credentials' loading and ppmid.modules (the dropping itself). Dropped once the app
-# runs; whatever imports one later gets it
-# loaded again.
+# its allow-lists from, the users section's checks, the journal's recovery scan and the
+# relay's recovery, the MQTT credentials' loading and ppmid.modules (the dropping itself).
+# Dropped once the app runs; whatever imports one later gets it loaded again.
 BOOT_ONLY = ("ppmid.config", "ppmid.zigbee.commission", "ppmid.zigbee.installcode", "ppmid.zigbee.keyest",
              "ppmid.zigbee.ezsp_cbke", "ppmid.gbcs.codes", "ppmid.gbcs.profiles", "ppmid.relay.users_config",
-             "ppmid.relay.journal_scan", "ppmid.mqtt.credentials", "ppmid.modules")
+             "ppmid.relay.journal_scan", "ppmid.relay.recovery", "ppmid.mqtt.credentials", "ppmid.modules")
 
 
 async def _nfc(board, cfg, relay):
@@ -199,7 +198,7 @@ async def start(board):
         link = None
     creds = None
     if link is not None:
-        relay.publisher = link.client
+        relay.outbox.publisher = link.client
         link.intake.update = (board, relay, link, VERSION)  # what the updater needs, once one comes
         relay.link_checks.append(("mqtt", _is(link.client, "state", "online"), 1800))
         han.on_status = link   # info follows the HAN status and commissioning (Link.__call__)
@@ -212,7 +211,8 @@ async def start(board):
     except OSError as exc:
         print("PPMID wifi: connect failed: %r" % (exc,))
 
-    relay.recover()
+    from ppmid.relay.recovery import recover
+    recover(relay)
     await han.start()
     relay.start()
     if link is not None:

@@ -1,6 +1,7 @@
 # SNTP client (the client side of RFC 4330 over an NTPv4 packet): a codec with no I/O
-# (request/parse) and SntpClient, the task that keeps the board's wall clock set from the
-# configured servers. The app imports this module only when Wi-Fi is configured.
+# (request/parse) and one sync of the task that keeps the board's wall clock set
+# (ppmid.sntp_task.SntpClient, whose state these functions take as `client`): the query
+# and the jump rule. The task loads this module for each sync and drops it after.
 #
 # Anti-spoofing: the request's transmit timestamp is a random 8-byte nonce, not our clock
 # (which may be unset); a reply counts only if its originate timestamp echoes that nonce
@@ -15,8 +16,6 @@
 # cannot move a set clock.
 from micropython import const
 import struct
-
-from ppmid.clock import sleep_ms
 
 _LEN = const(48)
 _NTP_UNIX = const(2208988800)      # seconds from 1900-01-01 (NTP) to 1970-01-01 (unix)
@@ -78,145 +77,93 @@ def _udp(host, port):
     return s, ai[-1]
 
 
-class SntpClient:
-    """Keeps `clock` set: asks the servers in turn once Wi-Fi is up, retries with a
-    doubling pause (retry_s .. retry_max_s) while no usable reply comes, re-syncs every
-    resync_s. `set_time(unix_s, ms)` is the board's RTC setter; `on_set` an optional
-    coroutine function called after each set (the app republishes its info)."""
-
-    def __init__(self, settings, clock, set_time, wlan=None, log=print, on_set=None, udp=_udp, urandom=None,
-                 sleep=sleep_ms):
-        self.servers = settings["servers"]
-        self.port = settings["port"]
-        self.timeout_ms = settings["timeout_ms"]
-        self.retry_s = settings["retry_s"]
-        self.retry_max_s = settings["retry_max_s"]
-        self.resync_s = settings["resync_s"]
-        self.clock = clock
-        self.set_time = set_time
-        self.wlan = wlan
-        self.log = log
-        self.on_set = on_set
-        self.udp = udp
-        self.sleep = sleep         # injected: tests move a fake clock instead of waiting
-        if urandom is None:
-            from os import urandom
-        self.urandom = urandom
-        self.buf = bytearray(_LEN)
-        self.held = None           # (unix_s, ticks) of a big step waiting for a second reply
-        self.server = 0
-        self.syncs = self.failures = self.ignored = 0
-
-    async def query(self, host):
-        """(unix_s, ms) from `host`, or None when no usable reply came within timeout_ms.
-        Replies that fail parse() or come from another address are logged and ignored:
-        a forged packet must not end the wait for the real one. OSError on a socket error."""
-        sock, addr = self.udp(host, self.port)
-        if self.wlan is not None:
-            self.wlan.track(sock)
-        try:
-            nonce = self.urandom(8)
-            request(self.buf, nonce)
-            c = self.clock
-            t0 = c.ms()
-            sock.sendto(self.buf, addr)
-            quiet = False
-            while True:
-                try:
-                    data, src = sock.recvfrom(64)
-                except OSError as exc:
-                    if exc.args[0] != _EAGAIN:
-                        raise
-                    data = None
-                if data is not None:
-                    why = "reply from another address" if src != addr else None
-                    if why is None:
-                        try:
-                            unix, ms = parse(data, nonce)
-                        except SntpError as exc:
-                            why = exc.args[0]
-                    if why is not None:
-                        self.ignored += 1
-                        if not quiet:  # one line per query: a flood must not flood the console
-                            self.log("PPMID sntp: ignored a reply for %s: %s" % (host, why))
-                            quiet = True
-                        continue
-                    ms += c.diff(c.ms(), t0) // 2
-                    return unix + ms // 1000, ms % 1000
-                if c.diff(c.ms(), t0) >= self.timeout_ms:
-                    return None
-                await self.sleep(_POLL_MS)
-        finally:
-            if self.wlan is not None:
-                self.wlan.untrack(sock)
-            sock.close()
-
-    def apply(self, unix, ms):
-        """Set the clock from a reply, under the jump rule. True when it was set."""
-        c = self.clock
-        step = unix - c.time()
-        if c.is_set() and (step > _STEP_S or step < -_STEP_S):
-            h = self.held
-            if h is None or abs(unix - h[0] - c.diff(c.ms(), h[1]) // 1000) > _AGREE_S:
-                self.held = (unix, c.ms())
-                self.log("PPMID clock: sntp says %+d s from the %s clock: held until a second reply agrees"
-                         % (step, c.source))
-                return False
-        self.held = None
-        was = c.source
-        self.set_time(unix, ms)
-        c.set_source("sntp", unix)
-        self.syncs += 1
-        if was != "sntp" or step:
-            self.log("PPMID clock: set by sntp: unix=%d step=%+d s (was %s)" % (unix, step, was))
-        return True
-
-    def _up(self):
-        return self.wlan is None or self.wlan.isconnected()
-
-    async def _pause(self, s):
-        # sleep s seconds, cut short when Wi-Fi comes back after a drop (sync at once then)
-        was_up = self._up()
-        for _ in range(s):
-            await self.sleep(1000)
-            up = self._up()
-            if up and not was_up:
-                return
-            was_up = up
-
-    async def sync_once(self):
-        """One query to the current server; the next pause in seconds."""
-        host = self.servers[self.server % len(self.servers)]
-        try:
-            got = await self.query(host)
-        except OSError as exc:
-            self.log("PPMID sntp: %s: %r" % (host, exc))
-            got = None
-        if got is None:
-            self.failures += 1
-            self.server += 1
-            wait = min(self.retry_s << min(self.failures - 1, 16), self.retry_max_s)
-            self.log("PPMID sntp: no usable reply from %s: next try in %d s" % (host, wait))
-            return wait
-        self.failures = 0
-        if self.apply(got[0], got[1]):
-            if self.on_set is not None:
-                try:
-                    await self.on_set()
-                except Exception as exc:  # noqa: BLE001 - the clock is set; info follows on reconnect
-                    self.log("PPMID sntp: on_set: %r" % (exc,))
-            return self.resync_s
-        self.server += 1           # confirm a held step with another server
-        return self.retry_s
-
-    async def run(self):
+async def query(client, host):
+    """(unix_s, ms) from `host` (the client's port, timeout, socket and nonce source), or None when no usable reply came within timeout_ms.
+    Replies that fail parse() or come from another address are logged and ignored:
+    a forged packet must not end the wait for the real one. OSError on a socket error."""
+    sock, addr = (client.udp or _udp)(host, client.port)
+    if client.wlan is not None:
+        client.wlan.track(sock)
+    try:
+        nonce = client.urandom(8)
+        buf = request(bytearray(_LEN), nonce)
+        c = client.clock
+        t0 = c.ms()
+        sock.sendto(buf, addr)
+        quiet = False
         while True:
-            if not self._up():
-                await self.sleep(1000)
-                continue
             try:
-                wait = await self.sync_once()
-            except Exception as exc:  # noqa: BLE001 - the clock task must outlive a bug
-                self.log("PPMID sntp: %r" % (exc,))
-                wait = self.retry_max_s
-            await self._pause(wait)
+                data, src = sock.recvfrom(64)
+            except OSError as exc:
+                if exc.args[0] != _EAGAIN:
+                    raise
+                data = None
+            if data is not None:
+                why = "reply from another address" if src != addr else None
+                if why is None:
+                    try:
+                        unix, ms = parse(data, nonce)
+                    except SntpError as exc:
+                        why = exc.args[0]
+                if why is not None:
+                    client.ignored += 1
+                    if not quiet:  # one line per query: a flood must not flood the console
+                        client.log("PPMID sntp: ignored a reply for %s: %s" % (host, why))
+                        quiet = True
+                    continue
+                ms += c.diff(c.ms(), t0) // 2
+                return unix + ms // 1000, ms % 1000
+            if c.diff(c.ms(), t0) >= client.timeout_ms:
+                return None
+            await client.sleep(_POLL_MS)
+    finally:
+        if client.wlan is not None:
+            client.wlan.untrack(sock)
+        sock.close()
+
+
+def apply(client, unix, ms):
+    """Set the client's clock from a reply, under the jump rule. True when it was set."""
+    c = client.clock
+    step = unix - c.time()
+    if c.is_set() and (step > _STEP_S or step < -_STEP_S):
+        h = client.held
+        if h is None or abs(unix - h[0] - c.diff(c.ms(), h[1]) // 1000) > _AGREE_S:
+            client.held = (unix, c.ms())
+            client.log("PPMID clock: sntp says %+d s from the %s clock: held until a second reply agrees"
+                       % (step, c.source))
+            return False
+    client.held = None
+    was = c.source
+    client.set_time(unix, ms)
+    c.set_source("sntp", unix)
+    client.syncs += 1
+    if was != "sntp" or step:
+        client.log("PPMID clock: set by sntp: unix=%d step=%+d s (was %s)" % (unix, step, was))
+    return True
+
+
+async def sync_once(client):
+    """One query to the client's current server; the next pause in seconds."""
+    host = client.servers[client.server % len(client.servers)]
+    try:
+        got = await query(client, host)
+    except OSError as exc:
+        client.log("PPMID sntp: %s: %r" % (host, exc))
+        got = None
+    if got is None:
+        client.failures += 1
+        client.server += 1
+        wait = min(client.retry_s << min(client.failures - 1, 16), client.retry_max_s)
+        client.log("PPMID sntp: no usable reply from %s: next try in %d s" % (host, wait))
+        return wait
+    client.failures = 0
+    if apply(client, got[0], got[1]):
+        if client.on_set is not None:
+            try:
+                await client.on_set()
+            except Exception as exc:  # noqa: BLE001 - the clock is set; info follows on reconnect
+                client.log("PPMID sntp: on_set: %r" % (exc,))
+        return client.resync_s
+    client.server += 1           # confirm a held step with another server
+    return client.retry_s

@@ -30,7 +30,7 @@ def test_cross_layer_codes_are_one_registry():
     # raise or match a code use the registry's object, not a copy of the string
     from ppmid import errors, envelope
     from ppmid.zigbee import han, tunnel
-    from ppmid.relay import core, journal
+    from ppmid.relay import core, journal, refusals
     from ppmid.gbcs import validate
     names = ("E_HAN_DOWN", "E_NO_TUNNEL", "E_HAN_DEST", "E_HAN_TOO_BIG", "E_DELIVERY",
              "E_DELIVERY_UNKNOWN", "E_ENVELOPE", "E_ID", "E_AUTH", "E_EXPIRED", "E_TOO_LARGE",
@@ -42,5 +42,5 @@ def test_cross_layer_codes_are_one_registry():
                        (tunnel, ("E_NO_TUNNEL",))):
         for name in which:
             assert getattr(mod, name) is getattr(errors, name), (mod, name)
-    assert core.RETRYABLE == (errors.E_HAN_DOWN, errors.E_NO_TUNNEL)
-    assert core.PERMANENT == (errors.E_HAN_DEST, errors.E_HAN_TOO_BIG)
+    assert refusals.RETRYABLE == (errors.E_HAN_DOWN, errors.E_NO_TUNNEL)
+    assert refusals.PERMANENT == (errors.E_HAN_DEST, errors.E_HAN_TOO_BIG)

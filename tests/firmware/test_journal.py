@@ -13,6 +13,14 @@ def ctr(n):
     return bytes((0, 0, 0, 0, 0, 0, n >> 8, n & 0xFF))
 
 
+def frame(rtype, parts):
+    # one record as bytes, as the journal writes it (to build foreign files)
+    import io
+    f = io.BytesIO()
+    J._put(f, rtype, parts)
+    return f.getvalue()
+
+
 def accept(j, i, body=None, expires=None):
     return j.accept("c-%d" % i, "mqtt", expires, 1000 + i, T, O, ctr(i), body or (b"G%d-" % i) * 10)
 
@@ -78,6 +86,35 @@ def test_done_commands_are_forgotten_and_compacted_away():
     j2.close()
 
 
+def test_compaction_code_is_dropped_after_each_compaction_even_a_failed_one():
+    # journal_compact.py is loaded for a compaction only (docs/memory.md): afterwards the
+    # running gateway must not hold it, also when the compaction failed
+    import sys
+    root = fresh_root()
+    j = J.Journal(root)
+    j.open()
+    assert "ppmid.relay.journal_compact" not in sys.modules
+    accept(j, 1)
+    accept(j, 2, body=b"B" * 200)
+    j.compact()
+    assert j.compactions == 2  # at open, then here
+    assert "ppmid.relay.journal_compact" not in sys.modules
+    # the file loses the second body behind the journal's back: the compaction cannot
+    # copy it, says so with E_JOURNAL and leaves the journal file as it was
+    j.close()
+    data = read_file(j.path)
+    write_file(j.path, data[:-150])
+    try:
+        j.compact()
+        raise AssertionError("a short read must fail the compaction")
+    except J.JournalError as exc:
+        assert exc.code == J.E_JOURNAL and "short read" in exc.message
+    assert j.compactions == 2
+    assert read_file(j.path) == data[:-150]
+    assert "ppmid.relay.journal_compact" not in sys.modules
+    j.close()
+
+
 def test_torn_tail_is_dropped_and_rewritten():
     root = fresh_root()
     j = J.Journal(root)
@@ -135,7 +172,7 @@ def test_garbage_after_records_is_not_accepted():
 
 def test_foreign_or_damaged_file_is_quarantined_not_trusted():
     for junk in (b"\xA7\x48\x00\x02hi" + b"\x00" * 4, b"hello world, not a journal at all",
-                 J._frame(J.T_HEADER, (b"OTHERJ1", b"\x00\x00\x00\x05"))):
+                 frame(J.T_HEADER, (b"OTHERJ1", b"\x00\x00\x00\x05"))):
         root = fresh_root()
         write_file(root + "/relay.jnl", junk)
         j = J.Journal(root)
@@ -258,18 +295,25 @@ def test_journal_directory_is_created():
     k.close()
 
 
-def test_recovery_scan_reads_the_record_constants_journal_writes():
-    # journal_scan.py repeats journal.py's private record constants (under MicroPython a
-    # private const is no module attribute, so it cannot import them); under CPython both
-    # are plain globals, so a drift between the writer and the reader shows here
+def test_recovery_scan_and_compaction_use_the_record_constants_journal_writes():
+    # journal_scan.py and journal_compact.py repeat journal.py's private record constants
+    # (under MicroPython a private const is no module attribute, so they cannot import
+    # them); under CPython all are plain globals, so a drift between the writer and the
+    # reader or the compaction shows here
     import sys
     from ppmid.relay import journal_scan as S
+    from ppmid.relay import journal_compact as C
     if sys.implementation.name == "micropython":
         return
-    names = [n for n in dir(S) if n.startswith(("_T_", "_SYNC", "_HEAD", "_TAIL", "_NO_", "_ACCEPT", "_VIA_"))]
+    prefixes = ("_T_", "_SYNC", "_HEAD", "_TAIL", "_NO_", "_ACCEPT", "_VIA_")
+    names = [n for n in dir(S) if n.startswith(prefixes)]
     assert len(names) == 17, names  # 16 constants and the accept record layout
     for n in names:
         assert getattr(S, n) == getattr(J, n), n
+    names = [n for n in dir(C) if n.startswith(prefixes)]
+    assert len(names) == 13, names  # the 12 constants it writes with and the accept record layout
+    for n in names:
+        assert getattr(C, n) == getattr(J, n), n
 
 
 def test_resends_and_already_executed_survive_reopen_and_compaction():

@@ -44,7 +44,7 @@ async def test_relay_accepts_through_intake_and_publishes_through_client():
 
     async def publisher():
         while True:
-            if not await rig.relay.publish_once():
+            if not await rig.relay.outbox.publish_once():
                 await asyncio.sleep(0.01)
 
     pub = asyncio.create_task(publisher())

@@ -492,7 +492,7 @@ async def test_queued_too_long_fails_with_the_link_error():
 
 async def test_nfc_result_contract_and_delivery_without_a_broker():
     r = Rig()
-    r.relay.publisher = None
+    r.relay.outbox.publisher = None
     res = await r.submit("n-1", 10, via="nfc-phone")
     assert res["status"] == "accepted"
     assert r.relay.result("n-1") is None  # pending
@@ -542,7 +542,7 @@ async def test_statuses_wait_for_the_broker_and_nothing_is_lost():
         pass
     r.relay.on_han_message(response_to(r.han.sent[0]))
     try:
-        await r.relay.publish_once()
+        await r.relay.outbox.publish_once()
         raise AssertionError("published while down")
     except OSError:
         pass
@@ -556,7 +556,7 @@ async def test_statuses_wait_for_the_broker_and_nothing_is_lost():
 async def test_health_watchdog_and_log_rate_limit():
     r = Rig(link_grace_s=10)
     han_up = [True]
-    r.relay.link_checks = [("han", lambda: han_up[0])]
+    r.relay.link_checks[:] = [("han", lambda: han_up[0])]
     ok, why = r.relay.house_once()
     assert ok and r.wdt.feeds == 1 and r.relay.state == "running"
     han_up[0] = False
@@ -585,7 +585,7 @@ async def test_health_watchdog_and_log_rate_limit():
     assert info["state"] == "running" and info["counters"] is r.relay.counters
     # a link with its own, longer grace
     mqtt_up = [False]
-    r.relay.link_checks = [("han", lambda: True), ("mqtt", lambda: mqtt_up[0], 60)]
+    r.relay.link_checks[:] = [("han", lambda: True), ("mqtt", lambda: mqtt_up[0], 60)]
     feeds = r.wdt.feeds
     assert r.relay.house_once()[0]
     r.clock.advance(30000)

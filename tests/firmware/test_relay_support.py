@@ -350,13 +350,14 @@ class Rig:
         from ppmid.relay.journal import Journal
         from ppmid.relay.journal import JournalCounterStore
         from ppmid.relay.core import Relay
+        from ppmid.relay.recovery import recover
         self.journal = Journal(self.root, self.kw.pop("max_bytes", 16384), self.kw.pop("max_live", 48))
         self.journal.open()
         self.store = JournalCounterStore(self.journal)
         self.validator = FakeValidator(self.store)
         self.relay = Relay(self.cfg, self.journal, self.validator, self.han, self.pub, self.clock, KEY,
                            wdt=self.wdt, console=self.logs.append, **self.kw)
-        self.relay.recover()
+        recover(self.relay)
 
     def restart(self):
         self.journal.close()
@@ -380,7 +381,7 @@ class Rig:
 
     async def publish_all(self):
         n = 0
-        while await self.relay.publish_once():
+        while await self.relay.outbox.publish_once():
             n += 1
         return n
 

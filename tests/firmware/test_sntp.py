@@ -1,7 +1,8 @@
-# ppmid.sntp: the request/reply codec (every reason to refuse a reply, the NTP eras) and the
-# client task over a fake UDP socket (timeouts, backoff, resync, ignored replies, the jump
-# rule). CPython and MicroPython.
+# ppmid.sntp and ppmid.sntp_task: the request/reply codec (every reason to refuse a reply,
+# the NTP eras) and the client task over a fake UDP socket (timeouts, backoff, resync,
+# ignored replies, the jump rule). CPython and MicroPython.
 import struct
+import sys
 
 try:
     import asyncio
@@ -9,6 +10,7 @@ except ImportError:
     import uasyncio as asyncio
 
 from ppmid import sntp
+from ppmid.sntp_task import SntpClient
 from ppmid.clock import Clock
 
 NONCE = b"\x01\x02\x03\x04\x05\x06\x07\x08"
@@ -171,7 +173,7 @@ def rig(settings=SETTINGS):
         sets.append((unix, ms))
         t.set_unix(unix, ms)
 
-    c = sntp.SntpClient(settings, clock, set_time, log=logs.append, udp=net.udp,
+    c = SntpClient(settings, clock, set_time, log=logs.append, udp=net.udp,
                         urandom=lambda n: bytes([len(net.sent) + 1]) * n, sleep=fake_sleep(t))
     return c, t, net, clock, logs, sets
 
@@ -196,6 +198,28 @@ async def test_first_reply_sets_an_unset_clock_with_half_the_round_trip():
     assert clock.time() == UNIX_2026
     assert any("set by sntp" in x and "was unset" in x for x in logs)
     assert all(s.closed for s in net.socks)
+    # the protocol's code is held for the sync only (docs/memory.md)
+    assert "ppmid.sntp" not in sys.modules
+
+
+async def test_a_sync_that_fails_with_a_bug_drops_the_protocol_and_the_task_goes_on():
+    c, t, net, clock, logs, sets = rig()
+
+    def broken(host, port):
+        raise ValueError("bug in the socket layer")
+    c.udp = broken
+    try:
+        await c.sync_once()
+        raise AssertionError("the bug must reach the task's loop")
+    except ValueError:
+        pass
+    assert "ppmid.sntp" not in sys.modules
+    # the loop logs it, waits retry_max_s, and tries again
+    task = asyncio.create_task(c.run())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    task.cancel()
+    assert any("PPMID sntp: ValueError" in x for x in logs) and not clock.is_set()
 
 
 async def test_bad_and_spoofed_replies_are_ignored_and_the_real_one_still_counts():
@@ -281,9 +305,9 @@ async def test_a_clock_kept_by_the_rtc_is_set_and_takes_small_corrections():
     assert clock.is_set() and clock.source == "rtc" and clock.synced_at is None
     net = Net(t)
     sets = []
-    c = sntp.SntpClient(SETTINGS, clock, lambda u, m: sets.append(u), log=lambda m: None, udp=net.udp,
+    c = SntpClient(SETTINGS, clock, lambda u, m: sets.append(u), log=lambda m: None, udp=net.udp,
                         urandom=lambda n: b"\x07" * n)
-    assert c.apply(UNIX_2026 + 1, 0) and clock.source == "sntp" and sets == [UNIX_2026 + 1]
+    assert sntp.apply(c, UNIX_2026 + 1, 0) and clock.source == "sntp" and sets == [UNIX_2026 + 1]
 
 
 async def test_on_set_is_called_after_each_set_and_its_failure_is_logged():
@@ -341,3 +365,21 @@ async def test_run_waits_for_wifi_and_a_pause_ends_when_wifi_comes_back():
     net.answers = [[(0, good(), None)]]
     await c.sync_once()
     assert c.wlan.tracked == [] and net.socks[-1].closed
+
+
+async def test_the_apps_hook_republishes_the_info_only_while_the_link_is_online():
+    from ppmid.sntp_task import republisher
+
+    class Link:
+        def __init__(self, state):
+            self.client = type("Client", (), {})()
+            self.client.state = state
+            self.published = 0
+
+        async def republish_info(self):
+            self.published += 1
+    await republisher(None)()   # no MQTT configured: nothing to tell
+    offline, online = Link("connecting"), Link("online")
+    await republisher(offline)()
+    await republisher(online)()
+    assert (offline.published, online.published) == (0, 1)

@@ -9,7 +9,7 @@
 #   timers: response budget -> "timeout" (a late response is still published, late: true)
 #   publish: every status change, QoS 1, through the outbox (outbox.py); a final status
 #           acknowledged -> journal "done"
-#   health: loop heartbeats and link checks decide whether the watchdog is fed (health.py)
+#   health: loop heartbeats and link checks decide whether the watchdog is fed
 #
 # No board imports: config, journal, validator, HAN link, publisher, clock, wdt and the
 # envelope key are injected. Topic names and payloads: ppmid.mqtt.contract. Policy and
@@ -22,51 +22,31 @@ except ImportError:  # pragma: no cover
 from micropython import const
 
 from ppmid.errors import PpmidError, E_BUSY, E_EXPIRED, E_TOO_LARGE, E_CLOCK, E_AUTH
-from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_HAN_DEST, E_HAN_TOO_BIG
-from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms, sleep_ms, SET_AFTER
+from ppmid.clock import wait_event_ms, sleep_ms, SET_AFTER
 from ppmid import envelope as envmod
 from ppmid.mqtt.contract import Topics, status_json, alert_json
 from ppmid.relay import journal as J
 from ppmid.relay.ratelimit import Pacer
 from ppmid.relay.outbox import Outbox
-from ppmid.relay.health import Health
 
 E_RATE = "E_RATE"
 E_STALE = "E_STALE"
-E_INTERNAL = "E_INTERNAL"
 
-# HAN link errors that mean "the bytes were not taken": the command may go again later.
-RETRYABLE = (E_HAN_DOWN, E_NO_TUNNEL)
-# errors that will not change by trying again: the command fails at once
-PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
-# anything else (E_DELIVERY, E_DELIVERY_UNKNOWN, OSError...) may have reached the CH: the
-# command waits for its response until its budget ends, then goes again like one whose
-# response did not come (resend.py: the meter's anti-replay refuses a copy of what it
-# already executed)
+# What is done when something is refused or goes wrong (the intake's refusals, a full
+# queue, a send the HAN link refuses, a failed command's sentence): relay/refusals.py,
+# loaded when the first of these happens.
 
 FINAL = ("response", "failed", "already-executed")
 _RECENT = const(16)
-_RETRY_MIN_MS = const(1000)
-_RETRY_MAX_MS = const(30000)
 _CLOCK_POLL_MS = const(1000)   # how often held commands look again for a set clock
 
-STATE_STARTING = "starting"
-STATE_RECOVERING = "recovering"
-STATE_RUNNING = "running"
-STATE_DEGRADED = "degraded"
-STATE_FAULT = "fault"
-STATE_STOPPED = "stopped"
+# the relay's state (info "state"; docs/relay.md "Health"): "starting", "recovering" (at
+# boot: relay/recovery.py), "running", "degraded" (a link down within its grace), "fault",
+# "stopped"
 
 
 class RelayError(PpmidError):
     pass
-
-
-_WHY = {E_EXPIRED: "expired before it could be relayed",
-        E_CLOCK: "the gateway clock was not set: expiry could not be checked",
-        E_STALE: "waited too long for the HAN",
-        E_HAN_DOWN: "the HAN link stayed down", E_NO_TUNNEL: "no tunnel to the CH",
-        E_HAN_TOO_BIG: "too large for the HAN link", E_HAN_DEST: "not reachable on the HAN"}
 
 
 class Relay:
@@ -100,7 +80,7 @@ class Relay:
         self.pacer = Pacer(lim["rate_per_s"], lim["burst"], self.queue_max, clock.diff)
         self.topics = Topics(config.get("gateway"), topic_prefix)
         self.console = console
-        self.state = STATE_STARTING
+        self.state = "starting"
         self.fault = None
         self._corr = {}          # response key -> Entry (sending, timed out, answered)
         self._deadline = {}      # seq -> ms tick of the response deadline (this boot)
@@ -108,7 +88,7 @@ class Relay:
         self._retry = {}         # target -> [ms tick when it may be tried again, backoff ms]
         self._recent = []        # [(id, result dict)] finished or rejected commands
         self._beats = {}         # loop name -> ms tick of its last pass
-        self._boot_ms = clock.ms()   # recover() sets it again: the start of this boot
+        self._boot_ms = clock.ms()   # recovery sets it again: the start of this boot
         self._wake_dispatch = asyncio.Event()
         self._room = asyncio.Event()   # set when a queued command leaves the queue
         self._tasks = []
@@ -121,29 +101,14 @@ class Relay:
                          "logs_dropped": 0, "recovered": 0, "admit_waits": 0}
         self.outbox = Outbox(publisher, self.topics, clock, self.counters, self._render,
                              self._status_sent, console, log_rate_per_s, log_burst)
-        self._health = Health(clock, self._beats, link_checks, link_grace_s, stall_ms, wdt, self.log)
-
-    # the publisher (set by the app once the MQTT link exists) and the link checks (the
-    # app adds the MQTT one then) live in the outbox and the health check
-    @property
-    def publisher(self):
-        return self.outbox.publisher
-
-    @publisher.setter
-    def publisher(self, publisher):
-        self.outbox.publisher = publisher
-
-    @property
-    def link_checks(self):
-        return self._health.links
-
-    @link_checks.setter
-    def link_checks(self, checks):
-        self._health.links = list(checks)
-
-    @property
-    def stall_ms(self):
-        return self._health.stall_ms
+        # health (below): [(name, fn() -> bool[, grace_s])], the app appends the MQTT link's
+        # once it exists (and sets the outbox's publisher then)
+        self.link_checks = list(link_checks)
+        self.link_grace_ms = link_grace_s * 1000
+        self.stall_ms = stall_ms
+        self.wdt = wdt
+        self._down_since = {}    # link name -> ms tick it was first seen down
+        self._said = None        # the reason last logged for not feeding the watchdog
 
     # ---- logging -------------------------------------------------------------------------
     def log(self, level, msg):
@@ -152,56 +117,7 @@ class Relay:
             self.console("relay %s: %s" % (level, msg))
         self.outbox.log(level, msg)
 
-    # ---- recovery ------------------------------------------------------------------------
-    def recover(self):
-        """Rebuild RAM state from the journal (already opened): correlation of commands
-        sent before the restart, statuses to publish again, anti-replay counters."""
-        self.state = STATE_RECOVERING
-        now = self.clock.ms()
-        # After a power cut an ESP32 has no clock until SNTP answers (docs/platform.md), so
-        # the unix times on flash cannot be compared with "now": budgets and windows of
-        # recovered commands then run on this boot's ticks, from the boot.
-        self._boot_ms = now
-        unset = not self.clock.is_set()
-        for e in self.journal.entries():
-            self.counters["recovered"] += 1
-            try:
-                if e.topup:
-                    self.topups()  # its responses must find their road
-                else:
-                    # a crash between the accept record and the counter record must not
-                    # reopen the counter: commit again (the store only ever goes up)
-                    self.validator.commit(self.decode(self.journal.body(e)))
-            except Exception as exc:
-                self.log("warn", "recommit of %s failed: %r" % (e.id, exc))
-            if e.state == J.QUEUED:
-                self._emit(e, "accepted")
-            elif e.state == J.SENDING:
-                # a top-up is never sent twice: a ZCL Consumer Top Up carries no GBCS
-                # counter, so a copy would reach the meter as a duplicate UTRN
-                if not e.topup and self._resend(e, 0):
-                    continue
-                # handed to the HAN link before the restart (or about to be), and sent
-                # again as often as allowed: it waits for its response until its budget ends
-                self._corr[e.key()] = e
-                self.pacer.in_flight[e.target] = e.seq
-                self._status[e.seq] = "relayed"
-                if unset:
-                    self._deadline[e.seq] = self.clock.add(now, self.budget_s * 1000)
-            elif e.state == J.ANSWERED:
-                self._corr[e.key()] = e
-                self._emit(e, "response")
-            elif e.state == J.TIMED_OUT:
-                self._corr[e.key()] = e
-                self._emit(e, "timeout")
-            elif e.state == J.FAILED:
-                self._emit(e, "failed")
-            elif e.state == J.ALREADY_EXECUTED:
-                self._corr[e.key()] = e
-                self._emit(e, "already-executed")
-        self.state = STATE_RUNNING
-        self._wake_dispatch.set()
-
+    # ---- recovery: ppmid.relay.recovery (boot-only) ---------------------------------------
     def _resend(self, e, timed_out):
         # a command whose bytes may have left before the crash, or whose budget ended
         # without a response: queued for one more copy if it has copies left (resend.py,
@@ -227,21 +143,9 @@ class Relay:
         admit_wait_ms) for one of them to go before refusing with E_BUSY: the intake's
         acknowledgement is withheld meanwhile, so a backlog (a broker handing over what
         it kept during an outage) is paced, not refused."""
-        waited = False
-        if self.admit_wait_ms > 0 and self._queue_full() and self._may_wait(env):
-            self.counters["admit_waits"] += 1
-            waited = True
-            t0 = ticks_ms()
-            while self._queue_full():
-                left = self.admit_wait_ms - ticks_diff(ticks_ms(), t0)
-                if left <= 0:
-                    break
-                self._room.clear()
-                self._wake_dispatch.set()
-                # woken when a command leaves the queue; the slice bounds a missed wake
-                await wait_event_ms(self._room, left if left < 250 else 250)
-        if waited:
-            self.log("info", "%s waited %d ms for room in the queue" % (env.id, ticks_diff(ticks_ms(), t0)))
+        if self.admit_wait_ms > 0 and self._queue_full():
+            from ppmid.relay import refusals
+            await refusals.wait_for_room(self, env)
         return self.accept_now(env, via)
 
     def _queue_full(self):
@@ -251,45 +155,22 @@ class Relay:
                 n += 1
         return n >= self.queue_max
 
-    def _may_wait(self, env):
-        # only a command that would be admitted but for the queue bound waits: a
-        # redelivered id gets its status at once, and a forged one is refused at once
-        try:
-            if env.id in self.journal.by_id:
-                return False
-            r = self._recent_result(env.id)
-            if r is not None and r["status"] != "rejected":
-                return False
-            self._verify(env)
-        except Exception:
-            return False
-        return True
-
     def _verify(self, env):
         # the MAC: the sender when keys per DCC User are configured, else None; raises
         if self.senders:
             return self.senders.verify(env)
         if env.kid is not None:
-            raise RelayError(E_AUTH, "envelope names key %s; this gateway has no keys per DCC User" % env.kid)
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_AUTH, env.kid)
         return env.verify(self.key)
 
     def accept_now(self, env, via="mqtt"):
         self.counters["received"] += 1
         try:
             return self._accept(env, via)
-        except PpmidError as exc:
-            self._reject(env, exc, via)
-            raise
-        except Exception as exc:  # a bug must not take the intake down
-            self.log("error", "accept crashed: %r" % (exc,))
-            if isinstance(exc, OSError):
-                # flash I/O failed: stop feeding the watchdog; the reset recovers the
-                # journal from its last good record
-                self.fault = "flash error in accept: %r" % (exc,)
-                self.state = STATE_FAULT
-            err = RelayError(E_INTERNAL, "internal error: %r" % (exc,))
-            self._reject(env, err, via)
-            raise err
+        except Exception as exc:
+            from ppmid.relay import refusals
+            raise refusals.refused(self, env, exc, via)
 
     def topups(self):
         """The top-up road (ppmid.relay.topups), imported on first use: a gateway that
@@ -303,7 +184,8 @@ class Relay:
         envmod.check_id(env.id)
         topup = getattr(env, "utrn", None) is not None  # a TopupEnvelope (ppmid.topup)
         if not topup and len(env.gbcs) > self.max_gbcs:
-            raise RelayError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % self.max_gbcs)
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_TOO_LARGE, self.max_gbcs)
         # mac only: a redelivered command must still find its status
         sender = self._verify(env)
         e = self.journal.by_id.get(env.id)
@@ -316,9 +198,11 @@ class Relay:
             return {"id": env.id, "status": r["status"]}
         now_s = self.clock.time()
         if env.expires is not None and not self.clock.is_set():
-            raise RelayError(E_CLOCK, "gateway clock is not set: cannot check expiry")
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_CLOCK)
         if env.expires is not None and now_s >= env.expires:
-            raise RelayError(E_EXPIRED, "command expired at %d (now %d)" % (env.expires, now_s))
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_EXPIRED, env.expires, now_s)
         if topup:
             msg = None
             if sender:
@@ -343,12 +227,13 @@ class Relay:
                 if x.originator == orig:
                     ahead_o += 1
         if queued >= self.queue_max:
-            raise RelayError(E_BUSY, "%d commands already wait for the HAN: try later" % queued)
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_BUSY, queued)
         if env.expires is not None:
             wait = self.pacer.admission_wait_s(ahead_t, ahead_o)
             if wait and now_s + wait >= env.expires:
-                raise RelayError(E_RATE, "at %s commands/s the %d commands ahead would take it past its expiry"
-                                 % (self.pacer.rate, max(ahead_t, ahead_o)))
+                from ppmid.relay import refusals
+                raise refusals.refusal(E_RATE, self.pacer.rate, max(ahead_t, ahead_o))
         e = self.journal.accept(env.id, via, env.expires, now_s, target, orig, counter, body, topup)
         if msg is not None:
             try:
@@ -360,30 +245,6 @@ class Relay:
         self._emit(e, "accepted")
         self._wake_dispatch.set()
         return {"id": e.id, "status": "accepted"}
-
-    def _reject(self, env, exc, via):
-        code = getattr(exc, "code", E_INTERNAL)
-        rej = self.counters["rejected"]
-        rej[code] = rej.get(code, 0) + 1
-        id = getattr(env, "id", None)
-        try:
-            envmod.check_id(id)
-        except PpmidError:
-            id = None
-        r = {"id": id, "status": "rejected", "gbcs": None,
-             "error": {"code": code, "message": getattr(exc, "message", str(exc))}}
-        # a forged envelope (E_AUTH) must not overwrite the status of a real command
-        prev = None if id is None else self._recent_result(id)
-        if id is not None and (id in self.journal.by_id or (prev is not None and prev["status"] != "rejected")):
-            self.log("warn", "%s for id %s, which names a known command: not recorded" % (code, id))
-            return r
-        if id is not None:
-            self._remember(id, r)
-        # the MQTT intake publishes its own rejections (before its PUBACK)
-        if self.outbox.publisher is not None and id is not None and via != "mqtt":
-            self.outbox.put(self.topics.rsp, status_json(id, "rejected", error=r["error"], via=via,
-                                                         at=self.clock.time()), 1)
-        return r
 
     def status(self, id):
         """Status name command `id` has reached ("accepted", "relayed", ...) or None."""
@@ -415,31 +276,28 @@ class Relay:
             self._finish(e, self._result(e, True))
 
     def _result(self, e, with_body):
-        status = self._status.get(e.seq) or self._state_status(e)
+        status = self._status.get(e.seq) or ("accepted", "relayed", "response", "timeout", "failed",
+                                             "already-executed")[e.state]
         r = {"id": e.id, "status": status, "gbcs": None, "error": None, "late": False}
-        if e.state == J.ANSWERED and e.topup:
-            # the meter's answer: "topped-up", or "rejected" with its result's code; the
-            # NFC phone gets its Consumer Top Up Response frame as the data
-            r["status"], r["topup"], r["error"] = self.topups().outcome(e)
-            r["late"] = e.late
-            if with_body:
-                r["gbcs"] = self.journal.response_body(e)
-        elif e.state == J.ANSWERED:
-            r["status"] = "response"
+        if e.state == J.ANSWERED:
+            if e.topup:
+                # the meter's answer: "topped-up", or "rejected" with its result's code;
+                # the NFC phone gets its Consumer Top Up Response frame as the data
+                r["status"], r["topup"], r["error"] = self.topups().outcome(e)
+            else:
+                r["status"] = "response"
             r["late"] = e.late
             if with_body:
                 r["gbcs"] = self.journal.response_body(e)
         elif e.state == J.FAILED:
             r["status"] = "failed"
-            r["error"] = {"code": e.error, "message": _WHY.get(e.error, "command not relayed")}
+            from ppmid.relay import refusals
+            r["error"] = refusals.failure(e.error)
         elif e.state == J.TIMED_OUT:
             r["status"] = "timeout"
             r["error"] = {"code": e.error or "E_TIMEOUT",
                           "message": "no response within %d s" % self.budget_s}
         return r
-
-    def _state_status(self, e):
-        return ("accepted", "relayed", "response", "timeout", "failed", "already-executed")[e.state]
 
     def _remember(self, id, r):
         for i in range(len(self._recent)):
@@ -522,43 +380,14 @@ class Relay:
             else:
                 await self.han.send(None, body)
         except Exception as exc:
-            code = getattr(exc, "code", None)
-            if code in RETRYABLE and e.state == J.SENDING:
-                # not taken by the link: back to the queue, that target backs off
-                self.journal.unsent(e)
-                self._release(e)
-                r = self._retry.get(e.target)
-                backoff = _RETRY_MIN_MS if r is None else min(r[1] * 2, _RETRY_MAX_MS)
-                if r is None:
-                    self.counters["link_resets"] += 1
-                self._retry[e.target] = [self.clock.add(self.clock.ms(), backoff), backoff]
-                self.counters["retries"] += 1
-                e.error = code
-                self.log("warn", "%s not relayed (%s): retry in %d ms" % (e.id, code, backoff))
-                return
-            if code in PERMANENT and e.state == J.SENDING:
-                self.counters["send_errors"] += 1
-                self._release(e)
-                self._fail(e, code, "the HAN link refused it: %s" % (getattr(exc, "message", exc),))
-                return
-            # anything else may have reached the CH: never resend, wait for the budget
-            self.counters["send_errors"] += 1
-            e.error = code or E_INTERNAL
-            self.log("warn", "%s: HAN send failed (%r); waiting for a response until its budget ends" % (e.id, exc))
+            from ppmid.relay import refusals
+            refusals.send_failed(self, e, exc)
             return
         self._retry.pop(e.target, None)
         self.counters["relayed"] += 1
         # a fast response may already have overtaken us; a copy was "relayed" already
         if e.state == J.SENDING and self._status.get(e.seq) != "relayed":
             self._emit(e, "relayed")
-
-    def _release(self, e):
-        self.pacer.finished(e.target, e.seq)
-        self._deadline.pop(e.seq, None)
-        k = e.key()
-        if self._corr.get(k) is e and e.state not in (J.TIMED_OUT, J.ANSWERED):
-            del self._corr[k]
-        self._wake_dispatch.set()
 
     def _fail(self, e, code, why):
         self.journal.failed(e, code)
@@ -673,11 +502,6 @@ class Relay:
             self._finish(e, self._result(e, True))
         return True
 
-    async def publish_once(self):
-        """Publish the oldest message in the outbox; True if there was one. Returns once
-        the broker acknowledged it (QoS 1) or raises (then it stays at the head)."""
-        return await self.outbox.publish_once()
-
     def _finish(self, e, r):
         """Final status delivered: remember it in RAM, forget it on flash."""
         self._remember(e.id, r)
@@ -693,13 +517,43 @@ class Relay:
         self.journal.done(e)
 
     # ---- health --------------------------------------------------------------------------
+    # The board is reset (by no longer feeding the watchdog) when a relay loop has stalled,
+    # when a link has been down longer than its grace, or after a fault. A reset is the
+    # cure for a wedged radio module or Wi-Fi stack, and the journal makes it safe
+    # (docs/relay.md, "Health").
     def health(self):
-        """(ok, reason). Not ok when a loop has stalled, a link has been down longer than
-        its grace, or a fault (e.g. flash errors) stopped the relay (health.py)."""
-        ok, why = self._health.check(self.fault)
-        if ok and self.state in (STATE_RUNNING, STATE_DEGRADED):
-            self.state = STATE_DEGRADED if why == "degraded" else STATE_RUNNING
-        return ok, why
+        """(ok, reason): reason "ok" or "degraded" (a link down within its grace) when ok,
+        else why not: a loop has stalled, a link has been down longer than its grace, or
+        a fault (e.g. flash errors) stopped the relay."""
+        if self.fault is not None:
+            return False, "fault: " + self.fault
+        clock = self.clock
+        now = clock.ms()
+        for name in self._beats:
+            age = clock.diff(now, self._beats[name])
+            if age > self.stall_ms:
+                return False, "%s loop stalled for %d ms" % (name, age)
+        degraded = False
+        for link in self.link_checks:
+            name, up = link[0], link[1]
+            grace = link[2] * 1000 if len(link) > 2 else self.link_grace_ms
+            try:
+                ok = up()
+            except Exception:
+                ok = False
+            if ok:
+                self._down_since.pop(name, None)
+                continue
+            degraded = True
+            since = self._down_since.get(name)
+            if since is None:
+                self._down_since[name] = now
+                self.log("warn", "%s link down" % name)
+            elif clock.diff(now, since) > grace:
+                return False, "%s link down for %d s" % (name, clock.diff(now, since) // 1000)
+        if self.state in ("running", "degraded"):
+            self.state = "degraded" if degraded else "running"
+        return True, "degraded" if degraded else "ok"
 
     def info(self):
         queued = sending = 0
@@ -715,11 +569,11 @@ class Relay:
 
     # ---- tasks ---------------------------------------------------------------------------
     def start(self):
-        """Create the relay's tasks (call recover() first). Returns them."""
-        self._tasks = [asyncio.create_task(self._guard("dispatch", self._dispatch_loop)),
-                       asyncio.create_task(self._guard("receive", self._receive_loop)),
-                       asyncio.create_task(self._guard("publish", self._publish_loop)),
-                       asyncio.create_task(self._guard("house", self._house_loop))]
+        """Create the relay's tasks (after ppmid.relay.recovery.recover(relay)). Returns them."""
+        self._tasks = [asyncio.create_task(self._guard("dispatch", self._dispatch_loop())),
+                       asyncio.create_task(self._guard("receive", self._receive_loop())),
+                       asyncio.create_task(self._guard("publish", self.outbox.run(self._beat))),
+                       asyncio.create_task(self._guard("house", self._house_loop()))]
         return self._tasks
 
     async def stop(self):
@@ -731,18 +585,18 @@ class Relay:
             except BaseException:
                 pass
         self._tasks = []
-        self.state = STATE_STOPPED
+        self.state = "stopped"
 
     async def _guard(self, name, loop):
-        # a loop that dies stops its heartbeat: health() then says why, and the watchdog
-        # (no longer fed) resets the board
+        # a loop (a coroutine) that dies stops its heartbeat: health() then says why, and
+        # the watchdog (no longer fed) resets the board
         try:
-            await loop()
+            await loop
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.fault = "%s loop died: %r" % (name, exc)
-            self.state = STATE_FAULT
+            self.state = "fault"
             self.log("error", self.fault)
 
     def _beat(self, name):
@@ -765,9 +619,6 @@ class Relay:
             buf = await self.han.receive()
             self.on_han_message(buf)
 
-    def _publish_loop(self):
-        return self.outbox.run(self._beat)
-
     def house_once(self):
         """Timers, then health; feed the watchdog only when healthy. Returns (ok, why)."""
         self._beat("house")
@@ -776,9 +627,16 @@ class Relay:
             self.journal.sync()  # lazy records (done, timeout, counters) reach flash
         except Exception as exc:
             self.fault = "timers: %r" % (exc,)
-            self.state = STATE_FAULT
+            self.state = "fault"
         ok, why = self.health()
-        self._health.tend(ok, why)
+        # feed the watchdog when healthy; else say why, once per reason
+        if ok:
+            if self.wdt is not None:
+                self.wdt.feed()
+            self._said = None
+        elif why != self._said:
+            self.log("error", "not feeding the watchdog: " + why)
+            self._said = why
         return ok, why
 
     async def _house_loop(self):

@@ -126,14 +126,6 @@ def _resend_payload(e):
     return struct.pack(">IHB", e.seq, min(e.retries, 0xFFFF), min(e.resends, 0xFF))
 
 
-def _frame(rtype, parts):
-    # one record as bytes (tests build foreign files with it)
-    import io
-    f = io.BytesIO()
-    _put(f, rtype, parts)
-    return f.getvalue()
-
-
 def _exists(path):
     try:
         os.stat(path)
@@ -187,7 +179,7 @@ class Journal:
             # the scan's code is boot-only (ppmid.boot.BOOT_ONLY drops it once the app runs)
             from ppmid.relay.journal_scan import scan
             scan(self)
-        self._rewrite()
+        self.compact()
         return self.entries()
 
     def entries(self):
@@ -351,76 +343,14 @@ class Journal:
     def compact(self):
         """Rewrite the journal with only the live commands and the counters, into a new
         file that replaces the old one by an atomic rename."""
-        self._rewrite()
-
-    def _rewrite(self):
-        entries = self.entries()
-        src = None
-        if self._f is not None:
-            src = self._f
-        elif _exists(self.path):
-            src = open(self.path, "rb")
-        out = open(self.tmp_path, "wb")
-        written = 0
+        # the code is loaded for each compaction and dropped after it: it runs at open and
+        # when an append would cross max_bytes, so the running gateway seldom needs it
+        from ppmid.relay.journal_compact import rewrite
         try:
-            written += _put(out, T_HEADER, (MAGIC, struct.pack(">I", self.next_seq)))
-            for key in self.counters:
-                written += _put(out, _T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", self.counters[key])))
-            moves = []
-            for e in entries:
-                body = b""
-                if e.body_len:
-                    src.seek(e.body_off)
-                    body = src.read(e.body_len)
-                    if len(body) != e.body_len:
-                        raise JournalError(E_JOURNAL, "journal short read during compaction")
-                idb = e.id.encode()
-                fixed = struct.pack(_ACCEPT_FMT, e.seq, _NO_EXPIRY if e.expires is None else e.expires,
-                                    e.accepted_at, _via_byte(e.via, e.topup), len(idb))
-                body_off = written + _HEAD + _ACCEPT_FIXED + len(idb) + 24
-                written += _put(out, _T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, body))
-                rsp_off = 0
-                if e.state == SENDING:
-                    rec = (_T_SENDING, (_sending_payload(e, e.deadline),))
-                elif e.state == QUEUED and e.resends:
-                    rec = (_T_RESEND, (_resend_payload(e),))
-                elif e.state == ALREADY_EXECUTED:
-                    rec = (_T_ALREADY, (struct.pack(">I", e.seq),))
-                elif e.state == QUEUED and e.retries:
-                    rec = (_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
-                elif e.state == ANSWERED:
-                    rsp = b""
-                    if e.rsp_len:
-                        src.seek(e.rsp_off)
-                        rsp = src.read(e.rsp_len)
-                    rec = (_T_RESPONSE, (struct.pack(">IB", e.seq, 1 if e.late else 0), rsp))
-                    rsp_off = written + _HEAD + 5
-                elif e.state == TIMED_OUT:
-                    rec = (_T_TIMEOUT, (struct.pack(">II", e.seq, e.late_until),))
-                elif e.state == FAILED:
-                    rec = (_T_FAILED, (struct.pack(">I", e.seq), (e.error or "E_FAILED").encode()))
-                else:
-                    rec = None
-                if rec is not None:
-                    written += _put(out, rec[0], rec[1])
-                moves.append((e, body_off, rsp_off))
-            out.flush()
+            rewrite(self)
         finally:
-            out.close()
-            if src is not None and src is not self._f:
-                src.close()
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-        os.rename(self.tmp_path, self.path)  # atomic on LittleFS: old or new, never half
-        for e, body_off, rsp_off in moves:
-            e.body_off = body_off
-            if rsp_off:
-                e.rsp_off = rsp_off
-        self.size = written
-        self.bytes_written += written
-        self.compactions += 1
-        self.lazy = 0
+            from ppmid.modules import unload
+            unload("ppmid.relay.journal_compact", "ppmid.modules")
 
     def close(self):
         """Close the file (syncing lazy records). A crash is a close that never happens."""

@@ -1,0 +1,152 @@
+# What the relay core does when something is refused or goes wrong (docs/relay.md): a
+# command the intake refuses (its sentence; counted, remembered, reported on the roads
+# that do not report their own), a full queue's wait before E_BUSY, a send the HAN link
+# refuses (back to the queue with a backoff, or failed), and the sentence of a failed
+# command's status.
+#
+# Loaded when the first of these happens, and kept: a gateway whose commands all go
+# through never imports it, so the running app holds none of this code (docs/memory.md).
+from micropython import const
+
+from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms
+from ppmid.errors import PpmidError, E_HAN_DOWN, E_NO_TUNNEL, E_HAN_DEST, E_HAN_TOO_BIG, E_EXPIRED, E_CLOCK
+from ppmid.errors import E_AUTH, E_TOO_LARGE, E_BUSY
+from ppmid import envelope as envmod
+from ppmid.mqtt.contract import status_json
+from ppmid.relay import journal as J
+from ppmid.relay.core import RelayError, E_RATE, E_STALE
+
+E_INTERNAL = "E_INTERNAL"
+
+# HAN link errors that mean "the bytes were not taken": the command may go again later.
+RETRYABLE = (E_HAN_DOWN, E_NO_TUNNEL)
+# errors that will not change by trying again: the command fails at once
+PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
+# anything else (E_DELIVERY, E_DELIVERY_UNKNOWN, OSError...) may have reached the CH: the
+# command waits for its response until its budget ends, then goes again like one whose
+# response did not come (resend.py: the meter's anti-replay refuses a copy of what it
+# already executed)
+_RETRY_MIN_MS = const(1000)
+_RETRY_MAX_MS = const(30000)
+
+# the sentences of the intake's refusals that relay.core raises (refusal())
+_SAYS = {E_AUTH: "envelope names key %s; this gateway has no keys per DCC User",
+         E_TOO_LARGE: "gbcs is larger than the %d bytes allowed",
+         E_CLOCK: "gateway clock is not set: cannot check expiry",
+         E_EXPIRED: "command expired at %d (now %d)",
+         E_BUSY: "%d commands already wait for the HAN: try later",
+         E_RATE: "at %s commands/s the %d commands ahead would take it past its expiry"}
+
+_WHY = {E_EXPIRED: "expired before it could be relayed",
+        E_CLOCK: "the gateway clock was not set: expiry could not be checked",
+        E_STALE: "waited too long for the HAN",
+        E_HAN_DOWN: "the HAN link stayed down", E_NO_TUNNEL: "no tunnel to the CH",
+        E_HAN_TOO_BIG: "too large for the HAN link", E_HAN_DEST: "not reachable on the HAN"}
+
+
+def refusal(code, *args):
+    """The RelayError relay.core raises for the intake refusal `code`, its sentence
+    filled in with args."""
+    return RelayError(code, _SAYS[code] % args)
+
+
+def failure(code):
+    """The error of a failed command's status: {"code", "message"}."""
+    return {"code": code, "message": _WHY.get(code, "command not relayed")}
+
+
+async def wait_for_room(relay, env):
+    """limits.queue commands already wait for the HAN: a command that would be admitted
+    but for that bound waits (up to relay.admit_wait_ms) for one of them to go. A
+    redelivered id gets its status at once, and a forged one is refused at once."""
+    try:
+        if env.id in relay.journal.by_id:
+            return
+        r = relay._recent_result(env.id)
+        if r is not None and r["status"] != "rejected":
+            return
+        relay._verify(env)
+    except Exception:
+        return
+    relay.counters["admit_waits"] += 1
+    t0 = ticks_ms()
+    while relay._queue_full():
+        left = relay.admit_wait_ms - ticks_diff(ticks_ms(), t0)
+        if left <= 0:
+            break
+        relay._room.clear()
+        relay._wake_dispatch.set()
+        # woken when a command leaves the queue; the slice bounds a missed wake
+        await wait_event_ms(relay._room, left if left < 250 else 250)
+    relay.log("info", "%s waited %d ms for room in the queue" % (env.id, ticks_diff(ticks_ms(), t0)))
+
+
+def refused(relay, env, exc, via):
+    """accept_now's refusal: records it and returns the error to raise (a PpmidError as
+    it came; anything else, a bug or a flash error, as E_INTERNAL)."""
+    if not isinstance(exc, PpmidError):  # a bug must not take the intake down
+        relay.log("error", "accept crashed: %r" % (exc,))
+        if isinstance(exc, OSError):
+            # flash I/O failed: stop feeding the watchdog; the reset recovers the
+            # journal from its last good record
+            relay.fault = "flash error in accept: %r" % (exc,)
+            relay.state = "fault"
+        exc = RelayError(E_INTERNAL, "internal error: %r" % (exc,))
+    code = getattr(exc, "code", E_INTERNAL)
+    rej = relay.counters["rejected"]
+    rej[code] = rej.get(code, 0) + 1
+    id = getattr(env, "id", None)
+    try:
+        envmod.check_id(id)
+    except PpmidError:
+        id = None
+    error = {"code": code, "message": getattr(exc, "message", str(exc))}
+    # a forged envelope (E_AUTH) must not overwrite the status of a real command
+    prev = None if id is None else relay._recent_result(id)
+    if id is not None and (id in relay.journal.by_id or (prev is not None and prev["status"] != "rejected")):
+        relay.log("warn", "%s for id %s, which names a known command: not recorded" % (code, id))
+        return exc
+    if id is not None:
+        relay._remember(id, {"id": id, "status": "rejected", "gbcs": None, "error": error})
+    # the MQTT intake publishes its own rejections (before its PUBACK)
+    if relay.outbox.publisher is not None and id is not None and via != "mqtt":
+        relay.outbox.put(relay.topics.rsp, status_json(id, "rejected", error=error, via=via,
+                                                       at=relay.clock.time()), 1)
+    return exc
+
+
+def _release(relay, e):
+    relay.pacer.finished(e.target, e.seq)
+    relay._deadline.pop(e.seq, None)
+    k = e.key()
+    if relay._corr.get(k) is e and e.state not in (J.TIMED_OUT, J.ANSWERED):
+        del relay._corr[k]
+    relay._wake_dispatch.set()
+
+
+def send_failed(relay, e, exc):
+    """relay._send's HAN link raised exc for command e ("sending" when it was handed over)."""
+    code = getattr(exc, "code", None)
+    counters = relay.counters
+    if code in RETRYABLE and e.state == J.SENDING:
+        # not taken by the link: back to the queue, that target backs off
+        relay.journal.unsent(e)
+        _release(relay, e)
+        clock = relay.clock
+        r = relay._retry.get(e.target)
+        backoff = _RETRY_MIN_MS if r is None else min(r[1] * 2, _RETRY_MAX_MS)
+        if r is None:
+            counters["link_resets"] += 1
+        relay._retry[e.target] = [clock.add(clock.ms(), backoff), backoff]
+        counters["retries"] += 1
+        e.error = code
+        relay.log("warn", "%s not relayed (%s): retry in %d ms" % (e.id, code, backoff))
+        return
+    counters["send_errors"] += 1
+    if code in PERMANENT and e.state == J.SENDING:
+        _release(relay, e)
+        relay._fail(e, code, "the HAN link refused it: %s" % (getattr(exc, "message", exc),))
+        return
+    # anything else may have reached the CH: never resend, wait for the budget
+    e.error = code or E_INTERNAL
+    relay.log("warn", "%s: HAN send failed (%r); waiting for a response until its budget ends" % (e.id, exc))

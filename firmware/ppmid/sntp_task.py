@@ -1,0 +1,85 @@
+# The task that keeps the board's wall clock set by SNTP (docs/platform.md "Clock"): it
+# waits for Wi-Fi, asks the configured servers in turn (ppmid.sntp), retries with a
+# doubling pause while no usable reply comes and re-syncs every resync_s. The app starts
+# it only when Wi-Fi and servers are configured.
+#
+# Memory: the protocol and one sync (ppmid.sntp: the codec, the query, the jump rule) are
+# loaded for each sync and dropped after it, so between syncs the running gateway holds
+# only this loop and its state (docs/memory.md).
+from ppmid.clock import sleep_ms
+
+
+class SntpClient:
+    """Keeps `clock` set: asks the servers in turn once Wi-Fi is up, retries with a
+    doubling pause (retry_s .. retry_max_s) while no usable reply comes, re-syncs every
+    resync_s. `set_time(unix_s, ms)` is the board's RTC setter; `on_set` an optional
+    coroutine function called after each set (the app republishes its info). `udp(host,
+    port) -> (socket, address)`, `urandom` and `sleep` are injected by tests (None: a
+    non-blocking UDP socket, os.urandom)."""
+
+    def __init__(self, settings, clock, set_time, wlan=None, log=print, on_set=None, udp=None, urandom=None,
+                 sleep=sleep_ms):
+        self.servers = settings["servers"]
+        self.port = settings["port"]
+        self.timeout_ms = settings["timeout_ms"]
+        self.retry_s = settings["retry_s"]
+        self.retry_max_s = settings["retry_max_s"]
+        self.resync_s = settings["resync_s"]
+        self.clock = clock
+        self.set_time = set_time
+        self.wlan = wlan
+        self.log = log
+        self.on_set = on_set
+        self.udp = udp
+        self.sleep = sleep         # injected: tests move a fake clock instead of waiting
+        if urandom is None:
+            from os import urandom
+        self.urandom = urandom
+        self.held = None           # (unix_s, ticks) of a big step waiting for a second reply
+        self.server = 0
+        self.syncs = self.failures = self.ignored = 0
+
+    async def sync_once(self):
+        """One query to the current server (ppmid.sntp.sync_once); the next pause in seconds."""
+        from ppmid import sntp
+        try:
+            return await sntp.sync_once(self)
+        finally:
+            from ppmid.modules import unload
+            unload("ppmid.sntp", "ppmid.modules")
+
+    def _up(self):
+        return self.wlan is None or self.wlan.isconnected()
+
+    async def _pause(self, s):
+        # sleep s seconds, cut short when Wi-Fi comes back after a drop (sync at once then)
+        was_up = self._up()
+        for _ in range(s):
+            await self.sleep(1000)
+            up = self._up()
+            if up and not was_up:
+                return
+            was_up = up
+
+    async def run(self):
+        while True:
+            if not self._up():
+                await self.sleep(1000)
+                continue
+            try:
+                wait = await self.sync_once()
+            except Exception as exc:  # noqa: BLE001 - the clock task must outlive a bug
+                self.log("PPMID sntp: %r" % (exc,))
+                wait = self.retry_max_s
+            await self._pause(wait)
+
+
+def republisher(link):
+    """The app's on_set hook: each sync republishes the MQTT link's info (clock,
+    clock_synced_at) while the link is online. Here, not in boot.py (a closure holds its
+    module, and boot.py is dropped after boot), nor in app.py (a gateway without SNTP
+    does not need it)."""
+    async def synced():
+        if link is not None and link.client.state == "online":
+            await link.republish_info()
+    return synced

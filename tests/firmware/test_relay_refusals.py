@@ -1,0 +1,69 @@
+# The relay's refusals and failures (relay/refusals.py, loaded when the first one happens):
+# the sentence a failed command's status carries, and that a command that goes through
+# never loads that module (docs/memory.md). The refusal paths themselves are exercised in
+# test_relay_core.py (every rejection, E_BUSY and its wait, HAN link errors).
+import sys
+
+from test_relay_support import Rig, response_to
+from ppmid.relay import journal as J
+
+
+def _drop_refusals():
+    from ppmid.modules import unload
+    unload("ppmid.relay.refusals")
+
+
+async def test_a_command_that_goes_through_does_not_load_the_refusals():
+    _drop_refusals()
+    r = Rig()
+    assert (await r.submit("c-1", 10))["status"] == "accepted"
+    await r.pump()
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.publish_all()
+    assert r.pub.statuses("c-1") == ["accepted", "relayed", "response"]
+    assert "ppmid.relay.refusals" not in sys.modules
+    # the first refusal loads it
+    res = await r.submit("c-1", 10, key=b"\x00" * 32)
+    assert res["error"] == "E_AUTH"
+    assert "ppmid.relay.refusals" in sys.modules
+
+
+async def test_a_failed_command_says_why_in_its_status_and_result():
+    _drop_refusals()
+    r = Rig()
+    r.relay.outbox.publisher = None  # results as the NFC road reads them
+    await r.submit("far", 10, via="nfc-phone")
+    r.han.fail = ["E_HAN_DEST"]
+    await r.pump()
+    assert r.relay.result("far")["error"] == {"code": "E_HAN_DEST", "message": "not reachable on the HAN"}
+    await r.submit("exp", 11, via="nfc-phone", expires=r.clock.time() + 1)
+    r.clock.advance(2000)
+    r.relay.check_timers()
+    assert r.relay.result("exp")["error"] == {"code": "E_EXPIRED", "message": "expired before it could be relayed"}
+    # a code with no sentence of its own (an older firmware's record, say) still gets one
+    await r.submit("odd", 12, via="nfc-phone")
+    e = r.journal.by_id["odd"]
+    r.relay._fail(e, "E_OTHER", "scripted")
+    assert e.state == J.FAILED
+    assert r.relay.result("odd")["error"] == {"code": "E_OTHER", "message": "command not relayed"}
+
+
+async def test_the_intakes_refusals_say_what_was_wrong_with_the_figures():
+    from ppmid import envelope
+    from test_relay_support import KEY, config
+    r = Rig(cfg=config(max_gbcs=200, queue=1))
+    now = r.clock.time()
+    res = await r.accept_env(envelope.sign(KEY, "big", b"\xDF" * 201))
+    assert (res["error"], res["message"]) == ("E_TOO_LARGE", "gbcs is larger than the 200 bytes allowed")
+    res = await r.submit("exp", 10, expires=now - 1)
+    assert (res["error"], res["message"]) == ("E_EXPIRED", "command expired at %d (now %d)" % (now - 1, now))
+    res = await r.accept_env(r.env("kid", 10, kid="k1"))
+    assert res["error"] == "E_AUTH" and res["message"] == (
+        "envelope names key k1; this gateway has no keys per DCC User")
+    assert (await r.submit("one", 11))["status"] == "accepted"
+    r.relay.admit_wait_ms = 0
+    res = await r.submit("two", 12)
+    assert (res["error"], res["message"]) == ("E_BUSY", "1 commands already wait for the HAN: try later")
+    r.clock.unix0 = 1000  # a board that has not synchronised its clock
+    res = await r.submit("clk", 13, expires=2000)
+    assert (res["error"], res["message"]) == ("E_CLOCK", "gateway clock is not set: cannot check expiry")
