@@ -215,6 +215,9 @@ def from_json_obj(obj, max_gbcs, gbcs=None):
 
 
 _QUOTE = 0x22
+# No envelope field nests (every value is a string or a number): deeper JSON is refused
+# before json.loads, which on MicroPython fails with MemoryError on a few thousand `[`.
+_DEPTH_MAX = const(8)
 _B64_CHUNK = 512  # base64 characters decoded at a time (384 bytes: a small allocation)
 
 
@@ -226,7 +229,8 @@ def lift_gbcs(buf, out):
     command; on a long-running board the heap may no longer hold one in one piece, though
     there is plenty free in all. Returns None when buf has no plain top-level "gbcs"
     string (the caller parses it as usual and says what is wrong). Raises EnvelopeError:
-    E_TOO_LARGE when it does not fit `out`, E_ENVELOPE when it is not base64."""
+    E_TOO_LARGE when it does not fit `out`, E_ENVELOPE when it is not base64 (or the JSON
+    before "gbcs" nests deeper than _DEPTH_MAX)."""
     i = _gbcs_value(buf)
     return None if i is None else _lift_value(memoryview(buf), i, out, 0, len(out))
 
@@ -270,6 +274,8 @@ def _gbcs_value(buf):
             continue
         if c == 0x7B or c == 0x5B:    # { [
             depth += 1
+            if depth > _DEPTH_MAX:
+                raise EnvelopeError(E_ENVELOPE, "command JSON nests deeper than %d levels" % _DEPTH_MAX)
             key = c == 0x7B and depth == 1
         elif c == 0x7D or c == 0x5D:  # } ]
             depth -= 1

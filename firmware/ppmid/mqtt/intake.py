@@ -6,11 +6,12 @@
 # `rejected` status with its code, then PUBACK). Any other exception propagates to the
 # client, which withholds the PUBACK and drops the link, so the broker redelivers the
 # command after reconnect: an accepted command is never lost, a refused one is answered.
+import gc
 import json
 import sys
 
 from ppmid import envelope
-from ppmid.errors import PpmidError
+from ppmid.errors import PpmidError, E_BUSY
 from ppmid.clock import ticks_ms, ticks_diff
 from ppmid.mqtt.contract import Topics, status_json
 
@@ -43,6 +44,11 @@ def _id_in(payload):
                         return None
             return None
     return None
+
+
+def _short_of_memory(size):
+    return PpmidError(E_BUSY, "the gateway had not enough memory to read this %d-byte command: send it again later"
+                      % size)
 
 
 def _writable(mv):
@@ -127,13 +133,27 @@ class Intake:
             except envelope.EnvelopeError as exc:
                 id = _id_in(payload)  # refused before json.loads: name the id if it is plain
                 raise exc
-            if isinstance(obj, dict) and "utrn" in obj:
-                # a top-up (docs/envelope.md): its code is loaded with the first one (and it
-                # refuses a message that also carries gbcs)
-                from ppmid import topup
-                env = topup.from_json_obj(obj)
-            else:
-                env = envelope.from_json_obj(obj, self.max_gbcs, gbcs)
+            except RuntimeError:  # CPython's RecursionError: JSON nested past its stack
+                id = _id_in(payload)
+                raise envelope.EnvelopeError(envelope.E_ENVELOPE, "command JSON nests too deep")
+            except MemoryError:
+                # deep nesting after "gbcs" (the depth check stops at that key), or a
+                # fragmented heap: refused and PUBACKed, never left to be redelivered for ever
+                obj = None
+                gc.collect()
+                id = _id_in(payload)
+                raise _short_of_memory(len(payload))
+            try:
+                if isinstance(obj, dict) and "utrn" in obj:
+                    # a top-up (docs/envelope.md): its code is loaded with the first one (and it
+                    # refuses a message that also carries gbcs)
+                    from ppmid import topup
+                    env = topup.from_json_obj(obj)
+                else:
+                    env = envelope.from_json_obj(obj, self.max_gbcs, gbcs)
+            except MemoryError:  # an escaped gbcs decoded whole, or the top-up code's import
+                gc.collect()
+                raise _short_of_memory(len(payload))
             id = env.id
             obj = None  # the decoded envelope holds what we need; free the JSON
             await self.accept(env, VIA)
