@@ -206,6 +206,16 @@ async def test_oversized_message_is_rejected_too_large():
     assert j.ids == []
 
 
+async def test_message_the_client_had_no_memory_for_is_rejected_busy():
+    # the client's buffer could not grow to a message within its cap: send again later
+    c, j, it = _setup()
+    c.max_packet = 16384
+    await it.too_large(CMD, 9000, 1, False)
+    (t, obj, qos, retain), = c.published
+    assert obj["id"] is None and obj["status"] == "rejected"
+    assert obj["error"]["code"] == "E_BUSY" and "9000" in obj["error"]["message"]
+
+
 class TopupJournal:
     def __init__(self):
         self.got = []

@@ -85,11 +85,15 @@ class Intake:
         client.oversize = self.too_large
 
     async def too_large(self, topic, size, qos, dup):
-        """The client read past a PUBLISH larger than its max_packet: refuse it (the id
-        is in the discarded part, so the rejection carries "id": null)."""
+        """The client read past a PUBLISH larger than its max_packet, or one its receive
+        buffer could not grow to hold (no block that large free): refuse it (the id is in
+        the discarded part, so the rejection carries "id": null)."""
         self.stats["rejected"] += 1
-        err = envelope.EnvelopeError(envelope.E_TOO_LARGE, "command message of %d bytes is larger than the %d allowed"
-                                     % (size, self.client.max_packet))
+        if size > self.client.max_packet:
+            err = envelope.EnvelopeError(envelope.E_TOO_LARGE, "command message of %d bytes is larger than the %d allowed"
+                                         % (size, self.client.max_packet))
+        else:
+            err = _short_of_memory(size)
         if not await self.client.publish(self.topics.rsp, status_json(None, "rejected", 0, error=err), 1, False, False,
                                          True):
             self.stats["reject_drops"] += 1
