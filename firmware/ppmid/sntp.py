@@ -140,12 +140,15 @@ class SntpClient:
                         if not quiet:  # one line per query: a flood must not flood the console
                             self.log("PPMID sntp: ignored a reply for %s: %s" % (host, why))
                             quiet = True
-                        continue
-                    ms += c.diff(c.ms(), t0) // 2
-                    return unix + ms // 1000, ms % 1000
+                    else:
+                        ms += c.diff(c.ms(), t0) // 2
+                        return unix + ms // 1000, ms % 1000
                 if c.diff(c.ms(), t0) >= self.timeout_ms:
                     return None
-                await self.sleep(_POLL_MS)
+                # after an ignored reply only a yield (the next datagram may be the real
+                # one), but a yield still: a stream of forged ones must neither starve the
+                # other tasks nor outlast timeout_ms
+                await self.sleep(_POLL_MS if data is None else 0)
         finally:
             if self.wlan is not None:
                 self.wlan.untrack(sock)
