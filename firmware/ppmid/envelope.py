@@ -114,6 +114,17 @@ def json_kid(obj):
     return None if kid is None else check_id(kid, "kid", E_ENVELOPE)
 
 
+def json_expires(obj):
+    """The optional "expires" of a JSON envelope (unix seconds), checked (E_ENVELOPE), or
+    None. At most 0xFFFFFFFE: the journal keeps it in 4 bytes, where 0xFFFFFFFF means "no
+    expiry" (and MicroPython's struct.pack would cut a larger one short without a word)."""
+    expires = obj.get("expires")
+    if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0
+                                or expires > 0xFFFFFFFE):
+        raise EnvelopeError(E_ENVELOPE, "expires must be an integer from 0 to 4294967294 (unix seconds)")
+    return expires
+
+
 def binary_kid(mv, pos, flags):
     """(kid or None, position after it) of a binary envelope: flag bit 1, then a length
     byte and the name, right after the id."""
@@ -208,10 +219,7 @@ def from_json_obj(obj, max_gbcs, gbcs=None):
         raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
     if not gbcs:
         raise EnvelopeError(E_ENVELOPE, "gbcs is empty")
-    expires = obj.get("expires")
-    if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
-        raise EnvelopeError(E_ENVELOPE, "expires must be a non-negative integer (unix seconds)")
-    return Envelope(id, gbcs, expires, mac_hex(obj["mac"]), json_kid(obj))
+    return Envelope(id, gbcs, json_expires(obj), mac_hex(obj["mac"]), json_kid(obj))
 
 
 _QUOTE = 0x22
