@@ -6,7 +6,6 @@
 # `rejected` status with its code, then PUBACK). Any other exception propagates to the
 # client, which withholds the PUBACK and drops the link, so the broker redelivers the
 # command after reconnect: an accepted command is never lost, a refused one is answered.
-import gc
 import json
 import sys
 
@@ -47,7 +46,7 @@ def _id_in(payload):
 
 
 def _short_of_memory(size):
-    return PpmidError(E_BUSY, "the gateway had not enough memory to read this %d-byte command: send it again later"
+    return PpmidError(E_BUSY, "the gateway ran short of memory reading this %d-byte command: send it again later"
                       % size)
 
 
@@ -132,22 +131,6 @@ class Intake:
                     obj = json.loads(lifted[1])
                 else:
                     obj = json.loads(payload if _MP else bytes(payload))
-            except (ValueError, UnicodeError):
-                raise envelope.EnvelopeError(envelope.E_ENVELOPE, "command is not valid JSON")
-            except envelope.EnvelopeError as exc:
-                id = _id_in(payload)  # refused before json.loads: name the id if it is plain
-                raise exc
-            except RuntimeError:  # CPython's RecursionError: JSON nested past its stack
-                id = _id_in(payload)
-                raise envelope.EnvelopeError(envelope.E_ENVELOPE, "command JSON nests too deep")
-            except MemoryError:
-                # deep nesting after "gbcs" (the depth check stops at that key), or a
-                # fragmented heap: refused and PUBACKed, never left to be redelivered for ever
-                obj = None
-                gc.collect()
-                id = _id_in(payload)
-                raise _short_of_memory(len(payload))
-            try:
                 if isinstance(obj, dict) and "utrn" in obj:
                     # a top-up (docs/envelope.md): its code is loaded with the first one (and it
                     # refuses a message that also carries gbcs)
@@ -155,8 +138,19 @@ class Intake:
                     env = topup.from_json_obj(obj)
                 else:
                     env = envelope.from_json_obj(obj, self.max_gbcs, gbcs)
-            except MemoryError:  # an escaped gbcs decoded whole, or the top-up code's import
-                gc.collect()
+            except (ValueError, UnicodeError):
+                raise envelope.EnvelopeError(envelope.E_ENVELOPE, "command is not valid JSON")
+            except envelope.EnvelopeError as exc:
+                if obj is None:
+                    id = _id_in(payload)  # refused before json.loads: name the id if it is plain
+                raise exc
+            except (MemoryError, RuntimeError):
+                # json.loads on nesting after "gbcs" (the depth check stops at that key; on
+                # CPython a RecursionError), a fragmented heap, or the top-up code's import:
+                # refused and PUBACKed, never left for the broker to redeliver for ever (what
+                # the failed parse built is garbage now: the next allocation collects it)
+                obj = None
+                id = _id_in(payload)
                 raise _short_of_memory(len(payload))
             id = env.id
             obj = None  # the decoded envelope holds what we need; free the JSON
