@@ -114,6 +114,17 @@ def json_kid(obj):
     return None if kid is None else check_id(kid, "kid", E_ENVELOPE)
 
 
+def json_expires(obj):
+    """The optional "expires" of a JSON envelope (unix seconds), checked (E_ENVELOPE), or
+    None. At most 0xFFFFFFFE: the journal keeps it in 4 bytes, where 0xFFFFFFFF means "no
+    expiry" (and MicroPython's struct.pack would cut a larger one short without a word)."""
+    expires = obj.get("expires")
+    if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0
+                                or expires > 0xFFFFFFFE):
+        raise EnvelopeError(E_ENVELOPE, "expires must be an integer from 0 to 4294967294 (unix seconds)")
+    return expires
+
+
 def binary_kid(mv, pos, flags):
     """(kid or None, position after it) of a binary envelope: flag bit 1, then a length
     byte and the name, right after the id."""
@@ -208,13 +219,13 @@ def from_json_obj(obj, max_gbcs, gbcs=None):
         raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
     if not gbcs:
         raise EnvelopeError(E_ENVELOPE, "gbcs is empty")
-    expires = obj.get("expires")
-    if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
-        raise EnvelopeError(E_ENVELOPE, "expires must be a non-negative integer (unix seconds)")
-    return Envelope(id, gbcs, expires, mac_hex(obj["mac"]), json_kid(obj))
+    return Envelope(id, gbcs, json_expires(obj), mac_hex(obj["mac"]), json_kid(obj))
 
 
 _QUOTE = 0x22
+# No envelope field nests (every value is a string or a number): deeper JSON is refused
+# before json.loads, which on MicroPython fails with MemoryError on a few thousand `[`.
+_DEPTH_MAX = const(8)
 _B64_CHUNK = 512  # base64 characters decoded at a time (384 bytes: a small allocation)
 
 
@@ -226,7 +237,8 @@ def lift_gbcs(buf, out):
     command; on a long-running board the heap may no longer hold one in one piece, though
     there is plenty free in all. Returns None when buf has no plain top-level "gbcs"
     string (the caller parses it as usual and says what is wrong). Raises EnvelopeError:
-    E_TOO_LARGE when it does not fit `out`, E_ENVELOPE when it is not base64."""
+    E_TOO_LARGE when it does not fit `out`, E_ENVELOPE when it is not base64 (or the JSON
+    before "gbcs" nests deeper than _DEPTH_MAX)."""
     i = _gbcs_value(buf)
     return None if i is None else _lift_value(memoryview(buf), i, out, 0, len(out))
 
@@ -270,6 +282,8 @@ def _gbcs_value(buf):
             continue
         if c == 0x7B or c == 0x5B:    # { [
             depth += 1
+            if depth > _DEPTH_MAX:
+                raise EnvelopeError(E_ENVELOPE, "command JSON nests deeper than %d levels" % _DEPTH_MAX)
             key = c == 0x7B and depth == 1
         elif c == 0x7D or c == 0x5D:  # } ]
             depth -= 1

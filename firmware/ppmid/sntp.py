@@ -110,12 +110,15 @@ async def query(client, host):
                     if not quiet:  # one line per query: a flood must not flood the console
                         client.log("PPMID sntp: ignored a reply for %s: %s" % (host, why))
                         quiet = True
-                    continue
-                ms += c.diff(c.ms(), t0) // 2
-                return unix + ms // 1000, ms % 1000
+                else:
+                    ms += c.diff(c.ms(), t0) // 2
+                    return unix + ms // 1000, ms % 1000
             if c.diff(c.ms(), t0) >= client.timeout_ms:
                 return None
-            await client.sleep(_POLL_MS)
+            # after an ignored reply only a yield (the next datagram may be the real one),
+            # but a yield still: a stream of forged ones must neither starve the other
+            # tasks nor outlast timeout_ms
+            await client.sleep(_POLL_MS if data is None else 0)
     finally:
         if client.wlan is not None:
             client.wlan.untrack(sock)

@@ -17,7 +17,7 @@ from micropython import const
 
 from ppmid.errors import E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_UTRN_FORMAT
 from ppmid.envelope import (EnvelopeError, hmac_sha256, check_id, _equal, mac_hex, MAC_LEN, kid_part, json_kid,
-                            binary_kid, kid_field)
+                            json_expires, binary_kid, kid_field)
 
 E_UTRN_TARGET = "E_UTRN_TARGET"  # the target is not a meter of this HAN that takes top-ups
 
@@ -97,10 +97,7 @@ def from_json_obj(obj):
     target = obj["target"]
     if not isinstance(utrn, str) or not isinstance(target, str):
         raise EnvelopeError(E_ENVELOPE, "utrn and target must be strings")
-    expires = obj.get("expires")
-    if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
-        raise EnvelopeError(E_ENVELOPE, "expires must be a non-negative integer (unix seconds)")
-    return TopupEnvelope(id, utrn, target, expires, mac_hex(obj["mac"]), json_kid(obj))
+    return TopupEnvelope(id, utrn, target, json_expires(obj), mac_hex(obj["mac"]), json_kid(obj))
 
 
 # Binary form (NFC), all integers big-endian:

@@ -72,6 +72,14 @@ def test_bad_json_inputs():
     assert _code(envelope.from_json, _json(), 100) == "E_TOO_LARGE"
 
 
+def test_expires_beyond_the_journals_four_bytes_is_refused():
+    # the journal keeps expires as a u32 with 0xFFFFFFFF for "none"; MicroPython's
+    # struct.pack cut 2**32 + 100 to 100 without a word (E_EXPIRED after a restart)
+    assert envelope.from_json(_json(expires=0xFFFFFFFE), 4096).expires == 0xFFFFFFFE
+    for bad in (0xFFFFFFFF, 2 ** 32 + 100, 2 ** 70):
+        assert _code(envelope.from_json, _json(expires=bad), 4096) == "E_ENVELOPE"
+
+
 def test_bad_base64_refused():
     import json
     obj = json.loads(_json())

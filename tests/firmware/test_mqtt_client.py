@@ -355,6 +355,53 @@ async def test_oversized_publish_is_skipped_answered_and_acked():
     await _with(b, c, body)
 
 
+async def test_failed_receive_buffer_growth_skips_that_publish_and_keeps_reading():
+    # a heap with no block as large as the packet: the buffer must stay usable (it was
+    # left None, and every later read failed, CONNACKs included) and the message is
+    # answered like an oversized one, PUBACKed, so that neither link nor broker loops
+    from ppmid.mqtt import client as client_mod
+    real = bytearray
+    failed = []
+
+    def bytearray_failing_once(n=0):
+        if isinstance(n, int) and n >= 4000 and not failed:
+            failed.append(n)
+            raise MemoryError("memory allocation failed, allocating %d bytes" % n)
+        return real(n)
+
+    b = await FakeBroker().start()
+    b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b"x" * 5000, 5))
+    b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b"small", 6))
+    b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b"y" * 5000, 7))
+    seen = []
+    big = []
+
+    async def handler(topic, payload, qos, dup):
+        seen.append(bytes(payload))
+
+    async def oversize(topic, size, qos, dup):
+        big.append((topic, size, qos))
+
+    c = _client(b, handler=handler, max_packet=16384)
+    c.oversize = oversize
+    client_mod.bytearray = bytearray_failing_once
+
+    async def body():
+        await _until(lambda: b.acked == [5, 6, 7], "all three PUBACKed")
+        assert failed == [5000 + 2 + 29 + 2]
+        assert big == [("ppmid/v1/00DB1234567890A0/cmd", 5000 + 2 + 29 + 2, 1)]
+        # read in step after the skipped body; the next large one got its buffer
+        assert seen == [b"small", b"y" * 5000]
+        assert c.stats["connects"] == 1 and c.stats["oversize"] == 1
+        # a later connection still reads its CONNACK
+        b.drop()
+        await _until(lambda: c.stats["connects"] == 2 and c.state == "online", "reconnected")
+    try:
+        await _with(b, c, body)
+    finally:
+        del client_mod.bytearray
+
+
 async def test_persistent_handler_failure_backs_off_instead_of_spinning():
     b = await FakeBroker().start()
     b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b"poison", 3))

@@ -205,6 +205,16 @@ async def test_oversized_message_is_rejected_too_large():
     assert j.ids == []
 
 
+async def test_message_the_client_had_no_memory_for_is_rejected_busy():
+    # the client's buffer could not grow to a message within its cap: send again later
+    c, j, it = _setup()
+    c.max_packet = 16384
+    await it.too_large(CMD, 9000, 1, False)
+    (t, obj, qos, retain), = c.published
+    assert obj["id"] is None and obj["status"] == "rejected"
+    assert obj["error"]["code"] == "E_BUSY" and "9000" in obj["error"]["message"]
+
+
 class TopupJournal:
     def __init__(self):
         self.got = []
@@ -231,3 +241,40 @@ async def test_top_up_message_reaches_the_hook_and_gbcs_with_utrn_is_refused():
     topic, st, qos, retain = c.published[-1]
     assert st["id"] == "t-2" and st["status"] == "rejected" and st["error"]["code"] == "E_ENVELOPE"
     assert len(j.got) == 1
+
+
+async def test_deeply_nested_json_is_refused_not_raised():
+    # json.loads fails with MemoryError on a few thousand `[` under MicroPython: refused
+    # (the handler returns, so the client PUBACKs it) instead of redelivered for ever
+    await _rejected(b"[" * 15000, "E_ENVELOPE")
+    obj = await _rejected(b'{"id":"x1","a":' + b"[" * 14000, "E_ENVELOPE", id="x1")
+    assert "nests deeper" in obj["error"]["message"]
+    # past the "gbcs" key the scan stops; json.loads of the rest then runs out of memory
+    # (MicroPython) or of stack (CPython): refused, to be sent again later, with the id
+    deep = _cmd()[:-1] + b', "a": ' + b"[" * 14000 + b"]" * 14000 + b"}"
+    c, j, it = _setup()
+    await it.handle(CMD, memoryview(bytearray(deep)), 1, False)
+    (t, st, qos, retain), = c.published
+    assert st["status"] == "rejected" and st["id"] == "c-1" and c.firsts == [True], st
+    assert st["error"]["code"] == "E_BUSY" and j.ids == [], st
+    # the intake still takes the next command
+    await it.handle(CMD, memoryview(_cmd("c-2")), 1, False)
+    assert j.ids == [("c-2", GBCS)]
+
+
+async def test_memory_error_while_parsing_is_refused_busy_with_the_id():
+    from ppmid.mqtt import intake as intake_mod
+
+    class FailingJson:
+        @staticmethod
+        def loads(text):
+            raise MemoryError("memory allocation failed")
+
+    c, j, it = _setup()
+    real = intake_mod.json
+    intake_mod.json = FailingJson
+    try:
+        obj = await _rejected(_cmd(), "E_BUSY", id="c-1")
+    finally:
+        intake_mod.json = real
+    assert "send it again later" in obj["error"]["message"]

@@ -255,6 +255,35 @@ async def test_only_bad_replies_is_a_failure_with_backoff_and_the_next_server():
     assert await c.sync_once() == 2
 
 
+async def test_a_flood_of_bad_replies_yields_and_ends_at_the_timeout():
+    # forged datagrams arriving faster than they are read: each ignored one must still
+    # give the event loop a turn, and the query must end at timeout_ms with None
+    c, t, net, clock, logs, sets = rig()
+    slept = []
+    sleep = c.sleep
+
+    async def counting_sleep(ms):
+        slept.append(ms)
+        await sleep(ms)
+    c.sleep = counting_sleep
+
+    class FloodSocket(FakeSocket):
+        def recvfrom(self, n):
+            self.net.time.tick += 1  # reading a datagram takes time on a real board
+            self.net.time.ms += 1
+            return reply(origin=b"\x00" * 8), ("10.0.0.66", 123)
+
+    def udp(host, port):
+        s = FloodSocket(net, (host, port))
+        net.socks.append(s)
+        return s, s.addr
+    c.udp = udp
+    assert await sntp.query(c, "a.example") is None
+    assert t.tick == SETTINGS["timeout_ms"] and c.ignored == len(slept) + 1 == 1000
+    assert all(ms == 0 for ms in slept)
+    assert len([x for x in logs if "ignored" in x]) == 1 and net.socks[0].closed
+
+
 async def test_socket_and_dns_errors_count_as_failures():
     c, t, net, clock, logs, sets = rig(dict(SETTINGS, servers=["down.example"]))
     assert await c.sync_once() == 2

@@ -93,6 +93,10 @@ def test_malformed_envelopes_have_codes():
     assert code_of(topup.from_json_obj, dict(good, utrn=7394)) == "E_ENVELOPE"
     assert code_of(topup.from_json_obj, dict(good, id="a b")) == "E_ID"
     assert code_of(topup.from_json_obj, dict(good, expires=-1)) == "E_ENVELOPE"
+    # beyond the journal's u32 (0xFFFFFFFF there is "no expiry")
+    assert code_of(topup.from_json_obj, dict(good, expires=0xFFFFFFFF)) == "E_ENVELOPE"
+    assert code_of(topup.from_json_obj, dict(good, expires=2 ** 32 + 100)) == "E_ENVELOPE"
+    assert topup.from_json_obj(dict(good, expires=0xFFFFFFFE)).expires == 0xFFFFFFFE
     assert code_of(topup.from_json_obj, dict(good, mac="zz")) == "E_ENVELOPE"
     assert code_of(topup.from_json_obj, [1]) == "E_ENVELOPE"
     b = topup.to_binary(topup.sign(KEY, "t-1", UTRN_100P, ESME))

@@ -122,6 +122,22 @@ async def test_refusals_come_back_as_nacks_with_the_relays_codes():
     assert rig.relay.counters["rejected"] == {"E_AUTH": 1, "E_UNKNOWN_TARGET": 1}
 
 
+async def test_hello_naming_more_ids_than_the_road_holds_is_refused_and_repeats_dropped():
+    from ppmid.wired.road import _WATCH_MAX
+    rig = Rig()
+    road, wire = _road(rig)
+    most = SETTINGS["keep"] + _WATCH_MAX
+    ids = [b"h%d" % i for i in range(most + 1)]
+    await road.feed(F.encode(F.T_HELLO, 1, b"\x01" + b"".join(bytes((len(i),)) + i for i in ids)))
+    (t, seq, (nseq, code, message)), = wire.frames()
+    assert t == F.T_NACK and nseq == 1 and code == F.E_WIRE_PAYLOAD and str(most) in message
+    # as many as it holds: answered, each unknown id once however often it is named
+    ids = ids[:most - 2] + [b"h0", b"h1"]
+    await road.feed(F.encode(F.T_HELLO, 2, b"\x01" + b"".join(bytes((len(i),)) + i for i in ids)))
+    (t, seq, info), = wire.frames()
+    assert t == F.T_HELLO and seq == 2 and info["unknown"] == ["h%d" % i for i in range(most - 2)]
+
+
 async def test_bad_bytes_are_refused_and_a_good_frame_after_them_is_taken():
     rig = Rig()
     road, wire = _road(rig)

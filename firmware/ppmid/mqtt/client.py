@@ -564,7 +564,17 @@ class MQTTClient:
             if shift > 21:
                 raise p.PacketError("remaining length longer than 4 bytes")
         self._oversize = 0
-        if n > self.max_packet:
+        if len(self._rx) < n <= self.max_packet:
+            had = len(self._rx)
+            self._rxmv = self._rx = None  # let the old buffer go before allocating the new one
+            try:
+                self._rx = bytearray(n)
+            except MemoryError:
+                # no block that large free now: keep a buffer the size it was (the one
+                # just let go) and skip this packet as if it were over max_packet
+                self._rx = bytearray(had)
+            self._rxmv = memoryview(self._rx)
+        if n > len(self._rx):
             if first & 0xF0 != p.PUBLISH:
                 raise p.PacketError("packet of %d bytes exceeds the %d allowed" % (n, self.max_packet))
             # An oversized PUBLISH is read and thrown away past its head (topic, packet
@@ -580,10 +590,6 @@ class MQTTClient:
                 left -= k
             self._oversize = n
             return first, head
-        if n > len(self._rx):
-            self._rxmv = self._rx = None  # let the old buffer go before allocating the new one
-            self._rx = bytearray(n)
-            self._rxmv = memoryview(self._rx)
         mv = self._rxmv[:n]
         if n:
             await self._fill(r, mv)

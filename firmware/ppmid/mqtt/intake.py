@@ -10,7 +10,7 @@ import json
 import sys
 
 from ppmid import envelope
-from ppmid.errors import PpmidError
+from ppmid.errors import PpmidError, E_BUSY
 from ppmid.clock import ticks_ms, ticks_diff
 from ppmid.mqtt.contract import Topics, status_json
 
@@ -43,6 +43,11 @@ def _id_in(payload):
                         return None
             return None
     return None
+
+
+def _short_of_memory(size):
+    return PpmidError(E_BUSY, "the gateway ran short of memory reading this %d-byte command: send it again later"
+                      % size)
 
 
 def _writable(mv):
@@ -79,11 +84,15 @@ class Intake:
         client.oversize = self.too_large
 
     async def too_large(self, topic, size, qos, dup):
-        """The client read past a PUBLISH larger than its max_packet: refuse it (the id
-        is in the discarded part, so the rejection carries "id": null)."""
+        """The client read past a PUBLISH larger than its max_packet, or one its receive
+        buffer could not grow to hold (no block that large free): refuse it (the id is in
+        the discarded part, so the rejection carries "id": null)."""
         self.stats["rejected"] += 1
-        err = envelope.EnvelopeError(envelope.E_TOO_LARGE, "command message of %d bytes is larger than the %d allowed"
-                                     % (size, self.client.max_packet))
+        if size > self.client.max_packet:
+            err = envelope.EnvelopeError(envelope.E_TOO_LARGE, "command message of %d bytes is larger than the %d allowed"
+                                         % (size, self.client.max_packet))
+        else:
+            err = _short_of_memory(size)
         if not await self.client.publish(self.topics.rsp, status_json(None, "rejected", 0, error=err), 1, False, False,
                                          True):
             self.stats["reject_drops"] += 1
@@ -122,18 +131,27 @@ class Intake:
                     obj = json.loads(lifted[1])
                 else:
                     obj = json.loads(payload if _MP else bytes(payload))
+                if isinstance(obj, dict) and "utrn" in obj:
+                    # a top-up (docs/envelope.md): its code is loaded with the first one (and it
+                    # refuses a message that also carries gbcs)
+                    from ppmid import topup
+                    env = topup.from_json_obj(obj)
+                else:
+                    env = envelope.from_json_obj(obj, self.max_gbcs, gbcs)
             except (ValueError, UnicodeError):
                 raise envelope.EnvelopeError(envelope.E_ENVELOPE, "command is not valid JSON")
             except envelope.EnvelopeError as exc:
-                id = _id_in(payload)  # refused before json.loads: name the id if it is plain
+                if obj is None:
+                    id = _id_in(payload)  # refused before json.loads: name the id if it is plain
                 raise exc
-            if isinstance(obj, dict) and "utrn" in obj:
-                # a top-up (docs/envelope.md): its code is loaded with the first one (and it
-                # refuses a message that also carries gbcs)
-                from ppmid import topup
-                env = topup.from_json_obj(obj)
-            else:
-                env = envelope.from_json_obj(obj, self.max_gbcs, gbcs)
+            except (MemoryError, RuntimeError):
+                # json.loads on nesting after "gbcs" (the depth check stops at that key; on
+                # CPython a RecursionError), a fragmented heap, or the top-up code's import:
+                # refused and PUBACKed, never left for the broker to redeliver for ever (what
+                # the failed parse built is garbage now: the next allocation collects it)
+                obj = None
+                id = _id_in(payload)
+                raise _short_of_memory(len(payload))
             id = env.id
             obj = None  # the decoded envelope holds what we need; free the JSON
             await self.accept(env, VIA)

@@ -187,7 +187,7 @@ class WiredRoad:
         if len(p) < 1 or p[0] != PROTOCOL:
             raise PpmidError(F.E_WIRE_PAYLOAD, "HELLO protocol version %s not supported (want %d)"
                              % (p[0] if len(p) else "missing", PROTOCOL))
-        ids = _ids(p, 1)
+        ids = _ids(p, 1, self.keep + _WATCH_MAX)
         if not ids:
             ids = [k[0] for k in self.kept] + list(self.watched)
         unknown = []
@@ -305,14 +305,22 @@ def _id(payload):
         raise PpmidError(F.E_WIRE_PAYLOAD, "TAKEN must carry a command id (1..32 printable ASCII)")
 
 
-def _ids(p, pos):
-    # HELLO: a list of ids, each a u8 length and the id
+def _ids(p, pos, most):
+    # HELLO: a list of ids, each a u8 length and the id; at most `most` (what the road can
+    # keep and watch: more could name nothing it holds, and a frame full of 2-byte ids
+    # would build thousands of strings), repeats dropped
     out = []
     n = len(p)
+    count = 0
     while pos < n:
         k = p[pos]
         if pos + 1 + k > n:
             raise PpmidError(F.E_WIRE_PAYLOAD, "HELLO id list is cut short")
-        out.append(_id(p[pos + 1:pos + 1 + k]))
+        count += 1
+        if count > most:
+            raise PpmidError(F.E_WIRE_PAYLOAD, "HELLO names more than the %d ids the gateway keeps or follows" % most)
+        id = _id(p[pos + 1:pos + 1 + k])
+        if id not in out:
+            out.append(id)
         pos += 1 + k
     return out
