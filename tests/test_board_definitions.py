@@ -73,6 +73,11 @@ def test_board_json_has_the_keys_the_code_reads(name):
         assert key in d, key
     boards.heap_bytes(d["heap"])
     assert d["nfc"]["bus"] in ("uart", "i2c")
+    # the kinds board/esp32.py's Led drives; the S3 and C3 devkits' LED is an addressable
+    # RGB one (Espressif's user guides, status_led_source), which a pin level cannot light
+    assert d["status_led"].get("kind", "gpio") in ("gpio", "neopixel")
+    if name.startswith(("esp32s3-devkitc-1", "esp32c3-devkitm-1")):
+        assert d["status_led"]["kind"] == "neopixel" and d["status_led_source"]
     if d["chip"] == "unix":
         assert d["zigbee_uart"]["pty"] and d["image_offset"] is None
     else:

@@ -44,6 +44,7 @@ COMMANDS = {"startScan": C.START_SCAN, "networkFoundHandler": C.NETWORK_FOUND_HA
             "scanCompleteHandler": C.SCAN_COMPLETE_HANDLER, "joinNetwork": C.JOIN_NETWORK,
             "leaveNetwork": C.LEAVE_NETWORK, "findAndRejoinNetwork": C.FIND_AND_REJOIN_NETWORK,
             "setInitialSecurityState": C.SET_INITIAL_SECURITY_STATE,
+            "getCurrentSecurityState": C.GET_CURRENT_SECURITY_STATE,
             "generateCbkeKeys283k1": C.GENERATE_CBKE_KEYS_283K1,
             "generateCbkeKeysHandler283k1": C.GENERATE_CBKE_KEYS_HANDLER_283K1,
             "calculateSmacs283k1": C.CALCULATE_SMACS_283K1,
@@ -91,6 +92,10 @@ def test_ids_and_layouts_against_bellows(version):
         return b"".join(typ(v).serialize() for typ, v in zip(table[name][2].values(), values))
     assert C.parse_certificate(version, build("getCertificate283k1", 0, cert)) == (0, cert)
     assert C.parse_cbke_keys(version, build("generateCbkeKeysHandler283k1", 0, pub)) == (0, pub)
+    tc = t.EUI64.convert("00:00:b0:d5:b3:ff:ff:00")   # bellows prints EUI-64s big-endian
+    state = t.EmberCurrentSecurityState(bitmask=0x0010, trustCenterLongAddress=tc)
+    assert C.parse_security_state(version, build("getCurrentSecurityState", 0, state)) == (
+        0, 0x0010, bytes.fromhex("0000b0d5b3ffff00"))
     smac_i, smac_r = bytes(range(16)), bytes(range(16, 32))
     assert C.parse_smacs(version, build("calculateSmacsHandler283k1", 0, smac_i, smac_r)) == (0, smac_i, smac_r)
     assert C.parse_scan_complete(version, build("scanCompleteHandler", 20, 0)) == (20, 0)

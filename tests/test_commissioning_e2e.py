@@ -56,6 +56,18 @@ def test_fresh_module_commissions_then_the_tunnel_carries_a_command(tmp_path, st
     assert (tmp_path / "zigbee_commissioned").exists()
 
 
+def test_ezsp_v14_module_commissions_taking_ke_frames_from_the_trust_centres_eui(tmp_path, stopper):
+    # v14's incomingMessageHandler names the sender's EUI-64: the CH's KE frames are taken
+    # because it is the trust centre's (getCurrentSecurityState), little-endian both
+    events, emu, _ = run({"ezsp_version": 14, "commissioning": {"install_code": CODE}}, [], tmp_path,
+                         config=zconfig(tmp_path), wait_status="running", wait_s=40)
+    stopper(emu)
+    c = events[-1]["commissioning"]
+    assert c["state"] == "commissioned" and c["cbke"] == "ok" and "ke_not_ch" not in c, c
+    assert "cbke: CH certificate, subject 0000b0d5b3ffff00 (the trust centre)" in c["steps"], c["steps"]
+    assert emu.commissioning_state()["tc_counters"]["ke_ok"] == 1
+
+
 def test_wrong_install_code_never_gets_the_network(tmp_path, stopper):
     events, emu, _ = run({"commissioning": {"install_code": OTHER}}, [], tmp_path,
                          config=zconfig(tmp_path), wait_status="running", wait_s=8)

@@ -6,8 +6,9 @@ CH that forgets the PPMID (removing it, or refusing its rejoin) -> a clean re-co
 which succeeds once the installer puts it back in the device log; a re-commission ordered
 by the host tools; two CHs answering the scan -> E_COMMISSION_NETWORKS unless the config
 names the extended PAN id; a CH certificate from another CA -> Terminate UNKNOWN_ISSUER and
-E_CBKE_ISSUER. The firmware's ZigbeeHan against the NCP emulator with the CH as trust
-centre (host_tools/ncp_emulator/commissioning.py)."""
+E_CBKE_ISSUER; one naming another device than the trust centre -> Terminate
+INVALID_CERTIFICATE and E_CBKE_SUBJECT. The firmware's ZigbeeHan against the NCP emulator
+with the CH as trust centre (host_tools/ncp_emulator/commissioning.py)."""
 import time
 
 from tests import test_zigbee_e2e as Z
@@ -271,6 +272,23 @@ def test_ch_certificate_from_another_issuer_is_terminated(tmp_path, stopper):
     assert b"OTHERCA1".hex() in c["detail"] and events[-1]["status"] == "commission-failed"
     st = emu.commissioning_state()
     assert ("ke_terminated_by_ppmid", "unknown_issuer") in [tuple(e) for e in st["tc_events"]]
+    assert st["tc_counters"]["ke_ok"] == 0 and not st["link_key_stored"]
+    assert not (tmp_path / "zigbee_commissioned").exists()
+
+
+def test_ch_certificate_naming_another_device_is_terminated(tmp_path, stopper):
+    # a certificate from our CA (every GB HAN device's is) but of another holder, an IHD's:
+    # what a node answering in the CH's place would show (review2 H3)
+    ihd = bytes.fromhex("00db1234567890ee")
+    emu_kw = {"commissioning": {"install_code": CODE, "trust_centre": {"cert_subject": ihd}}}
+    events, emu, _ = run(emu_kw, [], tmp_path, config=zconfig(tmp_path), wait_status="running", wait_s=6)
+    stopper(emu)
+    c = events[-1]["commissioning"]
+    assert c["error"] == "E_CBKE_SUBJECT" and c["cbke"] == "failed", c
+    assert ihd.hex() in c["detail"] and "0000b0d5b3ffff00" in c["detail"], c
+    assert events[-1]["status"] == "commission-failed"
+    st = emu.commissioning_state()
+    assert ("ke_terminated_by_ppmid", "invalid_certificate") in [tuple(e) for e in st["tc_events"]]
     assert st["tc_counters"]["ke_ok"] == 0 and not st["link_key_stored"]
     assert not (tmp_path / "zigbee_commissioned").exists()
 

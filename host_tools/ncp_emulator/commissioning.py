@@ -262,13 +262,15 @@ class TrustCentre:
     server. `ch` is the CommsHub (ch.ncp reaches the PPMID's module)."""
 
     def __init__(self, ch, device_log, eui64=bytes.fromhex("0000b0d5b3ffff00"), issuer=ISSUER,
-                 extra_networks=(), cbke_deadline_s=CBKE_DEADLINE_S, cert_issuer=None, silent=False):
+                 extra_networks=(), cbke_deadline_s=CBKE_DEADLINE_S, cert_issuer=None, cert_subject=None,
+                 silent=False):
         self.ch = ch
         self.device_log = {bytes(k): IC.parse(v) for k, v in device_log.items()}
         self.eui64 = eui64
         self.private = hashlib.sha256(b"ch" + eui64).digest()
-        # its own certificate's issuer: cert_issuer rehearses a CH from another CA
-        self.cert = certificate(eui64, self.private, issuer=cert_issuer or issuer)
+        # its own certificate's issuer: cert_issuer rehearses a CH from another CA; its
+        # subject: cert_subject rehearses a certificate of another device (an IHD's, from our CA)
+        self.cert = certificate(cert_subject or eui64, self.private, issuer=cert_issuer or issuer)
         self.issuer = issuer
         self.network = {"channel": 20, "pan_id": 0x1A62, "extended_pan_id": bytes.fromhex("00124b0001c0ffee")}
         # another CH answering the scan: {"channel", "pan_id", "extended_pan_id"} each

@@ -210,6 +210,8 @@ class NcpEmulator:
                 code = self.commissioning.get("install_code")
                 device_log = {eui: code} if code else {}
             self.ch.trust_centre = TrustCentre(self.ch, device_log, **self.commissioning.get("trust_centre", {}))
+            # the module learns the trust centre's EUI-64 at the join (getCurrentSecurityState)
+            self.ncp.stack.config.tc_eui64 = self.ch.trust_centre.eui64
         self.loop.add_reader(self._fd, self._readable)
         self._ready.set()
         try:

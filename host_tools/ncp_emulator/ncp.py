@@ -632,8 +632,10 @@ class Ncp:
             options |= 0x8000
             group = (count << 8) | index
         aps = E.aps_frame(profile, cluster, 1, 1, options, group, seq)
-        self.callback(E.INCOMING_MESSAGE_HANDLER,
-                      N.incoming_params(self.version, aps, sender, frag, eui64=bytes.fromhex("0000b0d5b3ffff00")))
+        # v14 names the sender's EUI-64 (little-endian, as every EUI-64 in EZSP): the
+        # trust centre's for the CH; any other sender's is not in this emulated address table
+        eui64 = self.stack.config.tc_eui64[::-1] if sender == 0x0000 else bytes(8)
+        self.callback(E.INCOMING_MESSAGE_HANDLER, N.incoming_params(self.version, aps, sender, frag, eui64=eui64))
 
     def now(self):
         return time.time()

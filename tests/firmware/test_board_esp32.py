@@ -130,6 +130,71 @@ def test_i2c_nfc_board_and_led_polarity():
     assert b.led._pin.v == 1
 
 
+class FakeNeoPixel:
+    # MicroPython's neopixel.NeoPixel(pin, n): a buffer of n (r, g, b) set by index, sent
+    # to the LED only by write()
+    def __init__(self, pin, n):
+        Rec.calls.append(("NeoPixel", pin.n, n))
+        self.buf = [(0, 0, 0)] * n
+        self.shown = None
+
+    def __setitem__(self, i, rgb):
+        self.buf[i] = rgb
+
+    def write(self):
+        self.shown = list(self.buf)
+        Rec.calls.append(("write", self.buf[0]))
+
+
+def _with_neopixel(body):
+    neopixel = Mod()
+    neopixel.NeoPixel = FakeNeoPixel
+    saved = sys.modules.get("neopixel")
+    sys.modules["neopixel"] = neopixel
+    try:
+        return body()
+    finally:
+        if saved is None:
+            del sys.modules["neopixel"]
+        else:
+            sys.modules["neopixel"] = saved
+
+
+S3_PIXEL = dict(DEVKITC, name="esp32s3-devkitc-1", chip="esp32s3", status_led={"pin": 48, "kind": "neopixel"})
+
+
+def test_addressable_rgb_led_is_driven_through_neopixel():
+    Rec.calls = []
+    b = _with_neopixel(lambda: esp32.Board(S3_PIXEL))
+    assert ("NeoPixel", 48, 1) in Rec.calls
+    px = b.led._px
+    assert px.shown == [(0, 0, 0)] and b.led.value() == 0     # dark from the start
+    b.led.on()
+    assert px.shown == [(16, 16, 16)] and b.led.value() == 1
+    b.led.value(0)
+    assert px.shown == [(0, 0, 0)] and b.led.value() == 0
+    # the pin level is never touched: a WS2812 reads pulses, not a level
+    assert b.led._pin.v is None
+    spec = dict(S3_PIXEL, status_led={"pin": 8, "kind": "neopixel", "rgb": [0, 40, 0]})
+    b = _with_neopixel(lambda: esp32.Board(spec))
+    b.led.value(1)
+    assert b.led._px.shown == [(0, 40, 0)]
+
+
+def test_plain_led_does_not_use_neopixel_and_an_unknown_kind_is_refused():
+    Rec.calls = []
+    b = _with_neopixel(lambda: esp32.Board(DEVKITC))
+    b.led.on()
+    assert b.led._pin.v == 1 and not [c for c in Rec.calls if c[0] in ("NeoPixel", "write")]
+    from ppmid.board import BoardError
+    try:
+        esp32.Board(dict(DEVKITC, status_led={"pin": 2, "kind": "dotstar"}))
+    except BoardError as exc:
+        assert exc.code == "E_BOARD" and "dotstar" in exc.message
+    else:
+        raise AssertionError("an unknown LED kind was taken")
+
+
 def test_watchdog_reset_wlan_and_id():
     Rec.calls = []
     b = esp32.Board(DEVKITC)

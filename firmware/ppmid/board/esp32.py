@@ -24,21 +24,46 @@ class UartPort:
 
 
 class Led:
+    # status_led "kind": "gpio" (the default: a plain LED on the pin, "active_high") or
+    # "neopixel": an addressable RGB LED (WS2812 type, as on the ESP32-S3 and C3 devkits),
+    # which a pin level cannot light; lit in "rgb" (default a dim white). MicroPython's
+    # neopixel module is imported only for that kind.
     def __init__(self, spec):
+        kind = spec.get("kind", "gpio")
         self._pin = machine.Pin(spec["pin"], machine.Pin.OUT)
-        self._on = 1 if spec.get("active_high", True) else 0
+        self._px = None
+        if kind == "neopixel":
+            from neopixel import NeoPixel
+            self._px = NeoPixel(self._pin, 1)
+            self._rgb = tuple(spec.get("rgb", (16, 16, 16)))
+            self._lit = 0
+        elif kind == "gpio":
+            self._on = 1 if spec.get("active_high", True) else 0
+        else:
+            from ppmid.board import BoardError
+            raise BoardError("status_led kind %r is not gpio or neopixel" % (kind,))
         self.off()
 
+    def _set(self, lit):
+        if self._px is None:
+            self._pin.value(self._on if lit else 1 - self._on)
+        else:
+            self._px[0] = self._rgb if lit else (0, 0, 0)
+            self._px.write()
+            self._lit = lit
+
     def on(self):
-        self._pin.value(self._on)
+        self._set(1)
 
     def off(self):
-        self._pin.value(1 - self._on)
+        self._set(0)
 
     def value(self, v=None):
         if v is None:
+            if self._px is not None:
+                return self._lit
             return 1 if self._pin.value() == self._on else 0
-        self.on() if v else self.off()
+        self._set(1 if v else 0)
 
 
 class WLAN:

@@ -16,6 +16,7 @@ from ppmid.zigbee import ezsp as E
 from ppmid.zigbee import ezsp_cbke as C
 from ppmid.zigbee import keyest as K
 from ppmid.zigbee import installcode as IC
+from ppmid.zigbee.tunnel import CH_NWK, PROFILE_SE
 
 E_NO_NETWORK = "E_COMMISSION_NO_NETWORK"        # no joinable network on the channels
 E_JOIN_REFUSED = "E_COMMISSION_JOIN_REFUSED"    # no network key: not in the CH's device log, or another key
@@ -25,16 +26,17 @@ E_CBKE_TIMEOUT = "E_CBKE_TIMEOUT"               # a step took longer than announ
 E_CBKE_KEY_CONFIRM = "E_CBKE_KEY_CONFIRM"       # the CH's key confirmation does not match ours
 E_CBKE_MODULE = "E_CBKE_MODULE"                 # the module's CBKE library failed (no certificate...)
 E_CBKE_ISSUER = "E_CBKE_ISSUER"                 # the CH's certificate is not from our certificate's issuer
+E_CBKE_SUBJECT = "E_CBKE_SUBJECT"               # the CH's certificate names a device other than the trust centre
 E_NETWORKS = "E_COMMISSION_NETWORKS"            # more than one network open for joining: not guessed
 E_REJOIN = "E_REJOIN_FAILED"                    # a rejoin found no network in time, or it ended otherwise
 E_REJOIN_REFUSED = "E_REJOIN_REFUSED"           # nothing to rejoin, or the trust centre refused: re-commission
 RETRY_NEVER = (IC.E_INSTALL_CODE, IC.E_INSTALL_CODE_CRC)
 
-_CH = const(0x0000)
 _EPHEMERAL_TIME_S = const(10)   # what we announce: our generate times, seconds
 _CONFIRM_TIME_S = const(10)
 _MARGIN_MS = const(2000)        # on top of a time the CH announced (air, NCP, CH)
 _STEPS = const(16)              # the last steps kept for info
+_KE_SLOTS = const(4)            # KE frames waiting: the exchange is lock-step, one answer due at a time
 
 KEYS = {"install_code": None, "channels": None, "ke_endpoint": 1, "scan_duration": 3,
         "join_timeout_s": 15, "ke_timeout_s": 10, "extended_pan_id": None, "rejoin_after_s": 20}
@@ -309,7 +311,11 @@ class Commissioner:
         self.rejoins = 0
         self.rejoin_kind = None       # the last rejoin's: "secured" or "trust-centre"
         self.retry_after_s = None     # the CH's wait time from a Terminate
-        self._q = []                  # (kind, value): callbacks and KE frames received
+        self._q = []                  # (kind, value): the module's callbacks received
+        self._ke = []                 # ("ke", frame): the CH's Key Establishment frames, apart so
+        #                               that a flood of beacons cannot push them out, nor they the callbacks
+        self._tc_wire = None          # the trust centre's EUI-64 as the v14 NCP gives a sender's (LE)
+        self.ke_not_ch = 0            # KE frames dropped: not from the CH
         self._ev = asyncio.Event()
         self._seq = 0
 
@@ -318,6 +324,8 @@ class Commissioner:
              "rejoins": self.rejoins}
         if self.rejoin_kind:
             d["rejoin"] = self.rejoin_kind
+        if self.ke_not_ch:
+            d["ke_not_ch"] = self.ke_not_ch
         if self.error:
             d["error"] = self.error
             d["detail"] = self.detail
@@ -341,23 +349,38 @@ class Commissioner:
             self._put(fid, bytes(p))   # ZigbeeHan acts on it too
         return False
 
-    def on_ke(self, frame):
-        self._put("ke", bytes(frame))
+    def on_ke(self, m):
+        """A Key Establishment frame as ZigbeeHan received it (parse_incoming's dict). Taken
+        only from the CH: NWK 0x0000 on the SE profile and, where the NCP names the sender
+        (v14) and the trust centre is known, from its EUI-64. KE frames travel without APS
+        encryption, so any node holding the network key could otherwise end our exchange
+        (Terminate) or answer it in the CH's place; counted (ke_not_ch), the first logged."""
+        eui = m.get("eui64")
+        if (m["sender"] != CH_NWK or m["aps"]["profile"] != PROFILE_SE
+                or (eui is not None and self._tc_wire is not None and eui != self._tc_wire)):
+            self.ke_not_ch += 1
+            if self.ke_not_ch == 1:
+                self._step("key establishment frame from 0x%04x dropped: only the CH's are taken" % m["sender"])
+            return
+        self._put("ke", bytes(m["message"]), self._ke, _KE_SLOTS)
 
-    def _put(self, kind, value):
-        self._q.append((kind, value))
-        if len(self._q) > 32:   # a flood of beacons or frames: the oldest go
-            self._q.pop(0)
+    def _put(self, kind, value, q=None, slots=32):
+        q = self._q if q is None else q
+        q.append((kind, value))
+        if len(q) > slots:   # a flood of beacons or frames: the oldest go
+            q.pop(0)
         self._ev.set()
 
-    async def _next(self, kinds, timeout_ms):
-        """The next queued item of one of kinds, or None after timeout_ms."""
+    async def _next(self, kinds, timeout_ms, q=None):
+        """The next queued item of one of kinds (in q: the callbacks' by default), or None
+        after timeout_ms."""
         from ppmid.clock import ticks_ms, ticks_diff, ticks_add
+        q = self._q if q is None else q
         deadline = ticks_add(ticks_ms(), timeout_ms)
         while True:
-            for i in range(len(self._q)):
-                if self._q[i][0] in kinds:
-                    return self._q.pop(i)
+            for i in range(len(q)):
+                if q[i][0] in kinds:
+                    return q.pop(i)
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 return None
@@ -442,6 +465,7 @@ class Commissioner:
         self.error = None
         self.retry_after_s = None
         self._q = []
+        self._ke = []
         try:
             if not joined:
                 await self._join()
@@ -523,11 +547,11 @@ class Commissioner:
         return found
 
     async def _send_ke(self, frame):
-        await self.han._send_zcl(_CH, frame, K.CLUSTER_KEY_ESTABLISHMENT, self.opts.get("ke_endpoint", 1),
+        await self.han._send_zcl(CH_NWK, frame, K.CLUSTER_KEY_ESTABLISHMENT, self.opts.get("ke_endpoint", 1),
                                  encrypt=False)
 
     async def _ke_answer(self, want, timeout_ms, what):
-        item = await self._next(("ke",), timeout_ms)
+        item = await self._next(("ke",), timeout_ms, self._ke)
         if item is None:
             self._fail(E_CBKE_TIMEOUT, "no %s from the CH within %d ms" % (what, timeout_ms))
         try:
@@ -551,6 +575,18 @@ class Commissioner:
         except Exception as exc:  # the failure being reported matters more
             self._step("terminate not sent: %r" % (exc,))
 
+    async def _trust_centre(self):
+        # the trust centre's EUI-64 from the module's security state (learnt at the join, kept
+        # in its tokens): the CH's certificate must name it, and at v14 its frames come from it
+        self._tc_wire = None
+        p = await self._command(C.GET_CURRENT_SECURITY_STATE, b"", E_CBKE_MODULE, "getCurrentSecurityState")
+        tc = C.parse_security_state(self.han._ezsp.version, p)[2]
+        if tc == bytes(8):
+            self._fail(E_CBKE_MODULE, "the module does not know the trust centre's EUI-64")
+        self._tc_wire = C._reversed(tc)
+        self._ke = []    # nothing is due before our Initiate
+        return tc
+
     async def _callback(self, fid, timeout_s, what):
         item = await self._next((fid,), timeout_s * 1000)
         if item is None:
@@ -563,6 +599,7 @@ class Commissioner:
         v = self.han._ezsp.version
         p = await self._command(C.GET_CERTIFICATE_283K1, b"", E_CBKE_MODULE, "getCertificate283k1")
         cert = C.parse_certificate(v, p)[1]
+        tc = await self._trust_centre()
         ok = False
         try:
             self._seq += 1
@@ -579,7 +616,13 @@ class Commissioner:
                 await self._terminate(K.UNKNOWN_ISSUER)
                 self._fail(E_CBKE_ISSUER, "the CH's certificate is issued by %s, ours by %s"
                            % (_hex(K.cert_issuer(ch_cert)), _hex(K.cert_issuer(cert))))
-            self._step("cbke: CH certificate, subject %s" % "".join("%02x" % b for b in K.cert_subject(ch_cert)))
+            if K.cert_subject(ch_cert) != tc:
+                # a certificate from the same CA (every GB HAN device's is) but another holder's:
+                # an IHD or another PPMID answering in the CH's place
+                await self._terminate(K.INVALID_CERTIFICATE)
+                self._fail(E_CBKE_SUBJECT, "the CH's certificate is for %s, not the trust centre %s"
+                           % (_hex(K.cert_subject(ch_cert)), _hex(tc)))
+            self._step("cbke: CH certificate, subject %s (the trust centre)" % _hex(tc))
             await self._command(C.GENERATE_CBKE_KEYS_283K1, b"", E_CBKE_MODULE, "generateCbkeKeys283k1")
             status, ephemeral = C.parse_cbke_keys(v, await self._callback(
                 C.GENERATE_CBKE_KEYS_HANDLER_283K1, _EPHEMERAL_TIME_S, "ephemeral key"))

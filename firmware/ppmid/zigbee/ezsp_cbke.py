@@ -16,6 +16,7 @@ JOIN_NETWORK = const(0x001F)
 LEAVE_NETWORK = const(0x0020)
 FIND_AND_REJOIN_NETWORK = const(0x0021)
 SET_INITIAL_SECURITY_STATE = const(0x0068)
+GET_CURRENT_SECURITY_STATE = const(0x0069)
 GENERATE_CBKE_KEYS_283K1 = const(0x00E8)
 GENERATE_CBKE_KEYS_HANDLER_283K1 = const(0x00E9)
 CALCULATE_SMACS_283K1 = const(0x00EA)
@@ -117,6 +118,14 @@ def holds_no_network(version, status):
 def no_network_key(version, status):
     """True when a join or rejoin status says the trust centre sent no network key."""
     return status == (SL_NO_NETWORK_KEY_RECEIVED if is_v14(version) else EMBER_NO_NETWORK_KEY_RECEIVED)
+
+
+def parse_security_state(version, p):
+    """getCurrentSecurityState response -> (status, EmberCurrentSecurityBitmask, the trust
+    centre's EUI-64 big-endian as printed: the CH's, what its certificate's subject must be)."""
+    n = 4 if is_v14(version) else 1
+    _need(p, n + 10)
+    return parse_status(version, p), struct.unpack_from("<H", p, n)[0], _reversed(p[n + 2:n + 10])
 
 
 def parse_certificate(version, p):

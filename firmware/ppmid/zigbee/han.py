@@ -338,7 +338,7 @@ class ZigbeeHan:
     def _incoming(self, m):
         aps = m["aps"]
         if aps["cluster"] == _CLUSTER_KEY_ESTABLISHMENT and self.commission is not None:
-            self.commission.on_ke(m["message"])
+            self.commission.on_ke(m)   # it takes the CH's alone (sender, profile, EUI-64)
             return
         if aps["cluster"] != CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == PROFILE_SE:
             self.on_zcl(m["sender"], aps["cluster"], m["message"])
