@@ -105,7 +105,7 @@ class Relay:
         self._corr = {}          # response key -> Entry (sending, timed out, answered)
         self._deadline = {}      # seq -> ms tick of the response deadline (this boot)
         self._status = {}        # seq -> last status emitted
-        self._retry = {}         # target -> [ms tick when it may be tried again, backoff ms]
+        self._retry = {}         # target -> [ms tick when it may be tried again (None: passed), backoff ms]
         self._recent = []        # [(id, result dict)] finished or rejected commands
         self._beats = {}         # loop name -> ms tick of its last pass
         self._boot_ms = clock.ms()   # recover() sets it again: the start of this boot
@@ -487,9 +487,11 @@ class Relay:
                 continue
             w = self.pacer.ready_ms(e.target, e.originator, now)
             r = self._retry.get(e.target)
-            if r is not None and w >= 0:
+            if r is not None and r[0] is not None and w >= 0:
                 rw = self.clock.diff(r[0], now)
-                if rw > w:
+                if rw <= 0 or rw > _RETRY_MAX_MS:
+                    r[0] = None  # passed (a wrapped tick reads beyond any backoff)
+                elif rw > w:
                     w = rw
             if w == 0:
                 chosen = e
@@ -614,6 +616,12 @@ class Relay:
         now = self.clock.ms()
         now_s = self.clock.time()
         clock_set = self.clock.is_set()
+        # no ms tick may be kept for days: a 32-bit port's ticks_diff is right only
+        # within 2**29 ms (6.2 days), so refilled buckets and passed backoffs go now
+        self.pacer.prune(now)
+        for r in self._retry.values():
+            if r[0] is not None and self.clock.diff(r[0], now) <= 0:
+                r[0] = None
         for e in self.journal.entries():
             if e.state == J.SENDING:
                 d = self._deadline.get(e.seq)
