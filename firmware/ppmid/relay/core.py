@@ -474,7 +474,7 @@ class Relay:
                 # accepted while the clock was set, and it was lost (a power cut): whether
                 # it has expired cannot be known, so it waits for SNTP (same pair after it
                 # too, to keep counter order), and fails if the clock stays unset
-                if self.clock.diff(now, self._boot_ms) >= self.max_wait_s * 1000:
+                if self._booted_for(now, self.max_wait_s):
                     self._fail(e, E_CLOCK, "gateway clock not set for %d s: cannot check expiry" % self.max_wait_s)
                 else:
                     blocked.append(pair)
@@ -612,6 +612,18 @@ class Relay:
         self._wake_dispatch.set()
 
     # ---- timers --------------------------------------------------------------------------
+    def _booted_for(self, now, s):
+        # True once this boot is s seconds old. The boot's tick is dropped once it is older
+        # than every window measured from it: a 32-bit port's ticks_diff would read it
+        # negative after 6.2 days
+        if self._boot_ms is not None:
+            d = self.clock.diff(now, self._boot_ms)
+            if d < s * 1000:
+                return False
+            if d >= (self.max_wait_s + self.late_window_s) * 1000:
+                self._boot_ms = None
+        return True
+
     def check_timers(self):
         now = self.clock.ms()
         now_s = self.clock.time()
@@ -619,6 +631,7 @@ class Relay:
         # no ms tick may be kept for days: a 32-bit port's ticks_diff is right only
         # within 2**29 ms (6.2 days), so refilled buckets and passed backoffs go now
         self.pacer.prune(now)
+        self._booted_for(now, 0)
         for r in self._retry.values():
             if r[0] is not None and self.clock.diff(r[0], now) <= 0:
                 r[0] = None
@@ -637,7 +650,7 @@ class Relay:
                     self._wake_dispatch.set()
             elif e.state == J.TIMED_OUT:
                 if e.published == "timeout" and (now_s >= e.late_until or (
-                        not clock_set and self.clock.diff(now, self._boot_ms) >= self.late_window_s * 1000)):
+                        not clock_set and self._booted_for(now, self.late_window_s))):
                     self._forget(e)
             elif e.state == J.QUEUED:
                 if e.expires is not None and now_s >= e.expires:
@@ -646,7 +659,7 @@ class Relay:
                 # the step the clock took since, it is within this boot's ticks
                 elif now_s - e.accepted_at >= self.max_wait_s and (
                         e.accepted_at >= SET_AFTER or not clock_set
-                        or self.clock.diff(now, self._boot_ms) >= self.max_wait_s * 1000):
+                        or self._booted_for(now, self.max_wait_s)):
                     self._fail(e, e.error or E_STALE, "waited %d s for the HAN" % (now_s - e.accepted_at))
 
     # ---- publishing ----------------------------------------------------------------------
