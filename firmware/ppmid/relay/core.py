@@ -300,6 +300,10 @@ class Relay:
         return self._topups
 
     def _accept(self, env, via):
+        if self.state == STATE_FAULT:
+            # the watchdog resets the board soon; a command taken now could be lost with
+            # the journal's unwritten state, or its counter never recorded
+            raise RelayError(E_BUSY, "the gateway is restarting after a fault: try later")
         envmod.check_id(env.id)
         topup = getattr(env, "utrn", None) is not None  # a TopupEnvelope (ppmid.topup)
         if not topup and len(env.gbcs) > self.max_gbcs:
@@ -354,8 +358,12 @@ class Relay:
             try:
                 self.validator.commit(msg)
             except Exception as exc:
-                # the command is journaled; recovery commits its counter again
+                # the command is journaled and recovery commits its counter again, but
+                # until that restart the counter is not in RAM either: a replay of this
+                # command would pass. A fault, so nothing more is accepted before it.
                 self.log("error", "counter commit failed for %s: %r" % (env.id, exc))
+                self.fault = "counter commit failed: %r" % (exc,)
+                self.state = STATE_FAULT
         self.counters["accepted"] += 1
         self._emit(e, "accepted")
         self._wake_dispatch.set()

@@ -134,6 +134,20 @@ def _frame(rtype, parts):
     return f.getvalue()
 
 
+def _close_quietly(f):
+    try:
+        f.close()
+    except Exception:
+        pass
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def _exists(path):
     try:
         os.stat(path)
@@ -162,6 +176,7 @@ class Journal:
         self.next_seq = 1
         self.size = 0
         self._f = None
+        self._torn = False    # an append failed part way: rewrite from RAM before the next
         # statistics (the wear benchmark reads these)
         self.bytes_written = 0
         self.appends = 0
@@ -217,9 +232,14 @@ class Journal:
         f = self._handle()
         f.seek(0, 2)
         off = self.size
-        n = _put(f, rtype, parts)
+        try:
+            n = _put(f, rtype, parts)
+            if sync:
+                f.flush()  # LittleFS: lfs_file_sync
+        except BaseException:
+            self._tear()
+            raise
         if sync:
-            f.flush()  # LittleFS: lfs_file_sync
             self.syncs += 1
             self.lazy = 0
         else:
@@ -229,10 +249,23 @@ class Journal:
         self.appends += 1
         return off
 
+    def _tear(self):
+        # ENOSPC or EIO part way through a record: the file may end in a partial record
+        # that self.size does not count, and every later offset would be computed short
+        # of where its bytes land (and the next boot's scan would stop at the torn
+        # record). The next append rewrites the file from RAM first.
+        self._torn = True
+        _close_quietly(self._f)
+        self._f = None
+
     def sync(self):
         """Make lazy records durable now (the relay calls this when idle)."""
         if self.lazy and self._f is not None:
-            self._f.flush()
+            try:
+                self._f.flush()
+            except BaseException:
+                self._tear()
+                raise
             self.syncs += 1
             self.lazy = 0
 
@@ -241,7 +274,7 @@ class Journal:
         for p in parts:
             n += len(p)
         limit = self.max_bytes - (self.reserve if need_reserve else 0)
-        if self.size + n > limit:
+        if self._torn or self.size + n > limit:
             self.compact()
             if self.size + n > limit:
                 if need_reserve:
@@ -360,7 +393,12 @@ class Journal:
             src = self._f
         elif _exists(self.path):
             src = open(self.path, "rb")
-        out = open(self.tmp_path, "wb")
+        try:
+            out = open(self.tmp_path, "wb")
+        except BaseException:
+            if src is not None and src is not self._f:
+                src.close()
+            raise
         written = 0
         try:
             written += _put(out, T_HEADER, (MAGIC, struct.pack(">I", self.next_seq)))
@@ -405,14 +443,21 @@ class Journal:
                     written += _put(out, rec[0], rec[1])
                 moves.append((e, body_off, rsp_off))
             out.flush()
-        finally:
             out.close()
+        except BaseException:
+            # no room for the new file (ENOSPC): drop what was written of it, the journal
+            # stays as it was
+            _close_quietly(out)
+            _remove_quietly(self.tmp_path)
+            raise
+        finally:
             if src is not None and src is not self._f:
                 src.close()
         if self._f is not None:
             self._f.close()
             self._f = None
         os.rename(self.tmp_path, self.path)  # atomic on LittleFS: old or new, never half
+        self._torn = False
         for e, body_off, rsp_off in moves:
             e.body_off = body_off
             if rsp_off:
