@@ -21,6 +21,8 @@ _SYNC = const(0xA7)
 _HEAD = const(4)
 _TAIL = const(4)
 _NO_EXPIRY = const(0xFFFFFFFF)
+_ENOSPC = const(28)
+MAX_BYTES = const(32768)   # the file's default bound
 
 # record types
 T_HEADER = const(0x48)    # 'H' magic, next sequence number
@@ -54,6 +56,13 @@ _ACCEPT_FIXED = const(14)
 
 class JournalError(PpmidError):
     pass
+
+
+def flash_need(max_bytes=MAX_BYTES):
+    """Free flash a journal bounded by max_bytes may need beyond an empty one: its file
+    grows to max_bytes, and a compaction writes the new file (up to max_bytes) beside the
+    old one before the rename. The updater keeps this much free (update/service.py)."""
+    return 2 * max_bytes
 
 
 class Entry:
@@ -163,7 +172,7 @@ class Journal:
     new command needs `reserve` bytes left over after that, so the records that finish the
     commands already accepted always fit. max_live bounds the index (E_BUSY beyond)."""
 
-    def __init__(self, root, max_bytes=32768, max_live=48, name="relay.jnl"):
+    def __init__(self, root, max_bytes=MAX_BYTES, max_live=48, name="relay.jnl"):
         root = root.rstrip("/")
         self.path = (root or "") + "/" + name
         self.tmp_path = self.path + ".new"
@@ -202,7 +211,15 @@ class Journal:
             # the scan's code is boot-only (ppmid.boot.BOOT_ONLY drops it once the app runs)
             from ppmid.relay.journal_scan import scan
             scan(self)
-        self._rewrite()
+        try:
+            self._rewrite()
+        except OSError as exc:
+            # a full flash (ENOSPC) has no room for the compacted copy: boot on the file as
+            # scanned rather than fail every boot (safe mode would stop the relaying). A torn
+            # tail, if any, is rewritten away before the next append (_torn), once there is room
+            if exc.args[0] != _ENOSPC or not _exists(self.path):
+                raise
+            self._torn = self.torn_tail
         return self.entries()
 
     def entries(self):
