@@ -69,18 +69,6 @@ def test_a_stamp_days_old_reads_full_across_the_tick_wrap():
             assert len(tb) == 0                     # and a bucket found full is forgotten
 
 
-def test_prune_forgets_refilled_buckets_so_no_stamp_reaches_the_wrap():
-    # one tick period (12.4 days) later a stamp would read as fresh again: the relay's
-    # timer pass prunes refilled buckets long before that
-    tb = TokenBuckets(0.01, 1, _wdiff)
-    tb.take("k", 0)
-    tb.prune(50000)
-    assert len(tb) == 1                             # half refilled: kept
-    tb.prune(100000)
-    assert len(tb) == 0
-    assert tb.wait_ms("k", (1 << 30) + 1000) == 0
-
-
 def test_table_is_bounded_and_pruning_never_refuses():
     tb = TokenBuckets(1.0, 2, diff, max_keys=8)
     for i in range(100):

@@ -29,7 +29,7 @@ def test_an_update_larger_than_the_free_flash_is_refused():
 
 
 class _JournalRelay:
-    # the updater reads only the journal's bound (journal.flash_need)
+    # the updater reads only the journal's bound (max_bytes)
     def __init__(self, max_bytes):
         self.journal = J.Journal("/nowhere", max_bytes)
 

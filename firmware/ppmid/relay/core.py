@@ -482,7 +482,7 @@ class Relay:
                 # accepted while the clock was set, and it was lost (a power cut): whether
                 # it has expired cannot be known, so it waits for SNTP (same pair after it
                 # too, to keep counter order), and fails if the clock stays unset
-                if self._booted_for(now, self.max_wait_s):
+                if self.clock.diff(now, self._boot_ms) >= self.max_wait_s * 1000:
                     self._fail(e, E_CLOCK, "gateway clock not set for %d s: cannot check expiry" % self.max_wait_s)
                 else:
                     blocked.append(pair)
@@ -497,9 +497,7 @@ class Relay:
             r = self._retry.get(e.target)
             if r is not None and r[0] is not None and w >= 0:
                 rw = self.clock.diff(r[0], now)
-                if rw <= 0 or rw > _RETRY_MAX_MS:
-                    r[0] = None  # passed (a wrapped tick reads beyond any backoff)
-                elif rw > w:
+                if rw > w:
                     w = rw
             if w == 0:
                 chosen = e
@@ -620,29 +618,19 @@ class Relay:
         self._wake_dispatch.set()
 
     # ---- timers --------------------------------------------------------------------------
-    def _booted_for(self, now, s):
-        # True once this boot is s seconds old. The boot's tick is dropped once it is older
-        # than every window measured from it: a 32-bit port's ticks_diff would read it
-        # negative after 6.2 days
-        if self._boot_ms is not None:
-            d = self.clock.diff(now, self._boot_ms)
-            if d < s * 1000:
-                return False
-            if d >= (self.max_wait_s + self.late_window_s) * 1000:
-                self._boot_ms = None
-        return True
-
     def check_timers(self):
         now = self.clock.ms()
         now_s = self.clock.time()
         clock_set = self.clock.is_set()
         # no ms tick may be kept for days: a 32-bit port's ticks_diff is right only
-        # within 2**29 ms (6.2 days), so refilled buckets and passed backoffs go now
-        self.pacer.prune(now)
-        self._booted_for(now, 0)
+        # within 2**29 ms (6.2 days), so passed backoffs go now, and the boot's tick slides
+        # along once older than every window measured from it (buckets: ratelimit.py)
+        w = (self.max_wait_s + self.late_window_s) * 1000
+        if self.clock.diff(now, self._boot_ms) > w:
+            self._boot_ms = self.clock.add(now, -w)   # as old as any window needs, no older
         for r in self._retry.values():
-            if r[0] is not None and self.clock.diff(r[0], now) <= 0:
-                r[0] = None
+            if r[0] is not None and not 0 < self.clock.diff(r[0], now) <= _RETRY_MAX_MS:
+                r[0] = None   # passed (a tick wrapped since reads beyond any backoff)
         for e in self.journal.entries():
             if e.state == J.SENDING:
                 d = self._deadline.get(e.seq)
@@ -658,7 +646,7 @@ class Relay:
                     self._wake_dispatch.set()
             elif e.state == J.TIMED_OUT:
                 if e.published == "timeout" and (now_s >= e.late_until or (
-                        not clock_set and self._booted_for(now, self.late_window_s))):
+                        not clock_set and self.clock.diff(now, self._boot_ms) >= self.late_window_s * 1000)):
                     self._forget(e)
             elif e.state == J.QUEUED:
                 if e.expires is not None and now_s >= e.expires:
@@ -667,7 +655,7 @@ class Relay:
                 # the step the clock took since, it is within this boot's ticks
                 elif now_s - e.accepted_at >= self.max_wait_s and (
                         e.accepted_at >= SET_AFTER or not clock_set
-                        or self._booted_for(now, self.max_wait_s)):
+                        or self.clock.diff(now, self._boot_ms) >= self.max_wait_s * 1000):
                     self._fail(e, e.error or E_STALE, "waited %d s for the HAN" % (now_s - e.accepted_at))
 
     # ---- publishing ----------------------------------------------------------------------

@@ -1,9 +1,8 @@
 # HAN protection: token buckets per target device and per originator. Times are ms ticks
 # compared through an injected diff (time.ticks_diff on the board), so wrap-around of the
 # tick counter is harmless as long as no stamp is older than half the tick period (2**29 ms,
-# 6.2 days on an ESP32). So a stamp reading negative counts as long refilled, a bucket found
-# full is forgotten, and the relay prunes its buckets on its timer pass: no stamp lives for
-# days (docs/relay.md, "Pacing").
+# 6.2 days on an ESP32). So a stamp reading negative counts as long refilled, and a bucket
+# found full is forgotten (docs/relay.md, "HAN protection").
 from micropython import const
 
 _MAX_KEYS = const(64)
@@ -93,10 +92,6 @@ class Pacer:
         self.targets.take(target, now)
         self.originators.take(originator, now)
         self.in_flight[target] = seq
-
-    def prune(self, now):
-        self.targets.prune(now)
-        self.originators.prune(now)
 
     def finished(self, target, seq):
         if self.in_flight.get(target) == seq:

@@ -69,12 +69,14 @@ def file_size(path):
 
 
 def space_margin(relay):
-    """Flash a download must leave free: the relay journal's growth and compaction
-    (journal.flash_need, from its max_bytes) and LittleFS's own slack. Before session 7 it
+    """Flash a download must leave free: room for the relay journal to grow and compact
+    (from its max_bytes) and LittleFS's own slack. Before session 7 it
     was 16 KB, and a full journal then filled the flash (review 2, M1)."""
-    from ppmid.relay.journal import flash_need
-    max_bytes = getattr(getattr(relay, "journal", None), "max_bytes", None)
-    return FS_SLACK + (flash_need(max_bytes) if max_bytes else flash_need())
+    from ppmid.relay.journal import MAX_BYTES
+    max_bytes = getattr(getattr(relay, "journal", None), "max_bytes", None) or MAX_BYTES
+    # the journal's file grows to max_bytes, and a compaction writes the new file (up to
+    # max_bytes) beside the old one before the rename (docs/relay.md, "Flash space")
+    return FS_SLACK + 2 * max_bytes
 
 
 def free_bytes(root):
