@@ -261,53 +261,6 @@ async def test_pacing_backlog_is_paced_not_refused():
     assert r.relay.counters["answered"] == 6
 
 
-DAY_MS = 86400 * 1000
-
-
-async def test_a_command_days_after_the_last_to_its_target_goes_at_once():
-    # FakeClock's ticks wrap as on the ESP32 (2**30 ms, 12.4 days); a pacer stamp of 6.2
-    # to 12.4 days ago reads in the future. A weekly command must still go at once.
-    for days in (6.3, 7, 12.3, 13):
-        r = Rig(cfg=config(rate_per_s=0.01, burst=1))
-        await r.submit("w-1", 10)
-        await r.pump()
-        r.relay.on_han_message(response_to(r.env("w-1", 10).gbcs))
-        await r.pump()
-        r.clock.advance(int(days * DAY_MS))
-        await r.submit("w-2", 11)
-        await r.pump()
-        assert len(r.han.sent) == 2, days
-        assert r.pub.statuses("w-2") == ["accepted", "relayed"], days
-
-
-async def test_a_stamp_one_tick_period_old_does_not_read_as_fresh():
-    # the timer pass forgets refilled buckets, so 2**30 ms + 1 s later nothing is held
-    r = Rig(cfg=config(rate_per_s=0.01, burst=1))
-    await r.submit("w-1", 10)
-    await r.pump()
-    r.relay.on_han_message(response_to(r.env("w-1", 10).gbcs))
-    await r.pump()
-    r.clock.advance(200 * 1000)
-    r.relay.check_timers()
-    r.clock.advance((1 << 30) - 200 * 1000 + 1000)
-    await r.submit("w-2", 11)
-    await r.pump()
-    assert len(r.han.sent) == 2
-
-
-async def test_a_link_backoff_days_old_does_not_hold_the_next_command():
-    r = Rig(max_wait_s=60)
-    await r.submit("c-1", 10)
-    r.han.fail = ["E_HAN_DOWN"]
-    await r.pump()
-    assert r.han.sent == [] and r.relay._retry        # backing off that target
-    r.clock.advance(7 * DAY_MS)
-    r.relay.check_timers()                            # c-1 waited too long: failed
-    await r.submit("c-2", 11)
-    await r.pump()
-    assert len(r.han.sent) == 1 and r.pub.statuses("c-2") == ["accepted", "relayed"]
-
-
 async def test_busy_beyond_the_queue_bound():
     r = Rig(cfg=config(queue=3), admit_wait_ms=0)  # no wait for room: refused at once
     await r.submit("c-0", 10)
@@ -414,45 +367,6 @@ async def test_flash_error_refuses_the_command_and_stops_feeding_the_watchdog():
     assert res["error"] == "E_INTERNAL"
     ok, why = r.relay.house_once()
     assert not ok and "flash error" in why and r.wdt.feeds == 0 and r.relay.state == "fault"
-
-
-async def test_after_a_flash_error_nothing_is_accepted_until_the_restart():
-    # ENOSPC half way through the accept record: refused, the relay is in fault, and the
-    # commands that come before the watchdog resets the board are refused E_BUSY (before
-    # session 7 they were accepted on top of the torn record, and lost at the reset)
-    from test_journal import FailingFile
-    r = Rig()
-    await r.submit("c-0", 9)
-    r.journal._f = FailingFile(r.journal._handle(), 30)
-    res = await r.submit("c-1", 10)
-    assert res["error"] == "E_INTERNAL" and r.relay.state == "fault"
-    res = await r.submit("c-2", 11)
-    assert res["error"] == "E_BUSY" and "restarting after a fault" in res["message"]
-    assert "c-2" not in r.journal.by_id
-    r.restart()                                    # the watchdog's reset
-    assert r.relay.state == "running" and sorted(r.journal.by_id) == ["c-0"]
-    res = await r.submit("c-2", 11, target=GSME)
-    assert res["status"] == "accepted"
-    await r.pump()
-    assert r.han.sent == [r.env("c-0", 9).gbcs, r.env("c-2", 11, target=GSME).gbcs]
-
-
-async def test_a_failed_counter_commit_is_a_fault():
-    r = Rig()
-
-    def broken(msg):
-        raise OSError(28, "ENOSPC")
-    r.validator.commit = broken
-    res = await r.submit("c-1", 10)
-    assert res["status"] == "accepted"             # on flash: recovery commits its counter
-    assert r.relay.state == "fault" and "counter commit" in r.relay.fault
-    ok, why = r.relay.house_once()
-    assert not ok and r.wdt.feeds == 0
-    res = await r.submit("c-2", 10)                # a replay of c-1's counter: not taken
-    assert res["error"] == "E_BUSY"
-    r.restart()
-    res = await r.submit("c-3", 10)
-    assert res["error"] == "E_REPLAY"
 
 
 async def test_duplicate_id_returns_current_status_without_a_second_send():

@@ -58,13 +58,6 @@ class JournalError(PpmidError):
     pass
 
 
-def flash_need(max_bytes=MAX_BYTES):
-    """Free flash a journal bounded by max_bytes may need beyond an empty one: its file
-    grows to max_bytes, and a compaction writes the new file (up to max_bytes) beside the
-    old one before the rename. The updater keeps this much free (update/service.py)."""
-    return 2 * max_bytes
-
-
 class Entry:
     """One live command in the RAM index. Bodies stay on flash (body_off/rsp_off)."""
 
@@ -147,13 +140,6 @@ def _close_quietly(f):
     try:
         f.close()
     except Exception:
-        pass
-
-
-def _remove_quietly(path):
-    try:
-        os.remove(path)
-    except OSError:
         pass
 
 
@@ -410,12 +396,7 @@ class Journal:
             src = self._f
         elif _exists(self.path):
             src = open(self.path, "rb")
-        try:
-            out = open(self.tmp_path, "wb")
-        except BaseException:
-            if src is not None and src is not self._f:
-                src.close()
-            raise
+        out = open(self.tmp_path, "wb")
         written = 0
         try:
             written += _put(out, T_HEADER, (MAGIC, struct.pack(">I", self.next_seq)))
@@ -465,7 +446,7 @@ class Journal:
             # no room for the new file (ENOSPC): drop what was written of it, the journal
             # stays as it was
             _close_quietly(out)
-            _remove_quietly(self.tmp_path)
+            os.remove(self.tmp_path)
             raise
         finally:
             if src is not None and src is not self._f:
@@ -496,6 +477,11 @@ class Journal:
 # re-commits live commands at recovery, so a crash between the two writes cannot reopen a
 # counter (docs/relay.md). Here, not in a module of its own (~1 KB of heap for one, on a
 # 32-bit board: docs/memory.md).
+# Bounded at PAIRS_KEEP pairs (relay/counter_floor.py, loaded when the bound is first
+# crossed): a pair the store no longer holds reads as its recipient's floor.
+PAIRS_KEEP = const(64)
+
+
 class JournalCounterStore:
     """get(key) -> int or None; put(key, int). Keys are bytes or str (stored as bytes)."""
 
@@ -503,12 +489,19 @@ class JournalCounterStore:
         self.journal = journal
 
     def get(self, key):
-        return self.journal.get_counter(key)
+        v = self.journal.get_counter(key)
+        if v is None and len(key) == 33:
+            # a "<ORIGINATOR>:<RECIPIENT>" pair not held: its recipient's floor
+            v = self.journal.get_counter("*" + key[16:] if isinstance(key, str) else b"*" + bytes(key[16:]))
+        return v
 
     def put(self, key, value):
         """Anti-replay counters only go up: a lower or equal value is ignored (no write),
         which makes committing a command's counter again harmless."""
-        old = self.journal.get_counter(key)
+        old = self.get(key)
         if old is not None and value <= old:
             return
         self.journal.put_counter(key, value)
+        if len(self.journal.counters) > PAIRS_KEEP:
+            from ppmid.relay.counter_floor import bound
+            bound(self.journal.counters, self.journal.put_counter, PAIRS_KEEP)
