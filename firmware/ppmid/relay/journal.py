@@ -235,40 +235,30 @@ class Journal:
         f = self._handle()
         f.seek(0, 2)
         off = self.size
-        try:
-            n = _put(f, rtype, parts)
-            if sync:
-                f.flush()  # LittleFS: lfs_file_sync
-        except BaseException:
-            self._tear()
-            raise
+        # torn until the record is whole and (with sync) on flash: ENOSPC or EIO part way
+        # leaves a partial record that self.size does not count, so every later offset
+        # would fall short of its bytes (and the next boot's scan would stop at the torn
+        # record). A torn journal is rewritten from RAM before its next append.
+        self._torn = True
+        n = _put(f, rtype, parts)
         if sync:
+            f.flush()  # LittleFS: lfs_file_sync
             self.syncs += 1
             self.lazy = 0
         else:
             self.lazy += 1
+        self._torn = False
         self.size += n
         self.bytes_written += n
         self.appends += 1
         return off
 
-    def _tear(self):
-        # ENOSPC or EIO part way through a record: the file may end in a partial record
-        # that self.size does not count, and every later offset would be computed short
-        # of where its bytes land (and the next boot's scan would stop at the torn
-        # record). The next append rewrites the file from RAM first.
-        self._torn = True
-        _close_quietly(self._f)
-        self._f = None
-
     def sync(self):
         """Make lazy records durable now (the relay calls this when idle)."""
         if self.lazy and self._f is not None:
-            try:
-                self._f.flush()
-            except BaseException:
-                self._tear()
-                raise
+            self._torn = True
+            self._f.flush()
+            self._torn = False
             self.syncs += 1
             self.lazy = 0
 
@@ -390,6 +380,10 @@ class Journal:
         self._rewrite()
 
     def _rewrite(self):
+        if self._torn and self._f is not None:
+            # a handle a write failed on: read the bodies through a fresh one
+            _close_quietly(self._f)
+            self._f = None
         entries = self.entries()
         src = None
         if self._f is not None:
