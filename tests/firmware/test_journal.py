@@ -21,8 +21,12 @@ def frame(rtype, parts):
     return f.getvalue()
 
 
+def accept_body(i):
+    return (b"G%d-" % i) * 10
+
+
 def accept(j, i, body=None, expires=None):
-    return j.accept("c-%d" % i, "mqtt", expires, 1000 + i, T, O, ctr(i), body or (b"G%d-" % i) * 10)
+    return j.accept("c-%d" % i, "mqtt", expires, 1000 + i, T, O, ctr(i), body or accept_body(i))
 
 
 def reopen(j):
@@ -355,3 +359,72 @@ def test_a_sending_record_without_the_resends_field_still_reads():
     j2, live = reopen(j)
     assert (live[0].state, live[0].deadline, live[0].retries, live[0].resends) == (J.SENDING, 100, 2, 0)
     j2.close()
+
+
+class FailingFile:
+    """The journal's file, failing like a full or failing flash: after `room` more bytes,
+    write() writes what fits and raises OSError (ENOSPC); then every write raises."""
+
+    def __init__(self, f, room, errno=28):
+        self.f, self.room, self.errno = f, room, errno
+        self.closed = False
+
+    def write(self, b):
+        if len(b) > self.room:
+            self.f.write(bytes(b[:self.room]))
+            self.room = 0
+            raise OSError(self.errno)
+        self.room -= len(b)
+        return self.f.write(b)
+
+    def close(self):
+        self.closed = True
+        self.f.close()
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_a_failed_append_leaves_no_torn_record_behind_later_ones():
+    for room in (0, 3, 20, 60):   # in the header, in the fixed fields, in the body
+        root = fresh_root()
+        j = J.Journal(root)
+        j.open()
+        a = accept(j, 1)
+        failing = FailingFile(j._handle(), room)
+        j._f = failing
+        try:
+            accept(j, 2, body=b"B" * 100)
+            assert False, "the append should fail"
+        except OSError as exc:
+            assert exc.args[0] == 28
+        assert "c-2" not in j.by_id
+        c = accept(j, 3, body=b"C" * 40)       # the flash has room again
+        assert j.body(c) == b"C" * 40 and j.body(a) == accept_body(1), room
+        j.sending(c, 2000)
+        j, live = reopen(j)
+        assert [e.id for e in live] == ["c-1", "c-3"] and not j.torn_tail, room
+        assert j.body(j.by_id["c-3"]) == b"C" * 40 and j.by_id["c-3"].state == J.SENDING
+
+
+def test_a_failed_sync_rewrites_before_the_next_append():
+    root = fresh_root()
+    j = J.Journal(root)
+    j.open()
+    a = accept(j, 1)
+    j.done(a)                 # lazy
+    f = j._handle()
+
+    class FailingFlush(FailingFile):
+        def flush(self):
+            raise OSError(5)
+    j._f = FailingFlush(f, 10 ** 6, 5)
+    try:
+        j.sync()
+        assert False, "the sync should fail"
+    except OSError:
+        pass
+    b = accept(j, 2)
+    assert j.body(b) == accept_body(2)
+    j, live = reopen(j)
+    assert [e.id for e in live] == ["c-2"] and not j.torn_tail

@@ -44,6 +44,31 @@ def test_wraparound_diff_is_used():
     assert tb.wait_ms("k", 0x3FFFFF00 + 1100 - 0x40000000) == 0
 
 
+def _wdiff(a, b):
+    # time.ticks_diff on a 32-bit port (the ESP32): modular at 2**30, right within 2**29 ms
+    return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+
+
+DAY_MS = 86400 * 1000
+
+
+def test_a_stamp_days_old_reads_full_across_the_tick_wrap():
+    # the pacer's buckets (1/s, burst 1) and a public-key kid's bad-signature bucket (3,
+    # then one a minute): emptied, then not touched for 6.3 to 12.3 days, when the tick
+    # difference of their stamp reads negative
+    for rate, burst in ((1.0, 1), (1 / 60, 3)):
+        for days in (6.3, 7, 9, 12.3):
+            tb = TokenBuckets(rate, burst, _wdiff)
+            t0 = 0x3FFF0000
+            for i in range(burst):
+                tb.take("k", t0)
+            assert tb.wait_ms("k", t0) > 0
+            later = (t0 + int(days * DAY_MS)) & 0x3FFFFFFF
+            assert _wdiff(later, t0) < 0            # the case: the stamp reads in the future
+            assert tb.wait_ms("k", later) == 0, (rate, days)
+            assert len(tb) == 0                     # and a bucket found full is forgotten
+
+
 def test_table_is_bounded_and_pruning_never_refuses():
     tb = TokenBuckets(1.0, 2, diff, max_keys=8)
     for i in range(100):

@@ -145,21 +145,27 @@ from ppmid.errors import PpmidError
 KEY = b"k" * 32
 
 
-class FakeClock:
-    """ms ticks and unix seconds that move only when a test says so."""
+TICKS_PERIOD = 1 << 30   # MicroPython's ticks_ms on a 32-bit port (the ESP32) wraps here
 
-    def __init__(self, unix=1800000000):
-        self.t_ms = 5000
+
+class FakeClock:
+    """ms ticks and unix seconds that move only when a test says so. The ticks wrap as on
+    the ESP32: ms() counts modulo 2**30 and diff() is modular, right only within 2**29 ms
+    (6.2 days), as time.ticks_diff is there. t_ms itself never wraps (time() uses it)."""
+
+    def __init__(self, unix=1800000000, t_ms=5000):
+        self.t_ms = t_ms
         self.unix0 = unix
 
     def ms(self):
-        return self.t_ms
+        return self.t_ms & (TICKS_PERIOD - 1)
 
     def diff(self, a, b):
-        return a - b
+        half = TICKS_PERIOD >> 1
+        return ((a - b + half) & (TICKS_PERIOD - 1)) - half
 
     def add(self, t, delta):
-        return t + delta
+        return (t + delta) & (TICKS_PERIOD - 1)
 
     def time(self):
         return self.unix0 + self.t_ms // 1000

@@ -199,3 +199,17 @@ def test_tunnel_frames_from_another_node_are_not_taken():
     # the CH's own TransferData still arrives
     _tunnel_frame(han, T.transfer_data(6, tid, b"\xdd\x00real", False), CH)
     assert han._rxq[-1] == b"\xdd\x00real"
+
+
+def test_a_partial_message_left_days_ago_is_not_completed_by_a_later_one():
+    # on a 32-bit port (ticks_diff modular at 2**30) a fragment 0 left 6.2 to 12.4 days
+    # ago reads as started in the future: stale all the same
+    from ppmid.clock import ticks_ms, ticks_add
+    han, _ = _han()
+    old = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, b"\xdd\x00" + bytes(40), False), 3)
+    new = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, b"\xdd\x00" + bytes(range(40)), False), 3)
+    _fragment(han, 0, 3, old[0])
+    han._frag.started_ms = ticks_add(ticks_ms(), 5000)
+    _fragment(han, 1, 3, new[1])
+    _fragment(han, 2, 3, new[2])
+    assert han._rxq == [] and han.counters["rx_fragment_timeouts"] == 1

@@ -26,7 +26,9 @@ def changed(link):
 
 async def _publish(link):
     at = getattr(link, "_info_at", None)
-    wait = SETTLE_MS if at is None else max(SETTLE_MS, EVERY_MS - ticks_diff(ticks_ms(), at))
+    # the last info may be days old: a 32-bit port's ticks_diff then reads it negative
+    since = EVERY_MS if at is None else ticks_diff(ticks_ms(), at)
+    wait = max(SETTLE_MS, EVERY_MS - since) if 0 <= since < EVERY_MS else SETTLE_MS
     try:
         await sleep_ms(wait)
     finally:

@@ -39,6 +39,7 @@ E_STALE = "E_STALE"
 FINAL = ("response", "failed", "already-executed")
 _RECENT = const(16)
 _CLOCK_POLL_MS = const(1000)   # how often held commands look again for a set clock
+_RETRY_MAX_MS = const(30000)   # the longest link back-off: relay/refusals.py's (a private const cannot be imported)
 
 # the relay's state (info "state"; docs/relay.md "Health"): "starting", "recovering" (at
 # boot: relay/recovery.py), "running", "degraded" (a link down within its grace), "fault",
@@ -85,7 +86,7 @@ class Relay:
         self._corr = {}          # response key -> Entry (sending, timed out, answered)
         self._deadline = {}      # seq -> ms tick of the response deadline (this boot)
         self._status = {}        # seq -> last status emitted
-        self._retry = {}         # target -> [ms tick when it may be tried again, backoff ms]
+        self._retry = {}         # target -> [ms tick when it may be tried again (None: passed), backoff ms]
         self._recent = []        # [(id, result dict)] finished or rejected commands
         self._beats = {}         # loop name -> ms tick of its last pass
         self._boot_ms = clock.ms()   # recovery sets it again: the start of this boot
@@ -181,6 +182,10 @@ class Relay:
         return self._topups
 
     def _accept(self, env, via):
+        if self.state == "fault":
+            # the watchdog resets the board soon; a command taken now could be lost with
+            # the journal's unwritten state, or its counter never recorded
+            raise RelayError(E_BUSY, "the gateway is restarting after a fault: try later")
         envmod.check_id(env.id)
         topup = getattr(env, "utrn", None) is not None  # a TopupEnvelope (ppmid.topup)
         if not topup and len(env.gbcs) > self.max_gbcs:
@@ -239,8 +244,12 @@ class Relay:
             try:
                 self.validator.commit(msg)
             except Exception as exc:
-                # the command is journaled; recovery commits its counter again
+                # the command is journaled and recovery commits its counter again, but
+                # until that restart the counter is not in RAM either: a replay of this
+                # command would pass. A fault, so nothing more is accepted before it.
                 self.log("error", "counter commit failed for %s: %r" % (env.id, exc))
+                self.fault = "counter commit failed: %r" % (exc,)
+                self.state = "fault"
         self.counters["accepted"] += 1
         self._emit(e, "accepted")
         self._wake_dispatch.set()
@@ -345,7 +354,7 @@ class Relay:
                 continue
             w = self.pacer.ready_ms(e.target, e.originator, now)
             r = self._retry.get(e.target)
-            if r is not None and w >= 0:
+            if r is not None and r[0] is not None and w >= 0:
                 rw = self.clock.diff(r[0], now)
                 if rw > w:
                     w = rw
@@ -443,6 +452,15 @@ class Relay:
         now = self.clock.ms()
         now_s = self.clock.time()
         clock_set = self.clock.is_set()
+        # no ms tick may be kept for days: a 32-bit port's ticks_diff is right only
+        # within 2**29 ms (6.2 days), so passed backoffs go now, and the boot's tick slides
+        # along once older than every window measured from it (buckets: ratelimit.py)
+        w = (self.max_wait_s + self.late_window_s) * 1000
+        if self.clock.diff(now, self._boot_ms) > w:
+            self._boot_ms = self.clock.add(now, -w)   # as old as any window needs, no older
+        for r in self._retry.values():
+            if r[0] is not None and not 0 < self.clock.diff(r[0], now) <= _RETRY_MAX_MS:
+                r[0] = None   # passed (a tick wrapped since reads beyond any backoff)
         for e in self.journal.entries():
             if e.state == J.SENDING:
                 d = self._deadline.get(e.seq)

@@ -21,6 +21,8 @@ _SYNC = const(0xA7)
 _HEAD = const(4)
 _TAIL = const(4)
 _NO_EXPIRY = const(0xFFFFFFFF)
+_ENOSPC = const(28)
+MAX_BYTES = const(32768)   # the file's default bound
 
 # record types
 T_HEADER = const(0x48)    # 'H' magic, next sequence number
@@ -126,6 +128,13 @@ def _resend_payload(e):
     return struct.pack(">IHB", e.seq, min(e.retries, 0xFFFF), min(e.resends, 0xFF))
 
 
+def _close_quietly(f):
+    try:
+        f.close()
+    except Exception:
+        pass
+
+
 def _exists(path):
     try:
         os.stat(path)
@@ -141,7 +150,7 @@ class Journal:
     new command needs `reserve` bytes left over after that, so the records that finish the
     commands already accepted always fit. max_live bounds the index (E_BUSY beyond)."""
 
-    def __init__(self, root, max_bytes=32768, max_live=48, name="relay.jnl"):
+    def __init__(self, root, max_bytes=MAX_BYTES, max_live=48, name="relay.jnl"):
         root = root.rstrip("/")
         self.path = (root or "") + "/" + name
         self.tmp_path = self.path + ".new"
@@ -154,6 +163,7 @@ class Journal:
         self.next_seq = 1
         self.size = 0
         self._f = None
+        self._torn = False    # an append failed part way: rewrite from RAM before the next
         # statistics (the wear benchmark reads these)
         self.bytes_written = 0
         self.appends = 0
@@ -179,7 +189,15 @@ class Journal:
             # the scan's code is boot-only (ppmid.boot.BOOT_ONLY drops it once the app runs)
             from ppmid.relay.journal_scan import scan
             scan(self)
-        self.compact()
+        try:
+            self.compact()
+        except OSError as exc:
+            # a full flash (ENOSPC) has no room for the compacted copy: boot on the file as
+            # scanned rather than fail every boot (safe mode would stop the relaying). A torn
+            # tail, if any, is rewritten away before the next append (_torn), once there is room
+            if exc.args[0] != _ENOSPC or not _exists(self.path):
+                raise
+            self._torn = self.torn_tail
         return self.entries()
 
     def entries(self):
@@ -209,6 +227,11 @@ class Journal:
         f = self._handle()
         f.seek(0, 2)
         off = self.size
+        # torn until the record is whole and (with sync) on flash: ENOSPC or EIO part way
+        # leaves a partial record that self.size does not count, so every later offset
+        # would fall short of its bytes (and the next boot's scan would stop at the torn
+        # record). A torn journal is rewritten from RAM before its next append.
+        self._torn = True
         n = _put(f, rtype, parts)
         if sync:
             f.flush()  # LittleFS: lfs_file_sync
@@ -216,6 +239,7 @@ class Journal:
             self.lazy = 0
         else:
             self.lazy += 1
+        self._torn = False
         self.size += n
         self.bytes_written += n
         self.appends += 1
@@ -224,7 +248,9 @@ class Journal:
     def sync(self):
         """Make lazy records durable now (the relay calls this when idle)."""
         if self.lazy and self._f is not None:
+            self._torn = True
             self._f.flush()
+            self._torn = False
             self.syncs += 1
             self.lazy = 0
 
@@ -233,7 +259,7 @@ class Journal:
         for p in parts:
             n += len(p)
         limit = self.max_bytes - (self.reserve if need_reserve else 0)
-        if self.size + n > limit:
+        if self._torn or self.size + n > limit:
             self.compact()
             if self.size + n > limit:
                 if need_reserve:
@@ -364,6 +390,11 @@ class Journal:
 # re-commits live commands at recovery, so a crash between the two writes cannot reopen a
 # counter (docs/relay.md). Here, not in a module of its own (~1 KB of heap for one, on a
 # 32-bit board: docs/memory.md).
+# Bounded at PAIRS_KEEP pairs (relay/counter_floor.py, loaded when the bound is first
+# crossed): a pair the store no longer holds reads as its recipient's floor.
+PAIRS_KEEP = const(64)
+
+
 class JournalCounterStore:
     """get(key) -> int or None; put(key, int). Keys are bytes or str (stored as bytes)."""
 
@@ -371,12 +402,19 @@ class JournalCounterStore:
         self.journal = journal
 
     def get(self, key):
-        return self.journal.get_counter(key)
+        v = self.journal.get_counter(key)
+        if v is None and len(key) == 33:
+            # a "<ORIGINATOR>:<RECIPIENT>" pair not held: its recipient's floor
+            v = self.journal.get_counter("*" + key[16:] if isinstance(key, str) else b"*" + bytes(key[16:]))
+        return v
 
     def put(self, key, value):
         """Anti-replay counters only go up: a lower or equal value is ignored (no write),
         which makes committing a command's counter again harmless."""
-        old = self.journal.get_counter(key)
+        old = self.get(key)
         if old is not None and value <= old:
             return
         self.journal.put_counter(key, value)
+        if len(self.journal.counters) > PAIRS_KEEP:
+            from ppmid.relay.counter_floor import bound
+            bound(self.journal.counters, self.journal.put_counter, PAIRS_KEEP)

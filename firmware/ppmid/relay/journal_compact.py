@@ -9,6 +9,7 @@ import struct
 from micropython import const
 
 from ppmid.relay.journal import MAGIC, T_HEADER, E_JOURNAL, JournalError, _ACCEPT_FMT, _exists, _put, _via_byte
+from ppmid.relay.journal import _close_quietly
 from ppmid.relay.journal import _sending_payload, _resend_payload
 from ppmid.relay.journal import SENDING, QUEUED, ANSWERED, TIMED_OUT, FAILED, ALREADY_EXECUTED
 
@@ -31,6 +32,10 @@ _ACCEPT_FIXED = const(14)
 
 def rewrite(j):
     """Compact journal j (see the module comment)."""
+    if j._torn and j._f is not None:
+        # a handle a write failed on: read the bodies through a fresh one
+        _close_quietly(j._f)
+        j._f = None
     entries = j.entries()
     src = None
     if j._f is not None:
@@ -82,14 +87,21 @@ def rewrite(j):
                 written += _put(out, rec[0], rec[1])
             moves.append((e, body_off, rsp_off))
         out.flush()
-    finally:
         out.close()
+    except BaseException:
+        # no room for the new file (ENOSPC): drop what was written of it, the journal
+        # stays as it was
+        _close_quietly(out)
+        os.remove(j.tmp_path)
+        raise
+    finally:
         if src is not None and src is not j._f:
             src.close()
     if j._f is not None:
         j._f.close()
         j._f = None
     os.rename(j.tmp_path, j.path)  # atomic on LittleFS: old or new, never half
+    j._torn = False
     for e, body_off, rsp_off in moves:
         e.body_off = body_off
         if rsp_off:

@@ -64,6 +64,7 @@ def scan(j):
             pos += _HEAD + ln + _TAIL
     finally:
         f.close()
+    j.size = pos   # where the intact records end (open() may keep the file as it is)
     if first and j.torn_tail:
         # no intact header: not our journal, or damaged at its start. Keep it aside
         # as evidence and start afresh rather than stop the gateway.

@@ -1,7 +1,8 @@
 # HAN protection: token buckets per target device and per originator. Times are ms ticks
 # compared through an injected diff (time.ticks_diff on the board), so wrap-around of the
-# tick counter is harmless. Buckets that have refilled are forgotten, which bounds the
-# table by the number of keys active within burst/rate seconds.
+# tick counter is harmless as long as no stamp is older than half the tick period (2**29 ms,
+# 6.2 days on an ESP32). So a stamp reading negative counts as long refilled, and a bucket
+# found full is forgotten (docs/relay.md, "HAN protection").
 from micropython import const
 
 _MAX_KEYS = const(64)
@@ -22,13 +23,18 @@ class TokenBuckets:
         b = self._b.get(key)
         if b is None:
             return self.full
-        gained = int(self.diff(now, b[1]) * self.rate)  # ms * tokens/s = milli-tokens
-        level = b[0] + gained
+        d = self.diff(now, b[1])
+        if d < 0:
+            return self.full  # more than half the tick period ago: refilled long since
+        level = b[0] + int(d * self.rate)  # ms * tokens/s = milli-tokens
         return self.full if level >= self.full else level
 
     def wait_ms(self, key, now):
         """0 when a token is there now, else ms until one will be."""
         level = self._level(key, now)
+        if level >= self.full:
+            self._b.pop(key, None)  # refilled: its stamp need not age toward the wrap
+            return 0
         if level >= 1000:
             return 0
         return int((1000 - level) / self.rate) + 1

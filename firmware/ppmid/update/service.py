@@ -28,7 +28,7 @@ E_UPDATE_CHUNK = "E_UPDATE_CHUNK"    # a data message that is not a chunk
 E_UPDATE_INTERNAL = "E_UPDATE_INTERNAL"  # the updater failed unexpectedly (a bug, or out of memory)
 CHUNK_HEADER = 6                     # file index (2 bytes) + offset (4 bytes), big-endian
 IDLE_WAIT_S = 120                    # the switch waits this long at most for in-flight commands
-SPACE_MARGIN = 16384                 # flash left free after the download (journal growth, renames)
+FS_SLACK = 4 * 4096                  # LittleFS (4 KB blocks on the ESP32): partial last blocks, metadata, renames
 
 
 def _config(root):
@@ -66,6 +66,17 @@ def file_size(path):
         return os.stat(path)[6]
     except OSError:
         return -1
+
+
+def space_margin(relay):
+    """Flash a download must leave free: room for the relay journal to grow and compact
+    (from its max_bytes) and LittleFS's own slack. Before session 7 it
+    was 16 KB, and a full journal then filled the flash (review 2, M1)."""
+    from ppmid.relay.journal import MAX_BYTES
+    max_bytes = getattr(getattr(relay, "journal", None), "max_bytes", None) or MAX_BYTES
+    # the journal's file grows to max_bytes, and a compaction writes the new file (up to
+    # max_bytes) beside the old one before the rename (docs/relay.md, "Flash space")
+    return FS_SLACK + 2 * max_bytes
 
 
 def free_bytes(root):
@@ -242,9 +253,10 @@ class Updater:
             if staged is not None:
                 slots.remove(self.root + slots.STAGE)
             free = free_bytes(self.root)
-            if free is not None and free < total + SPACE_MARGIN:
-                raise UpdateError(E_UPDATE_SPACE, "the new set needs %d bytes (+%d spare), the flash has %d free"
-                                  % (total, SPACE_MARGIN, free))
+            margin = space_margin(self.relay)
+            if free is not None and free < total + margin:
+                raise UpdateError(E_UPDATE_SPACE, "the new set needs %d bytes (+%d spare for the journal), the flash has %d free"
+                                  % (total, margin, free))
             slots.makedirs(self.root + slots.DIR)
             self.stage = {"id": oid, "manifest": m, "text": text, "slot": slot}
             slots.write_json(self.root + slots.STAGE, {"text": text, "slot": slot})

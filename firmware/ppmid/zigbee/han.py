@@ -406,7 +406,8 @@ class ZigbeeHan:
         index, count = group & 0xFF, group >> 8
         now = ticks_ms()
         f = self._frag
-        if f is not None and (f.sender != sender or ticks_diff(now, f.started_ms) > 10000):
+        # a partial message left days ago reads negative on a 32-bit port: stale as well
+        if f is not None and (f.sender != sender or not 0 <= ticks_diff(now, f.started_ms) <= 10000):
             self.counters["rx_fragment_timeouts"] += 1
             f = None
         if index == 0 or f is None:
