@@ -205,6 +205,26 @@ async def test_oversized_message_is_rejected_too_large():
     assert j.ids == []
 
 
+async def test_oversized_update_message_is_refused_on_the_update_topic():
+    # A DCC User's update tool watches ppmid/v1/EUI/update, not rsp: a message on an update
+    # topic too large for the client is refused there, in the shape of that road's statuses
+    # (an offer's and a data chunk's are the updater's: retained, with the running version;
+    # a users update's and a commission order's carry their kind and are not retained).
+    for sub, kind, retained in (("offer", None, True), ("data", None, True),
+                                ("config", "config", False), ("commission", "commission", False)):
+        c, j, it = _setup()
+        c.max_packet = 17000
+        it.update = ("board", "relay", "link", "1.2.3")
+        await it.too_large("ppmid/v1/%s/update/%s" % (EUI, sub), 20000, 1, False)
+        (t, obj, qos, retain), = c.published
+        assert t == "ppmid/v1/%s/update" % EUI and retain == retained, (sub, t, retain)
+        assert obj["state"] == "refused" and obj["error"]["code"] == "E_TOO_LARGE", obj
+        assert "20000" in obj["error"]["message"] and "17000" in obj["error"]["message"]
+        assert obj.get("kind") == kind and obj.get("running") == (None if kind else "1.2.3"), obj
+        assert c.firsts == [True]  # on the wire before the PUBACK of the message it refuses
+        assert it.stats["rejected"] == 0 and j.ids == []  # not a command
+
+
 class TopupJournal:
     def __init__(self):
         self.got = []

@@ -80,10 +80,22 @@ class Intake:
 
     async def too_large(self, topic, size, qos, dup):
         """The client read past a PUBLISH larger than its max_packet: refuse it (the id
-        is in the discarded part, so the rejection carries "id": null)."""
-        self.stats["rejected"] += 1
-        err = envelope.EnvelopeError(envelope.E_TOO_LARGE, "command message of %d bytes is larger than the %d allowed"
+        is in the discarded part, so the rejection carries "id": null). On an update topic
+        the refusal goes where that road answers (ppmid/v1/EUI/update, docs/update.md),
+        shaped as its statuses are: a DCC User's update tool does not watch rsp."""
+        err = envelope.EnvelopeError(envelope.E_TOO_LARGE, "message of %d bytes is larger than the %d allowed"
                                      % (size, self.client.max_packet))
+        if topic != self.topics.cmd and self.update is not None:
+            kind = topic[topic.rfind("/") + 1:]
+            st = {"state": "refused", "error": err.as_dict()}
+            updater = kind not in ("config", "commission")
+            if updater:
+                st["running"] = self.update[3]  # the updater's statuses are retained, with it
+            else:
+                st["kind"] = kind
+            await self.client.publish(topic[:topic.rfind("/")], json.dumps(st).encode(), 1, updater, False, True)
+            return
+        self.stats["rejected"] += 1
         if not await self.client.publish(self.topics.rsp, status_json(None, "rejected", 0, error=err), 1, False, False,
                                          True):
             self.stats["reject_drops"] += 1
