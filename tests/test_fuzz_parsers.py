@@ -31,6 +31,7 @@ from ppmid import envelope, config, sntp, utrn  # noqa: E402
 from ppmid.errors import PpmidError  # noqa: E402
 from ppmid.gbcs import Validator, MemoryCounterStore, build, decode, gbt, reassembly  # noqa: E402
 from ppmid.mqtt import packets  # noqa: E402
+from ppmid.mqtt import handshake  # noqa: E402
 from ppmid.nfc import ndef, frames  # noqa: E402
 from ppmid.zigbee import ash, ezsp, tunnel  # noqa: E402
 
@@ -224,8 +225,8 @@ def test_mqtt_packets(buf, first):
     body = memoryview(buf[2:])
     run("mqtt packets", packets.parse_publish, buf[0] if buf else first, body)
     run("mqtt packets", packets.parse_publish, first, memoryview(buf))
-    run("mqtt packets", packets.parse_connack, buf)
-    run("mqtt packets", packets.parse_suback, buf)
+    run("mqtt packets", handshake.parse_connack, buf)
+    run("mqtt packets", handshake.parse_suback, buf)
     run("mqtt packets", packets.parse_packet_id, buf)
 
 

@@ -10,6 +10,7 @@ import threading
 import paho.mqtt.client as mqtt
 
 from ppmid.mqtt import packets as p
+from ppmid.mqtt.handshake import connect as connect_packet
 
 
 def _read_packet(sock):
@@ -91,7 +92,7 @@ def test_paho_and_our_codec_agree():
     body = seen["connect"]
     assert body[:7] == b"\x00\x04MQTT\x04"
     assert body[7] == 0x2C and body[8:10] == b"\x00\x2d"
-    assert p.connect("GW-1", 45, False, ("gw/state", b"offline", 1, True))[2:] == body
+    assert connect_packet("GW-1", 45, False, ("gw/state", b"offline", 1, True))[2:] == body
     assert seen["subscribe"][2:] == b"\x00\x06down/#\x01"
     topic, payload, qos, retain, dup, pid = seen["publish"]
     assert (topic, payload, qos, retain, dup) == ("up/x", b"hello", 1, False, False) and pid > 0

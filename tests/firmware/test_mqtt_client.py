@@ -6,6 +6,7 @@ import asyncio
 import random
 
 from ppmid.mqtt import packets as p
+from ppmid.mqtt.handshake import connect as connect_packet
 from ppmid.mqtt.client import MQTTClient, tls_connector
 
 WAIT = 20  # seconds: a generous bound for "eventually", never a timing assertion
@@ -28,6 +29,7 @@ class FakeBroker:
         self.withhold_pubacks = 0  # client PUBLISHes to leave unacknowledged
         self.answer_pings = True
         self.connack_rc = 0
+        self.suback_code = 1      # granted QoS (or 0x80 failure) per filter
         self.outbox = []          # (topic, payload, pid) QoS 1 to deliver, redelivered until acked
         self.acked = []           # pids the client PUBACKed
         self.writer = None
@@ -98,7 +100,7 @@ class FakeBroker:
                     while pos < len(body):
                         pos += 2 + ((body[pos] << 8) | body[pos + 1]) + 1
                         n += 1
-                    w.write(bytes((0x90, 2 + n)) + body[:2] + bytes((1,)) * n)
+                    w.write(bytes((0x90, 2 + n)) + body[:2] + bytes((self.suback_code,)) * n)
                     await w.drain()
                 elif kind == p.PUBLISH:
                     topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)
@@ -153,7 +155,7 @@ async def test_connect_packet_and_resubscribe_on_every_connect():
     async def body():
         await _until(lambda: len(b.of(p.SUBSCRIBE)) == 1, "first SUBSCRIBE")
         connect = b.of(p.CONNECT)[0][2]
-        assert connect == p.connect("00DB1234567890A0", 30, False, c.will)[2:]
+        assert connect == connect_packet("00DB1234567890A0", 30, False, c.will)[2:]
         assert connect[7] & 0x02 == 0  # clean session false
         b.drop()
         await _until(lambda: len(b.of(p.SUBSCRIBE)) == 2, "SUBSCRIBE after reconnect")
@@ -268,6 +270,40 @@ async def test_refused_connection_backs_off_and_reports():
         assert "not authorized" in c.last_error and "E_MQTT_REFUSED" in c.last_error
         b.connack_rc = 0
         await _until(lambda: c.state == "online", "online once accepted")
+    await _with(b, c, body)
+
+
+async def test_connection_start_code_is_loaded_per_connect_and_dropped_after():
+    # ppmid.mqtt.handshake (dialling, CONNECT/CONNACK, SUBSCRIBE/SUBACK) is held only while a
+    # connection starts: not while backing off after a refusal, not once online
+    import sys
+    b = await FakeBroker().start()
+    b.connack_rc = 5
+    c = _client(b)
+    c.subscribe("a/b", 1)
+
+    async def body():
+        await _until(lambda: c.state == "backoff" and c.stats["connect_failures"] >= 1, "a refusal")
+        assert "ppmid.mqtt.handshake" not in sys.modules
+        b.connack_rc = 0
+        await _until(lambda: c.state == "online", "online once accepted")
+        assert "ppmid.mqtt.handshake" not in sys.modules
+        assert c.stats["connects"] == 1 and len(b.of(p.SUBSCRIBE)) == 1
+    await _with(b, c, body)
+
+
+async def test_bad_suback_drops_the_connection_and_a_refused_filter_is_reported():
+    b = await FakeBroker().start()
+    b.suback_code = 3  # not a SUBACK return code
+    c = _client(b)
+    c.subscribe("a/b", 1)
+
+    async def body():
+        await _until(lambda: c.stats["link_losses"] >= 2, "connections dropped")
+        assert c.state != "online" and "SUBACK return code 0x03" in c.last_error, c.last_error
+        b.suback_code = 0x80  # the broker's ACL refuses the filter: online, and said
+        await _until(lambda: c.state == "online", "online with the filter refused")
+        assert "E_MQTT_SUBSCRIBE" in c.last_error and "a/b" in c.last_error, c.last_error
     await _with(b, c, body)
 
 

@@ -1,5 +1,6 @@
 # MQTT 3.1.1 codec: byte layouts from the OASIS spec, round trips, and every refusal.
 from ppmid.mqtt import packets as p
+from ppmid.mqtt import handshake as h  # CONNECT/CONNACK, SUBSCRIBE/SUBACK
 from ppmid.mqtt.packets import PacketError
 
 
@@ -33,7 +34,7 @@ def test_decode_length_incomplete_and_overlong():
 
 
 def test_connect_layout():
-    pkt = p.connect("00DB1234567890A0", 30, clean_session=False,
+    pkt = h.connect("00DB1234567890A0", 30, clean_session=False,
                     will=("ppmid/v1/00DB1234567890A0/state", b'{"state":"offline"}', 1, True))
     assert pkt[0] == 0x10
     n, pos = p.decode_length(pkt, 1)
@@ -49,20 +50,20 @@ def test_connect_layout():
 
 
 def test_connect_clean_user_password():
-    pkt = p.connect("c", 0, clean_session=True, username="u", password=b"pw")
+    pkt = h.connect("c", 0, clean_session=True, username="u", password=b"pw")
     assert pkt == b"\x10\x14\x00\x04MQTT\x04\xc2\x00\x00\x00\x01c\x00\x01u\x00\x02pw"
-    _err(p.connect, "c", 0, False, None, None, b"pw")
-    _err(p.connect, "c", 70000)
-    _err(p.connect, "c", 10, False, ("a/+", b"x", 1, False))
+    _err(h.connect, "c", 0, False, None, None, b"pw")
+    _err(h.connect, "c", 70000)
+    _err(h.connect, "c", 10, False, ("a/+", b"x", 1, False))
 
 
 def test_connack():
-    assert p.parse_connack(b"\x00\x00") == (False, 0)
-    assert p.parse_connack(b"\x01\x00") == (True, 0)
-    assert p.parse_connack(b"\x00\x05") == (False, 5)
-    assert p.CONNACK_TEXT[5] == "not authorized"
-    _err(p.parse_connack, b"\x00")
-    _err(p.parse_connack, b"\x02\x00")
+    assert h.parse_connack(b"\x00\x00") == (False, 0)
+    assert h.parse_connack(b"\x01\x00") == (True, 0)
+    assert h.parse_connack(b"\x00\x05") == (False, 5)
+    assert h.CONNACK_TEXT[5] == "not authorized"
+    _err(h.parse_connack, b"\x00")
+    _err(h.parse_connack, b"\x02\x00")
 
 
 def test_publish_qos1_round_trip_and_flags():
@@ -112,15 +113,15 @@ def test_puback_and_pingreq():
 
 
 def test_subscribe_layout_and_suback():
-    pkt = p.subscribe(10, [("a/b", 1), ("c/+/d", 0)])
+    pkt = h.subscribe(10, [("a/b", 1), ("c/+/d", 0)])
     assert pkt == b"\x82\x10\x00\x0a\x00\x03a/b\x01\x00\x05c/+/d\x00"
-    assert p.parse_suback(b"\x00\x0a\x01\x80") == (10, [1, 0x80])
-    _err(p.parse_suback, b"\x00\x0a")
-    _err(p.parse_suback, b"\x00\x0a\x03")
-    _err(p.subscribe, 0, [("a", 1)])
-    _err(p.subscribe, 1, [])
-    _err(p.subscribe, 1, [("a/b#", 1)])
-    _err(p.subscribe, 1, [("a/#/b", 1)])
+    assert h.parse_suback(b"\x00\x0a\x01\x80") == (10, [1, 0x80])
+    _err(h.parse_suback, b"\x00\x0a")
+    _err(h.parse_suback, b"\x00\x0a\x03")
+    _err(h.subscribe, 0, [("a", 1)])
+    _err(h.subscribe, 1, [])
+    _err(h.subscribe, 1, [("a/b#", 1)])
+    _err(h.subscribe, 1, [("a/#/b", 1)])
 
 
 def test_topic_matches():

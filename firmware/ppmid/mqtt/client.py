@@ -132,47 +132,14 @@ class _TlsStream:
         self.s.close()
 
 
-def _mp_open(host, port, ssl_ctx, server_hostname, track):
-    # MicroPython only (its coroutines are generators): asyncio.open_connection, plus
-    # TCP_NODELAY (each MQTT packet is small; Nagle + delayed ACK cost ~40 ms per
-    # exchange) and `track` on the raw socket before connect(), as the board asks.
-    import socket
-    from errno import EINPROGRESS
-    from asyncio import core, StreamReader
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-    raw = socket.socket(ai[0], ai[1], ai[2])
-    if track is not None:
-        track(raw)
-    try:
-        raw.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: same numbers on Linux and lwIP
-    except (OSError, AttributeError):
-        pass
-    raw.setblocking(False)
-    try:
-        raw.connect(ai[-1])
-    except OSError as exc:
-        if exc.errno != EINPROGRESS:
-            raw.close()
-            raise
-    yield core._io_queue.queue_write(raw)   # writable: the TCP connection is up (or failed)
-    if ssl_ctx is None:
-        stream = StreamReader(raw)
-        stream.raw = raw
-        return stream, stream
-    # the handshake runs inside the first non-blocking reads/writes of the stream
-    s = ssl_ctx.wrap_socket(raw, server_hostname=server_hostname or host, do_handshake_on_connect=False)
-    s.setblocking(False)
-    stream = _TlsStream(s, raw)
-    return stream, stream
-
-
 def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None):
     """A `connect` coroutine function for MQTTClient: TCP (+ TLS with ssl_ctx, checking
     the broker certificate against server_hostname). `track(sock)` is called with the new
     socket (the board's WLAN closes tracked sockets when Wi-Fi drops)."""
     if _MP:
         def connect():
-            return _mp_open(host, port, ssl_ctx, server_hostname, track)
+            from ppmid.mqtt.handshake import open_stream  # loaded for each connection anyway
+            return open_stream(host, port, ssl_ctx, server_hostname, track)
         return connect
 
     async def connect():
@@ -185,6 +152,12 @@ def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None):
             track(w.get_extra_info("socket"))
         return r, w
     return connect
+
+
+def _drop_handshake():
+    # the connection's start is done (or failed): its code goes until the next connection
+    from ppmid.modules import unload
+    unload("ppmid.mqtt.handshake", "ppmid.modules")
 
 
 def _close(w):
@@ -234,7 +207,7 @@ class MQTTClient:
         self._pid = 0
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
-        self._suback = None      # (pid, codes) of the last SUBACK
+        self._suback = None      # the body of the last SUBACK
         self._subevt = asyncio.Event()
         self._writing = False
         self._w = None
@@ -368,93 +341,54 @@ class MQTTClient:
             _close(w)
 
     async def _session(self):
-        """One connection's life; sets self._online once the CONNACK accepted it."""
+        """One connection's life; sets self._online once the CONNACK accepted it. Its start
+        (dialling, CONNECT/CONNACK, SUBSCRIBE/SUBACK) is ppmid.mqtt.handshake's, imported
+        for each connection and dropped once the session is up: the running app does not
+        hold that code."""
         self._dead = None
         self._ping_at = None
-        try:
-            r, w = await wait_for_ms(self._connect(), int(self.connect_timeout * 1000))
-        except asyncio.TimeoutError:
-            raise MQTTError(E_MQTT_TIMEOUT, "TCP/TLS connect took longer than %ss" % self.connect_timeout)
-        self._w = w
-        self._readinto = hasattr(r, "readinto")
+        from ppmid.mqtt import handshake
         reader = None
         try:
-            await self._write(p.connect(self.client_id, self.keepalive, False, self.will))
-            try:
-                first, body = await wait_for_ms(self._read_packet(r), int(self.ack_timeout * 1000))
-            except asyncio.TimeoutError:
-                raise MQTTError(E_MQTT_TIMEOUT, "no CONNACK within %ss" % self.ack_timeout)
-            if first != p.CONNACK:
-                raise MQTTError(E_MQTT_REFUSED, "expected CONNACK, got packet type 0x%02X" % first)
-            present, rc = p.parse_connack(body)
-            if rc:
-                raise MQTTError(E_MQTT_REFUSED, "broker refused the connection: %s (%d)"
-                                % (p.CONNACK_TEXT.get(rc, "?"), rc))
-            self._online = True
-            self.session_present = present
-            self.stats["connects"] += 1
+            r = await handshake.start(self)
             reader = asyncio.create_task(self._reader(r))
             if self._subs:
-                await self._subscribe_all()
+                await handshake.subscribe_all(self)
+            _drop_handshake()
+            handshake = None
             self.state = "online"
             self.up.set()
             if self.on_up is not None:
-                asyncio.create_task(self._run_on_up(present))
+                asyncio.create_task(self._run_on_up(self.session_present))
             await self._sender()
             if self._dead and not self._stopping:
                 raise MQTTError(E_MQTT_CLOSED, self._dead)
         finally:
-            self._kill(self._dead or "session ended")
-            self._w = None
-            if reader is not None:
-                reader.cancel()
+            if handshake is not None:  # the start failed
+                _drop_handshake()
+            w = self._w
+            if w is not None:  # connected: start() got as far as the stream
+                self._kill(self._dead or "session ended")
+                self._w = None
+                if reader is not None:
+                    reader.cancel()
+                    try:
+                        await reader
+                    except BaseException:  # noqa: BLE001 - CancelledError included
+                        pass
                 try:
-                    await reader
-                except BaseException:  # noqa: BLE001 - CancelledError included
+                    await w.wait_closed()
+                except Exception:  # noqa: BLE001
                     pass
-            try:
-                await w.wait_closed()
-            except Exception:  # noqa: BLE001
-                pass
-            untrack = getattr(self.wlan, "untrack", None)
-            if untrack is not None:
-                untrack(getattr(w, "raw", None) or getattr(w, "s", None))
+                untrack = getattr(self.wlan, "untrack", None)
+                if untrack is not None:
+                    untrack(getattr(w, "raw", None) or getattr(w, "s", None))
 
     async def _run_on_up(self, present):
         try:
             await self.on_up(present)
         except Exception as exc:  # noqa: BLE001
             self._note(exc)
-
-    async def _subscribe_all(self):
-        pid = self._next_pid()
-        self._suback = None
-        self._subevt.clear()
-        await self._write(p.subscribe(pid, self._subs))
-        # A persistent session's queued messages may come before the SUBACK, and the
-        # handler may hold the reader on them (pacing): that time does not count.
-        t0 = ticks_ms()
-        ack_ms = int(self.ack_timeout * 1000)
-        while not self._subevt.is_set():
-            if self._in_handler:
-                t0 = ticks_ms()
-            elif ticks_diff(ticks_ms(), t0) > ack_ms:
-                raise MQTTError(E_MQTT_TIMEOUT, "no SUBACK within %ss" % self.ack_timeout)
-            try:
-                await wait_for_ms(self._subevt.wait(), 100)
-            except asyncio.TimeoutError:
-                pass
-        if self._dead:
-            raise MQTTError(E_MQTT_CLOSED, self._dead)
-        spid, codes = self._suback
-        if spid != pid or len(codes) != len(self._subs):
-            raise MQTTError(E_MQTT_SUBSCRIBE, "SUBACK does not match the SUBSCRIBE")
-        for i in range(len(codes)):
-            if codes[i] == p.SUBACK_FAILURE:
-                # ACL denial: stay connected (publishing still works) but say so
-                self.last_error = "%s: broker refused subscription to %s" % (E_MQTT_SUBSCRIBE, self._subs[i][0])
-                if self.log:
-                    self.log("mqtt: " + self.last_error)
 
     def _next_pid(self):
         while True:
@@ -611,7 +545,7 @@ class MQTTClient:
                 elif kind == p.PUBACK:
                     self._acked(p.parse_packet_id(body))
                 elif kind == p.SUBACK:
-                    self._suback = p.parse_suback(bytes(body))
+                    self._suback = bytes(body)  # parsed by ppmid.mqtt.handshake, which waits for it
                     self._subevt.set()
                 elif kind == p.PINGRESP:
                     self._ping_at = None

@@ -1,7 +1,9 @@
 # MQTT 3.1.1 packet codec (OASIS MQTT 3.1.1, section 2 and 3): builds and parses the
-# packets the gateway client uses. Pure: no I/O, no board imports. Builders return bytes
-# (or a header to send before a payload, so a large payload is never copied); parsers take
-# the body after the fixed header (a bytes-like object) and return plain values.
+# packets the gateway client uses while connected. Pure: no I/O, no board imports. Builders
+# return bytes (or a header to send before a payload, so a large payload is never copied);
+# parsers take the body after the fixed header (a bytes-like object) and return plain
+# values. The packets of a connection's start (CONNECT/CONNACK, SUBSCRIBE/SUBACK) are in
+# ppmid.mqtt.handshake, loaded only then.
 import struct
 from micropython import const
 
@@ -24,16 +26,6 @@ SUBACK_FAILURE = const(0x80)
 
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
-
-# CONNACK return codes (3.2.2.3)
-CONNACK_TEXT = {
-    0: "accepted",
-    1: "unacceptable protocol version",
-    2: "identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-}
 
 
 class PacketError(PpmidError):
@@ -72,7 +64,8 @@ def decode_length(buf, pos=0):
     raise PacketError("remaining length longer than 4 bytes")
 
 
-def _utf8(s):
+def encode_string(s):
+    """A UTF-8 encoded string (1.5.3): its length in 2 bytes, then its bytes."""
     b = s.encode() if isinstance(s, str) else bytes(s)
     if len(b) > 0xFFFF:
         raise PacketError("string of %d bytes is too long for MQTT" % len(b))
@@ -95,45 +88,6 @@ def check_topic(topic, wildcards=False):
     return topic
 
 
-def connect(client_id, keepalive, clean_session=False, will=None, username=None, password=None):
-    """CONNECT (3.1). will = (topic, payload bytes, qos, retain) or None."""
-    flags = 0
-    if clean_session:
-        flags |= 0x02
-    body = bytearray(b"\x00\x04MQTT\x04")  # protocol name, level 4 = 3.1.1
-    tail = bytearray(_utf8(client_id))
-    if will is not None:
-        wtopic, wpayload, wqos, wretain = will
-        if wqos not in (0, 1, 2):
-            raise PacketError("will qos %r" % (wqos,))
-        flags |= 0x04 | (wqos << 3) | (0x20 if wretain else 0)
-        tail += _utf8(check_topic(wtopic))
-        tail += _utf8(wpayload)
-    if username is not None:
-        flags |= 0x80
-        tail += _utf8(username)
-    if password is not None:
-        if username is None:
-            raise PacketError("password without user name")
-        flags |= 0x40
-        tail += _utf8(password)
-    if not 0 <= keepalive <= 0xFFFF:
-        raise PacketError("keepalive %r out of range" % (keepalive,))
-    body.append(flags)
-    body += struct.pack(">H", keepalive)
-    body += tail
-    return bytes(bytearray((CONNECT,)) + encode_length(len(body)) + body)
-
-
-def parse_connack(body):
-    """(session_present, return_code)."""
-    if len(body) != 2:
-        raise PacketError("CONNACK body of %d bytes (expected 2)" % len(body))
-    if body[0] & 0xFE:
-        raise PacketError("CONNACK reserved flags set")
-    return bool(body[0] & 1), body[1]
-
-
 def publish_header(topic, payload_len, qos=0, retain=False, dup=False, pid=0):
     """Fixed header + variable header of a PUBLISH (3.3); the payload follows unchanged."""
     if qos not in (0, 1):
@@ -141,7 +95,7 @@ def publish_header(topic, payload_len, qos=0, retain=False, dup=False, pid=0):
     first = PUBLISH | (qos << 1) | (1 if retain else 0) | (0x08 if dup else 0)
     if qos == 0 and dup:
         raise PacketError("DUP set on a QoS 0 PUBLISH")
-    t = _utf8(check_topic(topic))
+    t = encode_string(check_topic(topic))
     var_len = len(t) + (2 if qos else 0)
     out = bytearray((first,))
     out += encode_length(var_len + payload_len)
@@ -193,32 +147,6 @@ def parse_packet_id(body):
     if len(body) != 2:
         raise PacketError("packet-id body of %d bytes (expected 2)" % len(body))
     return (body[0] << 8) | body[1]
-
-
-def subscribe(pid, topics):
-    """SUBSCRIBE (3.8) for [(topic filter, qos), ...]."""
-    if not 0 < pid <= 0xFFFF:
-        raise PacketError("packet id %r out of range" % (pid,))
-    if not topics:
-        raise PacketError("SUBSCRIBE needs at least one topic filter")
-    body = bytearray(struct.pack(">H", pid))
-    for topic, qos in topics:
-        if qos not in (0, 1, 2):
-            raise PacketError("subscription qos %r" % (qos,))
-        body += _utf8(check_topic(topic, True))
-        body.append(qos)
-    return bytes(bytearray((SUBSCRIBE,)) + encode_length(len(body)) + body)
-
-
-def parse_suback(body):
-    """(pid, [granted qos or 0x80 per filter])."""
-    if len(body) < 3:
-        raise PacketError("SUBACK truncated")
-    codes = list(body[2:])
-    for c in codes:
-        if c not in (0, 1, 2, SUBACK_FAILURE):
-            raise PacketError("SUBACK return code 0x%02X" % c)
-    return (body[0] << 8) | body[1], codes
 
 
 def topic_matches(filter, topic):
