@@ -92,6 +92,27 @@ def test_binary_round_trip_and_zero_copy():
     no_exp.verify(KEY, now=0)
 
 
+def test_binary_form_is_loaded_only_when_first_used():
+    # ppmid.envelope_binary holds the binary form; envelope's module __getattr__ loads it,
+    # so the MQTT road alone does not hold it, and envelope.X keeps working for its users
+    import sys
+    from ppmid.modules import unload
+    unload("ppmid.envelope_binary")
+    env = envelope.sign(KEY, "c1", GBCS)
+    assert envelope.from_json(_json(), 4096).id == "c1"
+    assert "ppmid.envelope_binary" not in sys.modules
+    raw = envelope.to_binary(env)
+    assert "ppmid.envelope_binary" in sys.modules
+    from ppmid.envelope import from_binary  # a from-import goes the same way
+    assert from_binary(raw, 4096).verify(KEY) is None
+    try:
+        envelope.no_such_name
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("a missing name must stay an AttributeError")
+
+
 def test_binary_truncation_and_lies_are_clean_errors():
     raw = envelope.to_binary(envelope.sign(KEY, "tap-1", GBCS, expires=5))
     for n in range(len(raw)):
