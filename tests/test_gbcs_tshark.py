@@ -16,6 +16,7 @@ import pytest
 
 from ppmid.gbcs import decode
 from ppmid.gbcs import message as M
+from ppmid.gbcs import message_fields as F  # content types
 
 TSHARK = shutil.which("tshark")
 TEXT2PCAP = shutil.which("text2pcap")
@@ -125,9 +126,9 @@ def compare_message(msg, pkt, where):
     content = pkt["_extras"]["content"]
     assert content == (msg._l[4], msg.content_len), (where, content)
     kind = msg.content_type
-    if kind == M.CONTENT_GBZ:
+    if kind == F.CONTENT_GBZ:
         assert int(_one(pkt, "gbcs_gbz.profile_id")[2], 16) == 0x0109, where
-    elif kind in (M.CONTENT_DLMS_REQUEST, M.CONTENT_DLMS_RESPONSE, M.CONTENT_DLMS_NOTIFICATION):
+    elif kind in (F.CONTENT_DLMS_REQUEST, F.CONTENT_DLMS_RESPONSE, F.CONTENT_DLMS_NOTIFICATION):
         assert "gbcs_gbz.profile_id" not in pkt
         assert bytes(msg.content[:1]) in (b"\xd9", b"\xda", b"\x0f"), where
     # signature (tshark calls it KRP): absent field -> tshark runs off the end (malformed)

@@ -177,3 +177,25 @@ def test_content_type_classification():
                         (b"\x01\x08", "asn1")):
         raw = build.build_signed(1, 5, b"\x11" * 8, b"\x22" * 8, 0x0019, first)
         assert decode(raw).content_type == kind, (first, kind)
+
+
+def test_host_only_fields_load_on_first_read_and_other_names_stay_attribute_errors():
+    # the fields the relay never reads are ppmid.gbcs.message_fields' (loaded at the first
+    # such read, so a board does not hold them); a name that is not one of them stays an
+    # AttributeError, even one the module has for itself (_counter, FIELDS)
+    import sys
+    from ppmid.modules import unload
+    unload("ppmid.gbcs.message_fields")
+    m = decode(sample("3.3_CS11/CS11_3.3_ERROR_COMMAND"))
+    assert m.cra == 1 and m.message_code and m.has_signature_field and m.mac is not None
+    assert m.counter == 1001 and not m.is_gbt and m.block_number is None
+    assert "ppmid.gbcs.message_fields" not in sys.modules
+    assert m.content_type == "gbz" and m.cra_name == "command"
+    assert "ppmid.gbcs.message_fields" in sys.modules
+    assert not hasattr(m, "send") and not hasattr(m, "_counter") and not hasattr(m, "FIELDS")
+    try:
+        m.no_such_field
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("a missing name must stay an AttributeError")

@@ -18,12 +18,6 @@ CRA_RESPONSE = const(2)
 CRA_ALERT = const(3)
 CRA_NAMES = (None, "command", "response", "alert")
 
-CONTENT_GBZ = "gbz"
-CONTENT_DLMS_REQUEST = "dlms-request"
-CONTENT_DLMS_RESPONSE = "dlms-response"
-CONTENT_DLMS_NOTIFICATION = "dlms-notification"
-CONTENT_ASN1 = "asn1"
-
 TAG_GENERAL_CIPHERING = const(0xDD)
 TAG_GENERAL_SIGNING = const(0xDF)
 TAG_GBT = const(0xE0)
@@ -125,9 +119,9 @@ _GBT = const(2)
 
 
 class Message:
-    """One decoded GBCS message or GBT block. Field properties are memoryviews into the
-    buffer given to decode() (keep that buffer unchanged while the Message is in use).
-    Only the buffer and three small numbers are stored (few attribute stores: each costs a
+    """One decoded GBCS message or GBT block. Field properties (here, and those of
+    ppmid.gbcs.message_fields, read the same way) are memoryviews into the buffer given to
+    decode() (keep that buffer unchanged while the Message is in use). Only the buffer and three small numbers are stored (few attribute stores: each costs a
     lookup through this class's many properties on MicroPython); every field is found from
     them on access, so a decode allocates one small object."""
 
@@ -138,6 +132,17 @@ class Message:
         self._k = k
         self._n = n
 
+    def __getattr__(self, name):
+        # The fields the gateway never reads (content type and content, signature, date-time,
+        # security and block control, the other-information's optional fields, cra_name, _l:
+        # for host tools and tests) are functions of ppmid.gbcs.message_fields, loaded at the
+        # first such read, so the running app does not hold their code. Called only for a
+        # name the class does not have: the relay's fields are not slowed down.
+        from ppmid.gbcs import message_fields
+        if name not in message_fields.FIELDS:
+            raise AttributeError(name)
+        return getattr(message_fields, name)(self)
+
     @property
     def form(self):
         return _FORMS[self._k & 3]
@@ -147,21 +152,9 @@ class Message:
         return (self._k >> 2) & 0x3F
 
     @property
-    def _c(self):
-        return self._k >> 8
-
-    @property
     def _t(self):
         k = self._k
         return 1 if k & 3 == _GBT else (k >> 2) & 0x3F
-
-    @property
-    def _l(self):
-        # (transaction-id pos, date-time len, code pos, other-info len, content pos,
-        #  content len, signature pos or -1, signature len, MAC pos or -1, GBT tag pos or -1)
-        # for tests and tools; the properties below compute what they need directly.
-        return (self._t, self.buf[self._t + 28], self._code_pos(), self._oil(), self._c, self._n,
-                self._sig_pos(), self._sig_len(), self._mac_pos(), self._h if self._k & 3 == _GBT else -1)
 
     def _code_pos(self):
         p = self._t + 29 + self.buf[self._t + 28]
@@ -171,9 +164,6 @@ class Message:
         t = self._t
         return _length_at(self.buf, t + 29 + self.buf[t + 28])
 
-    def _mac_pos(self):
-        return len(self.buf) - MAC_LEN if self._k & 3 == _MAC else -1
-
     def _sig_pos(self):
         k = self._k
         f = k & 3
@@ -182,18 +172,10 @@ class Message:
         s = (k >> 8) + self._n
         return -1 if s == len(self.buf) - (MAC_LEN if f == _MAC else 0) else s + 1
 
-    def _sig_len(self):
-        s = self._sig_pos()
-        return 0 if s < 0 else self.buf[s - 1]
-
     # ---- routing information (all forms) ----
     @property
     def cra(self):
         return self.buf[self._t + 1]
-
-    @property
-    def cra_name(self):
-        return CRA_NAMES[self.buf[self._t + 1]]
 
     @property
     def counter(self):
@@ -215,13 +197,6 @@ class Message:
         return self.buf[t + 20:t + 28]
 
     @property
-    def date_time(self):
-        t = self._t
-        if self.buf[t + 28] == 0:
-            return None
-        return self.buf[t + 29:t + 29 + _DATE_TIME_LEN]
-
-    @property
     def message_code(self):
         p = self._code_pos()
         return (self.buf[p] << 8) | self.buf[p + 1]
@@ -231,68 +206,7 @@ class Message:
         p = self._code_pos()
         return self.buf[p:p + self._oil()]
 
-    # optional other-information fields (General-Signing forms)
-    def _oi_field(self, index, n):
-        oil = self._oil()
-        if oil < 2 + 8 * index + n or n <= 0:
-            return None
-        p = self._code_pos() + 2 + 8 * index
-        return self.buf[p:p + n]
-
-    @property
-    def supplementary_remote_party_id(self):
-        return self._oi_field(0, 8)
-
-    @property
-    def supplementary_remote_party_counter(self):
-        f = self._oi_field(1, 8)
-        return None if f is None else _counter(f, 0)
-
-    @property
-    def supplementary_originator_counter(self):
-        f = self._oi_field(2, 8)
-        return None if f is None else _counter(f, 0)
-
-    @property
-    def certificate(self):
-        return self._oi_field(3, self._oil() - 26)
-
     # ---- General-Signing content ----
-    @property
-    def content(self):
-        c = self._k >> 8
-        return self.buf[c:c + self._n]
-
-    @property
-    def content_len(self):
-        return self._n
-
-    @property
-    def content_type(self):
-        k = self._k
-        if k & 3 == _GBT:
-            return None
-        b = self.buf
-        c = k >> 8
-        first = b[c]
-        if first == 0x01 and self._n >= 2 and b[c + 1] == 0x09:
-            return CONTENT_GBZ
-        if first == 0xD9:
-            return CONTENT_DLMS_REQUEST
-        if first == 0xDA:
-            return CONTENT_DLMS_RESPONSE
-        if first == 0x0F:
-            return CONTENT_DLMS_NOTIFICATION
-        return CONTENT_ASN1
-
-    @property
-    def signature(self):
-        """None when the field is absent (pre-command); an empty view when its length is 0."""
-        s = self._sig_pos()
-        if s < 0:
-            return None
-        return self.buf[s:s + self.buf[s - 1]]
-
     @property
     def has_signature_field(self):
         return self._sig_pos() >= 0
@@ -307,19 +221,6 @@ class Message:
     @property
     def is_gbt(self):
         return self._k & 3 == _GBT
-
-    @property
-    def security_control(self):
-        k = self._k
-        f = k & 3
-        h = (k >> 2) & 0x3F
-        if f == _GBT:
-            return self.buf[h - 5]
-        return self.buf[h - 6] if f == _MAC else None
-
-    @property
-    def block_control(self):
-        return self.buf[self._h + 1] if self._k & 3 == _GBT else None
 
     @property
     def last_block(self):
