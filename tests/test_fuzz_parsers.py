@@ -184,7 +184,7 @@ def test_users_update_offer(buf):
 # ---- GBCS: decoder, relay validation, GBT reassembly ----------------------------------------
 VALIDATOR = Validator(config.validate({"gateway": PPMID, "han": {"devices": [{"eui": ESME, "type": "ESME"}]}}),
                       MemoryCounterStore())
-BLOCKS = list(gbt.split(GBCS, 20))
+BLOCKS = list(build.split(GBCS, 20))
 
 
 @FUZZ

@@ -181,7 +181,7 @@ def compare_block(blk, pkt, where):
 
 
 def test_gbt_blocks_of_split_corpus_messages_match_tshark(gbcs_corpus, tmp_path):
-    from ppmid.gbcs import gbt
+    from ppmid.gbcs import build
     files = corpus_files(gbcs_corpus)
     frames, meta = [], []
     for i, path in enumerate(files):
@@ -189,12 +189,12 @@ def test_gbt_blocks_of_split_corpus_messages_match_tshark(gbcs_corpus, tmp_path)
         size = (37, 100, 127, 128, 255, 256, 600, 1449)[i % 8]
         if len(raw) <= size:
             size = max(1, len(raw) // 2)
-        blocks = list(gbt.split(raw, size))
+        blocks = list(build.split(raw, size))
         for j, blk in enumerate(blocks):
             frames.append(blk)
             meta.append((path, raw, j == len(blocks) - 1))
         if i % 10 == 0:  # an acknowledgement block (no data) now and then
-            frames.append(gbt.build_ack(blocks[0]))
+            frames.append(build.build_ack(blocks[0]))
             meta.append((path, raw, False))
     pcap = str(tmp_path / "gbt.pcap")
     write_pcap(frames, pcap)

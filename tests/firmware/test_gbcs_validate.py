@@ -45,7 +45,7 @@ def test_not_a_command():
     assert _code(v, sample("2.2_CS01a/CS01a_2.2_ERROR_RESPONSE")) == "E_NOT_COMMAND"
     assert _code(v, sample("NA_GCA-ZigBee/GCA-ZigBee_NA_8F30_ALERT")) == "E_NOT_COMMAND"
     assert _code(v, sample("2.5_GCS06/GCS06_2.5_ERROR_PRECOMMAND")) == "E_PRECOMMAND"
-    block = list(gbt.split(_cmd(), 30))[0]
+    block = list(build.split(_cmd(), 30))[0]
     assert _code(v, block) == "E_FORM"
 
 
