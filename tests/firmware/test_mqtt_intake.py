@@ -3,6 +3,7 @@
 # unexpectedly makes the handler raise (the client then withholds the PUBACK).
 import binascii
 import json
+import sys
 
 from ppmid import envelope
 from ppmid.errors import PpmidError
@@ -81,6 +82,8 @@ async def _rejected(payload, code, topic=CMD, id=None, **kw):
     assert obj["error"]["code"] == code, obj
     assert obj["error"]["message"]
     assert isinstance(obj["ms"], int) and obj["ms"] >= 0
+    # the refusal's code (ppmid.mqtt.refusal) is loaded for it and dropped after
+    assert "ppmid.mqtt.refusal" not in sys.modules
     return obj
 
 
@@ -96,6 +99,7 @@ async def test_good_command_reaches_accept_hook_without_rsp():
     assert j.ids == [("c-1", GBCS)]
     assert c.published == []  # `accepted` is the relay's to publish, once journaled
     assert it.stats["accepted"] == 1
+    assert "ppmid.mqtt.refusal" not in sys.modules  # only a refusal loads it
 
 
 async def test_malformed_json():
@@ -202,7 +206,7 @@ async def test_oversized_message_is_rejected_too_large():
     (t, obj, qos, retain), = c.published
     assert t == RSP and obj["id"] is None and obj["status"] == "rejected"
     assert obj["error"]["code"] == "E_TOO_LARGE" and "5000" in obj["error"]["message"]
-    assert j.ids == []
+    assert j.ids == [] and "ppmid.mqtt.refusal" not in sys.modules
 
 
 async def test_oversized_update_message_is_refused_on_the_update_topic():

@@ -11,8 +11,8 @@ import sys
 
 from ppmid import envelope
 from ppmid.errors import PpmidError
-from ppmid.clock import ticks_ms, ticks_diff
-from ppmid.mqtt.contract import Topics, status_json
+from ppmid.clock import ticks_ms
+from ppmid.mqtt.contract import Topics
 
 E_TOPIC = "E_TOPIC"
 VIA = "mqtt"
@@ -23,44 +23,12 @@ class IntakeError(PpmidError):
     pass
 
 
-def _id_in(payload):
-    """The "id" of a command JSON not parsed as a whole, when it is written plainly; else None."""
-    mv = memoryview(payload)
-    n = len(mv)
-    for i in range(n - 5):
-        if mv[i] == 0x22 and bytes(mv[i:i + 4]) == b'"id"':
-            j = i + 4
-            while j < n and mv[j] in b" \t\r\n:":
-                j += 1
-            if j < n and mv[j] == 0x22:
-                k = j + 1
-                while k < n and k - j <= 33 and mv[k] != 0x22 and mv[k] != 0x5C:
-                    k += 1
-                if k < n and mv[k] == 0x22:
-                    try:
-                        return envelope.check_id(str(bytes(mv[j + 1:k]), "ascii"))
-                    except Exception:  # noqa: BLE001 - not a usable id: the rejection has none
-                        return None
-            return None
-    return None
-
-
 def _writable(mv):
     try:
         mv[0:0] = b""
         return True
     except TypeError:
         return False
-
-
-def _id_of(obj):
-    # The id to echo in a rejection, when the command has a usable one.
-    if isinstance(obj, dict):
-        try:
-            return envelope.check_id(obj.get("id"))
-        except PpmidError:
-            pass
-    return None
 
 
 class Intake:
@@ -79,31 +47,16 @@ class Intake:
         client.oversize = self.too_large
 
     async def too_large(self, topic, size, qos, dup):
-        """The client read past a PUBLISH larger than its max_packet: refuse it (the id
-        is in the discarded part, so the rejection carries "id": null). On an update topic
-        the refusal goes where that road answers (ppmid/v1/EUI/update, docs/update.md),
-        shaped as its statuses are: a DCC User's update tool does not watch rsp."""
-        err = envelope.EnvelopeError(envelope.E_TOO_LARGE, "message of %d bytes is larger than the %d allowed"
-                                     % (size, self.client.max_packet))
-        if topic != self.topics.cmd and self.update is not None:
-            kind = topic[topic.rfind("/") + 1:]
-            st = {"state": "refused", "error": err.as_dict()}
-            updater = kind not in ("config", "commission")
-            if updater:
-                st["running"] = self.update[3]  # the updater's statuses are retained, with it
-            else:
-                st["kind"] = kind
-            await self.client.publish(topic[:topic.rfind("/")], json.dumps(st).encode(), 1, updater, False, True)
-            return
-        self.stats["rejected"] += 1
-        if not await self.client.publish(self.topics.rsp, status_json(None, "rejected", 0, error=err), 1, False, False,
-                                         True):
-            self.stats["reject_drops"] += 1
+        """The client read past a PUBLISH larger than its max_packet: refuse it (rare: the
+        code is ppmid.mqtt.refusal's, loaded for it)."""
+        from ppmid.mqtt import refusal
+        await refusal.too_large(self, topic, size)
 
     async def handle(self, topic, payload, qos, dup):
         t0 = ticks_ms()
         obj = None
         id = None
+        unparsed = None
         if topic != self.topics.cmd and self.update is not None:
             # the only other topics are the update family's (docs/update.md): the updater is
             # imported on the first such message, and answers on its own topic; a signed
@@ -137,7 +90,7 @@ class Intake:
             except (ValueError, UnicodeError):
                 raise envelope.EnvelopeError(envelope.E_ENVELOPE, "command is not valid JSON")
             except envelope.EnvelopeError as exc:
-                id = _id_in(payload)  # refused before json.loads: name the id if it is plain
+                unparsed = payload  # refused before json.loads: the rejection names its id if it is plain
                 raise exc
             if isinstance(obj, dict) and "utrn" in obj:
                 # a top-up (docs/envelope.md): its code is loaded with the first one (and it
@@ -151,15 +104,6 @@ class Intake:
             await self.accept(env, VIA)
             self.stats["accepted"] += 1
         except PpmidError as exc:
-            self.stats["rejected"] += 1
-            if id is None:
-                id = _id_of(obj)
-            msg = status_json(id, "rejected",
-                              ticks_diff(ticks_ms(), t0), error=exc)
-            # Written before this message's PUBACK (first=True), not awaited (that PUBACK
-            # waits on us): a power cut in between loses both, and the broker redelivers
-            # the command, which is refused again. (Should the write fail, the rejection
-            # stays in flight and goes again after the reconnect. With queue_size messages
-            # already waiting it is dropped and counted, and the command stays refused.)
-            if not await self.client.publish(self.topics.rsp, msg, 1, False, False, True):
-                self.stats["reject_drops"] += 1
+            # a refused command: answered by ppmid.mqtt.refusal, loaded for it (rare)
+            from ppmid.mqtt import refusal
+            await refusal.command(self, exc, id, obj, unparsed, t0)
