@@ -32,6 +32,7 @@ mpcompat.install()
 
 from ppmid.mqtt import packets as P  # noqa: E402  (firmware modules, after mpcompat)
 from ppmid.mqtt import handshake as H  # noqa: E402  (CONNECT/CONNACK, SUBSCRIBE/SUBACK)
+from ppmid.mqtt import packets_host  # noqa: E402  (a whole PUBLISH as bytes)
 from ppmid.mqtt.contract import Topics, ROOT, status_json  # noqa: E402
 
 DCC_USER = "dcc-user-fleet"
@@ -172,7 +173,7 @@ class Conn:
                 return
 
     def publish(self, topic, payload):
-        self.w.write(P.publish(topic, payload, 1, pid=self.next_pid()))
+        self.w.write(packets_host.publish(topic, payload, 1, pid=self.next_pid()))
 
     async def close(self):
         try:

@@ -6,6 +6,7 @@ import asyncio
 import random
 
 from ppmid.mqtt import packets as p
+from ppmid.mqtt import packets_host
 from ppmid.mqtt.handshake import connect as connect_packet
 from ppmid.mqtt.client import MQTTClient, tls_connector
 
@@ -67,7 +68,7 @@ class FakeBroker:
         buf = b""
         while True:
             buf += await r.readexactly(1)
-            got = p.decode_length(buf)
+            got = packets_host.decode_length(buf)
             if got is not None:
                 break
         body = await r.readexactly(got[0]) if got[0] else b""
@@ -77,7 +78,7 @@ class FakeBroker:
         for topic, payload, pid in self.outbox:
             if pid not in self.acked:
                 # DUP on every delivery after the first connection (a redelivery)
-                w.write(p.publish(topic, payload, qos=1, pid=pid, dup=self.connections > 1))
+                w.write(packets_host.publish(topic, payload, qos=1, pid=pid, dup=self.connections > 1))
         await w.drain()
 
     async def _serve(self, r, w):

@@ -1,6 +1,7 @@
 # MQTT 3.1.1 codec: byte layouts from the OASIS spec, round trips, and every refusal.
 from ppmid.mqtt import packets as p
 from ppmid.mqtt import handshake as h  # CONNECT/CONNACK, SUBSCRIBE/SUBACK
+from ppmid.mqtt import packets_host  # publish as bytes, decode_length, topic_matches
 from ppmid.mqtt.packets import PacketError
 
 
@@ -20,24 +21,24 @@ def test_remaining_length_boundaries_from_spec_table():
              (2097152, b"\x80\x80\x80\x01"), (268435455, b"\xff\xff\xff\x7f")]
     for n, enc in cases:
         assert p.encode_length(n) == enc, n
-        assert p.decode_length(enc) == (n, len(enc))
-        assert p.decode_length(b"\x30" + enc + b"xyz", 1) == (n, 1 + len(enc))
+        assert packets_host.decode_length(enc) == (n, len(enc))
+        assert packets_host.decode_length(b"\x30" + enc + b"xyz", 1) == (n, 1 + len(enc))
     _err(p.encode_length, 268435456)
     _err(p.encode_length, -1)
 
 
 def test_decode_length_incomplete_and_overlong():
-    assert p.decode_length(b"") is None
-    assert p.decode_length(b"\x80") is None
-    assert p.decode_length(b"\xff\xff\xff") is None
-    _err(p.decode_length, b"\xff\xff\xff\xff\x01")
+    assert packets_host.decode_length(b"") is None
+    assert packets_host.decode_length(b"\x80") is None
+    assert packets_host.decode_length(b"\xff\xff\xff") is None
+    _err(packets_host.decode_length, b"\xff\xff\xff\xff\x01")
 
 
 def test_connect_layout():
     pkt = h.connect("00DB1234567890A0", 30, clean_session=False,
                     will=("ppmid/v1/00DB1234567890A0/state", b'{"state":"offline"}', 1, True))
     assert pkt[0] == 0x10
-    n, pos = p.decode_length(pkt, 1)
+    n, pos = packets_host.decode_length(pkt, 1)
     assert n == len(pkt) - pos
     body = pkt[pos:]
     assert body[:7] == b"\x00\x04MQTT\x04"
@@ -68,9 +69,9 @@ def test_connack():
 
 def test_publish_qos1_round_trip_and_flags():
     payload = bytes(range(256)) * 3
-    pkt = p.publish("a/b", payload, qos=1, retain=True, dup=True, pid=0x1234)
+    pkt = packets_host.publish("a/b", payload, qos=1, retain=True, dup=True, pid=0x1234)
     assert pkt[0] == 0x30 | 0x08 | 0x02 | 0x01
-    n, pos = p.decode_length(pkt, 1)
+    n, pos = packets_host.decode_length(pkt, 1)
     assert n == 2 + 3 + 2 + len(payload) and pos == 3
     topic, body, qos, retain, dup, pid = p.parse_publish(pkt[0], pkt[pos:])
     assert (topic, qos, retain, dup, pid) == ("a/b", 1, True, True, 0x1234)
@@ -78,7 +79,7 @@ def test_publish_qos1_round_trip_and_flags():
 
 
 def test_publish_qos0_has_no_packet_id():
-    pkt = p.publish("t", b"hi")
+    pkt = packets_host.publish("t", b"hi")
     assert pkt == b"\x30\x05\x00\x01thi"
     assert p.parse_publish(pkt[0], pkt[2:])[1:] is not None
     topic, body, qos, retain, dup, pid = p.parse_publish(pkt[0], pkt[2:])
@@ -87,16 +88,16 @@ def test_publish_qos0_has_no_packet_id():
 
 def test_publish_header_matches_whole_packet():
     hdr = p.publish_header("x/y", 5, qos=1, pid=7)
-    assert bytes(hdr) + b"12345" == p.publish("x/y", b"12345", qos=1, pid=7)
+    assert bytes(hdr) + b"12345" == packets_host.publish("x/y", b"12345", qos=1, pid=7)
 
 
 def test_publish_refusals():
-    _err(p.publish, "a/+", b"x")
-    _err(p.publish, "a/#", b"x")
-    _err(p.publish, "", b"x")
-    _err(p.publish, "t", b"x", 2)
-    _err(p.publish, "t", b"x", 1, False, False, 0)
-    _err(p.publish, "t", b"x", 0, False, True)
+    _err(packets_host.publish, "a/+", b"x")
+    _err(packets_host.publish, "a/#", b"x")
+    _err(packets_host.publish, "", b"x")
+    _err(packets_host.publish, "t", b"x", 2)
+    _err(packets_host.publish, "t", b"x", 1, False, False, 0)
+    _err(packets_host.publish, "t", b"x", 0, False, True)
     _err(p.parse_publish, 0x36, b"\x00\x01t\x00\x01")       # qos 3
     _err(p.parse_publish, 0x30, b"\x00")                    # truncated
     _err(p.parse_publish, 0x30, b"\x00\x09abc")             # topic past end
@@ -125,9 +126,9 @@ def test_subscribe_layout_and_suback():
 
 
 def test_topic_matches():
-    assert p.topic_matches("ppmid/v1/+/cmd", "ppmid/v1/00DB1234567890A0/cmd")
-    assert not p.topic_matches("ppmid/v1/+/cmd", "ppmid/v1/00DB1234567890A0/rsp")
-    assert p.topic_matches("sport/#", "sport")
-    assert p.topic_matches("#", "a/b/c")
-    assert not p.topic_matches("a/b", "a/b/c")
-    assert not p.topic_matches("a/b/c", "a/b")
+    assert packets_host.topic_matches("ppmid/v1/+/cmd", "ppmid/v1/00DB1234567890A0/cmd")
+    assert not packets_host.topic_matches("ppmid/v1/+/cmd", "ppmid/v1/00DB1234567890A0/rsp")
+    assert packets_host.topic_matches("sport/#", "sport")
+    assert packets_host.topic_matches("#", "a/b/c")
+    assert not packets_host.topic_matches("a/b", "a/b/c")
+    assert not packets_host.topic_matches("a/b/c", "a/b")

@@ -3,7 +3,8 @@
 # return bytes (or a header to send before a payload, so a large payload is never copied);
 # parsers take the body after the fixed header (a bytes-like object) and return plain
 # values. The packets of a connection's start (CONNECT/CONNACK, SUBSCRIBE/SUBACK) are in
-# ppmid.mqtt.handshake, loaded only then.
+# ppmid.mqtt.handshake, loaded only then; what only host tools and tests use (a whole PUBLISH
+# as bytes, reading a remaining length, topic filter matching) in ppmid.mqtt.packets_host.
 import struct
 from micropython import const
 
@@ -46,22 +47,6 @@ def encode_length(n):
         else:
             out.append(b)
             return bytes(out)
-
-
-def decode_length(buf, pos=0):
-    """(value, next_pos), or None when buf ends before the length does. A fifth length
-    byte is a protocol error."""
-    value = 0
-    shift = 0
-    for i in range(4):
-        if pos + i >= len(buf):
-            return None
-        b = buf[pos + i]
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos + i + 1
-        shift += 7
-    raise PacketError("remaining length longer than 4 bytes")
 
 
 def encode_string(s):
@@ -107,10 +92,6 @@ def publish_header(topic, payload_len, qos=0, retain=False, dup=False, pid=0):
     return out
 
 
-def publish(topic, payload, qos=0, retain=False, dup=False, pid=0):
-    return bytes(publish_header(topic, len(payload), qos, retain, dup, pid) + payload)
-
-
 def parse_publish(first, body):
     """(topic str, payload memoryview into body, qos, retain, dup, pid)."""
     qos = (first >> 1) & 3
@@ -147,17 +128,3 @@ def parse_packet_id(body):
     if len(body) != 2:
         raise PacketError("packet-id body of %d bytes (expected 2)" % len(body))
     return (body[0] << 8) | body[1]
-
-
-def topic_matches(filter, topic):
-    """True when the topic name matches the filter (4.7.1 wildcards)."""
-    f = filter.split("/")
-    t = topic.split("/")
-    for i in range(len(f)):
-        if f[i] == "#":
-            return True
-        if i >= len(t):
-            return False
-        if f[i] != "+" and f[i] != t[i]:
-            return False
-    return len(f) == len(t)
