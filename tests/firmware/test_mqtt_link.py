@@ -8,7 +8,8 @@ from ppmid.config import ConfigError, validate
 from ppmid.mqtt import packets as p
 from ppmid.mqtt.handshake import connect as connect_packet
 from ppmid.mqtt.client import tls_connector
-from ppmid.mqtt.link import Link, max_packet_for
+from ppmid.mqtt.link import Link
+from ppmid.mqtt.credentials import max_packet_for
 from ppmid.mqtt.credentials import load_credentials
 from test_mqtt_client import FakeBroker, _until
 
