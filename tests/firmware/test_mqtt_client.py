@@ -308,6 +308,27 @@ async def test_bad_suback_drops_the_connection_and_a_refused_filter_is_reported(
     await _with(b, c, body)
 
 
+async def test_on_up_runs_after_each_connect_and_its_failure_is_noted_not_fatal():
+    b = await FakeBroker().start()
+    calls = []
+
+    async def on_up(session_present):
+        calls.append(session_present)
+        raise ValueError("publishing the state failed")
+
+    c = _client(b, on_up=on_up)
+    c.subscribe("a/b", 1)
+
+    async def body():
+        await _until(lambda: len(calls) == 1, "on_up after the first connect")
+        assert calls == [False] and c.state == "online"
+        await _until(lambda: c.last_error and "publishing the state failed" in c.last_error, "the failure noted")
+        assert c.state == "online" and c.stats["link_losses"] == 0
+        b.drop()
+        await _until(lambda: len(calls) == 2, "on_up again after a reconnect")
+    await _with(b, c, body)
+
+
 async def test_unreachable_broker_keeps_retrying():
     b = await FakeBroker().start()
     port = b.port

@@ -17,7 +17,6 @@
 # isconnected() to wait on before dialling.
 import asyncio
 import random
-import sys
 from micropython import const
 
 from ppmid.errors import PpmidError
@@ -32,7 +31,6 @@ E_MQTT_HANDLER = "E_MQTT_HANDLER"
 
 _RX_MIN = const(512)
 _HEAD = const(256)  # bytes kept of an oversized PUBLISH (its topic and packet id)
-_MP = sys.implementation.name == "micropython"
 
 
 class MQTTError(PpmidError):
@@ -136,21 +134,9 @@ def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None):
     """A `connect` coroutine function for MQTTClient: TCP (+ TLS with ssl_ctx, checking
     the broker certificate against server_hostname). `track(sock)` is called with the new
     socket (the board's WLAN closes tracked sockets when Wi-Fi drops)."""
-    if _MP:
-        def connect():
-            from ppmid.mqtt.handshake import open_stream  # loaded for each connection anyway
-            return open_stream(host, port, ssl_ctx, server_hostname, track)
-        return connect
-
-    async def connect():
-        if ssl_ctx is None:
-            r, w = await asyncio.open_connection(host, port)
-        else:
-            r, w = await asyncio.open_connection(host, port, ssl=ssl_ctx,
-                                                 server_hostname=server_hostname or host)
-        if track is not None:
-            track(w.get_extra_info("socket"))
-        return r, w
+    def connect():
+        from ppmid.mqtt.handshake import open_stream  # loaded for each connection anyway
+        return open_stream(host, port, ssl_ctx, server_hostname, track)
     return connect
 
 
@@ -158,18 +144,6 @@ def _drop_handshake():
     # the connection's start is done (or failed): its code goes until the next connection
     from ppmid.modules import unload
     unload("ppmid.mqtt.handshake", "ppmid.modules")
-
-
-def _close(w):
-    # MicroPython's Stream.close() does nothing (wait_closed() closes the socket), so
-    # close the socket itself: a task blocked reading it then wakes with an error.
-    try:
-        w.close()
-        s = getattr(w, "s", None)
-        if s is not None:
-            s.close()
-    except Exception:  # noqa: BLE001
-        pass
 
 
 class MQTTClient:
@@ -338,7 +312,15 @@ class MQTTClient:
         self._subevt.set()
         w = self._w
         if w is not None:
-            _close(w)
+            # MicroPython's Stream.close() does nothing (wait_closed() closes the socket), so
+            # close the socket itself: a task blocked reading it then wakes with an error.
+            try:
+                w.close()
+                s = getattr(w, "s", None)
+                if s is not None:
+                    s.close()
+            except Exception:  # noqa: BLE001
+                pass
 
     async def _session(self):
         """One connection's life; sets self._online once the CONNACK accepted it. Its start
@@ -354,12 +336,12 @@ class MQTTClient:
             reader = asyncio.create_task(self._reader(r))
             if self._subs:
                 await handshake.subscribe_all(self)
+            if self.on_up is not None:
+                asyncio.create_task(handshake.run_on_up(self))  # runs once this task waits
             _drop_handshake()
             handshake = None
             self.state = "online"
             self.up.set()
-            if self.on_up is not None:
-                asyncio.create_task(self._run_on_up(self.session_present))
             await self._sender()
             if self._dead and not self._stopping:
                 raise MQTTError(E_MQTT_CLOSED, self._dead)
@@ -383,12 +365,6 @@ class MQTTClient:
                 untrack = getattr(self.wlan, "untrack", None)
                 if untrack is not None:
                     untrack(getattr(w, "raw", None) or getattr(w, "s", None))
-
-    async def _run_on_up(self, present):
-        try:
-            await self.on_up(present)
-        except Exception as exc:  # noqa: BLE001
-            self._note(exc)
 
     def _next_pid(self):
         while True:

@@ -1,15 +1,19 @@
 # The start of an MQTT connection (OASIS MQTT 3.1.1 sections 3.1, 3.2, 3.8, 3.9): opening
-# the stream, CONNECT/CONNACK, SUBSCRIBE/SUBACK, and the codec of those four packets. It runs
+# the stream, CONNECT/CONNACK, SUBSCRIBE/SUBACK, the codec of those four packets, and the
+# task that runs the client's on_up hook once the session is up. It runs
 # only when a connection (re)starts: MQTTClient._session imports it for each connection and
 # drops it again (ppmid.modules.unload) once the session is up, so the running app does not
 # hold this code (docs/memory.md, session 7). Host tools and tests import the codec from here.
+import asyncio
 import struct
+import sys
 
 from ppmid.mqtt.packets import (PacketError, CONNECT, CONNACK, SUBSCRIBE, SUBACK_FAILURE, encode_length,
                                 encode_string, check_topic)
 from ppmid.mqtt.client import MQTTError, E_MQTT_REFUSED, E_MQTT_TIMEOUT, E_MQTT_CLOSED, E_MQTT_SUBSCRIBE
 from ppmid.clock import ticks_ms, ticks_diff, wait_for_ms
-import asyncio
+
+_MP = sys.implementation.name == "micropython"
 
 # CONNACK return codes (3.2.2.3)
 CONNACK_TEXT = {
@@ -87,10 +91,29 @@ def parse_suback(body):
     return (body[0] << 8) | body[1], codes
 
 
+async def _open_stream_cpython(host, port, ssl_ctx, server_hostname, track):
+    # CPython (host tools and tests): asyncio's own streams
+    if ssl_ctx is None:
+        r, w = await asyncio.open_connection(host, port)
+    else:
+        r, w = await asyncio.open_connection(host, port, ssl=ssl_ctx, server_hostname=server_hostname or host)
+    if track is not None:
+        track(w.get_extra_info("socket"))
+    return r, w
+
+
 def open_stream(host, port, ssl_ctx, server_hostname, track):
-    # MicroPython only (its coroutines are generators): asyncio.open_connection, plus
-    # TCP_NODELAY (each MQTT packet is small; Nagle + delayed ACK cost ~40 ms per
-    # exchange) and `track` on the raw socket before connect(), as the board asks.
+    """(reader, writer) of a new TCP (+ TLS) connection: what client.tls_connector's
+    connect returns, awaited by the client. MicroPython (its coroutines are generators):
+    asyncio.open_connection, plus TCP_NODELAY (each MQTT packet is small; Nagle + delayed
+    ACK cost ~40 ms per exchange) and `track` on the raw socket before connect(), as the
+    board asks."""
+    if not _MP:
+        return _open_stream_cpython(host, port, ssl_ctx, server_hostname, track)
+    return _mp_open_stream(host, port, ssl_ctx, server_hostname, track)
+
+
+def _mp_open_stream(host, port, ssl_ctx, server_hostname, track):
     import socket
     from errno import EINPROGRESS
     from asyncio import core, StreamReader
@@ -180,3 +203,12 @@ async def subscribe_all(client):
             client.last_error = "%s: broker refused subscription to %s" % (E_MQTT_SUBSCRIBE, subs[i][0])
             if client.log:
                 client.log("mqtt: " + client.last_error)
+
+
+async def run_on_up(client):
+    """The client's on_up hook, in its own task once a session is up; what it raises is
+    noted, not raised (the session goes on)."""
+    try:
+        await client.on_up(client.session_present)
+    except Exception as exc:  # noqa: BLE001
+        client._note(exc)
