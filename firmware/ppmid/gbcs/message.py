@@ -121,7 +121,8 @@ _GBT = const(2)
 class Message:
     """One decoded GBCS message or GBT block. Field properties (here, and those of
     ppmid.gbcs.message_fields, read the same way) are memoryviews into the buffer given to
-    decode() (keep that buffer unchanged while the Message is in use). Only the buffer and three small numbers are stored (few attribute stores: each costs a
+    decode() (keep that buffer unchanged while the Message is in use). Only the buffer and
+    three small numbers are stored (few attribute stores: each costs a
     lookup through this class's many properties on MicroPython); every field is found from
     them on access, so a decode allocates one small object."""
 
