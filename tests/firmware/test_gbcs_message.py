@@ -199,3 +199,41 @@ def test_host_only_fields_load_on_first_read_and_other_names_stay_attribute_erro
         pass
     else:
         raise AssertionError("a missing name must stay an AttributeError")
+
+
+def test_error_sentences_are_loaded_for_a_refusal_and_dropped_after():
+    # the decoder's sentences live in ppmid.gbcs.message_errors (not held by the decoder):
+    # a refusal still carries the whole sentence with its values, and the module goes again
+    import sys
+    cases = ((b"\xdd", "E_TRUNCATED", "message is 1 bytes long: too short for any GBCS form"),
+             (b"\xab\x00", "E_TAG", "first byte must be DD (General-Ciphering) or DF (General-Signing), not AB"),
+             (b"\xdd\x00\x00\x00", "E_TRUNCATED", "message ends inside the MAC header"))
+    for raw, code, text in cases:
+        try:
+            decode(raw)
+        except GbcsError as exc:
+            assert (exc.code, exc.message) == (code, text), (exc.code, exc.message)
+        else:
+            raise AssertionError("decoded " + _hex(raw))
+        assert "ppmid.gbcs.message_errors" not in sys.modules
+
+
+def test_every_error_key_names_its_sentence():
+    # message.py's _S_X / _F_X = const(i) and message_errors' "# i _S_X" comments agree, and
+    # every sentence formats with the arguments its kind takes
+    import sys
+    if sys.implementation.name != "cpython":
+        return  # reads the sources (CPython's re and file paths); the decoder runs on both above
+    import re
+    from ppmid.gbcs import message_errors as ME
+    src = open(M.__file__).read()
+    names = dict((k, int(v)) for k, v in re.findall(r"^(_[SF]_\w+) = const\((\d+)\)", src, re.M))
+    err_src = open(ME.__file__).read()
+    listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_[SF]_\w+)", err_src))
+    assert names == listed and len(listed) == len(ME.SENTENCES) + len(ME.FIELDS)
+    used = set(re.findall(r"\b(_[SF]_\w+)\b(?! = const)", src))
+    assert used == set(names), set(names) ^ used  # none unused, none undefined
+    for key in range(len(ME.SENTENCES)):
+        s = ME.sentence(key, 1 if key < 3 else (None if "%" not in ME.SENTENCES[key]
+                                                 else (1, 2) if ME.SENTENCES[key].count("%") == 2 else 7))
+        assert s and "%" not in s, s
