@@ -23,8 +23,39 @@ _FLAG_KID = const(0x02)  # the binary forms' flag bit 1 (ppmid.envelope_binary, 
 _BLOCK = const(64)  # SHA-256 block size, for HMAC
 
 
+# The refusals' sentences, by their index in ppmid.envelope_errors.SENTENCES, where the text is.
+_S_MAC = const(0)
+_S_EXPIRED = const(1)
+_S_ID_LENGTH = const(2)
+_S_ID_CHARACTERS = const(3)
+_S_KID_TRUNCATED = const(4)
+_S_B64_CHARACTER = const(5)
+_S_B64_LENGTH = const(6)
+_S_B64_PADDING = const(7)
+_S_MAC_LENGTH = const(8)
+_S_MAC_HEX = const(9)
+_S_NOT_OBJECT = const(10)
+_S_MISSING = const(11)
+_S_GBCS_TYPE = const(12)
+_S_GBCS_TWICE = const(13)
+_S_GBCS_TOO_LARGE = const(14)
+_S_GBCS_EMPTY = const(15)
+_S_EXPIRES = const(16)
+_S_NOT_JSON = const(17)
+
+
 class EnvelopeError(PpmidError):
     pass
+
+
+def _refuse(code, key, arg=None):
+    # key: the sentence's _S_... name; its text is ppmid.envelope_errors', loaded for the
+    # refusal and dropped again (as str constants here the sentences held ~1 KB of heap)
+    from ppmid.envelope_errors import SENTENCES
+    from ppmid.modules import unload
+    text = SENTENCES[key] if arg is None else SENTENCES[key] % arg
+    unload("ppmid.envelope_errors", "ppmid.modules")
+    return EnvelopeError(code, text)
 
 
 class Envelope:
@@ -46,9 +77,9 @@ class Envelope:
         seconds) is past `expires`. The mac is checked first so that an attacker learns
         nothing about expiry from forged envelopes."""
         if len(self.mac) != MAC_LEN or not _equal(self.mac, compute_mac(key, self.id, self.expires, self.gbcs, self.kid)):
-            raise EnvelopeError(E_AUTH, "envelope mac does not verify with this gateway's key")
+            raise _refuse(E_AUTH, _S_MAC)
         if self.expires is not None and now is not None and now >= self.expires:
-            raise EnvelopeError(E_EXPIRED, "command expired at %d (now %d)" % (self.expires, now))
+            raise _refuse(E_EXPIRED, _S_EXPIRED, (self.expires, now))
 
 
 def hmac_sha256(key, *parts):
@@ -98,10 +129,10 @@ def _equal(a, b):
 
 def check_id(id, what="id", code=E_ID):
     if not isinstance(id, str) or not 1 <= len(id) <= ID_MAX:
-        raise EnvelopeError(code, "%s must be a string of 1 to %d characters" % (what, ID_MAX))
+        raise _refuse(code, _S_ID_LENGTH, (what, ID_MAX))
     for ch in id:
         if not "!" <= ch <= "~":
-            raise EnvelopeError(code, "%s may hold only printable ASCII without spaces" % what)
+            raise _refuse(code, _S_ID_CHARACTERS, what)
     return id
 
 
@@ -117,7 +148,7 @@ def binary_kid(mv, pos, flags):
     if not flags & _FLAG_KID:
         return None, pos
     if pos >= len(mv) or pos + 1 + mv[pos] > len(mv):
-        raise EnvelopeError(E_ENVELOPE, "binary envelope truncated in kid")
+        raise _refuse(E_ENVELOPE, _S_KID_TRUNCATED)
     end = pos + 1 + mv[pos]
     try:
         kid = str(bytes(mv[pos + 1:end]), "ascii")
@@ -150,7 +181,7 @@ def _b64_scan(buf, i, n):
         elif c == 0x22 or c == 0x5C:
             break
         elif pad or not ok[c]:
-            raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (bad character at %d)" % (i - start))
+            raise _refuse(E_ENVELOPE, _S_B64_CHARACTER, (i - start))
         i += 1
     return i, pad
 
@@ -161,12 +192,12 @@ def _b64decode(text):
         text = text.encode()
     n = len(text)
     if n == 0 or n % 4:
-        raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (length %d)" % n)
+        raise _refuse(E_ENVELOPE, _S_B64_LENGTH, n)
     end, pad = _b64_scan(text, 0, n)
     if end != n:
-        raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (bad character at %d)" % end)
+        raise _refuse(E_ENVELOPE, _S_B64_CHARACTER, end)
     if pad > 2:
-        raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (padding)")
+        raise _refuse(E_ENVELOPE, _S_B64_PADDING)
     return binascii.a2b_base64(text)
 
 
@@ -174,40 +205,40 @@ def mac_hex(text):
     # the JSON mac field: 64 hex digits, or 128: a DCC User's signature in place of the mac
     # (envelope_sig)
     if not isinstance(text, str) or len(text) != 2 * MAC_LEN and len(text) != 4 * MAC_LEN:
-        raise EnvelopeError(E_ENVELOPE, "mac must be 64 hex digits (HMAC) or 128 (a P-256 signature)")
+        raise _refuse(E_ENVELOPE, _S_MAC_LENGTH)
     try:
         return binascii.unhexlify(text)
     except ValueError:
-        raise EnvelopeError(E_ENVELOPE, "mac is not hex")
+        raise _refuse(E_ENVELOPE, _S_MAC_HEX)
 
 
 def from_json_obj(obj, max_gbcs, gbcs=None):
     """Envelope from a decoded MQTT JSON object (see docs/mqtt.md). Raises EnvelopeError.
     `gbcs`: the command already decoded by lift_gbcs (obj then holds "gbcs": "")."""
     if not isinstance(obj, dict):
-        raise EnvelopeError(E_ENVELOPE, "command must be a JSON object")
+        raise _refuse(E_ENVELOPE, _S_NOT_OBJECT)
     for field in ("id", "gbcs", "mac"):
         if field not in obj:
-            raise EnvelopeError(E_ENVELOPE, "missing field %r" % field)
+            raise _refuse(E_ENVELOPE, _S_MISSING, field)
     id = check_id(obj["id"])
     gbcs_text = obj["gbcs"]
     if not isinstance(gbcs_text, str):
-        raise EnvelopeError(E_ENVELOPE, "gbcs must be a base64 string")
+        raise _refuse(E_ENVELOPE, _S_GBCS_TYPE)
     if gbcs is not None:
         if gbcs_text:
-            raise EnvelopeError(E_ENVELOPE, "gbcs is given twice")
+            raise _refuse(E_ENVELOPE, _S_GBCS_TWICE)
     else:
         # Refuse before decoding: base64 of max_gbcs bytes is at most 4*ceil(n/3) characters.
         if len(gbcs_text) > 4 * ((max_gbcs + 2) // 3):
-            raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
+            raise _refuse(E_TOO_LARGE, _S_GBCS_TOO_LARGE, max_gbcs)
         gbcs = _b64decode(gbcs_text)
     if len(gbcs) > max_gbcs:
-        raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
+        raise _refuse(E_TOO_LARGE, _S_GBCS_TOO_LARGE, max_gbcs)
     if not gbcs:
-        raise EnvelopeError(E_ENVELOPE, "gbcs is empty")
+        raise _refuse(E_ENVELOPE, _S_GBCS_EMPTY)
     expires = obj.get("expires")
     if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0):
-        raise EnvelopeError(E_ENVELOPE, "expires must be a non-negative integer (unix seconds)")
+        raise _refuse(E_ENVELOPE, _S_EXPIRES)
     return Envelope(id, gbcs, expires, mac_hex(obj["mac"]), json_kid(obj))
 
 
@@ -295,9 +326,9 @@ def _lift_value(mv, i, out, at, room):
         return None  # unterminated, or an escape: let json.loads and the checks say what it is
     k = j - q0 - 1
     if k > 4 * ((room + 2) // 3) or k // 4 * 3 - pad > room:
-        raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % room)
+        raise _refuse(E_TOO_LARGE, _S_GBCS_TOO_LARGE, room)
     if k % 4 or pad > 2:
-        raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (length %d)" % k)
+        raise _refuse(E_ENVELOPE, _S_B64_LENGTH, k)
     # the rest first: in place, the decoded bytes go over the base64 text, not around it
     rest = bytes(mv[:q0]) + b'""' + bytes(mv[j + 1:])
     start = q0 + 1 if at < 0 else at
@@ -319,7 +350,7 @@ def from_json(payload, max_gbcs):
     try:
         obj = json.loads(payload)
     except (ValueError, UnicodeError):
-        raise EnvelopeError(E_ENVELOPE, "command is not valid JSON")
+        raise _refuse(E_ENVELOPE, _S_NOT_JSON)
     return from_json_obj(obj, max_gbcs)
 
 
