@@ -132,3 +132,36 @@ def test_topic_matches():
     assert packets_host.topic_matches("#", "a/b/c")
     assert not packets_host.topic_matches("a/b", "a/b/c")
     assert not packets_host.topic_matches("a/b/c", "a/b")
+
+
+def test_refusal_sentences_are_loaded_for_a_refusal_and_dropped_after():
+    # the codec's sentences live in ppmid.mqtt.packets_errors (not held by the codec): a
+    # refusal still carries the whole sentence with its values, and the module goes again
+    import sys
+    cases = ((lambda: p.check_topic("a/+"), "wildcard in topic name 'a/+'"),
+             (lambda: p.publish_header("t", 1, qos=2), "qos 2 not supported (0 or 1)"),
+             (lambda: p.parse_packet_id(b"\x00"), "packet-id body of 1 bytes (expected 2)"),
+             (lambda: p.parse_publish(0x32, b"\x00\x01t"), "PUBLISH packet id missing"))
+    for fn, text in cases:
+        try:
+            fn()
+        except PacketError as exc:
+            assert (exc.code, exc.message) == ("E_MQTT_PACKET", text), (exc.code, exc.message)
+        else:
+            raise AssertionError("not refused: " + text)
+        assert "ppmid.mqtt.packets_errors" not in sys.modules
+
+
+def test_every_refusal_key_names_its_sentence():
+    # packets.py's _S_X = const(i) and packets_errors' "# i _S_X" comments agree
+    import sys
+    if sys.implementation.name != "cpython":
+        return  # reads the sources (CPython's re and file paths); the refusals run on both above
+    import re
+    from ppmid.mqtt import packets_errors as PE
+    src = open(p.__file__).read()
+    names = dict((k, int(v)) for k, v in re.findall(r"^(_S_\w+) = const\((\d+)\)", src, re.M))
+    listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_S_\w+)", open(PE.__file__).read()))
+    assert names == listed and len(listed) == len(PE.SENTENCES)
+    used = set(re.findall(r"\b(_S_\w+)\b(?! = const)", src))
+    assert used == set(names), set(names) ^ used
