@@ -238,11 +238,20 @@ async def test_handler_failure_withholds_puback_and_broker_redelivers():
             raise OSError(28, "journal full")
 
     c = _client(b, handler=handler)
+    dead = []
+    kill = c._kill
+    c._kill = lambda reason: (dead.append(reason), kill(reason))
 
     async def body():
         await _until(lambda: b.acked == [9], "PUBACK after redelivery")
         assert calls == [False, True]
         assert c.stats["pubacks_withheld"] == 1 and c.stats["connects"] == 2
+        # why the link was dropped, in a whole sentence (its text is mqtt/client_errors.py's,
+        # loaded for the failure and dropped again)
+        assert dead[0].startswith("handler failed for packet 9, PUBACK withheld: "), dead
+        assert "journal full" in dead[0]
+        import sys
+        assert "ppmid.mqtt.client_errors" not in sys.modules
     await _with(b, c, body)
 
 
@@ -469,3 +478,18 @@ async def test_first_publish_goes_on_the_wire_before_the_handlers_puback():
         # the queued one waited for the window: it was not on the wire before its PUBACK
         assert ("publish", b"rejected a") not in order[:order.index(("puback", 70))], order
     await _with(b, c, body)
+
+
+def test_every_failure_key_names_its_sentence():
+    # client.py's _S_X = const(i) and client_errors' "# i _S_X" comments agree
+    import sys
+    if sys.implementation.name != "cpython":
+        return  # reads the sources (CPython's re and file paths); the failures run on both above
+    import re
+    from ppmid.mqtt import client, client_errors as CE
+    src = open(client.__file__).read()
+    names = dict((k, int(v)) for k, v in re.findall(r"^(_S_\w+) = const\((\d+)\)", src, re.M))
+    listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_S_\w+)", open(CE.__file__).read()))
+    assert names == listed and len(listed) == len(CE.SENTENCES)
+    used = set(re.findall(r"\b(_S_\w+)\b(?! = const)", src))
+    assert used == set(names), set(names) ^ used

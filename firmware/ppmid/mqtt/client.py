@@ -33,8 +33,34 @@ _RX_MIN = const(512)
 _HEAD = const(256)  # bytes kept of an oversized PUBLISH (its topic and packet id)
 
 
+# The failures' sentences, by their index in ppmid.mqtt.client_errors.SENTENCES (the text)
+_S_CLOSED = const(0)
+_S_QOS = const(1)
+_S_SESSION_ENDED = const(2)
+_S_NOT_CONNECTED = const(3)
+_S_WRITE_FAILED = const(4)
+_S_NO_PUBACK = const(5)
+_S_NO_PINGRESP = const(6)
+_S_LENGTH_LONG = const(7)
+_S_PACKET_LARGE = const(8)
+_S_UNEXPECTED = const(9)
+_S_READ_FAILED = const(10)
+_S_QOS2 = const(11)
+_S_HANDLER_FAILED = const(12)
+
+
 class MQTTError(PpmidError):
     pass
+
+
+def _text(key, arg=None):
+    # key: the sentence's _S_... name; its text is ppmid.mqtt.client_errors', loaded when a
+    # connection fails and dropped again (as str constants here the sentences held ~0.7 KB)
+    from ppmid.mqtt.client_errors import SENTENCES
+    from ppmid.modules import unload
+    text = SENTENCES[key] if arg is None else SENTENCES[key] % arg
+    unload("ppmid.mqtt.client_errors", "ppmid.modules")
+    return text
 
 
 class _Msg:
@@ -86,7 +112,7 @@ class _TlsStream:
                 yield core._io_queue.queue_read(self._readable())
                 continue
             if not chunk:
-                raise EOFError("connection closed")
+                raise EOFError(_text(_S_CLOSED))
             self._direct = True
             r += chunk
             n -= len(chunk)
@@ -226,7 +252,7 @@ class MQTTClient:
             payload = payload.encode()
         p.check_topic(topic)
         if qos not in (0, 1):
-            raise p.PacketError("qos %r not supported (0 or 1)" % (qos,))
+            raise p.PacketError(_text(_S_QOS, (qos,)))
         if first and qos and not wait and self._w is not None and self._dead is None \
                 and self.pending() < self.queue_size:  # bounded like the queue
             m = _Msg(topic, payload, qos, retain, None)
@@ -350,7 +376,7 @@ class MQTTClient:
                 _drop_handshake()
             w = self._w
             if w is not None:  # connected: start() got as far as the stream
-                self._kill(self._dead or "session ended")
+                self._kill(self._dead or _text(_S_SESSION_ENDED))
                 self._w = None
                 if reader is not None:
                     reader.cancel()
@@ -378,7 +404,7 @@ class MQTTClient:
     async def _write(self, *parts):
         w = self._w
         if w is None or self._dead:
-            raise MQTTError(E_MQTT_CLOSED, self._dead or "not connected")
+            raise MQTTError(E_MQTT_CLOSED, self._dead or _text(_S_NOT_CONNECTED))
         # One writer at a time: a drain in progress owns the stream's output buffer, so
         # a second packet must not be appended (or drained) until it is done. A flag, not
         # an asyncio.Lock: the uncontended path (nearly always) then allocates nothing.
@@ -394,8 +420,9 @@ class MQTTClient:
             if getattr(w, "out_buf", True):
                 await w.drain()
         except Exception as exc:  # noqa: BLE001
-            self._kill("write failed: %s" % (exc,))
-            raise MQTTError(E_MQTT_CLOSED, "write failed: %s" % (exc,))
+            why = _text(_S_WRITE_FAILED, (exc,))
+            self._kill(why)
+            raise MQTTError(E_MQTT_CLOSED, why)
         finally:
             self._writing = False
         self._tx_at = ticks_ms()
@@ -434,10 +461,10 @@ class MQTTClient:
             # backlog), a PUBACK or PINGRESP may sit unread behind the message it handles:
             # only time the reader spent free to read counts against ack_timeout.
             if self._inflight and self._overdue(now, self._inflight[0].sent_at, ack_ms):
-                self._kill("no PUBACK for packet %d within %ss" % (self._inflight[0].pid, self.ack_timeout))
+                self._kill(_text(_S_NO_PUBACK, (self._inflight[0].pid, self.ack_timeout)))
                 break
             if self._ping_at is not None and self._overdue(now, self._ping_at, ack_ms):
-                self._kill("no PINGRESP within %ss" % self.ack_timeout)
+                self._kill(_text(_S_NO_PINGRESP, self.ack_timeout))
                 break
             # keepalive: while the handler holds the reader, the answer to an earlier
             # ping may be unread; ping again anyway so the broker keeps hearing from us
@@ -472,11 +499,11 @@ class MQTTClient:
                 break
             shift += 7
             if shift > 21:
-                raise p.PacketError("remaining length longer than 4 bytes")
+                raise p.PacketError(_text(_S_LENGTH_LONG))
         self._oversize = 0
         if n > self.max_packet:
             if first & 0xF0 != p.PUBLISH:
-                raise p.PacketError("packet of %d bytes exceeds the %d allowed" % (n, self.max_packet))
+                raise p.PacketError(_text(_S_PACKET_LARGE, (n, self.max_packet)))
             # An oversized PUBLISH is read and thrown away past its head (topic, packet
             # id), then answered and PUBACKed: refusing it by dropping the link would
             # only make the broker redeliver it for ever.
@@ -508,7 +535,7 @@ class MQTTClient:
         while got < n:  # MicroPython: straight into the buffer, no copy
             k = await r.readinto(mv[got:] if got else mv)
             if not k:
-                raise EOFError("connection closed")
+                raise EOFError(_text(_S_CLOSED))
             got += k
 
     async def _reader(self, r):
@@ -526,10 +553,10 @@ class MQTTClient:
                 elif kind == p.PINGRESP:
                     self._ping_at = None
                 else:
-                    raise p.PacketError("unexpected packet type 0x%02X" % first)
+                    raise p.PacketError(_text(_S_UNEXPECTED, first))
         except Exception as exc:  # noqa: BLE001 - EOF, OSError, PacketError: the link is gone
             self._note(exc)
-            self._kill("read failed: %s" % (exc,))
+            self._kill(_text(_S_READ_FAILED, (exc,)))
 
     def _acked(self, pid):
         for i in range(len(self._inflight)):
@@ -545,7 +572,7 @@ class MQTTClient:
     async def _incoming(self, first, body):
         topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)
         if qos == 2:
-            raise p.PacketError("QoS 2 PUBLISH on a QoS 1 subscription")
+            raise p.PacketError(_text(_S_QOS2))
         self.stats["received"] += 1
         if self._oversize:
             self.stats["oversize"] += 1
@@ -563,7 +590,7 @@ class MQTTClient:
                 self._poisoned = True
                 self._note(exc)
                 # No PUBACK: drop the link so that the broker redelivers after reconnect.
-                self._kill("handler failed for packet %d, PUBACK withheld: %s" % (pid, exc))
+                self._kill(_text(_S_HANDLER_FAILED, (pid, exc)))
                 return
             finally:
                 self._in_handler = False
