@@ -27,7 +27,7 @@ GBCS = bytes.fromhex("DD00") + bytes(range(120))
 HEAP_SCRIPT = r'''
 import sys, gc, asyncio, json, binascii
 sys.path.insert(0, sys.argv[1])
-from ppmid.mqtt import packets
+from ppmid.mqtt import packets_host
 from ppmid.mqtt.client import MQTTClient
 from ppmid.mqtt.intake import Intake
 from ppmid import envelope
@@ -70,7 +70,7 @@ env = envelope.sign(KEY, "bench-4k", gbcs)
 body = json.dumps({"id": "bench-4k", "gbcs": binascii.b2a_base64(gbcs).strip().decode(),
                    "mac": binascii.hexlify(env.mac).decode()}).encode()
 topic = "ppmid/v1/00DB1234567890A0/cmd"
-pkt = packets.publish(topic, body, qos=1, pid=1)
+pkt = packets_host.publish(topic, body, qos=1, pid=1)
 del gbcs, env
 
 

@@ -8,7 +8,7 @@ subscribes to its `cmd` topic with QoS 1 and answers every command the way the g
 does when the meter answers at once: `accepted`, then `response` (QoS 1, on its `rsp`
 topic); a payload that is not a command JSON gets `rejected` (E_ENVELOPE). It does not
 check envelope MACs or run a relay: the figures are those of the broker and the DCC side.
-Packets are encoded and parsed by the firmware's own codec (ppmid.mqtt.packets).
+Packets are encoded and parsed by the firmware's own codec (ppmid.mqtt.packets, handshake).
 
 The DCC User publishes signed commands (QoS 1) to every gateway in turn, twice: as fast as
 a window of commands in flight allows (throughput), then at a fixed rate below that
@@ -31,6 +31,8 @@ from host_tools import mpcompat
 mpcompat.install()
 
 from ppmid.mqtt import packets as P  # noqa: E402  (firmware modules, after mpcompat)
+from ppmid.mqtt import handshake as H  # noqa: E402  (CONNECT/CONNACK, SUBSCRIBE/SUBACK)
+from ppmid.mqtt import packets_host  # noqa: E402  (a whole PUBLISH as bytes)
 from ppmid.mqtt.contract import Topics, ROOT, status_json  # noqa: E402
 
 DCC_USER = "dcc-user-fleet"
@@ -134,13 +136,13 @@ class Conn:
         r, w = await asyncio.wait_for(asyncio.open_connection(
             info["host"], info["port"], ssl=ctx, server_hostname=info["server_hostname"]), timeout)
         c = cls(r, w)
-        w.write(P.connect(client_id, KEEPALIVE_S, clean_session=True))
+        w.write(H.connect(client_id, KEEPALIVE_S, clean_session=True))
         first, body = await asyncio.wait_for(c.read(), timeout)
         if first != P.CONNACK:
             raise FleetError("%s: expected CONNACK, got 0x%02X" % (client_id, first))
-        rc = P.parse_connack(body)[1]
+        rc = H.parse_connack(body)[1]
         if rc:
-            raise FleetError("%s: broker refused the connection: %s" % (client_id, P.CONNACK_TEXT.get(rc, rc)))
+            raise FleetError("%s: broker refused the connection: %s" % (client_id, H.CONNACK_TEXT.get(rc, rc)))
         return c
 
     async def read(self):
@@ -162,16 +164,16 @@ class Conn:
         return self._pid
 
     async def subscribe(self, topic, timeout=30):
-        self.w.write(P.subscribe(self.next_pid(), [(topic, 1)]))
+        self.w.write(H.subscribe(self.next_pid(), [(topic, 1)]))
         while True:
             first, body = await asyncio.wait_for(self.read(), timeout)
             if first == P.SUBACK:
-                if P.parse_suback(body)[1] != [1]:
+                if H.parse_suback(body)[1] != [1]:
                     raise FleetError("subscription to %s refused" % topic)
                 return
 
     def publish(self, topic, payload):
-        self.w.write(P.publish(topic, payload, 1, pid=self.next_pid()))
+        self.w.write(packets_host.publish(topic, payload, 1, pid=self.next_pid()))
 
     async def close(self):
         try:

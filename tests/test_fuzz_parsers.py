@@ -31,6 +31,8 @@ from ppmid import envelope, config, sntp, utrn  # noqa: E402
 from ppmid.errors import PpmidError  # noqa: E402
 from ppmid.gbcs import Validator, MemoryCounterStore, build, decode, gbt, reassembly  # noqa: E402
 from ppmid.mqtt import packets  # noqa: E402
+from ppmid.mqtt import handshake  # noqa: E402
+from ppmid.mqtt import packets_host  # noqa: E402
 from ppmid.nfc import ndef, frames  # noqa: E402
 from ppmid.zigbee import ash, ezsp, tunnel  # noqa: E402
 
@@ -183,7 +185,7 @@ def test_users_update_offer(buf):
 # ---- GBCS: decoder, relay validation, GBT reassembly ----------------------------------------
 VALIDATOR = Validator(config.validate({"gateway": PPMID, "han": {"devices": [{"eui": ESME, "type": "ESME"}]}}),
                       MemoryCounterStore())
-BLOCKS = list(gbt.split(GBCS, 20))
+BLOCKS = list(build.split(GBCS, 20))
 
 
 @FUZZ
@@ -207,11 +209,11 @@ def test_gbt_reassembly(blocks):
 
 
 # ---- MQTT packets from the broker -----------------------------------------------------------
-PUB = packets.publish("ppmid/v1/%s/cmd" % PPMID, ENV_JSON, 1, pid=7)
+PUB = packets_host.publish("ppmid/v1/%s/cmd" % PPMID, ENV_JSON, 1, pid=7)
 
 
 def _split_packet(buf):
-    n, pos = packets.decode_length(buf, 1)
+    n, pos = packets_host.decode_length(buf, 1)
     return buf[0], buf[pos:]
 
 
@@ -220,12 +222,12 @@ def _split_packet(buf):
        st.integers(0, 255))
 def test_mqtt_packets(buf, first):
     took("mqtt packets")
-    run("mqtt packets", packets.decode_length, buf, 1 if buf else 0)
+    run("mqtt packets", packets_host.decode_length, buf, 1 if buf else 0)
     body = memoryview(buf[2:])
     run("mqtt packets", packets.parse_publish, buf[0] if buf else first, body)
     run("mqtt packets", packets.parse_publish, first, memoryview(buf))
-    run("mqtt packets", packets.parse_connack, buf)
-    run("mqtt packets", packets.parse_suback, buf)
+    run("mqtt packets", handshake.parse_connack, buf)
+    run("mqtt packets", handshake.parse_suback, buf)
     run("mqtt packets", packets.parse_packet_id, buf)
 
 

@@ -37,7 +37,7 @@ def _config(tmp_path, devices=("00DB1234567890A0", "00DB1234567890A1")):
 
 
 def test_decode_stdin_lines_and_errors():
-    gbt_block = binascii.hexlify(list(gbt.split(binascii.unhexlify(CS11), 30))[1]).decode()
+    gbt_block = binascii.hexlify(list(build.split(binascii.unhexlify(CS11), 30))[1]).decode()
     text = "# comment\n%s\n\nDD0000\nXYZ\n%s\n" % (CS11, gbt_block)
     rc, out, err = ppmid("decode", "-", stdin=text)
     assert rc == 1 and len(out) == 4

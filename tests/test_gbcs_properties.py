@@ -122,7 +122,7 @@ def test_random_bytes_never_crash(blob):
 def test_split_then_reassemble_is_identity(data):
     raw = data.draw(st.sampled_from(MESSAGES))
     size = data.draw(st.integers(1, len(raw) + 10))
-    blocks = list(gbt.split(raw, size))
+    blocks = list(build.split(raw, size))
     assert len(blocks) == (len(raw) + size - 1) // size
     order = data.draw(st.permutations(range(len(blocks))))
     dups = data.draw(st.lists(st.integers(0, len(blocks) - 1), max_size=5))
@@ -146,7 +146,7 @@ def test_split_then_reassemble_is_identity(data):
 def test_split_for_transfer_fits(data):
     raw = data.draw(st.sampled_from(MESSAGES))
     transfer = data.draw(st.integers(60, 2000))
-    blocks = list(gbt.split_for_transfer(raw, transfer))
+    blocks = list(build.split_for_transfer(raw, transfer))
     assert all(len(b) <= transfer for b in blocks)
     if len(raw) <= transfer:
         assert blocks == [raw]

@@ -1,5 +1,5 @@
 """`ppmid gbcs decode --reassemble` (host_tools/gbcs_tools.py GbtCollector): GBT streams made by
-splitting big RTDS corpus messages with the firmware's gbt.split, shuffled and duplicated
+splitting big RTDS corpus messages with the firmware's build.split, shuffled and duplicated
 with fixed seeds, must rebuild the original; missing blocks, conflicting duplicates,
 malformed blocks, interleaved streams and foreign blocks are reported."""
 import binascii
@@ -10,7 +10,7 @@ import random
 import pytest
 
 from host_tools.gbcs_tools import GbtCollector, message_json
-from ppmid.gbcs import decode, gbt
+from ppmid.gbcs import decode, build
 from test_gbcs_cli import ppmid
 
 
@@ -48,7 +48,7 @@ def lines(blocks):
 
 
 def split_blocks(raw, size):
-    return list(gbt.split(raw, size))
+    return list(build.split(raw, size))
 
 
 def test_collector_rebuilds_shuffled_duplicated_streams(gbcs_corpus):
@@ -72,7 +72,7 @@ def test_collector_rebuilds_shuffled_duplicated_streams(gbcs_corpus):
 def test_collector_refuses_blocks_after_the_last(gbcs_corpus):
     raw, blocks = _one_stream(gbcs_corpus)
     m = decode(raw)
-    extra = gbt.build_block(m.cra, m.counter, bytes(m.originator), bytes(m.recipient), m.message_code,
+    extra = build.build_block(m.cra, m.counter, bytes(m.originator), bytes(m.recipient), m.message_code,
                             len(blocks) + 2, b"\x00", last=True)
     for stream in (blocks + [extra], [extra] + blocks):
         c = GbtCollector()
@@ -150,7 +150,7 @@ def test_interleaved_counters_and_a_foreign_originator(gbcs_corpus):
     assert decode(raw2).counter == m.counter + 1
     other_counter = split_blocks(raw2, 350)
     foreign = decode(blocks[2])
-    stray = gbt.build_block(m.cra, m.counter, b"\x90\xB3\xD5\x1F\x30\x00\x00\x99", bytes(m.recipient),
+    stray = build.build_block(m.cra, m.counter, b"\x90\xB3\xD5\x1F\x30\x00\x00\x99", bytes(m.recipient),
                             m.message_code, 3, bytes(foreign.block_data))
     rng = random.Random(11)
     stream = shuffled(blocks + other_counter, rng) + [stray]
@@ -190,9 +190,9 @@ def test_malformed_block_and_conflicting_duplicate(gbcs_corpus):
 def test_block_zero_and_plain_messages_and_acks(gbcs_corpus):
     raw, blocks = _one_stream(gbcs_corpus)
     m = decode(raw)
-    zero = gbt.build_block(m.cra, m.counter, bytes(m.originator), bytes(m.recipient), m.message_code,
+    zero = build.build_block(m.cra, m.counter, bytes(m.originator), bytes(m.recipient), m.message_code,
                            0, b"\x01\x02")
-    ack = gbt.build_ack(blocks[0])
+    ack = build.build_ack(blocks[0])
     stream = [raw, zero, ack] + blocks[::-1]
     rc, out, _ = ppmid("decode", "--reassemble", "-", stdin=lines(stream))
     assert rc == 1  # block 0

@@ -16,6 +16,7 @@ import pytest
 
 from ppmid.gbcs import decode
 from ppmid.gbcs import message as M
+from ppmid.gbcs import message_fields as F  # content types
 
 TSHARK = shutil.which("tshark")
 TEXT2PCAP = shutil.which("text2pcap")
@@ -125,9 +126,9 @@ def compare_message(msg, pkt, where):
     content = pkt["_extras"]["content"]
     assert content == (msg._l[4], msg.content_len), (where, content)
     kind = msg.content_type
-    if kind == M.CONTENT_GBZ:
+    if kind == F.CONTENT_GBZ:
         assert int(_one(pkt, "gbcs_gbz.profile_id")[2], 16) == 0x0109, where
-    elif kind in (M.CONTENT_DLMS_REQUEST, M.CONTENT_DLMS_RESPONSE, M.CONTENT_DLMS_NOTIFICATION):
+    elif kind in (F.CONTENT_DLMS_REQUEST, F.CONTENT_DLMS_RESPONSE, F.CONTENT_DLMS_NOTIFICATION):
         assert "gbcs_gbz.profile_id" not in pkt
         assert bytes(msg.content[:1]) in (b"\xd9", b"\xda", b"\x0f"), where
     # signature (tshark calls it KRP): absent field -> tshark runs off the end (malformed)
@@ -180,7 +181,7 @@ def compare_block(blk, pkt, where):
 
 
 def test_gbt_blocks_of_split_corpus_messages_match_tshark(gbcs_corpus, tmp_path):
-    from ppmid.gbcs import gbt
+    from ppmid.gbcs import build
     files = corpus_files(gbcs_corpus)
     frames, meta = [], []
     for i, path in enumerate(files):
@@ -188,12 +189,12 @@ def test_gbt_blocks_of_split_corpus_messages_match_tshark(gbcs_corpus, tmp_path)
         size = (37, 100, 127, 128, 255, 256, 600, 1449)[i % 8]
         if len(raw) <= size:
             size = max(1, len(raw) // 2)
-        blocks = list(gbt.split(raw, size))
+        blocks = list(build.split(raw, size))
         for j, blk in enumerate(blocks):
             frames.append(blk)
             meta.append((path, raw, j == len(blocks) - 1))
         if i % 10 == 0:  # an acknowledgement block (no data) now and then
-            frames.append(gbt.build_ack(blocks[0]))
+            frames.append(build.build_ack(blocks[0]))
             meta.append((path, raw, False))
     pcap = str(tmp_path / "gbt.pcap")
     write_pcap(frames, pcap)

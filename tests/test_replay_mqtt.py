@@ -121,7 +121,7 @@ class GatewayDouble:
             fut.result(5)  # PUBACK only once the command is journaled
         except PpmidError as exc:
             # what the firmware's MQTT intake does with a refusal: publish it with its code
-            from ppmid.mqtt.intake import status_json
+            from ppmid.mqtt.contract import status_json
             client.publish("ppmid/v1/%s/rsp" % EUI, status_json(env.id, "rejected", error=exc), 1)
 
     def close(self):

@@ -93,7 +93,7 @@ def test_every_boards_app_offer_fits_the_gateways_mqtt_packet_cap(tmp_path):
     # offer larger than the client's cap is thrown away unanswered (session 6: 85 files made
     # an 11.6 KB offer, over the 11.2 KB command cap; the sender heard nothing)
     from ppmid.config import DEFAULTS
-    from ppmid.mqtt.link import max_packet_for
+    from ppmid.mqtt.credentials import max_packet_for
     key = tmp_path / "op.pem"
     key.write_text(V.PRIVATE_PEM)
     cap = max_packet_for(DEFAULTS["limits"]["max_gbcs"])

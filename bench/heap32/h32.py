@@ -62,7 +62,9 @@ def _wrap(fn, where):
     def probe(*a, **k):
         sample(where)
         r = fn(*a, **k)
-        if hasattr(r, "send"):  # a coroutine: sample when it has finished
+        # a coroutine: sample when it has finished. Asked of its type, not of the result: a
+        # result with __getattr__ (a GBCS Message) would load its lazy fields for the probe
+        if hasattr(type(r), "send"):
             async def finish():
                 v = await r
                 sample(where + " done")

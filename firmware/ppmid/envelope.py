@@ -12,7 +12,6 @@
 # checks they go to the GBCS validation. Spec: docs/envelope.md.
 import hashlib
 import binascii
-import struct
 from micropython import const
 
 from ppmid.errors import PpmidError, E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_TOO_LARGE
@@ -20,14 +19,43 @@ from ppmid.errors import PpmidError, E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_TOO_
 DOMAIN = b"ppmid-cmd-v1"
 ID_MAX = const(32)
 MAC_LEN = const(32)
-_BINARY_VERSION = const(1)
-_FLAG_EXPIRES = const(0x01)
-_FLAG_KID = const(0x02)
+_FLAG_KID = const(0x02)  # the binary forms' flag bit 1 (ppmid.envelope_binary, ppmid.topup)
 _BLOCK = const(64)  # SHA-256 block size, for HMAC
+
+
+# The refusals' sentences, by their index in ppmid.envelope_errors.SENTENCES, where the text is.
+_S_MAC = const(0)
+_S_EXPIRED = const(1)
+_S_ID_LENGTH = const(2)
+_S_ID_CHARACTERS = const(3)
+_S_KID_TRUNCATED = const(4)
+_S_B64_CHARACTER = const(5)
+_S_B64_LENGTH = const(6)
+_S_B64_PADDING = const(7)
+_S_MAC_LENGTH = const(8)
+_S_MAC_HEX = const(9)
+_S_NOT_OBJECT = const(10)
+_S_MISSING = const(11)
+_S_GBCS_TYPE = const(12)
+_S_GBCS_TWICE = const(13)
+_S_GBCS_TOO_LARGE = const(14)
+_S_GBCS_EMPTY = const(15)
+_S_EXPIRES = const(16)
+_S_NOT_JSON = const(17)
 
 
 class EnvelopeError(PpmidError):
     pass
+
+
+def _refuse(code, key, arg=None):
+    # key: the sentence's _S_... name; its text is ppmid.envelope_errors', loaded for the
+    # refusal and dropped again (as str constants here the sentences held ~1 KB of heap)
+    from ppmid.envelope_errors import SENTENCES
+    from ppmid.modules import unload
+    text = SENTENCES[key] if arg is None else SENTENCES[key] % arg
+    unload("ppmid.envelope_errors", "ppmid.modules")
+    return EnvelopeError(code, text)
 
 
 class Envelope:
@@ -49,9 +77,9 @@ class Envelope:
         seconds) is past `expires`. The mac is checked first so that an attacker learns
         nothing about expiry from forged envelopes."""
         if len(self.mac) != MAC_LEN or not _equal(self.mac, compute_mac(key, self.id, self.expires, self.gbcs, self.kid)):
-            raise EnvelopeError(E_AUTH, "envelope mac does not verify with this gateway's key")
+            raise _refuse(E_AUTH, _S_MAC)
         if self.expires is not None and now is not None and now >= self.expires:
-            raise EnvelopeError(E_EXPIRED, "command expired at %d (now %d)" % (self.expires, now))
+            raise _refuse(E_EXPIRED, _S_EXPIRED, (self.expires, now))
 
 
 def hmac_sha256(key, *parts):
@@ -101,10 +129,10 @@ def _equal(a, b):
 
 def check_id(id, what="id", code=E_ID):
     if not isinstance(id, str) or not 1 <= len(id) <= ID_MAX:
-        raise EnvelopeError(code, "%s must be a string of 1 to %d characters" % (what, ID_MAX))
+        raise _refuse(code, _S_ID_LENGTH, (what, ID_MAX))
     for ch in id:
         if not "!" <= ch <= "~":
-            raise EnvelopeError(code, "%s may hold only printable ASCII without spaces" % what)
+            raise _refuse(code, _S_ID_CHARACTERS, what)
     return id
 
 
@@ -121,17 +149,17 @@ def json_expires(obj):
     expires = obj.get("expires")
     if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or expires < 0
                                 or expires > 0xFFFFFFFE):
-        raise EnvelopeError(E_ENVELOPE, "expires must be an integer from 0 to 4294967294 (unix seconds)")
+        raise _refuse(E_ENVELOPE, _S_EXPIRES)
     return expires
 
 
 def binary_kid(mv, pos, flags):
-    """(kid or None, position after it) of a binary envelope: flag bit 1, then a length
-    byte and the name, right after the id."""
+    """(kid or None, position after it) of a binary envelope (a command's or a top-up's):
+    flag bit 1, then a length byte and the name, right after the id."""
     if not flags & _FLAG_KID:
         return None, pos
     if pos >= len(mv) or pos + 1 + mv[pos] > len(mv):
-        raise EnvelopeError(E_ENVELOPE, "binary envelope truncated in kid")
+        raise _refuse(E_ENVELOPE, _S_KID_TRUNCATED)
     end = pos + 1 + mv[pos]
     try:
         kid = str(bytes(mv[pos + 1:end]), "ascii")
@@ -164,7 +192,7 @@ def _b64_scan(buf, i, n):
         elif c == 0x22 or c == 0x5C:
             break
         elif pad or not ok[c]:
-            raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (bad character at %d)" % (i - start))
+            raise _refuse(E_ENVELOPE, _S_B64_CHARACTER, (i - start))
         i += 1
     return i, pad
 
@@ -175,12 +203,12 @@ def _b64decode(text):
         text = text.encode()
     n = len(text)
     if n == 0 or n % 4:
-        raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (length %d)" % n)
+        raise _refuse(E_ENVELOPE, _S_B64_LENGTH, n)
     end, pad = _b64_scan(text, 0, n)
     if end != n:
-        raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (bad character at %d)" % end)
+        raise _refuse(E_ENVELOPE, _S_B64_CHARACTER, end)
     if pad > 2:
-        raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (padding)")
+        raise _refuse(E_ENVELOPE, _S_B64_PADDING)
     return binascii.a2b_base64(text)
 
 
@@ -188,37 +216,37 @@ def mac_hex(text):
     # the JSON mac field: 64 hex digits, or 128: a DCC User's signature in place of the mac
     # (envelope_sig)
     if not isinstance(text, str) or len(text) != 2 * MAC_LEN and len(text) != 4 * MAC_LEN:
-        raise EnvelopeError(E_ENVELOPE, "mac must be 64 hex digits (HMAC) or 128 (a P-256 signature)")
+        raise _refuse(E_ENVELOPE, _S_MAC_LENGTH)
     try:
         return binascii.unhexlify(text)
     except ValueError:
-        raise EnvelopeError(E_ENVELOPE, "mac is not hex")
+        raise _refuse(E_ENVELOPE, _S_MAC_HEX)
 
 
 def from_json_obj(obj, max_gbcs, gbcs=None):
     """Envelope from a decoded MQTT JSON object (see docs/mqtt.md). Raises EnvelopeError.
     `gbcs`: the command already decoded by lift_gbcs (obj then holds "gbcs": "")."""
     if not isinstance(obj, dict):
-        raise EnvelopeError(E_ENVELOPE, "command must be a JSON object")
+        raise _refuse(E_ENVELOPE, _S_NOT_OBJECT)
     for field in ("id", "gbcs", "mac"):
         if field not in obj:
-            raise EnvelopeError(E_ENVELOPE, "missing field %r" % field)
+            raise _refuse(E_ENVELOPE, _S_MISSING, field)
     id = check_id(obj["id"])
     gbcs_text = obj["gbcs"]
     if not isinstance(gbcs_text, str):
-        raise EnvelopeError(E_ENVELOPE, "gbcs must be a base64 string")
+        raise _refuse(E_ENVELOPE, _S_GBCS_TYPE)
     if gbcs is not None:
         if gbcs_text:
-            raise EnvelopeError(E_ENVELOPE, "gbcs is given twice")
+            raise _refuse(E_ENVELOPE, _S_GBCS_TWICE)
     else:
         # Refuse before decoding: base64 of max_gbcs bytes is at most 4*ceil(n/3) characters.
         if len(gbcs_text) > 4 * ((max_gbcs + 2) // 3):
-            raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
+            raise _refuse(E_TOO_LARGE, _S_GBCS_TOO_LARGE, max_gbcs)
         gbcs = _b64decode(gbcs_text)
     if len(gbcs) > max_gbcs:
-        raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
+        raise _refuse(E_TOO_LARGE, _S_GBCS_TOO_LARGE, max_gbcs)
     if not gbcs:
-        raise EnvelopeError(E_ENVELOPE, "gbcs is empty")
+        raise _refuse(E_ENVELOPE, _S_GBCS_EMPTY)
     return Envelope(id, gbcs, json_expires(obj), mac_hex(obj["mac"]), json_kid(obj))
 
 
@@ -312,9 +340,9 @@ def _lift_value(mv, i, out, at, room):
         return None  # unterminated, or an escape: let json.loads and the checks say what it is
     k = j - q0 - 1
     if k > 4 * ((room + 2) // 3) or k // 4 * 3 - pad > room:
-        raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % room)
+        raise _refuse(E_TOO_LARGE, _S_GBCS_TOO_LARGE, room)
     if k % 4 or pad > 2:
-        raise EnvelopeError(E_ENVELOPE, "gbcs is not valid base64 (length %d)" % k)
+        raise _refuse(E_ENVELOPE, _S_B64_LENGTH, k)
     # the rest first: in place, the decoded bytes go over the base64 text, not around it
     rest = bytes(mv[:q0]) + b'""' + bytes(mv[j + 1:])
     start = q0 + 1 if at < 0 else at
@@ -336,80 +364,12 @@ def from_json(payload, max_gbcs):
     try:
         obj = json.loads(payload)
     except (ValueError, UnicodeError):
-        raise EnvelopeError(E_ENVELOPE, "command is not valid JSON")
+        raise _refuse(E_ENVELOPE, _S_NOT_JSON)
     return from_json_obj(obj, max_gbcs)
 
 
-# Binary form (NFC phone transfers and tag NDEF records), all integers big-endian:
-#   version u8 (=1) | flags u8 (bit0: expires present, bit1: kid present) | id_len u8
-#   | id | [kid_len u8 | kid] | [expires u32] | gbcs_len u16 | gbcs | mac (32) or signature (64)
-def from_binary(buf, max_gbcs):
-    """Envelope from its binary form. `gbcs` is a memoryview into buf (no copy)."""
-    mv = memoryview(buf)
-    n = len(mv)
-    if n < 3:
-        raise EnvelopeError(E_ENVELOPE, "binary envelope truncated (%d bytes)" % n)
-    if mv[0] != _BINARY_VERSION:
-        raise EnvelopeError(E_ENVELOPE, "binary envelope version %d not supported" % mv[0])
-    flags = mv[1]
-    if flags & ~(_FLAG_EXPIRES | _FLAG_KID):
-        raise EnvelopeError(E_ENVELOPE, "binary envelope has unknown flags 0x%02X" % flags)
-    id_len = mv[2]
-    pos = 3 + id_len
-    if pos > n:
-        raise EnvelopeError(E_ENVELOPE, "binary envelope truncated in id")
-    try:
-        id = str(bytes(mv[3:pos]), "ascii")
-    except UnicodeError:
-        raise EnvelopeError(E_ID, "id may hold only printable ASCII without spaces")
-    check_id(id)
-    kid, pos = binary_kid(mv, pos, flags)
-    expires = None
-    if flags & _FLAG_EXPIRES:
-        if pos + 4 > n:
-            raise EnvelopeError(E_ENVELOPE, "binary envelope truncated in expires")
-        expires = struct.unpack_from(">I", mv, pos)[0]
-        pos += 4
-    if pos + 2 > n:
-        raise EnvelopeError(E_ENVELOPE, "binary envelope truncated in gbcs length")
-    glen = (mv[pos] << 8) | mv[pos + 1]
-    pos += 2
-    if glen > max_gbcs:
-        raise EnvelopeError(E_TOO_LARGE, "gbcs is larger than the %d bytes allowed" % max_gbcs)
-    if glen == 0:
-        raise EnvelopeError(E_ENVELOPE, "gbcs is empty")
-    # the last field: a 32-byte mac, or a public-key user's 64-byte signature (envelope_sig)
-    if n - pos - glen != MAC_LEN and n - pos - glen != 2 * MAC_LEN:
-        raise EnvelopeError(E_ENVELOPE, "binary envelope length %d does not match its fields (%d)" % (n, pos + glen + MAC_LEN))
-    return Envelope(id, mv[pos:pos + glen], expires, mv[pos + glen:], kid)
-
-
-def from_binary_any(buf, max_gbcs):
-    """A binary envelope of either kind, told apart by its version byte: 1 a command
-    (Envelope), 2 a top-up (ppmid.topup.TopupEnvelope, whose code is loaded only then).
-    The NFC and wired roads take both."""
-    if len(buf) and buf[0] == 2:
-        from ppmid import topup
-        return topup.from_binary(buf)
-    return from_binary(buf, max_gbcs)
-
-
-def to_binary(env):
-    id = env.id.encode()
-    flags = _FLAG_EXPIRES if env.expires is not None else 0
-    out = bytearray((_BINARY_VERSION, flags if env.kid is None else flags | _FLAG_KID, len(id)))
-    out += id
-    out += kid_field(env.kid)
-    if env.expires is not None:
-        out += struct.pack(">I", env.expires)
-    out += struct.pack(">H", len(env.gbcs))
-    out += env.gbcs
-    out += env.mac
-    return bytes(out)
-
-
 def kid_field(kid):
-    # the binary form's kid: length byte and name, nothing without one
+    # a binary form's kid: length byte and name, nothing without one
     return b"" if kid is None else bytes((len(kid),)) + kid.encode()
 
 
@@ -420,3 +380,11 @@ def sign(key, id, gbcs, expires=None, kid=None):
     if kid is not None:
         check_id(kid, "kid", E_ENVELOPE)
     return Envelope(id, gbcs, expires, compute_mac(key, id, expires, gbcs, kid), kid)
+
+
+def __getattr__(name):
+    # The binary form (from_binary, from_binary_any, to_binary) is ppmid.envelope_binary's,
+    # loaded at the first use: only the NFC and wired roads and host tools read or write it,
+    # so the app with MQTT alone does not hold its code. Its users still say envelope.X.
+    from ppmid import envelope_binary
+    return getattr(envelope_binary, name)

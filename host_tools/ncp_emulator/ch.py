@@ -506,7 +506,7 @@ class CommsHub:
                 self._schedule_request(0.1)
             return False
         limit = self.ppmid_max or 1500
-        for piece in gbt.split_for_transfer(msg, limit):
+        for piece in build.split_for_transfer(msg, limit):
             self._to_ppmid(T.transfer_data(self._next_seq(), self.tunnel_id, piece, False))
         self._record("tx", msg)
         return True

@@ -100,6 +100,27 @@ def test_binary_round_trip_and_zero_copy():
     no_exp.verify(KEY, now=0)
 
 
+def test_binary_form_is_loaded_only_when_first_used():
+    # ppmid.envelope_binary holds the binary form; envelope's module __getattr__ loads it,
+    # so the MQTT road alone does not hold it, and envelope.X keeps working for its users
+    import sys
+    from ppmid.modules import unload
+    unload("ppmid.envelope_binary")
+    env = envelope.sign(KEY, "c1", GBCS)
+    assert envelope.from_json(_json(), 4096).id == "c1"
+    assert "ppmid.envelope_binary" not in sys.modules
+    raw = envelope.to_binary(env)
+    assert "ppmid.envelope_binary" in sys.modules
+    from ppmid.envelope import from_binary  # a from-import goes the same way
+    assert from_binary(raw, 4096).verify(KEY) is None
+    try:
+        envelope.no_such_name
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("a missing name must stay an AttributeError")
+
+
 def test_binary_truncation_and_lies_are_clean_errors():
     raw = envelope.to_binary(envelope.sign(KEY, "tap-1", GBCS, expires=5))
     for n in range(len(raw)):
@@ -245,3 +266,39 @@ def test_malformed_kid_is_e_envelope():
     unknown[1] = 0x04
     assert _code(envelope.from_binary, bytes(unknown), 4096) == "E_ENVELOPE"  # unknown flag
     assert _code(envelope.sign, KEY, "c1", SMALL, None, "a b") == "E_ENVELOPE"
+
+
+def test_refusal_sentences_are_loaded_for_a_refusal_and_dropped_after():
+    # the envelope's sentences live in ppmid.envelope_errors (not held by the envelope): a
+    # refusal still carries the whole sentence with its values, and the module goes again
+    import sys
+    cases = ((lambda: envelope.check_id("x" * 33), "E_ID", "id must be a string of 1 to 32 characters"),
+             (lambda: envelope.check_id("kid x", "kid", "E_ENVELOPE"), "E_ENVELOPE",
+              "kid may hold only printable ASCII without spaces"),
+             (lambda: envelope.from_json_obj({"id": "a", "mac": "00"}, 10), "E_ENVELOPE", "missing field 'gbcs'"),
+             (lambda: envelope.sign(KEY, "c1", GBCS, 100).verify(KEY, 200), "E_EXPIRED", "command expired at 100 (now 200)"),
+             (lambda: envelope.sign(b"x" * 32, "c1", GBCS).verify(KEY), "E_AUTH",
+              "envelope mac does not verify with this gateway's key"))
+    for fn, code, text in cases:
+        try:
+            fn()
+        except EnvelopeError as exc:
+            assert (exc.code, exc.message) == (code, text), (exc.code, exc.message)
+        else:
+            raise AssertionError("not refused: " + text)
+        assert "ppmid.envelope_errors" not in sys.modules
+
+
+def test_every_refusal_key_names_its_sentence():
+    # envelope.py's _S_X = const(i) and envelope_errors' "# i _S_X" comments agree
+    import sys
+    if sys.implementation.name != "cpython":
+        return  # reads the sources (CPython's re and file paths); the refusals run on both above
+    import re
+    from ppmid import envelope_errors as EE
+    src = open(envelope.__file__).read()
+    names = dict((k, int(v)) for k, v in re.findall(r"^(_S_\w+) = const\((\d+)\)", src, re.M))
+    listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_S_\w+)", open(EE.__file__).read()))
+    assert names == listed and len(listed) == len(EE.SENTENCES)
+    used = set(re.findall(r"\b(_S_\w+)\b(?! = const)", src))
+    assert used == set(names), set(names) ^ used

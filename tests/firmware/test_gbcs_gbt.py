@@ -10,11 +10,11 @@ SMALL = "3.3_CS11/CS11_3.3_ERROR_COMMAND"       # 72 bytes
 
 
 def list_split(raw, size):
-    return list(gbt.split(raw, size))
+    return list(build.split(raw, size))
 
 
 def list_transfer(raw, size):
-    return list(gbt.split_for_transfer(raw, size))
+    return list(build.split_for_transfer(raw, size))
 
 
 def _err(fn, *args):
@@ -65,14 +65,14 @@ def test_split_for_transfer():
     assert len(blocks) > 1 and all(len(b) <= 120 for b in blocks)
     assert max(len(b) for b in blocks) == 120
     assert gbt.block_overhead(1449) == 51
-    assert _err(gbt.split_for_transfer, raw, 40) == "E_GBT_BLOCK_SIZE"
-    assert _err(gbt.split, raw, 0) == "E_GBT_BLOCK_SIZE"
-    assert _err(gbt.split, list_split(raw, 100)[0], 10) == "E_GBT_NOT_BLOCK"
+    assert _err(build.split_for_transfer, raw, 40) == "E_GBT_BLOCK_SIZE"
+    assert _err(build.split, raw, 0) == "E_GBT_BLOCK_SIZE"
+    assert _err(build.split, list_split(raw, 100)[0], 10) == "E_GBT_NOT_BLOCK"
     for size in range(60, 1600, 7):
-        for blk in gbt.split_for_transfer(sample(BIG) * 1, size) if size < 269 else []:
+        for blk in build.split_for_transfer(sample(BIG) * 1, size) if size < 269 else []:
             assert len(blk) <= size
     for data_len in (0, 1, 127, 128, 255, 256, 1449, 3000):
-        blk = gbt.build_block(1, 1, bytes(8), bytes(8), 1, 1, bytes(data_len))
+        blk = build.build_block(1, 1, bytes(8), bytes(8), 1, 1, bytes(data_len))
         assert len(blk) - data_len == gbt.block_overhead(data_len), data_len
 
 
@@ -156,31 +156,31 @@ def test_inconsistent_blocks():
     wrong[-1] ^= 1
     assert _err(r.feed, bytes(wrong), 1) == "E_GBT_INCONSISTENT"  # same number, other data
     r.feed(b[0], 0)
-    other_code = gbt.build_block(1, m.counter, m.originator, m.recipient, 0x0020, 2, b"x")
+    other_code = build.build_block(1, m.counter, m.originator, m.recipient, 0x0020, 2, b"x")
     assert _err(r.feed, other_code, 1) == "E_GBT_INCONSISTENT"
     r.feed(b[2], 0)                                                 # last block is 3
-    late = gbt.build_block(1, m.counter, m.originator, m.recipient, m.message_code, 4, b"x")
+    late = build.build_block(1, m.counter, m.originator, m.recipient, m.message_code, 4, b"x")
     assert _err(r.feed, late, 1) == "E_GBT_INCONSISTENT"
-    zero = gbt.build_block(1, m.counter, m.originator, m.recipient, m.message_code, 0, b"x")
+    zero = build.build_block(1, m.counter, m.originator, m.recipient, m.message_code, 0, b"x")
     assert _err(r.feed, zero, 1) == "E_GBT_INCONSISTENT"
     assert _err(r.feed, raw, 1) == "E_GBT_NOT_BLOCK"
 
 
 def test_reassembled_garbage_is_refused():
     m = decode(sample(SMALL))
-    blk = gbt.build_block(1, m.counter, m.originator, m.recipient, m.message_code, 1, b"\xdf\x09\x01", last=True)
+    blk = build.build_block(1, m.counter, m.originator, m.recipient, m.message_code, 1, b"\xdf\x09\x01", last=True)
     r = Reassembler(4096, 1000)
     assert _err(r.feed, blk, 0) == "E_GBT_INCONSISTENT"
     # well-formed inner message whose header differs from the routing header
     inner = sample(SMALL)
-    blk = gbt.build_block(1, m.counter + 1, m.originator, m.recipient, m.message_code, 1, inner, last=True)
+    blk = build.build_block(1, m.counter + 1, m.originator, m.recipient, m.message_code, 1, inner, last=True)
     assert _err(r.feed, blk, 0) == "E_GBT_INCONSISTENT"
 
 
 def test_ack_blocks():
     raw = sample(BIG)
     b = list_split(raw, 100)
-    ack = gbt.build_ack(b[1])
+    ack = build.build_ack(b[1])
     a = decode(ack)
     src = decode(b[1])
     assert a.form == "gbt" and len(a.block_data) == 0 and a.block_ack == 2
@@ -188,7 +188,7 @@ def test_ack_blocks():
     assert a.counter == src.counter and a.message_code == src.message_code
     r = Reassembler(4096, 1000)
     assert r.feed(ack, 0) is None and r.pending() == 0
-    assert _err(gbt.build_ack, raw) == "E_GBT_NOT_BLOCK"
+    assert _err(build.build_ack, raw) == "E_GBT_NOT_BLOCK"
 
 
 def _entries_held(r):
@@ -206,7 +206,7 @@ def test_acks_with_new_counters_hold_nothing():
     assert r.feed(b[0], 0) is None
     held = _entries_held(r)
     for i in range(100):
-        ack = gbt.build_block(1, m.counter + 1 + i, m.recipient, m.originator, m.message_code, 0, b"", block_ack=1)
+        ack = build.build_block(1, m.counter + 1 + i, m.recipient, m.originator, m.message_code, 0, b"", block_ack=1)
         assert r.feed(ack, i) is None
     assert _entries_held(r) == held and r.pending() == 1
     out = None

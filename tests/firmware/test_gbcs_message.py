@@ -177,3 +177,63 @@ def test_content_type_classification():
                         (b"\x01\x08", "asn1")):
         raw = build.build_signed(1, 5, b"\x11" * 8, b"\x22" * 8, 0x0019, first)
         assert decode(raw).content_type == kind, (first, kind)
+
+
+def test_host_only_fields_load_on_first_read_and_other_names_stay_attribute_errors():
+    # the fields the relay never reads are ppmid.gbcs.message_fields' (loaded at the first
+    # such read, so a board does not hold them); a name that is not one of them stays an
+    # AttributeError, even one the module has for itself (_counter, FIELDS)
+    import sys
+    from ppmid.modules import unload
+    unload("ppmid.gbcs.message_fields")
+    m = decode(sample("3.3_CS11/CS11_3.3_ERROR_COMMAND"))
+    assert m.cra == 1 and m.message_code and m.has_signature_field and m.mac is not None
+    assert m.counter == 1001 and not m.is_gbt and m.block_number is None
+    assert "ppmid.gbcs.message_fields" not in sys.modules
+    assert m.content_type == "gbz" and m.cra_name == "command"
+    assert "ppmid.gbcs.message_fields" in sys.modules
+    assert not hasattr(m, "send") and not hasattr(m, "_counter") and not hasattr(m, "FIELDS")
+    try:
+        m.no_such_field
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("a missing name must stay an AttributeError")
+
+
+def test_error_sentences_are_loaded_for_a_refusal_and_dropped_after():
+    # the decoder's sentences live in ppmid.gbcs.message_errors (not held by the decoder):
+    # a refusal still carries the whole sentence with its values, and the module goes again
+    import sys
+    cases = ((b"\xdd", "E_TRUNCATED", "message is 1 bytes long: too short for any GBCS form"),
+             (b"\xab\x00", "E_TAG", "first byte must be DD (General-Ciphering) or DF (General-Signing), not AB"),
+             (b"\xdd\x00\x00\x00", "E_TRUNCATED", "message ends inside the MAC header"))
+    for raw, code, text in cases:
+        try:
+            decode(raw)
+        except GbcsError as exc:
+            assert (exc.code, exc.message) == (code, text), (exc.code, exc.message)
+        else:
+            raise AssertionError("decoded " + _hex(raw))
+        assert "ppmid.gbcs.message_errors" not in sys.modules
+
+
+def test_every_error_key_names_its_sentence():
+    # message.py's _S_X / _F_X = const(i) and message_errors' "# i _S_X" comments agree, and
+    # every sentence formats with the arguments its kind takes
+    import sys
+    if sys.implementation.name != "cpython":
+        return  # reads the sources (CPython's re and file paths); the decoder runs on both above
+    import re
+    from ppmid.gbcs import message_errors as ME
+    src = open(M.__file__).read()
+    names = dict((k, int(v)) for k, v in re.findall(r"^(_[SF]_\w+) = const\((\d+)\)", src, re.M))
+    err_src = open(ME.__file__).read()
+    listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_[SF]_\w+)", err_src))
+    assert names == listed and len(listed) == len(ME.SENTENCES) + len(ME.FIELDS)
+    used = set(re.findall(r"\b(_[SF]_\w+)\b(?! = const)", src))
+    assert used == set(names), set(names) ^ used  # none unused, none undefined
+    for key in range(len(ME.SENTENCES)):
+        s = ME.sentence(key, 1 if key < 3 else (None if "%" not in ME.SENTENCES[key]
+                                                 else (1, 2) if ME.SENTENCES[key].count("%") == 2 else 7))
+        assert s and "%" not in s, s

@@ -45,7 +45,7 @@ def test_not_a_command():
     assert _code(v, sample("2.2_CS01a/CS01a_2.2_ERROR_RESPONSE")) == "E_NOT_COMMAND"
     assert _code(v, sample("NA_GCA-ZigBee/GCA-ZigBee_NA_8F30_ALERT")) == "E_NOT_COMMAND"
     assert _code(v, sample("2.5_GCS06/GCS06_2.5_ERROR_PRECOMMAND")) == "E_PRECOMMAND"
-    block = list(gbt.split(_cmd(), 30))[0]
+    block = list(build.split(_cmd(), 30))[0]
     assert _code(v, block) == "E_FORM"
 
 
@@ -219,3 +219,38 @@ def test_profile_counts_are_the_ones_docs_config_md_states():
             n_all += 1
     assert (n_all, len(profiles.codes("prepay")), len(profiles.codes("hht"))) == (211, 25, 22)
     assert profiles.codes("all") is None
+
+
+def test_refusal_sentences_are_loaded_for_a_refusal_and_dropped_after():
+    # the checks' sentences live in ppmid.gbcs.validate_errors (not held by the validator):
+    # a refusal still carries the whole sentence with its values, and the module goes again
+    import sys
+    v = Validator(_cfg(), MemoryCounterStore())
+    v.commit(v.check(_cmd(counter=1001)))
+    cases = ((_cmd(counter=1001), "E_REPLAY",
+              "originator counter 1001 is not above the last accepted (1001) for this originator and recipient"),
+             (_cmd(recipient=PPMID), "E_UNKNOWN_TARGET",
+              "recipient 00DB1234567890A4 is not on this gateway's HAN device list"))
+    for raw, code, text in cases:
+        try:
+            v.check(raw)
+        except GbcsError as exc:
+            assert (exc.code, exc.message) == (code, text), (exc.code, exc.message)
+        else:
+            raise AssertionError("accepted")
+        assert "ppmid.gbcs.validate_errors" not in sys.modules
+
+
+def test_every_refusal_key_names_its_sentence():
+    # validate.py's _S_X = const(i) and validate_errors' "# i _S_X" comments agree
+    import sys
+    if sys.implementation.name != "cpython":
+        return  # reads the sources (CPython's re and file paths); the refusals run on both above
+    import re
+    from ppmid.gbcs import validate, validate_errors as VE
+    src = open(validate.__file__).read()
+    names = dict((k, int(v)) for k, v in re.findall(r"^(_S_\w+) = const\((\d+)\)", src, re.M))
+    listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_S_\w+)", open(VE.__file__).read()))
+    assert names == listed and len(listed) == len(VE.SENTENCES)
+    used = set(re.findall(r"\b(_S_\w+)\b(?! = const)", src))
+    assert used == set(names), set(names) ^ used

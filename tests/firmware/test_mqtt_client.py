@@ -6,6 +6,8 @@ import asyncio
 import random
 
 from ppmid.mqtt import packets as p
+from ppmid.mqtt import packets_host
+from ppmid.mqtt.handshake import connect as connect_packet
 from ppmid.mqtt.client import MQTTClient, tls_connector
 
 WAIT = 20  # seconds: a generous bound for "eventually", never a timing assertion
@@ -28,6 +30,7 @@ class FakeBroker:
         self.withhold_pubacks = 0  # client PUBLISHes to leave unacknowledged
         self.answer_pings = True
         self.connack_rc = 0
+        self.suback_code = 1      # granted QoS (or 0x80 failure) per filter
         self.outbox = []          # (topic, payload, pid) QoS 1 to deliver, redelivered until acked
         self.acked = []           # pids the client PUBACKed
         self.writer = None
@@ -65,7 +68,7 @@ class FakeBroker:
         buf = b""
         while True:
             buf += await r.readexactly(1)
-            got = p.decode_length(buf)
+            got = packets_host.decode_length(buf)
             if got is not None:
                 break
         body = await r.readexactly(got[0]) if got[0] else b""
@@ -75,7 +78,7 @@ class FakeBroker:
         for topic, payload, pid in self.outbox:
             if pid not in self.acked:
                 # DUP on every delivery after the first connection (a redelivery)
-                w.write(p.publish(topic, payload, qos=1, pid=pid, dup=self.connections > 1))
+                w.write(packets_host.publish(topic, payload, qos=1, pid=pid, dup=self.connections > 1))
         await w.drain()
 
     async def _serve(self, r, w):
@@ -98,7 +101,7 @@ class FakeBroker:
                     while pos < len(body):
                         pos += 2 + ((body[pos] << 8) | body[pos + 1]) + 1
                         n += 1
-                    w.write(bytes((0x90, 2 + n)) + body[:2] + bytes((1,)) * n)
+                    w.write(bytes((0x90, 2 + n)) + body[:2] + bytes((self.suback_code,)) * n)
                     await w.drain()
                 elif kind == p.PUBLISH:
                     topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)
@@ -153,7 +156,7 @@ async def test_connect_packet_and_resubscribe_on_every_connect():
     async def body():
         await _until(lambda: len(b.of(p.SUBSCRIBE)) == 1, "first SUBSCRIBE")
         connect = b.of(p.CONNECT)[0][2]
-        assert connect == p.connect("00DB1234567890A0", 30, False, c.will)[2:]
+        assert connect == connect_packet("00DB1234567890A0", 30, False, c.will)[2:]
         assert connect[7] & 0x02 == 0  # clean session false
         b.drop()
         await _until(lambda: len(b.of(p.SUBSCRIBE)) == 2, "SUBSCRIBE after reconnect")
@@ -235,11 +238,20 @@ async def test_handler_failure_withholds_puback_and_broker_redelivers():
             raise OSError(28, "journal full")
 
     c = _client(b, handler=handler)
+    dead = []
+    kill = c._kill
+    c._kill = lambda reason: (dead.append(reason), kill(reason))
 
     async def body():
         await _until(lambda: b.acked == [9], "PUBACK after redelivery")
         assert calls == [False, True]
         assert c.stats["pubacks_withheld"] == 1 and c.stats["connects"] == 2
+        # why the link was dropped, in a whole sentence (its text is mqtt/client_errors.py's,
+        # loaded for the failure and dropped again)
+        assert dead[0].startswith("handler failed for packet 9, PUBACK withheld: "), dead
+        assert "journal full" in dead[0]
+        import sys
+        assert "ppmid.mqtt.client_errors" not in sys.modules
     await _with(b, c, body)
 
 
@@ -268,6 +280,61 @@ async def test_refused_connection_backs_off_and_reports():
         assert "not authorized" in c.last_error and "E_MQTT_REFUSED" in c.last_error
         b.connack_rc = 0
         await _until(lambda: c.state == "online", "online once accepted")
+    await _with(b, c, body)
+
+
+async def test_connection_start_code_is_loaded_per_connect_and_dropped_after():
+    # ppmid.mqtt.handshake (dialling, CONNECT/CONNACK, SUBSCRIBE/SUBACK) is held only while a
+    # connection starts: not while backing off after a refusal, not once online
+    import sys
+    b = await FakeBroker().start()
+    b.connack_rc = 5
+    c = _client(b)
+    c.subscribe("a/b", 1)
+
+    async def body():
+        await _until(lambda: c.state == "backoff" and c.stats["connect_failures"] >= 1, "a refusal")
+        assert "ppmid.mqtt.handshake" not in sys.modules
+        b.connack_rc = 0
+        await _until(lambda: c.state == "online", "online once accepted")
+        assert "ppmid.mqtt.handshake" not in sys.modules
+        assert c.stats["connects"] == 1 and len(b.of(p.SUBSCRIBE)) == 1
+    await _with(b, c, body)
+
+
+async def test_bad_suback_drops_the_connection_and_a_refused_filter_is_reported():
+    b = await FakeBroker().start()
+    b.suback_code = 3  # not a SUBACK return code
+    c = _client(b)
+    c.subscribe("a/b", 1)
+
+    async def body():
+        await _until(lambda: c.stats["link_losses"] >= 2, "connections dropped")
+        assert c.state != "online" and "SUBACK return code 0x03" in c.last_error, c.last_error
+        b.suback_code = 0x80  # the broker's ACL refuses the filter: online, and said
+        await _until(lambda: c.state == "online", "online with the filter refused")
+        assert "E_MQTT_SUBSCRIBE" in c.last_error and "a/b" in c.last_error, c.last_error
+    await _with(b, c, body)
+
+
+async def test_on_up_runs_after_each_connect_and_its_failure_is_noted_not_fatal():
+    b = await FakeBroker().start()
+    calls = []
+
+    async def on_up(session_present):
+        calls.append(session_present)
+        raise ValueError("publishing the state failed")
+
+    c = _client(b, on_up=on_up)
+    c.subscribe("a/b", 1)
+
+    async def body():
+        await _until(lambda: len(calls) == 1, "on_up after the first connect")
+        assert calls == [False] and c.state == "online"
+        await _until(lambda: c.last_error and "publishing the state failed" in c.last_error, "the failure noted")
+        assert c.state == "online" and c.stats["link_losses"] == 0
+        b.drop()
+        await _until(lambda: len(calls) == 2, "on_up again after a reconnect")
     await _with(b, c, body)
 
 
@@ -458,3 +525,18 @@ async def test_first_publish_goes_on_the_wire_before_the_handlers_puback():
         # the queued one waited for the window: it was not on the wire before its PUBACK
         assert ("publish", b"rejected a") not in order[:order.index(("puback", 70))], order
     await _with(b, c, body)
+
+
+def test_every_failure_key_names_its_sentence():
+    # client.py's _S_X = const(i) and client_errors' "# i _S_X" comments agree
+    import sys
+    if sys.implementation.name != "cpython":
+        return  # reads the sources (CPython's re and file paths); the failures run on both above
+    import re
+    from ppmid.mqtt import client, client_errors as CE
+    src = open(client.__file__).read()
+    names = dict((k, int(v)) for k, v in re.findall(r"^(_S_\w+) = const\((\d+)\)", src, re.M))
+    listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_S_\w+)", open(CE.__file__).read()))
+    assert names == listed and len(listed) == len(CE.SENTENCES)
+    used = set(re.findall(r"\b(_S_\w+)\b(?! = const)", src))
+    assert used == set(names), set(names) ^ used

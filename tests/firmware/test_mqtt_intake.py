@@ -3,6 +3,7 @@
 # unexpectedly makes the handler raise (the client then withholds the PUBACK).
 import binascii
 import json
+import sys
 
 from ppmid import envelope
 from ppmid.errors import PpmidError
@@ -81,6 +82,8 @@ async def _rejected(payload, code, topic=CMD, id=None, **kw):
     assert obj["error"]["code"] == code, obj
     assert obj["error"]["message"]
     assert isinstance(obj["ms"], int) and obj["ms"] >= 0
+    # the refusal's code (ppmid.mqtt.refusal) is loaded for it and dropped after
+    assert "ppmid.mqtt.refusal" not in sys.modules
     return obj
 
 
@@ -96,6 +99,7 @@ async def test_good_command_reaches_accept_hook_without_rsp():
     assert j.ids == [("c-1", GBCS)]
     assert c.published == []  # `accepted` is the relay's to publish, once journaled
     assert it.stats["accepted"] == 1
+    assert "ppmid.mqtt.refusal" not in sys.modules  # only a refusal loads it
 
 
 async def test_malformed_json():
@@ -202,7 +206,27 @@ async def test_oversized_message_is_rejected_too_large():
     (t, obj, qos, retain), = c.published
     assert t == RSP and obj["id"] is None and obj["status"] == "rejected"
     assert obj["error"]["code"] == "E_TOO_LARGE" and "5000" in obj["error"]["message"]
-    assert j.ids == []
+    assert j.ids == [] and "ppmid.mqtt.refusal" not in sys.modules
+
+
+async def test_oversized_update_message_is_refused_on_the_update_topic():
+    # A DCC User's update tool watches ppmid/v1/EUI/update, not rsp: a message on an update
+    # topic too large for the client is refused there, in the shape of that road's statuses
+    # (an offer's and a data chunk's are the updater's: retained, with the running version;
+    # a users update's and a commission order's carry their kind and are not retained).
+    for sub, kind, retained in (("offer", None, True), ("data", None, True),
+                                ("config", "config", False), ("commission", "commission", False)):
+        c, j, it = _setup()
+        c.max_packet = 17000
+        it.update = ("board", "relay", "link", "1.2.3")
+        await it.too_large("ppmid/v1/%s/update/%s" % (EUI, sub), 20000, 1, False)
+        (t, obj, qos, retain), = c.published
+        assert t == "ppmid/v1/%s/update" % EUI and retain == retained, (sub, t, retain)
+        assert obj["state"] == "refused" and obj["error"]["code"] == "E_TOO_LARGE", obj
+        assert "20000" in obj["error"]["message"] and "17000" in obj["error"]["message"]
+        assert obj.get("kind") == kind and obj.get("running") == (None if kind else "1.2.3"), obj
+        assert c.firsts == [True]  # on the wire before the PUBACK of the message it refuses
+        assert it.stats["rejected"] == 0 and j.ids == []  # not a command
 
 
 async def test_message_the_client_had_no_memory_for_is_rejected_busy():

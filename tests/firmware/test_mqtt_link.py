@@ -6,8 +6,10 @@ import json
 
 from ppmid.config import ConfigError, validate
 from ppmid.mqtt import packets as p
+from ppmid.mqtt.handshake import connect as connect_packet
 from ppmid.mqtt.client import tls_connector
-from ppmid.mqtt.link import Link, max_packet_for
+from ppmid.mqtt.link import Link
+from ppmid.mqtt.credentials import max_packet_for
 from ppmid.mqtt.credentials import load_credentials
 from test_mqtt_client import FakeBroker, _until
 
@@ -41,7 +43,7 @@ async def test_link_online_info_will_and_graceful_offline():
     try:
         await _until(lambda: len(_published(b)) == 2, "state + info")
         connect = b.of(p.CONNECT)[0][2]
-        assert connect == p.connect(EUI, 30, False, ("ppmid/v1/%s/state" % EUI, b'{"state": "offline"}', 1, True))[2:]
+        assert connect == connect_packet(EUI, 30, False, ("ppmid/v1/%s/state" % EUI, b'{"state": "offline"}', 1, True))[2:]
         # cmd, then the update offers and data (docs/update.md)
         assert b.of(p.SUBSCRIBE)[0][2][2:] == (b"\x00\x1dppmid/v1/%s/cmd\x01" % EUI.encode()
                                                + b"\x00\x22ppmid/v1/%s/update/+\x01" % EUI.encode())

@@ -1,5 +1,7 @@
 # MQTT 3.1.1 codec: byte layouts from the OASIS spec, round trips, and every refusal.
 from ppmid.mqtt import packets as p
+from ppmid.mqtt import handshake as h  # CONNECT/CONNACK, SUBSCRIBE/SUBACK
+from ppmid.mqtt import packets_host  # publish as bytes, decode_length, topic_matches
 from ppmid.mqtt.packets import PacketError
 
 
@@ -19,24 +21,24 @@ def test_remaining_length_boundaries_from_spec_table():
              (2097152, b"\x80\x80\x80\x01"), (268435455, b"\xff\xff\xff\x7f")]
     for n, enc in cases:
         assert p.encode_length(n) == enc, n
-        assert p.decode_length(enc) == (n, len(enc))
-        assert p.decode_length(b"\x30" + enc + b"xyz", 1) == (n, 1 + len(enc))
+        assert packets_host.decode_length(enc) == (n, len(enc))
+        assert packets_host.decode_length(b"\x30" + enc + b"xyz", 1) == (n, 1 + len(enc))
     _err(p.encode_length, 268435456)
     _err(p.encode_length, -1)
 
 
 def test_decode_length_incomplete_and_overlong():
-    assert p.decode_length(b"") is None
-    assert p.decode_length(b"\x80") is None
-    assert p.decode_length(b"\xff\xff\xff") is None
-    _err(p.decode_length, b"\xff\xff\xff\xff\x01")
+    assert packets_host.decode_length(b"") is None
+    assert packets_host.decode_length(b"\x80") is None
+    assert packets_host.decode_length(b"\xff\xff\xff") is None
+    _err(packets_host.decode_length, b"\xff\xff\xff\xff\x01")
 
 
 def test_connect_layout():
-    pkt = p.connect("00DB1234567890A0", 30, clean_session=False,
+    pkt = h.connect("00DB1234567890A0", 30, clean_session=False,
                     will=("ppmid/v1/00DB1234567890A0/state", b'{"state":"offline"}', 1, True))
     assert pkt[0] == 0x10
-    n, pos = p.decode_length(pkt, 1)
+    n, pos = packets_host.decode_length(pkt, 1)
     assert n == len(pkt) - pos
     body = pkt[pos:]
     assert body[:7] == b"\x00\x04MQTT\x04"
@@ -49,27 +51,27 @@ def test_connect_layout():
 
 
 def test_connect_clean_user_password():
-    pkt = p.connect("c", 0, clean_session=True, username="u", password=b"pw")
+    pkt = h.connect("c", 0, clean_session=True, username="u", password=b"pw")
     assert pkt == b"\x10\x14\x00\x04MQTT\x04\xc2\x00\x00\x00\x01c\x00\x01u\x00\x02pw"
-    _err(p.connect, "c", 0, False, None, None, b"pw")
-    _err(p.connect, "c", 70000)
-    _err(p.connect, "c", 10, False, ("a/+", b"x", 1, False))
+    _err(h.connect, "c", 0, False, None, None, b"pw")
+    _err(h.connect, "c", 70000)
+    _err(h.connect, "c", 10, False, ("a/+", b"x", 1, False))
 
 
 def test_connack():
-    assert p.parse_connack(b"\x00\x00") == (False, 0)
-    assert p.parse_connack(b"\x01\x00") == (True, 0)
-    assert p.parse_connack(b"\x00\x05") == (False, 5)
-    assert p.CONNACK_TEXT[5] == "not authorized"
-    _err(p.parse_connack, b"\x00")
-    _err(p.parse_connack, b"\x02\x00")
+    assert h.parse_connack(b"\x00\x00") == (False, 0)
+    assert h.parse_connack(b"\x01\x00") == (True, 0)
+    assert h.parse_connack(b"\x00\x05") == (False, 5)
+    assert h.CONNACK_TEXT[5] == "not authorized"
+    _err(h.parse_connack, b"\x00")
+    _err(h.parse_connack, b"\x02\x00")
 
 
 def test_publish_qos1_round_trip_and_flags():
     payload = bytes(range(256)) * 3
-    pkt = p.publish("a/b", payload, qos=1, retain=True, dup=True, pid=0x1234)
+    pkt = packets_host.publish("a/b", payload, qos=1, retain=True, dup=True, pid=0x1234)
     assert pkt[0] == 0x30 | 0x08 | 0x02 | 0x01
-    n, pos = p.decode_length(pkt, 1)
+    n, pos = packets_host.decode_length(pkt, 1)
     assert n == 2 + 3 + 2 + len(payload) and pos == 3
     topic, body, qos, retain, dup, pid = p.parse_publish(pkt[0], pkt[pos:])
     assert (topic, qos, retain, dup, pid) == ("a/b", 1, True, True, 0x1234)
@@ -77,7 +79,7 @@ def test_publish_qos1_round_trip_and_flags():
 
 
 def test_publish_qos0_has_no_packet_id():
-    pkt = p.publish("t", b"hi")
+    pkt = packets_host.publish("t", b"hi")
     assert pkt == b"\x30\x05\x00\x01thi"
     assert p.parse_publish(pkt[0], pkt[2:])[1:] is not None
     topic, body, qos, retain, dup, pid = p.parse_publish(pkt[0], pkt[2:])
@@ -86,16 +88,16 @@ def test_publish_qos0_has_no_packet_id():
 
 def test_publish_header_matches_whole_packet():
     hdr = p.publish_header("x/y", 5, qos=1, pid=7)
-    assert bytes(hdr) + b"12345" == p.publish("x/y", b"12345", qos=1, pid=7)
+    assert bytes(hdr) + b"12345" == packets_host.publish("x/y", b"12345", qos=1, pid=7)
 
 
 def test_publish_refusals():
-    _err(p.publish, "a/+", b"x")
-    _err(p.publish, "a/#", b"x")
-    _err(p.publish, "", b"x")
-    _err(p.publish, "t", b"x", 2)
-    _err(p.publish, "t", b"x", 1, False, False, 0)
-    _err(p.publish, "t", b"x", 0, False, True)
+    _err(packets_host.publish, "a/+", b"x")
+    _err(packets_host.publish, "a/#", b"x")
+    _err(packets_host.publish, "", b"x")
+    _err(packets_host.publish, "t", b"x", 2)
+    _err(packets_host.publish, "t", b"x", 1, False, False, 0)
+    _err(packets_host.publish, "t", b"x", 0, False, True)
     _err(p.parse_publish, 0x36, b"\x00\x01t\x00\x01")       # qos 3
     _err(p.parse_publish, 0x30, b"\x00")                    # truncated
     _err(p.parse_publish, 0x30, b"\x00\x09abc")             # topic past end
@@ -112,21 +114,54 @@ def test_puback_and_pingreq():
 
 
 def test_subscribe_layout_and_suback():
-    pkt = p.subscribe(10, [("a/b", 1), ("c/+/d", 0)])
+    pkt = h.subscribe(10, [("a/b", 1), ("c/+/d", 0)])
     assert pkt == b"\x82\x10\x00\x0a\x00\x03a/b\x01\x00\x05c/+/d\x00"
-    assert p.parse_suback(b"\x00\x0a\x01\x80") == (10, [1, 0x80])
-    _err(p.parse_suback, b"\x00\x0a")
-    _err(p.parse_suback, b"\x00\x0a\x03")
-    _err(p.subscribe, 0, [("a", 1)])
-    _err(p.subscribe, 1, [])
-    _err(p.subscribe, 1, [("a/b#", 1)])
-    _err(p.subscribe, 1, [("a/#/b", 1)])
+    assert h.parse_suback(b"\x00\x0a\x01\x80") == (10, [1, 0x80])
+    _err(h.parse_suback, b"\x00\x0a")
+    _err(h.parse_suback, b"\x00\x0a\x03")
+    _err(h.subscribe, 0, [("a", 1)])
+    _err(h.subscribe, 1, [])
+    _err(h.subscribe, 1, [("a/b#", 1)])
+    _err(h.subscribe, 1, [("a/#/b", 1)])
 
 
 def test_topic_matches():
-    assert p.topic_matches("ppmid/v1/+/cmd", "ppmid/v1/00DB1234567890A0/cmd")
-    assert not p.topic_matches("ppmid/v1/+/cmd", "ppmid/v1/00DB1234567890A0/rsp")
-    assert p.topic_matches("sport/#", "sport")
-    assert p.topic_matches("#", "a/b/c")
-    assert not p.topic_matches("a/b", "a/b/c")
-    assert not p.topic_matches("a/b/c", "a/b")
+    assert packets_host.topic_matches("ppmid/v1/+/cmd", "ppmid/v1/00DB1234567890A0/cmd")
+    assert not packets_host.topic_matches("ppmid/v1/+/cmd", "ppmid/v1/00DB1234567890A0/rsp")
+    assert packets_host.topic_matches("sport/#", "sport")
+    assert packets_host.topic_matches("#", "a/b/c")
+    assert not packets_host.topic_matches("a/b", "a/b/c")
+    assert not packets_host.topic_matches("a/b/c", "a/b")
+
+
+def test_refusal_sentences_are_loaded_for_a_refusal_and_dropped_after():
+    # the codec's sentences live in ppmid.mqtt.packets_errors (not held by the codec): a
+    # refusal still carries the whole sentence with its values, and the module goes again
+    import sys
+    cases = ((lambda: p.check_topic("a/+"), "wildcard in topic name 'a/+'"),
+             (lambda: p.publish_header("t", 1, qos=2), "qos 2 not supported (0 or 1)"),
+             (lambda: p.parse_packet_id(b"\x00"), "packet-id body of 1 bytes (expected 2)"),
+             (lambda: p.parse_publish(0x32, b"\x00\x01t"), "PUBLISH packet id missing"))
+    for fn, text in cases:
+        try:
+            fn()
+        except PacketError as exc:
+            assert (exc.code, exc.message) == ("E_MQTT_PACKET", text), (exc.code, exc.message)
+        else:
+            raise AssertionError("not refused: " + text)
+        assert "ppmid.mqtt.packets_errors" not in sys.modules
+
+
+def test_every_refusal_key_names_its_sentence():
+    # packets.py's _S_X = const(i) and packets_errors' "# i _S_X" comments agree
+    import sys
+    if sys.implementation.name != "cpython":
+        return  # reads the sources (CPython's re and file paths); the refusals run on both above
+    import re
+    from ppmid.mqtt import packets_errors as PE
+    src = open(p.__file__).read()
+    names = dict((k, int(v)) for k, v in re.findall(r"^(_S_\w+) = const\((\d+)\)", src, re.M))
+    listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_S_\w+)", open(PE.__file__).read()))
+    assert names == listed and len(listed) == len(PE.SENTENCES)
+    used = set(re.findall(r"\b(_S_\w+)\b(?! = const)", src))
+    assert used == set(names), set(names) ^ used

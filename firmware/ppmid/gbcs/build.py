@@ -1,10 +1,11 @@
 # Build GBCS messages from fields: for tests, the emulated meters' responses and host tools.
 # Signatures and MACs are opaque bytes here: the gateway never signs, MACs or decrypts.
-from ppmid.gbcs.message import (decode, GbcsError, E_LENGTH, E_VALUE, FORM_MAC_SIGNED,
+from ppmid.gbcs.message import (decode, GbcsError, E_LENGTH, E_VALUE, FORM_MAC_SIGNED, FORM_GBT,
                                 TAG_GENERAL_CIPHERING, TAG_GENERAL_SIGNING, MAC_LEN)
 # the length form and the routing header live with the GBT split, the gateway's only use of
 # them (so it does not load these builders): build.encode_length etc. stay valid names here
-from ppmid.gbcs.gbt import encode_length, transaction_header, _u64, _eui  # noqa: F401
+from ppmid.gbcs.gbt import (encode_length, transaction_header, _u64, _eui, _prefix, _block_into,  # noqa: F401
+                            _split, blocks_for_transfer, DEFAULT_TRANSFER_SIZE, GbtError, E_GBT_NOT_BLOCK)
 
 
 def build_signed(cra, counter, originator, recipient, message_code, content, date_time=None,
@@ -53,3 +54,51 @@ def make_response(command_buf, content=b"\x00", signature=b"", mac=None, date_ti
     if cmd.form == FORM_MAC_SIGNED:
         return build_mac(signed, mac)
     return signed
+
+
+# ---- GBT blocks as bytes (the gateway builds them into its send buffer: gbcs/gbt.py) ----
+def _block(prefix, block_number, data, last, block_ack, window, streaming, security_control):
+    n = len(data)
+    dlen = len(encode_length(n))
+    out = bytearray(len(prefix) + len(encode_length(11 + dlen + n)) + 11 + dlen + n)
+    _block_into(out, 0, prefix, block_number, data, last, block_ack, window, streaming, security_control)
+    return bytes(out)
+
+
+def build_block(cra, counter, originator, recipient, message_code, block_number, data,
+                last=False, block_ack=0, window=1, streaming=False, security_control=0):
+    """One GBT block (bytes). An empty `data` makes an acknowledgement block."""
+    return _block(_prefix(cra, counter, originator, recipient, message_code), block_number, data,
+                  last, block_ack, window, streaming, security_control)
+
+
+def split(message, block_data_size, window=1, security_control=0):
+    """Split a DD00/DF message into GBT blocks of at most block_data_size data bytes each.
+    Returns an iterator of bytes (one block at a time, so only one block is built at once);
+    the routing header copies the message's own header. Checks happen before the first block."""
+    return _split(message, block_data_size, window, security_control)[1]
+
+
+def blocks(prefix, buf, size, count, window, security_control):
+    # gbt._split's pieces as bytes, one block at a time
+    for i in range(count):
+        yield _block(prefix, i + 1, buf[i * size:(i + 1) * size], i == count - 1, 0, window, False,
+                     security_control)
+
+
+def split_for_transfer(message, transfer_size=DEFAULT_TRANSFER_SIZE):
+    """[message] if it fits the tunnel's transfer size, else GBT blocks (an iterator) that each
+    fit it."""
+    if len(message) <= transfer_size:
+        return [bytes(message)]
+    return blocks_for_transfer(message, transfer_size)[1]
+
+
+def build_ack(block, block_number=1, window=1):
+    """Acknowledgement of a received block: no data, block_ack = that block's number, routing
+    header with originator and recipient swapped (it travels back to the sender)."""
+    m = block if hasattr(block, "block_ack") else decode(block)
+    if m.form != FORM_GBT:
+        raise GbtError(E_GBT_NOT_BLOCK, "only a GBT block can be acknowledged")
+    return build_block(m.cra, m.counter, m.recipient, m.originator, m.message_code, block_number, b"",
+                       block_ack=m.block_number, window=window)

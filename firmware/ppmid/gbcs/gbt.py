@@ -22,7 +22,8 @@ class GbtError(GbcsError):
 
 
 # ---- the length form and the routing header: the only encoding the gateway does (a block's
-# routing header copies its message's); gbcs/build.py builds whole messages with them
+# routing header copies its message's); gbcs/build.py builds whole messages with them, and
+# single blocks, splits into bytes and acknowledgements (host tools and tests)
 def encode_length(n):
     """GBCS length: one byte below 0x80, else 81 nn or 82 nnnn."""
     if n < 0:
@@ -74,14 +75,6 @@ def _prefix(cra, counter, originator, recipient, message_code):
             + bytes((2, (message_code >> 8) & 0xFF, message_code & 0xFF, 0)))
 
 
-def _block(prefix, block_number, data, last, block_ack, window, streaming, security_control):
-    n = len(data)
-    dlen = len(encode_length(n))
-    out = bytearray(len(prefix) + len(encode_length(11 + dlen + n)) + 11 + dlen + n)
-    _block_into(out, 0, prefix, block_number, data, last, block_ack, window, streaming, security_control)
-    return bytes(out)
-
-
 def _block_into(out, at, prefix, block_number, data, last, block_ack, window, streaming, security_control):
     # writes the block into out from index at; returns the index after it
     if not 0 <= block_number <= 0xFFFF or not 0 <= block_ack <= 0xFFFF:
@@ -108,23 +101,9 @@ def _block_into(out, at, prefix, block_number, data, last, block_ack, window, st
     return p + len(data)
 
 
-def build_block(cra, counter, originator, recipient, message_code, block_number, data,
-                last=False, block_ack=0, window=1, streaming=False, security_control=0):
-    """One GBT block (bytes). An empty `data` makes an acknowledgement block."""
-    return _block(_prefix(cra, counter, originator, recipient, message_code), block_number, data,
-                  last, block_ack, window, streaming, security_control)
-
-
 def block_overhead(data_len):
     """Bytes a GBT block adds around `data_len` bytes of data."""
     return 34 + 11 + len(encode_length(data_len)) + len(encode_length(data_len + 11 + 3))
-
-
-def split(message, block_data_size, window=1, security_control=0):
-    """Split a DD00/DF message into GBT blocks of at most block_data_size data bytes each.
-    Returns an iterator of bytes (one block at a time, so only one block is built at once);
-    the routing header copies the message's own header. Checks happen before the first block."""
-    return _split(message, block_data_size, window, security_control)[1]
 
 
 def _split(message, block_data_size, window=1, security_control=0, into=None, at=0):
@@ -141,13 +120,9 @@ def _split(message, block_data_size, window=1, security_control=0, into=None, at
     prefix = _prefix(msg.cra, msg.counter, msg.originator, msg.recipient, msg.message_code)
     if into is not None:
         return count, _blocks_into(into, at, prefix, msg.buf, block_data_size, count, window, security_control)
-    return count, _blocks(prefix, msg.buf, block_data_size, count, window, security_control)
-
-
-def _blocks(prefix, buf, size, count, window, security_control):
-    for i in range(count):
-        yield _block(prefix, i + 1, buf[i * size:(i + 1) * size], i == count - 1, 0, window, False,
-                     security_control)
+    # a block per piece, as bytes: for host tools and tests (the gateway builds into its buffer)
+    from ppmid.gbcs.build import blocks
+    return count, blocks(prefix, msg.buf, block_data_size, count, window, security_control)
 
 
 def _blocks_into(out, at, prefix, buf, size, count, window, security_control):
@@ -158,16 +133,8 @@ def _blocks_into(out, at, prefix, buf, size, count, window, security_control):
         yield mv[at:end]
 
 
-def split_for_transfer(message, transfer_size=DEFAULT_TRANSFER_SIZE):
-    """[message] if it fits the tunnel's transfer size, else GBT blocks (an iterator) that each
-    fit it."""
-    if len(message) <= transfer_size:
-        return [bytes(message)]
-    return blocks_for_transfer(message, transfer_size)[1]
-
-
 def blocks_for_transfer(message, transfer_size=DEFAULT_TRANSFER_SIZE, into=None, at=0):
-    """split_for_transfer for a sender that must know how many pieces there are before the
+    """build.split_for_transfer for a sender that must know how many pieces there are before the
     first goes out, but should hold only one at a time: (count, iterator).
     into: a bytearray of at least at + transfer_size bytes that every block is built in, from
     index at (room for the sender's own header before it), one after the other: the
@@ -183,13 +150,3 @@ def blocks_for_transfer(message, transfer_size=DEFAULT_TRANSFER_SIZE, into=None,
     if into is not None and len(into) < at + transfer_size:
         raise GbtError(E_GBT_BLOCK_SIZE, "a buffer of %d bytes cannot hold a %d-byte block at %d" % (len(into), transfer_size, at))
     return _split(message, size, into=into, at=at)
-
-
-def build_ack(block, block_number=1, window=1):
-    """Acknowledgement of a received block: no data, block_ack = that block's number, routing
-    header with originator and recipient swapped (it travels back to the sender)."""
-    m = block if hasattr(block, "block_ack") else decode(block)
-    if m.form != FORM_GBT:
-        raise GbtError(E_GBT_NOT_BLOCK, "only a GBT block can be acknowledged")
-    return build_block(m.cra, m.counter, m.recipient, m.originator, m.message_code, block_number, b"",
-                       block_ack=m.block_number, window=window)

@@ -18,12 +18,6 @@ CRA_RESPONSE = const(2)
 CRA_ALERT = const(3)
 CRA_NAMES = (None, "command", "response", "alert")
 
-CONTENT_GBZ = "gbz"
-CONTENT_DLMS_REQUEST = "dlms-request"
-CONTENT_DLMS_RESPONSE = "dlms-response"
-CONTENT_DLMS_NOTIFICATION = "dlms-notification"
-CONTENT_ASN1 = "asn1"
-
 TAG_GENERAL_CIPHERING = const(0xDD)
 TAG_GENERAL_SIGNING = const(0xDF)
 TAG_GBT = const(0xE0)
@@ -39,20 +33,71 @@ E_TAG = "E_TAG"              # a tag byte is not the one this form requires
 E_LENGTH = "E_LENGTH"        # a length is not allowed for its field (or malformed)
 E_VALUE = "E_VALUE"          # a field value is not allowed (CRA flag)
 
+# The errors' sentences and the fields they name, by their index in
+# ppmid.gbcs.message_errors (SENTENCES, FIELDS), where the text is.
+_S_RUNS_PAST = const(0)
+_S_ENDS_INSIDE = const(1)
+_S_LENGTH_FORM = const(2)
+_S_TID_LEN = const(3)
+_S_CRA = const(4)
+_S_ORIGINATOR_LEN = const(5)
+_S_RECIPIENT_LEN = const(6)
+_S_DATE_TIME_LEN = const(7)
+_S_NOT_DF = const(8)
+_S_OI_LEN = const(9)
+_S_CONTENT_EMPTY = const(10)
+_S_SIGNATURE_LEN = const(11)
+_S_AFTER_SIGNATURE = const(12)
+_S_TOO_SHORT = const(13)
+_S_FIRST_BYTE = const(14)
+_S_MAC_FIELDS = const(15)
+_S_MAC_ANNOUNCES = const(16)
+_S_AFTER_MESSAGE = const(17)
+_S_MAC_LEN_SMALL = const(18)
+_S_AFTER_DD = const(19)
+_S_GBT_OI_LEN = const(20)
+_S_GBT_KEY_INFO = const(21)
+_S_ROUTING_ANNOUNCES = const(22)
+_S_AFTER_GBT_BLOCK = const(23)
+_S_NOT_E0 = const(24)
+_S_BLOCK_DATA_PAST = const(25)
+_S_AFTER_BLOCK_DATA = const(26)
+_F_LENGTH = const(0)
+_F_ROUTING_HEADER = const(1)
+_F_DATE_TIME = const(2)
+_F_GS_TAG = const(3)
+_F_OTHER_INFO = const(4)
+_F_CONTENT_LENGTH = const(5)
+_F_CONTENT = const(6)
+_F_SIGNATURE = const(7)
+_F_MAC_HEADER = const(8)
+_F_MAC_HEADER_LENGTH = const(9)
+_F_KEY_INFO = const(10)
+_F_ROUTING_HEADER_LENGTH = const(11)
+_F_GBT_HEADER = const(12)
+_F_BLOCK_DATA_LENGTH = const(13)
+
 
 class GbcsError(PpmidError):
     pass
 
 
-def _err(code, fmt, arg=None):
-    raise GbcsError(code, fmt if arg is None else fmt % arg)
+def _err(code, key, arg=None):
+    # key: the sentence's _S_... name; its text is ppmid.gbcs.message_errors', loaded for the
+    # refusal and dropped again (as str constants here the sentences held ~2.4 KB of heap)
+    from ppmid.gbcs.message_errors import sentence
+    from ppmid.modules import unload
+    text = sentence(key, arg)
+    unload("ppmid.gbcs.message_errors", "ppmid.modules")
+    raise GbcsError(code, text)
 
 
 def _short(end, limit, what):
-    # called when a field would end past `end` (the enclosing element; limit = len(buffer))
+    # called when a field would end past `end` (the enclosing element; limit = len(buffer));
+    # what: the field's _F_... key
     if end < limit:
-        _err(E_OVERRUN, "%s runs past the end of the element that encloses it", what)
-    _err(E_TRUNCATED, "message ends inside the %s", what)
+        _err(E_OVERRUN, _S_RUNS_PAST, what)
+    _err(E_TRUNCATED, _S_ENDS_INSIDE, what)
 
 
 def _long_length(b, pos, end, limit, what):
@@ -66,13 +111,13 @@ def _long_length(b, pos, end, limit, what):
         if pos + 3 > end:
             _short(end, limit, what)
         return (b[pos + 1] << 8) | b[pos + 2]
-    _err(E_LENGTH, "%s has an unsupported length form (only < 0x80, 81 nn, 82 nnnn)", what)
+    _err(E_LENGTH, _S_LENGTH_FORM, what)
 
 
 def _length_at(b, pos):
     # a length already checked by decode()
     n = b[pos]
-    return n if n < 0x80 else _long_length(b, pos, len(b), len(b), "")
+    return n if n < 0x80 else _long_length(b, pos, len(b), len(b), _F_LENGTH)
 
 
 def _lsize(b, pos):
@@ -99,22 +144,22 @@ def _transaction_and_titles(b, t, end, limit):
     # t is the position of the transaction-id length byte (09); the next 28 bytes are fixed.
     # Returns the position after the date-time element.
     if t + 30 > end:
-        _short(end, limit, "routing header")
+        _short(end, limit, _F_ROUTING_HEADER)
     if b[t] != 9:
-        _err(E_LENGTH, "transaction-id length must be 09, not %02X", b[t])
+        _err(E_LENGTH, _S_TID_LEN, b[t])
     cra = b[t + 1]
     if cra < 1 or cra > 3:
-        _err(E_VALUE, "CRA flag must be 01 (command), 02 (response) or 03 (alert), not %02X", cra)
+        _err(E_VALUE, _S_CRA, cra)
     if b[t + 10] != 8:
-        _err(E_LENGTH, "originator system title length must be 08, not %02X", b[t + 10])
+        _err(E_LENGTH, _S_ORIGINATOR_LEN, b[t + 10])
     if b[t + 19] != 8:
-        _err(E_LENGTH, "recipient system title length must be 08, not %02X", b[t + 19])
+        _err(E_LENGTH, _S_RECIPIENT_LEN, b[t + 19])
     dtl = b[t + 28]
     if dtl != 0 and dtl != _DATE_TIME_LEN:
-        _err(E_LENGTH, "date-time length must be 00 or 0C, not %02X", dtl)
+        _err(E_LENGTH, _S_DATE_TIME_LEN, dtl)
     pos = t + 29 + dtl
     if pos > end:
-        _short(end, limit, "date-time")
+        _short(end, limit, _F_DATE_TIME)
     return pos
 
 
@@ -125,9 +170,10 @@ _GBT = const(2)
 
 
 class Message:
-    """One decoded GBCS message or GBT block. Field properties are memoryviews into the
-    buffer given to decode() (keep that buffer unchanged while the Message is in use).
-    Only the buffer and three small numbers are stored (few attribute stores: each costs a
+    """One decoded GBCS message or GBT block. Field properties (here, and those of
+    ppmid.gbcs.message_fields, read the same way) are memoryviews into the buffer given to
+    decode() (keep that buffer unchanged while the Message is in use). Only the buffer and
+    three small numbers are stored (few attribute stores: each costs a
     lookup through this class's many properties on MicroPython); every field is found from
     them on access, so a decode allocates one small object."""
 
@@ -138,6 +184,17 @@ class Message:
         self._k = k
         self._n = n
 
+    def __getattr__(self, name):
+        # The fields the gateway never reads (content type and content, signature, date-time,
+        # security and block control, the other-information's optional fields, cra_name, _l:
+        # for host tools and tests) are functions of ppmid.gbcs.message_fields, loaded at the
+        # first such read, so the running app does not hold their code. Called only for a
+        # name the class does not have: the relay's fields are not slowed down.
+        from ppmid.gbcs import message_fields
+        if name not in message_fields.FIELDS:
+            raise AttributeError(name)
+        return getattr(message_fields, name)(self)
+
     @property
     def form(self):
         return _FORMS[self._k & 3]
@@ -147,21 +204,9 @@ class Message:
         return (self._k >> 2) & 0x3F
 
     @property
-    def _c(self):
-        return self._k >> 8
-
-    @property
     def _t(self):
         k = self._k
         return 1 if k & 3 == _GBT else (k >> 2) & 0x3F
-
-    @property
-    def _l(self):
-        # (transaction-id pos, date-time len, code pos, other-info len, content pos,
-        #  content len, signature pos or -1, signature len, MAC pos or -1, GBT tag pos or -1)
-        # for tests and tools; the properties below compute what they need directly.
-        return (self._t, self.buf[self._t + 28], self._code_pos(), self._oil(), self._c, self._n,
-                self._sig_pos(), self._sig_len(), self._mac_pos(), self._h if self._k & 3 == _GBT else -1)
 
     def _code_pos(self):
         p = self._t + 29 + self.buf[self._t + 28]
@@ -171,9 +216,6 @@ class Message:
         t = self._t
         return _length_at(self.buf, t + 29 + self.buf[t + 28])
 
-    def _mac_pos(self):
-        return len(self.buf) - MAC_LEN if self._k & 3 == _MAC else -1
-
     def _sig_pos(self):
         k = self._k
         f = k & 3
@@ -182,18 +224,10 @@ class Message:
         s = (k >> 8) + self._n
         return -1 if s == len(self.buf) - (MAC_LEN if f == _MAC else 0) else s + 1
 
-    def _sig_len(self):
-        s = self._sig_pos()
-        return 0 if s < 0 else self.buf[s - 1]
-
     # ---- routing information (all forms) ----
     @property
     def cra(self):
         return self.buf[self._t + 1]
-
-    @property
-    def cra_name(self):
-        return CRA_NAMES[self.buf[self._t + 1]]
 
     @property
     def counter(self):
@@ -215,13 +249,6 @@ class Message:
         return self.buf[t + 20:t + 28]
 
     @property
-    def date_time(self):
-        t = self._t
-        if self.buf[t + 28] == 0:
-            return None
-        return self.buf[t + 29:t + 29 + _DATE_TIME_LEN]
-
-    @property
     def message_code(self):
         p = self._code_pos()
         return (self.buf[p] << 8) | self.buf[p + 1]
@@ -231,68 +258,7 @@ class Message:
         p = self._code_pos()
         return self.buf[p:p + self._oil()]
 
-    # optional other-information fields (General-Signing forms)
-    def _oi_field(self, index, n):
-        oil = self._oil()
-        if oil < 2 + 8 * index + n or n <= 0:
-            return None
-        p = self._code_pos() + 2 + 8 * index
-        return self.buf[p:p + n]
-
-    @property
-    def supplementary_remote_party_id(self):
-        return self._oi_field(0, 8)
-
-    @property
-    def supplementary_remote_party_counter(self):
-        f = self._oi_field(1, 8)
-        return None if f is None else _counter(f, 0)
-
-    @property
-    def supplementary_originator_counter(self):
-        f = self._oi_field(2, 8)
-        return None if f is None else _counter(f, 0)
-
-    @property
-    def certificate(self):
-        return self._oi_field(3, self._oil() - 26)
-
     # ---- General-Signing content ----
-    @property
-    def content(self):
-        c = self._k >> 8
-        return self.buf[c:c + self._n]
-
-    @property
-    def content_len(self):
-        return self._n
-
-    @property
-    def content_type(self):
-        k = self._k
-        if k & 3 == _GBT:
-            return None
-        b = self.buf
-        c = k >> 8
-        first = b[c]
-        if first == 0x01 and self._n >= 2 and b[c + 1] == 0x09:
-            return CONTENT_GBZ
-        if first == 0xD9:
-            return CONTENT_DLMS_REQUEST
-        if first == 0xDA:
-            return CONTENT_DLMS_RESPONSE
-        if first == 0x0F:
-            return CONTENT_DLMS_NOTIFICATION
-        return CONTENT_ASN1
-
-    @property
-    def signature(self):
-        """None when the field is absent (pre-command); an empty view when its length is 0."""
-        s = self._sig_pos()
-        if s < 0:
-            return None
-        return self.buf[s:s + self.buf[s - 1]]
-
     @property
     def has_signature_field(self):
         return self._sig_pos() >= 0
@@ -307,19 +273,6 @@ class Message:
     @property
     def is_gbt(self):
         return self._k & 3 == _GBT
-
-    @property
-    def security_control(self):
-        k = self._k
-        f = k & 3
-        h = (k >> 2) & 0x3F
-        if f == _GBT:
-            return self.buf[h - 5]
-        return self.buf[h - 6] if f == _MAC else None
-
-    @property
-    def block_control(self):
-        return self.buf[self._h + 1] if self._k & 3 == _GBT else None
 
     @property
     def last_block(self):
@@ -346,45 +299,45 @@ class Message:
 def _general_signing(b, p, end, limit, form):
     # General-Signing from p (form: _MAC or _SIGNED); it must end exactly at `end`.
     if p + 1 > end:
-        _short(end, limit, "General-Signing tag")
+        _short(end, limit, _F_GS_TAG)
     if b[p] != TAG_GENERAL_SIGNING:
-        _err(E_TAG, "expected the General-Signing tag DF, found %02X", b[p])
+        _err(E_TAG, _S_NOT_DF, b[p])
     t = p + 1
     pos = _transaction_and_titles(b, t, end, limit)
     if pos + 1 > end:
-        _short(end, limit, "other-information")
+        _short(end, limit, _F_OTHER_INFO)
     oil = b[pos]
     if oil < 0x80:
         pos += 1
     else:
-        oil = _long_length(b, pos, end, limit, "other-information")
+        oil = _long_length(b, pos, end, limit, _F_OTHER_INFO)
         pos += b[pos] - 0x7F
     if oil < 2 or (oil > 2 and oil < 26 and oil != 10 and oil != 18):
-        _err(E_LENGTH, "other-information length must be 2, 10, 18 or >= 26, not %d", oil)
+        _err(E_LENGTH, _S_OI_LEN, oil)
     pos += oil
     if pos + 1 > end:
-        _short(end, limit, "other-information" if pos > end else "content length")
+        _short(end, limit, _F_OTHER_INFO if pos > end else _F_CONTENT_LENGTH)
     cl = b[pos]
     if cl < 0x80:
         pos += 1
     else:
-        cl = _long_length(b, pos, end, limit, "content length")
+        cl = _long_length(b, pos, end, limit, _F_CONTENT_LENGTH)
         pos += b[pos] - 0x7F
     if cl == 0:
-        _err(E_LENGTH, "content is empty")
+        _err(E_LENGTH, _S_CONTENT_EMPTY)
     c = pos
     pos += cl
     if pos > end:
-        _short(end, limit, "content")
+        _short(end, limit, _F_CONTENT)
     if pos < end:  # else: signature field absent, a pre-command
         sl = b[pos]
         if sl != 0 and sl != _SIGNATURE_LEN:
-            _err(E_LENGTH, "signature length must be 00 or 40, not %02X", sl)
+            _err(E_LENGTH, _S_SIGNATURE_LEN, sl)
         pos += 1 + sl
         if pos > end:
-            _short(end, limit, "signature")
+            _short(end, limit, _F_SIGNATURE)
         if pos != end:
-            _err(E_TRAILING, "%d bytes follow the signature", end - pos)
+            _err(E_TRAILING, _S_AFTER_SIGNATURE, end - pos)
     return Message(b, (c << 8) | (t << 2) | form, cl)
 
 
@@ -393,68 +346,68 @@ def decode(buf):
     b = buf if isinstance(buf, memoryview) else memoryview(buf)
     n = len(b)
     if n < 2:
-        _err(E_TRUNCATED, "message is %d bytes long: too short for any GBCS form", n)
+        _err(E_TRUNCATED, _S_TOO_SHORT, n)
     tag = b[0]
     if tag == TAG_GENERAL_SIGNING:
         return _general_signing(b, 0, n, n, _SIGNED)
     if tag != TAG_GENERAL_CIPHERING:
-        _err(E_TAG, "first byte must be DD (General-Ciphering) or DF (General-Signing), not %02X", tag)
+        _err(E_TAG, _S_FIRST_BYTE, tag)
     if b[1] == 0:
         # MAC header: six empty fields, then the length of everything after it.
         if n < 8:
-            _short(n, n, "MAC header")
+            _short(n, n, _F_MAC_HEADER)
         if b[2] or b[3] or b[4] or b[5] or b[6]:
-            _err(E_LENGTH, "MAC header fields (transaction-id .. key-info) must all be empty (00)")
+            _err(E_LENGTH, _S_MAC_FIELDS)
         ln = b[7]
         pos = 8
         if ln >= 0x80:
-            ln = _long_length(b, 7, n, n, "MAC header length")
+            ln = _long_length(b, 7, n, n, _F_MAC_HEADER_LENGTH)
             pos = 7 + b[7] - 0x7F
         end = pos + ln
         if end > n:
-            _err(E_TRUNCATED, "MAC header announces %d bytes, only %d present" % (ln, n - pos))
+            _err(E_TRUNCATED, _S_MAC_ANNOUNCES, (ln, n - pos))
         if end < n:
-            _err(E_TRAILING, "%d bytes follow the message", n - end)
+            _err(E_TRAILING, _S_AFTER_MESSAGE, n - end)
         if ln < 5 + MAC_LEN:
-            _err(E_LENGTH, "MAC header length %d is too small for security header and MAC", ln)
+            _err(E_LENGTH, _S_MAC_LEN_SMALL, ln)
         return _general_signing(b, pos + 5, end - MAC_LEN, n, _MAC)
     if b[1] != 9:
-        _err(E_LENGTH, "after DD expected 00 (MAC header) or 09 (GBT routing header), found %02X", b[1])
+        _err(E_LENGTH, _S_AFTER_DD, b[1])
     # GBT block: routing header (fixed titles, empty date-time, 2-byte other-info, empty key-info)
     pos = _transaction_and_titles(b, 1, n, n)
     if pos + 1 > n:
-        _short(n, n, "other-information")
+        _short(n, n, _F_OTHER_INFO)
     if b[pos] != 2:
-        _err(E_LENGTH, "GBT routing header other-information length must be 02, not %02X", b[pos])
+        _err(E_LENGTH, _S_GBT_OI_LEN, b[pos])
     pos += 3
     if pos + 2 > n:
-        _short(n, n, "key-info")
+        _short(n, n, _F_KEY_INFO)
     if b[pos] != 0:
-        _err(E_LENGTH, "GBT routing header key-info must be empty (00), not %02X", b[pos])
+        _err(E_LENGTH, _S_GBT_KEY_INFO, b[pos])
     pos += 1
     ln = b[pos]
     if ln < 0x80:
         pos += 1
     else:
-        ln = _long_length(b, pos, n, n, "routing header length")
+        ln = _long_length(b, pos, n, n, _F_ROUTING_HEADER_LENGTH)
         pos += b[pos] - 0x7F
     end = pos + ln
     if end > n:
-        _err(E_TRUNCATED, "routing header announces %d bytes, only %d present" % (ln, n - pos))
+        _err(E_TRUNCATED, _S_ROUTING_ANNOUNCES, (ln, n - pos))
     if end < n:
-        _err(E_TRAILING, "%d bytes follow the GBT block", n - end)
+        _err(E_TRAILING, _S_AFTER_GBT_BLOCK, n - end)
     g = pos + 5
     if g + 7 > end:
-        _short(end, n, "GBT header")
+        _short(end, n, _F_GBT_HEADER)
     if b[g] != TAG_GBT:
-        _err(E_TAG, "expected the General-Block-Transfer tag E0, found %02X", b[g])
+        _err(E_TAG, _S_NOT_E0, b[g])
     dl = b[g + 6]
     c = g + 7
     if dl >= 0x80:
-        dl = _long_length(b, g + 6, end, n, "block data length")
+        dl = _long_length(b, g + 6, end, n, _F_BLOCK_DATA_LENGTH)
         c = g + 6 + b[g + 6] - 0x7F
     if c + dl > end:
-        _err(E_OVERRUN, "block data (%d bytes) runs past the routing header length" % dl)
+        _err(E_OVERRUN, _S_BLOCK_DATA_PAST, dl)
     if c + dl < end:
-        _err(E_TRAILING, "%d bytes follow the block data", end - c - dl)
+        _err(E_TRAILING, _S_AFTER_BLOCK_DATA, end - c - dl)
     return Message(b, (c << 8) | (g << 2) | _GBT, dl)

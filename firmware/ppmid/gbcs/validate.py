@@ -3,6 +3,8 @@
 # allowed for that device type, whose originator counter is fresh (anti-replay), and that is
 # not larger than configured. Error codes: docs/gbcs.md.
 import binascii
+from micropython import const
+
 from ppmid.gbcs.message import decode, GbcsError, CRA_COMMAND, CRA_NAMES
 from ppmid.errors import E_TOO_LARGE  # larger than limits.max_gbcs
 
@@ -12,6 +14,25 @@ E_PRECOMMAND = "E_PRECOMMAND"          # no signature field: an unsigned pre-com
 E_UNKNOWN_TARGET = "E_UNKNOWN_TARGET"  # recipient not on this gateway's HAN device list
 E_NOT_ALLOWED = "E_NOT_ALLOWED"        # message code not allowed for the recipient's type
 E_REPLAY = "E_REPLAY"                  # originator counter not above the last accepted one
+
+# The refusals' sentences, by their index in ppmid.gbcs.validate_errors.SENTENCES (the text)
+_S_TOO_LARGE = const(0)
+_S_FORM = const(1)
+_S_NOT_COMMAND = const(2)
+_S_PRECOMMAND = const(3)
+_S_UNKNOWN_TARGET = const(4)
+_S_NOT_ALLOWED = const(5)
+_S_REPLAY = const(6)
+
+
+def _refuse(code, key, arg=None):
+    # key: the sentence's _S_... name; its text is ppmid.gbcs.validate_errors', loaded for the
+    # refusal and dropped again (as str constants here the sentences held ~0.6 KB of heap)
+    from ppmid.gbcs.validate_errors import SENTENCES
+    from ppmid.modules import unload
+    text = SENTENCES[key] if arg is None else SENTENCES[key] % arg
+    unload("ppmid.gbcs.validate_errors", "ppmid.modules")
+    return GbcsError(code, text)
 
 
 class MemoryCounterStore:
@@ -104,30 +125,27 @@ class Validator:
     def check(self, buf):
         n = len(buf)
         if n > self.max_bytes:
-            raise GbcsError(E_TOO_LARGE, "message is %d bytes; the limit (limits.max_gbcs) is %d" % (n, self.max_bytes))
+            raise _refuse(E_TOO_LARGE, _S_TOO_LARGE, (n, self.max_bytes))
         msg = decode(buf)
         if msg.is_gbt:
-            raise GbcsError(E_FORM, "a GBT block cannot be relayed on its own; reassemble the message first")
+            raise _refuse(E_FORM, _S_FORM)
         b = msg.buf
         t = msg._t  # transaction-id position
         cra = b[t + 1]
         if cra != CRA_COMMAND:
-            raise GbcsError(E_NOT_COMMAND, "only commands are relayed; this is a%s %s" %
-                            ("n" if cra == 3 else "", CRA_NAMES[cra]))
+            raise _refuse(E_NOT_COMMAND, _S_NOT_COMMAND, ("n" if cra == 3 else "", CRA_NAMES[cra]))
         if not msg.has_signature_field:
-            raise GbcsError(E_PRECOMMAND, "message has no signature field: a pre-command, not a command the DCC sent")
+            raise _refuse(E_PRECOMMAND, _S_PRECOMMAND)
         pair = self._pair(b, t)
         if pair is None:
-            raise GbcsError(E_UNKNOWN_TARGET, "recipient %s is not on this gateway's HAN device list" %
-                            binascii.hexlify(msg.recipient).decode().upper())
+            raise _refuse(E_UNKNOWN_TARGET, _S_UNKNOWN_TARGET, binascii.hexlify(msg.recipient).decode().upper())
         code = msg.message_code
         if code not in self._allow[pair[1]]:
-            raise GbcsError(E_NOT_ALLOWED, "message code 0x%04X is not allowed for %s %s (command profile %s)" %
-                            (code, pair[1], binascii.hexlify(msg.recipient).decode().upper(), self.profile[0]))
+            raise _refuse(E_NOT_ALLOWED, _S_NOT_ALLOWED,
+                          (code, pair[1], binascii.hexlify(msg.recipient).decode().upper(), self.profile[0]))
         last = self.store.get(pair[0])
         if last is not None and msg.counter <= last:
-            raise GbcsError(E_REPLAY, "originator counter %d is not above the last accepted (%d) for this "
-                            "originator and recipient" % (msg.counter, last))
+            raise _refuse(E_REPLAY, _S_REPLAY, (msg.counter, last))
         return msg
 
     def commit(self, msg):

@@ -1,3 +1,6 @@
-# MQTT 3.1.1 for the gateway: packets.py (pure codec), client.py (asyncio client with QoS 1,
-# keepalive and reconnect), intake.py (the cmd topic -> relay glue), link.py (the gateway's
-# link), contract.py (topic names and payloads). Contract: docs/mqtt.md.
+# MQTT 3.1.1 for the gateway: packets.py (pure codec; packets_errors.py: its refusals'
+# sentences, packets_host.py: its pieces only host tools and tests use), client.py (asyncio
+# client with QoS 1, keepalive and reconnect; client_errors.py: its failures' sentences),
+# handshake.py (a connection's start, loaded only then), intake.py (the cmd topic -> relay
+# glue; refusal.py: its refusals, loaded for each), link.py (the gateway's link),
+# contract.py (topic names and payloads). Contract: docs/mqtt.md.

@@ -17,7 +17,6 @@
 # isconnected() to wait on before dialling.
 import asyncio
 import random
-import sys
 from micropython import const
 
 from ppmid.errors import PpmidError
@@ -32,11 +31,36 @@ E_MQTT_HANDLER = "E_MQTT_HANDLER"
 
 _RX_MIN = const(512)
 _HEAD = const(256)  # bytes kept of an oversized PUBLISH (its topic and packet id)
-_MP = sys.implementation.name == "micropython"
+
+
+# The failures' sentences, by their index in ppmid.mqtt.client_errors.SENTENCES (the text)
+_S_CLOSED = const(0)
+_S_QOS = const(1)
+_S_SESSION_ENDED = const(2)
+_S_NOT_CONNECTED = const(3)
+_S_WRITE_FAILED = const(4)
+_S_NO_PUBACK = const(5)
+_S_NO_PINGRESP = const(6)
+_S_LENGTH_LONG = const(7)
+_S_PACKET_LARGE = const(8)
+_S_UNEXPECTED = const(9)
+_S_READ_FAILED = const(10)
+_S_QOS2 = const(11)
+_S_HANDLER_FAILED = const(12)
 
 
 class MQTTError(PpmidError):
     pass
+
+
+def _text(key, arg=None):
+    # key: the sentence's _S_... name; its text is ppmid.mqtt.client_errors', loaded when a
+    # connection fails and dropped again (as str constants here the sentences held ~0.7 KB)
+    from ppmid.mqtt.client_errors import SENTENCES
+    from ppmid.modules import unload
+    text = SENTENCES[key] if arg is None else SENTENCES[key] % arg
+    unload("ppmid.mqtt.client_errors", "ppmid.modules")
+    return text
 
 
 class _Msg:
@@ -88,7 +112,7 @@ class _TlsStream:
                 yield core._io_queue.queue_read(self._readable())
                 continue
             if not chunk:
-                raise EOFError("connection closed")
+                raise EOFError(_text(_S_CLOSED))
             self._direct = True
             r += chunk
             n -= len(chunk)
@@ -132,71 +156,20 @@ class _TlsStream:
         self.s.close()
 
 
-def _mp_open(host, port, ssl_ctx, server_hostname, track):
-    # MicroPython only (its coroutines are generators): asyncio.open_connection, plus
-    # TCP_NODELAY (each MQTT packet is small; Nagle + delayed ACK cost ~40 ms per
-    # exchange) and `track` on the raw socket before connect(), as the board asks.
-    import socket
-    from errno import EINPROGRESS
-    from asyncio import core, StreamReader
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-    raw = socket.socket(ai[0], ai[1], ai[2])
-    if track is not None:
-        track(raw)
-    try:
-        raw.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: same numbers on Linux and lwIP
-    except (OSError, AttributeError):
-        pass
-    raw.setblocking(False)
-    try:
-        raw.connect(ai[-1])
-    except OSError as exc:
-        if exc.errno != EINPROGRESS:
-            raw.close()
-            raise
-    yield core._io_queue.queue_write(raw)   # writable: the TCP connection is up (or failed)
-    if ssl_ctx is None:
-        stream = StreamReader(raw)
-        stream.raw = raw
-        return stream, stream
-    # the handshake runs inside the first non-blocking reads/writes of the stream
-    s = ssl_ctx.wrap_socket(raw, server_hostname=server_hostname or host, do_handshake_on_connect=False)
-    s.setblocking(False)
-    stream = _TlsStream(s, raw)
-    return stream, stream
-
-
 def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None):
     """A `connect` coroutine function for MQTTClient: TCP (+ TLS with ssl_ctx, checking
     the broker certificate against server_hostname). `track(sock)` is called with the new
     socket (the board's WLAN closes tracked sockets when Wi-Fi drops)."""
-    if _MP:
-        def connect():
-            return _mp_open(host, port, ssl_ctx, server_hostname, track)
-        return connect
-
-    async def connect():
-        if ssl_ctx is None:
-            r, w = await asyncio.open_connection(host, port)
-        else:
-            r, w = await asyncio.open_connection(host, port, ssl=ssl_ctx,
-                                                 server_hostname=server_hostname or host)
-        if track is not None:
-            track(w.get_extra_info("socket"))
-        return r, w
+    def connect():
+        from ppmid.mqtt.handshake import open_stream  # loaded for each connection anyway
+        return open_stream(host, port, ssl_ctx, server_hostname, track)
     return connect
 
 
-def _close(w):
-    # MicroPython's Stream.close() does nothing (wait_closed() closes the socket), so
-    # close the socket itself: a task blocked reading it then wakes with an error.
-    try:
-        w.close()
-        s = getattr(w, "s", None)
-        if s is not None:
-            s.close()
-    except Exception:  # noqa: BLE001
-        pass
+def _drop_handshake():
+    # the connection's start is done (or failed): its code goes until the next connection
+    from ppmid.modules import unload
+    unload("ppmid.mqtt.handshake", "ppmid.modules")
 
 
 class MQTTClient:
@@ -234,7 +207,7 @@ class MQTTClient:
         self._pid = 0
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
-        self._suback = None      # (pid, codes) of the last SUBACK
+        self._suback = None      # the body of the last SUBACK
         self._subevt = asyncio.Event()
         self._writing = False
         self._w = None
@@ -279,7 +252,7 @@ class MQTTClient:
             payload = payload.encode()
         p.check_topic(topic)
         if qos not in (0, 1):
-            raise p.PacketError("qos %r not supported (0 or 1)" % (qos,))
+            raise p.PacketError(_text(_S_QOS, (qos,)))
         if first and qos and not wait and self._w is not None and self._dead is None \
                 and self.pending() < self.queue_size:  # bounded like the queue
             m = _Msg(topic, payload, qos, retain, None)
@@ -365,96 +338,59 @@ class MQTTClient:
         self._subevt.set()
         w = self._w
         if w is not None:
-            _close(w)
+            # MicroPython's Stream.close() does nothing (wait_closed() closes the socket), so
+            # close the socket itself: a task blocked reading it then wakes with an error.
+            try:
+                w.close()
+                s = getattr(w, "s", None)
+                if s is not None:
+                    s.close()
+            except Exception:  # noqa: BLE001
+                pass
 
     async def _session(self):
-        """One connection's life; sets self._online once the CONNACK accepted it."""
+        """One connection's life; sets self._online once the CONNACK accepted it. Its start
+        (dialling, CONNECT/CONNACK, SUBSCRIBE/SUBACK) is ppmid.mqtt.handshake's, imported
+        for each connection and dropped once the session is up: the running app does not
+        hold that code."""
         self._dead = None
         self._ping_at = None
-        try:
-            r, w = await wait_for_ms(self._connect(), int(self.connect_timeout * 1000))
-        except asyncio.TimeoutError:
-            raise MQTTError(E_MQTT_TIMEOUT, "TCP/TLS connect took longer than %ss" % self.connect_timeout)
-        self._w = w
-        self._readinto = hasattr(r, "readinto")
+        from ppmid.mqtt import handshake
         reader = None
         try:
-            await self._write(p.connect(self.client_id, self.keepalive, False, self.will))
-            try:
-                first, body = await wait_for_ms(self._read_packet(r), int(self.ack_timeout * 1000))
-            except asyncio.TimeoutError:
-                raise MQTTError(E_MQTT_TIMEOUT, "no CONNACK within %ss" % self.ack_timeout)
-            if first != p.CONNACK:
-                raise MQTTError(E_MQTT_REFUSED, "expected CONNACK, got packet type 0x%02X" % first)
-            present, rc = p.parse_connack(body)
-            if rc:
-                raise MQTTError(E_MQTT_REFUSED, "broker refused the connection: %s (%d)"
-                                % (p.CONNACK_TEXT.get(rc, "?"), rc))
-            self._online = True
-            self.session_present = present
-            self.stats["connects"] += 1
+            r = await handshake.start(self)
             reader = asyncio.create_task(self._reader(r))
             if self._subs:
-                await self._subscribe_all()
+                await handshake.subscribe_all(self)
+            if self.on_up is not None:
+                asyncio.create_task(handshake.run_on_up(self))  # runs once this task waits
+            _drop_handshake()
+            handshake = None
             self.state = "online"
             self.up.set()
-            if self.on_up is not None:
-                asyncio.create_task(self._run_on_up(present))
             await self._sender()
             if self._dead and not self._stopping:
                 raise MQTTError(E_MQTT_CLOSED, self._dead)
         finally:
-            self._kill(self._dead or "session ended")
-            self._w = None
-            if reader is not None:
-                reader.cancel()
+            if handshake is not None:  # the start failed
+                _drop_handshake()
+            w = self._w
+            if w is not None:  # connected: start() got as far as the stream
+                self._kill(self._dead or _text(_S_SESSION_ENDED))
+                self._w = None
+                if reader is not None:
+                    reader.cancel()
+                    try:
+                        await reader
+                    except BaseException:  # noqa: BLE001 - CancelledError included
+                        pass
                 try:
-                    await reader
-                except BaseException:  # noqa: BLE001 - CancelledError included
+                    await w.wait_closed()
+                except Exception:  # noqa: BLE001
                     pass
-            try:
-                await w.wait_closed()
-            except Exception:  # noqa: BLE001
-                pass
-            untrack = getattr(self.wlan, "untrack", None)
-            if untrack is not None:
-                untrack(getattr(w, "raw", None) or getattr(w, "s", None))
-
-    async def _run_on_up(self, present):
-        try:
-            await self.on_up(present)
-        except Exception as exc:  # noqa: BLE001
-            self._note(exc)
-
-    async def _subscribe_all(self):
-        pid = self._next_pid()
-        self._suback = None
-        self._subevt.clear()
-        await self._write(p.subscribe(pid, self._subs))
-        # A persistent session's queued messages may come before the SUBACK, and the
-        # handler may hold the reader on them (pacing): that time does not count.
-        t0 = ticks_ms()
-        ack_ms = int(self.ack_timeout * 1000)
-        while not self._subevt.is_set():
-            if self._in_handler:
-                t0 = ticks_ms()
-            elif ticks_diff(ticks_ms(), t0) > ack_ms:
-                raise MQTTError(E_MQTT_TIMEOUT, "no SUBACK within %ss" % self.ack_timeout)
-            try:
-                await wait_for_ms(self._subevt.wait(), 100)
-            except asyncio.TimeoutError:
-                pass
-        if self._dead:
-            raise MQTTError(E_MQTT_CLOSED, self._dead)
-        spid, codes = self._suback
-        if spid != pid or len(codes) != len(self._subs):
-            raise MQTTError(E_MQTT_SUBSCRIBE, "SUBACK does not match the SUBSCRIBE")
-        for i in range(len(codes)):
-            if codes[i] == p.SUBACK_FAILURE:
-                # ACL denial: stay connected (publishing still works) but say so
-                self.last_error = "%s: broker refused subscription to %s" % (E_MQTT_SUBSCRIBE, self._subs[i][0])
-                if self.log:
-                    self.log("mqtt: " + self.last_error)
+                untrack = getattr(self.wlan, "untrack", None)
+                if untrack is not None:
+                    untrack(getattr(w, "raw", None) or getattr(w, "s", None))
 
     def _next_pid(self):
         while True:
@@ -468,7 +404,7 @@ class MQTTClient:
     async def _write(self, *parts):
         w = self._w
         if w is None or self._dead:
-            raise MQTTError(E_MQTT_CLOSED, self._dead or "not connected")
+            raise MQTTError(E_MQTT_CLOSED, self._dead or _text(_S_NOT_CONNECTED))
         # One writer at a time: a drain in progress owns the stream's output buffer, so
         # a second packet must not be appended (or drained) until it is done. A flag, not
         # an asyncio.Lock: the uncontended path (nearly always) then allocates nothing.
@@ -484,8 +420,9 @@ class MQTTClient:
             if getattr(w, "out_buf", True):
                 await w.drain()
         except Exception as exc:  # noqa: BLE001
-            self._kill("write failed: %s" % (exc,))
-            raise MQTTError(E_MQTT_CLOSED, "write failed: %s" % (exc,))
+            why = _text(_S_WRITE_FAILED, (exc,))
+            self._kill(why)
+            raise MQTTError(E_MQTT_CLOSED, why)
         finally:
             self._writing = False
         self._tx_at = ticks_ms()
@@ -524,10 +461,10 @@ class MQTTClient:
             # backlog), a PUBACK or PINGRESP may sit unread behind the message it handles:
             # only time the reader spent free to read counts against ack_timeout.
             if self._inflight and self._overdue(now, self._inflight[0].sent_at, ack_ms):
-                self._kill("no PUBACK for packet %d within %ss" % (self._inflight[0].pid, self.ack_timeout))
+                self._kill(_text(_S_NO_PUBACK, (self._inflight[0].pid, self.ack_timeout)))
                 break
             if self._ping_at is not None and self._overdue(now, self._ping_at, ack_ms):
-                self._kill("no PINGRESP within %ss" % self.ack_timeout)
+                self._kill(_text(_S_NO_PINGRESP, self.ack_timeout))
                 break
             # keepalive: while the handler holds the reader, the answer to an earlier
             # ping may be unread; ping again anyway so the broker keeps hearing from us
@@ -562,7 +499,7 @@ class MQTTClient:
                 break
             shift += 7
             if shift > 21:
-                raise p.PacketError("remaining length longer than 4 bytes")
+                raise p.PacketError(_text(_S_LENGTH_LONG))
         self._oversize = 0
         if len(self._rx) < n <= self.max_packet:
             had = len(self._rx)
@@ -576,7 +513,7 @@ class MQTTClient:
             self._rxmv = memoryview(self._rx)
         if n > len(self._rx):
             if first & 0xF0 != p.PUBLISH:
-                raise p.PacketError("packet of %d bytes exceeds the %d allowed" % (n, self.max_packet))
+                raise p.PacketError(_text(_S_PACKET_LARGE, (n, self.max_packet)))
             # An oversized PUBLISH is read and thrown away past its head (topic, packet
             # id), then answered and PUBACKed: refusing it by dropping the link would
             # only make the broker redeliver it for ever.
@@ -604,7 +541,7 @@ class MQTTClient:
         while got < n:  # MicroPython: straight into the buffer, no copy
             k = await r.readinto(mv[got:] if got else mv)
             if not k:
-                raise EOFError("connection closed")
+                raise EOFError(_text(_S_CLOSED))
             got += k
 
     async def _reader(self, r):
@@ -617,15 +554,15 @@ class MQTTClient:
                 elif kind == p.PUBACK:
                     self._acked(p.parse_packet_id(body))
                 elif kind == p.SUBACK:
-                    self._suback = p.parse_suback(bytes(body))
+                    self._suback = bytes(body)  # parsed by ppmid.mqtt.handshake, which waits for it
                     self._subevt.set()
                 elif kind == p.PINGRESP:
                     self._ping_at = None
                 else:
-                    raise p.PacketError("unexpected packet type 0x%02X" % first)
+                    raise p.PacketError(_text(_S_UNEXPECTED, first))
         except Exception as exc:  # noqa: BLE001 - EOF, OSError, PacketError: the link is gone
             self._note(exc)
-            self._kill("read failed: %s" % (exc,))
+            self._kill(_text(_S_READ_FAILED, (exc,)))
 
     def _acked(self, pid):
         for i in range(len(self._inflight)):
@@ -641,7 +578,7 @@ class MQTTClient:
     async def _incoming(self, first, body):
         topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)
         if qos == 2:
-            raise p.PacketError("QoS 2 PUBLISH on a QoS 1 subscription")
+            raise p.PacketError(_text(_S_QOS2))
         self.stats["received"] += 1
         if self._oversize:
             self.stats["oversize"] += 1
@@ -659,7 +596,7 @@ class MQTTClient:
                 self._poisoned = True
                 self._note(exc)
                 # No PUBACK: drop the link so that the broker redelivers after reconnect.
-                self._kill("handler failed for packet %d, PUBACK withheld: %s" % (pid, exc))
+                self._kill(_text(_S_HANDLER_FAILED, (pid, exc)))
                 return
             finally:
                 self._in_handler = False

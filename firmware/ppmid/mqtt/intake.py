@@ -11,8 +11,8 @@ import sys
 
 from ppmid import envelope
 from ppmid.errors import PpmidError, E_BUSY
-from ppmid.clock import ticks_ms, ticks_diff
-from ppmid.mqtt.contract import Topics, status_json
+from ppmid.clock import ticks_ms
+from ppmid.mqtt.contract import Topics
 
 E_TOPIC = "E_TOPIC"
 VIA = "mqtt"
@@ -23,29 +23,7 @@ class IntakeError(PpmidError):
     pass
 
 
-def _id_in(payload):
-    """The "id" of a command JSON not parsed as a whole, when it is written plainly; else None."""
-    mv = memoryview(payload)
-    n = len(mv)
-    for i in range(n - 5):
-        if mv[i] == 0x22 and bytes(mv[i:i + 4]) == b'"id"':
-            j = i + 4
-            while j < n and mv[j] in b" \t\r\n:":
-                j += 1
-            if j < n and mv[j] == 0x22:
-                k = j + 1
-                while k < n and k - j <= 33 and mv[k] != 0x22 and mv[k] != 0x5C:
-                    k += 1
-                if k < n and mv[k] == 0x22:
-                    try:
-                        return envelope.check_id(str(bytes(mv[j + 1:k]), "ascii"))
-                    except Exception:  # noqa: BLE001 - not a usable id: the rejection has none
-                        return None
-            return None
-    return None
-
-
-def _short_of_memory(size):
+def short_of_memory(size):
     return PpmidError(E_BUSY, "the gateway ran short of memory reading this %d-byte command: send it again later"
                       % size)
 
@@ -56,16 +34,6 @@ def _writable(mv):
         return True
     except TypeError:
         return False
-
-
-def _id_of(obj):
-    # The id to echo in a rejection, when the command has a usable one.
-    if isinstance(obj, dict):
-        try:
-            return envelope.check_id(obj.get("id"))
-        except PpmidError:
-            pass
-    return None
 
 
 class Intake:
@@ -85,22 +53,16 @@ class Intake:
 
     async def too_large(self, topic, size, qos, dup):
         """The client read past a PUBLISH larger than its max_packet, or one its receive
-        buffer could not grow to hold (no block that large free): refuse it (the id is in
-        the discarded part, so the rejection carries "id": null)."""
-        self.stats["rejected"] += 1
-        if size > self.client.max_packet:
-            err = envelope.EnvelopeError(envelope.E_TOO_LARGE, "command message of %d bytes is larger than the %d allowed"
-                                         % (size, self.client.max_packet))
-        else:
-            err = _short_of_memory(size)
-        if not await self.client.publish(self.topics.rsp, status_json(None, "rejected", 0, error=err), 1, False, False,
-                                         True):
-            self.stats["reject_drops"] += 1
+        buffer could not grow to hold (no block that large free): refuse it (rare: the code
+        is ppmid.mqtt.refusal's, loaded for it)."""
+        from ppmid.mqtt import refusal
+        await refusal.too_large(self, topic, size)
 
     async def handle(self, topic, payload, qos, dup):
         t0 = ticks_ms()
         obj = None
         id = None
+        unparsed = None
         if topic != self.topics.cmd and self.update is not None:
             # the only other topics are the update family's (docs/update.md): the updater is
             # imported on the first such message, and answers on its own topic; a signed
@@ -142,7 +104,7 @@ class Intake:
                 raise envelope.EnvelopeError(envelope.E_ENVELOPE, "command is not valid JSON")
             except envelope.EnvelopeError as exc:
                 if obj is None:
-                    id = _id_in(payload)  # refused before json.loads: name the id if it is plain
+                    unparsed = payload  # refused before json.loads: the rejection names its id if it is plain
                 raise exc
             except (MemoryError, RuntimeError):
                 # json.loads on nesting after "gbcs" (the depth check stops at that key; on
@@ -150,22 +112,13 @@ class Intake:
                 # refused and PUBACKed, never left for the broker to redeliver for ever (what
                 # the failed parse built is garbage now: the next allocation collects it)
                 obj = None
-                id = _id_in(payload)
-                raise _short_of_memory(len(payload))
+                unparsed = payload
+                raise short_of_memory(len(payload))
             id = env.id
             obj = None  # the decoded envelope holds what we need; free the JSON
             await self.accept(env, VIA)
             self.stats["accepted"] += 1
         except PpmidError as exc:
-            self.stats["rejected"] += 1
-            if id is None:
-                id = _id_of(obj)
-            msg = status_json(id, "rejected",
-                              ticks_diff(ticks_ms(), t0), error=exc)
-            # Written before this message's PUBACK (first=True), not awaited (that PUBACK
-            # waits on us): a power cut in between loses both, and the broker redelivers
-            # the command, which is refused again. (Should the write fail, the rejection
-            # stays in flight and goes again after the reconnect. With queue_size messages
-            # already waiting it is dropped and counted, and the command stays refused.)
-            if not await self.client.publish(self.topics.rsp, msg, 1, False, False, True):
-                self.stats["reject_drops"] += 1
+            # a refused command: answered by ppmid.mqtt.refusal, loaded for it (rare)
+            from ppmid.mqtt import refusal
+            await refusal.command(self, exc, id, obj, unparsed, t0)

@@ -1,28 +1,9 @@
-# Builds the gateway's MQTT link from the provisioned config and files (docs/config.md):
+# The gateway's MQTT link, built from the provisioned config and files (docs/config.md):
 # TLS context from the DER certificates on flash, the client with its last will, the
-# intake on the cmd topic, and retained state/info published on every connect.
-import asyncio
-from micropython import const
-
-from ppmid.errors import ConfigError
-from ppmid.mqtt.client import MQTTClient, tls_connector
-from ppmid.mqtt.contract import ROOT, UPDATE_IN, Topics, state_json, info_json
-from ppmid.mqtt.intake import Intake
+# intake on the cmd topic (all made at boot by ppmid.mqtt.credentials.set_up), and
+# retained state/info published on every connect.
+from ppmid.mqtt.contract import state_json, info_json
 from ppmid.clock import wait_for_ms
-
-# JSON wrapping around the base64 GBCS: id, mac, expires, keys, quotes (generous).
-_JSON_OVERHEAD = 256
-
-
-# An update offer carries the signed manifest, which lists every file of the app (11.6 KB
-# for 85 files in session 6): larger than the command cap of the default max_gbcs, and an
-# offer the client throws away as too large is never answered on the update topic, so the
-# cap is never below this. The receive buffer grows only when such a packet comes.
-_UPDATE_OFFER_MAX = const(16384)
-
-
-def max_packet_for(max_gbcs):
-    return max(4 * ((max_gbcs + 2) // 3) + _JSON_OVERHEAD + 64, _UPDATE_OFFER_MAX)
 
 
 class Link:
@@ -34,26 +15,11 @@ class Link:
 
     def __init__(self, cfg, accept, root="", track=None, wlan=None, log=None, info=None,
                  connect=None, credentials=None):
-        eui = cfg["gateway"]
-        b = cfg["broker"]
-        self.topics = Topics(eui)
         self.info = info
-        if credentials is None or connect is None:
-            # boot-only code (ppmid.boot.BOOT_ONLY drops it once the app runs)
-            from ppmid.mqtt.credentials import load_credentials, ssl_context
-        ca, cert, key, _ = credentials or load_credentials(root)
-        if connect is None:
-            try:
-                ctx = ssl_context(ca, cert, key)
-            except (ValueError, OSError) as exc:
-                raise ConfigError("certificates on flash are not usable: %s" % (exc,))
-            connect = tls_connector(b["host"], b["port"], ctx, b.get("server_hostname"), track)
-        self.client = MQTTClient(eui, connect, keepalive=b.get("keepalive_s", 30),
-                                 will=(self.topics.state, state_json("offline"), 1, True),
-                                 on_up=self._on_up, max_packet=max_packet_for(cfg["limits"]["max_gbcs"]),
-                                 wlan=wlan, log=log)
-        self.intake = Intake(self.client, eui, accept, cfg["limits"]["max_gbcs"], self.topics)
-        self.client.subscribe(ROOT + eui + "/" + UPDATE_IN, 1)  # update offers and data (docs/update.md)
+        # boot-only code: ppmid.mqtt.credentials reads the credentials and sets the link up
+        # (its client and intake); the app drops that module once it runs (ppmid.boot.BOOT_ONLY)
+        from ppmid.mqtt.credentials import set_up
+        set_up(self, cfg, accept, root, track, wlan, log, connect, credentials)
 
     async def _on_up(self, session_present):
         await self.client.publish(self.topics.state, state_json("online"), 1, True)

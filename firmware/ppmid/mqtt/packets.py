@@ -1,7 +1,10 @@
 # MQTT 3.1.1 packet codec (OASIS MQTT 3.1.1, section 2 and 3): builds and parses the
-# packets the gateway client uses. Pure: no I/O, no board imports. Builders return bytes
-# (or a header to send before a payload, so a large payload is never copied); parsers take
-# the body after the fixed header (a bytes-like object) and return plain values.
+# packets the gateway client uses while connected. Pure: no I/O, no board imports. Builders
+# return bytes (or a header to send before a payload, so a large payload is never copied);
+# parsers take the body after the fixed header (a bytes-like object) and return plain
+# values. The packets of a connection's start (CONNECT/CONNACK, SUBSCRIBE/SUBACK) are in
+# ppmid.mqtt.handshake, loaded only then; what only host tools and tests use (a whole PUBLISH
+# as bytes, reading a remaining length, topic filter matching) in ppmid.mqtt.packets_host.
 import struct
 from micropython import const
 
@@ -25,26 +28,44 @@ SUBACK_FAILURE = const(0x80)
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
 
-# CONNACK return codes (3.2.2.3)
-CONNACK_TEXT = {
-    0: "accepted",
-    1: "unacceptable protocol version",
-    2: "identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-}
-
 
 class PacketError(PpmidError):
     def __init__(self, message):
         super().__init__(E_PACKET, message)
 
 
+# The refusals' sentences, by their index in ppmid.mqtt.packets_errors.SENTENCES (the text)
+_S_LENGTH_RANGE = const(0)
+_S_STRING_LONG = const(1)
+_S_TOPIC = const(2)
+_S_TOPIC_WILDCARD = const(3)
+_S_FILTER_WILDCARD = const(4)
+_S_QOS = const(5)
+_S_DUP_QOS0 = const(6)
+_S_PID_RANGE = const(7)
+_S_QOS3 = const(8)
+_S_TRUNCATED = const(9)
+_S_TOPIC_PAST = const(10)
+_S_TOPIC_UTF8 = const(11)
+_S_PID_MISSING = const(12)
+_S_PID_ZERO = const(13)
+_S_PID_BODY = const(14)
+
+
+def _refuse(key, arg=None):
+    # key: the sentence's _S_... name; its text is ppmid.mqtt.packets_errors', loaded for the
+    # refusal and dropped again (as str constants here the sentences held ~0.7 KB of heap)
+    from ppmid.mqtt.packets_errors import SENTENCES
+    from ppmid.modules import unload
+    text = SENTENCES[key] if arg is None else SENTENCES[key] % arg
+    unload("ppmid.mqtt.packets_errors", "ppmid.modules")
+    return PacketError(text)
+
+
 def encode_length(n):
     """Remaining Length (2.2.3): 7 bits per byte, high bit = more bytes follow."""
     if n < 0 or n > _MAX_REMAINING:
-        raise PacketError("remaining length %d out of range" % n)
+        raise _refuse(_S_LENGTH_RANGE, n)
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -56,130 +77,72 @@ def encode_length(n):
             return bytes(out)
 
 
-def decode_length(buf, pos=0):
-    """(value, next_pos), or None when buf ends before the length does. A fifth length
-    byte is a protocol error."""
-    value = 0
-    shift = 0
-    for i in range(4):
-        if pos + i >= len(buf):
-            return None
-        b = buf[pos + i]
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos + i + 1
-        shift += 7
-    raise PacketError("remaining length longer than 4 bytes")
-
-
-def _utf8(s):
+def encode_string(s):
+    """A UTF-8 encoded string (1.5.3): its length in 2 bytes, then its bytes."""
     b = s.encode() if isinstance(s, str) else bytes(s)
     if len(b) > 0xFFFF:
-        raise PacketError("string of %d bytes is too long for MQTT" % len(b))
+        raise _refuse(_S_STRING_LONG, len(b))
     return struct.pack(">H", len(b)) + b
 
 
 def check_topic(topic, wildcards=False):
     """Topic names (4.7): non-empty, no NUL; wildcards only in filters, and whole levels."""
     if not isinstance(topic, str) or not topic or len(topic) > 0xFFFF or "\x00" in topic:
-        raise PacketError("invalid topic %r" % (topic,))
+        raise _refuse(_S_TOPIC, (topic,))
     if not wildcards:
         if "+" in topic or "#" in topic:
-            raise PacketError("wildcard in topic name %r" % topic)
+            raise _refuse(_S_TOPIC_WILDCARD, topic)
         return topic
     levels = topic.split("/")
     for i in range(len(levels)):
         lv = levels[i]
         if ("+" in lv and lv != "+") or ("#" in lv and (lv != "#" or i != len(levels) - 1)):
-            raise PacketError("misplaced wildcard in topic filter %r" % topic)
+            raise _refuse(_S_FILTER_WILDCARD, topic)
     return topic
-
-
-def connect(client_id, keepalive, clean_session=False, will=None, username=None, password=None):
-    """CONNECT (3.1). will = (topic, payload bytes, qos, retain) or None."""
-    flags = 0
-    if clean_session:
-        flags |= 0x02
-    body = bytearray(b"\x00\x04MQTT\x04")  # protocol name, level 4 = 3.1.1
-    tail = bytearray(_utf8(client_id))
-    if will is not None:
-        wtopic, wpayload, wqos, wretain = will
-        if wqos not in (0, 1, 2):
-            raise PacketError("will qos %r" % (wqos,))
-        flags |= 0x04 | (wqos << 3) | (0x20 if wretain else 0)
-        tail += _utf8(check_topic(wtopic))
-        tail += _utf8(wpayload)
-    if username is not None:
-        flags |= 0x80
-        tail += _utf8(username)
-    if password is not None:
-        if username is None:
-            raise PacketError("password without user name")
-        flags |= 0x40
-        tail += _utf8(password)
-    if not 0 <= keepalive <= 0xFFFF:
-        raise PacketError("keepalive %r out of range" % (keepalive,))
-    body.append(flags)
-    body += struct.pack(">H", keepalive)
-    body += tail
-    return bytes(bytearray((CONNECT,)) + encode_length(len(body)) + body)
-
-
-def parse_connack(body):
-    """(session_present, return_code)."""
-    if len(body) != 2:
-        raise PacketError("CONNACK body of %d bytes (expected 2)" % len(body))
-    if body[0] & 0xFE:
-        raise PacketError("CONNACK reserved flags set")
-    return bool(body[0] & 1), body[1]
 
 
 def publish_header(topic, payload_len, qos=0, retain=False, dup=False, pid=0):
     """Fixed header + variable header of a PUBLISH (3.3); the payload follows unchanged."""
     if qos not in (0, 1):
-        raise PacketError("qos %r not supported (0 or 1)" % (qos,))
+        raise _refuse(_S_QOS, (qos,))
     first = PUBLISH | (qos << 1) | (1 if retain else 0) | (0x08 if dup else 0)
     if qos == 0 and dup:
-        raise PacketError("DUP set on a QoS 0 PUBLISH")
-    t = _utf8(check_topic(topic))
+        raise _refuse(_S_DUP_QOS0)
+    t = encode_string(check_topic(topic))
     var_len = len(t) + (2 if qos else 0)
     out = bytearray((first,))
     out += encode_length(var_len + payload_len)
     out += t
     if qos:
         if not 0 < pid <= 0xFFFF:
-            raise PacketError("packet id %r out of range" % (pid,))
+            raise _refuse(_S_PID_RANGE, (pid,))
         out += struct.pack(">H", pid)
     return out
-
-
-def publish(topic, payload, qos=0, retain=False, dup=False, pid=0):
-    return bytes(publish_header(topic, len(payload), qos, retain, dup, pid) + payload)
 
 
 def parse_publish(first, body):
     """(topic str, payload memoryview into body, qos, retain, dup, pid)."""
     qos = (first >> 1) & 3
     if qos == 3:
-        raise PacketError("PUBLISH with QoS 3")
+        raise _refuse(_S_QOS3)
     mv = memoryview(body)
     if len(mv) < 2:
-        raise PacketError("PUBLISH truncated")
+        raise _refuse(_S_TRUNCATED)
     tlen = (mv[0] << 8) | mv[1]
     pos = 2 + tlen
     if pos > len(mv):
-        raise PacketError("PUBLISH topic runs past the packet")
+        raise _refuse(_S_TOPIC_PAST)
     try:
         topic = str(bytes(mv[2:pos]), "utf-8")
     except UnicodeError:
-        raise PacketError("PUBLISH topic is not UTF-8")
+        raise _refuse(_S_TOPIC_UTF8)
     pid = 0
     if qos:
         if pos + 2 > len(mv):
-            raise PacketError("PUBLISH packet id missing")
+            raise _refuse(_S_PID_MISSING)
         pid = (mv[pos] << 8) | mv[pos + 1]
         if pid == 0:
-            raise PacketError("PUBLISH packet id 0")
+            raise _refuse(_S_PID_ZERO)
         pos += 2
     return topic, mv[pos:], qos, bool(first & 1), bool(first & 0x08), pid
 
@@ -191,45 +154,5 @@ def puback(pid):
 def parse_packet_id(body):
     """Packet id of a PUBACK (or any body that is just a packet id)."""
     if len(body) != 2:
-        raise PacketError("packet-id body of %d bytes (expected 2)" % len(body))
+        raise _refuse(_S_PID_BODY, len(body))
     return (body[0] << 8) | body[1]
-
-
-def subscribe(pid, topics):
-    """SUBSCRIBE (3.8) for [(topic filter, qos), ...]."""
-    if not 0 < pid <= 0xFFFF:
-        raise PacketError("packet id %r out of range" % (pid,))
-    if not topics:
-        raise PacketError("SUBSCRIBE needs at least one topic filter")
-    body = bytearray(struct.pack(">H", pid))
-    for topic, qos in topics:
-        if qos not in (0, 1, 2):
-            raise PacketError("subscription qos %r" % (qos,))
-        body += _utf8(check_topic(topic, True))
-        body.append(qos)
-    return bytes(bytearray((SUBSCRIBE,)) + encode_length(len(body)) + body)
-
-
-def parse_suback(body):
-    """(pid, [granted qos or 0x80 per filter])."""
-    if len(body) < 3:
-        raise PacketError("SUBACK truncated")
-    codes = list(body[2:])
-    for c in codes:
-        if c not in (0, 1, 2, SUBACK_FAILURE):
-            raise PacketError("SUBACK return code 0x%02X" % c)
-    return (body[0] << 8) | body[1], codes
-
-
-def topic_matches(filter, topic):
-    """True when the topic name matches the filter (4.7.1 wildcards)."""
-    f = filter.split("/")
-    t = topic.split("/")
-    for i in range(len(f)):
-        if f[i] == "#":
-            return True
-        if i >= len(t):
-            return False
-        if f[i] != "+" and f[i] != t[i]:
-            return False
-    return len(f) == len(t)

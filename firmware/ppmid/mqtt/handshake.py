@@ -1,0 +1,214 @@
+# The start of an MQTT connection (OASIS MQTT 3.1.1 sections 3.1, 3.2, 3.8, 3.9): opening
+# the stream, CONNECT/CONNACK, SUBSCRIBE/SUBACK, the codec of those four packets, and the
+# task that runs the client's on_up hook once the session is up. It runs
+# only when a connection (re)starts: MQTTClient._session imports it for each connection and
+# drops it again (ppmid.modules.unload) once the session is up, so the running app does not
+# hold this code (docs/memory.md, session 7). Host tools and tests import the codec from here.
+import asyncio
+import struct
+import sys
+
+from ppmid.mqtt.packets import (PacketError, CONNECT, CONNACK, SUBSCRIBE, SUBACK_FAILURE, encode_length,
+                                encode_string, check_topic)
+from ppmid.mqtt.client import MQTTError, E_MQTT_REFUSED, E_MQTT_TIMEOUT, E_MQTT_CLOSED, E_MQTT_SUBSCRIBE
+from ppmid.clock import ticks_ms, ticks_diff, wait_for_ms
+
+_MP = sys.implementation.name == "micropython"
+
+# CONNACK return codes (3.2.2.3)
+CONNACK_TEXT = {
+    0: "accepted",
+    1: "unacceptable protocol version",
+    2: "identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+
+
+def connect(client_id, keepalive, clean_session=False, will=None, username=None, password=None):
+    """CONNECT (3.1). will = (topic, payload bytes, qos, retain) or None."""
+    flags = 0
+    if clean_session:
+        flags |= 0x02
+    body = bytearray(b"\x00\x04MQTT\x04")  # protocol name, level 4 = 3.1.1
+    tail = bytearray(encode_string(client_id))
+    if will is not None:
+        wtopic, wpayload, wqos, wretain = will
+        if wqos not in (0, 1, 2):
+            raise PacketError("will qos %r" % (wqos,))
+        flags |= 0x04 | (wqos << 3) | (0x20 if wretain else 0)
+        tail += encode_string(check_topic(wtopic))
+        tail += encode_string(wpayload)
+    if username is not None:
+        flags |= 0x80
+        tail += encode_string(username)
+    if password is not None:
+        if username is None:
+            raise PacketError("password without user name")
+        flags |= 0x40
+        tail += encode_string(password)
+    if not 0 <= keepalive <= 0xFFFF:
+        raise PacketError("keepalive %r out of range" % (keepalive,))
+    body.append(flags)
+    body += struct.pack(">H", keepalive)
+    body += tail
+    return bytes(bytearray((CONNECT,)) + encode_length(len(body)) + body)
+
+
+def parse_connack(body):
+    """(session_present, return_code)."""
+    if len(body) != 2:
+        raise PacketError("CONNACK body of %d bytes (expected 2)" % len(body))
+    if body[0] & 0xFE:
+        raise PacketError("CONNACK reserved flags set")
+    return bool(body[0] & 1), body[1]
+
+
+def subscribe(pid, topics):
+    """SUBSCRIBE (3.8) for [(topic filter, qos), ...]."""
+    if not 0 < pid <= 0xFFFF:
+        raise PacketError("packet id %r out of range" % (pid,))
+    if not topics:
+        raise PacketError("SUBSCRIBE needs at least one topic filter")
+    body = bytearray(struct.pack(">H", pid))
+    for topic, qos in topics:
+        if qos not in (0, 1, 2):
+            raise PacketError("subscription qos %r" % (qos,))
+        body += encode_string(check_topic(topic, True))
+        body.append(qos)
+    return bytes(bytearray((SUBSCRIBE,)) + encode_length(len(body)) + body)
+
+
+def parse_suback(body):
+    """(pid, [granted qos or 0x80 per filter])."""
+    if len(body) < 3:
+        raise PacketError("SUBACK truncated")
+    codes = list(body[2:])
+    for c in codes:
+        if c not in (0, 1, 2, SUBACK_FAILURE):
+            raise PacketError("SUBACK return code 0x%02X" % c)
+    return (body[0] << 8) | body[1], codes
+
+
+async def _open_stream_cpython(host, port, ssl_ctx, server_hostname, track):
+    # CPython (host tools and tests): asyncio's own streams
+    if ssl_ctx is None:
+        r, w = await asyncio.open_connection(host, port)
+    else:
+        r, w = await asyncio.open_connection(host, port, ssl=ssl_ctx, server_hostname=server_hostname or host)
+    if track is not None:
+        track(w.get_extra_info("socket"))
+    return r, w
+
+
+def open_stream(host, port, ssl_ctx, server_hostname, track):
+    """(reader, writer) of a new TCP (+ TLS) connection: what client.tls_connector's
+    connect returns, awaited by the client. MicroPython (its coroutines are generators):
+    asyncio.open_connection, plus TCP_NODELAY (each MQTT packet is small; Nagle + delayed
+    ACK cost ~40 ms per exchange) and `track` on the raw socket before connect(), as the
+    board asks."""
+    if not _MP:
+        return _open_stream_cpython(host, port, ssl_ctx, server_hostname, track)
+    return _mp_open_stream(host, port, ssl_ctx, server_hostname, track)
+
+
+def _mp_open_stream(host, port, ssl_ctx, server_hostname, track):
+    import socket
+    from errno import EINPROGRESS
+    from asyncio import core, StreamReader
+    from ppmid.mqtt.client import _TlsStream  # the stream lives as long as the connection
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    raw = socket.socket(ai[0], ai[1], ai[2])
+    if track is not None:
+        track(raw)
+    try:
+        raw.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: same numbers on Linux and lwIP
+    except (OSError, AttributeError):
+        pass
+    raw.setblocking(False)
+    try:
+        raw.connect(ai[-1])
+    except OSError as exc:
+        if exc.errno != EINPROGRESS:
+            raw.close()
+            raise
+    yield core._io_queue.queue_write(raw)   # writable: the TCP connection is up (or failed)
+    if ssl_ctx is None:
+        stream = StreamReader(raw)
+        stream.raw = raw
+        return stream, stream
+    # the handshake runs inside the first non-blocking reads/writes of the stream
+    s = ssl_ctx.wrap_socket(raw, server_hostname=server_hostname or host, do_handshake_on_connect=False)
+    s.setblocking(False)
+    stream = _TlsStream(s, raw)
+    return stream, stream
+
+
+async def start(client):
+    """Dial and have the CONNECT accepted: returns the reader stream, with client._w set
+    (from then on the client's session cleans the connection up) and client._online."""
+    try:
+        r, w = await wait_for_ms(client._connect(), int(client.connect_timeout * 1000))
+    except asyncio.TimeoutError:
+        raise MQTTError(E_MQTT_TIMEOUT, "TCP/TLS connect took longer than %ss" % client.connect_timeout)
+    client._w = w
+    client._readinto = hasattr(r, "readinto")
+    await client._write(connect(client.client_id, client.keepalive, False, client.will))
+    try:
+        first, body = await wait_for_ms(client._read_packet(r), int(client.ack_timeout * 1000))
+    except asyncio.TimeoutError:
+        raise MQTTError(E_MQTT_TIMEOUT, "no CONNACK within %ss" % client.ack_timeout)
+    if first != CONNACK:
+        raise MQTTError(E_MQTT_REFUSED, "expected CONNACK, got packet type 0x%02X" % first)
+    present, rc = parse_connack(body)
+    if rc:
+        raise MQTTError(E_MQTT_REFUSED, "broker refused the connection: %s (%d)"
+                        % (CONNACK_TEXT.get(rc, "?"), rc))
+    client._online = True
+    client.session_present = present
+    client.stats["connects"] += 1
+    return r
+
+
+async def subscribe_all(client):
+    """SUBSCRIBE every registered filter and wait for its SUBACK, which the client's reader
+    task leaves in client._suback (its body, parsed here)."""
+    subs = client._subs
+    pid = client._next_pid()
+    client._suback = None
+    client._subevt.clear()
+    await client._write(subscribe(pid, subs))
+    # A persistent session's queued messages may come before the SUBACK, and the
+    # handler may hold the reader on them (pacing): that time does not count.
+    t0 = ticks_ms()
+    ack_ms = int(client.ack_timeout * 1000)
+    while not client._subevt.is_set():
+        if client._in_handler:
+            t0 = ticks_ms()
+        elif ticks_diff(ticks_ms(), t0) > ack_ms:
+            raise MQTTError(E_MQTT_TIMEOUT, "no SUBACK within %ss" % client.ack_timeout)
+        try:
+            await wait_for_ms(client._subevt.wait(), 100)
+        except asyncio.TimeoutError:
+            pass
+    if client._dead:
+        raise MQTTError(E_MQTT_CLOSED, client._dead)
+    spid, codes = parse_suback(client._suback)
+    if spid != pid or len(codes) != len(subs):
+        raise MQTTError(E_MQTT_SUBSCRIBE, "SUBACK does not match the SUBSCRIBE")
+    for i in range(len(codes)):
+        if codes[i] == SUBACK_FAILURE:
+            # ACL denial: stay connected (publishing still works) but say so
+            client.last_error = "%s: broker refused subscription to %s" % (E_MQTT_SUBSCRIBE, subs[i][0])
+            if client.log:
+                client.log("mqtt: " + client.last_error)
+
+
+async def run_on_up(client):
+    """The client's on_up hook, in its own task once a session is up; what it raises is
+    noted, not raised (the session goes on)."""
+    try:
+        await client.on_up(client.session_present)
+    except Exception as exc:  # noqa: BLE001
+        client._note(exc)
