@@ -104,3 +104,19 @@ def test_image_manifests_name_one_image_with_its_digest_and_size():
             assert exc.code == M.E_UPDATE_MANIFEST and why in str(exc), (why, str(exc))
             continue
         raise AssertionError("accepted %r" % (bad,))
+
+
+def test_upper_case_digests_are_taken_in_lower_case():
+    # the downloaded file's digest is compared as hexlify() gives it: lower case
+    from ppmid.update.service import file_hash
+    from test_relay_support import fresh_root
+    root = fresh_root(64)
+    with open(root + "/f", "wb") as f:
+        f.write(b"abc")
+    digest = file_hash(root + "/f")
+    files = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated",
+                        "files": [{"path": "ppmid/app.mpy", "sha256": digest.upper(), "size": 3}]})
+    assert M.parse_manifest(files)["files"][0]["sha256"] == digest
+    image = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated",
+                        "image": {"sha256": digest.upper(), "size": 3}})
+    assert M.parse_manifest(image)["image"]["sha256"] == digest

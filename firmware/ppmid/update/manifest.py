@@ -63,6 +63,18 @@ def _bad(message):
     raise UpdateError(E_UPDATE_MANIFEST, message)
 
 
+def _digest(digest, what):
+    # lower case: the downloaded file's digest is compared as hexlify() gives it, so an
+    # upper-case one (a hand-made manifest) would download in full, then never match
+    if not isinstance(digest, str) or len(digest) != 64:
+        _bad("%s: sha256 must be 64 hex digits" % what)
+    try:
+        unhexlify(digest)
+    except ValueError:
+        _bad("%s: sha256 must be 64 hex digits" % what)
+    return digest.lower()
+
+
 def parse_manifest(text):
     """The manifest dict from its signed text, fields checked (UpdateError otherwise)."""
     try:
@@ -98,12 +110,7 @@ def parse_manifest(text):
         if path in seen:
             _bad("file %s is listed twice" % path)
         seen.add(path)
-        if not isinstance(digest, str) or len(digest) != 64:
-            _bad("file %s: sha256 must be 64 hex digits" % path)
-        try:
-            unhexlify(digest)
-        except ValueError:
-            _bad("file %s: sha256 must be 64 hex digits" % path)
+        f["sha256"] = _digest(digest, "file %s" % path)
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FILE_BYTES:
             _bad("file %s: size must be 0 to %d bytes" % (path, MAX_FILE_BYTES))
         if path.startswith("ppmid/app."):
@@ -122,12 +129,7 @@ def _parse_image(m):
     if not isinstance(img, dict):
         _bad("image must be an object {sha256, size}")
     digest, size = img.get("sha256"), img.get("size")
-    if not isinstance(digest, str) or len(digest) != 64:
-        _bad("image: sha256 must be 64 hex digits")
-    try:
-        unhexlify(digest)
-    except ValueError:
-        _bad("image: sha256 must be 64 hex digits")
+    img["sha256"] = _digest(digest, "image")
     if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_IMAGE_BYTES:
         _bad("image: size must be 1 to %d bytes" % MAX_IMAGE_BYTES)
     return m
