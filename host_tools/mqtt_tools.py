@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import secrets
+import sys
 import threading
 import time
 
@@ -197,10 +198,19 @@ class Commander:
             raise RuntimeError("no SUBACK for the rsp topic")
 
     def _on_message(self, c, userdata, msg):
+        # paho's network thread calls this and dies on any exception from it (paho 2.x
+        # re-raises), after which nothing more is received: a status that is not a JSON
+        # object (a faulty gateway or broker) is ignored with a warning, as replay.py does
         try:
             obj = json.loads(msg.payload)
         except ValueError:
             obj = {"raw": msg.payload.decode(errors="replace")}
+        except RecursionError:
+            obj = None
+        if not isinstance(obj, dict):
+            print("ppmid: warning: ignored a message on %s that is not a JSON object: %r"
+                  % (msg.topic, bytes(msg.payload[:40])), file=sys.stderr)
+            return
         with self.lock:
             q = self.statuses.setdefault(obj.get("id"), queue.Queue())
         q.put(obj)
