@@ -111,6 +111,7 @@ def release(board, key_path, out_dir, version=None, firmware_dir=None, min_confi
     from host_tools import deploy
     from host_tools.boards import FIRMWARE_DIR
     log = log or (lambda m: None)
+    _check_release(board, min_config_version)
     key = load_key(key_path)
     firmware_dir = firmware_dir or FIRMWARE_DIR
     if version is not None:
@@ -168,6 +169,7 @@ def release_image(board, key_path, out_dir, version, image_path, min_config_vers
     manifest names it by SHA-256 and size; files/image.bin is what the gateway downloads
     into its next OTA app partition. Return the manifest."""
     log = log or (lambda m: None)
+    definition = _check_release(board, min_config_version)
     key = load_key(key_path)
     _check_version(version)
     try:
@@ -177,6 +179,14 @@ def release_image(board, key_path, out_dir, version, image_path, min_config_vers
         raise UpdateError("cannot read the image %s: %s" % (image_path, exc.strerror))
     if not data:
         raise UpdateError("the image %s is empty" % image_path)
+    if definition.get("chip") != "unix":
+        # what `ppmid flash` checks (magic byte, chip id): on the board, set_boot() would
+        # refuse another chip's image only after the whole download
+        from host_tools.flash import FlashError, check_image
+        try:
+            check_image(image_path, definition["chip"])
+        except FlashError as exc:
+            raise UpdateError("not signed: %s" % exc.message)
     os.makedirs(os.path.join(out_dir, "files"), exist_ok=True)
     with open(os.path.join(out_dir, "files", IMAGE_FILE), "wb") as f:
         f.write(data)
@@ -189,6 +199,19 @@ def release_image(board, key_path, out_dir, version, image_path, min_config_vers
 
 
 IMAGE_FILE = "image.bin"
+
+
+def _check_release(board, min_config_version):
+    """The board's definition; UpdateError for an unknown board or a config version below 1
+    (the gateway's config versions start at 1)."""
+    from host_tools.boards import BoardError, load_board
+    try:
+        definition = load_board(board)
+    except BoardError as exc:
+        raise UpdateError(exc.message)
+    if isinstance(min_config_version, bool) or not isinstance(min_config_version, int) or min_config_version < 1:
+        raise UpdateError("--min-config-version must be a whole number from 1, not %r" % (min_config_version,))
+    return definition
 
 
 def _check_version(v):

@@ -7,6 +7,7 @@ import json
 import os
 
 from host_tools import cli
+from tests.test_flash import fake_image
 from ppmid.update import manifest as M
 
 
@@ -77,7 +78,7 @@ def test_an_image_release_is_signed_and_names_the_image(tmp_path, capsys):
     key = str(tmp_path / "op.pem")
     _, pub, _ = _run(capsys, "release", "--make-key", key)
     img = tmp_path / "fw.bin"
-    img.write_bytes(os.urandom(5000))
+    fake_image(img, 0, size=5000)  # chip id 0: the ESP32's (esp32-devkitc)
     out = tmp_path / "rel"
     rc, text, err = _run(capsys, "release", "--board", "esp32-devkitc", "--key", key, "--out", str(out),
                          "--version", "1.1.0", "--image", str(img))
@@ -93,3 +94,38 @@ def test_an_image_release_is_signed_and_names_the_image(tmp_path, capsys):
     rc, _, err = _run(capsys, "release", "--board", "emulated", "--key", key, "--out", str(out), "--version", "1.2.0",
                       "--image", str(tmp_path / "nope.bin"))
     assert rc == 1 and "cannot read the image" in err and err.count("\n") == 1
+
+
+def test_an_image_release_refuses_what_the_board_could_not_boot_and_bad_arguments(tmp_path, capsys):
+    # review M3/L5: set_boot() on the board would refuse these only after the whole download
+    key = str(tmp_path / "op.pem")
+    _run(capsys, "release", "--make-key", key)
+    out = tmp_path / "rel"
+
+    def release(img, board="esp32-devkitc", *more):
+        return _run(capsys, "release", "--board", board, "--key", key, "--out", str(out), "--version", "1.2.0",
+                    "--image", str(img), *more)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\xff\xfe")
+    rc, _, err = release(junk)
+    assert rc == 1 and "not an ESP32 image (first byte 0xff, expected 0xe9)" in err and err.count("\n") == 1, err
+    s3 = fake_image(tmp_path / "s3.bin", 9)
+    rc, _, err = release(s3)
+    assert rc == 1 and "image for esp32s3" in err and "board's chip is esp32 " in err, err
+    rc, text, err = release(s3, "esp32s3-devkitc-1")
+    assert rc == 0, err
+    rc, _, err = release(s3, "../../../etc")
+    assert rc == 1 and "unknown board '../../../etc'" in err, err
+    rc, _, err = release(s3, "esp32s3-devkitc-1", "--min-config-version", "-3")
+    assert rc == 1 and "--min-config-version must be a whole number from 1" in err, err
+    rc, _, err = release(s3, "esp32s3-devkitc-1", "--min-config-version", "0")
+    assert rc == 1 and "--min-config-version" in err, err
+
+
+def test_a_set_release_refuses_a_config_version_below_1(tmp_path, capsys):
+    key = str(tmp_path / "op.pem")
+    _run(capsys, "release", "--make-key", key)
+    rc, _, err = _run(capsys, "release", "--board", "emulated", "--key", key, "--out", str(tmp_path / "r"),
+                      "--min-config-version", "0")
+    assert rc == 1 and "--min-config-version must be a whole number from 1" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()

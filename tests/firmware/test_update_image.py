@@ -197,3 +197,31 @@ def test_settling_forgets_what_it_loaded_but_not_an_updater_loaded_meanwhile():
     left = [m for m in ("ppmid.update", "ppmid.update.report", "ppmid.update.slots", "ppmid.modules")
             if m in sys.modules]
     assert left == [] and "ppmid.update.service" in sys.modules, left
+
+
+def test_set_boot_refusing_the_image_is_refused_with_its_id_and_the_next_offer_is_handled():
+    # ESP-IDF's set_boot validates the image (chip, header, secure boot) and raises: the
+    # switch task must say so, put the pointer back and take offers again (review M3)
+    hw = _hw("ota_0")
+    root, u = _setup(hw)
+
+    class Refusing(ImageSlots):
+        def set_boot(self, label):
+            raise OSError(22)
+    u.board.image_slots = lambda: Refusing(hw)
+    before = slots.state(root)
+
+    async def go():
+        await u.handle(u.topic + "/offer", signed_offer("image", "i1"))
+        await _serve(u)
+        await _settle()
+        st = u.client.last()
+        assert st["state"] == "refused" and st["id"] == "i1" and st["version"] == "0.2.0", st
+        assert st["error"]["code"] == S.E_UPDATE_IMAGE and "ota_1" in st["error"]["message"], st
+        assert not u.switching and u.stage is None and u.board.resets == 0
+        assert slots.state(root) == before and not slots.exists(root + slots.STAGE)
+        assert _record(hw)["boot"] == "ota_0"
+        await u.handle(u.topic + "/offer", signed_offer("image", "i2"))  # taken afresh
+        st = u.client.last()
+        assert st["state"] == "downloading" and st["id"] == "i2" and st["offset"] == 0, st
+    asyncio.run(go())

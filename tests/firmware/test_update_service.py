@@ -312,3 +312,35 @@ def test_an_unexpected_failure_is_refused_not_raised_to_the_link():
         S._updater[:] = []
     st = _Link.client.last()
     assert st["state"] == "refused" and st["error"]["code"] == S.E_UPDATE_INTERNAL and st["id"] == "o"
+
+
+def test_a_pointer_write_failing_at_the_switch_is_refused_and_the_next_offer_is_handled():
+    # the switch runs as a task: a failure there was lost, leaving the updater "switching"
+    # for ever with no status (review M3)
+    root = _setup()
+    real = slots.switch
+
+    def full(*a):
+        raise OSError(28)
+
+    async def go():
+        u = _updater(root, _Relay())
+        await u.handle(u.topic + "/offer", signed_offer("real", "o1"))
+        slots.switch = full
+        try:
+            await _serve(u)
+            await _settle()
+        finally:
+            slots.switch = real
+        st = u.client.last()
+        assert st["state"] == "refused" and st["id"] == "o1" and st["version"] == "0.2.0", st
+        assert st["error"]["code"] == S.E_UPDATE_FLASH and "28" in st["error"]["message"], st
+        assert not u.switching and u.stage is None and u.board.resets == 0
+        assert slots.state(root) == {"slot": ""} and not slots.exists(root + "/upd/a")
+        await u.handle(u.topic + "/offer", signed_offer("real", "o2"))
+        assert u.client.last()["state"] == "downloading" and u.client.last()["id"] == "o2"
+        await _serve(u)
+        await _settle()
+        return u
+    u = asyncio.run(go())
+    assert u.client.last()["state"] == "switching" and u.board.resets == 1
