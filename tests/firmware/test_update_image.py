@@ -11,7 +11,7 @@ from ppmid.update import report, slots
 from ppmid.update import service as S
 from ppmid.update.manifest import E_UPDATE_MANIFEST
 from test_board_image_slots import SIZE, _hw, _record, _reset
-from test_relay_support import fresh_root
+from test_relay_support import fresh_root, fresh_signature_limits
 from test_update_service import EUI, _Client, _Relay, _chunk, _settle
 from update_vectors import IMAGE, PUBLIC, signed_offer
 
@@ -32,6 +32,7 @@ class _ImageBoard:
 
 
 def _setup(hw, chunk=1500):
+    fresh_signature_limits()
     root = fresh_root(512)
     with open(root + "/config.json", "w") as f:
         f.write(json.dumps({"gateway": EUI, "update": {"public_key": PUBLIC, "chunk": chunk, "probation_s": 60}}))

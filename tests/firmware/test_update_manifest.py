@@ -4,6 +4,7 @@
 import json
 
 from ppmid.update import manifest as M
+from test_relay_support import fresh_signature_limits
 from update_vectors import PUBLIC, OTHER_PUBLIC, signed_offer, MANIFEST
 
 
@@ -17,6 +18,7 @@ def _code(fn, *a):
 
 
 def _verify(payload, running="0.1.0", board="emulated", cfg_version=1, key=PUBLIC):
+    fresh_signature_limits()  # these tests refuse forged signatures by the dozen
     return M.verify_offer(payload, key, board, running, cfg_version)
 
 

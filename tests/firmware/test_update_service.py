@@ -9,7 +9,7 @@ import asyncio
 from ppmid.update import service as S
 from ppmid.update import slots
 from ppmid.update.manifest import E_UPDATE_SIGNATURE, E_UPDATE_OLDER
-from test_relay_support import fresh_root
+from test_relay_support import fresh_root, fresh_signature_limits
 from update_vectors import PUBLIC, REAL_FILES, signed_offer
 
 EUI = "00DB1234567890A4"
@@ -59,6 +59,7 @@ class _Relay:
 
 
 def _setup(chunk=1000):
+    fresh_signature_limits()
     root = fresh_root(512)
     with open(root + "/config.json", "w") as f:
         f.write(json.dumps({"gateway": EUI, "update": {"public_key": PUBLIC, "chunk": chunk}}))
@@ -344,3 +345,45 @@ def test_a_pointer_write_failing_at_the_switch_is_refused_and_the_next_offer_is_
         return u
     u = asyncio.run(go())
     assert u.client.last()["state"] == "switching" and u.board.resets == 1
+
+
+def test_forged_signatures_on_the_update_topics_share_one_limit_and_past_it_nothing_is_verified():
+    # review M5: update/offer, update/config and update/commission each cost a P-256 verify
+    # in the MQTT handler; the failed ones are counted together, as envelope_sig does per kid
+    from binascii import unhexlify
+    from ppmid import envelope_sig
+    from ppmid.relay import commission_order as O
+    from ppmid.relay import users_update as UU
+    import commission_vectors as CV
+    import users_vectors as UV
+    root = _setup()
+    now = fresh_signature_limits()
+
+    async def go():
+        u = _updater(root)
+        for i in range(envelope_sig.FAILS_BURST):
+            await u.handle(u.topic + "/offer", signed_offer("wrong-key", "w%d" % i))
+            assert u.client.last()["error"]["code"] == E_UPDATE_SIGNATURE, u.client.last()
+        # a good offer is refused unverified now (it would download if it were verified)
+        await u.handle(u.topic + "/offer", signed_offer("real", "o1"))
+        st = u.client.last()
+        assert st["state"] == "refused" and st["id"] == "o1" and st["error"]["code"] == "E_RATE", st
+        assert "the next is checked in" in st["error"]["message"], st
+        # the users update and the commission order share the count: refused E_RATE too
+        for check, (text, sig) in ((UU.check_signature, UV.SIGNED["rotate"]),
+                                   (O.verify, CV.SIGNED["first"])):
+            args = (PUBLIC, text, unhexlify(sig)) if check is UU.check_signature else (text, unhexlify(sig), PUBLIC)
+            try:
+                check(*args)
+            except Exception as exc:  # noqa: BLE001 - the code is what counts
+                assert exc.code == "E_RATE", exc
+            else:
+                raise AssertionError("verified past the limit")
+        now[0] += int(1000 / envelope_sig.FAILS_PER_S) - 1000
+        await u.handle(u.topic + "/offer", signed_offer("real", "o2"))
+        assert u.client.last()["error"]["code"] == "E_RATE"
+        now[0] += 1000  # a check regained: the good offer is verified and downloads
+        await u.handle(u.topic + "/offer", signed_offer("real", "o3"))
+        st = u.client.last()
+        assert st["state"] == "downloading" and st["id"] == "o3", st
+    asyncio.run(go())

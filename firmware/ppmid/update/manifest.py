@@ -165,14 +165,31 @@ def public_key(key_hex):
         raise UpdateError(E_UPDATE_NO_KEY, "update.public_key is not usable: %s" % (exc,))
 
 
-def check_signature(key_hex, text, sig):
-    """UpdateError unless sig signs text under the configured key. The P-256 code is
-    imported here and dropped again by the caller (ppmid.update.service)."""
+def verify_signed(key_hex, text, sig):
+    """True when sig signs text under the configured update key, False when not: the one
+    check of the update key's documents (offers, users updates, commission orders). A P-256
+    verify blocks the event loop for up to a second on an ESP32 (docs/update.md), and every
+    DCC User identity may publish on update/+: signatures that fail are counted in one
+    shared bucket (ppmid.envelope_sig, UPDATE_KEY); past it, UpdateError E_RATE without
+    verifying. The P-256 code is imported here and dropped again by the caller."""
     key = public_key(key_hex)
+    from ppmid import envelope_sig as limits
+    wait = limits.wait_s(limits.UPDATE_KEY)
+    if wait:
+        raise UpdateError(limits.E_RATE, "too many bad signatures on update messages: the next is checked in %d s"
+                          % wait)
     from ppmid.update import p256
     if isinstance(text, str):
         text = text.encode()
-    if not p256.verify(key, text, sig):
+    if p256.verify(key, text, sig):
+        return True
+    limits.failed(limits.UPDATE_KEY)
+    return False
+
+
+def check_signature(key_hex, text, sig):
+    """UpdateError unless sig signs text under the configured key (verify_signed)."""
+    if not verify_signed(key_hex, text, sig):
         raise UpdateError(E_UPDATE_SIGNATURE, "the manifest's signature does not verify with this gateway's update key")
 
 
