@@ -387,3 +387,34 @@ def test_forged_signatures_on_the_update_topics_share_one_limit_and_past_it_noth
         st = u.client.last()
         assert st["state"] == "downloading" and st["id"] == "o3", st
     asyncio.run(go())
+
+
+def test_an_expired_manifest_and_an_unset_clock_are_refused_with_their_codes():
+    # review M4: the offer's expiry is checked on the relay's clock (SNTP or a kept RTC)
+    class _Clock:
+        def __init__(self, t, set_):
+            self.t, self.set_ = t, set_
+
+        def time(self):
+            return self.t
+
+        def is_set(self):
+            return self.set_
+
+    root = _setup()
+
+    async def go():
+        relay = _Relay()
+        u = _updater(root, relay)
+        relay.clock = _Clock(1767225600, False)
+        await u.handle(u.topic + "/offer", signed_offer("real", "c1"))
+        a = u.client.last()
+        relay.clock = _Clock(1767225600, True)
+        await u.handle(u.topic + "/offer", signed_offer("expired", "c2"))
+        b = u.client.last()
+        await u.handle(u.topic + "/offer", signed_offer("real", "c3"))
+        return a, b, u.client.last()
+    a, b, c = asyncio.run(go())
+    assert a["state"] == "refused" and a["id"] == "c1" and a["error"]["code"] == "E_CLOCK", a
+    assert b["state"] == "refused" and b["id"] == "c2" and b["error"]["code"] == "E_UPDATE_EXPIRED", b
+    assert c["state"] == "downloading" and c["id"] == "c3", c

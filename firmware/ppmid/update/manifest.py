@@ -18,8 +18,11 @@ E_UPDATE_MANIFEST = "E_UPDATE_MANIFEST"    # signed, but not a manifest we can a
 E_UPDATE_BOARD = "E_UPDATE_BOARD"          # built for another board
 E_UPDATE_OLDER = "E_UPDATE_OLDER"          # not newer than the running version, no downgrade
 E_UPDATE_CONFIG = "E_UPDATE_CONFIG"        # needs a newer config version than ours
+E_UPDATE_EXPIRED = "E_UPDATE_EXPIRED"      # signed with an expiry that has passed
+E_UPDATE_GATEWAY = "E_UPDATE_GATEWAY"      # names the gateways it is for, not this one
 MAX_FILES = 200
 MAX_FILE_BYTES = 1 << 20
+MAX_GATEWAYS = 1000       # a manifest's "gateways" list (a downgrade must have one)
 MAX_IMAGE_BYTES = 4 << 20  # the largest ESP32 OTA app partition a 8 MB flash would have
 _PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
 
@@ -94,6 +97,17 @@ def parse_manifest(text):
         _bad("min_config_version must be an integer")
     if not isinstance(m.get("downgrade", False), bool):
         _bad("downgrade must be true or false")
+    # without an expiry a signed manifest could be replayed by any DCC User for ever (the
+    # product is pre-release: manifests from before "expires" are refused, not grandfathered)
+    exp = m.get("expires")
+    if isinstance(exp, bool) or not isinstance(exp, int) or exp <= 0:
+        _bad("the manifest has no expires (unix seconds): sign it again with ppmid release")
+    gws = m.get("gateways")
+    if gws is not None and (not isinstance(gws, list) or not 0 < len(gws) <= MAX_GATEWAYS
+                            or any(not isinstance(g, str) or len(g) != 16 for g in gws)):
+        _bad("gateways must be a list of 1 to %d EUI-64s (16 hex digits)" % MAX_GATEWAYS)
+    if m.get("downgrade", False) and gws is None:
+        _bad("a downgrade must name the gateways it is for (\"gateways\": [EUI, ...])")
     if "image" in m:
         return _parse_image(m)
     files = m.get("files")
@@ -193,11 +207,21 @@ def check_signature(key_hex, text, sig):
         raise UpdateError(E_UPDATE_SIGNATURE, "the manifest's signature does not verify with this gateway's update key")
 
 
-def check_applicable(m, board, running, config_version):
-    """Refuse a valid manifest that is not for this gateway now: another board, not newer
-    than the running version (unless it is signed as a downgrade), a newer config."""
+def check_applicable(m, board, running, config_version, gateway, now):
+    """Refuse a valid manifest that is not for this gateway now: another board, expired
+    (`now`: unix seconds, None while the clock is unset: E_CLOCK, as for envelopes with an
+    expiry), naming other gateways, not newer than the running version (unless it is
+    signed as a downgrade, which always names its gateways), a newer config."""
     if m["board"] != board:
         raise UpdateError(E_UPDATE_BOARD, "the update is for board %s, this is %s" % (m["board"], board))
+    if now is None:
+        from ppmid.errors import E_CLOCK
+        raise UpdateError(E_CLOCK, "the gateway clock is not set: the update's expiry cannot be checked")
+    if now >= m["expires"]:
+        raise UpdateError(E_UPDATE_EXPIRED, "the manifest expired at %d (now %d): sign it again" % (m["expires"], now))
+    gws = m.get("gateways")
+    if gws is not None and gateway.upper() not in [g.upper() for g in gws]:
+        raise UpdateError(E_UPDATE_GATEWAY, "the update names %d gateway(s), not this one (%s)" % (len(gws), gateway))
     if m.get("min_config_version", 1) > config_version:
         raise UpdateError(E_UPDATE_CONFIG, "the update needs config version %d, this gateway has %d"
                           % (m["min_config_version"], config_version))
@@ -209,11 +233,12 @@ def check_applicable(m, board, running, config_version):
         raise UpdateError(E_UPDATE_OLDER, "version %s is already running" % running)
 
 
-def verify_offer(payload, key_hex, board, running, config_version):
+def verify_offer(payload, key_hex, board, running, config_version, gateway, now):
     """(offer id, manifest dict, manifest text) of an offer that may be applied here, or
-    UpdateError: the signature first, so an unsigned manifest is never even parsed."""
+    UpdateError: the signature first, so an unsigned manifest is never even parsed.
+    gateway: this gateway's EUI-64; now: unix seconds, None while the clock is unset."""
     oid, text, sig = parse_offer(payload)
     check_signature(key_hex, text, sig)
     m = parse_manifest(text)
-    check_applicable(m, board, running, config_version)
+    check_applicable(m, board, running, config_version, gateway, now)
     return oid, m, text

@@ -215,7 +215,8 @@ class Updater:
                               "it is confirmed" % busy)
         settings, cfg_version = _config(self.root)
         try:
-            oid, m, text = M.verify_offer(payload, settings["public_key"], self.board.name, self.version, cfg_version)
+            oid, m, text = M.verify_offer(payload, settings["public_key"], self.board.name, self.version, cfg_version,
+                                          self.client.client_id, self._now())
         finally:
             _unload("ppmid.update.p256")
         # a chunk, its header and the topic must fit the client's receive buffer
@@ -352,6 +353,15 @@ class Updater:
         slots.remove(self.root + slots.STAGE)
         self.stage = None
         self.need = None
+
+    def _now(self):
+        # unix seconds for the manifest's expiry, None while the clock is unset: the
+        # relay's clock (set by SNTP or a kept RTC), or the port's when there is no relay
+        clock = getattr(self.relay, "clock", None)
+        if clock is None:
+            from ppmid.clock import Clock
+            clock = Clock()
+        return clock.time() if clock.is_set() else None
 
     def _idle(self):
         i = self.relay.info() if self.relay is not None else {}
