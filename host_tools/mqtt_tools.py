@@ -13,7 +13,7 @@ import threading
 import time
 
 from host_tools import board_scripts, mpcompat
-from host_tools.broker import client_paths, gateway_identity, issue
+from host_tools.broker import check_tls_files, client_paths, gateway_identity, issue
 
 mpcompat.install()
 
@@ -49,6 +49,7 @@ def paho_client(state_dir, ident, client_id=None, clean_session=True, info=None)
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                     client_id=client_id or ident,
                     clean_session=clean_session)
+    check_tls_files(paths["ca_pem"], paths["pem"], paths["key_pem"])
     c.tls_set(ca_certs=paths["ca_pem"], certfile=paths["pem"], keyfile=paths["key_pem"])
     return c
 
