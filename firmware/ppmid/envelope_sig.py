@@ -16,9 +16,7 @@
 # bucket refills. Good signatures take no token, and the very bytes of one that verified
 # lately (a redelivery, or a replay: the relay answers it as a duplicate) are not verified
 # again. The cheaper checks (revoked kid, size, signature length, the kid being registered
-# with a public key) come before, in senders. The update key's signed documents (update
-# offers, users updates, commission orders) share one more bucket here (UPDATE_KEY): any
-# DCC User identity may publish on those topics too. This module stays loaded once used.
+# with a public key) come before, in senders.
 import hashlib
 
 from micropython import const
@@ -34,8 +32,6 @@ FAILS_PER_S = 1 / 60             # ... and one more each minute after that
 _MAX_KIDS = const(16)            # ppmid.relay.senders.MAX_SENDERS: one bucket per public-key user
 
 _KEEP_VERIFIED = const(4)        # signed bytes (key, digest, signature) that verified lately
-UPDATE_KEY = "/update"           # the one bucket of the update key's documents (update/offer, /config,
-                                 # /commission: ppmid.update.manifest.verify_signed); no kid has a "/"
 
 now_ms = ticks_ms   # the buckets' clock (a test gives another)
 _failed = None      # the buckets, made with the first signed envelope
@@ -63,38 +59,28 @@ def check(name, public_key, env):
     _KEEP_VERIFIED that verified (a redelivery, a replay the relay answers as a duplicate)
     pass without a second verify. Called by ppmid.relay.senders only."""
     from ppmid.relay.senders import SenderError
+    global _failed
     if len(env.mac) != SIG_LEN:
         raise SenderError(E_AUTH, "envelope signature does not verify with the public key of %s" % name)
     e, sig = digest(env), bytes(env.mac)
     signed = public_key + e + sig
     if signed in _verified:
         return
-    wait = wait_s(name)
+    if _failed is None:
+        from ppmid.relay.ratelimit import TokenBuckets
+        _failed = TokenBuckets(FAILS_PER_S, FAILS_BURST, ticks_diff, _MAX_KIDS)
+    now = now_ms()
+    wait = _failed.wait_ms(name, now)
     if wait:
-        raise SenderError(E_RATE, "too many bad signatures under %s: the next is checked in %d s" % (name, wait))
+        raise SenderError(E_RATE, "too many bad signatures under %s: the next is checked in %d s"
+                         % (name, (wait + 999) // 1000))
     from ppmid.update import p256
     if not p256.verify_digest(p256.public_key(public_key), e, sig):
-        failed(name)
+        _failed.take(name, now)
         raise SenderError(E_AUTH, "envelope signature does not verify with the public key of %s" % name)
     _verified.append(signed)
     if len(_verified) > _KEEP_VERIFIED:
         _verified.pop(0)
-
-
-def wait_s(name):
-    """0 while `name` has failed checks left, else the seconds until it has one again: its
-    next signature is then refused E_RATE without being verified."""
-    global _failed
-    if _failed is None:
-        from ppmid.relay.ratelimit import TokenBuckets
-        _failed = TokenBuckets(FAILS_PER_S, FAILS_BURST, ticks_diff, _MAX_KIDS + 1)  # + UPDATE_KEY
-    wait = _failed.wait_ms(name, now_ms())
-    return (wait + 999) // 1000 if wait else 0
-
-
-def failed(name):
-    """A signature under `name` did not verify: it uses one of its failed checks (after wait_s)."""
-    _failed.take(name, now_ms())
 
 
 def verifies(public_key, env):

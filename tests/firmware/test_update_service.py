@@ -349,9 +349,9 @@ def test_a_pointer_write_failing_at_the_switch_is_refused_and_the_next_offer_is_
 
 def test_forged_signatures_on_the_update_topics_share_one_limit_and_past_it_nothing_is_verified():
     # review M5: update/offer, update/config and update/commission each cost a P-256 verify
-    # in the MQTT handler; the failed ones are counted together, as envelope_sig does per kid
+    # in the MQTT handler; the failed ones are counted together (as envelope_sig does per kid)
     from binascii import unhexlify
-    from ppmid import envelope_sig
+    from ppmid.update import manifest as M
     from ppmid.relay import commission_order as O
     from ppmid.relay import users_update as UU
     import commission_vectors as CV
@@ -361,7 +361,7 @@ def test_forged_signatures_on_the_update_topics_share_one_limit_and_past_it_noth
 
     async def go():
         u = _updater(root)
-        for i in range(envelope_sig.FAILS_BURST):
+        for i in range(M.FAILS_BURST):
             await u.handle(u.topic + "/offer", signed_offer("wrong-key", "w%d" % i))
             assert u.client.last()["error"]["code"] == E_UPDATE_SIGNATURE, u.client.last()
         # a good offer is refused unverified now (it would download if it were verified)
@@ -379,7 +379,7 @@ def test_forged_signatures_on_the_update_topics_share_one_limit_and_past_it_noth
                 assert exc.code == "E_RATE", exc
             else:
                 raise AssertionError("verified past the limit")
-        now[0] += int(1000 / envelope_sig.FAILS_PER_S) - 1000
+        now[0] += int(1000 / M.FAILS_PER_S) - 1000
         await u.handle(u.topic + "/offer", signed_offer("real", "o2"))
         assert u.client.last()["error"]["code"] == "E_RATE"
         now[0] += 1000  # a check regained: the good offer is verified and downloads

@@ -20,6 +20,9 @@ E_UPDATE_OLDER = "E_UPDATE_OLDER"          # not newer than the running version,
 E_UPDATE_CONFIG = "E_UPDATE_CONFIG"        # needs a newer config version than ours
 E_UPDATE_EXPIRED = "E_UPDATE_EXPIRED"      # signed with an expiry that has passed
 E_UPDATE_GATEWAY = "E_UPDATE_GATEWAY"      # names the gateways it is for, not this one
+E_RATE = "E_RATE"                          # as ppmid.relay.core's: too many bad signatures, later
+FAILS_BURST = 3                            # failed signature checks in a row on update/+ ...
+FAILS_PER_S = 1 / 60                       # ... and one more each minute after that (envelope_sig's)
 MAX_FILES = 200
 MAX_FILE_BYTES = 1 << 20
 MAX_GATEWAYS = 1000       # a manifest's "gateways" list (a downgrade must have one)
@@ -183,21 +186,32 @@ def verify_signed(key_hex, text, sig):
     """True when sig signs text under the configured update key, False when not: the one
     check of the update key's documents (offers, users updates, commission orders). A P-256
     verify blocks the event loop for up to a second on an ESP32 (docs/update.md), and every
-    DCC User identity may publish on update/+: signatures that fail are counted in one
-    shared bucket (ppmid.envelope_sig, UPDATE_KEY); past it, UpdateError E_RATE without
-    verifying. The P-256 code is imported here and dropped again by the caller."""
+    DCC User identity may publish on update/+: the signatures that fail are counted in one
+    bucket shared by the three (FAILS_BURST, then FAILS_PER_S, as ppmid.envelope_sig does per
+    kid); past it, UpdateError E_RATE without verifying. The P-256 code is imported here and
+    dropped again by the caller."""
     key = public_key(key_hex)
-    from ppmid import envelope_sig as limits
-    wait = limits.wait_s(limits.UPDATE_KEY)
+    import ppmid.update as pkg
+    from ppmid.clock import ticks_ms
+    failed = getattr(pkg, "failed_signatures", None)
+    if failed is None:
+        # on the package, which stays loaded while this module is dropped after each
+        # message: a small object, not a module kept for good (a module loaded for good in
+        # the middle of an update cut the heap into pieces too small for the next offer)
+        from ppmid.relay.ratelimit import TokenBuckets
+        from ppmid.clock import ticks_diff
+        failed = pkg.failed_signatures = TokenBuckets(FAILS_PER_S, FAILS_BURST, ticks_diff, 1)
+    now = getattr(pkg, "now_ms", ticks_ms)()  # a test sets ppmid.update.now_ms
+    wait = failed.wait_ms(0, now)
     if wait:
-        raise UpdateError(limits.E_RATE, "too many bad signatures on update messages: the next is checked in %d s"
-                          % wait)
+        raise UpdateError(E_RATE, "too many bad signatures on update messages: the next is checked in %d s"
+                          % ((wait + 999) // 1000))
     from ppmid.update import p256
     if isinstance(text, str):
         text = text.encode()
     if p256.verify(key, text, sig):
         return True
-    limits.failed(limits.UPDATE_KEY)
+    failed.take(0, now)
     return False
 
 
