@@ -418,3 +418,26 @@ def test_an_expired_manifest_and_an_unset_clock_are_refused_with_their_codes():
     assert a["state"] == "refused" and a["id"] == "c1" and a["error"]["code"] == "E_CLOCK", a
     assert b["state"] == "refused" and b["id"] == "c2" and b["error"]["code"] == "E_UPDATE_EXPIRED", b
     assert c["state"] == "downloading" and c["id"] == "c3", c
+
+
+def test_once_the_new_set_is_pointed_at_the_board_resets_even_if_the_status_cannot_go_out():
+    # putting the pointer back after this would leave an image set to boot with no
+    # probation: the switch's guard stops at the pointer
+    root = _setup()
+
+    async def go():
+        u = _updater(root, _Relay())
+        await u.handle(u.topic + "/offer", signed_offer("real", "o1"))
+        publish = u.client.publish
+
+        async def failing(topic, payload, *a):
+            if b'"switching"' in payload:
+                raise OSError(104)
+            return await publish(topic, payload, *a)
+        u.client.publish = failing
+        await _serve(u)
+        await _settle()
+        return u
+    u = asyncio.run(go())
+    assert u.board.resets == 1 and slots.state(root)["probation"]["boots"] == 0
+    assert slots.state(root)["version"] == "0.2.0"

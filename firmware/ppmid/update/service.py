@@ -371,13 +371,16 @@ class Updater:
         """Everything is there and checked: wait for the commands in flight (their
         responses go out from this version; the journal keeps the rest for the next),
         point at the new slot (one rename), say so and reset. Run as a task: whatever
-        fails here puts the pointer back as it was, drops the download and says so with
-        the offer's id, so the updater is never left "switching" with no status."""
+        fails before the new set is pointed at puts the pointer back as it was, drops the
+        download and says so with the offer's id, so the updater is never left
+        "switching" with no status; once it is pointed at, the board resets whatever
+        happens to the status."""
+        from ppmid.clock import sleep_ms
         st, m = self.stage, self.stage["manifest"]
         before = slots.read_json(self.root + slots.STATE)
         step = [E_UPDATE_FLASH, "pointing at the new set failed"]
         try:
-            await self._switch(st, m, step)
+            await self._point(st, m, step)
         except Exception as exc:  # noqa: BLE001 - a task's exception would be lost
             try:
                 if before is None:
@@ -389,8 +392,14 @@ class Updater:
             self.switching = False
             self.abandon()
             await self.refuse(UpdateError(step[0], "%s: %r" % (step[1], exc)), st["id"], m["version"])
+            return
+        try:
+            await self.publish("switching", st["id"], m["version"])
+            await sleep_ms(500)  # let the status reach the broker
+        finally:
+            self.board.reset()
 
-    async def _switch(self, st, m, step):
+    async def _point(self, st, m, step):
         from ppmid.clock import sleep_ms
         waited = 0
         while not self._idle() and waited < IDLE_WAIT_S * 1000:
@@ -406,12 +415,8 @@ class Updater:
             # the bootloader checks the image here (chip, header, secure boot) and raises
             step[:] = [E_UPDATE_IMAGE, "the bootloader refused to boot the image in partition %s" % w.label]
             w.slots.set_boot(w.label)
-            step[:] = [E_UPDATE_FLASH, "switching to the image failed"]
             self.log("PPMID update: switching to image %s (partition %s): resetting" % (m["version"], w.label))
         else:
             slots.switch(self.root, st["slot"], m["version"], self.version, st["id"], self.probation[0],
                          self.probation[1])
             self.log("PPMID update: switching to %s (slot %s): resetting" % (m["version"], st["slot"]))
-        await self.publish("switching", st["id"], m["version"])
-        await sleep_ms(500)  # let the status reach the broker
-        self.board.reset()
