@@ -12,8 +12,8 @@ import os
 
 from ppmid import config as C
 from ppmid.relay import users_update as UU
-from test_relay_support import FlashBoard, RecordingLink, Rig, ESME, GSME, PPMID, SUPPLIER, KEY, config, fresh_root, read_file, write_file, \
-    fresh_signature_limits
+from test_relay_support import FlashBoard, RecordingLink, Rig, ESME, GSME, PPMID, SUPPLIER, KEY, config, fresh_root, read_file, write_file
+from test_relay_support import fresh_signature_limits
 from update_vectors import PUBLIC
 import users_vectors as V
 
