@@ -24,6 +24,8 @@ import socket
 import subprocess
 import time
 
+from host_tools.errors import ToolError
+
 MOSQUITTO = "/usr/sbin/mosquitto"
 ENGINES = ("mosquitto", "rabbitmq")
 SERVER_HOSTNAME = "ppmid-broker"
@@ -51,13 +53,37 @@ def user_identity(name):
     return ident
 
 
+class TlsFileError(ToolError):
+    """A client's TLS file (CA, certificate, key) that is missing or not PEM: named, as
+    neither ssl's nor cryptography's message says which file it was."""
+    code = "E_TLS"
+
+
+def check_tls_files(ca, cert, key):
+    """TlsFileError for the first of these files that cannot be read or holds no PEM block."""
+    for what, path in (("CA certificate", ca), ("certificate", cert), ("private key", key)):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise TlsFileError("cannot read the %s %s: %s" % (what, path, exc.strerror or exc))
+        if b"-----BEGIN " not in data:
+            raise TlsFileError("the %s %s is not a PEM file" % (what, path))
+
+
 def certificate_identity(certfile):
     """The identity (CN) a client certificate names: the MQTT user name both engines take
     from it, and the start of every client id it may use (docs/security.md)."""
     x509, _, _, _, NameOID, _ = _crypto()
-    with open(certfile, "rb") as f:
-        cert = x509.load_pem_x509_certificate(f.read())
-    return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    try:
+        with open(certfile, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    except OSError as exc:
+        raise TlsFileError("cannot read the certificate %s: %s" % (certfile, exc.strerror or exc))
+    except (ValueError, IndexError) as exc:  # not PEM, not a certificate, or no CN
+        raise TlsFileError("the certificate %s is not a PEM certificate with a common name (%s)"
+                           % (certfile, str(exc).split(".")[0]))
 
 
 def tool_client_id(certfile, tool):
@@ -105,11 +131,17 @@ def _save(dirpath, stem, cert, key):
 
 def _load_ca(state_dir):
     x509, _, ser, _, _, _ = _crypto()
-    with open(os.path.join(state_dir, "ca.pem"), "rb") as f:
-        cert = x509.load_pem_x509_certificate(f.read())
-    with open(os.path.join(state_dir, "ca.key.pem"), "rb") as f:
-        key = ser.load_pem_private_key(f.read(), None)
-    return cert, key
+    out = []
+    for name, load in (("ca.pem", x509.load_pem_x509_certificate),
+                       ("ca.key.pem", lambda b: ser.load_pem_private_key(b, None))):
+        path = os.path.join(state_dir, name)
+        try:
+            with open(path, "rb") as f:
+                out.append(load(f.read()))
+        except (ValueError, TypeError) as exc:  # not PEM, or a key with a password
+            raise TlsFileError("%s is not the broker's CA in PEM (%s): start the broker again in a fresh state dir"
+                               % (path, str(exc).split(".")[0]))
+    return out[0], out[1]
 
 
 def _issue(ca_cert, ca_key, cn, server=False, days=825):
@@ -252,6 +284,10 @@ def conf_text(state_dir, port):
 
 
 def _alive(pid):
+    # broker.json is ours, but may be hand-edited: no pid (or 0, which kill() takes as our
+    # own process group) is no broker
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except OSError:
@@ -320,7 +356,7 @@ class Broker:
         paths = issue(self.state_dir, ident)
         self._write_rights()
         info = self.info()
-        if info and _alive(info["pid"]):
+        if info and _alive(info.get("pid")):
             if self.engine == "mosquitto":
                 os.kill(info["pid"], signal.SIGHUP)
                 time.sleep(0.3)
@@ -358,7 +394,7 @@ class Broker:
 
     def start(self, port=None, timeout=None):
         info = self.info()
-        if info and _alive(info["pid"]):
+        if info and _alive(info.get("pid")):
             raise BrokerError("a broker is already running for %s (pid %d, port %d)"
                               % (self.state_dir, info["pid"], info["port"]))
         if timeout is None:  # RabbitMQ boots an Erlang VM and its database: seconds, not ms

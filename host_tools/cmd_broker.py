@@ -44,7 +44,7 @@ def run(args):
             if info is None:
                 raise CliError("no broker state in %s" % args.state_dir)
             from host_tools.broker import _alive
-            info["running"] = _alive(info["pid"])
+            info["running"] = _alive(info.get("pid"))
             print(json.dumps(info))
     except BrokerError as exc:
         raise CliError(str(exc))

@@ -2,7 +2,8 @@
 
     ppmid release --make-key KEY.pem            new operator key; prints the public key for
                                                  the gateways' config (update.public_key)
-    ppmid release --board NAME --key KEY.pem --out DIR [--version 0.2.0] [--downgrade]
+    ppmid release --board NAME --key KEY.pem --out DIR [--version 0.2.0] [--expires-in S]
+                  [--gateway EUI ...] [--downgrade]   a downgrade must name its gateways
     ppmid release --board NAME --key KEY.pem --out DIR --version 0.3.0 --image FIRMWARE.bin
                                                  a firmware image for the OTA app partitions
 
@@ -19,7 +20,13 @@ def add_arguments(p):
     p.add_argument("--out", metavar="DIR", help="release directory to write")
     p.add_argument("--version", help="version to give the release (default: ppmid.VERSION of the tree)")
     p.add_argument("--min-config-version", type=int, default=1, help="oldest gateway config version it runs with")
-    p.add_argument("--downgrade", action="store_true", help="sign it as a downgrade (may replace a newer version)")
+    p.add_argument("--downgrade", action="store_true", help="sign it as a downgrade (may replace a newer version; "
+                   "needs --gateway)")
+    p.add_argument("--gateway", action="append", metavar="EUI", help="a gateway the release is for (repeat; "
+                   "default: every gateway of the board; a downgrade must name them)")
+    p.add_argument("--expires-in", type=int, default=30 * 86400, metavar="S",
+                   help="the gateways refuse the release this many seconds after signing (default 2592000: "
+                   "30 days), as --expires-in of ppmid send and sign")
     p.add_argument("--image", metavar="FIRMWARE.bin", help="sign this firmware image (an image update, "
                    "docs/update.md) instead of building the application set; needs --version")
     p.add_argument("--firmware-dir", help="firmware tree to build (default: this checkout's firmware/)")
@@ -32,14 +39,18 @@ def run(args):
         return 0
     if not (args.board and args.key and args.out):
         raise CliError("--board, --key and --out are needed (or --make-key KEY.pem)")
+    if not 0 < args.expires_in <= 10 * 366 * 86400:
+        raise CliError("--expires-in must be 1 s to 10 years (in seconds), not %d" % args.expires_in)
+    import time
+    limits = {"expires": int(time.time()) + args.expires_in, "gateways": args.gateway}
     if args.image:
         if not args.version:
             raise CliError("--image needs --version (an image's version cannot be read from the tree)")
         m = U.release_image(args.board, args.key, args.out, args.version, args.image, args.min_config_version,
-                            args.downgrade, log=print)
+                            args.downgrade, log=print, **limits)
         print("written %s (image %s, %d bytes)" % (args.out, m["version"], m["image"]["size"]))
         return 0
     m = U.release(args.board, args.key, args.out, args.version, args.firmware_dir, args.min_config_version,
-                  args.downgrade, log=print)
+                  args.downgrade, log=print, **limits)
     print("written %s (version %s, %d files)" % (args.out, m["version"], len(m["files"])))
     return 0

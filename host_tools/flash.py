@@ -72,6 +72,8 @@ def chip_name(chip_id):
 
 def check_image(path, chip):
     """FlashError unless `path` is an ESP32-family app image built for `chip` (esptool's name)."""
+    if os.path.isdir(path):
+        raise FlashError("%s is a folder: give the firmware image file (micropython.bin)" % path)
     if not os.path.isfile(path):
         raise FlashError("firmware file %s does not exist" % path)
     with open(path, "rb") as f:

@@ -114,6 +114,8 @@ class FleetWatcher:
         import ssl
         import paho.mqtt.client as mqtt
         ca, cert, key = self.tls
+        from host_tools.broker import check_tls_files
+        check_tls_files(ca, cert, key)
         if self.client_id is None:
             from host_tools.broker import tool_client_id
             self.client_id = tool_client_id(cert, "status-" + secrets.token_hex(3))

@@ -8,11 +8,12 @@ import json
 import os
 import queue
 import secrets
+import sys
 import threading
 import time
 
 from host_tools import board_scripts, mpcompat
-from host_tools.broker import client_paths, gateway_identity, issue
+from host_tools.broker import check_tls_files, client_paths, gateway_identity, issue
 
 mpcompat.install()
 
@@ -48,6 +49,7 @@ def paho_client(state_dir, ident, client_id=None, clean_session=True, info=None)
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                     client_id=client_id or ident,
                     clean_session=clean_session)
+    check_tls_files(paths["ca_pem"], paths["pem"], paths["key_pem"])
     c.tls_set(ca_certs=paths["ca_pem"], certfile=paths["pem"], keyfile=paths["key_pem"])
     return c
 
@@ -197,10 +199,19 @@ class Commander:
             raise RuntimeError("no SUBACK for the rsp topic")
 
     def _on_message(self, c, userdata, msg):
+        # paho's network thread calls this and dies on any exception from it (paho 2.x
+        # re-raises), after which nothing more is received: a status that is not a JSON
+        # object (a faulty gateway or broker) is ignored with a warning, as replay.py does
         try:
             obj = json.loads(msg.payload)
         except ValueError:
             obj = {"raw": msg.payload.decode(errors="replace")}
+        except RecursionError:
+            obj = None
+        if not isinstance(obj, dict):
+            print("ppmid: warning: ignored a message on %s that is not a JSON object: %r"
+                  % (msg.topic, bytes(msg.payload[:40])), file=sys.stderr)
+            return
         with self.lock:
             q = self.statuses.setdefault(obj.get("id"), queue.Queue())
         q.put(obj)

@@ -62,11 +62,16 @@ def parse_broker_url(url):
 
 def identity_from_state_dir(state_dir, user="dcc-user-test"):
     """(host, port, ca, cert, key) from a `ppmid broker start --state-dir` directory."""
+    path = os.path.join(state_dir, "broker.json")
     try:
-        with open(os.path.join(state_dir, "broker.json")) as f:
+        with open(path) as f:
             info = json.load(f)
-    except (OSError, ValueError):
+    except OSError:
         raise ReplayError("no broker.json in %s (ppmid broker start --state-dir %s)" % (state_dir, state_dir))
+    except ValueError as exc:  # as host_tools.mqtt_tools.broker_info says it
+        raise ReplayError("%s is not valid JSON (%s): start the broker again" % (path, exc))
+    if not isinstance(info, dict) or not isinstance(info.get("port"), int):
+        raise ReplayError("%s does not name the broker's port: start the broker again" % path)
     ident = user if user.startswith("dcc-user-") else "dcc-user-" + user
     base = os.path.join(state_dir, "clients", ident)
     paths = (os.path.join(state_dir, "ca.pem"), base + ".pem", base + ".key.pem")
@@ -142,9 +147,11 @@ class Replayer:
         self.settle_s = settle_s
         self.nfc = nfc
         self.serial = serial
-        if client_id is None and cert is not None:
-            from host_tools.broker import tool_client_id
-            client_id = tool_client_id(cert, "replay-%s" % self.gateway)
+        if cert is not None:
+            from host_tools.broker import check_tls_files, tool_client_id
+            check_tls_files(ca, cert, keyfile)
+            if client_id is None:
+                client_id = tool_client_id(cert, "replay-%s" % self.gateway)
         self.client_id = client_id  # None only without a certificate: a report-only replayer
         self.out = out
         self.connect_timeout = connect_timeout

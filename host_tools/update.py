@@ -106,11 +106,15 @@ def firmware_version(firmware_dir):
 
 
 def release(board, key_path, out_dir, version=None, firmware_dir=None, min_config_version=1, downgrade=False,
-            log=None):
-    """Build and sign a release of firmware_dir for board into out_dir; return the manifest."""
+            log=None, expires=None, gateways=None):
+    """Build and sign a release of firmware_dir for board into out_dir; return the manifest.
+    expires: unix seconds (default EXPIRES_IN_S from now); gateways: the EUI-64s it is
+    for (None: every gateway of the board; a downgrade needs them)."""
     from host_tools import deploy
     from host_tools.boards import FIRMWARE_DIR
     log = log or (lambda m: None)
+    _check_release(board, min_config_version)
+    limits = _limits(expires, gateways, downgrade)
     key = load_key(key_path)
     firmware_dir = firmware_dir or FIRMWARE_DIR
     if version is not None:
@@ -144,8 +148,8 @@ def release(board, key_path, out_dir, version=None, firmware_dir=None, min_confi
             entries.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    manifest = {"format": MANIFEST_FORMAT, "version": version, "board": board,
-                "min_config_version": min_config_version, "downgrade": bool(downgrade), "files": entries}
+    manifest = dict(limits, format=MANIFEST_FORMAT, version=version, board=board,
+                    min_config_version=min_config_version, downgrade=bool(downgrade), files=entries)
     _write_signed(out_dir, key, manifest)
     log("release %s for %s: %d files, %d bytes, signed by %s..." % (
         version, board, len(entries), sum(e["size"] for e in entries), public_hex(key)[:18]))
@@ -163,11 +167,14 @@ def _write_signed(out_dir, key, manifest):
         json.dump({"manifest": text, "signature": sig.hex(), "public_key": public_hex(key)}, f, indent=1)
 
 
-def release_image(board, key_path, out_dir, version, image_path, min_config_version=1, downgrade=False, log=None):
+def release_image(board, key_path, out_dir, version, image_path, min_config_version=1, downgrade=False, log=None,
+                  expires=None, gateways=None):
     """Sign a firmware image (docs/update.md "Image updates") for board into out_dir: the
     manifest names it by SHA-256 and size; files/image.bin is what the gateway downloads
-    into its next OTA app partition. Return the manifest."""
+    into its next OTA app partition. Return the manifest. expires, gateways: as release()."""
     log = log or (lambda m: None)
+    definition = _check_release(board, min_config_version)
+    limits = _limits(expires, gateways, downgrade)
     key = load_key(key_path)
     _check_version(version)
     try:
@@ -177,18 +184,69 @@ def release_image(board, key_path, out_dir, version, image_path, min_config_vers
         raise UpdateError("cannot read the image %s: %s" % (image_path, exc.strerror))
     if not data:
         raise UpdateError("the image %s is empty" % image_path)
+    if definition.get("chip") != "unix":
+        # what `ppmid flash` checks (magic byte, chip id): on the board, set_boot() would
+        # refuse another chip's image only after the whole download
+        from host_tools.flash import FlashError, check_image
+        try:
+            check_image(image_path, definition["chip"])
+        except FlashError as exc:
+            raise UpdateError("not signed: %s" % exc.message)
     os.makedirs(os.path.join(out_dir, "files"), exist_ok=True)
     with open(os.path.join(out_dir, "files", IMAGE_FILE), "wb") as f:
         f.write(data)
-    manifest = {"format": MANIFEST_FORMAT, "version": version, "board": board,
-                "min_config_version": min_config_version, "downgrade": bool(downgrade),
-                "image": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+    manifest = dict(limits, format=MANIFEST_FORMAT, version=version, board=board,
+                    min_config_version=min_config_version, downgrade=bool(downgrade),
+                    image={"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
     _write_signed(out_dir, key, manifest)
     log("image release %s for %s: %d bytes, signed by %s..." % (version, board, len(data), public_hex(key)[:18]))
     return manifest
 
 
 IMAGE_FILE = "image.bin"
+
+
+EXPIRES_IN_S = 30 * 86400   # a release's manifest is taken for 30 days unless told otherwise
+MAX_GATEWAYS = 1000         # ppmid.update.manifest.MAX_GATEWAYS
+
+
+def _limits(expires, gateways, downgrade):
+    """The manifest's "expires" (unix seconds) and, when given, "gateways" (EUI-64s, upper
+    case): a gateway refuses a manifest past its expiry, or naming other gateways; a
+    downgrade must name them (docs/update.md "Manifest")."""
+    if expires is None:
+        expires = int(time.time()) + EXPIRES_IN_S
+    if isinstance(expires, bool) or not isinstance(expires, int) or expires <= 0:
+        raise UpdateError("expires must be unix seconds, not %r" % (expires,))
+    out = {"expires": expires}
+    if gateways:
+        out["gateways"] = sorted({_eui(g) for g in gateways})
+        if len(out["gateways"]) > MAX_GATEWAYS:
+            raise UpdateError("at most %d gateways in one manifest" % MAX_GATEWAYS)
+    elif downgrade:
+        raise UpdateError("a downgrade must name the gateways it is for (--gateway EUI, repeated): a signed "
+                          "downgrade for every gateway could be replayed by any DCC User until it expires")
+    return out
+
+
+def _eui(text):
+    eui = str(text).upper()
+    if len(eui) != 16 or any(c not in "0123456789ABCDEF" for c in eui):
+        raise UpdateError("gateway %r is not an EUI-64 (16 hex digits)" % (text,))
+    return eui
+
+
+def _check_release(board, min_config_version):
+    """The board's definition; UpdateError for an unknown board or a config version below 1
+    (the gateway's config versions start at 1)."""
+    from host_tools.boards import BoardError, load_board
+    try:
+        definition = load_board(board)
+    except BoardError as exc:
+        raise UpdateError(exc.message)
+    if isinstance(min_config_version, bool) or not isinstance(min_config_version, int) or min_config_version < 1:
+        raise UpdateError("--min-config-version must be a whole number from 1, not %r" % (min_config_version,))
+    return definition
 
 
 def _check_version(v):

@@ -77,6 +77,9 @@ class WiredClient:
     # ---- the port ------------------------------------------------------------------------
     def open(self):
         import serial
+        if isinstance(self.baud, bool) or not isinstance(self.baud, int) or self.baud <= 0:
+            # pyserial's ValueError would read as a bug of ours
+            raise WiredError("--baud must be a positive whole number (e.g. 115200), not %r" % (self.baud,))
         try:
             ser = serial.Serial(self.port, self.baud, timeout=0.05)
         except (serial.SerialException, OSError) as exc:

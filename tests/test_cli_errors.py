@@ -147,3 +147,61 @@ def test_install_code_option_takes_hex_or_new_and_names_the_option_it_refuses():
     with pytest.raises(cli.CliError) as e:                         # `new` only where the option allows it
         cli.install_code_option("new", "--ch-install-code", new=False)
     assert str(e.value).startswith("--ch-install-code: ") and "E_INSTALL_CODE" in str(e.value)
+
+
+def _prepared_state(tmp_path):
+    from host_tools.broker import Broker
+    state = tmp_path / "b"
+    Broker(str(state), gateways=["00DB1234567890A4"], users=["test"]).prepare()
+    (state / "keys").mkdir(exist_ok=True)
+    (state / "keys" / "00DB1234567890A4.key").write_bytes(b"k" * 32)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (state / "broker.json").write_text(json.dumps({"host": "127.0.0.1", "port": port}))  # no "pid"
+    return state, port
+
+
+def test_bad_input_to_the_host_tools_is_the_users_not_a_bug(tmp_path, capsys):
+    # review L1: each of these said "E_INTERNAL ... (a bug: ...)", exit 3
+    key = tmp_path / "k32"
+    key.write_bytes(b"k" * 32)
+    for cmd in (["send", "--serial", "/dev/null", "--gbcs", "DD00", "--key-file", str(key)],
+                ["replay", "--serial", "/dev/null", "--envelope-key", str(key), "--report", str(tmp_path / "r.json")]):
+        if cmd[0] == "replay":
+            trace = tmp_path / "t.jsonl"
+            trace.write_text('{"at_ms": 0, "id": "a1", "gbcs": "dd00"}\n')
+            cmd = cmd + [str(trace)]
+        rc, err = run(capsys, *(cmd + ["--baud", "-5"]))
+        assert rc == 1 and "--baud must be a positive whole number" in err and "-5" in err, err
+    state, port = _prepared_state(tmp_path)
+    # broker.json without "pid" (hand-edited): the broker is taken as not running
+    rc, err = run(capsys, "status", "--state-dir", str(state))
+    assert rc == 1 and "cannot reach the broker at 127.0.0.1:%d" % port in err, err
+    # a client PEM (or the CA) in the state dir that is not PEM: named
+    (state / "clients" / "dcc-user-test.key.pem").write_text("not pem")
+    rc, err = run(capsys, "send", "--state-dir", str(state), "--gateway", "00DB1234567890A4", "--gbcs", "DD00",
+                  "--timeout", "2")
+    assert rc == 1 and "private key %s is not a PEM file" % (state / "clients" / "dcc-user-test.key.pem") in err, err
+    (state / "ca.pem").write_text("not pem")
+    rc, err = run(capsys, "status", "--state-dir", str(state))
+    assert rc == 1 and "%s is not" % (state / "ca.pem") in err, err
+    rc, err = run(capsys, "capture", "--state-dir", str(state), "--gateway", "00DB1234567890A4",
+                  "--out", str(tmp_path / "x.pcapng"), "--seconds", "1")
+    assert rc == 1 and str(state / "ca.pem") in err, err
+    # --ca/--cert/--key given that are not PEM
+    junk = tmp_path / "junk.pem"
+    junk.write_text("junk")
+    rc, err = run(capsys, "status", "--ca", str(junk), "--cert", str(junk), "--key", str(junk), "--state-dir", str(state))
+    assert rc == 1 and "%s is not a PEM file" % junk in err, err
+
+
+def test_flash_a_folder_and_replay_a_broken_broker_json_say_what_is_wrong(tmp_path, capsys):
+    rc, err = run(capsys, "flash", "--board", "esp32-devkitc", "--port", "/dev/null", "--firmware", str(tmp_path))
+    assert rc == 1 and "is a folder: give the firmware image file" in err, err
+    (tmp_path / "broker.json").write_text("{bad")
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"at_ms": 0, "id": "a1", "gbcs": "dd00"}\n')
+    rc, err = run(capsys, "replay", "--state-dir", str(tmp_path), "--gateway", "00DB1234567890A4",
+                  "--report", str(tmp_path / "r.json"), str(trace))
+    assert rc == 1 and "broker.json is not valid JSON" in err, err

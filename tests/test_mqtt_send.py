@@ -78,3 +78,20 @@ def test_send_usage_errors(state):
     r = ppmid("send", "--state-dir", str(state) + "-none", "--gateway", GW_A, "--gbcs", "dd00",
               "--key-file", __file__)
     assert r.returncode == 1 and "must be 32 bytes" in r.stderr
+
+
+def test_a_status_that_is_not_a_json_object_is_ignored_not_raised_into_paho(capsys):
+    # paho 2.x re-raises what on_message raises, which ends its network thread: send would
+    # then hear nothing more and wait for its timeout (review L2)
+    import queue
+    import threading
+    from types import SimpleNamespace
+    c = mt.Commander.__new__(mt.Commander)
+    c.statuses, c.all, c.lock = {}, queue.Queue(), threading.Lock()
+    deep = b"[" * 100000 + b"]" * 100000
+    for payload in (b"[1]", b'"x"', b"3", b"null", deep):
+        c._on_message(None, None, SimpleNamespace(topic="ppmid/v1/GW/rsp", payload=payload))
+    assert c.all.empty() and c.statuses == {}
+    assert capsys.readouterr().err.count("not a JSON object") == 5
+    c._on_message(None, None, SimpleNamespace(topic="ppmid/v1/GW/rsp", payload=b'{"id": "a1", "status": "accepted"}'))
+    assert c.statuses["a1"].get_nowait() == {"id": "a1", "status": "accepted"}

@@ -5,8 +5,12 @@ tests/test_e2e_update.py."""
 import hashlib
 import json
 import os
+import time
 
 from host_tools import cli
+from tests.test_flash import fake_image
+
+GW = "00DB1234567890A4"
 from ppmid.update import manifest as M
 
 
@@ -36,8 +40,16 @@ def test_a_release_is_signed_and_its_files_match(tmp_path, capsys):
     assert rc == 0, err
     offer = json.loads((out / "offer.json").read_text())
     payload = json.dumps({"id": "x", "manifest": offer["manifest"], "signature": offer["signature"]}).encode()
-    oid, m, _ = M.verify_offer(payload, pub.strip(), "emulated", "0.1.0", 1)
+    now = int(time.time())
+    oid, m, _ = M.verify_offer(payload, pub.strip(), "emulated", "0.1.0", 1, GW, now)
     assert m["version"] == "0.7.1" and m["board"] == "emulated" and m["downgrade"] is False
+    # taken for 30 days by every gateway of the board, then refused
+    assert now + 30 * 86400 - 60 <= m["expires"] <= now + 30 * 86400 + 60 and "gateways" not in m
+    try:
+        M.verify_offer(payload, pub.strip(), "emulated", "0.1.0", 1, GW, m["expires"])
+        raise AssertionError("taken after its expiry")
+    except M.UpdateError as exc:
+        assert exc.code == M.E_UPDATE_EXPIRED
     paths = [f["path"] for f in m["files"]]
     assert "board.json" in paths and "ppmid/app.mpy" in paths and "main.py" not in paths
     for f in m["files"]:
@@ -77,14 +89,14 @@ def test_an_image_release_is_signed_and_names_the_image(tmp_path, capsys):
     key = str(tmp_path / "op.pem")
     _, pub, _ = _run(capsys, "release", "--make-key", key)
     img = tmp_path / "fw.bin"
-    img.write_bytes(os.urandom(5000))
+    fake_image(img, 0, size=5000)  # chip id 0: the ESP32's (esp32-devkitc)
     out = tmp_path / "rel"
     rc, text, err = _run(capsys, "release", "--board", "esp32-devkitc", "--key", key, "--out", str(out),
                          "--version", "1.1.0", "--image", str(img))
     assert rc == 0 and "image 1.1.0, 5000 bytes" in text, err
     offer = json.loads((out / "offer.json").read_text())
     payload = json.dumps({"id": "x", "manifest": offer["manifest"], "signature": offer["signature"]}).encode()
-    _, m, _ = M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.0.0", 1)
+    _, m, _ = M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.0.0", 1, GW, int(time.time()))
     assert "files" not in m and m["image"] == {"sha256": hashlib.sha256(img.read_bytes()).hexdigest(), "size": 5000}
     assert (out / "files" / "image.bin").read_bytes() == img.read_bytes()
     # an image needs its version, and a file that is there
@@ -93,3 +105,71 @@ def test_an_image_release_is_signed_and_names_the_image(tmp_path, capsys):
     rc, _, err = _run(capsys, "release", "--board", "emulated", "--key", key, "--out", str(out), "--version", "1.2.0",
                       "--image", str(tmp_path / "nope.bin"))
     assert rc == 1 and "cannot read the image" in err and err.count("\n") == 1
+
+
+def test_an_image_release_refuses_what_the_board_could_not_boot_and_bad_arguments(tmp_path, capsys):
+    # review M3/L5: set_boot() on the board would refuse these only after the whole download
+    key = str(tmp_path / "op.pem")
+    _run(capsys, "release", "--make-key", key)
+    out = tmp_path / "rel"
+
+    def release(img, board="esp32-devkitc", *more):
+        return _run(capsys, "release", "--board", board, "--key", key, "--out", str(out), "--version", "1.2.0",
+                    "--image", str(img), *more)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\xff\xfe")
+    rc, _, err = release(junk)
+    assert rc == 1 and "not an ESP32 image (first byte 0xff, expected 0xe9)" in err and err.count("\n") == 1, err
+    s3 = fake_image(tmp_path / "s3.bin", 9)
+    rc, _, err = release(s3)
+    assert rc == 1 and "image for esp32s3" in err and "board's chip is esp32 " in err, err
+    rc, text, err = release(s3, "esp32s3-devkitc-1")
+    assert rc == 0, err
+    rc, _, err = release(s3, "../../../etc")
+    assert rc == 1 and "unknown board '../../../etc'" in err, err
+    rc, _, err = release(s3, "esp32s3-devkitc-1", "--min-config-version", "-3")
+    assert rc == 1 and "--min-config-version must be a whole number from 1" in err, err
+    rc, _, err = release(s3, "esp32s3-devkitc-1", "--min-config-version", "0")
+    assert rc == 1 and "--min-config-version" in err, err
+
+
+def test_a_set_release_refuses_a_config_version_below_1(tmp_path, capsys):
+    key = str(tmp_path / "op.pem")
+    _run(capsys, "release", "--make-key", key)
+    rc, _, err = _run(capsys, "release", "--board", "emulated", "--key", key, "--out", str(tmp_path / "r"),
+                      "--min-config-version", "0")
+    assert rc == 1 and "--min-config-version must be a whole number from 1" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_downgrade_names_its_gateways_and_the_expiry_is_chosen(tmp_path, capsys):
+    # review M4: a signed downgrade for every gateway could be replayed by any DCC User
+    key = str(tmp_path / "op.pem")
+    _, pub, _ = _run(capsys, "release", "--make-key", key)
+    img = fake_image(tmp_path / "fw.bin", 0)
+    out = tmp_path / "rel"
+
+    def release(*more):
+        return _run(capsys, "release", "--board", "esp32-devkitc", "--key", key, "--out", str(out),
+                    "--version", "1.0.0", "--image", img, *more)
+    rc, _, err = release("--downgrade")
+    assert rc == 1 and "a downgrade must name the gateways it is for" in err and err.count("\n") == 1, err
+    rc, _, err = release("--downgrade", "--gateway", "00db")
+    assert rc == 1 and "'00db' is not an EUI-64" in err, err
+    for bad in ("0", "-1", str(11 * 366 * 86400)):
+        rc, _, err = release("--expires-in", bad)
+        assert rc == 1 and "--expires-in must be 1 s to 10 years" in err, err
+    rc, _, err = release("--downgrade", "--gateway", GW.lower(), "--gateway", "00DB000000000001", "--expires-in",
+                         str(2 * 86400))
+    assert rc == 0, err
+    offer = json.loads((out / "offer.json").read_text())
+    m = json.loads(offer["manifest"])
+    assert m["gateways"] == ["00DB000000000001", GW] and m["downgrade"] is True
+    assert abs(m["expires"] - (time.time() + 2 * 86400)) < 60
+    payload = json.dumps({"id": "x", "manifest": offer["manifest"], "signature": offer["signature"]}).encode()
+    assert M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.1.0", 1, GW, int(time.time()))[1] == m
+    try:
+        M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.1.0", 1, "00DB000000000002", int(time.time()))
+        raise AssertionError("taken by a gateway it does not name")
+    except M.UpdateError as exc:
+        assert exc.code == M.E_UPDATE_GATEWAY

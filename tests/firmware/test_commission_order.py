@@ -10,7 +10,7 @@ import asyncio
 import json
 
 from ppmid.relay import commission_order as O
-from test_relay_support import FlashBoard, RecordingLink, fresh_root, write_file, read_file
+from test_relay_support import FlashBoard, RecordingLink, fresh_root, fresh_signature_limits, write_file, read_file
 from update_vectors import PUBLIC
 import commission_vectors as V
 
@@ -31,6 +31,7 @@ class _Relay:
 
 
 def _gateway(public=PUBLIC):
+    fresh_signature_limits()
     root = fresh_root()
     write_file(root + "/config.json", json.dumps({"gateway": V.GATEWAY, "update": {"public_key": public}}).encode())
     return root

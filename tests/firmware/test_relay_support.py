@@ -67,6 +67,21 @@ class FileBlockDevice:
         return None
 
 
+def fresh_signature_limits(start_ms=1000):
+    """A fresh boot's count of failed signatures (ppmid.envelope_sig: per kid; and the one
+    bucket of the update key's documents, ppmid.update.manifest.verify_signed) on a clock the
+    test moves: returns [ms]. Tests
+    share one process, and forged signatures of one would otherwise be counted in the next."""
+    from ppmid import envelope_sig
+    import ppmid.update
+    now = [start_ms]
+    envelope_sig._failed = None
+    envelope_sig._verified = []
+    envelope_sig.now_ms = ppmid.update.now_ms = lambda: now[0]
+    ppmid.update.failed_signatures = None
+    return now
+
+
 def fresh_root(blocks=256):
     """An empty directory on a fresh flash filesystem; returns its path."""
     try:

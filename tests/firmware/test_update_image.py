@@ -11,7 +11,7 @@ from ppmid.update import report, slots
 from ppmid.update import service as S
 from ppmid.update.manifest import E_UPDATE_MANIFEST
 from test_board_image_slots import SIZE, _hw, _record, _reset
-from test_relay_support import fresh_root
+from test_relay_support import fresh_root, fresh_signature_limits
 from test_update_service import EUI, _Client, _Relay, _chunk, _settle
 from update_vectors import IMAGE, PUBLIC, signed_offer
 
@@ -32,6 +32,7 @@ class _ImageBoard:
 
 
 def _setup(hw, chunk=1500):
+    fresh_signature_limits()
     root = fresh_root(512)
     with open(root + "/config.json", "w") as f:
         f.write(json.dumps({"gateway": EUI, "update": {"public_key": PUBLIC, "chunk": chunk, "probation_s": 60}}))
@@ -197,3 +198,31 @@ def test_settling_forgets_what_it_loaded_but_not_an_updater_loaded_meanwhile():
     left = [m for m in ("ppmid.update", "ppmid.update.report", "ppmid.update.slots", "ppmid.modules")
             if m in sys.modules]
     assert left == [] and "ppmid.update.service" in sys.modules, left
+
+
+def test_set_boot_refusing_the_image_is_refused_with_its_id_and_the_next_offer_is_handled():
+    # ESP-IDF's set_boot validates the image (chip, header, secure boot) and raises: the
+    # switch task must say so, put the pointer back and take offers again (review M3)
+    hw = _hw("ota_0")
+    root, u = _setup(hw)
+
+    class Refusing(ImageSlots):
+        def set_boot(self, label):
+            raise OSError(22)
+    u.board.image_slots = lambda: Refusing(hw)
+    before = slots.state(root)
+
+    async def go():
+        await u.handle(u.topic + "/offer", signed_offer("image", "i1"))
+        await _serve(u)
+        await _settle()
+        st = u.client.last()
+        assert st["state"] == "refused" and st["id"] == "i1" and st["version"] == "0.2.0", st
+        assert st["error"]["code"] == S.E_UPDATE_IMAGE and "ota_1" in st["error"]["message"], st
+        assert not u.switching and u.stage is None and u.board.resets == 0
+        assert slots.state(root) == before and not slots.exists(root + slots.STAGE)
+        assert _record(hw)["boot"] == "ota_0"
+        await u.handle(u.topic + "/offer", signed_offer("image", "i2"))  # taken afresh
+        st = u.client.last()
+        assert st["state"] == "downloading" and st["id"] == "i2" and st["offset"] == 0, st
+    asyncio.run(go())

@@ -4,7 +4,8 @@
 import json
 
 from ppmid.update import manifest as M
-from update_vectors import PUBLIC, OTHER_PUBLIC, signed_offer, MANIFEST
+from test_relay_support import fresh_signature_limits
+from update_vectors import PUBLIC, OTHER_PUBLIC, signed_offer, MANIFEST, EXPIRES, GATEWAY
 
 
 def _code(fn, *a):
@@ -16,8 +17,12 @@ def _code(fn, *a):
     raise AssertionError("accepted")
 
 
-def _verify(payload, running="0.1.0", board="emulated", cfg_version=1, key=PUBLIC):
-    return M.verify_offer(payload, key, board, running, cfg_version)
+NOW = 1767225600  # 2026-01-01, a set clock
+
+
+def _verify(payload, running="0.1.0", board="emulated", cfg_version=1, key=PUBLIC, gateway=GATEWAY, now=NOW):
+    fresh_signature_limits()  # these tests refuse forged signatures by the dozen
+    return M.verify_offer(payload, key, board, running, cfg_version, gateway, now)
 
 
 def test_a_signed_offer_for_this_board_and_a_newer_version_passes():
@@ -56,8 +61,41 @@ def test_other_board_older_version_and_newer_config_are_refused():
 
 def test_a_downgrade_passes_only_when_signed_as_one():
     oid, m, _ = _verify(signed_offer("downgrade"), "0.3.0")
-    assert m["version"] == "0.2.0" and m["downgrade"] is True
+    assert m["version"] == "0.2.0" and m["downgrade"] is True and m["gateways"] == [GATEWAY]
     assert _code(_verify, signed_offer("downgrade"), "0.2.0") == M.E_UPDATE_OLDER  # already running
+
+
+def test_expiry_and_the_gateways_a_manifest_names():
+    # review M4: a signed manifest could be replayed for ever, to every gateway of the
+    # board, downgrades included
+    assert _verify(signed_offer("good"), now=EXPIRES - 1)[1]["expires"] == EXPIRES
+    for now in (EXPIRES, EXPIRES + 1):
+        assert _code(_verify, signed_offer("good"), "0.1.0", "emulated", 1, PUBLIC, GATEWAY, now) == M.E_UPDATE_EXPIRED
+    assert _code(_verify, signed_offer("expired")) == M.E_UPDATE_EXPIRED
+    # the clock unset: the expiry cannot be checked (as for envelopes with one)
+    assert _code(_verify, signed_offer("good"), "0.1.0", "emulated", 1, PUBLIC, GATEWAY, None) == "E_CLOCK"
+    # a manifest signed before expires was required, and a downgrade naming no gateway:
+    # signed, and still refused
+    for name, why in (("no-expires", "no expires"), ("downgrade-no-gateways", "must name the gateways")):
+        try:
+            _verify(signed_offer(name), "0.3.0")
+        except M.UpdateError as exc:
+            assert exc.code == M.E_UPDATE_MANIFEST and why in exc.message, exc
+        else:
+            raise AssertionError("accepted " + name)
+    # naming gateways: only those (in either case) take it, downgrade or not
+    assert _code(_verify, signed_offer("other-gateway")) == M.E_UPDATE_GATEWAY
+    assert _code(_verify, signed_offer("downgrade"), "0.3.0", "emulated", 1, PUBLIC, "00DB000000000001") \
+        == M.E_UPDATE_GATEWAY
+    assert _verify(signed_offer("downgrade"), "0.3.0", gateway=GATEWAY.lower())[1]["version"] == "0.2.0"
+
+
+def test_expires_and_gateways_must_be_well_formed():
+    base = {"format": 1, "version": "0.2.0", "board": "emulated", "files": MANIFEST["files"]}
+    for bad in (base, dict(base, expires="4102444800"), dict(base, expires=True), dict(base, expires=0),
+                dict(base, expires=EXPIRES, gateways=[]), dict(base, expires=EXPIRES, gateways="00DB1234567890A4"),
+                dict(base, expires=EXPIRES, gateways=["00DB"]), dict(base, expires=EXPIRES, gateways=[1])):
+        assert _code(M.parse_manifest, json.dumps(bad)) == M.E_UPDATE_MANIFEST, bad
 
 
 def test_signed_but_unusable_manifests_are_refused():
@@ -89,7 +127,7 @@ def test_the_fixture_manifest_is_what_was_signed():
 
 
 def test_image_manifests_name_one_image_with_its_digest_and_size():
-    base = {"format": 1, "version": "1.1.0", "board": "esp32-devkitc"}
+    base = {"format": 1, "version": "1.1.0", "board": "esp32-devkitc", "expires": EXPIRES}
     good = dict(base, image={"sha256": "ab" * 32, "size": 1503232})
     assert M.parse_manifest(json.dumps(good))["image"]["size"] == 1503232
     for bad, why in ((dict(base, image={"sha256": "ab" * 32, "size": 0}), "size"),
@@ -104,3 +142,19 @@ def test_image_manifests_name_one_image_with_its_digest_and_size():
             assert exc.code == M.E_UPDATE_MANIFEST and why in str(exc), (why, str(exc))
             continue
         raise AssertionError("accepted %r" % (bad,))
+
+
+def test_upper_case_digests_are_taken_in_lower_case():
+    # the downloaded file's digest is compared as hexlify() gives it: lower case
+    from ppmid.update.service import file_hash
+    from test_relay_support import fresh_root
+    root = fresh_root(64)
+    with open(root + "/f", "wb") as f:
+        f.write(b"abc")
+    digest = file_hash(root + "/f")
+    files = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated", "expires": EXPIRES,
+                        "files": [{"path": "ppmid/app.mpy", "sha256": digest.upper(), "size": 3}]})
+    assert M.parse_manifest(files)["files"][0]["sha256"] == digest
+    image = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated", "expires": EXPIRES,
+                        "image": {"sha256": digest.upper(), "size": 3}})
+    assert M.parse_manifest(image)["image"]["sha256"] == digest

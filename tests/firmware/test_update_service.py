@@ -9,7 +9,7 @@ import asyncio
 from ppmid.update import service as S
 from ppmid.update import slots
 from ppmid.update.manifest import E_UPDATE_SIGNATURE, E_UPDATE_OLDER
-from test_relay_support import fresh_root
+from test_relay_support import fresh_root, fresh_signature_limits
 from update_vectors import PUBLIC, REAL_FILES, signed_offer
 
 EUI = "00DB1234567890A4"
@@ -59,6 +59,7 @@ class _Relay:
 
 
 def _setup(chunk=1000):
+    fresh_signature_limits()
     root = fresh_root(512)
     with open(root + "/config.json", "w") as f:
         f.write(json.dumps({"gateway": EUI, "update": {"public_key": PUBLIC, "chunk": chunk}}))

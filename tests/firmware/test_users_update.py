@@ -13,6 +13,7 @@ import os
 from ppmid import config as C
 from ppmid.relay import users_update as UU
 from test_relay_support import FlashBoard, RecordingLink, Rig, ESME, GSME, PPMID, SUPPLIER, KEY, config, fresh_root, read_file, write_file
+from test_relay_support import fresh_signature_limits
 from update_vectors import PUBLIC
 import users_vectors as V
 
@@ -23,6 +24,7 @@ SUP = {"role": "supplier", "originators": [SUPPLIER]}
 
 def _gateway(config_key=V.CONFIG_KEY):
     """A gateway flash: config with one supplier key (legacy key off), the update key."""
+    fresh_signature_limits()
     root = fresh_root()
     os.mkdir(root + "/secrets")
     os.mkdir(root + "/secrets/users")

@@ -18,26 +18,29 @@ u3LYVrGxIqBC+tcR6IQ3FKfLSo69C9AQitBYuxgB1aJlC44AToW7MWn/
 PUBLIC = "041c6f9085ad41dfb23e89c976c9caab6e1dd16eb026889c2a9953a2a8d9c5329aca880190d9d78b8b03b020f787bd2901ecde5594389fdcaabe50be11d08f424a"
 OTHER_PUBLIC = "04118ae1008760ea47124e721540fc9cf0ae6583f28128bb72d856b1b122a042fad711e8843714a7cb4a8ebd0bd0108ad058bb1801d5a2650b8e004e85bb3169ff"
 
-MANIFEST = {"format": 1, "version": "0.2.0", "board": "emulated", "min_config_version": 1, "downgrade": False, "files": [{"path": "board.json", "sha256": "abababababababababababababababababababababababababababababababab", "size": 10}, {"path": "ppmid/app.mpy", "sha256": "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd", "size": 2000}]}
+EXPIRES = 4102444800  # the fixtures' expiry (2100-01-01): far ahead of any test clock
+GATEWAY = "00DB1234567890A4"  # the one the downgrade fixture names (test_update_service.EUI)
+
+MANIFEST = {"format": 1, "version": "0.2.0", "board": "emulated", "min_config_version": 1, "downgrade": False, "expires": EXPIRES, "files": [{"path": "board.json", "sha256": "abababababababababababababababababababababababababababababababab", "size": 10}, {"path": "ppmid/app.mpy", "sha256": "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd", "size": 2000}]}
 
 # name -> (signed manifest text, signature r || s in hex)
 SIGNED = {
-    'good': ('{"board":"emulated","downgrade":false,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        '7f1bddba24deb0924a5aa4e69386f57ae0c813227e91aaa52e69337d615975df8c4301596bdcee60b283b7af6990bf5639553965f5d64c5d1ac5f3237b33f809'),
-    'wrong-key': ('{"board":"emulated","downgrade":false,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        'fa0f09026c82770bebc85b8cf30e15bb03612c34b5e069e141df8ebd444dd1e0af77c35d0c52495529d9ee30af85cd1809a9147802eb376dd5b4d0943295be2f'),
-    'needs-config-2': ('{"board":"emulated","downgrade":false,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":2,"version":"0.2.0"}',
-        '586ada52bfa22c6e94ce70e2fc59c1264e61bd31dfdf33c5d248d05fb04ffce9c78da0786a3bed05e231ad32f62f42af9a86c0ca38e37e9d51790d8c6e6a1a19'),
-    'downgrade': ('{"board":"emulated","downgrade":true,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        '39d9b7a209000a525526cd3e6838dbd8d4f6e3426b08c2bf4fe273cea3c3a4bb7c2b72489121684ce8fe2af95085c6a5570647852367d0d4254cd4e192f0c280'),
-    'path-escape': ('{"board":"emulated","downgrade":false,"files":[{"path":"ppmid/../config.json","sha256":"abababababababababababababababababababababababababababababababab","size":3},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        '4162b0db486905c12f72572e9dd3e3eb2184d48a1c294318c2ef5090327f57f3dc1b294040d6b844e4d869b75ac7e74f2968cefc8084e4f8d55bbd26c1c61d46'),
-    'no-app': ('{"board":"emulated","downgrade":false,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        '10c74e1a529a9d41ad16691b4b48bdc1eee31583fbdf4a7352fc349fa7998abf927fe60491ee5af51d0f4e28b39fa52768301db0c40fa0e646e0fc5b28c387b1'),
-    'bad-digest': ('{"board":"emulated","downgrade":false,"files":[{"path":"ppmid/app.mpy","sha256":"xyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxy","size":3}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        '257c82cd812ccda688beeefb84a9baf784230e206366ea5a01b42e048699677bb63be14baa19af17ad59bb1216fdc649fae39ab2146641d5f8af87f891b1af91'),
-    'real': ('{"board":"emulated","downgrade":false,"files":[{"path":"board.json","sha256":"df4a293fdf56431094e3f1bb34bb7a25d00552e9bd49418d406540d8515094a3","size":20},{"path":"ppmid/app.mpy","sha256":"fff5d0952a2272c2d76e419a1ad7b6f026eab7ad776afd029916f60fd43c2dd0","size":3075}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        '867379342302ffcf4ce0d80c7b8542ab4b524088d99f43b9c84d765771803fc4bf2c36e00c7450840793b72a84d555eea273e1e1941b0795be82b5c2a551afcb'),
+    'good': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
+        'f7671374355ac0a7af4c82eb49e447637de7033b86f7231c3b6a64f88983fb46f829243ec3a20bc00bab268cc4a7fe063737e352d576d00a8c6a66f0170269a3'),
+    'wrong-key': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
+        '93b3ddcd8a733903bd72c718e61693610412436e83bbad1b0029bfba2c9c0edbca099783987a5c458392f194c3425956d7f630accd625ead9fd821b56190545a'),
+    'needs-config-2': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":2,"version":"0.2.0"}',
+        '8c3240f62ca29f0c49f48cadb2ea119c5e4246ca4cbc1261153049a5e82b141af31cff03ac4409ab23f0a5006ca7d2f1e42bacd524b9e0c77d8c4f544cd5bda1'),
+    'downgrade': ('{"board":"emulated","downgrade":true,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"gateways":["00DB1234567890A4"],"min_config_version":1,"version":"0.2.0"}',
+        '38cc6d48b7c4aae2ff7592655f9e1926325cb9abcfd990434404dd43b10e0dc18b4624cc4a124b8a80dbced11a27a2f64ed077474c7caa598db6cadaa73c5ece'),
+    'path-escape': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"ppmid/../config.json","sha256":"abababababababababababababababababababababababababababababababab","size":3},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
+        '4c6f8d7171dcdb6f54ecf20461c6e9d2156fe576e80c7497ad546e47033a0f89ab74be09df58ee86c1b9546ec1950303f01c66c0f6b16b781ab01d525f9800b4'),
+    'no-app': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10}],"format":1,"min_config_version":1,"version":"0.2.0"}',
+        'c9a2be85071484cd6e207e89e2644b983e0cc3a796b0ccbf34746be654516c72fc3dd10708d512476617d4ea072effe71ed713182d9dde0a3340a694b2964141'),
+    'bad-digest': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"ppmid/app.mpy","sha256":"xyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxy","size":3}],"format":1,"min_config_version":1,"version":"0.2.0"}',
+        'ab54811d070eaa1775e9ec72c6a9fad987abe6c146d4fba39dbeed958119c960c8c98494012e0d40e2325f6ae2effc6a2383e6dbde64a7c4c39a425fcc814e86'),
+    'real': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"df4a293fdf56431094e3f1bb34bb7a25d00552e9bd49418d406540d8515094a3","size":20},{"path":"ppmid/app.mpy","sha256":"fff5d0952a2272c2d76e419a1ad7b6f026eab7ad776afd029916f60fd43c2dd0","size":3075}],"format":1,"min_config_version":1,"version":"0.2.0"}',
+        '835df048c8ca3e64c9c1b49239836b56fc90c83a518137d75878b6d0376e4b28b14d59871f3bbb3b1a178694c16022aa87fdce1c78e1132db47aec2f63343a6f'),
 }
 
 
@@ -51,9 +54,20 @@ def signed_offer(name, oid="t1"):
 
 # image manifests (docs/update.md "Image updates"): IMAGE is the 'image' one's bytes
 IMAGE = bytes((i * 7 + (i >> 8)) & 0xFF for i in range(10000))
-SIGNED['image'] = ('{"board":"emulated","downgrade":false,"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":10000},"min_config_version":1,"version":"0.2.0"}',
-    '4ee7448558e1e12969fd4b3da16d89d713f924cd2a0f8c422900cdb10a470298247b4b7cb81ed055058552631b494fa5f6a43d07c7a282c9ab409d312eac336b')
-SIGNED['image-too-big'] = ('{"board":"emulated","downgrade":false,"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":20000},"min_config_version":1,"version":"0.2.0"}',
-    '7dc3da9e040ef7282ea572000f89fe126895762ec5d44879e6e1e7acd862ef7205da4384584c8e64a5c42b0306babc7e9fe781944df3401c78ba6206d4bfc0d0')
-SIGNED['image-and-files'] = ('{"board":"emulated","downgrade":false,"files":[{"path":"ppmid/app.mpy","sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":3}],"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":10000},"min_config_version":1,"version":"0.2.0"}',
-    '24a69d6a0c3db788aef14584f71e3413e2c45c560cdff4f7617f10ebf07d33625822ea0a653f16f8bd629d4928a2acd37c87cd4df413b30ca40900770edf430c')
+SIGNED['image'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":10000},"min_config_version":1,"version":"0.2.0"}',
+    '028fab5df1468e70c21bba3118831159d7bfc126fc4349300892a28ebcde14671a52604ef555ea2f4a04f9d8f7b67c665f85e0472ac360d7e1f2faadf6e8969d')
+SIGNED['image-too-big'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":20000},"min_config_version":1,"version":"0.2.0"}',
+    '7fc6d2d5aaf5f6f5013bd2c5bef695e216b5d8c1ae89e3a407cd21467ff49bb838f9ad7c54550cfa39270d51dd5de5478423246063ae658b76168b5a84a940d1')
+SIGNED['image-and-files'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"ppmid/app.mpy","sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":3}],"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":10000},"min_config_version":1,"version":"0.2.0"}',
+    '07db3d52c93cb19cb49b06d26b147485b3974032ccbcca4a4282a3d23b352d3661316b1b42898696c4598d42f9220ad6e3c8baf8e2a1dc7a8356c2807e9f267e')
+
+# expiry and gateways (docs/update.md "Manifest"): signed without expires (before it was
+# required), expired, a downgrade naming no gateway, one naming another gateway
+SIGNED['no-expires'] = ('{"board":"emulated","downgrade":false,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
+    '7f1bddba24deb0924a5aa4e69386f57ae0c813227e91aaa52e69337d615975df8c4301596bdcee60b283b7af6990bf5639553965f5d64c5d1ac5f3237b33f809')
+SIGNED['expired'] = ('{"board":"emulated","downgrade":false,"expires":1700000000,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
+    '5c5fdcd35b0236341b4134795b9a4f078943a8413d8f1341622bcb6a23cfcc29e2111fec6ba3ae596cdae357ebe5b022794c1d1875fe6d7ea802279effdd1a35')
+SIGNED['downgrade-no-gateways'] = ('{"board":"emulated","downgrade":true,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
+    '469ef9311557e6b27355d2d23043ba6bc73dfd44a850f51ddca17acdf9bfcbf08a6c62c45d8a9e87c52739e6a5cd278961cd268e32b56868a7cc734fb5a380df')
+SIGNED['other-gateway'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"gateways":["00DB000000000001"],"min_config_version":1,"version":"0.2.0"}',
+    '708ca0e048894c7a9f8da7ab9e84ab2f60dd4b0bb16f641e54f970b2d03336894374105158a645615909b04d5f68b6041f584514a06eaabd440b43fb30f7e8e1')

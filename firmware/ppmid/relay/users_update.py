@@ -65,11 +65,9 @@ def parse_offer(payload):
 def check_signature(key_hex, text, sig):
     # the update key's checks (E_UPDATE_NO_KEY when there is none) and its P-256 code,
     # dropped again afterwards: 3 KB of heap only while this runs
-    from ppmid.update.manifest import public_key
+    from ppmid.update.manifest import verify_signed  # E_RATE past the failed checks (shared)
     try:
-        key = public_key(key_hex)
-        from ppmid.update import p256
-        ok = p256.verify(key, text.encode(), sig)
+        ok = verify_signed(key_hex, text, sig)
     finally:
         unload("ppmid.update.p256", "ppmid.update.manifest")
         gc.collect()

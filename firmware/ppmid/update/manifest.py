@@ -18,8 +18,14 @@ E_UPDATE_MANIFEST = "E_UPDATE_MANIFEST"    # signed, but not a manifest we can a
 E_UPDATE_BOARD = "E_UPDATE_BOARD"          # built for another board
 E_UPDATE_OLDER = "E_UPDATE_OLDER"          # not newer than the running version, no downgrade
 E_UPDATE_CONFIG = "E_UPDATE_CONFIG"        # needs a newer config version than ours
+E_UPDATE_EXPIRED = "E_UPDATE_EXPIRED"      # signed with an expiry that has passed
+E_UPDATE_GATEWAY = "E_UPDATE_GATEWAY"      # names the gateways it is for, not this one
+E_RATE = "E_RATE"                          # as ppmid.relay.core's: too many bad signatures, later
+FAILS_BURST = 3                            # failed signature checks in a row on update/+ ...
+FAILS_PER_S = 1 / 60                       # ... and one more each minute after that (envelope_sig's)
 MAX_FILES = 200
 MAX_FILE_BYTES = 1 << 20
+MAX_GATEWAYS = 1000       # a manifest's "gateways" list (a downgrade must have one)
 MAX_IMAGE_BYTES = 4 << 20  # the largest ESP32 OTA app partition a 8 MB flash would have
 _PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
 
@@ -63,6 +69,18 @@ def _bad(message):
     raise UpdateError(E_UPDATE_MANIFEST, message)
 
 
+def _digest(digest, what):
+    # lower case: the downloaded file's digest is compared as hexlify() gives it, so an
+    # upper-case one (a hand-made manifest) would download in full, then never match
+    if not isinstance(digest, str) or len(digest) != 64:
+        _bad("%s: sha256 must be 64 hex digits" % what)
+    try:
+        unhexlify(digest)
+    except ValueError:
+        _bad("%s: sha256 must be 64 hex digits" % what)
+    return digest.lower()
+
+
 def parse_manifest(text):
     """The manifest dict from its signed text, fields checked (UpdateError otherwise)."""
     try:
@@ -82,6 +100,17 @@ def parse_manifest(text):
         _bad("min_config_version must be an integer")
     if not isinstance(m.get("downgrade", False), bool):
         _bad("downgrade must be true or false")
+    # without an expiry a signed manifest could be replayed by any DCC User for ever (the
+    # product is pre-release: manifests from before "expires" are refused, not grandfathered)
+    exp = m.get("expires")
+    if isinstance(exp, bool) or not isinstance(exp, int) or exp <= 0:
+        _bad("the manifest has no expires (unix seconds): sign it again with ppmid release")
+    gws = m.get("gateways")
+    if gws is not None and (not isinstance(gws, list) or not 0 < len(gws) <= MAX_GATEWAYS
+                            or any(not isinstance(g, str) or len(g) != 16 for g in gws)):
+        _bad("gateways must be a list of 1 to %d EUI-64s (16 hex digits)" % MAX_GATEWAYS)
+    if m.get("downgrade", False) and gws is None:
+        _bad("a downgrade must name the gateways it is for (\"gateways\": [EUI, ...])")
     if "image" in m:
         return _parse_image(m)
     files = m.get("files")
@@ -98,12 +127,7 @@ def parse_manifest(text):
         if path in seen:
             _bad("file %s is listed twice" % path)
         seen.add(path)
-        if not isinstance(digest, str) or len(digest) != 64:
-            _bad("file %s: sha256 must be 64 hex digits" % path)
-        try:
-            unhexlify(digest)
-        except ValueError:
-            _bad("file %s: sha256 must be 64 hex digits" % path)
+        f["sha256"] = _digest(digest, "file %s" % path)
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FILE_BYTES:
             _bad("file %s: size must be 0 to %d bytes" % (path, MAX_FILE_BYTES))
         if path.startswith("ppmid/app."):
@@ -122,12 +146,7 @@ def _parse_image(m):
     if not isinstance(img, dict):
         _bad("image must be an object {sha256, size}")
     digest, size = img.get("sha256"), img.get("size")
-    if not isinstance(digest, str) or len(digest) != 64:
-        _bad("image: sha256 must be 64 hex digits")
-    try:
-        unhexlify(digest)
-    except ValueError:
-        _bad("image: sha256 must be 64 hex digits")
+    img["sha256"] = _digest(digest, "image")
     if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_IMAGE_BYTES:
         _bad("image: size must be 1 to %d bytes" % MAX_IMAGE_BYTES)
     return m
@@ -163,22 +182,60 @@ def public_key(key_hex):
         raise UpdateError(E_UPDATE_NO_KEY, "update.public_key is not usable: %s" % (exc,))
 
 
-def check_signature(key_hex, text, sig):
-    """UpdateError unless sig signs text under the configured key. The P-256 code is
-    imported here and dropped again by the caller (ppmid.update.service)."""
+def verify_signed(key_hex, text, sig):
+    """True when sig signs text under the configured update key, False when not: the one
+    check of the update key's documents (offers, users updates, commission orders). A P-256
+    verify blocks the event loop for up to a second on an ESP32 (docs/update.md), and every
+    DCC User identity may publish on update/+: the signatures that fail are counted in one
+    bucket shared by the three (FAILS_BURST, then FAILS_PER_S, as ppmid.envelope_sig does per
+    kid); past it, UpdateError E_RATE without verifying. The P-256 code is imported here and
+    dropped again by the caller."""
     key = public_key(key_hex)
+    import ppmid.update as pkg
+    from ppmid.clock import ticks_ms
+    failed = getattr(pkg, "failed_signatures", None)
+    if failed is None:
+        # on the package, which stays loaded while this module is dropped after each
+        # message: a small object, not a module kept for good (a module loaded for good in
+        # the middle of an update cut the heap into pieces too small for the next offer)
+        from ppmid.relay.ratelimit import TokenBuckets
+        from ppmid.clock import ticks_diff
+        failed = pkg.failed_signatures = TokenBuckets(FAILS_PER_S, FAILS_BURST, ticks_diff, 1)
+    now = getattr(pkg, "now_ms", ticks_ms)()  # a test sets ppmid.update.now_ms
+    wait = failed.wait_ms(0, now)
+    if wait:
+        raise UpdateError(E_RATE, "too many bad signatures on update messages: the next is checked in %d s"
+                          % ((wait + 999) // 1000))
     from ppmid.update import p256
     if isinstance(text, str):
         text = text.encode()
-    if not p256.verify(key, text, sig):
+    if p256.verify(key, text, sig):
+        return True
+    failed.take(0, now)
+    return False
+
+
+def check_signature(key_hex, text, sig):
+    """UpdateError unless sig signs text under the configured key (verify_signed)."""
+    if not verify_signed(key_hex, text, sig):
         raise UpdateError(E_UPDATE_SIGNATURE, "the manifest's signature does not verify with this gateway's update key")
 
 
-def check_applicable(m, board, running, config_version):
-    """Refuse a valid manifest that is not for this gateway now: another board, not newer
-    than the running version (unless it is signed as a downgrade), a newer config."""
+def check_applicable(m, board, running, config_version, gateway, now):
+    """Refuse a valid manifest that is not for this gateway now: another board, expired
+    (`now`: unix seconds, None while the clock is unset: E_CLOCK, as for envelopes with an
+    expiry), naming other gateways, not newer than the running version (unless it is
+    signed as a downgrade, which always names its gateways), a newer config."""
     if m["board"] != board:
         raise UpdateError(E_UPDATE_BOARD, "the update is for board %s, this is %s" % (m["board"], board))
+    if now is None:
+        from ppmid.errors import E_CLOCK
+        raise UpdateError(E_CLOCK, "the gateway clock is not set: the update's expiry cannot be checked")
+    if now >= m["expires"]:
+        raise UpdateError(E_UPDATE_EXPIRED, "the manifest expired at %d (now %d): sign it again" % (m["expires"], now))
+    gws = m.get("gateways")
+    if gws is not None and gateway.upper() not in [g.upper() for g in gws]:
+        raise UpdateError(E_UPDATE_GATEWAY, "the update names %d gateway(s), not this one (%s)" % (len(gws), gateway))
     if m.get("min_config_version", 1) > config_version:
         raise UpdateError(E_UPDATE_CONFIG, "the update needs config version %d, this gateway has %d"
                           % (m["min_config_version"], config_version))
@@ -190,11 +247,12 @@ def check_applicable(m, board, running, config_version):
         raise UpdateError(E_UPDATE_OLDER, "version %s is already running" % running)
 
 
-def verify_offer(payload, key_hex, board, running, config_version):
+def verify_offer(payload, key_hex, board, running, config_version, gateway, now):
     """(offer id, manifest dict, manifest text) of an offer that may be applied here, or
-    UpdateError: the signature first, so an unsigned manifest is never even parsed."""
+    UpdateError: the signature first, so an unsigned manifest is never even parsed.
+    gateway: this gateway's EUI-64; now: unix seconds, None while the clock is unset."""
     oid, text, sig = parse_offer(payload)
     check_signature(key_hex, text, sig)
     m = parse_manifest(text)
-    check_applicable(m, board, running, config_version)
+    check_applicable(m, board, running, config_version, gateway, now)
     return oid, m, text

@@ -26,6 +26,7 @@ E_UPDATE_BUSY = "E_UPDATE_BUSY"      # another update is downloading, or the run
 E_UPDATE_FLASH = "E_UPDATE_FLASH"    # writing the slot failed
 E_UPDATE_CHUNK = "E_UPDATE_CHUNK"    # a data message that is not a chunk
 E_UPDATE_INTERNAL = "E_UPDATE_INTERNAL"  # the updater failed unexpectedly (a bug, or out of memory)
+E_UPDATE_IMAGE = "E_UPDATE_IMAGE"    # the bootloader refused to boot the downloaded image (set_boot failed)
 CHUNK_HEADER = 6                     # file index (2 bytes) + offset (4 bytes), big-endian
 IDLE_WAIT_S = 120                    # the switch waits this long at most for in-flight commands
 FS_SLACK = 4 * 4096                  # LittleFS (4 KB blocks on the ESP32): partial last blocks, metadata, renames
@@ -225,7 +226,8 @@ class Updater:
                               "it is confirmed" % busy)
         settings, cfg_version = _config(self.root)
         try:
-            oid, m, text = M.verify_offer(payload, settings["public_key"], self.board.name, self.version, cfg_version)
+            oid, m, text = M.verify_offer(payload, settings["public_key"], self.board.name, self.version, cfg_version,
+                                          self.client.client_id, self._now())
         finally:
             _unload("ppmid.update.p256")
         # a chunk, its header and the topic must fit the client's receive buffer
@@ -364,6 +366,15 @@ class Updater:
         self.stage = None
         self.need = None
 
+    def _now(self):
+        # unix seconds for the manifest's expiry, None while the clock is unset: the
+        # relay's clock (set by SNTP or a kept RTC), or the port's when there is no relay
+        clock = getattr(self.relay, "clock", None)
+        if clock is None:
+            from ppmid.clock import Clock
+            clock = Clock()
+        return clock.time() if clock.is_set() else None
+
     def _idle(self):
         i = self.relay.info() if self.relay is not None else {}
         return not (i.get("queued") or i.get("in_flight") or i.get("to_publish"))
@@ -371,8 +382,36 @@ class Updater:
     async def switch(self):
         """Everything is there and checked: wait for the commands in flight (their
         responses go out from this version; the journal keeps the rest for the next),
-        point at the new slot (one rename), say so and reset."""
+        point at the new slot (one rename), say so and reset. Run as a task: whatever
+        fails before the new set is pointed at puts the pointer back as it was, drops the
+        download and says so with the offer's id, so the updater is never left
+        "switching" with no status; once it is pointed at, the board resets whatever
+        happens to the status."""
+        from ppmid.clock import sleep_ms
         st, m = self.stage, self.stage["manifest"]
+        before = slots.read_json(self.root + slots.STATE)
+        step = [E_UPDATE_FLASH, "pointing at the new set failed"]
+        try:
+            await self._point(st, m, step)
+        except Exception as exc:  # noqa: BLE001 - a task's exception would be lost
+            try:
+                if before is None:
+                    slots.remove(self.root + slots.STATE)
+                else:
+                    slots.write_json(self.root + slots.STATE, before)
+            except OSError as again:
+                self.log("PPMID update: the pointer could not be put back: %r" % (again,))
+            self.switching = False
+            self.abandon()
+            await self.refuse(UpdateError(step[0], "%s: %r" % (step[1], exc)), st["id"], m["version"])
+            return
+        try:
+            await self.publish("switching", st["id"], m["version"])
+            await sleep_ms(500)  # let the status reach the broker
+        finally:
+            self.board.reset()
+
+    async def _point(self, st, m, step):
         from ppmid.clock import sleep_ms
         waited = 0
         while not self._idle() and waited < IDLE_WAIT_S * 1000:
@@ -385,12 +424,11 @@ class Updater:
             # the pointer first: a power cut before set_boot() then boots the old image on
             # "probation", which ppmid.update.report sees and rolls back (E_UPDATE_BOOT)
             slots.switch_image(self.root, w.label, m["version"], self.version, st["id"], self.probation[1])
+            # the bootloader checks the image here (chip, header, secure boot) and raises
+            step[:] = [E_UPDATE_IMAGE, "the bootloader refused to boot the image in partition %s" % w.label]
             w.slots.set_boot(w.label)
             self.log("PPMID update: switching to image %s (partition %s): resetting" % (m["version"], w.label))
         else:
             slots.switch(self.root, st["slot"], m["version"], self.version, st["id"], self.probation[0],
                          self.probation[1])
             self.log("PPMID update: switching to %s (slot %s): resetting" % (m["version"], st["slot"]))
-        await self.publish("switching", st["id"], m["version"])
-        await sleep_ms(500)  # let the status reach the broker
-        self.board.reset()
