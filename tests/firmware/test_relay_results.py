@@ -13,11 +13,11 @@ from test_nfc_session import FakeDriver
 from test_wired_road import _road, _env_frame, _follow_all
 from ppmid.gbcs.build import make_response
 from ppmid.nfc import phone
+from ppmid.relay.refusals import E_BODY_DROPPED   # (a test below unloads the module again)
 from ppmid.wired import frames as F
 
 BUDGET = 8192   # docs/relay.md "Results": bytes of response bodies the recent results hold
 RECENT = 16     # final results remembered (docs/relay.md "A command's life", step 2)
-E_BODY_DROPPED = "E_BODY_DROPPED"   # docs/relay.md "Errors": the body is no longer held
 
 
 async def _answer(r, id, counter, size, via):
@@ -31,6 +31,12 @@ async def _answer(r, id, counter, size, via):
     r.relay.on_han_message(rsp)
     await r.publish_all()
     assert id not in r.journal.by_id  # finished: only the recent results know it now
+    # nothing lost: the body went to the broker
+    final = r.pub.on("/rsp")[-1]
+    assert final["id"] == id and final["status"] == "response"
+    assert binascii.a2b_base64(final["gbcs"]) == rsp
+    r.pub.messages.clear()   # the fakes keep what they saw; the relay must not
+    r.han.sent.clear()
     return rsp
 
 
@@ -73,17 +79,9 @@ async def test_twenty_large_responses_leave_at_most_the_budget_held_newest_first
 async def test_an_mqtt_result_is_published_with_its_body_and_then_not_held():
     r = Rig(max_bytes=32768)
     tag = await _answer(r, "t-1", 10, 2000, "nfc-tag")
-    rsps = []
     for i in range(10):   # 30 KB of responses: well over the budget, within the 16 recent
-        rsps.append(await _answer(r, "m-%d" % i, 11 + i, 3000, "mqtt"))
-    # nothing lost: every body went to the broker
-    published = {}
-    for m in r.pub.on("/rsp"):
-        if m["status"] == "response":
-            published[m["id"]] = binascii.a2b_base64(m["gbcs"])
-    for i, rsp in enumerate(rsps):
-        assert published["m-%d" % i] == rsp
-    # ... and none is held after that
+        await _answer(r, "m-%d" % i, 11 + i, 3000, "mqtt")
+    # each went to the broker with its body (_answer), and none is held after that
     for i in range(10):
         x = r.relay.result("m-%d" % i)
         assert x["status"] == "response" and x["gbcs"] is None and x["error"]["code"] == E_BODY_DROPPED
@@ -178,3 +176,22 @@ async def test_a_top_up_by_mqtt_keeps_its_outcome_and_the_meters_code_without_it
     assert r.relay.result("u-2")["gbcs"]     # a tag's: a phone may collect it (mode 02)
     x = r.relay.result("u-3")
     assert x["status"] == "rejected" and x["gbcs"] is None and x["error"]["code"] == "E_UTRN_DUPLICATE"
+
+
+async def test_letting_bodies_go_loads_nothing_until_a_dropped_result_is_read():
+    # the sentence lives with the refusals' (relay/refusals.py, docs/memory.md): a gateway
+    # whose results are never collected after their body went does not hold that module
+    import sys
+    from ppmid.modules import unload
+    unload("ppmid.relay.refusals")
+    r = Rig(max_bytes=32768)
+    await _answer(r, "m-1", 10, 3000, "mqtt")
+    for i in range(4):
+        await _answer(r, "t-%d" % i, 11 + i, 3000, "nfc-tag")
+    assert r.relay.status("m-1") == "response" and r.relay.status("t-0") == "response"
+    assert (await r.submit("m-1", 10))["status"] == "response"   # a redelivery
+    assert "ppmid.relay.refusals" not in sys.modules
+    x = r.relay.result("t-0")
+    assert "ppmid.relay.refusals" in sys.modules
+    assert x["gbcs"] is None and x["error"]["code"] == E_BODY_DROPPED
+    assert r.relay.result("m-1")["error"]["code"] == E_BODY_DROPPED

@@ -31,7 +31,6 @@ from ppmid.relay.outbox import Outbox
 
 E_RATE = "E_RATE"
 E_STALE = "E_STALE"
-# E_BODY_DROPPED: a recent result's response body is no longer held (_dropped, below)
 
 # What is done when something is refused or goes wrong (the intake's refusals, a full
 # queue, a send the HAN link refuses, a failed command's sentence): relay/refusals.py,
@@ -56,14 +55,6 @@ _CLOCK_POLL_MS = const(1000)   # how often held commands look again for a set cl
 
 class RelayError(PpmidError):
     pass
-
-
-def _dropped(r):
-    # a recent result without its response body: the status stays, and says why the body
-    # is missing (a top-up's refusal keeps the meter's code)
-    r["gbcs"] = None
-    if r["error"] is None:
-        r["error"] = {"code": "E_BODY_DROPPED", "message": "response no longer held"}
 
 
 class Relay:
@@ -103,7 +94,7 @@ class Relay:
         self._deadline = {}      # seq -> ms tick of the response deadline (this boot)
         self._status = {}        # seq -> last status emitted
         self._retry = {}         # target -> [ms tick when it may be tried again, backoff ms]
-        self._recent = []        # result dicts (result()) of finished or rejected commands, oldest first
+        self._recent = []        # result dicts of finished or rejected commands, oldest first ("gbcs" False: a body let go)
         self._beats = {}         # loop name -> ms tick of its last pass
         self._boot_ms = clock.ms()   # recovery sets it again: the start of this boot
         self._wake_dispatch = asyncio.Event()
@@ -279,7 +270,13 @@ class Relay:
         E_BODY_DROPPED: _remember): read it when asked, do not keep the dict."""
         e = self.journal.by_id.get(id)
         if e is None:
-            return self._recent_result(id)
+            r = self._recent_result(id)
+            if r is not None and r["gbcs"] is False:
+                # a body let go (_remember, _finish): the sentence that says so comes
+                # with the refusals' (loaded by the first such read)
+                from ppmid.relay import refusals
+                refusals.body_dropped(r)
+            return r
         r = self._result(e, True)
         if r["status"] in ("accepted", "relayed"):
             return None
@@ -335,7 +332,7 @@ class Relay:
             if b:
                 held += len(b)
                 if held > len(b) and held > _RECENT_BODY_BYTES:
-                    _dropped(x)
+                    x["gbcs"] = False  # let go: result() says so
 
     def _recent_result(self, id):
         for r in self._recent:
@@ -536,7 +533,7 @@ class Relay:
     def _finish(self, e, r):
         """Final status delivered: remember it in RAM, forget it on flash."""
         if e.via == "mqtt" and e.state == J.ANSWERED:
-            _dropped(r)  # not read back (_status_sent): the broker has it
+            r["gbcs"] = False  # not read back (_status_sent): the broker has it
         self._remember(e.id, r)
         self._forget(e)
 
