@@ -38,6 +38,14 @@ E_STALE = "E_STALE"
 
 FINAL = ("response", "failed", "already-executed")
 _RECENT = const(16)
+# bytes of response bodies the recent results hold, for a road that collects later (an
+# NFC phone whose session ran out, a tag's result, the wired road between two polls):
+# newest first, and the newest whatever its size. Without a bound, 16 profile-data reads
+# of up to limits.max_gbcs each would outgrow a board's whole heap. 8 KB: the default
+# max_gbcs, or a few ordinary responses; a phone comes back within minutes and the wired
+# road keeps copies of its own (wired.keep_bytes). MQTT results hold none (_finish).
+# Policy: docs/relay.md "Results"
+_RECENT_BODY_BYTES = const(8192)
 _CLOCK_POLL_MS = const(1000)   # how often held commands look again for a set clock
 _RETRY_MAX_MS = const(30000)   # the longest link back-off: relay/refusals.py's (a private const cannot be imported)
 
@@ -87,7 +95,7 @@ class Relay:
         self._deadline = {}      # seq -> ms tick of the response deadline (this boot)
         self._status = {}        # seq -> last status emitted
         self._retry = {}         # target -> [ms tick when it may be tried again (None: passed), backoff ms]
-        self._recent = []        # [(id, result dict)] finished or rejected commands
+        self._recent = []        # result dicts of finished or rejected commands, oldest first ("gbcs" False: a body let go)
         self._beats = {}         # loop name -> ms tick of its last pass
         self._boot_ms = clock.ms()   # recovery sets it again: the start of this boot
         self._wake_dispatch = asyncio.Event()
@@ -266,10 +274,18 @@ class Relay:
     def result(self, id):
         """NFC contract: None while the command is unknown or still pending (accepted,
         relayed), else {"id", "status", "gbcs" (bytes or None), "error" ({"code",
-        "message"} or None), "late"} for response / timeout / failed / rejected."""
+        "message"} or None), "late"} for response / timeout / failed / rejected. Once
+        finished, a response's body may no longer be held ("gbcs" None, error
+        E_BODY_DROPPED: _remember): read it when asked, do not keep the dict."""
         e = self.journal.by_id.get(id)
         if e is None:
-            return self._recent_result(id)
+            r = self._recent_result(id)
+            if r is not None and r["gbcs"] is False:
+                # a body let go (_remember, _finish): the sentence that says so comes
+                # with the refusals' (loaded by the first such read)
+                from ppmid.relay import refusals
+                refusals.body_dropped(r)
+            return r
         r = self._result(e, True)
         if r["status"] in ("accepted", "relayed"):
             return None
@@ -309,17 +325,27 @@ class Relay:
         return r
 
     def _remember(self, id, r):
-        for i in range(len(self._recent)):
-            if self._recent[i][0] == id:
-                del self._recent[i]
+        recent = self._recent
+        for i in range(len(recent)):
+            if recent[i]["id"] == id:
+                del recent[i]
                 break
-        self._recent.append((id, r))
-        if len(self._recent) > _RECENT:
-            del self._recent[0]
+        recent.append(r)
+        if len(recent) > _RECENT:
+            del recent[0]
+        # the bodies held, newest first: the newest whatever its size, then as many as fit
+        # the budget; once over it every older one goes too (held only grows)
+        held = 0
+        for x in reversed(recent):
+            b = x["gbcs"]
+            if b:
+                held += len(b)
+                if held > len(b) and held > _RECENT_BODY_BYTES:
+                    x["gbcs"] = False  # let go: result() says so
 
     def _recent_result(self, id):
-        for rid, r in self._recent:
-            if rid == id:
+        for r in self._recent:
+            if r["id"] == id:
                 return r
         return None
 
@@ -517,11 +543,15 @@ class Relay:
             return False
         e.published = status
         if status in FINAL:
-            self._finish(e, self._result(e, True))
+            # an MQTT command's body is not read back: the broker has it, and no road of
+            # MQTT's collects later
+            self._finish(e, self._result(e, e.via != "mqtt"))
         return True
 
     def _finish(self, e, r):
         """Final status delivered: remember it in RAM, forget it on flash."""
+        if e.via == "mqtt" and e.state == J.ANSWERED:
+            r["gbcs"] = False  # not read back (_status_sent): the broker has it
         self._remember(e.id, r)
         self._forget(e)
 

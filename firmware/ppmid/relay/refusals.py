@@ -1,8 +1,8 @@
 # What the relay core does when something is refused or goes wrong (docs/relay.md): a
 # command the intake refuses (its sentence; counted, remembered, reported on the roads
 # that do not report their own), a full queue's wait before E_BUSY, a send the HAN link
-# refuses (back to the queue with a backoff, or failed), and the sentence of a failed
-# command's status.
+# refuses (back to the queue with a backoff, or failed), the sentence of a failed
+# command's status, and that of a finished result whose response body was let go.
 #
 # Loaded when the first of these happens, and kept: a gateway whose commands all go
 # through never imports it, so the running app holds none of this code (docs/memory.md).
@@ -17,6 +17,7 @@ from ppmid.relay import journal as J
 from ppmid.relay.core import RelayError, E_RATE, E_STALE
 
 E_INTERNAL = "E_INTERNAL"
+E_BODY_DROPPED = "E_BODY_DROPPED"   # a recent result's response body is no longer held
 
 # HAN link errors that mean "the bytes were not taken": the command may go again later.
 RETRYABLE = (E_HAN_DOWN, E_NO_TUNNEL)
@@ -53,6 +54,16 @@ def refusal(code, *args):
 def failure(code):
     """The error of a failed command's status: {"code", "message"}."""
     return {"code": code, "message": _WHY.get(code, "command not relayed")}
+
+
+def body_dropped(r):
+    """A recent result whose response body the relay let go ("gbcs" False: relay.core
+    _remember, _finish; docs/relay.md "Results"): its status stays, "gbcs" becomes None
+    and the error says why, unless it has one (a top-up's refusal: the meter's code)."""
+    r["gbcs"] = None
+    if r["error"] is None:
+        r["error"] = {"code": E_BODY_DROPPED, "message": "response no longer held by the gateway: "
+                      "published over MQTT, or pushed out by newer results"}
 
 
 async def wait_for_room(relay, env):
