@@ -465,3 +465,72 @@ async def test_no_reset_verdict_without_proof():
     assert e.on_wire and "ACK timeouts" in e.message
     assert link.counters["rx_stray_ack"] == 1 and link.counters["lost_rstack"] == 0
     await link.close()
+
+
+async def test_failure_sentences_are_loaded_when_needed_and_dropped_after():
+    # the link's sentences live in ppmid.zigbee.ashlink_errors (not held by the link): a
+    # failure still carries the whole sentence with its values, and the module goes again
+    import sys
+    gone = lambda: "ppmid.zigbee.ashlink_errors" not in sys.modules
+    e = await failure(make(FakeNcp(answer_rst=False))[0].reset(attempts=2))
+    assert (e.code, e.message) == (E_ASH_RESET, "the Zigbee module did not answer RST (2 attempts)") and gone()
+    logs = []
+    ncp = FakeNcp(lambda i, c, p: "drop")
+    link, _ = make(ncp, log=logs.append)
+    await link.reset()
+    assert logs[-1] == "ash: link up, reset code 0x0b" and gone()
+    e = await failure(link.send(bytes(ash.MAX_DATA + 1)))
+    assert e.message == "EZSP frame of %d bytes exceeds ASH's %d" % (ash.MAX_DATA + 1, ash.MAX_DATA) and gone()
+    e = await failure(link.send(b"lost"))
+    assert e.message == "4 ACK timeouts in a row and no word from the module: link failure" and gone()
+    await link.reset()
+    t = asyncio.create_task(link.send(b"pending"))
+    await asyncio.sleep(0.01)
+    ncp.to_host.push(bytes(ncp.enc.rstack(0x02)))
+    assert (await failure(t)).message == "the Zigbee module reset (code 0x02)" and gone()
+    await link.reset()
+    ncp.to_host.push(bytes(ncp.enc.error(0x51)))
+    await asyncio.sleep(0.02)
+    assert link.failure.message == "the Zigbee module reported ASH error 0x51" and gone()
+    await link.reset()
+    await link.close()
+    assert link.failure.message == "link closed" and gone()
+
+
+async def test_a_sentence_that_cannot_be_loaded_still_fails_the_link():
+    # no heap or no flash for ashlink_errors: the link fails all the same, with its code
+    # and the sentence's key for a text (the link's loops must not die of it)
+    import sys
+
+    class Unreadable:  # what an import finds in sys.modules: a module without SENTENCES
+        pass
+    sys.modules["ppmid.zigbee.ashlink_errors"] = Unreadable()
+    try:
+        e = await failure(make(FakeNcp(answer_rst=False))[0].reset(attempts=1))
+        assert (e.code, e.message) == (E_ASH_RESET, "ash sentence 2")
+        ncp = FakeNcp()
+        link, _ = make(ncp)
+        await link.reset()
+        ncp.to_host.push(bytes(ncp.enc.error(0x51)))
+        await asyncio.sleep(0.02)
+        assert not link.connected and link.failure.message == "ash sentence 10"
+        await link.reset()  # the loops lived on
+        await link.send(b"x")
+        await link.close()
+    finally:
+        del sys.modules["ppmid.zigbee.ashlink_errors"]
+
+
+def test_every_sentence_key_names_its_sentence():
+    # ashlink.py's _S_X = const(i) and ashlink_errors' "# i _S_X" comments agree
+    import sys
+    if sys.implementation.name != "cpython":
+        return  # reads the sources (CPython's re and file paths); the failures run on both above
+    import re
+    from ppmid.zigbee import ashlink_errors as AE
+    src = open(ashlink.__file__).read()
+    names = dict((k, int(v)) for k, v in re.findall(r"^(_S_\w+) = const\((\d+)\)", src, re.M))
+    listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_S_\w+)", open(AE.__file__).read()))
+    assert names == listed and len(listed) == len(AE.SENTENCES)
+    used = set(re.findall(r"\b(_S_\w+)\b(?! = const)", src))
+    assert used == set(names), set(names) ^ used

@@ -340,3 +340,81 @@ async def test_bring_up_without_a_network_waits_then_says_network_down():
     await han._bring_up()
     assert han._up and not han._net_up and han.status == H.NETWORK_DOWN
     assert "han: networkInit status 0x0" in logged and "han: no network-up within 0.05s" in logged
+
+
+def _message(fn, *args):
+    try:
+        fn(*args)
+    except E.EzspError as exc:
+        return exc.message
+    raise AssertionError("accepted")
+
+
+async def _command_message(ez, fid):
+    try:
+        await ez.command(fid)
+    except E.EzspError as exc:
+        return exc.message
+    raise AssertionError("no error")
+
+
+async def test_driver_sentences_are_loaded_when_needed_and_dropped_after():
+    # the driver's sentences live in ppmid.zigbee.ezsp_errors (not held by the driver): a
+    # failure still carries the whole sentence with its values, and the module goes again
+    import sys
+    gone = lambda: "ppmid.zigbee.ezsp_errors" not in sys.modules
+    assert _message(E.parse_frame, b"\x01\x80") == "EZSP frame too short (2 bytes)" and gone()
+    assert _message(E.parse_frame, h("05 80 02 18 00")) == "unsupported EZSP frame format 0x02"
+    assert _message(E.parse_aps, bytes(12), 2) == "EZSP parameters truncated (12 bytes, need 13)"
+    aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140)
+    assert _message(E.send_unicast_params, 13, 1, aps, 1, bytes(256)) == "message of 256 bytes cannot go in one sendUnicast"
+    logs = []
+    link = FakeLink(13)
+    ez = E.Ezsp(link, lambda fid, p: 1 // 0, log=logs.append, timeout_s=0.1)
+    link.ezsp = ez
+    assert await _command_message(ez, E.NETWORK_STATE) == "version not negotiated" and gone()
+    await S.negotiate(ez, 13)
+    assert await _command_message(ez, 0x0123) == "the NCP rejected command 0x0123 (invalidCommand status 88)"
+    link.script[E.NETWORK_STATE] = lambda seq: N.response_frame(seq, E.NETWORK_INIT, b"\x00")
+    assert await _command_message(ez, E.NETWORK_STATE) == "response id 0x0017 to command 0x0018"
+    link.script[E.NETWORK_STATE] = lambda seq: None
+    assert await _command_message(ez, E.NETWORK_STATE) == "no response to networkState" and gone()
+    link.script[0x0123] = lambda seq: None
+    assert await _command_message(ez, 0x0123) == "no response to 0x123"
+    ez.on_frame(N.response_frame(77, E.NETWORK_STATE, b"\x02"))
+    assert logs[-1] == "ezsp: response to nothing (seq 77, id 0x0018) dropped"
+    ez.on_frame(N.response_frame(0, 0x9999, b"", callback=0x10))
+    assert logs[-1].startswith("ezsp: callback 0x9999 dropped: ZeroDivisionError(") and gone()
+
+
+def test_a_sentence_that_cannot_be_loaded_still_refuses():
+    # no heap or no flash for ezsp_errors: the refusal keeps its code, the sentence's key
+    # stands in for its text (the link's receive loop parses frames with it)
+    import sys
+
+    class Unreadable:  # what an import finds in sys.modules: a module without `sentence`
+        pass
+    sys.modules["ppmid.zigbee.ezsp_errors"] = Unreadable()
+    try:
+        try:
+            E.parse_frame(b"")
+            raise AssertionError("accepted")
+        except E.EzspError as exc:
+            assert (exc.code, exc.message) == ("E_EZSP", "ezsp sentence 1")
+    finally:
+        del sys.modules["ppmid.zigbee.ezsp_errors"]
+
+
+def test_every_sentence_key_names_its_sentence():
+    # ezsp.py's _S_X = const(i) and ezsp_errors' "# i _S_X" comments agree
+    import sys
+    if sys.implementation.name != "cpython":
+        return  # reads the sources (CPython's re and file paths); the failures run on both above
+    import re
+    from ppmid.zigbee import ezsp_errors as EE
+    src = open(E.__file__).read()
+    names = dict((k, int(v)) for k, v in re.findall(r"^(_S_\w+) = const\((\d+)\)", src, re.M))
+    listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_S_\w+)", open(EE.__file__).read()))
+    assert names == listed and len(listed) == len(EE.SENTENCES)
+    used = set(re.findall(r"\b(_S_\w+)\b(?! = const)", src))
+    assert used == set(names), set(names) ^ used

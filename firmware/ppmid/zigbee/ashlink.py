@@ -49,6 +49,37 @@ class AshError(PpmidError):
     on_wire = True
 
 
+# The failures' and rare log lines' sentences, by their index in
+# ppmid.zigbee.ashlink_errors.SENTENCES (the text)
+_S_CLOSED = const(0)
+_S_LINK_UP = const(1)
+_S_NO_RSTACK = const(2)
+_S_FRAME_LARGE = const(3)
+_S_WRITE_FAILED = const(4)
+_S_NUMBERS_LOST = const(5)
+_S_ACK_TIMEOUTS = const(6)
+_S_ACK_TIMEOUTS_SILENT = const(7)
+_S_RESET_DAMAGED = const(8)
+_S_RESET_CODE = const(9)
+_S_ASH_ERROR = const(10)
+_S_ON_FRAME = const(11)
+
+
+def _text(key, arg=None):
+    # key: the sentence's _S_... name; its text is ppmid.zigbee.ashlink_errors', loaded when
+    # the link needs one and dropped again (as str constants here the sentences held
+    # ~0.7 KB). Never raises: the link's own loops fail the link with it, and a heap or a
+    # flash that cannot load the module must not stop them (the text is then its key).
+    try:
+        from ppmid.zigbee.ashlink_errors import SENTENCES
+        from ppmid.modules import unload
+        text = SENTENCES[key] if arg is None else SENTENCES[key] % arg
+        unload("ppmid.zigbee.ashlink_errors", "ppmid.modules")
+        return text
+    except Exception:
+        return "ash sentence %d" % key
+
+
 class _Pending:
     """A DATA frame sent and not yet acknowledged by the NCP (one per send())."""
     __slots__ = ("frame", "done", "sent_ms", "retx", "error", "on_wire", "heard", "first_ms")
@@ -134,7 +165,7 @@ class AshLink:
         for t in self._tasks:
             t.cancel()
         self._tasks = []
-        self._fail(AshError(E_ASH_LINK, "link closed"), count=False)
+        self._fail(AshError(E_ASH_LINK, _text(_S_CLOSED)), count=False)
 
     async def reset(self, attempts=3):
         """Send RST until the NCP answers RSTACK; then the link is up (frame numbers 0)."""
@@ -155,15 +186,16 @@ class AshLink:
             self.failure = None
             self.connected = True
             self._space.set()
-            self._logf("link up, reset code 0x%02x", self.reset_code or 0)
+            if self._log:
+                self._logf(_text(_S_LINK_UP, self.reset_code or 0))
             return self.reset_code
-        raise AshError(E_ASH_RESET, "the Zigbee module did not answer RST (%d attempts)" % attempts)
+        raise AshError(E_ASH_RESET, _text(_S_NO_RSTACK, attempts))
 
     # ---- sending ----------------------------------------------------------------------
     async def send(self, ezsp_frame):
         """Send one EZSP frame; return when the NCP acknowledged it. Raises AshError."""
         if len(ezsp_frame) > ash.MAX_DATA:
-            raise AshError(E_ASH_LINK, "EZSP frame of %d bytes exceeds ASH's %d" % (len(ezsp_frame), ash.MAX_DATA))
+            raise AshError(E_ASH_LINK, _text(_S_FRAME_LARGE, (len(ezsp_frame), ash.MAX_DATA)))
         while True:
             if not self.connected:
                 raise self._error(self.failure, False)
@@ -178,7 +210,7 @@ class AshLink:
         try:
             await self._send_data(frm, entry, False)
         except OSError as exc:
-            self._fail(AshError(E_ASH_LINK, "UART write failed: %r" % (exc,)))
+            self._fail(AshError(E_ASH_LINK, _text(_S_WRITE_FAILED, (exc,))))
         await entry.done.wait()
         if entry.error is not None:
             raise self._error(entry.error, entry.on_wire)
@@ -257,11 +289,10 @@ class AshLink:
             if self._timeouts >= limit:
                 if self._stray >= 2:
                     self.counters["lost_rstack"] += 1
-                    self._module_reset("the Zigbee module's frame numbers no longer match ours "
-                                       "(it reset and its RSTACK was lost)")
+                    self._module_reset(_text(_S_NUMBERS_LOST))
                     continue
-                self._fail(AshError(E_ASH_LINK, "%d ACK timeouts in a row%s: link failure"
-                                    % (self._timeouts, "" if alive else " and no word from the module")))
+                self._fail(AshError(E_ASH_LINK, _text(_S_ACK_TIMEOUTS if alive else _S_ACK_TIMEOUTS_SILENT,
+                                                      self._timeouts)))
                 continue
             if not alive:
                 # UG101's back-off is for a module that is slow or gone; a module that keeps
@@ -298,7 +329,7 @@ class AshLink:
                 # flag or a cancel leaves a damaged or cancelled piece before its tail,
                 # and gets no such verdict.)
                 self.counters["damaged_rstack"] += 1
-                self._module_reset("the Zigbee module reset (damaged RSTACK)")
+                self._module_reset(_text(_S_RESET_DAMAGED))
                 return
             # UG101 sends one NAK per reject condition. We also NAK a damaged frame that
             # arrives while already rejecting: on a noisy line the NCP otherwise waits out
@@ -329,13 +360,13 @@ class AshLink:
                     # wire, then a reset within the ~0.4 s before it resends: see
                     # docs/zigbee.md.)
                     self.counters["unsolicited_rstack"] += 1
-                    self._module_reset("the Zigbee module reset (code 0x%02x)" % payload[1])
+                    self._module_reset(_text(_S_RESET_CODE, payload[1]))
                 self._rstack.set()
             return
         if k == ash.K_ERROR:
             self.counters["rx_error_frames"] += 1
             code = item[1][1] if len(item[1]) > 1 else 0
-            self._fail(AshError(E_ASH_LINK, "the Zigbee module reported ASH error 0x%02x" % code))
+            self._fail(AshError(E_ASH_LINK, _text(_S_ASH_ERROR, code)))
             return
         if k == ash.UNKNOWN or k == ash.K_RST:
             self.counters["unknown_frames"] += 1
@@ -364,7 +395,8 @@ class AshLink:
             try:
                 self._on_frame(item[1])
             except Exception as exc:  # the upper layer's bug must not kill the link
-                self._logf("on_frame failed: %r", exc)
+                if self._log:
+                    self._logf(_text(_S_ON_FRAME, (exc,)))
             await self._ack()
         elif control & 8 and ((self._rx_exp - frm) & 7) <= _TX_K_MAX:
             # a retransmission of something we already have: our ACK was lost

@@ -51,6 +51,36 @@ class EzspError(PpmidError):
     on_wire = True   # see Ezsp._exchange
 
 
+# The failures' and rare log lines' sentences, by their index in
+# ppmid.zigbee.ezsp_errors.SENTENCES (the text)
+_S_NO_RESPONSE = const(0)
+_S_FRAME_SHORT = const(1)
+_S_FRAME_FORMAT = const(2)
+_S_TRUNCATED = const(3)
+_S_UNICAST_LARGE = const(4)
+_S_INCOMING_TRUNCATED = const(5)
+_S_CALLBACK_DROPPED = const(6)
+_S_ORPHAN = const(7)
+_S_INVALID_COMMAND = const(8)
+_S_WRONG_RESPONSE = const(9)
+_S_NOT_NEGOTIATED = const(10)
+
+
+def _text(key, arg=None):
+    # key: the sentence's _S_... name; its text is ppmid.zigbee.ezsp_errors', loaded when the
+    # driver needs one and dropped again (as str constants here the sentences held ~0.7 KB).
+    # Never raises: the link's receive loop parses frames with it, and a heap or a flash
+    # that cannot load the module must not stop that loop (the text is then its key).
+    try:
+        from ppmid.zigbee.ezsp_errors import sentence
+        from ppmid.modules import unload
+        text = sentence(key, arg)
+        unload("ppmid.zigbee.ezsp_errors", "ppmid.modules")
+        return text
+    except Exception:
+        return "ezsp sentence %d" % key
+
+
 def is_v14(version):
     return version >= 14
 
@@ -68,12 +98,12 @@ def parse_frame(frame, legacy=False):
     """-> (seq, fc_low, frame_id, params). Raises EzspError on a short or malformed frame."""
     if legacy:
         if len(frame) < 3:
-            raise EzspError(E_EZSP, "EZSP frame too short (%d bytes)" % len(frame))
+            raise EzspError(E_EZSP, _text(_S_FRAME_SHORT, len(frame)))
         return frame[0], frame[1], frame[2], bytes(frame[3:])
     if len(frame) < 5:
-        raise EzspError(E_EZSP, "EZSP frame too short (%d bytes)" % len(frame))
+        raise EzspError(E_EZSP, _text(_S_FRAME_SHORT, len(frame)))
     if frame[2] & 0x03 != FC_HIGH:
-        raise EzspError(E_EZSP, "unsupported EZSP frame format 0x%02x" % frame[2])
+        raise EzspError(E_EZSP, _text(_S_FRAME_FORMAT, frame[2]))
     return frame[0], frame[1], frame[3] | (frame[4] << 8), bytes(frame[5:])
 
 
@@ -85,7 +115,7 @@ def _need(p, n):
     # a short frame from the module is an EzspError like any malformed one, not an
     # IndexError or struct.error escaping into the link (found by tests/test_fuzz_parsers.py)
     if len(p) < n:
-        raise EzspError(E_EZSP, "EZSP parameters truncated (%d bytes, need %d)" % (len(p), n))
+        raise EzspError(E_EZSP, _text(_S_TRUNCATED, (len(p), n)))
 
 
 def parse_aps(b, off=0):
@@ -97,7 +127,7 @@ def parse_aps(b, off=0):
 
 def send_unicast_params(version, dest, aps, tag, message):
     if len(message) > 255:
-        raise EzspError(E_EZSP, "message of %d bytes cannot go in one sendUnicast" % len(message))
+        raise EzspError(E_EZSP, _text(_S_UNICAST_LARGE, len(message)))
     tagb = struct.pack("<H", tag & 0xFFFF) if is_v14(version) else bytes((tag & 0xFF,))
     return struct.pack("<BH", OUTGOING_DIRECT, dest) + aps + tagb + bytes((len(message),)) + message
 
@@ -194,7 +224,7 @@ def parse_incoming(version, p):
     n = p[off]
     msg = bytes(p[off + 1:off + 1 + n])
     if len(msg) != n:
-        raise EzspError(E_EZSP, "incomingMessageHandler message truncated")
+        raise EzspError(E_EZSP, _text(_S_INCOMING_TRUNCATED))
     return {"type": typ, "aps": aps, "sender": sender, "eui64": eui64, "lqi": lqi,
             "rssi": rssi - 256 if rssi > 127 else rssi, "message": msg}
 
@@ -248,20 +278,21 @@ class Ezsp:
                 self._on_callback(fid, params)
             except Exception as exc:  # a malformed callback must not stop the link
                 self.counters["bad_frames"] += 1
-                self._logf("callback 0x%04x dropped: %r", fid, exc)
+                if self._log:
+                    self._logf(_text(_S_CALLBACK_DROPPED, (fid, exc)))
             return
         w = self._waiting.pop(seq, None)
         if w is None:
             self.counters["orphan_responses"] += 1
-            self._logf("response to nothing (seq %d, id 0x%04x) dropped", seq, fid)
+            if self._log:
+                self._logf(_text(_S_ORPHAN, (seq, fid)))
             return
         self.counters["responses"] += 1
         if fid == INVALID_COMMAND:
             self.counters["invalid_command"] += 1
-            w.result = EzspError(E_EZSP, "the NCP rejected command 0x%04x (invalidCommand status %d)"
-                                 % (w.fid, params[0] if params else -1))
+            w.result = EzspError(E_EZSP, _text(_S_INVALID_COMMAND, (w.fid, params[0] if params else -1)))
         elif fid != w.fid:
-            w.result = EzspError(E_EZSP, "response id 0x%04x to command 0x%04x" % (fid, w.fid))
+            w.result = EzspError(E_EZSP, _text(_S_WRONG_RESPONSE, (fid, w.fid)))
         else:
             w.result = params
         w.done.set()
@@ -284,11 +315,7 @@ class Ezsp:
                 await wait_for_ms(w.done.wait(), int(self._timeout_s * 1000))
             except asyncio.TimeoutError:
                 self.counters["timeouts"] += 1
-                # the names of the commands the driver sends (built only here: a timeout is rare)
-                err = EzspError(E_EZSP_TIMEOUT, "no response to %s" % {
-                    VERSION: "version", NETWORK_INIT: "networkInit", NETWORK_STATE: "networkState",
-                    MAXIMUM_PAYLOAD_LENGTH: "maximumPayloadLength", SEND_UNICAST: "sendUnicast",
-                    SEND_REPLY: "sendReply"}.get(fid, hex(fid)))
+                err = EzspError(E_EZSP_TIMEOUT, _text(_S_NO_RESPONSE, fid))
                 err.on_wire = True
                 raise err
         finally:
@@ -306,7 +333,7 @@ class Ezsp:
 
     async def command(self, fid, params=b""):
         if self._legacy:
-            raise EzspError(E_EZSP, "version not negotiated")
+            raise EzspError(E_EZSP, _text(_S_NOT_NEGOTIATED))
         seq = self._next_seq()
         return await self._exchange(fid, command_frame(seq, fid, params), seq)
 
