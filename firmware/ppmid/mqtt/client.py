@@ -5,8 +5,9 @@
 #   - subscriptions are renewed on every connect (a broker that lost its session store
 #     must not leave the gateway deaf);
 #   - outgoing QoS 1 PUBLISHes stay in flight until PUBACKed and are resent with DUP after
-#     a reconnect; a PUBACK or PINGRESP that does not come within `ack_timeout` means the
-#     link is dead (silent Wi-Fi loss): drop it and reconnect;
+#     a reconnect; a PUBACK or PINGRESP that does not come within `ack_timeout`, or a
+#     write that does not drain within it, means the link is dead (silent Wi-Fi loss,
+#     half-open TCP): drop it and reconnect;
 #   - incoming QoS 1 PUBLISHes are PUBACKed only after the handler has returned; if the
 #     handler raises, the connection is dropped without a PUBACK so that the broker
 #     redelivers the message on the next connect (nothing acknowledged is ever lost);
@@ -481,8 +482,13 @@ class MQTTClient:
             for part in parts:
                 w.write(part)
             # MicroPython's Stream.write sends at once when it can; drain only leftovers.
+            # Bounded: on a half-open connection with a full send buffer the drain would
+            # wait for TCP's own give-up (minutes), before any PUBACK/PINGRESP check.
             if getattr(w, "out_buf", True):
-                await w.drain()
+                await wait_for_ms(w.drain(), int(self.ack_timeout * 1000))
+        except asyncio.TimeoutError:
+            self._kill("write stalled: not sent within %ss" % self.ack_timeout)
+            raise MQTTError(E_MQTT_TIMEOUT, self._dead)
         except Exception as exc:  # noqa: BLE001
             self._kill("write failed: %s" % (exc,))
             raise MQTTError(E_MQTT_CLOSED, "write failed: %s" % (exc,))
