@@ -58,6 +58,8 @@ def plan(state_dir, eui, users=None, rotate=(), revoke=(), remove=(), sequence=N
     if not isinstance(base, dict):
         raise UsersUpdateError("the users section must be an object of keys, roles, legacy_key")
     base.pop("sequence", None)
+    seq = reg["sequence"] + 1 if sequence is None else sequence
+    _check(eui, base, seq)  # as given, before it is edited (a key entry may not be an object)
     keys = base.setdefault("keys", {})
     for name in list(revoke) + list(rotate) + list(remove):
         if name not in keys:
@@ -66,8 +68,7 @@ def plan(state_dir, eui, users=None, rotate=(), revoke=(), remove=(), sequence=N
         keys[name]["revoked"] = True
     for name in remove:
         del keys[name]
-    seq = reg["sequence"] + 1 if sequence is None else sequence
-    _check(eui, base, seq)  # before a key file is made for any name in it
+    _check(eui, base, seq)  # as it will be sent, before a key file is made for any name in it
     given = reg["users"].get("keys", {})
     new, renames = {}, {}
     for name in keys:

@@ -131,3 +131,23 @@ def test_a_refused_section_leaves_no_key_file_behind(state, tmp_path):
                      "--role", "supplier", "--originators", "90B3D51F30010000"]) == 1
     assert _files_under(str(tmp_path)) == before
 
+
+def test_a_key_entry_that_is_not_an_object_is_refused_not_a_crash(state, tmp_path, capsys):
+    for kw in ({"users": {"keys": {"a": 5}}}, {"users": {"keys": {"a": [1]}}, "revoke": ["a"]},
+               {"users": {"keys": {"a": "x"}}, "remove": ["a"]}, {"users": {"keys": 5}}):
+        with pytest.raises(U.UsersUpdateError, match="users refused: E_CONFIG: users.keys"):
+            U.plan(state, GW, **kw)
+    # the same in the host's registry of what the gateway was given
+    U.write_registry(state, GW, 4, {"keys": {"a": 5}})
+    with pytest.raises(U.UsersUpdateError, match="users.keys.a"):
+        U.plan(state, GW)
+    # and through the command: one line, exit 1
+    from host_tools import cli
+    pem = tmp_path / "op.pem"
+    pem.write_text(UV.PRIVATE_PEM)
+    bad = tmp_path / "u.json"
+    bad.write_text('{"keys": {"a": 5}}')
+    assert cli.main(["users", "push", "--state-dir", state, "--gateway", GW, "--key", str(pem),
+                     "--users", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "users.keys.a" in err and "E_INTERNAL" not in err, err
