@@ -2,6 +2,7 @@
 Python traceback: the command's own CliError (exit 1), or the CLI's last line of defence
 for what a command let escape (exit 3, `ppmid: E_CODE: sentence`)."""
 import json
+import os
 import socket
 import ssl
 
@@ -147,3 +148,12 @@ def test_install_code_option_takes_hex_or_new_and_names_the_option_it_refuses():
     with pytest.raises(cli.CliError) as e:                         # `new` only where the option allows it
         cli.install_code_option("new", "--ch-install-code", new=False)
     assert str(e.value).startswith("--ch-install-code: ") and "E_INSTALL_CODE" in str(e.value)
+
+
+def test_emulate_refuses_a_board_it_cannot_start_before_starting_anything(tmp_path, capsys):
+    state = tmp_path / "emu"
+    for board, words in (("nosuch", "unknown board 'nosuch'"), ("esp32-devkitc", "is a real esp32 board")):
+        rc, err = run(capsys, "emulate", "--state-dir", str(state), "--board", board)
+        assert rc == 1 and words in err, (board, err)
+        assert "SNTP server" not in err and "broker" not in err, err   # nothing was started,
+        assert not state.exists() or os.listdir(str(state)) == [], os.listdir(str(state))  # no CA made
