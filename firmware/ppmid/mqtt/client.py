@@ -71,11 +71,13 @@ class _TlsStream:
     after the socket said it had room (a TLS layer wanting to read), it waits on the TLS
     object, which knows which way it needs to go."""
 
-    def __init__(self, tls, raw):
+    def __init__(self, tls, raw, known=None, ai=None):
         self.s = tls
         self.raw = raw
         self.out_buf = b""
         self._direct = False   # a read succeeded: the handshake is done
+        self.known = known     # the connector's cached address (see _mp_open) and this one's
+        self.ai = ai
 
     def _readable(self):
         return self.raw if self._direct else self.s
@@ -131,16 +133,23 @@ class _TlsStream:
 
     async def wait_closed(self):
         self.s.close()
+        if self._direct and self.known is not None:
+            self.known[0] = self.ai  # the broker answered at this address: the next connect reuses it
 
 
-def _mp_open(host, port, ssl_ctx, server_hostname, track):
+def _mp_open(host, port, ssl_ctx, server_hostname, track, known):
     # MicroPython only (its coroutines are generators): asyncio.open_connection, plus
     # TCP_NODELAY (each MQTT packet is small; Nagle + delayed ACK cost ~40 ms per
     # exchange) and `track` on the raw socket before connect(), as the board asks.
     import socket
     from errno import EINPROGRESS
     from asyncio import core, StreamReader
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    # getaddrinfo blocks the whole event loop (MicroPython has no asynchronous resolver;
+    # a DNS that does not answer holds it for lwIP's DNS timeout): the address is looked
+    # up again only when the last TLS connection did not get an answer from the broker
+    # through it (known[0] is given back by _TlsStream.wait_closed).
+    ai = known[0] or socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    known[0] = None
     raw = socket.socket(ai[0], ai[1], ai[2])
     if track is not None:
         track(raw)
@@ -163,7 +172,7 @@ def _mp_open(host, port, ssl_ctx, server_hostname, track):
     # the handshake runs inside the first non-blocking reads/writes of the stream
     s = ssl_ctx.wrap_socket(raw, server_hostname=server_hostname or host, do_handshake_on_connect=False)
     s.setblocking(False)
-    stream = _TlsStream(s, raw)
+    stream = _TlsStream(s, raw, known, ai)
     return stream, stream
 
 
@@ -172,8 +181,10 @@ def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None):
     the broker certificate against server_hostname). `track(sock)` is called with the new
     socket (the board's WLAN closes tracked sockets when Wi-Fi drops)."""
     if _MP:
+        known = [None]  # the broker's address (getaddrinfo), kept across reconnects
+
         def connect():
-            return _mp_open(host, port, ssl_ctx, server_hostname, track)
+            return _mp_open(host, port, ssl_ctx, server_hostname, track, known)
         return connect
 
     async def connect():
