@@ -156,6 +156,11 @@ def main(argv=None):
         print("ppmid: unknown command %r (try ppmid --help)" % name, file=sys.stderr)
         return 2
     module_name, help_text = COMMANDS[name]
+    # Firmware modules (ppmid.*) are imported by many commands, some only deep inside a
+    # function: put firmware/ on the path for every command here, once, rather than rely on
+    # each command's import chain to have done it.
+    from host_tools import mpcompat
+    mpcompat.install()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

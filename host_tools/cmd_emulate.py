@@ -199,6 +199,8 @@ def run(args):
         raise CliError("--timeout must be from 1 to 3600 seconds")
     check_output_file("--pcap", args.pcap)
     check_output_file("--html", args.html)
+    from host_tools.emuboard import emulated_definition
+    emulated_definition(args.board)  # an unknown or real board: refused before the SNTP server and broker start
     commissioning = _commissioning(args)
     lines, what = _lines(args, E)
     nfc_lines = sum(1 for x in lines if x.get("via", "mqtt") != "mqtt")

@@ -210,14 +210,21 @@ def _open_pty(raw=True):
     return master, slave, os.ttyname(slave)
 
 
+def emulated_definition(board):
+    """boards/BOARD/board.json of a board this module can start (chip "unix"), or BoardError
+    for an unknown board or a real one."""
+    definition = load_board(board)
+    if definition.get("chip") != "unix":
+        raise BoardError("board %r is a real %s board: only emulated boards (chip \"unix\") can be started"
+                         % (board, definition.get("chip")))
+    return definition
+
+
 class Supervisor:
     def __init__(self, state_dir, board="emulated", heap=None, micropython=None, quiet=False, parent_pid=None):
         self.state_dir = os.path.abspath(state_dir)
         self.parent_pid = parent_pid  # stop when this process is gone (a test runner killed hard)
-        self.definition = load_board(board)
-        if self.definition.get("chip") != "unix":
-            raise BoardError("board %r is a real %s board: only emulated boards (chip \"unix\") can be started"
-                             % (board, self.definition.get("chip")))
+        self.definition = emulated_definition(board)
         self.board = board
         self.heap = heap or self.definition.get("heap", "256K")
         heap_bytes(self.heap)
@@ -584,7 +591,7 @@ class EmulatedBoard:
         self.start_timeout = start_timeout
         self.proc = None
         self._cursor = 0
-        load_board(board)
+        emulated_definition(board)
 
     # -- life cycle
     def start(self):

@@ -58,6 +58,8 @@ def plan(state_dir, eui, users=None, rotate=(), revoke=(), remove=(), sequence=N
     if not isinstance(base, dict):
         raise UsersUpdateError("the users section must be an object of keys, roles, legacy_key")
     base.pop("sequence", None)
+    seq = reg["sequence"] + 1 if sequence is None else sequence
+    _check(eui, base, seq)  # as given, before it is edited (a key entry may not be an object)
     keys = base.setdefault("keys", {})
     for name in list(revoke) + list(rotate) + list(remove):
         if name not in keys:
@@ -66,6 +68,7 @@ def plan(state_dir, eui, users=None, rotate=(), revoke=(), remove=(), sequence=N
         keys[name]["revoked"] = True
     for name in remove:
         del keys[name]
+    _check(eui, base, seq)  # as it will be sent, before a key file is made for any name in it
     given = reg["users"].get("keys", {})
     new, renames = {}, {}
     for name in keys:
@@ -81,13 +84,6 @@ def plan(state_dir, eui, users=None, rotate=(), revoke=(), remove=(), sequence=N
             renames[name] = mt.user_key_path(state_dir, eui, name)
         elif name not in given and not keys[name].get("revoked"):
             new[name] = mt.user_key(state_dir, eui, name, create=True)
-    seq = reg["sequence"] + 1 if sequence is None else sequence
-    # checked here as the gateway will (ppmid.config): a refusal costs no round trip
-    from ppmid import config
-    try:
-        config.validate({"gateway": eui, "users": json.loads(json.dumps(dict(base, sequence=seq)))})
-    except config.ConfigError as exc:
-        raise UsersUpdateError("users refused: %s" % exc)
     # the config check sees only the form of a public key; the gateway refuses one that is
     # no point of P-256 (E_CONFIG_UPDATE), so say it here
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -98,6 +94,15 @@ def plan(state_dir, eui, users=None, rotate=(), revoke=(), remove=(), sequence=N
             except ValueError:
                 raise UsersUpdateError("users refused: users.keys.%s.public_key is not a point of P-256" % name)
     return seq, base, new, renames
+
+
+def _check(eui, users, seq):
+    # checked here as the gateway will (ppmid.config): a refusal costs no round trip
+    from ppmid import config
+    try:
+        config.validate({"gateway": eui, "users": json.loads(json.dumps(dict(users, sequence=seq)))})
+    except config.ConfigError as exc:
+        raise UsersUpdateError("users refused: %s" % exc)
 
 
 def push(state_dir, eui, operator_key_path, user="dcc-user-test", timeout=60.0, **kw):

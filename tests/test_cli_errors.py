@@ -2,6 +2,7 @@
 Python traceback: the command's own CliError (exit 1), or the CLI's last line of defence
 for what a command let escape (exit 3, `ppmid: E_CODE: sentence`)."""
 import json
+import os
 import socket
 import ssl
 
@@ -205,3 +206,12 @@ def test_flash_a_folder_and_replay_a_broken_broker_json_say_what_is_wrong(tmp_pa
     rc, err = run(capsys, "replay", "--state-dir", str(tmp_path), "--gateway", "00DB1234567890A4",
                   "--report", str(tmp_path / "r.json"), str(trace))
     assert rc == 1 and "broker.json is not valid JSON" in err, err
+
+
+def test_emulate_refuses_a_board_it_cannot_start_before_starting_anything(tmp_path, capsys):
+    state = tmp_path / "emu"
+    for board, words in (("nosuch", "unknown board 'nosuch'"), ("esp32-devkitc", "is a real esp32 board")):
+        rc, err = run(capsys, "emulate", "--state-dir", str(state), "--board", board)
+        assert rc == 1 and words in err, (board, err)
+        assert "SNTP server" not in err and "broker" not in err, err   # nothing was started,
+        assert not state.exists() or os.listdir(str(state)) == [], os.listdir(str(state))  # no CA made

@@ -104,3 +104,50 @@ def test_users_push_cli_errors_exit_1(state, tmp_path, capsys):
     assert "nobody is not a key" in err and "give --user NAME first" in err and "needs --originators" in err
     assert "--sequence must be 1 or more" in err
     assert U.read_registry(state, GW)["sequence"] == 4   # nothing sent, nothing recorded
+
+
+def _files_under(top):
+    return sorted(os.path.relpath(os.path.join(d, f), top) for d, _, fs in os.walk(top) for f in fs)
+
+
+def test_a_refused_section_leaves_no_key_file_behind(state, tmp_path):
+    before = _files_under(str(tmp_path))
+    users = json.loads(json.dumps(U.read_registry(state, GW)["users"]))
+    # a name that would be a path out of the state dir
+    planted = dict(users, keys=dict(users["keys"], **{"../../../planted": SUP}))
+    with pytest.raises(U.UsersUpdateError, match="users.keys name '../../../planted'"):
+        U.plan(state, GW, users=planted)
+    # a good new name beside a refused entry: its key is not made either
+    refused = dict(users, keys=dict(users["keys"], **{"eng-1": SUP, "eng-2": dict(SUP, originators=["nope"])}))
+    with pytest.raises(U.UsersUpdateError, match="eng-2 originator"):
+        U.plan(state, GW, users=refused)
+    assert _files_under(str(tmp_path)) == before
+    # as a user gives it: ppmid users push --user ../x
+    from host_tools import cli
+    pem = tmp_path / "op.pem"
+    pem.write_text(UV.PRIVATE_PEM)
+    before = _files_under(str(tmp_path))
+    assert cli.main(["users", "push", "--state-dir", state, "--gateway", GW, "--key", str(pem), "--user", "../../x",
+                     "--role", "supplier", "--originators", "90B3D51F30010000"]) == 1
+    assert _files_under(str(tmp_path)) == before
+
+
+def test_a_key_entry_that_is_not_an_object_is_refused_not_a_crash(state, tmp_path, capsys):
+    for kw in ({"users": {"keys": {"a": 5}}}, {"users": {"keys": {"a": [1]}}, "revoke": ["a"]},
+               {"users": {"keys": {"a": "x"}}, "remove": ["a"]}, {"users": {"keys": 5}}):
+        with pytest.raises(U.UsersUpdateError, match="users refused: E_CONFIG: users.keys"):
+            U.plan(state, GW, **kw)
+    # the same in the host's registry of what the gateway was given
+    U.write_registry(state, GW, 4, {"keys": {"a": 5}})
+    with pytest.raises(U.UsersUpdateError, match="users.keys.a"):
+        U.plan(state, GW)
+    # and through the command: one line, exit 1
+    from host_tools import cli
+    pem = tmp_path / "op.pem"
+    pem.write_text(UV.PRIVATE_PEM)
+    bad = tmp_path / "u.json"
+    bad.write_text('{"keys": {"a": 5}}')
+    assert cli.main(["users", "push", "--state-dir", state, "--gateway", GW, "--key", str(pem),
+                     "--users", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "users.keys.a" in err and "E_INTERNAL" not in err, err

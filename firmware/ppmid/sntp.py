@@ -69,19 +69,28 @@ def parse(data, nonce):
     return unix, (frac >> 16) * 1000 >> 16
 
 
-def _udp(host, port):
+def _udp(host, port, client):
+    # getaddrinfo blocks the whole event loop on MicroPython (no asynchronous resolver): a
+    # server that answered keeps its address (client.known) until a query to it fails
     import socket
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0]
+    k = client.known
+    client.known = None  # given back by query() on a usable reply
+    ai = k[1] if k is not None and k[0] == host else socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0]
     s = socket.socket(ai[0], ai[1], ai[2])
     s.setblocking(False)
-    return s, ai[-1]
+    return s, ai
 
 
 async def query(client, host):
     """(unix_s, ms) from `host` (the client's port, timeout, socket and nonce source), or None when no usable reply came within timeout_ms.
     Replies that fail parse() or come from another address are logged and ignored:
     a forged packet must not end the wait for the real one. OSError on a socket error."""
-    sock, addr = (client.udp or _udp)(host, client.port)
+    if client.udp is None:
+        sock, ai = _udp(host, client.port, client)
+        addr = ai[-1]
+    else:
+        sock, addr = client.udp(host, client.port)
+        ai = None
     if client.wlan is not None:
         client.wlan.track(sock)
     try:
@@ -111,6 +120,8 @@ async def query(client, host):
                         client.log("PPMID sntp: ignored a reply for %s: %s" % (host, why))
                         quiet = True
                 else:
+                    if ai is not None:
+                        client.known = (host, ai)
                     ms += c.diff(c.ms(), t0) // 2
                     return unix + ms // 1000, ms % 1000
             if c.diff(c.ms(), t0) >= client.timeout_ms:

@@ -15,7 +15,7 @@ class SntpClient:
     resync_s. `set_time(unix_s, ms)` is the board's RTC setter; `on_set` an optional
     coroutine function called after each set (the app republishes its info). `udp(host,
     port) -> (socket, address)`, `urandom` and `sleep` are injected by tests (None: a
-    non-blocking UDP socket, os.urandom)."""
+    non-blocking UDP socket, its server's address kept while it answers; os.urandom)."""
 
     def __init__(self, settings, clock, set_time, wlan=None, log=print, on_set=None, udp=None, urandom=None,
                  sleep=sleep_ms):
@@ -36,6 +36,7 @@ class SntpClient:
             from os import urandom
         self.urandom = urandom
         self.held = None           # (unix_s, ticks) of a big step waiting for a second reply
+        self.known = None          # (host, getaddrinfo entry) of the server that last answered
         self.server = 0
         self.syncs = self.failures = self.ignored = 0
 

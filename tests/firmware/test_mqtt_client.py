@@ -540,3 +540,88 @@ def test_every_failure_key_names_its_sentence():
     assert names == listed and len(listed) == len(CE.SENTENCES)
     used = set(re.findall(r"\b(_S_\w+)\b(?! = const)", src))
     assert used == set(names), set(names) ^ used
+
+
+class _StallingWriter:
+    """A real connection's writer that, once `stall` is set and a PUBLISH is written,
+    behaves as a half-open TCP connection with a full send buffer: what is written goes
+    nowhere and drain() never returns (only closing the socket ends it)."""
+
+    def __init__(self, w):
+        self.w = w
+        self.stall = False
+        self.stalled = False
+        self.s = getattr(w, "s", None)  # MicroPython: client._close closes the socket itself
+
+    def write(self, b):
+        if self.stall and b[0] & 0xF0 == p.PUBLISH:
+            self.stalled = True
+        if not self.stalled:
+            self.w.write(b)
+
+    async def drain(self):
+        if self.stalled:
+            await asyncio.Event().wait()
+        await self.w.drain()
+
+    def close(self):
+        self.w.close()
+
+    async def wait_closed(self):
+        await self.w.wait_closed()
+
+
+def _stalling_client(broker, writers, **kw):
+    dial = tls_connector("127.0.0.1", broker.port)
+
+    async def connect():
+        r, w = await dial()
+        writers.append(_StallingWriter(w))
+        writers[-1].stall = len(writers) == 1  # only the first connection goes half-open
+        return r, writers[-1]
+    opts = {"keepalive": 30, "ack_timeout": 0.5, "backoff_min": 0.05, "backoff_max": 0.2}
+    opts.update(kw)
+    return MQTTClient("00DB1234567890A0", connect, **opts)
+
+
+async def test_a_publish_that_never_drains_drops_the_link_and_is_resent():
+    # The sender is the one stuck in drain(): no PUBACK/PINGRESP check runs meanwhile.
+    b = await FakeBroker().start()
+    writers = []
+    c = _stalling_client(b, writers)
+
+    async def body():
+        await _until(lambda: c.state == "online", "online")
+        assert await c.publish("ppmid/v1/00DB1234567890A0/rsp", b"x" * 3000, 1, False, False)
+        await _until(lambda: writers[0].stalled, "the first connection stalled")
+        await _until(lambda: c.stats["connects"] == 2 and c.pending() == 0, "reconnect and PUBACK")
+        assert "write stalled" in c.last_error, c.last_error
+        pubs = b.of(p.PUBLISH)
+        assert [conn for conn, _, _ in pubs] == [2], pubs  # nothing got through the stalled one
+        assert pubs[0][1] & 0x08                           # resent as a duplicate
+    await _with(b, c, body)
+
+
+async def test_a_handlers_first_publish_that_never_drains_drops_the_link():
+    # A handler writing a rejection (first=True) is stuck in drain(): the reader is held
+    # and the ack timeouts are off while it is; the command must still be redelivered.
+    b = await FakeBroker().start()
+    b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b'{"id":"a"}', 70))
+    writers = []
+    seen = []
+
+    async def handler(topic, payload, qos, dup):
+        seen.append(dup)
+        await c.publish("ppmid/v1/00DB1234567890A0/rsp", b"rejected", 1, False, False, True)
+
+    c = _stalling_client(b, writers, handler=handler)
+
+    async def body():
+        await _until(lambda: b.acked == [70], "the command PUBACKed after a reconnect")
+        await _until(lambda: c.pending() == 0, "the rejections PUBACKed")
+        assert writers[0].stalled and c.stats["connects"] == 2 and seen == [False, True], (seen, c.stats)
+        assert "write stalled" in c.last_error, c.last_error
+        pubs = b.of(p.PUBLISH)
+        assert pubs and all(conn == 2 for conn, _, _ in pubs), pubs
+        assert any(f & 0x08 for _, f, _ in pubs)  # the first rejection, resent as a duplicate
+    await _with(b, c, body)

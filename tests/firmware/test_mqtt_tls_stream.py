@@ -135,3 +135,75 @@ def test_end_of_stream_and_close():
     assert readinto_eof() == 0
     _drive(s.wait_closed())
     assert tls.closed
+
+
+class _Sockets:
+    """Stands in for the `socket` module _mp_open imports: counts lookups (getaddrinfo
+    blocks the event loop on a board) and makes sockets that connect at once."""
+    SOCK_STREAM = 1
+
+    def __init__(self):
+        self.lookups = 0
+        self.connected = []
+
+    def getaddrinfo(self, host, port, af, kind):
+        self.lookups += 1
+        return [(2, kind, 0, "", ("10.0.0.%d" % self.lookups, port))]
+
+    def socket(self, *a):
+        return _Raw(self)
+
+
+class _Raw:
+    def __init__(self, net):
+        self.net = net
+
+    def setsockopt(self, *a):
+        pass
+
+    def setblocking(self, b):
+        pass
+
+    def connect(self, addr):
+        self.net.connected.append(addr)
+
+
+class _Ctx:
+    def __init__(self, reads):
+        self.reads = reads
+
+    def wrap_socket(self, raw, server_hostname=None, do_handshake_on_connect=True):
+        t = _Tls(reads=self.reads)
+        t.setblocking = lambda b: None
+        return t
+
+
+def test_the_broker_address_is_looked_up_again_only_after_a_connection_it_did_not_answer():
+    import sys
+    from ppmid.mqtt.handshake import _mp_open_stream as _mp_open
+    net = _Sockets()
+    saved = sys.modules.get("socket")
+    sys.modules["socket"] = net
+    known = [None]
+
+    def session(reads, read):
+        def run(q):
+            r, w = _drive(_mp_open("broker.example", 8883, _Ctx(reads), None, None, known))
+            if read:
+                _drive(r.readexactly(1))   # the broker answered (a CONNACK's first byte)
+            _drive(w.wait_closed())
+        _with_queue(run)
+    try:
+        session([b"\x20"], True)     # first connect: looked up, and answered
+        session([b"\x20"], True)     # reconnect: the same address, no lookup
+        assert net.lookups == 1 and net.connected == [("10.0.0.1", 8883)] * 2, net.connected
+        session([], False)           # no answer through it (a dead or moved broker)...
+        session([b"\x20"], True)     # ...so the next connect looks the name up again
+        session([b"\x20"], True)
+        assert net.lookups == 2, net.lookups
+        assert net.connected[3:] == [("10.0.0.2", 8883)] * 2, net.connected
+    finally:
+        if saved is None:
+            del sys.modules["socket"]
+        else:
+            sys.modules["socket"] = saved

@@ -412,3 +412,44 @@ async def test_the_apps_hook_republishes_the_info_only_while_the_link_is_online(
     await republisher(offline)()
     await republisher(online)()
     assert (offline.published, online.published) == (0, 1)
+
+
+async def test_a_server_that_answered_is_not_looked_up_again_until_it_fails():
+    # The real socket path (no udp hook), with `socket` replaced: getaddrinfo blocks the
+    # event loop on a board, so it is counted.
+    c, t, net, clock, logs, sets = rig()
+    c.udp = None
+    lookups = []
+
+    class UdpSocket(FakeSocket):
+        def setblocking(self, flag):
+            assert flag is False
+
+    class Sockets:
+        SOCK_DGRAM = 2
+
+        def getaddrinfo(self, host, port, af, kind):
+            lookups.append(host)
+            return [(2, kind, 0, "", (host, port))]
+
+        def socket(self, *a):
+            s = UdpSocket(net, (lookups[-1], 123))  # bound to the address looked up last
+            net.socks.append(s)
+            return s
+    saved = sys.modules.get("socket")
+    sys.modules["socket"] = Sockets()
+    try:
+        for answer in (True, True, False, True, True, False, True):
+            t.ms += 3600 * 1000
+            now = clock.time() if clock.is_set() else UNIX_2026
+            net.answers = [[(0, good(now), None)]] if answer else [[]]
+            await c.sync_once()
+    finally:
+        if saved is None:
+            del sys.modules["socket"]
+        else:
+            sys.modules["socket"] = saved
+    # a answered twice (one lookup), failed; b was looked up, answered twice, failed; a again
+    assert lookups == ["a.example", "b.example", "a.example"], lookups
+    assert [s.addr[0] for s in net.socks] == ["a.example"] * 3 + ["b.example"] * 3 + ["a.example"]
+    assert c.failures == 0 and len(sets) == 5

@@ -5,8 +5,9 @@
 #   - subscriptions are renewed on every connect (a broker that lost its session store
 #     must not leave the gateway deaf);
 #   - outgoing QoS 1 PUBLISHes stay in flight until PUBACKed and are resent with DUP after
-#     a reconnect; a PUBACK or PINGRESP that does not come within `ack_timeout` means the
-#     link is dead (silent Wi-Fi loss): drop it and reconnect;
+#     a reconnect; a PUBACK or PINGRESP that does not come within `ack_timeout`, or a
+#     write that does not drain within it, means the link is dead (silent Wi-Fi loss,
+#     half-open TCP): drop it and reconnect;
 #   - incoming QoS 1 PUBLISHes are PUBACKed only after the handler has returned; if the
 #     handler raises, the connection is dropped without a PUBACK so that the broker
 #     redelivers the message on the next connect (nothing acknowledged is ever lost);
@@ -47,6 +48,7 @@ _S_UNEXPECTED = const(9)
 _S_READ_FAILED = const(10)
 _S_QOS2 = const(11)
 _S_HANDLER_FAILED = const(12)
+_S_WRITE_STALLED = const(13)
 
 
 class MQTTError(PpmidError):
@@ -94,11 +96,13 @@ class _TlsStream:
     after the socket said it had room (a TLS layer wanting to read), it waits on the TLS
     object, which knows which way it needs to go."""
 
-    def __init__(self, tls, raw):
+    def __init__(self, tls, raw, known=None, ai=None):
         self.s = tls
         self.raw = raw
         self.out_buf = b""
         self._direct = False   # a read succeeded: the handshake is done
+        self.known = known     # the connector's cached address (handshake._mp_open_stream) and this one's
+        self.ai = ai
 
     def _readable(self):
         return self.raw if self._direct else self.s
@@ -154,15 +158,19 @@ class _TlsStream:
 
     async def wait_closed(self):
         self.s.close()
+        if self._direct and self.known is not None:
+            self.known[0] = self.ai  # the broker answered at this address: the next connect reuses it
 
 
 def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None):
     """A `connect` coroutine function for MQTTClient: TCP (+ TLS with ssl_ctx, checking
     the broker certificate against server_hostname). `track(sock)` is called with the new
     socket (the board's WLAN closes tracked sockets when Wi-Fi drops)."""
+    known = [None]  # the broker's address (getaddrinfo, MicroPython), kept across reconnects
+
     def connect():
         from ppmid.mqtt.handshake import open_stream  # loaded for each connection anyway
-        return open_stream(host, port, ssl_ctx, server_hostname, track)
+        return open_stream(host, port, ssl_ctx, server_hostname, track, known)
     return connect
 
 
@@ -417,8 +425,13 @@ class MQTTClient:
             for part in parts:
                 w.write(part)
             # MicroPython's Stream.write sends at once when it can; drain only leftovers.
+            # Bounded: on a half-open connection with a full send buffer the drain would
+            # wait for TCP's own give-up (minutes), before any PUBACK/PINGRESP check.
             if getattr(w, "out_buf", True):
-                await w.drain()
+                await wait_for_ms(w.drain(), int(self.ack_timeout * 1000))
+        except asyncio.TimeoutError:
+            self._kill(_text(_S_WRITE_STALLED, self.ack_timeout))
+            raise MQTTError(E_MQTT_TIMEOUT, self._dead)
         except Exception as exc:  # noqa: BLE001
             why = _text(_S_WRITE_FAILED, (exc,))
             self._kill(why)

@@ -19,4 +19,5 @@ SENTENCES = (
     "read failed: %s",  # 10 _S_READ_FAILED
     "QoS 2 PUBLISH on a QoS 1 subscription",  # 11 _S_QOS2
     "handler failed for packet %d, PUBACK withheld: %s",  # 12 _S_HANDLER_FAILED
+    "write stalled: not sent within %ss",  # 13 _S_WRITE_STALLED
 )

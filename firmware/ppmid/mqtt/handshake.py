@@ -102,23 +102,28 @@ async def _open_stream_cpython(host, port, ssl_ctx, server_hostname, track):
     return r, w
 
 
-def open_stream(host, port, ssl_ctx, server_hostname, track):
+def open_stream(host, port, ssl_ctx, server_hostname, track, known=None):
     """(reader, writer) of a new TCP (+ TLS) connection: what client.tls_connector's
     connect returns, awaited by the client. MicroPython (its coroutines are generators):
     asyncio.open_connection, plus TCP_NODELAY (each MQTT packet is small; Nagle + delayed
     ACK cost ~40 ms per exchange) and `track` on the raw socket before connect(), as the
-    board asks."""
+    board asks. known: the connector's [address], kept across its connections (MicroPython)."""
     if not _MP:
         return _open_stream_cpython(host, port, ssl_ctx, server_hostname, track)
-    return _mp_open_stream(host, port, ssl_ctx, server_hostname, track)
+    return _mp_open_stream(host, port, ssl_ctx, server_hostname, track, known or [None])
 
 
-def _mp_open_stream(host, port, ssl_ctx, server_hostname, track):
+def _mp_open_stream(host, port, ssl_ctx, server_hostname, track, known):
     import socket
     from errno import EINPROGRESS
     from asyncio import core, StreamReader
     from ppmid.mqtt.client import _TlsStream  # the stream lives as long as the connection
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    # getaddrinfo blocks the whole event loop (MicroPython has no asynchronous resolver;
+    # a DNS that does not answer holds it for lwIP's DNS timeout): the address is looked
+    # up again only when the last TLS connection did not get an answer from the broker
+    # through it (known[0] is given back by client._TlsStream.wait_closed).
+    ai = known[0] or socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    known[0] = None
     raw = socket.socket(ai[0], ai[1], ai[2])
     if track is not None:
         track(raw)
@@ -141,7 +146,7 @@ def _mp_open_stream(host, port, ssl_ctx, server_hostname, track):
     # the handshake runs inside the first non-blocking reads/writes of the stream
     s = ssl_ctx.wrap_socket(raw, server_hostname=server_hostname or host, do_handshake_on_connect=False)
     s.setblocking(False)
-    stream = _TlsStream(s, raw)
+    stream = _TlsStream(s, raw, known, ai)
     return stream, stream
 
 
