@@ -393,3 +393,45 @@ def test_execution_figures_tell_sent_twice_from_executed_twice():
     assert figs == {"sent_twice": 1, "executed_twice": 0, "replays_refused": 1}
     figs = EM.execution_figures(lines, {keys[0]: (2, 2), keys[2]: (3, 1)})
     assert figs == {"sent_twice": 2, "executed_twice": 1, "replays_refused": 2}
+
+
+# ---- the emulated CH's APS reassembly of the PPMID's fragments ---------------------------------
+class _SoonLoop:
+    """Keeps the frames the CH hands to its ZCL layer (call_soon) instead of running them."""
+
+    def __init__(self):
+        self.soon = []
+
+    def call_soon(self, fn, *args):
+        self.soon.append(bytes(args[0]))
+
+    def call_later(self, delay, fn, *args):
+        return _Timer()
+
+
+def _fragment(index, count, seq=7):
+    from ppmid.zigbee import tunnel as T
+    return {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "src_ep": 1, "dst_ep": 1,
+            "options": 0x8000 | 0x40, "group": (count << 8) | index, "sequence": seq}
+
+
+def test_ch_reassembly_takes_the_count_from_fragment_0_and_never_completes_short():
+    """Review 3, M5: the firmware's han._defragment rules hold in the emulated CH too. An index
+    at or above fragment 0's count drops the frame (not acknowledged, nothing delivered); a
+    repeated index does not complete a frame early; a later fragment's high byte is no count."""
+    from host_tools.ncp_emulator import ch as CH
+    loop = _SoonLoop()
+    hub = CH.CommsHub(None, loop)
+    assert hub.deliver(CH.CH_NWK, _fragment(0, 3), b"CCCC")
+    assert not hub.deliver(CH.CH_NWK, _fragment(5, 2), b"DDDD")   # beyond the count: dropped
+    assert not hub.deliver(CH.CH_NWK, _fragment(7, 9), b"EEEE")   # no frame any more
+    assert not hub.deliver(CH.CH_NWK, _fragment(2, 3), b"FFFF")
+    assert loop.soon == [] and hub.counters["rx_fragments_dropped"] == 3
+    # a whole frame: the same index twice is one piece, the count is fragment 0's alone
+    for index, high, piece in ((0, 3, b"AA"), (1, 0, b"BB"), (1, 0, b"BB"), (2, 9, b"CC")):
+        assert hub.deliver(CH.CH_NWK, _fragment(index, high), piece)
+        assert loop.soon == ([b"AABBCC"] if index == 2 else [])
+    # fragment 0 announcing no fragments starts nothing
+    assert not hub.deliver(CH.CH_NWK, _fragment(0, 0), b"GG")
+    assert not hub.deliver(CH.CH_NWK, _fragment(1, 0), b"HH")
+    assert loop.soon == [b"AABBCC"] and hub.counters["rx_fragments"] == 10
