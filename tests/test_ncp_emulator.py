@@ -435,3 +435,41 @@ def test_ch_reassembly_takes_the_count_from_fragment_0_and_never_completes_short
     assert not hub.deliver(CH.CH_NWK, _fragment(0, 0), b"GG")
     assert not hub.deliver(CH.CH_NWK, _fragment(1, 0), b"HH")
     assert loop.soon == [b"AABBCC"] and hub.counters["rx_fragments"] == 10
+
+
+def test_ch_reassembly_is_keyed_by_the_aps_counter():
+    """Review 3, M4: every fragment of one frame carries fragment 0's APS counter; one with
+    another counter is not part of it: not acknowledged, and the frame in progress stays."""
+    from host_tools.ncp_emulator import ch as CH
+    loop = _SoonLoop()
+    hub = CH.CommsHub(None, loop)
+    assert hub.deliver(CH.CH_NWK, _fragment(0, 2, seq=10), b"AAAA")
+    assert not hub.deliver(CH.CH_NWK, _fragment(1, 2, seq=0), b"BBBB")
+    assert loop.soon == [] and hub.counters["rx_fragments_dropped"] == 1
+    assert hub.deliver(CH.CH_NWK, _fragment(1, 2, seq=10), b"CCCC")
+    assert loop.soon == [b"AAAACCCC"]
+
+
+@pytest.mark.parametrize("version", [13, 14])
+def test_ncp_sends_a_later_fragment_with_the_hosts_aps_counter(version):
+    """Fragment 0 (and an unfragmented frame) gets the NCP's next APS counter, returned by
+    sendUnicast; a fragment with index > 0 goes with the counter the host put in its frame."""
+    ncp = _ready_ncp(version)
+    seen = []
+    ncp.ch.deliver = lambda dest, aps, payload: seen.append(aps["sequence"]) or True
+
+    def send(seq, group, aps_seq, options=0x8140):
+        aps = E.aps_frame(0x0109, 0x0704, 1, 1, options, group, aps_seq)
+        ncp._ezsp(E.command_frame(seq, E.SEND_UNICAST, E.send_unicast_params(ncp.version, 0, aps, seq, b"x")))
+        (_, _, fid, resp), (_, _, _, cb) = _replies(ncp)
+        status, counter = E.parse_send_unicast_response(version, resp)
+        assert fid == E.SEND_UNICAST and status == 0
+        assert E.parse_message_sent(version, cb)["aps"]["sequence"] == counter
+        return counter
+
+    first = send(1, 0x0300, 0)                  # fragment 0 of 3: the host's 0 is not used
+    assert first == ncp._aps_seq
+    assert send(2, 0x0301, first) == first      # fragments 1 and 2: the host's counter
+    assert send(3, 0x0302, first) == first
+    assert send(4, 0x0000, first, options=0x0140) == (first + 1) & 0xFF   # not fragmented
+    assert seen == [first, first, first, (first + 1) & 0xFF]

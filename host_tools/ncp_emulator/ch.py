@@ -313,15 +313,18 @@ class CommsHub:
         the count is read from fragment 0 alone (on air a later fragment's extended header
         carries only its index); an index at or above that count drops the frame (it cannot
         be whole); a frame is complete only when every index below the count is here. A
-        fragment that belongs to no frame is not acknowledged: the PPMID's send of it fails."""
+        frame is keyed by its APS counter, which every fragment of it carries, as a real APS
+        layer keys it by sender and counter (the sender here is always the PPMID). A fragment
+        that belongs to no frame in progress (another counter) is not acknowledged and leaves
+        that frame alone: the PPMID's send of it fails."""
         index = aps["group"] & 0xFF
         if index == 0:
             count = aps["group"] >> 8
-            self._frag = (count, {}) if count else None
-        if self._frag is None:
+            self._frag = (aps["sequence"], count, {}) if count else None
+        if self._frag is None or self._frag[0] != aps["sequence"]:
             self.counters["rx_fragments_dropped"] += 1
             return False, None
-        count, parts = self._frag
+        _, count, parts = self._frag
         if index >= count:
             self.counters["rx_fragments_dropped"] += 1
             self._frag = None

@@ -213,3 +213,40 @@ def test_a_partial_message_left_days_ago_is_not_completed_by_a_later_one():
     _fragment(han, 1, 3, new[1])
     _fragment(han, 2, 3, new[2])
     assert han._rxq == [] and han.counters["rx_fragment_timeouts"] == 1
+
+
+# ---- outgoing APS fragments (_send_zcl): one APS counter for the whole frame -------------
+class _CountingEzsp:
+    """sendUnicast as the NCP answers it: accepted, a fresh APS counter each time, and the
+    CH's acknowledgement (messageSentHandler status 0) straight after."""
+    version = 13
+
+    def __init__(self, han):
+        self.han = han
+        self.frames = []      # the EmberApsFrame of each sendUnicast, parsed
+        self.counter = 0x40
+
+    async def send_unicast(self, dest, aps, tag, message):
+        from ppmid.zigbee import ezsp as E
+        self.frames.append(E.parse_aps(aps))
+        w = self.han._sent[tag]
+        w.status = 0
+        w.done.set()
+        self.counter += 1
+        return 0, self.counter
+
+
+def test_every_aps_fragment_carries_the_counter_the_module_gave_fragment_0():
+    # review 3, M4: a receiver keys its reassembly by (sender, APS counter)
+    han, _ = _han()
+    han._ezsp = _CountingEzsp(han)
+    han._max_payload = 22                        # 20 bytes of frame per fragment
+    asyncio.run(han._send_zcl(CH, bytes(range(50))))
+    frames = han._ezsp.frames
+    assert [f["group"] for f in frames] == [0x0300, 0x0301, 0x0302]
+    assert [f["options"] & 0x8000 for f in frames] == [0x8000] * 3
+    assert [f["sequence"] for f in frames] == [0, 0x41, 0x41]   # not 0x42, 0x43: fragment 0's
+    # the next frame takes the module's next counter, whatever the host put in fragment 0
+    han._ezsp.frames = []
+    asyncio.run(han._send_zcl(CH, bytes(range(30))))
+    assert [f["sequence"] for f in han._ezsp.frames] == [0, 0x44]

@@ -612,6 +612,7 @@ class ZigbeeHan:
             if len(frags) > _MAX_FRAGMENTS:
                 raise HanError(E_HAN_TOO_BIG, "%d bytes need more than %d APS fragments" % (len(zcl), _MAX_FRAGMENTS))
         n = len(frags)
+        aps_seq = 0   # the APS counter the module gave fragment 0: every later one carries it
         for i in range(n):
             last = i == n - 1
             options = E.APS_OPTION_RETRY | E.APS_OPTION_ROUTE_DISCOVERY
@@ -621,14 +622,14 @@ class ZigbeeHan:
             if n > 1:
                 options |= E.APS_OPTION_FRAGMENT
                 group = (n << 8) | i
-            aps = E.aps_frame(PROFILE_SE, cluster, ENDPOINT, endpoint, options, group)
+            aps = E.aps_frame(PROFILE_SE, cluster, ENDPOINT, endpoint, options, group, aps_seq)
             self._tag = (self._tag % 255) + 1
             tag = self._tag
             w = _SentWait()
             self._sent[tag] = w
             try:
                 try:
-                    status, _ = await self._ezsp.send_unicast(dest, aps, tag, frags[i])
+                    status, seq = await self._ezsp.send_unicast(dest, aps, tag, frags[i])
                 except (AshError, E.EzspError) as exc:
                     self._logf("sendUnicast: %s", exc)
                     if exc.code == E.E_EZSP_TIMEOUT:
@@ -646,6 +647,10 @@ class ZigbeeHan:
                                    E.refused_for_now(self._ezsp.version, status))
                 if n > 1:
                     self.counters["fragments_tx"] += 1
+                    if i == 0:
+                        # all blocks of one APS message share its counter; the receiver keys
+                        # its reassembly by sender and counter (docs/zigbee.md)
+                        aps_seq = seq
                 try:
                     await wait_for_ms(w.done.wait(), int(self.opts["sent_timeout_s"] * 1000))
                 except asyncio.TimeoutError:
