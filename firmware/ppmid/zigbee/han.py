@@ -71,7 +71,8 @@ class _Reassembly:
 
 class _Delivered:
     """A message the CH confirmed lately: sent again if the CH refuses it after all
-    (TransferDataError); see _do_resends."""
+    (TransferDataError); see _do_resends. message None: a send that failed once its last
+    TransferData may have reached the CH; it holds its place, never sent again."""
     __slots__ = ("tunnel_id", "message", "sent_ms", "pieces")
 
     def __init__(self, tunnel_id, message, sent_ms, pieces):
@@ -185,6 +186,7 @@ class ZigbeeHan:
                 await self._send_message(data, deadline)
             except HanError:
                 self.counters["send_failed"] += 1
+                self._remember_failed()
                 raise
             self.counters["sent"] += 1
             self._remember(data)
@@ -458,6 +460,13 @@ class ZigbeeHan:
         self._recent.append(_Delivered(self._sent_tid, data, now, self._sent_pieces))
         self._prune(now)
 
+    def _remember_failed(self):
+        # the CH may have this message's last TransferData and refuse it: a refusal is
+        # charged to the newest messages of its tunnel, so the message holds its place
+        # there, or an older, delivered one would be sent to the HAN again
+        if self._sent_pieces:
+            self._remember(None)
+
     def _prune(self, now):
         # a body is held only for its window (up to max_message bytes each): after it, the
         # CH does not ask for the message again
@@ -500,7 +509,10 @@ class ZigbeeHan:
                     self._logf("%d of %d GBT blocks refused by the CH: not sent again", k, r.pieces)
                     break
                 k -= r.pieces
-                todo.append(r)
+                if r.message is None:
+                    self._recent.remove(r)  # its sender had the failure already
+                else:
+                    todo.append(r)
         self._rejected = {}
         for r in todo:
             self._recent.remove(r)
@@ -513,6 +525,7 @@ class ZigbeeHan:
                 self._remember(r.message)
             except PpmidError as exc:
                 self.counters["resend_failed"] += 1
+                self._remember_failed()
                 self._logf("message refused by the CH could not be sent again: %s", exc)
 
     # ---- sending ---------------------------------------------------------------------
@@ -534,6 +547,7 @@ class ZigbeeHan:
         failure is E_DELIVERY_UNKNOWN: nothing is ever sent to the HAN twice."""
         limit = self.tunnel.client_max or self.opts["transfer_size"]
         frame = None
+        self._sent_pieces = 0   # TransferData frames that may be at the CH, so far
         if len(data) <= limit:
             count, pieces = 1, iter((data,))
         else:
@@ -547,7 +561,6 @@ class ZigbeeHan:
             except PpmidError as exc:
                 raise HanError(E_HAN_TOO_BIG, "cannot split into GBT blocks: %s" % exc)
             self.counters["gbt_blocks_tx"] += count
-        self._sent_pieces = count
         i = 0
         piece = next(pieces)
         while i < count:
@@ -565,6 +578,7 @@ class ZigbeeHan:
                 await self._send_zcl(self.tunnel.client, zcl)
                 zcl = None
                 i += 1
+                self._sent_pieces = i
                 if i < count:
                     piece = next(pieces)
             except _NotTaken as exc:
@@ -586,6 +600,8 @@ class ZigbeeHan:
                                                                     self.opts["send_timeout_s"], exc))
                 await sleep_ms(50)
             except HanError as exc:
+                if exc.code in (E_DELIVERY, E_DELIVERY_UNKNOWN):
+                    self._sent_pieces = i + 1  # this piece's last fragment went on air
                 if i > 0 and exc.code != E_DELIVERY_UNKNOWN:
                     raise self._uncertain("GBT blocks 1-%d of %d reached the CH, then: %s"
                                           % (i, count, exc.message))
