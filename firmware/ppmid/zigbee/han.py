@@ -186,7 +186,7 @@ class ZigbeeHan:
                 await self._send_message(data, deadline)
             except HanError:
                 self.counters["send_failed"] += 1
-                self._remember_failed()
+                self._remember(None)
                 raise
             self.counters["sent"] += 1
             self._remember(data)
@@ -456,16 +456,14 @@ class ZigbeeHan:
 
     # ---- messages the CH refused (TransferDataError): sent again, in order -----------
     def _remember(self, data):
+        # data None: a send that failed. The CH may have its last TransferData and refuse
+        # it: a refusal is charged to the newest messages of its tunnel, so the message
+        # holds its place there, or an older, delivered one would reach the HAN again
+        if data is None and not self._sent_pieces:
+            return  # nothing of it is at the CH
         now = ticks_ms()
         self._recent.append(_Delivered(self._sent_tid, data, now, self._sent_pieces))
         self._prune(now)
-
-    def _remember_failed(self):
-        # the CH may have this message's last TransferData and refuse it: a refusal is
-        # charged to the newest messages of its tunnel, so the message holds its place
-        # there, or an older, delivered one would be sent to the HAN again
-        if self._sent_pieces:
-            self._remember(None)
 
     def _prune(self, now):
         # a body is held only for its window (up to max_message bytes each): after it, the
@@ -525,7 +523,7 @@ class ZigbeeHan:
                 self._remember(r.message)
             except PpmidError as exc:
                 self.counters["resend_failed"] += 1
-                self._remember_failed()
+                self._remember(None)
                 self._logf("message refused by the CH could not be sent again: %s", exc)
 
     # ---- sending ---------------------------------------------------------------------
