@@ -393,3 +393,83 @@ def test_execution_figures_tell_sent_twice_from_executed_twice():
     assert figs == {"sent_twice": 1, "executed_twice": 0, "replays_refused": 1}
     figs = EM.execution_figures(lines, {keys[0]: (2, 2), keys[2]: (3, 1)})
     assert figs == {"sent_twice": 2, "executed_twice": 1, "replays_refused": 2}
+
+
+# ---- the emulated CH's APS reassembly of the PPMID's fragments ---------------------------------
+class _SoonLoop:
+    """Keeps the frames the CH hands to its ZCL layer (call_soon) instead of running them."""
+
+    def __init__(self):
+        self.soon = []
+
+    def call_soon(self, fn, *args):
+        self.soon.append(bytes(args[0]))
+
+    def call_later(self, delay, fn, *args):
+        return _Timer()
+
+
+def _fragment(index, count, seq=7):
+    from ppmid.zigbee import tunnel as T
+    return {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "src_ep": 1, "dst_ep": 1,
+            "options": 0x8000 | 0x40, "group": (count << 8) | index, "sequence": seq}
+
+
+def test_ch_reassembly_takes_the_count_from_fragment_0_and_never_completes_short():
+    """Review 3, M5: the firmware's han._defragment rules hold in the emulated CH too. An index
+    at or above fragment 0's count drops the frame (not acknowledged, nothing delivered); a
+    repeated index does not complete a frame early; a later fragment's high byte is no count."""
+    from host_tools.ncp_emulator import ch as CH
+    loop = _SoonLoop()
+    hub = CH.CommsHub(None, loop)
+    assert hub.deliver(CH.CH_NWK, _fragment(0, 3), b"CCCC")
+    assert not hub.deliver(CH.CH_NWK, _fragment(5, 2), b"DDDD")   # beyond the count: dropped
+    assert not hub.deliver(CH.CH_NWK, _fragment(7, 9), b"EEEE")   # no frame any more
+    assert not hub.deliver(CH.CH_NWK, _fragment(2, 3), b"FFFF")
+    assert loop.soon == [] and hub.counters["rx_fragments_dropped"] == 3
+    # a whole frame: the same index twice is one piece, the count is fragment 0's alone
+    for index, high, piece in ((0, 3, b"AA"), (1, 0, b"BB"), (1, 0, b"BB"), (2, 9, b"CC")):
+        assert hub.deliver(CH.CH_NWK, _fragment(index, high), piece)
+        assert loop.soon == ([b"AABBCC"] if index == 2 else [])
+    # fragment 0 announcing no fragments starts nothing
+    assert not hub.deliver(CH.CH_NWK, _fragment(0, 0), b"GG")
+    assert not hub.deliver(CH.CH_NWK, _fragment(1, 0), b"HH")
+    assert loop.soon == [b"AABBCC"] and hub.counters["rx_fragments"] == 10
+
+
+def test_ch_reassembly_is_keyed_by_the_aps_counter():
+    """Review 3, M4: every fragment of one frame carries fragment 0's APS counter; one with
+    another counter is not part of it: not acknowledged, and the frame in progress stays."""
+    from host_tools.ncp_emulator import ch as CH
+    loop = _SoonLoop()
+    hub = CH.CommsHub(None, loop)
+    assert hub.deliver(CH.CH_NWK, _fragment(0, 2, seq=10), b"AAAA")
+    assert not hub.deliver(CH.CH_NWK, _fragment(1, 2, seq=0), b"BBBB")
+    assert loop.soon == [] and hub.counters["rx_fragments_dropped"] == 1
+    assert hub.deliver(CH.CH_NWK, _fragment(1, 2, seq=10), b"CCCC")
+    assert loop.soon == [b"AAAACCCC"]
+
+
+@pytest.mark.parametrize("version", [13, 14])
+def test_ncp_sends_a_later_fragment_with_the_hosts_aps_counter(version):
+    """Fragment 0 (and an unfragmented frame) gets the NCP's next APS counter, returned by
+    sendUnicast; a fragment with index > 0 goes with the counter the host put in its frame."""
+    ncp = _ready_ncp(version)
+    seen = []
+    ncp.ch.deliver = lambda dest, aps, payload: seen.append(aps["sequence"]) or True
+
+    def send(seq, group, aps_seq, options=0x8140):
+        aps = E.aps_frame(0x0109, 0x0704, 1, 1, options, group, aps_seq)
+        ncp._ezsp(E.command_frame(seq, E.SEND_UNICAST, E.send_unicast_params(ncp.version, 0, aps, seq, b"x")))
+        (_, _, fid, resp), (_, _, _, cb) = _replies(ncp)
+        status, counter = E.parse_send_unicast_response(version, resp)
+        assert fid == E.SEND_UNICAST and status == 0
+        assert E.parse_message_sent(version, cb)["aps"]["sequence"] == counter
+        return counter
+
+    first = send(1, 0x0300, 0)                  # fragment 0 of 3: the host's 0 is not used
+    assert first == ncp._aps_seq
+    assert send(2, 0x0301, first) == first      # fragments 1 and 2: the host's counter
+    assert send(3, 0x0302, first) == first
+    assert send(4, 0x0000, first, options=0x0140) == (first + 1) & 0xFF   # not fragmented
+    assert seen == [first, first, first, (first + 1) & 0xFF]

@@ -175,7 +175,8 @@ class CommsHub:
         self.refuse_until = 0.0         # fault: the CH does not acknowledge (busy)
         self.tunnel_requests = 0
         self.counters = {"tunnel_requests": 0, "tunnel_refused": 0, "transfer_errors_rx": 0,
-                         "rx_fragments": 0, "bad_zcl": 0, "unknown_recipient": 0, "not_gbcs": 0,
+                         "rx_fragments": 0, "rx_fragments_dropped": 0, "bad_zcl": 0,
+                         "unknown_recipient": 0, "not_gbcs": 0,
                          "tx_fragments": 0, "tx_fragment_retries": 0, "tx_fragment_giveups": 0,
                          "tx_fragment_aborted": 0, "rx_fragment_acks": 0, "rx_fragment_acks_stray": 0,
                          "fragment_acks_dropped": 0, "answers_lost": 0, "tunnel_response_unmatched": 0}
@@ -300,19 +301,39 @@ class CommsHub:
             return True
         if aps["options"] & 0x8000:
             self.counters["rx_fragments"] += 1
-            index, count = aps["group"] & 0xFF, aps["group"] >> 8
-            if index == 0:
-                self._frag = (count, {})
-            if self._frag is None:
-                return True
-            self._frag[1][index] = payload
-            if len(self._frag[1]) < self._frag[0]:
-                return True
-            count, parts = self._frag
-            self._frag = None
-            payload = b"".join(parts[i] for i in range(count) if i in parts)
+            taken, payload = self._fragment_in(aps, payload)
+            if payload is None:
+                return taken
         self.loop.call_soon(self._zcl, payload)
         return True
+
+    def _fragment_in(self, aps, payload):
+        """One APS fragment of a frame from the PPMID -> (acknowledged, the whole frame once
+        its last fragment is here, else None). The rules of the firmware's han._defragment:
+        the count is read from fragment 0 alone (on air a later fragment's extended header
+        carries only its index); an index at or above that count drops the frame (it cannot
+        be whole); a frame is complete only when every index below the count is here. A
+        frame is keyed by its APS counter, which every fragment of it carries, as a real APS
+        layer keys it by sender and counter (the sender here is always the PPMID). A fragment
+        that belongs to no frame in progress (another counter) is not acknowledged and leaves
+        that frame alone: the PPMID's send of it fails."""
+        index = aps["group"] & 0xFF
+        if index == 0:
+            count = aps["group"] >> 8
+            self._frag = (aps["sequence"], count, {}) if count else None
+        if self._frag is None or self._frag[0] != aps["sequence"]:
+            self.counters["rx_fragments_dropped"] += 1
+            return False, None
+        _, count, parts = self._frag
+        if index >= count:
+            self.counters["rx_fragments_dropped"] += 1
+            self._frag = None
+            return False, None
+        parts[index] = payload
+        if len(parts) < count:
+            return True, None
+        self._frag = None
+        return True, b"".join(parts[i] for i in range(count))
 
     def _to_esme(self, aps, payload):
         # the ESME is a node of its own: the PPMID's Prepayment commands reach it directly

@@ -570,8 +570,18 @@ class Ncp:
             self.counters["send_refused"] = self.counters.get("send_refused", 0) + 1
             self._respond(seq, E.SEND_UNICAST, self._status(code) + b"\x00")
             return
-        self._aps_seq = (self._aps_seq + 1) & 0xFF
-        self._respond(seq, E.SEND_UNICAST, self._status(0) + bytes((self._aps_seq,)))
+        if m["aps"]["options"] & 0x8000 and m["aps"]["group"] & 0xFF:
+            # a later block of a fragmented message goes on air with the host's APS counter:
+            # every block of one message carries the same one (Silicon Labs' EmberZNet
+            # "Message Fragmentation" API reference, fragment-host.h, and its host
+            # fragmentation code, which sends each later block with the frame whose sequence
+            # sendUnicast returned for block 0). What a real NCP does with it is not
+            # checked on hardware.
+            aps_seq = m["aps"]["sequence"]
+        else:
+            aps_seq = self.next_aps_seq()
+        m["aps"]["sequence"] = aps_seq
+        self._respond(seq, E.SEND_UNICAST, self._status(0) + bytes((aps_seq,)))
         ok = self.ch.deliver(m["dest"], m["aps"], m["message"]) if self.ch else False
         status = 0 if ok else (SL_DELIVERY_FAILED if self.version >= 14 else EMBER_DELIVERY_FAILED)
         aps = E.aps_frame(**{k: m["aps"][k] for k in ("profile", "cluster", "src_ep", "dst_ep", "options",

@@ -103,6 +103,132 @@ def test_at_most_eight_held():
     asyncio.run(body())
 
 
+# ---- a refusal for a message whose send failed is not charged to an older one ---------
+# Review 3, M2: B's last TransferData reached the CH, which refused it (TransferDataError: it
+# had forgotten the tunnel), and the APS acknowledgement was lost, so B's send failed
+# (E_DELIVERY). The refusal is B's: A, confirmed before it, must not go to the HAN again.
+# (WRONG_DEVICE: the tunnel stays open, so a wrong resend would go at once, not wait for it.)
+def test_a_refusal_after_a_failed_send_sends_no_older_message_again():
+    from ppmid.errors import E_DELIVERY
+    han, sent = _han()
+    recorder = han._send_message
+
+    async def send_message(data, deadline):
+        await recorder(data, deadline)
+        if data.endswith(b"B"):
+            raise H.HanError(E_DELIVERY, "the CH did not acknowledge the message (status 0x66)")
+
+    han._send_message = send_message
+
+    async def body():
+        await han.send(None, b"\xdd\x00A")
+        try:
+            await han.send(None, b"\xdd\x00B")
+            assert False, "B's send did not fail"
+        except H.HanError as exc:
+            assert exc.code == E_DELIVERY
+        _refusal(han)
+        await sleep_ms(150)
+        assert sent == [b"\xdd\x00A", b"\xdd\x00B"]
+        assert han.counters["rejected_by_ch"] == 1 and han.counters["resent"] == 0
+        assert han._recent[0].message == b"\xdd\x00A" and len(han._recent) == 1
+        # a second refusal is A's own: A goes again, once
+        _refusal(han)
+        await sleep_ms(150)
+        assert sent == [b"\xdd\x00A", b"\xdd\x00B", b"\xdd\x00A"] and han.counters["resent"] == 1
+
+    asyncio.run(_with_resend_loop(han, body))
+
+
+def _han_on_air(outcomes):
+    """A HAN whose real _send_message runs over a _send_zcl that records each TransferData
+    put on air and then raises the next outcome (None: the CH acknowledged it)."""
+    han, _ = _han()
+    del han._send_message                     # the real one, not _han()'s recorder
+    on_air = []
+
+    async def send_zcl(dest, zcl, *args):
+        outcome = outcomes.pop(0) if outcomes else None
+        if isinstance(outcome, H._Refused):
+            raise outcome                     # the module refused it: nothing on air
+        on_air.append(bytes(zcl)[-1:])
+        if outcome is not None:
+            raise outcome
+
+    han._send_zcl = send_zcl
+    return han, on_air
+
+
+def _a_then_b_refused(outcome):
+    han, on_air = _han_on_air([None, outcome])
+    codes = []
+
+    async def body():
+        await han.send(None, b"\xdd\x00A")
+        try:
+            await han.send(None, b"\xdd\x00B")
+        except H.HanError as exc:
+            codes.append(exc.code)
+        _refusal(han)
+        await sleep_ms(150)
+
+    asyncio.run(_with_resend_loop(han, body))
+    return han, on_air, codes
+
+
+def test_a_send_that_may_have_reached_the_ch_holds_its_place():
+    from ppmid.errors import E_DELIVERY, E_DELIVERY_UNKNOWN
+    for outcome in (H.HanError(E_DELIVERY, "no APS ack"), H.HanError(E_DELIVERY_UNKNOWN, "link lost")):
+        han, on_air, codes = _a_then_b_refused(outcome)
+        assert codes == [outcome.code]
+        assert on_air == [b"A", b"B"] and han.counters["resent"] == 0 and len(han._recent) == 1
+
+
+def test_a_send_the_module_refused_outright_holds_no_place():
+    # nothing of B went on air (a sendUnicast status that will not change): the CH's refusal
+    # can only be A's, and A goes again
+    from ppmid.errors import E_DELIVERY
+    han, on_air, codes = _a_then_b_refused(H._Refused("status 0x70"))
+    assert codes == [E_DELIVERY]
+    assert on_air == [b"A", b"A"] and han.counters["resent"] == 1
+
+
+def _a_then_gbt_b_refused(refusals):
+    # A, then B as GBT blocks: block 1 confirmed, block 2's APS ack lost (E_DELIVERY, so
+    # E_DELIVERY_UNKNOWN for the message): the CH may have 2 TransferData frames of B
+    from ppmid.errors import E_DELIVERY, E_DELIVERY_UNKNOWN
+    from ppmid.gbcs import build
+    han, on_air = _han_on_air([None, None, H.HanError(E_DELIVERY, "no APS ack")])
+    han.tunnel.client_max = 80
+    big = build.build_command(9, b"\x90\xb3\xd5\x1f\x30\x01\x00\x00", b"\x00\xdb\x12\x34\x56\x78\x90\xa0",
+                              0x0019, b"\xd9" + bytes(150))
+    codes = []
+
+    async def body():
+        await han.send(None, b"\xdd\x00A")
+        try:
+            await han.send(None, big)
+        except H.HanError as exc:
+            codes.append(exc.code)
+        assert han.counters["gbt_blocks_tx"] > 2 and len(on_air) == 3
+        for _ in range(refusals):
+            _refusal(han)
+        await sleep_ms(150)
+
+    asyncio.run(_with_resend_loop(han, body))
+    assert codes == [E_DELIVERY_UNKNOWN]
+    return han, on_air
+
+
+def test_a_gbt_send_that_failed_holds_the_place_of_the_blocks_the_ch_may_have():
+    # 2 refusals are B's 2 blocks: nothing goes again
+    han, on_air = _a_then_gbt_b_refused(2)
+    assert len(on_air) == 3 and han.counters["resent"] == 0
+    # of 3, the third is A's: A goes again, once, and nothing of B
+    han, on_air = _a_then_gbt_b_refused(3)
+    assert len(on_air) == 4 and on_air[-1] == b"A" and han.counters["resent"] == 1
+
+
 # ---- incoming APS fragments (_defragment), as the NCP hands them over ----------------
 def _fragment(han, index, count, data, sender=CH):
     aps = {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "src_ep": 1, "dst_ep": 1,
@@ -213,3 +339,40 @@ def test_a_partial_message_left_days_ago_is_not_completed_by_a_later_one():
     _fragment(han, 1, 3, new[1])
     _fragment(han, 2, 3, new[2])
     assert han._rxq == [] and han.counters["rx_fragment_timeouts"] == 1
+
+
+# ---- outgoing APS fragments (_send_zcl): one APS counter for the whole frame -------------
+class _CountingEzsp:
+    """sendUnicast as the NCP answers it: accepted, a fresh APS counter each time, and the
+    CH's acknowledgement (messageSentHandler status 0) straight after."""
+    version = 13
+
+    def __init__(self, han):
+        self.han = han
+        self.frames = []      # the EmberApsFrame of each sendUnicast, parsed
+        self.counter = 0x40
+
+    async def send_unicast(self, dest, aps, tag, message):
+        from ppmid.zigbee import ezsp as E
+        self.frames.append(E.parse_aps(aps))
+        w = self.han._sent[tag]
+        w.status = 0
+        w.done.set()
+        self.counter += 1
+        return 0, self.counter
+
+
+def test_every_aps_fragment_carries_the_counter_the_module_gave_fragment_0():
+    # review 3, M4: a receiver keys its reassembly by (sender, APS counter)
+    han, _ = _han()
+    han._ezsp = _CountingEzsp(han)
+    han._max_payload = 22                        # 20 bytes of frame per fragment
+    asyncio.run(han._send_zcl(CH, bytes(range(50))))
+    frames = han._ezsp.frames
+    assert [f["group"] for f in frames] == [0x0300, 0x0301, 0x0302]
+    assert [f["options"] & 0x8000 for f in frames] == [0x8000] * 3
+    assert [f["sequence"] for f in frames] == [0, 0x41, 0x41]   # not 0x42, 0x43: fragment 0's
+    # the next frame takes the module's next counter, whatever the host put in fragment 0
+    han._ezsp.frames = []
+    asyncio.run(han._send_zcl(CH, bytes(range(30))))
+    assert [f["sequence"] for f in han._ezsp.frames] == [0, 0x44]

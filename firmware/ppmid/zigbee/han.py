@@ -71,7 +71,8 @@ class _Reassembly:
 
 class _Delivered:
     """A message the CH confirmed lately: sent again if the CH refuses it after all
-    (TransferDataError); see _do_resends."""
+    (TransferDataError); see _do_resends. message None: a send that failed once its last
+    TransferData may have reached the CH; it holds its place, never sent again."""
     __slots__ = ("tunnel_id", "message", "sent_ms", "pieces")
 
     def __init__(self, tunnel_id, message, sent_ms, pieces):
@@ -185,6 +186,7 @@ class ZigbeeHan:
                 await self._send_message(data, deadline)
             except HanError:
                 self.counters["send_failed"] += 1
+                self._remember(None)
                 raise
             self.counters["sent"] += 1
             self._remember(data)
@@ -454,6 +456,11 @@ class ZigbeeHan:
 
     # ---- messages the CH refused (TransferDataError): sent again, in order -----------
     def _remember(self, data):
+        # data None: a send that failed. The CH may have its last TransferData and refuse
+        # it: a refusal is charged to the newest messages of its tunnel, so the message
+        # holds its place there, or an older, delivered one would reach the HAN again
+        if data is None and not self._sent_pieces:
+            return  # nothing of it is at the CH
         now = ticks_ms()
         self._recent.append(_Delivered(self._sent_tid, data, now, self._sent_pieces))
         self._prune(now)
@@ -500,7 +507,10 @@ class ZigbeeHan:
                     self._logf("%d of %d GBT blocks refused by the CH: not sent again", k, r.pieces)
                     break
                 k -= r.pieces
-                todo.append(r)
+                if r.message is None:
+                    self._recent.remove(r)  # its sender had the failure already
+                else:
+                    todo.append(r)
         self._rejected = {}
         for r in todo:
             self._recent.remove(r)
@@ -513,6 +523,7 @@ class ZigbeeHan:
                 self._remember(r.message)
             except PpmidError as exc:
                 self.counters["resend_failed"] += 1
+                self._remember(None)
                 self._logf("message refused by the CH could not be sent again: %s", exc)
 
     # ---- sending ---------------------------------------------------------------------
@@ -534,6 +545,7 @@ class ZigbeeHan:
         failure is E_DELIVERY_UNKNOWN: nothing is ever sent to the HAN twice."""
         limit = self.tunnel.client_max or self.opts["transfer_size"]
         frame = None
+        self._sent_pieces = 0   # TransferData frames that may be at the CH, so far
         if len(data) <= limit:
             count, pieces = 1, iter((data,))
         else:
@@ -547,7 +559,6 @@ class ZigbeeHan:
             except PpmidError as exc:
                 raise HanError(E_HAN_TOO_BIG, "cannot split into GBT blocks: %s" % exc)
             self.counters["gbt_blocks_tx"] += count
-        self._sent_pieces = count
         i = 0
         piece = next(pieces)
         while i < count:
@@ -565,6 +576,7 @@ class ZigbeeHan:
                 await self._send_zcl(self.tunnel.client, zcl)
                 zcl = None
                 i += 1
+                self._sent_pieces = i
                 if i < count:
                     piece = next(pieces)
             except _NotTaken as exc:
@@ -586,6 +598,8 @@ class ZigbeeHan:
                                                                     self.opts["send_timeout_s"], exc))
                 await sleep_ms(50)
             except HanError as exc:
+                if exc.code in (E_DELIVERY, E_DELIVERY_UNKNOWN):
+                    self._sent_pieces = i + 1  # this piece's last fragment went on air
                 if i > 0 and exc.code != E_DELIVERY_UNKNOWN:
                     raise self._uncertain("GBT blocks 1-%d of %d reached the CH, then: %s"
                                           % (i, count, exc.message))
@@ -612,6 +626,7 @@ class ZigbeeHan:
             if len(frags) > _MAX_FRAGMENTS:
                 raise HanError(E_HAN_TOO_BIG, "%d bytes need more than %d APS fragments" % (len(zcl), _MAX_FRAGMENTS))
         n = len(frags)
+        aps_seq = 0   # the APS counter the module gave fragment 0: every later one carries it
         for i in range(n):
             last = i == n - 1
             options = E.APS_OPTION_RETRY | E.APS_OPTION_ROUTE_DISCOVERY
@@ -621,14 +636,14 @@ class ZigbeeHan:
             if n > 1:
                 options |= E.APS_OPTION_FRAGMENT
                 group = (n << 8) | i
-            aps = E.aps_frame(PROFILE_SE, cluster, ENDPOINT, endpoint, options, group)
+            aps = E.aps_frame(PROFILE_SE, cluster, ENDPOINT, endpoint, options, group, aps_seq)
             self._tag = (self._tag % 255) + 1
             tag = self._tag
             w = _SentWait()
             self._sent[tag] = w
             try:
                 try:
-                    status, _ = await self._ezsp.send_unicast(dest, aps, tag, frags[i])
+                    status, seq = await self._ezsp.send_unicast(dest, aps, tag, frags[i])
                 except (AshError, E.EzspError) as exc:
                     self._logf("sendUnicast: %s", exc)
                     if exc.code == E.E_EZSP_TIMEOUT:
@@ -646,6 +661,10 @@ class ZigbeeHan:
                                    E.refused_for_now(self._ezsp.version, status))
                 if n > 1:
                     self.counters["fragments_tx"] += 1
+                    if i == 0:
+                        # all blocks of one APS message share its counter; the receiver keys
+                        # its reassembly by sender and counter (docs/zigbee.md)
+                        aps_seq = seq
                 try:
                     await wait_for_ms(w.done.wait(), int(self.opts["sent_timeout_s"] * 1000))
                 except asyncio.TimeoutError:
