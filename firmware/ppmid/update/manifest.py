@@ -6,6 +6,7 @@
 # bytes" is simply "these bytes"), the signature is ECDSA P-256 over SHA-256(TEXT) as r || s
 # in hex, "id" names this offer in every status (chosen by the sender, not signed).
 import json
+import sys
 from binascii import unhexlify
 
 from ppmid.errors import PpmidError
@@ -207,7 +208,9 @@ def verify_signed(key_hex, text, sig):
         raise UpdateError(E_RATE, "too many bad signatures on update messages: the next is checked in %d s"
                           % ((wait + 999) // 1000))
     from ppmid.update import p256
-    if isinstance(text, str):
+    if isinstance(text, str) and sys.implementation.name != "micropython":
+        # MicroPython hashes a str's UTF-8 bytes where they lie: no copy the size of the
+        # manifest (~13 KB for the app) on a heap that may not have such a block free
         text = text.encode()
     if p256.verify(key, text, sig):
         return True

@@ -11,6 +11,7 @@
 import gc
 import json
 import os
+import sys
 from hashlib import sha256
 from binascii import hexlify
 
@@ -19,6 +20,12 @@ from ppmid.errors import PpmidError
 from ppmid.update import slots
 from ppmid.update.manifest import UpdateError
 from ppmid.mqtt.contract import ROOT, UPDATE
+
+# An offer is read where it lies, in the MQTT client's receive buffer (valid until the
+# handler returns: the offer is checked before that), when json.loads takes a buffer as
+# MicroPython's does: a copy of it as bytes was one more allocation the size of the whole
+# manifest (~13 KB for the app), which a fragmented heap could not always give
+_OFFER_IN_PLACE = sys.implementation.name == "micropython"
 
 E_UPDATE_HASH = "E_UPDATE_HASH"      # a downloaded file's SHA-256 differs from the manifest's
 E_UPDATE_SPACE = "E_UPDATE_SPACE"    # the flash cannot hold the new set
@@ -109,7 +116,7 @@ async def handle(context, topic, payload):
         if oid is None and topic.endswith("/offer"):
             try:
                 from ppmid.update.manifest import parse_offer
-                oid = parse_offer(bytes(payload))[0]
+                oid = parse_offer(payload if _OFFER_IN_PLACE else bytes(payload))[0]
             except Exception:  # noqa: BLE001 - no id to name
                 pass
         u.abandon()
@@ -171,7 +178,7 @@ class Updater:
     async def handle(self, topic, payload):
         try:
             if topic == self.topic + "/offer":
-                await self.offer(bytes(payload))
+                await self.offer(payload if _OFFER_IN_PLACE else bytes(payload))
             elif topic == self.topic + "/data":
                 await self.data(payload)
             else:
