@@ -35,30 +35,12 @@ def _refuse(code, key, arg=None):
     return GbcsError(code, text)
 
 
-class MemoryCounterStore:
-    """Counter store kept in RAM (host tools, tests). The relay injects a persistent one with
-    the same two methods."""
-
-    def __init__(self):
-        self._d = {}
-
-    def get(self, key):
-        return self._d.get(key)
-
-    def put(self, key, value):
-        self._d[key] = value
-
-
-def counter_key(originator, recipient):
-    """Store key for the anti-replay counter of one originator -> recipient pair:
-    "<ORIGINATOR>:<RECIPIENT>" (16 upper-case hex digits each)."""
-    return _key(originator, recipient)
-
-
 _HEX = "0123456789ABCDEF"
 
 
 def _key(originator, recipient):
+    # the anti-replay counter's store key of one originator -> recipient pair:
+    # "<ORIGINATOR>:<RECIPIENT>" (16 upper-case hex digits each)
     out = bytearray(33)
     for i in range(8):
         a = originator[i]
@@ -75,7 +57,8 @@ class Validator:
     """check(buf) -> Message or GbcsError; commit(msg) once the command is durably accepted.
 
     config: the validated gateway config dict (ppmid.config.validate): han.devices,
-    han.allow, limits.max_gbcs. counter_store: get(key) -> int or None, put(key, int)."""
+    han.allow, limits.max_gbcs. counter_store: get(key) -> int or None, put(key, int)
+    (the relay's journal; host tools and tests: ppmid.gbcs.validate_host's in RAM)."""
 
     def __init__(self, config, counter_store):
         self.store = counter_store
@@ -99,12 +82,6 @@ class Validator:
         # (name, number of message codes this gateway relays): info's profile, profile_codes
         from ppmid.gbcs import profiles
         self.profile = profiles.narrow(self._allow, han.get("profile") or "all")
-
-    def device_type(self, eui):
-        return self._devices.get(bytes(eui))
-
-    def allowed(self, device_type):
-        return self._allow.get(device_type, ())
 
     def _pair(self, b, t):
         # (store key, device type) of the originator/recipient at transaction-id position t,
