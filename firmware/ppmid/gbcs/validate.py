@@ -63,25 +63,14 @@ class Validator:
     def __init__(self, config, counter_store):
         self.store = counter_store
         self.max_bytes = config["limits"]["max_gbcs"]
-        han = config["han"]
-        self._devices = {}   # EUI-64 bytes -> device type
-        for d in han["devices"]:
-            self._devices[binascii.unhexlify(d["eui"])] = d["type"]
         # originator + 08 + recipient (17 bytes as in the message) -> (store key, device type),
         # for pairs whose recipient is on the HAN: one small lookup per message
         self._pairs = {}
-        allow = han.get("allow") or {}
-        self._allow = {}
-        for t in set(self._devices.values()):
-            if t in allow:
-                self._allow[t] = set(allow[t])
-            else:
-                from ppmid.gbcs import codes
-                self._allow[t] = codes.commands_for(t)
-        # the command profile narrows every list (boot-only code, in gbcs/profiles.py);
-        # (name, number of message codes this gateway relays): info's profile, profile_codes
+        # EUI-64 bytes -> device type; device type -> set of message codes, narrowed by the
+        # command profile; (profile name, number of message codes relayed): info's profile,
+        # profile_codes. Built by boot-only code (gbcs/profiles.py)
         from ppmid.gbcs import profiles
-        self.profile = profiles.narrow(self._allow, han.get("profile") or "all")
+        self._devices, self._allow, self.profile = profiles.han_lists(config["han"])
 
     def _pair(self, b, t):
         # (store key, device type) of the originator/recipient at transaction-id position t,
