@@ -19,7 +19,6 @@ from ppmid.errors import PpmidError, E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_TOO_
 DOMAIN = b"ppmid-cmd-v1"
 ID_MAX = const(32)
 MAC_LEN = const(32)
-_FLAG_KID = const(0x02)  # the binary forms' flag bit 1 (ppmid.envelope_binary, ppmid.topup)
 _BLOCK = const(64)  # SHA-256 block size, for HMAC
 
 
@@ -28,7 +27,7 @@ _S_MAC = const(0)
 _S_EXPIRED = const(1)
 _S_ID_LENGTH = const(2)
 _S_ID_CHARACTERS = const(3)
-_S_KID_TRUNCATED = const(4)
+# 4 (_S_KID_TRUNCATED): ppmid.envelope_binary.binary_kid
 _S_B64_CHARACTER = const(5)
 _S_B64_LENGTH = const(6)
 _S_B64_PADDING = const(7)
@@ -151,21 +150,6 @@ def json_expires(obj):
                                 or expires > 0xFFFFFFFE):
         raise _refuse(E_ENVELOPE, _S_EXPIRES)
     return expires
-
-
-def binary_kid(mv, pos, flags):
-    """(kid or None, position after it) of a binary envelope (a command's or a top-up's):
-    flag bit 1, then a length byte and the name, right after the id."""
-    if not flags & _FLAG_KID:
-        return None, pos
-    if pos >= len(mv) or pos + 1 + mv[pos] > len(mv):
-        raise _refuse(E_ENVELOPE, _S_KID_TRUNCATED)
-    end = pos + 1 + mv[pos]
-    try:
-        kid = str(bytes(mv[pos + 1:end]), "ascii")
-    except UnicodeError:
-        kid = None
-    return check_id(kid, "kid", E_ENVELOPE), end
 
 
 def _b64_table():
@@ -346,15 +330,10 @@ def _lift_value(mv, i, out, at, room):
     return got - start, rest
 
 
-def kid_field(kid):
-    # a binary form's kid: length byte and name, nothing without one
-    return b"" if kid is None else bytes((len(kid),)) + kid.encode()
-
-
 def __getattr__(name):
     # Loaded at the first use, so that the app with MQTT alone does not hold their code:
-    # the binary form (from_binary, from_binary_any, to_binary: ppmid.envelope_binary, the
-    # NFC and wired roads and host tools) and what only host tools and tests call (sign,
+    # the binary form (from_binary, from_binary_any, to_binary, binary_kid, kid_field:
+    # ppmid.envelope_binary, the NFC and wired roads and host tools) and what only host tools and tests call (sign,
     # from_json, lift_gbcs: ppmid.envelope_host). Their users still say envelope.X.
     # Neither has a name starting with _ (CPython's import asks for __path__ here).
     if name[0] == "_":

@@ -300,14 +300,14 @@ def test_refusal_sentences_are_loaded_for_a_refusal_and_dropped_after():
 
 
 def test_every_refusal_key_names_its_sentence():
-    # envelope.py's and envelope_host.py's _S_X = const(i) and envelope_errors' "# i _S_X"
-    # comments agree
+    # envelope.py's, envelope_binary.py's and envelope_host.py's _S_X = const(i) and
+    # envelope_errors' "# i _S_X" comments agree
     import sys
     if sys.implementation.name != "cpython":
         return  # reads the sources (CPython's re and file paths); the refusals run on both above
     import re
-    from ppmid import envelope_errors as EE, envelope_host
-    src = open(envelope.__file__).read() + open(envelope_host.__file__).read()
+    from ppmid import envelope_errors as EE, envelope_binary, envelope_host
+    src = "".join(open(m.__file__).read() for m in (envelope, envelope_binary, envelope_host))
     names = dict((k, int(v)) for k, v in re.findall(r"^(_S_\w+) = const\((\d+)\)", src, re.M))
     listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_S_\w+)", open(EE.__file__).read()))
     assert names == listed and len(listed) == len(EE.SENTENCES)
