@@ -6,7 +6,7 @@
 # the first such read, so the running app does not hold this code (docs/memory.md).
 from micropython import const
 
-from ppmid.gbcs.message import CRA_NAMES, FORM_MAC_SIGNED, MAC_LEN, _counter
+from ppmid.gbcs.message import CRA_NAMES, FORM_MAC_SIGNED, FORM_SIGNED, FORM_GBT, MAC_LEN, _counter
 # a GBT block's fields: the gateway's reassembly reads them, where they are
 from ppmid.gbcs.reassembly import last_block, block_number, block_ack, block_data  # noqa: F401
 
@@ -14,7 +14,7 @@ from ppmid.gbcs.reassembly import last_block, block_number, block_ack, block_dat
 FIELDS = ("cra_name", "date_time", "supplementary_remote_party_id", "supplementary_remote_party_counter",
           "supplementary_originator_counter", "certificate", "content", "content_len", "content_type",
           "signature", "security_control", "block_control", "_l",
-          "last_block", "block_number", "block_ack", "block_data")
+          "last_block", "block_number", "block_ack", "block_data", "form")
 
 CONTENT_GBZ = "gbz"
 CONTENT_DLMS_REQUEST = "dlms-request"
@@ -23,6 +23,13 @@ CONTENT_DLMS_NOTIFICATION = "dlms-notification"
 CONTENT_ASN1 = "asn1"
 
 _DATE_TIME_LEN = const(12)  # as ppmid.gbcs.message checks it
+
+
+_FORMS = (FORM_MAC_SIGNED, FORM_SIGNED, FORM_GBT)  # by the form index in Message._k
+
+
+def form(m):
+    return _FORMS[m._k & 3]
 
 
 def cra_name(m):

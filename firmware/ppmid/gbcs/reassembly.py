@@ -1,7 +1,7 @@
 # Reassembly of incoming GBT blocks (the receiving half of gbcs/gbt.py): only loaded when
 # the Communications Hub sends a message in blocks, so that a gateway that only sends large
 # commands never holds it (docs/memory.md).
-from ppmid.gbcs.message import decode, GbcsError, FORM_GBT
+from ppmid.gbcs.message import decode, GbcsError
 from ppmid.gbcs.gbt import (GbtError, BLOCK_OVERHEAD, E_GBT_NOT_BLOCK, E_GBT_MEMORY, E_GBT_TIMEOUT,
                             E_GBT_INCONSISTENT)
 
@@ -89,7 +89,8 @@ class Reassembler:
             if len(self.timed_out) > 8:
                 self.timed_out.pop(0)
         m = decode(block_buf)
-        if m.form != FORM_GBT:
+        if not m.is_gbt:
+            # (m.form loads message_fields: the HAN hands over DD 09 only, so not on a board)
             raise GbtError(E_GBT_NOT_BLOCK, "expected a GBT block (DD 09), got a %s message" % m.form)
         key = bytes(m.originator) + bytes(m.recipient) + bytes(m.counter_bytes)
         data = block_data(m)
@@ -150,7 +151,7 @@ class Reassembler:
             inner = decode(whole)
         except GbcsError as exc:
             raise GbtError(E_GBT_INCONSISTENT, "reassembled message is malformed: " + exc.message)
-        if (inner.form == FORM_GBT or inner.counter != m.counter or inner.message_code != m.message_code
+        if (inner.is_gbt or inner.counter != m.counter or inner.message_code != m.message_code
                 or bytes(inner.originator) != bytes(m.originator) or bytes(inner.recipient) != bytes(m.recipient)):
             raise GbtError(E_GBT_INCONSISTENT, "reassembled message does not match its GBT routing header")
         return whole
