@@ -19,7 +19,8 @@ MP_SCRIPT = r"""
 import sys, gc, time, json
 sys.path.insert(0, FIRMWARE)
 from ppmid import config
-from ppmid.gbcs import build, decode, Validator, MemoryCounterStore
+from ppmid.gbcs import build, decode, Validator
+from ppmid.gbcs.validate_host import MemoryCounterStore
 ESME = b"\x00\xdb\x12\x34\x56\x78\x90\xa0"
 SUPPLIER = b"\x90\xb3\xd5\x1f\x30\x01\x00\x00"
 cfg = config.validate({"gateway": "00DB1234567890A4", "han": {"devices": [
@@ -96,7 +97,8 @@ def run_cpython(niter=20000):
     from host_tools import mpcompat
     mpcompat.install()
     from ppmid import config
-    from ppmid.gbcs import build, Validator, MemoryCounterStore
+    from ppmid.gbcs import build, Validator
+    from ppmid.gbcs.validate_host import MemoryCounterStore
     cfg = config.validate({"gateway": "00DB1234567890A4",
                            "han": {"devices": [{"eui": "00DB1234567890A0", "type": "ESME"}]}})
     v = Validator(cfg, MemoryCounterStore())

@@ -25,7 +25,8 @@ from host_tools.cli import CliError
 
 mpcompat.install()
 
-from ppmid.gbcs import decode, GbcsError, Validator, MemoryCounterStore  # noqa: E402
+from ppmid.gbcs import decode, GbcsError, Validator  # noqa: E402
+from ppmid.gbcs.validate_host import MemoryCounterStore  # noqa: E402
 from ppmid import config as gw_config  # noqa: E402
 from host_tools.gbcs_tools import GbcsInputError, GbtCollector, message_json, iter_inputs, error_json, parse_hex  # noqa: E402
 

@@ -197,7 +197,8 @@ def build(corpus, interval_ms=1000, devices=None, limit=None, include_rejected=T
     """A sample trace from the corpus. Commands to the test devices only; each
     (originator, recipient) pair in counter order; expectations from the firmware
     validator run with fresh counters over exactly this order."""
-    from ppmid.gbcs import decode, Validator, MemoryCounterStore, GbcsError
+    from ppmid.gbcs import decode, Validator, GbcsError
+    from ppmid.gbcs.validate_host import MemoryCounterStore
     devices = devices or TEST_DEVICES
     cfg = gateway_config(devices=devices)
     cands = []

@@ -13,7 +13,8 @@ from host_tools import mpcompat
 
 mpcompat.install()
 
-from ppmid.gbcs import Validator, MemoryCounterStore, decode, profiles  # noqa: E402
+from ppmid.gbcs import Validator, decode, profiles  # noqa: E402
+from ppmid.gbcs.validate_host import MemoryCounterStore  # noqa: E402
 from ppmid import config as C  # noqa: E402
 
 FAST = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15, "queue": 40},

@@ -29,7 +29,8 @@ mpcompat.install()
 
 from ppmid import envelope, config, sntp, utrn  # noqa: E402
 from ppmid.errors import PpmidError  # noqa: E402
-from ppmid.gbcs import Validator, MemoryCounterStore, build, decode, gbt, reassembly  # noqa: E402
+from ppmid.gbcs import Validator, build, decode, gbt, reassembly  # noqa: E402
+from ppmid.gbcs.validate_host import MemoryCounterStore  # noqa: E402
 from ppmid.mqtt import packets  # noqa: E402
 from ppmid.mqtt import handshake  # noqa: E402
 from ppmid.mqtt import packets_host  # noqa: E402

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from ppmid import config
-from ppmid.gbcs import Validator, MemoryCounterStore, GbcsError, decode, build, gbt, codes
+from ppmid.gbcs import Validator, GbcsError, decode, build, gbt, codes
+from ppmid.gbcs.validate_host import MemoryCounterStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CS11 = ("DD000000000000401100000000DF090100000000000003E90890B3D51F300100000800DB1234567890A1"

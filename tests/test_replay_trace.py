@@ -68,7 +68,8 @@ def test_duplicate_ids_refused(tmp_path):
 
 
 def test_sample_trace_from_corpus_respects_anti_replay(gbcs_corpus):
-    from ppmid.gbcs import decode, Validator, MemoryCounterStore, GbcsError
+    from ppmid.gbcs import decode, Validator, GbcsError
+    from ppmid.gbcs.validate_host import MemoryCounterStore
     lines = tr.build(gbcs_corpus, interval_ms=250)
     assert len(lines) > 50
     assert [x["at_ms"] for x in lines] == [i * 250 for i in range(len(lines))]

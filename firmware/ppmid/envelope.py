@@ -19,7 +19,6 @@ from ppmid.errors import PpmidError, E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_TOO_
 DOMAIN = b"ppmid-cmd-v1"
 ID_MAX = const(32)
 MAC_LEN = const(32)
-_FLAG_KID = const(0x02)  # the binary forms' flag bit 1 (ppmid.envelope_binary, ppmid.topup)
 _BLOCK = const(64)  # SHA-256 block size, for HMAC
 
 
@@ -28,7 +27,7 @@ _S_MAC = const(0)
 _S_EXPIRED = const(1)
 _S_ID_LENGTH = const(2)
 _S_ID_CHARACTERS = const(3)
-_S_KID_TRUNCATED = const(4)
+# 4 (_S_KID_TRUNCATED): ppmid.envelope_binary.binary_kid
 _S_B64_CHARACTER = const(5)
 _S_B64_LENGTH = const(6)
 _S_B64_PADDING = const(7)
@@ -41,7 +40,7 @@ _S_GBCS_TWICE = const(13)
 _S_GBCS_TOO_LARGE = const(14)
 _S_GBCS_EMPTY = const(15)
 _S_EXPIRES = const(16)
-_S_NOT_JSON = const(17)
+# 17 (_S_NOT_JSON): ppmid.envelope_host.from_json
 
 
 class EnvelopeError(PpmidError):
@@ -153,21 +152,6 @@ def json_expires(obj):
     return expires
 
 
-def binary_kid(mv, pos, flags):
-    """(kid or None, position after it) of a binary envelope (a command's or a top-up's):
-    flag bit 1, then a length byte and the name, right after the id."""
-    if not flags & _FLAG_KID:
-        return None, pos
-    if pos >= len(mv) or pos + 1 + mv[pos] > len(mv):
-        raise _refuse(E_ENVELOPE, _S_KID_TRUNCATED)
-    end = pos + 1 + mv[pos]
-    try:
-        kid = str(bytes(mv[pos + 1:end]), "ascii")
-    except UnicodeError:
-        kid = None
-    return check_id(kid, "kid", E_ENVELOPE), end
-
-
 def _b64_table():
     t = bytearray(256)
     for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/":
@@ -225,7 +209,7 @@ def mac_hex(text):
 
 def from_json_obj(obj, max_gbcs, gbcs=None):
     """Envelope from a decoded MQTT JSON object (see docs/mqtt.md). Raises EnvelopeError.
-    `gbcs`: the command already decoded by lift_gbcs (obj then holds "gbcs": "")."""
+    `gbcs`: the command already decoded by lift_gbcs_in_place (obj then holds "gbcs": "")."""
     if not isinstance(obj, dict):
         raise _refuse(E_ENVELOPE, _S_NOT_OBJECT)
     for field in ("id", "gbcs", "mac"):
@@ -257,24 +241,11 @@ _DEPTH_MAX = const(8)
 _B64_CHUNK = 512  # base64 characters decoded at a time (384 bytes: a small allocation)
 
 
-def lift_gbcs(buf, out):
-    """Decode the top-level "gbcs" base64 string of the MQTT JSON command in `buf` straight
-    into `out` (a bytearray) and return (n, rest): n bytes
-    decoded, and the JSON again with "gbcs": "" (only the small fields: id, mac,
-    expires). json.loads on the whole message would build a string as large as the
-    command; on a long-running board the heap may no longer hold one in one piece, though
-    there is plenty free in all. Returns None when buf has no plain top-level "gbcs"
-    string (the caller parses it as usual and says what is wrong). Raises EnvelopeError:
-    E_TOO_LARGE when it does not fit `out`, E_ENVELOPE when it is not base64 (or the JSON
-    before "gbcs" nests deeper than _DEPTH_MAX)."""
-    i = _gbcs_value(buf)
-    return None if i is None else _lift_value(memoryview(buf), i, out, 0, len(out))
-
-
 def lift_gbcs_in_place(buf, max_gbcs):
     """lift_gbcs without a second buffer: the bytes are decoded over their own base64 text
     in `buf` (writable; 3 bytes land behind every 4 characters read, so nothing unread is
-    overwritten). Returns (gbcs, rest), gbcs a memoryview into buf, or None as lift_gbcs.
+    overwritten). Returns (gbcs, rest), gbcs a memoryview into buf, or None as
+    ppmid.envelope_host.lift_gbcs.
     The MQTT intake uses it on the client's receive buffer: the command is then held once,
     not once as JSON and again decoded (8 KB kept for it at max_gbcs 8192). Nothing is
     written before every check passed, so a refused message is left as it came."""
@@ -359,32 +330,16 @@ def _lift_value(mv, i, out, at, room):
     return got - start, rest
 
 
-def from_json(payload, max_gbcs):
-    import json
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeError):
-        raise _refuse(E_ENVELOPE, _S_NOT_JSON)
-    return from_json_obj(obj, max_gbcs)
-
-
-def kid_field(kid):
-    # a binary form's kid: length byte and name, nothing without one
-    return b"" if kid is None else bytes((len(kid),)) + kid.encode()
-
-
-def sign(key, id, gbcs, expires=None, kid=None):
-    """Build a signed Envelope (host tools and tests; the gateway only verifies). kid:
-    the sender's key name, carried in the envelope and covered by the mac."""
-    check_id(id)
-    if kid is not None:
-        check_id(kid, "kid", E_ENVELOPE)
-    return Envelope(id, gbcs, expires, compute_mac(key, id, expires, gbcs, kid), kid)
-
-
 def __getattr__(name):
-    # The binary form (from_binary, from_binary_any, to_binary) is ppmid.envelope_binary's,
-    # loaded at the first use: only the NFC and wired roads and host tools read or write it,
-    # so the app with MQTT alone does not hold its code. Its users still say envelope.X.
+    # Loaded at the first use, so that the app with MQTT alone does not hold their code:
+    # the binary form (from_binary, from_binary_any, to_binary, binary_kid, kid_field:
+    # ppmid.envelope_binary, the NFC and wired roads and host tools) and what only host tools and tests call (sign,
+    # from_json, lift_gbcs: ppmid.envelope_host). Their users still say envelope.X.
+    # Neither has a name starting with _ (CPython's import asks for __path__ here).
+    if name[0] == "_":
+        raise AttributeError(name)
     from ppmid import envelope_binary
-    return getattr(envelope_binary, name)
+    if hasattr(envelope_binary, name):
+        return getattr(envelope_binary, name)
+    from ppmid import envelope_host
+    return getattr(envelope_host, name)

@@ -5,12 +5,34 @@
 import struct
 from micropython import const
 
-from ppmid.envelope import Envelope, EnvelopeError, check_id, binary_kid, kid_field, MAC_LEN
+from ppmid.envelope import Envelope, EnvelopeError, check_id, MAC_LEN, _refuse
 from ppmid.errors import E_ENVELOPE, E_ID, E_TOO_LARGE
 
 _BINARY_VERSION = const(1)
 _FLAG_EXPIRES = const(0x01)
-_FLAG_KID = const(0x02)  # as ppmid.envelope.binary_kid reads it
+_FLAG_KID = const(0x02)  # the binary forms' flag bit 1 (a command's here, a top-up's: ppmid.topup)
+_S_KID_TRUNCATED = const(4)  # its sentence in ppmid.envelope_errors, as envelope.py's _S_... name theirs
+
+
+def binary_kid(mv, pos, flags):
+    """(kid or None, position after it) of a binary envelope (a command's, or a top-up's:
+    ppmid.topup imports it from here, where the binary form it comes with is loaded):
+    flag bit 1, then a length byte and the name, right after the id."""
+    if not flags & _FLAG_KID:
+        return None, pos
+    if pos >= len(mv) or pos + 1 + mv[pos] > len(mv):
+        raise _refuse(E_ENVELOPE, _S_KID_TRUNCATED)
+    end = pos + 1 + mv[pos]
+    try:
+        kid = str(bytes(mv[pos + 1:end]), "ascii")
+    except UnicodeError:
+        kid = None
+    return check_id(kid, "kid", E_ENVELOPE), end
+
+
+def kid_field(kid):
+    # a binary form's kid: length byte and name, nothing without one
+    return b"" if kid is None else bytes((len(kid),)) + kid.encode()
 
 
 # Binary form (NFC phone transfers and tag NDEF records), all integers big-endian:

@@ -17,7 +17,7 @@ from micropython import const
 
 from ppmid.errors import E_ENVELOPE, E_ID, E_AUTH, E_EXPIRED, E_UTRN_FORMAT
 from ppmid.envelope import (EnvelopeError, hmac_sha256, check_id, _equal, mac_hex, MAC_LEN, kid_part, json_kid,
-                            json_expires, binary_kid, kid_field)
+                            json_expires)
 
 E_UTRN_TARGET = "E_UTRN_TARGET"  # the target is not a meter of this HAN that takes top-ups
 
@@ -117,6 +117,8 @@ def from_binary(buf):
         id = str(bytes(mv[3:pos]), "ascii")
     except UnicodeError:
         raise EnvelopeError(E_ID, "id may hold only printable ASCII without spaces")
+    # (the binary form's kid reader: loaded already on the roads a binary top-up comes by)
+    from ppmid.envelope_binary import binary_kid
     kid, pos = binary_kid(mv, pos, flags)
     expires = None
     if flags & _FLAG_EXPIRES:
@@ -143,6 +145,7 @@ def to_binary(env):
     flags = _FLAG_EXPIRES if env.expires is not None else 0
     out = bytearray((BINARY_VERSION, flags if env.kid is None else flags | _FLAG_KID, len(id)))
     out += id
+    from ppmid.envelope_binary import kid_field
     out += kid_field(env.kid)
     if env.expires is not None:
         out += struct.pack(">I", env.expires)

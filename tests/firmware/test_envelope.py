@@ -100,19 +100,29 @@ def test_binary_round_trip_and_zero_copy():
     no_exp.verify(KEY, now=0)
 
 
-def test_binary_form_is_loaded_only_when_first_used():
-    # ppmid.envelope_binary holds the binary form; envelope's module __getattr__ loads it,
-    # so the MQTT road alone does not hold it, and envelope.X keeps working for its users
+def test_binary_form_and_host_helpers_are_loaded_only_when_first_used():
+    # ppmid.envelope_binary holds the binary form, ppmid.envelope_host what only host tools
+    # and tests call (sign, from_json, lift_gbcs); envelope's module __getattr__ loads each
+    # at its first use, so the MQTT road alone holds neither, and envelope.X keeps working
+    import json
     import sys
     from ppmid.modules import unload
-    unload("ppmid.envelope_binary")
-    env = envelope.sign(KEY, "c1", GBCS)
-    assert envelope.from_json(_json(), 4096).id == "c1"
-    assert "ppmid.envelope_binary" not in sys.modules
+    unload("ppmid.envelope_binary", "ppmid.envelope_host")
+    # the MQTT road's own calls
+    env = envelope.from_json_obj(json.loads(_json()), 4096)
+    assert env.verify(KEY) is None
+    assert "ppmid.envelope_binary" not in sys.modules and "ppmid.envelope_host" not in sys.modules
+    # the NFC and wired roads' calls load the binary form, not the host helpers
     raw = envelope.to_binary(env)
-    assert "ppmid.envelope_binary" in sys.modules
+    assert "ppmid.envelope_binary" in sys.modules and "ppmid.envelope_host" not in sys.modules
     from ppmid.envelope import from_binary  # a from-import goes the same way
     assert from_binary(raw, 4096).verify(KEY) is None
+    assert "ppmid.envelope_host" not in sys.modules
+    # a host tool's call
+    assert envelope.to_binary(envelope.sign(KEY, "c1", GBCS)) == bytes(raw)
+    assert "ppmid.envelope_host" in sys.modules
+    from ppmid.envelope import from_json
+    assert from_json(_json(), 4096).id == "c1"
     try:
         envelope.no_such_name
     except AttributeError:
@@ -290,13 +300,14 @@ def test_refusal_sentences_are_loaded_for_a_refusal_and_dropped_after():
 
 
 def test_every_refusal_key_names_its_sentence():
-    # envelope.py's _S_X = const(i) and envelope_errors' "# i _S_X" comments agree
+    # envelope.py's, envelope_binary.py's and envelope_host.py's _S_X = const(i) and
+    # envelope_errors' "# i _S_X" comments agree
     import sys
     if sys.implementation.name != "cpython":
         return  # reads the sources (CPython's re and file paths); the refusals run on both above
     import re
-    from ppmid import envelope_errors as EE
-    src = open(envelope.__file__).read()
+    from ppmid import envelope_errors as EE, envelope_binary, envelope_host
+    src = "".join(open(m.__file__).read() for m in (envelope, envelope_binary, envelope_host))
     names = dict((k, int(v)) for k, v in re.findall(r"^(_S_\w+) = const\((\d+)\)", src, re.M))
     listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_S_\w+)", open(EE.__file__).read()))
     assert names == listed and len(listed) == len(EE.SENTENCES)

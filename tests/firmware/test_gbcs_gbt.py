@@ -244,13 +244,30 @@ def test_the_send_split_loads_neither_the_builders_nor_the_reassembler():
         fresh = __import__("ppmid.gbcs.gbt", None, None, ["blocks_for_transfer"])
         raw = sample(BIG)
         count, blocks = fresh.blocks_for_transfer(raw, 120, bytearray(125), 5)
-        datas = [bytes(decode(bytes(b)).block_data) for b in blocks]
-        assert count == len(datas) > 1 and b"".join(datas) == raw
+        sent = [bytes(b) for b in blocks]
         assert "ppmid.gbcs.build" not in sys.modules
         assert "ppmid.gbcs.reassembly" not in sys.modules
+        # (a block's fields are the reassembly's: reading them here loads it)
+        datas = [bytes(decode(b).block_data) for b in sent]
+        assert count == len(datas) > 1 and b"".join(datas) == raw
     finally:
         for n in names:
             if saved[n] is not None:
                 sys.modules[n] = saved[n]
             if bound[n] is not None:
                 setattr(pkg, n.rpartition(".")[2], bound[n])
+
+
+def test_reassembly_reads_block_fields_without_the_host_only_fields():
+    # memory (docs/memory.md, session 7): a GBT block's fields are the reassembly's own
+    # functions; the message fields only host tools read (message_fields) stay unloaded
+    import sys
+    from ppmid.modules import unload
+    unload("ppmid.gbcs.message_fields")
+    raw = sample(BIG)
+    r = Reassembler(4096, 1000)
+    out = None
+    for blk in list_split(raw, 100)[::-1]:
+        out = r.feed(blk, 0)
+    assert out == raw
+    assert "ppmid.gbcs.message_fields" not in sys.modules

@@ -3,7 +3,7 @@
 # message code copied from the message's own header) and a GBT header (E0, block control,
 # block number from 1, block number ack, block data). Concatenating the block data in block
 # number order gives back the original message. Nothing is decrypted or re-signed.
-from ppmid.gbcs.message import decode, GbcsError, FORM_GBT, TAG_GENERAL_CIPHERING, TAG_GBT, E_LENGTH, E_VALUE
+from ppmid.gbcs.message import decode, GbcsError, TAG_GENERAL_CIPHERING, TAG_GBT, E_LENGTH, E_VALUE
 
 DEFAULT_TRANSFER_SIZE = 1500   # GBCS tunnel: maximum incoming transfer size
 LAST_BLOCK = 0x80
@@ -109,7 +109,7 @@ def block_overhead(data_len):
 def _split(message, block_data_size, window=1, security_control=0, into=None, at=0):
     # (number of blocks, iterator of them)
     msg = decode(message)
-    if msg.form == FORM_GBT:
+    if msg.is_gbt:
         raise GbtError(E_GBT_NOT_BLOCK, "cannot split a GBT block; split the whole message")
     if block_data_size < 1:
         raise GbtError(E_GBT_BLOCK_SIZE, "block data size must be at least 1, not %d" % block_data_size)

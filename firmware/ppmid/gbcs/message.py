@@ -163,7 +163,6 @@ def _transaction_and_titles(b, t, end, limit):
     return pos
 
 
-_FORMS = (FORM_MAC_SIGNED, FORM_SIGNED, FORM_GBT)
 _MAC = const(0)
 _SIGNED = const(1)
 _GBT = const(2)
@@ -186,18 +185,16 @@ class Message:
 
     def __getattr__(self, name):
         # The fields the gateway never reads (content type and content, signature, date-time,
-        # security and block control, the other-information's optional fields, cra_name, _l:
-        # for host tools and tests) are functions of ppmid.gbcs.message_fields, loaded at the
+        # security and block control, the other-information's optional fields, cra_name, _l,
+        # the form's name (the gateway asks is_gbt): for host tools and tests; and a GBT
+        # block's fields, which the gateway's reassembly reads where they are) are
+        # functions of ppmid.gbcs.message_fields, loaded at the
         # first such read, so the running app does not hold their code. Called only for a
         # name the class does not have: the relay's fields are not slowed down.
         from ppmid.gbcs import message_fields
         if name not in message_fields.FIELDS:
             raise AttributeError(name)
         return getattr(message_fields, name)(self)
-
-    @property
-    def form(self):
-        return _FORMS[self._k & 3]
 
     @property
     def _h(self):
@@ -269,31 +266,10 @@ class Message:
             return None
         return self.buf[len(self.buf) - MAC_LEN:]
 
-    # ---- GBT block (FORM_GBT only; None otherwise) ----
+    # ---- GBT block (its fields: ppmid.gbcs.reassembly, through message_fields) ----
     @property
     def is_gbt(self):
         return self._k & 3 == _GBT
-
-    @property
-    def last_block(self):
-        return bool(self.buf[self._h + 1] & 0x80) if self._k & 3 == _GBT else None
-
-    @property
-    def block_number(self):
-        g = self._h
-        return (self.buf[g + 2] << 8) | self.buf[g + 3] if self._k & 3 == _GBT else None
-
-    @property
-    def block_ack(self):
-        g = self._h
-        return (self.buf[g + 4] << 8) | self.buf[g + 5] if self._k & 3 == _GBT else None
-
-    @property
-    def block_data(self):
-        if self._k & 3 != _GBT:
-            return None
-        c = self._k >> 8
-        return self.buf[c:c + self._n]
 
 
 def _general_signing(b, p, end, limit, form):

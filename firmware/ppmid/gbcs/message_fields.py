@@ -1,16 +1,20 @@
 # The fields of a decoded GBCS message that the gateway never reads: what host tools print
 # and tests check (content type and content, signature, date-time, security and block
-# control, the other-information's optional fields). Each is a function of the Message,
+# control, the other-information's optional fields; a GBT block's fields, from
+# ppmid.gbcs.reassembly). Each is a function of the Message,
 # read as a property of it (msg.content_type): Message.__getattr__ loads this module at
 # the first such read, so the running app does not hold this code (docs/memory.md).
 from micropython import const
 
-from ppmid.gbcs.message import CRA_NAMES, FORM_MAC_SIGNED, MAC_LEN, _counter
+from ppmid.gbcs.message import CRA_NAMES, FORM_MAC_SIGNED, FORM_SIGNED, FORM_GBT, MAC_LEN, _counter
+# a GBT block's fields: the gateway's reassembly reads them, where they are
+from ppmid.gbcs.reassembly import last_block, block_number, block_ack, block_data  # noqa: F401
 
 # what Message.__getattr__ hands to this module; any other name stays an AttributeError
 FIELDS = ("cra_name", "date_time", "supplementary_remote_party_id", "supplementary_remote_party_counter",
           "supplementary_originator_counter", "certificate", "content", "content_len", "content_type",
-          "signature", "security_control", "block_control", "_l")
+          "signature", "security_control", "block_control", "_l",
+          "last_block", "block_number", "block_ack", "block_data", "form")
 
 CONTENT_GBZ = "gbz"
 CONTENT_DLMS_REQUEST = "dlms-request"
@@ -19,6 +23,13 @@ CONTENT_DLMS_NOTIFICATION = "dlms-notification"
 CONTENT_ASN1 = "asn1"
 
 _DATE_TIME_LEN = const(12)  # as ppmid.gbcs.message checks it
+
+
+_FORMS = (FORM_MAC_SIGNED, FORM_SIGNED, FORM_GBT)  # by the form index in Message._k
+
+
+def form(m):
+    return _FORMS[m._k & 3]
 
 
 def cra_name(m):

@@ -8,6 +8,7 @@
 # GBCS dissector value strings, the same titles as gbcs/titles.py), not DUIS' own lists:
 # check them against DUIS before relying on one.
 # Boot-only (ppmid.boot.BOOT_ONLY): the validator keeps the resulting code sets, not this.
+import binascii
 
 # The route with no profile restriction: every code the device-type allow-lists admit.
 ALL = "all"
@@ -39,6 +40,24 @@ def use_cases(name):
     if name == ALL:
         return None
     return tuple(PROFILES[name].split())
+
+
+def han_lists(han):
+    """The validator's lists from the config's han section: (EUI-64 bytes -> device type,
+    device type -> set of message codes: han.allow or the code table's commands for the
+    type, narrowed to han.profile, (profile name, number of codes left over all types))."""
+    devices = {}
+    for d in han["devices"]:
+        devices[binascii.unhexlify(d["eui"])] = d["type"]
+    given = han.get("allow") or {}
+    allow = {}
+    for t in set(devices.values()):
+        if t in given:
+            allow[t] = set(given[t])
+        else:
+            from ppmid.gbcs import codes as table
+            allow[t] = table.commands_for(t)
+    return devices, allow, narrow(allow, han.get("profile") or ALL)
 
 
 def narrow(allow, name):

@@ -1,9 +1,33 @@
 # Reassembly of incoming GBT blocks (the receiving half of gbcs/gbt.py): only loaded when
 # the Communications Hub sends a message in blocks, so that a gateway that only sends large
 # commands never holds it (docs/memory.md).
-from ppmid.gbcs.message import decode, GbcsError, FORM_GBT
+from ppmid.gbcs.message import decode, GbcsError
 from ppmid.gbcs.gbt import (GbtError, BLOCK_OVERHEAD, E_GBT_NOT_BLOCK, E_GBT_MEMORY, E_GBT_TIMEOUT,
                             E_GBT_INCONSISTENT)
+
+
+# A GBT block's fields (None for a message of another form), read by the gateway only here:
+# in message.py they were held by every gateway from boot. Host tools and tests read them
+# as msg.block_number and the others (ppmid.gbcs.message_fields hands them over).
+def last_block(m):
+    return bool(m.buf[m._h + 1] & 0x80) if m.is_gbt else None
+
+
+def block_number(m):
+    g = m._h
+    return (m.buf[g + 2] << 8) | m.buf[g + 3] if m.is_gbt else None
+
+
+def block_ack(m):
+    g = m._h
+    return (m.buf[g + 4] << 8) | m.buf[g + 5] if m.is_gbt else None
+
+
+def block_data(m):
+    if not m.is_gbt:
+        return None
+    c = m._k >> 8
+    return m.buf[c:c + m._n]
 
 
 class _Pending:
@@ -65,17 +89,18 @@ class Reassembler:
             if len(self.timed_out) > 8:
                 self.timed_out.pop(0)
         m = decode(block_buf)
-        if m.form != FORM_GBT:
+        if not m.is_gbt:
+            # (m.form loads message_fields: the HAN hands over DD 09 only, so not on a board)
             raise GbtError(E_GBT_NOT_BLOCK, "expected a GBT block (DD 09), got a %s message" % m.form)
         key = bytes(m.originator) + bytes(m.recipient) + bytes(m.counter_bytes)
-        data = m.block_data
+        data = block_data(m)
         if len(data) == 0:
             # an acknowledgement: nothing is kept, since our sender does not wait for them
             # (each block's delivery is the APS confirmation, zigbee/han.py)
             return None
         if key in self._done:
             return None  # a late duplicate of a message already delivered
-        num = m.block_number
+        num = block_number(m)
         if num == 0:
             raise GbtError(E_GBT_INCONSISTENT, "GBT block number 0 (numbers start at 1)")
         p = self._pending.get(key)
@@ -86,7 +111,7 @@ class Reassembler:
             self._drop(key)
             raise GbtError(E_GBT_INCONSISTENT, "GBT blocks of one message disagree on CRA or message code")
         p.touched = now_ms
-        if m.last_block:
+        if last_block(m):
             if p.last and p.last != num:
                 self._drop(key)
                 raise GbtError(E_GBT_INCONSISTENT, "two last blocks (%d and %d)" % (p.last, num))
@@ -126,7 +151,7 @@ class Reassembler:
             inner = decode(whole)
         except GbcsError as exc:
             raise GbtError(E_GBT_INCONSISTENT, "reassembled message is malformed: " + exc.message)
-        if (inner.form == FORM_GBT or inner.counter != m.counter or inner.message_code != m.message_code
+        if (inner.is_gbt or inner.counter != m.counter or inner.message_code != m.message_code
                 or bytes(inner.originator) != bytes(m.originator) or bytes(inner.recipient) != bytes(m.recipient)):
             raise GbtError(E_GBT_INCONSISTENT, "reassembled message does not match its GBT routing header")
         return whole

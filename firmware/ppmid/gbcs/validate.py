@@ -35,30 +35,12 @@ def _refuse(code, key, arg=None):
     return GbcsError(code, text)
 
 
-class MemoryCounterStore:
-    """Counter store kept in RAM (host tools, tests). The relay injects a persistent one with
-    the same two methods."""
-
-    def __init__(self):
-        self._d = {}
-
-    def get(self, key):
-        return self._d.get(key)
-
-    def put(self, key, value):
-        self._d[key] = value
-
-
-def counter_key(originator, recipient):
-    """Store key for the anti-replay counter of one originator -> recipient pair:
-    "<ORIGINATOR>:<RECIPIENT>" (16 upper-case hex digits each)."""
-    return _key(originator, recipient)
-
-
 _HEX = "0123456789ABCDEF"
 
 
 def _key(originator, recipient):
+    # the anti-replay counter's store key of one originator -> recipient pair:
+    # "<ORIGINATOR>:<RECIPIENT>" (16 upper-case hex digits each)
     out = bytearray(33)
     for i in range(8):
         a = originator[i]
@@ -75,36 +57,20 @@ class Validator:
     """check(buf) -> Message or GbcsError; commit(msg) once the command is durably accepted.
 
     config: the validated gateway config dict (ppmid.config.validate): han.devices,
-    han.allow, limits.max_gbcs. counter_store: get(key) -> int or None, put(key, int)."""
+    han.allow, limits.max_gbcs. counter_store: get(key) -> int or None, put(key, int)
+    (the relay's journal; host tools and tests: ppmid.gbcs.validate_host's in RAM)."""
 
     def __init__(self, config, counter_store):
         self.store = counter_store
         self.max_bytes = config["limits"]["max_gbcs"]
-        han = config["han"]
-        self._devices = {}   # EUI-64 bytes -> device type
-        for d in han["devices"]:
-            self._devices[binascii.unhexlify(d["eui"])] = d["type"]
         # originator + 08 + recipient (17 bytes as in the message) -> (store key, device type),
         # for pairs whose recipient is on the HAN: one small lookup per message
         self._pairs = {}
-        allow = han.get("allow") or {}
-        self._allow = {}
-        for t in set(self._devices.values()):
-            if t in allow:
-                self._allow[t] = set(allow[t])
-            else:
-                from ppmid.gbcs import codes
-                self._allow[t] = codes.commands_for(t)
-        # the command profile narrows every list (boot-only code, in gbcs/profiles.py);
-        # (name, number of message codes this gateway relays): info's profile, profile_codes
+        # EUI-64 bytes -> device type; device type -> set of message codes, narrowed by the
+        # command profile; (profile name, number of message codes relayed): info's profile,
+        # profile_codes. Built by boot-only code (gbcs/profiles.py)
         from ppmid.gbcs import profiles
-        self.profile = profiles.narrow(self._allow, han.get("profile") or "all")
-
-    def device_type(self, eui):
-        return self._devices.get(bytes(eui))
-
-    def allowed(self, device_type):
-        return self._allow.get(device_type, ())
+        self._devices, self._allow, self.profile = profiles.han_lists(config["han"])
 
     def _pair(self, b, t):
         # (store key, device type) of the originator/recipient at transaction-id position t,
