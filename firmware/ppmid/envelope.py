@@ -50,11 +50,8 @@ class EnvelopeError(PpmidError):
 def _refuse(code, key, arg=None):
     # key: the sentence's _S_... name; its text is ppmid.envelope_errors', loaded for the
     # refusal and dropped again (as str constants here the sentences held ~1 KB of heap)
-    from ppmid.envelope_errors import SENTENCES
-    from ppmid.modules import unload
-    text = SENTENCES[key] if arg is None else SENTENCES[key] % arg
-    unload("ppmid.envelope_errors", "ppmid.modules")
-    return EnvelopeError(code, text)
+    from ppmid.modules import sentence
+    return EnvelopeError(code, sentence("ppmid.envelope_errors", key, arg))
 
 
 class Envelope:

@@ -1,8 +1,9 @@
 # Dropping modules nobody needs any more (boot-only code, a rare order's handler, a table
 # used once), so that their code is collected: the one place for it. Loaded when first
 # used and dropped again by those who used it (boot.BOOT_ONLY, users_update,
-# commission_order, zigbee/commission.py, update/service.py): kept in the ppmid package or loaded with the
-# app it cost 0.3-0.4 KB of the 32-bit heap at "app ready" (docs/memory.md).
+# commission_order, zigbee/commission.py, update/service.py, and the modules whose error
+# sentences live apart: sentence()): kept in the ppmid package or loaded with the app it
+# cost 0.3-0.4 KB of the 32-bit heap at "app ready" (docs/memory.md).
 import sys
 
 
@@ -21,3 +22,19 @@ def unload(*names, under=True):
                 parent = sys.modules.get(parent)
                 if parent is not None and getattr(parent, leaf, None) is not None:
                     delattr(parent, leaf)
+
+
+def sentence(name, key, arg=None):
+    """Sentence `key` (a module's private _S_... number) of the sentences module `name`,
+    formatted with arg: its SENTENCES list, or its own sentence(key, arg) where a sentence
+    needs more than one format. The module is loaded for it and dropped again, with this
+    one: a sentence kept as a str constant costs heap as long as its module is loaded
+    (docs/memory.md), and these are said only when something fails."""
+    m = __import__(name, None, None, ["SENTENCES"])
+    say = getattr(m, "sentence", None)
+    if say is not None:
+        text = say(key, arg)
+    else:
+        text = m.SENTENCES[key] if arg is None else m.SENTENCES[key] % arg
+    unload(name, "ppmid.modules")
+    return text

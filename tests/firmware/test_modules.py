@@ -73,3 +73,16 @@ def test_unload_leaves_collecting_to_the_caller():
     unload("ppmid.gbcs.eligibility")
     gc.collect()
     assert "ppmid.gbcs.eligibility" not in sys.modules
+
+
+def test_sentence_loads_a_sentences_module_for_one_sentence_and_drops_it():
+    import sys
+    from ppmid import modules
+    text = modules.sentence("ppmid.envelope_errors", 16)
+    assert "expires" in text
+    assert "ppmid.envelope_errors" not in sys.modules and "ppmid.modules" not in sys.modules
+    assert modules.sentence("ppmid.envelope_errors", 16) == text  # loaded again for the next one
+    # a module with a sentence(key, arg) of its own (more than one format) is asked for it
+    assert modules.sentence("ppmid.zigbee.ezsp_errors", 0, 0x123) == "no response to 0x123"
+    assert modules.sentence("ppmid.zigbee.ezsp_errors", 1, 3) == "EZSP frame too short (3 bytes)"
+    assert "ppmid.zigbee.ezsp_errors" not in sys.modules

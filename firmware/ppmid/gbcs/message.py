@@ -85,11 +85,8 @@ class GbcsError(PpmidError):
 def _err(code, key, arg=None):
     # key: the sentence's _S_... name; its text is ppmid.gbcs.message_errors', loaded for the
     # refusal and dropped again (as str constants here the sentences held ~2.4 KB of heap)
-    from ppmid.gbcs.message_errors import sentence
-    from ppmid.modules import unload
-    text = sentence(key, arg)
-    unload("ppmid.gbcs.message_errors", "ppmid.modules")
-    raise GbcsError(code, text)
+    from ppmid.modules import sentence
+    raise GbcsError(code, sentence("ppmid.gbcs.message_errors", key, arg))
 
 
 def _short(end, limit, what):

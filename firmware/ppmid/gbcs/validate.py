@@ -28,11 +28,8 @@ _S_REPLAY = const(6)
 def _refuse(code, key, arg=None):
     # key: the sentence's _S_... name; its text is ppmid.gbcs.validate_errors', loaded for the
     # refusal and dropped again (as str constants here the sentences held ~0.6 KB of heap)
-    from ppmid.gbcs.validate_errors import SENTENCES
-    from ppmid.modules import unload
-    text = SENTENCES[key] if arg is None else SENTENCES[key] % arg
-    unload("ppmid.gbcs.validate_errors", "ppmid.modules")
-    return GbcsError(code, text)
+    from ppmid.modules import sentence
+    return GbcsError(code, sentence("ppmid.gbcs.validate_errors", key, arg))
 
 
 _HEX = "0123456789ABCDEF"

@@ -58,11 +58,8 @@ class MQTTError(PpmidError):
 def _text(key, arg=None):
     # key: the sentence's _S_... name; its text is ppmid.mqtt.client_errors', loaded when a
     # connection fails and dropped again (as str constants here the sentences held ~0.7 KB)
-    from ppmid.mqtt.client_errors import SENTENCES
-    from ppmid.modules import unload
-    text = SENTENCES[key] if arg is None else SENTENCES[key] % arg
-    unload("ppmid.mqtt.client_errors", "ppmid.modules")
-    return text
+    from ppmid.modules import sentence
+    return sentence("ppmid.mqtt.client_errors", key, arg)
 
 
 class _Msg:

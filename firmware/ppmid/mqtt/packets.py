@@ -55,11 +55,8 @@ _S_PID_BODY = const(14)
 def _refuse(key, arg=None):
     # key: the sentence's _S_... name; its text is ppmid.mqtt.packets_errors', loaded for the
     # refusal and dropped again (as str constants here the sentences held ~0.7 KB of heap)
-    from ppmid.mqtt.packets_errors import SENTENCES
-    from ppmid.modules import unload
-    text = SENTENCES[key] if arg is None else SENTENCES[key] % arg
-    unload("ppmid.mqtt.packets_errors", "ppmid.modules")
-    return PacketError(text)
+    from ppmid.modules import sentence
+    return PacketError(sentence("ppmid.mqtt.packets_errors", key, arg))
 
 
 def encode_length(n):

@@ -71,11 +71,8 @@ def _text(key, arg=None):
     # ~0.7 KB). Never raises: the link's own loops fail the link with it, and a heap or a
     # flash that cannot load the module must not stop them (the text is then its key).
     try:
-        from ppmid.zigbee.ashlink_errors import SENTENCES
-        from ppmid.modules import unload
-        text = SENTENCES[key] if arg is None else SENTENCES[key] % arg
-        unload("ppmid.zigbee.ashlink_errors", "ppmid.modules")
-        return text
+        from ppmid.modules import sentence
+        return sentence("ppmid.zigbee.ashlink_errors", key, arg)
     except Exception:
         return "ash sentence %d" % key
 

@@ -72,11 +72,8 @@ def _text(key, arg=None):
     # Never raises: the link's receive loop parses frames with it, and a heap or a flash
     # that cannot load the module must not stop that loop (the text is then its key).
     try:
-        from ppmid.zigbee.ezsp_errors import sentence
-        from ppmid.modules import unload
-        text = sentence(key, arg)
-        unload("ppmid.zigbee.ezsp_errors", "ppmid.modules")
-        return text
+        from ppmid.modules import sentence
+        return sentence("ppmid.zigbee.ezsp_errors", key, arg)
     except Exception:
         return "ezsp sentence %d" % key
 
