@@ -250,11 +250,13 @@ def check_applicable(m, board, running, config_version, gateway, now):
         raise UpdateError(E_UPDATE_OLDER, "version %s is already running" % running)
 
 
-def verify_offer(payload, key_hex, board, running, config_version, gateway, now):
+def verify_offer(payload, key_hex, board, running, config_version, gateway, now, parsed=None):
     """(offer id, manifest dict, manifest text) of an offer that may be applied here, or
     UpdateError: the signature first, so an unsigned manifest is never even parsed.
-    gateway: this gateway's EUI-64; now: unix seconds, None while the clock is unset."""
-    oid, text, sig = parse_offer(payload)
+    gateway: this gateway's EUI-64; now: unix seconds, None while the clock is unset;
+    parsed: parse_offer(payload) when the caller has it already (the manifest's text is the
+    size of the whole offer, ~13 KB for the app: one copy of it, not two)."""
+    oid, text, sig = parsed or parse_offer(payload)
     check_signature(key_hex, text, sig)
     m = parse_manifest(text)
     check_applicable(m, board, running, config_version, gateway, now)

@@ -205,20 +205,21 @@ class Updater:
         """Check an offer; every refusal names the offer's id (and version, when readable),
         so that its sender hears it."""
         from ppmid.update import manifest as M
-        oid = ver = None
+        oid = ver = parsed = None
         try:
-            oid, text, _ = M.parse_offer(payload)
-            ver = json.loads(text).get("version")
+            parsed = M.parse_offer(payload)
+            oid = parsed[0]
+            ver = json.loads(parsed[1]).get("version")
         except Exception:  # noqa: BLE001 - unreadable: verify_offer below says why
             pass
         try:
-            await self._offer(M, payload, oid, ver)
+            await self._offer(M, payload, oid, ver, parsed)
         except PpmidError as exc:  # UpdateError, or a config on flash that no longer validates
             if exc.code == E_UPDATE_HASH:
                 self.abandon()  # a resumed download whose file on flash went bad: start afresh
             await self.refuse(exc, oid, ver if isinstance(ver, str) else None)
 
-    async def _offer(self, M, payload, oid, ver):
+    async def _offer(self, M, payload, oid, ver, parsed):
         # The sender re-offers when it hears nothing, also while this very version is being
         # switched to or is on probation (a cut can swallow the "switching" status): that
         # is no refusal, the result comes once probation ends. Only the version is
@@ -234,7 +235,7 @@ class Updater:
         settings, cfg_version = _config(self.root)
         try:
             oid, m, text = M.verify_offer(payload, settings["public_key"], self.board.name, self.version, cfg_version,
-                                          self.client.client_id, self._now())
+                                          self.client.client_id, self._now(), parsed)
         finally:
             _unload("ppmid.update.p256")
         # a chunk, its header and the topic must fit the client's receive buffer
