@@ -184,7 +184,10 @@ def run_scenario(exe, root, frozen):
     for line in p.stdout.splitlines():
         if line.startswith("@@") and " " in line:
             tag, data = line[2:].split(" ", 1)
-            out.setdefault(tag, []).append(json.loads(data))
+            try:
+                out.setdefault(tag, []).append(json.loads(data))
+            except ValueError:
+                continue  # not a figure: the gauge's '@@NAMES tag' marks (gauge.names_at)
     if "COMMAND" not in out:
         raise G.GaugeError("the 4 KB command did not go through (%s): %s"
                            % ("frozen" if frozen else ".mpy", (p.stdout + p.stderr).strip()[-800:]))
