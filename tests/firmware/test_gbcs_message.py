@@ -226,15 +226,9 @@ def test_every_error_key_names_its_sentence():
     import sys
     if sys.implementation.name != "cpython":
         return  # reads the sources (CPython's re and file paths); the decoder runs on both above
-    import re
     from ppmid.gbcs import message_errors as ME
-    src = open(M.__file__).read()
-    names = dict((k, int(v)) for k, v in re.findall(r"^(_[SF]_\w+) = const\((\d+)\)", src, re.M))
-    err_src = open(ME.__file__).read()
-    listed = dict((k, int(v)) for v, k in re.findall(r"# (\d+) (_[SF]_\w+)", err_src))
-    assert names == listed and len(listed) == len(ME.SENTENCES) + len(ME.FIELDS)
-    used = set(re.findall(r"\b(_[SF]_\w+)\b(?! = const)", src))
-    assert used == set(names), set(names) ^ used  # none unused, none undefined
+    from sentence_keys import check_keys
+    check_keys((M,), ME, "_[SF]_", len(ME.FIELDS))
     for key in range(len(ME.SENTENCES)):
         s = ME.sentence(key, 1 if key < 3 else (None if "%" not in ME.SENTENCES[key]
                                                  else (1, 2) if ME.SENTENCES[key].count("%") == 2 else 7))
