@@ -305,6 +305,11 @@ class UpdateSender:
     tamper: a test hook (the gateway's refusals are the product, not this): a function
     (index, offset, data) -> data applied to each chunk before it is published."""
 
+    # a gateway refusing E_BUSY had no room for the offer now (docs/update.md): offered again
+    # after BUSY_WAIT_S, BUSY_TRIES times at the most, before the refusal is the result
+    BUSY_WAIT_S = 3.0
+    BUSY_TRIES = 4
+
     def __init__(self, state_dir, eui, rel, user="dcc-user-test", offer_id=None, quiet_s=8.0, progress=None,
                  tamper=None, signature=None):
         from host_tools import mqtt_tools as mt
@@ -320,6 +325,7 @@ class UpdateSender:
         self.chunks_sent = 0
         self.bytes_sent = 0
         self.offers_sent = 0
+        self.busy_refusals = 0
         self._q = queue.Queue()
         self._sub = threading.Event()
         self.client = mt.paho_client(state_dir, user)
@@ -373,6 +379,11 @@ class UpdateSender:
             if self.progress is not None:
                 self.progress(st)
             state = st.get("state")
+            busy = state == "refused" and isinstance(st.get("error"), dict) and st["error"].get("code") == "E_BUSY"
+            if busy and self.busy_refusals < self.BUSY_TRIES:
+                self.busy_refusals += 1
+                quiet_at = time.monotonic() + self.BUSY_WAIT_S  # the quiet timer offers again
+                continue
             if state in FINAL:
                 return st
             if state == "downloading" and "file" in st:

@@ -313,3 +313,54 @@ def test_an_unexpected_failure_is_refused_not_raised_to_the_link():
         S._updater[:] = []
     st = _Link.client.last()
     assert st["state"] == "refused" and st["error"]["code"] == S.E_UPDATE_INTERNAL and st["id"] == "o"
+
+
+def test_an_offer_the_heap_has_no_room_for_is_refused_busy_and_nothing_is_dropped():
+    # a fragmented heap with no block as large as the manifest's text: E_BUSY with the
+    # offer's id (read without that block), not E_UPDATE_INTERNAL, and no stage dropped
+    root = _setup()
+    board = _Board(root)
+
+    class _Link:
+        client = _Client()
+    S._updater[:] = []
+    try:
+        async def go():
+            await S.handle((board, None, _Link, "0.1.0"), "ppmid/v1/%s/update/offer" % EUI, signed_offer("real", "o"))
+            u = S._updater[0]
+            stage = u.stage
+
+            def no_room(payload):
+                raise MemoryError("memory allocation failed, allocating 11792 bytes")
+            u.offer = no_room
+            await S.handle((board, None, _Link, "0.1.0"), "ppmid/v1/%s/update/offer" % EUI, signed_offer("real", "o2"))
+            assert u.stage is stage and stage is not None  # the download under way is kept
+        asyncio.run(go())
+    finally:
+        S._updater[:] = []
+    st = _Link.client.last()
+    assert st["state"] == "refused" and st["error"]["code"] == "E_BUSY" and st["id"] == "o", st  # the download's
+
+
+def test_a_first_offer_the_heap_has_no_room_for_names_its_id_read_from_the_raw_offer():
+    root = _setup()
+    board = _Board(root)
+
+    class _Link:
+        client = _Client()
+    S._updater[:] = []
+    real_offer = S.Updater.offer
+
+    async def no_room(self, payload):
+        raise MemoryError("memory allocation failed, allocating 11792 bytes")
+    S.Updater.offer = no_room
+    try:
+        asyncio.run(S.handle((board, None, _Link, "0.1.0"), "ppmid/v1/%s/update/offer" % EUI,
+                             signed_offer("real", "o3")))
+    finally:
+        S.Updater.offer = real_offer
+        S._updater[:] = []
+    st = _Link.client.last()
+    assert st["state"] == "refused" and st["error"]["code"] == "E_BUSY" and st["id"] == "o3", st
+    import sys
+    assert "ppmid.mqtt.refusal" not in sys.modules

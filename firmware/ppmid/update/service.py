@@ -16,7 +16,7 @@ from hashlib import sha256
 from binascii import hexlify
 
 import asyncio
-from ppmid.errors import PpmidError
+from ppmid.errors import PpmidError, E_BUSY
 from ppmid.update import slots
 from ppmid.update.manifest import UpdateError
 from ppmid.mqtt.contract import ROOT, UPDATE
@@ -107,6 +107,19 @@ async def handle(context, topic, payload):
     u = _updater[0]
     try:
         await u.handle(topic, payload)
+    except MemoryError:
+        # no block as large as the offer's manifest text (~12 KB for the app) on a heap that
+        # lazily loaded modules have cut into pieces: a transient state, not a bug. Refused
+        # E_BUSY, nothing dropped (a download under way resumes when offered again), and the
+        # id read from the raw offer, which needs no large block (the sender offers again).
+        oid = u.stage["id"] if u.stage else None
+        if oid is None and topic.endswith("/offer"):
+            from ppmid.mqtt.refusal import _id_in
+            from ppmid.modules import unload
+            oid = _id_in(payload)
+            unload("ppmid.mqtt.refusal", "ppmid.modules")
+        await u.refuse(UpdateError(E_BUSY, "the gateway's heap has no room to read this update message now: "
+                                   "offer again later"), oid)
     except Exception as exc:  # noqa: BLE001 - whatever the updater hits, commands go on
         # an exception would reach the MQTT client, which withholds the PUBACK and drops
         # the link: the broker would redeliver this message for ever, and commands with it
