@@ -3,6 +3,9 @@
 # stand-in (4 KB blocks, hash read back), points at it and calls set_boot(); the pointer,
 # the bootloader's rules and ppmid.update.report then keep it (mark_valid) or roll it back.
 # CPython and MicroPython. End to end: tests/test_e2e_update.py.
+# mp-heapsize: 320K
+# (the stand-in partitions' 4 KB blocks and a 16 KB cache beside the updater, in one
+# 64-bit heap: 256K ran out once the offer reader (update/manifest.py) grew in session 7)
 import json
 
 import asyncio

@@ -158,3 +158,35 @@ def test_upper_case_digests_are_taken_in_lower_case():
     image = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated", "expires": EXPIRES,
                         "image": {"sha256": digest.upper(), "size": 3}})
     assert M.parse_manifest(image)["image"]["sha256"] == digest
+
+
+def test_an_offer_in_a_writable_buffer_is_read_where_it_lies():
+    # MicroPython reads the manifest's text in place (no block the size of the manifest,
+    # docs/memory.md "Fragmentation"); both interpreters give the same id, text and signature
+    import json
+    import sys
+    mp = sys.implementation.name == "micropython"
+
+    def given(b):  # what the updater hands over: the receive buffer on MicroPython, bytes on CPython
+        return memoryview(b) if mp else bytes(b)
+    man = json.dumps({"format": 1, "board": "emulated", "note": 'a"b\\c/\u00e9\u20ac\n\t'})
+    off = json.dumps({"id": "o1", "manifest": man, "signature": "abcd"})
+    buf = bytearray(off.encode())
+    oid, text, sig = M.parse_offer(given(buf))
+    assert oid == "o1" and sig == b"\xab\xcd"
+    assert (text.encode() if isinstance(text, str) else bytes(text)) == man.encode()
+    assert json.loads(text) == json.loads(man)
+    if mp:
+        assert isinstance(text, memoryview)  # a view of the buffer, not a copy
+    # forms release does not write are read as a whole, with the same refusals
+    for other in ('{"id": 5, "manifest": "{}", "signature": "00"}', '{"manifest": "{}"}', '[1]'):
+        try:
+            M.parse_offer(given(bytearray(other.encode())))
+        except M.UpdateError as exc:
+            assert exc.code == "E_UPDATE_OFFER", (other, exc.code)
+        else:
+            raise AssertionError("accepted: " + other)
+    # an escape the in-place reader does not take (a surrogate pair) goes the whole way
+    odd = bytearray(b'{"id":"o2","manifest":"{\\"a\\": \\"\\ud83d\\ude00\\"}","signature":"00"}')
+    oid, text, sig = M.parse_offer(given(odd))
+    assert oid == "o2" and json.loads(text) == json.loads('{"a": "\\ud83d\\ude00"}')

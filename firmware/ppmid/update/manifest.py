@@ -153,8 +153,134 @@ def _parse_image(m):
     return m
 
 
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def _strings(buf):
+    """{key: (start, end)} of a one-level JSON object whose values are all strings (the form
+    `ppmid release` writes), the raw bounds of each value inside its quotes; None for any
+    other form. Reads only."""
+    n = len(buf)
+    i, found, key = 0, {}, None
+    while i < n and buf[i] in b" \t\r\n":
+        i += 1
+    if i >= n or buf[i] != 0x7B:  # {
+        return None
+    i += 1
+    while True:
+        while i < n and buf[i] in b" \t\r\n,:":
+            i += 1
+        if i >= n:
+            return None
+        if buf[i] == 0x7D:  # }
+            return found if key is None else None
+        if buf[i] != 0x22:
+            return None
+        j = i + 1
+        while j < n and buf[j] != 0x22:
+            j += 2 if buf[j] == 0x5C else 1
+        if j >= n:
+            return None
+        if key is None:
+            key = bytes(buf[i + 1:j])
+        else:
+            found[key] = (i + 1, j)
+            key = None
+        i = j + 1
+
+
+def _unescape_in_place(buf, start, end):
+    """End of the JSON string buf[start:end] unescaped where it lies (it only shrinks), or
+    None, writing nothing, when it holds an escape this does not take (a surrogate pair)."""
+    i = start
+    while i < end:  # check every escape first: nothing is written to an offer refused here
+        if buf[i] == 0x5C:
+            c = buf[i + 1] if i + 1 < end else 0
+            if c == 0x75:  # \uXXXX
+                h = bytes(buf[i + 2:i + 6])
+                if len(h) != 4 or any(x not in _HEX for x in h) or 0xD800 <= int(h, 16) <= 0xDFFF:
+                    return None
+                i += 6
+                continue
+            if c not in b'"\\/bfnrt':
+                return None
+            i += 2
+        else:
+            i += 1
+    r = w = start
+    while r < end:
+        b = buf[r]
+        if b == 0x5C:
+            c = buf[r + 1]
+            if c == 0x75:
+                cp = int(bytes(buf[r + 2:r + 6]), 16)
+                r += 6
+                if cp < 0x80:
+                    buf[w] = cp
+                    w += 1
+                elif cp < 0x800:
+                    buf[w] = 0xC0 | cp >> 6
+                    buf[w + 1] = 0x80 | cp & 0x3F
+                    w += 2
+                else:
+                    buf[w] = 0xE0 | cp >> 12
+                    buf[w + 1] = 0x80 | cp >> 6 & 0x3F
+                    buf[w + 2] = 0x80 | cp & 0x3F
+                    w += 3
+                continue
+            b = {0x62: 8, 0x66: 12, 0x6E: 10, 0x72: 13, 0x74: 9}.get(c, c)
+            r += 2
+        else:
+            r += 1
+        buf[w] = b
+        w += 1
+    return w
+
+
+def _offer_in_place(buf):
+    """parse_offer for an offer in a writable buffer (MicroPython: the MQTT client's receive
+    buffer): the manifest's text unescaped where it lies and returned as a memoryview over
+    buf, so reading an offer needs no block the size of its manifest (~12 KB for the app),
+    which a heap cut into pieces may not have (docs/memory.md "Fragmentation"). None for any
+    form but the one `ppmid release` writes: the caller parses it as a whole then."""
+    keys = _strings(buf)
+    if keys is None or b"manifest" not in keys or b"signature" not in keys:
+        return None
+    oid = None
+    if b"id" in keys:
+        s, e = keys[b"id"]
+        raw = bytes(buf[s:e])
+        if b"\\" in raw or len(raw) > 40:
+            return None
+        oid = raw.decode()
+    s, e = keys[b"signature"]
+    try:
+        sig = unhexlify(bytes(buf[s:e]))
+    except ValueError:
+        return None
+    s, e = keys[b"manifest"]
+    end = _unescape_in_place(buf, s, e)
+    if end is None:
+        return None
+    return oid, memoryview(buf)[s:end], sig
+
+
+def _writable(mv):
+    try:
+        mv[0:0] = b""
+        return True
+    except TypeError:
+        return False
+
+
 def parse_offer(payload):
-    """(id, manifest text, signature bytes) of an offer payload, or UpdateError."""
+    """(id, manifest text, signature bytes) of an offer payload, or UpdateError. Under
+    MicroPython a writable payload is read where it lies (_offer_in_place) and the text is a
+    memoryview over it: valid until the payload's buffer is used again."""
+    if sys.implementation.name == "micropython" and _writable(payload):
+        got = _offer_in_place(payload)
+        if got is not None:
+            return got
     try:
         obj = json.loads(payload)
     except (ValueError, UnicodeError):

@@ -149,7 +149,7 @@ class Updater:
         self.topic = ROOT + client.client_id + "/" + UPDATE  # the client id is the gateway's EUI
         self.version = version
         self.log = log
-        self.stage = None      # {"id", "manifest", "text", "slot"} of the download under way
+        self.stage = None      # {"id", "manifest", "digest", "slot"} of the download under way (digest: of the signed text)
         self.need = None       # (file index, offset) or None when everything is there
         self.switching = False
         self.stats = {"chunks": 0, "ignored": 0, "bytes": 0}
@@ -255,14 +255,19 @@ class Updater:
         self.chunk = min(settings["chunk"], self.client.max_packet - 128)
         self.probation = (settings["probation_boots"], settings["probation_s"])
         staged = slots.read_json(self.root + slots.STAGE)
+        # the signed text's digest stands for it from here: the text may be a view of the
+        # MQTT client's receive buffer (manifest.parse_offer), valid only in this handler
+        digest = hexlify(sha256(text if _OFFER_IN_PLACE or not isinstance(text, str) else text.encode())
+                         .digest()).decode()
+        text = None
         if "image" in m:
-            await self._image_offer(m, text, oid)
+            await self._image_offer(m, digest, oid)
             return
-        if self.stage is not None and self.stage["text"] == text or \
-                isinstance(staged, dict) and staged.get("text") == text:
+        if self.stage is not None and self.stage["digest"] == digest or \
+                isinstance(staged, dict) and staged.get("digest") == digest:
             # the same signed manifest again: a resume (after a drop or a power cut)
-            if self.stage is None or self.stage["text"] != text:
-                self.stage = {"id": oid, "manifest": m, "text": text, "slot": staged["slot"]}
+            if self.stage is None or self.stage["digest"] != digest:
+                self.stage = {"id": oid, "manifest": m, "digest": digest, "slot": staged["slot"]}
             self.stage["id"] = oid
             self.log("PPMID update: resuming %s" % m["version"])
         else:
@@ -281,25 +286,25 @@ class Updater:
                 raise UpdateError(E_UPDATE_SPACE, "the new set needs %d bytes (+%d spare for the journal), the flash has %d free"
                                   % (total, margin, free))
             slots.makedirs(self.root + slots.DIR)
-            self.stage = {"id": oid, "manifest": m, "text": text, "slot": slot}
-            slots.write_json(self.root + slots.STAGE, {"text": text, "slot": slot})
+            self.stage = {"id": oid, "manifest": m, "digest": digest, "slot": slot}
+            slots.write_json(self.root + slots.STAGE, {"digest": digest, "slot": slot})
             self.log("PPMID update: downloading %s (%d files, %d bytes) into slot %s"
                      % (m["version"], len(m["files"]), total, slot))
         await self.advance()
 
-    async def _image_offer(self, m, text, oid):
+    async def _image_offer(self, m, digest, oid):
         # an image for the next OTA app partition (ppmid.update.image). The same signed
         # manifest again resumes where this boot's download stands; after a power cut the
         # partition's contents are unknown, so it starts again at byte 0.
-        if self.stage is not None and self.stage["text"] == text:
+        if self.stage is not None and self.stage["digest"] == digest:
             self.stage["id"] = oid
         else:
             self.abandon()
             from ppmid.update.image import ImageWriter
             w = ImageWriter(self.board.image_slots() if hasattr(self.board, "image_slots") else None, m["image"])
             slots.makedirs(self.root + slots.DIR)
-            self.stage = {"id": oid, "manifest": m, "text": text, "slot": None, "image": w}
-            slots.write_json(self.root + slots.STAGE, {"text": text, "image": w.label})
+            self.stage = {"id": oid, "manifest": m, "digest": digest, "slot": None, "image": w}
+            slots.write_json(self.root + slots.STAGE, {"digest": digest, "image": w.label})
             self.log("PPMID update: downloading image %s (%d bytes) into partition %s"
                      % (m["version"], w.size, w.label))
         await self.advance()
