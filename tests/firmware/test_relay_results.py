@@ -195,3 +195,18 @@ async def test_letting_bodies_go_loads_nothing_until_a_dropped_result_is_read():
     assert "ppmid.relay.refusals" in sys.modules
     assert x["gbcs"] is None and x["error"]["code"] == E_BODY_DROPPED
     assert r.relay.result("m-1")["error"]["code"] == E_BODY_DROPPED
+
+
+async def test_held_dispatch_sends_nothing_until_released():
+    # the updater holds the dispatch once the relay is idle before its reset: a command
+    # accepted meanwhile waits queued (the next boot sends it), nothing is in flight
+    from test_relay_support import Rig
+    r = Rig()
+    r.relay.hold_dispatch = True
+    await r.submit("h-1", 10)
+    await r.pump()
+    assert r.han.sent == [] and r.relay.info()["queued"] == 1 and r.relay.info()["in_flight"] == 0
+    r.relay.hold_dispatch = False
+    r.relay._wake_dispatch.set()
+    await r.pump()
+    assert len(r.han.sent) == 1

@@ -96,6 +96,7 @@ class Relay:
         self._status = {}        # seq -> last status emitted
         self._retry = {}         # target -> [ms tick when it may be tried again (None: passed), backoff ms]
         self._recent = []        # result dicts of finished or rejected commands, oldest first ("gbcs" False: a body let go)
+        self.hold_dispatch = False  # the updater's, once idle before its reset: nothing more goes to the HAN
         self._beats = {}         # loop name -> ms tick of its last pass
         self._boot_ms = clock.ms()   # recovery sets it again: the start of this boot
         self._wake_dispatch = asyncio.Event()
@@ -353,6 +354,10 @@ class Relay:
     async def dispatch_once(self):
         """Send at most one command. Returns 0 if one went (or failed), else the ms to
         wait before something may be ready (None: nothing can go until an event)."""
+        if self.hold_dispatch:
+            # the board resets for an update: a command sent now would be in flight at the
+            # reset, and sent again by the next boot (the meter refuses the copy)
+            return None
         now = self.clock.ms()
         now_s = self.clock.time()
         clock_set = self.clock.is_set()

@@ -428,6 +428,8 @@ class Updater:
             except OSError as again:
                 self.log("PPMID update: the pointer could not be put back: %r" % (again,))
             self.switching = False
+            if self.relay is not None:
+                self.relay.hold_dispatch = False
             self.abandon()
             await self.refuse(UpdateError(step[0], "%s: %r" % (step[1], exc)), st["id"], m["version"])
             return
@@ -444,6 +446,9 @@ class Updater:
             await sleep_ms(200)
             waited += 200
         if self.relay is not None:
+            # from here to the reset nothing more goes to the HAN (no await since the idle
+            # check): a command accepted meanwhile waits in the journal for the next boot
+            self.relay.hold_dispatch = True
             self.relay.journal.sync()
         w = st.get("image")
         if w is not None:
