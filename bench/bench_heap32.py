@@ -122,6 +122,7 @@ def run():
                                                      gbcs_len, c["pieces"], len(c["missing"]),
                                                      ", ".join(c["missing"]) or "none", RUNS, spread["peak"])})
     n_ready, n_cmd = G.names_report(cmd, "ready"), G.names_report(cmd, "command")
+    room, next_pool = _pools_for(n_cmd["names"])
     rows.append({"name": "heap32 names at the peak 4KB command", "value": n_cmd["names"], "unit": "names",
                  "note": "names the firmware interned by the end of the command (%d at ready), %d bytes of text; "
                          "their qstr pool tables take %d bytes in the gauge, whose harness interned %d names "
@@ -131,8 +132,7 @@ def run():
                          "%d-entry pool (%d bytes)" % (
                              n_ready["names"], n_cmd["text"], n_cmd["gauge_pools"],
                              n_cmd["harness_names"], n_cmd["board_pools"], n_cmd["shift"], n_ready["shift"],
-                             _pool_room(n_cmd["names"]), _next_pool(n_cmd["names"]),
-                             G.pool_bytes(_pool_room(n_cmd["names"]) + 1) - G.pool_bytes(_pool_room(n_cmd["names"])))})
+                             room, next_pool, G.pool_bytes(room + 1) - G.pool_bytes(room))})
     rows.append({"name": "heap32 peak 4KB command, upper bound", "value": c["bound"], "unit": "bytes",
                  "note": "live heap at the last turn plus all allocated since, garbage included (the port collects "
                          "only between turns), highest at %s; stages: %s" % (
@@ -170,21 +170,14 @@ def run():
     return rows
 
 
-def _pool_room(n):
-    """How many names the pools a board allocates for n names hold."""
+def _pools_for(n):
+    """(how many names the pools a board allocates for n names hold, the entries of the
+    pool the next name after those would allocate)."""
     room, alloc = 0, G.FIRST_POOL
     while room < n:
         room += alloc
         alloc *= 2
-    return room
-
-
-def _next_pool(n):
-    room, alloc = 0, G.FIRST_POOL
-    while room < n:
-        room += alloc
-        alloc *= 2
-    return alloc
+    return room, alloc
 
 
 def _write_app_heap(peak):
