@@ -28,7 +28,9 @@ def short_of_memory(size):
                       % size)
 
 
-def _writable(mv):
+def writable(mv):
+    # True for a buffer that can be written in place (the client's receive buffer), False
+    # for bytes (host tools, tests); the updater reads offers in place by it too
     try:
         mv[0:0] = b""
         return True
@@ -85,7 +87,7 @@ class Intake:
                 # client's receive buffer (valid until the handler returns, as the command
                 # is journaled by then): no second buffer, no allocation as large as the
                 # command. A read-only payload (host tools, tests) is copied first.
-                if not _writable(payload):
+                if not writable(payload):
                     payload = memoryview(bytearray(payload))
                 lifted = envelope.lift_gbcs_in_place(payload, self.max_gbcs)
                 if lifted is not None:

@@ -265,20 +265,13 @@ def _offer_in_place(buf):
     return oid, memoryview(buf)[s:end], sig
 
 
-def _writable(mv):
-    try:
-        mv[0:0] = b""
-        return True
-    except TypeError:
-        return False
-
-
 def parse_offer(payload):
     """(id, manifest text, signature bytes) of an offer payload, or UpdateError. Under
     MicroPython a writable payload is read where it lies (_offer_in_place) and the text is a
     memoryview over it: valid until the payload's buffer is used again."""
-    if sys.implementation.name == "micropython" and _writable(payload):
-        got = _offer_in_place(payload)
+    if sys.implementation.name == "micropython":
+        from ppmid.mqtt.intake import writable  # loaded with the MQTT road that brings offers
+        got = _offer_in_place(payload) if writable(payload) else None
         if got is not None:
             return got
     try:
