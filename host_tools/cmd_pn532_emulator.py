@@ -167,5 +167,9 @@ def _save_result(args, target, result):
     out["gbcs"] = base64.b64encode(result["gbcs"]).decode() if result.get("gbcs") else None
     print("pn532-emulator: result %s" % json.dumps(out), flush=True)
     base = args.phone or ("collect-" + args.collect)
-    with open(base + ".result.json", "w") as f:
+    # Written whole then renamed: a script (or test) waiting for the file to appear
+    # must never read it half-written (CI once read it empty).
+    path = base + ".result.json"
+    with open(path + ".part", "w") as f:
         json.dump(out, f, indent=1)
+    os.replace(path + ".part", path)
