@@ -10,11 +10,11 @@
 # and POSIX), so a power cut leaves the old pointer or the new one. The switch to a new
 # set is that one rename; a rollback is another. The pointer also keeps the replay floor
 # ("seq": the seq of the last manifest switched to, docs/update.md "Replay"), raised by
-# the switch's own rename and carried over by every later write (a probation boot counted,
-# confirm, rollback): no other file, and no write that could leave the floor and the set that
-# runs out of step. main.py calls choose() before anything
-# of the application is imported. Only os/json here: it runs from the root set's copy
-# while the chosen set's package is not imported yet.
+# the switch's own rename and carried over by every later write (a probation boot
+# counted, confirm, rollback): no second file whose write could leave the floor and the
+# set that runs out of step. main.py calls choose() before anything of the application
+# is imported. Only os/json here: it runs from the root set's copy while the chosen set's
+# package is not imported yet.
 import json
 import os
 
