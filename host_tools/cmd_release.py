@@ -3,7 +3,7 @@
     ppmid release --make-key KEY.pem            new operator key; prints the public key for
                                                  the gateways' config (update.public_key)
     ppmid release --board NAME --key KEY.pem --out DIR [--version 0.2.0] [--expires-in S]
-                  [--gateway EUI ...] [--downgrade]   a downgrade must name its gateways
+                  [--gateway EUI ...] [--downgrade] [--seq N]   a downgrade must name its gateways
     ppmid release --board NAME --key KEY.pem --out DIR --version 0.3.0 --image FIRMWARE.bin
                                                  a firmware image for the OTA app partitions
 
@@ -27,6 +27,10 @@ def add_arguments(p):
     p.add_argument("--expires-in", type=int, default=30 * 86400, metavar="S",
                    help="the gateways refuse the release this many seconds after signing (default 2592000: "
                    "30 days), as --expires-in of ppmid send and sign")
+    p.add_argument("--seq", type=int, metavar="N",
+                   help="the manifest's rising number: a gateway refuses one not above the last it installed "
+                   "(E_UPDATE_REPLAY); default: now in unix seconds, so a later release is always above; 1 to "
+                   "4294967295")
     p.add_argument("--image", metavar="FIRMWARE.bin", help="sign this firmware image (an image update, "
                    "docs/update.md) instead of building the application set; needs --version")
     p.add_argument("--firmware-dir", help="firmware tree to build (default: this checkout's firmware/)")
@@ -42,7 +46,7 @@ def run(args):
     if not 0 < args.expires_in <= 10 * 366 * 86400:
         raise CliError("--expires-in must be 1 s to 10 years (in seconds), not %d" % args.expires_in)
     import time
-    limits = {"expires": int(time.time()) + args.expires_in, "gateways": args.gateway}
+    limits = {"expires": int(time.time()) + args.expires_in, "gateways": args.gateway, "seq": args.seq}
     if args.image:
         if not args.version:
             raise CliError("--image needs --version (an image's version cannot be read from the tree)")

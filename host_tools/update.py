@@ -106,15 +106,16 @@ def firmware_version(firmware_dir):
 
 
 def release(board, key_path, out_dir, version=None, firmware_dir=None, min_config_version=1, downgrade=False,
-            log=None, expires=None, gateways=None):
+            log=None, expires=None, gateways=None, seq=None):
     """Build and sign a release of firmware_dir for board into out_dir; return the manifest.
     expires: unix seconds (default EXPIRES_IN_S from now); gateways: the EUI-64s it is
-    for (None: every gateway of the board; a downgrade needs them)."""
+    for (None: every gateway of the board; a downgrade needs them); seq: the replay
+    floor's number (default: now in unix seconds, docs/update.md "Replay")."""
     from host_tools import deploy
     from host_tools.boards import FIRMWARE_DIR
     log = log or (lambda m: None)
     _check_release(board, min_config_version)
-    limits = _limits(expires, gateways, downgrade)
+    limits = _limits(expires, gateways, downgrade, seq)
     key = load_key(key_path)
     firmware_dir = firmware_dir or FIRMWARE_DIR
     if version is not None:
@@ -168,13 +169,13 @@ def _write_signed(out_dir, key, manifest):
 
 
 def release_image(board, key_path, out_dir, version, image_path, min_config_version=1, downgrade=False, log=None,
-                  expires=None, gateways=None):
+                  expires=None, gateways=None, seq=None):
     """Sign a firmware image (docs/update.md "Image updates") for board into out_dir: the
     manifest names it by SHA-256 and size; files/image.bin is what the gateway downloads
-    into its next OTA app partition. Return the manifest. expires, gateways: as release()."""
+    into its next OTA app partition. Return the manifest. expires, gateways, seq: as release()."""
     log = log or (lambda m: None)
     definition = _check_release(board, min_config_version)
-    limits = _limits(expires, gateways, downgrade)
+    limits = _limits(expires, gateways, downgrade, seq)
     key = load_key(key_path)
     _check_version(version)
     try:
@@ -208,17 +209,26 @@ IMAGE_FILE = "image.bin"
 
 EXPIRES_IN_S = 30 * 86400   # a release's manifest is taken for 30 days unless told otherwise
 MAX_GATEWAYS = 1000         # ppmid.update.manifest.MAX_GATEWAYS
+MAX_SEQ = 0xFFFFFFFF        # ppmid.update.manifest.MAX_SEQ
 
 
-def _limits(expires, gateways, downgrade):
-    """The manifest's "expires" (unix seconds) and, when given, "gateways" (EUI-64s, upper
-    case): a gateway refuses a manifest past its expiry, or naming other gateways; a
-    downgrade must name them (docs/update.md "Manifest")."""
+def _limits(expires, gateways, downgrade, seq=None):
+    """The manifest's "expires" (unix seconds), "seq" and, when given, "gateways" (EUI-64s,
+    upper case): a gateway refuses a manifest past its expiry, naming other gateways, or
+    whose seq is not above the last one it installed; a downgrade must name its gateways
+    (docs/update.md "Manifest", "Replay"). seq defaults to now in unix seconds: every
+    release signed later is above every one before it without the operator keeping count
+    (two signed in the same second share it: --seq then)."""
+    now = int(time.time())
     if expires is None:
-        expires = int(time.time()) + EXPIRES_IN_S
+        expires = now + EXPIRES_IN_S
     if isinstance(expires, bool) or not isinstance(expires, int) or expires <= 0:
         raise UpdateError("expires must be unix seconds, not %r" % (expires,))
-    out = {"expires": expires}
+    if seq is None:
+        seq = now
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 < seq <= MAX_SEQ:
+        raise UpdateError("--seq must be a whole number from 1 to %d (it fits 32 bits), not %r" % (MAX_SEQ, seq))
+    out = {"expires": expires, "seq": seq}
     if gateways:
         out["gateways"] = sorted({_eui(g) for g in gateways})
         if len(out["gateways"]) > MAX_GATEWAYS:

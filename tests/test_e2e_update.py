@@ -3,8 +3,8 @@ library builds and signs sets of this tree, the UpdateSender (what `ppmid update
 offers them through the real mosquitto (TLS, ACLs generated from the contract) to the
 deployed firmware on the emulated board, which downloads, checks, switches and confirms
 or rolls back. One board for the module, in this order: refusals first (the old version
-keeps running), then a good update (version changes, commands still relayed), then an
-older one refused, then a version that raises at boot (rolled back and reported)."""
+keeps running), then a good update (version changes, commands still relayed; the same
+release offered again is a replay), then an older one refused, then a version that raises at boot (rolled back and reported)."""
 import json
 import os
 import re
@@ -143,6 +143,28 @@ def test_a_good_update_is_applied_and_commands_still_relay(emu, keys, tmp_path):
     assert info["update"]["last"] == "applied" and info["update"]["previous"] == "0.1.0"
     emu.wait_online()
     _relays_a_command(emu, "after-update")
+    # the same signed release offered again (any DCC User may publish on update/offer): a
+    # replay, after the switch's reset, and after a soft reset and a reset button press
+    # too (the floor is in the pointer on the flash, docs/update.md "Replay")
+    st, s = _offer(emu, rel)
+    assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_REPLAY", st
+    assert s.chunks_sent == 0 and _running(emu) == "0.2.0"
+    import subprocess
+    from host_tools.boards import mpremote_path
+    seq = "import json\nprint('@@SEQ', json.load(open('/upd/state.json'))['seq'])"
+    from host_tools.emuboard import SOFT_REBOOT_LINE
+    mark = emu.board.mark()
+    # plain mpremote (no resume): it stops the app, and soft-resets between the two reads
+    p = subprocess.run([mpremote_path(), "connect", emu.board.repl, "exec", seq, "soft-reset", "exec", seq],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.count("@@SEQ %d" % rel.manifest["seq"]) == 2, p.stdout + p.stderr
+    assert emu.board.console_bytes()[mark:].count(SOFT_REBOOT_LINE) >= 2  # entering the raw REPL, soft-reset
+    mark = emu.board.mark()
+    emu.board.reset()  # exec stopped the app (as on a real board): boot it again
+    emu.board.wait_for(r"PPMID ready: version=0\.2\.0", 60, since=mark)
+    emu.wait_online()
+    st, _ = _offer(emu, rel)
+    assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_REPLAY", st
 
 
 def test_an_older_version_is_refused_through_the_command_line(emu, keys, tmp_path):

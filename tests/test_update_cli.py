@@ -41,12 +41,14 @@ def test_a_release_is_signed_and_its_files_match(tmp_path, capsys):
     offer = json.loads((out / "offer.json").read_text())
     payload = json.dumps({"id": "x", "manifest": offer["manifest"], "signature": offer["signature"]}).encode()
     now = int(time.time())
-    oid, m, _ = M.verify_offer(payload, pub.strip(), "emulated", "0.1.0", 1, GW, now)
+    oid, m, _ = M.verify_offer(payload, pub.strip(), "emulated", "0.1.0", 1, GW, now, 0)
     assert m["version"] == "0.7.1" and m["board"] == "emulated" and m["downgrade"] is False
+    # the replay floor's seq: the signing time in unix seconds unless --seq says otherwise
+    assert now - 60 <= m["seq"] <= int(time.time())
     # taken for 30 days by every gateway of the board, then refused
     assert now + 30 * 86400 - 60 <= m["expires"] <= now + 30 * 86400 + 60 and "gateways" not in m
     try:
-        M.verify_offer(payload, pub.strip(), "emulated", "0.1.0", 1, GW, m["expires"])
+        M.verify_offer(payload, pub.strip(), "emulated", "0.1.0", 1, GW, m["expires"], 0)
         raise AssertionError("taken after its expiry")
     except M.UpdateError as exc:
         assert exc.code == M.E_UPDATE_EXPIRED
@@ -96,7 +98,7 @@ def test_an_image_release_is_signed_and_names_the_image(tmp_path, capsys):
     assert rc == 0 and "image 1.1.0, 5000 bytes" in text, err
     offer = json.loads((out / "offer.json").read_text())
     payload = json.dumps({"id": "x", "manifest": offer["manifest"], "signature": offer["signature"]}).encode()
-    _, m, _ = M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.0.0", 1, GW, int(time.time()))
+    _, m, _ = M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.0.0", 1, GW, int(time.time()), 0)
     assert "files" not in m and m["image"] == {"sha256": hashlib.sha256(img.read_bytes()).hexdigest(), "size": 5000}
     assert (out / "files" / "image.bin").read_bytes() == img.read_bytes()
     # an image needs its version, and a file that is there
@@ -167,9 +169,52 @@ def test_a_downgrade_names_its_gateways_and_the_expiry_is_chosen(tmp_path, capsy
     assert m["gateways"] == ["00DB000000000001", GW] and m["downgrade"] is True
     assert abs(m["expires"] - (time.time() + 2 * 86400)) < 60
     payload = json.dumps({"id": "x", "manifest": offer["manifest"], "signature": offer["signature"]}).encode()
-    assert M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.1.0", 1, GW, int(time.time()))[1] == m
+    assert M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.1.0", 1, GW, int(time.time()), 0)[1] == m
     try:
-        M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.1.0", 1, "00DB000000000002", int(time.time()))
+        M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.1.0", 1, "00DB000000000002", int(time.time()), 0)
         raise AssertionError("taken by a gateway it does not name")
     except M.UpdateError as exc:
         assert exc.code == M.E_UPDATE_GATEWAY
+
+
+def test_seq_is_signed_and_set_by_seq_and_a_gateway_refuses_one_not_above_its_floor(tmp_path, capsys):
+    # docs/update.md "Replay"
+    key = str(tmp_path / "op.pem")
+    _, pub, _ = _run(capsys, "release", "--make-key", key)
+    img = fake_image(tmp_path / "fw.bin", 0)
+    out = tmp_path / "rel"
+
+    def release(*more):
+        return _run(capsys, "release", "--board", "esp32-devkitc", "--key", key, "--out", str(out),
+                    "--version", "1.2.0", "--image", img, *more)
+
+    def signed():
+        offer = json.loads((out / "offer.json").read_text())
+        payload = json.dumps({"id": "x", "manifest": offer["manifest"], "signature": offer["signature"]}).encode()
+        return payload, json.loads(offer["manifest"])
+    for seq in (1, 4294967295, 1767225600):
+        rc, _, err = release("--seq", str(seq))
+        assert rc == 0, err
+        payload, m = signed()
+        assert m["seq"] == seq
+    now = int(time.time())
+    assert M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.0.0", 1, GW, now, 1767225599)[1] == m
+    for floor in (1767225600, 4294967295):
+        try:
+            M.verify_offer(payload, pub.strip(), "esp32-devkitc", "1.0.0", 1, GW, now, floor)
+            raise AssertionError("taken at floor %d" % floor)
+        except M.UpdateError as exc:
+            assert exc.code == M.E_UPDATE_REPLAY
+    before = (out / "offer.json").read_text()
+    for bad in ("0", "-1", "4294967296"):
+        rc, _, err = release("--seq", bad)
+        assert rc == 1 and err == "ppmid: --seq must be a whole number from 1 to 4294967295 (it fits 32 bits), " \
+            "not %s\n" % bad, err
+    for bad in ("1e3", "x"):  # no integer: argparse's usage error (exit 2), as for every int option
+        try:
+            release("--seq", bad)
+            raise AssertionError("accepted --seq " + bad)
+        except SystemExit as exc:
+            assert exc.code == 2
+        assert "argument --seq: invalid int value" in capsys.readouterr().err
+    assert (out / "offer.json").read_text() == before  # nothing written by a refusal

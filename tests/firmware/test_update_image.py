@@ -139,7 +139,7 @@ def test_a_power_cut_before_set_boot_is_rolled_back_not_reported_applied():
     hw = _hw("ota_0")
     root, _ = _setup(hw)
     slots.makedirs(root + slots.DIR)
-    slots.switch_image(root, "ota_1", "0.2.0", "0.1.0", "i1", 60)  # the pointer, and then the cut
+    slots.switch_image(root, "ota_1", "0.2.0", "0.1.0", "i1", 60, 1)  # the pointer, and then the cut
     s, st, _ = _boot(root, hw)
     assert s.running() == "ota_0"
     assert st["state"] == "rolled-back" and st["error"]["code"] == slots.E_UPDATE_BOOT

@@ -5,7 +5,7 @@ import json
 
 from ppmid.update import manifest as M
 from test_relay_support import fresh_signature_limits
-from update_vectors import PUBLIC, OTHER_PUBLIC, signed_offer, MANIFEST, EXPIRES, GATEWAY
+from update_vectors import PUBLIC, OTHER_PUBLIC, signed_offer, MANIFEST, EXPIRES, GATEWAY, SEQ
 
 
 def _code(fn, *a):
@@ -20,9 +20,9 @@ def _code(fn, *a):
 NOW = 1767225600  # 2026-01-01, a set clock
 
 
-def _verify(payload, running="0.1.0", board="emulated", cfg_version=1, key=PUBLIC, gateway=GATEWAY, now=NOW):
+def _verify(payload, running="0.1.0", board="emulated", cfg_version=1, key=PUBLIC, gateway=GATEWAY, now=NOW, floor=0):
     fresh_signature_limits()  # these tests refuse forged signatures by the dozen
-    return M.verify_offer(payload, key, board, running, cfg_version, gateway, now)
+    return M.verify_offer(payload, key, board, running, cfg_version, gateway, now, floor)
 
 
 def test_a_signed_offer_for_this_board_and_a_newer_version_passes():
@@ -90,8 +90,54 @@ def test_expiry_and_the_gateways_a_manifest_names():
     assert _verify(signed_offer("downgrade"), "0.3.0", gateway=GATEWAY.lower())[1]["version"] == "0.2.0"
 
 
+def test_a_seq_not_above_the_floor_is_a_replay():
+    # docs/update.md "Replay": the floor is the seq of the last manifest switched to
+    assert _verify(signed_offer("good"), floor=SEQ - 1)[1]["seq"] == SEQ
+    for floor in (SEQ, SEQ + 1, 0xFFFFFFFF):
+        try:
+            _verify(signed_offer("good"), floor=floor)
+        except M.UpdateError as exc:
+            assert exc.code == M.E_UPDATE_REPLAY and ("seq %d is not above %d" % (SEQ, floor)) in exc.message, exc
+        else:
+            raise AssertionError("a replay accepted at floor %d" % floor)
+    # said as a replay before the version check: the same manifest after its install
+    assert _code(_verify, signed_offer("good"), "0.2.0", "emulated", 1, PUBLIC, GATEWAY, NOW, SEQ) \
+        == M.E_UPDATE_REPLAY
+    # and a replayed downgrade (the residual of review M4) is one too
+    assert _code(_verify, signed_offer("downgrade"), "0.3.0", "emulated", 1, PUBLIC, GATEWAY, NOW, SEQ) \
+        == M.E_UPDATE_REPLAY
+    # a manifest for another gateway or board is said as such whatever the floor
+    assert _code(_verify, signed_offer("other-gateway"), "0.1.0", "emulated", 1, PUBLIC, GATEWAY, NOW, SEQ) \
+        == M.E_UPDATE_GATEWAY
+    assert _code(_verify, signed_offer("good"), "0.1.0", "esp32-devkitc", 1, PUBLIC, GATEWAY, NOW, SEQ) \
+        == M.E_UPDATE_BOARD
+
+
+def test_seq_must_be_a_whole_number_that_fits_32_bits():
+    try:
+        _verify(signed_offer("no-seq"))
+    except M.UpdateError as exc:
+        assert exc.code == M.E_UPDATE_MANIFEST and "no seq" in exc.message, exc
+    else:
+        raise AssertionError("a manifest without seq accepted")
+    base = dict(MANIFEST)
+    for bad in (-1, 0, 0x100000000, 2 ** 64, "1767225600", 1767225600.0, True, False, None, [1]):
+        m = dict(base, seq=bad)
+        if bad is None:
+            del m["seq"]
+        assert _code(M.parse_manifest, json.dumps(m)) == M.E_UPDATE_MANIFEST, bad
+    for good in (1, 0x3FFFFFFF, 0x40000000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF):
+        # 2**30 and up are long ints on a 32-bit MicroPython (31-bit small ints): parsed and
+        # compared as any other
+        m = M.parse_manifest(json.dumps(dict(base, seq=good)))
+        assert m["seq"] == good and m["seq"] > good - 1 and not m["seq"] > good, good
+    img = {"format": 1, "version": "1.1.0", "board": "esp32-devkitc", "expires": EXPIRES,
+           "image": {"sha256": "ab" * 32, "size": 10}}
+    assert _code(M.parse_manifest, json.dumps(img)) == M.E_UPDATE_MANIFEST  # an image's too
+
+
 def test_expires_and_gateways_must_be_well_formed():
-    base = {"format": 1, "version": "0.2.0", "board": "emulated", "files": MANIFEST["files"]}
+    base = {"format": 1, "version": "0.2.0", "board": "emulated", "seq": SEQ, "files": MANIFEST["files"]}
     for bad in (base, dict(base, expires="4102444800"), dict(base, expires=True), dict(base, expires=0),
                 dict(base, expires=EXPIRES, gateways=[]), dict(base, expires=EXPIRES, gateways="00DB1234567890A4"),
                 dict(base, expires=EXPIRES, gateways=["00DB"]), dict(base, expires=EXPIRES, gateways=[1])):
@@ -127,7 +173,7 @@ def test_the_fixture_manifest_is_what_was_signed():
 
 
 def test_image_manifests_name_one_image_with_its_digest_and_size():
-    base = {"format": 1, "version": "1.1.0", "board": "esp32-devkitc", "expires": EXPIRES}
+    base = {"format": 1, "version": "1.1.0", "board": "esp32-devkitc", "expires": EXPIRES, "seq": SEQ}
     good = dict(base, image={"sha256": "ab" * 32, "size": 1503232})
     assert M.parse_manifest(json.dumps(good))["image"]["size"] == 1503232
     for bad, why in ((dict(base, image={"sha256": "ab" * 32, "size": 0}), "size"),
@@ -152,10 +198,10 @@ def test_upper_case_digests_are_taken_in_lower_case():
     with open(root + "/f", "wb") as f:
         f.write(b"abc")
     digest = file_hash(root + "/f")
-    files = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated", "expires": EXPIRES,
+    files = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated", "expires": EXPIRES, "seq": SEQ,
                         "files": [{"path": "ppmid/app.mpy", "sha256": digest.upper(), "size": 3}]})
     assert M.parse_manifest(files)["files"][0]["sha256"] == digest
-    image = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated", "expires": EXPIRES,
+    image = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated", "expires": EXPIRES, "seq": SEQ,
                         "image": {"sha256": digest.upper(), "size": 3}})
     assert M.parse_manifest(image)["image"]["sha256"] == digest
 

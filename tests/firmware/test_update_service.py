@@ -222,7 +222,7 @@ def test_refusals_write_nothing():
 def test_the_same_version_offered_again_on_probation_is_told_to_wait():
     root = _setup()
     slots.makedirs(root + slots.DIR)
-    slots.switch(root, "a", "0.2.0", "0.1.0", "x", 3, 60)
+    slots.switch(root, "a", "0.2.0", "0.1.0", "x", 3, 60, 1)
 
     async def go():
         u = _updater(root)
@@ -237,7 +237,7 @@ def test_the_same_version_offered_again_on_probation_is_told_to_wait():
 def test_no_other_offer_while_a_set_is_on_probation():
     root = _setup()
     slots.makedirs(root + slots.DIR)
-    slots.switch(root, "a", "0.1.5", "0.0.9", "x", 3, 60)
+    slots.switch(root, "a", "0.1.5", "0.0.9", "x", 3, 60, 1)
 
     async def go():
         u = _updater(root)

@@ -36,6 +36,7 @@ def test_a_pointer_write_failing_at_the_switch_is_refused_and_the_next_offer_is_
         assert st["error"]["code"] == S.E_UPDATE_FLASH and "28" in st["error"]["message"], st
         assert not u.switching and u.stage is None and u.board.resets == 0
         assert slots.state(root) == {"slot": ""} and not slots.exists(root + "/upd/a")
+        assert slots.floor(slots.state(root)) == 0  # a failed switch raises no replay floor
         await u.handle(u.topic + "/offer", signed_offer("real", "o2"))
         assert u.client.last()["state"] == "downloading" and u.client.last()["id"] == "o2"
         await _serve(u)

@@ -44,7 +44,7 @@ def test_switch_then_probation_boots_then_rollback():
     root = fresh_root()
     slots.makedirs(root + slots.DIR)
     _slot_with_app(root, "a")
-    slots.switch(root, "a", "0.2.0", "0.1.0", "o1", 2, 60)
+    slots.switch(root, "a", "0.2.0", "0.1.0", "o1", 2, 60, 1)
     for boot in (1, 2):
         path, p = slots.choose(root, _silent)
         assert path == root + "/upd/a" and p["boots"] == boot
@@ -62,7 +62,7 @@ def test_confirm_ends_probation_and_keeps_the_set():
     root = fresh_root()
     slots.makedirs(root + slots.DIR)
     _slot_with_app(root, "a")
-    slots.switch(root, "a", "0.2.0", "0.1.0", "o1", 3, 60)
+    slots.switch(root, "a", "0.2.0", "0.1.0", "o1", 3, 60, 1)
     slots.choose(root, _silent)
     assert slots.confirm(root, "0.2.0")
     assert not slots.confirm(root, "0.2.0")  # once
@@ -82,14 +82,51 @@ def test_the_next_update_goes_to_the_other_slot_and_rolls_back_to_the_running_on
     slots.makedirs(root + slots.DIR)
     assert slots.target_slot(slots.state(root)) == "a"
     _slot_with_app(root, "a")
-    slots.switch(root, "a", "0.2.0", "0.1.0", "o1", 1, 60)
+    slots.switch(root, "a", "0.2.0", "0.1.0", "o1", 1, 60, 1)
     slots.confirm(root, "0.2.0")
     assert slots.target_slot(slots.state(root)) == "b"
     _slot_with_app(root, "b")
-    slots.switch(root, "b", "0.3.0", "0.2.0", "o2", 1, 60)
+    slots.switch(root, "b", "0.3.0", "0.2.0", "o2", 1, 60, 1)
     assert slots.choose(root, _silent)[0] == root + "/upd/b"
     assert slots.choose(root, _silent) == (root + "/upd/a", None)  # 0.3.0 failed: back to 0.2.0 in a
     assert _state(root)["version"] == "0.2.0"
+
+
+def test_the_replay_floor_is_raised_by_the_switch_and_kept_by_every_later_write():
+    # docs/update.md "Replay": boots on probation, confirm, the report's mark, rollbacks (by
+    # boots, by the clock, to an empty slot) and an image switch all keep it; nothing lowers it
+    root = fresh_root()
+    slots.makedirs(root + slots.DIR)
+    assert slots.floor(slots.state(root)) == 0  # never updated
+    _slot_with_app(root, "a")
+    big = 0xFFFFFFFF  # above 2**30: a long int on a 32-bit port, kept as JSON digits
+    slots.switch(root, "a", "0.2.0", "0.1.0", "o1", 2, 60, big - 1)
+    assert _state(root)["seq"] == big - 1
+    slots.choose(root, _silent)
+    slots.confirm(root, "0.2.0")
+    slots.mark_reported(root)
+    assert slots.floor(_state(root)) == big - 1
+    _slot_with_app(root, "b")
+    slots.switch(root, "b", "0.3.0", "0.2.0", "o2", 1, 60, big)
+    slots.choose(root, _silent)
+    slots.choose(root, _silent)  # past max_boots: rolled back to 0.2.0
+    st = _state(root)
+    assert st["slot"] == "a" and st["last"]["result"] == "rolled-back" and slots.floor(st) == big
+    slots.switch(root, "b", "0.3.1", "0.2.0", "o3", 1, 60, 7)  # a lower seq (a caller's bug) never lowers it
+    assert slots.floor(_state(root)) == big
+    asyncio.run(slots.watch(_Board(), root, 1, _fast_sleep))  # the probation clock's rollback
+    assert _state(root)["last"]["error"]["code"] == slots.E_UPDATE_TIMEOUT and slots.floor(_state(root)) == big
+    slots.switch_image(root, "ota_1", "1.1.0", "0.2.0", "i1", 60, 5)
+    assert slots.floor(_state(root)) == big and _state(root)["image"]["label"] == "ota_1"
+    slots.rmtree(slots.slot_dir(root, "a"))
+    slots.choose(root, _silent)  # a pointer at an emptied slot: rolled back to the root set
+    assert slots.floor(_state(root)) == big
+
+
+def test_a_floor_that_is_not_a_whole_number_counts_as_none():
+    for st in ({"slot": ""}, {"slot": "", "seq": True}, {"slot": "", "seq": "12"}, {"slot": "", "seq": None}):
+        assert slots.floor(st) == 0, st
+    assert slots.floor({"slot": "a", "seq": 12}) == 12
 
 
 def test_a_pointer_at_an_empty_slot_falls_back_to_the_root_set():
@@ -126,7 +163,7 @@ def test_the_probation_clock_rolls_back_when_nothing_confirms():
     root = fresh_root()
     slots.makedirs(root + slots.DIR)
     _slot_with_app(root, "a")
-    slots.switch(root, "a", "0.2.0", "0.1.0", "o1", 3, 60)
+    slots.switch(root, "a", "0.2.0", "0.1.0", "o1", 3, 60, 1)
     b = _Board()
     asyncio.run(slots.watch(b, root, 5, _fast_sleep))
     assert b.resets == 1
@@ -138,7 +175,7 @@ def test_the_probation_clock_stops_once_confirmed():
     root = fresh_root()
     slots.makedirs(root + slots.DIR)
     _slot_with_app(root, "a")
-    slots.switch(root, "a", "0.2.0", "0.1.0", "o1", 3, 60)
+    slots.switch(root, "a", "0.2.0", "0.1.0", "o1", 3, 60, 1)
     b = _Board()
     ticks = [0]
 

@@ -19,28 +19,29 @@ PUBLIC = "041c6f9085ad41dfb23e89c976c9caab6e1dd16eb026889c2a9953a2a8d9c5329aca88
 OTHER_PUBLIC = "04118ae1008760ea47124e721540fc9cf0ae6583f28128bb72d856b1b122a042fad711e8843714a7cb4a8ebd0bd0108ad058bb1801d5a2650b8e004e85bb3169ff"
 
 EXPIRES = 4102444800  # the fixtures' expiry (2100-01-01): far ahead of any test clock
+SEQ = 1767225600      # the fixtures' seq (docs/update.md "Replay"): a signing time, as ppmid release sets it
 GATEWAY = "00DB1234567890A4"  # the one the downgrade fixture names (test_update_service.EUI)
 
-MANIFEST = {"format": 1, "version": "0.2.0", "board": "emulated", "min_config_version": 1, "downgrade": False, "expires": EXPIRES, "files": [{"path": "board.json", "sha256": "abababababababababababababababababababababababababababababababab", "size": 10}, {"path": "ppmid/app.mpy", "sha256": "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd", "size": 2000}]}
+MANIFEST = {"format": 1, "version": "0.2.0", "board": "emulated", "min_config_version": 1, "downgrade": False, "expires": EXPIRES, "seq": SEQ, "files": [{"path": "board.json", "sha256": "abababababababababababababababababababababababababababababababab", "size": 10}, {"path": "ppmid/app.mpy", "sha256": "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd", "size": 2000}]}
 
 # name -> (signed manifest text, signature r || s in hex)
 SIGNED = {
-    'good': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        'f7671374355ac0a7af4c82eb49e447637de7033b86f7231c3b6a64f88983fb46f829243ec3a20bc00bab268cc4a7fe063737e352d576d00a8c6a66f0170269a3'),
-    'wrong-key': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        '93b3ddcd8a733903bd72c718e61693610412436e83bbad1b0029bfba2c9c0edbca099783987a5c458392f194c3425956d7f630accd625ead9fd821b56190545a'),
-    'needs-config-2': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":2,"version":"0.2.0"}',
-        '8c3240f62ca29f0c49f48cadb2ea119c5e4246ca4cbc1261153049a5e82b141af31cff03ac4409ab23f0a5006ca7d2f1e42bacd524b9e0c77d8c4f544cd5bda1'),
-    'downgrade': ('{"board":"emulated","downgrade":true,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"gateways":["00DB1234567890A4"],"min_config_version":1,"version":"0.2.0"}',
-        '38cc6d48b7c4aae2ff7592655f9e1926325cb9abcfd990434404dd43b10e0dc18b4624cc4a124b8a80dbced11a27a2f64ed077474c7caa598db6cadaa73c5ece'),
-    'path-escape': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"ppmid/../config.json","sha256":"abababababababababababababababababababababababababababababababab","size":3},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        '4c6f8d7171dcdb6f54ecf20461c6e9d2156fe576e80c7497ad546e47033a0f89ab74be09df58ee86c1b9546ec1950303f01c66c0f6b16b781ab01d525f9800b4'),
-    'no-app': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        'c9a2be85071484cd6e207e89e2644b983e0cc3a796b0ccbf34746be654516c72fc3dd10708d512476617d4ea072effe71ed713182d9dde0a3340a694b2964141'),
-    'bad-digest': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"ppmid/app.mpy","sha256":"xyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxy","size":3}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        'ab54811d070eaa1775e9ec72c6a9fad987abe6c146d4fba39dbeed958119c960c8c98494012e0d40e2325f6ae2effc6a2383e6dbde64a7c4c39a425fcc814e86'),
-    'real': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"df4a293fdf56431094e3f1bb34bb7a25d00552e9bd49418d406540d8515094a3","size":20},{"path":"ppmid/app.mpy","sha256":"fff5d0952a2272c2d76e419a1ad7b6f026eab7ad776afd029916f60fd43c2dd0","size":3075}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-        '835df048c8ca3e64c9c1b49239836b56fc90c83a518137d75878b6d0376e4b28b14d59871f3bbb3b1a178694c16022aa87fdce1c78e1132db47aec2f63343a6f'),
+    'good': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+        '3e3338b5ab4ac14bbfad0d062b884245d90fa967aa67de237b2e3c8fb008077d189ec6fdbcf529fb41383db79afd83fdeca6bf837e978af67ef38d00ab2f6db8'),
+    'wrong-key': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+        '139c14bb5402aac26499d91514b70aba374194395e3e9221f04c2d5bc8b2d8a354ec2b60bf8282943403bde95be7dc24e794504beb1f378722c758be427a4584'),
+    'needs-config-2': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":2,"seq":1767225600,"version":"0.2.0"}',
+        'aed9fc159a54584527faf6249a9d1b4dd9ad7625e2396260325a24524c573e91c1126f8e04641abe63a10364c2d7b2eca3310cef5289a2c5da3778aa8898129b'),
+    'downgrade': ('{"board":"emulated","downgrade":true,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"gateways":["00DB1234567890A4"],"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+        '3978cc11d771cafc95f70976dcfc185ef40e48f3828992ec22314903731239d9b71dc2804fa23b2189dc4e8572c0ff12ab3776ec0f57083908f9ecbaa82f0376'),
+    'path-escape': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"ppmid/../config.json","sha256":"abababababababababababababababababababababababababababababababab","size":3},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+        '1b879975c1928f72b1cfef6924661e8798c1d931ac8780a4f782fc6d0ced95cf2c954288a3115e127ffd4144f9dc88d0f7e616f54ab7fcde4d8544e73f99cff5'),
+    'no-app': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10}],"format":1,"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+        '3e39ea9e8ec0c049b7cca043264468ecf452db3a804df0fb52dbf84fe447c9b3633a54382bdf99d6963fcc7ffa118a44cff643a3ec575a2ddb3e37408aba2e15'),
+    'bad-digest': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"ppmid/app.mpy","sha256":"xyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxyxy","size":3}],"format":1,"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+        'e85d0029ea69542d41803512ba01d7f7a047d3255c3aa9b2c0987d2dd56c510c2afe936e226bc855683ac3bb2a4c188ddab8b088c9dfeb8a6759206ab77f72d4'),
+    'real': ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"df4a293fdf56431094e3f1bb34bb7a25d00552e9bd49418d406540d8515094a3","size":20},{"path":"ppmid/app.mpy","sha256":"fff5d0952a2272c2d76e419a1ad7b6f026eab7ad776afd029916f60fd43c2dd0","size":3075}],"format":1,"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+        'ee2653c191af788765895e093ffcc11378ec515f18ee9ebe1bd46df9105b149a148c1a6b038d3286a9fe4c33369011e8bc23278cfde750a124619818ec131eb1'),
 }
 
 
@@ -54,20 +55,32 @@ def signed_offer(name, oid="t1"):
 
 # image manifests (docs/update.md "Image updates"): IMAGE is the 'image' one's bytes
 IMAGE = bytes((i * 7 + (i >> 8)) & 0xFF for i in range(10000))
-SIGNED['image'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":10000},"min_config_version":1,"version":"0.2.0"}',
-    '028fab5df1468e70c21bba3118831159d7bfc126fc4349300892a28ebcde14671a52604ef555ea2f4a04f9d8f7b67c665f85e0472ac360d7e1f2faadf6e8969d')
-SIGNED['image-too-big'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":20000},"min_config_version":1,"version":"0.2.0"}',
-    '7fc6d2d5aaf5f6f5013bd2c5bef695e216b5d8c1ae89e3a407cd21467ff49bb838f9ad7c54550cfa39270d51dd5de5478423246063ae658b76168b5a84a940d1')
-SIGNED['image-and-files'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"ppmid/app.mpy","sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":3}],"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":10000},"min_config_version":1,"version":"0.2.0"}',
-    '07db3d52c93cb19cb49b06d26b147485b3974032ccbcca4a4282a3d23b352d3661316b1b42898696c4598d42f9220ad6e3c8baf8e2a1dc7a8356c2807e9f267e')
+SIGNED['image'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":10000},"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+    '8697e5ab653ce9c206c73eb12590c7a9a15b32f3cfa7c8cc8b44a951181c401ab37325f053410578836b5cae3c626688648c3388d6272635ee3a73dbe5aee466')
+SIGNED['image-too-big'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":20000},"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+    '8555237f071a428b3c4cad34063bdac66006e683e37757666a5fc5aafb0f7dc041346de60b8905a0b43decd7b5d13597b4c1fbaff0433c8462674979d37f2089')
+SIGNED['image-and-files'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"ppmid/app.mpy","sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":3}],"format":1,"image":{"sha256":"c6bec1a98cf1c8f350c1ca9cd7ed598ae4e74e32ef95e8396cfd64129c34dc24","size":10000},"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+    'b6f7f70378f761ec1168f1df3717692ce5639525f9fdd8576d222c1d4a878a6588a42ca78b18ecfd1082a024b79c0c05c6331412141ecab1b375bd76308cf6f1')
 
 # expiry and gateways (docs/update.md "Manifest"): signed without expires (before it was
 # required), expired, a downgrade naming no gateway, one naming another gateway
-SIGNED['no-expires'] = ('{"board":"emulated","downgrade":false,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-    '7f1bddba24deb0924a5aa4e69386f57ae0c813227e91aaa52e69337d615975df8c4301596bdcee60b283b7af6990bf5639553965f5d64c5d1ac5f3237b33f809')
-SIGNED['expired'] = ('{"board":"emulated","downgrade":false,"expires":1700000000,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-    '5c5fdcd35b0236341b4134795b9a4f078943a8413d8f1341622bcb6a23cfcc29e2111fec6ba3ae596cdae357ebe5b022794c1d1875fe6d7ea802279effdd1a35')
-SIGNED['downgrade-no-gateways'] = ('{"board":"emulated","downgrade":true,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
-    '469ef9311557e6b27355d2d23043ba6bc73dfd44a850f51ddca17acdf9bfcbf08a6c62c45d8a9e87c52739e6a5cd278961cd268e32b56868a7cc734fb5a380df')
-SIGNED['other-gateway'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"gateways":["00DB000000000001"],"min_config_version":1,"version":"0.2.0"}',
-    '708ca0e048894c7a9f8da7ab9e84ab2f60dd4b0bb16f641e54f970b2d03336894374105158a645615909b04d5f68b6041f584514a06eaabd440b43fb30f7e8e1')
+SIGNED['no-expires'] = ('{"board":"emulated","downgrade":false,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+    'd7101b0d3dbe26f224e8fffec5ad028d58c4d59e72bbaae1e65a01b0a0df1abd4860fef8d21dc9f388f39bd8c7c91491b104ef33761269815a8ae402767b373a')
+SIGNED['expired'] = ('{"board":"emulated","downgrade":false,"expires":1700000000,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+    '55965f079afaa3d350c9d57bd465ee775f075443e3e6130daae30f81831853917fc80dda51a6e4dd60c92884071d9e2b3bbe96470e00798c55090c793b367b55')
+SIGNED['downgrade-no-gateways'] = ('{"board":"emulated","downgrade":true,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+    '805e668183f22cff45fff036adba13157da23c66ea2f5dfa04c7df64b5f66625a8e0b4ae4b864a355f7673f93fbd98bc897c858f78395f0891a79302c3c78bc8')
+SIGNED['other-gateway'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"gateways":["00DB000000000001"],"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+    'e9341944b85fc0fd7f753b14b0360cf769a5cd419c88887301c0883d573caed3a023468b561437dd7d7cf0f63668b64eed85dac90082ec104dc40e9496fdb984')
+
+# the replay floor (docs/update.md "Replay"): every manifest above is signed with seq SEQ;
+# these are one signed without seq, and the "real" set again as 0.3.0 with a lower and a
+# higher seq, and as a downgrade to 0.1.5 signed before it (a lower seq)
+SIGNED['no-seq'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"abababababababababababababababababababababababababababababababab","size":10},{"path":"ppmid/app.mpy","sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","size":2000}],"format":1,"min_config_version":1,"version":"0.2.0"}',
+    '9677b6cec4b534b12ca211294be50166fd0515b544a262037edf02203234f6ee28d882f5bc1d089a1c6c9cf327afed857027fc90a34a5c0e41831c88061be051')
+SIGNED['real-older-seq'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"df4a293fdf56431094e3f1bb34bb7a25d00552e9bd49418d406540d8515094a3","size":20},{"path":"ppmid/app.mpy","sha256":"fff5d0952a2272c2d76e419a1ad7b6f026eab7ad776afd029916f60fd43c2dd0","size":3075}],"format":1,"min_config_version":1,"seq":1767225599,"version":"0.3.0"}',
+    'f521366587e31de3fc1711678078f2bdd0462b308389576da6aecfa4fdd113c682b3831e45fab2d673ab263cfe40c0c0cebcb8bf9b15728007dd1144c92a2105')
+SIGNED['real-next'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[{"path":"board.json","sha256":"df4a293fdf56431094e3f1bb34bb7a25d00552e9bd49418d406540d8515094a3","size":20},{"path":"ppmid/app.mpy","sha256":"fff5d0952a2272c2d76e419a1ad7b6f026eab7ad776afd029916f60fd43c2dd0","size":3075}],"format":1,"min_config_version":1,"seq":1767225601,"version":"0.3.0"}',
+    'f59f9d3b695d787a783337a1b586bec2edcd39cfb96326ee2f309e6672474829ba3f0b9ba4c4ea80a52ef904016a039a40755713f43414ac1285062830e5441e')
+SIGNED['real-downgrade'] = ('{"board":"emulated","downgrade":true,"expires":4102444800,"files":[{"path":"board.json","sha256":"df4a293fdf56431094e3f1bb34bb7a25d00552e9bd49418d406540d8515094a3","size":20},{"path":"ppmid/app.mpy","sha256":"fff5d0952a2272c2d76e419a1ad7b6f026eab7ad776afd029916f60fd43c2dd0","size":3075}],"format":1,"gateways":["00DB1234567890A4"],"min_config_version":1,"seq":1767225500,"version":"0.1.5"}',
+    '7d0b29d83b79c79ca8e8bc29df0f4d1ab390a080ed38b63ae5ef98940015c9c796fbdb486c2ea1f111277c973cc55f1f027585a7e27925a743d7394d1d7c99db')

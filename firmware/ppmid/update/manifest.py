@@ -21,6 +21,7 @@ E_UPDATE_OLDER = "E_UPDATE_OLDER"          # not newer than the running version,
 E_UPDATE_CONFIG = "E_UPDATE_CONFIG"        # needs a newer config version than ours
 E_UPDATE_EXPIRED = "E_UPDATE_EXPIRED"      # signed with an expiry that has passed
 E_UPDATE_GATEWAY = "E_UPDATE_GATEWAY"      # names the gateways it is for, not this one
+E_UPDATE_REPLAY = "E_UPDATE_REPLAY"        # its seq is not above the one this gateway installed last
 E_RATE = "E_RATE"                          # as ppmid.relay.core's: too many bad signatures, later
 FAILS_BURST = 3                            # failed signature checks in a row on update/+ ...
 FAILS_PER_S = 1 / 60                       # ... and one more each minute after that (envelope_sig's)
@@ -28,6 +29,7 @@ MAX_FILES = 200
 MAX_FILE_BYTES = 1 << 20
 MAX_GATEWAYS = 1000       # a manifest's "gateways" list (a downgrade must have one)
 MAX_IMAGE_BYTES = 4 << 20  # the largest ESP32 OTA app partition a 8 MB flash would have
+MAX_SEQ = 0xFFFFFFFF       # a manifest's seq fits 32 bits unsigned (a long int on a 32-bit port: compared, never packed)
 _PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
 
 
@@ -106,6 +108,12 @@ def parse_manifest(text):
     exp = m.get("expires")
     if isinstance(exp, bool) or not isinstance(exp, int) or exp <= 0:
         _bad("the manifest has no expires (unix seconds): sign it again with ppmid release")
+    # the replay floor's rising number (pre-release, as for expires: no manifest without one
+    # is kept). Up to 2**32-1: on a 32-bit port that is a long int (small ints are 31 bits),
+    # which json.loads makes and "<=" compares; nothing packs it into a fixed width
+    seq = m.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 < seq <= MAX_SEQ:
+        _bad("the manifest has no seq (a whole number 1 to %d): sign it again with ppmid release" % MAX_SEQ)
     gws = m.get("gateways")
     if gws is not None and (not isinstance(gws, list) or not 0 < len(gws) <= MAX_GATEWAYS
                             or any(not isinstance(g, str) or len(g) != 16 for g in gws)):
@@ -343,11 +351,13 @@ def check_signature(key_hex, text, sig):
         raise UpdateError(E_UPDATE_SIGNATURE, "the manifest's signature does not verify with this gateway's update key")
 
 
-def check_applicable(m, board, running, config_version, gateway, now):
+def check_applicable(m, board, running, config_version, gateway, now, floor):
     """Refuse a valid manifest that is not for this gateway now: another board, expired
     (`now`: unix seconds, None while the clock is unset: E_CLOCK, as for envelopes with an
-    expiry), naming other gateways, not newer than the running version (unless it is
-    signed as a downgrade, which always names its gateways), a newer config."""
+    expiry), naming other gateways, a seq not above `floor` (the seq of the last manifest
+    this gateway switched to, ppmid.update.slots.floor: a replay), a newer config, not
+    newer than the running version (unless it is signed as a downgrade, which always names
+    its gateways)."""
     if m["board"] != board:
         raise UpdateError(E_UPDATE_BOARD, "the update is for board %s, this is %s" % (m["board"], board))
     if now is None:
@@ -358,6 +368,10 @@ def check_applicable(m, board, running, config_version, gateway, now):
     gws = m.get("gateways")
     if gws is not None and gateway.upper() not in [g.upper() for g in gws]:
         raise UpdateError(E_UPDATE_GATEWAY, "the update names %d gateway(s), not this one (%s)" % (len(gws), gateway))
+    # before the version: the same manifest again after its install is a replay, said as one
+    if m["seq"] <= floor:
+        raise UpdateError(E_UPDATE_REPLAY, "manifest seq %d is not above %d, the last this gateway installed: "
+                          "refused as a replay (sign a new release)" % (m["seq"], floor))
     if m.get("min_config_version", 1) > config_version:
         raise UpdateError(E_UPDATE_CONFIG, "the update needs config version %d, this gateway has %d"
                           % (m["min_config_version"], config_version))
@@ -369,14 +383,15 @@ def check_applicable(m, board, running, config_version, gateway, now):
         raise UpdateError(E_UPDATE_OLDER, "version %s is already running" % running)
 
 
-def verify_offer(payload, key_hex, board, running, config_version, gateway, now, parsed=None):
+def verify_offer(payload, key_hex, board, running, config_version, gateway, now, floor, parsed=None):
     """(offer id, manifest dict, manifest text) of an offer that may be applied here, or
     UpdateError: the signature first, so an unsigned manifest is never even parsed.
     gateway: this gateway's EUI-64; now: unix seconds, None while the clock is unset;
+    floor: the seq of the last manifest installed here (0: none);
     parsed: parse_offer(payload) when the caller has it already (the manifest's text is the
     size of the whole offer, ~13 KB for the app: one copy of it, not two)."""
     oid, text, sig = parsed or parse_offer(payload)
     check_signature(key_hex, text, sig)
     m = parse_manifest(text)
-    check_applicable(m, board, running, config_version, gateway, now)
+    check_applicable(m, board, running, config_version, gateway, now, floor)
     return oid, m, text

@@ -247,8 +247,10 @@ class Updater:
                               "it is confirmed" % busy)
         settings, cfg_version = _config(self.root)
         try:
+            # the floor is raised only by the switch (slots.switch): a download that fails,
+            # or a switch that is put back, leaves the same manifest free to be offered again
             oid, m, text = M.verify_offer(payload, settings["public_key"], self.board.name, self.version, cfg_version,
-                                          self.client.client_id, self._now(), parsed)
+                                          self.client.client_id, self._now(), slots.floor(st), parsed)
         finally:
             _unload("ppmid.update.p256")
         # a chunk, its header and the topic must fit the client's receive buffer
@@ -454,12 +456,12 @@ class Updater:
         if w is not None:
             # the pointer first: a power cut before set_boot() then boots the old image on
             # "probation", which ppmid.update.report sees and rolls back (E_UPDATE_BOOT)
-            slots.switch_image(self.root, w.label, m["version"], self.version, st["id"], self.probation[1])
+            slots.switch_image(self.root, w.label, m["version"], self.version, st["id"], self.probation[1], m["seq"])
             # the bootloader checks the image here (chip, header, secure boot) and raises
             step[:] = [E_UPDATE_IMAGE, "the bootloader refused to boot the image in partition %s" % w.label]
             w.slots.set_boot(w.label)
             self.log("PPMID update: switching to image %s (partition %s): resetting" % (m["version"], w.label))
         else:
             slots.switch(self.root, st["slot"], m["version"], self.version, st["id"], self.probation[0],
-                         self.probation[1])
+                         self.probation[1], m["seq"])
             self.log("PPMID update: switching to %s (slot %s): resetting" % (m["version"], st["slot"]))

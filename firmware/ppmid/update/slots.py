@@ -8,9 +8,13 @@
 #
 # Every change of state.json is a new file renamed over the old one (atomic on LittleFS
 # and POSIX), so a power cut leaves the old pointer or the new one. The switch to a new
-# set is that one rename; a rollback is another. main.py calls choose() before anything
-# of the application is imported. Only os/json here: it runs from the root set's copy
-# while the chosen set's package is not imported yet.
+# set is that one rename; a rollback is another. The pointer also keeps the replay floor
+# ("seq": the seq of the last manifest switched to, docs/update.md "Replay"), raised by
+# the switch's own rename and carried over by every later write (a probation boot
+# counted, confirm, rollback): no second file whose write could leave the floor and the
+# set that runs out of step. main.py calls choose() before anything of the application
+# is imported. Only os/json here: it runs from the root set's copy while the chosen set's
+# package is not imported yet.
 import json
 import os
 
@@ -110,6 +114,13 @@ def summary(st):
     return out
 
 
+def floor(st):
+    """The replay floor of pointer st: the seq of the last manifest switched to, 0 when no
+    update ever switched (or the pointer is unreadable: then the root set runs too)."""
+    seq = st.get("seq", 0)
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+
+
 def slot_dir(root, slot):
     return _path(root, DIR + "/" + slot) if slot else (root.rstrip("/") or "/")
 
@@ -119,27 +130,29 @@ def target_slot(st):
     return "b" if st.get("slot") == "a" else "a"
 
 
-def switch(root, slot, version, running, offer_id, boots, seconds):
-    """Point at the downloaded slot, on probation: the atomic step of an update."""
+def switch(root, slot, version, running, offer_id, boots, seconds, seq):
+    """Point at the downloaded slot, on probation, and raise the replay floor to the
+    manifest's seq: the atomic step of an update."""
     st = state(root)
     new = {"slot": slot, "version": version, "offer": offer_id,
            "previous": {"slot": st.get("slot", ""), "version": running},
-           "probation": {"boots": 0, "max_boots": boots, "seconds": seconds}}
+           "probation": {"boots": 0, "max_boots": boots, "seconds": seconds}, "seq": max(floor(st), seq)}
     if "last" in st:
         new["last"] = st["last"]
     write_json(_path(root, STATE), new)
     remove(_path(root, STAGE))
 
 
-def switch_image(root, label, version, running, offer_id, seconds):
+def switch_image(root, label, version, running, offer_id, seconds, seq):
     """Point at a new firmware image (docs/update.md "Image updates"), on probation for one
     boot: the ESP-IDF bootloader rolls back a partition whose first boot ends unmarked, so
-    a second boot means it failed. The application set (slot) stays as it is."""
+    a second boot means it failed. The application set (slot) stays as it is. The replay
+    floor is raised to seq, as by switch()."""
     st = state(root)
     new = {"slot": st.get("slot", ""), "version": version, "offer": offer_id,
            "previous": {"slot": st.get("slot", ""), "version": running, "image": st.get("image")},
            "image": {"label": label, "version": version},
-           "probation": {"boots": 0, "max_boots": 1, "seconds": seconds, "image": label}}
+           "probation": {"boots": 0, "max_boots": 1, "seconds": seconds, "image": label}, "seq": max(floor(st), seq)}
     if "last" in st:
         new["last"] = st["last"]
     write_json(_path(root, STATE), new)
@@ -147,7 +160,9 @@ def switch_image(root, label, version, running, offer_id, seconds):
 
 
 def rollback(root, code, message):
-    """Back to the previous set; the failed version and the reason go into "last"."""
+    """Back to the previous set; the failed version and the reason go into "last". The
+    replay floor stays where the switch raised it: the manifest that failed is not taken
+    again (a fixed one is signed with a higher seq), nor any signed before it."""
     st = state(root)
     prev = st.get("previous") or {"slot": ""}
     new = {"slot": prev.get("slot", ""), "version": prev.get("version"), "offer": st.get("offer"),
@@ -155,6 +170,8 @@ def rollback(root, code, message):
                     "error": {"code": code, "message": message}, "reported": False}}
     if prev.get("image"):
         new["image"] = prev["image"]  # the image before a failed image update
+    if "seq" in st:
+        new["seq"] = st["seq"]
     write_json(_path(root, STATE), new)
     return prev
 
