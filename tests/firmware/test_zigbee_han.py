@@ -29,11 +29,15 @@ def _han(window_s=WINDOW_S):
     return han, sent
 
 
+APS_ENCRYPTED = 0x0020  # the NCP received the frame APS-encrypted (the CH's link key)
+
+
 def _refusal(han, status=T.WRONG_DEVICE):
     # the CH's TransferDataError for our newest TransferData, as the NCP delivers it
     frame = T.zcl_header(7, 0x03, False) + bytes((han.tunnel.tunnel_id & 0xFF, han.tunnel.tunnel_id >> 8, status))
     han._incoming({"sender": CH, "message": frame,
-                   "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": 0, "group": 0}})
+                   "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": APS_ENCRYPTED,
+                           "group": 0}})
 
 
 async def _with_resend_loop(han, body):
@@ -230,9 +234,9 @@ def test_a_gbt_send_that_failed_holds_the_place_of_the_blocks_the_ch_may_have():
 
 
 # ---- incoming APS fragments (_defragment), as the NCP hands them over ----------------
-def _fragment(han, index, count, data, sender=CH):
+def _fragment(han, index, count, data, sender=CH, seq=9, options=0x8000 | APS_ENCRYPTED):
     aps = {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "src_ep": 1, "dst_ep": 1,
-           "options": 0x8000, "group": (count << 8) | index, "sequence": 9}
+           "options": options, "group": (count << 8) | index, "sequence": seq}
     han._incoming({"sender": sender, "message": data, "aps": aps})
 
 
@@ -270,9 +274,11 @@ def test_fragment_index_beyond_the_count_delivers_nothing():
 OTHER = 0x4F21  # any other node holding the network key (an IHD, a CAD, another PPMID)
 
 
-def _tunnel_frame(han, zcl, sender):
+def _tunnel_frame(han, zcl, sender, options=APS_ENCRYPTED):
+    # a node other than the CH may hold a link key with us too (one the trust centre gave
+    # it): its frames come APS-encrypted, and the tunnel is still the CH's alone
     han._incoming({"sender": sender, "message": zcl,
-                   "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": 0, "group": 0}})
+                   "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": options, "group": 0}})
 
 
 def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
@@ -339,6 +345,63 @@ def test_a_partial_message_left_days_ago_is_not_completed_by_a_later_one():
     _fragment(han, 1, 3, new[1])
     _fragment(han, 2, 3, new[2])
     assert han._rxq == [] and han.counters["rx_fragment_timeouts"] == 1
+
+
+# ---- incoming reassembly keyed by (sender, APS counter) -----------------------------------
+def _acked(han):
+    # (APS counter, fragment index) of each fragment acknowledgement waiting for the NCP
+    # (sendReply parameters: ... groupId u16 at 10, the counter at 12)
+    return [(han._acks[(han._ack_head + i) % len(han._acks)][12], han._acks[(han._ack_head + i) % len(han._acks)][10])
+            for i in range(han._ack_count)]
+
+
+def test_two_interleaved_fragmented_messages_are_never_stitched_together():
+    han, _ = _han()
+    tid = han.tunnel.tunnel_id
+    a = _in_fragments(T.transfer_data(3, tid, b"\xdd\x00" + b"A" * 40, False), 3)
+    b = _in_fragments(T.transfer_data(4, tid, b"\xdd\x00" + b"B" * 40, False), 3)
+    # B's fragment 0 (counter 10) comes between A's (counter 9): B starts over, and A's
+    # later fragments are not B's
+    _fragment(han, 0, 3, a[0], seq=9)
+    _fragment(han, 0, 3, b[0], seq=10)
+    _fragment(han, 1, 3, a[1], seq=9)
+    _fragment(han, 2, 3, a[2], seq=9)
+    assert han._rxq == [] and han.counters["received"] == 0
+    # A's fragments taken into no message are not acknowledged: the CH repeats or gives up
+    assert _acked(han) == [(9, 0), (10, 0)]
+    _fragment(han, 1, 3, b[1], seq=10)
+    _fragment(han, 2, 3, b[2], seq=10)
+    assert han._rxq == [b"\xdd\x00" + b"B" * 40]
+    assert han.counters["rx_fragments_dropped"] == 3   # A's partial, then its fragments 1 and 2
+    # A again, under the next counter the CH's stack gives it, arrives whole
+    han._ack_count = 0
+    for i in range(3):
+        _fragment(han, i, 3, a[i], seq=11)
+    assert han._rxq == [b"\xdd\x00" + b"B" * 40, b"\xdd\x00" + b"A" * 40]
+    assert _acked(han) == [(11, 0), (11, 1), (11, 2)] and han.counters["rx_fragments_dropped"] == 3
+
+
+def test_a_message_sent_again_under_a_new_counter_is_reassembled_whole():
+    han, _ = _han()
+    gbcs = b"\xdd\x00" + bytes(range(60))
+    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 4)
+    # the CH gave the message up after two fragments (our acks lost) and sends it again
+    # under a new APS counter; a late repeat of the first attempt's fragment 2 comes between
+    _fragment(han, 0, 4, pieces[0], seq=0x41)
+    _fragment(han, 1, 4, pieces[1], seq=0x41)
+    _fragment(han, 0, 4, pieces[0], seq=0x42)
+    _fragment(han, 2, 4, pieces[2], seq=0x41)
+    assert han._frag.seq == 0x42 and sorted(han._frag.pieces) == [0]
+    for i in (1, 2, 3):
+        _fragment(han, i, 4, pieces[i], seq=0x42)
+    assert han._rxq == [gbcs] and han.counters["received"] == 1
+    assert han.counters["rx_fragments_dropped"] == 2   # the first attempt, then its late fragment
+    # a fragment 0 repeated under the same counter (our ack was lost) keeps what arrived
+    two = _in_fragments(T.transfer_data(4, han.tunnel.tunnel_id, b"\xdd\x00next" + bytes(30), False), 2)
+    _fragment(han, 0, 2, two[0], seq=0x43)
+    _fragment(han, 0, 2, two[0], seq=0x43)
+    _fragment(han, 1, 2, two[1], seq=0x43)
+    assert han._rxq == [gbcs, b"\xdd\x00next" + bytes(30)] and han.counters["rx_fragments_dropped"] == 2
 
 
 # ---- outgoing APS fragments (_send_zcl): one APS counter for the whole frame -------------

@@ -59,11 +59,13 @@ class _SentWait:
 
 
 class _Reassembly:
-    """An incoming message arriving in APS fragments (one at a time, from one sender)."""
-    __slots__ = ("sender", "count", "pieces", "started_ms")
+    """An incoming message arriving in APS fragments (one at a time), keyed by its sender
+    and the APS counter every fragment of it carries."""
+    __slots__ = ("sender", "seq", "count", "pieces", "started_ms")
 
-    def __init__(self, sender, count, started_ms):
+    def __init__(self, sender, seq, count, started_ms):
         self.sender = sender
+        self.seq = seq              # the APS counter of fragment 0: every later one carries it
         self.count = count          # fragments announced by the first one
         self.pieces = {}            # index -> bytes
         self.started_ms = started_ms
@@ -352,10 +354,7 @@ class ZigbeeHan:
         if aps["options"] & E.APS_OPTION_FRAGMENT:
             if not self.tunnel.from_ch(m["sender"]):
                 return  # only the CH uses the tunnel; this would push out the CH's reassembly
-            # every fragment is acknowledged, a repeated one too (our ack may have been
-            # lost): the sender sends no more of the message until it has the ack
-            self._queue_ack(m["sender"], aps)
-            msg = self._defragment(m["sender"], aps["group"], msg)
+            msg = self._defragment(m["sender"], aps, msg)
             if msg is None:
                 return
         replies, data = self.tunnel.handle(m["sender"], msg)
@@ -403,21 +402,34 @@ class ZigbeeHan:
             self._ack_head = (self._ack_head + 1) % _ACK_SLOTS
             self._ack_count -= 1
 
-    def _defragment(self, sender, group, data):
+    def _defragment(self, sender, aps, data):
         self.counters["rx_fragments"] += 1
+        group, seq = aps["group"], aps["sequence"]
         index, count = group & 0xFF, group >> 8
         now = ticks_ms()
         f = self._frag
         # a partial message left days ago reads negative on a 32-bit port: stale as well
         if f is not None and (f.sender != sender or not 0 <= ticks_diff(now, f.started_ms) <= 10000):
             self.counters["rx_fragment_timeouts"] += 1
-            f = None
-        if index == 0 or f is None:
-            if count == 0 or index != 0:
-                self._frag = None
+            f = self._frag = None
+        # One message is reassembled at a time, keyed by (sender, APS counter): on air every
+        # fragment of one message carries its counter, and EmberZNet's receivers key by the
+        # pair too. A fragment 0 under another counter starts over: the sender has moved on
+        # (a new message, or the same one again under a new counter after it gave the first
+        # up: our 10 s outlast its APS retries, so waiting the partial out, as EmberZNet's
+        # one-message receiver does, would lose the new one too). A later fragment under
+        # another counter is not that message's: dropped and not acknowledged, so its
+        # sender repeats it or gives its message up, never has it taken for delivered.
+        if f is None or f.seq != seq:
+            if f is not None:
+                self.counters["rx_fragments_dropped"] += 1
+            if index or not count:
                 return None
-            f = self._frag = _Reassembly(sender, count, now)
-        elif index >= f.count:
+            f = self._frag = _Reassembly(sender, seq, count, now)
+        # every fragment taken is acknowledged, a repeated one too (our ack may have been
+        # lost): the sender sends no more of the message until it has the ack
+        self._queue_ack(sender, aps)
+        if index >= f.count:
             # outside what fragment 0 announced: the message cannot be whole. (The count
             # itself is read from fragment 0 only: on air a later fragment carries its
             # index alone, so its high byte is no check.)
