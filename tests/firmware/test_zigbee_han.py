@@ -404,6 +404,36 @@ def test_a_message_sent_again_under_a_new_counter_is_reassembled_whole():
     assert han._rxq == [gbcs, b"\xdd\x00next" + bytes(30)] and han.counters["rx_fragments_dropped"] == 2
 
 
+# ---- APS security: tunnel frames come from the CH APS-encrypted ---------------------------
+def test_an_unencrypted_tunnel_frame_from_0x0000_is_dropped_and_the_tunnel_stays():
+    # a node holding only the network key can send as NWK 0x0000, but not APS-encrypt
+    # with the CH's link key: what it sends must neither be delivered nor touch the tunnel
+    log = []
+    han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=log.append)
+    han.tunnel.handle(CH, T.request_tunnel(1))
+    tid = han.tunnel.tunnel_id
+    forged = [T.transfer_data(2, tid, b"\xdd\x00forged", False),
+              T.transfer_data_error(3, tid, T.NO_SUCH_TUNNEL, False),
+              T.close_tunnel(4, tid),
+              T.request_tunnel(5)]
+    for zcl in forged:
+        _tunnel_frame(han, zcl, CH, options=0)
+    zcl = T.transfer_data(6, tid, b"\xdd\x00" + bytes(60), False)
+    _fragment(han, 0, 2, zcl[:40], options=0x8000)
+    _fragment(han, 1, 2, zcl[40:], options=0x8000)
+    assert han._rxq == [] and han.counters["received"] == 0 and han._replies == []
+    assert han.tunnel.is_open and han.tunnel.tunnel_id == tid and han.tunnel.counters["opened"] == 1
+    assert han._rejected == {} and han.counters["rejected_by_ch"] == 0
+    assert han._ack_count == 0 and han._frag is None and han.counters["rx_fragments"] == 0
+    assert han.counters["rx_unsecured"] == 6
+    assert len([line for line in log if "no APS encryption" in line]) == 1  # counted always
+    # the CH's own, encrypted, still arrive
+    _tunnel_frame(han, T.transfer_data(7, tid, b"\xdd\x00real", False), CH)
+    _fragment(han, 0, 2, zcl[:40])
+    _fragment(han, 1, 2, zcl[40:])
+    assert han._rxq == [b"\xdd\x00real", b"\xdd\x00" + bytes(60)] and han.counters["rx_unsecured"] == 6
+
+
 # ---- outgoing APS fragments (_send_zcl): one APS counter for the whole frame -------------
 class _CountingEzsp:
     """sendUnicast as the NCP answers it: accepted, a fresh APS counter each time, and the

@@ -24,6 +24,7 @@ RESETTING = "resetting"
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
 _CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
+_APS_ENCRYPTED = const(0x0020)  # ezsp.APS_OPTION_ENCRYPTION, inlined: checked on every frame
 _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
 _RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may ask for
 # the options (DEFAULTS) and the bring-up after a module reset: zigbee/han_start.py
@@ -107,7 +108,8 @@ class ZigbeeHan:
                          "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0,
                          "rejected_by_ch": 0, "resent": 0, "resend_failed": 0,
                          "delivery_unknown": 0, "resend_partial": 0, "rx_fragment_acks": 0,
-                         "rx_fragment_ack_failed": 0, "rx_fragments_dropped": 0}
+                         "rx_fragment_ack_failed": 0, "rx_fragments_dropped": 0,
+                         "rx_unsecured": 0}
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
@@ -349,6 +351,16 @@ class ZigbeeHan:
             return
         if aps["profile"] != PROFILE_SE or aps["cluster"] != CLUSTER_TUNNELING:
             self.counters["rx_not_tunnel"] += 1
+            return
+        if not aps["options"] & _APS_ENCRYPTED:
+            # Smart Energy puts the Tunneling cluster under APS security with the link key
+            # the PPMID and the CH share from CBKE (SE 1.x 5.4.6; EmberZNet's application
+            # framework drops such a frame that came without it). The network key, which
+            # every HAN node holds, is enough to send as NWK 0x0000 but not to APS-encrypt
+            # as the CH: a frame without it must not feed, open or close the tunnel
+            self.counters["rx_unsecured"] += 1
+            if self.counters["rx_unsecured"] == 1:
+                self._logf("tunnel frame from 0x%04x: no APS encryption", m["sender"])
             return
         msg = m["message"]
         if aps["options"] & E.APS_OPTION_FRAGMENT:
