@@ -62,11 +62,10 @@ class _SentWait:
 class _Reassembly:
     """An incoming message arriving in APS fragments (one at a time), keyed by its sender
     and the APS counter every fragment of it carries."""
-    __slots__ = ("sender", "seq", "count", "pieces", "started_ms")
+    __slots__ = ("key", "count", "pieces", "started_ms")
 
-    def __init__(self, sender, seq, count, started_ms):
-        self.sender = sender
-        self.seq = seq              # the APS counter of fragment 0: every later one carries it
+    def __init__(self, key, count, started_ms):
+        self.key = key              # sender << 8 | the APS counter of fragment 0
         self.count = count          # fragments announced by the first one
         self.pieces = {}            # index -> bytes
         self.started_ms = started_ms
@@ -416,12 +415,12 @@ class ZigbeeHan:
 
     def _defragment(self, sender, aps, data):
         self.counters["rx_fragments"] += 1
-        group, seq = aps["group"], aps["sequence"]
+        group, key = aps["group"], sender << 8 | aps["sequence"]
         index, count = group & 0xFF, group >> 8
         now = ticks_ms()
         f = self._frag
         # a partial message left days ago reads negative on a 32-bit port: stale as well
-        if f is not None and (f.sender != sender or not 0 <= ticks_diff(now, f.started_ms) <= 10000):
+        if f is not None and not 0 <= ticks_diff(now, f.started_ms) <= 10000:
             self.counters["rx_fragment_timeouts"] += 1
             f = self._frag = None
         # One message is reassembled at a time, keyed by (sender, APS counter): on air every
@@ -432,12 +431,12 @@ class ZigbeeHan:
         # one-message receiver does, would lose the new one too). A later fragment under
         # another counter is not that message's: dropped and not acknowledged, so its
         # sender repeats it or gives its message up, never has it taken for delivered.
-        if f is None or f.seq != seq:
+        if f is None or f.key != key:
             if f is not None:
                 self.counters["rx_fragments_dropped"] += 1
             if index or not count:
                 return None
-            f = self._frag = _Reassembly(sender, seq, count, now)
+            f = self._frag = _Reassembly(key, count, now)
         # every fragment taken is acknowledged, a repeated one too (our ack may have been
         # lost): the sender sends no more of the message until it has the ack
         self._queue_ack(sender, aps)
