@@ -473,3 +473,34 @@ def test_ncp_sends_a_later_fragment_with_the_hosts_aps_counter(version):
     assert send(3, 0x0302, first) == first
     assert send(4, 0x0000, first, options=0x0140) == (first + 1) & 0xFF   # not fragmented
     assert seen == [first, first, first, (first + 1) & 0xFF]
+
+
+@pytest.mark.parametrize("version", [13, 14])
+def test_incoming_frames_report_aps_encryption_as_a_module_does(version):
+    """The CH's tunnel frames come APS-encrypted (EMBER_APS_OPTION_ENCRYPTION in the
+    incomingMessageHandler's options), every fragment of one message under one APS counter;
+    Key Establishment frames and a forger's come with network security only."""
+    ncp = _ready_ncp(version)
+
+    def handed():
+        out = []
+        for _, _, fid, p in _replies(ncp):
+            assert fid == E.INCOMING_MESSAGE_HANDLER
+            out.append(E.parse_incoming(version, p)["aps"])
+        return out
+
+    ncp.incoming(0x0000, 0x0109, 0x0704, bytes(200))          # the CH's: 3 APS fragments
+    frags = handed()
+    assert [a["group"] for a in frags] == [0x0300, 0x0301, 0x0302]
+    assert all(a["options"] & 0x8020 == 0x8020 for a in frags)
+    assert len({a["sequence"] for a in frags}) == 1
+    ncp.incoming(0x0000, 0x0109, 0x0704, b"\x01\x02", encrypted=False)   # a forger's
+    (forged,) = handed()
+    assert forged["options"] & 0x0020 == 0 and forged["sequence"] != frags[0]["sequence"]
+
+    from types import SimpleNamespace
+    from host_tools.ncp_emulator.commissioning import TrustCentre
+    tc = SimpleNamespace(ch=SimpleNamespace(ncp=ncp))          # the trust centre's KE server
+    TrustCentre._send(tc, b"\x09\x01\x00")                     # a Key Establishment frame
+    (ke,) = handed()
+    assert ke["cluster"] == 0x0800 and ke["options"] & 0x0020 == 0

@@ -555,3 +555,33 @@ def test_unacknowledged_fragment_is_retransmitted_then_given_up(tmp_path, stoppe
     assert c["tx_fragments"] == 4 + n and c["rx_fragment_acks"] == n
     fw = events[-1]["counters"]
     assert fw["rx_fragments"] == 4 + n and fw["rx_fragment_acks"] == 4 + n and fw["received"] == 1
+
+
+def test_forged_unencrypted_tunnel_frames_from_0x0000_are_dropped_and_the_tunnel_stays(tmp_path, stopper):
+    # a HAN node with the network key but not the CH's link key sends as NWK 0x0000: a
+    # TransferData in one APS frame, one in fragments, a CloseTunnel. The module reports them
+    # without APS encryption; the firmware delivers none of them, keeps the tunnel, and the
+    # CH's own response after them arrives
+    from ppmid.zigbee import tunnel as T
+    forged_small = build.make_response(command(0x7300, ESME, size=40), content=b"forged")
+    forged_big = _response_for_ppmid(0x7301, 512)
+    genuine = build.make_response(command(0x7302, ESME, size=40), content=b"genuine")
+    seen = {}
+
+    def before(emu, proc):
+        assert emu.wait_until(emu.tunnel_open, 20)
+        tid = seen["tid"] = emu.ch.tunnel_id
+        emu.forge_from_ch(T.transfer_data(0x51, tid, forged_small, False))
+        emu.forge_from_ch(T.transfer_data(0x52, tid, forged_big, False))
+        emu.forge_from_ch(T.close_tunnel(0x53, tid))
+        emu.send_to_ppmid(genuine)
+    events, emu, _ = run_client({}, [], tmp_path, before=before, expect_rx=1, rx_wait_s=30)
+    stopper(emu)
+    rx = [binascii.unhexlify(e["hex"]) for e in events if e["ev"] == "rx"]
+    assert rx == [genuine]
+    fw = events[-1]["counters"]
+    n = -(-(len(forged_big) + 5) // (82 - 2))   # the fragmented one's APS frames
+    assert fw["rx_unsecured"] == 2 + n and fw["received"] == 1
+    assert fw["rx_fragments"] == 0 and fw["rx_fragment_acks"] == 0   # none taken, none acknowledged
+    assert fw["tunnel_opened"] == 1 and fw["tunnel_closed"] == 0 and emu.ch.tunnel_id == seen["tid"]
+    assert events[-1]["status"] == "running"

@@ -373,7 +373,8 @@ class TrustCentre:
 
     # ---- Key Establishment server ----------------------------------------------------------
     def _send(self, frame):
-        self.ch.ncp.incoming(0x0000, 0x0109, K.CLUSTER_KEY_ESTABLISHMENT, frame)
+        # network security only: the exchange is what gives the two ends their link key
+        self.ch.ncp.incoming(0x0000, 0x0109, K.CLUSTER_KEY_ESTABLISHMENT, frame, encrypted=False)
 
     def _terminate(self, seq, status):
         self.counters["ke_terminated"] += 1

@@ -386,6 +386,12 @@ class NcpEmulator:
     def request_tunnel(self):
         self.call(self.ch.request_tunnel)
 
+    def forge_from_ch(self, zcl):
+        """A Tunneling cluster frame as a HAN node holding the network key only sends it
+        posing as the CH: NWK source 0x0000, no APS encryption (it lacks the CH's link key).
+        APS-fragmented when it does not fit one frame."""
+        self.call(self.ncp.incoming, 0x0000, 0x0109, 0x0704, bytes(zcl), False)
+
     def send_raw(self, data):
         """Bytes straight onto the wire to the board (garbage, hand-made frames)."""
         self.loop.call_soon_threadsafe(self._send, bytes(data))

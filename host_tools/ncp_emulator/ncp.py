@@ -618,13 +618,14 @@ class Ncp:
         self._aps_seq = (self._aps_seq + 1) & 0xFF
         return self._aps_seq
 
-    def incoming(self, sender, profile, cluster, payload):
+    def incoming(self, sender, profile, cluster, payload, encrypted=True):
         """Over the air from the CH to the PPMID, whole: APS-fragmented to the module's
-        limit, all fragments at once (the CH's windowed sender uses incoming_fragment)."""
+        limit, all fragments at once (the CH's windowed sender uses incoming_fragment), every
+        fragment under one APS counter. encrypted: see incoming_fragment."""
         frags = self.fragments(payload)
         seq = self.next_aps_seq()
         for i, frag in enumerate(frags):
-            self.incoming_fragment(sender, profile, cluster, seq, i, len(frags), frag)
+            self.incoming_fragment(sender, profile, cluster, seq, i, len(frags), frag, encrypted)
         return True
 
     def fragments(self, payload):
@@ -634,9 +635,14 @@ class Ncp:
         size = self.max_payload - 2
         return [payload[i:i + size] for i in range(0, len(payload), size)]
 
-    def incoming_fragment(self, sender, profile, cluster, seq, index, count, frag):
-        """One APS frame from the air (a fragment when count > 1): an incomingMessageHandler."""
-        options = 0x0040 | 0x0020
+    def incoming_fragment(self, sender, profile, cluster, seq, index, count, frag, encrypted=True):
+        """One APS frame from the air (a fragment when count > 1): an incomingMessageHandler.
+        encrypted: the frame came APS-secured, which the module reports with
+        EMBER_APS_OPTION_ENCRYPTION (0x0020) in the frame's options. The CH secures its Smart
+        Energy application clusters (Tunneling, Prepayment) with the link key; Key
+        Establishment runs before there is one, under network security alone, and so does
+        a frame forged by a node that holds the network key only."""
+        options = 0x0040 | (0x0020 if encrypted else 0)
         group = 0
         if count > 1:
             options |= 0x8000

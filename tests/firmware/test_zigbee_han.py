@@ -29,11 +29,15 @@ def _han(window_s=WINDOW_S):
     return han, sent
 
 
+APS_ENCRYPTED = 0x0020  # the NCP received the frame APS-encrypted (the CH's link key)
+
+
 def _refusal(han, status=T.WRONG_DEVICE):
     # the CH's TransferDataError for our newest TransferData, as the NCP delivers it
     frame = T.zcl_header(7, 0x03, False) + bytes((han.tunnel.tunnel_id & 0xFF, han.tunnel.tunnel_id >> 8, status))
     han._incoming({"sender": CH, "message": frame,
-                   "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": 0, "group": 0}})
+                   "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": APS_ENCRYPTED,
+                           "group": 0}})
 
 
 async def _with_resend_loop(han, body):
@@ -230,9 +234,9 @@ def test_a_gbt_send_that_failed_holds_the_place_of_the_blocks_the_ch_may_have():
 
 
 # ---- incoming APS fragments (_defragment), as the NCP hands them over ----------------
-def _fragment(han, index, count, data, sender=CH):
+def _fragment(han, index, count, data, sender=CH, seq=9, options=0x8000 | APS_ENCRYPTED):
     aps = {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "src_ep": 1, "dst_ep": 1,
-           "options": 0x8000, "group": (count << 8) | index, "sequence": 9}
+           "options": options, "group": (count << 8) | index, "sequence": seq}
     han._incoming({"sender": sender, "message": data, "aps": aps})
 
 
@@ -270,9 +274,11 @@ def test_fragment_index_beyond_the_count_delivers_nothing():
 OTHER = 0x4F21  # any other node holding the network key (an IHD, a CAD, another PPMID)
 
 
-def _tunnel_frame(han, zcl, sender):
+def _tunnel_frame(han, zcl, sender, options=APS_ENCRYPTED):
+    # a node other than the CH may hold a link key with us too (one the trust centre gave
+    # it): its frames come APS-encrypted, and the tunnel is still the CH's alone
     han._incoming({"sender": sender, "message": zcl,
-                   "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": 0, "group": 0}})
+                   "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": options, "group": 0}})
 
 
 def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
@@ -314,7 +320,7 @@ def test_tunnel_frames_from_another_node_are_not_taken():
     _fragment(han, 0, 2, zcl[:40])
     _fragment(han, 0, 2, b"\x11\x04\x02" + bytes(37), sender=OTHER)
     _fragment(han, 1, 2, b"x" * 30, sender=OTHER)
-    assert han._ack_count == 1 and han._frag is not None and han._frag.sender == CH
+    assert han._ack_count == 1 and han._frag is not None and han._frag.key >> 8 == CH
     _fragment(han, 1, 2, zcl[40:])
     assert han._rxq == [b"\xdd\x00" + bytes(60)]
     # its TransferDataError does not make us send again, nor its CloseTunnel close the tunnel
@@ -339,6 +345,93 @@ def test_a_partial_message_left_days_ago_is_not_completed_by_a_later_one():
     _fragment(han, 1, 3, new[1])
     _fragment(han, 2, 3, new[2])
     assert han._rxq == [] and han.counters["rx_fragment_timeouts"] == 1
+
+
+# ---- incoming reassembly keyed by (sender, APS counter) -----------------------------------
+def _acked(han):
+    # (APS counter, fragment index) of each fragment acknowledgement waiting for the NCP
+    # (sendReply parameters: ... groupId u16 at 10, the counter at 12)
+    return [(han._acks[(han._ack_head + i) % len(han._acks)][12], han._acks[(han._ack_head + i) % len(han._acks)][10])
+            for i in range(han._ack_count)]
+
+
+def test_two_interleaved_fragmented_messages_are_never_stitched_together():
+    han, _ = _han()
+    tid = han.tunnel.tunnel_id
+    a = _in_fragments(T.transfer_data(3, tid, b"\xdd\x00" + b"A" * 40, False), 3)
+    b = _in_fragments(T.transfer_data(4, tid, b"\xdd\x00" + b"B" * 40, False), 3)
+    # B's fragment 0 (counter 10) comes between A's (counter 9): B starts over, and A's
+    # later fragments are not B's
+    _fragment(han, 0, 3, a[0], seq=9)
+    _fragment(han, 0, 3, b[0], seq=10)
+    _fragment(han, 1, 3, a[1], seq=9)
+    _fragment(han, 2, 3, a[2], seq=9)
+    assert han._rxq == [] and han.counters["received"] == 0
+    # A's fragments taken into no message are not acknowledged: the CH repeats or gives up
+    assert _acked(han) == [(9, 0), (10, 0)]
+    _fragment(han, 1, 3, b[1], seq=10)
+    _fragment(han, 2, 3, b[2], seq=10)
+    assert han._rxq == [b"\xdd\x00" + b"B" * 40]
+    assert han.counters["rx_fragments_dropped"] == 3   # A's partial, then its fragments 1 and 2
+    # A again, under the next counter the CH's stack gives it, arrives whole
+    han._ack_count = 0
+    for i in range(3):
+        _fragment(han, i, 3, a[i], seq=11)
+    assert han._rxq == [b"\xdd\x00" + b"B" * 40, b"\xdd\x00" + b"A" * 40]
+    assert _acked(han) == [(11, 0), (11, 1), (11, 2)] and han.counters["rx_fragments_dropped"] == 3
+
+
+def test_a_message_sent_again_under_a_new_counter_is_reassembled_whole():
+    han, _ = _han()
+    gbcs = b"\xdd\x00" + bytes(range(60))
+    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 4)
+    # the CH gave the message up after two fragments (our acks lost) and sends it again
+    # under a new APS counter; a late repeat of the first attempt's fragment 2 comes between
+    _fragment(han, 0, 4, pieces[0], seq=0x41)
+    _fragment(han, 1, 4, pieces[1], seq=0x41)
+    _fragment(han, 0, 4, pieces[0], seq=0x42)
+    _fragment(han, 2, 4, pieces[2], seq=0x41)
+    assert han._frag.key & 0xFF == 0x42 and sorted(han._frag.pieces) == [0]
+    for i in (1, 2, 3):
+        _fragment(han, i, 4, pieces[i], seq=0x42)
+    assert han._rxq == [gbcs] and han.counters["received"] == 1
+    assert han.counters["rx_fragments_dropped"] == 2   # the first attempt, then its late fragment
+    # a fragment 0 repeated under the same counter (our ack was lost) keeps what arrived
+    two = _in_fragments(T.transfer_data(4, han.tunnel.tunnel_id, b"\xdd\x00next" + bytes(30), False), 2)
+    _fragment(han, 0, 2, two[0], seq=0x43)
+    _fragment(han, 0, 2, two[0], seq=0x43)
+    _fragment(han, 1, 2, two[1], seq=0x43)
+    assert han._rxq == [gbcs, b"\xdd\x00next" + bytes(30)] and han.counters["rx_fragments_dropped"] == 2
+
+
+# ---- APS security: tunnel frames come from the CH APS-encrypted ---------------------------
+def test_an_unencrypted_tunnel_frame_from_0x0000_is_dropped_and_the_tunnel_stays():
+    # a node holding only the network key can send as NWK 0x0000, but not APS-encrypt
+    # with the CH's link key: what it sends must neither be delivered nor touch the tunnel
+    log = []
+    han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=log.append)
+    han.tunnel.handle(CH, T.request_tunnel(1))
+    tid = han.tunnel.tunnel_id
+    forged = [T.transfer_data(2, tid, b"\xdd\x00forged", False),
+              T.transfer_data_error(3, tid, T.NO_SUCH_TUNNEL, False),
+              T.close_tunnel(4, tid),
+              T.request_tunnel(5)]
+    for zcl in forged:
+        _tunnel_frame(han, zcl, CH, options=0)
+    zcl = T.transfer_data(6, tid, b"\xdd\x00" + bytes(60), False)
+    _fragment(han, 0, 2, zcl[:40], options=0x8000)
+    _fragment(han, 1, 2, zcl[40:], options=0x8000)
+    assert han._rxq == [] and han.counters["received"] == 0 and han._replies == []
+    assert han.tunnel.is_open and han.tunnel.tunnel_id == tid and han.tunnel.counters["opened"] == 1
+    assert han._rejected == {} and han.counters["rejected_by_ch"] == 0
+    assert han._ack_count == 0 and han._frag is None and han.counters["rx_fragments"] == 0
+    assert han.counters["rx_unsecured"] == 6
+    assert len([line for line in log if "no APS encryption" in line]) == 1  # counted always
+    # the CH's own, encrypted, still arrive
+    _tunnel_frame(han, T.transfer_data(7, tid, b"\xdd\x00real", False), CH)
+    _fragment(han, 0, 2, zcl[:40])
+    _fragment(han, 1, 2, zcl[40:])
+    assert han._rxq == [b"\xdd\x00real", b"\xdd\x00" + bytes(60)] and han.counters["rx_unsecured"] == 6
 
 
 # ---- outgoing APS fragments (_send_zcl): one APS counter for the whole frame -------------

@@ -24,6 +24,7 @@ RESETTING = "resetting"
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
 _CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
+_APS_ENCRYPTED = const(0x0020)  # ezsp.APS_OPTION_ENCRYPTION, inlined: checked on every frame
 _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
 _RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may ask for
 # the options (DEFAULTS) and the bring-up after a module reset: zigbee/han_start.py
@@ -59,11 +60,12 @@ class _SentWait:
 
 
 class _Reassembly:
-    """An incoming message arriving in APS fragments (one at a time, from one sender)."""
-    __slots__ = ("sender", "count", "pieces", "started_ms")
+    """An incoming message arriving in APS fragments (one at a time), keyed by its sender
+    and the APS counter every fragment of it carries."""
+    __slots__ = ("key", "count", "pieces", "started_ms")
 
-    def __init__(self, sender, count, started_ms):
-        self.sender = sender
+    def __init__(self, key, count, started_ms):
+        self.key = key              # sender << 8 | the APS counter of fragment 0
         self.count = count          # fragments announced by the first one
         self.pieces = {}            # index -> bytes
         self.started_ms = started_ms
@@ -105,7 +107,8 @@ class ZigbeeHan:
                          "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0,
                          "rejected_by_ch": 0, "resent": 0, "resend_failed": 0,
                          "delivery_unknown": 0, "resend_partial": 0, "rx_fragment_acks": 0,
-                         "rx_fragment_ack_failed": 0, "rx_fragments_dropped": 0}
+                         "rx_fragment_ack_failed": 0, "rx_fragments_dropped": 0,
+                         "rx_unsecured": 0}
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
@@ -348,14 +351,21 @@ class ZigbeeHan:
         if aps["profile"] != PROFILE_SE or aps["cluster"] != CLUSTER_TUNNELING:
             self.counters["rx_not_tunnel"] += 1
             return
+        if not aps["options"] & _APS_ENCRYPTED:
+            # Smart Energy puts the Tunneling cluster under APS security with the link key
+            # the PPMID and the CH share from CBKE (SE 1.x 5.4.6; EmberZNet's application
+            # framework drops such a frame that came without it). The network key, which
+            # every HAN node holds, is enough to send as NWK 0x0000 but not to APS-encrypt
+            # as the CH: a frame without it must not feed, open or close the tunnel
+            self.counters["rx_unsecured"] += 1
+            if self.counters["rx_unsecured"] == 1:
+                self._logf("tunnel frame from 0x%04x: no APS encryption", m["sender"])
+            return
         msg = m["message"]
         if aps["options"] & E.APS_OPTION_FRAGMENT:
             if not self.tunnel.from_ch(m["sender"]):
                 return  # only the CH uses the tunnel; this would push out the CH's reassembly
-            # every fragment is acknowledged, a repeated one too (our ack may have been
-            # lost): the sender sends no more of the message until it has the ack
-            self._queue_ack(m["sender"], aps)
-            msg = self._defragment(m["sender"], aps["group"], msg)
+            msg = self._defragment(m["sender"], aps, msg)
             if msg is None:
                 return
         replies, data = self.tunnel.handle(m["sender"], msg)
@@ -403,21 +413,34 @@ class ZigbeeHan:
             self._ack_head = (self._ack_head + 1) % _ACK_SLOTS
             self._ack_count -= 1
 
-    def _defragment(self, sender, group, data):
+    def _defragment(self, sender, aps, data):
         self.counters["rx_fragments"] += 1
+        group, key = aps["group"], sender << 8 | aps["sequence"]
         index, count = group & 0xFF, group >> 8
         now = ticks_ms()
         f = self._frag
         # a partial message left days ago reads negative on a 32-bit port: stale as well
-        if f is not None and (f.sender != sender or not 0 <= ticks_diff(now, f.started_ms) <= 10000):
+        if f is not None and not 0 <= ticks_diff(now, f.started_ms) <= 10000:
             self.counters["rx_fragment_timeouts"] += 1
-            f = None
-        if index == 0 or f is None:
-            if count == 0 or index != 0:
-                self._frag = None
+            f = self._frag = None
+        # One message is reassembled at a time, keyed by (sender, APS counter): on air every
+        # fragment of one message carries its counter, and EmberZNet's receivers key by the
+        # pair too. A fragment 0 under another counter starts over: the sender has moved on
+        # (a new message, or the same one again under a new counter after it gave the first
+        # up: our 10 s outlast its APS retries, so waiting the partial out, as EmberZNet's
+        # one-message receiver does, would lose the new one too). A later fragment under
+        # another counter is not that message's: dropped and not acknowledged, so its
+        # sender repeats it or gives its message up, never has it taken for delivered.
+        if f is None or f.key != key:
+            if f is not None:
+                self.counters["rx_fragments_dropped"] += 1
+            if index or not count:
                 return None
-            f = self._frag = _Reassembly(sender, count, now)
-        elif index >= f.count:
+            f = self._frag = _Reassembly(key, count, now)
+        # every fragment taken is acknowledged, a repeated one too (our ack may have been
+        # lost): the sender sends no more of the message until it has the ack
+        self._queue_ack(sender, aps)
+        if index >= f.count:
             # outside what fragment 0 announced: the message cannot be whole. (The count
             # itself is read from fragment 0 only: on air a later fragment carries its
             # index alone, so its high byte is no check.)
