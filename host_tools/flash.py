@@ -121,11 +121,11 @@ def check_image(path, chip):
                                                                chip))
 
 
-def wait_for_repl(port, arch, timeout=REPL_WAIT_S):
+def wait_for_repl(port, arch, definition=None, timeout=REPL_WAIT_S):
     end = time.monotonic() + timeout
     while True:
         try:
-            return deploy.probe(port, arch)
+            return deploy.probe(port, arch, definition)
         except deploy.DeployError:
             if time.monotonic() > end:
                 raise
@@ -156,5 +156,6 @@ def flash(port, board, firmware, baud=BAUD, then_deploy=True, dry_run=False, scr
             raise FlashError("esptool failed: %s" % " ".join(cmd[-2:]))
     if not then_deploy:
         return
-    wait_for_repl(port, deploy.board_arch(boards.load_board(board)))
+    definition = boards.load_board(board)
+    wait_for_repl(port, deploy.board_arch(definition), definition)
     deploy.deploy(port, board, log=lambda m: print("deploy: " + m), scripts_only=scripts_only, force=True)
