@@ -1,5 +1,6 @@
-"""`ppmid flash --port PORT --board NAME --firmware micropython.bin`: put MicroPython on an
-ESP32-family board with esptool, wait for its REPL, then `ppmid deploy` the firmware
+"""`ppmid flash --port PORT --board NAME --firmware micropython.bin [--erase-all]`: put
+MicroPython on an ESP32-family board with esptool (the filesystem kept unless --erase-all),
+wait for its REPL, then `ppmid deploy` the firmware
 (host_tools.flash). `--dry-run` prints every command instead.
 """
 from host_tools import flash
@@ -15,10 +16,13 @@ def add_arguments(p):
                    help="the image has the app frozen in (make image): deploy only boot.py, main.py, board.json")
     p.add_argument("--force", action="store_true",
                    help="deploy .mpy files even to a board whose heap is smaller than the app's need (a warning)")
+    p.add_argument("--erase-all", action="store_true",
+                   help="erase the whole flash first: DESTROYS the gateway's journal, anti-replay counters, UTRN "
+                        "memory, keys and config (default: keep the filesystem partition)")
     p.add_argument("--dry-run", action="store_true", help="print the esptool and mpremote commands, run nothing")
 
 
 def run(args):
     flash.flash(args.port, args.board, args.firmware, args.baud, then_deploy=not args.no_deploy, dry_run=args.dry_run,
-                scripts_only=args.scripts_only, force=args.force)
+                scripts_only=args.scripts_only, force=args.force, erase_all=args.erase_all)
     return 0

@@ -228,8 +228,15 @@ def _exec(port, code, what, timeout=30):
     return _run_mpremote([tool("mpremote"), "connect", port, "resume", "exec", code], what, timeout)
 
 
-def probe(port, arch):
-    """Check that `port` is a MicroPython REPL whose .mpy architecture matches `arch`; clear
+def same_chip(reported, chip):
+    """Whether the chip a board reports (the probe's: "ESP32S3" from an ESP32 port's
+    _machine, "unix" from the emulated board) is board.json's `chip` (esptool's name)."""
+    return reported.lower().replace("-", "").replace("_", "") == chip
+
+
+def probe(port, arch, definition=None):
+    """Check that `port` is a MicroPython REPL whose .mpy architecture matches `arch` and,
+    given the board definition, on its `chip` (ESP32 and ESP32-S3 share xtensawin); clear
     the staging dir. Returns sys.implementation._mpy."""
     if not (os.path.exists(port) or port.startswith(("rfc2217://", "socket://"))):
         raise DeployError("port %s does not exist" % port)
@@ -240,10 +247,15 @@ def probe(port, arch):
         raise DeployError("port %s is not a MicroPython REPL (%s)" % (port, exc))
     for line in out.splitlines():
         if line.startswith("@@PROBE "):
-            _, name, mpy, platform = line.split()[:4]
+            fields = line.split()
+            _, name, mpy, platform = fields[:4]
+            reported = fields[4] if len(fields) > 4 else "?"
             mpy = int(mpy)
             if name != "micropython":
                 raise DeployError("port %s runs %s, not MicroPython" % (port, name))
+            if definition is not None and not same_chip(reported, definition["chip"]):
+                raise DeployError("port %s reports chip %s, but board %s is defined for %s: wrong --board? "
+                                  "(nothing was copied)" % (port, reported, definition.get("name"), definition["chip"]))
             if mpy & 0xFF != MPY_VERSION:
                 raise DeployError("port %s runs .mpy version %d, mpy-cross emits %d: update MicroPython"
                                   % (port, mpy & 0xFF, MPY_VERSION))
@@ -301,7 +313,7 @@ def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, d
             if reset:
                 print("# then Ctrl-C, Ctrl-B, Ctrl-D on %s (soft reset)" % port)
             return files
-        probe(port, arch)
+        probe(port, arch, definition)
         local = {f: sha256_file(os.path.join(build_dir, f)) for f in files}
         installed = board_hashes(port, files, "")
         changed = [f for f in files if installed.get(f) != local[f]]

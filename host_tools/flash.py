@@ -1,6 +1,14 @@
-"""Put MicroPython on an ESP32-family board with esptool (erase, then write the image at
-the chip's offset: 0x1000 on the ESP32, 0x0 on the ESP32-S3/C3, from boards/NAME/board.json
-"image_offset"), wait for its REPL, then deploy the firmware: what `ppmid flash` runs.
+"""Put MicroPython on an ESP32-family board with esptool (write the image at the chip's
+offset: 0x1000 on the ESP32, 0x0 on the ESP32-S3/C3, from boards/NAME/board.json
+"image_offset"; erase the whole chip first only with --erase-all), wait for its REPL, then
+deploy the firmware: what `ppmid flash` runs.
+
+Without an erase the filesystem partition survives: MicroPython's ESP32 firmware.bin is the
+bootloader, the partition table (0x8000) and the app (0x10000) in one file, the gaps filled
+with 0xff (ports/esp32/makeimg.py), and the port's partition tables put the "vfs"
+filesystem partition after the app partition, beyond the end of the image. esptool
+write-flash erases only the sectors it writes. So a gateway in service keeps its journal,
+counters, UTRN memory, keys and config; NVS (0x9000) and otadata, inside the gap, are reset.
 
 Before esptool runs, the image must be an ESP32-family app image for the board's chip: first
 byte 0xE9, and the chip id of its extended header (16-bit little-endian at offset 12) equal
@@ -32,8 +40,18 @@ class FlashError(ToolError):
     code = "E_FLASH"
 
 
-def esptool_commands(port, board, firmware, baud=BAUD):
-    """[erase command, write command] for `board`, or FlashError."""
+# what each way says before esptool runs (and in --dry-run)
+KEEPS_FS = ("the filesystem partition is kept (the journal, anti-replay counters, UTRN memory, keys, "
+            "certificates and config): write-flash rewrites only %#x..%#x (bootloader, partition table, app); "
+            "should the new image's partition table move the filesystem, MicroPython formats it at boot")
+ERASES_ALL = ("--erase-all: the whole flash is erased first. Destroyed: the journal (accepted commands not yet "
+              "relayed, results not yet delivered), the anti-replay counters and floors, the UTRN memory, "
+              "the envelope key, certificates and config. Provision the board again afterwards (ppmid provision)")
+
+
+def esptool_commands(port, board, firmware, baud=BAUD, erase_all=False):
+    """[write command], or [erase command, write command] with erase_all, for `board`; or
+    FlashError."""
     try:
         definition = boards.load_board(board)
     except boards.BoardError as exc:
@@ -44,8 +62,16 @@ def esptool_commands(port, board, firmware, baud=BAUD):
     check_image(firmware, definition["chip"])
     erase, write = esptool_verbs()
     base = [boards.tool("esptool"), "--chip", definition["chip"], "--port", port, "--baud", str(baud)]
-    return [base + [erase],
-            base + [write, "%#x" % int(str(offset), 0), os.path.abspath(firmware)]]
+    cmds = [base + [write, "%#x" % int(str(offset), 0), os.path.abspath(firmware)]]
+    return [base + [erase]] + cmds if erase_all else cmds
+
+
+def what_it_does(board, firmware, erase_all):
+    """The sentence saying what `ppmid flash` keeps or destroys on the board."""
+    if erase_all:
+        return ERASES_ALL
+    offset = int(str(boards.load_board(board)["image_offset"]), 0)
+    return KEEPS_FS % (offset, offset + os.path.getsize(firmware))
 
 
 def esptool_verbs(version=None):
@@ -95,35 +121,41 @@ def check_image(path, chip):
                                                                chip))
 
 
-def wait_for_repl(port, arch, timeout=REPL_WAIT_S):
+def wait_for_repl(port, arch, definition=None, timeout=REPL_WAIT_S):
     end = time.monotonic() + timeout
     while True:
         try:
-            return deploy.probe(port, arch)
+            return deploy.probe(port, arch, definition)
         except deploy.DeployError:
             if time.monotonic() > end:
                 raise
             time.sleep(1)
 
 
-def flash(port, board, firmware, baud=BAUD, then_deploy=True, dry_run=False, scripts_only=False, force=False):
-    """Erase and write the image, wait for the REPL, deploy firmware/ (then_deploy; with
-    scripts_only, for an image with the app frozen in). With dry_run, print every command
-    instead. A deploy that would be refused (the board's heap) is refused before esptool."""
-    cmds = esptool_commands(port, board, firmware, baud)
+def flash(port, board, firmware, baud=BAUD, then_deploy=True, dry_run=False, scripts_only=False, force=False,
+          erase_all=False):
+    """Write the image (erase the whole chip first only with erase_all), wait for the REPL,
+    deploy firmware/ (then_deploy; with scripts_only, for an image with the app frozen in).
+    With dry_run, print every command instead. A deploy that would be refused (the board's
+    heap) is refused before esptool. Says first what is kept or destroyed."""
+    cmds = esptool_commands(port, board, firmware, baud, erase_all)
     if then_deploy and not scripts_only:
         deploy.heap_fits(board, boards.load_board(board), force)
+    note = what_it_does(board, firmware, erase_all)
     if dry_run:
+        print("# " + note)
         for cmd in cmds:
             print(" ".join(shlex.quote(c) for c in cmd))
         if then_deploy:
             deploy.deploy(port, board, dry_run=True, scripts_only=scripts_only, force=True)
         return
+    print("flash: " + note, flush=True)
     for cmd in cmds:
         print("flash: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
         if subprocess.run(cmd).returncode != 0:
             raise FlashError("esptool failed: %s" % " ".join(cmd[-2:]))
     if not then_deploy:
         return
-    wait_for_repl(port, deploy.board_arch(boards.load_board(board)))
+    definition = boards.load_board(board)
+    wait_for_repl(port, deploy.board_arch(definition), definition)
     deploy.deploy(port, board, log=lambda m: print("deploy: " + m), scripts_only=scripts_only, force=True)

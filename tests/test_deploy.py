@@ -123,10 +123,57 @@ def test_compile_error_and_wrong_arch_leave_the_board_untouched(tmp_path):
         p = ppmid("deploy", "--port", b.repl, "--board", "emulated", "--firmware-dir", str(fw))
         assert p.returncode == 1
         assert "ppmid/zz_broken.py does not compile" in p.stderr
-        with pytest.raises(DeployError, match="wrong --board"):
+        with pytest.raises(DeployError, match="wrong --board") as refused:
             deploy.deploy(b.repl, "esp32s3-devkitc-1-n8r8")
+        # the emulated board reports the chip of the definition it emulates, named with the other
+        assert "reports chip unix" in str(refused.value) and "defined for esp32s3" in str(refused.value)
         assert b.exec("import os; print(sorted(os.listdir('/')))") == before
         assert b.restarts == 0
+
+
+XTENSAWIN_MPY = deploy.MPY_VERSION | (deploy.MPY_ARCHS.index("xtensawin") << 10)
+
+
+@pytest.mark.parametrize("board,reported,ok", [
+    ("esp32-devkitc", "ESP32", True),
+    ("esp32-devkitc", "ESP32S3", False),            # same .mpy arch, other chip: refused
+    ("esp32s3-devkitc-1-n8r8", "ESP32S3", True),
+    ("esp32s3-devkitc-1-n8r8", "ESP32", False),
+    ("esp32s3-devkitc-1", "ESP32-S3", True),        # a board file spelling the MCU with a hyphen
+    ("esp32-devkitc", "?", False),                  # no chip in the answer: not taken on trust
+])
+def test_probe_refuses_another_esp32_variant_before_copying(board, reported, ok, tmp_path, monkeypatch):
+    # the probe's answer as an ESP32 port prints it (sys.platform is "esp32" on every variant)
+    port = tmp_path / "ttyUSB0"
+    port.write_text("")
+    answer = "@@PROBE micropython %d esp32 %s\n" % (XTENSAWIN_MPY, reported)
+    sent = []
+    monkeypatch.setattr(deploy, "_exec", lambda p, code, what, timeout=30: sent.append(code) or answer)
+    definition = boards.load_board(board)
+    if ok:
+        assert deploy.probe(str(port), "xtensawin", definition) == XTENSAWIN_MPY
+    else:
+        with pytest.raises(DeployError) as refused:
+            deploy.probe(str(port), "xtensawin", definition)
+        msg = str(refused.value)
+        assert "reports chip %s" % reported in msg and "board %s is defined for %s" % (board, definition["chip"]) in msg
+        assert "nothing was copied" in msg
+    assert len(sent) == 1   # the probe only: nothing else went to the board
+    # without a definition (the arch alone) both pass, as before
+    assert deploy.probe(str(port), "xtensawin") == XTENSAWIN_MPY
+
+
+def test_probe_script_reads_the_chip_from_machine():
+    # the probe script's reading of sys.implementation._machine, under the real unix port
+    from host_tools import board_scripts
+    code = board_scripts.source("deploy_probe.py") + "\n"
+    calls = "".join("print(_mcu(%r))\n" % m for m in (
+        "Generic ESP32S3 module with ESP32S3", "ESP32C3 module with ESP32C3", "ESP32 module with ESP32",
+        "linux [GCC 14.2.1] version"))
+    p = subprocess.run([boards.micropython_binary(), "-c", code + calls], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["ESP32S3", "ESP32C3", "ESP32", "linux"]
+    assert [deploy.same_chip(c, "esp32s3") for c in p.stdout.split()] == [True, False, False, False]
 
 
 def test_redeploy_removes_stale_modules(tmp_path):

@@ -129,6 +129,26 @@ def test_meter_that_never_answers_gives_a_final_status_and_the_gateway_keeps_wor
     assert "PPMID crashed" not in emu.board.console_text()
 
 
+def test_meter_refusing_with_a_default_response_ends_rejected_not_timeout(emu):
+    # a meter that takes no top-ups from this PPMID answers with a ZCL Default Response
+    m = esme(emu)
+    credit0 = m.credit
+    text = U.test_utrn(30, "pounds", 3)
+    emu.ncp.call(setattr, m, "refuse_status", 0x7E)
+    try:
+        rep = replay(emu, [line("refused", text, status="rejected", error="E_UTRN_METER_REFUSED")], settle_s=5)
+    finally:
+        emu.ncp.call(setattr, m, "refuse_status", None)
+    assert rep["mismatches"] == [], rep["mismatches"]
+    f = final(rep, "refused")
+    assert f["topup"] == {"zcl_status": 0x7E} and "NOT_AUTHORIZED" in f["error"]["message"]
+    assert m.credit == credit0
+    # not used up: the same UTRN goes once the meter takes top-ups
+    rep = replay(emu, [line("refused-again", text, status="topped-up")])
+    assert rep["mismatches"] == [], rep["mismatches"]
+    assert m.credit == credit0 + 300
+
+
 def test_keypad_lock_and_an_unreachable_meter_end_clearly_and_nothing_is_applied(emu):
     m = esme(emu)
     credit0 = m.credit

@@ -42,7 +42,7 @@ def image(tmp_path):
 
 
 @pytest.mark.parametrize("board", sorted(CHIPS))
-def test_dry_run_prints_erase_write_and_deploy(board, tmp_path):
+def test_dry_run_prints_write_and_deploy_and_keeps_the_filesystem(board, tmp_path):
     chip, offset = CHIPS[board]
     image = image_for(tmp_path, board)
     # boards whose heap cannot hold the app take an image with it frozen in (make image)
@@ -51,9 +51,12 @@ def test_dry_run_prints_erase_write_and_deploy(board, tmp_path):
     p = ppmid("flash", "--port", "/dev/ttyUSB7", "--board", board, "--firmware", image, "--dry-run", *extra)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
-    assert lines[0].endswith("esptool --chip %s --port /dev/ttyUSB7 --baud 460800 erase-flash" % chip)
+    # by default nothing is erased: the gateway's filesystem (journal, keys, config) stays
+    end = int(offset, 16) + 1024
+    assert lines[0].startswith("# the filesystem partition is kept") and "%s..%#x" % (offset, end) in lines[0]
     assert lines[1].endswith("esptool --chip %s --port /dev/ttyUSB7 --baud 460800 write-flash %s %s"
                              % (chip, offset, image))
+    assert not any("erase" in line for line in lines[1:])
     arch = boards.load_board(board)["mpy_arch"]
     assert any("mpy-cross -march=%s" % arch in line and "ppmid/app.py" in line for line in lines)
     copy = [line for line in lines if " fs mkdir " in line]
@@ -61,13 +64,42 @@ def test_dry_run_prints_erase_write_and_deploy(board, tmp_path):
     assert any("mpremote connect /dev/ttyUSB7 resume fs mkdir :/.deploy-new" in line for line in lines)
 
 
+@pytest.mark.parametrize("board", ["esp32-devkitc", "esp32s3-devkitc-1-n8r8"])
+def test_erase_all_is_asked_for_and_says_what_it_destroys(board, tmp_path):
+    chip, offset = CHIPS[board]
+    image = image_for(tmp_path, board)
+    extra = [] if boards.load_board(board)["psram"] else ["--scripts-only"]
+    p = ppmid("flash", "--port", "/dev/ttyUSB7", "--board", board, "--firmware", image, "--dry-run", "--erase-all",
+              *extra)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("# --erase-all: the whole flash is erased")
+    for lost in ("journal", "anti-replay counters", "UTRN memory", "envelope key", "config", "ppmid provision"):
+        assert lost in lines[0], lost
+    assert lines[1].endswith("esptool --chip %s --port /dev/ttyUSB7 --baud 460800 erase-flash" % chip)
+    assert lines[2].endswith("write-flash %s %s" % (offset, image))
+
+
 def test_offsets_come_from_the_board_files(tmp_path):
     for board, (chip, offset) in CHIPS.items():
         image = image_for(tmp_path, board)
-        erase, write = flash.esptool_commands("/dev/x", board, image)
-        assert erase[-1] == "erase-flash"
+        write, = flash.esptool_commands("/dev/x", board, image)
         assert write[-3:] == ["write-flash", offset, image]
         assert write[write.index("--chip") + 1] == chip
+        erase, write_too = flash.esptool_commands("/dev/x", board, image, erase_all=True)
+        assert erase[-1] == "erase-flash" and write_too == write
+
+
+def test_a_real_flash_runs_only_write_flash_unless_erase_all(tmp_path, monkeypatch):
+    # esptool stood in for: the commands flash() runs, in order, and what it printed first
+    ran = []
+    monkeypatch.setattr(flash.subprocess, "run", lambda cmd: ran.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    image = image_for(tmp_path, "esp32s3-devkitc-1-n8r8")
+    flash.flash("/dev/x", "esp32s3-devkitc-1-n8r8", image, then_deploy=False)
+    assert [c[-3] for c in ran] == ["write-flash"]
+    ran.clear()
+    flash.flash("/dev/x", "esp32s3-devkitc-1-n8r8", image, then_deploy=False, erase_all=True)
+    assert [c[-1] for c in ran][0] == "erase-flash" and ran[1][-3] == "write-flash"
 
 
 def test_chip_ids_are_esptools():

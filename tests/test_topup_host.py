@@ -76,6 +76,10 @@ def test_emulated_esme_judges_like_a_meter():
     assert m.figures() == {"credit": 6100, "received": 8, "applied": 2, "rejected": 6, "applied_twice": 0}
     m.keypad_lock, m.silent = False, True
     assert m.handle(P.consumer_top_up(1, good.encode())) == (None, None)
+    m.silent, m.refuse_status = False, 0x7E
+    rsp, alert = m.handle(P.consumer_top_up(9, U.test_utrn(7, "pounds", 1).encode()))
+    assert P.parse_default_response(rsp) == (9, P.CONSUMER_TOP_UP, 0x7E) and alert is None
+    assert m.credit == 6100 and m.rejected[-1][1] is None
 
 
 def test_ncp_emulator_console_sets_the_esme_knobs():

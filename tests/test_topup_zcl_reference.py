@@ -42,6 +42,23 @@ def test_frames_against_zigpy():
         assert hdr.direction == f.Direction.Server_to_Client and hdr.command_id == 3 and rest == body
 
 
+def test_default_response_against_zigpy():
+    # the meter's refusal: a general command 0x0B, payload command id then status
+    from zigpy.zcl import foundation as f
+    for seq, status in ((0x37, f.Status.NOT_AUTHORIZED), (0, f.Status.UNSUP_CLUSTER_COMMAND),
+                        (0xFF, f.Status.MALFORMED_COMMAND)):
+        theirs = f.ZCLHeader.general(seq, f.GeneralCommand.Default_Response,
+                                     direction=f.Direction.Server_to_Client)
+        schema = f.GENERAL_COMMANDS[f.GeneralCommand.Default_Response].schema
+        frame = theirs.serialize() + schema(command_id=P.CONSUMER_TOP_UP, status=status).serialize()
+        assert P.parse_default_response(frame) == (seq, P.CONSUMER_TOP_UP, int(status))
+        hdr, rest = f.ZCLHeader.deserialize(P.default_response(seq, P.CONSUMER_TOP_UP, int(status)))
+        assert hdr.frame_control.is_general and hdr.direction == f.Direction.Server_to_Client
+        assert hdr.command_id == f.GeneralCommand.Default_Response and hdr.tsn == seq
+        rsp, rest = schema.deserialize(rest)
+        assert (rsp.command_id, rsp.status, rest) == (P.CONSUMER_TOP_UP, status, b"")
+
+
 def _air_frame(zcl, s2c):
     # between the ESME (0x4A21) and the PPMID (0x1234)
     src, dst = (0x4A21, 0x1234) if s2c else (0x1234, 0x4A21)

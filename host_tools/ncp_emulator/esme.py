@@ -31,12 +31,15 @@ class EmulatedEsme:
         self.memory = memory            # UTRNs remembered for the duplicate check (newest)
         self.seen = []                  # PTUTs applied, oldest first
         self.applied = []               # (utrn text, pence) per credit, in order
-        self.rejected = []              # (utrn text, result) per refusal
+        self.rejected = []              # (utrn text, result; None: Default Response) per refusal
         self.received = 0               # Consumer Top Up frames
         self.keypad_lock = False        # fault: result 0x05
         self.silent = False             # fault: takes the frame (APS ack), never answers
         self.unreachable = False        # fault: no APS ack (delivery fails at the PPMID)
         self.result_override = None     # fault: answer this result code whatever comes
+        # fault: refuse every top-up with a ZCL Default Response of this status (0x7E
+        # NOT_AUTHORIZED: a meter that takes no top-ups from this PPMID)
+        self.refuse_status = None
 
     def handle(self, frame):
         """A ZCL frame for the Prepayment cluster -> (response frame or None, alert code or
@@ -49,6 +52,9 @@ class EmulatedEsme:
         if self.silent:
             return None, None
         text = code.decode("ascii", "replace")
+        if self.refuse_status is not None:
+            self.rejected.append((text, None))
+            return P.default_response(seq, P.CONSUMER_TOP_UP, self.refuse_status), None
         result, pence, alert = self._judge(text)
         if result in P.SUPPLY:
             self.credit += pence

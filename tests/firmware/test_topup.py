@@ -129,6 +129,20 @@ def test_consumer_top_up_response_both_ways():
     assert code_of(P.parse_response, b"\x19\x09\x04" + f[3:]) == "E_ZCL"      # another command
 
 
+def test_default_response_both_ways():
+    # general command (frame type 0), server to client, no Default Response; command id, status
+    f = P.default_response(0x42, P.CONSUMER_TOP_UP, 0x7E)
+    assert f == b"\x18\x42\x0b\x04\x7e"
+    assert P.parse_default_response(f) == (0x42, 0x04, 0x7E)
+    assert P.parse_default_response(f + b"\x00") == (0x42, 0x04, 0x7E)   # later fields ignored
+    assert code_of(P.parse_default_response, f[:4]) == "E_ZCL"
+    assert code_of(P.parse_default_response, b"\x19" + f[1:]) == "E_ZCL"   # cluster specific
+    assert code_of(P.parse_default_response, b"\x10" + f[1:]) == "E_ZCL"   # client to server
+    assert code_of(P.parse_default_response, b"\x1c\x34\x12" + f[1:]) == "E_ZCL"  # manufacturer's
+    assert code_of(P.parse_default_response, b"\x18\x42\x0a\x04\x7e") == "E_ZCL"  # another command
+    assert code_of(P.parse_response, f) == "E_ZCL"   # not a Consumer Top Up Response
+
+
 # ---- the relay's top-up road -------------------------------------------------------------
 class TopupHan(FakeHan):
     """FakeHan with the direct ZCL road: send_zcl records (dest, cluster, endpoint, frame);
@@ -155,13 +169,16 @@ class TopupHan(FakeHan):
 class Meter:
     """A plain ESME: credit in pence, each UTRN once."""
 
-    def __init__(self, credit=1000, result=None):
+    def __init__(self, credit=1000, result=None, refuse=None):
         self.credit = credit
         self.seen = set()
         self.result = result   # a fixed result code instead (faults)
+        self.refuse = refuse   # a ZCL status: a Default Response instead of any answer
 
     def __call__(self, frame):
         seq, origin, code = P.parse_request(frame)
+        if self.refuse is not None:
+            return P.default_response(seq, P.CONSUMER_TOP_UP, self.refuse)
         if self.result is not None:
             return P.consumer_top_up_response(seq, self.result, 0, 1, self.credit)
         if code in self.seen:
@@ -355,6 +372,89 @@ async def test_meter_rejections_map_to_codes_and_the_utrn_may_be_tried_again():
         await r.pump()
         f = r.pub.on("/rsp")[-1]
         assert (f["id"], f["status"], f["error"]["code"]) == (id, "rejected", code)
+
+
+async def test_meter_refusing_with_a_default_response_is_rejected_with_its_status():
+    m = Meter(refuse=0x7E)   # NOT_AUTHORIZED: this PPMID may not top up this meter
+    r = rig(m, response_timeout_s=5)
+    text = make(value=45)
+    await submit(r, "t-1", text)
+    await r.pump()
+    final = r.pub.on("/rsp")[-1]
+    assert (final["id"], final["status"]) == ("t-1", "rejected"), final
+    assert final["error"]["code"] == "E_UTRN_METER_REFUSED" and "0x7E NOT_AUTHORIZED" in final["error"]["message"]
+    assert final["topup"] == {"zcl_status": 0x7E}
+    assert r.relay.counters["rx_bad"] == 0 and r.journal.live == {}
+    assert r.relay.result("t-1")["error"]["code"] == "E_UTRN_METER_REFUSED"
+    # not remembered as applied: once the meter takes top-ups, the same UTRN goes
+    m.refuse = None
+    assert (await submit(r, "t-2", text))["status"] == "accepted"
+    await r.pump()
+    assert r.pub.statuses("t-2")[-1] == "topped-up" and m.credit == 1045
+    # a status without a name is shown as its number
+    m.refuse = 0x99
+    await submit(r, "t-3", make(value=46))
+    await r.pump()
+    final = r.pub.on("/rsp")[-1]
+    assert final["id"] == "t-3" and final["topup"] == {"zcl_status": 0x99} and "0x99" in final["error"]["message"]
+
+
+async def test_default_responses_that_are_no_refusal_are_dropped():
+    r = rig(None, response_timeout_s=5)   # the meter does not answer
+    await submit(r, "t-1", make(value=8))
+    await r.pump()
+    seq = P.parse_request(r.han.zcl[0][3])[0]
+    h = r.han.on_zcl
+    h(ESME_NWK, 0x0705, P.default_response(seq, P.CONSUMER_TOP_UP, 0x00))   # SUCCESS: no result in it
+    h(ESME_NWK, 0x0705, P.default_response(seq, 0x05, 0x81))                # about another command
+    h(ESME_NWK, 0x0705, P.default_response(seq, P.CONSUMER_TOP_UP, 0x7E)[:4])  # truncated
+    assert r.relay.counters["rx_bad"] == 3
+    h(ESME_NWK, 0x0705, P.default_response((seq + 1) & 0xFF, P.CONSUMER_TOP_UP, 0x7E))  # another seq
+    assert r.relay.counters["unmatched"] == 1
+    h(0x1111, 0x0705, P.default_response(seq, P.CONSUMER_TOP_UP, 0x7E))     # another node
+    assert r.relay.counters["unmatched"] == 2
+    await r.publish_all()
+    assert r.pub.statuses("t-1") == ["accepted", "relayed"] and r.journal.by_id["t-1"].state == J.SENDING
+    r.clock.advance(5100)
+    r.relay.check_timers()
+    await r.publish_all()
+    assert r.pub.statuses("t-1")[-1] == "timeout"
+
+
+async def test_timed_out_top_up_may_be_sent_again_and_the_meter_decides():
+    # docs/utrn.md step 4: a top-up that timed out may go again at once (its late window
+    # need not pass): the meter's own memory refuses it if the first reached it after all
+    m = Meter()
+    r = rig(None, response_timeout_s=5)   # the first attempt gets no answer
+    text = make(value=21)
+    await submit(r, "t-1", text)
+    await r.pump()
+    r.clock.advance(5100)
+    r.relay.check_timers()
+    await r.publish_all()
+    assert r.pub.statuses("t-1")[-1] == "timeout" and r.journal.by_id["t-1"].state == J.TIMED_OUT
+    r.han.meter = m
+    assert await submit(r, "t-2", text) == {"id": "t-2", "status": "accepted"}
+    await r.pump()
+    assert r.pub.statuses("t-2")[-1] == "topped-up" and m.credit == 1021
+    assert len(r.han.zcl) == 2
+    # the meter had applied it after all: its duplicate answer ends the copy, remembered here
+    m2 = Meter()
+    r2 = rig(m2, response_timeout_s=5)
+    text = make(value=22)
+    m2.seen.add(text.encode())
+    r2.han.meter = None
+    await submit(r2, "u-1", text)
+    await r2.pump()
+    r2.clock.advance(5100)
+    r2.relay.check_timers()
+    r2.han.meter = m2
+    await submit(r2, "u-2", text)
+    await r2.pump()
+    final = r2.pub.on("/rsp")[-1]
+    assert (final["id"], final["error"]["code"]) == ("u-2", "E_UTRN_DUPLICATE")
+    assert (await submit(r2, "u-3", text))["error"] == "E_UTRN_DUPLICATE"
+    assert len(r2.han.zcl) == 2 and m2.credit == 1000
 
 
 async def test_meter_silent_times_out_and_the_relay_keeps_going():

@@ -269,3 +269,33 @@ async def test_the_road_a_command_came_by_survives_a_restart():
     rig.relay.on_han_message(response_to(rig.han.sent[0]))
     await _follow_all(road)
     assert [f[2]["status"] for f in wire.frames()] == ["response"]
+
+
+async def test_hello_for_another_roads_command_says_the_road_it_came_by():
+    # docs/wired.md HELLO: any id the relay knows is answered (docs/security.md: a residual
+    # risk, as the NFC road's collect), labelled with its own road, never as the wire's
+    rig = Rig()
+    await rig.relay.accept(envelope.sign(KEY, "phone-7", gbcs_message(1, 10, SUPPLIER, ESME)), "nfc-phone")
+    await rig.pump()
+    rig.relay.on_han_message(response_to(rig.han.sent[0]))
+    await rig.relay.accept(envelope.sign(KEY, "mq-1", gbcs_message(1, 11, SUPPLIER, ESME)), "mqtt")
+    road, wire = _road(rig)
+    await road.feed(F.encode(F.T_HELLO, 1, b"\x01\x07phone-7\x04mq-1"))
+    got = wire.frames()
+    assert got[0][0] == F.T_HELLO and got[0][2]["unknown"] == []
+    by_id = dict((f[2]["id"], f) for f in got[1:])
+    assert by_id["phone-7"][0] == F.T_RESULT and by_id["phone-7"][2]["status"] == "response"
+    assert by_id["phone-7"][2]["via"] == "nfc-phone"
+    assert by_id["mq-1"][0] == F.T_STATUS and by_id["mq-1"][2]["via"] == "mqtt"
+    # and the wire's own command is still "serial", in its statuses and its result
+    await road.feed(_env_frame(rig, 2, "w-2", 12))
+    for n in (2, 3):   # mq-1 goes first (counter order), then w-2
+        await rig.pump()
+        rig.clock.advance(2000)
+        await rig.pump()
+        assert len(rig.han.sent) == n, rig.han.sent
+        rig.relay.on_han_message(response_to(rig.han.sent[-1]))
+        await _follow_all(road)
+    mine = [f[2] for f in wire.frames() if f[0] in (F.T_STATUS, F.T_RESULT) and f[2]["id"] == "w-2"]
+    assert mine and all(p["via"] == "serial" for p in mine), mine
+    assert mine[-1]["status"] == "response"

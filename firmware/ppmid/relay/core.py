@@ -275,7 +275,8 @@ class Relay:
     def result(self, id):
         """NFC contract: None while the command is unknown or still pending (accepted,
         relayed), else {"id", "status", "gbcs" (bytes or None), "error" ({"code",
-        "message"} or None), "late"} for response / timeout / failed / rejected. Once
+        "message"} or None), "late", "via" (the road it came by)} for response / timeout /
+        failed / rejected. Once
         finished, a response's body may no longer be held ("gbcs" None, error
         E_BODY_DROPPED: _remember): read it when asked, do not keep the dict."""
         e = self.journal.by_id.get(id)
@@ -304,7 +305,7 @@ class Relay:
     def _result(self, e, with_body):
         status = self._status.get(e.seq) or ("accepted", "relayed", "response", "timeout", "failed",
                                              "already-executed")[e.state]
-        r = {"id": e.id, "status": status, "gbcs": None, "error": None, "late": False}
+        r = {"id": e.id, "status": status, "gbcs": None, "error": None, "late": False, "via": e.via}
         if e.state == J.ANSWERED:
             if e.topup:
                 # the meter's answer: "topped-up", or "rejected" with its result's code;

@@ -36,6 +36,13 @@ _WHY = {P.RESULT_INVALID: "the meter found the top-up invalid (its MAC or its co
         P.RESULT_KEYPAD_LOCK: "the meter's keypad is locked: it takes no top-ups now",
         P.RESULT_TOO_LARGE: "the top-up value is larger than the meter accepts"}
 E_UTRN_RESULT = "E_UTRN_RESULT"  # a result code the meter should not send
+# the meter answered the Consumer Top Up with a ZCL Default Response whose status is not
+# SUCCESS: it did not carry the command out (not authorised, prepayment off, not supported)
+E_UTRN_METER_REFUSED = "E_UTRN_METER_REFUSED"
+# the ZCL statuses a meter refusing a command most likely sends (values as zigpy's
+# foundation.Status); any other is shown as its number
+_ZCL_STATUS = {0x01: "FAILURE", 0x7E: "NOT_AUTHORIZED", 0x80: "MALFORMED_COMMAND",
+               0x81: "UNSUP_CLUSTER_COMMAND", 0x85: "INVALID_FIELD", 0x87: "INVALID_VALUE"}
 
 
 class TopupError(PpmidError):
@@ -66,6 +73,19 @@ def remember_utrn(journal, ptut8, seq):
 
 def utrn_applied(journal, ptut8):
     return (b"U" + bytes(ptut8)) in journal.counters
+
+
+def meter_refusal(frame):
+    """(seq, ZCL status) when frame is the meter's Default Response refusing a Consumer
+    Top Up, else None. A SUCCESS one is no answer (the command has its own response, and
+    ours asks for no Default Response), a Default Response to another command is not ours."""
+    try:
+        seq, cmd, status = P.parse_default_response(frame)
+    except PpmidError:
+        return None
+    if cmd != P.CONSUMER_TOP_UP or status == P.ZCL_SUCCESS:
+        return None
+    return seq, status
 
 
 class TopupRoad:
@@ -106,7 +126,10 @@ class TopupRoad:
         if utrn_applied(j, ptut8):
             raise TopupError(E_UTRN_DUPLICATE, "this UTRN was applied already")
         for x in j.live.values():
-            if x.topup and x.counter == ptut8 and x.state != FAILED:
+            # one that failed or timed out may go again (docs/utrn.md): the meter's own
+            # memory of the UTRNs it applied refuses the copy (0x02) should the first have
+            # reached it after all, and that answer is remembered here
+            if x.topup and x.counter == ptut8 and x.state != FAILED and x.state != TIMED_OUT:
                 raise TopupError(E_UTRN_DUPLICATE, "this UTRN is already on its way to the meter (%s)" % x.id)
         return binascii.unhexlify(target), _NO_ORIGINATOR, ptut8, env.utrn.encode()
 
@@ -137,20 +160,26 @@ class TopupRoad:
     def on_frame(self, sender, frame):
         relay = self.relay
         w = self._waiting.get(sender)
+        r = None
         try:
             r = P.parse_response(frame)
+            seq = r.seq
         except PpmidError as exc:
-            relay.counters["rx_bad"] += 1
-            relay.log("warn", "Prepayment frame from 0x%04X not understood: %s" % (sender, exc))
-            return
-        if w is None or (w[0] is not None and w[0] != r.seq):
+            refused = meter_refusal(frame)
+            if refused is None:
+                relay.counters["rx_bad"] += 1
+                relay.log("warn", "Prepayment frame from 0x%04X not understood: %s" % (sender, exc))
+                return
+            seq = refused[0]
+        if w is None or (w[0] is not None and w[0] != seq):
             relay.counters["unmatched"] += 1
-            relay.log("warn", "Consumer Top Up Response from 0x%04X (seq %d) matches no top-up" % (sender, r.seq))
+            relay.log("warn", "Consumer Top Up answer from 0x%04X (seq %d) matches no top-up" % (sender, seq))
             return
         e = w[1]
         if e.seq not in relay.journal.live:
             return
-        if r.accepted() or r.result == P.RESULT_DUPLICATE:
+        # a refusal (Default Response) is journaled as the answer; the UTRN is not used up
+        if r is not None and (r.accepted() or r.result == P.RESULT_DUPLICATE):
             # applied (now or before): refused locally from now on
             remember_utrn(relay.journal, e.counter, e.seq)
         del self._waiting[sender]
@@ -159,10 +188,18 @@ class TopupRoad:
     # ---- status ----------------------------------------------------------------------
     def outcome(self, e):
         """(status, topup dict, error dict or None) of an answered top-up."""
+        body = self.relay.journal.response_body(e)
         try:
-            r = P.parse_response(self.relay.journal.response_body(e))
+            r = P.parse_response(body)
         except PpmidError as exc:
-            return "rejected", None, {"code": E_UTRN_RESULT, "message": str(exc)}
+            refused = meter_refusal(body)
+            if refused is None:
+                return "rejected", None, {"code": E_UTRN_RESULT, "message": str(exc)}
+            status = refused[1]
+            return "rejected", {"zcl_status": status}, {
+                "code": E_UTRN_METER_REFUSED,
+                "message": "the meter refused the top-up (ZCL status 0x%02X %s): not applied" % (
+                    status, _ZCL_STATUS.get(status, "unknown"))}
         t = {"result": r.result, "value": r.value, "credit": r.credit,
              "source": P.SOURCES[r.source] if r.source < len(P.SOURCES) else r.source}
         if r.accepted():

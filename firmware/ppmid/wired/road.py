@@ -236,17 +236,19 @@ class WiredRoad:
             await self._result(id, self.relay.result(id), s)
             return
         self.watched[id] = s
-        await self._send(F.T_STATUS, 0, status_json(id, s, via=VIA))
+        # a HELLO may name another road's command (docs/wired.md): its own road is told
+        e = self.relay.journal.by_id.get(id)
+        await self._send(F.T_STATUS, 0, status_json(id, s, via=e.via if e is not None else None))
 
     async def _result(self, id, r, last):
         if r is None:
             # the relay forgot it (a timeout past its late window, or pushed out of its
-            # short memory): say what is known, once
+            # short memory): say what is known, once; which road it came by is not
             err = {"code": "E_TIMEOUT" if last == "timeout" else "E_WIRE_LOST",
                    "message": "no response known for this command"}
-            payload = status_json(id, "timeout", error=err, via=VIA)
+            payload = status_json(id, "timeout", error=err)
         else:
-            payload = status_json(id, r["status"], None, r.get("gbcs"), r.get("error"), VIA,
+            payload = status_json(id, r["status"], None, r.get("gbcs"), r.get("error"), r.get("via"),
                                   None, r.get("late") or None, r.get("topup"))
         self._keep(id, payload)
         self.stats["results"] += 1

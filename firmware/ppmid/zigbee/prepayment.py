@@ -10,6 +10,10 @@ from ppmid.zigbee.tunnel import zcl_header, parse_zcl, FC_SERVER_TO_CLIENT, ZclE
 CLUSTER_PREPAYMENT = const(0x0705)
 CONSUMER_TOP_UP = const(0x04)           # client -> server command id
 CONSUMER_TOP_UP_RESPONSE = const(0x03)  # server -> client command id
+# ZCL general (profile-wide) command a device answers a command it did not carry out with,
+# even when the sender set "disable default response": command id u8, status enum8
+DEFAULT_RESPONSE = const(0x0B)
+ZCL_SUCCESS = const(0x00)
 
 # Originating Device (enum8): who keyed the code. A PPMID is an in-home display device.
 ORIGIN_ESI = const(0x00)
@@ -71,6 +75,24 @@ def parse_response(frame):
         raise ZclError(E_ZCL, "Consumer Top Up Response truncated (%d bytes of %d)" % (len(p), _RESPONSE_LEN))
     result, value, source, credit = struct.unpack_from("<BiBi", p, 0)
     return TopUpResponse(seq, result, value, source, credit)
+
+
+def parse_default_response(frame):
+    """A ZCL Default Response from the server side -> (seq, command id, status), or
+    ZclError (E_ZCL) when the frame is not one (cluster specific, manufacturer specific,
+    wrong direction or command, shorter than its two fields)."""
+    fc, manu, seq, cmd, p = parse_zcl(frame)
+    if fc & 0x03 != 0x00 or manu is not None or not fc & FC_SERVER_TO_CLIENT or cmd != DEFAULT_RESPONSE:
+        raise ZclError(E_ZCL, "not a Default Response (frame control 0x%02X, command 0x%02X)" % (fc, cmd))
+    if len(p) < 2:
+        raise ZclError(E_ZCL, "Default Response truncated (%d bytes of 2)" % len(p))
+    return seq, p[0], p[1]
+
+
+def default_response(seq, command, status):
+    """A server's Default Response (the emulated ESME's refusal, and tests)."""
+    # frame control 0x18: general command, server to client, no Default Response to it
+    return bytes((0x18, seq & 0xFF, DEFAULT_RESPONSE, command, status))
 
 
 def consumer_top_up_response(seq, result, value, source, credit):
