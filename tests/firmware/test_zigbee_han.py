@@ -434,6 +434,30 @@ def test_an_unencrypted_tunnel_frame_from_0x0000_is_dropped_and_the_tunnel_stays
     assert han._rxq == [b"\xdd\x00real", b"\xdd\x00" + bytes(60)] and han.counters["rx_unsecured"] == 6
 
 
+
+def test_a_prepayment_answer_without_aps_encryption_never_reaches_the_top_up():
+    # the meter's answer to a top-up ends it (and a "duplicate" makes the UTRN refused for
+    # good): one forged by a node with only the network key is dropped before the road
+    han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=lambda *a: None)
+    seen = []
+    han.on_zcl = lambda sender, cluster, frame: seen.append((sender, cluster, bytes(frame)))
+    esme = 0x1234
+    answer = b"\x19\x05\x0b\x0c\x00"   # a ZCL frame from the meter, as the road would parse it
+
+    def frame(options):
+        han._incoming({"sender": esme, "message": answer,
+                       "aps": {"profile": T.PROFILE_SE, "cluster": 0x0705, "options": options, "group": 0}})
+
+    frame(0)
+    frame(0x0040)            # retry bit alone: still no APS security
+    assert seen == [] and han.counters["rx_unsecured"] == 2
+    frame(APS_ENCRYPTED)
+    assert seen == [(esme, 0x0705, answer)] and han.counters["rx_unsecured"] == 2
+    # another SE cluster outside the two the gateway acts on goes to the road as before
+    han._incoming({"sender": esme, "message": answer,
+                   "aps": {"profile": T.PROFILE_SE, "cluster": 0x0702, "options": 0, "group": 0}})
+    assert seen[-1] == (esme, 0x0702, answer) and han.counters["rx_unsecured"] == 2
+
 # ---- outgoing APS fragments (_send_zcl): one APS counter for the whole frame -------------
 class _CountingEzsp:
     """sendUnicast as the NCP answers it: accepted, a fresh APS counter each time, and the

@@ -24,6 +24,7 @@ RESETTING = "resetting"
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
 _CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
+_CLUSTER_PREPAYMENT = const(0x0705)  # zigbee/prepayment.py's, not imported: the top-up road loads it
 _APS_ENCRYPTED = const(0x0020)  # ezsp.APS_OPTION_ENCRYPTION, inlined: checked on every frame
 _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
 _RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may ask for
@@ -345,21 +346,23 @@ class ZigbeeHan:
         if aps["cluster"] == _CLUSTER_KEY_ESTABLISHMENT and self.commission is not None:
             self.commission.on_ke(m)   # it takes the CH's alone (sender, profile, EUI-64)
             return
-        if aps["cluster"] != CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == PROFILE_SE:
-            self.on_zcl(m["sender"], aps["cluster"], m["message"])
-            return
-        if aps["profile"] != PROFILE_SE or aps["cluster"] != CLUSTER_TUNNELING:
-            self.counters["rx_not_tunnel"] += 1
-            return
-        if not aps["options"] & _APS_ENCRYPTED:
-            # Smart Energy puts the Tunneling cluster under APS security with the link key
-            # the PPMID and the CH share from CBKE (SE 1.x 5.4.6; EmberZNet's application
-            # framework drops such a frame that came without it). The network key, which
-            # every HAN node holds, is enough to send as NWK 0x0000 but not to APS-encrypt
-            # as the CH: a frame without it must not feed, open or close the tunnel
+        cluster = aps["cluster"]
+        # Smart Energy puts the Tunneling and Prepayment clusters under APS security with a
+        # link key (SE 1.x 5.4.6; EmberZNet's application framework drops such a frame that
+        # came without it). The network key, which every HAN node holds, is enough to send
+        # as NWK 0x0000 or as the meter, not to APS-encrypt as them: a frame without it must
+        # not feed, open or close the tunnel, nor end a top-up (a forged "duplicate" would
+        # make the gateway refuse that UTRN for good)
+        if (cluster == CLUSTER_TUNNELING or cluster == _CLUSTER_PREPAYMENT) and not aps["options"] & _APS_ENCRYPTED:
             self.counters["rx_unsecured"] += 1
             if self.counters["rx_unsecured"] == 1:
-                self._logf("tunnel frame from 0x%04x: no APS encryption", m["sender"])
+                self._logf("cluster 0x%04x frame from 0x%04x: no APS encryption", cluster, m["sender"])
+            return
+        if cluster != CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == PROFILE_SE:
+            self.on_zcl(m["sender"], cluster, m["message"])
+            return
+        if aps["profile"] != PROFILE_SE or cluster != CLUSTER_TUNNELING:
+            self.counters["rx_not_tunnel"] += 1
             return
         msg = m["message"]
         if aps["options"] & E.APS_OPTION_FRAGMENT:
