@@ -35,9 +35,14 @@ def run():
                  % (r["block"], heap // KB, " (the emulated board's)" if heap == EMULATED_HEAP else ""))
         for tag, label in POINTS:
             f = figs[tag]
+            note = ("of %d bytes free (%d%%), %d used (the harness's %d before the app included); %s; "
+                    "micropython.mem_info()'s max free run, the same as the largest bytearray that fits"
+                    % (f["free"], 100 * f["largest"] // f["free"], f["used"], figs["base"]["used"], where))
+            if tag == "commands":
+                # what the boot's gc.threshold costs: a collect per _GC_THRESHOLD bytes allocated
+                note += ("; the series allocated %d bytes (%d per command, the app's other tasks included), "
+                         "one collect at ready took %d us on this machine"
+                         % (r["run"]["allocated"], r["run"]["allocated"] // frag.COMMANDS, r["run"]["collect_us"]))
             rows.append({"name": "frag largest free block %s, %dK heap" % (label, heap // KB),
-                         "value": f["largest"], "unit": "bytes",
-                         "note": "of %d bytes free (%d%%), %d used; %s; micropython.mem_info()'s max free "
-                                 "run, the same as the largest bytearray that fits"
-                                 % (f["free"], 100 * f["largest"] // f["free"], f["used"], where)})
+                         "value": f["largest"], "unit": "bytes", "note": note})
     return rows

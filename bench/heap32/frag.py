@@ -82,6 +82,11 @@ asyncio.create_task(app.run(board))
 await H.until(lambda: app.heap['min'] is not None, what='the app to be ready')
 await asyncio.sleep_ms(50)
 frag('ready')
+# what one collect of this heap takes (the cost of the boot's gc.threshold, per collect)
+_t = __import__('time')
+t0 = _t.ticks_us()
+gc.collect()
+collect_us = _t.ticks_diff(_t.ticks_us(), t0)
 han, relay, link = caught['han'], caught['relay'], caught['link']
 # the HAN as if its module and the CH were up (gauge.APP_BODY): its supervisor stops, a
 # tunnel is open, and each ZCL frame goes to a stand-in EZSP send
@@ -98,7 +103,9 @@ async def _send_zcl(dest, zcl, cluster=None, endpoint=None):
 han._send_zcl = _send_zcl
 han._set_status(__import__('ppmid.zigbee.han', None, None, ['RUNNING']).RUNNING)
 client = link.client
+allocated = 0  # bytes the series allocated (the app's other tasks meanwhile included)
 for i, path in enumerate(COMMANDS):
+    a0 = micropython.mem_total()
     n = __import__('os').stat(path)[6]
     if n > len(client._rx):  # as the client grows its buffer (ppmid.mqtt.client)
         client._rxmv = client._rx = None
@@ -115,12 +122,13 @@ for i, path in enumerate(COMMANDS):
         relay.on_han_message(f.read())
     await H.until(lambda: relay.counters.get('answered', 0) >= i + 1, what='response %d' % (i + 1))
     await asyncio.sleep_ms(20)
+    allocated += micropython.mem_total() - a0
     if i == 0:
         frag('command 1')
 frag('commands')
 out('FRAGRUN', relayed=relay.counters.get('relayed', 0), failed=relay.counters.get('failed', 0),
     answered=relay.counters.get('answered', 0), outbox=len(relay.outbox), published=published[0],
-    journal=relay.journal.size,
+    journal=relay.journal.size, collect_us=collect_us, allocated=allocated,
     accepted=link.intake.stats.get('accepted'), rx=len(client._rx))
 """
 
