@@ -169,7 +169,7 @@ def parse(lines):
     return out, block
 
 
-def scenario(root, heap):
+def scenario(root):
     """Write the job under root and return the script's path."""
     files, _skipped = G.compile_tree(G.FIRMWARE_DIR)
     files.update(G.harness_files())
@@ -209,13 +209,15 @@ def scenario(root, heap):
 
 
 def run(heap, exe=None):
-    """{tag: {...}} for tags base, ready, command 1, commands, with "largest" in bytes;
-    plus "block" and "run" (the series' counters). Raises FragError."""
+    """{"figures": {tag: {"total", "used", "free", "largest_blocks", "largest" (bytes)}} for
+    the tags base, ready, command 1 and commands; "block": the GC block's bytes; "run": the
+    series' counters}. Raises FragError when the scenario fails or a reading disagrees
+    with the allocation."""
     if exe is None:
         from host_tools.boards import micropython_binary  # the emulated board's interpreter
         exe = micropython_binary()
     with tempfile.TemporaryDirectory() as root:
-        script = scenario(root, heap)
+        script = scenario(root)
         p = subprocess.run([exe, "-X", "heapsize=%d" % heap, script], capture_output=True, text=True, timeout=300)
         lines = p.stdout.splitlines()
     figs, block = parse(lines)
