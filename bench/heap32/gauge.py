@@ -497,10 +497,11 @@ def flash_files(nfc=False, wired=False, p256_user=False):
     return out
 
 
-def command_json(size=4096, counter=1000, signer=None):
+def command_json(size=4096, counter=1000, signer=None, msg_id="heap32-4k"):
     """A signed JSON command (docs/mqtt.md) carrying a GBCS command of `size` bytes to the
     ESME that the validator accepts; `signer`: a P-256 private scalar, for an envelope
-    signed by that DCC User (kid P256_KID) instead of the mac of KEY."""
+    signed by that DCC User (kid P256_KID) instead of the mac of KEY. A series of commands
+    needs a rising `counter` and its own `msg_id` each (the relay drops a repeated id)."""
     _firmware_on_path()
     import binascii
     from ppmid import envelope
@@ -518,11 +519,11 @@ def command_json(size=4096, counter=1000, signer=None):
     if signer is not None:
         from host_tools import p256_envelope
         from cryptography.hazmat.primitives.asymmetric import ec
-        sig = p256_envelope.signature(ec.derive_private_key(signer, ec.SECP256R1()), "heap32-4k", buf, None, P256_KID)
-        return json.dumps({"id": "heap32-4k", "gbcs": binascii.b2a_base64(buf, newline=False).decode(),
+        sig = p256_envelope.signature(ec.derive_private_key(signer, ec.SECP256R1()), msg_id, buf, None, P256_KID)
+        return json.dumps({"id": msg_id, "gbcs": binascii.b2a_base64(buf, newline=False).decode(),
                            "mac": sig.hex(), "kid": P256_KID}).encode(), len(buf)
-    env = envelope.sign(KEY, "heap32-4k", buf)
-    return json.dumps({"id": "heap32-4k", "gbcs": binascii.b2a_base64(buf, newline=False).decode(),
+    env = envelope.sign(KEY, msg_id, buf)
+    return json.dumps({"id": msg_id, "gbcs": binascii.b2a_base64(buf, newline=False).decode(),
                        "mac": bytes(env.mac).hex()}).encode(), len(buf)
 
 
