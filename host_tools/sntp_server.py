@@ -114,11 +114,12 @@ class SntpServer:
             if self.held():
                 self.dropped += 1
                 continue
+            # counted before it goes: a client may read the counter as soon as it has the reply
+            self.answered += 1
             try:
                 self._sock.sendto(build_reply(data, time.time(), self.mode, self.offset_s), addr)
-                self.answered += 1
             except OSError:
-                pass
+                self.answered -= 1
 
     def stop(self):
         self._stop.set()
