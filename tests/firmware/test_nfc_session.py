@@ -214,3 +214,31 @@ def test_settings_from_the_gateway_config():
     s = service.settings(cfg)
     assert s["session_s"] == 5 and s["chunk"] == 240 and s["idle_ms"] == 250
     assert service.settings(config.validate({"gateway": "00DB1234567890A0"})) == service.DEFAULTS
+
+
+def _no_room_for(size):
+    """A bytearray() for phone.py that has no room for `size` bytes (a fragmented heap)."""
+    real = bytearray
+
+    def alloc(*args):
+        if args and args[0] == size:
+            raise MemoryError("memory allocation failed, allocating %d bytes" % size)
+        return real(*args)
+    return alloc
+
+
+async def test_no_room_for_the_envelope_is_e_busy_not_a_crash():
+    env = _env(size=4000)
+    drv = FakeDriver(env, "c-42")
+    intake = Intake()
+    phone.bytearray = _no_room_for(len(env))
+    try:
+        o = await _run(drv, intake)
+    finally:
+        del phone.bytearray
+    assert o["outcome"] == "rejected" and o["code"] == "E_BUSY", o
+    sw, data = drv.statuses[-1]
+    assert sw == 0x6985 and data.startswith(b"E_BUSY\x00") and b"tap again later" in data, drv.statuses
+    assert intake.accepted == []
+    o = await _run(FakeDriver(env, "c-42"), intake)   # the next tap, with room again
+    assert o["outcome"] == "late" and intake.accepted[0][0] == "c-42"

@@ -8,12 +8,13 @@
 #   failure: STATUS <status word> <code> 00 <message>, nothing relayed
 # The app-side contract is docs/nfc.md ("Phone protocol").
 import binascii
+import gc
 import struct
 from micropython import const
 
 from ppmid import envelope
 from ppmid.clock import ticks_ms, ticks_diff, sleep_ms
-from ppmid.errors import PpmidError, E_AUTH, E_TOO_LARGE, E_EXPIRED, E_ENVELOPE, E_ID
+from ppmid.errors import PpmidError, E_AUTH, E_TOO_LARGE, E_EXPIRED, E_ENVELOPE, E_ID, E_BUSY
 from ppmid.nfc.apdu import transceive, SW_OK
 from ppmid.nfc.errors import (NfcError, E_NFC_PROTO, E_NFC_LENGTH, E_NFC_CRC, E_NFC_LATE,
                               E_NFC_GONE, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP)
@@ -152,7 +153,11 @@ class PhoneSession:
             raise NfcError(E_TOO_LARGE, "envelope of %d bytes is larger than the %d allowed" % (total, limit))
         if total < 3 + 1 + 2 + 1 + envelope.MAC_LEN:
             raise NfcError(E_NFC_LENGTH, "envelope length %d is too small" % total)
-        buf = bytearray(total)
+        try:
+            buf = bytearray(total)
+        except MemoryError:  # a fragmented heap: the phone is told to come back
+            gc.collect()
+            raise PpmidError(E_BUSY, "no room for a %d-byte envelope now: tap again later" % total)
         apdu = bytearray(b"\x80\x10\x00\x00\x04\x00\x00\x00\x00\x00")
         apdu[0] = _CLA
         apdu[1] = _INS_GET

@@ -1,0 +1,124 @@
+# The NFC service loop as the road's supervisor (nfc/service.py run()): an OSError from the
+# bus, a MemoryError, a bug in a session and a chip that stops answering are counted and
+# logged, followed by the documented back-off and a re-initialisation of the PN532; only a
+# cancel ends the loop. The sleeps are recorded (no real waiting, no timing asserted).
+# CPython and MicroPython.
+import asyncio
+
+from ppmid.nfc import service
+from ppmid.nfc.errors import NfcError
+from ppmid.nfc.pn532 import Target
+
+VERSION = (0x32, 1, 6, 7)
+
+
+class FlakyPN532:
+    """A PN532 (driver level) whose polls follow `script`: None = no target, an exception
+    class = raised once; then no target. `begin_fails`: begin() answers E_NFC_NOACK that
+    many times first."""
+
+    def __init__(self, script=(), begin_fails=0):
+        self.script = list(script)
+        self.begin_fails = begin_fails
+        self.begins = 0
+        self.polls = 0
+
+    async def begin(self):
+        self.begins += 1
+        if self.begin_fails:
+            self.begin_fails -= 1
+            raise NfcError("E_NFC_NOACK", "PN532 did not acknowledge")
+        return VERSION
+
+    async def in_list_passive_target(self, timeout_ms=None):
+        self.polls += 1
+        step = self.script.pop(0) if self.script else None
+        if step is None:
+            return None
+        if isinstance(step, Target):
+            return step
+        raise step("injected")
+
+    async def in_data_exchange(self, tg, data, out, timeout_ms=None):
+        raise KeyError("a bug in a session")
+
+    async def in_release(self, tg=0):
+        pass
+
+
+class _Intake:
+    async def accept(self, env, via):
+        raise AssertionError("nothing is relayed here")
+
+    def result(self, id):
+        return None
+
+
+class _Sleeps:
+    """Stands in for service.sleep_ms: records each wait and yields once."""
+
+    def __init__(self):
+        self.waits = []
+
+    async def __call__(self, ms):
+        self.waits.append(ms)
+        await asyncio.sleep(0)
+
+
+async def _run_until(svc, drv, polls, sleeps):
+    saved = service.sleep_ms
+    service.sleep_ms = sleeps
+    try:
+        task = asyncio.create_task(svc.run())
+        for _ in range(2000):
+            if drv.polls >= polls:
+                break
+            await asyncio.sleep(0)
+        assert not task.done(), "the NFC loop ended by itself"
+        task.cancel()
+        try:
+            await task
+            raise AssertionError("a cancel must end the loop")
+        except asyncio.CancelledError:
+            pass
+    finally:
+        service.sleep_ms = saved
+
+
+async def test_loop_survives_oserror_memoryerror_and_a_bug():
+    log = []
+    drv = FlakyPN532([None, OSError, None, MemoryError, None,
+                      Target(1, b"\x00\x44", 0x00, b"\x04\x01\x02\x03\x04\x05\x06", b""), None])
+    svc = service.NfcService(drv, _Intake(), log=log.append)
+    sleeps = _Sleeps()
+    await _run_until(svc, drv, 10, sleeps)
+    st = svc.stats
+    assert st["faults"] == 2 and st["memory_errors"] == 1, st   # OSError, the session's KeyError
+    assert "KeyError" in st["last_fault"], st
+    # a boot, then one re-initialisation after each of the three
+    assert drv.begins == 4 and svc.ready, drv.begins
+    assert any("OSError" in line and "re-initialised in 1000 ms" in line for line in log), log
+    assert any("MemoryError" in line for line in log), log
+    # back-off after the OSError and after the bug (each following a clean poll: 1 s);
+    # the MemoryError waits only the idle time
+    assert [w for w in sleeps.waits if w != svc.cfg["idle_ms"]] == [1000, 1000], sleeps.waits
+
+
+async def test_backoff_doubles_to_30_s_while_the_chip_stays_silent():
+    drv = FlakyPN532(begin_fails=8)
+    svc = service.NfcService(drv, _Intake())
+    sleeps = _Sleeps()
+    await _run_until(svc, drv, 3, sleeps)
+    assert sleeps.waits[:8] == [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000], sleeps.waits
+    assert svc.stats["chip_errors"] == 8 and drv.begins == 9 and svc.ready
+
+
+async def test_repeated_faults_back_off_too():
+    # a fault on every poll (the chip re-initialises fine each time) must not turn into a
+    # fast loop: the back-off is reset only by a clean poll
+    drv = FlakyPN532([OSError] * 7)
+    svc = service.NfcService(drv, _Intake())
+    sleeps = _Sleeps()
+    await _run_until(svc, drv, 8, sleeps)
+    assert sleeps.waits[:7] == [1000, 2000, 4000, 8000, 16000, 30000, 30000], sleeps.waits
+    assert svc.stats["faults"] == 7
