@@ -116,9 +116,11 @@ BOOT_ONLY = ("ppmid.config", "ppmid.zigbee.commission", "ppmid.zigbee.installcod
 
 
 async def _nfc(board, cfg, relay):
-    """The NFC polling service when the board has a reader and it answers at boot, else
-    None. The service and the phone/tag code (~45 KB of heap on the emulated board) are
-    imported only then: a board whose reader is absent or dead does not pay for them."""
+    """(the NFC road's coroutine or None, its word for the status line). When the board
+    names a reader that answers at boot: the polling service, whose code (~45 KB of heap on
+    the emulated board) is imported only then. When the reader does not answer: the
+    standby (ppmid.nfc.standby), which probes it with back-off and loads the service once
+    it answers; only the driver stays in memory meanwhile."""
     from ppmid.errors import PpmidError
     try:
         drv = _nfc_driver(board)
@@ -127,16 +129,15 @@ async def _nfc(board, cfg, relay):
         try:
             ver = await drv.begin()
         except PpmidError as exc:
-            drv = None
-            unload("ppmid.nfc")
-            gc.collect()
-            return None, "absent (%s)" % (exc.code,)
+            from ppmid.nfc import standby
+            return (standby.run(drv, relay, cfg["limits"]["max_gbcs"], cfg["nfc"], log=print),
+                    "absent (%s, probing)" % (exc.code,))
         from ppmid.nfc import service
         svc = service.NfcService(drv, relay, max_gbcs=cfg["limits"]["max_gbcs"], log=print,
                                  **service.settings(cfg))
         svc.version = ver
         svc.ready = True
-        return svc, "PN532 v%d.%d" % (ver[1], ver[2])
+        return svc.run(), "PN532 v%d.%d" % (ver[1], ver[2])
     except PpmidError as exc:
         unload("ppmid.nfc")
         gc.collect()
@@ -224,7 +225,7 @@ async def start(board):
 
     nfc, nfc_state = await _nfc(board, cfg, relay)
     if nfc is not None:
-        asyncio.create_task(nfc.run())
+        asyncio.create_task(nfc)
     _mark(board, "nfc")
     text = "running: gateway=%s han=%s mqtt=%s nfc=%s" % (
         eui, han.status, "on" if link is not None else "off", nfc_state)

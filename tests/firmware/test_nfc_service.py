@@ -1,7 +1,9 @@
 # The NFC service loop as the road's supervisor (nfc/service.py run()): an OSError from the
 # bus, a MemoryError, a bug in a session and a chip that stops answering are counted and
 # logged, followed by the documented back-off and a re-initialisation of the PN532; only a
-# cancel ends the loop. The sleeps are recorded (no real waiting, no timing asserted).
+# cancel ends the loop. A reader that misses the boot probe is probed again by the standby
+# (nfc/standby.py) until it answers. The sleeps are recorded (no real waiting, no timing
+# asserted).
 # CPython and MicroPython.
 import asyncio
 
@@ -122,3 +124,48 @@ async def test_repeated_faults_back_off_too():
     await _run_until(svc, drv, 8, sleeps)
     assert sleeps.waits[:7] == [1000, 2000, 4000, 8000, 16000, 30000, 30000], sleeps.waits
     assert svc.stats["faults"] == 7
+
+
+class _ReaderBoard:
+    info = {"nfc": {"bus": "uart"}}
+
+
+async def test_reader_missing_at_boot_is_probed_until_it_answers():
+    # docs/nfc.md: a reader that misses the boot probe (powered up late, a brown-out) is
+    # probed again with the back-off and the service is loaded once it answers
+    import sys
+    from ppmid import boot
+    from ppmid.modules import unload
+    from ppmid.nfc import standby
+    cfg = {"limits": {"max_gbcs": 8192}, "nfc": dict(service.DEFAULTS)}
+    drv = FlakyPN532(begin_fails=3)   # the boot probe and two more miss it
+    unload("ppmid.nfc.service", under=False)   # to see when the standby loads it
+    saved = boot._nfc_driver
+    boot._nfc_driver = lambda board: drv
+    try:
+        road, state = await boot._nfc(_ReaderBoard(), cfg, _Intake())
+    finally:
+        boot._nfc_driver = saved
+    assert state == "absent (E_NFC_NOACK, probing)" and road is not None, state
+    assert drv.begins == 1 and "ppmid.nfc.service" not in sys.modules
+    sleeps = _Sleeps()
+    real_sleep = standby.sleep_ms
+    standby.sleep_ms = sleeps
+    try:
+        task = asyncio.create_task(road)
+        for _ in range(2000):
+            if drv.polls:
+                break
+            assert drv.begins == 4 or "ppmid.nfc.service" not in sys.modules
+            await asyncio.sleep(0)
+        assert drv.polls >= 1 and not task.done()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    finally:
+        standby.sleep_ms = real_sleep
+    assert sleeps.waits == [1000, 2000, 4000], sleeps.waits
+    assert drv.begins == 4 and "ppmid.nfc.service" in sys.modules
+

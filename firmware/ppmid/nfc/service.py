@@ -10,12 +10,12 @@
 #   intake.result(id) -> None while pending, else {"status", "gbcs", "error"}
 #   intake.delivered(id, via)            optional: the phone has the result
 import gc
-from micropython import const
 
 from ppmid.errors import PpmidError
 from ppmid.nfc import phone, tag
 from ppmid.nfc.apdu import transceive, select_aid, SW_OK
 from ppmid.nfc.errors import NfcError, E_NFC_AID
+from ppmid.nfc.pn532 import REINIT_FIRST_MS, REINIT_MAX_MS
 from ppmid.clock import sleep_ms
 
 # The NFC settings and their checks live with the rest of the gateway config. Only its
@@ -23,9 +23,6 @@ from ppmid.clock import sleep_ms
 from ppmid import config as _C
 DEFAULTS = _C.DEFAULTS["nfc"]
 del _C
-
-_BACKOFF_FIRST_MS = const(1000)   # docs/nfc.md: "1 s doubling to 30 s"
-_BACKOFF_MAX_MS = const(30000)
 
 
 def settings(cfg):
@@ -68,13 +65,13 @@ class NfcService:
         re-initialisation of the PN532. A MemoryError drops the tap's buffers (they died
         with the session's frames), collects and polls again after the usual idle wait:
         the next tap may fit."""
-        backoff = _BACKOFF_FIRST_MS
+        backoff = REINIT_FIRST_MS
         while True:
             try:
                 if not self.ready:
                     await self.start()
                 await self.poll_once()
-                backoff = _BACKOFF_FIRST_MS
+                backoff = REINIT_FIRST_MS
             except MemoryError:
                 self.ready = False   # the session was cut short: start the chip afresh
                 self._fault("MemoryError", "memory_errors", "the tap's buffers dropped")
@@ -88,7 +85,7 @@ class NfcService:
                     self._fault(repr(e), "faults", "PN532 re-initialised in %d ms" % backoff)
                 e = None
                 await sleep_ms(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_MS)
+                backoff = min(backoff * 2, REINIT_MAX_MS)
                 continue
             await sleep_ms(self.cfg["idle_ms"])
 
