@@ -101,7 +101,7 @@ def _nfc_driver(board):
     if bus == "i2c":
         from ppmid.nfc.pn532 import PN532
         from ppmid.nfc.i2c import I2cTransport
-        return PN532(I2cTransport(board.nfc_i2c(), spec.get("address", 0x24)))
+        return PN532(I2cTransport(board.nfc_i2c(), spec.get("addr", 0x24)))
     return None
 
 

@@ -189,7 +189,7 @@ def driver_for(board):
         return PN532(HsuTransport(reader, writer))
     if bus == "i2c":
         from ppmid.nfc.i2c import I2cTransport
-        return PN532(I2cTransport(board.nfc_i2c(), spec.get("address", 0x24)))
+        return PN532(I2cTransport(board.nfc_i2c(), spec.get("addr", 0x24)))
     if bus is None:
         return None
     raise PpmidError("E_CONFIG", "board nfc.bus %r is not uart or i2c" % bus)
@@ -206,6 +206,18 @@ def test_driver_for_board_bus():
         assert False
     except PpmidError as e:
         assert e.code == "E_CONFIG"
+
+
+def test_boot_builds_the_driver_the_board_names():
+    # ppmid.boot._nfc_driver itself, with the keys boards/*/board.json use ("addr")
+    from ppmid import boot
+    d = boot._nfc_driver(_Board({"bus": "i2c", "id": 0, "sda": 8, "scl": 9, "addr": 0x25}))
+    assert type(d.t).__name__ == "I2cTransport" and d.t.i2c == "i2c-bus" and d.t.address == 0x25
+    d = boot._nfc_driver(_Board({"bus": "i2c", "id": 0}))
+    assert d.t.address == 0x24
+    d = boot._nfc_driver(_Board({"bus": "uart", "id": 2}))
+    assert type(d.t).__name__ == "HsuTransport" and d.t.reader == "reader"
+    assert boot._nfc_driver(_Board(None)) is None
 
 
 def test_settings_from_the_gateway_config():
