@@ -9,7 +9,6 @@
 #            was sent (the command is journaled) only 6400 E_NFC_LATE: collect later
 # The app-side contract is docs/nfc.md ("Phone protocol").
 import binascii
-import gc
 import struct
 from micropython import const
 
@@ -163,8 +162,7 @@ class PhoneSession:
             raise NfcError(E_NFC_LENGTH, "envelope length %d is too small" % total)
         try:
             buf = bytearray(total)
-        except MemoryError:  # a fragmented heap: the phone is told to come back
-            gc.collect()
+        except MemoryError:  # a fragmented heap (the allocator has collected already)
             raise PpmidError(E_BUSY, "no room for a %d-byte envelope now: tap again later" % total)
         apdu = bytearray(b"\x80\x10\x00\x00\x04\x00\x00\x00\x00\x00")
         apdu[0] = _CLA
