@@ -115,12 +115,13 @@ BOOT_ONLY = ("ppmid.config", "ppmid.zigbee.commission", "ppmid.zigbee.installcod
              "ppmid.relay.journal_scan", "ppmid.relay.recovery", "ppmid.mqtt.credentials", "ppmid.modules")
 
 
-async def _nfc(board, cfg, relay):
+async def _nfc(board, cfg, relay, stats):
     """(the NFC road's coroutine or None, its word for the status line). When the board
     names a reader that answers at boot: the polling service, whose code (~45 KB of heap on
     the emulated board) is imported only then. When the reader does not answer: the
     standby (ppmid.nfc.standby), which probes it with back-off and loads the service once
-    it answers; only the driver stays in memory meanwhile."""
+    it answers; only the driver stays in memory meanwhile. `stats`: the dict the road
+    counts in (published in info)."""
     from ppmid.errors import PpmidError
     try:
         drv = _nfc_driver(board)
@@ -130,11 +131,11 @@ async def _nfc(board, cfg, relay):
             ver = await drv.begin()
         except PpmidError as exc:
             from ppmid.nfc import standby
-            return (standby.run(drv, relay, cfg["limits"]["max_gbcs"], cfg["nfc"], log=print),
+            return (standby.run(drv, relay, cfg["limits"]["max_gbcs"], cfg["nfc"], print, stats),
                     "absent (%s, probing)" % (exc.code,))
         from ppmid.nfc import service
         svc = service.NfcService(drv, relay, max_gbcs=cfg["limits"]["max_gbcs"], log=print,
-                                 **service.settings(cfg))
+                                 stats=stats, **service.settings(cfg))
         svc.version = ver
         svc.ready = True
         return svc.run(), "PN532 v%d.%d" % (ver[1], ver[2])
@@ -190,9 +191,11 @@ async def start(board):
     from ppmid.mqtt.link import Link
     gc.collect()
 
+    # the NFC road's counters, in info from the first publish on (the road starts later)
+    nfc_stats = {} if isinstance(board.info, dict) and board.info.get("nfc") else None
     try:
         link = Link(cfg, relay.accept, root=board.fs_root.rstrip("/"), track=board.wlan.track,
-                    wlan=board.wlan, log=print, info=_info(board, relay, han, clock, update),
+                    wlan=board.wlan, log=print, info=_info(board, relay, han, clock, update, nfc_stats),
                     credentials=creds)
     except PpmidError as exc:  # unusable certificates: no MQTT, the HAN and NFC still work
         status("config-error: %s" % (exc.message,))
@@ -223,7 +226,7 @@ async def start(board):
         _settle_update(board, han, link, update)
     _mark(board, "started")
 
-    nfc, nfc_state = await _nfc(board, cfg, relay)
+    nfc, nfc_state = await _nfc(board, cfg, relay, nfc_stats)
     if nfc is not None:
         asyncio.create_task(nfc)
     _mark(board, "nfc")

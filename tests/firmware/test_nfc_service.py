@@ -142,8 +142,9 @@ async def test_reader_missing_at_boot_is_probed_until_it_answers():
     unload("ppmid.nfc.service", under=False)   # to see when the standby loads it
     saved = boot._nfc_driver
     boot._nfc_driver = lambda board: drv
+    stats = {}   # what info publishes (ppmid.app._info)
     try:
-        road, state = await boot._nfc(_ReaderBoard(), cfg, _Intake())
+        road, state = await boot._nfc(_ReaderBoard(), cfg, _Intake(), stats)
     finally:
         boot._nfc_driver = saved
     assert state == "absent (E_NFC_NOACK, probing)" and road is not None, state
@@ -157,6 +158,7 @@ async def test_reader_missing_at_boot_is_probed_until_it_answers():
             if drv.polls:
                 break
             assert drv.begins == 4 or "ppmid.nfc.service" not in sys.modules
+            assert stats.get("probes", 0) == drv.begins - 1, (stats, drv.begins)
             await asyncio.sleep(0)
         assert drv.polls >= 1 and not task.done()
         task.cancel()
@@ -168,4 +170,41 @@ async def test_reader_missing_at_boot_is_probed_until_it_answers():
         standby.sleep_ms = real_sleep
     assert sleeps.waits == [1000, 2000, 4000], sleeps.waits
     assert drv.begins == 4 and "ppmid.nfc.service" in sys.modules
+    # the service counts in the same dict: info shows the road from boot on
+    assert stats["probes"] == 3 and stats["polls"] >= 1 and stats["faults"] == 0, stats
 
+
+
+class _Relay:
+    class validator:
+        profile = ("prepay", 25)
+
+    def info(self):
+        return {"state": "running"}
+
+
+class _Han:
+    status = "running"
+    module = None
+    commission = None
+
+
+class _Clock:
+    source = "sntp"
+    synced_at = 1
+
+
+class _Board:
+    name = "emulated"
+
+
+def test_info_carries_the_nfc_counters():
+    # the dict the road counts in is the one info publishes (docs/mqtt.md "info")
+    from ppmid import app
+    stats = {}
+    info = app._info(_Board(), _Relay(), _Han(), _Clock(), None, stats)
+    svc = service.NfcService(FlakyPN532(), _Intake(), stats=stats)
+    svc.stats["faults"] += 1
+    d = info()
+    assert d["nfc"] is stats and d["nfc"]["faults"] == 1 and d["nfc"]["polls"] == 0, d
+    assert "nfc" not in app._info(_Board(), _Relay(), _Han(), _Clock())()   # no reader named

@@ -33,7 +33,7 @@ def settings(cfg):
 
 
 class NfcService:
-    def __init__(self, drv, intake, max_gbcs=8192, log=None, **kw):
+    def __init__(self, drv, intake, max_gbcs=8192, log=None, stats=None, **kw):
         self.drv = drv
         self.intake = intake
         self.max_gbcs = max_gbcs
@@ -44,9 +44,11 @@ class NfcService:
         self.ready = False
         self.version = None
         self._last_uid = None
-        self.stats = {"polls": 0, "sessions": 0, "relayed": 0, "delivered": 0, "late": 0,
-                      "rejected": 0, "gone": 0, "chip_errors": 0, "last_code": None,
-                      "faults": 0, "memory_errors": 0, "last_fault": None}
+        # `stats`: a dict to count in (the app publishes it in info), else a new one
+        self.stats = stats if stats is not None else {}
+        self.stats.update({"polls": 0, "sessions": 0, "relayed": 0, "delivered": 0, "late": 0,
+                           "rejected": 0, "gone": 0, "chip_errors": 0, "last_code": None,
+                           "faults": 0, "memory_errors": 0, "last_fault": None})
 
     def _note(self, text):
         if self.log:

@@ -9,14 +9,18 @@ from ppmid.clock import sleep_ms
 from ppmid.nfc.pn532 import REINIT_FIRST_MS, REINIT_MAX_MS
 
 
-async def run(drv, intake, max_gbcs, settings, log=None):
+async def run(drv, intake, max_gbcs, settings, log=None, stats=None):
     """Probe `drv` until it answers, then `NfcService(drv, intake, ...).run()` (forever).
-    `settings`: the checked "nfc" config section. Only a cancel ends it."""
+    `settings`: the checked "nfc" config section; `stats`: the road's counters (info),
+    where "probes" counts the standby's probes (the service's counters join once one
+    answers). Only a cancel ends it."""
+    if stats is None:
+        stats = {}
+    stats["probes"] = 0
     backoff = REINIT_FIRST_MS
-    probes = 0
     while True:
         await sleep_ms(backoff)
-        probes += 1
+        stats["probes"] += 1
         try:
             version = await drv.begin()
             break
@@ -26,7 +30,7 @@ async def run(drv, intake, max_gbcs, settings, log=None):
     while True:
         try:
             from ppmid.nfc.service import NfcService
-            svc = NfcService(drv, intake, max_gbcs=max_gbcs, log=log, **settings)
+            svc = NfcService(drv, intake, max_gbcs=max_gbcs, log=log, stats=stats, **settings)
             break
         except MemoryError:   # a fragmented heap now: the reader waits, the gateway goes on
             if log:
@@ -36,5 +40,5 @@ async def run(drv, intake, max_gbcs, settings, log=None):
     svc.version = version
     svc.ready = True
     if log:
-        log("nfc: PN532 v%d.%d answered after %d probes: NFC on" % (version[1], version[2], probes))
+        log("nfc: PN532 v%d.%d answered probe %d: NFC on" % (version[1], version[2], stats["probes"]))
     await svc.run()
