@@ -129,10 +129,10 @@ async def _nfc(board, cfg, relay, stats):
             return None, "none"
         try:
             ver = await drv.begin()
-        except PpmidError as exc:
+        except Exception as exc:   # no answer (NfcError), or an OSError from the bus
             from ppmid.nfc import standby
             return (standby.run(drv, relay, cfg["limits"]["max_gbcs"], cfg["nfc"], print, stats),
-                    "absent (%s, probing)" % (exc.code,))
+                    "absent (%s, probing)" % (getattr(exc, "code", None) or repr(exc),))
         from ppmid.nfc import service
         svc = service.NfcService(drv, relay, max_gbcs=cfg["limits"]["max_gbcs"], log=print,
                                  stats=stats, **service.settings(cfg))

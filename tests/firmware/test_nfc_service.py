@@ -175,6 +175,26 @@ async def test_reader_missing_at_boot_is_probed_until_it_answers():
 
 
 
+class _BrokenBus(FlakyPN532):
+    async def begin(self):
+        self.begins += 1
+        raise OSError(5)   # EIO from the UART at boot
+
+
+async def test_bus_error_at_boot_probe_does_not_stop_the_boot():
+    from ppmid import boot
+    cfg = {"limits": {"max_gbcs": 8192}, "nfc": dict(service.DEFAULTS)}
+    drv = _BrokenBus()
+    saved = boot._nfc_driver
+    boot._nfc_driver = lambda board: drv
+    try:
+        road, state = await boot._nfc(_ReaderBoard(), cfg, _Intake(), {})
+    finally:
+        boot._nfc_driver = saved
+    assert road is not None and state.startswith("absent (OSError(5") and state.endswith(", probing)"), state
+    road.close()   # never started here
+
+
 class _Relay:
     class validator:
         profile = ("prepay", 25)
