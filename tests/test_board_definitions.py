@@ -73,6 +73,11 @@ def test_board_json_has_the_keys_the_code_reads(name):
         assert key in d, key
     boards.heap_bytes(d["heap"])
     assert d["nfc"]["bus"] in ("uart", "i2c")
+    if d["nfc"]["bus"] == "i2c":
+        # the key ppmid.boot._nfc_driver reads (a 7-bit address; the PN532's is 0x24;
+        # tests/firmware/test_nfc_session.py checks that boot takes it)
+        assert set(d["nfc"]) >= {"id", "sda", "scl", "addr"} and "address" not in d["nfc"]
+        assert 0 < d["nfc"]["addr"] < 0x78
     # the kinds board/esp32.py's Led drives; the S3 and C3 devkits' LED is an addressable
     # RGB one (Espressif's user guides, status_led_source), which a pin level cannot light
     assert d["status_led"].get("kind", "gpio") in ("gpio", "neopixel")

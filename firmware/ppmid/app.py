@@ -94,9 +94,10 @@ def _is(obj, attr, value):
     return lambda: getattr(obj, attr) == value
 
 
-def _info(board, relay, han, clock, update=None):
+def _info(board, relay, han, clock, update=None, nfc=None):
     # the link's info payload (docs/mqtt.md): the relay's, and what only the app knows;
-    # update: a dict when an update ever ran (kept current by ppmid.update.report)
+    # update: a dict when an update ever ran (kept current by ppmid.update.report); nfc:
+    # the NFC road's counters when the board names a reader (kept by ppmid.nfc.service)
     def info():
         d = relay.info()
         d["fw"] = VERSION
@@ -112,6 +113,8 @@ def _info(board, relay, han, clock, update=None):
         d["profile"], d["profile_codes"] = relay.validator.profile
         if update is not None:  # the update pointer's summary (ppmid.update.slots.summary)
             d["update"] = update
+        if nfc is not None:
+            d["nfc"] = nfc
         return d
     return info
 

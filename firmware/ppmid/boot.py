@@ -112,7 +112,7 @@ def _nfc_driver(board):
     if bus == "i2c":
         from ppmid.nfc.pn532 import PN532
         from ppmid.nfc.i2c import I2cTransport
-        return PN532(I2cTransport(board.nfc_i2c(), spec.get("address", 0x24)))
+        return PN532(I2cTransport(board.nfc_i2c(), spec.get("addr", 0x24)))
     return None
 
 
@@ -126,10 +126,13 @@ BOOT_ONLY = ("ppmid.config", "ppmid.zigbee.commission", "ppmid.zigbee.installcod
              "ppmid.relay.journal_scan", "ppmid.relay.recovery", "ppmid.mqtt.credentials", "ppmid.modules")
 
 
-async def _nfc(board, cfg, relay):
-    """The NFC polling service when the board has a reader and it answers at boot, else
-    None. The service and the phone/tag code (~45 KB of heap on the emulated board) are
-    imported only then: a board whose reader is absent or dead does not pay for them."""
+async def _nfc(board, cfg, relay, stats):
+    """(the NFC road's coroutine or None, its word for the status line). When the board
+    names a reader that answers at boot: the polling service, whose code (~45 KB of heap on
+    the emulated board) is imported only then. When the reader does not answer: the
+    standby (ppmid.nfc.standby), which probes it with back-off and loads the service once
+    it answers; only the driver stays in memory meanwhile. `stats`: the dict the road
+    counts in (published in info)."""
     from ppmid.errors import PpmidError
     try:
         drv = _nfc_driver(board)
@@ -137,17 +140,16 @@ async def _nfc(board, cfg, relay):
             return None, "none"
         try:
             ver = await drv.begin()
-        except PpmidError as exc:
-            drv = None
-            unload("ppmid.nfc")
-            gc.collect()
-            return None, "absent (%s)" % (exc.code,)
+        except Exception as exc:   # no answer (NfcError), or an OSError from the bus
+            from ppmid.nfc import standby
+            return (standby.run(drv, relay, cfg["limits"]["max_gbcs"], cfg["nfc"], print, stats),
+                    "absent (%s, probing)" % (getattr(exc, "code", None) or repr(exc),))
         from ppmid.nfc import service
         svc = service.NfcService(drv, relay, max_gbcs=cfg["limits"]["max_gbcs"], log=print,
-                                 **service.settings(cfg))
+                                 stats=stats, **service.settings(cfg))
         svc.version = ver
         svc.ready = True
-        return svc, "PN532 v%d.%d" % (ver[1], ver[2])
+        return svc.run(), "PN532 v%d.%d" % (ver[1], ver[2])
     except PpmidError as exc:
         unload("ppmid.nfc")
         gc.collect()
@@ -201,9 +203,11 @@ async def start(board):
     from ppmid.mqtt.link import Link
     gc.collect()
 
+    # the NFC road's counters, in info from the first publish on (the road starts later)
+    nfc_stats = {} if isinstance(board.info, dict) and board.info.get("nfc") else None
     try:
         link = Link(cfg, relay.accept, root=board.fs_root.rstrip("/"), track=board.wlan.track,
-                    wlan=board.wlan, log=print, info=_info(board, relay, han, clock, update),
+                    wlan=board.wlan, log=print, info=_info(board, relay, han, clock, update, nfc_stats),
                     credentials=creds)
     except PpmidError as exc:  # unusable certificates: no MQTT, the HAN and NFC still work
         status("config-error: %s" % (exc.message,))
@@ -234,9 +238,9 @@ async def start(board):
         _settle_update(board, han, link, update)
     _mark(board, "started")
 
-    nfc, nfc_state = await _nfc(board, cfg, relay)
+    nfc, nfc_state = await _nfc(board, cfg, relay, nfc_stats)
     if nfc is not None:
-        asyncio.create_task(nfc.run())
+        asyncio.create_task(nfc)
     _mark(board, "nfc")
     text = "running: gateway=%s han=%s mqtt=%s nfc=%s" % (
         eui, han.status, "on" if link is not None else "off", nfc_state)

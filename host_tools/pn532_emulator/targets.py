@@ -242,7 +242,8 @@ class PhoneApp(Target):
         status, length, crc, code_len = struct.unpack(">BIIB", body[:10])
         code = body[10:10 + code_len].decode()
         message = body[10 + code_len:].decode("utf-8", "replace")
-        names = {0: "response", 1: "timeout", 2: "failed", 3: "rejected", 4: "topped-up"}
+        names = {0: "response", 1: "timeout", 2: "failed", 3: "rejected", 4: "topped-up",
+                 5: "already-executed"}
         if status not in names:
             return _sw(0x6A80)
         self._incoming = {"status": names[status], "length": length, "crc": crc,

@@ -1,7 +1,9 @@
 # The PN532 driver over the I2C transport, against a fake machine.I2C that speaks the
 # PN532's I2C protocol: every read transaction starts with a status byte (0x01 = a frame
 # is ready, then the frame), the chip is not ready for a few polls after each command,
-# and it may NAK its address (OSError) while waking up. CPython and MicroPython.
+# and it may NAK its address (OSError) while waking up; reading the status byte alone leaves
+# a ready frame in the chip (as the ESPHome and Adafruit PN532 I2C drivers rely on).
+# CPython and MicroPython.
 import asyncio
 
 from ppmid.nfc.i2c import I2cTransport
@@ -103,6 +105,9 @@ class FakePN532I2C:
                 self.busy -= 1
             buf[0] = 0x00
             return
+        if len(buf) == 1:
+            buf[0] = 0x01   # the status byte alone: the frame stays for the next read
+            return
         frame = self.queue.pop(0)
         buf[0] = 0x01
         k = min(len(frame), len(buf) - 1)
@@ -187,3 +192,60 @@ async def test_polling_lets_other_tasks_run():
     await drv.begin()
     assert len(ticks) >= 20  # the other task ran while the driver waited for the chip
     task.cancel()
+
+
+class _BusClock:
+    """A fake ticks clock for ppmid.nfc.i2c: transfers advance it by the time they take on
+    a 400 kHz bus (9 bit times a byte, the address byte included), sleeps by their length."""
+
+    def __init__(self):
+        self.us = 0
+        self.bus_us = 0
+
+    def ticks_ms(self):
+        return self.us // 1000
+
+    async def sleep_ms(self, ms):
+        self.us += ms * 1000
+        await asyncio.sleep(0)
+
+    def transfer(self, nbytes):
+        t = (nbytes + 1) * 9 * 1000000 // 400000
+        self.us += t
+        self.bus_us += t
+
+
+class _BusyChip:
+    """A PN532 on I2C that stays busy (the phone's HCE app is still working)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.read_sizes = []
+
+    def writeto(self, addr, buf):
+        self.clock.transfer(len(buf))
+
+    def readfrom_into(self, addr, buf):
+        self.clock.transfer(len(buf))
+        self.read_sizes.append(len(buf))
+        buf[0] = 0x00
+
+
+async def test_timeout_counts_bus_time_and_polls_the_status_byte_alone():
+    from ppmid.nfc import i2c
+    clock = _BusClock()
+    chip = _BusyChip(clock)
+    saved = (i2c.ticks_ms, i2c.sleep_ms)
+    i2c.ticks_ms, i2c.sleep_ms = clock.ticks_ms, clock.sleep_ms
+    try:
+        t = I2cTransport(chip)
+        n = await t.read(memoryview(bytearray(290)), 1000, 290)   # a response's wait
+    finally:
+        i2c.ticks_ms, i2c.sleep_ms = saved
+    assert n == 0
+    # the deadline holds within one poll and one status read, bus time included
+    assert 1000 <= clock.us // 1000 <= 1000 + t.poll_ms + 1, clock.us
+    # only status bytes were read while the chip was busy: the loop was held briefly
+    assert set(chip.read_sizes) == {1}, set(chip.read_sizes)
+    assert clock.bus_us * 10 < clock.us, (clock.bus_us, clock.us)
+

@@ -189,7 +189,7 @@ def driver_for(board):
         return PN532(HsuTransport(reader, writer))
     if bus == "i2c":
         from ppmid.nfc.i2c import I2cTransport
-        return PN532(I2cTransport(board.nfc_i2c(), spec.get("address", 0x24)))
+        return PN532(I2cTransport(board.nfc_i2c(), spec.get("addr", 0x24)))
     if bus is None:
         return None
     raise PpmidError("E_CONFIG", "board nfc.bus %r is not uart or i2c" % bus)
@@ -208,9 +208,122 @@ def test_driver_for_board_bus():
         assert e.code == "E_CONFIG"
 
 
+def test_boot_builds_the_driver_the_board_names():
+    # ppmid.boot._nfc_driver itself, with the keys boards/*/board.json use ("addr")
+    from ppmid import boot
+    d = boot._nfc_driver(_Board({"bus": "i2c", "id": 0, "sda": 8, "scl": 9, "addr": 0x25}))
+    assert type(d.t).__name__ == "I2cTransport" and d.t.i2c == "i2c-bus" and d.t.address == 0x25
+    d = boot._nfc_driver(_Board({"bus": "i2c", "id": 0}))
+    assert d.t.address == 0x24
+    d = boot._nfc_driver(_Board({"bus": "uart", "id": 2}))
+    assert type(d.t).__name__ == "HsuTransport" and d.t.reader == "reader"
+    assert boot._nfc_driver(_Board(None)) is None
+
+
 def test_settings_from_the_gateway_config():
     from ppmid import config
     cfg = config.validate({"gateway": "00DB1234567890A0", "nfc": {"session_s": 5}})
     s = service.settings(cfg)
     assert s["session_s"] == 5 and s["chunk"] == 240 and s["idle_ms"] == 250
     assert service.settings(config.validate({"gateway": "00DB1234567890A0"})) == service.DEFAULTS
+
+
+def _no_room_for(size):
+    """A bytearray() for phone.py that has no room for `size` bytes (a fragmented heap)."""
+    real = bytearray
+
+    def alloc(*args):
+        if args and args[0] == size:
+            raise MemoryError("memory allocation failed, allocating %d bytes" % size)
+        return real(*args)
+    return alloc
+
+
+async def test_no_room_for_the_envelope_is_e_busy_not_a_crash():
+    env = _env(size=4000)
+    drv = FakeDriver(env, "c-42")
+    intake = Intake()
+    phone.bytearray = _no_room_for(len(env))
+    try:
+        o = await _run(drv, intake)
+    finally:
+        del phone.bytearray
+    assert o["outcome"] == "rejected" and o["code"] == "E_BUSY", o
+    sw, data = drv.statuses[-1]
+    assert sw == 0x6985 and data.startswith(b"E_BUSY\x00") and b"tap again later" in data, drv.statuses
+    assert intake.accepted == []
+    o = await _run(FakeDriver(env, "c-42"), intake)   # the next tap, with room again
+    assert o["outcome"] == "late" and intake.accepted[0][0] == "c-42"
+
+
+class _DeliveredIntake(Intake):
+    def __init__(self, answer=None):
+        Intake.__init__(self, answer)
+        self.delivered_ids = []
+
+    def delivered(self, id, via):
+        self.delivered_ids.append((id, via))
+
+
+async def test_already_executed_is_its_own_result_status_and_is_delivered():
+    # the meter executed the command (a resent copy was refused as a replay): the phone must
+    # not be told "failed" (02), which invites sending it again
+    drv = FakeDriver(_env(), "c-42")
+    intake = _DeliveredIntake(answer={"status": "already-executed", "gbcs": None, "error": None})
+    o = await _run(drv, intake)
+    assert o["outcome"] == "delivered", o
+    head = drv.result["head"]
+    assert head[0] == 5 == phone.RESULT_STATUS["already-executed"], head
+    assert struct.unpack(">IIB", head[1:10]) == (0, 0, 0)   # no data, no error code
+    assert intake.delivered_ids == [("c-42", "nfc-phone")]
+    assert sorted(phone.RESULT_STATUS.values()) == [0, 1, 2, 3, 4, 5]
+
+
+class _Hiccup(FakeDriver):
+    """A phone that answers the `nth` APDU with instruction `ins` (every one: nth 0) with
+    status word `sw`."""
+
+    def __init__(self, env_bytes, id, ins, sw, nth=1):
+        FakeDriver.__init__(self, env_bytes, id)
+        self.ins, self.sw, self.nth = ins, sw, nth
+        self.seen = 0
+
+    async def in_data_exchange(self, tg, data, out):
+        if data[1] == self.ins:
+            self.seen += 1
+            if self.nth in (0, self.seen):
+                self.apdus.append(bytes(data))
+                out[0], out[1] = self.sw >> 8, self.sw & 0xFF
+                return 2
+        return await FakeDriver.in_data_exchange(self, tg, data, out)
+
+
+async def test_hiccup_after_accept_says_kept_not_refused():
+    # once STATUS OK went out the command is journaled: whatever the phone does then, it is
+    # told 64 00 E_NFC_LATE (collect later), never a refusal, and the tap counts as late
+    ans = {"status": "response", "gbcs": b"\x01\x02", "error": None}
+    cases = ((0x30, 0x6F00, 1, None, "E_NFC_PROTO"),    # the OK STATUS itself
+             (0x30, 0x6A80, 2, None, "E_NFC_PROTO"),    # a PENDING keepalive
+             (0x50, 0x6F00, 1, ans, "E_NFC_PROTO"),     # the RESULT header
+             (0x54, 0x6A80, 0, ans, "E_NFC_CRC"))       # COMMIT, both times
+    for ins, sw, nth, answer, cause in cases:
+        drv = _Hiccup(_env(), "c-42", ins, sw, nth)
+        intake = Intake(answer=answer)
+        o = await _run(drv, intake, session_ms=200)
+        assert intake.accepted and o["accepted"] is True, (ins, o)
+        assert o["outcome"] == "late" and o["code"] == cause, (ins, o)
+        errors = [st for st in drv.statuses if st[0] not in (0x9000, 0x6310)]
+        assert len(errors) == 1 and errors[0][0] == 0x6400, (ins, drv.statuses)
+        assert errors[0][1].startswith(b"E_NFC_LATE\x00c-42 is accepted and journaled"), errors
+
+
+async def test_collect_hiccup_is_still_a_transfer_error():
+    # mode 02 relays nothing: a broken RESULT exchange keeps its 6A80
+    drv = _Hiccup(_env(), "c-42", 0x50, 0x6F00)
+    ident = b"c-42"
+    hello = struct.pack(">BBIIB", 1, 2, 0, 0, len(ident)) + ident
+    s = phone.PhoneSession(drv, 1, Intake(answer={"status": "response", "gbcs": b"\x01", "error": None}),
+                           8192, session_ms=200, poll_ms=5, keepalive_ms=20)
+    o = await s.run(hello)
+    assert o["outcome"] == "rejected" and o["code"] == "E_NFC_PROTO" and o["accepted"] is False, o
+    assert drv.statuses[-1][0] == 0x6A80, drv.statuses

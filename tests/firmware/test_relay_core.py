@@ -511,6 +511,27 @@ async def test_nfc_result_contract_and_delivery_without_a_broker():
     assert r.relay.result("nope") is None and r.relay.status("nope") is None
 
 
+async def test_phone_delivery_closes_an_already_executed_command():
+    # the meter refused the resent copy as a replay: the command's final status is
+    # already-executed; the phone holding it must close it as it does a response
+    r = Rig(cfg=config(response_timeout_s=5))
+    r.relay.outbox.publisher = None
+    await r.submit("n-1", 10, via="nfc-phone")
+    await r.pump()
+    r.clock.advance(5100)
+    r.relay.check_timers()
+    await r.pump()
+    assert len(r.han.sent) == 2
+    r.relay.on_han_message(refusal_of(r.han.sent[1]))
+    assert r.relay.result("n-1")["status"] == "already-executed"
+    assert r.journal.by_id["n-1"].state == J.ALREADY_EXECUTED
+    r.relay.delivered("n-1", "nfc-tag")    # not the road it came by: ignored
+    assert "n-1" in r.journal.by_id
+    r.relay.delivered("n-1", "nfc-phone")
+    assert "n-1" not in r.journal.by_id and r.journal.live == {}
+    assert r.relay.result("n-1")["status"] == "already-executed"   # still readable from RAM
+
+
 async def test_expiry_needs_a_set_clock():
     r = Rig()
     r.clock.unix0 = 1000  # a board that has not synchronised its clock

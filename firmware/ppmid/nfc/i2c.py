@@ -1,10 +1,10 @@
 # PN532 over I2C (address 0x24), for boards with `"nfc": {"bus": "i2c"}`. `i2c` is a
 # machine.I2C-like object (writeto(addr, buf), readfrom_into(addr, buf)) injected by the
 # board. Every read transaction starts with a status byte: bit 0 set when a frame is
-# ready, and the frame follows in the same transaction; until then we poll, sleeping
-# between polls so that other tasks run. A PN532 that is still waking up NAKs its address
-# (OSError): treated as "not ready".
-from ppmid.clock import sleep_ms
+# ready, and the frame follows in the same transaction; until then we poll the status byte
+# alone, sleeping between polls so that other tasks run. A PN532 that is still waking up
+# NAKs its address (OSError): treated as "not ready".
+from ppmid.clock import sleep_ms, ticks_ms, ticks_diff
 
 ADDRESS = 0x24
 
@@ -39,21 +39,29 @@ class I2cTransport:
 
     async def read(self, buf, timeout_ms, hint=0):
         """Poll until a frame is ready (at most timeout_ms); copy it into `buf`, return its
-        length; 0 on timeout. `hint` = expected frame size (6 for an ACK)."""
+        length; 0 on timeout. `hint` = expected frame size (6 for an ACK).
+        machine.I2C transfers block the event loop (a 291-byte read takes ~6.5 ms at
+        400 kHz), so while the chip is busy only its status byte is read (~50 us); the
+        frame is read, status byte first again, once bit 0 says it is there (a status
+        read alone leaves the frame in the chip). The deadline is on the ticks clock,
+        so the time the transfers take counts."""
         size = min(len(buf), len(self._buf) - 1, hint or len(buf))
-        rd = self._mv[:1 + size]
-        waited = 0
+        start = ticks_ms()
         while True:
-            try:
-                self.i2c.readfrom_into(self.address, rd)
-                ready = rd[0] & 0x01
-            except OSError:
-                self.nak_count += 1
-                ready = 0
-            if ready:
-                buf[:size] = rd[1:1 + size]
-                return size
-            if waited >= timeout_ms:
+            if self._ready(self._mv[:1]):
+                rd = self._mv[:1 + size]
+                if self._ready(rd):
+                    buf[:size] = rd[1:1 + size]
+                    return size
+            if ticks_diff(ticks_ms(), start) >= timeout_ms:
                 return 0
             await sleep_ms(self.poll_ms)
-            waited += self.poll_ms
+
+    def _ready(self, rd):
+        # one read transaction into `rd`: whether its status byte says a frame is ready
+        try:
+            self.i2c.readfrom_into(self.address, rd)
+            return rd[0] & 0x01
+        except OSError:
+            self.nak_count += 1
+            return 0

@@ -5,7 +5,8 @@
 #                     -> STATUS 9000 "OK" -> wait for the result (STATUS 6310 "PENDING"
 #                     keepalives) -> RESULT header, PUT chunks, COMMIT
 #   mode 2 (collect): wait for the result of an earlier id, then RESULT/PUT/COMMIT
-#   failure: STATUS <status word> <code> 00 <message>, nothing relayed
+#   failure: STATUS <status word> <code> 00 <message>, nothing relayed; once STATUS OK
+#            was sent (the command is journaled) only 6400 E_NFC_LATE: collect later
 # The app-side contract is docs/nfc.md ("Phone protocol").
 import binascii
 import struct
@@ -13,7 +14,7 @@ from micropython import const
 
 from ppmid import envelope
 from ppmid.clock import ticks_ms, ticks_diff, sleep_ms
-from ppmid.errors import PpmidError, E_AUTH, E_TOO_LARGE, E_EXPIRED, E_ENVELOPE, E_ID
+from ppmid.errors import PpmidError, E_AUTH, E_TOO_LARGE, E_EXPIRED, E_ENVELOPE, E_ID, E_BUSY
 from ppmid.nfc.apdu import transceive, SW_OK
 from ppmid.nfc.errors import (NfcError, E_NFC_PROTO, E_NFC_LENGTH, E_NFC_CRC, E_NFC_LATE,
                               E_NFC_GONE, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP)
@@ -49,7 +50,10 @@ _SW_FOR = {
     E_NFC_PROTO: _SW_BAD_DATA,
     E_NFC_LATE: _SW_LATE,
 }
-RESULT_STATUS = {"response": 0, "timeout": 1, "failed": 2, "rejected": 3, "topped-up": 4}
+# the RESULT header's status byte (docs/nfc.md, step 4); 05: the meter had executed the
+# command already (a resent copy refused as a replay): done, not to be sent again
+RESULT_STATUS = {"response": 0, "timeout": 1, "failed": 2, "rejected": 3, "topped-up": 4,
+                 "already-executed": 5}
 _HELLO_MIN = const(11)   # version, mode, total u32, crc u32, id_len
 # errors that mean we can no longer talk to the phone (no STATUS can be sent)
 LINK_ERRORS = (E_NFC_GONE, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP)
@@ -93,16 +97,20 @@ class PhoneSession:
         """`hello`: the data of the SELECT answer (already checked to be SW 9000)."""
         try:
             return await self._run(hello)
-        except NfcError as e:
+        except PpmidError as e:   # NfcError and the relay's refusals
             if e.code in LINK_ERRORS:
                 # the phone (or the link to it) is gone: the journal keeps what was accepted
                 return {"outcome": "gone", "id": self.id, "code": e.code, "accepted": self.accepted}
+            if self.accepted and e.code != E_NFC_LATE:
+                # The command is journaled and goes to the meter whatever the phone does
+                # now: an error STATUS would tell the app "nothing was relayed", so it is
+                # told what LATE says (kept: collect later), with the cause. Counted late;
+                # the cause is the outcome's code.
+                await self._tell(NfcError(E_NFC_LATE, "%s is accepted and journaled; %s: collect its result with a tap in mode 02, or it goes out over MQTT" % (self.id, e.message)))
+                return {"outcome": "late", "id": self.id, "code": e.code, "accepted": True}
             await self._tell(e)
             outcome = "late" if e.code == E_NFC_LATE else "rejected"
             return {"outcome": outcome, "id": self.id, "code": e.code, "accepted": self.accepted}
-        except PpmidError as e:
-            await self._tell(e)
-            return {"outcome": "rejected", "id": self.id, "code": e.code, "accepted": self.accepted}
 
     async def _tell(self, err):
         try:
@@ -152,7 +160,10 @@ class PhoneSession:
             raise NfcError(E_TOO_LARGE, "envelope of %d bytes is larger than the %d allowed" % (total, limit))
         if total < 3 + 1 + 2 + 1 + envelope.MAC_LEN:
             raise NfcError(E_NFC_LENGTH, "envelope length %d is too small" % total)
-        buf = bytearray(total)
+        try:
+            buf = bytearray(total)
+        except MemoryError:  # a fragmented heap (the allocator has collected already)
+            raise PpmidError(E_BUSY, "no room for a %d-byte envelope now: tap again later" % total)
         apdu = bytearray(b"\x80\x10\x00\x00\x04\x00\x00\x00\x00\x00")
         apdu[0] = _CLA
         apdu[1] = _INS_GET

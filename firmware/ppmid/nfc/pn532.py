@@ -24,6 +24,12 @@ _DEP_MAX = const(262)     # data bytes one InDataExchange carries each way
 _MI = const(0x40)        # "more information" bit (status byte, and Tg byte when sending)
 _RX_SIZE = const(300)    # one extended frame of TFI + code + status + 262 data, with slack
 
+# Re-initialising a PN532 that does not answer (or after a fault): wait 1 s, doubling to
+# 30 s (docs/nfc.md). Here, with the driver, because both the service and the boot-time
+# standby (a reader that missed the boot probe) use it and the standby loads only this.
+REINIT_FIRST_MS = const(1000)
+REINIT_MAX_MS = const(30000)
+
 # InDataExchange / InListPassiveTarget status codes meaning "the target is not there"
 _GONE = (0x01, 0x27, 0x29, 0x2B)
 STATUS_TEXT = {0x01: "target timeout", 0x02: "CRC error", 0x0B: "RF protocol error",

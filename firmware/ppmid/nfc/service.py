@@ -9,10 +9,13 @@
 #                                        (with its code) when it is refused
 #   intake.result(id) -> None while pending, else {"status", "gbcs", "error"}
 #   intake.delivered(id, via)            optional: the phone has the result
+import gc
+
 from ppmid.errors import PpmidError
 from ppmid.nfc import phone, tag
 from ppmid.nfc.apdu import transceive, select_aid, SW_OK
 from ppmid.nfc.errors import NfcError, E_NFC_AID
+from ppmid.nfc.pn532 import REINIT_FIRST_MS, REINIT_MAX_MS
 from ppmid.clock import sleep_ms
 
 # The NFC settings and their checks live with the rest of the gateway config. Only its
@@ -30,7 +33,7 @@ def settings(cfg):
 
 
 class NfcService:
-    def __init__(self, drv, intake, max_gbcs=8192, log=None, **kw):
+    def __init__(self, drv, intake, max_gbcs=8192, log=None, stats=None, **kw):
         self.drv = drv
         self.intake = intake
         self.max_gbcs = max_gbcs
@@ -41,8 +44,11 @@ class NfcService:
         self.ready = False
         self.version = None
         self._last_uid = None
-        self.stats = {"polls": 0, "sessions": 0, "relayed": 0, "delivered": 0, "late": 0,
-                      "rejected": 0, "gone": 0, "chip_errors": 0, "last_code": None}
+        # `stats`: a dict to count in (the app publishes it in info), else a new one
+        self.stats = stats if stats is not None else {}
+        self.stats.update({"polls": 0, "sessions": 0, "relayed": 0, "delivered": 0, "late": 0,
+                           "rejected": 0, "gone": 0, "chip_errors": 0, "last_code": None,
+                           "faults": 0, "memory_errors": 0, "last_fault": None})
 
     def _note(self, text):
         if self.log:
@@ -54,21 +60,41 @@ class NfcService:
         self._note("PN532 v%d.%d ready" % (self.version[1], self.version[2]))
 
     async def run(self):
-        """Forever: keep the PN532 up (re-initialise with back-off) and poll."""
-        backoff = 1000
+        """Forever: keep the PN532 up and poll. This is the NFC road's supervisor: nothing
+        but a cancel ends it. A chip that does not answer, and any other exception (an
+        OSError from the UART or I2C bus, a bug in a session), is counted, logged and
+        followed by a back-off (1 s doubling to 30 s, reset by a clean poll) and a
+        re-initialisation of the PN532. A MemoryError drops the tap's buffers (they died
+        with the session's frames), collects and polls again after the usual idle wait:
+        the next tap may fit."""
+        backoff = REINIT_FIRST_MS
         while True:
-            if not self.ready:
-                try:
+            try:
+                if not self.ready:
                     await self.start()
-                    backoff = 1000
-                except PpmidError as e:
+                await self.poll_once()
+                backoff = REINIT_FIRST_MS
+            except MemoryError:
+                self.ready = False   # the session was cut short: start the chip afresh
+                self._fault("MemoryError", "memory_errors", "the tap's buffers dropped")
+                gc.collect()   # then the idle wait below, never a busy loop
+            except Exception as e:   # CancelledError is no Exception: a cancel still ends us
+                self.ready = False
+                if isinstance(e, PpmidError):
                     self.stats["chip_errors"] += 1
                     self._note("PN532 not ready (%s); retry in %d ms" % (e, backoff))
-                    await sleep_ms(backoff)
-                    backoff = min(backoff * 2, 30000)
-                    continue
-            await self.poll_once()
+                else:
+                    self._fault(repr(e), "faults", "PN532 re-initialised in %d ms" % backoff)
+                e = None
+                await sleep_ms(backoff)
+                backoff = min(backoff * 2, REINIT_MAX_MS)
+                continue
             await sleep_ms(self.cfg["idle_ms"])
+
+    def _fault(self, what, counter, then):
+        self.stats[counter] += 1
+        self.stats["last_fault"] = what
+        self._note("fault: %s; %s" % (what, then))
 
     async def poll_once(self):
         """One poll; returns the session outcome dict, or None when no new target."""

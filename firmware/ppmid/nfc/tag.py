@@ -8,7 +8,10 @@ from ppmid.nfc.errors import NfcError, E_NDEF, E_NFC_LENGTH
 
 NDEF_AID = b"\xd2\x76\x00\x00\x85\x01\x01"
 TYPE2_READ = 0x30
-_T2_MAX = 2048  # largest Type 2 NDEF area we accept (NTAG216: 872)
+# READ takes a one-byte page address and the data area starts at page 4, so 4-page steps
+# reach at most pages 4..255: 1008 bytes (NTAG216 has 872). A larger area (NTAG I2C plus
+# 2k announces 1904 bytes) needs SECTOR_SELECT, which we do not send: such a tag is refused.
+_T2_MAX = 1008
 
 
 async def read_type2(drv, tg, scratch):
@@ -20,7 +23,7 @@ async def read_type2(drv, tg, scratch):
         raise NfcError(E_NDEF, "no NDEF capability container on the tag (CC %02X %02X)" % (scratch[0], scratch[1]))
     size = scratch[2] * 8
     if size == 0 or size > _T2_MAX:
-        raise NfcError(E_NDEF, "tag data area of %d bytes is not supported" % size)
+        raise NfcError(E_NDEF, "tag data area of %d bytes is not supported (this reader reads 1..%d bytes, pages 4 to 255)" % (size, _T2_MAX))
     area = bytearray(size)
     got = 0
     page = 4

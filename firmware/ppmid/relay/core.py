@@ -299,7 +299,9 @@ class Relay:
         e = self.journal.by_id.get(id)
         if e is None or e.via != via:
             return
-        if e.state == J.ANSWERED or e.state == J.FAILED:  # final ("response"; a top-up's answer)
+        # final: "response" (or a top-up's answer), "failed", "already-executed" (the meter
+        # had executed it; nothing more will come)
+        if e.state == J.ANSWERED or e.state == J.FAILED or e.state == J.ALREADY_EXECUTED:
             self._finish(e, self._result(e, True))
 
     def _result(self, e, with_body):
