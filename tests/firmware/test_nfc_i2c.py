@@ -238,7 +238,9 @@ async def test_timeout_counts_bus_time_and_polls_the_status_byte_alone():
     saved = (i2c.ticks_ms, i2c.sleep_ms)
     i2c.ticks_ms, i2c.sleep_ms = clock.ticks_ms, clock.sleep_ms
     try:
-        t = I2cTransport(chip)
+        # the transport of the module patched here: another test may have unloaded and
+        # re-imported ppmid.nfc (boot does), leaving this file's I2cTransport the old one's
+        t = i2c.I2cTransport(chip)
         n = await t.read(memoryview(bytearray(290)), 1000, 290)   # a response's wait
     finally:
         i2c.ticks_ms, i2c.sleep_ms = saved
