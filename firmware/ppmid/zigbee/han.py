@@ -24,6 +24,7 @@ RESETTING = "resetting"
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
 _CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
+_CLUSTER_TIME = const(0x000A)
 _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
 _RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may ask for
 # the options (DEFAULTS) and the bring-up after a module reset: zigbee/han_start.py
@@ -140,6 +141,9 @@ class ZigbeeHan:
         # ZCL frame), called synchronously (set by the relay's top-up road, which answers
         # for its own errors); counted and dropped while None
         self.on_zcl = None
+        # Time cluster frames, while a read of the CH's clock waits for its answer
+        # (zigbee/chclock.py): on_time(the incoming message's dict), synchronously
+        self.on_time = None
         self.commission = None         # zigbee/commission.py's Commissioner, once needed
 
     # ---- public ----------------------------------------------------------------------
@@ -341,6 +345,9 @@ class ZigbeeHan:
         aps = m["aps"]
         if aps["cluster"] == _CLUSTER_KEY_ESTABLISHMENT and self.commission is not None:
             self.commission.on_ke(m)   # it takes the CH's alone (sender, profile, EUI-64)
+            return
+        if aps["cluster"] == _CLUSTER_TIME and self.on_time is not None:
+            self.on_time(m)            # it takes the CH's alone (chclock.accept)
             return
         if aps["cluster"] != CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == PROFILE_SE:
             self.on_zcl(m["sender"], aps["cluster"], m["message"])
