@@ -116,30 +116,18 @@ def _info(board, relay, han, clock, update=None):
     return info
 
 
-async def _ch_clock(board, han, clock, settings, link):
-    # The clock from the CH's ZCL Time cluster (docs/platform.md "Clock"), started by the
-    # boot when ch_clock.enabled and the clock is not SNTP's: it waits for the HAN, then
-    # reads one at a time through ppmid.zigbee.chclock, loaded for the read and dropped
-    # after it; it ends once SNTP set the clock. Here, not in boot.py (dropped after boot)
-    # nor in chclock (dropped between reads): this loop and `st` are all that stays.
-    st = {"seq": 0, "failures": 0, "ignored": 0, "held": None, "syncs": 0}
+async def _ch_clock(han, clock, set_time, st, link):
+    # The clock from the CH's ZCL Time cluster (docs/platform.md "Clock"; started by the
+    # boot): once the HAN runs, each read loads ppmid.zigbee.chclock, which drops itself
+    # after; this loop and st (ch_clock's settings and state) are all that stays between.
     wait = 1
     while wait:
         await sleep_ms(wait * 1000)
         wait = 1
-        if clock.source == "sntp":
-            return
-        if han.status != "running":
-            continue
-        from ppmid.zigbee import chclock
-        try:
-            wait = await chclock.sync_once(st, han, clock, board.set_time, settings, print, link)
-        except Exception as exc:  # noqa: BLE001 - the clock task must outlive a bug
-            print("PPMID clock: ch: %r" % (exc,))
-            wait = settings["retry_max_s"]
-        chclock = None
-        from ppmid.modules import unload
-        unload("ppmid.zigbee.chclock", "ppmid.zigbee.timecluster", "ppmid.modules")
+        if han.status == "running":
+            from ppmid.zigbee.chclock import run
+            wait = await run(han, clock, set_time, st, link)
+            run = None
 
 
 async def run(board):

@@ -218,10 +218,15 @@ async def start(board):
     if link is not None:
         asyncio.create_task(link.run())
     _start_sntp(board, cfg, clock, link)
-    if cfg["ch_clock"]["enabled"] and clock.source != "host":
-        # the clock from the CH's Time cluster until SNTP sets it (no WAN: for good)
+    st = cfg.pop("ch_clock")
+    if st["enabled"] and clock.source != "host":
+        # the clock from the CH's Time cluster until SNTP sets it (no WAN: for good); its
+        # settings dict holds the reads' state too (one dict less in the heap)
+        for k in ("seq", "failures", "ignored", "syncs"):
+            st[k] = 0
+        st["held"] = None
         from ppmid.app import _ch_clock
-        asyncio.create_task(_ch_clock(board, han, clock, cfg["ch_clock"], link))
+        asyncio.create_task(_ch_clock(han, clock, board.set_time, st, link))
     if settle and link is not None:
         _settle_update(board, han, link, update)
     _mark(board, "started")

@@ -293,3 +293,40 @@ def test_zigbee_han_routes_time_frames_to_on_time_only_while_set():
     han.on_time = None
     han._incoming(message(frame))          # no read waiting: as any other SE frame
     assert len(got) == 1 and zcl == [T.CLUSTER_TIME]
+
+
+# ---- the app's loop --------------------------------------------------------------------
+async def test_the_app_loop_waits_for_the_han_reads_and_ends_once_sntp_set_the_clock():
+    import sys
+    from ppmid import app
+    han, clock, t, st, logs, sets, set_time = rig()
+    st.update(SETTINGS)
+    han.status = "network-down"
+    slept = []
+    real = app.sleep_ms
+
+    async def fake_sleep(ms):
+        slept.append(ms)
+        if len(slept) == 3:
+            han.status = "running"              # the HAN comes up: the next wake reads
+            han.answers = [[answer()]]
+        if len(slept) == 4:
+            clock.set_source("sntp", UNIX_2026)  # SNTP sets it in the resync pause: the loop ends
+        await asyncio.sleep(0)
+    app.sleep_ms = fake_sleep
+    try:
+        await app._ch_clock(han, clock, set_time, st, None)
+    finally:
+        app.sleep_ms = real
+    assert slept == [1000, 1000, 1000, SETTINGS["resync_s"] * 1000]
+    assert len(han.sent) == 1 and sets == [(UNIX_2026, 0)] and st["syncs"] == 1
+    assert "ppmid.zigbee.chclock" not in sys.modules and "ppmid.zigbee.timecluster" not in sys.modules
+
+
+async def test_a_bug_in_a_read_is_logged_and_the_loop_goes_on_after_retry_max_s():
+    han, clock, t, st, logs, sets, set_time = rig()
+    st.update(SETTINGS)
+    del st["failures"]                          # a read that fails with a KeyError
+    from ppmid.zigbee import chclock as mod
+    assert await mod.run(han, clock, set_time, st, None) == SETTINGS["retry_max_s"]
+    assert han.on_time is None

@@ -1,8 +1,8 @@
 # The gateway's clock from the Communications Hub, for homes without WAN (no SNTP): one
 # read of the CH's ZCL Time cluster (ppmid.zigbee.timecluster) and what is done with the
-# answer. The loop that calls it (ppmid.app._ch_clock) runs only while no better source
-# set the clock (docs/platform.md "Clock") and loads this module for each read and drops
-# it after, like ppmid.sntp: between reads the gateway holds only that loop and its state.
+# answer. The loop that calls it (ppmid.app._ch_clock, until SNTP sets the clock:
+# docs/platform.md "Clock") loads this module for each read, and run() drops it after,
+# like ppmid.sntp: between reads the gateway holds only that loop and its state.
 #
 # What is accepted: an answer from NWK 0x0000 alone (the CH is the HAN's coordinator and
 # time source), a well-formed Read Attributes Response to our request (its sequence
@@ -66,6 +66,20 @@ async def read(han, seq, timeout_ms, log, st):
             await sleep_ms(_POLL_MS)
     finally:
         han.on_time = None
+
+
+async def run(han, clock, set_time, st, link):
+    """The app loop's read (ppmid.app._ch_clock): sync_once with st as settings and state,
+    the console as log; drops this module and the codec after it. The next pause in s
+    (0: SNTP set the clock, the loop ends)."""
+    try:
+        return await sync_once(st, han, clock, set_time, st, print, link)
+    except Exception as exc:  # noqa: BLE001 - the clock task must outlive a bug
+        print("PPMID clock: ch: %r" % (exc,))
+        return st["retry_max_s"]
+    finally:
+        from ppmid.modules import unload
+        unload("ppmid.zigbee.chclock", "ppmid.zigbee.timecluster", "ppmid.modules")
 
 
 class _Setter:
