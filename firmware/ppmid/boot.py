@@ -219,12 +219,9 @@ async def start(board):
         asyncio.create_task(link.run())
     _start_sntp(board, cfg, clock, link)
     st = cfg.pop("ch_clock")
-    if st["enabled"] and clock.source != "host":
+    if st.pop("enabled") and clock.source != "host":
         # the clock from the CH's Time cluster until SNTP sets it (no WAN: for good); its
-        # settings dict holds the reads' state too (one dict less in the heap)
-        for k in ("seq", "failures", "ignored", "syncs"):
-            st[k] = 0
-        st["held"] = None
+        # settings dict takes the reads' state too, from the first read on (ppmid.zigbee.chclock)
         from ppmid.app import _ch_clock
         asyncio.create_task(_ch_clock(han, clock, board.set_time, st, link))
     if settle and link is not None:

@@ -299,8 +299,9 @@ def test_zigbee_han_routes_time_frames_to_on_time_only_while_set():
 async def test_the_app_loop_waits_for_the_han_reads_and_ends_once_sntp_set_the_clock():
     import sys
     from ppmid import app
-    han, clock, t, st, logs, sets, set_time = rig()
-    st.update(SETTINGS)
+    han, clock, t, _, logs, sets, set_time = rig()
+    st = dict(SETTINGS)                         # as the boot hands it over: settings only
+    del st["enabled"]
     han.status = "network-down"
     slept = []
     real = app.sleep_ms

@@ -72,6 +72,10 @@ async def run(han, clock, set_time, st, link):
     """The app loop's read (ppmid.app._ch_clock): sync_once with st as settings and state,
     the console as log; drops this module and the codec after it. The next pause in s
     (0: SNTP set the clock, the loop ends)."""
+    if "seq" not in st:  # the first read: the state joins the settings (none of it before)
+        for k in ("seq", "failures", "ignored", "syncs"):
+            st[k] = 0
+        st["held"] = None
     try:
         return await sync_once(st, han, clock, set_time, st, print, link)
     except Exception as exc:  # noqa: BLE001 - the clock task must outlive a bug
