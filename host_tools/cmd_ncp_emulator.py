@@ -44,6 +44,9 @@ def add_arguments(p):
     p.add_argument("--eui64", metavar="EUI",
                    help="the emulated module's EUI-64 (default 000D6F0000A1B2C3); with --device-log, the "
                         "gateway's EUI-64 its entry names")
+    p.add_argument("--ch-time", choices=("good", "silent", "unsynced", "unsupported"), default="good",
+                   help="how the CH answers a read of its clock (ZCL Time cluster): its own clock, Master|Synchronized "
+                        "(good); no answer; TimeStatus 0; UNSUPPORTED_ATTRIBUTE. Console: ch-time MODE")
     p.add_argument("-v", "--verbose", action="store_true", help="print link events")
 
 
@@ -86,6 +89,7 @@ def _console(emu):
         "busy": lambda a: emu.tunnel_busy(float(a[0]) if a else 10.0),
         "stats": lambda a: print(json.dumps(emu.stats(), indent=1)),
         "esme": lambda a: _esme(emu, a),
+        "ch-time": lambda a: emu.set_ch_time(a[0] if a else "good"),
     }
     for line in sys.stdin:
         words = line.split()
@@ -142,7 +146,7 @@ def run(args):
         commissioning = {"device_log": device_log.read(args.device_log)}
         if args.eui64:
             commissioning["eui64"] = eui
-    ch_options = {}
+    ch_options = {"time_mode": args.ch_time}
     if args.pcap:
         from host_tools import captures, pcap
         writer = pcap.PcapWriter(args.pcap)

@@ -294,7 +294,7 @@ class Emulation:
     def __init__(self, state_dir, board="emulated", gateway=GATEWAY, devices=None, overrides=None, heap=None,
                  uart_error_rate=0.0, baud=115200, log=log_default, deploy=True, corpus=None, ready_timeout=120,
                  fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0, wired=False, pcap=None,
-                 broker_engine="mosquitto", commissioning=None):
+                 broker_engine="mosquitto", commissioning=None, ch_time="good"):
         self.state_dir = os.path.abspath(str(state_dir))
         self.broker_engine = broker_engine  # host_tools/broker.py ENGINES
         self.broker_dir = os.path.join(self.state_dir, "broker")
@@ -316,6 +316,9 @@ class Emulation:
         self.wired_client = None
         self.gpf_delay_s = gpf_delay_s  # the GSME's answer delay (None: the emulator's default)
         self.sntp_hold_s = sntp_hold_s  # the SNTP server ignores the gateway this long at first
+        # how the emulated CH answers the gateway's reads of its clock (ZCL Time cluster):
+        # host_tools/ncp_emulator/ch.py TIME_MODES; ncp.set_ch_time changes it later
+        self.ch_time = ch_time
         self.pcap_path = pcap     # pcapng of the HAN (CH log) and MQTT traffic (docs/captures.md)
         # None: the emulated module is commissioned already. A dict: it starts with no
         # network and commissions (docs/zigbee.md): "install_code" the gateway's (written by
@@ -444,7 +447,7 @@ class Emulation:
                              engine=self.broker_engine)
         info = self.broker.start()
         self.log("broker (%s) on 127.0.0.1:%d (state %s)" % (self.broker_engine, info["port"], self.broker_dir))
-        ch_options = {}
+        ch_options = {"time_mode": self.ch_time}
         if self.pcap_path:
             from host_tools import captures, pcap
             writer = pcap.PcapWriter(self.pcap_path)

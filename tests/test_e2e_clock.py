@@ -2,7 +2,8 @@
 (epoch 2000, unset); the emulation's SNTP server is held back at first, so commands with
 an expiry get E_CLOCK while commands without one pass; once the server answers the clock
 is set by SNTP and `info` says so; the RTC keeps the time across a reset, not across a
-power cut (kill); forged replies never set it."""
+power cut (kill); forged replies never set it. The emulated CH does not answer reads of
+its clock here (SNTP alone sets it); the CH's clock: tests/test_e2e_ch_clock.py."""
 import json
 import threading
 import time
@@ -21,7 +22,8 @@ HOLD_S = 600   # held until the test releases it
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    e = E.Emulation(tmp_path_factory.mktemp("e2e-clock"), overrides=FAST, log=None, sntp_hold_s=HOLD_S)
+    e = E.Emulation(tmp_path_factory.mktemp("e2e-clock"), overrides=FAST, log=None, sntp_hold_s=HOLD_S,
+                    ch_time="silent")
     with e:
         yield e
 

@@ -36,6 +36,7 @@ from ppmid.mqtt import handshake  # noqa: E402
 from ppmid.mqtt import packets_host  # noqa: E402
 from ppmid.nfc import ndef, frames  # noqa: E402
 from ppmid.zigbee import ash, ezsp, tunnel  # noqa: E402
+from ppmid.zigbee import chclock, timecluster  # noqa: E402
 
 EXAMPLES = int(os.environ.get("PPMID_FUZZ_EXAMPLES", "150"))
 RESULTS = os.environ.get("PPMID_FUZZ_RESULTS")
@@ -305,6 +306,21 @@ SNTP = bytes((0x24, 2, 0, 0)) + bytes(20) + NONCE + bytes(8) + struct.pack(">II"
 def test_sntp_reply(buf):
     took("sntp reply")
     run("sntp reply", sntp.parse, buf, NONCE, errors=(sntp.SntpError,))
+
+
+# ---- the CH's time (ZCL Time cluster answers) ------------------------------------------------
+TIME_ANSWERS = [timecluster.time_response(7, 850000000, 3), timecluster.time_response(7, 0, 0, status=0x86)]
+
+
+@FUZZ
+@given(inputs(*TIME_ANSWERS, max_size=40))
+def test_ch_time_answer(buf):
+    took("ch time answer")
+    run("ch time answer", timecluster.parse_time, buf, 7)
+    m = {"sender": 0, "aps": {"profile": 0x0109, "cluster": 0x000A}, "message": buf}
+    out = run("ch time answer", chclock.accept, m, 7)
+    # what is taken is a time a set clock can read: never before the floor
+    assert isinstance(out, PpmidError) or out >= 1704067200
 
 
 @FUZZ

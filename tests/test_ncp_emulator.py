@@ -504,3 +504,57 @@ def test_incoming_frames_report_aps_encryption_as_a_module_does(version):
     TrustCentre._send(tc, b"\x09\x01\x00")                     # a Key Establishment frame
     (ke,) = handed()
     assert ke["cluster"] == 0x0800 and ke["options"] & 0x0020 == 0
+
+# ---- the emulated CH as the HAN's time source (ZCL Time cluster) -------------------------------
+class _RunLoop(_SoonLoop):
+    """Runs what the CH hands on at once."""
+
+    def call_soon(self, fn, *args):
+        fn(*args)
+
+
+class _AirToPpmid:
+    def __init__(self):
+        self.frames = []
+        self.reachable = True
+
+    def can_reach_host(self):
+        return self.reachable
+
+    def incoming(self, sender, profile, cluster, payload):
+        self.frames.append((sender, profile, cluster, payload))
+
+
+def test_ch_answers_a_time_read_with_its_clock_and_as_its_mode_says():
+    import time
+    from host_tools.ncp_emulator import ch as CH
+    from ppmid.zigbee import timecluster as TC
+    air = _AirToPpmid()
+    hub = CH.CommsHub(air, _RunLoop())
+    aps = {"profile": 0x0109, "cluster": 0x000A, "src_ep": 1, "dst_ep": 1, "options": 0x40, "group": 0, "sequence": 1}
+    assert hub.deliver(CH.CH_NWK, aps, TC.read_time(5))
+    (sender, profile, cluster, frame), = air.frames
+    assert (sender, profile, cluster) == (0x0000, 0x0109, 0x000A)
+    zcl, status = TC.parse_time(frame, 5)
+    assert abs(zcl + 946684800 - time.time()) < 5 and status == TC.MASTER | TC.SYNCHRONIZED
+    hub.set_time_mode("good", offset_s=-3600)
+    hub.deliver(CH.CH_NWK, aps, TC.read_time(6))
+    assert abs(TC.parse_time(air.frames[-1][3], 6)[0] + 946684800 + 3600 - time.time()) < 5
+    hub.set_time_mode("unsynced")
+    hub.deliver(CH.CH_NWK, aps, TC.read_time(7))
+    assert TC.parse_time(air.frames[-1][3], 7)[1] == 0
+    hub.set_time_mode("unsupported")
+    hub.deliver(CH.CH_NWK, aps, TC.read_time(8))
+    with pytest.raises(TC.ZclError, match="read failed"):
+        TC.parse_time(air.frames[-1][3], 8)
+    n = len(air.frames)
+    hub.set_time_mode("silent")
+    hub.deliver(CH.CH_NWK, aps, TC.read_time(9))
+    hub.set_time_mode("good")
+    air.reachable = False
+    hub.deliver(CH.CH_NWK, aps, TC.read_time(10))
+    assert len(air.frames) == n and hub.time_reads == 6
+    hub.deliver(CH.CH_NWK, aps, b"\x10\x01")                     # not a read: counted, not answered
+    assert hub.counters["bad_zcl"] == 1 and hub.time_reads == 6
+    with pytest.raises(ValueError):
+        hub.set_time_mode("late")

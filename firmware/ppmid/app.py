@@ -119,6 +119,20 @@ def _info(board, relay, han, clock, update=None, nfc=None):
     return info
 
 
+async def _ch_clock(han, clock, set_time, st, link):
+    # The clock from the CH's ZCL Time cluster (docs/platform.md "Clock"; started by the
+    # boot): once the HAN runs, each read loads ppmid.zigbee.chclock, which drops itself
+    # after; this loop and st (ch_clock's settings and state) are all that stays between.
+    wait = 1
+    while wait:
+        await sleep_ms(wait * 1000)
+        wait = 1
+        if han.status == "running":
+            from ppmid.zigbee.chclock import run
+            wait = await run(han, clock, set_time, st, link)
+            run = None
+
+
 async def run(board):
     from ppmid import boot
     started = await boot.start(board)

@@ -234,6 +234,12 @@ async def start(board):
     if link is not None:
         asyncio.create_task(link.run())
     _start_sntp(board, cfg, clock, link)
+    st = cfg.pop("ch_clock")
+    if st.pop("enabled") and clock.source != "host":
+        # the clock from the CH's Time cluster until SNTP sets it (no WAN: for good); its
+        # settings dict takes the reads' state too, from the first read on (ppmid.zigbee.chclock)
+        from ppmid.app import _ch_clock
+        asyncio.create_task(_ch_clock(han, clock, board.set_time, st, link))
     if settle and link is not None:
         _settle_update(board, han, link, update)
     _mark(board, "started")

@@ -8,7 +8,8 @@
 #
 # Unix seconds: the unix port (and CPython) count time.time() from 1970, the ESP32 port from
 # 2000-01-01; unix_time() adds the difference where the port needs it. A board has no clock
-# until SNTP or a kept RTC sets it: Clock.is_set() says whether the time can be trusted.
+# until SNTP, the CH's clock or a kept RTC sets it: Clock.is_set() says whether the time
+# can be trusted.
 import time as _time
 
 try:
@@ -73,8 +74,8 @@ class Clock:
     """The clock a service is given (injected, so tests can give a fake one): ms ticks with
     add/diff, unix seconds, and whether those seconds can be trusted.
 
-    `source` says who set the wall time: "unset" until the SNTP client says otherwise
-    (set_source). A board passes what it knows at boot: "rtc" when its RTC kept the time
+    `source` says who set the wall time: "unset" until the SNTP client ("sntp") or, without
+    WAN, the CH's Time cluster ("ch", ppmid.zigbee.chclock) says otherwise (set_source). A board passes what it knows at boot: "rtc" when its RTC kept the time
     across a reset, "unset" after a power cut. Without it, a clock that already reads after
     SET_AFTER at start (the unix port, CPython) counts as set by the host ("host")."""
 
@@ -104,6 +105,6 @@ class Clock:
         return self.source != "unset" and self.time() >= SET_AFTER
 
     def set_source(self, source, at=None):
-        """Record that the wall time was just set (by "sntp"), `at` unix seconds."""
+        """Record that the wall time was just set (by "sntp" or "ch"), `at` unix seconds."""
         self.source = source
         self.synced_at = self.time() if at is None else at

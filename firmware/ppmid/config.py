@@ -34,6 +34,11 @@ DEFAULTS = {
     # resync_s between two syncs
     "sntp": {"servers": ["pool.ntp.org"], "port": 123, "timeout_ms": 2000, "retry_s": 2,
              "retry_max_s": 300, "resync_s": 3600},
+    # the wall clock from the Communications Hub's ZCL Time cluster (docs/platform.md
+    # "Clock"), for homes without WAN: read once the HAN is up while no SNTP reply set the
+    # clock; timeout_ms per read; retry_s doubling up to retry_max_s while none is usable;
+    # resync_s between two reads while the CH is the clock's source
+    "ch_clock": {"enabled": True, "timeout_ms": 3000, "retry_s": 5, "retry_max_s": 600, "resync_s": 10800},
     # application updates (docs/update.md): public_key the operator's ECDSA P-256 key as an
     # uncompressed point in hex ("" refuses every update); a new set must run and connect
     # within probation_boots boots and probation_s seconds or the previous one comes
@@ -187,6 +192,13 @@ def validate(cfg):
     _number(s, "retry_s", 1, 3600, "sntp", (int,))
     _number(s, "retry_max_s", s["retry_s"], 86400, "sntp", (int,))
     _number(s, "resync_s", 60, 604800, "sntp", (int,))
+    c = out["ch_clock"]
+    if not isinstance(c["enabled"], bool):
+        raise ConfigError("ch_clock.enabled must be true or false, not %r" % (c["enabled"],))
+    _number(c, "timeout_ms", 100, 60000, "ch_clock", (int,))
+    _number(c, "retry_s", 1, 3600, "ch_clock", (int,))
+    _number(c, "retry_max_s", c["retry_s"], 86400, "ch_clock", (int,))
+    _number(c, "resync_s", 60, 604800, "ch_clock", (int,))
     u = out["update"]
     k = u["public_key"]
     if not isinstance(k, str) or k and (len(k) != 130 or not k.lower().startswith("04")

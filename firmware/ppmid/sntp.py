@@ -136,24 +136,26 @@ async def query(client, host):
         sock.close()
 
 
-def apply(client, unix, ms):
-    """Set the client's clock from a reply, under the jump rule. True when it was set."""
+def apply(client, unix, ms, source="sntp"):
+    """Set the client's clock from a reply, under the jump rule. True when it was set.
+    The jump rule's one place: the CH's clock (ppmid.zigbee.chclock, source "ch") goes
+    through it too, with a client of the same attributes."""
     c = client.clock
     step = unix - c.time()
     if c.is_set() and (step > _STEP_S or step < -_STEP_S):
         h = client.held
         if h is None or abs(unix - h[0] - c.diff(c.ms(), h[1]) // 1000) > _AGREE_S:
             client.held = (unix, c.ms())
-            client.log("PPMID clock: sntp says %+d s from the %s clock: held until a second reply agrees"
-                       % (step, c.source))
+            client.log("PPMID clock: %s says %+d s from the %s clock: held until a second reply agrees"
+                       % (source, step, c.source))
             return False
     client.held = None
     was = c.source
     client.set_time(unix, ms)
-    c.set_source("sntp", unix)
+    c.set_source(source, unix)
     client.syncs += 1
-    if was != "sntp" or step:
-        client.log("PPMID clock: set by sntp: unix=%d step=%+d s (was %s)" % (unix, step, was))
+    if was != source or step:
+        client.log("PPMID clock: set by %s: unix=%d step=%+d s (was %s)" % (source, unix, step, was))
     return True
 
 

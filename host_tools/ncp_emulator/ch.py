@@ -15,6 +15,7 @@ import time
 from ppmid.gbcs import build, gbt, reassembly
 from ppmid.gbcs.message import decode
 from ppmid.zigbee import tunnel as T
+from ppmid.zigbee import timecluster as TC
 
 from .esme import EmulatedEsme, ESME_NWK
 
@@ -24,6 +25,10 @@ PPMID = "00DB1234567890A4"
 SUPPLIER = "90B3D51F30010000"
 PPMID_NWK = 0x1234
 CH_NWK = 0x0000
+# how the CH answers a read of its Time cluster: "good" (its clock, Master|Synchronized),
+# "silent" (no answer), "unsynced" (TimeStatus 0: it does not know the time), "unsupported"
+# (status UNSUPPORTED_ATTRIBUTE for each attribute)
+TIME_MODES = ("good", "silent", "unsynced", "unsupported")
 
 
 def hexs(b):
@@ -154,7 +159,8 @@ class _Outgoing:
 class CommsHub:
     def __init__(self, ncp, loop, log_path=None, corpus_dir=None, hold_max=32, busy_retry_s=3.0,
                  transfer_size=1500, log=None, gpf_delay_s=GPF_DELAY_S, fragment_window=FRAGMENT_WINDOW,
-                 aps_ack_timeout_s=APS_ACK_TIMEOUT_S, aps_retries=APS_RETRIES, on_record=None):
+                 aps_ack_timeout_s=APS_ACK_TIMEOUT_S, aps_retries=APS_RETRIES, on_record=None,
+                 time_mode="good", time_offset_s=0):
         self.ncp = ncp
         self.on_record = on_record      # called with each log entry (e.g. a pcap tap)
         self.loop = loop
@@ -197,6 +203,10 @@ class CommsHub:
         self._log_file = open(log_path, "a") if log_path else None
         self.changed = threading.Condition()
         self.trust_centre = None        # commissioning.TrustCentre when the PPMID must commission
+        # the CH's clock as the HAN's time source (ZCL Time cluster, _time_read): TIME_MODES
+        self.time_mode = time_mode
+        self.time_offset_s = time_offset_s  # the CH's clock minus the host's
+        self.time_reads = 0
 
     # ---- log -----------------------------------------------------------------------------
     def set_gpf_delay(self, seconds):
@@ -297,6 +307,9 @@ class CommsHub:
         if self.trust_centre is not None and aps["profile"] == T.PROFILE_SE and aps["cluster"] == 0x0800:
             self.loop.call_soon(self.trust_centre.ke_frame, bytes(payload))
             return True
+        if aps["profile"] == T.PROFILE_SE and aps["cluster"] == TC.CLUSTER_TIME:
+            self.loop.call_soon(self._time_read, bytes(payload))
+            return True
         if aps["profile"] != T.PROFILE_SE or aps["cluster"] != T.CLUSTER_TUNNELING:
             return True
         if aps["options"] & 0x8000:
@@ -351,6 +364,33 @@ class CommsHub:
             self.send_to_ppmid(self.devices[ESME].alert(alert))
         with self.changed:
             self.changed.notify_all()
+
+    def set_time_mode(self, mode, offset_s=None):
+        if mode not in TIME_MODES:
+            raise ValueError("time mode %r: one of %s" % (mode, ", ".join(TIME_MODES)))
+        self.time_mode = mode
+        if offset_s is not None:
+            self.time_offset_s = offset_s
+
+    def _time_read(self, frame):
+        """A Read Attributes of the Time cluster from the PPMID: answered with the CH's
+        clock (the host's plus time_offset_s, in ZCL seconds from 2000) and TimeStatus
+        Master|Synchronized, or as time_mode says."""
+        try:
+            seq, attrs = TC.parse_read(frame)
+        except Exception:
+            self.counters["bad_zcl"] += 1
+            return
+        self.time_reads += 1
+        if self.time_mode == "silent" or not self.ncp.can_reach_host():
+            return
+        zcl = int(time.time()) + self.time_offset_s - 946684800
+        status = 0 if self.time_mode == "unsynced" else TC.MASTER | TC.SYNCHRONIZED
+        if self.time_mode == "unsupported":
+            rsp = TC.time_response(seq, 0, 0, attrs, TC.STATUS_UNSUPPORTED_ATTRIBUTE)
+        else:
+            rsp = TC.time_response(seq, zcl, status, [a for a in attrs if a in (TC.ATTR_TIME, TC.ATTR_TIME_STATUS)])
+        self.ncp.incoming(CH_NWK, T.PROFILE_SE, TC.CLUSTER_TIME, rsp)
 
     def _zcl(self, frame):
         try:

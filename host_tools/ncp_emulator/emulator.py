@@ -328,6 +328,10 @@ class NcpEmulator:
         """Fault: the meters' next n answers (responses, refusals) are lost before the CH."""
         self.call(setattr, self.ch, "lose_answers", n)
 
+    def set_ch_time(self, mode, offset_s=None):
+        """How the CH answers a read of its clock (ch.TIME_MODES), from now on."""
+        self.call(self.ch.set_time_mode, mode, offset_s)
+
     def set_gpf_delay(self, seconds):
         """The GSME's answer delay from now on (the GPF's; see ch.GPF_DELAY_S)."""
         self.call(self.ch.set_gpf_delay, seconds)

@@ -123,3 +123,18 @@ def test_sntp_section():
     assert "sntp.resync_s" in _err(_with(sntp={"resync_s": 1}))
     assert "sntp.retry_max_s" in _err(_with(sntp={"retry_s": 10, "retry_max_s": 5}))
     assert "sntp.timeout_ms" in _err(_with(sntp={"timeout_ms": 1.5}))
+
+
+def test_ch_clock_section():
+    c = config.validate(_with())["ch_clock"]
+    assert c == {"enabled": True, "timeout_ms": 3000, "retry_s": 5, "retry_max_s": 600, "resync_s": 10800}
+    c = config.validate(_with(ch_clock={"enabled": False, "retry_s": 1, "retry_max_s": 2}))["ch_clock"]
+    assert c["enabled"] is False and (c["retry_s"], c["retry_max_s"], c["resync_s"]) == (1, 2, 10800)
+    assert "unknown ch_clock key 'enable'" in _err(_with(ch_clock={"enable": True}))
+    assert "ch_clock must be an object" in _err(_with(ch_clock=True))
+    assert "ch_clock.enabled must be true or false" in _err(_with(ch_clock={"enabled": 1}))
+    assert "ch_clock.timeout_ms" in _err(_with(ch_clock={"timeout_ms": 50}))
+    assert "ch_clock.retry_s" in _err(_with(ch_clock={"retry_s": 0}))
+    assert "ch_clock.retry_max_s" in _err(_with(ch_clock={"retry_s": 10, "retry_max_s": 5}))
+    assert "ch_clock.resync_s" in _err(_with(ch_clock={"resync_s": 59}))
+    assert "ch_clock.resync_s" in _err(_with(ch_clock={"resync_s": "3600"}))

@@ -458,6 +458,24 @@ def test_a_prepayment_answer_without_aps_encryption_never_reaches_the_top_up():
                    "aps": {"profile": T.PROFILE_SE, "cluster": 0x0702, "options": 0, "group": 0}})
     assert seen[-1] == (esme, 0x0702, answer) and han.counters["rx_unsecured"] == 2
 
+
+def test_a_time_answer_without_aps_encryption_never_reaches_the_clock():
+    # the CH's Time answer sets an unset clock (and so decides the commands' expiry): one
+    # forged as 0x0000 by a node with only the network key is dropped before the clock code
+    han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=lambda *a: None)
+    seen = []
+    han.on_time = seen.append
+    answer = b"\x18\x07\x01\x00\x00\x00\xe2\x00\x00\x00\x30"
+
+    def frame(options):
+        han._incoming({"sender": CH, "message": answer,
+                       "aps": {"profile": T.PROFILE_SE, "cluster": 0x000A, "options": options, "group": 0}})
+
+    frame(0)
+    assert seen == [] and han.counters["rx_unsecured"] == 1
+    frame(APS_ENCRYPTED)
+    assert len(seen) == 1 and seen[0]["message"] == answer and han.counters["rx_unsecured"] == 1
+
 # ---- outgoing APS fragments (_send_zcl): one APS counter for the whole frame -------------
 class _CountingEzsp:
     """sendUnicast as the NCP answers it: accepted, a fresh APS counter each time, and the

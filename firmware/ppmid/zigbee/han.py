@@ -25,6 +25,7 @@ _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
 _CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
 _CLUSTER_PREPAYMENT = const(0x0705)  # zigbee/prepayment.py's, not imported: the top-up road loads it
+_CLUSTER_TIME = const(0x000A)
 _APS_ENCRYPTED = const(0x0020)  # ezsp.APS_OPTION_ENCRYPTION, inlined: checked on every frame
 _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
 _RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may ask for
@@ -144,6 +145,9 @@ class ZigbeeHan:
         # ZCL frame), called synchronously (set by the relay's top-up road, which answers
         # for its own errors); counted and dropped while None
         self.on_zcl = None
+        # Time cluster frames, while a read of the CH's clock waits for its answer
+        # (zigbee/chclock.py): on_time(the incoming message's dict), synchronously
+        self.on_time = None
         self.commission = None         # zigbee/commission.py's Commissioner, once needed
 
     # ---- public ----------------------------------------------------------------------
@@ -352,11 +356,17 @@ class ZigbeeHan:
         # came without it). The network key, which every HAN node holds, is enough to send
         # as NWK 0x0000 or as the meter, not to APS-encrypt as them: a frame without it must
         # not feed, open or close the tunnel, nor end a top-up (a forged "duplicate" would
-        # make the gateway refuse that UTRN for good)
-        if (cluster == CLUSTER_TUNNELING or cluster == _CLUSTER_PREPAYMENT) and not aps["options"] & _APS_ENCRYPTED:
+        # make the gateway refuse that UTRN for good). The CH's Time answer too: our read
+        # goes APS-encrypted, so the CH's answer does, and a forged clock would defeat the
+        # commands' expiry
+        if (cluster == CLUSTER_TUNNELING or cluster == _CLUSTER_PREPAYMENT or cluster == _CLUSTER_TIME) \
+                and not aps["options"] & _APS_ENCRYPTED:
             self.counters["rx_unsecured"] += 1
             if self.counters["rx_unsecured"] == 1:
                 self._logf("cluster 0x%04x frame from 0x%04x: no APS encryption", cluster, m["sender"])
+            return
+        if cluster == _CLUSTER_TIME and self.on_time is not None:
+            self.on_time(m)            # it takes the CH's alone (chclock.accept)
             return
         if cluster != CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == PROFILE_SE:
             self.on_zcl(m["sender"], cluster, m["message"])
