@@ -142,11 +142,12 @@ async def _nfc(board, cfg, relay, stats):
             ver = await drv.begin()
         except Exception as exc:   # no answer (NfcError), or an OSError from the bus
             from ppmid.nfc import standby
-            return (standby.run(drv, relay, cfg["limits"]["max_gbcs"], cfg["nfc"], print, stats),
+            return (standby.run(drv, relay, cfg["limits"]["max_gbcs"], cfg["nfc"], print, stats,
+                                getattr(board, "led", None)),
                     "absent (%s, probing)" % (getattr(exc, "code", None) or repr(exc),))
         from ppmid.nfc import service
         svc = service.NfcService(drv, relay, max_gbcs=cfg["limits"]["max_gbcs"], log=print,
-                                 stats=stats, **service.settings(cfg))
+                                 stats=stats, led=getattr(board, "led", None), **service.settings(cfg))
         svc.version = ver
         svc.ready = True
         return svc.run(), "PN532 v%d.%d" % (ver[1], ver[2])

@@ -228,3 +228,66 @@ def test_info_carries_the_nfc_counters():
     d = info()
     assert d["nfc"] is stats and d["nfc"]["faults"] == 1 and d["nfc"]["polls"] == 0, d
     assert "nfc" not in app._info(_Board(), _Relay(), _Han(), _Clock())()   # no reader named
+
+
+# ---- the status LED: a tap's outcome, the only answer a tag's holder gets ------------------
+class _Led:
+    def __init__(self, fail=False):
+        self.changes = []
+        self.fail = fail
+
+    def on(self):
+        if self.fail:
+            raise OSError(5)
+        self.changes.append(1)
+
+    def off(self):
+        self.changes.append(0)
+
+
+async def _tap(outcome, led):
+    """One poll that finds a target whose session ends with `outcome`; then the LED's
+    blinks run to their end (the sleeps recorded, not waited)."""
+    drv = FlakyPN532([Target(1, 0x0044, 0x20, b"\x04\x01\x02\x03", b"")])
+    log = []
+    svc = service.NfcService(drv, _Intake(), log=log.append, led=led)
+
+    async def session(target):
+        return dict(outcome)
+    svc._session = session
+    sleeps = _Sleeps()
+    saved = service.sleep_ms
+    service.sleep_ms = sleeps
+    try:
+        got = await svc.poll_once()
+        for _ in range(50):
+            if not svc._showing:
+                break
+            await asyncio.sleep(0)
+    finally:
+        service.sleep_ms = saved
+    assert got == outcome and not svc._showing
+    return sleeps.waits, log
+
+
+async def test_the_led_blinks_once_long_for_a_command_taken_and_three_short_for_a_refusal():
+    led = _Led()
+    waits, _ = await _tap({"outcome": "delivered", "id": "a", "code": None, "accepted": True}, led)
+    assert led.changes == [1, 0] and waits == [800, 150]
+    led = _Led()
+    waits, _ = await _tap({"outcome": "rejected", "id": None, "code": "E_AUTH", "accepted": False}, led)
+    assert led.changes == [1, 0] * 3 and waits == [150] * 6
+
+
+async def test_a_failing_led_is_logged_and_the_road_goes_on():
+    led = _Led(fail=True)
+    waits, log = await _tap({"outcome": "delivered", "id": "a", "code": None, "accepted": True}, led)
+    assert any("status LED" in line for line in log), log
+    # no LED at all: nothing shown, nothing fails
+    drv = FlakyPN532([Target(1, 0x0044, 0x20, b"\x04\x01\x02\x03", b"")])
+    svc = service.NfcService(drv, _Intake())
+
+    async def session(target):
+        return {"outcome": "rejected", "id": None, "code": "E_AUTH", "accepted": False}
+    svc._session = session
+    assert (await svc.poll_once())["outcome"] == "rejected" and not svc._showing

@@ -10,6 +10,7 @@
 #   intake.result(id) -> None while pending, else {"status", "gbcs", "error"}
 #   intake.delivered(id, via)            optional: the phone has the result
 import gc
+import asyncio
 
 from ppmid.errors import PpmidError
 from ppmid.nfc import phone, tag
@@ -33,7 +34,7 @@ def settings(cfg):
 
 
 class NfcService:
-    def __init__(self, drv, intake, max_gbcs=8192, log=None, stats=None, **kw):
+    def __init__(self, drv, intake, max_gbcs=8192, log=None, stats=None, led=None, **kw):
         self.drv = drv
         self.intake = intake
         self.max_gbcs = max_gbcs
@@ -44,6 +45,10 @@ class NfcService:
         self.ready = False
         self.version = None
         self._last_uid = None
+        # the board's status LED (on()/off()), or None: it shows each tap's outcome, the
+        # only answer a tag's holder gets (a tag is read, never written back)
+        self.led = led
+        self._showing = False
         # `stats`: a dict to count in (the app publishes it in info), else a new one
         self.stats = stats if stats is not None else {}
         self.stats.update({"polls": 0, "sessions": 0, "relayed": 0, "delivered": 0, "late": 0,
@@ -127,7 +132,24 @@ class NfcService:
         if o in ("delivered", "late", "rejected", "gone"):
             self.stats[o] += 1
         self.stats["last_code"] = outcome.get("code")
+        if self.led is not None and not self._showing:
+            self._showing = True
+            asyncio.create_task(self._show(bool(outcome.get("accepted"))))
         return outcome
+
+    async def _show(self, accepted):
+        """One long blink: taken (journaled, on its way to the meter). Three short: refused,
+        or the read failed (try again). Beside the poll loop, which it never holds up."""
+        try:
+            for ms in ((800,) if accepted else (150, 150, 150)):
+                self.led.on()
+                await sleep_ms(ms)
+                self.led.off()
+                await sleep_ms(150)
+        except Exception as e:   # an LED that fails is no reason to lose the road
+            self._note("status LED: %r" % (e,))
+        finally:
+            self._showing = False
 
     async def _release(self, target):
         try:

@@ -9,7 +9,7 @@ from ppmid.clock import sleep_ms
 from ppmid.nfc.pn532 import REINIT_FIRST_MS, REINIT_MAX_MS
 
 
-async def run(drv, intake, max_gbcs, settings, log=None, stats=None):
+async def run(drv, intake, max_gbcs, settings, log=None, stats=None, led=None):
     """Probe `drv` until it answers, then `NfcService(drv, intake, ...).run()` (forever).
     `settings`: the checked "nfc" config section; `stats`: the road's counters (info),
     where "probes" counts the standby's probes (the service's counters join once one
@@ -30,7 +30,7 @@ async def run(drv, intake, max_gbcs, settings, log=None, stats=None):
     while True:
         try:
             from ppmid.nfc.service import NfcService
-            svc = NfcService(drv, intake, max_gbcs=max_gbcs, log=log, stats=stats, **settings)
+            svc = NfcService(drv, intake, max_gbcs=max_gbcs, log=log, stats=stats, led=led, **settings)
             break
         except MemoryError:   # a fragmented heap now: the reader waits, the gateway goes on
             if log:
