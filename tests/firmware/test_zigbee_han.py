@@ -381,6 +381,27 @@ def test_two_interleaved_fragmented_messages_are_never_stitched_together():
     assert _acked(han) == [(11, 0), (11, 1), (11, 2)] and han.counters["rx_fragments_dropped"] == 3
 
 
+def test_the_last_fragment_repeated_after_the_message_is_whole_is_acked_again_not_delivered_twice():
+    # with window 1 the CH sends each fragment after our ack of the one before: only the
+    # last fragment's ack can be lost once the message is whole. The CH then repeats that
+    # fragment; without a second ack its APS retries run out and it counts the message
+    # failed (and may send it again under a new counter: a duplicate for the relay)
+    han, _ = _han()
+    gbcs = b"\xdd\x00" + bytes(range(50))
+    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 2)
+    _fragment(han, 0, 2, pieces[0], seq=0x51)
+    _fragment(han, 1, 2, pieces[1], seq=0x51)
+    assert han._rxq == [gbcs] and han._ack_count == 2
+    _fragment(han, 1, 2, pieces[1], seq=0x51)      # the same fragment again: its ack was lost
+    assert han._ack_count == 3                      # acknowledged again
+    assert han._rxq == [gbcs] and han.counters["received"] == 1   # delivered once
+    assert han._frag is None and han.counters["rx_fragments_dropped"] == 0
+    # the next message (a new counter) is reassembled as ever
+    _fragment(han, 0, 2, pieces[0], seq=0x52)
+    _fragment(han, 1, 2, pieces[1], seq=0x52)
+    assert han._rxq == [gbcs, gbcs] and han.counters["received"] == 2
+
+
 def test_a_message_sent_again_under_a_new_counter_is_reassembled_whole():
     han, _ = _han()
     gbcs = b"\xdd\x00" + bytes(range(60))

@@ -130,6 +130,7 @@ class ZigbeeHan:
         self._sent_pieces = 1
         self._up = False               # bring-up complete on the current link
         self._frag = None              # _Reassembly in progress
+        self._frag_done = None         # (key, ticks_ms) of the message last reassembled
         self._gbt = None
         self._recent = []              # _Delivered: the last few, oldest first
         self._rejected = {}            # tunnel id -> TransferDataErrors the CH sent for it
@@ -444,6 +445,14 @@ class ZigbeeHan:
         # one-message receiver does, would lose the new one too). A later fragment under
         # another counter is not that message's: dropped and not acknowledged, so its
         # sender repeats it or gives its message up, never has it taken for delivered.
+        done = self._frag_done
+        if done is not None and done[0] == key and 0 <= ticks_diff(now, done[1]) <= 10000:
+            # a fragment of the message just completed, again: our ack of it was lost (with
+            # window 1 only the last one's can be, the sender waits for each ack). It is
+            # acknowledged again, or the sender's APS retries run out and it takes the
+            # message for failed; it is not delivered a second time
+            self._queue_ack(sender, aps)
+            return None
         if f is None or f.key != key:
             if f is not None:
                 self.counters["rx_fragments_dropped"] += 1
@@ -464,6 +473,7 @@ class ZigbeeHan:
         if len(f.pieces) < f.count:
             return None
         self._frag = None
+        self._frag_done = (key, now)
         return b"".join(f.pieces[i] for i in range(f.count))
 
     def _deliver(self, data):
