@@ -119,16 +119,33 @@ def _info(board, relay, han, clock, update=None, nfc=None):
     return info
 
 
+def _ch_clock_read():
+    from ppmid.zigbee.chclock import run
+    return run
+
+
 async def _ch_clock(han, clock, set_time, st, link):
     # The clock from the CH's ZCL Time cluster (docs/platform.md "Clock"; started by the
     # boot): once the HAN runs, each read loads ppmid.zigbee.chclock, which drops itself
     # after; this loop and st (ch_clock's settings and state) are all that stays between.
     wait = 1
     while wait:
-        await sleep_ms(wait * 1000)
+        while wait > 0:
+            # in steps: resync_s may be a week, and a sleep over 2**29 ms overflows the
+            # ticks of a 32-bit port (OverflowError: the task would end)
+            step = min(wait, 3600)
+            await sleep_ms(step * 1000)
+            wait -= step
         wait = 1
         if han.status == "running":
-            from ppmid.zigbee.chclock import run
+            try:
+                run = _ch_clock_read()
+            except Exception as exc:   # MemoryError in a fragmented heap: later, not never
+                print("PPMID clock: the CH clock read could not load (%r); retry in 60 s" % (exc,))
+                exc = None
+                gc.collect()
+                wait = 60
+                continue
             wait = await run(han, clock, set_time, st, link)
             run = None
 

@@ -181,6 +181,8 @@ async def test_refused_answers_leave_the_clock_unset_and_back_off():
              (answer(status=T.MASTER_ZONE_DST | T.SUPERSEDING), "not synchronised"),
              (answer(zcl_time=5), "floor"),
              (answer(zcl_time=1704067199 - EPOCH_2000), "floor"),
+             (answer(zcl_time=4102444800 - EPOCH_2000), "ceiling"),     # 2100: a broken CH
+             (answer(zcl_time=0xFFFFFFFE), "ceiling"),                  # UTCTime's last, 2136
              (lambda seq: message(T.time_response(seq, ZCL_2026, SYNCED)[:-2]), "truncated"),
              (lambda seq: message(T.time_response(seq, ZCL_2026, SYNCED), cluster=0x0702), "cluster 0x0702"),
              (lambda seq: message(T.time_response(seq, ZCL_2026, SYNCED), profile=0x0104), "profile 0x0104"),
@@ -320,7 +322,8 @@ async def test_the_app_loop_waits_for_the_han_reads_and_ends_once_sntp_set_the_c
         await app._ch_clock(han, clock, set_time, st, None)
     finally:
         app.sleep_ms = real
-    assert slept == [1000, 1000, 1000, SETTINGS["resync_s"] * 1000]
+    # the resync pause in steps of an hour (a 32-bit port's ticks), then the loop ends
+    assert slept == [1000, 1000, 1000] + [3600 * 1000] * (SETTINGS["resync_s"] // 3600)
     assert len(han.sent) == 1 and sets == [(UNIX_2026, 0)] and st["syncs"] == 1
     assert "ppmid.zigbee.chclock" not in sys.modules and "ppmid.zigbee.timecluster" not in sys.modules
 
@@ -332,3 +335,66 @@ async def test_a_bug_in_a_read_is_logged_and_the_loop_goes_on_after_retry_max_s(
     from ppmid.zigbee import chclock as mod
     assert await mod.run(han, clock, set_time, st, None) == SETTINGS["retry_max_s"]
     assert han.on_time is None
+
+
+async def test_the_app_loop_sleeps_a_long_resync_in_steps_a_32_bit_port_can_count():
+    # resync_s may be a week (config allows 604800 s): one sleep of 6e8 ms is past 2**29 ms,
+    # which raises OverflowError on a 32-bit port and would end the task after its first read
+    from ppmid import app
+    han, clock, t, _, logs, sets, set_time = rig()
+    st = dict(SETTINGS)
+    del st["enabled"]
+    st["resync_s"] = 604800
+    han.status = "running"
+    han.answers = [[answer()]]
+    slept = []
+    real = app.sleep_ms
+
+    async def fake_sleep(ms):
+        assert ms < 2 ** 29, ms
+        slept.append(ms)
+        if sum(slept) >= 1000 + 604800 * 1000:
+            clock.set_source("sntp", UNIX_2026)   # the loop ends at its next wake
+        await asyncio.sleep(0)
+    app.sleep_ms = fake_sleep
+    try:
+        await app._ch_clock(han, clock, set_time, st, None)
+    finally:
+        app.sleep_ms = real
+    assert sum(slept) == 1000 + 604800 * 1000 and max(slept) == 3600 * 1000
+    assert sets == [(UNIX_2026, 0)]
+
+
+async def test_the_app_loop_outlives_a_read_module_that_cannot_load():
+    # a MemoryError importing the read (a fragmented heap) must not end the loop for the
+    # uptime: without WAN the clock would never be set
+    from ppmid import app
+    han, clock, t, _, logs, sets, set_time = rig()
+    st = dict(SETTINGS)
+    del st["enabled"]
+    han.status = "running"
+    han.answers = [[answer()]]
+    slept = []
+    loads = []
+    real_sleep, real_read = app.sleep_ms, app._ch_clock_read
+
+    def read_once_without_room():
+        loads.append(1)
+        if len(loads) == 1:
+            raise MemoryError("memory allocation failed")
+        return real_read()
+
+    async def fake_sleep(ms):
+        slept.append(ms)
+        if len(slept) == 3:
+            clock.set_source("sntp", UNIX_2026)   # after the read's set: the loop ends
+        await asyncio.sleep(0)
+    app.sleep_ms, app._ch_clock_read = fake_sleep, read_once_without_room
+    try:
+        await app._ch_clock(han, clock, set_time, st, None)
+    finally:
+        app.sleep_ms, app._ch_clock_read = real_sleep, real_read
+    assert slept[:2] == [1000, 60 * 1000], slept     # the failed load waited 60 s, then read
+    # loads: the failed one, the read that set the clock, and the one after the resync
+    # pause that finds the clock SNTP's and ends the loop
+    assert len(loads) == 3 and sets == [(UNIX_2026, 0)] and len(han.sent) == 1

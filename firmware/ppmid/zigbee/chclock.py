@@ -19,6 +19,7 @@ from ppmid.zigbee import timecluster as T
 
 _POLL_MS = 20
 SOURCES = ("unset", "rtc", "ch")   # the clock sources the CH may set: never "sntp" (nor "host")
+_SET_BEFORE = 4102444800   # 2100-01-01 UTC in unix seconds (a big int on a 32-bit port: compared, never stored)
 
 
 def accept(m, seq):
@@ -35,6 +36,10 @@ def accept(m, seq):
     unix = zcl + EPOCH_2000
     if unix < SET_AFTER:
         raise ZclError(E_ZCL, "time %d is before the firmware's floor (2024)" % unix)
+    if unix >= _SET_BEFORE:
+        # a UTCTime reaches 2136: a CH saying 2100 or later is broken, and a clock set
+        # there would make every command with `expires` expired (E_EXPIRED) until resynced
+        raise ZclError(E_ZCL, "time %d is after the firmware's ceiling (2100)" % unix)
     return unix
 
 
