@@ -291,3 +291,26 @@ async def test_a_failing_led_is_logged_and_the_road_goes_on():
         return {"outcome": "rejected", "id": None, "code": "E_AUTH", "accepted": False}
     svc._session = session
     assert (await svc.poll_once())["outcome"] == "rejected" and not svc._showing
+
+
+def test_the_service_loaded_after_the_boot_does_not_keep_the_boot_only_config():
+    # a reader that answers late has the standby load ppmid.nfc.service after the app
+    # dropped ppmid.config: the service's import of the nfc defaults must not bring the
+    # config module back for the uptime (~6 KB of 32-bit heap)
+    import sys
+    import ppmid.nfc
+    from ppmid.modules import unload
+    old = sys.modules["ppmid.nfc.service"]
+    unload("ppmid.config", "ppmid.nfc.service")
+    try:
+        from ppmid.nfc import service as late
+        assert late is not old and "ppmid.config" not in sys.modules
+        assert late.DEFAULTS == old.DEFAULTS and late.DEFAULTS
+        # loaded while the boot still holds the config: it stays for the boot
+        from ppmid import config  # noqa: F401
+        unload("ppmid.nfc.service")
+        from ppmid.nfc import service as early  # noqa: F401
+        assert "ppmid.config" in sys.modules
+    finally:
+        sys.modules["ppmid.nfc.service"] = old
+        ppmid.nfc.service = old

@@ -21,9 +21,18 @@ from ppmid.clock import sleep_ms
 
 # The NFC settings and their checks live with the rest of the gateway config. Only its
 # "nfc" defaults (a small dict) are kept: ppmid.config is boot-only (the app drops it).
+# Loaded after the boot (a reader that answered late: nfc/standby.py) this import would
+# bring ppmid.config back for the uptime (~6 KB of 32-bit heap): dropped again then.
+import sys
+_config_loaded = "ppmid.config" in sys.modules
 from ppmid import config as _C
 DEFAULTS = _C.DEFAULTS["nfc"]
 del _C
+if not _config_loaded:
+    from ppmid.modules import unload
+    unload("ppmid.config", "ppmid.modules")
+    unload = None
+del _config_loaded
 
 
 def settings(cfg):
