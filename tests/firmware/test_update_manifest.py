@@ -106,6 +106,19 @@ def test_a_seq_not_above_the_floor_is_a_replay():
     # and a replayed downgrade (the residual of review M4) is one too
     assert _code(_verify, signed_offer("downgrade"), "0.3.0", "emulated", 1, PUBLIC, GATEWAY, NOW, SEQ) \
         == M.E_UPDATE_REPLAY
+    # sets and images have a floor each (slots.floors): an image signed before the set
+    # installed last is no replay, and the sentence names the kind
+    image_seq = 1767225600   # update_vectors' image manifest
+    assert _verify(signed_offer("image"), floor=(image_seq + 10, image_seq - 1))[1]["seq"] == image_seq
+    try:
+        _verify(signed_offer("image"), floor=(0, image_seq))
+    except M.UpdateError as exc:
+        assert exc.code == M.E_UPDATE_REPLAY and "last image manifest" in exc.message, exc
+    else:
+        raise AssertionError("an image replay accepted")
+    assert _code(_verify, signed_offer("good"), "0.1.0", "emulated", 1, PUBLIC, GATEWAY, NOW, (SEQ, 0)) \
+        == M.E_UPDATE_REPLAY
+    assert _verify(signed_offer("good"), floor=(SEQ - 1, 0xFFFFFFFF))[1]["seq"] == SEQ
     # a manifest for another gateway or board is said as such whatever the floor
     assert _code(_verify, signed_offer("other-gateway"), "0.1.0", "emulated", 1, PUBLIC, GATEWAY, NOW, SEQ) \
         == M.E_UPDATE_GATEWAY

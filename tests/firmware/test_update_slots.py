@@ -116,11 +116,20 @@ def test_the_replay_floor_is_raised_by_the_switch_and_kept_by_every_later_write(
     assert slots.floor(_state(root)) == big
     asyncio.run(slots.watch(_Board(), root, 1, _fast_sleep))  # the probation clock's rollback
     assert _state(root)["last"]["error"]["code"] == slots.E_UPDATE_TIMEOUT and slots.floor(_state(root)) == big
+    # an image has its own floor: one signed before the set just installed is no replay
     slots.switch_image(root, "ota_1", "1.1.0", "0.2.0", "i1", 60, 5)
-    assert slots.floor(_state(root)) == big and _state(root)["image"]["label"] == "ota_1"
+    st = _state(root)
+    assert slots.floor(st) == big and slots.floor(st, True) == 5 and st["image"]["label"] == "ota_1"
+    assert slots.floors(st) == (big, 5)
+    slots.choose(root, _silent)
+    slots.choose(root, _silent)   # the image's one probation boot ended unmarked: rolled back
+    assert slots.floors(_state(root)) == (big, 5)
+    slots.switch(root, "b", "0.3.2", "0.2.0", "o4", 1, 60, big)   # a set's switch keeps the image's
+    assert slots.floors(_state(root)) == (big, 5)
     slots.rmtree(slots.slot_dir(root, "a"))
+    slots.rmtree(slots.slot_dir(root, "b"))
     slots.choose(root, _silent)  # a pointer at an emptied slot: rolled back to the root set
-    assert slots.floor(_state(root)) == big
+    assert slots.floors(_state(root)) == (big, 5)
 
 
 def test_a_floor_that_is_not_a_whole_number_counts_as_none():

@@ -368,10 +368,15 @@ def check_applicable(m, board, running, config_version, gateway, now, floor):
     gws = m.get("gateways")
     if gws is not None and gateway.upper() not in [g.upper() for g in gws]:
         raise UpdateError(E_UPDATE_GATEWAY, "the update names %d gateway(s), not this one (%s)" % (len(gws), gateway))
-    # before the version: the same manifest again after its install is a replay, said as one
+    # before the version: the same manifest again after its install is a replay, said as one.
+    # floor: one number for both kinds, or (application sets', images') from slots.floors
+    image = "image" in m
+    if isinstance(floor, tuple):
+        floor = floor[1 if image else 0]
     if m["seq"] <= floor:
-        raise UpdateError(E_UPDATE_REPLAY, "manifest seq %d is not above %d, the last this gateway installed: "
-                          "refused as a replay (sign a new release)" % (m["seq"], floor))
+        raise UpdateError(E_UPDATE_REPLAY, "manifest seq %d is not above %d, the last %s manifest this gateway "
+                          "installed: refused as a replay (sign a new release)"
+                          % (m["seq"], floor, "image" if image else "application"))
     if m.get("min_config_version", 1) > config_version:
         raise UpdateError(E_UPDATE_CONFIG, "the update needs config version %d, this gateway has %d"
                           % (m["min_config_version"], config_version))
@@ -387,7 +392,8 @@ def verify_offer(payload, key_hex, board, running, config_version, gateway, now,
     """(offer id, manifest dict, manifest text) of an offer that may be applied here, or
     UpdateError: the signature first, so an unsigned manifest is never even parsed.
     gateway: this gateway's EUI-64; now: unix seconds, None while the clock is unset;
-    floor: the seq of the last manifest installed here (0: none);
+    floor: the seq of the last manifest installed here (0: none), or the pair
+    (application sets', images') that ppmid.update.slots.floors gives;
     parsed: parse_offer(payload) when the caller has it already (the manifest's text is the
     size of the whole offer, ~13 KB for the app: one copy of it, not two)."""
     oid, text, sig = parsed or parse_offer(payload)

@@ -250,7 +250,7 @@ class Updater:
             # the floor is raised only by the switch (slots.switch): a download that fails,
             # or a switch that is put back, leaves the same manifest free to be offered again
             oid, m, text = M.verify_offer(payload, settings["public_key"], self.board.name, self.version, cfg_version,
-                                          self.client.client_id, self._now(), slots.floor(st), parsed)
+                                          self.client.client_id, self._now(), slots.floors(st), parsed)
         finally:
             _unload("ppmid.update.p256")
         # a chunk, its header and the topic must fit the client's receive buffer

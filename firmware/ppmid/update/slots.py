@@ -8,8 +8,10 @@
 #
 # Every change of state.json is a new file renamed over the old one (atomic on LittleFS
 # and POSIX), so a power cut leaves the old pointer or the new one. The switch to a new
-# set is that one rename; a rollback is another. The pointer also keeps the replay floor
-# ("seq": the seq of the last manifest switched to, docs/update.md "Replay"), raised by
+# set is that one rename; a rollback is another. The pointer also keeps the replay floors
+# ("seq": the seq of the last application-set manifest switched to, "image_seq": of the
+# last image manifest; one each, so that a set and an image signed in one order may be
+# installed in the other; docs/update.md "Replay"), raised by
 # the switch's own rename and carried over by every later write (a probation boot
 # counted, confirm, rollback): no second file whose write could leave the floor and the
 # set that runs out of step. main.py calls choose() before anything of the application
@@ -114,11 +116,25 @@ def summary(st):
     return out
 
 
-def floor(st):
-    """The replay floor of pointer st: the seq of the last manifest switched to, 0 when no
-    update ever switched (or the pointer is unreadable: then the root set runs too)."""
-    seq = st.get("seq", 0)
+def floor(st, image=False):
+    """The replay floor of pointer st for an application set (image False) or a firmware
+    image: the seq of the last manifest of that kind switched to, 0 when none ever was
+    (or the pointer is unreadable: then the root set runs too)."""
+    seq = st.get("image_seq" if image else "seq", 0)
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+
+
+def floors(st):
+    """(application-set floor, image floor) of pointer st: what an offer is checked
+    against before its kind is known (ppmid.update.manifest.check_applicable)."""
+    return floor(st), floor(st, True)
+
+
+def _keep_floors(st, new):
+    for k in ("seq", "image_seq"):
+        if k in st:
+            new[k] = st[k]
+    return new
 
 
 def slot_dir(root, slot):
@@ -136,7 +152,8 @@ def switch(root, slot, version, running, offer_id, boots, seconds, seq):
     st = state(root)
     new = {"slot": slot, "version": version, "offer": offer_id,
            "previous": {"slot": st.get("slot", ""), "version": running},
-           "probation": {"boots": 0, "max_boots": boots, "seconds": seconds}, "seq": max(floor(st), seq)}
+           "probation": {"boots": 0, "max_boots": boots, "seconds": seconds}}
+    _keep_floors(st, new)["seq"] = max(floor(st), seq)
     if "last" in st:
         new["last"] = st["last"]
     write_json(_path(root, STATE), new)
@@ -146,13 +163,14 @@ def switch(root, slot, version, running, offer_id, boots, seconds, seq):
 def switch_image(root, label, version, running, offer_id, seconds, seq):
     """Point at a new firmware image (docs/update.md "Image updates"), on probation for one
     boot: the ESP-IDF bootloader rolls back a partition whose first boot ends unmarked, so
-    a second boot means it failed. The application set (slot) stays as it is. The replay
-    floor is raised to seq, as by switch()."""
+    a second boot means it failed. The application set (slot) stays as it is. The images'
+    replay floor is raised to seq, as switch() raises the sets'."""
     st = state(root)
     new = {"slot": st.get("slot", ""), "version": version, "offer": offer_id,
            "previous": {"slot": st.get("slot", ""), "version": running, "image": st.get("image")},
            "image": {"label": label, "version": version},
-           "probation": {"boots": 0, "max_boots": 1, "seconds": seconds, "image": label}, "seq": max(floor(st), seq)}
+           "probation": {"boots": 0, "max_boots": 1, "seconds": seconds, "image": label}}
+    _keep_floors(st, new)["image_seq"] = max(floor(st, True), seq)
     if "last" in st:
         new["last"] = st["last"]
     write_json(_path(root, STATE), new)
@@ -170,8 +188,7 @@ def rollback(root, code, message):
                     "error": {"code": code, "message": message}, "reported": False}}
     if prev.get("image"):
         new["image"] = prev["image"]  # the image before a failed image update
-    if "seq" in st:
-        new["seq"] = st["seq"]
+    _keep_floors(st, new)
     write_json(_path(root, STATE), new)
     return prev
 
