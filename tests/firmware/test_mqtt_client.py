@@ -469,6 +469,71 @@ async def test_failed_receive_buffer_growth_skips_that_publish_and_keeps_reading
         del client_mod.bytearray
 
 
+CMD = "ppmid/v1/00DB1234567890A0/cmd"
+HEAD = 2 + len(CMD) + 2  # a QoS 1 PUBLISH's body ahead of its payload: topic and packet id
+
+
+async def test_a_grown_receive_buffer_is_let_go_after_its_message():
+    # past 2048 bytes the buffer is grown for one message and replaced by a small one once
+    # the handler is done (docs/memory.md): a large command's JSON is not held through its
+    # send; a buffer grown to 2048 or less is kept for the next message
+    b = await FakeBroker().start()
+    for pid, payload in ((5, b"a" * 5000), (6, b"small"), (7, b"m" * 1500), (9, b"tiny"), (8, b"z" * 4000)):
+        b.outbox.append((CMD, payload, pid))
+    seen = []
+
+    async def handler(topic, payload, qos, dup):
+        seen.append((bytes(payload), len(c._rx)))
+
+    c = _client(b, handler=handler, max_packet=16384)
+
+    async def body():
+        await _until(lambda: b.acked == [5, 6, 7, 9, 8], "all PUBACKed")
+        assert [x[0] for x in seen] == [b"a" * 5000, b"small", b"m" * 1500, b"tiny", b"z" * 4000]
+        assert [x[1] for x in seen] == [HEAD + 5000, 512, HEAD + 1500, HEAD + 1500, HEAD + 4000]
+        assert len(c._rx) == 512 and len(c._rxmv) == 512
+        assert c.stats["connects"] == 1 and c.stats["oversize"] == 0
+    await _with(b, c, body)
+
+
+async def test_a_receive_buffer_that_cannot_be_replaced_is_kept_and_reused():
+    # no 512-byte block free when the grown buffer is to go: it stays, the next message is
+    # read into it (nothing lost, no link dropped), and it goes after that one
+    from ppmid.mqtt import client as client_mod
+    real = bytearray
+    failed = []
+
+    def bytearray_failing_once(n=0):
+        if n == 512 and not failed:
+            failed.append(n)
+            raise MemoryError("memory allocation failed, allocating 512 bytes")
+        return real(n)
+
+    b = await FakeBroker().start()
+    b.outbox.append((CMD, b"a" * 5000, 5))
+    b.outbox.append((CMD, b"small", 6))
+    b.outbox.append((CMD, b"b" * 3000, 7))
+    seen = []
+
+    async def handler(topic, payload, qos, dup):
+        seen.append((bytes(payload), len(c._rx)))
+
+    c = _client(b, handler=handler, max_packet=16384)
+
+    async def body():
+        client_mod.bytearray = bytearray_failing_once  # after the client's own 512 bytes
+        await _until(lambda: b.acked == [5, 6, 7], "all PUBACKed")
+        assert failed == [512]
+        # the small one was read into the kept buffer, which went after it (tried again)
+        assert seen == [(b"a" * 5000, HEAD + 5000), (b"small", HEAD + 5000), (b"b" * 3000, HEAD + 3000)]
+        assert len(c._rx) == 512
+        assert c.stats["connects"] == 1
+    try:
+        await _with(b, c, body)
+    finally:
+        del client_mod.bytearray
+
+
 async def test_persistent_handler_failure_backs_off_instead_of_spinning():
     b = await FakeBroker().start()
     b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b"poison", 3))

@@ -31,6 +31,12 @@ E_MQTT_SUBSCRIBE = "E_MQTT_SUBSCRIBE"
 E_MQTT_HANDLER = "E_MQTT_HANDLER"
 
 _RX_MIN = const(512)
+# A receive buffer grown past this for one message is let go once the message is handled
+# (back to _RX_MIN): a large command's JSON (5.6 KB for 4 KB of GBCS) is not held through
+# its own send, when the body read back from the journal and the GBT blocks are live too
+# (docs/memory.md). The next large message allocates its buffer again; the boot's
+# gc.threshold keeps the free heap in one piece for that (bench/heap32/frag.py).
+_RX_KEEP = const(2048)
 _HEAD = const(256)  # bytes kept of an oversized PUBLISH (its topic and packet id)
 
 
@@ -224,7 +230,7 @@ class MQTTClient:
         self._online = False
         self._poisoned = False
         self.backoff_delay = 0   # the last reconnect delay chosen (before jitter)
-        self._rx = bytearray(_RX_MIN)  # grows to the largest packet seen, then is reused
+        self._rx = bytearray(_RX_MIN)  # grows to the packet; past _RX_KEEP, let go after it
         self._rxmv = memoryview(self._rx)
         self._readinto = False
         self.up = asyncio.Event()
@@ -561,6 +567,7 @@ class MQTTClient:
                 kind = first & 0xF0
                 if kind == p.PUBLISH:
                     await self._incoming(first, body)
+                    body = None  # a view of the buffer: it would keep a grown one alive
                 elif kind == p.PUBACK:
                     self._acked(p.parse_packet_id(body))
                 elif kind == p.SUBACK:
@@ -618,5 +625,18 @@ class MQTTClient:
                     m.sent_at = now
                 if self._ping_at is not None:
                     self._ping_at = now
+                self._shrink_rx()
+        payload = body = None  # views of the buffer: a grown one goes with them
         if qos:
             await self._write(p.puback(pid))
+
+    def _shrink_rx(self):
+        # the handler is done with the message (journaled, or refused): a buffer grown past
+        # _RX_KEEP for it goes, before its command is sent and while nothing reads into it
+        if len(self._rx) > _RX_KEEP:
+            try:
+                rx = bytearray(_RX_MIN)
+            except MemoryError:
+                return  # kept: the next packet is read into it as before
+            self._rx = rx
+            self._rxmv = memoryview(rx)
