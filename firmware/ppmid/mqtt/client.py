@@ -507,7 +507,7 @@ class MQTTClient:
 
     # ---- reading ----------------------------------------------------------------------
     async def _read_packet(self, r):
-        self._shrink_rx()  # one a packet left (a PUBLISH refused before its handler, or none set)
+        self._shrink_rx()  # a large buffer a PUBLISH left (refused before its handler, or no handler)
         first = (await r.readexactly(1))[0]
         n = 0
         shift = 0
