@@ -116,8 +116,8 @@ def run():
                  "note": "live heap, highest of %d exact samples between the event loop's turns (garbage of a "
                          "stretch that runs in one call from node included: an upper side; the live peak is "
                          "frozen32.py's, docs/memory.md), app with MQTT + "
-                         "Zigbee (NFC off): %s over the goal; %d before the command (its 5.6 KB JSON in the MQTT "
-                         "client's buffer included); %d-byte GBCS in %d GBT blocks to the stand-in EZSP; "
+                         "Zigbee (NFC off): %s over the goal; %d before the command (which comes as a PUBLISH through "
+                         "the MQTT client's receive path: its 5.6 KB JSON is read in the stretch); %d-byte GBCS in %d GBT blocks to the stand-in EZSP; "
                          "%s missing probes: %s; least of %d runs %s" % (c["samples"], _kb(max(0, c["peak"] - PEAK_GOAL)), c["start"],
                                                      gbcs_len, c["pieces"], len(c["missing"]),
                                                      ", ".join(c["missing"]) or "none", RUNS, spread["peak"])})

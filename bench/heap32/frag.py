@@ -14,8 +14,8 @@ block must fit and one a block larger must not (the scenario fails otherwise).
 
 The scenario is the gauge's app (gauge.APP_BODY's set-up: the real app.run on the
 stand-in board, h32.py, with a provisioned flash), then a series of signed commands of
-mixed sizes through the MQTT intake to the stand-in EZSP send, each read into the MQTT
-client's receive buffer as the client does (grown to the largest message, then reused)."""
+mixed sizes through the MQTT intake to the stand-in EZSP send, each read by the MQTT
+client's own receive path (h32.publish_through: its buffer, its parse, its handler)."""
 import base64
 import json
 import os
@@ -106,14 +106,8 @@ client = link.client
 allocated = 0  # bytes the series allocated (the app's other tasks meanwhile included)
 for i, path in enumerate(COMMANDS):
     a0 = micropython.mem_total()
-    n = __import__('os').stat(path)[6]
-    if n > len(client._rx):  # as the client grows its buffer (ppmid.mqtt.client)
-        client._rxmv = client._rx = None
-        client._rx = bytearray(n)
-        client._rxmv = memoryview(client._rx)
-    with open(path, 'rb') as f:
-        f.readinto(client._rxmv[:n])
-    await link.intake.handle(link.topics.cmd, client._rxmv[:n], 1, False)
+    # through the client's own receive path: its buffer, its parse, its handler
+    await H.publish_through(client, link.topics.cmd, path)
     await H.until(lambda: relay.counters.get('relayed', 0) + relay.counters.get('failed', 0) >= i + 1,
                   what='command %d to reach the HAN' % (i + 1))
     # the meter's response, as the HAN hands it over (GBT reassembled): the next command

@@ -347,18 +347,16 @@ if COMMAND:
         if not H.probe(getattr(mod, clsname) if clsname else mod, fn, modname.split('.')[-1] + '.' + fn):
             missing.append(modname + '.' + (clsname + '.' if clsname else '') + fn)
     probes = PROBE_COST  # measured before the app started (H.probe_cost)
-    # the MQTT client's receive buffer grows to the packet: the command's JSON lands there,
-    # read in place as the client's readinto does (bytearray(f.read()) left the read's
-    # bytes, 5.6 KB, referenced from this coroutine's frame until the end of the script)
-    payload = bytearray(__import__('os').stat(COMMAND)[6])
-    with open(COMMAND, 'rb') as f:
-        f.readinto(payload)
-    if hasattr(link.client, '_rx'):
-        link.client._rx = payload
+    # the command comes as a PUBLISH through the MQTT client's own receive path
+    # (H.publish_through): its buffer grows to the packet and the JSON is read into it, as
+    # from the broker's socket, then the client hands it to the intake; the client's handler
+    # is bound again so that it is the probed one
+    link.client.handler = link.intake.handle
+    payload = __import__('os').stat(COMMAND)[6]
     start = await H.reset_peak()
     stop = [False]
     asyncio.create_task(H.sampler(stop))
-    await link.intake.handle(link.topics.cmd, memoryview(payload), 1, False)
+    await H.publish_through(link.client, link.topics.cmd, COMMAND)
     await H.until(lambda: relay.counters.get('relayed', 0) >= 1 or relay.counters.get('failed', 0) >= 1,
                   what='the command to reach the HAN')
     await asyncio.sleep_ms(20)
@@ -371,7 +369,7 @@ if COMMAND:
         start=start - BASE - probes,
         probes=probes, samples=H.samples[0], pieces=len(sent), zcl_bytes=sum(sent),
         accepted=link.intake.stats.get('accepted'), counters=relay.counters, missing=missing,
-        payload=len(payload), trace=[(w, a - BASE - probes) for w, a in H.trace],
+        payload=payload, trace=[(w, a - BASE - probes) for w, a in H.trace],
         loaded=sorted(m for m in sys.modules if m.startswith('ppmid') and m not in before))
 """
 

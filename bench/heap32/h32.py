@@ -229,6 +229,62 @@ class Board:
         return 0
 
 
+class PublishStream:
+    # The broker's socket as the MQTT client reads it, carrying one PUBLISH (QoS 0) of the
+    # file at `path` on `topic`: the client's own _read_packet grows its receive buffer and
+    # reads the message into it, and _incoming hands it to the handler, as on a board. The
+    # file is read straight into the client's buffer (readinto): the stream holds only the
+    # packet's head, so no copy of the message is in the heap besides the client's.
+    def __init__(self, topic, path):
+        import os
+        t = topic.encode()
+        rem = 2 + len(t) + os.stat(path)[6]
+        head = bytearray(b"\x30")  # PUBLISH, QoS 0: no PUBACK to write on the stand-in link
+        while True:
+            b = rem & 0x7F
+            rem >>= 7
+            head.append(b | 0x80 if rem else b)
+            if not rem:
+                break
+        head.append(len(t) >> 8)
+        head.append(len(t) & 0xFF)
+        self._head = bytes(head) + t
+        self._f = open(path, "rb")
+
+    async def readexactly(self, n):
+        if self._head:
+            b = self._head[:n]
+            self._head = self._head[n:]
+            return b
+        return self._f.read(n)
+
+    async def readinto(self, mv):
+        got = 0
+        if self._head:
+            got = min(len(mv), len(self._head))
+            mv[:got] = self._head[:got]
+            self._head = self._head[got:]
+        if got < len(mv):
+            got += self._f.readinto(mv[got:])
+        return got
+
+    def close(self):
+        self._f.close()
+
+
+async def publish_through(client, topic, path):
+    """One PUBLISH of the file at path through the client's receive path (its buffer, its
+    parse, its handler), as its reader task does with a packet from the broker."""
+    s = PublishStream(topic, path)
+    client._readinto = True  # as on MicroPython (ppmid.mqtt.handshake: the stream has readinto)
+    try:
+        first, body = await client._read_packet(s)
+        await client._incoming(first, body)
+        body = None  # as the client's reader does once the message is handled
+    finally:
+        s.close()
+
+
 async def until(cond, timeout_ms=20000, what="condition"):
     import time
     t0 = time.ticks_ms()

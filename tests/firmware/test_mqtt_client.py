@@ -469,6 +469,49 @@ async def test_failed_receive_buffer_growth_skips_that_publish_and_keeps_reading
         del client_mod.bytearray
 
 
+CMD = "ppmid/v1/00DB1234567890A0/cmd"
+HEAD = 2 + len(CMD) + 2  # a QoS 1 PUBLISH's body ahead of its payload: topic and packet id
+
+
+async def test_a_receive_buffer_past_2kb_is_let_go_after_its_message():
+    # the buffer grows to the largest packet up to 2048 bytes and is kept; a larger one is
+    # made for its message and let go once the handler is done (docs/memory.md): a large
+    # command's JSON is not held through its send; the kept buffer is read into again
+    b = await FakeBroker().start()
+    for pid, payload in ((5, b"a" * 5000), (6, b"small"), (7, b"m" * 1500), (9, b"tiny"), (8, b"z" * 4000),
+                         (10, b"end")):
+        b.outbox.append((CMD, payload, pid))
+    seen = []
+
+    async def handler(topic, payload, qos, dup):
+        seen.append((bytes(payload), len(c._rx)))
+
+    c = _client(b, handler=handler, max_packet=16384)
+    first = c._rx
+
+    async def body():
+        await _until(lambda: b.acked == [5, 6, 7, 9, 8, 10], "all PUBACKed")
+        assert [x[0] for x in seen] == [b"a" * 5000, b"small", b"m" * 1500, b"tiny", b"z" * 4000, b"end"]
+        assert [x[1] for x in seen] == [HEAD + 5000, 512, HEAD + 1500, HEAD + 1500, HEAD + 4000, HEAD + 1500]
+        assert len(c._rx) == HEAD + 1500 and c._rx is not first and len(c._rxmv) == HEAD + 1500
+        assert c.stats["connects"] == 1 and c.stats["oversize"] == 0
+    await _with(b, c, body)
+
+
+async def test_a_large_publish_without_a_handler_does_not_keep_its_buffer():
+    # no handler to hand it to (or a PUBLISH refused before it): its buffer goes too, at
+    # the next packet
+    b = await FakeBroker().start()
+    b.outbox.append((CMD, b"a" * 5000, 5))
+    c = _client(b, max_packet=16384)
+
+    async def body():
+        await _until(lambda: b.acked == [5], "PUBACKed")
+        await c.publish("ppmid/v1/00DB1234567890A0/status", b"x", 1)  # its PUBACK is the next packet read
+        await _until(lambda: len(c._rx) == 512, "the buffer let go")
+    await _with(b, c, body)
+
+
 async def test_persistent_handler_failure_backs_off_instead_of_spinning():
     b = await FakeBroker().start()
     b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b"poison", 3))

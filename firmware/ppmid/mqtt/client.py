@@ -31,6 +31,13 @@ E_MQTT_SUBSCRIBE = "E_MQTT_SUBSCRIBE"
 E_MQTT_HANDLER = "E_MQTT_HANDLER"
 
 _RX_MIN = const(512)
+# A receive buffer grows to the largest packet up to this size and is kept; one larger is
+# allocated for its message alone and let go once the message is handled: a large
+# command's JSON (5.6 KB for 4 KB of GBCS) is not held through its own send, when the body
+# read back from the journal and the GBT blocks are live too (docs/memory.md). The next
+# large message allocates its buffer again; the boot's gc.threshold keeps the free heap in
+# one piece for that (bench/heap32/frag.py).
+_RX_KEEP = const(2048)
 _HEAD = const(256)  # bytes kept of an oversized PUBLISH (its topic and packet id)
 
 
@@ -224,8 +231,9 @@ class MQTTClient:
         self._online = False
         self._poisoned = False
         self.backoff_delay = 0   # the last reconnect delay chosen (before jitter)
-        self._rx = bytearray(_RX_MIN)  # grows to the largest packet seen, then is reused
+        self._rx = bytearray(_RX_MIN)  # grows to the packet; past _RX_KEEP, let go after it
         self._rxmv = memoryview(self._rx)
+        self._rx_kept = (self._rx, self._rxmv)  # up to _RX_KEEP: what a larger one gives way to
         self._readinto = False
         self.up = asyncio.Event()
         self.state = "offline"
@@ -499,6 +507,7 @@ class MQTTClient:
 
     # ---- reading ----------------------------------------------------------------------
     async def _read_packet(self, r):
+        self._shrink_rx()  # a large buffer a PUBLISH left (refused before its handler, or no handler)
         first = (await r.readexactly(1))[0]
         n = 0
         shift = 0
@@ -514,13 +523,17 @@ class MQTTClient:
         if len(self._rx) < n <= self.max_packet:
             had = len(self._rx)
             self._rxmv = self._rx = None  # let the old buffer go before allocating the new one
+            if n <= _RX_KEEP:
+                self._rx_kept = None  # ... and the kept one, which this one replaces
             try:
                 self._rx = bytearray(n)
             except MemoryError:
-                # no block that large free now: keep a buffer the size it was (the one
-                # just let go) and skip this packet as if it were over max_packet
-                self._rx = bytearray(had)
+                # no block that large free now: skip this packet as if it were over
+                # max_packet, with the kept buffer (or one the size the old one was)
+                self._rx = self._rx_kept[0] if self._rx_kept else bytearray(had)
             self._rxmv = memoryview(self._rx)
+            if self._rx_kept is None:
+                self._rx_kept = (self._rx, self._rxmv)
         if n > len(self._rx):
             if first & 0xF0 != p.PUBLISH:
                 raise p.PacketError(_text(_S_PACKET_LARGE, (n, self.max_packet)))
@@ -561,6 +574,7 @@ class MQTTClient:
                 kind = first & 0xF0
                 if kind == p.PUBLISH:
                     await self._incoming(first, body)
+                    body = None  # a view of the buffer: it would keep a grown one alive
                 elif kind == p.PUBACK:
                     self._acked(p.parse_packet_id(body))
                 elif kind == p.SUBACK:
@@ -618,5 +632,14 @@ class MQTTClient:
                     m.sent_at = now
                 if self._ping_at is not None:
                     self._ping_at = now
+                self._shrink_rx()
+        payload = body = None  # views of the buffer: a grown one goes with them
         if qos:
             await self._write(p.puback(pid))
+
+    def _shrink_rx(self):
+        # the handler is done with the message (journaled, or refused): a buffer larger
+        # than _RX_KEEP made for it goes, before its command is sent and while nothing reads
+        # into it; the kept one was held for this, so nothing is allocated here
+        if self._rx is not self._rx_kept[0]:
+            self._rx, self._rxmv = self._rx_kept
