@@ -45,6 +45,7 @@ async def resolve(name, dns, wlan=None, log=print, sleep=sleep_ms):
     config's dns settings (servers, port, timeout_ms). DnsError when none gave one; at
     once when one says the name does not exist (NXDOMAIN: another would say the same)."""
     from ppmid.dns import DnsError
+    dns = dns or {"servers": [], "port": 53, "timeout_ms": 1000}  # config.py's defaults
     servers = dns["servers"] or (wlan.dns_servers() if wlan is not None else [])
     if not servers:
         raise DnsError("no DNS resolver to ask for %s: none in dns.servers and none from DHCP" % name)
