@@ -207,6 +207,8 @@ def validate(cfg):
                 raise ConfigError("dns.servers: %r is not an IPv4 address (a resolver is given by address)" % (h,))
     _number(d, "port", 1, 65535, "dns", (int,))
     _number(d, "timeout_ms", 100, 30000, "dns", (int,))
+    if d == DEFAULTS["dns"]:
+        out["dns"] = None  # the defaults, which ppmid.dns_lookup has too: the running app holds no dict for them
     c = out["ch_clock"]
     if not isinstance(c["enabled"], bool):
         raise ConfigError("ch_clock.enabled must be true or false, not %r" % (c["enabled"],))

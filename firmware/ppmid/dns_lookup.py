@@ -6,8 +6,8 @@
 # without an ack, the watchdog is not fed, the NFC and wired roads stall).
 #
 # Loaded by the MQTT dial (ppmid.mqtt.handshake) and an SNTP sync (ppmid.sntp) only when
-# they have no address for their host yet, and dropped with them; the codec is loaded only
-# when the host is a name, not an address.
+# they have no address for their host yet, and dropped by addrinfo() once it is done; the
+# codec is loaded only when the host is a name, not an address.
 #
 # The resolvers: the config's dns.servers, else the one DHCP gave the Wi-Fi interface (the
 # board's wlan.dns_servers()). Each round asks every resolver once; the wait for an answer
@@ -35,9 +35,15 @@ async def addrinfo(host, port, socktype, dns, wlan=None, log=print):
     address directly, a name through resolve(). DnsError (E_DNS) when no resolver gave an
     address, OSError on a socket error."""
     import socket
-    if not is_address(host):
-        host = (await resolve(host, dns, wlan, log))[0]
-    return socket.getaddrinfo(host, port, 0, socktype)[0]
+    try:
+        if not is_address(host):
+            host = (await resolve(host, dns, wlan, log))[0]
+        return socket.getaddrinfo(host, port, 0, socktype)[0]
+    finally:
+        # this module and the codec go once the lookup is done (this call still ends
+        # normally): the callers need not know what a lookup loads
+        from ppmid.modules import unload
+        unload("ppmid.dns_lookup", "ppmid.dns", "ppmid.modules")
 
 
 async def resolve(name, dns, wlan=None, log=print, sleep=sleep_ms):
@@ -45,7 +51,7 @@ async def resolve(name, dns, wlan=None, log=print, sleep=sleep_ms):
     config's dns settings (servers, port, timeout_ms). DnsError when none gave one; at
     once when one says the name does not exist (NXDOMAIN: another would say the same)."""
     from ppmid.dns import DnsError
-    dns = dns or {"servers": [], "port": 53, "timeout_ms": 1000}  # config.py's defaults
+    dns = dns or {"servers": [], "port": 53, "timeout_ms": 1000}  # None: config.py's defaults
     servers = dns["servers"] or (wlan.dns_servers() if wlan is not None else [])
     if not servers:
         raise DnsError("no DNS resolver to ask for %s: none in dns.servers and none from DHCP" % name)

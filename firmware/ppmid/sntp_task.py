@@ -49,7 +49,7 @@ class SntpClient:
             return await sntp.sync_once(self)
         finally:
             from ppmid.modules import unload
-            unload("ppmid.sntp", "ppmid.dns_lookup", "ppmid.dns", "ppmid.modules")
+            unload("ppmid.sntp", "ppmid.modules")
 
     def _up(self):
         return self.wlan is None or self.wlan.isconnected()

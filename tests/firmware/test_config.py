@@ -126,8 +126,11 @@ def test_sntp_section():
 
 
 def test_dns_section():
-    d = config.validate(_with())["dns"]
-    assert d == {"servers": [], "port": 53, "timeout_ms": 1000}     # [] : the board's (DHCP) resolver
+    # the defaults (servers [] : the board's DHCP resolver, port 53, 1000 ms) are None: the
+    # lookup's own defaults, no dict kept by the running app
+    assert config.validate(_with())["dns"] is None
+    assert config.validate(_with(dns={"servers": [], "port": 53}))["dns"] is None
+    assert config.DEFAULTS["dns"] == {"servers": [], "port": 53, "timeout_ms": 1000}
     d = config.validate(_with(dns={"servers": ["192.168.1.1", "9.9.9.9"], "port": 5353}))["dns"]
     assert d["servers"] == ["192.168.1.1", "9.9.9.9"] and d["port"] == 5353 and d["timeout_ms"] == 1000
     assert "unknown dns key 'server'" in _err(_with(dns={"server": "1.1.1.1"}))

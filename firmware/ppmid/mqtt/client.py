@@ -175,7 +175,7 @@ def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None, dn
 def _drop_handshake():
     # the connection's start is done (or failed): its code goes until the next connection
     from ppmid.modules import unload
-    unload("ppmid.mqtt.handshake", "ppmid.dns_lookup", "ppmid.dns", "ppmid.modules")
+    unload("ppmid.mqtt.handshake", "ppmid.modules")
 
 
 class MQTTClient:

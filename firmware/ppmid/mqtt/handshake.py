@@ -126,7 +126,7 @@ def _mp_open_stream(host, port, ssl_ctx, server_hostname, track, known, dns, wla
     # client._TlsStream.wait_closed).
     ai = known[0]
     if ai is None:
-        from ppmid.dns_lookup import addrinfo  # dropped with this module (client._drop_handshake)
+        from ppmid.dns_lookup import addrinfo  # which drops itself once done
         ai = yield from addrinfo(host, port, socket.SOCK_STREAM, dns, wlan)
     known[0] = None
     raw = socket.socket(ai[0], ai[1], ai[2])

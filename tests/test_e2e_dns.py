@@ -1,0 +1,67 @@
+"""The gateway's own name lookup end to end: `ppmid emulate --broker-name` gives the
+gateway its broker by name, the emulated board's Wi-Fi gives it loopback as its resolver,
+and the emulation's DNS server (host_tools/dns_server.py) answers the name. The gateway
+comes online through the address it looked up (firmware/ppmid/dns_lookup.py), relays
+commands, keeps that address across a Wi-Fi drop and looks the name up again after a
+broker outage (a dial that got no answer through it)."""
+import time
+
+import pytest
+
+from host_tools import emulate as E
+from host_tools import mpcompat
+
+mpcompat.install()
+
+NAME = "broker.emulated"
+FAST = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15, "queue": 40}}
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    e = E.Emulation(tmp_path_factory.mktemp("e2e-dns"), overrides=FAST, log=None, broker_name=NAME)
+    with e:
+        yield e
+
+
+def replay(emu, prefix, n=3):
+    lines = [{"at_ms": i * 100, "id": "%s%d" % (prefix, i), "gbcs": buf, "via": "mqtt",
+              "expect": {"status": "response"}} for i, (_, buf) in enumerate(E.renumbered_commands(n))]
+    r = emu.replayer(20)
+    r.connect()
+    try:
+        rep = r.run(lines)
+    finally:
+        r.close()
+    assert rep["lost_count"] == 0, rep["lost"]
+    assert rep["mismatches"] == [], rep["mismatches"][:5]
+
+
+def test_the_broker_is_reached_by_its_name_through_the_gateways_own_lookup(emu):
+    assert emu.config["broker"]["host"] == NAME and "servers" not in emu.config["dns"]
+    # online (start() waited for it): the name was asked of the emulation's resolver, once
+    assert emu.dns.queries == [NAME] and emu.dns.answered == 1
+    replay(emu, "dns-a")
+    text = emu.board.console_text()
+    assert "E_DNS" not in text and "PPMID dns:" not in text   # no retry, nothing ignored
+
+
+def test_a_wifi_drop_reuses_the_address_without_a_new_lookup(emu):
+    # the broker answered through the address: the reconnect after the drop dials it again
+    asked = len(emu.dns.queries)
+    emu.board.wifi(False)
+    time.sleep(2.0)
+    emu.board.wifi(True)
+    replay(emu, "dns-b")
+    assert len(emu.dns.queries) == asked, emu.dns.queries
+
+
+def test_after_a_broker_outage_the_name_is_looked_up_again_and_the_link_recovers(emu):
+    # a dial that got no answer through the address drops it (the broker may have moved):
+    # the next dial asks the resolver again
+    asked = len(emu.dns.queries)
+    emu.broker.stop()
+    time.sleep(1.5)
+    emu.broker.start()
+    replay(emu, "dns-c")
+    assert len(emu.dns.queries) > asked and set(emu.dns.queries) == {NAME}, emu.dns.queries
