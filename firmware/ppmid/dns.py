@@ -6,13 +6,14 @@
 #
 # Why not socket.getaddrinfo: on MicroPython it blocks the whole event loop for as long as
 # the resolver takes to answer or give up (lwIP's own DNS client retries for seconds), and
-# no DNS library for MicroPython's asyncio exists. Why not a general DNS library on the
-# host side either: the gateway needs one record type, and refuses anything it does not
-# understand.
+# the one asyncio DNS client for MicroPython found does not check answers enough to refuse
+# a malformed one (docs/platform.md "Name lookups" says why). The gateway needs one record
+# type, and refuses anything it does not understand.
 #
 # Anti-spoofing: the query id is random (the caller's 16 bits from os.urandom); an answer
 # counts only if it echoes that id and our one question, comes from the address asked
-# (ppmid.dns_lookup), and is well formed to its last byte.
+# (ppmid.dns_lookup), and its header, question and answer records are well formed (the
+# authority and additional sections are not read).
 from micropython import const
 from ppmid.errors import PpmidError
 
