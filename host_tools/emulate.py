@@ -492,6 +492,14 @@ class Emulation:
             self.pn532 = PN532Emulator.on_path(st["uarts"]["nfc"]).start()
             self.log("PN532 emulator on %s" % st["uarts"]["nfc"])
         self.config = self.gateway_config()
+        if self.dns is not None:
+            # SNTP servers given by name (--set sntp.servers=...) are the emulation's too
+            import ipaddress
+            for host in self.config["sntp"]["servers"]:
+                try:
+                    ipaddress.ip_address(host)
+                except ValueError:
+                    self.dns.names[host.lower().rstrip(".")] = "127.0.0.1"
         self.key = mt.envelope_key(self.broker_dir, self.gateway, create=True)
         files = mt.gateway_files(self.broker_dir, self.gateway, self.config, self.key)
         provision.write(self.board.repl, files)

@@ -1,7 +1,8 @@
 """The gateway's own name lookup end to end: `ppmid emulate --broker-name` gives the
 gateway its broker by name, the emulated board's Wi-Fi gives it loopback as its resolver,
-and the emulation's DNS server (host_tools/dns_server.py) answers the name. The gateway
-comes online through the address it looked up (firmware/ppmid/dns_lookup.py), relays
+and the emulation's DNS server (host_tools/dns_server.py) answers the name (and the SNTP
+server's, given by name here too). The gateway comes online through the address it looked
+up (firmware/ppmid/dns_lookup.py), its clock is set by SNTP through the other, it relays
 commands, keeps that address across a Wi-Fi drop and looks the name up again after a
 broker outage (a dial that got no answer through it); while the resolver stays silent,
 the event loop keeps relaying commands from the wired road and the HAN link holds."""
@@ -20,7 +21,9 @@ FAST = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15, "que
         "wired": {"enabled": True, "rate_per_s": 20, "burst": 20},
         # a failed lookup takes 3 x 2.5 s: had it blocked the loop, longer than the NCP's
         # ACK timeouts add up to before it declares the ASH link failed (0.4+0.8+1.6+3.2 s)
-        "dns": {"timeout_ms": 2500}}
+        "dns": {"timeout_ms": 2500},
+        # the emulation's SNTP server by name too: the SNTP client's lookup runs as well
+        "sntp": {"servers": ["time.emulated"]}}
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +48,10 @@ def replay(emu, prefix, n=3):
 
 def test_the_broker_is_reached_by_its_name_through_the_gateways_own_lookup(emu):
     assert emu.config["broker"]["host"] == NAME and "servers" not in emu.config["dns"]
-    # online (start() waited for it): the name was asked of the emulation's resolver, once
-    assert emu.dns.queries == [NAME] and emu.dns.answered == 1
+    # online, and the clock set by SNTP (start() waited for both): each name was asked of
+    # the emulation's resolver once
+    assert sorted(emu.dns.queries) == sorted([NAME, "time.emulated"]) and emu.dns.answered == 2
+    assert "PPMID clock: set by sntp" in emu.board.console_text()
     replay(emu, "dns-a")
     text = emu.board.console_text()
     assert "E_DNS" not in text and "PPMID dns:" not in text   # no retry, nothing ignored
@@ -70,7 +75,7 @@ def test_after_a_broker_outage_the_name_is_looked_up_again_and_the_link_recovers
     time.sleep(1.5)
     emu.broker.start()
     replay(emu, "dns-c")
-    assert len(emu.dns.queries) > asked and set(emu.dns.queries) == {NAME}, emu.dns.queries
+    assert emu.dns.queries[asked:] and set(emu.dns.queries[asked:]) == {NAME}, emu.dns.queries
 
 
 def test_while_the_resolver_is_silent_the_loop_relays_and_the_han_link_holds(emu):
