@@ -2,8 +2,9 @@
 # query (ppmid.dns, the codec) over a non-blocking UDP socket, waited for with asyncio
 # sleeps as the SNTP client does (ppmid.sntp.query), asked of the resolvers in turn.
 # socket.getaddrinfo would do it in one call, but on MicroPython it blocks the whole loop
-# while the resolver takes its time (the ASH link to the Zigbee module resets after ~1.6 s
-# without an ack, the watchdog is not fed, the NFC and wired roads stall).
+# while the resolver takes its time: the Zigbee module's ASH frames go unacknowledged (it
+# resends after 0.4 s, doubling up to 3.2 s, and declares the link failed after four in a
+# row, ~6 s), the watchdog is not fed, the NFC and wired roads stall.
 #
 # Loaded by the MQTT dial (ppmid.mqtt.handshake) and an SNTP sync (ppmid.sntp) only when
 # they have no address for their host yet, and dropped by addrinfo() once it is done; the
