@@ -45,6 +45,9 @@ def add_arguments(p):
     p.add_argument("--broker-engine", choices=("mosquitto", "rabbitmq"), default="mosquitto",
                    help="the broker the emulation starts (default mosquitto; rabbitmq: Debian rabbitmq-server)")
     p.add_argument("--wifi-drops", type=int, default=0, metavar="N", help="drop the Wi-Fi access point N times")
+    p.add_argument("--broker-name", metavar="NAME",
+                   help="give the gateway the broker by this name, which a DNS server on loopback (the emulated "
+                        "Wi-Fi's resolver) answers: the firmware's own name lookup runs (docs/emulate.md)")
     p.add_argument("--han-outages", type=int, default=0, metavar="N",
                    help="take the HAN away N times for 1-4 s; the module does not find it again by itself, the "
                         "gateway rejoins after zigbee.rejoin_after_s (e.g. --set zigbee.rejoin_after_s=2)")
@@ -199,6 +202,12 @@ def run(args):
         raise CliError("--timeout must be from 1 to 3600 seconds")
     check_output_file("--pcap", args.pcap)
     check_output_file("--html", args.html)
+    if args.broker_name is not None:
+        from host_tools.emulate import check_host_name
+        try:
+            check_host_name(args.broker_name)
+        except E.EmulateError as exc:
+            raise CliError("--broker-name: %s" % exc)
     from host_tools.emuboard import emulated_definition
     emulated_definition(args.board)  # an unknown or real board: refused before the SNTP server and broker start
     commissioning = _commissioning(args)
@@ -216,7 +225,7 @@ def run(args):
                       deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal,
                       nfc=args.nfc, gpf_delay_s=None if args.gpf_delay_ms is None else args.gpf_delay_ms / 1000.0,
                       wired=args.wired or any(x.get("via") == "serial" for x in lines), pcap=args.pcap,
-                      broker_engine=args.broker_engine, commissioning=commissioning)
+                      broker_engine=args.broker_engine, commissioning=commissioning, broker_name=args.broker_name)
     try:
         emu.check_config()
     except E.EmulateError as exc:

@@ -287,6 +287,17 @@ class Chaos:
 # ---- the emulation -------------------------------------------------------------------------
 OPERATOR = "dcc-user-operator"   # the identity `--update` offers releases as
 
+def check_host_name(name):
+    """A host name the gateway can be given for its broker: dot-separated labels of
+    letters, digits and hyphens (not an address); EmulateError otherwise."""
+    import re
+    labels = name.rstrip(".").split(".")
+    if len(name) > 253 or re.fullmatch(r"[0-9.]+", name) or \
+            not all(re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", x) for x in labels):
+        raise EmulateError("%r is not a host name (letters, digits, hyphens; labels of 1-63; not an address)" % name)
+    return name
+
+
 class Emulation:
     """Broker + emulated board + NCP/CH emulator + provisioning + deploy. start() returns
     when the gateway is online on the broker (its retained state says so)."""
@@ -294,7 +305,7 @@ class Emulation:
     def __init__(self, state_dir, board="emulated", gateway=GATEWAY, devices=None, overrides=None, heap=None,
                  uart_error_rate=0.0, baud=115200, log=log_default, deploy=True, corpus=None, ready_timeout=120,
                  fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0, wired=False, pcap=None,
-                 broker_engine="mosquitto", commissioning=None, ch_time="good"):
+                 broker_engine="mosquitto", commissioning=None, ch_time="good", broker_name=None):
         self.state_dir = os.path.abspath(str(state_dir))
         self.broker_engine = broker_engine  # host_tools/broker.py ENGINES
         self.broker_dir = os.path.join(self.state_dir, "broker")
@@ -329,6 +340,10 @@ class Emulation:
         self.device_log_path = None   # the device log the emulated CH read
         self.capture = None       # (PcapWriter, BrokerCapture)
         self.sntp = None
+        # the broker given to the gateway by name: a DNS server on loopback answers it
+        # (host_tools/dns_server.py), the emulated board's Wi-Fi resolver (docs/emulate.md)
+        self.broker_name = broker_name
+        self.dns = None
         self.pn532 = None
         self.broker = None
         self.board = None
@@ -362,6 +377,11 @@ class Emulation:
                "han": {"devices": [self._device(e, t) for e, t in sorted(self.devices.items())]}}
         if self.wired:
             cfg["wired"] = {"enabled": True}
+        if self.broker_name:
+            # no dns.servers: the gateway asks the resolver its Wi-Fi gives (the emulated
+            # board's: loopback), on the port the emulation's DNS server has
+            cfg["broker"]["host"] = self.broker_name
+            cfg["dns"] = {"port": self.dns.port if self.dns else 53}
         if self.commissioning:
             cfg["zigbee"] = {"install_code": self.commissioning["install_code"], "channels": [20]}
         cfg = merge(cfg, self.overrides)
@@ -441,6 +461,9 @@ class Emulation:
         os.makedirs(self.state_dir, exist_ok=True)
         from host_tools.sntp_server import SntpServer
         self.sntp = SntpServer(hold_s=self.sntp_hold_s, log=self.log).start()
+        if self.broker_name:
+            from host_tools.dns_server import DnsServer
+            self.dns = DnsServer({self.broker_name: "127.0.0.1"}, log=self.log).start()
         # the operator offering updates has its own identity: the broker makes the
         # certificate's identity the client id, so sharing the replayer's would knock it off
         self.broker = Broker(self.broker_dir, gateways=[self.gateway], users=("dcc-user-test", OPERATOR),
@@ -469,6 +492,14 @@ class Emulation:
             self.pn532 = PN532Emulator.on_path(st["uarts"]["nfc"]).start()
             self.log("PN532 emulator on %s" % st["uarts"]["nfc"])
         self.config = self.gateway_config()
+        if self.dns is not None:
+            # SNTP servers given by name (--set sntp.servers=...) are the emulation's too
+            import ipaddress
+            for host in self.config["sntp"]["servers"]:
+                try:
+                    ipaddress.ip_address(host)
+                except ValueError:
+                    self.dns.names[host.lower().rstrip(".")] = "127.0.0.1"
         self.key = mt.envelope_key(self.broker_dir, self.gateway, create=True)
         files = mt.gateway_files(self.broker_dir, self.gateway, self.config, self.key)
         provision.write(self.board.repl, files)
@@ -553,7 +584,8 @@ class Emulation:
                          ("pn532", lambda: self.pn532.stop()), ("ncp", lambda: self.ncp.stop()),
                          ("board", lambda: self.board.stop()),
                          ("capture", self._stop_capture),
-                         ("broker", lambda: self.broker.stop()), ("sntp", lambda: self.sntp.stop())):
+                         ("broker", lambda: self.broker.stop()), ("sntp", lambda: self.sntp.stop()),
+                         ("dns", lambda: self.dns.stop())):
             try:
                 if getattr(self, what) is not None:
                     fn()

@@ -58,7 +58,7 @@ def _start_sntp(board, cfg, clock, link):
     gc.collect()
     print("PPMID clock: %s, sntp from %s" % (clock.source, ", ".join(s["servers"])))
     asyncio.create_task(SntpClient(s, clock, board.set_time, wlan=board.wlan, log=print,
-                                   on_set=republisher(link)).run())
+                                   on_set=republisher(link), dns=cfg["dns"]).run())
 
 
 def _update_state(board):
@@ -123,7 +123,8 @@ def _nfc_driver(board):
 # Dropped once the app runs; whatever imports one later gets it loaded again.
 BOOT_ONLY = ("ppmid.config", "ppmid.zigbee.commission", "ppmid.zigbee.installcode", "ppmid.zigbee.keyest",
              "ppmid.zigbee.ezsp_cbke", "ppmid.gbcs.codes", "ppmid.gbcs.profiles", "ppmid.relay.users_config",
-             "ppmid.relay.journal_scan", "ppmid.relay.recovery", "ppmid.mqtt.credentials", "ppmid.modules")
+             "ppmid.relay.journal_scan", "ppmid.relay.recovery", "ppmid.mqtt.credentials", "ppmid.modules",
+             "ppmid.dns_lookup")
 
 
 async def _nfc(board, cfg, relay, stats):

@@ -34,6 +34,10 @@ DEFAULTS = {
     # resync_s between two syncs
     "sntp": {"servers": ["pool.ntp.org"], "port": 123, "timeout_ms": 2000, "retry_s": 2,
              "retry_max_s": 300, "resync_s": 3600},
+    # name lookups (broker.host, sntp.servers given as names; docs/platform.md "Name
+    # lookups"): servers the resolvers' IPv4 addresses ([]: the one DHCP gave the Wi-Fi
+    # interface); timeout_ms the first wait for an answer, doubled for the second round
+    "dns": {"servers": [], "port": 53, "timeout_ms": 1000},
     # the wall clock from the Communications Hub's ZCL Time cluster (docs/platform.md
     # "Clock"), for homes without WAN: read once the HAN is up while no SNTP reply set the
     # clock; timeout_ms per read; retry_s doubling up to retry_max_s while none is usable;
@@ -192,6 +196,19 @@ def validate(cfg):
     _number(s, "retry_s", 1, 3600, "sntp", (int,))
     _number(s, "retry_max_s", s["retry_s"], 86400, "sntp", (int,))
     _number(s, "resync_s", 60, 604800, "sntp", (int,))
+    d = out["dns"]
+    if not isinstance(d["servers"], list) or len(d["servers"]) > 4 or \
+            any(not isinstance(h, str) or ":" in h for h in d["servers"]):
+        raise ConfigError("dns.servers must be a list of up to 4 IPv4 addresses ([]: the resolver DHCP gives)")
+    if d["servers"]:
+        from ppmid.dns_lookup import is_address  # dropped with this module (ppmid.boot.BOOT_ONLY)
+        for h in d["servers"]:
+            if not is_address(h):
+                raise ConfigError("dns.servers: %r is not an IPv4 address (a resolver is given by address)" % (h,))
+    _number(d, "port", 1, 65535, "dns", (int,))
+    _number(d, "timeout_ms", 100, 30000, "dns", (int,))
+    if d == DEFAULTS["dns"]:
+        out["dns"] = None  # the defaults, which ppmid.dns_lookup has too: the running app holds no dict for them
     c = out["ch_clock"]
     if not isinstance(c["enabled"], bool):
         raise ConfigError("ch_clock.enabled must be true or false, not %r" % (c["enabled"],))

@@ -16,6 +16,7 @@
 # cannot move a set clock.
 from micropython import const
 import struct
+from ppmid.errors import PpmidError
 
 _LEN = const(48)
 _NTP_UNIX = const(2208988800)      # seconds from 1900-01-01 (NTP) to 1970-01-01 (unix)
@@ -69,13 +70,17 @@ def parse(data, nonce):
     return unix, (frac >> 16) * 1000 >> 16
 
 
-def _udp(host, port, client):
-    # getaddrinfo blocks the whole event loop on MicroPython (no asynchronous resolver): a
-    # server that answered keeps its address (client.known) until a query to it fails
+async def _udp(host, port, client):
+    # a name is looked up without blocking the event loop (ppmid.dns_lookup, loaded only
+    # then); a server that answered keeps its address (client.known) until a query to it fails
     import socket
     k = client.known
     client.known = None  # given back by query() on a usable reply
-    ai = k[1] if k is not None and k[0] == host else socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0]
+    if k is not None and k[0] == host:
+        ai = k[1]
+    else:
+        from ppmid.dns_lookup import addrinfo
+        ai = await addrinfo(host, port, socket.SOCK_DGRAM, client.dns, client.wlan, client.log)
     s = socket.socket(ai[0], ai[1], ai[2])
     s.setblocking(False)
     return s, ai
@@ -84,9 +89,10 @@ def _udp(host, port, client):
 async def query(client, host):
     """(unix_s, ms) from `host` (the client's port, timeout, socket and nonce source), or None when no usable reply came within timeout_ms.
     Replies that fail parse() or come from another address are logged and ignored:
-    a forged packet must not end the wait for the real one. OSError on a socket error."""
+    a forged packet must not end the wait for the real one. OSError on a socket error,
+    DnsError (E_DNS) when the host's name was not resolved."""
     if client.udp is None:
-        sock, ai = _udp(host, client.port, client)
+        sock, ai = await _udp(host, client.port, client)
         addr = ai[-1]
     else:
         sock, addr = client.udp(host, client.port)
@@ -166,6 +172,9 @@ async def sync_once(client):
         got = await query(client, host)
     except OSError as exc:
         client.log("PPMID sntp: %s: %r" % (host, exc))
+        got = None
+    except PpmidError as exc:  # E_DNS: its name was not resolved; the next server is tried
+        client.log("PPMID sntp: %s: %s" % (host, exc))
         got = None
     if got is None:
         client.failures += 1

@@ -15,10 +15,11 @@ class SntpClient:
     resync_s. `set_time(unix_s, ms)` is the board's RTC setter; `on_set` an optional
     coroutine function called after each set (the app republishes its info). `udp(host,
     port) -> (socket, address)`, `urandom` and `sleep` are injected by tests (None: a
-    non-blocking UDP socket, its server's address kept while it answers; os.urandom)."""
+    non-blocking UDP socket, its server's address kept while it answers; os.urandom). dns:
+    the config's dns settings, for servers given by name (ppmid.dns_lookup)."""
 
     def __init__(self, settings, clock, set_time, wlan=None, log=print, on_set=None, udp=None, urandom=None,
-                 sleep=sleep_ms):
+                 sleep=sleep_ms, dns=None):
         self.servers = settings["servers"]
         self.port = settings["port"]
         self.timeout_ms = settings["timeout_ms"]
@@ -31,6 +32,7 @@ class SntpClient:
         self.log = log
         self.on_set = on_set
         self.udp = udp
+        self.dns = dns
         self.sleep = sleep         # injected: tests move a fake clock instead of waiting
         if urandom is None:
             from os import urandom

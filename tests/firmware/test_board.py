@@ -103,10 +103,12 @@ def test_wlan_state_follows_access_point():
     assert w.isconnected()
     assert w.status() == emulated.STAT_GOT_IP
     assert w.ifconfig()[0] != "0.0.0.0"
+    assert w.dns_servers() == ["127.0.0.1"]       # the emulated access point's resolver
     hw.wifi.data[0] = ord("0")
     assert not w.isconnected()
     assert w.status() == emulated.STAT_CONNECTING
     assert w.ifconfig()[0] == "0.0.0.0"
+    assert w.dns_servers() == []                  # no link, no resolver
     hw.wifi.data[0] = ord("1")
     assert w.isconnected()
 

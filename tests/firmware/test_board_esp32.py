@@ -212,6 +212,21 @@ def test_watchdog_reset_wlan_and_id():
     b.wlan.track(object())  # a no-op on the ESP32
 
 
+def test_dns_servers_from_ipconfig_or_the_older_ifconfig():
+    b = esp32.Board(DEVKITC)
+    answers = {"dns": "192.168.1.1"}
+    esp32.network.ipconfig = lambda key: answers[key]    # MicroPython 1.23+
+    try:
+        assert b.wlan.dns_servers() == ["192.168.1.1"]
+        answers["dns"] = "0.0.0.0"                      # no DHCP lease yet
+        assert b.wlan.dns_servers() == []
+    finally:
+        del esp32.network.ipconfig
+    # before 1.23: the fourth item of the interface's ifconfig()
+    b.wlan._wlan.ifconfig = lambda: ("192.168.1.50", "255.255.255.0", "192.168.1.1", "192.168.1.2")
+    assert b.wlan.dns_servers() == ["192.168.1.2"]
+
+
 class Time2000:
     """The ESP32 port's time module: seconds from 2000-01-01."""
 

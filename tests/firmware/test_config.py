@@ -125,6 +125,25 @@ def test_sntp_section():
     assert "sntp.timeout_ms" in _err(_with(sntp={"timeout_ms": 1.5}))
 
 
+def test_dns_section():
+    # the defaults (servers [] : the board's DHCP resolver, port 53, 1000 ms) are None: the
+    # lookup's own defaults, no dict kept by the running app
+    assert config.validate(_with())["dns"] is None
+    assert config.validate(_with(dns={"servers": [], "port": 53}))["dns"] is None
+    assert config.DEFAULTS["dns"] == {"servers": [], "port": 53, "timeout_ms": 1000}
+    d = config.validate(_with(dns={"servers": ["192.168.1.1", "9.9.9.9"], "port": 5353}))["dns"]
+    assert d["servers"] == ["192.168.1.1", "9.9.9.9"] and d["port"] == 5353 and d["timeout_ms"] == 1000
+    assert "unknown dns key 'server'" in _err(_with(dns={"server": "1.1.1.1"}))
+    assert "dns.servers" in _err(_with(dns={"servers": "1.1.1.1"}))
+    assert "dns.servers" in _err(_with(dns={"servers": ["1.1.1.1"] * 5}))
+    assert "dns.servers" in _err(_with(dns={"servers": [53]}))
+    assert "dns.servers" in _err(_with(dns={"servers": ["::1"]}))
+    assert "'dns.example' is not an IPv4 address" in _err(_with(dns={"servers": ["dns.example"]}))
+    assert "'1.2.3.999' is not an IPv4 address" in _err(_with(dns={"servers": ["1.2.3.999"]}))
+    assert "dns.port" in _err(_with(dns={"port": 70000}))
+    assert "dns.timeout_ms" in _err(_with(dns={"timeout_ms": 10}))
+
+
 def test_ch_clock_section():
     c = config.validate(_with())["ch_clock"]
     assert c == {"enabled": True, "timeout_ms": 3000, "retry_s": 5, "retry_max_s": 600, "resync_s": 10800}

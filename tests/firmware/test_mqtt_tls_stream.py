@@ -138,8 +138,9 @@ def test_end_of_stream_and_close():
 
 
 class _Sockets:
-    """Stands in for the `socket` module _mp_open imports: counts lookups (getaddrinfo
-    blocks the event loop on a board) and makes sockets that connect at once."""
+    """Stands in for the `socket` module _mp_open imports, and for the name lookup
+    (ppmid.dns_lookup.addrinfo, same arguments but dns and wlan): counts lookups and makes
+    sockets that connect at once."""
     SOCK_STREAM = 1
 
     def __init__(self):
@@ -152,6 +153,9 @@ class _Sockets:
 
     def socket(self, *a):
         return _Raw(self)
+
+    async def addrinfo(self, host, port, kind, dns, wlan):
+        return self.getaddrinfo(host, port, 0, kind)[0]
 
 
 class _Raw:
@@ -184,11 +188,12 @@ def test_the_broker_address_is_looked_up_again_only_after_a_connection_it_did_no
     net = _Sockets()
     saved = sys.modules.get("socket")
     sys.modules["socket"] = net
+    sys.modules["ppmid.dns_lookup"] = net
     known = [None]
 
     def session(reads, read):
         def run(q):
-            r, w = _drive(_mp_open("broker.example", 8883, _Ctx(reads), None, None, known))
+            r, w = _drive(_mp_open("broker.example", 8883, _Ctx(reads), None, None, known, None, None))
             if read:
                 _drive(r.readexactly(1))   # the broker answered (a CONNACK's first byte)
             _drive(w.wait_closed())
@@ -203,6 +208,7 @@ def test_the_broker_address_is_looked_up_again_only_after_a_connection_it_did_no
         assert net.lookups == 2, net.lookups
         assert net.connected[3:] == [("10.0.0.2", 8883)] * 2, net.connected
     finally:
+        del sys.modules["ppmid.dns_lookup"]
         if saved is None:
             del sys.modules["socket"]
         else:

@@ -415,8 +415,8 @@ async def test_the_apps_hook_republishes_the_info_only_while_the_link_is_online(
 
 
 async def test_a_server_that_answered_is_not_looked_up_again_until_it_fails():
-    # The real socket path (no udp hook), with `socket` replaced: getaddrinfo blocks the
-    # event loop on a board, so it is counted.
+    # The real socket path (no udp hook), with `socket` and the name lookup
+    # (ppmid.dns_lookup, which each sync drops after it) replaced, so lookups are counted.
     c, t, net, clock, logs, sets = rig()
     c.udp = None
     lookups = []
@@ -429,13 +429,17 @@ async def test_a_server_that_answered_is_not_looked_up_again_until_it_fails():
         SOCK_DGRAM = 2
 
         def getaddrinfo(self, host, port, af, kind):
-            lookups.append(host)
             return [(2, kind, 0, "", (host, port))]
 
         def socket(self, *a):
             s = UdpSocket(net, (lookups[-1], 123))  # bound to the address looked up last
             net.socks.append(s)
             return s
+
+    class Lookup:
+        async def addrinfo(self, host, port, kind, dns, wlan, log):
+            lookups.append(host)
+            return Sockets().getaddrinfo(host, port, 0, kind)[0]
     saved = sys.modules.get("socket")
     sys.modules["socket"] = Sockets()
     try:
@@ -443,8 +447,10 @@ async def test_a_server_that_answered_is_not_looked_up_again_until_it_fails():
             t.ms += 3600 * 1000
             now = clock.time() if clock.is_set() else UNIX_2026
             net.answers = [[(0, good(now), None)]] if answer else [[]]
+            sys.modules["ppmid.dns_lookup"] = Lookup()
             await c.sync_once()
     finally:
+        sys.modules.pop("ppmid.dns_lookup", None)
         if saved is None:
             del sys.modules["socket"]
         else:
@@ -453,3 +459,27 @@ async def test_a_server_that_answered_is_not_looked_up_again_until_it_fails():
     assert lookups == ["a.example", "b.example", "a.example"], lookups
     assert [s.addr[0] for s in net.socks] == ["a.example"] * 3 + ["b.example"] * 3 + ["a.example"]
     assert c.failures == 0 and len(sets) == 5
+
+
+async def test_a_name_that_does_not_resolve_is_a_failed_query_and_the_next_server_is_asked():
+    # The real socket path with the name lookup (ppmid.dns_lookup) replaced by one that
+    # refuses with E_DNS, as after NXDOMAIN or no resolver answering: no crash, the usual
+    # back-off, the next server next time.
+    from ppmid.errors import PpmidError
+    c, t, net, clock, logs, sets = rig()
+    c.udp = None
+    asked = []
+
+    class Lookup:
+        async def addrinfo(self, host, port, kind, dns, wlan, log):
+            asked.append((host, dns))
+            raise PpmidError("E_DNS", "NXDOMAIN for %s (rcode 3)" % host)
+    c.dns = {"servers": ["192.0.2.53"], "port": 53, "timeout_ms": 1000}
+    sys.modules["ppmid.dns_lookup"] = Lookup()
+    try:
+        wait = await c.sync_once()
+    finally:
+        sys.modules.pop("ppmid.dns_lookup", None)
+    assert asked == [("a.example", c.dns)]
+    assert wait == c.retry_s and c.failures == 1 and c.server == 1 and not sets
+    assert any("E_DNS: NXDOMAIN for a.example" in line for line in logs), logs

@@ -84,6 +84,11 @@ class WLAN:
             return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
         return ("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")
 
+    def dns_servers(self):
+        """The resolver "DHCP" gave: the emulated access point's, loopback port 53 (where
+        `ppmid emulate --broker-name` serves; the config's dns.port says which port)."""
+        return [self.ifconfig()[3]] if self.isconnected() else []
+
     def track(self, sock):
         """Register a socket to be closed when the Wi-Fi drops. Call it right after
         creating the socket, before connect(): while the link is down the socket is closed

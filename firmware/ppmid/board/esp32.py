@@ -89,6 +89,16 @@ class WLAN:
     def ifconfig(self, conf=None):
         return self._wlan.ifconfig() if conf is None else self._wlan.ifconfig(conf)
 
+    def dns_servers(self):
+        """The resolvers to ask (ppmid.dns_lookup): the one DHCP gave, or that
+        network.ipconfig(dns=...) set; [] when there is none. network.ipconfig('dns') is
+        MicroPython 1.23's; before it, the 4th item of ifconfig()."""
+        try:
+            d = network.ipconfig("dns")
+        except (AttributeError, TypeError, ValueError, OSError):
+            d = self._wlan.ifconfig()[3]
+        return [d] if d and d != "0.0.0.0" else []
+
     def track(self, sock):
         pass
 

@@ -166,15 +166,16 @@ class _TlsStream:
             self.known[0] = self.ai  # the broker answered at this address: the next connect reuses it
 
 
-def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None):
+def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None, dns=None, wlan=None):
     """A `connect` coroutine function for MQTTClient: TCP (+ TLS with ssl_ctx, checking
     the broker certificate against server_hostname). `track(sock)` is called with the new
-    socket (the board's WLAN closes tracked sockets when Wi-Fi drops)."""
-    known = [None]  # the broker's address (getaddrinfo, MicroPython), kept across reconnects
+    socket (the board's WLAN closes tracked sockets when Wi-Fi drops). dns, wlan: the
+    config's dns settings and the board's WLAN, for a host given by name (ppmid.dns_lookup)."""
+    known = [None]  # the broker's address (MicroPython), kept across reconnects
 
     def connect():
         from ppmid.mqtt.handshake import open_stream  # loaded for each connection anyway
-        return open_stream(host, port, ssl_ctx, server_hostname, track, known)
+        return open_stream(host, port, ssl_ctx, server_hostname, track, known, dns, wlan)
     return connect
 
 

@@ -75,7 +75,7 @@ def set_up(link, cfg, accept, root, track, wlan, log, connect, credentials):
             ctx = ssl_context(ca, cert, key)
         except (ValueError, OSError) as exc:
             raise ConfigError("certificates on flash are not usable: %s" % (exc,))
-        connect = tls_connector(b["host"], b["port"], ctx, b.get("server_hostname"), track)
+        connect = tls_connector(b["host"], b["port"], ctx, b.get("server_hostname"), track, cfg.get("dns"), wlan)
     max_gbcs = cfg["limits"]["max_gbcs"]
     link.client = MQTTClient(eui, connect, keepalive=b.get("keepalive_s", 30),
                              will=(link.topics.state, state_json("offline"), 1, True),

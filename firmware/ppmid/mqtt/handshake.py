@@ -102,27 +102,32 @@ async def _open_stream_cpython(host, port, ssl_ctx, server_hostname, track):
     return r, w
 
 
-def open_stream(host, port, ssl_ctx, server_hostname, track, known=None):
+def open_stream(host, port, ssl_ctx, server_hostname, track, known=None, dns=None, wlan=None):
     """(reader, writer) of a new TCP (+ TLS) connection: what client.tls_connector's
     connect returns, awaited by the client. MicroPython (its coroutines are generators):
     asyncio.open_connection, plus TCP_NODELAY (each MQTT packet is small; Nagle + delayed
     ACK cost ~40 ms per exchange) and `track` on the raw socket before connect(), as the
-    board asks. known: the connector's [address], kept across its connections (MicroPython)."""
+    board asks. known: the connector's [address], kept across its connections (MicroPython).
+    dns, wlan: for a host given by name (ppmid.dns_lookup, MicroPython)."""
     if not _MP:
         return _open_stream_cpython(host, port, ssl_ctx, server_hostname, track)
-    return _mp_open_stream(host, port, ssl_ctx, server_hostname, track, known or [None])
+    return _mp_open_stream(host, port, ssl_ctx, server_hostname, track, known or [None], dns, wlan)
 
 
-def _mp_open_stream(host, port, ssl_ctx, server_hostname, track, known):
+def _mp_open_stream(host, port, ssl_ctx, server_hostname, track, known, dns, wlan):
     import socket
     from errno import EINPROGRESS
     from asyncio import core, StreamReader
     from ppmid.mqtt.client import _TlsStream  # the stream lives as long as the connection
-    # getaddrinfo blocks the whole event loop (MicroPython has no asynchronous resolver;
-    # a DNS that does not answer holds it for lwIP's DNS timeout): the address is looked
-    # up again only when the last TLS connection did not get an answer from the broker
-    # through it (known[0] is given back by client._TlsStream.wait_closed).
-    ai = known[0] or socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    # A name is looked up without blocking the event loop (ppmid.dns_lookup: socket.getaddrinfo
+    # would hold it for as long as DNS takes), within the connect timeout the client puts
+    # on this dial; the address is looked up again only when the last TLS connection did
+    # not get an answer from the broker through it (known[0] is given back by
+    # client._TlsStream.wait_closed).
+    ai = known[0]
+    if ai is None:
+        from ppmid.dns_lookup import addrinfo  # which drops itself once done
+        ai = yield from addrinfo(host, port, socket.SOCK_STREAM, dns, wlan)
     known[0] = None
     raw = socket.socket(ai[0], ai[1], ai[2])
     if track is not None:
