@@ -7,12 +7,14 @@ import sys
 import time
 
 from host_tools import boards, emuboard
+from ctrl_c import default_sigint
 
 
 def test_emulate_prints_the_banner_and_stops_on_ctrl_c(tmp_path):
     state = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "emulate", "--state-dir", str(state)],
-                         cwd=boards.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         cwd=boards.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         preexec_fn=default_sigint)
     lines = []
     try:
         for line in p.stdout:

@@ -20,6 +20,7 @@ mpcompat.install()
 
 from ppmid import envelope  # noqa: E402
 from host_tools.pn532_emulator.fixture import Scenario, KEY, ROOT  # noqa: E402
+from ctrl_c import default_sigint
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,7 +38,8 @@ asyncio.run(main())
 
 def _cli(args):
     return subprocess.Popen([sys.executable, "-m", "host_tools.cli", "pn532-emulator"] + args,
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=default_sigint)
 
 
 class PtyBridge:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from test_mqtt_gateway import GW_A, GW_B, ROOT, Gateway, Watcher, broker, wait_for  # noqa: F401 (fixture)
+from ctrl_c import default_sigint
 
 
 def ppmid(*args, timeout=60):
@@ -69,7 +70,7 @@ def test_watch_sees_a_command_status(broker, two_gateways):  # noqa: F811
         pytest.skip("gateway A is not running")
     p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "status", "--state-dir", broker.state_dir,
                           "--watch", "--seconds", "15"], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     first = p.stdout.readline()  # the watch is subscribed once it has shown the fleet (rsp is not retained)
     s = ppmid("send", "--state-dir", broker.state_dir, "--gateway", GW_A, "--gbcs", "dd00", "--id", "watch-1",
               "--until", "accepted", "--timeout", "20")
@@ -103,7 +104,7 @@ def test_capture_from_the_broker_sees_commands_statuses_and_retained_state(broke
     out = tmp_path / "gw.pcapng"
     p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "capture", "--state-dir", broker.state_dir,
                           "--gateway", GW_A, "--out", str(out), "--seconds", "15"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     assert p.stdout.readline().startswith("capture: %s -> " % GW_A)  # subscribed
     s = ppmid("send", "--state-dir", broker.state_dir, "--gateway", GW_A, "--gbcs", "dd00", "--id", "cap-1",
               "--until", "accepted", "--timeout", "20")
