@@ -111,6 +111,10 @@ def validate(cfg):
         raise ConfigError("config must be a JSON object")
     if cfg.get("version", 1) != 1:
         raise ConfigError("config version %r is not supported (expected 1)" % cfg.get("version"))
+    if "dns" in cfg and cfg["dns"] is None:
+        # what validate() itself leaves for the defaults: a checked config checks again
+        cfg = dict(cfg)
+        del cfg["dns"]
     for k in cfg:
         if k not in DEFAULTS and k not in ("wired", "zigbee"):
             raise ConfigError("unknown config key %r" % k)

@@ -142,6 +142,12 @@ def test_dns_section():
     assert "'1.2.3.999' is not an IPv4 address" in _err(_with(dns={"servers": ["1.2.3.999"]}))
     assert "dns.port" in _err(_with(dns={"port": 70000}))
     assert "dns.timeout_ms" in _err(_with(dns={"timeout_ms": 10}))
+    # a checked config checks again unchanged (tests and the users update re-validate):
+    # the None validate() leaves for the defaults is no "dns must be an object" error
+    once = config.validate(_with())
+    assert config.validate(once) == once and config.validate(once)["dns"] is None
+    custom = config.validate(_with(dns={"servers": ["9.9.9.9"]}))
+    assert config.validate(custom)["dns"] == custom["dns"]
 
 
 def test_ch_clock_section():
