@@ -87,7 +87,7 @@ class _Refused(_NotTaken):
 class _SentWait:
     """An APS fragment the module took (sendUnicast accepted), waiting for its
     messageSentHandler; one per fragment, keyed by message tag."""
-    __slots__ = ("done", "status", "failure")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self):
         self.done = asyncio.Event()
@@ -98,7 +98,7 @@ class _SentWait:
 class _Reassembly:
     """An incoming message arriving in APS fragments (one at a time), keyed by its sender
     and the APS counter every fragment of it carries."""
-    __slots__ = ("key", "count", "pieces", "started_ms")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, key, count, started_ms):
         self.key = key              # sender << 8 | the APS counter of fragment 0
@@ -111,7 +111,7 @@ class _Delivered:
     """A message the CH confirmed lately: sent again if the CH refuses it after all
     (TransferDataError); see _do_resends. message None: a send that failed once its last
     TransferData may have reached the CH; it holds its place, never sent again."""
-    __slots__ = ("tunnel_id", "message", "sent_ms", "pieces")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, tunnel_id, message, sent_ms, pieces):
         self.tunnel_id = tunnel_id  # the tunnel it went through
