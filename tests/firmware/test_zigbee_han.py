@@ -7,6 +7,7 @@ import asyncio
 from ppmid.clock import sleep_ms
 from ppmid.zigbee import han as H
 from ppmid.zigbee import tunnel as T
+from ppmid.zigbee import tunnel_host as TH   # the CH's frames
 
 CH = 0x0000
 WINDOW_S = 0.3
@@ -14,7 +15,7 @@ WINDOW_S = 0.3
 
 def _han(window_s=WINDOW_S):
     han = H.ZigbeeHan(None, None, {"resend_window_s": window_s})
-    replies, _ = han.tunnel.handle(CH, T.request_tunnel(1))
+    replies, _ = han.tunnel.handle(CH, TH.request_tunnel(1))
     assert han.tunnel.is_open and len(replies) == 1
     han.tunnel.events = []
     han.status = H.RUNNING  # the link is up: send() goes straight to _send_message
@@ -284,7 +285,7 @@ def _tunnel_frame(han, zcl, sender, options=APS_ENCRYPTED):
 def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
     log = []
     han = H.ZigbeeHan(None, None, {}, log=log.append)
-    han.tunnel.handle(CH, T.request_tunnel(1))
+    han.tunnel.handle(CH, TH.request_tunnel(1))
     tid = han.tunnel.tunnel_id
     han.status = H.RUNNING
     sent = []
@@ -294,7 +295,7 @@ def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
 
     han._send_zcl = send_zcl  # the real _send_message down to the module
     for seq in (2, 3):
-        _tunnel_frame(han, T.request_tunnel(seq), OTHER)
+        _tunnel_frame(han, TH.request_tunnel(seq), OTHER)
         dest, reply = han._replies[-1]
         fc, _, _, cmd, p = T.parse_zcl(reply)
         assert dest == OTHER and cmd == T.REQUEST_TUNNEL_RESPONSE and p[2] == T.TUNNEL_BUSY
@@ -325,7 +326,7 @@ def test_tunnel_frames_from_another_node_are_not_taken():
     assert han._rxq == [b"\xdd\x00" + bytes(60)]
     # its TransferDataError does not make us send again, nor its CloseTunnel close the tunnel
     _tunnel_frame(han, T.transfer_data_error(4, tid, T.NO_SUCH_TUNNEL, False), OTHER)
-    _tunnel_frame(han, T.close_tunnel(5, tid), OTHER)
+    _tunnel_frame(han, TH.close_tunnel(5, tid), OTHER)
     assert han.tunnel.tunnel_id == tid and han.counters["rejected_by_ch"] == 0 and han._rejected == {}
     assert han.tunnel.counters["not_ch"] == 5
     # the CH's own TransferData still arrives
@@ -431,12 +432,12 @@ def test_an_unencrypted_tunnel_frame_from_0x0000_is_dropped_and_the_tunnel_stays
     # with the CH's link key: what it sends must neither be delivered nor touch the tunnel
     log = []
     han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=log.append)
-    han.tunnel.handle(CH, T.request_tunnel(1))
+    han.tunnel.handle(CH, TH.request_tunnel(1))
     tid = han.tunnel.tunnel_id
     forged = [T.transfer_data(2, tid, b"\xdd\x00forged", False),
               T.transfer_data_error(3, tid, T.NO_SUCH_TUNNEL, False),
-              T.close_tunnel(4, tid),
-              T.request_tunnel(5)]
+              TH.close_tunnel(4, tid),
+              TH.request_tunnel(5)]
     for zcl in forged:
         _tunnel_frame(han, zcl, CH, options=0)
     zcl = T.transfer_data(6, tid, b"\xdd\x00" + bytes(60), False)

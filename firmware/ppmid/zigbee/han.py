@@ -210,14 +210,6 @@ class ZigbeeHan:
         self._tasks = []
         await self._link.close()
 
-    def all_counters(self):
-        out = dict(self.counters)
-        for prefix, d in (("ash_", self._link.counters), ("ash_rx_", self._link._dec.counters),
-                          ("ezsp_", self._ezsp.counters), ("tunnel_", self.tunnel.counters)):
-            for k in d:
-                out[prefix + k] = d[k]
-        return out
-
     async def receive(self):
         """The next complete incoming GBCS message (bytes), GBT blocks reassembled."""
         while not self._rxq:
