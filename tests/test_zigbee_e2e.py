@@ -89,7 +89,8 @@ async def main():
         t += 1
     import gc
     gc.collect()
-    out(ev="done", status=han.status, module=han.module, counters=han.all_counters())
+    from ppmid.zigbee.han_counters import all_counters
+    out(ev="done", status=han.status, module=han.module, counters=all_counters(han))
 
 asyncio.run(main())
 '''
@@ -563,6 +564,7 @@ def test_forged_unencrypted_tunnel_frames_from_0x0000_are_dropped_and_the_tunnel
     # without APS encryption; the firmware delivers none of them, keeps the tunnel, and the
     # CH's own response after them arrives
     from ppmid.zigbee import tunnel as T
+    from ppmid.zigbee import tunnel_host as TH
     forged_small = build.make_response(command(0x7300, ESME, size=40), content=b"forged")
     forged_big = _response_for_ppmid(0x7301, 512)
     genuine = build.make_response(command(0x7302, ESME, size=40), content=b"genuine")
@@ -573,7 +575,7 @@ def test_forged_unencrypted_tunnel_frames_from_0x0000_are_dropped_and_the_tunnel
         tid = seen["tid"] = emu.ch.tunnel_id
         emu.forge_from_ch(T.transfer_data(0x51, tid, forged_small, False))
         emu.forge_from_ch(T.transfer_data(0x52, tid, forged_big, False))
-        emu.forge_from_ch(T.close_tunnel(0x53, tid))
+        emu.forge_from_ch(TH.close_tunnel(0x53, tid))
         emu.send_to_ppmid(genuine)
     events, emu, _ = run_client({}, [], tmp_path, before=before, expect_rx=1, rx_wait_s=30)
     stopper(emu)

@@ -59,7 +59,7 @@ class Envelope:
     mac (32 bytes), kid (the sender's key name, or None). Nothing here is trusted until
     `verify()` has passed."""
 
-    __slots__ = ("id", "gbcs", "expires", "mac", "kid")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, id, gbcs, expires=None, mac=b"", kid=None):
         self.id = id

@@ -33,7 +33,7 @@ class TopupEnvelope:
     expires (int or None), mac (32 bytes), kid (the sender's key name, or None). Nothing
     is trusted before verify()."""
 
-    __slots__ = ("id", "utrn", "target", "expires", "mac", "kid")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, id, utrn, target, expires=None, mac=b"", kid=None):
         self.id = id

@@ -15,6 +15,7 @@ import time
 from ppmid.gbcs import build, gbt, reassembly
 from ppmid.gbcs.message import decode
 from ppmid.zigbee import tunnel as T
+from ppmid.zigbee import tunnel_host as TH   # the CH's frames
 from ppmid.zigbee import timecluster as TC
 
 from .esme import EmulatedEsme, ESME_NWK
@@ -274,7 +275,7 @@ class CommsHub:
         if self.ncp.can_reach_host():
             self.counters["tunnel_requests"] += 1
             self._request_seq = self._next_seq()
-            self._to_ppmid(T.request_tunnel(self._request_seq, max_in=self.transfer_size))
+            self._to_ppmid(TH.request_tunnel(self._request_seq, max_in=self.transfer_size))
         if self.ncp.joined and (self.trust_centre is None or
                                 self.trust_centre.cbke_done(self.ncp.commissioning.eui64)):
             # the request or its answer can be lost: ask again until the tunnel is open
@@ -283,7 +284,7 @@ class CommsHub:
     def close_tunnel(self, reopen_after_s=None):
         """Fault: the CH closes the tunnel (CloseTunnel), and asks again later if told to."""
         if self.tunnel_id is not None:
-            self._to_ppmid(T.close_tunnel(self._next_seq(), self.tunnel_id))
+            self._to_ppmid(TH.close_tunnel(self._next_seq(), self.tunnel_id))
         self.tunnel_id = None
         if reopen_after_s is not None:
             self._schedule_request(reopen_after_s)

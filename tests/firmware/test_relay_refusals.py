@@ -67,3 +67,46 @@ async def test_the_intakes_refusals_say_what_was_wrong_with_the_figures():
     r.clock.unix0 = 1000  # a board that has not synchronised its clock
     res = await r.submit("clk", 13, expires=2000)
     assert (res["error"], res["message"]) == ("E_CLOCK", "gateway clock is not set: cannot check expiry")
+
+
+async def test_the_failures_relay_core_says_come_whole_from_the_refusals():
+    # the sentences relay.core no longer holds (relay/refusals.py, loaded for them): a
+    # queued command that expires or waits too long, a command's timeout, a message from
+    # the HAN that does not decode, a counter that cannot be committed and the refusal after
+    from test_relay_support import config
+    _drop_refusals()
+    r = Rig(cfg=config(response_timeout_s=5), max_wait_s=60)
+    now = r.clock.time()
+    r.han.fail = ["E_HAN_DOWN"] * 10
+    await r.submit("exp", 10, expires=now + 1)
+    await r.submit("old", 11)
+    await r.pump()
+    assert "ppmid.relay.refusals" in sys.modules   # the link's refusal loaded it
+    r.clock.advance(2000)
+    r.relay.check_timers()
+    assert "relay info: exp failed: E_EXPIRED expired at %d before it could be relayed" % (now + 1) in r.logs
+    r.clock.advance(60000)
+    r.relay.check_timers()
+    said = [line for line in r.logs if line.startswith("relay info: old failed: ")]
+    assert said == ["relay info: old failed: E_STALE waited 62 s for the HAN"], said
+    r.han.fail = []
+    await r.submit("slow", 12)
+    await r.pump()
+    while "timeout" not in r.pub.statuses("slow"):   # each copy's budget ends unanswered
+        assert len(r.han.sent) < 10
+        r.clock.advance(5100)
+        r.relay.check_timers()
+        await r.pump()
+    assert r.relay.result("slow")["error"] == {"code": "E_TIMEOUT", "message": "no response within 5 s"}
+    r.relay.on_han_message(b"\x00junk")
+    assert r.relay.counters["rx_bad"] == 1
+    assert r.logs[-1].startswith("relay warn: undecodable message from the HAN (5 bytes): ")
+
+    def broken(msg):
+        raise OSError(28, "ENOSPC")
+    r.validator.commit = broken
+    assert (await r.submit("c-1", 20))["status"] == "accepted"
+    assert r.relay.state == "fault" and r.relay.fault.startswith("counter commit failed: ")
+    assert any(line.startswith("relay error: counter commit failed for c-1: ") for line in r.logs)
+    res = await r.submit("c-2", 21)
+    assert (res["error"], res["message"]) == ("E_BUSY", "the gateway is restarting after a fault: try later")

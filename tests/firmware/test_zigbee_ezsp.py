@@ -4,6 +4,7 @@ import asyncio
 import binascii
 from ppmid.zigbee import ezsp as E
 from ppmid.zigbee import tunnel as T
+from ppmid.zigbee import tunnel_host as TH   # the CH's frames
 from ppmid.zigbee import han_start as S   # the version negotiation (run after a module reset)
 
 
@@ -198,12 +199,12 @@ def test_zcl_header_and_tunnel_commands():
     assert T.zcl_header(5, T.S_TRANSFER_DATA, True) == h("19 05 01")
     assert T.zcl_header(5, T.REQUEST_TUNNEL, False, manufacturer=0x1234) == h("15 34 12 05 00")
     assert T.parse_zcl(h("15 34 12 05 00 aa")) == (0x15, 0x1234, 5, 0, b"\xaa")
-    assert T.request_tunnel(1) == h("11 01 00 06 ff ff 00 dc 05")
+    assert TH.request_tunnel(1) == h("11 01 00 06 ff ff 00 dc 05")
 
 
 def test_tunnel_server_request_transfer_and_errors():
     s = T.TunnelServer(max_incoming=100)
-    replies, data = s.handle(0x0000, T.request_tunnel(1, max_in=1500))
+    replies, data = s.handle(0x0000, TH.request_tunnel(1, max_in=1500))
     assert data is None and s.is_open and s.client_max == 1500
     fc, _, _, cmd, p = T.parse_zcl(replies[0])
     assert fc & T.FC_SERVER_TO_CLIENT and cmd == T.REQUEST_TUNNEL_RESPONSE
@@ -230,20 +231,20 @@ def test_tunnel_server_request_transfer_and_errors():
     assert err(s.handle(0x4444, T.transfer_data(3, tid, b"x", False))[0][0]) == T.WRONG_DEVICE
     assert err(s.handle(0x0000, T.transfer_data(3, tid, bytes(101), False))[0][0]) == T.DATA_OVERFLOW
     # wrong protocol, flow control, busy
-    for frame, status in ((T.request_tunnel(4, protocol=2), T.TUNNEL_PROTOCOL_UNSUPPORTED),
-                          (T.request_tunnel(4, flow_control=1), T.TUNNEL_FLOW_CONTROL_UNSUPPORTED)):
+    for frame, status in ((TH.request_tunnel(4, protocol=2), T.TUNNEL_PROTOCOL_UNSUPPORTED),
+                          (TH.request_tunnel(4, flow_control=1), T.TUNNEL_FLOW_CONTROL_UNSUPPORTED)):
         assert T.parse_zcl(s.handle(0, frame)[0][0])[4][2] == status
     assert s.tunnel_id == tid  # refused requests leave the open tunnel alone
     s.busy = True
-    assert T.parse_zcl(s.handle(0, T.request_tunnel(5))[0][0])[4][2] == T.TUNNEL_BUSY
+    assert T.parse_zcl(s.handle(0, TH.request_tunnel(5))[0][0])[4][2] == T.TUNNEL_BUSY
     s.busy = False
     # re-request replaces; the CH's TransferDataError(no such tunnel) and CloseTunnel close
-    s.handle(0, T.request_tunnel(6))
+    s.handle(0, TH.request_tunnel(6))
     assert s.tunnel_id != tid
     s.handle(0, T.transfer_data_error(7, s.tunnel_id, T.NO_SUCH_TUNNEL, False))
     assert not s.is_open
-    s.handle(0, T.request_tunnel(8))
-    s.handle(0, T.close_tunnel(9, s.tunnel_id))
+    s.handle(0, TH.request_tunnel(8))
+    s.handle(0, TH.close_tunnel(9, s.tunnel_id))
     assert not s.is_open
     for send in (lambda: s.outgoing(b"x"), lambda: s.outgoing_into(bytearray(6), 1)):
         try:

@@ -7,6 +7,7 @@ import asyncio
 from ppmid.clock import sleep_ms
 from ppmid.zigbee import han as H
 from ppmid.zigbee import tunnel as T
+from ppmid.zigbee import tunnel_host as TH   # the CH's frames
 
 CH = 0x0000
 WINDOW_S = 0.3
@@ -14,7 +15,7 @@ WINDOW_S = 0.3
 
 def _han(window_s=WINDOW_S):
     han = H.ZigbeeHan(None, None, {"resend_window_s": window_s})
-    replies, _ = han.tunnel.handle(CH, T.request_tunnel(1))
+    replies, _ = han.tunnel.handle(CH, TH.request_tunnel(1))
     assert han.tunnel.is_open and len(replies) == 1
     han.tunnel.events = []
     han.status = H.RUNNING  # the link is up: send() goes straight to _send_message
@@ -284,7 +285,7 @@ def _tunnel_frame(han, zcl, sender, options=APS_ENCRYPTED):
 def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
     log = []
     han = H.ZigbeeHan(None, None, {}, log=log.append)
-    han.tunnel.handle(CH, T.request_tunnel(1))
+    han.tunnel.handle(CH, TH.request_tunnel(1))
     tid = han.tunnel.tunnel_id
     han.status = H.RUNNING
     sent = []
@@ -294,7 +295,7 @@ def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
 
     han._send_zcl = send_zcl  # the real _send_message down to the module
     for seq in (2, 3):
-        _tunnel_frame(han, T.request_tunnel(seq), OTHER)
+        _tunnel_frame(han, TH.request_tunnel(seq), OTHER)
         dest, reply = han._replies[-1]
         fc, _, _, cmd, p = T.parse_zcl(reply)
         assert dest == OTHER and cmd == T.REQUEST_TUNNEL_RESPONSE and p[2] == T.TUNNEL_BUSY
@@ -325,7 +326,7 @@ def test_tunnel_frames_from_another_node_are_not_taken():
     assert han._rxq == [b"\xdd\x00" + bytes(60)]
     # its TransferDataError does not make us send again, nor its CloseTunnel close the tunnel
     _tunnel_frame(han, T.transfer_data_error(4, tid, T.NO_SUCH_TUNNEL, False), OTHER)
-    _tunnel_frame(han, T.close_tunnel(5, tid), OTHER)
+    _tunnel_frame(han, TH.close_tunnel(5, tid), OTHER)
     assert han.tunnel.tunnel_id == tid and han.counters["rejected_by_ch"] == 0 and han._rejected == {}
     assert han.tunnel.counters["not_ch"] == 5
     # the CH's own TransferData still arrives
@@ -431,12 +432,12 @@ def test_an_unencrypted_tunnel_frame_from_0x0000_is_dropped_and_the_tunnel_stays
     # with the CH's link key: what it sends must neither be delivered nor touch the tunnel
     log = []
     han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=log.append)
-    han.tunnel.handle(CH, T.request_tunnel(1))
+    han.tunnel.handle(CH, TH.request_tunnel(1))
     tid = han.tunnel.tunnel_id
     forged = [T.transfer_data(2, tid, b"\xdd\x00forged", False),
               T.transfer_data_error(3, tid, T.NO_SUCH_TUNNEL, False),
-              T.close_tunnel(4, tid),
-              T.request_tunnel(5)]
+              TH.close_tunnel(4, tid),
+              TH.request_tunnel(5)]
     for zcl in forged:
         _tunnel_frame(han, zcl, CH, options=0)
     zcl = T.transfer_data(6, tid, b"\xdd\x00" + bytes(60), False)
@@ -532,3 +533,99 @@ def test_every_aps_fragment_carries_the_counter_the_module_gave_fragment_0():
     han._ezsp.frames = []
     asyncio.run(han._send_zcl(CH, bytes(range(30))))
     assert [f["sequence"] for f in han._ezsp.frames] == [0, 0x44]
+
+
+# ---- the failure sentences live in ppmid.zigbee.han_errors, loaded to say one -------------
+class _RefusingEzsp:
+    """sendUnicast as a module that refuses the frame (status), or takes it and then
+    reports the CH's APS status for it (sent)."""
+    version = 13
+
+    def __init__(self, han, status=0, sent=0):
+        self.han, self.status, self.sent = han, status, sent
+
+    async def send_unicast(self, dest, aps, tag, message):
+        if not self.status:
+            w = self.han._sent[tag]
+            w.status = self.sent
+            w.done.set()
+        return self.status, 1
+
+
+def _failure(coro):
+    async def run():
+        try:
+            await coro
+        except H.HanError as exc:
+            return exc
+        except H._NotTaken as exc:
+            return exc
+        raise AssertionError("no failure")
+    return asyncio.run(run())
+
+
+def test_failure_sentences_are_loaded_when_needed_and_dropped_after():
+    # a refusal still carries the whole sentence with its values and its code, and the
+    # sentences' module goes again (the link does not hold it)
+    import sys
+    from ppmid.errors import E_HAN_DEST, E_HAN_TOO_BIG, E_HAN_DOWN, E_NO_TUNNEL, E_DELIVERY
+    from ppmid.zigbee import ezsp as E
+    gone = lambda: "ppmid.zigbee.han_errors" not in sys.modules  # noqa: E731
+    log = []
+    han = H.ZigbeeHan(None, None, {"max_message": 16, "send_timeout_s": 0}, log=log.append)
+    e = _failure(han.send(0x1234, b"\xdd\x00"))
+    assert (e.code, e.message) == (E_HAN_DEST, "only the Communications Hub is reachable (dest 4660)") and gone()
+    e = _failure(han.send(None, bytes(20)))
+    assert (e.code, e.message) == (E_HAN_TOO_BIG, "GBCS message of 20 bytes exceeds 16") and gone()
+    han.status, han.status_detail = H.RESETTING, "the module reset"
+    e = _failure(han.send(None, b"\xdd\x00"))
+    assert (e.code, e.message) == (E_HAN_DOWN, "Zigbee HAN link is resetting the module reset") and gone()
+    han.status = H.NO_TUNNEL
+    e = _failure(han.send(None, b"\xdd\x00"))
+    assert (e.code, e.message) == (E_NO_TUNNEL, "no GB-HRGP tunnel open from the Communications Hub") and gone()
+    han._max_payload = 82
+    han._ezsp = _RefusingEzsp(han, status=0x70)
+    e = _failure(han._send_zcl(CH, b"zcl"))
+    assert isinstance(e, H._Refused) and str(e) == "the module refused to send (status 0x70)" and gone()
+    assert e.for_now == E.refused_for_now(13, 0x70)
+    han._ezsp = _RefusingEzsp(han, sent=0x66)
+    e = _failure(han._send_zcl(CH, b"zcl"))
+    assert (e.code, e.message) == (E_DELIVERY, "the CH did not acknowledge the message (status 0x66)") and gone()
+    # a rare log line too, and only when there is a log to write it to
+    han._incoming({"sender": CH, "message": b"\x01\x00\x02",
+                   "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": 0, "group": 0}})
+    assert log[-1] == "han: cluster 0x0704 frame from 0x0000: no APS encryption" and gone()
+    # without a log nothing is loaded: a stand-in module stays where a load would drop it
+    sys.modules["ppmid.zigbee.han_errors"] = log
+    try:
+        H.ZigbeeHan(None, None, {})._logs(0)
+        assert sys.modules["ppmid.zigbee.han_errors"] is log
+    finally:
+        del sys.modules["ppmid.zigbee.han_errors"]
+
+
+def test_a_sentence_that_cannot_be_loaded_still_refuses_with_its_code():
+    # no heap or no flash for han_errors: the send is refused all the same, with its code,
+    # and the sentence's key and values for a text (never another error in its place)
+    import sys
+    from ppmid.errors import E_HAN_DEST
+
+    class Unreadable:  # what an import finds in sys.modules: a module without SENTENCES
+        pass
+    sys.modules["ppmid.zigbee.han_errors"] = Unreadable()
+    try:
+        han = H.ZigbeeHan(None, None, {})
+        e = _failure(han.send(0x1234, b"\xdd\x00"))
+        assert e.code == E_HAN_DEST and e.message.startswith("han sentence ") and "4660" in e.message
+    finally:
+        del sys.modules["ppmid.zigbee.han_errors"]
+
+
+def test_every_sentence_key_names_its_sentence():
+    # han.py's _S_X = const(i) and han_errors' "# i _S_X" comments agree
+    import sys
+    if sys.implementation.name != "cpython":
+        return  # reads the sources (CPython's re and file paths); the failures run on both above
+    from ppmid.zigbee import han_errors as HE
+    from sentence_keys import check_keys
+    check_keys((H,), HE)

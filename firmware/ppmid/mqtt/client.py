@@ -70,7 +70,7 @@ def _text(key, arg=None):
 
 
 class _Msg:
-    __slots__ = ("topic", "payload", "qos", "retain", "pid", "sent_at", "done", "sent", "conn")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, topic, payload, qos, retain, done):
         self.topic = topic

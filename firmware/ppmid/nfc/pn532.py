@@ -39,7 +39,7 @@ STATUS_TEXT = {0x01: "target timeout", 0x02: "CRC error", 0x0B: "RF protocol err
 
 class Target:
     """A target found by InListPassiveTarget (106 kbps type A)."""
-    __slots__ = ("tg", "sens_res", "sel_res", "uid", "ats")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, tg, sens_res, sel_res, uid, ats):
         self.tg = tg

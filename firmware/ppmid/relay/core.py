@@ -194,7 +194,8 @@ class Relay:
         if self.state == "fault":
             # the watchdog resets the board soon; a command taken now could be lost with
             # the journal's unwritten state, or its counter never recorded
-            raise RelayError(E_BUSY, "the gateway is restarting after a fault: try later")
+            from ppmid.relay import refusals
+            raise refusals.restarting()
         envmod.check_id(env.id)
         topup = getattr(env, "utrn", None) is not None  # a TopupEnvelope (ppmid.topup)
         if not topup and len(env.gbcs) > self.max_gbcs:
@@ -256,9 +257,8 @@ class Relay:
                 # the command is journaled and recovery commits its counter again, but
                 # until that restart the counter is not in RAM either: a replay of this
                 # command would pass. A fault, so nothing more is accepted before it.
-                self.log("error", "counter commit failed for %s: %r" % (env.id, exc))
-                self.fault = "counter commit failed: %r" % (exc,)
-                self.state = "fault"
+                from ppmid.relay import refusals
+                refusals.commit_failed(self, env, exc)
         self.counters["accepted"] += 1
         self._emit(e, "accepted")
         self._wake_dispatch.set()
@@ -324,8 +324,8 @@ class Relay:
             r["error"] = refusals.failure(e.error)
         elif e.state == J.TIMED_OUT:
             r["status"] = "timeout"
-            r["error"] = {"code": e.error or "E_TIMEOUT",
-                          "message": "no response within %d s" % self.budget_s}
+            from ppmid.relay import refusals
+            r["error"] = refusals.timed_out(e, self.budget_s)
         return r
 
     def _remember(self, id, r):
@@ -376,13 +376,13 @@ class Relay:
                 # it has expired cannot be known, so it waits for SNTP (same pair after it
                 # too, to keep counter order), and fails if the clock stays unset
                 if self.clock.diff(now, self._boot_ms) >= self.max_wait_s * 1000:
-                    self._fail(e, E_CLOCK, "gateway clock not set for %d s: cannot check expiry" % self.max_wait_s)
+                    self._failed(e, E_CLOCK, self.max_wait_s)
                 else:
                     blocked.append(pair)
                     best = _CLOCK_POLL_MS if best is None or best > _CLOCK_POLL_MS else best
                 continue
             if e.expires is not None and now_s >= e.expires:
-                self._fail(e, E_EXPIRED, "expired at %d before it could be relayed" % e.expires)
+                self._failed(e, E_EXPIRED, e.expires)
                 continue
             if pair in blocked:
                 continue
@@ -408,7 +408,7 @@ class Relay:
         if e.expires is not None and not self.clock.is_set():
             return  # the clock was lost meanwhile: dispatch holds it (above)
         if e.expires is not None and now_s >= e.expires:  # checked again, right before
-            self._fail(e, E_EXPIRED, "expired at %d before it could be relayed" % e.expires)
+            self._failed(e, E_EXPIRED, e.expires)
             return
         body = self.journal.body(e)  # read back from flash
         self.journal.sending(e, now_s + self.budget_s)  # on flash before the HAN has it
@@ -439,6 +439,12 @@ class Relay:
         self.log("info", "%s failed: %s %s" % (e.id, code, why))
         self._emit(e, "failed")
 
+    def _failed(self, e, code, value, said=None):
+        # _fail with the sentence of the check that failed it (said: its code when the
+        # command keeps another one), filled in with value: relay/refusals.py's
+        from ppmid.relay import refusals
+        self._fail(e, code, refusals.why_failed(said or code, value))
+
     # ---- receive -------------------------------------------------------------------------
     def on_han_message(self, buf):
         """One complete GBCS message from the HAN (GBT already reassembled)."""
@@ -448,7 +454,8 @@ class Relay:
             key = J.response_key(msg.originator, msg.recipient, msg.counter_bytes)
         except Exception as exc:
             self.counters["rx_bad"] += 1
-            self.log("warn", "undecodable message from the HAN (%d bytes): %r" % (len(buf), exc))
+            from ppmid.relay import refusals
+            refusals.undecodable(self, buf, exc)
             return
         if cra == 2:
             e = self._corr.get(key)
@@ -514,13 +521,13 @@ class Relay:
                     self._forget(e)
             elif e.state == J.QUEUED:
                 if e.expires is not None and now_s >= e.expires:
-                    self._fail(e, E_EXPIRED, "expired at %d before it could be relayed" % e.expires)
+                    self._failed(e, E_EXPIRED, e.expires)
                 # accepted before SNTP set the clock (after a power cut): its wait is not
                 # the step the clock took since, it is within this boot's ticks
                 elif now_s - e.accepted_at >= self.max_wait_s and (
                         e.accepted_at >= SET_AFTER or not clock_set
                         or self.clock.diff(now, self._boot_ms) >= self.max_wait_s * 1000):
-                    self._fail(e, e.error or E_STALE, "waited %d s for the HAN" % (now_s - e.accepted_at))
+                    self._failed(e, e.error or E_STALE, now_s - e.accepted_at, E_STALE)
 
     # ---- publishing ----------------------------------------------------------------------
     def _emit(self, e, status):

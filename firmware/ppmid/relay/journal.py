@@ -61,9 +61,7 @@ class JournalError(PpmidError):
 class Entry:
     """One live command in the RAM index. Bodies stay on flash (body_off/rsp_off)."""
 
-    __slots__ = ("seq", "id", "via", "expires", "accepted_at", "target", "originator",
-                 "counter", "state", "deadline", "late_until", "late", "error",
-                 "body_off", "body_len", "rsp_off", "rsp_len", "retries", "published", "topup", "resends")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, seq, id, via, expires, accepted_at, target, originator, counter):
         self.seq = seq

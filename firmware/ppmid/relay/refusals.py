@@ -51,6 +51,42 @@ def refusal(code, *args):
     return RelayError(code, _SAYS[code] % args)
 
 
+# the log's sentences of the checks that fail a queued command (why_failed())
+_FAILED_SAYS = {E_CLOCK: "gateway clock not set for %d s: cannot check expiry",
+                E_EXPIRED: "expired at %d before it could be relayed",
+                E_STALE: "waited %d s for the HAN"}
+
+
+def why_failed(code, value):
+    """The log's sentence for a queued command that check `code` failed (relay.core
+    _failed), filled in with value (seconds, or the expiry time)."""
+    return _FAILED_SAYS[code] % value
+
+
+def restarting():
+    """The RelayError for a command offered while the relay is in fault (the watchdog
+    resets the board soon)."""
+    return RelayError(E_BUSY, "the gateway is restarting after a fault: try later")
+
+
+def commit_failed(relay, env, exc):
+    """The validator could not commit the counter of command env, journaled already: a
+    fault (relay.core _accept says why), so nothing more is accepted before the restart."""
+    relay.log("error", "counter commit failed for %s: %r" % (env.id, exc))
+    relay.fault = "counter commit failed: %r" % (exc,)
+    relay.state = "fault"
+
+
+def undecodable(relay, buf, exc):
+    """A message from the HAN that is not GBCS the decoder takes: logged and dropped."""
+    relay.log("warn", "undecodable message from the HAN (%d bytes): %r" % (len(buf), exc))
+
+
+def timed_out(e, budget_s):
+    """The error of a command's "timeout" status: no response within its budget."""
+    return {"code": e.error or "E_TIMEOUT", "message": "no response within %d s" % budget_s}
+
+
 def failure(code):
     """The error of a failed command's status: {"code", "message"}."""
     return {"code": code, "message": _WHY.get(code, "command not relayed")}

@@ -96,7 +96,7 @@ def parse_nack(payload):
 class Frame:
     """A frame received. `payload` is a memoryview into the deframer's buffer: valid until
     the next feed()."""
-    __slots__ = ("type", "seq", "payload")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, ftype, seq, payload):
         self.type = ftype
@@ -107,7 +107,7 @@ class Frame:
 class WireError:
     """A refusal found while deframing: code, message, and the frame's seq when the
     header was read (None for skipped garbage)."""
-    __slots__ = ("code", "message", "seq")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, code, message, seq=None):
         self.code = code

@@ -79,7 +79,7 @@ def _text(key, arg=None):
 
 class _Pending:
     """A DATA frame sent and not yet acknowledged by the NCP (one per send())."""
-    __slots__ = ("frame", "done", "sent_ms", "retx", "error", "on_wire", "heard", "first_ms")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, frame, heard, now):
         self.frame = frame        # the EZSP frame (bytes)

@@ -229,7 +229,7 @@ def parse_incoming(version, p):
 # ---- protocol ----------------------------------------------------------------------------
 class _Waiter:
     """A command waiting for its response (one per command)."""
-    __slots__ = ("done", "result", "fid")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, fid):
         self.done = asyncio.Event()

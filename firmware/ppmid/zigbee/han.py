@@ -31,6 +31,40 @@ _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (
 _RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may ask for
 # the options (DEFAULTS) and the bring-up after a module reset: zigbee/han_start.py
 
+# the sentences of the link's failures and rare log lines, by key: their texts are in
+# zigbee/han_errors.py, loaded when one is said (_text)
+_S_DEST = const(0)
+_S_TOO_BIG = const(1)
+_S_ON_STATUS = const(2)
+_S_NO_TUNNEL = const(3)
+_S_HAN_DOWN = const(4)
+_S_BRING_UP = const(5)
+_S_UNEXPECTED = const(6)
+_S_UNSECURED = const(7)
+_S_ACK_DROPPED = const(8)
+_S_REPLY_STATUS = const(9)
+_S_ACK_NOT_SENT = const(10)
+_S_BLOCK_DROPPED = const(11)
+_S_QUEUE_FULL = const(12)
+_S_PARTIAL = const(13)
+_S_RESEND_FAILED = const(14)
+_S_REPLY_LOST = const(15)
+_S_NO_SPLIT = const(16)
+_S_TUNNEL_CLOSED = const(17)
+_S_NOT_SENT = const(18)
+_S_BLOCK_LATE = const(19)
+_S_BLOCKS_THEN = const(20)
+_S_FRAGMENTS = const(21)
+_S_UNICAST = const(22)
+_S_NO_RESPONSE = const(23)
+_S_MAY_HAVE = const(24)
+_S_LINK_FAILED = const(25)
+_S_REFUSED = const(26)
+_S_TOOK_UNCONFIRMED = const(27)
+_S_UNCONFIRMED = const(28)
+_S_NOT_ACKED = const(29)
+_S_FRAGMENT_NOT_ACKED = const(30)
+
 
 class HanError(PpmidError):
     pass
@@ -53,7 +87,7 @@ class _Refused(_NotTaken):
 class _SentWait:
     """An APS fragment the module took (sendUnicast accepted), waiting for its
     messageSentHandler; one per fragment, keyed by message tag."""
-    __slots__ = ("done", "status", "failure")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self):
         self.done = asyncio.Event()
@@ -64,7 +98,7 @@ class _SentWait:
 class _Reassembly:
     """An incoming message arriving in APS fragments (one at a time), keyed by its sender
     and the APS counter every fragment of it carries."""
-    __slots__ = ("key", "count", "pieces", "started_ms")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, key, count, started_ms):
         self.key = key              # sender << 8 | the APS counter of fragment 0
@@ -77,13 +111,26 @@ class _Delivered:
     """A message the CH confirmed lately: sent again if the CH refuses it after all
     (TransferDataError); see _do_resends. message None: a send that failed once its last
     TransferData may have reached the CH; it holds its place, never sent again."""
-    __slots__ = ("tunnel_id", "message", "sent_ms", "pieces")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, tunnel_id, message, sent_ms, pieces):
         self.tunnel_id = tunnel_id  # the tunnel it went through
         self.message = message
         self.sent_ms = sent_ms
         self.pieces = pieces        # TransferData frames it took: GBT blocks, or 1
+
+
+def _text(key, args=()):
+    # key: the sentence's _S_... name, args its values; its text is
+    # ppmid.zigbee.han_errors', loaded for it and dropped again (as str constants here the
+    # sentences were held as long as the link). Never raises: the supervisor and the send
+    # path fail with it, and a heap or a flash that cannot load the module must not turn a
+    # refusal into another error (the text is then its key and values).
+    try:
+        from ppmid.modules import sentence
+        return sentence("ppmid.zigbee.han_errors", key, args)
+    except Exception:
+        return "han sentence %d %r" % (key, args)
 
 
 def _drop_start():
@@ -163,14 +210,6 @@ class ZigbeeHan:
         self._tasks = []
         await self._link.close()
 
-    def all_counters(self):
-        out = dict(self.counters)
-        for prefix, d in (("ash_", self._link.counters), ("ash_rx_", self._link._dec.counters),
-                          ("ezsp_", self._ezsp.counters), ("tunnel_", self.tunnel.counters)):
-            for k in d:
-                out[prefix + k] = d[k]
-        return out
-
     async def receive(self):
         """The next complete incoming GBCS message (bytes), GBT blocks reassembled."""
         while not self._rxq:
@@ -182,9 +221,9 @@ class ZigbeeHan:
         """Send one GBCS message to the CH (dest None) through the tunnel. Returns when the
         NCP reported every piece delivered; raises HanError otherwise."""
         if dest not in (None, CH_NWK):
-            raise HanError(E_HAN_DEST, "only the Communications Hub is reachable (dest %r)" % (dest,))
+            raise HanError(E_HAN_DEST, _text(_S_DEST, (dest,)))
         if len(data) > self.opts["max_message"]:
-            raise HanError(E_HAN_TOO_BIG, "GBCS message of %d bytes exceeds %d" % (len(data), self.opts["max_message"]))
+            raise HanError(E_HAN_TOO_BIG, _text(_S_TOO_BIG, (len(data), self.opts["max_message"])))
         data = bytes(data)
         async with self._send_lock:
             deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
@@ -222,7 +261,7 @@ class ZigbeeHan:
             try:
                 self.on_status(status, detail)
             except Exception as exc:
-                self._logf("on_status failed: %r", exc)
+                self._logs(_S_ON_STATUS, exc)
 
     def _update_status(self):
         if not self._up or not self._link.connected:
@@ -238,14 +277,19 @@ class ZigbeeHan:
         if self._log:
             self._log("han: " + (fmt % args if args else fmt))
 
+    def _logs(self, key, *args):
+        # a rare log line: its sentence (_text) is loaded only when there is a log
+        if self._log:
+            self._log("han: " + _text(key, args))
+
     async def _wait_ready(self, deadline):
         while self.status != RUNNING:
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 self.counters["send_failed"] += 1
                 if self.status == NO_TUNNEL:
-                    raise HanError(E_NO_TUNNEL, "no GB-HRGP tunnel open from the Communications Hub")
-                raise HanError(E_HAN_DOWN, "Zigbee HAN link is %s %s" % (self.status, self.status_detail))
+                    raise HanError(E_NO_TUNNEL, _text(_S_NO_TUNNEL))
+                raise HanError(E_HAN_DOWN, _text(_S_HAN_DOWN, (self.status, self.status_detail)))
             try:
                 await wait_for_ms(self._ready_event.wait(), min(left, 1000))
             except asyncio.TimeoutError:
@@ -268,11 +312,14 @@ class ZigbeeHan:
                     self._set_status(MODULE_UNSUPPORTED, exc.message)
                     await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
                     continue
-                self._logf("%s" if isinstance(exc, HanError) else "bring-up failed: %s", exc)
+                if isinstance(exc, HanError):
+                    self._logf("%s", exc)
+                else:
+                    self._logs(_S_BRING_UP, exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the supervisor must outlive any bug below it
-                self._logf("supervisor: unexpected %r", exc)
+                self._logs(_S_UNEXPECTED, exc)
             self._link_lost()
             if ok:
                 backoff = 0.5
@@ -364,7 +411,7 @@ class ZigbeeHan:
                 and not aps["options"] & _APS_ENCRYPTED:
             self.counters["rx_unsecured"] += 1
             if self.counters["rx_unsecured"] == 1:
-                self._logf("cluster 0x%04x frame from 0x%04x: no APS encryption", cluster, m["sender"])
+                self._logs(_S_UNSECURED, cluster, m["sender"])
             return
         if cluster == _CLUSTER_TIME and self.on_time is not None:
             self.on_time(m)            # it takes the CH's alone (chclock.accept)
@@ -402,7 +449,7 @@ class ZigbeeHan:
         if self._ack_count >= _ACK_SLOTS:
             # the NCP is not taking our acks: the sender will repeat the fragment anyway
             self.counters["rx_fragment_ack_failed"] += 1
-            self._logf("fragment ack dropped: %d waiting", self._ack_count)
+            self._logs(_S_ACK_DROPPED, self._ack_count)
             return
         E.fragment_ack_into(self._acks[(self._ack_head + self._ack_count) % _ACK_SLOTS], sender, aps)
         self._ack_count += 1
@@ -417,13 +464,13 @@ class ZigbeeHan:
             try:
                 status = await self._ezsp.send_reply(buf)
                 if status:
-                    raise HanError(E_DELIVERY, "sendReply status 0x%x" % status)
+                    raise HanError(E_DELIVERY, _text(_S_REPLY_STATUS, (status,)))
                 self.counters["rx_fragment_acks"] += 1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # an ack lost is a fragment repeated, never a stop
                 self.counters["rx_fragment_ack_failed"] += 1
-                self._logf("fragment ack not sent: %r", exc)
+                self._logs(_S_ACK_NOT_SENT, exc)
             self._ack_head = (self._ack_head + 1) % _ACK_SLOTS
             self._ack_count -= 1
 
@@ -487,14 +534,14 @@ class ZigbeeHan:
             except ImportError:
                 out = data  # no GBT support in this build: the relay sees the block itself
             except PpmidError as exc:
-                self._logf("GBT block dropped: %s", exc)
+                self._logs(_S_BLOCK_DROPPED, exc)
                 return
             if out is None:
                 return
             data = out
         if len(self._rxq) >= self.opts["rx_queue"]:
             self.counters["rx_dropped"] += 1
-            self._logf("incoming queue full: message dropped")
+            self._logs(_S_QUEUE_FULL)
             return
         self.counters["received"] += 1
         self._rxq.append(bytes(data))
@@ -550,7 +597,7 @@ class ZigbeeHan:
                 if k < r.pieces:
                     self.counters["resend_partial"] += 1
                     self._recent.remove(r)
-                    self._logf("%d of %d GBT blocks refused by the CH: not sent again", k, r.pieces)
+                    self._logs(_S_PARTIAL, k, r.pieces)
                     break
                 k -= r.pieces
                 if r.message is None:
@@ -570,7 +617,7 @@ class ZigbeeHan:
             except PpmidError as exc:
                 self.counters["resend_failed"] += 1
                 self._remember(None)
-                self._logf("message refused by the CH could not be sent again: %s", exc)
+                self._logs(_S_RESEND_FAILED, exc)
 
     # ---- sending ---------------------------------------------------------------------
     async def _reply_loop(self):
@@ -582,7 +629,7 @@ class ZigbeeHan:
             try:
                 await self._send_zcl(dest, zcl)
             except (_NotTaken, HanError, AshError, E.EzspError) as exc:
-                self._logf("tunnel reply lost: %s", exc)
+                self._logs(_S_REPLY_LOST, exc)
 
     async def _send_message(self, data, deadline):
         """Send one GBCS message, as GBT blocks when it exceeds the CH's transfer size.
@@ -603,7 +650,7 @@ class ZigbeeHan:
             try:
                 count, pieces = gbt.blocks_for_transfer(data, limit, frame, TRANSFER_DATA_AT)
             except PpmidError as exc:
-                raise HanError(E_HAN_TOO_BIG, "cannot split into GBT blocks: %s" % exc)
+                raise HanError(E_HAN_TOO_BIG, _text(_S_NO_SPLIT, (exc,)))
             self.counters["gbt_blocks_tx"] += count
         i = 0
         piece = next(pieces)
@@ -616,7 +663,7 @@ class ZigbeeHan:
                     else:
                         zcl = self.tunnel.outgoing_into(frame, len(piece))
                 except ZclError:
-                    raise _NotTaken("the GB-HRGP tunnel closed")  # between checks: wait again
+                    raise _NotTaken(_text(_S_TUNNEL_CLOSED))  # between checks: wait again
                 if i == 0:
                     self._sent_tid = self.tunnel.tunnel_id
                 await self._send_zcl(self.tunnel.client, zcl)
@@ -638,17 +685,14 @@ class ZigbeeHan:
                 if ticks_diff(deadline, ticks_ms()) <= 0:
                     if i == 0:
                         # nothing of it is complete at the CH: the relay may send it later
-                        raise HanError(E_HAN_DOWN, "not sent within %ss: %s" % (self.opts["send_timeout_s"], exc))
-                    raise self._uncertain("GBT blocks 1-%d of %d reached the CH, block %d could not be "
-                                          "sent within %ss (%s)" % (i, count, i + 1,
-                                                                    self.opts["send_timeout_s"], exc))
+                        raise HanError(E_HAN_DOWN, _text(_S_NOT_SENT, (self.opts["send_timeout_s"], exc)))
+                    raise self._uncertain(_text(_S_BLOCK_LATE, (i, count, i + 1, self.opts["send_timeout_s"], exc)))
                 await sleep_ms(50)
             except HanError as exc:
                 if exc.code in (E_DELIVERY, E_DELIVERY_UNKNOWN):
                     self._sent_pieces = i + 1  # this piece's last fragment went on air
                 if i > 0 and exc.code != E_DELIVERY_UNKNOWN:
-                    raise self._uncertain("GBT blocks 1-%d of %d reached the CH, then: %s"
-                                          % (i, count, exc.message))
+                    raise self._uncertain(_text(_S_BLOCKS_THEN, (i, count, exc.message)))
                 raise
 
     def _uncertain(self, what):
@@ -670,7 +714,7 @@ class ZigbeeHan:
             mv = memoryview(zcl)  # views, not copies of the frame in pieces
             frags = [mv[i:i + size] for i in range(0, len(zcl), size)]
             if len(frags) > _MAX_FRAGMENTS:
-                raise HanError(E_HAN_TOO_BIG, "%d bytes need more than %d APS fragments" % (len(zcl), _MAX_FRAGMENTS))
+                raise HanError(E_HAN_TOO_BIG, _text(_S_FRAGMENTS, (len(zcl), _MAX_FRAGMENTS)))
         n = len(frags)
         aps_seq = 0   # the APS counter the module gave fragment 0: every later one carries it
         for i in range(n):
@@ -691,19 +735,18 @@ class ZigbeeHan:
                 try:
                     status, seq = await self._ezsp.send_unicast(dest, aps, tag, frags[i])
                 except (AshError, E.EzspError) as exc:
-                    self._logf("sendUnicast: %s", exc)
+                    self._logs(_S_UNICAST, exc)
                     if exc.code == E.E_EZSP_TIMEOUT:
                         # ASH took the frame but no answer came: the two ends are out of
                         # step (e.g. the module reset and its RSTACK was lost); only a
                         # reset brings them back together
-                        self._link.fail("no EZSP response to an acknowledged sendUnicast")
+                        self._link.fail(_text(_S_NO_RESPONSE))
                     if last and exc.on_wire:
                         # the module may have run it and the CH may have the whole frame
-                        raise self._uncertain("the link failed after the module may have "
-                                              "taken the message (%s)" % exc.code)
-                    raise _NotTaken("link failed (%s)" % exc.code)
+                        raise self._uncertain(_text(_S_MAY_HAVE, (exc.code,)))
+                    raise _NotTaken(_text(_S_LINK_FAILED, (exc.code,)))
                 if status != 0:
-                    raise _Refused("the module refused to send (status 0x%x)" % status,
+                    raise _Refused(_text(_S_REFUSED, (status,)),
                                    E.refused_for_now(self._ezsp.version, status))
                 if n > 1:
                     self.counters["fragments_tx"] += 1
@@ -717,12 +760,11 @@ class ZigbeeHan:
                     w.failure = "timeout"
                 if w.status is None:  # no messageSentHandler: timeout or link failure
                     if last:
-                        raise self._uncertain("the module took the message but the link failed "
-                                              "before it reported delivery")
-                    raise _NotTaken("no confirmation of fragment %d" % i)
+                        raise self._uncertain(_text(_S_TOOK_UNCONFIRMED))
+                    raise _NotTaken(_text(_S_UNCONFIRMED, (i,)))
                 if w.status != 0:
                     if last:
-                        raise HanError(E_DELIVERY, "the CH did not acknowledge the message (status 0x%x)" % w.status)
-                    raise _NotTaken("the CH did not acknowledge fragment %d (status 0x%x)" % (i, w.status))
+                        raise HanError(E_DELIVERY, _text(_S_NOT_ACKED, (w.status,)))
+                    raise _NotTaken(_text(_S_FRAGMENT_NOT_ACKED, (i, w.status)))
             finally:
                 self._sent.pop(tag, None)

@@ -52,7 +52,7 @@ def consumer_top_up(seq, code, origin=ORIGIN_IHD):
 
 
 class TopUpResponse:
-    __slots__ = ("seq", "result", "value", "source", "credit")
+    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
 
     def __init__(self, seq, result, value, source, credit):
         self.seq = seq

@@ -1,6 +1,7 @@
 # ZCL Tunneling cluster (0x0704, profile 0x0109), the PPMID as tunnel server for GB-HRGP
 # (protocol 6). Pure: TunnelServer.handle() takes one received ZCL frame and returns the
 # replies to send and the GBCS payload delivered, if any; it never does I/O. han.py sends.
+# The client's (the CH's) RequestTunnel and CloseTunnel frames: zigbee/tunnel_host.py.
 import struct
 from micropython import const
 
@@ -78,11 +79,6 @@ def parse_zcl(frame):
     return fc, None, frame[1], frame[2], bytes(frame[3:])
 
 
-def request_tunnel(seq, protocol=_PROTOCOL_GB_HRGP, manufacturer=_MANUFACTURER_ANY, flow_control=0, max_in=1500):
-    """Client side (the CH; emulator and tests)."""
-    return zcl_header(seq, REQUEST_TUNNEL, False) + struct.pack("<BHBH", protocol, manufacturer, flow_control, max_in)
-
-
 def transfer_data(seq, tunnel_id, data, server_to_client):
     cmd = S_TRANSFER_DATA if server_to_client else TRANSFER_DATA
     return zcl_header(seq, cmd, server_to_client) + struct.pack("<H", tunnel_id) + data
@@ -91,10 +87,6 @@ def transfer_data(seq, tunnel_id, data, server_to_client):
 def transfer_data_error(seq, tunnel_id, status, server_to_client):
     cmd = S_TRANSFER_DATA_ERROR if server_to_client else _TRANSFER_DATA_ERROR
     return zcl_header(seq, cmd, server_to_client) + struct.pack("<HB", tunnel_id, status)
-
-
-def close_tunnel(seq, tunnel_id):
-    return zcl_header(seq, _CLOSE_TUNNEL, False) + struct.pack("<H", tunnel_id)
 
 
 class TunnelServer:
