@@ -1,3 +1,4 @@
+# mp-heapsize: 384K  (a whole file of tests in one 64-bit interpreter: the test code and every module the file loads stay; the app's own 32-bit figures are the heap32 bench rows)
 # The relay state machine with honest fakes (HAN link, MQTT publisher, GBCS validator) on a
 # real flash journal: correlation, timeouts and late responses, expiry, pacing, one in
 # flight per target, every rejection path. Restart recovery: test_relay_recovery.py.

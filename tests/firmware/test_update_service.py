@@ -1,3 +1,4 @@
+# mp-heapsize: 384K  (a whole file of tests in one 64-bit interpreter: the test code and every module the file loads stay; the app's own 32-bit figures are the heap32 bench rows)
 # The gateway's update service (ppmid.update.service) over a stand-in MQTT client and board,
 # on a fresh flash filesystem: the pull protocol (repeats, gaps and reorders are ignored
 # and the need said again), resume after a power cut (a new Updater on the same flash),

@@ -1,3 +1,4 @@
+# mp-heapsize: 384K  (a whole file of tests in one 64-bit interpreter: the test code and every module the file loads stay; the app's own 32-bit figures are the heap32 bench rows)
 # The update service's guards (ppmid.update.service), apart from test_update_service.py
 # because test_update_image.py imports that module and the MicroPython test heap holds only
 # so much test code: the switch task's failures (a pointer that cannot be written; once the
