@@ -15,6 +15,8 @@ import socket
 import struct
 import threading
 
+from host_tools.udp_server import LoopbackUdpServer
+
 TTL_S = 60
 _NOERROR, _FORMERR, _NXDOMAIN, _NOTIMP = 0, 1, 3, 4
 
@@ -62,29 +64,19 @@ def build_answer(query, names):
     return head + question + answers
 
 
-class DnsServer:
+class DnsServer(LoopbackUdpServer):
+    NAME = "dns-server"
+
     def __init__(self, names, host="127.0.0.1", port=0, hold=False, log=None):
+        super().__init__(host, port, log)
         self.names = {k.lower().rstrip("."): v for k, v in names.items()}
-        self.host = host
-        self.port = port
-        self.log = log or (lambda m: None)
         self.queries = []      # the names asked, in order
-        self.answered = 0
         self._hold = threading.Event()
         if hold:
             self._hold.set()
-        self._sock = None
-        self._thread = None
-        self._stop = threading.Event()
 
     def start(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((self.host, self.port))
-        s.settimeout(0.2)
-        self._sock = s
-        self.port = s.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, daemon=True, name="dns-server")
-        self._thread.start()
+        super().start()
         self.log("DNS server on %s:%d for %s" % (self.host, self.port, ", ".join(sorted(self.names))))
         return self
 
@@ -95,39 +87,11 @@ class DnsServer:
         else:
             self._hold.clear()
 
-    def _serve(self):
-        while not self._stop.is_set():
-            try:
-                data, addr = self._sock.recvfrom(512)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            try:
-                self.queries.append(_question(data)[0])
-            except (ValueError, IndexError, struct.error, UnicodeDecodeError):
-                self.queries.append(None)
-            if self._hold.is_set():
-                continue
-            reply = build_answer(data, self.names)
-            if reply is None:
-                continue
-            self.answered += 1
-            try:
-                self._sock.sendto(reply, addr)
-            except OSError:
-                self.answered -= 1
-
-    def stop(self):
-        self._stop.set()
-        if self._thread:
-            self._thread.join(2)
-        if self._sock:
-            self._sock.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
+    def answer(self, data):
+        try:
+            self.queries.append(_question(data)[0])
+        except (ValueError, IndexError, struct.error, UnicodeDecodeError):
+            self.queries.append(None)
+        if self._hold.is_set():
+            return None
+        return build_answer(data, self.names)

@@ -17,10 +17,11 @@ seconds or until release(), and it can answer badly on purpose:
         cfg["sntp"] = {"servers": ["127.0.0.1"], "port": srv.port}
 """
 import os
-import socket
 import struct
 import threading
 import time
+
+from host_tools.udp_server import LoopbackUdpServer
 
 NTP_UNIX = 2208988800
 MODES = ("good", "garbage", "spoof", "kiss", "unsynced", "short", "offset")
@@ -54,34 +55,24 @@ def build_reply(request, now, mode="good", offset_s=0.0):
     return bytes(b[:20]) if mode == "short" else bytes(b)
 
 
-class SntpServer:
+class SntpServer(LoopbackUdpServer):
+    NAME = "sntp-server"
+
     def __init__(self, host="127.0.0.1", port=0, hold_s=0.0, mode="good", offset_s=0.0, log=None):
         if mode not in MODES:
             raise ValueError("mode must be one of %s" % ", ".join(MODES))
-        self.host = host
-        self.port = port
+        super().__init__(host, port, log)
         self.hold_s = hold_s
         self.mode = mode
         self.offset_s = offset_s
-        self.log = log or (lambda m: None)
-        self.requests = 0      # requests received
-        self.answered = 0      # replies sent (any mode)
+        self.requests = 0      # requests received (answered: replies sent, any mode)
         self.dropped = 0       # requests held back
-        self._sock = None
-        self._thread = None
-        self._stop = threading.Event()
         self._released = threading.Event()
         self._t0 = None
 
     def start(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((self.host, self.port))
-        s.settimeout(0.2)
-        self._sock = s
-        self.port = s.getsockname()[1]
         self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._serve, daemon=True, name="sntp-server")
-        self._thread.start()
+        super().start()
         self.log("SNTP server on %s:%d%s" % (self.host, self.port,
                                               " (held back for %ss)" % self.hold_s if self.hold_s else ""))
         return self
@@ -100,37 +91,11 @@ class SntpServer:
         if offset_s is not None:
             self.offset_s = offset_s
 
-    def _serve(self):
-        while not self._stop.is_set():
-            try:
-                data, addr = self._sock.recvfrom(512)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.requests += 1
-            if len(data) < 48 or data[0] & 7 != 3:
-                continue                                     # not a client request
-            if self.held():
-                self.dropped += 1
-                continue
-            # counted before it goes: a client may read the counter as soon as it has the reply
-            self.answered += 1
-            try:
-                self._sock.sendto(build_reply(data, time.time(), self.mode, self.offset_s), addr)
-            except OSError:
-                self.answered -= 1
-
-    def stop(self):
-        self._stop.set()
-        if self._thread:
-            self._thread.join(2)
-        if self._sock:
-            self._sock.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
+    def answer(self, data):
+        self.requests += 1
+        if len(data) < 48 or data[0] & 7 != 3:
+            return None                                      # not a client request
+        if self.held():
+            self.dropped += 1
+            return None
+        return build_reply(data, time.time(), self.mode, self.offset_s)
