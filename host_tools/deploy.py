@@ -32,12 +32,13 @@ import concurrent.futures
 import hashlib
 import json
 import os
-import queue
+import pty
+import re
+import select
 import shlex
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 
 from host_tools import board_scripts, boards
@@ -59,10 +60,10 @@ APP_HEAP_JSON = os.path.join(boards.BOARDS_DIR, "app_heap.json")
 MPY_OPTS = ("-O3",)
 COPY_MIN_RATE = 2000  # bytes/s: slower than any serial link mpremote drives
 PROBE_TIMEOUT_S = 8  # a REPL answers in well under a second; mpremote waits on a silent port
-# mpremote waits forever on a board that reset in the middle of a command (it never sees
+# mpremote can wait forever on a board that reset in the middle of a command (it never sees
 # the raw REPL's end of output), so every call during a deploy is cut when it stops making
-# progress: a copy when no new file was started for COPY_STALL_S + that file's size at
-# COPY_MIN_RATE, a board script when it prints no `@@` line for STALL_S.
+# progress: a copy when mpremote's progress bar has not moved for COPY_STALL_S (it moves
+# every 256 bytes: ~0.1 s at 2,000 B/s), a board script when it prints no `@@` line for STALL_S.
 COPY_STALL_S = 10
 STALL_S = 15
 ATTEMPTS = 8  # probe/copy rounds, each after a reset: ~226 KB of .mpy over a 115200 UART needs 2-4
@@ -254,11 +255,13 @@ def build_id(local):
     return h.hexdigest()[:16]
 
 
-def _run_mpremote(cmd, what, timeout, stall_s=None, progress="@@", budget=None):
-    """Run mpremote; its stdout. stall_s: cut it (BoardLost) when no line starting with
-    `progress` came for that long; budget(line): the stall bound after that line (a copy's
-    next file). A timeout, a stall or an mpremote error is a BoardLost: during a deploy
-    they are what a board resetting under mpremote looks like."""
+def _run_mpremote(cmd, what, timeout, stall_s=None, progress="@@"):
+    """Run mpremote; its stdout. stall_s: cut it (BoardLost) when it makes no progress for
+    that long: no line starting with `progress` (a board script's `@@` lines: an app
+    logging after a reset is not progress), or with progress=None no output at all (a copy:
+    mpremote draws its per-file progress bar, every 256 bytes, when its stdout is a
+    terminal, so it runs on a pty). A timeout, a stall or an mpremote error is a BoardLost:
+    during a deploy they are what a board resetting under mpremote looks like."""
     if stall_s is None:
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -267,50 +270,56 @@ def _run_mpremote(cmd, what, timeout, stall_s=None, progress="@@", budget=None):
         if p.returncode != 0:
             raise BoardLost("%s: mpremote failed: %s" % (what, (p.stderr or p.stdout).strip()[-1500:]))
         return p.stdout
-    # mpremote prints "cp SRC DEST" as each file starts: unbuffered, it is a progress signal
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                         start_new_session=True)
-    lines = queue.Queue()
-
-    def pump():
-        for line in p.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    out = []
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    finally:
+        os.close(slave)
+    data = b""
+    seen = 0  # bytes of data already looked at for progress lines
     end = time.monotonic() + timeout
-    bound = stall_s
-    stall_end = time.monotonic() + bound
+    stall_end = time.monotonic() + stall_s
     why = None
-    while True:
-        now = time.monotonic()
-        if now >= end:
-            why = "mpremote timed out after %ss" % timeout
-        elif now >= stall_end:
-            why = "no progress for %.0f s (the board reset or stopped answering?)" % bound
-        if why:
-            p.kill()
-            p.wait()
-            reader.join(2)
-            raise BoardLost("%s: %s" % (what, why))
-        try:
-            line = lines.get(timeout=min(end, stall_end) - now)
-        except queue.Empty:
-            continue
-        if line is None:
-            break
-        out.append(line)
-        if line.startswith(progress):
-            bound = budget(line) if budget else stall_s
-            stall_end = time.monotonic() + bound
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                why = "mpremote timed out after %ss" % timeout
+            elif now >= stall_end:
+                why = "no progress for %g s (the board reset or stopped answering?)" % stall_s
+            if why:
+                p.kill()
+                p.wait()
+                raise BoardLost("%s: %s" % (what, why))
+            ready, _, _ = select.select([master], [], [], min(end, stall_end) - now)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: mpremote exited and closed its end
+                chunk = b""
+            if not chunk:
+                break
+            data += chunk
+            if progress is None:
+                stall_end = time.monotonic() + stall_s
+                continue
+            cut = data.rfind(b"\n") + 1
+            if any(line.lstrip(b"\r").startswith(progress.encode()) for line in data[seen:cut].split(b"\n")):
+                stall_end = time.monotonic() + stall_s
+            seen = max(seen, cut)
+    finally:
+        os.close(master)
     p.wait()
+    # the pty's newlines are \r\n, and the progress bar redraws with \r
+    text = data.decode("utf-8", "replace").replace("\r\n", "\n")
     if p.returncode != 0:
-        said = "".join(line for line in out if not line.startswith(progress)).strip()
-        raise BoardLost("%s: mpremote failed: %s" % (what, said[-1500:] or "exit %d" % p.returncode))
-    return "".join(out)
+        bare = re.sub(r" \.\.\. [a-z]+ +\d+% \[[#-]*\]", "", text).replace("\r", "\n")
+        said = "\n".join(line for line in bare.splitlines()
+                         if line.strip() and not line.startswith(("cp ", progress or "\0")))
+        raise BoardLost("%s: mpremote failed: %s" % (what, said.strip()[-1500:] or "exit %d" % p.returncode))
+    return text
 
 
 def _exec(port, code, what, timeout=30, stall_s=None):
@@ -408,12 +417,6 @@ def _stage_and_install(port, arch, definition, build_dir, files, local, attempts
     watchdog reset mid-copy), keeping what earlier attempts staged, up to `attempts` rounds."""
     build = build_id(local)
     sizes = {f: os.path.getsize(os.path.join(build_dir, f)) for f in files}
-    by_path = {os.path.join(build_dir, f): f for f in files}
-
-    def next_file(line):  # "cp SRC :DEST": SRC starts now; its size bounds how long it may take
-        src = line[3:].rstrip("\n").rsplit(" ", 1)[0]
-        return COPY_STALL_S + sizes.get(by_path.get(src), 0) // COPY_MIN_RATE
-
     installed = changed = lost = None
     answered = installing = install_tried = False
     for attempt in range(1, attempts + 1):
@@ -447,7 +450,7 @@ def _stage_and_install(port, arch, definition, build_dir, files, local, attempts
                 missing = [d for d in staging_dirs(todo) if d not in dirs]
                 for cmd in copy_commands(port, build_dir, todo, mkdir=missing):
                     _run_mpremote(cmd, "copy to %s" % port, timeout=60 + 2 * nbytes // COPY_MIN_RATE,
-                                  stall_s=COPY_STALL_S, progress="cp ", budget=next_file)
+                                  stall_s=COPY_STALL_S, progress=None)
                 check = board_hashes(port, todo, STAGING)
                 bad = [f for f in todo if check.get(f) != local[f]]
                 if bad:

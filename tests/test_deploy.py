@@ -226,8 +226,9 @@ def test_power_cut_during_deploy_keeps_the_old_firmware(tmp_path):
     fw2 = _firmware_v2(tmp_path)
     with EmulatedBoard(tmp_path / "board") as b:
         old = b.deploy().group(1).decode()
+        # one attempt: this test is about the power cut, not the resume after it (below)
         p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "deploy", "--port", b.repl, "--board", "emulated",
-                              "--firmware-dir", str(fw2)], cwd=ROOT, stdout=subprocess.PIPE,
+                              "--firmware-dir", str(fw2), "--attempts", "1"], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
             for line in p.stdout:
@@ -238,6 +239,9 @@ def test_power_cut_during_deploy_keeps_the_old_firmware(tmp_path):
             b.kill()
             m = b.wait_ready(since=mark)
             assert p.poll() is None or p.returncode != 0, "the deploy finished before the power cut"
+            rest = p.communicate(timeout=120)[0]
+            assert p.returncode == 1 and "did not complete in 1 attempts" in rest, rest
+            assert "nothing installed, the old firmware is untouched" in rest
         finally:
             # a deploy that lost its board mid-copy may wait on mpremote: stop it, as a user would
             if p.poll() is None:
@@ -281,10 +285,9 @@ def _local_hashes(tmp_path, fw, name="local"):
 
 @pytest.fixture
 def quick_stall(monkeypatch):
-    # the emulated board's pty moves some 400 KB/s; a UART's bounds (10 s + 2,000 B/s a
-    # file) would make each reset cost ~1 min of waiting for mpremote
+    # the emulated board's pty moves some 400 KB/s: a copy that stalls for 2 s has lost the
+    # board (a UART's 10 s would make each reset cost that much more waiting)
     monkeypatch.setattr(deploy, "COPY_STALL_S", 2)
-    monkeypatch.setattr(deploy, "COPY_MIN_RATE", 20000)
 
 
 def test_watchdog_reset_mid_copy_resumes_until_installed(tmp_path, quick_stall):
@@ -368,7 +371,10 @@ def test_a_stalled_mpremote_is_cut_and_reported_as_a_lost_board():
     # mpremote that started a file and then hears nothing (a board that reset under it)
     cmd = [sys.executable, "-c", "import time; print('cp a :b', flush=True); time.sleep(30)"]
     with pytest.raises(deploy.BoardLost, match="no progress for 1 s"):
-        deploy._run_mpremote(cmd, "copy", timeout=20, stall_s=1, progress="cp ", budget=lambda line: 1)
+        deploy._run_mpremote(cmd, "copy", timeout=20, stall_s=1, progress=None)
+    # a copy whose progress bar moves is left alone however long it takes
+    cmd = [sys.executable, "-c", "import time\nfor i in range(8): print('\\r ... copying %d%%' % i, end=''); time.sleep(0.4)"]
+    assert "copying 7%" in deploy._run_mpremote(cmd, "copy", timeout=20, stall_s=1, progress=None)
     # lines that are not progress (an app's log after a reset) do not keep it alive
     cmd = [sys.executable, "-c", "import time\nfor i in range(30): print('PPMID log', flush=True); time.sleep(0.1)"]
     with pytest.raises(deploy.BoardLost, match="no progress"):
@@ -377,3 +383,9 @@ def test_a_stalled_mpremote_is_cut_and_reported_as_a_lost_board():
     with pytest.raises(deploy.BoardLost, match="mpremote failed: could not enter raw repl"):
         deploy._run_mpremote(cmd, "hash", timeout=20, stall_s=5)
     assert deploy._run_mpremote([sys.executable, "-c", "print('@@H a 00')"], "hash", 20, stall_s=5) == "@@H a 00\n"
+    # what mpremote said on failure comes without its progress bar
+    cmd = [sys.executable, "-c", "import sys; print('cp a :b'); print('\\r ... copying  27% [#####-----]', end='');"
+                                 "print('mpremote: Error with transport:'); sys.exit(1)"]
+    with pytest.raises(deploy.BoardLost) as lost:
+        deploy._run_mpremote(cmd, "copy", timeout=20, stall_s=5, progress=None)
+    assert str(lost.value) == "copy: mpremote failed: mpremote: Error with transport:"
