@@ -101,6 +101,8 @@ def test_unknown_board_and_missing_port(tmp_path):
     assert p.returncode == 1 and "unknown board 'nope'" in p.stderr
     p = ppmid("deploy", "--port", str(tmp_path / "no-such-port"), "--board", "emulated")
     assert p.returncode == 1 and "does not exist" in p.stderr
+    p = ppmid("deploy", "--port", "/dev/null", "--board", "emulated", "--attempts", "0")
+    assert p.returncode == 1 and p.stderr.strip() == "ppmid: --attempts must be 1 or more (got 0)"
 
 
 def test_port_that_is_not_a_repl(tmp_path):
@@ -268,13 +270,14 @@ def test_mpremote_works_against_the_running_app(tmp_path):
 
 # -- resumable staging: a board that resets mid-copy (review 54 F12, docs/platform.md)
 
-def _firmware_big(tmp_path, n=12):
-    """firmware/ plus n never-imported modules of ~100 KB each: more than the emulated
-    board copies within the 2 s watchdog the resume tests give it."""
+def _firmware_big(tmp_path, n=24):
+    """firmware/ plus n never-imported modules of ~50 KB each (1.2 MB): more than the
+    emulated board copies within the 2 s watchdog the resume tests give it (some 400 KB at
+    most), in files small enough that every window lands some."""
     fw = tmp_path / "fwbig"
     shutil.copytree(boards.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
     for i in range(n):
-        (fw / "ppmid" / ("zz_big%d.py" % i)).write_text("DATA = %r\n" % (bytes([i]) + bytes(range(256)) * 400))
+        (fw / "ppmid" / ("zz_big%d.py" % i)).write_text("DATA = %r\n" % (bytes([i]) + bytes(range(256)) * 200))
     return fw
 
 
@@ -305,7 +308,7 @@ def test_watchdog_reset_mid_copy_resumes_until_installed(tmp_path, quick_stall):
         assert "did not complete in 1 attempts" in msg and "nothing installed, the old firmware is untouched" in msg
         assert "run the same deploy again to resume" in msg
         staged = int(msg.split(" of %d changed files staged" % len(big))[0].rsplit(" ", 1)[1])
-        assert 0 < staged < len(big)
+        assert 0 < staged < len(big), "the watchdog did not cut the first attempt short"
         b.wait_for(r"watchdog expired", since=mark)
         assert b.exec("import os; print(os.listdir('/ppmid'))").count("zz_big") == 0
         # the next run keeps what was staged, rides out more resets, and installs
