@@ -345,7 +345,8 @@ def probe_stage(port, arch, definition=None, build=None):
     = its directories), "other" (another build's, or an interrupted start) or "none". A port that does not answer is a
     BoardLost; a board of the wrong kind a plain DeployError."""
     if not (os.path.exists(port) or port.startswith(("rfc2217://", "socket://"))):
-        raise DeployError("port %s does not exist" % port)
+        # lost, not refused: a native USB port (the S3's) goes away while its board resets
+        raise BoardLost("port %s does not exist" % port)
     code = board_scripts.source("deploy_hash.py") + board_scripts.with_call("deploy_probe.py", "_probe", STAGING,
                                                                             build or "-")
     try:
