@@ -16,6 +16,9 @@ def add_arguments(p):
     p.add_argument("--scripts-only", action="store_true",
                    help="only boot.py, main.py and board.json; remove /ppmid (for an image with ppmid frozen in)")
     p.add_argument("--dry-run", action="store_true", help="compile, then print the mpremote commands instead of running them")
+    p.add_argument("--attempts", type=int, default=deploy.ATTEMPTS,
+                   help="probe/copy rounds before giving up when the board resets mid-copy (default %(default)s); "
+                        "what is staged is kept for the next run")
     p.add_argument("--force", action="store_true",
                    help="deploy .mpy files even to a board whose heap is smaller than the app's need (a warning)")
 
@@ -27,7 +30,8 @@ def run(args):
     try:
         deploy.deploy(args.port, args.board, os.path.abspath(args.firmware_dir),
                       args.build_dir and os.path.abspath(args.build_dir), reset=not args.no_reset,
-                      dry_run=args.dry_run, log=bar.step, scripts_only=args.scripts_only, force=args.force)
+                      dry_run=args.dry_run, log=bar.step, scripts_only=args.scripts_only, force=args.force,
+                      attempts=args.attempts)
     finally:
         bar.close()
     return 0

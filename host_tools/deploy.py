@@ -8,9 +8,13 @@
    the board definition goes along as /board.json. A file that does not compile stops the
    deploy before the board is touched.
 2. Check the port: it must answer as a MicroPython REPL of the same .mpy architecture.
-3. Copy everything with `mpremote ... resume fs cp` into a staging directory on the board
-   (/.deploy-new), then read back the SHA-256 of each staged file and compare.
-   Files whose hash on the board already matches are not copied again.
+3. Copy the files whose installed copy differs with `mpremote ... resume fs cp` into a
+   staging directory on the board (/.deploy-new), then read back the SHA-256 of each staged
+   file and compare. The staging dir is resumable: it names its build (/.deploy-new/.build,
+   a hash of every file's name and hash), and a file already staged with the right hash is
+   not copied again. A board that resets mid-copy (the app's watchdog, which mpremote's
+   Ctrl-C cannot stop, fires 30 s later) is probed again once it is back and the copy goes
+   on from there, up to `attempts` times; a staging dir of another build is emptied first.
 4. Install: rename each staged file over its final name (LittleFS renames are atomic, so a
    file is either the old or the new one, never half-written), delete files of the old
    ppmid package that the new one no longer has, remove the staging dir and any
@@ -28,6 +32,9 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import pty
+import re
+import select
 import shlex
 import shutil
 import subprocess
@@ -53,10 +60,24 @@ APP_HEAP_JSON = os.path.join(boards.BOARDS_DIR, "app_heap.json")
 MPY_OPTS = ("-O3",)
 COPY_MIN_RATE = 2000  # bytes/s: slower than any serial link mpremote drives
 PROBE_TIMEOUT_S = 8  # a REPL answers in well under a second; mpremote waits on a silent port
+# mpremote can wait forever on a board that reset in the middle of a command (it never sees
+# the raw REPL's end of output), so every call during a deploy is cut when it stops making
+# progress: a copy when mpremote's progress bar has not moved for COPY_STALL_S (it moves
+# every 256 bytes: ~0.1 s at 2,000 B/s), a board script when it prints no `@@` line for STALL_S.
+COPY_STALL_S = 10
+STALL_S = 15
+ATTEMPTS = 8  # probe/copy rounds, each after a reset: ~226 KB of .mpy over a 115200 UART needs 2-4
+RECONNECT_S = 30  # how long a board that reset gets to boot and answer the probe again
+MANIFEST = ".build"  # = board_scripts/deploy_probe.py MANIFEST: the staged build's id
 
 
 class DeployError(ToolError):
     code = "E_DEPLOY"
+
+
+class BoardLost(DeployError):
+    """A call to the board broke off or stalled: it reset (watchdog, power) or the link
+    dropped. Worth probing again; anything else a deploy refuses is not."""
 
 
 def app_heap_need(path=None):
@@ -182,7 +203,7 @@ def sha256_file(path):
 def board_hashes(port, files, prefix):
     """{file: sha256 hex or 'missing'} for `files` under `prefix` on the board."""
     out = _exec(port, board_scripts.with_call("deploy_hash.py", "_hash_files", list(files), prefix), "hash files on %s" % port,
-                timeout=120)
+                timeout=120, stall_s=STALL_S)
     got = {}
     for line in out.splitlines():
         if line.startswith("@@H "):
@@ -197,35 +218,112 @@ def _install_order(files):
     return sorted(files, key=lambda f: (f in SCRIPTS, f == "board.json", f))
 
 
-def copy_commands(port, build_dir, files):
-    """The mpremote command lines that create the staging dirs and copy the files."""
-    mp = tool("mpremote")
+def staging_dirs(files):
+    """Every directory the staging dir needs for `files`, parents first."""
     dirs = sorted({os.path.dirname(f) for f in files if os.path.dirname(f)})
-    all_dirs = sorted({"/".join(d.split("/")[:i + 1]) for d in dirs for i in range(len(d.split("/")))})
-    args = [mp, "connect", port, "resume", "fs", "mkdir", ":" + STAGING]
-    for d in all_dirs:
-        args += ["+", "fs", "mkdir", ":%s/%s" % (STAGING, d)]
+    return sorted({"/".join(d.split("/")[:i + 1]) for d in dirs for i in range(len(d.split("/")))})
+
+
+def copy_commands(port, build_dir, files, mkdir=True):
+    """The mpremote command lines that create the staging dirs and copy the files. mkdir:
+    True on a board without a staging dir (all of them), or a list of those to make."""
+    mp = tool("mpremote")
+    args = [mp, "connect", port, "resume"]
+    if mkdir is True:
+        args += ["fs", "mkdir", ":" + STAGING]
+        mkdir = staging_dirs(files)
+    for d in mkdir or ():
+        if args[-1] != "resume":
+            args.append("+")
+        args += ["fs", "mkdir", ":%s/%s" % (STAGING, d)]
     by_dir = {}
     for f in files:
         by_dir.setdefault(os.path.dirname(f), []).append(f)
     for d in sorted(by_dir):
         target = ":%s/%s/" % (STAGING, d) if d else ":%s/" % STAGING
-        args += ["+", "fs", "cp", "-f"] + [os.path.join(build_dir, f) for f in by_dir[d]] + [target]
+        if args[-1] != "resume":
+            args.append("+")
+        args += ["fs", "cp", "-f"] + [os.path.join(build_dir, f) for f in by_dir[d]] + [target]
     return [args]
 
 
-def _run_mpremote(cmd, what, timeout):
+def build_id(local):
+    """The id a staging dir carries for the build whose {file: sha256} is `local`."""
+    h = hashlib.sha256()
+    for f in sorted(local):
+        h.update(("%s %s\n" % (f, local[f])).encode())
+    return h.hexdigest()[:16]
+
+
+def _run_mpremote(cmd, what, timeout, stall_s=None, progress="@@"):
+    """Run mpremote; its stdout. stall_s: cut it (BoardLost) when it makes no progress for
+    that long: no line starting with `progress` (a board script's `@@` lines: an app
+    logging after a reset is not progress), or with progress=None no output at all (a copy:
+    mpremote draws its per-file progress bar, every 256 bytes, when its stdout is a
+    terminal, so it runs on a pty). A timeout, a stall or an mpremote error is a BoardLost:
+    during a deploy they are what a board resetting under mpremote looks like."""
+    if stall_s is None:
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BoardLost("%s: mpremote timed out after %ss" % (what, timeout))
+        if p.returncode != 0:
+            raise BoardLost("%s: mpremote failed: %s" % (what, (p.stderr or p.stdout).strip()[-1500:]))
+        return p.stdout
+    master, slave = pty.openpty()
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise DeployError("%s: mpremote timed out after %ss" % (what, timeout))
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    finally:
+        os.close(slave)
+    data = b""
+    seen = 0  # bytes of data already looked at for progress lines
+    end = time.monotonic() + timeout
+    stall_end = time.monotonic() + stall_s
+    why = None
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                why = "mpremote timed out after %ss" % timeout
+            elif now >= stall_end:
+                why = "no progress for %g s (the board reset or stopped answering?)" % stall_s
+            if why:
+                p.kill()
+                p.wait()
+                raise BoardLost("%s: %s" % (what, why))
+            ready, _, _ = select.select([master], [], [], min(end, stall_end) - now)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: mpremote exited and closed its end
+                chunk = b""
+            if not chunk:
+                break
+            data += chunk
+            if progress is None:
+                stall_end = time.monotonic() + stall_s
+                continue
+            cut = data.rfind(b"\n") + 1
+            if any(line.lstrip(b"\r").startswith(progress.encode()) for line in data[seen:cut].split(b"\n")):
+                stall_end = time.monotonic() + stall_s
+            seen = max(seen, cut)
+    finally:
+        os.close(master)
+    p.wait()
+    # the pty's newlines are \r\n, and the progress bar redraws with \r
+    text = data.decode("utf-8", "replace").replace("\r\n", "\n")
     if p.returncode != 0:
-        raise DeployError("%s: mpremote failed: %s" % (what, (p.stderr or p.stdout).strip()[-1500:]))
-    return p.stdout
+        bare = re.sub(r" \.\.\. [a-z]+ +\d+% \[[#-]*\]", "", text).replace("\r", "\n")
+        said = "\n".join(line for line in bare.splitlines()
+                         if line.strip() and not line.startswith(("cp ", progress or "\0")))
+        raise BoardLost("%s: mpremote failed: %s" % (what, said.strip()[-1500:] or "exit %d" % p.returncode))
+    return text
 
 
-def _exec(port, code, what, timeout=30):
-    return _run_mpremote([tool("mpremote"), "connect", port, "resume", "exec", code], what, timeout)
+def _exec(port, code, what, timeout=30, stall_s=None):
+    return _run_mpremote([tool("mpremote"), "connect", port, "resume", "exec", code], what, timeout, stall_s)
 
 
 def same_chip(reported, chip):
@@ -236,15 +334,26 @@ def same_chip(reported, chip):
 
 def probe(port, arch, definition=None):
     """Check that `port` is a MicroPython REPL whose .mpy architecture matches `arch` and,
-    given the board definition, on its `chip` (ESP32 and ESP32-S3 share xtensawin); clear
-    the staging dir. Returns sys.implementation._mpy."""
+    given the board definition, on its `chip` (ESP32 and ESP32-S3 share xtensawin).
+    Returns sys.implementation._mpy."""
+    return probe_stage(port, arch, definition)[0]
+
+
+def probe_stage(port, arch, definition=None, build=None):
+    """probe(), and what the staging dir holds: (mpy, stage, staged, dirs) with stage "same"
+    (it holds files of the build whose id is `build`; staged = {file: sha256} of them, dirs
+    = its directories), "other" (another build's, or an interrupted start) or "none". A port that does not answer is a
+    BoardLost; a board of the wrong kind a plain DeployError."""
     if not (os.path.exists(port) or port.startswith(("rfc2217://", "socket://"))):
-        raise DeployError("port %s does not exist" % port)
+        # lost, not refused: a native USB port (the S3's) goes away while its board resets
+        raise BoardLost("port %s does not exist" % port)
+    code = board_scripts.source("deploy_hash.py") + board_scripts.with_call("deploy_probe.py", "_probe", STAGING,
+                                                                            build or "-")
     try:
-        out = _exec(port, board_scripts.with_call("deploy_probe.py", "_probe", STAGING), "port %s" % port,
-                    timeout=PROBE_TIMEOUT_S)
+        out = _exec(port, code, "port %s" % port, timeout=PROBE_TIMEOUT_S + 120, stall_s=PROBE_TIMEOUT_S)
     except DeployError as exc:
-        raise DeployError("port %s is not a MicroPython REPL (%s)" % (port, exc))
+        raise BoardLost("port %s is not a MicroPython REPL (%s)" % (port, exc))
+    mpy, stage, staged, dirs = None, "none", {}, set()
     for line in out.splitlines():
         if line.startswith("@@PROBE "):
             fields = line.split()
@@ -262,8 +371,29 @@ def probe(port, arch, definition=None):
             if arch_of(mpy) not in (arch, None):
                 raise DeployError("port %s is a %s (%s) board, but this build is for %s: wrong --board?"
                                   % (port, platform, arch_of(mpy), arch))
-            return mpy
-    raise DeployError("port %s is not a MicroPython REPL (no answer to the probe; got %r)" % (port, out[-200:]))
+        elif line.startswith("@@STAGE "):
+            stage = line.split()[1]
+        elif line.startswith("@@H "):
+            _, name, digest = line.split()
+            staged[name] = digest
+        elif line.startswith("@@D "):
+            dirs.add(line.split()[1])
+    if mpy is None:
+        raise BoardLost("port %s is not a MicroPython REPL (no answer to the probe; got %r)" % (port, out[-200:]))
+    return mpy, stage, staged, dirs
+
+
+def _reprobe(port, arch, definition, build):
+    """After a BoardLost: probe until the board is back (it boots, the app starts and arms
+    its watchdog afresh, the probe's Ctrl-C stops it again), for up to RECONNECT_S."""
+    end = time.monotonic() + RECONNECT_S
+    while True:
+        try:
+            return probe_stage(port, arch, definition, build)
+        except BoardLost as exc:
+            if time.monotonic() >= end:
+                raise BoardLost("%s did not answer again within %ss of losing it (%s)" % (port, RECONNECT_S, exc))
+            time.sleep(1)
 
 
 def soft_reset(port):
@@ -283,9 +413,92 @@ def soft_reset(port):
         raise DeployError("soft reset on %s failed: %s" % (port, exc))
 
 
+def _stage_and_install(port, arch, definition, build_dir, files, local, attempts, log):
+    """Probe, copy what is not staged yet, verify, install: again after every BoardLost (a
+    watchdog reset mid-copy), keeping what earlier attempts staged, up to `attempts` rounds."""
+    build = build_id(local)
+    sizes = {f: os.path.getsize(os.path.join(build_dir, f)) for f in files}
+    installed = changed = lost = None
+    answered = installing = install_tried = False
+    for attempt in range(1, attempts + 1):
+        try:
+            if lost is None:
+                mpy, stage, staged, dirs = probe_stage(port, arch, definition, build)
+            else:
+                log("board lost (%s); attempt %d of %d: probing again" % (str(lost)[-300:], attempt, attempts))
+                mpy, stage, staged, dirs = _reprobe(port, arch, definition, build)
+            answered = True
+            if installed is None:
+                installed = board_hashes(port, files, "")
+                changed = [f for f in files if installed.get(f) != local[f]]
+                log("%d of %d files changed" % (len(changed), len(files)))
+            ready = [f for f in changed if staged.get(f) == local[f]]
+            todo = [f for f in changed if f not in ready]
+            if ready:
+                log("resumed: %d of %d files already staged" % (len(ready), len(changed)))
+            if todo and stage != "same":
+                if stage == "other":
+                    log("%s held another build's files (or an interrupted start): emptied" % STAGING)
+                out = _exec(port, board_scripts.with_call("deploy_probe.py", "_stage_begin", STAGING, build,
+                                                          staging_dirs(files)),
+                            "prepare %s on %s" % (STAGING, port), timeout=120, stall_s=STALL_S)
+                if "@@STAGED" not in out:
+                    raise BoardLost("prepare %s on %s: no answer (%r)" % (STAGING, port, out[-200:]))
+                dirs = set(staging_dirs(files))
+            if todo:
+                nbytes = sum(sizes[f] for f in todo)
+                # a directory missing from a staging dir of this build (removed by hand?) is made again
+                missing = [d for d in staging_dirs(todo) if d not in dirs]
+                for cmd in copy_commands(port, build_dir, todo, mkdir=missing):
+                    _run_mpremote(cmd, "copy to %s" % port, timeout=60 + 2 * nbytes // COPY_MIN_RATE,
+                                  stall_s=COPY_STALL_S, progress=None)
+                check = board_hashes(port, todo, STAGING)
+                bad = [f for f in todo if check.get(f) != local[f]]
+                if bad:
+                    # a reset in the middle of the hash, or a file that did not land whole
+                    raise BoardLost("%d file(s) differ after the copy (%s)" % (len(bad), ", ".join(bad[:5])))
+                log("copied and verified %d files" % len(todo))
+            install = board_scripts.with_call("deploy_install.py", "_install", _install_order(changed), list(files),
+                                              STAGING, PACKAGE)
+            installing = install_tried = True
+            out = _exec(port, install, "install on %s" % port, timeout=120)
+            if "@@INSTALLED" not in out:
+                raise DeployError("install on %s did not complete: %s" % (port, out[-500:]))
+            return mpy
+        except BoardLost as exc:
+            if not answered:
+                raise  # the port never answered: not a REPL, nothing to resume
+            lost = exc
+            if installing:
+                installed = None  # some renames may have happened: hash the installed files again
+                installing = False
+    done = _staged_count(port, arch, definition, build, changed, local)
+    outcome = ("the install was cut short: some files may be new, the rest are staged" if install_tried
+               else "nothing installed, the old firmware is untouched")
+    raise DeployError(
+        "deploy to %s did not complete in %d attempts (the board reset or stopped answering each time; last: %s): "
+        "%s of %d changed files staged and verified in %s, %s; run the same deploy again to resume "
+        "(docs/platform.md `ppmid deploy`)"
+        % (port, attempts, str(lost)[-300:], done, len(changed or ()), STAGING, outcome))
+
+
+def _staged_count(port, arch, definition, build, changed, local):
+    """How many of `changed` are staged with the right hash, for the final error ("?" when
+    the board does not answer)."""
+    if not changed:
+        return 0
+    try:
+        staged = _reprobe(port, arch, definition, build)[2]
+    except DeployError:
+        return "?"
+    return sum(1 for f in changed if staged.get(f) == local[f])
+
+
 def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, dry_run=False, log=None,
-           scripts_only=False, force=False):
+           scripts_only=False, force=False, attempts=ATTEMPTS):
     log = log or (lambda msg: None)
+    if attempts < 1:
+        raise DeployError("--attempts must be 1 or more (got %d)" % attempts)
     try:
         definition = boards.load_board(board)
     except boards.BoardError as exc:
@@ -313,27 +526,8 @@ def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, d
             if reset:
                 print("# then Ctrl-C, Ctrl-B, Ctrl-D on %s (soft reset)" % port)
             return files
-        probe(port, arch, definition)
         local = {f: sha256_file(os.path.join(build_dir, f)) for f in files}
-        installed = board_hashes(port, files, "")
-        changed = [f for f in files if installed.get(f) != local[f]]
-        log("%d of %d files changed" % (len(changed), len(files)))
-        if changed:
-            nbytes = sum(os.path.getsize(os.path.join(build_dir, f)) for f in changed)
-            for cmd in copy_commands(port, build_dir, changed):
-                # mpremote waits forever on a board that reset mid-copy: bound it by the size
-                _run_mpremote(cmd, "copy to %s" % port, timeout=30 + nbytes // COPY_MIN_RATE)
-            staged = board_hashes(port, changed, STAGING)
-            bad = [f for f in changed if staged.get(f) != local[f]]
-            if bad:
-                raise DeployError("verify on %s failed: %d file(s) differ after copy (%s); the old firmware is untouched"
-                                  % (port, len(bad), ", ".join(bad[:5])))
-            log("copied and verified %d files" % len(changed))
-        install = board_scripts.with_call("deploy_install.py", "_install", _install_order(changed), list(files),
-                                          STAGING, PACKAGE)
-        out = _exec(port, install, "install on %s" % port, timeout=120)
-        if "@@INSTALLED" not in out:
-            raise DeployError("install on %s did not complete: %s" % (port, out[-500:]))
+        _stage_and_install(port, arch, definition, build_dir, files, local, attempts, log)
         log("installed on %s" % port)
         if reset:
             soft_reset(port)

@@ -221,9 +221,14 @@ def emulated_definition(board):
 
 
 class Supervisor:
-    def __init__(self, state_dir, board="emulated", heap=None, micropython=None, quiet=False, parent_pid=None):
+    def __init__(self, state_dir, board="emulated", heap=None, micropython=None, quiet=False, parent_pid=None,
+                 wdt_max_ms=None):
         self.state_dir = os.path.abspath(state_dir)
         self.parent_pid = parent_pid  # stop when this process is gone (a test runner killed hard)
+        # tests: the watchdog fires after at most this long without a feed, whatever the
+        # firmware armed, so that a deploy outlasts it as a full one outlasts 30 s on a
+        # 115200-baud ESP32 (docs/platform.md "`ppmid deploy`")
+        self.wdt_max_s = wdt_max_ms / 1000.0 if wdt_max_ms else None
         self.definition = emulated_definition(board)
         self.board = board
         self.heap = heap or self.definition.get("heap", "256K")
@@ -504,6 +509,8 @@ class Supervisor:
                 self.wdt_deadline = time.monotonic() + self.wdt_timeout
             elif cmd == b"W":
                 self.wdt_timeout = max(1, int(arg or 5000)) / 1000.0
+                if self.wdt_max_s:
+                    self.wdt_timeout = min(self.wdt_timeout, self.wdt_max_s)
                 self.wdt_deadline = time.monotonic() + self.wdt_timeout
             elif cmd == b"T":
                 self.rtc_ms = int(arg)
@@ -584,10 +591,11 @@ class EmulatedBoard:
             out = b.exec("print(1 + 1)")    # interrupts main.py, like a real board
     """
 
-    def __init__(self, state_dir, board="emulated", heap=None, start_timeout=20):
+    def __init__(self, state_dir, board="emulated", heap=None, start_timeout=20, wdt_max_ms=None):
         self.state_dir = os.path.abspath(str(state_dir))
         self.board = board
         self.heap = heap
+        self.wdt_max_ms = wdt_max_ms
         self.start_timeout = start_timeout
         self.proc = None
         self._cursor = 0
@@ -600,6 +608,8 @@ class EmulatedBoard:
                "--parent-pid", str(os.getpid())]
         if self.heap:
             cmd += ["--heap", str(self.heap)]
+        if self.wdt_max_ms:
+            cmd += ["--wdt-max-ms", str(self.wdt_max_ms)]
         log = open(os.path.join(self.state_dir, "supervisor.log"), "ab")
         try:
             self.proc = subprocess.Popen(cmd, cwd=boards.CHECKOUT, stdout=log, stderr=subprocess.STDOUT,
@@ -756,9 +766,12 @@ def main(argv=None):
     ap.add_argument("--board", default="emulated")
     ap.add_argument("--heap")
     ap.add_argument("--parent-pid", type=int, help="stop when this (parent) process exits")
+    ap.add_argument("--wdt-max-ms", type=int,
+                    help="tests: the watchdog fires after at most this many ms without a feed, whatever the firmware armed")
     args = ap.parse_args(argv)
     try:
-        sup = Supervisor(args.state_dir, args.board, heap=args.heap, parent_pid=args.parent_pid)
+        sup = Supervisor(args.state_dir, args.board, heap=args.heap, parent_pid=args.parent_pid,
+                         wdt_max_ms=args.wdt_max_ms)
     except BoardError as exc:
         print("ppmid: %s" % exc, file=sys.stderr)
         return 1

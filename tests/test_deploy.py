@@ -101,6 +101,8 @@ def test_unknown_board_and_missing_port(tmp_path):
     assert p.returncode == 1 and "unknown board 'nope'" in p.stderr
     p = ppmid("deploy", "--port", str(tmp_path / "no-such-port"), "--board", "emulated")
     assert p.returncode == 1 and "does not exist" in p.stderr
+    p = ppmid("deploy", "--port", "/dev/null", "--board", "emulated", "--attempts", "0")
+    assert p.returncode == 1 and p.stderr.strip() == "ppmid: --attempts must be 1 or more (got 0)"
 
 
 def test_port_that_is_not_a_repl(tmp_path):
@@ -148,7 +150,7 @@ def test_probe_refuses_another_esp32_variant_before_copying(board, reported, ok,
     port.write_text("")
     answer = "@@PROBE micropython %d esp32 %s\n" % (XTENSAWIN_MPY, reported)
     sent = []
-    monkeypatch.setattr(deploy, "_exec", lambda p, code, what, timeout=30: sent.append(code) or answer)
+    monkeypatch.setattr(deploy, "_exec", lambda p, code, what, timeout=30, **kw: sent.append(code) or answer)
     definition = boards.load_board(board)
     if ok:
         assert deploy.probe(str(port), "xtensawin", definition) == XTENSAWIN_MPY
@@ -226,8 +228,9 @@ def test_power_cut_during_deploy_keeps_the_old_firmware(tmp_path):
     fw2 = _firmware_v2(tmp_path)
     with EmulatedBoard(tmp_path / "board") as b:
         old = b.deploy().group(1).decode()
+        # one attempt: this test is about the power cut, not the resume after it (below)
         p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "deploy", "--port", b.repl, "--board", "emulated",
-                              "--firmware-dir", str(fw2)], cwd=ROOT, stdout=subprocess.PIPE,
+                              "--firmware-dir", str(fw2), "--attempts", "1"], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
             for line in p.stdout:
@@ -238,6 +241,9 @@ def test_power_cut_during_deploy_keeps_the_old_firmware(tmp_path):
             b.kill()
             m = b.wait_ready(since=mark)
             assert p.poll() is None or p.returncode != 0, "the deploy finished before the power cut"
+            rest = p.communicate(timeout=120)[0]
+            assert p.returncode == 1 and "did not complete in 1 attempts" in rest, rest
+            assert "nothing installed, the old firmware is untouched" in rest
         finally:
             # a deploy that lost its board mid-copy may wait on mpremote: stop it, as a user would
             if p.poll() is None:
@@ -260,3 +266,129 @@ def test_mpremote_works_against_the_running_app(tmp_path):
                                          "run", str(script), "+", "fs", "cat", ":note.txt"])
         assert "note.txt" in out and "RUN ['board.json', 'boot.py']" in out and "hello board" in out
         assert "KeyboardInterrupt" in b.console_text()  # mpremote's Ctrl-C stopped main.py
+
+
+# -- resumable staging: a board that resets mid-copy (review 54 F12, docs/platform.md)
+
+def _firmware_big(tmp_path, n=24):
+    """firmware/ plus n never-imported modules of ~50 KB each (1.2 MB): more than the
+    emulated board copies within the 2 s watchdog the resume tests give it (some 400 KB at
+    most), in files small enough that every window lands some."""
+    fw = tmp_path / "fwbig"
+    shutil.copytree(boards.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    for i in range(n):
+        (fw / "ppmid" / ("zz_big%d.py" % i)).write_text("DATA = %r\n" % (bytes([i]) + bytes(range(256)) * 200))
+    return fw
+
+
+def _local_hashes(tmp_path, fw, name="local"):
+    out, files, _ = deploy.build("emulated", str(fw), str(tmp_path / name))
+    return {f: deploy.sha256_file(os.path.join(out, f)) for f in files}
+
+
+@pytest.fixture
+def quick_stall(monkeypatch):
+    # the emulated board's pty moves some 400 KB/s: a copy that stalls for 2 s has lost the
+    # board (a UART's 10 s would make each reset cost that much more waiting)
+    monkeypatch.setattr(deploy, "COPY_STALL_S", 2)
+
+
+def test_watchdog_reset_mid_copy_resumes_until_installed(tmp_path, quick_stall):
+    fw = _firmware_big(tmp_path)
+    local = _local_hashes(tmp_path, fw)
+    big = sorted(f for f in local if "zz_big" in f)
+    with EmulatedBoard(tmp_path / "board", wdt_max_ms=2000) as b:
+        old = b.deploy().group(1).decode()       # the app runs and arms its (capped) watchdog
+        # one attempt only: the watchdog ends it; a clear error, the old firmware stays
+        said = []
+        mark = b.mark()
+        with pytest.raises(DeployError) as failed:
+            deploy.deploy(b.repl, "emulated", firmware_dir=str(fw), log=said.append, attempts=1)
+        msg = str(failed.value)
+        assert "did not complete in 1 attempts" in msg and "nothing installed, the old firmware is untouched" in msg
+        assert "run the same deploy again to resume" in msg
+        staged = int(msg.split(" of %d changed files staged" % len(big))[0].rsplit(" ", 1)[1])
+        assert 0 < staged < len(big), "the watchdog did not cut the first attempt short"
+        b.wait_for(r"watchdog expired", since=mark)
+        assert b.exec("import os; print(os.listdir('/ppmid'))").count("zz_big") == 0
+        # the next run keeps what was staged, rides out more resets, and installs
+        said = []
+        mark = b.mark()
+        deploy.deploy(b.repl, "emulated", firmware_dir=str(fw), log=said.append)
+        assert b.wait_ready(since=mark).group(1).decode() == old
+        resumed = [s for s in said if s.startswith("resumed: ")]
+        assert resumed and resumed[0].startswith("resumed: %d of %d files already staged" % (staged, len(big)))
+        assert any(s.startswith("board lost (") for s in said), said   # the watchdog struck again
+        assert "watchdog expired" in b.console_text()[mark:]
+        # the app that now runs arms the 2 s watchdog too: look again if it resets under us
+        assert _with_watchdog(b, lambda: deploy.board_hashes(b.repl, sorted(local), "")) == local
+        assert ".deploy-new" not in _with_watchdog(b, lambda: b.exec("import os; print(os.listdir('/'))"))
+
+
+def _with_watchdog(b, look, tries=5):
+    for _ in range(tries - 1):
+        mark = b.mark()
+        try:
+            return look()
+        except (DeployError, boards.BoardError):
+            b.wait_ready(since=mark)
+    return look()
+
+
+def test_staged_files_are_checked_and_another_builds_staging_is_emptied(tmp_path):
+    local = _local_hashes(tmp_path, boards.FIRMWARE_DIR)
+    build = deploy.build_id(local)
+    src = tmp_path / "local"
+    with EmulatedBoard(tmp_path / "board") as b:   # a fresh board: no app, no watchdog
+        # an interrupted deploy of this build: three files staged whole, one corrupted
+        b.exec("import os\nfor d in ('/.deploy-new', '/.deploy-new/ppmid'): os.mkdir(d)\n"
+               "with open('/.deploy-new/.build', 'w') as f: f.write(%r)" % build)
+        good = ["ppmid/app.mpy", "ppmid/config.mpy", "main.py"]
+        boards.mpremote(b.repl, ["fs", "cp", str(src / good[0]), str(src / good[1]), ":/.deploy-new/ppmid/", "+",
+                                 "fs", "cp", str(src / good[2]), ":/.deploy-new/"])
+        b.exec("with open('/.deploy-new/ppmid/errors.mpy', 'wb') as f: f.write(b'M\\x06 half a file')")
+        said = []
+        deploy.deploy(b.repl, "emulated", log=said.append, reset=False)
+        assert "resumed: 3 of %d files already staged" % len(local) in said
+        assert "copied and verified %d files" % (len(local) - 3) in said   # the corrupted one again
+        assert deploy.board_hashes(b.repl, sorted(local), "") == local
+
+        # a staging dir of another build (or an interrupted start): emptied, nothing of it used
+        b.exec("import os\nfor d in ('/.deploy-new', '/.deploy-new/ppmid'): os.mkdir(d)\n"
+               "for p, d in (('.build', '0123456789abcdef'), ('stray.txt', 'x'), ('ppmid/zz_new.mpy', 'other')):\n"
+               "    with open('/.deploy-new/' + p, 'w') as f: f.write(d)")
+        fw = tmp_path / "fw"
+        shutil.copytree(boards.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+        (fw / "ppmid" / "zz_new.py").write_text("X = 2\n")
+        local2 = _local_hashes(tmp_path, fw, "local2")
+        said = []
+        deploy.deploy(b.repl, "emulated", firmware_dir=str(fw), log=said.append, reset=False)
+        assert not any(s.startswith("resumed") for s in said)
+        assert "/.deploy-new held another build's files (or an interrupted start): emptied" in said
+        assert "copied and verified 1 files" in said
+        assert deploy.board_hashes(b.repl, sorted(local2), "") == local2
+        assert ".deploy-new" not in b.exec("import os; print(os.listdir('/'))")
+
+
+def test_a_stalled_mpremote_is_cut_and_reported_as_a_lost_board():
+    # mpremote that started a file and then hears nothing (a board that reset under it)
+    cmd = [sys.executable, "-c", "import time; print('cp a :b', flush=True); time.sleep(30)"]
+    with pytest.raises(deploy.BoardLost, match="no progress for 1 s"):
+        deploy._run_mpremote(cmd, "copy", timeout=20, stall_s=1, progress=None)
+    # a copy whose progress bar moves is left alone however long it takes
+    cmd = [sys.executable, "-c", "import time\nfor i in range(8): print('\\r ... copying %d%%' % i, end=''); time.sleep(0.4)"]
+    assert "copying 7%" in deploy._run_mpremote(cmd, "copy", timeout=20, stall_s=1, progress=None)
+    # lines that are not progress (an app's log after a reset) do not keep it alive
+    cmd = [sys.executable, "-c", "import time\nfor i in range(30): print('PPMID log', flush=True); time.sleep(0.1)"]
+    with pytest.raises(deploy.BoardLost, match="no progress"):
+        deploy._run_mpremote(cmd, "hash", timeout=20, stall_s=1)
+    cmd = [sys.executable, "-c", "import sys; print('@@H a 00'); print('could not enter raw repl'); sys.exit(1)"]
+    with pytest.raises(deploy.BoardLost, match="mpremote failed: could not enter raw repl"):
+        deploy._run_mpremote(cmd, "hash", timeout=20, stall_s=5)
+    assert deploy._run_mpremote([sys.executable, "-c", "print('@@H a 00')"], "hash", 20, stall_s=5) == "@@H a 00\n"
+    # what mpremote said on failure comes without its progress bar
+    cmd = [sys.executable, "-c", "import sys; print('cp a :b'); print('\\r ... copying  27% [#####-----]', end='');"
+                                 "print('mpremote: Error with transport:'); sys.exit(1)"]
+    with pytest.raises(deploy.BoardLost) as lost:
+        deploy._run_mpremote(cmd, "copy", timeout=20, stall_s=5, progress=None)
+    assert str(lost.value) == "copy: mpremote failed: mpremote: Error with transport:"

@@ -1,7 +1,14 @@
-# Sent by `ppmid deploy` before copying (host_tools/deploy.py appends the call
-# `_probe(STAGING)`): empty the staging dir, and say who is there (which chip too).
+# Sent by `ppmid deploy` at the start of every attempt (host_tools/deploy.py sends
+# deploy_hash.py before this and appends the call `_probe(STAGING, BUILD_ID)`): say who is
+# there (which chip too), and what the staging dir holds. A deploy keeps its staged files
+# across attempts (a watchdog reset mid-copy loses only the file being written), so the
+# staging dir carries its build's id in STAGING/.build: the same id -> its directories and
+# the SHA-256 of each staged file; another id or none -> the host empties it with `_stage_begin` once it has
+# checked the chip (a wrong --board must not throw away another deploy's files).
 import os
 import sys
+
+MANIFEST = '.build'
 
 
 def _rm(d):
@@ -29,9 +36,44 @@ def _chip():
     return _mcu(getattr(sys.implementation, '_machine', ''))
 
 
-def _probe(stage):
+def _staged_id(stage):
+    try:
+        with open(stage + '/' + MANIFEST) as f:
+            return f.read().strip() or 'none'
+    except OSError:
+        return 'none'
+
+
+def _print_hashes(d, rel):
+    for e in os.ilistdir(d):
+        p = d + '/' + e[0]
+        r = rel + e[0]
+        if e[1] == 0x4000:
+            print('@@D', r)
+            _print_hashes(p, r + '/')
+        elif r != MANIFEST:
+            print('@@H', r, _sha256_hex(p))  # _sha256_hex: deploy_hash.py, sent first
+
+
+def _probe(stage, build_id):
+    print('@@PROBE', sys.implementation.name, sys.implementation._mpy, sys.platform, _chip())
+    got = _staged_id(stage)
+    print('@@STAGE', 'same' if got == build_id else ('none' if got == 'none' else 'other'))
+    if got == build_id:
+        _print_hashes(stage, '')
+    print('@@END')
+
+
+def _stage_begin(stage, build_id, dirs):
+    # empty the staging dir, make its directories, and only then name the build: a reset
+    # half-way leaves no manifest, so the next attempt starts over rather than trusting it
     try:
         _rm(stage)
     except OSError:
         pass
-    print('@@PROBE', sys.implementation.name, sys.implementation._mpy, sys.platform, _chip())
+    os.mkdir(stage)
+    for d in dirs:
+        os.mkdir(stage + '/' + d)
+    with open(stage + '/' + MANIFEST, 'w') as f:
+        f.write(build_id)
+    print('@@STAGED', build_id)
