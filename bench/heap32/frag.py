@@ -88,20 +88,10 @@ t0 = _t.ticks_us()
 gc.collect()
 collect_us = _t.ticks_diff(_t.ticks_us(), t0)
 han, relay, link = caught['han'], caught['relay'], caught['link']
-# the HAN as if its module and the CH were up (gauge.APP_BODY): its supervisor stops, a
-# tunnel is open, and each ZCL frame goes to a stand-in EZSP send
-for t in han._tasks:
-    t.cancel()
-han._tasks = []
-await asyncio.sleep_ms(10)
-han.tunnel.tunnel_id = 1
-han.tunnel.client = 0
-han.tunnel.client_max = CH_TRANSFER_SIZE
-han._max_payload = NCP_MAX_PAYLOAD
+# the HAN as if its module and the CH were up; each ZCL frame goes to a stand-in EZSP send
 async def _send_zcl(dest, zcl, cluster=None, endpoint=None):
     pass
-han._send_zcl = _send_zcl
-han._set_status(__import__('ppmid.zigbee.han', None, None, ['RUNNING']).RUNNING)
+await H.han_as_running(han, _send_zcl, CH_TRANSFER_SIZE, NCP_MAX_PAYLOAD)
 client = link.client
 allocated = 0  # bytes the series allocated (the app's other tasks meanwhile included)
 for i, path in enumerate(COMMANDS):

@@ -319,22 +319,12 @@ out('READY', bytes=ready, nfc=nfc_on, wired='ppmid.wired.road' in sys.modules,
     modules=sorted(m for m in sys.modules if m.startswith('ppmid')))
 if COMMAND:
     han, relay, link = caught['han'], caught['relay'], caught['link']
-    # the HAN as if its module and the CH were up: its supervisor (talking to the silent
-    # stand-in UART) stops, a tunnel is open, and each ZCL frame goes to a stand-in EZSP
-    for t in han._tasks:
-        t.cancel()
-    han._tasks = []
-    await asyncio.sleep_ms(10)
-    han.tunnel.tunnel_id = 1
-    han.tunnel.client = 0
-    han.tunnel.client_max = CH_TRANSFER_SIZE
-    han._max_payload = NCP_MAX_PAYLOAD
+    # the HAN as if its module and the CH were up; each ZCL frame goes to a stand-in EZSP
     sent = []
     async def _send_zcl(dest, zcl, cluster=None, endpoint=None):
         H.sample('ezsp send_unicast')
         sent.append(len(zcl))
-    han._send_zcl = _send_zcl
-    han._set_status(__import__('ppmid.zigbee.han', None, None, ['RUNNING']).RUNNING)
+    await H.han_as_running(han, _send_zcl, CH_TRANSFER_SIZE, NCP_MAX_PAYLOAD)
     if TOPUP:
         # a top-up goes straight to the meter (ppmid.zigbee.direct): it needs the network
         # up on a connected link, not the tunnel

@@ -292,3 +292,19 @@ async def until(cond, timeout_ms=20000, what="condition"):
         if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
             raise RuntimeError("heap32: timed out waiting for " + what)
         await asyncio.sleep_ms(5)
+
+
+async def han_as_running(han, send_zcl, transfer_size, payload):
+    """The HAN as if its module and the CH were up (gauge.py's and frag.py's scenarios): its
+    supervisor, which talks to the silent stand-in UART, stops; a tunnel is open with the
+    CH's transfer size and the module's payload; each ZCL frame goes to `send_zcl`."""
+    for t in han._tasks:
+        t.cancel()
+    han._tasks = []
+    await asyncio.sleep_ms(10)
+    han.tunnel.tunnel_id = 1
+    han.tunnel.client = 0
+    han.tunnel.client_max = transfer_size
+    han._max_payload = payload
+    han._send_zcl = send_zcl
+    han._set_status(__import__('ppmid.zigbee.han', None, None, ['RUNNING']).RUNNING)
