@@ -6,6 +6,9 @@ Runs every bench/bench_*.py module's `run()`, which returns a list of result dic
 Writes them all to bench/results.json (with the machine and time) and prints a table.
 A benchmark that fails is reported as an error row; the others still run.
 Usage: python bench/run.py [NAME_SUBSTRING ...]
+A run of some suites replaces only their rows in bench/results.json: the other suites'
+rows stay, each with the time it was measured ("when" per row), so one suite run again
+does not wipe the rest of a `make bench`.
 """
 import importlib.util
 import json
@@ -41,19 +44,39 @@ def main(argv):
             traceback.print_exc()
             results = [{"name": "error", "value": None, "unit": "", "ok": False,
                         "note": "%s: %s" % (type(exc).__name__, exc)}]
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for r in results:
             r["suite"] = suite
+            r["when"] = when
             rows.append(r)
         print("bench: %s done in %.1fs" % (suite, time.time() - started), file=sys.stderr)
+    path = os.path.join(HERE, "results.json")
+    ran = set(f[6:-3] for f in files)
+    kept = [r for r in previous_rows(path) if r.get("suite") not in ran] if argv else []
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "machine": {"platform": platform.platform(), "python": platform.python_version(),
                        "cpus": os.cpu_count()},
-           "results": rows}
-    with open(os.path.join(HERE, "results.json"), "w") as f:
+           "results": kept + rows}
+    with open(path + ".tmp", "w") as f:
         json.dump(out, f, indent=2)
+    os.replace(path + ".tmp", path)
+    if kept:
+        print("bench: kept %d rows of suites not run now (%s)"
+              % (len(kept), ", ".join(sorted(set(r["suite"] for r in kept)))), file=sys.stderr)
     print_table(rows)
     print("\nwritten: bench/results.json")
     return 0
+
+
+def previous_rows(path):
+    """The rows of an earlier run, [] when there is none or it cannot be read (a partial
+    run then writes only its own rows)."""
+    try:
+        with open(path) as f:
+            rows = json.load(f).get("results", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [r for r in rows if isinstance(r, dict)]
 
 
 def fmt(v):
