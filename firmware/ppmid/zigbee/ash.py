@@ -20,15 +20,6 @@ RSTACK = const(0xC1)
 ERROR = const(0xC2)
 ASH_VERSION = const(2)
 
-# Frame kinds returned by kind()
-DATA = const(0)
-ACK = const(1)
-NAK = const(2)
-K_RST = const(3)
-K_RSTACK = const(4)
-K_ERROR = const(5)
-UNKNOWN = const(6)
-
 # decoder event: a frame that failed (CRC, length, escape). Its reason is a short string.
 BAD = const(-1)
 
@@ -59,6 +50,8 @@ RANDOM = _random_sequence(256)
 RESERVED = bytearray(256)
 for _b in (FLAG, _ESCAPE, XON, XOFF, _SUBSTITUTE, CANCEL):
     RESERVED[_b] = 1
+# built once: without these names the builders' code goes with the import's garbage
+del _crc_table, _random_sequence, _b
 
 
 def _crc16_py(data, crc=0xFFFF):
@@ -105,34 +98,6 @@ except ImportError:  # a port without viper: the plain loops are correct, only s
     pass
 
 
-def data_control(frm_num, re_tx, ack_num):
-    return ((frm_num & 7) << 4) | (8 if re_tx else 0) | (ack_num & 7)
-
-
-def ack_control(ack_num, n_rdy=False):
-    return 0x80 | (8 if n_rdy else 0) | (ack_num & 7)
-
-
-def nak_control(ack_num, n_rdy=False):
-    return 0xA0 | (8 if n_rdy else 0) | (ack_num & 7)
-
-
-def kind(control):
-    if control & 0x80 == 0:
-        return DATA
-    if control & 0xE0 == 0x80:
-        return ACK
-    if control & 0xE0 == 0xA0:
-        return NAK
-    if control == RST:
-        return K_RST
-    if control == RSTACK:
-        return K_RSTACK
-    if control == ERROR:
-        return K_ERROR
-    return UNKNOWN
-
-
 class Encoder:
     """Builds whole wire frames (stuffed, flag-terminated) in one preallocated buffer.
     encode() returns a memoryview valid until the next call: write it out, or bytes() it."""
@@ -142,17 +107,18 @@ class Encoder:
         self._out = bytearray(2 * _MAX_FRAME + 1)
         self._mv = memoryview(self._out)
 
-    def encode(self, control, data=b"", randomise=True):
+    def encode(self, control, data=b""):
+        # only a DATA frame's data field is randomised (UG101); RSTACK's and ERROR's are not
         n = len(data)
         if n > MAX_DATA:
             raise ValueError("ASH data field of %d bytes exceeds %d" % (n, MAX_DATA))
         raw = self._raw
         raw[0] = control
         body = memoryview(raw)[1:]
-        if randomise and n:
-            xor_random(data, body, n)
-        else:
+        if control & 0x80:
             body[:n] = data
+        else:
+            xor_random(data, body, n)
         c = crc16(memoryview(raw)[:n + 1])
         raw[n + 1] = c >> 8
         raw[n + 2] = c & 0xFF
@@ -160,24 +126,20 @@ class Encoder:
         self._out[j] = FLAG
         return self._mv[:j + 1]
 
+    # control bytes (UG101): DATA 0 frmNum(3) reTx ackNum(3); ACK 100 0 nRdy ackNum(3);
+    # NAK 101 0 nRdy ackNum(3)
     def data(self, frm_num, re_tx, ack_num, ezsp_frame):
-        return self.encode(data_control(frm_num, re_tx, ack_num), ezsp_frame)
+        return self.encode(((frm_num & 7) << 4) | (8 if re_tx else 0) | (ack_num & 7), ezsp_frame)
 
     def ack(self, ack_num, n_rdy=False):
-        return self.encode(ack_control(ack_num, n_rdy))
+        return self.encode(0x80 | (8 if n_rdy else 0) | (ack_num & 7))
 
     def nak(self, ack_num, n_rdy=False):
-        return self.encode(nak_control(ack_num, n_rdy))
+        return self.encode(0xA0 | (8 if n_rdy else 0) | (ack_num & 7))
 
     def rst(self):
         # the leading CANCEL makes the NCP discard whatever partial frame it holds
         return b"\x1a" + bytes(self.encode(RST))
-
-    def rstack(self, reset_code):
-        return self.encode(RSTACK, bytes((ASH_VERSION, reset_code)), randomise=False)
-
-    def error(self, code):
-        return self.encode(ERROR, bytes((ASH_VERSION, code)), randomise=False)
 
 
 class Decoder:

@@ -337,12 +337,11 @@ class AshLink:
             if self.connected and (not self._reject or ticks_diff(ticks_ms(), self._last_nak) >= _NAK_REPEAT_MS):
                 await self._nak()
             return
-        k = ash.kind(control)
         self._damage_ok = self._damage()
         if self.connected:
             self._heard += 1
             self._heard_ms = ticks_ms()
-        if k == ash.K_RSTACK:
+        if control == ash.RSTACK:
             payload = item[1]
             if len(payload) == 2 and payload[0] == ash.ASH_VERSION:
                 self.reset_code = payload[1]
@@ -360,26 +359,30 @@ class AshLink:
                     self._module_reset(_text(_S_RESET_CODE, payload[1]))
                 self._rstack.set()
             return
-        if k == ash.K_ERROR:
+        if control == ash.ERROR:
             self.counters["rx_error_frames"] += 1
             code = item[1][1] if len(item[1]) > 1 else 0
             self._fail(AshError(E_ASH_LINK, _text(_S_ASH_ERROR, code)))
             return
-        if k == ash.UNKNOWN or k == ash.K_RST:
+        # control bytes (UG101): DATA 0x00-0x7F, ACK 0x80-0x9F, NAK 0xA0-0xBF; any other
+        # (an RST from the module, a value ASH does not define) is counted and dropped
+        ack_or_nak = control & 0xC0 == 0x80
+        if control & 0x80 and not ack_or_nak:
             self.counters["unknown_frames"] += 1
             return
         if not self.connected:
             self.counters["rx_while_down"] += 1
             return
-        self._on_ack(control & 7, k == ash.NAK)
-        if k == ash.NAK or k == ash.ACK:
+        nak = control & 0xE0 == 0xA0
+        self._on_ack(control & 7, nak)
+        if ack_or_nak:
             if control & 8:
                 self.counters["remote_not_ready"] += 1
                 self._notrdy_until = ticks_add(ticks_ms(), _T_REMOTE_NOTRDY)
             else:
                 self._notrdy_until = None
                 self._space.set()
-            if k == ash.NAK:
+            if nak:
                 self.counters["rx_nak"] += 1
                 await self._resend_from(control & 7)
             return
@@ -419,7 +422,7 @@ class AshLink:
         c = self._dec.counters
         return self._bad_items + c["cancel"] + c["substitute"]
 
-    def _on_ack(self, ack_num, nak=False):
+    def _on_ack(self, ack_num, nak):
         n = (ack_num - self._ack_rx) & 7
         if n > ((self._frm - self._ack_rx) & 7):
             # an ackNum for frames we never sent. A module that reset (and whose RSTACK
