@@ -88,6 +88,7 @@ class FakeNcp:
 
 def make(ncp, **kw):
     got = []
+    kw.setdefault("ready", lambda: True)
     link = AshLink(ncp.to_host, Sink(ncp.from_host), got.append, timers=FAST, **kw)
     return link, got
 
@@ -365,7 +366,7 @@ async def test_a_module_that_answers_is_retried_past_four_timeouts():
     fails = []
     got = []
     # T_RX_ACK_MAX 400 ms: a frame may go unacknowledged up to 2 s (5 x MAX)
-    link = AshLink(ncp.to_host, Sink(ncp.from_host), got.append, timers=(40, 20, 400, 200),
+    link = AshLink(ncp.to_host, Sink(ncp.from_host), got.append, lambda: True, timers=(40, 20, 400, 200),
                    on_fail=fails.append)
     await link.reset()
     await link.send(b"noisy")

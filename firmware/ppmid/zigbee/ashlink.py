@@ -96,12 +96,12 @@ class AshLink:
     """on_frame(ezsp_bytes) is called (synchronously) for every new in-order DATA frame;
     ready() -> bool says whether the host can take more (when not, our ACKs carry nRdy)."""
 
-    def __init__(self, reader, writer, on_frame, ready=None, tx_k=_TX_K_MAX, log=None, on_fail=None,
+    def __init__(self, reader, writer, on_frame, ready, tx_k=_TX_K_MAX, log=None, on_fail=None,
                  timers=None):
         self._reader = reader
         self._writer = writer
         self._on_frame = on_frame
-        self._ready = ready or (lambda: True)
+        self._ready = ready
         self._tx_k = max(1, min(_TX_K_MAX, tx_k))
         self._log = log
         self._on_fail = on_fail          # on_fail(AshError), synchronous, on a real failure
@@ -154,10 +154,6 @@ class AshLink:
             self._log("ash: " + (fmt % args if args else fmt))
 
     # ---- lifecycle --------------------------------------------------------------------
-    def start(self):
-        if not self._tasks:
-            self._tasks = [asyncio.create_task(self._rx_loop()), asyncio.create_task(self._timer_loop())]
-
     async def close(self):
         for t in self._tasks:
             t.cancel()
@@ -166,7 +162,8 @@ class AshLink:
 
     async def reset(self, attempts=3):
         """Send RST until the NCP answers RSTACK; then the link is up (frame numbers 0)."""
-        self.start()
+        if not self._tasks:  # the link's loops run from the first reset on
+            self._tasks = [asyncio.create_task(self._rx_loop()), asyncio.create_task(self._timer_loop())]
         self._fail(AshError(E_ASH_LINK, "link reset"), count=False)
         self.counters["resets"] += 1
         for _ in range(attempts):
@@ -196,7 +193,10 @@ class AshLink:
         while True:
             if not self.connected:
                 raise self._error(self.failure, False)
-            if self._window_open():
+            # the window: fewer than tx_k frames unacknowledged, and no nRdy from the module
+            if self._notrdy_until is not None and ticks_diff(self._notrdy_until, ticks_ms()) <= 0:
+                self._notrdy_until = None
+            if self._notrdy_until is None and len(self._pending) < self._tx_k:
                 break
             self._space.clear()
             await self._space.wait()
@@ -220,13 +220,6 @@ class AshLink:
         out = AshError(err.code, err.message)
         out.on_wire = on_wire
         return out
-
-    def _window_open(self):
-        if self._notrdy_until is not None:
-            if ticks_diff(self._notrdy_until, ticks_ms()) > 0:
-                return False
-            self._notrdy_until = None
-        return len(self._pending) < self._tx_k
 
     async def _send_data(self, frm, entry, re_tx):
         if re_tx:
