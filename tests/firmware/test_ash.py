@@ -18,26 +18,54 @@ def test_crc_check_value():
     assert ash.crc16(b"") == 0xFFFF
 
 
+def random_sequence(n):
+    # the first n bytes of UG101's pseudo-random sequence: what xor_random XORs zeros with
+    out = bytearray(n)
+    ash.xor_random(bytes(n), out, n)
+    return bytes(out)
+
+
 def test_random_sequence_start():
-    assert ash.RANDOM[:8] == h("42 21 A8 54 2A 15 B2 59")
+    assert random_sequence(8) == h("42 21 A8 54 2A 15 B2 59")
+    # its own rule, byte by byte (UG101: shift right, XOR 0xB8 when the bit shifted out is 1)
+    seq = random_sequence(256)
+    for a, b in zip(seq, seq[1:]):
+        assert b == ((a >> 1) ^ 0xB8 if a & 1 else a >> 1)
 
 
-def test_viper_loops_use_the_codec_tables_not_copies():
-    # under MicroPython the byte loops are _ash_fast's (viper); they read ash.py's own
-    # tables (a copy of the three held another ~1 KB on a board: docs/memory.md)
+def crc16_reference(data):
+    # CRC-CCITT as a polynomial division, independent of the codec's loop
+    reg = 0xFFFF
+    for byte in data:
+        for bit in range(7, -1, -1):
+            top = (reg >> 15) ^ ((byte >> bit) & 1)
+            reg = ((reg << 1) & 0xFFFF) ^ (0x1021 if top else 0)
+    return reg
+
+
+def test_crc_matches_a_reference_over_every_byte_value():
+    data = bytes(range(256))
+    for n in (1, 2, 17, 256):
+        assert ash.crc16(data[:n]) == crc16_reference(data[:n])
+    assert ash.crc16(data, 0x1234) != ash.crc16(data)
+
+
+def test_viper_loops_agree_with_the_plain_ones():
+    # under MicroPython the byte loops are _ash_fast's (viper); the stuffing reads ash.py's
+    # own table of reserved bytes (a copy held heap on a board: docs/memory.md)
     import sys
     if sys.implementation.name != "micropython":
         return
     from ppmid.zigbee import _ash_fast
     assert ash.crc16 is _ash_fast.crc16 and ash.stuff is _ash_fast.stuff
-    assert _ash_fast._CRC is ash.CRC_TABLE and _ash_fast._RANDOM is ash.RANDOM
+    assert ash.xor_random is _ash_fast.xor_random
     assert _ash_fast._RESERVED is ash.RESERVED
     # and the viper loops agree with the plain ones over every byte value
     data = bytes(range(256)) * 2
     assert ash.crc16(data) == ash._crc16_py(data)
-    a, b = bytearray(128), bytearray(128)
-    ash.xor_random(data, a, 128)
-    ash._xor_random_py(data, b, 128)
+    a, b = bytearray(512), bytearray(512)
+    ash.xor_random(data, a, 512)
+    ash._xor_random_py(data, b, 512)
     assert a == b
     a, b = bytearray(512), bytearray(512)
     n = ash.stuff(data, 256, a)
@@ -62,7 +90,7 @@ def test_data_vectors():
     # encode() randomises a DATA frame's data: given the example XORed with the sequence,
     # it puts the example itself on the wire
     plain = h("00 80 00 02 02 11 30")
-    raw = bytes(e.encode(0x53, bytes(b ^ ash.RANDOM[i] for i, b in enumerate(plain))))
+    raw = bytes(e.encode(0x53, bytes(b ^ r for b, r in zip(plain, random_sequence(len(plain))))))
     assert raw == h("53 00 80 00 02 02 7D 31 30 63 16 7E")
     # the control byte from its fields: frmNum 5, reTx, ackNum 3
     assert bytes(e.data(5, True, 3, b""))[0] == 0x5B

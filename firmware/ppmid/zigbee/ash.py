@@ -2,7 +2,6 @@
 # stuffing, control bytes, and a streaming decoder. Pure: no I/O, no board imports; the
 # link state machine lives in ashlink.py. Under MicroPython the byte loops come from
 # _ash_fast (viper); this file holds the plain versions, which CPython uses.
-import array
 from micropython import const
 
 FLAG = const(0x7E)
@@ -24,48 +23,34 @@ ASH_VERSION = const(2)
 BAD = const(-1)
 
 
-def _crc_table():
-    # 16-bit entries in an array: 512 bytes, where a list of 256 ints took 1 KB and more
-    t = array.array("H", range(256))
-    for i in range(256):
-        c = i << 8
-        for _ in range(8):
-            c = ((c << 1) ^ 0x1021) if c & 0x8000 else (c << 1)
-        t[i] = c & 0xFFFF
-    return t
-
-
-def _random_sequence(n):
-    out = bytearray(n)
-    r = 0x42
-    for i in range(n):
-        out[i] = r
-        r = (r >> 1) ^ 0xB8 if r & 1 else r >> 1
-    return bytes(out)
-
-
-CRC_TABLE = _crc_table()
-RANDOM = _random_sequence(256)
 # 1 for the six bytes that must be stuffed
 RESERVED = bytearray(256)
 for _b in (FLAG, _ESCAPE, XON, XOFF, _SUBSTITUTE, CANCEL):
     RESERVED[_b] = 1
-# built once: without these names the builders' code goes with the import's garbage
-del _crc_table, _random_sequence, _b
+del _b
 
 
+# The CRC and the randomisation work bit by bit and make the pseudo-random sequence as they
+# go: tables of them held 0.8 KB of a board's heap (512 bytes of CRC, 256 of sequence) for
+# loops that run in viper there (_ash_fast), where the bits cost little.
 def _crc16_py(data, crc=0xFFFF):
-    t = CRC_TABLE
+    # CRC-CCITT (polynomial 0x1021), most significant bit first
     for b in data:
-        crc = ((crc << 8) & 0xFF00) ^ t[(crc >> 8) ^ b]
+        crc ^= b << 8
+        for _ in range(8):
+            crc = (crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1
+        crc &= 0xFFFF
     return crc
 
 
 def _xor_random_py(src, dst, n):
-    """dst[i] = src[i] ^ RANDOM[i] for i < n (src and dst may be the same buffer)."""
-    r = RANDOM
+    """dst[i] = src[i] ^ the i-th byte of UG101's pseudo-random sequence, for i < n (src and
+    dst may be the same buffer). The sequence starts at 0x42; each byte follows from the one
+    before."""
+    r = 0x42
     for i in range(n):
-        dst[i] = src[i] ^ r[i]
+        dst[i] = src[i] ^ r
+        r = (r >> 1) ^ 0xB8 if r & 1 else r >> 1
 
 
 def _stuff_py(src, n, dst):
