@@ -1,7 +1,8 @@
 # ASH codec (EZSP's UART framing, Silicon Labs UG101): CRC, data randomisation, byte
 # stuffing, control bytes, and a streaming decoder. Pure: no I/O, no board imports; the
 # link state machine lives in ashlink.py. Under MicroPython the byte loops come from
-# _ash_fast (viper); this file holds the plain versions, which CPython uses.
+# _ash_fast (viper), which replace the plain versions here (CPython and ports without viper
+# use these).
 from micropython import const
 
 FLAG = const(0x7E)
@@ -33,7 +34,7 @@ del _b
 # The CRC and the randomisation work bit by bit and make the pseudo-random sequence as they
 # go: tables of them held 0.8 KB of a board's heap (512 bytes of CRC, 256 of sequence) for
 # loops that run in viper there (_ash_fast), where the bits cost little.
-def _crc16_py(data, crc=0xFFFF):
+def crc16(data, crc=0xFFFF):
     # CRC-CCITT (polynomial 0x1021), most significant bit first
     for b in data:
         crc ^= b << 8
@@ -43,7 +44,7 @@ def _crc16_py(data, crc=0xFFFF):
     return crc
 
 
-def _xor_random_py(src, dst, n):
+def xor_random(src, dst, n):
     """dst[i] = src[i] ^ the i-th byte of UG101's pseudo-random sequence, for i < n (src and
     dst may be the same buffer). The sequence starts at 0x42; each byte follows from the one
     before."""
@@ -53,7 +54,7 @@ def _xor_random_py(src, dst, n):
         r = (r >> 1) ^ 0xB8 if r & 1 else r >> 1
 
 
-def _stuff_py(src, n, dst):
+def stuff(src, n, dst):
     """Stuff src[:n] into dst; return the number of bytes written."""
     res = RESERVED
     j = 0
@@ -69,16 +70,12 @@ def _stuff_py(src, n, dst):
     return j
 
 
-crc16 = _crc16_py
-xor_random = _xor_random_py
-stuff = _stuff_py
 try:
     import sys
     if sys.implementation.name == "micropython":
-        from ppmid.zigbee import _ash_fast
-        crc16 = _ash_fast.crc16
-        xor_random = _ash_fast.xor_random
-        stuff = _ash_fast.stuff
+        # the viper loops take the plain ones' names: those then go with the import's
+        # garbage, so that a board holds one set (~0.3 KB; docs/memory.md)
+        from ppmid.zigbee._ash_fast import crc16, xor_random, stuff
 except ImportError:  # a port without viper: the plain loops are correct, only slower
     pass
 
