@@ -266,7 +266,7 @@ def test_pn532_frames(buf):
 
 # ---- Zigbee module: ASH frames, EZSP frames, ZCL tunnel frames -------------------------------
 ENC = ash.Encoder()
-ASH = bytes(ENC.data(1, False, 2, ezsp.command_frame(3, 0x0045, bytes(20)))) + bytes(ENC.ack(3)) + bytes(ENC.rstack(2))
+ASH = bytes(ENC.data(1, False, 2, ezsp.command_frame(3, 0x0045, bytes(20)))) + bytes(ENC.ack(3)) + bytes(ENC.encode(ash.RSTACK, b"\x02\x02"))
 
 
 @FUZZ

@@ -4,6 +4,7 @@
 import asyncio
 from ppmid.zigbee import ash
 from ppmid.zigbee import ashlink
+from ash_ncp import rstack, error, is_data, is_ack, is_nak
 from ppmid.zigbee.ashlink import AshLink, AshError, E_ASH_LINK, E_ASH_RESET
 
 FAST = (80, 40, 160, 200)
@@ -63,8 +64,8 @@ class FakeNcp:
             if c == ash.RST and self.answer_rst:
                 self.rx_exp = 0
                 self.frm = 0
-                self.to_host.push(bytes(self.enc.rstack(0x0B)))
-            elif ash.kind(c) == ash.DATA:
+                self.to_host.push(rstack(self.enc, 0x0B))
+            elif is_data(c):
                 i = len(self.data)
                 self.data.append((c, bytes(p)))
                 act = self.policy(i, c, p)
@@ -87,6 +88,7 @@ class FakeNcp:
 
 def make(ncp, **kw):
     got = []
+    kw.setdefault("ready", lambda: True)
     link = AshLink(ncp.to_host, Sink(ncp.from_host), got.append, timers=FAST, **kw)
     return link, got
 
@@ -230,8 +232,8 @@ async def test_incoming_data_duplicates_out_of_order_and_garbage():
     assert c["rx_dup"] == 1 and c["rx_out_of_order"] == 1 and c["tx_nak"] == 1
     assert link._dec.counters["crc"] + link._dec.counters["too_short"] >= 2
     # acks went back for everything accepted; one NAK for the reject condition
-    acks = [x for x in ncp.controls if ash.kind(x) == ash.ACK]
-    naks = [x for x in ncp.controls if ash.kind(x) == ash.NAK]
+    acks = [x for x in ncp.controls if is_ack(x)]
+    naks = [x for x in ncp.controls if is_nak(x)]
     assert len(naks) == 1 and acks[-1] & 7 == 2
     await link.close()
 
@@ -242,7 +244,7 @@ async def test_unsolicited_rstack_and_error_frame_fail_the_link():
     await link.reset()
     t = asyncio.create_task(link.send(b"pending"))
     await asyncio.sleep(0.01)
-    ncp.to_host.push(bytes(ncp.enc.rstack(0x02)))
+    ncp.to_host.push(rstack(ncp.enc, 0x02))
     try:
         await t
     except AshError as e:
@@ -251,7 +253,7 @@ async def test_unsolicited_rstack_and_error_frame_fail_the_link():
         raise AssertionError("no error")
     assert link.counters["unsolicited_rstack"] == 1
     await link.reset()
-    ncp.to_host.push(bytes(ncp.enc.error(0x51)))
+    ncp.to_host.push(error(ncp.enc, 0x51))
     await asyncio.sleep(0.02)
     assert not link.connected and link.counters["rx_error_frames"] == 1
     assert "0x51" in link.failure.message
@@ -266,8 +268,39 @@ async def test_host_not_ready_sets_nrdy_in_acks():
     ready[0] = False
     ncp.send_data(b"x")
     await asyncio.sleep(0.02)
-    acks = [x for x in ncp.controls if ash.kind(x) == ash.ACK]
+    acks = [x for x in ncp.controls if is_ack(x)]
     assert acks and acks[-1] & 0x08
+    await link.close()
+
+
+async def test_frames_the_link_does_not_take_are_counted_and_dropped():
+    # the link tells frames apart by their control byte itself (UG101): DATA 0x00-0x7F,
+    # ACK 0x80-0x9F, NAK 0xA0-0xBF, RSTACK, ERROR; anything else is counted and dropped
+    ncp = FakeNcp()
+    link, got = make(ncp)
+    ncp.send_data(b"early")  # before the link is up: not delivered, not acknowledged
+    await link.reset()
+    await asyncio.sleep(0.02)
+    assert link.counters["rx_while_down"] == 1 and got == []
+    for control in (ash.RST, 0xC3, 0xE0, 0xFF):
+        ncp.to_host.push(bytes(ncp.enc.encode(control)))
+    await asyncio.sleep(0.02)
+    c = link.counters
+    assert c["unknown_frames"] == 4 and link.connected
+    assert c["rx_nak"] == 0 and c["remote_not_ready"] == 0 and c["rx_data"] == 0
+    # the module's nRdy (in an ACK, then in a NAK) holds our next frame back until an
+    # ACK without it
+    ncp.to_host.push(bytes(ncp.enc.ack(0, True)))
+    ncp.to_host.push(bytes(ncp.enc.nak(0, True)))
+    await asyncio.sleep(0.02)
+    assert c["remote_not_ready"] == 2 and c["rx_nak"] == 1
+    sent = len(ncp.data)
+    t = asyncio.create_task(link.send(b"held"))
+    await asyncio.sleep(0.05)
+    assert len(ncp.data) == sent and not t.done()
+    ncp.to_host.push(bytes(ncp.enc.ack(0)))
+    await t
+    assert ncp.data[-1][1] == b"held" and got == []
     await link.close()
 
 
@@ -333,7 +366,7 @@ async def test_a_module_that_answers_is_retried_past_four_timeouts():
     fails = []
     got = []
     # T_RX_ACK_MAX 400 ms: a frame may go unacknowledged up to 2 s (5 x MAX)
-    link = AshLink(ncp.to_host, Sink(ncp.from_host), got.append, timers=(40, 20, 400, 200),
+    link = AshLink(ncp.to_host, Sink(ncp.from_host), got.append, lambda: True, timers=(40, 20, 400, 200),
                    on_fail=fails.append)
     await link.reset()
     await link.send(b"noisy")
@@ -363,7 +396,7 @@ async def test_unsolicited_rstack_means_unacknowledged_frames_were_not_taken():
     t = asyncio.create_task(link.send(b"second"))
     await asyncio.sleep(0.01)
     assert [p for _, p in ncp.data] == [b"first", b"second"]
-    ncp.to_host.push(bytes(ncp.enc.rstack(0x02)))
+    ncp.to_host.push(rstack(ncp.enc, 0x02))
     e = await failure(t)
     assert not e.on_wire and "reset" in e.message
     assert link.counters["not_taken_at_reset"] == 1 and link.counters["unsolicited_rstack"] == 1
@@ -372,7 +405,7 @@ async def test_unsolicited_rstack_means_unacknowledged_frames_were_not_taken():
     await link.reset()
     t = asyncio.create_task(link.send(b"third"))
     await asyncio.sleep(0.01)
-    ncp.to_host.push(bytes(ncp.enc.error(0x51)))
+    ncp.to_host.push(error(ncp.enc, 0x51))
     e = await failure(t)
     assert e.on_wire and "0x51" in e.message
     await link.close()
@@ -384,14 +417,14 @@ async def test_acks_go_twice_after_a_damaged_frame():
     await link.reset()
     ncp.send_data(b"clean")
     await asyncio.sleep(0.02)
-    acks = [x for x in ncp.controls if ash.kind(x) == ash.ACK]
+    acks = [x for x in ncp.controls if is_ack(x)]
     assert len(acks) == 1                   # a clean line: one ACK a frame
     bad = bytearray(ncp.enc.data(1, False, 0, b"next"))
     bad[2] ^= 0x40                          # CRC error: the line damages frames now
     ncp.to_host.push(bytes(bad))
     ncp.send_data(b"next", re_tx=True)
     await asyncio.sleep(0.02)
-    acks = [x for x in ncp.controls if ash.kind(x) == ash.ACK]
+    acks = [x for x in ncp.controls if is_ack(x)]
     assert len(acks) == 3 and acks[1] == acks[2] and acks[1] & 7 == 2
     await link.close()
 
@@ -405,7 +438,7 @@ async def test_a_damaged_rstack_is_still_a_module_reset():
     await link.reset()
     t = asyncio.create_task(link.send(b"pending"))
     await asyncio.sleep(0.01)
-    bad = bytearray(ncp.enc.rstack(0x02))
+    bad = bytearray(rstack(ncp.enc, 0x02))
     assert bad[0] == ash.RSTACK and bad[-1] == 0x7E and len(bad) == 6
     bad[2] ^= 0x01
     ncp.to_host.push(bytes(bad))
@@ -450,7 +483,7 @@ async def test_no_reset_verdict_without_proof():
     await link.reset()
     t = asyncio.create_task(link.send(b"pending"))
     await asyncio.sleep(0.01)
-    bad = bytearray(ncp.enc.rstack(0x02))
+    bad = bytearray(rstack(ncp.enc, 0x02))
     bad[2] ^= 0x01
     ncp.to_host.push(b"\x21\x43\x65\x87\x7e" + bytes(bad))   # a damaged piece, then the tail
     await t
@@ -486,10 +519,10 @@ async def test_failure_sentences_are_loaded_when_needed_and_dropped_after():
     await link.reset()
     t = asyncio.create_task(link.send(b"pending"))
     await asyncio.sleep(0.01)
-    ncp.to_host.push(bytes(ncp.enc.rstack(0x02)))
+    ncp.to_host.push(rstack(ncp.enc, 0x02))
     assert (await failure(t)).message == "the Zigbee module reset (code 0x02)" and gone()
     await link.reset()
-    ncp.to_host.push(bytes(ncp.enc.error(0x51)))
+    ncp.to_host.push(error(ncp.enc, 0x51))
     await asyncio.sleep(0.02)
     assert link.failure.message == "the Zigbee module reported ASH error 0x51" and gone()
     await link.reset()
@@ -511,7 +544,7 @@ async def test_a_sentence_that_cannot_be_loaded_still_fails_the_link():
         ncp = FakeNcp()
         link, _ = make(ncp)
         await link.reset()
-        ncp.to_host.push(bytes(ncp.enc.error(0x51)))
+        ncp.to_host.push(error(ncp.enc, 0x51))
         await asyncio.sleep(0.02)
         assert not link.connected and link.failure.message == "ash sentence 10"
         await link.reset()  # the loops lived on

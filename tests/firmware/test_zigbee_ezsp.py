@@ -8,6 +8,10 @@ from ppmid.zigbee import tunnel_host as TH   # the CH's frames
 from ppmid.zigbee import han_start as S   # the version negotiation (run after a module reset)
 
 
+def no_callbacks(fid, params):
+    pass  # Ezsp's owner takes its callbacks; these tests have none
+
+
 def _ncp_side():
     """The module's half of the layouts (responses, callbacks, reading a sendUnicast):
     host_tools/ncp_emulator/ezsp_ncp.py, the emulator's. The host_tools package is CPython
@@ -137,12 +141,12 @@ async def test_negotiation_legacy_then_extended():
 
 async def test_newer_module_version_is_accepted_older_refused():
     link = FakeLink(16)
-    ez = E.Ezsp(link)
+    ez = E.Ezsp(link, no_callbacks)
     link.ezsp = ez
     assert await S.negotiate(ez, 13) == 16
     for v in (4, 7, 99):
         link = FakeLink(v)
-        ez = E.Ezsp(link)
+        ez = E.Ezsp(link, no_callbacks)
         link.ezsp = ez
         try:
             await S.negotiate(ez, 13)
@@ -154,7 +158,7 @@ async def test_newer_module_version_is_accepted_older_refused():
 
 async def test_unknown_command_invalid_command_and_orphans():
     link = FakeLink(13)
-    ez = E.Ezsp(link, timeout_s=0.2)
+    ez = E.Ezsp(link, no_callbacks, timeout_s=0.2)
     link.ezsp = ez
     await S.negotiate(ez, 13)
     try:
@@ -275,7 +279,7 @@ def test_fragment_ack_layout():
 async def test_send_reply_status_per_version():
     for v, status in ((13, b"\x00"), (14, b"\x00\x00\x00\x00"), (13, b"\x66"), (14, b"\x02\x0c\x00\x00")):
         link = FakeLink(v, {E.SEND_REPLY: lambda seq, s=status: N.response_frame(seq, E.SEND_REPLY, s)})
-        ez = E.Ezsp(link)
+        ez = E.Ezsp(link, no_callbacks)
         link.ezsp = ez
         await S.negotiate(ez, 13)
         buf = bytearray(E.SEND_REPLY_ACK_LEN)

@@ -2,19 +2,26 @@
 # MicroPython by ash.py; bench/bench_zigbee.py shows what they buy on the unix port.
 import micropython
 
-# ash.py's tables (CRC, randomisation sequence, reserved bytes), not copies of them: ash.py
-# builds them before it imports this module, so the partly loaded module already has them
-# (a copy here held another ~1 KB of tables and their builders on a board; docs/memory.md)
-from ppmid.zigbee.ash import CRC_TABLE as _CRC, RANDOM as _RANDOM, RESERVED as _RESERVED
+# ash.py's table of the bytes to stuff, not a copy of it: ash.py builds it before it imports
+# this module, so the partly loaded module already has it (a copy here held heap on a board;
+# docs/memory.md). The CRC and the randomisation need no tables: bit by bit, as ash.py's.
+from ppmid.zigbee.ash import RESERVED as _RESERVED
 
 
 @micropython.viper
 def _crc(data, n: int, crc: int) -> int:
-    t = ptr16(_CRC)
     p = ptr8(data)
     i = 0
     while i < n:
-        crc = ((crc << 8) & 0xFF00) ^ t[((crc >> 8) ^ p[i]) & 0xFF]
+        crc ^= p[i] << 8
+        k = 0
+        while k < 8:
+            if crc & 0x8000:
+                crc = (crc << 1) ^ 0x1021
+            else:
+                crc = crc << 1
+            k += 1
+        crc &= 0xFFFF
         i += 1
     return crc
 
@@ -27,10 +34,14 @@ def crc16(data, crc=0xFFFF):
 def xor_random(src, dst, n: int):
     s = ptr8(src)
     d = ptr8(dst)
-    r = ptr8(_RANDOM)
+    r = 0x42
     i = 0
     while i < n:
-        d[i] = s[i] ^ r[i]
+        d[i] = s[i] ^ r
+        if r & 1:
+            r = (r >> 1) ^ 0xB8
+        else:
+            r = r >> 1
         i += 1
 
 

@@ -1,8 +1,8 @@
 # ASH codec (EZSP's UART framing, Silicon Labs UG101): CRC, data randomisation, byte
 # stuffing, control bytes, and a streaming decoder. Pure: no I/O, no board imports; the
 # link state machine lives in ashlink.py. Under MicroPython the byte loops come from
-# _ash_fast (viper); this file holds the plain versions, which CPython uses.
-import array
+# _ash_fast (viper), which replace the plain versions here (CPython and ports without viper
+# use these).
 from micropython import const
 
 FLAG = const(0x7E)
@@ -20,62 +20,41 @@ RSTACK = const(0xC1)
 ERROR = const(0xC2)
 ASH_VERSION = const(2)
 
-# Frame kinds returned by kind()
-DATA = const(0)
-ACK = const(1)
-NAK = const(2)
-K_RST = const(3)
-K_RSTACK = const(4)
-K_ERROR = const(5)
-UNKNOWN = const(6)
-
 # decoder event: a frame that failed (CRC, length, escape). Its reason is a short string.
 BAD = const(-1)
 
 
-def _crc_table():
-    # 16-bit entries in an array: 512 bytes, where a list of 256 ints took 1 KB and more
-    t = array.array("H", range(256))
-    for i in range(256):
-        c = i << 8
-        for _ in range(8):
-            c = ((c << 1) ^ 0x1021) if c & 0x8000 else (c << 1)
-        t[i] = c & 0xFFFF
-    return t
-
-
-def _random_sequence(n):
-    out = bytearray(n)
-    r = 0x42
-    for i in range(n):
-        out[i] = r
-        r = (r >> 1) ^ 0xB8 if r & 1 else r >> 1
-    return bytes(out)
-
-
-CRC_TABLE = _crc_table()
-RANDOM = _random_sequence(256)
 # 1 for the six bytes that must be stuffed
 RESERVED = bytearray(256)
 for _b in (FLAG, _ESCAPE, XON, XOFF, _SUBSTITUTE, CANCEL):
     RESERVED[_b] = 1
+del _b
 
 
-def _crc16_py(data, crc=0xFFFF):
-    t = CRC_TABLE
+# The CRC and the randomisation work bit by bit and make the pseudo-random sequence as they
+# go: tables of them held 0.8 KB of a board's heap (512 bytes of CRC, 256 of sequence) for
+# loops that run in viper there (_ash_fast), where the bits cost little.
+def crc16(data, crc=0xFFFF):
+    # CRC-CCITT (polynomial 0x1021), most significant bit first
     for b in data:
-        crc = ((crc << 8) & 0xFF00) ^ t[(crc >> 8) ^ b]
+        crc ^= b << 8
+        for _ in range(8):
+            crc = (crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1
+        crc &= 0xFFFF
     return crc
 
 
-def _xor_random_py(src, dst, n):
-    """dst[i] = src[i] ^ RANDOM[i] for i < n (src and dst may be the same buffer)."""
-    r = RANDOM
+def xor_random(src, dst, n):
+    """dst[i] = src[i] ^ the i-th byte of UG101's pseudo-random sequence, for i < n (src and
+    dst may be the same buffer). The sequence starts at 0x42; each byte follows from the one
+    before."""
+    r = 0x42
     for i in range(n):
-        dst[i] = src[i] ^ r[i]
+        dst[i] = src[i] ^ r
+        r = (r >> 1) ^ 0xB8 if r & 1 else r >> 1
 
 
-def _stuff_py(src, n, dst):
+def stuff(src, n, dst):
     """Stuff src[:n] into dst; return the number of bytes written."""
     res = RESERVED
     j = 0
@@ -91,46 +70,14 @@ def _stuff_py(src, n, dst):
     return j
 
 
-crc16 = _crc16_py
-xor_random = _xor_random_py
-stuff = _stuff_py
 try:
     import sys
     if sys.implementation.name == "micropython":
-        from ppmid.zigbee import _ash_fast
-        crc16 = _ash_fast.crc16
-        xor_random = _ash_fast.xor_random
-        stuff = _ash_fast.stuff
+        # the viper loops take the plain ones' names: those then go with the import's
+        # garbage, so that a board holds one set (~0.3 KB; docs/memory.md)
+        from ppmid.zigbee._ash_fast import crc16, xor_random, stuff
 except ImportError:  # a port without viper: the plain loops are correct, only slower
     pass
-
-
-def data_control(frm_num, re_tx, ack_num):
-    return ((frm_num & 7) << 4) | (8 if re_tx else 0) | (ack_num & 7)
-
-
-def ack_control(ack_num, n_rdy=False):
-    return 0x80 | (8 if n_rdy else 0) | (ack_num & 7)
-
-
-def nak_control(ack_num, n_rdy=False):
-    return 0xA0 | (8 if n_rdy else 0) | (ack_num & 7)
-
-
-def kind(control):
-    if control & 0x80 == 0:
-        return DATA
-    if control & 0xE0 == 0x80:
-        return ACK
-    if control & 0xE0 == 0xA0:
-        return NAK
-    if control == RST:
-        return K_RST
-    if control == RSTACK:
-        return K_RSTACK
-    if control == ERROR:
-        return K_ERROR
-    return UNKNOWN
 
 
 class Encoder:
@@ -142,17 +89,18 @@ class Encoder:
         self._out = bytearray(2 * _MAX_FRAME + 1)
         self._mv = memoryview(self._out)
 
-    def encode(self, control, data=b"", randomise=True):
+    def encode(self, control, data=b""):
+        # only a DATA frame's data field is randomised (UG101); RSTACK's and ERROR's are not
         n = len(data)
         if n > MAX_DATA:
             raise ValueError("ASH data field of %d bytes exceeds %d" % (n, MAX_DATA))
         raw = self._raw
         raw[0] = control
         body = memoryview(raw)[1:]
-        if randomise and n:
-            xor_random(data, body, n)
-        else:
+        if control & 0x80:
             body[:n] = data
+        else:
+            xor_random(data, body, n)
         c = crc16(memoryview(raw)[:n + 1])
         raw[n + 1] = c >> 8
         raw[n + 2] = c & 0xFF
@@ -160,24 +108,20 @@ class Encoder:
         self._out[j] = FLAG
         return self._mv[:j + 1]
 
+    # control bytes (UG101): DATA 0 frmNum(3) reTx ackNum(3); ACK 100 0 nRdy ackNum(3);
+    # NAK 101 0 nRdy ackNum(3)
     def data(self, frm_num, re_tx, ack_num, ezsp_frame):
-        return self.encode(data_control(frm_num, re_tx, ack_num), ezsp_frame)
+        return self.encode(((frm_num & 7) << 4) | (8 if re_tx else 0) | (ack_num & 7), ezsp_frame)
 
     def ack(self, ack_num, n_rdy=False):
-        return self.encode(ack_control(ack_num, n_rdy))
+        return self.encode(0x80 | (8 if n_rdy else 0) | (ack_num & 7))
 
     def nak(self, ack_num, n_rdy=False):
-        return self.encode(nak_control(ack_num, n_rdy))
+        return self.encode(0xA0 | (8 if n_rdy else 0) | (ack_num & 7))
 
     def rst(self):
         # the leading CANCEL makes the NCP discard whatever partial frame it holds
         return b"\x1a" + bytes(self.encode(RST))
-
-    def rstack(self, reset_code):
-        return self.encode(RSTACK, bytes((ASH_VERSION, reset_code)), randomise=False)
-
-    def error(self, code):
-        return self.encode(ERROR, bytes((ASH_VERSION, code)), randomise=False)
 
 
 class Decoder:

@@ -96,12 +96,12 @@ class AshLink:
     """on_frame(ezsp_bytes) is called (synchronously) for every new in-order DATA frame;
     ready() -> bool says whether the host can take more (when not, our ACKs carry nRdy)."""
 
-    def __init__(self, reader, writer, on_frame, ready=None, tx_k=_TX_K_MAX, log=None, on_fail=None,
+    def __init__(self, reader, writer, on_frame, ready, tx_k=_TX_K_MAX, log=None, on_fail=None,
                  timers=None):
         self._reader = reader
         self._writer = writer
         self._on_frame = on_frame
-        self._ready = ready or (lambda: True)
+        self._ready = ready
         self._tx_k = max(1, min(_TX_K_MAX, tx_k))
         self._log = log
         self._on_fail = on_fail          # on_fail(AshError), synchronous, on a real failure
@@ -154,10 +154,6 @@ class AshLink:
             self._log("ash: " + (fmt % args if args else fmt))
 
     # ---- lifecycle --------------------------------------------------------------------
-    def start(self):
-        if not self._tasks:
-            self._tasks = [asyncio.create_task(self._rx_loop()), asyncio.create_task(self._timer_loop())]
-
     async def close(self):
         for t in self._tasks:
             t.cancel()
@@ -166,7 +162,8 @@ class AshLink:
 
     async def reset(self, attempts=3):
         """Send RST until the NCP answers RSTACK; then the link is up (frame numbers 0)."""
-        self.start()
+        if not self._tasks:  # the link's loops run from the first reset on
+            self._tasks = [asyncio.create_task(self._rx_loop()), asyncio.create_task(self._timer_loop())]
         self._fail(AshError(E_ASH_LINK, "link reset"), count=False)
         self.counters["resets"] += 1
         for _ in range(attempts):
@@ -196,7 +193,10 @@ class AshLink:
         while True:
             if not self.connected:
                 raise self._error(self.failure, False)
-            if self._window_open():
+            # the window: fewer than tx_k frames unacknowledged, and no nRdy from the module
+            if self._notrdy_until is not None and ticks_diff(self._notrdy_until, ticks_ms()) <= 0:
+                self._notrdy_until = None
+            if self._notrdy_until is None and len(self._pending) < self._tx_k:
                 break
             self._space.clear()
             await self._space.wait()
@@ -220,13 +220,6 @@ class AshLink:
         out = AshError(err.code, err.message)
         out.on_wire = on_wire
         return out
-
-    def _window_open(self):
-        if self._notrdy_until is not None:
-            if ticks_diff(self._notrdy_until, ticks_ms()) > 0:
-                return False
-            self._notrdy_until = None
-        return len(self._pending) < self._tx_k
 
     async def _send_data(self, frm, entry, re_tx):
         if re_tx:
@@ -337,12 +330,11 @@ class AshLink:
             if self.connected and (not self._reject or ticks_diff(ticks_ms(), self._last_nak) >= _NAK_REPEAT_MS):
                 await self._nak()
             return
-        k = ash.kind(control)
         self._damage_ok = self._damage()
         if self.connected:
             self._heard += 1
             self._heard_ms = ticks_ms()
-        if k == ash.K_RSTACK:
+        if control == ash.RSTACK:
             payload = item[1]
             if len(payload) == 2 and payload[0] == ash.ASH_VERSION:
                 self.reset_code = payload[1]
@@ -360,26 +352,30 @@ class AshLink:
                     self._module_reset(_text(_S_RESET_CODE, payload[1]))
                 self._rstack.set()
             return
-        if k == ash.K_ERROR:
+        if control == ash.ERROR:
             self.counters["rx_error_frames"] += 1
             code = item[1][1] if len(item[1]) > 1 else 0
             self._fail(AshError(E_ASH_LINK, _text(_S_ASH_ERROR, code)))
             return
-        if k == ash.UNKNOWN or k == ash.K_RST:
+        # control bytes (UG101): DATA 0x00-0x7F, ACK 0x80-0x9F, NAK 0xA0-0xBF; any other
+        # (an RST from the module, a value ASH does not define) is counted and dropped
+        ack_or_nak = control & 0xC0 == 0x80
+        if control & 0x80 and not ack_or_nak:
             self.counters["unknown_frames"] += 1
             return
         if not self.connected:
             self.counters["rx_while_down"] += 1
             return
-        self._on_ack(control & 7, k == ash.NAK)
-        if k == ash.NAK or k == ash.ACK:
+        nak = control & 0xE0 == 0xA0
+        self._on_ack(control & 7, nak)
+        if ack_or_nak:
             if control & 8:
                 self.counters["remote_not_ready"] += 1
                 self._notrdy_until = ticks_add(ticks_ms(), _T_REMOTE_NOTRDY)
             else:
                 self._notrdy_until = None
                 self._space.set()
-            if k == ash.NAK:
+            if nak:
                 self.counters["rx_nak"] += 1
                 await self._resend_from(control & 7)
             return
@@ -419,7 +415,7 @@ class AshLink:
         c = self._dec.counters
         return self._bad_items + c["cancel"] + c["substitute"]
 
-    def _on_ack(self, ack_num, nak=False):
+    def _on_ack(self, ack_num, nak):
         n = (ack_num - self._ack_rx) & 7
         if n > ((self._frm - self._ack_rx) & 7):
             # an ackNum for frames we never sent. A module that reset (and whose RSTACK

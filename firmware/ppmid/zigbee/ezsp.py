@@ -177,9 +177,10 @@ def refused_for_now(version, status):
 def parse_stack_status(version, p):
     """-> True (network up), False (down) or None (another status)."""
     s = parse_status(version, p)
-    if s in ((SL_NETWORK_UP,) if is_v14(version) else (EMBER_NETWORK_UP,)):
+    up, down = (SL_NETWORK_UP, SL_NETWORK_DOWN) if is_v14(version) else (EMBER_NETWORK_UP, EMBER_NETWORK_DOWN)
+    if s == up:
         return True
-    if s in ((SL_NETWORK_DOWN,) if is_v14(version) else (EMBER_NETWORK_DOWN,)):
+    if s == down:
         return False
     return None
 
@@ -241,9 +242,9 @@ class Ezsp:
     """Commands over an AshLink-like object (async send(frame)). Feed it received frames
     with on_frame(); callbacks go to on_callback(frame_id, params) synchronously."""
 
-    def __init__(self, link, on_callback=None, log=None, timeout_s=5):
+    def __init__(self, link, on_callback, log=None, timeout_s=5):
         self._link = link
-        self._on_callback = on_callback or (lambda fid, p: None)
+        self._on_callback = on_callback
         self._log = log
         self._timeout_s = timeout_s
         self._seq = 0
@@ -255,16 +256,13 @@ class Ezsp:
         self.counters = {"commands": 0, "responses": 0, "callbacks": 0, "orphan_responses": 0,
                          "bad_frames": 0, "invalid_command": 0, "timeouts": 0}
 
-    def _logf(self, fmt, *args):
-        if self._log:
-            self._log("ezsp: " + (fmt % args if args else fmt))
-
     def on_frame(self, frame):
         try:
             seq, fc, fid, params = parse_frame(frame, self._legacy)
         except EzspError as exc:
             self.counters["bad_frames"] += 1
-            self._logf("%s", exc)
+            if self._log:
+                self._log("ezsp: %s" % exc)
             return
         if not fc & FC_RESPONSE:
             self.counters["bad_frames"] += 1
@@ -276,13 +274,13 @@ class Ezsp:
             except Exception as exc:  # a malformed callback must not stop the link
                 self.counters["bad_frames"] += 1
                 if self._log:
-                    self._logf(_text(_S_CALLBACK_DROPPED, (fid, exc)))
+                    self._log("ezsp: " + _text(_S_CALLBACK_DROPPED, (fid, exc)))
             return
         w = self._waiting.pop(seq, None)
         if w is None:
             self.counters["orphan_responses"] += 1
             if self._log:
-                self._logf(_text(_S_ORPHAN, (seq, fid)))
+                self._log("ezsp: " + _text(_S_ORPHAN, (seq, fid)))
             return
         self.counters["responses"] += 1
         if fid == INVALID_COMMAND:
@@ -303,9 +301,7 @@ class Ezsp:
         try:
             try:
                 await self._link.send(frame)
-            except Exception as exc:
-                if not isinstance(exc, PpmidError):
-                    raise
+            except PpmidError as exc:
                 exc.on_wire = getattr(exc, "on_wire", True)
                 raise
             try:
