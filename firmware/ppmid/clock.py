@@ -47,18 +47,18 @@ def unix_time():
     return int(_time.time()) + _OFFSET
 
 
-async def sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        await asyncio.sleep_ms(ms)
-    else:
+# sleep_ms(ms), and wait_for_ms(aw, ms): asyncio.wait_for with a timeout in ms (raises
+# asyncio.TimeoutError). On MicroPython asyncio's own, awaited directly: no wrapper
+# function held, and no wrapper coroutine allocated per sleep.
+if hasattr(asyncio, "sleep_ms"):
+    sleep_ms = asyncio.sleep_ms
+    wait_for_ms = asyncio.wait_for_ms
+else:  # CPython
+    async def sleep_ms(ms):
         await asyncio.sleep(ms / 1000)
 
-
-async def wait_for_ms(aw, ms):
-    """asyncio.wait_for with a timeout in ms (raises asyncio.TimeoutError)."""
-    if hasattr(asyncio, "wait_for_ms"):
-        return await asyncio.wait_for_ms(aw, ms)
-    return await asyncio.wait_for(aw, ms / 1000)
+    async def wait_for_ms(aw, ms):
+        return await asyncio.wait_for(aw, ms / 1000)
 
 
 async def wait_event_ms(event, ms):
