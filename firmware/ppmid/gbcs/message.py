@@ -9,9 +9,8 @@
 from micropython import const
 from ppmid.errors import PpmidError
 
-FORM_MAC_SIGNED = "mac+signed"
-FORM_SIGNED = "signed"
-FORM_GBT = "gbt"
+# (the forms' names, FORM_MAC_SIGNED and the others, are ppmid.gbcs.message_fields': host
+# tools and tests read msg.form, the gateway asks is_gbt)
 
 CRA_COMMAND = const(1)
 CRA_RESPONSE = const(2)
@@ -183,7 +182,7 @@ class Message:
     def __getattr__(self, name):
         # The fields the gateway never reads (content type and content, signature, date-time,
         # security and block control, the other-information's optional fields, cra_name, _l,
-        # the form's name (the gateway asks is_gbt): for host tools and tests; and a GBT
+        # the form's name (the gateway asks is_gbt), the MAC: for host tools and tests; and a GBT
         # block's fields, which the gateway's reassembly reads where they are) are
         # functions of ppmid.gbcs.message_fields, loaded at the
         # first such read, so the running app does not hold their code. Called only for a
@@ -192,10 +191,6 @@ class Message:
         if name not in message_fields.FIELDS:
             raise AttributeError(name)
         return getattr(message_fields, name)(self)
-
-    @property
-    def _h(self):
-        return (self._k >> 2) & 0x3F
 
     @property
     def _t(self):
@@ -257,13 +252,8 @@ class Message:
     def has_signature_field(self):
         return self._sig_pos() >= 0
 
-    @property
-    def mac(self):
-        if self._k & 3 != _MAC:
-            return None
-        return self.buf[len(self.buf) - MAC_LEN:]
-
-    # ---- GBT block (its fields: ppmid.gbcs.reassembly, through message_fields) ----
+    # ---- GBT block (its fields: ppmid.gbcs.reassembly, through message_fields; the MAC of
+    # the MAC-signed form: message_fields) ----
     @property
     def is_gbt(self):
         return self._k & 3 == _GBT
