@@ -110,29 +110,11 @@ def _long_length(b, pos, end, limit, what):
     _err(E_LENGTH, _S_LENGTH_FORM, what)
 
 
-def _length_at(b, pos):
-    # a length already checked by decode()
-    n = b[pos]
-    return n if n < 0x80 else _long_length(b, pos, len(b), len(b), _F_LENGTH)
-
-
-def _lsize(b, pos):
-    n = b[pos]
-    return 1 if n < 0x80 else n - 0x7F
-
-
-def _uint(b, pos, n):
-    v = 0
-    for i in range(pos, pos + n):
-        v = (v << 8) | b[i]
-    return v
-
-
 def _counter(b, pos):
     # Below 2**30 the value is a small int on every port (ESP32 small ints are 31-bit), so the
-    # loop allocates nothing; above, one int.from_bytes instead of a big int per shift.
+    # shifts allocate nothing; above, one int.from_bytes instead of a big int per shift.
     if b[pos] == 0 and b[pos + 1] == 0 and b[pos + 2] == 0 and b[pos + 3] == 0 and b[pos + 4] < 0x40:
-        return _uint(b, pos + 4, 4)
+        return (b[pos + 4] << 24) | (b[pos + 5] << 16) | (b[pos + 6] << 8) | b[pos + 7]
     return int.from_bytes(b[pos:pos + 8], "big")
 
 
@@ -198,12 +180,16 @@ class Message:
         return 1 if k & 3 == _GBT else (k >> 2) & 0x3F
 
     def _code_pos(self):
+        # after the other-information's length (1 byte, or 81 nn / 82 nnnn)
         p = self._t + 29 + self.buf[self._t + 28]
-        return p + _lsize(self.buf, p)
+        n = self.buf[p]
+        return p + (1 if n < 0x80 else n - 0x7F)
 
     def _oil(self):
-        t = self._t
-        return _length_at(self.buf, t + 29 + self.buf[t + 28])
+        # the other-information's length, already checked by decode()
+        b = self.buf
+        p = self._t + 29 + b[self._t + 28]
+        return b[p] if b[p] < 0x80 else _long_length(b, p, len(b), len(b), _F_LENGTH)
 
     def _sig_pos(self):
         k = self._k
