@@ -7,7 +7,7 @@
 # in, with the same three names.
 #
 # Unix seconds: the unix port (and CPython) count time.time() from 1970, the ESP32 port from
-# 2000-01-01; unix_time() adds the difference where the port needs it. A board has no clock
+# 2000-01-01; Clock.time() adds the difference where the port needs it. A board has no clock
 # until SNTP, the CH's clock or a kept RTC sets it: Clock.is_set() says whether the time
 # can be trusted.
 import time as _time
@@ -37,14 +37,6 @@ def epoch_offset(time_module=_time):
     """Seconds to add to time_module.time() for unix time: 0 from 1970, EPOCH_2000 from 2000."""
     gm = getattr(time_module, "gmtime", None) or time_module.localtime
     return EPOCH_2000 if gm(0)[0] == 2000 else 0
-
-
-_OFFSET = epoch_offset()
-
-
-def unix_time():
-    """Unix seconds from this port's clock (set or not: see Clock.is_set)."""
-    return int(_time.time()) + _OFFSET
 
 
 # sleep_ms(ms), and wait_for_ms(aw, ms): asyncio.wait_for with a timeout in ms (raises
