@@ -148,6 +148,20 @@ def firmware_files(firmware_dir, exclude=()):
     return out
 
 
+def source_name(rel):
+    """The source file name a deployed module's .mpy carries (mpy-cross -s; tracebacks name
+    it): the path the board's importer finds that .mpy at, "ppmid/relay/core.mpy" for
+    ppmid/relay/core.py. The deploy installs the package at the flash root, which the
+    importer reaches through sys.path's first entry, '' (the current directory: the root at
+    boot; the ESP32 port's sys.path is ['', '.frozen', '/lib'], the emulated board's ROM sets
+    the same), and it interns that path as the module's __file__ (py/builtinimport.c
+    do_load): with the same text in the .mpy, both are one interned name, not two
+    (docs/memory.md, session 9), and a traceback names the file as it lies on the board.
+    A set an update installed in a slot (/upd/a/ppmid/...) is the same build: its __file__
+    has the slot in front, so there they stay two names, as before."""
+    return rel.replace(os.sep, "/")[:-3] + ".mpy"
+
+
 def build(board, firmware_dir=FIRMWARE_DIR, build_dir=None, arch=None):
     """Compile the firmware for `board` into build_dir; return (build_dir, [relative paths],
     [mpy-cross command lines]). Raises DeployError naming the first file that fails."""
@@ -174,7 +188,7 @@ def build(board, firmware_dir=FIRMWARE_DIR, build_dir=None, arch=None):
             dst_rel = rel[:-3] + ".mpy"
             out = os.path.join(build_dir, dst_rel)
         os.makedirs(os.path.dirname(os.path.join(build_dir, dst_rel)) or build_dir, exist_ok=True)
-        jobs.append((rel, kind, dst_rel, out, [mpy_cross, "-march=" + arch] + list(MPY_OPTS) + ["-o", out, "-s", rel, src]))
+        jobs.append((rel, kind, dst_rel, out, [mpy_cross, "-march=" + arch] + list(MPY_OPTS) + ["-o", out, "-s", source_name(rel) if kind == "module" else rel, src]))
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = list(pool.map(lambda job: subprocess.run(job[4], capture_output=True, text=True), jobs))
     files, commands = [], []

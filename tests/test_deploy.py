@@ -40,6 +40,34 @@ def test_build_compiles_package_to_mpy_and_keeps_scripts(tmp_path):
     assert head[0:1] == b"M" and head[1] == 6
 
 
+def test_a_deployed_module_names_itself_as_it_lies_on_the_board_with_one_interned_name(tmp_path):
+    # each .mpy carries the path the board's importer finds it at (sys.path '' at the flash
+    # root, where the deploy installs the package), so its __file__ and the name in its
+    # tracebacks are one interned name (docs/memory.md, session 9)
+    assert deploy.source_name(os.path.join("ppmid", "relay", "core.py")) == "ppmid/relay/core.mpy"
+    out, files, cmds = deploy.build("emulated", build_dir=str(tmp_path / "b"))
+    app = [c for c in cmds if c[-1].endswith(os.path.join("ppmid", "app.py"))][0]
+    assert app[app.index("-s") + 1] == "ppmid/app.mpy"
+    probe = ("import sys, micropython\n"
+             "sys.path[:] = ['', '.frozen']\n"  # the board's (the emulated ROM's; /lib unused here)
+             "import ppmid.errors\n"
+             "print(ppmid.errors.__file__)\n"
+             "try:\n"
+             "    str(ppmid.errors.PpmidError(1, 'x'))\n"  # fails inside the firmware's __str__
+             "except TypeError as e:\n"
+             "    sys.print_exception(e)\n"
+             "micropython.qstr_info(1)\n")
+    p = subprocess.run([boards.micropython_binary(), "-c", probe], cwd=out, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "ppmid/errors.mpy"
+    assert 'File "ppmid/errors.mpy", line 1, in __str__' in p.stdout  # -O3: no line numbers
+    # qstr_info(1) lists every interned name: the file's name once, no "ppmid/errors.py"
+    assert sum(1 for line in lines if line.startswith("Q(") and "errors" in line and "ppmid/" in line) == 1, \
+        [line for line in lines if "errors" in line]
+
+
 def test_a_board_too_small_for_the_app_is_refused_with_the_figures(tmp_path):
     need, _ = deploy.app_heap_need()
     p = ppmid("deploy", "--port", str(tmp_path / "ttyUSB0"), "--board", "esp32-devkitc", "--dry-run")

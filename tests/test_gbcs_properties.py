@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from ppmid import config
 from ppmid.gbcs import GbcsError, Validator, build, decode, gbt, reassembly
 from ppmid.gbcs.validate_host import MemoryCounterStore
-from ppmid.gbcs.message import FORM_GBT, FORM_MAC_SIGNED
+from ppmid.gbcs.message_fields import FORM_GBT, FORM_MAC_SIGNED
 
 CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                       "shared", "vectors", "gbcs", "rtds-4.5.0")

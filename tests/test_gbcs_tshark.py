@@ -90,7 +90,7 @@ def compare_message(msg, pkt, where):
     """Assert that our decode of a DD00/DF message equals tshark's, field by field."""
     gh = "gbcs_message.grouping_header."
     t = msg._l[0]
-    if msg.form == M.FORM_MAC_SIGNED:
+    if msg.form == F.FORM_MAC_SIGNED:
         assert _one(pkt, "gbcs_message.mac_header.general_ciphering")[3] == "dd", where
         assert int(_one(pkt, "gbcs_message.mac_header.security_control_byte")[2], 16) == msg.security_control
         assert _one(pkt, "gbcs_message.mac")[3] == _hex(msg.mac), where
@@ -156,7 +156,7 @@ def test_every_corpus_message_matches_tshark(gbcs_corpus, tmp_path):
         msg = decode(raw)
         forms[msg.form] = forms.get(msg.form, 0) + 1
         compare_message(msg, pkt, os.path.basename(path))
-    assert forms == {M.FORM_MAC_SIGNED: 815, M.FORM_SIGNED: 460}
+    assert forms == {F.FORM_MAC_SIGNED: 815, F.FORM_SIGNED: 460}
 
 
 def compare_block(blk, pkt, where):

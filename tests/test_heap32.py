@@ -60,7 +60,7 @@ def test_viper_code_is_left_to_its_plain_fallback(installed, tmp_path):
     files, skipped = _compiled(tmp_path, {"__init__.py": "", "fast.py": (
         "import micropython\n@micropython.viper\ndef f(x: int) -> int:\n    return x + 1\n")})
     assert "probe/fast.py" in skipped
-    assert G.LIB + "/probe/__init__.mpy" in files
+    assert "/probe/__init__.mpy" in files
 
 
 def test_firmware_modules_load_as_mpy_in_the_32_bit_port(installed):
@@ -69,6 +69,31 @@ def test_firmware_modules_load_as_mpy_in_the_32_bit_port(installed):
     figs = G.import_figures(files, ["ppmid.errors", "ppmid.gbcs.gbt"])
     assert figs["ppmid.errors"]["own"] > 0
     assert figs["ppmid.gbcs.gbt"]["total"] > figs["ppmid.gbcs.gbt"]["own"] > 0
+
+
+def test_the_firmware_lies_where_a_board_has_it_and_names_itself_once(installed, tmp_path):
+    # at the filesystem's root, found through sys.path's '' as on a board after `ppmid
+    # deploy`: __file__ is the board's, the same text as the .mpy's source name, so one
+    # interned name per module (docs/memory.md, session 9); here against a .mpy compiled
+    # with the .py name, which interns both
+    files, _ = _compiled(tmp_path, {"__init__.py": "", "one.py": "def f(x):\n    return x + ''\n"})
+    import subprocess
+    from host_tools import boards
+    two = subprocess.run([boards.mpy_cross_binary(), *G.MPY_OPTS, "-o", "/dev/stdout", "-s", "probe/one.py",
+                          str(tmp_path / "probe" / "one.py")], capture_output=True, check=True).stdout
+    files["/probe/two.mpy"] = two
+    src = ("import micropython\nimport probe\nprint('@@NAMES before')\nmicropython.qstr_info()\n"
+           "import probe.one\nprint('@@NAMES one')\nmicropython.qstr_info()\n"
+           "import probe.two\nprint('@@NAMES two')\nmicropython.qstr_info()\n"
+           "print('@@FILE', probe.one.__file__)\n"
+           "try:\n    probe.one.f(1)\nexcept TypeError as e:\n    sys.print_exception(e)\n")
+    result = G.run_jobs([(files, G.script(src))])[0]
+    assert result["ok"], result["error"]
+    assert "@@FILE probe/one.mpy" in result["lines"]
+    assert '  File "probe/one.mpy", line 1, in f' in result["lines"]
+    at = G.names_at(result)
+    # the same code: probe.two interns one name more, its .py source name
+    assert (at["two"]["names"] - at["one"]["names"]) - (at["one"]["names"] - at["before"]["names"]) == 1
 
 
 def test_the_frozen_measurement_says_what_is_missing(tmp_path, monkeypatch):

@@ -202,7 +202,9 @@ def run(heap, exe=None):
         exe = micropython_binary()
     with tempfile.TemporaryDirectory() as root:
         script = scenario(root)
-        p = subprocess.run([exe, "-X", "heapsize=%d" % heap, script], capture_output=True, text=True, timeout=300)
+        # cwd: the package lies at root + /ppmid, found through sys.path's '' (gauge.LIB)
+        p = subprocess.run([exe, "-X", "heapsize=%d" % heap, script], capture_output=True, text=True, timeout=300,
+                           cwd=root)
         lines = p.stdout.splitlines()
     figs, block = parse(lines)
     done = [json.loads(line.split(" ", 1)[1]) for line in lines if line.startswith("@@FRAGRUN ")]

@@ -112,7 +112,8 @@ def compile_mpy(mpy_cross, out_dir):
             out = os.path.join(out_dir, rel[:-3] + ".mpy")
             os.makedirs(os.path.dirname(out), exist_ok=True)
             arch = ["-march=x86"] if n == "_ash_fast.py" else []
-            subprocess.run([mpy_cross, *G.MPY_OPTS, *arch, "-o", out, "-s", rel, os.path.join(src, rel)], check=True)
+            subprocess.run([mpy_cross, *G.MPY_OPTS, *arch, "-o", out, "-s", G.source_name(rel), os.path.join(src, rel)],
+                           check=True)
 
 
 # The gauge's app scenario (gauge.APP_BODY, unchanged) in the 32-bit unix port: there
@@ -157,7 +158,7 @@ def scenario_script(root, frozen):
     files, _skipped = G.compile_tree(G.FIRMWARE_DIR)
     files.update(G.harness_files())
     if frozen:  # the package comes from the image: only the harness on the path before it
-        files = {k: v for k, v in files.items() if not k.startswith(G.LIB + "/ppmid/")}
+        files = {k: v for k, v in files.items() if not k.startswith("/ppmid/")}
     payload, _n = G.command_json(4096)
     flash = G.flash_files()
     flash["/cmd.json"] = payload
@@ -179,7 +180,8 @@ def run_scenario(exe, root, frozen):
     script = os.path.join(root, "scenario.py")
     with open(script, "w") as f:
         f.write(scenario_script(root, frozen))
-    p = subprocess.run([exe, "-X", "heapsize=2M", script], capture_output=True, text=True, timeout=300)
+    # cwd: the package lies at root + /ppmid, found through sys.path's '' (gauge.LIB)
+    p = subprocess.run([exe, "-X", "heapsize=2M", script], capture_output=True, text=True, timeout=300, cwd=root)
     out = {}
     for line in p.stdout.splitlines():
         if line.startswith("@@") and " " in line:
@@ -198,8 +200,11 @@ def run_scenario(exe, root, frozen):
 
 
 def measure(exe, where, script):
-    p = subprocess.run([exe, "-X", "heapsize=2M", script, where],
-                       capture_output=True, text=True, timeout=120)
+    # where: a directory, made the current one and searched as '' (as a board's flash root:
+    # gauge.LIB), or ".frozen"
+    frozen = where == ".frozen"
+    p = subprocess.run([exe, "-X", "heapsize=2M", script, where if frozen else ""],
+                       capture_output=True, text=True, timeout=120, cwd=None if frozen else where)
     if p.returncode:
         raise G.GaugeError("importing from %s failed: %s" % (where, (p.stdout + p.stderr).strip()[-300:]))
     return int(p.stdout.split()[-1])

@@ -29,9 +29,16 @@ HEAPSIZE = 512 * 1024  # the port grows its heap past this on demand; 512K is en
 # mpy-cross options for the firmware: a board build's (host_tools.deploy.MPY_OPTS, -O3: no
 # line-number tables in the bytecode); PPMID_MPY_OPTS overrides them to compare
 sys.path.insert(0, ROOT)
-from host_tools.deploy import MPY_OPTS as _DEPLOY_OPTS  # noqa: E402
+from host_tools.deploy import MPY_OPTS as _DEPLOY_OPTS, source_name  # noqa: E402
 MPY_OPTS = tuple(os.environ.get("PPMID_MPY_OPTS", " ".join(_DEPLOY_OPTS)).split())
-LIB = "/lib"           # where the firmware and the harness go in the port's filesystem
+# The firmware goes where `ppmid deploy` installs it on a board, at the filesystem's root
+# (/ppmid/...), found through sys.path's first entry '' (the current directory, /): so
+# each module's __file__ is the board's ("ppmid/relay/core.mpy"), the name its .mpy carries
+# (host_tools.deploy.source_name), as on a board. The harness and stand-ins go in /lib,
+# searched before '.frozen': a stand-in stands for a board's built-in module and must win
+# over a port's frozen one (the unix port freezes an ssl.py, which frag.py's runs would
+# load instead).
+LIB = "/lib"           # the harness and the stand-in modules
 FLASH = "/flash"       # the board's flash: the port's in-memory filesystem
 
 # The scenarios' view of the firmware, in one place: which classes the app-boot scenario
@@ -112,7 +119,7 @@ def compile_tree(src_dir, package="ppmid"):
                 jobs.append(rel)
 
     def one(rel):
-        p = subprocess.run([exe, *MPY_OPTS, "-o", "/dev/stdout", "-s", rel, os.path.join(src_dir, rel)],
+        p = subprocess.run([exe, *MPY_OPTS, "-o", "/dev/stdout", "-s", source_name(rel), os.path.join(src_dir, rel)],
                            capture_output=True, timeout=60)
         return rel, p
 
@@ -120,7 +127,7 @@ def compile_tree(src_dir, package="ppmid"):
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for rel, p in pool.map(one, jobs):
             if p.returncode == 0:
-                files[LIB + "/" + rel[:-3] + ".mpy"] = p.stdout
+                files["/" + source_name(rel)] = p.stdout
             else:
                 err = p.stderr.decode(errors="replace").strip().splitlines()
                 why = err[-1] if err else "mpy-cross failed"
@@ -133,8 +140,8 @@ def compile_tree(src_dir, package="ppmid"):
 def module_names(files):
     out = []
     for path in files:
-        if path.startswith(LIB + "/") and path.endswith(".mpy"):
-            mod = path[len(LIB) + 1:-4].replace("/", ".")
+        if path.endswith(".mpy") and not path.startswith(LIB + "/"):
+            mod = path[1:-4].replace("/", ".")
             if mod.endswith(".__init__"):
                 mod = mod[:-9]
             out.append(mod)
@@ -161,7 +168,7 @@ def harness_files():
 # for 4 KB. An ESP32's binascii is the C module: the port's C module stands in for it.
 PRELUDE = """
 import gc, sys
-sys.path[:] = [%(lib)r, '.frozen']
+sys.path[:] = ['', %(lib)r, '.frozen']
 import ubinascii
 sys.modules['binascii'] = ubinascii
 import json

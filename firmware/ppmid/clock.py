@@ -7,7 +7,7 @@
 # in, with the same three names.
 #
 # Unix seconds: the unix port (and CPython) count time.time() from 1970, the ESP32 port from
-# 2000-01-01; unix_time() adds the difference where the port needs it. A board has no clock
+# 2000-01-01; Clock.time() adds the difference where the port needs it. A board has no clock
 # until SNTP, the CH's clock or a kept RTC sets it: Clock.is_set() says whether the time
 # can be trusted.
 import time as _time
@@ -39,26 +39,18 @@ def epoch_offset(time_module=_time):
     return EPOCH_2000 if gm(0)[0] == 2000 else 0
 
 
-_OFFSET = epoch_offset()
-
-
-def unix_time():
-    """Unix seconds from this port's clock (set or not: see Clock.is_set)."""
-    return int(_time.time()) + _OFFSET
-
-
-async def sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        await asyncio.sleep_ms(ms)
-    else:
+# sleep_ms(ms), and wait_for_ms(aw, ms): asyncio.wait_for with a timeout in ms (raises
+# asyncio.TimeoutError). On MicroPython asyncio's own, awaited directly: no wrapper
+# function held, and no wrapper coroutine allocated per sleep.
+if hasattr(asyncio, "sleep_ms"):
+    sleep_ms = asyncio.sleep_ms
+    wait_for_ms = asyncio.wait_for_ms
+else:  # CPython
+    async def sleep_ms(ms):
         await asyncio.sleep(ms / 1000)
 
-
-async def wait_for_ms(aw, ms):
-    """asyncio.wait_for with a timeout in ms (raises asyncio.TimeoutError)."""
-    if hasattr(asyncio, "wait_for_ms"):
-        return await asyncio.wait_for_ms(aw, ms)
-    return await asyncio.wait_for(aw, ms / 1000)
+    async def wait_for_ms(aw, ms):
+        return await asyncio.wait_for(aw, ms / 1000)
 
 
 async def wait_event_ms(event, ms):

@@ -41,6 +41,7 @@ _S_GBCS_TOO_LARGE = const(14)
 _S_GBCS_EMPTY = const(15)
 _S_EXPIRES = const(16)
 # 17 (_S_NOT_JSON): ppmid.envelope_host.from_json
+_S_DEPTH = const(18)
 
 
 class EnvelopeError(PpmidError):
@@ -149,14 +150,12 @@ def json_expires(obj):
     return expires
 
 
-def _b64_table():
-    t = bytearray(256)
-    for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/":
-        t[c] = 1
-    return t
-
-
-_B64_OK = _b64_table()  # 1 for a base64 alphabet byte; a lookup allocates nothing
+# 1 for a base64 alphabet byte; a lookup allocates nothing. Built at import by module-level
+# code, which is not kept after it (a builder function would be)
+_B64_OK = bytearray(256)
+for _c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/":
+    _B64_OK[_c] = 1
+del _c
 
 
 def _b64_scan(buf, i, n):
@@ -231,11 +230,11 @@ def from_json_obj(obj, max_gbcs, gbcs=None):
     return Envelope(id, gbcs, json_expires(obj), mac_hex(obj["mac"]), json_kid(obj))
 
 
-_QUOTE = 0x22
+_QUOTE = const(0x22)
 # No envelope field nests (every value is a string or a number): deeper JSON is refused
 # before json.loads, which on MicroPython fails with MemoryError on a few thousand `[`.
 _DEPTH_MAX = const(8)
-_B64_CHUNK = 512  # base64 characters decoded at a time (384 bytes: a small allocation)
+_B64_CHUNK = const(512)  # base64 characters decoded at a time (384 bytes: a small allocation)
 
 
 def lift_gbcs_in_place(buf, max_gbcs):
@@ -279,7 +278,7 @@ def _gbcs_value(buf):
         if c == 0x7B or c == 0x5B:    # { [
             depth += 1
             if depth > _DEPTH_MAX:
-                raise EnvelopeError(E_ENVELOPE, "command JSON nests deeper than %d levels" % _DEPTH_MAX)
+                raise _refuse(E_ENVELOPE, _S_DEPTH, _DEPTH_MAX)
             key = c == 0x7B and depth == 1
         elif c == 0x7D or c == 0x5D:  # } ]
             depth -= 1

@@ -24,4 +24,5 @@ SENTENCES = (
     "gbcs is empty",  # 15 _S_GBCS_EMPTY
     "expires must be an integer from 0 to 4294967294 (unix seconds)",  # 16 _S_EXPIRES
     "command is not valid JSON",  # 17 _S_NOT_JSON
+    "command JSON nests deeper than %d levels",  # 18 _S_DEPTH
 )

@@ -13,7 +13,7 @@ from ppmid import config
 from ppmid.errors import PpmidError, E_CLOCK
 from ppmid.mqtt.link import Link
 from ppmid.mqtt.credentials import load_credentials
-from ppmid.clock import unix_time, SET_AFTER
+from ppmid.clock import Clock, SET_AFTER
 from ppmid.mqtt.contract import status_json
 
 
@@ -33,9 +33,12 @@ if "wifi" in MODES:  # the emulated board's Wi-Fi shim, its access point = this 
     wlan.connect("test-ap")
 
 
+_CLOCK = Clock()
+
+
 def unix_now():
     """Unix seconds, or None while the clock is obviously not set (before 2024)."""
-    t = unix_time()
+    t = _CLOCK.time()
     return t if t >= SET_AFTER else None
 
 

@@ -1,7 +1,8 @@
 # Build GBCS messages from fields: for tests, the emulated meters' responses and host tools.
 # Signatures and MACs are opaque bytes here: the gateway never signs, MACs or decrypts.
-from ppmid.gbcs.message import (decode, GbcsError, E_LENGTH, E_VALUE, FORM_MAC_SIGNED, FORM_GBT,
-                                TAG_GENERAL_CIPHERING, TAG_GENERAL_SIGNING, MAC_LEN)
+from ppmid.gbcs.message import (decode, GbcsError, E_LENGTH, E_VALUE, TAG_GENERAL_CIPHERING, TAG_GENERAL_SIGNING,
+                                MAC_LEN)
+from ppmid.gbcs.message_fields import FORM_MAC_SIGNED, FORM_GBT
 # the length form and the routing header live with the GBT split, the gateway's only use of
 # them (so it does not load these builders): build.encode_length etc. stay valid names here
 from ppmid.gbcs.gbt import (encode_length, transaction_header, _u64, _eui, _prefix, _block_into,  # noqa: F401

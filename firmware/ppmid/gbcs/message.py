@@ -9,9 +9,8 @@
 from micropython import const
 from ppmid.errors import PpmidError
 
-FORM_MAC_SIGNED = "mac+signed"
-FORM_SIGNED = "signed"
-FORM_GBT = "gbt"
+# (the forms' names, FORM_MAC_SIGNED and the others, are ppmid.gbcs.message_fields': host
+# tools and tests read msg.form, the gateway asks is_gbt)
 
 CRA_COMMAND = const(1)
 CRA_RESPONSE = const(2)
@@ -111,29 +110,11 @@ def _long_length(b, pos, end, limit, what):
     _err(E_LENGTH, _S_LENGTH_FORM, what)
 
 
-def _length_at(b, pos):
-    # a length already checked by decode()
-    n = b[pos]
-    return n if n < 0x80 else _long_length(b, pos, len(b), len(b), _F_LENGTH)
-
-
-def _lsize(b, pos):
-    n = b[pos]
-    return 1 if n < 0x80 else n - 0x7F
-
-
-def _uint(b, pos, n):
-    v = 0
-    for i in range(pos, pos + n):
-        v = (v << 8) | b[i]
-    return v
-
-
 def _counter(b, pos):
     # Below 2**30 the value is a small int on every port (ESP32 small ints are 31-bit), so the
-    # loop allocates nothing; above, one int.from_bytes instead of a big int per shift.
+    # shifts allocate nothing; above, one int.from_bytes instead of a big int per shift.
     if b[pos] == 0 and b[pos + 1] == 0 and b[pos + 2] == 0 and b[pos + 3] == 0 and b[pos + 4] < 0x40:
-        return _uint(b, pos + 4, 4)
+        return (b[pos + 4] << 24) | (b[pos + 5] << 16) | (b[pos + 6] << 8) | b[pos + 7]
     return int.from_bytes(b[pos:pos + 8], "big")
 
 
@@ -183,7 +164,7 @@ class Message:
     def __getattr__(self, name):
         # The fields the gateway never reads (content type and content, signature, date-time,
         # security and block control, the other-information's optional fields, cra_name, _l,
-        # the form's name (the gateway asks is_gbt): for host tools and tests; and a GBT
+        # the form's name (the gateway asks is_gbt), the MAC: for host tools and tests; and a GBT
         # block's fields, which the gateway's reassembly reads where they are) are
         # functions of ppmid.gbcs.message_fields, loaded at the
         # first such read, so the running app does not hold their code. Called only for a
@@ -194,21 +175,21 @@ class Message:
         return getattr(message_fields, name)(self)
 
     @property
-    def _h(self):
-        return (self._k >> 2) & 0x3F
-
-    @property
     def _t(self):
         k = self._k
         return 1 if k & 3 == _GBT else (k >> 2) & 0x3F
 
     def _code_pos(self):
+        # after the other-information's length (1 byte, or 81 nn / 82 nnnn)
         p = self._t + 29 + self.buf[self._t + 28]
-        return p + _lsize(self.buf, p)
+        n = self.buf[p]
+        return p + (1 if n < 0x80 else n - 0x7F)
 
     def _oil(self):
-        t = self._t
-        return _length_at(self.buf, t + 29 + self.buf[t + 28])
+        # the other-information's length, already checked by decode()
+        b = self.buf
+        p = self._t + 29 + b[self._t + 28]
+        return b[p] if b[p] < 0x80 else _long_length(b, p, len(b), len(b), _F_LENGTH)
 
     def _sig_pos(self):
         k = self._k
@@ -257,13 +238,8 @@ class Message:
     def has_signature_field(self):
         return self._sig_pos() >= 0
 
-    @property
-    def mac(self):
-        if self._k & 3 != _MAC:
-            return None
-        return self.buf[len(self.buf) - MAC_LEN:]
-
-    # ---- GBT block (its fields: ppmid.gbcs.reassembly, through message_fields) ----
+    # ---- GBT block (its fields: ppmid.gbcs.reassembly, through message_fields; the MAC of
+    # the MAC-signed form: message_fields) ----
     @property
     def is_gbt(self):
         return self._k & 3 == _GBT

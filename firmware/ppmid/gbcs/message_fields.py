@@ -6,15 +6,20 @@
 # the first such read, so the running app does not hold this code (docs/memory.md).
 from micropython import const
 
-from ppmid.gbcs.message import CRA_NAMES, FORM_MAC_SIGNED, FORM_SIGNED, FORM_GBT, MAC_LEN, _counter
+from ppmid.gbcs.message import CRA_NAMES, MAC_LEN, _counter
 # a GBT block's fields: the gateway's reassembly reads them, where they are
-from ppmid.gbcs.reassembly import last_block, block_number, block_ack, block_data  # noqa: F401
+from ppmid.gbcs.reassembly import last_block, block_number, block_ack, block_data, gbt_tag_at  # noqa: F401
 
 # what Message.__getattr__ hands to this module; any other name stays an AttributeError
 FIELDS = ("cra_name", "date_time", "supplementary_remote_party_id", "supplementary_remote_party_counter",
           "supplementary_originator_counter", "certificate", "content", "content_len", "content_type",
-          "signature", "security_control", "block_control", "_l",
+          "signature", "mac", "security_control", "block_control", "_l",
           "last_block", "block_number", "block_ack", "block_data", "form")
+
+# the three top-level forms (docs/gbcs.md; ppmid.gbcs.message decodes them), as msg.form says
+FORM_MAC_SIGNED = "mac+signed"  # DD 00: MAC header + General-Signing message + 12-byte MAC
+FORM_SIGNED = "signed"          # DF: General-Signing message alone
+FORM_GBT = "gbt"                # DD 09: routing header + General Block Transfer block
 
 CONTENT_GBZ = "gbz"
 CONTENT_DLMS_REQUEST = "dlms-request"
@@ -105,16 +110,23 @@ def signature(m):
     return m.buf[s:s + m.buf[s - 1]]
 
 
+def mac(m):
+    """The 12-byte MAC of the MAC-signed form; None for the others."""
+    if m.form != FORM_MAC_SIGNED:
+        return None
+    return m.buf[len(m.buf) - MAC_LEN:]
+
+
 # ---- GBT block (FORM_GBT only; None otherwise) ----
 def security_control(m):
-    h = m._h
+    h = gbt_tag_at(m)
     if m.is_gbt:
         return m.buf[h - 5]
     return m.buf[h - 6] if m.form == FORM_MAC_SIGNED else None
 
 
 def block_control(m):
-    return m.buf[m._h + 1] if m.is_gbt else None
+    return m.buf[gbt_tag_at(m) + 1] if m.is_gbt else None
 
 
 def _l(m):
@@ -124,4 +136,4 @@ def _l(m):
     s = m._sig_pos()
     return (m._t, m.buf[m._t + 28], m._code_pos(), m._oil(), m._k >> 8, m._n,
             s, 0 if s < 0 else m.buf[s - 1], len(m.buf) - MAC_LEN if m.form == FORM_MAC_SIGNED else -1,
-            m._h if m.is_gbt else -1)
+            gbt_tag_at(m) if m.is_gbt else -1)

@@ -9,17 +9,22 @@ from ppmid.gbcs.gbt import (GbtError, BLOCK_OVERHEAD, E_GBT_NOT_BLOCK, E_GBT_MEM
 # A GBT block's fields (None for a message of another form), read by the gateway only here:
 # in message.py they were held by every gateway from boot. Host tools and tests read them
 # as msg.block_number and the others (ppmid.gbcs.message_fields hands them over).
+def gbt_tag_at(m):
+    # where a GBT block's E0 tag lies in m.buf (the header position in Message._k)
+    return (m._k >> 2) & 0x3F
+
+
 def last_block(m):
-    return bool(m.buf[m._h + 1] & 0x80) if m.is_gbt else None
+    return bool(m.buf[gbt_tag_at(m) + 1] & 0x80) if m.is_gbt else None
 
 
 def block_number(m):
-    g = m._h
+    g = gbt_tag_at(m)
     return (m.buf[g + 2] << 8) | m.buf[g + 3] if m.is_gbt else None
 
 
 def block_ack(m):
-    g = m._h
+    g = gbt_tag_at(m)
     return (m.buf[g + 4] << 8) | m.buf[g + 5] if m.is_gbt else None
 
 

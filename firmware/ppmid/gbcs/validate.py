@@ -32,22 +32,10 @@ def _refuse(code, key, arg=None):
     return GbcsError(code, sentence("ppmid.gbcs.validate_errors", key, arg))
 
 
-_HEX = "0123456789ABCDEF"
-
-
 def _key(originator, recipient):
     # the anti-replay counter's store key of one originator -> recipient pair:
-    # "<ORIGINATOR>:<RECIPIENT>" (16 upper-case hex digits each)
-    out = bytearray(33)
-    for i in range(8):
-        a = originator[i]
-        out[2 * i] = ord(_HEX[a >> 4])
-        out[2 * i + 1] = ord(_HEX[a & 15])
-        b = recipient[i]
-        out[17 + 2 * i] = ord(_HEX[b >> 4])
-        out[18 + 2 * i] = ord(_HEX[b & 15])
-    out[16] = 0x3A  # ':'
-    return str(out, "ascii")
+    # "<ORIGINATOR>:<RECIPIENT>" (16 upper-case hex digits each); made once per pair (_pair)
+    return (binascii.hexlify(originator) + b":" + binascii.hexlify(recipient)).decode().upper()
 
 
 class Validator:
