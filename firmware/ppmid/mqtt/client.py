@@ -28,7 +28,6 @@ E_MQTT_REFUSED = "E_MQTT_REFUSED"
 E_MQTT_TIMEOUT = "E_MQTT_TIMEOUT"
 E_MQTT_CLOSED = "E_MQTT_CLOSED"
 E_MQTT_SUBSCRIBE = "E_MQTT_SUBSCRIBE"
-E_MQTT_HANDLER = "E_MQTT_HANDLER"
 
 _RX_MIN = const(512)
 # A receive buffer grows to the largest packet up to this size and is kept; one larger is
@@ -177,12 +176,6 @@ def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None, dn
         from ppmid.mqtt.handshake import open_stream  # loaded for each connection anyway
         return open_stream(host, port, ssl_ctx, server_hostname, track, known, dns, wlan)
     return connect
-
-
-def _drop_handshake():
-    # the connection's start is done (or failed): its code goes until the next connection
-    from ppmid.modules import unload
-    unload("ppmid.mqtt.handshake", "ppmid.modules")
 
 
 class MQTTClient:
@@ -369,25 +362,27 @@ class MQTTClient:
         hold that code."""
         self._dead = None
         self._ping_at = None
-        from ppmid.mqtt import handshake
         reader = None
         try:
-            r = await handshake.start(self)
-            reader = asyncio.create_task(self._reader(r))
-            if self._subs:
-                await handshake.subscribe_all(self)
-            if self.on_up is not None:
-                asyncio.create_task(handshake.run_on_up(self))  # runs once this task waits
-            _drop_handshake()
-            handshake = None
+            from ppmid.mqtt import handshake
+            try:
+                r = await handshake.start(self)
+                reader = asyncio.create_task(self._reader(r))
+                if self._subs:
+                    await handshake.subscribe_all(self)
+                if self.on_up is not None:
+                    asyncio.create_task(handshake.run_on_up(self))  # runs once this task waits
+            finally:
+                # the connection's start is done (or failed): its code goes until the next one
+                handshake = None
+                from ppmid.modules import unload
+                unload("ppmid.mqtt.handshake", "ppmid.modules")
             self.state = "online"
             self.up.set()
             await self._sender()
             if self._dead and not self._stopping:
                 raise MQTTError(E_MQTT_CLOSED, self._dead)
         finally:
-            if handshake is not None:  # the start failed
-                _drop_handshake()
             w = self._w
             if w is not None:  # connected: start() got as far as the stream
                 self._kill(self._dead or _text(_S_SESSION_ENDED))
@@ -577,7 +572,15 @@ class MQTTClient:
                     await self._incoming(first, body)
                     body = None  # a view of the buffer: it would keep a grown one alive
                 elif kind == p.PUBACK:
-                    self._acked(p.parse_packet_id(body))
+                    pid = p.parse_packet_id(body)
+                    for m in self._inflight:
+                        if m.pid == pid:
+                            self._inflight.remove(m)
+                            self.stats["published"] += 1
+                            self._finish(m)
+                            self._wake.set()
+                            break
+                    # else: a PUBACK for a packet we no longer hold (a duplicate after a resend)
                 elif kind == p.SUBACK:
                     self._suback = bytes(body)  # parsed by ppmid.mqtt.handshake, which waits for it
                     self._subevt.set()
@@ -588,17 +591,6 @@ class MQTTClient:
         except Exception as exc:  # noqa: BLE001 - EOF, OSError, PacketError: the link is gone
             self._note(exc)
             self._kill(_text(_S_READ_FAILED, (exc,)))
-
-    def _acked(self, pid):
-        for i in range(len(self._inflight)):
-            m = self._inflight[i]
-            if m.pid == pid:
-                self._inflight.pop(i)
-                self.stats["published"] += 1
-                self._finish(m)
-                self._wake.set()
-                return
-        # A PUBACK for a packet we no longer hold (duplicate after a resend): harmless.
 
     async def _incoming(self, first, body):
         topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)

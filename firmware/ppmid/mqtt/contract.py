@@ -36,10 +36,6 @@ def b64(data):
     return b2a_base64(data)[:-1].decode()
 
 
-def _eui(b):
-    return hexlify(bytes(b)).decode().upper()
-
-
 def status_json(id, status, ms=None, gbcs=None, error=None, via=None, at=None, late=None, topup=None):
     """Payload of rsp (bytes): "id" (None when unreadable), "status", then those given of
     "via" (the road the command came by), "at" (unix s), "ms", "gbcs" (bytes, sent in
@@ -72,8 +68,8 @@ def alert_json(gbcs, at=None, msg=None):
     if msg is not None:
         cra = msg.cra
         obj["cra"] = ("command", "response", "alert")[cra - 1] if 1 <= cra <= 3 else cra
-        obj["originator"] = _eui(msg.originator)
-        obj["recipient"] = _eui(msg.recipient)
+        obj["originator"] = hexlify(bytes(msg.originator)).decode().upper()
+        obj["recipient"] = hexlify(bytes(msg.recipient)).decode().upper()
         obj["counter"] = msg.counter
     obj["gbcs"] = b64(gbcs)
     if at is not None:
