@@ -198,8 +198,18 @@ def test_status_json_shapes():
         pass
     else:
         raise AssertionError("unknown status accepted")
-    assert json.loads(contract.state_json("online", fw="1")) == {"state": "online", "fw": "1"}
+    assert json.loads(contract.state_json("online")) == {"state": "online"}
+    assert json.loads(contract.state_json("offline")) == {"state": "offline"}
     assert json.loads(contract.alert_json(b"\xff", 5)) == {"gbcs": "/w==", "at": 5}
+
+    class Decoded:  # what the alert takes of a decoded GBCS message
+        cra = 3
+        originator = memoryview(b"\x90\xb3\xd5\x1f\x30\x01\x00\xab")
+        recipient = b"\x00\xdb\x12\x34\x56\x78\x90\xa1"
+        counter = 77
+    assert json.loads(contract.alert_json(b"\x01", None, Decoded())) == {
+        "cra": "alert", "originator": "90B3D51F300100AB", "recipient": "00DB1234567890A1", "counter": 77,
+        "gbcs": "AQ=="}
 
 
 async def test_oversized_message_is_rejected_too_large():

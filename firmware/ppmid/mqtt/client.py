@@ -107,16 +107,13 @@ class _TlsStream:
         self.known = known     # the connector's cached address (handshake._mp_open_stream) and this one's
         self.ai = ai
 
-    def _readable(self):
-        return self.raw if self._direct else self.s
-
     def readexactly(self, n):
         from asyncio import core
         r = b""
         while n:
             chunk = self.s.read(n)
             if chunk is None:
-                yield core._io_queue.queue_read(self._readable())
+                yield core._io_queue.queue_read(self.raw if self._direct else self.s)
                 continue
             if not chunk:
                 raise EOFError(_text(_S_CLOSED))
@@ -133,7 +130,7 @@ class _TlsStream:
                 if n:
                     self._direct = True
                 return n
-            yield core._io_queue.queue_read(self._readable())
+            yield core._io_queue.queue_read(self.raw if self._direct else self.s)
 
     def write(self, buf):
         if not self.out_buf:
@@ -473,13 +470,15 @@ class MQTTClient:
             now = ticks_ms()
             # While the handler holds the reader (e.g. the relay waits for room to pace a
             # backlog), a PUBACK or PINGRESP may sit unread behind the message it handles:
-            # only time the reader spent free to read counts against ack_timeout.
-            if self._inflight and self._overdue(now, self._inflight[0].sent_at, ack_ms):
-                self._kill(_text(_S_NO_PUBACK, (self._inflight[0].pid, self.ack_timeout)))
-                break
-            if self._ping_at is not None and self._overdue(now, self._ping_at, ack_ms):
-                self._kill(_text(_S_NO_PINGRESP, self.ack_timeout))
-                break
+            # only time the reader spent free to read counts against ack_timeout (the
+            # stamps restart when the handler gives the reader back: _incoming).
+            if not self._in_handler:
+                if self._inflight and ticks_diff(now, self._inflight[0].sent_at) > ack_ms:
+                    self._kill(_text(_S_NO_PUBACK, (self._inflight[0].pid, self.ack_timeout)))
+                    break
+                if self._ping_at is not None and ticks_diff(now, self._ping_at) > ack_ms:
+                    self._kill(_text(_S_NO_PINGRESP, self.ack_timeout))
+                    break
             # keepalive: while the handler holds the reader, the answer to an earlier
             # ping may be unread; ping again anyway so the broker keeps hearing from us
             if self.keepalive and (self._ping_at is None or self._in_handler) and ticks_diff(now, self._tx_at) >= ka_ms:
@@ -491,10 +490,6 @@ class MQTTClient:
                 await wait_for_ms(self._wake.wait(), 500)
             except asyncio.TimeoutError:
                 pass
-
-    def _overdue(self, now, since, ms):
-        # since: restarted when the handler gives the reader back (see _incoming)
-        return not self._in_handler and ticks_diff(now, since) > ms
 
     def _finish(self, m):
         if m.done is not None:

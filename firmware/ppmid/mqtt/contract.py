@@ -77,12 +77,9 @@ def alert_json(gbcs, at=None, msg=None):
     return json.dumps(obj).encode()
 
 
-def state_json(state, **extra):
+def state_json(state):
     """Payload of state (retained; "offline" is also the last will)."""
-    obj = {"state": state}
-    for k in extra:
-        obj[k] = extra[k]
-    return json.dumps(obj).encode()
+    return json.dumps({"state": state}).encode()
 
 
 def info_json(info):
