@@ -107,21 +107,6 @@ class _TlsStream:
         self.known = known     # the connector's cached address (handshake._mp_open_stream) and this one's
         self.ai = ai
 
-    def readexactly(self, n):
-        from asyncio import core
-        r = b""
-        while n:
-            chunk = self.s.read(n)
-            if chunk is None:
-                yield core._io_queue.queue_read(self.raw if self._direct else self.s)
-                continue
-            if not chunk:
-                raise EOFError(_text(_S_CLOSED))
-            self._direct = True
-            r += chunk
-            n -= len(chunk)
-        return r
-
     def readinto(self, buf):
         from asyncio import core
         while True:
@@ -499,17 +484,22 @@ class MQTTClient:
     # ---- reading ----------------------------------------------------------------------
     async def _read_packet(self, r):
         self._shrink_rx()  # a large buffer a PUBLISH left (refused before its handler, or no handler)
-        first = (await r.readexactly(1))[0]
+        # the fixed header, a byte at a time, into the buffer's first byte (the body
+        # overwrites it): no allocation per byte, and one way of reading for every stream
+        b = self._rxmv[:1]
+        await self._fill(r, b)
+        first = b[0]
         n = 0
         shift = 0
         while True:
-            b = (await r.readexactly(1))[0]
-            n |= (b & 0x7F) << shift
-            if not b & 0x80:
+            await self._fill(r, b)
+            n |= (b[0] & 0x7F) << shift
+            if not b[0] & 0x80:
                 break
             shift += 7
             if shift > 21:
                 raise p.PacketError(_text(_S_LENGTH_LONG))
+        b = None  # a view of the buffer: the grown one below must not keep it alive
         self._oversize = 0
         if len(self._rx) < n <= self.max_packet:
             had = len(self._rx)

@@ -12,9 +12,7 @@ ROOT = "ppmid/v1/"
 # update needs them, so they cost the running app no heap.
 UPDATE = "update"
 UPDATE_IN = "update/+"
-# what a gateway publishes on and reads; the broker's ACL is built from these
-GATEWAY_WRITES = ("rsp", "alert", "state", "info", "log", UPDATE)
-GATEWAY_READS = ("cmd", UPDATE_IN)
+# what a gateway publishes on and reads (the broker's ACL): ppmid.mqtt.contract_host
 STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed", "topped-up", "already-executed")
 
 
