@@ -484,22 +484,25 @@ class MQTTClient:
     # ---- reading ----------------------------------------------------------------------
     async def _read_packet(self, r):
         self._shrink_rx()  # a large buffer a PUBLISH left (refused before its handler, or no handler)
-        # the fixed header, a byte at a time, into the buffer's first byte (the body
-        # overwrites it): no allocation per byte, and one way of reading for every stream
-        b = self._rxmv[:1]
-        await self._fill(r, b)
-        first = b[0]
+        # The fixed header into the buffer's start (the body overwrites it), read as the body
+        # is (readinto on MicroPython): its first two bytes at once, as every packet has
+        # them, then one byte more for each that the remaining length's continuation bit
+        # announces
+        h = self._rxmv[:2]
+        await self._fill(r, h)
+        first = h[0]
+        h = h[1:]
         n = 0
         shift = 0
         while True:
-            await self._fill(r, b)
-            n |= (b[0] & 0x7F) << shift
-            if not b[0] & 0x80:
+            n |= (h[0] & 0x7F) << shift
+            if not h[0] & 0x80:
                 break
             shift += 7
             if shift > 21:
                 raise p.PacketError(_text(_S_LENGTH_LONG))
-        b = None  # a view of the buffer: the grown one below must not keep it alive
+            await self._fill(r, h)
+        h = None  # a view of the buffer: the grown one below must not keep it alive
         self._oversize = 0
         if len(self._rx) < n <= self.max_packet:
             had = len(self._rx)
