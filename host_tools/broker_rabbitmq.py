@@ -119,7 +119,8 @@ def definitions(idents):
     identity_kinds: the same rights as its mosquitto ACL)."""
     from host_tools import mpcompat
     mpcompat.install()
-    from ppmid.mqtt.contract import ROOT, GATEWAY_WRITES, GATEWAY_READS
+    from ppmid.mqtt.contract import ROOT
+    from ppmid.mqtt.contract_host import GATEWAY_WRITES, GATEWAY_READS
     users, perms, topic_perms = [], [], []
     # The plugin declares, binds and reads a session's queue `mqtt-subscription-<client
     # id>qos0|1` and publishes to amq.topic. RabbitMQ 3.10 cannot make the certificate's

@@ -512,6 +512,31 @@ async def test_a_large_publish_without_a_handler_does_not_keep_its_buffer():
     await _with(b, c, body)
 
 
+async def test_remaining_lengths_of_one_to_three_bytes_are_read_and_a_fifth_byte_drops_the_link():
+    # the fixed header is read into the receive buffer's start: its first two bytes, then
+    # one byte for each continuation bit (2.2.3); past four length bytes the packet is
+    # malformed and the link goes
+    b = await FakeBroker().start()
+    for pid, payload in ((5, b"s"), (6, b"m" * 200), (7, b"L" * 20000)):  # 1, 2 and 3 length bytes
+        b.outbox.append((CMD, payload, pid))
+    seen = []
+
+    async def handler(topic, payload, qos, dup):
+        seen.append(bytes(payload))
+
+    c = _client(b, handler=handler, max_packet=32768)
+
+    async def body():
+        await _until(lambda: b.acked == [5, 6, 7], "all PUBACKed")
+        assert seen == [b"s", b"m" * 200, b"L" * 20000]
+        b.writer.write(b"\x30\xff\xff\xff\xff\x01")
+        await _until(lambda: c.stats["link_losses"] == 1, "the link dropped")
+        assert "remaining length longer than 4 bytes" in c.last_error, c.last_error
+        await _until(lambda: c.stats["connects"] == 2 and c.state == "online", "reconnected")
+        assert seen == [b"s", b"m" * 200, b"L" * 20000]  # nothing delivered twice: all were PUBACKed
+    await _with(b, c, body)
+
+
 async def test_persistent_handler_failure_backs_off_instead_of_spinning():
     b = await FakeBroker().start()
     b.outbox.append(("ppmid/v1/00DB1234567890A0/cmd", b"poison", 3))

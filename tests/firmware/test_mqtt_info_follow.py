@@ -17,6 +17,7 @@ from ppmid.mqtt import info_follow
 from ppmid.mqtt import packets as p
 from ppmid.mqtt.client import tls_connector
 from ppmid.mqtt.link import Link
+from ppmid.mqtt.link_host import stop
 from ppmid.zigbee.han import ZigbeeHan
 from test_mqtt_client import FakeBroker, _until
 from test_mqtt_link import EUI, _cfg, _accept, _published
@@ -40,7 +41,7 @@ async def _online(info, log=None):
 
 
 async def _close(b, lk, task):
-    await lk.stop()
+    await stop(lk)
     task.cancel()
     try:
         await task

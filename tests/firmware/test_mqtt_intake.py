@@ -103,9 +103,12 @@ async def test_good_command_reaches_accept_hook_without_rsp():
 
 
 async def test_malformed_json():
-    await _rejected(b'{"id": "x", ', "E_ENVELOPE")
-    await _rejected(b"\xff\xfe", "E_ENVELOPE")
-    await _rejected(b"[1, 2]", "E_ENVELOPE")
+    # the sentence is the envelope's own (ppmid.envelope_errors), which the intake names by its index
+    for payload in (b'{"id": "x", ', b"\xff\xfe"):
+        obj = await _rejected(payload, "E_ENVELOPE")
+        assert obj["error"]["message"] == "command is not valid JSON", obj
+    obj = await _rejected(b"[1, 2]", "E_ENVELOPE")
+    assert obj["error"]["message"] != "command is not valid JSON", obj
 
 
 async def test_missing_fields_echo_the_id():
@@ -151,7 +154,8 @@ async def test_expired_and_clock_unset():
 
 
 async def test_unknown_topic():
-    await _rejected(_cmd(), "E_TOPIC", topic="ppmid/v1/%s/other" % EUI)
+    obj = await _rejected(_cmd(), "E_TOPIC", topic="ppmid/v1/%s/other" % EUI)
+    assert obj["error"]["message"] == "commands are taken only on %s, not ppmid/v1/%s/other" % (CMD, EUI), obj
 
 
 async def test_accept_hook_refusal_is_rejected_with_its_code():
@@ -194,8 +198,18 @@ def test_status_json_shapes():
         pass
     else:
         raise AssertionError("unknown status accepted")
-    assert json.loads(contract.state_json("online", fw="1")) == {"state": "online", "fw": "1"}
+    assert json.loads(contract.state_json("online")) == {"state": "online"}
+    assert json.loads(contract.state_json("offline")) == {"state": "offline"}
     assert json.loads(contract.alert_json(b"\xff", 5)) == {"gbcs": "/w==", "at": 5}
+
+    class Decoded:  # what the alert takes of a decoded GBCS message
+        cra = 3
+        originator = memoryview(b"\x90\xb3\xd5\x1f\x30\x01\x00\xab")
+        recipient = b"\x00\xdb\x12\x34\x56\x78\x90\xa1"
+        counter = 77
+    assert json.loads(contract.alert_json(b"\x01", None, Decoded())) == {
+        "cra": "alert", "originator": "90B3D51F300100AB", "recipient": "00DB1234567890A1", "counter": 77,
+        "gbcs": "AQ=="}
 
 
 async def test_oversized_message_is_rejected_too_large():

@@ -9,6 +9,7 @@ from ppmid.mqtt import packets as p
 from ppmid.mqtt.handshake import connect as connect_packet
 from ppmid.mqtt.client import tls_connector
 from ppmid.mqtt.link import Link
+from ppmid.mqtt.link_host import stop
 from ppmid.mqtt.credentials import max_packet_for
 from ppmid.mqtt.credentials import load_credentials
 from test_mqtt_client import FakeBroker, _until
@@ -54,7 +55,7 @@ async def test_link_online_info_will_and_graceful_offline():
         assert _published(b)[-1] == ("ppmid/v1/%s/info" % EUI, {"fw": "t", "n": 1}, 1, True)
         b.drop()  # every reconnect says online again
         await _until(lambda: len(_published(b, 2)) == 2, "state + info after reconnect")
-        await lk.stop()
+        await stop(lk)
         await _until(lambda: b.of(p.DISCONNECT), "DISCONNECT")
         assert _published(b)[-1] == ("ppmid/v1/%s/state" % EUI, {"state": "offline"}, 1, True)
         assert lk.client.max_packet == max_packet_for(1024)

@@ -28,7 +28,6 @@ E_MQTT_REFUSED = "E_MQTT_REFUSED"
 E_MQTT_TIMEOUT = "E_MQTT_TIMEOUT"
 E_MQTT_CLOSED = "E_MQTT_CLOSED"
 E_MQTT_SUBSCRIBE = "E_MQTT_SUBSCRIBE"
-E_MQTT_HANDLER = "E_MQTT_HANDLER"
 
 _RX_MIN = const(512)
 # A receive buffer grows to the largest packet up to this size and is kept; one larger is
@@ -108,24 +107,6 @@ class _TlsStream:
         self.known = known     # the connector's cached address (handshake._mp_open_stream) and this one's
         self.ai = ai
 
-    def _readable(self):
-        return self.raw if self._direct else self.s
-
-    def readexactly(self, n):
-        from asyncio import core
-        r = b""
-        while n:
-            chunk = self.s.read(n)
-            if chunk is None:
-                yield core._io_queue.queue_read(self._readable())
-                continue
-            if not chunk:
-                raise EOFError(_text(_S_CLOSED))
-            self._direct = True
-            r += chunk
-            n -= len(chunk)
-        return r
-
     def readinto(self, buf):
         from asyncio import core
         while True:
@@ -134,7 +115,7 @@ class _TlsStream:
                 if n:
                     self._direct = True
                 return n
-            yield core._io_queue.queue_read(self._readable())
+            yield core._io_queue.queue_read(self.raw if self._direct else self.s)
 
     def write(self, buf):
         if not self.out_buf:
@@ -177,12 +158,6 @@ def tls_connector(host, port, ssl_ctx=None, server_hostname=None, track=None, dn
         from ppmid.mqtt.handshake import open_stream  # loaded for each connection anyway
         return open_stream(host, port, ssl_ctx, server_hostname, track, known, dns, wlan)
     return connect
-
-
-def _drop_handshake():
-    # the connection's start is done (or failed): its code goes until the next connection
-    from ppmid.modules import unload
-    unload("ppmid.mqtt.handshake", "ppmid.modules")
 
 
 class MQTTClient:
@@ -369,25 +344,27 @@ class MQTTClient:
         hold that code."""
         self._dead = None
         self._ping_at = None
-        from ppmid.mqtt import handshake
         reader = None
         try:
-            r = await handshake.start(self)
-            reader = asyncio.create_task(self._reader(r))
-            if self._subs:
-                await handshake.subscribe_all(self)
-            if self.on_up is not None:
-                asyncio.create_task(handshake.run_on_up(self))  # runs once this task waits
-            _drop_handshake()
-            handshake = None
+            from ppmid.mqtt import handshake
+            try:
+                r = await handshake.start(self)
+                reader = asyncio.create_task(self._reader(r))
+                if self._subs:
+                    await handshake.subscribe_all(self)
+                if self.on_up is not None:
+                    asyncio.create_task(handshake.run_on_up(self))  # runs once this task waits
+            finally:
+                # the connection's start is done (or failed): its code goes until the next one
+                handshake = None
+                from ppmid.modules import unload
+                unload("ppmid.mqtt.handshake", "ppmid.modules")
             self.state = "online"
             self.up.set()
             await self._sender()
             if self._dead and not self._stopping:
                 raise MQTTError(E_MQTT_CLOSED, self._dead)
         finally:
-            if handshake is not None:  # the start failed
-                _drop_handshake()
             w = self._w
             if w is not None:  # connected: start() got as far as the stream
                 self._kill(self._dead or _text(_S_SESSION_ENDED))
@@ -478,13 +455,15 @@ class MQTTClient:
             now = ticks_ms()
             # While the handler holds the reader (e.g. the relay waits for room to pace a
             # backlog), a PUBACK or PINGRESP may sit unread behind the message it handles:
-            # only time the reader spent free to read counts against ack_timeout.
-            if self._inflight and self._overdue(now, self._inflight[0].sent_at, ack_ms):
-                self._kill(_text(_S_NO_PUBACK, (self._inflight[0].pid, self.ack_timeout)))
-                break
-            if self._ping_at is not None and self._overdue(now, self._ping_at, ack_ms):
-                self._kill(_text(_S_NO_PINGRESP, self.ack_timeout))
-                break
+            # only time the reader spent free to read counts against ack_timeout (the
+            # stamps restart when the handler gives the reader back: _incoming).
+            if not self._in_handler:
+                if self._inflight and ticks_diff(now, self._inflight[0].sent_at) > ack_ms:
+                    self._kill(_text(_S_NO_PUBACK, (self._inflight[0].pid, self.ack_timeout)))
+                    break
+                if self._ping_at is not None and ticks_diff(now, self._ping_at) > ack_ms:
+                    self._kill(_text(_S_NO_PINGRESP, self.ack_timeout))
+                    break
             # keepalive: while the handler holds the reader, the answer to an earlier
             # ping may be unread; ping again anyway so the broker keeps hearing from us
             if self.keepalive and (self._ping_at is None or self._in_handler) and ticks_diff(now, self._tx_at) >= ka_ms:
@@ -497,10 +476,6 @@ class MQTTClient:
             except asyncio.TimeoutError:
                 pass
 
-    def _overdue(self, now, since, ms):
-        # since: restarted when the handler gives the reader back (see _incoming)
-        return not self._in_handler and ticks_diff(now, since) > ms
-
     def _finish(self, m):
         if m.done is not None:
             m.done.set()
@@ -509,17 +484,25 @@ class MQTTClient:
     # ---- reading ----------------------------------------------------------------------
     async def _read_packet(self, r):
         self._shrink_rx()  # a large buffer a PUBLISH left (refused before its handler, or no handler)
-        first = (await r.readexactly(1))[0]
+        # The fixed header into the buffer's start (the body overwrites it), read as the body
+        # is (readinto on MicroPython): its first two bytes at once, as every packet has
+        # them, then one byte more for each that the remaining length's continuation bit
+        # announces
+        h = self._rxmv[:2]
+        await self._fill(r, h)
+        first = h[0]
+        h = h[1:]
         n = 0
         shift = 0
         while True:
-            b = (await r.readexactly(1))[0]
-            n |= (b & 0x7F) << shift
-            if not b & 0x80:
+            n |= (h[0] & 0x7F) << shift
+            if not h[0] & 0x80:
                 break
             shift += 7
             if shift > 21:
                 raise p.PacketError(_text(_S_LENGTH_LONG))
+            await self._fill(r, h)
+        h = None  # a view of the buffer: the grown one below must not keep it alive
         self._oversize = 0
         if len(self._rx) < n <= self.max_packet:
             had = len(self._rx)
@@ -577,7 +560,15 @@ class MQTTClient:
                     await self._incoming(first, body)
                     body = None  # a view of the buffer: it would keep a grown one alive
                 elif kind == p.PUBACK:
-                    self._acked(p.parse_packet_id(body))
+                    pid = p.parse_packet_id(body)
+                    for m in self._inflight:
+                        if m.pid == pid:
+                            self._inflight.remove(m)
+                            self.stats["published"] += 1
+                            self._finish(m)
+                            self._wake.set()
+                            break
+                    # else: a PUBACK for a packet we no longer hold (a duplicate after a resend)
                 elif kind == p.SUBACK:
                     self._suback = bytes(body)  # parsed by ppmid.mqtt.handshake, which waits for it
                     self._subevt.set()
@@ -588,17 +579,6 @@ class MQTTClient:
         except Exception as exc:  # noqa: BLE001 - EOF, OSError, PacketError: the link is gone
             self._note(exc)
             self._kill(_text(_S_READ_FAILED, (exc,)))
-
-    def _acked(self, pid):
-        for i in range(len(self._inflight)):
-            m = self._inflight[i]
-            if m.pid == pid:
-                self._inflight.pop(i)
-                self.stats["published"] += 1
-                self._finish(m)
-                self._wake.set()
-                return
-        # A PUBACK for a packet we no longer hold (duplicate after a resend): harmless.
 
     async def _incoming(self, first, body):
         topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)

@@ -12,9 +12,7 @@ ROOT = "ppmid/v1/"
 # update needs them, so they cost the running app no heap.
 UPDATE = "update"
 UPDATE_IN = "update/+"
-# what a gateway publishes on and reads; the broker's ACL is built from these
-GATEWAY_WRITES = ("rsp", "alert", "state", "info", "log", UPDATE)
-GATEWAY_READS = ("cmd", UPDATE_IN)
+# what a gateway publishes on and reads (the broker's ACL): ppmid.mqtt.contract_host
 STATUSES = ("accepted", "relayed", "response", "rejected", "timeout", "failed", "topped-up", "already-executed")
 
 
@@ -34,10 +32,6 @@ class Topics:
 
 def b64(data):
     return b2a_base64(data)[:-1].decode()
-
-
-def _eui(b):
-    return hexlify(bytes(b)).decode().upper()
 
 
 def status_json(id, status, ms=None, gbcs=None, error=None, via=None, at=None, late=None, topup=None):
@@ -72,8 +66,8 @@ def alert_json(gbcs, at=None, msg=None):
     if msg is not None:
         cra = msg.cra
         obj["cra"] = ("command", "response", "alert")[cra - 1] if 1 <= cra <= 3 else cra
-        obj["originator"] = _eui(msg.originator)
-        obj["recipient"] = _eui(msg.recipient)
+        obj["originator"] = hexlify(bytes(msg.originator)).decode().upper()
+        obj["recipient"] = hexlify(bytes(msg.recipient)).decode().upper()
         obj["counter"] = msg.counter
     obj["gbcs"] = b64(gbcs)
     if at is not None:
@@ -81,12 +75,9 @@ def alert_json(gbcs, at=None, msg=None):
     return json.dumps(obj).encode()
 
 
-def state_json(state, **extra):
+def state_json(state):
     """Payload of state (retained; "offline" is also the last will)."""
-    obj = {"state": state}
-    for k in extra:
-        obj[k] = extra[k]
-    return json.dumps(obj).encode()
+    return json.dumps({"state": state}).encode()
 
 
 def info_json(info):

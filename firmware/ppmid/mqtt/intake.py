@@ -8,24 +8,18 @@
 # command after reconnect: an accepted command is never lost, a refused one is answered.
 import json
 import sys
+from micropython import const
 
 from ppmid import envelope
-from ppmid.errors import PpmidError, E_BUSY
+from ppmid.errors import PpmidError
 from ppmid.clock import ticks_ms
 from ppmid.mqtt.contract import Topics
 
-E_TOPIC = "E_TOPIC"
 VIA = "mqtt"
 _MP = sys.implementation.name == "micropython"
-
-
-class IntakeError(PpmidError):
-    pass
-
-
-def short_of_memory(size):
-    return PpmidError(E_BUSY, "the gateway ran short of memory reading this %d-byte command: send it again later"
-                      % size)
+# "command is not valid JSON": its sentence in ppmid.envelope_errors (envelope.py's _S_... names
+# the others; ppmid.envelope_host refuses with it too)
+_S_NOT_JSON = const(17)
 
 
 def writable(mv):
@@ -65,7 +59,12 @@ class Intake:
         obj = None
         id = None
         unparsed = None
-        if topic != self.topics.cmd and self.update is not None:
+        if topic != self.topics.cmd:
+            if self.update is None:
+                # no updater wired: refused with E_TOPIC (ppmid.mqtt.refusal, loaded for it)
+                from ppmid.mqtt import refusal
+                await refusal.wrong_topic(self, topic, t0)
+                return
             # the only other topics are the update family's (docs/update.md): the updater is
             # imported on the first such message, and answers on its own topic; a signed
             # users update (update/config) goes to its own module instead (docs/security.md),
@@ -79,8 +78,6 @@ class Intake:
             await handle(self.update, topic, payload)
             return
         try:
-            if topic != self.topics.cmd:
-                raise IntakeError(E_TOPIC, "commands are taken only on %s, not %s" % (self.topics.cmd, topic))
             gbcs = None
             try:
                 # The command's GBCS bytes are decoded in place, over their base64 in the
@@ -103,7 +100,7 @@ class Intake:
                 else:
                     env = envelope.from_json_obj(obj, self.max_gbcs, gbcs)
             except (ValueError, UnicodeError):
-                raise envelope.EnvelopeError(envelope.E_ENVELOPE, "command is not valid JSON")
+                raise envelope._refuse(envelope.E_ENVELOPE, _S_NOT_JSON)
             except envelope.EnvelopeError as exc:
                 if obj is None:
                     unparsed = payload  # refused before json.loads: the rejection names its id if it is plain
@@ -115,6 +112,7 @@ class Intake:
                 # the failed parse built is garbage now: the next allocation collects it)
                 obj = None
                 unparsed = payload
+                from ppmid.mqtt.refusal import short_of_memory
                 raise short_of_memory(len(payload))
             id = env.id
             obj = None  # the decoded envelope holds what we need; free the JSON

@@ -1,9 +1,9 @@
 # The gateway's MQTT link, built from the provisioned config and files (docs/config.md):
 # TLS context from the DER certificates on flash, the client with its last will, the
 # intake on the cmd topic (all made at boot by ppmid.mqtt.credentials.set_up), and
-# retained state/info published on every connect.
+# retained state/info published on every connect. A graceful stop (offline, then DISCONNECT),
+# which a board never does, is ppmid.mqtt.link_host's.
 from ppmid.mqtt.contract import state_json, info_json
-from ppmid.clock import wait_for_ms
 
 
 class Link:
@@ -40,12 +40,3 @@ class Link:
 
     async def run(self):
         await self.client.run()
-
-    async def stop(self, timeout=2):
-        # Say offline ourselves: a graceful DISCONNECT suppresses the will.
-        if self.client.state == "online":
-            try:
-                await wait_for_ms(self.client.publish(self.topics.state, state_json("offline"), 1, True), int(timeout * 1000))
-            except Exception:  # noqa: BLE001 - best effort; the will covers a dead link
-                pass
-        await self.client.stop()

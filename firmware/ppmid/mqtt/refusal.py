@@ -1,13 +1,28 @@
-# The MQTT intake's refusals: a command it refuses (answered on rsp with its code) and a
-# message too large for the client (on rsp, or on the update topic for the update family).
+# The MQTT intake's refusals: a command it refuses (answered on rsp with its code), a
+# message on a topic other than cmd with no updater wired (E_TOPIC), and a message too large
+# for the client (on rsp, or on the update topic for the update family), with the sentences
+# that only they say.
 # Rare by design, so the intake imports this for each refusal and it drops itself again
 # (ppmid.modules.unload): the running app does not hold this code (docs/memory.md).
 import json
 
 from ppmid import envelope
-from ppmid.errors import PpmidError, E_TOO_LARGE
+from ppmid.errors import PpmidError, E_TOO_LARGE, E_BUSY
 from ppmid.clock import ticks_ms, ticks_diff
 from ppmid.mqtt.contract import status_json
+
+E_TOPIC = "E_TOPIC"
+
+
+class IntakeError(PpmidError):
+    pass
+
+
+def short_of_memory(size):
+    # the intake's refusal of a command it ran short of memory reading (or could not read
+    # into the client's buffer at all: too_large below)
+    return PpmidError(E_BUSY, "the gateway ran short of memory reading this %d-byte command: send it again later"
+                      % size)
 
 
 def _id_in(payload):
@@ -62,6 +77,13 @@ async def command(intake, exc, id, obj, unparsed, t0):
         _done()
 
 
+async def wrong_topic(intake, topic, t0):
+    """A message on a topic other than cmd, with no updater wired to take the update
+    family's (a running gateway has one): refused on rsp with E_TOPIC."""
+    await command(intake, IntakeError(E_TOPIC, "commands are taken only on %s, not %s" % (intake.topics.cmd, topic)),
+                  None, None, None, t0)
+
+
 async def too_large(intake, topic, size):
     """The client read past a PUBLISH larger than its max_packet, or one its receive buffer
     could not grow to hold: refuse it (the id is in
@@ -73,9 +95,7 @@ async def too_large(intake, topic, size):
         err = envelope.EnvelopeError(E_TOO_LARGE, "message of %d bytes is larger than the %d allowed"
                                      % (size, client.max_packet))
     else:
-        # within the cap, but the client's receive buffer could not grow to hold it
-        from ppmid.mqtt.intake import short_of_memory
-        err = short_of_memory(size)
+        err = short_of_memory(size)  # within the cap, but the client's receive buffer could not grow to hold it
     try:
         if topic != intake.topics.cmd and intake.update is not None:
             kind = topic[topic.rfind("/") + 1:]
