@@ -73,13 +73,11 @@ def _update_state(board):
         return None, False
     from ppmid.update import slots
     st = slots.state(root)
-    if not (st.get("slot") or "last" in st or "probation" in st or "image" in st):
-        # the replay floors alone, at the root set (what a deploy keeps: install.py):
-        # nothing to report or settle
+    summary = slots.summary(st)
+    if summary is None:  # the replay floors alone (what a deploy keeps): nothing to say
         unload("ppmid.update")
         gc.collect()
         return None, False
-    summary = slots.summary(st)
     if "image" in summary and hasattr(board, "image_slots"):
         img = board.image_slots()  # which partition the bootloader booted (info "update")
         summary["image"] = dict(summary["image"], running=img.running() if img is not None else None)
