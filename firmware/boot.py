@@ -7,25 +7,27 @@ except AttributeError:
     pass
 
 # A deploy whose install a reset cut short left its marker: finish the install before
-# anything imports ppmid (install.py; docs/platform.md `ppmid deploy`). On other boots
-# this costs one stat; nothing stays loaded either way.
+# anything imports ppmid (install.py; docs/platform.md `ppmid deploy`), then soft-reset, so
+# that the app starts on a heap that never held the install (the names its module interns
+# stay until a reset). On other boots this costs one stat and leaves nothing behind: its
+# names are ones MicroPython has already (install, run; measured, docs/platform.md).
 import os
 
 try:
     os.stat("/.deploy-new/.install")  # = install.STAGE + "/" + install.MARKER
-    _finish = True
-except OSError:
-    _finish = False
-if _finish:
-    import sys
-    try:
-        import install
-        install.at_boot()
-        del install
-    except ImportError as e:
-        print("PPMID install: not finished (E_INSTALL_MISSING): no install module (%s)" % e)
-    sys.modules.pop("install", None)
+    import install
+except OSError:  # no marker: nothing to finish (every boot but the one after a cut)
+    install = None
+except ImportError:  # cannot happen through a deploy: install.mpy is renamed before boot.py
+    install = None
+    print("PPMID install: not finished (E_INSTALL_MISSING): there is a marker but no /install.mpy; "
+          "run the deploy again")
+if install:
+    if install.run():
+        raise SystemExit  # a soft reset, as on any MicroPython board; the marker is gone
+    import sys  # refused: boot on, the refusal said, nothing of it kept
     import gc
+    sys.modules.pop("install", None)
     gc.collect()
     del sys, gc
-del os, _finish
+del os, install

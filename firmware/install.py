@@ -7,7 +7,7 @@
 # tested, with maybe no host there to run the deploy again. So before the first rename the
 # install writes a marker in STAGE (MARKER: the build, the files to rename in order with
 # their SHA-256, the old package's files to delete), and boot.py, finding it, calls
-# at_boot() before anything imports ppmid: the staged files still there are what is left
+# run() before anything imports ppmid: the staged files still there are what is left
 # to rename. Only os, hashlib, binascii and json here: it runs while /ppmid may be half new.
 # Deployed as /install.mpy beside boot.py (host_tools/deploy.py, which installs it first and
 # boot.py second, so that any later cut is finished at boot); the host's install step
@@ -252,7 +252,7 @@ def forget_updates(root=""):
         _rmtree(d)
 
 
-def at_boot(root="", log=print):
+def run(root="", log=print):
     """boot.py's call when a marker is there: finish the install, or say why not and leave
     everything as it is (the board then boots what is in place; docs/platform.md)."""
     for _ in range(5):  # a Ctrl-C (a tool connecting) must not leave it half done: again

@@ -114,7 +114,7 @@ def test_an_install_cut_after_any_number_of_renames_is_finished_at_boot():
             pass
         assert done == ORDER[:k]
         said = []
-        assert install.at_boot(root, said.append), said
+        assert install.run(root, said.append), said
         assert said == ["PPMID install: build 0123456789abcdef finished at boot: %d of %d files were still staged"
                         % (len(ORDER) - k, len(ORDER))], said
         assert _tree(root) == _installed(root), k
@@ -134,14 +134,14 @@ def test_a_cut_during_the_boots_own_finish_is_finished_by_the_next_boot():
         install.finish(root, step)
     except _Cut:
         pass
-    assert install.at_boot(root, lambda m: None)
+    assert install.run(root, lambda m: None)
     assert _tree(root) == _installed(root)
 
 
 def _refused(root, code):
     said = []
     before = _tree(root)
-    assert install.at_boot(root, said.append) is False
+    assert install.run(root, said.append) is False
     assert len(said) == 1 and said[0].startswith("PPMID install: not finished (%s): " % code), said
     assert "nothing renamed, the files in place run" in said[0]
     assert _tree(root) == before  # nothing renamed, deleted or removed
@@ -159,7 +159,7 @@ def test_a_marker_that_cannot_be_read_is_refused_and_changes_nothing():
         write_file(root + marker, text)
         said = _refused(root, install.E_INSTALL_MARKER)
         assert ("install marker %s" % marker) in said
-    # no marker at all: refused the same way (boot.py calls at_boot only when there is one)
+    # no marker at all: refused the same way (boot.py calls run() only when there is one)
     root = _board()
     _refused(root, install.E_INSTALL_MARKER)
 
