@@ -476,8 +476,10 @@ def _stage_and_install(port, arch, definition, build_dir, files, local, attempts
                     raise BoardLost("%d file(s) differ after the copy (%s)" % (len(bad), ", ".join(bad[:5])))
                 log("copied and verified %d files" % len(todo))
             if install_tried and not changed and stage == "none":
-                # the install was cut short and the board finished it at boot (install.py)
-                log("the board finished the install at boot: all %d files have the build's hash" % len(files))
+                # the install was cut short, and the board finished it at boot (install.py) if
+                # the cut did not come after the install's own end
+                log("the install is complete on the board (one cut short is finished at boot): "
+                    "all %d files have the build's hash" % len(files))
                 return mpy
             install = board_scripts.with_call("deploy_install.py", "_install", build,
                                               [[f, local[f]] for f in _install_order(changed)], list(files), PACKAGE)

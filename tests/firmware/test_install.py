@@ -219,3 +219,22 @@ def test_the_application_update_is_dropped_and_its_replay_floors_kept():
             assert not install._exists(root + "/upd"), st
         else:
             assert _pointer(root) == kept and not install._exists(root + "/upd/b")
+
+
+def test_a_rename_the_flash_refuses_is_said_and_the_next_boot_tries_again():
+    # the destination of a staged file is a folder that is not empty (no deploy makes one):
+    # the rename fails, the boot says so and boots on; once it is gone the next boot finishes
+    root = _board()
+    _begin(root)
+    os.remove(root + "/ppmid/app.mpy")
+    _mkdir(root + "/ppmid/app.mpy")
+    write_file(root + "/ppmid/app.mpy/x", b"in the way")
+    said = []
+    assert install.run(root, said.append) is False
+    assert len(said) == 1 and said[0].startswith("PPMID install: not finished (E_INSTALL_FLASH): "), said
+    assert "the next boot tries again" in said[0]
+    assert install._exists(root + STAGE + "/" + install.MARKER)
+    os.remove(root + "/ppmid/app.mpy/x")
+    os.rmdir(root + "/ppmid/app.mpy")
+    assert install.run(root, said.append)
+    assert _tree(root) == _installed(root)
