@@ -176,13 +176,14 @@ def test_a_staging_dir_without_the_marker_is_left_alone_at_boot(tmp_path):
                % deploy.build_id(local2))
         boards.mpremote(b.repl, ["fs", "cp", str(src / "boot.py"), str(src / "install.mpy"), ":/.deploy-new/", "+",
                                  "fs", "cp", str(src / "ppmid" / "app.mpy"), ":/.deploy-new/ppmid/"])
-        staged = b.exec("import os\nprint(sorted(os.listdir('/.deploy-new')), os.listdir('/.deploy-new/ppmid'))")
+        look = "import os\nprint(sorted(os.listdir('/.deploy-new')), os.listdir('/.deploy-new/ppmid'))"
+        staged = b.exec(look)
         mark = b.mark()
         b.reset()
         assert b.wait_ready(since=mark).group(1).decode() == old
         assert "PPMID install" not in b.console_text()[mark:]
         assert deploy.board_hashes(b.repl, sorted(local2), "") == installed
-        assert b.exec("import os\nprint(sorted(os.listdir('/.deploy-new')), os.listdir('/.deploy-new/ppmid'))") == staged
+        assert b.exec(look) == staged
         # and the deploy of that build resumes from it
         said = []
         deploy.deploy(b.repl, "emulated", firmware_dir=str(fw2), log=said.append, reset=False)
