@@ -14,7 +14,7 @@ def add_arguments(p):
     p.add_argument("--build-dir", help="where to put the compiled files (default: a temp dir)")
     p.add_argument("--no-reset", action="store_true", help="do not soft-reset the board afterwards")
     p.add_argument("--scripts-only", action="store_true",
-                   help="only boot.py, main.py and board.json; remove /ppmid (for an image with ppmid frozen in)")
+                   help="only boot.py, main.py, install.mpy and board.json; remove /ppmid (for an image with ppmid frozen in)")
     p.add_argument("--dry-run", action="store_true", help="compile, then print the mpremote commands instead of running them")
     p.add_argument("--attempts", type=int, default=deploy.ATTEMPTS,
                    help="probe/copy rounds before giving up when the board resets mid-copy (default %(default)s); "

@@ -13,7 +13,7 @@ def add_arguments(p):
     p.add_argument("--baud", type=int, default=flash.BAUD, help="esptool baud rate (default %d)" % flash.BAUD)
     p.add_argument("--no-deploy", action="store_true", help="only write MicroPython, do not deploy firmware/")
     p.add_argument("--scripts-only", action="store_true",
-                   help="the image has the app frozen in (make image): deploy only boot.py, main.py, board.json")
+                   help="the image has the app frozen in (make image): deploy only boot.py, main.py, install.mpy, board.json")
     p.add_argument("--force", action="store_true",
                    help="deploy .mpy files even to a board whose heap is smaller than the app's need (a warning)")
     p.add_argument("--erase-all", action="store_true",

@@ -4,7 +4,8 @@
    (boards/NAME/board.json "mpy_arch"; "native" = the local unix port's, read from its
    sys.implementation._mpy), but those the board's "firmware_exclude" lists (the ESP32
    boards leave out the emulated board's support; their manifests read the same list).
-   boot.py and main.py stay .py (MicroPython runs them by name);
+   boot.py and main.py stay .py (MicroPython runs them by name); install.py (the install
+   below, which boot.py finishes when a reset cut it short) becomes /install.mpy;
    the board definition goes along as /board.json. A file that does not compile stops the
    deploy before the board is touched.
 2. Check the port: it must answer as a MicroPython REPL of the same .mpy architecture.
@@ -15,10 +16,15 @@
    not copied again. A board that resets mid-copy (the app's watchdog, which mpremote's
    Ctrl-C cannot stop, fires 30 s later) is probed again once it is back and the copy goes
    on from there, up to `attempts` times; a staging dir of another build is emptied first.
-4. Install: rename each staged file over its final name (LittleFS renames are atomic, so a
-   file is either the old or the new one, never half-written), delete files of the old
-   ppmid package that the new one no longer has, remove the staging dir and any
-   application update (/upd, docs/update.md), so that the deployed set is the one that runs.
+4. Install (firmware/install.py, run on the board): write a marker in the staging dir (the
+   build, the files to rename in order with their hashes, the old package's leftovers),
+   rename each staged file over its final name (LittleFS renames are atomic, so a file is
+   either the old or the new one, never half-written), delete the leftovers, drop any
+   application update (/upd, docs/update.md) but its replay floors, so that the deployed
+   set is the one that runs, and remove the staging dir, the marker last. install.mpy is
+   renamed first and boot.py second: a reset after that is finished by boot.py at the next
+   boot, before anything imports ppmid; this deploy, probing again, finds every file's hash
+   right and says so.
 5. Soft-reset the board (Ctrl-D at the REPL) so it boots the new code.
 Before all this, a real board whose Python heap (board.json "heap") is smaller than the
 app's need (boards/app_heap.json, the 32-bit gauge's peak, rewritten by bench/bench_heap32.py)
@@ -47,6 +53,10 @@ from host_tools.errors import ToolError
 
 STAGING = "/.deploy-new"
 SCRIPTS = ("boot.py", "main.py")  # stay source: MicroPython runs them by name
+# modules beside them, compiled like the package: install.py, which boot.py imports only
+# when an install was cut short (docs/platform.md `ppmid deploy`)
+ROOT_MODULES = ("install.py",)
+INSTALLER = "install.mpy"
 PACKAGE = "ppmid"
 
 # sys.implementation._mpy >> 10 -> mpy-cross -march name (py/persistentcode.h order)
@@ -136,6 +146,9 @@ def firmware_files(firmware_dir, exclude=()):
     for name in SCRIPTS:
         if os.path.isfile(os.path.join(firmware_dir, name)):
             out.append((name, "script"))
+    for name in ROOT_MODULES:
+        if os.path.isfile(os.path.join(firmware_dir, name)):
+            out.append((name, "module"))
     pkg = os.path.join(firmware_dir, PACKAGE)
     if not os.path.isdir(pkg):
         raise DeployError("%s has no %s/ package" % (firmware_dir, PACKAGE))
@@ -227,9 +240,13 @@ def board_hashes(port, files, prefix):
 
 
 def _install_order(files):
-    # the package first, the board definition next, boot.py/main.py last: a board reset
-    # half-way through still boots either the old or the new scripts
-    return sorted(files, key=lambda f: (f in SCRIPTS, f == "board.json", f))
+    # the install's own code first (install.mpy, then boot.py, which calls it at boot): a
+    # reset after those two is finished by the next boot; one before them leaves the old
+    # boot.py, main.py and package, whole. Then the package, the board definition, and
+    # main.py last, as before the install finished itself.
+    def rank(f):
+        return (0 if f == INSTALLER else 1 if f == "boot.py" else 2 if "/" in f else 3 if f == "board.json" else 4, f)
+    return sorted(files, key=rank)
 
 
 def staging_dirs(files):
@@ -472,12 +489,21 @@ def _stage_and_install(port, arch, definition, build_dir, files, local, attempts
                     # a reset in the middle of the hash, or a file that did not land whole
                     raise BoardLost("%d file(s) differ after the copy (%s)" % (len(bad), ", ".join(bad[:5])))
                 log("copied and verified %d files" % len(todo))
-            install = board_scripts.with_call("deploy_install.py", "_install", _install_order(changed), list(files),
-                                              STAGING, PACKAGE)
+            if install_tried and not changed and stage == "none":
+                # the install was cut short, and the board finished it at boot (install.py) if
+                # the cut did not come after the install's own end
+                log("the install is complete on the board (one cut short is finished at boot): "
+                    "all %d files have the build's hash" % len(files))
+                return mpy
+            install = board_scripts.with_call("deploy_install.py", "_install", build,
+                                              [[f, local[f]] for f in _install_order(changed)], list(files), PACKAGE)
             installing = install_tried = True
-            out = _exec(port, install, "install on %s" % port, timeout=120)
+            # each rename prints a line: a call that goes silent lost its board (a reset)
+            out = _exec(port, install, "install on %s" % port, timeout=120, stall_s=STALL_S)
             if "@@INSTALLED" not in out:
-                raise DeployError("install on %s did not complete: %s" % (port, out[-500:]))
+                refused = [line for line in out.splitlines() if line.startswith("@@REFUSED ")]
+                raise DeployError("install on %s did not complete: %s"
+                                  % (port, refused[0][10:] if refused else out[-500:]))
             return mpy
         except BoardLost as exc:
             if not answered:
@@ -487,7 +513,8 @@ def _stage_and_install(port, arch, definition, build_dir, files, local, attempts
                 installed = None  # some renames may have happened: hash the installed files again
                 installing = False
     done = _staged_count(port, arch, definition, build, changed, local)
-    outcome = ("the install was cut short: some files may be new, the rest are staged" if install_tried
+    outcome = ("the install was cut short: the board finishes it at its next boot once install.mpy and boot.py "
+               "were renamed (the first two), else the old files stay and the rest are staged" if install_tried
                else "nothing installed, the old firmware is untouched")
     raise DeployError(
         "deploy to %s did not complete in %d attempts (the board reset or stopped answering each time; last: %s): "

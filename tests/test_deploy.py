@@ -97,7 +97,8 @@ def test_frozen_route_and_force_and_the_reference_board_pass(tmp_path):
     p = ppmid("deploy", "--port", port, "--board", "esp32-devkitc", "--scripts-only", "--dry-run")
     assert p.returncode == 0, p.stderr
     copy = [line for line in p.stdout.splitlines() if " fs mkdir " in line]
-    assert len(copy) == 1 and ".mpy" not in copy[0] and "main.py" in copy[0]
+    # the scripts and the install module beside them, not the package
+    assert len(copy) == 1 and "ppmid/" not in copy[0] and "main.py" in copy[0] and "install.mpy" in copy[0]
     p = ppmid("deploy", "--port", port, "--board", "esp32-devkitc", "--force", "--dry-run")
     assert p.returncode == 0, p.stderr
     assert "WARNING: board esp32-devkitc has a 112640-byte Python heap" in p.stdout and "--force" in p.stdout
@@ -230,7 +231,7 @@ def test_scripts_only_removes_the_package(tmp_path):
         deploy.deploy(b.repl, "emulated", scripts_only=True)
         b.wait_for(r"ImportError: no module named 'ppmid", since=mark)
         out = b.exec("import os; print(sorted(os.listdir('/')))")
-        assert out.strip() == "['board.json', 'boot.py', 'main.py']"
+        assert out.strip() == "['board.json', 'boot.py', 'install.mpy', 'main.py']"
 
 
 def _firmware_v2(tmp_path):

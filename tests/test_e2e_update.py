@@ -241,21 +241,37 @@ def test_power_cuts_during_download_and_probation_end_in_the_new_version(emu, ke
 
 
 
-def test_a_deploy_runs_the_deployed_set_and_forgets_the_updates(emu):
+def test_a_deploy_runs_the_deployed_set_and_forgets_the_updates_but_not_the_replay_floor(emu, keys, tmp_path):
     """`ppmid deploy` after updates: the set just deployed runs (the pointer would
-    otherwise keep booting the updated slot), and the info no longer names an update."""
+    otherwise keep booting the updated slot), the info no longer names an update, and the
+    pointer keeps the replay floor: a manifest signed at or below it is still a replay."""
     from host_tools import deploy
+    pointer = "import json\nprint('@@PTR', json.dumps(json.load(open('/upd/state.json'))))"
+    before = json.loads(emu.board.exec(pointer).split("@@PTR ", 1)[1])
+    floor = before["seq"]
+    assert before["slot"] in ("a", "b") and floor > 0, before  # an update runs
     mark = emu.board.mark()
     deploy.deploy(emu.board.repl, "emulated")
     emu.board.wait_for(r"PPMID ready: version=0\.1\.0", 60, since=mark)
+    assert "on probation" not in emu.board.console_text()[mark:]
     out = emu.board.exec("import os\nprint('@@UPD', sorted(os.listdir('/upd')) if 'upd' in os.listdir('/') else [])")
-    assert "@@UPD []" in out  # no pointer, no slot (and no boot count: the app started)
+    # the pointer alone (no slot, no download, no boot count: the app started)
+    assert "@@UPD ['state.json']" in out, out
+    kept = {k: before[k] for k in ("seq", "image_seq") if k in before}
+    assert json.loads(emu.board.exec(pointer).split("@@PTR ", 1)[1]) == dict(kept, slot="")
     mark = emu.board.mark()
     emu.board.reset()  # exec stopped the app (as on a real board): boot it again
     emu.board.wait_for(r"PPMID ready: version=0\.1\.0", 60, since=mark)
     emu.wait_online()
     info = _info(emu, "0.1.0")
     assert "update" not in info
+    # releases newer than what runs, signed at the floor and below it: replays
+    for version, seq in (("0.9.0", floor), ("0.9.1", floor - 1)):
+        st, s = _offer(emu, _release(tmp_path, keys[0], version, seq=seq))
+        assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_REPLAY", st
+        assert "seq %d is not above %d" % (seq, floor) in st["error"]["message"], st
+        assert s.chunks_sent == 0
+    assert _running(emu) == "0.1.0"
     _relays_a_command(emu, "after-deploy")
 
 

@@ -74,6 +74,10 @@ def _update_state(board):
     from ppmid.update import slots
     st = slots.state(root)
     summary = slots.summary(st)
+    if summary is None:  # the replay floors alone (what a deploy keeps): nothing to say
+        unload("ppmid.update")
+        gc.collect()
+        return None, False
     if "image" in summary and hasattr(board, "image_slots"):
         img = board.image_slots()  # which partition the bootloader booted (info "update")
         summary["image"] = dict(summary["image"], running=img.running() if img is not None else None)

@@ -1,56 +1,36 @@
 # Sent by `ppmid deploy` once the staged files are verified (host_tools/deploy.py appends
-# the call `_install(NEW, ALL, STAGING, PACKAGE)`): move the staged files into place, drop
-# the old package's leftovers, remove the staging dir, and forget any application update
-# (/upd: its pointer would keep booting an updated set instead of the one deployed now;
-# docs/update.md).
+# the call `_install(BUILD, NEW, ALL, PACKAGE)`, NEW = [[path, sha256]] in install order):
+# the firmware's own install (firmware/install.py: the staged copy when the build changes
+# it, else the installed one) writes its marker, then renames, drops the old package's
+# leftovers and any application update but its replay floors (docs/update.md), and removes
+# the staging dir. A reset in the middle is finished by the board at its next boot.
 import os
+import sys
 
-UPDATES = '/upd'  # = ppmid.update.slots.DIR
-
-
-def _mkdirs(p):
-    d = ''
-    for part in p.split('/')[:-1]:
-        d += '/' + part
-        try:
-            os.mkdir(d)
-        except OSError:
-            pass
+STAGE = '/.deploy-new'  # = install.STAGE
 
 
-def _walk(d, out):
-    for e in os.ilistdir(d):
-        p = d + '/' + e[0]
-        if e[1] == 0x4000:
-            _walk(p, out)
-            out.append((p, True))
-        else:
-            out.append((p, False))
-    return out
+def _step(path):
+    print('@@R', path)  # progress: the host cuts a call that stays silent (a reset)
 
 
-def _install(new, all_files, stage, package):
-    for p in new:
-        _mkdirs(p)
-        os.rename(stage + '/' + p, '/' + p)
-    keep = set('/' + p for p in all_files)
-    for p, isdir in _walk('/' + package, []):
-        if isdir:
-            try:
-                os.rmdir(p)
-            except OSError:
-                pass
-        elif p not in keep:
-            os.remove(p)
+def _install(build, new, all_files, package):
+    sys.modules.pop('install', None)
+    sys.path.insert(0, STAGE)
     try:
-        os.rmdir('/' + package)
-    except OSError:
-        pass
-    for d in (stage, UPDATES):
+        import install
+    finally:
+        sys.path.pop(0)
+    try:
+        install.begin('', build, new, all_files, package)
+        _, renamed, listed = install.finish('', _step)
+    except install.Refused as e:
+        # nothing was renamed: the old set stays whole, and so does what is staged (the
+        # next deploy resumes from it); no marker, so no boot tries it either
         try:
-            for p, isdir in _walk(d, []):
-                (os.rmdir if isdir else os.remove)(p)
-            os.rmdir(d)
+            os.remove(STAGE + '/' + install.MARKER)
         except OSError:
             pass
-    print('@@INSTALLED', len(new))
+        print('@@REFUSED', e.code, e.message)
+        return
+    print('@@INSTALLED', renamed, listed)

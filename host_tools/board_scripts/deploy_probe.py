@@ -51,7 +51,7 @@ def _print_hashes(d, rel):
         if e[1] == 0x4000:
             print('@@D', r)
             _print_hashes(p, r + '/')
-        elif r != MANIFEST:
+        elif not r.startswith('.'):  # the build's id, the install's marker: not staged files
             print('@@H', r, _sha256_hex(p))  # _sha256_hex: deploy_hash.py, sent first
 
 

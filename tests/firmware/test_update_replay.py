@@ -119,3 +119,37 @@ def test_a_resume_after_a_power_cut_is_no_replay():
     first, u2 = asyncio.run(go())
     assert first["state"] == "downloading" and first["received"] > 0, first
     assert u2.client.last()["state"] == "switching" and slots.floor(slots.state(root)) == SEQ
+
+
+def test_a_deploy_drops_the_update_but_the_floor_still_refuses_replays():
+    # what `ppmid deploy`'s install leaves under /upd (install.forget_updates): a pointer at
+    # the root set with the floors alone; the updater reads the floor from it as before
+    import install
+    root = _setup()
+
+    async def installed():
+        await _install(_updater(root, _Relay()), "real", "o1")
+    asyncio.run(installed())
+    assert slots.state(root)["slot"] == "a" and slots.exists(root + "/upd/a/ppmid")
+    install.forget_updates(root)
+    assert slots.state(root) == {"slot": "", "seq": SEQ}
+    assert sorted(os.listdir(root + slots.DIR)) == ["state.json"]
+    assert slots.choose(root, lambda m: None) == (root, None)  # the deployed (root) set, not on probation
+    assert slots.summary(slots.state(root)) is None  # nothing for the info to name (ppmid.boot)
+
+    async def go():
+        u = _updater(root, _Relay())
+        said = []
+        for name in ("real", "real-older-seq"):
+            before = _flash(root)
+            await u.handle(u.topic + "/offer", signed_offer(name, name))
+            said.append(dict(u.client.last()))
+            assert _flash(root) == before, name
+        await u.handle(u.topic + "/offer", signed_offer("real-next", "next"))
+        said.append(dict(u.client.last()))
+        return said
+    said = asyncio.run(go())
+    for st, seq in zip(said, (SEQ, SEQ - 1)):
+        assert st["state"] == "refused" and st["error"]["code"] == E_UPDATE_REPLAY, st
+        assert ("seq %d is not above %d" % (seq, SEQ)) in st["error"]["message"], st
+    assert said[2]["state"] == "downloading", said[2]  # signed after it: taken

@@ -14,7 +14,9 @@
 # installed in the other; docs/update.md "Replay"), raised by
 # the switch's own rename and carried over by every later write (a probation boot
 # counted, confirm, rollback): no second file whose write could leave the floor and the
-# set that runs out of step. main.py calls choose() before anything of the application
+# set that runs out of step. `ppmid deploy` keeps them too: its install (install.py,
+# forget_updates) leaves {"slot": "", "seq": .., "image_seq": ..}, the root set with the
+# floors alone. main.py calls choose() before anything of the application
 # is imported. Only os/json here: it runs from the root set's copy while the chosen set's
 # package is not imported yet.
 import json
@@ -105,7 +107,10 @@ def state(root=""):
 
 def summary(st):
     """The info's "update" (docs/mqtt.md): the running slot, the version before it, whether
-    it is on probation, and the last update's result."""
+    it is on probation, and the last update's result; None for a pointer at the root set
+    with nothing of that, the replay floors alone (what `ppmid deploy` keeps, install.py)."""
+    if not (st.get("slot") or "last" in st or "probation" in st or "image" in st):
+        return None
     last = st.get("last") or {}
     prev = st.get("previous") or {}
     out = {"slot": st.get("slot", ""), "previous": prev.get("version") or last.get("previous"),

@@ -1,0 +1,228 @@
+"""`ppmid deploy`'s install cut short on the emulated board (firmware/install.py,
+docs/platform.md `ppmid deploy` step 4): the board finishes it at its next boot, before
+anything imports ppmid, and the deploy, probing again, finds every file's hash right and
+says so; a cut before the new boot.py is in place leaves the old set and the deploy goes
+on; a staging dir without the marker is left alone at boot; a marker that cannot be read or
+a staged file gone is refused at boot with a logged reason, and the old set runs.
+
+The cut: the host's install script prints a line after each rename (its `_step`); the test
+sends the same script with a `_step` that, after k renames, arms the emulated watchdog for
+1 ms and waits (a watchdog reset, as the app's own would do)."""
+import os
+import shutil
+
+import pytest
+
+from host_tools import board_scripts, boards, deploy
+from host_tools.emuboard import EmulatedBoard
+
+STAGE = deploy.STAGING
+
+# after K renames: the watchdog strikes (the supervisor kills the chip and boots it again)
+CUT = """
+_renamed = [0]
+
+
+def _step(path):
+    print('@@R', path)
+    _renamed[0] += 1
+    if _renamed[0] == %d:
+        import time
+        hw = sys.modules['_emuboard']
+        hw.ctl.write(b'W1\\n')
+        while True:
+            time.sleep(1)
+"""
+
+# between the marker and the first rename, with (what) done to the staging dir first
+CUT_BEFORE_RENAMES = """
+def _install(build, new, all_files, package):
+    import time
+    sys.path.insert(0, STAGE)
+    import install
+    sys.path.pop(0)
+    install.begin('', build, new, all_files, package)
+    %s
+    sys.modules['_emuboard'].ctl.write(b'W1\\n')
+    while True:
+        time.sleep(1)
+"""
+
+
+@pytest.fixture
+def cut_install(monkeypatch):
+    """cut_install(code): the deploy's first install script gets `code` put before its call;
+    later ones (the deploy's next attempt) are sent as they are."""
+    original = board_scripts.with_call
+    cuts = []
+
+    def with_call(name, function, *args):
+        text = original(name, function, *args)
+        if name == "deploy_install.py" and cuts:
+            call = "\n%s(" % function
+            at = text.rindex(call)
+            text = text[:at] + "\n" + cuts.pop(0) + text[at:]
+        return text
+    monkeypatch.setattr(board_scripts, "with_call", with_call)
+    # a silent install has lost its board: a few seconds of silence say so here
+    monkeypatch.setattr(deploy, "STALL_S", 4)
+    return cuts.append
+
+
+def _firmware(tmp_path, name, tag, old_boot=False, extra=()):
+    """A copy of firmware/ in which every file says `tag` (so each deploy changes them
+    all) and the version is TAG.x.y; old_boot: boot.py as it was before the install
+    finished itself (no marker check); extra: more never-imported modules."""
+    fw = tmp_path / name
+    shutil.copytree(boards.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    for dirpath, _, names in os.walk(fw):
+        for n in names:
+            if n.endswith(".py"):
+                path = os.path.join(dirpath, n)
+                with open(path) as f:
+                    src = f.read()
+                with open(path, "w") as f:
+                    # a name, not a comment: mpy-cross -O3 drops comments and line numbers
+                    f.write(src.replace('VERSION = "', 'VERSION = "%s.' % tag) + "\n_BUILD_TAG = %r\n" % tag)
+    if old_boot:
+        (fw / "boot.py").write_text("# boot.py before the install finished itself (%s)\nimport micropython\n"
+                                    "micropython.alloc_emergency_exception_buf(100)\n" % tag)
+    for mod in extra:
+        (fw / "ppmid" / mod).write_text("X = %r\n" % tag)
+    return fw
+
+
+def _local(tmp_path, fw, name):
+    out, files, _ = deploy.build("emulated", str(fw), str(tmp_path / name))
+    return {f: deploy.sha256_file(os.path.join(out, f)) for f in files}
+
+
+def _listing(b):
+    return b.exec("import os\nprint('@@LS', sorted(os.listdir('/')), sorted(os.listdir('/ppmid')))")
+
+
+def test_an_install_cut_after_k_renames_is_finished_by_the_board_at_boot(tmp_path, cut_install):
+    fw1 = _firmware(tmp_path, "fw1", "1", extra=["zz_old_only.py"])
+    fw2 = _firmware(tmp_path, "fw2", "2")
+    local1, local2 = _local(tmp_path, fw1, "l1"), _local(tmp_path, fw2, "l2")
+    n = len(local2)  # every file changes but board.json (made from the same definition)
+    changed = [f for f in local2 if local1.get(f) != local2[f]]
+    order = deploy._install_order(changed)
+    assert order[:2] == ["install.mpy", "boot.py"] and order[-1] == "main.py"
+    with EmulatedBoard(tmp_path / "board") as b:
+        # after the installer and boot.py; half-way; after the last rename (the old
+        # package's leftovers and the staging dir still there)
+        for k in (2, len(order) // 2, len(order)):
+            assert b.deploy(firmware_dir=str(fw1)).group(1).decode().startswith("1.")
+            mark = b.mark()
+            cut_install(CUT % k)
+            said = []
+            deploy.deploy(b.repl, "emulated", firmware_dir=str(fw2), log=said.append)
+            b.wait_for(r"reboot: watchdog", since=mark)
+            b.wait_for(r"PPMID install: build %s finished at boot: %d of %d files were still staged"
+                       % (deploy.build_id(local2), len(order) - k, len(order)), since=mark)
+            # then a soft reset: the app starts on a heap the install never used
+            b.wait_for(r"reboot: soft_reset")
+            assert b.wait_ready().group(1).decode().startswith("2."), k
+            assert any(s.startswith("board lost (install on ") for s in said), said
+            assert ("the install is complete on the board (one cut short is finished at boot): "
+                    "all %d files have the build's hash" % n) in said, said
+            assert deploy.board_hashes(b.repl, sorted(local2), "") == local2
+            out = _listing(b)
+            assert STAGE[1:] not in out and "zz_old_only" not in out, out
+            # the install at boot ran before anything imported ppmid: nothing of the old
+            # package was loaded (the old set's app would have said its version first)
+            boot = b.console_text()[mark:]
+            assert "version=1." not in boot[boot.index("PPMID install: build"):], k
+
+
+def test_a_cut_before_the_new_boot_py_keeps_the_old_set_and_the_deploy_goes_on(tmp_path, cut_install):
+    # the board's boot.py predates the marker check: a cut after the installer's rename
+    # and before boot.py's boots the old boot.py, main.py and package, whole (the new
+    # install.mpy beside them is not imported by anything old); the deploy's next attempt
+    # installs the rest from what is staged
+    fw1 = _firmware(tmp_path, "fw1", "1", old_boot=True)
+    fw2 = _firmware(tmp_path, "fw2", "2")
+    local2 = _local(tmp_path, fw2, "l2")
+    with EmulatedBoard(tmp_path / "board") as b:
+        b.deploy(firmware_dir=str(fw1))
+        b.exec("import os; os.remove('/install.mpy')")  # and no installer at all: the board before this work
+        mark = b.mark()
+        cut_install(CUT % 1)
+        said = []
+        deploy.deploy(b.repl, "emulated", firmware_dir=str(fw2), log=said.append)
+        first = b.wait_ready(since=mark)
+        assert first.group(1).decode().startswith("1."), "the old set, whole, after the cut"
+        assert "PPMID install" not in b.console_text()[mark:first.start()]
+        assert any(s.startswith("board lost (install on ") for s in said), said
+        assert any(s.startswith("resumed: ") for s in said), said
+        assert b.wait_ready().group(1).decode().startswith("2.")
+        assert deploy.board_hashes(b.repl, sorted(local2), "") == local2
+        assert STAGE[1:] not in _listing(b)
+
+
+def test_a_staging_dir_without_the_marker_is_left_alone_at_boot(tmp_path):
+    fw2 = _firmware(tmp_path, "fw2", "2")
+    local2 = _local(tmp_path, fw2, "l2")
+    src = tmp_path / "l2"
+    with EmulatedBoard(tmp_path / "board") as b:
+        old = b.deploy().group(1).decode()
+        installed = deploy.board_hashes(b.repl, sorted(local2), "")
+        # a copy in progress (or cut short), with a marker that was being written when the
+        # power went (.install.tmp: only a whole marker is renamed to .install)
+        b.exec("import os\nfor d in ('/.deploy-new', '/.deploy-new/ppmid'): os.mkdir(d)\n"
+               "with open('/.deploy-new/.build', 'w') as f: f.write(%r)\n"
+               "with open('/.deploy-new/.install.tmp', 'w') as f: f.write('ppmid-install 1 x\\nr ')"
+               % deploy.build_id(local2))
+        boards.mpremote(b.repl, ["fs", "cp", str(src / "boot.py"), str(src / "install.mpy"), ":/.deploy-new/", "+",
+                                 "fs", "cp", str(src / "ppmid" / "app.mpy"), ":/.deploy-new/ppmid/"])
+        look = "import os\nprint(sorted(os.listdir('/.deploy-new')), os.listdir('/.deploy-new/ppmid'))"
+        staged = b.exec(look)
+        mark = b.mark()
+        b.reset()
+        assert b.wait_ready(since=mark).group(1).decode() == old
+        assert "PPMID install" not in b.console_text()[mark:]
+        assert deploy.board_hashes(b.repl, sorted(local2), "") == installed
+        assert b.exec(look) == staged
+        # and the deploy of that build resumes from it
+        said = []
+        deploy.deploy(b.repl, "emulated", firmware_dir=str(fw2), log=said.append, reset=False)
+        changed = [f for f in local2 if installed[f] != local2[f]]
+        assert "resumed: 3 of %d files already staged" % len(changed) in said, said
+        assert deploy.board_hashes(b.repl, sorted(local2), "") == local2
+
+
+@pytest.mark.parametrize("damage,code,why", [
+    ("os.remove('/.deploy-new/ppmid/app.mpy')", "E_INSTALL_MISSING",
+     "ppmid/app.mpy is neither staged in /.deploy-new nor installed with the build's SHA-256"),
+    ("with open('/.deploy-new/.install', 'w') as f: f.write('ppmid-install 1 0123\\nr zz')", "E_INSTALL_MARKER",
+     "the install marker /.deploy-new/.install is not one this firmware wrote whole"),
+])
+def test_a_bad_marker_or_a_staged_file_gone_is_refused_at_boot_and_the_old_set_runs(tmp_path, cut_install,
+                                                                                    damage, code, why):
+    fw2 = _firmware(tmp_path, "fw2", "2")
+    local2 = _local(tmp_path, fw2, "l2")
+    with EmulatedBoard(tmp_path / "board") as b:
+        old = b.deploy().group(1).decode()
+        installed = deploy.board_hashes(b.repl, sorted(local2), "")
+        mark = b.mark()
+        # the install cut between its marker and its first rename, after which the
+        # staging dir was damaged (flash trouble, a hand at the REPL)
+        cut_install(CUT_BEFORE_RENAMES % damage)
+        said = []
+        with pytest.raises(deploy.DeployError, match="did not complete in 1 attempts"):
+            deploy.deploy(b.repl, "emulated", firmware_dir=str(fw2), log=said.append, attempts=1)
+        refusal = b.wait_for(r"PPMID install: not finished \(%s\): [^\n]*" % code, since=mark).group(0).decode()
+        assert why in refusal and "nothing renamed, the files in place run" in refusal, refusal
+        # no crash loop: the old set boots once and runs, untouched
+        ready = b.wait_ready(since=mark)
+        assert ready.group(1).decode() == old
+        restarts = b.restarts
+        assert deploy.board_hashes(b.repl, sorted(local2), "") == installed
+        assert b.restarts == restarts
+        # the next deploy stages what is missing and installs the build
+        said = []
+        deploy.deploy(b.repl, "emulated", firmware_dir=str(fw2), log=said.append)
+        assert b.wait_ready().group(1).decode().startswith("2.")
+        assert deploy.board_hashes(b.repl, sorted(local2), "") == local2
+        assert STAGE[1:] not in _listing(b)
