@@ -24,10 +24,8 @@ from micropython import const
 from ppmid.errors import PpmidError, E_BUSY, E_EXPIRED, E_TOO_LARGE, E_CLOCK, E_AUTH
 from ppmid.clock import wait_event_ms, sleep_ms, SET_AFTER
 from ppmid import envelope as envmod
-from ppmid.mqtt.contract import Topics, status_json, alert_json
+from ppmid.mqtt.contract import status_json, alert_json
 from ppmid.relay import journal as J
-from ppmid.relay.ratelimit import Pacer
-from ppmid.relay.outbox import Outbox
 
 E_RATE = "E_RATE"
 E_STALE = "E_STALE"
@@ -59,66 +57,13 @@ class RelayError(PpmidError):
 
 
 class Relay:
-    """See the module comment. topic_prefix: instead of the contract's "ppmid/v1/EUI/"
-    (contract.Topics), for a test's private tree."""
+    """See the module comment; the constructor's arguments: relay/recovery.py set_up."""
 
-    def __init__(self, config, journal, validator, han, publisher, clock, envelope_key,
-                 decode=None, wdt=None, topic_prefix=None, late_window_s=None,
-                 max_wait_s=900, link_checks=(), link_grace_s=300, stall_ms=60000,
-                 console=print, log_rate_per_s=0.1, log_burst=5, admit_wait_ms=4000, senders=None):
-        lim = config["limits"]
-        self.config = config
-        self.journal = journal
-        self.validator = validator
-        self.han = han
-        self.clock = clock
-        self.key = envelope_key
-        self.senders = senders  # keys per DCC User (relay/senders.py), when configured
-        if decode is None:
-            from ppmid.gbcs import decode
-        self.decode = decode
-        self.max_gbcs = lim["max_gbcs"]
-        self.budget_s = int(lim["response_timeout_s"])
-        self.queue_max = int(lim["queue"])
-        self.late_window_s = late_window_s if late_window_s is not None else 4 * self.budget_s
-        self.max_wait_s = max_wait_s
-        # how long accept() waits for room in a full queue before E_BUSY: the intake's
-        # acknowledgement (PUBACK) is withheld meanwhile, so the broker paces a backlog
-        # (well under the MQTT keepalive and ack timeout, docs/relay.md)
-        self.admit_wait_ms = admit_wait_ms
-        self.pacer = Pacer(lim["rate_per_s"], lim["burst"], self.queue_max, clock.diff)
-        self.topics = Topics(config.get("gateway"), topic_prefix)
-        self.console = console
-        self.state = "starting"
-        self.fault = None
-        self._corr = {}          # response key -> Entry (sending, timed out, answered)
-        self._deadline = {}      # seq -> ms tick of the response deadline (this boot)
-        self._status = {}        # seq -> last status emitted
-        self._retry = {}         # target -> [ms tick when it may be tried again (None: passed), backoff ms]
-        self._recent = []        # result dicts of finished or rejected commands, oldest first ("gbcs" False: a body let go)
-        self.hold_dispatch = False  # the updater's, once idle before its reset: nothing more goes to the HAN
-        self._beats = {}         # loop name -> ms tick of its last pass
-        self._boot_ms = clock.ms()   # recovery sets it again: the start of this boot
-        self._wake_dispatch = asyncio.Event()
-        self._room = asyncio.Event()   # set when a queued command leaves the queue
-        self._tasks = []
-        self._topups = None      # the top-up road, loaded with the first top-up (topups())
-        self.counters = {"received": 0, "accepted": 0, "relayed": 0, "answered": 0, "late": 0,
-                         "timeouts": 0, "failed": 0, "rejected": {}, "retries": 0,
-                         "link_resets": 0, "send_errors": 0, "duplicates": 0,
-                         "duplicate_responses": 0, "unmatched": 0, "alerts": 0, "rx_bad": 0,
-                         "published": 0, "publish_errors": 0, "pub_dropped": 0,
-                         "logs_dropped": 0, "recovered": 0, "admit_waits": 0}
-        self.outbox = Outbox(publisher, self.topics, clock, self.counters, self._render,
-                             self._status_sent, console, log_rate_per_s, log_burst)
-        # health (below): [(name, fn() -> bool[, grace_s])], the app appends the MQTT link's
-        # once it exists (and sets the outbox's publisher then)
-        self.link_checks = list(link_checks)
-        self.link_grace_ms = link_grace_s * 1000
-        self.stall_ms = stall_ms
-        self.wdt = wdt
-        self._down_since = {}    # link name -> ms tick it was first seen down
-        self._said = None        # the reason last logged for not feeding the watchdog
+    def __init__(self, *args, **options):
+        # the set-up runs once, at boot: its code is boot-only (relay/recovery.py's set_up,
+        # which says what the arguments are)
+        from ppmid.relay.recovery import set_up
+        set_up(self, *args, **options)
 
     # ---- logging -------------------------------------------------------------------------
     def log(self, level, msg):

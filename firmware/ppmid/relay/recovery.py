@@ -1,8 +1,78 @@
-# The relay's boot-time recovery, for the app's start-up (ppmid.boot): rebuild the relay's
-# RAM state from the journal (already opened). Boot-only: the app drops this module once
-# everything runs (ppmid.boot.BOOT_ONLY), so the running gateway does not keep its code
-# in the heap (docs/memory.md); a later call imports it again.
+# The relay's boot-time code, for the app's start-up (ppmid.boot): its set-up (the work of
+# the Relay constructor) and its recovery, which rebuilds the relay's RAM state from the
+# journal (already opened). Boot-only: the app drops this module once everything runs
+# (ppmid.boot.BOOT_ONLY), so the running gateway does not keep its code in the heap
+# (docs/memory.md); a later call (a Relay made in a test) imports it again.
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio
+
+from ppmid.mqtt.contract import Topics
+from ppmid.relay.ratelimit import Pacer
+from ppmid.relay.outbox import Outbox
 from ppmid.relay import journal as J
+
+
+def set_up(relay, config, journal, validator, han, publisher, clock, envelope_key,
+           decode=None, wdt=None, topic_prefix=None, late_window_s=None,
+           max_wait_s=900, link_checks=(), link_grace_s=300, stall_ms=60000,
+           console=print, log_rate_per_s=0.1, log_burst=5, admit_wait_ms=4000, senders=None):
+    """Relay(...)'s work (the constructor passes its arguments on). topic_prefix: instead
+    of the contract's "ppmid/v1/EUI/" (contract.Topics), for a test's private tree."""
+    lim = config["limits"]
+    relay.config = config
+    relay.journal = journal
+    relay.validator = validator
+    relay.han = han
+    relay.clock = clock
+    relay.key = envelope_key
+    relay.senders = senders  # keys per DCC User (relay/senders.py), when configured
+    if decode is None:
+        from ppmid.gbcs import decode
+    relay.decode = decode
+    relay.max_gbcs = lim["max_gbcs"]
+    relay.budget_s = int(lim["response_timeout_s"])
+    relay.queue_max = int(lim["queue"])
+    relay.late_window_s = late_window_s if late_window_s is not None else 4 * relay.budget_s
+    relay.max_wait_s = max_wait_s
+    # how long accept() waits for room in a full queue before E_BUSY: the intake's
+    # acknowledgement (PUBACK) is withheld meanwhile, so the broker paces a backlog
+    # (well under the MQTT keepalive and ack timeout, docs/relay.md)
+    relay.admit_wait_ms = admit_wait_ms
+    relay.pacer = Pacer(lim["rate_per_s"], lim["burst"], relay.queue_max, clock.diff)
+    relay.topics = Topics(config.get("gateway"), topic_prefix)
+    relay.console = console
+    relay.state = "starting"
+    relay.fault = None
+    relay._corr = {}          # response key -> Entry (sending, timed out, answered)
+    relay._deadline = {}      # seq -> ms tick of the response deadline (this boot)
+    relay._status = {}        # seq -> last status emitted
+    relay._retry = {}         # target -> [ms tick when it may be tried again (None: passed), backoff ms]
+    relay._recent = []        # result dicts of finished or rejected commands, oldest first ("gbcs" False: a body let go)
+    relay.hold_dispatch = False  # the updater's, once idle before its reset: nothing more goes to the HAN
+    relay._beats = {}         # loop name -> ms tick of its last pass
+    relay._boot_ms = clock.ms()   # recovery sets it again: the start of this boot
+    relay._wake_dispatch = asyncio.Event()
+    relay._room = asyncio.Event()   # set when a queued command leaves the queue
+    relay._tasks = []
+    relay._topups = None      # the top-up road, loaded with the first top-up (topups())
+    relay.counters = {"received": 0, "accepted": 0, "relayed": 0, "answered": 0, "late": 0,
+                      "timeouts": 0, "failed": 0, "rejected": {}, "retries": 0,
+                      "link_resets": 0, "send_errors": 0, "duplicates": 0,
+                      "duplicate_responses": 0, "unmatched": 0, "alerts": 0, "rx_bad": 0,
+                      "published": 0, "publish_errors": 0, "pub_dropped": 0,
+                      "logs_dropped": 0, "recovered": 0, "admit_waits": 0}
+    relay.outbox = Outbox(publisher, relay.topics, clock, relay.counters, relay._render,
+                          relay._status_sent, console, log_rate_per_s, log_burst)
+    # health (Relay.health): [(name, fn() -> bool[, grace_s])], the app appends the MQTT link's
+    # once it exists (and sets the outbox's publisher then)
+    relay.link_checks = list(link_checks)
+    relay.link_grace_ms = link_grace_s * 1000
+    relay.stall_ms = stall_ms
+    relay.wdt = wdt
+    relay._down_since = {}    # link name -> ms tick it was first seen down
+    relay._said = None        # the reason last logged for not feeding the watchdog
 
 
 def recover(relay):
