@@ -36,6 +36,8 @@ _T_DONE = const(0x44)      # 'D' final status acknowledged by the broker: forget
 _T_COUNTER = const(0x43)   # 'C' anti-replay counter key -> value
 _T_RESEND = const(0x51)    # 'Q' found sending at a restart: queued again (bounded resends)
 _T_ALREADY = const(0x58)   # 'X' the meter refused the resent copy: it had executed the first
+# 'U' is written by relay/refusals.py (a send the HAN link refused), 'Q' and 'X' by
+# relay/resend.py: rare records, whose code the running app need not hold
 
 # command states (Entry.state)
 QUEUED = const(0)
@@ -120,17 +122,6 @@ def _put(f, rtype, parts):
 def _sending_payload(e, deadline):
     # seq, deadline, retries, resends (older journals end after retries: resends 0)
     return struct.pack(">IIHB", e.seq, deadline, min(e.retries, 0xFFFF), min(e.resends, 0xFF))
-
-
-def _resend_payload(e):
-    return struct.pack(">IHB", e.seq, min(e.retries, 0xFFFF), min(e.resends, 0xFF))
-
-
-def _close_quietly(f):
-    try:
-        f.close()
-    except Exception:
-        pass
 
 
 def _exists(path):
@@ -289,21 +280,6 @@ class Journal:
         self._append(_T_SENDING, (_sending_payload(e, deadline),))
         e.state = SENDING
         e.deadline = deadline
-
-    def resend(self, e):
-        """A command found sending at a restart goes back to the queue for one more copy."""
-        e.resends += 1
-        self._append(_T_RESEND, (_resend_payload(e),))
-        e.state = QUEUED
-
-    def already_executed(self, e):
-        self._append(_T_ALREADY, (struct.pack(">I", e.seq),))
-        e.state = ALREADY_EXECUTED
-
-    def unsent(self, e):
-        e.retries += 1
-        self._append(_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
-        e.state = QUEUED
 
     def response(self, e, gbcs, late):
         pay = self._append(_T_RESPONSE, (struct.pack(">IB", e.seq, 1 if late else 0), gbcs))

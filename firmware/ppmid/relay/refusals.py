@@ -6,6 +6,7 @@
 #
 # Loaded when the first of these happens, and kept: a gateway whose commands all go
 # through never imports it, so the running app holds none of this code (docs/memory.md).
+import struct
 from micropython import const
 
 from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms
@@ -29,6 +30,9 @@ PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
 # already executed)
 _RETRY_MIN_MS = const(1000)
 _RETRY_MAX_MS = const(30000)
+# journal.py's private constant of the record only this module writes, repeated
+# (tests/firmware/test_journal.py checks that they agree)
+_T_UNSENT = const(0x55)
 
 # the sentences of the intake's refusals that relay.core raises (refusal())
 _SAYS = {E_AUTH: "envelope names key %s; this gateway has no keys per DCC User",
@@ -162,6 +166,14 @@ def refused(relay, env, exc, via):
     return exc
 
 
+def record_unsent(j, e):
+    """Journal j's record of command e going back to the queue: the HAN link refused it
+    before taking the bytes."""
+    e.retries += 1
+    j._append(_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
+    e.state = J.QUEUED
+
+
 def _release(relay, e):
     relay.pacer.finished(e.target, e.seq)
     relay._deadline.pop(e.seq, None)
@@ -177,7 +189,7 @@ def send_failed(relay, e, exc):
     counters = relay.counters
     if code in RETRYABLE and e.state == J.SENDING:
         # not taken by the link: back to the queue, that target backs off
-        relay.journal.unsent(e)
+        record_unsent(relay.journal, e)
         _release(relay, e)
         clock = relay.clock
         r = relay._retry.get(e.target)

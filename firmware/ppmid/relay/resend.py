@@ -11,6 +11,7 @@
 # Loaded only when a recovery finds such a command or a budget ends without a response, and
 # then for the alerts that follow: a gateway whose commands are all answered never imports
 # it. Top-ups never come here: a ZCL Consumer Top Up carries no GBCS counter.
+import struct
 from micropython import const
 
 from ppmid.relay import journal as J
@@ -21,6 +22,25 @@ MAX_RESENDS = const(2)
 # carries the refused command's originator and counter (supplementary remote party id and
 # counter). Which alert a real meter raises was not found in public sources (docs/emulate.md).
 REPLAY_REFUSED_ALERT = const(0x8F53)
+
+# the journal records only this module writes (journal.py's private constants, repeated:
+# tests/firmware/test_journal.py checks that they agree)
+_T_RESEND = const(0x51)
+_T_ALREADY = const(0x58)
+
+
+def record_resend(j, e):
+    """Journal j's record of command e going back to the queue for one more copy (found
+    sending at a restart, or its budget ended unanswered)."""
+    e.resends += 1
+    j._append(_T_RESEND, (struct.pack(">IHB", e.seq, min(e.retries, 0xFFFF), min(e.resends, 0xFF)),))
+    e.state = J.QUEUED
+
+
+def record_already_executed(j, e):
+    """Journal j's record of the meter refusing command e's copy: it executed the first."""
+    j._append(_T_ALREADY, (struct.pack(">I", e.seq),))
+    e.state = J.ALREADY_EXECUTED
 
 
 def _count(relay, name):
@@ -45,7 +65,7 @@ def requeue(relay, e, timed_out=False):
         relay._deadline.pop(e.seq, None)
         relay._wake_dispatch.set()
         _count(relay, "resent_after_timeout")
-    relay.journal.resend(e)
+    record_resend(relay.journal, e)
     # the first copy's response may still come (the meter answered before the crash, the
     # CH held it, it was slow): it stays correlatable meanwhile, and then no copy goes
     relay._corr[e.key()] = e
@@ -66,7 +86,7 @@ def refused(relay, msg):
     e = relay._corr.get(bytes(msg.originator) + bytes(oi[2:10]) + bytes(oi[10:18]))
     if e is None or not e.resends or e.state not in (J.SENDING, J.TIMED_OUT):
         return False
-    relay.journal.already_executed(e)
+    record_already_executed(relay.journal, e)
     relay.pacer.finished(e.target, e.seq)
     relay._deadline.pop(e.seq, None)
     relay.counters["answered"] += 1
