@@ -72,21 +72,6 @@ class Relay:
             self.console("relay %s: %s" % (level, msg))
         self.outbox.log(level, msg)
 
-    # ---- recovery: ppmid.relay.recovery (boot-only) ---------------------------------------
-    def _resend(self, e, timed_out):
-        # a command whose bytes may have left before the crash, or whose budget ended
-        # without a response: queued for one more copy if it has copies left (resend.py,
-        # loaded only here and for the alerts that follow)
-        from ppmid.relay import resend
-        return resend.requeue(self, e, timed_out)
-
-    def _resent_refusal(self, msg):
-        # only after a recovery resent something may an alert be a meter's refusal of a copy
-        if "resent" not in self.counters:
-            return False
-        from ppmid.relay import resend
-        return resend.refused(self, msg)
-
     # ---- intake --------------------------------------------------------------------------
     async def accept(self, env, via="mqtt"):
         """Intake entry point for every transport (docs/relay.md, "Wiring"). Returns once
@@ -377,18 +362,11 @@ class Relay:
         if e.state == J.SENDING and self._status.get(e.seq) != "relayed":
             self._emit(e, "relayed")
 
-    def _fail(self, e, code, why):
-        self.journal.failed(e, code)
-        self._room.set()
-        self.counters["failed"] += 1
-        self.log("info", "%s failed: %s %s" % (e.id, code, why))
-        self._emit(e, "failed")
-
     def _failed(self, e, code, value, said=None):
-        # _fail with the sentence of the check that failed it (said: its code when the
-        # command keeps another one), filled in with value: relay/refusals.py's
+        # the command fails (relay/refusals.py's fail) with the sentence of the check that
+        # failed it (said: its code when the command keeps another one), filled in with value
         from ppmid.relay import refusals
-        self._fail(e, code, refusals.why_failed(said or code, value))
+        refusals.fail(self, e, code, refusals.why_failed(said or code, value))
 
     # ---- receive -------------------------------------------------------------------------
     def on_han_message(self, buf):
@@ -410,9 +388,12 @@ class Relay:
                 self.answered(e, buf)
                 return
             self.counters["unmatched"] += 1
-        elif self._resent_refusal(msg):
-            return
         else:
+            # only after a resend (resend.py) may an alert be a meter's refusal of a copy
+            if "resent" in self.counters:
+                from ppmid.relay import resend
+                if resend.refused(self, msg):
+                    return
             self.counters["alerts"] += 1
         # alerts, and anything no command of ours is waiting for, go to the alert topic
         if self.outbox.publisher is not None:
@@ -452,8 +433,12 @@ class Relay:
                 d = self._deadline.get(e.seq)
                 over = self.clock.diff(now, d) >= 0 if d is not None else now_s >= e.deadline
                 if over:
-                    if not e.topup and self._resend(e, 1):
-                        continue
+                    if not e.topup:
+                        # no response within its budget: queued for one more copy if it has
+                        # copies left (resend.py, loaded only then and for the alerts after)
+                        from ppmid.relay import resend
+                        if resend.requeue(self, e, 1):
+                            continue
                     self.journal.timeout(e, now_s + self.late_window_s)
                     self.pacer.finished(e.target, e.seq)
                     self._deadline.pop(e.seq, None)

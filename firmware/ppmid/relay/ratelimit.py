@@ -58,25 +58,22 @@ class TokenBuckets:
                     best = k
             del self._b[best]
 
-    def __len__(self):
-        return len(self._b)
-
 
 class Pacer:
     """The relay's admission and pacing rules for the HAN:
     - a command goes out only when its target's and its originator's buckets both hold a
       token, and no other command to the same target is in flight (one at a time);
-    - commands waiting for that are queued, up to `queue`; beyond it: E_BUSY;
+    - commands waiting for that are queued, up to limits.queue (the relay's bound); beyond
+      it: E_BUSY;
     - E_RATE when the command carries an expiry that pacing cannot meet: the commands
       already queued ahead of it for the same target or originator, at rate_per_s, would
       take it past its expiry (better refused now than accepted and failed later)."""
 
-    def __init__(self, rate_per_s, burst, queue, diff):
+    def __init__(self, rate_per_s, burst, diff):
         self.targets = TokenBuckets(rate_per_s, burst, diff)
         self.originators = TokenBuckets(rate_per_s, burst, diff)
         self.rate = rate_per_s
         self.burst = burst
-        self.queue = queue
         self.in_flight = {}  # target -> seq
 
     def ready_ms(self, target, originator, now):

@@ -40,7 +40,7 @@ def set_up(relay, config, journal, validator, han, publisher, clock, envelope_ke
     # acknowledgement (PUBACK) is withheld meanwhile, so the broker paces a backlog
     # (well under the MQTT keepalive and ack timeout, docs/relay.md)
     relay.admit_wait_ms = admit_wait_ms
-    relay.pacer = Pacer(lim["rate_per_s"], lim["burst"], relay.queue_max, clock.diff)
+    relay.pacer = Pacer(lim["rate_per_s"], lim["burst"], clock.diff)
     relay.topics = Topics(config.get("gateway"), topic_prefix)
     relay.console = console
     relay.state = "starting"
@@ -102,8 +102,12 @@ def recover(relay):
         elif e.state == J.SENDING:
             # a top-up is never sent twice: a ZCL Consumer Top Up carries no GBCS
             # counter, so a copy would reach the meter as a duplicate UTRN
-            if not e.topup and relay._resend(e, 0):
-                continue
+            if not e.topup:
+                # its bytes may have left before the crash: queued for one more copy if it
+                # has copies left (resend.py, loaded only then)
+                from ppmid.relay.resend import requeue
+                if requeue(relay, e):
+                    continue
             # handed to the HAN link before the restart (or about to be), and sent
             # again as often as allowed: it waits for its response until its budget ends
             relay._corr[e.key()] = e

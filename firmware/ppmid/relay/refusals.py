@@ -166,6 +166,15 @@ def refused(relay, env, exc, via):
     return exc
 
 
+def fail(relay, e, code, why):
+    """Command e ends "failed" with code; why: the log's sentence."""
+    relay.journal.failed(e, code)
+    relay._room.set()
+    relay.counters["failed"] += 1
+    relay.log("info", "%s failed: %s %s" % (e.id, code, why))
+    relay._emit(e, "failed")
+
+
 def record_unsent(j, e):
     """Journal j's record of command e going back to the queue: the HAN link refused it
     before taking the bytes."""
@@ -204,7 +213,7 @@ def send_failed(relay, e, exc):
     counters["send_errors"] += 1
     if code in PERMANENT and e.state == J.SENDING:
         _release(relay, e)
-        relay._fail(e, code, "the HAN link refused it: %s" % (getattr(exc, "message", exc),))
+        fail(relay, e, code, "the HAN link refused it: %s" % (getattr(exc, "message", exc),))
         return
     # anything else may have reached the CH: never resend, wait for the budget
     e.error = code or E_INTERNAL
