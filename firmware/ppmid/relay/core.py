@@ -4,6 +4,10 @@
 #           pacing) -> journal append -> counter commit -> "accepted"
 #   dispatch: paced, one in flight per target; expiry checked again; "sending" record
 #           written BEFORE the bytes go to the HAN link (so they never go twice) -> "relayed"
+#   HAN protection (docs/relay.md): a command goes only when its target's and its
+#           originator's token buckets (ratelimit.py) both hold a token and no other
+#           command to its target is in flight; E_BUSY beyond limits.queue waiting; E_RATE
+#           when pacing cannot meet its expiry (better refused now than failed later)
 #   receive: responses correlated by (originator, recipient swapped, same counter) through
 #           the journal; alerts and anything uncorrelated -> alert topic
 #   timers: response budget -> "timeout" (a late response is still published, late: true)
@@ -162,7 +166,7 @@ class Relay:
             counter = bytes(msg.counter_bytes)
             body = env.gbcs
         queued = 0
-        ahead_t = 1 if target in self.pacer.in_flight else 0
+        ahead_t = 1 if target in self.in_flight else 0
         ahead_o = 0
         for x in self.journal.live.values():
             if x.state == J.QUEUED:
@@ -175,10 +179,14 @@ class Relay:
             from ppmid.relay import refusals
             raise refusals.refusal(E_BUSY, queued)
         if env.expires is not None:
-            wait = self.pacer.admission_wait_s(ahead_t, ahead_o)
-            if wait and now_s + wait >= env.expires:
+            # E_RATE when pacing cannot meet its expiry: the commands queued ahead of it for
+            # the same target or originator, beyond the burst, at rate_per_s (tokens in hand
+            # not counted: pessimistic only beyond the burst) would take it past it
+            ahead = ahead_t if ahead_t > ahead_o else ahead_o
+            over = ahead + 1 - self.burst
+            if over > 0 and now_s + over / self.rate >= env.expires:
                 from ppmid.relay import refusals
-                raise refusals.refusal(E_RATE, self.pacer.rate, max(ahead_t, ahead_o))
+                raise refusals.refusal(E_RATE, self.rate, ahead)
         e = self.journal.accept(env.id, via, env.expires, now_s, target, orig, counter, body, topup)
         if msg is not None:
             try:
@@ -316,7 +324,14 @@ class Relay:
                 continue
             if pair in blocked:
                 continue
-            w = self.pacer.ready_ms(e.target, e.originator, now)
+            # one command in flight per target (-1: wait for its response or timeout), and a
+            # token in both its target's and its originator's bucket
+            w = -1
+            if e.target not in self.in_flight:
+                w = self.target_buckets.wait_ms(e.target, now)
+                wo = self.originator_buckets.wait_ms(e.originator, now)
+                if wo > w:
+                    w = wo
             r = self._retry.get(e.target)
             if r is not None and r[0] is not None and w >= 0:
                 rw = self.clock.diff(r[0], now)
@@ -345,7 +360,9 @@ class Relay:
         self._room.set()
         now = self.clock.ms()
         self._deadline[e.seq] = self.clock.add(now, self.budget_s * 1000)
-        self.pacer.sent(e.target, e.originator, e.seq, now)
+        self.target_buckets.take(e.target, now)
+        self.originator_buckets.take(e.originator, now)
+        self.in_flight[e.target] = e.seq
         self._corr[e.key()] = e
         try:
             if e.topup:
@@ -367,6 +384,11 @@ class Relay:
         # failed it (said: its code when the command keeps another one), filled in with value
         from ppmid.relay import refusals
         refusals.fail(self, e, code, refusals.why_failed(said or code, value))
+
+    def _free_target(self, e):
+        # command e is no longer in flight: its target may be sent to again
+        if self.in_flight.get(e.target) == e.seq:
+            del self.in_flight[e.target]
 
     # ---- receive -------------------------------------------------------------------------
     def on_han_message(self, buf):
@@ -406,7 +428,7 @@ class Relay:
             return
         late = e.state == J.TIMED_OUT
         self.journal.response(e, buf, late)
-        self.pacer.finished(e.target, e.seq)
+        self._free_target(e)
         self._deadline.pop(e.seq, None)
         self.counters["answered"] += 1
         if late:
@@ -440,7 +462,7 @@ class Relay:
                         if resend.requeue(self, e, 1):
                             continue
                     self.journal.timeout(e, now_s + self.late_window_s)
-                    self.pacer.finished(e.target, e.seq)
+                    self._free_target(e)
                     self._deadline.pop(e.seq, None)
                     self.counters["timeouts"] += 1
                     self._emit(e, "timeout")
@@ -506,7 +528,7 @@ class Relay:
             del self._corr[k]
         self._status.pop(e.seq, None)
         self._deadline.pop(e.seq, None)
-        self.pacer.finished(e.target, e.seq)
+        self._free_target(e)
         self.journal.done(e)
 
     # ---- health --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ except ImportError:  # pragma: no cover
     import uasyncio as asyncio
 
 from ppmid.mqtt.contract import Topics
-from ppmid.relay.ratelimit import Pacer
+from ppmid.relay.ratelimit import TokenBuckets
 from ppmid.relay.outbox import Outbox
 from ppmid.relay import journal as J
 
@@ -40,7 +40,13 @@ def set_up(relay, config, journal, validator, han, publisher, clock, envelope_ke
     # acknowledgement (PUBACK) is withheld meanwhile, so the broker paces a backlog
     # (well under the MQTT keepalive and ack timeout, docs/relay.md)
     relay.admit_wait_ms = admit_wait_ms
-    relay.pacer = Pacer(lim["rate_per_s"], lim["burst"], clock.diff)
+    # HAN protection (docs/relay.md): token buckets per target device and per originator,
+    # one command in flight per target (target -> its seq)
+    relay.rate = lim["rate_per_s"]
+    relay.burst = lim["burst"]
+    relay.target_buckets = TokenBuckets(relay.rate, relay.burst, clock.diff)
+    relay.originator_buckets = TokenBuckets(relay.rate, relay.burst, clock.diff)
+    relay.in_flight = {}
     relay.topics = Topics(config.get("gateway"), topic_prefix)
     relay.console = console
     relay.state = "starting"
@@ -111,7 +117,7 @@ def recover(relay):
             # handed to the HAN link before the restart (or about to be), and sent
             # again as often as allowed: it waits for its response until its budget ends
             relay._corr[e.key()] = e
-            relay.pacer.in_flight[e.target] = e.seq
+            relay.in_flight[e.target] = e.seq
             relay._status[e.seq] = "relayed"
             if unset:
                 relay._deadline[e.seq] = clock.add(now, relay.budget_s * 1000)

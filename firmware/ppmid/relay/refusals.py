@@ -184,7 +184,7 @@ def record_unsent(j, e):
 
 
 def _release(relay, e):
-    relay.pacer.finished(e.target, e.seq)
+    relay._free_target(e)
     relay._deadline.pop(e.seq, None)
     k = e.key()
     if relay._corr.get(k) is e and e.state not in (J.TIMED_OUT, J.ANSWERED):

@@ -61,7 +61,7 @@ def requeue(relay, e, timed_out=False):
         # may have been executed, so never "failed E_EXPIRED", which says it never went)
         return False
     if timed_out:
-        relay.pacer.finished(e.target, e.seq)
+        relay._free_target(e)
         relay._deadline.pop(e.seq, None)
         relay._wake_dispatch.set()
         _count(relay, "resent_after_timeout")
@@ -87,7 +87,7 @@ def refused(relay, msg):
     if e is None or not e.resends or e.state not in (J.SENDING, J.TIMED_OUT):
         return False
     record_already_executed(relay.journal, e)
-    relay.pacer.finished(e.target, e.seq)
+    relay._free_target(e)
     relay._deadline.pop(e.seq, None)
     relay.counters["answered"] += 1
     _count(relay, "already_executed")
