@@ -12,7 +12,7 @@ from ppmid.mqtt import packets as p
 from ppmid.mqtt.intake import Intake
 from ppmid.mqtt.client import MQTTClient, tls_connector
 from test_mqtt_client import FakeBroker, _until
-from test_relay_support import Rig, PPMID, KEY
+from test_relay_support import Rig, PPMID, KEY, stop_relay
 
 
 def _cmd_json(env, mac=None):
@@ -116,7 +116,7 @@ async def test_backlog_beyond_the_queue_is_paced_by_withheld_pubacks_not_refused
         assert client.stats["pubacks_withheld"] == 0
     finally:
         await client.stop()
-        await rig.relay.stop()
+        await stop_relay(rig.relay)
         task.cancel()
         try:
             await task

@@ -3,7 +3,7 @@
 # real flash journal: correlation, timeouts and late responses, expiry, pacing, one in
 # flight per target, every rejection path. Restart recovery: test_relay_recovery.py.
 from test_relay_support import (Rig, KEY, ESME, GSME, PPMID, SUPPLIER, ACB, gbcs_message,
-                                response_to, refusal_of, config, time_out_every_copy)
+                                response_to, refusal_of, config, time_out_every_copy, stop_relay)
 from ppmid.relay import journal as J
 from ppmid.relay.resend import MAX_RESENDS
 
@@ -634,7 +634,7 @@ async def test_run_loop_end_to_end_with_tasks():
         if len([s for s in r.pub.statuses() if s[1] == "response"]) == 3:
             break
         await asyncio.sleep(0.01)
-    await r.relay.stop()
+    await stop_relay(r.relay)
     assert sorted(i for i, s in r.pub.statuses() if s == "response") == ["c-0", "c-1", "c-2"]
     assert r.relay.fault is None and r.journal.live == {}
     assert r.wdt.feeds >= 1
@@ -662,7 +662,7 @@ async def test_backlog_beyond_the_queue_waits_for_room_and_is_relayed_in_order()
                 break
             await asyncio.sleep(0.01)
     finally:
-        await r.relay.stop()
+        await stop_relay(r.relay)
     assert most[0] <= 3
     assert r.relay.counters["admit_waits"] >= 1  # the 4th found the queue full (no yield before it)
     assert r.relay.counters["rejected"] == {}

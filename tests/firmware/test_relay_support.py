@@ -347,6 +347,19 @@ async def time_out_every_copy(r, budget_ms):
         await r.pump()
 
 
+async def stop_relay(relay):
+    """Cancel the relay's tasks (relay.start()'s) and wait for them: how a test ends a
+    running relay (a board's never stops; Relay.stop until session 9)."""
+    for t in relay._tasks:
+        t.cancel()
+    for t in relay._tasks:
+        try:
+            await t
+        except BaseException:
+            pass
+    relay._tasks = []
+
+
 def _hexs(b):
     import binascii
     return binascii.hexlify(bytes(b)).decode().upper()

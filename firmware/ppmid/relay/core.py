@@ -52,8 +52,8 @@ _CLOCK_POLL_MS = const(1000)   # how often held commands look again for a set cl
 _RETRY_MAX_MS = const(30000)   # the longest link back-off: relay/refusals.py's (a private const cannot be imported)
 
 # the relay's state (info "state"; docs/relay.md "Health"): "starting", "recovering" (at
-# boot: relay/recovery.py), "running", "degraded" (a link down within its grace), "fault",
-# "stopped"
+# boot: relay/recovery.py), "running", "degraded" (a link down within its grace), "fault"
+# (the relay never stops: the board resets; tests end one with test_relay_support.stop_relay)
 
 
 class RelayError(PpmidError):
@@ -455,18 +455,10 @@ class Relay:
                 d = self._deadline.get(e.seq)
                 over = self.clock.diff(now, d) >= 0 if d is not None else now_s >= e.deadline
                 if over:
-                    if not e.topup:
-                        # no response within its budget: queued for one more copy if it has
-                        # copies left (resend.py, loaded only then and for the alerts after)
-                        from ppmid.relay import resend
-                        if resend.requeue(self, e, 1):
-                            continue
-                    self.journal.timeout(e, now_s + self.late_window_s)
-                    self._free_target(e)
-                    self._deadline.pop(e.seq, None)
-                    self.counters["timeouts"] += 1
-                    self._emit(e, "timeout")
-                    self._wake_dispatch.set()
+                    # no response within its budget: one more copy, or "timeout" (resend.py,
+                    # loaded only then and for the alerts after)
+                    from ppmid.relay import resend
+                    resend.budget_ended(self, e, now_s)
             elif e.state == J.TIMED_OUT:
                 if e.published == "timeout" and (now_s >= e.late_until or (
                         not clock_set and self.clock.diff(now, self._boot_ms) >= self.late_window_s * 1000)):
@@ -584,23 +576,10 @@ class Relay:
 
     # ---- tasks ---------------------------------------------------------------------------
     def start(self):
-        """Create the relay's tasks (after ppmid.relay.recovery.recover(relay)). Returns them."""
-        self._tasks = [asyncio.create_task(self._guard("dispatch", self._dispatch_loop())),
-                       asyncio.create_task(self._guard("receive", self._receive_loop())),
-                       asyncio.create_task(self._guard("publish", self.outbox.run(self._beat))),
-                       asyncio.create_task(self._guard("house", self._house_loop()))]
-        return self._tasks
-
-    async def stop(self):
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except BaseException:
-                pass
-        self._tasks = []
-        self.state = "stopped"
+        """Create the relay's tasks (after ppmid.relay.recovery.recover(relay)). Returns them
+        (also kept in _tasks). Boot-only code: relay/recovery.py."""
+        from ppmid.relay.recovery import start_tasks
+        return start_tasks(self)
 
     async def _guard(self, name, loop):
         # a loop (a coroutine) that dies stops its heartbeat: health() then says why, and

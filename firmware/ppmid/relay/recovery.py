@@ -134,3 +134,12 @@ def recover(relay):
             relay._emit(e, "already-executed")
     relay.state = "running"
     relay._wake_dispatch.set()
+
+
+def start_tasks(relay):
+    """Relay.start's work: the four loops, each under the relay's guard."""
+    relay._tasks = [asyncio.create_task(relay._guard("dispatch", relay._dispatch_loop())),
+                    asyncio.create_task(relay._guard("receive", relay._receive_loop())),
+                    asyncio.create_task(relay._guard("publish", relay.outbox.run(relay._beat))),
+                    asyncio.create_task(relay._guard("house", relay._house_loop()))]
+    return relay._tasks

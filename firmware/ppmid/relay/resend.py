@@ -8,9 +8,10 @@
 # remote party, so a copy of a command the meter already executed is refused, not executed
 # again: that refusal (an alert naming the command) ends the command as "already-executed".
 #
-# Loaded only when a recovery finds such a command or a budget ends without a response, and
-# then for the alerts that follow: a gateway whose commands are all answered never imports
-# it. Top-ups never come here: a ZCL Consumer Top Up carries no GBCS counter.
+# Loaded only when a recovery finds such a command or a budget ends without a response
+# (budget_ended: a copy, or the timeout), and then for the alerts that follow: a gateway
+# whose commands are all answered never imports it. Top-ups are never sent again (a ZCL
+# Consumer Top Up carries no GBCS counter): an unanswered one only times out here.
 import struct
 from micropython import const
 
@@ -73,6 +74,20 @@ def requeue(relay, e, timed_out=False):
     relay.log("info", "%s may have reached the meter unanswered (%s): sending it again (copy %d of at most %d)"
               % (e.id, "no response within %d s" % relay.budget_s if timed_out else "restart", e.resends, MAX_RESENDS))
     return True
+
+
+def budget_ended(relay, e, now_s):
+    """relay.check_timers: command e got no response within its budget. Queued for one more
+    copy if it has copies left (a top-up never: its ZCL frame carries no GBCS counter),
+    else it times out (a late response is still published, within late_window_s)."""
+    if not e.topup and requeue(relay, e, True):
+        return
+    relay.journal.timeout(e, now_s + relay.late_window_s)
+    relay._free_target(e)
+    relay._deadline.pop(e.seq, None)
+    relay.counters["timeouts"] += 1
+    relay._emit(e, "timeout")
+    relay._wake_dispatch.set()
 
 
 def refused(relay, msg):
