@@ -90,89 +90,7 @@ class Relay:
         if self.admit_wait_ms > 0 and self._queue_full():
             from ppmid.relay import refusals
             await refusals.wait_for_room(self, env)
-        self.counters["received"] += 1
-        # the checks, in the order of docs/relay.md "A command's life"; whatever they raise
-        # (a refusal, a bug, a flash error) is recorded and given its code by refusals.py
-        try:
-            if self.state == "fault":
-                # the watchdog resets the board soon; a command taken now could be lost with
-                # the journal's unwritten state, or its counter never recorded
-                from ppmid.relay import refusals
-                raise refusals.restarting()
-            envmod.check_id(env.id)
-            topup = getattr(env, "utrn", None) is not None  # a TopupEnvelope (ppmid.topup)
-            if not topup and len(env.gbcs) > self.max_gbcs:
-                from ppmid.relay import refusals
-                raise refusals.refusal(E_TOO_LARGE, self.max_gbcs)
-            # mac only: a redelivered command must still find its status
-            sender = self._verify(env)
-            e = self.journal.by_id.get(env.id)
-            if e is not None:
-                self.counters["duplicates"] += 1
-                return {"id": e.id, "status": self._result(e, False)["status"]}
-            r = self._recent_result(env.id)
-            if r is not None and r["status"] != "rejected":  # a refused id may be tried again
-                self.counters["duplicates"] += 1
-                return {"id": env.id, "status": r["status"]}
-            now_s = self.clock.time()
-            if env.expires is not None and not self.clock.is_set():
-                from ppmid.relay import refusals
-                raise refusals.refusal(E_CLOCK)
-            if env.expires is not None and now_s >= env.expires:
-                from ppmid.relay import refusals
-                raise refusals.refusal(E_EXPIRED, env.expires, now_s)
-            if topup:
-                msg = None
-                if sender:
-                    self.senders.check_topup(sender)
-                target, orig, counter, body = self.topups().admit(env)
-            else:
-                msg = self.validator.check(env.gbcs)
-                if sender:
-                    self.senders.check(sender, msg)
-                target = bytes(msg.recipient)
-                orig = bytes(msg.originator)
-                counter = bytes(msg.counter_bytes)
-                body = env.gbcs
-            queued = 0
-            ahead_t = 1 if target in self.in_flight else 0
-            ahead_o = 0
-            for x in self.journal.live.values():
-                if x.state == J.QUEUED:
-                    queued += 1
-                    if x.target == target:
-                        ahead_t += 1
-                    if x.originator == orig:
-                        ahead_o += 1
-            if queued >= self.queue_max:
-                from ppmid.relay import refusals
-                raise refusals.refusal(E_BUSY, queued)
-            if env.expires is not None:
-                # E_RATE when pacing cannot meet its expiry: the commands queued ahead of it for
-                # the same target or originator, beyond the burst, at rate_per_s (tokens in hand
-                # not counted: pessimistic only beyond the burst) would take it past it
-                ahead = ahead_t if ahead_t > ahead_o else ahead_o
-                over = ahead + 1 - self.burst
-                if over > 0 and now_s + over / self.rate >= env.expires:
-                    from ppmid.relay import refusals
-                    raise refusals.refusal(E_RATE, self.rate, ahead)
-            e = self.journal.accept(env.id, via, env.expires, now_s, target, orig, counter, body, topup)
-            if msg is not None:
-                try:
-                    self.validator.commit(msg)
-                except Exception as exc:
-                    # the command is journaled and recovery commits its counter again, but
-                    # until that restart the counter is not in RAM either: a replay of this
-                    # command would pass. A fault, so nothing more is accepted before it.
-                    from ppmid.relay import refusals
-                    refusals.commit_failed(self, env, exc)
-            self.counters["accepted"] += 1
-            self._emit(e, "accepted")
-            self._wake_dispatch.set()
-            return {"id": e.id, "status": "accepted"}
-        except Exception as exc:
-            from ppmid.relay import refusals
-            raise refusals.refused(self, env, exc, via)
+        return self.accept_now(env, via)
 
     def _queue_full(self):
         n = 0
@@ -190,6 +108,14 @@ class Relay:
             raise refusals.refusal(E_AUTH, env.kid)
         return env.verify(self.key)
 
+    def accept_now(self, env, via="mqtt"):
+        self.counters["received"] += 1
+        try:
+            return self._accept(env, via)
+        except Exception as exc:
+            from ppmid.relay import refusals
+            raise refusals.refused(self, env, exc, via)
+
     def topups(self):
         """The top-up road (ppmid.relay.topups), imported on first use: a gateway that
         never gets a top-up does not hold its code."""
@@ -197,6 +123,84 @@ class Relay:
             from ppmid.relay.topups import TopupRoad
             self._topups = TopupRoad(self)
         return self._topups
+
+    def _accept(self, env, via):
+        if self.state == "fault":
+            # the watchdog resets the board soon; a command taken now could be lost with
+            # the journal's unwritten state, or its counter never recorded
+            from ppmid.relay import refusals
+            raise refusals.restarting()
+        envmod.check_id(env.id)
+        topup = getattr(env, "utrn", None) is not None  # a TopupEnvelope (ppmid.topup)
+        if not topup and len(env.gbcs) > self.max_gbcs:
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_TOO_LARGE, self.max_gbcs)
+        # mac only: a redelivered command must still find its status
+        sender = self._verify(env)
+        e = self.journal.by_id.get(env.id)
+        if e is not None:
+            self.counters["duplicates"] += 1
+            return {"id": e.id, "status": self._result(e, False)["status"]}
+        r = self._recent_result(env.id)
+        if r is not None and r["status"] != "rejected":  # a refused id may be tried again
+            self.counters["duplicates"] += 1
+            return {"id": env.id, "status": r["status"]}
+        now_s = self.clock.time()
+        if env.expires is not None and not self.clock.is_set():
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_CLOCK)
+        if env.expires is not None and now_s >= env.expires:
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_EXPIRED, env.expires, now_s)
+        if topup:
+            msg = None
+            if sender:
+                self.senders.check_topup(sender)
+            target, orig, counter, body = self.topups().admit(env)
+        else:
+            msg = self.validator.check(env.gbcs)
+            if sender:
+                self.senders.check(sender, msg)
+            target = bytes(msg.recipient)
+            orig = bytes(msg.originator)
+            counter = bytes(msg.counter_bytes)
+            body = env.gbcs
+        queued = 0
+        ahead_t = 1 if target in self.in_flight else 0
+        ahead_o = 0
+        for x in self.journal.live.values():
+            if x.state == J.QUEUED:
+                queued += 1
+                if x.target == target:
+                    ahead_t += 1
+                if x.originator == orig:
+                    ahead_o += 1
+        if queued >= self.queue_max:
+            from ppmid.relay import refusals
+            raise refusals.refusal(E_BUSY, queued)
+        if env.expires is not None:
+            # E_RATE when pacing cannot meet its expiry: the commands queued ahead of it for
+            # the same target or originator, beyond the burst, at rate_per_s (tokens in hand
+            # not counted: pessimistic only beyond the burst) would take it past it
+            ahead = ahead_t if ahead_t > ahead_o else ahead_o
+            over = ahead + 1 - self.burst
+            if over > 0 and now_s + over / self.rate >= env.expires:
+                from ppmid.relay import refusals
+                raise refusals.refusal(E_RATE, self.rate, ahead)
+        e = self.journal.accept(env.id, via, env.expires, now_s, target, orig, counter, body, topup)
+        if msg is not None:
+            try:
+                self.validator.commit(msg)
+            except Exception as exc:
+                # the command is journaled and recovery commits its counter again, but
+                # until that restart the counter is not in RAM either: a replay of this
+                # command would pass. A fault, so nothing more is accepted before it.
+                from ppmid.relay import refusals
+                refusals.commit_failed(self, env, exc)
+        self.counters["accepted"] += 1
+        self._emit(e, "accepted")
+        self._wake_dispatch.set()
+        return {"id": e.id, "status": "accepted"}
 
     def status(self, id):
         """Status name command `id` has reached ("accepted", "relayed", ...) or None."""

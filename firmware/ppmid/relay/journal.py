@@ -197,6 +197,15 @@ class Journal:
             out.append(live[seq])
         return out
 
+    def _index(self, e):
+        self.live[e.seq] = e
+        self.by_id[e.id] = e
+
+    def _unindex(self, e):
+        self.live.pop(e.seq, None)
+        if self.by_id.get(e.id) is e:
+            del self.by_id[e.id]
+
     # ---- writing ---------------------------------------------------------------------
     def _handle(self):
         if self._f is None:
@@ -267,8 +276,7 @@ class Journal:
         e.body_off = pay + _ACCEPT_FIXED + len(idb) + 24
         e.body_len = len(gbcs)
         self.next_seq = seq + 1
-        self.live[seq] = e
-        self.by_id[id] = e
+        self._index(e)
         return e
 
     def sending(self, e, deadline):
@@ -301,9 +309,7 @@ class Journal:
         if e.seq not in self.live:
             return
         self._append(_T_DONE, (struct.pack(">I", e.seq),), sync=False)
-        del self.live[e.seq]
-        if self.by_id.get(e.id) is e:
-            del self.by_id[e.id]
+        self._unindex(e)
 
     def put_counter(self, key, value):
         if isinstance(key, str):

@@ -133,7 +133,7 @@ async def wait_for_room(relay, env):
 
 
 def refused(relay, env, exc, via):
-    """Relay.accept's refusal: records it and returns the error to raise (a PpmidError as
+    """accept_now's refusal: records it and returns the error to raise (a PpmidError as
     it came; anything else, a bug or a flash error, as E_INTERNAL)."""
     if not isinstance(exc, PpmidError):  # a bug must not take the intake down
         relay.log("error", "accept crashed: %r" % (exc,))
