@@ -13,6 +13,7 @@ from ppmid.mqtt.intake import Intake
 from ppmid.mqtt.client import MQTTClient, tls_connector
 from test_mqtt_client import FakeBroker, _until
 from test_relay_support import Rig, PPMID, KEY, stop_relay
+from ppmid.relay import outbox
 
 
 def _cmd_json(env, mac=None):
@@ -44,7 +45,7 @@ async def test_relay_accepts_through_intake_and_publishes_through_client():
 
     async def publisher():
         while True:
-            if not await rig.relay.outbox.publish_once():
+            if not await outbox.publish_once(rig.relay):
                 await asyncio.sleep(0.01)
 
     pub = asyncio.create_task(publisher())

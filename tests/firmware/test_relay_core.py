@@ -5,6 +5,7 @@
 from test_relay_support import (Rig, KEY, ESME, GSME, PPMID, SUPPLIER, ACB, gbcs_message,
                                 response_to, refusal_of, config, time_out_every_copy, stop_relay)
 from ppmid.relay import journal as J
+from ppmid.relay import outbox
 from ppmid.relay.resend import MAX_RESENDS
 
 
@@ -493,7 +494,7 @@ async def test_queued_too_long_fails_with_the_link_error():
 
 async def test_nfc_result_contract_and_delivery_without_a_broker():
     r = Rig()
-    r.relay.outbox.publisher = None
+    r.relay.publisher = None
     res = await r.submit("n-1", 10, via="nfc-phone")
     assert res["status"] == "accepted"
     assert r.relay.result("n-1") is None  # pending
@@ -516,7 +517,7 @@ async def test_phone_delivery_closes_an_already_executed_command():
     # the meter refused the resent copy as a replay: the command's final status is
     # already-executed; the phone holding it must close it as it does a response
     r = Rig(cfg=config(response_timeout_s=5))
-    r.relay.outbox.publisher = None
+    r.relay.publisher = None
     await r.submit("n-1", 10, via="nfc-phone")
     await r.pump()
     r.clock.advance(5100)
@@ -564,7 +565,7 @@ async def test_statuses_wait_for_the_broker_and_nothing_is_lost():
         pass
     r.relay.on_han_message(response_to(r.han.sent[0]))
     try:
-        await r.relay.outbox.publish_once()
+        await outbox.publish_once(r.relay)
         raise AssertionError("published while down")
     except OSError:
         pass

@@ -31,7 +31,7 @@ async def test_a_command_that_goes_through_does_not_load_the_refusals():
 async def test_a_failed_command_says_why_in_its_status_and_result():
     _drop_refusals()
     r = Rig()
-    r.relay.outbox.publisher = None  # results as the NFC road reads them
+    r.relay.publisher = None  # results as the NFC road reads them
     await r.submit("far", 10, via="nfc-phone")
     r.han.fail = ["E_HAN_DEST"]
     await r.pump()

@@ -415,7 +415,8 @@ class Rig:
 
     async def publish_all(self):
         n = 0
-        while await self.relay.outbox.publish_once():
+        from ppmid.relay import outbox
+        while await outbox.publish_once(self.relay):
             n += 1
         return n
 

@@ -11,7 +11,8 @@
 #   receive: responses correlated by (originator, recipient swapped, same counter) through
 #           the journal; alerts and anything uncorrelated -> alert topic
 #   timers: response budget -> "timeout" (a late response is still published, late: true)
-#   publish: every status change, QoS 1, through the outbox (outbox.py); a final status
+#   publish: every status change, QoS 1, through the outbox (outbox.py: functions of the
+#           relay, which holds the queue, to_publish, and the publisher); a final status
 #           acknowledged -> journal "done"
 #   health: loop heartbeats and link checks decide whether the watchdog is fed
 #
@@ -30,6 +31,7 @@ from ppmid.clock import wait_event_ms, sleep_ms, SET_AFTER
 from ppmid import envelope as envmod
 from ppmid.mqtt.contract import status_json, alert_json
 from ppmid.relay import journal as J
+from ppmid.relay import outbox
 
 E_RATE = "E_RATE"
 E_STALE = "E_STALE"
@@ -74,7 +76,7 @@ class Relay:
         """Every line to the console; over MQTT within the outbox's rate limit."""
         if self.console is not None:
             self.console("relay %s: %s" % (level, msg))
-        self.outbox.log(level, msg)
+        outbox.log(self, level, msg)
 
     # ---- intake --------------------------------------------------------------------------
     async def accept(self, env, via="mqtt"):
@@ -418,8 +420,8 @@ class Relay:
                     return
             self.counters["alerts"] += 1
         # alerts, and anything no command of ours is waiting for, go to the alert topic
-        if self.outbox.publisher is not None:
-            self.outbox.put(self.topics.alert, alert_json(buf, self.clock.time(), msg), 1)
+        if self.publisher is not None:
+            outbox.put(self, self.topics.alert, alert_json(buf, self.clock.time(), msg), 1)
 
     def answered(self, e, buf):
         """The response to command e (or a top-up's, from its road) arrived."""
@@ -476,7 +478,8 @@ class Relay:
     # ---- publishing ----------------------------------------------------------------------
     def _emit(self, e, status):
         self._status[e.seq] = status
-        self.outbox.status(e.seq, status)
+        self.to_publish.append((e.seq, status))   # the outbox's (outbox.py) status item
+        self._wake_publish.set()
 
     def _render(self, seq, status):
         # the outbox's rsp payload for a queued status (contract: docs/mqtt.md), built
@@ -571,7 +574,7 @@ class Relay:
                 sending += 1
         ok, why = self.health()
         return {"state": self.state, "health": why, "live": len(self.journal.live), "queued": queued,
-                "in_flight": sending, "to_publish": len(self.outbox), "journal_bytes": self.journal.size,
+                "in_flight": sending, "to_publish": len(self.to_publish), "journal_bytes": self.journal.size,
                 "journal_compactions": self.journal.compactions, "counters": self.counters}
 
     # ---- tasks ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ except ImportError:  # pragma: no cover
 
 from ppmid.mqtt.contract import Topics
 from ppmid.relay.ratelimit import TokenBuckets
-from ppmid.relay.outbox import Outbox
+from ppmid.relay import outbox
 from ppmid.relay import journal as J
 
 
@@ -69,10 +69,14 @@ def set_up(relay, config, journal, validator, han, publisher, clock, envelope_ke
                       "duplicate_responses": 0, "unmatched": 0, "alerts": 0, "rx_bad": 0,
                       "published": 0, "publish_errors": 0, "pub_dropped": 0,
                       "logs_dropped": 0, "recovered": 0, "admit_waits": 0}
-    relay.outbox = Outbox(publisher, relay.topics, clock, relay.counters, relay._render,
-                          relay._status_sent, console, log_rate_per_s, log_burst)
+    # the outbox (relay/outbox.py): what waits for the broker, and the broker's publisher,
+    # which the app sets once the MQTT link exists
+    relay.publisher = publisher
+    relay.to_publish = []
+    relay._wake_publish = asyncio.Event()
+    relay._log_bucket = TokenBuckets(log_rate_per_s, log_burst, clock.diff, 1)
     # health (Relay.health): [(name, fn() -> bool[, grace_s])], the app appends the MQTT link's
-    # once it exists (and sets the outbox's publisher then)
+    # once it exists
     relay.link_checks = list(link_checks)
     relay.link_grace_ms = link_grace_s * 1000
     relay.stall_ms = stall_ms
@@ -140,6 +144,6 @@ def start_tasks(relay):
     """Relay.start's work: the four loops, each under the relay's guard."""
     relay._tasks = [asyncio.create_task(relay._guard("dispatch", relay._dispatch_loop())),
                     asyncio.create_task(relay._guard("receive", relay._receive_loop())),
-                    asyncio.create_task(relay._guard("publish", relay.outbox.run(relay._beat))),
+                    asyncio.create_task(relay._guard("publish", outbox.run(relay))),
                     asyncio.create_task(relay._guard("house", relay._house_loop()))]
     return relay._tasks

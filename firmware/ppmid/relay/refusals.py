@@ -15,6 +15,7 @@ from ppmid.errors import E_AUTH, E_TOO_LARGE, E_BUSY
 from ppmid import envelope as envmod
 from ppmid.mqtt.contract import status_json
 from ppmid.relay import journal as J
+from ppmid.relay import outbox
 from ppmid.relay.core import RelayError, E_RATE, E_STALE
 
 E_INTERNAL = "E_INTERNAL"
@@ -160,9 +161,9 @@ def refused(relay, env, exc, via):
     if id is not None:
         relay._remember(id, {"id": id, "status": "rejected", "gbcs": None, "error": error})
     # the MQTT intake publishes its own rejections (before its PUBACK)
-    if relay.outbox.publisher is not None and id is not None and via != "mqtt":
-        relay.outbox.put(relay.topics.rsp, status_json(id, "rejected", error=error, via=via,
-                                                       at=relay.clock.time()), 1)
+    if relay.publisher is not None and id is not None and via != "mqtt":
+        outbox.put(relay, relay.topics.rsp, status_json(id, "rejected", error=error, via=via,
+                                                        at=relay.clock.time()), 1)
     return exc
 
 
