@@ -3,7 +3,8 @@
 # real flash journal: correlation, timeouts and late responses, expiry, pacing, one in
 # flight per target, every rejection path. Restart recovery: test_relay_recovery.py.
 from test_relay_support import (Rig, KEY, ESME, GSME, PPMID, SUPPLIER, ACB, gbcs_message,
-                                response_to, refusal_of, config, time_out_every_copy, stop_relay)
+                                response_to, refusal_of, config, time_out_every_copy, stop_relay,
+                                Unloadable)
 from ppmid.relay import journal as J
 from ppmid.relay import outbox
 from ppmid.relay.resend import MAX_RESENDS
@@ -176,6 +177,24 @@ async def test_refusal_of_the_copy_then_the_first_response_late_is_not_reported_
     c = r.relay.counters
     assert c["answered"] == 1 and c["already_executed"] == 1 and c["unmatched"] == 1
     assert len(r.pub.on("/alert")) == 1 and r.journal.live == {}
+
+
+async def test_a_budget_end_whose_code_cannot_load_waits_for_the_next_pass():
+    # the end of a budget loads resend.py (a copy, or the timeout): a heap or flash that
+    # cannot load it must not stop the timers (a fault would reset the board); the command
+    # stays sending until a pass that can
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10)
+    await r.pump()
+    r.clock.advance(5100)
+    with Unloadable("ppmid.relay.resend"):
+        r.relay.check_timers()
+        ok, why = r.relay.house_once()
+    assert ok and r.relay.fault is None, why
+    assert r.journal.by_id["c-1"].state == J.SENDING and len(r.han.sent) == 1
+    r.relay.check_timers()                    # loadable again: its first copy goes
+    await r.pump()
+    assert len(r.han.sent) == 2 and r.journal.by_id["c-1"].resends == 1
 
 
 async def test_timed_out_command_forgotten_after_late_window():

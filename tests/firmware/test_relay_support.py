@@ -347,6 +347,30 @@ async def time_out_every_copy(r, budget_ms):
         await r.pump()
 
 
+class Unloadable:
+    """with Unloadable("ppmid.x.y"): the module cannot be loaded meanwhile, as on a heap
+    too cut up for its code: importing it (or a name from it) raises MemoryError."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __getattr__(self, attr):
+        raise MemoryError("memory allocation failed")
+
+    def __enter__(self):
+        import sys
+        self.real = sys.modules.get(self.name)
+        sys.modules[self.name] = self
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+        del sys.modules[self.name]
+        if self.real is not None:
+            sys.modules[self.name] = self.real
+        return False
+
+
 async def stop_relay(relay):
     """Cancel the relay's tasks (relay.start()'s) and wait for them: how a test ends a
     running relay (a board's never stops; Relay.stop until session 9)."""

@@ -458,9 +458,13 @@ class Relay:
                 over = self.clock.diff(now, d) >= 0 if d is not None else now_s >= e.deadline
                 if over:
                     # no response within its budget: one more copy, or "timeout" (resend.py,
-                    # loaded only then and for the alerts after)
-                    from ppmid.relay import resend
-                    resend.budget_ended(self, e, now_s)
+                    # loaded only then and for the alerts after); a heap or flash that
+                    # cannot load it leaves the command sending until the next pass (0.5 s)
+                    try:
+                        from ppmid.relay.resend import budget_ended
+                    except (ImportError, MemoryError):
+                        continue
+                    budget_ended(self, e, now_s)
             elif e.state == J.TIMED_OUT:
                 if e.published == "timeout" and (now_s >= e.late_until or (
                         not clock_set and self.clock.diff(now, self._boot_ms) >= self.late_window_s * 1000)):
