@@ -34,6 +34,7 @@ sys.path.insert(0, sys.argv[1])
 sys.path.insert(0, sys.argv[1] + "/../tests/firmware")
 import asyncio
 import test_relay_support as S
+from ppmid.relay import outbox
 
 class Flash:
     def __init__(self, path, bs, n, fresh):
@@ -114,7 +115,7 @@ async def main():
             pass
         while rig.han.rx:
             r.on_han_message(rig.han.rx.pop(0))
-        while await r.outbox.publish_once():
+        while await outbox.publish_once(r):
             pass
         rig.clock.advance(200 if mode == "run" else 2000)
         r.house_once()

@@ -109,7 +109,7 @@ class GatewayDouble:
         self.stop_evt = asyncio.Event()
         self.ready.set()
         await self.stop_evt.wait()
-        await self.relay.stop()
+        await S.stop_relay(self.relay)
 
     def _on_message(self, client, userdata, msg):
         from ppmid import envelope

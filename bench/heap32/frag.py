@@ -111,7 +111,7 @@ for i, path in enumerate(COMMANDS):
         frag('command 1')
 frag('commands')
 out('FRAGRUN', relayed=relay.counters.get('relayed', 0), failed=relay.counters.get('failed', 0),
-    answered=relay.counters.get('answered', 0), outbox=len(relay.outbox), published=published[0],
+    answered=relay.counters.get('answered', 0), outbox=len(relay.to_publish), published=published[0],
     journal=relay.journal.size, collect_us=collect_us, allocated=allocated,
     accepted=link.intake.stats.get('accepted'), rx=len(client._rx))
 """

@@ -220,7 +220,7 @@ async def start(board):
         link = None
     creds = None
     if link is not None:
-        relay.outbox.publisher = link.client
+        relay.publisher = link.client
         link.intake.update = (board, relay, link, VERSION)  # what the updater needs, once one comes
         relay.link_checks.append(("mqtt", _is(link.client, "state", "online"), 1800))
         han.on_status = link   # info follows the HAN status and commissioning (Link.__call__)

@@ -3,6 +3,8 @@
 import os
 
 from ppmid.relay import journal as J
+from ppmid.relay.refusals import record_unsent
+from ppmid.relay.resend import record_resend, record_already_executed
 from test_relay_support import fresh_root, read_file, write_file
 
 T = b"\x00\xDB\x12\x34\x56\x78\x90\xA0"
@@ -64,7 +66,7 @@ def test_roundtrip_states_survive_reopen():
     assert x["c-2"].target == T and x["c-2"].originator == O and x["c-2"].counter == ctr(2)
     for i in range(1, 6):
         assert j2.body(x["c-%d" % i]) == (b"G%d-" % i) * 10
-    assert j2.get_counter("k1") == 7 and j2.get_counter(b"k2") == 9
+    assert j2.counters[b"k1"] == 7 and j2.counters[b"k2"] == 9  # str keys are kept as bytes
     assert j2.next_seq == 6
     j2.close()
 
@@ -252,7 +254,7 @@ def test_compaction_keeps_responses_and_retries():
     a = accept(j, 1)
     b = accept(j, 2)
     j.sending(a, 100)
-    j.unsent(a)
+    record_unsent(j, a)
     j.sending(b, 100)
     j.response(b, b"the response", True)
     for i in range(3, 40):
@@ -300,13 +302,15 @@ def test_journal_directory_is_created():
 
 
 def test_recovery_scan_and_compaction_use_the_record_constants_journal_writes():
-    # journal_scan.py and journal_compact.py repeat journal.py's private record constants
-    # (under MicroPython a private const is no module attribute, so they cannot import
-    # them); under CPython all are plain globals, so a drift between the writer and the
-    # reader or the compaction shows here
+    # journal_scan.py, journal_compact.py and the writers of the rare records (resend.py,
+    # refusals.py) repeat journal.py's private record constants (under MicroPython a
+    # private const is no module attribute, so they cannot import them); under CPython all
+    # are plain globals, so a drift between the writer and the reader or the compaction
+    # shows here
     import sys
     from ppmid.relay import journal_scan as S
     from ppmid.relay import journal_compact as C
+    from ppmid.relay import resend, refusals
     if sys.implementation.name == "micropython":
         return
     prefixes = ("_T_", "_SYNC", "_HEAD", "_TAIL", "_NO_", "_ACCEPT", "_VIA_")
@@ -318,6 +322,7 @@ def test_recovery_scan_and_compaction_use_the_record_constants_journal_writes():
     assert len(names) == 13, names  # the 12 constants it writes with and the accept record layout
     for n in names:
         assert getattr(C, n) == getattr(J, n), n
+    assert (resend._T_RESEND, resend._T_ALREADY, refusals._T_UNSENT) == (J._T_RESEND, J._T_ALREADY, J._T_UNSENT)
 
 
 def test_resends_and_already_executed_survive_reopen_and_compaction():
@@ -326,14 +331,14 @@ def test_resends_and_already_executed_survive_reopen_and_compaction():
     j.open()
     a, b, c = accept(j, 1), accept(j, 2), accept(j, 3)
     j.sending(a, 100)
-    j.resend(a)                       # found sending at a restart: queued for a copy
+    record_resend(j, a)               # found sending at a restart: queued for a copy
     j.sending(b, 100)
-    j.resend(b)
+    record_resend(j, b)
     j.sending(b, 200)                 # its copy went
     j.sending(c, 100)
-    j.resend(c)
+    record_resend(j, c)
     j.sending(c, 200)
-    j.already_executed(c)
+    record_already_executed(j, c)
     j2, live = reopen(j)
     got = [(e.id, e.state, e.resends) for e in live]
     assert got == [("c-1", J.QUEUED, 1), ("c-2", J.SENDING, 1), ("c-3", J.ALREADY_EXECUTED, 1)], got

@@ -12,7 +12,8 @@ from ppmid.mqtt import packets as p
 from ppmid.mqtt.intake import Intake
 from ppmid.mqtt.client import MQTTClient, tls_connector
 from test_mqtt_client import FakeBroker, _until
-from test_relay_support import Rig, PPMID, KEY
+from test_relay_support import Rig, PPMID, KEY, stop_relay
+from ppmid.relay import outbox
 
 
 def _cmd_json(env, mac=None):
@@ -44,7 +45,7 @@ async def test_relay_accepts_through_intake_and_publishes_through_client():
 
     async def publisher():
         while True:
-            if not await rig.relay.outbox.publish_once():
+            if not await outbox.publish_once(rig.relay):
                 await asyncio.sleep(0.01)
 
     pub = asyncio.create_task(publisher())
@@ -116,7 +117,7 @@ async def test_backlog_beyond_the_queue_is_paced_by_withheld_pubacks_not_refused
         assert client.stats["pubacks_withheld"] == 0
     finally:
         await client.stop()
-        await rig.relay.stop()
+        await stop_relay(rig.relay)
         task.cancel()
         try:
             await task

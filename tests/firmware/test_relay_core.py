@@ -3,8 +3,10 @@
 # real flash journal: correlation, timeouts and late responses, expiry, pacing, one in
 # flight per target, every rejection path. Restart recovery: test_relay_recovery.py.
 from test_relay_support import (Rig, KEY, ESME, GSME, PPMID, SUPPLIER, ACB, gbcs_message,
-                                response_to, refusal_of, config, time_out_every_copy)
+                                response_to, refusal_of, config, time_out_every_copy, stop_relay,
+                                Unloadable)
 from ppmid.relay import journal as J
+from ppmid.relay import outbox
 from ppmid.relay.resend import MAX_RESENDS
 
 
@@ -175,6 +177,24 @@ async def test_refusal_of_the_copy_then_the_first_response_late_is_not_reported_
     c = r.relay.counters
     assert c["answered"] == 1 and c["already_executed"] == 1 and c["unmatched"] == 1
     assert len(r.pub.on("/alert")) == 1 and r.journal.live == {}
+
+
+async def test_a_budget_end_whose_code_cannot_load_waits_for_the_next_pass():
+    # the end of a budget loads resend.py (a copy, or the timeout): a heap or flash that
+    # cannot load it must not stop the timers (a fault would reset the board); the command
+    # stays sending until a pass that can
+    r = Rig(cfg=config(response_timeout_s=5))
+    await r.submit("c-1", 10)
+    await r.pump()
+    r.clock.advance(5100)
+    with Unloadable("ppmid.relay.resend"):
+        r.relay.check_timers()
+        ok, why = r.relay.house_once()
+    assert ok and r.relay.fault is None, why
+    assert r.journal.by_id["c-1"].state == J.SENDING and len(r.han.sent) == 1
+    r.relay.check_timers()                    # loadable again: its first copy goes
+    await r.pump()
+    assert len(r.han.sent) == 2 and r.journal.by_id["c-1"].resends == 1
 
 
 async def test_timed_out_command_forgotten_after_late_window():
@@ -493,7 +513,7 @@ async def test_queued_too_long_fails_with_the_link_error():
 
 async def test_nfc_result_contract_and_delivery_without_a_broker():
     r = Rig()
-    r.relay.outbox.publisher = None
+    r.relay.publisher = None
     res = await r.submit("n-1", 10, via="nfc-phone")
     assert res["status"] == "accepted"
     assert r.relay.result("n-1") is None  # pending
@@ -516,7 +536,7 @@ async def test_phone_delivery_closes_an_already_executed_command():
     # the meter refused the resent copy as a replay: the command's final status is
     # already-executed; the phone holding it must close it as it does a response
     r = Rig(cfg=config(response_timeout_s=5))
-    r.relay.outbox.publisher = None
+    r.relay.publisher = None
     await r.submit("n-1", 10, via="nfc-phone")
     await r.pump()
     r.clock.advance(5100)
@@ -564,7 +584,7 @@ async def test_statuses_wait_for_the_broker_and_nothing_is_lost():
         pass
     r.relay.on_han_message(response_to(r.han.sent[0]))
     try:
-        await r.relay.outbox.publish_once()
+        await outbox.publish_once(r.relay)
         raise AssertionError("published while down")
     except OSError:
         pass
@@ -634,7 +654,7 @@ async def test_run_loop_end_to_end_with_tasks():
         if len([s for s in r.pub.statuses() if s[1] == "response"]) == 3:
             break
         await asyncio.sleep(0.01)
-    await r.relay.stop()
+    await stop_relay(r.relay)
     assert sorted(i for i, s in r.pub.statuses() if s == "response") == ["c-0", "c-1", "c-2"]
     assert r.relay.fault is None and r.journal.live == {}
     assert r.wdt.feeds >= 1
@@ -662,7 +682,7 @@ async def test_backlog_beyond_the_queue_waits_for_room_and_is_relayed_in_order()
                 break
             await asyncio.sleep(0.01)
     finally:
-        await r.relay.stop()
+        await stop_relay(r.relay)
     assert most[0] <= 3
     assert r.relay.counters["admit_waits"] >= 1  # the 4th found the queue full (no yield before it)
     assert r.relay.counters["rejected"] == {}

@@ -1,5 +1,7 @@
-# Token buckets and the pacer (HAN protection), with an explicit ms clock.
-from ppmid.relay.ratelimit import TokenBuckets, Pacer
+# Token buckets, with an explicit ms clock, and the relay's pacing built on them (HAN
+# protection), through a relay with fakes (test_relay_support.Rig).
+from ppmid.relay.ratelimit import TokenBuckets
+from test_relay_support import Rig, ESME, GSME, PPMID, SUPPLIER, ACB, config, response_to, time_out_every_copy
 
 
 def diff(a, b):
@@ -66,37 +68,78 @@ def test_a_stamp_days_old_reads_full_across_the_tick_wrap():
             later = (t0 + int(days * DAY_MS)) & 0x3FFFFFFF
             assert _wdiff(later, t0) < 0            # the case: the stamp reads in the future
             assert tb.wait_ms("k", later) == 0, (rate, days)
-            assert len(tb) == 0                     # and a bucket found full is forgotten
+            assert len(tb._b) == 0                  # and a bucket found full is forgotten
 
 
 def test_table_is_bounded_and_pruning_never_refuses():
     tb = TokenBuckets(1.0, 2, diff, max_keys=8)
     for i in range(100):
         tb.take(i, 0)
-    assert len(tb) <= 8
+    assert len(tb._b) <= 8
     for i in range(100):
         tb.take(i, 5000)  # all refilled by now: pruned
-    assert len(tb) <= 8
+    assert len(tb._b) <= 8
 
 
-def test_pacer_one_in_flight_per_target_and_rate_per_originator():
-    p = Pacer(1.0, 2, 4, diff)
-    assert p.ready_ms("T1", "O", 0) == 0
-    p.sent("T1", "O", 1, 0)
-    assert p.ready_ms("T1", "O", 0) == -1        # target busy
-    assert p.ready_ms("T2", "O", 0) == 0         # another target, same originator
-    p.sent("T2", "O", 2, 0)
-    assert p.ready_ms("T3", "O", 0) > 0          # originator bucket empty (burst 2)
-    assert p.ready_ms("T3", "P", 0) == 0         # other originator free
-    p.finished("T1", 99)                         # not the one in flight: ignored
-    assert p.ready_ms("T1", "P", 0) == -1
-    p.finished("T1", 1)
-    assert p.ready_ms("T1", "P", 0) == 0
+def _counters(r):
+    return [r.relay.decode(b).counter for b in r.han.sent]
 
 
-def test_admission_wait_estimate():
-    p = Pacer(0.5, 3, 10, diff)
-    assert p.admission_wait_s(0, 0) == 0
-    assert p.admission_wait_s(2, 0) == 0
-    assert p.admission_wait_s(3, 1) == 2.0       # one beyond the burst at 0.5/s
-    assert p.admission_wait_s(1, 6) == 8.0
+async def test_pacing_one_in_flight_per_target_and_a_bucket_per_originator():
+    # (the relay's dispatch: a Pacer class of this module's until session 9)
+    r = Rig(cfg=config(rate_per_s=1.0, burst=2, queue=10))
+    for id, counter, target, originator in (("e", 10, ESME, SUPPLIER), ("g", 11, GSME, SUPPLIER),
+                                            ("p", 12, PPMID, SUPPLIER), ("p-acb", 13, PPMID, ACB),
+                                            ("e-acb", 14, ESME, ACB)):
+        res = await r.submit(id, counter, target=target, originator=originator)
+        assert res["status"] == "accepted", res
+    await r.pump()
+    # the supplier's bucket (burst 2) is empty after two; the ACB's command to the PPMID
+    # goes, its command to the ESME waits for the one in flight there
+    assert _counters(r) == [10, 11, 13]
+    r.relay.on_han_message(response_to(r.han.sent[0]))   # the ESME answers: it is free
+    await r.pump()
+    assert _counters(r) == [10, 11, 13, 14]
+    r.relay.on_han_message(response_to(r.han.sent[2]))   # the PPMID is free, the bucket not yet
+    await r.pump()
+    assert _counters(r) == [10, 11, 13, 14]
+    w = await r.relay.dispatch_once()
+    assert 0 < w <= 1001, w                               # a token in a second, at 1/s
+    r.clock.advance(w)
+    await r.pump()
+    assert _counters(r) == [10, 11, 13, 14, 12]
+
+
+async def test_a_late_response_leaves_the_next_command_to_its_target_in_flight():
+    r = Rig(cfg=config(response_timeout_s=5, rate_per_s=10.0, burst=5, queue=10))
+    for i in range(3):
+        await r.submit("c-%d" % i, 10 + i)
+    await r.pump()
+    first = r.han.sent[0]
+    await time_out_every_copy(r, 5000)    # c-0 and its copies unanswered: c-1 goes
+    assert r.journal.by_id["c-0"].state == 3 and _counters(r)[-1] == 11   # TIMED_OUT
+    n = len(r.han.sent)
+    r.relay.on_han_message(response_to(first))           # c-0's response, late
+    assert r.relay.counters["late"] == 1
+    await r.pump()
+    assert len(r.han.sent) == n                          # c-1 still in flight: c-2 waits
+    r.relay.on_han_message(response_to(r.han.sent[-1]))
+    await r.pump()
+    assert _counters(r)[-1] == 12
+
+
+async def test_expiry_against_pacing_counts_the_commands_ahead_beyond_the_burst():
+    r = Rig(cfg=config(rate_per_s=0.5, burst=3, queue=10))
+    now = r.clock.time()
+    for i in range(3):                                   # queued, not dispatched (no pump)
+        await r.submit("c-%d" % i, 10 + i)
+    # three ahead for the ESME and the supplier: the fourth is one beyond the burst, 2 s
+    # away at 0.5/s
+    res = await r.submit("x", 20, expires=now + 2)
+    assert res["error"] == "E_RATE" and "the 3 commands ahead" in res["message"], res
+    assert (await r.submit("y", 21, expires=now + 3))["status"] == "accepted"
+    # the more of the two counts: none ahead for the GSME, four for the supplier (4 s)
+    res = await r.submit("z", 22, target=GSME, expires=now + 4)
+    assert res["error"] == "E_RATE" and "the 4 commands ahead" in res["message"], res
+    # within the burst nothing waits: another originator, another target
+    assert (await r.submit("w", 23, target=GSME, originator=ACB, expires=now + 1))["status"] == "accepted"

@@ -31,7 +31,7 @@ async def test_a_command_that_goes_through_does_not_load_the_refusals():
 async def test_a_failed_command_says_why_in_its_status_and_result():
     _drop_refusals()
     r = Rig()
-    r.relay.outbox.publisher = None  # results as the NFC road reads them
+    r.relay.publisher = None  # results as the NFC road reads them
     await r.submit("far", 10, via="nfc-phone")
     r.han.fail = ["E_HAN_DEST"]
     await r.pump()
@@ -43,7 +43,8 @@ async def test_a_failed_command_says_why_in_its_status_and_result():
     # a code with no sentence of its own (an older firmware's record, say) still gets one
     await r.submit("odd", 12, via="nfc-phone")
     e = r.journal.by_id["odd"]
-    r.relay._fail(e, "E_OTHER", "scripted")
+    from ppmid.relay import refusals
+    refusals.fail(r.relay, e, "E_OTHER", "scripted")
     assert e.state == J.FAILED
     assert r.relay.result("odd")["error"] == {"code": "E_OTHER", "message": "command not relayed"}
 

@@ -347,6 +347,43 @@ async def time_out_every_copy(r, budget_ms):
         await r.pump()
 
 
+class Unloadable:
+    """with Unloadable("ppmid.x.y"): the module cannot be loaded meanwhile, as on a heap
+    too cut up for its code: importing it (or a name from it) raises MemoryError."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __getattr__(self, attr):
+        raise MemoryError("memory allocation failed")
+
+    def __enter__(self):
+        import sys
+        self.real = sys.modules.get(self.name)
+        sys.modules[self.name] = self
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+        del sys.modules[self.name]
+        if self.real is not None:
+            sys.modules[self.name] = self.real
+        return False
+
+
+async def stop_relay(relay):
+    """Cancel the relay's tasks (relay.start()'s) and wait for them: how a test ends a
+    running relay (a board's never stops; Relay.stop until session 9)."""
+    for t in relay._tasks:
+        t.cancel()
+    for t in relay._tasks:
+        try:
+            await t
+        except BaseException:
+            pass
+    relay._tasks = []
+
+
 def _hexs(b):
     import binascii
     return binascii.hexlify(bytes(b)).decode().upper()
@@ -402,7 +439,8 @@ class Rig:
 
     async def publish_all(self):
         n = 0
-        while await self.relay.outbox.publish_once():
+        from ppmid.relay import outbox
+        while await outbox.publish_once(self.relay):
             n += 1
         return n
 

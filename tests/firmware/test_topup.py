@@ -513,4 +513,4 @@ def test_journal_keeps_the_newest_utrns_only():
     j2 = J.Journal(j.path[:j.path.rfind("/")])
     j2.open()
     assert R.utrn_applied(j2, struct.pack(">Q", 3)) and not R.utrn_applied(j2, struct.pack(">Q", 0))
-    assert j2.get_counter("SUPPLIER:ESME") == 5
+    assert j2.counters[b"SUPPLIER:ESME"] == 5

@@ -70,7 +70,7 @@ async def _follow_all(road):
 
 async def test_command_by_wire_is_acked_streamed_and_its_result_kept_until_taken():
     rig = Rig()
-    rig.relay.outbox.publisher = None   # a home without a broker
+    rig.relay.publisher = None   # a home without a broker
     road, wire = _road(rig)
     await road.feed(_env_frame(rig, 1, "w-1", 10))
     got = wire.frames()
@@ -254,7 +254,7 @@ async def test_a_bug_behind_a_frame_is_an_e_internal_nack_and_the_road_goes_on()
 
 async def test_the_road_a_command_came_by_survives_a_restart():
     rig = Rig()
-    rig.relay.outbox.publisher = None
+    rig.relay.publisher = None
     road, wire = _road(rig)
     await road.feed(_env_frame(rig, 60, "w-r", 10))
     rig.restart()   # power cut: RAM lost, the journal kept

@@ -4,10 +4,15 @@
 #           pacing) -> journal append -> counter commit -> "accepted"
 #   dispatch: paced, one in flight per target; expiry checked again; "sending" record
 #           written BEFORE the bytes go to the HAN link (so they never go twice) -> "relayed"
+#   HAN protection (docs/relay.md): a command goes only when its target's and its
+#           originator's token buckets (ratelimit.py) both hold a token and no other
+#           command to its target is in flight; E_BUSY beyond limits.queue waiting; E_RATE
+#           when pacing cannot meet its expiry (better refused now than failed later)
 #   receive: responses correlated by (originator, recipient swapped, same counter) through
 #           the journal; alerts and anything uncorrelated -> alert topic
 #   timers: response budget -> "timeout" (a late response is still published, late: true)
-#   publish: every status change, QoS 1, through the outbox (outbox.py); a final status
+#   publish: every status change, QoS 1, through the outbox (outbox.py: functions of the
+#           relay, which holds the queue, to_publish, and the publisher); a final status
 #           acknowledged -> journal "done"
 #   health: loop heartbeats and link checks decide whether the watchdog is fed
 #
@@ -24,10 +29,9 @@ from micropython import const
 from ppmid.errors import PpmidError, E_BUSY, E_EXPIRED, E_TOO_LARGE, E_CLOCK, E_AUTH
 from ppmid.clock import wait_event_ms, sleep_ms, SET_AFTER
 from ppmid import envelope as envmod
-from ppmid.mqtt.contract import Topics, status_json, alert_json
+from ppmid.mqtt.contract import status_json, alert_json
 from ppmid.relay import journal as J
-from ppmid.relay.ratelimit import Pacer
-from ppmid.relay.outbox import Outbox
+from ppmid.relay import outbox
 
 E_RATE = "E_RATE"
 E_STALE = "E_STALE"
@@ -50,8 +54,8 @@ _CLOCK_POLL_MS = const(1000)   # how often held commands look again for a set cl
 _RETRY_MAX_MS = const(30000)   # the longest link back-off: relay/refusals.py's (a private const cannot be imported)
 
 # the relay's state (info "state"; docs/relay.md "Health"): "starting", "recovering" (at
-# boot: relay/recovery.py), "running", "degraded" (a link down within its grace), "fault",
-# "stopped"
+# boot: relay/recovery.py), "running", "degraded" (a link down within its grace), "fault"
+# (the relay never stops: the board resets; tests end one with test_relay_support.stop_relay)
 
 
 class RelayError(PpmidError):
@@ -59,88 +63,20 @@ class RelayError(PpmidError):
 
 
 class Relay:
-    """See the module comment. topic_prefix: instead of the contract's "ppmid/v1/EUI/"
-    (contract.Topics), for a test's private tree."""
+    """See the module comment; the constructor's arguments: relay/recovery.py set_up."""
 
-    def __init__(self, config, journal, validator, han, publisher, clock, envelope_key,
-                 decode=None, wdt=None, topic_prefix=None, late_window_s=None,
-                 max_wait_s=900, link_checks=(), link_grace_s=300, stall_ms=60000,
-                 console=print, log_rate_per_s=0.1, log_burst=5, admit_wait_ms=4000, senders=None):
-        lim = config["limits"]
-        self.config = config
-        self.journal = journal
-        self.validator = validator
-        self.han = han
-        self.clock = clock
-        self.key = envelope_key
-        self.senders = senders  # keys per DCC User (relay/senders.py), when configured
-        if decode is None:
-            from ppmid.gbcs import decode
-        self.decode = decode
-        self.max_gbcs = lim["max_gbcs"]
-        self.budget_s = int(lim["response_timeout_s"])
-        self.queue_max = int(lim["queue"])
-        self.late_window_s = late_window_s if late_window_s is not None else 4 * self.budget_s
-        self.max_wait_s = max_wait_s
-        # how long accept() waits for room in a full queue before E_BUSY: the intake's
-        # acknowledgement (PUBACK) is withheld meanwhile, so the broker paces a backlog
-        # (well under the MQTT keepalive and ack timeout, docs/relay.md)
-        self.admit_wait_ms = admit_wait_ms
-        self.pacer = Pacer(lim["rate_per_s"], lim["burst"], self.queue_max, clock.diff)
-        self.topics = Topics(config.get("gateway"), topic_prefix)
-        self.console = console
-        self.state = "starting"
-        self.fault = None
-        self._corr = {}          # response key -> Entry (sending, timed out, answered)
-        self._deadline = {}      # seq -> ms tick of the response deadline (this boot)
-        self._status = {}        # seq -> last status emitted
-        self._retry = {}         # target -> [ms tick when it may be tried again (None: passed), backoff ms]
-        self._recent = []        # result dicts of finished or rejected commands, oldest first ("gbcs" False: a body let go)
-        self.hold_dispatch = False  # the updater's, once idle before its reset: nothing more goes to the HAN
-        self._beats = {}         # loop name -> ms tick of its last pass
-        self._boot_ms = clock.ms()   # recovery sets it again: the start of this boot
-        self._wake_dispatch = asyncio.Event()
-        self._room = asyncio.Event()   # set when a queued command leaves the queue
-        self._tasks = []
-        self._topups = None      # the top-up road, loaded with the first top-up (topups())
-        self.counters = {"received": 0, "accepted": 0, "relayed": 0, "answered": 0, "late": 0,
-                         "timeouts": 0, "failed": 0, "rejected": {}, "retries": 0,
-                         "link_resets": 0, "send_errors": 0, "duplicates": 0,
-                         "duplicate_responses": 0, "unmatched": 0, "alerts": 0, "rx_bad": 0,
-                         "published": 0, "publish_errors": 0, "pub_dropped": 0,
-                         "logs_dropped": 0, "recovered": 0, "admit_waits": 0}
-        self.outbox = Outbox(publisher, self.topics, clock, self.counters, self._render,
-                             self._status_sent, console, log_rate_per_s, log_burst)
-        # health (below): [(name, fn() -> bool[, grace_s])], the app appends the MQTT link's
-        # once it exists (and sets the outbox's publisher then)
-        self.link_checks = list(link_checks)
-        self.link_grace_ms = link_grace_s * 1000
-        self.stall_ms = stall_ms
-        self.wdt = wdt
-        self._down_since = {}    # link name -> ms tick it was first seen down
-        self._said = None        # the reason last logged for not feeding the watchdog
+    def __init__(self, *args, **options):
+        # the set-up runs once, at boot: its code is boot-only (relay/recovery.py's set_up,
+        # which says what the arguments are)
+        from ppmid.relay.recovery import set_up
+        set_up(self, *args, **options)
 
     # ---- logging -------------------------------------------------------------------------
     def log(self, level, msg):
         """Every line to the console; over MQTT within the outbox's rate limit."""
         if self.console is not None:
             self.console("relay %s: %s" % (level, msg))
-        self.outbox.log(level, msg)
-
-    # ---- recovery: ppmid.relay.recovery (boot-only) ---------------------------------------
-    def _resend(self, e, timed_out):
-        # a command whose bytes may have left before the crash, or whose budget ended
-        # without a response: queued for one more copy if it has copies left (resend.py,
-        # loaded only here and for the alerts that follow)
-        from ppmid.relay import resend
-        return resend.requeue(self, e, timed_out)
-
-    def _resent_refusal(self, msg):
-        # only after a recovery resent something may an alert be a meter's refusal of a copy
-        if "resent" not in self.counters:
-            return False
-        from ppmid.relay import resend
-        return resend.refused(self, msg)
+        outbox.log(self, level, msg)
 
     # ---- intake --------------------------------------------------------------------------
     async def accept(self, env, via="mqtt"):
@@ -232,7 +168,7 @@ class Relay:
             counter = bytes(msg.counter_bytes)
             body = env.gbcs
         queued = 0
-        ahead_t = 1 if target in self.pacer.in_flight else 0
+        ahead_t = 1 if target in self.in_flight else 0
         ahead_o = 0
         for x in self.journal.live.values():
             if x.state == J.QUEUED:
@@ -245,10 +181,14 @@ class Relay:
             from ppmid.relay import refusals
             raise refusals.refusal(E_BUSY, queued)
         if env.expires is not None:
-            wait = self.pacer.admission_wait_s(ahead_t, ahead_o)
-            if wait and now_s + wait >= env.expires:
+            # E_RATE when pacing cannot meet its expiry: the commands queued ahead of it for
+            # the same target or originator, beyond the burst, at rate_per_s (tokens in hand
+            # not counted: pessimistic only beyond the burst) would take it past it
+            ahead = ahead_t if ahead_t > ahead_o else ahead_o
+            over = ahead + 1 - self.burst
+            if over > 0 and now_s + over / self.rate >= env.expires:
                 from ppmid.relay import refusals
-                raise refusals.refusal(E_RATE, self.pacer.rate, max(ahead_t, ahead_o))
+                raise refusals.refusal(E_RATE, self.rate, ahead)
         e = self.journal.accept(env.id, via, env.expires, now_s, target, orig, counter, body, topup)
         if msg is not None:
             try:
@@ -386,7 +326,14 @@ class Relay:
                 continue
             if pair in blocked:
                 continue
-            w = self.pacer.ready_ms(e.target, e.originator, now)
+            # one command in flight per target (-1: wait for its response or timeout), and a
+            # token in both its target's and its originator's bucket
+            w = -1
+            if e.target not in self.in_flight:
+                w = self.target_buckets.wait_ms(e.target, now)
+                wo = self.originator_buckets.wait_ms(e.originator, now)
+                if wo > w:
+                    w = wo
             r = self._retry.get(e.target)
             if r is not None and r[0] is not None and w >= 0:
                 rw = self.clock.diff(r[0], now)
@@ -415,7 +362,9 @@ class Relay:
         self._room.set()
         now = self.clock.ms()
         self._deadline[e.seq] = self.clock.add(now, self.budget_s * 1000)
-        self.pacer.sent(e.target, e.originator, e.seq, now)
+        self.target_buckets.take(e.target, now)
+        self.originator_buckets.take(e.originator, now)
+        self.in_flight[e.target] = e.seq
         self._corr[e.key()] = e
         try:
             if e.topup:
@@ -432,18 +381,16 @@ class Relay:
         if e.state == J.SENDING and self._status.get(e.seq) != "relayed":
             self._emit(e, "relayed")
 
-    def _fail(self, e, code, why):
-        self.journal.failed(e, code)
-        self._room.set()
-        self.counters["failed"] += 1
-        self.log("info", "%s failed: %s %s" % (e.id, code, why))
-        self._emit(e, "failed")
-
     def _failed(self, e, code, value, said=None):
-        # _fail with the sentence of the check that failed it (said: its code when the
-        # command keeps another one), filled in with value: relay/refusals.py's
+        # the command fails (relay/refusals.py's fail) with the sentence of the check that
+        # failed it (said: its code when the command keeps another one), filled in with value
         from ppmid.relay import refusals
-        self._fail(e, code, refusals.why_failed(said or code, value))
+        refusals.fail(self, e, code, refusals.why_failed(said or code, value))
+
+    def _free_target(self, e):
+        # command e is no longer in flight: its target may be sent to again
+        if self.in_flight.get(e.target) == e.seq:
+            del self.in_flight[e.target]
 
     # ---- receive -------------------------------------------------------------------------
     def on_han_message(self, buf):
@@ -465,13 +412,16 @@ class Relay:
                 self.answered(e, buf)
                 return
             self.counters["unmatched"] += 1
-        elif self._resent_refusal(msg):
-            return
         else:
+            # only after a resend (resend.py) may an alert be a meter's refusal of a copy
+            if "resent" in self.counters:
+                from ppmid.relay import resend
+                if resend.refused(self, msg):
+                    return
             self.counters["alerts"] += 1
         # alerts, and anything no command of ours is waiting for, go to the alert topic
-        if self.outbox.publisher is not None:
-            self.outbox.put(self.topics.alert, alert_json(buf, self.clock.time(), msg), 1)
+        if self.publisher is not None:
+            outbox.put(self, self.topics.alert, alert_json(buf, self.clock.time(), msg), 1)
 
     def answered(self, e, buf):
         """The response to command e (or a top-up's, from its road) arrived."""
@@ -480,7 +430,7 @@ class Relay:
             return
         late = e.state == J.TIMED_OUT
         self.journal.response(e, buf, late)
-        self.pacer.finished(e.target, e.seq)
+        self._free_target(e)
         self._deadline.pop(e.seq, None)
         self.counters["answered"] += 1
         if late:
@@ -507,14 +457,14 @@ class Relay:
                 d = self._deadline.get(e.seq)
                 over = self.clock.diff(now, d) >= 0 if d is not None else now_s >= e.deadline
                 if over:
-                    if not e.topup and self._resend(e, 1):
+                    # no response within its budget: one more copy, or "timeout" (resend.py,
+                    # loaded only then and for the alerts after); a heap or flash that
+                    # cannot load it leaves the command sending until the next pass (0.5 s)
+                    try:
+                        from ppmid.relay.resend import budget_ended
+                    except (ImportError, MemoryError):
                         continue
-                    self.journal.timeout(e, now_s + self.late_window_s)
-                    self.pacer.finished(e.target, e.seq)
-                    self._deadline.pop(e.seq, None)
-                    self.counters["timeouts"] += 1
-                    self._emit(e, "timeout")
-                    self._wake_dispatch.set()
+                    budget_ended(self, e, now_s)
             elif e.state == J.TIMED_OUT:
                 if e.published == "timeout" and (now_s >= e.late_until or (
                         not clock_set and self.clock.diff(now, self._boot_ms) >= self.late_window_s * 1000)):
@@ -532,7 +482,8 @@ class Relay:
     # ---- publishing ----------------------------------------------------------------------
     def _emit(self, e, status):
         self._status[e.seq] = status
-        self.outbox.status(e.seq, status)
+        self.to_publish.append((e.seq, status))   # the outbox's (outbox.py) status item
+        self._wake_publish.set()
 
     def _render(self, seq, status):
         # the outbox's rsp payload for a queued status (contract: docs/mqtt.md), built
@@ -576,7 +527,7 @@ class Relay:
             del self._corr[k]
         self._status.pop(e.seq, None)
         self._deadline.pop(e.seq, None)
-        self.pacer.finished(e.target, e.seq)
+        self._free_target(e)
         self.journal.done(e)
 
     # ---- health --------------------------------------------------------------------------
@@ -627,28 +578,15 @@ class Relay:
                 sending += 1
         ok, why = self.health()
         return {"state": self.state, "health": why, "live": len(self.journal.live), "queued": queued,
-                "in_flight": sending, "to_publish": len(self.outbox), "journal_bytes": self.journal.size,
+                "in_flight": sending, "to_publish": len(self.to_publish), "journal_bytes": self.journal.size,
                 "journal_compactions": self.journal.compactions, "counters": self.counters}
 
     # ---- tasks ---------------------------------------------------------------------------
     def start(self):
-        """Create the relay's tasks (after ppmid.relay.recovery.recover(relay)). Returns them."""
-        self._tasks = [asyncio.create_task(self._guard("dispatch", self._dispatch_loop())),
-                       asyncio.create_task(self._guard("receive", self._receive_loop())),
-                       asyncio.create_task(self._guard("publish", self.outbox.run(self._beat))),
-                       asyncio.create_task(self._guard("house", self._house_loop()))]
-        return self._tasks
-
-    async def stop(self):
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except BaseException:
-                pass
-        self._tasks = []
-        self.state = "stopped"
+        """Create the relay's tasks (after ppmid.relay.recovery.recover(relay)). Returns them
+        (also kept in _tasks). Boot-only code: relay/recovery.py."""
+        from ppmid.relay.recovery import start_tasks
+        return start_tasks(self)
 
     async def _guard(self, name, loop):
         # a loop (a coroutine) that dies stops its heartbeat: health() then says why, and

@@ -36,6 +36,8 @@ _T_DONE = const(0x44)      # 'D' final status acknowledged by the broker: forget
 _T_COUNTER = const(0x43)   # 'C' anti-replay counter key -> value
 _T_RESEND = const(0x51)    # 'Q' found sending at a restart: queued again (bounded resends)
 _T_ALREADY = const(0x58)   # 'X' the meter refused the resent copy: it had executed the first
+# 'U' is written by relay/refusals.py (a send the HAN link refused), 'Q' and 'X' by
+# relay/resend.py: rare records, whose code the running app need not hold
 
 # command states (Entry.state)
 QUEUED = const(0)
@@ -122,17 +124,6 @@ def _sending_payload(e, deadline):
     return struct.pack(">IIHB", e.seq, deadline, min(e.retries, 0xFFFF), min(e.resends, 0xFF))
 
 
-def _resend_payload(e):
-    return struct.pack(">IHB", e.seq, min(e.retries, 0xFFFF), min(e.resends, 0xFF))
-
-
-def _close_quietly(f):
-    try:
-        f.close()
-    except Exception:
-        pass
-
-
 def _exists(path):
     try:
         os.stat(path)
@@ -199,8 +190,11 @@ class Journal:
         return self.entries()
 
     def entries(self):
-        out = list(self.live.values())
-        out.sort(key=lambda e: e.seq)
+        # in acceptance order (seq); a loop, not a sort key: one function less held
+        live = self.live
+        out = []
+        for seq in sorted(live):
+            out.append(live[seq])
         return out
 
     def _index(self, e):
@@ -290,21 +284,6 @@ class Journal:
         e.state = SENDING
         e.deadline = deadline
 
-    def resend(self, e):
-        """A command found sending at a restart goes back to the queue for one more copy."""
-        e.resends += 1
-        self._append(_T_RESEND, (_resend_payload(e),))
-        e.state = QUEUED
-
-    def already_executed(self, e):
-        self._append(_T_ALREADY, (struct.pack(">I", e.seq),))
-        e.state = ALREADY_EXECUTED
-
-    def unsent(self, e):
-        e.retries += 1
-        self._append(_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
-        e.state = QUEUED
-
     def response(self, e, gbcs, late):
         pay = self._append(_T_RESPONSE, (struct.pack(">IB", e.seq, 1 if late else 0), gbcs))
         e.state = ANSWERED
@@ -340,11 +319,6 @@ class Journal:
             raise JournalError(E_JOURNAL, "counter key too long")
         self._append(_T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", value)), sync=False)
         self.counters[key] = value
-
-    def get_counter(self, key):
-        if isinstance(key, str):
-            key = key.encode()
-        return self.counters.get(bytes(key))
 
     # ---- reading bodies back ---------------------------------------------------------
     def _read(self, off, n):
@@ -400,10 +374,14 @@ class JournalCounterStore:
         self.journal = journal
 
     def get(self, key):
-        v = self.journal.get_counter(key)
+        if isinstance(key, str):
+            key = key.encode()
+        key = bytes(key)
+        counters = self.journal.counters
+        v = counters.get(key)
         if v is None and len(key) == 33:
             # a "<ORIGINATOR>:<RECIPIENT>" pair not held: its recipient's floor
-            v = self.journal.get_counter("*" + key[16:] if isinstance(key, str) else b"*" + bytes(key[16:]))
+            v = counters.get(b"*" + key[16:])
         return v
 
     def put(self, key, value):

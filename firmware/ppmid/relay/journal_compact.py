@@ -9,8 +9,7 @@ import struct
 from micropython import const
 
 from ppmid.relay.journal import MAGIC, T_HEADER, E_JOURNAL, JournalError, _ACCEPT_FMT, _exists, _put, _via_byte
-from ppmid.relay.journal import _close_quietly
-from ppmid.relay.journal import _sending_payload, _resend_payload
+from ppmid.relay.journal import _sending_payload
 from ppmid.relay.journal import SENDING, QUEUED, ANSWERED, TIMED_OUT, FAILED, ALREADY_EXECUTED
 
 # journal.py's private record constants (a const with a leading underscore is not a module
@@ -28,6 +27,13 @@ _T_COUNTER = const(0x43)
 _T_RESEND = const(0x51)
 _T_ALREADY = const(0x58)
 _ACCEPT_FIXED = const(14)
+
+
+def _close_quietly(f):
+    try:
+        f.close()
+    except Exception:
+        pass
 
 
 def rewrite(j):
@@ -65,7 +71,7 @@ def rewrite(j):
             if e.state == SENDING:
                 rec = (_T_SENDING, (_sending_payload(e, e.deadline),))
             elif e.state == QUEUED and e.resends:
-                rec = (_T_RESEND, (_resend_payload(e),))
+                rec = (_T_RESEND, (struct.pack(">IHB", e.seq, min(e.retries, 0xFFFF), min(e.resends, 0xFF)),))
             elif e.state == ALREADY_EXECUTED:
                 rec = (_T_ALREADY, (struct.pack(">I", e.seq),))
             elif e.state == QUEUED and e.retries:

@@ -1,8 +1,10 @@
-# HAN protection: token buckets per target device and per originator. Times are ms ticks
-# compared through an injected diff (time.ticks_diff on the board), so wrap-around of the
-# tick counter is harmless as long as no stamp is older than half the tick period (2**29 ms,
-# 6.2 days on an ESP32). So a stamp reading negative counts as long refilled, and a bucket
-# found full is forgotten (docs/relay.md, "HAN protection").
+# Token buckets: HAN protection, one set per target device and one per originator (the
+# relay's pacing, relay/core.py), and the outbox's log lines, the wired road's envelopes,
+# bad envelope and update signatures. Times are ms ticks compared through an injected diff
+# (time.ticks_diff on the board), so wrap-around of the tick counter is harmless as long as
+# no stamp is older than half the tick period (2**29 ms, 6.2 days on an ESP32). So a stamp
+# reading negative counts as long refilled, and a bucket found full is forgotten
+# (docs/relay.md, "HAN protection").
 from micropython import const
 
 _MAX_KEYS = const(64)
@@ -57,52 +59,3 @@ class TokenBuckets:
                 if best is None or self._level(k, now) > self._level(best, now):
                     best = k
             del self._b[best]
-
-    def __len__(self):
-        return len(self._b)
-
-
-class Pacer:
-    """The relay's admission and pacing rules for the HAN:
-    - a command goes out only when its target's and its originator's buckets both hold a
-      token, and no other command to the same target is in flight (one at a time);
-    - commands waiting for that are queued, up to `queue`; beyond it: E_BUSY;
-    - E_RATE when the command carries an expiry that pacing cannot meet: the commands
-      already queued ahead of it for the same target or originator, at rate_per_s, would
-      take it past its expiry (better refused now than accepted and failed later)."""
-
-    def __init__(self, rate_per_s, burst, queue, diff):
-        self.targets = TokenBuckets(rate_per_s, burst, diff)
-        self.originators = TokenBuckets(rate_per_s, burst, diff)
-        self.rate = rate_per_s
-        self.burst = burst
-        self.queue = queue
-        self.in_flight = {}  # target -> seq
-
-    def ready_ms(self, target, originator, now):
-        """0 if a command (target, originator) may go now, else ms to wait (-1: target
-        busy with a command in flight, wait for its response or timeout)."""
-        if target in self.in_flight:
-            return -1
-        a = self.targets.wait_ms(target, now)
-        b = self.originators.wait_ms(originator, now)
-        return a if a > b else b
-
-    def sent(self, target, originator, seq, now):
-        self.targets.take(target, now)
-        self.originators.take(originator, now)
-        self.in_flight[target] = seq
-
-    def finished(self, target, seq):
-        if self.in_flight.get(target) == seq:
-            del self.in_flight[target]
-
-    def admission_wait_s(self, ahead_target, ahead_originator):
-        """Rough seconds before a new command could go, given how many queued commands
-        share its target / originator (tokens in hand are not counted: pessimistic only
-        beyond the burst)."""
-        ahead = ahead_target if ahead_target > ahead_originator else ahead_originator
-        over = ahead + 1 - self.burst
-        if over <= 0:
-            return 0
-        return over / self.rate

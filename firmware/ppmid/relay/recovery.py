@@ -1,8 +1,88 @@
-# The relay's boot-time recovery, for the app's start-up (ppmid.boot): rebuild the relay's
-# RAM state from the journal (already opened). Boot-only: the app drops this module once
-# everything runs (ppmid.boot.BOOT_ONLY), so the running gateway does not keep its code
-# in the heap (docs/memory.md); a later call imports it again.
+# The relay's boot-time code, for the app's start-up (ppmid.boot): its set-up (the work of
+# the Relay constructor) and its recovery, which rebuilds the relay's RAM state from the
+# journal (already opened). Boot-only: the app drops this module once everything runs
+# (ppmid.boot.BOOT_ONLY), so the running gateway does not keep its code in the heap
+# (docs/memory.md); a later call (a Relay made in a test) imports it again.
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio
+
+from ppmid.mqtt.contract import Topics
+from ppmid.relay.ratelimit import TokenBuckets
+from ppmid.relay import outbox
 from ppmid.relay import journal as J
+
+
+def set_up(relay, config, journal, validator, han, publisher, clock, envelope_key,
+           decode=None, wdt=None, topic_prefix=None, late_window_s=None,
+           max_wait_s=900, link_checks=(), link_grace_s=300, stall_ms=60000,
+           console=print, log_rate_per_s=0.1, log_burst=5, admit_wait_ms=4000, senders=None):
+    """Relay(...)'s work (the constructor passes its arguments on). topic_prefix: instead
+    of the contract's "ppmid/v1/EUI/" (contract.Topics), for a test's private tree."""
+    lim = config["limits"]
+    relay.config = config
+    relay.journal = journal
+    relay.validator = validator
+    relay.han = han
+    relay.clock = clock
+    relay.key = envelope_key
+    relay.senders = senders  # keys per DCC User (relay/senders.py), when configured
+    if decode is None:
+        from ppmid.gbcs import decode
+    relay.decode = decode
+    relay.max_gbcs = lim["max_gbcs"]
+    relay.budget_s = int(lim["response_timeout_s"])
+    relay.queue_max = int(lim["queue"])
+    relay.late_window_s = late_window_s if late_window_s is not None else 4 * relay.budget_s
+    relay.max_wait_s = max_wait_s
+    # how long accept() waits for room in a full queue before E_BUSY: the intake's
+    # acknowledgement (PUBACK) is withheld meanwhile, so the broker paces a backlog
+    # (well under the MQTT keepalive and ack timeout, docs/relay.md)
+    relay.admit_wait_ms = admit_wait_ms
+    # HAN protection (docs/relay.md): token buckets per target device and per originator,
+    # one command in flight per target (target -> its seq)
+    relay.rate = lim["rate_per_s"]
+    relay.burst = lim["burst"]
+    relay.target_buckets = TokenBuckets(relay.rate, relay.burst, clock.diff)
+    relay.originator_buckets = TokenBuckets(relay.rate, relay.burst, clock.diff)
+    relay.in_flight = {}
+    relay.topics = Topics(config.get("gateway"), topic_prefix)
+    relay.console = console
+    relay.state = "starting"
+    relay.fault = None
+    relay._corr = {}          # response key -> Entry (sending, timed out, answered)
+    relay._deadline = {}      # seq -> ms tick of the response deadline (this boot)
+    relay._status = {}        # seq -> last status emitted
+    relay._retry = {}         # target -> [ms tick when it may be tried again (None: passed), backoff ms]
+    relay._recent = []        # result dicts of finished or rejected commands, oldest first ("gbcs" False: a body let go)
+    relay.hold_dispatch = False  # the updater's, once idle before its reset: nothing more goes to the HAN
+    relay._beats = {}         # loop name -> ms tick of its last pass
+    relay._boot_ms = clock.ms()   # recovery sets it again: the start of this boot
+    relay._wake_dispatch = asyncio.Event()
+    relay._room = asyncio.Event()   # set when a queued command leaves the queue
+    relay._tasks = []
+    relay._topups = None      # the top-up road, loaded with the first top-up (topups())
+    relay.counters = {"received": 0, "accepted": 0, "relayed": 0, "answered": 0, "late": 0,
+                      "timeouts": 0, "failed": 0, "rejected": {}, "retries": 0,
+                      "link_resets": 0, "send_errors": 0, "duplicates": 0,
+                      "duplicate_responses": 0, "unmatched": 0, "alerts": 0, "rx_bad": 0,
+                      "published": 0, "publish_errors": 0, "pub_dropped": 0,
+                      "logs_dropped": 0, "recovered": 0, "admit_waits": 0}
+    # the outbox (relay/outbox.py): what waits for the broker, and the broker's publisher,
+    # which the app sets once the MQTT link exists
+    relay.publisher = publisher
+    relay.to_publish = []
+    relay._wake_publish = asyncio.Event()
+    relay._log_bucket = TokenBuckets(log_rate_per_s, log_burst, clock.diff, 1)
+    # health (Relay.health): [(name, fn() -> bool[, grace_s])], the app appends the MQTT link's
+    # once it exists
+    relay.link_checks = list(link_checks)
+    relay.link_grace_ms = link_grace_s * 1000
+    relay.stall_ms = stall_ms
+    relay.wdt = wdt
+    relay._down_since = {}    # link name -> ms tick it was first seen down
+    relay._said = None        # the reason last logged for not feeding the watchdog
 
 
 def recover(relay):
@@ -32,12 +112,16 @@ def recover(relay):
         elif e.state == J.SENDING:
             # a top-up is never sent twice: a ZCL Consumer Top Up carries no GBCS
             # counter, so a copy would reach the meter as a duplicate UTRN
-            if not e.topup and relay._resend(e, 0):
-                continue
+            if not e.topup:
+                # its bytes may have left before the crash: queued for one more copy if it
+                # has copies left (resend.py, loaded only then)
+                from ppmid.relay.resend import requeue
+                if requeue(relay, e):
+                    continue
             # handed to the HAN link before the restart (or about to be), and sent
             # again as often as allowed: it waits for its response until its budget ends
             relay._corr[e.key()] = e
-            relay.pacer.in_flight[e.target] = e.seq
+            relay.in_flight[e.target] = e.seq
             relay._status[e.seq] = "relayed"
             if unset:
                 relay._deadline[e.seq] = clock.add(now, relay.budget_s * 1000)
@@ -54,3 +138,12 @@ def recover(relay):
             relay._emit(e, "already-executed")
     relay.state = "running"
     relay._wake_dispatch.set()
+
+
+def start_tasks(relay):
+    """Relay.start's work: the four loops, each under the relay's guard."""
+    relay._tasks = [asyncio.create_task(relay._guard("dispatch", relay._dispatch_loop())),
+                    asyncio.create_task(relay._guard("receive", relay._receive_loop())),
+                    asyncio.create_task(relay._guard("publish", outbox.run(relay))),
+                    asyncio.create_task(relay._guard("house", relay._house_loop()))]
+    return relay._tasks

@@ -6,6 +6,7 @@
 #
 # Loaded when the first of these happens, and kept: a gateway whose commands all go
 # through never imports it, so the running app holds none of this code (docs/memory.md).
+import struct
 from micropython import const
 
 from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms
@@ -14,6 +15,7 @@ from ppmid.errors import E_AUTH, E_TOO_LARGE, E_BUSY
 from ppmid import envelope as envmod
 from ppmid.mqtt.contract import status_json
 from ppmid.relay import journal as J
+from ppmid.relay import outbox
 from ppmid.relay.core import RelayError, E_RATE, E_STALE
 
 E_INTERNAL = "E_INTERNAL"
@@ -29,6 +31,9 @@ PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
 # already executed)
 _RETRY_MIN_MS = const(1000)
 _RETRY_MAX_MS = const(30000)
+# journal.py's private constant of the record only this module writes, repeated
+# (tests/firmware/test_journal.py checks that they agree)
+_T_UNSENT = const(0x55)
 
 # the sentences of the intake's refusals that relay.core raises (refusal())
 _SAYS = {E_AUTH: "envelope names key %s; this gateway has no keys per DCC User",
@@ -156,14 +161,31 @@ def refused(relay, env, exc, via):
     if id is not None:
         relay._remember(id, {"id": id, "status": "rejected", "gbcs": None, "error": error})
     # the MQTT intake publishes its own rejections (before its PUBACK)
-    if relay.outbox.publisher is not None and id is not None and via != "mqtt":
-        relay.outbox.put(relay.topics.rsp, status_json(id, "rejected", error=error, via=via,
-                                                       at=relay.clock.time()), 1)
+    if relay.publisher is not None and id is not None and via != "mqtt":
+        outbox.put(relay, relay.topics.rsp, status_json(id, "rejected", error=error, via=via,
+                                                        at=relay.clock.time()), 1)
     return exc
 
 
+def fail(relay, e, code, why):
+    """Command e ends "failed" with code; why: the log's sentence."""
+    relay.journal.failed(e, code)
+    relay._room.set()
+    relay.counters["failed"] += 1
+    relay.log("info", "%s failed: %s %s" % (e.id, code, why))
+    relay._emit(e, "failed")
+
+
+def record_unsent(j, e):
+    """Journal j's record of command e going back to the queue: the HAN link refused it
+    before taking the bytes."""
+    e.retries += 1
+    j._append(_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
+    e.state = J.QUEUED
+
+
 def _release(relay, e):
-    relay.pacer.finished(e.target, e.seq)
+    relay._free_target(e)
     relay._deadline.pop(e.seq, None)
     k = e.key()
     if relay._corr.get(k) is e and e.state not in (J.TIMED_OUT, J.ANSWERED):
@@ -177,7 +199,7 @@ def send_failed(relay, e, exc):
     counters = relay.counters
     if code in RETRYABLE and e.state == J.SENDING:
         # not taken by the link: back to the queue, that target backs off
-        relay.journal.unsent(e)
+        record_unsent(relay.journal, e)
         _release(relay, e)
         clock = relay.clock
         r = relay._retry.get(e.target)
@@ -192,7 +214,7 @@ def send_failed(relay, e, exc):
     counters["send_errors"] += 1
     if code in PERMANENT and e.state == J.SENDING:
         _release(relay, e)
-        relay._fail(e, code, "the HAN link refused it: %s" % (getattr(exc, "message", exc),))
+        fail(relay, e, code, "the HAN link refused it: %s" % (getattr(exc, "message", exc),))
         return
     # anything else may have reached the CH: never resend, wait for the budget
     e.error = code or E_INTERNAL

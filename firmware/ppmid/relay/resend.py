@@ -8,9 +8,11 @@
 # remote party, so a copy of a command the meter already executed is refused, not executed
 # again: that refusal (an alert naming the command) ends the command as "already-executed".
 #
-# Loaded only when a recovery finds such a command or a budget ends without a response, and
-# then for the alerts that follow: a gateway whose commands are all answered never imports
-# it. Top-ups never come here: a ZCL Consumer Top Up carries no GBCS counter.
+# Loaded only when a recovery finds such a command or a budget ends without a response
+# (budget_ended: a copy, or the timeout), and then for the alerts that follow: a gateway
+# whose commands are all answered never imports it. Top-ups are never sent again (a ZCL
+# Consumer Top Up carries no GBCS counter): an unanswered one only times out here.
+import struct
 from micropython import const
 
 from ppmid.relay import journal as J
@@ -21,6 +23,25 @@ MAX_RESENDS = const(2)
 # carries the refused command's originator and counter (supplementary remote party id and
 # counter). Which alert a real meter raises was not found in public sources (docs/emulate.md).
 REPLAY_REFUSED_ALERT = const(0x8F53)
+
+# the journal records only this module writes (journal.py's private constants, repeated:
+# tests/firmware/test_journal.py checks that they agree)
+_T_RESEND = const(0x51)
+_T_ALREADY = const(0x58)
+
+
+def record_resend(j, e):
+    """Journal j's record of command e going back to the queue for one more copy (found
+    sending at a restart, or its budget ended unanswered)."""
+    e.resends += 1
+    j._append(_T_RESEND, (struct.pack(">IHB", e.seq, min(e.retries, 0xFFFF), min(e.resends, 0xFF)),))
+    e.state = J.QUEUED
+
+
+def record_already_executed(j, e):
+    """Journal j's record of the meter refusing command e's copy: it executed the first."""
+    j._append(_T_ALREADY, (struct.pack(">I", e.seq),))
+    e.state = J.ALREADY_EXECUTED
 
 
 def _count(relay, name):
@@ -41,11 +62,11 @@ def requeue(relay, e, timed_out=False):
         # may have been executed, so never "failed E_EXPIRED", which says it never went)
         return False
     if timed_out:
-        relay.pacer.finished(e.target, e.seq)
+        relay._free_target(e)
         relay._deadline.pop(e.seq, None)
         relay._wake_dispatch.set()
         _count(relay, "resent_after_timeout")
-    relay.journal.resend(e)
+    record_resend(relay.journal, e)
     # the first copy's response may still come (the meter answered before the crash, the
     # CH held it, it was slow): it stays correlatable meanwhile, and then no copy goes
     relay._corr[e.key()] = e
@@ -53,6 +74,20 @@ def requeue(relay, e, timed_out=False):
     relay.log("info", "%s may have reached the meter unanswered (%s): sending it again (copy %d of at most %d)"
               % (e.id, "no response within %d s" % relay.budget_s if timed_out else "restart", e.resends, MAX_RESENDS))
     return True
+
+
+def budget_ended(relay, e, now_s):
+    """relay.check_timers: command e got no response within its budget. Queued for one more
+    copy if it has copies left (a top-up never: its ZCL frame carries no GBCS counter),
+    else it times out (a late response is still published, within late_window_s)."""
+    if not e.topup and requeue(relay, e, True):
+        return
+    relay.journal.timeout(e, now_s + relay.late_window_s)
+    relay._free_target(e)
+    relay._deadline.pop(e.seq, None)
+    relay.counters["timeouts"] += 1
+    relay._emit(e, "timeout")
+    relay._wake_dispatch.set()
 
 
 def refused(relay, msg):
@@ -66,8 +101,8 @@ def refused(relay, msg):
     e = relay._corr.get(bytes(msg.originator) + bytes(oi[2:10]) + bytes(oi[10:18]))
     if e is None or not e.resends or e.state not in (J.SENDING, J.TIMED_OUT):
         return False
-    relay.journal.already_executed(e)
-    relay.pacer.finished(e.target, e.seq)
+    record_already_executed(relay.journal, e)
+    relay._free_target(e)
     relay._deadline.pop(e.seq, None)
     relay.counters["answered"] += 1
     _count(relay, "already_executed")
