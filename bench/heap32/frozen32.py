@@ -7,7 +7,9 @@ and with asyncio and the ppmid package frozen in (the frozen figures).
 Not part of `make bench`: building the port takes minutes. Needs MICROPY_DIR (a MicroPython
 source tree; its submodules are not needed) and gcc-multilib (`gcc -m32`); says what is
 missing otherwise. The modules are those the heap gauge's app scenario has loaded at its
-ready banner (gauge.py), plus ppmid.gbcs.gbt, which the 4 KB command loads. Then the
+ready banner (gauge.py) on h32's stand-in board (not the ESP32 board code the gauge's
+own rows boot since session 9: see scenario_script), plus ppmid.gbcs.gbt, which the 4 KB
+command loads. Then the
 gauge's whole app scenario runs in these images, the package as .mpy and frozen: the app
 booted to ready and the peak of the 4 KB command (run_scenario).
 
@@ -69,7 +71,9 @@ def _check(micropy_dir):
 def app_modules():
     """The firmware modules at the app's ready banner in the gauge, plus the command's."""
     files, _skipped = G.compile_tree(G.FIRMWARE_DIR)
-    r = G.run_jobs([G.app_job(files, G.flash_files(), False)])[0]
+    # the stand-in board's, as run_scenario: the unix port has no network module to import
+    # the ESP32 board code with (its cost is the gauge's rows, docs/memory.md)
+    r = G.run_jobs([G.app_job(files, G.flash_files(), False, esp32=False)])[0]
     if not r["ok"] or "READY" not in r["out"]:
         raise G.GaugeError("the app did not get to ready: %s" % (r["error"],))
     ready = r["out"]["READY"][0]["modules"]
@@ -162,7 +166,10 @@ def scenario_script(root, frozen):
     payload, _n = G.command_json(4096)
     flash = G.flash_files()
     flash["/cmd.json"] = payload
-    fs, src = G.app_job(files, flash, False, "/cmd.json")
+    # on h32's stand-in board: here the ESP32 board's flash root would be the host's "/",
+    # and the unix port's built-in machine and socket would stand for an ESP32's (the
+    # board code's own cost is the gauge's, docs/memory.md "Session 9, the gauge counts...")
+    fs, src = G.app_job(files, flash, False, "/cmd.json", esp32=False)
     for path, data in fs.items():
         dest = root + path
         os.makedirs(os.path.dirname(dest), exist_ok=True)

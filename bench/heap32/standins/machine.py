@@ -22,6 +22,9 @@ class Pin:
 
 
 class UART:
+    RTS = 1  # ESP-IDF's UART_HW_FLOWCTRL_RTS / _CTS, as MicroPython's ESP32 port has them
+    CTS = 2
+
     def __init__(self, *a, **k):
         pass
 
