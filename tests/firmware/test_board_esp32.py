@@ -355,3 +355,65 @@ def test_mark_valid_cancels_the_rollback_and_tolerates_a_build_without_it():
 
 def test_no_esp32_module_means_no_image_slots():
     assert esp32.Board(DEVKITC).image_slots() is None
+
+
+BOARDS = __file__.rsplit("/", 1)[0] + "/../../boards/"
+
+
+def _definition_file(text):
+    import time
+    path = "/tmp/ppmid-board-%d.json" % (time.ticks_us() & 0xFFFFFF if hasattr(time, "ticks_us")
+                                          else int(time.time() * 1e6) & 0xFFFFFF)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def _remove(path):
+    import os
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def test_the_board_keeps_only_what_the_firmware_reads_of_its_definition():
+    # the deployed board.json of every ESP32 board: the host tools' fields (descriptions,
+    # sources, heap, flash layout) are not kept for the app's life
+    from ppmid.board import read_definition
+    for name in ("esp32-devkitc", "esp32s3-devkitc-1", "esp32s3-devkitc-1-n8r8", "esp32c3-devkitm-1"):
+        with open(BOARDS + name + "/board.json") as f:
+            text = f.read()
+        full = __import__("json").loads(text)
+        path = _definition_file(text)
+        try:
+            d = read_definition(path)
+        finally:
+            _remove(path)
+        assert d["name"] == name and d["zigbee_uart"] == full["zigbee_uart"]
+        assert d["status_led"] == full["status_led"] and d.get("nfc") == full.get("nfc")
+        assert d.get("wired_uart") == full.get("wired_uart")
+        assert "description" not in d and "heap_source" not in d and "firmware_exclude" not in d
+        assert set(d) <= set(full)
+        b = _with_neopixel(lambda: esp32.Board(d))
+        assert b.name == name and b.zigbee_uart() is not None
+
+
+def test_a_bad_definition_is_a_board_error():
+    from ppmid.board import BoardError, read_definition
+    for text, words in (("[1, 2]", "not a board definition"), ("{\"name\": ", "not valid JSON")):
+        path = _definition_file(text)
+        try:
+            read_definition(path)
+        except BoardError as exc:
+            assert exc.code == "E_BOARD" and words in exc.message and path in exc.message
+        else:
+            raise AssertionError("took %r" % text)
+        finally:
+            _remove(path)
+    try:
+        read_definition("/tmp/ppmid-no-such-board.json")
+    except BoardError as exc:
+        assert exc.code == "E_BOARD" and "missing" in exc.message
+    else:
+        raise AssertionError("a missing definition was taken")
