@@ -109,52 +109,6 @@ class WLAN:
         return self._wlan.isconnected()
 
 
-class ImageSlots:
-    # The firmware image's two OTA app partitions through esp32.Partition (MicroPython's
-    # ESP32 port; docs/update.md "Image updates"): blocks of 4 KB, each erased by
-    # writeblocks() before it is written (no offset given), set_boot() for the next reset,
-    # and mark_app_valid_cancel_rollback() once a new image ran and connected (the ESP-IDF
-    # bootloader rolls back a partition whose first boot ended without it, when the build
-    # has CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE). Never run on hardware here.
-    BLOCK = 4096
-
-    def __init__(self):
-        from esp32 import Partition
-        self._P = Partition
-        self._run = Partition(Partition.RUNNING)
-        self._next = self._run.get_next_update()
-        self.size = self._next.info()[3]
-
-    def running(self):
-        return self._run.info()[4]
-
-    def next_update(self):
-        return self._next.info()[4], self.size
-
-    def _part(self, label, n, nbytes):
-        if label != self._next.info()[4] or nbytes != self.BLOCK or n < 0 or (n + 1) * self.BLOCK > self.size:
-            raise OSError("block %d of %d bytes is outside partition %s" % (n, nbytes, label))
-        return self._next
-
-    def write_block(self, label, n, buf):
-        self._part(label, n, len(buf)).writeblocks(n, buf)
-
-    def read_block(self, label, n, buf):
-        self._part(label, n, len(buf)).readblocks(n, buf)
-
-    def set_boot(self, label):
-        self._part(label, 0, self.BLOCK).set_boot()
-
-    def mark_valid(self):
-        try:
-            self._P.mark_app_valid_cancel_rollback()
-        except OSError:
-            pass  # a build without app rollback: nothing to cancel
-
-    def status(self):
-        return {"running": self.running(), "state": None}
-
-
 class Board:
     def __init__(self, info):
         self.info = info
@@ -224,7 +178,9 @@ class Board:
         machine.soft_reset()
 
     def image_slots(self):
-        """The OTA app partitions (ImageSlots), or None on a partition table without them."""
+        """The OTA app partitions (esp32_slots.ImageSlots: its code is loaded only for an
+        image update, or a boot after one), or None on a partition table without them."""
+        from ppmid.board.esp32_slots import ImageSlots
         try:
             return ImageSlots()
         except (ImportError, AttributeError, OSError):
