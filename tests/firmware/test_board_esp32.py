@@ -417,3 +417,45 @@ def test_a_bad_definition_is_a_board_error():
         assert exc.code == "E_BOARD" and "missing" in exc.message
     else:
         raise AssertionError("a missing definition was taken")
+
+
+def test_wlan_passes_the_interface_s_calls_to_network_wlan():
+    class Sta:
+        def __init__(self):
+            self.calls = []
+
+        def connect(self, ssid=None, password=None):
+            self.calls.append(("connect", ssid, password))
+
+        def disconnect(self):
+            self.calls.append(("disconnect",))
+
+        def status(self, param=None):
+            return 1010 if param is None else -60
+
+        def ifconfig(self, conf=None):
+            if conf is not None:
+                self.calls.append(("ifconfig", conf))
+            return ("192.168.1.50", "255.255.255.0", "192.168.1.1", "192.168.1.1")
+
+        def isconnected(self):
+            return True
+
+    w = esp32.Board(DEVKITC).wlan
+    sta = w._wlan = Sta()
+    w.connect("home", "secret")
+    w.disconnect()
+    assert sta.calls == [("connect", "home", "secret"), ("disconnect",)]
+    assert w.status() == 1010 and w.status("rssi") == -60
+    assert w.ifconfig()[0] == "192.168.1.50"
+    w.ifconfig(("10.0.0.2", "255.0.0.0", "10.0.0.1", "10.0.0.1"))
+    assert sta.calls[-1][0] == "ifconfig"
+    assert w.poll() and w.isconnected()
+    w.track(object())
+    w.untrack(object())
+    try:
+        w.scan()   # not part of the interface, and not on the stand-in either
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("an attribute network.WLAN lacks was found")

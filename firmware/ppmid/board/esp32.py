@@ -67,27 +67,15 @@ class Led:
 
 
 class WLAN:
-    # network.WLAN(STA_IF) plus track(), a no-op here: a real link drop fails the socket.
+    # network.WLAN(STA_IF) itself for active(), connect(), disconnect(), isconnected(),
+    # status() and ifconfig() (through __getattr__: no wrapper method held for each), plus
+    # what the firmware asks of every board's WLAN: dns_servers(), and track()/untrack()/
+    # poll(), no-ops here (a real link drop fails the socket).
     def __init__(self):
         self._wlan = network.WLAN(network.STA_IF)
 
-    def active(self, on=None):
-        return self._wlan.active() if on is None else self._wlan.active(on)
-
-    def connect(self, ssid=None, password=None):
-        return self._wlan.connect(ssid, password)
-
-    def disconnect(self):
-        return self._wlan.disconnect()
-
-    def isconnected(self):
-        return self._wlan.isconnected()
-
-    def status(self, param=None):
-        return self._wlan.status() if param is None else self._wlan.status(param)
-
-    def ifconfig(self, conf=None):
-        return self._wlan.ifconfig() if conf is None else self._wlan.ifconfig(conf)
+    def __getattr__(self, name):
+        return getattr(self._wlan, name)
 
     def dns_servers(self):
         """The resolvers to ask (ppmid.dns_lookup): the one DHCP gave, or that
@@ -102,8 +90,7 @@ class WLAN:
     def track(self, sock):
         pass
 
-    def untrack(self, sock):
-        pass
+    untrack = track
 
     def poll(self):
         return self._wlan.isconnected()
