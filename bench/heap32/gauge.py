@@ -324,14 +324,16 @@ if ESP32:
     # then asyncio.run(app.run(board)): here the stand-in's, which schedules it and returns
     H.esp32()
     H.before_app[0] = _before_app
+    # MAIN_CODE is kept: on a board main.py's module code is still running (in
+    # asyncio.run) while the app runs, so it and its functions' code stay in the heap
     MAIN = {'__name__': '__main__'}
     with open('/main.py') as _f:
-        _src = _f.read()
+        MAIN_CODE = compile(_f.read(), 'main.py', 'exec')
+    _f = None
     try:
-        exec(compile(_src, 'main.py', 'exec'), MAIN)
+        exec(MAIN_CODE, MAIN)
     except H.Detached:
         pass
-    _src = _f = None
     from ppmid import app
 else:
     _before_app()
