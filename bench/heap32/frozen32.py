@@ -120,7 +120,7 @@ def compile_mpy(mpy_cross, out_dir):
                            check=True)
 
 
-# The gauge's app scenario (gauge.APP_BODY, unchanged) in the 32-bit unix port: there
+# The gauge's app scenario (gauge.APP_BODY, unchanged, on h32's stand-in board) in the 32-bit unix port: there
 # gc.collect() works inside running code, so the harness's samples collect first: between
 # the event loop's turns (the webassembly port gets the same by letting node collect), and,
 # since session 6, at the probes too, inside the firmware's turns (where the webassembly
