@@ -144,7 +144,8 @@ class Writer:
 # gauge's baseline: asyncio has no streams (a UART's StreamReader/StreamWriter: the stand-in
 # UARTs above, whose module never answers) and no run() (node drives the loop: a call cannot
 # block until the app returns); sys.platform reads "webassembly" (esp32() below). The unix
-# port (frag.py, frozen32.py) has all three: nothing is replaced there.
+# port (frag.py, frozen32.py, which boot the stand-in board below) has asyncio's run and
+# streams: they are left as they are there.
 
 
 class Detached(BaseException):
@@ -182,7 +183,7 @@ class _Esp32Sys:
         return getattr(self._real, name)
 
 
-import sys as _sys
+import sys as _sys  # noqa: E402 (here, not at the top: see the session 9 note in docs/memory.md)
 _ESP32_SYS = _Esp32Sys(_sys)
 
 
