@@ -471,8 +471,9 @@ def app_job(files, flash_files, nfc, command_path=None, wired=False, topup=False
     flash_files(wired=True)). `topup`: command_path holds a top-up (topup_json()), sent to
     the ESME as a ZCL frame, not through the tunnel. `esp32`: boot as an ESP32 does
     (firmware/main.py, the ESP32 board code, /board.json, the flash at the filesystem's
-    root); False: app.run on h32's stand-in board with the flash under FLASH (frozen32.py,
-    which runs the job in the unix port, where the ESP32 board's root would be the host's)."""
+    root); False: app.run on h32's stand-in board with the flash under FLASH, as the app
+    scenarios ran until session 9 (tests/test_heap32.py compares the two; frozen32.py's
+    module list)."""
     fs = dict(files)
     if esp32:
         for path, data in flash_files.items():

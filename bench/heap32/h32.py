@@ -144,8 +144,8 @@ class Writer:
 # gauge's baseline: asyncio has no streams (a UART's StreamReader/StreamWriter: the stand-in
 # UARTs above, whose module never answers) and no run() (node drives the loop: a call cannot
 # block until the app returns); sys.platform reads "webassembly" (esp32() below). The unix
-# port (frag.py, frozen32.py, which boot the stand-in board below) has asyncio's run and
-# streams: they are left as they are there.
+# port has asyncio's run and streams: left as they are here; frozen32.py, which boots
+# main.py there, puts these in their place itself.
 
 
 class Detached(BaseException):
