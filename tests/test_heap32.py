@@ -139,3 +139,38 @@ def test_names_report_refuses_a_run_without_its_samples():
     with pytest.raises(G.GaugeError):
         G.names_report({"lines": ["@@NAMES base", "qstr pool: n_pool=1, n_qstr=5, n_str_data_bytes=30, "
                                   "n_total_bytes=206"]}, "ready")
+
+
+def test_the_app_boots_as_an_esp32_with_its_board_code_counted(installed):
+    # the app scenarios boot through firmware/main.py on the ESP32 board code (docs/memory.md
+    # "Session 9, the gauge counts the board and main.py"): nothing of the firmware is
+    # loaded at the baseline, so the board module and main.py's names are in the figure
+    files, _ = G.compile_tree(G.FIRMWARE_DIR)
+    esp32, standin = G.run_jobs([G.app_job(files, G.flash_files(), False),
+                                 G.app_job(files, G.flash_files(), False, esp32=False)])
+    assert esp32["ok"], esp32["error"]
+    assert standin["ok"], standin["error"]
+    ready = esp32["out"]["READY"][0]
+    G.check_boot(ready)
+    assert ready["at_base"] == []
+    assert {"ppmid.board", "ppmid.board.esp32"} <= set(ready["modules"])
+    # main.py's update pointer was asked, and what it loaded dropped before the app
+    assert not any(m.startswith("ppmid.update") for m in ready["modules"])
+    assert {"_choose", "_start", "_main"} <= set(ready["main"])
+    # the banner names the board from /board.json, not the stand-in
+    assert any(line.startswith("PPMID ready:") and "board=%s" % G.ESP32_BOARD in line for line in esp32["lines"])
+    # the stand-in board's boot loads no board module: the difference holds at least the
+    # ESP32 board module by itself
+    std = standin["out"]["READY"][0]
+    assert "ppmid.board.esp32" not in std["modules"]
+    own = G.import_figures(files, ["ppmid.board.esp32"])["ppmid.board.esp32"]["own"]
+    assert ready["bytes"] - std["bytes"] >= own - G.RESOLUTION
+
+
+def test_a_boot_that_is_not_an_esp32_s_is_refused():
+    ok = {"at_base": [], "main": ["_main"], "modules": ["ppmid.board", "ppmid.board.esp32"]}
+    G.check_boot(ok)
+    for bad in (dict(ok, at_base=["ppmid.errors"]), dict(ok, main=None),
+                dict(ok, modules=["ppmid.board"]), dict(ok, modules=ok["modules"] + ["ppmid.board.emulated"])):
+        with pytest.raises(G.GaugeError):
+            G.check_boot(bad)

@@ -12,8 +12,10 @@ collect; one `mem_info(1)` at the start gives the block size (its map's line add
 64 blocks a line). Every reading is checked by allocating it: a bytearray of the largest
 block must fit and one a block larger must not (the scenario fails otherwise).
 
-The scenario is the gauge's app (gauge.APP_BODY's set-up: the real app.run on the
-stand-in board, h32.py, with a provisioned flash), then a series of signed commands of
+The scenario is the gauge's app as it ran until session 9 (the real app.run on h32's
+stand-in board, with a provisioned flash; the gauge's own rows now boot main.py on the
+ESP32 board code, which the unix port cannot: its machine and socket are built in, and the
+ESP32 Board's flash root would be the host's /), then a series of signed commands of
 mixed sizes through the MQTT intake to the stand-in EZSP send, each read by the MQTT
 client's own receive path (h32.publish_through: its buffer, its parse, its handler)."""
 import base64

@@ -7,9 +7,11 @@ and with asyncio and the ppmid package frozen in (the frozen figures).
 Not part of `make bench`: building the port takes minutes. Needs MICROPY_DIR (a MicroPython
 source tree; its submodules are not needed) and gcc-multilib (`gcc -m32`); says what is
 missing otherwise. The modules are those the heap gauge's app scenario has loaded at its
-ready banner (gauge.py), plus ppmid.gbcs.gbt, which the 4 KB command loads. Then the
+ready banner (gauge.py) on h32's stand-in board (so without the ESP32 board code: see
+app_modules), plus ppmid.gbcs.gbt, which the 4 KB command loads. Then the
 gauge's whole app scenario runs in these images, the package as .mpy and frozen: the app
-booted to ready and the peak of the 4 KB command (run_scenario).
+booted to ready as an ESP32 boots it (main.py, the ESP32 board code; since session 9) and
+the peak of the 4 KB command (run_scenario).
 
     MICROPY_DIR=/path/to/micropython .venv/bin/python bench/heap32/frozen32.py
 
@@ -69,7 +71,10 @@ def _check(micropy_dir):
 def app_modules():
     """The firmware modules at the app's ready banner in the gauge, plus the command's."""
     files, _skipped = G.compile_tree(G.FIRMWARE_DIR)
-    r = G.run_jobs([G.app_job(files, G.flash_files(), False)])[0]
+    # the stand-in board's boot: the board code is left out of these rows (their script
+    # imports from the package's directory alone, where no stand-in `network` is); the
+    # scenario rows boot as an ESP32 and count it (run_scenario)
+    r = G.run_jobs([G.app_job(files, G.flash_files(), False, esp32=False)])[0]
     if not r["ok"] or "READY" not in r["out"]:
         raise G.GaugeError("the app did not get to ready: %s" % (r["error"],))
     ready = r["out"]["READY"][0]["modules"]
@@ -116,7 +121,7 @@ def compile_mpy(mpy_cross, out_dir):
                            check=True)
 
 
-# The gauge's app scenario (gauge.APP_BODY, unchanged) in the 32-bit unix port: there
+# The gauge's app scenario (gauge.APP_BODY, unchanged; booted as an ESP32, UNIX_ROOT below) in the 32-bit unix port: there
 # gc.collect() works inside running code, so the harness's samples collect first: between
 # the event loop's turns (the webassembly port gets the same by letting node collect), and,
 # since session 6, at the probes too, inside the firmware's turns (where the webassembly
@@ -152,9 +157,32 @@ H.sample = _sample
 """
 
 
-def scenario_script(root, frozen):
+# The ESP32's boot (gauge.APP_BODY with esp32=True) in the unix port: its filesystem is
+# the host's, so the job's directory is mounted as the root first (the ESP32 Board's flash
+# root is "/"); its built-in `machine` would win over the stand-in on the path, so the
+# stand-in is put in sys.modules under that name; its asyncio has run() and streams, which
+# main.py's run would block in and a stand-in UART cannot feed: h32's take their place,
+# as in the webassembly port.
+UNIX_ROOT = """
+import vfs, os
+vfs.umount('/')
+vfs.mount(vfs.VfsPosix(%r), '/')
+os.chdir('/')
+"""
+UNIX_ESP32 = """
+import h32_machine
+sys.modules['machine'] = h32_machine
+asyncio.run = H._run
+asyncio.StreamReader = H.Reader
+asyncio.StreamWriter = H.Writer
+"""
+
+
+def scenario_script(root, frozen, esp32=True):
     """The gauge's 4 KB-command job as a unix-port script under root (its files written
-    there: the harness, the flash, and the .mpy package unless frozen)."""
+    there: the harness, the flash, and the .mpy package unless frozen). esp32: booted as
+    an ESP32 (main.py, the ESP32 board code, as the gauge's own rows since session 9),
+    else app.run on h32's stand-in board."""
     files, _skipped = G.compile_tree(G.FIRMWARE_DIR)
     files.update(G.harness_files())
     if frozen:  # the package comes from the image: only the harness on the path before it
@@ -162,24 +190,31 @@ def scenario_script(root, frozen):
     payload, _n = G.command_json(4096)
     flash = G.flash_files()
     flash["/cmd.json"] = payload
-    fs, src = G.app_job(files, flash, False, "/cmd.json")
+    fs, src = G.app_job(files, flash, False, "/cmd.json", esp32=esp32)
+    if esp32:
+        fs[G.LIB + "/h32_machine.py"] = fs[G.LIB + "/machine.py"]
     for path, data in fs.items():
         dest = root + path
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         with open(dest, "wb") as f:
             f.write(data)
-    for path in (G.LIB, G.FLASH, "/cmd.json"):  # the job's absolute paths, under root
-        src = src.replace(repr(path), repr(root + path))
-    src = src.replace("BASE = await H.live()", UNIX_HARNESS + "BASE = await H.live()")
+    if esp32:
+        harness = UNIX_HARNESS + UNIX_ESP32
+    else:
+        for path in (G.LIB, G.FLASH, "/cmd.json"):  # the job's absolute paths, under root
+            src = src.replace(repr(path), repr(root + path))
+        harness = UNIX_HARNESS
+    src = src.replace("BASE = await H.live()", harness + "BASE = await H.live()")
     # the gauge's scripts use top-level await (the port's runPythonAsync): one coroutine here
     body = "".join("    " + line + "\n" for line in src.splitlines())
-    return "import asyncio\nasync def _main():\n" + body + "asyncio.run(_main())\n"
+    head = UNIX_ROOT % root if esp32 else ""
+    return head + "import asyncio\nasync def _main():\n" + body + "asyncio.run(_main())\n"
 
 
-def run_scenario(exe, root, frozen):
+def run_scenario(exe, root, frozen, esp32=True):
     script = os.path.join(root, "scenario.py")
     with open(script, "w") as f:
-        f.write(scenario_script(root, frozen))
+        f.write(scenario_script(root, frozen, esp32))
     # cwd: the package lies at root + /ppmid, found through sys.path's '' (gauge.LIB)
     p = subprocess.run([exe, "-X", "heapsize=2M", script], capture_output=True, text=True, timeout=300, cwd=root)
     out = {}
@@ -193,6 +228,8 @@ def run_scenario(exe, root, frozen):
     if "COMMAND" not in out:
         raise G.GaugeError("the 4 KB command did not go through (%s): %s"
                            % ("frozen" if frozen else ".mpy", (p.stdout + p.stderr).strip()[-800:]))
+    if esp32:
+        G.check_boot(out["READY"][0])
     c = out["COMMAND"][0]
     if c["accepted"] != 1 or c["counters"].get("relayed") != 1:
         raise G.GaugeError("the 4 KB command was not accepted and relayed: %s" % json.dumps(c))

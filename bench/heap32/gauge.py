@@ -297,6 +297,8 @@ def names(tag):
     print('@@NAMES ' + tag)
     micropython.qstr_info()
 names('base')
+at_base = sorted(m for m in sys.modules if m.startswith('ppmid'))
+PROBE_COST = (await H.probe_cost(len(TOPUP_PROBES if TOPUP else PROBES))) if COMMAND else 0
 caught = {}
 def _catch(key, modname, clsname):
     cls = getattr(__import__(modname, None, None, [clsname]), clsname)
@@ -305,25 +307,47 @@ def _catch(key, modname, clsname):
         orig(self, *a, **k)
         caught[key] = self
     cls.__init__ = init
-for _c in CATCH:
-    _catch(*_c)
-if NFC:
-    # the reader answers at boot (the stand-in for a PN532 on the board's UART)
-    from ppmid.nfc import pn532 as _pn
-    async def _begin(self, passive_retries=2):
-        return (0x32, 1, 6, 7)
-    _pn.PN532.begin = _begin
-PROBE_COST = (await H.probe_cost(len(TOPUP_PROBES if TOPUP else PROBES))) if COMMAND else 0
-from ppmid import app
-board = H.Board(nfc=NFC, fs_root=FLASH + '/', wired=WIRED)
-asyncio.create_task(app.run(board))
+def _before_app():
+    # once the boot has imported the set it runs (main.py drops the ppmid modules its
+    # update pointer loaded: what is patched before that would be a second copy)
+    for _c in CATCH:
+        _catch(*_c)
+    if NFC:
+        # the reader answers at boot (the stand-in for a PN532 on the board's UART)
+        from ppmid.nfc import pn532 as _pn
+        async def _begin(self, passive_retries=2):
+            return (0x32, 1, 6, 7)
+        _pn.PN532.begin = _begin
+if ESP32:
+    # as an ESP32 boots: main.py, compiled from source as the board does, in a __main__ of
+    # its own: the update pointer, ppmid.board.load() (the ESP32 Board from /board.json),
+    # then asyncio.run(app.run(board)): here the stand-in's, which schedules it and returns
+    H.esp32()
+    H.before_app[0] = _before_app
+    # MAIN_CODE is kept: on a board main.py's module code is still running (in
+    # asyncio.run) while the app runs, so it and its functions' code stay in the heap
+    MAIN = {'__name__': '__main__'}
+    with open('/main.py') as _f:
+        MAIN_CODE = compile(_f.read(), 'main.py', 'exec')
+    _f = None
+    try:
+        exec(MAIN_CODE, MAIN)
+    except H.Detached:
+        pass
+    from ppmid import app
+else:
+    _before_app()
+    from ppmid import app
+    board = H.Board(nfc=NFC, fs_root=FLASH + '/', wired=WIRED)
+    asyncio.create_task(app.run(board))
 await H.until(lambda: app.heap['min'] is not None, what='the app to be ready')
 await asyncio.sleep_ms(50)
 ready = (await H.live()) - BASE
 names('ready')
 nfc_on = any(m.startswith(NFC_PREFIX + '.service') for m in sys.modules)
 out('READY', bytes=ready, nfc=nfc_on, wired='ppmid.wired.road' in sys.modules,
-    modules=sorted(m for m in sys.modules if m.startswith('ppmid')))
+    modules=sorted(m for m in sys.modules if m.startswith('ppmid')), at_base=at_base,
+    main=sorted(MAIN) if ESP32 else None)
 if COMMAND:
     han, relay, link = caught['han'], caught['relay'], caught['link']
     # the HAN as if its module and the CH were up; each ZCL frame goes to a stand-in EZSP
@@ -423,16 +447,59 @@ def names_report(result, tag):
             "board_pools": board, "harness_names": base["names"], "shift": gauge - board}
 
 
-def app_job(files, flash_files, nfc, command_path=None, wired=False, topup=False):
-    """`wired`: the stand-in board has a wired UART (the flash's config must enable the
-    road too: flash_files(wired=True)). `topup`: command_path holds a top-up
-    (topup_json()), sent to the ESME as a ZCL frame, not through the tunnel."""
+# The board the app scenarios boot as (since session 9, docs/memory.md): an ESP32-DevKitC's
+# definition as `ppmid deploy` writes it to /board.json; its UART-attached PN532 is the
+# +nfc scenario's reader. Without NFC the definition has no "nfc" (a gateway built without
+# a reader); the wired road's scenario names the UART NFC would use as "wired_uart".
+ESP32_BOARD = "esp32-devkitc"
+WIRED_UART = {"id": 1, "tx": 26, "rx": 27, "baud": 115200}
+
+
+def board_json(nfc=False, wired=False):
+    """/board.json's bytes for the app scenarios (host_tools.deploy writes it so)."""
+    from host_tools import boards
+    definition = boards.load_board(ESP32_BOARD)
+    if not nfc:
+        del definition["nfc"]
+    if wired:
+        definition["wired_uart"] = dict(WIRED_UART)
+    return json.dumps(definition, indent=1).encode()
+
+
+def app_job(files, flash_files, nfc, command_path=None, wired=False, topup=False, esp32=True):
+    """`wired`: the board has a wired UART (the flash's config must enable the road too:
+    flash_files(wired=True)). `topup`: command_path holds a top-up (topup_json()), sent to
+    the ESME as a ZCL frame, not through the tunnel. `esp32`: boot as an ESP32 does
+    (firmware/main.py, the ESP32 board code, /board.json, the flash at the filesystem's
+    root); False: app.run on h32's stand-in board with the flash under FLASH, as the app
+    scenarios ran until session 9 (tests/test_heap32.py compares the two; frozen32.py's
+    module list)."""
     fs = dict(files)
-    fs.update(flash_files)
+    if esp32:
+        for path, data in flash_files.items():
+            fs[path[len(FLASH):] if path.startswith(FLASH + "/") else path] = data
+        with open(os.path.join(FIRMWARE_DIR, "main.py"), "rb") as f:
+            fs["/main.py"] = f.read()
+        fs["/board.json"] = board_json(nfc=nfc, wired=wired)
+    else:
+        fs.update(flash_files)
     return fs, script(APP_BODY, NFC=nfc, COMMAND=command_path, CATCH=CATCH, PROBES=PROBES, WIRED=wired,
-                      TOPUP=topup, TOPUP_PROBES=TOPUP_PROBES,
+                      TOPUP=topup, TOPUP_PROBES=TOPUP_PROBES, ESP32=esp32,
                       FLASH=FLASH, NFC_PREFIX=NFC_PREFIX, CH_TRANSFER_SIZE=CH_TRANSFER_SIZE,
                       NCP_MAX_PAYLOAD=NCP_MAX_PAYLOAD)
+
+
+def check_boot(ready):
+    """Raise GaugeError unless a READY figure (an app job with esp32=True) comes from an
+    ESP32's boot with everything the firmware loaded counted: no firmware module loaded at
+    the baseline, main.py run, and the ESP32 board code, not another board, in use."""
+    if ready.get("at_base"):
+        raise GaugeError("firmware modules were loaded before the baseline: %s" % ", ".join(ready["at_base"]))
+    if not ready.get("main"):
+        raise GaugeError("main.py did not run: the app was not booted as an ESP32 boots it")
+    mods = ready.get("modules") or []
+    if "ppmid.board.esp32" not in mods or "ppmid.board.emulated" in mods:
+        raise GaugeError("the app did not run on the ESP32 board code (modules: %s)" % ", ".join(mods))
 
 
 # ---- provisioning for the app (host side, CPython) --------------------------------------

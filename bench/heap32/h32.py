@@ -107,8 +107,9 @@ async def probe_cost(n):
 
 
 class Reader:
-    # A UART that never receives: the module on it is silent (drivers time out and retry)
-    def __init__(self):
+    # A UART that never receives: the module on it is silent (drivers time out and retry).
+    # `stream`: the UART, when it stands in for the port's missing asyncio.StreamReader
+    def __init__(self, stream=None):
         self._never = asyncio.Event()
 
     async def read(self, n=-1):
@@ -125,7 +126,7 @@ class Reader:
 
 
 class Writer:
-    def __init__(self):
+    def __init__(self, stream=None, extra=None):
         self.written = 0
 
     def write(self, data):
@@ -136,6 +137,60 @@ class Writer:
 
     def close(self):
         pass
+
+
+# ---- the ESP32's boot (gauge.APP_BODY): firmware/main.py on the real ESP32 board code ----
+# What the webassembly port cannot do, and only that, is stood in for here, before the
+# gauge's baseline: asyncio has no streams (a UART's StreamReader/StreamWriter: the stand-in
+# UARTs above, whose module never answers) and no run() (node drives the loop: a call cannot
+# block until the app returns); sys.platform reads "webassembly" (esp32() below). The unix
+# port has asyncio's run and streams: left as they are here; frozen32.py, which boots
+# main.py there, puts these in their place itself.
+
+
+class Detached(BaseException):
+    # How the stand-in asyncio.run returns to the gauge's script: not an Exception, so
+    # main.py's `except Exception` (print, reboot) lets it through
+    pass
+
+
+before_app = [None]  # called by the stand-in asyncio.run before it schedules the app
+
+
+def _run(coro):
+    if before_app[0] is not None:
+        before_app[0]()
+    asyncio.create_task(coro)
+    raise Detached()
+
+
+if not hasattr(asyncio, "run"):
+    asyncio.run = _run
+if not hasattr(asyncio, "StreamReader"):
+    asyncio.StreamReader = Reader
+    asyncio.StreamWriter = Writer
+
+
+class _Esp32Sys:
+    # sys as the firmware sees it on an ESP32: sys.platform == "esp32" (ppmid.board.load
+    # picks the board by it); everything else is the port's own sys
+    platform = "esp32"
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+import sys as _sys  # noqa: E402 (here, not at the top: see the session 9 note in docs/memory.md)
+_ESP32_SYS = _Esp32Sys(_sys)
+
+
+def esp32():
+    """From now on `import sys` gives the firmware _Esp32Sys (the importer looks in
+    sys.modules before its built-in modules)."""
+    _sys.modules["sys"] = _ESP32_SYS
 
 
 class Uart:

@@ -355,3 +355,107 @@ def test_mark_valid_cancels_the_rollback_and_tolerates_a_build_without_it():
 
 def test_no_esp32_module_means_no_image_slots():
     assert esp32.Board(DEVKITC).image_slots() is None
+
+
+BOARDS = __file__.rsplit("/", 1)[0] + "/../../boards/"
+
+
+def _definition_file(text):
+    import time
+    path = "/tmp/ppmid-board-%d.json" % (time.ticks_us() & 0xFFFFFF if hasattr(time, "ticks_us")
+                                          else int(time.time() * 1e6) & 0xFFFFFF)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def _remove(path):
+    import os
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def test_the_board_keeps_only_what_the_firmware_reads_of_its_definition():
+    # the deployed board.json of every ESP32 board: the host tools' fields (descriptions,
+    # sources, heap, flash layout) are not kept for the app's life
+    from ppmid.board import read_definition
+    for name in ("esp32-devkitc", "esp32s3-devkitc-1", "esp32s3-devkitc-1-n8r8", "esp32c3-devkitm-1"):
+        with open(BOARDS + name + "/board.json") as f:
+            text = f.read()
+        full = __import__("json").loads(text)
+        path = _definition_file(text)
+        try:
+            d = read_definition(path)
+        finally:
+            _remove(path)
+        assert d["name"] == name and d["zigbee_uart"] == full["zigbee_uart"]
+        assert d["status_led"] == full["status_led"] and d.get("nfc") == full.get("nfc")
+        assert d.get("wired_uart") == full.get("wired_uart")
+        assert "description" not in d and "heap_source" not in d and "firmware_exclude" not in d
+        assert set(d) <= set(full)
+        b = _with_neopixel(lambda: esp32.Board(d))
+        assert b.name == name and b.zigbee_uart() is not None
+
+
+def test_a_bad_definition_is_a_board_error():
+    from ppmid.board import BoardError, read_definition
+    for text, words in (("[1, 2]", "not a board definition"), ("{\"name\": ", "not valid JSON")):
+        path = _definition_file(text)
+        try:
+            read_definition(path)
+        except BoardError as exc:
+            assert exc.code == "E_BOARD" and words in exc.message and path in exc.message
+        else:
+            raise AssertionError("took %r" % text)
+        finally:
+            _remove(path)
+    try:
+        read_definition("/tmp/ppmid-no-such-board.json")
+    except BoardError as exc:
+        assert exc.code == "E_BOARD" and "missing" in exc.message
+    else:
+        raise AssertionError("a missing definition was taken")
+
+
+def test_wlan_passes_the_interface_s_calls_to_network_wlan():
+    class Sta:
+        def __init__(self):
+            self.calls = []
+
+        def connect(self, ssid=None, password=None):
+            self.calls.append(("connect", ssid, password))
+
+        def disconnect(self):
+            self.calls.append(("disconnect",))
+
+        def status(self, param=None):
+            return 1010 if param is None else -60
+
+        def ifconfig(self, conf=None):
+            if conf is not None:
+                self.calls.append(("ifconfig", conf))
+            return ("192.168.1.50", "255.255.255.0", "192.168.1.1", "192.168.1.1")
+
+        def isconnected(self):
+            return True
+
+    w = esp32.Board(DEVKITC).wlan
+    sta = w._wlan = Sta()
+    w.connect("home", "secret")
+    w.disconnect()
+    assert sta.calls == [("connect", "home", "secret"), ("disconnect",)]
+    assert w.status() == 1010 and w.status("rssi") == -60
+    assert w.ifconfig()[0] == "192.168.1.50"
+    w.ifconfig(("10.0.0.2", "255.0.0.0", "10.0.0.1", "10.0.0.1"))
+    assert sta.calls[-1][0] == "ifconfig"
+    assert w.poll() and w.isconnected()
+    w.track(object())
+    w.untrack(object())
+    try:
+        w.scan()   # not part of the interface, and not on the stand-in either
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("an attribute network.WLAN lacks was found")

@@ -9,11 +9,18 @@ def reset():
 
 
 class Pin:
+    # MicroPython's ESP32 port answers Pin(n) with an object of a const table
+    # (ports/esp32/machine_pin.c): no heap. The stand-in's are made once, here, before the
+    # gauge's baseline (GPIO0-48, the ESP32-S3's range), and Pin(n) returns one of them.
     OUT = 1
     IN = 0
+    _table = []
+
+    def __new__(cls, n=None, *a, **k):
+        return cls._table[n] if n is not None else object.__new__(cls)
 
     def __init__(self, *a, **k):
-        self._v = 0
+        pass
 
     def value(self, v=None):
         if v is None:
@@ -21,7 +28,15 @@ class Pin:
         self._v = v
 
 
+for _n in range(49):
+    Pin._table.append(Pin())
+    Pin._table[-1]._v = 0
+
+
 class UART:
+    RTS = 1  # ESP-IDF's UART_HW_FLOWCTRL_RTS / _CTS, as MicroPython's ESP32 port has them
+    CTS = 2
+
     def __init__(self, *a, **k):
         pass
 
@@ -31,9 +46,14 @@ class I2C:
         pass
 
 
-class WDT:
-    def __init__(self, *a, **k):
-        pass
-
+class _Wdt:
     def feed(self):
         pass
+
+
+_WDT = _Wdt()
+
+
+def WDT(*a, **k):
+    # the ESP32 port's watchdog is one static object (ports/esp32/machine_wdt.c)
+    return _WDT

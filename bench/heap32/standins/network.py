@@ -5,8 +5,8 @@ STAT_CONNECTING = 1001
 STAT_GOT_IP = 1010
 
 
-class WLAN:
-    def __init__(self, *a):
+class _Sta:
+    def __init__(self):
         self._active = False
 
     def active(self, on=None):
@@ -22,3 +22,12 @@ class WLAN:
 
     def status(self, *a):
         return STAT_IDLE
+
+
+_STA = _Sta()
+
+
+def WLAN(interface=STA_IF):
+    # the ESP32 port's station interface is one static object (wlan_sta_obj in
+    # ports/esp32/network_wlan.c): WLAN(STA_IF) allocates nothing
+    return _STA

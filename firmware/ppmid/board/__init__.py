@@ -33,13 +33,23 @@ def load(definition=None):
     return Board(hw)
 
 
+# What the firmware reads of a board definition (the Board, boot.py's NFC road). The rest
+# (descriptions, sources, the host tools' heap, flash and image fields) is for the host
+# tools: the Board keeps the dict for the app's life, so only these stay in the heap.
+_READ = ("name", "zigbee_uart", "nfc", "wired_uart", "status_led")
+
+
 def read_definition(path):
-    """boards/NAME/board.json as deployed to the flash by `ppmid deploy`."""
+    """The firmware's part (_READ) of boards/NAME/board.json as deployed to the flash by
+    `ppmid deploy`."""
     import json
     try:
         with open(path) as f:
-            return json.load(f)
+            d = json.load(f)
     except OSError:
         raise BoardError("%s is missing: deploy with `ppmid deploy --board NAME`" % path)
     except ValueError:
         raise BoardError("%s is not valid JSON" % path)
+    if not isinstance(d, dict):
+        raise BoardError("%s is not a board definition (a JSON object)" % path)
+    return {k: d[k] for k in _READ if k in d}

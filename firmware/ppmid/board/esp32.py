@@ -67,27 +67,15 @@ class Led:
 
 
 class WLAN:
-    # network.WLAN(STA_IF) plus track(), a no-op here: a real link drop fails the socket.
+    # network.WLAN(STA_IF) itself for active(), connect(), disconnect(), isconnected(),
+    # status() and ifconfig() (through __getattr__: no wrapper method held for each), plus
+    # what the firmware asks of every board's WLAN: dns_servers(), and track()/untrack()/
+    # poll(), no-ops here (a real link drop fails the socket).
     def __init__(self):
         self._wlan = network.WLAN(network.STA_IF)
 
-    def active(self, on=None):
-        return self._wlan.active() if on is None else self._wlan.active(on)
-
-    def connect(self, ssid=None, password=None):
-        return self._wlan.connect(ssid, password)
-
-    def disconnect(self):
-        return self._wlan.disconnect()
-
-    def isconnected(self):
-        return self._wlan.isconnected()
-
-    def status(self, param=None):
-        return self._wlan.status() if param is None else self._wlan.status(param)
-
-    def ifconfig(self, conf=None):
-        return self._wlan.ifconfig() if conf is None else self._wlan.ifconfig(conf)
+    def __getattr__(self, name):
+        return getattr(self._wlan, name)
 
     def dns_servers(self):
         """The resolvers to ask (ppmid.dns_lookup): the one DHCP gave, or that
@@ -102,57 +90,10 @@ class WLAN:
     def track(self, sock):
         pass
 
-    def untrack(self, sock):
-        pass
+    untrack = track
 
     def poll(self):
         return self._wlan.isconnected()
-
-
-class ImageSlots:
-    # The firmware image's two OTA app partitions through esp32.Partition (MicroPython's
-    # ESP32 port; docs/update.md "Image updates"): blocks of 4 KB, each erased by
-    # writeblocks() before it is written (no offset given), set_boot() for the next reset,
-    # and mark_app_valid_cancel_rollback() once a new image ran and connected (the ESP-IDF
-    # bootloader rolls back a partition whose first boot ended without it, when the build
-    # has CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE). Never run on hardware here.
-    BLOCK = 4096
-
-    def __init__(self):
-        from esp32 import Partition
-        self._P = Partition
-        self._run = Partition(Partition.RUNNING)
-        self._next = self._run.get_next_update()
-        self.size = self._next.info()[3]
-
-    def running(self):
-        return self._run.info()[4]
-
-    def next_update(self):
-        return self._next.info()[4], self.size
-
-    def _part(self, label, n, nbytes):
-        if label != self._next.info()[4] or nbytes != self.BLOCK or n < 0 or (n + 1) * self.BLOCK > self.size:
-            raise OSError("block %d of %d bytes is outside partition %s" % (n, nbytes, label))
-        return self._next
-
-    def write_block(self, label, n, buf):
-        self._part(label, n, len(buf)).writeblocks(n, buf)
-
-    def read_block(self, label, n, buf):
-        self._part(label, n, len(buf)).readblocks(n, buf)
-
-    def set_boot(self, label):
-        self._part(label, 0, self.BLOCK).set_boot()
-
-    def mark_valid(self):
-        try:
-            self._P.mark_app_valid_cancel_rollback()
-        except OSError:
-            pass  # a build without app rollback: nothing to cancel
-
-    def status(self):
-        return {"running": self.running(), "state": None}
 
 
 class Board:
@@ -224,7 +165,9 @@ class Board:
         machine.soft_reset()
 
     def image_slots(self):
-        """The OTA app partitions (ImageSlots), or None on a partition table without them."""
+        """The OTA app partitions (esp32_slots.ImageSlots: its code is loaded only for an
+        image update, or a boot after one), or None on a partition table without them."""
+        from ppmid.board.esp32_slots import ImageSlots
         try:
             return ImageSlots()
         except (ImportError, AttributeError, OSError):
