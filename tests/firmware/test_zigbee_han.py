@@ -16,7 +16,7 @@ WINDOW_S = 0.3
 def _han(window_s=WINDOW_S):
     han = H.ZigbeeHan(None, None, {"resend_window_s": window_s})
     replies, _ = han.tunnel.handle(CH, TH.request_tunnel(1))
-    assert han.tunnel.is_open and len(replies) == 1
+    assert han.tunnel.tunnel_id is not None and len(replies) == 1
     han.tunnel.events = []
     han.status = H.RUNNING  # the link is up: send() goes straight to _send_message
     sent = []
@@ -298,7 +298,7 @@ def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
         _tunnel_frame(han, TH.request_tunnel(seq), OTHER)
         dest, reply = han._replies[-1]
         fc, _, _, cmd, p = T.parse_zcl(reply)
-        assert dest == OTHER and cmd == T.REQUEST_TUNNEL_RESPONSE and p[2] == T.TUNNEL_BUSY
+        assert dest == OTHER and cmd == TH.REQUEST_TUNNEL_RESPONSE and p[2] == TH.TUNNEL_BUSY
     assert han.tunnel.tunnel_id == tid and han.tunnel.client == CH
     assert han.tunnel.counters["not_ch"] == 2 and han.tunnel.counters["opened"] == 1
     assert len([line for line in log if "0x4f21" in line]) == 1  # logged once, counted always
@@ -314,7 +314,7 @@ def test_tunnel_frames_from_another_node_are_not_taken():
     _tunnel_frame(han, T.transfer_data(2, tid, b"\xdd\x00forged", False), OTHER)
     dest, reply = han._replies[-1]
     fc, _, _, cmd, p = T.parse_zcl(reply)
-    assert dest == OTHER and cmd == T.S_TRANSFER_DATA_ERROR and p[2] == T.WRONG_DEVICE
+    assert dest == OTHER and cmd == TH.S_TRANSFER_DATA_ERROR and p[2] == T.WRONG_DEVICE
     assert han._rxq == [] and han.counters["received"] == 0
     # nor in APS fragments (not acknowledged, and the CH's reassembly in progress stays)
     zcl = T.transfer_data(3, tid, b"\xdd\x00" + bytes(60), False)
@@ -444,7 +444,7 @@ def test_an_unencrypted_tunnel_frame_from_0x0000_is_dropped_and_the_tunnel_stays
     _fragment(han, 0, 2, zcl[:40], options=0x8000)
     _fragment(han, 1, 2, zcl[40:], options=0x8000)
     assert han._rxq == [] and han.counters["received"] == 0 and han._replies == []
-    assert han.tunnel.is_open and han.tunnel.tunnel_id == tid and han.tunnel.counters["opened"] == 1
+    assert han.tunnel.tunnel_id == tid and han.tunnel.counters["opened"] == 1
     assert han._rejected == {} and han.counters["rejected_by_ch"] == 0
     assert han._ack_count == 0 and han._frag is None and han.counters["rx_fragments"] == 0
     assert han.counters["rx_unsecured"] == 6

@@ -268,7 +268,7 @@ class ZigbeeHan:
             return
         if not self._net_up:
             self._set_status(NETWORK_DOWN)
-        elif not self.tunnel.is_open:
+        elif self.tunnel.tunnel_id is None:
             self._set_status(NO_TUNNEL, "waiting for the CH to open the GB-HRGP tunnel")
         else:
             self._set_status(RUNNING)
