@@ -364,7 +364,8 @@ def test_bellows_tunnel_round_trip(tmp_path, version):
                 break
             await asyncio.sleep(0.05)
         assert server.tunnel_id is not None and emu.tunnel_open()
-        await unicast(server.outgoing(command))
+        frame = bytearray(T.TRANSFER_DATA_AT) + command   # built in place, as the HAN does
+        await unicast(bytes(server.outgoing_into(frame, len(command))))
         for _ in range(100):
             if incoming:
                 break

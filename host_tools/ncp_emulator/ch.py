@@ -569,7 +569,7 @@ class CommsHub:
             return False
         limit = self.ppmid_max or 1500
         for piece in build.split_for_transfer(msg, limit):
-            self._to_ppmid(T.transfer_data(self._next_seq(), self.tunnel_id, piece, False))
+            self._to_ppmid(TH.transfer_data(self._next_seq(), self.tunnel_id, piece, False))
         self._record("tx", msg)
         return True
 

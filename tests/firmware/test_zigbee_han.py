@@ -249,7 +249,7 @@ def _in_fragments(frame, count):
 def test_fragments_in_range_deliver_the_whole_message():
     han, _ = _han()
     gbcs = b"\xdd\x00" + bytes(range(40))
-    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
+    pieces = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
     for i in (0, 2, 1):  # any order after the first
         _fragment(han, i, 3, pieces[i])
     assert han._rxq == [gbcs] and han.counters["rx_fragments_dropped"] == 0
@@ -258,7 +258,7 @@ def test_fragments_in_range_deliver_the_whole_message():
 def test_fragment_index_beyond_the_count_delivers_nothing():
     han, _ = _han()
     gbcs = b"\xdd\x00" + bytes(range(40))
-    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
+    pieces = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
     # count 3 announced, then indexes 7 and 9: three pieces held, but not the message's
     _fragment(han, 0, 3, pieces[0])
     _fragment(han, 7, 3, pieces[1])
@@ -304,20 +304,20 @@ def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
     assert len([line for line in log if "0x4f21" in line]) == 1  # logged once, counted always
 
     asyncio.run(han.send(None, b"\xdd\x00next"))
-    assert sent == [(CH, T.transfer_data(sent[0][1][1], tid, b"\xdd\x00next", True))]
+    assert sent == [(CH, TH.transfer_data(sent[0][1][1], tid, b"\xdd\x00next", True))]
 
 
 def test_tunnel_frames_from_another_node_are_not_taken():
     han, _ = _han()
     tid = han.tunnel.tunnel_id
     # TransferData with the CH's tunnel id: refused (wrong device), never delivered
-    _tunnel_frame(han, T.transfer_data(2, tid, b"\xdd\x00forged", False), OTHER)
+    _tunnel_frame(han, TH.transfer_data(2, tid, b"\xdd\x00forged", False), OTHER)
     dest, reply = han._replies[-1]
     fc, _, _, cmd, p = T.parse_zcl(reply)
     assert dest == OTHER and cmd == TH.S_TRANSFER_DATA_ERROR and p[2] == T.WRONG_DEVICE
     assert han._rxq == [] and han.counters["received"] == 0
     # nor in APS fragments (not acknowledged, and the CH's reassembly in progress stays)
-    zcl = T.transfer_data(3, tid, b"\xdd\x00" + bytes(60), False)
+    zcl = TH.transfer_data(3, tid, b"\xdd\x00" + bytes(60), False)
     _fragment(han, 0, 2, zcl[:40])
     _fragment(han, 0, 2, b"\x11\x04\x02" + bytes(37), sender=OTHER)
     _fragment(han, 1, 2, b"x" * 30, sender=OTHER)
@@ -330,7 +330,7 @@ def test_tunnel_frames_from_another_node_are_not_taken():
     assert han.tunnel.tunnel_id == tid and han.counters["rejected_by_ch"] == 0 and han._rejected == {}
     assert han.tunnel.counters["not_ch"] == 5
     # the CH's own TransferData still arrives
-    _tunnel_frame(han, T.transfer_data(6, tid, b"\xdd\x00real", False), CH)
+    _tunnel_frame(han, TH.transfer_data(6, tid, b"\xdd\x00real", False), CH)
     assert han._rxq[-1] == b"\xdd\x00real"
 
 
@@ -339,8 +339,8 @@ def test_a_partial_message_left_days_ago_is_not_completed_by_a_later_one():
     # ago reads as started in the future: stale all the same
     from ppmid.clock import ticks_ms, ticks_add
     han, _ = _han()
-    old = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, b"\xdd\x00" + bytes(40), False), 3)
-    new = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, b"\xdd\x00" + bytes(range(40)), False), 3)
+    old = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, b"\xdd\x00" + bytes(40), False), 3)
+    new = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, b"\xdd\x00" + bytes(range(40)), False), 3)
     _fragment(han, 0, 3, old[0])
     han._frag.started_ms = ticks_add(ticks_ms(), 5000)
     _fragment(han, 1, 3, new[1])
@@ -359,8 +359,8 @@ def _acked(han):
 def test_two_interleaved_fragmented_messages_are_never_stitched_together():
     han, _ = _han()
     tid = han.tunnel.tunnel_id
-    a = _in_fragments(T.transfer_data(3, tid, b"\xdd\x00" + b"A" * 40, False), 3)
-    b = _in_fragments(T.transfer_data(4, tid, b"\xdd\x00" + b"B" * 40, False), 3)
+    a = _in_fragments(TH.transfer_data(3, tid, b"\xdd\x00" + b"A" * 40, False), 3)
+    b = _in_fragments(TH.transfer_data(4, tid, b"\xdd\x00" + b"B" * 40, False), 3)
     # B's fragment 0 (counter 10) comes between A's (counter 9): B starts over, and A's
     # later fragments are not B's
     _fragment(han, 0, 3, a[0], seq=9)
@@ -389,7 +389,7 @@ def test_the_last_fragment_repeated_after_the_message_is_whole_is_acked_again_no
     # failed (and may send it again under a new counter: a duplicate for the relay)
     han, _ = _han()
     gbcs = b"\xdd\x00" + bytes(range(50))
-    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 2)
+    pieces = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 2)
     _fragment(han, 0, 2, pieces[0], seq=0x51)
     _fragment(han, 1, 2, pieces[1], seq=0x51)
     assert han._rxq == [gbcs] and han._ack_count == 2
@@ -406,7 +406,7 @@ def test_the_last_fragment_repeated_after_the_message_is_whole_is_acked_again_no
 def test_a_message_sent_again_under_a_new_counter_is_reassembled_whole():
     han, _ = _han()
     gbcs = b"\xdd\x00" + bytes(range(60))
-    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 4)
+    pieces = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 4)
     # the CH gave the message up after two fragments (our acks lost) and sends it again
     # under a new APS counter; a late repeat of the first attempt's fragment 2 comes between
     _fragment(han, 0, 4, pieces[0], seq=0x41)
@@ -419,7 +419,7 @@ def test_a_message_sent_again_under_a_new_counter_is_reassembled_whole():
     assert han._rxq == [gbcs] and han.counters["received"] == 1
     assert han.counters["rx_fragments_dropped"] == 2   # the first attempt, then its late fragment
     # a fragment 0 repeated under the same counter (our ack was lost) keeps what arrived
-    two = _in_fragments(T.transfer_data(4, han.tunnel.tunnel_id, b"\xdd\x00next" + bytes(30), False), 2)
+    two = _in_fragments(TH.transfer_data(4, han.tunnel.tunnel_id, b"\xdd\x00next" + bytes(30), False), 2)
     _fragment(han, 0, 2, two[0], seq=0x43)
     _fragment(han, 0, 2, two[0], seq=0x43)
     _fragment(han, 1, 2, two[1], seq=0x43)
@@ -434,13 +434,13 @@ def test_an_unencrypted_tunnel_frame_from_0x0000_is_dropped_and_the_tunnel_stays
     han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=log.append)
     han.tunnel.handle(CH, TH.request_tunnel(1))
     tid = han.tunnel.tunnel_id
-    forged = [T.transfer_data(2, tid, b"\xdd\x00forged", False),
+    forged = [TH.transfer_data(2, tid, b"\xdd\x00forged", False),
               T.transfer_data_error(3, tid, T.NO_SUCH_TUNNEL, False),
               TH.close_tunnel(4, tid),
               TH.request_tunnel(5)]
     for zcl in forged:
         _tunnel_frame(han, zcl, CH, options=0)
-    zcl = T.transfer_data(6, tid, b"\xdd\x00" + bytes(60), False)
+    zcl = TH.transfer_data(6, tid, b"\xdd\x00" + bytes(60), False)
     _fragment(han, 0, 2, zcl[:40], options=0x8000)
     _fragment(han, 1, 2, zcl[40:], options=0x8000)
     assert han._rxq == [] and han.counters["received"] == 0 and han._replies == []
@@ -450,7 +450,7 @@ def test_an_unencrypted_tunnel_frame_from_0x0000_is_dropped_and_the_tunnel_stays
     assert han.counters["rx_unsecured"] == 6
     assert len([line for line in log if "no APS encryption" in line]) == 1  # counted always
     # the CH's own, encrypted, still arrive
-    _tunnel_frame(han, T.transfer_data(7, tid, b"\xdd\x00real", False), CH)
+    _tunnel_frame(han, TH.transfer_data(7, tid, b"\xdd\x00real", False), CH)
     _fragment(han, 0, 2, zcl[:40])
     _fragment(han, 1, 2, zcl[40:])
     assert han._rxq == [b"\xdd\x00real", b"\xdd\x00" + bytes(60)] and han.counters["rx_unsecured"] == 6

@@ -637,15 +637,16 @@ class ZigbeeHan:
         until the deadline; once one may be complete there and is not confirmed, every
         failure is E_DELIVERY_UNKNOWN: nothing is ever sent to the HAN twice."""
         limit = self.tunnel.client_max or self.opts["transfer_size"]
-        frame = None
         self._sent_pieces = 0   # TransferData frames that may be at the CH, so far
+        # the message, or each of its GBT blocks in turn, is in this one buffer behind room
+        # for the TransferData header, so the send allocates neither blocks nor frames (a
+        # piece is only ever sent again alone, below, before the next one is built)
         if len(data) <= limit:
+            frame = bytearray(TRANSFER_DATA_AT + len(data))
+            frame[TRANSFER_DATA_AT:] = data
             count, pieces = 1, iter((data,))
         else:
             from ppmid.gbcs import gbt
-            # every block is built in this one buffer, behind room for the TransferData
-            # header, so the send allocates neither blocks nor frames (a block is only ever
-            # sent again alone, below, before the next one is built)
             frame = bytearray(TRANSFER_DATA_AT + limit)
             try:
                 count, pieces = gbt.blocks_for_transfer(data, limit, frame, TRANSFER_DATA_AT)
@@ -658,10 +659,7 @@ class ZigbeeHan:
             try:
                 await self._wait_ready(deadline)
                 try:
-                    if frame is None:
-                        zcl = self.tunnel.outgoing(piece)
-                    else:
-                        zcl = self.tunnel.outgoing_into(frame, len(piece))
+                    zcl = self.tunnel.outgoing_into(frame, len(piece))
                 except ZclError:
                     raise _NotTaken(_text(_S_TUNNEL_CLOSED))  # between checks: wait again
                 if i == 0:

@@ -80,11 +80,6 @@ def parse_zcl(frame):
     return fc, None, frame[1], frame[2], bytes(frame[3:])
 
 
-def transfer_data(seq, tunnel_id, data, server_to_client):
-    cmd = _S_TRANSFER_DATA if server_to_client else _TRANSFER_DATA
-    return zcl_header(seq, cmd, server_to_client) + struct.pack("<H", tunnel_id) + data
-
-
 def transfer_data_error(seq, tunnel_id, status, server_to_client):
     cmd = _S_TRANSFER_DATA_ERROR if server_to_client else _TRANSFER_DATA_ERROR
     return zcl_header(seq, cmd, server_to_client) + struct.pack("<HB", tunnel_id, status)
@@ -119,17 +114,11 @@ class TunnelServer:
         self.tunnel_id = None
         self.client = None
 
-    def outgoing(self, data):
-        """One TransferData (server -> client) frame for GBCS bytes (<= client_max)."""
-        if self.tunnel_id is None:
-            raise ZclError(E_NO_TUNNEL, "no tunnel open to the Communications Hub")
-        self.counters["tx_data"] += 1
-        return transfer_data(self.next_seq(), self.tunnel_id, data, True)
-
     def outgoing_into(self, frame, n):
-        """outgoing() for GBCS bytes already in frame[TRANSFER_DATA_AT:TRANSFER_DATA_AT + n]
-        (a bytearray): writes the header in front of them and returns a memoryview of the
-        whole frame; no copy. Each call takes a new sequence number (a piece sent again)."""
+        """One TransferData (server -> client) frame for GBCS bytes (<= client_max) already
+        in frame[TRANSFER_DATA_AT:TRANSFER_DATA_AT + n] (a bytearray): writes the header in
+        front of them and returns a memoryview of the whole frame; no copy. Each call takes
+        a new sequence number (a piece sent again)."""
         if self.tunnel_id is None:
             raise ZclError(E_NO_TUNNEL, "no tunnel open to the Communications Hub")
         self.counters["tx_data"] += 1

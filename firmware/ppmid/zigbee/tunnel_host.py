@@ -42,6 +42,13 @@ def zcl_header_manufacturer(seq, command, server_to_client, manufacturer):
     return struct.pack("<BHBB", h[0] | _FC_MANUFACTURER, manufacturer, h[1], h[2])
 
 
+def transfer_data(seq, tunnel_id, data, server_to_client):
+    """TransferData with GBCS bytes: the CH's (server_to_client False), or the gateway's as
+    bytes (the gateway builds its own in place: TunnelServer.outgoing_into)."""
+    cmd = S_TRANSFER_DATA if server_to_client else TRANSFER_DATA
+    return zcl_header(seq, cmd, server_to_client) + struct.pack("<H", tunnel_id) + data
+
+
 def request_tunnel(seq, protocol=_PROTOCOL_GB_HRGP, manufacturer=_MANUFACTURER_ANY, flow_control=0, max_in=1500):
     """RequestTunnel (client -> server) for `protocol`; max_in: the client's
     maxIncomingTransferSize."""
