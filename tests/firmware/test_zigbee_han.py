@@ -154,7 +154,7 @@ def _han_on_air(outcomes):
 
     async def send_zcl(dest, zcl, *args):
         outcome = outcomes.pop(0) if outcomes else None
-        if isinstance(outcome, H._Refused):
+        if isinstance(outcome, H._NotTaken):
             raise outcome                     # the module refused it: nothing on air
         on_air.append(bytes(zcl)[-1:])
         if outcome is not None:
@@ -193,7 +193,9 @@ def test_a_send_the_module_refused_outright_holds_no_place():
     # nothing of B went on air (a sendUnicast status that will not change): the CH's refusal
     # can only be A's, and A goes again
     from ppmid.errors import E_DELIVERY
-    han, on_air, codes = _a_then_b_refused(H._Refused("status 0x70"))
+    refused = H._NotTaken("status 0x70")
+    refused.for_good = True
+    han, on_air, codes = _a_then_b_refused(refused)
     assert codes == [E_DELIVERY]
     assert on_air == [b"A", b"A"] and han.counters["resent"] == 1
 
@@ -586,8 +588,8 @@ def test_failure_sentences_are_loaded_when_needed_and_dropped_after():
     han._max_payload = 82
     han._ezsp = _RefusingEzsp(han, status=0x70)
     e = _failure(han._send_zcl(CH, b"zcl"))
-    assert isinstance(e, H._Refused) and str(e) == "the module refused to send (status 0x70)" and gone()
-    assert e.for_now == E.refused_for_now(13, 0x70)
+    assert isinstance(e, H._NotTaken) and str(e) == "the module refused to send (status 0x70)" and gone()
+    assert e.for_good == (not E.refused_for_now(13, 0x70))
     han._ezsp = _RefusingEzsp(han, sent=0x66)
     e = _failure(han._send_zcl(CH, b"zcl"))
     assert (e.code, e.message) == (E_DELIVERY, "the CH did not acknowledge the message (status 0x66)") and gone()

@@ -72,16 +72,10 @@ class HanError(PpmidError):
 
 class _NotTaken(Exception):
     """This piece of the message cannot be complete at the CH (nothing of its last APS
-    fragment was taken by the module): sending the piece again is safe."""
-
-
-class _Refused(_NotTaken):
-    """The module refused a fragment (sendUnicast status): it never went on air.
-    for_now: the status says the module may take it later (network down, no buffers)."""
-
-    def __init__(self, msg, for_now=False):
-        super().__init__(msg)
-        self.for_now = for_now
+    fragment was taken by the module): sending the piece again is safe. for_good: the
+    module refused a fragment (sendUnicast status, so it never went on air) and will not
+    take it later either (not a network down or a lack of buffers): set where it is raised."""
+    for_good = False
 
 
 class _SentWait:
@@ -671,7 +665,7 @@ class ZigbeeHan:
                 if i < count:
                     piece = next(pieces)
             except _NotTaken as exc:
-                if i == 0 and isinstance(exc, _Refused) and not exc.for_now:
+                if i == 0 and exc.for_good:
                     # nothing of the message is on the HAN, and the module says it will
                     # not take it (too long, invalid call...): trying again will not help
                     raise HanError(E_DELIVERY, str(exc))
@@ -744,8 +738,9 @@ class ZigbeeHan:
                         raise self._uncertain(_text(_S_MAY_HAVE, (exc.code,)))
                     raise _NotTaken(_text(_S_LINK_FAILED, (exc.code,)))
                 if status != 0:
-                    raise _Refused(_text(_S_REFUSED, (status,)),
-                                   E.refused_for_now(self._ezsp.version, status))
+                    exc = _NotTaken(_text(_S_REFUSED, (status,)))
+                    exc.for_good = not E.refused_for_now(self._ezsp.version, status)
+                    raise exc
                 if n > 1:
                     self.counters["fragments_tx"] += 1
                     if i == 0:
