@@ -97,6 +97,43 @@ def test_a_refusal_waiting_for_the_send_lock_keeps_its_body():
     asyncio.run(_with_resend_loop(han, body))
 
 
+def test_refusals_of_two_messages_send_both_again_oldest_first():
+    han, sent = _han()
+
+    async def body():
+        await han.send(None, b"\xdd\x00A")
+        await han.send(None, b"\xdd\x00B")
+        _refusal(han)
+        _refusal(han)   # the CH refused our two newest TransferData frames: B's, then A's
+        await sleep_ms(150)
+        assert sent == [b"\xdd\x00A", b"\xdd\x00B", b"\xdd\x00A", b"\xdd\x00B"]
+        assert han.counters["resent"] == 2 and [r.message for r in han._recent] == [b"\xdd\x00A", b"\xdd\x00B"]
+
+    asyncio.run(_with_resend_loop(han, body))
+
+
+def test_a_message_refused_only_in_part_is_not_sent_again():
+    han, sent = _han()
+    recorder = han._send_message
+
+    async def send_message(data, deadline):
+        await recorder(data, deadline)
+        if data.endswith(b"G"):
+            han._sent_pieces = 3   # G went in three GBT blocks
+
+    han._send_message = send_message
+
+    async def body():
+        await han.send(None, b"\xdd\x00A")
+        await han.send(None, b"\xdd\x00G")
+        _refusal(han)   # one block of G's three: the meter may have the other two
+        await sleep_ms(150)
+        assert sent == [b"\xdd\x00A", b"\xdd\x00G"] and han.counters["resent"] == 0
+        assert han.counters["resend_partial"] == 1 and [r.message for r in han._recent] == [b"\xdd\x00A"]
+
+    asyncio.run(_with_resend_loop(han, body))
+
+
 def test_at_most_eight_held():
     han, sent = _han(window_s=60)
 
@@ -415,7 +452,7 @@ def test_a_message_sent_again_under_a_new_counter_is_reassembled_whole():
     _fragment(han, 1, 4, pieces[1], seq=0x41)
     _fragment(han, 0, 4, pieces[0], seq=0x42)
     _fragment(han, 2, 4, pieces[2], seq=0x41)
-    assert han._frag.key & 0xFF == 0x42 and sorted(han._frag.pieces) == [0]
+    assert han._frag.key & 0xFF == 0x42 and [i for i, p in enumerate(han._frag.pieces) if p is not None] == [0]
     for i in (1, 2, 3):
         _fragment(han, i, 4, pieces[i], seq=0x42)
     assert han._rxq == [gbcs] and han.counters["received"] == 1

@@ -96,8 +96,7 @@ class _Reassembly:
 
     def __init__(self, key, count, started_ms):
         self.key = key              # sender << 8 | the APS counter of fragment 0
-        self.count = count          # fragments announced by the first one
-        self.pieces = {}            # index -> bytes
+        self.pieces = [None] * count  # by index, as many as fragment 0 announced; None: not yet
         self.started_ms = started_ms
 
 
@@ -178,7 +177,9 @@ class ZigbeeHan:
         self._resend_event = asyncio.Event()
         # APS acknowledgements of incoming fragments: a small ring of sendReply parameter
         # buffers, filled by the (synchronous) receive callback, sent by _ack_loop
-        self._acks = [bytearray(E.SEND_REPLY_ACK_LEN) for _ in range(_ACK_SLOTS)]
+        self._acks = []
+        for _ in range(_ACK_SLOTS):
+            self._acks.append(bytearray(E.SEND_REPLY_ACK_LEN))
         self._ack_head = 0
         self._ack_count = 0
         self._ack_event = asyncio.Event()
@@ -503,7 +504,7 @@ class ZigbeeHan:
         # every fragment taken is acknowledged, a repeated one too (our ack may have been
         # lost): the sender sends no more of the message until it has the ack
         self._queue_ack(sender, aps)
-        if index >= f.count:
+        if index >= len(f.pieces):
             # outside what fragment 0 announced: the message cannot be whole. (The count
             # itself is read from fragment 0 only: on air a later fragment carries its
             # index alone, so its high byte is no check.)
@@ -511,11 +512,11 @@ class ZigbeeHan:
             self._frag = None
             return None
         f.pieces[index] = data
-        if len(f.pieces) < f.count:
+        if None in f.pieces:
             return None
         self._frag = None
         self._frag_done = (key, now)
-        return b"".join(f.pieces[i] for i in range(f.count))
+        return b"".join(f.pieces)
 
     def _deliver(self, data):
         if len(data) >= 2 and data[0] == 0xDD and data[1] == 0x09:
@@ -585,9 +586,12 @@ class ZigbeeHan:
             # they make up, newest first; one refused only in part (some of its GBT blocks
             # were taken) is never sent again: the meter may have those blocks
             k = self._rejected[tid]
-            mine = [r for r in self._recent if r.tunnel_id == tid]
-            while k > 0 and mine:
-                r = mine.pop()
+            i = len(self._recent)
+            while k > 0 and i:
+                i -= 1
+                r = self._recent[i]
+                if r.tunnel_id != tid:
+                    continue
                 if k < r.pieces:
                     self.counters["resend_partial"] += 1
                     self._recent.remove(r)
@@ -599,10 +603,14 @@ class ZigbeeHan:
                 else:
                     todo.append(r)
         self._rejected = {}
-        for r in todo:
+        # sent again in the order they were sent first: _recent's
+        again = []
+        for r in self._recent:
+            if r in todo:
+                again.append(r)
+        for r in again:
             self._recent.remove(r)
-        todo.sort(key=lambda r: r.sent_ms)
-        for r in todo:
+        for r in again:
             deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
             try:
                 await self._send_message(r.message, deadline)
@@ -698,16 +706,14 @@ class ZigbeeHan:
         was never taken by the module), E_DELIVERY_UNKNOWN when the last fragment may
         have been taken but was not confirmed, E_DELIVERY when the CH did not
         acknowledge it (see docs/zigbee.md), E_HAN_TOO_BIG."""
-        room = self._max_payload
-        if len(zcl) <= room:
-            frags = [zcl]
-        else:
-            size = room - _FRAGMENT_OVERHEAD
-            mv = memoryview(zcl)  # views, not copies of the frame in pieces
-            frags = [mv[i:i + size] for i in range(0, len(zcl), size)]
-            if len(frags) > _MAX_FRAGMENTS:
+        size = self._max_payload
+        n = 1
+        if len(zcl) > size:
+            size -= _FRAGMENT_OVERHEAD
+            n = (len(zcl) + size - 1) // size
+            if n > _MAX_FRAGMENTS:
                 raise HanError(E_HAN_TOO_BIG, _text(_S_FRAGMENTS, (len(zcl), _MAX_FRAGMENTS)))
-        n = len(frags)
+            zcl = memoryview(zcl)  # each fragment a view, not a copy of the frame in pieces
         aps_seq = 0   # the APS counter the module gave fragment 0: every later one carries it
         for i in range(n):
             last = i == n - 1
@@ -725,7 +731,8 @@ class ZigbeeHan:
             self._sent[tag] = w
             try:
                 try:
-                    status, seq = await self._ezsp.send_unicast(dest, aps, tag, frags[i])
+                    status, seq = await self._ezsp.send_unicast(dest, aps, tag,
+                                                                zcl[i * size:(i + 1) * size] if n > 1 else zcl)
                 except (AshError, E.EzspError) as exc:
                     self._logs(_S_UNICAST, exc)
                     if exc.code == E.E_EZSP_TIMEOUT:
