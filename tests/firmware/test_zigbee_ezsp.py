@@ -314,7 +314,7 @@ async def test_bring_up_leaves_nothing_of_han_start_loaded():
     await han._bring_up()
     assert han._up and han._net_up and han._max_payload == 0x52
     assert han.module == {"ezsp_version": 13, "stack_version": "7.4.2.0", "stack_type": 2, "reset_code": 0x0B}
-    assert han.status == H.NO_TUNNEL and han.counters["resets"] == 1
+    assert han.status == "no-tunnel" and han.counters["resets"] == 1
     assert "ppmid.zigbee.han_start" not in sys.modules
     # an unusable payload limit, then a module too old: errors as before, module dropped
     payload[E.MAXIMUM_PAYLOAD_LENGTH] = lambda seq: N.response_frame(seq, E.MAXIMUM_PAYLOAD_LENGTH, b"\x05")
@@ -339,7 +339,7 @@ async def test_bring_up_without_a_network_waits_then_says_network_down():
     logged = []
     han._log = logged.append
     await han._bring_up()
-    assert han._up and not han._net_up and han.status == H.NETWORK_DOWN
+    assert han._up and not han._net_up and han.status == "network-down"
     assert "han: networkInit status 0x0" in logged and "han: no network-up within 0.05s" in logged
 
 

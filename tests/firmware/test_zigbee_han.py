@@ -18,7 +18,7 @@ def _han(window_s=WINDOW_S):
     replies, _ = han.tunnel.handle(CH, TH.request_tunnel(1))
     assert han.tunnel.tunnel_id is not None and len(replies) == 1
     han.tunnel.events = []
-    han.status = H.RUNNING  # the link is up: send() goes straight to _send_message
+    han.status = "running"  # the link is up: send() goes straight to _send_message
     sent = []
 
     async def send_message(data, deadline):
@@ -326,7 +326,7 @@ def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
     han = H.ZigbeeHan(None, None, {}, log=log.append)
     han.tunnel.handle(CH, TH.request_tunnel(1))
     tid = han.tunnel.tunnel_id
-    han.status = H.RUNNING
+    han.status = "running"
     sent = []
 
     async def send_zcl(dest, zcl, *args, **kwargs):
@@ -616,10 +616,10 @@ def test_failure_sentences_are_loaded_when_needed_and_dropped_after():
     assert (e.code, e.message) == (E_HAN_DEST, "only the Communications Hub is reachable (dest 4660)") and gone()
     e = _failure(han.send(None, bytes(20)))
     assert (e.code, e.message) == (E_HAN_TOO_BIG, "GBCS message of 20 bytes exceeds 16") and gone()
-    han.status, han.status_detail = H.RESETTING, "the module reset"
+    han.status, han.status_detail = "resetting", "the module reset"
     e = _failure(han.send(None, b"\xdd\x00"))
     assert (e.code, e.message) == (E_HAN_DOWN, "Zigbee HAN link is resetting the module reset") and gone()
-    han.status = H.NO_TUNNEL
+    han.status = "no-tunnel"
     e = _failure(han.send(None, b"\xdd\x00"))
     assert (e.code, e.message) == (E_NO_TUNNEL, "no GB-HRGP tunnel open from the Communications Hub") and gone()
     han._max_payload = 82

@@ -11,15 +11,13 @@ from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_DELIVERY, E_DELIVERY_UNKNOWN
 from ppmid.zigbee import ezsp as E
 from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_for_ms, wait_event_ms
 from ppmid.zigbee.ashlink import AshLink, AshError
-from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
-from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE, TRANSFER_DATA_AT, CH_NWK
+# the module, not its nine names: each name imported is one more entry in this module's dict
+from ppmid.zigbee import tunnel as T
 
-STARTING = "starting"
-RUNNING = "running"
-MODULE_UNSUPPORTED = "module-unsupported"
-NETWORK_DOWN = "network-down"
-NO_TUNNEL = "no-tunnel"
-RESETTING = "resetting"
+# The link's status (ZigbeeHan.status, docs/zigbee.md) is one of six words, written as
+# themselves, as the info reports them (a name for each would be held in this module's dict
+# for nothing): "starting", "resetting", "module-unsupported", "network-down", "no-tunnel",
+# "running".
 
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
@@ -85,8 +83,8 @@ class _SentWait:
 
     def __init__(self):
         self.done = asyncio.Event()
-        self.status = None    # messageSentHandler status (0 = the CH acknowledged)
-        self.failure = None   # why the wait ended without one: "link" or "timeout"
+        self.status = None    # messageSentHandler status (0 = the CH acknowledged); None
+        # when the wait ended without one (a timeout, or the link failed: _link_lost)
 
 
 class _Reassembly:
@@ -126,27 +124,23 @@ def _text(key, args=()):
         return "han sentence %d %r" % (key, args)
 
 
-def _drop_start():
-    # zigbee/han_start.py runs at start-up and at each bring-up only: not held between
-    from ppmid.modules import unload
-    unload("ppmid.zigbee.han_start", "ppmid.modules")
-
-
 class ZigbeeHan:
     def __init__(self, reader, writer, config=None, log=None, on_status=None):
         from ppmid.zigbee.han_start import options
         self.opts = options(config)
-        _drop_start()
+        # zigbee/han_start.py runs at start-up and at each bring-up only: not held between
+        from ppmid.modules import unload
+        unload("ppmid.zigbee.han_start", "ppmid.modules")
         self._log = log
         self.on_status = on_status
-        self.status = STARTING
+        self.status = "starting"
         self.status_detail = ""
         self.status_changed = asyncio.Event()
         self.module = {}               # ezsp version, stack version, reset code
         self.counters = {"sent": 0, "send_failed": 0, "send_retries": 0, "fragments_tx": 0,
                          "gbt_blocks_tx": 0, "received": 0, "rx_dropped": 0, "rx_fragments": 0,
                          "rx_fragment_timeouts": 0, "rx_not_tunnel": 0, "rx_gbt_blocks": 0,
-                         "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0,
+                         "resets": 0, "callbacks_unknown": 0,
                          "rejected_by_ch": 0, "resent": 0, "resend_failed": 0,
                          "delivery_unknown": 0, "resend_partial": 0, "rx_fragment_acks": 0,
                          "rx_fragment_ack_failed": 0, "rx_fragments_dropped": 0,
@@ -154,7 +148,7 @@ class ZigbeeHan:
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
-        self.tunnel = TunnelServer(self.opts["transfer_size"])
+        self.tunnel = T.TunnelServer(self.opts["transfer_size"])
         self._rxq = []
         self._rx_event = asyncio.Event()
         self._sent = {}                # tag -> _SentWait
@@ -215,7 +209,7 @@ class ZigbeeHan:
     async def send(self, dest, data):
         """Send one GBCS message to the CH (dest None) through the tunnel. Returns when the
         NCP reported every piece delivered; raises HanError otherwise."""
-        if dest not in (None, CH_NWK):
+        if dest not in (None, T.CH_NWK):
             raise HanError(E_HAN_DEST, _text(_S_DEST, (dest,)))
         if len(data) > self.opts["max_message"]:
             raise HanError(E_HAN_TOO_BIG, _text(_S_TOO_BIG, (len(data), self.opts["max_message"])))
@@ -247,7 +241,7 @@ class ZigbeeHan:
         self.status = status
         self.status_detail = detail
         self._logf("status %s %s", status, detail)
-        if status == RUNNING:
+        if status == "running":
             self._ready_event.set()
         else:
             self._ready_event.clear()
@@ -262,11 +256,11 @@ class ZigbeeHan:
         if not self._up or not self._link.connected:
             return
         if not self._net_up:
-            self._set_status(NETWORK_DOWN)
+            self._set_status("network-down")
         elif self.tunnel.tunnel_id is None:
-            self._set_status(NO_TUNNEL, "waiting for the CH to open the GB-HRGP tunnel")
+            self._set_status("no-tunnel", "waiting for the CH to open the GB-HRGP tunnel")
         else:
-            self._set_status(RUNNING)
+            self._set_status("running")
 
     def _logf(self, fmt, *args):
         if self._log:
@@ -278,11 +272,11 @@ class ZigbeeHan:
             self._log("han: " + _text(key, args))
 
     async def _wait_ready(self, deadline):
-        while self.status != RUNNING:
+        while self.status != "running":
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 self.counters["send_failed"] += 1
-                if self.status == NO_TUNNEL:
+                if self.status == "no-tunnel":
                     raise HanError(E_NO_TUNNEL, _text(_S_NO_TUNNEL))
                 raise HanError(E_HAN_DOWN, _text(_S_HAN_DOWN, (self.status, self.status_detail)))
             try:
@@ -295,7 +289,7 @@ class ZigbeeHan:
         backoff = 0.5
         first = True
         while True:
-            self._set_status(STARTING if first else RESETTING)
+            self._set_status("starting" if first else "resetting")
             first = False
             ok = False
             try:
@@ -304,7 +298,7 @@ class ZigbeeHan:
                 await self._link.failed.wait()
             except (HanError, AshError, E.EzspError) as exc:
                 if exc.code == E.E_MODULE_UNSUPPORTED:
-                    self._set_status(MODULE_UNSUPPORTED, exc.message)
+                    self._set_status("module-unsupported", exc.message)
                     await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
                     continue
                 if isinstance(exc, HanError):
@@ -324,14 +318,13 @@ class ZigbeeHan:
     def _on_link_fail(self, err):
         # synchronous: senders must see the new status before they run again
         self._link_lost()
-        self._set_status(RESETTING, err.message)
+        self._set_status("resetting", err.message)
 
     def _link_lost(self):
         self._net_up = False
         self._up = False
         self._ready_event.clear()
         for w in self._sent.values():
-            w.failure = "link"
             w.done.set()
 
     async def _bring_up(self):
@@ -345,7 +338,8 @@ class ZigbeeHan:
         try:
             await bring_up(self, code)
         finally:
-            _drop_start()
+            from ppmid.modules import unload
+            unload("ppmid.zigbee.han_start", "ppmid.modules")
 
     # ---- callbacks from the NCP (synchronous) ----------------------------------------
     def _ready(self):
@@ -402,7 +396,7 @@ class ZigbeeHan:
         # make the gateway refuse that UTRN for good). The CH's Time answer too: our read
         # goes APS-encrypted, so the CH's answer does, and a forged clock would defeat the
         # commands' expiry
-        if (cluster == CLUSTER_TUNNELING or cluster == _CLUSTER_PREPAYMENT or cluster == _CLUSTER_TIME) \
+        if (cluster == T.CLUSTER_TUNNELING or cluster == _CLUSTER_PREPAYMENT or cluster == _CLUSTER_TIME) \
                 and not aps["options"] & _APS_ENCRYPTED:
             self.counters["rx_unsecured"] += 1
             if self.counters["rx_unsecured"] == 1:
@@ -411,10 +405,10 @@ class ZigbeeHan:
         if cluster == _CLUSTER_TIME and self.on_time is not None:
             self.on_time(m)            # it takes the CH's alone (chclock.accept)
             return
-        if cluster != CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == PROFILE_SE:
+        if cluster != T.CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == T.PROFILE_SE:
             self.on_zcl(m["sender"], cluster, m["message"])
             return
-        if aps["profile"] != PROFILE_SE or cluster != CLUSTER_TUNNELING:
+        if aps["profile"] != T.PROFILE_SE or cluster != T.CLUSTER_TUNNELING:
             self.counters["rx_not_tunnel"] += 1
             return
         msg = m["message"]
@@ -431,7 +425,7 @@ class ZigbeeHan:
         while self.tunnel.events:
             ev = self.tunnel.events.pop(0)
             self._logf("tunnel %s %r", ev[0], ev[1])
-            if ev[0] == "error" and ev[1][0] in (NO_SUCH_TUNNEL, WRONG_DEVICE) and ev[1][1] is not None:
+            if ev[0] == "error" and ev[1][0] in (T.NO_SUCH_TUNNEL, T.WRONG_DEVICE) and ev[1][1] is not None:
                 # the CH refused a TransferData of ours: it never took that message
                 self.counters["rejected_by_ch"] += 1
                 self._rejected[ev[1][1]] = self._rejected.get(ev[1][1], 0) + 1
@@ -644,14 +638,14 @@ class ZigbeeHan:
         # for the TransferData header, so the send allocates neither blocks nor frames (a
         # piece is only ever sent again alone, below, before the next one is built)
         if len(data) <= limit:
-            frame = bytearray(TRANSFER_DATA_AT + len(data))
-            frame[TRANSFER_DATA_AT:] = data
+            frame = bytearray(T.TRANSFER_DATA_AT + len(data))
+            frame[T.TRANSFER_DATA_AT:] = data
             count, pieces = 1, iter((data,))
         else:
             from ppmid.gbcs import gbt
-            frame = bytearray(TRANSFER_DATA_AT + limit)
+            frame = bytearray(T.TRANSFER_DATA_AT + limit)
             try:
-                count, pieces = gbt.blocks_for_transfer(data, limit, frame, TRANSFER_DATA_AT)
+                count, pieces = gbt.blocks_for_transfer(data, limit, frame, T.TRANSFER_DATA_AT)
             except PpmidError as exc:
                 raise HanError(E_HAN_TOO_BIG, _text(_S_NO_SPLIT, (exc,)))
             self.counters["gbt_blocks_tx"] += count
@@ -662,7 +656,7 @@ class ZigbeeHan:
                 await self._wait_ready(deadline)
                 try:
                     zcl = self.tunnel.outgoing_into(frame, len(piece))
-                except ZclError:
+                except T.ZclError:
                     raise _NotTaken(_text(_S_TUNNEL_CLOSED))  # between checks: wait again
                 if i == 0:
                     self._sent_tid = self.tunnel.tunnel_id
@@ -699,7 +693,7 @@ class ZigbeeHan:
         self.counters["delivery_unknown"] += 1
         return HanError(E_DELIVERY_UNKNOWN, what)
 
-    async def _send_zcl(self, dest, zcl, cluster=CLUSTER_TUNNELING, endpoint=ENDPOINT, encrypt=True):
+    async def _send_zcl(self, dest, zcl, cluster=T.CLUSTER_TUNNELING, endpoint=T.ENDPOINT, encrypt=True):
         """One ZCL frame, in APS fragments when it exceeds the module's payload limit.
         Returns when the module confirmed every fragment. Raises _NotTaken while the CH
         cannot have the whole frame (a fragment before the last failed, or the last one
@@ -724,7 +718,7 @@ class ZigbeeHan:
             if n > 1:
                 options |= E.APS_OPTION_FRAGMENT
                 group = (n << 8) | i
-            aps = E.aps_frame(PROFILE_SE, cluster, ENDPOINT, endpoint, options, group, aps_seq)
+            aps = E.aps_frame(T.PROFILE_SE, cluster, T.ENDPOINT, endpoint, options, group, aps_seq)
             self._tag = (self._tag % 255) + 1
             tag = self._tag
             w = _SentWait()
@@ -757,7 +751,7 @@ class ZigbeeHan:
                 try:
                     await wait_for_ms(w.done.wait(), int(self.opts["sent_timeout_s"] * 1000))
                 except asyncio.TimeoutError:
-                    w.failure = "timeout"
+                    pass
                 if w.status is None:  # no messageSentHandler: timeout or link failure
                     if last:
                         raise self._uncertain(_text(_S_TOOK_UNCONFIRMED))

@@ -75,7 +75,7 @@ def stack_version_text(stack_version):
 
 async def bring_up(han, reset_code):
     """ZigbeeHan._bring_up after the module's ASH reset (reset_code: its RSTACK code)."""
-    from ppmid.zigbee.han import HanError, E_HAN_DOWN, NETWORK_DOWN
+    from ppmid.zigbee.han import HanError, E_HAN_DOWN
     ezsp = han._ezsp
     # the reset module expects the legacy version command again; what waited died with it
     ezsp.version = None
@@ -112,4 +112,4 @@ async def bring_up(han, reset_code):
     han._up = True
     han._update_status()
     if not han._net_up:
-        han._set_status(NETWORK_DOWN, "the module is not joined to the HAN")
+        han._set_status("network-down", "the module is not joined to the HAN")

@@ -164,16 +164,16 @@ class TunnelServer:
                 return [], None
             tid = p[0] | (p[1] << 8)
             if tid != self.tunnel_id:
-                self.counters["tx_transfer_errors"] += 1
-                return [transfer_data_error(self.next_seq(), tid, NO_SUCH_TUNNEL, True)], None
-            if sender != self.client:
-                self.counters["tx_transfer_errors"] += 1
-                return [transfer_data_error(self.next_seq(), tid, WRONG_DEVICE, True)], None
-            if len(p) - 2 > self.max_incoming:
-                self.counters["tx_transfer_errors"] += 1
-                return [transfer_data_error(self.next_seq(), tid, _DATA_OVERFLOW, True)], None
-            self.counters["rx_data"] += 1
-            return [], p[2:]
+                status = NO_SUCH_TUNNEL
+            elif sender != self.client:
+                status = WRONG_DEVICE
+            elif len(p) - 2 > self.max_incoming:
+                status = _DATA_OVERFLOW
+            else:
+                self.counters["rx_data"] += 1
+                return [], p[2:]
+            self.counters["tx_transfer_errors"] += 1
+            return [transfer_data_error(self.next_seq(), tid, status, True)], None
         if cmd == _TRANSFER_DATA_ERROR:
             self.counters["rx_transfer_errors"] += 1
             status = p[2] if len(p) >= 3 else -1
