@@ -390,9 +390,15 @@ def test_a_partial_message_left_days_ago_is_not_completed_by_a_later_one():
 # ---- incoming reassembly keyed by (sender, APS counter) -----------------------------------
 def _acked(han):
     # (APS counter, fragment index) of each fragment acknowledgement waiting for the NCP
-    # (sendReply parameters: ... groupId u16 at 10, the counter at 12)
-    return [(han._acks[(han._ack_head + i) % len(han._acks)][12], han._acks[(han._ack_head + i) % len(han._acks)][10])
-            for i in range(han._ack_count)]
+    # (sendReply parameters, SEND_REPLY_ACK_LEN bytes each in the ring: ... groupId u16 at
+    # 10, the counter at 12)
+    from ppmid.zigbee.ezsp import SEND_REPLY_ACK_LEN as n
+    slots = len(han._acks) // n
+    out = []
+    for i in range(han._ack_count):
+        at = (han._ack_head + i) % slots * n
+        out.append((han._acks[at + 12], han._acks[at + 10]))
+    return out
 
 
 def test_two_interleaved_fragmented_messages_are_never_stitched_together():

@@ -127,10 +127,7 @@ def _text(key, args=()):
 class ZigbeeHan:
     def __init__(self, reader, writer, config=None, log=None, on_status=None):
         from ppmid.zigbee.han_start import options
-        self.opts = options(config)
-        # zigbee/han_start.py runs at start-up and at each bring-up only: not held between
-        from ppmid.modules import unload
-        unload("ppmid.zigbee.han_start", "ppmid.modules")
+        self.opts = options(config)   # zigbee/han_start.py drops itself after it
         self._log = log
         self.on_status = on_status
         self.status = "starting"
@@ -149,13 +146,17 @@ class ZigbeeHan:
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
         self.tunnel = T.TunnelServer(self.opts["transfer_size"])
+        # What the (synchronous) receive callback queues for the tasks that take it: complete
+        # messages for receive(), tunnel replies for _reply_loop, fragment acks for _ack_loop.
+        # One event for the three: it is set whenever any of them gets something, and each
+        # taker looks at its own queue before it clears and waits again, so a wake-up meant
+        # for another is only a look, and none is lost.
+        self._queued = asyncio.Event()
         self._rxq = []
-        self._rx_event = asyncio.Event()
         self._sent = {}                # tag -> _SentWait
         self._tag = 0
         self._send_lock = asyncio.Lock()
         self._replies = []
-        self._reply_event = asyncio.Event()
         self._net_up = False
         self._net_event = asyncio.Event()
         self._ready_event = asyncio.Event()   # set while status == running
@@ -170,13 +171,10 @@ class ZigbeeHan:
         self._rejected = {}            # tunnel id -> TransferDataErrors the CH sent for it
         self._resend_event = asyncio.Event()
         # APS acknowledgements of incoming fragments: a small ring of sendReply parameter
-        # buffers, filled by the (synchronous) receive callback, sent by _ack_loop
-        self._acks = []
-        for _ in range(_ACK_SLOTS):
-            self._acks.append(bytearray(E.SEND_REPLY_ACK_LEN))
+        # blocks in one buffer, filled by the (synchronous) receive callback, sent by _ack_loop
+        self._acks = memoryview(bytearray(_ACK_SLOTS * E.SEND_REPLY_ACK_LEN))
         self._ack_head = 0
         self._ack_count = 0
-        self._ack_event = asyncio.Event()
         self._tasks = []
         # SE profile frames of clusters other than the tunnel: on_zcl(sender NWK, cluster,
         # ZCL frame), called synchronously (set by the relay's top-up road, which answers
@@ -202,8 +200,8 @@ class ZigbeeHan:
     async def receive(self):
         """The next complete incoming GBCS message (bytes), GBT blocks reassembled."""
         while not self._rxq:
-            self._rx_event.clear()
-            await self._rx_event.wait()
+            self._queued.clear()
+            await self._queued.wait()
         return self._rxq.pop(0)
 
     async def send(self, dest, data):
@@ -286,11 +284,9 @@ class ZigbeeHan:
 
     # ---- supervisor ------------------------------------------------------------------
     async def run(self):
-        backoff = 0.5
-        first = True
+        backoff = 500   # ms
         while True:
-            self._set_status("starting" if first else "resetting")
-            first = False
+            self._set_status("resetting" if self.counters["resets"] else "starting")
             ok = False
             try:
                 await self._bring_up()
@@ -305,15 +301,14 @@ class ZigbeeHan:
                     self._logf("%s", exc)
                 else:
                     self._logs(_S_BRING_UP, exc)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the supervisor must outlive any bug below it
+            except Exception as exc:  # the supervisor must outlive any bug below it (a cancel
+                # is no Exception: it passes)
                 self._logs(_S_UNEXPECTED, exc)
             self._link_lost()
             if ok:
-                backoff = 0.5
-            await sleep_ms(int(backoff * 1000))
-            backoff = min(self.opts["backoff_max_s"], backoff * 2)
+                backoff = 500
+            await sleep_ms(backoff)
+            backoff = min(int(self.opts["backoff_max_s"] * 1000), backoff * 2)
 
     def _on_link_fail(self, err):
         # synchronous: senders must see the new status before they run again
@@ -335,11 +330,7 @@ class ZigbeeHan:
         self.tunnel.close("module reset")
         code = await self._link.reset()
         from ppmid.zigbee.han_start import bring_up
-        try:
-            await bring_up(self, code)
-        finally:
-            from ppmid.modules import unload
-            unload("ppmid.zigbee.han_start", "ppmid.modules")
+        await bring_up(self, code)   # zigbee/han_start.py drops itself after it
 
     # ---- callbacks from the NCP (synchronous) ----------------------------------------
     def _ready(self):
@@ -421,7 +412,7 @@ class ZigbeeHan:
         replies, data = self.tunnel.handle(m["sender"], msg)
         for r in replies:
             self._replies.append((m["sender"], r))
-            self._reply_event.set()
+            self._queued.set()
         while self.tunnel.events:
             ev = self.tunnel.events.pop(0)
             self._logf("tunnel %s %r", ev[0], ev[1])
@@ -440,24 +431,25 @@ class ZigbeeHan:
             self.counters["rx_fragment_ack_failed"] += 1
             self._logs(_S_ACK_DROPPED, self._ack_count)
             return
-        E.fragment_ack_into(self._acks[(self._ack_head + self._ack_count) % _ACK_SLOTS], sender, aps)
+        at = (self._ack_head + self._ack_count) % _ACK_SLOTS * E.SEND_REPLY_ACK_LEN
+        E.fragment_ack_into(self._acks[at:at + E.SEND_REPLY_ACK_LEN], sender, aps)
         self._ack_count += 1
-        self._ack_event.set()
+        self._queued.set()
 
     async def _ack_loop(self):
         while True:
             while not self._ack_count:
-                self._ack_event.clear()
-                await self._ack_event.wait()
-            buf = self._acks[self._ack_head]
+                self._queued.clear()
+                await self._queued.wait()
+            at = self._ack_head * E.SEND_REPLY_ACK_LEN
+            buf = self._acks[at:at + E.SEND_REPLY_ACK_LEN]
             try:
                 status = await self._ezsp.send_reply(buf)
                 if status:
                     raise HanError(E_DELIVERY, _text(_S_REPLY_STATUS, (status,)))
                 self.counters["rx_fragment_acks"] += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # an ack lost is a fragment repeated, never a stop
+            except Exception as exc:  # an ack lost is a fragment repeated, never a stop (a
+                # cancel is no Exception: it passes)
                 self.counters["rx_fragment_ack_failed"] += 1
                 self._logs(_S_ACK_NOT_SENT, exc)
             self._ack_head = (self._ack_head + 1) % _ACK_SLOTS
@@ -534,7 +526,7 @@ class ZigbeeHan:
             return
         self.counters["received"] += 1
         self._rxq.append(bytes(data))
-        self._rx_event.set()
+        self._queued.set()
 
     # ---- messages the CH refused (TransferDataError): sent again, in order -----------
     def _remember(self, data):
@@ -619,8 +611,8 @@ class ZigbeeHan:
     async def _reply_loop(self):
         while True:
             while not self._replies:
-                self._reply_event.clear()
-                await self._reply_event.wait()
+                self._queued.clear()
+                await self._queued.wait()
             dest, zcl = self._replies.pop(0)
             try:
                 await self._send_zcl(dest, zcl)

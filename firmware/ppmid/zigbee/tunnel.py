@@ -189,7 +189,7 @@ class TunnelServer:
         if cmd == _GET_SUPPORTED_PROTOCOLS:
             r = zcl_header(seq, _SUPPORTED_PROTOCOLS_RESPONSE, True)
             return [r + struct.pack("<BBHB", 1, 1, _MANUFACTURER_ANY, _PROTOCOL_GB_HRGP)], None
-        if cmd in (_ACK_TRANSFER_DATA, _READY_DATA):
+        if cmd == _ACK_TRANSFER_DATA or cmd == _READY_DATA:
             return [], None  # flow control is not used by GB-HRGP
         self.counters["unknown_commands"] += 1
         return [], None
