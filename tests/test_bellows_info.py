@@ -360,11 +360,12 @@ def test_bellows_tunnel_round_trip(tmp_path, version):
         ezsp.add_callback(on_frame)
         emu.request_tunnel()        # the CH asks again now that bellows listens
         for _ in range(100):
-            if server.is_open and emu.tunnel_open():
+            if server.tunnel_id is not None and emu.tunnel_open():
                 break
             await asyncio.sleep(0.05)
-        assert server.is_open and emu.tunnel_open()
-        await unicast(server.outgoing(command))
+        assert server.tunnel_id is not None and emu.tunnel_open()
+        frame = bytearray(T.TRANSFER_DATA_AT) + command   # built in place, as the HAN does
+        await unicast(bytes(server.outgoing_into(frame, len(command))))
         for _ in range(100):
             if incoming:
                 break

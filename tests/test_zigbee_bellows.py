@@ -81,6 +81,7 @@ from bellows.ezsp.v14.commands import COMMANDS as C14  # noqa: E402
 from ppmid.zigbee import ezsp as E  # noqa: E402
 from host_tools.ncp_emulator import ezsp_ncp as N  # noqa: E402
 from ppmid.zigbee import tunnel as T  # noqa: E402
+from ppmid.zigbee import tunnel_host as TH  # noqa: E402
 
 
 def schemas(version):
@@ -161,8 +162,8 @@ def test_stack_status_and_version_layouts_in_bellows():
 def test_zcl_headers_against_zigpy():
     from zigpy.zcl import foundation as f
     for seq in (0, 1, 0x7F, 0xFF):
-        for cmd, s2c in ((T.REQUEST_TUNNEL, False), (T.TRANSFER_DATA, False), (T.S_TRANSFER_DATA, True),
-                         (T.REQUEST_TUNNEL_RESPONSE, True), (T.S_TRANSFER_DATA_ERROR, True)):
+        for cmd, s2c in ((TH.REQUEST_TUNNEL, False), (TH.TRANSFER_DATA, False), (TH.S_TRANSFER_DATA, True),
+                         (TH.REQUEST_TUNNEL_RESPONSE, True), (TH.S_TRANSFER_DATA_ERROR, True)):
             ours = T.zcl_header(seq, cmd, s2c)
             hdr, rest = f.ZCLHeader.deserialize(ours + b"\xaa")
             assert rest == b"\xaa" and hdr.tsn == seq and hdr.command_id == cmd
@@ -173,7 +174,7 @@ def test_zcl_headers_against_zigpy():
             theirs.frame_control = theirs.frame_control.replace(disable_default_response=True)
             fc, manu, tsn, c, p = T.parse_zcl(theirs.serialize() + b"\x01\x00")
             assert (manu, tsn, c, p) == (None, seq, cmd, b"\x01\x00") and bool(fc & T.FC_SERVER_TO_CLIENT) == s2c
-    ours = T.zcl_header(9, T.REQUEST_TUNNEL, False, manufacturer=0x1234)
+    ours = TH.zcl_header_manufacturer(9, TH.REQUEST_TUNNEL, False, 0x1234)
     hdr, _ = f.ZCLHeader.deserialize(ours)
     assert hdr.manufacturer == 0x1234 and hdr.tsn == 9
 

@@ -573,8 +573,8 @@ def test_forged_unencrypted_tunnel_frames_from_0x0000_are_dropped_and_the_tunnel
     def before(emu, proc):
         assert emu.wait_until(emu.tunnel_open, 20)
         tid = seen["tid"] = emu.ch.tunnel_id
-        emu.forge_from_ch(T.transfer_data(0x51, tid, forged_small, False))
-        emu.forge_from_ch(T.transfer_data(0x52, tid, forged_big, False))
+        emu.forge_from_ch(TH.transfer_data(0x51, tid, forged_small, False))
+        emu.forge_from_ch(TH.transfer_data(0x52, tid, forged_big, False))
         emu.forge_from_ch(TH.close_tunnel(0x53, tid))
         emu.send_to_ppmid(genuine)
     events, emu, _ = run_client({}, [], tmp_path, before=before, expect_rx=1, rx_wait_s=30)

@@ -60,7 +60,6 @@ PROBES = (("ppmid.mqtt.intake", "Intake", "handle"),
           ("ppmid.zigbee.han", "ZigbeeHan", "send"),
           ("ppmid.zigbee.han", "ZigbeeHan", "_send_message"),
           ("ppmid.gbcs.gbt", None, "blocks_for_transfer"),
-          ("ppmid.zigbee.tunnel", "TunnelServer", "outgoing"),
           ("ppmid.zigbee.tunnel", "TunnelServer", "outgoing_into"))
 # the top-up's: only modules loaded at ready (what the first top-up loads is reported)
 TOPUP_PROBES = (("ppmid.mqtt.intake", "Intake", "handle"),

@@ -362,4 +362,4 @@ async def han_as_running(han, send_zcl, transfer_size, payload):
     han.tunnel.client_max = transfer_size
     han._max_payload = payload
     han._send_zcl = send_zcl
-    han._set_status(__import__('ppmid.zigbee.han', None, None, ['RUNNING']).RUNNING)
+    han._set_status("running")

@@ -402,7 +402,7 @@ class CommsHub:
         if not fc & T.FC_SERVER_TO_CLIENT:
             self.counters["bad_zcl"] += 1
             return
-        if cmd == T.REQUEST_TUNNEL_RESPONSE:
+        if cmd == TH.REQUEST_TUNNEL_RESPONSE:
             if seq != self._request_seq:
                 # a stack matches a response to its request by the transaction sequence
                 # number: an answer with another number answers nothing we asked
@@ -411,27 +411,27 @@ class CommsHub:
                          % (seq, self._request_seq))
                 return
             tid, status, max_in = struct.unpack_from("<HBH", p, 0)
-            if status == T.TUNNEL_OK:
+            if status == TH.TUNNEL_OK:
                 self.tunnel_id, self.ppmid_max = tid, max_in
                 self.log("ch: tunnel %d open (PPMID takes %d bytes)" % (tid, max_in))
                 self._flush_held()
             else:
                 self.counters["tunnel_refused"] += 1
                 self.log("ch: tunnel refused, status %d" % status)
-                if status == T.TUNNEL_BUSY:
+                if status == TH.TUNNEL_BUSY:
                     self._schedule_request(self.busy_retry_s)
-        elif cmd == T.S_TRANSFER_DATA:
+        elif cmd == TH.S_TRANSFER_DATA:
             tid = p[0] | (p[1] << 8)
             if tid != self.tunnel_id:
                 self._to_ppmid(T.transfer_data_error(self._next_seq(), tid, T.NO_SUCH_TUNNEL, False))
                 return
             self._gbcs_from_ppmid(p[2:])
-        elif cmd == T.S_TRANSFER_DATA_ERROR:
+        elif cmd == TH.S_TRANSFER_DATA_ERROR:
             self.counters["transfer_errors_rx"] += 1
             if p[2] == T.NO_SUCH_TUNNEL:
                 self.tunnel_id = None
                 self._schedule_request(0.1)
-        elif cmd == T.TUNNEL_CLOSURE_NOTIFICATION:
+        elif cmd == TH.TUNNEL_CLOSURE_NOTIFICATION:
             self.tunnel_id = None
 
     def _gbcs_from_ppmid(self, msg):
@@ -569,7 +569,7 @@ class CommsHub:
             return False
         limit = self.ppmid_max or 1500
         for piece in build.split_for_transfer(msg, limit):
-            self._to_ppmid(T.transfer_data(self._next_seq(), self.tunnel_id, piece, False))
+            self._to_ppmid(TH.transfer_data(self._next_seq(), self.tunnel_id, piece, False))
         self._record("tx", msg)
         return True
 

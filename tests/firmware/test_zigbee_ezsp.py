@@ -200,8 +200,8 @@ async def test_callbacks_dispatched_and_bad_ones_survived():
 
 
 def test_zcl_header_and_tunnel_commands():
-    assert T.zcl_header(5, T.S_TRANSFER_DATA, True) == h("19 05 01")
-    assert T.zcl_header(5, T.REQUEST_TUNNEL, False, manufacturer=0x1234) == h("15 34 12 05 00")
+    assert T.zcl_header(5, TH.S_TRANSFER_DATA, True) == h("19 05 01")
+    assert TH.zcl_header_manufacturer(5, TH.REQUEST_TUNNEL, False, 0x1234) == h("15 34 12 05 00")
     assert T.parse_zcl(h("15 34 12 05 00 aa")) == (0x15, 0x1234, 5, 0, b"\xaa")
     assert TH.request_tunnel(1) == h("11 01 00 06 ff ff 00 dc 05")
 
@@ -209,54 +209,54 @@ def test_zcl_header_and_tunnel_commands():
 def test_tunnel_server_request_transfer_and_errors():
     s = T.TunnelServer(max_incoming=100)
     replies, data = s.handle(0x0000, TH.request_tunnel(1, max_in=1500))
-    assert data is None and s.is_open and s.client_max == 1500
+    assert data is None and s.tunnel_id is not None and s.client_max == 1500
     fc, _, _, cmd, p = T.parse_zcl(replies[0])
-    assert fc & T.FC_SERVER_TO_CLIENT and cmd == T.REQUEST_TUNNEL_RESPONSE
+    assert fc & T.FC_SERVER_TO_CLIENT and cmd == TH.REQUEST_TUNNEL_RESPONSE
     tid = p[0] | (p[1] << 8)
-    assert p[2] == T.TUNNEL_OK and p[3:5] == h("6400")
+    assert p[2] == TH.TUNNEL_OK and p[3:5] == h("6400")
     # data both ways
-    r, data = s.handle(0x0000, T.transfer_data(2, tid, b"\xdf\x09gbcs", False))
+    r, data = s.handle(0x0000, TH.transfer_data(2, tid, b"\xdf\x09gbcs", False))
     assert r == [] and data == b"\xdf\x09gbcs"
-    out = s.outgoing(b"resp")
-    assert T.parse_zcl(out)[3] == T.S_TRANSFER_DATA and out[-4:] == b"resp" and out[3] | (out[4] << 8) == tid
-    # the same frame built in place: the GBCS bytes already in the buffer, header in front
+    # the gateway's TransferData is built in place: the GBCS bytes already in the buffer,
+    # the header written in front of them
     frame = bytearray(T.TRANSFER_DATA_AT + 10)
     frame[T.TRANSFER_DATA_AT:T.TRANSFER_DATA_AT + 4] = b"resp"
     seq = s.next_seq()
     mv = s.outgoing_into(frame, 4)
-    assert isinstance(mv, memoryview) and bytes(mv) == T.transfer_data(seq + 1, tid, b"resp", True)
-    assert bytes(s.outgoing_into(frame, 4)) == T.transfer_data(seq + 2, tid, b"resp", True)  # again: new seq
+    assert isinstance(mv, memoryview) and bytes(mv) == TH.transfer_data(seq + 1, tid, b"resp", True)
+    fc, _, _, cmd, p = T.parse_zcl(mv)
+    assert fc & T.FC_SERVER_TO_CLIENT and cmd == TH.S_TRANSFER_DATA and p == tid.to_bytes(2, "little") + b"resp"
+    assert bytes(s.outgoing_into(frame, 4)) == TH.transfer_data(seq + 2, tid, b"resp", True)  # again: new seq
 
     def err(reply):
         fc, _, _, cmd, p = T.parse_zcl(reply)
-        assert cmd == T.S_TRANSFER_DATA_ERROR
+        assert cmd == TH.S_TRANSFER_DATA_ERROR
         return p[2]
-    assert err(s.handle(0x0000, T.transfer_data(3, tid + 1, b"x", False))[0][0]) == T.NO_SUCH_TUNNEL
-    assert err(s.handle(0x4444, T.transfer_data(3, tid, b"x", False))[0][0]) == T.WRONG_DEVICE
-    assert err(s.handle(0x0000, T.transfer_data(3, tid, bytes(101), False))[0][0]) == T.DATA_OVERFLOW
+    assert err(s.handle(0x0000, TH.transfer_data(3, tid + 1, b"x", False))[0][0]) == T.NO_SUCH_TUNNEL
+    assert err(s.handle(0x4444, TH.transfer_data(3, tid, b"x", False))[0][0]) == T.WRONG_DEVICE
+    assert err(s.handle(0x0000, TH.transfer_data(3, tid, bytes(101), False))[0][0]) == TH.DATA_OVERFLOW
     # wrong protocol, flow control, busy
-    for frame, status in ((TH.request_tunnel(4, protocol=2), T.TUNNEL_PROTOCOL_UNSUPPORTED),
-                          (TH.request_tunnel(4, flow_control=1), T.TUNNEL_FLOW_CONTROL_UNSUPPORTED)):
+    for frame, status in ((TH.request_tunnel(4, protocol=2), TH.TUNNEL_PROTOCOL_UNSUPPORTED),
+                          (TH.request_tunnel(4, flow_control=1), TH.TUNNEL_FLOW_CONTROL_UNSUPPORTED)):
         assert T.parse_zcl(s.handle(0, frame)[0][0])[4][2] == status
     assert s.tunnel_id == tid  # refused requests leave the open tunnel alone
     s.busy = True
-    assert T.parse_zcl(s.handle(0, TH.request_tunnel(5))[0][0])[4][2] == T.TUNNEL_BUSY
+    assert T.parse_zcl(s.handle(0, TH.request_tunnel(5))[0][0])[4][2] == TH.TUNNEL_BUSY
     s.busy = False
     # re-request replaces; the CH's TransferDataError(no such tunnel) and CloseTunnel close
     s.handle(0, TH.request_tunnel(6))
     assert s.tunnel_id != tid
     s.handle(0, T.transfer_data_error(7, s.tunnel_id, T.NO_SUCH_TUNNEL, False))
-    assert not s.is_open
+    assert s.tunnel_id is None
     s.handle(0, TH.request_tunnel(8))
     s.handle(0, TH.close_tunnel(9, s.tunnel_id))
-    assert not s.is_open
-    for send in (lambda: s.outgoing(b"x"), lambda: s.outgoing_into(bytearray(6), 1)):
-        try:
-            send()
-        except T.ZclError as e:
-            assert e.code == "E_NO_TUNNEL"
-        else:
-            raise AssertionError("no error")
+    assert s.tunnel_id is None
+    try:
+        s.outgoing_into(bytearray(6), 1)
+    except T.ZclError as e:
+        assert e.code == "E_NO_TUNNEL"
+    else:
+        raise AssertionError("no error")
     # garbage and server->client frames are counted, not fatal
     assert s.handle(0, b"\x01") == ([], None)
     assert s.handle(0, T.zcl_header(1, 0, True)) == ([], None)
@@ -318,7 +318,7 @@ async def test_bring_up_leaves_nothing_of_han_start_loaded():
     await han._bring_up()
     assert han._up and han._net_up and han._max_payload == 0x52
     assert han.module == {"ezsp_version": 13, "stack_version": "7.4.2.0", "stack_type": 2, "reset_code": 0x0B}
-    assert han.status == H.NO_TUNNEL and han.counters["resets"] == 1
+    assert han.status == "no-tunnel" and han.counters["resets"] == 1
     assert "ppmid.zigbee.han_start" not in sys.modules
     # an unusable payload limit, then a module too old: errors as before, module dropped
     payload[E.MAXIMUM_PAYLOAD_LENGTH] = lambda seq: N.response_frame(seq, E.MAXIMUM_PAYLOAD_LENGTH, b"\x05")
@@ -343,7 +343,7 @@ async def test_bring_up_without_a_network_waits_then_says_network_down():
     logged = []
     han._log = logged.append
     await han._bring_up()
-    assert han._up and not han._net_up and han.status == H.NETWORK_DOWN
+    assert han._up and not han._net_up and han.status == "network-down"
     assert "han: networkInit status 0x0" in logged and "han: no network-up within 0.05s" in logged
 
 

@@ -16,9 +16,9 @@ WINDOW_S = 0.3
 def _han(window_s=WINDOW_S):
     han = H.ZigbeeHan(None, None, {"resend_window_s": window_s})
     replies, _ = han.tunnel.handle(CH, TH.request_tunnel(1))
-    assert han.tunnel.is_open and len(replies) == 1
+    assert han.tunnel.tunnel_id is not None and len(replies) == 1
     han.tunnel.events = []
-    han.status = H.RUNNING  # the link is up: send() goes straight to _send_message
+    han.status = "running"  # the link is up: send() goes straight to _send_message
     sent = []
 
     async def send_message(data, deadline):
@@ -97,6 +97,43 @@ def test_a_refusal_waiting_for_the_send_lock_keeps_its_body():
     asyncio.run(_with_resend_loop(han, body))
 
 
+def test_refusals_of_two_messages_send_both_again_oldest_first():
+    han, sent = _han()
+
+    async def body():
+        await han.send(None, b"\xdd\x00A")
+        await han.send(None, b"\xdd\x00B")
+        _refusal(han)
+        _refusal(han)   # the CH refused our two newest TransferData frames: B's, then A's
+        await sleep_ms(150)
+        assert sent == [b"\xdd\x00A", b"\xdd\x00B", b"\xdd\x00A", b"\xdd\x00B"]
+        assert han.counters["resent"] == 2 and [r.message for r in han._recent] == [b"\xdd\x00A", b"\xdd\x00B"]
+
+    asyncio.run(_with_resend_loop(han, body))
+
+
+def test_a_message_refused_only_in_part_is_not_sent_again():
+    han, sent = _han()
+    recorder = han._send_message
+
+    async def send_message(data, deadline):
+        await recorder(data, deadline)
+        if data.endswith(b"G"):
+            han._sent_pieces = 3   # G went in three GBT blocks
+
+    han._send_message = send_message
+
+    async def body():
+        await han.send(None, b"\xdd\x00A")
+        await han.send(None, b"\xdd\x00G")
+        _refusal(han)   # one block of G's three: the meter may have the other two
+        await sleep_ms(150)
+        assert sent == [b"\xdd\x00A", b"\xdd\x00G"] and han.counters["resent"] == 0
+        assert han.counters["resend_partial"] == 1 and [r.message for r in han._recent] == [b"\xdd\x00A"]
+
+    asyncio.run(_with_resend_loop(han, body))
+
+
 def test_at_most_eight_held():
     han, sent = _han(window_s=60)
 
@@ -154,7 +191,7 @@ def _han_on_air(outcomes):
 
     async def send_zcl(dest, zcl, *args):
         outcome = outcomes.pop(0) if outcomes else None
-        if isinstance(outcome, H._Refused):
+        if isinstance(outcome, H._NotTaken):
             raise outcome                     # the module refused it: nothing on air
         on_air.append(bytes(zcl)[-1:])
         if outcome is not None:
@@ -193,7 +230,9 @@ def test_a_send_the_module_refused_outright_holds_no_place():
     # nothing of B went on air (a sendUnicast status that will not change): the CH's refusal
     # can only be A's, and A goes again
     from ppmid.errors import E_DELIVERY
-    han, on_air, codes = _a_then_b_refused(H._Refused("status 0x70"))
+    refused = H._NotTaken("status 0x70")
+    refused.for_good = True
+    han, on_air, codes = _a_then_b_refused(refused)
     assert codes == [E_DELIVERY]
     assert on_air == [b"A", b"A"] and han.counters["resent"] == 1
 
@@ -249,7 +288,7 @@ def _in_fragments(frame, count):
 def test_fragments_in_range_deliver_the_whole_message():
     han, _ = _han()
     gbcs = b"\xdd\x00" + bytes(range(40))
-    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
+    pieces = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
     for i in (0, 2, 1):  # any order after the first
         _fragment(han, i, 3, pieces[i])
     assert han._rxq == [gbcs] and han.counters["rx_fragments_dropped"] == 0
@@ -258,7 +297,7 @@ def test_fragments_in_range_deliver_the_whole_message():
 def test_fragment_index_beyond_the_count_delivers_nothing():
     han, _ = _han()
     gbcs = b"\xdd\x00" + bytes(range(40))
-    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
+    pieces = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
     # count 3 announced, then indexes 7 and 9: three pieces held, but not the message's
     _fragment(han, 0, 3, pieces[0])
     _fragment(han, 7, 3, pieces[1])
@@ -287,7 +326,7 @@ def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
     han = H.ZigbeeHan(None, None, {}, log=log.append)
     han.tunnel.handle(CH, TH.request_tunnel(1))
     tid = han.tunnel.tunnel_id
-    han.status = H.RUNNING
+    han.status = "running"
     sent = []
 
     async def send_zcl(dest, zcl, *args, **kwargs):
@@ -298,26 +337,26 @@ def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
         _tunnel_frame(han, TH.request_tunnel(seq), OTHER)
         dest, reply = han._replies[-1]
         fc, _, _, cmd, p = T.parse_zcl(reply)
-        assert dest == OTHER and cmd == T.REQUEST_TUNNEL_RESPONSE and p[2] == T.TUNNEL_BUSY
+        assert dest == OTHER and cmd == TH.REQUEST_TUNNEL_RESPONSE and p[2] == TH.TUNNEL_BUSY
     assert han.tunnel.tunnel_id == tid and han.tunnel.client == CH
     assert han.tunnel.counters["not_ch"] == 2 and han.tunnel.counters["opened"] == 1
     assert len([line for line in log if "0x4f21" in line]) == 1  # logged once, counted always
 
     asyncio.run(han.send(None, b"\xdd\x00next"))
-    assert sent == [(CH, T.transfer_data(sent[0][1][1], tid, b"\xdd\x00next", True))]
+    assert sent == [(CH, TH.transfer_data(sent[0][1][1], tid, b"\xdd\x00next", True))]
 
 
 def test_tunnel_frames_from_another_node_are_not_taken():
     han, _ = _han()
     tid = han.tunnel.tunnel_id
     # TransferData with the CH's tunnel id: refused (wrong device), never delivered
-    _tunnel_frame(han, T.transfer_data(2, tid, b"\xdd\x00forged", False), OTHER)
+    _tunnel_frame(han, TH.transfer_data(2, tid, b"\xdd\x00forged", False), OTHER)
     dest, reply = han._replies[-1]
     fc, _, _, cmd, p = T.parse_zcl(reply)
-    assert dest == OTHER and cmd == T.S_TRANSFER_DATA_ERROR and p[2] == T.WRONG_DEVICE
+    assert dest == OTHER and cmd == TH.S_TRANSFER_DATA_ERROR and p[2] == T.WRONG_DEVICE
     assert han._rxq == [] and han.counters["received"] == 0
     # nor in APS fragments (not acknowledged, and the CH's reassembly in progress stays)
-    zcl = T.transfer_data(3, tid, b"\xdd\x00" + bytes(60), False)
+    zcl = TH.transfer_data(3, tid, b"\xdd\x00" + bytes(60), False)
     _fragment(han, 0, 2, zcl[:40])
     _fragment(han, 0, 2, b"\x11\x04\x02" + bytes(37), sender=OTHER)
     _fragment(han, 1, 2, b"x" * 30, sender=OTHER)
@@ -330,7 +369,7 @@ def test_tunnel_frames_from_another_node_are_not_taken():
     assert han.tunnel.tunnel_id == tid and han.counters["rejected_by_ch"] == 0 and han._rejected == {}
     assert han.tunnel.counters["not_ch"] == 5
     # the CH's own TransferData still arrives
-    _tunnel_frame(han, T.transfer_data(6, tid, b"\xdd\x00real", False), CH)
+    _tunnel_frame(han, TH.transfer_data(6, tid, b"\xdd\x00real", False), CH)
     assert han._rxq[-1] == b"\xdd\x00real"
 
 
@@ -339,8 +378,8 @@ def test_a_partial_message_left_days_ago_is_not_completed_by_a_later_one():
     # ago reads as started in the future: stale all the same
     from ppmid.clock import ticks_ms, ticks_add
     han, _ = _han()
-    old = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, b"\xdd\x00" + bytes(40), False), 3)
-    new = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, b"\xdd\x00" + bytes(range(40)), False), 3)
+    old = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, b"\xdd\x00" + bytes(40), False), 3)
+    new = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, b"\xdd\x00" + bytes(range(40)), False), 3)
     _fragment(han, 0, 3, old[0])
     han._frag.started_ms = ticks_add(ticks_ms(), 5000)
     _fragment(han, 1, 3, new[1])
@@ -351,16 +390,22 @@ def test_a_partial_message_left_days_ago_is_not_completed_by_a_later_one():
 # ---- incoming reassembly keyed by (sender, APS counter) -----------------------------------
 def _acked(han):
     # (APS counter, fragment index) of each fragment acknowledgement waiting for the NCP
-    # (sendReply parameters: ... groupId u16 at 10, the counter at 12)
-    return [(han._acks[(han._ack_head + i) % len(han._acks)][12], han._acks[(han._ack_head + i) % len(han._acks)][10])
-            for i in range(han._ack_count)]
+    # (sendReply parameters, SEND_REPLY_ACK_LEN bytes each in the ring: ... groupId u16 at
+    # 10, the counter at 12)
+    from ppmid.zigbee.ezsp import SEND_REPLY_ACK_LEN as n
+    slots = len(han._acks) // n
+    out = []
+    for i in range(han._ack_count):
+        at = (han._ack_head + i) % slots * n
+        out.append((han._acks[at + 12], han._acks[at + 10]))
+    return out
 
 
 def test_two_interleaved_fragmented_messages_are_never_stitched_together():
     han, _ = _han()
     tid = han.tunnel.tunnel_id
-    a = _in_fragments(T.transfer_data(3, tid, b"\xdd\x00" + b"A" * 40, False), 3)
-    b = _in_fragments(T.transfer_data(4, tid, b"\xdd\x00" + b"B" * 40, False), 3)
+    a = _in_fragments(TH.transfer_data(3, tid, b"\xdd\x00" + b"A" * 40, False), 3)
+    b = _in_fragments(TH.transfer_data(4, tid, b"\xdd\x00" + b"B" * 40, False), 3)
     # B's fragment 0 (counter 10) comes between A's (counter 9): B starts over, and A's
     # later fragments are not B's
     _fragment(han, 0, 3, a[0], seq=9)
@@ -389,7 +434,7 @@ def test_the_last_fragment_repeated_after_the_message_is_whole_is_acked_again_no
     # failed (and may send it again under a new counter: a duplicate for the relay)
     han, _ = _han()
     gbcs = b"\xdd\x00" + bytes(range(50))
-    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 2)
+    pieces = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 2)
     _fragment(han, 0, 2, pieces[0], seq=0x51)
     _fragment(han, 1, 2, pieces[1], seq=0x51)
     assert han._rxq == [gbcs] and han._ack_count == 2
@@ -406,20 +451,20 @@ def test_the_last_fragment_repeated_after_the_message_is_whole_is_acked_again_no
 def test_a_message_sent_again_under_a_new_counter_is_reassembled_whole():
     han, _ = _han()
     gbcs = b"\xdd\x00" + bytes(range(60))
-    pieces = _in_fragments(T.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 4)
+    pieces = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 4)
     # the CH gave the message up after two fragments (our acks lost) and sends it again
     # under a new APS counter; a late repeat of the first attempt's fragment 2 comes between
     _fragment(han, 0, 4, pieces[0], seq=0x41)
     _fragment(han, 1, 4, pieces[1], seq=0x41)
     _fragment(han, 0, 4, pieces[0], seq=0x42)
     _fragment(han, 2, 4, pieces[2], seq=0x41)
-    assert han._frag.key & 0xFF == 0x42 and sorted(han._frag.pieces) == [0]
+    assert han._frag.key & 0xFF == 0x42 and [i for i, p in enumerate(han._frag.pieces) if p is not None] == [0]
     for i in (1, 2, 3):
         _fragment(han, i, 4, pieces[i], seq=0x42)
     assert han._rxq == [gbcs] and han.counters["received"] == 1
     assert han.counters["rx_fragments_dropped"] == 2   # the first attempt, then its late fragment
     # a fragment 0 repeated under the same counter (our ack was lost) keeps what arrived
-    two = _in_fragments(T.transfer_data(4, han.tunnel.tunnel_id, b"\xdd\x00next" + bytes(30), False), 2)
+    two = _in_fragments(TH.transfer_data(4, han.tunnel.tunnel_id, b"\xdd\x00next" + bytes(30), False), 2)
     _fragment(han, 0, 2, two[0], seq=0x43)
     _fragment(han, 0, 2, two[0], seq=0x43)
     _fragment(han, 1, 2, two[1], seq=0x43)
@@ -434,23 +479,23 @@ def test_an_unencrypted_tunnel_frame_from_0x0000_is_dropped_and_the_tunnel_stays
     han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=log.append)
     han.tunnel.handle(CH, TH.request_tunnel(1))
     tid = han.tunnel.tunnel_id
-    forged = [T.transfer_data(2, tid, b"\xdd\x00forged", False),
+    forged = [TH.transfer_data(2, tid, b"\xdd\x00forged", False),
               T.transfer_data_error(3, tid, T.NO_SUCH_TUNNEL, False),
               TH.close_tunnel(4, tid),
               TH.request_tunnel(5)]
     for zcl in forged:
         _tunnel_frame(han, zcl, CH, options=0)
-    zcl = T.transfer_data(6, tid, b"\xdd\x00" + bytes(60), False)
+    zcl = TH.transfer_data(6, tid, b"\xdd\x00" + bytes(60), False)
     _fragment(han, 0, 2, zcl[:40], options=0x8000)
     _fragment(han, 1, 2, zcl[40:], options=0x8000)
     assert han._rxq == [] and han.counters["received"] == 0 and han._replies == []
-    assert han.tunnel.is_open and han.tunnel.tunnel_id == tid and han.tunnel.counters["opened"] == 1
+    assert han.tunnel.tunnel_id == tid and han.tunnel.counters["opened"] == 1
     assert han._rejected == {} and han.counters["rejected_by_ch"] == 0
     assert han._ack_count == 0 and han._frag is None and han.counters["rx_fragments"] == 0
     assert han.counters["rx_unsecured"] == 6
     assert len([line for line in log if "no APS encryption" in line]) == 1  # counted always
     # the CH's own, encrypted, still arrive
-    _tunnel_frame(han, T.transfer_data(7, tid, b"\xdd\x00real", False), CH)
+    _tunnel_frame(han, TH.transfer_data(7, tid, b"\xdd\x00real", False), CH)
     _fragment(han, 0, 2, zcl[:40])
     _fragment(han, 1, 2, zcl[40:])
     assert han._rxq == [b"\xdd\x00real", b"\xdd\x00" + bytes(60)] and han.counters["rx_unsecured"] == 6
@@ -577,17 +622,17 @@ def test_failure_sentences_are_loaded_when_needed_and_dropped_after():
     assert (e.code, e.message) == (E_HAN_DEST, "only the Communications Hub is reachable (dest 4660)") and gone()
     e = _failure(han.send(None, bytes(20)))
     assert (e.code, e.message) == (E_HAN_TOO_BIG, "GBCS message of 20 bytes exceeds 16") and gone()
-    han.status, han.status_detail = H.RESETTING, "the module reset"
+    han.status, han.status_detail = "resetting", "the module reset"
     e = _failure(han.send(None, b"\xdd\x00"))
     assert (e.code, e.message) == (E_HAN_DOWN, "Zigbee HAN link is resetting the module reset") and gone()
-    han.status = H.NO_TUNNEL
+    han.status = "no-tunnel"
     e = _failure(han.send(None, b"\xdd\x00"))
     assert (e.code, e.message) == (E_NO_TUNNEL, "no GB-HRGP tunnel open from the Communications Hub") and gone()
     han._max_payload = 82
     han._ezsp = _RefusingEzsp(han, status=0x70)
     e = _failure(han._send_zcl(CH, b"zcl"))
-    assert isinstance(e, H._Refused) and str(e) == "the module refused to send (status 0x70)" and gone()
-    assert e.for_now == E.refused_for_now(13, 0x70)
+    assert isinstance(e, H._NotTaken) and str(e) == "the module refused to send (status 0x70)" and gone()
+    assert e.for_good == (not E.refused_for_now(13, 0x70))
     han._ezsp = _RefusingEzsp(han, sent=0x66)
     e = _failure(han._send_zcl(CH, b"zcl"))
     assert (e.code, e.message) == (E_DELIVERY, "the CH did not acknowledge the message (status 0x66)") and gone()

@@ -11,15 +11,13 @@ from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_DELIVERY, E_DELIVERY_UNKNOWN
 from ppmid.zigbee import ezsp as E
 from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_for_ms, wait_event_ms
 from ppmid.zigbee.ashlink import AshLink, AshError
-from ppmid.zigbee.tunnel import TunnelServer, PROFILE_SE, CLUSTER_TUNNELING, ENDPOINT, ZclError
-from ppmid.zigbee.tunnel import NO_SUCH_TUNNEL, WRONG_DEVICE, TRANSFER_DATA_AT, CH_NWK
+# the module, not its nine names: each name imported is one more entry in this module's dict
+from ppmid.zigbee import tunnel as T
 
-STARTING = "starting"
-RUNNING = "running"
-MODULE_UNSUPPORTED = "module-unsupported"
-NETWORK_DOWN = "network-down"
-NO_TUNNEL = "no-tunnel"
-RESETTING = "resetting"
+# The link's status (ZigbeeHan.status, docs/zigbee.md) is one of six words, written as
+# themselves, as the info reports them (a name for each would be held in this module's dict
+# for nothing): "starting", "resetting", "module-unsupported", "network-down", "no-tunnel",
+# "running".
 
 _FRAGMENT_OVERHEAD = const(2)  # APS extended header in every fragment
 _MAX_FRAGMENTS = const(255)
@@ -72,16 +70,10 @@ class HanError(PpmidError):
 
 class _NotTaken(Exception):
     """This piece of the message cannot be complete at the CH (nothing of its last APS
-    fragment was taken by the module): sending the piece again is safe."""
-
-
-class _Refused(_NotTaken):
-    """The module refused a fragment (sendUnicast status): it never went on air.
-    for_now: the status says the module may take it later (network down, no buffers)."""
-
-    def __init__(self, msg, for_now=False):
-        super().__init__(msg)
-        self.for_now = for_now
+    fragment was taken by the module): sending the piece again is safe. for_good: the
+    module refused a fragment (sendUnicast status, so it never went on air) and will not
+    take it later either (not a network down or a lack of buffers): set where it is raised."""
+    for_good = False
 
 
 class _SentWait:
@@ -91,8 +83,8 @@ class _SentWait:
 
     def __init__(self):
         self.done = asyncio.Event()
-        self.status = None    # messageSentHandler status (0 = the CH acknowledged)
-        self.failure = None   # why the wait ended without one: "link" or "timeout"
+        self.status = None    # messageSentHandler status (0 = the CH acknowledged); None
+        # when the wait ended without one (a timeout, or the link failed: _link_lost)
 
 
 class _Reassembly:
@@ -102,8 +94,7 @@ class _Reassembly:
 
     def __init__(self, key, count, started_ms):
         self.key = key              # sender << 8 | the APS counter of fragment 0
-        self.count = count          # fragments announced by the first one
-        self.pieces = {}            # index -> bytes
+        self.pieces = [None] * count  # by index, as many as fragment 0 announced; None: not yet
         self.started_ms = started_ms
 
 
@@ -133,27 +124,20 @@ def _text(key, args=()):
         return "han sentence %d %r" % (key, args)
 
 
-def _drop_start():
-    # zigbee/han_start.py runs at start-up and at each bring-up only: not held between
-    from ppmid.modules import unload
-    unload("ppmid.zigbee.han_start", "ppmid.modules")
-
-
 class ZigbeeHan:
     def __init__(self, reader, writer, config=None, log=None, on_status=None):
         from ppmid.zigbee.han_start import options
-        self.opts = options(config)
-        _drop_start()
+        self.opts = options(config)   # zigbee/han_start.py drops itself after it
         self._log = log
         self.on_status = on_status
-        self.status = STARTING
+        self.status = "starting"
         self.status_detail = ""
         self.status_changed = asyncio.Event()
         self.module = {}               # ezsp version, stack version, reset code
         self.counters = {"sent": 0, "send_failed": 0, "send_retries": 0, "fragments_tx": 0,
                          "gbt_blocks_tx": 0, "received": 0, "rx_dropped": 0, "rx_fragments": 0,
                          "rx_fragment_timeouts": 0, "rx_not_tunnel": 0, "rx_gbt_blocks": 0,
-                         "rx_too_big": 0, "resets": 0, "callbacks_unknown": 0,
+                         "resets": 0, "callbacks_unknown": 0,
                          "rejected_by_ch": 0, "resent": 0, "resend_failed": 0,
                          "delivery_unknown": 0, "resend_partial": 0, "rx_fragment_acks": 0,
                          "rx_fragment_ack_failed": 0, "rx_fragments_dropped": 0,
@@ -161,14 +145,18 @@ class ZigbeeHan:
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
-        self.tunnel = TunnelServer(self.opts["transfer_size"])
+        self.tunnel = T.TunnelServer(self.opts["transfer_size"])
+        # What the (synchronous) receive callback queues for the tasks that take it: complete
+        # messages for receive(), tunnel replies for _reply_loop, fragment acks for _ack_loop.
+        # One event for the three: it is set whenever any of them gets something, and each
+        # taker looks at its own queue before it clears and waits again, so a wake-up meant
+        # for another is only a look, and none is lost.
+        self._queued = asyncio.Event()
         self._rxq = []
-        self._rx_event = asyncio.Event()
         self._sent = {}                # tag -> _SentWait
         self._tag = 0
         self._send_lock = asyncio.Lock()
         self._replies = []
-        self._reply_event = asyncio.Event()
         self._net_up = False
         self._net_event = asyncio.Event()
         self._ready_event = asyncio.Event()   # set while status == running
@@ -183,11 +171,10 @@ class ZigbeeHan:
         self._rejected = {}            # tunnel id -> TransferDataErrors the CH sent for it
         self._resend_event = asyncio.Event()
         # APS acknowledgements of incoming fragments: a small ring of sendReply parameter
-        # buffers, filled by the (synchronous) receive callback, sent by _ack_loop
-        self._acks = [bytearray(E.SEND_REPLY_ACK_LEN) for _ in range(_ACK_SLOTS)]
+        # blocks in one buffer, filled by the (synchronous) receive callback, sent by _ack_loop
+        self._acks = memoryview(bytearray(_ACK_SLOTS * E.SEND_REPLY_ACK_LEN))
         self._ack_head = 0
         self._ack_count = 0
-        self._ack_event = asyncio.Event()
         self._tasks = []
         # SE profile frames of clusters other than the tunnel: on_zcl(sender NWK, cluster,
         # ZCL frame), called synchronously (set by the relay's top-up road, which answers
@@ -213,14 +200,14 @@ class ZigbeeHan:
     async def receive(self):
         """The next complete incoming GBCS message (bytes), GBT blocks reassembled."""
         while not self._rxq:
-            self._rx_event.clear()
-            await self._rx_event.wait()
+            self._queued.clear()
+            await self._queued.wait()
         return self._rxq.pop(0)
 
     async def send(self, dest, data):
         """Send one GBCS message to the CH (dest None) through the tunnel. Returns when the
         NCP reported every piece delivered; raises HanError otherwise."""
-        if dest not in (None, CH_NWK):
+        if dest not in (None, T.CH_NWK):
             raise HanError(E_HAN_DEST, _text(_S_DEST, (dest,)))
         if len(data) > self.opts["max_message"]:
             raise HanError(E_HAN_TOO_BIG, _text(_S_TOO_BIG, (len(data), self.opts["max_message"])))
@@ -252,7 +239,7 @@ class ZigbeeHan:
         self.status = status
         self.status_detail = detail
         self._logf("status %s %s", status, detail)
-        if status == RUNNING:
+        if status == "running":
             self._ready_event.set()
         else:
             self._ready_event.clear()
@@ -267,11 +254,11 @@ class ZigbeeHan:
         if not self._up or not self._link.connected:
             return
         if not self._net_up:
-            self._set_status(NETWORK_DOWN)
-        elif not self.tunnel.is_open:
-            self._set_status(NO_TUNNEL, "waiting for the CH to open the GB-HRGP tunnel")
+            self._set_status("network-down")
+        elif self.tunnel.tunnel_id is None:
+            self._set_status("no-tunnel", "waiting for the CH to open the GB-HRGP tunnel")
         else:
-            self._set_status(RUNNING)
+            self._set_status("running")
 
     def _logf(self, fmt, *args):
         if self._log:
@@ -283,11 +270,11 @@ class ZigbeeHan:
             self._log("han: " + _text(key, args))
 
     async def _wait_ready(self, deadline):
-        while self.status != RUNNING:
+        while self.status != "running":
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 self.counters["send_failed"] += 1
-                if self.status == NO_TUNNEL:
+                if self.status == "no-tunnel":
                     raise HanError(E_NO_TUNNEL, _text(_S_NO_TUNNEL))
                 raise HanError(E_HAN_DOWN, _text(_S_HAN_DOWN, (self.status, self.status_detail)))
             try:
@@ -297,11 +284,9 @@ class ZigbeeHan:
 
     # ---- supervisor ------------------------------------------------------------------
     async def run(self):
-        backoff = 0.5
-        first = True
+        backoff = 500   # ms
         while True:
-            self._set_status(STARTING if first else RESETTING)
-            first = False
+            self._set_status("resetting" if self.counters["resets"] else "starting")
             ok = False
             try:
                 await self._bring_up()
@@ -309,34 +294,32 @@ class ZigbeeHan:
                 await self._link.failed.wait()
             except (HanError, AshError, E.EzspError) as exc:
                 if exc.code == E.E_MODULE_UNSUPPORTED:
-                    self._set_status(MODULE_UNSUPPORTED, exc.message)
+                    self._set_status("module-unsupported", exc.message)
                     await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
                     continue
                 if isinstance(exc, HanError):
                     self._logf("%s", exc)
                 else:
                     self._logs(_S_BRING_UP, exc)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the supervisor must outlive any bug below it
+            except Exception as exc:  # the supervisor must outlive any bug below it (a cancel
+                # is no Exception: it passes)
                 self._logs(_S_UNEXPECTED, exc)
             self._link_lost()
             if ok:
-                backoff = 0.5
-            await sleep_ms(int(backoff * 1000))
-            backoff = min(self.opts["backoff_max_s"], backoff * 2)
+                backoff = 500
+            await sleep_ms(backoff)
+            backoff = min(int(self.opts["backoff_max_s"] * 1000), backoff * 2)
 
     def _on_link_fail(self, err):
         # synchronous: senders must see the new status before they run again
         self._link_lost()
-        self._set_status(RESETTING, err.message)
+        self._set_status("resetting", err.message)
 
     def _link_lost(self):
         self._net_up = False
         self._up = False
         self._ready_event.clear()
         for w in self._sent.values():
-            w.failure = "link"
             w.done.set()
 
     async def _bring_up(self):
@@ -347,10 +330,7 @@ class ZigbeeHan:
         self.tunnel.close("module reset")
         code = await self._link.reset()
         from ppmid.zigbee.han_start import bring_up
-        try:
-            await bring_up(self, code)
-        finally:
-            _drop_start()
+        await bring_up(self, code)   # zigbee/han_start.py drops itself after it
 
     # ---- callbacks from the NCP (synchronous) ----------------------------------------
     def _ready(self):
@@ -407,7 +387,7 @@ class ZigbeeHan:
         # make the gateway refuse that UTRN for good). The CH's Time answer too: our read
         # goes APS-encrypted, so the CH's answer does, and a forged clock would defeat the
         # commands' expiry
-        if (cluster == CLUSTER_TUNNELING or cluster == _CLUSTER_PREPAYMENT or cluster == _CLUSTER_TIME) \
+        if (cluster == T.CLUSTER_TUNNELING or cluster == _CLUSTER_PREPAYMENT or cluster == _CLUSTER_TIME) \
                 and not aps["options"] & _APS_ENCRYPTED:
             self.counters["rx_unsecured"] += 1
             if self.counters["rx_unsecured"] == 1:
@@ -416,10 +396,10 @@ class ZigbeeHan:
         if cluster == _CLUSTER_TIME and self.on_time is not None:
             self.on_time(m)            # it takes the CH's alone (chclock.accept)
             return
-        if cluster != CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == PROFILE_SE:
+        if cluster != T.CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == T.PROFILE_SE:
             self.on_zcl(m["sender"], cluster, m["message"])
             return
-        if aps["profile"] != PROFILE_SE or cluster != CLUSTER_TUNNELING:
+        if aps["profile"] != T.PROFILE_SE or cluster != T.CLUSTER_TUNNELING:
             self.counters["rx_not_tunnel"] += 1
             return
         msg = m["message"]
@@ -432,11 +412,11 @@ class ZigbeeHan:
         replies, data = self.tunnel.handle(m["sender"], msg)
         for r in replies:
             self._replies.append((m["sender"], r))
-            self._reply_event.set()
+            self._queued.set()
         while self.tunnel.events:
             ev = self.tunnel.events.pop(0)
             self._logf("tunnel %s %r", ev[0], ev[1])
-            if ev[0] == "error" and ev[1][0] in (NO_SUCH_TUNNEL, WRONG_DEVICE) and ev[1][1] is not None:
+            if ev[0] == "error" and ev[1][0] in (T.NO_SUCH_TUNNEL, T.WRONG_DEVICE) and ev[1][1] is not None:
                 # the CH refused a TransferData of ours: it never took that message
                 self.counters["rejected_by_ch"] += 1
                 self._rejected[ev[1][1]] = self._rejected.get(ev[1][1], 0) + 1
@@ -451,24 +431,25 @@ class ZigbeeHan:
             self.counters["rx_fragment_ack_failed"] += 1
             self._logs(_S_ACK_DROPPED, self._ack_count)
             return
-        E.fragment_ack_into(self._acks[(self._ack_head + self._ack_count) % _ACK_SLOTS], sender, aps)
+        at = (self._ack_head + self._ack_count) % _ACK_SLOTS * E.SEND_REPLY_ACK_LEN
+        E.fragment_ack_into(self._acks[at:at + E.SEND_REPLY_ACK_LEN], sender, aps)
         self._ack_count += 1
-        self._ack_event.set()
+        self._queued.set()
 
     async def _ack_loop(self):
         while True:
             while not self._ack_count:
-                self._ack_event.clear()
-                await self._ack_event.wait()
-            buf = self._acks[self._ack_head]
+                self._queued.clear()
+                await self._queued.wait()
+            at = self._ack_head * E.SEND_REPLY_ACK_LEN
+            buf = self._acks[at:at + E.SEND_REPLY_ACK_LEN]
             try:
                 status = await self._ezsp.send_reply(buf)
                 if status:
                     raise HanError(E_DELIVERY, _text(_S_REPLY_STATUS, (status,)))
                 self.counters["rx_fragment_acks"] += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # an ack lost is a fragment repeated, never a stop
+            except Exception as exc:  # an ack lost is a fragment repeated, never a stop (a
+                # cancel is no Exception: it passes)
                 self.counters["rx_fragment_ack_failed"] += 1
                 self._logs(_S_ACK_NOT_SENT, exc)
             self._ack_head = (self._ack_head + 1) % _ACK_SLOTS
@@ -509,7 +490,7 @@ class ZigbeeHan:
         # every fragment taken is acknowledged, a repeated one too (our ack may have been
         # lost): the sender sends no more of the message until it has the ack
         self._queue_ack(sender, aps)
-        if index >= f.count:
+        if index >= len(f.pieces):
             # outside what fragment 0 announced: the message cannot be whole. (The count
             # itself is read from fragment 0 only: on air a later fragment carries its
             # index alone, so its high byte is no check.)
@@ -517,11 +498,11 @@ class ZigbeeHan:
             self._frag = None
             return None
         f.pieces[index] = data
-        if len(f.pieces) < f.count:
+        if None in f.pieces:
             return None
         self._frag = None
         self._frag_done = (key, now)
-        return b"".join(f.pieces[i] for i in range(f.count))
+        return b"".join(f.pieces)
 
     def _deliver(self, data):
         if len(data) >= 2 and data[0] == 0xDD and data[1] == 0x09:
@@ -545,7 +526,7 @@ class ZigbeeHan:
             return
         self.counters["received"] += 1
         self._rxq.append(bytes(data))
-        self._rx_event.set()
+        self._queued.set()
 
     # ---- messages the CH refused (TransferDataError): sent again, in order -----------
     def _remember(self, data):
@@ -591,9 +572,12 @@ class ZigbeeHan:
             # they make up, newest first; one refused only in part (some of its GBT blocks
             # were taken) is never sent again: the meter may have those blocks
             k = self._rejected[tid]
-            mine = [r for r in self._recent if r.tunnel_id == tid]
-            while k > 0 and mine:
-                r = mine.pop()
+            i = len(self._recent)
+            while k > 0 and i:
+                i -= 1
+                r = self._recent[i]
+                if r.tunnel_id != tid:
+                    continue
                 if k < r.pieces:
                     self.counters["resend_partial"] += 1
                     self._recent.remove(r)
@@ -605,10 +589,14 @@ class ZigbeeHan:
                 else:
                     todo.append(r)
         self._rejected = {}
-        for r in todo:
+        # sent again in the order they were sent first: _recent's
+        again = []
+        for r in self._recent:
+            if r in todo:
+                again.append(r)
+        for r in again:
             self._recent.remove(r)
-        todo.sort(key=lambda r: r.sent_ms)
-        for r in todo:
+        for r in again:
             deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
             try:
                 await self._send_message(r.message, deadline)
@@ -623,8 +611,8 @@ class ZigbeeHan:
     async def _reply_loop(self):
         while True:
             while not self._replies:
-                self._reply_event.clear()
-                await self._reply_event.wait()
+                self._queued.clear()
+                await self._queued.wait()
             dest, zcl = self._replies.pop(0)
             try:
                 await self._send_zcl(dest, zcl)
@@ -637,18 +625,19 @@ class ZigbeeHan:
         until the deadline; once one may be complete there and is not confirmed, every
         failure is E_DELIVERY_UNKNOWN: nothing is ever sent to the HAN twice."""
         limit = self.tunnel.client_max or self.opts["transfer_size"]
-        frame = None
         self._sent_pieces = 0   # TransferData frames that may be at the CH, so far
+        # the message, or each of its GBT blocks in turn, is in this one buffer behind room
+        # for the TransferData header, so the send allocates neither blocks nor frames (a
+        # piece is only ever sent again alone, below, before the next one is built)
         if len(data) <= limit:
+            frame = bytearray(T.TRANSFER_DATA_AT + len(data))
+            frame[T.TRANSFER_DATA_AT:] = data
             count, pieces = 1, iter((data,))
         else:
             from ppmid.gbcs import gbt
-            # every block is built in this one buffer, behind room for the TransferData
-            # header, so the send allocates neither blocks nor frames (a block is only ever
-            # sent again alone, below, before the next one is built)
-            frame = bytearray(TRANSFER_DATA_AT + limit)
+            frame = bytearray(T.TRANSFER_DATA_AT + limit)
             try:
-                count, pieces = gbt.blocks_for_transfer(data, limit, frame, TRANSFER_DATA_AT)
+                count, pieces = gbt.blocks_for_transfer(data, limit, frame, T.TRANSFER_DATA_AT)
             except PpmidError as exc:
                 raise HanError(E_HAN_TOO_BIG, _text(_S_NO_SPLIT, (exc,)))
             self.counters["gbt_blocks_tx"] += count
@@ -658,11 +647,8 @@ class ZigbeeHan:
             try:
                 await self._wait_ready(deadline)
                 try:
-                    if frame is None:
-                        zcl = self.tunnel.outgoing(piece)
-                    else:
-                        zcl = self.tunnel.outgoing_into(frame, len(piece))
-                except ZclError:
+                    zcl = self.tunnel.outgoing_into(frame, len(piece))
+                except T.ZclError:
                     raise _NotTaken(_text(_S_TUNNEL_CLOSED))  # between checks: wait again
                 if i == 0:
                     self._sent_tid = self.tunnel.tunnel_id
@@ -673,7 +659,7 @@ class ZigbeeHan:
                 if i < count:
                     piece = next(pieces)
             except _NotTaken as exc:
-                if i == 0 and isinstance(exc, _Refused) and not exc.for_now:
+                if i == 0 and exc.for_good:
                     # nothing of the message is on the HAN, and the module says it will
                     # not take it (too long, invalid call...): trying again will not help
                     raise HanError(E_DELIVERY, str(exc))
@@ -699,23 +685,21 @@ class ZigbeeHan:
         self.counters["delivery_unknown"] += 1
         return HanError(E_DELIVERY_UNKNOWN, what)
 
-    async def _send_zcl(self, dest, zcl, cluster=CLUSTER_TUNNELING, endpoint=ENDPOINT, encrypt=True):
+    async def _send_zcl(self, dest, zcl, cluster=T.CLUSTER_TUNNELING, endpoint=T.ENDPOINT, encrypt=True):
         """One ZCL frame, in APS fragments when it exceeds the module's payload limit.
         Returns when the module confirmed every fragment. Raises _NotTaken while the CH
         cannot have the whole frame (a fragment before the last failed, or the last one
         was never taken by the module), E_DELIVERY_UNKNOWN when the last fragment may
         have been taken but was not confirmed, E_DELIVERY when the CH did not
         acknowledge it (see docs/zigbee.md), E_HAN_TOO_BIG."""
-        room = self._max_payload
-        if len(zcl) <= room:
-            frags = [zcl]
-        else:
-            size = room - _FRAGMENT_OVERHEAD
-            mv = memoryview(zcl)  # views, not copies of the frame in pieces
-            frags = [mv[i:i + size] for i in range(0, len(zcl), size)]
-            if len(frags) > _MAX_FRAGMENTS:
+        size = self._max_payload
+        n = 1
+        if len(zcl) > size:
+            size -= _FRAGMENT_OVERHEAD
+            n = (len(zcl) + size - 1) // size
+            if n > _MAX_FRAGMENTS:
                 raise HanError(E_HAN_TOO_BIG, _text(_S_FRAGMENTS, (len(zcl), _MAX_FRAGMENTS)))
-        n = len(frags)
+            zcl = memoryview(zcl)  # each fragment a view, not a copy of the frame in pieces
         aps_seq = 0   # the APS counter the module gave fragment 0: every later one carries it
         for i in range(n):
             last = i == n - 1
@@ -726,14 +710,15 @@ class ZigbeeHan:
             if n > 1:
                 options |= E.APS_OPTION_FRAGMENT
                 group = (n << 8) | i
-            aps = E.aps_frame(PROFILE_SE, cluster, ENDPOINT, endpoint, options, group, aps_seq)
+            aps = E.aps_frame(T.PROFILE_SE, cluster, T.ENDPOINT, endpoint, options, group, aps_seq)
             self._tag = (self._tag % 255) + 1
             tag = self._tag
             w = _SentWait()
             self._sent[tag] = w
             try:
                 try:
-                    status, seq = await self._ezsp.send_unicast(dest, aps, tag, frags[i])
+                    status, seq = await self._ezsp.send_unicast(dest, aps, tag,
+                                                                zcl[i * size:(i + 1) * size] if n > 1 else zcl)
                 except (AshError, E.EzspError) as exc:
                     self._logs(_S_UNICAST, exc)
                     if exc.code == E.E_EZSP_TIMEOUT:
@@ -746,8 +731,9 @@ class ZigbeeHan:
                         raise self._uncertain(_text(_S_MAY_HAVE, (exc.code,)))
                     raise _NotTaken(_text(_S_LINK_FAILED, (exc.code,)))
                 if status != 0:
-                    raise _Refused(_text(_S_REFUSED, (status,)),
-                                   E.refused_for_now(self._ezsp.version, status))
+                    exc = _NotTaken(_text(_S_REFUSED, (status,)))
+                    exc.for_good = not E.refused_for_now(self._ezsp.version, status)
+                    raise exc
                 if n > 1:
                     self.counters["fragments_tx"] += 1
                     if i == 0:
@@ -757,7 +743,7 @@ class ZigbeeHan:
                 try:
                     await wait_for_ms(w.done.wait(), int(self.opts["sent_timeout_s"] * 1000))
                 except asyncio.TimeoutError:
-                    w.failure = "timeout"
+                    pass
                 if w.status is None:  # no messageSentHandler: timeout or link failure
                     if last:
                         raise self._uncertain(_text(_S_TOOK_UNCONFIRMED))

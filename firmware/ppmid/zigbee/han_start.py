@@ -26,9 +26,17 @@ DEFAULTS = {
 }
 
 
+def _drop():
+    # this module runs at start-up and for each bring-up only: it drops itself when either
+    # is done, so that the running link does not hold it (ZigbeeHan keeps no reference)
+    from ppmid.modules import unload
+    unload(__name__, "ppmid.modules")
+
+
 def options(cfg):
     """ZigbeeHan's options: DEFAULTS, limits.transfer_size / max_gbcs, the zigbee section's
-    own keys (a config without sections is taken as that section)."""
+    own keys (a config without sections is taken as that section). This module is dropped
+    after it (the constructor is its caller; one who needs more of it imports it again)."""
     out = dict(DEFAULTS)
     if cfg:
         lim = cfg.get("limits") if isinstance(cfg.get("limits"), dict) else None
@@ -43,6 +51,7 @@ def options(cfg):
                 out[k] = z[k]
         if z.get("install_code"):
             out["commission"] = z   # zigbee/commission.py reads its own keys
+    _drop()
     return out
 
 
@@ -74,8 +83,16 @@ def stack_version_text(stack_version):
 
 
 async def bring_up(han, reset_code):
-    """ZigbeeHan._bring_up after the module's ASH reset (reset_code: its RSTACK code)."""
-    from ppmid.zigbee.han import HanError, E_HAN_DOWN, NETWORK_DOWN
+    """ZigbeeHan._bring_up after the module's ASH reset (reset_code: its RSTACK code); this
+    module is dropped after it, whether it succeeded or failed."""
+    try:
+        await _bring_up(han, reset_code)
+    finally:
+        _drop()
+
+
+async def _bring_up(han, reset_code):
+    from ppmid.zigbee.han import HanError, E_HAN_DOWN
     ezsp = han._ezsp
     # the reset module expects the legacy version command again; what waited died with it
     ezsp.version = None
@@ -112,4 +129,4 @@ async def bring_up(han, reset_code):
     han._up = True
     han._update_status()
     if not han._net_up:
-        han._set_status(NETWORK_DOWN, "the module is not joined to the HAN")
+        han._set_status("network-down", "the module is not joined to the HAN")

@@ -20,31 +20,34 @@ _FC_MANUFACTURER = const(0x04)
 FC_SERVER_TO_CLIENT = const(0x08)
 _FC_DISABLE_DEFAULT_RESPONSE = const(0x10)
 
+# The commands and statuses below are private: only this module reads or writes them. The
+# CH's side (the NCP emulator, tests) has them by name in zigbee/tunnel_host.py; a public
+# const stays in the module's dict and its name is interned (docs/memory.md).
 # client -> server commands
-REQUEST_TUNNEL = const(0x00)
+_REQUEST_TUNNEL = const(0x00)
 _CLOSE_TUNNEL = const(0x01)
-TRANSFER_DATA = const(0x02)
+_TRANSFER_DATA = const(0x02)
 _TRANSFER_DATA_ERROR = const(0x03)
 _ACK_TRANSFER_DATA = const(0x04)
 _READY_DATA = const(0x05)
 _GET_SUPPORTED_PROTOCOLS = const(0x06)
 # server -> client commands
-REQUEST_TUNNEL_RESPONSE = const(0x00)
-S_TRANSFER_DATA = const(0x01)
-S_TRANSFER_DATA_ERROR = const(0x02)
+_REQUEST_TUNNEL_RESPONSE = const(0x00)
+_S_TRANSFER_DATA = const(0x01)
+_S_TRANSFER_DATA_ERROR = const(0x02)
 _SUPPORTED_PROTOCOLS_RESPONSE = const(0x05)
-TUNNEL_CLOSURE_NOTIFICATION = const(0x06)
+_TUNNEL_CLOSURE_NOTIFICATION = const(0x06)   # not sent: the server never closes a tunnel itself
 
 # RequestTunnelResponse status
-TUNNEL_OK = const(0)
-TUNNEL_BUSY = const(1)
+_TUNNEL_OK = const(0)
+_TUNNEL_BUSY = const(1)
 _TUNNEL_NO_MORE_IDS = const(2)
-TUNNEL_PROTOCOL_UNSUPPORTED = const(3)
-TUNNEL_FLOW_CONTROL_UNSUPPORTED = const(4)
+_TUNNEL_PROTOCOL_UNSUPPORTED = const(3)
+_TUNNEL_FLOW_CONTROL_UNSUPPORTED = const(4)
 # TransferDataError status
 NO_SUCH_TUNNEL = const(0)
 WRONG_DEVICE = const(1)
-DATA_OVERFLOW = const(2)
+_DATA_OVERFLOW = const(2)
 
 E_ZCL = "E_ZCL"
 # where the GBCS bytes start in a TransferData frame (ZCL header, tunnel id): a sender that
@@ -56,14 +59,12 @@ class ZclError(PpmidError):
     pass
 
 
-def zcl_header(seq, command, server_to_client, manufacturer=None, disable_default_response=True):
-    fc = _FC_CLUSTER_SPECIFIC
+def zcl_header(seq, command, server_to_client):
+    """The header of a cluster-specific ZCL frame, default response disabled (every frame
+    the gateway sends); a manufacturer-specific one: tunnel_host.zcl_header_manufacturer."""
+    fc = _FC_CLUSTER_SPECIFIC | _FC_DISABLE_DEFAULT_RESPONSE
     if server_to_client:
         fc |= FC_SERVER_TO_CLIENT
-    if disable_default_response:
-        fc |= _FC_DISABLE_DEFAULT_RESPONSE
-    if manufacturer is not None:
-        return struct.pack("<BHBB", fc | _FC_MANUFACTURER, manufacturer, seq & 0xFF, command)
     return bytes((fc, seq & 0xFF, command))
 
 
@@ -79,13 +80,8 @@ def parse_zcl(frame):
     return fc, None, frame[1], frame[2], bytes(frame[3:])
 
 
-def transfer_data(seq, tunnel_id, data, server_to_client):
-    cmd = S_TRANSFER_DATA if server_to_client else TRANSFER_DATA
-    return zcl_header(seq, cmd, server_to_client) + struct.pack("<H", tunnel_id) + data
-
-
 def transfer_data_error(seq, tunnel_id, status, server_to_client):
-    cmd = S_TRANSFER_DATA_ERROR if server_to_client else _TRANSFER_DATA_ERROR
+    cmd = _S_TRANSFER_DATA_ERROR if server_to_client else _TRANSFER_DATA_ERROR
     return zcl_header(seq, cmd, server_to_client) + struct.pack("<HB", tunnel_id, status)
 
 
@@ -106,10 +102,6 @@ class TunnelServer:
                          "tx_data": 0, "rx_transfer_errors": 0, "tx_transfer_errors": 0,
                          "bad_zcl": 0, "unknown_commands": 0, "not_ch": 0}
 
-    @property
-    def is_open(self):
-        return self.tunnel_id is not None
-
     def next_seq(self):
         s = self._seq
         self._seq = (s + 1) & 0xFF
@@ -122,23 +114,17 @@ class TunnelServer:
         self.tunnel_id = None
         self.client = None
 
-    def outgoing(self, data):
-        """One TransferData (server -> client) frame for GBCS bytes (<= client_max)."""
-        if self.tunnel_id is None:
-            raise ZclError(E_NO_TUNNEL, "no tunnel open to the Communications Hub")
-        self.counters["tx_data"] += 1
-        return transfer_data(self.next_seq(), self.tunnel_id, data, True)
-
     def outgoing_into(self, frame, n):
-        """outgoing() for GBCS bytes already in frame[TRANSFER_DATA_AT:TRANSFER_DATA_AT + n]
-        (a bytearray): writes the header in front of them and returns a memoryview of the
-        whole frame; no copy. Each call takes a new sequence number (a piece sent again)."""
+        """One TransferData (server -> client) frame for GBCS bytes (<= client_max) already
+        in frame[TRANSFER_DATA_AT:TRANSFER_DATA_AT + n] (a bytearray): writes the header in
+        front of them and returns a memoryview of the whole frame; no copy. Each call takes
+        a new sequence number (a piece sent again)."""
         if self.tunnel_id is None:
             raise ZclError(E_NO_TUNNEL, "no tunnel open to the Communications Hub")
         self.counters["tx_data"] += 1
         frame[0] = _FC_CLUSTER_SPECIFIC | FC_SERVER_TO_CLIENT | _FC_DISABLE_DEFAULT_RESPONSE
         frame[1] = self.next_seq() & 0xFF
-        frame[2] = S_TRANSFER_DATA
+        frame[2] = _S_TRANSFER_DATA
         frame[3] = self.tunnel_id & 0xFF
         frame[4] = self.tunnel_id >> 8
         return memoryview(frame)[:TRANSFER_DATA_AT + n]
@@ -165,29 +151,29 @@ class TunnelServer:
             self.counters["unknown_commands"] += 1
             return [], None
         if cmd != _GET_SUPPORTED_PROTOCOLS and not self.from_ch(sender):
-            if cmd == REQUEST_TUNNEL:
+            if cmd == _REQUEST_TUNNEL:
                 return self._request(sender, seq, p), None  # answered busy
-            if cmd == TRANSFER_DATA and len(p) >= 2:
+            if cmd == _TRANSFER_DATA and len(p) >= 2:
                 return [transfer_data_error(self.next_seq(), p[0] | (p[1] << 8), WRONG_DEVICE, True)], None
             return [], None
-        if cmd == REQUEST_TUNNEL:
+        if cmd == _REQUEST_TUNNEL:
             return self._request(sender, seq, p), None
-        if cmd == TRANSFER_DATA:
+        if cmd == _TRANSFER_DATA:
             if len(p) < 2:
                 self.counters["bad_zcl"] += 1
                 return [], None
             tid = p[0] | (p[1] << 8)
             if tid != self.tunnel_id:
-                self.counters["tx_transfer_errors"] += 1
-                return [transfer_data_error(self.next_seq(), tid, NO_SUCH_TUNNEL, True)], None
-            if sender != self.client:
-                self.counters["tx_transfer_errors"] += 1
-                return [transfer_data_error(self.next_seq(), tid, WRONG_DEVICE, True)], None
-            if len(p) - 2 > self.max_incoming:
-                self.counters["tx_transfer_errors"] += 1
-                return [transfer_data_error(self.next_seq(), tid, DATA_OVERFLOW, True)], None
-            self.counters["rx_data"] += 1
-            return [], p[2:]
+                status = NO_SUCH_TUNNEL
+            elif sender != self.client:
+                status = WRONG_DEVICE
+            elif len(p) - 2 > self.max_incoming:
+                status = _DATA_OVERFLOW
+            else:
+                self.counters["rx_data"] += 1
+                return [], p[2:]
+            self.counters["tx_transfer_errors"] += 1
+            return [transfer_data_error(self.next_seq(), tid, status, True)], None
         if cmd == _TRANSFER_DATA_ERROR:
             self.counters["rx_transfer_errors"] += 1
             status = p[2] if len(p) >= 3 else -1
@@ -203,7 +189,7 @@ class TunnelServer:
         if cmd == _GET_SUPPORTED_PROTOCOLS:
             r = zcl_header(seq, _SUPPORTED_PROTOCOLS_RESPONSE, True)
             return [r + struct.pack("<BBHB", 1, 1, _MANUFACTURER_ANY, _PROTOCOL_GB_HRGP)], None
-        if cmd in (_ACK_TRANSFER_DATA, _READY_DATA):
+        if cmd == _ACK_TRANSFER_DATA or cmd == _READY_DATA:
             return [], None  # flow control is not used by GB-HRGP
         self.counters["unknown_commands"] += 1
         return [], None
@@ -216,27 +202,25 @@ class TunnelServer:
             self.counters["bad_zcl"] += 1
             return []
         protocol, manu, flow, max_in = struct.unpack_from("<BHBH", p, 0)
-
-        def reply(tid, status):
-            return [zcl_header(seq, REQUEST_TUNNEL_RESPONSE, True) + struct.pack("<HBH", tid, status, self.max_incoming)]
-
+        tid = 0xFFFF
         if protocol != _PROTOCOL_GB_HRGP:
+            status = _TUNNEL_PROTOCOL_UNSUPPORTED
+        elif flow:
+            status = _TUNNEL_FLOW_CONTROL_UNSUPPORTED
+        elif self.busy or sender != CH_NWK:
+            status = _TUNNEL_BUSY
+        else:
+            # one tunnel: a re-request (CH restarted, or it lost our tunnel) replaces the old one
+            if self.tunnel_id is not None:
+                self.close("replaced by a new request")
+            tid = self._next_id
+            self._next_id = (tid % 0xFFFE) + 1
+            self.tunnel_id = tid
+            self.client = sender
+            self.client_max = max_in
+            self.counters["opened"] += 1
+            self.events.append(("open", tid))
+            status = _TUNNEL_OK
+        if status != _TUNNEL_OK:
             self.counters["refused"] += 1
-            return reply(0xFFFF, TUNNEL_PROTOCOL_UNSUPPORTED)
-        if flow:
-            self.counters["refused"] += 1
-            return reply(0xFFFF, TUNNEL_FLOW_CONTROL_UNSUPPORTED)
-        if self.busy or sender != CH_NWK:
-            self.counters["refused"] += 1
-            return reply(0xFFFF, TUNNEL_BUSY)
-        # one tunnel: a re-request (CH restarted, or it lost our tunnel) replaces the old one
-        if self.tunnel_id is not None:
-            self.close("replaced by a new request")
-        tid = self._next_id
-        self._next_id = (tid % 0xFFFE) + 1
-        self.tunnel_id = tid
-        self.client = sender
-        self.client_max = max_in
-        self.counters["opened"] += 1
-        self.events.append(("open", tid))
-        return reply(tid, TUNNEL_OK)
+        return [zcl_header(seq, _REQUEST_TUNNEL_RESPONSE, True) + struct.pack("<HBH", tid, status, self.max_incoming)]
