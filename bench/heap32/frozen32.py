@@ -69,7 +69,7 @@ def _check(micropy_dir):
 def app_modules():
     """The firmware modules at the app's ready banner in the gauge, plus the command's."""
     files, _skipped = G.compile_tree(G.FIRMWARE_DIR)
-    r = G.run_jobs([G.app_job(files, G.flash_files(), False)])[0]
+    r = G.run_jobs([G.app_job(files, G.flash_files(field=True), False)])[0]
     if not r["ok"] or "READY" not in r["out"]:
         raise G.GaugeError("the app did not get to ready: %s" % (r["error"],))
     ready = r["out"]["READY"][0]["modules"]
@@ -152,15 +152,16 @@ H.sample = _sample
 """
 
 
-def scenario_script(root, frozen):
+def scenario_script(root, frozen, field=True):
     """The gauge's 4 KB-command job as a unix-port script under root (its files written
-    there: the harness, the flash, and the .mpy package unless frozen)."""
+    there: the harness, the flash, and the .mpy package unless frozen); field: a gateway
+    in the field, as bench_heap32's (gauge.flash_files)."""
     files, _skipped = G.compile_tree(G.FIRMWARE_DIR)
     files.update(G.harness_files())
     if frozen:  # the package comes from the image: only the harness on the path before it
         files = {k: v for k, v in files.items() if not k.startswith("/ppmid/")}
     payload, _n = G.command_json(4096)
-    flash = G.flash_files()
+    flash = G.flash_files(field=field)
     flash["/cmd.json"] = payload
     fs, src = G.app_job(files, flash, False, "/cmd.json")
     for path, data in fs.items():
@@ -176,10 +177,10 @@ def scenario_script(root, frozen):
     return "import asyncio\nasync def _main():\n" + body + "asyncio.run(_main())\n"
 
 
-def run_scenario(exe, root, frozen):
+def run_scenario(exe, root, frozen, field=True):
     script = os.path.join(root, "scenario.py")
     with open(script, "w") as f:
-        f.write(scenario_script(root, frozen))
+        f.write(scenario_script(root, frozen, field))
     # cwd: the package lies at root + /ppmid, found through sys.path's '' (gauge.LIB)
     p = subprocess.run([exe, "-X", "heapsize=2M", script], capture_output=True, text=True, timeout=300, cwd=root)
     out = {}
