@@ -311,8 +311,9 @@ async def publish_through(client, topic, path):
     client._readinto = True  # as on MicroPython (ppmid.mqtt.handshake: the stream has readinto)
     try:
         first, body = await client._read_packet(s)
-        await client._incoming(first, body)
-        body = None  # as the client's reader does once the message is handled
+        n = len(body)
+        body = None  # as the client's reader does
+        await client._incoming(first, n)
     finally:
         s.close()
 
