@@ -136,9 +136,10 @@ def run():
     _write_app_heap(c["peak"])
     rows.append({"name": "heap32 peak 4KB command", "value": c["peak"], "unit": "bytes",
                  "goal": "<= %d" % PEAK_GOAL, "ok": c["peak"] <= PEAK_GOAL,
-                 "note": "live heap, highest of %d exact samples between the event loop's turns (garbage of a "
-                         "stretch that runs in one call from node included: an upper side; the live peak is "
-                         "frozen32.py's, docs/memory.md), app with MQTT + "
+                 "note": "live heap, highest of %d exact samples, one as each call from node into the event "
+                         "loop starts, after a collect (the peak inside a turn is not seen there: the upper bound "
+                         "row, garbage included; the live peak with the probes collected is frozen32.py's, "
+                         "docs/memory.md), app with MQTT + "
                          "Zigbee (NFC off), MQTT connected: %s over the goal; %d before the command (which comes from "
                          "the stand-in broker as a PUBLISH, QoS 1, read by the connected client's reader task and "
                          "PUBACKed; its 5.6 KB JSON is read in the stretch, and its %d statuses are published and "
