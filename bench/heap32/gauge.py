@@ -503,7 +503,7 @@ def flash_files(nfc=False, wired=False, p256_user=False, field=False):
     with one user registered by its P-256 public key (docs/envelope.md "Signed envelopes");
     `field`: a gateway in the field (FIELD_BROKER, FIELD_WIFI): on the stand-in board its
     Wi-Fi comes up, SNTP sets its clock and MQTT connects to the harness's broker (h32.py);
-    without it Wi-Fi stays down (bench/heap32/frag.py's and frozen32.py's runs)."""
+    without it Wi-Fi stays down (bench/heap32/frag.py's runs)."""
     _firmware_on_path()
     from ppmid import config
     cfg = {"version": 1, "gateway": GATEWAY,
