@@ -30,6 +30,21 @@ ESP32_NOTE = ("webassembly MicroPython %s (32-bit), .mpy from mpy-cross %s witho
               "(collected) above the gauge's own harness" % (G.PACKAGE_VERSION, " ".join(G.MPY_OPTS)))
 
 
+def _broker_seen(ready):
+    # what the stand-in broker saw and answered at ready (h32.MqttBroker: by packet type)
+    got, sent = ready["broker_got"], ready["broker_sent"]
+    return "CONNECT/CONNACK %d/%d, SUBSCRIBE/SUBACK %d/%d, PUBLISH/PUBACK %d/%d" % (
+        got[1], sent[2], got[8], sent[9], got[3], sent[4])
+
+
+def _check_field(r):
+    # a figure "in the field" only when the app really got there (gauge.app_job waits for it)
+    d = (r["out"].get("READY") or [{}])[0]
+    if not r["ok"] or d.get("mqtt") != "online" or d.get("clock") != "sntp" or not d["broker_sent"][9]:
+        raise G.GaugeError("the app did not get connected and synced: %s" % (
+            r["error"] or {k: d.get(k) for k in ("mqtt", "clock", "broker_got", "broker_sent")}))
+
+
 def _kb(n):
     return "%.1f KB" % (n / 1024.0)
 
@@ -59,12 +74,15 @@ def run():
                  "note": "every module but %s.*" % G.NFC_PREFIX})
 
     payload, gbcs_len = G.command_json(4096)
-    flash = G.flash_files()
+    # every app scenario is a gateway in the field: Wi-Fi up, the clock set by SNTP, MQTT
+    # connected to the harness's broker (docs/memory.md, "Session 9, the gauge measures a
+    # connected gateway")
+    flash = G.flash_files(field=True)
     flash["/cmd.json"] = payload
     flash["/topup.json"] = G.topup_json()
-    wired_job = G.app_job(files, G.flash_files(wired=True), False, wired=True)
+    wired_job = G.app_job(files, G.flash_files(wired=True, field=True), False, wired=True)
     # a DCC User registered by its P-256 public key sends the same 4 KB command, signed
-    p256_flash = G.flash_files(p256_user=True)
+    p256_flash = G.flash_files(p256_user=True, field=True)
     p256_flash["/cmd.json"] = G.command_json(4096, signer=G.P256_SCALAR)[0]
     runs = G.run_jobs([G.app_job(files, flash, False, "/cmd.json")] * RUNS + [G.app_job(files, flash, True)] * RUNS
                       + [wired_job] * RUNS + [G.app_job(files, flash, False, "/topup.json", topup=True)] * RUNS
@@ -81,6 +99,7 @@ def run():
     for r in runs + wired_runs + topup_runs + p256_runs:
         if r["ok"] and "READY" in r["out"]:
             G.check_boot(r["out"]["READY"][0])
+        _check_field(r)
     plain = min(runs[:RUNS], key=lambda r: r["out"]["READY"][0]["bytes"])
     nfc = min(runs[RUNS:], key=lambda r: r["out"]["READY"][0]["bytes"])
     cmd = min(runs[:RUNS], key=lambda r: r["out"]["COMMAND"][0]["peak"])
@@ -93,10 +112,13 @@ def run():
     if not ready_nfc["nfc"]:
         raise G.GaugeError("the NFC service did not start in the +nfc scenario")
     rows.append({"name": "heap32 app ready (mqtt+zigbee)", "value": ready["bytes"], "unit": "bytes",
-                 "note": "booted as an ESP32 (main.py, ppmid.board.esp32 from %s's board.json without its reader), "
-                         "at the ready banner: %d firmware "
-                         "modules loaded; MQTT waiting for Wi-Fi, HAN starting; least of %d runs %s (%s)"
-                         % (G.ESP32_BOARD, len(ready["modules"]), RUNS, spread["ready"], ESP32_NOTE)})
+                 "note": "booted as an ESP32 (main.py, ppmid.board.esp32 from %s's board.json without its reader) "
+                         "as a gateway in the field, NFC not configured, once its ready banner is out, Wi-Fi up, MQTT "
+                         "connected over the stand-in TLS and subscribed (%s), its state and info PUBACKed, and the "
+                         "clock set by SNTP (%d query, %d name looked up): %d firmware modules loaded; HAN starting; "
+                         "least of %d runs %s (%s)"
+                         % (G.ESP32_BOARD, _broker_seen(ready), ready["sntp"], ready["dns"], len(ready["modules"]),
+                            RUNS, spread["ready"], ESP32_NOTE)})
     extra = ready_nfc["bytes"] - ready["bytes"]
     rows.append({"name": "heap32 app ready (+nfc)", "value": ready_nfc["bytes"], "unit": "bytes",
                  "goal": "NFC adds <= %d" % NFC_GOAL, "ok": extra <= NFC_GOAL,
@@ -121,13 +143,16 @@ def run():
     _write_app_heap(c["peak"])
     rows.append({"name": "heap32 peak 4KB command", "value": c["peak"], "unit": "bytes",
                  "goal": "<= %d" % PEAK_GOAL, "ok": c["peak"] <= PEAK_GOAL,
-                 "note": "live heap, highest of %d exact samples between the event loop's turns (garbage of a "
-                         "stretch that runs in one call from node included: an upper side; the live peak is "
-                         "frozen32.py's, docs/memory.md), app with MQTT + "
-                         "Zigbee (NFC off): %s over the goal; %d before the command (which comes as a PUBLISH through "
-                         "the MQTT client's receive path: its 5.6 KB JSON is read in the stretch); %d-byte GBCS in %d GBT blocks to the stand-in EZSP; "
+                 "note": "live heap, highest of %d exact samples, one as each call from node into the event "
+                         "loop starts, after a collect (the peak inside a turn is not seen there: the upper bound "
+                         "row, garbage included; the live peak with the probes collected is frozen32.py's, "
+                         "docs/memory.md), app with MQTT + "
+                         "Zigbee (NFC off), MQTT connected: %s over the goal; %d before the command (which comes from "
+                         "the stand-in broker as a PUBLISH, QoS 1, read by the connected client's reader task and "
+                         "PUBACKed; its 5.6 KB JSON is read in the stretch, and its %d statuses are published and "
+                         "PUBACKed); %d-byte GBCS in %d GBT blocks to the stand-in EZSP; "
                          "%s missing probes: %s; least of %d runs %s" % (c["samples"], _kb(max(0, c["peak"] - PEAK_GOAL)), c["start"],
-                                                     gbcs_len, c["pieces"], len(c["missing"]),
+                                                     c["published"], gbcs_len, c["pieces"], len(c["missing"]),
                                                      ", ".join(c["missing"]) or "none", RUNS, spread["peak"])})
     n_ready, n_cmd = G.names_report(cmd, "ready"), G.names_report(cmd, "command")
     room, next_pool = _pools_for(n_cmd["names"])

@@ -1,6 +1,7 @@
 """The 32-bit heap gauge's machinery (bench/heap32, docs/memory.md) on a small case: the
 webassembly MicroPython boots under node, loads .mpy files compiled by mpy-cross, and its
 figures are sane. No budget here: the goals are judged by `make bench` (bench_heap32.py)."""
+import json
 import os
 import sys
 
@@ -174,3 +175,57 @@ def test_a_boot_that_is_not_an_esp32_s_is_refused():
                 dict(ok, modules=["ppmid.board"]), dict(ok, modules=ok["modules"] + ["ppmid.board.emulated"])):
         with pytest.raises(G.GaugeError):
             G.check_boot(bad)
+
+@pytest.fixture(scope="module")
+def firmware_files(installed):
+    return G.compile_tree(G.FIRMWARE_DIR)[0]
+
+
+def test_the_app_scenario_is_a_connected_gateway_in_the_field(firmware_files):
+    # docs/memory.md, "Session 9, the gauge measures a connected gateway": ready means Wi-Fi
+    # up, MQTT connected and subscribed over the stand-in TLS, the clock set by SNTP (its
+    # server's name looked up); the command comes from the broker through the connected
+    # client's reader, is PUBACKed, and its statuses are PUBACKed
+    flash = G.flash_files(field=True)
+    flash["/cmd.json"] = G.command_json(4096)[0]
+    r = G.run_jobs([G.app_job(firmware_files, flash, False, "/cmd.json")])[0]
+    assert r["ok"], r["error"]
+    ready, cmd = r["out"]["READY"][0], r["out"]["COMMAND"][0]
+    got, sent = ready["broker_got"], ready["broker_sent"]
+    assert ready["field"] and ready["mqtt"] == "online" and ready["clock"] == "sntp"
+    assert (got[1], sent[2]) == (1, 1)           # one CONNECT, one CONNACK
+    assert got[8] == 1 and sent[9] == 1          # SUBSCRIBE, SUBACK
+    assert sent[4] >= 2                          # state and info (QoS 1) PUBACKed
+    assert ready["sntp"] >= 1 and ready["dns"] >= 1  # pool.ntp.org looked up, then asked
+    assert "ppmid.sntp_task" in ready["modules"]
+    # the connection's start, the lookup and the sync were loaded and dropped again
+    for gone in ("ppmid.mqtt.handshake", "ppmid.dns_lookup", "ppmid.dns", "ppmid.sntp"):
+        assert gone not in ready["modules"]
+    assert cmd["accepted"] == 1 and cmd["counters"]["relayed"] == 1
+    assert cmd["broker_sent"][3] == 1 and cmd["broker_got"][4] == 1   # the command PUBLISHed, PUBACKed
+    # its statuses: the relay counts one once publish() returned, i.e. once PUBACKed
+    assert cmd["published"] >= 1 and cmd["broker_sent"][4] - sent[4] >= cmd["published"]
+    # the live heap, the command's buffer included: its peak above what it started from
+    assert cmd["peak"] >= cmd["start"] + cmd["payload"] - G.RESOLUTION
+
+
+def test_a_gateway_whose_wifi_is_down_stays_offline_and_a_field_run_without_its_broker_fails_clearly(
+        firmware_files):
+    # without the Wi-Fi section nothing goes on the network (frag.py's runs): the figures
+    # are those of an offline gateway, and the job says so in its READY line
+    plain = G.run_jobs([G.app_job(firmware_files, G.flash_files(), False)])[0]
+    assert plain["ok"], plain["error"]
+    ready = plain["out"]["READY"][0]
+    # nothing set the clock: no SNTP ran. The ESP32 board code reads the port's clock, which
+    # is the host's, as an RTC kept across a soft reset ("rtc"); the stand-in board's says
+    # "unset" as after a power cut (docs/memory.md, "Session 9, the gauge counts the board")
+    assert not ready["field"] and ready["mqtt"] == "wifi-down" and ready["clock"] in ("unset", "rtc")
+    assert not any(ready["broker_got"]) and ready["sntp"] == 0 and ready["dns"] == 0
+    # a field flash whose broker is not there: the job fails saying what it waited for,
+    # rather than taking an unconnected gateway's figures as a connected one's
+    flash = G.flash_files(field=True)
+    cfg = json.loads(flash[G.FLASH + "/config.json"])
+    cfg["broker"]["port"] = 1883  # nothing served there: the connection fails, as with no route
+    flash[G.FLASH + "/config.json"] = json.dumps(cfg).encode()
+    r = G.run_jobs([G.app_job(firmware_files, flash, False)])[0]
+    assert not r["ok"] and "MQTT to be connected and the clock synced" in r["error"]

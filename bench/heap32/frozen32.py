@@ -74,7 +74,7 @@ def app_modules():
     # the stand-in board's boot: the board code is left out of these rows (their script
     # imports from the package's directory alone, where no stand-in `network` is); the
     # scenario rows boot as an ESP32 and count it (run_scenario)
-    r = G.run_jobs([G.app_job(files, G.flash_files(), False, esp32=False)])[0]
+    r = G.run_jobs([G.app_job(files, G.flash_files(field=True), False, esp32=False)])[0]
     if not r["ok"] or "READY" not in r["out"]:
         raise G.GaugeError("the app did not get to ready: %s" % (r["error"],))
     ready = r["out"]["READY"][0]["modules"]
@@ -178,17 +178,18 @@ asyncio.StreamWriter = H.Writer
 """
 
 
-def scenario_script(root, frozen, esp32=True):
+def scenario_script(root, frozen, esp32=True, field=True):
     """The gauge's 4 KB-command job as a unix-port script under root (its files written
     there: the harness, the flash, and the .mpy package unless frozen). esp32: booted as
     an ESP32 (main.py, the ESP32 board code, as the gauge's own rows since session 9),
-    else app.run on h32's stand-in board."""
+    else app.run on h32's stand-in board; field: a gateway in the field, as bench_heap32's
+    (gauge.flash_files)."""
     files, _skipped = G.compile_tree(G.FIRMWARE_DIR)
     files.update(G.harness_files())
     if frozen:  # the package comes from the image: only the harness on the path before it
         files = {k: v for k, v in files.items() if not k.startswith("/ppmid/")}
     payload, _n = G.command_json(4096)
-    flash = G.flash_files()
+    flash = G.flash_files(field=field)
     flash["/cmd.json"] = payload
     fs, src = G.app_job(files, flash, False, "/cmd.json", esp32=esp32)
     if esp32:
@@ -211,10 +212,10 @@ def scenario_script(root, frozen, esp32=True):
     return head + "import asyncio\nasync def _main():\n" + body + "asyncio.run(_main())\n"
 
 
-def run_scenario(exe, root, frozen, esp32=True):
+def run_scenario(exe, root, frozen, esp32=True, field=True):
     script = os.path.join(root, "scenario.py")
     with open(script, "w") as f:
-        f.write(scenario_script(root, frozen, esp32))
+        f.write(scenario_script(root, frozen, esp32, field))
     # cwd: the package lies at root + /ppmid, found through sys.path's '' (gauge.LIB)
     p = subprocess.run([exe, "-X", "heapsize=2M", script], capture_output=True, text=True, timeout=300, cwd=root)
     out = {}

@@ -340,13 +340,18 @@ else:
     board = H.Board(nfc=NFC, fs_root=FLASH + '/', wired=WIRED)
     asyncio.create_task(app.run(board))
 await H.until(lambda: app.heap['min'] is not None, what='the app to be ready')
+if FIELD:  # in the field, ready means connected and subscribed, and the clock set
+    await H.until(H.field_ready(caught['link'], caught['relay'].clock),
+                  what='MQTT to be connected and the clock synced')
 await asyncio.sleep_ms(50)
 ready = (await H.live()) - BASE
 names('ready')
 nfc_on = any(m.startswith(NFC_PREFIX + '.service') for m in sys.modules)
 out('READY', bytes=ready, nfc=nfc_on, wired='ppmid.wired.road' in sys.modules,
     modules=sorted(m for m in sys.modules if m.startswith('ppmid')), at_base=at_base,
-    main=sorted(MAIN) if ESP32 else None)
+    main=sorted(MAIN) if ESP32 else None, field=FIELD,
+    broker_got=H.broker.got, broker_sent=H.broker.sent, sntp=H.sntp.answered, dns=H.resolver.answered,
+    mqtt=caught['link'].client.state, clock=caught['relay'].clock.source)
 if COMMAND:
     han, relay, link = caught['han'], caught['relay'], caught['link']
     # the HAN as if its module and the CH were up; each ZCL frame goes to a stand-in EZSP
@@ -376,9 +381,19 @@ if COMMAND:
     start = await H.reset_peak()
     stop = [False]
     asyncio.create_task(H.sampler(stop))
-    await H.publish_through(link.client, link.topics.cmd, COMMAND)
+    published = relay.counters.get('published', 0)
+    if FIELD:
+        # from the broker, as a PUBLISH (QoS 1) on the connected client's socket: its
+        # reader task reads it into its buffer and hands it to the intake, then PUBACKs it
+        H.broker.publish(link.topics.cmd, COMMAND)
+    else:
+        await H.publish_through(link.client, link.topics.cmd, COMMAND)
     await H.until(lambda: relay.counters.get('relayed', 0) >= 1 or relay.counters.get('failed', 0) >= 1,
                   what='the command to reach the HAN')
+    if FIELD:  # the command PUBACKed, its statuses published and PUBACKed
+        await H.until(lambda: H.broker.got[4] >= 1 and relay.counters.get('published', 0) > published
+                      and not len(relay.to_publish) and not link.client.pending(),
+                      what='the command to be PUBACKed and its status PUBACKed')
     await asyncio.sleep_ms(20)
     stop[0] = True
     await asyncio.sleep_ms(20)
@@ -390,6 +405,7 @@ if COMMAND:
         probes=probes, samples=H.samples[0], pieces=len(sent), zcl_bytes=sum(sent),
         accepted=link.intake.stats.get('accepted'), counters=relay.counters, missing=missing,
         payload=payload, trace=[(w, a - BASE - probes) for w, a in H.trace],
+        broker_got=H.broker.got, broker_sent=H.broker.sent, published=relay.counters.get('published', 0) - published,
         loaded=sorted(m for m in sys.modules if m.startswith('ppmid') and m not in before))
 """
 
@@ -472,8 +488,10 @@ def app_job(files, flash_files, nfc, command_path=None, wired=False, topup=False
     (firmware/main.py, the ESP32 board code, /board.json, the flash at the filesystem's
     root); False: app.run on h32's stand-in board with the flash under FLASH, as the app
     scenarios ran until session 9 (tests/test_heap32.py compares the two; frozen32.py's
-    module list)."""
+    module list). A flash of a gateway in the field (flash_files(field=True)) is ready once
+    connected and synced, and its command comes from the harness's broker."""
     fs = dict(files)
+    field = "wifi" in json.loads(flash_files[FLASH + "/config.json"])
     if esp32:
         for path, data in flash_files.items():
             fs[path[len(FLASH):] if path.startswith(FLASH + "/") else path] = data
@@ -483,6 +501,7 @@ def app_job(files, flash_files, nfc, command_path=None, wired=False, topup=False
     else:
         fs.update(flash_files)
     return fs, script(APP_BODY, NFC=nfc, COMMAND=command_path, CATCH=CATCH, PROBES=PROBES, WIRED=wired,
+                      FIELD=field,
                       TOPUP=topup, TOPUP_PROBES=TOPUP_PROBES, ESP32=esp32,
                       FLASH=FLASH, NFC_PREFIX=NFC_PREFIX, CH_TRANSFER_SIZE=CH_TRANSFER_SIZE,
                       NCP_MAX_PAYLOAD=NCP_MAX_PAYLOAD)
@@ -534,16 +553,31 @@ def p256_public_hex():
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint).hex()
 
 
-def flash_files(nfc=False, wired=False, p256_user=False):
+# A gateway in the field as `ppmid provision` writes its config for an MQTT gateway
+# (host_tools/provision.py build): the broker's host as the broker's state names it, an
+# address (127.0.0.1 for `ppmid broker`'s; here one of RFC 5737's), its port and the
+# certificate's name; the Wi-Fi network (--ssid, --password); no sntp or dns section, so
+# config.py's defaults: SNTP from pool.ntp.org, a name, looked up through DHCP's resolver.
+FIELD_BROKER = {"host": "192.0.2.10", "port": 8883, "server_hostname": "ppmid-broker"}
+FIELD_WIFI = {"ssid": "heap32-field", "password": "heap32-passphrase"}
+
+
+def flash_files(nfc=False, wired=False, p256_user=False, field=False):
     """{path: bytes} of a provisioned flash (docs/config.md) for the stand-in board;
     `wired`: with the wired road enabled (docs/wired.md); `p256_user`: keys per DCC User
-    with one user registered by its P-256 public key (docs/envelope.md "Signed envelopes")."""
+    with one user registered by its P-256 public key (docs/envelope.md "Signed envelopes");
+    `field`: a gateway in the field (FIELD_BROKER, FIELD_WIFI): on the stand-in board its
+    Wi-Fi comes up, SNTP sets its clock and MQTT connects to the harness's broker (h32.py);
+    without it Wi-Fi stays down (bench/heap32/frag.py's runs)."""
     _firmware_on_path()
     from ppmid import config
     cfg = {"version": 1, "gateway": GATEWAY,
            "broker": {"host": "broker.invalid", "port": 8883, "server_hostname": "ppmid-broker"},
            "han": {"devices": [dict({"eui": e, "type": t}, **({"nwk": ESME_NWK} if t == "ESME" else {}))
                                for e, t in sorted(DEVICES.items())]}}
+    if field:
+        cfg["broker"] = dict(FIELD_BROKER)
+        cfg["wifi"] = dict(FIELD_WIFI)
     if wired:
         cfg["wired"] = {"enabled": True}
     if p256_user:

@@ -1,18 +1,20 @@
 # The heap gauge's harness inside the webassembly MicroPython (written to /lib/_h32.py by
-# gauge.py): a stand-in board with in-memory UARTs, a Wi-Fi that stays down, the flash
+# gauge.py): a stand-in board with in-memory UARTs, a Wi-Fi that comes up when the config
+# names a network (the stand-in `network`'s station), the flash
 # as the port's in-memory filesystem; heap samples; probes that sample the heap on entry
 # to and exit from chosen firmware functions. Nothing of this is firmware: docs/memory.md.
 import gc
 
 import asyncio
 
-# The webassembly port collects garbage only when node calls into it (at the top level:
-# the start of a script, and every time the event loop resumes a task); gc.collect() in
-# running Python code frees nothing. So the live heap is known exactly right after an
-# await that gave node the hand (live(), the sampler); anywhere else gc.mem_alloc() is the
-# live heap at the last resumption plus everything allocated since, garbage included:
-# an upper bound (the probes).
-peak = [0, ""]     # live peak: highest gc.mem_alloc() right after a resumption, where
+# The webassembly port collects garbage only when a call from node into it returns (the
+# script's top level after an await, each call into the event loop), and only when a
+# collect was asked for (its threshold, or gc.collect(), which in running Python code
+# frees nothing but asks). So the live heap is known exactly right after an await that
+# gave node the hand, the collect asked for (live()), and as a call into the event loop
+# starts (the sampler); anywhere else gc.mem_alloc() is the live heap then plus
+# everything allocated since, garbage included: an upper bound (the probes).
+peak = [0, ""]     # live peak: highest gc.mem_alloc() as a call into the event loop starts, where
 bound = [0, ""]    # upper bound: highest gc.mem_alloc() anywhere sampled, where
 samples = [0]
 trace = []         # (where, bytes) each time the upper bound rose
@@ -23,6 +25,11 @@ async def live():
     # until node's own GC finalizes their JS side, at times of its choosing: up to ~10-20 KB
     # after a few hundred awaits. Single figures carry that (one-sided) noise; the bench
     # takes the least of a few runs (docs/memory.md).
+    # gc.collect() here frees nothing, but it has the port collect once node has the hand
+    # (py/gc.c's collect is only requested: ports/webassembly/main.c gc_collect): without
+    # it the port collects there only after its threshold's worth of allocations, and the
+    # figure held whatever garbage came since the last one
+    gc.collect()
     await asyncio.sleep_ms(0)
     return gc.mem_alloc()
 
@@ -48,14 +55,29 @@ async def reset_peak():
 
 
 async def sampler(stop, where="loop"):
-    # one exact sample per millisecond of the event loop, between the firmware's turns
-    while not stop[0]:
-        await asyncio.sleep_ms(1)
+    # one exact sample per call from node into the event loop, between the firmware's
+    # turns: taken as the call starts, after the collect the previous call asked for. (A
+    # task's sample, taken when its turn came, held the garbage of every turn before it in
+    # the same call: the signature check of the P-256 envelope, 1.1 MB of big-integer
+    # garbage, made the live peak of its row 1.23 MB once the command came through the
+    # connected reader.) This task makes sure there is a call at least every millisecond.
+    core = asyncio.core
+    run = core._run_iter
+
+    def run_sampled():
         a = gc.mem_alloc()
         samples[0] += 1
         if a > peak[0]:
             peak[0] = a
             peak[1] = where
+        run()
+        gc.collect()  # asked for: the port collects once this call is back in node
+    core._run_iter = run_sampled
+    try:
+        while not stop[0]:
+            await asyncio.sleep_ms(1)
+    finally:
+        core._run_iter = run
 
 
 def _wrap(fn, where):
@@ -168,6 +190,7 @@ if not hasattr(asyncio, "run"):
     asyncio.run = _run
 if not hasattr(asyncio, "StreamReader"):
     asyncio.StreamReader = Reader
+if not hasattr(asyncio, "StreamWriter"):
     asyncio.StreamWriter = Writer
 
 
@@ -203,21 +226,31 @@ class Uart:
 
 
 class Wlan:
-    # Wi-Fi that never comes up: the MQTT client waits for it (no socket, no TLS)
-    def active(self, on=None):
-        return True
+    # Wi-Fi that comes up once the app connects to a provisioned network (the config's
+    # wifi.ssid), with DHCP's addresses (the stand-in network's); with no ssid it never
+    # does: the MQTT client then waits for it (no socket, no TLS)
+    def __init__(self):
+        import network
+        self._sta = network.WLAN(network.STA_IF)
 
-    def connect(self, *a, **k):
-        pass
+    def active(self, on=None):
+        return self._sta.active(on)
+
+    def connect(self, ssid="", password="", **k):
+        self._sta.connect(ssid, password)
 
     def isconnected(self):
-        return False
+        return self._sta.isconnected()
 
     def status(self, *a):
-        return 1001
+        return self._sta.status()
 
     def ifconfig(self, *a):
-        return ("0.0.0.0",) * 4
+        return self._sta.ifconfig()
+
+    def dns_servers(self):
+        d = self._sta.ifconfig()[3]
+        return [d] if d != "0.0.0.0" else []
 
     def track(self, sock):
         pass
@@ -226,7 +259,7 @@ class Wlan:
         pass
 
     def poll(self):
-        return False
+        return self._sta.isconnected()
 
 
 class Wdt:
@@ -334,8 +367,9 @@ async def publish_through(client, topic, path):
     client._readinto = True  # as on MicroPython (ppmid.mqtt.handshake: the stream has readinto)
     try:
         first, body = await client._read_packet(s)
-        await client._incoming(first, body)
-        body = None  # as the client's reader does once the message is handled
+        n = len(body)
+        body = None  # as the client's reader does
+        await client._incoming(first, n)
     finally:
         s.close()
 
@@ -363,3 +397,182 @@ async def han_as_running(han, send_zcl, transfer_size, payload):
     han._max_payload = payload
     han._send_zcl = send_zcl
     han._set_status("running")
+
+
+# ---- the network a gateway in the field talks to (docs/memory.md, "Session 9, the gauge
+# measures a connected gateway"): peers at the other end of the stand-in `socket`'s
+# sockets, served on their ports when this harness loads, before the baseline. They answer
+# with literal bytes and keep no copy of what they are sent (a few counters), so what they
+# add after the baseline is their replies while the firmware has not read them yet.
+BROKER_PORT = 8883     # gauge.flash_files' broker.port
+UNIX_NOW = 1796634000  # 2026-12-07 09:00 UTC: what the stand-in SNTP server says
+SNTP_ADDRESS = (192, 0, 2, 123)  # what the stand-in resolver answers for any name
+
+
+class MqttBroker:
+    """An MQTT 3.1.1 broker (OASIS 3.1.1) as far as a gateway's session needs it: CONNECT
+    -> CONNACK (accepted), SUBSCRIBE -> SUBACK (every filter granted its QoS), PUBLISH QoS 1
+    -> PUBACK, PINGREQ -> PINGRESP; publish() sends the gateway one PUBLISH (QoS 1) of a
+    file. got[type] / sent[type]: packets by their type (the fixed header's high nibble)."""
+
+    def __init__(self):
+        self.sock = None
+        self.got = [0] * 16
+        self.sent = [0] * 16
+        self._head = bytearray(256)   # a packet body's first bytes: enough to answer it
+        self._state = 0
+        self._first = self._len = self._shift = self._n = 0
+
+    def opened(self, sock):
+        self.sock = sock
+        self._state = 0
+
+    def closed(self, sock):
+        if sock is self.sock:
+            self.sock = None
+
+    def _send(self, kind, data):
+        self.sent[kind] += 1
+        self.sock.deliver(data)
+
+    def received(self, sock, data, addr):
+        i, n = 0, len(data)
+        while i < n:
+            if self._state == 0:            # the fixed header's first byte
+                self._first = data[i]
+                self._len = self._shift = self._n = 0
+                self._state = 1
+                i += 1
+            elif self._state == 1:          # the remaining length, 7 bits a byte
+                b = data[i]
+                i += 1
+                self._len |= (b & 0x7F) << self._shift
+                self._shift += 7
+                if not b & 0x80:
+                    self._state = 2
+                    if not self._len:
+                        self._packet()
+            else:                           # the body: its head kept, the rest counted
+                k = min(n - i, self._len - self._n)
+                room = len(self._head) - self._n
+                if room > 0:
+                    c = min(room, k)
+                    self._head[self._n:self._n + c] = data[i:i + c]
+                self._n += k
+                i += k
+                if self._n == self._len:
+                    self._packet()
+
+    def _packet(self):
+        self._state = 0
+        kind, h = self._first >> 4, self._head
+        self.got[kind] += 1
+        if kind == 1:       # CONNECT
+            self._send(2, b"\x20\x02\x00\x00")
+        elif kind == 8:     # SUBSCRIBE: packet id, then (filter, qos) pairs
+            ack = bytearray(h[0:2])
+            at = 2
+            while at < self._len:
+                at += 2 + (h[at] << 8 | h[at + 1]) + 1
+                ack.append(h[at - 1])
+            self._send(9, bytes((0x90, len(ack))) + ack)
+        elif kind == 3 and self._first & 6:   # PUBLISH, QoS 1: its packet id follows the topic
+            at = 2 + (h[0] << 8 | h[1])
+            self._send(4, b"\x40\x02" + bytes(h[at:at + 2]))
+        elif kind == 12:    # PINGREQ
+            self._send(13, b"\xd0\x00")
+
+    def publish(self, topic, path, pid=1):
+        """One PUBLISH (QoS 1) of the file at path on topic to the connected gateway; the
+        file is read straight into the reader's buffer (the socket holds its head only)."""
+        import os
+        t = topic.encode()
+        size = os.stat(path)[6]
+        rem = 2 + len(t) + 2 + size
+        head = bytearray(b"\x32")
+        while True:
+            b = rem & 0x7F
+            rem >>= 7
+            head.append(b | 0x80 if rem else b)
+            if not rem:
+                break
+        head.append(len(t) >> 8)
+        head.append(len(t) & 0xFF)
+        head += t
+        head.append(pid >> 8)
+        head.append(pid & 0xFF)
+        self.sent[3] += 1
+        self.sock.deliver(bytes(head))
+        self.sock.deliver((open(path, "rb"), size))
+
+
+class SntpServer:
+    """Answers each request (RFC 4330) with UNIX_NOW, echoing its transmit timestamp."""
+
+    def __init__(self):
+        self.answered = 0
+
+    def opened(self, sock):
+        pass
+
+    def closed(self, sock):
+        pass
+
+    def received(self, sock, data, addr):
+        import struct
+        r = bytearray(48)
+        r[0] = 0x24          # LI 0, version 4, mode 4 (server)
+        r[1] = 2             # stratum 2
+        r[24:32] = data[40:48]
+        struct.pack_into(">II", r, 40, UNIX_NOW + 2208988800, 0)
+        self.answered += 1
+        sock.deliver(bytes(r), addr)
+
+
+class DnsResolver:
+    """Answers each A query (RFC 1035) with SNTP_ADDRESS (one record, TTL 3600)."""
+
+    def __init__(self):
+        self.answered = 0
+
+    def opened(self, sock):
+        pass
+
+    def closed(self, sock):
+        pass
+
+    def received(self, sock, data, addr):
+        # the query's id, then flags QR RD RA, one question (echoed), one answer: a pointer
+        # to the question's name, A, IN, the TTL, 4 bytes of address
+        out = bytearray(data[0:2]) + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + data[12:]
+        out += b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x0e\x10\x00\x04" + bytes(SNTP_ADDRESS)
+        self.answered += 1
+        sock.deliver(bytes(out), addr)
+
+
+def field_ready(link, clock):
+    """The condition for "ready" in the field: the MQTT client online, its subscriptions
+    SUBACKed and everything it published PUBACKed; the clock set by SNTP."""
+    return lambda: (link.client.state == "online" and broker.sent[9] >= 1 and not link.client.pending()
+                    and clock.source == "sntp")
+
+
+def _urandom(n):
+    import random
+    return bytes(random.getrandbits(8) for _ in range(n))
+
+
+import os as _os  # noqa: E402
+
+if not hasattr(_os, "urandom"):
+    # an ESP32's os has urandom (its RNG: the SNTP nonce, the DNS query id); the port's not
+    _os.urandom = _urandom
+
+import socket as _socket  # noqa: E402 - the stand-in (standins/socket.py)
+
+broker = MqttBroker()
+sntp = SntpServer()
+resolver = DnsResolver()
+_socket.serve(BROKER_PORT, broker)
+_socket.serve(123, sntp)
+_socket.serve(53, resolver)

@@ -512,6 +512,35 @@ async def test_a_large_publish_without_a_handler_does_not_keep_its_buffer():
     await _with(b, c, body)
 
 
+async def test_the_reader_keeps_no_view_of_a_large_message_once_it_is_handled():
+    # MicroPython's GC scans a waiting task's whole frame, its dead stack slots included: a
+    # view of the buffer that the reader passed to _incoming stayed there after the call
+    # and kept a large message's buffer alive while the reader waited for the next packet:
+    # through a command's send (the heap32 gauge's connected gateway, docs/memory.md,
+    # session 9). A 20 KB message here: once it is PUBACKed, its buffer is gone from the
+    # heap. (The heap is read where gc.mem_alloc exists: MicroPython.)
+    import gc
+    b = await FakeBroker().start()
+    b.outbox.append((CMD, b"a" * 20000, 5))
+    during = []
+
+    async def handler(topic, payload, qos, dup):
+        if hasattr(gc, "mem_alloc"):
+            gc.collect()
+            during.append(gc.mem_alloc())  # the buffer, 20 KB, is live here
+
+    c = _client(b, handler=handler, max_packet=65536)
+
+    async def body():
+        await _until(lambda: b.acked == [5], "PUBACKed")
+        await asyncio.sleep(0.05)  # the reader waits for the next packet
+        assert len(c._rx) == 512
+        if during:
+            gc.collect()
+            assert during[0] - gc.mem_alloc() >= 18000, (during, gc.mem_alloc())
+    await _with(b, c, body)
+
+
 async def test_remaining_lengths_of_one_to_three_bytes_are_read_and_a_fifth_byte_drops_the_link():
     # the fixed header is read into the receive buffer's start: its first two bytes, then
     # one byte for each continuation bit (2.2.3); past four length bytes the packet is

@@ -557,8 +557,14 @@ class MQTTClient:
                 first, body = await self._read_packet(r)
                 kind = first & 0xF0
                 if kind == p.PUBLISH:
-                    await self._incoming(first, body)
-                    body = None  # a view of the buffer: it would keep a grown one alive
+                    # _incoming takes the message's length, not its view: a view passed
+                    # from here stays in this task's frame after the call (a stack slot the
+                    # next call does not reach, scanned by the GC all the same), and kept a
+                    # grown buffer alive, the 5.6 KB of a 4 KB command's JSON, through the
+                    # command's send and until the next packet (docs/memory.md, session 9)
+                    n = len(body)
+                    body = None
+                    await self._incoming(first, n)
                 elif kind == p.PUBACK:
                     pid = p.parse_packet_id(body)
                     for m in self._inflight:
@@ -580,7 +586,9 @@ class MQTTClient:
             self._note(exc)
             self._kill(_text(_S_READ_FAILED, (exc,)))
 
-    async def _incoming(self, first, body):
+    async def _incoming(self, first, n):
+        # n: the length of the body that _read_packet read (an oversized PUBLISH's head)
+        body = self._rxmv[:n]
         topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)
         if qos == 2:
             raise p.PacketError(_text(_S_QOS2))
