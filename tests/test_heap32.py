@@ -229,3 +229,39 @@ def test_a_gateway_whose_wifi_is_down_stays_offline_and_a_field_run_without_its_
     flash[G.FLASH + "/config.json"] = json.dumps(cfg).encode()
     r = G.run_jobs([G.app_job(firmware_files, flash, False)])[0]
     assert not r["ok"] and "MQTT to be connected and the clock synced" in r["error"]
+
+
+def _ssl_standin_holding_more(context_extra, socket_extra):
+    # the stand-in ssl with each SSLContext / SSLSocket `extra` bytes larger: what a run
+    # reads more is what the firmware holds of them (ready: the context from boot, the
+    # socket while connected)
+    with open(os.path.join(G.STANDINS, "ssl.py")) as f:
+        src = f.read()
+    for name, extra in (("CONTEXT_BYTES", context_extra), ("SOCKET_BYTES", socket_extra)):
+        line = next(ln for ln in src.splitlines() if ln.startswith(name + " = "))
+        size = int(line.split("=")[1].split("#")[0])
+        src = src.replace(line, "%s = %d" % (name, size + extra))
+    return src.encode()
+
+
+def test_the_tls_objects_are_held_as_on_a_board_the_context_from_boot_a_socket_while_connected(
+        firmware_files):
+    # docs/memory.md, "Session 9, the TLS objects on the GC heap": an ESP32 keeps the
+    # SSLContext and each SSLSocket object on the MicroPython heap; the stand-in allocates
+    # their sizes and holds them as long as the firmware holds the objects
+    ctx_extra, sock_extra = 32768, 16384
+    bigger = {G.LIB + "/ssl.py": _ssl_standin_holding_more(ctx_extra, sock_extra)}
+    field, offline = G.flash_files(field=True), G.flash_files()
+    jobs = []
+    for flash in (field, offline):
+        fs, src = G.app_job(firmware_files, flash, False)
+        jobs += [(fs, src), (dict(fs, **bigger), src)]
+    runs = G.run_jobs(jobs)
+    for r in runs:
+        assert r["ok"], r["error"]
+    field_std, field_big, off_std, off_big = (r["out"]["READY"][0] for r in runs)
+    assert field_big["mqtt"] == "online" and off_big["mqtt"] == "wifi-down"
+    # connected: the context and the connection's socket
+    assert abs(field_big["bytes"] - field_std["bytes"] - ctx_extra - sock_extra) <= G.RESOLUTION
+    # offline: the context made at boot is kept for the connection to come; no socket
+    assert abs(off_big["bytes"] - off_std["bytes"] - ctx_extra) <= G.RESOLUTION

@@ -153,6 +153,7 @@ class _IOQueue:
         sleep_ms(dt if dt >= 0 else 1)
 
     def queue_read(self, s):
+        s = getattr(s, "sock", s)   # a stand-in SSLSocket (standins/ssl.py): its socket
         if s._rx or s.closed:
             core._task_queue.push(core.cur_task)
         else:
