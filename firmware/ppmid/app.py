@@ -21,7 +21,6 @@ from ppmid import VERSION
 from ppmid.clock import sleep_ms
 
 WDT_TIMEOUT_MS = const(30000)  # long enough for an mpremote session after Ctrl-C (boot.py arms it)
-_FEED_INTERVAL_MS = const(1000)
 _HEAP_SAMPLE_MS = const(250)    # the heap task's period: a glance at gc.mem_free() (no collect)
 _HEAP_COLLECT_MS = const(1000)  # at most one gc.collect() this often, and only when it may show a new minimum
 _HEAP_REPORT_S = const(30)      # a heap line (after a collect) at least this often, even when nothing changed
@@ -33,11 +32,6 @@ heap = {"free": 0, "min": None}
 def banner(board):
     gc.collect()
     print("PPMID ready: version=%s board=%s free_heap=%d" % (VERSION, board.name, board.mem_free()))
-
-
-def status(text):
-    # one console line per lifecycle change; host tools grep for "PPMID status: "
-    print("PPMID status: " + text)
 
 
 def _sample_heap(board):
@@ -79,14 +73,6 @@ async def _heap_task(board, journal=None):
             print("PPMID flash: journal_written=%d appends=%d syncs=%d compactions=%d" % (
                 written, journal.appends, journal.syncs, journal.compactions))
         await sleep_ms(_HEAP_SAMPLE_MS)
-
-
-async def _idle(board, wdt):
-    # no usable config: the board stays up (REPL reachable for `ppmid provision`), the
-    # watchdog is fed so that there is no reboot loop
-    while True:
-        wdt.feed()
-        await sleep_ms(_FEED_INTERVAL_MS)
 
 
 def _is(obj, attr, value):
@@ -152,17 +138,13 @@ async def _ch_clock(han, clock, set_time, st, link):
 
 async def run(board):
     from ppmid import boot
-    started = await boot.start(board)
+    journal = await boot.start(board)  # it prints the status line
     boot.drop()  # the start-up code and the boot-only modules (ppmid.boot.BOOT_ONLY)
-    boot = None
-    if started is None:  # no usable config: stay up for re-provisioning
-        wdt = board.wdt(WDT_TIMEOUT_MS)
-        banner(board)
-        await _idle(board, wdt)
+    if journal is None:  # no usable config: stay up for re-provisioning (this road alone keeps boot.py)
+        await boot.idle(board)
         return
-    journal, text = started
+    boot = None
     _sample_heap(board)
-    status(text)
     banner(board)
     print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
     await _heap_task(board, journal)

@@ -10,7 +10,8 @@ import gc
 import asyncio
 from micropython import const
 from ppmid.modules import unload
-from ppmid.app import WDT_TIMEOUT_MS, VERSION, status, _is, _info
+from ppmid.app import WDT_TIMEOUT_MS, VERSION, banner, _is, _info
+from ppmid.clock import sleep_ms
 
 # A collect after every this many bytes allocated, from the start of the boot on (it stays
 # set once this module is dropped). Without it MicroPython collects only when an allocation
@@ -21,6 +22,12 @@ from ppmid.app import WDT_TIMEOUT_MS, VERSION, status, _is, _info
 # "Fragmentation"), after 20 commands in a 384K heap: the largest free block 7.8 KB of
 # 158 KB free without it, 142 KB with it. The cost: a collect per 8 KB allocated.
 _GC_THRESHOLD = const(8192)
+_FEED_INTERVAL_MS = const(1000)
+
+
+def status(text):
+    # one console line per lifecycle change; host tools grep for "PPMID status: "
+    print("PPMID status: " + text)
 
 
 def _mark(board, stage):
@@ -163,8 +170,8 @@ async def _nfc(board, cfg, relay, stats):
 
 
 async def start(board):
-    """Start everything (in the order of docs/relay.md "Wiring"): (journal, status text)
-    for app.run, or None when the config is not usable (status printed)."""
+    """Start everything (in the order of docs/relay.md "Wiring"), print the status line and
+    return the journal for app.run; None when the config is not usable (status printed)."""
     gc.threshold(_GC_THRESHOLD)
     from ppmid.errors import PpmidError
     _mark(board, "start")
@@ -261,11 +268,26 @@ async def start(board):
         text += " wired=" + wired.start(board, cfg, relay)
         _mark(board, "wired")
     _boot_ok(board)
-    return journal, text
+    status(text)
+    return journal
+
+
+async def idle(board):
+    """No usable config: the board stays up (REPL reachable for `ppmid provision`), the
+    watchdog is fed so that there is no reboot loop. Here, not in app.py: a gateway that
+    runs never needs it (app.run keeps this module only for this road)."""
+    wdt = board.wdt(WDT_TIMEOUT_MS)
+    banner(board)
+    while True:
+        wdt.feed()
+        await sleep_ms(_FEED_INTERVAL_MS)
 
 
 def drop():
     """Unload the boot-only modules and this one (app.run, once everything runs)."""
+    # the board package itself: main.py's load() and read_definition(), run once; the
+    # running Board's own module (ppmid.board.esp32 or .emulated) stays with its class
+    unload("ppmid.board", under=False)
     for name in BOOT_ONLY + ("ppmid.boot",):
         unload(name)
         gc.collect()
