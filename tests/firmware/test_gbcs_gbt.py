@@ -43,6 +43,24 @@ def test_split_copies_the_routing_header():
     assert [len(decode(b).block_data) for b in blocks] == [100, 100, 69]
 
 
+def test_a_blocks_routing_header_is_its_messages_with_an_empty_date_time():
+    # the split copies the header from the decoded message (gbt), build_block writes it from
+    # fields (build): the same bytes, for a message with a date-time and every counter byte set
+    raw = build.build_command(0x0102030405060708, bytes(range(1, 9)), bytes(range(11, 19)), 0x12F4,
+                              bytes(300), date_time=bytes(range(40, 52)))
+    src = decode(raw)
+    assert src.date_time is not None
+    count, blocks = gbt.blocks_for_transfer(raw, 200, bytearray(3 + 200), 3)
+    got = [bytes(b) for b in blocks]
+    assert len(got) == count > 1
+    size = len(decode(got[0]).block_data)
+    for i, blk in enumerate(got):
+        want = build.build_block(src.cra, 0x0102030405060708, bytes(range(1, 9)), bytes(range(11, 19)),
+                                 0x12F4, i + 1, raw[i * size:(i + 1) * size], last=i == count - 1)
+        assert blk == want, i
+        assert decode(blk).date_time is None
+
+
 def test_split_and_reassemble_every_block_size():
     raw = sample(BIG)
     # (block size 1 is covered by the CPython hypothesis test: 269 one-byte blocks fragment a

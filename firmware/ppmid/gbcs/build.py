@@ -3,10 +3,49 @@
 from ppmid.gbcs.message import (decode, GbcsError, E_LENGTH, E_VALUE, TAG_GENERAL_CIPHERING, TAG_GENERAL_SIGNING,
                                 MAC_LEN)
 from ppmid.gbcs.message_fields import FORM_MAC_SIGNED, FORM_GBT
-# the length form and the routing header live with the GBT split, the gateway's only use of
-# them (so it does not load these builders): build.encode_length etc. stay valid names here
-from ppmid.gbcs.gbt import (encode_length, transaction_header, _u64, _eui, _prefix, _block_into,  # noqa: F401
+# the length form lives with the GBT split, the gateway's only use of it (so it does not load
+# these builders): build.encode_length stays a valid name here
+from ppmid.gbcs.gbt import (encode_length, _block_into,  # noqa: F401
                             _split, blocks_for_transfer, DEFAULT_TRANSFER_SIZE, GbtError, E_GBT_NOT_BLOCK)
+
+
+def _u64(v):
+    if v < 0 or v >= 1 << 64:
+        raise GbcsError(E_VALUE, "counter %d is not an unsigned 64-bit number" % v)
+    out = bytearray(8)
+    for i in range(8):
+        out[7 - i] = (v >> (8 * i)) & 0xFF
+    return bytes(out)
+
+
+def _eui(v, what):
+    v = bytes(v)
+    if len(v) != 8:
+        raise GbcsError(E_LENGTH, "%s must be 8 bytes, not %d" % (what, len(v)))
+    return v
+
+
+def transaction_header(cra, counter, originator, recipient, date_time=None):
+    """09 CRA counter(8) 08 originator 08 recipient, then the date-time element."""
+    if cra not in (1, 2, 3):
+        raise GbcsError(E_VALUE, "CRA flag must be 1, 2 or 3, not %r" % (cra,))
+    parts = [b"\x09", bytes((cra,)), _u64(counter), b"\x08", _eui(originator, "originator"),
+             b"\x08", _eui(recipient, "recipient")]
+    if date_time is None:
+        parts.append(b"\x00")
+    else:
+        date_time = bytes(date_time)
+        if len(date_time) != 12:
+            raise GbcsError(E_LENGTH, "date-time must be 12 bytes, not %d" % len(date_time))
+        parts.append(b"\x0c" + date_time)
+    return b"".join(parts)
+
+
+def _block_prefix(cra, counter, originator, recipient, message_code):
+    # a block's routing header from fields: DD, transaction-id, titles, empty date-time,
+    # other-information (message code), empty key-info (gbt._prefix copies a message's)
+    return (bytes((TAG_GENERAL_CIPHERING,)) + transaction_header(cra, counter, originator, recipient)
+            + bytes((2, (message_code >> 8) & 0xFF, message_code & 0xFF, 0)))
 
 
 def build_signed(cra, counter, originator, recipient, message_code, content, date_time=None,
@@ -69,7 +108,7 @@ def _block(prefix, block_number, data, last, block_ack, window, streaming, secur
 def build_block(cra, counter, originator, recipient, message_code, block_number, data,
                 last=False, block_ack=0, window=1, streaming=False, security_control=0):
     """One GBT block (bytes). An empty `data` makes an acknowledgement block."""
-    return _block(_prefix(cra, counter, originator, recipient, message_code), block_number, data,
+    return _block(_block_prefix(cra, counter, originator, recipient, message_code), block_number, data,
                   last, block_ack, window, streaming, security_control)
 
 

@@ -3,7 +3,7 @@
 # message code copied from the message's own header) and a GBT header (E0, block control,
 # block number from 1, block number ack, block data). Concatenating the block data in block
 # number order gives back the original message. Nothing is decrypted or re-signed.
-from ppmid.gbcs.message import decode, GbcsError, TAG_GENERAL_CIPHERING, TAG_GBT, E_LENGTH, E_VALUE
+from ppmid.gbcs.message import decode, GbcsError, TAG_GENERAL_CIPHERING, TAG_GBT, E_LENGTH
 
 DEFAULT_TRANSFER_SIZE = 1500   # GBCS tunnel: maximum incoming transfer size
 LAST_BLOCK = 0x80
@@ -21,9 +21,9 @@ class GbtError(GbcsError):
     pass
 
 
-# ---- the length form and the routing header: the only encoding the gateway does (a block's
-# routing header copies its message's); gbcs/build.py builds whole messages with them, and
-# single blocks, splits into bytes and acknowledgements (host tools and tests)
+# ---- the length form: the only encoding the gateway does (a block's routing header copies
+# its message's); gbcs/build.py builds whole messages with it, and single blocks, splits
+# into bytes and acknowledgements (host tools and tests)
 def encode_length(n):
     """GBCS length: one byte below 0x80, else 81 nn or 82 nnnn."""
     if n < 0:
@@ -37,42 +37,24 @@ def encode_length(n):
     raise GbcsError(E_LENGTH, "length %d does not fit the 82 nnnn form" % n)
 
 
-def _u64(v):
-    if v < 0 or v >= 1 << 64:
-        raise GbcsError(E_VALUE, "counter %d is not an unsigned 64-bit number" % v)
-    out = bytearray(8)
-    for i in range(8):
-        out[7 - i] = (v >> (8 * i)) & 0xFF
-    return bytes(out)
-
-
-def _eui(v, what):
-    v = bytes(v)
-    if len(v) != 8:
-        raise GbcsError(E_LENGTH, "%s must be 8 bytes, not %d" % (what, len(v)))
-    return v
-
-
-def transaction_header(cra, counter, originator, recipient, date_time=None):
-    """09 CRA counter(8) 08 originator 08 recipient, then the date-time element."""
-    if cra not in (1, 2, 3):
-        raise GbcsError(E_VALUE, "CRA flag must be 1, 2 or 3, not %r" % (cra,))
-    parts = [b"\x09", bytes((cra,)), _u64(counter), b"\x08", _eui(originator, "originator"),
-             b"\x08", _eui(recipient, "recipient")]
-    if date_time is None:
-        parts.append(b"\x00")
-    else:
-        date_time = bytes(date_time)
-        if len(date_time) != 12:
-            raise GbcsError(E_LENGTH, "date-time must be 12 bytes, not %d" % len(date_time))
-        parts.append(b"\x0c" + date_time)
-    return b"".join(parts)
-
-
-def _prefix(cra, counter, originator, recipient, message_code):
-    # DD, transaction-id, titles, empty date-time, other-information (message code), empty key-info
-    return (bytes((TAG_GENERAL_CIPHERING,)) + transaction_header(cra, counter, originator, recipient)
-            + bytes((2, (message_code >> 8) & 0xFF, message_code & 0xFF, 0)))
+def _prefix(msg):
+    # a block's routing header, from its message's: DD, the transaction-id (09 CRA counter)
+    # and titles (08 originator 08 recipient) as they are, an empty date-time, the
+    # other-information (02 and the message code), an empty key-info
+    code = msg.message_code
+    out = bytearray(34)
+    out[0] = TAG_GENERAL_CIPHERING
+    out[1] = 9
+    out[2] = msg.cra
+    out[3:11] = msg.counter_bytes
+    out[11] = 8
+    out[12:20] = msg.originator
+    out[20] = 8
+    out[21:29] = msg.recipient
+    out[30] = 2
+    out[31] = code >> 8
+    out[32] = code & 0xFF
+    return out
 
 
 def _block_into(out, at, prefix, block_number, data, last, block_ack, window, streaming, security_control):
@@ -117,7 +99,7 @@ def _split(message, block_data_size, window=1, security_control=0, into=None, at
     count = (n + block_data_size - 1) // block_data_size
     if count > 0xFFFF:
         raise GbtError(E_GBT_BLOCK_SIZE, "%d blocks needed: more than 65535" % count)
-    prefix = _prefix(msg.cra, msg.counter, msg.originator, msg.recipient, msg.message_code)
+    prefix = _prefix(msg)
     if into is not None:
         return count, _blocks_into(into, at, prefix, msg.buf, block_data_size, count, window, security_control)
     # a block per piece, as bytes: for host tools and tests (the gateway builds into its buffer)
