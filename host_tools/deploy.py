@@ -124,6 +124,11 @@ class ImageOnProbation(DeployError):
             % (port, label))
 
 
+class BoardScriptFailed(DeployError):
+    """A script the deploy sent raised on the board (mpremote exits 1 as for a lost board;
+    the traceback tells them apart)."""
+
+
 class BoardLost(DeployError):
     """A call to the board broke off or stalled: it reset (watchdog, power) or the link
     dropped. Worth probing again; anything else a deploy refuses is not."""
@@ -331,13 +336,15 @@ def _run_mpremote(cmd, what, timeout, stall_s=None, progress="@@"):
     logging after a reset is not progress), or with progress=None no output at all (a copy:
     mpremote draws its per-file progress bar, every 256 bytes, when its stdout is a
     terminal, so it runs on a pty). A timeout, a stall or an mpremote error is a BoardLost:
-    during a deploy they are what a board resetting under mpremote looks like."""
+    during a deploy they are what a board resetting under mpremote looks like; but a
+    traceback from the sent script is a BoardScriptFailed."""
     if stall_s is None:
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise BoardLost("%s: mpremote timed out after %ss" % (what, timeout))
         if p.returncode != 0:
+            _raised_on_board(what, p.stdout + p.stderr)
             raise BoardLost("%s: mpremote failed: %s" % (what, (p.stderr or p.stdout).strip()[-1500:]))
         return p.stdout
     master, slave = pty.openpty()
@@ -388,8 +395,20 @@ def _run_mpremote(cmd, what, timeout, stall_s=None, progress="@@"):
         bare = re.sub(r" \.\.\. [a-z]+ +\d+% \[[#-]*\]", "", text).replace("\r", "\n")
         said = "\n".join(line for line in bare.splitlines()
                          if line.strip() and not line.startswith(("cp ", progress or "\0")))
+        _raised_on_board(what, said)
         raise BoardLost("%s: mpremote failed: %s" % (what, said.strip()[-1500:] or "exit %d" % p.returncode))
     return text
+
+
+def _raised_on_board(what, text):
+    # mpremote exits 1 both when the board went away and when the script it sent raised:
+    # a traceback through "<stdin>" (the script) is the board's answer, not a lost board,
+    # and doing it again would fail the same way
+    at = text.rfind("Traceback (most recent call last):")
+    if at >= 0 and 'File "<stdin>"' in text[at:]:
+        lines = [line for line in text[at:].splitlines() if line.strip()]
+        raise BoardScriptFailed("%s: the board's script raised %s (the board did not reset; not retried)"
+                                % (what, lines[-1].strip()[:300]))
 
 
 def _exec(port, code, what, timeout=30, stall_s=None):

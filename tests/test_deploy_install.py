@@ -336,3 +336,18 @@ def test_giving_up_on_a_cut_install_of_app_code_says_that_the_boards_boot_py_fin
                    % deploy.build_id(local3), since=mark)
         b.wait_ready(since=mark)
         assert deploy.board_hashes(b.repl, sorted(local3), "") == local3
+
+
+def test_an_install_script_that_raises_on_the_board_is_said_once_not_retried(tmp_path, cut_install):
+    # any exception the install script does not turn into an @@ line (here one raised
+    # before its call) ends mpremote with the board's traceback: not a lost board
+    fw2 = _firmware(tmp_path, "fw2", "2")
+    with EmulatedBoard(tmp_path / "board") as b:
+        b.deploy()
+        cut_install("raise MemoryError('test: the board ran out of heap')")
+        said = []
+        with pytest.raises(deploy.BoardScriptFailed) as failed:
+            deploy.deploy(b.repl, "emulated", firmware_dir=str(fw2), log=said.append)
+        assert ("install on %s: the board's script raised MemoryError: test: the board ran out of heap "
+                "(the board did not reset; not retried)" % b.repl) == str(failed.value), failed.value
+        assert not any(s.startswith("board lost") for s in said), said
