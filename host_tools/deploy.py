@@ -93,13 +93,13 @@ class InstallFailed(DeployError):
     def __init__(self, port, line, new):
         _, k, n, error = line.split(" ", 3)
         if new:
-            state = ("%s of %s files are new (%s%s), the rest old; the install's marker stays: at every boot the "
-                     "board tries the install again and, while it fails, stops before main.py (at the REPL, no "
-                     "app) rather than run a mix of the two builds"
+            state = ("%s of the %s files to install are new (%s%s), the rest old; the install's marker stays: at "
+                     "every boot the board tries the install again and, while it fails, stops before main.py (at "
+                     "the REPL, no app) rather than run a mix of the two builds"
                      % (k, n, ", ".join(new[:5]), ", ..." if len(new) > 5 else ""))
         else:
-            state = ("nothing was renamed: the old files are in place and run; the install's marker stays: every "
-                     "boot tries the install again (the old set runs while it fails)")
+            state = ("nothing was renamed: the old files are whole; the install's marker stays: every boot tries "
+                     "the install again and, while it fails, boots the old set")
         super().__init__("install on %s failed on the board (%s: %s): %s; check the flash (`mpremote connect %s "
                          "resume df`, files in the way of a new one), then run the same deploy again: it resumes "
                          "from what is staged (docs/platform.md `ppmid deploy`)"

@@ -259,7 +259,7 @@ def test_an_install_that_fails_on_the_board_stops_the_deploy_and_the_board_boots
         msg = str(err.value)
         assert err.value.code == "E_INSTALL_FLASH"
         assert "failed on the board (E_INSTALL_FLASH: OSError(" in msg, msg
-        assert "files are new (install.mpy, boot.py, " in msg and "stops before main.py" in msg, msg
+        assert "files to install are new (install.mpy, boot.py, " in msg and "stops before main.py" in msg, msg
         assert "Traceback" not in msg and "board reset" not in msg, msg
         assert not any(s.startswith("board lost") for s in said), said  # not retried
         mark = b.mark()
