@@ -1,12 +1,15 @@
 # The deploy's install as the board runs it (firmware/install.py): a marker before the first
 # rename, so that an install cut after any number of renames is finished by the next boot;
 # a marker that cannot be read or a file neither staged nor installed is refused with
-# nothing changed; the application update dropped but its replay floors kept. On a real
-# LittleFS under MicroPython (test_relay_support.fresh_root), and on CPython.
+# nothing changed; the application update dropped but its replay floors kept; a flash
+# error or Ctrl-Cs in the boot's finish: the old set boots when nothing was renamed, else
+# install.Stopped (no mix starts), the marker kept for the next boot. On a real LittleFS
+# under MicroPython (test_relay_support.fresh_root), and on CPython.
 import binascii
 import hashlib
 import json
 import os
+import sys
 
 import install
 from test_relay_support import fresh_root, read_file, write_file
@@ -355,3 +358,34 @@ def test_a_ctrl_c_after_the_marker_is_removed_is_a_finished_install():
     assert hit and done is True, (hit, said)
     assert said == ["PPMID install: build 0123456789abcdef finished at boot: 7 of 7 files were still staged"], said
     assert _tree(root) == _installed(root) and not install._exists(root + STAGE)
+
+
+def test_ctrl_c_is_held_off_for_the_whole_finish_and_given_back_after():
+    # on the board, micropython.kbd_intr(-1) keeps Ctrl-C from being delivered during the
+    # finish, and kbd_intr(3) gives it back however run() ends (finished, boot on, stopped).
+    # MicroPython's own module cannot be watched (read-only): CPython's stand-in is
+    if sys.implementation.name == "micropython":
+        return
+    mp = sys.modules["micropython"]
+    calls = []
+
+    def kbd_intr(c):
+        calls.append(("kbd_intr", c))
+    mp.kbd_intr = kbd_intr
+    try:
+        def rename(a, b):
+            calls.append(("rename", b[len(root):]))
+            os.rename(a, b)
+        root = _board()
+        _begin(root)
+        assert _run_with(root, rename=rename)[0] is True
+        assert calls[0] == ("kbd_intr", -1) and calls[-1] == ("kbd_intr", 3), calls
+        assert [c for c in calls if c[0] == "rename"] == [("rename", "/" + p) for p in ORDER]
+        root = _board()
+        _begin(root)
+        _in_the_way(root, "ppmid/app.mpy")
+        del calls[:]
+        assert isinstance(_run_with(root)[0], install.Stopped)
+        assert calls == [("kbd_intr", -1), ("kbd_intr", 3)], calls
+    finally:
+        del mp.kbd_intr
