@@ -266,35 +266,40 @@ def forget_updates(root=""):
         _rmtree(d)
 
 
-def _untouched(root):
-    # after a failed finish: whether the old set is still whole (the marker is there and
-    # every file it names is still staged: nothing renamed, so nothing deleted either)
+def _part_done(root):
+    # after a finish that failed: whether part of the install is in place (a file the
+    # marker names is no longer staged and has the build's SHA-256 where it belongs), so
+    # the files in place are a mix of the two builds; not known without a readable marker
     try:
         _, renames, _ = read_marker(root)
     except Refused:
         return False
-    for path, _ in renames:
+    for path, digest in renames:
         if not _exists(root + STAGE + "/" + path):
-            return False
-    return True
+            try:
+                if _sha256(root + "/" + path) == digest:
+                    return True
+            except OSError:
+                pass
+    return False
 
 
-def _stop_or_boot_on(root, log, code, why):
-    # the finish failed: boot the old set when it is whole (the next boot tries again),
-    # else stop the boot here, before main.py imports a mix of the two builds
-    if _untouched(root):
-        log("PPMID install: not finished (%s): %s; nothing renamed, the old files run; "
-            "the next boot tries again" % (code, why))
+def _not_finished(root, log, code, why, then):
+    # boot the files in place when they are the old set, whole; else stop the boot here,
+    # before main.py imports a mix of the two builds
+    if not _part_done(root):
+        log("PPMID install: not finished (%s): %s; nothing renamed, the files in place run; %s" % (code, why, then))
         return False
     log("PPMID install: not finished (%s): %s; some files are new, some old: the app is not "
-        "started (a mix of two builds); the next boot tries again, or run the deploy again" % (code, why))
+        "started (a mix of two builds); %s" % (code, why, then))
     raise Stopped(code)
 
 
 def run(root="", log=print):
     """boot.py's call when a marker is there: finish the install (True: boot.py then
     soft-resets), or say why not. False: nothing renamed, the old set runs; Stopped: part
-    of the install is in place and the rest cannot be, the app must not start (docs/platform.md)."""
+    of the install is in place and the rest cannot be now, the app must not start
+    (docs/platform.md)."""
     try:  # a Ctrl-C (a tool connecting) is not delivered during the finish on the board
         import micropython
         micropython.kbd_intr(-1)
@@ -320,12 +325,10 @@ def run(root="", log=print):
             except KeyboardInterrupt:
                 continue
             except Refused as e:
-                log("PPMID install: not finished (%s): %s; nothing renamed, the files in place run; "
-                    "run the deploy again" % (e.code, e.message))
-                return False
+                return _not_finished(root, log, e.code, e.message, "run the deploy again")
             except OSError as e:
-                return _stop_or_boot_on(root, log, E_INSTALL_FLASH, repr(e))
-        return _stop_or_boot_on(root, log, E_INSTALL_INTERRUPTED, "interrupted 5 times")
+                return _not_finished(root, log, E_INSTALL_FLASH, repr(e), "the next boot tries again")
+        return _not_finished(root, log, E_INSTALL_INTERRUPTED, "interrupted 5 times", "the next boot tries again")
     finally:
         if micropython is not None:
             micropython.kbd_intr(3)

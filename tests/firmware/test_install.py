@@ -185,8 +185,19 @@ def test_a_staged_file_gone_is_refused_before_anything_is_renamed():
     except _Cut:
         pass
     os.remove(root + STAGE + "/main.py")
-    said = _refused(root, install.E_INSTALL_MISSING)
-    assert "main.py is neither staged" in said
+    # three files are new: a mix, which must not start (the next deploy completes it)
+    before = _tree(root)
+    said = []
+    try:
+        install.run(root, said.append)
+        raise AssertionError("went on")
+    except install.Stopped as e:
+        assert e.args == (install.E_INSTALL_MISSING,)
+    assert len(said) == 1 and said[0].startswith("PPMID install: not finished (E_INSTALL_MISSING): main.py is "
+                                                 "neither staged"), said
+    assert said[0].endswith("some files are new, some old: the app is not started (a mix of two builds); "
+                            "run the deploy again"), said
+    assert _tree(root) == before
 
 
 def _pointer(root):
@@ -276,7 +287,7 @@ def test_a_first_rename_the_flash_refuses_boots_the_old_set_whole_and_the_next_b
     said = []
     assert install.run(root, said.append) is False
     assert len(said) == 1 and said[0].startswith("PPMID install: not finished (E_INSTALL_FLASH): "), said
-    assert "nothing renamed, the old files run; the next boot tries again" in said[0]
+    assert "nothing renamed, the files in place run; the next boot tries again" in said[0]
     assert _tree(root) == before
     _out_of_the_way(root, "install.mpy")
     assert install.run(root, said.append) is True
