@@ -23,6 +23,8 @@ except ImportError:  # cannot happen through a deploy: install.mpy is renamed be
     print("PPMID install: not finished (E_INSTALL_MISSING): there is a marker but no /install.mpy; "
           "run the deploy again")
 if install:
+    # run() raises install.Stopped when part of the install is in place and the rest cannot
+    # be (a flash error): out of boot.py it ends the boot before main.py, at the REPL
     if install.run():
         raise SystemExit  # a soft reset, as on any MicroPython board; the marker is gone
     import sys  # refused: boot on, the refusal said, nothing of it kept

@@ -8,7 +8,8 @@
 # install writes a marker in STAGE (MARKER: the build, the files to rename in order with
 # their SHA-256, the old package's files to delete), and boot.py, finding it, calls
 # run() before anything imports ppmid: the staged files still there are what is left
-# to rename. Only os, hashlib, binascii and json here: it runs while /ppmid may be half new.
+# to rename. Only os, hashlib, binascii, json (and micropython's kbd_intr) here: it runs while
+# /ppmid may be half new.
 # Deployed as /install.mpy beside boot.py (host_tools/deploy.py, which installs it first and
 # boot.py second, so that any later cut is finished at boot); the host's install step
 # (host_tools/board_scripts/deploy_install.py) runs the same code through begin() and finish().
@@ -27,6 +28,10 @@ FLOORS = ("seq", "image_seq")  # the pointer's replay floors (docs/update.md "Re
 
 E_INSTALL_MARKER = "E_INSTALL_MARKER"    # the marker cannot be read: nothing is renamed
 E_INSTALL_MISSING = "E_INSTALL_MISSING"  # a file is neither staged nor installed: nothing is renamed
+# at boot only (run()), with the marker kept for the next boot: a flash error in the finish
+# (OSError), and a finish interrupted 5 times where Ctrl-C cannot be held off
+E_INSTALL_FLASH = "E_INSTALL_FLASH"
+E_INSTALL_INTERRUPTED = "E_INSTALL_INTERRUPTED"
 
 
 class Refused(Exception):
@@ -34,6 +39,12 @@ class Refused(Exception):
         super().__init__(code, message)
         self.code = code
         self.message = message
+
+
+class Stopped(Exception):
+    """run() could not finish an install that had begun: raised out of boot.py, so that
+    the board does not run main.py (the ESP32 port skips main.py when boot.py fails and
+    stays at the REPL; the emulated board's ROM does the same)."""
 
 
 def _entries(d):
@@ -184,14 +195,17 @@ def _check(root, renames):
     return left
 
 
-def finish(root="", step=None):
+def finish(root="", step=None, seen=None):
     """Install what the marker names: rename the staged files still there (in its order),
     delete the old package's leftovers, forget any application update but its replay
     floors, remove the staging dir (the marker last: a cut anywhere here is finished by the
-    next boot). step(path) is called after each rename. Returns (build, files renamed now,
-    files listed). Refused (nothing changed) when the marker or a file is not right."""
+    next boot). step(path) is called after each rename; `seen`, a list, gets the return
+    value as soon as the files are checked. Returns (build, files staged before the first
+    rename, files listed). Refused (nothing changed) when the marker or a file is not right."""
     build, renames, deletes = read_marker(root)
     left = _check(root, renames)
+    if seen is not None and not seen:
+        seen[:] = [build, left, len(renames)]
     for path, _ in renames:
         src = root + STAGE + "/" + path
         if _exists(src):
@@ -252,21 +266,69 @@ def forget_updates(root=""):
         _rmtree(d)
 
 
-def run(root="", log=print):
-    """boot.py's call when a marker is there: finish the install, or say why not and leave
-    everything as it is (the board then boots what is in place; docs/platform.md)."""
-    for _ in range(5):  # a Ctrl-C (a tool connecting) must not leave it half done: again
-        try:
-            build, left, listed = finish(root)
-            log("PPMID install: build %s finished at boot: %d of %d files were still staged" % (build, left, listed))
-            return True
-        except KeyboardInterrupt:
-            continue
-        except Refused as e:
-            log("PPMID install: not finished (%s): %s; nothing renamed, the files in place run; "
-                "run the deploy again" % (e.code, e.message))
-            return False
-        except OSError as e:
-            log("PPMID install: not finished (E_INSTALL_FLASH): %r; the next boot tries again" % (e,))
-            return False
+def _part_done(root):
+    # after a finish that failed: whether part of the install is in place (a file the
+    # marker names is no longer staged and has the build's SHA-256 where it belongs), so
+    # the files in place are a mix of the two builds; not known without a readable marker
+    try:
+        _, renames, _ = read_marker(root)
+    except Refused:
+        return False
+    for path, digest in renames:
+        if not _exists(root + STAGE + "/" + path):
+            try:
+                if _sha256(root + "/" + path) == digest:
+                    return True
+            except OSError:
+                pass
     return False
+
+
+def _not_finished(root, log, code, why, then):
+    # boot the files in place when they are the old set, whole; else stop the boot here,
+    # before main.py imports a mix of the two builds
+    if not _part_done(root):
+        log("PPMID install: not finished (%s): %s; nothing renamed, the files in place run; %s" % (code, why, then))
+        return False
+    log("PPMID install: not finished (%s): %s; some files are new, some old: the app is not "
+        "started (a mix of two builds); %s" % (code, why, then))
+    raise Stopped(code)
+
+
+def run(root="", log=print):
+    """boot.py's call when a marker is there: finish the install (True: boot.py then
+    soft-resets), or say why not. False: nothing renamed, the old set runs; Stopped: part
+    of the install is in place and the rest cannot be now, the app must not start
+    (docs/platform.md)."""
+    try:  # a Ctrl-C (a tool connecting) is not delivered during the finish on the board
+        import micropython
+        micropython.kbd_intr(-1)
+    except (ImportError, AttributeError):
+        micropython = None  # CPython (the tests)
+    try:
+        seen = []
+        # where Ctrl-C is still delivered, an interrupted finish starts over: each step
+        # can be done again (what is renamed is no longer staged)
+        for _ in range(5):
+            try:
+                if seen and not _exists(root + STAGE + "/" + MARKER):
+                    # an earlier attempt got past its last step, the marker's removal
+                    # (removed last): finished; what is left is the staging dir itself
+                    _rmtree(root + STAGE)
+                    build, left, listed = seen
+                else:
+                    finish(root, seen=seen)
+                    build, left, listed = seen  # as the first attempt found them
+                log("PPMID install: build %s finished at boot: %d of %d files were still staged"
+                    % (build, left, listed))
+                return True
+            except KeyboardInterrupt:
+                continue
+            except Refused as e:
+                return _not_finished(root, log, e.code, e.message, "run the deploy again")
+            except OSError as e:
+                return _not_finished(root, log, E_INSTALL_FLASH, repr(e), "the next boot tries again")
+        return _not_finished(root, log, E_INSTALL_INTERRUPTED, "interrupted 5 times", "the next boot tries again")
+    finally:
+        if micropython is not None:
+            micropython.kbd_intr(3)

@@ -85,6 +85,50 @@ class DeployError(ToolError):
     code = "E_DEPLOY"
 
 
+class InstallFailed(DeployError):
+    """The board's install raised (a flash error: an OSError in a rename, a delete, the
+    pointer write): the board did not reset, so it is not retried; said with what is new."""
+    code = "E_INSTALL_FLASH"
+
+    def __init__(self, port, line, new):
+        _, k, n, error = line.split(" ", 3)
+        if new:
+            state = ("%s of the %s files to install are new (%s%s), the rest old; the install's marker stays: at "
+                     "every boot the board tries the install again and, while it fails, stops before main.py (at "
+                     "the REPL, no app) rather than run a mix of the two builds"
+                     % (k, n, ", ".join(new[:5]), ", ..." if len(new) > 5 else ""))
+        else:
+            state = ("nothing was renamed: the old files are whole; the install's marker stays: every boot tries "
+                     "the install again and, while it fails, boots the old set")
+        super().__init__("install on %s failed on the board (%s: %s): %s; check the flash (`mpremote connect %s "
+                         "resume df`, files in the way of a new one), then run the same deploy again: it resumes "
+                         "from what is staged (docs/platform.md `ppmid deploy`)"
+                         % (port, self.code, error, state, port))
+
+
+class ImageOnProbation(DeployError):
+    """The board runs an image update's first boot, not confirmed yet: a deploy would drop
+    the probation (install.forget_updates), so the image would never be marked valid and
+    the bootloader would boot the previous one at the next reset, under a root set built
+    for this one, with no result reported (docs/update.md "Image updates")."""
+    code = "E_DEPLOY_PROBATION"
+
+    def __init__(self, port, label):
+        super().__init__(
+            "port %s runs firmware image %s on probation (E_DEPLOY_PROBATION: an image update's first boot, not "
+            "confirmed yet): a deploy now would drop the probation, and the next reset would boot the previous "
+            "image without a result for the update; nothing was copied. The probe stopped the app, so this image "
+            "cannot confirm itself now: reset the board (button or power: the bootloader goes back to the "
+            "previous image and the app reports the update rolled back), then deploy; to keep the new image, run "
+            "the image update again and deploy once it has reported `applied` (docs/platform.md `ppmid deploy`)"
+            % (port, label))
+
+
+class BoardScriptFailed(DeployError):
+    """A script the deploy sent raised on the board (mpremote exits 1 as for a lost board;
+    the traceback tells them apart)."""
+
+
 class BoardLost(DeployError):
     """A call to the board broke off or stalled: it reset (watchdog, power) or the link
     dropped. Worth probing again; anything else a deploy refuses is not."""
@@ -292,13 +336,15 @@ def _run_mpremote(cmd, what, timeout, stall_s=None, progress="@@"):
     logging after a reset is not progress), or with progress=None no output at all (a copy:
     mpremote draws its per-file progress bar, every 256 bytes, when its stdout is a
     terminal, so it runs on a pty). A timeout, a stall or an mpremote error is a BoardLost:
-    during a deploy they are what a board resetting under mpremote looks like."""
+    during a deploy they are what a board resetting under mpremote looks like; but a
+    traceback from the sent script is a BoardScriptFailed."""
     if stall_s is None:
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise BoardLost("%s: mpremote timed out after %ss" % (what, timeout))
         if p.returncode != 0:
+            _raised_on_board(what, p.stdout + p.stderr)
             raise BoardLost("%s: mpremote failed: %s" % (what, (p.stderr or p.stdout).strip()[-1500:]))
         return p.stdout
     master, slave = pty.openpty()
@@ -349,8 +395,20 @@ def _run_mpremote(cmd, what, timeout, stall_s=None, progress="@@"):
         bare = re.sub(r" \.\.\. [a-z]+ +\d+% \[[#-]*\]", "", text).replace("\r", "\n")
         said = "\n".join(line for line in bare.splitlines()
                          if line.strip() and not line.startswith(("cp ", progress or "\0")))
+        _raised_on_board(what, said)
         raise BoardLost("%s: mpremote failed: %s" % (what, said.strip()[-1500:] or "exit %d" % p.returncode))
     return text
+
+
+def _raised_on_board(what, text):
+    # mpremote exits 1 both when the board went away and when the script it sent raised:
+    # a traceback through "<stdin>" (the script) is the board's answer, not a lost board,
+    # and doing it again would fail the same way
+    at = text.rfind("Traceback (most recent call last):")
+    if at >= 0 and 'File "<stdin>"' in text[at:]:
+        lines = [line for line in text[at:].splitlines() if line.strip()]
+        raise BoardScriptFailed("%s: the board's script raised %s (the board did not reset; not retried)"
+                                % (what, lines[-1].strip()[:300]))
 
 
 def _exec(port, code, what, timeout=30, stall_s=None):
@@ -384,7 +442,7 @@ def probe_stage(port, arch, definition=None, build=None):
         out = _exec(port, code, "port %s" % port, timeout=PROBE_TIMEOUT_S + 120, stall_s=PROBE_TIMEOUT_S)
     except DeployError as exc:
         raise BoardLost("port %s is not a MicroPython REPL (%s)" % (port, exc))
-    mpy, stage, staged, dirs = None, "none", {}, set()
+    mpy, stage, staged, dirs, probation = None, "none", {}, set(), None
     for line in out.splitlines():
         if line.startswith("@@PROBE "):
             fields = line.split()
@@ -402,6 +460,8 @@ def probe_stage(port, arch, definition=None, build=None):
             if arch_of(mpy) not in (arch, None):
                 raise DeployError("port %s is a %s (%s) board, but this build is for %s: wrong --board?"
                                   % (port, platform, arch_of(mpy), arch))
+        elif line.startswith("@@PROBATION "):
+            probation = line.split()[1]
         elif line.startswith("@@STAGE "):
             stage = line.split()[1]
         elif line.startswith("@@H "):
@@ -411,6 +471,8 @@ def probe_stage(port, arch, definition=None, build=None):
             dirs.add(line.split()[1])
     if mpy is None:
         raise BoardLost("port %s is not a MicroPython REPL (no answer to the probe; got %r)" % (port, out[-200:]))
+    if probation:
+        raise ImageOnProbation(port, probation)
     return mpy, stage, staged, dirs
 
 
@@ -501,6 +563,10 @@ def _stage_and_install(port, arch, definition, build_dir, files, local, attempts
             # each rename prints a line: a call that goes silent lost its board (a reset)
             out = _exec(port, install, "install on %s" % port, timeout=120, stall_s=STALL_S)
             if "@@INSTALLED" not in out:
+                failed = [line for line in out.splitlines() if line.startswith("@@FAILED ")]
+                if failed:
+                    raise InstallFailed(port, failed[0], [line[6:] for line in out.splitlines()
+                                                          if line.startswith("@@NEW ")])
                 refused = [line for line in out.splitlines() if line.startswith("@@REFUSED ")]
                 raise DeployError("install on %s did not complete: %s"
                                   % (port, refused[0][10:] if refused else out[-500:]))
@@ -513,14 +579,28 @@ def _stage_and_install(port, arch, definition, build_dir, files, local, attempts
                 installed = None  # some renames may have happened: hash the installed files again
                 installing = False
     done = _staged_count(port, arch, definition, build, changed, local)
-    outcome = ("the install was cut short: the board finishes it at its next boot once install.mpy and boot.py "
-               "were renamed (the first two), else the old files stay and the rest are staged" if install_tried
-               else "nothing installed, the old firmware is untouched")
+    outcome = cut_outcome(changed, install_tried)
     raise DeployError(
         "deploy to %s did not complete in %d attempts (the board reset or stopped answering each time; last: %s): "
         "%s of %d changed files staged and verified in %s, %s; run the same deploy again to resume "
         "(docs/platform.md `ppmid deploy`)"
         % (port, attempts, str(lost)[-300:], done, len(changed or ()), STAGING, outcome))
+
+
+def cut_outcome(changed, install_tried):
+    """What the board does at its next boot with an install the deploy gave up on, said
+    for the files this deploy changes: a board's boot.py finishes a cut install when it
+    checks for the marker, which this build's does, and an older one may not."""
+    if not install_tried:
+        return "nothing installed, the old firmware is untouched"
+    if "boot.py" in changed:
+        order = _install_order(changed)
+        return ("the install was cut short: the board finishes it at its next boot if its boot.py checks for the "
+                "install's marker, as this build's does once renamed (rename %d of %d; a boot.py from before "
+                "the marker does not), else the old files stay whole and the rest are staged"
+                % (order.index("boot.py") + 1, len(order)))
+    return ("the install was cut short: the board's boot.py, already this build's, finishes it at its next "
+            "boot, before anything imports ppmid")
 
 
 def _staged_count(port, arch, definition, build, changed, local):

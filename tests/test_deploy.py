@@ -426,3 +426,23 @@ def test_a_stalled_mpremote_is_cut_and_reported_as_a_lost_board():
     with pytest.raises(deploy.BoardLost) as lost:
         deploy._run_mpremote(cmd, "copy", timeout=20, stall_s=5, progress=None)
     assert str(lost.value) == "copy: mpremote failed: mpremote: Error with transport:"
+
+
+def test_a_script_that_raises_on_the_board_is_not_a_lost_board():
+    # mpremote exits 1 for both; the traceback through "<stdin>" (the sent script) is the
+    # board's answer: said, not retried
+    board = ("import sys; print('@@R boot.py'); print('Traceback (most recent call last):');"
+             "print('  File \"<stdin>\", line 38, in <module>'); print('OSError: [Errno 28] ENOSPC'); sys.exit(1)")
+    for stall_s in (None, 5):
+        with pytest.raises(deploy.BoardScriptFailed) as failed:
+            deploy._run_mpremote([sys.executable, "-c", board], "install on p", timeout=20, stall_s=stall_s)
+        assert str(failed.value) == ("install on p: the board's script raised OSError: [Errno 28] ENOSPC "
+                                     "(the board did not reset; not retried)"), failed.value
+        assert not isinstance(failed.value, deploy.BoardLost)
+    # mpremote's own traceback (the host's, a serial port gone) is still a lost board
+    host = ("import sys; print('Traceback (most recent call last):');"
+            "print('  File \"/usr/lib/python3/serial/serialposix.py\", line 5, in read');"
+            "print('serial.serialutil.SerialException: device reports readiness to read but returned no data');"
+            "sys.exit(1)")
+    with pytest.raises(deploy.BoardLost):
+        deploy._run_mpremote([sys.executable, "-c", host], "install on p", timeout=20, stall_s=5)

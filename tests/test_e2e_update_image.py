@@ -270,3 +270,48 @@ def test_power_cuts_in_an_image_download_restart_it_and_one_in_the_first_boot_ro
     assert "bootloader: %s was not marked valid: booting %s" % (_otadata(emu)["rolled_back"], before) in text
     assert _otadata(emu)["boot"] == before
     _relays_a_command(emu, "after-image-cuts")
+
+
+def test_a_deploy_during_an_images_probation_is_refused_and_the_update_still_gets_its_result(emu, key, tmp_path):
+    """`ppmid deploy` in the first boot of a new image (not confirmed: the access point is
+    down from the switch) is refused E_DEPLOY_PROBATION with nothing copied, the pointer's
+    probation kept; doing what the refusal says (a reset) gives the bootloader's rollback and
+    the sender its result (a deploy would have dropped both); then the deploy goes through."""
+    from host_tools import deploy
+    rel = _image_release(tmp_path, key, "1.6.0")
+    before = _otadata(emu)["boot"]
+    mark = emu.board.mark()
+    seen = {}
+
+    def deploy_in_first_boot():
+        try:
+            emu.board.wait_for(r"version 1\.6\.0 on probation, boot 1 of 1", 60, since=mark)
+            seen["otadata"] = _otadata(emu)
+            try:
+                deploy.deploy(emu.board.repl, "emulated", log=lambda m: None)
+            except deploy.DeployError as exc:
+                seen["refused"] = exc
+            seen["pointer"] = emu.board.exec("print(open('/upd/state.json').read())")
+            seen["staging"] = emu.board.exec("import os\nprint(os.listdir('/'))")
+        finally:
+            emu.board.wifi(True)
+            emu.board.reset()
+
+    def drop():
+        emu.board.wifi(False)
+        threading.Thread(target=deploy_in_first_boot, daemon=True).start()
+    st, s = _offer(emu, rel, on_switch=drop)
+    assert seen["otadata"]["state"] == "pending_verify", seen
+    exc = seen.get("refused")
+    assert exc is not None and exc.code == "E_DEPLOY_PROBATION", seen
+    assert "runs firmware image %s on probation" % seen["otadata"]["boot"] in str(exc), exc
+    assert '"probation"' in seen["pointer"] and ".deploy-new" not in seen["staging"], seen
+    assert st["state"] == "rolled-back" and st["error"]["code"] == "E_UPDATE_BOOT", (st, s.statuses[-3:])
+    assert st["version"] == "1.6.0"
+    text = emu.board.console_bytes()[mark:].decode("utf-8", "replace")
+    assert "bootloader: %s was not marked valid: booting %s" % (seen["otadata"]["boot"], before) in text
+    said = []
+    deploy.deploy(emu.board.repl, "emulated", log=said.append)
+    assert "installed on %s" % emu.board.repl in said, said
+    emu.board.wait_ready(60)
+    _relays_a_command(emu, "after-deploy-in-probation")

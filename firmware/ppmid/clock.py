@@ -42,6 +42,12 @@ def epoch_offset(time_module=_time):
 # sleep_ms(ms), and wait_for_ms(aw, ms): asyncio.wait_for with a timeout in ms (raises
 # asyncio.TimeoutError). On MicroPython asyncio's own, awaited directly: no wrapper
 # function held, and no wrapper coroutine allocated per sleep.
+# For callers: `await sleep_ms(ms)` on the spot, nothing else. On MicroPython sleep_ms is
+# not a coroutine function: it hands out asyncio's one shared sleep generator, which
+# wait_for_ms, create_task and gather refuse (TypeError) or a second holder would reuse;
+# wrap it in an `async def` for those. The CPython stand-in below is a coroutine function
+# and accepts all of them, so only a MicroPython test catches the mistake
+# (tests/firmware/test_clock.py test_sleep_ms_is_only_awaited_on_the_spot).
 if hasattr(asyncio, "sleep_ms"):
     sleep_ms = asyncio.sleep_ms
     wait_for_ms = asyncio.wait_for_ms

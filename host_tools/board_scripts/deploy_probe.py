@@ -55,8 +55,22 @@ def _print_hashes(d, rel):
             print('@@H', r, _sha256_hex(p))  # _sha256_hex: deploy_hash.py, sent first
 
 
+def _image_on_probation():
+    # the partition an image update's first boot runs, not confirmed yet (the update
+    # pointer's probation, ppmid.update.slots.switch_image): a deploy would drop it
+    try:
+        import json
+        with open('/upd/state.json') as f:
+            return (json.load(f).get('probation') or {}).get('image')
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _probe(stage, build_id):
     print('@@PROBE', sys.implementation.name, sys.implementation._mpy, sys.platform, _chip())
+    image = _image_on_probation()
+    if image:
+        print('@@PROBATION', image)
     got = _staged_id(stage)
     print('@@STAGE', 'same' if got == build_id else ('none' if got == 'none' else 'other'))
     if got == build_id:

@@ -90,7 +90,7 @@ def _rom_run(name):
     try:
         os.stat(name)
     except OSError:
-        return
+        return True  # none: nothing failed
     try:
         with open(name) as f:
             src = f.read()
@@ -103,6 +103,8 @@ def _rom_run(name):
         print("KeyboardInterrupt (%s)" % name)
     except Exception as e:
         sys.print_exception(e)
+        return False
+    return True
 
 
 def _rom_reset(code):
@@ -123,8 +125,10 @@ while True:  # a Ctrl-C from a tool connecting during boot must not leave the bo
         pass
 del _hw
 gc.collect()
-_rom_run("boot.py")
-if os.getenv("EMUBOARD_RAW_REPL") != "1":  # a soft reset in raw-REPL mode skips main.py
+# a soft reset in raw-REPL mode skips main.py; so does a boot.py that raised, as on the
+# ESP32 port (main.c runs main.py only after a boot.py that ended without an exception):
+# the board stays at the REPL
+if _rom_run("boot.py") and os.getenv("EMUBOARD_RAW_REPL") != "1":
     _rom_run("main.py")
 del _rom_open, _rom_mount, _rom_run, _Hw, _T0
 gc.collect()

@@ -43,6 +43,30 @@ def test_zigbee_modules_use_the_shared_ticks():
         assert mod.ticks_ms is clock.ticks_ms
 
 
+def test_sleep_ms_is_only_awaited_on_the_spot():
+    # the rule clock.py states for callers: awaited directly it sleeps; on MicroPython it
+    # is asyncio's shared sleep generator, not a coroutine, and wait_for_ms refuses it
+    # (if a MicroPython release changes that, this says the comment is out of date)
+    import asyncio
+    from ppmid import clock
+
+    async def main():
+        t0 = ticks_ms()
+        await clock.sleep_ms(20)
+        assert ticks_diff(ticks_ms(), t0) >= 15
+        if MICROPYTHON:
+            try:
+                await clock.wait_for_ms(clock.sleep_ms(20), 300)
+                raise AssertionError("wait_for_ms took sleep_ms's generator")
+            except TypeError:
+                pass
+
+            async def wrapped():
+                await clock.sleep_ms(20)
+            await clock.wait_for_ms(wrapped(), 300)  # the way to do it
+    asyncio.run(main())
+
+
 # ---- unix seconds on both epochs, with fake `time` modules -------------------------------
 class FakeTime:
     """A port's time module: `epoch_year` is what gmtime(0) says (1970 unix, 2000 ESP32);

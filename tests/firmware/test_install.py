@@ -1,12 +1,15 @@
 # The deploy's install as the board runs it (firmware/install.py): a marker before the first
 # rename, so that an install cut after any number of renames is finished by the next boot;
 # a marker that cannot be read or a file neither staged nor installed is refused with
-# nothing changed; the application update dropped but its replay floors kept. On a real
-# LittleFS under MicroPython (test_relay_support.fresh_root), and on CPython.
+# nothing changed; the application update dropped but its replay floors kept; a flash
+# error or Ctrl-Cs in the boot's finish: the old set boots when nothing was renamed, else
+# install.Stopped (no mix starts), the marker kept for the next boot. On a real LittleFS
+# under MicroPython (test_relay_support.fresh_root), and on CPython.
 import binascii
 import hashlib
 import json
 import os
+import sys
 
 import install
 from test_relay_support import fresh_root, read_file, write_file
@@ -182,8 +185,19 @@ def test_a_staged_file_gone_is_refused_before_anything_is_renamed():
     except _Cut:
         pass
     os.remove(root + STAGE + "/main.py")
-    said = _refused(root, install.E_INSTALL_MISSING)
-    assert "main.py is neither staged" in said
+    # three files are new: a mix, which must not start (the next deploy completes it)
+    before = _tree(root)
+    said = []
+    try:
+        install.run(root, said.append)
+        raise AssertionError("went on")
+    except install.Stopped as e:
+        assert e.args == (install.E_INSTALL_MISSING,)
+    assert len(said) == 1 and said[0].startswith("PPMID install: not finished (E_INSTALL_MISSING): main.py is "
+                                                 "neither staged"), said
+    assert said[0].endswith("some files are new, some old: the app is not started (a mix of two builds); "
+                            "run the deploy again"), said
+    assert _tree(root) == before
 
 
 def _pointer(root):
@@ -221,20 +235,168 @@ def test_the_application_update_is_dropped_and_its_replay_floors_kept():
             assert _pointer(root) == kept and not install._exists(root + "/upd/b")
 
 
-def test_a_rename_the_flash_refuses_is_said_and_the_next_boot_tries_again():
-    # the destination of a staged file is a folder that is not empty (no deploy makes one):
-    # the rename fails, the boot says so and boots on; once it is gone the next boot finishes
+def _in_the_way(root, path):
+    # a folder that is not empty where a staged file goes (no deploy makes one): the flash
+    # refuses that rename with an OSError, as it would any rename on a failing flash
+    _remove_if(root + "/" + path)
+    _mkdir(root + "/" + path)
+    write_file(root + "/" + path + "/x", b"in the way")
+
+
+def _out_of_the_way(root, path):
+    os.remove(root + "/" + path + "/x")
+    os.rmdir(root + "/" + path)
+
+
+def _remove_if(p):
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+
+
+def test_a_rename_the_flash_refuses_after_others_stops_the_boot_and_the_next_boot_tries_again():
+    # ppmid/app.mpy is the fourth rename: three files are new when it fails, a mix of the
+    # two builds that must not start; the marker stays and the next boot finishes
     root = _board()
     _begin(root)
-    os.remove(root + "/ppmid/app.mpy")
-    _mkdir(root + "/ppmid/app.mpy")
-    write_file(root + "/ppmid/app.mpy/x", b"in the way")
+    _in_the_way(root, "ppmid/app.mpy")
+    said = []
+    try:
+        install.run(root, said.append)
+        raise AssertionError("went on")
+    except install.Stopped as e:
+        assert e.args == (install.E_INSTALL_FLASH,)
+    assert len(said) == 1 and said[0].startswith("PPMID install: not finished (E_INSTALL_FLASH): "), said
+    assert "some files are new, some old: the app is not started" in said[0]
+    assert "the next boot tries again" in said[0]
+    assert install._exists(root + STAGE + "/" + install.MARKER)
+    assert read_file(root + "/boot.py") == NEW["boot.py"] and read_file(root + "/main.py") == OLD["main.py"]
+    _out_of_the_way(root, "ppmid/app.mpy")
+    said = []
+    assert install.run(root, said.append) is True
+    assert said == ["PPMID install: build 0123456789abcdef finished at boot: 4 of 7 files were still staged"], said
+    assert _tree(root) == _installed(root)
+
+
+def test_a_first_rename_the_flash_refuses_boots_the_old_set_whole_and_the_next_boot_tries_again():
+    root = _board()
+    _begin(root)
+    _in_the_way(root, "install.mpy")
+    before = _tree(root)
     said = []
     assert install.run(root, said.append) is False
     assert len(said) == 1 and said[0].startswith("PPMID install: not finished (E_INSTALL_FLASH): "), said
-    assert "the next boot tries again" in said[0]
-    assert install._exists(root + STAGE + "/" + install.MARKER)
-    os.remove(root + "/ppmid/app.mpy/x")
-    os.rmdir(root + "/ppmid/app.mpy")
-    assert install.run(root, said.append)
+    assert "nothing renamed, the files in place run; the next boot tries again" in said[0]
+    assert _tree(root) == before
+    _out_of_the_way(root, "install.mpy")
+    assert install.run(root, said.append) is True
     assert _tree(root) == _installed(root)
+
+
+class _Os:
+    """install.py's `os` with one call replaced (MicroPython's os module is read-only)."""
+    def __init__(self, **calls):
+        for name, call in calls.items():
+            setattr(self, name, call)
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+
+def _run_with(root, **calls):
+    install.os = _Os(**calls)
+    said = []
+    try:
+        return install.run(root, said.append), said
+    except install.Stopped as e:
+        return e, said
+    finally:
+        install.os = os
+
+
+def test_a_ctrl_c_during_the_finish_starts_it_over():
+    # where Ctrl-C cannot be held off (kbd_intr), each one lands in a rename: the finish
+    # starts over and completes
+    root = _board()
+    _begin(root)
+    n = [0]
+
+    def rename(a, b):
+        n[0] += 1
+        if n[0] in (2, 5):
+            raise KeyboardInterrupt
+        os.rename(a, b)
+    done, said = _run_with(root, rename=rename)
+    assert done is True, said
+    assert said == ["PPMID install: build 0123456789abcdef finished at boot: 7 of 7 files were still staged"], said
+    assert _tree(root) == _installed(root) and not install._exists(root + STAGE)
+
+
+def test_five_ctrl_cs_in_the_finish_are_said_and_stop_the_boot_before_a_mix():
+    root = _board()
+    _begin(root)
+    n = [0]
+
+    def rename(a, b):
+        n[0] += 1
+        if n[0] % 2 == 0:  # one rename gets through each time, the next is interrupted
+            raise KeyboardInterrupt
+        os.rename(a, b)
+    stopped, said = _run_with(root, rename=rename)
+    assert isinstance(stopped, install.Stopped) and stopped.args == (install.E_INSTALL_INTERRUPTED,), stopped
+    assert len(said) == 1 and said[0].startswith("PPMID install: not finished (E_INSTALL_INTERRUPTED): "
+                                                 "interrupted 5 times; some files are new"), said
+    assert install._exists(root + STAGE + "/" + install.MARKER)
+    # the next boot, quiet, finishes
+    assert install.run(root, said.append) is True
+    assert _tree(root) == _installed(root)
+
+
+def test_a_ctrl_c_after_the_marker_is_removed_is_a_finished_install():
+    # the marker goes last but for the staging dir itself: a Ctrl-C there (or in the
+    # success line) must not be told as an unreadable marker, and boot.py must soft-reset
+    root = _board()
+    _begin(root)
+    hit = []
+
+    def rmdir(p):
+        if p == root + STAGE and not hit and not install._exists(p + "/" + install.MARKER):
+            hit.append(p)
+            raise KeyboardInterrupt
+        os.rmdir(p)
+    done, said = _run_with(root, rmdir=rmdir)
+    assert hit and done is True, (hit, said)
+    assert said == ["PPMID install: build 0123456789abcdef finished at boot: 7 of 7 files were still staged"], said
+    assert _tree(root) == _installed(root) and not install._exists(root + STAGE)
+
+
+def test_ctrl_c_is_held_off_for_the_whole_finish_and_given_back_after():
+    # on the board, micropython.kbd_intr(-1) keeps Ctrl-C from being delivered during the
+    # finish, and kbd_intr(3) gives it back however run() ends (finished, boot on, stopped).
+    # MicroPython's own module cannot be watched (read-only): CPython's stand-in is
+    if sys.implementation.name == "micropython":
+        return
+    mp = sys.modules["micropython"]
+    calls = []
+
+    def kbd_intr(c):
+        calls.append(("kbd_intr", c))
+    mp.kbd_intr = kbd_intr
+    try:
+        def rename(a, b):
+            calls.append(("rename", b[len(root):]))
+            os.rename(a, b)
+        root = _board()
+        _begin(root)
+        assert _run_with(root, rename=rename)[0] is True
+        assert calls[0] == ("kbd_intr", -1) and calls[-1] == ("kbd_intr", 3), calls
+        assert [c for c in calls if c[0] == "rename"] == [("rename", "/" + p) for p in ORDER]
+        root = _board()
+        _begin(root)
+        _in_the_way(root, "ppmid/app.mpy")
+        del calls[:]
+        assert isinstance(_run_with(root)[0], install.Stopped)
+        assert calls == [("kbd_intr", -1), ("kbd_intr", 3)], calls
+    finally:
+        del mp.kbd_intr
