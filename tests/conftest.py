@@ -131,15 +131,16 @@ class MicroPythonModule(pytest.File):
             out = (exc.stdout or b"")
             if isinstance(out, bytes):
                 out = out.decode(errors="replace")
-            return {"<run>": (False, "timed out after %ss; last output:\n%s" % (timeout, out[-3000:]))}
+            return {"<run>": (False, "timed out after %ss; last output:\n%s" % (timeout, out[-3000:]), None)}
         results = {}
         for line in proc.stdout.splitlines():
             if line.startswith("@@MPTEST "):
                 r = json.loads(line[9:])
-                results[r["name"]] = (r["ok"], r["tb"])
+                results[r["name"]] = (r["ok"], r["tb"], r.get("skip"))
         if not results or proc.returncode != 0:
             results.setdefault("<run>", (proc.returncode == 0 and bool(results),
-                                        "exit %d\nstdout:\n%s\nstderr:\n%s" % (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])))
+                                        "exit %d\nstdout:\n%s\nstderr:\n%s" % (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:]),
+                                        None))
         return results
 
 
@@ -151,9 +152,11 @@ class MicroPythonItem(pytest.Item):
                 raise MicroPythonError("%s failed under MicroPython:\n%s" % (key, results[key][1]))
         if self.name not in results:
             raise MicroPythonError("%s did not run under MicroPython (crashed before it?)" % self.name)
-        ok, tb = results[self.name]
+        ok, tb, skip = results[self.name]
         if not ok:
             raise MicroPythonError(tb)
+        if skip:
+            pytest.skip("under MicroPython: " + skip)
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, MicroPythonError):

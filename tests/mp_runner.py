@@ -2,6 +2,8 @@
 # Usage: micropython tests/mp_runner.py FIRMWARE_DIR TEST_MODULE_PATH [NAME ...]
 # Plain functions named test_*; `async def` tests are run with asyncio.run. Output lines
 # start with @@MPTEST so that prints from the code under test do not confuse the parser.
+# A test that cannot check anything under MicroPython raises an exception of a class named
+# SkipTest (its own; MicroPython has no unittest): reported as skipped, with its message.
 import sys
 import io
 import json
@@ -16,8 +18,8 @@ def _load(path):
     return __import__(fname[:-3])
 
 
-def _report(name, ok, tb, free):
-    print("@@MPTEST " + json.dumps({"name": name, "ok": ok, "tb": tb, "mem_free": free}))
+def _report(name, ok, tb, free, skip=None):
+    print("@@MPTEST " + json.dumps({"name": name, "ok": ok, "tb": tb, "mem_free": free, "skip": skip}))
 
 
 def main():
@@ -45,6 +47,9 @@ def main():
                 asyncio.run(result)
             _report(name, True, "", gc.mem_free())
         except BaseException as exc:
+            if type(exc).__name__ == "SkipTest":
+                _report(name, True, "", gc.mem_free(), skip=str(exc) or "skipped under MicroPython")
+                continue
             buf = io.StringIO()
             sys.print_exception(exc, buf)
             _report(name, False, buf.getvalue(), gc.mem_free())

@@ -312,7 +312,9 @@ def test_recovery_scan_and_compaction_use_the_record_constants_journal_writes():
     from ppmid.relay import journal_compact as C
     from ppmid.relay import resend, refusals
     if sys.implementation.name == "micropython":
-        return
+        class SkipTest(Exception):  # tests/mp_runner.py reports it as skipped
+            pass
+        raise SkipTest("private consts are no module attributes under MicroPython: compared in the CPython run")
     prefixes = ("_T_", "_SYNC", "_HEAD", "_TAIL", "_NO_", "_ACCEPT", "_VIA_")
     names = [n for n in dir(S) if n.startswith(prefixes)]
     assert len(names) == 17, names  # 16 constants and the accept record layout
