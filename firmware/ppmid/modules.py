@@ -24,6 +24,15 @@ def unload(*names, under=True):
                     delattr(parent, leaf)
 
 
+def drop_since(before):
+    """Drop every module loaded since `before` (the names of sys.modules, taken just before
+    a step that imports for itself, e.g. a config check while the app runs): the step leaves
+    loaded exactly what was loaded before it. A module the app already held (on a
+    commissioning gateway, ppmid.zigbee.commission) is in `before` and stays; this module
+    goes too when the step loaded it. Does not collect (see unload)."""
+    unload(*[m for m in sys.modules if m not in before], under=False)
+
+
 def sentence(name, key, arg=None):
     """Sentence `key` (a module's private _S_... number) of the sentences module `name`,
     formatted with arg: its SENTENCES list, or its own sentence(key, arg) where a sentence
