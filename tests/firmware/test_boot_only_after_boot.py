@@ -101,3 +101,26 @@ def test_a_commissioning_gateway_keeps_the_commissioning_module_it_holds():
         held = sys.modules["ppmid.zigbee.commission"]
         assert ppmid.zigbee.commission is held
 
+
+def test_the_image_slots_do_not_keep_the_board_package_boot_dropped():
+    __import__("ppmid.board.emulated")
+    E = sys.modules["ppmid.board.emulated"]
+    _after_boot()
+    assert "ppmid.board" not in sys.modules
+    error = E.BoardError
+
+    class Hw:
+        ota_files = {}
+        ota_running = "ota_0"
+        ota_size = 8192
+
+    import io
+    Hw.otadata = io.BytesIO(b"")
+    slots = E.ImageSlots(Hw)
+    before = sorted(sys.modules)
+    assert slots.next_update() == ("ota_1", 8192)
+    slots.set_boot("ota_1")
+    slots.mark_valid()
+    assert slots.status()["running"] == "ota_0"
+    assert sorted(sys.modules) == before and "ppmid.board" not in sys.modules
+    assert E.BoardError is error
