@@ -1,8 +1,8 @@
 # Dropping modules nobody needs any more (boot-only code, a rare order's handler, a table
 # used once), so that their code is collected: the one place for it. Loaded when first
 # used and dropped again by those who used it (boot.BOOT_ONLY, users_update,
-# commission_order, zigbee/commission.py, update/service.py, and the modules whose error
-# sentences live apart: sentence()): kept in the ppmid package or loaded with the app it
+# commission_order, zigbee/commission.py, update/service.py, the image slots of the
+# boards, and the modules whose error sentences live apart: sentence()): kept in the ppmid package or loaded with the app it
 # cost 0.3-0.4 KB of the 32-bit heap at "app ready" (docs/memory.md).
 import sys
 
