@@ -1,8 +1,8 @@
 # Dropping modules nobody needs any more (boot-only code, a rare order's handler, a table
 # used once), so that their code is collected: the one place for it. Loaded when first
 # used and dropped again by those who used it (boot.BOOT_ONLY, users_update,
-# commission_order, zigbee/commission.py, update/service.py, and the modules whose error
-# sentences live apart: sentence()): kept in the ppmid package or loaded with the app it
+# commission_order, zigbee/commission.py, update/service.py, the image slots of the
+# boards, and the modules whose error sentences live apart: sentence()): kept in the ppmid package or loaded with the app it
 # cost 0.3-0.4 KB of the 32-bit heap at "app ready" (docs/memory.md).
 import sys
 
@@ -22,6 +22,15 @@ def unload(*names, under=True):
                 parent = sys.modules.get(parent)
                 if parent is not None and getattr(parent, leaf, None) is not None:
                     delattr(parent, leaf)
+
+
+def drop_since(before):
+    """Drop every module loaded since `before` (the names of sys.modules, taken just before
+    a step that imports for itself, e.g. a config check while the app runs): the step leaves
+    loaded exactly what was loaded before it. A module the app already held (on a
+    commissioning gateway, ppmid.zigbee.commission) is in `before` and stays; this module
+    goes too when the step loaded it. Does not collect (see unload)."""
+    unload(*[m for m in sys.modules if m not in before], under=False)
 
 
 def sentence(name, key, arg=None):

@@ -3,6 +3,7 @@
 # the unique id, an open control channel to the supervisor (watchdog, reset line) and the
 # file holding the emulated access point's state. Tests may inject a stand-in object.
 import gc
+import sys
 import time
 
 import asyncio
@@ -174,6 +175,17 @@ class RtcTime:
         self._ctl.write(b"T%d\n" % self._delta)
 
 
+def _otadata():
+    """ppmid.board.otadata for one call, kept by the caller's reference only: importing it
+    loads the ppmid.board package, which boot.drop() unloaded after boot; kept, it would be
+    held again until the reset, with a second BoardError class (docs/memory.md)."""
+    before = set(sys.modules)
+    from ppmid.board import otadata
+    from ppmid.modules import drop_since
+    drop_since(before)
+    return otadata
+
+
 class ImageSlots:
     # The stand-in for esp32.Partition on the emulated board (docs/update.md "Image
     # updates"): two app partitions and the OTA data are files next to the flash image,
@@ -190,12 +202,12 @@ class ImageSlots:
         self.size = hw.ota_size
 
     def _record(self):
-        from ppmid.board import otadata
+        otadata = _otadata()
         self._data.seek(0)
         return otadata.parse(self._data.read(otadata.RECORD))
 
     def _write_record(self, rec):
-        from ppmid.board import otadata
+        otadata = _otadata()
         self._data.seek(0)
         self._data.write(otadata.dump(rec))
         self._data.flush()
@@ -205,8 +217,7 @@ class ImageSlots:
 
     def next_update(self):
         """(label, bytes) of the partition an image update writes: never the running one."""
-        from ppmid.board.otadata import other
-        return other(self._running), self.size
+        return _otadata().other(self._running), self.size
 
     def _file(self, label, n, nbytes):
         if label == self._running:
@@ -226,11 +237,11 @@ class ImageSlots:
         self._file(label, n, len(buf)).readinto(buf)
 
     def set_boot(self, label):
-        from ppmid.board import otadata
+        otadata = _otadata()
         self._write_record(otadata.set_boot(self._record(), label, self._running))
 
     def mark_valid(self):
-        from ppmid.board import otadata
+        otadata = _otadata()
         self._write_record(otadata.mark_valid(self._record(), self._running))
 
     def status(self):

@@ -1,6 +1,7 @@
 # ESP32-family boards (ESP32, ESP32-S3, ESP32-C3): the same Board interface as
 # emulated.py over machine/network. Pin numbers come from the deployed /board.json.
 import gc
+import sys
 import time
 
 import asyncio
@@ -167,7 +168,12 @@ class Board:
     def image_slots(self):
         """The OTA app partitions (esp32_slots.ImageSlots: its code is loaded only for an
         image update, or a boot after one), or None on a partition table without them."""
+        # importing it loads the ppmid.board package again, which boot.drop() unloaded:
+        # what the import loaded goes again (the instance keeps its class and code)
+        before = set(sys.modules)
         from ppmid.board.esp32_slots import ImageSlots
+        from ppmid.modules import drop_since
+        drop_since(before)
         try:
             return ImageSlots()
         except (ImportError, AttributeError, OSError):

@@ -18,10 +18,11 @@
 import gc
 import json
 import os
+import sys
 from binascii import unhexlify
 
 from ppmid.errors import PpmidError
-from ppmid.modules import unload
+from ppmid.modules import drop_since, unload
 from ppmid.envelope import hmac_sha256, _equal
 
 E_CONFIG_OFFER = "E_CONFIG_OFFER"          # not a config offer (JSON, fields)
@@ -143,6 +144,9 @@ def apply(root, payload, legacy_key):
 
 
 def _apply(root, text, sig, legacy_key):
+    # config.validate checks every section: a "zigbee" one loads the commissioning modules
+    # and han_start; what the checks load goes again, what the app held before stays
+    before = set(sys.modules)
     from ppmid import config
     try:
         raw = json.loads(_read(root + "/config.json") or b"null")
@@ -156,7 +160,7 @@ def _apply(root, text, sig, legacy_key):
     except ValueError:
         raise ConfigUpdateError(E_CONFIG_UPDATE, "the config on flash is not JSON")
     finally:
-        unload("ppmid.config", "ppmid.relay.users_config")
+        drop_since(before)
         gc.collect()
     new = doc["new_keys"]
     keys_dir = root + "/secrets/users/"

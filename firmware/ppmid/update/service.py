@@ -42,11 +42,17 @@ FS_SLACK = 4 * 4096                  # LittleFS (4 KB blocks on the ESP32): part
 def _config(root):
     # the update settings and the config version: read again from flash (the app drops
     # the update section and the config module after boot: they cost heap all day)
+    # config.load checks every section: a "zigbee" one loads the commissioning modules and
+    # han_start, a "users" one users_config; all of it goes again with the config module,
+    # but not what the app held before (drop_since)
+    before = set(sys.modules)
     from ppmid import config
     try:
         cfg = config.load(root + "/config.json")
     finally:
-        _unload("ppmid.config")
+        from ppmid.modules import drop_since
+        drop_since(before)
+        gc.collect()
     return cfg["update"], cfg["version"]
 
 
