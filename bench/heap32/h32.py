@@ -506,9 +506,9 @@ class MqttBroker:
         self.sock.deliver((open(path, "rb"), size))
 
 
-class SntpServer:
-    """Answers each request (RFC 4330) with UNIX_NOW, echoing its transmit timestamp."""
-
+class _UdpPeer:
+    # a datagram server on a stand-in socket's port: no connection to open or close;
+    # `answered` counts its replies
     def __init__(self):
         self.answered = 0
 
@@ -517,6 +517,10 @@ class SntpServer:
 
     def closed(self, sock):
         pass
+
+
+class SntpServer(_UdpPeer):
+    """Answers each request (RFC 4330) with UNIX_NOW, echoing its transmit timestamp."""
 
     def received(self, sock, data, addr):
         import struct
@@ -529,17 +533,8 @@ class SntpServer:
         sock.deliver(bytes(r), addr)
 
 
-class DnsResolver:
+class DnsResolver(_UdpPeer):
     """Answers each A query (RFC 1035) with SNTP_ADDRESS (one record, TTL 3600)."""
-
-    def __init__(self):
-        self.answered = 0
-
-    def opened(self, sock):
-        pass
-
-    def closed(self, sock):
-        pass
 
     def received(self, sock, data, addr):
         # the query's id, then flags QR RD RA, one question (echoed), one answer: a pointer
