@@ -160,6 +160,11 @@ def test_the_app_boots_as_an_esp32_with_its_board_code_counted(installed):
     # main.py's update pointer was asked, and what it loaded dropped before the app
     assert not any(m.startswith("ppmid.update") for m in ready["modules"])
     assert {"_choose", "_start", "_main"} <= set(ready["main"])
+    # boot.py ran first, in the same __main__: what it leaves there is only its import of
+    # micropython (no install to finish); the port has no alloc_emergency_exception_buf,
+    # so the gauge holds the 100 bytes an ESP32 keeps (112 in 16-byte blocks)
+    assert ready["boot"] == ["__name__", "micropython"]
+    assert ready["emergency_buf"] == 112
     # the banner names the board from /board.json, not the stand-in
     assert any(line.startswith("PPMID ready:") and "board=%s" % G.ESP32_BOARD in line for line in esp32["lines"])
     # the stand-in board's boot loads no board module: the difference holds at least the
@@ -171,9 +176,9 @@ def test_the_app_boots_as_an_esp32_with_its_board_code_counted(installed):
 
 
 def test_a_boot_that_is_not_an_esp32_s_is_refused():
-    ok = {"at_base": [], "main": ["_main"], "modules": ["ppmid.board.esp32"]}
+    ok = {"at_base": [], "boot": ["__name__", "micropython"], "main": ["_main"], "modules": ["ppmid.board.esp32"]}
     G.check_boot(ok)
-    for bad in (dict(ok, at_base=["ppmid.errors"]), dict(ok, main=None),
+    for bad in (dict(ok, at_base=["ppmid.errors"]), dict(ok, boot=None), dict(ok, main=None),
                 dict(ok, modules=["ppmid.board"]), dict(ok, modules=ok["modules"] + ["ppmid.board.emulated"])):
         with pytest.raises(G.GaugeError):
             G.check_boot(bad)
@@ -267,3 +272,40 @@ def test_the_tls_objects_are_held_as_on_a_board_the_context_from_boot_a_socket_w
     assert abs(field_big["bytes"] - field_std["bytes"] - ctx_extra - sock_extra) <= G.RESOLUTION
     # offline: the context made at boot is kept for the connection to come; no socket
     assert abs(off_big["bytes"] - off_std["bytes"] - ctx_extra) <= G.RESOLUTION
+
+
+def _h32_holding_more(mount_extra, file_extra):
+    # the harness with the LittleFS2 stand-ins `extra` bytes larger: what a run reads more
+    # is what the board's flash holds (the mount from boot, a file's cache while open)
+    with open(os.path.join(G.HERE, "h32.py")) as f:
+        src = f.read()
+    for name, extra in (("LFS_MOUNT_BYTES", mount_extra), ("LFS_FILE_BYTES", file_extra)):
+        line = next(ln for ln in src.splitlines() if ln.startswith(name + " = "))
+        size = int(line.split("=")[1].split("#")[0])
+        src = src.replace(line, "%s = %d" % (name, size + extra))
+    return src.encode()
+
+
+def test_the_littlefs_mount_and_the_journal_s_open_file_are_held_as_on_a_board(firmware_files):
+    # docs/memory.md, "Session 9, LittleFS on the GC heap": an ESP32's _boot.py mounts the
+    # flash as LittleFS2 (its object and buffers on the GC heap for the boot's life) and each
+    # file open on it holds an object with its cache: the journal opens its file with the
+    # first command it keeps, and keeps it open
+    # the extras dwarf the gauge's noise (one-sided, ~1 KB per figure: two figures apart)
+    mount_extra, file_extra = 16384, 8192
+    flash = G.flash_files()
+    flash["/cmd.json"] = G.command_json(4096)[0]
+    fs, src = G.app_job(firmware_files, flash, False, "/cmd.json")
+    bigger = dict(fs, **{G.LIB + "/_h32.py": _h32_holding_more(mount_extra, file_extra)})
+    runs = G.run_jobs([(fs, src), (bigger, src)])
+    for r in runs:
+        assert r["ok"], r["error"]
+    (std, std_cmd), (big, big_cmd) = ((r["out"]["READY"][0], r["out"]["COMMAND"][0]) for r in runs)
+    assert std["lfs_mount"] == 624 and big["lfs_mount"] == 624 + mount_extra
+    # at ready no command was kept yet: no file is open; the boot's were closed again
+    assert std["lfs_open"] == [] and big["lfs_open"] == []
+    assert abs(big["bytes"] - std["bytes"] - mount_extra) <= 2 * G.RESOLUTION
+    # after the command the journal's file is open, and only it
+    assert std_cmd["counters"]["relayed"] == 1
+    assert [p.rsplit("/", 1)[-1] for p in std_cmd["lfs_open"]] == ["relay.jnl"]
+    assert abs(big_cmd["after"] - std_cmd["after"] - mount_extra - file_extra) <= 2 * G.RESOLUTION

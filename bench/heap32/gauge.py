@@ -322,10 +322,18 @@ if ESP32:
     # its own: the update pointer, ppmid.board.load() (the ESP32 Board from /board.json),
     # then asyncio.run(app.run(board)): here the stand-in's, which schedules it and returns
     H.esp32()
+    # the port's _boot.py mounted the flash as LittleFS2 before boot.py and main.py
+    H.littlefs()
     H.before_app[0] = _before_app
     # MAIN_CODE is kept: on a board main.py's module code is still running (in
     # asyncio.run) while the app runs, so it and its functions' code stay in the heap
     MAIN = {'__name__': '__main__'}
+    # then boot.py, from the flash, in the __main__ that main.py runs in after it (the
+    # port's pyexec runs both in the same globals); its code is done once it returns
+    with open('/boot.py') as _f:
+        exec(compile(_f.read(), 'boot.py', 'exec'), MAIN)
+    H.emergency_exception_buf()
+    BOOT = sorted(MAIN)
     with open('/main.py') as _f:
         MAIN_CODE = compile(_f.read(), 'main.py', 'exec')
     _f = None
@@ -351,7 +359,9 @@ out('READY', bytes=ready, nfc=nfc_on, wired='ppmid.wired.road' in sys.modules,
     modules=sorted(m for m in sys.modules if m.startswith('ppmid')), at_base=at_base,
     main=sorted(MAIN) if ESP32 else None, field=FIELD,
     broker_got=H.broker.got, broker_sent=H.broker.sent, sntp=H.sntp.answered, dns=H.resolver.answered,
-    mqtt=caught['link'].client.state, clock=caught['relay'].clock.source)
+    mqtt=caught['link'].client.state, clock=caught['relay'].clock.source,
+    lfs_mount=sum(len(b) + 16 for b in H.lfs_mount), lfs_open=[p for _f, _b, p in H.lfs_open],
+    boot=BOOT if ESP32 else None, emergency_buf=sum(len(b) + 16 for b in H.emergency_buf))
 if COMMAND:
     han, relay, link = caught['han'], caught['relay'], caught['link']
     # the HAN as if its module and the CH were up; each ZCL frame goes to a stand-in EZSP
@@ -406,7 +416,8 @@ if COMMAND:
         accepted=link.intake.stats.get('accepted'), counters=relay.counters, missing=missing,
         payload=payload, trace=[(w, a - BASE - probes) for w, a in H.trace],
         broker_got=H.broker.got, broker_sent=H.broker.sent, published=relay.counters.get('published', 0) - published,
-        loaded=sorted(m for m in sys.modules if m.startswith('ppmid') and m not in before))
+        loaded=sorted(m for m in sys.modules if m.startswith('ppmid') and m not in before),
+        lfs_open=[p for _f, _b, p in H.lfs_open])
 """
 
 
@@ -495,8 +506,9 @@ def app_job(files, flash_files, nfc, command_path=None, wired=False, topup=False
     if esp32:
         for path, data in flash_files.items():
             fs[path[len(FLASH):] if path.startswith(FLASH + "/") else path] = data
-        with open(os.path.join(FIRMWARE_DIR, "main.py"), "rb") as f:
-            fs["/main.py"] = f.read()
+        for name in ("boot.py", "main.py"):
+            with open(os.path.join(FIRMWARE_DIR, name), "rb") as f:
+                fs["/" + name] = f.read()
         fs["/board.json"] = board_json(nfc=nfc, wired=wired)
     else:
         fs.update(flash_files)
@@ -510,9 +522,11 @@ def app_job(files, flash_files, nfc, command_path=None, wired=False, topup=False
 def check_boot(ready):
     """Raise GaugeError unless a READY figure (an app job with esp32=True) comes from an
     ESP32's boot with everything the firmware loaded counted: no firmware module loaded at
-    the baseline, main.py run, and the ESP32 board code, not another board, in use."""
+    the baseline, boot.py and main.py run, and the ESP32 board code, not another board, in use."""
     if ready.get("at_base"):
         raise GaugeError("firmware modules were loaded before the baseline: %s" % ", ".join(ready["at_base"]))
+    if not ready.get("boot"):
+        raise GaugeError("boot.py did not run: the app was not booted as an ESP32 boots it")
     if not ready.get("main"):
         raise GaugeError("main.py did not run: the app was not booted as an ESP32 boots it")
     mods = ready.get("modules") or []

@@ -29,6 +29,7 @@ async def live():
     # (py/gc.c's collect is only requested: ports/webassembly/main.c gc_collect): without
     # it the port collects there only after its threshold's worth of allocations, and the
     # figure held whatever garbage came since the last one
+    _lfs_forget_closed()
     gc.collect()
     await asyncio.sleep_ms(0)
     return gc.mem_alloc()
@@ -71,6 +72,8 @@ async def sampler(stop, where="loop"):
             peak[0] = a
             peak[1] = where
         run()
+        if lfs_open:  # a file closed in this turn: its cache is not in the next sample
+            _lfs_forget_closed()
         gc.collect()  # asked for: the port collects once this call is back in node
     core._run_iter = run_sampled
     try:
@@ -214,6 +217,70 @@ def esp32():
     """From now on `import sys` gives the firmware _Esp32Sys (the importer looks in
     sys.modules before its built-in modules)."""
     _sys.modules["sys"] = _ESP32_SYS
+
+
+# ---- the ESP32's flash: LittleFS2 on the GC heap --------------------------------------
+# On an ESP32 the port's frozen _boot.py mounts the flash partition as LittleFS2 before
+# boot.py and main.py (vfs.mount(bdev, "/"), MicroPython's VfsLfs2 with its defaults:
+# readsize = progsize = 32 and lookahead = 32 (extmod/vfs_lfs.c), so a cache of
+# min(4096, 4 * 32) = 128 bytes (extmod/vfs_lfsx.c init_config)): the VfsLfs2 object (its
+# lfs2_t and config inside), its read and prog caches (128 each) and lookahead buffer (32)
+# and the mount's entry stay on the GC heap for the boot's life; each open file is one
+# object with its own 128-byte cache (extmod/vfs_lfsx_file.c), on the GC heap while open.
+# The port here has VfsPosix over MEMFS only (its file object: one 16-byte block), so these
+# stand in with what they measured on the unix port built for 32 bits (MicroPython 1.29,
+# build-plain32, a 4096-byte-block RAM device shaped like esp32.Partition, live heap after
+# a collect; docs/memory.md "Session 9, LittleFS on the GC heap"). A bytearray(n) is a
+# 16-byte object and n bytes: each stand-in is its object and buffer, in 16-byte blocks.
+LFS_MOUNT_BYTES = 624      # vfs.mount(bdev, "/"): VfsLfs2 + its buffers + the mount entry
+LFS_FILE_BYTES = 256       # one open file (r+b, as the journal's) on it
+_POSIX_FILE_BYTES = 16     # what the port's own file object already takes of that
+_PAIR_BYTES = 32 + 4       # the (file, cache, path) tuple and its list slot, off the cache
+lfs_mount = []             # the mount's stand-in, once mounted
+lfs_open = []              # (file, its cache's stand-in, path), one per file open on the flash
+
+
+def _lfs_forget_closed():
+    # A file the firmware closed gives its cache back, as VfsLfs2's file does (its close
+    # frees the buffer with the object on the next collect). The port's file raises on a
+    # closed file's tell(): one exception's garbage, once per file.
+    for i in range(len(lfs_open) - 1, -1, -1):
+        try:
+            lfs_open[i][0].tell()
+        except (OSError, ValueError):
+            del lfs_open[i]
+
+
+def littlefs():
+    """From now on the heap holds what an ESP32's LittleFS2 holds: the mount, and a file's
+    object and cache while the file is open (builtins.open: the firmware's opens, not the
+    harness's before it)."""
+    import builtins
+    lfs_mount.append(bytearray(LFS_MOUNT_BYTES - 16))
+    real_open = builtins.open
+    cache = LFS_FILE_BYTES - _POSIX_FILE_BYTES - _PAIR_BYTES - 16
+
+    def lfs_open_(*a, **k):
+        _lfs_forget_closed()
+        f = real_open(*a, **k)
+        lfs_open.append((f, bytearray(cache), a[0] if a else k.get("file")))
+        return f
+    builtins.open = lfs_open_
+
+
+# boot.py's first line, micropython.alloc_emergency_exception_buf(100): the ESP32 port
+# (MICROPY_ENABLE_EMERGENCY_EXCEPTION_BUF with no fixed size, ports/esp32/mpconfigport.h)
+# takes the buffer from the GC heap and keeps it (py/modmicropython.c: m_new(byte, 100),
+# 112 bytes in 16-byte blocks); the port here has no such function (boot.py passes over
+# its AttributeError), so the gauge holds a bytearray of that size in its place
+EMERGENCY_BUF_BYTES = 112
+emergency_buf = []
+
+
+def emergency_exception_buf():
+    import micropython
+    if not hasattr(micropython, "alloc_emergency_exception_buf"):
+        emergency_buf.append(bytearray(EMERGENCY_BUF_BYTES - 16))
 
 
 class Uart:
