@@ -197,6 +197,39 @@ async def test_a_budget_end_whose_code_cannot_load_waits_for_the_next_pass():
     assert len(r.han.sent) == 2 and r.journal.by_id["c-1"].resends == 1
 
 
+async def test_a_budget_end_whose_code_never_loads_times_out_and_frees_the_meter():
+    # review 76 F5: a heap that can never load resend.py must not hold the command
+    # "relayed" for ever (its meter blocked, later commands E_STALE, health OK): a few
+    # passes past its budget it times out inline, with no copy, recorded in the journal
+    r = Rig(cfg=config(response_timeout_s=5), late_window_s=30)
+    await r.submit("c-1", 10)
+    await r.submit("c-2", 11)                 # the same meter: waits behind c-1
+    await r.pump()
+    assert len(r.han.sent) == 1
+    r.clock.advance(5000)
+    passes = 0
+    with Unloadable("ppmid.relay.resend"):
+        while r.journal.by_id["c-1"].state == J.SENDING and passes < 120:   # 60 s of 0.5 s passes
+            r.clock.advance(500)
+            ok, why = r.relay.house_once()
+            assert ok and r.relay.fault is None, why
+            passes += 1
+        e1 = r.journal.by_id["c-1"]
+        assert e1.state == J.TIMED_OUT, "still sending after %d passes" % passes
+        assert passes <= 25                   # the grace (10 s) and a pass or two, no more
+        assert e1.resends == 0 and r.relay.counters["timeouts"] == 1
+        await r.pump()                        # the meter is free: c-2 goes
+    assert len(r.han.sent) == 2 and r.journal.by_id["c-2"].state == J.SENDING
+    r.relay.on_han_message(response_to(r.han.sent[0]))   # c-1's late answer still correlates
+    await r.publish_all()
+    assert r.pub.statuses("c-1") == ["accepted", "relayed", "timeout", "response"]
+    assert r.relay.result("c-1")["late"] is True
+    assert r.pub.statuses("c-2") == ["accepted", "relayed"]
+    r.restart()                               # the timeout was on flash: recovery sends no copy of c-1
+    await r.pump()
+    assert len(r.han.sent) == 3 and r.han.sent[2] == r.han.sent[1]   # only c-2's (found sending)
+
+
 async def test_timed_out_command_forgotten_after_late_window():
     r = Rig(cfg=config(response_timeout_s=5), late_window_s=30)
     await r.submit("c-1", 10)

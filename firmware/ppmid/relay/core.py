@@ -51,6 +51,7 @@ _RECENT = const(16)
 # Policy: docs/relay.md "Results"
 _RECENT_BODY_BYTES = const(8192)
 _CLOCK_POLL_MS = const(1000)   # how often held commands look again for a set clock
+_LOAD_GRACE_S = const(10)      # a budget end's wait for resend.py to load, then "timeout" inline
 _RETRY_MAX_MS = const(30000)   # the longest link back-off: relay/refusals.py's (a private const cannot be imported)
 
 # the relay's state (info "state"; docs/relay.md "Health"): "starting", "recovering" (at
@@ -438,6 +439,16 @@ class Relay:
         self._emit(e, "response")
         self._wake_dispatch.set()
 
+    def time_out(self, e, now_s):
+        """Command e's budget ended with no copy to send: "timeout" (a late response is
+        still published, within late_window_s); its target takes the next command."""
+        self.journal.timeout(e, now_s + self.late_window_s)
+        self._free_target(e)
+        self._deadline.pop(e.seq, None)
+        self.counters["timeouts"] += 1
+        self._emit(e, "timeout")
+        self._wake_dispatch.set()
+
     # ---- timers --------------------------------------------------------------------------
     def check_timers(self):
         now = self.clock.ms()
@@ -458,11 +469,16 @@ class Relay:
                 over = self.clock.diff(now, d) >= 0 if d is not None else now_s >= e.deadline
                 if over:
                     # no response within its budget: one more copy, or "timeout" (resend.py,
-                    # loaded only then and for the alerts after); a heap or flash that
-                    # cannot load it leaves the command sending until the next pass (0.5 s)
+                    # loaded only then and for the alerts after)
                     try:
                         from ppmid.relay.resend import budget_ended
                     except (ImportError, MemoryError):
+                        # a heap too cut up (or a flash) that cannot load it: the command
+                        # waits a pass or more; _LOAD_GRACE_S past its budget it times out
+                        # here with no copy (the safe side), so its meter is not held
+                        if (self.clock.diff(now, d) // 1000 if d is not None else now_s - e.deadline) >= _LOAD_GRACE_S:
+                            self.log("warn", "%s: no copy (resend.py did not load)" % e.id)
+                            self.time_out(e, now_s)
                         continue
                     budget_ended(self, e, now_s)
             elif e.state == J.TIMED_OUT:

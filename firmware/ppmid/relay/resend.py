@@ -82,12 +82,7 @@ def budget_ended(relay, e, now_s):
     else it times out (a late response is still published, within late_window_s)."""
     if not e.topup and requeue(relay, e, True):
         return
-    relay.journal.timeout(e, now_s + relay.late_window_s)
-    relay._free_target(e)
-    relay._deadline.pop(e.seq, None)
-    relay.counters["timeouts"] += 1
-    relay._emit(e, "timeout")
-    relay._wake_dispatch.set()
+    relay.time_out(e, now_s)
 
 
 def refused(relay, msg):
