@@ -384,6 +384,24 @@ class Board:
         return 0
 
 
+def publish_head(first, topic, rest):
+    """A PUBLISH's fixed header (first byte, remaining length) and topic, before the `rest`
+    bytes (a packet id, if any, and the payload) that the caller sends after it."""
+    t = topic.encode()
+    rem = 2 + len(t) + rest
+    head = bytearray((first,))
+    while True:
+        b = rem & 0x7F
+        rem >>= 7
+        head.append(b | 0x80 if rem else b)
+        if not rem:
+            break
+    head.append(len(t) >> 8)
+    head.append(len(t) & 0xFF)
+    head += t
+    return head
+
+
 class PublishStream:
     # The broker's socket as the MQTT client reads it, carrying one PUBLISH (QoS 0) of the
     # file at `path` on `topic`: the client's own _read_packet grows its receive buffer and
@@ -392,18 +410,8 @@ class PublishStream:
     # packet's head, so no copy of the message is in the heap besides the client's.
     def __init__(self, topic, path):
         import os
-        t = topic.encode()
-        rem = 2 + len(t) + os.stat(path)[6]
-        head = bytearray(b"\x30")  # PUBLISH, QoS 0: no PUBACK to write on the stand-in link
-        while True:
-            b = rem & 0x7F
-            rem >>= 7
-            head.append(b | 0x80 if rem else b)
-            if not rem:
-                break
-        head.append(len(t) >> 8)
-        head.append(len(t) & 0xFF)
-        self._head = bytes(head) + t
+        # PUBLISH, QoS 0: no PUBACK to write on the stand-in link
+        self._head = bytes(publish_head(0x30, topic, os.stat(path)[6]))
         self._f = open(path, "rb")
 
     async def readexactly(self, n):
@@ -553,19 +561,8 @@ class MqttBroker:
         """One PUBLISH (QoS 1) of the file at path on topic to the connected gateway; the
         file is read straight into the reader's buffer (the socket holds its head only)."""
         import os
-        t = topic.encode()
         size = os.stat(path)[6]
-        rem = 2 + len(t) + 2 + size
-        head = bytearray(b"\x32")
-        while True:
-            b = rem & 0x7F
-            rem >>= 7
-            head.append(b | 0x80 if rem else b)
-            if not rem:
-                break
-        head.append(len(t) >> 8)
-        head.append(len(t) & 0xFF)
-        head += t
+        head = publish_head(0x32, topic, 2 + size)
         head.append(pid >> 8)
         head.append(pid & 0xFF)
         self.sent[3] += 1
