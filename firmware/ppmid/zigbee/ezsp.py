@@ -65,6 +65,17 @@ _S_INVALID_COMMAND = const(8)
 _S_WRONG_RESPONSE = const(9)
 _S_NOT_NEGOTIATED = const(10)
 
+# The driver's counters: one list of ints, by these indices; their names are
+# zigbee/han_counters.py's EZSP (in this order), which only tests and reports load
+_C_COMMANDS = const(0)
+_C_RESPONSES = const(1)
+_C_CALLBACKS = const(2)
+_C_ORPHAN_RESPONSES = const(3)
+_C_BAD_FRAMES = const(4)
+_C_INVALID_COMMAND = const(5)
+_C_TIMEOUTS = const(6)
+_COUNTERS = const(7)
+
 
 def _text(key, arg=None):
     # key: the sentence's _S_... name; its text is ppmid.zigbee.ezsp_errors', loaded when the
@@ -253,38 +264,37 @@ class Ezsp:
         self.stack_type = None
         self.stack_version = None
         self._legacy = True
-        self.counters = {"commands": 0, "responses": 0, "callbacks": 0, "orphan_responses": 0,
-                         "bad_frames": 0, "invalid_command": 0, "timeouts": 0}
+        self.counters = [0] * _COUNTERS   # by _C_... index (above)
 
     def on_frame(self, frame):
         try:
             seq, fc, fid, params = parse_frame(frame, self._legacy)
         except EzspError as exc:
-            self.counters["bad_frames"] += 1
+            self.counters[_C_BAD_FRAMES] += 1
             if self._log:
                 self._log("ezsp: %s" % exc)
             return
         if not fc & FC_RESPONSE:
-            self.counters["bad_frames"] += 1
+            self.counters[_C_BAD_FRAMES] += 1
             return
         if fc & _FC_CALLBACK_MASK:
-            self.counters["callbacks"] += 1
+            self.counters[_C_CALLBACKS] += 1
             try:
                 self._on_callback(fid, params)
             except Exception as exc:  # a malformed callback must not stop the link
-                self.counters["bad_frames"] += 1
+                self.counters[_C_BAD_FRAMES] += 1
                 if self._log:
                     self._log("ezsp: " + _text(_S_CALLBACK_DROPPED, (fid, exc)))
             return
         w = self._waiting.pop(seq, None)
         if w is None:
-            self.counters["orphan_responses"] += 1
+            self.counters[_C_ORPHAN_RESPONSES] += 1
             if self._log:
                 self._log("ezsp: " + _text(_S_ORPHAN, (seq, fid)))
             return
-        self.counters["responses"] += 1
+        self.counters[_C_RESPONSES] += 1
         if fid == INVALID_COMMAND:
-            self.counters["invalid_command"] += 1
+            self.counters[_C_INVALID_COMMAND] += 1
             w.result = EzspError(E_EZSP, _text(_S_INVALID_COMMAND, (w.fid, params[0] if params else -1)))
         elif fid != w.fid:
             w.result = EzspError(E_EZSP, _text(_S_WRONG_RESPONSE, (fid, w.fid)))
@@ -297,7 +307,7 @@ class Ezsp:
         # never went to the UART (the NCP cannot have run it); otherwise True (it may have).
         w = _Waiter(fid)
         self._waiting[seq] = w
-        self.counters["commands"] += 1
+        self.counters[_C_COMMANDS] += 1
         try:
             try:
                 await self._link.send(frame)
@@ -307,7 +317,7 @@ class Ezsp:
             try:
                 await wait_for_ms(w.done.wait(), int(self._timeout_s * 1000))
             except asyncio.TimeoutError:
-                self.counters["timeouts"] += 1
+                self.counters[_C_TIMEOUTS] += 1
                 err = EzspError(E_EZSP_TIMEOUT, _text(_S_NO_RESPONSE, fid))
                 err.on_wire = True
                 raise err
