@@ -102,21 +102,6 @@ def _text(key, arg=None):
         return "ash sentence %d" % key
 
 
-class _Pending:
-    """A DATA frame sent and not yet acknowledged by the NCP (one per send())."""
-    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
-
-    def __init__(self, frame, heard, now):
-        self.frame = frame        # the EZSP frame (bytes)
-        self.done = asyncio.Event()  # set when acknowledged, or when the link failed
-        self.sent_ms = now        # tick of the latest (re)transmission
-        self.retx = False         # sent more than once: no round-trip sample (Karn)
-        self.error = None         # AshError when the link failed before the ACK
-        self.on_wire = False      # written to the UART at least once (the NCP may have it)
-        self.heard = heard        # valid frames heard from the NCP before it first went out
-        self.first_ms = now       # tick of the first transmission
-
-
 class AshLink:
     """on_frame(ezsp_bytes) is called (synchronously) for every new in-order DATA frame;
     ready() -> bool says whether the host can take more (when not, our ACKs carry nRdy)."""
@@ -152,7 +137,7 @@ class AshLink:
         self._rx_exp = 0        # next frame number we expect (our ackNum)
         self._reject = False
         self._last_nak = ticks_ms()
-        self._pending = {}      # frm -> _Pending
+        self._pending = {}      # frm -> the frame's Event (send)
         if self._t_ack is None:
             self._t_ack = self._timers[0]
         else:
@@ -166,7 +151,10 @@ class AshLink:
         self._heard_ms = None   # ms tick of the last one
         self._stray = 0         # evidence of a module that lost our numbering (see _on_ack)
         self._bad_items = 0     # damaged frames handled
-        self._damage_ok = self._damage()  # damage count at the last intact frame
+        # damage count at the last intact frame: damaged frames handled so far, and cancelled /
+        # substituted ones (counted by the decoder for its whole chunk at once: it may run
+        # ahead, never behind)
+        self._damage_ok = self._bad_items + self._dec.cut()
         self._noisy_until = None  # ms tick until which our ACKs are written twice
 
     def _logf(self, fmt, *args):
@@ -222,13 +210,22 @@ class AshLink:
             await self._space.wait()
         frm = self._frm
         self._frm = (frm + 1) & 7
-        entry = _Pending(bytes(ezsp_frame), self._heard, ticks_ms())
+        # the frame until the NCP acknowledges it: an Event (set when acknowledged, or when
+        # the link failed) that carries the frame's state (no class of its own: a type
+        # object and its dict less for a board to hold; docs/memory.md, session 10)
+        entry = asyncio.Event()
+        entry.frame = bytes(ezsp_frame)   # the EZSP frame
+        entry.sent_ms = entry.first_ms = ticks_ms()   # the latest and the first transmission
+        entry.retx = False        # sent more than once: no round-trip sample (Karn)
+        entry.error = None        # AshError when the link failed before the ACK
+        entry.on_wire = False     # written to the UART at least once (the NCP may have it)
+        entry.heard = self._heard  # valid frames heard from the NCP before it first went out
         self._pending[frm] = entry
         try:
             await self._send_data(frm, entry, False)
         except OSError as exc:
             self._fail(AshError(E_ASH_LINK, _text(_S_WRITE_FAILED, (exc,))))
-        await entry.done.wait()
+        await entry.wait()
         if entry.error is not None:
             raise self._error(entry.error, entry.on_wire)
 
@@ -332,7 +329,7 @@ class AshLink:
             self._logf("bad frame: %s", item[1])
             self._noisy_until = ticks_add(ticks_ms(), _DOUBLE_ACK_MS)
             if (self.connected and item[1] == "crc" and item[2] == ash.RSTACK
-                    and item[3] == 5 and self._damage() - self._damage_ok == 1):
+                    and item[3] == 5 and self._bad_items + self._dec.cut() - self._damage_ok == 1):
                 # RSTACK's control byte and RSTACK's length (control, 2 bytes, CRC), right
                 # after an intact frame: the damage is in its version, reset code or CRC,
                 # so the module did reset. (A longer frame split by a byte damaged into a
@@ -350,7 +347,7 @@ class AshLink:
             if self.connected and (not self._reject or ticks_diff(ticks_ms(), self._last_nak) >= _NAK_REPEAT_MS):
                 await self._nak()
             return
-        self._damage_ok = self._damage()
+        self._damage_ok = self._bad_items + self._dec.cut()
         if self.connected:
             self._heard += 1
             self._heard_ms = ticks_ms()
@@ -429,11 +426,6 @@ class AshLink:
             e.on_wire = False
         self._fail(AshError(E_ASH_LINK, why))
 
-    def _damage(self):
-        # damaged frames handled so far, and cancelled / substituted ones (counted by the
-        # decoder for its whole chunk at once: it may run ahead, never behind)
-        return self._bad_items + self._dec.cut()
-
     def _on_ack(self, ack_num, nak):
         n = (ack_num - self._ack_rx) & 7
         if n > ((self._frm - self._ack_rx) & 7):
@@ -457,7 +449,7 @@ class AshLink:
             if not e.retx:  # Karn: only frames sent once give an honest round trip
                 rtt = ticks_diff(now, e.sent_ms)
                 self._t_ack = max(self._timers[1], min(self._timers[2], (self._t_ack * 7) // 8 + rtt // 2))
-            e.done.set()
+            e.set()
         self._ack_rx = ack_num
         self._timeouts = 0
         self._stray = 0
@@ -498,7 +490,7 @@ class AshLink:
             self.failure = err
         for e in self._pending.values():
             e.error = err
-            e.done.set()
+            e.set()
         self._pending = {}
         self._deadline = None
         self._space.set()
