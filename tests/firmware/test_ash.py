@@ -144,6 +144,27 @@ def test_roundtrip_all_lengths_and_reserved_bytes():
     assert out == [(ash.ERROR, reserved)]
 
 
+
+def test_a_frame_stuffed_in_every_byte_round_trips():
+    # the encoder builds the raw frame in the tail of its output buffer and stuffs it from
+    # there to the buffer's start: the worst case, the largest frame with its control byte
+    # and every data byte stuffed (0x7E: frmNum 7, reTx, ackNum 6), must not overwrite a
+    # byte before it is read
+    seq = []
+    r = 0x42
+    for _ in range(ash.MAX_DATA):
+        seq.append(r)
+        r = (r >> 1) ^ 0xB8 if r & 1 else r >> 1
+    reserved = (0x7E, 0x7D, 0x11, 0x13, 0x18, 0x1A)
+    data = bytes(reserved[i % 6] ^ seq[i] for i in range(ash.MAX_DATA))   # reserved once randomised
+    e = ash.Encoder()
+    wire = bytes(e.data(7, True, 6, data))
+    assert wire[:2] == b"\x7d\x5e" and len(wire) >= 2 * (1 + ash.MAX_DATA) + 2 + 1
+    out = ash.Decoder().feed(wire)
+    assert len(out) == 1 and out[0][0] == 0x7E and bytes(out[0][1]) == data
+    # and the encoder's next frame is whole: nothing of this one is left in its buffer
+    assert bytes(e.ack(3)) == bytes(ash.Encoder().ack(3))
+
 def test_byte_at_a_time():
     e = ash.Encoder()
     wire = bytes(e.data(3, 0, 4, b"hello ezsp \x7e\x7d")) + bytes(e.ack(4))

@@ -421,3 +421,18 @@ def test_every_sentence_key_names_its_sentence():
     from ppmid.zigbee import ezsp_errors as EE
     from sentence_keys import check_keys
     check_keys((E,), EE)
+
+
+def test_refusals_for_now_are_read_by_the_layout_s_status_values():
+    # sendUnicast statuses that mean "not now": EmberStatus before v14 (NO_BUFFERS,
+    # MAX_MESSAGE_LIMIT_REACHED, NETWORK_DOWN, NOT_JOINED, NETWORK_BUSY), sl_Status from
+    # v14 (ALLOCATION_FAILED, MAX_MESSAGE_LIMIT_REACHED, NETWORK_DOWN, NOT_JOINED, BUSY,
+    # TRANSMIT_BUSY, NO_MORE_RESOURCE); the other layout's values mean nothing of the kind
+    ember = (0x18, 0x72, 0x91, 0x93, 0xA1)
+    sl = (0x19, 0x0C03, 0x16, 0x17, 0x04, 0x34, 0x1A)
+    for v in (8, 13):
+        assert [E.refused_for_now(v, s) for s in ember] == [True] * 5
+        assert [E.refused_for_now(v, s) for s in sl + (0, 0x70)] == [False] * 9
+    for v in (14, 18):
+        assert [E.refused_for_now(v, s) for s in sl] == [True] * 7
+        assert [E.refused_for_now(v, s) for s in ember + (0, 0x70)] == [False] * 7

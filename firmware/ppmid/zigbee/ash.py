@@ -96,7 +96,11 @@ class Encoder:
     encode() returns a memoryview valid until the next call: write it out, or bytes() it."""
 
     def __init__(self):
-        self._raw = bytearray(_MAX_FRAME)
+        # one buffer for the stuffed frame and the flag (2 x _MAX_FRAME + 1 at most); the raw
+        # frame (control, data, CRC) is built in its last _MAX_FRAME bytes and stuffed from
+        # there to its start, so no second buffer is held. Stuffing has written at most
+        # 2i + 2 bytes when it reads raw byte i + 1, at 2 x _MAX_FRAME + 1 - _MAX_FRAME + i:
+        # past them for every i < _MAX_FRAME, so it never overwrites a byte still to read.
         self._out = bytearray(2 * _MAX_FRAME + 1)
         self._mv = memoryview(self._out)
 
@@ -105,14 +109,14 @@ class Encoder:
         n = len(data)
         if n > MAX_DATA:
             raise ValueError("ASH data field of %d bytes exceeds %d" % (n, MAX_DATA))
-        raw = self._raw
+        raw = self._mv[_MAX_FRAME + 1:]
         raw[0] = control
-        body = memoryview(raw)[1:]
+        body = raw[1:]
         if control & 0x80:
             body[:n] = data
         else:
             xor_random(data, body, n)
-        c = crc16(memoryview(raw)[:n + 1])
+        c = crc16(raw[:n + 1])
         raw[n + 1] = c >> 8
         raw[n + 2] = c & 0xFF
         j = stuff(raw, n + 3, self._out)

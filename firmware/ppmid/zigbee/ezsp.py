@@ -172,14 +172,13 @@ def parse_send_unicast_response(version, p):
 # the message may go again once the network is back (EmberStatus before v14, sl_Status
 # from v14: NO_BUFFERS 0x18 / ALLOCATION_FAILED 0x19, MAX_MESSAGE_LIMIT_REACHED 0x72 /
 # 0x0C03, NETWORK_DOWN 0x91 / 0x16, NOT_JOINED 0x93 / 0x17, NETWORK_BUSY 0xA1 / BUSY 0x04,
-# TRANSMIT_BUSY 0x34, NO_MORE_RESOURCE 0x1A)
-_REFUSED_FOR_NOW = (0x18, 0x72, 0x91, 0x93, 0xA1)
-_REFUSED_FOR_NOW_SL = (0x19, 0x0C03, 0x16, 0x17, 0x04, 0x34, 0x1A)
-
-
+# TRANSMIT_BUSY 0x34, NO_MORE_RESOURCE 0x1A). The two tables are the function's constants,
+# not module globals: no dict entries or names for them.
 def refused_for_now(version, status):
     """True when a sendUnicast status means the module may take the message later."""
-    return status in (_REFUSED_FOR_NOW_SL if version >= LAYOUT_V14 else _REFUSED_FOR_NOW)
+    if version >= LAYOUT_V14:
+        return status in (0x19, 0x0C03, 0x16, 0x17, 0x04, 0x34, 0x1A)
+    return status in (0x18, 0x72, 0x91, 0x93, 0xA1)
 
 
 def parse_stack_status(version, p):
