@@ -37,6 +37,7 @@ from ppmid.mqtt import packets_host  # noqa: E402
 from ppmid.nfc import ndef, frames  # noqa: E402
 from ppmid.zigbee import ash, ezsp, tunnel  # noqa: E402
 from ppmid.zigbee import chclock, timecluster  # noqa: E402
+from ppmid.zigbee.han_start import legacy_version_frame  # noqa: E402
 
 EXAMPLES = int(os.environ.get("PPMID_FUZZ_EXAMPLES", "150"))
 RESULTS = os.environ.get("PPMID_FUZZ_RESULTS")
@@ -280,7 +281,7 @@ def test_ash_decoder(buf, chunk):
 
 
 EZSP_FRAMES = [ezsp.command_frame(1, 0x0045, bytes(30)), ezsp.command_frame(2, 0x003F, bytes(12)),
-               ezsp.command_frame(3, 0x0019, b"\x90"), ezsp.legacy_version_frame(0, 13)]
+               ezsp.command_frame(3, 0x0019, b"\x90"), legacy_version_frame(0, 13)]
 
 
 @FUZZ

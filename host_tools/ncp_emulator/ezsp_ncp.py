@@ -31,7 +31,7 @@ def parse_send_unicast_params(version, p):
     typ, dest = struct.unpack_from("<BH", p, 0)
     aps = E.parse_aps(p, 3)
     off = 14
-    if E.is_v14(version):
+    if version >= E.LAYOUT_V14:
         tag = struct.unpack_from("<H", p, off)[0]
         off += 2
     else:
@@ -45,7 +45,7 @@ def parse_send_unicast_params(version, p):
 
 
 def message_sent_params(version, status, dest, aps, tag, message):
-    if E.is_v14(version):
+    if version >= E.LAYOUT_V14:
         return (struct.pack("<IBH", status, E.OUTGOING_DIRECT, dest) + aps + struct.pack("<H", tag)
                 + bytes((len(message),)) + message)
     return struct.pack("<BH", E.OUTGOING_DIRECT, dest) + aps + bytes((tag & 0xFF, status, len(message))) + message
@@ -53,7 +53,7 @@ def message_sent_params(version, status, dest, aps, tag, message):
 
 def incoming_params(version, aps, sender, message, lqi=255, rssi=-40, eui64=b"\x00" * 8):
     r = rssi & 0xFF
-    if E.is_v14(version):
+    if version >= E.LAYOUT_V14:
         return (bytes((0,)) + aps + struct.pack("<H", sender) + eui64 + bytes((0xFF, 0xFF, lqi, r))
                 + struct.pack("<I", 0) + bytes((len(message),)) + message)
     return bytes((0,)) + aps + bytes((lqi, r)) + struct.pack("<H", sender) + bytes((0xFF, 0xFF, len(message))) + message
@@ -61,4 +61,4 @@ def incoming_params(version, aps, sender, message, lqi=255, rssi=-40, eui64=b"\x
 
 def status_params(version, status):
     """A status result: u32 sl_Status from v14, u8 EmberStatus before."""
-    return struct.pack("<I", status) if E.is_v14(version) else bytes((status,))
+    return struct.pack("<I", status) if version >= E.LAYOUT_V14 else bytes((status,))

@@ -3,6 +3,12 @@
 import binascii
 from ppmid.zigbee import ash
 from ash_ncp import rstack
+from ppmid.zigbee.han_counters import named, DECODER
+
+
+def counts(d):
+    # the decoder's counters by name, as the reports read them (a list by index in it)
+    return named(d.counters, DECODER)
 
 
 def h(s):
@@ -115,7 +121,7 @@ def test_decode_vectors():
     assert out[0] == (ash.RSTACK, h("02 0B"))
     assert out[1][0] == 0x25 and bytes(out[1][1]) == h("00 00 00 02")
     assert out[2][0] == 0x8E
-    assert d.counters["frames"] == 3
+    assert counts(d)["frames"] == 3
 
 
 def test_roundtrip_all_lengths_and_reserved_bytes():
@@ -137,6 +143,27 @@ def test_roundtrip_all_lengths_and_reserved_bytes():
     out = d.feed(bytes(e.encode(ash.ERROR, reserved)))
     assert out == [(ash.ERROR, reserved)]
 
+
+
+def test_a_frame_stuffed_in_every_byte_round_trips():
+    # the encoder builds the raw frame in the tail of its output buffer and stuffs it from
+    # there to the buffer's start: the worst case, the largest frame with its control byte
+    # and every data byte stuffed (0x7E: frmNum 7, reTx, ackNum 6), must not overwrite a
+    # byte before it is read
+    seq = []
+    r = 0x42
+    for _ in range(ash.MAX_DATA):
+        seq.append(r)
+        r = (r >> 1) ^ 0xB8 if r & 1 else r >> 1
+    reserved = (0x7E, 0x7D, 0x11, 0x13, 0x18, 0x1A)
+    data = bytes(reserved[i % 6] ^ seq[i] for i in range(ash.MAX_DATA))   # reserved once randomised
+    e = ash.Encoder()
+    wire = bytes(e.data(7, True, 6, data))
+    assert wire[:2] == b"\x7d\x5e" and len(wire) >= 2 * (1 + ash.MAX_DATA) + 2 + 1
+    out = ash.Decoder().feed(wire)
+    assert len(out) == 1 and out[0][0] == 0x7E and bytes(out[0][1]) == data
+    # and the encoder's next frame is whole: nothing of this one is left in its buffer
+    assert bytes(e.ack(3)) == bytes(ash.Encoder().ack(3))
 
 def test_byte_at_a_time():
     e = ash.Encoder()
@@ -169,14 +196,14 @@ def test_bad_input_counted_and_recovered():
     assert out[1] == (0x82, b"")
     # garbage, then cancel: the partial frame is dropped, the next one decodes
     out = d.feed(b"\x01\x02\x03\x1a" + good)
-    assert out == [(0x82, b"")] and d.counters["cancel"] == 1
+    assert out == [(0x82, b"")] and counts(d)["cancel"] == 1
     # substitute: everything up to the next flag is dropped, including a good frame body
     out = d.feed(b"\x05\x18\x82\x7e" + good)
-    assert out == [(0x82, b"")] and d.counters["substitute"] == 1
+    assert out == [(0x82, b"")] and counts(d)["substitute"] == 1
     # way too long, with no flag for 1000 bytes
     out = d.feed(bytes(range(0x20, 0x70)) * 20 + b"\x7e" + good)
     assert out[0][0] == ash.BAD and out[0][1] == "frame too long"
-    assert out[-1] == (0x82, b"") and d.counters["too_long"] == 1
+    assert out[-1] == (0x82, b"") and counts(d)["too_long"] == 1
     # too short, bad escape
     out = d.feed(b"\x01\x7e\x7d\x40\x7e" + good)
     assert [o[1] for o in out[:2]] == ["frame too short", "bad escape"]
@@ -184,4 +211,4 @@ def test_bad_input_counted_and_recovered():
     # XON/XOFF are ignored anywhere
     out = d.feed(b"\x11" + good[:2] + b"\x13" + good[2:])
     assert out == [(0x82, b"")]
-    assert d.counters["frames"] == 6 and d.counters["crc"] == 1
+    assert counts(d)["frames"] == 6 and counts(d)["crc"] == 1

@@ -3,6 +3,7 @@
 import asyncio
 import binascii
 from ppmid.zigbee import ezsp as E
+from ppmid.zigbee.han_counters import named, EZSP
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee import tunnel_host as TH   # the CH's frames
 from ppmid.zigbee import han_start as S   # the version negotiation (run after a module reset)
@@ -167,12 +168,12 @@ async def test_unknown_command_invalid_command_and_orphans():
         assert "0x0123" in e.message
     else:
         raise AssertionError("no error")
-    assert ez.counters["invalid_command"] == 1
+    assert named(ez.counters, EZSP)["invalid_command"] == 1
     # a response to nothing, a garbage frame and a non-response: counted, dropped
     ez.on_frame(N.response_frame(77, E.NETWORK_STATE, b"\x02"))
     ez.on_frame(b"\x01")
     ez.on_frame(E.command_frame(3, E.NETWORK_STATE))
-    assert ez.counters["orphan_responses"] == 1 and ez.counters["bad_frames"] == 2
+    assert named(ez.counters, EZSP)["orphan_responses"] == 1 and named(ez.counters, EZSP)["bad_frames"] == 2
     # no answer at all: a timeout error, not a hang
     link.script[E.NETWORK_STATE] = lambda seq: None
     try:
@@ -196,7 +197,7 @@ async def test_callbacks_dispatched_and_bad_ones_survived():
     await S.negotiate(ez, 13)
     ez.on_frame(N.response_frame(0, E.STACK_STATUS_HANDLER, b"\x90", callback=0x10))
     ez.on_frame(N.response_frame(0, 0x9999, b"", callback=0x10))
-    assert got == [(E.STACK_STATUS_HANDLER, b"\x90")] and ez.counters["bad_frames"] == 1
+    assert got == [(E.STACK_STATUS_HANDLER, b"\x90")] and named(ez.counters, EZSP)["bad_frames"] == 1
 
 
 def test_zcl_header_and_tunnel_commands():
@@ -420,3 +421,18 @@ def test_every_sentence_key_names_its_sentence():
     from ppmid.zigbee import ezsp_errors as EE
     from sentence_keys import check_keys
     check_keys((E,), EE)
+
+
+def test_refusals_for_now_are_read_by_the_layout_s_status_values():
+    # sendUnicast statuses that mean "not now": EmberStatus before v14 (NO_BUFFERS,
+    # MAX_MESSAGE_LIMIT_REACHED, NETWORK_DOWN, NOT_JOINED, NETWORK_BUSY), sl_Status from
+    # v14 (ALLOCATION_FAILED, MAX_MESSAGE_LIMIT_REACHED, NETWORK_DOWN, NOT_JOINED, BUSY,
+    # TRANSMIT_BUSY, NO_MORE_RESOURCE); the other layout's values mean nothing of the kind
+    ember = (0x18, 0x72, 0x91, 0x93, 0xA1)
+    sl = (0x19, 0x0C03, 0x16, 0x17, 0x04, 0x34, 0x1A)
+    for v in (8, 13):
+        assert [E.refused_for_now(v, s) for s in ember] == [True] * 5
+        assert [E.refused_for_now(v, s) for s in sl + (0, 0x70)] == [False] * 9
+    for v in (14, 18):
+        assert [E.refused_for_now(v, s) for s in sl] == [True] * 7
+        assert [E.refused_for_now(v, s) for s in ember + (0, 0x70)] == [False] * 7

@@ -23,6 +23,17 @@ ASH_VERSION = const(2)
 # decoder event: a frame that failed (CRC, length, escape). Its reason is a short string.
 BAD = const(-1)
 
+# The decoder's counters: one list of ints, by these indices; their names are
+# zigbee/han_counters.py's DECODER (in this order), which only tests and reports load
+_C_FRAMES = const(0)
+_C_CRC = const(1)
+_C_TOO_LONG = const(2)
+_C_TOO_SHORT = const(3)
+_C_CANCEL = const(4)
+_C_SUBSTITUTE = const(5)
+_C_BAD_ESCAPE = const(6)
+_COUNTERS = const(7)
+
 
 # 1 for the six bytes that must be stuffed
 RESERVED = bytearray(256)
@@ -85,7 +96,11 @@ class Encoder:
     encode() returns a memoryview valid until the next call: write it out, or bytes() it."""
 
     def __init__(self):
-        self._raw = bytearray(_MAX_FRAME)
+        # one buffer for the stuffed frame and the flag (2 x _MAX_FRAME + 1 at most); the raw
+        # frame (control, data, CRC) is built in its last _MAX_FRAME bytes and stuffed from
+        # there to its start, so no second buffer is held. Stuffing has written at most
+        # 2i + 2 bytes when it reads raw byte i + 1, at 2 x _MAX_FRAME + 1 - _MAX_FRAME + i:
+        # past them for every i < _MAX_FRAME, so it never overwrites a byte still to read.
         self._out = bytearray(2 * _MAX_FRAME + 1)
         self._mv = memoryview(self._out)
 
@@ -94,14 +109,14 @@ class Encoder:
         n = len(data)
         if n > MAX_DATA:
             raise ValueError("ASH data field of %d bytes exceeds %d" % (n, MAX_DATA))
-        raw = self._raw
+        raw = self._mv[_MAX_FRAME + 1:]
         raw[0] = control
-        body = memoryview(raw)[1:]
+        body = raw[1:]
         if control & 0x80:
             body[:n] = data
         else:
             xor_random(data, body, n)
-        c = crc16(memoryview(raw)[:n + 1])
+        c = crc16(raw[:n + 1])
         raw[n + 1] = c >> 8
         raw[n + 2] = c & 0xFF
         j = stuff(raw, n + 3, self._out)
@@ -133,15 +148,19 @@ class Decoder:
                                       its first byte (None when it had none), length the
                                       bytes of it held when it failed (for a CRC error:
                                       all between the flags, CRC included)
-    Garbage is counted in `counters` and otherwise dropped."""
+    Garbage is counted in `counters` (by _C_... index) and otherwise dropped."""
 
     def __init__(self):
         self._buf = bytearray(_MAX_FRAME)
         self._n = 0
         self._esc = False
         self._skip = False       # after _SUBSTITUTE or an overflow: drop until the next flag
-        self.counters = {"frames": 0, "crc": 0, "too_long": 0, "too_short": 0,
-                         "cancel": 0, "substitute": 0, "bad_escape": 0}
+        self.counters = [0] * _COUNTERS   # by _C_... index (above)
+
+    def cut(self):
+        """Frames cut off before their flag so far (a CANCEL, a SUBSTITUTE): damage that
+        yields no BAD item."""
+        return self.counters[_C_CANCEL] + self.counters[_C_SUBSTITUTE]
 
     def reset(self):
         self._n = 0
@@ -161,7 +180,7 @@ class Decoder:
                     if skip:
                         skip = False
                     elif esc:
-                        self.counters["bad_escape"] += 1
+                        self.counters[_C_BAD_ESCAPE] += 1
                         out.append((BAD, "escape before flag", buf[0] if n else None, n))
                     elif n:
                         self._finish(n, out)
@@ -170,13 +189,13 @@ class Decoder:
                     continue
                 if b == CANCEL:
                     if n or esc:
-                        self.counters["cancel"] += 1
+                        self.counters[_C_CANCEL] += 1
                     n = 0
                     esc = False
                     skip = False
                     continue
                 if b == _SUBSTITUTE:
-                    self.counters["substitute"] += 1
+                    self.counters[_C_SUBSTITUTE] += 1
                     n = 0
                     esc = False
                     skip = True
@@ -191,13 +210,13 @@ class Decoder:
                 b ^= 0x20
                 esc = False
                 if not res[b]:
-                    self.counters["bad_escape"] += 1
+                    self.counters[_C_BAD_ESCAPE] += 1
                     out.append((BAD, "bad escape", buf[0] if n else None, n))
                     skip = True
                     n = 0
                     continue
             if n >= _MAX_FRAME:
-                self.counters["too_long"] += 1
+                self.counters[_C_TOO_LONG] += 1
                 out.append((BAD, "frame too long", buf[0], n))
                 skip = True
                 n = 0
@@ -212,13 +231,13 @@ class Decoder:
     def _finish(self, n, out):
         buf = self._buf
         if n < 3:
-            self.counters["too_short"] += 1
+            self.counters[_C_TOO_SHORT] += 1
             out.append((BAD, "frame too short", buf[0], n))
             return
         mv = memoryview(buf)
         # CRC-CCITT over data and its own big-endian CRC leaves zero
         if crc16(mv[:n]) != 0:
-            self.counters["crc"] += 1
+            self.counters[_C_CRC] += 1
             out.append((BAD, "crc", buf[0], n))
             return
         control = buf[0]
@@ -228,5 +247,5 @@ class Decoder:
             xor_random(mv[1:], payload, m)
         else:
             payload = bytes(mv[1:n - 2])
-        self.counters["frames"] += 1
+        self.counters[_C_FRAMES] += 1
         out.append((control, payload))

@@ -40,6 +40,31 @@ _TX_K_MAX = const(5)
 _TICK_MS = const(20)
 _NAK_REPEAT_MS = const(3)   # see _handle: a damaged frame while rejecting is NAKed again
 
+# The link's counters: one list of ints, by these indices. Their names are
+# zigbee/han_counters.py's LINK (in this order), which only tests and reports load: as a
+# dict's keys they were names the firmware interned for reports it never makes
+# (docs/memory.md, session 10).
+_C_TX_DATA = const(0)
+_C_RETX = const(1)
+_C_RX_DATA = const(2)
+_C_RX_DUP = const(3)
+_C_RX_OUT_OF_ORDER = const(4)
+_C_TX_NAK = const(5)
+_C_RX_NAK = const(6)
+_C_ACK_TIMEOUTS = const(7)
+_C_RESETS = const(8)
+_C_LINK_FAILURES = const(9)
+_C_UNSOLICITED_RSTACK = const(10)
+_C_RX_ERROR_FRAMES = const(11)
+_C_UNKNOWN_FRAMES = const(12)
+_C_RX_WHILE_DOWN = const(13)
+_C_REMOTE_NOT_READY = const(14)
+_C_NOT_TAKEN_AT_RESET = const(15)
+_C_RX_STRAY_ACK = const(16)
+_C_DAMAGED_RSTACK = const(17)
+_C_LOST_RSTACK = const(18)
+_COUNTERS = const(19)
+
 
 class AshError(PpmidError):
     # on_wire: whether the NCP may have taken the DATA frame of the failed send(): it was
@@ -77,21 +102,6 @@ def _text(key, arg=None):
         return "ash sentence %d" % key
 
 
-class _Pending:
-    """A DATA frame sent and not yet acknowledged by the NCP (one per send())."""
-    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
-
-    def __init__(self, frame, heard, now):
-        self.frame = frame        # the EZSP frame (bytes)
-        self.done = asyncio.Event()  # set when acknowledged, or when the link failed
-        self.sent_ms = now        # tick of the latest (re)transmission
-        self.retx = False         # sent more than once: no round-trip sample (Karn)
-        self.error = None         # AshError when the link failed before the ACK
-        self.on_wire = False      # written to the UART at least once (the NCP may have it)
-        self.heard = heard        # valid frames heard from the NCP before it first went out
-        self.first_ms = now       # tick of the first transmission
-
-
 class AshLink:
     """on_frame(ezsp_bytes) is called (synchronously) for every new in-order DATA frame;
     ready() -> bool says whether the host can take more (when not, our ACKs carry nRdy)."""
@@ -117,12 +127,7 @@ class AshLink:
         self.connected = False
         self.reset_code = None
         self._tasks = []
-        self.counters = {"tx_data": 0, "retx": 0, "rx_data": 0, "rx_dup": 0, "rx_out_of_order": 0,
-                         "tx_nak": 0, "rx_nak": 0, "ack_timeouts": 0, "resets": 0,
-                         "link_failures": 0, "unsolicited_rstack": 0, "rx_error_frames": 0,
-                         "unknown_frames": 0, "rx_while_down": 0, "remote_not_ready": 0,
-                         "not_taken_at_reset": 0, "rx_stray_ack": 0, "damaged_rstack": 0,
-                         "lost_rstack": 0}
+        self.counters = [0] * _COUNTERS   # by _C_... index (above)
         self._t_ack = None
         self._clear()
 
@@ -132,7 +137,7 @@ class AshLink:
         self._rx_exp = 0        # next frame number we expect (our ackNum)
         self._reject = False
         self._last_nak = ticks_ms()
-        self._pending = {}      # frm -> _Pending
+        self._pending = {}      # frm -> the frame's Event (send)
         if self._t_ack is None:
             self._t_ack = self._timers[0]
         else:
@@ -146,7 +151,10 @@ class AshLink:
         self._heard_ms = None   # ms tick of the last one
         self._stray = 0         # evidence of a module that lost our numbering (see _on_ack)
         self._bad_items = 0     # damaged frames handled
-        self._damage_ok = self._damage()  # damage count at the last intact frame
+        # damage count at the last intact frame: damaged frames handled so far, and cancelled /
+        # substituted ones (counted by the decoder for its whole chunk at once: it may run
+        # ahead, never behind)
+        self._damage_ok = self._bad_items + self._dec.cut()
         self._noisy_until = None  # ms tick until which our ACKs are written twice
 
     def _logf(self, fmt, *args):
@@ -165,7 +173,7 @@ class AshLink:
         if not self._tasks:  # the link's loops run from the first reset on
             self._tasks = [asyncio.create_task(self._rx_loop()), asyncio.create_task(self._timer_loop())]
         self._fail(AshError(E_ASH_LINK, "link reset"), count=False)
-        self.counters["resets"] += 1
+        self.counters[_C_RESETS] += 1
         for _ in range(attempts):
             self._rstack.clear()
             self._dec.reset()
@@ -202,13 +210,22 @@ class AshLink:
             await self._space.wait()
         frm = self._frm
         self._frm = (frm + 1) & 7
-        entry = _Pending(bytes(ezsp_frame), self._heard, ticks_ms())
+        # the frame until the NCP acknowledges it: an Event (set when acknowledged, or when
+        # the link failed) that carries the frame's state (no class of its own: a type
+        # object and its dict less for a board to hold; docs/memory.md, session 10)
+        entry = asyncio.Event()
+        entry.frame = bytes(ezsp_frame)   # the EZSP frame
+        entry.sent_ms = entry.first_ms = ticks_ms()   # the latest and the first transmission
+        entry.retx = False        # sent more than once: no round-trip sample (Karn)
+        entry.error = None        # AshError when the link failed before the ACK
+        entry.on_wire = False     # written to the UART at least once (the NCP may have it)
+        entry.heard = self._heard  # valid frames heard from the NCP before it first went out
         self._pending[frm] = entry
         try:
             await self._send_data(frm, entry, False)
         except OSError as exc:
             self._fail(AshError(E_ASH_LINK, _text(_S_WRITE_FAILED, (exc,))))
-        await entry.done.wait()
+        await entry.wait()
         if entry.error is not None:
             raise self._error(entry.error, entry.on_wire)
 
@@ -224,9 +241,9 @@ class AshLink:
     async def _send_data(self, frm, entry, re_tx):
         if re_tx:
             entry.retx = True
-            self.counters["retx"] += 1
+            self.counters[_C_RETX] += 1
         else:
-            self.counters["tx_data"] += 1
+            self.counters[_C_TX_DATA] += 1
         entry.sent_ms = ticks_ms()
         entry.on_wire = True  # from here on the NCP may have it, even if the write fails midway
         if self._deadline is None or re_tx:
@@ -263,7 +280,7 @@ class AshLink:
                 continue
             if ticks_diff(ticks_ms(), self._deadline) < 0:
                 continue
-            self.counters["ack_timeouts"] += 1
+            self.counters[_C_ACK_TIMEOUTS] += 1
             self._timeouts += 1
             now = ticks_ms()
             oldest = self._pending.get(self._ack_rx)
@@ -278,7 +295,7 @@ class AshLink:
                 limit = ACK_TIMEOUTS
             if self._timeouts >= limit:
                 if self._stray >= 2:
-                    self.counters["lost_rstack"] += 1
+                    self.counters[_C_LOST_RSTACK] += 1
                     self._module_reset(_text(_S_NUMBERS_LOST))
                     continue
                 self._fail(AshError(E_ASH_LINK, _text(_S_ACK_TIMEOUTS if alive else _S_ACK_TIMEOUTS_SILENT,
@@ -312,13 +329,13 @@ class AshLink:
             self._logf("bad frame: %s", item[1])
             self._noisy_until = ticks_add(ticks_ms(), _DOUBLE_ACK_MS)
             if (self.connected and item[1] == "crc" and item[2] == ash.RSTACK
-                    and item[3] == 5 and self._damage() - self._damage_ok == 1):
+                    and item[3] == 5 and self._bad_items + self._dec.cut() - self._damage_ok == 1):
                 # RSTACK's control byte and RSTACK's length (control, 2 bytes, CRC), right
                 # after an intact frame: the damage is in its version, reset code or CRC,
                 # so the module did reset. (A longer frame split by a byte damaged into a
                 # flag or a cancel leaves a damaged or cancelled piece before its tail,
                 # and gets no such verdict.)
-                self.counters["damaged_rstack"] += 1
+                self.counters[_C_DAMAGED_RSTACK] += 1
                 self._module_reset(_text(_S_RESET_DAMAGED))
                 return
             # UG101 sends one NAK per reject condition. We also NAK a damaged frame that
@@ -330,7 +347,7 @@ class AshLink:
             if self.connected and (not self._reject or ticks_diff(ticks_ms(), self._last_nak) >= _NAK_REPEAT_MS):
                 await self._nak()
             return
-        self._damage_ok = self._damage()
+        self._damage_ok = self._bad_items + self._dec.cut()
         if self.connected:
             self._heard += 1
             self._heard_ms = ticks_ms()
@@ -348,12 +365,12 @@ class AshLink:
                     # (Not covered: the module's ACK and its answers all damaged on the
                     # wire, then a reset within the ~0.4 s before it resends: see
                     # docs/zigbee.md.)
-                    self.counters["unsolicited_rstack"] += 1
+                    self.counters[_C_UNSOLICITED_RSTACK] += 1
                     self._module_reset(_text(_S_RESET_CODE, payload[1]))
                 self._rstack.set()
             return
         if control == ash.ERROR:
-            self.counters["rx_error_frames"] += 1
+            self.counters[_C_RX_ERROR_FRAMES] += 1
             code = item[1][1] if len(item[1]) > 1 else 0
             self._fail(AshError(E_ASH_LINK, _text(_S_ASH_ERROR, code)))
             return
@@ -361,22 +378,22 @@ class AshLink:
         # (an RST from the module, a value ASH does not define) is counted and dropped
         ack_or_nak = control & 0xC0 == 0x80
         if control & 0x80 and not ack_or_nak:
-            self.counters["unknown_frames"] += 1
+            self.counters[_C_UNKNOWN_FRAMES] += 1
             return
         if not self.connected:
-            self.counters["rx_while_down"] += 1
+            self.counters[_C_RX_WHILE_DOWN] += 1
             return
         nak = control & 0xE0 == 0xA0
         self._on_ack(control & 7, nak)
         if ack_or_nak:
             if control & 8:
-                self.counters["remote_not_ready"] += 1
+                self.counters[_C_REMOTE_NOT_READY] += 1
                 self._notrdy_until = ticks_add(ticks_ms(), _T_REMOTE_NOTRDY)
             else:
                 self._notrdy_until = None
                 self._space.set()
             if nak:
-                self.counters["rx_nak"] += 1
+                self.counters[_C_RX_NAK] += 1
                 await self._resend_from(control & 7)
             return
         # DATA
@@ -384,7 +401,7 @@ class AshLink:
         if frm == self._rx_exp:
             self._rx_exp = (frm + 1) & 7
             self._reject = False
-            self.counters["rx_data"] += 1
+            self.counters[_C_RX_DATA] += 1
             try:
                 self._on_frame(item[1])
             except Exception as exc:  # the upper layer's bug must not kill the link
@@ -393,10 +410,10 @@ class AshLink:
             await self._ack()
         elif control & 8 and ((self._rx_exp - frm) & 7) <= _TX_K_MAX:
             # a retransmission of something we already have: our ACK was lost
-            self.counters["rx_dup"] += 1
+            self.counters[_C_RX_DUP] += 1
             await self._ack()
         else:
-            self.counters["rx_out_of_order"] += 1
+            self.counters[_C_RX_OUT_OF_ORDER] += 1
             if not self._reject:
                 await self._nak()
 
@@ -405,15 +422,9 @@ class AshLink:
         acknowledged were not taken."""
         for e in self._pending.values():
             if e.on_wire:
-                self.counters["not_taken_at_reset"] += 1
+                self.counters[_C_NOT_TAKEN_AT_RESET] += 1
             e.on_wire = False
         self._fail(AshError(E_ASH_LINK, why))
-
-    def _damage(self):
-        # damaged frames handled so far, and cancelled / substituted ones (counted by the
-        # decoder for its whole chunk at once: it may run ahead, never behind)
-        c = self._dec.counters
-        return self._bad_items + c["cancel"] + c["substitute"]
 
     def _on_ack(self, ack_num, nak):
         n = (ack_num - self._ack_rx) & 7
@@ -424,7 +435,7 @@ class AshLink:
             # late ACK of ours can be 0 too (one in 8)
             if ack_num == 0 and self._pending:
                 self._stray += 2 if nak else 1
-                self.counters["rx_stray_ack"] += 1
+                self.counters[_C_RX_STRAY_ACK] += 1
             return
         if n == 0:
             self._stray = 0  # an answer in step with our numbering
@@ -438,7 +449,7 @@ class AshLink:
             if not e.retx:  # Karn: only frames sent once give an honest round trip
                 rtt = ticks_diff(now, e.sent_ms)
                 self._t_ack = max(self._timers[1], min(self._timers[2], (self._t_ack * 7) // 8 + rtt // 2))
-            e.done.set()
+            e.set()
         self._ack_rx = ack_num
         self._timeouts = 0
         self._stray = 0
@@ -460,7 +471,7 @@ class AshLink:
     async def _nak(self):
         self._reject = True
         self._last_nak = ticks_ms()
-        self.counters["tx_nak"] += 1
+        self.counters[_C_TX_NAK] += 1
         await self._write(bytes(self._enc.nak(self._rx_exp, not self._ready())))
 
     def fail(self, reason):
@@ -473,13 +484,13 @@ class AshLink:
         was = self.connected
         self.connected = False
         if count and was:
-            self.counters["link_failures"] += 1
+            self.counters[_C_LINK_FAILURES] += 1
             self._logf("%s", err)
         if was or self.failure is None:
             self.failure = err
         for e in self._pending.values():
             e.error = err
-            e.done.set()
+            e.set()
         self._pending = {}
         self._deadline = None
         self._space.set()

@@ -45,6 +45,9 @@ APS_OPTION_RETRY = const(0x0040)
 APS_OPTION_ROUTE_DISCOVERY = const(0x0100)
 APS_OPTION_FRAGMENT = const(0x8000)
 OUTGOING_DIRECT = const(0)
+# the first protocol version of the wider layouts (u32 sl_Status, u16 tags, ...): a layout
+# is v14's when `version >= LAYOUT_V14` (a comparison, not a function: one raw code less)
+LAYOUT_V14 = const(14)
 
 
 class EzspError(PpmidError):
@@ -65,6 +68,17 @@ _S_INVALID_COMMAND = const(8)
 _S_WRONG_RESPONSE = const(9)
 _S_NOT_NEGOTIATED = const(10)
 
+# The driver's counters: one list of ints, by these indices; their names are
+# zigbee/han_counters.py's EZSP (in this order), which only tests and reports load
+_C_COMMANDS = const(0)
+_C_RESPONSES = const(1)
+_C_CALLBACKS = const(2)
+_C_ORPHAN_RESPONSES = const(3)
+_C_BAD_FRAMES = const(4)
+_C_INVALID_COMMAND = const(5)
+_C_TIMEOUTS = const(6)
+_COUNTERS = const(7)
+
 
 def _text(key, arg=None):
     # key: the sentence's _S_... name; its text is ppmid.zigbee.ezsp_errors', loaded when the
@@ -78,15 +92,7 @@ def _text(key, arg=None):
         return "ezsp sentence %d" % key
 
 
-def is_v14(version):
-    return version >= 14
-
-
 # ---- pure codec --------------------------------------------------------------------------
-def legacy_version_frame(seq, desired):
-    return bytes((seq & 0xFF, 0, 0, desired))
-
-
 def command_frame(seq, frame_id, params=b""):
     return bytes((seq & 0xFF, 0, FC_HIGH, frame_id & 0xFF, frame_id >> 8)) + params
 
@@ -125,7 +131,7 @@ def parse_aps(b, off=0):
 def send_unicast_params(version, dest, aps, tag, message):
     if len(message) > 255:
         raise EzspError(E_EZSP, _text(_S_UNICAST_LARGE, len(message)))
-    tagb = struct.pack("<H", tag & 0xFFFF) if is_v14(version) else bytes((tag & 0xFF,))
+    tagb = struct.pack("<H", tag & 0xFFFF) if version >= LAYOUT_V14 else bytes((tag & 0xFF,))
     return struct.pack("<BH", OUTGOING_DIRECT, dest) + aps + tagb + bytes((len(message),)) + message
 
 
@@ -146,16 +152,18 @@ def fragment_ack_into(buf, sender, aps):
 
 def parse_status(version, p):
     """A status result: u32 sl_Status from v14, u8 EmberStatus before. 0 = success."""
-    _need(p, 4 if is_v14(version) else 1)
-    if is_v14(version):
+    if version >= LAYOUT_V14:
+        _need(p, 4)
         return struct.unpack_from("<I", p, 0)[0]
+    _need(p, 1)
     return p[0]
 
 
 def parse_send_unicast_response(version, p):
-    _need(p, 5 if is_v14(version) else 2)
-    if is_v14(version):
+    if version >= LAYOUT_V14:
+        _need(p, 5)
         return struct.unpack_from("<IB", p, 0)
+    _need(p, 2)
     return p[0], p[1]
 
 
@@ -164,20 +172,19 @@ def parse_send_unicast_response(version, p):
 # the message may go again once the network is back (EmberStatus before v14, sl_Status
 # from v14: NO_BUFFERS 0x18 / ALLOCATION_FAILED 0x19, MAX_MESSAGE_LIMIT_REACHED 0x72 /
 # 0x0C03, NETWORK_DOWN 0x91 / 0x16, NOT_JOINED 0x93 / 0x17, NETWORK_BUSY 0xA1 / BUSY 0x04,
-# TRANSMIT_BUSY 0x34, NO_MORE_RESOURCE 0x1A)
-_REFUSED_FOR_NOW = (0x18, 0x72, 0x91, 0x93, 0xA1)
-_REFUSED_FOR_NOW_SL = (0x19, 0x0C03, 0x16, 0x17, 0x04, 0x34, 0x1A)
-
-
+# TRANSMIT_BUSY 0x34, NO_MORE_RESOURCE 0x1A). The two tables are the function's constants,
+# not module globals: no dict entries or names for them.
 def refused_for_now(version, status):
     """True when a sendUnicast status means the module may take the message later."""
-    return status in (_REFUSED_FOR_NOW_SL if is_v14(version) else _REFUSED_FOR_NOW)
+    if version >= LAYOUT_V14:
+        return status in (0x19, 0x0C03, 0x16, 0x17, 0x04, 0x34, 0x1A)
+    return status in (0x18, 0x72, 0x91, 0x93, 0xA1)
 
 
 def parse_stack_status(version, p):
     """-> True (network up), False (down) or None (another status)."""
     s = parse_status(version, p)
-    up, down = (SL_NETWORK_UP, SL_NETWORK_DOWN) if is_v14(version) else (EMBER_NETWORK_UP, EMBER_NETWORK_DOWN)
+    up, down = (SL_NETWORK_UP, SL_NETWORK_DOWN) if version >= LAYOUT_V14 else (EMBER_NETWORK_UP, EMBER_NETWORK_DOWN)
     if s == up:
         return True
     if s == down:
@@ -188,13 +195,14 @@ def parse_stack_status(version, p):
 def parse_message_sent(version, p):
     """The NCP's report on a sent message. "message" is empty under the NCP's power-on
     policy (tag only: messageLength 0); the driver uses only the tag and the status."""
-    _need(p, 20 if is_v14(version) else 16)
-    if is_v14(version):
+    if version >= LAYOUT_V14:
+        _need(p, 20)
         status, typ, dest = struct.unpack_from("<IBH", p, 0)
         aps = parse_aps(p, 7)
         tag = struct.unpack_from("<H", p, 18)[0]
         off = 20
     else:
+        _need(p, 16)
         typ, dest = struct.unpack_from("<BH", p, 0)
         aps = parse_aps(p, 3)
         tag, status = p[14], p[15]
@@ -206,10 +214,11 @@ def parse_message_sent(version, p):
 
 
 def parse_incoming(version, p):
-    _need(p, 31 if is_v14(version) else 19)
+    v14 = version >= LAYOUT_V14
+    _need(p, 31 if v14 else 19)
     typ = p[0]
     aps = parse_aps(p, 1)
-    if is_v14(version):
+    if v14:
         sender = struct.unpack_from("<H", p, 12)[0]
         eui64 = bytes(p[14:22])
         lqi, rssi = p[24], p[25]
@@ -228,16 +237,6 @@ def parse_incoming(version, p):
 
 
 # ---- protocol ----------------------------------------------------------------------------
-class _Waiter:
-    """A command waiting for its response (one per command)."""
-    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
-
-    def __init__(self, fid):
-        self.done = asyncio.Event()
-        self.result = None   # the response's parameters (bytes), or an EzspError
-        self.fid = fid       # the command's frame id: the response must carry the same
-
-
 class Ezsp:
     """Commands over an AshLink-like object (async send(frame)). Feed it received frames
     with on_frame(); callbacks go to on_callback(frame_id, params) synchronously."""
@@ -248,56 +247,61 @@ class Ezsp:
         self._log = log
         self._timeout_s = timeout_s
         self._seq = 0
-        self._waiting = {}     # seq -> _Waiter
+        self._waiting = {}     # seq -> the command's Event (_exchange)
         self.version = None    # negotiated protocol version
         self.stack_type = None
         self.stack_version = None
         self._legacy = True
-        self.counters = {"commands": 0, "responses": 0, "callbacks": 0, "orphan_responses": 0,
-                         "bad_frames": 0, "invalid_command": 0, "timeouts": 0}
+        self.counters = [0] * _COUNTERS   # by _C_... index (above)
 
     def on_frame(self, frame):
         try:
             seq, fc, fid, params = parse_frame(frame, self._legacy)
         except EzspError as exc:
-            self.counters["bad_frames"] += 1
+            self.counters[_C_BAD_FRAMES] += 1
             if self._log:
                 self._log("ezsp: %s" % exc)
             return
         if not fc & FC_RESPONSE:
-            self.counters["bad_frames"] += 1
+            self.counters[_C_BAD_FRAMES] += 1
             return
         if fc & _FC_CALLBACK_MASK:
-            self.counters["callbacks"] += 1
+            self.counters[_C_CALLBACKS] += 1
             try:
                 self._on_callback(fid, params)
             except Exception as exc:  # a malformed callback must not stop the link
-                self.counters["bad_frames"] += 1
+                self.counters[_C_BAD_FRAMES] += 1
                 if self._log:
                     self._log("ezsp: " + _text(_S_CALLBACK_DROPPED, (fid, exc)))
             return
         w = self._waiting.pop(seq, None)
         if w is None:
-            self.counters["orphan_responses"] += 1
+            self.counters[_C_ORPHAN_RESPONSES] += 1
             if self._log:
                 self._log("ezsp: " + _text(_S_ORPHAN, (seq, fid)))
             return
-        self.counters["responses"] += 1
+        self.counters[_C_RESPONSES] += 1
         if fid == INVALID_COMMAND:
-            self.counters["invalid_command"] += 1
+            self.counters[_C_INVALID_COMMAND] += 1
             w.result = EzspError(E_EZSP, _text(_S_INVALID_COMMAND, (w.fid, params[0] if params else -1)))
         elif fid != w.fid:
             w.result = EzspError(E_EZSP, _text(_S_WRONG_RESPONSE, (fid, w.fid)))
         else:
             w.result = params
-        w.done.set()
+        w.set()
 
     async def _exchange(self, fid, frame, seq):
         # Every error raised here carries on_wire: False only when the command's frame
         # never went to the UART (the NCP cannot have run it); otherwise True (it may have).
-        w = _Waiter(fid)
+        # the command waiting for its response: an Event (set when the response came) that
+        # carries the command's frame id (the response must carry the same) and the result
+        # (the response's parameters, or an EzspError). No class of its own: a type object
+        # and its dict less for a board to hold (docs/memory.md, session 10)
+        w = asyncio.Event()
+        w.fid = fid
+        w.result = None
         self._waiting[seq] = w
-        self.counters["commands"] += 1
+        self.counters[_C_COMMANDS] += 1
         try:
             try:
                 await self._link.send(frame)
@@ -305,9 +309,9 @@ class Ezsp:
                 exc.on_wire = getattr(exc, "on_wire", True)
                 raise
             try:
-                await wait_for_ms(w.done.wait(), int(self._timeout_s * 1000))
+                await wait_for_ms(w.wait(), int(self._timeout_s * 1000))
             except asyncio.TimeoutError:
-                self.counters["timeouts"] += 1
+                self.counters[_C_TIMEOUTS] += 1
                 err = EzspError(E_EZSP_TIMEOUT, _text(_S_NO_RESPONSE, fid))
                 err.on_wire = True
                 raise err

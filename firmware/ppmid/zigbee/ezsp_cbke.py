@@ -7,7 +7,7 @@
 import struct
 from micropython import const
 
-from ppmid.zigbee.ezsp import EzspError, E_EZSP, is_v14, parse_status, _need
+from ppmid.zigbee.ezsp import EzspError, E_EZSP, LAYOUT_V14, parse_status, _need
 
 START_SCAN = const(0x001A)
 NETWORK_FOUND_HANDLER = const(0x001B)
@@ -100,44 +100,44 @@ def find_and_rejoin(version, channel_mask, have_current_network_key=False):
     rejoin, the CH sends the network key again under our link key), channel mask; from v14
     also the rejoin reason and our node type."""
     p = struct.pack("<BI", 1 if have_current_network_key else 0, channel_mask)
-    if is_v14(version):
+    if version >= LAYOUT_V14:
         p += bytes((REJOIN_DUE_TO_APP_EVENT_1, NODE_ROUTER))
     return p
 
 
 def leave_network(version):
     """leaveNetwork parameters: none before v14, then the options (none: a plain leave)."""
-    return b"\x00" if is_v14(version) else b""
+    return b"\x00" if version >= LAYOUT_V14 else b""
 
 
 def holds_no_network(version, status):
     """True when findAndRejoinNetwork's status says the module holds no network."""
-    return status == (SL_NOT_JOINED if is_v14(version) else EMBER_NOT_JOINED)
+    return status == (SL_NOT_JOINED if version >= LAYOUT_V14 else EMBER_NOT_JOINED)
 
 
 def no_network_key(version, status):
     """True when a join or rejoin status says the trust centre sent no network key."""
-    return status == (SL_NO_NETWORK_KEY_RECEIVED if is_v14(version) else EMBER_NO_NETWORK_KEY_RECEIVED)
+    return status == (SL_NO_NETWORK_KEY_RECEIVED if version >= LAYOUT_V14 else EMBER_NO_NETWORK_KEY_RECEIVED)
 
 
 def parse_security_state(version, p):
     """getCurrentSecurityState response -> (status, EmberCurrentSecurityBitmask, the trust
     centre's EUI-64 big-endian as printed: the CH's, what its certificate's subject must be)."""
-    n = 4 if is_v14(version) else 1
+    n = 4 if version >= LAYOUT_V14 else 1
     _need(p, n + 10)
     return parse_status(version, p), struct.unpack_from("<H", p, n)[0], _reversed(p[n + 2:n + 10])
 
 
 def parse_certificate(version, p):
     """getCertificate283k1 response -> (status, 74-byte certificate)."""
-    n = 4 if is_v14(version) else 1
+    n = 4 if version >= LAYOUT_V14 else 1
     _need(p, n + CERT_LEN)
     return parse_status(version, p), bytes(p[n:n + CERT_LEN])
 
 
 def parse_cbke_keys(version, p):
     """generateCbkeKeysHandler283k1 -> (status, 37-byte ephemeral public key)."""
-    n = 4 if is_v14(version) else 1
+    n = 4 if version >= LAYOUT_V14 else 1
     _need(p, n + PUBLIC_KEY_LEN)
     return parse_status(version, p), bytes(p[n:n + PUBLIC_KEY_LEN])
 
@@ -151,7 +151,7 @@ def calculate_smacs(am_initiator, partner_certificate, partner_public_key):
 
 def parse_smacs(version, p):
     """calculateSmacsHandler283k1 -> (status, initiator SMAC, responder SMAC)."""
-    n = 4 if is_v14(version) else 1
+    n = 4 if version >= LAYOUT_V14 else 1
     _need(p, n + 2 * SMAC_LEN)
     return parse_status(version, p), bytes(p[n:n + SMAC_LEN]), bytes(p[n + SMAC_LEN:n + 2 * SMAC_LEN])
 

@@ -55,12 +55,18 @@ def options(cfg):
     return out
 
 
+def legacy_version_frame(seq, desired):
+    # the version command in the frame format every EZSP version reads (no frame id high
+    # byte): the first command after a reset, before the version is known
+    return bytes((seq & 0xFF, 0, 0, desired))
+
+
 async def negotiate(ezsp, desired=13):
     """The EZSP version: the legacy version frame, then the extended one. Returns it or
     raises EzspError(E_MODULE_UNSUPPORTED)."""
     ezsp._legacy = True
     seq = ezsp._next_seq()
-    r = await ezsp._exchange(E.VERSION, E.legacy_version_frame(seq, desired), seq)
+    r = await ezsp._exchange(E.VERSION, legacy_version_frame(seq, desired), seq)
     if len(r) < 4:
         raise E.EzspError(E.E_EZSP, "short version response")
     v = r[0]
@@ -98,7 +104,7 @@ async def _bring_up(han, reset_code):
     ezsp.version = None
     for w in ezsp._waiting.values():
         w.result = E.EzspError(E.E_EZSP, "link reset")
-        w.done.set()
+        w.set()
     ezsp._waiting = {}
     v = await negotiate(ezsp, han.opts["ezsp_version"])
     han.module = {"ezsp_version": v, "stack_version": stack_version_text(ezsp.stack_version),
