@@ -180,7 +180,7 @@ def record_unsent(j, e):
     """Journal j's record of command e going back to the queue: the HAN link refused it
     before taking the bytes."""
     e.retries += 1
-    j._append(_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
+    j._append(_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),), e=e)
     e.state = J.QUEUED
 
 
