@@ -289,11 +289,18 @@ class Journal:
                             accepted_at, _via_byte(via, topup), len(idb))
         e = Entry(seq, id, via, expires, accepted_at, bytes(target), bytes(originator), bytes(counter))
         e.topup = topup
-        pay = self._append(_T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, gbcs), True)
+        # indexed first: the dicts' growth (a MemoryError on a cut-up heap) must come before
+        # the record is on flash, after which the command is accepted (review 84 F2). A
+        # compaction in _append skips it (body_off 0: not written yet)
+        try:
+            self._index(e)
+            pay = self._append(_T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, gbcs), True)
+        except BaseException:
+            self._unindex(e)
+            raise
         e.body_off = pay + _ACCEPT_FIXED + len(idb) + 24
         e.body_len = len(gbcs)
         self.next_seq = seq + 1
-        self._index(e)
         return e
 
     def sending(self, e, deadline):

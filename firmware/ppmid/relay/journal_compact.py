@@ -56,6 +56,8 @@ def rewrite(j):
             written += _put(out, _T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", j.counters[key])))
         moves = []
         for e in entries:
+            if not e.body_off:
+                continue   # being accepted (Journal.accept): its record comes after this copy
             body = b""
             if e.body_len:
                 src.seek(e.body_off)

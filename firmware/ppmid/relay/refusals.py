@@ -74,12 +74,11 @@ def restarting():
     return RelayError(E_BUSY, "the gateway is restarting after a fault: try later")
 
 
-def commit_failed(relay, env, exc):
-    """The validator could not commit the counter of command env, journaled already: a
-    fault (relay.core _accept says why), so nothing more is accepted before the restart."""
-    relay.log("error", "counter commit failed for %s: %r" % (env.id, exc))
-    relay.fault = "counter commit failed: %r" % (exc,)
-    relay.state = "fault"
+def accepted_anyway(relay, env, exc):
+    """Command env is journaled (accepted) but what follows failed with exc (the counter's
+    commit, the status queued): the fault relay.core _accept set says why."""
+    relay.fault = "failed after accepting %s: %r" % (env.id, exc)
+    relay.log("error", relay.fault)
 
 
 def undecodable(relay, buf, exc):
