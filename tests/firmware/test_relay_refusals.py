@@ -180,3 +180,66 @@ async def test_a_command_the_index_has_no_room_for_is_refused_before_it_is_on_fl
     r.restart()
     await r.pump()
     assert r.relay.counters["recovered"] == 1 and len(r.han.sent) == 1
+
+
+# ---- no "rejected" for an id the relay holds (review 84, F3) ---------------------------
+def _intake(r):
+    from test_mqtt_intake import FakeClient
+    from ppmid.mqtt.intake import Intake
+    c = FakeClient()
+    return c, Intake(c, "00db1234567890a0", r.relay.accept, 1024)
+
+
+def _cmd_json(id, gbcs, key=None):
+    import binascii
+    import json
+    from ppmid import envelope
+    from test_relay_support import KEY
+    mac = envelope.compute_mac(key or KEY, id, None, gbcs)
+    return memoryview(json.dumps({"id": id, "gbcs": binascii.b2a_base64(gbcs).strip().decode(),
+                                  "mac": binascii.hexlify(mac).decode()}).encode())
+
+
+def _rsp(c):
+    return [(o["id"], o["status"], (o.get("error") or {}).get("code")) for t, o, q, r in c.published]
+
+
+CMD = "ppmid/v1/00DB1234567890A0/cmd"
+
+
+async def test_a_redelivery_while_in_fault_gets_its_status_not_a_refusal():
+    # before review 84 the broker's redelivery of an accepted command was refused E_BUSY
+    # and "rejected" was published for its id, though it was journaled and then relayed
+    from test_relay_support import gbcs_message, SUPPLIER, ESME
+    r = Rig()
+    c, it = _intake(r)
+    g = gbcs_message(1, 10, SUPPLIER, ESME)
+    await it.handle(CMD, _cmd_json("c-1", g), 1, False)
+    r.relay.fault, r.relay.state = "flash error in accept: OSError(5)", "fault"
+    await it.handle(CMD, _cmd_json("c-1", g), 1, True)             # the DUP
+    assert _rsp(c) == [] and it.stats["accepted"] == 2
+    assert r.relay.counters["duplicates"] == 1
+    await it.handle(CMD, _cmd_json("c-2", gbcs_message(1, 11, SUPPLIER, ESME)), 1, False)
+    assert _rsp(c) == [("c-2", "rejected", "E_BUSY")]              # a new command still waits
+    r.restart()
+    await r.pump()
+    assert len(r.han.sent) == 1 and r.pub.statuses("c-1") == ["accepted", "relayed"]
+
+
+async def test_a_forged_copy_of_a_known_id_is_rejected_without_naming_it():
+    from test_relay_support import gbcs_message, SUPPLIER, ESME
+    r = Rig()
+    c, it = _intake(r)
+    g = gbcs_message(1, 10, SUPPLIER, ESME)
+    await it.handle(CMD, _cmd_json("c-1", g), 1, False)
+    await it.handle(CMD, _cmd_json("c-1", g, key=b"x" * 32), 1, False)      # live
+    assert _rsp(c) == [(None, "rejected", "E_AUTH")] and r.relay.status("c-1") == "accepted"
+    await r.pump()
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.publish_all()
+    assert r.relay.status("c-1") == "response" and "c-1" not in r.journal.by_id
+    await it.handle(CMD, _cmd_json("c-1", g, key=b"x" * 32), 1, False)      # finished
+    assert _rsp(c)[1:] == [(None, "rejected", "E_AUTH")] and r.relay.status("c-1") == "response"
+    # an id nobody holds is still named in its rejection
+    await it.handle(CMD, _cmd_json("c-9", g, key=b"x" * 32), 1, False)
+    assert _rsp(c)[2:] == [("c-9", "rejected", "E_AUTH")]

@@ -128,11 +128,6 @@ class Relay:
         return self._topups
 
     def _accept(self, env, via):
-        if self.state == "fault":
-            # the watchdog resets the board soon; a command taken now could be lost with
-            # the journal's unwritten state, or its counter never recorded
-            from ppmid.relay import refusals
-            raise refusals.restarting()
         envmod.check_id(env.id)
         topup = getattr(env, "utrn", None) is not None  # a TopupEnvelope (ppmid.topup)
         if not topup and len(env.gbcs) > self.max_gbcs:
@@ -148,6 +143,12 @@ class Relay:
         if r is not None and r["status"] != "rejected":  # a refused id may be tried again
             self.counters["duplicates"] += 1
             return {"id": env.id, "status": r["status"]}
+        if self.state == "fault":
+            # the watchdog resets the board soon; a command taken now could be lost with
+            # the journal's unwritten state, or its counter never recorded. After the id
+            # lookup: a redelivery gets its status, not a refusal (review 84 F3)
+            from ppmid.relay import refusals
+            raise refusals.restarting()
         now_s = self.clock.time()
         if env.expires is not None and not self.clock.is_set():
             from ppmid.relay import refusals

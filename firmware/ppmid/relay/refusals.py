@@ -156,6 +156,8 @@ def refused(relay, env, exc, via):
     prev = None if id is None else relay._recent_result(id)
     if id is not None and (id in relay.journal.by_id or (prev is not None and prev["status"] != "rejected")):
         relay.log("warn", "%s for id %s, which names a known command: not recorded" % (code, id))
+        # nor published under that id: the MQTT intake's rejection has "id": null
+        exc.known_id = True
         return exc
     if id is not None:
         relay._remember(id, {"id": id, "status": "rejected", "gbcs": None, "error": error})
