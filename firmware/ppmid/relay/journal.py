@@ -335,7 +335,7 @@ class Journal:
         self._append(_T_DONE, (struct.pack(">I", e.seq),), sync=False)
         self._unindex(e)
         # its accept record, its latest state record and this one: the next compaction's
-        self.dead += _HEAD + _ACCEPT_FIXED + len(e.id) + 24 + e.body_len + _TAIL + e.tail + 12
+        self.dead += len(e.id) + e.body_len + e.tail + (_HEAD + _ACCEPT_FIXED + 24 + _TAIL + 12)
 
     def put_counter(self, key, value):
         if isinstance(key, str):
