@@ -595,3 +595,23 @@ def test_an_accept_whose_record_fails_after_its_compaction_leaves_nothing_of_it(
     for e in live:
         assert j.body(e) == b"Q" * 300
     j.close()
+
+
+def test_a_journal_held_near_its_bound_is_not_rewritten_for_every_record():
+    # answers waiting for the broker hold the live records just under the bound; a queued
+    # command's sends refused by the HAN link (S, U, S, U...) then cross it again and
+    # again: a compaction that would drop a few dozen bytes and leave the file at its
+    # bound is not worth a rewrite of the whole journal
+    j = J.Journal(fresh_root(), 8192)
+    j.open()
+    q = accept(j, 99)
+    answered(j, 5, 1400)
+    assert 7300 < j.size - j.dead < j.max_bytes
+    c0, w0 = j.compactions, j.bytes_written
+    for k in range(30):
+        j.sending(q, 100 + k)
+        record_unsent(j, q)
+    assert j.compactions == c0 and j.bytes_written - w0 == 30 * (19 + 14)
+    j, live = reopen(j)
+    assert [e.id for e in live] == ["c-99", "c-1", "c-2", "c-3", "c-4", "c-5"] and live[0].retries == 30
+    j.close()

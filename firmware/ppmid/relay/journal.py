@@ -257,11 +257,14 @@ class Journal:
             n += len(p)
         limit = self.max_bytes - (self.reserve if need_reserve else 0)
         if self._torn or self.size + n > limit:
-            # compact only when that helps: the record then fits, or the copy is at most half
-            # the file (compactions then write no more than the records they drop). Else
-            # the live records alone cross the bound (responses waiting for the broker):
-            # finishing records of accepted commands are never refused, they go past it
-            if self._torn or self.size - self.dead + n <= limit or self.dead * 2 >= self.size:
+            # compact only when that helps (review 84 F1): for an accept, when the copy makes
+            # room for it; for a record of a command in hand (never refused: it may go past
+            # the bound), when the copy leaves an eighth of the bound free, so that a journal
+            # held near its bound by answers waiting for the broker is not rewritten for
+            # every record; for any, when the copy is at most half the file (compactions
+            # then write no more than the records they drop)
+            room = limit + self.dead - self.size - n
+            if self._torn or room >= (0 if need_reserve else self.reserve // 2) or self.dead * 2 >= self.size:
                 try:
                     self.compact()
                 except OSError as exc:
