@@ -107,7 +107,139 @@ async def test_the_failures_relay_core_says_come_whole_from_the_refusals():
         raise OSError(28, "ENOSPC")
     r.validator.commit = broken
     assert (await r.submit("c-1", 20))["status"] == "accepted"
-    assert r.relay.state == "fault" and r.relay.fault.startswith("counter commit failed: ")
-    assert any(line.startswith("relay error: counter commit failed for c-1: ") for line in r.logs)
+    assert r.relay.state == "fault" and r.relay.fault.startswith("failed after accepting c-1: OSError(")
+    assert any(line.startswith("relay error: failed after accepting c-1: OSError(") for line in r.logs)
     res = await r.submit("c-2", 21)
     assert (res["error"], res["message"]) == ("E_BUSY", "the gateway is restarting after a fault: try later")
+
+
+# ---- past the accept record nothing is a refusal (review 84, F2) ----------------------
+class FailingQueue(list):
+    """relay.to_publish whose next append fails, as on a heap too cut up to grow it."""
+    armed = True
+
+    def append(self, x):
+        if self.armed:
+            self.armed = False
+            raise MemoryError("memory allocation failed")
+        list.append(self, x)
+
+
+async def test_a_failure_after_the_accept_record_is_a_fault_and_the_command_stays_accepted():
+    # before review 84 the sender was told "rejected" E_INTERNAL, and the command was relayed
+    r = Rig()
+    r.relay.to_publish = FailingQueue()
+    assert (await r.submit("c-1", 10)) == {"id": "c-1", "status": "accepted"}
+    assert r.relay.state == "fault" and r.relay.fault.startswith("failed after accepting c-1: MemoryError")
+    assert r.relay.counters["rejected"] == {} and r.relay.status("c-1") == "accepted"
+    res = await r.submit("c-2", 11)        # nothing more is taken before the reset
+    assert (res["status"], res["error"]) == ("rejected", "E_BUSY")
+    r.restart()                            # the watchdog's reset
+    await r.pump()
+    assert len(r.han.sent) == 1
+    assert r.pub.statuses("c-1") == ["accepted", "relayed"]
+    res = await r.submit("c-1", 10)        # the sender's copy is its redelivery
+    assert res == {"id": "c-1", "status": "relayed"} and len(r.han.sent) == 1
+
+
+async def test_a_failure_of_the_sentence_after_the_accept_record_is_still_a_fault():
+    # the heap that failed the status queue fails the fault's sentence too: the command is
+    # still accepted and the relay in fault (the watchdog is not fed)
+    from ppmid.relay import refusals
+    r = Rig()
+    r.relay.to_publish = FailingQueue()
+    real = refusals.accepted_anyway
+
+    def no_heap(relay, env, exc):
+        raise MemoryError("memory allocation failed")
+    refusals.accepted_anyway = no_heap
+    try:
+        assert (await r.submit("c-1", 10))["status"] == "accepted"
+    finally:
+        refusals.accepted_anyway = real
+    assert r.relay.fault == "failed after an accept" and r.relay.health()[0] is False
+
+
+async def test_a_command_the_index_has_no_room_for_is_refused_before_it_is_on_flash():
+    # before review 84 the index came after the synced record: "rejected" E_INTERNAL, and
+    # after a power cut the command was recovered and relayed anyway; the sender's copy of
+    # it was accepted a second time (its counter never committed), and both were sent
+    r = Rig()
+    j = r.journal
+    size = j.size
+
+    def no_room(e):
+        j.live[e.seq] = e        # the first dict grew, the second has no room
+        raise MemoryError("memory allocation failed")
+    j._index = no_room
+    res = await r.submit("c-1", 10)
+    assert (res["status"], res["error"]) == ("rejected", "E_INTERNAL")
+    del j._index
+    assert j.live == {} and j.by_id == {} and j.size == size
+    assert (await r.submit("c-1", 10))["status"] == "accepted"     # the sender's copy
+    r.restart()
+    await r.pump()
+    assert r.relay.counters["recovered"] == 1 and len(r.han.sent) == 1
+
+
+# ---- no "rejected" for an id the relay holds (review 84, F3) ---------------------------
+def _intake(r):
+    from test_mqtt_intake import FakeClient
+    from ppmid.mqtt.intake import Intake
+    c = FakeClient()
+    return c, Intake(c, "00db1234567890a0", r.relay.accept, 1024)
+
+
+def _cmd_json(id, gbcs, key=None):
+    import binascii
+    import json
+    from ppmid import envelope
+    from test_relay_support import KEY
+    mac = envelope.compute_mac(key or KEY, id, None, gbcs)
+    return memoryview(json.dumps({"id": id, "gbcs": binascii.b2a_base64(gbcs).strip().decode(),
+                                  "mac": binascii.hexlify(mac).decode()}).encode())
+
+
+def _rsp(c):
+    return [(o["id"], o["status"], (o.get("error") or {}).get("code")) for t, o, q, r in c.published]
+
+
+CMD = "ppmid/v1/00DB1234567890A0/cmd"
+
+
+async def test_a_redelivery_while_in_fault_gets_its_status_not_a_refusal():
+    # before review 84 the broker's redelivery of an accepted command was refused E_BUSY
+    # and "rejected" was published for its id, though it was journaled and then relayed
+    from test_relay_support import gbcs_message, SUPPLIER, ESME
+    r = Rig()
+    c, it = _intake(r)
+    g = gbcs_message(1, 10, SUPPLIER, ESME)
+    await it.handle(CMD, _cmd_json("c-1", g), 1, False)
+    r.relay.fault, r.relay.state = "flash error in accept: OSError(5)", "fault"
+    await it.handle(CMD, _cmd_json("c-1", g), 1, True)             # the DUP
+    assert _rsp(c) == [] and it.stats["accepted"] == 2
+    assert r.relay.counters["duplicates"] == 1
+    await it.handle(CMD, _cmd_json("c-2", gbcs_message(1, 11, SUPPLIER, ESME)), 1, False)
+    assert _rsp(c) == [("c-2", "rejected", "E_BUSY")]              # a new command still waits
+    r.restart()
+    await r.pump()
+    assert len(r.han.sent) == 1 and r.pub.statuses("c-1") == ["accepted", "relayed"]
+
+
+async def test_a_forged_copy_of_a_known_id_is_rejected_without_naming_it():
+    from test_relay_support import gbcs_message, SUPPLIER, ESME
+    r = Rig()
+    c, it = _intake(r)
+    g = gbcs_message(1, 10, SUPPLIER, ESME)
+    await it.handle(CMD, _cmd_json("c-1", g), 1, False)
+    await it.handle(CMD, _cmd_json("c-1", g, key=b"x" * 32), 1, False)      # live
+    assert _rsp(c) == [(None, "rejected", "E_AUTH")] and r.relay.status("c-1") == "accepted"
+    await r.pump()
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.publish_all()
+    assert r.relay.status("c-1") == "response" and "c-1" not in r.journal.by_id
+    await it.handle(CMD, _cmd_json("c-1", g, key=b"x" * 32), 1, False)      # finished
+    assert _rsp(c)[1:] == [(None, "rejected", "E_AUTH")] and r.relay.status("c-1") == "response"
+    # an id nobody holds is still named in its rejection
+    await it.handle(CMD, _cmd_json("c-9", g, key=b"x" * 32), 1, False)
+    assert _rsp(c)[2:] == [("c-9", "rejected", "E_AUTH")]

@@ -210,3 +210,52 @@ async def test_held_dispatch_sends_nothing_until_released():
     r.relay._wake_dispatch.set()
     await r.pump()
     assert len(r.han.sent) == 1
+
+
+# ---- what a restart and a TAKEN leave (review 84, F4 and F5: documented, not changed) ---
+async def test_a_wired_or_phone_result_the_broker_has_is_not_kept_across_a_restart():
+    # docs/wired.md "Resuming after the cable is pulled": the journal holds a command only
+    # until its final status reaches the broker (or its road delivers it)
+    from test_relay_support import response_to
+    r = Rig()
+    r.han.responder = lambda b: response_to(b)
+    await r.submit("w-1", 10, via="serial")
+    await r.submit("p-1", 11, via="nfc-phone")
+    await r.pump()
+    await r.pump()
+    assert (r.relay.status("w-1"), r.relay.status("p-1")) == ("response", "response")
+    assert r.journal.live == {}
+    r.restart()
+    assert (r.relay.status("w-1"), r.relay.status("p-1"), r.relay.result("w-1")) == (None, None, None)
+
+
+async def test_a_taken_while_the_broker_is_away_drops_the_commands_mqtt_statuses():
+    # docs/wired.md: the laptop's report is then the only upstream copy
+    from test_relay_support import response_to
+    r = Rig()
+    r.han.responder = lambda b: response_to(b)
+    r.pub.down = True
+    await r.submit("w-1", 10, via="serial")
+    while await r.relay.dispatch_once() == 0:
+        pass
+    while r.han.rx:
+        r.relay.on_han_message(r.han.rx.pop(0))
+    r.relay.delivered("w-1", "serial")     # the laptop's TAKEN
+    r.pub.down = False
+    await r.publish_all()
+    assert r.pub.statuses("w-1") == [] and r.journal.live == {}
+
+
+async def test_a_redelivery_after_a_restart_is_refused_by_its_counter_not_relayed_again():
+    # docs/mqtt.md "Delivery guarantees": the ids of finished commands are known this boot only
+    from test_relay_support import response_to
+    r = Rig()
+    r.han.responder = lambda b: response_to(b)
+    env = r.env("c-1", 10)
+    assert (await r.accept_env(env))["status"] == "accepted"
+    await r.pump()
+    assert (await r.accept_env(env))["status"] == "response"
+    r.restart()
+    again = await r.accept_env(env)
+    await r.pump()
+    assert (again["status"], again["error"]) == ("rejected", "E_REPLAY") and len(r.han.sent) == 1

@@ -142,6 +142,14 @@ def test_gbcs_message_layout():
     assert m[12:20] == eui(SUPPLIER) and m[21:29] == eui(ESME)
 
 
+def test_a_rig_restarts_with_the_journal_bounds_it_was_made_with():
+    r = Rig(max_bytes=2048, max_live=5)
+    r.restart()
+    assert (r.journal.max_bytes, r.journal.max_live) == (2048, 5)
+    r.restart()
+    assert (r.journal.max_bytes, r.journal.max_live) == (2048, 5)
+
+
 def test_fresh_root_is_empty_and_writable():
     root = fresh_root()
     assert os.listdir(root) == []
@@ -409,12 +417,14 @@ class Rig:
         from ppmid.relay.journal import JournalCounterStore
         from ppmid.relay.core import Relay
         from ppmid.relay.recovery import recover
-        self.journal = Journal(self.root, self.kw.pop("max_bytes", 16384), self.kw.pop("max_live", 48))
+        # the journal's bounds stay in self.kw: every restart opens it with the same ones
+        kw = dict(self.kw)
+        self.journal = Journal(self.root, kw.pop("max_bytes", 16384), kw.pop("max_live", 48))
         self.journal.open()
         self.store = JournalCounterStore(self.journal)
         self.validator = FakeValidator(self.store)
         self.relay = Relay(self.cfg, self.journal, self.validator, self.han, self.pub, self.clock, KEY,
-                           wdt=self.wdt, console=self.logs.append, **self.kw)
+                           wdt=self.wdt, console=self.logs.append, **kw)
         recover(self.relay)
 
     def restart(self):

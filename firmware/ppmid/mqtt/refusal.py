@@ -64,6 +64,10 @@ async def command(intake, exc, id, obj, unparsed, t0):
             id = envelope.check_id(obj.get("id"))
         except PpmidError:
             pass
+    if getattr(exc, "known_id", False):
+        # the relay holds a command by this id (a forged or too large copy of it): a
+        # "rejected" naming it would contradict that command's statuses (docs/mqtt.md)
+        id = None
     msg = status_json(id, "rejected", ticks_diff(ticks_ms(), t0), error=exc)
     # Written before this message's PUBACK (first=True), not awaited (that PUBACK
     # waits on us): a power cut in between loses both, and the broker redelivers

@@ -128,11 +128,6 @@ class Relay:
         return self._topups
 
     def _accept(self, env, via):
-        if self.state == "fault":
-            # the watchdog resets the board soon; a command taken now could be lost with
-            # the journal's unwritten state, or its counter never recorded
-            from ppmid.relay import refusals
-            raise refusals.restarting()
         envmod.check_id(env.id)
         topup = getattr(env, "utrn", None) is not None  # a TopupEnvelope (ppmid.topup)
         if not topup and len(env.gbcs) > self.max_gbcs:
@@ -148,6 +143,12 @@ class Relay:
         if r is not None and r["status"] != "rejected":  # a refused id may be tried again
             self.counters["duplicates"] += 1
             return {"id": env.id, "status": r["status"]}
+        if self.state == "fault":
+            # the watchdog resets the board soon; a command taken now could be lost with
+            # the journal's unwritten state, or its counter never recorded. After the id
+            # lookup: a redelivery gets its status, not a refusal (review 84 F3)
+            from ppmid.relay import refusals
+            raise refusals.restarting()
         now_s = self.clock.time()
         if env.expires is not None and not self.clock.is_set():
             from ppmid.relay import refusals
@@ -190,20 +191,28 @@ class Relay:
             if over > 0 and now_s + over / self.rate >= env.expires:
                 from ppmid.relay import refusals
                 raise refusals.refusal(E_RATE, self.rate, ahead)
+        ok = {"id": env.id, "status": "accepted"}   # built before: nothing to allocate after
         e = self.journal.accept(env.id, via, env.expires, now_s, target, orig, counter, body, topup)
-        if msg is not None:
-            try:
+        # on flash: from here on nothing may turn into a refusal (review 84 F2)
+        try:
+            if msg is not None:
                 self.validator.commit(msg)
-            except Exception as exc:
-                # the command is journaled and recovery commits its counter again, but
-                # until that restart the counter is not in RAM either: a replay of this
-                # command would pass. A fault, so nothing more is accepted before it.
+            self.counters["accepted"] += 1
+            self._emit(e, "accepted")
+            self._wake_dispatch.set()
+        except Exception as exc:
+            # (a counter not committed: recovery commits it again, but until that restart a
+            # replay of this command would pass; a status not queued: the restart queues it
+            # from the journal.) A fault, so nothing more is accepted before the reset; set
+            # first, as the heap that failed may fail the sentence too
+            self.fault = "failed after an accept"
+            self.state = "fault"
+            try:
                 from ppmid.relay import refusals
-                refusals.commit_failed(self, env, exc)
-        self.counters["accepted"] += 1
-        self._emit(e, "accepted")
-        self._wake_dispatch.set()
-        return {"id": e.id, "status": "accepted"}
+                refusals.accepted_anyway(self, env, exc)
+            except Exception:
+                pass
+        return ok
 
     def status(self, id):
         """Status name command `id` has reached ("accepted", "relayed", ...) or None."""

@@ -87,6 +87,7 @@ class Entry:
         self.resends = 0                # copies sent again after a restart found it sending
         self.published = None           # last status name the broker acknowledged (RAM only)
         self.topup = False              # a UTRN top-up (ppmid.relay.topups), not a GBCS command
+        self.tail = 0                   # bytes of its latest state record (a compaction keeps it)
 
     def key(self):
         """Correlation key of the expected response: its originator is our target."""
@@ -135,9 +136,11 @@ def _exists(path):
 class Journal:
     """Append-only journal in `root` (a directory on the flash filesystem).
 
-    max_bytes bounds the file: compaction runs when an append would cross it; accepting a
-    new command needs `reserve` bytes left over after that, so the records that finish the
-    commands already accepted always fit. max_live bounds the index (E_BUSY beyond)."""
+    max_bytes bounds the file: compaction runs when an append would cross it and the
+    compaction helps; accepting a new command needs `reserve` bytes left over after that, so
+    the records that finish the commands already accepted always fit. Responses waiting for
+    the broker can take the file past max_bytes (docs/relay.md "The journal"). max_live bounds
+    the index (E_BUSY beyond)."""
 
     def __init__(self, root, max_bytes=MAX_BYTES, max_live=48, name="relay.jnl"):
         root = root.rstrip("/")
@@ -151,6 +154,7 @@ class Journal:
         self.counters = {}    # key (bytes) -> int
         self.next_seq = 1
         self.size = 0
+        self.dead = 0         # bytes of the file a compaction would drop (Journal._append)
         self._f = None
         self._torn = False    # an append failed part way: rewrite from RAM before the next
         # statistics (the wear benchmark reads these)
@@ -246,19 +250,35 @@ class Journal:
             self.syncs += 1
             self.lazy = 0
 
-    def _append(self, rtype, parts, need_reserve=False, sync=True):
+    def _append(self, rtype, parts, need_reserve=False, sync=True, e=None):
+        # e: the command whose state record this is (it supersedes e's previous one)
         n = _HEAD + _TAIL
         for p in parts:
             n += len(p)
         limit = self.max_bytes - (self.reserve if need_reserve else 0)
         if self._torn or self.size + n > limit:
-            self.compact()
-            if self.size + n > limit:
-                if need_reserve:
-                    raise JournalError(E_BUSY, "journal full (%d bytes live): try later" % self.size)
-                # finishing records of accepted commands are never refused; the reserve
-                # kept back from new commands is what makes this bounded
-        return self._write(rtype, parts, sync) + _HEAD
+            # compact only when that helps (review 84 F1): for an accept, when the copy makes
+            # room for it; for a record of a command in hand (never refused: it may go past
+            # the bound), when the copy leaves an eighth of the bound free, so that a journal
+            # held near its bound by answers waiting for the broker is not rewritten for
+            # every record; for any, when the copy is at most half the file (compactions
+            # then write no more than the records they drop)
+            room = limit + self.dead - self.size - n
+            if self._torn or room >= (0 if need_reserve else self.reserve // 2) or self.dead * 2 >= self.size:
+                try:
+                    self.compact()
+                except OSError as exc:
+                    # no room on the flash for the copy: the record goes without it (an
+                    # accept is refused below); a torn file must be rewritten first
+                    if self._torn or exc.args[0] != _ENOSPC:
+                        raise
+            if need_reserve and self.size + n > limit:
+                raise JournalError(E_BUSY, "journal full (%d bytes live): try later" % (self.size - self.dead))
+        off = self._write(rtype, parts, sync)
+        if e is not None:
+            self.dead += e.tail
+            e.tail = n
+        return off + _HEAD
 
     def accept(self, id, via, expires, accepted_at, target, originator, counter, gbcs, topup=False):
         """Journal a new command (topup: a UTRN top-up, gbcs then its digits). Raises
@@ -272,20 +292,27 @@ class Journal:
                             accepted_at, _via_byte(via, topup), len(idb))
         e = Entry(seq, id, via, expires, accepted_at, bytes(target), bytes(originator), bytes(counter))
         e.topup = topup
-        pay = self._append(_T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, gbcs), True)
+        # indexed first: the dicts' growth (a MemoryError on a cut-up heap) must come before
+        # the record is on flash, after which the command is accepted (review 84 F2). A
+        # compaction in _append skips it (body_off 0: not written yet)
+        try:
+            self._index(e)
+            pay = self._append(_T_ACCEPT, (fixed, idb, e.target, e.originator, e.counter, gbcs), True)
+        except BaseException:
+            self._unindex(e)
+            raise
         e.body_off = pay + _ACCEPT_FIXED + len(idb) + 24
         e.body_len = len(gbcs)
         self.next_seq = seq + 1
-        self._index(e)
         return e
 
     def sending(self, e, deadline):
-        self._append(_T_SENDING, (_sending_payload(e, deadline),))
+        self._append(_T_SENDING, (_sending_payload(e, deadline),), e=e)
         e.state = SENDING
         e.deadline = deadline
 
     def response(self, e, gbcs, late):
-        pay = self._append(_T_RESPONSE, (struct.pack(">IB", e.seq, 1 if late else 0), gbcs))
+        pay = self._append(_T_RESPONSE, (struct.pack(">IB", e.seq, 1 if late else 0), gbcs), e=e)
         e.state = ANSWERED
         e.late = late
         e.rsp_off = pay + 5
@@ -296,12 +323,12 @@ class Journal:
     # again, a final status published again (receivers dedupe by id), a counter that
     # recovery commits again from the live command's accept record.
     def timeout(self, e, late_until):
-        self._append(_T_TIMEOUT, (struct.pack(">II", e.seq, late_until),), sync=False)
+        self._append(_T_TIMEOUT, (struct.pack(">II", e.seq, late_until),), sync=False, e=e)
         e.state = TIMED_OUT
         e.late_until = late_until
 
     def failed(self, e, code):
-        self._append(_T_FAILED, (struct.pack(">I", e.seq), code.encode()))
+        self._append(_T_FAILED, (struct.pack(">I", e.seq), code.encode()), e=e)
         e.state = FAILED
         e.error = code
 
@@ -310,6 +337,8 @@ class Journal:
             return
         self._append(_T_DONE, (struct.pack(">I", e.seq),), sync=False)
         self._unindex(e)
+        # its accept record, its latest state record and this one: the next compaction's
+        self.dead += len(e.id) + e.body_len + e.tail + (_HEAD + _ACCEPT_FIXED + 24 + _TAIL + 12)
 
     def put_counter(self, key, value):
         if isinstance(key, str):
@@ -318,6 +347,8 @@ class Journal:
         if len(key) > 255:
             raise JournalError(E_JOURNAL, "counter key too long")
         self._append(_T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", value)), sync=False)
+        if key in self.counters:
+            self.dead += len(key) + 17  # the key's previous record, as long as this one
         self.counters[key] = value
 
     # ---- reading bodies back ---------------------------------------------------------

@@ -56,6 +56,8 @@ def rewrite(j):
             written += _put(out, _T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", j.counters[key])))
         moves = []
         for e in entries:
+            if not e.body_off:
+                continue   # being accepted (Journal.accept): its record comes after this copy
             body = b""
             if e.body_len:
                 src.seek(e.body_off)
@@ -89,9 +91,11 @@ def rewrite(j):
                 rec = (_T_FAILED, (struct.pack(">I", e.seq), (e.error or "E_FAILED").encode()))
             else:
                 rec = None
+            tail = 0
             if rec is not None:
-                written += _put(out, rec[0], rec[1])
-            moves.append((e, body_off, rsp_off))
+                tail = _put(out, rec[0], rec[1])
+                written += tail
+            moves.append((e, body_off, rsp_off, tail))
         out.flush()
         out.close()
     except BaseException:
@@ -108,11 +112,13 @@ def rewrite(j):
         j._f = None
     os.rename(j.tmp_path, j.path)  # atomic on LittleFS: old or new, never half
     j._torn = False
-    for e, body_off, rsp_off in moves:
+    for e, body_off, rsp_off, tail in moves:
         e.body_off = body_off
+        e.tail = tail
         if rsp_off:
             e.rsp_off = rsp_off
     j.size = written
+    j.dead = 0
     j.bytes_written += written
     j.compactions += 1
     j.lazy = 0

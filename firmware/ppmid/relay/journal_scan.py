@@ -65,6 +65,15 @@ def scan(j):
     finally:
         f.close()
     j.size = pos   # where the intact records end (open() may keep the file as it is)
+    # what a compaction would drop (open() keeps the file as scanned when the flash has no
+    # room for the copy): the file but for the header, the counters, and each live command's
+    # accept and latest state records
+    keep = _HEAD + len(MAGIC) + 4 + _TAIL
+    for key in j.counters:
+        keep += len(key) + 17
+    for e in j.live.values():
+        keep += _HEAD + _ACCEPT_FIXED + len(e.id) + 24 + e.body_len + _TAIL + e.tail
+    j.dead = pos - keep if pos > keep else 0
     if first and j.torn_tail:
         # no intact header: not our journal, or damaged at its start. Keep it aside
         # as evidence and start afresh rather than stop the gateway.
@@ -109,6 +118,7 @@ def _apply(j, rtype, p, off):
     e = j.live.get(seq)
     if e is None:
         return  # a record about a command already done (or compacted away)
+    e.tail = _HEAD + len(p) + _TAIL   # a state record: the latest is what a compaction keeps
     if rtype == _T_SENDING:
         e.state = SENDING
         e.deadline = struct.unpack_from(">I", p, 4)[0]

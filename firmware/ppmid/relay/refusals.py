@@ -74,12 +74,11 @@ def restarting():
     return RelayError(E_BUSY, "the gateway is restarting after a fault: try later")
 
 
-def commit_failed(relay, env, exc):
-    """The validator could not commit the counter of command env, journaled already: a
-    fault (relay.core _accept says why), so nothing more is accepted before the restart."""
-    relay.log("error", "counter commit failed for %s: %r" % (env.id, exc))
-    relay.fault = "counter commit failed: %r" % (exc,)
-    relay.state = "fault"
+def accepted_anyway(relay, env, exc):
+    """Command env is journaled (accepted) but what follows failed with exc (the counter's
+    commit, the status queued): the fault relay.core _accept set says why."""
+    relay.fault = "failed after accepting %s: %r" % (env.id, exc)
+    relay.log("error", relay.fault)
 
 
 def undecodable(relay, buf, exc):
@@ -157,6 +156,8 @@ def refused(relay, env, exc, via):
     prev = None if id is None else relay._recent_result(id)
     if id is not None and (id in relay.journal.by_id or (prev is not None and prev["status"] != "rejected")):
         relay.log("warn", "%s for id %s, which names a known command: not recorded" % (code, id))
+        # nor published under that id: the MQTT intake's rejection has "id": null
+        exc.known_id = True
         return exc
     if id is not None:
         relay._remember(id, {"id": id, "status": "rejected", "gbcs": None, "error": error})
@@ -180,7 +181,7 @@ def record_unsent(j, e):
     """Journal j's record of command e going back to the queue: the HAN link refused it
     before taking the bytes."""
     e.retries += 1
-    j._append(_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),))
+    j._append(_T_UNSENT, (struct.pack(">IH", e.seq, min(e.retries, 0xFFFF)),), e=e)
     e.state = J.QUEUED
 
 

@@ -34,13 +34,13 @@ def record_resend(j, e):
     """Journal j's record of command e going back to the queue for one more copy (found
     sending at a restart, or its budget ended unanswered)."""
     e.resends += 1
-    j._append(_T_RESEND, (struct.pack(">IHB", e.seq, min(e.retries, 0xFFFF), min(e.resends, 0xFF)),))
+    j._append(_T_RESEND, (struct.pack(">IHB", e.seq, min(e.retries, 0xFFFF), min(e.resends, 0xFF)),), e=e)
     e.state = J.QUEUED
 
 
 def record_already_executed(j, e):
     """Journal j's record of the meter refusing command e's copy: it executed the first."""
-    j._append(_T_ALREADY, (struct.pack(">I", e.seq),))
+    j._append(_T_ALREADY, (struct.pack(">I", e.seq),), e=e)
     e.state = J.ALREADY_EXECUTED
 
 
