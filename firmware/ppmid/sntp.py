@@ -165,6 +165,35 @@ def apply(client, unix, ms, source="sntp"):
     return True
 
 
+def set_up(client, settings, clock, set_time, wlan=None, log=print, on_set=None, udp=None, urandom=None,
+           sleep=None, dns=None):
+    """SntpClient(settings, clock, set_time, **options)'s work (ppmid.sntp_task): the
+    settings and options (see SntpClient) and the task's state."""
+    client.servers = settings["servers"]
+    client.port = settings["port"]
+    client.timeout_ms = settings["timeout_ms"]
+    client.retry_s = settings["retry_s"]
+    client.retry_max_s = settings["retry_max_s"]
+    client.resync_s = settings["resync_s"]
+    client.clock = clock
+    client.set_time = set_time
+    client.wlan = wlan
+    client.log = log
+    client.on_set = on_set
+    client.udp = udp
+    client.dns = dns
+    if sleep is None:
+        from ppmid.clock import sleep_ms as sleep
+    client.sleep = sleep         # injected: tests move a fake clock instead of waiting
+    if urandom is None:
+        from os import urandom
+    client.urandom = urandom
+    client.held = None           # (unix_s, ticks) of a big step waiting for a second reply
+    client.known = None          # (host, getaddrinfo entry) of the server that last answered
+    client.server = 0
+    client.syncs = client.failures = client.ignored = 0
+
+
 async def sync_once(client):
     """One query to the client's current server; the next pause in seconds."""
     host = client.servers[client.server % len(client.servers)]
