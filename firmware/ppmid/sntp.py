@@ -1,7 +1,8 @@
 # SNTP client (the client side of RFC 4330 over an NTPv4 packet): a codec with no I/O
 # (request/parse) and one sync of the task that keeps the board's wall clock set
 # (ppmid.sntp_task.SntpClient, whose state these functions take as `client`): the query
-# and the jump rule. The task loads this module for each sync and drops it after.
+# and the jump rule; and the task's set-up (set_up: its constructor's work, at boot). The
+# task loads this module for each sync, and for its set-up, and drops it after.
 #
 # Anti-spoofing: the request's transmit timestamp is a random 8-byte nonce, not our clock
 # (which may be unset); a reply counts only if its originate timestamp echoes that nonce
