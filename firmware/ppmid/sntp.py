@@ -1,7 +1,8 @@
 # SNTP client (the client side of RFC 4330 over an NTPv4 packet): a codec with no I/O
 # (request/parse) and one sync of the task that keeps the board's wall clock set
 # (ppmid.sntp_task.SntpClient, whose state these functions take as `client`): the query
-# and the jump rule. The task loads this module for each sync and drops it after.
+# and the jump rule; and the task's set-up (set_up: its constructor's work, at boot). The
+# task loads this module for each sync, and for its set-up, and drops it after.
 #
 # Anti-spoofing: the request's transmit timestamp is a random 8-byte nonce, not our clock
 # (which may be unset); a reply counts only if its originate timestamp echoes that nonce
@@ -163,6 +164,35 @@ def apply(client, unix, ms, source="sntp"):
     if was != source or step:
         client.log("PPMID clock: set by %s: unix=%d step=%+d s (was %s)" % (source, unix, step, was))
     return True
+
+
+def set_up(client, settings, clock, set_time, wlan=None, log=print, on_set=None, udp=None, urandom=None,
+           sleep=None, dns=None):
+    """SntpClient(settings, clock, set_time, **options)'s work (ppmid.sntp_task): the
+    settings and options (see SntpClient) and the task's state."""
+    client.servers = settings["servers"]
+    client.port = settings["port"]
+    client.timeout_ms = settings["timeout_ms"]
+    client.retry_s = settings["retry_s"]
+    client.retry_max_s = settings["retry_max_s"]
+    client.resync_s = settings["resync_s"]
+    client.clock = clock
+    client.set_time = set_time
+    client.wlan = wlan
+    client.log = log
+    client.on_set = on_set
+    client.udp = udp
+    client.dns = dns
+    if sleep is None:
+        from ppmid.clock import sleep_ms as sleep
+    client.sleep = sleep         # injected: tests move a fake clock instead of waiting
+    if urandom is None:
+        from os import urandom
+    client.urandom = urandom
+    client.held = None           # (unix_s, ticks) of a big step waiting for a second reply
+    client.known = None          # (host, getaddrinfo entry) of the server that last answered
+    client.server = 0
+    client.syncs = client.failures = client.ignored = 0
 
 
 async def sync_once(client):

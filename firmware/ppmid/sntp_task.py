@@ -5,8 +5,8 @@
 #
 # Memory: the protocol and one sync (ppmid.sntp: the codec, the query, the jump rule) are
 # loaded for each sync and dropped after it, so between syncs the running gateway holds
-# only this loop and its state (docs/memory.md).
-from ppmid.clock import sleep_ms
+# only this loop and its state (docs/memory.md). The constructor's work is ppmid.sntp's
+# too (set_up), loaded for it and dropped again.
 
 
 class SntpClient:
@@ -18,29 +18,16 @@ class SntpClient:
     non-blocking UDP socket, its server's address kept while it answers; os.urandom). dns:
     the config's dns settings, for servers given by name (ppmid.dns_lookup)."""
 
-    def __init__(self, settings, clock, set_time, wlan=None, log=print, on_set=None, udp=None, urandom=None,
-                 sleep=sleep_ms, dns=None):
-        self.servers = settings["servers"]
-        self.port = settings["port"]
-        self.timeout_ms = settings["timeout_ms"]
-        self.retry_s = settings["retry_s"]
-        self.retry_max_s = settings["retry_max_s"]
-        self.resync_s = settings["resync_s"]
-        self.clock = clock
-        self.set_time = set_time
-        self.wlan = wlan
-        self.log = log
-        self.on_set = on_set
-        self.udp = udp
-        self.dns = dns
-        self.sleep = sleep         # injected: tests move a fake clock instead of waiting
-        if urandom is None:
-            from os import urandom
-        self.urandom = urandom
-        self.held = None           # (unix_s, ticks) of a big step waiting for a second reply
-        self.known = None          # (host, getaddrinfo entry) of the server that last answered
-        self.server = 0
-        self.syncs = self.failures = self.ignored = 0
+    def __init__(self, settings, clock, set_time, **options):
+        # options (wlan, log, on_set, udp, urandom, sleep, dns) and the state: ppmid.sntp's
+        # set_up, loaded for it and dropped again, as after each sync
+        from ppmid import sntp
+        try:
+            sntp.set_up(self, settings, clock, set_time, **options)
+        finally:
+            sntp = None
+            from ppmid.modules import unload
+            unload("ppmid.sntp", "ppmid.modules")
 
     async def sync_once(self):
         """One query to the current server (ppmid.sntp.sync_once); the next pause in seconds."""

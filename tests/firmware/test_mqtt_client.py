@@ -719,3 +719,28 @@ async def test_a_handlers_first_publish_that_never_drains_drops_the_link():
         assert pubs and all(conn == 2 for conn, _, _ in pubs), pubs
         assert any(f & 0x08 for _, f, _ in pubs)  # the first rejection, resent as a duplicate
     await _with(b, c, body)
+
+
+def test_a_new_client_has_its_defaults_and_leaves_its_set_up_code_unloaded():
+    # the constructor's work is ppmid.mqtt.handshake.set_up, loaded for it and dropped
+    # again (docs/memory.md, session 10): the defaults are as documented there, and an
+    # unknown option is still refused, also with the module dropped after
+    import sys
+    import ppmid.mqtt.handshake  # noqa: F401 - loaded, as after a test that dialled
+    c = MQTTClient("X", None)
+    assert "ppmid.mqtt.handshake" not in sys.modules and "ppmid.modules" not in sys.modules
+    assert (c.keepalive, c.queue_size, c.window, c.max_packet, c.ack_timeout, c.connect_timeout,
+            c.backoff_min, c.backoff_max) == (30, 16, 4, 16384, 10, 15, 0.5, 60)
+    assert c.will is None and c.handler is None and c.oversize is None and c.on_up is None
+    assert c.wlan is None and c.log is None and c.client_id == "X"
+    assert c.state == "offline" and c.pending() == 0 and len(c._rx) == 512 and c.stats["connects"] == 0
+    c = MQTTClient("Y", None, keepalive=5, window=1)
+    assert (c.keepalive, c.window, c.queue_size) == (5, 1, 16)
+    import ppmid.mqtt.handshake  # noqa: F401,F811
+    try:
+        MQTTClient("Z", None, keep_alive=5)
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("an unknown option was taken")
+    assert "ppmid.mqtt.handshake" not in sys.modules

@@ -3,7 +3,8 @@
 # info, a burst settles into one, a flapping HAN gets at most one info per EVERY_MS and its
 # last status always ends up retained; a change while offline publishes nothing (the
 # connect does); an info that cannot be built is logged, not raised, and the next change
-# publishes again.
+# publishes again. The module drops itself once its publication is out (docs/memory.md,
+# session 10); the pacing tests keep it (their shortened pace is the module's constants).
 # mp-timeout: 120
 # mp-heapsize: 320K
 # (the HAN, the MQTT link and the test brokers compiled from source in one interpreter: at the
@@ -11,6 +12,7 @@
 # one free stretch once mqtt/packets.py changed in session 7; the firmware's own budget is the
 # heap32 gauge's)
 import asyncio
+import sys
 
 from ppmid.clock import ticks_ms, ticks_diff
 from ppmid.mqtt import info_follow
@@ -48,6 +50,28 @@ async def _close(b, lk, task):
     except BaseException:
         pass
     await b.stop()
+    info_follow.EVERY_MS, info_follow.SETTLE_MS = _PACE
+    info_follow._drop = _DROP
+
+
+class _Unloadable:
+    # test_relay_support.Unloadable's way (importing that module would load the relay into
+    # this test's heap): while in sys.modules, importing a name from the module raises
+    # MemoryError, as on a heap too cut up for its code
+    def __getattr__(self, attr):
+        raise MemoryError("memory allocation failed")
+
+
+_PACE = (info_follow.EVERY_MS, info_follow.SETTLE_MS)
+_DROP = info_follow._drop
+
+
+def _paced(every_ms, settle_ms):
+    # a shorter pace for a test: the module's constants, so it must stay loaded meanwhile
+    # (a reloaded module has its own); _close() undoes it
+    info_follow.EVERY_MS, info_follow.SETTLE_MS = every_ms, settle_ms
+    info_follow._drop = lambda link: None
+    sys.modules["ppmid.mqtt.info_follow"] = info_follow
 
 
 def _han_info(han):
@@ -55,7 +79,7 @@ def _han_info(han):
 
 
 async def test_han_status_changes_republish_the_info_paced():
-    info_follow.EVERY_MS, info_follow.SETTLE_MS = 600, 50
+    _paced(600, 50)
     han = ZigbeeHan(None, None, {})
     b, lk, task = await _online(_han_info(han))
     han.on_status = lk
@@ -87,7 +111,7 @@ async def test_han_status_changes_republish_the_info_paced():
 
 
 async def test_a_change_while_offline_publishes_nothing_the_connect_does():
-    info_follow.EVERY_MS, info_follow.SETTLE_MS = 600, 50
+    _paced(600, 50)
     han = ZigbeeHan(None, None, {})
     b = await FakeBroker().start()
     lk = Link(_cfg(), _accept, credentials=(b"", b"", b"", b"k" * 32), info=_han_info(han),
@@ -107,7 +131,7 @@ async def test_a_change_while_offline_publishes_nothing_the_connect_does():
 
 
 async def test_an_info_that_cannot_be_built_is_logged_and_the_next_change_publishes():
-    info_follow.EVERY_MS, info_follow.SETTLE_MS = 300, 50
+    _paced(300, 50)
     han = ZigbeeHan(None, None, {})
     broken = [False]
     good = _han_info(han)
@@ -131,5 +155,49 @@ async def test_an_info_that_cannot_be_built_is_logged_and_the_next_change_publis
         await _until(lambda: _infos(b)[-1] == {"han": "rejoin-failed", "detail": "E_REJOIN_FAILED: no network"},
                      "the info after the next change")
         assert lk.client.state == "online"
+    finally:
+        await _close(b, lk, task)
+
+
+async def test_the_code_goes_once_its_info_is_out_and_the_next_change_loads_it_again():
+    # the module's own pace (250 ms settle; the second info waits for EVERY_MS, 5 s)
+    info_follow.EVERY_MS, info_follow.SETTLE_MS = _PACE
+    sys.modules["ppmid.mqtt.info_follow"] = info_follow
+    han = ZigbeeHan(None, None, {})
+    b, lk, task = await _online(_han_info(han))
+    han.on_status = lk
+    try:
+        han._set_status("commission-failed", "E_COMMISSION_JOIN_REFUSED: not in the device log")
+        await _until(lambda: len(_infos(b)) == 2, "the info after a HAN status change")
+        await _until(lambda: "ppmid.mqtt.info_follow" not in sys.modules, "the module dropped once its info is out")
+        assert "ppmid.modules" not in sys.modules
+        assert lk._info_task is None and lk._info_at is not None   # its state outlives it, on the link
+        han._set_status("running")
+        assert "ppmid.mqtt.info_follow" in sys.modules and lk._info_task is not None
+        await _until(lambda: _infos(b)[-1] == {"han": "running", "detail": ""}, "the next change's info")
+        await _until(lambda: "ppmid.mqtt.info_follow" not in sys.modules, "the module dropped again")
+        assert len(_infos(b)) == 3 and len(b.of(p.CONNECT)) == 1
+    finally:
+        await _close(b, lk, task)
+
+
+async def test_a_change_whose_code_cannot_load_publishes_nothing_and_the_next_change_does():
+    # a heap too cut up to load the module at a change: the HAN logs its on_status failure
+    # (its hook's caller), nothing is pending, and the next change that loads publishes
+    _paced(600, 50)
+    han = ZigbeeHan(None, None, {})
+    b, lk, task = await _online(_han_info(han))
+    han.on_status = lk
+    try:
+        sys.modules["ppmid.mqtt.info_follow"] = _Unloadable()
+        try:
+            han._set_status("commissioning", "joining")
+        finally:
+            sys.modules["ppmid.mqtt.info_follow"] = info_follow
+        assert han.status == "commissioning" and getattr(lk, "_info_task", None) is None
+        await asyncio.sleep(0.3)
+        assert len(_infos(b)) == 1
+        han._set_status("running")
+        await _until(lambda: _infos(b)[-1] == {"han": "running", "detail": ""}, "the next change's info")
     finally:
         await _close(b, lk, task)

@@ -483,3 +483,24 @@ async def test_a_name_that_does_not_resolve_is_a_failed_query_and_the_next_serve
     assert asked == [("a.example", c.dns)]
     assert wait == c.retry_s and c.failures == 1 and c.server == 1 and not sets
     assert any("E_DNS: NXDOMAIN for a.example" in line for line in logs), logs
+
+
+def test_a_new_client_has_its_defaults_and_leaves_ppmid_sntp_unloaded():
+    # the constructor's work is ppmid.sntp.set_up, loaded for it and dropped again, as after
+    # each sync (docs/memory.md, session 10); an unknown option is still refused
+    from ppmid import clock as clock_module
+    import ppmid.sntp  # noqa: F401 - loaded, as during a sync
+    c = SntpClient(SETTINGS, Clock(), lambda u, m: None)
+    assert "ppmid.sntp" not in sys.modules and "ppmid.modules" not in sys.modules
+    assert c.sleep is clock_module.sleep_ms and c.log is print and c.urandom is not None
+    assert c.wlan is None and c.on_set is None and c.udp is None and c.dns is None
+    assert (c.servers, c.port, c.resync_s) == (SETTINGS["servers"], SETTINGS["port"], SETTINGS["resync_s"])
+    assert c.held is None and c.known is None and c.server == c.syncs == c.failures == c.ignored == 0
+    import ppmid.sntp  # noqa: F401,F811
+    try:
+        SntpClient(SETTINGS, Clock(), lambda u, m: None, sleeps=None)
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("an unknown option was taken")
+    assert "ppmid.sntp" not in sys.modules

@@ -53,3 +53,37 @@ def read_definition(path):
     if not isinstance(d, dict):
         raise BoardError("%s is not a board definition (a JSON object)" % path)
     return {k: d[k] for k in _READ if k in d}
+
+
+# The ESP32 Board's set-up of its UARTs and status LED (ppmid.board.esp32's UartPort and
+# Led). Here, not in esp32.py: the Board makes them at boot, while this package is loaded
+# (load() built the Board), and boot.drop() unloads the package, so the running app does
+# not hold code that runs once (docs/memory.md, session 10).
+
+def esp32_uart(spec, machine):
+    """The machine.UART of a board definition's UART entry (id, tx, rx, baud; flow
+    "rtscts" with rts and cts pins). machine: the board module's (tests give a stand-in)."""
+    kw = {"baudrate": spec.get("baud", 115200), "tx": spec["tx"], "rx": spec["rx"],
+          "rxbuf": 2048, "timeout": 0}
+    if spec.get("flow") == "rtscts" and "rts" in spec:
+        kw["rts"] = spec["rts"]
+        kw["cts"] = spec["cts"]
+        kw["flow"] = machine.UART.RTS | machine.UART.CTS
+    return machine.UART(spec["id"], **kw)
+
+
+def esp32_led(led, spec, machine):
+    """Set up an ESP32 Led from the definition's status_led (see esp32.Led), off."""
+    kind = spec.get("kind", "gpio")
+    led._pin = machine.Pin(spec["pin"], machine.Pin.OUT)
+    led._px = None
+    if kind == "neopixel":
+        from neopixel import NeoPixel  # MicroPython's, imported only for that kind
+        led._px = NeoPixel(led._pin, 1)
+        led._rgb = tuple(spec.get("rgb", (16, 16, 16)))
+        led._lit = 0
+    elif kind == "gpio":
+        led._on = 1 if spec.get("active_high", True) else 0
+    else:
+        raise BoardError("status_led kind %r is not gpio or neopixel" % (kind,))
+    led.off()

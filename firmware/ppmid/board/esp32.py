@@ -12,13 +12,10 @@ import network
 class UartPort:
     # A machine.UART with asyncio streams (the ESP32 UART is pollable).
     def __init__(self, spec):
-        kw = {"baudrate": spec.get("baud", 115200), "tx": spec["tx"], "rx": spec["rx"],
-              "rxbuf": 2048, "timeout": 0}
-        if spec.get("flow") == "rtscts" and "rts" in spec:
-            kw["rts"] = spec["rts"]
-            kw["cts"] = spec["cts"]
-            kw["flow"] = machine.UART.RTS | machine.UART.CTS
-        self.uart = machine.UART(spec["id"], **kw)
+        # the UART is opened by ppmid.board.esp32_uart: a Board makes its UARTs at boot,
+        # while that package is loaded, so this module does not hold code that runs once
+        from ppmid.board import esp32_uart
+        self.uart = esp32_uart(spec, machine)
 
     def streams(self):
         return asyncio.StreamReader(self.uart), asyncio.StreamWriter(self.uart, {})
@@ -27,23 +24,11 @@ class UartPort:
 class Led:
     # status_led "kind": "gpio" (the default: a plain LED on the pin, "active_high") or
     # "neopixel": an addressable RGB LED (WS2812 type, as on the ESP32-S3 and C3 devkits),
-    # which a pin level cannot light; lit in "rgb" (default a dim white). MicroPython's
-    # neopixel module is imported only for that kind.
+    # which a pin level cannot light; lit in "rgb" (default a dim white). Set up by
+    # ppmid.board.esp32_led (at boot, with the Board, while that package is loaded).
     def __init__(self, spec):
-        kind = spec.get("kind", "gpio")
-        self._pin = machine.Pin(spec["pin"], machine.Pin.OUT)
-        self._px = None
-        if kind == "neopixel":
-            from neopixel import NeoPixel
-            self._px = NeoPixel(self._pin, 1)
-            self._rgb = tuple(spec.get("rgb", (16, 16, 16)))
-            self._lit = 0
-        elif kind == "gpio":
-            self._on = 1 if spec.get("active_high", True) else 0
-        else:
-            from ppmid.board import BoardError
-            raise BoardError("status_led kind %r is not gpio or neopixel" % (kind,))
-        self.off()
+        from ppmid.board import esp32_led  # boot-only code, as UartPort's
+        esp32_led(self, spec, machine)
 
     def _set(self, lit):
         if self._px is None:

@@ -29,10 +29,9 @@ E_MQTT_TIMEOUT = "E_MQTT_TIMEOUT"
 E_MQTT_CLOSED = "E_MQTT_CLOSED"
 E_MQTT_SUBSCRIBE = "E_MQTT_SUBSCRIBE"
 
-_RX_MIN = const(512)
-# A receive buffer grows to the largest packet up to this size and is kept; one larger is
-# allocated for its message alone and let go once the message is handled: a large
-# command's JSON (5.6 KB for 4 KB of GBCS) is not held through its own send, when the body
+# A receive buffer (the first one is 512 bytes: ppmid.mqtt.handshake.set_up) grows to the
+# largest packet up to this size and is kept; one larger is allocated for its message alone
+# and let go once the message is handled: a large command's JSON (5.6 KB for 4 KB of GBCS) is not held through its own send, when the body
 # read back from the journal and the GBT blocks are live too (docs/memory.md). The next
 # large message allocates its buffer again; the boot's gc.threshold keeps the free heap in
 # one piece for that (bench/heap32/frag.py).
@@ -169,55 +168,18 @@ class MQTTClient:
     on_up: optional `async on_up(session_present)` run in its own task after every
     successful connect + subscribe (e.g. publish retained state/info)."""
 
-    def __init__(self, client_id, connect, keepalive=30, will=None, handler=None, on_up=None,
-                 queue_size=16, window=4, max_packet=16384, ack_timeout=10, connect_timeout=15,
-                 backoff_min=0.5, backoff_max=60, wlan=None, log=None):
-        self.client_id = client_id
-        self._connect = connect
-        self.keepalive = keepalive
-        self.will = will
-        self.handler = handler
-        self.oversize = None     # async oversize(topic, size, qos, dup): answer a too-big PUBLISH
-        self._oversize = 0
-        self.on_up = on_up
-        self.queue_size = queue_size
-        self.window = window
-        self.max_packet = max_packet
-        self.ack_timeout = ack_timeout
-        self.connect_timeout = connect_timeout
-        self.backoff_min = backoff_min
-        self.backoff_max = backoff_max
-        self.wlan = wlan
-        self.log = log
-        self._subs = []          # [(filter, qos)], renewed on every connect
-        self._queue = []         # _Msg waiting to be sent
-        self._inflight = []      # QoS 1 _Msg sent, waiting for PUBACK (in send order)
-        self._pid = 0
-        self._wake = asyncio.Event()
-        self._space = asyncio.Event()
-        self._suback = None      # the body of the last SUBACK
-        self._subevt = asyncio.Event()
-        self._writing = False
-        self._w = None
-        self._dead = None        # reason the current connection died, or None
-        self._ping_at = None
-        self._tx_at = 0
-        self._in_handler = False  # the reader waits for the handler: nothing is read
-        self._stopping = False
-        self._online = False
-        self._poisoned = False
-        self.backoff_delay = 0   # the last reconnect delay chosen (before jitter)
-        self._rx = bytearray(_RX_MIN)  # grows to the packet; past _RX_KEEP, let go after it
-        self._rxmv = memoryview(self._rx)
-        self._rx_kept = (self._rx, self._rxmv)  # up to _RX_KEEP: what a larger one gives way to
-        self._readinto = False
-        self.up = asyncio.Event()
-        self.state = "offline"
-        self.last_error = None
-        self.session_present = False
-        self.stats = {"connects": 0, "connect_failures": 0, "drops": 0, "retransmits": 0,
-                      "published": 0, "received": 0, "pubacks_withheld": 0, "pings": 0, "oversize": 0,
-                      "link_losses": 0}
+    def __init__(self, client_id, connect, **options):
+        # The options, their defaults and the initial state are ppmid.mqtt.handshake.set_up's,
+        # loaded for it and dropped again, as after each connection's start: the running app
+        # does not hold code that runs once (docs/memory.md, session 10). An unknown option
+        # is a TypeError, as it was.
+        from ppmid.mqtt import handshake
+        try:
+            handshake.set_up(self, client_id, connect, **options)
+        finally:
+            handshake = None
+            from ppmid.modules import unload
+            unload("ppmid.mqtt.handshake", "ppmid.modules")
 
     # ---- public API -------------------------------------------------------------------
     def subscribe(self, topic, qos=1):

@@ -1,9 +1,10 @@
 # The start of an MQTT connection (OASIS MQTT 3.1.1 sections 3.1, 3.2, 3.8, 3.9): opening
 # the stream, CONNECT/CONNACK, SUBSCRIBE/SUBACK, the codec of those four packets, and the
-# task that runs the client's on_up hook once the session is up. It runs
-# only when a connection (re)starts: MQTTClient._session imports it for each connection and
-# drops it again (ppmid.modules.unload) once the session is up, so the running app does not
-# hold this code (docs/memory.md, session 7). Host tools and tests import the codec from here.
+# task that runs the client's on_up hook once the session is up; and the client's own start
+# (set_up: its constructor's work). It runs only when a connection (re)starts or a client is
+# made: MQTTClient._session imports it for each connection and MQTTClient() for its set-up,
+# and each drops it again (ppmid.modules.unload), so the running app does not hold this code
+# (docs/memory.md, sessions 7 and 10). Host tools and tests import the codec from here.
 import asyncio
 import struct
 import sys
@@ -14,6 +15,7 @@ from ppmid.mqtt.client import MQTTError, E_MQTT_REFUSED, E_MQTT_TIMEOUT, E_MQTT_
 from ppmid.clock import ticks_ms, ticks_diff, wait_for_ms
 
 _MP = sys.implementation.name == "micropython"
+_RX_MIN = 512  # the client's first receive buffer (it grows to the largest packet: client.py)
 
 # CONNACK return codes (3.2.2.3)
 CONNACK_TEXT = {
@@ -153,6 +155,62 @@ def _mp_open_stream(host, port, ssl_ctx, server_hostname, track, known, dns, wla
     s.setblocking(False)
     stream = _TlsStream(s, raw, known, ai)
     return stream, stream
+
+
+def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on_up=None,
+           queue_size=16, window=4, max_packet=16384, ack_timeout=10, connect_timeout=15,
+           backoff_min=0.5, backoff_max=60, wlan=None, log=None):
+    """MQTTClient(client_id, connect, **options)'s work: its options (these defaults) and
+    its initial state. keepalive, ack_timeout, connect_timeout, backoff_min, backoff_max:
+    seconds; will: (topic, payload, qos, retain) or None; queue_size: messages waiting to
+    be sent at most; window: QoS 1 messages in flight at most; max_packet: the largest
+    packet kept (an oversized PUBLISH is read past and answered by client.oversize)."""
+    client.client_id = client_id
+    client._connect = connect
+    client.keepalive = keepalive
+    client.will = will
+    client.handler = handler
+    client.oversize = None     # async oversize(topic, size, qos, dup): answer a too-big PUBLISH
+    client._oversize = 0
+    client.on_up = on_up
+    client.queue_size = queue_size
+    client.window = window
+    client.max_packet = max_packet
+    client.ack_timeout = ack_timeout
+    client.connect_timeout = connect_timeout
+    client.backoff_min = backoff_min
+    client.backoff_max = backoff_max
+    client.wlan = wlan
+    client.log = log
+    client._subs = []          # [(filter, qos)], renewed on every connect
+    client._queue = []         # _Msg waiting to be sent
+    client._inflight = []      # QoS 1 _Msg sent, waiting for PUBACK (in send order)
+    client._pid = 0
+    client._wake = asyncio.Event()
+    client._space = asyncio.Event()
+    client._suback = None      # the body of the last SUBACK
+    client._subevt = asyncio.Event()
+    client._writing = False
+    client._w = None
+    client._dead = None        # reason the current connection died, or None
+    client._ping_at = None
+    client._tx_at = 0
+    client._in_handler = False  # the reader waits for the handler: nothing is read
+    client._stopping = False
+    client._online = False
+    client._poisoned = False
+    client.backoff_delay = 0   # the last reconnect delay chosen (before jitter)
+    client._rx = bytearray(_RX_MIN)  # grows to the packet; past client._RX_KEEP, let go after it
+    client._rxmv = memoryview(client._rx)
+    client._rx_kept = (client._rx, client._rxmv)  # up to _RX_KEEP: what a larger one gives way to
+    client._readinto = False
+    client.up = asyncio.Event()
+    client.state = "offline"
+    client.last_error = None
+    client.session_present = False
+    client.stats = {"connects": 0, "connect_failures": 0, "drops": 0, "retransmits": 0,
+                    "published": 0, "received": 0, "pubacks_withheld": 0, "pings": 0, "oversize": 0,
+                    "link_losses": 0}
 
 
 async def start(client):
