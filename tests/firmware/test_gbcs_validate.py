@@ -95,7 +95,7 @@ def test_a_code_is_admitted_exactly_when_its_list_holds_it():
     # 16-bit codes (profiles.han_lists), looked up by bisection; each list against its own
     # set, at every code it holds, their neighbours and the ends of the range
     from array import array
-    from ppmid.gbcs.validate import _admits
+    from ppmid.gbcs.validate import admits
     esme = sorted(codes.commands_for("ESME"))
     for held in ([], [0], [0xFFFF], [0, 0xFFFF], [5, 6, 7], [1, 3], esme, list(range(0, 0x10000, 257))):
         ascending = array("H", held)
@@ -104,7 +104,7 @@ def test_a_code_is_admitted_exactly_when_its_list_holds_it():
         for c in held:
             probes |= {c, max(c - 1, 0), min(c + 1, 0xFFFF)}
         for code in probes:
-            assert _admits(ascending, code) == (code in want), (held[:4], code)
+            assert admits(ascending, code) == (code in want), (held[:4], code)
     # the validator holds them so, ascending, for the code table's defaults and han.allow
     v = Validator(_cfg(han={"devices": [{"eui": ESME, "type": "ESME"}, {"eui": GSME, "type": "GSME"}],
                             "allow": {"ESME": [0x0117, 0x0116, 0x0019]}}), MemoryCounterStore())

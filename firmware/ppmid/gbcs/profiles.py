@@ -49,7 +49,7 @@ def han_lists(han):
     table's commands for the type, narrowed to han.profile, (profile name, number of codes
     left over all types)). An array of 16-bit codes holds them in about half the heap a set
     does (~0.4 KB less for an ESME, a GSME and a PPMID: docs/memory.md); the validator looks
-    a code up by bisection (validate._admits)."""
+    a code up by bisection (validate.admits)."""
     devices = {}
     for d in han["devices"]:
         devices[binascii.unhexlify(d["eui"])] = d["type"]

@@ -38,8 +38,9 @@ def _key(originator, recipient):
     return (binascii.hexlify(originator) + b":" + binascii.hexlify(recipient)).decode().upper()
 
 
-def _admits(codes, code):
-    # code in codes, an ascending array of message codes (profiles.han_lists), by bisection
+def admits(codes, code):
+    """code in codes, an ascending array of message codes (profiles.han_lists, a sender's
+    role: relay/senders.py), by bisection."""
     lo = 0
     hi = len(codes)
     while lo < hi:
@@ -104,7 +105,7 @@ class Validator:
         if pair is None:
             raise _refuse(E_UNKNOWN_TARGET, _S_UNKNOWN_TARGET, binascii.hexlify(msg.recipient).decode().upper())
         code = msg.message_code
-        if not _admits(self._allow[pair[1]], code):
+        if not admits(self._allow[pair[1]], code):
             raise _refuse(E_NOT_ALLOWED, _S_NOT_ALLOWED,
                           (code, pair[1], binascii.hexlify(msg.recipient).decode().upper(), self.profile[0]))
         last = self.store.get(pair[0])
