@@ -7,7 +7,7 @@
 # Which use cases belong to a profile is our reading of the use-case titles (Wireshark's
 # GBCS dissector value strings, the same titles as gbcs/titles.py), not DUIS' own lists:
 # check them against DUIS before relying on one.
-# Boot-only (ppmid.boot.BOOT_ONLY): the validator keeps the resulting code sets, not this.
+# Boot-only (ppmid.boot.BOOT_ONLY): the validator keeps the resulting code lists, not this.
 import binascii
 from array import array
 

@@ -66,8 +66,8 @@ class Validator:
         # for pairs whose recipient is on the HAN: one small lookup per message
         self._pairs = {}
         # EUI-64 bytes -> device type; device type -> its message codes (ascending array),
-        # narrowed by the command profile; (profile name, number of message codes relayed): info's profile,
-        # profile_codes. Built by boot-only code (gbcs/profiles.py)
+        # narrowed by the command profile; (profile name, number of message codes relayed):
+        # info's profile, profile_codes. Built by boot-only code (gbcs/profiles.py)
         from ppmid.gbcs import profiles
         self._devices, self._allow, self.profile = profiles.han_lists(config["han"])
 
