@@ -289,3 +289,46 @@ def test_reassembly_reads_block_fields_without_the_host_only_fields():
         out = r.feed(blk, 0)
     assert out == raw
     assert "ppmid.gbcs.message_fields" not in sys.modules
+
+
+def test_error_sentences_are_loaded_for_an_error_and_dropped_after():
+    # memory (docs/memory.md, session 10): the split's and the length form's sentences live in
+    # ppmid.gbcs.gbt_errors, loaded for an error only; each error still carries its code
+    # and the whole sentence with its values, and the module goes again
+    import sys
+    raw = sample(BIG)
+    block = list_split(raw, 100)[0]
+    huge = build.build_signed(1, 1, bytes(8), bytes(8), 1, bytes(65500))  # 65,536 bytes or more
+    cases = ((gbt.encode_length, (-1,), GbcsError, "E_LENGTH", "negative length -1"),
+             (gbt.encode_length, (0x10000,), GbcsError, "E_LENGTH", "length 65536 does not fit the 82 nnnn form"),
+             (build.build_block, (1, 1, bytes(8), bytes(8), 1, 0x10000, b"x"), GbtError, "E_GBT_BLOCK_SIZE",
+              "block numbers are 16-bit: 65536 / 0"),
+             (build.split, (block, 10), GbtError, "E_GBT_NOT_BLOCK",
+              "cannot split a GBT block; split the whole message"),
+             (build.split, (raw, 0), GbtError, "E_GBT_BLOCK_SIZE", "block data size must be at least 1, not 0"),
+             (build.split, (huge, 1), GbtError, "E_GBT_BLOCK_SIZE", "%d blocks needed: more than 65535" % len(huge)),
+             (gbt.blocks_for_transfer, (raw, 40), GbtError, "E_GBT_BLOCK_SIZE",
+              "transfer size 40 leaves no room for block data"),
+             (gbt.blocks_for_transfer, (raw, 120, bytearray(124), 5), GbtError, "E_GBT_BLOCK_SIZE",
+              "a buffer of 124 bytes cannot hold a 120-byte block at 5"))
+    for fn, args, cls, code, text in cases:
+        try:
+            fn(*args)
+        except GbcsError as exc:
+            assert type(exc) is cls and exc.code == code, (type(exc), exc.code)
+            assert text is None or exc.message == text, exc.message
+        else:
+            raise AssertionError("no error from %r" % (args[:1],))
+        assert "ppmid.gbcs.gbt_errors" not in sys.modules
+
+
+def test_every_error_key_names_its_sentence():
+    # gbt.py's _S_X = const(i) and gbt_errors' "# i _S_X" comments agree
+    import sys
+    if sys.implementation.name != "cpython":
+        class SkipTest(Exception):  # tests/mp_runner.py reports it as skipped
+            pass
+        raise SkipTest("reads the sources (CPython's re and file paths); the errors run on both above")
+    from ppmid.gbcs import gbt_errors
+    from sentence_keys import check_keys
+    check_keys((gbt,), gbt_errors)

@@ -90,6 +90,29 @@ def test_configured_allow_list():
     assert _code(v2, _cmd()) == "E_NOT_ALLOWED"
 
 
+def test_a_code_is_admitted_exactly_when_its_list_holds_it():
+    # memory (docs/memory.md, session 10): a device type's codes are an ascending array of
+    # 16-bit codes (profiles.han_lists), looked up by bisection; each list against its own
+    # set, at every code it holds, their neighbours and the ends of the range
+    from array import array
+    from ppmid.gbcs.validate import admits
+    esme = sorted(codes.commands_for("ESME"))
+    for held in ([], [0], [0xFFFF], [0, 0xFFFF], [5, 6, 7], [1, 3], esme, list(range(0, 0x10000, 257))):
+        ascending = array("H", held)
+        want = set(held)
+        probes = set(range(0, 0x200)) | {0xFFFE, 0xFFFF}
+        for c in held:
+            probes |= {c, max(c - 1, 0), min(c + 1, 0xFFFF)}
+        for code in probes:
+            assert admits(ascending, code) == (code in want), (held[:4], code)
+    # the validator holds them so, ascending, for the code table's defaults and han.allow
+    v = Validator(_cfg(han={"devices": [{"eui": ESME, "type": "ESME"}, {"eui": GSME, "type": "GSME"}],
+                            "allow": {"ESME": [0x0117, 0x0116, 0x0019]}}), MemoryCounterStore())
+    assert list(v._allow["ESME"]) == [0x0019, 0x0116, 0x0117]
+    assert list(v._allow["GSME"]) == sorted(codes.commands_for("GSME"))
+    assert allowed(v, "ESME") == {0x0019, 0x0116, 0x0117}
+
+
 def test_replay_and_commit():
     store = MemoryCounterStore()
     v = Validator(_cfg(), store)

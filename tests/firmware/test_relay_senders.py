@@ -152,3 +152,48 @@ async def test_a_kid_on_a_gateway_without_keys_per_user_is_e_auth():
     out = await r.submit("n1", 10, kid="supplier-a")
     assert out["error"] == "E_AUTH" and "supplier-a" in out["message"]
     assert (await r.submit("n2", 10))["status"] == "accepted"
+
+
+def test_a_roles_codes_are_held_ascending_once_each():
+    # memory (docs/memory.md, session 10): a sender's role codes are an ascending array('H')
+    # looked up by bisection (gbcs.validate.admits), whatever kind of role names them
+    from ppmid.relay import senders
+    from ppmid.gbcs import profiles
+    from ppmid.modules import unload
+    users = {"roles": {"list": [0x0059, 0x0007, 0x0059], "prepay": "prepay", "supplier": "duis:IS", "any": "all"}}
+
+    def codes(role):
+        return senders._codes(users, {"role": role}, profiles)
+
+    assert list(codes("list")) == [0x0007, 0x0059]
+    assert list(codes("prepay")) == sorted(profiles.codes("prepay"))
+    is_codes = codes("supplier")
+    from ppmid.gbcs import eligibility
+    try:
+        assert list(is_codes) == sorted(eligibility.codes("IS")) and len(is_codes) > 100
+    finally:
+        unload("ppmid.gbcs.eligibility", "ppmid.gbcs.codes")
+    assert codes("any") is None
+    # and the role's checks read them so: its first and last code pass, a code between
+    # two and one above all are E_ROLE; a top-up needs PECS01 (0x0116) in the role
+    class Msg:  # what check() reads of a decoded message
+        def __init__(self, code):
+            self.originator = bytes(8)
+            self.message_code = code
+
+    s = senders.Senders(None, [])
+    sender = ("u", bytes(32), {bytes(8)}, codes("list"), False)
+    for code, ok in ((0x0007, True), (0x0059, True), (0x0008, False), (0x0116, False)):
+        try:
+            s.check(sender, Msg(code))
+        except senders.SenderError as exc:
+            assert exc.code == "E_ROLE" and not ok, (code, exc.code)
+        else:
+            assert ok, code
+    try:
+        s.check_topup(sender)
+    except senders.SenderError as exc:
+        assert exc.code == "E_ROLE"
+    else:
+        raise AssertionError("a top-up outside the role passed")
+    s.check_topup(("p", bytes(32), {bytes(8)}, codes("prepay"), False))  # prepay holds PECS01

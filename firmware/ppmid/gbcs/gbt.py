@@ -3,6 +3,8 @@
 # message code copied from the message's own header) and a GBT header (E0, block control,
 # block number from 1, block number ack, block data). Concatenating the block data in block
 # number order gives back the original message. Nothing is decrypted or re-signed.
+from micropython import const
+
 from ppmid.gbcs.message import decode, GbcsError, TAG_GENERAL_CIPHERING, TAG_GBT, E_LENGTH
 
 DEFAULT_TRANSFER_SIZE = 1500   # GBCS tunnel: maximum incoming transfer size
@@ -21,20 +23,39 @@ class GbtError(GbcsError):
     pass
 
 
+# The errors' sentences, by their index in ppmid.gbcs.gbt_errors.SENTENCES (the text)
+_S_NEGATIVE_LENGTH = const(0)
+_S_LENGTH_TOO_BIG = const(1)
+_S_BLOCK_NUMBERS = const(2)
+_S_SPLIT_A_BLOCK = const(3)
+_S_BLOCK_DATA_SIZE = const(4)
+_S_TOO_MANY_BLOCKS = const(5)
+_S_NO_ROOM = const(6)
+_S_BUFFER_TOO_SMALL = const(7)
+
+
+def _error(cls, code, key, arg):
+    # cls(code, sentence): key is the sentence's _S_... name; its text is
+    # ppmid.gbcs.gbt_errors', loaded for the error and dropped again (as str constants here
+    # the sentences were held with gbt.py, which the gateway keeps after its first large command)
+    from ppmid.modules import sentence
+    return cls(code, sentence("ppmid.gbcs.gbt_errors", key, arg))
+
+
 # ---- the length form: the only encoding the gateway does (a block's routing header copies
 # its message's); gbcs/build.py builds whole messages with it, and single blocks, splits
 # into bytes and acknowledgements (host tools and tests)
 def encode_length(n):
     """GBCS length: one byte below 0x80, else 81 nn or 82 nnnn."""
     if n < 0:
-        raise GbcsError(E_LENGTH, "negative length %d" % n)
+        raise _error(GbcsError, E_LENGTH, _S_NEGATIVE_LENGTH, n)
     if n < 0x80:
         return bytes((n,))
     if n <= 0xFF:
         return bytes((0x81, n))
     if n <= 0xFFFF:
         return bytes((0x82, n >> 8, n & 0xFF))
-    raise GbcsError(E_LENGTH, "length %d does not fit the 82 nnnn form" % n)
+    raise _error(GbcsError, E_LENGTH, _S_LENGTH_TOO_BIG, n)
 
 
 def _prefix(msg):
@@ -60,7 +81,7 @@ def _prefix(msg):
 def _block_into(out, at, prefix, block_number, data, last, block_ack, window, streaming, security_control):
     # writes the block into out from index at; returns the index after it
     if not 0 <= block_number <= 0xFFFF or not 0 <= block_ack <= 0xFFFF:
-        raise GbtError(E_GBT_BLOCK_SIZE, "block numbers are 16-bit: %d / %d" % (block_number, block_ack))
+        raise _error(GbtError, E_GBT_BLOCK_SIZE, _S_BLOCK_NUMBERS, (block_number, block_ack))
     control = (LAST_BLOCK if last else 0) | (STREAMING if streaming else 0) | (window & 0x3F)
     dlen = encode_length(len(data))
     length = encode_length(5 + 6 + len(dlen) + len(data))
@@ -92,13 +113,13 @@ def _split(message, block_data_size, window=1, security_control=0, into=None, at
     # (number of blocks, iterator of them)
     msg = decode(message)
     if msg.is_gbt:
-        raise GbtError(E_GBT_NOT_BLOCK, "cannot split a GBT block; split the whole message")
+        raise _error(GbtError, E_GBT_NOT_BLOCK, _S_SPLIT_A_BLOCK, None)
     if block_data_size < 1:
-        raise GbtError(E_GBT_BLOCK_SIZE, "block data size must be at least 1, not %d" % block_data_size)
+        raise _error(GbtError, E_GBT_BLOCK_SIZE, _S_BLOCK_DATA_SIZE, block_data_size)
     n = len(msg.buf)
     count = (n + block_data_size - 1) // block_data_size
     if count > 0xFFFF:
-        raise GbtError(E_GBT_BLOCK_SIZE, "%d blocks needed: more than 65535" % count)
+        raise _error(GbtError, E_GBT_BLOCK_SIZE, _S_TOO_MANY_BLOCKS, count)
     prefix = _prefix(msg)
     if into is not None:
         return count, _blocks_into(into, at, prefix, msg.buf, block_data_size, count, window, security_control)
@@ -126,9 +147,9 @@ def blocks_for_transfer(message, transfer_size=DEFAULT_TRANSFER_SIZE, into=None,
         return 1, iter((bytes(message),))
     size = transfer_size - block_overhead(transfer_size)
     if size < 1:
-        raise GbtError(E_GBT_BLOCK_SIZE, "transfer size %d leaves no room for block data" % transfer_size)
+        raise _error(GbtError, E_GBT_BLOCK_SIZE, _S_NO_ROOM, transfer_size)
     while size + 1 + block_overhead(size + 1) <= transfer_size:
         size += 1  # a smaller block may use a shorter length form
     if into is not None and len(into) < at + transfer_size:
-        raise GbtError(E_GBT_BLOCK_SIZE, "a buffer of %d bytes cannot hold a %d-byte block at %d" % (len(into), transfer_size, at))
+        raise _error(GbtError, E_GBT_BLOCK_SIZE, _S_BUFFER_TOO_SMALL, (len(into), transfer_size, at))
     return _split(message, size, into=into, at=at)

@@ -38,6 +38,20 @@ def _key(originator, recipient):
     return (binascii.hexlify(originator) + b":" + binascii.hexlify(recipient)).decode().upper()
 
 
+def admits(codes, code):
+    """code in codes, an ascending array of message codes (profiles.han_lists, a sender's
+    role: relay/senders.py), by bisection."""
+    lo = 0
+    hi = len(codes)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if codes[mid] < code:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < len(codes) and codes[lo] == code
+
+
 class Validator:
     """check(buf) -> Message or GbcsError; commit(msg) once the command is durably accepted.
 
@@ -51,9 +65,9 @@ class Validator:
         # originator + 08 + recipient (17 bytes as in the message) -> (store key, device type),
         # for pairs whose recipient is on the HAN: one small lookup per message
         self._pairs = {}
-        # EUI-64 bytes -> device type; device type -> set of message codes, narrowed by the
-        # command profile; (profile name, number of message codes relayed): info's profile,
-        # profile_codes. Built by boot-only code (gbcs/profiles.py)
+        # EUI-64 bytes -> device type; device type -> its message codes (ascending array),
+        # narrowed by the command profile; (profile name, number of message codes relayed):
+        # info's profile, profile_codes. Built by boot-only code (gbcs/profiles.py)
         from ppmid.gbcs import profiles
         self._devices, self._allow, self.profile = profiles.han_lists(config["han"])
 
@@ -91,7 +105,7 @@ class Validator:
         if pair is None:
             raise _refuse(E_UNKNOWN_TARGET, _S_UNKNOWN_TARGET, binascii.hexlify(msg.recipient).decode().upper())
         code = msg.message_code
-        if code not in self._allow[pair[1]]:
+        if not admits(self._allow[pair[1]], code):
             raise _refuse(E_NOT_ALLOWED, _S_NOT_ALLOWED,
                           (code, pair[1], binascii.hexlify(msg.recipient).decode().upper(), self.profile[0]))
         last = self.store.get(pair[0])

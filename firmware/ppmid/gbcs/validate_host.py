@@ -31,5 +31,5 @@ def device_type(validator, eui):
 
 
 def allowed(validator, device_type):
-    """The message codes the validator admits for a device type (its profile applied)."""
-    return validator._allow.get(device_type, ())
+    """The message codes the validator admits for a device type (its profile applied): a set."""
+    return set(validator._allow.get(device_type, ()))

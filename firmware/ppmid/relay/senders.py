@@ -10,9 +10,11 @@
 # true (the default), with no role or originator limit beyond the device lists and profile.
 # Loaded only when the config registers senders (ppmid.boot); the relay calls verify()
 # where it would check the single key, and check() once the GBCS message is decoded.
+from array import array
 from micropython import const
 
 from ppmid.errors import PpmidError, E_AUTH
+from ppmid.gbcs.validate import admits
 
 E_REVOKED = "E_REVOKED"          # the envelope verifies with a key the config revoked
 E_ORIGINATOR = "E_ORIGINATOR"    # the GBCS originator is not one this sender may use
@@ -59,17 +61,21 @@ def load(root, users, legacy_key):
 
 
 def _codes(users, k, profiles):
+    # the message codes of the sender's role, ascending in an array('H') (about half the
+    # heap of a set: docs/memory.md, session 10; looked up by validate.admits), or None: any
     role = users["roles"][k["role"]]
     if not isinstance(role, str):
-        return set(role)
-    if role.startswith("duis:"):
+        codes = role
+    elif role.startswith("duis:"):
         from ppmid.gbcs import eligibility
         try:
-            return eligibility.codes(eligibility.role(role))
+            codes = eligibility.codes(eligibility.role(role))
         finally:
             from ppmid.modules import unload
             unload("ppmid.gbcs.eligibility")  # its table is needed only here
-    return profiles.codes(role)
+    else:
+        codes = profiles.codes(role)
+    return None if codes is None else array("H", sorted(set(codes)))
 
 
 def _check_point(name, raw):
@@ -92,7 +98,8 @@ def _check_signature(name, public_key, env):
 
 
 class Senders:
-    """senders: [(name, key (32 bytes, or a 65-byte P-256 public key), originators (set of 8-byte ids), codes (set, or None: any),
+    """senders: [(name, key (32 bytes, or a 65-byte P-256 public key), originators (set of 8-byte ids), codes (ascending
+    array('H'), or None: any),
     revoked)]; legacy_key: the gateway's single key, or None when it no longer counts."""
 
     def __init__(self, legacy_key, senders):
@@ -150,11 +157,11 @@ class Senders:
         if bytes(msg.originator) not in sender[2]:
             raise SenderError(E_ORIGINATOR, "%s may not send as originator %s" %
                               (sender[0], "".join("%02X" % b for b in msg.originator)))
-        if sender[3] is not None and msg.message_code not in sender[3]:
+        if sender[3] is not None and not admits(sender[3], msg.message_code):
             raise SenderError(E_ROLE, "message code 0x%04X is outside the role of %s" % (msg.message_code, sender[0]))
 
     def check_topup(self, sender):
         """Refuse a UTRN top-up from a sender whose role does not hold the top-up use case
         (PECS01, message code 0x0116, what a top-up at the ESME is under GBCS)."""
-        if sender[3] is not None and _TOPUP_CODE not in sender[3]:
+        if sender[3] is not None and not admits(sender[3], _TOPUP_CODE):
             raise SenderError(E_ROLE, "top-ups (PECS01) are outside the role of %s" % sender[0])
