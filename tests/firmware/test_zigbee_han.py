@@ -8,6 +8,7 @@ from ppmid.clock import sleep_ms
 from ppmid.zigbee import han as H
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee import tunnel_host as TH   # the CH's frames
+from ppmid.zigbee.tunnel_control import transfer_data_error
 
 CH = 0x0000
 WINDOW_S = 0.3
@@ -364,7 +365,7 @@ def test_tunnel_frames_from_another_node_are_not_taken():
     _fragment(han, 1, 2, zcl[40:])
     assert han._rxq == [b"\xdd\x00" + bytes(60)]
     # its TransferDataError does not make us send again, nor its CloseTunnel close the tunnel
-    _tunnel_frame(han, T.transfer_data_error(4, tid, T.NO_SUCH_TUNNEL, False), OTHER)
+    _tunnel_frame(han, transfer_data_error(4, tid, T.NO_SUCH_TUNNEL, False), OTHER)
     _tunnel_frame(han, TH.close_tunnel(5, tid), OTHER)
     assert han.tunnel.tunnel_id == tid and han.counters["rejected_by_ch"] == 0 and han._rejected == {}
     assert han.tunnel.counters["not_ch"] == 5
@@ -480,7 +481,7 @@ def test_an_unencrypted_tunnel_frame_from_0x0000_is_dropped_and_the_tunnel_stays
     han.tunnel.handle(CH, TH.request_tunnel(1))
     tid = han.tunnel.tunnel_id
     forged = [TH.transfer_data(2, tid, b"\xdd\x00forged", False),
-              T.transfer_data_error(3, tid, T.NO_SUCH_TUNNEL, False),
+              transfer_data_error(3, tid, T.NO_SUCH_TUNNEL, False),
               TH.close_tunnel(4, tid),
               TH.request_tunnel(5)]
     for zcl in forged:
