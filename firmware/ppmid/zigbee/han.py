@@ -87,30 +87,6 @@ class _SentWait:
         # when the wait ended without one (a timeout, or the link failed: _link_lost)
 
 
-class _Reassembly:
-    """An incoming message arriving in APS fragments (one at a time), keyed by its sender
-    and the APS counter every fragment of it carries."""
-    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
-
-    def __init__(self, key, count, started_ms):
-        self.key = key              # sender << 8 | the APS counter of fragment 0
-        self.pieces = [None] * count  # by index, as many as fragment 0 announced; None: not yet
-        self.started_ms = started_ms
-
-
-class _Delivered:
-    """A message the CH confirmed lately: sent again if the CH refuses it after all
-    (TransferDataError); see _do_resends. message None: a send that failed once its last
-    TransferData may have reached the CH; it holds its place, never sent again."""
-    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
-
-    def __init__(self, tunnel_id, message, sent_ms, pieces):
-        self.tunnel_id = tunnel_id  # the tunnel it went through
-        self.message = message
-        self.sent_ms = sent_ms
-        self.pieces = pieces        # TransferData frames it took: GBT blocks, or 1
-
-
 def _text(key, args=()):
     # key: the sentence's _S_... name, args its values; its text is
     # ppmid.zigbee.han_errors', loaded for it and dropped again (as str constants here the
@@ -164,10 +140,19 @@ class ZigbeeHan:
         self._sent_tid = None
         self._sent_pieces = 1
         self._up = False               # bring-up complete on the current link
-        self._frag = None              # _Reassembly in progress
+        # the incoming message arriving in APS fragments (one at a time): (key, started_ms,
+        # pieces), key: sender << 8 | the APS counter every fragment of it carries; pieces
+        # by index, as many as fragment 0 announced, None where not yet. None: no message
+        self._frag = None
         self._frag_done = None         # (key, ticks_ms) of the message last reassembled
         self._gbt = None
-        self._recent = []              # _Delivered: the last few, oldest first
+        # The messages the CH confirmed lately, oldest first, each sent again if the CH
+        # refuses it after all (TransferDataError; _do_resends): (tunnel id it went through,
+        # message, sent_ms, pieces: the TransferData frames it took, GBT blocks or 1).
+        # message None: a send that failed once its last TransferData may have reached the
+        # CH; it holds its place, never sent again. Tuples compare by value: taken out by
+        # index or identity only (two could be equal)
+        self._recent = []
         self._rejected = {}            # tunnel id -> TransferDataErrors the CH sent for it
         self._resend_event = asyncio.Event()
         # APS acknowledgements of incoming fragments: a small ring of sendReply parameter
@@ -462,7 +447,7 @@ class ZigbeeHan:
         now = ticks_ms()
         f = self._frag
         # a partial message left days ago reads negative on a 32-bit port: stale as well
-        if f is not None and not 0 <= ticks_diff(now, f.started_ms) <= 10000:
+        if f is not None and not 0 <= ticks_diff(now, f[1]) <= 10000:  # f[1]: its start
             self.counters["rx_fragment_timeouts"] += 1
             f = self._frag = None
         # One message is reassembled at a time, keyed by (sender, APS counter): on air every
@@ -481,28 +466,29 @@ class ZigbeeHan:
             # message for failed; it is not delivered a second time
             self._queue_ack(sender, aps)
             return None
-        if f is None or f.key != key:
+        if f is None or f[0] != key:
             if f is not None:
                 self.counters["rx_fragments_dropped"] += 1
             if index or not count:
                 return None
-            f = self._frag = _Reassembly(key, count, now)
+            f = self._frag = (key, now, [None] * count)
         # every fragment taken is acknowledged, a repeated one too (our ack may have been
         # lost): the sender sends no more of the message until it has the ack
         self._queue_ack(sender, aps)
-        if index >= len(f.pieces):
+        pieces = f[2]
+        if index >= len(pieces):
             # outside what fragment 0 announced: the message cannot be whole. (The count
             # itself is read from fragment 0 only: on air a later fragment carries its
             # index alone, so its high byte is no check.)
             self.counters["rx_fragments_dropped"] += 1
             self._frag = None
             return None
-        f.pieces[index] = data
-        if None in f.pieces:
+        pieces[index] = data
+        if None in pieces:
             return None
         self._frag = None
         self._frag_done = (key, now)
-        return b"".join(f.pieces)
+        return b"".join(pieces)
 
     def _deliver(self, data):
         if len(data) >= 2 and data[0] == 0xDD and data[1] == 0x09:
@@ -536,14 +522,14 @@ class ZigbeeHan:
         if data is None and not self._sent_pieces:
             return  # nothing of it is at the CH
         now = ticks_ms()
-        self._recent.append(_Delivered(self._sent_tid, data, now, self._sent_pieces))
+        self._recent.append((self._sent_tid, data, now, self._sent_pieces))
         self._prune(now)
 
     def _prune(self, now):
         # a body is held only for its window (up to max_message bytes each): after it, the
         # CH does not ask for the message again
         window = int(self.opts["resend_window_s"] * 1000)
-        while len(self._recent) > _RECENT_MAX or (self._recent and ticks_diff(now, self._recent[0].sent_ms) > window):
+        while len(self._recent) > _RECENT_MAX or (self._recent and ticks_diff(now, self._recent[0][2]) > window):
             self._recent.pop(0)
 
     async def _resend_loop(self):
@@ -553,7 +539,7 @@ class ZigbeeHan:
                 if self._recent:
                     # wake when the oldest body's window ends, to let it go then and not at
                     # the next send, which may be long after
-                    left = int(self.opts["resend_window_s"] * 1000) - ticks_diff(ticks_ms(), self._recent[0].sent_ms)
+                    left = int(self.opts["resend_window_s"] * 1000) - ticks_diff(ticks_ms(), self._recent[0][2])
                     if not await wait_event_ms(self._resend_event, max(left, 0) + 1):
                         if not self._rejected:  # a refusal waiting for its turn keeps its body
                             self._prune(ticks_ms())
@@ -575,33 +561,35 @@ class ZigbeeHan:
             i = len(self._recent)
             while k > 0 and i:
                 i -= 1
-                r = self._recent[i]
-                if r.tunnel_id != tid:
+                tunnel_id, message, sent_ms, pieces = self._recent[i]
+                if tunnel_id != tid:
                     continue
-                if k < r.pieces:
+                if k < pieces:
                     self.counters["resend_partial"] += 1
-                    self._recent.remove(r)
-                    self._logs(_S_PARTIAL, k, r.pieces)
+                    self._recent.pop(i)
+                    self._logs(_S_PARTIAL, k, pieces)
                     break
-                k -= r.pieces
-                if r.message is None:
-                    self._recent.remove(r)  # its sender had the failure already
+                k -= pieces
+                if message is None:
+                    self._recent.pop(i)  # its sender had the failure already
                 else:
-                    todo.append(r)
+                    todo.append(id(self._recent[i]))
         self._rejected = {}
         # sent again in the order they were sent first: _recent's
         again = []
+        kept = []
         for r in self._recent:
-            if r in todo:
+            if id(r) in todo:
                 again.append(r)
-        for r in again:
-            self._recent.remove(r)
+            else:
+                kept.append(r)
+        self._recent = kept
         for r in again:
             deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
             try:
-                await self._send_message(r.message, deadline)
+                await self._send_message(r[1], deadline)
                 self.counters["resent"] += 1
-                self._remember(r.message)
+                self._remember(r[1])
             except PpmidError as exc:
                 self.counters["resend_failed"] += 1
                 self._remember(None)
