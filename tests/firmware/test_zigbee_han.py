@@ -581,7 +581,7 @@ class _CountingEzsp:
         self.frames.append(E.parse_aps(aps))
         w = self.han._sent[tag]
         w.status = 0
-        w.done.set()
+        w.set()
         self.counter += 1
         return 0, self.counter
 
@@ -615,7 +615,7 @@ class _RefusingEzsp:
         if not self.status:
             w = self.han._sent[tag]
             w.status = self.sent
-            w.done.set()
+            w.set()
         return self.status, 1
 
 
@@ -665,7 +665,7 @@ def test_failure_sentences_are_loaded_when_needed_and_dropped_after():
     # without a log nothing is loaded: a stand-in module stays where a load would drop it
     sys.modules["ppmid.zigbee.han_errors"] = log
     try:
-        H.ZigbeeHan(None, None, {})._logs(0)
+        H.ZigbeeHan(None, None, {})._logf(0)  # a sentence key: loaded only for a log
         assert sys.modules["ppmid.zigbee.han_errors"] is log
     finally:
         del sys.modules["ppmid.zigbee.han_errors"]

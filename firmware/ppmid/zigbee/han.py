@@ -9,7 +9,7 @@ from micropython import const
 from ppmid.errors import PpmidError
 from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_DELIVERY, E_DELIVERY_UNKNOWN, E_HAN_DEST, E_HAN_TOO_BIG
 from ppmid.zigbee import ezsp as E
-from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_for_ms, wait_event_ms
+from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_event_ms
 from ppmid.zigbee.ashlink import AshLink, AshError
 # the module, not its nine names: each name imported is one more entry in this module's dict
 from ppmid.zigbee import tunnel as T
@@ -76,15 +76,13 @@ class _NotTaken(Exception):
     for_good = False
 
 
-class _SentWait:
+class _SentWait(asyncio.Event):
     """An APS fragment the module took (sendUnicast accepted), waiting for its
-    messageSentHandler; one per fragment, keyed by message tag."""
+    messageSentHandler: set when it came, or when the link failed (_link_lost); one per
+    fragment, keyed by message tag. An event itself, not an object holding one."""
     # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
-
-    def __init__(self):
-        self.done = asyncio.Event()
-        self.status = None    # messageSentHandler status (0 = the CH acknowledged); None
-        # when the wait ended without one (a timeout, or the link failed: _link_lost)
+    status = None    # messageSentHandler status (0 = the CH acknowledged); None when the
+    # wait ended without one (a timeout, or the link failed)
 
 
 def _text(key, args=()):
@@ -123,10 +121,11 @@ class ZigbeeHan:
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
         self.tunnel = T.TunnelServer(self.opts["transfer_size"])
         # What the (synchronous) receive callback queues for the tasks that take it: complete
-        # messages for receive(), tunnel replies for _reply_loop, fragment acks for _ack_loop.
-        # One event for the three: it is set whenever any of them gets something, and each
-        # taker looks at its own queue before it clears and waits again, so a wake-up meant
-        # for another is only a look, and none is lost.
+        # messages for receive(), tunnel replies for _reply_loop, fragment acks for _ack_loop,
+        # the CH's refusals (_rejected) for _resend_loop. One event for the four: it is set
+        # whenever any of them gets something, and each taker looks at its own queue before
+        # it clears and waits again, so a wake-up meant for another is only a look, and none
+        # is lost.
         self._queued = asyncio.Event()
         self._rxq = []
         self._sent = {}                # tag -> _SentWait
@@ -154,7 +153,6 @@ class ZigbeeHan:
         # index or identity only (two could be equal)
         self._recent = []
         self._rejected = {}            # tunnel id -> TransferDataErrors the CH sent for it
-        self._resend_event = asyncio.Event()
         # APS acknowledgements of incoming fragments: a small ring of sendReply parameter
         # blocks in one buffer, filled by the (synchronous) receive callback, sent by _ack_loop
         self._acks = memoryview(bytearray(_ACK_SLOTS * E.SEND_REPLY_ACK_LEN))
@@ -233,7 +231,7 @@ class ZigbeeHan:
             try:
                 self.on_status(status, detail)
             except Exception as exc:
-                self._logs(_S_ON_STATUS, exc)
+                self._logf(_S_ON_STATUS, exc)
 
     def _update_status(self):
         if not self._up or not self._link.connected:
@@ -246,13 +244,10 @@ class ZigbeeHan:
             self._set_status("running")
 
     def _logf(self, fmt, *args):
+        # fmt: a format and its values, or the key (_S_..., an int) of a rare line's
+        # sentence, whose text (_text) is loaded only when there is a log
         if self._log:
-            self._log("han: " + (fmt % args if args else fmt))
-
-    def _logs(self, key, *args):
-        # a rare log line: its sentence (_text) is loaded only when there is a log
-        if self._log:
-            self._log("han: " + _text(key, args))
+            self._log("han: " + (_text(fmt, args) if isinstance(fmt, int) else fmt % args if args else fmt))
 
     async def _wait_ready(self, deadline):
         while self.status != "running":
@@ -262,10 +257,7 @@ class ZigbeeHan:
                 if self.status == "no-tunnel":
                     raise HanError(E_NO_TUNNEL, _text(_S_NO_TUNNEL))
                 raise HanError(E_HAN_DOWN, _text(_S_HAN_DOWN, (self.status, self.status_detail)))
-            try:
-                await wait_for_ms(self._ready_event.wait(), min(left, 1000))
-            except asyncio.TimeoutError:
-                pass
+            await wait_event_ms(self._ready_event, min(left, 1000))
 
     # ---- supervisor ------------------------------------------------------------------
     async def run(self):
@@ -285,10 +277,10 @@ class ZigbeeHan:
                 if isinstance(exc, HanError):
                     self._logf("%s", exc)
                 else:
-                    self._logs(_S_BRING_UP, exc)
+                    self._logf(_S_BRING_UP, exc)
             except Exception as exc:  # the supervisor must outlive any bug below it (a cancel
                 # is no Exception: it passes)
-                self._logs(_S_UNEXPECTED, exc)
+                self._logf(_S_UNEXPECTED, exc)
             self._link_lost()
             if ok:
                 backoff = 500
@@ -305,7 +297,7 @@ class ZigbeeHan:
         self._up = False
         self._ready_event.clear()
         for w in self._sent.values():
-            w.done.set()
+            w.set()
 
     async def _bring_up(self):
         self.counters["resets"] += 1
@@ -336,7 +328,7 @@ class ZigbeeHan:
             w = self._sent.get(m["tag"])
             if w is not None:
                 w.status = m["status"]
-                w.done.set()
+                w.set()
             else:
                 self.counters["callbacks_unknown"] += 1
         elif fid == E.INCOMING_MESSAGE_HANDLER:
@@ -376,7 +368,7 @@ class ZigbeeHan:
                 and not aps["options"] & _APS_ENCRYPTED:
             self.counters["rx_unsecured"] += 1
             if self.counters["rx_unsecured"] == 1:
-                self._logs(_S_UNSECURED, cluster, m["sender"])
+                self._logf(_S_UNSECURED, cluster, m["sender"])
             return
         if cluster == _CLUSTER_TIME and self.on_time is not None:
             self.on_time(m)            # it takes the CH's alone (chclock.accept)
@@ -405,7 +397,7 @@ class ZigbeeHan:
                 # the CH refused a TransferData of ours: it never took that message
                 self.counters["rejected_by_ch"] += 1
                 self._rejected[ev[1][1]] = self._rejected.get(ev[1][1], 0) + 1
-                self._resend_event.set()
+                self._queued.set()
         self._update_status()
         if data is not None:
             self._deliver(data)
@@ -414,7 +406,7 @@ class ZigbeeHan:
         if self._ack_count >= _ACK_SLOTS:
             # the NCP is not taking our acks: the sender will repeat the fragment anyway
             self.counters["rx_fragment_ack_failed"] += 1
-            self._logs(_S_ACK_DROPPED, self._ack_count)
+            self._logf(_S_ACK_DROPPED, self._ack_count)
             return
         at = (self._ack_head + self._ack_count) % _ACK_SLOTS * E.SEND_REPLY_ACK_LEN
         E.fragment_ack_into(self._acks[at:at + E.SEND_REPLY_ACK_LEN], sender, aps)
@@ -436,7 +428,7 @@ class ZigbeeHan:
             except Exception as exc:  # an ack lost is a fragment repeated, never a stop (a
                 # cancel is no Exception: it passes)
                 self.counters["rx_fragment_ack_failed"] += 1
-                self._logs(_S_ACK_NOT_SENT, exc)
+                self._logf(_S_ACK_NOT_SENT, exc)
             self._ack_head = (self._ack_head + 1) % _ACK_SLOTS
             self._ack_count -= 1
 
@@ -501,14 +493,14 @@ class ZigbeeHan:
             except ImportError:
                 out = data  # no GBT support in this build: the relay sees the block itself
             except PpmidError as exc:
-                self._logs(_S_BLOCK_DROPPED, exc)
+                self._logf(_S_BLOCK_DROPPED, exc)
                 return
             if out is None:
                 return
             data = out
         if len(self._rxq) >= self.opts["rx_queue"]:
             self.counters["rx_dropped"] += 1
-            self._logs(_S_QUEUE_FULL)
+            self._logf(_S_QUEUE_FULL)
             return
         self.counters["received"] += 1
         self._rxq.append(bytes(data))
@@ -535,17 +527,16 @@ class ZigbeeHan:
     async def _resend_loop(self):
         while True:
             if not self._rejected:  # (a refusal that came before this task ran is not lost)
-                self._resend_event.clear()
+                self._queued.clear()
                 if self._recent:
                     # wake when the oldest body's window ends, to let it go then and not at
                     # the next send, which may be long after
                     left = int(self.opts["resend_window_s"] * 1000) - ticks_diff(ticks_ms(), self._recent[0][2])
-                    if not await wait_event_ms(self._resend_event, max(left, 0) + 1):
-                        if not self._rejected:  # a refusal waiting for its turn keeps its body
-                            self._prune(ticks_ms())
-                            continue
+                    if not await wait_event_ms(self._queued, max(left, 0) + 1) and not self._rejected:
+                        self._prune(ticks_ms())  # (a refusal waiting for its turn keeps its body)
                 else:
-                    await self._resend_event.wait()
+                    await self._queued.wait()
+                continue  # woken by a refusal, or by what another taker was queued: look again
             await sleep_ms(50)  # let the errors for one burst arrive together
             async with self._send_lock:
                 await self._do_resends()
@@ -567,7 +558,7 @@ class ZigbeeHan:
                 if k < pieces:
                     self.counters["resend_partial"] += 1
                     self._recent.pop(i)
-                    self._logs(_S_PARTIAL, k, pieces)
+                    self._logf(_S_PARTIAL, k, pieces)
                     break
                 k -= pieces
                 if message is None:
@@ -593,7 +584,7 @@ class ZigbeeHan:
             except PpmidError as exc:
                 self.counters["resend_failed"] += 1
                 self._remember(None)
-                self._logs(_S_RESEND_FAILED, exc)
+                self._logf(_S_RESEND_FAILED, exc)
 
     # ---- sending ---------------------------------------------------------------------
     async def _reply_loop(self):
@@ -605,7 +596,7 @@ class ZigbeeHan:
             try:
                 await self._send_zcl(dest, zcl)
             except (_NotTaken, HanError, AshError, E.EzspError) as exc:
-                self._logs(_S_REPLY_LOST, exc)
+                self._logf(_S_REPLY_LOST, exc)
 
     async def _send_message(self, data, deadline):
         """Send one GBCS message, as GBT blocks when it exceeds the CH's transfer size.
@@ -708,7 +699,7 @@ class ZigbeeHan:
                     status, seq = await self._ezsp.send_unicast(dest, aps, tag,
                                                                 zcl[i * size:(i + 1) * size] if n > 1 else zcl)
                 except (AshError, E.EzspError) as exc:
-                    self._logs(_S_UNICAST, exc)
+                    self._logf(_S_UNICAST, exc)
                     if exc.code == E.E_EZSP_TIMEOUT:
                         # ASH took the frame but no answer came: the two ends are out of
                         # step (e.g. the module reset and its RSTACK was lost); only a
@@ -728,10 +719,7 @@ class ZigbeeHan:
                         # all blocks of one APS message share its counter; the receiver keys
                         # its reassembly by sender and counter (docs/zigbee.md)
                         aps_seq = seq
-                try:
-                    await wait_for_ms(w.done.wait(), int(self.opts["sent_timeout_s"] * 1000))
-                except asyncio.TimeoutError:
-                    pass
+                await wait_event_ms(w, int(self.opts["sent_timeout_s"] * 1000))
                 if w.status is None:  # no messageSentHandler: timeout or link failure
                     if last:
                         raise self._uncertain(_text(_S_TOOK_UNCONFIRMED))
