@@ -47,10 +47,11 @@ def transfer_data_error(seq, tunnel_id, status, server_to_client):
 
 def handle(server, sender, seq, cmd, p):
     """TunnelServer.handle for a cluster-specific client -> server frame that is not the
-    CH's TransferData into the open tunnel: -> (replies, None). This module is dropped
-    after it (the server is its caller; one who needs more of it imports it again)."""
+    CH's TransferData into the open tunnel (tunnel.py takes that one itself): -> (replies,
+    gbcs_or_None). This module is dropped after it (the server is its caller; one who
+    needs more of it imports it again)."""
     try:
-        return _handle(server, sender, seq, cmd, p), None
+        return _handle(server, sender, seq, cmd, p)
     finally:
         _drop()
 
@@ -59,26 +60,28 @@ def _handle(server, sender, seq, cmd, p):
     counters = server.counters
     if cmd != _GET_SUPPORTED_PROTOCOLS and not server.from_ch(sender):
         if cmd == _REQUEST_TUNNEL:
-            return _request(server, sender, seq, p)  # answered busy
+            return _request(server, sender, seq, p), None  # answered busy
         if cmd == _TRANSFER_DATA and len(p) >= 2:
-            return [transfer_data_error(server.next_seq(), p[0] | (p[1] << 8), WRONG_DEVICE, True)]
-        return []
+            return [transfer_data_error(server.next_seq(), p[0] | (p[1] << 8), WRONG_DEVICE, True)], None
+        return [], None
     if cmd == _REQUEST_TUNNEL:
-        return _request(server, sender, seq, p)
+        return _request(server, sender, seq, p), None
     if cmd == _TRANSFER_DATA:
         if len(p) < 2:
             counters["bad_zcl"] += 1
-            return []
+            return [], None
         tid = p[0] | (p[1] << 8)
         if tid != server.tunnel_id:
             status = NO_SUCH_TUNNEL
         elif sender != server.client:
             status = WRONG_DEVICE
-        else:
-            # (tunnel.py delivers a TransferData within max_incoming)
+        elif len(p) - 2 > server.max_incoming:
             status = _DATA_OVERFLOW
+        else:  # (tunnel.py delivers these itself; the same answer here)
+            counters["rx_data"] += 1
+            return [], p[2:]
         counters["tx_transfer_errors"] += 1
-        return [transfer_data_error(server.next_seq(), tid, status, True)]
+        return [transfer_data_error(server.next_seq(), tid, status, True)], None
     if cmd == _TRANSFER_DATA_ERROR:
         counters["rx_transfer_errors"] += 1
         status = p[2] if len(p) >= 3 else -1
@@ -86,18 +89,18 @@ def _handle(server, sender, seq, cmd, p):
         server.events.append(("error", (status, tid)))
         if status == NO_SUCH_TUNNEL and tid is not None and tid == server.tunnel_id:
             server.close("the CH does not know our tunnel")
-        return []
+        return [], None
     if cmd == _CLOSE_TUNNEL:
         if len(p) >= 2 and (p[0] | (p[1] << 8)) == server.tunnel_id and sender == server.client:
             server.close("closed by the CH")
-        return []
+        return [], None
     if cmd == _GET_SUPPORTED_PROTOCOLS:
         r = zcl_header(seq, _SUPPORTED_PROTOCOLS_RESPONSE, True)
-        return [r + struct.pack("<BBHB", 1, 1, _MANUFACTURER_ANY, _PROTOCOL_GB_HRGP)]
+        return [r + struct.pack("<BBHB", 1, 1, _MANUFACTURER_ANY, _PROTOCOL_GB_HRGP)], None
     if cmd == _ACK_TRANSFER_DATA or cmd == _READY_DATA:
-        return []  # flow control is not used by GB-HRGP
+        return [], None  # flow control is not used by GB-HRGP
     counters["unknown_commands"] += 1
-    return []
+    return [], None
 
 
 def _request(server, sender, seq, p):
