@@ -16,6 +16,7 @@ from ppmid.gbcs import build, gbt, reassembly
 from ppmid.gbcs.message import decode
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee import tunnel_host as TH   # the CH's frames
+from ppmid.zigbee.tunnel_control import transfer_data_error
 from ppmid.zigbee import timecluster as TC
 
 from .esme import EmulatedEsme, ESME_NWK
@@ -423,7 +424,7 @@ class CommsHub:
         elif cmd == TH.S_TRANSFER_DATA:
             tid = p[0] | (p[1] << 8)
             if tid != self.tunnel_id:
-                self._to_ppmid(T.transfer_data_error(self._next_seq(), tid, T.NO_SUCH_TUNNEL, False))
+                self._to_ppmid(transfer_data_error(self._next_seq(), tid, T.NO_SUCH_TUNNEL, False))
                 return
             self._gbcs_from_ppmid(p[2:])
         elif cmd == TH.S_TRANSFER_DATA_ERROR:

@@ -6,6 +6,7 @@ from ppmid.zigbee import ezsp as E
 from ppmid.zigbee.han_counters import named, EZSP
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee import tunnel_host as TH   # the CH's frames
+from ppmid.zigbee.tunnel_control import transfer_data_error
 from ppmid.zigbee import han_start as S   # the version negotiation (run after a module reset)
 
 
@@ -247,7 +248,7 @@ def test_tunnel_server_request_transfer_and_errors():
     # re-request replaces; the CH's TransferDataError(no such tunnel) and CloseTunnel close
     s.handle(0, TH.request_tunnel(6))
     assert s.tunnel_id != tid
-    s.handle(0, T.transfer_data_error(7, s.tunnel_id, T.NO_SUCH_TUNNEL, False))
+    s.handle(0, transfer_data_error(7, s.tunnel_id, T.NO_SUCH_TUNNEL, False))
     assert s.tunnel_id is None
     s.handle(0, TH.request_tunnel(8))
     s.handle(0, TH.close_tunnel(9, s.tunnel_id))
@@ -264,6 +265,48 @@ def test_tunnel_server_request_transfer_and_errors():
     assert s.counters["bad_zcl"] == 1 and s.counters["unknown_commands"] == 1
     kinds = [e[0] for e in s.events]
     assert kinds.count("open") == 3 and "error" in kinds and kinds.count("closed") == 3
+
+
+def test_tunnel_control_frames_load_their_module_and_drop_it():
+    # the CH's TransferData into the open tunnel is tunnel.py's own; every other frame
+    # loads zigbee/tunnel_control.py for it, which is gone again after (docs/memory.md)
+    import sys
+    name = "ppmid.zigbee.tunnel_control"
+    s = T.TunnelServer(max_incoming=100)
+    replies, data = s.handle(0, TH.request_tunnel(1))
+    assert data is None and T.parse_zcl(replies[0])[4][2] == TH.TUNNEL_OK and s.tunnel_id == 1
+    assert name not in sys.modules
+    assert s.handle(0, TH.transfer_data(2, 1, b"gbcs", False)) == ([], b"gbcs")
+    assert name not in sys.modules and s.counters["rx_data"] == 1
+    # refusals and other nodes go through it as well, and leave it dropped
+    assert T.parse_zcl(s.handle(0x4444, TH.transfer_data(3, 1, b"x", False))[0][0])[4][2] == T.WRONG_DEVICE
+    assert T.parse_zcl(s.handle(0, TH.transfer_data(4, 1, bytes(101), False))[0][0])[4][2] == TH.DATA_OVERFLOW
+    assert name not in sys.modules and s.counters["not_ch"] == 1 and s.counters["tx_transfer_errors"] == 1
+
+
+def test_tunnel_control_that_cannot_load_drops_the_frame_not_the_link():
+    # no heap or no flash for tunnel_control.py: the frame is counted, reported as an
+    # event and dropped (the CH requests the tunnel again); the open tunnel still carries
+    # the CH's data, and the next frame loads the module again
+    import sys
+    name = "ppmid.zigbee.tunnel_control"
+
+    class Unloadable:  # what an import finds in sys.modules: reading it fails as a full heap does
+        def __getattr__(self, attr):
+            raise MemoryError("memory allocation failed")
+    s = T.TunnelServer(max_incoming=100)
+    s.handle(0, TH.request_tunnel(1))
+    sys.modules[name] = Unloadable()
+    try:
+        assert s.handle(0, TH.request_tunnel(2)) == ([], None)
+        assert s.handle(0, TH.close_tunnel(3, 1)) == ([], None)
+        assert s.counters["unhandled"] == 2 and s.events[-2:] == [("unhandled", 0), ("unhandled", 1)]
+        assert s.tunnel_id == 1 and s.counters["requests"] == 1
+        assert s.handle(0, TH.transfer_data(4, 1, b"gbcs", False)) == ([], b"gbcs")
+    finally:
+        del sys.modules[name]
+    s.handle(0, TH.close_tunnel(5, 1))
+    assert s.tunnel_id is None and s.counters["closed"] == 1 and name not in sys.modules
 
 
 def test_fragment_ack_layout():

@@ -8,6 +8,7 @@ from ppmid.clock import sleep_ms
 from ppmid.zigbee import han as H
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee import tunnel_host as TH   # the CH's frames
+from ppmid.zigbee.tunnel_control import transfer_data_error
 
 CH = 0x0000
 WINDOW_S = 0.3
@@ -107,9 +108,30 @@ def test_refusals_of_two_messages_send_both_again_oldest_first():
         _refusal(han)   # the CH refused our two newest TransferData frames: B's, then A's
         await sleep_ms(150)
         assert sent == [b"\xdd\x00A", b"\xdd\x00B", b"\xdd\x00A", b"\xdd\x00B"]
-        assert han.counters["resent"] == 2 and [r.message for r in han._recent] == [b"\xdd\x00A", b"\xdd\x00B"]
+        assert han.counters["resent"] == 2 and [r[1] for r in han._recent] == [b"\xdd\x00A", b"\xdd\x00B"]
 
     asyncio.run(_with_resend_loop(han, body))
+
+
+def test_of_two_equal_held_messages_only_the_refused_one_is_sent_again():
+    # the same bytes sent twice within one millisecond are two equal entries of _recent
+    # (tuples): a refusal of the newest TransferData sends one copy again, not both
+    han, sent = _han()
+    ticks_ms = H.ticks_ms
+    H.ticks_ms = lambda: 5000
+
+    async def body():
+        await han.send(None, b"\xdd\x00A")
+        await han.send(None, b"\xdd\x00A")
+        assert len(han._recent) == 2 and han._recent[0] == han._recent[1]
+        _refusal(han)
+        await sleep_ms(150)
+        assert sent == [b"\xdd\x00A"] * 3 and han.counters["resent"] == 1 and len(han._recent) == 2
+
+    try:
+        asyncio.run(_with_resend_loop(han, body))
+    finally:
+        H.ticks_ms = ticks_ms
 
 
 def test_a_message_refused_only_in_part_is_not_sent_again():
@@ -129,7 +151,7 @@ def test_a_message_refused_only_in_part_is_not_sent_again():
         _refusal(han)   # one block of G's three: the meter may have the other two
         await sleep_ms(150)
         assert sent == [b"\xdd\x00A", b"\xdd\x00G"] and han.counters["resent"] == 0
-        assert han.counters["resend_partial"] == 1 and [r.message for r in han._recent] == [b"\xdd\x00A"]
+        assert han.counters["resend_partial"] == 1 and [r[1] for r in han._recent] == [b"\xdd\x00A"]
 
     asyncio.run(_with_resend_loop(han, body))
 
@@ -140,7 +162,7 @@ def test_at_most_eight_held():
     async def body():
         for i in range(11):
             await han.send(None, b"\xdd\x00" + bytes((i,)))
-        assert [r.message[2] for r in han._recent] == list(range(3, 11))
+        assert [r[1][2] for r in han._recent] == list(range(3, 11))
 
     asyncio.run(body())
 
@@ -173,7 +195,7 @@ def test_a_refusal_after_a_failed_send_sends_no_older_message_again():
         await sleep_ms(150)
         assert sent == [b"\xdd\x00A", b"\xdd\x00B"]
         assert han.counters["rejected_by_ch"] == 1 and han.counters["resent"] == 0
-        assert han._recent[0].message == b"\xdd\x00A" and len(han._recent) == 1
+        assert han._recent[0][1] == b"\xdd\x00A" and len(han._recent) == 1
         # a second refusal is A's own: A goes again, once
         _refusal(han)
         await sleep_ms(150)
@@ -360,11 +382,11 @@ def test_tunnel_frames_from_another_node_are_not_taken():
     _fragment(han, 0, 2, zcl[:40])
     _fragment(han, 0, 2, b"\x11\x04\x02" + bytes(37), sender=OTHER)
     _fragment(han, 1, 2, b"x" * 30, sender=OTHER)
-    assert han._ack_count == 1 and han._frag is not None and han._frag.key >> 8 == CH
+    assert han._ack_count == 1 and han._frag is not None and han._frag[0] >> 8 == CH
     _fragment(han, 1, 2, zcl[40:])
     assert han._rxq == [b"\xdd\x00" + bytes(60)]
     # its TransferDataError does not make us send again, nor its CloseTunnel close the tunnel
-    _tunnel_frame(han, T.transfer_data_error(4, tid, T.NO_SUCH_TUNNEL, False), OTHER)
+    _tunnel_frame(han, transfer_data_error(4, tid, T.NO_SUCH_TUNNEL, False), OTHER)
     _tunnel_frame(han, TH.close_tunnel(5, tid), OTHER)
     assert han.tunnel.tunnel_id == tid and han.counters["rejected_by_ch"] == 0 and han._rejected == {}
     assert han.tunnel.counters["not_ch"] == 5
@@ -381,7 +403,7 @@ def test_a_partial_message_left_days_ago_is_not_completed_by_a_later_one():
     old = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, b"\xdd\x00" + bytes(40), False), 3)
     new = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, b"\xdd\x00" + bytes(range(40)), False), 3)
     _fragment(han, 0, 3, old[0])
-    han._frag.started_ms = ticks_add(ticks_ms(), 5000)
+    han._frag = (han._frag[0], ticks_add(ticks_ms(), 5000), han._frag[2])  # (key, started_ms, pieces)
     _fragment(han, 1, 3, new[1])
     _fragment(han, 2, 3, new[2])
     assert han._rxq == [] and han.counters["rx_fragment_timeouts"] == 1
@@ -458,7 +480,7 @@ def test_a_message_sent_again_under_a_new_counter_is_reassembled_whole():
     _fragment(han, 1, 4, pieces[1], seq=0x41)
     _fragment(han, 0, 4, pieces[0], seq=0x42)
     _fragment(han, 2, 4, pieces[2], seq=0x41)
-    assert han._frag.key & 0xFF == 0x42 and [i for i, p in enumerate(han._frag.pieces) if p is not None] == [0]
+    assert han._frag[0] & 0xFF == 0x42 and [i for i, p in enumerate(han._frag[2]) if p is not None] == [0]
     for i in (1, 2, 3):
         _fragment(han, i, 4, pieces[i], seq=0x42)
     assert han._rxq == [gbcs] and han.counters["received"] == 1
@@ -480,7 +502,7 @@ def test_an_unencrypted_tunnel_frame_from_0x0000_is_dropped_and_the_tunnel_stays
     han.tunnel.handle(CH, TH.request_tunnel(1))
     tid = han.tunnel.tunnel_id
     forged = [TH.transfer_data(2, tid, b"\xdd\x00forged", False),
-              T.transfer_data_error(3, tid, T.NO_SUCH_TUNNEL, False),
+              transfer_data_error(3, tid, T.NO_SUCH_TUNNEL, False),
               TH.close_tunnel(4, tid),
               TH.request_tunnel(5)]
     for zcl in forged:
@@ -559,7 +581,7 @@ class _CountingEzsp:
         self.frames.append(E.parse_aps(aps))
         w = self.han._sent[tag]
         w.status = 0
-        w.done.set()
+        w.set()
         self.counter += 1
         return 0, self.counter
 
@@ -593,7 +615,7 @@ class _RefusingEzsp:
         if not self.status:
             w = self.han._sent[tag]
             w.status = self.sent
-            w.done.set()
+            w.set()
         return self.status, 1
 
 
@@ -643,7 +665,7 @@ def test_failure_sentences_are_loaded_when_needed_and_dropped_after():
     # without a log nothing is loaded: a stand-in module stays where a load would drop it
     sys.modules["ppmid.zigbee.han_errors"] = log
     try:
-        H.ZigbeeHan(None, None, {})._logs(0)
+        H.ZigbeeHan(None, None, {})._logf(0)  # a sentence key: loaded only for a log
         assert sys.modules["ppmid.zigbee.han_errors"] is log
     finally:
         del sys.modules["ppmid.zigbee.han_errors"]

@@ -1,7 +1,8 @@
 # mp-heapsize: 1M  (the test keeps every message, ack and reply it fed and saw, and the interleaving cuts a 512K heap up: 336 KB free once held no 2 KB run for a list to grow into; the app's own figures are the heap32 bench rows)
-# ZigbeeHan's one receive event (_queued) and its three takers running together: the
-# relay's receive() (complete messages), _reply_loop (the tunnel's own replies) and
-# _ack_loop (APS acknowledgements of incoming fragments). The producer is the real
+# ZigbeeHan's one receive event (_queued) and its four takers running together: the
+# relay's receive() (complete messages), _reply_loop (the tunnel's own replies),
+# _ack_loop (APS acknowledgements of incoming fragments) and _resend_loop (the CH's
+# refusals of what we sent). The producer is the real
 # synchronous receive callback (_incoming) fed frames in bursts; a fake EZSP takes the
 # replies and acks with a random latency (seeded). Every message, reply and ack must be
 # taken, and a full ack ring must be counted, not dropped silently (review 76, F6).
@@ -15,6 +16,7 @@ from ppmid.zigbee import han as H
 from ppmid.zigbee import ezsp as E
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee import tunnel_host as TH   # the CH's frames
+from ppmid.zigbee.tunnel_control import transfer_data_error
 
 CH = 0x0000
 APS_ENCRYPTED = 0x0020  # the NCP received the frame APS-encrypted (the CH's link key)
@@ -36,7 +38,7 @@ class FakeEzsp:
         self.unicasts.append((dest, bytes(message)))
         w = self.han._sent[tag]   # the module's messageSent for this tag: delivered
         w.status = 0
-        w.done.set()
+        w.set()
         return 0, len(self.unicasts) & 0xFF
 
     async def send_reply(self, buf):
@@ -87,8 +89,9 @@ async def _cancel(tasks):
 
 async def _run(seed, rounds):
     """rounds of random frames, interleaved: a whole message, a TransferData on an unknown
-    tunnel (the tunnel answers it: a reply), a message in two APS fragments (two acks, one
-    message). Returns what was wanted and what was taken."""
+    tunnel (the tunnel answers it: a reply), the CH's refusal of a TransferData of ours
+    (for the resend loop: nothing is held, so nothing goes again), a message in two APS
+    fragments (two acks, one message). Returns what was wanted and what was taken."""
     random.seed(seed)
     han = _han()
     ez = han._ezsp
@@ -101,21 +104,25 @@ async def _run(seed, rounds):
                 await sleep_ms(random.getrandbits(3))
 
     tasks = [asyncio.create_task(han._reply_loop()), asyncio.create_task(han._ack_loop()),
-             asyncio.create_task(relay())]
+             asyncio.create_task(han._resend_loop()), asyncio.create_task(relay())]
     try:
         tid = han.tunnel.tunnel_id
         want_msgs, want_replies, want_acks = [], [], []
+        refusals = 0
         aps_seq = 0
         for i in range(rounds):
-            kind = random.getrandbits(2)
-            if kind == 0:
+            kind = random.getrandbits(3)
+            if kind < 2:
                 body = b"\xdd\x00m%d" % i
                 _frame(han, TH.transfer_data(i & 0xFF, tid, body, False), _aps())
                 want_msgs.append(body)
-            elif kind == 1:
+            elif kind == 2:
                 other = tid ^ 0x55
                 _frame(han, TH.transfer_data(i & 0xFF, other, b"x", False), _aps())
                 want_replies.append(other)
+            elif kind == 3:
+                _frame(han, transfer_data_error(i & 0xFF, tid, T.WRONG_DEVICE, False), _aps())
+                refusals += 1
             else:
                 aps_seq = (aps_seq + 1) & 0xFF
                 body = b"\xdd\x00f%d" % i + bytes(30)
@@ -136,13 +143,15 @@ async def _run(seed, rounds):
             room = await _wait_until(lambda: han._ack_count <= ACK_SLOTS - 2, 1000)
             assert room, "seed %d, round %d: the ack taker left %d acks in the ring" % (seed, i, han._ack_count)
         await _wait_until(lambda: (len(got) == len(want_msgs) and len(ez.unicasts) == len(want_replies)
-                                   and len(ez.acks) == len(want_acks)))
+                                   and len(ez.acks) == len(want_acks) and not han._rejected))
     finally:
         await _cancel(tasks)
+    assert refusals and han.counters["rejected_by_ch"] == refusals and han._rejected == {}, (
+        "seed %d: %d refusals, counted %d, left %r" % (seed, refusals, han.counters["rejected_by_ch"], han._rejected))
     return han, want_msgs, want_replies, want_acks, got
 
 
-async def test_three_takers_take_every_message_reply_and_ack():
+async def test_four_takers_take_every_message_reply_ack_and_refusal():
     for seed in range(3):
         han, want_msgs, want_replies, want_acks, got = await _run(seed, 150)
         ez = han._ezsp

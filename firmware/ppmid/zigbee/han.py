@@ -9,7 +9,7 @@ from micropython import const
 from ppmid.errors import PpmidError
 from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_DELIVERY, E_DELIVERY_UNKNOWN, E_HAN_DEST, E_HAN_TOO_BIG
 from ppmid.zigbee import ezsp as E
-from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_for_ms, wait_event_ms
+from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_event_ms
 from ppmid.zigbee.ashlink import AshLink, AshError
 # the module, not its nine names: each name imported is one more entry in this module's dict
 from ppmid.zigbee import tunnel as T
@@ -76,39 +76,13 @@ class _NotTaken(Exception):
     for_good = False
 
 
-class _SentWait:
+class _SentWait(asyncio.Event):
     """An APS fragment the module took (sendUnicast accepted), waiting for its
-    messageSentHandler; one per fragment, keyed by message tag."""
+    messageSentHandler: set when it came, or when the link failed (_link_lost); one per
+    fragment, keyed by message tag. An event itself, not an object holding one."""
     # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
-
-    def __init__(self):
-        self.done = asyncio.Event()
-        self.status = None    # messageSentHandler status (0 = the CH acknowledged); None
-        # when the wait ended without one (a timeout, or the link failed: _link_lost)
-
-
-class _Reassembly:
-    """An incoming message arriving in APS fragments (one at a time), keyed by its sender
-    and the APS counter every fragment of it carries."""
-    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
-
-    def __init__(self, key, count, started_ms):
-        self.key = key              # sender << 8 | the APS counter of fragment 0
-        self.pieces = [None] * count  # by index, as many as fragment 0 announced; None: not yet
-        self.started_ms = started_ms
-
-
-class _Delivered:
-    """A message the CH confirmed lately: sent again if the CH refuses it after all
-    (TransferDataError); see _do_resends. message None: a send that failed once its last
-    TransferData may have reached the CH; it holds its place, never sent again."""
-    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
-
-    def __init__(self, tunnel_id, message, sent_ms, pieces):
-        self.tunnel_id = tunnel_id  # the tunnel it went through
-        self.message = message
-        self.sent_ms = sent_ms
-        self.pieces = pieces        # TransferData frames it took: GBT blocks, or 1
+    status = None    # messageSentHandler status (0 = the CH acknowledged); None when the
+    # wait ended without one (a timeout, or the link failed)
 
 
 def _text(key, args=()):
@@ -147,10 +121,11 @@ class ZigbeeHan:
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
         self.tunnel = T.TunnelServer(self.opts["transfer_size"])
         # What the (synchronous) receive callback queues for the tasks that take it: complete
-        # messages for receive(), tunnel replies for _reply_loop, fragment acks for _ack_loop.
-        # One event for the three: it is set whenever any of them gets something, and each
-        # taker looks at its own queue before it clears and waits again, so a wake-up meant
-        # for another is only a look, and none is lost.
+        # messages for receive(), tunnel replies for _reply_loop, fragment acks for _ack_loop,
+        # the CH's refusals (_rejected) for _resend_loop. One event for the four: it is set
+        # whenever any of them gets something, and each taker looks at its own queue before
+        # it clears and waits again, so a wake-up meant for another is only a look, and none
+        # is lost.
         self._queued = asyncio.Event()
         self._rxq = []
         self._sent = {}                # tag -> _SentWait
@@ -164,12 +139,20 @@ class ZigbeeHan:
         self._sent_tid = None
         self._sent_pieces = 1
         self._up = False               # bring-up complete on the current link
-        self._frag = None              # _Reassembly in progress
+        # the incoming message arriving in APS fragments (one at a time): (key, started_ms,
+        # pieces), key: sender << 8 | the APS counter every fragment of it carries; pieces
+        # by index, as many as fragment 0 announced, None where not yet. None: no message
+        self._frag = None
         self._frag_done = None         # (key, ticks_ms) of the message last reassembled
         self._gbt = None
-        self._recent = []              # _Delivered: the last few, oldest first
+        # The messages the CH confirmed lately, oldest first, each sent again if the CH
+        # refuses it after all (TransferDataError; _do_resends): (tunnel id it went through,
+        # message, sent_ms, pieces: the TransferData frames it took, GBT blocks or 1).
+        # message None: a send that failed once its last TransferData may have reached the
+        # CH; it holds its place, never sent again. Tuples compare by value: taken out by
+        # index or identity only (two could be equal)
+        self._recent = []
         self._rejected = {}            # tunnel id -> TransferDataErrors the CH sent for it
-        self._resend_event = asyncio.Event()
         # APS acknowledgements of incoming fragments: a small ring of sendReply parameter
         # blocks in one buffer, filled by the (synchronous) receive callback, sent by _ack_loop
         self._acks = memoryview(bytearray(_ACK_SLOTS * E.SEND_REPLY_ACK_LEN))
@@ -248,7 +231,7 @@ class ZigbeeHan:
             try:
                 self.on_status(status, detail)
             except Exception as exc:
-                self._logs(_S_ON_STATUS, exc)
+                self._logf(_S_ON_STATUS, exc)
 
     def _update_status(self):
         if not self._up or not self._link.connected:
@@ -261,13 +244,10 @@ class ZigbeeHan:
             self._set_status("running")
 
     def _logf(self, fmt, *args):
+        # fmt: a format and its values, or the key (_S_..., an int) of a rare line's
+        # sentence, whose text (_text) is loaded only when there is a log
         if self._log:
-            self._log("han: " + (fmt % args if args else fmt))
-
-    def _logs(self, key, *args):
-        # a rare log line: its sentence (_text) is loaded only when there is a log
-        if self._log:
-            self._log("han: " + _text(key, args))
+            self._log("han: " + (_text(fmt, args) if isinstance(fmt, int) else fmt % args if args else fmt))
 
     async def _wait_ready(self, deadline):
         while self.status != "running":
@@ -277,10 +257,7 @@ class ZigbeeHan:
                 if self.status == "no-tunnel":
                     raise HanError(E_NO_TUNNEL, _text(_S_NO_TUNNEL))
                 raise HanError(E_HAN_DOWN, _text(_S_HAN_DOWN, (self.status, self.status_detail)))
-            try:
-                await wait_for_ms(self._ready_event.wait(), min(left, 1000))
-            except asyncio.TimeoutError:
-                pass
+            await wait_event_ms(self._ready_event, min(left, 1000))
 
     # ---- supervisor ------------------------------------------------------------------
     async def run(self):
@@ -300,10 +277,10 @@ class ZigbeeHan:
                 if isinstance(exc, HanError):
                     self._logf("%s", exc)
                 else:
-                    self._logs(_S_BRING_UP, exc)
+                    self._logf(_S_BRING_UP, exc)
             except Exception as exc:  # the supervisor must outlive any bug below it (a cancel
                 # is no Exception: it passes)
-                self._logs(_S_UNEXPECTED, exc)
+                self._logf(_S_UNEXPECTED, exc)
             self._link_lost()
             if ok:
                 backoff = 500
@@ -320,7 +297,7 @@ class ZigbeeHan:
         self._up = False
         self._ready_event.clear()
         for w in self._sent.values():
-            w.done.set()
+            w.set()
 
     async def _bring_up(self):
         self.counters["resets"] += 1
@@ -351,7 +328,7 @@ class ZigbeeHan:
             w = self._sent.get(m["tag"])
             if w is not None:
                 w.status = m["status"]
-                w.done.set()
+                w.set()
             else:
                 self.counters["callbacks_unknown"] += 1
         elif fid == E.INCOMING_MESSAGE_HANDLER:
@@ -391,7 +368,7 @@ class ZigbeeHan:
                 and not aps["options"] & _APS_ENCRYPTED:
             self.counters["rx_unsecured"] += 1
             if self.counters["rx_unsecured"] == 1:
-                self._logs(_S_UNSECURED, cluster, m["sender"])
+                self._logf(_S_UNSECURED, cluster, m["sender"])
             return
         if cluster == _CLUSTER_TIME and self.on_time is not None:
             self.on_time(m)            # it takes the CH's alone (chclock.accept)
@@ -420,7 +397,7 @@ class ZigbeeHan:
                 # the CH refused a TransferData of ours: it never took that message
                 self.counters["rejected_by_ch"] += 1
                 self._rejected[ev[1][1]] = self._rejected.get(ev[1][1], 0) + 1
-                self._resend_event.set()
+                self._queued.set()
         self._update_status()
         if data is not None:
             self._deliver(data)
@@ -429,7 +406,7 @@ class ZigbeeHan:
         if self._ack_count >= _ACK_SLOTS:
             # the NCP is not taking our acks: the sender will repeat the fragment anyway
             self.counters["rx_fragment_ack_failed"] += 1
-            self._logs(_S_ACK_DROPPED, self._ack_count)
+            self._logf(_S_ACK_DROPPED, self._ack_count)
             return
         at = (self._ack_head + self._ack_count) % _ACK_SLOTS * E.SEND_REPLY_ACK_LEN
         E.fragment_ack_into(self._acks[at:at + E.SEND_REPLY_ACK_LEN], sender, aps)
@@ -451,7 +428,7 @@ class ZigbeeHan:
             except Exception as exc:  # an ack lost is a fragment repeated, never a stop (a
                 # cancel is no Exception: it passes)
                 self.counters["rx_fragment_ack_failed"] += 1
-                self._logs(_S_ACK_NOT_SENT, exc)
+                self._logf(_S_ACK_NOT_SENT, exc)
             self._ack_head = (self._ack_head + 1) % _ACK_SLOTS
             self._ack_count -= 1
 
@@ -462,7 +439,7 @@ class ZigbeeHan:
         now = ticks_ms()
         f = self._frag
         # a partial message left days ago reads negative on a 32-bit port: stale as well
-        if f is not None and not 0 <= ticks_diff(now, f.started_ms) <= 10000:
+        if f is not None and not 0 <= ticks_diff(now, f[1]) <= 10000:  # f[1]: its start
             self.counters["rx_fragment_timeouts"] += 1
             f = self._frag = None
         # One message is reassembled at a time, keyed by (sender, APS counter): on air every
@@ -481,28 +458,29 @@ class ZigbeeHan:
             # message for failed; it is not delivered a second time
             self._queue_ack(sender, aps)
             return None
-        if f is None or f.key != key:
+        if f is None or f[0] != key:
             if f is not None:
                 self.counters["rx_fragments_dropped"] += 1
             if index or not count:
                 return None
-            f = self._frag = _Reassembly(key, count, now)
+            f = self._frag = (key, now, [None] * count)
         # every fragment taken is acknowledged, a repeated one too (our ack may have been
         # lost): the sender sends no more of the message until it has the ack
         self._queue_ack(sender, aps)
-        if index >= len(f.pieces):
+        pieces = f[2]
+        if index >= len(pieces):
             # outside what fragment 0 announced: the message cannot be whole. (The count
             # itself is read from fragment 0 only: on air a later fragment carries its
             # index alone, so its high byte is no check.)
             self.counters["rx_fragments_dropped"] += 1
             self._frag = None
             return None
-        f.pieces[index] = data
-        if None in f.pieces:
+        pieces[index] = data
+        if None in pieces:
             return None
         self._frag = None
         self._frag_done = (key, now)
-        return b"".join(f.pieces)
+        return b"".join(pieces)
 
     def _deliver(self, data):
         if len(data) >= 2 and data[0] == 0xDD and data[1] == 0x09:
@@ -515,14 +493,14 @@ class ZigbeeHan:
             except ImportError:
                 out = data  # no GBT support in this build: the relay sees the block itself
             except PpmidError as exc:
-                self._logs(_S_BLOCK_DROPPED, exc)
+                self._logf(_S_BLOCK_DROPPED, exc)
                 return
             if out is None:
                 return
             data = out
         if len(self._rxq) >= self.opts["rx_queue"]:
             self.counters["rx_dropped"] += 1
-            self._logs(_S_QUEUE_FULL)
+            self._logf(_S_QUEUE_FULL)
             return
         self.counters["received"] += 1
         self._rxq.append(bytes(data))
@@ -536,30 +514,29 @@ class ZigbeeHan:
         if data is None and not self._sent_pieces:
             return  # nothing of it is at the CH
         now = ticks_ms()
-        self._recent.append(_Delivered(self._sent_tid, data, now, self._sent_pieces))
+        self._recent.append((self._sent_tid, data, now, self._sent_pieces))
         self._prune(now)
 
     def _prune(self, now):
         # a body is held only for its window (up to max_message bytes each): after it, the
         # CH does not ask for the message again
         window = int(self.opts["resend_window_s"] * 1000)
-        while len(self._recent) > _RECENT_MAX or (self._recent and ticks_diff(now, self._recent[0].sent_ms) > window):
+        while len(self._recent) > _RECENT_MAX or (self._recent and ticks_diff(now, self._recent[0][2]) > window):
             self._recent.pop(0)
 
     async def _resend_loop(self):
         while True:
             if not self._rejected:  # (a refusal that came before this task ran is not lost)
-                self._resend_event.clear()
+                self._queued.clear()
                 if self._recent:
                     # wake when the oldest body's window ends, to let it go then and not at
                     # the next send, which may be long after
-                    left = int(self.opts["resend_window_s"] * 1000) - ticks_diff(ticks_ms(), self._recent[0].sent_ms)
-                    if not await wait_event_ms(self._resend_event, max(left, 0) + 1):
-                        if not self._rejected:  # a refusal waiting for its turn keeps its body
-                            self._prune(ticks_ms())
-                            continue
+                    left = int(self.opts["resend_window_s"] * 1000) - ticks_diff(ticks_ms(), self._recent[0][2])
+                    if not await wait_event_ms(self._queued, max(left, 0) + 1) and not self._rejected:
+                        self._prune(ticks_ms())  # (a refusal waiting for its turn keeps its body)
                 else:
-                    await self._resend_event.wait()
+                    await self._queued.wait()
+                continue  # woken by a refusal, or by what another taker was queued: look again
             await sleep_ms(50)  # let the errors for one burst arrive together
             async with self._send_lock:
                 await self._do_resends()
@@ -575,37 +552,39 @@ class ZigbeeHan:
             i = len(self._recent)
             while k > 0 and i:
                 i -= 1
-                r = self._recent[i]
-                if r.tunnel_id != tid:
+                tunnel_id, message, sent_ms, pieces = self._recent[i]
+                if tunnel_id != tid:
                     continue
-                if k < r.pieces:
+                if k < pieces:
                     self.counters["resend_partial"] += 1
-                    self._recent.remove(r)
-                    self._logs(_S_PARTIAL, k, r.pieces)
+                    self._recent.pop(i)
+                    self._logf(_S_PARTIAL, k, pieces)
                     break
-                k -= r.pieces
-                if r.message is None:
-                    self._recent.remove(r)  # its sender had the failure already
+                k -= pieces
+                if message is None:
+                    self._recent.pop(i)  # its sender had the failure already
                 else:
-                    todo.append(r)
+                    todo.append(id(self._recent[i]))
         self._rejected = {}
         # sent again in the order they were sent first: _recent's
         again = []
+        kept = []
         for r in self._recent:
-            if r in todo:
+            if id(r) in todo:
                 again.append(r)
-        for r in again:
-            self._recent.remove(r)
+            else:
+                kept.append(r)
+        self._recent = kept
         for r in again:
             deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
             try:
-                await self._send_message(r.message, deadline)
+                await self._send_message(r[1], deadline)
                 self.counters["resent"] += 1
-                self._remember(r.message)
+                self._remember(r[1])
             except PpmidError as exc:
                 self.counters["resend_failed"] += 1
                 self._remember(None)
-                self._logs(_S_RESEND_FAILED, exc)
+                self._logf(_S_RESEND_FAILED, exc)
 
     # ---- sending ---------------------------------------------------------------------
     async def _reply_loop(self):
@@ -617,7 +596,7 @@ class ZigbeeHan:
             try:
                 await self._send_zcl(dest, zcl)
             except (_NotTaken, HanError, AshError, E.EzspError) as exc:
-                self._logs(_S_REPLY_LOST, exc)
+                self._logf(_S_REPLY_LOST, exc)
 
     async def _send_message(self, data, deadline):
         """Send one GBCS message, as GBT blocks when it exceeds the CH's transfer size.
@@ -720,7 +699,7 @@ class ZigbeeHan:
                     status, seq = await self._ezsp.send_unicast(dest, aps, tag,
                                                                 zcl[i * size:(i + 1) * size] if n > 1 else zcl)
                 except (AshError, E.EzspError) as exc:
-                    self._logs(_S_UNICAST, exc)
+                    self._logf(_S_UNICAST, exc)
                     if exc.code == E.E_EZSP_TIMEOUT:
                         # ASH took the frame but no answer came: the two ends are out of
                         # step (e.g. the module reset and its RSTACK was lost); only a
@@ -740,10 +719,7 @@ class ZigbeeHan:
                         # all blocks of one APS message share its counter; the receiver keys
                         # its reassembly by sender and counter (docs/zigbee.md)
                         aps_seq = seq
-                try:
-                    await wait_for_ms(w.done.wait(), int(self.opts["sent_timeout_s"] * 1000))
-                except asyncio.TimeoutError:
-                    pass
+                await wait_event_ms(w, int(self.opts["sent_timeout_s"] * 1000))
                 if w.status is None:  # no messageSentHandler: timeout or link failure
                     if last:
                         raise self._uncertain(_text(_S_TOOK_UNCONFIRMED))

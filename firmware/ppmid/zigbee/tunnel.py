@@ -1,8 +1,10 @@
 # ZCL Tunneling cluster (0x0704, profile 0x0109), the PPMID as tunnel server for GB-HRGP
 # (protocol 6). Pure: TunnelServer.handle() takes one received ZCL frame and returns the
 # replies to send and the GBCS payload delivered, if any; it never does I/O. han.py sends.
+# What a running tunnel carries, the CH's TransferData into it, is handled here; every other
+# frame (RequestTunnel, CloseTunnel, TransferDataError, GetSupportedProtocols, refusals,
+# other nodes) by zigbee/tunnel_control.py, loaded for it and dropped after (docs/memory.md).
 # The client's (the CH's) RequestTunnel and CloseTunnel frames: zigbee/tunnel_host.py.
-import struct
 from micropython import const
 
 from ppmid.errors import PpmidError, E_NO_TUNNEL
@@ -11,8 +13,6 @@ PROFILE_SE = const(0x0109)
 CLUSTER_TUNNELING = const(0x0704)
 ENDPOINT = const(1)
 CH_NWK = const(0x0000)         # the CH is the HAN's coordinator, and the tunnel's only client
-_PROTOCOL_GB_HRGP = const(6)
-_MANUFACTURER_ANY = const(0xFFFF)
 
 # frame control bits
 _FC_CLUSTER_SPECIFIC = const(0x01)
@@ -20,34 +20,15 @@ _FC_MANUFACTURER = const(0x04)
 FC_SERVER_TO_CLIENT = const(0x08)
 _FC_DISABLE_DEFAULT_RESPONSE = const(0x10)
 
-# The commands and statuses below are private: only this module reads or writes them. The
-# CH's side (the NCP emulator, tests) has them by name in zigbee/tunnel_host.py; a public
-# const stays in the module's dict and its name is interned (docs/memory.md).
-# client -> server commands
-_REQUEST_TUNNEL = const(0x00)
-_CLOSE_TUNNEL = const(0x01)
-_TRANSFER_DATA = const(0x02)
-_TRANSFER_DATA_ERROR = const(0x03)
-_ACK_TRANSFER_DATA = const(0x04)
-_READY_DATA = const(0x05)
-_GET_SUPPORTED_PROTOCOLS = const(0x06)
-# server -> client commands
-_REQUEST_TUNNEL_RESPONSE = const(0x00)
-_S_TRANSFER_DATA = const(0x01)
-_S_TRANSFER_DATA_ERROR = const(0x02)
-_SUPPORTED_PROTOCOLS_RESPONSE = const(0x05)
-_TUNNEL_CLOSURE_NOTIFICATION = const(0x06)   # not sent: the server never closes a tunnel itself
-
-# RequestTunnelResponse status
-_TUNNEL_OK = const(0)
-_TUNNEL_BUSY = const(1)
-_TUNNEL_NO_MORE_IDS = const(2)
-_TUNNEL_PROTOCOL_UNSUPPORTED = const(3)
-_TUNNEL_FLOW_CONTROL_UNSUPPORTED = const(4)
-# TransferDataError status
+# The commands below are private: only this module reads or writes them (the others are
+# tunnel_control.py's). The CH's side (the NCP emulator, tests) has them by name in
+# zigbee/tunnel_host.py; a public const stays in the module's dict and its name is
+# interned (docs/memory.md).
+_TRANSFER_DATA = const(0x02)     # client -> server
+_S_TRANSFER_DATA = const(0x01)   # server -> client
+# TransferDataError status: the HAN reads these in the CH's refusals
 NO_SUCH_TUNNEL = const(0)
 WRONG_DEVICE = const(1)
-_DATA_OVERFLOW = const(2)
 
 E_ZCL = "E_ZCL"
 # where the GBCS bytes start in a TransferData frame (ZCL header, tunnel id): a sender that
@@ -80,11 +61,6 @@ def parse_zcl(frame):
     return fc, None, frame[1], frame[2], bytes(frame[3:])
 
 
-def transfer_data_error(seq, tunnel_id, status, server_to_client):
-    cmd = _S_TRANSFER_DATA_ERROR if server_to_client else _TRANSFER_DATA_ERROR
-    return zcl_header(seq, cmd, server_to_client) + struct.pack("<HB", tunnel_id, status)
-
-
 class TunnelServer:
     """One GB-HRGP tunnel, opened by the CH. handle() -> (replies, gbcs_or_None) where
     replies are ZCL frames to unicast back to the sender."""
@@ -97,10 +73,11 @@ class TunnelServer:
         self.client_max = None           # CH's maxIncomingTransferSize: our per-message limit
         self._next_id = 1
         self._seq = 0
-        self.events = []                 # ("open"|"closed"|"error"|"refused", detail), drained by han.py
+        # ("open"|"closed"|"error"|"refused"|"unhandled", detail), drained by han.py
+        self.events = []
         self.counters = {"requests": 0, "opened": 0, "refused": 0, "closed": 0, "rx_data": 0,
                          "tx_data": 0, "rx_transfer_errors": 0, "tx_transfer_errors": 0,
-                         "bad_zcl": 0, "unknown_commands": 0, "not_ch": 0}
+                         "bad_zcl": 0, "unknown_commands": 0, "not_ch": 0, "unhandled": 0}
 
     def next_seq(self):
         s = self._seq
@@ -150,77 +127,19 @@ class TunnelServer:
             # global commands (default response...) and server->client frames: not ours
             self.counters["unknown_commands"] += 1
             return [], None
-        if cmd != _GET_SUPPORTED_PROTOCOLS and not self.from_ch(sender):
-            if cmd == _REQUEST_TUNNEL:
-                return self._request(sender, seq, p), None  # answered busy
-            if cmd == _TRANSFER_DATA and len(p) >= 2:
-                return [transfer_data_error(self.next_seq(), p[0] | (p[1] << 8), WRONG_DEVICE, True)], None
+        # the one frame a running tunnel carries: the CH's TransferData into it, within
+        # our size; anything else (opening, closing, refusals, errors, other nodes) is
+        # zigbee/tunnel_control.py's, loaded for it and dropped after
+        if cmd == _TRANSFER_DATA and sender == CH_NWK and sender == self.client and len(p) >= 2 \
+                and (p[0] | (p[1] << 8)) == self.tunnel_id and len(p) - 2 <= self.max_incoming:
+            self.counters["rx_data"] += 1
+            return [], p[2:]
+        try:
+            from ppmid.zigbee.tunnel_control import handle
+        except Exception:  # MemoryError, or a build without it: the frame is dropped, not
+            # the link (the CH requests the tunnel again; a message it refused is sent again
+            # by the relay when the command's budget ends unanswered)
+            self.counters["unhandled"] += 1
+            self.events.append(("unhandled", cmd))
             return [], None
-        if cmd == _REQUEST_TUNNEL:
-            return self._request(sender, seq, p), None
-        if cmd == _TRANSFER_DATA:
-            if len(p) < 2:
-                self.counters["bad_zcl"] += 1
-                return [], None
-            tid = p[0] | (p[1] << 8)
-            if tid != self.tunnel_id:
-                status = NO_SUCH_TUNNEL
-            elif sender != self.client:
-                status = WRONG_DEVICE
-            elif len(p) - 2 > self.max_incoming:
-                status = _DATA_OVERFLOW
-            else:
-                self.counters["rx_data"] += 1
-                return [], p[2:]
-            self.counters["tx_transfer_errors"] += 1
-            return [transfer_data_error(self.next_seq(), tid, status, True)], None
-        if cmd == _TRANSFER_DATA_ERROR:
-            self.counters["rx_transfer_errors"] += 1
-            status = p[2] if len(p) >= 3 else -1
-            tid = p[0] | (p[1] << 8) if len(p) >= 2 else None
-            self.events.append(("error", (status, tid)))
-            if status == NO_SUCH_TUNNEL and len(p) >= 2 and (p[0] | (p[1] << 8)) == self.tunnel_id:
-                self.close("the CH does not know our tunnel")
-            return [], None
-        if cmd == _CLOSE_TUNNEL:
-            if len(p) >= 2 and (p[0] | (p[1] << 8)) == self.tunnel_id and sender == self.client:
-                self.close("closed by the CH")
-            return [], None
-        if cmd == _GET_SUPPORTED_PROTOCOLS:
-            r = zcl_header(seq, _SUPPORTED_PROTOCOLS_RESPONSE, True)
-            return [r + struct.pack("<BBHB", 1, 1, _MANUFACTURER_ANY, _PROTOCOL_GB_HRGP)], None
-        if cmd == _ACK_TRANSFER_DATA or cmd == _READY_DATA:
-            return [], None  # flow control is not used by GB-HRGP
-        self.counters["unknown_commands"] += 1
-        return [], None
-
-    def _request(self, sender, seq, p):
-        # a response carries its request's transaction sequence number (ZCL: a frame sent
-        # because of a received one copies its number): the CH matches its answer by it
-        self.counters["requests"] += 1
-        if len(p) < 6:
-            self.counters["bad_zcl"] += 1
-            return []
-        protocol, manu, flow, max_in = struct.unpack_from("<BHBH", p, 0)
-        tid = 0xFFFF
-        if protocol != _PROTOCOL_GB_HRGP:
-            status = _TUNNEL_PROTOCOL_UNSUPPORTED
-        elif flow:
-            status = _TUNNEL_FLOW_CONTROL_UNSUPPORTED
-        elif self.busy or sender != CH_NWK:
-            status = _TUNNEL_BUSY
-        else:
-            # one tunnel: a re-request (CH restarted, or it lost our tunnel) replaces the old one
-            if self.tunnel_id is not None:
-                self.close("replaced by a new request")
-            tid = self._next_id
-            self._next_id = (tid % 0xFFFE) + 1
-            self.tunnel_id = tid
-            self.client = sender
-            self.client_max = max_in
-            self.counters["opened"] += 1
-            self.events.append(("open", tid))
-            status = _TUNNEL_OK
-        if status != _TUNNEL_OK:
-            self.counters["refused"] += 1
-        return [zcl_header(seq, _REQUEST_TUNNEL_RESPONSE, True) + struct.pack("<HBH", tid, status, self.max_incoming)]
+        return handle(self, sender, seq, cmd, p)

@@ -8,9 +8,10 @@ from micropython import const
 
 from ppmid.zigbee.tunnel import zcl_header
 
-# The Tunneling cluster's commands and statuses (SE 1.4 D.6), by name. tunnel.py has the
-# same values as private consts (a private const cannot be imported, and a public one is
-# held by the running app for nothing): the tests of the server check them against these.
+# The Tunneling cluster's commands and statuses (SE 1.4 D.6), by name. tunnel.py and
+# tunnel_control.py have the same values as private consts (a private const cannot be
+# imported, and a public one is held by the running app for nothing): the tests of the
+# server check them against these.
 # client -> server commands
 REQUEST_TUNNEL = const(0x00)
 _CLOSE_TUNNEL = const(0x01)
