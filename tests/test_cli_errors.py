@@ -123,7 +123,7 @@ def test_emulate_refuses_an_output_file_that_is_a_folder_or_in_none(tmp_path, ca
     run_dir = tmp_path / "run"
     for path in (tmp_path, tmp_path / "no" / "out"):
         rc, err = run(capsys, "emulate", "--commissioned", "--state-dir", str(run_dir), option, str(path))
-        assert rc == 1 and err == "ppmid: %s %s: give a file in an existing folder\n" % (option, path), err
+        assert rc == 1 and err == "ppmid: E_INPUT: %s %s: give a file in an existing folder\n" % (option, path), err
     assert not run_dir.exists()
 
 

@@ -73,7 +73,7 @@ def test_a_board_too_small_for_the_app_is_refused_with_the_figures(tmp_path):
     p = ppmid("deploy", "--port", str(tmp_path / "ttyUSB0"), "--board", "esp32-devkitc", "--dry-run")
     assert p.returncode == 1 and p.stdout == ""
     err = p.stderr.strip()
-    assert err.startswith("ppmid: board esp32-devkitc has a 112640-byte Python heap (board.json heap 110K)")
+    assert err.startswith("ppmid: E_DEPLOY: board esp32-devkitc has a 112640-byte Python heap (board.json heap 110K)")
     assert "the app needs %d bytes" % need in err and "boards/app_heap.json" in err
     assert "make image BOARD=esp32-devkitc" in err and "--scripts-only" in err and "--force" in err
     assert len(err.splitlines()) == 1
@@ -131,7 +131,7 @@ def test_unknown_board_and_missing_port(tmp_path):
     p = ppmid("deploy", "--port", str(tmp_path / "no-such-port"), "--board", "emulated")
     assert p.returncode == 1 and "does not exist" in p.stderr
     p = ppmid("deploy", "--port", "/dev/null", "--board", "emulated", "--attempts", "0")
-    assert p.returncode == 1 and p.stderr.strip() == "ppmid: --attempts must be 1 or more (got 0)"
+    assert p.returncode == 1 and p.stderr.strip() == "ppmid: E_DEPLOY: --attempts must be 1 or more (got 0)"
 
 
 def test_port_that_is_not_a_repl(tmp_path):
