@@ -10,6 +10,7 @@ import pytest
 from host_tools import boards, deploy
 from host_tools.deploy import DeployError
 from host_tools.emuboard import EmulatedBoard
+from tests.conftest import changed_firmware_copy
 
 ROOT = boards.ROOT
 
@@ -235,17 +236,8 @@ def test_scripts_only_removes_the_package(tmp_path):
 
 
 def _firmware_v2(tmp_path):
-    """A copy of firmware/ in which every file differs (so a deploy copies them all)."""
-    fw = tmp_path / "fw2"
-    shutil.copytree(boards.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
-    for dirpath, _, names in os.walk(fw):
-        for n in names:
-            if n.endswith(".py"):
-                path = os.path.join(dirpath, n)
-                with open(path) as f:
-                    src = f.read()
-                with open(path, "w") as f:
-                    f.write("# v2\n" + src.replace('VERSION = "', 'VERSION = "9.'))
+    """A copy of firmware/ in which every file differs (so a deploy copies them all), version 9.x.y."""
+    fw = changed_firmware_copy(tmp_path / "fw2", "9")
     # a big module (never imported) so that the copy takes a while
     (fw / "ppmid" / "zz_big.py").write_text("DATA = %r\n" % (bytes(range(256)) * 1600))
     return fw
