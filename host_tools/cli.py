@@ -72,7 +72,10 @@ def error_line(exc):
     cause = exc.__cause__ or exc.__context__
     if code is None and isinstance(getattr(cause, "code", None), str) and CODE_RE.match(cause.code):
         code = cause.code
-    return "%s: %s" % (code or exc.code, text)
+    code = code or exc.code
+    if text.endswith(" (%s)" % code):  # a library sentence that names its code last says it once
+        text = text[:-len(code) - 3]
+    return "%s: %s" % (code, text)
 
 
 class Parser(argparse.ArgumentParser):

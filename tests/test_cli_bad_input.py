@@ -100,6 +100,36 @@ def test_usage_errors_end_in_e_usage(capsys, argv, words):
     assert err.startswith("usage: ppmid"), err   # the usage first, as argparse prints it
 
 
+def test_a_library_sentence_that_ends_with_its_code_says_it_once(capsys):
+    rc, err = run(capsys, "provision", "--port", "/dev/null", "--gateway", GATEWAY, "--state-dir", "unused",
+                  "--install-code", "0102")
+    assert rc == 1 and err.startswith("ppmid: E_INSTALL_CODE: an install code is ") and err.count("E_INSTALL_CODE") == 1
+
+
+@pytest.mark.parametrize("command", [["gbcs", "decode"], ["gbcs", "decode", "--reassemble"], ["gbcs", "pcap"]])
+def test_gbcs_input_that_is_not_text_is_named(tmp_path, capsys, command):
+    # was exit 3 "the input is not UTF-8 text", naming no file
+    bad = tmp_path / "capture.bin"
+    bad.write_bytes(b"\xd4\xc3\xb2\xa1 a pcap, not hex")
+    extra = [str(tmp_path / "out.pcapng")] if command[-1] == "pcap" else []
+    rc, err = run(capsys, *command, str(bad), *extra)
+    assert rc == 1 and err == "ppmid: E_INPUT: %s is not UTF-8 text (byte 0xd4 at offset 0): give hex, a message " \
+        "per line\n" % bad, err
+    folder = tmp_path / "hexes"
+    folder.mkdir()
+    (folder / "a.HEX").write_text("DD00")
+    (folder / "b.HEX").write_bytes(b"DD\xff")
+    rc, err = run(capsys, "gbcs", "decode", str(folder))
+    assert rc == 1 and "%s is not UTF-8 text (byte 0xff at offset 2)" % (folder / "b.HEX") in err, err
+
+
+def test_gbcs_check_config_that_is_not_text_is_named(tmp_path, capsys):
+    bad = tmp_path / "config.json"
+    bad.write_bytes(b'{"gateway": "caf\xe9"}')
+    rc, err = run(capsys, "gbcs", "check", "--config", str(bad), str(bad))
+    assert rc == 1 and err == "ppmid: E_INPUT: config %s is not UTF-8 text (byte 0xe9 at offset 16)\n" % bad, err
+
+
 # ---- an emulated board's board.json: missing, cut short, edited by hand --------------
 
 def board_dir(tmp_path, text):
