@@ -293,7 +293,9 @@ class Supervisor:
             with open(self.flash_path, "wb") as f:  # erased NOR flash reads 0xff
                 f.write(b"\xff" * flash_size)
         elif os.path.getsize(self.flash_path) != flash_size:
-            raise BoardError("%s is %d bytes, board %s has %d bytes of flash"
+            raise BoardError("%s is %d bytes, board %s has %d bytes of flash (cut short, or another board's): "
+                             "remove it to start from an erased flash, which loses what the gateway kept "
+                             "(journal, keys, config)"
                              % (self.flash_path, os.path.getsize(self.flash_path), self.board, flash_size))
         self.flash_size = flash_size
         self._prepare_ota()
@@ -797,10 +799,10 @@ def main(argv=None):
     try:
         sup = Supervisor(args.state_dir, args.board, heap=args.heap, parent_pid=args.parent_pid,
                          wdt_max_ms=args.wdt_max_ms)
-    except BoardError as exc:
-        print("ppmid: %s" % exc, file=sys.stderr)
+        return sup.run()
+    except BoardError as exc:  # (a flash image of the wrong size, ...): one line in supervisor.log
+        print("ppmid: %s: %s" % (exc.code, exc), file=sys.stderr)
         return 1
-    return sup.run()
 
 
 if __name__ == "__main__":

@@ -334,3 +334,24 @@ def test_a_command_whose_dependency_is_missing_says_which(capsys, monkeypatch):
     rc, err = run(capsys, "status", "--state-dir", "x")
     assert rc == 1 and err == ("ppmid: E_UNAVAILABLE: command 'status' needs the Python module 'paho', which is not "
                                "installed (make setup installs it)\n"), err
+
+
+# ---- an emulated board's flash image cut short (a run stopped mid-write, a full disk) ---
+
+def test_a_flash_image_of_the_wrong_size_is_one_line_from_the_supervisor_too(tmp_path, capsys):
+    """`ppmid board start` runs the supervisor in its own process; `ppmid emulate` and the
+    tests start it as `python -m host_tools.emuboard` and show its log when it exits: there
+    the refusal was a traceback (BoardError raised in run(), outside main's try)."""
+    import subprocess
+    import sys
+    d = tmp_path / "board"
+    d.mkdir()
+    (d / "flash.img").write_bytes(b"\xff" * 1000)
+    rc, err = run(capsys, "board", "start", "--state-dir", str(d))
+    assert rc == 1 and err.startswith("ppmid: E_BOARD: %s is 1000 bytes, board emulated has " % (d / "flash.img")), err
+    assert "remove it to start from an erased flash" in err
+    p = subprocess.run([sys.executable, "-m", "host_tools.emuboard", "--state-dir", str(d)], capture_output=True,
+                       text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.startswith("ppmid: E_BOARD: %s is 1000 bytes" % (d / "flash.img")) and p.stderr.count("\n") == 1
+    assert (d / "flash.img").read_bytes() == b"\xff" * 1000   # what was there is kept
