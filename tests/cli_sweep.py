@@ -93,6 +93,7 @@ def fixtures(d):
                         ("broker_trunc", {"broker.json": '{"host": "127.0.0.1", "po'}),
                         ("broker_types", {"broker.json": json.dumps({"host": 5, "port": "x", "pid": "y"})}),
                         ("broker_port", {"broker.json": json.dumps({"host": "127.0.0.1", "port": 99999})}),
+                        ("flash_short", {"flash.img": b"\xff" * 1000}),
                         ("console_bin", {"console.log": b"\xff\xfe boot\n", "board.json": "{}"}),
                         ("release_bad", {"manifest.json": "{bad"}),
                         ("release_types", {"manifest.json": json.dumps({"version": 5, "files": "x"})}),
@@ -128,6 +129,7 @@ def cases(f, tmp):
     case("board wifi board.json wrong types", "board", "wifi", "down", "--state-dir", f["board_types"])
     case("board start unknown board", "board", "start", "--board", "nosuch", "--state-dir", os.path.join(tmp, "b1"))
     case("board start bad heap", "board", "start", "--heap", "lots", "--state-dir", os.path.join(tmp, "b2"))
+    case("board start flash.img cut short", "board", "start", "--state-dir", f["flash_short"])
     case("board start state dir is a file", "board", "start", "--state-dir", f["empty"])
     case("board bad action", "board", "explode")
     # deploy / flash (never reach a board: ports that do not exist, --dry-run)
