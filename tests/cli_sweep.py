@@ -104,6 +104,15 @@ def fixtures(d):
             with open(os.path.join(sd, fn), "wb") as fh:
                 fh.write(data if isinstance(data, bytes) else data.encode())
         f[name] = sd
+    # the prepared broker state with its broker.json broken: what send meets after the rest
+    import shutil
+    for name, text in (("trunc", '{"host": "127.0.0.1", "po'), ("types", '{"host": 5, "port": "x"}'),
+                       ("port", '{"host": "127.0.0.1", "port": 99999}')):
+        sd = os.path.join(d, "prepared_" + name)
+        shutil.copytree(f["broker"], sd)
+        with open(os.path.join(sd, "broker.json"), "w") as fh:
+            fh.write(text)
+        f["prepared_" + name] = sd
     return f
 
 
@@ -242,11 +251,11 @@ def cases(f, tmp):
          "--out", out)
     # send (no broker: state dirs that are broken; serial ports that are not ports)
     case("send state dir missing", "send", "--state-dir", f["missing"], *gw_opts, "--gbcs", "DD00", "--timeout", "2")
-    case("send broker.json truncated", "send", "--state-dir", f["broker_trunc"], *gw_opts, "--gbcs", "DD00",
+    case("send broker.json truncated", "send", "--state-dir", f["prepared_trunc"], *gw_opts, "--gbcs", "DD00",
          "--timeout", "2")
-    case("send broker.json wrong types", "send", "--state-dir", f["broker_types"], *gw_opts, "--gbcs", "DD00",
+    case("send broker.json wrong types", "send", "--state-dir", f["prepared_types"], *gw_opts, "--gbcs", "DD00",
          "--timeout", "2")
-    case("send broker.json port out of range", "send", "--state-dir", f["broker_port"], *gw_opts, "--gbcs", "DD00",
+    case("send broker.json port out of range", "send", "--state-dir", f["prepared_port"], *gw_opts, "--gbcs", "DD00",
          "--timeout", "2")
     case("send broker not listening", "send", "--state-dir", f["broker"], *gw_opts, "--gbcs", "DD00",
          "--timeout", "2")
