@@ -36,7 +36,9 @@ MONITOR_RE = re.compile(r"^monitor-[A-Za-z0-9_.-]{1,40}$")
 
 
 class BrokerError(Exception):
-    pass
+    """A broker state dir, identity or broker that cannot be used."""
+
+    code = "E_BROKER"
 
 
 def gateway_identity(eui):

@@ -2,16 +2,20 @@
 
 Each command module defines `add_arguments(parser)` and `run(args) -> int`; it is imported
 only when its command runs, so a broken or missing optional dependency of one command
-never stops the others. User errors raise `CliError` (the command's own) or a library's
-`host_tools.errors.ToolError` (a bad board, a port that is not a REPL...) and print as
-`ppmid: message`, exit 1.
-Anything else a command lets escape (a file that is a directory, bytes that are not UTF-8,
-a broker that refuses the connection...) prints as one line too, `ppmid: E_CODE: sentence`,
-exit 3; PPMID_DEBUG=1 adds the traceback.
+never stops the others. Every error is one line on stderr, `ppmid: E_CODE: sentence`:
+- exit 1: a command's own `CliError`, or a library's `host_tools.errors.ToolError` (a bad
+  board, a port that is not a REPL...), each with its code (error_line);
+- exit 2: a usage error argparse finds (E_USAGE, after the usage);
+- exit 3: anything else a command lets escape (a file that is a directory, bytes that are
+  not UTF-8, a broker that refuses the connection...), named by describe();
+  PPMID_DEBUG=1 adds the traceback;
+- exit 130, nothing printed: Ctrl-C.
+tests/cli_sweep.py runs every command with bad input and flags what ends otherwise.
 """
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from host_tools.errors import ToolError
@@ -42,7 +46,45 @@ COMMANDS = {
 
 
 class CliError(Exception):
-    """A user-facing error: printed as `ppmid: <message>`, exit status 1."""
+    """A user-facing error: printed as `ppmid: CODE: message`, exit status 1. The code is
+    the one given, else that of the library error it was raised while handling (a
+    `raise CliError(str(exc))` keeps E_DEVICE_LOG, E_TLS...), else E_INPUT: what the user
+    gave (an option, a file, a state dir) was refused."""
+
+    code = "E_INPUT"
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+CODE_RE = re.compile(r"E_[A-Z0-9_]+$")
+
+
+def error_line(exc):
+    """`CODE: sentence` for a CliError or ToolError: its own code, or (a CliError without
+    one) the code of the error it wraps; a sentence that starts with a code keeps it."""
+    text = str(exc)
+    if CODE_RE.match(text.split(":", 1)[0]):
+        return text
+    code = exc.__dict__.get("code") if isinstance(exc, CliError) else exc.code
+    cause = exc.__cause__ or exc.__context__
+    if code is None and isinstance(getattr(cause, "code", None), str) and CODE_RE.match(cause.code):
+        code = cause.code
+    code = code or exc.code
+    if text.endswith(" (%s)" % code):  # a library sentence that names its code last says it once
+        text = text[:-len(code) - 3]
+    return "%s: %s" % (code, text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors end as every other error does: the usage, then
+    `ppmid: E_USAGE: sentence (ppmid COMMAND --help)`, exit status 2."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(2, "ppmid: E_USAGE: %s (%s --help)\n" % (message, self.prog))
 
 
 def add_signed_order_arguments(p, sequence_help):
@@ -73,6 +115,13 @@ def check_wait(timeout, sequence=None):
         raise CliError("--timeout must be a number of seconds from 0 to 86400")
     if sequence is not None and sequence < 1:
         raise CliError("--sequence must be 1 or more")
+
+
+def check_state_dir(path):
+    """--state-dir of a command that makes it when missing (board start, broker, emulate):
+    a file there is refused before anything starts, not met later as `File exists`."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CliError("--state-dir %s is a file, not a folder" % path)
 
 
 def check_output_file(option, path):
@@ -137,7 +186,7 @@ def describe(exc):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="ppmid", description="PPMID gateway host tools")
+    parser = Parser(prog="ppmid", description="PPMID gateway host tools")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -145,6 +194,13 @@ def build_parser():
 
 
 def main(argv=None):
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C, also while a command's module loads or parses: no traceback
+        return 130
+
+
+def _main(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help"):
@@ -153,7 +209,7 @@ def main(argv=None):
     name = argv[0]
     if name not in COMMANDS:
         parser.print_usage(sys.stderr)
-        print("ppmid: unknown command %r (try ppmid --help)" % name, file=sys.stderr)
+        print("ppmid: E_USAGE: unknown command %r (try ppmid --help)" % name, file=sys.stderr)
         return 2
     module_name, help_text = COMMANDS[name]
     # Firmware modules (ppmid.*) are imported by many commands, some only deep inside a
@@ -165,10 +221,12 @@ def main(argv=None):
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
-            print("ppmid: command %r is not available in this build" % name, file=sys.stderr)
-            return 1
-        raise
-    sub = argparse.ArgumentParser(prog="ppmid " + name, description=help_text)
+            print("ppmid: E_UNAVAILABLE: command %r is not available in this build" % name, file=sys.stderr)
+        else:  # a dependency of this command only (the others still run)
+            print("ppmid: E_UNAVAILABLE: command %r needs the Python module %r, which is not installed "
+                  "(make setup installs it)" % (name, exc.name), file=sys.stderr)
+        return 1
+    sub = Parser(prog="ppmid " + name, description=help_text)
     module.add_arguments(sub)
     # Intermixed where argparse allows it: options may follow positionals
     # (`ppmid board wifi --state-dir D down`); it refuses parsers with optional positionals.
@@ -179,10 +237,8 @@ def main(argv=None):
     try:
         return module.run(args) or 0
     except (CliError, ToolError) as exc:
-        print("ppmid: %s" % exc, file=sys.stderr)
+        print("ppmid: %s" % error_line(exc), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one clear line, no traceback
         if os.environ.get("PPMID_DEBUG"):
             import traceback

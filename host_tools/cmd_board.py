@@ -8,7 +8,7 @@
 import json
 
 from host_tools import boards, emuboard
-from host_tools.cli import CliError
+from host_tools.cli import CliError, check_state_dir
 
 ACTIONS = ("start", "stop", "status", "kill", "reset", "wifi", "list")
 
@@ -29,6 +29,7 @@ def run(args):
             d = boards.load_board(name)
             print("%-20s %-8s %s" % (name, d.get("chip"), d.get("description", "")))
     elif args.action == "start":
+        check_state_dir(args.state_dir)
         return emuboard.Supervisor(args.state_dir, args.board, heap=args.heap).run()
     elif args.action == "status":
         print(json.dumps(emuboard.status(args.state_dir), indent=2))

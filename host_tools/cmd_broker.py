@@ -1,9 +1,8 @@
 """`ppmid broker start|stop|issue|status --state-dir DIR [--engine mosquitto|rabbitmq]`: a
 broker on loopback, TLS only, client certificates (host_tools/broker.py)."""
 import json
-import os
 
-from host_tools.cli import CliError
+from host_tools.cli import CliError, check_state_dir
 
 
 def add_arguments(p):
@@ -22,8 +21,7 @@ def run(args):
     from host_tools.broker import Broker, BrokerError, gateway_identity, user_identity
     if args.port is not None and not 1024 <= args.port <= 65535:
         raise CliError("--port must be from 1024 to 65535 (the broker runs unprivileged on loopback)")
-    if os.path.exists(args.state_dir) and not os.path.isdir(args.state_dir):
-        raise CliError("--state-dir %s is a file, not a folder" % args.state_dir)
+    check_state_dir(args.state_dir)
     try:
         b = Broker(args.state_dir, args.gateway, args.user or ["test"], engine=args.engine)
         if args.action == "start":

@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 
-from host_tools.cli import CliError, check_output_file, install_code_option
+from host_tools.cli import CliError, check_output_file, check_state_dir, install_code_option
 
 
 # the Zigbee specification's example install code (with its CRC): what an emulated gateway
@@ -200,6 +200,7 @@ def run(args):
         raise CliError("--han-key-switch needs --han-outages and a gateway that commissions (not --commissioned)")
     if not 1 <= args.timeout <= 3600:
         raise CliError("--timeout must be from 1 to 3600 seconds")
+    check_state_dir(args.state_dir)
     check_output_file("--pcap", args.pcap)
     check_output_file("--html", args.html)
     if args.broker_name is not None:

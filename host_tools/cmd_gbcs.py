@@ -55,10 +55,13 @@ def _load_config(path):
     if not path:
         raise CliError("check needs --config CONFIG (the gateway config JSON, docs/config.md)")
     try:
-        with open(path) as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            text = fh.read().decode()
     except OSError as exc:
         raise CliError("cannot read config %s: %s" % (path, exc.strerror or exc))
+    except UnicodeDecodeError as exc:
+        raise CliError("config %s is not UTF-8 text (byte 0x%02x at offset %d)"
+                       % (path, exc.object[exc.start], exc.start))
     try:
         return gw_config.loads(text)
     except gw_config.ConfigError as exc:

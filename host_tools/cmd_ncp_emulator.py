@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 
+from host_tools import emuboard
 from host_tools.cli import CliError
 
 
@@ -50,14 +51,6 @@ def add_arguments(p):
     p.add_argument("-v", "--verbose", action="store_true", help="print link events")
 
 
-def _pty_from_state(state_dir):
-    path = os.path.join(state_dir, "board.json")
-    try:
-        with open(path) as f:
-            state = json.load(f)
-        return state["uarts"]["zigbee"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise CliError("cannot find the Zigbee pty in %s (%s): is the board started?" % (path, exc))
 
 
 ESME_KNOBS = {"keypad-lock": "keypad_lock", "silent": "silent", "unreachable": "unreachable"}
@@ -108,7 +101,7 @@ def _console(emu):
 
 def run(args):
     from host_tools.ncp_emulator import NcpEmulator, Faults
-    pty = args.pty or _pty_from_state(args.state_dir)
+    pty = args.pty or emuboard.uart_pty(args.state_dir, "zigbee")
     if not os.path.exists(pty):
         raise CliError("no such pty: %s" % pty)
     if os.path.isdir(pty) or os.path.isfile(pty):  # a pty is a character device

@@ -23,6 +23,7 @@ import os
 import signal
 import time
 
+from host_tools import emuboard
 from host_tools.cli import CliError
 
 
@@ -45,21 +46,6 @@ def add_arguments(p):
     p.add_argument("--place-after", type=float, default=0.0, help="seconds before the target is placed")
     p.add_argument("--hold", type=float, default=0.0, help="seconds the target stays (0: until Ctrl-C)")
     p.add_argument("--quiet", action="store_true", help="do not log emulator events")
-
-
-def _pty_path(args):
-    if args.pty:
-        return args.pty
-    path = os.path.join(args.state_dir, "board.json")
-    try:
-        with open(path) as f:
-            state = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise CliError("cannot read %s: %s" % (path, exc))
-    pty = (state.get("uarts") or {}).get("nfc")
-    if not pty:
-        raise CliError("%s names no NFC uart (uarts.nfc): is the board's NFC on I2C?" % path)
-    return pty
 
 
 def _read(path):
@@ -101,6 +87,11 @@ def run(args):
     from host_tools.pn532_emulator import PN532Emulator
     if args.link and not args.new_pty:
         raise CliError("--link needs --new-pty")
+    if not 300 <= args.baud <= 4000000:
+        raise CliError("--baud must be from 300 to 4000000")
+    for name in ("rf_kbps", "latency_ms", "place_after", "hold"):
+        if not 0 <= getattr(args, name) <= 86400000:  # also refuses nan
+            raise CliError("--%s must be 0 or more" % name.replace("_", "-"))
     target = _target(args)
     log = None if args.quiet else (lambda text: print("pn532-emulator: " + text, flush=True))
     link = None
@@ -114,11 +105,11 @@ def run(args):
                 raise CliError("cannot link %s to %s: %s" % (args.link, path, exc))
             link = args.link
     else:
-        path = _pty_path(args)
+        path = args.pty or emuboard.uart_pty(args.state_dir, "nfc")
         try:
             emu = PN532Emulator.on_path(path, baud=args.baud, rf_kbps=args.rf_kbps or None, log=log)
         except OSError as exc:
-            raise CliError("cannot open %s: %s" % (path, exc))
+            raise CliError("cannot open %s: %s" % (path, exc.strerror or exc))
     emu.start()
     # SIGTERM ends it as Ctrl-C does, so that the /dev link goes too
     signal.signal(signal.SIGTERM, _interrupt)

@@ -228,7 +228,8 @@ def build(board, firmware_dir=FIRMWARE_DIR, build_dir=None, arch=None):
         raise DeployError(str(exc))
     arch = arch or board_arch(definition)
     if not os.path.isdir(firmware_dir):
-        raise DeployError("firmware directory %s does not exist" % firmware_dir)
+        raise DeployError("firmware directory %s %s" % (
+            firmware_dir, "is a file, not a folder" if os.path.exists(firmware_dir) else "does not exist"))
     build_dir = build_dir or tempfile.mkdtemp(prefix="ppmid-build-")
     if os.path.isdir(build_dir):
         shutil.rmtree(build_dir)

@@ -55,13 +55,35 @@ BANNER_RE = r"PPMID ready: version=(\S+) board=(\S+) free_heap=(\d+)"
 
 
 def read_state(state_dir):
+    """DIR/board.json as the supervisor last wrote it (whole: it writes a copy and renames
+    it). BoardError when there is none, or when what is there is not a board's state (a
+    JSON object): a file cut short by a full disk, or edited by hand."""
     path = os.path.join(state_dir, "board.json")
     try:
         with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
+            st = json.load(f)
+    except (FileNotFoundError, NotADirectoryError):
         raise BoardError("no emulated board in %s (start one with `ppmid board start --state-dir %s`)"
                          % (state_dir, state_dir))
+    except OSError as exc:
+        raise BoardError("cannot read %s: %s" % (path, exc.strerror or exc))
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise BoardError("%s is not valid JSON (%s): start the board again" % (path, exc))
+    if not isinstance(st, dict):
+        raise BoardError("%s is not an emulated board's state (a JSON object): start the board again" % path)
+    return st
+
+
+def uart_pty(state_dir, name):
+    """The host end of the emulated board's UART `name` (zigbee, nfc, wired) that its
+    board.json names, for an emulator or client to attach to. BoardError when the board's
+    state names none (the board was not started, has no such UART, or its state is broken)."""
+    uarts = read_state(state_dir).get("uarts")
+    pty = uarts.get(name) if isinstance(uarts, dict) else None
+    if not isinstance(pty, str) or not pty:
+        raise BoardError("%s names no %s UART (uarts.%s): is it this board's state dir, and does the board "
+                         "have one?" % (os.path.join(state_dir, "board.json"), name, name))
+    return pty
 
 
 def write_json_atomic(path, data):
@@ -89,7 +111,7 @@ def status(state_dir):
     st = dict(read_state(state_dir))
     st.pop("definition", None)
     try:
-        with open(st["wifi_file"], "rb") as f:
+        with open(os.path.join(state_dir, "wifi"), "rb") as f:
             st["wifi"] = "up" if f.read(1) == b"1" else "down"
     except OSError:
         pass
@@ -110,6 +132,9 @@ def _otadata_module():
 def _signal(pid, sig, what):
     if not pid:
         raise BoardError("the emulated board in this state dir is not running")
+    # a pid from a hand-edited board.json: -1 or 0 would signal every process of this user
+    if type(pid) is not int or pid < 1:
+        raise BoardError("board.json names no process for %s (pid %r): start the board again" % (what, pid))
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
@@ -268,7 +293,9 @@ class Supervisor:
             with open(self.flash_path, "wb") as f:  # erased NOR flash reads 0xff
                 f.write(b"\xff" * flash_size)
         elif os.path.getsize(self.flash_path) != flash_size:
-            raise BoardError("%s is %d bytes, board %s has %d bytes of flash"
+            raise BoardError("%s is %d bytes, board %s has %d bytes of flash (cut short, or another board's): "
+                             "remove it to start from an erased flash, which loses what the gateway kept "
+                             "(journal, keys, config)"
                              % (self.flash_path, os.path.getsize(self.flash_path), self.board, flash_size))
         self.flash_size = flash_size
         self._prepare_ota()
@@ -772,10 +799,10 @@ def main(argv=None):
     try:
         sup = Supervisor(args.state_dir, args.board, heap=args.heap, parent_pid=args.parent_pid,
                          wdt_max_ms=args.wdt_max_ms)
-    except BoardError as exc:
-        print("ppmid: %s" % exc, file=sys.stderr)
+        return sup.run()
+    except BoardError as exc:  # (a flash image of the wrong size, ...): one line in supervisor.log
+        print("ppmid: %s: %s" % (exc.code, exc), file=sys.stderr)
         return 1
-    return sup.run()
 
 
 if __name__ == "__main__":

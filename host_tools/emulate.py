@@ -44,7 +44,9 @@ JOURNAL_WIPE = board_scripts.source("journal_wipe.py")
 
 
 class EmulateError(Exception):
-    pass
+    """An emulation that cannot start as asked (options, config, a part that did not come up)."""
+
+    code = "E_EMULATE"
 
 
 def log_default(msg):

@@ -47,7 +47,9 @@ RESPONSE = _build.build_signed(2, 1, bytes.fromhex("00DB1234567890A0"), bytes.fr
 
 
 class FleetError(Exception):
-    pass
+    """A fleet load run that cannot start or finish."""
+
+    code = "E_FLEET_LOAD"
 
 
 def gateway_euis(n):

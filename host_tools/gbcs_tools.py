@@ -63,6 +63,21 @@ def parse_hex(text):
         raise ValueError("not hex: %r is not a hex digit" % (bad[0] if bad else text[:8]))
 
 
+def _read_text(path):
+    """A hex input file's text, or GbcsInputError naming the file (unreadable, or not
+    UTF-8: a binary file given where hex text goes)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise GbcsInputError("cannot read %s: %s" % (path, exc.strerror or exc))
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise GbcsInputError("%s is not UTF-8 text (byte 0x%02x at offset %d): give hex, a message per line"
+                             % (path, data[exc.start], exc.start))
+
+
 def iter_inputs(path):
     """Yield (source, text) for each message in PATH or stdin."""
     if path == "-":
@@ -78,14 +93,9 @@ def iter_inputs(path):
         if not found:
             raise GbcsInputError("no .HEX files under %s" % path)
         for f in found:
-            with open(f) as fh:
-                yield f, fh.read()
+            yield f, _read_text(f)
         return
-    try:
-        with open(path) as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise GbcsInputError("cannot read %s: %s" % (path, exc.strerror or exc))
+    text = _read_text(path)
     if path.upper().endswith(".HEX"):
         yield path, text
         return

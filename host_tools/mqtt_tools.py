@@ -19,6 +19,15 @@ mpcompat.install()
 
 from ppmid.mqtt.contract import Topics  # noqa: E402  (firmware module, after mpcompat)
 
+class BrokerLinkError(RuntimeError):
+    """The broker of a state dir cannot be used: no or a broken broker.json (E_BROKER), not
+    reached (E_CONNECT), no answer (E_TIMEOUT). A RuntimeError, as the commands catch."""
+
+    def __init__(self, message, code="E_BROKER"):
+        super().__init__(message)
+        self.code = code
+
+
 FINAL = ("response", "already-executed", "rejected", "timeout", "failed", "topped-up")
 
 
@@ -28,11 +37,11 @@ def broker_info(state_dir):
         with open(path) as f:
             info = json.load(f)
     except OSError:
-        raise RuntimeError("no broker.json in %s: run `ppmid broker start --state-dir %s`" % (state_dir, state_dir))
+        raise BrokerLinkError("no broker.json in %s: run `ppmid broker start --state-dir %s`" % (state_dir, state_dir))
     except ValueError as exc:
-        raise RuntimeError("%s is not valid JSON (%s): start the broker again" % (path, exc))
+        raise BrokerLinkError("%s is not valid JSON (%s): start the broker again" % (path, exc))
     if not isinstance(info, dict) or not isinstance(info.get("host"), str) or not isinstance(info.get("port"), int):
-        raise RuntimeError("%s does not name the broker's host and port: start the broker again" % path)
+        raise BrokerLinkError("%s does not name the broker's host and port: start the broker again" % path)
     return info
 
 
@@ -68,15 +77,15 @@ def connect(client, state_dir, timeout=10):
     try:
         client.connect(info["host"], info["port"], keepalive=30)
     except (OSError, ValueError) as exc:  # refused, unknown host, TLS, bad port
-        raise RuntimeError("cannot reach the broker at %s:%s: %s" % (info["host"], info["port"], exc))
+        raise BrokerLinkError("cannot reach the broker at %s:%s: %s" % (info["host"], info["port"], exc), "E_CONNECT")
     client.loop_start()
     if not done.wait(timeout):
         client.loop_stop()
-        raise RuntimeError("no CONNACK from the broker within %ss" % timeout)
+        raise BrokerLinkError("no CONNACK from the broker within %ss" % timeout, "E_TIMEOUT")
     rc = result["rc"]
     if getattr(rc, "is_failure", rc != 0):
         client.loop_stop()
-        raise RuntimeError("broker refused the connection: %s" % rc)
+        raise BrokerLinkError("broker refused the connection: %s" % rc, "E_CONNECT")
     client.on_connect = None
     try:  # paho leaves Nagle on: a PUBACK then a PUBLISH would wait ~40 ms for an ACK
         import socket

@@ -10,7 +10,6 @@ passed); its result is also the command's final status in the report, since a re
 the phone took need not be published over MQTT. A tag stays `tag_hold_s` and is read
 one way; its statuses come over MQTT like any other command's.
 """
-import json
 import os
 import queue
 import threading
@@ -33,15 +32,11 @@ def reader_path(endpoint):
     """The host end of the board's PN532 UART: a pty or serial device path as given, or
     for an emulated board's state dir, the pty its board.json names (uarts.nfc)."""
     if os.path.isdir(endpoint):
-        path = os.path.join(endpoint, "board.json")
+        from host_tools.emuboard import BoardError, uart_pty
         try:
-            with open(path) as f:
-                pty = ((json.load(f).get("uarts") or {}).get("nfc"))
-        except (OSError, ValueError) as exc:
-            raise NfcRoadError("cannot read %s: %s" % (path, exc))
-        if not pty:
-            raise NfcRoadError("%s names no NFC UART (uarts.nfc)" % path)
-        return pty
+            return uart_pty(endpoint, "nfc")
+        except BoardError as exc:
+            raise NfcRoadError(str(exc))
     if not os.path.exists(endpoint) or os.path.isfile(endpoint):
         raise NfcRoadError("%s is not a pty or serial device (nor an emulated board's state dir)" % endpoint)
     return endpoint

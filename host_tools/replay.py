@@ -37,7 +37,9 @@ TEST_TARGETS = {"esme": "00DB1234567890A0", "gsme": "00DB1234567890A1"}
 
 
 class ReplayError(Exception):
-    pass
+    """A replay that cannot run (broker address, trace, TLS files)."""
+
+    code = "E_REPLAY_RUN"
 
 
 def parse_broker_url(url):

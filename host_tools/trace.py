@@ -30,7 +30,9 @@ TEST_DEVICES = {"00DB1234567890A0": "ESME", "00DB1234567890A1": "GSME", "00DB123
 
 
 class TraceError(Exception):
-    pass
+    """A trace file that is not one (docs/trace.md)."""
+
+    code = "E_TRACE"
 
 
 MAX_AT_MS = 30 * 86400 * 1000   # a trace longer than a month is a typo, not a plan

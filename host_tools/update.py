@@ -43,7 +43,10 @@ def make_key(path):
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:  # its folder missing or not writable
+        raise UpdateError("cannot write the signing key %s: %s" % (path, exc.strerror or exc))
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
     return public_hex(key)
@@ -105,6 +108,15 @@ def firmware_version(firmware_dir):
     raise UpdateError("%s/ppmid/__init__.py has no VERSION" % firmware_dir)
 
 
+def _check_folder(option, path, must_exist=False):
+    """A folder a release is read from or written to: UpdateError before the build when it
+    is a file (or, must_exist, not there)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UpdateError("%s %s is a file, not a folder" % (option, path))
+    if must_exist and not os.path.exists(path):
+        raise UpdateError("%s %s does not exist" % (option, path))
+
+
 def release(board, key_path, out_dir, version=None, firmware_dir=None, min_config_version=1, downgrade=False,
             log=None, expires=None, gateways=None, seq=None):
     """Build and sign a release of firmware_dir for board into out_dir; return the manifest.
@@ -118,6 +130,8 @@ def release(board, key_path, out_dir, version=None, firmware_dir=None, min_confi
     limits = _limits(expires, gateways, downgrade, seq)
     key = load_key(key_path)
     firmware_dir = firmware_dir or FIRMWARE_DIR
+    _check_folder("--firmware-dir", firmware_dir, must_exist=True)
+    _check_folder("--out", out_dir)
     if version is not None:
         _check_version(version)
     work = tempfile.mkdtemp(prefix="ppmid-release-")
@@ -178,6 +192,7 @@ def release_image(board, key_path, out_dir, version, image_path, min_config_vers
     limits = _limits(expires, gateways, downgrade, seq)
     key = load_key(key_path)
     _check_version(version)
+    _check_folder("--out", out_dir)
     try:
         with open(image_path, "rb") as f:
             data = f.read()

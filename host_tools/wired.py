@@ -27,7 +27,9 @@ FINAL = ("response", "rejected", "failed")
 
 
 class WiredError(Exception):
-    pass
+    """The wired road's laptop side: a port that cannot be opened, a gateway that does not answer."""
+
+    code = "E_WIRED"
 
 
 def envelope_bytes(key, line, now_s=None, targets=None):

@@ -8,6 +8,8 @@
    under MicroPython, and a comment `# mp-heapsize: 512K` / `# mp-timeout: 300` to change
    the defaults.
 2. `shared_dir` fixture: ../shared, or a skip with the reason when it is absent.
+3. `changed_firmware_copy`: a copy of firmware/ whose every module differs once compiled,
+   for the deploy tests (a deploy of it copies every file).
 """
 import asyncio
 import inspect
@@ -50,6 +52,23 @@ UNIT_TEST_HEAP = "256K"
 
 def emulated_heap():
     return UNIT_TEST_HEAP
+
+
+def changed_firmware_copy(dest, tag):
+    """Copy firmware/ to dest (no __pycache__) with every module changed so that its
+    compiled .mpy differs from the tree's, and the version TAG.x.y; so a deploy of it changes
+    every file. The change is a name (`_BUILD_TAG`), not a comment: mpy-cross -O3, as the
+    deploy compiles, drops comments and line numbers. Returns dest."""
+    shutil.copytree(FIRMWARE_DIR, str(dest), ignore=shutil.ignore_patterns("__pycache__"))
+    for dirpath, _, names in os.walk(str(dest)):
+        for n in names:
+            if n.endswith(".py"):
+                path = os.path.join(dirpath, n)
+                with open(path) as f:
+                    src = f.read()
+                with open(path, "w") as f:
+                    f.write(src.replace('VERSION = "', 'VERSION = "%s.' % tag) + "\n_BUILD_TAG = %r\n" % tag)
+    return dest
 
 
 @pytest.fixture

@@ -18,20 +18,37 @@ def run(capsys, *argv):
     return rc, cap.err
 
 
-def test_what_a_command_lets_escape_is_one_line_with_a_code(tmp_path, capsys):
+def _escaping_decode_error(monkeypatch):
+    """gbcs decode reading bytes that are not UTF-8 without naming them, as a command that
+    forgot to check would (gbcs decode itself now names the file: E_INPUT, exit 1)."""
+    from host_tools import cmd_gbcs
+
+    def inputs(path):
+        raise UnicodeDecodeError("utf-8", b"\xff\xfe not text", 0, 1, "invalid start byte")
+        yield  # a generator, as iter_inputs is
+
+    monkeypatch.setattr(cmd_gbcs, "iter_inputs", inputs)
+
+
+def test_what_a_command_lets_escape_is_one_line_with_a_code(tmp_path, capsys, monkeypatch):
     bad = tmp_path / "bad.HEX"
     bad.write_bytes(b"\xff\xfe not text")
-    rc, err = run(capsys, "gbcs", "decode", str(bad))
-    assert rc == 3 and err.startswith("ppmid: E_INPUT: ") and "not UTF-8" in err and err.count("\n") == 1
+    rc, err = run(capsys, "gbcs", "decode", str(bad))   # named by the command: exit 1
+    assert rc == 1 and err == "ppmid: E_INPUT: %s is not UTF-8 text (byte 0xff at offset 0): give hex, a message " \
+        "per line\n" % bad, err
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100000)
     rc, err = run(capsys, "gbcs", "check", "--config", str(deep), "00")
     assert rc in (1, 3) and "ppmid: " in err
+    _escaping_decode_error(monkeypatch)
+    rc, err = run(capsys, "gbcs", "decode", str(bad))   # let escape: the last line of defence, exit 3
+    assert rc == 3 and err.startswith("ppmid: E_INPUT: ") and "not UTF-8" in err and err.count("\n") == 1
 
 
 def test_the_traceback_is_there_when_asked_for(tmp_path, capsys, monkeypatch):
     bad = tmp_path / "bad.HEX"
     bad.write_bytes(b"\xff")
+    _escaping_decode_error(monkeypatch)
     monkeypatch.setenv("PPMID_DEBUG", "1")
     assert cli.main(["gbcs", "decode", str(bad)]) == 3
     err = capsys.readouterr().err
@@ -123,7 +140,7 @@ def test_emulate_refuses_an_output_file_that_is_a_folder_or_in_none(tmp_path, ca
     run_dir = tmp_path / "run"
     for path in (tmp_path, tmp_path / "no" / "out"):
         rc, err = run(capsys, "emulate", "--commissioned", "--state-dir", str(run_dir), option, str(path))
-        assert rc == 1 and err == "ppmid: %s %s: give a file in an existing folder\n" % (option, path), err
+        assert rc == 1 and err == "ppmid: E_INPUT: %s %s: give a file in an existing folder\n" % (option, path), err
     assert not run_dir.exists()
 
 

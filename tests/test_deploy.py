@@ -10,6 +10,7 @@ import pytest
 from host_tools import boards, deploy
 from host_tools.deploy import DeployError
 from host_tools.emuboard import EmulatedBoard
+from tests.conftest import changed_firmware_copy
 
 ROOT = boards.ROOT
 
@@ -73,7 +74,7 @@ def test_a_board_too_small_for_the_app_is_refused_with_the_figures(tmp_path):
     p = ppmid("deploy", "--port", str(tmp_path / "ttyUSB0"), "--board", "esp32-devkitc", "--dry-run")
     assert p.returncode == 1 and p.stdout == ""
     err = p.stderr.strip()
-    assert err.startswith("ppmid: board esp32-devkitc has a 112640-byte Python heap (board.json heap 110K)")
+    assert err.startswith("ppmid: E_DEPLOY: board esp32-devkitc has a 112640-byte Python heap (board.json heap 110K)")
     assert "the app needs %d bytes" % need in err and "boards/app_heap.json" in err
     assert "make image BOARD=esp32-devkitc" in err and "--scripts-only" in err and "--force" in err
     assert len(err.splitlines()) == 1
@@ -131,7 +132,7 @@ def test_unknown_board_and_missing_port(tmp_path):
     p = ppmid("deploy", "--port", str(tmp_path / "no-such-port"), "--board", "emulated")
     assert p.returncode == 1 and "does not exist" in p.stderr
     p = ppmid("deploy", "--port", "/dev/null", "--board", "emulated", "--attempts", "0")
-    assert p.returncode == 1 and p.stderr.strip() == "ppmid: --attempts must be 1 or more (got 0)"
+    assert p.returncode == 1 and p.stderr.strip() == "ppmid: E_DEPLOY: --attempts must be 1 or more (got 0)"
 
 
 def test_port_that_is_not_a_repl(tmp_path):
@@ -235,17 +236,8 @@ def test_scripts_only_removes_the_package(tmp_path):
 
 
 def _firmware_v2(tmp_path):
-    """A copy of firmware/ in which every file differs (so a deploy copies them all)."""
-    fw = tmp_path / "fw2"
-    shutil.copytree(boards.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
-    for dirpath, _, names in os.walk(fw):
-        for n in names:
-            if n.endswith(".py"):
-                path = os.path.join(dirpath, n)
-                with open(path) as f:
-                    src = f.read()
-                with open(path, "w") as f:
-                    f.write("# v2\n" + src.replace('VERSION = "', 'VERSION = "9.'))
+    """A copy of firmware/ in which every file differs (so a deploy copies them all), version 9.x.y."""
+    fw = changed_firmware_copy(tmp_path / "fw2", "9")
     # a big module (never imported) so that the copy takes a while
     (fw / "ppmid" / "zz_big.py").write_text("DATA = %r\n" % (bytes(range(256)) * 1600))
     return fw

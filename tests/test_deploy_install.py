@@ -9,12 +9,12 @@ The cut: the host's install script prints a line after each rename (its `_step`)
 sends the same script with a `_step` that, after k renames, arms the emulated watchdog for
 1 ms and waits (a watchdog reset, as the app's own would do)."""
 import os
-import shutil
 
 import pytest
 
 from host_tools import board_scripts, boards, deploy
 from host_tools.emuboard import EmulatedBoard
+from tests.conftest import changed_firmware_copy
 
 STAGE = deploy.STAGING
 
@@ -73,17 +73,7 @@ def _firmware(tmp_path, name, tag, old_boot=False, extra=()):
     """A copy of firmware/ in which every file says `tag` (so each deploy changes them
     all) and the version is TAG.x.y; old_boot: boot.py as it was before the install
     finished itself (no marker check); extra: more never-imported modules."""
-    fw = tmp_path / name
-    shutil.copytree(boards.FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
-    for dirpath, _, names in os.walk(fw):
-        for n in names:
-            if n.endswith(".py"):
-                path = os.path.join(dirpath, n)
-                with open(path) as f:
-                    src = f.read()
-                with open(path, "w") as f:
-                    # a name, not a comment: mpy-cross -O3 drops comments and line numbers
-                    f.write(src.replace('VERSION = "', 'VERSION = "%s.' % tag) + "\n_BUILD_TAG = %r\n" % tag)
+    fw = changed_firmware_copy(tmp_path / name, tag)
     if old_boot:
         # (the unix port has no alloc_emergency_exception_buf: guarded as boot.py guards it,
         # since a boot.py that raises skips main.py, on the ESP32 and the emulated board)

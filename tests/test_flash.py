@@ -142,7 +142,7 @@ def test_a_board_too_small_for_mpy_files_is_refused_before_esptool(tmp_path, mon
     image = image_for(tmp_path, "esp32-devkitc")
     p = ppmid("flash", "--port", "/dev/x", "--board", "esp32-devkitc", "--firmware", image, "--dry-run")
     assert p.returncode == 1 and "esptool" not in p.stdout
-    assert p.stderr.startswith("ppmid: board esp32-devkitc has a 112640-byte Python heap") and "make image" in p.stderr
+    assert p.stderr.startswith("ppmid: E_DEPLOY: board esp32-devkitc has a 112640-byte Python heap") and "make image" in p.stderr
     ran = []
     with monkeypatch.context() as m, pytest.raises(FlashError.__bases__[0], match="would not fit"):
         m.setattr(flash.subprocess, "run", lambda *a, **k: ran.append(a))

@@ -88,7 +88,7 @@ def test_cli_user_errors(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"gateway": "nothex"}')
     rc, out, err = ppmid("check", "--config", str(bad), "-", stdin=CS11)
-    assert rc == 1 and err.startswith("ppmid: config") and out == []
+    assert rc == 1 and err.startswith("ppmid: E_CONFIG: config") and out == []
     rc, out, err = ppmid("decode", str(tmp_path / "missing.txt"))
     assert rc == 1 and "cannot read" in err
     empty = tmp_path / "empty"

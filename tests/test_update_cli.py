@@ -208,7 +208,7 @@ def test_seq_is_signed_and_set_by_seq_and_a_gateway_refuses_one_not_above_its_fl
     before = (out / "offer.json").read_text()
     for bad in ("0", "-1", "4294967296"):
         rc, _, err = release("--seq", bad)
-        assert rc == 1 and err == "ppmid: --seq must be a whole number from 1 to 4294967295 (it fits 32 bits), " \
+        assert rc == 1 and err == "ppmid: E_UPDATE: --seq must be a whole number from 1 to 4294967295 (it fits 32 bits), " \
             "not %s\n" % bad, err
     for bad in ("1e3", "x"):  # no integer: argparse's usage error (exit 2), as for every int option
         try:

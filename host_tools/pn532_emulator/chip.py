@@ -14,6 +14,7 @@ map, InCommunicateThru with the CIU's CRC bits honoured); docs/nfc.md lists it.
 """
 import os
 import select
+import termios
 import threading
 import time
 import tty
@@ -116,8 +117,14 @@ class PN532Emulator:
 
     @classmethod
     def on_path(cls, path, **kw):
+        """An emulator on the pty or serial device at path; OSError when it cannot be
+        opened or is not a terminal (a regular file: termios refuses it, ENOTTY)."""
         fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-        tty.setraw(fd)
+        try:
+            tty.setraw(fd)
+        except termios.error as exc:
+            os.close(fd)
+            raise OSError(exc.args[0], "not a pty or serial device", path)
         return cls(fd, **kw)
 
     def start(self):
