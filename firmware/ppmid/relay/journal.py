@@ -36,8 +36,9 @@ _T_DONE = const(0x44)      # 'D' final status acknowledged by the broker: forget
 _T_COUNTER = const(0x43)   # 'C' anti-replay counter key -> value
 _T_RESEND = const(0x51)    # 'Q' found sending at a restart: queued again (bounded resends)
 _T_ALREADY = const(0x58)   # 'X' the meter refused the resent copy: it had executed the first
-# 'U' is written by relay/refusals.py (a send the HAN link refused), 'Q' and 'X' by
-# relay/resend.py: rare records, whose code the running app need not hold
+# 'U' and 'F' are written by relay/refusals.py (a send the HAN link refused, a command
+# that failed), 'Q' and 'X' by relay/resend.py: rare records, whose code the running app
+# need not hold
 
 # command states (Entry.state)
 QUEUED = const(0)
@@ -197,15 +198,6 @@ class Journal:
             out.append(live[seq])
         return out
 
-    def _index(self, e):
-        self.live[e.seq] = e
-        self.by_id[e.id] = e
-
-    def _unindex(self, e):
-        self.live.pop(e.seq, None)
-        if self.by_id.get(e.id) is e:
-            del self.by_id[e.id]
-
     # ---- writing ---------------------------------------------------------------------
     def _handle(self):
         if self._f is None:
@@ -276,7 +268,8 @@ class Journal:
         e.body_off = pay + _ACCEPT_FIXED + len(idb) + 24
         e.body_len = len(gbcs)
         self.next_seq = seq + 1
-        self._index(e)
+        self.live[seq] = e
+        self.by_id[id] = e
         return e
 
     def sending(self, e, deadline):
@@ -300,16 +293,13 @@ class Journal:
         e.state = TIMED_OUT
         e.late_until = late_until
 
-    def failed(self, e, code):
-        self._append(_T_FAILED, (struct.pack(">I", e.seq), code.encode()))
-        e.state = FAILED
-        e.error = code
-
     def done(self, e):
         if e.seq not in self.live:
             return
         self._append(_T_DONE, (struct.pack(">I", e.seq),), sync=False)
-        self._unindex(e)
+        del self.live[e.seq]
+        if self.by_id.get(e.id) is e:
+            del self.by_id[e.id]
 
     def put_counter(self, key, value):
         if isinstance(key, str):
