@@ -205,9 +205,30 @@ class Journal:
             self._f.seek(0, 2)
         return self._f
 
-    def _write(self, rtype, parts, sync):
-        """Append one record; with sync, it and every lazy record before it are durable
-        once this returns. Returns its offset."""
+    def sync(self):
+        """Make lazy records durable now (the relay calls this when idle)."""
+        if self.lazy and self._f is not None:
+            self._torn = True
+            self._f.flush()
+            self._torn = False
+            self.syncs += 1
+            self.lazy = 0
+
+    def _append(self, rtype, parts, need_reserve=False, sync=True):
+        """Append one record (compacting first when it would cross the bound, or after a
+        torn append); with sync, it and every lazy record before it are durable once this
+        returns. Returns the offset of its payload."""
+        n = _HEAD + _TAIL
+        for p in parts:
+            n += len(p)
+        limit = self.max_bytes - (self.reserve if need_reserve else 0)
+        if self._torn or self.size + n > limit:
+            self.compact()
+            if self.size + n > limit:
+                if need_reserve:
+                    raise JournalError(E_BUSY, "journal full (%d bytes live): try later" % self.size)
+                # finishing records of accepted commands are never refused; the reserve
+                # kept back from new commands is what makes this bounded
         f = self._handle()
         f.seek(0, 2)
         off = self.size
@@ -227,30 +248,7 @@ class Journal:
         self.size += n
         self.bytes_written += n
         self.appends += 1
-        return off
-
-    def sync(self):
-        """Make lazy records durable now (the relay calls this when idle)."""
-        if self.lazy and self._f is not None:
-            self._torn = True
-            self._f.flush()
-            self._torn = False
-            self.syncs += 1
-            self.lazy = 0
-
-    def _append(self, rtype, parts, need_reserve=False, sync=True):
-        n = _HEAD + _TAIL
-        for p in parts:
-            n += len(p)
-        limit = self.max_bytes - (self.reserve if need_reserve else 0)
-        if self._torn or self.size + n > limit:
-            self.compact()
-            if self.size + n > limit:
-                if need_reserve:
-                    raise JournalError(E_BUSY, "journal full (%d bytes live): try later" % self.size)
-                # finishing records of accepted commands are never refused; the reserve
-                # kept back from new commands is what makes this bounded
-        return self._write(rtype, parts, sync) + _HEAD
+        return off + _HEAD
 
     def accept(self, id, via, expires, accepted_at, target, originator, counter, gbcs, topup=False):
         """Journal a new command (topup: a UTRN top-up, gbcs then its digits). Raises
