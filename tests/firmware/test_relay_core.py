@@ -694,8 +694,8 @@ async def test_run_loop_end_to_end_with_tasks():
 
 
 async def test_a_loop_that_dies_faults_the_relay_and_the_others_run_on():
-    # each of the four loops catches its own end (Relay._died): the relay is in fault, says
-    # why in health() and the log, and stops feeding the watchdog; the other loops still run
+    # a loop that dies (its guard, Relay._guard, catches the end) puts the relay in fault: it
+    # says why in health() and the log, and stops feeding the watchdog; the other loops run on
     try:
         import asyncio
     except ImportError:

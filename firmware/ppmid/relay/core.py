@@ -604,40 +604,37 @@ class Relay:
         from ppmid.relay.recovery import start_tasks
         return start_tasks(self)
 
-    def _died(self, name, exc):
-        # a loop that dies (each catches its own end: one coroutine less per task than a
-        # guard awaiting it, which the running app held four of) stops its heartbeat:
-        # health() then says why, and the watchdog (no longer fed) resets the board. A
-        # cancelled task is not caught: CancelledError is no Exception
-        self.fault = "%s loop died: %r" % (name, exc)
-        self.state = "fault"
-        self.log("error", self.fault)
+    async def _guard(self, name, loop):
+        # a loop (a coroutine) that dies stops its heartbeat: health() then says why, and
+        # the watchdog (no longer fed) resets the board
+        try:
+            await loop
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.fault = "%s loop died: %r" % (name, exc)
+            self.state = "fault"
+            self.log("error", self.fault)
 
     def _beat(self, name):
         self._beats[name] = self.clock.ms()
 
     async def _dispatch_loop(self):
-        try:
-            while True:
-                self._beat("dispatch")
-                self._wake_dispatch.clear()
-                wait = await self.dispatch_once()
-                if wait == 0:
-                    await asyncio.sleep(0)
-                    continue
-                await wait_event_ms(self._wake_dispatch, 1000 if wait is None or wait > 1000 else wait)
-        except Exception as exc:
-            self._died("dispatch", exc)
+        while True:
+            self._beat("dispatch")
+            self._wake_dispatch.clear()
+            wait = await self.dispatch_once()
+            if wait == 0:
+                await asyncio.sleep(0)
+                continue
+            await wait_event_ms(self._wake_dispatch, 1000 if wait is None or wait > 1000 else wait)
 
     async def _receive_loop(self):
         # no heartbeat: it rightly blocks in han.receive(); the HAN link's own health
         # comes through link_checks
-        try:
-            while True:
-                buf = await self.han.receive()
-                self.on_han_message(buf)
-        except Exception as exc:
-            self._died("receive", exc)
+        while True:
+            buf = await self.han.receive()
+            self.on_han_message(buf)
 
     def house_once(self):
         """Timers, then health; feed the watchdog only when healthy. Returns (ok, why)."""
@@ -660,9 +657,6 @@ class Relay:
         return ok, why
 
     async def _house_loop(self):
-        try:
-            while True:
-                self.house_once()
-                await sleep_ms(500)
-        except Exception as exc:
-            self._died("house", exc)
+        while True:
+            self.house_once()
+            await sleep_ms(500)

@@ -95,25 +95,22 @@ async def publish_once(relay):
 
 async def run(relay):
     """The publish loop: drains the queue, backing off while the broker is away; the
-    relay's "publish" heartbeat once a pass. Its own end is the relay's fault (_died)."""
+    relay's "publish" heartbeat once a pass."""
     backoff = _BACKOFF_MIN_MS
     wake = relay._wake_publish
-    try:
-        while True:
-            relay._beat("publish")
-            wake.clear()
-            if not relay.to_publish:
-                await wait_event_ms(wake, 5000)
-                continue
-            try:
-                await publish_once(relay)
-                backoff = _BACKOFF_MIN_MS
-            except Exception as exc:
-                relay.counters["publish_errors"] += 1
-                # the console only: a log line would queue behind the failing message
-                if relay.console is not None:
-                    relay.console("relay warn: publish failed: %r" % (exc,))
-                await sleep_ms(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_MS)
-    except Exception as exc:
-        relay._died("publish", exc)
+    while True:
+        relay._beat("publish")
+        wake.clear()
+        if not relay.to_publish:
+            await wait_event_ms(wake, 5000)
+            continue
+        try:
+            await publish_once(relay)
+            backoff = _BACKOFF_MIN_MS
+        except Exception as exc:
+            relay.counters["publish_errors"] += 1
+            # the console only: a log line would queue behind the failing message
+            if relay.console is not None:
+                relay.console("relay warn: publish failed: %r" % (exc,))
+            await sleep_ms(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX_MS)

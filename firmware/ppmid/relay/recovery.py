@@ -141,10 +141,9 @@ def recover(relay):
 
 
 def start_tasks(relay):
-    """Relay.start's work: the four loops (each ends in the relay's fault if it dies:
-    Relay._died)."""
-    relay._tasks = [asyncio.create_task(relay._dispatch_loop()),
-                    asyncio.create_task(relay._receive_loop()),
-                    asyncio.create_task(outbox.run(relay)),
-                    asyncio.create_task(relay._house_loop())]
+    """Relay.start's work: the four loops, each under the relay's guard."""
+    relay._tasks = [asyncio.create_task(relay._guard("dispatch", relay._dispatch_loop())),
+                    asyncio.create_task(relay._guard("receive", relay._receive_loop())),
+                    asyncio.create_task(relay._guard("publish", outbox.run(relay))),
+                    asyncio.create_task(relay._guard("house", relay._house_loop()))]
     return relay._tasks
