@@ -3,7 +3,7 @@
 import os
 
 from ppmid.relay import journal as J
-from ppmid.relay.refusals import record_unsent, record_failed
+from ppmid.relay.refusals import record_unsent
 from ppmid.relay.resend import record_resend, record_already_executed
 from test_relay_support import fresh_root, read_file, write_file
 
@@ -51,7 +51,7 @@ def test_roundtrip_states_survive_reopen():
     j.response(c, b"RSP3", False)
     j.sending(d, 2002)
     j.timeout(d, 3000)
-    record_failed(j, e, "E_EXPIRED")
+    j.failed(e, "E_EXPIRED")
     j.put_counter(b"k1", 7)
     j.put_counter("k2", 9)
     j2, live = reopen(j)
@@ -324,8 +324,7 @@ def test_recovery_scan_and_compaction_use_the_record_constants_journal_writes():
     assert len(names) == 13, names  # the 12 constants it writes with and the accept record layout
     for n in names:
         assert getattr(C, n) == getattr(J, n), n
-    assert (resend._T_RESEND, resend._T_ALREADY, refusals._T_UNSENT, refusals._T_FAILED) == \
-        (J._T_RESEND, J._T_ALREADY, J._T_UNSENT, J._T_FAILED)
+    assert (resend._T_RESEND, resend._T_ALREADY, refusals._T_UNSENT) == (J._T_RESEND, J._T_ALREADY, J._T_UNSENT)
 
 
 def test_resends_and_already_executed_survive_reopen_and_compaction():

@@ -36,9 +36,8 @@ _T_DONE = const(0x44)      # 'D' final status acknowledged by the broker: forget
 _T_COUNTER = const(0x43)   # 'C' anti-replay counter key -> value
 _T_RESEND = const(0x51)    # 'Q' found sending at a restart: queued again (bounded resends)
 _T_ALREADY = const(0x58)   # 'X' the meter refused the resent copy: it had executed the first
-# 'U' and 'F' are written by relay/refusals.py (a send the HAN link refused, a command
-# that failed), 'Q' and 'X' by relay/resend.py: rare records, whose code the running app
-# need not hold
+# 'U' is written by relay/refusals.py (a send the HAN link refused), 'Q' and 'X' by
+# relay/resend.py: rare records, whose code the running app need not hold
 
 # command states (Entry.state)
 QUEUED = const(0)
@@ -198,6 +197,15 @@ class Journal:
             out.append(live[seq])
         return out
 
+    def _index(self, e):
+        self.live[e.seq] = e
+        self.by_id[e.id] = e
+
+    def _unindex(self, e):
+        self.live.pop(e.seq, None)
+        if self.by_id.get(e.id) is e:
+            del self.by_id[e.id]
+
     # ---- writing ---------------------------------------------------------------------
     def _handle(self):
         if self._f is None:
@@ -205,30 +213,9 @@ class Journal:
             self._f.seek(0, 2)
         return self._f
 
-    def sync(self):
-        """Make lazy records durable now (the relay calls this when idle)."""
-        if self.lazy and self._f is not None:
-            self._torn = True
-            self._f.flush()
-            self._torn = False
-            self.syncs += 1
-            self.lazy = 0
-
-    def _append(self, rtype, parts, need_reserve=False, sync=True):
-        """Append one record (compacting first when it would cross the bound, or after a
-        torn append); with sync, it and every lazy record before it are durable once this
-        returns. Returns the offset of its payload."""
-        n = _HEAD + _TAIL
-        for p in parts:
-            n += len(p)
-        limit = self.max_bytes - (self.reserve if need_reserve else 0)
-        if self._torn or self.size + n > limit:
-            self.compact()
-            if self.size + n > limit:
-                if need_reserve:
-                    raise JournalError(E_BUSY, "journal full (%d bytes live): try later" % self.size)
-                # finishing records of accepted commands are never refused; the reserve
-                # kept back from new commands is what makes this bounded
+    def _write(self, rtype, parts, sync):
+        """Append one record; with sync, it and every lazy record before it are durable
+        once this returns. Returns its offset."""
         f = self._handle()
         f.seek(0, 2)
         off = self.size
@@ -248,7 +235,30 @@ class Journal:
         self.size += n
         self.bytes_written += n
         self.appends += 1
-        return off + _HEAD
+        return off
+
+    def sync(self):
+        """Make lazy records durable now (the relay calls this when idle)."""
+        if self.lazy and self._f is not None:
+            self._torn = True
+            self._f.flush()
+            self._torn = False
+            self.syncs += 1
+            self.lazy = 0
+
+    def _append(self, rtype, parts, need_reserve=False, sync=True):
+        n = _HEAD + _TAIL
+        for p in parts:
+            n += len(p)
+        limit = self.max_bytes - (self.reserve if need_reserve else 0)
+        if self._torn or self.size + n > limit:
+            self.compact()
+            if self.size + n > limit:
+                if need_reserve:
+                    raise JournalError(E_BUSY, "journal full (%d bytes live): try later" % self.size)
+                # finishing records of accepted commands are never refused; the reserve
+                # kept back from new commands is what makes this bounded
+        return self._write(rtype, parts, sync) + _HEAD
 
     def accept(self, id, via, expires, accepted_at, target, originator, counter, gbcs, topup=False):
         """Journal a new command (topup: a UTRN top-up, gbcs then its digits). Raises
@@ -266,8 +276,7 @@ class Journal:
         e.body_off = pay + _ACCEPT_FIXED + len(idb) + 24
         e.body_len = len(gbcs)
         self.next_seq = seq + 1
-        self.live[seq] = e
-        self.by_id[id] = e
+        self._index(e)
         return e
 
     def sending(self, e, deadline):
@@ -291,13 +300,16 @@ class Journal:
         e.state = TIMED_OUT
         e.late_until = late_until
 
+    def failed(self, e, code):
+        self._append(_T_FAILED, (struct.pack(">I", e.seq), code.encode()))
+        e.state = FAILED
+        e.error = code
+
     def done(self, e):
         if e.seq not in self.live:
             return
         self._append(_T_DONE, (struct.pack(">I", e.seq),), sync=False)
-        del self.live[e.seq]
-        if self.by_id.get(e.id) is e:
-            del self.by_id[e.id]
+        self._unindex(e)
 
     def put_counter(self, key, value):
         if isinstance(key, str):

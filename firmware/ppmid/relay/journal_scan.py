@@ -102,8 +102,7 @@ def _apply(j, rtype, p, off):
         e.topup = topup
         e.body_off = off + pos
         e.body_len = len(p) - pos
-        j.live[seq] = e
-        j.by_id[id] = e
+        j._index(e)
         if seq >= j.next_seq:
             j.next_seq = seq + 1
         return
@@ -132,9 +131,7 @@ def _apply(j, rtype, p, off):
         e.state = FAILED
         e.error = str(bytes(p[4:]), "ascii")
     elif rtype == _T_DONE:
-        del j.live[seq]
-        if j.by_id.get(e.id) is e:
-            del j.by_id[e.id]
+        j._unindex(e)
     elif rtype == _T_RESEND:
         e.state = QUEUED
         e.retries = struct.unpack_from(">H", p, 4)[0]

@@ -31,10 +31,9 @@ PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
 # already executed)
 _RETRY_MIN_MS = const(1000)
 _RETRY_MAX_MS = const(30000)
-# journal.py's private constants of the records only this module writes, repeated
+# journal.py's private constant of the record only this module writes, repeated
 # (tests/firmware/test_journal.py checks that they agree)
 _T_UNSENT = const(0x55)
-_T_FAILED = const(0x46)
 
 # the sentences of the intake's refusals that relay.core raises (refusal())
 _SAYS = {E_AUTH: "envelope names key %s; this gateway has no keys per DCC User",
@@ -170,18 +169,11 @@ def refused(relay, env, exc, via):
 
 def fail(relay, e, code, why):
     """Command e ends "failed" with code; why: the log's sentence."""
-    record_failed(relay.journal, e, code)
+    relay.journal.failed(e, code)
     relay._room.set()
     relay.counters["failed"] += 1
     relay.log("info", "%s failed: %s %s" % (e.id, code, why))
     relay._emit(e, "failed")
-
-
-def record_failed(j, e, code):
-    """Journal j's record of command e ending without a response (code: why)."""
-    j._append(_T_FAILED, (struct.pack(">I", e.seq), code.encode()))
-    e.state = J.FAILED
-    e.error = code
 
 
 def record_unsent(j, e):
