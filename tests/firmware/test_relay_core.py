@@ -693,6 +693,70 @@ async def test_run_loop_end_to_end_with_tasks():
     assert r.wdt.feeds >= 1
 
 
+async def test_a_loop_that_dies_faults_the_relay_and_the_others_run_on():
+    # a loop that dies (its guard, Relay._guard, catches the end) puts the relay in fault: it
+    # says why in health() and the log, and stops feeding the watchdog; the other loops run on
+    try:
+        import asyncio
+    except ImportError:
+        import uasyncio as asyncio
+    from ppmid.relay import outbox
+
+    def breaking(name, r):
+        # make loop `name` raise RuntimeError on its next pass
+        relay = r.relay
+        if name == "receive":
+            async def receive():
+                raise RuntimeError("radio gone")
+            r.han.receive = receive
+        elif name == "dispatch":
+            async def dispatch_once():
+                raise RuntimeError("dispatch broke")
+            relay.dispatch_once = dispatch_once
+        elif name == "house":
+            def house_once():
+                raise RuntimeError("house broke")
+            relay.house_once = house_once
+        else:  # publish: its heartbeat fails (outbox.run's pass), the other loops' do not
+            beat = relay._beat
+
+            def failing_beat(loop):
+                if loop == "publish":
+                    raise RuntimeError("publish broke")
+                beat(loop)
+            relay._beat = failing_beat
+
+    for name in ("receive", "dispatch", "house", "publish"):
+        r = Rig()
+        breaking(name, r)
+        r.relay.start()
+        try:
+            for _ in range(100):
+                if r.relay.fault is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert r.relay.fault is not None and r.relay.fault.startswith(name + " loop died: RuntimeError"), (name, r.relay.fault)
+            assert r.relay.state == "fault"
+            assert [m for m in r.logs if m.startswith("relay error: %s loop died: RuntimeError" % name)], (name, r.logs)
+            dead = [t for t in r.relay._tasks if t.done()]
+            assert len(dead) == 1, (name, len(dead))   # the others run on
+            feeds = r.wdt.feeds
+            ok, why = r.relay.health()
+            assert not ok and why == "fault: " + r.relay.fault
+            if name != "house":
+                r.relay.house_once()
+                assert r.wdt.feeds == feeds         # not fed: the board resets
+        finally:
+            await stop_relay(r.relay)
+    # cancelling the tasks (a test's end) is no fault
+    r = Rig()
+    r.relay.start()
+    await asyncio.sleep(0.02)
+    await stop_relay(r.relay)
+    assert r.relay.fault is None and r.relay.state == "running"
+    assert not [m for m in r.logs if "loop died" in m]
+
+
 async def test_backlog_beyond_the_queue_waits_for_room_and_is_relayed_in_order():
     try:
         import asyncio
