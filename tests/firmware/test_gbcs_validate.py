@@ -50,6 +50,37 @@ def test_not_a_command():
     assert _code(v, block) == "E_FORM"
 
 
+def _security_control_at(buf):
+    # the byte after the MAC header's length (81 nn / 82 nnnn, or one byte)
+    n = buf[7]
+    return 8 if n < 0x80 else 7 + n - 0x7F
+
+
+def test_mac_header_security_control_must_be_0x11():
+    # review 87 F1: 0x11 (authenticated, suite 1) is what every command of the DCC's corpus
+    # has; 0x30/0x31 would tell the device the rest is ciphertext, not what was checked here
+    v = Validator(_cfg(), MemoryCounterStore())
+    for sc in (0x00, 0x01, 0x10, 0x30, 0x31, 0xFF):
+        raw = bytearray(_cmd(counter=3000 + sc))
+        assert raw[_security_control_at(raw)] == 0x11
+        raw[_security_control_at(raw)] = sc
+        try:
+            v.check(bytes(raw))
+            raise AssertionError("accepted with security control 0x%02X" % sc)
+        except GbcsError as exc:
+            assert exc.code == "E_SECURITY_CONTROL"
+            assert ("0x%02X" % sc) in exc.message and "0x11" in exc.message
+    # a long MAC-header length (82 nnnn) moves the byte: still found
+    big = bytearray(_cmd(counter=4000, content=b"\xd9" + bytes(300)))
+    assert big[7] == 0x82
+    v.check(bytes(big))
+    big[_security_control_at(big)] = 0x31
+    assert _code(v, bytes(big)) == "E_SECURITY_CONTROL"
+    # nothing refused was committed: the same counters still pass with 0x11
+    v.check(_cmd(counter=3000))
+    assert v.check(sample("11.2_ECS52/ECS52_11.2_ERROR_COMMAND")).message_code == 0x0059
+
+
 def test_malformed_is_refused_with_decoder_codes():
     v = Validator(_cfg(), MemoryCounterStore())
     raw = _cmd()
