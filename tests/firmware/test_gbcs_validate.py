@@ -81,6 +81,34 @@ def test_mac_header_security_control_must_be_0x11():
     assert v.check(sample("11.2_ECS52/ECS52_11.2_ERROR_COMMAND")).message_code == 0x0059
 
 
+def test_general_signing_alone_needs_its_signature():
+    # review 87 F2: without a MAC header only the 64-byte signature can authenticate the
+    # command (the DCC's corpus: 4 of 4 such commands carry one); an empty signature is a
+    # pre-command the DCC has not finished, as is one without the field
+    v = Validator(_cfg(), MemoryCounterStore())
+    content = b"\xd9\x20\x00"
+    empty = build.build_signed(1, 1001, SUPPLIER, binascii.unhexlify(ESME), 0x0019, content, signature=b"")
+    none = build.build_signed(1, 1001, SUPPLIER, binascii.unhexlify(ESME), 0x0019, content, signature=None)
+    signed = build.build_signed(1, 1001, SUPPLIER, binascii.unhexlify(ESME), 0x0019, content, signature=bytes(64))
+    for raw in (empty, none):
+        try:
+            v.check(raw)
+            raise AssertionError("accepted")
+        except GbcsError as exc:
+            assert exc.code == "E_PRECOMMAND"
+            assert ("empty signature" in exc.message) == (raw is empty)
+    assert v.check(signed).message_code == 0x0019
+    # inside a MAC header the MAC authenticates it: an empty signature there is the usual
+    # non-critical command
+    assert v.check(_cmd(counter=1001)).message_code == 0x0019
+    # a real signed command of the corpus, its signature emptied: refused; as sent: taken
+    real = sample("NA_CS02aSignature/CS02aSignature_NA_ERROR_COMMAND")
+    assert real[0] == 0xDF and real[-65] == 64
+    stripped = bytes(real[:-65]) + b"\x00"
+    assert _code(v, stripped) == "E_PRECOMMAND"
+    assert v.check(real).message_code == 0x0008
+
+
 def test_malformed_is_refused_with_decoder_codes():
     v = Validator(_cfg(), MemoryCounterStore())
     raw = _cmd()
