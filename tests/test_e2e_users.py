@@ -225,13 +225,13 @@ def test_provision_user_role_originators_spelling(tmp_path, capsys):
         return json.loads(out[out.index("{"):])
 
     rc = cli.main(base + ["--user", "supplier-a", "--role", "supplier", "--originators", "90b3d51f30010000",
-                          "--user", "eng-1", "--role", "engineer", "--originators", "90B3D51F30020000,90B3D51F30040000",
+                          "--user", "eng-1", "--role", "engineer", "--originators", "90B3D51F30010000,90B3D51F30020000",
                           "--user", "dno:network-operator:90B3D51F30030000", "--role-profile", "network-operator=all"])
     out = capsys.readouterr().out
     assert rc == 0
     u = cfg_of(out)["users"]
     assert u["keys"] == {"supplier-a": {"role": "supplier", "originators": ["90B3D51F30010000"]},
-                         "eng-1": {"role": "engineer", "originators": ["90B3D51F30020000", "90B3D51F30040000"]},
+                         "eng-1": {"role": "engineer", "originators": ["90B3D51F30010000", "90B3D51F30020000"]},
                          "dno": {"role": "network-operator", "originators": ["90B3D51F30030000"]}}
     assert u["roles"] == {"supplier": "prepay", "engineer": "hht", "network-operator": "all"}
     assert "/secrets/config.key 32 bytes" in out and "/secrets/users/eng-1.key 32 bytes" in out

@@ -82,7 +82,7 @@ def _registry_with_public_key_user(tmp_path):
     state = str(tmp_path / "state")
     mt.envelope_key(state, GW, create=True)  # the gateway's key is there: not what refuses
     write_registry(state, GW, 1, {"keys": {"gas-pk": {"role": "r", "originators": [SUPPLIER], "public_key": V.PUBLIC},
-                                           "other": {"role": "r", "originators": ["90B3D51F30020000"]}},
+                                           "other": {"role": "r", "originators": [SUPPLIER]}},
                                   "roles": {"r": "prepay"}, "legacy_key": True})
     return state
 

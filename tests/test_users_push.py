@@ -66,7 +66,7 @@ def test_plan_sends_only_new_and_rotated_keys_with_the_next_sequence(state):
 def test_plan_sends_no_key_for_a_public_key_user_and_refuses_to_rotate_one(state):
     import p256_envelope_vectors as PV
     users = json.loads(json.dumps(U.read_registry(state, GW)["users"]))
-    users["keys"]["pk"] = dict(SUP, originators=["90B3D51F30030000"], public_key=PV.PUBLIC)
+    users["keys"]["pk"] = dict(SUP, public_key=PV.PUBLIC)
     seq, users, new, renames = U.plan(state, GW, users=users)
     assert "pk" in users["keys"] and new == {} and renames == {}
     assert not os.path.exists(mt.user_key_path(state, GW, "pk"))
@@ -118,8 +118,7 @@ def test_a_refused_section_leaves_no_key_file_behind(state, tmp_path):
     with pytest.raises(U.UsersUpdateError, match="users.keys name '../../../planted'"):
         U.plan(state, GW, users=planted)
     # a good new name beside a refused entry: its key is not made either
-    refused = dict(users, keys=dict(users["keys"], **{"eng-1": dict(SUP, originators=["90B3D51F30020000"]),
-                                                      "eng-2": dict(SUP, originators=["nope"])}))
+    refused = dict(users, keys=dict(users["keys"], **{"eng-1": SUP, "eng-2": dict(SUP, originators=["nope"])}))
     with pytest.raises(U.UsersUpdateError, match="eng-2 originator"):
         U.plan(state, GW, users=refused)
     assert _files_under(str(tmp_path)) == before

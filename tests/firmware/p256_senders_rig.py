@@ -16,8 +16,7 @@ def users_section(**pk):
     k = {"role": "supplier", "originators": [SUPPLIER], "public_key": V.PUBLIC}
     for f in pk:
         k[f] = pk[f]
-    # one originator, one user (users_config): the symmetric sender is another supplier
-    return {"keys": {V.KID: k, "supplier-a": {"role": "supplier", "originators": ["90B3D51F30020000"]}},
+    return {"keys": {V.KID: k, "supplier-a": {"role": "supplier", "originators": [SUPPLIER]}},
             "roles": {"supplier": "prepay"}, "legacy_key": False}
 
 

@@ -51,10 +51,6 @@ def test_role_value_spelling():
         assert eligibility.role(bad) is None
 
 
-DNO = "90B3D51F30020000"   # each DCC User its own originator (users_config)
-OU = "90B3D51F30030000"
-
-
 def _rig():
     import os
     from ppmid.relay import senders as S
@@ -62,8 +58,8 @@ def _rig():
     cfg["gateway"] = PPMID
     cfg["han"] = {"devices": [{"eui": ESME, "type": "ESME"}, {"eui": GSME, "type": "GSME"}]}
     cfg["users"] = {"keys": {"gas-a": {"role": "gas-supplier", "originators": [SUPPLIER]},
-                             "dno-1": {"role": "distributor", "originators": [DNO]},
-                             "ou-1": {"role": "other", "originators": [OU]}},
+                             "dno-1": {"role": "distributor", "originators": [SUPPLIER]},
+                             "ou-1": {"role": "other", "originators": [SUPPLIER]}},
                     "roles": {"gas-supplier": "duis:GS", "distributor": "duis:ED", "other": "duis:OU"},
                     "legacy_key": False}
     cfg = C.validate(cfg)
@@ -83,11 +79,11 @@ async def test_a_duis_role_sends_its_codes_and_is_refused_outside_them():
     out = await r.submit("g2", 11, key=GAS_KEY, code=0x0007)
     assert out["error"] == "E_ROLE" and "gas-a" in out["message"] and "0x0007" in out["message"]
     # the distributor: set voltage configurations (6.5 ECS29a) yes; open the load switch (7.2 ECS43), no
-    assert (await r.submit("d1", 12, key=DNO_KEY, originator=DNO, code=0x0045))["status"] == "accepted"
-    assert (await r.submit("d2", 13, key=DNO_KEY, originator=DNO, code=0x0050))["error"] == "E_ROLE"
+    assert (await r.submit("d1", 12, key=DNO_KEY, code=0x0045))["status"] == "accepted"
+    assert (await r.submit("d2", 13, key=DNO_KEY, code=0x0050))["error"] == "E_ROLE"
     # the other user: read import registers (4.1.1 ECS17b) yes; a tariff (1.1.1 ECS01a), no
-    assert (await r.submit("u1", 14, key=OU_KEY, originator=OU, code=0x0027))["status"] == "accepted"
-    assert (await r.submit("u2", 15, key=OU_KEY, originator=OU, code=0x0019))["error"] == "E_ROLE"
+    assert (await r.submit("u1", 14, key=OU_KEY, code=0x0027))["status"] == "accepted"
+    assert (await r.submit("u2", 15, key=OU_KEY, code=0x0019))["error"] == "E_ROLE"
     assert sorted(r.journal.by_id) == ["d1", "g1", "u1"]
 
 

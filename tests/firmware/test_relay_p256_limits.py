@@ -4,6 +4,7 @@
 # next signed envelope is refused E_RATE without being verified. CPython and MicroPython.
 import json
 from ppmid import envelope
+from test_relay_support import SUPPLIER
 from p256_senders_rig import users_section, rig_users, json_text, env
 import p256_envelope_vectors as V
 
@@ -12,7 +13,7 @@ def _two_kids_one_key():
     # a second user registered with the same public key: a signature names its kid, so it
     # does not pass under the other
     section = users_section()
-    section["keys"]["supplier-pk2"] = {"role": "supplier", "originators": ["90B3D51F30030000"], "public_key": V.PUBLIC}
+    section["keys"]["supplier-pk2"] = {"role": "supplier", "originators": [SUPPLIER], "public_key": V.PUBLIC}
     return rig_users(section)
 
 

@@ -35,7 +35,6 @@ def check(u, profiles):
     keys = out["keys"]
     if not isinstance(keys, dict) or len(keys) > 16:
         raise ConfigError("users.keys must be an object of at most 16 senders")
-    owner = {}  # originator (8 bytes) -> the name of the key not revoked that lists it
     for name in keys:
         k = keys[name]
         if not 1 <= len(name) <= 32 or not all(c.isalpha() or c.isdigit() or c in "-_." for c in name):
@@ -49,16 +48,7 @@ def check(u, profiles):
         if not isinstance(origs, list) or not origs:
             raise ConfigError("users.keys.%s.originators must list the GBCS originator ids it may use" % name)
         for o in origs:
-            b = eui_bytes(o, "users.keys.%s originator" % name)
-            # one originator, one DCC User: the gateway spends a command's counter before any
-            # device checks it, so a sharer could end the other's commands (docs/security.md).
-            # A revoked key sends nothing: its originators may pass to a new key
-            if k.get("revoked") is not True:
-                if owner.get(b, name) != name:
-                    raise ConfigError("users.keys.%s and users.keys.%s both list originator %s: an originator "
-                                      "belongs to one DCC User (revoke one or remove it from one list)"
-                                      % (owner[b], name, o.upper()))
-                owner[b] = name
+            eui_bytes(o, "users.keys.%s originator" % name)
         pk = k.get("public_key")
         if pk is not None and not (isinstance(pk, str) and len(pk) == 130 and pk[:2] == "04" and
                                    all(c in "0123456789abcdefABCDEF" for c in pk)):
