@@ -5,6 +5,7 @@ not answer, or answers that it is not synchronised, commands with an expiry get 
 (commands without one pass); once it answers, the clock is set by the CH, `info` says
 `ch`, and the same commands pass, by MQTT and by wire (the road for such homes: review F9's
 repro). The SNTP twin of this test: tests/test_e2e_clock.py."""
+import re
 import time
 
 import pytest
@@ -68,3 +69,6 @@ def test_no_wan_clock_is_set_by_the_ch_and_expiring_commands_pass_after(emu):
     assert by_wire(emu, "wire-ch") == ("ack",)
     assert emu.sntp.answered == 0          # the CH alone set it
     assert "PPMID crashed" not in emu.board.console_text()
+    # no han.profile here: the default, `all`, which the boot names (docs/security.md "Hardening")
+    assert re.search(r"PPMID profile: all \(\d+ message codes relayed\): han.profile narrows it",
+                     emu.board.console_text())

@@ -78,3 +78,5 @@ def test_prepay_profile_in_info_and_a_command_outside_it_refused_end_to_end(emu)
     assert rep["rejected"] == {"E_NOT_ALLOWED": 1}
     assert emu.ncp.received[before:] == [inside]
     assert "PPMID crashed" not in emu.board.console_text()
+    # the boot says so only when the profile is `all` (tests/test_e2e_ch_clock.py: the default)
+    assert "PPMID profile: all" not in emu.board.console_text()

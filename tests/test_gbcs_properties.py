@@ -154,3 +154,29 @@ def test_split_for_transfer_fits(data):
     else:
         r = reassembly.Reassembler(1 << 20, 1000)
         assert [x for x in (r.feed(b, 0) for b in blocks) if x is not None] == [raw]
+
+
+@needs_corpus
+def test_every_corpus_command_has_a_form_the_validator_takes():
+    # review 87 F1/F2: the validator's form checks (security control 0x11 in a MAC header, a
+    # 64-byte signature on a General-Signing command without one) refuse no real command
+    # and every pre-command; what else it says (unknown target, not allowed) comes later
+    cfg = config.validate({"gateway": "00DB1234567890A4", "limits": {"max_gbcs": 8192},
+                           "han": {"devices": CFG["han"]["devices"]}})
+    v = Validator(cfg, MemoryCounterStore())
+    seen = {"command": 0, "pre-command": 0}
+    for path, raw in zip(FILES, MESSAGES):
+        if decode(raw).cra != 1:
+            continue
+        try:
+            v.check(raw)
+            code = None
+        except GbcsError as exc:
+            code = exc.code
+        if path.endswith("PRECOMMAND_GBCS.HEX"):
+            seen["pre-command"] += 1
+            assert code == "E_PRECOMMAND", path
+        else:
+            seen["command"] += 1
+            assert code not in ("E_PRECOMMAND", "E_SECURITY_CONTROL", "E_TOO_LARGE"), (path, code)
+    assert seen == {"command": 501, "pre-command": 178}

@@ -558,3 +558,23 @@ def test_ch_answers_a_time_read_with_its_clock_and_as_its_mode_says():
     assert hub.counters["bad_zcl"] == 1 and hub.time_reads == 6
     with pytest.raises(ValueError):
         hub.set_time_mode("late")
+
+
+def test_at_v14_frames_name_the_senders_eui64_as_a_module_does():
+    """v14's incomingMessageHandler names the sender's EUI-64: for the CH the trust centre's,
+    the one getCurrentSecurityState gives (the gateway holds the tunnel and Time frames to
+    it), for the emulated ESME the meter's own (the top-up road holds its answers to it)."""
+    from host_tools.ncp_emulator.ch import ESME, CommsHub
+    from host_tools.ncp_emulator.esme import ESME_NWK
+    from ppmid.zigbee import ezsp_cbke
+    ncp = _ready_ncp(14)
+    ncp.ch.eui64_of = lambda nwk: CommsHub.eui64_of(None, nwk)
+    ncp._ezsp(E.command_frame(1, ezsp_cbke.GET_CURRENT_SECURITY_STATE, b""))
+    ((_, _, fid, p),) = _replies(ncp)
+    status, _, tc = ezsp_cbke.parse_security_state(14, p)
+    assert fid == ezsp_cbke.GET_CURRENT_SECURITY_STATE and status == 0 and tc != bytes(8)
+    ncp.incoming(0x0000, 0x0109, 0x0704, b"\x01\x02")
+    ncp.incoming(ESME_NWK, 0x0109, 0x0705, b"\x09\x01")
+    ncp.incoming(0x7777, 0x0109, 0x0705, b"\x09\x01")     # no node here has that address
+    names = [E.parse_incoming(14, q)["eui64"] for _, _, _, q in _replies(ncp)]
+    assert names == [tc[::-1], bytes.fromhex(ESME)[::-1], bytes(8)]

@@ -218,6 +218,10 @@ def test_ezsp_v14_layout(tmp_path, stopper):
     assert emu.received == cmds
     assert events[-1]["module"]["ezsp_version"] == 14
     assert len([e for e in events if e["ev"] == "rx"]) == 3
+    # v14 names each frame's sender: the trust centre's EUI-64 was read at the bring-up (the
+    # emulated module answers getCurrentSecurityState as a real one does), so not one of the
+    # CH's frames was dropped as another node's (review 87 F4)
+    assert events[-1]["counters"]["rx_unsecured"] == 0
 
 
 def test_unsupported_module_is_a_status_not_a_hang(tmp_path, stopper):

@@ -236,6 +236,12 @@ class CommsHub:
             self._log_file.close()
             self._log_file = None
 
+    def eui64_of(self, nwk):
+        """The EUI-64 (big-endian) of a node on this emulated HAN other than the CH, as a
+        module learns it from the frames that node secures: the ESME's; bytes(8) for an
+        address no node here has."""
+        return bytes.fromhex(ESME) if nwk == ESME_NWK else bytes(8)
+
     # ---- PPMID presence ------------------------------------------------------------------
     def ppmid_joined(self):
         # a (re)joining PPMID gets a fresh tunnel request (its tunnel state may be gone);

@@ -649,8 +649,12 @@ class Ncp:
             group = (count << 8) | index
         aps = E.aps_frame(profile, cluster, 1, 1, options, group, seq)
         # v14 names the sender's EUI-64 (little-endian, as every EUI-64 in EZSP): the
-        # trust centre's for the CH; any other sender's is not in this emulated address table
-        eui64 = self.stack.config.tc_eui64[::-1] if sender == 0x0000 else bytes(8)
+        # trust centre's for the CH, the ESME's for the emulated meter (a real module knows
+        # the EUI-64 of whoever secured the frame: its link key is looked up by it)
+        if sender == 0x0000:
+            eui64 = self.stack.config.tc_eui64[::-1]
+        else:
+            eui64 = (self.ch.eui64_of(sender) if self.ch is not None else bytes(8))[::-1]
         self.callback(E.INCOMING_MESSAGE_HANDLER, N.incoming_params(self.version, aps, sender, frag, eui64=eui64))
 
     def now(self):

@@ -288,7 +288,7 @@ def test_zigbee_han_routes_time_frames_to_on_time_only_while_set():
     han = ZigbeeHan(None, None)
     frame = T.time_response(3, ZCL_2026, SYNCED)
     zcl = []
-    han.on_zcl = lambda sender, cluster, f: zcl.append(cluster)
+    han.on_zcl = lambda sender, cluster, f, eui64=None: zcl.append(cluster)
     got = []
     han.on_time = got.append
     han._incoming(message(frame))

@@ -50,6 +50,65 @@ def test_not_a_command():
     assert _code(v, block) == "E_FORM"
 
 
+def _security_control_at(buf):
+    # the byte after the MAC header's length (81 nn / 82 nnnn, or one byte)
+    n = buf[7]
+    return 8 if n < 0x80 else 7 + n - 0x7F
+
+
+def test_mac_header_security_control_must_be_0x11():
+    # review 87 F1: 0x11 (authenticated, suite 1) is what every command of the DCC's corpus
+    # has; 0x30/0x31 would tell the device the rest is ciphertext, not what was checked here
+    v = Validator(_cfg(), MemoryCounterStore())
+    for sc in (0x00, 0x01, 0x10, 0x30, 0x31, 0xFF):
+        raw = bytearray(_cmd(counter=3000 + sc))
+        assert raw[_security_control_at(raw)] == 0x11
+        raw[_security_control_at(raw)] = sc
+        try:
+            v.check(bytes(raw))
+            raise AssertionError("accepted with security control 0x%02X" % sc)
+        except GbcsError as exc:
+            assert exc.code == "E_SECURITY_CONTROL"
+            assert ("0x%02X" % sc) in exc.message and "0x11" in exc.message
+    # a long MAC-header length (82 nnnn) moves the byte: still found
+    big = bytearray(_cmd(counter=4000, content=b"\xd9" + bytes(300)))
+    assert big[7] == 0x82
+    v.check(bytes(big))
+    big[_security_control_at(big)] = 0x31
+    assert _code(v, bytes(big)) == "E_SECURITY_CONTROL"
+    # nothing refused was committed: the same counters still pass with 0x11
+    v.check(_cmd(counter=3000))
+    assert v.check(sample("11.2_ECS52/ECS52_11.2_ERROR_COMMAND")).message_code == 0x0059
+
+
+def test_general_signing_alone_needs_its_signature():
+    # review 87 F2: without a MAC header only the 64-byte signature can authenticate the
+    # command (the DCC's corpus: 4 of 4 such commands carry one); an empty signature is a
+    # pre-command the DCC has not finished, as is one without the field
+    v = Validator(_cfg(), MemoryCounterStore())
+    content = b"\xd9\x20\x00"
+    empty = build.build_signed(1, 1001, SUPPLIER, binascii.unhexlify(ESME), 0x0019, content, signature=b"")
+    none = build.build_signed(1, 1001, SUPPLIER, binascii.unhexlify(ESME), 0x0019, content, signature=None)
+    signed = build.build_signed(1, 1001, SUPPLIER, binascii.unhexlify(ESME), 0x0019, content, signature=bytes(64))
+    for raw in (empty, none):
+        try:
+            v.check(raw)
+            raise AssertionError("accepted")
+        except GbcsError as exc:
+            assert exc.code == "E_PRECOMMAND"
+            assert ("empty signature" in exc.message) == (raw is empty)
+    assert v.check(signed).message_code == 0x0019
+    # inside a MAC header the MAC authenticates it: an empty signature there is the usual
+    # non-critical command
+    assert v.check(_cmd(counter=1001)).message_code == 0x0019
+    # a real signed command of the corpus, its signature emptied: refused; as sent: taken
+    real = sample("NA_CS02aSignature/CS02aSignature_NA_ERROR_COMMAND")
+    assert real[0] == 0xDF and real[-65] == 64
+    stripped = bytes(real[:-65]) + b"\x00"
+    assert _code(v, stripped) == "E_PRECOMMAND"
+    assert v.check(real).message_code == 0x0008
+
+
 def test_malformed_is_refused_with_decoder_codes():
     v = Validator(_cfg(), MemoryCounterStore())
     raw = _cmd()

@@ -609,6 +609,34 @@ async def test_with_the_real_gbcs_validator_and_journal_counter_store():
     assert (await r.submit("w", 11, target=GSME, code=0x0097))["status"] == "accepted"
 
 
+async def test_a_command_no_device_could_authenticate_never_reaches_the_han():
+    # review 87 F2 (and F1): with the real validator, a General-Signing command without a
+    # MAC header and with an empty signature, and a MAC-header one whose security control
+    # is not 0x11, are refused at intake: nothing sent, no counter spent
+    from ppmid import envelope
+    from ppmid.gbcs import Validator, build
+    from test_relay_support import eui
+    r = Rig()
+    r.relay.validator = Validator(r.cfg, r.store)
+    unsigned = build.build_signed(1, 7001, eui(SUPPLIER), eui(ESME), 0x0007, b"\x01\x02\x03", signature=b"")
+    got = await r.accept_env(envelope.sign(KEY, "df-empty", unsigned))
+    assert got["status"] == "rejected" and got["error"] == "E_PRECOMMAND"
+    assert "empty signature" in got["message"]
+    pre = build.build_signed(1, 7001, eui(SUPPLIER), eui(ESME), 0x0007, b"\x01\x02\x03", signature=None)
+    assert (await r.accept_env(envelope.sign(KEY, "df-none", pre)))["error"] == "E_PRECOMMAND"
+    ciphered = bytearray(build.build_command(7001, eui(SUPPLIER), eui(ESME), 0x0007, b"\x01\x02\x03"))
+    ciphered[8] = 0x31     # the MAC header's security control (a one-byte length before it)
+    got = await r.accept_env(envelope.sign(KEY, "mac-31", bytes(ciphered)))
+    assert got["error"] == "E_SECURITY_CONTROL" and "0x31" in got["message"]
+    await r.pump()
+    assert r.han.sent == []
+    # the same counter in the forms the DCC sends goes through
+    signed = build.build_signed(1, 7001, eui(SUPPLIER), eui(ESME), 0x0007, b"\x01\x02\x03", signature=bytes(range(64)))
+    assert (await r.accept_env(envelope.sign(KEY, "df-signed", signed)))["status"] == "accepted"
+    await r.pump()
+    assert r.han.sent == [signed]
+
+
 async def test_statuses_wait_for_the_broker_and_nothing_is_lost():
     r = Rig()
     r.pub.down = True

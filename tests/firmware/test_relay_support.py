@@ -120,8 +120,13 @@ SUPPLIER = "90B3D51F30010000"
 ACB = "90B3D51F30000002"
 
 
+SIGNATURE = bytes(range(0x80, 0xC0))  # 64 bytes in the place of a DCC User's ECDSA r|s
+
+
 def gbcs_message(cra, counter, originator, recipient, code=0x0007, body=b"\x01\x02\x03"):
-    """A small General-Signing (DF 09 ...) message with the fields the relay reads."""
+    """A small General-Signing (DF 09 ...) message with the fields the relay reads, in the
+    form the DCC sends a command without a MAC header: with a 64-byte signature (a stand-in:
+    the gateway cannot check it; the validator refuses an empty one, E_PRECOMMAND)."""
     out = bytearray(b"\xDF\x09")
     out.append(cra)
     out += struct.pack(">Q", counter)
@@ -131,7 +136,7 @@ def gbcs_message(cra, counter, originator, recipient, code=0x0007, body=b"\x01\x
     out += b"\x02" + struct.pack(">H", code)
     out.append(len(body))
     out += body
-    out += b"\x00"
+    out += b"\x40" + SIGNATURE
     return bytes(out)
 
 
@@ -140,6 +145,7 @@ def test_gbcs_message_layout():
     assert m[0] == 0xDF and m[2] == 1
     assert m[3:11] == struct.pack(">Q", 5)
     assert m[12:20] == eui(SUPPLIER) and m[21:29] == eui(ESME)
+    assert m[-65] == 64 and m[-64:] == SIGNATURE
 
 
 def test_a_rig_restarts_with_the_journal_bounds_it_was_made_with():

@@ -154,6 +154,7 @@ class TopupHan(FakeHan):
         self.zcl = []
         self.meter = meter
         self.zcl_fail = []
+        self.counters = {"rx_unsecured": 0}   # the HAN link's, which the road counts in too
 
     async def send_zcl(self, dest, cluster, endpoint, frame):
         if self.zcl_fail:
@@ -284,6 +285,34 @@ async def test_accepted_top_up_survives_a_power_cut_and_goes_once():
     await r.pump()
     assert len(r.han.zcl) == 1 and m.credit == 1070
     assert r.pub.statuses("t-1")[-1] == "topped-up"
+
+
+def _wire(eui_text):
+    # an EUI-64 as a v14 module names a sender: little-endian
+    import binascii
+    return bytes(reversed(binascii.unhexlify(eui_text)))
+
+
+async def test_at_v14_an_answer_from_another_eui64_does_not_end_the_top_up():
+    # review 87 F4: the NWK address and the APS-encryption bit do not make a frame the
+    # meter's (a node holding a link key may send as its NWK address); a v14 module names
+    # the sender's EUI-64, and the answer must be from the meter the top-up went to
+    r = rig(None)
+    text = make(value=70)
+    await submit(r, "t-1", text)
+    await r.pump()
+    seq = P.parse_request(r.han.zcl[0][3])[0]
+    # a forged "duplicate" as the meter's NWK, from an IHD's EUI-64: not taken
+    r.han.on_zcl(ESME_NWK, 0x0705, P.consumer_top_up_response(seq, P.RESULT_DUPLICATE, 0, 1, 5), _wire("00DB1234567890A9"))
+    await r.publish_all()
+    assert r.journal.by_id["t-1"].state == J.SENDING and r.han.counters["rx_unsecured"] == 1
+    assert r.pub.statuses("t-1") == ["accepted", "relayed"]   # sent, not answered
+    assert len([line for line in r.logs if "not the meter's" in line]) == 1
+    # the meter's own answer, its EUI-64 named: taken, and the UTRN is the meter's to judge
+    r.han.on_zcl(ESME_NWK, 0x0705, P.consumer_top_up_response(seq, 0x10, 70, 2, 1070), _wire(ESME))
+    await r.publish_all()
+    assert r.pub.statuses("t-1")[-1] == "topped-up" and r.han.counters["rx_unsecured"] == 1
+    assert r.pub.on("/rsp")[-1]["topup"]["credit"] == 1070
 
 
 async def test_answer_after_a_restart_still_ends_the_top_up():

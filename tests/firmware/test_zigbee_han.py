@@ -529,7 +529,7 @@ def test_a_prepayment_answer_without_aps_encryption_never_reaches_the_top_up():
     # good): one forged by a node with only the network key is dropped before the road
     han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=lambda *a: None)
     seen = []
-    han.on_zcl = lambda sender, cluster, frame: seen.append((sender, cluster, bytes(frame)))
+    han.on_zcl = lambda sender, cluster, frame, eui64=None: seen.append((sender, cluster, bytes(frame)))
     esme = 0x1234
     answer = b"\x19\x05\x0b\x0c\x00"   # a ZCL frame from the meter, as the road would parse it
 
@@ -564,6 +564,116 @@ def test_a_time_answer_without_aps_encryption_never_reaches_the_clock():
     assert seen == [] and han.counters["rx_unsecured"] == 1
     frame(APS_ENCRYPTED)
     assert len(seen) == 1 and seen[0]["message"] == answer and han.counters["rx_unsecured"] == 1
+
+# ---- EZSP v14: the sender's EUI-64 (review 87 F4) ---------------------------------------
+def _wire(eui_text):
+    # an EUI-64 as a v14 module names a sender: little-endian
+    import binascii
+    return bytes(reversed(binascii.unhexlify(eui_text)))
+
+
+TC_WIRE = _wire("0000B0D5B3FFFF00")    # the trust centre: the CH
+IHD_WIRE = _wire("00DB1234567890A9")   # another HAN node that may hold a link key with us
+
+
+def _named(han, zcl, eui, cluster=T.CLUSTER_TUNNELING, sender=CH, options=APS_ENCRYPTED, group=0):
+    # a frame as ezsp.parse_incoming gives it at v14 (eui None: below v14)
+    han._incoming({"sender": sender, "eui64": eui, "message": zcl,
+                   "aps": {"profile": T.PROFILE_SE, "cluster": cluster, "options": options, "group": group,
+                           "sequence": 9}})
+
+
+def test_at_v14_tunnel_frames_not_from_the_trust_centre_are_dropped():
+    # APS-encrypted and from NWK 0x0000, but the module names another node's EUI-64: not
+    # the CH's, whatever the NWK address says; it neither opens, feeds nor closes the tunnel
+    log = []
+    han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=log.append)
+    han._tc_eui = TC_WIRE
+    _named(han, TH.request_tunnel(1), IHD_WIRE)
+    assert han.tunnel.tunnel_id is None and han._replies == []
+    _named(han, TH.request_tunnel(2), TC_WIRE)
+    tid = han.tunnel.tunnel_id
+    assert tid is not None and len(han._replies) == 1
+    _named(han, TH.transfer_data(3, tid, b"\xdd\x00forged", False), IHD_WIRE)
+    _named(han, TH.close_tunnel(4, tid), IHD_WIRE)
+    zcl = TH.transfer_data(5, tid, b"\xdd\x00" + bytes(60), False)
+    _named(han, zcl[:40], IHD_WIRE, options=0x8000 | APS_ENCRYPTED, group=(2 << 8) | 0)
+    assert han._rxq == [] and han.tunnel.tunnel_id == tid and han._frag is None and han._ack_count == 0
+    assert han.counters["rx_unsecured"] == 4   # counted with the unencrypted ones
+    assert len([line for line in log if "not the trust centre's" in line]) == 1   # counted always
+    # the trust centre's own go through, and below v14 (no EUI-64 named) nothing changes
+    _named(han, TH.transfer_data(6, tid, b"\xdd\x00real", False), TC_WIRE)
+    _named(han, TH.transfer_data(7, tid, b"\xdd\x00v13", False), None)
+    assert han._rxq == [b"\xdd\x00real", b"\xdd\x00v13"] and han.counters["rx_unsecured"] == 4
+
+
+def test_at_v14_a_time_answer_not_from_the_trust_centre_never_reaches_the_clock():
+    han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=lambda *a: None)
+    han._tc_eui = TC_WIRE
+    seen = []
+    han.on_time = seen.append
+    answer = b"\x18\x07\x01\x00\x00\x00\xe2\x00\x00\x00\x30"
+    _named(han, answer, IHD_WIRE, cluster=0x000A)
+    assert seen == [] and han.counters["rx_unsecured"] == 1
+    _named(han, answer, TC_WIRE, cluster=0x000A)
+    _named(han, answer, None, cluster=0x000A)
+    assert len(seen) == 2 and han.counters["rx_unsecured"] == 1
+    # a Prepayment answer is the top-up road's to judge (the meter's EUI-64): handed on
+    # with the EUI-64 the module named
+    zcl = []
+    han.on_zcl = lambda sender, cluster, frame, eui64=None: zcl.append((sender, cluster, eui64))
+    _named(han, b"\x19\x05\x0b", IHD_WIRE, cluster=0x0705, sender=0x4A21)
+    assert zcl == [(0x4A21, 0x0705, IHD_WIRE)] and han.counters["rx_unsecured"] == 1
+
+
+class _SecurityStateEzsp:
+    """getCurrentSecurityState as a v14 module answers it (sl_status_t, the security
+    bitmask, the trust centre's EUI-64 little-endian); an exception in the list: raised."""
+    version = 14
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.asked = []
+
+    async def command(self, fid, params=b""):
+        self.asked.append(fid)
+        a = self.answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+
+async def test_at_v14_the_trust_centre_is_read_when_unknown_and_frames_wait_for_it():
+    import struct
+    import sys
+    from ppmid.zigbee import ezsp as E
+    log = []
+    han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=log.append)
+    state = struct.pack("<IH", 0, 0x0010) + TC_WIRE
+    han._ezsp = _SecurityStateEzsp([E.EzspError(E.E_EZSP, "no answer"),
+                                     struct.pack("<IH", 0, 0) + bytes(8),   # the module knows none
+                                     state])
+    assert han._tc_eui is None
+    for _ in range(3):
+        # the CH's frame is dropped while the trust centre is unknown, and starts a read
+        _named(han, TH.request_tunnel(1), TC_WIRE)
+        assert han.tunnel.tunnel_id is None
+        await sleep_ms(20)
+    assert han._ezsp.asked == [0x0069, 0x0069, 0x0069] and han._tc_eui == TC_WIRE
+    assert han.counters["rx_unsecured"] == 3
+    assert len([line for line in log if "trust centre unknown" in line]) == 2
+    _named(han, TH.request_tunnel(2), TC_WIRE)
+    assert han.tunnel.tunnel_id is not None
+    # the read's code leaves the heap again (boot-only han_start, the CBKE commands)
+    assert "ppmid.zigbee.han_start" not in sys.modules and "ppmid.zigbee.ezsp_cbke" not in sys.modules
+    # a network that comes up at v14 with the trust centre unknown: read then, not at the
+    # CH's first frame
+    han._tc_eui = None
+    han._ezsp.answers = [state]
+    han._on_callback(E.STACK_STATUS_HANDLER, struct.pack("<I", E.SL_NETWORK_UP))
+    await sleep_ms(20)
+    assert han._ezsp.asked[-1] == 0x0069 and han._tc_eui == TC_WIRE and han._net_up
+
 
 # ---- outgoing APS fragments (_send_zcl): one APS counter for the whole frame -------------
 class _CountingEzsp:

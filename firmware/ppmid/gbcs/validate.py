@@ -10,10 +10,11 @@ from ppmid.errors import E_TOO_LARGE  # larger than limits.max_gbcs
 
 E_FORM = "E_FORM"                      # a GBT block: reassemble first
 E_NOT_COMMAND = "E_NOT_COMMAND"        # CRA flag is not 01 (command)
-E_PRECOMMAND = "E_PRECOMMAND"          # no signature field: an unsigned pre-command
+E_PRECOMMAND = "E_PRECOMMAND"          # unsigned: no signature field, or an empty one without a MAC
 E_UNKNOWN_TARGET = "E_UNKNOWN_TARGET"  # recipient not on this gateway's HAN device list
 E_NOT_ALLOWED = "E_NOT_ALLOWED"        # message code not allowed for the recipient's type
 E_REPLAY = "E_REPLAY"                  # originator counter not above the last accepted one
+E_SECURITY_CONTROL = "E_SECURITY_CONTROL"  # the MAC header's security control is not 0x11
 
 # The refusals' sentences, by their index in ppmid.gbcs.validate_errors.SENTENCES (the text)
 _S_TOO_LARGE = const(0)
@@ -23,6 +24,8 @@ _S_PRECOMMAND = const(3)
 _S_UNKNOWN_TARGET = const(4)
 _S_NOT_ALLOWED = const(5)
 _S_REPLAY = const(6)
+_S_SECURITY_CONTROL = const(7)
+_S_UNSIGNED = const(8)
 
 
 def _refuse(code, key, arg=None):
@@ -101,6 +104,17 @@ class Validator:
             raise _refuse(E_NOT_COMMAND, _S_NOT_COMMAND, ("n" if cra == 3 else "", CRA_NAMES[cra]))
         if not msg.has_signature_field:
             raise _refuse(E_PRECOMMAND, _S_PRECOMMAND)
+        if b[0] == 0xDD:
+            if b[t - 6] != 0x11:
+                # the MAC header's security control (6 bytes before the transaction id): 0x11
+                # (authenticated, suite 1) on every one in the DCC's corpus; another value tells the
+                # device that what follows is not this General-Signing in the clear, so what
+                # was checked here is not what it would read (GBT blocks, also DD: refused above)
+                raise _refuse(E_SECURITY_CONTROL, _S_SECURITY_CONTROL, b[t - 6])
+        elif b[msg._sig_pos() - 1] != 64:
+            # General-Signing alone with an empty signature: neither signed nor MACed, no
+            # device can authenticate it (a pre-command the DCC has not finished)
+            raise _refuse(E_PRECOMMAND, _S_UNSIGNED)
         pair = self._pair(b, t)
         if pair is None:
             raise _refuse(E_UNKNOWN_TARGET, _S_UNKNOWN_TARGET, binascii.hexlify(msg.recipient).decode().upper())

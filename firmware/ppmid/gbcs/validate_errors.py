@@ -13,4 +13,6 @@ SENTENCES = (
     "recipient %s is not on this gateway's HAN device list",  # 4 _S_UNKNOWN_TARGET
     "message code 0x%04X is not allowed for %s %s (command profile %s)",  # 5 _S_NOT_ALLOWED
     "originator counter %d is not above the last accepted (%d) for this originator and recipient",  # 6 _S_REPLAY
+    "the MAC header's security control is 0x%02X; a GBCS command has 0x11 (authenticated, in the clear)",  # 7 _S_SECURITY_CONTROL
+    "General-Signing command without a MAC header and with an empty signature: no device could authenticate it (a pre-command, not a command the DCC sent)",  # 8 _S_UNSIGNED
 )

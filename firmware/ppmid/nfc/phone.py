@@ -148,6 +148,10 @@ class PhoneSession:
         result = await self._wait_result()
         if result is None:
             raise NfcError(E_NFC_LATE, "no response yet for %s: tap again later, or it will be published over MQTT" % self.id)
+        if mode == _MODE_COLLECT and "topup" in result:
+            # by id alone: a top-up's status, not the meter's figures (relay/topups.py)
+            from ppmid.relay.topups import by_id_alone
+            result = by_id_alone(result)
         await self._push(result)
         delivered = getattr(self.intake, "delivered", None)
         if delivered is not None:

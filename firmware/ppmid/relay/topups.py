@@ -88,6 +88,21 @@ def meter_refusal(frame):
     return seq, status
 
 
+def by_id_alone(r):
+    """A relay result as a road hands it to whoever names its id and proves nothing else
+    (the NFC phone's collect, mode 02; a wired HELLO): a top-up's without the meter's answer
+    (the frame, "gbcs", and its figures, "topup": value, credit, source). That is ZCL, not
+    GBCS: nothing protects it end to end, so it goes only to the road that proves the mac
+    (the phone that delivers the top-up, the wire that sent it) and over MQTT (its ACL).
+    Status and error stay. Other results come back as they are; r itself is not changed."""
+    if r is None or "topup" not in r:
+        return r
+    out = dict(r)
+    out["gbcs"] = None
+    out["topup"] = None
+    return out
+
+
 class TopupRoad:
     def __init__(self, relay):
         self.relay = relay
@@ -147,10 +162,21 @@ class TopupRoad:
         await self.relay.han.send_zcl(nwk, P.CLUSTER_PREPAYMENT, dev.get("endpoint", DEFAULT_ENDPOINT), frame)
 
     # ---- receive (synchronous: from the HAN link's callback) -------------------------
-    def on_zcl(self, sender, cluster, frame):
-        """A ZCL frame from a HAN device outside the tunnel (ZigbeeHan.on_zcl)."""
+    def on_zcl(self, sender, cluster, frame, eui64=None):
+        """A ZCL frame from a HAN device outside the tunnel (ZigbeeHan.on_zcl); eui64: the
+        sender's EUI-64 as a v14 module names it (little-endian), None below v14."""
         if cluster != P.CLUSTER_PREPAYMENT:
             self.relay.counters["rx_bad"] += 1
+            return
+        w = self._waiting.get(sender)
+        if eui64 is not None and w is not None and bytes(reversed(bytes(eui64))) != bytes(w[1].target):
+            # the answer must come from the meter the top-up went to: its NWK address and
+            # the encryption bit do not say so (another node holding a link key may send as
+            # it); the HAN link counts it with the frames it drops unsecured (rx_unsecured)
+            han = self.relay.han
+            han.counters["rx_unsecured"] += 1
+            if han.counters["rx_unsecured"] == 1:
+                self.relay.log("warn", "Prepayment frame from 0x%04X: its sender EUI-64 is not the meter's" % sender)
             return
         try:
             self.on_frame(sender, frame)

@@ -74,6 +74,9 @@ class WiredRoad:
         self._wake = asyncio.Event()
         self.kept = []       # [(id, RESULT payload)] oldest first, until TAKEN
         self.watched = {}    # id -> last status sent
+        # ids this wire delivered (ENVELOPE) and no HELLO has named since: a top-up's RESULT
+        # carries the meter's figures to them alone (relay/topups.py by_id_alone)
+        self.proven = set()
         self.stats = {"frames": 0, "envelopes": 0, "accepted": 0, "refused": 0, "rate": 0,
                       "nacks": 0, "nacks_dropped": 0, "results": 0, "taken": 0,
                       "kept_dropped": 0, "write_errors": 0}
@@ -180,6 +183,7 @@ class WiredRoad:
         env = None
         await self._send(F.T_ACK, seq, bytes((seq,)))
         self._watch(id)
+        self.proven.add(id)
         await self._status(id, r["status"])
 
     async def _hello(self, fr):
@@ -200,6 +204,7 @@ class WiredRoad:
         for id in ids:
             if id in unknown:
                 continue
+            self.proven.discard(id)   # named by id alone: statuses, and a top-up's without figures
             k = self._kept(id)
             if k is not None:
                 await self._send(F.T_RESULT, 0, k)
@@ -216,6 +221,7 @@ class WiredRoad:
             # the oldest is no longer followed here; HELLO asks for it again
             for k in self.watched:
                 del self.watched[k]
+                self.proven.discard(k)
                 break
         self.watched[id] = None
         self._wake.set()
@@ -246,11 +252,18 @@ class WiredRoad:
             # short memory): say what is known, once; which road it came by is not
             err = {"code": "E_TIMEOUT" if last == "timeout" else "E_WIRE_LOST",
                    "message": "no response known for this command"}
-            payload = status_json(id, "timeout", error=err)
+            payload = kept = status_json(id, "timeout", error=err)
         else:
-            payload = status_json(id, r["status"], None, r.get("gbcs"), r.get("error"), r.get("via"),
-                                  None, r.get("late") or None, r.get("topup"))
-        self._keep(id, payload)
+            payload = kept = _result_json(id, r)
+            if "topup" in r:
+                # the meter's answer to a top-up (ZCL, no GBCS protection): to the wire that
+                # sent it, now; what is kept for a HELLO, which proves only the id, without it
+                from ppmid.relay.topups import by_id_alone
+                kept = _result_json(id, by_id_alone(r))
+                if id not in self.proven:
+                    payload = kept
+        self.proven.discard(id)
+        self._keep(id, kept)
         self.stats["results"] += 1
         await self._send(F.T_RESULT, 0, payload)
 
@@ -297,6 +310,11 @@ class WiredRoad:
                 # nobody on the other end is not an error of ours: the result stays kept
                 self.stats["write_errors"] += 1
                 self.log("wired: write failed: %r" % (exc,))
+
+
+def _result_json(id, r):
+    return status_json(id, r["status"], None, r.get("gbcs"), r.get("error"), r.get("via"),
+                       None, r.get("late") or None, r.get("topup"))
 
 
 def _id(payload):

@@ -62,6 +62,7 @@ _S_TOOK_UNCONFIRMED = const(27)
 _S_UNCONFIRMED = const(28)
 _S_NOT_ACKED = const(29)
 _S_FRAGMENT_NOT_ACKED = const(30)
+_S_WRONG_EUI = const(31)
 
 
 class HanError(PpmidError):
@@ -167,6 +168,10 @@ class ZigbeeHan:
         # (zigbee/chclock.py): on_time(the incoming message's dict), synchronously
         self.on_time = None
         self.commission = None         # zigbee/commission.py's Commissioner, once needed
+        # the trust centre's (the CH's) EUI-64 as a v14 module names a frame's sender
+        # (little-endian), read once the network is up (zigbee/han_start.py); b"": being
+        # read; None: unknown. Tunnel and Time frames whose sender it is not are dropped
+        self._tc_eui = None
 
     # ---- public ----------------------------------------------------------------------
     async def start(self):
@@ -339,6 +344,8 @@ class ZigbeeHan:
                 self._net_up = up
                 if up:
                     self._net_event.set()
+                    if v >= 14:        # ezsp.LAYOUT_V14: the module names a frame's sender
+                        self._want_tc()
                 else:
                     # the CH will re-request the tunnel when we are back on the network
                     self.tunnel.close("network down")
@@ -370,11 +377,24 @@ class ZigbeeHan:
             if self.counters["rx_unsecured"] == 1:
                 self._logf(_S_UNSECURED, cluster, m["sender"])
             return
+        eui = m.get("eui64")
+        if eui is not None and eui != self._tc_eui and (cluster == T.CLUSTER_TUNNELING or cluster == _CLUSTER_TIME):
+            # at v14 the module names the sender's EUI-64 (the one whose link key decrypted
+            # the frame): the encryption bit alone says "some link key", and another node
+            # holding one may send as NWK 0x0000. Only the trust centre's are the CH's;
+            # a Prepayment answer is held to the meter's EUI-64 by the top-up road. Counted
+            # with the frames that lack APS encryption (not secured by the CH's link key
+            # either; a counter of its own held ~0.1 KB more), the first of them logged
+            self._want_tc()
+            self.counters["rx_unsecured"] += 1
+            if self.counters["rx_unsecured"] == 1:
+                self._logs(_S_WRONG_EUI, cluster, m["sender"])
+            return
         if cluster == _CLUSTER_TIME and self.on_time is not None:
             self.on_time(m)            # it takes the CH's alone (chclock.accept)
             return
         if cluster != T.CLUSTER_TUNNELING and self.on_zcl is not None and aps["profile"] == T.PROFILE_SE:
-            self.on_zcl(m["sender"], cluster, m["message"])
+            self.on_zcl(m["sender"], cluster, m["message"], eui)
             return
         if aps["profile"] != T.PROFILE_SE or cluster != T.CLUSTER_TUNNELING:
             self.counters["rx_not_tunnel"] += 1
@@ -401,6 +421,13 @@ class ZigbeeHan:
         self._update_status()
         if data is not None:
             self._deliver(data)
+
+    def _want_tc(self):
+        # the trust centre's EUI-64 not known (nor being read): read it, in a task of its own
+        if self._tc_eui is None:
+            self._tc_eui = b""
+            from ppmid.zigbee.han_start import read_trust_centre
+            asyncio.create_task(read_trust_centre(self))
 
     def _queue_ack(self, sender, aps):
         if self._ack_count >= _ACK_SLOTS:

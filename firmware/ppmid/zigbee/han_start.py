@@ -106,6 +106,7 @@ async def _bring_up(han, reset_code):
         w.result = E.EzspError(E.E_EZSP, "link reset")
         w.set()
     ezsp._waiting = {}
+    han._tc_eui = b""   # read below once the network is up (a re-commissioning may change it)
     v = await negotiate(ezsp, han.opts["ezsp_version"])
     han.module = {"ezsp_version": v, "stack_version": stack_version_text(ezsp.stack_version),
                   "stack_type": ezsp.stack_type, "reset_code": reset_code}
@@ -132,7 +133,43 @@ async def _bring_up(han, reset_code):
     if c:  # an install code configured: commission if the module needs it
         from ppmid.zigbee.commission import bring_up as commission
         await commission(han, c, status)
+    han._tc_eui = None
+    if v >= E.LAYOUT_V14 and han._net_up:
+        await _trust_centre(han)
     han._up = True
     han._update_status()
     if not han._net_up:
         han._set_status("network-down", "the module is not joined to the HAN")
+
+
+async def read_trust_centre(han):
+    """ZigbeeHan._want_tc's task: the trust centre's EUI-64 into han._tc_eui (None again if
+    the module cannot say); this module is dropped after it."""
+    try:
+        await _trust_centre(han)
+    finally:
+        _drop()
+
+
+async def _trust_centre(han):
+    # getCurrentSecurityState names the trust centre the module joined under (kept in its
+    # tokens): the CH. A v14 module names each frame's sender the same way, little-endian
+    from ppmid.zigbee import ezsp_cbke as C
+    from ppmid.modules import unload
+    han._tc_eui = b""
+    try:
+        tc = C.parse_security_state(han._ezsp.version, await han._ezsp.command(C.GET_CURRENT_SECURITY_STATE))
+        if tc[0] != 0 or tc[2] == bytes(8):
+            raise E.EzspError(E.E_EZSP, "status 0x%x, trust centre %s" % (tc[0], _hex(tc[2])))
+        han._tc_eui = C._reversed(tc[2])
+        han._logf("trust centre %s: tunnel and Time frames from it alone", _hex(tc[2]))
+    except Exception as exc:  # a task of its own: say why, and read again at the next frame
+        han._tc_eui = None
+        han._logf("trust centre unknown (%r): tunnel and Time frames dropped until it is read", exc)
+    if han.commission is None:
+        unload("ppmid.zigbee.ezsp_cbke")   # commission.py keeps it while it runs
+
+
+def _hex(b):
+    import binascii
+    return binascii.hexlify(b).decode().upper()

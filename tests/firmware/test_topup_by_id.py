@@ -1,0 +1,88 @@
+# A top-up's answer collected by id alone (review 87 F3): the meter's Consumer Top Up
+# Response (value, credit, source) is ZCL, not GBCS, and nothing protects it end to end. The
+# road that proves the mac (the NFC phone that delivers the top-up, mode 01; the wire that
+# sent it) gets it; a phone's collect by id (mode 02) and a wired HELLO get the status only.
+# Over the real relay, flash journal and top-up road with the relay tests' fakes.
+# CPython and MicroPython.
+# mp-heapsize: 512K
+import binascii
+import struct
+
+from test_topup import rig, submit, make, Meter, ESME, KEY
+from ppmid import topup
+from ppmid.clock import sleep_ms
+from ppmid.zigbee import prepayment as P
+
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio
+
+
+async def _phone(r, id, mode, env_bytes=b""):
+    # an NFC phone session on the relay (nfc/phone.py): mode 1 delivers env_bytes, mode 2
+    # collects by id alone; -> (the RESULT head the phone got, its data)
+    from ppmid.nfc import phone
+    from test_nfc_session import FakeDriver
+    drv = FakeDriver(env_bytes, id)
+    ident = id.encode()
+    hello = struct.pack(">BBIIB", 1, mode, len(env_bytes), binascii.crc32(env_bytes) & 0xFFFFFFFF, len(ident)) + ident
+    s = phone.PhoneSession(drv, 1, r.relay, 8192, session_ms=300, poll_ms=5, keepalive_ms=50)
+    task = asyncio.create_task(s.run(hello))
+    for _ in range(40):          # the relay's dispatch while the phone waits for the result
+        await r.pump()
+        await sleep_ms(5)
+    o = await task
+    assert o["outcome"] == "delivered", o
+    return drv.result["head"], drv.result["data"]
+
+
+def _credit(data):
+    return P.parse_response(data).credit
+
+
+async def test_the_phone_that_delivers_a_top_up_gets_the_figures_one_that_names_its_id_the_status():
+    r = rig(Meter(credit=73421))
+    env = topup.to_binary(topup.sign(KEY, "t-phone-1", make(value=250), ESME))
+    head, data = await _phone(r, "t-phone-1", 1, env)
+    assert head[0] == 4 and _credit(data) == 73421 + 250     # topped-up, with the meter's answer
+    assert (await submit(r, "t-phone-2", make(value=120), via="nfc-phone"))["status"] == "accepted"
+    await r.pump()
+    assert r.relay.result("t-phone-2")["topup"]["credit"] == 73421 + 250 + 120   # what it holds
+    head, data = await _phone(r, "t-phone-2", 2)
+    assert head[0] == 4 and data == b"" and struct.unpack(">I", head[1:5])[0] == 0   # status alone
+
+
+def test_by_id_alone_takes_a_top_ups_answer_out_and_leaves_other_results():
+    from ppmid.relay.topups import by_id_alone
+    full = {"id": "t", "status": "topped-up", "gbcs": b"\x01", "topup": {"credit": 5}, "error": None}
+    assert by_id_alone(full) == {"id": "t", "status": "topped-up", "gbcs": None, "topup": None, "error": None}
+    assert full["topup"] == {"credit": 5}      # not changed in place
+    # a command's GBCS response goes by id as before (signed by the device, end to end)
+    other = {"id": "c", "status": "response", "gbcs": b"\xdd", "error": None}
+    assert by_id_alone(other) is other and by_id_alone(None) is None
+
+
+async def test_a_wired_hello_gets_a_top_ups_status_without_the_meters_figures():
+    from test_wired_road import _road
+    from ppmid.wired import frames as F
+    r = rig(Meter(credit=1000))
+    road, wire = _road(r)
+    # the wire's own top-up: its RESULT carries the meter's answer
+    env = topup.to_binary(topup.sign(KEY, "w-t1", make(value=70), ESME))
+    await road.feed(F.encode(F.T_ENVELOPE, 1, env))
+    await r.pump()
+    for id in list(road.watched):
+        await road._follow(id)
+    res = [f[2] for f in wire.frames() if f[0] == F.T_RESULT]
+    assert len(res) == 1 and res[0]["status"] == "topped-up" and res[0]["topup"]["credit"] == 1070
+    assert "gbcs" in res[0]
+    # a HELLO (any laptop on the cable) for it, and for a phone's top-up: statuses only
+    assert (await submit(r, "p-t2", make(value=30), via="nfc-phone"))["status"] == "accepted"
+    await r.pump()
+    await road.feed(F.encode(F.T_HELLO, 2, b"\x01\x04w-t1\x04p-t2"))
+    got = [f[2] for f in wire.frames() if f[0] == F.T_RESULT]
+    assert sorted(g["id"] for g in got) == ["p-t2", "w-t1"], got
+    for g in got:
+        assert g["status"] == "topped-up" and "topup" not in g and "gbcs" not in g, g
+    assert road.kept and all(b"credit" not in k[1] for k in road.kept)   # what a HELLO is sent
