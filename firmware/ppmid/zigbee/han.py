@@ -388,7 +388,7 @@ class ZigbeeHan:
             self._want_tc()
             self.counters["rx_unsecured"] += 1
             if self.counters["rx_unsecured"] == 1:
-                self._logs(_S_WRONG_EUI, cluster, m["sender"])
+                self._logf(_S_WRONG_EUI, cluster, m["sender"])
             return
         if cluster == _CLUSTER_TIME and self.on_time is not None:
             self.on_time(m)            # it takes the CH's alone (chclock.accept)
