@@ -1,6 +1,8 @@
 # Reassembly of incoming GBT blocks (the receiving half of gbcs/gbt.py): only loaded when
 # the Communications Hub sends a message in blocks, so that a gateway that only sends large
 # commands never holds it (docs/memory.md).
+from micropython import const
+
 from ppmid.clock import ticks_diff
 from ppmid.gbcs.message import decode, GbcsError
 from ppmid.gbcs.gbt import (GbtError, BLOCK_OVERHEAD, E_GBT_NOT_BLOCK, E_GBT_MEMORY, E_GBT_TIMEOUT,
@@ -42,6 +44,7 @@ def block_data(m):
 # that partials of one byte each cannot hold five times the bound.
 PENDING_OVERHEAD = 192
 _MISSING_NAMED = 8    # missing block numbers named in a timeout's sentence, then a count
+_S_GBT_LOST = const(31)   # the sentence of that number in zigbee/han_errors.py
 
 
 class _Pending:
@@ -63,12 +66,17 @@ class Reassembler:
     hold is refused. now_ms: ticks_ms(), compared through ticks_diff, so its wrap is harmless
     (a stamp reading negative, more than half the tick period old, counts as stale)."""
 
-    def __init__(self, max_bytes=8192, timeout_ms=30000):
+    def __init__(self, max_bytes=8192, timeout_ms=30000, logs=None, counters=None):
         self.max_bytes = max_bytes
         self.timeout_ms = timeout_ms
         self.held = 0
         self._pending = {}
         self.timed_out = []   # GbtErrors of messages expired inside feed() (last 8 kept)
+        # the HAN link's (zigbee/han.py): its sentence logger and counters, to say and count
+        # a message expired inside feed() instead of keeping it in timed_out. Here and not in
+        # the link, whose code is resident: this module loads with the first GBT block
+        self._logs = logs
+        self._counters = counters
         self._done = {}       # key -> completion time: late duplicates of a completed message
 
     def pending(self):
@@ -113,6 +121,11 @@ class Reassembler:
         """Add one block. Returns the complete message (bytes) when its last missing block
         arrives, else None. Raises GbcsError (bad block) or GbtError."""
         for exc in self.expire(now_ms):
+            if self._logs is not None:
+                c = self._counters
+                c["rx_gbt_timeouts"] = c.get("rx_gbt_timeouts", 0) + 1
+                self._logs(_S_GBT_LOST, exc)   # "incoming GBT message lost: %s"
+                continue
             self.timed_out.append(exc)
             if len(self.timed_out) > 8:
                 self.timed_out.pop(0)

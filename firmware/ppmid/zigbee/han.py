@@ -96,6 +96,7 @@ class _Reassembly:
         self.key = key              # sender << 8 | the APS counter of fragment 0
         self.pieces = [None] * count  # by index, as many as fragment 0 announced; None: not yet
         self.started_ms = started_ms
+        self.held = 0               # bytes of the pieces, bounded by what the tunnel takes
 
 
 class _Delivered:
@@ -481,19 +482,32 @@ class ZigbeeHan:
             # message for failed; it is not delivered a second time
             self._queue_ack(sender, aps)
             return None
-        if f is None or f.key != key:
+        # (a fragment 0 unlike the held one under the same counter: another message, the
+        # sender's counter having come round, never joined to the first one's pieces)
+        if f is None or f.key != key or not index and (count != len(f.pieces) or data != f.pieces[0]):
             if f is not None:
                 self.counters["rx_fragments_dropped"] += 1
             if index or not count:
+                return None
+            if (count - 1) * len(data) > self.tunnel.max_incoming + 7:
+                # larger than the tunnel takes (a TransferData: a 5-byte ZCL header at most,
+                # the tunnel id, max_incoming bytes): never held, not acknowledged; as any
+                # fragment 0, it ends the partial before it (the sender has moved on)
+                self.counters["rx_fragments_dropped"] += 1
+                self._frag = None
                 return None
             f = self._frag = _Reassembly(key, count, now)
         # every fragment taken is acknowledged, a repeated one too (our ack may have been
         # lost): the sender sends no more of the message until it has the ack
         self._queue_ack(sender, aps)
-        if index >= len(f.pieces):
-            # outside what fragment 0 announced: the message cannot be whole. (The count
-            # itself is read from fragment 0 only: on air a later fragment carries its
-            # index alone, so its high byte is no check.)
+        if index < len(f.pieces):
+            old = f.pieces[index]
+            f.held += len(data) - (0 if old is None else len(old))
+        if index >= len(f.pieces) or f.held > self.tunnel.max_incoming + 7:
+            # outside what fragment 0 announced, or more than the tunnel takes: the
+            # message cannot be whole, or would be refused. (The count itself is read from
+            # fragment 0 only: on air a later fragment carries its index alone, so its high
+            # byte is no check.)
             self.counters["rx_fragments_dropped"] += 1
             self._frag = None
             return None
@@ -510,7 +524,9 @@ class ZigbeeHan:
             try:
                 if self._gbt is None:
                     from ppmid.gbcs.reassembly import Reassembler
-                    self._gbt = Reassembler(self.opts["max_message"], 60000)
+                    # (a message whose blocks stop arriving: the log says so, counted
+                    # rx_gbt_timeouts, by the reassembly's code, not resident)
+                    self._gbt = Reassembler(self.opts["max_message"], 60000, self._logs, self.counters)
                 out = self._gbt.feed(data, ticks_ms())
             except ImportError:
                 out = data  # no GBT support in this build: the relay sees the block itself

@@ -37,4 +37,5 @@ SENTENCES = (
     "no confirmation of fragment %d",  # 28 _S_UNCONFIRMED
     "the CH did not acknowledge the message (status 0x%x)",  # 29 _S_NOT_ACKED
     "the CH did not acknowledge fragment %d (status 0x%x)",  # 30 _S_FRAGMENT_NOT_ACKED
+    "incoming GBT message lost: %s",  # 31 _S_GBT_LOST (said by ppmid.gbcs.reassembly)
 )
