@@ -549,4 +549,6 @@ async def test_an_answer_the_flash_cannot_take_faults_the_relay_and_the_utrn_sta
     r.relay.check_timers()
     await r.pump()
     assert r.pub.statuses("t-1")[-1] == "timeout"
+    final = [s for s in r.pub.on("/rsp") if s["id"] == "t-1"][-1]
+    assert final["error"]["code"] == "E_TIMEOUT" and "may have applied" in final["error"]["message"], final
     assert len(r.han.zcl) == 1 and m.credit == 1250
