@@ -191,8 +191,8 @@ class GbtCollector:
         head["sources"] = [g.blocks[n][2] for n in nums]
         # CRA or message code that differ, a rebuilt message that is malformed or does not match its routing header: the
         # firmware Reassembler checks all of these, fed in block-number order
-        r = reassembly.Reassembler(max_bytes=sum(len(b[1]) + gbt.BLOCK_OVERHEAD for b in g.blocks.values()) + 1,
-                            timeout_ms=1)
+        r = reassembly.Reassembler(max_bytes=sum(len(b[1]) + gbt.BLOCK_OVERHEAD for b in g.blocks.values())
+                                   + reassembly.PENDING_OVERHEAD + 1, timeout_ms=1)
         whole = None
         try:
             for n in nums:

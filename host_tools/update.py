@@ -290,7 +290,21 @@ class Release:
             self.text = o["manifest"]
             self.signature = bytes.fromhex(o["signature"])
             self.manifest = json.loads(self.text)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # what the sender reads of the manifest, checked here with the rest (review 90
+            # H1: a signed text without "files" was E_INTERNAL, a KeyError); the gateway
+            # checks every field itself
+            if not isinstance(self.manifest, dict):
+                raise TypeError("the signed text is not a manifest (a JSON object)")
+            if not isinstance(self.manifest["version"], str):
+                raise TypeError("its version is not a string")
+            if "image" not in self.manifest:
+                files = self.manifest["files"]
+                if not isinstance(files, list) or not all(isinstance(e, dict) and isinstance(e.get("path"), str)
+                                                          for e in files):
+                    raise TypeError("its files are not a list of {\"path\": ...}")
+        except KeyError as exc:
+            raise UpdateError("%s is not a release (ppmid release writes one): no %s in it" % (out_dir, exc))
+        except (OSError, ValueError, TypeError) as exc:
             raise UpdateError("%s is not a release (ppmid release writes one): %s" % (out_dir, exc))
         self.dir = out_dir
         self.data = []

@@ -128,7 +128,8 @@ def test_split_then_reassemble_is_identity(data):
     order = data.draw(st.permutations(range(len(blocks))))
     dups = data.draw(st.lists(st.integers(0, len(blocks) - 1), max_size=5))
     feed = [blocks[i] for i in order] + [blocks[i] for i in dups]
-    r = reassembly.Reassembler(max_bytes=len(raw) + gbt.BLOCK_OVERHEAD * len(blocks), timeout_ms=10)
+    r = reassembly.Reassembler(max_bytes=len(raw) + gbt.BLOCK_OVERHEAD * len(blocks) + reassembly.PENDING_OVERHEAD,
+                               timeout_ms=10)
     out = []
     for blk in feed:
         got = r.feed(blk, 0)

@@ -85,6 +85,27 @@ def test_update_refuses_what_is_not_a_release(tmp_path, capsys):
     rc, _, err = _run(capsys, "update", "--state-dir", str(tmp_path), "--gateway", "nothex",
                       "--release", str(tmp_path))
     assert rc == 1 and err.startswith("ppmid: ")
+    # review 90 H1: an offer.json whose signed text is not a manifest the sender can read
+    # (no files, files not a list of paths, not an object, no version) is no release either,
+    # not E_INTERNAL (a KeyError, exit 3)
+    from host_tools.update import Release, UpdateError
+    rel = tmp_path / "rel"
+    rel.mkdir()
+    for text, why in (({"version": "0.2.0"}, "no 'files' in it"), ([1, 2], "not a manifest"),
+                      ({"files": []}, "no 'version' in it"),
+                      ({"version": "0.2.0", "files": ["a.py"]}, "files are not a list"),
+                      ({"version": "0.2.0", "files": "a.py"}, "files are not a list")):
+        (rel / "offer.json").write_text(json.dumps({"manifest": json.dumps(text), "signature": "00"}))
+        rc, _, err = _run(capsys, "update", "--state-dir", str(tmp_path / "state"), "--gateway", GW,
+                          "--release", str(rel))
+        assert rc == 1 and err.startswith("ppmid: ") and "is not a release" in err and why in err, err
+        assert len(err.strip().splitlines()) == 1
+        try:
+            Release(str(rel))
+        except UpdateError as exc:
+            assert exc.code == "E_UPDATE" and why in exc.message
+        else:
+            raise AssertionError("taken as a release: %r" % (text,))
 
 
 def test_an_image_release_is_signed_and_names_the_image(tmp_path, capsys):

@@ -2,7 +2,7 @@
 # inconsistent blocks, acknowledgements. Runs under CPython and MicroPython.
 from ppmid.gbcs import decode, GbcsError, gbt, build
 from ppmid.gbcs.gbt import GbtError
-from ppmid.gbcs.reassembly import Reassembler
+from ppmid.gbcs.reassembly import Reassembler, PENDING_OVERHEAD
 from test_gbcs_samples import sample
 
 BIG = "4.13_ECS26a/ECS26a_4.13_ERROR_COMMAND"   # 269 bytes
@@ -67,7 +67,7 @@ def test_split_and_reassemble_every_block_size():
     # 256K MicroPython heap, which is not what the gateway meets: its blocks are ~1450 bytes)
     for size in (7, 64, 127, 128, 255, 256, 268, 269, 270, 1000):
         blocks = list_split(raw, size)
-        r = Reassembler(max_bytes=len(raw) + 32 * len(blocks), timeout_ms=1000)
+        r = Reassembler(max_bytes=len(raw) + 32 * len(blocks) + PENDING_OVERHEAD, timeout_ms=1000)
         out = None
         for blk in blocks[::-1]:  # out of order: last first
             assert out is None
@@ -109,7 +109,7 @@ def test_blocks_built_in_one_buffer_are_the_same_blocks():
             assert bytes(buf[:5]) == b"HEAD!"  # the room in front is left alone
             got.append(bytes(blk))
         assert got == want, size
-        assert Reassembler(len(raw) + 32 * count, 1000).feed(got[0], 0) is None
+        assert Reassembler(len(raw) + 32 * count + PENDING_OVERHEAD, 1000).feed(got[0], 0) is None
     assert _err(gbt.blocks_for_transfer, raw, 120, bytearray(124), 5) == "E_GBT_BLOCK_SIZE"
     # a message that fits goes whole, not into the buffer
     assert gbt.blocks_for_transfer(raw, 1500, bytearray(1505), 5)[0] == 1
@@ -152,16 +152,82 @@ def test_missing_block_times_out():
 def test_memory_bound():
     raw = sample(BIG)
     b = list_split(raw, 100)
-    r = Reassembler(max_bytes=250, timeout_ms=1000)
-    r.feed(b[0], 0)                        # 100 + 32
+    r = Reassembler(max_bytes=250 + PENDING_OVERHEAD, timeout_ms=1000)
+    r.feed(b[0], 0)                        # 100 + 32, and the message's own overhead
     assert _err(r.feed, b[1], 0) == "E_GBT_MEMORY"
     assert r.pending() == 0 and r.held == 0  # the message was dropped, memory released
     # other messages are bounded together
-    r = Reassembler(max_bytes=250, timeout_ms=1000)
+    r = Reassembler(max_bytes=250 + PENDING_OVERHEAD, timeout_ms=1000)
     r.feed(b[0], 0)
     other = list_split(build.build_command(7, b"\x01" * 8, b"\x02" * 8, 0x19, b"\xd9" + bytes(200)), 100)
     assert _err(r.feed, other[0], 0) == "E_GBT_MEMORY"
-    assert r.pending() == 1 and r.held == 132
+    assert r.pending() == 1 and r.held == 132 + PENDING_OVERHEAD
+
+
+ORIG, RECIP = bytes(range(1, 9)), bytes(range(11, 19))
+
+
+def test_partial_messages_are_charged_what_the_heap_holds_for_them():
+    # review 90 F2: a partial message of one 1-byte block takes about 190 bytes of heap on a
+    # 32-bit port (its _Pending, dict, key), not the 33 its block costs: each is charged
+    # PENDING_OVERHEAD more, so one-byte partials under new counters stop far sooner
+    r = Reassembler(8192, 60000)
+    taken = 0
+    try:
+        for c in range(1, 1000):
+            r.feed(build.build_block(0x01, c, ORIG, RECIP, 0x0001, 2, b"x"), 0)
+            taken += 1
+    except GbtError as exc:
+        assert exc.code == "E_GBT_MEMORY"
+    each = PENDING_OVERHEAD + 1 + 32
+    assert taken == 8192 // each and r.pending() == taken and r.held == taken * each
+    assert PENDING_OVERHEAD >= 150   # what the heap really holds, not a token charge
+    # the refused one left nothing behind, and a timeout gives every byte back
+    assert len(r.expire(60000)) == taken and r.pending() == 0 and r.held == 0
+
+
+def test_a_block_numbered_past_the_bound_is_refused_and_a_timeout_names_few_blocks():
+    # review 90 F1: a block numbered 65535 made the timeout sentence list 65,534 numbers
+    # (MemoryError on a board). A number that no message within max_bytes can reach (a
+    # byte per block) is refused at once; below it, a timeout names 8 numbers and a count
+    r = Reassembler(8192, 60000)
+    top = (8192 - PENDING_OVERHEAD) // 33
+    for num in (65535, top + 1):
+        try:
+            r.feed(build.build_block(0x01, 7, ORIG, RECIP, 0x0001, num, b"x", last=True), 0)
+        except GbtError as exc:
+            assert exc.code == "E_GBT_MEMORY" and ("block number %d" % num) in exc.message, exc.message
+        else:
+            raise AssertionError("block %d taken" % num)
+        assert r.pending() == 0 and r.held == 0
+    assert r.feed(build.build_block(0x01, 7, ORIG, RECIP, 0x0001, top, b"x", last=True), 0) is None
+    assert r.feed(build.build_block(0x01, 8, ORIG, RECIP, 0x0001, 3, b"x"), 0) is None
+    errs = r.expire(60000)
+    assert len(errs) == 2 and r.held == 0
+    text = {e.message.split("(counter ")[1].split(")")[0]: e.message for e in errs}
+    assert text["7"].endswith("missing block(s): 1,2,3,4,5,6,7,8,... (%d missing)" % (top - 1)), text["7"]
+    assert text["8"].endswith("missing block(s): 1,2,the last block"), text["8"]
+
+
+def test_partial_messages_expire_across_a_ticks_wrap():
+    # review 90 F3: now_ms is ticks_ms(), which wraps (2**30 ms on an ESP32): a partial
+    # touched just before the wrap expires 60 s later all the same, and does not hold the
+    # bound for days
+    from ppmid.clock import ticks_add
+    r = Reassembler(8192, 60000)
+    before = ticks_add(0, -1000)
+    r.feed(build.build_block(0x01, 9, ORIG, RECIP, 0x0001, 1, b"y" * 3900), before)
+    assert r.expire(ticks_add(before, 59999)) == [] and r.pending() == 1
+    assert _err(r.feed, build.build_block(0x01, 10, ORIG, RECIP, 0x0001, 1, b"z" * 4000), 0) == "E_GBT_MEMORY"
+    errs = r.expire(ticks_add(0, 600000))
+    assert len(errs) == 1 and errs[0].code == "E_GBT_TIMEOUT" and r.pending() == 0 and r.held == 0
+    assert r.feed(build.build_block(0x01, 10, ORIG, RECIP, 0x0001, 1, b"z" * 4000), ticks_add(0, 600000)) is None
+    # a completed message's late-duplicate guard ages across the wrap too
+    r = Reassembler(8192, 60000)
+    whole = build.build_command(11, ORIG, RECIP, 0x0001, b"w" * 30)
+    assert r.feed(list(build.split(whole, 400))[0], before) == whole
+    assert r.feed(list(build.split(whole, 400))[0], ticks_add(before, 1000)) is None and r.pending() == 0
+    assert r.feed(list(build.split(whole, 400))[0], ticks_add(0, 600000)) == whole
 
 
 def test_inconsistent_blocks():

@@ -368,6 +368,28 @@ def test_a_sending_record_without_the_resends_field_still_reads():
     j2.close()
 
 
+def test_a_timeout_record_keeps_the_resends_and_an_older_one_still_reads():
+    # review 90 (a): T carries the copies' count, or a compaction (which writes only A and
+    # T for a timed-out command) would lose it; a T written before that ends after
+    # late_until, and the S record's count before it stays
+    import struct
+    root = fresh_root()
+    j = J.Journal(root)
+    j.open()
+    a, b = accept(j, 1), accept(j, 2)
+    for e in (a, b):
+        e.resends = 2
+        j.sending(e, 100)
+    j.timeout(a, 500)
+    j._append(0x54, (struct.pack(">II", b.seq, 600),))           # T as older journals wrote it
+    j2, live = reopen(j)
+    assert [(e.state, e.late_until, e.resends) for e in live] == [(J.TIMED_OUT, 500, 2), (J.TIMED_OUT, 600, 2)]
+    j2.compact()
+    j3, live = reopen(j2)
+    assert [(e.state, e.late_until, e.resends) for e in live] == [(J.TIMED_OUT, 500, 2), (J.TIMED_OUT, 600, 2)]
+    j3.close()
+
+
 class FailingFile:
     """The journal's file, failing like a full or failing flash: after `room` more bytes,
     write() writes what fits and raises OSError (ENOSPC); then every write raises."""

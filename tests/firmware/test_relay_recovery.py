@@ -177,6 +177,51 @@ async def test_sending_marked_without_copies_left_times_out_when_its_budget_ends
     assert last["status"] == "response" and last["late"] is True
 
 
+async def _timed_out_after_copies(r, by_restarts):
+    # c-1 had its MAX_RESENDS copies, none answered, and timed out: the copies sent by
+    # restarts that found it sending, or by budget ends with no restart
+    await r.submit("c-1", 10)
+    if by_restarts:
+        await crash_until_no_more_copies(r)
+        await r.pump()
+        r.clock.advance(21000)
+        r.relay.check_timers()
+        await r.pump()
+    else:
+        await r.pump()
+        for _ in range(MAX_RESENDS + 1):
+            r.clock.advance(21000)
+            r.relay.check_timers()
+            await r.pump()
+            r.clock.advance(100)
+            await r.pump()
+    e = r.journal.by_id["c-1"]
+    assert e.state == J.TIMED_OUT and e.resends == MAX_RESENDS and len(r.han.sent) == 1 + MAX_RESENDS
+
+
+async def test_a_late_refusal_of_a_copy_is_already_executed_after_a_restart_or_compaction():
+    # review 90, open question (a): the meter's refusal of the last copy of a timed-out
+    # command, inside its late window, ends it already-executed, whether or not the gateway
+    # restarted (and compacted its journal) in between and whichever sent the copies
+    for by_restarts, restart, compact in ((False, False, False), (False, True, False), (False, True, True),
+                                          (True, False, False), (True, True, True)):
+        r = Rig(cfg=config(response_timeout_s=20))
+        await _timed_out_after_copies(r, by_restarts)
+        if compact:
+            r.journal.compact()
+        if restart:
+            r.restart()
+            assert r.journal.by_id["c-1"].resends == MAX_RESENDS
+        await r.publish_all()
+        alerts = len(r.pub.on("/alert"))
+        r.relay.on_han_message(refusal_of(r.han.sent[-1]))
+        await r.publish_all()
+        case = (by_restarts, restart, compact)
+        assert r.pub.statuses("c-1")[-1] == "already-executed", (case, r.pub.statuses("c-1"))
+        assert len(r.pub.on("/alert")) == alerts, case
+        assert r.journal.by_id.get("c-1") is None or r.journal.by_id["c-1"].state == J.ALREADY_EXECUTED
+
+
 async def test_sending_marked_that_expired_while_the_power_was_off_gets_no_copy_and_times_out():
     r = Rig(cfg=config(response_timeout_s=5))
     await r.submit("c-1", 10, expires=r.clock.time() + 3)

@@ -543,3 +543,41 @@ def test_journal_keeps_the_newest_utrns_only():
     j2.open()
     assert R.utrn_applied(j2, struct.pack(">Q", 3)) and not R.utrn_applied(j2, struct.pack(">Q", 0))
     assert j2.counters[b"SUPPLIER:ESME"] == 5
+
+
+async def test_an_answer_the_flash_cannot_take_faults_the_relay_and_the_utrn_stays_refused():
+    # review 90, open question (b): the meter applied the top-up, but its R record does not
+    # fit on the flash (ENOSPC). Not swallowed: the relay faults as the GBCS road does (the
+    # watchdog resets), the answer stays awaited, and after the reset the top-up ends
+    # `timeout` (not known here) while its UTRN is refused as applied: never `topped-up`
+    # said without a record of it, never a second credit
+    m = Meter()
+    r = rig(m, response_timeout_s=5)
+    text = make(value=250)
+    assert (await submit(r, "t-1", text))["status"] == "accepted"
+    real = r.journal._write
+
+    def write(rtype, parts, sync):
+        if rtype == 0x52:   # 'R', the response record
+            raise OSError(28)
+        return real(rtype, parts, sync)
+    r.journal._write = write
+    await r.pump()
+    e = r.journal.by_id["t-1"]
+    assert m.credit == 1250 and e.state == J.SENDING
+    assert r.relay.state == "fault" and "not journaled" in r.relay.fault, r.relay.fault
+    assert not r.relay.health()[0] and any("not journaled" in line for line in r.logs), r.logs
+    assert ESME_NWK in r.relay.topups()._waiting       # still awaited, not forgotten
+    assert (await submit(r, "t-9", make(counter=2, value=5)))["status"] == "rejected"   # intake stopped
+    assert r.pub.statuses("t-1") == ["accepted", "relayed"]
+    r.relay.house_once()          # lazy records (the UTRN's U) to flash; the watchdog unfed
+    r.restart()                   # the watchdog's reset
+    assert r.relay.state != "fault" and r.journal.by_id["t-1"].state == J.SENDING
+    assert (await submit(r, "t-2", text))["error"] == "E_UTRN_DUPLICATE"
+    r.clock.advance(60000)
+    r.relay.check_timers()
+    await r.pump()
+    assert r.pub.statuses("t-1")[-1] == "timeout"
+    final = [s for s in r.pub.on("/rsp") if s["id"] == "t-1"][-1]
+    assert final["error"]["code"] == "E_TIMEOUT" and "may have applied" in final["error"]["message"], final
+    assert len(r.han.zcl) == 1 and m.credit == 1250

@@ -806,5 +806,91 @@ def test_every_sentence_key_names_its_sentence():
             pass
         raise SkipTest("reads the sources (CPython's re and file paths); the failures run on both above")
     from ppmid.zigbee import han_errors as HE
+    from ppmid.gbcs import reassembly   # (it says the link's lost incoming GBT messages)
     from sentence_keys import check_keys
-    check_keys((H,), HE)
+    check_keys((H, reassembly), HE)
+
+
+# ---- review 90: incoming APS fragments bounded, GBT timeouts said ------------------------
+def test_fragments_announcing_more_than_the_tunnel_takes_are_never_held():
+    # review 90 F5: fragment 0 announced 255 fragments and ~18 KB was held before the
+    # tunnel's 1500-byte check refused the joined 20 KB. Now fragment 0 is enough to drop
+    # it (not acknowledged: the CH learns it was not delivered)
+    han, _ = _han()
+    limit = han.tunnel.max_incoming   # 1500
+    for count, size in ((255, 80), (20, 80), (2, limit + 8)):
+        _fragment(han, 0, count, b"\x01" * size, seq=count & 0xFF)
+        assert han._frag is None and _acked(han) == [], (count, size)
+    assert han.counters["rx_fragments_dropped"] == 3
+    # within the bound it is held, until what its later fragments bring passes the bound
+    # (a fragment 0 of 1 byte announcing 255, then 100-byte ones: ~25 KB, were all held)
+    _fragment(han, 0, 255, b"\x01", seq=7)
+    assert han._frag is not None and _acked(han) == [(7, 0)]
+    for i in range(1, 16):
+        _fragment(han, i, 255, b"\x01" * 100, seq=7)
+    # (the partial is (key, started, pieces)): the bytes held so far are at the bound
+    assert han._frag is not None and sum(len(p) for p in han._frag[2] if p is not None) == 1 + 1500
+    _fragment(han, 1, 255, b"\x01" * 100, seq=7)   # a repeat counts once
+    assert han._frag is not None
+    _fragment(han, 16, 255, b"\x01" * 100, seq=7)
+    assert han._frag is None and han.counters["rx_fragments_dropped"] == 4
+    # a message that fits still arrives whole
+    gbcs = b"\xdd\x00" + bytes(range(200))
+    pieces = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
+    for i in range(3):
+        _fragment(han, i, 3, pieces[i], seq=8)
+    assert han._rxq == [gbcs]
+
+
+def test_two_messages_under_one_aps_counter_are_not_joined():
+    # review 90 F6: the sender's APS counter came round (or it restarted) while our partial
+    # of its message under that counter waits: a fragment 0 unlike the one held starts over
+    han, _ = _han()
+    tid = han.tunnel.tunnel_id
+    a = _in_fragments(TH.transfer_data(3, tid, b"\xdd\x00" + b"A" * 40, False), 3)
+    b = _in_fragments(TH.transfer_data(4, tid, b"\xdd\x00" + b"B" * 40, False), 3)
+    _fragment(han, 0, 3, a[0], seq=9)
+    _fragment(han, 1, 3, a[1], seq=9)
+    _fragment(han, 0, 3, b[0], seq=9)      # same counter, another message
+    _fragment(han, 2, 3, b[2], seq=9)
+    assert han._rxq == [] and han.counters["rx_fragments_dropped"] == 1
+    _fragment(han, 1, 3, b[1], seq=9)
+    assert han._rxq == [b"\xdd\x00" + b"B" * 40]
+    # another count under one counter: another message too
+    c = _in_fragments(TH.transfer_data(5, tid, b"\xdd\x00" + b"C" * 40, False), 2)
+    _fragment(han, 0, 3, a[0], seq=12)
+    _fragment(han, 1, 3, a[1], seq=12)
+    _fragment(han, 0, 2, c[0], seq=12)
+    _fragment(han, 1, 2, c[1], seq=12)
+    assert han._rxq[-1] == b"\xdd\x00" + b"C" * 40 and len(han._rxq) == 2
+    # the same fragment 0 again (our ack lost) is a repeat, not a new message
+    _fragment(han, 0, 3, a[0], seq=13)
+    _fragment(han, 0, 3, a[0], seq=13)
+    _fragment(han, 1, 3, a[1], seq=13)
+    _fragment(han, 2, 3, a[2], seq=13)
+    assert han._rxq[-1] == b"\xdd\x00" + b"A" * 40 and han.counters["rx_fragments_dropped"] == 2
+
+
+def test_an_incoming_gbt_message_that_times_out_is_logged_and_counted():
+    # review 90 F4 (and F1 through the link): a message whose blocks stop arriving is said
+    # in the log and counted when a later block expires it; a block numbered far past any
+    # message the bound holds is refused, and the next message still arrives
+    from ppmid.clock import ticks_ms, ticks_add
+    from ppmid.gbcs import build
+    from ppmid.gbcs.reassembly import Reassembler
+    han, _ = _han()
+    lines = []
+    han._log = lines.append
+    orig, recip = bytes(range(1, 9)), bytes(range(11, 19))
+    han._deliver(build.build_block(0x01, 7, orig, recip, 0x0001, 65535, b"x"))
+    assert han._rxq == [] and han._gbt.pending() == 0
+    assert any("E_GBT_MEMORY" in line for line in lines), lines
+    han._gbt.feed(build.build_block(0x01, 8, orig, recip, 0x0001, 2, b"x"), ticks_add(ticks_ms(), -61000))
+    assert "rx_gbt_timeouts" not in han.counters
+    whole = build.build_command(5, orig, recip, 0x0001, bytes(20))
+    han._deliver(build.build_block(0x01, 5, orig, recip, 0x0001, 1, whole, last=True))
+    assert han._rxq == [whole] and han.counters["rx_gbt_timeouts"] == 1
+    assert han._gbt.timed_out == [] and han._gbt.pending() == 0
+    lost = [line for line in lines if "incoming GBT message lost" in line]
+    assert len(lost) == 1 and "E_GBT_TIMEOUT" in lost[0] and "counter 8" in lost[0], lines
+    assert isinstance(han._gbt, Reassembler)

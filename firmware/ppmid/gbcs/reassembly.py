@@ -1,6 +1,9 @@
 # Reassembly of incoming GBT blocks (the receiving half of gbcs/gbt.py): only loaded when
 # the Communications Hub sends a message in blocks, so that a gateway that only sends large
 # commands never holds it (docs/memory.md).
+from micropython import const
+
+from ppmid.clock import ticks_diff
 from ppmid.gbcs.message import decode, GbcsError
 from ppmid.gbcs.gbt import (GbtError, BLOCK_OVERHEAD, E_GBT_NOT_BLOCK, E_GBT_MEMORY, E_GBT_TIMEOUT,
                             E_GBT_INCONSISTENT)
@@ -35,6 +38,15 @@ def block_data(m):
     return m.buf[c:c + m._n]
 
 
+# Bytes charged per partial message on top of its blocks: its _Pending, its blocks dict, its
+# 24-byte key and its slot in _pending take about 190 bytes of heap on a 32-bit port
+# (measured on the plain 32-bit unix build, review 90 F2). Charged when it is created, so
+# that partials of one byte each cannot hold five times the bound.
+PENDING_OVERHEAD = 192
+_MISSING_NAMED = 8    # missing block numbers named in a timeout's sentence, then a count
+_S_GBT_LOST = const(32)   # the sentence of that number in zigbee/han_errors.py
+
+
 class _Pending:
     def __init__(self, cra, code, now_ms):
         self.cra = cra
@@ -49,19 +61,29 @@ class Reassembler:
     """Collects GBT blocks (any order, duplicates ignored, also late duplicates of a message
     delivered less than timeout_ms ago) into whole messages, holding at most
     max_bytes (block data + BLOCK_OVERHEAD per block) and dropping a message whose blocks stop
-    arriving for timeout_ms. Keyed by (originator, recipient, counter). now_ms: a monotonic
-    millisecond clock that does not wrap (the caller accumulates ticks_diff on a board)."""
+    arriving for timeout_ms. Keyed by (originator, recipient, counter). Each partial message
+    is charged PENDING_OVERHEAD more, and a block numbered past what max_bytes could ever
+    hold is refused. now_ms: ticks_ms(), compared through ticks_diff, so its wrap is harmless
+    (a stamp reading negative, more than half the tick period old, counts as stale)."""
 
-    def __init__(self, max_bytes=8192, timeout_ms=30000):
+    def __init__(self, max_bytes=8192, timeout_ms=30000, logs=None, counters=None):
         self.max_bytes = max_bytes
         self.timeout_ms = timeout_ms
         self.held = 0
         self._pending = {}
         self.timed_out = []   # GbtErrors of messages expired inside feed() (last 8 kept)
+        # the HAN link's (zigbee/han.py): its sentence logger and counters, to say and count
+        # a message expired inside feed() instead of keeping it in timed_out. Here and not in
+        # the link, whose code is resident: this module loads with the first GBT block
+        self._logs = logs
+        self._counters = counters
         self._done = {}       # key -> completion time: late duplicates of a completed message
 
     def pending(self):
         return len(self._pending)
+
+    def _stale(self, now_ms, then_ms):
+        return not 0 <= ticks_diff(now_ms, then_ms) < self.timeout_ms
 
     def _drop(self, key):
         p = self._pending.pop(key, None)
@@ -72,14 +94,23 @@ class Reassembler:
         """Drop messages idle for timeout_ms; returns a GbtError(E_GBT_TIMEOUT) per message."""
         out = []
         for key in list(self._done):
-            if now_ms - self._done[key] >= self.timeout_ms:
+            if self._stale(now_ms, self._done[key]):
                 del self._done[key]
         for key in list(self._pending):
             p = self._pending[key]
-            if now_ms - p.touched >= self.timeout_ms:
+            if self._stale(now_ms, p.touched):
                 self._drop(key)
                 upto = p.last or (max(p.blocks) if p.blocks else 0)
-                missing = ",".join(str(i) for i in range(1, upto + 1) if i not in p.blocks)
+                # every held key is in 1..upto (blocks past the last are refused), and a
+                # message may miss up to max_bytes // 33 blocks: the first few are named
+                missing = []
+                for i in range(1, upto + 1):
+                    if i not in p.blocks:
+                        if len(missing) == _MISSING_NAMED:
+                            missing.append("... (%d missing)" % (upto - len(p.blocks)))
+                            break
+                        missing.append(str(i))
+                missing = ",".join(missing)
                 if not p.last:
                     missing = (missing + "," if missing else "") + "the last block"
                 out.append(GbtError(E_GBT_TIMEOUT, "GBT message (counter %d) timed out after %d ms; missing "
@@ -90,6 +121,11 @@ class Reassembler:
         """Add one block. Returns the complete message (bytes) when its last missing block
         arrives, else None. Raises GbcsError (bad block) or GbtError."""
         for exc in self.expire(now_ms):
+            if self._logs is not None:
+                c = self._counters
+                c["rx_gbt_timeouts"] = c.get("rx_gbt_timeouts", 0) + 1
+                self._logs(_S_GBT_LOST, exc)   # "incoming GBT message lost: %s"
+                continue
             self.timed_out.append(exc)
             if len(self.timed_out) > 8:
                 self.timed_out.pop(0)
@@ -108,9 +144,20 @@ class Reassembler:
         num = block_number(m)
         if num == 0:
             raise GbtError(E_GBT_INCONSISTENT, "GBT block number 0 (numbers start at 1)")
+        if num > (self.max_bytes - PENDING_OVERHEAD) // (BLOCK_OVERHEAD + 1):
+            # a message of that many blocks, of a byte each, would not fit the bound: it
+            # can never complete, and a number this far out is no guide to what is missing
+            self._drop(key)
+            raise GbtError(E_GBT_MEMORY, "GBT block number %d: a message of that many blocks needs more "
+                           "than %d bytes; message dropped" % (num, self.max_bytes))
         p = self._pending.get(key)
         if p is None:
+            if self.held + PENDING_OVERHEAD > self.max_bytes:
+                raise GbtError(E_GBT_MEMORY, "GBT reassembly needs more than %d bytes; message dropped"
+                               % self.max_bytes)
             p = _Pending(m.cra, m.message_code, now_ms)
+            p.held = PENDING_OVERHEAD
+            self.held += PENDING_OVERHEAD
             self._pending[key] = p
         elif p.cra != m.cra or p.code != m.message_code:
             self._drop(key)
@@ -148,7 +195,7 @@ class Reassembler:
         if len(self._done) >= 16:  # bounded: forget the oldest
             oldest = None
             for k in self._done:
-                if oldest is None or self._done[k] < self._done[oldest]:
+                if oldest is None or ticks_diff(self._done[k], self._done[oldest]) < 0:
                     oldest = k
             del self._done[oldest]
         self._done[key] = now_ms

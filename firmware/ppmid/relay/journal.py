@@ -323,7 +323,7 @@ class Journal:
     # again, a final status published again (receivers dedupe by id), a counter that
     # recovery commits again from the live command's accept record.
     def timeout(self, e, late_until):
-        self._append(_T_TIMEOUT, (struct.pack(">II", e.seq, late_until),), sync=False, e=e)
+        self._append(_T_TIMEOUT, (struct.pack(">IIB", e.seq, late_until, min(e.resends, 0xFF)),), sync=False, e=e)
         e.state = TIMED_OUT
         e.late_until = late_until
 

@@ -86,7 +86,7 @@ def rewrite(j):
                 rec = (_T_RESPONSE, (struct.pack(">IB", e.seq, 1 if e.late else 0), rsp))
                 rsp_off = written + _HEAD + 5
             elif e.state == TIMED_OUT:
-                rec = (_T_TIMEOUT, (struct.pack(">II", e.seq, e.late_until),))
+                rec = (_T_TIMEOUT, (struct.pack(">IIB", e.seq, e.late_until, min(e.resends, 0xFF)),))
             elif e.state == FAILED:
                 rec = (_T_FAILED, (struct.pack(">I", e.seq), (e.error or "E_FAILED").encode()))
             else:

@@ -137,6 +137,8 @@ def _apply(j, rtype, p, off):
     elif rtype == _T_TIMEOUT:
         e.state = TIMED_OUT
         e.late_until = struct.unpack_from(">I", p, 4)[0]
+        if len(p) >= 9:  # (older journals end after late_until: the S record's count stays)
+            e.resends = p[8]
     elif rtype == _T_FAILED:
         e.state = FAILED
         e.error = str(bytes(p[4:]), "ascii")

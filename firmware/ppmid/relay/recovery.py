@@ -98,6 +98,10 @@ def recover(relay):
     unset = not clock.is_set()
     for e in relay.journal.entries():
         relay.counters["recovered"] += 1
+        if e.resends:
+            # copies went before this boot: a meter's refusal of one must still reach
+            # resend.refused, which core.on_han_message asks only once "resent" is counted
+            relay.counters.setdefault("resent", 0)
         try:
             if e.topup:
                 relay.topups()  # its responses must find their road

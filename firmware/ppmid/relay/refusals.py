@@ -88,6 +88,11 @@ def undecodable(relay, buf, exc):
 
 def timed_out(e, budget_s):
     """The error of a command's "timeout" status: no response within its budget."""
+    if e.topup:
+        # a top-up is never sent twice, and its answer may have come without being recorded
+        # (the flash full: a fault, docs/utrn.md): not known, which the sender is told
+        return {"code": e.error or "E_TIMEOUT", "message": "no answer from the meter on record within %d s: "
+                "it may have applied the top-up (sent again, the UTRN is refused if it did)" % budget_s}
     return {"code": e.error or "E_TIMEOUT", "message": "no response within %d s" % budget_s}
 
 

@@ -13,7 +13,7 @@ from ppmid import topup as T
 from ppmid.topup import E_UTRN_TARGET
 from ppmid.mqtt.contract import status_json
 from ppmid.zigbee import prepayment as P
-from ppmid.relay.journal import FAILED, SENDING, TIMED_OUT
+from ppmid.relay.journal import FAILED, SENDING, TIMED_OUT, JournalError
 
 E_UTRN_DUPLICATE = "E_UTRN_DUPLICATE"  # applied already or in flight (or the meter says so)
 E_UTRN_GSME = "E_UTRN_GSME"            # GSME top-ups (PCS01) are not implemented: docs/utrn.md
@@ -180,6 +180,15 @@ class TopupRoad:
             return
         try:
             self.on_frame(sender, frame)
+        except (OSError, JournalError) as exc:
+            # the answer could not be journaled (the flash full or failing): a fault, as a
+            # GBCS response's failing record is (core.py, _guard): intake stops, health says
+            # why, the watchdog resets. Not swallowed: the top-up would have ended `timeout`
+            # with the gateway running on as if nothing were wrong (review 90, docs/utrn.md)
+            relay = self.relay
+            relay.fault = "top-up response from 0x%04X not journaled: %r" % (sender, exc)
+            relay.state = "fault"
+            relay.log("error", relay.fault)
         except Exception as exc:  # noqa: BLE001 - the HAN link's callback must never fail
             self.relay.log("error", "top-up response from 0x%04X: %r" % (sender, exc))
 
@@ -208,8 +217,9 @@ class TopupRoad:
         if r is not None and (r.accepted() or r.result == P.RESULT_DUPLICATE):
             # applied (now or before): refused locally from now on
             remember_utrn(relay.journal, e.counter, e.seq)
-        del self._waiting[sender]
         relay.answered(e, frame)
+        # (only once journaled: an answer that could not be is still awaited)
+        del self._waiting[sender]
 
     # ---- status ----------------------------------------------------------------------
     def outcome(self, e):

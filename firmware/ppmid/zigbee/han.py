@@ -485,24 +485,39 @@ class ZigbeeHan:
             # message for failed; it is not delivered a second time
             self._queue_ack(sender, aps)
             return None
-        if f is None or f[0] != key:
+        # (a fragment 0 unlike the held one under the same counter: another message, the
+        # sender's counter having come round, never joined to the first one's pieces)
+        if f is None or f[0] != key or not index and (count != len(f[2]) or data != f[2][0]):
             if f is not None:
                 self.counters["rx_fragments_dropped"] += 1
             if index or not count:
+                return None
+            if (count - 1) * len(data) > self.tunnel.max_incoming + 7:
+                # larger than the tunnel takes (a TransferData: a 5-byte ZCL header at most,
+                # the tunnel id, max_incoming bytes): never held, not acknowledged; as any
+                # fragment 0, it ends the partial before it (the sender has moved on)
+                self.counters["rx_fragments_dropped"] += 1
+                self._frag = None
                 return None
             f = self._frag = (key, now, [None] * count)
         # every fragment taken is acknowledged, a repeated one too (our ack may have been
         # lost): the sender sends no more of the message until it has the ack
         self._queue_ack(sender, aps)
         pieces = f[2]
-        if index >= len(pieces):
-            # outside what fragment 0 announced: the message cannot be whole. (The count
-            # itself is read from fragment 0 only: on air a later fragment carries its
-            # index alone, so its high byte is no check.)
+        if index < len(pieces):
+            pieces[index] = data
+            held = 0        # the bytes held, bounded by what the tunnel takes
+            for p in pieces:
+                if p is not None:
+                    held += len(p)
+        if index >= len(pieces) or held > self.tunnel.max_incoming + 7:
+            # outside what fragment 0 announced, or more than the tunnel takes: the
+            # message cannot be whole, or would be refused. (The count itself is read from
+            # fragment 0 only: on air a later fragment carries its index alone, so its high
+            # byte is no check.)
             self.counters["rx_fragments_dropped"] += 1
             self._frag = None
             return None
-        pieces[index] = data
         if None in pieces:
             return None
         self._frag = None
@@ -515,7 +530,9 @@ class ZigbeeHan:
             try:
                 if self._gbt is None:
                     from ppmid.gbcs.reassembly import Reassembler
-                    self._gbt = Reassembler(self.opts["max_message"], 60000)
+                    # (a message whose blocks stop arriving: the log says so, counted
+                    # rx_gbt_timeouts, by the reassembly's code, not resident)
+                    self._gbt = Reassembler(self.opts["max_message"], 60000, self._logf, self.counters)
                 out = self._gbt.feed(data, ticks_ms())
             except ImportError:
                 out = data  # no GBT support in this build: the relay sees the block itself
