@@ -137,7 +137,7 @@ async def test_statuses_the_broker_acknowledges_end_their_commands_on_a_full_fla
     # command after a restart put the relay in fault)
     from test_relay_support import Rig, response_to
     root = fresh_root(128)
-    r = Rig(root=root, max_bytes=2048)
+    r = Rig(root=root, max_bytes=3072)   # 12 commands of the fixture (signed: 64-byte signature) within the accept reserve
     r.han.responder = lambda b: response_to(b, b"\x55" * 120)
     r.pub.down = True
     for i in range(12):
