@@ -232,6 +232,7 @@ async def start(board):
     creds = None
     if link is not None:
         relay.publisher = link.client
+        relay.topics = link.topics  # the same names (Topics of the gateway's EUI): one set held, not two
         link.intake.update = (board, relay, link, VERSION)  # what the updater needs, once one comes
         relay.link_checks.append(("mqtt", _is(link.client, "state", "online"), 1800))
         han.on_status = link   # info follows the HAN status and commissioning (Link.__call__)

@@ -107,7 +107,7 @@ class TopupRoad:
     def __init__(self, relay):
         self.relay = relay
         self.meters = {}      # EUI (16 upper-case hex) -> han.devices entry
-        for d in relay.config["han"]["devices"]:
+        for d in relay.devices:
             self.meters[d["eui"]] = d
         self._tsn = 0
         self._waiting = {}    # meter NWK address -> (ZCL sequence number, Entry)
