@@ -312,3 +312,30 @@ def test_the_littlefs_mount_and_the_journal_s_open_file_are_held_as_on_a_board(f
     assert std_cmd["counters"]["relayed"] == 1
     assert [p.rsplit("/", 1)[-1] for p in std_cmd["lfs_open"]] == ["relay.jnl"]
     assert abs(big_cmd["after"] - std_cmd["after"] - mount_extra - file_extra) <= 2 * G.RESOLUTION
+
+
+def test_the_command_comes_once_the_app_s_reaction_to_the_han_running_is_over(firmware_files):
+    # docs/memory.md, "Session 10, the command after the HAN settles": putting the HAN in
+    # the running state makes the app publish its info (mqtt.info_follow, paced) and read
+    # the CH clock (zigbee.chclock, at the clock loop's next tick); a board's HAN runs for
+    # minutes before a command, so the scenario sends it once both are over, observed
+    flash = G.flash_files(field=True)
+    flash["/cmd.json"] = G.command_json(4096)[0]
+    fs, src = G.app_job(firmware_files, flash, False, "/cmd.json")
+    wait = "settled = await settling.over()"
+    assert wait in src
+    # a reaction that is not over in time fails the job, naming what it waited for, rather
+    # than taking the figures with it under way (the info goes out SETTLE_MS, 250 ms, later)
+    r, short = G.run_jobs([(fs, src), (fs, src.replace(wait, "settled = await settling.over(50)"))])
+    assert r["ok"], r["error"]
+    assert not short["ok"] and "the app's reaction to the HAN running to be over" in short["error"]
+    cmd, s = r["out"]["COMMAND"][0], r["out"]["SETTLED"][0]
+    assert s["online"] and s["info_loaded"] and s["ch_clock_reads"] == 1 and s["frames"] == 0
+    # right before the command's first sample: the info was PUBLISHed, once, and PUBACKed,
+    # and neither module of the reaction was still loaded
+    assert s["got"][3] - s["got_before"][3] == 1 == s["publishes"]
+    assert s["sent"][4] - s["sent_before"][4] == 1 == s["pubacks"]
+    assert "ppmid.mqtt.info_follow" not in s["loaded"] and "ppmid.zigbee.chclock" not in s["loaded"]
+    # what the broker got after that is the command's: its statuses
+    assert cmd["broker_got"][3] - s["got"][3] == cmd["published"] >= 1
+    assert cmd["accepted"] == 1 and cmd["counters"]["relayed"] == 1

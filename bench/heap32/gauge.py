@@ -369,11 +369,18 @@ if COMMAND:
     async def _send_zcl(dest, zcl, cluster=None, endpoint=None):
         H.sample('ezsp send_unicast')
         sent.append(len(zcl))
+    settling = H.HanSettling(app, link, CH_CLOCK)
     await H.han_as_running(han, _send_zcl, CH_TRANSFER_SIZE, NCP_MAX_PAYLOAD)
-    if TOPUP:
-        # a top-up goes straight to the meter (ppmid.zigbee.direct): it needs the network
-        # up on a connected link, not the tunnel
-        han._up = han._net_up = han._link.connected = True
+    # the network up on a connected link too, as the "running" status says on a board: a
+    # top-up goes straight to the meter (ppmid.zigbee.direct), and so does the CH clock's
+    # read (without a network it held the HAN's send lock for send_timeout_s, 30 s)
+    han._up = han._net_up = han._link.connected = True
+    # the command comes once the app's reaction to the HAN running is over, as on a board
+    # (docs/memory.md, "Session 10, the command after the HAN settles")
+    settled = await settling.over()
+    settling = None
+    frames = len(sent)  # ZCL frames sent while it settled (the clock read's): not the command's
+    sent.clear()
     probes = TOPUP_PROBES if TOPUP else PROBES
     mods = [__import__(modname, None, None, [fn]) for modname, clsname, fn in probes]
     before = set(m for m in sys.modules if m.startswith('ppmid'))
@@ -388,6 +395,11 @@ if COMMAND:
     # is bound again so that it is the probed one
     link.client.handler = link.intake.handle
     payload = __import__('os').stat(COMMAND)[6]
+    # what the wait saw, and the broker's counts and the modules loaded right before the
+    # command's first sample: printed, not kept, so none of it is in the figures
+    out('SETTLED', frames=frames, got=H.broker.got, sent=H.broker.sent,
+        loaded=sorted(m for m in sys.modules if m.startswith('ppmid')), **settled)
+    settled = None
     start = await H.reset_peak()
     stop = [False]
     asyncio.create_task(H.sampler(stop))
@@ -502,7 +514,9 @@ def app_job(files, flash_files, nfc, command_path=None, wired=False, topup=False
     module list). A flash of a gateway in the field (flash_files(field=True)) is ready once
     connected and synced, and its command comes from the harness's broker."""
     fs = dict(files)
-    field = "wifi" in json.loads(flash_files[FLASH + "/config.json"])
+    cfg = json.loads(flash_files[FLASH + "/config.json"])
+    field = "wifi" in cfg
+    ch_clock = cfg.get("ch_clock", {}).get("enabled", True)  # config.py's default: on
     if esp32:
         for path, data in flash_files.items():
             fs[path[len(FLASH):] if path.startswith(FLASH + "/") else path] = data
@@ -513,7 +527,7 @@ def app_job(files, flash_files, nfc, command_path=None, wired=False, topup=False
     else:
         fs.update(flash_files)
     return fs, script(APP_BODY, NFC=nfc, COMMAND=command_path, CATCH=CATCH, PROBES=PROBES, WIRED=wired,
-                      FIELD=field,
+                      FIELD=field, CH_CLOCK=ch_clock,
                       TOPUP=topup, TOPUP_PROBES=TOPUP_PROBES, ESP32=esp32,
                       FLASH=FLASH, NFC_PREFIX=NFC_PREFIX, CH_TRANSFER_SIZE=CH_TRANSFER_SIZE,
                       NCP_MAX_PAYLOAD=NCP_MAX_PAYLOAD)

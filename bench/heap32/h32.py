@@ -449,13 +449,13 @@ async def publish_through(client, topic, path):
         s.close()
 
 
-async def until(cond, timeout_ms=20000, what="condition"):
+async def until(cond, timeout_ms=20000, what="condition", every_ms=5):
     import time
     t0 = time.ticks_ms()
     while not cond():
         if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
             raise RuntimeError("heap32: timed out waiting for " + what)
-        await asyncio.sleep_ms(5)
+        await asyncio.sleep_ms(every_ms)
 
 
 async def han_as_running(han, send_zcl, transfer_size, payload):
@@ -472,6 +472,75 @@ async def han_as_running(han, send_zcl, transfer_size, payload):
     han._max_payload = payload
     han._send_zcl = send_zcl
     han._set_status("running")
+
+
+class HanSettling:
+    """The app's reaction to the HAN's change to running (han_as_running), watched until it
+    is over, so the command meets the app as a board's command would meet it: a board's HAN
+    runs for minutes before a command comes. The reaction: while MQTT is online,
+    `mqtt.info_follow` is loaded and publishes the info (paced: SETTLE_MS later), then drops
+    itself once the broker PUBACKed it; with the CH clock's loop on (config `ch_clock`), its
+    next tick (within 1 s) loads `zigbee.chclock` for a read, which drops itself after.
+    Observed, not slept through: a fixed sleep is too short on a loaded host. Make it before
+    han_as_running (it counts the loop's reads through `app._ch_clock_read` until over())."""
+
+    def __init__(self, app, link, ch_clock):
+        import sys
+        import time
+        self._sys = sys
+        self._time = time
+        self._t0 = time.ticks_ms()
+        self._app = app
+        self._read = app._ch_clock_read
+        self._link = link
+        self.online = link.client.state == "online"
+        self.ch_clock = ch_clock
+        self.got = list(broker.got)    # the broker's counts before the change
+        self.sent = list(broker.sent)
+        self.info_loaded = False       # info_follow seen loaded (it stays SETTLE_MS at least)
+        self.reads = [0, 0]            # the CH clock loop's reads started, finished
+        app._ch_clock_read = self._counted_read
+
+    def _counted_read(self):
+        run = self._read()
+        reads = self.reads
+        reads[0] += 1
+
+        async def counted(*a):
+            try:
+                return await run(*a)
+            finally:
+                reads[1] += 1
+        return counted
+
+    def _over(self):
+        mods = self._sys.modules
+        if "ppmid.mqtt.info_follow" in mods:
+            self.info_loaded = True
+        if self.ch_clock and not (self.reads[1] and self.reads[0] == self.reads[1]):
+            return False
+        if "ppmid.zigbee.chclock" in mods:
+            return False
+        if not self.online:
+            return True
+        link = self._link
+        # the info went out (one PUBLISH more), its PUBACK came back, info_follow is gone
+        return (self.info_loaded and broker.got[3] > self.got[3] and not link.client.pending()
+                and getattr(link, "_info_task", None) is None and "ppmid.mqtt.info_follow" not in mods)
+
+    async def over(self, timeout_ms=20000):
+        """Wait until the reaction is over; the harness's counting taken out again. What
+        it saw, for the job's output."""
+        try:
+            # polled every 100 ms, not 5: each poll is an await through node, whose JS
+            # proxies stay in the heap a while (~3 KB more before the command, session 10)
+            await until(self._over, timeout_ms, "the app's reaction to the HAN running to be over", 100)
+        finally:
+            self._app._ch_clock_read = self._read
+        return {"ms": self._time.ticks_diff(self._time.ticks_ms(), self._t0), "online": self.online,
+                "info_loaded": self.info_loaded, "ch_clock_reads": self.reads[1],
+                "publishes": broker.got[3] - self.got[3], "pubacks": broker.sent[4] - self.sent[4],
+                "got_before": self.got, "sent_before": self.sent}
 
 
 # ---- the network a gateway in the field talks to (docs/memory.md, "Session 9, the gauge
