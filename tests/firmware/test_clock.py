@@ -348,7 +348,7 @@ async def test_many_waiters_on_one_event_and_on_their_own():
         tasks.append(asyncio.create_task(wait(("short", i), shared, 10 + i)))
         tasks.append(asyncio.create_task(wait(("long", i), shared, 3000)))
         tasks.append(asyncio.create_task(wait(("own", i), own[i], 3000 if i % 2 else 15)))
-    await sleep_ms(60)                              # the short ones and odd-less own time out
+    await sleep_ms(60)                              # the short ones and the even own ones time out
     shared.set()
     for i in range(1, 6, 2):
         own[i].set()
