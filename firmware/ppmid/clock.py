@@ -48,9 +48,51 @@ def epoch_offset(time_module=_time):
 # wrap it in an `async def` for those. The CPython stand-in below is a coroutine function
 # and accepts all of them, so only a MicroPython test catches the mistake
 # (tests/firmware/test_clock.py test_sleep_ms_is_only_awaited_on_the_spot).
+#
+# wait_event_ms(event, ms): True if event was set within ms, False if the time ran out.
+# On MicroPython not through wait_for_ms: asyncio.wait_for would hold, for as long as the
+# loop waits, its own coroutine, a runner task and coroutine, and a task and generator for
+# event.wait() (~0.37 KB a waiting loop, docs/memory.md "Session 10, relay"). Here the
+# waiting task sits on the event's own queue (put there as Event.wait puts it: this is a
+# generator, awaited like Event.wait, so no second generator is held) and one small alarm
+# task sleeps beside it; the first of the two to run decides, and the other is taken off
+# its queue (tests/firmware/test_clock.py plays each race below in a fixed order):
+# - the event is set first: Event.set moves the waiter to the run queue (and clears its
+#   `data`, which said which queue it waited on); the alarm, if its time comes before the
+#   waiter runs, sees that and does nothing; the waiter removes the sleeping alarm from the
+#   run queue (it never runs again: nothing is left running) and returns True;
+# - the time runs out first: the alarm cancels the waiter off the event's queue and turns
+#   the exception it will receive into TimeoutError; an event set after that finds the
+#   waiter gone and stays set for the caller's next wait (no wake-up lost); False;
+# - an outside cancel: the waiter is cancelled as before (it also overrides a TimeoutError
+#   the alarm had already put there) and takes the alarm off the queue on its way out.
 if hasattr(asyncio, "sleep_ms"):
     sleep_ms = asyncio.sleep_ms
     wait_for_ms = asyncio.wait_for_ms
+
+    async def _alarm(waiter, waiting, ms):
+        await sleep_ms(ms)
+        if waiter.data is waiting:  # still on the event's queue: the time ran out first
+            waiter.cancel()
+            waiter.data = asyncio.TimeoutError  # what the waiter is thrown, not a cancel
+
+    def wait_event_ms(event, ms):  # a generator, awaited as asyncio's Event.wait is
+        """Wait for event up to ms; True if it was set."""
+        if event.state:
+            return True
+        waiter = asyncio.current_task()
+        waiting = event.waiting
+        alarm = asyncio.create_task(_alarm(waiter, waiting, ms))
+        waiting.push(waiter)  # as Event.wait does: on the event's queue, and says so
+        waiter.data = waiting
+        try:
+            yield
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            if not alarm.done():
+                asyncio.core._task_queue.remove(alarm)
+        return True
 else:  # CPython
     async def sleep_ms(ms):
         await asyncio.sleep(ms / 1000)
@@ -58,14 +100,13 @@ else:  # CPython
     async def wait_for_ms(aw, ms):
         return await asyncio.wait_for(aw, ms / 1000)
 
-
-async def wait_event_ms(event, ms):
-    """Wait for event up to ms; True if it was set."""
-    try:
-        await wait_for_ms(event.wait(), ms)
-        return True
-    except asyncio.TimeoutError:
-        return False
+    async def wait_event_ms(event, ms):
+        """Wait for event up to ms; True if it was set."""
+        try:
+            await wait_for_ms(event.wait(), ms)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
 
 class Clock:

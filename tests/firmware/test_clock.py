@@ -170,3 +170,192 @@ async def _slow():
 
 async def _answer():
     return 42
+
+
+# ---- clock.wait_event_ms: the timed wait of every loop that waits for its event ----------
+# On MicroPython it is the firmware's own (a waiter on the event's queue and one alarm task
+# beside it, not asyncio.wait_for); on CPython asyncio.wait_for. Each test checks the
+# contract under both; the races are built in a fixed order on MicroPython's scheduler
+# (tasks run by due time: a task that busy-waits past a deadline makes the next ones due
+# together), where the exact answer is asserted.
+def _busy_until(t0, ms):
+    # hold the scheduler (no await) until ms after t0, so that timers fall due together
+    while ticks_diff(ticks_ms(), t0) < ms:
+        pass
+
+
+def _nothing_left_running():
+    # after a wait returns, only the test's own task runs: no alarm left on the run queue
+    import asyncio
+    if MICROPYTHON:
+        return asyncio.core._task_queue.peek() is None
+    return asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_wait_event_times_out_and_leaves_nothing_running():
+    import asyncio
+    from ppmid.clock import wait_event_ms
+    ev = asyncio.Event()
+    t0 = ticks_ms()
+    assert await wait_event_ms(ev, 30) is False
+    assert ticks_diff(ticks_ms(), t0) >= 25
+    assert _nothing_left_running()
+    assert not ev.is_set()
+
+
+async def test_wait_event_set_before_or_during_the_wait():
+    import asyncio
+    from ppmid.clock import wait_event_ms
+    ev = asyncio.Event()
+    ev.set()
+    assert await wait_event_ms(ev, 10) is True       # already set: at once
+    assert _nothing_left_running()
+    ev.clear()
+
+    async def set_later():
+        await sleep_ms(10)
+        ev.set()
+    setter = asyncio.create_task(set_later())
+    t0 = ticks_ms()
+    assert await wait_event_ms(ev, 2000) is True
+    assert ticks_diff(ticks_ms(), t0) < 1000         # woken by the event, not the time
+    await setter
+    assert _nothing_left_running()                   # the 2 s alarm is gone, not sleeping
+
+
+async def test_wait_event_set_after_the_deadline_but_before_the_alarm_ran():
+    # the event is set when the wait's time has already run out but before its alarm got
+    # to run: the set must win (True), not be lost to a late time-out
+    import asyncio
+    from ppmid.clock import wait_event_ms
+    ev = asyncio.Event()
+    t0 = ticks_ms()
+
+    async def late_setter():
+        await sleep_ms(10)
+        _busy_until(t0, 40)                          # past the 20 ms deadline
+        ev.set()
+    setter = asyncio.create_task(late_setter())
+    got = await wait_event_ms(ev, 20)
+    await setter
+    if MICROPYTHON:
+        assert got is True
+    else:
+        assert got is True or ev.is_set()            # CPython's wait_for: either way, kept
+    assert _nothing_left_running()
+
+
+async def test_wait_event_set_after_the_time_out_stays_set():
+    # the alarm has timed the wait out and the event is set before the waiter runs: the
+    # wait says False and the set is not lost: the event stays set for the next wait
+    import asyncio
+    from ppmid.clock import wait_event_ms
+    ev = asyncio.Event()
+    t0 = ticks_ms()
+
+    async def blocker():
+        await sleep_ms(5)
+        _busy_until(t0, 40)                          # the alarm (20) and setter (30) due
+
+    async def setter():
+        await sleep_ms(30)
+        ev.set()
+    tasks = [asyncio.create_task(blocker()), asyncio.create_task(setter())]
+    got = await wait_event_ms(ev, 20)
+    for t in tasks:
+        await t
+    if MICROPYTHON:
+        assert got is False
+    assert ev.is_set()
+    assert await wait_event_ms(ev, 10) is True       # the next wait sees it at once
+    assert _nothing_left_running()
+
+
+async def test_wait_event_cancelled_from_outside():
+    import asyncio
+    from ppmid.clock import wait_event_ms
+    ev = asyncio.Event()
+    ended = []
+
+    async def waiter():
+        try:
+            ended.append(await wait_event_ms(ev, 2000))
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+    t = asyncio.create_task(waiter())
+    await sleep_ms(10)
+    t0 = ticks_ms()
+    t.cancel()
+    try:
+        await t
+        raise AssertionError("the cancel was swallowed")
+    except asyncio.CancelledError:
+        pass
+    assert ended == ["cancelled"]
+    assert ticks_diff(ticks_ms(), t0) < 1000
+    assert _nothing_left_running()                   # its alarm went with it
+    ev.set()                                         # nobody left on the event
+    await sleep_ms(5)
+    assert ended == ["cancelled"]
+
+
+async def test_wait_event_cancel_after_the_time_ran_out_is_still_a_cancel():
+    # the alarm has timed the wait out, then an outside cancel comes before the waiter runs:
+    # the cancel wins (it is not turned into a quiet False)
+    import asyncio
+    from ppmid.clock import wait_event_ms
+    ev = asyncio.Event()
+    t0 = ticks_ms()
+    ended = []
+
+    async def waiter():
+        try:
+            ended.append(await wait_event_ms(ev, 20))
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+    w = asyncio.create_task(waiter())
+
+    async def blocker():
+        await sleep_ms(5)
+        _busy_until(t0, 40)
+
+    async def canceller():
+        await sleep_ms(30)
+        w.cancel()
+    tasks = [asyncio.create_task(blocker()), asyncio.create_task(canceller())]
+    for t in tasks:
+        await t
+    await w
+    if MICROPYTHON:
+        assert ended == ["cancelled"]
+    else:
+        assert ended in (["cancelled"], [False])
+    assert _nothing_left_running()
+
+
+async def test_many_waiters_on_one_event_and_on_their_own():
+    import asyncio
+    from ppmid.clock import wait_event_ms
+    shared = asyncio.Event()
+    own = [asyncio.Event() for _ in range(6)]
+    got = {}
+
+    async def wait(key, ev, ms):
+        got[key] = await wait_event_ms(ev, ms)
+    tasks = []
+    for i in range(6):
+        tasks.append(asyncio.create_task(wait(("short", i), shared, 10 + i)))
+        tasks.append(asyncio.create_task(wait(("long", i), shared, 3000)))
+        tasks.append(asyncio.create_task(wait(("own", i), own[i], 3000 if i % 2 else 15)))
+    await sleep_ms(60)                              # the short ones and the even own ones time out
+    shared.set()
+    for i in range(1, 6, 2):
+        own[i].set()
+    for t in tasks:
+        await t
+    for i in range(6):
+        assert got[("short", i)] is False
+        assert got[("long", i)] is True
+        assert got[("own", i)] is bool(i % 2)
+    assert _nothing_left_running()

@@ -22,7 +22,7 @@ from micropython import const
 
 from ppmid.errors import PpmidError
 from ppmid.mqtt import packets as p
-from ppmid.clock import ticks_ms, ticks_diff, sleep_ms, wait_for_ms
+from ppmid.clock import ticks_ms, ticks_diff, sleep_ms, wait_for_ms, wait_event_ms
 
 E_MQTT_REFUSED = "E_MQTT_REFUSED"
 E_MQTT_TIMEOUT = "E_MQTT_TIMEOUT"
@@ -433,10 +433,7 @@ class MQTTClient:
                     self._ping_at = now
                 self.stats["pings"] += 1
                 await self._write(p.PINGREQ_PACKET)
-            try:
-                await wait_for_ms(self._wake.wait(), 500)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event_ms(self._wake, 500)
 
     def _finish(self, m):
         if m.done is not None:

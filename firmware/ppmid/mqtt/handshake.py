@@ -12,7 +12,7 @@ import sys
 from ppmid.mqtt.packets import (PacketError, CONNECT, CONNACK, SUBSCRIBE, SUBACK_FAILURE, encode_length,
                                 encode_string, check_topic)
 from ppmid.mqtt.client import MQTTError, E_MQTT_REFUSED, E_MQTT_TIMEOUT, E_MQTT_CLOSED, E_MQTT_SUBSCRIBE
-from ppmid.clock import ticks_ms, ticks_diff, wait_for_ms
+from ppmid.clock import ticks_ms, ticks_diff, wait_for_ms, wait_event_ms
 
 _MP = sys.implementation.name == "micropython"
 _RX_MIN = 512  # the client's first receive buffer (it grows to the largest packet: client.py)
@@ -256,10 +256,7 @@ async def subscribe_all(client):
             t0 = ticks_ms()
         elif ticks_diff(ticks_ms(), t0) > ack_ms:
             raise MQTTError(E_MQTT_TIMEOUT, "no SUBACK within %ss" % client.ack_timeout)
-        try:
-            await wait_for_ms(client._subevt.wait(), 100)
-        except asyncio.TimeoutError:
-            pass
+        await wait_event_ms(client._subevt, 100)
     if client._dead:
         raise MQTTError(E_MQTT_CLOSED, client._dead)
     spid, codes = parse_suback(client._suback)

@@ -9,7 +9,7 @@ from micropython import const
 from ppmid.errors import PpmidError
 from ppmid.zigbee import ash
 
-from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_for_ms
+from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_event_ms
 
 E_ASH_RESET = "E_ASH_RESET"
 E_ASH_LINK = "E_ASH_LINK"
@@ -178,9 +178,7 @@ class AshLink:
             self._rstack.clear()
             self._dec.reset()
             await self._write(self._enc.rst())
-            try:
-                await wait_for_ms(self._rstack.wait(), self._timers[3])
-            except asyncio.TimeoutError:
+            if not await wait_event_ms(self._rstack, self._timers[3]):
                 self._logf("no RSTACK")
                 continue
             self._clear()

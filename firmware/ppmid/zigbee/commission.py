@@ -11,7 +11,7 @@ import asyncio
 from micropython import const
 
 from ppmid.errors import PpmidError, ConfigError
-from ppmid.clock import wait_for_ms
+from ppmid.clock import wait_event_ms
 from ppmid.zigbee import ezsp as E
 from ppmid.zigbee import ezsp_cbke as C
 from ppmid.zigbee import keyest as K
@@ -254,7 +254,6 @@ async def _owning_status(han, work):
 
 
 async def _rejoin_until_up(han, c, cm):
-    from ppmid.clock import wait_event_ms
     resets = han.counters["resets"]
     backoff = 1
     while not han._net_up and han.counters["resets"] == resets:
@@ -385,10 +384,7 @@ class Commissioner:
             if left <= 0:
                 return None
             self._ev.clear()
-            try:
-                await wait_for_ms(self._ev.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event_ms(self._ev, left)
 
     def _fail(self, code, message):
         raise PpmidError(code, message)

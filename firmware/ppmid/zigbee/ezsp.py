@@ -11,7 +11,7 @@ import struct
 from micropython import const
 
 from ppmid.errors import PpmidError
-from ppmid.clock import wait_for_ms
+from ppmid.clock import wait_event_ms
 
 E_EZSP = "E_EZSP"
 E_EZSP_TIMEOUT = "E_EZSP_TIMEOUT"
@@ -308,9 +308,7 @@ class Ezsp:
             except PpmidError as exc:
                 exc.on_wire = getattr(exc, "on_wire", True)
                 raise
-            try:
-                await wait_for_ms(w.wait(), int(self._timeout_s * 1000))
-            except asyncio.TimeoutError:
+            if not await wait_event_ms(w, int(self._timeout_s * 1000)):
                 self.counters[_C_TIMEOUTS] += 1
                 err = EzspError(E_EZSP_TIMEOUT, _text(_S_NO_RESPONSE, fid))
                 err.on_wire = True

@@ -3,11 +3,10 @@
 # ASH reset of the module: EZSP version, payload limit, network, commissioning when an
 # install code is configured. Apart from han.py, and dropped again after each use, so that
 # the running link does not hold this code (docs/memory.md; the names it interns stay).
-import asyncio
 from micropython import const
 
 from ppmid.zigbee import ezsp as E
-from ppmid.clock import wait_for_ms
+from ppmid.clock import wait_event_ms
 
 _MIN_VERSION = const(8)
 _MAX_VERSION = const(18)
@@ -123,9 +122,7 @@ async def _bring_up(han, reset_code):
         status = E.parse_status(ezsp.version, await ezsp.command(E.NETWORK_INIT, b"\x00\x00"))
         han._logf("networkInit status 0x%x", status)
         if status == 0 and not han._net_up:
-            try:
-                await wait_for_ms(han._net_event.wait(), int(han.opts["network_timeout_s"] * 1000))
-            except asyncio.TimeoutError:
+            if not await wait_event_ms(han._net_event, int(han.opts["network_timeout_s"] * 1000)):
                 han._logf("no network-up within %ss", han.opts["network_timeout_s"])
         if not han._net_up and (await ezsp.command(E.NETWORK_STATE))[0] == E.JOINED_NETWORK:
             han._net_up = True
