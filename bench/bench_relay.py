@@ -98,7 +98,7 @@ app.sort(); comp.sort()
 # relay core CPU per command, with the test fakes (journal on the same flash)
 import asyncio
 import test_relay_support as S
-from ppmid.relay.counter_names import named  # the relay's counters by name
+from ppmid.relay.report import named  # the relay's counters by name
 async def core_bench(n):
     os.mkdir("/flash/core")
     r = S.Rig(root="/flash/core")

@@ -96,7 +96,7 @@ async def _send_zcl(dest, zcl, cluster=None, endpoint=None):
 await H.han_as_running(han, _send_zcl, CH_TRANSFER_SIZE, NCP_MAX_PAYLOAD)
 client = link.client
 # the relay's counters by index (relay.counters is a list: 2 relayed, 3 answered, 6 failed;
-# ppmid.relay.counter_names names them)
+# ppmid.relay.report names them)
 allocated = 0  # bytes the series allocated (the app's other tasks meanwhile included)
 for i, path in enumerate(COMMANDS):
     a0 = micropython.mem_total()

@@ -404,7 +404,7 @@ if COMMAND:
     stop = [False]
     asyncio.create_task(H.sampler(stop))
     # the relay's counters by index (relay.counters is a list: 2 relayed, 6 failed, 16
-    # published; ppmid.relay.counter_names names them, loaded below once the figures are in)
+    # published; ppmid.relay.report names them, loaded below once the figures are in)
     published = relay.counters[16]
     if FIELD:
         # from the broker, as a PUBLISH (QoS 1) on the connected client's socket: its
@@ -424,7 +424,7 @@ if COMMAND:
     after = (await H.live()) - BASE - probes
     names('command')
     loaded = sorted(m for m in sys.modules if m.startswith('ppmid') and m not in before)
-    from ppmid.relay.counter_names import named
+    from ppmid.relay.report import named
     out('COMMAND', peak=H.peak[0] - BASE - probes, bound=H.bound[0] - BASE - probes, bound_at=H.bound[1],
         after=after,
         start=start - BASE - probes,

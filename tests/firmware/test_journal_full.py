@@ -6,7 +6,7 @@ import os
 from ppmid.relay import journal as J
 from test_relay_support import fresh_root
 from test_journal import T, O, ctr, reopen, answered
-from ppmid.relay.counter_names import named
+from ppmid.relay.report import named
 
 
 def body(i):

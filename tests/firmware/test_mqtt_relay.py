@@ -14,7 +14,7 @@ from ppmid.mqtt.client import MQTTClient, tls_connector
 from test_mqtt_client import FakeBroker, _until
 from test_relay_support import Rig, PPMID, KEY, stop_relay
 from ppmid.relay import outbox
-from ppmid.relay.counter_names import named
+from ppmid.relay.report import named
 
 
 def _cmd_json(env, mac=None):

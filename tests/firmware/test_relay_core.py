@@ -8,7 +8,7 @@ from test_relay_support import (Rig, KEY, ESME, GSME, PPMID, SUPPLIER, ACB, gbcs
 from ppmid.relay import journal as J
 from ppmid.relay import outbox
 from ppmid.relay.resend import MAX_RESENDS
-from ppmid.relay.counter_names import named
+from ppmid.relay.report import named
 
 
 async def test_command_relayed_and_response_correlated():
@@ -843,7 +843,7 @@ async def test_full_queue_wait_is_bounded_then_busy_and_known_or_forged_ids_do_n
 
 def test_every_relay_counter_index_names_its_counter():
     # the relay and the modules that count with it use private _C_X = const(i) indices into
-    # relay.counters (a list); relay/counter_names.py names them (x, lower case, at index i)
+    # relay.counters (a list); relay/report.py names them (x, lower case, at index i)
     # for info: every module's indices agree with the names, and every one it defines is used
     import sys
     if sys.implementation.name != "cpython":
@@ -851,8 +851,8 @@ def test_every_relay_counter_index_names_its_counter():
             pass
         raise SkipTest("reads the sources (CPython's re and file paths); named() runs on both below")
     import re
-    from ppmid.relay import counter_names, core, recovery, refusals, resend, topups
-    names = counter_names._NAMES.split() + ["more"]
+    from ppmid.relay import report, core, recovery, refusals, resend, topups
+    names = report._NAMES.split() + ["more"]
     seen = set()
     for mod in (core, outbox, recovery, refusals, resend, topups):
         src = open(mod.__file__).read()
@@ -877,7 +877,7 @@ async def test_info_reports_the_counters_by_name_in_their_order():
     c = r.relay.info()["counters"]
     # its names' module is loaded for the report and dropped after it (this file's own
     # import of it is gone from sys.modules too: the next import loads it again)
-    assert "ppmid.relay.counter_names" not in sys.modules
+    assert "ppmid.relay.report" not in sys.modules
     assert len(c) == 22 and c["rejected"] == {}
     assert not ordered or list(c)[:4] == ["received", "accepted", "relayed", "answered"]
     assert not ordered or list(c)[-1] == "admit_waits"

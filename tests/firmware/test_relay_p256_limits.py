@@ -7,7 +7,7 @@ from ppmid import envelope
 from test_relay_support import SUPPLIER
 from p256_senders_rig import users_section, rig_users, json_text, env
 import p256_envelope_vectors as V
-from ppmid.relay.counter_names import named
+from ppmid.relay.report import named
 
 
 def _two_kids_one_key():

@@ -2,7 +2,7 @@
 # protection), through a relay with fakes (test_relay_support.Rig).
 from ppmid.relay.ratelimit import TokenBuckets
 from test_relay_support import Rig, ESME, GSME, PPMID, SUPPLIER, ACB, config, response_to, time_out_every_copy
-from ppmid.relay.counter_names import named
+from ppmid.relay.report import named
 
 
 def diff(a, b):

@@ -12,7 +12,7 @@ except ImportError:  # pragma: no cover
 from test_relay_support import Rig, ESME, GSME, response_to, refusal_of, config
 from ppmid.relay import journal as J
 from ppmid.relay.resend import MAX_RESENDS
-from ppmid.relay.counter_names import named
+from ppmid.relay.report import named
 
 
 async def test_accepted_not_sent_is_sent_once_after_restart_and_an_uncertain_one_again():

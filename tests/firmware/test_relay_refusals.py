@@ -6,7 +6,7 @@ import sys
 
 from test_relay_support import Rig, response_to
 from ppmid.relay import journal as J
-from ppmid.relay.counter_names import named
+from ppmid.relay.report import named
 
 
 def _drop_refusals():

@@ -5,7 +5,7 @@ import os
 from ppmid import config as C
 from ppmid.errors import ConfigError
 from test_relay_support import Rig, KEY, ESME, GSME, PPMID, SUPPLIER, config, fresh_root
-from ppmid.relay.counter_names import named
+from ppmid.relay.report import named
 
 OTHER_ORIG = "90B3D51F30020000"
 SUPPLIER_KEY = b"s" * 32

@@ -8,7 +8,7 @@ from test_relay_support import Rig, KEY, ESME, SUPPLIER, gbcs_message, response_
 from ppmid import envelope
 from ppmid.wired import frames as F
 from ppmid.wired.road import WiredRoad, max_payload
-from ppmid.relay.counter_names import named
+from ppmid.relay.report import named
 
 try:
     import asyncio

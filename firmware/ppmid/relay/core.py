@@ -34,7 +34,7 @@ from ppmid.relay import journal as J
 from ppmid.relay import outbox
 
 # indices of the relay's counters (relay.counters, a list) that this module counts: the
-# names, in this order, are relay/counter_names.py's
+# names, in this order, are relay/report.py's
 _C_RECEIVED = const(0)
 _C_ACCEPTED = const(1)
 _C_RELAYED = const(2)
@@ -611,22 +611,13 @@ class Relay:
         return True, "degraded" if degraded else "ok"
 
     def info(self):
-        queued = sending = 0
-        for e in self.journal.live.values():
-            if e.state == J.QUEUED:
-                queued += 1
-            elif e.state == J.SENDING:
-                sending += 1
-        ok, why = self.health()
-        # the counters by name: a module loaded for each report and dropped after it, so
-        # the running relay holds no dict of their names (relay/counter_names.py)
-        from ppmid.relay import counter_names
-        counters = counter_names.named(self.counters)
+        """The relay's part of the info payload (docs/mqtt.md): relay/report.py's, a module
+        loaded for each report and dropped after it (cold code, and the counters' names)."""
+        from ppmid.relay import report
+        d = report.info(self)
         from ppmid.modules import unload
-        unload("ppmid.relay.counter_names", "ppmid.modules")
-        return {"state": self.state, "health": why, "live": len(self.journal.live), "queued": queued,
-                "in_flight": sending, "to_publish": len(self.to_publish), "journal_bytes": self.journal.size,
-                "journal_compactions": self.journal.compactions, "counters": counters}
+        unload("ppmid.relay.report", "ppmid.modules")
+        return d
 
     # ---- tasks ---------------------------------------------------------------------------
     def start(self):

@@ -23,7 +23,7 @@ from ppmid.clock import sleep_ms, wait_event_ms
 from ppmid.mqtt.contract import log_json
 
 # indices of the relay's counters (relay.counters, a list) that this module counts: the
-# names, in this order, are relay/counter_names.py's
+# names, in this order, are relay/report.py's
 _C_PUBLISHED = const(16)
 _C_PUBLISH_ERRORS = const(17)
 _C_PUB_DROPPED = const(18)

@@ -15,7 +15,7 @@ from ppmid.relay import journal as J
 from micropython import const
 
 # indices of the relay's counters (relay.counters, a list) that this module counts: the
-# names, in this order, are relay/counter_names.py's
+# names, in this order, are relay/report.py's
 _C_REJECTED = const(7)
 _C_RECOVERED = const(20)
 _C_MORE = const(22)
@@ -72,7 +72,7 @@ def set_up(relay, config, journal, validator, han, publisher, clock, envelope_ke
     relay._room = asyncio.Event()   # set when a queued command leaves the queue
     relay._tasks = []
     relay._topups = None      # the top-up road, loaded with the first top-up (topups())
-    # by index (the _C_X below; their names: relay/counter_names.py, loaded for a report):
+    # by index (the _C_X below; their names: relay/report.py, loaded for a report):
     # the intake's refusals by code at _C_REJECTED, the resend road's at _C_MORE (None
     # until its first: relay/resend.py's count)
     relay.counters = c = [0] * 23

@@ -19,7 +19,7 @@ from ppmid.relay import outbox
 from ppmid.relay.core import RelayError, E_RATE, E_STALE
 
 # indices of the relay's counters (relay.counters, a list) that this module counts: the
-# names, in this order, are relay/counter_names.py's
+# names, in this order, are relay/report.py's
 _C_FAILED = const(6)
 _C_REJECTED = const(7)
 _C_RETRIES = const(8)
@@ -40,9 +40,10 @@ PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
 # already executed)
 _RETRY_MIN_MS = const(1000)
 _RETRY_MAX_MS = const(30000)
-# journal.py's private constant of the record only this module writes, repeated
+# journal.py's private constants of the records only this module writes, repeated
 # (tests/firmware/test_journal.py checks that they agree)
 _T_UNSENT = const(0x55)
+_T_FAILED = const(0x46)
 
 # the sentences of the intake's refusals that relay.core raises (refusal())
 _SAYS = {E_AUTH: "envelope names key %s; this gateway has no keys per DCC User",
@@ -184,11 +185,18 @@ def refused(relay, env, exc, via):
 
 def fail(relay, e, code, why):
     """Command e ends "failed" with code; why: the log's sentence."""
-    relay.journal.failed(e, code)
+    record_failed(relay.journal, e, code)
     relay._room.set()
     relay.counters[_C_FAILED] += 1
     relay.log("info", "%s failed: %s %s" % (e.id, code, why))
     relay._emit(e, "failed")
+
+
+def record_failed(j, e, code):
+    """Journal j's record of command e ending without a response: failed with code."""
+    j._append(_T_FAILED, (struct.pack(">I", e.seq), code.encode()), e=e)
+    e.state = J.FAILED
+    e.error = code
 
 
 def record_unsent(j, e):

@@ -18,7 +18,7 @@ from micropython import const
 from ppmid.relay import journal as J
 
 # indices of the relay's counters (relay.counters, a list) that this module counts: the
-# names, in this order, are relay/counter_names.py's
+# names, in this order, are relay/report.py's
 _C_ANSWERED = const(3)
 _C_MORE = const(22)
 
@@ -51,7 +51,7 @@ def record_already_executed(j, e):
 
 def count(relay, name, n=1):
     """Add n to this road's counter `name` among the relay's (at _C_MORE: a list [name, n,
-    ...] in the order first counted, relay/counter_names.py), made at 0 when first counted
+    ...] in the order first counted, relay/report.py), made at 0 when first counted
     (n=0 makes it without counting: recovery, for a command resent before the restart)."""
     more = relay.counters[_C_MORE]
     if more is None:

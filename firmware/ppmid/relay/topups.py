@@ -17,7 +17,7 @@ from ppmid.relay.journal import FAILED, SENDING, TIMED_OUT, JournalError
 from micropython import const
 
 # indices of the relay's counters (relay.counters, a list) that this module counts: the
-# names, in this order, are relay/counter_names.py's
+# names, in this order, are relay/report.py's
 _C_UNMATCHED = const(13)
 _C_RX_BAD = const(15)
 

@@ -1,8 +1,9 @@
-# The relay's counters by name, as info reports them (relay.core's Relay.info) and tests and
-# the benchmarks read them. The relay counts in a list of ints by private _C_X = const(i)
-# indices (relay/core.py and the modules that count with it), so that the running firmware
-# holds no dict of 22 names for a report: Relay.info loads this module for each report and
-# drops it after (docs/memory.md, "Session 10, relay counters").
+# The relay's info report (Relay.info: the info topic's relay part, docs/mqtt.md), and its
+# counters by name, as the report gives them and tests and the benchmarks read them. Loaded
+# by Relay.info for each report and dropped after it: the running relay holds neither the
+# report's code nor a dict of counter names. The relay counts in a list of ints by private
+# _C_X = const(i) indices (relay/core.py and the modules that count with it)
+# (docs/memory.md, "Session 10, relay counters").
 #
 # _NAMES: the names in index order (a test checks every module's _C_X against them: x in
 # lower case at index i). One string split for each report, not 22 literals: a .mpy interns
@@ -10,9 +11,25 @@
 # with the report. At index 22 (_C_MORE) the resend road's counters (relay/resend.py's
 # count): None until the first, then a list [name, n, name, n, ...] in the order they were
 # first counted (a dict's order would be its hash table's on MicroPython).
+from ppmid.relay.journal import QUEUED, SENDING
+
 _NAMES = ("received accepted relayed answered late timeouts failed rejected retries "
           "link_resets send_errors duplicates duplicate_responses unmatched alerts rx_bad "
           "published publish_errors pub_dropped logs_dropped recovered admit_waits")
+
+
+def info(relay):
+    """Relay.info's work: state, health, the commands in hand, the journal, the counters."""
+    queued = sending = 0
+    for e in relay.journal.live.values():
+        if e.state == QUEUED:
+            queued += 1
+        elif e.state == SENDING:
+            sending += 1
+    ok, why = relay.health()
+    return {"state": relay.state, "health": why, "live": len(relay.journal.live), "queued": queued,
+            "in_flight": sending, "to_publish": len(relay.to_publish), "journal_bytes": relay.journal.size,
+            "journal_compactions": relay.journal.compactions, "counters": named(relay.counters)}
 
 
 def named(c):
