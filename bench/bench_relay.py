@@ -98,6 +98,7 @@ app.sort(); comp.sort()
 # relay core CPU per command, with the test fakes (journal on the same flash)
 import asyncio
 import test_relay_support as S
+from ppmid.relay.report import named  # the relay's counters by name
 async def core_bench(n):
     os.mkdir("/flash/core")
     r = S.Rig(root="/flash/core")
@@ -112,7 +113,7 @@ async def core_bench(n):
         r.pub.messages.clear()  # the fakes keep what they saw; the relay must not
         r.han.sent.clear()
     dt = time.ticks_diff(time.ticks_us(), t)
-    assert r.relay.counters["answered"] == n, r.relay.counters
+    assert named(r.relay.counters)["answered"] == n, named(r.relay.counters)
     gc.collect()
     return dt / n, free0 - gc.mem_free()
 core_us, heap_held = asyncio.run(core_bench(100))
@@ -132,7 +133,7 @@ async def burst_held(n, via, size):
         await r.pump()
         r.pub.messages.clear()
         r.han.sent.clear()
-    assert r.relay.counters["answered"] == n and not r.journal.live, r.relay.counters
+    assert named(r.relay.counters)["answered"] == n and not r.journal.live, named(r.relay.counters)
     gc.collect()
     return free0 - gc.mem_free()
 # one burst first, discarded: what a first compaction, refusal or sentence loads for good

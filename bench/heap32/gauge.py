@@ -403,17 +403,19 @@ if COMMAND:
     start = await H.reset_peak()
     stop = [False]
     asyncio.create_task(H.sampler(stop))
-    published = relay.counters.get('published', 0)
+    # the relay's counters by index (relay.counters is a list: 2 relayed, 6 failed, 16
+    # published; ppmid.relay.report names them, loaded below once the figures are in)
+    published = relay.counters[16]
     if FIELD:
         # from the broker, as a PUBLISH (QoS 1) on the connected client's socket: its
         # reader task reads it into its buffer and hands it to the intake, then PUBACKs it
         H.broker.publish(link.topics.cmd, COMMAND)
     else:
         await H.publish_through(link.client, link.topics.cmd, COMMAND)
-    await H.until(lambda: relay.counters.get('relayed', 0) >= 1 or relay.counters.get('failed', 0) >= 1,
+    await H.until(lambda: relay.counters[2] >= 1 or relay.counters[6] >= 1,
                   what='the command to reach the HAN')
     if FIELD:  # the command PUBACKed, its statuses published and PUBACKed
-        await H.until(lambda: H.broker.got[4] >= 1 and relay.counters.get('published', 0) > published
+        await H.until(lambda: H.broker.got[4] >= 1 and relay.counters[16] > published
                       and not len(relay.to_publish) and not link.client.pending(),
                       what='the command to be PUBACKed and its status PUBACKed')
     await asyncio.sleep_ms(20)
@@ -421,14 +423,16 @@ if COMMAND:
     await asyncio.sleep_ms(20)
     after = (await H.live()) - BASE - probes
     names('command')
+    loaded = sorted(m for m in sys.modules if m.startswith('ppmid') and m not in before)
+    from ppmid.relay.report import named
     out('COMMAND', peak=H.peak[0] - BASE - probes, bound=H.bound[0] - BASE - probes, bound_at=H.bound[1],
         after=after,
         start=start - BASE - probes,
         probes=probes, samples=H.samples[0], pieces=len(sent), zcl_bytes=sum(sent),
-        accepted=link.intake.stats.get('accepted'), counters=relay.counters, missing=missing,
+        accepted=link.intake.stats.get('accepted'), counters=named(relay.counters), missing=missing,
         payload=payload, trace=[(w, a - BASE - probes) for w, a in H.trace],
-        broker_got=H.broker.got, broker_sent=H.broker.sent, published=relay.counters.get('published', 0) - published,
-        loaded=sorted(m for m in sys.modules if m.startswith('ppmid') and m not in before),
+        broker_got=H.broker.got, broker_sent=H.broker.sent, published=relay.counters[16] - published,
+        loaded=loaded,
         lfs_open=[p for _f, _b, p in H.lfs_open])
 """
 

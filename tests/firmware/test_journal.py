@@ -3,7 +3,7 @@
 import os
 
 from ppmid.relay import journal as J
-from ppmid.relay.refusals import record_unsent
+from ppmid.relay.refusals import record_unsent, record_failed
 from ppmid.relay.resend import record_resend, record_already_executed
 from test_relay_support import fresh_root, read_file, write_file
 
@@ -51,7 +51,7 @@ def test_roundtrip_states_survive_reopen():
     j.response(c, b"RSP3", False)
     j.sending(d, 2002)
     j.timeout(d, 3000)
-    j.failed(e, "E_EXPIRED")
+    record_failed(j, e, "E_EXPIRED")
     j.put_counter(b"k1", 7)
     j.put_counter("k2", 9)
     j2, live = reopen(j)
@@ -324,7 +324,8 @@ def test_recovery_scan_and_compaction_use_the_record_constants_journal_writes():
     assert len(names) == 13, names  # the 12 constants it writes with and the accept record layout
     for n in names:
         assert getattr(C, n) == getattr(J, n), n
-    assert (resend._T_RESEND, resend._T_ALREADY, refusals._T_UNSENT) == (J._T_RESEND, J._T_ALREADY, J._T_UNSENT)
+    assert (resend._T_RESEND, resend._T_ALREADY, refusals._T_UNSENT, refusals._T_FAILED) == \
+        (J._T_RESEND, J._T_ALREADY, J._T_UNSENT, J._T_FAILED)
 
 
 def test_resends_and_already_executed_survive_reopen_and_compaction():
@@ -549,7 +550,7 @@ def test_the_bytes_a_compaction_drops_are_counted_as_they_die():
     record_resend(j, c)
     j.sending(c, 200)
     record_already_executed(j, c)
-    j.failed(d, "E_EXPIRED")
+    record_failed(j, d, "E_EXPIRED")
     j.sending(f, 100)
     j.done(b)
     store.put("k2", 1)
@@ -602,15 +603,22 @@ def test_an_accept_whose_record_fails_after_its_compaction_leaves_nothing_of_it(
     es = [accept(j, i, body=b"Q" * 300) for i in range(1, 5)]
     j.done(es[0])
 
-    def fails(rtype, parts, sync):
-        raise OSError(5)
-    j._write = fails
+    put = J._put
+
+    def fails(f, rtype, parts):
+        # the journal's own file fails (EIO) before a byte of the record; the compaction's
+        # copy (another file) is written
+        if f is j._f:
+            raise OSError(5)
+        return put(f, rtype, parts)
+    J._put = fails
     try:
         accept(j, 9, body=b"Q" * 300)    # crosses the accept bound: compacts, then fails
         raise AssertionError("the append should fail")
     except OSError:
         pass
-    del j._write
+    finally:
+        J._put = put
     assert j.compactions == 2 and "c-9" not in j.by_id and len(j.live) == 3
     j, live = reopen(j)
     assert [e.id for e in live] == ["c-2", "c-3", "c-4"]

@@ -6,6 +6,7 @@ import os
 from ppmid.relay import journal as J
 from test_relay_support import fresh_root
 from test_journal import T, O, ctr, reopen, answered
+from ppmid.relay.report import named
 
 
 def body(i):
@@ -147,7 +148,7 @@ async def test_statuses_the_broker_acknowledges_end_their_commands_on_a_full_fla
         while r.han.rx:
             r.relay.on_han_message(r.han.rx.pop(0))
         r.clock.advance(2000)
-    assert r.relay.counters["answered"] == 12 and r.journal.size > r.journal.max_bytes
+    assert named(r.relay.counters)["answered"] == 12 and r.journal.size > r.journal.max_bytes
     r.journal.close()
     fill(root, 3 * 512)                   # a record fits, a copy of the journal does not
     r.restart()

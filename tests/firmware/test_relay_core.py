@@ -8,6 +8,7 @@ from test_relay_support import (Rig, KEY, ESME, GSME, PPMID, SUPPLIER, ACB, gbcs
 from ppmid.relay import journal as J
 from ppmid.relay import outbox
 from ppmid.relay.resend import MAX_RESENDS
+from ppmid.relay.report import named
 
 
 async def test_command_relayed_and_response_correlated():
@@ -28,7 +29,7 @@ async def test_command_relayed_and_response_correlated():
     assert final["via"] == "mqtt"
     assert r.journal.live == {}  # done once the broker acknowledged the final status
     assert r.relay.result("c-1")["status"] == "response"
-    c = r.relay.counters
+    c = named(r.relay.counters)
     assert (c["accepted"], c["relayed"], c["answered"]) == (1, 1, 1)
 
 
@@ -44,7 +45,7 @@ async def test_response_with_wrong_counter_or_direction_is_not_correlated():
     r.relay.on_han_message(gbcs_message(2, 10, GSME, SUPPLIER))
     await r.publish_all()
     assert r.journal.by_id["c-1"].state == J.SENDING
-    assert r.relay.counters["unmatched"] == 3
+    assert named(r.relay.counters)["unmatched"] == 3
     assert len(r.pub.on("/alert")) == 3  # nothing silently dropped
     assert r.pub.statuses("c-1") == ["accepted", "relayed"]
 
@@ -57,7 +58,7 @@ async def test_alerts_go_to_the_alert_topic_and_garbage_is_counted():
     await r.publish_all()
     a = r.pub.on("/alert")
     assert len(a) == 1 and a[0]["cra"] == "alert" and a[0]["originator"] == ESME and a[0]["counter"] == 77
-    assert r.relay.counters["alerts"] == 1 and r.relay.counters["rx_bad"] == 1
+    assert named(r.relay.counters)["alerts"] == 1 and named(r.relay.counters)["rx_bad"] == 1
 
 
 async def test_duplicate_response_is_ignored():
@@ -69,7 +70,7 @@ async def test_duplicate_response_is_ignored():
     rsp = response_to(r.han.sent[0])
     r.relay.on_han_message(rsp)
     r.relay.on_han_message(rsp)
-    assert r.relay.counters["duplicate_responses"] == 1 and r.relay.counters["answered"] == 1
+    assert named(r.relay.counters)["duplicate_responses"] == 1 and named(r.relay.counters)["answered"] == 1
     r.pub.down = False
     await r.publish_all()
     assert r.pub.statuses("c-1") == ["accepted", "relayed", "response"]
@@ -100,7 +101,7 @@ async def test_no_response_sends_bounded_copies_then_times_out_and_a_late_respon
     assert r.pub.statuses("c-1") == ["accepted", "relayed", "timeout"]
     final = [m for m in r.pub.on("/rsp") if m["id"] == "c-1"][-1]
     assert final["error"]["code"] == "E_TIMEOUT"
-    c = r.relay.counters
+    c = named(r.relay.counters)
     assert c["timeouts"] == 1 and c["resent_after_timeout"] == MAX_RESENDS
     assert len(r.han.sent) == 2 + MAX_RESENDS and r.han.sent[-1] != r.han.sent[0]  # now c-2 went
     late = response_to(r.han.sent[0])
@@ -108,7 +109,7 @@ async def test_no_response_sends_bounded_copies_then_times_out_and_a_late_respon
     await r.publish_all()
     last = r.pub.on("/rsp")[-1]
     assert last["id"] == "c-1" and last["status"] == "response" and last["late"] is True
-    assert r.relay.counters["late"] == 1
+    assert named(r.relay.counters)["late"] == 1
     assert "c-1" not in r.journal.by_id
 
 
@@ -155,7 +156,7 @@ async def test_late_first_response_and_the_copys_refusal_give_one_final_status()
     await r.publish_all()
     assert r.pub.statuses("c-1") == ["accepted", "relayed", "response"]
     assert len(r.pub.on("/alert")) == 1   # the refusal, as any alert
-    assert r.relay.counters["answered"] == 1 and "already_executed" not in r.relay.counters
+    assert named(r.relay.counters)["answered"] == 1 and "already_executed" not in named(r.relay.counters)
 
 
 async def test_refusal_of_the_copy_then_the_first_response_late_is_not_reported_twice():
@@ -174,7 +175,7 @@ async def test_refusal_of_the_copy_then_the_first_response_late_is_not_reported_
     r.pub.down = False
     await r.publish_all()
     assert r.pub.statuses("c-1") == ["accepted", "relayed", "already-executed"]
-    c = r.relay.counters
+    c = named(r.relay.counters)
     assert c["answered"] == 1 and c["already_executed"] == 1 and c["unmatched"] == 1
     assert len(r.pub.on("/alert")) == 1 and r.journal.live == {}
 
@@ -217,7 +218,7 @@ async def test_a_budget_end_whose_code_never_loads_times_out_and_frees_the_meter
         e1 = r.journal.by_id["c-1"]
         assert e1.state == J.TIMED_OUT, "still sending after %d passes" % passes
         assert passes <= 25                   # the grace (10 s) and a pass or two, no more
-        assert e1.resends == 0 and r.relay.counters["timeouts"] == 1
+        assert e1.resends == 0 and named(r.relay.counters)["timeouts"] == 1
         await r.pump()                        # the meter is free: c-2 goes
     assert len(r.han.sent) == 2 and r.journal.by_id["c-2"].state == J.SENDING
     r.relay.on_han_message(response_to(r.han.sent[0]))   # c-1's late answer still correlates
@@ -243,7 +244,7 @@ async def test_timed_out_command_forgotten_after_late_window():
     # a response after the window is no longer ours: it goes to the alert topic
     r.relay.on_han_message(response_to(r.han.sent[0]))
     await r.publish_all()
-    assert r.relay.counters["unmatched"] == 1
+    assert named(r.relay.counters)["unmatched"] == 1
 
 
 async def test_expired_while_queued_is_never_relayed():
@@ -312,7 +313,7 @@ async def test_pacing_backlog_is_paced_not_refused():
         assert waits < 20
     assert waits == 4  # one per second after the burst
     await r.pump()
-    assert r.relay.counters["answered"] == 6
+    assert named(r.relay.counters)["answered"] == 6
 
 
 async def test_busy_beyond_the_queue_bound():
@@ -323,7 +324,7 @@ async def test_busy_beyond_the_queue_bound():
         assert (await r.submit("c-%d" % i, 10 + i))["status"] == "accepted"
     res = await r.submit("c-4", 14)
     assert res["status"] == "rejected" and res["error"] == "E_BUSY"
-    assert r.relay.counters["rejected"]["E_BUSY"] == 1
+    assert named(r.relay.counters)["rejected"]["E_BUSY"] == 1
     res = await r.submit("c-5", 15, via="nfc-tag")
     assert res["error"] == "E_BUSY"
     await r.publish_all()
@@ -386,7 +387,7 @@ async def test_every_intake_rejection_code():
     assert res["error"] == "E_REPLAY"
     res = await r.submit("older", 29)
     assert res["error"] == "E_REPLAY"
-    rej = r.relay.counters["rejected"]
+    rej = named(r.relay.counters)["rejected"]
     for code in ("E_AUTH", "E_EXPIRED", "E_TOO_LARGE", "E_ID", "E_TRUNCATED", "E_UNKNOWN_TARGET",
                  "E_NOT_COMMAND", "E_REPLAY"):
         assert rej.get(code), code
@@ -436,8 +437,8 @@ async def test_duplicate_id_returns_current_status_without_a_second_send():
     await r.pump()
     third = await r.relay.accept(env, "mqtt")
     assert third["status"] == "response"
-    assert r.relay.counters["duplicates"] == 2
-    assert r.relay.counters["rejected"] == {}
+    assert named(r.relay.counters)["duplicates"] == 2
+    assert named(r.relay.counters)["rejected"] == {}
 
 
 async def test_refused_id_can_be_tried_again():
@@ -483,7 +484,7 @@ async def test_han_down_retried_later_and_sent_once():
     r.clock.advance(w)
     await r.pump()
     assert len(r.han.sent) == 1
-    assert r.relay.counters["retries"] == 2 and r.relay.counters["link_resets"] == 1
+    assert named(r.relay.counters)["retries"] == 2 and named(r.relay.counters)["link_resets"] == 1
     assert r.pub.statuses("c-1") == ["accepted", "relayed"]
 
 
@@ -515,7 +516,7 @@ async def test_ambiguous_send_failure_of_every_copy_ends_timeout_with_its_code()
     assert len(r.han.sent) == 1 + MAX_RESENDS
     last = r.pub.on("/rsp")[-1]
     assert last["status"] == "timeout" and last["error"]["code"] == "E_DELIVERY"
-    assert r.relay.counters["send_errors"] == 1 + MAX_RESENDS
+    assert named(r.relay.counters)["send_errors"] == 1 + MAX_RESENDS
 
 
 async def test_permanent_han_refusal_fails_at_once_and_frees_the_target():
@@ -683,9 +684,9 @@ async def test_health_watchdog_and_log_rate_limit():
     await r.publish_all()
     assert sum(1 for x in r.logs if "line" in x) == 50
     n = len([m for m in r.pub.on("/log") if m["msg"].startswith("line")])
-    assert 1 <= n <= 5 and r.relay.counters["logs_dropped"] >= 45
+    assert 1 <= n <= 5 and named(r.relay.counters)["logs_dropped"] >= 45
     info = r.relay.info()
-    assert info["state"] == "running" and info["counters"] is r.relay.counters
+    assert info["state"] == "running" and info["counters"] == named(r.relay.counters)
     # a link with its own, longer grace
     mqtt_up = [False]
     r.relay.link_checks[:] = [("han", lambda: True), ("mqtt", lambda: mqtt_up[0], 60)]
@@ -809,8 +810,8 @@ async def test_backlog_beyond_the_queue_waits_for_room_and_is_relayed_in_order()
     finally:
         await stop_relay(r.relay)
     assert most[0] <= 3
-    assert r.relay.counters["admit_waits"] >= 1  # the 4th found the queue full (no yield before it)
-    assert r.relay.counters["rejected"] == {}
+    assert named(r.relay.counters)["admit_waits"] >= 1  # the 4th found the queue full (no yield before it)
+    assert named(r.relay.counters)["rejected"] == {}
     assert [r.relay.decode(b).counter for b in r.han.sent] == list(range(10, 20))
     assert sorted(i for i, s in r.pub.statuses() if s == "response") == sorted("q-%d" % i for i in range(10))
 
@@ -820,11 +821,11 @@ async def test_full_queue_wait_is_bounded_then_busy_and_known_or_forged_ids_do_n
     assert (await r.submit("w-0", 10))["status"] == "accepted"
     res = await r.submit("w-1", 11)
     assert res["error"] == "E_BUSY", res
-    assert r.relay.counters["admit_waits"] == 1
+    assert named(r.relay.counters)["admit_waits"] == 1
     # a redelivered id gets its status at once; a forged envelope its E_AUTH at once
     assert (await r.submit("w-0", 10)) == {"id": "w-0", "status": "accepted"}
     assert (await r.submit("w-2", 12, key=b"x" * 32))["error"] == "E_AUTH"
-    assert r.relay.counters["admit_waits"] == 1
+    assert named(r.relay.counters)["admit_waits"] == 1
     # room made while one waits: it is taken
     try:
         import asyncio
@@ -837,4 +838,62 @@ async def test_full_queue_wait_is_bounded_then_busy_and_known_or_forged_ids_do_n
     await r.relay.dispatch_once()   # w-0 leaves the queue for the HAN
     res = await waiter
     assert res["status"] == "accepted", res
-    assert r.relay.counters["rejected"] == {"E_BUSY": 1, "E_AUTH": 1}
+    assert named(r.relay.counters)["rejected"] == {"E_BUSY": 1, "E_AUTH": 1}
+
+
+def test_every_relay_counter_index_names_its_counter():
+    # the relay and the modules that count with it use private _C_X = const(i) indices into
+    # relay.counters (a list); relay/report.py names them (x, lower case, at index i)
+    # for info: every module's indices agree with the names, and every one it defines is used
+    import sys
+    if sys.implementation.name != "cpython":
+        class SkipTest(Exception):  # tests/mp_runner.py reports it as skipped
+            pass
+        raise SkipTest("reads the sources (CPython's re and file paths); named() runs on both below")
+    import re
+    from ppmid.relay import report, core, recovery, refusals, resend, topups
+    names = report._NAMES.split() + ["more"]
+    seen = set()
+    for mod in (core, outbox, recovery, refusals, resend, topups):
+        src = open(mod.__file__).read()
+        keys = re.findall(r"^_C_(\w+) = const\((\d+)\)", src, re.M)
+        assert keys, mod.__name__
+        for k, i in keys:
+            assert names[int(i)] == k.lower(), (mod.__name__, k, i)
+            seen.add(k.lower())
+        used = set(re.findall(r"\[_C_(\w+)\]", src))
+        assert used == set(k for k, _ in keys), (mod.__name__, used ^ set(k for k, _ in keys))
+    assert seen == set(names), set(names) - seen  # every counter is counted somewhere
+
+
+async def test_info_reports_the_counters_by_name_in_their_order():
+    r = Rig()
+    await r.submit("c-1", 10)
+    await r.pump()
+    r.relay.on_han_message(gbcs_message(2, 11, ESME, SUPPLIER))  # matches nothing: unmatched
+    import sys
+    # CPython's dicts keep their order (MicroPython's go by their hash table: same keys)
+    ordered = sys.implementation.name == "cpython"
+    c = r.relay.info()["counters"]
+    # its names' module is loaded for the report and dropped after it (this file's own
+    # import of it is gone from sys.modules too: the next import loads it again)
+    assert "ppmid.relay.report" not in sys.modules
+    assert len(c) == 22 and c["rejected"] == {}
+    assert not ordered or list(c)[:4] == ["received", "accepted", "relayed", "answered"]
+    assert not ordered or list(c)[-1] == "admit_waits"
+    assert (c["received"], c["accepted"], c["relayed"], c["unmatched"], c["answered"]) == (1, 1, 1, 1, 0)
+    # the resend road's counters follow, in the order first counted
+    from ppmid.relay.resend import count
+    count(r.relay, "already_executed")
+    count(r.relay, "resent", 0)
+    count(r.relay, "already_executed")
+    c = r.relay.info()["counters"]
+    assert len(c) == 24 and (c["already_executed"], c["resent"]) == (2, 0)
+    assert not ordered or list(c)[22:] == ["already_executed", "resent"]
+    # a list of the wrong length is a bug, said as such, not a report with shifted names
+    try:
+        named([0] * 22)
+    except ValueError as e:
+        assert "22 relay counters for 23" in str(e)
+    else:
+        raise AssertionError("no error")

@@ -2,6 +2,7 @@
 # protection), through a relay with fakes (test_relay_support.Rig).
 from ppmid.relay.ratelimit import TokenBuckets
 from test_relay_support import Rig, ESME, GSME, PPMID, SUPPLIER, ACB, config, response_to, time_out_every_copy
+from ppmid.relay.report import named
 
 
 def diff(a, b):
@@ -120,7 +121,7 @@ async def test_a_late_response_leaves_the_next_command_to_its_target_in_flight()
     assert r.journal.by_id["c-0"].state == 3 and _counters(r)[-1] == 11   # TIMED_OUT
     n = len(r.han.sent)
     r.relay.on_han_message(response_to(first))           # c-0's response, late
-    assert r.relay.counters["late"] == 1
+    assert named(r.relay.counters)["late"] == 1
     await r.pump()
     assert len(r.han.sent) == n                          # c-1 still in flight: c-2 waits
     r.relay.on_han_message(response_to(r.han.sent[-1]))

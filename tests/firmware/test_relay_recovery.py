@@ -12,6 +12,7 @@ except ImportError:  # pragma: no cover
 from test_relay_support import Rig, ESME, GSME, response_to, refusal_of, config
 from ppmid.relay import journal as J
 from ppmid.relay.resend import MAX_RESENDS
+from ppmid.relay.report import named
 
 
 async def test_accepted_not_sent_is_sent_once_after_restart_and_an_uncertain_one_again():
@@ -31,7 +32,7 @@ async def test_accepted_not_sent_is_sent_once_after_restart_and_an_uncertain_one
         r.relay.on_han_message(refusal_of(b))
     await r.publish_all()
     assert sorted(i for i, s in r.pub.statuses() if s == "already-executed") == ["c-1", "c-2"]
-    assert r.relay.counters["answered"] == 2 and r.relay.counters["already_executed"] == 2
+    assert named(r.relay.counters)["answered"] == 2 and named(r.relay.counters)["already_executed"] == 2
     assert r.journal.live == {}
     r.restart()
     await r.pump()

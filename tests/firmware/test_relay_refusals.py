@@ -6,6 +6,7 @@ import sys
 
 from test_relay_support import Rig, response_to
 from ppmid.relay import journal as J
+from ppmid.relay.report import named
 
 
 def _drop_refusals():
@@ -100,7 +101,7 @@ async def test_the_failures_relay_core_says_come_whole_from_the_refusals():
         await r.pump()
     assert r.relay.result("slow")["error"] == {"code": "E_TIMEOUT", "message": "no response within 5 s"}
     r.relay.on_han_message(b"\x00junk")
-    assert r.relay.counters["rx_bad"] == 1
+    assert named(r.relay.counters)["rx_bad"] == 1
     assert r.logs[-1].startswith("relay warn: undecodable message from the HAN (5 bytes): ")
 
     def broken(msg):
@@ -131,7 +132,7 @@ async def test_a_failure_after_the_accept_record_is_a_fault_and_the_command_stay
     r.relay.to_publish = FailingQueue()
     assert (await r.submit("c-1", 10)) == {"id": "c-1", "status": "accepted"}
     assert r.relay.state == "fault" and r.relay.fault.startswith("failed after accepting c-1: MemoryError")
-    assert r.relay.counters["rejected"] == {} and r.relay.status("c-1") == "accepted"
+    assert named(r.relay.counters)["rejected"] == {} and r.relay.status("c-1") == "accepted"
     res = await r.submit("c-2", 11)        # nothing more is taken before the reset
     assert (res["status"], res["error"]) == ("rejected", "E_BUSY")
     r.restart()                            # the watchdog's reset
@@ -179,7 +180,7 @@ async def test_a_command_the_index_has_no_room_for_is_refused_before_it_is_on_fl
     assert (await r.submit("c-1", 10))["status"] == "accepted"     # the sender's copy
     r.restart()
     await r.pump()
-    assert r.relay.counters["recovered"] == 1 and len(r.han.sent) == 1
+    assert named(r.relay.counters)["recovered"] == 1 and len(r.han.sent) == 1
 
 
 # ---- no "rejected" for an id the relay holds (review 84, F3) ---------------------------
@@ -218,7 +219,7 @@ async def test_a_redelivery_while_in_fault_gets_its_status_not_a_refusal():
     r.relay.fault, r.relay.state = "flash error in accept: OSError(5)", "fault"
     await it.handle(CMD, _cmd_json("c-1", g), 1, True)             # the DUP
     assert _rsp(c) == [] and it.stats["accepted"] == 2
-    assert r.relay.counters["duplicates"] == 1
+    assert named(r.relay.counters)["duplicates"] == 1
     await it.handle(CMD, _cmd_json("c-2", gbcs_message(1, 11, SUPPLIER, ESME)), 1, False)
     assert _rsp(c) == [("c-2", "rejected", "E_BUSY")]              # a new command still waits
     r.restart()

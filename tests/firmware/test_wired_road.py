@@ -8,6 +8,7 @@ from test_relay_support import Rig, KEY, ESME, SUPPLIER, gbcs_message, response_
 from ppmid import envelope
 from ppmid.wired import frames as F
 from ppmid.wired.road import WiredRoad, max_payload
+from ppmid.relay.report import named
 
 try:
     import asyncio
@@ -119,7 +120,7 @@ async def test_refusals_come_back_as_nacks_with_the_relays_codes():
                    (F.T_NACK, 11, F.E_WIRE_PAYLOAD), (F.T_NACK, 12, F.E_WIRE_PAYLOAD)]
     assert rig.han.sent == [] and rig.relay.journal.live == {}
     # the relay saw (and counted) the two that decoded; the channel refused the rest itself
-    assert rig.relay.counters["rejected"] == {"E_AUTH": 1, "E_UNKNOWN_TARGET": 1}
+    assert named(rig.relay.counters)["rejected"] == {"E_AUTH": 1, "E_UNKNOWN_TARGET": 1}
 
 
 async def test_hello_naming_more_ids_than_the_road_holds_is_refused_and_repeats_dropped():
@@ -160,7 +161,7 @@ async def test_channel_rate_limit_refuses_before_the_relay_sees_it():
         await road.feed(_env_frame(rig, 30 + i, "w-r%d" % i, 20 + i))
     got = [(t, s) if t != F.T_NACK else (t, p[0], p[1]) for t, s, p in wire.frames() if t in (F.T_ACK, F.T_NACK)]
     assert got == [(F.T_ACK, 30), (F.T_ACK, 31), (F.T_NACK, 32, F.E_WIRE_RATE), (F.T_NACK, 33, F.E_WIRE_RATE)]
-    assert rig.relay.counters["received"] == 2 and road.stats["rate"] == 2
+    assert named(rig.relay.counters)["received"] == 2 and road.stats["rate"] == 2
 
 
 async def test_nacks_are_rate_limited_under_a_flood_of_bad_frames():

@@ -33,6 +33,21 @@ from ppmid.mqtt.contract import status_json, alert_json
 from ppmid.relay import journal as J
 from ppmid.relay import outbox
 
+# indices of the relay's counters (relay.counters, a list) that this module counts: the
+# names, in this order, are relay/report.py's
+_C_RECEIVED = const(0)
+_C_ACCEPTED = const(1)
+_C_RELAYED = const(2)
+_C_ANSWERED = const(3)
+_C_LATE = const(4)
+_C_TIMEOUTS = const(5)
+_C_DUPLICATES = const(11)
+_C_DUPLICATE_RESPONSES = const(12)
+_C_UNMATCHED = const(13)
+_C_ALERTS = const(14)
+_C_RX_BAD = const(15)
+_C_MORE = const(22)
+
 E_RATE = "E_RATE"
 E_STALE = "E_STALE"
 
@@ -112,7 +127,7 @@ class Relay:
         return env.verify(self.key)
 
     def accept_now(self, env, via="mqtt"):
-        self.counters["received"] += 1
+        self.counters[_C_RECEIVED] += 1
         try:
             return self._accept(env, via)
         except Exception as exc:
@@ -137,11 +152,11 @@ class Relay:
         sender = self._verify(env)
         e = self.journal.by_id.get(env.id)
         if e is not None:
-            self.counters["duplicates"] += 1
+            self.counters[_C_DUPLICATES] += 1
             return {"id": e.id, "status": self._result(e, False)["status"]}
         r = self._recent_result(env.id)
         if r is not None and r["status"] != "rejected":  # a refused id may be tried again
-            self.counters["duplicates"] += 1
+            self.counters[_C_DUPLICATES] += 1
             return {"id": env.id, "status": r["status"]}
         if self.state == "fault":
             # the watchdog resets the board soon; a command taken now could be lost with
@@ -197,7 +212,7 @@ class Relay:
         try:
             if msg is not None:
                 self.validator.commit(msg)
-            self.counters["accepted"] += 1
+            self.counters[_C_ACCEPTED] += 1
             self._emit(e, "accepted")
             self._wake_dispatch.set()
         except Exception as exc:
@@ -386,7 +401,7 @@ class Relay:
             refusals.send_failed(self, e, exc)
             return
         self._retry.pop(e.target, None)
-        self.counters["relayed"] += 1
+        self.counters[_C_RELAYED] += 1
         # a fast response may already have overtaken us; a copy was "relayed" already
         if e.state == J.SENDING and self._status.get(e.seq) != "relayed":
             self._emit(e, "relayed")
@@ -410,7 +425,7 @@ class Relay:
             cra = msg.cra
             key = J.response_key(msg.originator, msg.recipient, msg.counter_bytes)
         except Exception as exc:
-            self.counters["rx_bad"] += 1
+            self.counters[_C_RX_BAD] += 1
             from ppmid.relay import refusals
             refusals.undecodable(self, buf, exc)
             return
@@ -421,14 +436,15 @@ class Relay:
             if e is not None and e.state != J.ALREADY_EXECUTED:
                 self.answered(e, buf)
                 return
-            self.counters["unmatched"] += 1
+            self.counters[_C_UNMATCHED] += 1
         else:
             # only after a resend (resend.py) may an alert be a meter's refusal of a copy
-            if "resent" in self.counters:
+            more = self.counters[_C_MORE]
+            if more and "resent" in more:
                 from ppmid.relay import resend
                 if resend.refused(self, msg):
                     return
-            self.counters["alerts"] += 1
+            self.counters[_C_ALERTS] += 1
         # alerts, and anything no command of ours is waiting for, go to the alert topic
         if self.publisher is not None:
             outbox.put(self, self.topics.alert, alert_json(buf, self.clock.time(), msg), 1)
@@ -436,15 +452,15 @@ class Relay:
     def answered(self, e, buf):
         """The response to command e (or a top-up's, from its road) arrived."""
         if e.state == J.ANSWERED:
-            self.counters["duplicate_responses"] += 1
+            self.counters[_C_DUPLICATE_RESPONSES] += 1
             return
         late = e.state == J.TIMED_OUT
         self.journal.response(e, buf, late)
         self._free_target(e)
         self._deadline.pop(e.seq, None)
-        self.counters["answered"] += 1
+        self.counters[_C_ANSWERED] += 1
         if late:
-            self.counters["late"] += 1
+            self.counters[_C_LATE] += 1
         self._emit(e, "response")
         self._wake_dispatch.set()
 
@@ -454,7 +470,7 @@ class Relay:
         self.journal.timeout(e, now_s + self.late_window_s)
         self._free_target(e)
         self._deadline.pop(e.seq, None)
-        self.counters["timeouts"] += 1
+        self.counters[_C_TIMEOUTS] += 1
         self._emit(e, "timeout")
         self._wake_dispatch.set()
 
@@ -595,16 +611,13 @@ class Relay:
         return True, "degraded" if degraded else "ok"
 
     def info(self):
-        queued = sending = 0
-        for e in self.journal.live.values():
-            if e.state == J.QUEUED:
-                queued += 1
-            elif e.state == J.SENDING:
-                sending += 1
-        ok, why = self.health()
-        return {"state": self.state, "health": why, "live": len(self.journal.live), "queued": queued,
-                "in_flight": sending, "to_publish": len(self.to_publish), "journal_bytes": self.journal.size,
-                "journal_compactions": self.journal.compactions, "counters": self.counters}
+        """The relay's part of the info payload (docs/mqtt.md): relay/report.py's, a module
+        loaded for each report and dropped after it (cold code, and the counters' names)."""
+        from ppmid.relay import report
+        d = report.info(self)
+        from ppmid.modules import unload
+        unload("ppmid.relay.report", "ppmid.modules")
+        return d
 
     # ---- tasks ---------------------------------------------------------------------------
     def start(self):

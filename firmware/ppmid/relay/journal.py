@@ -36,7 +36,8 @@ _T_DONE = const(0x44)      # 'D' final status acknowledged by the broker: forget
 _T_COUNTER = const(0x43)   # 'C' anti-replay counter key -> value
 _T_RESEND = const(0x51)    # 'Q' found sending at a restart: queued again (bounded resends)
 _T_ALREADY = const(0x58)   # 'X' the meter refused the resent copy: it had executed the first
-# 'U' is written by relay/refusals.py (a send the HAN link refused), 'Q' and 'X' by
+# 'U' and 'F' are written by relay/refusals.py (a send the HAN link refused, a failed
+# command), 'Q' and 'X' by
 # relay/resend.py: rare records, whose code the running app need not hold
 
 # command states (Entry.state)
@@ -217,30 +218,6 @@ class Journal:
             self._f.seek(0, 2)
         return self._f
 
-    def _write(self, rtype, parts, sync):
-        """Append one record; with sync, it and every lazy record before it are durable
-        once this returns. Returns its offset."""
-        f = self._handle()
-        f.seek(0, 2)
-        off = self.size
-        # torn until the record is whole and (with sync) on flash: ENOSPC or EIO part way
-        # leaves a partial record that self.size does not count, so every later offset
-        # would fall short of its bytes (and the next boot's scan would stop at the torn
-        # record). A torn journal is rewritten from RAM before its next append.
-        self._torn = True
-        n = _put(f, rtype, parts)
-        if sync:
-            f.flush()  # LittleFS: lfs_file_sync
-            self.syncs += 1
-            self.lazy = 0
-        else:
-            self.lazy += 1
-        self._torn = False
-        self.size += n
-        self.bytes_written += n
-        self.appends += 1
-        return off
-
     def sync(self):
         """Make lazy records durable now (the relay calls this when idle)."""
         if self.lazy and self._f is not None:
@@ -251,7 +228,10 @@ class Journal:
             self.lazy = 0
 
     def _append(self, rtype, parts, need_reserve=False, sync=True, e=None):
-        # e: the command whose state record this is (it supersedes e's previous one)
+        """Append one record (compacting first when that makes room); with sync, it and
+        every lazy record before it are durable once this returns. e: the command whose
+        state record this is (it supersedes e's previous one). Returns the offset of its
+        payload."""
         n = _HEAD + _TAIL
         for p in parts:
             n += len(p)
@@ -274,7 +254,25 @@ class Journal:
                         raise
             if need_reserve and self.size + n > limit:
                 raise JournalError(E_BUSY, "journal full (%d bytes live): try later" % (self.size - self.dead))
-        off = self._write(rtype, parts, sync)
+        f = self._handle()
+        f.seek(0, 2)
+        off = self.size
+        # torn until the record is whole and (with sync) on flash: ENOSPC or EIO part way
+        # leaves a partial record that self.size does not count, so every later offset
+        # would fall short of its bytes (and the next boot's scan would stop at the torn
+        # record). A torn journal is rewritten from RAM before its next append.
+        self._torn = True
+        written = _put(f, rtype, parts)
+        if sync:
+            f.flush()  # LittleFS: lfs_file_sync
+            self.syncs += 1
+            self.lazy = 0
+        else:
+            self.lazy += 1
+        self._torn = False
+        self.size += written
+        self.bytes_written += written
+        self.appends += 1
         if e is not None:
             self.dead += e.tail
             e.tail = n
@@ -326,11 +324,6 @@ class Journal:
         self._append(_T_TIMEOUT, (struct.pack(">IIB", e.seq, late_until, min(e.resends, 0xFF)),), sync=False, e=e)
         e.state = TIMED_OUT
         e.late_until = late_until
-
-    def failed(self, e, code):
-        self._append(_T_FAILED, (struct.pack(">I", e.seq), code.encode()), e=e)
-        e.state = FAILED
-        e.error = code
 
     def done(self, e):
         if e.seq not in self.live:

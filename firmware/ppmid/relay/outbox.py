@@ -22,6 +22,13 @@ from micropython import const
 from ppmid.clock import sleep_ms, wait_event_ms
 from ppmid.mqtt.contract import log_json
 
+# indices of the relay's counters (relay.counters, a list) that this module counts: the
+# names, in this order, are relay/report.py's
+_C_PUBLISHED = const(16)
+_C_PUBLISH_ERRORS = const(17)
+_C_PUB_DROPPED = const(18)
+_C_LOGS_DROPPED = const(19)
+
 _BUILT = const(24)
 _BACKOFF_MIN_MS = const(500)
 _BACKOFF_MAX_MS = const(30000)
@@ -30,7 +37,7 @@ _BACKOFF_MAX_MS = const(30000)
 def put(relay, topic, payload, qos):
     """Queue a built message; False (counted as dropped) when _BUILT already wait."""
     if not _room(relay.to_publish):
-        relay.counters["pub_dropped"] += 1
+        relay.counters[_C_PUB_DROPPED] += 1
         return False
     relay.to_publish.append((topic, payload, qos))
     relay._wake_publish.set()
@@ -48,7 +55,7 @@ def log(relay, level, msg):
         relay.to_publish.append((relay.topics.log, log_json(level, msg, relay.clock.time()), 0))
         relay._wake_publish.set()
     else:
-        relay.counters["logs_dropped"] += 1
+        relay.counters[_C_LOGS_DROPPED] += 1
 
 
 def _room(q):
@@ -75,7 +82,7 @@ async def publish_once(relay):
             live = relay._status_sent(seq, status)
             q.pop(0)
             if live:
-                relay.counters["published"] += 1
+                relay.counters[_C_PUBLISHED] += 1
             return True
         payload = relay._render(seq, status)
         if payload is None:  # finished meanwhile (e.g. its result read over NFC)
@@ -87,7 +94,7 @@ async def publish_once(relay):
             await publisher.publish(item[0], item[1], item[2], False)
     if q and q[0] is item:
         q.pop(0)
-    relay.counters["published"] += 1
+    relay.counters[_C_PUBLISHED] += 1
     if len(item) == 2:
         relay._status_sent(seq, status)
     return True
@@ -108,7 +115,7 @@ async def run(relay):
             await publish_once(relay)
             backoff = _BACKOFF_MIN_MS
         except Exception as exc:
-            relay.counters["publish_errors"] += 1
+            relay.counters[_C_PUBLISH_ERRORS] += 1
             # the console only: a log line would queue behind the failing message
             if relay.console is not None:
                 relay.console("relay warn: publish failed: %r" % (exc,))

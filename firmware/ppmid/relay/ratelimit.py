@@ -15,7 +15,6 @@ class TokenBuckets:
 
     def __init__(self, rate_per_s, burst, diff, max_keys=_MAX_KEYS):
         self.rate = rate_per_s       # tokens per second
-        self.burst = burst
         self.full = int(burst * 1000)
         self.diff = diff             # diff(a, b) -> a - b in ms
         self.max_keys = max_keys
@@ -45,17 +44,15 @@ class TokenBuckets:
         level = self._level(key, now) - 1000
         self._b[key] = [level, now]
         if len(self._b) > self.max_keys:
-            self.prune(now)
-
-    def prune(self, now):
-        """Forget buckets that are full again; if still too many, the fullest go first
-        (forgetting a bucket only ever grants tokens early: never a refusal)."""
-        for k in list(self._b):
-            if self._level(k, now) >= self.full:
-                del self._b[k]
-        while len(self._b) > self.max_keys:
-            best = None
-            for k in self._b:
-                if best is None or self._level(k, now) > self._level(best, now):
-                    best = k
-            del self._b[best]
+            # too many keys: forget buckets that are full again; if still too many, the
+            # fullest go first (forgetting a bucket only ever grants tokens early: never
+            # a refusal)
+            for k in list(self._b):
+                if self._level(k, now) >= self.full:
+                    del self._b[k]
+            while len(self._b) > self.max_keys:
+                best = None
+                for k in self._b:
+                    if best is None or self._level(k, now) > self._level(best, now):
+                        best = k
+                del self._b[best]

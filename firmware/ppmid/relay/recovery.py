@@ -12,6 +12,13 @@ from ppmid.mqtt.contract import Topics
 from ppmid.relay.ratelimit import TokenBuckets
 from ppmid.relay import outbox
 from ppmid.relay import journal as J
+from micropython import const
+
+# indices of the relay's counters (relay.counters, a list) that this module counts: the
+# names, in this order, are relay/report.py's
+_C_REJECTED = const(7)
+_C_RECOVERED = const(20)
+_C_MORE = const(22)
 
 
 def set_up(relay, config, journal, validator, han, publisher, clock, envelope_key,
@@ -65,12 +72,12 @@ def set_up(relay, config, journal, validator, han, publisher, clock, envelope_ke
     relay._room = asyncio.Event()   # set when a queued command leaves the queue
     relay._tasks = []
     relay._topups = None      # the top-up road, loaded with the first top-up (topups())
-    relay.counters = {"received": 0, "accepted": 0, "relayed": 0, "answered": 0, "late": 0,
-                      "timeouts": 0, "failed": 0, "rejected": {}, "retries": 0,
-                      "link_resets": 0, "send_errors": 0, "duplicates": 0,
-                      "duplicate_responses": 0, "unmatched": 0, "alerts": 0, "rx_bad": 0,
-                      "published": 0, "publish_errors": 0, "pub_dropped": 0,
-                      "logs_dropped": 0, "recovered": 0, "admit_waits": 0}
+    # by index (the _C_X below; their names: relay/report.py, loaded for a report):
+    # the intake's refusals by code at _C_REJECTED, the resend road's at _C_MORE (None
+    # until its first: relay/resend.py's count)
+    relay.counters = c = [0] * 23
+    c[_C_REJECTED] = {}
+    c[_C_MORE] = None
     # the outbox (relay/outbox.py): what waits for the broker, and the broker's publisher,
     # which the app sets once the MQTT link exists
     relay.publisher = publisher
@@ -99,11 +106,12 @@ def recover(relay):
     relay._boot_ms = now
     unset = not clock.is_set()
     for e in relay.journal.entries():
-        relay.counters["recovered"] += 1
+        relay.counters[_C_RECOVERED] += 1
         if e.resends:
             # copies went before this boot: a meter's refusal of one must still reach
             # resend.refused, which core.on_han_message asks only once "resent" is counted
-            relay.counters.setdefault("resent", 0)
+            from ppmid.relay.resend import count
+            count(relay, "resent", 0)
         try:
             if e.topup:
                 relay.topups()  # its responses must find their road

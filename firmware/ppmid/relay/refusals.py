@@ -18,6 +18,15 @@ from ppmid.relay import journal as J
 from ppmid.relay import outbox
 from ppmid.relay.core import RelayError, E_RATE, E_STALE
 
+# indices of the relay's counters (relay.counters, a list) that this module counts: the
+# names, in this order, are relay/report.py's
+_C_FAILED = const(6)
+_C_REJECTED = const(7)
+_C_RETRIES = const(8)
+_C_LINK_RESETS = const(9)
+_C_SEND_ERRORS = const(10)
+_C_ADMIT_WAITS = const(21)
+
 E_INTERNAL = "E_INTERNAL"
 E_BODY_DROPPED = "E_BODY_DROPPED"   # a recent result's response body is no longer held
 
@@ -31,9 +40,10 @@ PERMANENT = (E_HAN_DEST, E_HAN_TOO_BIG)
 # already executed)
 _RETRY_MIN_MS = const(1000)
 _RETRY_MAX_MS = const(30000)
-# journal.py's private constant of the record only this module writes, repeated
+# journal.py's private constants of the records only this module writes, repeated
 # (tests/firmware/test_journal.py checks that they agree)
 _T_UNSENT = const(0x55)
+_T_FAILED = const(0x46)
 
 # the sentences of the intake's refusals that relay.core raises (refusal())
 _SAYS = {E_AUTH: "envelope names key %s; this gateway has no keys per DCC User",
@@ -124,7 +134,7 @@ async def wait_for_room(relay, env):
         relay._verify(env)
     except Exception:
         return
-    relay.counters["admit_waits"] += 1
+    relay.counters[_C_ADMIT_WAITS] += 1
     t0 = ticks_ms()
     while relay._queue_full():
         left = relay.admit_wait_ms - ticks_diff(ticks_ms(), t0)
@@ -149,7 +159,7 @@ def refused(relay, env, exc, via):
             relay.state = "fault"
         exc = RelayError(E_INTERNAL, "internal error: %r" % (exc,))
     code = getattr(exc, "code", E_INTERNAL)
-    rej = relay.counters["rejected"]
+    rej = relay.counters[_C_REJECTED]
     rej[code] = rej.get(code, 0) + 1
     id = getattr(env, "id", None)
     try:
@@ -175,11 +185,18 @@ def refused(relay, env, exc, via):
 
 def fail(relay, e, code, why):
     """Command e ends "failed" with code; why: the log's sentence."""
-    relay.journal.failed(e, code)
+    record_failed(relay.journal, e, code)
     relay._room.set()
-    relay.counters["failed"] += 1
+    relay.counters[_C_FAILED] += 1
     relay.log("info", "%s failed: %s %s" % (e.id, code, why))
     relay._emit(e, "failed")
+
+
+def record_failed(j, e, code):
+    """Journal j's record of command e ending without a response: failed with code."""
+    j._append(_T_FAILED, (struct.pack(">I", e.seq), code.encode()), e=e)
+    e.state = J.FAILED
+    e.error = code
 
 
 def record_unsent(j, e):
@@ -211,13 +228,13 @@ def send_failed(relay, e, exc):
         r = relay._retry.get(e.target)
         backoff = _RETRY_MIN_MS if r is None else min(r[1] * 2, _RETRY_MAX_MS)
         if r is None:
-            counters["link_resets"] += 1
+            counters[_C_LINK_RESETS] += 1
         relay._retry[e.target] = [clock.add(clock.ms(), backoff), backoff]
-        counters["retries"] += 1
+        counters[_C_RETRIES] += 1
         e.error = code
         relay.log("warn", "%s not relayed (%s): retry in %d ms" % (e.id, code, backoff))
         return
-    counters["send_errors"] += 1
+    counters[_C_SEND_ERRORS] += 1
     if code in PERMANENT and e.state == J.SENDING:
         _release(relay, e)
         fail(relay, e, code, "the HAN link refused it: %s" % (getattr(exc, "message", exc),))

@@ -17,6 +17,11 @@ from micropython import const
 
 from ppmid.relay import journal as J
 
+# indices of the relay's counters (relay.counters, a list) that this module counts: the
+# names, in this order, are relay/report.py's
+_C_ANSWERED = const(3)
+_C_MORE = const(22)
+
 MAX_RESENDS = const(2)
 # The alert the emulated meters raise for a stale counter (host_tools/ncp_emulator/ch.py):
 # "Failed Authentication or Authorisation not covered by other codes". Its other-information
@@ -44,9 +49,17 @@ def record_already_executed(j, e):
     e.state = J.ALREADY_EXECUTED
 
 
-def _count(relay, name):
-    c = relay.counters
-    c[name] = c.get(name, 0) + 1
+def count(relay, name, n=1):
+    """Add n to this road's counter `name` among the relay's (at _C_MORE: a list [name, n,
+    ...] in the order first counted, relay/report.py), made at 0 when first counted
+    (n=0 makes it without counting: recovery, for a command resent before the restart)."""
+    more = relay.counters[_C_MORE]
+    if more is None:
+        more = relay.counters[_C_MORE] = []
+    if name in more:
+        more[more.index(name) + 1] += n
+    else:
+        more += (name, n)
 
 
 def requeue(relay, e, timed_out=False):
@@ -65,12 +78,12 @@ def requeue(relay, e, timed_out=False):
         relay._free_target(e)
         relay._deadline.pop(e.seq, None)
         relay._wake_dispatch.set()
-        _count(relay, "resent_after_timeout")
+        count(relay, "resent_after_timeout")
     record_resend(relay.journal, e)
     # the first copy's response may still come (the meter answered before the crash, the
     # CH held it, it was slow): it stays correlatable meanwhile, and then no copy goes
     relay._corr[e.key()] = e
-    _count(relay, "resent")
+    count(relay, "resent")
     relay.log("info", "%s may have reached the meter unanswered (%s): sending it again (copy %d of at most %d)"
               % (e.id, "no response within %d s" % relay.budget_s if timed_out else "restart", e.resends, MAX_RESENDS))
     return True
@@ -99,8 +112,8 @@ def refused(relay, msg):
     record_already_executed(relay.journal, e)
     relay._free_target(e)
     relay._deadline.pop(e.seq, None)
-    relay.counters["answered"] += 1
-    _count(relay, "already_executed")
+    relay.counters[_C_ANSWERED] += 1
+    count(relay, "already_executed")
     relay.log("info", "%s: the meter refused the copy as a replay: it executed the first one" % e.id)
     relay._emit(e, "already-executed")
     relay._wake_dispatch.set()

@@ -14,6 +14,12 @@ from ppmid.topup import E_UTRN_TARGET
 from ppmid.mqtt.contract import status_json
 from ppmid.zigbee import prepayment as P
 from ppmid.relay.journal import FAILED, SENDING, TIMED_OUT, JournalError
+from micropython import const
+
+# indices of the relay's counters (relay.counters, a list) that this module counts: the
+# names, in this order, are relay/report.py's
+_C_UNMATCHED = const(13)
+_C_RX_BAD = const(15)
 
 E_UTRN_DUPLICATE = "E_UTRN_DUPLICATE"  # applied already or in flight (or the meter says so)
 E_UTRN_GSME = "E_UTRN_GSME"            # GSME top-ups (PCS01) are not implemented: docs/utrn.md
@@ -166,7 +172,7 @@ class TopupRoad:
         """A ZCL frame from a HAN device outside the tunnel (ZigbeeHan.on_zcl); eui64: the
         sender's EUI-64 as a v14 module names it (little-endian), None below v14."""
         if cluster != P.CLUSTER_PREPAYMENT:
-            self.relay.counters["rx_bad"] += 1
+            self.relay.counters[_C_RX_BAD] += 1
             return
         w = self._waiting.get(sender)
         if eui64 is not None and w is not None and bytes(reversed(bytes(eui64))) != bytes(w[1].target):
@@ -202,12 +208,12 @@ class TopupRoad:
         except PpmidError as exc:
             refused = meter_refusal(frame)
             if refused is None:
-                relay.counters["rx_bad"] += 1
+                relay.counters[_C_RX_BAD] += 1
                 relay.log("warn", "Prepayment frame from 0x%04X not understood: %s" % (sender, exc))
                 return
             seq = refused[0]
         if w is None or (w[0] is not None and w[0] != seq):
-            relay.counters["unmatched"] += 1
+            relay.counters[_C_UNMATCHED] += 1
             relay.log("warn", "Consumer Top Up answer from 0x%04X (seq %d) matches no top-up" % (sender, seq))
             return
         e = w[1]
