@@ -8,7 +8,7 @@ import random
 from ppmid.mqtt import packets as p
 from ppmid.mqtt import packets_host
 from ppmid.mqtt.handshake import connect as connect_packet
-from ppmid.mqtt.client import MQTTClient, tls_connector
+from ppmid.mqtt.client import MQTTClient, MQTTError, tls_connector
 
 WAIT = 20  # seconds: a generous bound for "eventually", never a timing assertion
 
@@ -718,6 +718,42 @@ async def test_a_handlers_first_publish_that_never_drains_drops_the_link():
         pubs = b.of(p.PUBLISH)
         assert pubs and all(conn == 2 for conn, _, _ in pubs), pubs
         assert any(f & 0x08 for _, f, _ in pubs)  # the first rejection, resent as a duplicate
+    await _with(b, c, body)
+
+
+async def test_a_qos0_publisher_whose_write_fails_is_told_and_not_left_waiting():
+    # review 94 F1: the sender pops a QoS 0 message and writes it; when that write fails
+    # (what _write does on a stall or an OSError: the link is killed and MQTTError raised)
+    # the message is in neither the queue nor the in-flight list. Its publisher (the relay's
+    # outbox, waiting on a log line) must get False, not wait for ever.
+    b = await FakeBroker().start()
+    c = _client(b)
+    write = c._write
+    fail = [True]
+
+    async def write_fails_once(*parts):
+        if fail[0] and len(parts) == 2 and parts[0][0] & 0xF6 == 0x30:  # a QoS 0 PUBLISH
+            fail[0] = False
+            c._kill("test: the link died during this write")
+            raise MQTTError("E_MQTT_CLOSED", c._dead)
+        return await write(*parts)
+    c._write = write_fails_once
+    got = []
+
+    async def log_line():
+        got.append(await c.publish("ppmid/v1/00DB1234567890A0/log", b"lost", qos=0))
+
+    async def body():
+        await _until(lambda: c.state == "online", "online")
+        asyncio.create_task(log_line())
+        await _until(lambda: got, "the QoS 0 publisher to be told")
+        assert got == [False] and c.stats["drops"] == 1 and not fail[0]
+        await _until(lambda: c.stats["connects"] >= 2 and c.state == "online", "the reconnect")
+        # the client goes on: the next QoS 0 message is written and its publisher gets True
+        assert await c.publish("ppmid/v1/00DB1234567890A0/log", b"next", qos=0) is True
+        await _until(lambda: [1 for _, f, body in b.of(p.PUBLISH) if body.endswith(b"next")], "the next one")
+        assert not [1 for _, f, body in b.of(p.PUBLISH) if body.endswith(b"lost")]
+        assert c.pending() == 0
     await _with(b, c, body)
 
 

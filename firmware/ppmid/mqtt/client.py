@@ -192,7 +192,8 @@ class MQTTClient:
 
     async def publish(self, topic, payload, qos=1, retain=False, wait=True, first=False):
         """Queue a PUBLISH. wait=True: wait for queue space, then (QoS 1) return once the
-        broker has PUBACKed it, across reconnects if need be; QoS 0 returns once written.
+        broker has PUBACKed it, across reconnects if need be; QoS 0 returns once written
+        (True) or once its write failed (False: lost, as QoS 0 allows, and counted in drops).
         wait=False: never blocks; returns False (and counts a drop) when the queue is full,
         True when queued. first=True (QoS 1, with wait=False): while connected the message
         is written before publish returns, ahead of the queue and the in-flight window:
@@ -225,6 +226,7 @@ class MQTTClient:
         self._wake.set()
         if wait:
             await m.done.wait()
+            return m.sent > 0  # False: a QoS 0 message whose write failed (lost, counted in drops)
         return True
 
     async def run(self):
@@ -408,7 +410,14 @@ class MQTTClient:
                 if m.qos:
                     m.pid = self._next_pid()
                     self._inflight.append(m)
-                await self._send(m, False)
+                try:
+                    await self._send(m, False)
+                except BaseException:
+                    if not m.qos:  # in neither list now: lost (QoS 0 allows it), but its
+                        m.sent = 0  # waiting publisher is told (False), not left waiting for ever
+                        self.stats["drops"] += 1
+                        self._finish(m)
+                    raise
                 if not m.qos:
                     self.stats["published"] += 1
                     self._finish(m)
