@@ -587,6 +587,70 @@ async def test_persistent_handler_failure_backs_off_instead_of_spinning():
     await _with(b, c, body)
 
 
+class DropsAfterConnack(FakeBroker):
+    """Accepts every CONNECT and closes at once: what mosquitto does to the older of two
+    gateways with the same client id (session takeover), each in turn."""
+
+    async def _serve(self, r, w):
+        self.connections += 1
+        try:
+            await self._read(r)
+            w.write(bytes((0x20, 2, 0, 0)))
+            await w.drain()
+            await asyncio.sleep(0.05)
+        except Exception as exc:
+            self.error = exc
+        try:
+            w.close()
+            if hasattr(w, "s"):
+                w.s.close()
+            await w.wait_closed()
+        except Exception:
+            pass
+
+
+async def test_connections_dropped_right_after_connack_back_off():
+    # review 94 F2: "online" only means the CONNACK accepted the connection; resetting the
+    # backoff on it redialled a broker that drops the client at once every backoff_min
+    b = await DropsAfterConnack().start()
+    c = _client(b, backoff_min=0.02, backoff_max=0.16)
+    delays = []
+
+    async def body():
+        for _ in range(6):
+            n = c.stats["link_losses"]
+            await _until(lambda: c.stats["link_losses"] > n, "another dropped connection")
+            delays.append(c.backoff_delay)
+        assert c.stats["connects"] >= 6 and c.stats["connect_failures"] == 0
+        assert delays[:4] == [0.02, 0.04, 0.08, 0.16] and delays[-1] == 0.16, delays
+    await _with(b, c, body)
+
+
+async def test_the_backoff_starts_again_after_a_connection_that_stayed_up():
+    # the same growth, then one connection that stays up past 30 s (the client's ticks are
+    # moved on, not waited for): the next reconnect is at backoff_min again
+    import ppmid.mqtt.client as client_module
+    from ppmid.clock import ticks_ms, ticks_add
+    b = await FakeBroker().start()
+    b.connack_rc = 5   # refused: the backoff grows
+    c = _client(b, backoff_min=0.02, backoff_max=0.16)
+
+    async def body():
+        await _until(lambda: c.stats["connect_failures"] >= 4, "refusals")
+        assert c.backoff_delay == 0.16
+        b.connack_rc = 0
+        await _until(lambda: c.state == "online", "online")
+        client_module.ticks_ms = lambda: ticks_add(ticks_ms(), 31000)
+        try:
+            n = c.stats["link_losses"]
+            b.drop()
+            await _until(lambda: c.stats["link_losses"] > n, "the drop")
+            assert c.backoff_delay == 0.02, c.backoff_delay
+        finally:
+            client_module.ticks_ms = ticks_ms
+    await _with(b, c, body)
+
+
 async def test_first_publish_goes_on_the_wire_before_the_handlers_puback():
     # The in-flight window (1) is full: a publish the broker has not acknowledged. A
     # handler refusing a command queues its rejection: queued normally it would follow

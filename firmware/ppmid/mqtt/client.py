@@ -37,6 +37,12 @@ E_MQTT_SUBSCRIBE = "E_MQTT_SUBSCRIBE"
 # one piece for that (bench/heap32/frag.py).
 _RX_KEEP = const(2048)
 _HEAD = const(256)  # bytes kept of an oversized PUBLISH (its topic and packet id)
+# The reconnect backoff starts again only after a connection stayed up this long: a broker
+# that drops the client within a second of its CONNACK (a second gateway with the same
+# client id taking the session over, each in turn; a broker that kicks the client) must
+# not be redialled at backoff_min for ever. 30 s: the app's keepalive, by which an idle
+# connection has had a PINGRESP too (docs/mqtt.md; review 94 F2)
+_STABLE_MS = const(30000)
 
 
 # The failures' sentences, by their index in ppmid.mqtt.client_errors.SENTENCES (the text)
@@ -238,7 +244,7 @@ class MQTTClient:
                 while not self.wlan.isconnected() and not self._stopping:
                     await sleep_ms(250)
                 continue
-            self._online = False
+            self._online = None
             self._poisoned = False
             try:
                 self.state = "connecting"
@@ -247,9 +253,9 @@ class MQTTClient:
                 self._note(exc)
             if self._stopping:
                 break
-            if self._online:
+            if self._online is not None:
                 self.stats["link_losses"] += 1
-                if not self._poisoned:
+                if not self._poisoned and ticks_diff(ticks_ms(), self._online) >= _STABLE_MS:
                     attempt = 0
                 # else: the handler refused a message the broker will redeliver at once;
                 # keep backing off so that a persistent failure does not spin
@@ -302,7 +308,7 @@ class MQTTClient:
                 pass
 
     async def _session(self):
-        """One connection's life; sets self._online once the CONNACK accepted it. Its start
+        """One connection's life; sets self._online (the CONNACK's ticks_ms) once the CONNACK accepted it. Its start
         (dialling, CONNECT/CONNACK, SUBSCRIBE/SUBACK) is ppmid.mqtt.handshake's, imported
         for each connection and dropped once the session is up: the running app does not
         hold that code."""
