@@ -500,21 +500,39 @@ class MQTTClient:
                 raise p.PacketError(_text(_S_PACKET_LARGE, (n, self.max_packet)))
             # An oversized PUBLISH is read and thrown away past its head (topic, packet
             # id), then answered and PUBACKed: refusing it by dropping the link would
-            # only make the broker redeliver it for ever.
-            head = self._rxmv[:_HEAD]
-            await self._fill(r, head)
-            left = n - _HEAD
-            scratch = self._rxmv[_HEAD:]
-            while left:
-                k = min(left, len(scratch))
-                await self._fill(r, scratch[:k])
-                left -= k
+            # only make the broker redeliver it for ever. The head is kept as a PUBLISH of
+            # its own: a topic longer than fits (update/+ matches a level of any length) is
+            # cut at a character's start, and the packet id read from past it (review 94
+            # F3: such a topic dropped the link at every redelivery)
+            head = self._rxmv
+            await self._fill(r, head[:2])
+            pid = 2 if first & 6 else 0
+            tlen = min((head[0] << 8) | head[1], n - 2 - pid)  # a malformed length: junk, skipped
+            keep = got = min(tlen, _HEAD - 4)
+            await self._fill(r, head[2:2 + got])
+            if keep < tlen:
+                while keep and head[1 + keep] & 0xC0 == 0x80:  # a character's continuation
+                    keep -= 1
+                if keep and head[1 + keep] >= 0xC0:  # ... and its cut-short start
+                    keep -= 1
+            await self._skip(r, tlen - got)
+            await self._fill(r, head[2 + keep:2 + keep + pid])
+            head[0] = keep >> 8
+            head[1] = keep & 0xFF
+            await self._skip(r, n - 2 - tlen - pid)
             self._oversize = n
-            return first, head
+            return first, head[:2 + keep + pid]
         mv = self._rxmv[:n]
         if n:
             await self._fill(r, mv)
         return first, mv
+
+    async def _skip(self, r, left):
+        scratch = self._rxmv[_HEAD:]
+        while left > 0:
+            k = min(left, len(scratch))
+            await self._fill(r, scratch[:k])
+            left -= k
 
     async def _fill(self, r, mv):
         n = len(mv)
