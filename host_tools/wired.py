@@ -151,8 +151,8 @@ class WiredClient:
         self.stats["frames_sent"] += 1
 
     def send_frame(self, ftype, payload, timeout):
-        """Send one frame; its answer ("ack",) / ("nack", code, message) / HELLO dict, or
-        None when nothing came within timeout."""
+        """Send one frame; its answer ("ack",) / ("nack", code, message) / ("hello", the
+        HELLO answer's JSON, checked by say_hello), or None when nothing came within timeout."""
         seq = self._next_seq()
         with self._cond:
             self.answers.pop(seq, None)
@@ -184,8 +184,13 @@ class WiredClient:
         payload = bytes((1,)) + b"".join(bytes((len(i),)) + i.encode() for i in ids)
         for attempt in range(self.tries):
             got = self.send_frame(F.T_HELLO, payload, timeout / self.tries)
-            if isinstance(got, dict):
-                return got
+            if got is not None and got[0] == "hello":
+                info = got[1]
+                if not isinstance(info, dict) or not isinstance(info.get("gateway"), str) \
+                        or not isinstance(info.get("unknown", []), list):
+                    raise WiredError("the gateway's HELLO answer is not the documented object "
+                                     '({"v", "gateway": EUI, "max_payload", "kept", "unknown": [ids]}): %.80r' % (info,))
+                return info
             if got is not None and got[0] == "nack" and got[1] not in RETRY_CODES:
                 raise WiredError("the gateway refused HELLO: %s %s" % (got[1], got[2]))
         raise WiredError("no HELLO answer from the gateway on %s" % self.port)
@@ -217,6 +222,8 @@ class WiredClient:
                 except (OSError, WiredError) as again:
                     self.log("wired: %s still unreachable: %s" % (self.port, again))
                 continue
+            if got is not None and got[0] == "hello":
+                got = None  # not an answer to an envelope: as none
             if got is None or (got[0] == "nack" and got[1] in RETRY_CODES):
                 continue
             break
@@ -263,7 +270,11 @@ class WiredClient:
                 used, ev = d.feed(mv[pos:], now)
                 pos += used
                 if ev is not None:
-                    self._event(ev)
+                    try:
+                        self._event(ev)
+                    except Exception as exc:  # noqa: BLE001 - one odd frame must not end the reader
+                        self.stats["bad_frames"] += 1
+                        self.log("wired: a frame from the gateway not understood: %r" % (exc,))
             err = d.expire(now, lambda a, b: a - b)
             if err is not None:
                 self.stats["bad_frames"] += 1
@@ -293,13 +304,18 @@ class WiredClient:
             try:
                 msg = json.loads(p)
             except ValueError:
-                self.stats["bad_frames"] += 1
-                return
-            if t == F.T_HELLO:
+                msg = None
+            if t == F.T_HELLO:  # checked by say_hello, which says what is wrong with it
                 with self._cond:
                     self.hello = msg
-                    self.answers[ev.seq] = msg
+                    self.answers[ev.seq] = ("hello", msg)
                     self._cond.notify_all()
+                return
+            if not isinstance(msg, dict) or not isinstance(msg.get("id"), str):
+                # not the rsp JSON of docs/mqtt.md: a bad frame, as one that is not JSON
+                # (before review 94 W3 a list or a number ended the reader thread)
+                self.stats["bad_frames"] += 1
+                self.log("wired: bad frame from the gateway: a status that is not a JSON object with an id: %.80r" % (p,))
                 return
             final = t == F.T_RESULT
             id = msg.get("id")

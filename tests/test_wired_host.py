@@ -277,3 +277,41 @@ def test_ppmid_replay_serial_says_hello_with_its_trace_ids_and_reports_what_it_l
         assert "other-run-1" not in gw.taken and {"t-1", "t-2"} <= set(gw.taken)
     finally:
         gw.close()
+
+
+def test_gateway_answers_that_are_json_but_not_objects_are_bad_frames_not_a_dead_reader():
+    # review 94 W3: a STATUS of [] ended the reader thread (AttributeError): every later
+    # answer went unread
+    gw = FakeGateway()
+    try:
+        with WiredClient(gw.path, ack_timeout_s=1) as c:
+            for odd in (b"[]", b"5", b'"text"', b'{"status": "response"}', b'{"id": 7}'):
+                os.write(gw.master, F.encode(F.T_STATUS, 0, odd))
+                os.write(gw.master, F.encode(F.T_RESULT, 0, odd))
+            assert _until(lambda: c.stats["bad_frames"] == 10)
+            assert c._thread.is_alive() and c.results == {} and gw.taken == []
+            env = envelope.to_binary(envelope.sign(KEY, "after-1", b"\xdf\x09\x01"))
+            assert c.send_envelope(env) == ("ack",)
+            assert c.wait_results(["after-1"], 3) == []
+    finally:
+        gw.close()
+
+
+@pytest.mark.parametrize("answer", [b"[]", b"5", b"null", b'{"v": 1}', b'{"gateway": 5}',
+                                    b'{"gateway": "00DB1234567890A4", "unknown": 3}'])
+def test_an_odd_hello_answer_is_a_coded_error(answer, tmp_path, capsys):
+    gw = FakeGateway(hello_info=answer)
+    key = tmp_path / "k"
+    key.write_bytes(KEY)
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(_line("t-1", via="serial") + "\n")
+    try:
+        with WiredClient(gw.path, ack_timeout_s=1) as c:
+            with pytest.raises(WiredError, match="HELLO answer is not the documented object"):
+                c.say_hello(["x"], 3)
+        rc, out, err = _cli(capsys, "replay", trace, "--serial", gw.path, "--envelope-key", key,
+                            "--report", tmp_path / "r.json")
+        assert rc == 1 and err.startswith("ppmid: E_WIRED: the gateway's HELLO answer is not"), err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    finally:
+        gw.close()
