@@ -145,4 +145,6 @@ async def test_oversized_publish_with_a_topic_longer_than_its_head_is_answered_a
         assert big[1][0] == base + "é" * 109          # 251: the 110th "é" would be cut in two
         assert big[2][0] == base + "y" * 219          # 252: the first "é" straddles the cut
         assert seen == [("ppmid/v1/00DB1234567890A0/cmd", b"small")]  # the stream stayed in step
+        import sys
+        assert "ppmid.mqtt.oversize" not in sys.modules  # loaded for each, dropped after
     await _with(b, c, body)

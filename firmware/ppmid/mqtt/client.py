@@ -36,7 +36,6 @@ E_MQTT_SUBSCRIBE = "E_MQTT_SUBSCRIBE"
 # large message allocates its buffer again; the boot's gc.threshold keeps the free heap in
 # one piece for that (bench/heap32/frag.py).
 _RX_KEEP = const(2048)
-_HEAD = const(256)  # bytes kept of an oversized PUBLISH (its topic and packet id)
 # The reconnect backoff starts again only after a connection stayed up this long: a broker
 # that drops the client within a second of its CONNACK (a second gateway with the same
 # client id taking the session over, each in turn; a broker that kicks the client) must
@@ -498,41 +497,23 @@ class MQTTClient:
         if n > len(self._rx):
             if first & 0xF0 != p.PUBLISH:
                 raise p.PacketError(_text(_S_PACKET_LARGE, (n, self.max_packet)))
-            # An oversized PUBLISH is read and thrown away past its head (topic, packet
-            # id), then answered and PUBACKed: refusing it by dropping the link would
-            # only make the broker redeliver it for ever. The head is kept as a PUBLISH of
-            # its own: a topic longer than fits (update/+ matches a level of any length) is
-            # cut at a character's start, and the packet id read from past it (review 94
-            # F3: such a topic dropped the link at every redelivery)
-            head = self._rxmv
-            await self._fill(r, head[:2])
-            pid = 2 if first & 6 else 0
-            tlen = min((head[0] << 8) | head[1], n - 2 - pid)  # a malformed length: junk, skipped
-            keep = got = min(tlen, _HEAD - 4)
-            await self._fill(r, head[2:2 + got])
-            if keep < tlen:
-                while keep and head[1 + keep] & 0xC0 == 0x80:  # a character's continuation
-                    keep -= 1
-                if keep and head[1 + keep] >= 0xC0:  # ... and its cut-short start
-                    keep -= 1
-            await self._skip(r, tlen - got)
-            await self._fill(r, head[2 + keep:2 + keep + pid])
-            head[0] = keep >> 8
-            head[1] = keep & 0xFF
-            await self._skip(r, n - 2 - tlen - pid)
+            # An oversized PUBLISH is read past, keeping its topic and packet id, then
+            # answered and PUBACKed: refusing it by dropping the link would only make the
+            # broker redeliver it for ever. Rare: that code is ppmid.mqtt.oversize's,
+            # loaded for it and dropped again
+            from ppmid.mqtt import oversize
+            try:
+                head = await oversize.read_head(self, r, first, n)
+            finally:
+                oversize = None
+                from ppmid.modules import unload
+                unload("ppmid.mqtt.oversize", "ppmid.modules")
             self._oversize = n
-            return first, head[:2 + keep + pid]
+            return first, head
         mv = self._rxmv[:n]
         if n:
             await self._fill(r, mv)
         return first, mv
-
-    async def _skip(self, r, left):
-        scratch = self._rxmv[_HEAD:]
-        while left > 0:
-            k = min(left, len(scratch))
-            await self._fill(r, scratch[:k])
-            left -= k
 
     async def _fill(self, r, mv):
         n = len(mv)
