@@ -307,8 +307,8 @@ class MQTTClient:
                 pass
 
     async def _session(self):
-        """One connection's life; sets self._online (the CONNACK's ticks_ms) once the CONNACK accepted it. Its start
-        (dialling, CONNECT/CONNACK, SUBSCRIBE/SUBACK) is ppmid.mqtt.handshake's, imported
+        """One connection's life; sets self._online to the ticks_ms of the CONNACK that
+        accepted it. Its start (dialling, CONNECT/CONNACK, SUBSCRIBE/SUBACK) is ppmid.mqtt.handshake's, imported
         for each connection and dropped once the session is up: the running app does not
         hold that code."""
         self._dead = None
