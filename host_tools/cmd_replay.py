@@ -115,7 +115,9 @@ def run_serial(args, eui):
     c = WiredClient(args.serial, args.baud)
     try:
         c.open()
-        hello = c.say_hello()
+        # HELLO naming the trace's ids, not none (none asks for every result the gateway
+        # keeps, other runs' too): results of an earlier run of this trace come back now
+        hello = c.say_hello([x["id"] for x in lines])
         gw = (hello.get("gateway") or "").upper()
         if eui and gw and gw != eui:
             raise CliError("the gateway on %s is %s, not --gateway %s" % (args.serial, gw, eui))

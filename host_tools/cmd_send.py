@@ -253,10 +253,18 @@ def run_serial(args):
             return 1
         done = (until,) + tuple(s for s in ("response", "already-executed", "failed", "topped-up") if s != until)
         shown = 0
+        noted = set()
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
             with c._cond:
                 msgs = [m for _, m in c.received.get(id, [])]
+                others = [(i, m) for i, m in c.others.items() if i not in noted]
+            for other, m in others:
+                # e.g. an earlier send that gave up waiting: not this command's, so not TAKEN
+                noted.add(other)
+                print("ppmid: note: the gateway sent the result of another command, %s (%s); "
+                      "not taken: it stays on the gateway for a send of that envelope again"
+                      % (other, m.get("status")), file=sys.stderr)
             for m in msgs[shown:]:
                 show(m)
                 if m.get("status") in done:

@@ -4,7 +4,9 @@ serial adapter on the board's wired UART, or the emulated board's DIR/wired pty)
 The framing is the firmware's own (ppmid.wired.frames, imported through mpcompat), so
 both ends cannot drift apart. `WiredClient` sends envelopes and collects what the gateway
 says: an ACK or a NACK per frame, STATUS and RESULT messages (the MQTT rsp JSON of
-docs/mqtt.md), each RESULT answered with TAKEN once it is recorded. `unplug()` / `plug()`
+docs/mqtt.md), each RESULT of a command it sent or named in a HELLO answered with TAKEN
+once it is recorded. A RESULT of any other command (an earlier run's, a `ppmid send` that
+timed out) is kept apart in `others` and not taken: the gateway keeps it for its sender. `unplug()` / `plug()`
 close and reopen the port like a cable pulled and plugged back: on plug the client sends
 a HELLO naming the commands it has no result for, and the gateway sends what it kept.
 `WiredReplayer` replays a trace (docs/trace.md) over the wire and reports like
@@ -24,6 +26,10 @@ from ppmid.wired import frames as F  # noqa: E402  (firmware module, after mpcom
 # NACK codes after which the same frame may simply go again (nothing was accepted)
 RETRY_CODES = (F.E_WIRE_CRC, F.E_WIRE_TIMEOUT, F.E_WIRE_RATE, F.E_WIRE_SYNC, "E_BUSY")
 FINAL = ("response", "rejected", "failed")
+# ids in one HELLO: the gateway refuses more than wired.keep + 64 (road.py's _WATCH_MAX);
+# 32 ids of at most 32 bytes (envelope.ID_MAX) make a payload of at most 1,057 bytes, within
+# the frame a gateway takes from limits.max_gbcs 920 up (the default is 8192)
+HELLO_IDS = 32
 
 
 class WiredError(Exception):
@@ -71,10 +77,13 @@ class WiredClient:
         self.answers = {}        # seq -> ("ack",) | ("nack", code, message)
         self.received = {}       # id -> [(t_monotonic, message dict)] statuses and results
         self.results = {}        # id -> final message dict
+        self.asked = set()       # ids sent or named in a HELLO here: only their RESULTs are TAKEN
+        self.others = {}         # id -> RESULT of a command not sent or asked for here (not TAKEN)
         self.channel_errors = []  # (code, message) NACKs not about one of our frames
         self.hello = None        # the gateway's last HELLO answer
         self.stats = {"frames_sent": 0, "resends": 0, "acks": 0, "nacks": 0, "results": 0,
-                      "taken": 0, "plugs": 0, "bad_frames": 0}
+                      "taken": 0, "plugs": 0, "bad_frames": 0,
+                      "others": 0}
 
     # ---- the port ------------------------------------------------------------------------
     def open(self):
@@ -142,8 +151,8 @@ class WiredClient:
         self.stats["frames_sent"] += 1
 
     def send_frame(self, ftype, payload, timeout):
-        """Send one frame; its answer ("ack",) / ("nack", code, message) / HELLO dict, or
-        None when nothing came within timeout."""
+        """Send one frame; its answer ("ack",) / ("nack", code, message) / ("hello", the
+        HELLO answer's JSON, checked by say_hello), or None when nothing came within timeout."""
         seq = self._next_seq()
         with self._cond:
             self.answers.pop(seq, None)
@@ -155,11 +164,33 @@ class WiredClient:
             return self.answers.pop(seq, None)
 
     def say_hello(self, ids=(), timeout=10.0):
+        """HELLO naming `ids` (the gateway then sends their kept results and statuses, which
+        this client takes); with none, the gateway sends everything it keeps, which this
+        client records under `others` and leaves there. Many ids go in several HELLOs of
+        HELLO_IDS at most (the gateway refuses one naming more than it keeps or follows).
+        Returns the gateway's (last) answer, its "unknown" the ids unknown in any of them."""
+        ids = list(ids)
+        with self._cond:
+            self.asked.update(ids)
+        got = None
+        unknown = []
+        for at in range(0, len(ids), HELLO_IDS) if ids else (0,):
+            got = self._hello_once(ids[at:at + HELLO_IDS], timeout)
+            unknown += got.get("unknown") or []
+        got["unknown"] = unknown
+        return got
+
+    def _hello_once(self, ids, timeout):
         payload = bytes((1,)) + b"".join(bytes((len(i),)) + i.encode() for i in ids)
         for attempt in range(self.tries):
             got = self.send_frame(F.T_HELLO, payload, timeout / self.tries)
-            if isinstance(got, dict):
-                return got
+            if got is not None and got[0] == "hello":
+                info = got[1]
+                if not isinstance(info, dict) or not isinstance(info.get("gateway"), str) \
+                        or not isinstance(info.get("unknown", []), list):
+                    raise WiredError("the gateway's HELLO answer is not the documented object "
+                                     '({"v", "gateway": EUI, "max_payload", "kept", "unknown": [ids]}): %.80r' % (info,))
+                return info
             if got is not None and got[0] == "nack" and got[1] not in RETRY_CODES:
                 raise WiredError("the gateway refused HELLO: %s %s" % (got[1], got[2]))
         raise WiredError("no HELLO answer from the gateway on %s" % self.port)
@@ -172,6 +203,7 @@ class WiredClient:
         id = id or envelope_id(env_bytes)
         with self._cond:
             self.received.setdefault(id, [])
+            self.asked.add(id)
         got = None
         for attempt in range(self.tries):
             if attempt:
@@ -190,6 +222,8 @@ class WiredClient:
                 except (OSError, WiredError) as again:
                     self.log("wired: %s still unreachable: %s" % (self.port, again))
                 continue
+            if got is not None and got[0] == "hello":
+                got = None  # not an answer to an envelope: as none
             if got is None or (got[0] == "nack" and got[1] in RETRY_CODES):
                 continue
             break
@@ -236,7 +270,11 @@ class WiredClient:
                 used, ev = d.feed(mv[pos:], now)
                 pos += used
                 if ev is not None:
-                    self._event(ev)
+                    try:
+                        self._event(ev)
+                    except Exception as exc:  # noqa: BLE001 - one odd frame must not end the reader
+                        self.stats["bad_frames"] += 1
+                        self.log("wired: a frame from the gateway not understood: %r" % (exc,))
             err = d.expire(now, lambda a, b: a - b)
             if err is not None:
                 self.stats["bad_frames"] += 1
@@ -266,20 +304,39 @@ class WiredClient:
             try:
                 msg = json.loads(p)
             except ValueError:
-                self.stats["bad_frames"] += 1
-                return
-            if t == F.T_HELLO:
+                msg = None
+            if t == F.T_HELLO:  # checked by say_hello, which says what is wrong with it
                 with self._cond:
                     self.hello = msg
-                    self.answers[ev.seq] = msg
+                    self.answers[ev.seq] = ("hello", msg)
                     self._cond.notify_all()
                 return
+            if not isinstance(msg, dict) or not isinstance(msg.get("id"), str):
+                # not the rsp JSON of docs/mqtt.md: a bad frame, as one that is not JSON
+                # (before review 94 W3 a list or a number ended the reader thread)
+                self.stats["bad_frames"] += 1
+                self.log("wired: bad frame from the gateway: a status that is not a JSON object with an id: %.80r" % (p,))
+                return
             final = t == F.T_RESULT
+            id = msg.get("id")
+            with self._cond:
+                mine = id in self.asked
+                if not mine:
+                    # another command's (an earlier run's, a send that timed out): TAKEN
+                    # would make the gateway forget a result its sender never got
+                    self.stats["others"] += 1
+                    if final:
+                        self.others[id] = msg
+                    self._cond.notify_all()
+            if not mine:
+                if final:
+                    self.log("wired: the result of %s, a command not sent or asked for here: left on the gateway" % id)
+                return
             if final:
                 self.stats["results"] += 1
             self._record(msg, final)
             if final:
-                self._taken(msg.get("id"))
+                self._taken(id)
 
     def _taken(self, id):
         # recorded: the gateway may forget it (no ACK awaited here, the reader thread
@@ -358,6 +415,9 @@ class WiredReplayer:
                     rep["per_id"][id]["response_gbcs"] = binascii.hexlify(binascii.a2b_base64(msg["gbcs"])).decode()
         rep["wired"] = dict(self.client.stats, port=self.client.port, channel_errors=len(self.client.channel_errors),
                             resumes=[{"kept": h.get("kept"), "unknown": h.get("unknown")} for h in self.resumes])
+        with self._lock:
+            # results of commands not in this run: left on the gateway (not TAKEN)
+            rep["wired"]["not_taken"] = [{"id": i, "status": m.get("status")} for i, m in sorted(self.client.others.items())]
         return rep
 
 

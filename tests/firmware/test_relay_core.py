@@ -702,6 +702,71 @@ async def test_health_watchdog_and_log_rate_limit():
     assert r.wdt.feeds == feeds + 2
 
 
+class BrokerAwayPublisher:
+    """The MQTT client as the outbox sees it while the broker is unreachable: publish()
+    waits (across the client's reconnects) until the broker is back and PUBACKs."""
+
+    def __init__(self):
+        import asyncio
+        self.back = asyncio.Event()
+        self.waiting = []
+        self.messages = []
+
+    async def publish(self, topic, payload, qos=1, retain=False):
+        self.waiting.append(topic)
+        await self.back.wait()
+        import json
+        self.messages.append((topic, json.loads(payload)))
+
+
+async def test_an_mqtt_outage_longer_than_the_stall_limit_resets_nothing_and_other_roads_are_served():
+    # review 94's question: the outbox's publish waits for the broker, and its loop with it.
+    # Premises without WAN may lose MQTT for hours: the relay must stay healthy (the watchdog
+    # fed) past stall_ms, and a command by another road is still relayed and answered.
+    import asyncio
+    pub = BrokerAwayPublisher()
+    r = Rig(pub=pub)
+    r.han.responder = response_to
+    r.relay.link_checks.append(("mqtt", lambda: pub.back.is_set(), 1800))
+    r.relay.start()
+    try:
+        await r.submit("m-1", 10)  # its "accepted" status waits for the broker
+        for _ in range(200):
+            if pub.waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert pub.waiting, "the outbox never tried the broker"
+        feeds = r.wdt.feeds
+        for minute in range(10):  # 5 minutes of outage, well past stall_ms (60 s)
+            r.clock.advance(30000)
+            r.relay._wake_dispatch.set()  # its loop's next pass (and beat) now, not in 1 s
+            await asyncio.sleep(0.05)
+            assert r.relay.house_once() == (True, "degraded"), r.relay.health()
+        assert r.wdt.feeds >= feeds + 5 and r.relay.fault is None
+        res = await r.submit("n-1", 11, via="nfc-phone")
+        assert res["status"] == "accepted", res
+        for _ in range(400):
+            got = r.relay.result("n-1")
+            if got and got["status"] == "response":
+                break
+            await asyncio.sleep(0.01)
+        assert r.relay.result("n-1")["status"] == "response"
+        assert r.relay.house_once() == (True, "degraded")
+        # the broker comes back: what waited goes, in order
+        pub.back.set()
+        def m1():
+            return [m["status"] for t, m in pub.messages if t.endswith("/rsp") and m["id"] == "m-1"]
+        for _ in range(400):
+            if "response" in m1():
+                break
+            await asyncio.sleep(0.01)
+        got = m1()
+        assert got == ["accepted", "relayed", "response"], got
+        assert r.relay.house_once() == (True, "ok")
+    finally:
+        await stop_relay(r.relay)
+
+
 async def test_run_loop_end_to_end_with_tasks():
     try:
         import asyncio

@@ -100,6 +100,28 @@ def test_frame_cut_short_times_out_and_the_next_one_is_read():
     assert err.code == F.E_WIRE_TIMEOUT and err.seq is None
 
 
+def test_the_frame_timeout_is_a_gap_not_a_time_for_the_whole_frame():
+    # review 94 W2: counted from the frame's first byte, the largest frame the road takes
+    # (8,338 bytes) could not arrive at 115200 baud (724 ms) within the default 500 ms
+    d = F.Deframer(9000, timeout_ms=500)
+    payload = bytes(range(256)) * 32 + b"tail"
+    f = F.encode(F.T_ENVELOPE, 9, payload)
+    got = []
+    t = 1000
+    for at in range(0, len(f), 256):  # 256 bytes every 22 ms: 115200 baud's pace
+        assert d.expire(t, _diff) is None, at
+        got += _events(d, f[at:at + 256], now=t)
+        t += 22
+    assert t - 1000 > 700 and got == [("frame", F.T_ENVELOPE, 9, payload)]
+    # a gap of timeout_ms in the middle still drops it, with its seq
+    assert _events(d, f[:4000], now=5000) == []
+    assert d.expire(5499, _diff) is None
+    assert _events(d, f[4000:4100], now=5499) == []
+    assert d.expire(5998, _diff) is None  # 499 ms after its latest bytes
+    err = d.expire(5999, _diff)
+    assert err.code == F.E_WIRE_TIMEOUT and err.seq == 9 and not d.pending()
+
+
 def test_nack_payload_round_trips_and_is_bounded():
     p = F.nack_payload(12, "E_AUTH", "envelope mac does not verify")
     assert F.parse_nack(p) == (12, "E_AUTH", "envelope mac does not verify")

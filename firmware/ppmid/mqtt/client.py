@@ -36,7 +36,12 @@ E_MQTT_SUBSCRIBE = "E_MQTT_SUBSCRIBE"
 # large message allocates its buffer again; the boot's gc.threshold keeps the free heap in
 # one piece for that (bench/heap32/frag.py).
 _RX_KEEP = const(2048)
-_HEAD = const(256)  # bytes kept of an oversized PUBLISH (its topic and packet id)
+# The reconnect backoff starts again only after a connection stayed up this long: a broker
+# that drops the client within a second of its CONNACK (a second gateway with the same
+# client id taking the session over, each in turn; a broker that kicks the client) must
+# not be redialled at backoff_min for ever. 30 s: the app's keepalive, by which an idle
+# connection has had a PINGRESP too (docs/mqtt.md; review 94 F2)
+_STABLE_MS = const(30000)
 
 
 # The failures' sentences, by their index in ppmid.mqtt.client_errors.SENTENCES (the text)
@@ -192,7 +197,8 @@ class MQTTClient:
 
     async def publish(self, topic, payload, qos=1, retain=False, wait=True, first=False):
         """Queue a PUBLISH. wait=True: wait for queue space, then (QoS 1) return once the
-        broker has PUBACKed it, across reconnects if need be; QoS 0 returns once written.
+        broker has PUBACKed it, across reconnects if need be; QoS 0 returns once written
+        (True) or once its write failed (False: lost, as QoS 0 allows, and counted in drops).
         wait=False: never blocks; returns False (and counts a drop) when the queue is full,
         True when queued. first=True (QoS 1, with wait=False): while connected the message
         is written before publish returns, ahead of the queue and the in-flight window:
@@ -225,6 +231,7 @@ class MQTTClient:
         self._wake.set()
         if wait:
             await m.done.wait()
+            return m.sent > 0  # False: a QoS 0 message whose write failed (lost, counted in drops)
         return True
 
     async def run(self):
@@ -236,7 +243,7 @@ class MQTTClient:
                 while not self.wlan.isconnected() and not self._stopping:
                     await sleep_ms(250)
                 continue
-            self._online = False
+            self._online = None
             self._poisoned = False
             try:
                 self.state = "connecting"
@@ -245,9 +252,9 @@ class MQTTClient:
                 self._note(exc)
             if self._stopping:
                 break
-            if self._online:
+            if self._online is not None:
                 self.stats["link_losses"] += 1
-                if not self._poisoned:
+                if not self._poisoned and ticks_diff(ticks_ms(), self._online) >= _STABLE_MS:
                     attempt = 0
                 # else: the handler refused a message the broker will redeliver at once;
                 # keep backing off so that a persistent failure does not spin
@@ -300,8 +307,8 @@ class MQTTClient:
                 pass
 
     async def _session(self):
-        """One connection's life; sets self._online once the CONNACK accepted it. Its start
-        (dialling, CONNECT/CONNACK, SUBSCRIBE/SUBACK) is ppmid.mqtt.handshake's, imported
+        """One connection's life; sets self._online to the ticks_ms of the CONNACK that
+        accepted it. Its start (dialling, CONNECT/CONNACK, SUBSCRIBE/SUBACK) is ppmid.mqtt.handshake's, imported
         for each connection and dropped once the session is up: the running app does not
         hold that code."""
         self._dead = None
@@ -408,7 +415,14 @@ class MQTTClient:
                 if m.qos:
                     m.pid = self._next_pid()
                     self._inflight.append(m)
-                await self._send(m, False)
+                try:
+                    await self._send(m, False)
+                except BaseException:
+                    if not m.qos:  # in neither list now: lost (QoS 0 allows it), but its
+                        m.sent = 0  # waiting publisher is told (False), not left waiting for ever
+                        self.stats["drops"] += 1
+                        self._finish(m)
+                    raise
                 if not m.qos:
                     self.stats["published"] += 1
                     self._finish(m)
@@ -480,17 +494,17 @@ class MQTTClient:
         if n > len(self._rx):
             if first & 0xF0 != p.PUBLISH:
                 raise p.PacketError(_text(_S_PACKET_LARGE, (n, self.max_packet)))
-            # An oversized PUBLISH is read and thrown away past its head (topic, packet
-            # id), then answered and PUBACKed: refusing it by dropping the link would
-            # only make the broker redeliver it for ever.
-            head = self._rxmv[:_HEAD]
-            await self._fill(r, head)
-            left = n - _HEAD
-            scratch = self._rxmv[_HEAD:]
-            while left:
-                k = min(left, len(scratch))
-                await self._fill(r, scratch[:k])
-                left -= k
+            # An oversized PUBLISH is read past, keeping its topic and packet id, then
+            # answered and PUBACKed: refusing it by dropping the link would only make the
+            # broker redeliver it for ever. Rare: that code is ppmid.mqtt.oversize's,
+            # loaded for it and dropped again
+            from ppmid.mqtt import oversize
+            try:
+                head = await oversize.read_head(self, r, first, n)
+            finally:
+                oversize = None
+                from ppmid.modules import unload
+                unload("ppmid.mqtt.oversize", "ppmid.modules")
             self._oversize = n
             return first, head
         mv = self._rxmv[:n]

@@ -197,7 +197,7 @@ def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on
     client._tx_at = 0
     client._in_handler = False  # the reader waits for the handler: nothing is read
     client._stopping = False
-    client._online = False
+    client._online = None  # the ticks_ms of the last accepted CONNACK
     client._poisoned = False
     client.backoff_delay = 0   # the last reconnect delay chosen (before jitter)
     client._rx = bytearray(_RX_MIN)  # grows to the packet; past client._RX_KEEP, let go after it
@@ -215,7 +215,7 @@ def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on
 
 async def start(client):
     """Dial and have the CONNECT accepted: returns the reader stream, with client._w set
-    (from then on the client's session cleans the connection up) and client._online."""
+    (from then on the client's session cleans the connection up) and client._online (now)."""
     try:
         r, w = await wait_for_ms(client._connect(), int(client.connect_timeout * 1000))
     except asyncio.TimeoutError:
@@ -233,7 +233,7 @@ async def start(client):
     if rc:
         raise MQTTError(E_MQTT_REFUSED, "broker refused the connection: %s (%d)"
                         % (CONNACK_TEXT.get(rc, "?"), rc))
-    client._online = True
+    client._online = ticks_ms()
     client.session_present = present
     client.stats["connects"] += 1
     return r

@@ -102,7 +102,7 @@ async def publish_once(relay):
 
 async def run(relay):
     """The publish loop: drains the queue, backing off while the broker is away; the
-    relay's "publish" heartbeat once a pass."""
+    relay's "publish" heartbeat once a pass, except while a publish waits for the broker."""
     backoff = _BACKOFF_MIN_MS
     wake = relay._wake_publish
     while True:
@@ -112,6 +112,11 @@ async def run(relay):
             await wait_event_ms(wake, 5000)
             continue
         try:
+            # the publisher waits for the broker (across its reconnects), and this loop with
+            # it: its heartbeat is not checked meanwhile. A broker that is away is the mqtt
+            # link check's, with its own grace; premises without WAN must not be reset
+            # every stall_ms (60 s) for it (review 94)
+            relay._beats.pop("publish", None)
             await publish_once(relay)
             backoff = _BACKOFF_MIN_MS
         except Exception as exc:
