@@ -702,6 +702,42 @@ async def test_health_watchdog_and_log_rate_limit():
     assert r.wdt.feeds == feeds + 2
 
 
+def test_the_boot_s_mqtt_road_check_follows_the_wifi_station_not_the_broker():
+    # review 94 (its outage question): the check boot.py gave the relay followed the MQTT
+    # client's state, so a broker or WAN away for hours reset the board every 30 minutes.
+    # It follows the Wi-Fi station: hours with the broker away and Wi-Fi up reset nothing;
+    # Wi-Fi itself down for longer than the grace does (a wedged stack's cure)
+    from ppmid.boot import wifi_check
+
+    class Station:
+        up = True
+
+        def isconnected(self):
+            return self.up
+
+    class Board:
+        wlan = Station()
+
+    board = Board()
+    r = Rig()
+    r.pub.down = True                      # the broker away
+    r.relay.link_checks[:] = [wifi_check(board)]
+    name, up, grace_s = r.relay.link_checks[0]
+    assert name == "wifi" and grace_s == 1800
+    for _ in range(4 * 6):                 # 4 hours, Wi-Fi up all along
+        r.clock.advance(600000)
+        r.relay._beats["dispatch"] = r.clock.ms()
+        assert r.relay.house_once() == (True, "ok"), r.relay.health()
+    board.wlan.up = False
+    r.clock.advance(1000)
+    r.relay._beats["dispatch"] = r.clock.ms()
+    assert r.relay.house_once() == (True, "degraded")
+    r.clock.advance(1800 * 1000 + 1000)
+    r.relay._beats["dispatch"] = r.clock.ms()
+    ok, why = r.relay.house_once()
+    assert not ok and "wifi link down for 1801 s" in why, why
+
+
 class BrokerAwayPublisher:
     """The MQTT client as the outbox sees it while the broker is unreachable: publish()
     waits (across the client's reconnects) until the broker is back and PUBACKs."""
