@@ -383,7 +383,7 @@ async def test_bring_up_without_a_network_waits_then_says_network_down():
               E.NETWORK_STATE: lambda seq: N.response_frame(seq, E.NETWORK_STATE, b"\x00"),
               E.NETWORK_INIT: lambda seq: N.response_frame(seq, E.NETWORK_INIT, b"\x00")}
     H, han = _han_on(13, script)
-    han.opts["network_timeout_s"] = 0.05
+    han.network_timeout_s = 0.05
     logged = []
     han._log = logged.append
     await han._bring_up()

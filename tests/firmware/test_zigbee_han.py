@@ -947,3 +947,26 @@ def test_a_report_names_every_counter_and_a_gbt_timeout_only_once_counted():
         assert False, "a list longer than the names was read"
     except ValueError:
         pass
+
+
+def test_the_options_are_the_links_attributes_from_the_config():
+    # zigbee/han_start.py's options set the HAN's options as its attributes: the defaults,
+    # limits.transfer_size / max_gbcs, the zigbee section's own keys; the section itself
+    # is commission_settings only with an install code; han_start is dropped after it
+    import sys
+    code = "83FED3407A939723A5C639B26916D505C3B5"
+    z = {"send_timeout_s": 5, "rx_queue": 2, "install_code": code}
+    han = H.ZigbeeHan(None, None, {"limits": {"transfer_size": 600, "max_gbcs": 4000}, "zigbee": z})
+    assert (han.transfer_size, han.max_message, han.send_timeout_s, han.rx_queue) == (600, 4000, 5, 2)
+    assert (han.sent_timeout_s, han.resend_window_s, han.ezsp_version) == (10, 10, 13)   # defaults
+    assert han.commission_settings is z and han.tunnel.max_incoming == 600
+    assert "ppmid.zigbee.han_start" not in sys.modules
+    assert han._ready()
+    han._rxq = [b"\xdd\x00a", b"\xdd\x00b"]
+    assert not han._ready()   # the link reads rx_queue: the NCP is held off at 2 messages
+    # the zigbee keys over the limits' (a config without sections is taken as the section)
+    han = H.ZigbeeHan(None, None, {"max_message": 100, "backoff_max_s": 0.5, "install_code": ""})
+    assert (han.max_message, han.backoff_max_s, han.transfer_size) == (100, 0.5, 1500)
+    assert han.commission_settings is None
+    han = H.ZigbeeHan(None, None)
+    assert (han.max_message, han.commission_settings) == (8192, None)

@@ -42,7 +42,8 @@ class _Ezsp:
 
 class _Han:
     def __init__(self, failures=()):
-        self.opts = {"commission": {"install_code": None, "rejoin_after_s": 1}, "backoff_max_s": 2}
+        self.commission_settings = {"install_code": None, "rejoin_after_s": 1}
+        self.backoff_max_s = 2
         self.counters = [0] * len(HAN)   # the HAN link's, a list by index
         self.counters[_RESETS] = 1
         self._net_event = asyncio.Event()

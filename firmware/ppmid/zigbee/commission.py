@@ -174,12 +174,12 @@ async def bring_up(han, c, init_status, resets=None):
                 return
         except PpmidError as exc:  # the install code: no retry can mend it
             han._set_status(COMMISSION_FAILED, "%s: %s" % (exc.code, exc.message))
-            await sleep_ms(int(han.opts["unsupported_retry_s"] * 1000))
+            await sleep_ms(int(han.unsupported_retry_s * 1000))
             continue
         joined = han._net_up
         han._set_status(COMMISSION_FAILED, "%s: %s" % (cm.error, cm.detail))
         await sleep_ms(int(max(backoff, cm.retry_after_s or 0) * 1000))
-        backoff = min(han.opts["backoff_max_s"], backoff * 2)
+        backoff = min(han.backoff_max_s, backoff * 2)
 
 
 def _commissioner(han, c):
@@ -213,7 +213,7 @@ def order_recommission(han, why):
     establishment, then the whole sequence as for a new module, in ZigbeeHan's network task
     (a rejoin running is replaced). False when the config has no install code, None while
     the driver brings the module up (the order is to be sent again)."""
-    c = han.opts.get("commission")
+    c = han.commission_settings
     if not c:
         return False
     from ppmid.zigbee.rejoin import network_task
@@ -278,7 +278,7 @@ async def _rejoin_until_up(han, c, cm):
         han._set_status(REJOIN_FAILED, "%s: %s" % (cm.error, cm.detail))
         # back by itself in the meantime: no more rejoins
         await wait_event_ms(han._net_event, backoff * 1000)
-        backoff = min(han.opts["backoff_max_s"], backoff * 2)
+        backoff = min(han.backoff_max_s, backoff * 2)
 
 
 async def _recommission(han, c, cm, why):

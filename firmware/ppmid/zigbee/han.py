@@ -131,7 +131,7 @@ def _text(key, args=()):
 class ZigbeeHan:
     def __init__(self, reader, writer, config=None, log=None, on_status=None):
         from ppmid.zigbee.han_start import options
-        self.opts = options(config)   # zigbee/han_start.py drops itself after it
+        options(self, config)   # self.max_message etc.; zigbee/han_start.py drops itself after it
         self._log = log
         self.on_status = on_status
         self.status = "starting"
@@ -142,7 +142,7 @@ class ZigbeeHan:
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
-        self.tunnel = T.TunnelServer(self.opts["transfer_size"])
+        self.tunnel = T.TunnelServer(self.transfer_size)
         # What the (synchronous) receive callback queues for the tasks that take it: complete
         # messages for receive(), tunnel replies for _reply_loop, fragment acks for _ack_loop,
         # the CH's refusals (_rejected) for _resend_loop. One event for the four: it is set
@@ -219,11 +219,11 @@ class ZigbeeHan:
         NCP reported every piece delivered; raises HanError otherwise."""
         if dest not in (None, T.CH_NWK):
             raise HanError(E_HAN_DEST, _text(_S_DEST, (dest,)))
-        if len(data) > self.opts["max_message"]:
-            raise HanError(E_HAN_TOO_BIG, _text(_S_TOO_BIG, (len(data), self.opts["max_message"])))
+        if len(data) > self.max_message:
+            raise HanError(E_HAN_TOO_BIG, _text(_S_TOO_BIG, (len(data), self.max_message)))
         data = bytes(data)
         async with self._send_lock:
-            deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
+            deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
             await self._wait_ready(deadline)
             if self._rejected:
                 await self._do_resends()  # what the CH refused earlier goes first
@@ -299,7 +299,7 @@ class ZigbeeHan:
             except (HanError, AshError, E.EzspError) as exc:
                 if exc.code == E.E_MODULE_UNSUPPORTED:
                     self._set_status("module-unsupported", exc.message)
-                    await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
+                    await sleep_ms(int(self.unsupported_retry_s * 1000))
                     continue
                 if isinstance(exc, HanError):
                     self._logf("%s", exc)
@@ -312,7 +312,7 @@ class ZigbeeHan:
             if ok:
                 backoff = 500
             await sleep_ms(backoff)
-            backoff = min(int(self.opts["backoff_max_s"] * 1000), backoff * 2)
+            backoff = min(int(self.backoff_max_s * 1000), backoff * 2)
 
     def _on_link_fail(self, err):
         # synchronous: senders must see the new status before they run again
@@ -338,7 +338,7 @@ class ZigbeeHan:
 
     # ---- callbacks from the NCP (synchronous) ----------------------------------------
     def _ready(self):
-        return len(self._rxq) < self.opts["rx_queue"]
+        return len(self._rxq) < self.rx_queue
 
     def _on_frame(self, frame):
         self._ezsp.on_frame(frame)
@@ -371,7 +371,7 @@ class ZigbeeHan:
                 else:
                     # the CH will re-request the tunnel when we are back on the network
                     self.tunnel.close("network down")
-                    if self._up and "commission" in self.opts:
+                    if self._up and self.commission_settings is not None:
                         # a trust-centre rejoin if it stays down (zigbee/rejoin.py, loaded now)
                         from ppmid.zigbee.rejoin import network_lost
                         network_lost(self)
@@ -554,7 +554,7 @@ class ZigbeeHan:
                     from ppmid.gbcs.reassembly import Reassembler
                     # (a message whose blocks stop arriving: the log says so, counted
                     # rx_gbt_timeouts, by the reassembly's code, not resident)
-                    self._gbt = Reassembler(self.opts["max_message"], 60000, self._logf, self.counters)
+                    self._gbt = Reassembler(self.max_message, 60000, self._logf, self.counters)
                 out = self._gbt.feed(data, ticks_ms())
             except ImportError:
                 out = data  # no GBT support in this build: the relay sees the block itself
@@ -564,7 +564,7 @@ class ZigbeeHan:
             if out is None:
                 return
             data = out
-        if len(self._rxq) >= self.opts["rx_queue"]:
+        if len(self._rxq) >= self.rx_queue:
             self.counters[_C_RX_DROPPED] += 1
             self._logf(_S_QUEUE_FULL)
             return
@@ -586,7 +586,7 @@ class ZigbeeHan:
     def _prune(self, now):
         # a body is held only for its window (up to max_message bytes each): after it, the
         # CH does not ask for the message again
-        window = int(self.opts["resend_window_s"] * 1000)
+        window = int(self.resend_window_s * 1000)
         while len(self._recent) > _RECENT_MAX or (self._recent and ticks_diff(now, self._recent[0][2]) > window):
             self._recent.pop(0)
 
@@ -597,7 +597,7 @@ class ZigbeeHan:
                 if self._recent:
                     # wake when the oldest body's window ends, to let it go then and not at
                     # the next send, which may be long after
-                    left = int(self.opts["resend_window_s"] * 1000) - ticks_diff(ticks_ms(), self._recent[0][2])
+                    left = int(self.resend_window_s * 1000) - ticks_diff(ticks_ms(), self._recent[0][2])
                     if not await wait_event_ms(self._queued, max(left, 0) + 1) and not self._rejected:
                         self._prune(ticks_ms())  # (a refusal waiting for its turn keeps its body)
                 else:
@@ -642,7 +642,7 @@ class ZigbeeHan:
                 kept.append(r)
         self._recent = kept
         for r in again:
-            deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
+            deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
             try:
                 await self._send_message(r[1], deadline)
                 self.counters[_C_RESENT] += 1
@@ -669,7 +669,7 @@ class ZigbeeHan:
         A piece (TransferData) that cannot be complete at the CH is sent again, here,
         until the deadline; once one may be complete there and is not confirmed, every
         failure is E_DELIVERY_UNKNOWN: nothing is ever sent to the HAN twice."""
-        limit = self.tunnel.client_max or self.opts["transfer_size"]
+        limit = self.tunnel.client_max or self.transfer_size
         self._sent_pieces = 0   # TransferData frames that may be at the CH, so far
         # the message, or each of its GBT blocks in turn, is in this one buffer behind room
         # for the TransferData header, so the send allocates neither blocks nor frames (a
@@ -716,8 +716,8 @@ class ZigbeeHan:
                 if ticks_diff(deadline, ticks_ms()) <= 0:
                     if i == 0:
                         # nothing of it is complete at the CH: the relay may send it later
-                        raise HanError(E_HAN_DOWN, _text(_S_NOT_SENT, (self.opts["send_timeout_s"], exc)))
-                    raise self._uncertain(_text(_S_BLOCK_LATE, (i, count, i + 1, self.opts["send_timeout_s"], exc)))
+                        raise HanError(E_HAN_DOWN, _text(_S_NOT_SENT, (self.send_timeout_s, exc)))
+                    raise self._uncertain(_text(_S_BLOCK_LATE, (i, count, i + 1, self.send_timeout_s, exc)))
                 await sleep_ms(50)
             except HanError as exc:
                 if exc.code in (E_DELIVERY, E_DELIVERY_UNKNOWN):
@@ -785,7 +785,7 @@ class ZigbeeHan:
                         # all blocks of one APS message share its counter; the receiver keys
                         # its reassembly by sender and counter (docs/zigbee.md)
                         aps_seq = seq
-                await wait_event_ms(w, int(self.opts["sent_timeout_s"] * 1000))
+                await wait_event_ms(w, int(self.sent_timeout_s * 1000))
                 if w.status is None:  # no messageSentHandler: timeout or link failure
                     if last:
                         raise self._uncertain(_text(_S_TOOK_UNCONFIRMED))

@@ -26,7 +26,7 @@ def network_lost(han):
 
 
 async def after_network_loss(han):
-    c = han.opts["commission"]
+    c = han.commission_settings
     resets = han.counters[_C_RESETS]
     wait_ms = c.get("rejoin_after_s", 20) * 1000
     backoff = 1
@@ -49,7 +49,7 @@ async def after_network_loss(han):
                 import gc
                 gc.collect()
             wait_ms = backoff * 1000
-            backoff = min(han.opts["backoff_max_s"], backoff * 2)
+            backoff = min(han.backoff_max_s, backoff * 2)
     finally:
         if network_task(han) is asyncio.current_task():
             han._net_task = None
