@@ -130,8 +130,6 @@ def _text(key, args=()):
 
 class ZigbeeHan:
     def __init__(self, reader, writer, config=None, log=None, on_status=None):
-        from ppmid.zigbee.han_start import options
-        options(self, config)   # self.max_message etc.; zigbee/han_start.py drops itself after it
         self._log = log
         self.on_status = on_status
         self.status = "starting"
@@ -142,7 +140,6 @@ class ZigbeeHan:
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
-        self.tunnel = T.TunnelServer(self.transfer_size)
         # What the (synchronous) receive callback queues for the tasks that take it: complete
         # messages for receive(), tunnel replies for _reply_loop, fragment acks for _ack_loop,
         # the CH's refusals (_rejected) for _resend_loop. One event for the four: it is set
@@ -194,6 +191,9 @@ class ZigbeeHan:
         # (little-endian), read once the network is up (zigbee/han_start.py); b"": being
         # read; None: unknown. Tunnel and Time frames whose sender it is not are dropped
         self._tc_eui = None
+        from ppmid.zigbee.han_start import options
+        options(self, config)   # self.max_message etc.; zigbee/han_start.py drops itself after it
+        self.tunnel = T.TunnelServer(self.transfer_size)
 
     # ---- public ----------------------------------------------------------------------
     async def start(self):
