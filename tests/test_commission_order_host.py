@@ -77,7 +77,7 @@ def test_busy_then_a_plain_resend_is_accepted(tmp_path, monkeypatch):
 
     class Han:
         def __init__(self, up, answer=True):
-            self.opts = {"commission": {"install_code": "83FED3407A939723A5C639B26916D505C3B5"}}
+            self.commission_settings = {"install_code": "83FED3407A939723A5C639B26916D505C3B5"}
             self._up, self._net_task, self.answer = up, None, answer
 
     han = Han(up=False)

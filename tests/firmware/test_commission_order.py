@@ -20,7 +20,7 @@ class _Han:
     (_up) and its network task slot."""
 
     def __init__(self, install_code=True, up=True):
-        self.opts = {"commission": {"install_code": "83FED3407A939723A5C639B26916D505C3B5"}} if install_code else {}
+        self.commission_settings = {"install_code": "83FED3407A939723A5C639B26916D505C3B5"} if install_code else None
         self._up = up
         self._net_task = None
 

@@ -11,6 +11,7 @@ from ppmid.errors import PpmidError
 from ppmid.relay import journal as J
 from ppmid.zigbee import prepayment as P
 from ppmid.relay.report import named
+from ppmid.zigbee.han_counters import named as han_named_counters, HAN
 
 PPTD_BASE = 7394156990786306048
 ESME_NWK = 0x4A21
@@ -155,7 +156,8 @@ class TopupHan(FakeHan):
         self.zcl = []
         self.meter = meter
         self.zcl_fail = []
-        self.counters = {"rx_unsecured": 0}   # the HAN link's, which the road counts in too
+        # the HAN link's (a list by index), which the road counts in too
+        self.counters = [0] * len(HAN)
 
     async def send_zcl(self, dest, cluster, endpoint, frame):
         if self.zcl_fail:
@@ -306,13 +308,13 @@ async def test_at_v14_an_answer_from_another_eui64_does_not_end_the_top_up():
     # a forged "duplicate" as the meter's NWK, from an IHD's EUI-64: not taken
     r.han.on_zcl(ESME_NWK, 0x0705, P.consumer_top_up_response(seq, P.RESULT_DUPLICATE, 0, 1, 5), _wire("00DB1234567890A9"))
     await r.publish_all()
-    assert r.journal.by_id["t-1"].state == J.SENDING and r.han.counters["rx_unsecured"] == 1
+    assert r.journal.by_id["t-1"].state == J.SENDING and han_named_counters(r.han.counters, HAN)["rx_unsecured"] == 1
     assert r.pub.statuses("t-1") == ["accepted", "relayed"]   # sent, not answered
     assert len([line for line in r.logs if "not the meter's" in line]) == 1
     # the meter's own answer, its EUI-64 named: taken, and the UTRN is the meter's to judge
     r.han.on_zcl(ESME_NWK, 0x0705, P.consumer_top_up_response(seq, 0x10, 70, 2, 1070), _wire(ESME))
     await r.publish_all()
-    assert r.pub.statuses("t-1")[-1] == "topped-up" and r.han.counters["rx_unsecured"] == 1
+    assert r.pub.statuses("t-1")[-1] == "topped-up" and han_named_counters(r.han.counters, HAN)["rx_unsecured"] == 1
     assert r.pub.on("/rsp")[-1]["topup"]["credit"] == 1070
 
 

@@ -3,7 +3,7 @@
 import asyncio
 import binascii
 from ppmid.zigbee import ezsp as E
-from ppmid.zigbee.han_counters import named, EZSP
+from ppmid.zigbee.han_counters import named, han_named, EZSP, TUNNEL
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee import tunnel_host as TH   # the CH's frames
 from ppmid.zigbee.tunnel_control import transfer_data_error
@@ -262,7 +262,7 @@ def test_tunnel_server_request_transfer_and_errors():
     # garbage and server->client frames are counted, not fatal
     assert s.handle(0, b"\x01") == ([], None)
     assert s.handle(0, T.zcl_header(1, 0, True)) == ([], None)
-    assert s.counters["bad_zcl"] == 1 and s.counters["unknown_commands"] == 1
+    assert named(s.counters, TUNNEL)["bad_zcl"] == 1 and named(s.counters, TUNNEL)["unknown_commands"] == 1
     kinds = [e[0] for e in s.events]
     assert kinds.count("open") == 3 and "error" in kinds and kinds.count("closed") == 3
 
@@ -277,11 +277,11 @@ def test_tunnel_control_frames_load_their_module_and_drop_it():
     assert data is None and T.parse_zcl(replies[0])[4][2] == TH.TUNNEL_OK and s.tunnel_id == 1
     assert name not in sys.modules
     assert s.handle(0, TH.transfer_data(2, 1, b"gbcs", False)) == ([], b"gbcs")
-    assert name not in sys.modules and s.counters["rx_data"] == 1
+    assert name not in sys.modules and named(s.counters, TUNNEL)["rx_data"] == 1
     # refusals and other nodes go through it as well, and leave it dropped
     assert T.parse_zcl(s.handle(0x4444, TH.transfer_data(3, 1, b"x", False))[0][0])[4][2] == T.WRONG_DEVICE
     assert T.parse_zcl(s.handle(0, TH.transfer_data(4, 1, bytes(101), False))[0][0])[4][2] == TH.DATA_OVERFLOW
-    assert name not in sys.modules and s.counters["not_ch"] == 1 and s.counters["tx_transfer_errors"] == 1
+    assert name not in sys.modules and named(s.counters, TUNNEL)["not_ch"] == 1 and named(s.counters, TUNNEL)["tx_transfer_errors"] == 1
 
 
 def test_tunnel_control_that_cannot_load_drops_the_frame_not_the_link():
@@ -300,13 +300,13 @@ def test_tunnel_control_that_cannot_load_drops_the_frame_not_the_link():
     try:
         assert s.handle(0, TH.request_tunnel(2)) == ([], None)
         assert s.handle(0, TH.close_tunnel(3, 1)) == ([], None)
-        assert s.counters["unhandled"] == 2 and s.events[-2:] == [("unhandled", 0), ("unhandled", 1)]
-        assert s.tunnel_id == 1 and s.counters["requests"] == 1
+        assert named(s.counters, TUNNEL)["unhandled"] == 2 and s.events[-2:] == [("unhandled", 0), ("unhandled", 1)]
+        assert s.tunnel_id == 1 and named(s.counters, TUNNEL)["requests"] == 1
         assert s.handle(0, TH.transfer_data(4, 1, b"gbcs", False)) == ([], b"gbcs")
     finally:
         del sys.modules[name]
     s.handle(0, TH.close_tunnel(5, 1))
-    assert s.tunnel_id is None and s.counters["closed"] == 1 and name not in sys.modules
+    assert s.tunnel_id is None and named(s.counters, TUNNEL)["closed"] == 1 and name not in sys.modules
 
 
 def test_fragment_ack_layout():
@@ -362,7 +362,7 @@ async def test_bring_up_leaves_nothing_of_han_start_loaded():
     await han._bring_up()
     assert han._up and han._net_up and han._max_payload == 0x52
     assert han.module == {"ezsp_version": 13, "stack_version": "7.4.2.0", "stack_type": 2, "reset_code": 0x0B}
-    assert han.status == "no-tunnel" and han.counters["resets"] == 1
+    assert han.status == "no-tunnel" and han_named(han)["resets"] == 1
     assert "ppmid.zigbee.han_start" not in sys.modules
     # an unusable payload limit, then a module too old: errors as before, module dropped
     payload[E.MAXIMUM_PAYLOAD_LENGTH] = lambda seq: N.response_frame(seq, E.MAXIMUM_PAYLOAD_LENGTH, b"\x05")
@@ -383,7 +383,7 @@ async def test_bring_up_without_a_network_waits_then_says_network_down():
               E.NETWORK_STATE: lambda seq: N.response_frame(seq, E.NETWORK_STATE, b"\x00"),
               E.NETWORK_INIT: lambda seq: N.response_frame(seq, E.NETWORK_INIT, b"\x00")}
     H, han = _han_on(13, script)
-    han.opts["network_timeout_s"] = 0.05
+    han.network_timeout_s = 0.05
     logged = []
     han._log = logged.append
     await han._bring_up()

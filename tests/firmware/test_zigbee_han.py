@@ -9,6 +9,7 @@ from ppmid.zigbee import han as H
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee import tunnel_host as TH   # the CH's frames
 from ppmid.zigbee.tunnel_control import transfer_data_error
+from ppmid.zigbee.han_counters import named, han_named, TUNNEL
 
 CH = 0x0000
 WINDOW_S = 0.3
@@ -60,7 +61,7 @@ def test_refusal_inside_the_window_sends_the_message_again():
         _refusal(han)
         await sleep_ms(150)  # the loop gathers a burst for 50 ms
         assert sent == [b"\xdd\x00first", b"\xdd\x00first"]
-        assert han.counters["rejected_by_ch"] == 1 and han.counters["resent"] == 1
+        assert han_named(han)["rejected_by_ch"] == 1 and han_named(han)["resent"] == 1
         assert len(han._recent) == 1  # held again, for a new window
 
     asyncio.run(_with_resend_loop(han, body))
@@ -78,7 +79,7 @@ def test_body_is_let_go_after_its_window_without_another_send():
         # a refusal after the window finds nothing to send again
         _refusal(han)
         await sleep_ms(150)
-        assert len(sent) == 2 and han.counters["resent"] == 0
+        assert len(sent) == 2 and han_named(han)["resent"] == 0
 
     asyncio.run(_with_resend_loop(han, body))
 
@@ -93,7 +94,7 @@ def test_a_refusal_waiting_for_the_send_lock_keeps_its_body():
             await sleep_ms(250)  # past the window
             assert len(han._recent) == 1
         await sleep_ms(100)
-        assert sent == [b"\xdd\x00held", b"\xdd\x00held"] and han.counters["resent"] == 1
+        assert sent == [b"\xdd\x00held", b"\xdd\x00held"] and han_named(han)["resent"] == 1
 
     asyncio.run(_with_resend_loop(han, body))
 
@@ -108,7 +109,7 @@ def test_refusals_of_two_messages_send_both_again_oldest_first():
         _refusal(han)   # the CH refused our two newest TransferData frames: B's, then A's
         await sleep_ms(150)
         assert sent == [b"\xdd\x00A", b"\xdd\x00B", b"\xdd\x00A", b"\xdd\x00B"]
-        assert han.counters["resent"] == 2 and [r[1] for r in han._recent] == [b"\xdd\x00A", b"\xdd\x00B"]
+        assert han_named(han)["resent"] == 2 and [r[1] for r in han._recent] == [b"\xdd\x00A", b"\xdd\x00B"]
 
     asyncio.run(_with_resend_loop(han, body))
 
@@ -126,7 +127,7 @@ def test_of_two_equal_held_messages_only_the_refused_one_is_sent_again():
         assert len(han._recent) == 2 and han._recent[0] == han._recent[1]
         _refusal(han)
         await sleep_ms(150)
-        assert sent == [b"\xdd\x00A"] * 3 and han.counters["resent"] == 1 and len(han._recent) == 2
+        assert sent == [b"\xdd\x00A"] * 3 and han_named(han)["resent"] == 1 and len(han._recent) == 2
 
     try:
         asyncio.run(_with_resend_loop(han, body))
@@ -150,8 +151,8 @@ def test_a_message_refused_only_in_part_is_not_sent_again():
         await han.send(None, b"\xdd\x00G")
         _refusal(han)   # one block of G's three: the meter may have the other two
         await sleep_ms(150)
-        assert sent == [b"\xdd\x00A", b"\xdd\x00G"] and han.counters["resent"] == 0
-        assert han.counters["resend_partial"] == 1 and [r[1] for r in han._recent] == [b"\xdd\x00A"]
+        assert sent == [b"\xdd\x00A", b"\xdd\x00G"] and han_named(han)["resent"] == 0
+        assert han_named(han)["resend_partial"] == 1 and [r[1] for r in han._recent] == [b"\xdd\x00A"]
 
     asyncio.run(_with_resend_loop(han, body))
 
@@ -194,12 +195,12 @@ def test_a_refusal_after_a_failed_send_sends_no_older_message_again():
         _refusal(han)
         await sleep_ms(150)
         assert sent == [b"\xdd\x00A", b"\xdd\x00B"]
-        assert han.counters["rejected_by_ch"] == 1 and han.counters["resent"] == 0
+        assert han_named(han)["rejected_by_ch"] == 1 and han_named(han)["resent"] == 0
         assert han._recent[0][1] == b"\xdd\x00A" and len(han._recent) == 1
         # a second refusal is A's own: A goes again, once
         _refusal(han)
         await sleep_ms(150)
-        assert sent == [b"\xdd\x00A", b"\xdd\x00B", b"\xdd\x00A"] and han.counters["resent"] == 1
+        assert sent == [b"\xdd\x00A", b"\xdd\x00B", b"\xdd\x00A"] and han_named(han)["resent"] == 1
 
     asyncio.run(_with_resend_loop(han, body))
 
@@ -245,7 +246,7 @@ def test_a_send_that_may_have_reached_the_ch_holds_its_place():
     for outcome in (H.HanError(E_DELIVERY, "no APS ack"), H.HanError(E_DELIVERY_UNKNOWN, "link lost")):
         han, on_air, codes = _a_then_b_refused(outcome)
         assert codes == [outcome.code]
-        assert on_air == [b"A", b"B"] and han.counters["resent"] == 0 and len(han._recent) == 1
+        assert on_air == [b"A", b"B"] and han_named(han)["resent"] == 0 and len(han._recent) == 1
 
 
 def test_a_send_the_module_refused_outright_holds_no_place():
@@ -256,7 +257,7 @@ def test_a_send_the_module_refused_outright_holds_no_place():
     refused.for_good = True
     han, on_air, codes = _a_then_b_refused(refused)
     assert codes == [E_DELIVERY]
-    assert on_air == [b"A", b"A"] and han.counters["resent"] == 1
+    assert on_air == [b"A", b"A"] and han_named(han)["resent"] == 1
 
 
 def _a_then_gbt_b_refused(refusals):
@@ -276,7 +277,7 @@ def _a_then_gbt_b_refused(refusals):
             await han.send(None, big)
         except H.HanError as exc:
             codes.append(exc.code)
-        assert han.counters["gbt_blocks_tx"] > 2 and len(on_air) == 3
+        assert han_named(han)["gbt_blocks_tx"] > 2 and len(on_air) == 3
         for _ in range(refusals):
             _refusal(han)
         await sleep_ms(150)
@@ -289,10 +290,10 @@ def _a_then_gbt_b_refused(refusals):
 def test_a_gbt_send_that_failed_holds_the_place_of_the_blocks_the_ch_may_have():
     # 2 refusals are B's 2 blocks: nothing goes again
     han, on_air = _a_then_gbt_b_refused(2)
-    assert len(on_air) == 3 and han.counters["resent"] == 0
+    assert len(on_air) == 3 and han_named(han)["resent"] == 0
     # of 3, the third is A's: A goes again, once, and nothing of B
     han, on_air = _a_then_gbt_b_refused(3)
-    assert len(on_air) == 4 and on_air[-1] == b"A" and han.counters["resent"] == 1
+    assert len(on_air) == 4 and on_air[-1] == b"A" and han_named(han)["resent"] == 1
 
 
 # ---- incoming APS fragments (_defragment), as the NCP hands them over ----------------
@@ -313,7 +314,7 @@ def test_fragments_in_range_deliver_the_whole_message():
     pieces = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
     for i in (0, 2, 1):  # any order after the first
         _fragment(han, i, 3, pieces[i])
-    assert han._rxq == [gbcs] and han.counters["rx_fragments_dropped"] == 0
+    assert han._rxq == [gbcs] and han_named(han)["rx_fragments_dropped"] == 0
 
 
 def test_fragment_index_beyond_the_count_delivers_nothing():
@@ -324,12 +325,12 @@ def test_fragment_index_beyond_the_count_delivers_nothing():
     _fragment(han, 0, 3, pieces[0])
     _fragment(han, 7, 3, pieces[1])
     _fragment(han, 9, 3, pieces[2])
-    assert han._rxq == [] and han.counters["received"] == 0
-    assert han.counters["rx_fragments_dropped"] == 1 and han._frag is None
+    assert han._rxq == [] and han_named(han)["received"] == 0
+    assert han_named(han)["rx_fragments_dropped"] == 1 and han._frag is None
     # the same message sent again, whole, still arrives
     for i in range(3):
         _fragment(han, i, 3, pieces[i])
-    assert han._rxq == [gbcs] and han.counters["rx_fragments_dropped"] == 1
+    assert han._rxq == [gbcs] and han_named(han)["rx_fragments_dropped"] == 1
 
 
 # ---- the tunnel is the CH's alone: another HAN node can neither take it nor feed it ------
@@ -361,7 +362,7 @@ def test_a_request_tunnel_from_another_node_leaves_the_chs_tunnel():
         fc, _, _, cmd, p = T.parse_zcl(reply)
         assert dest == OTHER and cmd == TH.REQUEST_TUNNEL_RESPONSE and p[2] == TH.TUNNEL_BUSY
     assert han.tunnel.tunnel_id == tid and han.tunnel.client == CH
-    assert han.tunnel.counters["not_ch"] == 2 and han.tunnel.counters["opened"] == 1
+    assert named(han.tunnel.counters, TUNNEL)["not_ch"] == 2 and named(han.tunnel.counters, TUNNEL)["opened"] == 1
     assert len([line for line in log if "0x4f21" in line]) == 1  # logged once, counted always
 
     asyncio.run(han.send(None, b"\xdd\x00next"))
@@ -376,7 +377,7 @@ def test_tunnel_frames_from_another_node_are_not_taken():
     dest, reply = han._replies[-1]
     fc, _, _, cmd, p = T.parse_zcl(reply)
     assert dest == OTHER and cmd == TH.S_TRANSFER_DATA_ERROR and p[2] == T.WRONG_DEVICE
-    assert han._rxq == [] and han.counters["received"] == 0
+    assert han._rxq == [] and han_named(han)["received"] == 0
     # nor in APS fragments (not acknowledged, and the CH's reassembly in progress stays)
     zcl = TH.transfer_data(3, tid, b"\xdd\x00" + bytes(60), False)
     _fragment(han, 0, 2, zcl[:40])
@@ -388,8 +389,8 @@ def test_tunnel_frames_from_another_node_are_not_taken():
     # its TransferDataError does not make us send again, nor its CloseTunnel close the tunnel
     _tunnel_frame(han, transfer_data_error(4, tid, T.NO_SUCH_TUNNEL, False), OTHER)
     _tunnel_frame(han, TH.close_tunnel(5, tid), OTHER)
-    assert han.tunnel.tunnel_id == tid and han.counters["rejected_by_ch"] == 0 and han._rejected == {}
-    assert han.tunnel.counters["not_ch"] == 5
+    assert han.tunnel.tunnel_id == tid and han_named(han)["rejected_by_ch"] == 0 and han._rejected == {}
+    assert named(han.tunnel.counters, TUNNEL)["not_ch"] == 5
     # the CH's own TransferData still arrives
     _tunnel_frame(han, TH.transfer_data(6, tid, b"\xdd\x00real", False), CH)
     assert han._rxq[-1] == b"\xdd\x00real"
@@ -406,7 +407,7 @@ def test_a_partial_message_left_days_ago_is_not_completed_by_a_later_one():
     han._frag = (han._frag[0], ticks_add(ticks_ms(), 5000), han._frag[2])  # (key, started_ms, pieces)
     _fragment(han, 1, 3, new[1])
     _fragment(han, 2, 3, new[2])
-    assert han._rxq == [] and han.counters["rx_fragment_timeouts"] == 1
+    assert han._rxq == [] and han_named(han)["rx_fragment_timeouts"] == 1
 
 
 # ---- incoming reassembly keyed by (sender, APS counter) -----------------------------------
@@ -434,19 +435,19 @@ def test_two_interleaved_fragmented_messages_are_never_stitched_together():
     _fragment(han, 0, 3, b[0], seq=10)
     _fragment(han, 1, 3, a[1], seq=9)
     _fragment(han, 2, 3, a[2], seq=9)
-    assert han._rxq == [] and han.counters["received"] == 0
+    assert han._rxq == [] and han_named(han)["received"] == 0
     # A's fragments taken into no message are not acknowledged: the CH repeats or gives up
     assert _acked(han) == [(9, 0), (10, 0)]
     _fragment(han, 1, 3, b[1], seq=10)
     _fragment(han, 2, 3, b[2], seq=10)
     assert han._rxq == [b"\xdd\x00" + b"B" * 40]
-    assert han.counters["rx_fragments_dropped"] == 3   # A's partial, then its fragments 1 and 2
+    assert han_named(han)["rx_fragments_dropped"] == 3   # A's partial, then its fragments 1 and 2
     # A again, under the next counter the CH's stack gives it, arrives whole
     han._ack_count = 0
     for i in range(3):
         _fragment(han, i, 3, a[i], seq=11)
     assert han._rxq == [b"\xdd\x00" + b"B" * 40, b"\xdd\x00" + b"A" * 40]
-    assert _acked(han) == [(11, 0), (11, 1), (11, 2)] and han.counters["rx_fragments_dropped"] == 3
+    assert _acked(han) == [(11, 0), (11, 1), (11, 2)] and han_named(han)["rx_fragments_dropped"] == 3
 
 
 def test_the_last_fragment_repeated_after_the_message_is_whole_is_acked_again_not_delivered_twice():
@@ -462,12 +463,12 @@ def test_the_last_fragment_repeated_after_the_message_is_whole_is_acked_again_no
     assert han._rxq == [gbcs] and han._ack_count == 2
     _fragment(han, 1, 2, pieces[1], seq=0x51)      # the same fragment again: its ack was lost
     assert han._ack_count == 3                      # acknowledged again
-    assert han._rxq == [gbcs] and han.counters["received"] == 1   # delivered once
-    assert han._frag is None and han.counters["rx_fragments_dropped"] == 0
+    assert han._rxq == [gbcs] and han_named(han)["received"] == 1   # delivered once
+    assert han._frag is None and han_named(han)["rx_fragments_dropped"] == 0
     # the next message (a new counter) is reassembled as ever
     _fragment(han, 0, 2, pieces[0], seq=0x52)
     _fragment(han, 1, 2, pieces[1], seq=0x52)
-    assert han._rxq == [gbcs, gbcs] and han.counters["received"] == 2
+    assert han._rxq == [gbcs, gbcs] and han_named(han)["received"] == 2
 
 
 def test_a_message_sent_again_under_a_new_counter_is_reassembled_whole():
@@ -483,14 +484,14 @@ def test_a_message_sent_again_under_a_new_counter_is_reassembled_whole():
     assert han._frag[0] & 0xFF == 0x42 and [i for i, p in enumerate(han._frag[2]) if p is not None] == [0]
     for i in (1, 2, 3):
         _fragment(han, i, 4, pieces[i], seq=0x42)
-    assert han._rxq == [gbcs] and han.counters["received"] == 1
-    assert han.counters["rx_fragments_dropped"] == 2   # the first attempt, then its late fragment
+    assert han._rxq == [gbcs] and han_named(han)["received"] == 1
+    assert han_named(han)["rx_fragments_dropped"] == 2   # the first attempt, then its late fragment
     # a fragment 0 repeated under the same counter (our ack was lost) keeps what arrived
     two = _in_fragments(TH.transfer_data(4, han.tunnel.tunnel_id, b"\xdd\x00next" + bytes(30), False), 2)
     _fragment(han, 0, 2, two[0], seq=0x43)
     _fragment(han, 0, 2, two[0], seq=0x43)
     _fragment(han, 1, 2, two[1], seq=0x43)
-    assert han._rxq == [gbcs, b"\xdd\x00next" + bytes(30)] and han.counters["rx_fragments_dropped"] == 2
+    assert han._rxq == [gbcs, b"\xdd\x00next" + bytes(30)] and han_named(han)["rx_fragments_dropped"] == 2
 
 
 # ---- APS security: tunnel frames come from the CH APS-encrypted ---------------------------
@@ -510,17 +511,17 @@ def test_an_unencrypted_tunnel_frame_from_0x0000_is_dropped_and_the_tunnel_stays
     zcl = TH.transfer_data(6, tid, b"\xdd\x00" + bytes(60), False)
     _fragment(han, 0, 2, zcl[:40], options=0x8000)
     _fragment(han, 1, 2, zcl[40:], options=0x8000)
-    assert han._rxq == [] and han.counters["received"] == 0 and han._replies == []
-    assert han.tunnel.tunnel_id == tid and han.tunnel.counters["opened"] == 1
-    assert han._rejected == {} and han.counters["rejected_by_ch"] == 0
-    assert han._ack_count == 0 and han._frag is None and han.counters["rx_fragments"] == 0
-    assert han.counters["rx_unsecured"] == 6
+    assert han._rxq == [] and han_named(han)["received"] == 0 and han._replies == []
+    assert han.tunnel.tunnel_id == tid and named(han.tunnel.counters, TUNNEL)["opened"] == 1
+    assert han._rejected == {} and han_named(han)["rejected_by_ch"] == 0
+    assert han._ack_count == 0 and han._frag is None and han_named(han)["rx_fragments"] == 0
+    assert han_named(han)["rx_unsecured"] == 6
     assert len([line for line in log if "no APS encryption" in line]) == 1  # counted always
     # the CH's own, encrypted, still arrive
     _tunnel_frame(han, TH.transfer_data(7, tid, b"\xdd\x00real", False), CH)
     _fragment(han, 0, 2, zcl[:40])
     _fragment(han, 1, 2, zcl[40:])
-    assert han._rxq == [b"\xdd\x00real", b"\xdd\x00" + bytes(60)] and han.counters["rx_unsecured"] == 6
+    assert han._rxq == [b"\xdd\x00real", b"\xdd\x00" + bytes(60)] and han_named(han)["rx_unsecured"] == 6
 
 
 
@@ -539,13 +540,13 @@ def test_a_prepayment_answer_without_aps_encryption_never_reaches_the_top_up():
 
     frame(0)
     frame(0x0040)            # retry bit alone: still no APS security
-    assert seen == [] and han.counters["rx_unsecured"] == 2
+    assert seen == [] and han_named(han)["rx_unsecured"] == 2
     frame(APS_ENCRYPTED)
-    assert seen == [(esme, 0x0705, answer)] and han.counters["rx_unsecured"] == 2
+    assert seen == [(esme, 0x0705, answer)] and han_named(han)["rx_unsecured"] == 2
     # another SE cluster outside the two the gateway acts on goes to the road as before
     han._incoming({"sender": esme, "message": answer,
                    "aps": {"profile": T.PROFILE_SE, "cluster": 0x0702, "options": 0, "group": 0}})
-    assert seen[-1] == (esme, 0x0702, answer) and han.counters["rx_unsecured"] == 2
+    assert seen[-1] == (esme, 0x0702, answer) and han_named(han)["rx_unsecured"] == 2
 
 
 def test_a_time_answer_without_aps_encryption_never_reaches_the_clock():
@@ -561,9 +562,9 @@ def test_a_time_answer_without_aps_encryption_never_reaches_the_clock():
                        "aps": {"profile": T.PROFILE_SE, "cluster": 0x000A, "options": options, "group": 0}})
 
     frame(0)
-    assert seen == [] and han.counters["rx_unsecured"] == 1
+    assert seen == [] and han_named(han)["rx_unsecured"] == 1
     frame(APS_ENCRYPTED)
-    assert len(seen) == 1 and seen[0]["message"] == answer and han.counters["rx_unsecured"] == 1
+    assert len(seen) == 1 and seen[0]["message"] == answer and han_named(han)["rx_unsecured"] == 1
 
 # ---- EZSP v14: the sender's EUI-64 (review 87 F4) ---------------------------------------
 def _wire(eui_text):
@@ -599,12 +600,12 @@ def test_at_v14_tunnel_frames_not_from_the_trust_centre_are_dropped():
     zcl = TH.transfer_data(5, tid, b"\xdd\x00" + bytes(60), False)
     _named(han, zcl[:40], IHD_WIRE, options=0x8000 | APS_ENCRYPTED, group=(2 << 8) | 0)
     assert han._rxq == [] and han.tunnel.tunnel_id == tid and han._frag is None and han._ack_count == 0
-    assert han.counters["rx_unsecured"] == 4   # counted with the unencrypted ones
+    assert han_named(han)["rx_unsecured"] == 4   # counted with the unencrypted ones
     assert len([line for line in log if "not the trust centre's" in line]) == 1   # counted always
     # the trust centre's own go through, and below v14 (no EUI-64 named) nothing changes
     _named(han, TH.transfer_data(6, tid, b"\xdd\x00real", False), TC_WIRE)
     _named(han, TH.transfer_data(7, tid, b"\xdd\x00v13", False), None)
-    assert han._rxq == [b"\xdd\x00real", b"\xdd\x00v13"] and han.counters["rx_unsecured"] == 4
+    assert han._rxq == [b"\xdd\x00real", b"\xdd\x00v13"] and han_named(han)["rx_unsecured"] == 4
 
 
 def test_at_v14_a_time_answer_not_from_the_trust_centre_never_reaches_the_clock():
@@ -614,16 +615,16 @@ def test_at_v14_a_time_answer_not_from_the_trust_centre_never_reaches_the_clock(
     han.on_time = seen.append
     answer = b"\x18\x07\x01\x00\x00\x00\xe2\x00\x00\x00\x30"
     _named(han, answer, IHD_WIRE, cluster=0x000A)
-    assert seen == [] and han.counters["rx_unsecured"] == 1
+    assert seen == [] and han_named(han)["rx_unsecured"] == 1
     _named(han, answer, TC_WIRE, cluster=0x000A)
     _named(han, answer, None, cluster=0x000A)
-    assert len(seen) == 2 and han.counters["rx_unsecured"] == 1
+    assert len(seen) == 2 and han_named(han)["rx_unsecured"] == 1
     # a Prepayment answer is the top-up road's to judge (the meter's EUI-64): handed on
     # with the EUI-64 the module named
     zcl = []
     han.on_zcl = lambda sender, cluster, frame, eui64=None: zcl.append((sender, cluster, eui64))
     _named(han, b"\x19\x05\x0b", IHD_WIRE, cluster=0x0705, sender=0x4A21)
-    assert zcl == [(0x4A21, 0x0705, IHD_WIRE)] and han.counters["rx_unsecured"] == 1
+    assert zcl == [(0x4A21, 0x0705, IHD_WIRE)] and han_named(han)["rx_unsecured"] == 1
 
 
 class _SecurityStateEzsp:
@@ -660,7 +661,7 @@ async def test_at_v14_the_trust_centre_is_read_when_unknown_and_frames_wait_for_
         assert han.tunnel.tunnel_id is None
         await sleep_ms(20)
     assert han._ezsp.asked == [0x0069, 0x0069, 0x0069] and han._tc_eui == TC_WIRE
-    assert han.counters["rx_unsecured"] == 3
+    assert han_named(han)["rx_unsecured"] == 3
     assert len([line for line in log if "trust centre unknown" in line]) == 2
     _named(han, TH.request_tunnel(2), TC_WIRE)
     assert han.tunnel.tunnel_id is not None
@@ -821,7 +822,7 @@ def test_fragments_announcing_more_than_the_tunnel_takes_are_never_held():
     for count, size in ((255, 80), (20, 80), (2, limit + 8)):
         _fragment(han, 0, count, b"\x01" * size, seq=count & 0xFF)
         assert han._frag is None and _acked(han) == [], (count, size)
-    assert han.counters["rx_fragments_dropped"] == 3
+    assert han_named(han)["rx_fragments_dropped"] == 3
     # within the bound it is held, until what its later fragments bring passes the bound
     # (a fragment 0 of 1 byte announcing 255, then 100-byte ones: ~25 KB, were all held)
     _fragment(han, 0, 255, b"\x01", seq=7)
@@ -833,7 +834,7 @@ def test_fragments_announcing_more_than_the_tunnel_takes_are_never_held():
     _fragment(han, 1, 255, b"\x01" * 100, seq=7)   # a repeat counts once
     assert han._frag is not None
     _fragment(han, 16, 255, b"\x01" * 100, seq=7)
-    assert han._frag is None and han.counters["rx_fragments_dropped"] == 4
+    assert han._frag is None and han_named(han)["rx_fragments_dropped"] == 4
     # a message that fits still arrives whole
     gbcs = b"\xdd\x00" + bytes(range(200))
     pieces = _in_fragments(TH.transfer_data(3, han.tunnel.tunnel_id, gbcs, False), 3)
@@ -853,7 +854,7 @@ def test_two_messages_under_one_aps_counter_are_not_joined():
     _fragment(han, 1, 3, a[1], seq=9)
     _fragment(han, 0, 3, b[0], seq=9)      # same counter, another message
     _fragment(han, 2, 3, b[2], seq=9)
-    assert han._rxq == [] and han.counters["rx_fragments_dropped"] == 1
+    assert han._rxq == [] and han_named(han)["rx_fragments_dropped"] == 1
     _fragment(han, 1, 3, b[1], seq=9)
     assert han._rxq == [b"\xdd\x00" + b"B" * 40]
     # another count under one counter: another message too
@@ -868,7 +869,7 @@ def test_two_messages_under_one_aps_counter_are_not_joined():
     _fragment(han, 0, 3, a[0], seq=13)
     _fragment(han, 1, 3, a[1], seq=13)
     _fragment(han, 2, 3, a[2], seq=13)
-    assert han._rxq[-1] == b"\xdd\x00" + b"A" * 40 and han.counters["rx_fragments_dropped"] == 2
+    assert han._rxq[-1] == b"\xdd\x00" + b"A" * 40 and han_named(han)["rx_fragments_dropped"] == 2
 
 
 def test_an_incoming_gbt_message_that_times_out_is_logged_and_counted():
@@ -886,11 +887,86 @@ def test_an_incoming_gbt_message_that_times_out_is_logged_and_counted():
     assert han._rxq == [] and han._gbt.pending() == 0
     assert any("E_GBT_MEMORY" in line for line in lines), lines
     han._gbt.feed(build.build_block(0x01, 8, orig, recip, 0x0001, 2, b"x"), ticks_add(ticks_ms(), -61000))
-    assert "rx_gbt_timeouts" not in han.counters
+    assert "rx_gbt_timeouts" not in han_named(han)
     whole = build.build_command(5, orig, recip, 0x0001, bytes(20))
     han._deliver(build.build_block(0x01, 5, orig, recip, 0x0001, 1, whole, last=True))
-    assert han._rxq == [whole] and han.counters["rx_gbt_timeouts"] == 1
+    assert han._rxq == [whole] and han_named(han)["rx_gbt_timeouts"] == 1
     assert han._gbt.timed_out == [] and han._gbt.pending() == 0
     lost = [line for line in lines if "incoming GBT message lost" in line]
     assert len(lost) == 1 and "E_GBT_TIMEOUT" in lost[0] and "counter 8" in lost[0], lines
     assert isinstance(han._gbt, Reassembler)
+
+
+def test_every_han_and_tunnel_counter_index_names_its_counter():
+    # the HAN link and its tunnel server count by private _C_X = const(i) indices, and so
+    # do the modules that count in their lists (the commissioning, the rejoin, the top-up
+    # road, the GBT reassembly, the tunnel's control frames); zigbee/han_counters.py names
+    # them (x, lower case) at index i, for reports: every module's indices agree with the
+    # names, each is used where defined, every name is counted somewhere, and the owners'
+    # lists are as long as the names
+    import sys
+    if sys.implementation.name != "cpython":
+        class SkipTest(Exception):  # tests/mp_runner.py reports it as skipped
+            pass
+        raise SkipTest("reads the sources (CPython's re and file paths); the counters run on both above")
+    import re
+    from ppmid.zigbee import han_counters as HC, commission, rejoin, tunnel_control
+    from ppmid.relay import topups
+    from ppmid.gbcs import reassembly
+    for owner, others, names in ((H, (commission, rejoin, topups, reassembly), HC.HAN),
+                                 (T, (tunnel_control,), HC.TUNNEL)):
+        counted = set()
+        for mod in (owner,) + others:
+            src = open(mod.__file__).read()
+            keys = re.findall(r"^_C_(\w+) = const\((\d+)\)", src, re.M)
+            assert keys and all(names[int(i)] == k.lower() for k, i in keys), (mod.__name__, keys)
+            used = set(re.findall(r"\[_C_(\w+)\]", src))
+            assert used == set(k for k, _ in keys), (mod.__name__, used ^ set(k for k, _ in keys))
+            counted |= set(k.lower() for k, _ in keys)
+        assert counted == set(names), set(names) ^ counted
+        assert re.search(r"^_COUNTERS = const\(%d\)" % len(names), open(owner.__file__).read(), re.M)
+
+
+def test_a_report_names_every_counter_and_a_gbt_timeout_only_once_counted():
+    # all_counters (the emulator's and tests' report): the HAN level by name, its layers
+    # under their prefixes; rx_gbt_timeouts appears once one was counted, as when the
+    # counters were a dict the reassembly added the key to
+    from ppmid.zigbee.han_counters import all_counters, HAN
+    han, _ = _han()
+    han.counters[HAN.index("resets")] = 3
+    han.tunnel.counters[TUNNEL.index("not_ch")] = 2
+    report = all_counters(han)
+    assert report["resets"] == 3 and report["tunnel_not_ch"] == 2 and report["ash_resets"] == 0
+    assert "rx_gbt_timeouts" not in report and "ezsp_timeouts" in report and "ash_rx_crc" in report
+    assert len(report) == len(HAN) - 1 + len(TUNNEL) + 19 + 7 + 7
+    han.counters[HAN.index("rx_gbt_timeouts")] = 1
+    assert all_counters(han)["rx_gbt_timeouts"] == 1
+    han.counters.append(0)   # a list that no longer matches the names is refused, not misread
+    try:
+        all_counters(han)
+        assert False, "a list longer than the names was read"
+    except ValueError:
+        pass
+
+
+def test_the_options_are_the_links_attributes_from_the_config():
+    # zigbee/han_start.py's options set the HAN's options as its attributes: the defaults,
+    # limits.transfer_size / max_gbcs, the zigbee section's own keys; the section itself
+    # is commission_settings only with an install code; han_start is dropped after it
+    import sys
+    code = "83FED3407A939723A5C639B26916D505C3B5"
+    z = {"send_timeout_s": 5, "rx_queue": 2, "install_code": code}
+    han = H.ZigbeeHan(None, None, {"limits": {"transfer_size": 600, "max_gbcs": 4000}, "zigbee": z})
+    assert (han.transfer_size, han.max_message, han.send_timeout_s, han.rx_queue) == (600, 4000, 5, 2)
+    assert (han.sent_timeout_s, han.resend_window_s, han.ezsp_version) == (10, 10, 13)   # defaults
+    assert han.commission_settings is z and han.tunnel.max_incoming == 600
+    assert "ppmid.zigbee.han_start" not in sys.modules
+    assert han._ready()
+    han._rxq = [b"\xdd\x00a", b"\xdd\x00b"]
+    assert not han._ready()   # the link reads rx_queue: the NCP is held off at 2 messages
+    # the zigbee keys over the limits' (a config without sections is taken as the section)
+    han = H.ZigbeeHan(None, None, {"max_message": 100, "backoff_max_s": 0.5, "install_code": ""})
+    assert (han.max_message, han.backoff_max_s, han.transfer_size) == (100, 0.5, 1500)
+    assert han.commission_settings is None
+    han = H.ZigbeeHan(None, None)
+    assert (han.max_message, han.commission_settings) == (8192, None)

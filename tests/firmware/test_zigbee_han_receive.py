@@ -17,6 +17,7 @@ from ppmid.zigbee import ezsp as E
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee import tunnel_host as TH   # the CH's frames
 from ppmid.zigbee.tunnel_control import transfer_data_error
+from ppmid.zigbee.han_counters import han_named
 
 CH = 0x0000
 APS_ENCRYPTED = 0x0020  # the NCP received the frame APS-encrypted (the CH's link key)
@@ -146,8 +147,8 @@ async def _run(seed, rounds):
                                    and len(ez.acks) == len(want_acks) and not han._rejected))
     finally:
         await _cancel(tasks)
-    assert refusals and han.counters["rejected_by_ch"] == refusals and han._rejected == {}, (
-        "seed %d: %d refusals, counted %d, left %r" % (seed, refusals, han.counters["rejected_by_ch"], han._rejected))
+    assert refusals and han_named(han)["rejected_by_ch"] == refusals and han._rejected == {}, (
+        "seed %d: %d refusals, counted %d, left %r" % (seed, refusals, han_named(han)["rejected_by_ch"], han._rejected))
     return han, want_msgs, want_replies, want_acks, got
 
 
@@ -158,14 +159,14 @@ async def test_four_takers_take_every_message_reply_ack_and_refusal():
         assert want_msgs and want_replies and want_acks   # every kind was in the mix
         assert [bytes(m) for m in got] == want_msgs, "seed %d: %d of %d messages" % (seed, len(got), len(want_msgs))
         assert ez.acks == want_acks, "seed %d: %d of %d acks, ring %d, counted sent %d failed %d" % (
-            seed, len(ez.acks), len(want_acks), han._ack_count, han.counters["rx_fragment_acks"],
-            han.counters["rx_fragment_ack_failed"])
+            seed, len(ez.acks), len(want_acks), han._ack_count, han_named(han)["rx_fragment_acks"],
+            han_named(han)["rx_fragment_ack_failed"])
         assert len(ez.unicasts) == len(want_replies), "seed %d: %d of %d replies" % (
             seed, len(ez.unicasts), len(want_replies))
         for (dest, zcl), other in zip(ez.unicasts, want_replies):
             # the tunnel's TransferDataError: that tunnel id, no such tunnel
             assert dest == CH and zcl[-3:] == bytes((other & 0xFF, other >> 8, T.NO_SUCH_TUNNEL))
-        c = han.counters
+        c = han_named(han)
         assert (c["rx_fragment_acks"], c["rx_fragment_ack_failed"]) == (len(want_acks), 0)
         assert c["rx_fragments_dropped"] == 0 and han._rxq == [] and han._replies == []
         han = got = want_msgs = want_acks = ez = None   # not held through the next seed
@@ -192,7 +193,7 @@ async def test_an_overfull_ack_ring_is_counted_and_the_rest_still_taken():
                 _frame(han, piece, aps)
                 acks.append(_ack_of(aps))
             bodies.append(body)
-        assert han.counters["rx_fragment_ack_failed"] == 2
+        assert han_named(han)["rx_fragment_ack_failed"] == 2
         got = []
         for _ in bodies:
             got.append(bytes(await asyncio.wait_for(han.receive(), 2)))
@@ -202,5 +203,5 @@ async def test_an_overfull_ack_ring_is_counted_and_the_rest_still_taken():
     finally:
         await _cancel(tasks)
     assert ez.acks == acks[:ACK_SLOTS]
-    c = han.counters
+    c = han_named(han)
     assert (c["rx_fragment_acks"], c["rx_fragment_ack_failed"]) == (ACK_SLOTS, 2)

@@ -10,6 +10,9 @@ import sys
 
 from ppmid.errors import PpmidError
 from ppmid.zigbee import rejoin as R
+from ppmid.zigbee.han_counters import HAN
+
+_RESETS = HAN.index("resets")
 
 _ALREADY_JOINED = b"\x70"     # findAndRejoinNetwork refused (EmberStatus INVALID_CALL)
 
@@ -39,8 +42,10 @@ class _Ezsp:
 
 class _Han:
     def __init__(self, failures=()):
-        self.opts = {"commission": {"install_code": None, "rejoin_after_s": 1}, "backoff_max_s": 2}
-        self.counters = {"resets": 1}
+        self.commission_settings = {"install_code": None, "rejoin_after_s": 1}
+        self.backoff_max_s = 2
+        self.counters = [0] * len(HAN)   # the HAN link's, a list by index
+        self.counters[_RESETS] = 1
         self._net_event = asyncio.Event()
         self._net_up = False
         self._up = True
@@ -132,7 +137,7 @@ async def test_a_link_failure_still_ends_the_watch_for_the_supervisor():
 
     async def failing(fid, params):
         han._ezsp.calls += 1
-        han.counters["resets"] += 1
+        han.counters[_RESETS] += 1
         raise PpmidError("E_HAN_DOWN", "link lost")
     han._ezsp.command = failing
     await _watch(han)

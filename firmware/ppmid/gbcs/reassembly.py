@@ -45,6 +45,9 @@ def block_data(m):
 PENDING_OVERHEAD = 192
 _MISSING_NAMED = 8    # missing block numbers named in a timeout's sentence, then a count
 _S_GBT_LOST = const(32)   # the sentence of that number in zigbee/han_errors.py
+# where the HAN link counts a message lost so in the counters it hands over (a list of
+# ints): the place of "rx_gbt_timeouts" in zigbee/han_counters.py's HAN
+_C_RX_GBT_TIMEOUTS = const(22)
 
 
 class _Pending:
@@ -72,9 +75,10 @@ class Reassembler:
         self.held = 0
         self._pending = {}
         self.timed_out = []   # GbtErrors of messages expired inside feed() (last 8 kept)
-        # the HAN link's (zigbee/han.py): its sentence logger and counters, to say and count
-        # a message expired inside feed() instead of keeping it in timed_out. Here and not in
-        # the link, whose code is resident: this module loads with the first GBT block
+        # the HAN link's (zigbee/han.py): its sentence logger and counters (a list of ints),
+        # to say and count a message expired inside feed() instead of keeping it in
+        # timed_out. Here and not in the link, whose code is resident: this module loads
+        # with the first GBT block
         self._logs = logs
         self._counters = counters
         self._done = {}       # key -> completion time: late duplicates of a completed message
@@ -122,8 +126,7 @@ class Reassembler:
         arrives, else None. Raises GbcsError (bad block) or GbtError."""
         for exc in self.expire(now_ms):
             if self._logs is not None:
-                c = self._counters
-                c["rx_gbt_timeouts"] = c.get("rx_gbt_timeouts", 0) + 1
+                self._counters[_C_RX_GBT_TIMEOUTS] += 1
                 self._logs(_S_GBT_LOST, exc)   # "incoming GBT message lost: %s"
                 continue
             self.timed_out.append(exc)

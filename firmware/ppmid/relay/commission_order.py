@@ -131,7 +131,7 @@ def take(root, payload, gateway, key_hex, han):
         # the signature first: an unsigned message learns nothing of this gateway
         verify(text, sig, key_hex)
         doc = check(text, gateway, last_sequence(root))
-        if han is None or "commission" not in han.opts:
+        if han is None or han.commission_settings is None:
             raise OrderError(E_ORDER_UNSUPPORTED, "this gateway has no zigbee.install_code: it cannot commission")
         seq = doc["sequence"]
         try:

@@ -37,6 +37,9 @@ _CONFIRM_TIME_S = const(10)
 _MARGIN_MS = const(2000)        # on top of a time the CH announced (air, NCP, CH)
 _STEPS = const(16)              # the last steps kept for info
 _KE_SLOTS = const(4)            # KE frames waiting: the exchange is lock-step, one answer due at a time
+# the HAN link's counter of module resets: its index in han.counters (a list of ints), the
+# place of "resets" in zigbee/han_counters.py's HAN
+_C_RESETS = const(11)
 
 KEYS = {"install_code": None, "channels": None, "ke_endpoint": 1, "scan_duration": 3,
         "join_timeout_s": 15, "ke_timeout_s": 10, "extended_pan_id": None, "rejoin_after_s": 20}
@@ -163,7 +166,7 @@ async def bring_up(han, c, init_status, resets=None):
     if not joined:
         _mark(path, False)
     backoff = 1
-    while resets is None or han.counters["resets"] == resets:
+    while resets is None or han.counters[_C_RESETS] == resets:
         han._set_status(COMMISSIONING, cm.state)
         try:
             if await cm.run(joined):
@@ -171,12 +174,12 @@ async def bring_up(han, c, init_status, resets=None):
                 return
         except PpmidError as exc:  # the install code: no retry can mend it
             han._set_status(COMMISSION_FAILED, "%s: %s" % (exc.code, exc.message))
-            await sleep_ms(int(han.opts["unsupported_retry_s"] * 1000))
+            await sleep_ms(int(han.unsupported_retry_s * 1000))
             continue
         joined = han._net_up
         han._set_status(COMMISSION_FAILED, "%s: %s" % (cm.error, cm.detail))
         await sleep_ms(int(max(backoff, cm.retry_after_s or 0) * 1000))
-        backoff = min(han.opts["backoff_max_s"], backoff * 2)
+        backoff = min(han.backoff_max_s, backoff * 2)
 
 
 def _commissioner(han, c):
@@ -210,7 +213,7 @@ def order_recommission(han, why):
     establishment, then the whole sequence as for a new module, in ZigbeeHan's network task
     (a rejoin running is replaced). False when the config has no install code, None while
     the driver brings the module up (the order is to be sent again)."""
-    c = han.opts.get("commission")
+    c = han.commission_settings
     if not c:
         return False
     from ppmid.zigbee.rejoin import network_task
@@ -242,21 +245,21 @@ async def _owning_status(han, work):
     # brings the module up again) or a newer order (which replaced this task) ends it
     # without touching what came after
     from ppmid.zigbee.rejoin import network_task
-    resets = han.counters["resets"]
+    resets = han.counters[_C_RESETS]
     me = asyncio.current_task()
     han._up = False
     try:
         await work
     finally:
-        if han.counters["resets"] == resets and han._link.connected and network_task(han) is me:
+        if han.counters[_C_RESETS] == resets and han._link.connected and network_task(han) is me:
             han._up = True
             han._update_status()
 
 
 async def _rejoin_until_up(han, c, cm):
-    resets = han.counters["resets"]
+    resets = han.counters[_C_RESETS]
     backoff = 1
-    while not han._net_up and han.counters["resets"] == resets:
+    while not han._net_up and han.counters[_C_RESETS] == resets:
         han._net_event.clear()
         try:
             for secured in (True, False):
@@ -264,7 +267,7 @@ async def _rejoin_until_up(han, c, cm):
                 if await cm.rejoin(secured):
                     return
                 await asyncio.sleep(0)   # a NETWORK_UP read with the answer is handled first
-                if han._net_up or han.counters["resets"] != resets:
+                if han._net_up or han.counters[_C_RESETS] != resets:
                     return    # back by itself, or the module reset (the supervisor decides)
         except PpmidError as exc:
             if exc.code != E_REJOIN_REFUSED:
@@ -274,7 +277,7 @@ async def _rejoin_until_up(han, c, cm):
         han._set_status(REJOIN_FAILED, "%s: %s" % (cm.error, cm.detail))
         # back by itself in the meantime: no more rejoins
         await wait_event_ms(han._net_event, backoff * 1000)
-        backoff = min(han.opts["backoff_max_s"], backoff * 2)
+        backoff = min(han.backoff_max_s, backoff * 2)
 
 
 async def _recommission(han, c, cm, why):
@@ -290,7 +293,7 @@ async def _recommission(han, c, cm, why):
     _mark(c.get("state_path"), False)
     cm.state = "uncommissioned"
     cm.cbke = None
-    await bring_up(han, c, -1, han.counters["resets"])
+    await bring_up(han, c, -1, han.counters[_C_RESETS])
 
 
 class Commissioner:

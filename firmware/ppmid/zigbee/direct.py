@@ -16,7 +16,7 @@ async def send_zcl(han, dest, cluster, endpoint, zcl):
         raise HanError(E_HAN_TOO_BIG if len(zcl) > han._max_payload else E_HAN_DEST,
                        "cannot send %d bytes to 0x%04X in one APS frame" % (len(zcl), dest))
     async with han._send_lock:
-        deadline = ticks_add(ticks_ms(), int(han.opts["send_timeout_s"] * 1000))
+        deadline = ticks_add(ticks_ms(), int(han.send_timeout_s * 1000))
         while not (han._up and han._net_up and han._link.connected):
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:

@@ -64,6 +64,35 @@ _S_NOT_ACKED = const(29)
 _S_FRAGMENT_NOT_ACKED = const(30)
 _S_WRONG_EUI = const(31)
 
+# The link's counters: one list of ints, by these indices. Their names are
+# zigbee/han_counters.py's HAN (in this order), which only tests and reports load: as a
+# dict's keys they were ~22 names the firmware interned for reports it never makes
+# (docs/memory.md, session 10). The last, rx_gbt_timeouts, is counted by
+# gbcs/reassembly.py (loaded with the first GBT block) in the list it is handed.
+_C_SENT = const(0)
+_C_SEND_FAILED = const(1)
+_C_SEND_RETRIES = const(2)
+_C_FRAGMENTS_TX = const(3)
+_C_GBT_BLOCKS_TX = const(4)
+_C_RECEIVED = const(5)
+_C_RX_DROPPED = const(6)
+_C_RX_FRAGMENTS = const(7)
+_C_RX_FRAGMENT_TIMEOUTS = const(8)
+_C_RX_NOT_TUNNEL = const(9)
+_C_RX_GBT_BLOCKS = const(10)
+_C_RESETS = const(11)
+_C_CALLBACKS_UNKNOWN = const(12)
+_C_REJECTED_BY_CH = const(13)
+_C_RESENT = const(14)
+_C_RESEND_FAILED = const(15)
+_C_DELIVERY_UNKNOWN = const(16)
+_C_RESEND_PARTIAL = const(17)
+_C_RX_FRAGMENT_ACKS = const(18)
+_C_RX_FRAGMENT_ACK_FAILED = const(19)
+_C_RX_FRAGMENTS_DROPPED = const(20)
+_C_RX_UNSECURED = const(21)
+_COUNTERS = const(23)
+
 
 class HanError(PpmidError):
     pass
@@ -101,26 +130,16 @@ def _text(key, args=()):
 
 class ZigbeeHan:
     def __init__(self, reader, writer, config=None, log=None, on_status=None):
-        from ppmid.zigbee.han_start import options
-        self.opts = options(config)   # zigbee/han_start.py drops itself after it
         self._log = log
         self.on_status = on_status
         self.status = "starting"
         self.status_detail = ""
         self.status_changed = asyncio.Event()
         self.module = {}               # ezsp version, stack version, reset code
-        self.counters = {"sent": 0, "send_failed": 0, "send_retries": 0, "fragments_tx": 0,
-                         "gbt_blocks_tx": 0, "received": 0, "rx_dropped": 0, "rx_fragments": 0,
-                         "rx_fragment_timeouts": 0, "rx_not_tunnel": 0, "rx_gbt_blocks": 0,
-                         "resets": 0, "callbacks_unknown": 0,
-                         "rejected_by_ch": 0, "resent": 0, "resend_failed": 0,
-                         "delivery_unknown": 0, "resend_partial": 0, "rx_fragment_acks": 0,
-                         "rx_fragment_ack_failed": 0, "rx_fragments_dropped": 0,
-                         "rx_unsecured": 0}
+        self.counters = [0] * _COUNTERS   # by _C_... index (above)
         self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
                              on_fail=self._on_link_fail)
         self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
-        self.tunnel = T.TunnelServer(self.opts["transfer_size"])
         # What the (synchronous) receive callback queues for the tasks that take it: complete
         # messages for receive(), tunnel replies for _reply_loop, fragment acks for _ack_loop,
         # the CH's refusals (_rejected) for _resend_loop. One event for the four: it is set
@@ -172,6 +191,9 @@ class ZigbeeHan:
         # (little-endian), read once the network is up (zigbee/han_start.py); b"": being
         # read; None: unknown. Tunnel and Time frames whose sender it is not are dropped
         self._tc_eui = None
+        from ppmid.zigbee.han_start import options
+        options(self, config)   # self.max_message etc.; zigbee/han_start.py drops itself after it
+        self.tunnel = T.TunnelServer(self.transfer_size)
 
     # ---- public ----------------------------------------------------------------------
     async def start(self):
@@ -197,21 +219,21 @@ class ZigbeeHan:
         NCP reported every piece delivered; raises HanError otherwise."""
         if dest not in (None, T.CH_NWK):
             raise HanError(E_HAN_DEST, _text(_S_DEST, (dest,)))
-        if len(data) > self.opts["max_message"]:
-            raise HanError(E_HAN_TOO_BIG, _text(_S_TOO_BIG, (len(data), self.opts["max_message"])))
+        if len(data) > self.max_message:
+            raise HanError(E_HAN_TOO_BIG, _text(_S_TOO_BIG, (len(data), self.max_message)))
         data = bytes(data)
         async with self._send_lock:
-            deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
+            deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
             await self._wait_ready(deadline)
             if self._rejected:
                 await self._do_resends()  # what the CH refused earlier goes first
             try:
                 await self._send_message(data, deadline)
             except HanError:
-                self.counters["send_failed"] += 1
+                self.counters[_C_SEND_FAILED] += 1
                 self._remember(None)
                 raise
-            self.counters["sent"] += 1
+            self.counters[_C_SENT] += 1
             self._remember(data)
 
     async def send_zcl(self, dest, cluster, endpoint, zcl):
@@ -258,7 +280,7 @@ class ZigbeeHan:
         while self.status != "running":
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
-                self.counters["send_failed"] += 1
+                self.counters[_C_SEND_FAILED] += 1
                 if self.status == "no-tunnel":
                     raise HanError(E_NO_TUNNEL, _text(_S_NO_TUNNEL))
                 raise HanError(E_HAN_DOWN, _text(_S_HAN_DOWN, (self.status, self.status_detail)))
@@ -268,7 +290,7 @@ class ZigbeeHan:
     async def run(self):
         backoff = 500   # ms
         while True:
-            self._set_status("resetting" if self.counters["resets"] else "starting")
+            self._set_status("resetting" if self.counters[_C_RESETS] else "starting")
             ok = False
             try:
                 await self._bring_up()
@@ -277,7 +299,7 @@ class ZigbeeHan:
             except (HanError, AshError, E.EzspError) as exc:
                 if exc.code == E.E_MODULE_UNSUPPORTED:
                     self._set_status("module-unsupported", exc.message)
-                    await sleep_ms(int(self.opts["unsupported_retry_s"] * 1000))
+                    await sleep_ms(int(self.unsupported_retry_s * 1000))
                     continue
                 if isinstance(exc, HanError):
                     self._logf("%s", exc)
@@ -290,7 +312,7 @@ class ZigbeeHan:
             if ok:
                 backoff = 500
             await sleep_ms(backoff)
-            backoff = min(int(self.opts["backoff_max_s"] * 1000), backoff * 2)
+            backoff = min(int(self.backoff_max_s * 1000), backoff * 2)
 
     def _on_link_fail(self, err):
         # synchronous: senders must see the new status before they run again
@@ -305,7 +327,7 @@ class ZigbeeHan:
             w.set()
 
     async def _bring_up(self):
-        self.counters["resets"] += 1
+        self.counters[_C_RESETS] += 1
         self._net_up = False
         self._up = False
         # a reset module rejoins: the CH forgets our tunnel and asks for a new one
@@ -316,7 +338,7 @@ class ZigbeeHan:
 
     # ---- callbacks from the NCP (synchronous) ----------------------------------------
     def _ready(self):
-        return len(self._rxq) < self.opts["rx_queue"]
+        return len(self._rxq) < self.rx_queue
 
     def _on_frame(self, frame):
         self._ezsp.on_frame(frame)
@@ -324,7 +346,7 @@ class ZigbeeHan:
     def _on_callback(self, fid, p):
         v = self._ezsp.version
         if v is None:
-            self.counters["callbacks_unknown"] += 1
+            self.counters[_C_CALLBACKS_UNKNOWN] += 1
             return
         if self.commission is not None and self.commission.on_callback(fid, p):
             return
@@ -335,7 +357,7 @@ class ZigbeeHan:
                 w.status = m["status"]
                 w.set()
             else:
-                self.counters["callbacks_unknown"] += 1
+                self.counters[_C_CALLBACKS_UNKNOWN] += 1
         elif fid == E.INCOMING_MESSAGE_HANDLER:
             self._incoming(E.parse_incoming(v, p))
         elif fid == E.STACK_STATUS_HANDLER:
@@ -349,13 +371,13 @@ class ZigbeeHan:
                 else:
                     # the CH will re-request the tunnel when we are back on the network
                     self.tunnel.close("network down")
-                    if self._up and "commission" in self.opts:
+                    if self._up and self.commission_settings is not None:
                         # a trust-centre rejoin if it stays down (zigbee/rejoin.py, loaded now)
                         from ppmid.zigbee.rejoin import network_lost
                         network_lost(self)
                 self._update_status()
         else:
-            self.counters["callbacks_unknown"] += 1
+            self.counters[_C_CALLBACKS_UNKNOWN] += 1
 
     def _incoming(self, m):
         aps = m["aps"]
@@ -373,8 +395,8 @@ class ZigbeeHan:
         # commands' expiry
         if (cluster == T.CLUSTER_TUNNELING or cluster == _CLUSTER_PREPAYMENT or cluster == _CLUSTER_TIME) \
                 and not aps["options"] & _APS_ENCRYPTED:
-            self.counters["rx_unsecured"] += 1
-            if self.counters["rx_unsecured"] == 1:
+            self.counters[_C_RX_UNSECURED] += 1
+            if self.counters[_C_RX_UNSECURED] == 1:
                 self._logf(_S_UNSECURED, cluster, m["sender"])
             return
         eui = m.get("eui64")
@@ -386,8 +408,8 @@ class ZigbeeHan:
             # with the frames that lack APS encryption (not secured by the CH's link key
             # either; a counter of its own held ~0.1 KB more), the first of them logged
             self._want_tc()
-            self.counters["rx_unsecured"] += 1
-            if self.counters["rx_unsecured"] == 1:
+            self.counters[_C_RX_UNSECURED] += 1
+            if self.counters[_C_RX_UNSECURED] == 1:
                 self._logf(_S_WRONG_EUI, cluster, m["sender"])
             return
         if cluster == _CLUSTER_TIME and self.on_time is not None:
@@ -397,7 +419,7 @@ class ZigbeeHan:
             self.on_zcl(m["sender"], cluster, m["message"], eui)
             return
         if aps["profile"] != T.PROFILE_SE or cluster != T.CLUSTER_TUNNELING:
-            self.counters["rx_not_tunnel"] += 1
+            self.counters[_C_RX_NOT_TUNNEL] += 1
             return
         msg = m["message"]
         if aps["options"] & E.APS_OPTION_FRAGMENT:
@@ -415,7 +437,7 @@ class ZigbeeHan:
             self._logf("tunnel %s %r", ev[0], ev[1])
             if ev[0] == "error" and ev[1][0] in (T.NO_SUCH_TUNNEL, T.WRONG_DEVICE) and ev[1][1] is not None:
                 # the CH refused a TransferData of ours: it never took that message
-                self.counters["rejected_by_ch"] += 1
+                self.counters[_C_REJECTED_BY_CH] += 1
                 self._rejected[ev[1][1]] = self._rejected.get(ev[1][1], 0) + 1
                 self._queued.set()
         self._update_status()
@@ -432,7 +454,7 @@ class ZigbeeHan:
     def _queue_ack(self, sender, aps):
         if self._ack_count >= _ACK_SLOTS:
             # the NCP is not taking our acks: the sender will repeat the fragment anyway
-            self.counters["rx_fragment_ack_failed"] += 1
+            self.counters[_C_RX_FRAGMENT_ACK_FAILED] += 1
             self._logf(_S_ACK_DROPPED, self._ack_count)
             return
         at = (self._ack_head + self._ack_count) % _ACK_SLOTS * E.SEND_REPLY_ACK_LEN
@@ -451,23 +473,23 @@ class ZigbeeHan:
                 status = await self._ezsp.send_reply(buf)
                 if status:
                     raise HanError(E_DELIVERY, _text(_S_REPLY_STATUS, (status,)))
-                self.counters["rx_fragment_acks"] += 1
+                self.counters[_C_RX_FRAGMENT_ACKS] += 1
             except Exception as exc:  # an ack lost is a fragment repeated, never a stop (a
                 # cancel is no Exception: it passes)
-                self.counters["rx_fragment_ack_failed"] += 1
+                self.counters[_C_RX_FRAGMENT_ACK_FAILED] += 1
                 self._logf(_S_ACK_NOT_SENT, exc)
             self._ack_head = (self._ack_head + 1) % _ACK_SLOTS
             self._ack_count -= 1
 
     def _defragment(self, sender, aps, data):
-        self.counters["rx_fragments"] += 1
+        self.counters[_C_RX_FRAGMENTS] += 1
         group, key = aps["group"], sender << 8 | aps["sequence"]
         index, count = group & 0xFF, group >> 8
         now = ticks_ms()
         f = self._frag
         # a partial message left days ago reads negative on a 32-bit port: stale as well
         if f is not None and not 0 <= ticks_diff(now, f[1]) <= 10000:  # f[1]: its start
-            self.counters["rx_fragment_timeouts"] += 1
+            self.counters[_C_RX_FRAGMENT_TIMEOUTS] += 1
             f = self._frag = None
         # One message is reassembled at a time, keyed by (sender, APS counter): on air every
         # fragment of one message carries its counter, and EmberZNet's receivers key by the
@@ -489,14 +511,14 @@ class ZigbeeHan:
         # sender's counter having come round, never joined to the first one's pieces)
         if f is None or f[0] != key or not index and (count != len(f[2]) or data != f[2][0]):
             if f is not None:
-                self.counters["rx_fragments_dropped"] += 1
+                self.counters[_C_RX_FRAGMENTS_DROPPED] += 1
             if index or not count:
                 return None
             if (count - 1) * len(data) > self.tunnel.max_incoming + 7:
                 # larger than the tunnel takes (a TransferData: a 5-byte ZCL header at most,
                 # the tunnel id, max_incoming bytes): never held, not acknowledged; as any
                 # fragment 0, it ends the partial before it (the sender has moved on)
-                self.counters["rx_fragments_dropped"] += 1
+                self.counters[_C_RX_FRAGMENTS_DROPPED] += 1
                 self._frag = None
                 return None
             f = self._frag = (key, now, [None] * count)
@@ -515,7 +537,7 @@ class ZigbeeHan:
             # message cannot be whole, or would be refused. (The count itself is read from
             # fragment 0 only: on air a later fragment carries its index alone, so its high
             # byte is no check.)
-            self.counters["rx_fragments_dropped"] += 1
+            self.counters[_C_RX_FRAGMENTS_DROPPED] += 1
             self._frag = None
             return None
         if None in pieces:
@@ -526,13 +548,13 @@ class ZigbeeHan:
 
     def _deliver(self, data):
         if len(data) >= 2 and data[0] == 0xDD and data[1] == 0x09:
-            self.counters["rx_gbt_blocks"] += 1
+            self.counters[_C_RX_GBT_BLOCKS] += 1
             try:
                 if self._gbt is None:
                     from ppmid.gbcs.reassembly import Reassembler
                     # (a message whose blocks stop arriving: the log says so, counted
                     # rx_gbt_timeouts, by the reassembly's code, not resident)
-                    self._gbt = Reassembler(self.opts["max_message"], 60000, self._logf, self.counters)
+                    self._gbt = Reassembler(self.max_message, 60000, self._logf, self.counters)
                 out = self._gbt.feed(data, ticks_ms())
             except ImportError:
                 out = data  # no GBT support in this build: the relay sees the block itself
@@ -542,11 +564,11 @@ class ZigbeeHan:
             if out is None:
                 return
             data = out
-        if len(self._rxq) >= self.opts["rx_queue"]:
-            self.counters["rx_dropped"] += 1
+        if len(self._rxq) >= self.rx_queue:
+            self.counters[_C_RX_DROPPED] += 1
             self._logf(_S_QUEUE_FULL)
             return
-        self.counters["received"] += 1
+        self.counters[_C_RECEIVED] += 1
         self._rxq.append(bytes(data))
         self._queued.set()
 
@@ -564,7 +586,7 @@ class ZigbeeHan:
     def _prune(self, now):
         # a body is held only for its window (up to max_message bytes each): after it, the
         # CH does not ask for the message again
-        window = int(self.opts["resend_window_s"] * 1000)
+        window = int(self.resend_window_s * 1000)
         while len(self._recent) > _RECENT_MAX or (self._recent and ticks_diff(now, self._recent[0][2]) > window):
             self._recent.pop(0)
 
@@ -575,7 +597,7 @@ class ZigbeeHan:
                 if self._recent:
                     # wake when the oldest body's window ends, to let it go then and not at
                     # the next send, which may be long after
-                    left = int(self.opts["resend_window_s"] * 1000) - ticks_diff(ticks_ms(), self._recent[0][2])
+                    left = int(self.resend_window_s * 1000) - ticks_diff(ticks_ms(), self._recent[0][2])
                     if not await wait_event_ms(self._queued, max(left, 0) + 1) and not self._rejected:
                         self._prune(ticks_ms())  # (a refusal waiting for its turn keeps its body)
                 else:
@@ -600,7 +622,7 @@ class ZigbeeHan:
                 if tunnel_id != tid:
                     continue
                 if k < pieces:
-                    self.counters["resend_partial"] += 1
+                    self.counters[_C_RESEND_PARTIAL] += 1
                     self._recent.pop(i)
                     self._logf(_S_PARTIAL, k, pieces)
                     break
@@ -620,13 +642,13 @@ class ZigbeeHan:
                 kept.append(r)
         self._recent = kept
         for r in again:
-            deadline = ticks_add(ticks_ms(), int(self.opts["send_timeout_s"] * 1000))
+            deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
             try:
                 await self._send_message(r[1], deadline)
-                self.counters["resent"] += 1
+                self.counters[_C_RESENT] += 1
                 self._remember(r[1])
             except PpmidError as exc:
-                self.counters["resend_failed"] += 1
+                self.counters[_C_RESEND_FAILED] += 1
                 self._remember(None)
                 self._logf(_S_RESEND_FAILED, exc)
 
@@ -647,7 +669,7 @@ class ZigbeeHan:
         A piece (TransferData) that cannot be complete at the CH is sent again, here,
         until the deadline; once one may be complete there and is not confirmed, every
         failure is E_DELIVERY_UNKNOWN: nothing is ever sent to the HAN twice."""
-        limit = self.tunnel.client_max or self.opts["transfer_size"]
+        limit = self.tunnel.client_max or self.transfer_size
         self._sent_pieces = 0   # TransferData frames that may be at the CH, so far
         # the message, or each of its GBT blocks in turn, is in this one buffer behind room
         # for the TransferData header, so the send allocates neither blocks nor frames (a
@@ -663,7 +685,7 @@ class ZigbeeHan:
                 count, pieces = gbt.blocks_for_transfer(data, limit, frame, T.TRANSFER_DATA_AT)
             except PpmidError as exc:
                 raise HanError(E_HAN_TOO_BIG, _text(_S_NO_SPLIT, (exc,)))
-            self.counters["gbt_blocks_tx"] += count
+            self.counters[_C_GBT_BLOCKS_TX] += count
         i = 0
         piece = next(pieces)
         while i < count:
@@ -690,12 +712,12 @@ class ZigbeeHan:
                 # is sent again like any piece the CH cannot have: nothing went on air
                 # blocks before this one are complete at the CH (each confirmed); this one
                 # cannot be: sending it again, alone, neither loses nor doubles anything
-                self.counters["send_retries"] += 1
+                self.counters[_C_SEND_RETRIES] += 1
                 if ticks_diff(deadline, ticks_ms()) <= 0:
                     if i == 0:
                         # nothing of it is complete at the CH: the relay may send it later
-                        raise HanError(E_HAN_DOWN, _text(_S_NOT_SENT, (self.opts["send_timeout_s"], exc)))
-                    raise self._uncertain(_text(_S_BLOCK_LATE, (i, count, i + 1, self.opts["send_timeout_s"], exc)))
+                        raise HanError(E_HAN_DOWN, _text(_S_NOT_SENT, (self.send_timeout_s, exc)))
+                    raise self._uncertain(_text(_S_BLOCK_LATE, (i, count, i + 1, self.send_timeout_s, exc)))
                 await sleep_ms(50)
             except HanError as exc:
                 if exc.code in (E_DELIVERY, E_DELIVERY_UNKNOWN):
@@ -705,7 +727,7 @@ class ZigbeeHan:
                 raise
 
     def _uncertain(self, what):
-        self.counters["delivery_unknown"] += 1
+        self.counters[_C_DELIVERY_UNKNOWN] += 1
         return HanError(E_DELIVERY_UNKNOWN, what)
 
     async def _send_zcl(self, dest, zcl, cluster=T.CLUSTER_TUNNELING, endpoint=T.ENDPOINT, encrypt=True):
@@ -758,12 +780,12 @@ class ZigbeeHan:
                     exc.for_good = not E.refused_for_now(self._ezsp.version, status)
                     raise exc
                 if n > 1:
-                    self.counters["fragments_tx"] += 1
+                    self.counters[_C_FRAGMENTS_TX] += 1
                     if i == 0:
                         # all blocks of one APS message share its counter; the receiver keys
                         # its reassembly by sender and counter (docs/zigbee.md)
                         aps_seq = seq
-                await wait_event_ms(w, int(self.opts["sent_timeout_s"] * 1000))
+                await wait_event_ms(w, int(self.sent_timeout_s * 1000))
                 if w.status is None:  # no messageSentHandler: timeout or link failure
                     if last:
                         raise self._uncertain(_text(_S_TOOK_UNCONFIRMED))

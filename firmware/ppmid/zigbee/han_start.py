@@ -32,11 +32,17 @@ def _drop():
     unload(__name__, "ppmid.modules")
 
 
-def options(cfg):
-    """ZigbeeHan's options: DEFAULTS, limits.transfer_size / max_gbcs, the zigbee section's
-    own keys (a config without sections is taken as that section). This module is dropped
-    after it (the constructor is its caller; one who needs more of it imports it again)."""
+def options(han, cfg):
+    """Sets ZigbeeHan's options as its attributes of the same names (han.max_message, ...):
+    DEFAULTS, limits.transfer_size / max_gbcs, the zigbee section's own keys (a config
+    without sections is taken as that section); han.commission_settings is that section
+    when it has an install code, else None. Attributes and not a dict of their own: the
+    running link reads them per send, and their names are interned anyway (the config's
+    keys), so a dict was one more object and a key's load per read (docs/memory.md,
+    session 10). This module is dropped after it (the constructor is its caller; one who
+    needs more of it imports it again)."""
     out = dict(DEFAULTS)
+    out["commission_settings"] = None
     if cfg:
         lim = cfg.get("limits") if isinstance(cfg.get("limits"), dict) else None
         if lim:
@@ -49,9 +55,10 @@ def options(cfg):
             if k in z:
                 out[k] = z[k]
         if z.get("install_code"):
-            out["commission"] = z   # zigbee/commission.py reads its own keys
+            out["commission_settings"] = z   # zigbee/commission.py reads its own keys
+    for k in out:
+        setattr(han, k, out[k])
     _drop()
-    return out
 
 
 def legacy_version_frame(seq, desired):
@@ -106,7 +113,7 @@ async def _bring_up(han, reset_code):
         w.set()
     ezsp._waiting = {}
     han._tc_eui = b""   # read below once the network is up (a re-commissioning may change it)
-    v = await negotiate(ezsp, han.opts["ezsp_version"])
+    v = await negotiate(ezsp, han.ezsp_version)
     han.module = {"ezsp_version": v, "stack_version": stack_version_text(ezsp.stack_version),
                   "stack_type": ezsp.stack_type, "reset_code": reset_code}
     han._logf("module: EZSP v%d, stack %s", v, han.module["stack_version"])
@@ -122,11 +129,11 @@ async def _bring_up(han, reset_code):
         status = E.parse_status(ezsp.version, await ezsp.command(E.NETWORK_INIT, b"\x00\x00"))
         han._logf("networkInit status 0x%x", status)
         if status == 0 and not han._net_up:
-            if not await wait_event_ms(han._net_event, int(han.opts["network_timeout_s"] * 1000)):
-                han._logf("no network-up within %ss", han.opts["network_timeout_s"])
+            if not await wait_event_ms(han._net_event, int(han.network_timeout_s * 1000)):
+                han._logf("no network-up within %ss", han.network_timeout_s)
         if not han._net_up and (await ezsp.command(E.NETWORK_STATE))[0] == E.JOINED_NETWORK:
             han._net_up = True
-    c = han.opts.get("commission")
+    c = han.commission_settings
     if c:  # an install code configured: commission if the module needs it
         from ppmid.zigbee.commission import bring_up as commission
         await commission(han, c, status)

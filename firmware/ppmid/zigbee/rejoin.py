@@ -5,8 +5,13 @@
 # task is set on it only once one runs), and apart from commission.py so that a short loss
 # does not load the commissioning code (docs/zigbee.md "Rejoin and re-commission").
 import asyncio
+from micropython import const
 
 from ppmid.clock import wait_event_ms
+
+# the HAN link's counter of module resets: its index in han.counters (a list of ints), the
+# place of "resets" in zigbee/han_counters.py's HAN
+_C_RESETS = const(11)
 
 
 def network_task(han):
@@ -21,15 +26,15 @@ def network_lost(han):
 
 
 async def after_network_loss(han):
-    c = han.opts["commission"]
-    resets = han.counters["resets"]
+    c = han.commission_settings
+    resets = han.counters[_C_RESETS]
     wait_ms = c.get("rejoin_after_s", 20) * 1000
     backoff = 1
     try:
         # (a module reset: the supervisor's bring-up decides, and cancels this task)
-        while not han._net_up and han.counters["resets"] == resets:
+        while not han._net_up and han.counters[_C_RESETS] == resets:
             han._net_event.clear()
-            if await wait_event_ms(han._net_event, wait_ms) or han.counters["resets"] != resets:
+            if await wait_event_ms(han._net_event, wait_ms) or han.counters[_C_RESETS] != resets:
                 continue    # back by itself (the loop sees whether it stayed), or a reset
             try:
                 from ppmid.zigbee.commission import rejoin
@@ -44,7 +49,7 @@ async def after_network_loss(han):
                 import gc
                 gc.collect()
             wait_ms = backoff * 1000
-            backoff = min(han.opts["backoff_max_s"], backoff * 2)
+            backoff = min(han.backoff_max_s, backoff * 2)
     finally:
         if network_task(han) is asyncio.current_task():
             han._net_task = None

@@ -35,6 +35,19 @@ E_ZCL = "E_ZCL"
 # builds them in place leaves that much room in front (TunnelServer.outgoing_into)
 TRANSFER_DATA_AT = const(5)
 
+# The tunnel's counters: one list of ints, by these indices. Their names are
+# zigbee/han_counters.py's TUNNEL (in this order), which only tests and reports load;
+# zigbee/tunnel_control.py counts the others in the same list, by its own indices
+# (docs/memory.md, session 10).
+_C_CLOSED = const(3)
+_C_RX_DATA = const(4)
+_C_TX_DATA = const(5)
+_C_BAD_ZCL = const(8)
+_C_UNKNOWN_COMMANDS = const(9)
+_C_NOT_CH = const(10)
+_C_UNHANDLED = const(11)
+_COUNTERS = const(12)
+
 
 class ZclError(PpmidError):
     pass
@@ -75,9 +88,7 @@ class TunnelServer:
         self._seq = 0
         # ("open"|"closed"|"error"|"refused"|"unhandled", detail), drained by han.py
         self.events = []
-        self.counters = {"requests": 0, "opened": 0, "refused": 0, "closed": 0, "rx_data": 0,
-                         "tx_data": 0, "rx_transfer_errors": 0, "tx_transfer_errors": 0,
-                         "bad_zcl": 0, "unknown_commands": 0, "not_ch": 0, "unhandled": 0}
+        self.counters = [0] * _COUNTERS   # by _C_... index (above)
 
     def next_seq(self):
         s = self._seq
@@ -86,7 +97,7 @@ class TunnelServer:
 
     def close(self, why="closed"):
         if self.tunnel_id is not None:
-            self.counters["closed"] += 1
+            self.counters[_C_CLOSED] += 1
             self.events.append(("closed", why))
         self.tunnel_id = None
         self.client = None
@@ -98,7 +109,7 @@ class TunnelServer:
         a new sequence number (a piece sent again)."""
         if self.tunnel_id is None:
             raise ZclError(E_NO_TUNNEL, "no tunnel open to the Communications Hub")
-        self.counters["tx_data"] += 1
+        self.counters[_C_TX_DATA] += 1
         frame[0] = _FC_CLUSTER_SPECIFIC | FC_SERVER_TO_CLIENT | _FC_DISABLE_DEFAULT_RESPONSE
         frame[1] = self.next_seq() & 0xFF
         frame[2] = _S_TRANSFER_DATA
@@ -112,8 +123,8 @@ class TunnelServer:
         commands would go to it (docs/zigbee.md "Tunnel server")."""
         if sender == CH_NWK:
             return True
-        self.counters["not_ch"] += 1
-        if self.counters["not_ch"] == 1:
+        self.counters[_C_NOT_CH] += 1
+        if self.counters[_C_NOT_CH] == 1:
             self.events.append(("refused", "0x%04x: not the CH" % sender))
         return False
 
@@ -121,25 +132,25 @@ class TunnelServer:
         try:
             fc, manu, seq, cmd, p = parse_zcl(frame)
         except ZclError:
-            self.counters["bad_zcl"] += 1
+            self.counters[_C_BAD_ZCL] += 1
             return [], None
         if fc & 0x03 != _FC_CLUSTER_SPECIFIC or fc & FC_SERVER_TO_CLIENT:
             # global commands (default response...) and server->client frames: not ours
-            self.counters["unknown_commands"] += 1
+            self.counters[_C_UNKNOWN_COMMANDS] += 1
             return [], None
         # the one frame a running tunnel carries: the CH's TransferData into it, within
         # our size; anything else (opening, closing, refusals, errors, other nodes) is
         # zigbee/tunnel_control.py's, loaded for it and dropped after
         if cmd == _TRANSFER_DATA and sender == CH_NWK and sender == self.client and len(p) >= 2 \
                 and (p[0] | (p[1] << 8)) == self.tunnel_id and len(p) - 2 <= self.max_incoming:
-            self.counters["rx_data"] += 1
+            self.counters[_C_RX_DATA] += 1
             return [], p[2:]
         try:
             from ppmid.zigbee.tunnel_control import handle
         except Exception:  # MemoryError, or a build without it: the frame is dropped, not
             # the link (the CH requests the tunnel again; a message it refused is sent again
             # by the relay when the command's budget ends unanswered)
-            self.counters["unhandled"] += 1
+            self.counters[_C_UNHANDLED] += 1
             self.events.append(("unhandled", cmd))
             return [], None
         return handle(self, sender, seq, cmd, p)

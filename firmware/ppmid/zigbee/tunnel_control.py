@@ -34,6 +34,17 @@ _TUNNEL_FLOW_CONTROL_UNSUPPORTED = const(4)
 # TransferDataError status (NO_SUCH_TUNNEL, WRONG_DEVICE: tunnel.py's)
 _DATA_OVERFLOW = const(2)
 
+# indices into the tunnel's counters (TunnelServer.counters, a list of ints): their names
+# are zigbee/han_counters.py's TUNNEL, at these places
+_C_REQUESTS = const(0)
+_C_OPENED = const(1)
+_C_REFUSED = const(2)
+_C_RX_DATA = const(4)
+_C_RX_TRANSFER_ERRORS = const(6)
+_C_TX_TRANSFER_ERRORS = const(7)
+_C_BAD_ZCL = const(8)
+_C_UNKNOWN_COMMANDS = const(9)
+
 
 def _drop():
     from ppmid.modules import unload
@@ -68,7 +79,7 @@ def _handle(server, sender, seq, cmd, p):
         return _request(server, sender, seq, p), None
     if cmd == _TRANSFER_DATA:
         if len(p) < 2:
-            counters["bad_zcl"] += 1
+            counters[_C_BAD_ZCL] += 1
             return [], None
         tid = p[0] | (p[1] << 8)
         if tid != server.tunnel_id:
@@ -78,12 +89,12 @@ def _handle(server, sender, seq, cmd, p):
         elif len(p) - 2 > server.max_incoming:
             status = _DATA_OVERFLOW
         else:  # (tunnel.py delivers these itself; the same answer here)
-            counters["rx_data"] += 1
+            counters[_C_RX_DATA] += 1
             return [], p[2:]
-        counters["tx_transfer_errors"] += 1
+        counters[_C_TX_TRANSFER_ERRORS] += 1
         return [transfer_data_error(server.next_seq(), tid, status, True)], None
     if cmd == _TRANSFER_DATA_ERROR:
-        counters["rx_transfer_errors"] += 1
+        counters[_C_RX_TRANSFER_ERRORS] += 1
         status = p[2] if len(p) >= 3 else -1
         tid = p[0] | (p[1] << 8) if len(p) >= 2 else None
         server.events.append(("error", (status, tid)))
@@ -99,7 +110,7 @@ def _handle(server, sender, seq, cmd, p):
         return [r + struct.pack("<BBHB", 1, 1, _MANUFACTURER_ANY, _PROTOCOL_GB_HRGP)], None
     if cmd == _ACK_TRANSFER_DATA or cmd == _READY_DATA:
         return [], None  # flow control is not used by GB-HRGP
-    counters["unknown_commands"] += 1
+    counters[_C_UNKNOWN_COMMANDS] += 1
     return [], None
 
 
@@ -107,9 +118,9 @@ def _request(server, sender, seq, p):
     # a response carries its request's transaction sequence number (ZCL: a frame sent
     # because of a received one copies its number): the CH matches its answer by it
     counters = server.counters
-    counters["requests"] += 1
+    counters[_C_REQUESTS] += 1
     if len(p) < 6:
-        counters["bad_zcl"] += 1
+        counters[_C_BAD_ZCL] += 1
         return []
     protocol, manu, flow, max_in = struct.unpack_from("<BHBH", p, 0)
     tid = 0xFFFF
@@ -128,9 +139,9 @@ def _request(server, sender, seq, p):
         server.tunnel_id = tid
         server.client = sender
         server.client_max = max_in
-        counters["opened"] += 1
+        counters[_C_OPENED] += 1
         server.events.append(("open", tid))
         status = _TUNNEL_OK
     if status != _TUNNEL_OK:
-        counters["refused"] += 1
+        counters[_C_REFUSED] += 1
     return [zcl_header(seq, _REQUEST_TUNNEL_RESPONSE, True) + struct.pack("<HBH", tid, status, server.max_incoming)]
