@@ -1,3 +1,4 @@
+# mp-heapsize: 384K  (a whole file of tests in one 64-bit interpreter, each with its own relay, journal and fake HAN: since session 10 a restart's compaction found no 2 KB block in 256K; the app's own 32-bit figures are the heap32 bench rows)
 # UTRN top-ups in the firmware: the top-up envelope (JSON and binary, its own mac domain),
 # the Prepayment cluster frames, and the relay's top-up road (checks with their codes,
 # journaled once, the meter's answer mapped to a final status, duplicates kept across a

@@ -23,8 +23,8 @@ _C_UNMATCHED = const(13)
 _C_RX_BAD = const(15)
 
 # the HAN link's counter of frames it drops unsecured: its index in han.counters (a list of
-# ints), the place of "rx_unsecured" in zigbee/han_counters.py's HAN
-_C_RX_UNSECURED = const(21)
+# ints), the place of "rx_unsecured" in zigbee/han_counters.py's HAN  (_HC_: the HAN's list, not the relay's _C_)
+_HC_RX_UNSECURED = const(21)
 
 E_UTRN_DUPLICATE = "E_UTRN_DUPLICATE"  # applied already or in flight (or the meter says so)
 E_UTRN_GSME = "E_UTRN_GSME"            # GSME top-ups (PCS01) are not implemented: docs/utrn.md
@@ -185,8 +185,8 @@ class TopupRoad:
             # the encryption bit do not say so (another node holding a link key may send as
             # it); the HAN link counts it with the frames it drops unsecured (rx_unsecured)
             han = self.relay.han
-            han.counters[_C_RX_UNSECURED] += 1
-            if han.counters[_C_RX_UNSECURED] == 1:
+            han.counters[_HC_RX_UNSECURED] += 1
+            if han.counters[_HC_RX_UNSECURED] == 1:
                 self.relay.log("warn", "Prepayment frame from 0x%04X: its sender EUI-64 is not the meter's" % sender)
             return
         try:
