@@ -84,7 +84,8 @@ async def test_a_signed_top_up_is_accepted_and_a_bad_one_refused():
         one_failed_check_later(r)
     assert not r.journal.by_id
     # JSON, and the same signature in the binary form (NFC, wire)
-    assert (await r.accept_env(_topup(V.TOPUP)))["status"] == "accepted"
+    out = await r.accept_env(_topup(V.TOPUP))
+    assert out["status"] == "accepted", out   # (once refused in CI under load, not since: the refusal says why)
     binary = topup.to_binary(_topup(V.TOPUP))
     assert len(binary) == 3 + 2 + 1 + len(V.KID) + 8 + 20 + 64
     assert envelope.from_binary_any(binary, 4096).mac == bytes.fromhex(V.TOPUP)
