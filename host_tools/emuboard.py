@@ -161,8 +161,13 @@ def press_reset(state_dir):
 class _Link:
     """Copies bytes between two pty master fds (both non-blocking), with bounded queues."""
 
-    def __init__(self, name, a, b, a_slave, b_slave, tee=None, filter_ab=None, watch_ba=None):
+    def __init__(self, name, a, b, a_slave, b_slave, tee=None, filter_ab=None, watch_ba=None, rate=None):
         self.name = name
+        # bytes/s each way, as a UART at a baud rate moves them (8N1: 10 bits a byte); None:
+        # as fast as the ptys go (some 400 KB/s here, far more than any board's serial link)
+        self.rate = rate
+        self.allowance = {a: 0.0, b: 0.0}
+        self.stamp = {a: time.monotonic(), b: time.monotonic()}
         self.fds = (a, b)
         self.slaves = {a: a_slave, b: b_slave}
         self.pending = {a: bytearray(), b: bytearray()}  # data waiting to be written TO fd
@@ -214,14 +219,27 @@ class _Link:
     def flush(self, fd):
         q = self.pending[fd]
         while q:
+            chunk = q
+            if self.rate:
+                # what the line moved since the last write, at most one pump step's worth
+                # (the pump comes back within 20 ms while anything is pending)
+                now = time.monotonic()
+                self.allowance[fd] = min(self.allowance[fd] + (now - self.stamp[fd]) * self.rate,
+                                         max(64.0, self.rate * 0.02))
+                self.stamp[fd] = now
+                if self.allowance[fd] < 1:
+                    return
+                chunk = q[:int(self.allowance[fd])]
             try:
-                n = os.write(fd, q)
+                n = os.write(fd, chunk)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 q.clear()
                 return
             del q[:n]
+            if self.rate:
+                self.allowance[fd] -= n
 
     def wants_write(self):
         return [fd for fd in self.fds if self.pending[fd]]
@@ -247,13 +265,19 @@ def emulated_definition(board):
 
 class Supervisor:
     def __init__(self, state_dir, board="emulated", heap=None, micropython=None, quiet=False, parent_pid=None,
-                 wdt_max_ms=None):
+                 wdt_max_ms=None, repl_baud=None):
         self.state_dir = os.path.abspath(state_dir)
         self.parent_pid = parent_pid  # stop when this process is gone (a test runner killed hard)
         # tests: the watchdog fires after at most this long without a feed, whatever the
         # firmware armed, so that a deploy outlasts it as a full one outlasts 30 s on a
         # 115200-baud ESP32 (docs/platform.md "`ppmid deploy`")
         self.wdt_max_s = wdt_max_ms / 1000.0 if wdt_max_ms else None
+        # the console's speed: a real board's REPL is a UART (115200 baud through a DevKitC's
+        # USB bridge); unset, the ptys move bytes as fast as the host does, and a test that
+        # needs a copy to outlast a window on any host sets it
+        if repl_baud is not None and (not isinstance(repl_baud, int) or not 300 <= repl_baud <= 4000000):
+            raise BoardError("repl baud %r: an integer from 300 to 4000000" % (repl_baud,))
+        self.repl_baud = repl_baud
         self.definition = emulated_definition(board)
         self.board = board
         self.heap = heap or self.definition.get("heap", "256K")
@@ -331,7 +355,8 @@ class Supervisor:
         self.inner_attrs = attrs
         termios.tcsetattr(in_s, termios.TCSANOW, attrs)
         self._add_link(_Link("console", in_m, out_m, in_s, out_s, tee=self.console.write,
-                             filter_ab=self._from_chip, watch_ba=self._from_host))
+                             filter_ab=self._from_chip, watch_ba=self._from_host,
+                             rate=self.repl_baud / 10.0 if self.repl_baud else None))
 
         self.uarts, self.board_uarts = {}, {}
         for key in ("zigbee_uart", "nfc", "wired_uart"):
@@ -618,8 +643,9 @@ class EmulatedBoard:
             out = b.exec("print(1 + 1)")    # interrupts main.py, like a real board
     """
 
-    def __init__(self, state_dir, board="emulated", heap=None, start_timeout=20, wdt_max_ms=None):
+    def __init__(self, state_dir, board="emulated", heap=None, start_timeout=20, wdt_max_ms=None, repl_baud=None):
         self.state_dir = os.path.abspath(str(state_dir))
+        self.repl_baud = repl_baud
         self.board = board
         self.heap = heap
         self.wdt_max_ms = wdt_max_ms
@@ -637,6 +663,8 @@ class EmulatedBoard:
             cmd += ["--heap", str(self.heap)]
         if self.wdt_max_ms:
             cmd += ["--wdt-max-ms", str(self.wdt_max_ms)]
+        if self.repl_baud:
+            cmd += ["--repl-baud", str(self.repl_baud)]
         log = open(os.path.join(self.state_dir, "supervisor.log"), "ab")
         try:
             self.proc = subprocess.Popen(cmd, cwd=boards.CHECKOUT, stdout=log, stderr=subprocess.STDOUT,
@@ -795,10 +823,12 @@ def main(argv=None):
     ap.add_argument("--parent-pid", type=int, help="stop when this (parent) process exits")
     ap.add_argument("--wdt-max-ms", type=int,
                     help="tests: the watchdog fires after at most this many ms without a feed, whatever the firmware armed")
+    ap.add_argument("--repl-baud", type=int,
+                    help="the console moves bytes as a UART at this baud rate (8N1) would; default: as fast as the host")
     args = ap.parse_args(argv)
     try:
         sup = Supervisor(args.state_dir, args.board, heap=args.heap, parent_pid=args.parent_pid,
-                         wdt_max_ms=args.wdt_max_ms)
+                         wdt_max_ms=args.wdt_max_ms, repl_baud=args.repl_baud)
         return sup.run()
     except BoardError as exc:  # (a flash image of the wrong size, ...): one line in supervisor.log
         print("ppmid: %s: %s" % (exc.code, exc), file=sys.stderr)

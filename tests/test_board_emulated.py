@@ -230,3 +230,22 @@ def test_app_crash_reboots_the_board(tmp_path):
         b.wait_for(r"reboot: reset \(exit 3\)")
         b.wait_ready()
         assert b.state()["last_reason"] == "reset"
+
+
+def test_repl_baud_moves_the_console_at_a_uarts_pace_and_loses_nothing(tmp_path):
+    # 24,000 bytes printed at 115,200 baud (8N1: 11,520 bytes/s) cannot arrive in less than
+    # ~2.1 s, whatever the host's speed; unthrottled the ptys move them in a few ms. What
+    # arrives is every byte, in order: the throttle holds bytes back, never drops them.
+    with EmulatedBoard(tmp_path / "board", repl_baud=115200) as b:
+        t = time.monotonic()
+        out = b.exec("for i in range(400):\n    print('%05d' % i + 'x' * 53)", timeout=60)
+        took = time.monotonic() - t
+    lines = out.split()
+    assert lines == ["%05d" % i + "x" * 53 for i in range(400)]
+    assert took >= 24000 / 11520 * 0.95, "the console moved %d bytes in %.2f s: faster than 115200 baud" % (24000, took)
+
+
+@pytest.mark.parametrize("baud", [0, 299, 4000001, "115200", 9600.5])
+def test_repl_baud_out_of_range_is_refused(tmp_path, baud):
+    with pytest.raises(BoardError, match="repl baud"):
+        emuboard.Supervisor(str(tmp_path), repl_baud=baud)
