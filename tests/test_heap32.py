@@ -2,6 +2,7 @@
 webassembly MicroPython boots under node, loads .mpy files compiled by mpy-cross, and its
 figures are sane. No budget here: the goals are judged by `make bench` (bench_heap32.py)."""
 import json
+import subprocess
 import os
 import sys
 
@@ -339,3 +340,57 @@ def test_the_command_comes_once_the_app_s_reaction_to_the_han_running_is_over(fi
     # what the broker got after that is the command's: its statuses
     assert cmd["broker_got"][3] - s["got"][3] == cmd["published"] >= 1
     assert cmd["accepted"] == 1 and cmd["counters"]["relayed"] == 1
+
+
+# runs in the unix port: the live heap an import of probe.code takes from `where`, and where
+# the module came from; for "rom", the image is read and mounted first (outside the figure)
+_ROMFS_IMPORT = """
+import gc, sys, vfs
+if WHERE == 'rom':
+    _img = open(IMAGE, 'rb').read()
+    vfs.mount(vfs.VfsRom(_img), '/rom')
+    sys.path[:] = ['/rom']
+else:
+    sys.path[:] = [WHERE]
+gc.collect()
+a0 = gc.mem_alloc()
+import probe.code
+gc.collect()
+print(gc.mem_alloc() - a0, probe.code.__file__, probe.code.f7(3))
+"""
+
+
+def test_a_romfs_image_of_the_mpy_files_is_imported_in_place(tmp_path):
+    # frozen32's ROMFS scenario (docs/memory.md, "ROMFS") rests on two facts of the real
+    # MicroPython, checked here with mpremote's image writer: a package's .mpy files in a
+    # ROMFS image import from /rom (and run), and their bytecode stays in the image: the
+    # import takes a fraction of the heap that the same files take from a filesystem
+    from heap32 import frozen32
+    # 20 functions of ~40 lines: their bytecode, not their names, is most of the module
+    lines = "".join("    x = (x * %d + %d) %% 65521\n" % (k + 3, k) for k in range(40))
+    body = "".join("def f%d(x):\n%s    return x\n" % (i, lines) for i in range(20))
+    files, _ = _compiled(tmp_path, {"__init__.py": "", "code.py": body})
+    mp = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if not os.path.exists(mp):
+        pytest.skip("no micropython in the venv: run make setup")
+    image = tmp_path / "probe.romfs"
+    image.write_bytes(frozen32.romfs_image(files, "probe"))
+    tree = tmp_path / "tree"
+    for path, data in files.items():
+        (tree / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tree / path.lstrip("/")).write_bytes(data)
+    figures = {}
+    for w in ("dir", "rom"):
+        script = tmp_path / ("imp_%s.py" % w)
+        script.write_text("WHERE = %r\nIMAGE = %r\n" % (str(tree) if w == "dir" else "rom", str(image)) + _ROMFS_IMPORT)
+        p = subprocess.run([mp, str(script)], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        used, file, answer = p.stdout.split()
+        x = 3
+        for k in range(40):
+            x = (x * (k + 3) + k) % 65521
+        assert answer == str(x)   # f7(3) ran
+        figures[w] = (int(used), file)
+    assert figures["dir"][1].startswith(str(tree)) and figures["rom"][1].startswith("/rom/probe/"), figures
+    # the 20 functions' bytecode is copied into the heap from a file, not from the image
+    assert figures["rom"][0] * 4 < figures["dir"][0], figures

@@ -11,7 +11,11 @@ ready banner (gauge.py) on h32's stand-in board (so without the ESP32 board code
 app_modules), plus ppmid.gbcs.gbt, which the 4 KB command loads. Then the
 gauge's whole app scenario runs in these images, the package as .mpy and frozen: the app
 booted to ready as an ESP32 boots it (main.py, the ESP32 board code; since session 9) and
-the peak of the 4 KB command (run_scenario).
+the peak of the 4 KB command (run_scenario). Since session 11 a third run of the scenario
+takes the same .mpy files from a ROMFS image (`vfs.VfsRom`, mounted at /rom, first on the
+path), as a board whose MicroPython has ROMFS enabled and a romfs partition holding them
+would (`mpremote romfs deploy`): MicroPython runs a ROMFS .mpy's bytecode in place, as it
+runs frozen code, instead of copying it into the heap (docs/memory.md, "ROMFS").
 
     MICROPY_DIR=/path/to/micropython .venv/bin/python bench/heap32/frozen32.py
 
@@ -178,7 +182,33 @@ asyncio.StreamWriter = H.Writer
 """
 
 
-def scenario_script(root, frozen, esp32=True, field=True):
+def romfs_image(files, package="ppmid"):
+    """The ROMFS image (bytes) of a package's .mpy files (compile_tree's /ppmid/...), as
+    `mpremote romfs build` makes it: mpremote's own writer."""
+    import contextlib
+    import io
+    from mpremote.romfs import make_romfs
+    with tempfile.TemporaryDirectory() as d:
+        for path, data in files.items():
+            if path.startswith("/%s/" % package):
+                dest = d + path
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                with open(dest, "wb") as f:
+                    f.write(data)
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints the tree
+            return make_romfs(d, mpy_cross=False)
+
+
+# The package from a ROMFS image: read from the job's root into the heap BEFORE the
+# scenario's baseline (so outside every figure: on a board it is memory-mapped flash), and
+# mounted where a board mounts its romfs partition, /rom, searched first.
+UNIX_ROMFS = """
+_rom = open('/pkg.romfs', 'rb').read()
+vfs.mount(vfs.VfsRom(_rom), '/rom')
+"""
+
+
+def scenario_script(root, frozen, esp32=True, field=True, romfs=False):
     """The gauge's 4 KB-command job as a unix-port script under root (its files written
     there: the harness, the flash, and the .mpy package unless frozen). esp32: booted as
     an ESP32 (main.py, the ESP32 board code, as the gauge's own rows since session 9),
@@ -186,7 +216,12 @@ def scenario_script(root, frozen, esp32=True, field=True):
     (gauge.flash_files)."""
     files, _skipped = G.compile_tree(G.FIRMWARE_DIR)
     files.update(G.harness_files())
-    if frozen:  # the package comes from the image: only the harness on the path before it
+    if romfs:
+        if not esp32:
+            raise G.GaugeError("the ROMFS scenario boots as an ESP32 (its root mounted first)")
+        with open(root + "/pkg.romfs", "wb") as f:
+            f.write(romfs_image(files))
+    if frozen or romfs:  # the package comes from the image: only the harness on the path before it
         files = {k: v for k, v in files.items() if not k.startswith("/ppmid/")}
     payload, _n = G.command_json(4096)
     flash = G.flash_files(field=field)
@@ -206,16 +241,22 @@ def scenario_script(root, frozen, esp32=True, field=True):
             src = src.replace(repr(path), repr(root + path))
         harness = UNIX_HARNESS
     src = src.replace("BASE = await H.live()", harness + "BASE = await H.live()")
+    head = UNIX_ROOT % root if esp32 else ""
+    if romfs:
+        head += UNIX_ROMFS
+        path = "sys.path[:] = ['', "
+        if path not in src:
+            raise G.GaugeError("the gauge's script no longer sets sys.path as %r" % path)
+        src = src.replace(path, "sys.path[:] = ['/rom', '', ")
     # the gauge's scripts use top-level await (the port's runPythonAsync): one coroutine here
     body = "".join("    " + line + "\n" for line in src.splitlines())
-    head = UNIX_ROOT % root if esp32 else ""
     return head + "import asyncio\nasync def _main():\n" + body + "asyncio.run(_main())\n"
 
 
-def run_scenario(exe, root, frozen, esp32=True, field=True):
+def run_scenario(exe, root, frozen, esp32=True, field=True, romfs=False):
     script = os.path.join(root, "scenario.py")
     with open(script, "w") as f:
-        f.write(scenario_script(root, frozen, esp32, field))
+        f.write(scenario_script(root, frozen, esp32, field, romfs))
     # cwd: the package lies at root + /ppmid, found through sys.path's '' (gauge.LIB)
     p = subprocess.run([exe, "-X", "heapsize=2M", script], capture_output=True, text=True, timeout=300, cwd=root)
     out = {}
@@ -228,7 +269,7 @@ def run_scenario(exe, root, frozen, esp32=True, field=True):
                 continue  # not a figure: the gauge's '@@NAMES tag' marks (gauge.names_at)
     if "COMMAND" not in out:
         raise G.GaugeError("the 4 KB command did not go through (%s): %s"
-                           % ("frozen" if frozen else ".mpy", (p.stdout + p.stderr).strip()[-800:]))
+                           % ("frozen" if frozen else "romfs" if romfs else ".mpy", (p.stdout + p.stderr).strip()[-800:]))
     if esp32:
         G.check_boot(out["READY"][0])
     c = out["COMMAND"][0]
@@ -267,18 +308,22 @@ def run():
         as_mpy = measure(exe_plain, mpy_dir, script)
         frozen = measure(exe_frozen, ".frozen", script)
         scen = {}
-        for kind in (".mpy", "frozen"):
+        for kind in (".mpy", "frozen", "romfs"):
             root = os.path.join(work, "scenario-" + kind.strip("."))
             os.makedirs(root)
-            scen[kind] = run_scenario(exe_frozen if kind == "frozen" else exe_plain, root, kind == "frozen")
+            scen[kind] = run_scenario(exe_frozen if kind == "frozen" else exe_plain, root, kind == "frozen",
+                                      romfs=kind == "romfs")
+        rom_bytes = os.path.getsize(os.path.join(work, "scenario-romfs", "pkg.romfs"))
     version = subprocess.run([exe_plain, "-c", "import sys; print(sys.version)"], capture_output=True, text=True).stdout.strip()
     note = ("%d modules (the app at ready + the command's GBT), unix port -m32, MicroPython %s; as .mpy in the "
             "image without ppmid frozen, frozen in the image with it" % (len(modules), version))
     rows = [{"name": "heap32 unix32 app modules as .mpy", "value": as_mpy, "unit": "bytes", "note": note},
             {"name": "heap32 unix32 app modules frozen", "value": frozen, "unit": "bytes", "note": note}]
-    for kind in (".mpy", "frozen"):
+    for kind in (".mpy", "frozen", "romfs"):
         ready, c = scen[kind]
-        what = "as .mpy (the gauge's, no -march: the viper ASH loops left out)" if kind == ".mpy" else "frozen"
+        what = {".mpy": "as .mpy (the gauge's, no -march: the viper ASH loops left out)", "frozen": "frozen",
+                "romfs": "as the same .mpy files in a ROMFS image of %d bytes (vfs.VfsRom at /rom, outside the "
+                         "heap as a board's romfs partition is)" % rom_bytes}[kind]
         rows.append({"name": "heap32 unix32 app ready (mqtt+zigbee), " + kind.strip("."), "value": ready,
                      "unit": "bytes", "note": "the gauge's app scenario, package %s; unix port -m32, MicroPython %s"
                                               % (what, version)})
