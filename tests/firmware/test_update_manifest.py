@@ -182,8 +182,9 @@ def test_versions():
 
 
 def _triples(files):
-    """A format-1 "files" list as parse_manifest gives it: [path, size, sha256 hex] each."""
-    return [[f["path"], f["size"], f["sha256"]] for f in files]
+    """A format-1 "files" list as parse_manifest gives it: [path, size, sha256 bytes] each."""
+    from binascii import unhexlify
+    return [[f["path"], f["size"], unhexlify(f["sha256"])] for f in files]
 
 
 def test_the_fixture_manifest_is_what_was_signed():
@@ -210,16 +211,20 @@ def test_image_manifests_name_one_image_with_its_digest_and_size():
 
 
 def test_upper_case_digests_are_taken_in_lower_case():
-    # the downloaded file's digest is compared as hexlify() gives it: lower case
+    # a downloaded image's digest is compared as hexlify() gives it: lower case; a file's
+    # as the 32 bytes file_hash gives
+    from binascii import hexlify
     from ppmid.update.service import file_hash
     from test_relay_support import fresh_root
     root = fresh_root(64)
     with open(root + "/f", "wb") as f:
         f.write(b"abc")
-    digest = file_hash(root + "/f")
+    raw = file_hash(root + "/f")
+    digest = hexlify(raw).decode()
+    assert len(raw) == 32 and digest == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # of "abc"
     files = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated", "expires": EXPIRES, "seq": SEQ,
                         "files": [{"path": "ppmid/app.mpy", "sha256": digest.upper(), "size": 3}]})
-    assert M.parse_manifest(files)["files"][0][M.SHA256] == digest
+    assert M.parse_manifest(files)["files"][0][M.SHA256] == raw
     image = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated", "expires": EXPIRES, "seq": SEQ,
                         "image": {"sha256": digest.upper(), "size": 3}})
     assert M.parse_manifest(image)["image"]["sha256"] == digest
@@ -266,7 +271,7 @@ def test_a_signed_format_2_offer_passes_and_gives_the_files_format_1_gives():
     oid, m2, text = _verify(signed_offer("good-v2"))
     oid, m1, _ = _verify(signed_offer("good"))
     assert m2["format"] == 2 and json.loads(text)["files"][1] == APP
-    assert m2["files"] == m1["files"] == [["board.json", 10, "ab" * 32], ["ppmid/app.mpy", 2000, "cd" * 32]]
+    assert m2["files"] == m1["files"] == [["board.json", 10, b"\xab" * 32], ["ppmid/app.mpy", 2000, b"\xcd" * 32]]
     assert dict(m2, format=1) == m1
     o = json.loads(signed_offer("good-v2"))
     o["manifest"] = o["manifest"].replace(",2000,", ",2001,")
@@ -283,7 +288,7 @@ def _refused(manifest, why):
 
 
 def test_malformed_format_2_file_lists_are_refused_with_a_reason():
-    assert M.parse_manifest(json.dumps(dict(V2, files=[APP])))["files"] == [["ppmid/app.mpy", 2000, "cd" * 32]]
+    assert M.parse_manifest(json.dumps(dict(V2, files=[APP])))["files"] == [["ppmid/app.mpy", 2000, b"\xcd" * 32]]
     digest = APP[2]
     for files, why in (
             ([APP[:2]], "a list of 3"), ([APP + [1]], "a list of 3"), ([[]], "a list of 3"),

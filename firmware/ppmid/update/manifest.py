@@ -7,7 +7,7 @@
 # in hex, "id" names this offer in every status (chosen by the sender, not signed).
 import json
 import sys
-from binascii import a2b_base64, b2a_base64, hexlify, unhexlify
+from binascii import a2b_base64, b2a_base64, unhexlify
 
 from ppmid.errors import PpmidError
 
@@ -36,7 +36,7 @@ MAX_FILES = 180
 # the indices of a file's entry in a parsed manifest's "files", whatever the format
 PATH = 0
 SIZE = 1
-SHA256 = 2  # lower-case hex, as file_hash() gives it
+SHA256 = 2  # the 32 bytes, as ppmid.update.service.file_hash gives them (half the heap of hex)
 MAX_FILE_BYTES = 1 << 20
 MAX_GATEWAYS = 1000       # a manifest's "gateways" list (a downgrade must have one)
 MAX_IMAGE_BYTES = 4 << 20  # the largest ESP32 OTA app partition a 8 MB flash would have
@@ -84,7 +84,7 @@ def _bad(message):
 
 
 def _digest(digest, what):
-    # lower case: the downloaded file's digest is compared as hexlify() gives it, so an
+    # lower case: a downloaded image's digest is compared as hexlify() gives it, so an
     # upper-case one (a hand-made manifest) would download in full, then never match
     if not isinstance(digest, str) or len(digest) != 64:
         _bad("%s: sha256 must be 64 hex digits" % what)
@@ -143,7 +143,7 @@ def parse_manifest(text):
     before = ""
     have_app = False
     for i in range(len(files)):
-        # each entry becomes [path, size, sha256 hex] where it lies: one form for the
+        # each entry becomes [path, size, sha256 bytes] where it lies: one form for the
         # updater whatever the format, and a format-1 object is let go as soon as it is read
         f = files[i] = _entry_v1(files[i], i) if v1 else _entry_v2(files[i], i)
         path = f[PATH]
@@ -170,7 +170,7 @@ def _entry_v1(f, i):
     if not isinstance(f, dict):
         _bad("file %d: each file is an object {path, sha256, size}" % i)
     path = f.get("path")
-    return [path, f.get("size"), _digest(f.get("sha256"), "file %s" % (path,))]
+    return [path, f.get("size"), unhexlify(_digest(f.get("sha256"), "file %s" % (path,)))]
 
 
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -188,7 +188,7 @@ def _entry_v2(f, i):
     raw = a2b_base64(digest)
     if len(raw) != 32 or b2a_base64(raw)[:44] != digest.encode():
         _bad("file %d: sha256 must be 44 characters of base64 (32 bytes)" % i)
-    f[2] = hexlify(raw).decode()
+    f[2] = raw
     return f
 
 

@@ -72,7 +72,7 @@ def file_hash(path):
             if not n:
                 break
             h.update(mv[:n])
-    return hexlify(h.digest()).decode()
+    return h.digest()  # as a parsed manifest holds a file's (manifest.SHA256)
 
 
 def file_size(path):
