@@ -5,7 +5,10 @@
   download and check it, time until the new version is confirmed, and the bytes written to
   the flash's files;
 - an image update over MQTT on the emulated board (docs/update.md "Image updates"): the
-  same road into the stand-in OTA app partition, time and bytes written to it."""
+  same road into the stand-in OTA app partition, time and bytes written to it;
+- the app's offer in both manifest formats (docs/update.md "Manifest formats"): its MQTT
+  packet against the 16,384 bytes a gateway receives, and the heap its parsed manifest
+  holds under the MicroPython unix port."""
 import os
 import sys
 import tempfile
@@ -129,5 +132,69 @@ def image_rows():
     ]
 
 
+PARSE_SCRIPT = """
+import gc, sys, json
+sys.path.insert(0, %r)
+from ppmid.update import manifest as M
+from ppmid.mqtt.intake import writable
+buf = bytearray(open(%r, "rb").read())
+oid, text, sig = M.parse_offer(memoryview(buf))  # the text where it lies, as the updater reads it
+gc.collect()
+base = gc.mem_alloc()
+tree = json.loads(text)
+gc.collect()
+loaded = gc.mem_alloc() - base
+tree = None
+gc.collect()
+base = gc.mem_alloc()
+m = M.parse_manifest(text)
+gc.collect()
+print(json.dumps([loaded, gc.mem_alloc() - base, len(m["files"]), 64 if sys.maxsize > 2 ** 32 else 32]))
+"""
+
+
+def offer_rows():
+    """The emulated board's app offer in manifest formats 1 and 2: the MQTT packet that
+    carries it, and under the MicroPython unix port the live heap of json.loads' tree of the
+    signed text and of the manifest parse_manifest keeps for the whole download."""
+    import json
+    import subprocess
+    import update_vectors as V
+    from host_tools import update as U
+    from tests.conftest import micropython_binary
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        key = os.path.join(d, "op.pem")
+        with open(key, "w") as f:
+            f.write(V.PRIVATE_PEM)
+        for fmt in (2, 1):
+            out = os.path.join(d, "rel%d" % fmt)
+            m = U.release("emulated", key, out, "9.0.0", manifest_format=fmt)
+            rel = U.Release(out)
+            offer = U.offer_json(rel.text, rel.signature, "0" * U.OFFER_ID_CHARS)
+            size = U.offer_packet_size(offer)
+            path = os.path.join(d, "offer%d.json" % fmt)
+            with open(path, "wb") as f:
+                f.write(offer)
+            p = subprocess.run([micropython_binary(), "-X", "heapsize=512K", "-c",
+                                PARSE_SCRIPT % (os.path.join(ROOT, "firmware"), path)],
+                               capture_output=True, text=True, timeout=120)
+            if p.returncode:
+                raise RuntimeError("micropython: %s" % p.stderr.strip()[-300:])
+            loaded, kept, n, bits = json.loads(p.stdout.strip().splitlines()[-1])
+            rows += [
+                {"name": "update offer, app (emulated), manifest format %d" % fmt, "value": size, "unit": "bytes",
+                 "goal": "<= %d" % (U.OFFER_PACKET_MAX * 3 // 4 if fmt == 2 else U.OFFER_PACKET_MAX),
+                 "ok": size <= (U.OFFER_PACKET_MAX * 3 // 4 if fmt == 2 else U.OFFER_PACKET_MAX),
+                 "note": "the MQTT packet (topic, packet id, offer_json) for %d files; a gateway receives %d; "
+                         "format 2 keeps a quarter free for the modules to come" % (len(m["files"]), U.OFFER_PACKET_MAX)},
+                {"name": "update offer parse heap, manifest format %d" % fmt, "value": kept, "unit": "bytes",
+                 "note": "live heap of the parsed manifest (%d files) the updater keeps for the download; json.loads' "
+                         "tree of the signed text before it: %d; MicroPython unix port (%s-bit), gc.mem_alloc() "
+                         "after gc.collect()" % (n, loaded, bits)},
+            ]
+    return rows
+
+
 def run():
-    return verify_rows() + update_rows() + image_rows()
+    return offer_rows() + verify_rows() + update_rows() + image_rows()

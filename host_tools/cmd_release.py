@@ -4,11 +4,13 @@
                                                  the gateways' config (update.public_key)
     ppmid release --board NAME --key KEY.pem --out DIR [--version 0.2.0] [--expires-in S]
                   [--gateway EUI ...] [--downgrade] [--seq N]   a downgrade must name its gateways
+                  [--manifest-format 1]         the old manifest form, for gateways that know only it
     ppmid release --board NAME --key KEY.pem --out DIR --version 0.3.0 --image FIRMWARE.bin
                                                  a firmware image for the OTA app partitions
 
 The release directory holds files/ (the compiled set), manifest.json (the signed text) and
-offer.json (text, signature, public key). Exit 0, or `ppmid: message` and 1.
+offer.json (text, signature, public key); a release whose offer would not fit a gateway's
+MQTT cap is refused (E_UPDATE_OFFER_SIZE). Exit 0, or `ppmid: message` and 1.
 """
 from host_tools.cli import CliError
 
@@ -33,6 +35,10 @@ def add_arguments(p):
                    "4294967295")
     p.add_argument("--image", metavar="FIRMWARE.bin", help="sign this firmware image (an image update, "
                    "docs/update.md) instead of building the application set; needs --version")
+    p.add_argument("--manifest-format", type=int, default=2, metavar="1|2",
+                   help="2 (default): the compact manifest; 1: the form gateways before format 2 know, for "
+                   "the stepping-stone release that brings format 2 to them (docs/update.md); an image's manifest is "
+                   "format 1 always")
     p.add_argument("--firmware-dir", help="firmware tree to build (default: this checkout's firmware/)")
 
 
@@ -55,6 +61,6 @@ def run(args):
         print("written %s (image %s, %d bytes)" % (args.out, m["version"], m["image"]["size"]))
         return 0
     m = U.release(args.board, args.key, args.out, args.version, args.firmware_dir, args.min_config_version,
-                  args.downgrade, log=print, **limits)
+                  args.downgrade, log=print, manifest_format=args.manifest_format, **limits)
     print("written %s (version %s, %d files)" % (args.out, m["version"], len(m["files"])))
     return 0

@@ -6,12 +6,14 @@ release to a gateway over MQTT and serves the chunks it asks for.
   (the uncompressed point) goes into each gateway's config as update.public_key.
 - `release(board, key_path, out_dir, version=None)`: compile firmware/ for the board as
   `ppmid deploy` does (with ppmid.VERSION set to `version` when given), write the files,
-  manifest.json and offer.json (the manifest text, its signature) into out_dir.
+  manifest.json and offer.json (the manifest text, its signature) into out_dir; refused
+  (OfferTooLarge) when the offer would not fit a gateway's MQTT receive cap.
 - `UpdateSender`: publishes the offer on ppmid/v1/EUI/update/offer, answers each
   "downloading" status with the chunk it asks for on .../update/data, re-offers when the
   gateway goes quiet (a drop or a power cut: it resumes), and ends on "applied",
   "refused" or "rolled-back" for this offer.
 """
+import base64
 import hashlib
 import json
 import os
@@ -25,12 +27,25 @@ import time
 
 from host_tools.errors import ToolError
 
-MANIFEST_FORMAT = 1
+# the manifest format ppmid release writes (docs/update.md "Manifest formats"): 2, files as
+# [path, size, sha256 in base64] triples; 1 for gateways whose firmware knows only format 1
+MANIFEST_FORMAT = 2
+MANIFEST_FORMATS = (1, 2)
+# The largest MQTT packet every gateway receives (ppmid.mqtt.credentials._UPDATE_OFFER_MAX,
+# the floor of max_packet_for): its client refuses a PUBLISH whose remaining length (topic,
+# packet id, payload) is larger, and an offer thrown away is never answered
+OFFER_PACKET_MAX = 16384
+OFFER_ID_CHARS = 12                       # the sender's offer ids: secrets.token_hex(6)
 FINAL = ("applied", "refused", "rolled-back")
 
 
 class UpdateError(ToolError):
     code = "E_UPDATE"
+
+
+class OfferTooLarge(UpdateError):
+    """A release whose offer no gateway could receive (larger than OFFER_PACKET_MAX)."""
+    code = "E_UPDATE_OFFER_SIZE"
 
 
 # ---- keys and signatures --------------------------------------------------------------
@@ -84,6 +99,39 @@ def offer_json(manifest_text, signature, offer_id=None):
                        "signature": signature.hex()}).encode()
 
 
+def offer_packet_size(offer, eui="0" * 16):
+    """The MQTT remaining length of the PUBLISH that carries offer (bytes, offer_json's) to
+    a gateway: the topic with its 2-byte length, the QoS 1 packet id, the payload; what the
+    gateway's client compares with its cap. eui: the gateway's (every EUI-64 is 16 digits)."""
+    from ppmid.mqtt.contract import ROOT, UPDATE
+    return 2 + len(ROOT + eui + "/" + UPDATE + "/offer") + 2 + len(offer)
+
+
+def check_offer_size(offer, what="the offer", eui="0" * 16):
+    """The offer's packet size (offer_packet_size); OfferTooLarge, with the figures, when
+    it is over what every gateway's MQTT client receives. what: the offer, said for the
+    message."""
+    size = offer_packet_size(offer, eui)
+    if size > OFFER_PACKET_MAX:
+        raise OfferTooLarge("%s would be a %d-byte MQTT packet (topic and payload), %d bytes over the %d a "
+                            "gateway's MQTT client receives: no gateway could take it, so it is not written"
+                            % (what, size, size - OFFER_PACKET_MAX, OFFER_PACKET_MAX))
+    return size
+
+
+def file_entry(path, data, manifest_format):
+    """One file of a manifest's "files" in manifest_format (docs/update.md "Manifest formats")."""
+    digest = hashlib.sha256(data).digest()
+    if manifest_format == 1:
+        return {"path": path, "sha256": digest.hex(), "size": len(data)}
+    return [path, len(data), base64.b64encode(digest).decode()]
+
+
+def file_paths(manifest):
+    """The paths of a set manifest's files, in order, whatever its format."""
+    return [e["path"] if isinstance(e, dict) else e[0] for e in manifest["files"]]
+
+
 # ---- releases ---------------------------------------------------------------------------
 def _set_version(firmware_dir, version):
     path = os.path.join(firmware_dir, "ppmid", "__init__.py")
@@ -118,14 +166,18 @@ def _check_folder(option, path, must_exist=False):
 
 
 def release(board, key_path, out_dir, version=None, firmware_dir=None, min_config_version=1, downgrade=False,
-            log=None, expires=None, gateways=None, seq=None):
+            log=None, expires=None, gateways=None, seq=None, manifest_format=MANIFEST_FORMAT):
     """Build and sign a release of firmware_dir for board into out_dir; return the manifest.
     expires: unix seconds (default EXPIRES_IN_S from now); gateways: the EUI-64s it is
     for (None: every gateway of the board; a downgrade needs them); seq: the replay
-    floor's number (default: now in unix seconds, docs/update.md "Replay")."""
+    floor's number (default: now in unix seconds, docs/update.md "Replay");
+    manifest_format: 2, or 1 for gateways that know only format 1 (the stepping stone).
+    OfferTooLarge, and nothing written, when the offer would not fit a gateway's MQTT cap."""
     from host_tools import deploy
     from host_tools.boards import FIRMWARE_DIR
     log = log or (lambda m: None)
+    if manifest_format not in MANIFEST_FORMATS:
+        raise UpdateError("--manifest-format must be 1 or 2, not %r" % (manifest_format,))
     _check_release(board, min_config_version)
     limits = _limits(expires, gateways, downgrade, seq)
     key = load_key(key_path)
@@ -149,33 +201,48 @@ def release(board, key_path, out_dir, version=None, firmware_dir=None, min_confi
         # the set an update replaces: the package and the board definition (boot.py and
         # main.py are the loader: they stay as deployed, docs/update.md)
         files = [f for f in files if f.startswith("ppmid/") or f == "board.json"]
-        if os.path.isdir(out_dir):
-            shutil.rmtree(os.path.join(out_dir, "files"), ignore_errors=True)
-        os.makedirs(os.path.join(out_dir, "files"), exist_ok=True)
-        entries = []
+        blobs = []
         for rel in sorted(files):
             with open(os.path.join(build_dir, rel), "rb") as f:
-                data = f.read()
-            dst = os.path.join(out_dir, "files", rel)
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            with open(dst, "wb") as f:
-                f.write(data)
-            entries.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+                blobs.append((rel, f.read()))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    manifest = dict(limits, format=MANIFEST_FORMAT, version=version, board=board,
-                    min_config_version=min_config_version, downgrade=bool(downgrade), files=entries)
-    _write_signed(out_dir, key, manifest)
-    log("release %s for %s: %d files, %d bytes, signed by %s..." % (
-        version, board, len(entries), sum(e["size"] for e in entries), public_hex(key)[:18]))
+    from ppmid.update.manifest import MAX_FILES
+    if len(blobs) > MAX_FILES:
+        raise UpdateError("the set has %d files, a gateway takes %d at most (ppmid.update.manifest.MAX_FILES): "
+                          "not written" % (len(blobs), MAX_FILES))
+    manifest = dict(limits, format=manifest_format, version=version, board=board,
+                    min_config_version=min_config_version, downgrade=bool(downgrade),
+                    files=[file_entry(rel, data, manifest_format) for rel, data in blobs])
+    # signed and measured before anything is written: a refused release leaves out_dir as it was
+    text, sig = _sign_offer(key, manifest, "the offer of %d files in manifest format %d" % (len(blobs), manifest_format))
+    if os.path.isdir(out_dir):
+        shutil.rmtree(os.path.join(out_dir, "files"), ignore_errors=True)
+    os.makedirs(os.path.join(out_dir, "files"), exist_ok=True)
+    for rel, data in blobs:
+        dst = os.path.join(out_dir, "files", rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with open(dst, "wb") as f:
+            f.write(data)
+    _write_signed(out_dir, key, text, sig)
+    log("release %s for %s: %d files, %d bytes, manifest format %d, offer %d bytes of the %d a gateway receives, "
+        "signed by %s..." % (version, board, len(blobs), sum(len(d) for _, d in blobs), manifest_format,
+                             offer_packet_size(offer_json(text, sig)), OFFER_PACKET_MAX, public_hex(key)[:18]))
     return manifest
 
 
-def _write_signed(out_dir, key, manifest):
-    """manifest.json (the signed text, canonical JSON) and offer.json (what the gateway is
-    offered: the text, its signature and the public key) of a release in out_dir."""
+def _sign_offer(key, manifest, what):
+    """(signed text, signature) of manifest: OfferTooLarge when the offer the sender makes of
+    them (offer_json, an id as long as its own) would not fit a gateway's MQTT cap."""
     text = canonical(manifest)
     sig = sign(key, text.encode())
+    check_offer_size(offer_json(text, sig, "0" * OFFER_ID_CHARS), what)
+    return text, sig
+
+
+def _write_signed(out_dir, key, text, sig):
+    """manifest.json (the signed text, canonical JSON) and offer.json (what the gateway is
+    offered: the text, its signature and the public key) of a release in out_dir."""
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         f.write(text)
     with open(os.path.join(out_dir, "offer.json"), "w") as f:
@@ -208,13 +275,16 @@ def release_image(board, key_path, out_dir, version, image_path, min_config_vers
             check_image(image_path, definition["chip"])
         except FlashError as exc:
             raise UpdateError("not signed: %s" % exc.message)
+    # format 1: an image manifest is the same in both formats (one {sha256, size} entry), and
+    # every gateway takes format 1
+    manifest = dict(limits, format=1, version=version, board=board,
+                    min_config_version=min_config_version, downgrade=bool(downgrade),
+                    image={"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    text, sig = _sign_offer(key, manifest, "the image's offer")
     os.makedirs(os.path.join(out_dir, "files"), exist_ok=True)
     with open(os.path.join(out_dir, "files", IMAGE_FILE), "wb") as f:
         f.write(data)
-    manifest = dict(limits, format=MANIFEST_FORMAT, version=version, board=board,
-                    min_config_version=min_config_version, downgrade=bool(downgrade),
-                    image={"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
-    _write_signed(out_dir, key, manifest)
+    _write_signed(out_dir, key, text, sig)
     log("image release %s for %s: %d bytes, signed by %s..." % (version, board, len(data), public_hex(key)[:18]))
     return manifest
 
@@ -299,9 +369,10 @@ class Release:
                 raise TypeError("its version is not a string")
             if "image" not in self.manifest:
                 files = self.manifest["files"]
-                if not isinstance(files, list) or not all(isinstance(e, dict) and isinstance(e.get("path"), str)
-                                                          for e in files):
-                    raise TypeError("its files are not a list of {\"path\": ...}")
+                if not isinstance(files, list) or not all(
+                        isinstance(e, dict) and isinstance(e.get("path"), str)
+                        or isinstance(e, list) and len(e) == 3 and isinstance(e[0], str) for e in files):
+                    raise TypeError("its files are not a list of {\"path\": ...} or of [path, size, sha256]")
         except KeyError as exc:
             raise UpdateError("%s is not a release (ppmid release writes one): no %s in it" % (out_dir, exc))
         except (OSError, ValueError, TypeError) as exc:
@@ -315,12 +386,12 @@ class Release:
             except OSError as exc:
                 raise UpdateError("release image %s is missing: %s" % (IMAGE_FILE, exc.strerror))
             return
-        for e in self.manifest["files"]:
+        for path in file_paths(self.manifest):
             try:
-                with open(os.path.join(out_dir, "files", e["path"]), "rb") as f:
+                with open(os.path.join(out_dir, "files", path), "rb") as f:
                     self.data.append(f.read())
             except OSError as exc:
-                raise UpdateError("release file %s is missing: %s" % (e["path"], exc.strerror))
+                raise UpdateError("release file %s is missing: %s" % (path, exc.strerror))
 
     @property
     def version(self):
@@ -357,6 +428,8 @@ class UpdateSender:
         self.topic = ROOT + eui.upper() + "/" + UPDATE
         self.offer_id = offer_id or secrets.token_hex(6)
         self.offer = offer_json(rel.text, signature if signature is not None else rel.signature, self.offer_id)
+        # a release written before the size check, or an offer id longer than release() counted
+        check_offer_size(self.offer, "the offer of %s" % rel.dir, eui.upper())
         self.quiet_s = quiet_s
         self.progress = progress
         self.tamper = tamper

@@ -332,6 +332,10 @@ def cases(f, tmp):
          os.path.join(tmp, "rel7"), "--firmware-dir", f["empty"])
     case("release seq zero", "release", "--board", "emulated", "--key", f["p256.pem"], "--out",
          os.path.join(tmp, "rel8"), "--seq", "0")
+    case("release manifest format 3", "release", "--board", "emulated", "--key", f["p256.pem"], "--out",
+         os.path.join(tmp, "rel9"), "--manifest-format", "3")
+    case("release manifest format not a number", "release", "--board", "emulated", "--key", f["p256.pem"], "--out",
+         os.path.join(tmp, "rel9"), "--manifest-format", "two")
     ubase = ["--state-dir", f["broker"], *gw_opts, "--timeout", "2"]
     case("update release missing", "update", *ubase, "--release", f["missing"])
     case("update release empty folder", "update", *ubase, "--release", f["release_empty"])

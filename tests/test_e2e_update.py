@@ -124,7 +124,7 @@ def test_a_corrupted_chunk_fails_the_hash_check(emu, keys, tmp_path):
         return data
     st, s = _offer(emu, rel, tamper=flip)
     assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_HASH", st
-    assert rel.manifest["files"][3]["path"] in st["error"]["message"]
+    assert U.file_paths(rel.manifest)[3] in st["error"]["message"]
     assert _running(emu) == "0.1.0" and emu.board.restarts == emu.restarts_at_start
     _relays_a_command(emu, "after-hash")
 
@@ -398,3 +398,19 @@ def test_a_version_that_hangs_at_import_is_rolled_back_by_the_watchdog(emu, keys
     emu.board.wait_for(r"PPMID ready: version=%s" % re.escape(before), 60, since=mark)
     emu.wait_online()
     _relays_a_command(emu, "after-hang")
+
+
+def test_a_format_1_release_is_still_applied(emu, keys, tmp_path):
+    # the stepping stone (docs/update.md "Manifest formats"): gateways on a version before
+    # format 2 take only format 1, so the release that brings format 2 is built in it; a
+    # gateway that knows both takes it as it takes format 2 (the releases above)
+    version = "9.1.0"  # above every version the tests before install
+    rel = _release(tmp_path, keys[0], version, manifest_format=1)
+    assert json.loads(rel.text)["format"] == 1 and all(isinstance(f, dict) for f in rel.manifest["files"])
+    mark = emu.board.mark()
+    st, s = _offer(emu, rel)
+    assert st["state"] == "applied" and st["running"] == version, (st, s.statuses[-3:])
+    assert s.bytes_sent >= rel.total
+    emu.board.wait_for(r"PPMID ready: version=%s" % re.escape(version), 60, since=mark)
+    emu.wait_online()
+    _relays_a_command(emu, "after-format-1")

@@ -32,6 +32,10 @@ def test_make_key_prints_the_public_key_and_never_overwrites(tmp_path, capsys):
 
 
 def test_a_release_is_signed_and_its_files_match(tmp_path, capsys):
+    _signed_release(tmp_path, capsys)
+
+
+def _signed_release(tmp_path, capsys):
     key = str(tmp_path / "op.pem")
     _, pub, _ = _run(capsys, "release", "--make-key", key)
     out = tmp_path / "rel"
@@ -52,13 +56,89 @@ def test_a_release_is_signed_and_its_files_match(tmp_path, capsys):
         raise AssertionError("taken after its expiry")
     except M.UpdateError as exc:
         assert exc.code == M.E_UPDATE_EXPIRED
-    paths = [f["path"] for f in m["files"]]
+    paths = [f[M.PATH] for f in m["files"]]
     assert "board.json" in paths and "ppmid/app.mpy" in paths and "main.py" not in paths
-    for f in m["files"]:
-        data = (out / "files" / f["path"]).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["size"]
+    for path, size, digest in m["files"]:
+        data = (out / "files" / path).read_bytes()
+        assert hashlib.sha256(data).digest() == digest and len(data) == size
     # the compiled set carries the release's version
     assert b"0.7.1" in (out / "files" / "ppmid" / "__init__.mpy").read_bytes()
+    # the compact form (docs/update.md "Manifest formats"): [path, size, sha256 in base64]
+    signed = json.loads(offer["manifest"])
+    assert signed["format"] == 2 and signed["files"][0][:2] == ["board.json", m["files"][0][M.SIZE]]
+    assert (out / "manifest.json").read_text() == offer["manifest"]
+    return m, key, pub.strip()
+
+
+def test_manifest_format_1_is_the_same_release_for_gateways_that_know_only_it(tmp_path, capsys):
+    # the stepping stone: a gateway on a version before format 2 takes only format 1
+    m2, key, pub = _signed_release(tmp_path, capsys)
+    out = tmp_path / "rel1"
+    rc, text, err = _run(capsys, "release", "--board", "emulated", "--key", key, "--out", str(out),
+                         "--version", "0.7.1", "--manifest-format", "1")
+    assert rc == 0, err
+    assert "manifest format 1" in text
+    offer = json.loads((out / "offer.json").read_text())
+    signed = json.loads(offer["manifest"])
+    assert signed["format"] == 1 and all(isinstance(f, dict) and set(f) == {"path", "sha256", "size"}
+                                         for f in signed["files"])
+    payload = json.dumps({"id": "x", "manifest": offer["manifest"], "signature": offer["signature"]}).encode()
+    oid, m1, _ = M.verify_offer(payload, pub, "emulated", "0.1.0", 1, GW, int(time.time()), 0)
+    assert m1["files"] == m2["files"]  # the same set, file for file
+    assert len(offer["manifest"]) > len((tmp_path / "rel" / "manifest.json").read_text()) * 1.3
+    rc, _, err = _run(capsys, "release", "--board", "emulated", "--key", key, "--out", str(out),
+                      "--manifest-format", "3")
+    assert rc == 1 and "--manifest-format" in err
+
+
+def _firmware_with_modules(tmp_path, names):
+    import shutil
+    from host_tools.boards import FIRMWARE_DIR
+    fw = tmp_path / "fw"
+    shutil.copytree(FIRMWARE_DIR, fw, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in names:
+        (fw / "ppmid" / name).parent.mkdir(parents=True, exist_ok=True)
+        (fw / "ppmid" / name).write_text("X = %r\n" % name)
+    return fw
+
+
+def test_a_release_whose_offer_no_gateway_could_receive_is_refused_with_its_figures(tmp_path, capsys):
+    from host_tools import update as U
+    key = str(tmp_path / "op.pem")
+    _run(capsys, "release", "--make-key", key)
+    # modules with long paths (96 characters, check_path's most) until the offer is over the
+    # MQTT cap: what no gateway could receive is not written
+    deep = "d" * 60 + "/"
+    fw = _firmware_with_modules(tmp_path, ["%s%s%02d.py" % (deep, "m" * 25, i) for i in range(45)])
+    out = tmp_path / "rel"
+    out.mkdir()
+    (out / "kept").write_text("a release written before")
+    rc, text, err = _run(capsys, "release", "--board", "emulated", "--key", key, "--out", str(out),
+                         "--firmware-dir", str(fw))
+    assert rc == 1 and err.startswith("ppmid: E_UPDATE_OFFER_SIZE: ") and len(err.strip().splitlines()) == 1, err
+    size = int(err.split("would be a ")[1].split("-byte")[0])
+    over = int(err.split("), ")[1].split(" bytes over")[0])
+    assert size - over == U.OFFER_PACKET_MAX == 16384 and over > 0 and "not written" in err
+    assert sorted(os.listdir(out)) == ["kept"]
+    # the sender measures the offer it is about to publish too (a release from before the check)
+    from host_tools.update import OfferTooLarge, check_offer_size
+    overhead = 2 + len("ppmid/v1/%s/update/offer" % GW) + 2  # the topic's length field, the topic, the packet id
+    try:
+        check_offer_size(b"x" * (U.OFFER_PACKET_MAX - overhead + 1), "an offer", GW)
+    except OfferTooLarge as exc:
+        assert exc.code == "E_UPDATE_OFFER_SIZE" and "1 bytes over" in exc.message
+    else:
+        raise AssertionError("an offer one byte over the cap was taken")
+    assert check_offer_size(b"x" * (U.OFFER_PACKET_MAX - overhead), "an offer", GW) == U.OFFER_PACKET_MAX
+
+
+def test_a_set_of_more_files_than_a_gateway_takes_is_refused(tmp_path, capsys):
+    key = str(tmp_path / "op.pem")
+    _run(capsys, "release", "--make-key", key)
+    fw = _firmware_with_modules(tmp_path, ["x%03d.py" % i for i in range(M.MAX_FILES)])
+    rc, text, err = _run(capsys, "release", "--board", "emulated", "--key", key, "--out", str(tmp_path / "rel"),
+                         "--firmware-dir", str(fw))
+    assert rc == 1 and "a gateway takes %d at most" % M.MAX_FILES in err and not (tmp_path / "rel").exists(), err
 
 
 def test_release_errors_are_one_line(tmp_path, capsys):

@@ -28,7 +28,8 @@ def _verify(payload, running="0.1.0", board="emulated", cfg_version=1, key=PUBLI
 def test_a_signed_offer_for_this_board_and_a_newer_version_passes():
     oid, m, text = _verify(signed_offer("good"))
     assert oid == "t1" and m["version"] == "0.2.0" and m["board"] == "emulated"
-    assert json.loads(text) == m and len(m["files"]) == 2
+    assert m["files"] == _triples(MANIFEST["files"]) and m["format"] == 1
+    assert json.loads(text)["files"] == MANIFEST["files"]  # the signed text as it came
 
 
 def test_the_wrong_key_and_a_tampered_manifest_are_refused():
@@ -180,9 +181,15 @@ def test_versions():
         raise AssertionError(bad)
 
 
+def _triples(files):
+    """A format-1 "files" list as parse_manifest gives it: [path, size, sha256 bytes] each."""
+    from binascii import unhexlify
+    return [[f["path"], f["size"], unhexlify(f["sha256"])] for f in files]
+
+
 def test_the_fixture_manifest_is_what_was_signed():
     oid, m, text = _verify(signed_offer("good"))
-    assert m == MANIFEST
+    assert m == dict(MANIFEST, files=_triples(MANIFEST["files"]))
 
 
 def test_image_manifests_name_one_image_with_its_digest_and_size():
@@ -204,16 +211,20 @@ def test_image_manifests_name_one_image_with_its_digest_and_size():
 
 
 def test_upper_case_digests_are_taken_in_lower_case():
-    # the downloaded file's digest is compared as hexlify() gives it: lower case
+    # a downloaded image's digest is compared as hexlify() gives it: lower case; a file's
+    # as the 32 bytes file_hash gives
+    from binascii import hexlify
     from ppmid.update.service import file_hash
     from test_relay_support import fresh_root
     root = fresh_root(64)
     with open(root + "/f", "wb") as f:
         f.write(b"abc")
-    digest = file_hash(root + "/f")
+    raw = file_hash(root + "/f")
+    digest = hexlify(raw).decode()
+    assert len(raw) == 32 and digest == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # of "abc"
     files = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated", "expires": EXPIRES, "seq": SEQ,
                         "files": [{"path": "ppmid/app.mpy", "sha256": digest.upper(), "size": 3}]})
-    assert M.parse_manifest(files)["files"][0]["sha256"] == digest
+    assert M.parse_manifest(files)["files"][0][M.SHA256] == raw
     image = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated", "expires": EXPIRES, "seq": SEQ,
                         "image": {"sha256": digest.upper(), "size": 3}})
     assert M.parse_manifest(image)["image"]["sha256"] == digest
@@ -249,3 +260,58 @@ def test_an_offer_in_a_writable_buffer_is_read_where_it_lies():
     odd = bytearray(b'{"id":"o2","manifest":"{\\"a\\": \\"\\ud83d\\ude00\\"}","signature":"00"}')
     oid, text, sig = M.parse_offer(given(odd))
     assert oid == "o2" and json.loads(text) == json.loads('{"a": "\\ud83d\\ude00"}')
+
+
+# ---- manifest format 2 (docs/update.md "Manifest formats") -----------------------------------
+V2 = {"format": 2, "version": "0.2.0", "board": "emulated", "expires": EXPIRES, "seq": SEQ}
+APP = ["ppmid/app.mpy", 2000, "zc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc0="]  # sha256 "cd" * 32
+
+
+def test_a_signed_format_2_offer_passes_and_gives_the_files_format_1_gives():
+    oid, m2, text = _verify(signed_offer("good-v2"))
+    oid, m1, _ = _verify(signed_offer("good"))
+    assert m2["format"] == 2 and json.loads(text)["files"][1] == APP
+    assert m2["files"] == m1["files"] == [["board.json", 10, b"\xab" * 32], ["ppmid/app.mpy", 2000, b"\xcd" * 32]]
+    assert dict(m2, format=1) == m1
+    o = json.loads(signed_offer("good-v2"))
+    o["manifest"] = o["manifest"].replace(",2000,", ",2001,")
+    assert _code(_verify, json.dumps(o)) == M.E_UPDATE_SIGNATURE
+
+
+def _refused(manifest, why):
+    try:
+        M.parse_manifest(json.dumps(manifest))
+    except M.UpdateError as exc:
+        assert exc.code == M.E_UPDATE_MANIFEST and why in exc.message, (why, exc.message)
+        return
+    raise AssertionError("accepted %r" % (manifest,))
+
+
+def test_malformed_format_2_file_lists_are_refused_with_a_reason():
+    assert M.parse_manifest(json.dumps(dict(V2, files=[APP])))["files"] == [["ppmid/app.mpy", 2000, b"\xcd" * 32]]
+    digest = APP[2]
+    for files, why in (
+            ([APP[:2]], "a list of 3"), ([APP + [1]], "a list of 3"), ([[]], "a list of 3"),
+            ([{"path": "ppmid/app.mpy", "sha256": "cd" * 32, "size": 2000}], "a list of 3"), (["ppmid/app.mpy"], "list of 3"),
+            ([APP[:2] + ["cd" * 32]], "44 characters of base64"),        # the hex of format 1
+            ([APP[:2] + [digest[:-1]]], "44 characters of base64"),      # 43
+            ([APP[:2] + [digest + "="]], "44 characters of base64"),     # 45
+            ([APP[:2] + [digest[:-1] + "A"]], "44 characters of base64"),  # no padding
+            ([APP[:2] + ["!" + digest[1:]]], "44 characters of base64"),  # not the alphabet
+            ([APP[:2] + [digest[:-2] + "1="]], "44 characters of base64"),  # the same bytes spelt another way
+            ([APP[:2] + [None]], "44 characters of base64"),
+            ([[APP[0], -1, digest]], "size must be"), ([[APP[0], "2000", digest]], "size must be"),
+            ([[APP[0], True, digest]], "size must be"), ([[APP[0], M.MAX_FILE_BYTES + 1, digest]], "size must be"),
+            ([[APP[0], 1.5, digest]], "size must be"), ([[APP[0], None, digest]], "size must be"),
+            ([APP, list(APP)], "listed twice"), ([APP, ["board.json", 3, digest]], "in path order"),
+            ([["ppmid/../config.json", 3, digest], APP], "not board.json"), ([[5, 3, digest], APP], "not board.json"),
+            ([["board.json", 3, digest]], "no ppmid/app"),
+            ([], "1 to %d entries" % M.MAX_FILES), ("x", "1 to %d entries" % M.MAX_FILES)):
+        _refused(dict(V2, files=files), why)
+    # as text, the lists let go: the test runs in an ESP32's heap
+    many = json.dumps(dict(V2, files=[APP] + [["ppmid/m%03d.mpy" % i, 10, digest] for i in range(M.MAX_FILES)]))
+    _refused(json.loads(many), "1 to %d entries" % M.MAX_FILES)
+    many = many.replace(json.dumps(APP) + ", ", "").replace('"ppmid/m000.mpy"', '"ppmid/app.mpy"')
+    assert len(M.parse_manifest(many)["files"]) == M.MAX_FILES
+    _refused(dict(V2, format=3, files=[APP]), "format must be 1 or 2")
+    _refused(dict(V2, format="2", files=[APP]), "format must be 1 or 2")

@@ -95,11 +95,20 @@ async def _settle():
 
 
 def test_a_good_download_switches_into_a_slot_on_probation():
+    _good_download("real")
+
+
+def test_a_format_2_manifest_downloads_and_switches_as_format_1_does():
+    # the same set, its files as [path, size, sha256 in base64] (docs/update.md "Manifest formats")
+    _good_download("real-v2")
+
+
+def _good_download(name):
     root = _setup()
 
     async def go():
         u = _updater(root, _Relay())
-        await u.handle(u.topic + "/offer", signed_offer("real", "o1"))
+        await u.handle(u.topic + "/offer", signed_offer(name, "o1"))
         st = u.client.last()
         assert st["state"] == "downloading" and st["id"] == "o1" and st["file"] == 0 and st["offset"] == 0
         assert st["total"] == sum(len(f) for f in REAL_FILES) and st["chunk"] == 1000
@@ -164,11 +173,20 @@ def test_a_power_cut_mid_download_resumes_where_the_flash_stopped():
 
 
 def test_a_corrupted_file_is_refused_and_the_slot_cleared():
+    _corrupted_file("real")
+
+
+def test_a_corrupted_file_is_refused_under_format_2_too():
+    # the base64 digest is compared as the hex one is: one flipped bit is found
+    _corrupted_file("real-v2")
+
+
+def _corrupted_file(name):
     root = _setup()
 
     async def go():
         u = _updater(root)
-        await u.handle(u.topic + "/offer", signed_offer("real"))
+        await u.handle(u.topic + "/offer", signed_offer(name))
         bad = bytearray(REAL_FILES[0])
         bad[3] ^= 1
         await u.handle(u.topic + "/data", _chunk(0, 0, bytes(bad)))

@@ -84,3 +84,10 @@ SIGNED['real-next'] = ('{"board":"emulated","downgrade":false,"expires":41024448
     'f59f9d3b695d787a783337a1b586bec2edcd39cfb96326ee2f309e6672474829ba3f0b9ba4c4ea80a52ef904016a039a40755713f43414ac1285062830e5441e')
 SIGNED['real-downgrade'] = ('{"board":"emulated","downgrade":true,"expires":4102444800,"files":[{"path":"board.json","sha256":"df4a293fdf56431094e3f1bb34bb7a25d00552e9bd49418d406540d8515094a3","size":20},{"path":"ppmid/app.mpy","sha256":"fff5d0952a2272c2d76e419a1ad7b6f026eab7ad776afd029916f60fd43c2dd0","size":3075}],"format":1,"gateways":["00DB1234567890A4"],"min_config_version":1,"seq":1767225500,"version":"0.1.5"}',
     '7d0b29d83b79c79ca8e8bc29df0f4d1ab390a080ed38b63ae5ef98940015c9c796fbdb486c2ea1f111277c973cc55f1f027585a7e27925a743d7394d1d7c99db')
+
+# manifest format 2 (docs/update.md "Manifest formats"): "good" and "real" with files as
+# [path, size, sha256 in base64] triples
+SIGNED['good-v2'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[["board.json",10,"q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s="],["ppmid/app.mpy",2000,"zc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc3Nzc0="]],"format":2,"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+    '111dd635993857e5fac4c553367c6cb884e5ddaeab42051722301ea342cbff392c08a2e7cf4d8b342c64ec776a57296afc5beac5298abbc9f1dcb117b2cdaaca')
+SIGNED['real-v2'] = ('{"board":"emulated","downgrade":false,"expires":4102444800,"files":[["board.json",20,"30opP99WQxCU4/G7NLt6JdAFUum9SUGNQGVA2FFQlKM="],["ppmid/app.mpy",3075,"//XQlSoicsLXbkGaGte28Cbqt613av0CmRb2D9Q8LdA="]],"format":2,"min_config_version":1,"seq":1767225600,"version":"0.2.0"}',
+    'ad7d19989646c4bcb685fed0becc3241a1cf09d2960871fc1673b137e3ad9821efa3898f007b6ed2c188b85bb9ffd2616a3d2657373256838a5d0ce86cd802e6')

@@ -18,7 +18,7 @@ from binascii import hexlify
 import asyncio
 from ppmid.errors import PpmidError, E_BUSY
 from ppmid.update import slots
-from ppmid.update.manifest import UpdateError
+from ppmid.update.manifest import UpdateError, PATH, SIZE, SHA256
 from ppmid.mqtt.contract import ROOT, UPDATE
 
 # An offer is read where it lies, in the MQTT client's receive buffer (valid until the
@@ -72,7 +72,7 @@ def file_hash(path):
             if not n:
                 break
             h.update(mv[:n])
-    return hexlify(h.digest()).decode()
+    return h.digest()  # as a parsed manifest holds a file's (manifest.SHA256)
 
 
 def file_size(path):
@@ -182,10 +182,11 @@ class Updater:
         m = st["manifest"]
         total = 0
         got = 0
-        for i, f in enumerate(m["files"] if "files" in m else (m["image"],)):
-            total += f["size"]
+        # a file is [path, size, sha256] (manifest.parse_manifest), an image one entry {sha256, size}
+        for i, f in enumerate(m["files"] if "files" in m else ((None, m["image"]["size"]),)):
+            total += f[SIZE]
             if self.need is None or i < self.need[0]:
-                got += f["size"]
+                got += f[SIZE]
             elif i == self.need[0]:
                 got += self.need[1]
         extra = {"received": got, "total": total, "chunk": self.chunk}
@@ -218,7 +219,7 @@ class Updater:
             await self.refuse(UpdateError(E_UPDATE_FLASH, "writing the new set to flash failed: %r" % (exc,)), oid, ver)
 
     def _slot_file(self, i):
-        return slots.slot_dir(self.root, self.stage["slot"]) + "/" + self.stage["manifest"]["files"][i]["path"]
+        return slots.slot_dir(self.root, self.stage["slot"]) + "/" + self.stage["manifest"]["files"][i][PATH]
 
     async def offer(self, payload):
         """Check an offer; every refusal names the offer's id (and version, when readable),
@@ -281,7 +282,7 @@ class Updater:
         else:
             total = 0
             for f in m["files"]:
-                total += f["size"]
+                total += f[SIZE]
             self.stage = None
             self.need = None
             slot = slots.target_slot(st)
@@ -334,7 +335,7 @@ class Updater:
         while i < len(files):
             path = self._slot_file(i)
             have = file_size(path)
-            want = files[i]["size"]
+            want = files[i][SIZE]
             if have < 0:
                 slots.makedirs(path[:path.rfind("/")])
                 with open(path, "wb"):
@@ -347,9 +348,9 @@ class Updater:
             if have < want:
                 self.need = (i, have)
                 break
-            if file_hash(path) != files[i]["sha256"]:
+            if file_hash(path) != files[i][SHA256]:
                 raise UpdateError(E_UPDATE_HASH, "%s: SHA-256 differs from the manifest's: download refused"
-                                  % files[i]["path"])
+                                  % files[i][PATH])
             i += 1
             self.need = (i, 0)
         if i >= len(files):
@@ -380,15 +381,15 @@ class Updater:
             return
         f = self.stage["manifest"]["files"][i]
         n = len(mv) - CHUNK_HEADER
-        if off + n > f["size"]:
+        if off + n > f[SIZE]:
             raise UpdateError(E_UPDATE_HASH, "%s: more data than its size %d: download refused"
-                              % (f["path"], f["size"]))
+                              % (f[PATH], f[SIZE]))
         with open(self._slot_file(i), "ab") as out:
             out.write(mv[CHUNK_HEADER:])
         self.stats["chunks"] += 1
         self.stats["bytes"] += n
         self.need = (i, off + n)
-        if off + n < f["size"]:
+        if off + n < f[SIZE]:
             await self.progress()
         else:
             await self.advance()
