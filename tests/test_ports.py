@@ -141,7 +141,9 @@ def test_the_cli_says_a_busy_port_in_one_line(pty_port, capsys):
     p = holder(pty_port)
     try:
         for argv in (["monitor", pty_port, "--seconds", "5"],
-                     ["deploy", "--port", pty_port, "--board", "emulated"]):  # refused before the build
+                     ["deploy", "--port", pty_port, "--board", "emulated"],  # refused before the build
+                     ["ncp-emulator", "--pty", pty_port],  # the emulated board's Zigbee and NFC ptys
+                     ["pn532-emulator", "--pty", pty_port]):
             rc = cli.main(argv)
             err = capsys.readouterr().err
             assert rc == 1 and err.startswith("ppmid: E_PORT_BUSY: %s is in use by pid %d (" % (pty_port, p.pid)), err
@@ -171,6 +173,10 @@ def test_the_wired_link_holds_the_port_while_open(pty_port):
     c = WiredClient(pty_port).open()
     try:
         assert not another_process_may_take(pty_port)
+        # its pyserial open flocks the node too: an mpremote started by hand refuses itself
+        bare = subprocess.run([boards.mpremote_path(), "connect", pty_port, "resume", "exec", "print(1)"],
+                              capture_output=True, text=True, timeout=60)
+        assert bare.returncode == 1 and "failed to access %s" % pty_port in bare.stderr, bare.stderr
         c.unplug()  # the cable pulled: the port closed and free
         assert another_process_may_take(pty_port)
     finally:
