@@ -23,10 +23,13 @@ again without refusing itself); it is released when the outermost holder lets go
 Not detected: a program that takes neither lock (screen, minicom, cat, another vendor's
 tool, pyserial without exclusive=True); a tool running with another TMPDIR (another lock
 directory) is seen only while one of its mpremote/esptool/pyserial opens holds the node.
-Where fcntl is absent (Windows) nothing is locked. On macOS the lock file works; the
+Where fcntl is absent (Windows) nothing is locked (Windows opens a COM port for one program
+at a time itself, but nothing holds it between a deploy's runs). On macOS the lock file works; the
 /proc/locks look-up does not exist there.
 """
 import os
+import stat
+import sys
 import tempfile
 import threading
 
@@ -59,11 +62,22 @@ class PortBusy(PortLockError):
 
 def device_path(port):
     """The port's device as the kernel names it (a /dev/serial/by-id/ link resolved), or
-    None for what is not a file here (an mpremote shortcut such as `a0`, a socket:// URL):
-    those are not locked."""
-    if not isinstance(port, str) or "://" in port or not os.path.exists(port):
+    None for what is not a character device here (an mpremote shortcut such as `a0`, a
+    socket:// URL, a missing path, a regular file) and for the kernel's memory devices
+    (/dev/null, which tests and scripts give as a port that is not one, many at a time):
+    those are not locked, and the tool fails on them as it did."""
+    if not isinstance(port, str) or "://" in port:
         return None
-    return os.path.realpath(port)
+    try:
+        st = os.stat(port)
+    except (OSError, ValueError):
+        return None
+    device = os.path.realpath(port)
+    if not stat.S_ISCHR(st.st_mode) or device == os.devnull:
+        return None
+    if sys.platform.startswith("linux") and os.major(st.st_rdev) == 1:  # null, zero, full, random
+        return None
+    return device
 
 
 def lock_file(device):

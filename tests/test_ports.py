@@ -119,11 +119,20 @@ def test_a_link_to_the_port_and_the_port_are_one(pty_port, tmp_path):
         end(p)
 
 
-def test_what_is_not_a_device_here_is_not_locked(tmp_path):
-    for port in ("socket://127.0.0.1:7", str(tmp_path / "no-such-port"), "a0", None):
+def test_what_is_not_a_serial_device_here_is_not_locked(tmp_path, pty_port):
+    (tmp_path / "file").write_text("")
+    # /dev/null: given as a port that is not one by many tests at once, which must not
+    # refuse each other
+    for port in ("socket://127.0.0.1:7", str(tmp_path / "no-such-port"), "a0", str(tmp_path / "file"),
+                 str(tmp_path), os.devnull, "/dev/zero"):
+        assert ports.device_path(port) is None, port
         with PortLock(port):
-            assert ports.device_path(port) is None
+            assert another_process_may_take(port), port
+    for port in (None, "bad\0port"):
+        assert ports.device_path(port) is None
+        PortLock(port).acquire().release()
     assert not os.path.exists(ports.lock_file(str(tmp_path / "no-such-port")))
+    assert ports.device_path(pty_port) == pty_port
 
 
 def test_an_unusable_lock_directory_is_a_clear_error(pty_port, tmp_path, monkeypatch):
