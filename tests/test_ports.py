@@ -190,3 +190,15 @@ def test_the_wired_link_holds_the_port_while_open(pty_port):
         assert another_process_may_take(pty_port)
     finally:
         c.close()
+
+
+def test_a_deploy_holds_the_emulated_boards_port_from_build_to_reset_and_then_frees_it(tmp_path):
+    from host_tools.emuboard import EmulatedBoard
+    seen = []  # (what the deploy said, whether another process could take the port then)
+    with EmulatedBoard(tmp_path / "board") as b:
+        b.deploy(log=lambda msg: seen.append((msg, another_process_may_take(b.repl))))
+        assert [m for m, _ in seen][-1] == "soft reset"
+        # said before its first mpremote run, between runs, and after the reset: held throughout
+        assert len(seen) >= 4 and not any(free for _, free in seen), seen
+        assert another_process_may_take(b.repl)
+        assert b.exec("print(6 * 7)").strip() == "42"  # an mpremote run after it gets the port
