@@ -47,7 +47,8 @@ def another_process_may_take(port):
     """Whether a fresh process gets the port now (it exits at once, so holds nothing after)."""
     code = ("import sys; from host_tools.ports import PortLock, PortBusy\n"
             "try:\n    PortLock(sys.argv[1]).acquire()\nexcept PortBusy:\n    sys.exit(%d)\n" % BUSY)
-    rc = subprocess.run([sys.executable, "-c", code, port], cwd=boards.CHECKOUT, timeout=30).returncode
+    # Popen: a test may stand in for subprocess.run (esptool's runs)
+    rc = subprocess.Popen([sys.executable, "-c", code, port], cwd=boards.CHECKOUT).wait(30)
     assert rc in (FREE, BUSY), rc
     return rc == FREE
 
@@ -202,3 +203,26 @@ def test_a_deploy_holds_the_emulated_boards_port_from_build_to_reset_and_then_fr
         assert len(seen) >= 4 and not any(free for _, free in seen), seen
         assert another_process_may_take(b.repl)
         assert b.exec("print(6 * 7)").strip() == "42"  # an mpremote run after it gets the port
+
+
+def test_a_flash_is_refused_before_esptool_and_holds_the_port_around_its_runs(pty_port, tmp_path, monkeypatch):
+    from host_tools import flash
+    from tests.test_flash import image_for
+    image = image_for(tmp_path, "esp32s3-devkitc-1-n8r8")
+    ran = []  # esptool stood in for: whether another process could take the port during each run
+
+    def esptool(cmd):
+        ran.append((cmd[-3], another_process_may_take(pty_port)))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(flash.subprocess, "run", esptool)  # the module's: another_process_may_take uses Popen
+    p = holder(pty_port)
+    try:
+        with pytest.raises(PortBusy, match="is in use by pid %d " % p.pid):
+            flash.flash(pty_port, "esp32s3-devkitc-1-n8r8", image, then_deploy=False)
+    finally:
+        end(p)
+    assert ran == []
+    flash.flash(pty_port, "esp32s3-devkitc-1-n8r8", image, then_deploy=False)
+    assert ran == [("write-flash", False)]
+    assert another_process_may_take(pty_port)
