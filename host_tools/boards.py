@@ -93,9 +93,11 @@ def mpremote_path():
 
 def mpremote(port, args, timeout=30):
     """Run `mpremote connect PORT resume ARGS...`; return stdout or raise BoardError."""
+    from host_tools.ports import PortLock
     cmd = [mpremote_path(), "connect", port, "resume"] + list(args)
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        with PortLock(port):  # PortBusy when another tool of ours has the port
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BoardError("mpremote timed out after %ss on %s (is it a MicroPython REPL?)" % (timeout, port))
     if p.returncode != 0:

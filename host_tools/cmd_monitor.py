@@ -6,7 +6,9 @@ log-level filter (docs/captures.md "Console monitor").
 
 Levels: error (relay errors, crashes, tracebacks), warn (relay warnings), info (the rest).
 Read-only: nothing is sent to the board, so it can run beside `ppmid send` or a replay
-(not beside mpremote on the same serial port: one reader gets each byte).
+on another port. It holds the console's port (host_tools/ports.py): a deploy there is
+refused (E_PORT_BUSY), a bare mpremote fails to open it, and the monitor is refused beside
+either: one reader gets each byte.
 """
 import os
 import sys

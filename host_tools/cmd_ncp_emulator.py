@@ -151,9 +151,16 @@ def run(args):
         guess = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                              "shared", "vectors", "gbcs", "rtds-4.5.0")
         corpus = guess if os.path.isdir(guess) else None
-    emu = NcpEmulator(pty, baud=args.baud, ezsp_version=args.ezsp_version, max_payload=args.max_payload,
-                      log_path=args.log, corpus_dir=corpus, faults=faults, verbose=args.verbose,
-                      ch_options=ch_options, commissioning=commissioning).start()
+    from host_tools.ports import PortLock
+    # PortBusy when another emulator (or tool) serves this pty: each would get half the frames
+    hold = PortLock(pty).acquire()
+    try:
+        emu = NcpEmulator(pty, baud=args.baud, ezsp_version=args.ezsp_version, max_payload=args.max_payload,
+                          log_path=args.log, corpus_dir=corpus, faults=faults, verbose=args.verbose,
+                          ch_options=ch_options, commissioning=commissioning).start()
+    except BaseException:
+        hold.release()
+        raise
     print("ncp-emulator: EZSP v%d NCP + CH on %s (log %s)%s" % (
         args.ezsp_version, pty, args.log or "-",
         ", uncommissioned, CH device log %s" % args.device_log if args.device_log else ""), flush=True)
@@ -164,5 +171,6 @@ def run(args):
             time.sleep(1)
     finally:
         emu.stop()
+        hold.release()
         if args.pcap:
             writer.close()

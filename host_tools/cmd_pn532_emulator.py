@@ -95,6 +95,7 @@ def run(args):
     target = _target(args)
     log = None if args.quiet else (lambda text: print("pn532-emulator: " + text, flush=True))
     link = None
+    hold = None
     if args.new_pty:
         emu, path = PN532Emulator.on_new_pty(baud=args.baud, rf_kbps=args.rf_kbps or None, log=log)
         if args.link:
@@ -106,9 +107,12 @@ def run(args):
             link = args.link
     else:
         path = args.pty or emuboard.uart_pty(args.state_dir, "nfc")
+        from host_tools.ports import PortLock
+        hold = PortLock(path).acquire()  # PortBusy when another emulator (or tool) serves this pty
         try:
             emu = PN532Emulator.on_path(path, baud=args.baud, rf_kbps=args.rf_kbps or None, log=log)
         except OSError as exc:
+            hold.release()
             raise CliError("cannot open %s: %s" % (path, exc.strerror or exc))
     emu.start()
     # SIGTERM ends it as Ctrl-C does, so that the /dev link goes too
@@ -138,6 +142,8 @@ def run(args):
         pass
     finally:
         emu.stop()
+        if hold is not None:
+            hold.release()
         if link:
             try:
                 os.unlink(link)

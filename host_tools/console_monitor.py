@@ -110,9 +110,12 @@ class Monitor:
 def read_port(port, monitor, baud=115200, until=None, stop=None):
     """Read a serial port or pty until `until` (time.monotonic()) or stop() is true."""
     import serial
+    from host_tools.ports import PortLock
+    hold = PortLock(port).acquire()  # PortBusy: mpremote or a deploy has the port
     try:
-        s = serial.Serial(port, baud, timeout=0.2)
+        s = serial.Serial(port, baud, timeout=0.2, exclusive=True)
     except (serial.SerialException, OSError) as exc:
+        hold.release()
         raise MonitorError("cannot open %s: %s" % (port, exc))
     try:
         while (until is None or time.monotonic() < until) and not (stop and stop()):
@@ -124,6 +127,7 @@ def read_port(port, monitor, baud=115200, until=None, stop=None):
                 monitor.feed(data)
     finally:
         s.close()
+        hold.release()
         monitor.flush()
 
 

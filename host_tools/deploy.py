@@ -50,6 +50,7 @@ import time
 from host_tools import board_scripts, boards
 from host_tools.boards import FIRMWARE_DIR, mpy_cross_binary, tool
 from host_tools.errors import ToolError
+from host_tools.ports import PortLock
 
 STAGING = "/.deploy-new"
 SCRIPTS = ("boot.py", "main.py")  # stay source: MicroPython runs them by name
@@ -413,7 +414,8 @@ def _raised_on_board(what, text):
 
 
 def _exec(port, code, what, timeout=30, stall_s=None):
-    return _run_mpremote([tool("mpremote"), "connect", port, "resume", "exec", code], what, timeout, stall_s)
+    with PortLock(port):
+        return _run_mpremote([tool("mpremote"), "connect", port, "resume", "exec", code], what, timeout, stall_s)
 
 
 def same_chip(reported, chip):
@@ -495,7 +497,7 @@ def soft_reset(port):
     the process exits and the supervisor reboots it."""
     import serial
     try:
-        with serial.Serial(port, 115200, timeout=1) as s:
+        with PortLock(port), serial.Serial(port, 115200, timeout=1, exclusive=True) as s:
             s.write(b"\r\x03\x03")
             time.sleep(0.1)
             s.write(b"\x02")
@@ -618,6 +620,15 @@ def _staged_count(port, arch, definition, build, changed, local):
 
 def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, dry_run=False, log=None,
            scripts_only=False, force=False, attempts=ATTEMPTS):
+    """Build, copy what changed, install, reset (the module's docstring). The port is held
+    (ports.PortLock) from before the build to the reset: a port another tool has is refused
+    (PortBusy) before anything is built, and no other tool's bytes land between two of the
+    deploy's mpremote runs. A dry run opens no port and holds none."""
+    with PortLock(None if dry_run else port):
+        return _deploy(port, board, firmware_dir, build_dir, reset, dry_run, log, scripts_only, force, attempts)
+
+
+def _deploy(port, board, firmware_dir, build_dir, reset, dry_run, log, scripts_only, force, attempts):
     log = log or (lambda msg: None)
     if attempts < 1:
         raise DeployError("--attempts must be 1 or more (got %d)" % attempts)

@@ -22,6 +22,7 @@ import time
 
 from host_tools import boards, deploy
 from host_tools.errors import ToolError
+from host_tools.ports import PortLock
 
 ESP_IMAGE_MAGIC = 0xE9
 CHIP_ID_OFFSET = 12  # 8-byte image header, then the extended header: wp pin, 3 drive bytes, chip id
@@ -149,13 +150,16 @@ def flash(port, board, firmware, baud=BAUD, then_deploy=True, dry_run=False, scr
         if then_deploy:
             deploy.deploy(port, board, dry_run=True, scripts_only=scripts_only, force=True)
         return
-    print("flash: " + note, flush=True)
-    for cmd in cmds:
-        print("flash: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-        if subprocess.run(cmd).returncode != 0:
-            raise FlashError("esptool failed: %s" % " ".join(cmd[-2:]))
-    if not then_deploy:
-        return
-    definition = boards.load_board(board)
-    wait_for_repl(port, deploy.board_arch(definition), definition)
-    deploy.deploy(port, board, log=lambda m: print("deploy: " + m), scripts_only=scripts_only, force=True)
+    # held from the first esptool run to the deploy's reset (esptool locks the port only
+    # while each run lasts); PortBusy before anything is written when another tool has it
+    with PortLock(port):
+        print("flash: " + note, flush=True)
+        for cmd in cmds:
+            print("flash: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+            if subprocess.run(cmd).returncode != 0:
+                raise FlashError("esptool failed: %s" % " ".join(cmd[-2:]))
+        if not then_deploy:
+            return
+        definition = boards.load_board(board)
+        wait_for_repl(port, deploy.board_arch(definition), definition)
+        deploy.deploy(port, board, log=lambda m: print("deploy: " + m), scripts_only=scripts_only, force=True)

@@ -16,6 +16,7 @@ import tempfile
 
 from host_tools import board_scripts, boards
 from host_tools.errors import ToolError
+from host_tools.ports import PortLock
 
 
 class ProvisionError(ToolError):
@@ -230,8 +231,13 @@ ORDER = ("/certs/ca.der", "/certs/gateway.der", "/certs/gateway.key.der", "/secr
 
 def write(port, files, root="", mpremote=None):
     """Copy `files` to the board under .tmp names, verify, then rename into place.
-    Raises BoardError (mpremote failed) or ProvisionError (the board did not take them)."""
-    mpremote = mpremote or boards.mpremote
+    Raises BoardError (mpremote failed), ProvisionError (the board did not take them) or
+    PortBusy (another tool has the port: held from the first step to the renames)."""
+    with PortLock(port):
+        return _write(port, files, root, mpremote or boards.mpremote)
+
+
+def _write(port, files, root, mpremote):
     paths = [p for p in ORDER if p in files] + sorted(p for p in files if p not in ORDER)
     dirs = sorted({root + os.path.dirname(p) for p in paths if os.path.dirname(p) != "/"})
     mpremote(port, ["exec", board_scripts.with_call("provision_steps.py", "_mkdirs", dirs)])

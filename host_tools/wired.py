@@ -71,6 +71,7 @@ class WiredClient:
         self._cond = threading.Condition()
         self._wlock = threading.Lock()
         self._ser = None
+        self._hold = None        # the PortLock while the port is open
         self._thread = None
         self._stop = False
         self._seq = 0
@@ -91,10 +92,14 @@ class WiredClient:
         if isinstance(self.baud, bool) or not isinstance(self.baud, int) or self.baud <= 0:
             # pyserial's ValueError would read as a bug of ours
             raise WiredError("--baud must be a positive whole number (e.g. 115200), not %r" % (self.baud,))
+        from host_tools.ports import PortLock
+        hold = PortLock(self.port).acquire()  # PortBusy: a deploy or another link has the port
         try:
-            ser = serial.Serial(self.port, self.baud, timeout=0.05)
+            ser = serial.Serial(self.port, self.baud, timeout=0.05, exclusive=True)
         except (serial.SerialException, OSError) as exc:
+            hold.release()
             raise WiredError("cannot open %s: %s" % (self.port, exc))
+        self._hold = hold
         # what the gateway said while nobody listened is stale: the HELLO asks again
         ser.reset_input_buffer()
         self._ser = ser
@@ -114,6 +119,9 @@ class WiredClient:
             except OSError:
                 pass
             self._ser = None
+        if self._hold is not None:
+            self._hold.release()
+            self._hold = None
 
     def __enter__(self):
         return self.open()

@@ -1,0 +1,213 @@
+"""One host tool at a time on a board's serial port.
+
+Two tools on one port (a `ppmid deploy` while `ppmid send --serial` talks to the gateway, a
+second deploy or flash, `ppmid monitor` beside mpremote) each get part of the other's bytes
+and fail in confusing ways, or corrupt a deploy. Every place in host_tools that opens a
+board's port (pyserial, or mpremote and esptool runs) holds a PortLock for as long as it
+uses it; a second tool is refused at once with PortBusy (E_PORT_BUSY) naming the port and,
+where /proc/locks shows it, the pid holding it. Nobody waits and nothing is killed.
+
+The lock is an exclusive flock, taken without waiting, on a lock file named after the
+port's device (LOCK_DIR/dev_ttyUSB0.lock for /dev/ttyUSB0, or for a symlink to it). Not on
+the device node itself: mpremote and esptool flock the node on their own open of the port
+(pyserial's exclusive=True), so a lock we held on the node around their run would refuse
+them. Our pyserial opens take that node lock too (exclusive=True), and the node's flock is
+looked up in /proc/locks when the lock file is taken: an mpremote, esptool or exclusive
+pyserial open that some other program started on the port refuses us as well (Linux only).
+
+A flock belongs to the open file, so it dies with the process holding it, however the
+process ends (killed included): no stale lock to clean up. Within one process the lock is
+re-entrant (a flash deploys, a deploy runs many mpremote commands: each holds the port
+again without refusing itself); it is released when the outermost holder lets go.
+
+Not detected: a program that takes neither lock (screen, minicom, cat, another vendor's
+tool, pyserial without exclusive=True); a tool running with another TMPDIR (another lock
+directory) is seen only while one of its mpremote/esptool/pyserial opens holds the node.
+Where fcntl is absent (Windows) nothing is locked (Windows opens a COM port for one program
+at a time itself, but nothing holds it between a deploy's runs). On macOS the lock file works; the
+/proc/locks look-up does not exist there.
+"""
+import os
+import stat
+import sys
+import tempfile
+import threading
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, every PortLock is a no-op
+    fcntl = None
+
+from host_tools.errors import ToolError
+
+LOCK_DIR = os.path.join(tempfile.gettempdir(), "ppmid-port-locks")
+PROC_LOCKS = "/proc/locks"
+
+_guard = threading.Lock()
+_held = {}  # lock file path -> [fd, depth]: this process's holds
+
+
+class PortLockError(ToolError):
+    """The port's lock file cannot be made or opened (a lock directory of another user's,
+    not writable)."""
+
+    code = "E_PORT_LOCK"
+
+
+class PortBusy(PortLockError):
+    """Another tool (another process) holds the board's port."""
+
+    code = "E_PORT_BUSY"
+
+
+def device_path(port):
+    """The port's device as the kernel names it (a /dev/serial/by-id/ link resolved), or
+    None for what is not a character device here (an mpremote shortcut such as `a0`, a
+    socket:// URL, a missing path, a regular file) and for the kernel's memory devices
+    (/dev/null, which tests and scripts give as a port that is not one, many at a time):
+    those are not locked, and the tool fails on them as it did."""
+    if not isinstance(port, str) or "://" in port:
+        return None
+    try:
+        st = os.stat(port)
+    except (OSError, ValueError):
+        return None
+    device = os.path.realpath(port)
+    if not stat.S_ISCHR(st.st_mode) or device == os.devnull:
+        return None
+    if sys.platform.startswith("linux") and os.major(st.st_rdev) == 1:  # null, zero, full, random
+        return None
+    return device
+
+
+def lock_file(device):
+    return os.path.join(LOCK_DIR, device.strip("/").replace("/", "_") + ".lock")
+
+
+class PortLock:
+    """Hold `port` for this process: `with PortLock(port): ...`, or acquire()/release()
+    for a holder whose use spans calls (a wired link's open and close). acquire() raises
+    PortBusy when another process holds it."""
+
+    def __init__(self, port):
+        self.port = port
+        self._key = None
+
+    def acquire(self):
+        if self._key is not None:
+            return self
+        device = device_path(self.port)
+        if device is None or fcntl is None:
+            return self
+        key = lock_file(device)
+        with _guard:
+            if key in _held:
+                _held[key][1] += 1
+                self._key = key
+                return self
+            fd = _open_lock_file(key)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # EWOULDBLOCK: another process holds it
+                holder = flock_holder(fd)
+                os.close(fd)
+                raise PortBusy(busy_sentence(self.port, device, holder))
+            holder = flock_holder(device)
+            if holder is not None:  # an mpremote/esptool/pyserial open, not ours, holds the node
+                os.close(fd)
+                raise PortBusy(busy_sentence(self.port, device, holder))
+            _held[key] = [fd, 1]
+            self._key = key
+        return self
+
+    def release(self):
+        key, self._key = self._key, None
+        if key is None:
+            return
+        with _guard:
+            entry = _held[key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _held[key]
+                os.close(entry[0])  # closing the file drops the flock
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+def _open_lock_file(path):
+    """The lock file, read-only (a flock needs no write access, so the file one user made
+    serves another), in a directory any user may add to, as /tmp itself."""
+    if not os.path.isdir(LOCK_DIR):
+        try:
+            os.mkdir(LOCK_DIR)
+            os.chmod(LOCK_DIR, 0o1777)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise PortLockError("cannot make the port lock directory %s: %s" % (LOCK_DIR, exc.strerror or exc))
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise PortLockError("cannot open the port lock %s: %s" % (path, exc.strerror or exc))
+
+
+def flock_holder(target):
+    """(pid, command line) of the process, not this one, /proc/locks names as holding a
+    flock on `target` (a path or an open fd); (0, "") when the lock is held but its pid is
+    not known (another pid namespace); None when none is listed or there is no /proc/locks."""
+    try:
+        st = os.fstat(target) if isinstance(target, int) else os.stat(target)
+        with open(PROC_LOCKS) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 3310 00:1a:3 0 EOF"; "1: -> FLOCK ..." is a waiter
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        try:
+            major, minor, ino = fields[5].split(":")
+            where = (int(major, 16), int(minor, 16), int(ino))
+            pid = int(fields[4])
+        except ValueError:
+            continue
+        if where != want or pid == os.getpid():
+            continue
+        return (pid, command_line(pid)) if pid > 0 else (0, "")
+    return None
+
+
+def command_line(pid):
+    """`ppmid deploy --port /dev/ttyUSB0 ...` for a pid, short; "" when it cannot be read."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            args = f.read().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return ""
+    args = [a for a in args if a]
+    if len(args) > 1 and os.path.basename(args[0]).startswith("python"):
+        args = args[1:]  # the interpreter: the script or -m module says more
+        if args[0] == "-m" and len(args) > 1:
+            args = args[1:]
+    if not args:
+        return ""
+    args[0] = os.path.basename(args[0])
+    text = " ".join(args)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def busy_sentence(port, device, holder):
+    name = port if device == port else "%s (%s)" % (port, device)
+    if holder is None or holder[0] == 0:
+        who = "another process"
+    else:
+        who = "pid %d%s" % (holder[0], " (%s)" % holder[1] if holder[1] else "")
+    return ("%s is in use by %s: one tool at a time on a board's port; run this again once it has "
+            "finished (or stop it)" % (name, who))
