@@ -1,0 +1,160 @@
+"""`ppmid deploy --romfs` (host_tools/deploy_romfs.py): the package as a ROMFS image in the
+emulated board's romfs partition, the scripts on the flash, the flash's /ppmid removed; the
+app boots from /rom and relays; the refusals (no partition, an image too large, a heap too
+small even from ROMFS) with their codes and figures, before anything is written; a write
+cut before its header leaves no image a boot mounts."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from host_tools import boards, deploy, deploy_romfs
+from host_tools import emulate as E
+from host_tools.deploy import DeployError
+from host_tools.emuboard import EmulatedBoard
+
+
+def ppmid(*args):
+    return subprocess.run([sys.executable, "-m", "host_tools.cli"] + list(args), capture_output=True, text=True,
+                          cwd=boards.CHECKOUT, timeout=300)
+
+
+def partition(b):
+    with open(os.path.join(b.state_dir, "romfs.bin"), "rb") as f:
+        return f.read()
+
+
+def test_romfs_deploy_over_a_plain_one_boots_from_rom_and_relays(tmp_path):
+    state = tmp_path / "gw"
+    build = str(tmp_path / "build")
+    with EmulatedBoard(state) as b:
+        b.deploy()  # a plain deploy first: /ppmid on the flash, which '' puts before /rom
+        assert "ppmid" in b.exec("import os; print(os.listdir('/'))")
+        mark = b.mark()
+        files = deploy_romfs.deploy_romfs(b.repl, "emulated", build_dir=build)
+        b.wait_ready(60, since=mark)
+        out = b.exec("import sys, os, ppmid.app; print(ppmid.app.__file__); print(sorted(os.listdir('/')))")
+        app_file, listing = out.strip().splitlines()
+        assert app_file == "/rom/ppmid/app.mpy"  # the image's bytecode, not a flash copy
+        assert "'ppmid'" not in listing and "'.romfs-new.img'" not in listing, listing
+        assert "'main.py'" in listing and "'boot.py'" in listing and "'install.mpy'" in listing
+        # the partition holds exactly the image built from the same .mpy set, erased after it
+        with open(os.path.join(build, deploy_romfs.IMAGE_NAME), "rb") as f:
+            image = f.read()
+        part = partition(b)
+        assert part[:len(image)] == image and part[len(image):] == b"\xff" * (len(part) - len(image))
+        assert image == deploy_romfs.romfs_image(build)  # mpremote's writer, from build/ppmid
+        assert sum(1 for f in files if f.startswith("ppmid/")) > 100
+    # the same board (its flash and partition kept) in the whole product: it relays
+    with E.Emulation(state, deploy=False, log=None,
+                     overrides={"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15}}) as emu:
+        lines = E.lines_from(E.renumbered_commands(3), interval_ms=200, prefix="romfs")
+        rep = emu.replay(lines)
+        assert rep["lost_count"] == 0 and rep["responses"] == 3, rep
+        assert rep["delivered_to_ch"] == 3
+        out = emu.board.exec("import ppmid.relay.core as c; print(c.__file__)")
+        assert out.strip() == "/rom/ppmid/relay/core.mpy"
+
+
+def test_a_board_definition_without_a_partition_is_refused_before_the_port(tmp_path):
+    port = str(tmp_path / "ttyUSB0")  # no such port: the refusal comes first
+    p = ppmid("deploy", "--romfs", "--port", port, "--board", "esp32s3-devkitc-1-n8r8")
+    assert p.returncode == 1 and p.stdout == ""
+    err = p.stderr.strip()
+    assert err.startswith("ppmid: E_DEPLOY_NO_ROMFS: board esp32s3-devkitc-1-n8r8 has no romfs partition"), err
+    assert "MICROPY_VFS_ROM" in err and "make image BOARD=esp32s3-devkitc-1-n8r8" in err
+    assert len(err.splitlines()) == 1
+    p = ppmid("deploy", "--romfs", "--scripts-only", "--port", port, "--board", "emulated")
+    assert p.returncode == 1 and p.stderr.startswith("ppmid: E_DEPLOY: --romfs and --scripts-only"), p.stderr
+    p = ppmid("deploy", "--romfs", "--dry-run", "--port", port, "--board", "emulated")
+    assert p.returncode == 0, p.stderr
+    assert "fs cp " in p.stdout and ":/.romfs-new.img" in p.stdout and "ppmid.romfs" in p.stdout
+
+
+def test_the_heap_bench_keeps_the_romfs_figure_when_it_rewrites_app_heap_json(tmp_path, monkeypatch):
+    sys.path.insert(0, os.path.join(boards.CHECKOUT, "bench"))
+    try:
+        import bench_heap32
+    finally:
+        sys.path.pop(0)
+    path = tmp_path / "app_heap.json"
+    path.write_text('{"peak_4kb_command_bytes": 1, "romfs": {"peak_4kb_command_bytes": 73360, "by": "x"}}')
+    monkeypatch.setattr(bench_heap32, "APP_HEAP_JSON", str(path))
+    bench_heap32._write_app_heap(2)
+    import json
+    data = json.loads(path.read_text())
+    assert data["peak_4kb_command_bytes"] == 2 and data["romfs"] == {"peak_4kb_command_bytes": 73360, "by": "x"}
+
+
+def test_a_board_that_answers_without_a_partition_is_refused_and_keeps_its_flash(tmp_path):
+    with EmulatedBoard(tmp_path / "b", romfs_bytes=0) as b:  # a stock image: no vfs.rom_ioctl
+        b.exec("f = open('/keep.txt', 'w'); f.write('x'); f.close()")
+        with pytest.raises(deploy_romfs.NoRomfs, match="answers without a romfs partition") as exc:
+            deploy_romfs.deploy_romfs(b.repl, "emulated")
+        assert exc.value.code == "E_DEPLOY_NO_ROMFS"
+        assert b.exec("import os; print(sorted(os.listdir('/')))").strip() == "['keep.txt']"
+
+
+def test_an_image_larger_than_the_partition_is_refused_with_the_figures(tmp_path):
+    with EmulatedBoard(tmp_path / "b", romfs_bytes=65536) as b:
+        with pytest.raises(deploy_romfs.RomfsTooSmall) as exc:
+            deploy_romfs.deploy_romfs(b.repl, "emulated")
+        assert exc.value.code == "E_DEPLOY_ROMFS_SIZE"
+        msg = str(exc.value)
+        size = int(msg.split("image is ")[1].split()[0])
+        assert size > 65536 and "romfs partition 65536 (as the board reports it)" in msg
+        assert "%d bytes over" % (size - 65536) in msg
+        assert b.exec("import os; print(os.listdir('/'))").strip() == "[]"  # nothing copied
+        assert partition(b) == b"\xff" * 65536
+
+
+def test_the_heap_need_from_romfs_is_its_own_figure_and_both_refusals_name_the_routes(tmp_path, monkeypatch):
+    need, source = deploy.romfs_heap_need()
+    assert need == 73360 and "frozen32.py" in source  # boards/app_heap.json romfs
+    plain, _ = deploy.app_heap_need()
+    assert need < plain
+    small = {"chip": "esp32", "heap": "64K"}
+    with pytest.raises(DeployError, match=r"the app needs 73360 bytes at its peak even with its package in a ROMFS "
+                                          r"image .*make image BOARD=x"):
+        deploy_romfs.romfs_heap_fits("x", small)
+    assert deploy_romfs.romfs_heap_fits("x", small, force=True, log=lambda m: None) is False
+    # the ESP32 DevKitC's 110K: too small for the .mpy files on the flash, enough from ROMFS;
+    # the plain refusal names the ROMFS route and its figure
+    devkitc = boards.load_board("esp32-devkitc")
+    assert deploy_romfs.romfs_heap_fits("esp32-devkitc", devkitc) is True
+    with pytest.raises(DeployError, match=r"ppmid deploy --romfs.*73360 bytes"):
+        deploy.heap_fits("esp32-devkitc", devkitc)
+    path = tmp_path / "app_heap.json"
+    path.write_text('{"peak_4kb_command_bytes": 1}')
+    monkeypatch.setattr(deploy, "APP_HEAP_JSON", str(path))
+    with pytest.raises(DeployError, match="cannot read the app's heap need from ROMFS"):
+        deploy_romfs.romfs_heap_fits("x", small)
+
+
+def test_an_image_cut_before_its_header_is_not_mounted(tmp_path):
+    # steps 1-3 of the deploy, then a reset instead of the install and the header
+    build = str(tmp_path / "build")
+    deploy.build("emulated", build_dir=build)
+    image = deploy_romfs.romfs_image(build)
+    path = tmp_path / "img"
+    path.write_bytes(image)
+    with EmulatedBoard(tmp_path / "b") as b:
+        boards.mpremote(b.repl, ["fs", "cp", str(path), ":/.romfs-new.img"])
+        lines = deploy_romfs._call(b.repl, "_rom_write", "/.romfs-new.img", len(image), what="write")
+        head, digest = deploy_romfs._answer(lines, "@@WRITTEN", "write")
+        assert digest == hashlib.sha256(image[int(head):]).hexdigest()
+        part = partition(b)
+        assert part[:int(head)] == b"\xff" * int(head) and part[int(head):len(image)] == image[int(head):]
+        mark = b.mark()
+        b.reset()
+        b.wait_for(r"MicroPython", since=mark)
+        assert b.exec("import sys; print(sys.path)").strip() == "['', '.frozen', '/lib']"
+        # the header written: the next boot mounts it
+        lines = deploy_romfs._call(b.repl, "_rom_seal", "/.romfs-new.img", int(head), len(image), what="seal")
+        assert deploy_romfs._answer(lines, "@@SEALED", "seal") == [hashlib.sha256(image).hexdigest()]
+        mark = b.mark()
+        b.reset()
+        b.wait_for(r"MicroPython", since=mark)
+        assert "/rom/ppmid/errors.mpy" in b.exec("import ppmid.errors as e; print(e.__file__)")
