@@ -12,8 +12,17 @@ import pytest
 
 from host_tools import boards, deploy, deploy_romfs
 from host_tools import emulate as E
+from host_tools import mqtt_tools as mt
+from host_tools import update as U
 from host_tools.deploy import DeployError
 from host_tools.emuboard import EmulatedBoard
+from tests.conftest import FIRMWARE_TESTS
+
+sys.path.insert(0, FIRMWARE_TESTS)
+import update_vectors as V  # noqa: E402
+
+SETTINGS = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15},
+            "update": {"public_key": V.PUBLIC, "chunk": 2048}}
 
 
 def ppmid(*args):
@@ -26,9 +35,13 @@ def partition(b):
         return f.read()
 
 
-def test_romfs_deploy_over_a_plain_one_boots_from_rom_and_relays(tmp_path):
-    state = tmp_path / "gw"
-    build = str(tmp_path / "build")
+@pytest.fixture(scope="module")
+def romfs_gateway(tmp_path_factory):
+    """A board given a plain deploy, then a ROMFS one (what it showed: the build dir, the
+    files, the console's ready banner), then the same board (its flash and partition kept)
+    in the whole product, with an update key."""
+    tmp = tmp_path_factory.mktemp("romfs-gw")
+    state, build = tmp / "gw", str(tmp / "build")
     with EmulatedBoard(state) as b:
         b.deploy()  # a plain deploy first: /ppmid on the flash, which '' puts before /rom
         assert "ppmid" in b.exec("import os; print(os.listdir('/'))")
@@ -36,26 +49,60 @@ def test_romfs_deploy_over_a_plain_one_boots_from_rom_and_relays(tmp_path):
         files = deploy_romfs.deploy_romfs(b.repl, "emulated", build_dir=build)
         b.wait_ready(60, since=mark)
         out = b.exec("import sys, os, ppmid.app; print(ppmid.app.__file__); print(sorted(os.listdir('/')))")
-        app_file, listing = out.strip().splitlines()
-        assert app_file == "/rom/ppmid/app.mpy"  # the image's bytecode, not a flash copy
-        assert "'ppmid'" not in listing and "'.romfs-new.img'" not in listing, listing
-        assert "'main.py'" in listing and "'boot.py'" in listing and "'install.mpy'" in listing
-        # the partition holds exactly the image built from the same .mpy set, erased after it
-        with open(os.path.join(build, deploy_romfs.IMAGE_NAME), "rb") as f:
-            image = f.read()
-        part = partition(b)
-        assert part[:len(image)] == image and part[len(image):] == b"\xff" * (len(part) - len(image))
-        assert image == deploy_romfs.romfs_image(build)  # mpremote's writer, from build/ppmid
-        assert sum(1 for f in files if f.startswith("ppmid/")) > 100
-    # the same board (its flash and partition kept) in the whole product: it relays
-    with E.Emulation(state, deploy=False, log=None,
-                     overrides={"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15}}) as emu:
-        lines = E.lines_from(E.renumbered_commands(3), interval_ms=200, prefix="romfs")
-        rep = emu.replay(lines)
-        assert rep["lost_count"] == 0 and rep["responses"] == 3, rep
-        assert rep["delivered_to_ch"] == 3
-        out = emu.board.exec("import ppmid.relay.core as c; print(c.__file__)")
-        assert out.strip() == "/rom/ppmid/relay/core.mpy"
+        with open(os.path.join(b.state_dir, "romfs.bin"), "rb") as f:
+            part = f.read()
+    with E.Emulation(state, deploy=False, log=None, overrides=SETTINGS) as emu:
+        yield {"build": build, "files": files, "exec": out, "partition": part, "emu": emu}
+
+
+def test_romfs_deploy_over_a_plain_one_boots_from_rom_and_relays(romfs_gateway):
+    g = romfs_gateway
+    app_file, listing = g["exec"].strip().splitlines()
+    assert app_file == "/rom/ppmid/app.mpy"  # the image's bytecode, not a flash copy
+    assert "'ppmid'" not in listing and "'.romfs-new.img'" not in listing, listing
+    assert "'main.py'" in listing and "'boot.py'" in listing and "'install.mpy'" in listing
+    # the partition holds exactly the image built from the same .mpy set, erased after it
+    with open(os.path.join(g["build"], deploy_romfs.IMAGE_NAME), "rb") as f:
+        image = f.read()
+    part = g["partition"]
+    assert part[:len(image)] == image and part[len(image):] == b"\xff" * (len(part) - len(image))
+    assert image == deploy_romfs.romfs_image(g["build"])  # mpremote's writer, from build/ppmid
+    assert sum(1 for f in g["files"] if f.startswith("ppmid/")) > 100
+    emu = g["emu"]
+    lines = E.lines_from(E.renumbered_commands(3), interval_ms=200, prefix="romfs")
+    rep = emu.replay(lines)
+    assert rep["lost_count"] == 0 and rep["responses"] == 3, rep
+    assert rep["delivered_to_ch"] == 3
+
+
+def test_an_application_set_update_is_refused_naming_the_routes(romfs_gateway, tmp_path):
+    emu = romfs_gateway["emu"]
+    key = tmp_path / "operator.pem"
+    key.write_text(V.PRIVATE_PEM)
+    out = str(tmp_path / "rel")
+    U.release("emulated", str(key), out, "0.2.0")
+    s = U.UpdateSender(emu.broker_dir, emu.gateway, U.Release(out))
+    try:
+        st = s.run(120)
+    finally:
+        s.close()
+    assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_ROMFS", st
+    msg = st["error"]["message"]
+    assert "ROMFS image" in msg and "ppmid deploy --romfs" in msg and "image update" in msg
+    assert s.chunks_sent == 0  # refused at the offer: nothing downloaded
+    # the ROMFS set runs on, and relays
+    assert emu.board.exec("import ppmid.update.service as s; print(s.__file__)").strip() == \
+        "/rom/ppmid/update/service.mpy"
+    emu.board.reset()
+    emu.board.wait_ready(60)
+    emu.wait_online(60)
+    (_, gbcs), = E.renumbered_commands(1)
+    cmd = mt.Commander(emu.broker_dir, emu.gateway, key=emu.key)
+    try:
+        cmd.send("after-refusal", gbcs)
+        assert cmd.wait("after-refusal", timeout=60)[-1]["status"] == "response"
+    finally:
+        cmd.close()
 
 
 def test_a_board_definition_without_a_partition_is_refused_before_the_port(tmp_path):
