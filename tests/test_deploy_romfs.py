@@ -205,3 +205,89 @@ def test_an_image_cut_before_its_header_is_not_mounted(tmp_path):
         b.reset()
         b.wait_for(r"MicroPython", since=mark)
         assert "/rom/ppmid/errors.mpy" in b.exec("import ppmid.errors as e; print(e.__file__)")
+
+
+PARTITION_STAND_IN = """
+import sys
+class Partition:
+    # what an ESP32's rom_ioctl(2, 0) hands out (ports/esp32/esp32_partition.c): a block
+    # device of 4 KB blocks; an extended write (4 arguments) does not erase, NOR flash only
+    # clears bits; ioctl(6, block) erases
+    def __init__(self, n):
+        self.mem = bytearray(b'\\xff' * n)
+        self.erased = 0
+    def ioctl(self, op, arg):
+        if op == 4:
+            return len(self.mem) // 4096
+        if op == 5:
+            return 4096
+        if op == 6:
+            self.check(arg * 4096, 4096)
+            self.mem[arg * 4096:(arg + 1) * 4096] = b'\\xff' * 4096
+            self.erased += 1
+            return 0
+    def check(self, a, n):
+        if a + n > len(self.mem):  # esp_partition_* refuse it; check_esp_err raises
+            raise OSError(22)
+    def readblocks(self, block, buf, off=0):
+        a = block * 4096 + off
+        buf[:] = self.mem[a:a + len(buf)]
+    def writeblocks(self, block, buf, off):
+        a = block * 4096 + off
+        self.check(a, len(buf))
+        old = self.mem[a:a + len(buf)]
+        self.mem[a:a + len(buf)] = bytes([x & y for x, y in zip(old, buf)])
+class Vfs:
+    pass
+part = Partition(%d)
+vfs = Vfs()
+vfs.rom_ioctl = lambda op, *a: 1 if op == 1 else (part if op == 2 and a == (0,) else -22)
+vfs.umount = lambda path: None
+sys.modules['vfs'] = vfs
+"""
+
+
+def test_the_writer_speaks_an_esp32_partition_too(tmp_path):
+    # romfs_write.py against a stand-in of the ESP32 port's Partition object, under the
+    # real MicroPython: erased by blocks, written with extended writes, the header last
+    build = str(tmp_path / "build")
+    deploy.build("emulated", build_dir=build)
+    image = deploy_romfs.romfs_image(build)
+    img = tmp_path / "img"
+    img.write_bytes(image)
+    from host_tools import board_scripts
+    script = tmp_path / "w.py"
+    script.write_text(PARTITION_STAND_IN % 262144 + board_scripts.source("romfs_write.py") + """
+_rom_info()
+_rom_write(%r, %d)
+print('@@HEAD', bytes(part.mem[:4]).hex(), part.erased)
+_rom_seal(%r, 4, %d)
+print('@@TAIL', bytes(part.mem[%d:%d + 8]).hex())
+""" % (str(img), len(image), str(img), len(image), len(image), len(image)))
+    p = subprocess.run([boards.micropython_binary(), str(script)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    got = {line.split()[0]: line.split()[1:] for line in p.stdout.splitlines() if line.startswith("@@")}
+    assert got["@@ROM"] == ["262144"]
+    assert got["@@WRITTEN"] == ["4", hashlib.sha256(image[4:]).hexdigest()]
+    # before the seal: no header (erased), and only the blocks the image needs were erased
+    assert got["@@HEAD"] == ["ffffffff", str((len(image) + 4095) // 4096)]
+    assert got["@@SEALED"] == [hashlib.sha256(image).hexdigest()]
+    assert got["@@TAIL"] == ["ff" * 8]
+    # a partition too small: the write past its end is refused by the device, said, not a crash
+    script.write_text(PARTITION_STAND_IN % 4096 + board_scripts.source("romfs_write.py") +
+                      "\n_rom_write(%r, %d)\n" % (str(img), len(image)))
+    p = subprocess.run([boards.micropython_binary(), str(script)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stdout + p.stderr
+    assert [line.split()[:2] for line in p.stdout.splitlines() if line.startswith("@@")] == [["@@ROMERR", "22"]]
+
+
+def test_the_board_scripts_answers_become_coded_errors():
+    with pytest.raises(deploy_romfs.RomfsWriteFailed, match=r"write: the partition refused it "
+                                                             r"\(E_DEPLOY_ROMFS_WRITE: 22 OSError\(22,\)\)") as exc:
+        deploy_romfs._answer([["@@ROMERR", "22", "OSError(22,)"]], "@@WRITTEN", "write")
+    assert exc.value.code == "E_DEPLOY_ROMFS_WRITE"
+    with pytest.raises(deploy_romfs.NoRomfs, match="no longer answers with a romfs partition"):
+        deploy_romfs._answer([["@@ROM", "none"]], "@@WRITTEN", "write")
+    with pytest.raises(deploy.BoardLost, match="write: no answer"):
+        deploy_romfs._answer([], "@@WRITTEN", "write")
+    assert deploy_romfs._answer([["@@WRITTEN", "4", "ab"]], "@@WRITTEN", "write") == ["4", "ab"]
