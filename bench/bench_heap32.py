@@ -214,15 +214,19 @@ def _pools_for(n):
 
 
 def _write_app_heap(peak):
+    kept = {}
     try:
         with open(APP_HEAP_JSON) as f:
-            if json.load(f).get("peak_4kb_command_bytes") == peak:
-                return  # unchanged: leave the file (and its date) alone
-    except (OSError, ValueError):
+            old = json.load(f)
+        if old.get("peak_4kb_command_bytes") == peak:
+            return  # unchanged: leave the file (and its date) alone
+        # the need from ROMFS (host_tools/deploy_romfs.py) is frozen32.py's figure, not this one's
+        kept = {"romfs": old["romfs"]} if "romfs" in old else {}
+    except (OSError, ValueError, AttributeError):
         pass
     with open(APP_HEAP_JSON, "w") as f:
-        json.dump({"peak_4kb_command_bytes": peak, "measured": time.strftime("%Y-%m-%d"), "gauge": ESP32_NOTE,
-                   "by": "bench/bench_heap32.py", "row": "heap32 peak 4KB command"}, f, indent=1)
+        json.dump(dict({"peak_4kb_command_bytes": peak, "measured": time.strftime("%Y-%m-%d"), "gauge": ESP32_NOTE,
+                        "by": "bench/bench_heap32.py", "row": "heap32 peak 4KB command"}, **kept), f, indent=1)
         f.write("\n")
 
 

@@ -19,6 +19,9 @@ def add_arguments(p):
     p.add_argument("--attempts", type=int, default=deploy.ATTEMPTS,
                    help="probe/copy rounds before giving up when the board resets mid-copy (default %(default)s); "
                         "what is staged is kept for the next run")
+    p.add_argument("--romfs", action="store_true",
+                   help="the ppmid package as a ROMFS image in the board's romfs partition (run in place), the rest "
+                        "on the flash; /ppmid removed from the flash (docs/platform.md)")
     p.add_argument("--force", action="store_true",
                    help="deploy .mpy files even to a board whose heap is smaller than the app's need (a warning)")
 
@@ -26,7 +29,19 @@ def add_arguments(p):
 def run(args):
     # build, files changed, copied and verified, installed, soft reset: a bar on a
     # terminal, the same lines as ever otherwise (--dry-run prints commands: no bar)
-    bar = Progress("deploy", 5, tty=False if args.dry_run else None)
+    if args.romfs and args.scripts_only:
+        raise deploy.DeployError("--romfs and --scripts-only: the first writes the package into the romfs partition, the "
+                        "second is for an image with the package frozen in; choose one")
+    bar = Progress("deploy", 6 if args.romfs else 5, tty=False if args.dry_run else None)
+    if args.romfs:
+        from host_tools import deploy_romfs
+        try:
+            deploy_romfs.deploy_romfs(args.port, args.board, os.path.abspath(args.firmware_dir),
+                                      args.build_dir and os.path.abspath(args.build_dir), reset=not args.no_reset,
+                                      dry_run=args.dry_run, log=bar.step, force=args.force, attempts=args.attempts)
+        finally:
+            bar.close()
+        return 0
     try:
         deploy.deploy(args.port, args.board, os.path.abspath(args.firmware_dir),
                       args.build_dir and os.path.abspath(args.build_dir), reset=not args.no_reset,

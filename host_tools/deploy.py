@@ -159,12 +159,39 @@ def heap_fits(board, definition, force=False, log=None):
         return True
     message = ("board %s has a %d-byte Python heap (board.json heap %s), the app needs %d bytes at its peak "
                "(%s): its .mpy files would not fit; freeze the app into the MicroPython image instead "
-               "(`make image BOARD=%s`, flash it, then `ppmid deploy --scripts-only`)"
-               % (board, have, definition.get("heap"), need, source, board))
+               "(`make image BOARD=%s`, flash it, then `ppmid deploy --scripts-only`)%s"
+               % (board, have, definition.get("heap"), need, source, board, _romfs_route(have)))
     if not force:
         raise DeployError(message + ", or deploy anyway with --force")
     (log or print)("WARNING: " + message + "; deploying anyway (--force)")
     return False
+
+
+def romfs_heap_need(path=None):
+    """The app's heap need when its package runs from a ROMFS image (`ppmid deploy --romfs`,
+    host_tools/deploy_romfs.py), in bytes, and where the figure comes from
+    (boards/app_heap.json `romfs`, frozen32.py's figure)."""
+    path = path or APP_HEAP_JSON
+    try:
+        with open(path) as f:
+            data = json.load(f)["romfs"]
+        need = int(data["peak_4kb_command_bytes"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DeployError("cannot read the app's heap need from ROMFS from %s (%s: its `romfs` entry)" % (path, exc))
+    return need, "%s `romfs`: %s, measured %s by %s" % (
+        os.path.relpath(path, boards.ROOT), data.get("gauge", "?"), data.get("measured", "?"), data.get("by", "?"))
+
+
+def _romfs_route(have):
+    """The ROMFS route, when the heap holds the app from there."""
+    try:
+        need, _ = romfs_heap_need()
+    except DeployError:
+        return ""
+    if have < need:
+        return ""
+    return (", or, on an image with a romfs partition (MICROPY_VFS_ROM; none is built here), put the package there "
+            "with `ppmid deploy --romfs` (the app then needs %d bytes, boards/app_heap.json romfs)" % need)
 
 
 def native_arch():

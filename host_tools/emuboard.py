@@ -16,8 +16,9 @@ the board's "hardware" to the firmware as the module `_emuboard` (see
 firmware/ppmid/board/emulated.py).
 
 State dir layout: board.json (state, for host tools), flash.img (LittleFS2 image),
-console.log (everything the board printed), wifi ("1"/"0": the emulated access point),
-hw.fifo (firmware -> supervisor: watchdog arm/feed, reset requests), rom.py, supervisor.log.
+romfs.bin (the romfs partition, on boards with `romfs_bytes`), console.log (everything the board printed), wifi ("1"/"0": the emulated access point),
+hw.fifo (firmware -> supervisor: watchdog arm/feed, reset requests), rom.py,
+romfs_partition.py, supervisor.log.
 Details and contracts: docs/platform.md.
 """
 import argparse
@@ -50,6 +51,7 @@ SOFT_REBOOT_LINE = b"MPY: soft reboot\r\n"  # what the ESP32 port prints; mpremo
 FRIENDLY_PROMPT = b">>> "
 CTRL_A, CTRL_B = b"\x01", b"\x02"
 RAW_BOOT_TIMEOUT_S = 15  # a soft reset in raw-REPL mode that never gets back to the raw REPL
+ROMFS_SECTOR = 4096  # the romfs partition's erase unit (an ESP32's flash sector)
 
 BANNER_RE = r"PPMID ready: version=(\S+) board=(\S+) free_heap=(\d+)"
 
@@ -253,6 +255,17 @@ def _open_pty(raw=True):
     return master, slave, os.ttyname(slave)
 
 
+def romfs_size(value, where):
+    """The romfs partition's size in bytes (0: none), or BoardError: a whole number of 4 KB
+    sectors, as a partition table's entry is."""
+    if value is None:
+        return 0
+    if type(value) is not int or value < 0 or value % ROMFS_SECTOR:
+        raise BoardError("%s: romfs_bytes %r: a whole number of %d-byte sectors (0: no romfs partition)"
+                         % (where, value, ROMFS_SECTOR))
+    return value
+
+
 def emulated_definition(board):
     """boards/BOARD/board.json of a board this module can start (chip "unix"), or BoardError
     for an unknown board or a real one."""
@@ -265,7 +278,7 @@ def emulated_definition(board):
 
 class Supervisor:
     def __init__(self, state_dir, board="emulated", heap=None, micropython=None, quiet=False, parent_pid=None,
-                 wdt_max_ms=None, repl_baud=None):
+                 wdt_max_ms=None, repl_baud=None, romfs_bytes=None):
         self.state_dir = os.path.abspath(state_dir)
         self.parent_pid = parent_pid  # stop when this process is gone (a test runner killed hard)
         # tests: the watchdog fires after at most this long without a feed, whatever the
@@ -282,6 +295,10 @@ class Supervisor:
         self.board = board
         self.heap = heap or self.definition.get("heap", "256K")
         heap_bytes(self.heap)
+        # the romfs partition (docs/emulate.md "ROMFS"): the board definition's, or the
+        # caller's (tests start a board without one, or with a small one)
+        self.romfs_bytes = romfs_size(self.definition.get("romfs_bytes") if romfs_bytes is None else romfs_bytes,
+                                      "board %s" % board if romfs_bytes is None else "--romfs-bytes")
         self.micropython = micropython or micropython_binary()
         self.quiet = quiet
         self.proc = None
@@ -323,6 +340,7 @@ class Supervisor:
                              % (self.flash_path, os.path.getsize(self.flash_path), self.board, flash_size))
         self.flash_size = flash_size
         self._prepare_ota()
+        self._prepare_romfs()
         uid_path = os.path.join(d, "unique_id")
         if not os.path.exists(uid_path):
             with open(uid_path, "w") as f:
@@ -337,8 +355,9 @@ class Supervisor:
         os.mkfifo(fifo, 0o600)
         self.hw_fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
         self.sel.register(self.hw_fd, selectors.EVENT_READ, ("hw", None))
-        with open(os.path.join(d, "rom.py"), "w") as f:
-            f.write(board_scripts.source("rom.py"))
+        for name in ("rom.py", "romfs_partition.py"):
+            with open(os.path.join(d, name), "w") as f:
+                f.write(board_scripts.source(name))
         self.console = open(os.path.join(d, "console.log"), "ab", buffering=0)
 
         # Console: outer pty (for mpremote) <-> inner pty (the chip's controlling tty).
@@ -390,6 +409,19 @@ class Supervisor:
             with open(path, "wb") as f:
                 f.write(otadata.dump(otadata.initial()))
 
+    def _prepare_romfs(self):
+        """The romfs partition as a file (erased: 0xff), when the board has one."""
+        self.romfs_path = os.path.join(self.state_dir, "romfs.bin")
+        if not self.romfs_bytes:
+            return
+        if not os.path.exists(self.romfs_path):
+            with open(self.romfs_path, "wb") as f:
+                f.write(b"\xff" * self.romfs_bytes)
+        elif os.path.getsize(self.romfs_path) != self.romfs_bytes:
+            raise BoardError("%s is %d bytes, the board's romfs partition %d (another board's, or another "
+                             "romfs_bytes): remove it to start from an erased partition"
+                             % (self.romfs_path, os.path.getsize(self.romfs_path), self.romfs_bytes))
+
     def _ota_boot(self):
         """The bootloader's step at a hard reset or power-on: which partition boots (a new
         one's first boot, or the previous one when that first boot was not marked valid)."""
@@ -422,6 +454,7 @@ class Supervisor:
             "console": self.console.name, "wifi_file": os.path.join(self.state_dir, "wifi"),
             "rtc_ms": self.rtc_ms,
             "ota": {"running": self.ota_running, "size": self.ota_size},
+            "romfs": {"path": self.romfs_path, "size": self.romfs_bytes} if self.romfs_bytes else None,
         }
 
     def _write_state(self):
@@ -496,8 +529,12 @@ class Supervisor:
         def make_ctty():
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
+        # the romfs partition is a bytearray on the chip's heap (on an ESP32: mapped flash,
+        # outside it), so the chip gets its size on top, with the GC's tables for it (1/64:
+        # 2 + 1 bits a 32-byte block, rounded up), and the app keeps the heap board.json names
+        heapsize = heap_bytes(self.heap) + self.romfs_bytes + self.romfs_bytes // 64
         self.proc = subprocess.Popen(
-            [self.micropython, "-X", "heapsize=%s" % self.heap, "-i", os.path.join(self.state_dir, "rom.py")],
+            [self.micropython, "-X", "heapsize=%d" % heapsize, "-i", os.path.join(self.state_dir, "rom.py")],
             stdin=s, stdout=s, stderr=s, cwd=self.state_dir, env=env,
             start_new_session=True, preexec_fn=make_ctty, close_fds=True)
         self._write_state()
@@ -643,8 +680,10 @@ class EmulatedBoard:
             out = b.exec("print(1 + 1)")    # interrupts main.py, like a real board
     """
 
-    def __init__(self, state_dir, board="emulated", heap=None, start_timeout=20, wdt_max_ms=None, repl_baud=None):
+    def __init__(self, state_dir, board="emulated", heap=None, start_timeout=20, wdt_max_ms=None, repl_baud=None,
+                 romfs_bytes=None):
         self.state_dir = os.path.abspath(str(state_dir))
+        self.romfs_bytes = romfs_bytes
         self.repl_baud = repl_baud
         self.board = board
         self.heap = heap
@@ -665,6 +704,8 @@ class EmulatedBoard:
             cmd += ["--wdt-max-ms", str(self.wdt_max_ms)]
         if self.repl_baud:
             cmd += ["--repl-baud", str(self.repl_baud)]
+        if self.romfs_bytes is not None:
+            cmd += ["--romfs-bytes", str(self.romfs_bytes)]
         log = open(os.path.join(self.state_dir, "supervisor.log"), "ab")
         try:
             self.proc = subprocess.Popen(cmd, cwd=boards.CHECKOUT, stdout=log, stderr=subprocess.STDOUT,
@@ -825,10 +866,12 @@ def main(argv=None):
                     help="tests: the watchdog fires after at most this many ms without a feed, whatever the firmware armed")
     ap.add_argument("--repl-baud", type=int,
                     help="the console moves bytes as a UART at this baud rate (8N1) would; default: as fast as the host")
+    ap.add_argument("--romfs-bytes", type=int,
+                    help="the romfs partition's size (0: none); default: the board definition's romfs_bytes")
     args = ap.parse_args(argv)
     try:
         sup = Supervisor(args.state_dir, args.board, heap=args.heap, parent_pid=args.parent_pid,
-                         wdt_max_ms=args.wdt_max_ms, repl_baud=args.repl_baud)
+                         wdt_max_ms=args.wdt_max_ms, repl_baud=args.repl_baud, romfs_bytes=args.romfs_bytes)
         return sup.run()
     except BoardError as exc:  # (a flash image of the wrong size, ...): one line in supervisor.log
         print("ppmid: %s: %s" % (exc.code, exc), file=sys.stderr)

@@ -61,6 +61,12 @@ def _rom_open():
         hw.otadata = open(d + "/otadata", "r+b")
     img = open(d + "/flash.img", "r+b")
     hw.flash = _Flash(img, st["flash_size"] // 4096, 4096)
+    # the romfs partition, when the board has one (romfs_partition.py: mounted at /rom)
+    romfs = st.get("romfs")
+    hw.romfs = None
+    if romfs:
+        with open(d + "/romfs_partition.py") as f:
+            hw.romfs = (open(romfs["path"], "r+b"), romfs["size"], f.read())
     return hw
 
 
@@ -84,6 +90,11 @@ def _rom_mount(hw):
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
     sys.modules["_emuboard"] = hw
+    if hw.romfs:
+        g = {}
+        exec(hw.romfs[2], g)
+        g["install"](hw.romfs[0], hw.romfs[1], vfs)
+        hw.romfs = None  # its source text is not kept on the heap
 
 
 def _rom_run(name):

@@ -26,6 +26,7 @@ E_UPDATE_CONFIG = "E_UPDATE_CONFIG"        # needs a newer config version than o
 E_UPDATE_EXPIRED = "E_UPDATE_EXPIRED"      # signed with an expiry that has passed
 E_UPDATE_GATEWAY = "E_UPDATE_GATEWAY"      # names the gateways it is for, not this one
 E_UPDATE_REPLAY = "E_UPDATE_REPLAY"        # its seq is not above the one this gateway installed last
+E_UPDATE_ROMFS = "E_UPDATE_ROMFS"          # an application set for a gateway whose package runs from ROMFS
 E_RATE = "E_RATE"                          # as ppmid.relay.core's: too many bad signatures, later
 FAILS_BURST = 3                            # failed signature checks in a row on update/+ ...
 FAILS_PER_S = 1 / 60                       # ... and one more each minute after that (envelope_sig's)

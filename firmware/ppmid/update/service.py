@@ -260,6 +260,13 @@ class Updater:
                                           self.client.client_id, self._now(), slots.floors(st), parsed)
         finally:
             _unload("ppmid.update.p256")
+        if "image" not in m and globals().get("__file__", "").startswith("/rom/"):
+            # the package runs in place from the romfs partition (`ppmid deploy --romfs`):
+            # a set in a flash slot would be imported instead, its .mpy copied into the heap
+            # that the ROMFS route exists to spare, and only a deploy writes the partition
+            raise UpdateError(M.E_UPDATE_ROMFS, "this gateway runs its application from a ROMFS image (/rom/ppmid, "
+                              "`ppmid deploy --romfs`): an application-set update would put .mpy files on the flash "
+                              "instead; update it with `ppmid deploy --romfs`, or with an image update")
         # a chunk, its header and the topic must fit the client's receive buffer
         self.chunk = min(settings["chunk"], self.client.max_packet - 128)
         self.probation = (settings["probation_boots"], settings["probation_s"])

@@ -1,0 +1,293 @@
+"""`ppmid deploy --romfs` (host_tools/deploy_romfs.py): the package as a ROMFS image in the
+emulated board's romfs partition, the scripts on the flash, the flash's /ppmid removed; the
+app boots from /rom and relays; the refusals (no partition, an image too large, a heap too
+small even from ROMFS) with their codes and figures, before anything is written; a write
+cut before its header leaves no image a boot mounts."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from host_tools import boards, deploy, deploy_romfs
+from host_tools import emulate as E
+from host_tools import mqtt_tools as mt
+from host_tools import update as U
+from host_tools.deploy import DeployError
+from host_tools.emuboard import EmulatedBoard
+from tests.conftest import FIRMWARE_TESTS
+
+sys.path.insert(0, FIRMWARE_TESTS)
+import update_vectors as V  # noqa: E402
+
+SETTINGS = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15},
+            "update": {"public_key": V.PUBLIC, "chunk": 2048}}
+
+
+def ppmid(*args):
+    return subprocess.run([sys.executable, "-m", "host_tools.cli"] + list(args), capture_output=True, text=True,
+                          cwd=boards.CHECKOUT, timeout=300)
+
+
+def partition(b):
+    with open(os.path.join(b.state_dir, "romfs.bin"), "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def romfs_gateway(tmp_path_factory):
+    """A board given a plain deploy, then a ROMFS one (what it showed: the build dir, the
+    files, the console's ready banner), then the same board (its flash and partition kept)
+    in the whole product, with an update key."""
+    tmp = tmp_path_factory.mktemp("romfs-gw")
+    state, build = tmp / "gw", str(tmp / "build")
+    with EmulatedBoard(state) as b:
+        b.deploy()  # a plain deploy first: /ppmid on the flash, which '' puts before /rom
+        assert "ppmid" in b.exec("import os; print(os.listdir('/'))")
+        mark = b.mark()
+        files = deploy_romfs.deploy_romfs(b.repl, "emulated", build_dir=build)
+        b.wait_ready(60, since=mark)
+        out = b.exec("import sys, os, ppmid.app; print(ppmid.app.__file__); print(sorted(os.listdir('/')))")
+        with open(os.path.join(b.state_dir, "romfs.bin"), "rb") as f:
+            part = f.read()
+    with E.Emulation(state, deploy=False, log=None, overrides=SETTINGS) as emu:
+        yield {"build": build, "files": files, "exec": out, "partition": part, "emu": emu}
+
+
+def test_romfs_deploy_over_a_plain_one_boots_from_rom_and_relays(romfs_gateway):
+    g = romfs_gateway
+    app_file, listing = g["exec"].strip().splitlines()
+    assert app_file == "/rom/ppmid/app.mpy"  # the image's bytecode, not a flash copy
+    assert "'ppmid'" not in listing and "'.romfs-new.img'" not in listing, listing
+    assert "'main.py'" in listing and "'boot.py'" in listing and "'install.mpy'" in listing
+    # the partition holds exactly the image built from the same .mpy set, erased after it
+    with open(os.path.join(g["build"], deploy_romfs.IMAGE_NAME), "rb") as f:
+        image = f.read()
+    part = g["partition"]
+    assert part[:len(image)] == image and part[len(image):] == b"\xff" * (len(part) - len(image))
+    assert image == deploy_romfs.romfs_image(g["build"])  # mpremote's writer, from build/ppmid
+    assert sum(1 for f in g["files"] if f.startswith("ppmid/")) > 100
+    emu = g["emu"]
+    lines = E.lines_from(E.renumbered_commands(3), interval_ms=200, prefix="romfs")
+    rep = emu.replay(lines)
+    assert rep["lost_count"] == 0 and rep["responses"] == 3, rep
+    assert rep["delivered_to_ch"] == 3
+
+
+def test_an_application_set_update_is_refused_naming_the_routes(romfs_gateway, tmp_path):
+    emu = romfs_gateway["emu"]
+    key = tmp_path / "operator.pem"
+    key.write_text(V.PRIVATE_PEM)
+    out = str(tmp_path / "rel")
+    U.release("emulated", str(key), out, "0.2.0")
+    s = U.UpdateSender(emu.broker_dir, emu.gateway, U.Release(out))
+    try:
+        st = s.run(120)
+    finally:
+        s.close()
+    assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_ROMFS", st
+    msg = st["error"]["message"]
+    assert "ROMFS image" in msg and "ppmid deploy --romfs" in msg and "image update" in msg
+    assert s.chunks_sent == 0  # refused at the offer: nothing downloaded
+    # the ROMFS set runs on, and relays
+    assert emu.board.exec("import ppmid.update.service as s; print(s.__file__)").strip() == \
+        "/rom/ppmid/update/service.mpy"
+    emu.board.reset()
+    emu.board.wait_ready(60)
+    emu.wait_online(60)
+    (_, gbcs), = E.renumbered_commands(1)
+    cmd = mt.Commander(emu.broker_dir, emu.gateway, key=emu.key)
+    try:
+        cmd.send("after-refusal", gbcs)
+        assert cmd.wait("after-refusal", timeout=60)[-1]["status"] == "response"
+    finally:
+        cmd.close()
+
+
+def test_a_board_definition_without_a_partition_is_refused_before_the_port(tmp_path):
+    port = str(tmp_path / "ttyUSB0")  # no such port: the refusal comes first
+    p = ppmid("deploy", "--romfs", "--port", port, "--board", "esp32s3-devkitc-1-n8r8")
+    assert p.returncode == 1 and p.stdout == ""
+    err = p.stderr.strip()
+    assert err.startswith("ppmid: E_DEPLOY_NO_ROMFS: board esp32s3-devkitc-1-n8r8 has no romfs partition"), err
+    assert "MICROPY_VFS_ROM" in err and "make image BOARD=esp32s3-devkitc-1-n8r8" in err
+    assert len(err.splitlines()) == 1
+    p = ppmid("deploy", "--romfs", "--scripts-only", "--port", port, "--board", "emulated")
+    assert p.returncode == 1 and p.stderr.startswith("ppmid: E_DEPLOY: --romfs and --scripts-only"), p.stderr
+    p = ppmid("deploy", "--romfs", "--dry-run", "--port", port, "--board", "emulated")
+    assert p.returncode == 0, p.stderr
+    assert "fs cp " in p.stdout and ":/.romfs-new.img" in p.stdout and "ppmid.romfs" in p.stdout
+
+
+def test_the_heap_bench_keeps_the_romfs_figure_when_it_rewrites_app_heap_json(tmp_path, monkeypatch):
+    sys.path.insert(0, os.path.join(boards.CHECKOUT, "bench"))
+    try:
+        import bench_heap32
+    finally:
+        sys.path.pop(0)
+    path = tmp_path / "app_heap.json"
+    path.write_text('{"peak_4kb_command_bytes": 1, "romfs": {"peak_4kb_command_bytes": 73360, "by": "x"}}')
+    monkeypatch.setattr(bench_heap32, "APP_HEAP_JSON", str(path))
+    bench_heap32._write_app_heap(2)
+    import json
+    data = json.loads(path.read_text())
+    assert data["peak_4kb_command_bytes"] == 2 and data["romfs"] == {"peak_4kb_command_bytes": 73360, "by": "x"}
+
+
+def test_a_board_that_answers_without_a_partition_is_refused_and_keeps_its_flash(tmp_path):
+    with EmulatedBoard(tmp_path / "b", romfs_bytes=0) as b:  # a stock image: no vfs.rom_ioctl
+        b.exec("f = open('/keep.txt', 'w'); f.write('x'); f.close()")
+        with pytest.raises(deploy_romfs.NoRomfs, match="answers without a romfs partition") as exc:
+            deploy_romfs.deploy_romfs(b.repl, "emulated")
+        assert exc.value.code == "E_DEPLOY_NO_ROMFS"
+        assert b.exec("import os; print(sorted(os.listdir('/')))").strip() == "['keep.txt']"
+
+
+def test_an_image_larger_than_the_partition_is_refused_with_the_figures(tmp_path):
+    with EmulatedBoard(tmp_path / "b", romfs_bytes=65536) as b:
+        with pytest.raises(deploy_romfs.RomfsTooSmall) as exc:
+            deploy_romfs.deploy_romfs(b.repl, "emulated")
+        assert exc.value.code == "E_DEPLOY_ROMFS_SIZE"
+        msg = str(exc.value)
+        size = int(msg.split("image is ")[1].split()[0])
+        assert size > 65536 and "romfs partition 65536 (as the board reports it)" in msg
+        assert "%d bytes over" % (size - 65536) in msg
+        assert b.exec("import os; print(os.listdir('/'))").strip() == "[]"  # nothing copied
+        assert partition(b) == b"\xff" * 65536
+
+
+def test_the_heap_need_from_romfs_is_its_own_figure_and_both_refusals_name_the_routes(tmp_path, monkeypatch):
+    need, source = deploy.romfs_heap_need()
+    assert need == 73360 and "frozen32.py" in source  # boards/app_heap.json romfs
+    plain, _ = deploy.app_heap_need()
+    assert need < plain
+    small = {"chip": "esp32", "heap": "64K"}
+    with pytest.raises(DeployError, match=r"the app needs 73360 bytes at its peak even with its package in a ROMFS "
+                                          r"image .*make image BOARD=x"):
+        deploy_romfs.romfs_heap_fits("x", small)
+    assert deploy_romfs.romfs_heap_fits("x", small, force=True, log=lambda m: None) is False
+    # the ESP32 DevKitC's 110K: too small for the .mpy files on the flash, enough from ROMFS;
+    # the plain refusal names the ROMFS route and its figure
+    devkitc = boards.load_board("esp32-devkitc")
+    assert deploy_romfs.romfs_heap_fits("esp32-devkitc", devkitc) is True
+    with pytest.raises(DeployError, match=r"ppmid deploy --romfs.*73360 bytes"):
+        deploy.heap_fits("esp32-devkitc", devkitc)
+    path = tmp_path / "app_heap.json"
+    path.write_text('{"peak_4kb_command_bytes": 1}')
+    monkeypatch.setattr(deploy, "APP_HEAP_JSON", str(path))
+    with pytest.raises(DeployError, match="cannot read the app's heap need from ROMFS"):
+        deploy_romfs.romfs_heap_fits("x", small)
+
+
+def test_an_image_cut_before_its_header_is_not_mounted(tmp_path):
+    # steps 1-3 of the deploy, then a reset instead of the install and the header
+    build = str(tmp_path / "build")
+    deploy.build("emulated", build_dir=build)
+    image = deploy_romfs.romfs_image(build)
+    path = tmp_path / "img"
+    path.write_bytes(image)
+    with EmulatedBoard(tmp_path / "b") as b:
+        boards.mpremote(b.repl, ["fs", "cp", str(path), ":/.romfs-new.img"])
+        lines = deploy_romfs._call(b.repl, "_rom_write", "/.romfs-new.img", len(image), what="write")
+        head, digest = deploy_romfs._answer(lines, "@@WRITTEN", "write")
+        assert digest == hashlib.sha256(image[int(head):]).hexdigest()
+        part = partition(b)
+        assert part[:int(head)] == b"\xff" * int(head) and part[int(head):len(image)] == image[int(head):]
+        mark = b.mark()
+        b.reset()
+        b.wait_for(r"MicroPython", since=mark)
+        assert b.exec("import sys; print(sys.path)").strip() == "['', '.frozen', '/lib']"
+        # the header written: the next boot mounts it
+        lines = deploy_romfs._call(b.repl, "_rom_seal", "/.romfs-new.img", int(head), len(image), what="seal")
+        assert deploy_romfs._answer(lines, "@@SEALED", "seal") == [hashlib.sha256(image).hexdigest()]
+        mark = b.mark()
+        b.reset()
+        b.wait_for(r"MicroPython", since=mark)
+        assert "/rom/ppmid/errors.mpy" in b.exec("import ppmid.errors as e; print(e.__file__)")
+
+
+PARTITION_STAND_IN = """
+import sys
+class Partition:
+    # what an ESP32's rom_ioctl(2, 0) hands out (ports/esp32/esp32_partition.c): a block
+    # device of 4 KB blocks; an extended write (4 arguments) does not erase, NOR flash only
+    # clears bits; ioctl(6, block) erases
+    def __init__(self, n):
+        self.mem = bytearray(b'\\xff' * n)
+        self.erased = 0
+    def ioctl(self, op, arg):
+        if op == 4:
+            return len(self.mem) // 4096
+        if op == 5:
+            return 4096
+        if op == 6:
+            self.check(arg * 4096, 4096)
+            self.mem[arg * 4096:(arg + 1) * 4096] = b'\\xff' * 4096
+            self.erased += 1
+            return 0
+    def check(self, a, n):
+        if a + n > len(self.mem):  # esp_partition_* refuse it; check_esp_err raises
+            raise OSError(22)
+    def readblocks(self, block, buf, off=0):
+        a = block * 4096 + off
+        buf[:] = self.mem[a:a + len(buf)]
+    def writeblocks(self, block, buf, off):
+        a = block * 4096 + off
+        self.check(a, len(buf))
+        old = self.mem[a:a + len(buf)]
+        self.mem[a:a + len(buf)] = bytes([x & y for x, y in zip(old, buf)])
+class Vfs:
+    pass
+part = Partition(%d)
+vfs = Vfs()
+vfs.rom_ioctl = lambda op, *a: 1 if op == 1 else (part if op == 2 and a == (0,) else -22)
+vfs.umount = lambda path: None
+sys.modules['vfs'] = vfs
+"""
+
+
+def test_the_writer_speaks_an_esp32_partition_too(tmp_path):
+    # romfs_write.py against a stand-in of the ESP32 port's Partition object, under the
+    # real MicroPython: erased by blocks, written with extended writes, the header last
+    build = str(tmp_path / "build")
+    deploy.build("emulated", build_dir=build)
+    image = deploy_romfs.romfs_image(build)
+    img = tmp_path / "img"
+    img.write_bytes(image)
+    from host_tools import board_scripts
+    script = tmp_path / "w.py"
+    script.write_text(PARTITION_STAND_IN % 262144 + board_scripts.source("romfs_write.py") + """
+_rom_info()
+_rom_write(%r, %d)
+print('@@HEAD', bytes(part.mem[:4]).hex(), part.erased)
+_rom_seal(%r, 4, %d)
+print('@@TAIL', bytes(part.mem[%d:%d + 8]).hex())
+""" % (str(img), len(image), str(img), len(image), len(image), len(image)))
+    p = subprocess.run([boards.micropython_binary(), str(script)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    got = {line.split()[0]: line.split()[1:] for line in p.stdout.splitlines() if line.startswith("@@")}
+    assert got["@@ROM"] == ["262144"]
+    assert got["@@WRITTEN"] == ["4", hashlib.sha256(image[4:]).hexdigest()]
+    # before the seal: no header (erased), and only the blocks the image needs were erased
+    assert got["@@HEAD"] == ["ffffffff", str((len(image) + 4095) // 4096)]
+    assert got["@@SEALED"] == [hashlib.sha256(image).hexdigest()]
+    assert got["@@TAIL"] == ["ff" * 8]
+    # a partition too small: the write past its end is refused by the device, said, not a crash
+    script.write_text(PARTITION_STAND_IN % 4096 + board_scripts.source("romfs_write.py") +
+                      "\n_rom_write(%r, %d)\n" % (str(img), len(image)))
+    p = subprocess.run([boards.micropython_binary(), str(script)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stdout + p.stderr
+    assert [line.split()[:2] for line in p.stdout.splitlines() if line.startswith("@@")] == [["@@ROMERR", "22"]]
+
+
+def test_the_board_scripts_answers_become_coded_errors():
+    with pytest.raises(deploy_romfs.RomfsWriteFailed, match=r"write: the partition refused it "
+                                                             r"\(E_DEPLOY_ROMFS_WRITE: 22 OSError\(22,\)\)") as exc:
+        deploy_romfs._answer([["@@ROMERR", "22", "OSError(22,)"]], "@@WRITTEN", "write")
+    assert exc.value.code == "E_DEPLOY_ROMFS_WRITE"
+    with pytest.raises(deploy_romfs.NoRomfs, match="no longer answers with a romfs partition"):
+        deploy_romfs._answer([["@@ROM", "none"]], "@@WRITTEN", "write")
+    with pytest.raises(deploy.BoardLost, match="write: no answer"):
+        deploy_romfs._answer([], "@@WRITTEN", "write")
+    assert deploy_romfs._answer([["@@WRITTEN", "4", "ab"]], "@@WRITTEN", "write") == ["4", "ab"]
