@@ -140,7 +140,7 @@ async def test_a_failure_after_the_accept_record_is_a_fault_and_the_command_stay
     assert len(r.han.sent) == 1
     assert r.pub.statuses("c-1") == ["accepted", "relayed"]
     res = await r.submit("c-1", 10)        # the sender's copy is its redelivery
-    assert res == {"id": "c-1", "status": "relayed"} and len(r.han.sent) == 1
+    assert res == {"id": "c-1", "status": "relayed", "again": True} and len(r.han.sent) == 1
 
 
 async def test_a_failure_of_the_sentence_after_the_accept_record_is_still_a_fault():

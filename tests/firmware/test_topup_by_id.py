@@ -1,6 +1,6 @@
 # A top-up's answer collected by id alone (review 87 F3): the meter's Consumer Top Up
 # Response (value, credit, source) is ZCL, not GBCS, and nothing protects it end to end. The
-# road that proves the mac (the NFC phone that delivers the top-up, mode 01; the wire that
+# accept that journaled the top-up (the NFC phone that delivered it, mode 01; the wire that
 # sent it) gets it; a phone's collect by id (mode 02) and a wired HELLO get the status only.
 # Over the real relay, flash journal and top-up road with the relay tests' fakes.
 # CPython and MicroPython.

@@ -89,6 +89,7 @@ class PhoneSession:
         self.tx = bytearray(9 + chunk)
         self.id = None
         self.accepted = False
+        self.fresh = False
 
     async def _apdu(self, apdu):
         return await transceive(self.drv, self.tg, apdu, self.rx)
@@ -148,8 +149,11 @@ class PhoneSession:
         result = await self._wait_result()
         if result is None:
             raise NfcError(E_NFC_LATE, "no response yet for %s: tap again later, or it will be published over MQTT" % self.id)
-        if mode == _MODE_COLLECT and "topup" in result:
-            # by id alone: a top-up's status, not the meter's figures (relay/topups.py)
+        if "topup" in result and not self.fresh:
+            # by id alone (a collect, or a delivery of an id the relay knew already: the
+            # bytes of a tag or of another phone's envelope prove possession, not
+            # ownership, review_w6-4): a top-up's status, not the meter's figures
+            # (relay/topups.py by_id_alone)
             from ppmid.relay.topups import by_id_alone
             result = by_id_alone(result)
         await self._push(result)
@@ -191,8 +195,10 @@ class PhoneSession:
         env = envelope.from_binary_any(buf, self.max_gbcs)  # a command, or a top-up (version 2)
         if env.id != self.id:
             raise NfcError(E_NFC_PROTO, "envelope id %s differs from the announced %s" % (env.id, self.id))
-        await self.intake.accept(env, "nfc-phone")  # raises PpmidError when refused
+        r = await self.intake.accept(env, "nfc-phone")  # raises PpmidError when refused
         self.accepted = True
+        # this tap's accept journaled it (not a redelivery's status): the figures are its own
+        self.fresh = r is not None and "again" not in r
         env = buf = None
         await self.status(SW_OK, "OK")
 

@@ -103,8 +103,9 @@ def by_id_alone(r):
     """A relay result as a road hands it to whoever names its id and proves nothing else
     (the NFC phone's collect, mode 02; a wired HELLO): a top-up's without the meter's answer
     (the frame, "gbcs", and its figures, "topup": value, credit, source). That is ZCL, not
-    GBCS: nothing protects it end to end, so it goes only to the road that proves the mac
-    (the phone that delivers the top-up, the wire that sent it) and over MQTT (its ACL).
+    GBCS: nothing protects it end to end, so it goes only to the accept that journaled the
+    top-up (the phone that delivered it, in that tap; the wire that sent it) and over MQTT
+    (its ACL); a redelivery of its bytes proves possession, not ownership (review_w6-4).
     Status and error stay. Other results come back as they are; r itself is not changed."""
     if r is None or "topup" not in r:
         return r
