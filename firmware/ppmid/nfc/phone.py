@@ -17,7 +17,8 @@ from ppmid.clock import ticks_ms, ticks_diff, sleep_ms
 from ppmid.errors import PpmidError, E_AUTH, E_TOO_LARGE, E_EXPIRED, E_ENVELOPE, E_ID, E_BUSY
 from ppmid.nfc.apdu import transceive, SW_OK
 from ppmid.nfc.errors import (NfcError, E_NFC_PROTO, E_NFC_LENGTH, E_NFC_CRC, E_NFC_LATE,
-                              E_NFC_GONE, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP)
+                              E_NFC_GONE, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP,
+                              E_NFC_UNKNOWN)
 
 AID = b"\xf0\x50\x50\x4d\x49\x44\x01"   # F0 "PPMID" 01
 VERSION = const(1)
@@ -33,6 +34,7 @@ _INS_COMMIT = const(0x54)
 _SW_PENDING = const(0x6310)
 _SW_LATE = const(0x6400)
 _SW_BAD_DATA = const(0x6A80)
+_SW_NOT_FOUND = const(0x6A88)
 _SW_TOO_LARGE = const(0x6A84)
 _SW_SECURITY = const(0x6982)
 _SW_REFUSED = const(0x6985)
@@ -49,6 +51,7 @@ _SW_FOR = {
     E_NFC_LENGTH: _SW_BAD_DATA,
     E_NFC_PROTO: _SW_BAD_DATA,
     E_NFC_LATE: _SW_LATE,
+    E_NFC_UNKNOWN: _SW_NOT_FOUND,
 }
 # the RESULT header's status byte (docs/nfc.md, step 4); 05: the meter had executed the
 # command already (a resent copy refused as a replay): done, not to be sent again
@@ -146,6 +149,12 @@ class PhoneSession:
             await self._deliver(total, crc)
         elif mode != _MODE_COLLECT:
             raise NfcError(E_NFC_PROTO, "HELLO mode %d unknown" % mode)
+        else:
+            # an id the relay does not know has no result coming: said at once, not after
+            # a session of PENDING ending in "tap again later" (review_w6-6)
+            status = getattr(self.intake, "status", None)
+            if status is not None and status(self.id) is None:
+                raise NfcError(E_NFC_UNKNOWN, "unknown id %s: never received, refused before it was journaled, or forgotten since (a restart); nothing will come for it" % self.id)
         result = await self._wait_result()
         if result is None:
             raise NfcError(E_NFC_LATE, "no response yet for %s: tap again later, or it will be published over MQTT" % self.id)
