@@ -122,8 +122,8 @@ class Senders:
         """A redelivery of `id`, which the relay knows, verified as `sender`: refused
         (E_ID) when another sender owns it, so one DCC User's key cannot read (nor, by an
         NFC phone's delivery, consume) another's command or top-up (review_w6-1). An id
-        whose owner is not known (accepted before a restart or a users update: owners is
-        RAM) gets the role check its kind needs that can be made without the GBCS: a
+        whose owner is not known (accepted before a restart: owners is RAM; a users update
+        carries them over) gets the role check its kind needs that can be made without the GBCS: a
         top-up's; a command's redelivery is answered by its status alone."""
         if id in self.owners:
             owner = self.owners[id]
