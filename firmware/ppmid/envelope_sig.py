@@ -32,9 +32,15 @@ FAILS_PER_S = 1 / 60             # ... and one more each minute after that
 _MAX_KIDS = const(16)            # ppmid.relay.senders.MAX_SENDERS: one bucket per public-key user
 
 _KEEP_VERIFIED = const(4)        # signed bytes (key, digest, signature) that verified lately
+# full verifies of signed envelopes naming an id the relay knows (a redelivery the 4 above
+# no longer hold, or skimmed tags replayed in turn: review_w6-7) a kid may have in a row,
+# and one more each 10 s after that: a verify is ~1 s inline on an ESP32 (estimated)
+AGAIN_BURST = const(3)
+AGAIN_PER_S = 1 / 10
 
 now_ms = ticks_ms   # the buckets' clock (a test gives another)
 _failed = None      # the buckets, made with the first signed envelope
+_again = None       # the known ids' buckets, made with the first such envelope
 _verified = []      # the last _KEEP_VERIFIED signed bytes that verified: not verified again
 
 
@@ -52,14 +58,17 @@ def digest(env):
     return h.digest()
 
 
-def check(name, public_key, env):
+def check(name, public_key, env, known=False):
     """Return when env's signature verifies with public_key (the key of sender `name`); else
     SenderError: E_RATE, not verified, while `name` has no failed checks left; E_AUTH when
     it does not verify (which uses one of them). The same signed bytes as one of the last
     _KEEP_VERIFIED that verified (a redelivery, a replay the relay answers as a duplicate)
-    pass without a second verify. Called by ppmid.relay.senders only."""
+    pass without a second verify. `known`: env names an id the relay knows (senders:
+    one accepted since the boot): its verifies take tokens of their own (AGAIN_BURST, then
+    E_RATE unverified), so replaying good envelopes in turn cannot hold the loop in
+    verifies either. Called by ppmid.relay.senders only."""
     from ppmid.relay.senders import SenderError
-    global _failed
+    global _failed, _again
     if len(env.mac) != SIG_LEN:
         raise SenderError(E_AUTH, "envelope signature does not verify with the public key of %s" % name)
     e, sig = digest(env), bytes(env.mac)
@@ -74,6 +83,15 @@ def check(name, public_key, env):
     if wait:
         raise SenderError(E_RATE, "too many bad signatures under %s: the next is checked in %d s"
                          % (name, (wait + 999) // 1000))
+    if known:
+        if _again is None:
+            from ppmid.relay.ratelimit import TokenBuckets
+            _again = TokenBuckets(AGAIN_PER_S, AGAIN_BURST, ticks_diff, _MAX_KIDS)
+        wait = _again.wait_ms(name, now)
+        if wait:
+            raise SenderError(E_RATE, "too many envelopes under %s naming commands already known: "
+                              "the next is checked in %d s" % (name, (wait + 999) // 1000))
+        _again.take(name, now)
     from ppmid.update import p256
     if not p256.verify_digest(p256.public_key(public_key), e, sig):
         _failed.take(name, now)

@@ -393,10 +393,12 @@ async def test_every_intake_rejection_code():
         assert rej.get(code), code
     await r.publish_all()
     published = [(m["id"], m["error"]["code"]) for m in r.pub.on("/rsp") if m["status"] == "rejected"]
-    assert ("auth", "E_AUTH") in published and ("tgt", "E_UNKNOWN_TARGET") in published
+    assert ("tgt", "E_UNKNOWN_TARGET") in published
+    # a forged envelope's id is its sender's choice: never published (review_w6-5)
+    assert ("auth", "E_AUTH") not in published and r.relay.status("auth") is None
     assert ("again", "E_REPLAY") not in published  # came by MQTT: the intake publishes it
     assert all(i is not None for i, c in published)  # an invalid id is never published
-    assert len(published) == len(cases) - 1
+    assert len(published) == len(cases) - 2
     # the NFC contract: a final result with the error object
     assert r.relay.result("tgt")["error"]["code"] == "E_UNKNOWN_TARGET"
 
@@ -924,7 +926,7 @@ async def test_full_queue_wait_is_bounded_then_busy_and_known_or_forged_ids_do_n
     assert res["error"] == "E_BUSY", res
     assert named(r.relay.counters)["admit_waits"] == 1
     # a redelivered id gets its status at once; a forged envelope its E_AUTH at once
-    assert (await r.submit("w-0", 10)) == {"id": "w-0", "status": "accepted"}
+    assert (await r.submit("w-0", 10)) == {"id": "w-0", "status": "accepted", "again": True}
     assert (await r.submit("w-2", 12, key=b"x" * 32))["error"] == "E_AUTH"
     assert named(r.relay.counters)["admit_waits"] == 1
     # room made while one waits: it is taken

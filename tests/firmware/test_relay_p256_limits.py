@@ -118,3 +118,40 @@ async def test_a_replayed_signed_envelope_is_not_verified_again():
         assert sorted(r.journal.by_id) == ["p1"]
     finally:
         p256.verify_digest = real
+
+
+async def test_verifies_of_a_known_id_are_bounded_per_kid():
+    # review_w6-7: good signed envelopes of ids the relay knows (skimmed tags replayed in
+    # turn, more of them than the 4 verified lately are kept) each cost a full verify (~1 s
+    # inline on an ESP32, estimated) and take no failed-check token. Their verifies take
+    # tokens of their own: AGAIN_BURST, then E_RATE unverified until one is regained; the
+    # status of the known id is not touched
+    from ppmid import envelope_sig
+    r = _two_kids_one_key()
+    from ppmid.update import p256
+    real = p256.verify_digest
+    verified = [0]
+
+    def counting(*a):
+        verified[0] += 1
+        return real(*a)
+
+    p256.verify_digest = counting
+    try:
+        text = json_text("p1", 10, V.GOOD)
+        assert (await r.accept_env(env(text)))["status"] == "accepted"
+        for i in range(envelope_sig.AGAIN_BURST):
+            envelope_sig._verified = []       # pushed out by other signed envelopes meanwhile
+            again = await r.accept_env(env(text))
+            assert again.get("again") is True and "error" not in again, again
+        assert verified[0] == 1 + envelope_sig.AGAIN_BURST
+        envelope_sig._verified = []
+        out = await r.accept_env(env(text))
+        assert out["error"] == "E_RATE" and "already known" in out["message"], out
+        assert verified[0] == 1 + envelope_sig.AGAIN_BURST     # refused without a verify
+        assert r.relay.status("p1") == "accepted"              # not recorded over it
+        r.clock.advance(int(1000 / envelope_sig.AGAIN_PER_S) + 1)
+        assert (await r.accept_env(env(text))).get("again") is True
+        assert verified[0] == 2 + envelope_sig.AGAIN_BURST
+    finally:
+        p256.verify_digest = real

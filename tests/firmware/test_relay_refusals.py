@@ -140,7 +140,7 @@ async def test_a_failure_after_the_accept_record_is_a_fault_and_the_command_stay
     assert len(r.han.sent) == 1
     assert r.pub.statuses("c-1") == ["accepted", "relayed"]
     res = await r.submit("c-1", 10)        # the sender's copy is its redelivery
-    assert res == {"id": "c-1", "status": "relayed"} and len(r.han.sent) == 1
+    assert res == {"id": "c-1", "status": "relayed", "again": True} and len(r.han.sent) == 1
 
 
 async def test_a_failure_of_the_sentence_after_the_accept_record_is_still_a_fault():
@@ -244,3 +244,30 @@ async def test_a_forged_copy_of_a_known_id_is_rejected_without_naming_it():
     # an id nobody holds is still named in its rejection
     await it.handle(CMD, _cmd_json("c-9", g, key=b"x" * 32), 1, False)
     assert _rsp(c)[2:] == [("c-9", "rejected", "E_AUTH")]
+
+
+async def test_forged_envelopes_by_another_road_neither_evict_results_nor_are_published():
+    # review_w6-5: an E_AUTH (or E_REVOKED) refusal proves no key; its id is the sender's
+    # choice. 16 of them by NFC (no key, no rate limit needed) pushed a real result out of
+    # the recent 16 that a phone may still collect, and each was published as "rejected"
+    # under the chosen id. Other refusals of a fresh id are still remembered and published.
+    from ppmid import envelope
+    r = Rig()
+    assert (await r.submit("c-real", 10, via="nfc-phone"))["status"] == "accepted"
+    await r.pump()
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.publish_all()
+    assert "c-real" not in r.journal.by_id and r.relay.status("c-real") == "response"
+    for i in range(16):
+        bad = envelope.sign(b"x" * 32, "forged-%d" % i, b"\x00\x01")
+        out = await r.accept_env(bad, "nfc-phone")
+        assert out["error"] == "E_AUTH", out
+    await r.publish_all()
+    assert r.relay.status("c-real") == "response"
+    assert r.relay.status("forged-0") is None and r.pub.statuses("forged-0") == []
+    assert named(r.relay.counters)["rejected"]["E_AUTH"] == 16    # still counted
+    # a verified envelope refused for another reason is remembered and published as before
+    out = await r.submit("c-late", 11, via="nfc-phone", expires=1)
+    assert out["error"] == "E_EXPIRED"
+    await r.publish_all()
+    assert r.relay.status("c-late") == "rejected" and r.pub.statuses("c-late") == ["rejected"]

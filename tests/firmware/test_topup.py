@@ -407,6 +407,30 @@ async def test_meter_rejections_map_to_codes_and_the_utrn_may_be_tried_again():
         assert (f["id"], f["status"], f["error"]["code"]) == (id, "rejected", code)
 
 
+async def test_a_refused_utrn_may_be_retried_at_once_while_no_broker_took_its_result():
+    # docs/utrn.md step 4 (review_w6-2): with the broker unreachable (the home NFC is for)
+    # the refused top-up's result stays in the journal; the same UTRN under a new id is
+    # not "already on its way to the meter", and one still queued or sent still blocks it
+    m = Meter(result=P.RESULT_KEYPAD_LOCK)
+    r = rig(m)
+    r.pub.down = True
+    text = make(value=250)
+    assert (await submit(r, "t-1", text, via="nfc-tag"))["status"] == "accepted"
+    while await r.relay.dispatch_once() == 0:
+        pass
+    assert r.relay.result("t-1")["error"]["code"] == "E_UTRN_KEYPAD_LOCK"
+    assert "t-1" in r.journal.by_id          # kept for the broker
+    m.result = None                          # the customer unlocked the keypad
+    assert (await submit(r, "t-2", text, via="nfc-tag"))["status"] == "accepted"
+    out = await submit(r, "t-3", text, via="nfc-phone")   # t-2 is queued: that one blocks
+    assert (out["error"], "(t-2)" in out["message"]) == ("E_UTRN_DUPLICATE", True), out
+    while await r.relay.dispatch_once() == 0:
+        pass
+    assert r.relay.status("t-2") == "topped-up" and m.credit == 1250
+    out = await submit(r, "t-4", text, via="nfc-phone")   # applied: remembered as such
+    assert (out["error"], out["message"]) == ("E_UTRN_DUPLICATE", "this UTRN was applied already"), out
+
+
 async def test_meter_refusing_with_a_default_response_is_rejected_with_its_status():
     m = Meter(refuse=0x7E)   # NOT_AUTHORIZED: this PPMID may not top up this meter
     r = rig(m, response_timeout_s=5)

@@ -1,8 +1,9 @@
 # A top-up's answer collected by id alone (review 87 F3): the meter's Consumer Top Up
 # Response (value, credit, source) is ZCL, not GBCS, and nothing protects it end to end. The
-# road that proves the mac (the NFC phone that delivers the top-up, mode 01; the wire that
+# accept that journaled the top-up (the NFC phone that delivered it, mode 01; the wire that
 # sent it) gets it; a phone's collect by id (mode 02) and a wired HELLO get the status only.
 # Over the real relay, flash journal and top-up road with the relay tests' fakes.
+# A collect of an id the relay does not know is answered at once (review_w6-6).
 # CPython and MicroPython.
 # mp-heapsize: 512K
 import binascii
@@ -86,3 +87,26 @@ async def test_a_wired_hello_gets_a_top_ups_status_without_the_meters_figures():
     for g in got:
         assert g["status"] == "topped-up" and "topup" not in g and "gbcs" not in g, g
     assert road.kept and all(b"credit" not in k[1] for k in road.kept)   # what a HELLO is sent
+
+
+async def test_collect_of_an_id_the_relay_does_not_know_is_answered_at_once():
+    # review_w6-6: before, the phone got PENDING for the whole session, then "tap again
+    # later, or it will be published over MQTT" for an id nothing would ever come for.
+    # Over the real relay: an unknown id -> 6A88 E_NFC_UNKNOWN, counted rejected; a known
+    # id still waiting for the HAN keeps the collect waiting (E_NFC_LATE at the session end)
+    from test_relay_support import Rig
+    r = Rig()
+    for id, code, sw in (("never-seen", "E_NFC_UNKNOWN", 0x6A88), ("c-wait", "E_NFC_LATE", 0x6400)):
+        if id == "c-wait":
+            r.relay.hold_dispatch = True    # accepted, never sent: its result is pending
+            assert (await r.submit(id, 10))["status"] == "accepted"
+        from test_nfc_session import FakeDriver
+        from ppmid.nfc import phone
+        drv = FakeDriver(b"", id)
+        hello = struct.pack(">BBIIB", 1, 2, 0, 0, len(id)) + id.encode()
+        s = phone.PhoneSession(drv, 1, r.relay, 8192, session_ms=300, poll_ms=5, keepalive_ms=50)
+        o = await s.run(hello)
+        assert o["code"] == code and o["outcome"] == ("rejected" if sw == 0x6A88 else "late"), (id, o)
+        assert drv.statuses[-1][0] == sw and drv.statuses[-1][1].startswith(code.encode() + b"\x00"), drv.statuses
+        assert drv.result is None
+    assert [st[0] for st in drv.statuses].count(0x6310) >= 1   # the pending one was kept waiting

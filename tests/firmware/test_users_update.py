@@ -68,6 +68,11 @@ async def test_rotation_new_key_works_old_refused_and_a_replay_is_refused():
     assert (await r.submit("a4", 12, key=OLD_KEY))["error"] == "E_AUTH"   # no kid: tried with every key
     assert (await r.submit("e1", 12, key=V.NEW_ENG, kid="eng-2", originator=OTHER_ORIG,
                            code=0x0059))["status"] == "accepted"
+    # a1 is still supplier-a's under the new keys: another sender naming it is refused
+    # (review_w6-1), its owner's redelivery gets its status
+    out = await r.submit("a1", 14, key=V.NEW_ENG, kid="eng-2", originator=OTHER_ORIG, code=0x0059)
+    assert out["error"] == "E_ID" and "another sender" in out["message"], out
+    assert (await r.submit("a1", 10, key=V.ROTATED, kid="supplier-a")).get("again") is True
     # the same update again (a replay), refused; nothing changed
     after = read_file(root + "/config.json")
     assert after != before

@@ -11,6 +11,7 @@ E_NFC_PROTO = "E_NFC_PROTO"        # phone broke the APDU protocol (bad SW, bad 
 E_NFC_LENGTH = "E_NFC_LENGTH"      # announced and actual lengths disagree
 E_NFC_CRC = "E_NFC_CRC"            # CRC-32 of the transferred envelope does not match
 E_NFC_LATE = "E_NFC_LATE"          # response not ready before the session time ran out
+E_NFC_UNKNOWN = "E_NFC_UNKNOWN"    # a collect (mode 02) names an id the gateway does not know
 E_NDEF = "E_NDEF"                  # NDEF data (or tag memory layout) is malformed
 E_NDEF_NOCMD = "E_NDEF_NOCMD"      # well-formed NDEF without an application/vnd.ppmid.cmd record
 

@@ -17,7 +17,8 @@ from ppmid.clock import ticks_ms, ticks_diff, sleep_ms
 from ppmid.errors import PpmidError, E_AUTH, E_TOO_LARGE, E_EXPIRED, E_ENVELOPE, E_ID, E_BUSY
 from ppmid.nfc.apdu import transceive, SW_OK
 from ppmid.nfc.errors import (NfcError, E_NFC_PROTO, E_NFC_LENGTH, E_NFC_CRC, E_NFC_LATE,
-                              E_NFC_GONE, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP)
+                              E_NFC_GONE, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP,
+                              E_NFC_UNKNOWN)
 
 AID = b"\xf0\x50\x50\x4d\x49\x44\x01"   # F0 "PPMID" 01
 VERSION = const(1)
@@ -33,6 +34,7 @@ _INS_COMMIT = const(0x54)
 _SW_PENDING = const(0x6310)
 _SW_LATE = const(0x6400)
 _SW_BAD_DATA = const(0x6A80)
+_SW_NOT_FOUND = const(0x6A88)
 _SW_TOO_LARGE = const(0x6A84)
 _SW_SECURITY = const(0x6982)
 _SW_REFUSED = const(0x6985)
@@ -49,6 +51,7 @@ _SW_FOR = {
     E_NFC_LENGTH: _SW_BAD_DATA,
     E_NFC_PROTO: _SW_BAD_DATA,
     E_NFC_LATE: _SW_LATE,
+    E_NFC_UNKNOWN: _SW_NOT_FOUND,
 }
 # the RESULT header's status byte (docs/nfc.md, step 4); 05: the meter had executed the
 # command already (a resent copy refused as a replay): done, not to be sent again
@@ -89,6 +92,7 @@ class PhoneSession:
         self.tx = bytearray(9 + chunk)
         self.id = None
         self.accepted = False
+        self.fresh = False
 
     async def _apdu(self, apdu):
         return await transceive(self.drv, self.tg, apdu, self.rx)
@@ -145,11 +149,20 @@ class PhoneSession:
             await self._deliver(total, crc)
         elif mode != _MODE_COLLECT:
             raise NfcError(E_NFC_PROTO, "HELLO mode %d unknown" % mode)
+        else:
+            # an id the relay does not know has no result coming: said at once, not after
+            # a session of PENDING ending in "tap again later" (review_w6-6)
+            status = getattr(self.intake, "status", None)
+            if status is not None and status(self.id) is None:
+                raise NfcError(E_NFC_UNKNOWN, "unknown id %s: never received, refused before it was journaled, or forgotten since (a restart); nothing will come for it" % self.id)
         result = await self._wait_result()
         if result is None:
             raise NfcError(E_NFC_LATE, "no response yet for %s: tap again later, or it will be published over MQTT" % self.id)
-        if mode == _MODE_COLLECT and "topup" in result:
-            # by id alone: a top-up's status, not the meter's figures (relay/topups.py)
+        if "topup" in result and not self.fresh:
+            # by id alone (a collect, or a delivery of an id the relay knew already: the
+            # bytes of a tag or of another phone's envelope prove possession, not
+            # ownership, review_w6-4): a top-up's status, not the meter's figures
+            # (relay/topups.py by_id_alone)
             from ppmid.relay.topups import by_id_alone
             result = by_id_alone(result)
         await self._push(result)
@@ -191,8 +204,10 @@ class PhoneSession:
         env = envelope.from_binary_any(buf, self.max_gbcs)  # a command, or a top-up (version 2)
         if env.id != self.id:
             raise NfcError(E_NFC_PROTO, "envelope id %s differs from the announced %s" % (env.id, self.id))
-        await self.intake.accept(env, "nfc-phone")  # raises PpmidError when refused
+        r = await self.intake.accept(env, "nfc-phone")  # raises PpmidError when refused
         self.accepted = True
+        # this tap's accept journaled it (not a redelivery's status): the figures are its own
+        self.fresh = r is not None and "again" not in r
         env = buf = None
         await self.status(SW_OK, "OK")
 

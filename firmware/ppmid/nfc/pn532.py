@@ -8,7 +8,7 @@
 # until the next command.
 from micropython import const
 
-from ppmid.clock import ticks_ms, ticks_diff, sleep_ms
+from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms
 from ppmid.nfc import frames as F
 from ppmid.nfc.errors import (NfcError, E_NFC_NOACK, E_NFC_TIMEOUT, E_NFC_FRAME, E_NFC_CHIP,
                               E_NFC_GONE, E_NFC_LENGTH)
@@ -73,10 +73,12 @@ class PN532:
         self._s = 0
         self._n = 0
 
-    async def _next(self, timeout_ms, hint):
-        """Next frame: (kind, off, length) with off into _rx, or (None, 0, 0) on timeout.
-        Frames with a bad length checksum are skipped (resynchronisation)."""
-        start = ticks_ms()
+    async def _next(self, deadline, hint):
+        """Next frame: (kind, off, length) with off into _rx, or (None, 0, 0) once the
+        ticks_ms `deadline` has passed. Frames with a bad length checksum are skipped
+        (resynchronisation). The deadline is the caller's whole wait, not this frame's: a
+        chip or line that keeps sending frames nobody waits for (repeated ACKs, answers to
+        another command) must not hold a command forever (review_w6-3)."""
         framed = self.t.framed
         while True:
             if self._s >= self._n:
@@ -94,7 +96,7 @@ class PN532:
                     return kind, base + off, ln
                 if framed:  # a truncated I2C read cannot be continued
                     self._s = self._n
-            left = timeout_ms - ticks_diff(ticks_ms(), start)
+            left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 return None, 0, 0
             if self._s >= self._n:
@@ -133,8 +135,10 @@ class PN532:
         else:
             raise NfcError(E_NFC_NOACK, "PN532 did not acknowledge command 0x%02X (%d tries)" % (code, self.retries + 1))
         nacks = 0
+        # one deadline for the answer, whatever else comes meanwhile
+        deadline = ticks_add(ticks_ms(), timeout_ms)
         while True:
-            kind, off, ln = await self._next(timeout_ms, _RX_SIZE - 10)
+            kind, off, ln = await self._next(deadline, _RX_SIZE - 10)
             if kind is None:
                 self.stats["timeouts"] += 1
                 await self.abort()
@@ -157,8 +161,9 @@ class PN532:
             return self._rxv[off + 2:off + ln]
 
     async def _wait_ack(self):
+        deadline = ticks_add(ticks_ms(), self.ack_timeout_ms)
         while True:
-            kind, off, ln = await self._next(self.ack_timeout_ms, 6)
+            kind, off, ln = await self._next(deadline, 6)
             if kind is None:
                 return False
             if kind == F.KIND_ACK:

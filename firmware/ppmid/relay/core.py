@@ -150,14 +150,21 @@ class Relay:
             raise refusals.refusal(E_TOO_LARGE, self.max_gbcs)
         # mac only: a redelivered command must still find its status
         sender = self._verify(env)
+        # a redelivery: its status, "again" (the roads hand a top-up's figures only to the
+        # accept that journaled it); with keys per DCC User, only to the sender that owns
+        # the id (relay/senders.py check_known: review_w6-1)
         e = self.journal.by_id.get(env.id)
         if e is not None:
+            if self.senders:
+                self.senders.check_known(env.id, sender, e.topup)
             self.counters[_C_DUPLICATES] += 1
-            return {"id": e.id, "status": self._result(e, False)["status"]}
+            return {"id": e.id, "status": self._result(e, False)["status"], "again": True}
         r = self._recent_result(env.id)
         if r is not None and r["status"] != "rejected":  # a refused id may be tried again
+            if self.senders:
+                self.senders.check_known(env.id, sender, "topup" in r)
             self.counters[_C_DUPLICATES] += 1
-            return {"id": env.id, "status": r["status"]}
+            return {"id": env.id, "status": r["status"], "again": True}
         if self.state == "fault":
             # the watchdog resets the board soon; a command taken now could be lost with
             # the journal's unwritten state, or its counter never recorded. After the id
@@ -213,6 +220,8 @@ class Relay:
             if msg is not None:
                 self.validator.commit(msg)
             self.counters[_C_ACCEPTED] += 1
+            if self.senders:
+                self.senders.own(self, env.id, sender)
             self._emit(e, "accepted")
             self._wake_dispatch.set()
         except Exception as exc:

@@ -13,7 +13,7 @@
 from array import array
 from micropython import const
 
-from ppmid.errors import PpmidError, E_AUTH
+from ppmid.errors import PpmidError, E_AUTH, E_ID
 from ppmid.gbcs.validate import admits
 
 E_REVOKED = "E_REVOKED"          # the envelope verifies with a key the config revoked
@@ -92,9 +92,9 @@ def _check_point(name, raw):
         unload("ppmid.update.p256")
 
 
-def _check_signature(name, public_key, env):
+def _check_signature(name, public_key, env, known):
     from ppmid.envelope_sig import check
-    check(name, public_key, env)
+    check(name, public_key, env, known)
 
 
 class Senders:
@@ -105,6 +105,32 @@ class Senders:
     def __init__(self, legacy_key, senders):
         self.legacy_key = legacy_key
         self.senders = senders
+        # id -> the name of the sender whose accept journaled it (None: the legacy key),
+        # for ids the relay still knows (journal or recent results); RAM only
+        self.owners = {}
+
+    def own(self, relay, id, sender):
+        """relay.core's accept journaled `id` for `sender`: it owns the id. Ids the relay
+        no longer knows are dropped here, so the map stays as small as what it knows."""
+        owners = self.owners
+        for k in list(owners):
+            if k not in relay.journal.by_id and relay._recent_result(k) is None:
+                del owners[k]
+        owners[id] = None if sender is None else sender[0]
+
+    def check_known(self, id, sender, topup):
+        """A redelivery of `id`, which the relay knows, verified as `sender`: refused
+        (E_ID) when another sender owns it, so one DCC User's key cannot read (nor, by an
+        NFC phone's delivery, consume) another's command or top-up (review_w6-1). An id
+        whose owner is not known (accepted before a restart: owners is RAM; a users update
+        carries them over) gets the role check its kind needs that can be made without the GBCS: a
+        top-up's; a command's redelivery is answered by its status alone."""
+        if id in self.owners:
+            owner = self.owners[id]
+            if owner != (None if sender is None else sender[0]):
+                raise SenderError(E_ID, "id %s is in use by another sender" % id)
+        elif topup and sender is not None:
+            self.check_topup(sender)
 
     def verify(self, env):
         """The sender whose key verifies env's MAC (None: the legacy key), or raise."""
@@ -139,7 +165,8 @@ class Senders:
                 if len(s[1]) != 32:
                     if not signed:
                         raise SenderError(E_AUTH, "%s is registered with a public key: its envelopes carry a 64-byte signature in mac" % s[0])
-                    _check_signature(s[0], s[1], env)  # E_AUTH, or E_RATE after too many bad ones
+                    # E_AUTH, or E_RATE after too many bad ones (or known ids: review_w6-7)
+                    _check_signature(s[0], s[1], env, env.id in self.owners)
                     return s
                 if signed:
                     raise SenderError(E_AUTH, "envelope carries a signature, but %s holds a symmetric key (mac)" % s[0])

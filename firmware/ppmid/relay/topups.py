@@ -14,7 +14,7 @@ from ppmid import topup as T
 from ppmid.topup import E_UTRN_TARGET
 from ppmid.mqtt.contract import status_json
 from ppmid.zigbee import prepayment as P
-from ppmid.relay.journal import FAILED, SENDING, TIMED_OUT, JournalError
+from ppmid.relay.journal import QUEUED, SENDING, TIMED_OUT, JournalError
 from micropython import const
 
 # indices of the relay's counters (relay.counters, a list) that this module counts: the
@@ -103,8 +103,9 @@ def by_id_alone(r):
     """A relay result as a road hands it to whoever names its id and proves nothing else
     (the NFC phone's collect, mode 02; a wired HELLO): a top-up's without the meter's answer
     (the frame, "gbcs", and its figures, "topup": value, credit, source). That is ZCL, not
-    GBCS: nothing protects it end to end, so it goes only to the road that proves the mac
-    (the phone that delivers the top-up, the wire that sent it) and over MQTT (its ACL).
+    GBCS: nothing protects it end to end, so it goes only to the accept that journaled the
+    top-up (the phone that delivered it, in that tap; the wire that sent it) and over MQTT
+    (its ACL); a redelivery of its bytes proves possession, not ownership (review_w6-4).
     Status and error stay. Other results come back as they are; r itself is not changed."""
     if r is None or "topup" not in r:
         return r
@@ -152,10 +153,14 @@ class TopupRoad:
         if utrn_applied(j, ptut8):
             raise TopupError(E_UTRN_DUPLICATE, "this UTRN was applied already")
         for x in j.live.values():
-            # one that failed or timed out may go again (docs/utrn.md): the meter's own
-            # memory of the UTRNs it applied refuses the copy (0x02) should the first have
-            # reached it after all, and that answer is remembered here
-            if x.topup and x.counter == ptut8 and x.state != FAILED and x.state != TIMED_OUT:
+            # only one queued or on its way blocks it. One that failed or timed out may go
+            # again (docs/utrn.md): the meter's own memory of the UTRNs it applied refuses
+            # the copy (0x02) should the first have reached it after all, and that answer
+            # is remembered here. One the meter answered is in utrn_applied when it was
+            # applied (remember_utrn runs before answered); one it refused (keypad lock,
+            # invalid...) may go again at once, even while its result still waits in the
+            # journal for a broker (review_w6-2)
+            if x.topup and x.counter == ptut8 and (x.state == QUEUED or x.state == SENDING):
                 raise TopupError(E_UTRN_DUPLICATE, "this UTRN is already on its way to the meter (%s)" % x.id)
         return binascii.unhexlify(target), _NO_ORIGINATOR, ptut8, env.utrn.encode()
 

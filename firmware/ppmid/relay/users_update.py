@@ -264,6 +264,10 @@ async def handle(context, topic, payload):
     st = {"kind": "config"}
     try:
         oid, seq, senders = apply(board.fs_root.rstrip("/"), bytes(payload), relay.key)
+        if senders and relay.senders:
+            # which sender owns each known id (by name: relay/senders.py, review_w6-1) holds
+            # across a new set of keys
+            senders.owners = relay.senders.owners
         relay.senders = senders
         st["state"] = "applied"
         st["sequence"] = seq

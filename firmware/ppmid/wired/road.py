@@ -183,7 +183,10 @@ class WiredRoad:
         env = None
         await self._send(F.T_ACK, seq, bytes((seq,)))
         self._watch(id)
-        self.proven.add(id)
+        if "again" not in r:
+            # this accept journaled it: a top-up's figures are this wire's (a redelivered
+            # id's status is no proof of ownership: review_w6-4)
+            self.proven.add(id)
         await self._status(id, r["status"])
 
     async def _hello(self, fr):
