@@ -44,7 +44,7 @@ def h(s):
 
 def test_send_unicast_v13_matches_bellows_example():
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140, 0, 0)
-    frame = E.command_frame(0, E.SEND_UNICAST, E.send_unicast_params(13, 0x1234, aps, 1, h("01 05 02")))
+    frame = E.command_frame(0, N.SEND_UNICAST, E.send_unicast_params(13, 0x1234, aps, 1, h("01 05 02")))
     assert frame == h("00 00 01 34 00 | 00 34 12 | 09 01 04 07 01 01 40 01 00 00 00 | 01 | 03 01 05 02")
     p = N.parse_send_unicast_params(13, frame[5:])
     assert p["dest"] == 0x1234 and p["tag"] == 1 and p["message"] == h("01 05 02")
@@ -127,7 +127,7 @@ class FakeLink:
         if fid == E.VERSION:
             self.ezsp.on_frame(N.response_frame(seq, fid, bytes((self.version, 2, 0x20, 0x74))))
         else:
-            self.ezsp.on_frame(N.response_frame(seq, E.INVALID_COMMAND, b"\x58"))
+            self.ezsp.on_frame(N.response_frame(seq, N.INVALID_COMMAND, b"\x58"))
 
 
 async def test_negotiation_legacy_then_extended():
@@ -322,7 +322,7 @@ def test_fragment_ack_layout():
 
 async def test_send_reply_status_per_version():
     for v, status in ((13, b"\x00"), (14, b"\x00\x00\x00\x00"), (13, b"\x66"), (14, b"\x02\x0c\x00\x00")):
-        link = FakeLink(v, {E.SEND_REPLY: lambda seq, s=status: N.response_frame(seq, E.SEND_REPLY, s)})
+        link = FakeLink(v, {N.SEND_REPLY: lambda seq, s=status: N.response_frame(seq, N.SEND_REPLY, s)})
         ez = E.Ezsp(link, no_callbacks)
         link.ezsp = ez
         await S.negotiate(ez, 13)
@@ -430,6 +430,10 @@ async def test_driver_sentences_are_loaded_when_needed_and_dropped_after():
     assert await _command_message(ez, E.NETWORK_STATE) == "no response to networkState" and gone()
     link.script[0x0123] = lambda seq: None
     assert await _command_message(ez, 0x0123) == "no response to 0x123"
+    # the two running commands, whose ids ezsp.py holds as private consts, by name too
+    link.script[N.SEND_UNICAST] = link.script[N.SEND_REPLY] = lambda seq: None
+    assert await _command_message(ez, N.SEND_UNICAST) == "no response to sendUnicast"
+    assert await _command_message(ez, N.SEND_REPLY) == "no response to sendReply" and gone()
     ez.on_frame(N.response_frame(77, E.NETWORK_STATE, b"\x02"))
     assert logs[-1] == "ezsp: response to nothing (seq 77, id 0x0018) dropped"
     ez.on_frame(N.response_frame(0, 0x9999, b"", callback=0x10))
