@@ -28,6 +28,15 @@ def test_the_ncp_sides_names_are_the_gateways_private_values_and_bellows():
                  "EMBER_NETWORK_UP", "EMBER_NETWORK_DOWN", "SL_NETWORK_UP", "SL_NETWORK_DOWN"):
         assert getattr(N, name) == getattr(E, "_" + name), name
         assert not hasattr(E, name), name
+    # the bring-up's commands: han_start.py's private consts
+    from ppmid.zigbee import han_start
+    for name in ("NETWORK_INIT", "NETWORK_STATE", "MAXIMUM_PAYLOAD_LENGTH", "JOINED_NETWORK"):
+        assert getattr(N, name) == getattr(han_start, "_" + name), name
+        assert not hasattr(E, name) and not hasattr(han_start, name), name
+    assert N.NETWORK_INIT == C13["networkInit"][0] == C14["networkInit"][0]
+    assert N.NETWORK_STATE == C13["networkState"][0]
+    assert N.MAXIMUM_PAYLOAD_LENGTH == C13["maximumPayloadLength"][0]
+    assert N.JOINED_NETWORK == bt.EmberNetworkStatus.JOINED_NETWORK
     assert N.SEND_UNICAST == C13["sendUnicast"][0] == C14["sendUnicast"][0]
     assert N.SEND_REPLY == C13["sendReply"][0] == C14["sendReply"][0]
     assert N.INVALID_COMMAND == C13["invalidCommand"][0]

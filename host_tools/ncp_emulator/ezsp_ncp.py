@@ -13,11 +13,15 @@ from ppmid.zigbee import ezsp as E
 SET_POLICY = 0x0055
 GET_POLICY = 0x0056
 
-# The frame ids, frame-control bits and values of the gateway's half that only its own
-# ezsp.py reads or writes there: private consts in that module (a public one is a name and
-# a module-dict entry the running app holds for nothing: docs/memory.md, session 11), so
-# the NCP's side names them here, with the same values (tests/test_ncp_emulator.py checks
-# them against ezsp.py's).
+# The frame ids, frame-control bits and values of the gateway's half that only one firmware
+# module reads or writes: private consts there, ezsp.py's or (the bring-up's commands)
+# zigbee/han_start.py's (a public one is a name and a module-dict entry the running app
+# holds for nothing: docs/memory.md, session 11), so the NCP's side names them here, with
+# the same values (tests/test_ncp_emulator.py checks them against the firmware's).
+NETWORK_INIT = 0x0017
+NETWORK_STATE = 0x0018
+MAXIMUM_PAYLOAD_LENGTH = 0x0033
+JOINED_NETWORK = 2             # networkState's answer: joined
 SEND_UNICAST = 0x0034
 SEND_REPLY = 0x0039
 INVALID_COMMAND = 0x0058

@@ -438,9 +438,9 @@ class Ncp:
         if fid == E.VERSION:
             self.negotiated = True
             self._respond(seq, fid, version_payload)
-        elif fid == E.NETWORK_STATE:
+        elif fid == N.NETWORK_STATE:
             self._respond(seq, fid, bytes((2 if self.joined else 0,)))
-        elif fid == E.NETWORK_INIT:
+        elif fid == N.NETWORK_INIT:
             self.stack.initialized = True
             if self.commissioning is not None and not self.commissioning.has_network:
                 # nothing in the tokens to resume: EMBER_NOT_JOINED / SL_STATUS_NOT_JOINED
@@ -450,7 +450,7 @@ class Ncp:
             # a commissioned router resumes its network from tokens at once: the host's next
             # command (bellows `info` reads the node id straight after) sees it joined
             self.loop.call_later(0, self._try_join)
-        elif fid == E.MAXIMUM_PAYLOAD_LENGTH:
+        elif fid == N.MAXIMUM_PAYLOAD_LENGTH:
             self._respond(seq, fid, bytes((self.max_payload,)))
         elif fid == N.SEND_UNICAST:
             self._send_unicast(seq, p)

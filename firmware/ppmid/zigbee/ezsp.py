@@ -18,14 +18,13 @@ E_EZSP_TIMEOUT = "E_EZSP_TIMEOUT"
 E_MODULE_UNSUPPORTED = "E_MODULE_UNSUPPORTED"
 
 # Public: the names other firmware modules read (han.py, han_start.py, the commissioning).
-# The ids, bits and values only this module reads or writes are private consts (a public
-# const is a name and a module-dict entry the running app holds; docs/memory.md, session
-# 11): the NCP's side names them in host_tools/ncp_emulator/ezsp_ncp.py, with the same values.
+# The ids, bits and values only this module reads or writes are private consts, and the
+# bring-up's commands (networkInit, networkState, maximumPayloadLength) are
+# zigbee/han_start.py's (a public const is a name and a module-dict entry the running app
+# holds; docs/memory.md, session 11): the NCP's side names them all in
+# host_tools/ncp_emulator/ezsp_ncp.py, with the same values.
 VERSION = const(0x0000)
-NETWORK_INIT = const(0x0017)
-NETWORK_STATE = const(0x0018)
 STACK_STATUS_HANDLER = const(0x0019)
-MAXIMUM_PAYLOAD_LENGTH = const(0x0033)
 _SEND_UNICAST = const(0x0034)
 _SEND_REPLY = const(0x0039)
 MESSAGE_SENT_HANDLER = const(0x003F)
@@ -37,7 +36,6 @@ _FC_RESPONSE = const(0x80)
 _FC_CALLBACK_MASK = const(0x18)   # sync 0x08 / async 0x10 callback
 _FC_HIGH = const(0x01)            # frame format version 1
 
-JOINED_NETWORK = const(2)
 # stack status values per layout
 _EMBER_NETWORK_UP = const(0x90)
 _EMBER_NETWORK_DOWN = const(0x91)
