@@ -38,7 +38,7 @@ enc = ash.Encoder()
 dec = ash.Decoder()
 
 def encode_one(i):
-    f = E.command_frame(i & 0xFF, E.SEND_UNICAST, E.send_unicast_params(13, 0, aps, i & 0xFF, msg))
+    f = E.command_frame(i & 0xFF, NCP["SEND_UNICAST"], E.send_unicast_params(13, 0, aps, i & 0xFF, msg))
     return enc.data(i & 7, False, 0, f)
 
 wire = bytes(encode_one(0))

@@ -19,6 +19,7 @@ from host_tools.ncp_emulator import NcpEmulator  # noqa: E402
 from host_tools.ncp_emulator import stack as S  # noqa: E402
 from host_tools.ncp_emulator.ncp import Ncp  # noqa: E402
 from ppmid.zigbee import ezsp as E  # noqa: E402
+from host_tools.ncp_emulator import ezsp_ncp as N  # noqa: E402
 
 BELLOWS = os.path.join(os.path.dirname(sys.executable), "bellows")
 
@@ -81,7 +82,7 @@ def ask(ncp, name, *args, **kw):
     ncp._txq.clear()
     seq, fc, rfid, rparams = [f for f in frames if not f[1] & 0x18][0]
     assert seq == 5
-    if rfid == E.INVALID_COMMAND:
+    if rfid == N.INVALID_COMMAND:
         d, rest = bt.deserialize_dict(rparams, sch["invalidCommand"][2])
         assert rest == b""
         return "invalidCommand", d["status"]
@@ -172,7 +173,7 @@ def test_refusals_carry_the_right_status(version):
     assert all(c[0] != 0x03FF for c in commands(version).values())
     ncp._ezsp(E.command_frame(5, 0x03FF, b""))
     fid_params = E.parse_frame(ncp._txq.pop())
-    assert fid_params[2] == E.INVALID_COMMAND
+    assert fid_params[2] == N.INVALID_COMMAND
     d, rest = bt.deserialize_dict(fid_params[3], commands(version)["invalidCommand"][2])
     assert rest == b""
     assert d["status"] == (bt.sl_Status.ZIGBEE_EZSP_ERROR if v14 else bt.EzspStatus.ERROR_INVALID_FRAME_ID)
@@ -207,7 +208,7 @@ def test_before_version_and_truncated_are_invalid_command(version):
     ncp._ezsp(E.command_frame(1, S.GET_EUI64, b""))
     _, _, fid, params = E.parse_frame(ncp._txq.pop())
     d, rest = bt.deserialize_dict(params, sch["invalidCommand"][2])
-    assert fid == E.INVALID_COMMAND and rest == b""
+    assert fid == N.INVALID_COMMAND and rest == b""
     assert d["status"] == (bt.sl_Status.ZIGBEE_EZSP_ERROR if version >= 14 else bt.EzspStatus.ERROR_VERSION_NOT_SET)
     ncp.negotiated = True
     ncp._ezsp(E.command_frame(2, S.SET_CONFIGURATION_VALUE, b"\x01"))    # value missing
@@ -223,7 +224,7 @@ def test_commands_newer_than_the_protocol_are_invalid_command(version, name):
     ncp._ezsp(E.command_frame(5, fid, bytes(19)))
     _, _, rfid, params = E.parse_frame(ncp._txq.pop())
     d, rest = bt.deserialize_dict(params, commands(version)["invalidCommand"][2])
-    assert rfid == E.INVALID_COMMAND and rest == b"" and d["status"] == bt.EzspStatus.ERROR_INVALID_FRAME_ID
+    assert rfid == N.INVALID_COMMAND and rest == b"" and d["status"] == bt.EzspStatus.ERROR_INVALID_FRAME_ID
 
 
 def test_frame_ids_match_bellows():

@@ -21,6 +21,30 @@ from ppmid.zigbee import ezsp as E  # noqa: E402
 from host_tools.ncp_emulator import ezsp_ncp as N  # noqa: E402
 
 
+def test_the_ncp_sides_names_are_the_gateways_private_values_and_bellows():
+    # ezsp.py holds these as private consts (CPython keeps them as module attributes; under
+    # MicroPython they are not): the NCP's side names them in ezsp_ncp.py, with the same values
+    for name in ("SEND_UNICAST", "SEND_REPLY", "INVALID_COMMAND", "FC_RESPONSE", "FC_HIGH", "OUTGOING_DIRECT",
+                 "EMBER_NETWORK_UP", "EMBER_NETWORK_DOWN", "SL_NETWORK_UP", "SL_NETWORK_DOWN"):
+        assert getattr(N, name) == getattr(E, "_" + name), name
+        assert not hasattr(E, name), name
+    # the bring-up's commands: han_start.py's private consts
+    from ppmid.zigbee import han_start
+    for name in ("NETWORK_INIT", "NETWORK_STATE", "MAXIMUM_PAYLOAD_LENGTH", "JOINED_NETWORK"):
+        assert getattr(N, name) == getattr(han_start, "_" + name), name
+        assert not hasattr(E, name) and not hasattr(han_start, name), name
+    assert N.NETWORK_INIT == C13["networkInit"][0] == C14["networkInit"][0]
+    assert N.NETWORK_STATE == C13["networkState"][0]
+    assert N.MAXIMUM_PAYLOAD_LENGTH == C13["maximumPayloadLength"][0]
+    assert N.JOINED_NETWORK == bt.EmberNetworkStatus.JOINED_NETWORK
+    assert N.SEND_UNICAST == C13["sendUnicast"][0] == C14["sendUnicast"][0]
+    assert N.SEND_REPLY == C13["sendReply"][0] == C14["sendReply"][0]
+    assert N.INVALID_COMMAND == C13["invalidCommand"][0]
+    assert N.OUTGOING_DIRECT == bt.EmberOutgoingMessageType.OUTGOING_DIRECT
+    assert (N.EMBER_NETWORK_UP, N.EMBER_NETWORK_DOWN) == (bt.EmberStatus.NETWORK_UP, bt.EmberStatus.NETWORK_DOWN)
+    assert (N.SL_NETWORK_UP, N.SL_NETWORK_DOWN) == (bt.sl_Status.NETWORK_UP, bt.sl_Status.NETWORK_DOWN)
+
+
 def test_policy_numbers_match_bellows():
     assert N.SET_POLICY == C13["setPolicy"][0] == C14["setPolicy"][0]
     assert N.GET_POLICY == C13["getPolicy"][0]
@@ -62,9 +86,9 @@ def _replies(ncp):
 
 def _unicast(ncp, seq, tag, msg):
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x8140, 0x0d00, 0)
-    ncp._ezsp(E.command_frame(seq, E.SEND_UNICAST, E.send_unicast_params(ncp.version, 0x0000, aps, tag, msg)))
+    ncp._ezsp(E.command_frame(seq, N.SEND_UNICAST, E.send_unicast_params(ncp.version, 0x0000, aps, tag, msg)))
     (s1, fc1, fid1, resp), (s2, fc2, fid2, cb) = _replies(ncp)
-    assert fid1 == E.SEND_UNICAST and s1 == seq and fid2 == E.MESSAGE_SENT_HANDLER and fc2 & 0x18
+    assert fid1 == N.SEND_UNICAST and s1 == seq and fid2 == E.MESSAGE_SENT_HANDLER and fc2 & 0x18
     return cb
 
 
@@ -245,14 +269,14 @@ def test_ncp_sends_response_and_callback_without_waiting_for_an_ack():
     from bellows import ash as bash
     ncp, raw = _connected_ncp()
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140, 0, 0)
-    ezsp = E.command_frame(1, E.SEND_UNICAST, E.send_unicast_params(13, 0, aps, 9, b"hello"))
+    ezsp = E.command_frame(1, N.SEND_UNICAST, E.send_unicast_params(13, 0, aps, 9, b"hello"))
     ncp.feed(_host_data(0, 0, ezsp))
     got = _frames(raw)
     # ACK for the host's frame, then the response and the callback back to back (window 5)
     assert isinstance(got[0], bash.AckFrame) and got[0].ack_num == 1
     data = [f for f in got if isinstance(f, bash.DataFrame)]
     assert [f.frm_num for f in data] == [0, 1]
-    assert E.parse_frame(data[0].ezsp_frame)[2] == E.SEND_UNICAST
+    assert E.parse_frame(data[0].ezsp_frame)[2] == N.SEND_UNICAST
     assert E.parse_frame(data[1].ezsp_frame)[2] == E.MESSAGE_SENT_HANDLER
     assert len(ncp._inflight) == 2
     # a NAK acknowledging frame 0 brings back frame 1 only (go back N from ackNum)
@@ -270,7 +294,7 @@ def test_ncp_window_of_one_waits_for_each_ack():
     from bellows import ash as bash
     ncp, raw = _connected_ncp(tx_k=1)
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140, 0, 0)
-    ncp.feed(_host_data(0, 0, E.command_frame(1, E.SEND_UNICAST, E.send_unicast_params(13, 0, aps, 9, b"x"))))
+    ncp.feed(_host_data(0, 0, E.command_frame(1, N.SEND_UNICAST, E.send_unicast_params(13, 0, aps, 9, b"x"))))
     data = [f for f in _frames(raw) if isinstance(f, bash.DataFrame)]
     assert [f.frm_num for f in data] == [0]           # the callback waits for the ACK
     raw.clear()
@@ -283,7 +307,7 @@ def test_ncp_ack_timeouts_resend_the_window_then_error():
     from bellows import ash as bash
     ncp, raw = _connected_ncp()
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140, 0, 0)
-    ncp.feed(_host_data(0, 0, E.command_frame(1, E.SEND_UNICAST, E.send_unicast_params(13, 0, aps, 9, b"x"))))
+    ncp.feed(_host_data(0, 0, E.command_frame(1, N.SEND_UNICAST, E.send_unicast_params(13, 0, aps, 9, b"x"))))
     for i in range(3):
         raw.clear()
         delay, fire = ncp.loop.later[-1]
@@ -460,10 +484,10 @@ def test_ncp_sends_a_later_fragment_with_the_hosts_aps_counter(version):
 
     def send(seq, group, aps_seq, options=0x8140):
         aps = E.aps_frame(0x0109, 0x0704, 1, 1, options, group, aps_seq)
-        ncp._ezsp(E.command_frame(seq, E.SEND_UNICAST, E.send_unicast_params(ncp.version, 0, aps, seq, b"x")))
+        ncp._ezsp(E.command_frame(seq, N.SEND_UNICAST, E.send_unicast_params(ncp.version, 0, aps, seq, b"x")))
         (_, _, fid, resp), (_, _, _, cb) = _replies(ncp)
         status, counter = E.parse_send_unicast_response(version, resp)
-        assert fid == E.SEND_UNICAST and status == 0
+        assert fid == N.SEND_UNICAST and status == 0
         assert E.parse_message_sent(version, cb)["aps"]["sequence"] == counter
         return counter
 

@@ -102,7 +102,7 @@ def test_our_send_unicast_parses_in_bellows(version):
         aps_d = {"profile": 0x0109, "cluster": 0x0704, "src_ep": 1, "dst_ep": 1,
                  "options": rng.choice((0x0140, 0x8160)), "group": rng.randrange(0x10000), "sequence": rng.randrange(256)}
         tag = rng.randrange(0x10000 if version >= 14 else 0x100)
-        frame = E.command_frame(7, E.SEND_UNICAST, E.send_unicast_params(
+        frame = E.command_frame(7, N.SEND_UNICAST, E.send_unicast_params(
             version, 0x1234, E.aps_frame(**aps_d), tag, msg))
         seq, fc, fid, params = E.parse_frame(frame)
         assert fid == schemas(version)["sendUnicast"][0]
@@ -147,11 +147,11 @@ def test_bellows_callbacks_parse_in_ours(version):
 
 
 def test_stack_status_and_version_layouts_in_bellows():
-    d, _ = bt.deserialize_dict(N.status_params(13, E.EMBER_NETWORK_UP), C13["stackStatusHandler"][2])
+    d, _ = bt.deserialize_dict(N.status_params(13, N.EMBER_NETWORK_UP), C13["stackStatusHandler"][2])
     assert d["status"] == bt.EmberStatus.NETWORK_UP
-    d, _ = bt.deserialize_dict(N.status_params(14, E.SL_NETWORK_UP), C14["stackStatusHandler"][2])
+    d, _ = bt.deserialize_dict(N.status_params(14, N.SL_NETWORK_UP), C14["stackStatusHandler"][2])
     assert d["status"] == bt.sl_Status.NETWORK_UP
-    d, _ = bt.deserialize_dict(N.status_params(14, E.SL_NETWORK_DOWN), C14["stackStatusHandler"][2])
+    d, _ = bt.deserialize_dict(N.status_params(14, N.SL_NETWORK_DOWN), C14["stackStatusHandler"][2])
     assert d["status"] == bt.sl_Status.NETWORK_DOWN
     assert E.parse_stack_status(13, bt.EmberStatus.NETWORK_DOWN.serialize()) is False
     # the first version frame: bellows' legacy header is ours
@@ -188,7 +188,7 @@ def test_fragment_ack_matches_bellows_send_reply(version):
     from ppmid.zigbee import ezsp as E
     sch = importlib.import_module("bellows.ezsp.v%d.commands" % version).COMMANDS
     fid, req, _rsp = sch["sendReply"]
-    assert fid == E.SEND_REPLY
+    assert fid == N.SEND_REPLY
     aps = E.parse_aps(E.aps_frame(0x0109, 0x0704, 2, 1, 0x8060, (7 << 8) | 3, 0x42))
     buf = bytearray(E.SEND_REPLY_ACK_LEN)
     E.fragment_ack_into(buf, 0x0000, aps)

@@ -341,7 +341,7 @@ def test_bad_input_from_the_module_is_counted_and_survived(tmp_path, stopper):
         emu.send_raw(bytes(range(0x20, 0x70)) * 4 + b"\x7e")     # a frame far too long
         emu.send_raw(b"\x25\x42\x21\xa8\x56\xa6\x08\x7e")           # a CRC error
         emu.send_ezsp(N.response_frame(0, 0x0999, b"", callback=0x10))   # unknown callback id
-        emu.send_ezsp(N.response_frame(200, E.NETWORK_STATE, b"\x02"))  # a response to nothing
+        emu.send_ezsp(N.response_frame(200, N.NETWORK_STATE, b"\x02"))  # a response to nothing
         emu.send_raw(b"\x01\x02\x1a")                             # cancelled partial frame
     events, emu, _ = run_client({}, cmds, tmp_path, before=before, expect_rx=4, gap_s=0.2)
     stopper(emu)

@@ -13,6 +13,27 @@ from ppmid.zigbee import ezsp as E
 SET_POLICY = 0x0055
 GET_POLICY = 0x0056
 
+# The frame ids, frame-control bits and values of the gateway's half that only one firmware
+# module reads or writes: private consts there, ezsp.py's or (the bring-up's commands)
+# zigbee/han_start.py's (a public one is a name and a module-dict entry the running app
+# holds for nothing: docs/memory.md, session 11), so the NCP's side names them here, with
+# the same values (tests/test_ncp_emulator.py checks them against the firmware's).
+NETWORK_INIT = 0x0017
+NETWORK_STATE = 0x0018
+MAXIMUM_PAYLOAD_LENGTH = 0x0033
+JOINED_NETWORK = 2             # networkState's answer: joined
+SEND_UNICAST = 0x0034
+SEND_REPLY = 0x0039
+INVALID_COMMAND = 0x0058
+FC_RESPONSE = 0x80             # frame control, low byte: a response (or a callback)
+FC_HIGH = 0x01                 # frame control, high byte: frame format version 1
+OUTGOING_DIRECT = 0
+# stackStatusHandler's status: EmberStatus before v14, sl_Status from v14
+EMBER_NETWORK_UP = 0x90
+EMBER_NETWORK_DOWN = 0x91
+SL_NETWORK_UP = 0x15
+SL_NETWORK_DOWN = 0x16
+
 # EzspPolicyId / EzspDecisionId (UG100). An NCP's power-on decision for this policy is
 # "tag only": messageSentHandler then carries messageLength 0 and no contents (what the
 # gateway expects; it never needs the contents back, only the tag and status).
@@ -23,7 +44,7 @@ DECISION_MESSAGE_TAG_AND_CONTENTS = 0x41
 
 def response_frame(seq, frame_id, params=b"", callback=0):
     """A frame from the NCP: callback 0 (a response), 0x08 or 0x10 (a callback)."""
-    return bytes((seq & 0xFF, E.FC_RESPONSE | callback, E.FC_HIGH, frame_id & 0xFF, frame_id >> 8)) + params
+    return bytes((seq & 0xFF, FC_RESPONSE | callback, FC_HIGH, frame_id & 0xFF, frame_id >> 8)) + params
 
 
 def parse_send_unicast_params(version, p):
@@ -46,9 +67,9 @@ def parse_send_unicast_params(version, p):
 
 def message_sent_params(version, status, dest, aps, tag, message):
     if version >= E.LAYOUT_V14:
-        return (struct.pack("<IBH", status, E.OUTGOING_DIRECT, dest) + aps + struct.pack("<H", tag)
+        return (struct.pack("<IBH", status, OUTGOING_DIRECT, dest) + aps + struct.pack("<H", tag)
                 + bytes((len(message),)) + message)
-    return struct.pack("<BH", E.OUTGOING_DIRECT, dest) + aps + bytes((tag & 0xFF, status, len(message))) + message
+    return struct.pack("<BH", OUTGOING_DIRECT, dest) + aps + bytes((tag & 0xFF, status, len(message))) + message
 
 
 def incoming_params(version, aps, sender, message, lqi=255, rssi=-40, eui64=b"\x00" * 8):

@@ -257,7 +257,7 @@ class Ncp:
         """A sendUnicast carrying tunnel data: a TransferData or any APS fragment (what
         mute_unicast counts; RequestTunnelResponse and other single ZCL frames do not)."""
         if not (self.negotiated and len(frame) >= 5 and frame[2] & 3 == 1
-                and (frame[3] | (frame[4] << 8)) == E.SEND_UNICAST):
+                and (frame[3] | (frame[4] << 8)) == N.SEND_UNICAST):
             return False
         try:
             m = N.parse_send_unicast_params(self.version, frame[5:])
@@ -438,9 +438,9 @@ class Ncp:
         if fid == E.VERSION:
             self.negotiated = True
             self._respond(seq, fid, version_payload)
-        elif fid == E.NETWORK_STATE:
+        elif fid == N.NETWORK_STATE:
             self._respond(seq, fid, bytes((2 if self.joined else 0,)))
-        elif fid == E.NETWORK_INIT:
+        elif fid == N.NETWORK_INIT:
             self.stack.initialized = True
             if self.commissioning is not None and not self.commissioning.has_network:
                 # nothing in the tokens to resume: EMBER_NOT_JOINED / SL_STATUS_NOT_JOINED
@@ -450,11 +450,11 @@ class Ncp:
             # a commissioned router resumes its network from tokens at once: the host's next
             # command (bellows `info` reads the node id straight after) sees it joined
             self.loop.call_later(0, self._try_join)
-        elif fid == E.MAXIMUM_PAYLOAD_LENGTH:
+        elif fid == N.MAXIMUM_PAYLOAD_LENGTH:
             self._respond(seq, fid, bytes((self.max_payload,)))
-        elif fid == E.SEND_UNICAST:
+        elif fid == N.SEND_UNICAST:
             self._send_unicast(seq, p)
-        elif fid == E.SEND_REPLY:
+        elif fid == N.SEND_REPLY:
             self._send_reply(seq, p)
         elif fid == N.SET_POLICY and len(p) >= 2:
             self._respond(seq, fid, self._status(self._set_policy(p[0], p[1])))
@@ -491,7 +491,7 @@ class Ncp:
         """invalidCommand: the reason is an EzspStatus byte up to v13; from v14 every status
         is a 4-byte sl_status_t and the NCP reports EZSP-level failures as
         SL_STATUS_ZIGBEE_EZSP_ERROR (the EzspStatus detail stays on the NCP)."""
-        self._respond(seq, E.INVALID_COMMAND, self._status(SL_ZIGBEE_EZSP_ERROR if self.version >= 14 else ezsp_code))
+        self._respond(seq, N.INVALID_COMMAND, self._status(SL_ZIGBEE_EZSP_ERROR if self.version >= 14 else ezsp_code))
 
     def _invalid(self, ezsp_code):
         # v14 replaced EzspStatus with sl_Status: invalid id, value and call are all
@@ -511,7 +511,7 @@ class Ncp:
             return
         if self.connected and self.negotiated and not self.joined and self.network_available:
             self.joined = True
-            up = E.SL_NETWORK_UP if self.version >= 14 else E.EMBER_NETWORK_UP
+            up = N.SL_NETWORK_UP if self.version >= 14 else N.EMBER_NETWORK_UP
             self.callback(E.STACK_STATUS_HANDLER, self._status(up))
             if self.ch:
                 self.ch.ppmid_joined()
@@ -525,7 +525,7 @@ class Ncp:
         self.commissioning.leave()
         if self.joined:
             self.joined = False
-            down = E.SL_NETWORK_DOWN if self.version >= 14 else E.EMBER_NETWORK_DOWN
+            down = N.SL_NETWORK_DOWN if self.version >= 14 else N.EMBER_NETWORK_DOWN
             self.callback(E.STACK_STATUS_HANDLER, self._status(down))
             if self.ch:
                 self.ch.ppmid_left()
@@ -534,7 +534,7 @@ class Ncp:
         """The module left (leaveNetwork): NETWORK_DOWN to the host."""
         if self.joined:
             self.joined = False
-            down = E.SL_NETWORK_DOWN if self.version >= 14 else E.EMBER_NETWORK_DOWN
+            down = N.SL_NETWORK_DOWN if self.version >= 14 else N.EMBER_NETWORK_DOWN
             self.callback(E.STACK_STATUS_HANDLER, self._status(down))
             if self.ch:
                 self.ch.ppmid_left()
@@ -555,20 +555,20 @@ class Ncp:
             m = N.parse_send_unicast_params(self.version, p)
         except Exception as exc:
             self.log("ncp: bad sendUnicast (%s)" % exc)
-            self._respond(seq, E.SEND_UNICAST, self._status(0x01 if self.version < 14 else 0x21) + b"\x00")
+            self._respond(seq, N.SEND_UNICAST, self._status(0x01 if self.version < 14 else 0x21) + b"\x00")
             return
         if len(m["message"]) > self.max_payload:
-            self._respond(seq, E.SEND_UNICAST, self._status(0x74 if self.version < 14 else 0x0C05) + b"\x00")
+            self._respond(seq, N.SEND_UNICAST, self._status(0x74 if self.version < 14 else 0x0C05) + b"\x00")
             return
         if not self.joined:
             code = SL_NETWORK_DOWN if self.version >= 14 else EMBER_NETWORK_DOWN_STATUS
-            self._respond(seq, E.SEND_UNICAST, self._status(code) + b"\x00")
+            self._respond(seq, N.SEND_UNICAST, self._status(code) + b"\x00")
             return
         if self.refusals:
             # a fault: refused with the given status (e.g. no buffers), nothing on air
             code = self.refusals.pop(0)
             self.counters["send_refused"] = self.counters.get("send_refused", 0) + 1
-            self._respond(seq, E.SEND_UNICAST, self._status(code) + b"\x00")
+            self._respond(seq, N.SEND_UNICAST, self._status(code) + b"\x00")
             return
         if m["aps"]["options"] & 0x8000 and m["aps"]["group"] & 0xFF:
             # a later block of a fragmented message goes on air with the host's APS counter:
@@ -581,7 +581,7 @@ class Ncp:
         else:
             aps_seq = self.next_aps_seq()
         m["aps"]["sequence"] = aps_seq
-        self._respond(seq, E.SEND_UNICAST, self._status(0) + bytes((aps_seq,)))
+        self._respond(seq, N.SEND_UNICAST, self._status(0) + bytes((aps_seq,)))
         ok = self.ch.deliver(m["dest"], m["aps"], m["message"]) if self.ch else False
         status = 0 if ok else (SL_DELIVERY_FAILED if self.version >= 14 else EMBER_DELIVERY_FAILED)
         aps = E.aps_frame(**{k: m["aps"][k] for k in ("profile", "cluster", "src_ep", "dst_ep", "options",
@@ -607,10 +607,10 @@ class Ncp:
             self._invalid_command(seq, EZSP_ERROR_TRUNCATED)
             return
         if not self.joined:
-            self._respond(seq, E.SEND_REPLY, self._status(SL_NETWORK_DOWN if self.version >= 14
+            self._respond(seq, N.SEND_REPLY, self._status(SL_NETWORK_DOWN if self.version >= 14
                                                           else EMBER_NETWORK_DOWN_STATUS))
             return
-        self._respond(seq, E.SEND_REPLY, self._status(0))
+        self._respond(seq, N.SEND_REPLY, self._status(0))
         if self.ch and aps["options"] & 0x8000:
             self.ch.fragment_ack(dest, aps)
 

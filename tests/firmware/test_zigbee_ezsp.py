@@ -44,7 +44,7 @@ def h(s):
 
 def test_send_unicast_v13_matches_bellows_example():
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140, 0, 0)
-    frame = E.command_frame(0, E.SEND_UNICAST, E.send_unicast_params(13, 0x1234, aps, 1, h("01 05 02")))
+    frame = E.command_frame(0, N.SEND_UNICAST, E.send_unicast_params(13, 0x1234, aps, 1, h("01 05 02")))
     assert frame == h("00 00 01 34 00 | 00 34 12 | 09 01 04 07 01 01 40 01 00 00 00 | 01 | 03 01 05 02")
     p = N.parse_send_unicast_params(13, frame[5:])
     assert p["dest"] == 0x1234 and p["tag"] == 1 and p["message"] == h("01 05 02")
@@ -127,7 +127,7 @@ class FakeLink:
         if fid == E.VERSION:
             self.ezsp.on_frame(N.response_frame(seq, fid, bytes((self.version, 2, 0x20, 0x74))))
         else:
-            self.ezsp.on_frame(N.response_frame(seq, E.INVALID_COMMAND, b"\x58"))
+            self.ezsp.on_frame(N.response_frame(seq, N.INVALID_COMMAND, b"\x58"))
 
 
 async def test_negotiation_legacy_then_extended():
@@ -171,14 +171,14 @@ async def test_unknown_command_invalid_command_and_orphans():
         raise AssertionError("no error")
     assert named(ez.counters, EZSP)["invalid_command"] == 1
     # a response to nothing, a garbage frame and a non-response: counted, dropped
-    ez.on_frame(N.response_frame(77, E.NETWORK_STATE, b"\x02"))
+    ez.on_frame(N.response_frame(77, N.NETWORK_STATE, b"\x02"))
     ez.on_frame(b"\x01")
-    ez.on_frame(E.command_frame(3, E.NETWORK_STATE))
+    ez.on_frame(E.command_frame(3, N.NETWORK_STATE))
     assert named(ez.counters, EZSP)["orphan_responses"] == 1 and named(ez.counters, EZSP)["bad_frames"] == 2
     # no answer at all: a timeout error, not a hang
-    link.script[E.NETWORK_STATE] = lambda seq: None
+    link.script[N.NETWORK_STATE] = lambda seq: None
     try:
-        await ez.command(E.NETWORK_STATE)
+        await ez.command(N.NETWORK_STATE)
     except E.EzspError as e:
         assert e.code == E.E_EZSP_TIMEOUT and e.on_wire
     else:
@@ -322,7 +322,7 @@ def test_fragment_ack_layout():
 
 async def test_send_reply_status_per_version():
     for v, status in ((13, b"\x00"), (14, b"\x00\x00\x00\x00"), (13, b"\x66"), (14, b"\x02\x0c\x00\x00")):
-        link = FakeLink(v, {E.SEND_REPLY: lambda seq, s=status: N.response_frame(seq, E.SEND_REPLY, s)})
+        link = FakeLink(v, {N.SEND_REPLY: lambda seq, s=status: N.response_frame(seq, N.SEND_REPLY, s)})
         ez = E.Ezsp(link, no_callbacks)
         link.ezsp = ez
         await S.negotiate(ez, 13)
@@ -356,8 +356,8 @@ async def test_bring_up_leaves_nothing_of_han_start_loaded():
     # han_start.py is the HAN's start-up code: the running link must not hold it, whether
     # the bring-up succeeded or failed (docs/memory.md)
     import sys
-    payload = {E.MAXIMUM_PAYLOAD_LENGTH: lambda seq: N.response_frame(seq, E.MAXIMUM_PAYLOAD_LENGTH, b"\x52"),
-               E.NETWORK_STATE: lambda seq: N.response_frame(seq, E.NETWORK_STATE, b"\x02")}
+    payload = {N.MAXIMUM_PAYLOAD_LENGTH: lambda seq: N.response_frame(seq, N.MAXIMUM_PAYLOAD_LENGTH, b"\x52"),
+               N.NETWORK_STATE: lambda seq: N.response_frame(seq, N.NETWORK_STATE, b"\x02")}
     H, han = _han_on(13, payload)
     await han._bring_up()
     assert han._up and han._net_up and han._max_payload == 0x52
@@ -365,7 +365,7 @@ async def test_bring_up_leaves_nothing_of_han_start_loaded():
     assert han.status == "no-tunnel" and han_named(han)["resets"] == 1
     assert "ppmid.zigbee.han_start" not in sys.modules
     # an unusable payload limit, then a module too old: errors as before, module dropped
-    payload[E.MAXIMUM_PAYLOAD_LENGTH] = lambda seq: N.response_frame(seq, E.MAXIMUM_PAYLOAD_LENGTH, b"\x05")
+    payload[N.MAXIMUM_PAYLOAD_LENGTH] = lambda seq: N.response_frame(seq, N.MAXIMUM_PAYLOAD_LENGTH, b"\x05")
     for version, code in ((13, "E_HAN_DOWN"), (7, E.E_MODULE_UNSUPPORTED)):
         H, han = _han_on(version, payload)
         try:
@@ -379,9 +379,9 @@ async def test_bring_up_leaves_nothing_of_han_start_loaded():
 
 async def test_bring_up_without_a_network_waits_then_says_network_down():
     # networkInit accepted but no stackStatusHandler NETWORK_UP within network_timeout_s
-    script = {E.MAXIMUM_PAYLOAD_LENGTH: lambda seq: N.response_frame(seq, E.MAXIMUM_PAYLOAD_LENGTH, b"\x52"),
-              E.NETWORK_STATE: lambda seq: N.response_frame(seq, E.NETWORK_STATE, b"\x00"),
-              E.NETWORK_INIT: lambda seq: N.response_frame(seq, E.NETWORK_INIT, b"\x00")}
+    script = {N.MAXIMUM_PAYLOAD_LENGTH: lambda seq: N.response_frame(seq, N.MAXIMUM_PAYLOAD_LENGTH, b"\x52"),
+              N.NETWORK_STATE: lambda seq: N.response_frame(seq, N.NETWORK_STATE, b"\x00"),
+              N.NETWORK_INIT: lambda seq: N.response_frame(seq, N.NETWORK_INIT, b"\x00")}
     H, han = _han_on(13, script)
     han.network_timeout_s = 0.05
     logged = []
@@ -421,16 +421,24 @@ async def test_driver_sentences_are_loaded_when_needed_and_dropped_after():
     link = FakeLink(13)
     ez = E.Ezsp(link, lambda fid, p: 1 // 0, log=logs.append, timeout_s=0.1)
     link.ezsp = ez
-    assert await _command_message(ez, E.NETWORK_STATE) == "version not negotiated" and gone()
+    assert await _command_message(ez, N.NETWORK_STATE) == "version not negotiated" and gone()
     await S.negotiate(ez, 13)
     assert await _command_message(ez, 0x0123) == "the NCP rejected command 0x0123 (invalidCommand status 88)"
-    link.script[E.NETWORK_STATE] = lambda seq: N.response_frame(seq, E.NETWORK_INIT, b"\x00")
-    assert await _command_message(ez, E.NETWORK_STATE) == "response id 0x0017 to command 0x0018"
-    link.script[E.NETWORK_STATE] = lambda seq: None
-    assert await _command_message(ez, E.NETWORK_STATE) == "no response to networkState" and gone()
+    link.script[N.NETWORK_STATE] = lambda seq: N.response_frame(seq, N.NETWORK_INIT, b"\x00")
+    assert await _command_message(ez, N.NETWORK_STATE) == "response id 0x0017 to command 0x0018"
+    link.script[N.NETWORK_STATE] = lambda seq: None
+    assert await _command_message(ez, N.NETWORK_STATE) == "no response to networkState" and gone()
     link.script[0x0123] = lambda seq: None
     assert await _command_message(ez, 0x0123) == "no response to 0x123"
-    ez.on_frame(N.response_frame(77, E.NETWORK_STATE, b"\x02"))
+    # the two running commands, whose ids ezsp.py holds as private consts, by name too
+    link.script[N.SEND_UNICAST] = link.script[N.SEND_REPLY] = lambda seq: None
+    assert await _command_message(ez, N.SEND_UNICAST) == "no response to sendUnicast"
+    assert await _command_message(ez, N.SEND_REPLY) == "no response to sendReply" and gone()
+    # and the bring-up's, han_start.py's private consts
+    link.script[N.MAXIMUM_PAYLOAD_LENGTH] = link.script[N.NETWORK_INIT] = lambda seq: None
+    assert await _command_message(ez, N.MAXIMUM_PAYLOAD_LENGTH) == "no response to maximumPayloadLength"
+    assert await _command_message(ez, N.NETWORK_INIT) == "no response to networkInit"
+    ez.on_frame(N.response_frame(77, N.NETWORK_STATE, b"\x02"))
     assert logs[-1] == "ezsp: response to nothing (seq 77, id 0x0018) dropped"
     ez.on_frame(N.response_frame(0, 0x9999, b"", callback=0x10))
     assert logs[-1].startswith("ezsp: callback 0x9999 dropped: ZeroDivisionError(") and gone()

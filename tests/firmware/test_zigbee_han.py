@@ -671,7 +671,7 @@ async def test_at_v14_the_trust_centre_is_read_when_unknown_and_frames_wait_for_
     # CH's first frame
     han._tc_eui = None
     han._ezsp.answers = [state]
-    han._on_callback(E.STACK_STATUS_HANDLER, struct.pack("<I", E.SL_NETWORK_UP))
+    han._on_callback(E.STACK_STATUS_HANDLER, struct.pack("<I", 0x15))   # sl_Status NETWORK_UP
     await sleep_ms(20)
     assert han._ezsp.asked[-1] == 0x0069 and han._tc_eui == TC_WIRE and han._net_up
 

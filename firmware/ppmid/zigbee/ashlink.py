@@ -20,19 +20,21 @@ E_ASH_LINK = "E_ASH_LINK"
 # module NAKs only the first damaged frame of a reject condition, so the rest cost a
 # timeout each), and a spurious resend is a duplicate the module ACKs and drops. Karn's
 # rule takes samples only from frames sent once, few on a noisy line: hence a low start.
+# (all private: a public const is a name and a module-dict entry the running app holds;
+# tests/firmware/test_ash_link.py checks the ones its counts use, docs/memory.md session 11)
 _T_RX_ACK_INIT = const(400)
-T_RX_ACK_MIN = const(50)
-T_RX_ACK_MAX = const(3200)
+_T_RX_ACK_MIN = const(50)
+_T_RX_ACK_MAX = const(3200)
 _T_REMOTE_NOTRDY = const(1000)
 _T_TX_ACK_DELAY = const(20)
 _T_RSTACK_MAX = const(3200)
-ACK_TIMEOUTS = const(4)          # in a row, with no sign of life from the NCP (UG101)
+_ACK_TIMEOUTS = const(4)         # in a row, with no sign of life from the NCP (UG101)
 # in a row while the NCP is alive (heard since the frame first went out, or within
 # T_ALIVE): the line damages our frames; UG101's 4 would fail the link (and leave a
 # command uncertain) on ~1 in 8 frames of 110 bytes at a 1% byte error rate. A damaged
 # frame is NAKed once per reject condition (UG101), so an alive module can stay silent
 # through several of our retransmissions
-ACK_TIMEOUTS_ALIVE = const(32)
+_ACK_TIMEOUTS_ALIVE = const(32)
 _ALIVE_X_MAX = const(2)          # T_ALIVE = 2 x T_RX_ACK_MAX (6.4 s)
 _GIVE_UP_X_MAX = const(5)        # a frame unacknowledged 5 x T_RX_ACK_MAX (16 s) fails anyway
 _DOUBLE_ACK_MS = const(2000)     # after a damaged frame, ACKs go twice for this long
@@ -116,7 +118,7 @@ class AshLink:
         self._log = log
         self._on_fail = on_fail          # on_fail(AshError), synchronous, on a real failure
         # (_T_RX_ACK_INIT, MIN, MAX, _T_RSTACK_MAX) in ms: UG101's values unless told otherwise
-        self._timers = timers or (_T_RX_ACK_INIT, T_RX_ACK_MIN, T_RX_ACK_MAX, _T_RSTACK_MAX)
+        self._timers = timers or (_T_RX_ACK_INIT, _T_RX_ACK_MIN, _T_RX_ACK_MAX, _T_RSTACK_MAX)
         self._enc = ash.Encoder()
         self._dec = ash.Decoder()
         self._wlock = asyncio.Lock()
@@ -284,13 +286,13 @@ class AshLink:
             oldest = self._pending.get(self._ack_rx)
             alive = oldest is not None and (self._heard > oldest.heard or (
                 self._heard_ms is not None and ticks_diff(now, self._heard_ms) < _ALIVE_X_MAX * self._timers[2]))
-            limit = ACK_TIMEOUTS_ALIVE if alive else ACK_TIMEOUTS
-            if self._timeouts >= ACK_TIMEOUTS and oldest is not None and ticks_diff(now, oldest.first_ms) > _GIVE_UP_X_MAX * self._timers[2]:
+            limit = _ACK_TIMEOUTS_ALIVE if alive else _ACK_TIMEOUTS
+            if self._timeouts >= _ACK_TIMEOUTS and oldest is not None and ticks_diff(now, oldest.first_ms) > _GIVE_UP_X_MAX * self._timers[2]:
                 limit = 0
             if self._stray >= 2:
                 # the module answers with frame numbers of a session that is not ours: its
                 # answers prove nothing, and waiting longer will not help
-                limit = ACK_TIMEOUTS
+                limit = _ACK_TIMEOUTS
             if self._timeouts >= limit:
                 if self._stray >= 2:
                     self.counters[_C_LOST_RSTACK] += 1

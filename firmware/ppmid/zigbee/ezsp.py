@@ -17,34 +17,36 @@ E_EZSP = "E_EZSP"
 E_EZSP_TIMEOUT = "E_EZSP_TIMEOUT"
 E_MODULE_UNSUPPORTED = "E_MODULE_UNSUPPORTED"
 
+# Public: the names other firmware modules read (han.py, han_start.py, the commissioning).
+# The ids, bits and values only this module reads or writes are private consts, and the
+# bring-up's commands (networkInit, networkState, maximumPayloadLength) are
+# zigbee/han_start.py's (a public const is a name and a module-dict entry the running app
+# holds; docs/memory.md, session 11): the NCP's side names them all in
+# host_tools/ncp_emulator/ezsp_ncp.py, with the same values.
 VERSION = const(0x0000)
-NETWORK_INIT = const(0x0017)
-NETWORK_STATE = const(0x0018)
 STACK_STATUS_HANDLER = const(0x0019)
-MAXIMUM_PAYLOAD_LENGTH = const(0x0033)
-SEND_UNICAST = const(0x0034)
-SEND_REPLY = const(0x0039)
+_SEND_UNICAST = const(0x0034)
+_SEND_REPLY = const(0x0039)
 MESSAGE_SENT_HANDLER = const(0x003F)
 INCOMING_MESSAGE_HANDLER = const(0x0045)
-INVALID_COMMAND = const(0x0058)
+_INVALID_COMMAND = const(0x0058)
 
 # frame control, low byte (responses)
-FC_RESPONSE = const(0x80)
+_FC_RESPONSE = const(0x80)
 _FC_CALLBACK_MASK = const(0x18)   # sync 0x08 / async 0x10 callback
-FC_HIGH = const(0x01)            # frame format version 1
+_FC_HIGH = const(0x01)            # frame format version 1
 
-JOINED_NETWORK = const(2)
 # stack status values per layout
-EMBER_NETWORK_UP = const(0x90)
-EMBER_NETWORK_DOWN = const(0x91)
-SL_NETWORK_UP = const(0x15)
-SL_NETWORK_DOWN = const(0x16)
+_EMBER_NETWORK_UP = const(0x90)
+_EMBER_NETWORK_DOWN = const(0x91)
+_SL_NETWORK_UP = const(0x15)
+_SL_NETWORK_DOWN = const(0x16)
 
 APS_OPTION_ENCRYPTION = const(0x0020)
 APS_OPTION_RETRY = const(0x0040)
 APS_OPTION_ROUTE_DISCOVERY = const(0x0100)
 APS_OPTION_FRAGMENT = const(0x8000)
-OUTGOING_DIRECT = const(0)
+_OUTGOING_DIRECT = const(0)
 # the first protocol version of the wider layouts (u32 sl_Status, u16 tags, ...): a layout
 # is v14's when `version >= LAYOUT_V14` (a comparison, not a function: one raw code less)
 LAYOUT_V14 = const(14)
@@ -94,7 +96,7 @@ def _text(key, arg=None):
 
 # ---- pure codec --------------------------------------------------------------------------
 def command_frame(seq, frame_id, params=b""):
-    return bytes((seq & 0xFF, 0, FC_HIGH, frame_id & 0xFF, frame_id >> 8)) + params
+    return bytes((seq & 0xFF, 0, _FC_HIGH, frame_id & 0xFF, frame_id >> 8)) + params
 
 
 def parse_frame(frame, legacy=False):
@@ -105,7 +107,7 @@ def parse_frame(frame, legacy=False):
         return frame[0], frame[1], frame[2], bytes(frame[3:])
     if len(frame) < 5:
         raise EzspError(E_EZSP, _text(_S_FRAME_SHORT, len(frame)))
-    if frame[2] & 0x03 != FC_HIGH:
+    if frame[2] & 0x03 != _FC_HIGH:
         raise EzspError(E_EZSP, _text(_S_FRAME_FORMAT, frame[2]))
     return frame[0], frame[1], frame[3] | (frame[4] << 8), bytes(frame[5:])
 
@@ -132,7 +134,7 @@ def send_unicast_params(version, dest, aps, tag, message):
     if len(message) > 255:
         raise EzspError(E_EZSP, _text(_S_UNICAST_LARGE, len(message)))
     tagb = struct.pack("<H", tag & 0xFFFF) if version >= LAYOUT_V14 else bytes((tag & 0xFF,))
-    return struct.pack("<BH", OUTGOING_DIRECT, dest) + aps + tagb + bytes((len(message),)) + message
+    return struct.pack("<BH", _OUTGOING_DIRECT, dest) + aps + tagb + bytes((len(message),)) + message
 
 
 # sendReply: sender (u16), EmberApsFrame (11), messageLength (u8), message. The same
@@ -184,7 +186,7 @@ def refused_for_now(version, status):
 def parse_stack_status(version, p):
     """-> True (network up), False (down) or None (another status)."""
     s = parse_status(version, p)
-    up, down = (SL_NETWORK_UP, SL_NETWORK_DOWN) if version >= LAYOUT_V14 else (EMBER_NETWORK_UP, EMBER_NETWORK_DOWN)
+    up, down = (_SL_NETWORK_UP, _SL_NETWORK_DOWN) if version >= LAYOUT_V14 else (_EMBER_NETWORK_UP, _EMBER_NETWORK_DOWN)
     if s == up:
         return True
     if s == down:
@@ -262,7 +264,7 @@ class Ezsp:
             if self._log:
                 self._log("ezsp: %s" % exc)
             return
-        if not fc & FC_RESPONSE:
+        if not fc & _FC_RESPONSE:
             self.counters[_C_BAD_FRAMES] += 1
             return
         if fc & _FC_CALLBACK_MASK:
@@ -281,7 +283,7 @@ class Ezsp:
                 self._log("ezsp: " + _text(_S_ORPHAN, (seq, fid)))
             return
         self.counters[_C_RESPONSES] += 1
-        if fid == INVALID_COMMAND:
+        if fid == _INVALID_COMMAND:
             self.counters[_C_INVALID_COMMAND] += 1
             w.result = EzspError(E_EZSP, _text(_S_INVALID_COMMAND, (w.fid, params[0] if params else -1)))
         elif fid != w.fid:
@@ -334,9 +336,9 @@ class Ezsp:
 
     async def send_reply(self, params):
         """params: sendReply parameters (fragment_ack_into). -> status, 0 = sent."""
-        return parse_status(self.version, await self.command(SEND_REPLY, params))
+        return parse_status(self.version, await self.command(_SEND_REPLY, params))
 
     async def send_unicast(self, dest, aps, tag, message):
         """-> (status, aps_sequence); status 0 = accepted for transmission."""
-        p = await self.command(SEND_UNICAST, send_unicast_params(self.version, dest, aps, tag, message))
+        p = await self.command(_SEND_UNICAST, send_unicast_params(self.version, dest, aps, tag, message))
         return parse_send_unicast_response(self.version, p)

@@ -106,15 +106,6 @@ class _NotTaken(Exception):
     for_good = False
 
 
-class _SentWait(asyncio.Event):
-    """An APS fragment the module took (sendUnicast accepted), waiting for its
-    messageSentHandler: set when it came, or when the link failed (_link_lost); one per
-    fragment, keyed by message tag. An event itself, not an object holding one."""
-    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
-    status = None    # messageSentHandler status (0 = the CH acknowledged); None when the
-    # wait ended without one (a timeout, or the link failed)
-
-
 def _text(key, args=()):
     # key: the sentence's _S_... name, args its values; its text is
     # ppmid.zigbee.han_errors', loaded for it and dropped again (as str constants here the
@@ -148,7 +139,7 @@ class ZigbeeHan:
         # is lost.
         self._queued = asyncio.Event()
         self._rxq = []
-        self._sent = {}                # tag -> _SentWait
+        self._sent = {}                # tag -> the fragment's Event (_send_zcl)
         self._tag = 0
         self._send_lock = asyncio.Lock()
         self._replies = []
@@ -758,7 +749,12 @@ class ZigbeeHan:
             aps = E.aps_frame(T.PROFILE_SE, cluster, T.ENDPOINT, endpoint, options, group, aps_seq)
             self._tag = (self._tag % 255) + 1
             tag = self._tag
-            w = _SentWait()
+            # the fragment until its messageSentHandler: an Event (set when it came, or when
+            # the link failed: _link_lost) that carries the handler's status (0 = the CH
+            # acknowledged; None when the wait ended without one: a timeout, or the link
+            # failed). No class of its own: a type object and its dict less (docs/memory.md)
+            w = asyncio.Event()
+            w.status = None
             self._sent[tag] = w
             try:
                 try:

@@ -10,6 +10,13 @@ from ppmid.clock import wait_event_ms
 
 _MIN_VERSION = const(8)
 _MAX_VERSION = const(18)
+# the bring-up's EZSP commands (UG100), sent only from here: private, so neither ezsp.py
+# nor this module holds their names (a name stays interned once a module loaded it:
+# docs/memory.md, session 11); the NCP's side names them in ezsp_ncp.py
+_NETWORK_INIT = const(0x0017)
+_NETWORK_STATE = const(0x0018)
+_MAXIMUM_PAYLOAD_LENGTH = const(0x0033)
+_JOINED_NETWORK = const(2)     # networkState's answer: joined
 
 DEFAULTS = {
     "ezsp_version": 13,        # what we ask for first; any of v8..v18 the NCP has is accepted
@@ -117,21 +124,21 @@ async def _bring_up(han, reset_code):
     han.module = {"ezsp_version": v, "stack_version": stack_version_text(ezsp.stack_version),
                   "stack_type": ezsp.stack_type, "reset_code": reset_code}
     han._logf("module: EZSP v%d, stack %s", v, han.module["stack_version"])
-    han._max_payload = (await ezsp.command(E.MAXIMUM_PAYLOAD_LENGTH))[0]
+    han._max_payload = (await ezsp.command(_MAXIMUM_PAYLOAD_LENGTH))[0]
     if han._max_payload < 10:
         raise HanError(E_HAN_DOWN, "module payload limit %d is unusable" % han._max_payload)
     han._logf("module payload limit %d", han._max_payload)
     han._net_event.clear()
     status = 0
-    if (await ezsp.command(E.NETWORK_STATE))[0] == E.JOINED_NETWORK:
+    if (await ezsp.command(_NETWORK_STATE))[0] == _JOINED_NETWORK:
         han._net_up = True
     else:
-        status = E.parse_status(ezsp.version, await ezsp.command(E.NETWORK_INIT, b"\x00\x00"))
+        status = E.parse_status(ezsp.version, await ezsp.command(_NETWORK_INIT, b"\x00\x00"))
         han._logf("networkInit status 0x%x", status)
         if status == 0 and not han._net_up:
             if not await wait_event_ms(han._net_event, int(han.network_timeout_s * 1000)):
                 han._logf("no network-up within %ss", han.network_timeout_s)
-        if not han._net_up and (await ezsp.command(E.NETWORK_STATE))[0] == E.JOINED_NETWORK:
+        if not han._net_up and (await ezsp.command(_NETWORK_STATE))[0] == _JOINED_NETWORK:
             han._net_up = True
     c = han.commission_settings
     if c:  # an install code configured: commission if the module needs it
