@@ -112,6 +112,36 @@ async def test_the_backoff_starts_again_after_a_connection_that_stayed_up():
     await _with(b, c, body)
 
 
+async def test_a_failure_while_noting_a_failure_does_not_end_the_client():
+    # review_w5-3: a connect that fails with a MemoryError, then a console line about it
+    # that fails the same way (the heap still full): the client's run() went on its
+    # exception handler's exception and ended for good (nothing restarts it while Wi-Fi
+    # is up); it backs off and dials again instead
+    from ppmid.mqtt.client import MQTTClient
+    dials = []
+
+    async def connect(*args):
+        dials.append(1)
+        raise MemoryError("memory allocation failed, allocating 1024 bytes")
+
+    def log(line):
+        raise MemoryError("memory allocation failed, allocating 64 bytes")
+
+    c = MQTTClient("00DB1234567890A0", connect, log=log, backoff_min=0.01, backoff_max=0.02)
+    task = asyncio.create_task(c.run())
+    try:
+        await _until(lambda: len(dials) >= 3 or task.done(), "three dials")
+        assert not task.done() and c.stats["connect_failures"] >= 2
+    finally:
+        await c.stop()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except BaseException:
+            pass
+
+
 async def test_oversized_publish_with_a_topic_longer_than_its_head_is_answered_and_acked():
     # review 94 F3: update/+ matches a level of any length; only the first 256 bytes of an
     # oversized PUBLISH were kept, so a topic past 252 bytes "ran past the packet": the link

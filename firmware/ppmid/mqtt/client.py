@@ -249,7 +249,10 @@ class MQTTClient:
                 self.state = "connecting"
                 await self._session()
             except Exception as exc:  # noqa: BLE001 - every failure means: back off, retry
-                self._note(exc)
+                try:
+                    self._note(exc)
+                except Exception:  # (a MemoryError noting a MemoryError): the loop goes on
+                    pass
             if self._stopping:
                 break
             if self._online is not None:
