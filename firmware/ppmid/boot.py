@@ -178,6 +178,15 @@ def wifi_check(board):
     return ("wifi", board.wlan.isconnected, 1800)
 
 
+def client_check(link):
+    """The relay's health check of the MQTT client's task beside wifi_check: down only once
+    that task has ended (an exception outside the client's own retries, e.g. a MemoryError
+    while it notes one): a client that backs off through a broker or WAN outage for hours
+    is up. Nothing else would notice a dead client while Wi-Fi is up (review_w5-3): after
+    the grace, as long as the HAN's, the watchdog resets the board."""
+    return ("mqtt", link.running, 600)
+
+
 async def start(board):
     """Start everything (in the order of docs/relay.md "Wiring"), print the status line and
     return the journal for app.run; None when the config is not usable (status printed)."""
@@ -244,6 +253,7 @@ async def start(board):
         relay.topics = link.topics  # the same names (Topics of the gateway's EUI): one set held, not two
         link.intake.update = (board, relay, link, VERSION)  # what the updater needs, once one comes
         relay.link_checks.append(wifi_check(board))
+        relay.link_checks.append(client_check(link))
         han.on_status = link   # info follows the HAN status and commissioning (Link.__call__)
     _mark(board, "mqtt")
 

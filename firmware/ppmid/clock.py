@@ -82,7 +82,9 @@ if hasattr(asyncio, "sleep_ms"):
             return True
         waiter = asyncio.current_task()
         waiting = event.waiting
-        alarm = asyncio.create_task(_alarm(waiter, waiting, ms))
+        # int(ms): asyncio's sleep_ms refuses a float in the alarm, a task of its own, and
+        # the waiter then waited with no time-out at all (review_w5-1)
+        alarm = asyncio.create_task(_alarm(waiter, waiting, int(ms)))
         waiting.push(waiter)  # as Event.wait does: on the event's queue, and says so
         waiter.data = waiting
         try:

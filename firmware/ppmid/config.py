@@ -191,6 +191,13 @@ def validate(cfg):
         # checked by the commissioning module (dropped after boot like this one)
         from ppmid.zigbee.commission import settings as zigbee_settings
         out["zigbee"] = zigbee_settings(cfg["zigbee"])
+        # the HAN link's own timings (zigbee/han_start.py DEFAULTS), in seconds, checked as
+        # the other sections' are: a string or a bool crashed the link's waits, and until
+        # review_w5-1 a backoff_max_s of 0.5 left a rejoin waiting with no time-out
+        for k, hi in (("send_timeout_s", 3600), ("sent_timeout_s", 600), ("network_timeout_s", 600),
+                      ("backoff_max_s", 3600), ("unsupported_retry_s", 86400), ("resend_window_s", 600)):
+            if k in out["zigbee"]:
+                _number(out["zigbee"], k, 1, hi, "zigbee")
     s = out["sntp"]
     if not isinstance(s["servers"], list) or len(s["servers"]) > 4 or \
             any(not isinstance(h, str) or not h for h in s["servers"]):

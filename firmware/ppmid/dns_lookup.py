@@ -16,6 +16,7 @@
 # 3 * timeout_ms per resolver at most.
 from micropython import const
 from ppmid.clock import ticks_ms, ticks_diff, sleep_ms
+from ppmid.errors import PpmidError
 
 _ROUNDS = const(2)
 _POLL_MS = const(20)           # how often a query looks for its answer
@@ -64,8 +65,10 @@ async def resolve(name, dns, wlan=None, log=print, sleep=sleep_ms):
             except OSError as exc:
                 why = "%s: %r" % (server, exc)
                 continue
-            except DnsError as exc:
-                if exc.rcode == _NXDOMAIN:
+            except PpmidError as exc:  # ppmid.dns's DnsError, told by its code and not its
+                # class: another lookup's end unloads ppmid.dns, the next _ask loads it again,
+                # and its DnsError is then a class of its own (review_w5-5)
+                if exc.code != "E_DNS" or exc.rcode == _NXDOMAIN:   # (ppmid.dns.E_DNS)
                     raise
                 why = "%s: %s" % (server, exc.message)
                 continue

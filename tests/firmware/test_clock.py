@@ -359,3 +359,23 @@ async def test_many_waiters_on_one_event_and_on_their_own():
         assert got[("long", i)] is True
         assert got[("own", i)] is bool(i % 2)
     assert _nothing_left_running()
+
+
+async def test_wait_event_ms_with_a_float_times_out():
+    # review_w5-1: a float ms (a back-off of 0.5 s * 1000) reached asyncio's sleep_ms in the
+    # alarm task, which refused it there: the waiter then waited with no time-out at all
+    # (until the event was set, perhaps never). The guard ends the test if it hangs
+    import asyncio
+    from ppmid.clock import wait_event_ms, wait_for_ms
+
+    ev = asyncio.Event()
+
+    async def waits(ms):
+        return await wait_event_ms(ev, ms)
+
+    for ms in (20.0, 20.5, 500.0 / 25):
+        t0 = ticks_ms()
+        assert await wait_for_ms(waits(ms), 1000) is False
+        assert ticks_diff(ticks_ms(), t0) >= 15
+    ev.set()
+    assert await wait_for_ms(waits(20.0), 1000) is True

@@ -163,3 +163,18 @@ def test_ch_clock_section():
     assert "ch_clock.retry_max_s" in _err(_with(ch_clock={"retry_s": 10, "retry_max_s": 5}))
     assert "ch_clock.resync_s" in _err(_with(ch_clock={"resync_s": 59}))
     assert "ch_clock.resync_s" in _err(_with(ch_clock={"resync_s": "3600"}))
+
+
+def test_zigbee_link_timings_are_numbers_of_seconds():
+    # review_w5-1: the HAN link's own timing keys (zigbee/han_start.py DEFAULTS) passed
+    # unchecked: a backoff_max_s of 0.5 left a rejoin waiting with no time-out, a string
+    # crashed the link's waits
+    z = config.validate(_with(zigbee={"backoff_max_s": 2.5, "send_timeout_s": 45}))["zigbee"]
+    assert (z["backoff_max_s"], z["send_timeout_s"]) == (2.5, 45)
+    for key, hi in (("send_timeout_s", 3600), ("sent_timeout_s", 600), ("network_timeout_s", 600),
+                    ("backoff_max_s", 3600), ("unsupported_retry_s", 86400), ("resend_window_s", 600)):
+        assert config.validate(_with(zigbee={key: 1}))["zigbee"][key] == 1
+        assert config.validate(_with(zigbee={key: hi}))["zigbee"][key] == hi
+        for bad in (0.5, 0, -3, hi + 1, "30", True, None, [30]):
+            msg = _err(_with(zigbee={key: bad}))
+            assert msg == "zigbee.%s must be a number from 1 to %d, not %r" % (key, hi, bad), msg

@@ -388,3 +388,29 @@ async def test_the_boards_resolvers_are_used_when_none_is_configured():
         wlan = Wlan(["127.0.0.1"])
         assert (await dns_lookup.resolve("broker.example", settings(srv.port(), ()), wlan, None))[0] == "127.0.0.5"
         assert wlan.tracked == 1 and wlan.open == 0
+
+
+async def test_a_lookup_that_ends_meanwhile_does_not_stop_another_moving_on():
+    # review_w5-5: two lookups at once (the SNTP sync and the MQTT dial at boot). The first
+    # ends and unloads ppmid.dns; the second's next query loads it again, whose DnsError is
+    # another class: a SERVFAIL from that resolver went past the second's `except` and
+    # ended its lookup instead of asking the next resolver
+    import sys
+
+    def servfail(q):
+        return [(0, q[:2] + b"\x81\x82" + q[4:], False)]
+    with Resolver(lambda q: [(0, good(q), False)]) as srv:
+        with Resolver(lambda q: [], "127.0.0.3", srv.port()) as silent:      # 150 ms
+            with Resolver(servfail, "127.0.0.2", srv.port()) as failing:
+                slow = asyncio.create_task(dns_lookup.addrinfo(
+                    "slow.example", 8883, socket.SOCK_STREAM,
+                    settings(srv.port(), ("127.0.0.3", "127.0.0.2", "127.0.0.1")), None, None))
+                await sleep_ms(20)                   # its first query is out, waiting
+                ai = await dns_lookup.addrinfo("fast.example", 8883, socket.SOCK_STREAM,
+                                               settings(srv.port()), None, None)
+                assert ai == socket.getaddrinfo("127.0.0.5", 8883, 0, socket.SOCK_STREAM)[0]
+                assert "ppmid.dns" not in sys.modules   # the first's end dropped the codec
+                assert not failing.queries              # asked only after that
+                ai = await slow
+                assert ai == socket.getaddrinfo("127.0.0.5", 8883, 0, socket.SOCK_STREAM)[0]
+                assert len(silent.queries) == 1 and len(failing.queries) == 1 and len(srv.queries) == 2

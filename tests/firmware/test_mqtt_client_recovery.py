@@ -112,6 +112,74 @@ async def test_the_backoff_starts_again_after_a_connection_that_stayed_up():
     await _with(b, c, body)
 
 
+async def test_a_failure_while_noting_a_failure_does_not_end_the_client():
+    # review_w5-3: a connect that fails with a MemoryError, then a console line about it
+    # that fails the same way (the heap still full): the client's run() went on its
+    # exception handler's exception and ended for good (nothing restarts it while Wi-Fi
+    # is up); it backs off and dials again instead
+    from ppmid.mqtt.client import MQTTClient
+    dials = []
+
+    async def connect(*args):
+        dials.append(1)
+        raise MemoryError("memory allocation failed, allocating 1024 bytes")
+
+    def log(line):
+        raise MemoryError("memory allocation failed, allocating 64 bytes")
+
+    c = MQTTClient("00DB1234567890A0", connect, log=log, backoff_min=0.01, backoff_max=0.02)
+    task = asyncio.create_task(c.run())
+    try:
+        await _until(lambda: len(dials) >= 3 or task.done(), "three dials")
+        assert not task.done() and c.stats["connect_failures"] >= 2
+    finally:
+        await c.stop()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except BaseException:
+            pass
+
+
+async def test_the_backoff_starts_again_after_a_connection_up_for_more_than_half_the_tick_period():
+    # review_w5-4: the ESP32's ticks wrap every 2**30 ms and ticks_diff reads a stamp older
+    # than 2**29 ms (6.2 days) as negative: a connection up for 6.2 days and 31 s was judged
+    # "not stable" and the back-off kept growing. The client's ticks are the ESP32's here
+    # (a 2**30 period), moved on past half of it once online
+    import ppmid.mqtt.client as client_module
+    from ppmid.clock import ticks_ms, ticks_diff
+    period = 1 << 30
+
+    def esp32_ticks():
+        return (ticks_ms() + (period >> 1) + 31000) & (period - 1)
+
+    def esp32_diff(a, b):
+        return ((a - b + (period >> 1)) & (period - 1)) - (period >> 1)
+
+    b = await FakeBroker().start()
+    b.connack_rc = 5
+    c = _client(b, backoff_min=0.02, backoff_max=0.16)
+
+    async def body():
+        await _until(lambda: c.stats["connect_failures"] >= 4, "refusals")
+        assert c.backoff_delay == 0.16
+        b.connack_rc = 0
+        await _until(lambda: c.state == "online", "online")
+        # the CONNACK's stamp as the ESP32's ticks, then "now" 6.2 days and 31 s later
+        c._online &= period - 1
+        client_module.ticks_ms, client_module.ticks_diff = esp32_ticks, esp32_diff
+        try:
+            assert esp32_diff(esp32_ticks(), c._online) < 0      # what the ESP32 would read
+            n = c.stats["link_losses"]
+            b.drop()
+            await _until(lambda: c.stats["link_losses"] > n, "the drop")
+            assert c.backoff_delay == 0.02, c.backoff_delay
+        finally:
+            client_module.ticks_ms, client_module.ticks_diff = ticks_ms, ticks_diff
+    await _with(b, c, body)
+
+
 async def test_oversized_publish_with_a_topic_longer_than_its_head_is_answered_and_acked():
     # review 94 F3: update/+ matches a level of any length; only the first 256 bytes of an
     # oversized PUBLISH were kept, so a topic past 252 bytes "ran past the packet": the link

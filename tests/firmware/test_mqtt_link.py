@@ -1,6 +1,7 @@
 # The gateway link (ppmid.mqtt.link): will, retained online/info on every connect, the cmd
 # subscription, offline before a graceful stop, and credentials checks.
 # mp-timeout: 120
+# mp-heapsize: 384K  (the client-check test adds a relay over a flash journal to the link)
 import asyncio
 import json
 
@@ -75,3 +76,52 @@ def test_missing_credentials_are_config_errors():
         assert exc.code == "E_CONFIG" and "envelope key" in exc.message and "ppmid provision" in exc.message
     else:
         raise AssertionError("no ConfigError")
+
+
+async def test_the_boot_s_client_check_is_down_only_once_the_client_task_has_ended():
+    # review_w5-3: the MQTT road's checks in the relay's health are boot.wifi_check and
+    # boot.client_check. A broker or WAN away (every connect fails, the client backs off)
+    # keeps the client check up however long it lasts; a client task that ended (here a
+    # bug in the back-off: a TypeError outside the client's own retries) is down, and
+    # after the check's grace the relay stops feeding the watchdog
+    from ppmid.boot import client_check
+    from test_relay_support import Rig
+
+    async def broker_away(*args):
+        raise OSError(113, "EHOSTUNREACH")
+
+    lk = Link(_cfg(), _accept, credentials=(b"", b"", b"", b"k" * 32), info=lambda: {},
+              connect=broker_away)
+    lk.client.backoff_min = 0.01
+    lk.client.backoff_max = 0.02
+    name, up, grace_s = client_check(lk)
+    assert name == "mqtt" and grace_s == 600
+    r = Rig()
+    r.relay.link_checks[:] = [client_check(lk)]
+    task = asyncio.create_task(lk.run())
+    try:
+        await _until(lambda: lk.client.stats["connect_failures"] >= 5, "five failed connects")
+        assert up() and not task.done()
+        r.clock.advance(4 * 3600 * 1000)              # hours of outage: nothing is down
+        r.relay._beats["dispatch"] = r.clock.ms()
+        assert r.relay.house_once() == (True, "ok")
+        lk.client.backoff_max = None                  # the back-off's min() now raises
+        await _until(task.done, "the client task to end")
+        assert not up() and lk.client.state == "ended"
+        try:
+            await task
+        except TypeError:
+            pass                                      # the task's own failure, left as it was
+        r.clock.advance(1000)
+        r.relay._beats["dispatch"] = r.clock.ms()
+        assert r.relay.house_once() == (True, "degraded")
+        r.clock.advance(600 * 1000 + 1000)
+        r.relay._beats["dispatch"] = r.clock.ms()
+        ok, why = r.relay.house_once()
+        assert not ok and "mqtt link down for 601 s" in why, why
+    finally:
+        task.cancel()
+        try:
+            await task
+        except BaseException:
+            pass

@@ -676,6 +676,50 @@ async def test_at_v14_the_trust_centre_is_read_when_unknown_and_frames_wait_for_
     assert han._ezsp.asked[-1] == 0x0069 and han._tc_eui == TC_WIRE and han._net_up
 
 
+class _Unloadable:
+    """What `from ... import name` meets in sys.modules for a module whose load failed (a
+    MemoryError on a cut-up heap): an ImportError."""
+
+
+async def test_at_v14_a_trust_centre_read_whose_code_cannot_load_is_tried_again():
+    # review_w5-2: the read is loaded on use (han_start, ezsp_cbke); a load that fails once
+    # must not leave the trust centre "being read" for good (every CH frame dropped, the
+    # tunnel never opened until a reset): the next frame tries again
+    import struct
+    import sys
+    log = []
+    han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S}, log=log.append)
+    state = struct.pack("<IH", 0, 0x0010) + TC_WIRE
+    han._ezsp = _SecurityStateEzsp([state, state])
+    for name in ("ppmid.zigbee.han_start", "ppmid.zigbee.ezsp_cbke"):
+        sys.modules.pop(name, None)
+    # 1. han_start itself cannot load: the frame is dropped, no crash, nothing asked
+    sys.modules["ppmid.zigbee.han_start"] = _Unloadable()
+    try:
+        _named(han, TH.request_tunnel(1), TC_WIRE)
+    finally:
+        del sys.modules["ppmid.zigbee.han_start"]
+    await sleep_ms(20)
+    assert han._tc_eui is None and han._ezsp.asked == [] and han.tunnel.tunnel_id is None
+    assert len([line for line in log if "trust centre not read" in line]) == 1
+    # 2. han_start loads, but the read's CBKE commands cannot: unknown again, not b""
+    sys.modules["ppmid.zigbee.ezsp_cbke"] = _Unloadable()
+    try:
+        _named(han, TH.request_tunnel(2), TC_WIRE)
+        await sleep_ms(20)
+    finally:
+        sys.modules.pop("ppmid.zigbee.ezsp_cbke", None)   # (the read's end may drop it)
+    assert han._tc_eui is None and han._ezsp.asked == [] and han.tunnel.tunnel_id is None
+    assert len([line for line in log if "trust centre unknown" in line]) == 1
+    # 3. the heap has room again: the next CH frame starts the read, the one after opens
+    _named(han, TH.request_tunnel(3), TC_WIRE)
+    await sleep_ms(20)
+    assert han._ezsp.asked == [0x0069] and han._tc_eui == TC_WIRE
+    _named(han, TH.request_tunnel(4), TC_WIRE)
+    assert han.tunnel.tunnel_id is not None
+    assert han_named(han)["rx_unsecured"] == 3
+
+
 # ---- outgoing APS fragments (_send_zcl): one APS counter for the whole frame -------------
 class _CountingEzsp:
     """sendUnicast as the NCP answers it: accepted, a fresh APS counter each time, and the

@@ -41,9 +41,9 @@ class _Ezsp:
 
 
 class _Han:
-    def __init__(self, failures=()):
+    def __init__(self, failures=(), backoff_max_s=2):
         self.commission_settings = {"install_code": None, "rejoin_after_s": 1}
-        self.backoff_max_s = 2
+        self.backoff_max_s = backoff_max_s
         self.counters = [0] * len(HAN)   # the HAN link's, a list by index
         self.counters[_RESETS] = 1
         self._net_event = asyncio.Event()
@@ -97,6 +97,17 @@ async def test_a_memory_error_in_a_rejoin_is_tried_again_until_the_network_is_ba
     assert any(line.startswith("rejoin stopped: MemoryError") for line in han.logged), han.logged
     assert han._net_up and R.network_task(han) is None
     assert han._up and han.status_updates >= 1       # the driver's statuses are its own again
+
+
+async def test_a_back_off_of_a_fraction_of_a_second_still_rejoins():
+    # review_w5-1: with backoff_max_s 0.5 (the HAN link's options as a test or an old
+    # config gives them) the third wait was wait_event_ms(ev, 500.0): on MicroPython a wait
+    # with no time-out, so after two failed rejoins no third one came
+    _drop_commission()
+    han = _Han([MemoryError("x"), MemoryError("y")], backoff_max_s=0.5)
+    await _watch(han)
+    assert han._ezsp.calls == 3, (han._ezsp.calls, han.logged)
+    assert han._net_up and R.network_task(han) is None
 
 
 async def test_the_commissioning_code_failing_to_load_is_tried_again():

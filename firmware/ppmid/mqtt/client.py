@@ -249,12 +249,19 @@ class MQTTClient:
                 self.state = "connecting"
                 await self._session()
             except Exception as exc:  # noqa: BLE001 - every failure means: back off, retry
-                self._note(exc)
+                try:
+                    self._note(exc)
+                except Exception:  # (a MemoryError noting a MemoryError): the loop goes on
+                    pass
             if self._stopping:
                 break
             if self._online is not None:
                 self.stats["link_losses"] += 1
-                if not self._poisoned and ticks_diff(ticks_ms(), self._online) >= _STABLE_MS:
+                # up for 30 s: the back-off starts again. An age that reads negative is one
+                # past half the tick period (6.2 days on the ESP32), old, as elsewhere
+                # (review_w5-4; misread only within 30 s of a multiple of 12.4 days)
+                up_ms = ticks_diff(ticks_ms(), self._online)
+                if not self._poisoned and (up_ms < 0 or up_ms >= _STABLE_MS):
                     attempt = 0
                 # else: the handler refused a message the broker will redeliver at once;
                 # keep backing off so that a persistent failure does not spin

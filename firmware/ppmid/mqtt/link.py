@@ -39,4 +39,14 @@ class Link:
             await self.client.publish(self.topics.info, info_json(self.info()), 1, True)
 
     async def run(self):
-        await self.client.run()
+        try:
+            await self.client.run()
+        except BaseException:
+            # the road's one task ended by a failure (nothing in the firmware stops it): the
+            # relay's health check (boot.client_check) sees it (review_w5-3)
+            self.client.state = "ended"
+            raise
+
+    def running(self):
+        # boot.client_check's test: False once run() ended by a failure
+        return self.client.state != "ended"

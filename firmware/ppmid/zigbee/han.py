@@ -63,6 +63,7 @@ _S_UNCONFIRMED = const(28)
 _S_NOT_ACKED = const(29)
 _S_FRAGMENT_NOT_ACKED = const(30)
 _S_WRONG_EUI = const(31)
+_S_TC_NOT_READ = const(33)
 
 # The link's counters: one list of ints, by these indices. Their names are
 # zigbee/han_counters.py's HAN (in this order), which only tests and reports load: as a
@@ -439,8 +440,13 @@ class ZigbeeHan:
         # the trust centre's EUI-64 not known (nor being read): read it, in a task of its own
         if self._tc_eui is None:
             self._tc_eui = b""
-            from ppmid.zigbee.han_start import read_trust_centre
-            asyncio.create_task(read_trust_centre(self))
+            try:
+                from ppmid.zigbee.han_start import read_trust_centre
+                asyncio.create_task(read_trust_centre(self))
+            except Exception as exc:  # a load on use that failed (a cut-up heap): unknown
+                # again, so the next frame tries again (b"" for good: the tunnel never opens)
+                self._tc_eui = None
+                self._logf(_S_TC_NOT_READ, exc)
 
     def _queue_ack(self, sender, aps):
         if self._ack_count >= _ACK_SLOTS:

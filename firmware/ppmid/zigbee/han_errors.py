@@ -39,4 +39,5 @@ SENTENCES = (
     "the CH did not acknowledge fragment %d (status 0x%x)",  # 30 _S_FRAGMENT_NOT_ACKED
     "cluster 0x%04x frame from 0x%04x: its sender EUI-64 is not the trust centre's",  # 31 _S_WRONG_EUI
     "incoming GBT message lost: %s",  # 32 _S_GBT_LOST (said by ppmid.gbcs.reassembly)
+    "trust centre not read (%r): read again at the next frame",  # 33 _S_TC_NOT_READ
 )

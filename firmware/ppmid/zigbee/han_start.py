@@ -165,10 +165,11 @@ async def read_trust_centre(han):
 async def _trust_centre(han):
     # getCurrentSecurityState names the trust centre the module joined under (kept in its
     # tokens): the CH. A v14 module names each frame's sender the same way, little-endian
-    from ppmid.zigbee import ezsp_cbke as C
     from ppmid.modules import unload
     han._tc_eui = b""
     try:
+        # loaded inside the try: a load that fails leaves the read to the next frame
+        from ppmid.zigbee import ezsp_cbke as C
         tc = C.parse_security_state(han._ezsp.version, await han._ezsp.command(C.GET_CURRENT_SECURITY_STATE))
         if tc[0] != 0 or tc[2] == bytes(8):
             raise E.EzspError(E.E_EZSP, "status 0x%x, trust centre %s" % (tc[0], _hex(tc[2])))
