@@ -44,37 +44,6 @@ def _sample_heap(board):
     return False
 
 
-async def _heap_task(board, journal=None):
-    # The live heap is only known after a collect, and a collect stops everything else
-    # (a few ms on an ESP32, more with PSRAM). So: glance at the free heap every
-    # _HEAP_SAMPLE_MS without collecting; collect only when the glance (live + garbage)
-    # is below the lowest live figure seen, i.e. when the collect may show a new
-    # minimum, at most every _HEAP_COLLECT_MS; and every _HEAP_REPORT_S for the report.
-    # An idle gateway then hardly collects, a busy one at most once a second (it used to
-    # be four times). Also reports the journal's flash writes (wear), at most every
-    # _FLASH_REPORT_S.
-    n = 0
-    collected = reported = 0
-    written = -1
-    flash_at = 0
-    every = _HEAP_COLLECT_MS // _HEAP_SAMPLE_MS
-    while True:
-        n += 1
-        low = heap["min"] is None or board.mem_free() < heap["min"]
-        if (low and n - collected >= every) or n - reported >= _HEAP_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
-            collected = n
-            if _sample_heap(board) or n - reported >= _HEAP_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
-                reported = n
-                print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
-        if journal is not None and journal.bytes_written != written and \
-                n - flash_at >= _FLASH_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
-            written = journal.bytes_written
-            flash_at = n
-            print("PPMID flash: journal_written=%d appends=%d syncs=%d compactions=%d" % (
-                written, journal.appends, journal.syncs, journal.compactions))
-        await sleep_ms(_HEAP_SAMPLE_MS)
-
-
 def _is(obj, attr, value):
     # a link check for the relay: is obj.attr value now?
     return lambda: getattr(obj, attr) == value
@@ -147,4 +116,31 @@ async def run(board):
     _sample_heap(board)
     banner(board)
     print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
-    await _heap_task(board, journal)
+    # the heap task: the app's own task from here on (its loop here, not in a coroutine
+    # of its own that this one would wait on: one frame fewer held for the app's life)
+    # The live heap is only known after a collect, and a collect stops everything else
+    # (a few ms on an ESP32, more with PSRAM). So: glance at the free heap every
+    # _HEAP_SAMPLE_MS without collecting; collect only when the glance (live + garbage)
+    # is below the lowest live figure seen, i.e. when the collect may show a new
+    # minimum, at most every _HEAP_COLLECT_MS; and every _HEAP_REPORT_S for the report.
+    # An idle gateway then hardly collects, a busy one at most once a second (it used to
+    # be four times). Also reports the journal's flash writes (wear), at most every
+    # _FLASH_REPORT_S.
+    n = 0
+    collected = reported = 0
+    written = -1
+    flash_at = 0
+    while True:
+        n += 1
+        low = heap["min"] is None or board.mem_free() < heap["min"]
+        if (low and n - collected >= _HEAP_COLLECT_MS // _HEAP_SAMPLE_MS) or n - reported >= _HEAP_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
+            collected = n
+            if _sample_heap(board) or n - reported >= _HEAP_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
+                reported = n
+                print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
+        if journal.bytes_written != written and n - flash_at >= _FLASH_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
+            written = journal.bytes_written
+            flash_at = n
+            print("PPMID flash: journal_written=%d appends=%d syncs=%d compactions=%d" % (
+                written, journal.appends, journal.syncs, journal.compactions))
+        await sleep_ms(_HEAP_SAMPLE_MS)

@@ -38,5 +38,8 @@ class Link:
         if self.info is not None:
             await self.client.publish(self.topics.info, info_json(self.info()), 1, True)
 
-    async def run(self):
-        await self.client.run()
+    def run(self):
+        # the client's own run coroutine, not one that awaits it: the task that runs the
+        # link for the app's life holds no frame of this method (docs/memory.md, "Session
+        # 11, the relay, MQTT and app side")
+        return self.client.run()
