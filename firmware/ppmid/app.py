@@ -52,26 +52,11 @@ def _is(obj, attr, value):
 def _info(board, relay, han, clock, update=None, nfc=None):
     # the link's info payload (docs/mqtt.md): the relay's, and what only the app knows;
     # update: a dict when an update ever ran (kept current by ppmid.update.report); nfc:
-    # the NFC road's counters when the board names a reader (kept by ppmid.nfc.service)
-    def info():
-        d = relay.info()
-        d["fw"] = VERSION
-        d["board"] = board.name
-        d["han"] = han.status
-        d["module"] = han.module
-        if han.commission is not None:  # commissioning ran since boot (docs/zigbee.md)
-            d["commissioning"] = han.commission.info()
-        d["heap_free"] = heap["free"]
-        d["heap_min"] = heap["min"]
-        d["clock"] = clock.source
-        d["clock_synced_at"] = clock.synced_at
-        d["profile"], d["profile_codes"] = relay.validator.profile
-        if update is not None:  # the update pointer's summary (ppmid.update.slots.summary)
-            d["update"] = update
-        if nfc is not None:
-            d["nfc"] = nfc
-        return d
-    return info
+    # the NFC road's counters when the board names a reader (kept by ppmid.nfc.service).
+    # Put together by ppmid.relay.report (gateway), which Relay.info loads for each report
+    # and drops after it: the running app holds only this closure, not the assembly's code
+    app = (board, han, clock, heap, update, nfc)
+    return lambda: relay.info(app)
 
 
 def _ch_clock_read():
