@@ -29,7 +29,7 @@ import sys, gc, asyncio, json, binascii
 sys.path.insert(0, sys.argv[1])
 from ppmid.mqtt import packets_host
 from ppmid.mqtt.client import MQTTClient
-from ppmid.mqtt.client_stats import named as stats
+from ppmid.mqtt.link_host import stats
 from ppmid.mqtt.intake import Intake
 from ppmid import envelope
 

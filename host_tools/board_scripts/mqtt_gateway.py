@@ -15,7 +15,7 @@ from ppmid.mqtt.link import Link
 from ppmid.mqtt.credentials import load_credentials
 from ppmid.clock import Clock, SET_AFTER
 from ppmid.mqtt.contract import status_json
-from ppmid.mqtt.client_stats import NAMES as STAT_NAMES
+from ppmid.mqtt.link_host import STATS
 
 
 ROOT = sys.argv[2]
@@ -87,7 +87,7 @@ async def reporter():
                 to_report.pop(0)
             else:
                 # not a drop: we keep it and retry (the client's counters: a list by index)
-                link.client.stats[STAT_NAMES.index("drops")] -= 1
+                link.client.stats[STATS.index("drops")] -= 1
                 await asyncio.sleep_ms(5)
         report_wake.clear()
         await report_wake.wait()

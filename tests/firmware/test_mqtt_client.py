@@ -9,7 +9,7 @@ from ppmid.mqtt import packets as p
 from ppmid.mqtt import packets_host
 from ppmid.mqtt.handshake import connect as connect_packet
 from ppmid.mqtt.client import MQTTClient, tls_connector
-from ppmid.mqtt.client_stats import named as stats
+from ppmid.mqtt.link_host import stats
 
 WAIT = 20  # seconds: a generous bound for "eventually", never a timing assertion
 
@@ -147,48 +147,6 @@ async def _with(broker, client, body):
         except BaseException:
             pass
         await broker.stop()
-
-
-def test_the_client_counts_in_a_list_named_by_client_stats():
-    # the client's counters are a list (its private _C_X indices); ppmid.mqtt.client_stats
-    # names them, for tests and host tools: a fresh client has each at 0, by name
-    c = MQTTClient("00DB1234567890A0", None)
-    assert isinstance(c.stats, list)
-    assert stats(c) == {"connects": 0, "connect_failures": 0, "drops": 0, "retransmits": 0,
-                        "published": 0, "received": 0, "pubacks_withheld": 0, "pings": 0,
-                        "oversize": 0, "link_losses": 0}
-    c.stats[9] += 2
-    assert stats(c)["link_losses"] == 2
-    c.stats.append(0)  # a counter with no name: said, not zipped away
-    try:
-        stats(c)
-        raise AssertionError("11 counters named by 10 names")
-    except ValueError as exc:
-        assert "11 counters for 10 names" in str(exc)
-
-
-def test_every_client_counter_index_names_its_counter():
-    # client.py and handshake.py count by private _C_X = const(i) indices; client_stats.NAMES
-    # names them (x, lower case, at index i): each module's indices agree with the names,
-    # every one it defines is used, and every name is counted somewhere
-    import sys
-    if sys.implementation.name != "cpython":
-        class SkipTest(Exception):  # tests/mp_runner.py reports it as skipped
-            pass
-        raise SkipTest("reads the sources (CPython's re and file paths); stats() runs on both")
-    import re
-    from ppmid.mqtt import client, handshake, client_stats
-    seen = set()
-    for mod in (client, handshake):
-        src = open(mod.__file__).read()
-        keys = re.findall(r"^_C_(\w+) = const\((\d+)\)", src, re.M)
-        assert keys, mod.__name__
-        for k, i in keys:
-            assert client_stats.NAMES[int(i)] == k.lower(), (mod.__name__, k, i)
-            seen.add(k.lower())
-        used = set(re.findall(r"\[_C_(\w+)\]", src))
-        assert used == set(k for k, _ in keys), (mod.__name__, used ^ set(k for k, _ in keys))
-    assert seen == set(client_stats.NAMES), set(client_stats.NAMES) - seen
 
 
 async def test_connect_packet_and_resubscribe_on_every_connect():

@@ -8,7 +8,7 @@ import asyncio
 
 from ppmid.mqtt import packets as p
 from ppmid.mqtt.client import MQTTError
-from ppmid.mqtt.client_stats import named as stats
+from ppmid.mqtt.link_host import stats
 
 from test_mqtt_client import FakeBroker, _client, _until, _with
 

@@ -11,7 +11,7 @@ import json
 from ppmid.mqtt import packets as p
 from ppmid.mqtt.intake import Intake
 from ppmid.mqtt.client import MQTTClient, tls_connector
-from ppmid.mqtt.client_stats import named as stats
+from ppmid.mqtt.link_host import stats
 from test_mqtt_client import FakeBroker, _until
 from test_relay_support import Rig, PPMID, KEY, stop_relay
 from ppmid.relay import outbox

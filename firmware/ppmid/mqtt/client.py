@@ -30,8 +30,8 @@ E_MQTT_CLOSED = "E_MQTT_CLOSED"
 E_MQTT_SUBSCRIBE = "E_MQTT_SUBSCRIBE"
 
 # the client's counters (client.stats, a list of ints, made by ppmid.mqtt.handshake.set_up)
-# by these indices; their names, in this order, are ppmid/mqtt/client_stats.py's (tests and host
-# tools read them by name there): a list holds no names, a dict held ten for reports no
+# by these indices; their names, in this order, are ppmid/mqtt/link_host.py's STATS (tests and
+# host tools read them by name there): a list holds no names, a dict held ten for reports no
 # gateway makes (docs/memory.md, "Session 11, the relay, MQTT and app side")
 _C_CONNECTS = const(0)
 _C_CONNECT_FAILURES = const(1)

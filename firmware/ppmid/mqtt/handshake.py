@@ -17,7 +17,7 @@ from ppmid.clock import ticks_ms, ticks_diff, wait_for_ms, wait_event_ms
 
 _MP = sys.implementation.name == "micropython"
 _RX_MIN = 512  # the client's first receive buffer (it grows to the largest packet: client.py)
-_C_CONNECTS = const(0)  # client.stats' index of "connects" (client.py's, named in ppmid/mqtt/client_stats.py)
+_C_CONNECTS = const(0)  # client.stats' index of "connects" (client.py's, named in ppmid/mqtt/link_host.py)
 
 # CONNACK return codes (3.2.2.3)
 CONNACK_TEXT = {
@@ -210,7 +210,7 @@ def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on
     client.state = "offline"
     client.last_error = None
     client.session_present = False
-    client.stats = [0] * 10  # by the client's _C_X indices (ppmid/mqtt/client_stats.py names them)
+    client.stats = [0] * 10  # by the client's _C_X indices (ppmid/mqtt/link_host.py names them)
 
 
 async def start(client):
