@@ -29,6 +29,7 @@ import sys, gc, asyncio, json, binascii
 sys.path.insert(0, sys.argv[1])
 from ppmid.mqtt import packets_host
 from ppmid.mqtt.client import MQTTClient
+from ppmid.mqtt.link_host import stats
 from ppmid.mqtt.intake import Intake
 from ppmid import envelope
 
@@ -100,7 +101,7 @@ async def measure(with_intake):
     await c._incoming(first, n)
     a1 = gc.mem_alloc()
     gc.enable()
-    assert c._w.n == 4 and c.stats["received"] == 1
+    assert c._w.n == 4 and stats(c)["received"] == 1
     return a1 - a0
 
 async def main():

@@ -22,15 +22,13 @@ def _main():
     board, app, watch, probation = started
     started = None
     import asyncio
-    from ppmid.clock import sleep_ms
-
-    async def _run():
-        if watch is not None:
-            asyncio.create_task(watch(board, "", probation.get("seconds", 300), sleep_ms))
-        await app.run(board)
-
+    if watch is not None:
+        # the probation clock beside the app, made before asyncio.run runs both (it sleeps
+        # first): no coroutine of main.py's own waits on the app for its life
+        from ppmid.clock import sleep_ms
+        asyncio.create_task(watch(board, "", probation.get("seconds", 300), sleep_ms))
     try:
-        asyncio.run(_run())
+        asyncio.run(app.run(board))
         print("PPMID app returned: rebooting")
     except KeyboardInterrupt:
         raise

@@ -44,37 +44,6 @@ def _sample_heap(board):
     return False
 
 
-async def _heap_task(board, journal=None):
-    # The live heap is only known after a collect, and a collect stops everything else
-    # (a few ms on an ESP32, more with PSRAM). So: glance at the free heap every
-    # _HEAP_SAMPLE_MS without collecting; collect only when the glance (live + garbage)
-    # is below the lowest live figure seen, i.e. when the collect may show a new
-    # minimum, at most every _HEAP_COLLECT_MS; and every _HEAP_REPORT_S for the report.
-    # An idle gateway then hardly collects, a busy one at most once a second (it used to
-    # be four times). Also reports the journal's flash writes (wear), at most every
-    # _FLASH_REPORT_S.
-    n = 0
-    collected = reported = 0
-    written = -1
-    flash_at = 0
-    every = _HEAP_COLLECT_MS // _HEAP_SAMPLE_MS
-    while True:
-        n += 1
-        low = heap["min"] is None or board.mem_free() < heap["min"]
-        if (low and n - collected >= every) or n - reported >= _HEAP_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
-            collected = n
-            if _sample_heap(board) or n - reported >= _HEAP_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
-                reported = n
-                print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
-        if journal is not None and journal.bytes_written != written and \
-                n - flash_at >= _FLASH_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
-            written = journal.bytes_written
-            flash_at = n
-            print("PPMID flash: journal_written=%d appends=%d syncs=%d compactions=%d" % (
-                written, journal.appends, journal.syncs, journal.compactions))
-        await sleep_ms(_HEAP_SAMPLE_MS)
-
-
 def _is(obj, attr, value):
     # a link check for the relay: is obj.attr value now?
     return lambda: getattr(obj, attr) == value
@@ -83,26 +52,11 @@ def _is(obj, attr, value):
 def _info(board, relay, han, clock, update=None, nfc=None):
     # the link's info payload (docs/mqtt.md): the relay's, and what only the app knows;
     # update: a dict when an update ever ran (kept current by ppmid.update.report); nfc:
-    # the NFC road's counters when the board names a reader (kept by ppmid.nfc.service)
-    def info():
-        d = relay.info()
-        d["fw"] = VERSION
-        d["board"] = board.name
-        d["han"] = han.status
-        d["module"] = han.module
-        if han.commission is not None:  # commissioning ran since boot (docs/zigbee.md)
-            d["commissioning"] = han.commission.info()
-        d["heap_free"] = heap["free"]
-        d["heap_min"] = heap["min"]
-        d["clock"] = clock.source
-        d["clock_synced_at"] = clock.synced_at
-        d["profile"], d["profile_codes"] = relay.validator.profile
-        if update is not None:  # the update pointer's summary (ppmid.update.slots.summary)
-            d["update"] = update
-        if nfc is not None:
-            d["nfc"] = nfc
-        return d
-    return info
+    # the NFC road's counters when the board names a reader (kept by ppmid.nfc.service).
+    # Put together by ppmid.relay.report (gateway), which Relay.info loads for each report
+    # and drops after it: the running app holds only this closure, not the assembly's code
+    app = (board, han, clock, heap, update, nfc)
+    return lambda: relay.info(app)
 
 
 def _ch_clock_read():
@@ -147,4 +101,31 @@ async def run(board):
     _sample_heap(board)
     banner(board)
     print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
-    await _heap_task(board, journal)
+    # the heap task: the app's own task from here on (its loop here, not in a coroutine
+    # of its own that this one would wait on: one frame fewer held for the app's life)
+    # The live heap is only known after a collect, and a collect stops everything else
+    # (a few ms on an ESP32, more with PSRAM). So: glance at the free heap every
+    # _HEAP_SAMPLE_MS without collecting; collect only when the glance (live + garbage)
+    # is below the lowest live figure seen, i.e. when the collect may show a new
+    # minimum, at most every _HEAP_COLLECT_MS; and every _HEAP_REPORT_S for the report.
+    # An idle gateway then hardly collects, a busy one at most once a second (it used to
+    # be four times). Also reports the journal's flash writes (wear), at most every
+    # _FLASH_REPORT_S.
+    n = 0
+    collected = reported = 0
+    written = -1
+    flash_at = 0
+    while True:
+        n += 1
+        low = heap["min"] is None or board.mem_free() < heap["min"]
+        if (low and n - collected >= _HEAP_COLLECT_MS // _HEAP_SAMPLE_MS) or n - reported >= _HEAP_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
+            collected = n
+            if _sample_heap(board) or n - reported >= _HEAP_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
+                reported = n
+                print("PPMID heap: free=%d min=%d" % (heap["free"], heap["min"]))
+        if journal.bytes_written != written and n - flash_at >= _FLASH_REPORT_S * 1000 // _HEAP_SAMPLE_MS:
+            written = journal.bytes_written
+            flash_at = n
+            print("PPMID flash: journal_written=%d appends=%d syncs=%d compactions=%d" % (
+                written, journal.appends, journal.syncs, journal.compactions))
+        await sleep_ms(_HEAP_SAMPLE_MS)

@@ -41,16 +41,6 @@ class SntpClient:
     def _up(self):
         return self.wlan is None or self.wlan.isconnected()
 
-    async def _pause(self, s):
-        # sleep s seconds, cut short when Wi-Fi comes back after a drop (sync at once then)
-        was_up = self._up()
-        for _ in range(s):
-            await self.sleep(1000)
-            up = self._up()
-            if up and not was_up:
-                return
-            was_up = up
-
     async def run(self):
         while True:
             if not self._up():
@@ -61,7 +51,16 @@ class SntpClient:
             except Exception as exc:  # noqa: BLE001 - the clock task must outlive a bug
                 self.log("PPMID sntp: %r" % (exc,))
                 wait = self.retry_max_s
-            await self._pause(wait)
+            # the pause: wait seconds, cut short when Wi-Fi comes back after a drop (sync at
+            # once then). Here, not in a coroutine of its own: the task spends nearly all its
+            # life in it, and a coroutine it awaited would be one more frame held
+            was_up = self._up()
+            for _ in range(wait):
+                await self.sleep(1000)
+                up = self._up()
+                if up and not was_up:
+                    break
+                was_up = up
 
 
 def republisher(link):

@@ -15,6 +15,7 @@ from ppmid.mqtt.link import Link
 from ppmid.mqtt.credentials import load_credentials
 from ppmid.clock import Clock, SET_AFTER
 from ppmid.mqtt.contract import status_json
+from ppmid.mqtt.link_host import STATS
 
 
 ROOT = sys.argv[2]
@@ -85,7 +86,8 @@ async def reporter():
             if await link.client.publish(link.topics.rsp, status_json(to_report[0], "accepted", 0), 1, False, False):
                 to_report.pop(0)
             else:
-                link.client.stats["drops"] -= 1  # not a drop: we keep it and retry
+                # not a drop: we keep it and retry (the client's counters: a list by index)
+                link.client.stats[STATS.index("drops")] -= 1
                 await asyncio.sleep_ms(5)
         report_wake.clear()
         await report_wake.wait()

@@ -9,6 +9,7 @@ from ppmid.mqtt import packets as p
 from ppmid.mqtt import packets_host
 from ppmid.mqtt.handshake import connect as connect_packet
 from ppmid.mqtt.client import MQTTClient, tls_connector
+from ppmid.mqtt.link_host import stats
 
 WAIT = 20  # seconds: a generous bound for "eventually", never a timing assertion
 
@@ -163,7 +164,7 @@ async def test_connect_packet_and_resubscribe_on_every_connect():
         assert b.of(p.SUBSCRIBE)[1][0] == 2
         assert b.of(p.SUBSCRIBE)[1][2][2:] == b"\x00\x1dppmid/v1/00DB1234567890A0/cmd\x01"
         await _until(lambda: c.state == "online", "online again")
-        assert c.stats["connects"] == 2 and c.stats["link_losses"] == 1
+        assert stats(c)["connects"] == 2 and stats(c)["link_losses"] == 1
     await _with(b, c, body)
 
 
@@ -181,7 +182,7 @@ async def test_qos1_publish_is_resent_with_dup_when_puback_withheld():
         assert c1 == 1 and c2 == 2          # resent on the new connection
         assert f1 & 0x08 == 0 and f2 & 0x08  # DUP only on the resend
         assert b1 == b2                      # same packet id, topic and payload
-        assert c.stats["retransmits"] == 1 and c.stats["published"] == 1
+        assert stats(c)["retransmits"] == 1 and stats(c)["published"] == 1
         assert "no PUBACK" in c.last_error
     await _with(b, c, body)
 
@@ -245,7 +246,7 @@ async def test_handler_failure_withholds_puback_and_broker_redelivers():
     async def body():
         await _until(lambda: b.acked == [9], "PUBACK after redelivery")
         assert calls == [False, True]
-        assert c.stats["pubacks_withheld"] == 1 and c.stats["connects"] == 2
+        assert stats(c)["pubacks_withheld"] == 1 and stats(c)["connects"] == 2
         # why the link was dropped, in a whole sentence (its text is mqtt/client_errors.py's,
         # loaded for the failure and dropped again)
         assert dead[0].startswith("handler failed for packet 9, PUBACK withheld: "), dead
@@ -261,10 +262,10 @@ async def test_ping_when_idle_and_dead_link_detected():
 
     async def body():
         await _until(lambda: len(b.of(p.PINGREQ)) >= 2, "PINGREQs while idle")
-        assert c.stats["connects"] == 1  # answered pings keep the link
+        assert stats(c)["connects"] == 1  # answered pings keep the link
         b.answer_pings = False
-        await _until(lambda: c.stats["connects"] == 2, "reconnect after an unanswered ping")
-        assert c.stats["link_losses"] >= 1
+        await _until(lambda: stats(c)["connects"] == 2, "reconnect after an unanswered ping")
+        assert stats(c)["link_losses"] >= 1
         b.answer_pings = True
     await _with(b, c, body)
 
@@ -275,8 +276,8 @@ async def test_refused_connection_backs_off_and_reports():
     c = _client(b)
 
     async def body():
-        await _until(lambda: c.stats["connect_failures"] >= 3, "repeated refusals")
-        assert c.stats["connects"] == 0 and c.state != "online"
+        await _until(lambda: stats(c)["connect_failures"] >= 3, "repeated refusals")
+        assert stats(c)["connects"] == 0 and c.state != "online"
         assert "not authorized" in c.last_error and "E_MQTT_REFUSED" in c.last_error
         b.connack_rc = 0
         await _until(lambda: c.state == "online", "online once accepted")
@@ -293,12 +294,12 @@ async def test_connection_start_code_is_loaded_per_connect_and_dropped_after():
     c.subscribe("a/b", 1)
 
     async def body():
-        await _until(lambda: c.state == "backoff" and c.stats["connect_failures"] >= 1, "a refusal")
+        await _until(lambda: c.state == "backoff" and stats(c)["connect_failures"] >= 1, "a refusal")
         assert "ppmid.mqtt.handshake" not in sys.modules
         b.connack_rc = 0
         await _until(lambda: c.state == "online", "online once accepted")
         assert "ppmid.mqtt.handshake" not in sys.modules
-        assert c.stats["connects"] == 1 and len(b.of(p.SUBSCRIBE)) == 1
+        assert stats(c)["connects"] == 1 and len(b.of(p.SUBSCRIBE)) == 1
     await _with(b, c, body)
 
 
@@ -309,7 +310,7 @@ async def test_bad_suback_drops_the_connection_and_a_refused_filter_is_reported(
     c.subscribe("a/b", 1)
 
     async def body():
-        await _until(lambda: c.stats["link_losses"] >= 2, "connections dropped")
+        await _until(lambda: stats(c)["link_losses"] >= 2, "connections dropped")
         assert c.state != "online" and "SUBACK return code 0x03" in c.last_error, c.last_error
         b.suback_code = 0x80  # the broker's ACL refuses the filter: online, and said
         await _until(lambda: c.state == "online", "online with the filter refused")
@@ -332,7 +333,7 @@ async def test_on_up_runs_after_each_connect_and_its_failure_is_noted_not_fatal(
         await _until(lambda: len(calls) == 1, "on_up after the first connect")
         assert calls == [False] and c.state == "online"
         await _until(lambda: c.last_error and "publishing the state failed" in c.last_error, "the failure noted")
-        assert c.state == "online" and c.stats["link_losses"] == 0
+        assert c.state == "online" and stats(c)["link_losses"] == 0
         b.drop()
         await _until(lambda: len(calls) == 2, "on_up again after a reconnect")
     await _with(b, c, body)
@@ -344,7 +345,7 @@ async def test_unreachable_broker_keeps_retrying():
     await b.stop()
     c = MQTTClient("X", tls_connector("127.0.0.1", port), backoff_min=0.02, backoff_max=0.05)
     task = asyncio.create_task(c.run())
-    await _until(lambda: c.stats["connect_failures"] >= 3, "failures")
+    await _until(lambda: stats(c)["connect_failures"] >= 3, "failures")
     assert c.state != "online" and c.last_error
     await c.stop()
     task.cancel()
@@ -359,7 +360,7 @@ async def test_bounded_queue_counts_drops():
         assert await c.publish("t", b"x", qos=1, wait=False)
     assert not await c.publish("t", b"y", qos=1, wait=False)
     assert not await c.publish("t", b"z", qos=0, wait=False)
-    assert c.stats["drops"] == 2 and c.pending() == 3
+    assert stats(c)["drops"] == 2 and c.pending() == 3
 
 
 async def test_wifi_down_waits_without_dialling():
@@ -418,7 +419,7 @@ async def test_oversized_publish_is_skipped_answered_and_acked():
         await _until(lambda: b.acked == [5, 6], "both PUBACKed")
         assert big == [("ppmid/v1/00DB1234567890A0/cmd", 5000 + 2 + 29 + 2, 1)]
         assert seen == [b"small"]  # the stream stayed in step after the skipped body
-        assert c.stats["connects"] == 1 and c.stats["oversize"] == 1
+        assert stats(c)["connects"] == 1 and stats(c)["oversize"] == 1
     await _with(b, c, body)
 
 
@@ -459,10 +460,10 @@ async def test_failed_receive_buffer_growth_skips_that_publish_and_keeps_reading
         assert big == [("ppmid/v1/00DB1234567890A0/cmd", 5000 + 2 + 29 + 2, 1)]
         # read in step after the skipped body; the next large one got its buffer
         assert seen == [b"small", b"y" * 5000]
-        assert c.stats["connects"] == 1 and c.stats["oversize"] == 1
+        assert stats(c)["connects"] == 1 and stats(c)["oversize"] == 1
         # a later connection still reads its CONNACK
         b.drop()
-        await _until(lambda: c.stats["connects"] == 2 and c.state == "online", "reconnected")
+        await _until(lambda: stats(c)["connects"] == 2 and c.state == "online", "reconnected")
     try:
         await _with(b, c, body)
     finally:
@@ -494,7 +495,7 @@ async def test_a_receive_buffer_past_2kb_is_let_go_after_its_message():
         assert [x[0] for x in seen] == [b"a" * 5000, b"small", b"m" * 1500, b"tiny", b"z" * 4000, b"end"]
         assert [x[1] for x in seen] == [HEAD + 5000, 512, HEAD + 1500, HEAD + 1500, HEAD + 4000, HEAD + 1500]
         assert len(c._rx) == HEAD + 1500 and c._rx is not first and len(c._rxmv) == HEAD + 1500
-        assert c.stats["connects"] == 1 and c.stats["oversize"] == 0
+        assert stats(c)["connects"] == 1 and stats(c)["oversize"] == 0
     await _with(b, c, body)
 
 
@@ -559,9 +560,9 @@ async def test_remaining_lengths_of_one_to_three_bytes_are_read_and_a_fifth_byte
         await _until(lambda: b.acked == [5, 6, 7], "all PUBACKed")
         assert seen == [b"s", b"m" * 200, b"L" * 20000]
         b.writer.write(b"\x30\xff\xff\xff\xff\x01")
-        await _until(lambda: c.stats["link_losses"] == 1, "the link dropped")
+        await _until(lambda: stats(c)["link_losses"] == 1, "the link dropped")
         assert "remaining length longer than 4 bytes" in c.last_error, c.last_error
-        await _until(lambda: c.stats["connects"] == 2 and c.state == "online", "reconnected")
+        await _until(lambda: stats(c)["connects"] == 2 and c.state == "online", "reconnected")
         assert seen == [b"s", b"m" * 200, b"L" * 20000]  # nothing delivered twice: all were PUBACKed
     await _with(b, c, body)
 
@@ -578,8 +579,8 @@ async def test_persistent_handler_failure_backs_off_instead_of_spinning():
 
     async def body():
         for _ in range(5):
-            n = c.stats["pubacks_withheld"]
-            await _until(lambda: c.stats["pubacks_withheld"] > n, "another redelivery")
+            n = stats(c)["pubacks_withheld"]
+            await _until(lambda: stats(c)["pubacks_withheld"] > n, "another redelivery")
             await _until(lambda: c.state != "online", "link dropped")
             delays.append(c.backoff_delay)
         assert b.acked == []  # never acknowledged what was never accepted
@@ -688,7 +689,7 @@ async def test_a_publish_that_never_drains_drops_the_link_and_is_resent():
         await _until(lambda: c.state == "online", "online")
         assert await c.publish("ppmid/v1/00DB1234567890A0/rsp", b"x" * 3000, 1, False, False)
         await _until(lambda: writers[0].stalled, "the first connection stalled")
-        await _until(lambda: c.stats["connects"] == 2 and c.pending() == 0, "reconnect and PUBACK")
+        await _until(lambda: stats(c)["connects"] == 2 and c.pending() == 0, "reconnect and PUBACK")
         assert "write stalled" in c.last_error, c.last_error
         pubs = b.of(p.PUBLISH)
         assert [conn for conn, _, _ in pubs] == [2], pubs  # nothing got through the stalled one
@@ -713,7 +714,7 @@ async def test_a_handlers_first_publish_that_never_drains_drops_the_link():
     async def body():
         await _until(lambda: b.acked == [70], "the command PUBACKed after a reconnect")
         await _until(lambda: c.pending() == 0, "the rejections PUBACKed")
-        assert writers[0].stalled and c.stats["connects"] == 2 and seen == [False, True], (seen, c.stats)
+        assert writers[0].stalled and stats(c)["connects"] == 2 and seen == [False, True], (seen, c.stats)
         assert "write stalled" in c.last_error, c.last_error
         pubs = b.of(p.PUBLISH)
         assert pubs and all(conn == 2 for conn, _, _ in pubs), pubs
@@ -733,7 +734,7 @@ def test_a_new_client_has_its_defaults_and_leaves_its_set_up_code_unloaded():
             c.backoff_min, c.backoff_max) == (30, 16, 4, 16384, 10, 15, 0.5, 60)
     assert c.will is None and c.handler is None and c.oversize is None and c.on_up is None
     assert c.wlan is None and c.log is None and c.client_id == "X"
-    assert c.state == "offline" and c.pending() == 0 and len(c._rx) == 512 and c.stats["connects"] == 0
+    assert c.state == "offline" and c.pending() == 0 and len(c._rx) == 512 and stats(c)["connects"] == 0
     c = MQTTClient("Y", None, keepalive=5, window=1)
     assert (c.keepalive, c.window, c.queue_size) == (5, 1, 16)
     import ppmid.mqtt.handshake  # noqa: F401,F811

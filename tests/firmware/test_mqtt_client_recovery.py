@@ -8,6 +8,7 @@ import asyncio
 
 from ppmid.mqtt import packets as p
 from ppmid.mqtt.client import MQTTError
+from ppmid.mqtt.link_host import stats
 
 from test_mqtt_client import FakeBroker, _client, _until, _with
 
@@ -38,8 +39,8 @@ async def test_a_qos0_publisher_whose_write_fails_is_told_and_not_left_waiting()
         await _until(lambda: c.state == "online", "online")
         asyncio.create_task(log_line())
         await _until(lambda: got, "the QoS 0 publisher to be told")
-        assert got == [False] and c.stats["drops"] == 1 and not fail[0]
-        await _until(lambda: c.stats["connects"] >= 2 and c.state == "online", "the reconnect")
+        assert got == [False] and stats(c)["drops"] == 1 and not fail[0]
+        await _until(lambda: stats(c)["connects"] >= 2 and c.state == "online", "the reconnect")
         # the client goes on: the next QoS 0 message is written and its publisher gets True
         assert await c.publish("ppmid/v1/00DB1234567890A0/log", b"next", qos=0) is True
         await _until(lambda: [1 for _, f, body in b.of(p.PUBLISH) if body.endswith(b"next")], "the next one")
@@ -79,10 +80,10 @@ async def test_connections_dropped_right_after_connack_back_off():
 
     async def body():
         for _ in range(6):
-            n = c.stats["link_losses"]
-            await _until(lambda: c.stats["link_losses"] > n, "another dropped connection")
+            n = stats(c)["link_losses"]
+            await _until(lambda: stats(c)["link_losses"] > n, "another dropped connection")
             delays.append(c.backoff_delay)
-        assert c.stats["connects"] >= 6 and c.stats["connect_failures"] == 0
+        assert stats(c)["connects"] >= 6 and stats(c)["connect_failures"] == 0
         assert delays[:4] == [0.02, 0.04, 0.08, 0.16] and delays[-1] == 0.16, delays
     await _with(b, c, body)
 
@@ -97,15 +98,15 @@ async def test_the_backoff_starts_again_after_a_connection_that_stayed_up():
     c = _client(b, backoff_min=0.02, backoff_max=0.16)
 
     async def body():
-        await _until(lambda: c.stats["connect_failures"] >= 4, "refusals")
+        await _until(lambda: stats(c)["connect_failures"] >= 4, "refusals")
         assert c.backoff_delay == 0.16
         b.connack_rc = 0
         await _until(lambda: c.state == "online", "online")
         client_module.ticks_ms = lambda: ticks_add(ticks_ms(), 31000)
         try:
-            n = c.stats["link_losses"]
+            n = stats(c)["link_losses"]
             b.drop()
-            await _until(lambda: c.stats["link_losses"] > n, "the drop")
+            await _until(lambda: stats(c)["link_losses"] > n, "the drop")
             assert c.backoff_delay == 0.02, c.backoff_delay
         finally:
             client_module.ticks_ms = ticks_ms
@@ -204,7 +205,7 @@ async def test_oversized_publish_with_a_topic_longer_than_its_head_is_answered_a
 
     async def body():
         await _until(lambda: b.acked == [7, 8, 9, 10, 11], "all PUBACKed")
-        assert c.stats["connects"] == 1 and c.stats["oversize"] == 4, c.last_error
+        assert stats(c)["connects"] == 1 and stats(c)["oversize"] == 4, c.last_error
         sizes = [3000 + 2 + len((base + lv).encode()) + 2 for lv in ("x" * 240, "é" * 200, "y" * 219 + "é" * 3, "z" * 2000)]
         assert [x[1] for x in big] == sizes and [x[2] for x in big] == [1] * 4
         for topic, _, _ in big:

@@ -11,6 +11,7 @@ import json
 from ppmid.mqtt import packets as p
 from ppmid.mqtt.intake import Intake
 from ppmid.mqtt.client import MQTTClient, tls_connector
+from ppmid.mqtt.link_host import stats
 from test_mqtt_client import FakeBroker, _until
 from test_relay_support import Rig, PPMID, KEY, stop_relay
 from ppmid.relay import outbox
@@ -114,8 +115,8 @@ async def test_backlog_beyond_the_queue_is_paced_by_withheld_pubacks_not_refused
         assert named(rig.relay.counters)["rejected"] == {}
         assert named(rig.relay.counters)["admit_waits"] >= 1  # the backlog did wait for room
         assert rig.han.sent == [bytes(e.gbcs) for e in envs]  # each once, in order
-        assert client.stats["connects"] == 1, client.last_error  # the link held throughout
-        assert client.stats["pubacks_withheld"] == 0
+        assert stats(client)["connects"] == 1, client.last_error  # the link held throughout
+        assert stats(client)["pubacks_withheld"] == 0
     finally:
         await client.stop()
         await stop_relay(rig.relay)
@@ -147,10 +148,10 @@ async def test_handler_wait_beyond_ack_timeout_keeps_the_link_but_a_dead_one_is_
         n = len(b.of(p.PINGREQ))
         await _until(lambda: len(b.of(p.PINGREQ)) > n, "one more ping")
         await asyncio.sleep(0.5)
-        assert client.stats["connects"] == 1 and b.acked == []
+        assert stats(client)["connects"] == 1 and b.acked == []
         release.set()            # the handler returns: PUBACK, then the silence counts
         await _until(lambda: b.acked == [1], "the PUBACK")
-        await _until(lambda: client.stats["connects"] >= 2, "a reconnect after the unanswered ping")
+        await _until(lambda: stats(client)["connects"] >= 2, "a reconnect after the unanswered ping")
     finally:
         await client.stop()
         task.cancel()

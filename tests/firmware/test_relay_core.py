@@ -944,6 +944,45 @@ async def test_full_queue_wait_is_bounded_then_busy_and_known_or_forged_ids_do_n
     assert named(r.relay.counters)["rejected"] == {"E_BUSY": 1, "E_AUTH": 1}
 
 
+def test_the_info_payload_is_the_relays_report_with_the_apps_part():
+    # ppmid.app's _info is the link's info callable: relay/report.py's gateway puts the
+    # payload together for each report (docs/mqtt.md), and the module goes after it
+    import sys
+    from ppmid import app, VERSION
+
+    class Board:
+        name = "esp32-devkitc"
+
+    class Commission:
+        def info(self):
+            return {"state": "joined", "tries": 1}
+    r = Rig()
+    r.validator.profile = ("ch-only", 4)
+    r.han.status, r.han.module, r.han.commission = "running", "EmberZNet 7.4.1", None
+    r.clock.source, r.clock.synced_at = "sntp", 1800000000
+    app.heap["free"], app.heap["min"] = 90000, 85000
+    info = app._info(Board(), r.relay, r.han, r.clock)
+    d = info()
+    assert "ppmid.relay.report" not in sys.modules
+    relay_part = r.relay.info()
+    for k in relay_part:
+        assert d[k] == relay_part[k], k
+    assert (d["fw"], d["board"], d["han"], d["module"]) == (VERSION, "esp32-devkitc", "running", "EmberZNet 7.4.1")
+    assert (d["heap_free"], d["heap_min"], d["clock"], d["clock_synced_at"]) == (90000, 85000, "sntp", 1800000000)
+    assert (d["profile"], d["profile_codes"]) == ("ch-only", 4)
+    assert "commissioning" not in d and "update" not in d and "nfc" not in d
+    assert len(d) == len(relay_part) + 10
+    # commissioning ran, an update ever ran, a reader: their parts too; the heap figures
+    # as they are at the report, not as they were when the callable was made
+    r.han.commission = Commission()
+    app.heap["min"] = 80000
+    d = app._info(Board(), r.relay, r.han, r.clock, {"version": "0.2.0"}, {"taps": 3})()
+    assert d["commissioning"] == {"state": "joined", "tries": 1} and d["heap_min"] == 80000
+    assert d["update"] == {"version": "0.2.0"} and d["nfc"] == {"taps": 3}
+    assert "ppmid.relay.report" not in sys.modules
+    app.heap["free"], app.heap["min"] = 0, None
+
+
 def test_every_relay_counter_index_names_its_counter():
     # the relay and the modules that count with it use private _C_X = const(i) indices into
     # relay.counters (a list); relay/report.py names them (x, lower case, at index i)

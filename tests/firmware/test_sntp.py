@@ -377,19 +377,39 @@ async def test_run_waits_for_wifi_and_a_pause_ends_when_wifi_comes_back():
         await asyncio.sleep(0)
     assert net.sent == []
     task.cancel()
-    # a long pause is cut short by Wi-Fi coming back after a drop
+    # a long pause (600 s after a sync) is cut short by Wi-Fi coming back after a drop: the
+    # next sync comes at once, not 600 s later
     c.wlan.up = True
-    ticks0 = t.tick
+    synced = []
+    sync_once = c.sync_once
 
-    async def drop_and_restore():
-        c.wlan.up = False
+    async def one_sync():
+        synced.append(t.tick)
+        return 600
+    c.sync_once = one_sync
+    task = asyncio.create_task(c.run())
+    for _ in range(5):
         await asyncio.sleep(0)
+    assert len(synced) == 1
+    c.wlan.up = False
+    for _ in range(3):
         await asyncio.sleep(0)
-        c.wlan.up = True
-    t2 = asyncio.create_task(drop_and_restore())
-    await c._pause(600)
-    await t2
-    assert t.tick - ticks0 < 600 * 1000
+    assert len(synced) == 1          # down: still pausing
+    c.wlan.up = True
+    for _ in range(3):
+        await asyncio.sleep(0)
+    task.cancel()
+    assert len(synced) == 2 and synced[1] - synced[0] < 600 * 1000
+    c.sync_once = sync_once
+    # without the drop the pause runs its full length
+    synced.clear()
+    c.sync_once = one_sync
+    task = asyncio.create_task(c.run())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    task.cancel()
+    assert len(synced) == 1
+    c.sync_once = sync_once
     # a query's socket is tracked (closed by a Wi-Fi drop) and untracked after
     net.answers = [[(0, good(), None)]]
     await c.sync_once()

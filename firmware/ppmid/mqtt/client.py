@@ -29,6 +29,21 @@ E_MQTT_TIMEOUT = "E_MQTT_TIMEOUT"
 E_MQTT_CLOSED = "E_MQTT_CLOSED"
 E_MQTT_SUBSCRIBE = "E_MQTT_SUBSCRIBE"
 
+# the client's counters (client.stats, a list of ints, made by ppmid.mqtt.handshake.set_up)
+# by these indices; their names, in this order, are ppmid/mqtt/link_host.py's STATS (tests and
+# host tools read them by name there): a list holds no names, a dict held ten for reports no
+# gateway makes (docs/memory.md, "Session 11, the relay, MQTT and app side")
+_C_CONNECTS = const(0)
+_C_CONNECT_FAILURES = const(1)
+_C_DROPS = const(2)
+_C_RETRANSMITS = const(3)
+_C_PUBLISHED = const(4)
+_C_RECEIVED = const(5)
+_C_PUBACKS_WITHHELD = const(6)
+_C_PINGS = const(7)
+_C_OVERSIZE = const(8)
+_C_LINK_LOSSES = const(9)
+
 # A receive buffer (the first one is 512 bytes: ppmid.mqtt.handshake.set_up) grows to the
 # largest packet up to this size and is kept; one larger is allocated for its message alone
 # and let go once the message is handled: a large command's JSON (5.6 KB for 4 KB of GBCS) is not held through its own send, when the body
@@ -84,7 +99,7 @@ class _Msg:
         self.sent_at = 0
         self.done = done  # asyncio.Event for a waiting publisher, or None
         self.sent = 0     # times put on the wire
-        self.conn = 0     # the connection (stats["connects"]) it last went out on
+        self.conn = 0     # the connection (stats[_C_CONNECTS]) it last went out on
 
 
 class _TlsStream:
@@ -222,7 +237,7 @@ class MQTTClient:
             return True
         while self.pending() >= self.queue_size:
             if not wait:
-                self.stats["drops"] += 1
+                self.stats[_C_DROPS] += 1
                 return False
             self._space.clear()
             await self._space.wait()
@@ -236,44 +251,50 @@ class MQTTClient:
 
     async def run(self):
         """Connect and stay connected until stop()."""
-        attempt = 0
-        while not self._stopping:
-            if self.wlan is not None and not self.wlan.isconnected():
-                self.state = "wifi-down"
-                while not self.wlan.isconnected() and not self._stopping:
-                    await sleep_ms(250)
-                continue
-            self._online = None
-            self._poisoned = False
-            try:
-                self.state = "connecting"
-                await self._session()
-            except Exception as exc:  # noqa: BLE001 - every failure means: back off, retry
+        try:
+            attempt = 0
+            while not self._stopping:
+                if self.wlan is not None and not self.wlan.isconnected():
+                    self.state = "wifi-down"
+                    while not self.wlan.isconnected() and not self._stopping:
+                        await sleep_ms(250)
+                    continue
+                self._online = None
+                self._poisoned = False
                 try:
-                    self._note(exc)
-                except Exception:  # (a MemoryError noting a MemoryError): the loop goes on
-                    pass
-            if self._stopping:
-                break
-            if self._online is not None:
-                self.stats["link_losses"] += 1
-                # up for 30 s: the back-off starts again. An age that reads negative is one
-                # past half the tick period (6.2 days on the ESP32), old, as elsewhere
-                # (review_w5-4; misread only within 30 s of a multiple of 12.4 days)
-                up_ms = ticks_diff(ticks_ms(), self._online)
-                if not self._poisoned and (up_ms < 0 or up_ms >= _STABLE_MS):
-                    attempt = 0
-                # else: the handler refused a message the broker will redeliver at once;
-                # keep backing off so that a persistent failure does not spin
-            else:
-                self.stats["connect_failures"] += 1
-            self.state = "backoff"
-            delay = min(self.backoff_max, self.backoff_min * (1 << min(attempt, 16)))
-            self.backoff_delay = delay
-            attempt += 1
-            # full jitter on the upper half: spreads a fleet's reconnects after an outage
-            await sleep_ms(int((delay / 2 + delay / 2 * random.getrandbits(10) / 1024) * 1000))
-        self.state = "stopped"
+                    self.state = "connecting"
+                    await self._session()
+                except Exception as exc:  # noqa: BLE001 - every failure means: back off, retry
+                    try:
+                        self._note(exc)
+                    except Exception:  # (a MemoryError noting a MemoryError): the loop goes on
+                        pass
+                if self._stopping:
+                    break
+                if self._online is not None:
+                    self.stats[_C_LINK_LOSSES] += 1
+                    # up for 30 s: the back-off starts again. An age that reads negative is one
+                    # past half the tick period (6.2 days on the ESP32), old, as elsewhere
+                    # (review_w5-4; misread only within 30 s of a multiple of 12.4 days)
+                    up_ms = ticks_diff(ticks_ms(), self._online)
+                    if not self._poisoned and (up_ms < 0 or up_ms >= _STABLE_MS):
+                        attempt = 0
+                    # else: the handler refused a message the broker will redeliver at once;
+                    # keep backing off so that a persistent failure does not spin
+                else:
+                    self.stats[_C_CONNECT_FAILURES] += 1
+                self.state = "backoff"
+                delay = min(self.backoff_max, self.backoff_min * (1 << min(attempt, 16)))
+                self.backoff_delay = delay
+                attempt += 1
+                # full jitter on the upper half: spreads a fleet's reconnects after an outage
+                await sleep_ms(int((delay / 2 + delay / 2 * random.getrandbits(10) / 1024) * 1000))
+            self.state = "stopped"
+        except BaseException:
+            # the road's one task ended by a failure (nothing in the firmware stops it
+            # so): the relay's health check sees it through Link.running (review_w5-3)
+            self.state = "ended"
+            raise
 
     async def stop(self):
         """Graceful DISCONNECT (the broker then does not publish the will)."""
@@ -403,15 +424,15 @@ class MQTTClient:
         hdr = p.publish_header(m.topic, len(m.payload), m.qos, m.retain, dup, m.pid)
         m.sent_at = ticks_ms()
         m.sent += 1
-        m.conn = self.stats["connects"]
+        m.conn = self.stats[_C_CONNECTS]
         await self._write(hdr, m.payload)
 
     async def _sender(self):
         # Resend whatever the last connection left unacknowledged, in order, with DUP.
         for m in list(self._inflight):
-            if m.conn == self.stats["connects"]:
+            if m.conn == self.stats[_C_CONNECTS]:
                 continue  # already went on this connection (publish(first=True))
-            self.stats["retransmits"] += 1
+            self.stats[_C_RETRANSMITS] += 1
             await self._send(m, True)
         ka_ms = self.keepalive * 500  # ping after half the keepalive without sending
         ack_ms = int(self.ack_timeout * 1000)
@@ -427,11 +448,11 @@ class MQTTClient:
                 except BaseException:
                     if not m.qos:  # in neither list now: lost (QoS 0 allows it), but its
                         m.sent = 0  # waiting publisher is told (False), not left waiting for ever
-                        self.stats["drops"] += 1
+                        self.stats[_C_DROPS] += 1
                         self._finish(m)
                     raise
                 if not m.qos:
-                    self.stats["published"] += 1
+                    self.stats[_C_PUBLISHED] += 1
                     self._finish(m)
             if self._dead is not None:
                 break
@@ -452,7 +473,7 @@ class MQTTClient:
             if self.keepalive and (self._ping_at is None or self._in_handler) and ticks_diff(now, self._tx_at) >= ka_ms:
                 if self._ping_at is None:
                     self._ping_at = now
-                self.stats["pings"] += 1
+                self.stats[_C_PINGS] += 1
                 await self._write(p.PINGREQ_PACKET)
             await wait_event_ms(self._wake, 500)
 
@@ -550,7 +571,7 @@ class MQTTClient:
                     for m in self._inflight:
                         if m.pid == pid:
                             self._inflight.remove(m)
-                            self.stats["published"] += 1
+                            self.stats[_C_PUBLISHED] += 1
                             self._finish(m)
                             self._wake.set()
                             break
@@ -572,9 +593,9 @@ class MQTTClient:
         topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)
         if qos == 2:
             raise p.PacketError(_text(_S_QOS2))
-        self.stats["received"] += 1
+        self.stats[_C_RECEIVED] += 1
         if self._oversize:
-            self.stats["oversize"] += 1
+            self.stats[_C_OVERSIZE] += 1
             if self.oversize is not None:
                 try:
                     await self.oversize(topic, self._oversize, qos, dup)
@@ -585,7 +606,7 @@ class MQTTClient:
             try:
                 await self.handler(topic, payload, qos, dup)
             except Exception as exc:  # noqa: BLE001
-                self.stats["pubacks_withheld"] += 1
+                self.stats[_C_PUBACKS_WITHHELD] += 1
                 self._poisoned = True
                 self._note(exc)
                 # No PUBACK: drop the link so that the broker redelivers after reconnect.

@@ -8,6 +8,7 @@
 import asyncio
 import struct
 import sys
+from micropython import const
 
 from ppmid.mqtt.packets import (PacketError, CONNECT, CONNACK, SUBSCRIBE, SUBACK_FAILURE, encode_length,
                                 encode_string, check_topic)
@@ -16,6 +17,7 @@ from ppmid.clock import ticks_ms, ticks_diff, wait_for_ms, wait_event_ms
 
 _MP = sys.implementation.name == "micropython"
 _RX_MIN = 512  # the client's first receive buffer (it grows to the largest packet: client.py)
+_C_CONNECTS = const(0)  # client.stats' index of "connects" (client.py's, named in ppmid/mqtt/link_host.py)
 
 # CONNACK return codes (3.2.2.3)
 CONNACK_TEXT = {
@@ -208,9 +210,7 @@ def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on
     client.state = "offline"
     client.last_error = None
     client.session_present = False
-    client.stats = {"connects": 0, "connect_failures": 0, "drops": 0, "retransmits": 0,
-                    "published": 0, "received": 0, "pubacks_withheld": 0, "pings": 0, "oversize": 0,
-                    "link_losses": 0}
+    client.stats = [0] * 10  # by the client's _C_X indices (ppmid/mqtt/link_host.py names them)
 
 
 async def start(client):
@@ -235,7 +235,7 @@ async def start(client):
                         % (CONNACK_TEXT.get(rc, "?"), rc))
     client._online = ticks_ms()
     client.session_present = present
-    client.stats["connects"] += 1
+    client.stats[_C_CONNECTS] += 1
     return r
 
 

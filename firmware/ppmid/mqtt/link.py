@@ -38,15 +38,13 @@ class Link:
         if self.info is not None:
             await self.client.publish(self.topics.info, info_json(self.info()), 1, True)
 
-    async def run(self):
-        try:
-            await self.client.run()
-        except BaseException:
-            # the road's one task ended by a failure (nothing in the firmware stops it): the
-            # relay's health check (boot.client_check) sees it (review_w5-3)
-            self.client.state = "ended"
-            raise
+    def run(self):
+        # the client's own run coroutine, not one that awaits it: the task that runs the
+        # link for the app's life holds no frame of this method (docs/memory.md, "Session
+        # 11, the relay, MQTT and app side"); a failure that ends it sets the client's
+        # state to "ended" (MQTTClient.run)
+        return self.client.run()
 
     def running(self):
-        # boot.client_check's test: False once run() ended by a failure
+        # boot.client_check's test: False once the client's run() ended by a failure
         return self.client.state != "ended"

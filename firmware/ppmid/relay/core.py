@@ -619,11 +619,13 @@ class Relay:
             self.state = "degraded" if degraded else "running"
         return True, "degraded" if degraded else "ok"
 
-    def info(self):
-        """The relay's part of the info payload (docs/mqtt.md): relay/report.py's, a module
-        loaded for each report and dropped after it (cold code, and the counters' names)."""
+    def info(self, app=None):
+        """The relay's part of the info payload (docs/mqtt.md), or with app (ppmid.app's
+        _info: its board, HAN, clock, heap figures, update and NFC summaries) the whole
+        payload: relay/report.py's, a module loaded for each report and dropped after it
+        (cold code, and the counters' names)."""
         from ppmid.relay import report
-        d = report.info(self)
+        d = report.info(self) if app is None else report.gateway(self, app)
         from ppmid.modules import unload
         unload("ppmid.relay.report", "ppmid.modules")
         return d

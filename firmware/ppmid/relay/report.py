@@ -1,4 +1,5 @@
-# The relay's info report (Relay.info: the info topic's relay part, docs/mqtt.md), and its
+# The relay's info report (Relay.info: the info topic's relay part, docs/mqtt.md, and with
+# the app's part the whole payload: gateway), and its
 # counters by name, as the report gives them and tests and the benchmarks read them. Loaded
 # by Relay.info for each report and dropped after it: the running relay holds neither the
 # report's code nor a dict of counter names. The relay counts in a list of ints by private
@@ -11,6 +12,7 @@
 # with the report. At index 22 (_C_MORE) the resend road's counters (relay/resend.py's
 # count): None until the first, then a list [name, n, name, n, ...] in the order they were
 # first counted (a dict's order would be its hash table's on MicroPython).
+from ppmid import VERSION
 from ppmid.relay.journal import QUEUED, SENDING
 
 _NAMES = ("received accepted relayed answered late timeouts failed rejected retries "
@@ -30,6 +32,31 @@ def info(relay):
     return {"state": relay.state, "health": why, "live": len(relay.journal.live), "queued": queued,
             "in_flight": sending, "to_publish": len(relay.to_publish), "journal_bytes": relay.journal.size,
             "journal_compactions": relay.journal.compactions, "counters": named(relay.counters)}
+
+
+def gateway(relay, app):
+    """The info topic's whole payload (docs/mqtt.md): the relay's part (info) and the app's.
+    app: (board, han, clock, heap, update, nfc) as ppmid.app's _info holds them: heap the
+    app's figures (free, min); update the update pointer's summary (ppmid.update.slots),
+    nfc the NFC road's counters, each None when there is none."""
+    board, han, clock, heap, update, nfc = app
+    d = info(relay)
+    d["fw"] = VERSION
+    d["board"] = board.name
+    d["han"] = han.status
+    d["module"] = han.module
+    if han.commission is not None:  # commissioning ran since boot (docs/zigbee.md)
+        d["commissioning"] = han.commission.info()
+    d["heap_free"] = heap["free"]
+    d["heap_min"] = heap["min"]
+    d["clock"] = clock.source
+    d["clock_synced_at"] = clock.synced_at
+    d["profile"], d["profile_codes"] = relay.validator.profile
+    if update is not None:
+        d["update"] = update
+    if nfc is not None:
+        d["nfc"] = nfc
+    return d
 
 
 def named(c):
