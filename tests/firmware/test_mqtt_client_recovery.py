@@ -132,7 +132,7 @@ async def test_a_failure_while_noting_a_failure_does_not_end_the_client():
     task = asyncio.create_task(c.run())
     try:
         await _until(lambda: len(dials) >= 3 or task.done(), "three dials")
-        assert not task.done() and c.stats["connect_failures"] >= 2
+        assert not task.done() and stats(c)["connect_failures"] >= 2
     finally:
         await c.stop()
         await asyncio.sleep(0.05)
@@ -163,7 +163,7 @@ async def test_the_backoff_starts_again_after_a_connection_up_for_more_than_half
     c = _client(b, backoff_min=0.02, backoff_max=0.16)
 
     async def body():
-        await _until(lambda: c.stats["connect_failures"] >= 4, "refusals")
+        await _until(lambda: stats(c)["connect_failures"] >= 4, "refusals")
         assert c.backoff_delay == 0.16
         b.connack_rc = 0
         await _until(lambda: c.state == "online", "online")
@@ -172,9 +172,9 @@ async def test_the_backoff_starts_again_after_a_connection_up_for_more_than_half
         client_module.ticks_ms, client_module.ticks_diff = esp32_ticks, esp32_diff
         try:
             assert esp32_diff(esp32_ticks(), c._online) < 0      # what the ESP32 would read
-            n = c.stats["link_losses"]
+            n = stats(c)["link_losses"]
             b.drop()
-            await _until(lambda: c.stats["link_losses"] > n, "the drop")
+            await _until(lambda: stats(c)["link_losses"] > n, "the drop")
             assert c.backoff_delay == 0.02, c.backoff_delay
         finally:
             client_module.ticks_ms, client_module.ticks_diff = ticks_ms, ticks_diff

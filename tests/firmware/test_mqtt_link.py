@@ -10,7 +10,7 @@ from ppmid.mqtt import packets as p
 from ppmid.mqtt.handshake import connect as connect_packet
 from ppmid.mqtt.client import tls_connector
 from ppmid.mqtt.link import Link
-from ppmid.mqtt.link_host import stop
+from ppmid.mqtt.link_host import stats, stop
 from ppmid.mqtt.credentials import max_packet_for
 from ppmid.mqtt.credentials import load_credentials
 from test_mqtt_client import FakeBroker, _until
@@ -100,7 +100,7 @@ async def test_the_boot_s_client_check_is_down_only_once_the_client_task_has_end
     r.relay.link_checks[:] = [client_check(lk)]
     task = asyncio.create_task(lk.run())
     try:
-        await _until(lambda: lk.client.stats["connect_failures"] >= 5, "five failed connects")
+        await _until(lambda: stats(lk.client)["connect_failures"] >= 5, "five failed connects")
         assert up() and not task.done()
         r.clock.advance(4 * 3600 * 1000)              # hours of outage: nothing is down
         r.relay._beats["dispatch"] = r.clock.ms()
