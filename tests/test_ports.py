@@ -205,6 +205,29 @@ def test_a_deploy_holds_the_emulated_boards_port_from_build_to_reset_and_then_fr
         assert b.exec("print(6 * 7)").strip() == "42"  # an mpremote run after it gets the port
 
 
+def test_a_romfs_deploy_holds_the_port_from_build_to_reset_and_during_its_copies(tmp_path, monkeypatch):
+    # review_w10-1: as a plain deploy holds it, the image's copies included
+    from host_tools import deploy, deploy_romfs
+    from host_tools.emuboard import EmulatedBoard
+    seen = []
+    real = deploy._run_mpremote
+
+    def watched(cmd, what, *a, **k):  # the copies, which take no PortLock of their own
+        if "cp" in cmd:
+            seen.append(("during " + what, another_process_may_take(cmd[2])))
+        return real(cmd, what, *a, **k)
+
+    monkeypatch.setattr(deploy, "_run_mpremote", watched)
+    with EmulatedBoard(tmp_path / "board") as b:
+        deploy_romfs.deploy_romfs(b.repl, "emulated", log=lambda m: seen.append((m, another_process_may_take(b.repl))))
+        said = [m for m, _ in seen]
+        assert said[-1] == "soft reset" and any(m.startswith("during copy") for m in said), said
+        assert not any(free for _, free in seen), seen
+        assert another_process_may_take(b.repl)
+        b.wait_ready(60)  # after the reset the board takes an mpremote run again
+        assert b.exec("print(6 * 7)").strip() == "42"
+
+
 def test_a_flash_is_refused_before_esptool_and_holds_the_port_around_its_runs(pty_port, tmp_path, monkeypatch):
     from host_tools import flash
     from tests.test_flash import image_for
