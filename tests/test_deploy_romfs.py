@@ -4,6 +4,7 @@ app boots from /rom and relays; the refusals (no partition, an image too large, 
 small even from ROMFS) with their codes and figures, before anything is written; a write
 cut before its header leaves no image a boot mounts."""
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -159,25 +160,53 @@ def test_an_image_larger_than_the_partition_is_refused_with_the_figures(tmp_path
 
 def test_the_heap_need_from_romfs_is_its_own_figure_and_both_refusals_name_the_routes(tmp_path, monkeypatch):
     need, source = deploy.romfs_heap_need()
-    assert need == 73360 and "frozen32.py" in source  # boards/app_heap.json romfs
+    with open(deploy.APP_HEAP_JSON) as f:
+        assert need == json.load(f)["romfs"]["peak_4kb_command_bytes"] and "frozen32.py" in source
     plain, _ = deploy.app_heap_need()
     assert need < plain
     small = {"chip": "esp32", "heap": "64K"}
-    with pytest.raises(DeployError, match=r"the app needs 73360 bytes at its peak even with its package in a ROMFS "
-                                          r"image .*make image BOARD=x"):
+    with pytest.raises(DeployError, match=r"the app needs %d bytes at its peak even with its package in a ROMFS "
+                                          r"image .*make image BOARD=x" % need):
         deploy_romfs.romfs_heap_fits("x", small)
     assert deploy_romfs.romfs_heap_fits("x", small, force=True, log=lambda m: None) is False
     # the ESP32 DevKitC's 110K: too small for the .mpy files on the flash, enough from ROMFS;
     # the plain refusal names the ROMFS route and its figure
     devkitc = boards.load_board("esp32-devkitc")
     assert deploy_romfs.romfs_heap_fits("esp32-devkitc", devkitc) is True
-    with pytest.raises(DeployError, match=r"ppmid deploy --romfs.*73360 bytes"):
+    with pytest.raises(DeployError, match=r"ppmid deploy --romfs.*%d bytes" % need):
         deploy.heap_fits("esp32-devkitc", devkitc)
     path = tmp_path / "app_heap.json"
     path.write_text('{"peak_4kb_command_bytes": 1}')
     monkeypatch.setattr(deploy, "APP_HEAP_JSON", str(path))
     with pytest.raises(DeployError, match="cannot read the app's heap need from ROMFS"):
         deploy_romfs.romfs_heap_fits("x", small)
+
+
+def test_the_romfs_need_is_written_by_the_run_that_measures_it(tmp_path):
+    # review_w10-9: frozen32.py writes boards/app_heap.json `romfs` from its ROMFS row (the
+    # plain figure beside it kept); a skipped run writes nothing; the checked-in entry names
+    # that writer (the entry it writes names the row too)
+    sys.path.insert(0, os.path.join(boards.CHECKOUT, "bench"))
+    sys.path.insert(0, os.path.join(boards.CHECKOUT, "bench", "heap32"))
+    try:
+        from heap32 import frozen32
+    finally:
+        del sys.path[:2]
+    with open(deploy.APP_HEAP_JSON) as f:
+        checked_in = json.load(f)
+    assert checked_in["romfs"]["by"] == "bench/heap32/frozen32.py"
+    path = tmp_path / "app_heap.json"
+    path.write_text(json.dumps(checked_in))
+    rows = [{"name": frozen32.PEAK_ROW + "mpy", "value": 1}, {"name": frozen32.ROMFS_NEED_ROW, "value": 70001}]
+    assert frozen32.write_romfs_need(rows, str(path), today="2027-01-02") == 70001
+    got = json.loads(path.read_text())
+    assert got["romfs"]["peak_4kb_command_bytes"] == 70001 and got["romfs"]["measured"] == "2027-01-02"
+    assert got["romfs"]["row"] == frozen32.ROMFS_NEED_ROW and got["romfs"]["by"] == "bench/heap32/frozen32.py"
+    assert {k: v for k, v in got.items() if k != "romfs"} == {k: v for k, v in checked_in.items() if k != "romfs"}
+    assert deploy.romfs_heap_need(str(path))[0] == 70001
+    before = path.read_text()
+    assert frozen32.write_romfs_need([{"name": "heap32 frozen", "skipped": "MICROPY_DIR is not set"}], str(path)) is None
+    assert path.read_text() == before
 
 
 def _stage_chunks(b, tmp_path, image):
