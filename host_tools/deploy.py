@@ -25,7 +25,9 @@
    renamed first and boot.py second: a reset after that is finished by boot.py at the next
    boot, before anything imports ppmid; this deploy, probing again, finds every file's hash
    right and says so.
-5. Soft-reset the board (Ctrl-D at the REPL) so it boots the new code.
+5. Retire a ROMFS image an earlier `ppmid deploy --romfs` left in the romfs partition (its
+   header zeroed: forget_romfs_image), so no boot imports that older package from /rom.
+6. Soft-reset the board (Ctrl-D at the REPL) so it boots the new code.
 Before all this, a real board whose Python heap (board.json "heap") is smaller than the
 app's need (boards/app_heap.json, the 32-bit gauge's peak, rewritten by bench/bench_heap32.py)
 is refused: the .mpy files would be loaded into that heap. Such a board takes the app frozen
@@ -536,9 +538,13 @@ def soft_reset(port):
         raise DeployError("soft reset on %s failed: %s" % (port, exc))
 
 
-def _stage_and_install(port, arch, definition, build_dir, files, local, attempts, log):
+def _stage_and_install(port, arch, definition, build_dir, files, local, attempts, log, stage_only=(),
+                       before_install=None):
     """Probe, copy what is not staged yet, verify, install: again after every BoardLost (a
-    watchdog reset mid-copy), keeping what earlier attempts staged, up to `attempts` rounds."""
+    watchdog reset mid-copy), keeping what earlier attempts staged, up to `attempts` rounds.
+    stage_only: files of `files` staged and verified but not installed (the ROMFS image's
+    chunks, deploy_romfs.py); before_install(): run once all is staged, before the install,
+    again in the next round when it or the install lost the board (it must resume)."""
     build = build_id(local)
     sizes = {f: os.path.getsize(os.path.join(build_dir, f)) for f in files}
     installed = changed = lost = None
@@ -552,8 +558,8 @@ def _stage_and_install(port, arch, definition, build_dir, files, local, attempts
                 mpy, stage, staged, dirs = _reprobe(port, arch, definition, build)
             answered = True
             if installed is None:
-                installed = board_hashes(port, files, "")
-                changed = [f for f in files if installed.get(f) != local[f]]
+                installed = board_hashes(port, [f for f in files if f not in stage_only], "")
+                changed = [f for f in files if f in stage_only or installed.get(f) != local[f]]
                 log("%d of %d files changed" % (len(changed), len(files)))
             ready = [f for f in changed if staged.get(f) == local[f]]
             todo = [f for f in changed if f not in ready]
@@ -587,8 +593,11 @@ def _stage_and_install(port, arch, definition, build_dir, files, local, attempts
                 log("the install is complete on the board (one cut short is finished at boot): "
                     "all %d files have the build's hash" % len(files))
                 return mpy
+            if before_install is not None:
+                before_install()
             install = board_scripts.with_call("deploy_install.py", "_install", build,
-                                              [[f, local[f]] for f in _install_order(changed)], list(files), PACKAGE)
+                                              [[f, local[f]] for f in _install_order(changed) if f not in stage_only],
+                                              [f for f in files if f not in stage_only], PACKAGE)
             installing = install_tried = True
             # each rename prints a line: a call that goes silent lost its board (a reset)
             out = _exec(port, install, "install on %s" % port, timeout=120, stall_s=STALL_S)
@@ -615,6 +624,41 @@ def _stage_and_install(port, arch, definition, build_dir, files, local, attempts
         "%s of %d changed files staged and verified in %s, %s; run the same deploy again to resume "
         "(docs/platform.md `ppmid deploy`)"
         % (port, attempts, str(lost)[-300:], done, len(changed or ()), STAGING, outcome))
+
+
+def forget_romfs_image(port, arch, definition, attempts, log):
+    """After a plain or --scripts-only install: a ROMFS image that an earlier `--romfs`
+    deploy left in the board's romfs partition loses its header (board_scripts/
+    romfs_write.py _rom_invalidate), so no later boot imports that older package from /rom
+    (a --scripts-only deploy removes the flash's /ppmid, which shadowed it: review_w10-5);
+    an image file such a deploy left on the flash goes too (review_w10-11). A board without
+    the partition answers so. Lost on the way (the app's watchdog): probed and asked again;
+    a cut before it leaves the image whole, and the same deploy run again does it."""
+    what = "forget the ROMFS image on %s" % port
+    for attempt in range(1, attempts + 1):
+        try:
+            out = _exec(port, board_scripts.with_call("romfs_write.py", "_rom_invalidate"), what, timeout=60,
+                        stall_s=STALL_S)
+            break
+        except BoardLost as exc:
+            if attempt == attempts:
+                raise BoardLost("%s: lost the board %d times (last: %s); the new files are installed, but a ROMFS "
+                                "image may still be in the partition: run the same deploy again"
+                                % (what, attempts, exc))
+            log("board lost (%s); attempt %d of %d: probing again" % (str(exc)[-300:], attempt + 1, attempts))
+            _reprobe(port, arch, definition, None)
+    lines = [line.split() for line in out.splitlines() if line.startswith("@@")]
+    if ["@@ROM", "invalidated"] in lines:
+        log("the romfs partition's image (an earlier --romfs deploy's) lost its header: /rom is not mounted")
+    if any(fields[0] == "@@GONE" for fields in lines):
+        log("removed the ROMFS image file an earlier --romfs deploy left on the flash")
+    bad = [fields for fields in lines if fields[0] == "@@ROMERR"]
+    if bad:
+        raise DeployError("%s: the partition refused the write (E_DEPLOY_ROMFS_WRITE: %s): the new files are "
+                          "installed, but the image stays and boots when /%s is not on the flash; run the same "
+                          "deploy again" % (what, " ".join(bad[0][1:]), PACKAGE))
+    if not any(fields[0] in ("@@ROM", "@@GONE") for fields in lines):
+        raise BoardLost("%s: no answer (%r)" % (what, out[-200:]))
 
 
 def cut_outcome(changed, install_tried):
@@ -688,6 +732,7 @@ def _deploy(port, board, firmware_dir, build_dir, reset, dry_run, log, scripts_o
             return files
         local = {f: sha256_file(os.path.join(build_dir, f)) for f in files}
         _stage_and_install(port, arch, definition, build_dir, files, local, attempts, log)
+        forget_romfs_image(port, arch, definition, attempts, log)
         log("installed on %s" % port)
         if reset:
             soft_reset(port)

@@ -11,21 +11,30 @@ the flash filesystem as a plain deploy puts it (docs/platform.md `ppmid deploy -
 2. Probe the board as a deploy does (a MicroPython REPL of the build's architecture, the
    board's chip), then ask it for its partition (`vfs.rom_ioctl`): refused when it has none
    (a stock image: no MICROPY_VFS_ROM) or a smaller one than the image.
-3. Copy the image to the flash (/.romfs-new.img, checked by its SHA-256), erase the
-   partition and write all of it but its first bytes (board_scripts/romfs_write.py), and
-   read that part back (SHA-256).
+3. Stage the image on the flash as a plain deploy stages files (/.deploy-new, resumable:
+   CHUNK-byte pieces /.deploy-new/romfs-image/NNN, each checked by its SHA-256, with the
+   scripts of step 4), then erase the partition's first chunk and write all of the image but
+   its first bytes (board_scripts/romfs_write.py): a chunk the partition already holds is not
+   written again, so a watchdog reset in the middle costs the chunk it cut; read that part
+   back (SHA-256). A board that resets (the running app's watchdog keeps running after the
+   probe's Ctrl-C) is probed again and the deploy goes on from what is staged and written,
+   up to `attempts` rounds, as a plain deploy does (review_w10-4).
 4. Install boot.py, main.py, install.mpy and board.json as a deploy with --scripts-only
-   does (staged, verified, renamed by firmware/install.py, finished at boot when cut): the
-   install removes the flash's /ppmid, which would otherwise be imported before /rom
-   (sys.path is ['', '.frozen', '/rom', '/rom/lib', '/lib'] and '' is the flash root).
-5. Write the image's first bytes (its ROMFS header), read the whole image back and compare
-   its SHA-256 with the built one, remove /.romfs-new.img, soft-reset.
+   does (renamed by firmware/install.py, finished at boot when cut): the install removes
+   the flash's /ppmid, which would otherwise be imported before /rom (sys.path is
+   ['', '.frozen', '/rom', '/rom/lib', '/lib'] and '' is the flash root), and the staging
+   dir with the image's chunks.
+5. Write the image's first bytes (its ROMFS header, sent with the call), read the whole
+   image back and compare its SHA-256 with the built one, soft-reset.
+The port is held (ports.PortLock) from before the build to the reset, as a plain deploy
+holds it (review_w10-1).
 
 A cut anywhere leaves no mix of two builds: until step 4 the flash holds the old set whole
 (the old package on the flash shadows /rom; an old ROMFS image lost its header in step 3,
 so no boot mounts it); after step 4 the new boot.py and main.py find no package until step
 5 writes the header, so the app does not start (main.py's import fails, the board stays at
-the REPL or reboots) until the same deploy is run again, which writes it all again.
+the REPL or reboots) until the same deploy is run again, which stages and writes again
+what is not there yet.
 """
 import contextlib
 import hashlib
@@ -38,9 +47,13 @@ import tempfile
 from host_tools import board_scripts, boards, deploy
 from host_tools.boards import FIRMWARE_DIR, tool
 from host_tools.deploy import DeployError
+from host_tools.ports import PortLock
 
-IMAGE_ON_FLASH = "/.romfs-new.img"  # the image on its way into the partition
-IMAGE_NAME = "ppmid.romfs"          # in the build dir
+IMAGE_NAME = "ppmid.romfs"  # in the build dir
+CHUNKS = "romfs-image"     # the image's pieces, in the build dir and staged in deploy.STAGING
+# a piece: whole 4 KB erase units (an ESP32's flash sector, the emulated board's), small
+# enough that a 115,200-baud copy of one fits well inside the app's 30 s watchdog window
+CHUNK = 8192
 
 
 class NoRomfs(DeployError):
@@ -123,8 +136,44 @@ def _answer(lines, tag, what):
     raise deploy.BoardLost("%s: no answer (%r)" % (what, lines[-3:]))
 
 
+def _seal(port, arch, definition, head, n, attempts, log):
+    """The header written and the whole image read back: its SHA-256. A board lost on the
+    way (the app's watchdog, still counting after the install) comes back without a header,
+    so its main.py finds no package and arms no watchdog: probed again, sealed again."""
+    what = "write the image's header into %s's romfs partition" % port
+    for attempt in range(1, attempts + 1):
+        try:
+            return _answer(_call(port, "_rom_seal", head, n, what=what), "@@SEALED", what)[0]
+        except deploy.BoardLost as exc:
+            if attempt == attempts:
+                raise deploy.BoardLost("%s: lost the board %d times (last: %s); the package is installed but not "
+                                       "its header, so the board boots without it (at the REPL); run the same "
+                                       "deploy again" % (what, attempts, exc))
+            log("board lost (%s); attempt %d of %d: probing again" % (str(exc)[-300:], attempt + 1, attempts))
+            deploy._reprobe(port, arch, definition, None)
+
+
+def image_chunks(build_dir, image):
+    """Write `image` as build_dir/CHUNKS/NNN pieces of CHUNK bytes; their names, in order."""
+    os.makedirs(os.path.join(build_dir, CHUNKS), exist_ok=True)
+    names = []
+    for i in range(0, len(image), CHUNK):
+        name = "%s/%03d" % (CHUNKS, i // CHUNK)
+        with open(os.path.join(build_dir, name), "wb") as f:
+            f.write(image[i:i + CHUNK])
+        names.append(name)
+    return names
+
+
 def deploy_romfs(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, dry_run=False, log=None,
                  force=False, attempts=deploy.ATTEMPTS):
+    """Build, stage the image and the scripts, write the partition, install, seal, reset
+    (the module's docstring), the port held throughout; a dry run holds none."""
+    with PortLock(None if dry_run else port):
+        return _deploy_romfs(port, board, firmware_dir, build_dir, reset, dry_run, log, force, attempts)
+
+
+def _deploy_romfs(port, board, firmware_dir, build_dir, reset, dry_run, log, force, attempts):
     log = log or (lambda msg: None)
     if attempts < 1:
         raise DeployError("--attempts must be 1 or more (got %d)" % attempts)
@@ -147,15 +196,17 @@ def deploy_romfs(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=T
             f.write(image)
         if len(image) > size:
             raise _too_big(board, image, size, "board.json romfs_bytes")
+        chunks = image_chunks(build_dir, image)
         scripts = [f for f in files if "/" not in f]
-        log("built %d files, the package as a %d-byte ROMFS image (-march=%s, sha256 %s) in %s"
-            % (len(files), len(image), arch, digest[:16], build_dir))
+        log("built %d files, the package as a %d-byte ROMFS image in %d pieces (-march=%s, sha256 %s) in %s"
+            % (len(files), len(image), len(chunks), arch, digest[:16], build_dir))
         if dry_run:
             mp = shlex.quote(tool("mpremote"))
-            print("%s connect %s resume fs cp %s :%s" % (mp, shlex.quote(port), shlex.quote(image_path),
-                                                          IMAGE_ON_FLASH))
-            print("%s connect %s resume exec <write %s into the romfs partition, its header last; install %s; "
-                  "remove /%s>" % (mp, shlex.quote(port), IMAGE_ON_FLASH, ", ".join(scripts), deploy.PACKAGE))
+            for cmd in deploy.copy_commands(port, build_dir, chunks + scripts):
+                print(" ".join(shlex.quote(c) for c in cmd))
+            print("%s connect %s resume exec <write %s/%s into the romfs partition, its header last; install %s; "
+                  "remove /%s>" % (mp, shlex.quote(port), deploy.STAGING, CHUNKS, ", ".join(scripts),
+                                   deploy.PACKAGE))
             if reset:
                 print("# then Ctrl-C, Ctrl-B, Ctrl-D on %s (soft reset)" % port)
             return files
@@ -167,34 +218,33 @@ def deploy_romfs(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=T
                           "vfs.rom_ioctl, or no romfs partition: a stock image); nothing was copied" % port)
         if len(image) > int(got[0]):
             raise _too_big(board, image, int(got[0]), "as the board reports it")
-        # 3. the image to the flash, then into the partition but its header
-        deploy._run_mpremote([tool("mpremote"), "connect", port, "resume", "fs", "cp", image_path,
-                              ":" + IMAGE_ON_FLASH], "copy the image to %s" % port,
-                             timeout=60 + 2 * len(image) // deploy.COPY_MIN_RATE, stall_s=deploy.COPY_STALL_S,
-                             progress=None)
-        on_flash = deploy.board_hashes(port, [IMAGE_ON_FLASH.lstrip("/")], "")
-        if on_flash.get(IMAGE_ON_FLASH.lstrip("/")) != digest:
-            raise deploy.BoardLost("the image copied to %s%s is not the built one (sha256 %s)"
-                                   % (port, IMAGE_ON_FLASH, on_flash))
-        what = "write the image into %s's romfs partition" % port
-        head, written = _answer(_call(port, "_rom_write", IMAGE_ON_FLASH, len(image), what=what), "@@WRITTEN", what)
-        head = int(head)
-        if written != hashlib.sha256(image[head:]).hexdigest():
-            raise RomfsWriteFailed("%s: what was read back differs from the image (E_DEPLOY_ROMFS_WRITE); the "
-                                   "header is not written, so no boot mounts it; run the same deploy again" % what)
-        log("romfs partition: %d of %d bytes written and read back" % (len(image) - head, len(image)))
-        # 4. the flash side, /ppmid removed (install.py: staged, verified, finished at boot)
-        local = {f: deploy.sha256_file(os.path.join(build_dir, f)) for f in scripts}
-        deploy._stage_and_install(port, arch, definition, build_dir, scripts, local, attempts, log)
+        # 3 and 4: staged (resumable), the partition written from the staged chunks but its
+        # header, then the flash side installed (/ppmid and the staging dir removed)
+        local = {f: deploy.sha256_file(os.path.join(build_dir, f)) for f in chunks + scripts}
+        heads = []
+
+        def write_body():
+            what = "write the image into %s's romfs partition" % port
+            head, fresh, written = _answer(_call(port, "_rom_write", deploy.STAGING + "/" + CHUNKS, len(chunks),
+                                                 CHUNK, len(image), what=what), "@@WRITTEN", what)
+            head = int(head)
+            if written != hashlib.sha256(image[head:]).hexdigest():
+                raise RomfsWriteFailed("%s: what was read back differs from the image (E_DEPLOY_ROMFS_WRITE); the "
+                                       "header is not written, so no boot mounts it; run the same deploy again"
+                                       % what)
+            log("romfs partition: %d of %d bytes written and read back (%s of %d pieces written, the rest held "
+                "already)" % (len(image) - head, len(image), fresh, len(chunks)))
+            heads.append(head)
+
+        deploy._stage_and_install(port, arch, definition, build_dir, chunks + scripts, local, attempts, log,
+                                  stage_only=set(chunks), before_install=write_body)
         log("installed %s on the flash, /%s removed from it" % (", ".join(scripts), deploy.PACKAGE))
         # 5. the header: from now on the board mounts the image
-        what = "write the image's header into %s's romfs partition" % port
-        (sealed,) = _answer(_call(port, "_rom_seal", IMAGE_ON_FLASH, head, len(image), what=what), "@@SEALED", what)
+        sealed = _seal(port, arch, definition, image[:heads[-1]], len(image), attempts, log)
         if sealed != digest:
             raise RomfsWriteFailed("%s: the partition's image read back (sha256 %s) is not the built one (%s) "
                                    "(E_DEPLOY_ROMFS_WRITE); run the same deploy again" % (what, sealed[:16],
                                                                                           digest[:16]))
-        deploy._exec(port, "import os\nos.remove(%r)\n" % IMAGE_ON_FLASH, "remove %s on %s" % (IMAGE_ON_FLASH, port))
         log("romfs partition holds the image (%d bytes, sha256 %s read back)" % (len(image), digest[:16]))
         if reset:
             deploy.soft_reset(port)

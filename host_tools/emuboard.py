@@ -173,6 +173,8 @@ class _Link:
         self.fds = (a, b)
         self.slaves = {a: a_slave, b: b_slave}
         self.pending = {a: bytearray(), b: bytearray()}  # data waiting to be written TO fd
+        # fd's reader took nothing at the last write (its pty is full): nobody reads it
+        self.stuck = {a: False, b: False}
         self.tee = tee  # called with data flowing a -> b
         self.filter_ab = filter_ab  # data flowing a -> b: returns what to pass on
         self.watch_ba = watch_ba  # called with data flowing b -> a
@@ -180,9 +182,25 @@ class _Link:
     def other(self, fd):
         return self.fds[1] if fd == self.fds[0] else self.fds[0]
 
+    def backlog_bound(self):
+        # bytes the rate may hold back towards a reader that takes them: one pump step's
+        # allowance and some (the pump comes back within 20 ms while anything is pending)
+        return max(256, int(self.rate * 0.04))
+
+    def may_read(self, fd):
+        """Whether the pump reads `fd` now. With a rate, not while the bytes it sent wait for
+        the line (more than backlog_bound towards a reader that takes them): the pty's own
+        buffer then fills and blocks the writer, as a UART's TX FIFO blocks a print, instead
+        of the queue growing past UART_BUFFER_LIMIT and dropping (review_w10-2). A reader
+        that takes nothing (its pty full: nobody reads) does not hold the writer up: a UART
+        with nothing attached sends on, and those bytes are lost, as before."""
+        to = self.other(fd)
+        return not self.rate or self.stuck[to] or len(self.pending[to]) <= self.backlog_bound()
+
     def on_read(self, fd):
         try:
-            data = os.read(fd, 65536)
+            # with a rate, at most what the bound lets through: one read never overruns it
+            data = os.read(fd, self.backlog_bound() if self.rate else 65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:  # EIO: no slave open (cannot happen: we hold the slaves)
@@ -210,7 +228,7 @@ class _Link:
         q = self.pending[fd]
         q += data
         self.flush(fd)
-        if len(q) > UART_BUFFER_LIMIT:
+        if len(q) > UART_BUFFER_LIMIT and (not self.rate or self.stuck[fd]):
             # nobody reads this end: drop the stale bytes, like a UART with nothing attached
             try:
                 termios.tcflush(self.slaves[fd], termios.TCIFLUSH)
@@ -235,10 +253,12 @@ class _Link:
             try:
                 n = os.write(fd, chunk)
             except (BlockingIOError, InterruptedError):
+                self.stuck[fd] = True
                 return
             except OSError:
                 q.clear()
                 return
+            self.stuck[fd] = False
             del q[:n]
             if self.rate:
                 self.allowance[fd] -= n
@@ -313,6 +333,7 @@ class Supervisor:
         self.fast_failures = 0
         self.sel = selectors.DefaultSelector()
         self.links = []
+        self._held = set()  # link fds left out of the select: _hold_back
         self.hw_buf = b""
         self.rtc_ms = None  # the emulated RTC: set by the firmware (T), lost on a power cut
         # MicroPython's pyexec mode, tracked from the console bytes: True from the chip's
@@ -441,6 +462,19 @@ class Supervisor:
         self.links.append(link)
         for fd in link.fds:
             self.sel.register(fd, selectors.EVENT_READ, ("link", link))
+
+    def _hold_back(self):
+        # a link fd whose bytes wait for the line is left out of the select (not skipped
+        # after it: a readable fd that is not read would wake the select at once, a busy loop)
+        for link in self.links:
+            for fd in link.fds:
+                want = link.may_read(fd)
+                if want and fd in self._held:
+                    self._held.discard(fd)
+                    self.sel.register(fd, selectors.EVENT_READ, ("link", link))
+                elif not want and fd not in self._held:
+                    self._held.add(fd)
+                    self.sel.unregister(fd)
 
     def state(self):
         return {
@@ -619,6 +653,7 @@ class Supervisor:
             wait = end - now
             if self.wdt_deadline is not None:
                 wait = max(0.0, min(wait, self.wdt_deadline - now))
+            self._hold_back()
             events = self.sel.select(min(wait, 0.02) if any(l.wants_write() for l in self.links) else wait)
             for key, _ in events:
                 kind, link = key.data

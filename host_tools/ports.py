@@ -20,6 +20,10 @@ process ends (killed included): no stale lock to clean up. Within one process th
 re-entrant (a flash deploys, a deploy runs many mpremote commands: each holds the port
 again without refusing itself); it is released when the outermost holder lets go.
 
+The lock directory is every user's (mode 1777), so nothing in it is trusted: a lock file is
+opened without following a symlink and must be a regular file; a directory that is a
+symlink, or another user's without the sticky bit, is refused (_open_lock_file).
+
 Not detected: a program that takes neither lock (screen, minicom, cat, another vendor's
 tool, pyserial without exclusive=True); a tool running with another TMPDIR (another lock
 directory) is seen only while one of its mpremote/esptool/pyserial opens holds the node.
@@ -139,10 +143,41 @@ class PortLock:
         return False
 
 
+LOCK_FILE_MODE = 0o644  # others need only read (a flock needs no write access)
+# opened as a plain file only: a symlink planted in the shared directory is not followed
+# (its target would be created as our user: review_w10-6), a FIFO does not block the open
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
 def _open_lock_file(path):
     """The lock file, read-only (a flock needs no write access, so the file one user made
-    serves another), in a directory any user may add to, as /tmp itself."""
-    if not os.path.isdir(LOCK_DIR):
+    serves another), in a directory any user may add to, as /tmp itself. Refused
+    (PortLockError) when the directory or the file is not what this module makes: the
+    directory a symlink, or writable by others without the sticky bit and owned by neither
+    root nor us (anyone could swap the lock files); the file a symlink or not a regular file."""
+    _check_lock_dir()
+    try:
+        try:
+            fd = os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, LOCK_FILE_MODE)
+        except FileExistsError:
+            fd = os.open(path, _OPEN_FLAGS)
+        else:
+            # made here: readable by every user whatever our umask (077 would leave it 0600,
+            # and then another user could not open it until a reboot: review_w10-7)
+            os.fchmod(fd, LOCK_FILE_MODE)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise PortLockError("the port lock %s is a symbolic link (someone else's, in a directory every user "
+                                "may write to): refused, nothing created; remove it" % path)
+        raise PortLockError("cannot open the port lock %s: %s" % (path, exc.strerror or exc))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PortLockError("the port lock %s is not a regular file: refused; remove it" % path)
+    return fd
+
+
+def _check_lock_dir():
+    if not os.path.lexists(LOCK_DIR):
         try:
             os.mkdir(LOCK_DIR)
             os.chmod(LOCK_DIR, 0o1777)
@@ -151,9 +186,17 @@ def _open_lock_file(path):
         except OSError as exc:
             raise PortLockError("cannot make the port lock directory %s: %s" % (LOCK_DIR, exc.strerror or exc))
     try:
-        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        st = os.lstat(LOCK_DIR)
     except OSError as exc:
-        raise PortLockError("cannot open the port lock %s: %s" % (path, exc.strerror or exc))
+        raise PortLockError("cannot make the port lock directory %s: %s" % (LOCK_DIR, exc.strerror or exc))
+    if not stat.S_ISDIR(st.st_mode):
+        raise PortLockError("the port lock directory %s is %s, not a directory: refused; remove it"
+                            % (LOCK_DIR, "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a file"))
+    ours = st.st_uid in (0, os.geteuid()) if hasattr(os, "geteuid") else True
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX and not ours:
+        raise PortLockError("the port lock directory %s belongs to uid %d and every user may replace its files "
+                            "(mode %o, no sticky bit): refused; remove it" % (LOCK_DIR, st.st_uid,
+                                                                           st.st_mode & 0o7777))
 
 
 def flock_holder(target):

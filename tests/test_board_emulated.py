@@ -245,6 +245,17 @@ def test_repl_baud_moves_the_console_at_a_uarts_pace_and_loses_nothing(tmp_path)
     assert took >= 24000 / 11520 * 0.95, "the console moved %d bytes in %.2f s: faster than 115200 baud" % (24000, took)
 
 
+def test_repl_baud_holds_a_print_longer_than_the_uart_buffer_back_and_loses_nothing(tmp_path):
+    # review_w10-2: 300 KB printed at 921,600 baud (~3.3 s of line), far past the 64 KB a
+    # queue towards a reader that takes nothing may hold: the chip's print waits for the
+    # line, as on a UART, and every line arrives, in order
+    with EmulatedBoard(tmp_path / "board", repl_baud=921600) as b:
+        out = b.exec("for i in range(3000):\n    print('%05d' % i + 'x' * 94)", timeout=120)
+        assert b.exec("print(6 * 7)").strip() == "42"  # the console is in step after it
+    lines = out.split()
+    assert len(lines) == 3000 and lines == ["%05d" % i + "x" * 94 for i in range(3000)], (len(lines), lines[:2])
+
+
 @pytest.mark.parametrize("baud", [0, 299, 4000001, "115200", 9600.5])
 def test_repl_baud_out_of_range_is_refused(tmp_path, baud):
     with pytest.raises(BoardError, match="repl baud"):

@@ -125,6 +125,12 @@ show('write', lambda: vfs.rom_ioctl(4, 0, n - 4, b'\\x0f\\xf0\\x33\\xff'))
 show('write unerased', lambda: vfs.rom_ioctl(4, 0, n - 4, b'\\xf0\\xf0\\xff\\x00'))
 show('complete', lambda: vfs.rom_ioctl(5, 0))
 show('min prepare', lambda: vfs.rom_ioctl(6, 0))
+def store():
+    vfs.rom_ioctl(2, 0)[0] = 0x12
+show('store through the segment', store)
+def store_slice():
+    vfs.rom_ioctl(2, 0)[0:2] = b'ab'
+show('store a slice through the segment', store_slice)
 print('tail', bytes(memoryview(vfs.rom_ioctl(2, 0))[n - 4:]).hex())
 """
 
@@ -142,6 +148,9 @@ def test_rom_ioctl_refuses_as_the_c_one_does_and_writes_as_nor_flash(tmp_path):
     assert got.pop("prepare last sector") == "4"  # the least write, as rom_ioctl(3) says
     assert got.pop("write") == "0" and got.pop("write unerased") == "0" and got.pop("complete") == "0"
     assert got.pop("min prepare") == "4096"
+    # the segment is read-only, as a real port's (review_w10-8): only rom_ioctl 3/4/5 write
+    assert got.pop("store through the segment") == "TypeError"
+    assert got.pop("store a slice through the segment") == "TypeError"
     # NOR flash: the second write, not erased first, only cleared bits (0x0f & 0xf0 = 0)
     assert got.pop("tail") == "00f03300"
     assert got == {}

@@ -4,6 +4,7 @@ app boots from /rom and relays; the refusals (no partition, an image too large, 
 small even from ROMFS) with their codes and figures, before anything is written; a write
 cut before its header leaves no image a boot mounts."""
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -117,7 +118,7 @@ def test_a_board_definition_without_a_partition_is_refused_before_the_port(tmp_p
     assert p.returncode == 1 and p.stderr.startswith("ppmid: E_DEPLOY: --romfs and --scripts-only"), p.stderr
     p = ppmid("deploy", "--romfs", "--dry-run", "--port", port, "--board", "emulated")
     assert p.returncode == 0, p.stderr
-    assert "fs cp " in p.stdout and ":/.romfs-new.img" in p.stdout and "ppmid.romfs" in p.stdout
+    assert "fs cp " in p.stdout and "romfs-image/000" in p.stdout and ":/.deploy-new/romfs-image/" in p.stdout
 
 
 def test_the_heap_bench_keeps_the_romfs_figure_when_it_rewrites_app_heap_json(tmp_path, monkeypatch):
@@ -159,19 +160,20 @@ def test_an_image_larger_than_the_partition_is_refused_with_the_figures(tmp_path
 
 def test_the_heap_need_from_romfs_is_its_own_figure_and_both_refusals_name_the_routes(tmp_path, monkeypatch):
     need, source = deploy.romfs_heap_need()
-    assert need == 73360 and "frozen32.py" in source  # boards/app_heap.json romfs
+    with open(deploy.APP_HEAP_JSON) as f:
+        assert need == json.load(f)["romfs"]["peak_4kb_command_bytes"] and "frozen32.py" in source
     plain, _ = deploy.app_heap_need()
     assert need < plain
     small = {"chip": "esp32", "heap": "64K"}
-    with pytest.raises(DeployError, match=r"the app needs 73360 bytes at its peak even with its package in a ROMFS "
-                                          r"image .*make image BOARD=x"):
+    with pytest.raises(DeployError, match=r"the app needs %d bytes at its peak even with its package in a ROMFS "
+                                          r"image .*make image BOARD=x" % need):
         deploy_romfs.romfs_heap_fits("x", small)
     assert deploy_romfs.romfs_heap_fits("x", small, force=True, log=lambda m: None) is False
     # the ESP32 DevKitC's 110K: too small for the .mpy files on the flash, enough from ROMFS;
     # the plain refusal names the ROMFS route and its figure
     devkitc = boards.load_board("esp32-devkitc")
     assert deploy_romfs.romfs_heap_fits("esp32-devkitc", devkitc) is True
-    with pytest.raises(DeployError, match=r"ppmid deploy --romfs.*73360 bytes"):
+    with pytest.raises(DeployError, match=r"ppmid deploy --romfs.*%d bytes" % need):
         deploy.heap_fits("esp32-devkitc", devkitc)
     path = tmp_path / "app_heap.json"
     path.write_text('{"peak_4kb_command_bytes": 1}')
@@ -180,26 +182,81 @@ def test_the_heap_need_from_romfs_is_its_own_figure_and_both_refusals_name_the_r
         deploy_romfs.romfs_heap_fits("x", small)
 
 
+def test_the_romfs_need_is_written_by_the_run_that_measures_it(tmp_path):
+    # review_w10-9: frozen32.py writes boards/app_heap.json `romfs` from its ROMFS row (the
+    # plain figure beside it kept); a skipped run writes nothing; the checked-in entry names
+    # that writer (the entry it writes names the row too)
+    sys.path.insert(0, os.path.join(boards.CHECKOUT, "bench"))
+    sys.path.insert(0, os.path.join(boards.CHECKOUT, "bench", "heap32"))
+    try:
+        from heap32 import frozen32
+    finally:
+        del sys.path[:2]
+    with open(deploy.APP_HEAP_JSON) as f:
+        checked_in = json.load(f)
+    assert checked_in["romfs"]["by"] == "bench/heap32/frozen32.py"
+    path = tmp_path / "app_heap.json"
+    path.write_text(json.dumps(checked_in))
+    rows = [{"name": frozen32.PEAK_ROW + "mpy", "value": 1}, {"name": frozen32.ROMFS_NEED_ROW, "value": 70001}]
+    assert frozen32.write_romfs_need(rows, str(path), today="2027-01-02") == 70001
+    got = json.loads(path.read_text())
+    assert got["romfs"]["peak_4kb_command_bytes"] == 70001 and got["romfs"]["measured"] == "2027-01-02"
+    assert got["romfs"]["row"] == frozen32.ROMFS_NEED_ROW and got["romfs"]["by"] == "bench/heap32/frozen32.py"
+    assert {k: v for k, v in got.items() if k != "romfs"} == {k: v for k, v in checked_in.items() if k != "romfs"}
+    assert deploy.romfs_heap_need(str(path))[0] == 70001
+    before = path.read_text()
+    skipped = [{"name": "heap32 frozen", "skipped": "MICROPY_DIR is not set"}]
+    assert frozen32.write_romfs_need(skipped, str(path)) is None
+    assert path.read_text() == before
+
+
+def _stage_chunks(b, tmp_path, image):
+    # the image's pieces where a deploy stages them (deploy_romfs step 3)
+    d = str(tmp_path / "build")
+    names = deploy_romfs.image_chunks(d, image)
+    boards.mpremote(b.repl, ["fs", "mkdir", ":/.deploy-new", "+", "fs", "mkdir", ":/.deploy-new/romfs-image",
+                             "+", "fs", "cp"] + [os.path.join(d, n) for n in names] + [":/.deploy-new/romfs-image/"])
+    return names
+
+
+def _write(b, image, names):
+    lines = deploy_romfs._call(b.repl, "_rom_write", "/.deploy-new/romfs-image", len(names), deploy_romfs.CHUNK,
+                               len(image), what="write")
+    return lines, deploy_romfs._answer(lines, "@@WRITTEN", "write")
+
+
 def test_an_image_cut_before_its_header_is_not_mounted(tmp_path):
     # steps 1-3 of the deploy, then a reset instead of the install and the header
     build = str(tmp_path / "build")
     deploy.build("emulated", build_dir=build)
     image = deploy_romfs.romfs_image(build)
-    path = tmp_path / "img"
-    path.write_bytes(image)
     with EmulatedBoard(tmp_path / "b") as b:
-        boards.mpremote(b.repl, ["fs", "cp", str(path), ":/.romfs-new.img"])
-        lines = deploy_romfs._call(b.repl, "_rom_write", "/.romfs-new.img", len(image), what="write")
-        head, digest = deploy_romfs._answer(lines, "@@WRITTEN", "write")
-        assert digest == hashlib.sha256(image[int(head):]).hexdigest()
+        names = _stage_chunks(b, tmp_path, image)
+        lines, (head, fresh, digest) = _write(b, image, names)
+        assert digest == hashlib.sha256(image[int(head):]).hexdigest() and int(fresh) == len(names)
+        # a line of progress for every piece: the stall bound sees a slow erase working (review_w10-10)
+        assert [fields[1] for fields in lines if fields[0] == "@@P" and len(fields) == 3] == \
+            [str(i) for i in range(len(names))]
         part = partition(b)
         assert part[:int(head)] == b"\xff" * int(head) and part[int(head):len(image)] == image[int(head):]
         mark = b.mark()
         b.reset()
         b.wait_for(r"MicroPython", since=mark)
         assert b.exec("import sys; print(sys.path)").strip() == "['', '.frozen', '/lib']"
+        # written again (a resumed deploy): only the header's piece, the others are held already
+        _, (head, fresh, digest) = _write(b, image, names)
+        assert fresh == "1" and digest == hashlib.sha256(image[int(head):]).hexdigest()
+        # a piece spoilt (bits cleared, as a cut write leaves them) is erased and written again
+        with open(os.path.join(b.state_dir, "romfs.bin"), "r+b") as f:
+            f.seek(3 * deploy_romfs.CHUNK + 100)
+            f.write(b"\0" * 8)
+        mark = b.mark()
+        b.reset()
+        b.wait_for(r"MicroPython", since=mark)
+        _, (head, fresh, digest) = _write(b, image, names)
+        assert fresh == "2" and digest == hashlib.sha256(image[int(head):]).hexdigest()
         # the header written: the next boot mounts it
-        lines = deploy_romfs._call(b.repl, "_rom_seal", "/.romfs-new.img", int(head), len(image), what="seal")
+        lines = deploy_romfs._call(b.repl, "_rom_seal", image[:int(head)], len(image), what="seal")
         assert deploy_romfs._answer(lines, "@@SEALED", "seal") == [hashlib.sha256(image).hexdigest()]
         mark = b.mark()
         b.reset()
@@ -253,29 +310,39 @@ def test_the_writer_speaks_an_esp32_partition_too(tmp_path):
     build = str(tmp_path / "build")
     deploy.build("emulated", build_dir=build)
     image = deploy_romfs.romfs_image(build)
-    img = tmp_path / "img"
-    img.write_bytes(image)
+    names = deploy_romfs.image_chunks(build, image)
+    chunks = os.path.join(build, deploy_romfs.CHUNKS)
     from host_tools import board_scripts
     script = tmp_path / "w.py"
     script.write_text(PARTITION_STAND_IN % 262144 + board_scripts.source("romfs_write.py") + """
 _rom_info()
-_rom_write(%r, %d)
+_rom_write(%r, %d, %d, %d)
 print('@@HEAD', bytes(part.mem[:4]).hex(), part.erased)
-_rom_seal(%r, 4, %d)
+part.erased = 0
+_rom_write(%r, %d, %d, %d)
+print('@@AGAIN', part.erased)
+_rom_seal(%r, %d)
 print('@@TAIL', bytes(part.mem[%d:%d + 8]).hex())
-""" % (str(img), len(image), str(img), len(image), len(image), len(image)))
+""" % (chunks, len(names), deploy_romfs.CHUNK, len(image), chunks, len(names), deploy_romfs.CHUNK, len(image),
+       image[:4], len(image), len(image), len(image)))
     p = subprocess.run([boards.micropython_binary(), str(script)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
-    got = {line.split()[0]: line.split()[1:] for line in p.stdout.splitlines() if line.startswith("@@")}
-    assert got["@@ROM"] == ["262144"]
-    assert got["@@WRITTEN"] == ["4", hashlib.sha256(image[4:]).hexdigest()]
-    # before the seal: no header (erased), and only the blocks the image needs were erased
-    assert got["@@HEAD"] == ["ffffffff", str((len(image) + 4095) // 4096)]
-    assert got["@@SEALED"] == [hashlib.sha256(image).hexdigest()]
-    assert got["@@TAIL"] == ["ff" * 8]
+    got = {}
+    for line in p.stdout.splitlines():
+        if line.startswith("@@") and not line.startswith("@@P "):
+            got.setdefault(line.split()[0], []).append(line.split()[1:])
+    assert got["@@ROM"] == [["262144"]]
+    assert got["@@WRITTEN"] == [["4", str(len(names)), hashlib.sha256(image[4:]).hexdigest()],
+                                ["4", "1", hashlib.sha256(image[4:]).hexdigest()]]
+    # before the seal: no header (erased), and only the blocks the image needs were erased;
+    # written again, only the header's piece (two blocks) is erased
+    assert got["@@HEAD"] == [["ffffffff", str((len(image) + 4095) // 4096)]]
+    assert got["@@AGAIN"] == [[str(deploy_romfs.CHUNK // 4096)]]
+    assert got["@@SEALED"] == [[hashlib.sha256(image).hexdigest()]]
+    assert got["@@TAIL"] == [["ff" * 8]]
     # a partition too small: the write past its end is refused by the device, said, not a crash
     script.write_text(PARTITION_STAND_IN % 4096 + board_scripts.source("romfs_write.py") +
-                      "\n_rom_write(%r, %d)\n" % (str(img), len(image)))
+                      "\n_rom_write(%r, %d, %d, %d)\n" % (chunks, len(names), deploy_romfs.CHUNK, len(image)))
     p = subprocess.run([boards.micropython_binary(), str(script)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stdout + p.stderr
     assert [line.split()[:2] for line in p.stdout.splitlines() if line.startswith("@@")] == [["@@ROMERR", "22"]]
@@ -291,3 +358,67 @@ def test_the_board_scripts_answers_become_coded_errors():
     with pytest.raises(deploy.BoardLost, match="write: no answer"):
         deploy_romfs._answer([], "@@WRITTEN", "write")
     assert deploy_romfs._answer([["@@WRITTEN", "4", "ab"]], "@@WRITTEN", "write") == ["4", "ab"]
+
+
+def test_a_romfs_deploy_onto_a_running_gateway_resumes_through_its_watchdog(tmp_path, monkeypatch):
+    # review_w10-4, scaled as tests/test_deploy.py's resume test is: the app's watchdog capped
+    # at 2 s, the console at 921,600 baud (~250 KB of image: several windows); the image goes
+    # in staged pieces and the partition in pieces, what landed kept across the resets
+    monkeypatch.setattr(deploy, "COPY_STALL_S", 2)
+    with EmulatedBoard(tmp_path / "board", wdt_max_ms=2000, repl_baud=921600) as b:
+        b.deploy()  # the app runs and arms its (capped) watchdog
+        said = []
+        mark = b.mark()
+        deploy_romfs.deploy_romfs(b.repl, "emulated", log=said.append, reset=False)
+        assert b"watchdog expired" in b.console_bytes()[mark:], "the watchdog never cut the deploy: it shows nothing"
+        assert any(s.startswith("board lost (") for s in said), said
+        assert said[-1].startswith("romfs partition holds the image"), said
+        mark = b.mark()
+        deploy.soft_reset(b.repl)
+        b.wait_ready(60, since=mark)
+        out = _look(b, "import ppmid.app, os; print(ppmid.app.__file__, sorted(os.listdir('/')))")
+        assert "/rom/ppmid/app.mpy" in out and "'.deploy-new'" not in out and "'ppmid'" not in out, out
+
+
+def _look(b, code, tries=5):
+    # the app that now runs arms the 2 s watchdog too: look again if it resets under us
+    for _ in range(tries - 1):
+        mark = b.mark()
+        try:
+            return b.exec(code)
+        except (DeployError, boards.BoardError):
+            b.wait_ready(60, since=mark)
+    return b.exec(code)
+
+
+def test_a_plain_deploy_after_a_romfs_one_retires_its_image_so_scripts_only_never_boots_it(tmp_path):
+    # review_w10-5 and -11: --romfs (A), a plain deploy (B), --scripts-only (C): C's scripts
+    # must not find A's package in /rom; an image file a cut --romfs run left goes with B
+    from tests.conftest import changed_firmware_copy
+    fw_b = changed_firmware_copy(tmp_path / "fw_b", "7")
+    fw_c = changed_firmware_copy(tmp_path / "fw_c", "8")
+    q = "import ppmid, ppmid.app; print(ppmid.VERSION, ppmid.app.__file__)"
+    with EmulatedBoard(tmp_path / "board") as b:
+        deploy_romfs.deploy_romfs(b.repl, "emulated")
+        assert b.exec(q).strip().endswith("/rom/ppmid/app.mpy")
+        assert partition(b)[:3] == b"\xd2\xcd\x31"
+        b.exec("f = open('/.romfs-new.img', 'wb'); f.write(bytes(3000)); f.close()")
+        said = []
+        deploy.deploy(b.repl, "emulated", firmware_dir=str(fw_b), log=said.append)
+        assert b.exec(q).strip() == "7.%s ppmid/app.mpy" % _version()
+        assert partition(b)[:4] == b"\0\0\0\0", "the image kept its header"
+        assert "'.romfs-new.img'" not in b.exec("import os; print(os.listdir('/'))")
+        assert any("lost its header" in s for s in said) and any("left on the flash" in s for s in said), said
+        deploy.deploy(b.repl, "emulated", firmware_dir=str(fw_c), scripts_only=True)
+        out = b.exec("import sys\ntry:\n import ppmid\n print(ppmid.__file__)\nexcept ImportError as e:\n"
+                     " print('no package', sys.path)")
+        assert out.startswith("no package ['', '.frozen', '/lib']"), out
+        # a board with nothing in its partition: nothing said, nothing written
+        said = []
+        deploy.deploy(b.repl, "emulated", firmware_dir=str(fw_b), log=said.append)
+        assert not any("lost its header" in s for s in said) and partition(b)[:4] == b"\0\0\0\0"
+
+
+def _version():
+    with open(os.path.join(boards.FIRMWARE_DIR, "ppmid", "__init__.py")) as f:
+        return f.read().split('VERSION = "', 1)[1].split('"', 1)[0]

@@ -145,6 +145,93 @@ def test_an_unusable_lock_directory_is_a_clear_error(pty_port, tmp_path, monkeyp
     assert not isinstance(caught.value, PortBusy)
 
 
+def _lock_dir(tmp_path, monkeypatch, owner=None, mode=0o1777):
+    d = tmp_path / "locks"
+    d.mkdir()
+    os.chmod(d, mode)
+    if owner is not None:
+        os.chown(d, owner, owner)
+    monkeypatch.setattr(ports, "LOCK_DIR", str(d))
+    return d
+
+
+def _nobody():
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("handing a directory to another user takes root")
+    return pwd.getpwnam("nobody").pw_uid
+
+
+def test_a_symlink_planted_as_the_lock_file_is_refused_and_its_target_not_made(pty_port, tmp_path, monkeypatch):
+    # review_w10-6: another user, first in the shared lock directory (theirs, sticky), links
+    # the port's lock file to a path of their choosing; our tool must not create it
+    d = _lock_dir(tmp_path, monkeypatch, owner=_nobody() if os.geteuid() == 0 else None)
+    victim = tmp_path / "etc-nologin"
+    os.symlink(str(victim), ports.lock_file(pty_port))
+    with pytest.raises(PortLockError) as caught:
+        PortLock(pty_port).acquire()
+    assert caught.value.code == "E_PORT_LOCK" and "is a symbolic link" in str(caught.value), str(caught.value)
+    assert not os.path.lexists(str(victim))
+    os.remove(ports.lock_file(pty_port))  # removed: the port locks again
+    with PortLock(pty_port):
+        assert _held_here(pty_port)
+    assert sorted(os.listdir(str(d))) == [os.path.basename(ports.lock_file(pty_port))]
+
+
+def _held_here(port):
+    # the lock file (in the patched LOCK_DIR, which a fresh process would not use) is a
+    # regular file and flocked: another open of it cannot take the lock
+    import fcntl
+    path = ports.lock_file(port)
+    assert os.path.isfile(path) and not os.path.islink(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_a_fifo_as_the_lock_file_is_refused_without_waiting(pty_port, tmp_path, monkeypatch):
+    _lock_dir(tmp_path, monkeypatch)
+    os.mkfifo(ports.lock_file(pty_port))
+    with pytest.raises(PortLockError, match="not a regular file"):
+        PortLock(pty_port).acquire()
+
+
+def test_a_lock_file_made_under_a_strict_umask_is_readable_by_every_user(pty_port, tmp_path, monkeypatch):
+    # review_w10-7: umask 077 made it 0600, so another user's read-only open failed
+    _lock_dir(tmp_path, monkeypatch)
+    old = os.umask(0o077)
+    try:
+        with PortLock(pty_port):
+            pass
+    finally:
+        os.umask(old)
+    assert os.stat(ports.lock_file(pty_port)).st_mode & 0o777 == 0o644
+
+
+def test_a_lock_directory_that_is_a_link_or_anyones_to_rewrite_is_refused(pty_port, tmp_path, monkeypatch):
+    real = tmp_path / "real"
+    real.mkdir()
+    os.chmod(real, 0o1777)
+    os.symlink(str(real), str(tmp_path / "link"))
+    monkeypatch.setattr(ports, "LOCK_DIR", str(tmp_path / "link"))
+    with pytest.raises(PortLockError, match="is a symbolic link, not a directory"):
+        PortLock(pty_port).acquire()
+    assert os.listdir(str(real)) == []
+    nobody = _nobody()
+    d = _lock_dir(tmp_path, monkeypatch, owner=nobody, mode=0o777)  # another user's, no sticky bit
+    with pytest.raises(PortLockError, match=r"belongs to uid %d and every user may replace its files \(mode 777"
+                       % nobody):
+        PortLock(pty_port).acquire()
+    os.chmod(str(d), 0o1777)  # another user's with the sticky bit, as /tmp: shared, as meant
+    with PortLock(pty_port):
+        assert _held_here(pty_port)
+
+
 # ---- the tools that open a port ---------------------------------------------------------
 
 def test_the_cli_says_a_busy_port_in_one_line(pty_port, capsys):
@@ -203,6 +290,29 @@ def test_a_deploy_holds_the_emulated_boards_port_from_build_to_reset_and_then_fr
         assert len(seen) >= 4 and not any(free for _, free in seen), seen
         assert another_process_may_take(b.repl)
         assert b.exec("print(6 * 7)").strip() == "42"  # an mpremote run after it gets the port
+
+
+def test_a_romfs_deploy_holds_the_port_from_build_to_reset_and_during_its_copies(tmp_path, monkeypatch):
+    # review_w10-1: as a plain deploy holds it, the image's copies included
+    from host_tools import deploy, deploy_romfs
+    from host_tools.emuboard import EmulatedBoard
+    seen = []
+    real = deploy._run_mpremote
+
+    def watched(cmd, what, *a, **k):  # the copies, which take no PortLock of their own
+        if "cp" in cmd:
+            seen.append(("during " + what, another_process_may_take(cmd[2])))
+        return real(cmd, what, *a, **k)
+
+    monkeypatch.setattr(deploy, "_run_mpremote", watched)
+    with EmulatedBoard(tmp_path / "board") as b:
+        deploy_romfs.deploy_romfs(b.repl, "emulated", log=lambda m: seen.append((m, another_process_may_take(b.repl))))
+        said = [m for m, _ in seen]
+        assert said[-1] == "soft reset" and any(m.startswith("during copy") for m in said), said
+        assert not any(free for _, free in seen), seen
+        assert another_process_may_take(b.repl)
+        b.wait_ready(60)  # after the reset the board takes an mpremote run again
+        assert b.exec("print(6 * 7)").strip() == "42"
 
 
 def test_a_flash_is_refused_before_esptool_and_holds_the_port_around_its_runs(pty_port, tmp_path, monkeypatch):

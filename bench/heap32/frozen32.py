@@ -19,12 +19,18 @@ runs frozen code, instead of copying it into the heap (docs/memory.md, "ROMFS").
 
     MICROPY_DIR=/path/to/micropython .venv/bin/python bench/heap32/frozen32.py
 
-Prints one JSON line per figure (docs/memory.md, "Frozen")."""
+Prints one JSON line per figure (docs/memory.md, "Frozen"), and writes the ROMFS run's live
+peak into boards/app_heap.json `romfs` (the app's heap need from ROMFS, which `ppmid deploy
+--romfs` compares with a board's heap; bench_heap32.py keeps it when it rewrites its own
+figure there). The two figures come from two gauges (this unix -m32 port, the webassembly
+one) and are refreshed by two runs: the date of each is in the file and in the refusals
+that quote it."""
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -38,6 +44,14 @@ import gauge as G  # noqa: E402
 BUILDS = {True: ("build-ppmid32", "micropython-ppmid32"),
           False: ("build-plain32", "micropython-plain32")}
 COMMAND_MODULES = ("ppmid.gbcs.gbt",)
+# the row whose figure is the app's heap need from ROMFS: written into boards/app_heap.json
+# `romfs` by every run (write_romfs_need), which `ppmid deploy --romfs` compares with a
+# board's heap (host_tools/deploy.py romfs_heap_need; review_w10-9)
+PEAK_ROW = "heap32 unix32 peak 4KB command, "  # + the kind: ".mpy" -> "mpy", "frozen", "romfs"
+ROMFS_NEED_ROW = PEAK_ROW + "romfs"
+APP_HEAP_JSON = os.path.join(os.path.dirname(os.path.dirname(HERE)), "boards", "app_heap.json")
+ROMFS_GAUGE = ("unix port -m32 (stock build-plain32), the package's .mpy files in a ROMFS image mounted at /rom "
+               "(mpremote's writer); live peak of the 4 KB command (docs/memory.md \"ROMFS\")")
 
 # runs in the 32-bit port: live heap (after a collect) taken by importing MODS from WHERE
 IMPORT_SCRIPT = """
@@ -328,7 +342,7 @@ def run():
                      "unit": "bytes", "note": "the gauge's app scenario, package %s; unix port -m32, MicroPython %s"
                                               % (what, version)})
         live_peak = max(c["peak"], c["bound"])
-        rows.append({"name": "heap32 unix32 peak 4KB command, " + kind.strip("."), "value": live_peak,
+        rows.append({"name": PEAK_ROW + kind.strip("."), "value": live_peak,
                      "unit": "bytes", "goal": "<= 112640", "ok": live_peak <= 112640,
                      "note": "the gauge's 4 KB command scenario, package %s: live peak, the highest of %d "
                              "collected samples between turns (%d) and at the probes inside them (%d at %s); "
@@ -337,6 +351,26 @@ def run():
     return rows
 
 
+def write_romfs_need(rows, path=APP_HEAP_JSON, today=None):
+    """boards/app_heap.json `romfs` from this run's ROMFS_NEED_ROW (the rest of the file,
+    bench_heap32.py's plain figure, kept); nothing when the run was skipped. Returns the
+    figure written, or None."""
+    row = next((r for r in rows if r.get("name") == ROMFS_NEED_ROW and "value" in r), None)
+    if row is None:
+        return None
+    with open(path) as f:
+        data = json.load(f)
+    data["romfs"] = {"peak_4kb_command_bytes": row["value"], "measured": today or time.strftime("%Y-%m-%d"),
+                     "gauge": ROMFS_GAUGE, "by": "bench/heap32/frozen32.py", "row": ROMFS_NEED_ROW}
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+    return row["value"]
+
+
 if __name__ == "__main__":
-    for row in run():
+    rows = run()
+    for row in rows:
         print(json.dumps(row))
+    write_romfs_need(rows)

@@ -27,10 +27,16 @@ class _VfsWithRom:
 
 def install(f, size, _vfs):
     # _vfs: the port's own module (sys.modules['vfs'] is replaced below)
-    buf = bytearray(size)
+    # the partition as a bytes object: the view rom_ioctl(2) hands out is read-only, as a real
+    # port's (stm32/qemu: a memoryview without the writable flag; ESP32: a Partition), so a
+    # script that stores through it fails here as there (review_w10-8); the writes below go
+    # through a writable view of the same memory, which only this module has
+    import uctypes
+    buf = bytes(size)
+    mv = uctypes.bytearray_at(uctypes.addressof(buf), size)
     f.seek(0)
-    f.readinto(buf)
-    mv = memoryview(buf)
+    f.readinto(mv)
+    seg = memoryview(buf)
 
     def _put(off, data):
         # NOR flash: a write only clears bits; bytes not erased first keep their zeros
@@ -49,7 +55,7 @@ def install(f, size, _vfs):
         if not args or args[0] != 0:
             return -_EINVAL
         if op == 2:
-            return mv
+            return seg
         if op == 3:  # (3, id, length) or (3, id, offset, length): erase
             if len(args) == 2:
                 off, n = 0, args[1]
@@ -91,7 +97,7 @@ def install(f, size, _vfs):
     mod.rom_ioctl = rom_ioctl
     sys.modules['vfs'] = mod
     try:
-        _vfs.mount(_vfs.VfsRom(mv), '/rom')
+        _vfs.mount(_vfs.VfsRom(seg), '/rom')
     except OSError:
         return False  # erased, or not a ROMFS image: no /rom, as on a board (no message)
     at = sys.path.index('.frozen') + 1 if '.frozen' in sys.path else len(sys.path)
