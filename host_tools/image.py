@@ -17,8 +17,8 @@ by host_tools/partitions.py) with its romfs partition. MicroPython's ESP32 port 
 through a board directory (BOARD_DIR): `romfs_board_files` writes one beside the build,
 which includes the stock board (and variant) and adds an sdkconfig fragment (the table, the
 flash size, the bootloader's app rollback when the table has OTA slots) and the define.
-Then: `ppmid flash --erase-all --no-deploy` (the table moves the filesystem) and
-`ppmid deploy --romfs`.
+Then: `ppmid flash --erase-all --romfs` (the table moves the filesystem; the deploy
+after esptool is `ppmid deploy --romfs`).
 
 `manifest_files(board)` runs a board's manifest with stand-ins for the build's manifest
 functions and lists the firmware files it freezes (tests compile each for the board).
@@ -205,8 +205,8 @@ def main(argv=None):
         return 1
     if is_romfs_board(boards.load_board(board)):
         # its partition table moves the filesystem: MicroPython could not mount the old one
-        print("image: %s\nnext: ppmid flash --port PORT --board %s --firmware %s --erase-all --no-deploy, then "
-              "ppmid deploy --romfs --port PORT --board %s" % (image, board, image, board))
+        print("image: %s\nnext: ppmid flash --port PORT --board %s --firmware %s --erase-all --romfs"
+              % (image, board, image))
     else:
         print("image: %s\nnext: ppmid flash --port PORT --board %s --firmware %s --scripts-only" % (image, board, image))
     return 0

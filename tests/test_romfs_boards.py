@@ -224,3 +224,38 @@ def test_the_s3_romfs_board_gets_past_the_romfs_and_heap_checks(tmp_path):
               "esp32s3-devkitc-1-n8r8-romfs", "--build-dir", str(tmp_path / "build"))
     assert p.returncode == 0, p.stderr
     assert ":/.deploy-new/romfs-image/" in p.stdout
+
+
+def _esp32_image(tmp_path):
+    """An ESP32 app image's first bytes (magic 0xE9, chip id 0 at byte 12), as esptool reads them."""
+    head = bytes([0xE9, 3, 2, 0x20]) + bytes(8) + (0).to_bytes(2, "little")
+    path = tmp_path / "firmware.bin"
+    path.write_bytes(head + bytes(1024 - len(head)))
+    return str(path)
+
+
+def test_flash_with_romfs_writes_the_image_then_deploys_into_the_partition(tmp_path):
+    firmware = _esp32_image(tmp_path)
+    port = str(tmp_path / "ttyUSB0")
+    p = ppmid("flash", "--romfs", "--erase-all", "--dry-run", "--port", port, "--board", "esp32-devkitc-romfs",
+              "--firmware", firmware)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    erase = [i for i, l in enumerate(lines) if "erase-flash" in l or "erase_flash" in l]
+    write = [i for i, l in enumerate(lines) if ("write-flash 0x1000 " in l or "write_flash 0x1000 " in l)
+             and l.endswith(firmware)]
+    romfs = [i for i, l in enumerate(lines) if "into the romfs partition" in l]
+    assert erase and write and romfs and erase[0] < write[0] < romfs[0], p.stdout
+    # without --romfs the deploy after it would be refused for the heap: refused before esptool
+    p = ppmid("flash", "--dry-run", "--port", port, "--board", "esp32-devkitc-romfs", "--firmware", firmware)
+    assert p.returncode == 1 and p.stdout == "" and "`ppmid deploy --romfs`" in p.stderr, p.stderr
+    # a stock-image board has no partition: refused before esptool, naming the code
+    p = ppmid("flash", "--romfs", "--dry-run", "--port", port, "--board", "esp32-devkitc", "--firmware", firmware)
+    assert p.returncode == 1 and p.stdout == "" and p.stderr.startswith("ppmid: E_DEPLOY_NO_ROMFS: "), p.stderr
+    p = ppmid("flash", "--romfs", "--scripts-only", "--dry-run", "--port", port, "--board", "esp32-devkitc-romfs",
+              "--firmware", firmware)
+    assert p.returncode == 1 and p.stderr.startswith("ppmid: E_DEPLOY: --romfs and --scripts-only"), p.stderr
+    # --no-deploy writes the image alone (no heap or partition question asked)
+    p = ppmid("flash", "--no-deploy", "--dry-run", "--port", port, "--board", "esp32-devkitc-romfs",
+              "--firmware", firmware)
+    assert p.returncode == 0 and "write-flash 0x1000 " in p.stdout and "mpremote" not in p.stdout, p.stdout
