@@ -14,6 +14,9 @@ def add_arguments(p):
     p.add_argument("--no-deploy", action="store_true", help="only write MicroPython, do not deploy firmware/")
     p.add_argument("--scripts-only", action="store_true",
                    help="the image has the app frozen in (make image): deploy only boot.py, main.py, install.mpy, board.json")
+    p.add_argument("--romfs", action="store_true",
+                   help="the image has a romfs partition (make image for a -romfs board): deploy the package into it "
+                        "(ppmid deploy --romfs)")
     p.add_argument("--force", action="store_true",
                    help="deploy .mpy files even to a board whose heap is smaller than the app's need (a warning)")
     p.add_argument("--erase-all", action="store_true",
@@ -24,5 +27,5 @@ def add_arguments(p):
 
 def run(args):
     flash.flash(args.port, args.board, args.firmware, args.baud, then_deploy=not args.no_deploy, dry_run=args.dry_run,
-                scripts_only=args.scripts_only, force=args.force, erase_all=args.erase_all)
+                scripts_only=args.scripts_only, force=args.force, erase_all=args.erase_all, romfs=args.romfs)
     return 0

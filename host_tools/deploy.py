@@ -160,9 +160,22 @@ def heap_fits(board, definition, force=False, log=None):
     if have >= need:
         return True
     message = ("board %s has a %d-byte Python heap (board.json heap %s), the app needs %d bytes at its peak "
-               "(%s): its .mpy files would not fit; freeze the app into the MicroPython image instead "
-               "(`make image BOARD=%s`, flash it, then `ppmid deploy --scripts-only`)%s"
-               % (board, have, definition.get("heap"), need, source, board, _romfs_route(have)))
+               "(%s): its .mpy files would not fit" % (board, have, definition.get("heap"), need, source))
+    if definition.get("romfs_bytes"):
+        # the board's own image (make image) has a romfs partition and no app frozen in
+        try:
+            romfs_need, _ = romfs_heap_need()
+        except DeployError:
+            romfs_need = None
+        if romfs_need is not None and have >= romfs_need:
+            message += ("; put the package in the board's romfs partition instead with `ppmid deploy --romfs` (the "
+                        "app then needs %d bytes, boards/app_heap.json romfs; the partition is in the image `make "
+                        "image BOARD=%s` builds)" % (romfs_need, board))
+        else:
+            message += " (nor would it from the board's romfs partition: boards/app_heap.json romfs)"
+    else:
+        message += ("; freeze the app into the MicroPython image instead (`make image BOARD=%s`, flash it, then "
+                    "`ppmid deploy --scripts-only`)%s" % (board, _romfs_route(have, _ROMFS_IMAGES)))
     if not force:
         raise DeployError(message + ", or deploy anyway with --force")
     (log or print)("WARNING: " + message + "; deploying anyway (--force)")
@@ -184,16 +197,20 @@ def romfs_heap_need(path=None):
         os.path.relpath(path, boards.ROOT), data.get("gauge", "?"), data.get("measured", "?"), data.get("by", "?"))
 
 
-def _romfs_route(have):
-    """The ROMFS route, when the heap holds the app from there."""
+_ROMFS_IMAGES = ("an image with a romfs partition (MICROPY_VFS_ROM: `make image` builds one for the `-romfs` "
+                 "board definitions, esp32-devkitc-romfs and esp32s3-devkitc-1-n8r8-romfs; none was built or run here)")
+
+
+def _romfs_route(have, where):
+    """The ROMFS route, when the heap holds the app from there (", or, on WHERE, ...")."""
     try:
         need, _ = romfs_heap_need()
     except DeployError:
         return ""
     if have < need:
         return ""
-    return (", or, on an image with a romfs partition (MICROPY_VFS_ROM; none is built here), put the package there "
-            "with `ppmid deploy --romfs` (the app then needs %d bytes, boards/app_heap.json romfs)" % need)
+    return (", or, on %s, put the package there with `ppmid deploy --romfs` (the app then needs %d bytes, "
+            "boards/app_heap.json romfs)" % (where, need))
 
 
 def native_arch():

@@ -20,7 +20,7 @@ import shlex
 import subprocess
 import time
 
-from host_tools import boards, deploy
+from host_tools import boards, deploy, deploy_romfs
 from host_tools.errors import ToolError
 from host_tools.ports import PortLock
 
@@ -134,20 +134,31 @@ def wait_for_repl(port, arch, definition=None, timeout=REPL_WAIT_S):
 
 
 def flash(port, board, firmware, baud=BAUD, then_deploy=True, dry_run=False, scripts_only=False, force=False,
-          erase_all=False):
+          erase_all=False, romfs=False):
     """Write the image (erase the whole chip first only with erase_all), wait for the REPL,
-    deploy firmware/ (then_deploy; with scripts_only, for an image with the app frozen in).
-    With dry_run, print every command instead. A deploy that would be refused (the board's
-    heap) is refused before esptool. Says first what is kept or destroyed."""
+    deploy firmware/ (then_deploy; with scripts_only, for an image with the app frozen in;
+    with romfs, `ppmid deploy --romfs`, for the image `make image` builds for a board with a
+    romfs partition). With dry_run, print every command instead. A deploy that would be
+    refused (no romfs partition, the board's heap) is refused before esptool. Says first
+    what is kept or destroyed."""
+    if romfs and scripts_only:
+        raise deploy.DeployError("--romfs and --scripts-only: the first puts the package in the romfs partition, the "
+                                 "second is for an image with the package frozen in; choose one")
     cmds = esptool_commands(port, board, firmware, baud, erase_all)
-    if then_deploy and not scripts_only:
+    if then_deploy and romfs:
+        definition = boards.load_board(board)
+        deploy_romfs.partition_bytes(board, definition)
+        deploy_romfs.romfs_heap_fits(board, definition, force)
+    elif then_deploy and not scripts_only:
         deploy.heap_fits(board, boards.load_board(board), force)
     note = what_it_does(board, firmware, erase_all)
     if dry_run:
         print("# " + note)
         for cmd in cmds:
             print(" ".join(shlex.quote(c) for c in cmd))
-        if then_deploy:
+        if then_deploy and romfs:
+            deploy_romfs.deploy_romfs(port, board, dry_run=True, force=True)
+        elif then_deploy:
             deploy.deploy(port, board, dry_run=True, scripts_only=scripts_only, force=True)
         return
     # held from the first esptool run to the deploy's reset (esptool locks the port only
@@ -162,4 +173,7 @@ def flash(port, board, firmware, baud=BAUD, then_deploy=True, dry_run=False, scr
             return
         definition = boards.load_board(board)
         wait_for_repl(port, deploy.board_arch(definition), definition)
-        deploy.deploy(port, board, log=lambda m: print("deploy: " + m), scripts_only=scripts_only, force=True)
+        if romfs:
+            deploy_romfs.deploy_romfs(port, board, log=lambda m: print("deploy: " + m), force=True)
+        else:
+            deploy.deploy(port, board, log=lambda m: print("deploy: " + m), scripts_only=scripts_only, force=True)

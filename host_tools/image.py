@@ -9,6 +9,17 @@ board). It needs a MicroPython source tree (MICROPY_DIR) and an ESP-IDF environm
 missing, one sentence each, and builds nothing. Then: `ppmid flash --scripts-only
 --firmware <the image>` (or flash it, then `ppmid deploy --scripts-only`).
 
+A board whose board.json has `romfs_bytes` (esp32-devkitc-romfs, esp32s3-devkitc-1-n8r8-romfs)
+gets, instead, the image for `ppmid deploy --romfs`: the port's own frozen modules only (a
+frozen ppmid would be imported before /rom: sys.path is ['', '.frozen', '/rom', ...]),
+MICROPY_VFS_ROM on, and the board's partition table (board.json "partition_table", checked
+by host_tools/partitions.py) with its romfs partition. MicroPython's ESP32 port takes both
+through a board directory (BOARD_DIR): `romfs_board_files` writes one beside the build,
+which includes the stock board (and variant) and adds an sdkconfig fragment (the table, the
+flash size, the bootloader's app rollback when the table has OTA slots) and the define.
+Then: `ppmid flash --erase-all --romfs` (the table moves the filesystem; the deploy
+after esptool is `ppmid deploy --romfs`).
+
 `manifest_files(board)` runs a board's manifest with stand-ins for the build's manifest
 functions and lists the firmware files it freezes (tests compile each for the board).
 """
@@ -17,7 +28,7 @@ import shutil
 import subprocess
 import sys
 
-from host_tools import boards
+from host_tools import boards, partitions
 from host_tools.errors import ToolError
 
 
@@ -88,6 +99,52 @@ def missing(board, env=None):
     return out
 
 
+def is_romfs_board(definition):
+    """The board's image is the ROMFS one (its definition has a romfs partition)."""
+    return bool(definition.get("romfs_bytes")) and definition.get("chip") != "unix"
+
+
+def _flash_size_option(flash_bytes):
+    mb = flash_bytes // (1024 * 1024)
+    if mb * 1024 * 1024 != flash_bytes or mb not in (2, 4, 8, 16, 32, 64, 128):
+        raise ImageError("flash_size %d bytes: not an ESP-IDF flash size (2M to 128M)" % flash_bytes)
+    lines = ["CONFIG_ESPTOOLPY_FLASHSIZE_%dMB=y" % mb]
+    if mb != 4:  # the port's sdkconfig.base chooses 4MB: unset it, as its sdkconfig.flash_2MiB does
+        lines.insert(0, "CONFIG_ESPTOOLPY_FLASHSIZE_4MB=n")
+    return lines
+
+
+def romfs_board_files(board, env=None):
+    """(the board directory for MicroPython's BOARD_DIR, {file name: text}) of a ROMFS
+    board's image: the stock board (and variant) included, plus MICROPY_VFS_ROM and an
+    sdkconfig fragment with the board's partition table."""
+    env = os.environ if env is None else env
+    d = boards.load_board(board)
+    table_path, table = partitions.board_table(board, d)
+    if not table_path:
+        raise ImageError("board %s has romfs_bytes but no partition_table in its board.json" % board)
+    port = os.path.join(os.path.abspath(env["MICROPY_DIR"]), "ports", "esp32")
+    stock = os.path.join(port, "boards", d["micropython_board"])
+    cmake = ["# Written by ppmid's host_tools/image.py for board %s: the port's %s%s with a romfs partition"
+             % (board, d["micropython_board"], " " + d["micropython_variant"] if d.get("micropython_variant") else ""),
+             "include(%s/mpconfigboard.cmake)" % stock]
+    if d.get("micropython_variant"):
+        cmake.append("include(%s/mpconfigvariant_%s.cmake)" % (stock, d["micropython_variant"]))
+    cmake += ["list(APPEND SDKCONFIG_DEFAULTS ${MICROPY_BOARD_DIR}/sdkconfig.ppmid)",
+              "list(APPEND MICROPY_DEF_BOARD MICROPY_VFS_ROM=1)", ""]
+    sdk = ["# Written by ppmid's host_tools/image.py for board %s" % board,
+           "CONFIG_PARTITION_TABLE_CUSTOM=y",
+           'CONFIG_PARTITION_TABLE_CUSTOM_FILENAME="%s"' % table_path]
+    sdk += _flash_size_option(boards.heap_bytes(d["flash_size"]))
+    if partitions.ota_slots(table):
+        # an image update's first boot is rolled back unless the app marks it valid (docs/update.md)
+        sdk.append("CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE=y")
+    header = ['#include "%s/mpconfigboard.h"' % stock, ""]
+    return os.path.join(port, "build-ppmid-%s-board" % board), {
+        "mpconfigboard.cmake": "\n".join(cmake), "sdkconfig.ppmid": "\n".join(sdk) + "\n",
+        "mpconfigboard.h": "\n".join(header)}
+
+
 def build_commands(board, env=None):
     """The make command lines of the build, and the image it leaves."""
     env = os.environ if env is None else env
@@ -96,9 +153,16 @@ def build_commands(board, env=None):
     port = os.path.join(top, "ports", "esp32")
     build = "build-ppmid-" + board
     args = ["BOARD=" + d["micropython_board"]]
-    if d.get("micropython_variant"):
-        args.append("BOARD_VARIANT=" + d["micropython_variant"])
-    manifest = os.path.join(boards.BOARDS_DIR, board, "manifest.py")
+    if is_romfs_board(d):
+        # the variant comes in through the board directory's cmake; the port's own frozen
+        # modules only: a frozen ppmid would shadow /rom
+        board_dir, _ = romfs_board_files(board, env)
+        args.append("BOARD_DIR=" + board_dir)
+        manifest = os.path.join(port, "boards", "manifest.py")
+    else:
+        if d.get("micropython_variant"):
+            args.append("BOARD_VARIANT=" + d["micropython_variant"])
+        manifest = os.path.join(boards.BOARDS_DIR, board, "manifest.py")
     cmds = [["make", "-C", os.path.join(top, "mpy-cross")],
             ["make", "-C", port] + args + ["BUILD=" + build, "submodules"],
             ["make", "-C", port] + args + ["BUILD=" + build, "FROZEN_MANIFEST=" + manifest]]
@@ -110,6 +174,13 @@ def build(board, env=None, log=print):
     if lack:
         raise ImageError(" ".join(lack))
     cmds, image = build_commands(board, env)
+    if is_romfs_board(boards.load_board(board)):
+        board_dir, files = romfs_board_files(board, env)
+        os.makedirs(board_dir, exist_ok=True)
+        for name, text in files.items():
+            with open(os.path.join(board_dir, name), "w") as f:
+                f.write(text)
+        log("image: board directory %s (%s)" % (board_dir, ", ".join(sorted(files))))
     for cmd in cmds:
         log("image: " + " ".join(cmd))
         if subprocess.run(cmd, env=env).returncode != 0:
@@ -132,7 +203,12 @@ def main(argv=None):
     except ToolError as exc:
         print("ppmid: %s" % exc, file=sys.stderr)
         return 1
-    print("image: %s\nnext: ppmid flash --port PORT --board %s --firmware %s --scripts-only" % (image, board, image))
+    if is_romfs_board(boards.load_board(board)):
+        # its partition table moves the filesystem: MicroPython could not mount the old one
+        print("image: %s\nnext: ppmid flash --port PORT --board %s --firmware %s --erase-all --romfs"
+              % (image, board, image))
+    else:
+        print("image: %s\nnext: ppmid flash --port PORT --board %s --firmware %s --scripts-only" % (image, board, image))
     return 0
 
 
