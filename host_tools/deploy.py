@@ -716,14 +716,20 @@ def deploy(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=True, d
         return _deploy(port, board, firmware_dir, build_dir, reset, dry_run, log, scripts_only, force, attempts)
 
 
-def _deploy(port, board, firmware_dir, build_dir, reset, dry_run, log, scripts_only, force, attempts):
-    log = log or (lambda msg: None)
+def board_for_deploy(board, attempts):
+    """The board's definition for a deploy (plain or --romfs), or DeployError: an unknown
+    board, or fewer than one attempt."""
     if attempts < 1:
         raise DeployError("--attempts must be 1 or more (got %d)" % attempts)
     try:
-        definition = boards.load_board(board)
+        return boards.load_board(board)
     except boards.BoardError as exc:
         raise DeployError(str(exc))
+
+
+def _deploy(port, board, firmware_dir, build_dir, reset, dry_run, log, scripts_only, force, attempts):
+    log = log or (lambda msg: None)
+    definition = board_for_deploy(board, attempts)
     if not scripts_only:
         heap_fits(board, definition, force, log)
     arch = board_arch(definition)

@@ -175,12 +175,7 @@ def deploy_romfs(port, board, firmware_dir=FIRMWARE_DIR, build_dir=None, reset=T
 
 def _deploy_romfs(port, board, firmware_dir, build_dir, reset, dry_run, log, force, attempts):
     log = log or (lambda msg: None)
-    if attempts < 1:
-        raise DeployError("--attempts must be 1 or more (got %d)" % attempts)
-    try:
-        definition = boards.load_board(board)
-    except boards.BoardError as exc:
-        raise DeployError(str(exc))
+    definition = deploy.board_for_deploy(board, attempts)
     size = partition_bytes(board, definition)
     romfs_heap_fits(board, definition, force, log)
     arch = deploy.board_arch(definition)
