@@ -65,7 +65,8 @@ def replay(emu, lines, **kw):
 
 def test_200_corpus_commands_reach_the_ch_once_and_every_response_returns(emu):
     cmds = E.renumbered_commands(200)
-    lines = E.lines_from(cmds, interval_ms=200, prefix="bulk")  # 5/s: well below the UART-bound throughput for these sizes
+    # 10/s: the line keeps up (p50 82 ms, p95 1 s here; 14/s passed too)
+    lines = E.lines_from(cmds, interval_ms=100, prefix="bulk")
     rep = replay(emu, lines)
     _no_mismatch(rep)
     assert rep["commands"] == 200 and rep["responses"] == 200

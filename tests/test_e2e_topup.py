@@ -18,6 +18,11 @@ from ppmid.gbcs import decode
 
 # a short response budget: the silent-meter test waits for it
 FAST = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 6, "queue": 40}}
+# a replay whose line ends `timeout` waits its whole settle (a late answer may still come):
+# 12 s is the 6 s budget and as long again watched for an answer or a copy after it (20 s
+# before: 8 s of each of two tests); a top-up applied late would show in what the meter
+# applied (its credit, its count), checked after each of them
+TIMEOUT_SETTLE_S = 12
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +120,7 @@ def test_meter_that_never_answers_gives_a_final_status_and_the_gateway_keeps_wor
     m = esme(emu)
     emu.ncp.call(setattr, m, "silent", True)
     try:
-        rep = replay(emu, [line("silent-1", U.test_utrn(7, "pounds", 3), status="timeout")], settle_s=20)
+        rep = replay(emu, [line("silent-1", U.test_utrn(7, "pounds", 3), status="timeout")], settle_s=TIMEOUT_SETTLE_S)
     finally:
         emu.ncp.call(setattr, m, "silent", False)
     assert rep["mismatches"] == [], rep["mismatches"]
@@ -165,7 +170,7 @@ def test_keypad_lock_and_an_unreachable_meter_end_clearly_and_nothing_is_applied
     gone = U.test_utrn(21, "pounds", 2)
     emu.ncp.call(setattr, m, "unreachable", True)
     try:
-        rep = replay(emu, [line("gone", gone, status="timeout")], settle_s=20)
+        rep = replay(emu, [line("gone", gone, status="timeout")], settle_s=TIMEOUT_SETTLE_S)
     finally:
         emu.ncp.call(setattr, m, "unreachable", False)
     assert rep["mismatches"] == [], rep["mismatches"]
