@@ -525,6 +525,20 @@ def probe_stage(port, arch, definition=None, build=None):
     return mpy, stage, staged, dirs
 
 
+def _first_probe(port, arch, definition, build, log):
+    """The deploy's first probe. A port that stays silent through it may be a board busy
+    with its boot (the first boot of a new image, a loaded host: CI saw a board's REPL
+    silent for 8 s there): it gets one more probe before the port is called no REPL, which
+    then takes twice PROBE_TIMEOUT_S. A port that does not exist fails at once."""
+    try:
+        return probe_stage(port, arch, definition, build)
+    except BoardLost as exc:
+        if not (os.path.exists(port) or port.startswith(("rfc2217://", "socket://"))):
+            raise
+        log("%s; probing once more (a board busy with its boot answers late)" % exc)
+        return probe_stage(port, arch, definition, build)
+
+
 def _reprobe(port, arch, definition, build):
     """After a BoardLost: probe until the board is back (it boots, the app starts and arms
     its watchdog afresh, the probe's Ctrl-C stops it again), for up to RECONNECT_S."""
@@ -569,7 +583,7 @@ def _stage_and_install(port, arch, definition, build_dir, files, local, attempts
     for attempt in range(1, attempts + 1):
         try:
             if lost is None:
-                mpy, stage, staged, dirs = probe_stage(port, arch, definition, build)
+                mpy, stage, staged, dirs = _first_probe(port, arch, definition, build, log)
             else:
                 log("board lost (%s); attempt %d of %d: probing again" % (str(lost)[-300:], attempt, attempts))
                 mpy, stage, staged, dirs = _reprobe(port, arch, definition, build)

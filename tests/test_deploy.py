@@ -445,3 +445,30 @@ def test_a_script_that_raises_on_the_board_is_not_a_lost_board():
             "sys.exit(1)")
     with pytest.raises(deploy.BoardLost):
         deploy._run_mpremote([sys.executable, "-c", host], "install on p", timeout=20, stall_s=5)
+
+
+def test_a_silent_first_probe_gets_one_more_before_the_port_is_called_no_repl(tmp_path, monkeypatch):
+    # CI saw a board in the first boot of a new image leave its REPL silent for the probe's
+    # 8 s under load: the deploy then said "not a MicroPython REPL" of a board. One more probe
+    # now; a port that does not exist still fails at once, and a second silence is final
+    port = tmp_path / "pty"
+    port.write_text("")
+    calls, said = [], []
+
+    def probe_stage(p, arch, definition=None, build=None):
+        calls.append(p)
+        if len(calls) == 1 or os.path.basename(p).startswith("mute"):
+            raise deploy.BoardLost("port %s is not a MicroPython REPL (no progress for 8 s)" % p)
+        return (6, "none", {}, set())
+    monkeypatch.setattr(deploy, "probe_stage", probe_stage)
+    assert deploy._first_probe(str(port), "x64", None, "b", said.append) == (6, "none", {}, set())
+    assert len(calls) == 2 and said and said[0].endswith("probing once more (a board busy with its boot answers late)")
+    calls.clear()
+    with pytest.raises(deploy.BoardLost, match="not a MicroPython REPL"):
+        deploy._first_probe(str(tmp_path / "mute"), "x64", None, "b", said.append)   # no such port:
+    assert len(calls) == 1                                                             # at once
+    (tmp_path / "mute2").write_text("")
+    calls.clear()
+    with pytest.raises(deploy.BoardLost, match="not a MicroPython REPL"):
+        deploy._first_probe(str(tmp_path / "mute2"), "x64", None, "b", said.append)
+    assert len(calls) == 2
