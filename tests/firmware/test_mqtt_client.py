@@ -134,18 +134,23 @@ def _client(broker, **kw):
     return MQTTClient("00DB1234567890A0", tls_connector("127.0.0.1", broker.port), **opts)
 
 
+async def _stop(client, task):
+    # the client's DISCONNECT, then its run task ended, whatever it was doing
+    await client.stop()
+    await asyncio.sleep(0.05)
+    task.cancel()
+    try:
+        await task
+    except BaseException:
+        pass
+
+
 async def _with(broker, client, body):
     task = asyncio.create_task(client.run())
     try:
         await body()
     finally:
-        await client.stop()
-        await asyncio.sleep(0.05)
-        task.cancel()
-        try:
-            await task
-        except BaseException:
-            pass
+        await _stop(client, task)
         await broker.stop()
 
 

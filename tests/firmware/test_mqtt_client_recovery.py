@@ -10,7 +10,7 @@ from ppmid.mqtt import packets as p
 from ppmid.mqtt.client import MQTTError
 from ppmid.mqtt.link_host import stats
 
-from test_mqtt_client import FakeBroker, _client, _until, _with
+from test_mqtt_client import FakeBroker, _client, _stop, _until, _with
 
 
 async def test_a_qos0_publisher_whose_write_fails_is_told_and_not_left_waiting():
@@ -134,13 +134,7 @@ async def test_a_failure_while_noting_a_failure_does_not_end_the_client():
         await _until(lambda: len(dials) >= 3 or task.done(), "three dials")
         assert not task.done() and stats(c)["connect_failures"] >= 2
     finally:
-        await c.stop()
-        await asyncio.sleep(0.05)
-        task.cancel()
-        try:
-            await task
-        except BaseException:
-            pass
+        await _stop(c, task)
 
 
 async def test_the_backoff_starts_again_after_a_connection_up_for_more_than_half_the_tick_period():
