@@ -88,7 +88,7 @@ def _text(key, arg=None):
 
 
 # A message waiting to go or to be PUBACKed: a list by these indices, not an instance of a
-# class of its own (a 9-attribute instance took 112 bytes of heap against 64 as a list, and
+# class of its own (a 9-attribute instance took ~100 bytes of heap against 64 as a list, and
 # the class, its constructor and its names ~0.2 KB held by the running app: docs/memory.md,
 # "Session 12, the app's reaction and ready")
 _M_TOPIC = const(0)
