@@ -231,6 +231,34 @@ async def test_a_clock_sntp_set_is_never_read_nor_moved():
         assert han.sent == [] and sets == [] and clock.source == source
 
 
+async def test_a_read_that_finds_the_clock_sntps_loads_no_time_cluster_codec():
+    # the loop's last read on a gateway with WAN: the codec's names would be interned for good
+    import sys
+    from ppmid import app
+    from ppmid.modules import unload
+    han, clock, t, st, logs, sets, set_time = rig("sntp")
+    st.update(SETTINGS)
+    unload("ppmid.zigbee.chclock", "ppmid.zigbee.timecluster")
+    try:
+        run = app._ch_clock_read()      # as the app's loop loads the read
+        assert "ppmid.zigbee.timecluster" not in sys.modules
+        assert await run(han, clock, set_time, st, None) == 0
+        assert han.sent == [] and "ppmid.zigbee.timecluster" not in sys.modules
+        assert "ppmid.zigbee.chclock" not in sys.modules
+        # a read that goes out loads it (and run() drops it again)
+        han, clock, t, st, logs, sets, set_time = rig()
+        st.update(SETTINGS)
+        han.answers = [[answer()]]
+        assert await app._ch_clock_read()(han, clock, set_time, st, None) == SETTINGS["resync_s"]
+        assert clock.source == "ch" and len(han.sent) == 1 and han.sent[0][1] == T.CLUSTER_TIME
+        assert "ppmid.zigbee.timecluster" not in sys.modules
+    finally:
+        # the other tests' module objects back where imports find them
+        for name, mod in (("chclock", chclock), ("timecluster", T)):
+            sys.modules["ppmid.zigbee." + name] = mod
+            setattr(sys.modules["ppmid.zigbee"], name, mod)
+
+
 async def test_sntp_setting_the_clock_during_the_read_wins():
     han, clock, t, st, logs, sets, set_time = rig()
 

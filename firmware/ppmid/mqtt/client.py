@@ -87,19 +87,19 @@ def _text(key, arg=None):
     return sentence("ppmid.mqtt.client_errors", key, arg)
 
 
-class _Msg:
-    # no __slots__: MicroPython ignores them, and their tuple is heap the app holds (docs/memory.md)
-
-    def __init__(self, topic, payload, qos, retain, done):
-        self.topic = topic
-        self.payload = payload
-        self.qos = qos
-        self.retain = retain
-        self.pid = 0
-        self.sent_at = 0
-        self.done = done  # asyncio.Event for a waiting publisher, or None
-        self.sent = 0     # times put on the wire
-        self.conn = 0     # the connection (stats[_C_CONNECTS]) it last went out on
+# A message waiting to go or to be PUBACKed: a list by these indices, not an instance of a
+# class of its own (a 9-attribute instance took ~100 bytes of heap against 64 as a list, and
+# the class, its constructor and its names ~0.2 KB held by the running app: docs/memory.md,
+# "Session 12, the app's reaction and ready")
+_M_TOPIC = const(0)
+_M_PAYLOAD = const(1)
+_M_QOS = const(2)
+_M_RETAIN = const(3)
+_M_PID = const(4)
+_M_SENT_AT = const(5)   # ticks_ms of its last write
+_M_DONE = const(6)      # asyncio.Event for a waiting publisher, or None
+_M_SENT = const(7)      # times put on the wire
+_M_CONN = const(8)      # the connection (stats[_C_CONNECTS]) it last went out on
 
 
 class _TlsStream:
@@ -227,8 +227,8 @@ class MQTTClient:
             raise p.PacketError(_text(_S_QOS, (qos,)))
         if first and qos and not wait and self._w is not None and self._dead is None \
                 and self.pending() < self.queue_size:  # bounded like the queue
-            m = _Msg(topic, payload, qos, retain, None)
-            m.pid = self._next_pid()
+            m = [topic, payload, qos, retain, 0, 0, None, 0, 0]
+            m[_M_PID] = self._next_pid()
             self._inflight.append(m)
             try:
                 await self._send(m, False)
@@ -241,12 +241,12 @@ class MQTTClient:
                 return False
             self._space.clear()
             await self._space.wait()
-        m = _Msg(topic, payload, qos, retain, asyncio.Event() if wait else None)
+        m = [topic, payload, qos, retain, 0, 0, asyncio.Event() if wait else None, 0, 0]
         self._queue.append(m)
         self._wake.set()
         if wait:
-            await m.done.wait()
-            return m.sent > 0  # False: a QoS 0 message whose write failed (lost, counted in drops)
+            await m[_M_DONE].wait()
+            return m[_M_SENT] > 0  # False: a QoS 0 message whose write failed (lost, counted in drops)
         return True
 
     async def run(self):
@@ -384,7 +384,7 @@ class MQTTClient:
         while True:
             self._pid = self._pid % 0xFFFF + 1
             for m in self._inflight:
-                if m.pid == self._pid:
+                if m[_M_PID] == self._pid:
                     break
             else:
                 return self._pid
@@ -421,16 +421,16 @@ class MQTTClient:
         self._tx_at = ticks_ms()
 
     async def _send(self, m, dup):
-        hdr = p.publish_header(m.topic, len(m.payload), m.qos, m.retain, dup, m.pid)
-        m.sent_at = ticks_ms()
-        m.sent += 1
-        m.conn = self.stats[_C_CONNECTS]
-        await self._write(hdr, m.payload)
+        hdr = p.publish_header(m[_M_TOPIC], len(m[_M_PAYLOAD]), m[_M_QOS], m[_M_RETAIN], dup, m[_M_PID])
+        m[_M_SENT_AT] = ticks_ms()
+        m[_M_SENT] += 1
+        m[_M_CONN] = self.stats[_C_CONNECTS]
+        await self._write(hdr, m[_M_PAYLOAD])
 
     async def _sender(self):
         # Resend whatever the last connection left unacknowledged, in order, with DUP.
         for m in list(self._inflight):
-            if m.conn == self.stats[_C_CONNECTS]:
+            if m[_M_CONN] == self.stats[_C_CONNECTS]:
                 continue  # already went on this connection (publish(first=True))
             self.stats[_C_RETRANSMITS] += 1
             await self._send(m, True)
@@ -440,18 +440,18 @@ class MQTTClient:
             self._wake.clear()
             while self._queue and len(self._inflight) < self.window and self._dead is None:
                 m = self._queue.pop(0)
-                if m.qos:
-                    m.pid = self._next_pid()
+                if m[_M_QOS]:
+                    m[_M_PID] = self._next_pid()
                     self._inflight.append(m)
                 try:
                     await self._send(m, False)
                 except BaseException:
-                    if not m.qos:  # in neither list now: lost (QoS 0 allows it), but its
-                        m.sent = 0  # waiting publisher is told (False), not left waiting for ever
+                    if not m[_M_QOS]:  # in neither list now: lost (QoS 0 allows it), but its
+                        m[_M_SENT] = 0  # waiting publisher is told (False), not left waiting for ever
                         self.stats[_C_DROPS] += 1
                         self._finish(m)
                     raise
-                if not m.qos:
+                if not m[_M_QOS]:
                     self.stats[_C_PUBLISHED] += 1
                     self._finish(m)
             if self._dead is not None:
@@ -462,8 +462,8 @@ class MQTTClient:
             # only time the reader spent free to read counts against ack_timeout (the
             # stamps restart when the handler gives the reader back: _incoming).
             if not self._in_handler:
-                if self._inflight and ticks_diff(now, self._inflight[0].sent_at) > ack_ms:
-                    self._kill(_text(_S_NO_PUBACK, (self._inflight[0].pid, self.ack_timeout)))
+                if self._inflight and ticks_diff(now, self._inflight[0][_M_SENT_AT]) > ack_ms:
+                    self._kill(_text(_S_NO_PUBACK, (self._inflight[0][_M_PID], self.ack_timeout)))
                     break
                 if self._ping_at is not None and ticks_diff(now, self._ping_at) > ack_ms:
                     self._kill(_text(_S_NO_PINGRESP, self.ack_timeout))
@@ -478,8 +478,8 @@ class MQTTClient:
             await wait_event_ms(self._wake, 500)
 
     def _finish(self, m):
-        if m.done is not None:
-            m.done.set()
+        if m[_M_DONE] is not None:
+            m[_M_DONE].set()
         self._space.set()
 
     # ---- reading ----------------------------------------------------------------------
@@ -569,8 +569,8 @@ class MQTTClient:
                 elif kind == p.PUBACK:
                     pid = p.parse_packet_id(body)
                     for m in self._inflight:
-                        if m.pid == pid:
-                            self._inflight.remove(m)
+                        if m[_M_PID] == pid:
+                            self._inflight.remove(m)  # the first equal list: pids in flight are unique
                             self.stats[_C_PUBLISHED] += 1
                             self._finish(m)
                             self._wake.set()
@@ -619,7 +619,7 @@ class MQTTClient:
                 # so tick wrap-around over a long session is harmless)
                 now = ticks_ms()
                 for m in self._inflight:
-                    m.sent_at = now
+                    m[_M_SENT_AT] = now
                 if self._ping_at is not None:
                     self._ping_at = now
                 self._shrink_rx()

@@ -185,8 +185,8 @@ def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on
     client.wlan = wlan
     client.log = log
     client._subs = []          # [(filter, qos)], renewed on every connect
-    client._queue = []         # _Msg waiting to be sent
-    client._inflight = []      # QoS 1 _Msg sent, waiting for PUBACK (in send order)
+    client._queue = []         # messages waiting to be sent (lists: ppmid.mqtt.client's _M_ indices)
+    client._inflight = []      # QoS 1 messages sent, waiting for PUBACK (in send order)
     client._pid = 0
     client._wake = asyncio.Event()
     client._space = asyncio.Event()

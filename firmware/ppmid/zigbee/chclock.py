@@ -15,7 +15,11 @@
 from ppmid.clock import ticks_ms, ticks_diff, sleep_ms, EPOCH_2000, SET_AFTER
 from ppmid.errors import PpmidError
 from ppmid.zigbee.tunnel import CH_NWK, ENDPOINT, PROFILE_SE, ZclError, E_ZCL
-from ppmid.zigbee import timecluster as T
+# The Time cluster's codec (ppmid.zigbee.timecluster) is imported where a frame is built or
+# read, not here: a read that finds the clock SNTP's (the usual case with WAN: the loop's
+# last read) then loads this module alone, and the codec's ~25 names, interned for good
+# once it loads, are never interned (docs/memory.md, "Session 12, the app's reaction and
+# ready").
 
 _POLL_MS = 20
 SOURCES = ("unset", "rtc", "ch")   # the clock sources the CH may set: never "sntp" (nor "host")
@@ -25,6 +29,7 @@ _SET_BEFORE = 4102444800   # 2100-01-01 UTC in unix seconds (a big int on a 32-b
 def accept(m, seq):
     """Unix seconds from an incoming message (ZigbeeHan's dict) answering read_time(seq),
     or ZclError (E_ZCL) saying why it is not taken."""
+    from ppmid.zigbee import timecluster as T
     if m["sender"] != CH_NWK:
         raise ZclError(E_ZCL, "from 0x%04X, not the CH (0x0000)" % m["sender"])
     aps = m["aps"]
@@ -46,6 +51,7 @@ def accept(m, seq):
 async def read(han, seq, timeout_ms, log, st):
     """Unix seconds from the CH, or None: not sent (HAN down) or no usable answer within
     timeout_ms. Answers refused by accept() are counted in st["ignored"] and logged once."""
+    from ppmid.zigbee import timecluster as T
     inbox = []
     han.on_time = inbox.append   # ZigbeeHan._incoming hands over the Time cluster's frames
     try:
