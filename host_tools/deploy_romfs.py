@@ -25,7 +25,8 @@ the flash filesystem as a plain deploy puts it (docs/platform.md `ppmid deploy -
    ['', '.frozen', '/rom', '/rom/lib', '/lib'] and '' is the flash root), and the staging
    dir with the image's chunks.
 5. Write the image's first bytes (its ROMFS header, sent with the call), read the whole
-   image back and compare its SHA-256 with the built one, soft-reset.
+   image back and compare its SHA-256 with the built one (another: the header zeroed again
+   and E_DEPLOY_ROMFS_WRITE), soft-reset.
 The port is held (ports.PortLock) from before the build to the reset, as a plain deploy
 holds it (review_w10-1).
 
@@ -153,6 +154,22 @@ def _seal(port, arch, definition, head, n, attempts, log):
             deploy._reprobe(port, arch, definition, None)
 
 
+def _not_the_image(port, arch, definition, sealed, digest, attempts, log):
+    """RomfsWriteFailed for a sealed partition whose image read back is not the built one
+    (a write the flash did not take); its header, just written, is zeroed first, so no boot
+    mounts bytecode that is not the build's (the board stays without a package, as a deploy
+    cut after its install leaves it)."""
+    what = "seal the image in %s's romfs partition" % port
+    try:
+        deploy.forget_romfs_image(port, arch, definition, attempts, log)
+        outcome = "its header is zeroed again, so no boot mounts it"
+    except DeployError as exc:
+        outcome = "zeroing its header failed too (%s), so the next boot may mount it" % exc
+    return RomfsWriteFailed("%s: the partition's image read back (sha256 %s) is not the built one (%s) "
+                            "(E_DEPLOY_ROMFS_WRITE); %s; run the same deploy again"
+                            % (what, sealed[:16], digest[:16], outcome))
+
+
 def image_chunks(build_dir, image):
     """Write `image` as build_dir/CHUNKS/NNN pieces of CHUNK bytes; their names, in order."""
     os.makedirs(os.path.join(build_dir, CHUNKS), exist_ok=True)
@@ -237,9 +254,7 @@ def _deploy_romfs(port, board, firmware_dir, build_dir, reset, dry_run, log, for
         # 5. the header: from now on the board mounts the image
         sealed = _seal(port, arch, definition, image[:heads[-1]], len(image), attempts, log)
         if sealed != digest:
-            raise RomfsWriteFailed("%s: the partition's image read back (sha256 %s) is not the built one (%s) "
-                                   "(E_DEPLOY_ROMFS_WRITE); run the same deploy again" % (what, sealed[:16],
-                                                                                          digest[:16]))
+            raise _not_the_image(port, arch, definition, sealed, digest, attempts, log)
         log("romfs partition holds the image (%d bytes, sha256 %s read back)" % (len(image), digest[:16]))
         if reset:
             deploy.soft_reset(port)

@@ -422,3 +422,45 @@ def test_a_plain_deploy_after_a_romfs_one_retires_its_image_so_scripts_only_neve
 def _version():
     with open(os.path.join(boards.FIRMWARE_DIR, "ppmid", "__init__.py")) as f:
         return f.read().split('VERSION = "', 1)[1].split('"', 1)[0]
+
+
+def test_a_partition_that_reads_back_another_image_after_the_seal_is_refused_and_not_mounted(tmp_path, monkeypatch):
+    # review r1-1: the one check that catches a partition whose sealed image is not the build
+    # (a write the flash did not take) crashed with NameError. Stood in for by a header the
+    # partition takes with its last byte changed: the read-back is the board's own
+    real_seal = deploy_romfs._seal
+    sent = []
+
+    def seal_a_changed_header(port, arch, definition, head, n, attempts, log):
+        spoilt = head[:-1] + bytes([head[-1] ^ 0x01])
+        sent.append(spoilt)
+        return real_seal(port, arch, definition, spoilt, n, attempts, log)
+
+    monkeypatch.setattr(deploy_romfs, "_seal", seal_a_changed_header)
+    with EmulatedBoard(tmp_path / "b") as b:
+        with pytest.raises(deploy_romfs.RomfsWriteFailed) as exc:
+            deploy_romfs.deploy_romfs(b.repl, "emulated", reset=False)
+        assert exc.value.code == "E_DEPLOY_ROMFS_WRITE"
+        msg = str(exc.value)
+        assert msg.startswith("seal the image in %s's romfs partition: the partition's image read back (sha256 "
+                              % b.repl), msg
+        assert "is not the built one" in msg and "its header is zeroed again, so no boot mounts it" in msg, msg
+        assert msg.endswith("run the same deploy again"), msg
+        assert len(sent) == 1 and partition(b)[:4] == b"\0\0\0\0", "the spoilt image kept its header"
+        mark = b.mark()
+        b.reset()
+        b.wait_for(r"MicroPython", since=mark)
+        assert b.exec("import sys; print(sys.path)").strip() == "['', '.frozen', '/lib']"
+
+
+def test_a_mismatch_whose_header_cannot_be_zeroed_says_the_next_boot_may_mount_it(monkeypatch):
+    def refused(port, arch, definition, attempts, log):
+        raise DeployError("forget the ROMFS image on p: the partition refused the write (E_DEPLOY_ROMFS_WRITE: 5)")
+
+    monkeypatch.setattr(deploy, "forget_romfs_image", refused)
+    exc = deploy_romfs._not_the_image("p", "xtensawin", {}, "ab" * 32, "cd" * 32, 1, None)
+    assert isinstance(exc, deploy_romfs.RomfsWriteFailed) and exc.code == "E_DEPLOY_ROMFS_WRITE"
+    assert str(exc) == ("seal the image in p's romfs partition: the partition's image read back (sha256 "
+                        "abababababababab) is not the built one (cdcdcdcdcdcdcdcd) (E_DEPLOY_ROMFS_WRITE); zeroing its "
+                        "header failed too (forget the ROMFS image on p: the partition refused the write "
+                        "(E_DEPLOY_ROMFS_WRITE: 5)), so the next boot may mount it; run the same deploy again")

@@ -191,13 +191,19 @@ def validate(cfg):
         # checked by the commissioning module (dropped after boot like this one)
         from ppmid.zigbee.commission import settings as zigbee_settings
         out["zigbee"] = zigbee_settings(cfg["zigbee"])
-        # the HAN link's own timings (zigbee/han_start.py DEFAULTS), in seconds, checked as
-        # the other sections' are: a string or a bool crashed the link's waits, and until
-        # review_w5-1 a backoff_max_s of 0.5 left a rejoin waiting with no time-out
-        for k, hi in (("send_timeout_s", 3600), ("sent_timeout_s", 600), ("network_timeout_s", 600),
-                      ("backoff_max_s", 3600), ("unsupported_retry_s", 86400), ("resend_window_s", 600)):
-            if k in out["zigbee"]:
-                _number(out["zigbee"], k, 1, hi, "zigbee")
+        # the HAN link's own keys (zigbee/han_start.py DEFAULTS), checked as the other
+        # sections' are: a string or a bool crashed the link. The timings (review_w5-1: a
+        # backoff_max_s of 0.5 left a rejoin waiting with no time-out) are seconds, fractions
+        # allowed: the keys ending "_s"; the others (review r1-2: a max_message "8192" failed
+        # every send, an ezsp_version "13" every bring-up) whole numbers, transfer_size and
+        # max_message in the bounds of the limits they override
+        z = out["zigbee"]
+        for k, lo, hi in (("send_timeout_s", 1, 3600), ("sent_timeout_s", 1, 600), ("network_timeout_s", 1, 600),
+                          ("backoff_max_s", 1, 3600), ("unsupported_retry_s", 1, 86400),
+                          ("resend_window_s", 1, 600), ("ezsp_version", 8, 18), ("transfer_size", 64, 65535),
+                          ("max_message", 64, 65535), ("rx_queue", 1, 64)):
+            if k in z:
+                _number(z, k, lo, hi, "zigbee", (int, float) if k[-2:] == "_s" else (int,))
     s = out["sntp"]
     if not isinstance(s["servers"], list) or len(s["servers"]) > 4 or \
             any(not isinstance(h, str) or not h for h in s["servers"]):

@@ -178,3 +178,28 @@ def test_zigbee_link_timings_are_numbers_of_seconds():
         for bad in (0.5, 0, -3, hi + 1, "30", True, None, [30]):
             msg = _err(_with(zigbee={key: bad}))
             assert msg == "zigbee.%s must be a number from 1 to %d, not %r" % (key, hi, bad), msg
+
+
+def test_zigbee_driver_sizes_and_counts_are_whole_numbers_in_bounds():
+    # review r1-2: the HAN driver's other keys passed unchecked, and each crashed at run time:
+    # a max_message "8192" failed every send, an rx_queue "16" dropped every incoming message,
+    # an ezsp_version "13" failed every bring-up (the watchdog then reset the board for good)
+    for key, lo, hi in (("ezsp_version", 8, 18), ("transfer_size", 64, 65535), ("max_message", 64, 65535),
+                        ("rx_queue", 1, 64)):
+        assert config.validate(_with(zigbee={key: lo}))["zigbee"][key] == lo
+        assert config.validate(_with(zigbee={key: hi}))["zigbee"][key] == hi
+        for bad in (lo - 1, hi + 1, float(lo), str(lo), "8k", True, None, [lo]):
+            msg = _err(_with(zigbee={key: bad}))
+            assert msg == "zigbee.%s must be an integer from %d to %d, not %r" % (key, lo, hi, bad), msg
+    # the zigbee section's sizes override limits.transfer_size / max_gbcs: the same bounds
+    z = config.validate(_with(zigbee={"transfer_size": 128, "max_message": 4096, "rx_queue": 4}))["zigbee"]
+    assert (z["transfer_size"], z["max_message"], z["rx_queue"]) == (128, 4096, 4)
+
+
+def test_every_key_the_zigbee_driver_takes_from_the_config_is_checked():
+    # the class of review_w5-1 and r1-2: a key zigbee/han_start.py DEFAULTS lets the section
+    # set but validate() does not check reaches the link as given
+    from ppmid.zigbee.han_start import DEFAULTS
+    for key in DEFAULTS:
+        msg = _err(_with(zigbee={key: "30"}))
+        assert msg.startswith("zigbee.%s must be " % key) and msg.endswith(", not '30'"), msg
