@@ -90,7 +90,6 @@ class Intake:
                 if lifted is not None:
                     gbcs = lifted[0]
                     obj = json.loads(lifted[1])
-                    lifted = None  # its copy of the JSON's other fields: parsed, not held through the accept
                 else:
                     obj = json.loads(payload if _MP else bytes(payload))
                 if isinstance(obj, dict) and "utrn" in obj:
