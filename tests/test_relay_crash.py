@@ -77,7 +77,6 @@ class Pub(S.FakePublisher):
 
 class Han(S.FakeHan):
     async def send(self, dest, data):
-        data = S.body_bytes(data)
         m = self.decode(data)
         id = "c%d" % m.counter
         print("SEND " + id)

@@ -115,66 +115,6 @@ def test_blocks_built_in_one_buffer_are_the_same_blocks():
     assert gbt.blocks_for_transfer(raw, 1500, bytearray(1505), 5)[0] == 1
 
 
-class _Body:
-    # a message read slice by slice, as the relay's journal.Body (len, slices as of bytes,
-    # each read when taken): what was read, kept
-    def __init__(self, raw):
-        self.raw = raw
-        self.reads = []
-
-    def __len__(self):
-        return len(self.raw)
-
-    def __getitem__(self, s):
-        got = self.raw[s]
-        self.reads.append((s.start, len(got)))
-        return got
-
-
-def test_blocks_read_piece_by_piece_from_a_body_are_the_same_blocks():
-    # the HAN sends a journaled command read from flash block by block: only the message's
-    # first 64 bytes are read for the routing header, then each block's data as it is built
-    signed = build.build_signed(1, 0x0102030405060708, bytes(range(1, 9)), bytes(range(11, 19)), 0x12F4,
-                                bytes(range(256)) * 2, bytes(range(40, 52)), bytes(64))   # DF alone
-    macced = build.build_command(7, b"\x01" * 8, b"\x02" * 8, 0x19, bytes(200))  # DD 00, length 81 nn
-    forms = set()
-    for raw in (sample(BIG), signed, macced):   # (BIG: DD 00, length 82 nnnn)
-        forms.add(decode(raw).form)
-        for size in (60, 120, 200):
-            want = list_transfer(raw, size)
-            buf = bytearray(5 + size)
-            body = _Body(raw)
-            count, blocks = gbt.blocks_for_transfer(body, size, buf, 5)
-            assert count == len(want) > 1
-            assert body.reads == [(0, 64)]
-            got = [bytes(b) for b in blocks]
-            assert got == want, size
-            data = len(decode(got[0]).block_data)
-            assert body.reads[1:] == [(i * data, min(data, len(raw) - i * data)) for i in range(count)]
-    assert forms == {"mac+signed", "signed"}
-
-
-def test_a_body_s_head_is_checked_as_it_is_read():
-    # decode_head reads what decode reads of the routing header, with its checks
-    from ppmid.gbcs.message import decode_head
-    for raw in (sample(BIG), sample(SMALL), build.build_command(7, b"\x01" * 8, b"\x02" * 8, 0x19, bytes(200)),
-                build.build_signed(1, 9, b"\x01" * 8, b"\x02" * 8, 0x19, bytes(200), bytes(range(12)), bytes(64))):
-        a, b = decode(raw), decode_head(raw[:64])
-        assert (b.cra, b.counter, b.message_code, b.is_gbt) == (a.cra, a.counter, a.message_code, False)
-        assert bytes(b.originator) == bytes(a.originator) and bytes(b.recipient) == bytes(a.recipient)
-    block = list_split(sample(BIG), 100)[0]
-    assert decode_head(block[:64]).is_gbt
-    assert _err(gbt.blocks_for_transfer, _Body(block + bytes(100)), 120, bytearray(125), 5) == "E_GBT_NOT_BLOCK"
-    # a first byte that is no form's, a CRA flag that is no CRA (BIG's transaction-id at 16)
-    for bad, code in ((b"\xDE" + sample(BIG)[1:64], "E_TAG"), (sample(BIG)[:17] + b"\x04" + sample(BIG)[18:64], "E_VALUE")):
-        try:
-            decode_head(bad)
-        except GbcsError as exc:
-            assert exc.code == code, (exc.code, code)
-        else:
-            raise AssertionError("no GbcsError")
-
-
 def test_duplicates_are_ignored():
     raw = sample(BIG)
     b = list_split(raw, 50)

@@ -92,47 +92,6 @@ def test_done_commands_are_forgotten_and_compacted_away():
     j2.close()
 
 
-def _journal_error(fn, *a):
-    try:
-        fn(*a)
-    except J.JournalError as exc:
-        return exc.code, exc.message
-    raise AssertionError("no JournalError")
-
-
-def test_a_body_reads_its_command_in_slices_across_a_compaction_until_it_is_done():
-    # the HAN reads a command's GBT blocks (and a resend's) from the journal as it sends
-    # them (journal.Body, sliced as bytes are): a compaction moves the record under it, and
-    # once the command is done (a compaction may drop its record) no byte is read, never
-    # another's bytes
-    root = fresh_root()
-    j = J.Journal(root)
-    j.open()
-    es = [accept(j, i, body=bytes(range(i, i + 200))) for i in range(4)]
-    body = J.Body(j, es[3])
-    assert len(body) == 200
-    assert body[0:200] == body[0:None] == bytes(range(3, 203))
-    assert body[150:200] == bytes(range(153, 203))
-    assert body[150:260] == bytes(range(153, 203))   # past the end: up to it, as bytes' slices
-    j.sending(es[3], 2000)
-    for e in es[:3]:
-        j.done(e)
-    j.put_counter(b"k", 5)                             # a compaction writes it first
-    off = es[3].body_off
-    j.compact()
-    assert es[3].body_off != off                       # moved
-    assert body[10:110] == bytes(range(13, 113))
-    code, why = _journal_error(lambda: body[-1:10])
-    assert code == "E_JOURNAL" and why == "bytes -1-10 of command c-3 are not in the journal"
-    j.done(es[3])
-    code, why = _journal_error(lambda: body[0:10])
-    assert code == "E_JOURNAL" and why == "bytes 0-10 of command c-3 are not in the journal"
-    accept(j, 9, body=b"\xEE" * 200)                 # written where a compaction put c-3
-    j.compact()
-    assert _journal_error(lambda: body[0:10])[0] == "E_JOURNAL"
-    j.close()
-
-
 def test_compaction_code_is_dropped_after_each_compaction_even_a_failed_one():
     # journal_compact.py is loaded for a compaction only (docs/memory.md): afterwards the
     # running gateway must not hold it, also when the compaction failed

@@ -9,7 +9,7 @@ try:
 except ImportError:  # pragma: no cover
     import uasyncio as asyncio
 
-from test_relay_support import Rig, ESME, GSME, response_to, refusal_of, config, body_bytes
+from test_relay_support import Rig, ESME, GSME, response_to, refusal_of, config
 from ppmid.relay import journal as J
 from ppmid.relay.resend import MAX_RESENDS
 from ppmid.relay.report import named
@@ -48,7 +48,7 @@ class BlockingHan:
         self.sent = inner.sent
 
     async def send(self, dest, data):
-        self.sent.append(body_bytes(data))
+        self.sent.append(bytes(data))
         await asyncio.Event().wait()
 
     async def receive(self):

@@ -206,12 +206,6 @@ class FakeClock:
         self.t_ms += ms
 
 
-def body_bytes(data):
-    """The bytes a HAN link sends for data: bytes, or the relay's journal.Body, which the
-    real link reads from the journal slice by slice (here whole, as it is at the send)."""
-    return bytes(data[0:len(data)])
-
-
 class FakeHan:
     """HAN link: send() records what reached the CH or raises a scripted PpmidError code;
     receive() hands out what deliver() queued."""
@@ -225,7 +219,6 @@ class FakeHan:
 
     async def send(self, dest, data):
         assert dest is None
-        data = body_bytes(data)
         if self.fail:
             code = self.fail.pop(0)
             if code is not None:

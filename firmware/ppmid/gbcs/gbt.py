@@ -5,7 +5,7 @@
 # number order gives back the original message. Nothing is decrypted or re-signed.
 from micropython import const
 
-from ppmid.gbcs.message import decode, decode_head, GbcsError, TAG_GENERAL_CIPHERING, TAG_GBT, E_LENGTH
+from ppmid.gbcs.message import decode, GbcsError, TAG_GENERAL_CIPHERING, TAG_GBT, E_LENGTH
 
 DEFAULT_TRANSFER_SIZE = 1500   # GBCS tunnel: maximum incoming transfer size
 LAST_BLOCK = 0x80
@@ -110,30 +110,22 @@ def block_overhead(data_len):
 
 
 def _split(message, block_data_size, window=1, security_control=0, into=None, at=0):
-    # (number of blocks, iterator of them). message: bytes, or a body sliced as bytes are,
-    # each slice read from flash (the relay's journal.Body, whose bytes decode() checked
-    # whole when the command came): only its head is read here, for the routing header,
-    # then each block's data as the block is built
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        msg = decode(message)
-        buf = msg.buf
-    else:
-        msg = decode_head(message[0:64])
-        buf = message
+    # (number of blocks, iterator of them)
+    msg = decode(message)
     if msg.is_gbt:
         raise _error(GbtError, E_GBT_NOT_BLOCK, _S_SPLIT_A_BLOCK, None)
     if block_data_size < 1:
         raise _error(GbtError, E_GBT_BLOCK_SIZE, _S_BLOCK_DATA_SIZE, block_data_size)
-    n = len(buf)
+    n = len(msg.buf)
     count = (n + block_data_size - 1) // block_data_size
     if count > 0xFFFF:
         raise _error(GbtError, E_GBT_BLOCK_SIZE, _S_TOO_MANY_BLOCKS, count)
     prefix = _prefix(msg)
     if into is not None:
-        return count, _blocks_into(into, at, prefix, buf, block_data_size, count, window, security_control)
+        return count, _blocks_into(into, at, prefix, msg.buf, block_data_size, count, window, security_control)
     # a block per piece, as bytes: for host tools and tests (the gateway builds into its buffer)
     from ppmid.gbcs.build import blocks
-    return count, blocks(prefix, buf, block_data_size, count, window, security_control)
+    return count, blocks(prefix, msg.buf, block_data_size, count, window, security_control)
 
 
 def _blocks_into(out, at, prefix, buf, size, count, window, security_control):

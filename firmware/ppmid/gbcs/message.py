@@ -290,26 +290,6 @@ def _general_signing(b, p, end, limit, form):
     return Message(b, (c << 8) | (t << 2) | form, cl)
 
 
-def decode_head(buf):
-    """The routing information of a message that decode() checked whole before, from its
-    first 64 bytes (every field up to the message code lies in them) -> Message over them
-    whose cra, counter, titles, message code and is_gbt read as decode()'s. For the GBT
-    split of a command read from the journal piece by piece (gbcs/gbt.py). Raises
-    GbcsError(code, sentence)."""
-    b = memoryview(buf)
-    t = 1
-    form = _SIGNED  # (or _MAC: the routing fields read the same)
-    if b[0] == TAG_GENERAL_CIPHERING:
-        if b[1] == 9:
-            form = _GBT
-        else:  # after the MAC header (its length 1, 2 or 3 bytes) and DF
-            t = 14 if b[7] < 0x80 else 13 + b[7] - 0x7F
-    elif b[0] != TAG_GENERAL_SIGNING:
-        _err(E_TAG, _S_FIRST_BYTE, b[0])
-    _transaction_and_titles(b, t, len(b), len(b))
-    return Message(b, (t << 2) | form, 0)
-
-
 def decode(buf):
     """Decode one GBCS message or GBT block -> Message. Raises GbcsError(code, sentence)."""
     b = buf if isinstance(buf, memoryview) else memoryview(buf)

@@ -391,9 +391,7 @@ class Relay:
         if e.expires is not None and now_s >= e.expires:  # checked again, right before
             self._failed(e, E_EXPIRED, e.expires)
             return
-        # a top-up's few digits are read back whole; a GBCS command goes to the HAN as the
-        # journal's Body, which it reads from flash block by block as it sends them
-        body = self.journal.body(e) if e.topup else J.Body(self.journal, e)
+        body = self.journal.body(e)  # read back from flash
         self.journal.sending(e, now_s + self.budget_s)  # on flash before the HAN has it
         self._room.set()
         now = self.clock.ms()

@@ -381,33 +381,6 @@ class Journal:
             self._f = None
 
 
-class Body:
-    """A journaled command's GBCS bytes as the HAN link sends them: len() and slices, as
-    of bytes, each slice read from flash when it is taken: a GBT block's data as the block
-    is built (gbcs/gbt.py), and again for a resend in the HAN's window, so that no copy of
-    the whole command is held through the send and the window (docs/memory.md "Session 12,
-    the 4 KB command's transient"). A compaction moves the record and sets the entry's
-    offset before the next read; once the command is no longer live (its final status
-    acknowledged, after which a compaction drops its record) nothing is read: JournalError,
-    never other bytes."""
-
-    def __init__(self, journal, e):
-        self.journal = journal
-        self.e = e
-
-    def __len__(self):
-        return self.e.body_len
-
-    def __getitem__(self, s):
-        # a slice (step 1): its bytes, read from flash; past the end it stops there
-        e = self.e
-        a = s.start or 0
-        b = e.body_len if s.stop is None or s.stop > e.body_len else s.stop
-        if self.journal.live.get(e.seq) is not e or not 0 <= a <= b:
-            raise JournalError(E_JOURNAL, "bytes %d-%d of command %s are not in the journal" % (a, b, e.id))
-        return self.journal._read(e.body_off + a, b - a)
-
-
 # The validator's anti-replay counter store, kept in the journal: the validator's commit()
 # puts a counter only after the command's accept record is on flash, and the relay
 # re-commits live commands at recovery, so a crash between the two writes cannot reopen a

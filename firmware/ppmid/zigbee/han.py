@@ -208,16 +208,12 @@ class ZigbeeHan:
 
     async def send(self, dest, data):
         """Send one GBCS message to the CH (dest None) through the tunnel. Returns when the
-        NCP reported every piece delivered; raises HanError otherwise. data: bytes, or a
-        body sliced as bytes are, each slice read when taken (the relay's journal.Body: a
-        GBT block's data as the block is built, and again for a resend), so the whole
-        message is not held here; a read that fails raises its own error (a PpmidError)."""
+        NCP reported every piece delivered; raises HanError otherwise."""
         if dest not in (None, T.CH_NWK):
             raise HanError(E_HAN_DEST, _text(_S_DEST, (dest,)))
         if len(data) > self.max_message:
             raise HanError(E_HAN_TOO_BIG, _text(_S_TOO_BIG, (len(data), self.max_message)))
-        if isinstance(data, (bytearray, memoryview)):
-            data = bytes(data)  # held for a resend: not a buffer its sender may reuse
+        data = bytes(data)
         async with self._send_lock:
             deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
             await self._wait_ready(deadline)
@@ -225,7 +221,7 @@ class ZigbeeHan:
                 await self._do_resends()  # what the CH refused earlier goes first
             try:
                 await self._send_message(data, deadline)
-            except PpmidError:  # a HanError, or the body's read (pieces may be at the CH)
+            except HanError:
                 self.counters[_C_SEND_FAILED] += 1
                 self._remember(None)
                 raise
@@ -585,9 +581,8 @@ class ZigbeeHan:
         self._prune(now)
 
     def _prune(self, now):
-        # a message is held only for its window (bytes up to max_message each, or the
-        # relay's journal.Body, read again for a resend): after it, the CH does not ask for
-        # the message again
+        # a body is held only for its window (up to max_message bytes each): after it, the
+        # CH does not ask for the message again
         window = int(self.resend_window_s * 1000)
         while len(self._recent) > _RECENT_MAX or (self._recent and ticks_diff(now, self._recent[0][2]) > window):
             self._recent.pop(0)
@@ -678,14 +673,14 @@ class ZigbeeHan:
         # piece is only ever sent again alone, below, before the next one is built)
         if len(data) <= limit:
             frame = bytearray(T.TRANSFER_DATA_AT + len(data))
-            frame[T.TRANSFER_DATA_AT:] = data if isinstance(data, bytes) else data[0:len(data)]
+            frame[T.TRANSFER_DATA_AT:] = data
             count, pieces = 1, iter((data,))
         else:
             from ppmid.gbcs import gbt
             frame = bytearray(T.TRANSFER_DATA_AT + limit)
             try:
                 count, pieces = gbt.blocks_for_transfer(data, limit, frame, T.TRANSFER_DATA_AT)
-            except gbt.GbcsError as exc:  # (a body's read fails with its own error)
+            except PpmidError as exc:
                 raise HanError(E_HAN_TOO_BIG, _text(_S_NO_SPLIT, (exc,)))
             self.counters[_C_GBT_BLOCKS_TX] += count
         i = 0
