@@ -15,6 +15,7 @@ from ppmid.topup import E_UTRN_TARGET
 from ppmid.mqtt.contract import status_json
 from ppmid.zigbee import prepayment as P
 from ppmid.relay.journal import QUEUED, SENDING, TIMED_OUT, JournalError
+from ppmid.gbcs.validate import admits, E_NOT_ALLOWED
 from micropython import const
 
 # indices of the relay's counters (relay.counters, a list) that this module counts: the
@@ -25,6 +26,12 @@ _C_RX_BAD = const(15)
 # the HAN link's counter of frames it drops unsecured: its index in han.counters (a list of
 # ints), the place of "rx_unsecured" in zigbee/han_counters.py's HAN  (_HC_: the HAN's list, not the relay's _C_)
 _HC_RX_UNSECURED = const(21)
+
+# a top-up at the ESME is GBCS PECS01: the validator's list for the ESME (han.allow, narrowed
+# to han.profile) must hold its message code, as for a GBCS command (review r2 R2-6); the
+# refusal's sentence is gbcs/validate_errors.py's _S_NOT_ALLOWED (validate.py's private const)
+_TOPUP_CODE = const(0x0116)
+_S_NOT_ALLOWED = const(5)
 
 E_UTRN_DUPLICATE = "E_UTRN_DUPLICATE"  # applied already or in flight (or the meter says so)
 E_UTRN_GSME = "E_UTRN_GSME"            # GSME top-ups (PCS01) are not implemented: docs/utrn.md
@@ -146,6 +153,11 @@ class TopupRoad:
                                           "implemented: key the UTRN in at the meter")
         if dev["type"] != "ESME":
             raise TopupError(E_UTRN_TARGET, "%s is a %s: only a meter takes top-ups" % (target, dev["type"]))
+        v = self.relay.validator
+        if not admits(v._allow["ESME"], _TOPUP_CODE):
+            from ppmid.modules import sentence
+            raise TopupError(E_NOT_ALLOWED, sentence("ppmid.gbcs.validate_errors", _S_NOT_ALLOWED,
+                                                     (_TOPUP_CODE, "ESME", target, v.profile[0])))
         if dev.get("nwk") is None:
             raise TopupError(E_UTRN_TARGET, "the ESME's network address is not configured (han.devices nwk)")
         ptut8 = _ptut8(u)
