@@ -254,3 +254,6 @@ async def test_every_sender_removed_with_the_legacy_key_off_refuses_every_comman
         raise AssertionError("the legacy key accepted after a boot")
     except PpmidError as exc:
         assert exc.code == "E_AUTH" and exc.message == NONE_REGISTERED
+    # no keys with the legacy key on: no senders, the relay checks that key alone
+    from ppmid.relay.senders import load
+    assert load(root, {"keys": {}, "roles": {}, "legacy_key": True, "sequence": 0}, KEY) is None

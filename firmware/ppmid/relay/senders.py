@@ -37,7 +37,14 @@ class SenderError(PpmidError):
 def load(root, users, legacy_key):
     """Senders of a checked `users` config section (ppmid.relay.users_config), their keys
     read from flash; ConfigError when a key is missing or not 32 bytes. A revoked key
-    needs no file: it is refused before its mac is looked at."""
+    needs no file: it is refused before its mac is looked at. None for a section with no
+    keys and the legacy key on: the relay checks that key alone. With no keys and the
+    legacy key off, Senders that refuse everything (E_AUTH, NONE_REGISTERED), said on the
+    console: not None, which would let the legacy key in with no limit (review r2 R2-2)."""
+    if not users["keys"]:
+        if users["legacy_key"]:
+            return None
+        print("PPMID users: " + NONE_REGISTERED)
     from ppmid.errors import ConfigError
     from ppmid.gbcs import profiles
     import binascii

@@ -208,9 +208,7 @@ def _apply(root, text, sig, legacy_key):
             _remove(keys_dir + name)
     from ppmid.relay.senders import load
     try:
-        # none registered and the legacy key off: a Senders that refuses everything (E_AUTH),
-        # not None, which would let the legacy key in with no limit (review r2 R2-2)
-        senders = load(root, checked, legacy_key) if checked["keys"] or not checked["legacy_key"] else None
+        senders = load(root, checked, legacy_key)
     finally:
         # the code table and the profiles load() built the senders' code sets from: the
         # boot drops them too (boot.BOOT_ONLY), or they stay on the heap for the rest of the run
