@@ -111,8 +111,9 @@ def by_id_alone(r):
     (the NFC phone's collect, mode 02; a wired HELLO): a top-up's without the meter's answer
     (the frame, "gbcs", and its figures, "topup": value, credit, source). That is ZCL, not
     GBCS: nothing protects it end to end, so it goes only to the accept that journaled the
-    top-up (the phone that delivered it, in that tap; the wire that sent it) and over MQTT
-    (its ACL); a redelivery of its bytes proves possession, not ownership (review_w6-4).
+    top-up (the phone that delivered it, in that tap; the wire that sent it), not on rsp,
+    which every DCC User identity may read (render; review r2 R2-3); a redelivery of its
+    bytes proves possession, not ownership (review_w6-4).
     Status and error stay. Other results come back as they are; r itself is not changed."""
     if r is None or "topup" not in r:
         return r
@@ -276,5 +277,10 @@ class TopupRoad:
         return "rejected", t, {"code": code, "message": _WHY[r.result]}
 
     def render(self, e, ms, now_s):
-        status, t, error = self.outcome(e)
-        return status_json(e.id, status, ms, None, error, e.via, now_s, e.late, t)
+        # the rsp status of an answered top-up: its status and error, not the meter's figures
+        # (outcome's "topup": value, credit...). They are ZCL, not GBCS, so nothing protects
+        # them end to end, and every DCC User identity may read every gateway's rsp
+        # (host_tools/broker.py's ACL): they go only to the road that delivered the top-up,
+        # as by_id_alone says (review r2 R2-3)
+        status, _, error = self.outcome(e)
+        return status_json(e.id, status, ms, None, error, e.via, now_s, e.late)
