@@ -29,7 +29,8 @@ _HC_RX_UNSECURED = const(21)
 
 # a top-up at the ESME is GBCS PECS01: the validator's list for the ESME (han.allow, narrowed
 # to han.profile) must hold its message code, as for a GBCS command (review r2 R2-6); the
-# refusal's sentence is gbcs/validate_errors.py's _S_NOT_ALLOWED (validate.py's private const)
+# refusal's sentence is gbcs/validate_errors.py's _S_NOT_ALLOWED (validate.py's private const;
+# tests/firmware/test_topup_profile.py checks the sentence is the validator's, word for word)
 _TOPUP_CODE = const(0x0116)
 _S_NOT_ALLOWED = const(5)
 
