@@ -46,12 +46,15 @@ def _load_config(board):
     creds = load_credentials(root)
     # the running app keeps the config dict: the users section is needed only here
     users = cfg.pop("users")
-    if not users or not users["keys"]:
+    if not users:
         return cfg, creds, None
-    # keys per DCC User, only when the config registers some: the module is not even
-    # imported otherwise
+    # keys per DCC User, only when the config has the section: the module is not even
+    # imported otherwise, and is dropped again when load() finds the legacy key alone
     from ppmid.relay.senders import load
-    return cfg, creds, load(root, users, creds[3])
+    senders = load(root, users, creds[3])
+    if senders is None:
+        unload("ppmid.relay.senders")
+    return cfg, creds, senders
 
 
 def _start_sntp(board, cfg, clock, link):

@@ -81,16 +81,15 @@ def check(name, public_key, env, known=False):
     now = now_ms()
     wait = _failed.wait_ms(name, now)
     if wait:
-        raise SenderError(E_RATE, "too many bad signatures under %s: the next is checked in %d s"
-                         % (name, (wait + 999) // 1000))
+        raise _limited("too many bad signatures under %s: the next is checked in %d s", name, wait)
     if known:
         if _again is None:
             from ppmid.relay.ratelimit import TokenBuckets
             _again = TokenBuckets(AGAIN_PER_S, AGAIN_BURST, ticks_diff, _MAX_KIDS)
         wait = _again.wait_ms(name, now)
         if wait:
-            raise SenderError(E_RATE, "too many envelopes under %s naming commands already known: "
-                              "the next is checked in %d s" % (name, (wait + 999) // 1000))
+            raise _limited("too many envelopes under %s naming commands already known: "
+                           "the next is checked in %d s", name, wait)
         _again.take(name, now)
     from ppmid.update import p256
     if not p256.verify_digest(p256.public_key(public_key), e, sig):
@@ -99,6 +98,16 @@ def check(name, public_key, env, known=False):
     _verified.append(signed)
     if len(_verified) > _KEEP_VERIFIED:
         _verified.pop(0)
+
+
+def _limited(says, name, wait):
+    # E_RATE before any verify: it proves no key, and the id is whoever sent it's choice, so
+    # the relay neither remembers it among the recent results nor publishes it under that
+    # id, as E_AUTH (relay/refusals.py refused; review r2 R2-5)
+    from ppmid.relay.senders import SenderError
+    exc = SenderError(E_RATE, says % (name, (wait + 999) // 1000))
+    exc.proves_no_key = True
+    return exc
 
 
 def verifies(public_key, env):

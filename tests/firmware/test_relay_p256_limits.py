@@ -155,3 +155,28 @@ async def test_verifies_of_a_known_id_are_bounded_per_kid():
         assert verified[0] == 2 + envelope_sig.AGAIN_BURST
     finally:
         p256.verify_digest = real
+
+
+async def test_the_limiters_refusals_neither_evict_results_nor_are_published():
+    # review r2 R2-5: past a kid's failed checks its envelopes are refused E_RATE before any
+    # verify, so they prove no key and their id is the sender's choice, as E_AUTH's is. 16
+    # of them by NFC pushed a real result a phone may still collect out of the recent 16,
+    # and each was published as "rejected" under the chosen id
+    from ppmid import envelope_sig
+    from test_relay_support import response_to
+    from p256_senders_rig import HMAC_KEY
+    r = _two_kids_one_key()
+    r.han.responder = response_to
+    real = envelope.sign(HMAC_KEY, "real1", r.env("x", 10).gbcs, None, "supplier-a")
+    assert (await r.accept_env(real, "nfc-phone"))["status"] == "accepted"
+    await r.pump()
+    assert r.relay.result("real1")["status"] == "response"
+    codes = []
+    for i in range(envelope_sig.FAILS_BURST + 16):
+        codes.append((await r.accept_env(env(json_text("z%d" % i, 20 + i, V.OTHER_KEY)), "nfc-phone"))["error"])
+    assert codes == ["E_AUTH"] * envelope_sig.FAILS_BURST + ["E_RATE"] * 16, codes
+    await r.publish_all()
+    assert r.relay.result("real1")["status"] == "response"
+    assert r.relay.status("z%d" % envelope_sig.FAILS_BURST) is None
+    assert [m["id"] for m in r.pub.on("/rsp") if m["id"] != "real1"] == []
+    assert named(r.relay.counters)["rejected"]["E_RATE"] == 16    # still counted

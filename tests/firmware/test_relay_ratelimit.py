@@ -144,3 +144,45 @@ async def test_expiry_against_pacing_counts_the_commands_ahead_beyond_the_burst(
     assert res["error"] == "E_RATE" and "the 4 commands ahead" in res["message"], res
     # within the burst nothing waits: another originator, another target
     assert (await r.submit("w", 23, target=GSME, originator=ACB, expires=now + 1))["status"] == "accepted"
+
+
+class Float32:
+    """A float as an ESP32 holds it (its port is built with single-precision floats; the
+    unix port here is double): every operation and every int it meets rounded to 32 bits."""
+
+    def __init__(self, v):
+        import struct
+        self.v = struct.unpack("<f", struct.pack("<f", v))[0]
+
+    def __rtruediv__(self, other):
+        return Float32(Float32(other).v / self.v)
+
+    def __radd__(self, other):
+        return Float32(Float32(other).v + self.v)
+
+    def __rmul__(self, other):
+        return Float32(Float32(other).v * self.v)
+
+    def __ge__(self, other):
+        return self.v >= Float32(other).v
+
+    def __le__(self, other):
+        return self.v <= Float32(other).v
+
+
+async def test_expiry_against_pacing_holds_in_single_precision_floats():
+    # review r2 R2-7: now + over / rate >= expires, in an ESP32's float32 near unix time
+    # 1.8e9, rounds both sides to a 128 s grid: 5 s of pacing against 60 s left was E_RATE
+    from test_relay_support import FakeClock
+    r = Rig(cfg=config(rate_per_s=1.0, burst=1, queue=20), clock=FakeClock(unix=1800000000 - 5))
+    now = r.clock.time()
+    assert now == 1800000000 and Float32(now + 60).v == now   # on the grid: the case that failed
+    r.relay.rate = Float32(1.0)
+    for i in range(5):                                   # queued, not dispatched (no pump)
+        await r.submit("c-%d" % i, 10 + i)
+    # five ahead, one token of burst: the sixth waits 5 s at 1/s
+    assert (await r.submit("in-time", 20, expires=now + 60))["status"] == "accepted"
+    # six ahead now: 6 s of pacing, 6 s left: too late, as in double precision
+    res = await r.submit("late", 21, expires=now + 6)
+    assert res["error"] == "E_RATE" and "the 6 commands ahead" in res["message"], res
+    assert (await r.submit("just", 22, expires=now + 7))["status"] == "accepted"

@@ -293,12 +293,23 @@ class FakeValidator:
     """The GBCS validator's contract: check() -> Message or GbcsError; commit() records
     the counter in the store (per originator+recipient), only ever upwards."""
 
-    def __init__(self, store, devices=(ESME, GSME, PPMID)):
+    def __init__(self, store, devices=(ESME, GSME, PPMID), han=None):
         from ppmid.gbcs import decode
         self.decode = decode
         self.store = store
         self.devices = [eui(d) for d in devices]
         self.commit_fails = False
+        self.han = han
+
+    def __getattr__(self, name):
+        # the real validator's allow lists by device type (han.allow narrowed to han.profile)
+        # and profile, which the top-up road reads (relay/topups.py): built from the config's
+        # han section as gbcs/validate.py builds them, on first use (the code table is large)
+        if name in ("_allow", "profile") and self.han is not None:
+            from ppmid.gbcs import profiles
+            _, self._allow, self.profile = profiles.han_lists(self.han)
+            return getattr(self, name)
+        raise AttributeError(name)
 
     def check(self, buf):
         from ppmid.gbcs import GbcsError
@@ -428,7 +439,7 @@ class Rig:
         self.journal = Journal(self.root, kw.pop("max_bytes", 16384), kw.pop("max_live", 48))
         self.journal.open()
         self.store = JournalCounterStore(self.journal)
-        self.validator = FakeValidator(self.store)
+        self.validator = FakeValidator(self.store, han=self.cfg["han"])
         self.relay = Relay(self.cfg, self.journal, self.validator, self.han, self.pub, self.clock, KEY,
                            wdt=self.wdt, console=self.logs.append, **kw)
         recover(self.relay)

@@ -224,11 +224,13 @@ async def test_top_up_applied_once_and_reported():
     assert P.parse_request(frame)[2] == text.encode()
     assert r.pub.statuses("t-1") == ["accepted", "topped-up"], r.pub.statuses("t-1")
     final = r.pub.on("/rsp")[-1]
-    assert final["topup"] == {"result": 0x10, "value": 250, "credit": 1250, "source": "ihd",
-                              "supply": "enabled"}
-    assert "error" not in final and m.credit == 1250
+    # the meter's figures are not on rsp, which every DCC User identity may read (review r2
+    # R2-3): the relay's result holds them for the road that delivered the top-up
+    assert "topup" not in final and "error" not in final and m.credit == 1250, final
     assert r.journal.live == {}
-    assert r.relay.result("t-1")["status"] == "topped-up"
+    res = r.relay.result("t-1")
+    assert res["status"] == "topped-up" and res["topup"] == {"result": 0x10, "value": 250, "credit": 1250,
+                                                             "source": "ihd", "supply": "enabled"}
     # the same UTRN again, under a new id: refused here, the meter never sees it
     res = await submit(r, "t-2", text)
     assert res["status"] == "rejected" and res["error"] == "E_UTRN_DUPLICATE"
@@ -257,7 +259,8 @@ async def test_duplicate_remembered_across_restart_and_forgotten_after_journal_w
     await r.pump()
     final = r.pub.on("/rsp")[-1]
     assert final["id"] == "t-3" and final["status"] == "rejected"
-    assert final["error"]["code"] == "E_UTRN_DUPLICATE" and final["topup"]["result"] == 2
+    assert final["error"]["code"] == "E_UTRN_DUPLICATE" and "topup" not in final
+    assert r.relay.result("t-3")["topup"]["result"] == 2
     assert m.credit == 1300 and len(m.seen) == 1
     # and it is remembered again
     assert (await submit(r, "t-4", text))["error"] == "E_UTRN_DUPLICATE"
@@ -316,7 +319,7 @@ async def test_at_v14_an_answer_from_another_eui64_does_not_end_the_top_up():
     r.han.on_zcl(ESME_NWK, 0x0705, P.consumer_top_up_response(seq, 0x10, 70, 2, 1070), _wire(ESME))
     await r.publish_all()
     assert r.pub.statuses("t-1")[-1] == "topped-up" and han_named_counters(r.han.counters, HAN)["rx_unsecured"] == 1
-    assert r.pub.on("/rsp")[-1]["topup"]["credit"] == 1070
+    assert "topup" not in r.pub.on("/rsp")[-1] and r.relay.result("t-1")["topup"]["credit"] == 1070
 
 
 async def test_answer_after_a_restart_still_ends_the_top_up():
@@ -392,7 +395,7 @@ async def test_meter_rejections_map_to_codes_and_the_utrn_may_be_tried_again():
     await r.pump()
     final = r.pub.on("/rsp")[-1]
     assert final["status"] == "rejected" and final["error"]["code"] == "E_UTRN_KEYPAD_LOCK"
-    assert final["topup"]["result"] == 5
+    assert "topup" not in final and r.relay.result("t-1")["topup"]["result"] == 5
     m.result = None   # unlocked: the same UTRN goes through
     assert (await submit(r, "t-2", text))["status"] == "accepted"
     await r.pump()
@@ -440,9 +443,10 @@ async def test_meter_refusing_with_a_default_response_is_rejected_with_its_statu
     final = r.pub.on("/rsp")[-1]
     assert (final["id"], final["status"]) == ("t-1", "rejected"), final
     assert final["error"]["code"] == "E_UTRN_METER_REFUSED" and "0x7E NOT_AUTHORIZED" in final["error"]["message"]
-    assert final["topup"] == {"zcl_status": 0x7E}
+    assert "topup" not in final
     assert named(r.relay.counters)["rx_bad"] == 0 and r.journal.live == {}
-    assert r.relay.result("t-1")["error"]["code"] == "E_UTRN_METER_REFUSED"
+    res = r.relay.result("t-1")
+    assert res["error"]["code"] == "E_UTRN_METER_REFUSED" and res["topup"] == {"zcl_status": 0x7E}
     # not remembered as applied: once the meter takes top-ups, the same UTRN goes
     m.refuse = None
     assert (await submit(r, "t-2", text))["status"] == "accepted"
@@ -453,7 +457,8 @@ async def test_meter_refusing_with_a_default_response_is_rejected_with_its_statu
     await submit(r, "t-3", make(value=46))
     await r.pump()
     final = r.pub.on("/rsp")[-1]
-    assert final["id"] == "t-3" and final["topup"] == {"zcl_status": 0x99} and "0x99" in final["error"]["message"]
+    assert final["id"] == "t-3" and "topup" not in final and "0x99" in final["error"]["message"]
+    assert r.relay.result("t-3")["topup"] == {"zcl_status": 0x99}
 
 
 async def test_default_responses_that_are_no_refusal_are_dropped():

@@ -1,7 +1,8 @@
 # A top-up's answer collected by id alone (review 87 F3): the meter's Consumer Top Up
 # Response (value, credit, source) is ZCL, not GBCS, and nothing protects it end to end. The
 # accept that journaled the top-up (the NFC phone that delivered it, mode 01; the wire that
-# sent it) gets it; a phone's collect by id (mode 02) and a wired HELLO get the status only.
+# sent it) gets it; a phone's collect by id (mode 02), a wired HELLO and rsp (which every
+# DCC User identity may read) get the status only.
 # Over the real relay, flash journal and top-up road with the relay tests' fakes.
 # A collect of an id the relay does not know is answered at once (review_w6-6).
 # CPython and MicroPython.
@@ -110,3 +111,24 @@ async def test_collect_of_an_id_the_relay_does_not_know_is_answered_at_once():
         assert drv.statuses[-1][0] == sw and drv.statuses[-1][1].startswith(code.encode() + b"\x00"), drv.statuses
         assert drv.result is None
     assert [st[0] for st in drv.statuses].count(0x6310) >= 1   # the pending one was kept waiting
+
+
+async def test_rsp_carries_a_top_ups_status_and_error_not_the_meters_figures():
+    # review r2 R2-3: every DCC User identity may read every gateway's rsp (the broker's
+    # ACL), so the figures published there went to every supplier, whatever road brought
+    # the top-up. rsp has its status (and a refusal's error) only; the relay's result holds
+    # the figures for the road that delivered it
+    r = rig(Meter(credit=1234))
+    for n, (id, via) in enumerate((("t-nfc", "nfc-phone"), ("t-mqtt", "mqtt"), ("t-wire", "serial"))):
+        assert (await submit(r, id, make(counter=n + 1, value=250), via=via))["status"] == "accepted"
+        await r.pump()
+        final = [m for m in r.pub.on("/rsp") if m["id"] == id][-1]
+        assert final["status"] == "topped-up" and final["via"] == via and "topup" not in final, final
+        assert r.relay.result(id)["topup"]["value"] == 250
+    r.han.meter.result = P.RESULT_MAX_CREDIT     # a refusal: its code, no figures either
+    await submit(r, "t-max", make(counter=9, value=250), via="nfc-phone")
+    await r.pump()
+    final = r.pub.on("/rsp")[-1]
+    assert (final["id"], final["status"], final["error"]["code"]) == ("t-max", "rejected", "E_UTRN_MAX_CREDIT")
+    assert "topup" not in final and r.relay.result("t-max")["topup"]["result"] == P.RESULT_MAX_CREDIT
+    assert not [m for t, m in r.pub.messages if "topup" in m or "value" in m], r.pub.messages

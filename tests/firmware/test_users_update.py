@@ -14,6 +14,7 @@ import json
 import os
 
 from ppmid import config as C
+from ppmid.errors import PpmidError
 from ppmid.relay import users_update as UU
 from test_relay_support import FlashBoard, RecordingLink, Rig, ESME, GSME, PPMID, SUPPLIER, KEY, config, fresh_root, read_file, write_file
 from test_relay_support import fresh_signature_limits
@@ -222,3 +223,37 @@ async def test_a_duis_role_update_leaves_no_code_table_on_the_heap():
     assert "ppmid.gbcs.codes" not in sys.modules and "ppmid.gbcs.profiles" not in sys.modules
     assert "ppmid.gbcs.eligibility" not in sys.modules
     assert (await r.submit("a1", 10, key=OLD_KEY, kid="supplier-a"))["error"] == "E_ROLE"  # a top-up: no gas role
+
+
+async def test_every_sender_removed_with_the_legacy_key_off_refuses_every_command():
+    # review r2 R2-2: a users section with no keys and legacy_key false (`ppmid users push
+    # --remove` of the last sender, a lockdown) left the relay without senders, and so took
+    # the gateway's single key again, with no role or originator limit, now and at each boot
+    from ppmid.relay.senders import NONE_REGISTERED
+    root, r = _gateway()
+    assert (await r.submit("l1", 10, key=KEY))["error"] == "E_AUTH"
+    st = await _push(root, r, "lockdown")
+    assert st["state"] == "applied" and st["sequence"] == 1 and st["keys"] == 0, st
+    assert json.loads(read_file(root + "/config.json"))["users"]["keys"] == {}
+    assert [n for n in r.logs if NONE_REGISTERED in n], r.logs
+    for kw in ({"key": KEY}, {"key": KEY, "originator": OTHER_ORIG, "code": 0x0059},
+               {"key": OLD_KEY, "kid": "supplier-a"}, {"key": OLD_KEY}):
+        out = await r.submit("l2", 11, **kw)
+        assert out["error"] == "E_AUTH" and out["message"] == NONE_REGISTERED, (kw, out)
+    assert r.journal.by_id == {}
+    # the next boot reads the same from the config on flash (boot._load_config)
+    from ppmid.mqtt import credentials as K
+    os.mkdir(root + "/certs")
+    for path in (K.CA, K.CERT, K.KEY):
+        write_file(root + path, b"x")
+    write_file(root + K.ENVELOPE_KEY, KEY)
+    from ppmid import boot
+    senders = boot._load_config(FlashBoard(root))[2]
+    try:
+        senders.verify(r.env("l3", 12))
+        raise AssertionError("the legacy key accepted after a boot")
+    except PpmidError as exc:
+        assert exc.code == "E_AUTH" and exc.message == NONE_REGISTERED
+    # no keys with the legacy key on: no senders, the relay checks that key alone
+    from ppmid.relay.senders import load
+    assert load(root, {"keys": {}, "roles": {}, "legacy_key": True, "sequence": 0}, KEY) is None

@@ -32,6 +32,10 @@ SIGNED = {
         'c0229032688c17f24e4d880f81e4c99582e64f351edf3109642b237495cd79b287abb15c6e47aff0f5a9b830ffbad6ba8fd046567a939da76b2746f12835bee7'),
     'duis-role': ('{"format":1,"gateway":"00DB1234567890A4","new_keys":{},"sequence":1,"users":{"keys":{"supplier-a":{"originators":["90B3D51F30010000"],"role":"gas"}},"legacy_key":false,"roles":{"gas":"duis:GS"}}}',
         'e787f42df4c35ea7028c890262a4db9d573e2295ea7bb036cbd8b48f15a21511d7a2edfc62f73031d940cfb3ff8b0a2bb3847b686ab2c2b7f640ce2b106e129c'),
+    # every sender removed, the legacy key off (`ppmid users push --remove` of the last one):
+    # nothing is accepted (review r2 R2-2)
+    'lockdown': ('{"format":1,"gateway":"00DB1234567890A4","new_keys":{},"sequence":1,"users":{"keys":{},"legacy_key":false,"roles":{"supplier":"prepay"}}}',
+        '2f456bcb72098ccd184d897a636a74c31ed67d65958759d43369dcbff924a60c325f147a19e63288e181a8bd1c729796237cb64356a347541ab6bbd7b40d904f'),
     'extra-field': ('{"format":1,"gateway":"00DB1234567890A4","kind":"commission-order","new_keys":{},"sequence":1,"users":{"keys":{"supplier-a":{"originators":["90B3D51F30010000"],"role":"supplier"},"supplier-pk":{"originators":["90B3D51F30010000"],"public_key":"04380399538d9fffb8b4e5c2e170eb0866e3eaa561bd8c9c0d66df1f994900a09fe1a9d613bed083e877cdfab6c0f604c84d0314f963a40d5bd3435c13c7a8c156","role":"supplier"}},"legacy_key":false,"roles":{"supplier":"prepay"}}}',
         '487aaa071d2a7e86fcc9913df7c57ca9c6e61baea245a626cae490f7e7fd82eaf9cfc314fe43ed87074a8896f6ff53b05bc369ee2b2e289bfb4ca4c600bdfe0f'),
 }

@@ -207,10 +207,13 @@ class Relay:
         if env.expires is not None:
             # E_RATE when pacing cannot meet its expiry: the commands queued ahead of it for
             # the same target or originator, beyond the burst, at rate_per_s (tokens in hand
-            # not counted: pessimistic only beyond the burst) would take it past it
+            # not counted: pessimistic only beyond the burst) would take it past it: over /
+            # rate s >= expires - now_s, compared as the seconds left times the rate, small
+            # numbers (now_s + over / rate, a float near 1.8e9, is on a 128 s grid in an
+            # ESP32's single-precision float: review r2 R2-7)
             ahead = ahead_t if ahead_t > ahead_o else ahead_o
             over = ahead + 1 - self.burst
-            if over > 0 and now_s + over / self.rate >= env.expires:
+            if over > 0 and (env.expires - now_s) * self.rate <= over:
                 from ppmid.relay import refusals
                 raise refusals.refusal(E_RATE, self.rate, ahead)
         ok = {"id": env.id, "status": "accepted"}   # built before: nothing to allocate after

@@ -175,11 +175,13 @@ def refused(relay, env, exc, via):
         # nor published under that id: the MQTT intake's rejection has "id": null
         exc.known_id = True
         return exc
-    if code == E_AUTH or code == _E_REVOKED:
+    if code == E_AUTH or code == _E_REVOKED or getattr(exc, "proves_no_key", False):
         # no key proved: the id is whoever sent it's choice. Neither remembered (16 forged
         # NFC taps, which need no key, would push the real results a phone may still
         # collect out of the recent 16) nor published under that id on rsp; the road that
-        # brought it told its sender (the MQTT intake publishes its own). review_w6-5
+        # brought it told its sender (the MQTT intake publishes its own). review_w6-5; the
+        # signature limiter's E_RATE, raised before any verify (envelope_sig.py), too:
+        # review r2 R2-5
         return exc
     if id is not None:
         relay._remember(id, {"id": id, "status": "rejected", "gbcs": None, "error": error})

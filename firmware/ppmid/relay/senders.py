@@ -21,6 +21,10 @@ E_ORIGINATOR = "E_ORIGINATOR"    # the GBCS originator is not one this sender ma
 E_ROLE = "E_ROLE"                # the message code is outside this sender's role
 
 MAX_SENDERS = 16
+# users.keys empty and users.legacy_key false (the last sender removed by a signed users
+# update, a lockdown): every envelope is refused E_AUTH with this sentence (review r2 R2-2)
+NONE_REGISTERED = ("no DCC User is registered on this gateway and its legacy key is off "
+                   "(users.legacy_key false): every command is refused")
 USER_KEYS = "/secrets/users/"   # + NAME.key: a DCC User's 32-byte envelope key
 _TOPUP_CODE = const(0x0116)  # PECS01, the ESME top-up use case (docs/utrn.md)
 _SIG_LEN = const(64)         # ppmid.envelope_sig.SIG_LEN: a signature where a mac goes
@@ -33,7 +37,14 @@ class SenderError(PpmidError):
 def load(root, users, legacy_key):
     """Senders of a checked `users` config section (ppmid.relay.users_config), their keys
     read from flash; ConfigError when a key is missing or not 32 bytes. A revoked key
-    needs no file: it is refused before its mac is looked at."""
+    needs no file: it is refused before its mac is looked at. None for a section with no
+    keys and the legacy key on: the relay checks that key alone. With no keys and the
+    legacy key off, Senders that refuse everything (E_AUTH, NONE_REGISTERED), said on the
+    console: not None, which would let the legacy key in with no limit (review r2 R2-2)."""
+    if not users["keys"]:
+        if users["legacy_key"]:
+            return None
+        print("PPMID users: " + NONE_REGISTERED)
     from ppmid.errors import ConfigError
     from ppmid.gbcs import profiles
     import binascii
@@ -134,6 +145,8 @@ class Senders:
 
     def verify(self, env):
         """The sender whose key verifies env's MAC (None: the legacy key), or raise."""
+        if not self.senders and self.legacy_key is None:
+            raise SenderError(E_AUTH, NONE_REGISTERED)
         if env.kid is not None:
             return self._named(env)
         if len(env.mac) == _SIG_LEN:

@@ -15,6 +15,7 @@ from ppmid.topup import E_UTRN_TARGET
 from ppmid.mqtt.contract import status_json
 from ppmid.zigbee import prepayment as P
 from ppmid.relay.journal import QUEUED, SENDING, TIMED_OUT, JournalError
+from ppmid.gbcs.validate import admits, E_NOT_ALLOWED
 from micropython import const
 
 # indices of the relay's counters (relay.counters, a list) that this module counts: the
@@ -25,6 +26,13 @@ _C_RX_BAD = const(15)
 # the HAN link's counter of frames it drops unsecured: its index in han.counters (a list of
 # ints), the place of "rx_unsecured" in zigbee/han_counters.py's HAN  (_HC_: the HAN's list, not the relay's _C_)
 _HC_RX_UNSECURED = const(21)
+
+# a top-up at the ESME is GBCS PECS01: the validator's list for the ESME (han.allow, narrowed
+# to han.profile) must hold its message code, as for a GBCS command (review r2 R2-6); the
+# refusal's sentence is gbcs/validate_errors.py's _S_NOT_ALLOWED (validate.py's private const;
+# tests/firmware/test_topup_profile.py checks the sentence is the validator's, word for word)
+_TOPUP_CODE = const(0x0116)
+_S_NOT_ALLOWED = const(5)
 
 E_UTRN_DUPLICATE = "E_UTRN_DUPLICATE"  # applied already or in flight (or the meter says so)
 E_UTRN_GSME = "E_UTRN_GSME"            # GSME top-ups (PCS01) are not implemented: docs/utrn.md
@@ -104,8 +112,9 @@ def by_id_alone(r):
     (the NFC phone's collect, mode 02; a wired HELLO): a top-up's without the meter's answer
     (the frame, "gbcs", and its figures, "topup": value, credit, source). That is ZCL, not
     GBCS: nothing protects it end to end, so it goes only to the accept that journaled the
-    top-up (the phone that delivered it, in that tap; the wire that sent it) and over MQTT
-    (its ACL); a redelivery of its bytes proves possession, not ownership (review_w6-4).
+    top-up (the phone that delivered it, in that tap; the wire that sent it), not on rsp,
+    which every DCC User identity may read (render; review r2 R2-3); a redelivery of its
+    bytes proves possession, not ownership (review_w6-4).
     Status and error stay. Other results come back as they are; r itself is not changed."""
     if r is None or "topup" not in r:
         return r
@@ -146,6 +155,11 @@ class TopupRoad:
                                           "implemented: key the UTRN in at the meter")
         if dev["type"] != "ESME":
             raise TopupError(E_UTRN_TARGET, "%s is a %s: only a meter takes top-ups" % (target, dev["type"]))
+        v = self.relay.validator
+        if not admits(v._allow["ESME"], _TOPUP_CODE):
+            from ppmid.modules import sentence
+            raise TopupError(E_NOT_ALLOWED, sentence("ppmid.gbcs.validate_errors", _S_NOT_ALLOWED,
+                                                     (_TOPUP_CODE, "ESME", target, v.profile[0])))
         if dev.get("nwk") is None:
             raise TopupError(E_UTRN_TARGET, "the ESME's network address is not configured (han.devices nwk)")
         ptut8 = _ptut8(u)
@@ -264,5 +278,10 @@ class TopupRoad:
         return "rejected", t, {"code": code, "message": _WHY[r.result]}
 
     def render(self, e, ms, now_s):
-        status, t, error = self.outcome(e)
-        return status_json(e.id, status, ms, None, error, e.via, now_s, e.late, t)
+        # the rsp status of an answered top-up: its status and error, not the meter's figures
+        # (outcome's "topup": value, credit...). They are ZCL, not GBCS, so nothing protects
+        # them end to end, and every DCC User identity may read every gateway's rsp
+        # (host_tools/broker.py's ACL): they go only to the road that delivered the top-up,
+        # as by_id_alone says (review r2 R2-3)
+        status, _, error = self.outcome(e)
+        return status_json(e.id, status, ms, None, error, e.via, now_s, e.late)

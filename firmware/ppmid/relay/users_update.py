@@ -208,7 +208,7 @@ def _apply(root, text, sig, legacy_key):
             _remove(keys_dir + name)
     from ppmid.relay.senders import load
     try:
-        senders = load(root, checked, legacy_key) if checked["keys"] else None
+        senders = load(root, checked, legacy_key)
     finally:
         # the code table and the profiles load() built the senders' code sets from: the
         # boot drops them too (boot.BOOT_ONLY), or they stay on the heap for the rest of the run
@@ -273,6 +273,9 @@ async def handle(context, topic, payload):
         st["sequence"] = seq
         st["keys"] = len(senders.senders) if senders else 0
         print("PPMID users: update %d applied (%d keys)" % (seq, st["keys"]))
+        if senders and not senders.senders:
+            from ppmid.relay.senders import NONE_REGISTERED
+            relay.log("warn", "users update %d: %s" % (seq, NONE_REGISTERED))
     except Exception as exc:  # noqa: BLE001 - a bug must not take the link down
         oid = getattr(exc, "oid", None)
         if not isinstance(exc, PpmidError):
