@@ -3,7 +3,7 @@ users update over MQTT, no visit (docs/security.md "Signed users updates").
 
     ppmid users push --state-dir DIR --gateway EUI --key operator.pem
         [--user NAME --role ROLE --originators ORIG[,ORIG] ...] [--role-profile ROLE=PROFILE]
-        [--rotate NAME] [--revoke NAME] [--remove NAME] [--users FILE] [--sequence N]
+        [--rotate NAME] [--revoke NAME] [--remove NAME] [--users FILE] [--sequence N] [--lock-down]
 
 Starts from what the gateway was last given (STATE_DIR/keys/EUI.users.json, or --users
 FILE), applies the options, signs it with the operator's update key (ppmid release
@@ -23,6 +23,8 @@ def add_arguments(p):
     p.add_argument("--revoke", action="append", default=[], metavar="NAME", help="revoke NAME's key; repeatable")
     p.add_argument("--remove", action="append", default=[], metavar="NAME", help="forget NAME; repeatable")
     p.add_argument("--users", metavar="FILE", help="a users section (JSON) to send instead of the last one given")
+    p.add_argument("--lock-down", action="store_true",
+                   help="send a section that leaves no key in use with the legacy key off: the gateway then refuses every command")
 
 
 def run(args):
@@ -41,5 +43,6 @@ def run(args):
         base = users if users is not None else U.read_registry(args.state_dir, eui)["users"]
         users = provision.merge_users(base, specs, role_defs)
     st = U.push(args.state_dir, eui, args.key, user=ident, timeout=args.timeout, users=users,
-                rotate=args.rotate, revoke=args.revoke, remove=args.remove, sequence=args.sequence)
+                rotate=args.rotate, revoke=args.revoke, remove=args.remove, sequence=args.sequence,
+                lock_down=args.lock_down)
     return print_final(st, "applied", "users update")

@@ -47,11 +47,13 @@ def offer(text, operator_key, offer_id=None):
     return oid, json.dumps({"id": oid, "config": text, "signature": sign(operator_key, text.encode()).hex()}).encode()
 
 
-def plan(state_dir, eui, users=None, rotate=(), revoke=(), remove=(), sequence=None):
+def plan(state_dir, eui, users=None, rotate=(), revoke=(), remove=(), sequence=None, lock_down=False):
     """(sequence, users section, {name: new key}, {name: path of a rotated key to rename
     once applied}) of the next push. users: a section to send instead of the registry's
     (keys, roles, legacy_key); new keys are sent for names the gateway was not given
-    before (from the host's copy, created if absent) and for every --rotate."""
+    before (from the host's copy, created if absent) and for every --rotate. A section that
+    leaves no key in use with the legacy key off makes the gateway refuse every command
+    (docs/security.md): refused unless lock_down says that is what is meant."""
     from host_tools import mqtt_tools as mt
     reg = read_registry(state_dir, eui)
     base = json.loads(json.dumps(users if users is not None else reg["users"]))
@@ -69,6 +71,9 @@ def plan(state_dir, eui, users=None, rotate=(), revoke=(), remove=(), sequence=N
     for name in remove:
         del keys[name]
     _check(eui, base, seq)  # as it will be sent, before a key file is made for any name in it
+    if not lock_down and base.get("legacy_key", True) is False and all(k.get("revoked") for k in keys.values()):
+        raise UsersUpdateError("users refused: no DCC User key would be left in use and the legacy key is off, so "
+                               "the gateway would refuse every command; give --lock-down if that is meant")
     given = reg["users"].get("keys", {})
     new, renames = {}, {}
     for name in keys:

@@ -59,8 +59,22 @@ def test_plan_sends_only_new_and_rotated_keys_with_the_next_sequence(state):
     assert new["eng-1"] == mt.user_key(state, GW, "eng-1")          # a new user: the host's copy
     assert new["supplier-a"] != mt.user_key(state, GW, "supplier-a")  # rotated: a fresh key
     assert renames == {"supplier-a": mt.user_key_path(state, GW, "supplier-a")}
-    seq, users, new, _ = U.plan(state, GW, revoke=["supplier-a"], remove=["old"])
+    seq, users, new, _ = U.plan(state, GW, revoke=["supplier-a"], remove=["old"], lock_down=True)
     assert users["keys"] == {"supplier-a": dict(SUP, revoked=True)} and new == {}
+
+
+def test_plan_refuses_to_lock_the_gateway_down_unless_told(state):
+    # the legacy key is off in this registry: revoking or removing the last key in use would
+    # make the gateway refuse every command (review r2 R2-2's rule on the gateway)
+    for kw in ({"revoke": ["supplier-a"]}, {"remove": ["supplier-a"]}, {"remove": ["supplier-a", "old"]}):
+        with pytest.raises(U.UsersUpdateError, match="no DCC User key would be left in use .* --lock-down"):
+            U.plan(state, GW, **kw)
+        seq, users, new, _ = U.plan(state, GW, lock_down=True, **kw)
+        assert not [k for k in users["keys"].values() if not k.get("revoked")] and users["legacy_key"] is False
+    # with the legacy key on, or a key left in use, there is nothing to confirm
+    users = dict(U.read_registry(state, GW)["users"], legacy_key=True)
+    assert U.plan(state, GW, users=users, remove=["supplier-a"])[1]["keys"] == {"old": dict(SUP, revoked=True)}
+    assert "supplier-a" in U.plan(state, GW, remove=["old"])[1]["keys"]
 
 
 def test_plan_sends_no_key_for_a_public_key_user_and_refuses_to_rotate_one(state):
@@ -100,7 +114,9 @@ def test_users_push_cli_errors_exit_1(state, tmp_path, capsys):
     assert cli.main(base + ["--role", "supplier"]) == 1        # a role with no --user before it
     assert cli.main(base + ["--user", "eng-1", "--role", "engineer"]) == 1   # no --originators
     assert cli.main(base + ["--sequence", "0"]) == 1
+    assert cli.main(base + ["--remove", "supplier-a"]) == 1   # the last key in use, legacy key off
     err = capsys.readouterr().err
+    assert "ppmid: E_USERS_UPDATE: users refused: no DCC User key would be left in use" in err
     assert "nobody is not a key" in err and "give --user NAME first" in err and "needs --originators" in err
     assert "--sequence must be 1 or more" in err
     assert U.read_registry(state, GW)["sequence"] == 4   # nothing sent, nothing recorded
