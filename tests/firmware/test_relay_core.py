@@ -383,8 +383,11 @@ async def test_every_intake_rejection_code():
     assert r.journal.live == {} and r.han.sent == []
     # replay: a second command with a counter already used by this originator/target
     assert (await r.submit("first", 30))["status"] == "accepted"
-    res = await r.submit("again", 30)
+    res = await r.submit("again", 30)      # first's counter is pending: not yet answered
     assert res["error"] == "E_REPLAY"
+    r.han.responder = response_to
+    await r.pump()                         # answered: committed
+    r.han.responder = None
     res = await r.submit("older", 29)
     assert res["error"] == "E_REPLAY"
     rej = named(r.relay.counters)["rejected"]
