@@ -197,6 +197,8 @@ class Relay:
         queued = 0
         ahead_t = 1 if target in self.in_flight else 0
         ahead_o = 0
+        mine = 0   # queued for this sender (keys per DCC User: its name; owners are RAM only)
+        owners = self.senders.owners if sender else None
         for x in self.journal.live.values():
             # a live command's counter is pending (committed only by its response): the
             # same counter again for the same pair is a replay; a failed one was never
@@ -211,9 +213,20 @@ class Relay:
                     ahead_t += 1
                 if x.originator == orig:
                     ahead_o += 1
+                if owners is not None and owners.get(x.id) == sender[0]:
+                    mine += 1
         if queued >= self.queue_max:
             from ppmid.relay import refusals
             raise refusals.refusal(E_BUSY, queued)
+        # one meter may hold at most three quarters of the queue, one sender (its key; with
+        # the legacy key, its originator) half: one DCC User's key cannot shut the others
+        # out, of a meter it keeps busy nor of the rest (review_r2 R2-4; docs/relay.md)
+        share = self.queue_max >> 2
+        if owners is None:
+            mine = ahead_o
+        if mine >= self.queue_max - 2 * share or ahead_t - (target in self.in_flight) >= self.queue_max - share:
+            from ppmid.relay import refusals
+            raise refusals.busy_share(self, target, mine)
         if env.expires is not None:
             # E_RATE when pacing cannot meet its expiry: the commands queued ahead of it for
             # the same target or originator, beyond the burst, at rate_per_s (tokens in hand

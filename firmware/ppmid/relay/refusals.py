@@ -96,6 +96,24 @@ def commit_failed(relay, e, exc):
     relay.log("error", relay.fault)
 
 
+def busy_share(relay, target, mine):
+    """The E_BUSY for a command whose sender (`mine` of its commands queued) or meter
+    already has its share of the queue waiting (relay.core _accept: review_r2 R2-4)."""
+    q = relay.queue_max
+    share = q - 2 * (q >> 2)
+    if mine >= share:
+        return RelayError(E_BUSY, "%d of this sender's commands already wait for the HAN (at most %d "
+                          "of the queue's %d per sender): try later" % (mine, share, q))
+    share = q - (q >> 2)
+    n = 0
+    for x in relay.journal.live.values():
+        if x.state == J.QUEUED and x.target == target:
+            n += 1
+    from binascii import hexlify
+    return RelayError(E_BUSY, "%d commands already wait for meter %s (at most %d of the queue's %d "
+                      "per meter): try later" % (n, hexlify(target).decode().upper(), share, q))
+
+
 def restarting():
     """The RelayError for a command offered while the relay is in fault (the watchdog
     resets the board soon)."""
