@@ -181,3 +181,28 @@ async def test_answered_counters_still_bound_the_store_and_raise_the_floor():
     assert r.store.get("*:" + ESME) == 1001            # the two lowest pairs dropped
     assert (await r.submit("old", 1001, originator="90B3D51F%08X" % 1))["error"] == "E_REPLAY"
     assert (await r.submit("new", 1002, originator=NEWCOMER))["status"] == "accepted"
+
+
+async def test_a_copy_refused_by_the_meter_commits_nothing():
+    # "already-executed" ends a command whose copy the meter refused with an alert, and a
+    # meter may raise that alert ("Failed Authentication or Authorisation ...") for a
+    # signature it cannot verify as well: taken as proof, it would let a forged counter
+    # commit after one unanswered budget and a copy
+    from test_relay_support import refusal_of
+    r = RealRig()
+    assert (await r.submit("x1", TOP))["status"] == "accepted"
+    await r.pump()
+    r.clock.advance(r.relay.budget_s * 1000 + 100)
+    r.relay.check_timers()
+    await r.pump()                                    # its budget ended: a copy went
+    assert len(r.han.sent) == 2
+    r.relay.on_han_message(refusal_of(r.han.sent[1]))
+    await r.publish_all()
+    assert r.pub.statuses("x1")[-1] == "already-executed"
+    assert r.journal.counters == {}
+    r.han.responder = response_to
+    res = await r.submit("g1", 100)
+    assert res["status"] == "accepted", res
+    while "response" not in r.pub.statuses("g1"):
+        await r.pump()
+    assert r.store.get(pair(SUPPLIER)) == 100
