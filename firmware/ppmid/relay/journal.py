@@ -385,8 +385,8 @@ class Journal:
 # command's counter (Validator.commit_pair) only once its response record is on flash (the
 # device answered: review_r2 R2-1), and re-commits answered live commands at recovery, so a
 # crash between the two writes cannot reopen a counter; until then the counter is pending,
-# held by the command's live accept record (docs/relay.md "Anti-replay counters"). Here, not in a module of its own (~1 KB of heap for one, on a
-# 32-bit board: docs/memory.md).
+# held by the command's live accept record (docs/relay.md "Anti-replay counters"). Here,
+# not in a module of its own (~1 KB of heap for one, on a 32-bit board: docs/memory.md).
 # Bounded at PAIRS_KEEP pairs (relay/counter_floor.py, loaded when the bound is first
 # crossed): a pair the store no longer holds reads as its recipient's floor.
 PAIRS_KEEP = const(64)
