@@ -292,7 +292,8 @@ async def test_one_in_flight_per_target_and_counter_order_kept():
 
 
 async def test_pacing_backlog_is_paced_not_refused():
-    r = Rig(cfg=config(rate_per_s=1.0, burst=2, queue=6))
+    # (a queue of 12: one sender may hold half of it, review_r2 R2-4)
+    r = Rig(cfg=config(rate_per_s=1.0, burst=2, queue=12))
     # six commands from one originator to alternating targets: all accepted
     for i in range(6):
         res = await r.submit("c-%d" % i, 10 + i, target=(ESME, GSME)[i % 2])
@@ -383,8 +384,11 @@ async def test_every_intake_rejection_code():
     assert r.journal.live == {} and r.han.sent == []
     # replay: a second command with a counter already used by this originator/target
     assert (await r.submit("first", 30))["status"] == "accepted"
-    res = await r.submit("again", 30)
+    res = await r.submit("again", 30)      # first's counter is pending: not yet answered
     assert res["error"] == "E_REPLAY"
+    r.han.responder = response_to
+    await r.pump()                         # answered: committed
+    r.han.responder = None
     res = await r.submit("older", 29)
     assert res["error"] == "E_REPLAY"
     rej = named(r.relay.counters)["rejected"]

@@ -66,12 +66,15 @@ async def test_after_a_flash_error_nothing_is_accepted_until_the_restart():
 async def test_a_failed_counter_commit_is_a_fault():
     r = Rig()
 
-    def broken(msg):
+    def broken(originator, recipient, counter):
         raise OSError(28, "ENOSPC")
-    r.validator.commit = broken
+    r.validator.commit_pair = broken
     res = await r.submit("c-1", 10)
-    assert res["status"] == "accepted"             # on flash: recovery commits its counter
-    assert r.relay.state == "fault" and r.relay.fault.startswith("failed after accepting c-1: OSError(")
+    assert res["status"] == "accepted" and r.relay.state != "fault"   # its counter is pending
+    await r.relay.dispatch_once()
+    r.relay.on_han_message(response_to(r.han.sent[0]))   # the response commits it: fails
+    assert r.relay.status("c-1") == "response"     # on flash: recovery commits its counter
+    assert r.relay.state == "fault" and r.relay.fault.startswith("counter of c-1 not committed: OSError(")
     ok, why = r.relay.house_once()
     assert not ok and r.wdt.feeds == 0
     res = await r.submit("c-2", 10)                # a replay of c-1's counter: not taken
@@ -105,6 +108,10 @@ async def test_a_thousand_originators_neither_fill_the_journal_nor_reopen_a_repl
             assert res.get("error") == code, (i, restart, res)
         res = await r.submit("known-%s" % restart, 1501 + restart)
         assert res["status"] == "accepted", res
+        r.han.responder = response_to
+        while "response" not in r.pub.statuses("known-%s" % restart):
+            await r.pump()     # answered: its counter is committed (review_r2 R2-1)
+        assert r.store.get("90B3D51F30010000:00DB1234567890A0") == 1501 + restart
     assert (await r.submit("new", 2000, originator="90B3D51FFFFFFFFF"))["status"] == "accepted"
     assert r.journal.size < r.journal.max_bytes - r.journal.reserve
     from ppmid.relay.journal import PAIRS_KEEP

@@ -344,20 +344,30 @@ async def test_final_status_acked_but_done_not_written_is_republished_once_more(
 
 
 async def test_counter_closed_even_if_the_crash_hit_before_the_counter_record():
+    # a command's counter is committed by its response (review_r2 R2-1)
     r = Rig()
-    r.validator.commit_fails = True  # accept record on flash, counter record not
+    r.han.responder = response_to
+    r.validator.commit_fails = True  # response record on flash, counter record not
     assert (await r.submit("c-1", 10))["status"] == "accepted"
+    await r.relay.dispatch_once()
+    r.relay.on_han_message(r.han.rx.pop(0))   # the reset comes before the broker has it
+    assert r.relay.status("c-1") == "response" and r.relay.state == "fault"
+    assert r.relay.fault.startswith("counter of c-1 not committed: OSError(")
+    assert (await r.submit("c-1-again", 10))["error"] == "E_BUSY"   # the fault takes nothing more
     from test_relay_support import eui, SUPPLIER
     pair = eui(SUPPLIER) + eui(ESME)
     assert r.store.get(pair) is None
     r.validator.commit_fails = False
-    r.restart()  # recovery commits the counters of live commands again
+    r.restart()  # recovery commits the counters of answered live commands again
     assert r.store.get(pair) == 10
     res = await r.submit("c-1-replayed", 10)
     assert res["status"] == "rejected" and res["error"] == "E_REPLAY"
-    # and recommitting an older live command never lowers a higher counter
+    # and recommitting an older answered command never lowers a higher counter
     await r.submit("c-2", 20)
+    await r.pump()
+    assert r.store.get(pair) == 20
     r.restart()
+    assert r.store.get(pair) == 20
     res = await r.submit("c-3", 15)
     assert res["error"] == "E_REPLAY"
 

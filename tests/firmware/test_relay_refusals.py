@@ -104,12 +104,10 @@ async def test_the_failures_relay_core_says_come_whole_from_the_refusals():
     assert named(r.relay.counters)["rx_bad"] == 1
     assert r.logs[-1].startswith("relay warn: undecodable message from the HAN (5 bytes): ")
 
-    def broken(msg):
-        raise OSError(28, "ENOSPC")
-    r.validator.commit = broken
+    r.relay.to_publish = FailingQueue()   # the status cannot be queued
     assert (await r.submit("c-1", 20))["status"] == "accepted"
-    assert r.relay.state == "fault" and r.relay.fault.startswith("failed after accepting c-1: OSError(")
-    assert any(line.startswith("relay error: failed after accepting c-1: OSError(") for line in r.logs)
+    assert r.relay.state == "fault" and r.relay.fault.startswith("failed after accepting c-1: MemoryError(")
+    assert any(line.startswith("relay error: failed after accepting c-1: MemoryError(") for line in r.logs)
     res = await r.submit("c-2", 21)
     assert (res["error"], res["message"]) == ("E_BUSY", "the gateway is restarting after a fault: try later")
 

@@ -215,7 +215,7 @@ class FakeHan:
         self.fail = []     # codes for the next sends (None = succeed)
         self.rx = []
         self._ev = asyncio.Event()
-        self.responder = None  # fn(bytes) -> response bytes, delivered after each send
+        self.responder = None  # fn(bytes) -> response bytes (or None: none), delivered after each send
 
     async def send(self, dest, data):
         assert dest is None
@@ -227,7 +227,9 @@ class FakeHan:
                 raise PpmidError(code, "scripted HAN failure")
         self.sent.append(bytes(data))
         if self.responder is not None:
-            self.deliver(self.responder(bytes(data)))
+            rsp = self.responder(bytes(data))
+            if rsp is not None:   # None: no answer (a meter refusing the command's signature)
+                self.deliver(rsp)
 
     def deliver(self, buf):
         self.rx.append(buf)
@@ -290,8 +292,9 @@ class FlashBoard:
 
 
 class FakeValidator:
-    """The GBCS validator's contract: check() -> Message or GbcsError; commit() records
-    the counter in the store (per originator+recipient), only ever upwards."""
+    """The GBCS validator's contract: check() -> Message or GbcsError; commit_pair() (the
+    relay's, once a device answered) records the counter in the store (per
+    originator+recipient), only ever upwards."""
 
     def __init__(self, store, devices=(ESME, GSME, PPMID), han=None):
         from ppmid.gbcs import decode
@@ -324,9 +327,13 @@ class FakeValidator:
         return msg
 
     def commit(self, msg):
+        self.commit_pair(msg.originator, msg.recipient, msg.counter_bytes)
+
+    def commit_pair(self, originator, recipient, counter):
+        # the relay's: once the device answered the command (counter: 8 bytes)
         if self.commit_fails:
             raise OSError("flash write failed")
-        self.store.put(bytes(msg.originator) + bytes(msg.recipient), msg.counter)
+        self.store.put(bytes(originator) + bytes(recipient), int.from_bytes(counter, "big"))
 
 
 class FakeWdt:

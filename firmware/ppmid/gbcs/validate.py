@@ -128,10 +128,17 @@ class Validator:
         return msg
 
     def commit(self, msg):
-        """Record msg's counter as the last accepted for its originator/recipient (never lowers it)."""
-        pair = self._pair(msg.buf, msg._t)
-        key = pair[0] if pair is not None else _key(msg.originator, msg.recipient)
-        counter = msg.counter
+        """Record msg's counter as the last accepted for its originator/recipient (never
+        lowers it). The relay does not: it commits a command's counter only once the
+        device answers it (commit_pair; docs/relay.md "Anti-replay counters")."""
+        self.commit_pair(msg.originator, msg.recipient, msg.counter_bytes)
+
+    def commit_pair(self, originator, recipient, counter):
+        """Record counter (8 bytes, as on the wire) as the last for the pair originator ->
+        recipient (8 bytes each), never lowering it: the relay's, once the recipient has
+        answered the command that carried it (a device answers only what it authenticated)."""
+        key = _key(originator, recipient)   # one per response: not worth the cache
+        counter = int.from_bytes(counter, "big")
         last = self.store.get(key)
         if last is None or counter > last:
             self.store.put(key, counter)

@@ -1,7 +1,8 @@
 # The relay core: ties intake (MQTT, NFC) to the HAN tunnel and back.
 #
-#   accept: envelope mac -> id dedupe -> expiry -> GBCS validation -> admission (queue,
-#           pacing) -> journal append -> counter commit -> "accepted"
+#   accept: envelope mac -> id dedupe -> expiry -> GBCS validation (counter above the
+#           committed one, and no live command with the same one) -> admission (queue,
+#           pacing) -> journal append -> "accepted"
 #   dispatch: paced, one in flight per target; expiry checked again; "sending" record
 #           written BEFORE the bytes go to the HAN link (so they never go twice) -> "relayed"
 #   HAN protection (docs/relay.md): a command goes only when its target's and its
@@ -9,7 +10,9 @@
 #           command to its target is in flight; E_BUSY beyond limits.queue waiting; E_RATE
 #           when pacing cannot meet its expiry (better refused now than failed later)
 #   receive: responses correlated by (originator, recipient swapped, same counter) through
-#           the journal; alerts and anything uncorrelated -> alert topic
+#           the journal; a response commits its command's anti-replay counter (the device
+#           answered, so it authenticated the command: review_r2 R2-1); alerts and
+#           anything uncorrelated -> alert topic
 #   timers: response budget -> "timeout" (a late response is still published, late: true)
 #   publish: every status change, QoS 1, through the outbox (outbox.py: functions of the
 #           relay, which holds the queue, to_publish, and the publisher); a final status
@@ -194,16 +197,36 @@ class Relay:
         queued = 0
         ahead_t = 1 if target in self.in_flight else 0
         ahead_o = 0
+        mine = 0   # queued for this sender (keys per DCC User: its name; owners are RAM only)
+        owners = self.senders.owners if sender else None
         for x in self.journal.live.values():
+            # a live command's counter is pending (committed only by its response): the
+            # same counter again for the same pair is a replay; a failed one was never
+            # answered, so it may be sent again (docs/relay.md "Anti-replay counters")
+            if msg is not None and x.counter == counter and x.originator == orig and x.target == target \
+                    and x.state != J.FAILED:
+                from ppmid.relay import refusals
+                raise refusals.pending_replay(msg.counter, x.id)
             if x.state == J.QUEUED:
                 queued += 1
                 if x.target == target:
                     ahead_t += 1
                 if x.originator == orig:
                     ahead_o += 1
+                if owners is not None and owners.get(x.id) == sender[0]:
+                    mine += 1
         if queued >= self.queue_max:
             from ppmid.relay import refusals
             raise refusals.refusal(E_BUSY, queued)
+        # one meter may hold at most three quarters of the queue, one sender (its key; with
+        # the legacy key, its originator) half: one DCC User's key cannot shut the others
+        # out, of a meter it keeps busy nor of the rest (review_r2 R2-4; docs/relay.md)
+        share = self.queue_max >> 2
+        if owners is None:
+            mine = ahead_o
+        if mine >= self.queue_max - 2 * share or ahead_t - (target in self.in_flight) >= self.queue_max - share:
+            from ppmid.relay import refusals
+            raise refusals.busy_share(self, target, mine)
         if env.expires is not None:
             # E_RATE when pacing cannot meet its expiry: the commands queued ahead of it for
             # the same target or originator, beyond the burst, at rate_per_s (tokens in hand
@@ -218,19 +241,17 @@ class Relay:
                 raise refusals.refusal(E_RATE, self.rate, ahead)
         ok = {"id": env.id, "status": "accepted"}   # built before: nothing to allocate after
         e = self.journal.accept(env.id, via, env.expires, now_s, target, orig, counter, body, topup)
-        # on flash: from here on nothing may turn into a refusal (review 84 F2)
+        # on flash: from here on nothing may turn into a refusal (review 84 F2). Its
+        # counter is pending: the response commits it (answered)
         try:
-            if msg is not None:
-                self.validator.commit(msg)
             self.counters[_C_ACCEPTED] += 1
             if self.senders:
                 self.senders.own(self, env.id, sender)
             self._emit(e, "accepted")
             self._wake_dispatch.set()
         except Exception as exc:
-            # (a counter not committed: recovery commits it again, but until that restart a
-            # replay of this command would pass; a status not queued: the restart queues it
-            # from the journal.) A fault, so nothing more is accepted before the reset; set
+            # (a status not queued: the restart queues it from the journal.) A fault, so
+            # nothing more is accepted before the reset; set
             # first, as the heap that failed may fail the sentence too
             self.fault = "failed after an accept"
             self.state = "fault"
@@ -468,6 +489,13 @@ class Relay:
             return
         late = e.state == J.TIMED_OUT
         self.journal.response(e, buf, late)
+        if not e.topup:
+            # the device answered: it authenticated the command, whose counter now counts
+            try:
+                self.validator.commit_pair(e.originator, e.target, e.counter)
+            except Exception as exc:
+                from ppmid.relay import refusals
+                refusals.commit_failed(self, e, exc)
         self._free_target(e)
         self._deadline.pop(e.seq, None)
         self.counters[_C_ANSWERED] += 1

@@ -7,7 +7,9 @@
 # pair with the lowest counter is dropped and its recipient's floor ("*:<RECIPIENT>") rises
 # to that counter. The store reads a pair it does not hold as that floor, so the dropped
 # pair's old counters stay refused (E_REPLAY) while its next ones, or a new originator's,
-# pass above it. Dropping the lowest raises the floor the least.
+# pass above it. Dropping the lowest raises the floor the least. Only counters a device
+# answered get here (relay.core answered: review_r2 R2-1), so a forged command with
+# counter 2**64-1, which the meter refuses, can no longer raise a floor.
 
 
 def _recipient(key):

@@ -381,11 +381,12 @@ class Journal:
             self._f = None
 
 
-# The validator's anti-replay counter store, kept in the journal: the validator's commit()
-# puts a counter only after the command's accept record is on flash, and the relay
-# re-commits live commands at recovery, so a crash between the two writes cannot reopen a
-# counter (docs/relay.md). Here, not in a module of its own (~1 KB of heap for one, on a
-# 32-bit board: docs/memory.md).
+# The validator's anti-replay counter store, kept in the journal: the relay commits a
+# command's counter (Validator.commit_pair) only once its response record is on flash (the
+# device answered: review_r2 R2-1), and re-commits answered live commands at recovery, so a
+# crash between the two writes cannot reopen a counter; until then the counter is pending,
+# held by the command's live accept record (docs/relay.md "Anti-replay counters"). Here,
+# not in a module of its own (~1 KB of heap for one, on a 32-bit board: docs/memory.md).
 # Bounded at PAIRS_KEEP pairs (relay/counter_floor.py, loaded when the bound is first
 # crossed): a pair the store no longer holds reads as its recipient's floor.
 PAIRS_KEEP = const(64)

@@ -115,10 +115,11 @@ def recover(relay):
         try:
             if e.topup:
                 relay.topups()  # its responses must find their road
-            else:
-                # a crash between the accept record and the counter record must not
-                # reopen the counter: commit again (the store only ever goes up)
-                relay.validator.commit(relay.decode(relay.journal.body(e)))
+            elif e.state == J.ANSWERED:
+                # a crash between the response record and the counter record must not
+                # reopen the counter: commit again (the store only ever goes up). Only an
+                # answered command's: the others' are pending (their live entries)
+                relay.validator.commit_pair(e.originator, e.target, e.counter)
         except Exception as exc:
             relay.log("warn", "recommit of %s failed: %r" % (e.id, exc))
         if e.state == J.QUEUED:

@@ -79,6 +79,41 @@ def why_failed(code, value):
     return _FAILED_SAYS[code] % value
 
 
+def pending_replay(counter, id):
+    """The RelayError for a command whose (originator, recipient, counter) is that of a
+    live command, whose counter is pending until the device answers it (relay.core
+    _accept; docs/relay.md "Anti-replay counters")."""
+    return RelayError("E_REPLAY", "originator counter %d is that of command %s, which the gateway "
+                      "still holds for this originator and recipient" % (counter, id))
+
+
+def commit_failed(relay, e, exc):
+    """Command e's response is on flash but its counter's commit failed with exc (a flash
+    error): recovery commits it from the response record, and until that reset a replay
+    of e could pass, so it is a fault: nothing more is accepted (relay.core answered)."""
+    relay.state = "fault"   # first: the heap that failed may fail the sentence too
+    relay.fault = "counter of %s not committed: %r" % (e.id, exc)
+    relay.log("error", relay.fault)
+
+
+def busy_share(relay, target, mine):
+    """The E_BUSY for a command whose sender (`mine` of its commands queued) or meter
+    already has its share of the queue waiting (relay.core _accept: review_r2 R2-4)."""
+    q = relay.queue_max
+    share = q - 2 * (q >> 2)
+    if mine >= share:
+        return RelayError(E_BUSY, "%d of this sender's commands already wait for the HAN (at most %d "
+                          "of the queue's %d per sender): try later" % (mine, share, q))
+    share = q - (q >> 2)
+    n = 0
+    for x in relay.journal.live.values():
+        if x.state == J.QUEUED and x.target == target:
+            n += 1
+    from binascii import hexlify
+    return RelayError(E_BUSY, "%d commands already wait for meter %s (at most %d of the queue's %d "
+                      "per meter): try later" % (n, hexlify(target).decode().upper(), share, q))
+
+
 def restarting():
     """The RelayError for a command offered while the relay is in fault (the watchdog
     resets the board soon)."""

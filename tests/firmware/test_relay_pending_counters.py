@@ -1,0 +1,208 @@
+# review_r2 R2-1: the gateway cannot check a GBCS signature, so a command's anti-replay
+# counter is pending while the command is live and committed only when the device answers
+# it (docs/relay.md "Anti-replay counters"). Before, it was committed at accept: one command
+# with counter 2**64-1 under the shared legacy key closed that originator's route to a meter
+# for good, and 65 of them under made-up originators raised the meter's floor
+# (relay/counter_floor.py) to 2**64-1, closing it for every DCC User, across restarts.
+# These run the gateway's real validator (gbcs/validate.py) over the journal's store.
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio
+import gc
+
+import test_relay_support as S
+from test_relay_support import ESME, GSME, SUPPLIER, response_to, time_out_every_copy
+
+TOP = 2**64 - 1
+NEWCOMER = "90B3D51F30077777"   # a supplier that never sent to this gateway before
+
+
+class RealRig(S.Rig):
+    """S.Rig with the gateway's GBCS validator in place of FakeValidator."""
+
+    def boot(self):
+        S.Rig.boot(self)
+        from ppmid.gbcs.validate import Validator
+        self.validator = self.relay.validator = Validator(self.cfg, self.store)
+
+
+def meter_refusing(counter):
+    """A meter that answers every command but those carrying `counter` (forged: their
+    signature fails its check, so it sends no response)."""
+    from ppmid.gbcs import decode
+
+    def respond(cmd):
+        return None if decode(cmd).counter == counter else response_to(cmd)
+    return respond
+
+
+def pair(originator, recipient=ESME):
+    return originator + ":" + recipient
+
+
+async def test_a_forged_counter_the_meter_never_answers_commits_nothing():
+    r = RealRig()
+    r.han.responder = meter_refusing(TOP)
+    assert (await r.submit("g1", 100))["status"] == "accepted"
+    await r.pump()
+    assert r.store.get(pair(SUPPLIER)) == 100                  # answered: committed
+    # the legacy key's holder sends made-up GBCS as that supplier, counter 2**64-1
+    assert (await r.submit("x1", TOP))["status"] == "accepted"
+    assert r.store.get(pair(SUPPLIER)) == 100                  # pending, not committed
+    await r.pump()
+    await time_out_every_copy(r, r.relay.budget_s * 1000)
+    assert r.pub.statuses("x1")[-1] == "timeout" and len(r.han.sent) == 2 + 2   # g1, x1 and its copies
+    assert r.store.get(pair(SUPPLIER)) == 100
+    res = await r.submit("g2", 101)                            # before R2-1's fix: E_REPLAY
+    assert res["status"] == "accepted", res
+    while "response" not in r.pub.statuses("g2"):
+        await r.pump()
+    assert r.store.get(pair(SUPPLIER)) == 101
+    r.restart()
+    assert (await r.submit("g3", 10**12))["status"] == "accepted"
+    # what the device answered stays refused, and a replay of it, across the restart
+    res = await r.submit("g2-replayed", 101)
+    assert res["error"] == "E_REPLAY" and "not above the last" in res["message"], res
+
+
+async def test_a_pending_counter_is_refused_again_and_survives_a_restart():
+    r = RealRig()
+    assert (await r.submit("c1", 500))["status"] == "accepted"   # queued: nothing sent yet
+    res = await r.submit("c1-copy", 500)
+    assert (res["error"], res["message"]) == (
+        "E_REPLAY", "originator counter 500 is that of command c1, which the gateway still holds "
+        "for this originator and recipient")
+    # another pair's same counter is no duplicate
+    assert (await r.submit("c1-gsme", 500, target=GSME, code=0x0097))["status"] == "accepted"
+    assert (await r.submit("c1-other", 500, originator=NEWCOMER))["status"] == "accepted"
+    r.restart()                                # the pending counter is the journal's live command
+    assert (await r.submit("c1-copy2", 500))["error"] == "E_REPLAY"
+    assert r.store.get(pair(SUPPLIER)) is None
+    r.han.responder = response_to
+    while "response" not in r.pub.statuses("c1"):
+        await r.pump()
+    assert r.store.get(pair(SUPPLIER)) == 500
+    assert (await r.submit("c1-copy3", 500))["error"] == "E_REPLAY"
+    assert (await r.submit("c1-older", 499))["error"] == "E_REPLAY"
+
+
+async def test_a_timed_out_counter_stays_pending_and_a_late_response_commits_it():
+    r = RealRig()
+    assert (await r.submit("t1", 700))["status"] == "accepted"
+    await r.pump()
+    await time_out_every_copy(r, r.relay.budget_s * 1000)
+    assert r.pub.statuses("t1")[-1] == "timeout"
+    assert (await r.submit("t1-copy", 700))["error"] == "E_REPLAY"   # still correlatable
+    assert r.store.get(pair(SUPPLIER)) is None
+    r.relay.on_han_message(response_to(r.han.sent[0]))              # late, within the window
+    assert r.relay.status("t1") == "response" and r.store.get(pair(SUPPLIER)) == 700
+
+
+async def test_a_command_that_failed_commits_nothing_and_its_counter_may_go_again():
+    r = RealRig()
+    now = r.clock.time()
+    assert (await r.submit("busy", 1, target=GSME, code=0x0097))["status"] == "accepted"
+    await r.pump()                                   # in flight to the GSME, unanswered
+    assert (await r.submit("f1", 50, target=GSME, code=0x0097, expires=now + 2))["status"] == "accepted"
+    r.clock.advance(3000)
+    r.relay.check_timers()
+    await r.pump()
+    assert r.pub.statuses("f1")[-1] == "failed" and r.relay.result("f1")["error"]["code"] == "E_EXPIRED"
+    assert r.store.get(pair(SUPPLIER, GSME)) is None
+    # never relayed: the same command may be sent again, under a new id
+    assert (await r.submit("f1-again", 50, target=GSME, code=0x0097))["status"] == "accepted"
+
+
+async def test_66_forged_originators_that_expire_unsent_do_not_raise_a_meters_floor():
+    # review_r2's t_floor_quiet: the first forged command stays in flight unanswered, the
+    # others expire in the queue
+    r = RealRig(admit_wait_ms=0)
+    n = 0
+    for batch in range(11):
+        for k in range(6):
+            i = batch * 6 + k
+            out = await r.submit("x%d" % i, TOP, originator="AA%014X" % i, expires=r.clock.time() + 2)
+            n += out["status"] == "accepted"
+        await r.pump()
+        r.clock.advance(3000)
+        r.relay.check_timers()
+        await r.pump()
+        del r.pub.messages[:], r.logs[:]   # (the fakes' copies: MicroPython's heap here)
+        gc.collect()
+    # the first reached the meter and, once its 25 s budget ended, one more: the other 64
+    # expired in the queue, unsent
+    assert n == 66 and len(set(r.han.sent)) == 2 and r.env("x0", TOP, originator="AA%014X" % 0).gbcs in r.han.sent
+    assert r.journal.counters == {}                  # nothing committed, no floor
+    res = await r.submit("n1", 5, originator=NEWCOMER, target=GSME, code=0x0097)   # another meter: free
+    assert res["status"] == "accepted", res
+    await time_out_every_copy(r, r.relay.budget_s * 1000)
+    res = await r.submit("n2", 5, originator=NEWCOMER)              # before: E_REPLAY
+    assert res["status"] == "accepted", res
+
+
+async def test_66_forged_originators_sent_and_unanswered_do_not_raise_a_meters_floor():
+    # review_r2's t_floor: each forged command goes to the meter, which does not answer it
+    r = RealRig(admit_wait_ms=0)
+    r.han.responder = meter_refusing(TOP)
+    assert (await r.submit("g1", 100))["status"] == "accepted"
+    await r.pump()
+    sent = 1
+    for i in range(66):
+        out = await r.submit("y%d" % i, TOP, originator="AA%014X" % i)
+        assert out["status"] == "accepted", out
+        await r.pump()
+        await time_out_every_copy(r, r.relay.budget_s * 1000)
+        sent += len(r.han.sent) - 1
+        del r.pub.messages[:], r.han.sent[1:], r.logs[:]   # (the fakes' copies: MicroPython's heap here)
+        gc.collect()
+    assert sent == 1 + 66 * 3                                  # each with its 2 copies
+    assert r.store.get("*:" + ESME) is None and list(r.journal.counters) == [b"90B3D51F30010000:00DB1234567890A0"]
+    res = await r.submit("n1", 5, originator=NEWCOMER)              # before: E_REPLAY
+    assert res["status"] == "accepted", res
+    assert (await r.submit("g2", 101))["status"] == "accepted"
+    r.restart()
+    res = await r.submit("n2", 6, originator=NEWCOMER)
+    assert res["status"] == "accepted", res
+
+
+async def test_answered_counters_still_bound_the_store_and_raise_the_floor():
+    # the bound (64 pairs) and the floor work as before, fed by answered commands only
+    from ppmid.relay.journal import PAIRS_KEEP
+    r = RealRig(admit_wait_ms=0, max_live=200)
+    r.han.responder = response_to
+    for i in range(PAIRS_KEEP + 2):
+        res = await r.submit("a%d" % i, 1000 + i, originator="90B3D51F%08X" % i)
+        assert res["status"] == "accepted", res
+        r.clock.advance(1100)
+        await r.pump()
+        del r.pub.messages[:], r.han.sent[:]
+        gc.collect()
+    assert r.store.get("*:" + ESME) == 1001            # the two lowest pairs dropped
+    assert (await r.submit("old", 1001, originator="90B3D51F%08X" % 1))["error"] == "E_REPLAY"
+    assert (await r.submit("new", 1002, originator=NEWCOMER))["status"] == "accepted"
+
+
+async def test_a_copy_refused_by_the_meter_commits_nothing():
+    # "already-executed" ends a command whose copy the meter refused with an alert, and a
+    # meter may raise that alert ("Failed Authentication or Authorisation ...") for a
+    # signature it cannot verify as well: taken as proof, it would let a forged counter
+    # commit after one unanswered budget and a copy
+    from test_relay_support import refusal_of
+    r = RealRig()
+    assert (await r.submit("x1", TOP))["status"] == "accepted"
+    await r.pump()
+    r.clock.advance(r.relay.budget_s * 1000 + 100)
+    r.relay.check_timers()
+    await r.pump()                                    # its budget ended: a copy went
+    assert len(r.han.sent) == 2
+    r.relay.on_han_message(refusal_of(r.han.sent[1]))
+    await r.publish_all()
+    assert r.pub.statuses("x1")[-1] == "already-executed"
+    assert r.journal.counters == {}
+    r.han.responder = response_to
+    res = await r.submit("g1", 100)
+    assert res["status"] == "accepted", res
+    while "response" not in r.pub.statuses("g1"):
+        await r.pump()
+    assert r.store.get(pair(SUPPLIER)) == 100
