@@ -36,12 +36,6 @@ _FC_RESPONSE = const(0x80)
 _FC_CALLBACK_MASK = const(0x18)   # sync 0x08 / async 0x10 callback
 _FC_HIGH = const(0x01)            # frame format version 1
 
-# stack status values per layout
-_EMBER_NETWORK_UP = const(0x90)
-_EMBER_NETWORK_DOWN = const(0x91)
-_SL_NETWORK_UP = const(0x15)
-_SL_NETWORK_DOWN = const(0x16)
-
 APS_OPTION_ENCRYPTION = const(0x0020)
 APS_OPTION_RETRY = const(0x0040)
 APS_OPTION_ROUTE_DISCOVERY = const(0x0100)
@@ -181,17 +175,6 @@ def refused_for_now(version, status):
     if version >= LAYOUT_V14:
         return status in (0x19, 0x0C03, 0x16, 0x17, 0x04, 0x34, 0x1A)
     return status in (0x18, 0x72, 0x91, 0x93, 0xA1)
-
-
-def parse_stack_status(version, p):
-    """-> True (network up), False (down) or None (another status)."""
-    s = parse_status(version, p)
-    up, down = (_SL_NETWORK_UP, _SL_NETWORK_DOWN) if version >= LAYOUT_V14 else (_EMBER_NETWORK_UP, _EMBER_NETWORK_DOWN)
-    if s == up:
-        return True
-    if s == down:
-        return False
-    return None
 
 
 def parse_message_sent(version, p):

@@ -36,7 +36,6 @@ _S_TOO_BIG = const(1)
 _S_ON_STATUS = const(2)
 _S_NO_TUNNEL = const(3)
 _S_HAN_DOWN = const(4)
-_S_BRING_UP = const(5)
 _S_UNEXPECTED = const(6)
 _S_UNSECURED = const(7)
 _S_ACK_DROPPED = const(8)
@@ -64,6 +63,7 @@ _S_NOT_ACKED = const(29)
 _S_FRAGMENT_NOT_ACKED = const(30)
 _S_WRONG_EUI = const(31)
 _S_TC_NOT_READ = const(33)
+_S_NETWORK_UNREAD = const(34)
 
 # The link's counters: one list of ints, by these indices. Their names are
 # zigbee/han_counters.py's HAN (in this order), which only tests and reports load: as a
@@ -288,18 +288,20 @@ class ZigbeeHan:
                 await self._bring_up()
                 ok = True
                 await self._link.failed.wait()
-            except (HanError, AshError, E.EzspError) as exc:
-                if exc.code == E.E_MODULE_UNSUPPORTED:
-                    self._set_status("module-unsupported", exc.message)
-                    await sleep_ms(int(self.unsupported_retry_s * 1000))
+            except Exception as exc:  # a failed bring-up or link, or a bug below: the
+                # supervisor outlives any (a cancel is no Exception: it passes). Its verdict
+                # is zigbee/han_start.py's, loaded for it: the ms to wait for a module that
+                # cannot be used (the status says so), else 0 (the backoff below)
+                try:
+                    from ppmid.zigbee.han_start import failed
+                    wait = failed(self, exc)
+                except Exception:  # a heap or a flash that cannot load it: said as a bug
+                    # would be, and reset again after the backoff
+                    self._logf(_S_UNEXPECTED, exc)
+                    wait = 0
+                if wait:
+                    await sleep_ms(wait)
                     continue
-                if isinstance(exc, HanError):
-                    self._logf("%s", exc)
-                else:
-                    self._logf(_S_BRING_UP, exc)
-            except Exception as exc:  # the supervisor must outlive any bug below it (a cancel
-                # is no Exception: it passes)
-                self._logf(_S_UNEXPECTED, exc)
             self._link_lost()
             if ok:
                 backoff = 500
@@ -353,21 +355,15 @@ class ZigbeeHan:
         elif fid == E.INCOMING_MESSAGE_HANDLER:
             self._incoming(E.parse_incoming(v, p))
         elif fid == E.STACK_STATUS_HANDLER:
-            up = E.parse_stack_status(v, p)
-            if up is not None:
-                self._net_up = up
-                if up:
-                    self._net_event.set()
-                    if v >= 14:        # ezsp.LAYOUT_V14: the module names a frame's sender
-                        self._want_tc()
-                else:
-                    # the CH will re-request the tunnel when we are back on the network
-                    self.tunnel.close("network down")
-                    if self._up and self.commission_settings is not None:
-                        # a trust-centre rejoin if it stays down (zigbee/rejoin.py, loaded now)
-                        from ppmid.zigbee.rejoin import network_lost
-                        network_lost(self)
-                self._update_status()
+            # the network up or down: during a bring-up, and rarely on a running link, so its
+            # handling is zigbee/han_start.py's, loaded for it and dropped after
+            try:
+                from ppmid.zigbee.han_start import network_status
+            except Exception as exc:  # a heap or a flash that cannot load it: the network's
+                # state is unknown here, and a reset reads it again (the bring-up)
+                self._link.fail(_text(_S_NETWORK_UNREAD, (exc,)))
+                return
+            network_status(self, p)
         else:
             self.counters[_C_CALLBACKS_UNKNOWN] += 1
 

@@ -17,6 +17,16 @@ _NETWORK_INIT = const(0x0017)
 _NETWORK_STATE = const(0x0018)
 _MAXIMUM_PAYLOAD_LENGTH = const(0x0033)
 _JOINED_NETWORK = const(2)     # networkState's answer: joined
+# stackStatusHandler's values for the network up and down, per layout (EmberStatus before
+# v14, sl_Status from v14)
+_EMBER_NETWORK_UP = const(0x90)
+_EMBER_NETWORK_DOWN = const(0x91)
+_SL_NETWORK_UP = const(0x15)
+_SL_NETWORK_DOWN = const(0x16)
+# the sentences of the supervisor's log lines (failed), by their keys in
+# zigbee/han_errors.py (han.py's _S_UNEXPECTED too: its fallback when this module cannot load)
+_S_BRING_UP = const(5)
+_S_UNEXPECTED = const(6)
 
 DEFAULTS = {
     "ezsp_version": 13,        # what we ask for first; any of v8..v18 the NCP has is accepted
@@ -151,6 +161,66 @@ async def _bring_up(han, reset_code):
     han._update_status()
     if not han._net_up:
         han._set_status("network-down", "the module is not joined to the HAN")
+
+
+def failed(han, exc):
+    """ZigbeeHan.run's verdict on a failed bring-up, a failed link or a bug below it: said
+    in the status or the log. -> the ms to wait before the next reset when the module cannot
+    be used (the status "module-unsupported"), else 0 (the supervisor's backoff). This
+    module is dropped after it."""
+    try:
+        from ppmid.zigbee.han import HanError
+        from ppmid.zigbee.ashlink import AshError
+        if not isinstance(exc, (HanError, AshError, E.EzspError)):
+            han._logf(_S_UNEXPECTED, exc)
+        elif exc.code == E.E_MODULE_UNSUPPORTED:
+            han._set_status("module-unsupported", exc.message)
+            return int(han.unsupported_retry_s * 1000)
+        elif isinstance(exc, HanError):
+            han._logf("%s", exc)
+        else:
+            han._logf(_S_BRING_UP, exc)
+        return 0
+    finally:
+        _drop()
+
+
+def parse_stack_status(version, p):
+    """stackStatusHandler's parameters -> True (network up), False (down) or None (another
+    status)."""
+    s = E.parse_status(version, p)
+    up, down = (_SL_NETWORK_UP, _SL_NETWORK_DOWN) if version >= E.LAYOUT_V14 else (_EMBER_NETWORK_UP, _EMBER_NETWORK_DOWN)
+    if s == up:
+        return True
+    if s == down:
+        return False
+    return None
+
+
+def network_status(han, p):
+    """ZigbeeHan's stackStatusHandler (p: its parameters), synchronous: the network came up
+    or went down. It comes during a bring-up (networkInit), and rarely on a running link,
+    which therefore does not hold this code; this module is dropped after it (a bring-up
+    running meanwhile keeps what it uses, and drops it again at its end)."""
+    try:
+        v = han._ezsp.version
+        up = parse_stack_status(v, p)
+        if up is not None:
+            han._net_up = up
+            if up:
+                han._net_event.set()
+                if v >= E.LAYOUT_V14:   # the module names a frame's sender
+                    han._want_tc()
+            else:
+                # the CH will re-request the tunnel when we are back on the network
+                han.tunnel.close("network down")
+                if han._up and han.commission_settings is not None:
+                    # a trust-centre rejoin if it stays down (zigbee/rejoin.py, loaded now)
+                    from ppmid.zigbee.rejoin import network_lost
+                    network_lost(han)
+            han._update_status()
+    finally:
+        _drop()
 
 
 async def read_trust_centre(han):
