@@ -1,8 +1,11 @@
 # What the HAN link (zigbee/han.py) runs only when it starts: its options from the config
 # (ZigbeeHan's constructor, and the config check at boot), and the bring-up after each
 # ASH reset of the module: EZSP version, payload limit, network, commissioning when an
-# install code is configured. Apart from han.py, and dropped again after each use, so that
-# the running link does not hold this code (docs/memory.md; the names it interns stay).
+# install code is configured; and what follows a bring-up rarely: the network going up or
+# down (stackStatusHandler: during a bring-up, and seldom on a running link), and the
+# supervisor's verdict on a failed bring-up or link. Apart from han.py, and dropped again
+# after each use, so that the running link does not hold this code (docs/memory.md; the
+# names it interns stay).
 from micropython import const
 
 from ppmid.zigbee import ezsp as E
