@@ -97,7 +97,7 @@ def test_message_sent_handler_carries_the_tag_only_by_default(version):
     ncp = _ready_ncp(version)
     msg = bytes(range(80))
     cb = _unicast(ncp, 3, 0x2A, msg)
-    m = E.parse_message_sent(version, cb)
+    m = N.message_sent_report(version, cb)
     assert (m["status"], m["tag"], m["message"]) == (0, 0x2A, b"")
     # bellows reads the same callback: messageLength 0, nothing after it
     sch = C14 if version >= 14 else C13
@@ -121,13 +121,13 @@ def test_set_policy_tag_and_contents_echoes_the_message(version):
     d, rest = bt.deserialize_dict(p, sch["getPolicy"][2])
     assert rest == b"" and list(d.values())[1] == bt.EzspDecisionId.MESSAGE_TAG_AND_CONTENTS_IN_CALLBACK
     msg = b"\x11\x7e\x7d" * 20
-    m = E.parse_message_sent(version, _unicast(ncp, 11, 5, msg))
+    m = N.message_sent_report(version, _unicast(ncp, 11, 5, msg))
     assert (m["tag"], m["message"]) == (5, msg)
     # and back to tag only
     ncp._ezsp(E.command_frame(12, N.SET_POLICY, bytes((N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,
                                                        N.DECISION_MESSAGE_TAG_ONLY))))
     _replies(ncp)
-    assert E.parse_message_sent(version, _unicast(ncp, 13, 6, msg))["message"] == b""
+    assert N.message_sent_report(version, _unicast(ncp, 13, 6, msg))["message"] == b""
 
 
 @pytest.mark.parametrize("version", [13, 14])
@@ -145,7 +145,7 @@ def test_set_policy_refuses_bad_ids_and_decisions(version):
     [(_, _, _, p)] = _replies(ncp)
     assert E.parse_status(version, p) == bad_id
     # the refused decision changed nothing: still tag only
-    assert E.parse_message_sent(version, _unicast(ncp, 4, 1, b"abc"))["message"] == b""
+    assert N.message_sent_report(version, _unicast(ncp, 4, 1, b"abc"))["message"] == b""
 
 
 def test_policies_return_to_defaults_on_reset():
@@ -157,10 +157,10 @@ def test_policies_return_to_defaults_on_reset():
     assert ncp.policies[N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK] == N.DECISION_MESSAGE_TAG_ONLY
 
 
-def test_parse_message_sent_copes_with_no_length_byte():
+def test_message_sent_report_copes_with_no_length_byte():
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0, 0, 0)
     full = N.message_sent_params(13, 0, 0, aps, 7, b"")
-    m = E.parse_message_sent(13, full[:-1])      # frame ends before messageLength
+    m = N.message_sent_report(13, full[:-1])      # frame ends before messageLength
     assert (m["tag"], m["status"], m["message"]) == (7, 0, b"")
 
 
@@ -488,7 +488,7 @@ def test_ncp_sends_a_later_fragment_with_the_hosts_aps_counter(version):
         (_, _, fid, resp), (_, _, _, cb) = _replies(ncp)
         status, counter = E.parse_send_unicast_response(version, resp)
         assert fid == N.SEND_UNICAST and status == 0
-        assert E.parse_message_sent(version, cb)["aps"]["sequence"] == counter
+        assert N.message_sent_report(version, cb)["aps"]["sequence"] == counter
         return counter
 
     first = send(1, 0x0300, 0)                  # fragment 0 of 3: the host's 0 is not used

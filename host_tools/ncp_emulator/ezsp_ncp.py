@@ -72,6 +72,19 @@ def message_sent_params(version, status, dest, aps, tag, message):
     return struct.pack("<BH", OUTGOING_DIRECT, dest) + aps + bytes((tag & 0xFF, status, len(message))) + message
 
 
+def message_sent_report(version, p):
+    """The whole messageSentHandler report (a dict: status, type, dest, aps, tag, message),
+    as a host reads it; the gateway reads the tag and the status alone (ezsp.parse_message_sent).
+    "message" is empty under the NCP's power-on policy (tag only: messageLength 0), and
+    when the frame ends before messageLength."""
+    tag, status = E.parse_message_sent(version, p)   # (too short: an EzspError)
+    at = 4 if version >= E.LAYOUT_V14 else 0          # the outgoing type, after v14's u32 status
+    typ, dest = struct.unpack_from("<BH", p, at)
+    aps, off = E.parse_aps(p, at + 3), at + 16
+    msg = bytes(p[off + 1:off + 1 + p[off]]) if len(p) > off else b""
+    return {"status": status, "type": typ, "dest": dest, "aps": aps, "tag": tag, "message": msg}
+
+
 def incoming_params(version, aps, sender, message, lqi=255, rssi=-40, eui64=b"\x00" * 8):
     r = rssi & 0xFF
     if version >= E.LAYOUT_V14:

@@ -178,24 +178,14 @@ def refused_for_now(version, status):
 
 
 def parse_message_sent(version, p):
-    """The NCP's report on a sent message. "message" is empty under the NCP's power-on
-    policy (tag only: messageLength 0); the driver uses only the tag and the status."""
+    """The NCP's report on a sent message -> (tag, status): all the driver reads of it (the
+    whole report, with the APS frame and the message, is the NCP's side's to read:
+    ezsp_ncp.message_sent_report). Parsed per fragment sent, so it builds no dict."""
     if version >= LAYOUT_V14:
         _need(p, 20)
-        status, typ, dest = struct.unpack_from("<IBH", p, 0)
-        aps = parse_aps(p, 7)
-        tag = struct.unpack_from("<H", p, 18)[0]
-        off = 20
-    else:
-        _need(p, 16)
-        typ, dest = struct.unpack_from("<BH", p, 0)
-        aps = parse_aps(p, 3)
-        tag, status = p[14], p[15]
-        off = 16
-    # the tag and status are what matter: a missing length byte or a short echo is not
-    # a reason to lose the report
-    msg = bytes(p[off + 1:off + 1 + p[off]]) if len(p) > off else b""
-    return {"status": status, "type": typ, "dest": dest, "aps": aps, "tag": tag, "message": msg}
+        return struct.unpack_from("<H", p, 18)[0], struct.unpack_from("<I", p, 0)[0]
+    _need(p, 16)
+    return p[14], p[15]
 
 
 def parse_incoming(version, p):

@@ -345,10 +345,10 @@ class ZigbeeHan:
         if self.commission is not None and self.commission.on_callback(fid, p):
             return
         if fid == E.MESSAGE_SENT_HANDLER:
-            m = E.parse_message_sent(v, p)
-            w = self._sent.get(m["tag"])
+            tag, status = E.parse_message_sent(v, p)
+            w = self._sent.get(tag)
             if w is not None:
-                w.status = m["status"]
+                w.status = status
                 w.set()
             else:
                 self.counters[_C_CALLBACKS_UNKNOWN] += 1
