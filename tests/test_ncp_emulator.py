@@ -33,6 +33,20 @@ def test_the_ncp_sides_names_are_the_gateways_private_values_and_bellows():
                  "EMBER_NETWORK_UP", "EMBER_NETWORK_DOWN", "SL_NETWORK_UP", "SL_NETWORK_DOWN"):
         assert getattr(N, name) == getattr(han_start, "_" + name), name
         assert not hasattr(E, name) and not hasattr(han_start, name), name
+    # the callbacks and APS options only the HAN takes or sets: han.py's private consts
+    from ppmid.zigbee import han
+    for name in ("MESSAGE_SENT_HANDLER", "INCOMING_MESSAGE_HANDLER", "APS_ENCRYPTED", "APS_RETRY",
+                 "APS_ROUTE_DISCOVERY", "APS_FRAGMENT"):
+        assert getattr(N, name) == getattr(han, "_" + name), name
+        assert not hasattr(han, name), name
+    for name in ("MESSAGE_SENT_HANDLER", "INCOMING_MESSAGE_HANDLER", "APS_OPTION_ENCRYPTION", "APS_OPTION_RETRY",
+                 "APS_OPTION_ROUTE_DISCOVERY", "APS_OPTION_FRAGMENT"):
+        assert not hasattr(E, name), name
+    assert N.MESSAGE_SENT_HANDLER == C13["messageSentHandler"][0] == C14["messageSentHandler"][0]
+    assert N.INCOMING_MESSAGE_HANDLER == C13["incomingMessageHandler"][0] == C14["incomingMessageHandler"][0]
+    aps = bt.EmberApsOption
+    assert (N.APS_ENCRYPTED, N.APS_RETRY, N.APS_ROUTE_DISCOVERY, N.APS_FRAGMENT) == (
+        aps.APS_OPTION_ENCRYPTION, aps.APS_OPTION_RETRY, aps.APS_OPTION_ENABLE_ROUTE_DISCOVERY, aps.APS_OPTION_FRAGMENT)
     assert N.NETWORK_INIT == C13["networkInit"][0] == C14["networkInit"][0]
     assert N.NETWORK_STATE == C13["networkState"][0]
     assert N.MAXIMUM_PAYLOAD_LENGTH == C13["maximumPayloadLength"][0]
@@ -88,7 +102,7 @@ def _unicast(ncp, seq, tag, msg):
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x8140, 0x0d00, 0)
     ncp._ezsp(E.command_frame(seq, N.SEND_UNICAST, E.send_unicast_params(ncp.version, 0x0000, aps, tag, msg)))
     (s1, fc1, fid1, resp), (s2, fc2, fid2, cb) = _replies(ncp)
-    assert fid1 == N.SEND_UNICAST and s1 == seq and fid2 == E.MESSAGE_SENT_HANDLER and fc2 & 0x18
+    assert fid1 == N.SEND_UNICAST and s1 == seq and fid2 == N.MESSAGE_SENT_HANDLER and fc2 & 0x18
     return cb
 
 
@@ -277,7 +291,7 @@ def test_ncp_sends_response_and_callback_without_waiting_for_an_ack():
     data = [f for f in got if isinstance(f, bash.DataFrame)]
     assert [f.frm_num for f in data] == [0, 1]
     assert E.parse_frame(data[0].ezsp_frame)[2] == N.SEND_UNICAST
-    assert E.parse_frame(data[1].ezsp_frame)[2] == E.MESSAGE_SENT_HANDLER
+    assert E.parse_frame(data[1].ezsp_frame)[2] == N.MESSAGE_SENT_HANDLER
     assert len(ncp._inflight) == 2
     # a NAK acknowledging frame 0 brings back frame 1 only (go back N from ackNum)
     raw.clear()
@@ -300,7 +314,7 @@ def test_ncp_window_of_one_waits_for_each_ack():
     raw.clear()
     ncp.feed(bytes(bash.AshProtocol._stuff_bytes(bash.AckFrame(res=0, ncp_ready=0, ack_num=1).to_bytes())) + b"\x7e")
     data = [f for f in _frames(raw) if isinstance(f, bash.DataFrame)]
-    assert [f.frm_num for f in data] == [1] and E.parse_frame(data[0].ezsp_frame)[2] == E.MESSAGE_SENT_HANDLER
+    assert [f.frm_num for f in data] == [1] and E.parse_frame(data[0].ezsp_frame)[2] == N.MESSAGE_SENT_HANDLER
 
 
 def test_ncp_ack_timeouts_resend_the_window_then_error():
@@ -509,7 +523,7 @@ def test_incoming_frames_report_aps_encryption_as_a_module_does(version):
     def handed():
         out = []
         for _, _, fid, p in _replies(ncp):
-            assert fid == E.INCOMING_MESSAGE_HANDLER
+            assert fid == N.INCOMING_MESSAGE_HANDLER
             out.append(E.parse_incoming(version, p)["aps"])
         return out
 

@@ -28,6 +28,13 @@ INVALID_COMMAND = 0x0058
 FC_RESPONSE = 0x80             # frame control, low byte: a response (or a callback)
 FC_HIGH = 0x01                 # frame control, high byte: frame format version 1
 OUTGOING_DIRECT = 0
+# the callbacks and APS options only the HAN (zigbee/han.py) takes or sets: its private consts
+MESSAGE_SENT_HANDLER = 0x003F
+INCOMING_MESSAGE_HANDLER = 0x0045
+APS_ENCRYPTED = 0x0020         # EmberApsOption APS_OPTION_ENCRYPTION
+APS_RETRY = 0x0040             # APS_OPTION_RETRY
+APS_ROUTE_DISCOVERY = 0x0100   # APS_OPTION_ENABLE_ROUTE_DISCOVERY
+APS_FRAGMENT = 0x8000          # APS_OPTION_FRAGMENT
 # stackStatusHandler's status: EmberStatus before v14, sl_Status from v14
 EMBER_NETWORK_UP = 0x90
 EMBER_NETWORK_DOWN = 0x91

@@ -503,7 +503,7 @@ def test_a_message_sent_report_ends_its_fragments_wait_with_the_status():
         w = asyncio.Event()
         w.status = None
         han._sent[tag] = w
-        han._on_callback(E.MESSAGE_SENT_HANDLER, N.message_sent_params(v, 0x66, 0x0000, aps, tag, b""))
+        han._on_callback(N.MESSAGE_SENT_HANDLER, N.message_sent_params(v, 0x66, 0x0000, aps, tag, b""))
         assert w.is_set() and w.status == 0x66, v
-        han._on_callback(E.MESSAGE_SENT_HANDLER, N.message_sent_params(v, 0, 0x0000, aps, tag + 1, b""))
+        han._on_callback(N.MESSAGE_SENT_HANDLER, N.message_sent_params(v, 0, 0x0000, aps, tag + 1, b""))
         assert han_named(han)["callbacks_unknown"] == 1 and w.status == 0x66, v

@@ -20,15 +20,14 @@ E_MODULE_UNSUPPORTED = "E_MODULE_UNSUPPORTED"
 # Public: the names other firmware modules read (han.py, han_start.py, the commissioning).
 # The ids, bits and values only this module reads or writes are private consts, and the
 # bring-up's commands (networkInit, networkState, maximumPayloadLength) are
-# zigbee/han_start.py's (a public const is a name and a module-dict entry the running app
-# holds; docs/memory.md, session 11): the NCP's side names them all in
-# host_tools/ncp_emulator/ezsp_ncp.py, with the same values.
+# zigbee/han_start.py's, the two callbacks only the HAN dispatches (messageSentHandler,
+# incomingMessageHandler) and the APS options it sets are han.py's (a public const is a
+# name and a module-dict entry the running app holds; docs/memory.md, sessions 11 and 12):
+# the NCP's side names them all in host_tools/ncp_emulator/ezsp_ncp.py, with the same values.
 VERSION = const(0x0000)
 STACK_STATUS_HANDLER = const(0x0019)
 _SEND_UNICAST = const(0x0034)
 _SEND_REPLY = const(0x0039)
-MESSAGE_SENT_HANDLER = const(0x003F)
-INCOMING_MESSAGE_HANDLER = const(0x0045)
 _INVALID_COMMAND = const(0x0058)
 
 # frame control, low byte (responses)
@@ -36,10 +35,6 @@ _FC_RESPONSE = const(0x80)
 _FC_CALLBACK_MASK = const(0x18)   # sync 0x08 / async 0x10 callback
 _FC_HIGH = const(0x01)            # frame format version 1
 
-APS_OPTION_ENCRYPTION = const(0x0020)
-APS_OPTION_RETRY = const(0x0040)
-APS_OPTION_ROUTE_DISCOVERY = const(0x0100)
-APS_OPTION_FRAGMENT = const(0x8000)
 _OUTGOING_DIRECT = const(0)
 # the first protocol version of the wider layouts (u32 sl_Status, u16 tags, ...): a layout
 # is v14's when `version >= LAYOUT_V14` (a comparison, not a function: one raw code less)
