@@ -37,7 +37,7 @@ from ppmid.mqtt import packets_host  # noqa: E402
 from ppmid.nfc import ndef, frames  # noqa: E402
 from ppmid.zigbee import ash, ezsp, tunnel  # noqa: E402
 from ppmid.zigbee import chclock, timecluster  # noqa: E402
-from ppmid.zigbee.han_start import legacy_version_frame, parse_stack_status  # noqa: E402
+from ppmid.zigbee.han_start import legacy_version_frame  # noqa: E402
 
 EXAMPLES = int(os.environ.get("PPMID_FUZZ_EXAMPLES", "150"))
 RESULTS = os.environ.get("PPMID_FUZZ_RESULTS")
@@ -290,7 +290,7 @@ def test_ezsp_frames(buf, version):
     took("ezsp frames", "zcl tunnel frames")
     run("ezsp frames", ezsp.parse_frame, buf)
     run("ezsp frames", ezsp.parse_frame, buf, True)
-    for fn in (ezsp.parse_incoming, ezsp.parse_message_sent, parse_stack_status,
+    for fn in (ezsp.parse_incoming, ezsp.parse_message_sent, ezsp.parse_stack_status,
                ezsp.parse_send_unicast_response, ezsp.parse_status):
         run("ezsp frames", fn, version, buf)
     run("ezsp frames", ezsp.parse_aps, buf)
@@ -342,7 +342,7 @@ REGRESSIONS = [
     ("ezsp messageSentHandler v14, short", ezsp.parse_message_sent, (14, bytes(10))),
     ("ezsp status, empty", ezsp.parse_status, (8, b"")),
     ("ezsp status v14, short", ezsp.parse_status, (14, b"\x00")),
-    ("ezsp stackStatusHandler, empty", parse_stack_status, (8, b"")),
+    ("ezsp stackStatusHandler, empty", ezsp.parse_stack_status, (8, b"")),
     ("ezsp sendUnicast response, 1 byte", ezsp.parse_send_unicast_response, (8, b"\x00")),
     ("ezsp sendUnicast response v14, short", ezsp.parse_send_unicast_response, (14, b"\x00\x00")),
     ("ezsp APS frame, short", ezsp.parse_aps, (b"\x00" * 5,)),

@@ -24,13 +24,13 @@ from host_tools.ncp_emulator import ezsp_ncp as N  # noqa: E402
 def test_the_ncp_sides_names_are_the_gateways_private_values_and_bellows():
     # ezsp.py holds these as private consts (CPython keeps them as module attributes; under
     # MicroPython they are not): the NCP's side names them in ezsp_ncp.py, with the same values
-    for name in ("SEND_UNICAST", "SEND_REPLY", "INVALID_COMMAND", "FC_RESPONSE", "FC_HIGH", "OUTGOING_DIRECT"):
+    for name in ("SEND_UNICAST", "SEND_REPLY", "INVALID_COMMAND", "FC_RESPONSE", "FC_HIGH", "OUTGOING_DIRECT",
+                 "EMBER_NETWORK_UP", "EMBER_NETWORK_DOWN", "SL_NETWORK_UP", "SL_NETWORK_DOWN"):
         assert getattr(N, name) == getattr(E, "_" + name), name
         assert not hasattr(E, name), name
-    # the bring-up's commands and the network's statuses: han_start.py's private consts
+    # the bring-up's commands: han_start.py's private consts
     from ppmid.zigbee import han_start
-    for name in ("NETWORK_INIT", "NETWORK_STATE", "MAXIMUM_PAYLOAD_LENGTH", "JOINED_NETWORK",
-                 "EMBER_NETWORK_UP", "EMBER_NETWORK_DOWN", "SL_NETWORK_UP", "SL_NETWORK_DOWN"):
+    for name in ("VERSION", "NETWORK_INIT", "NETWORK_STATE", "MAXIMUM_PAYLOAD_LENGTH", "JOINED_NETWORK"):
         assert getattr(N, name) == getattr(han_start, "_" + name), name
         assert not hasattr(E, name) and not hasattr(han_start, name), name
     # the callbacks and APS options only the HAN takes or sets: han.py's private consts
@@ -47,6 +47,7 @@ def test_the_ncp_sides_names_are_the_gateways_private_values_and_bellows():
     aps = bt.EmberApsOption
     assert (N.APS_ENCRYPTED, N.APS_RETRY, N.APS_ROUTE_DISCOVERY, N.APS_FRAGMENT) == (
         aps.APS_OPTION_ENCRYPTION, aps.APS_OPTION_RETRY, aps.APS_OPTION_ENABLE_ROUTE_DISCOVERY, aps.APS_OPTION_FRAGMENT)
+    assert N.VERSION == C13["version"][0] == C14["version"][0]
     assert N.NETWORK_INIT == C13["networkInit"][0] == C14["networkInit"][0]
     assert N.NETWORK_STATE == C13["networkState"][0]
     assert N.MAXIMUM_PAYLOAD_LENGTH == C13["maximumPayloadLength"][0]

@@ -154,8 +154,7 @@ def test_stack_status_and_version_layouts_in_bellows():
     assert d["status"] == bt.sl_Status.NETWORK_UP
     d, _ = bt.deserialize_dict(N.status_params(14, N.SL_NETWORK_DOWN), C14["stackStatusHandler"][2])
     assert d["status"] == bt.sl_Status.NETWORK_DOWN
-    from ppmid.zigbee.han_start import parse_stack_status   # the network's changes: rare, not resident
-    assert parse_stack_status(13, bt.EmberStatus.NETWORK_DOWN.serialize()) is False
+    assert E.parse_stack_status(13, bt.EmberStatus.NETWORK_DOWN.serialize()) is False
     # the first version frame: bellows' legacy header is ours
     from ppmid.zigbee.han_start import legacy_version_frame   # run only after a module reset
     assert legacy_version_frame(0, 13) == bytes([0, 0, C13["version"][0]]) + bt.uint8_t(13).serialize()

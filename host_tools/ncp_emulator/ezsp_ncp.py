@@ -18,6 +18,7 @@ GET_POLICY = 0x0056
 # zigbee/han_start.py's (a public one is a name and a module-dict entry the running app
 # holds for nothing: docs/memory.md, session 11), so the NCP's side names them here, with
 # the same values (tests/test_ncp_emulator.py checks them against the firmware's).
+VERSION = 0x0000
 NETWORK_INIT = 0x0017
 NETWORK_STATE = 0x0018
 MAXIMUM_PAYLOAD_LENGTH = 0x0033

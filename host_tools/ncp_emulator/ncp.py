@@ -431,11 +431,11 @@ class Ncp:
             return
         fid = frame[3] | (frame[4] << 8)
         p = frame[5:]
-        if not self.negotiated and fid != E.VERSION:
+        if not self.negotiated and fid != N.VERSION:
             self.counters["ezsp_before_version"] += 1
             self._invalid_command(seq, EZSP_ERROR_VERSION_NOT_SET)
             return
-        if fid == E.VERSION:
+        if fid == N.VERSION:
             self.negotiated = True
             self._respond(seq, fid, version_payload)
         elif fid == N.NETWORK_STATE:

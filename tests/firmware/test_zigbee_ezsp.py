@@ -69,16 +69,16 @@ def test_callback_layouts_roundtrip_both_versions():
         i = E.parse_incoming(v, N.incoming_params(v, aps, 0x0000, b"hello", lqi=200, rssi=-50))
         assert (i["sender"], i["message"], i["lqi"], i["rssi"]) == (0, b"hello", 200, -50)
         assert i["aps"]["sequence"] == 7
-    assert S.parse_stack_status(13, b"\x90") is True and S.parse_stack_status(13, b"\x91") is False
-    assert S.parse_stack_status(14, h("15000000")) is True and S.parse_stack_status(14, h("16000000")) is False
-    assert S.parse_stack_status(14, b"\x90\x00\x00\x00") is None
+    assert E.parse_stack_status(13, b"\x90") is True and E.parse_stack_status(13, b"\x91") is False
+    assert E.parse_stack_status(14, h("15000000")) is True and E.parse_stack_status(14, h("16000000")) is False
+    assert E.parse_stack_status(14, b"\x90\x00\x00\x00") is None
 
 
 def test_short_responses_and_callbacks_are_ezsp_errors():
     # found by tests/test_fuzz_parsers.py: these raised IndexError / struct.error
     cases = [(E.parse_incoming, 8, b""), (E.parse_incoming, 8, bytes(18)), (E.parse_incoming, 14, bytes(30)),
              (E.parse_message_sent, 8, bytes(15)), (E.parse_message_sent, 14, bytes(19)),
-             (E.parse_status, 8, b""), (E.parse_status, 14, bytes(3)), (S.parse_stack_status, 14, b""),
+             (E.parse_status, 8, b""), (E.parse_status, 14, bytes(3)), (E.parse_stack_status, 14, b""),
              (E.parse_send_unicast_response, 8, b"\x00"), (E.parse_send_unicast_response, 14, bytes(4))]
     for fn, version, p in cases:
         try:
@@ -126,7 +126,7 @@ class FakeLink:
             if r is not None:
                 self.ezsp.on_frame(r)
             return
-        if fid == E.VERSION:
+        if fid == N.VERSION:
             self.ezsp.on_frame(N.response_frame(seq, fid, bytes((self.version, 2, 0x20, 0x74))))
         else:
             self.ezsp.on_frame(N.response_frame(seq, N.INVALID_COMMAND, b"\x58"))

@@ -19,12 +19,11 @@ E_MODULE_UNSUPPORTED = "E_MODULE_UNSUPPORTED"
 
 # Public: the names other firmware modules read (han.py, han_start.py, the commissioning).
 # The ids, bits and values only this module reads or writes are private consts, and the
-# bring-up's commands (networkInit, networkState, maximumPayloadLength) are
+# bring-up's commands (version, networkInit, networkState, maximumPayloadLength) are
 # zigbee/han_start.py's, the two callbacks only the HAN dispatches (messageSentHandler,
 # incomingMessageHandler) and the APS options it sets are han.py's (a public const is a
 # name and a module-dict entry the running app holds; docs/memory.md, sessions 11 and 12):
 # the NCP's side names them all in host_tools/ncp_emulator/ezsp_ncp.py, with the same values.
-VERSION = const(0x0000)
 STACK_STATUS_HANDLER = const(0x0019)
 _SEND_UNICAST = const(0x0034)
 _SEND_REPLY = const(0x0039)
@@ -34,6 +33,12 @@ _INVALID_COMMAND = const(0x0058)
 _FC_RESPONSE = const(0x80)
 _FC_CALLBACK_MASK = const(0x18)   # sync 0x08 / async 0x10 callback
 _FC_HIGH = const(0x01)            # frame format version 1
+
+# stack status values per layout
+_EMBER_NETWORK_UP = const(0x90)
+_EMBER_NETWORK_DOWN = const(0x91)
+_SL_NETWORK_UP = const(0x15)
+_SL_NETWORK_DOWN = const(0x16)
 
 _OUTGOING_DIRECT = const(0)
 # the first protocol version of the wider layouts (u32 sl_Status, u16 tags, ...): a layout
@@ -170,6 +175,17 @@ def refused_for_now(version, status):
     if version >= LAYOUT_V14:
         return status in (0x19, 0x0C03, 0x16, 0x17, 0x04, 0x34, 0x1A)
     return status in (0x18, 0x72, 0x91, 0x93, 0xA1)
+
+
+def parse_stack_status(version, p):
+    """-> True (network up), False (down) or None (another status)."""
+    s = parse_status(version, p)
+    up, down = (_SL_NETWORK_UP, _SL_NETWORK_DOWN) if version >= LAYOUT_V14 else (_EMBER_NETWORK_UP, _EMBER_NETWORK_DOWN)
+    if s == up:
+        return True
+    if s == down:
+        return False
+    return None
 
 
 def parse_message_sent(version, p):

@@ -71,7 +71,6 @@ _S_NOT_ACKED = const(29)
 _S_FRAGMENT_NOT_ACKED = const(30)
 _S_WRONG_EUI = const(31)
 _S_TC_NOT_READ = const(33)
-_S_NETWORK_UNREAD = const(34)
 
 # The link's counters: one list of ints, by these indices. Their names are
 # zigbee/han_counters.py's HAN (in this order), which only tests and reports load: as a
@@ -363,15 +362,21 @@ class ZigbeeHan:
         elif fid == _INCOMING_MESSAGE_HANDLER:
             self._incoming(E.parse_incoming(v, p))
         elif fid == E.STACK_STATUS_HANDLER:
-            # the network up or down: during a bring-up, and rarely on a running link, so its
-            # handling is zigbee/han_start.py's, loaded for it and dropped after
-            try:
-                from ppmid.zigbee.han_start import network_status
-            except Exception as exc:  # a heap or a flash that cannot load it: the network's
-                # state is unknown here, and a reset reads it again (the bring-up)
-                self._link.fail(_text(_S_NETWORK_UNREAD, (exc,)))
-                return
-            network_status(self, p)
+            up = E.parse_stack_status(v, p)
+            if up is not None:
+                self._net_up = up
+                if up:
+                    self._net_event.set()
+                    if v >= 14:        # ezsp.LAYOUT_V14: the module names a frame's sender
+                        self._want_tc()
+                else:
+                    # the CH will re-request the tunnel when we are back on the network
+                    self.tunnel.close("network down")
+                    if self._up and self.commission_settings is not None:
+                        # a trust-centre rejoin if it stays down (zigbee/rejoin.py, loaded now)
+                        from ppmid.zigbee.rejoin import network_lost
+                        network_lost(self)
+                self._update_status()
         else:
             self.counters[_C_CALLBACKS_UNKNOWN] += 1
 

@@ -1,9 +1,8 @@
 # What the HAN link (zigbee/han.py) runs only when it starts: its options from the config
 # (ZigbeeHan's constructor, and the config check at boot), and the bring-up after each
 # ASH reset of the module: EZSP version, payload limit, network, commissioning when an
-# install code is configured; and what follows a bring-up rarely: the network going up or
-# down (stackStatusHandler: during a bring-up, and seldom on a running link), and the
-# supervisor's verdict on a failed bring-up or link. Apart from han.py, and dropped again
+# install code is configured; and the supervisor's verdict on a failed bring-up or link.
+# Apart from han.py, and dropped again
 # after each use, so that the running link does not hold this code (docs/memory.md; the
 # names it interns stay).
 from micropython import const
@@ -16,16 +15,11 @@ _MAX_VERSION = const(18)
 # the bring-up's EZSP commands (UG100), sent only from here: private, so neither ezsp.py
 # nor this module holds their names (a name stays interned once a module loaded it:
 # docs/memory.md, session 11); the NCP's side names them in ezsp_ncp.py
+_VERSION = const(0x0000)
 _NETWORK_INIT = const(0x0017)
 _NETWORK_STATE = const(0x0018)
 _MAXIMUM_PAYLOAD_LENGTH = const(0x0033)
 _JOINED_NETWORK = const(2)     # networkState's answer: joined
-# stackStatusHandler's values for the network up and down, per layout (EmberStatus before
-# v14, sl_Status from v14)
-_EMBER_NETWORK_UP = const(0x90)
-_EMBER_NETWORK_DOWN = const(0x91)
-_SL_NETWORK_UP = const(0x15)
-_SL_NETWORK_DOWN = const(0x16)
 # the sentences of the supervisor's log lines (failed), by their keys in
 # zigbee/han_errors.py (han.py's _S_UNEXPECTED too: its fallback when this module cannot load)
 _S_BRING_UP = const(5)
@@ -92,7 +86,7 @@ async def negotiate(ezsp, desired=13):
     raises EzspError(E_MODULE_UNSUPPORTED)."""
     ezsp._legacy = True
     seq = ezsp._next_seq()
-    r = await ezsp._exchange(E.VERSION, legacy_version_frame(seq, desired), seq)
+    r = await ezsp._exchange(_VERSION, legacy_version_frame(seq, desired), seq)
     if len(r) < 4:
         raise E.EzspError(E.E_EZSP, "short version response")
     v = r[0]
@@ -102,7 +96,7 @@ async def negotiate(ezsp, desired=13):
         raise E.EzspError(E.E_MODULE_UNSUPPORTED, "Zigbee module speaks EZSP v%d (stack 0x%04x); "
                           "this gateway supports v%d to v%d" % (v, ezsp.stack_version, _MIN_VERSION, _MAX_VERSION))
     ezsp._legacy = False
-    r = await ezsp.command(E.VERSION, bytes((v,)))
+    r = await ezsp.command(_VERSION, bytes((v,)))
     if len(r) < 4 or r[0] != v:
         raise E.EzspError(E.E_MODULE_UNSUPPORTED, "Zigbee module refused EZSP v%d" % v)
     ezsp.version = v
@@ -184,44 +178,6 @@ def failed(han, exc):
         else:
             han._logf(_S_BRING_UP, exc)
         return 0
-    finally:
-        _drop()
-
-
-def parse_stack_status(version, p):
-    """stackStatusHandler's parameters -> True (network up), False (down) or None (another
-    status)."""
-    s = E.parse_status(version, p)
-    up, down = (_SL_NETWORK_UP, _SL_NETWORK_DOWN) if version >= E.LAYOUT_V14 else (_EMBER_NETWORK_UP, _EMBER_NETWORK_DOWN)
-    if s == up:
-        return True
-    if s == down:
-        return False
-    return None
-
-
-def network_status(han, p):
-    """ZigbeeHan's stackStatusHandler (p: its parameters), synchronous: the network came up
-    or went down. It comes during a bring-up (networkInit), and rarely on a running link,
-    which therefore does not hold this code; this module is dropped after it (a bring-up
-    running meanwhile keeps what it uses, and drops it again at its end)."""
-    try:
-        v = han._ezsp.version
-        up = parse_stack_status(v, p)
-        if up is not None:
-            han._net_up = up
-            if up:
-                han._net_event.set()
-                if v >= E.LAYOUT_V14:   # the module names a frame's sender
-                    han._want_tc()
-            else:
-                # the CH will re-request the tunnel when we are back on the network
-                han.tunnel.close("network down")
-                if han._up and han.commission_settings is not None:
-                    # a trust-centre rejoin if it stays down (zigbee/rejoin.py, loaded now)
-                    from ppmid.zigbee.rejoin import network_lost
-                    network_lost(han)
-            han._update_status()
     finally:
         _drop()
 
