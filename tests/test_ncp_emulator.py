@@ -30,9 +30,24 @@ def test_the_ncp_sides_names_are_the_gateways_private_values_and_bellows():
         assert not hasattr(E, name), name
     # the bring-up's commands: han_start.py's private consts
     from ppmid.zigbee import han_start
-    for name in ("NETWORK_INIT", "NETWORK_STATE", "MAXIMUM_PAYLOAD_LENGTH", "JOINED_NETWORK"):
+    for name in ("VERSION", "NETWORK_INIT", "NETWORK_STATE", "MAXIMUM_PAYLOAD_LENGTH", "JOINED_NETWORK"):
         assert getattr(N, name) == getattr(han_start, "_" + name), name
         assert not hasattr(E, name) and not hasattr(han_start, name), name
+    # the callbacks and APS options only the HAN takes or sets: han.py's private consts
+    from ppmid.zigbee import han
+    for name in ("MESSAGE_SENT_HANDLER", "INCOMING_MESSAGE_HANDLER", "APS_ENCRYPTED", "APS_RETRY",
+                 "APS_ROUTE_DISCOVERY", "APS_FRAGMENT"):
+        assert getattr(N, name) == getattr(han, "_" + name), name
+        assert not hasattr(han, name), name
+    for name in ("MESSAGE_SENT_HANDLER", "INCOMING_MESSAGE_HANDLER", "APS_OPTION_ENCRYPTION", "APS_OPTION_RETRY",
+                 "APS_OPTION_ROUTE_DISCOVERY", "APS_OPTION_FRAGMENT"):
+        assert not hasattr(E, name), name
+    assert N.MESSAGE_SENT_HANDLER == C13["messageSentHandler"][0] == C14["messageSentHandler"][0]
+    assert N.INCOMING_MESSAGE_HANDLER == C13["incomingMessageHandler"][0] == C14["incomingMessageHandler"][0]
+    aps = bt.EmberApsOption
+    assert (N.APS_ENCRYPTED, N.APS_RETRY, N.APS_ROUTE_DISCOVERY, N.APS_FRAGMENT) == (
+        aps.APS_OPTION_ENCRYPTION, aps.APS_OPTION_RETRY, aps.APS_OPTION_ENABLE_ROUTE_DISCOVERY, aps.APS_OPTION_FRAGMENT)
+    assert N.VERSION == C13["version"][0] == C14["version"][0]
     assert N.NETWORK_INIT == C13["networkInit"][0] == C14["networkInit"][0]
     assert N.NETWORK_STATE == C13["networkState"][0]
     assert N.MAXIMUM_PAYLOAD_LENGTH == C13["maximumPayloadLength"][0]
@@ -88,7 +103,7 @@ def _unicast(ncp, seq, tag, msg):
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x8140, 0x0d00, 0)
     ncp._ezsp(E.command_frame(seq, N.SEND_UNICAST, E.send_unicast_params(ncp.version, 0x0000, aps, tag, msg)))
     (s1, fc1, fid1, resp), (s2, fc2, fid2, cb) = _replies(ncp)
-    assert fid1 == N.SEND_UNICAST and s1 == seq and fid2 == E.MESSAGE_SENT_HANDLER and fc2 & 0x18
+    assert fid1 == N.SEND_UNICAST and s1 == seq and fid2 == N.MESSAGE_SENT_HANDLER and fc2 & 0x18
     return cb
 
 
@@ -97,7 +112,7 @@ def test_message_sent_handler_carries_the_tag_only_by_default(version):
     ncp = _ready_ncp(version)
     msg = bytes(range(80))
     cb = _unicast(ncp, 3, 0x2A, msg)
-    m = E.parse_message_sent(version, cb)
+    m = N.message_sent_report(version, cb)
     assert (m["status"], m["tag"], m["message"]) == (0, 0x2A, b"")
     # bellows reads the same callback: messageLength 0, nothing after it
     sch = C14 if version >= 14 else C13
@@ -121,13 +136,13 @@ def test_set_policy_tag_and_contents_echoes_the_message(version):
     d, rest = bt.deserialize_dict(p, sch["getPolicy"][2])
     assert rest == b"" and list(d.values())[1] == bt.EzspDecisionId.MESSAGE_TAG_AND_CONTENTS_IN_CALLBACK
     msg = b"\x11\x7e\x7d" * 20
-    m = E.parse_message_sent(version, _unicast(ncp, 11, 5, msg))
+    m = N.message_sent_report(version, _unicast(ncp, 11, 5, msg))
     assert (m["tag"], m["message"]) == (5, msg)
     # and back to tag only
     ncp._ezsp(E.command_frame(12, N.SET_POLICY, bytes((N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK,
                                                        N.DECISION_MESSAGE_TAG_ONLY))))
     _replies(ncp)
-    assert E.parse_message_sent(version, _unicast(ncp, 13, 6, msg))["message"] == b""
+    assert N.message_sent_report(version, _unicast(ncp, 13, 6, msg))["message"] == b""
 
 
 @pytest.mark.parametrize("version", [13, 14])
@@ -145,7 +160,7 @@ def test_set_policy_refuses_bad_ids_and_decisions(version):
     [(_, _, _, p)] = _replies(ncp)
     assert E.parse_status(version, p) == bad_id
     # the refused decision changed nothing: still tag only
-    assert E.parse_message_sent(version, _unicast(ncp, 4, 1, b"abc"))["message"] == b""
+    assert N.message_sent_report(version, _unicast(ncp, 4, 1, b"abc"))["message"] == b""
 
 
 def test_policies_return_to_defaults_on_reset():
@@ -157,10 +172,10 @@ def test_policies_return_to_defaults_on_reset():
     assert ncp.policies[N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK] == N.DECISION_MESSAGE_TAG_ONLY
 
 
-def test_parse_message_sent_copes_with_no_length_byte():
+def test_message_sent_report_copes_with_no_length_byte():
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0, 0, 0)
     full = N.message_sent_params(13, 0, 0, aps, 7, b"")
-    m = E.parse_message_sent(13, full[:-1])      # frame ends before messageLength
+    m = N.message_sent_report(13, full[:-1])      # frame ends before messageLength
     assert (m["tag"], m["status"], m["message"]) == (7, 0, b"")
 
 
@@ -277,7 +292,7 @@ def test_ncp_sends_response_and_callback_without_waiting_for_an_ack():
     data = [f for f in got if isinstance(f, bash.DataFrame)]
     assert [f.frm_num for f in data] == [0, 1]
     assert E.parse_frame(data[0].ezsp_frame)[2] == N.SEND_UNICAST
-    assert E.parse_frame(data[1].ezsp_frame)[2] == E.MESSAGE_SENT_HANDLER
+    assert E.parse_frame(data[1].ezsp_frame)[2] == N.MESSAGE_SENT_HANDLER
     assert len(ncp._inflight) == 2
     # a NAK acknowledging frame 0 brings back frame 1 only (go back N from ackNum)
     raw.clear()
@@ -300,7 +315,7 @@ def test_ncp_window_of_one_waits_for_each_ack():
     raw.clear()
     ncp.feed(bytes(bash.AshProtocol._stuff_bytes(bash.AckFrame(res=0, ncp_ready=0, ack_num=1).to_bytes())) + b"\x7e")
     data = [f for f in _frames(raw) if isinstance(f, bash.DataFrame)]
-    assert [f.frm_num for f in data] == [1] and E.parse_frame(data[0].ezsp_frame)[2] == E.MESSAGE_SENT_HANDLER
+    assert [f.frm_num for f in data] == [1] and E.parse_frame(data[0].ezsp_frame)[2] == N.MESSAGE_SENT_HANDLER
 
 
 def test_ncp_ack_timeouts_resend_the_window_then_error():
@@ -488,7 +503,7 @@ def test_ncp_sends_a_later_fragment_with_the_hosts_aps_counter(version):
         (_, _, fid, resp), (_, _, _, cb) = _replies(ncp)
         status, counter = E.parse_send_unicast_response(version, resp)
         assert fid == N.SEND_UNICAST and status == 0
-        assert E.parse_message_sent(version, cb)["aps"]["sequence"] == counter
+        assert N.message_sent_report(version, cb)["aps"]["sequence"] == counter
         return counter
 
     first = send(1, 0x0300, 0)                  # fragment 0 of 3: the host's 0 is not used
@@ -509,7 +524,7 @@ def test_incoming_frames_report_aps_encryption_as_a_module_does(version):
     def handed():
         out = []
         for _, _, fid, p in _replies(ncp):
-            assert fid == E.INCOMING_MESSAGE_HANDLER
+            assert fid == N.INCOMING_MESSAGE_HANDLER
             out.append(E.parse_incoming(version, p)["aps"])
         return out
 

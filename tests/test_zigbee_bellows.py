@@ -131,7 +131,8 @@ def test_bellows_callbacks_parse_in_ours(version):
         else:
             sent = bt.serialize_dict([0, 0x0000, aps, tag, status, msg], {}, sch["messageSentHandler"][2])
             inc = bt.serialize_dict([0, aps, 200, -45, 0x0000, 0xFF, 0xFF, msg], {}, sch["incomingMessageHandler"][2])
-        m = E.parse_message_sent(version, sent)
+        m = N.message_sent_report(version, sent)
+        assert E.parse_message_sent(version, sent) == (tag, status)   # what the gateway reads
         assert (m["status"], m["tag"], m["message"], m["dest"]) == (status, tag, msg, 0)
         assert m["aps"] == aps_d
         i = E.parse_incoming(version, inc)

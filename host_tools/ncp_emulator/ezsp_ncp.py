@@ -18,6 +18,7 @@ GET_POLICY = 0x0056
 # zigbee/han_start.py's (a public one is a name and a module-dict entry the running app
 # holds for nothing: docs/memory.md, session 11), so the NCP's side names them here, with
 # the same values (tests/test_ncp_emulator.py checks them against the firmware's).
+VERSION = 0x0000
 NETWORK_INIT = 0x0017
 NETWORK_STATE = 0x0018
 MAXIMUM_PAYLOAD_LENGTH = 0x0033
@@ -28,6 +29,13 @@ INVALID_COMMAND = 0x0058
 FC_RESPONSE = 0x80             # frame control, low byte: a response (or a callback)
 FC_HIGH = 0x01                 # frame control, high byte: frame format version 1
 OUTGOING_DIRECT = 0
+# the callbacks and APS options only the HAN (zigbee/han.py) takes or sets: its private consts
+MESSAGE_SENT_HANDLER = 0x003F
+INCOMING_MESSAGE_HANDLER = 0x0045
+APS_ENCRYPTED = 0x0020         # EmberApsOption APS_OPTION_ENCRYPTION
+APS_RETRY = 0x0040             # APS_OPTION_RETRY
+APS_ROUTE_DISCOVERY = 0x0100   # APS_OPTION_ENABLE_ROUTE_DISCOVERY
+APS_FRAGMENT = 0x8000          # APS_OPTION_FRAGMENT
 # stackStatusHandler's status: EmberStatus before v14, sl_Status from v14
 EMBER_NETWORK_UP = 0x90
 EMBER_NETWORK_DOWN = 0x91
@@ -70,6 +78,19 @@ def message_sent_params(version, status, dest, aps, tag, message):
         return (struct.pack("<IBH", status, OUTGOING_DIRECT, dest) + aps + struct.pack("<H", tag)
                 + bytes((len(message),)) + message)
     return struct.pack("<BH", OUTGOING_DIRECT, dest) + aps + bytes((tag & 0xFF, status, len(message))) + message
+
+
+def message_sent_report(version, p):
+    """The whole messageSentHandler report (a dict: status, type, dest, aps, tag, message),
+    as a host reads it; the gateway reads the tag and the status alone (ezsp.parse_message_sent).
+    "message" is empty under the NCP's power-on policy (tag only: messageLength 0), and
+    when the frame ends before messageLength."""
+    tag, status = E.parse_message_sent(version, p)   # (too short: an EzspError)
+    at = 4 if version >= E.LAYOUT_V14 else 0          # the outgoing type, after v14's u32 status
+    typ, dest = struct.unpack_from("<BH", p, at)
+    aps, off = E.parse_aps(p, at + 3), at + 16
+    msg = bytes(p[off + 1:off + 1 + p[off]]) if len(p) > off else b""
+    return {"status": status, "type": typ, "dest": dest, "aps": aps, "tag": tag, "message": msg}
 
 
 def incoming_params(version, aps, sender, message, lqi=255, rssi=-40, eui64=b"\x00" * 8):

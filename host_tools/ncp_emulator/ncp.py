@@ -431,11 +431,11 @@ class Ncp:
             return
         fid = frame[3] | (frame[4] << 8)
         p = frame[5:]
-        if not self.negotiated and fid != E.VERSION:
+        if not self.negotiated and fid != N.VERSION:
             self.counters["ezsp_before_version"] += 1
             self._invalid_command(seq, EZSP_ERROR_VERSION_NOT_SET)
             return
-        if fid == E.VERSION:
+        if fid == N.VERSION:
             self.negotiated = True
             self._respond(seq, fid, version_payload)
         elif fid == N.NETWORK_STATE:
@@ -589,7 +589,7 @@ class Ncp:
         # the message comes back in the callback only if the host asked for it (setPolicy)
         echo = m["message"] if self.policies.get(N.POLICY_MESSAGE_CONTENTS_IN_CALLBACK) == \
             N.DECISION_MESSAGE_TAG_AND_CONTENTS else b""
-        self.callback(E.MESSAGE_SENT_HANDLER,
+        self.callback(N.MESSAGE_SENT_HANDLER,
                       N.message_sent_params(self.version, status, m["dest"], aps, m["tag"], echo))
 
     def _send_reply(self, seq, p):
@@ -655,7 +655,7 @@ class Ncp:
             eui64 = self.stack.config.tc_eui64[::-1]
         else:
             eui64 = (self.ch.eui64_of(sender) if self.ch is not None else bytes(8))[::-1]
-        self.callback(E.INCOMING_MESSAGE_HANDLER, N.incoming_params(self.version, aps, sender, frag, eui64=eui64))
+        self.callback(N.INCOMING_MESSAGE_HANDLER, N.incoming_params(self.version, aps, sender, frag, eui64=eui64))
 
     def now(self):
         return time.time()

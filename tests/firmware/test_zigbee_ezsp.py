@@ -61,7 +61,9 @@ def test_send_unicast_v14_tag_u16():
 def test_callback_layouts_roundtrip_both_versions():
     aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x8040, 0x0300, 7)
     for v in (8, 13, 14, 17):
-        m = E.parse_message_sent(v, N.message_sent_params(v, 0x66, 0x0000, aps, 9, b"abc"))
+        assert E.parse_message_sent(v, N.message_sent_params(v, 0x66, 0x0000, aps, 9, b"abc")) == (9, 0x66)
+        assert E.parse_message_sent(v, N.message_sent_params(v, 0, 0x0000, aps, 0xC5, b"")) == (0xC5, 0)
+        m = N.message_sent_report(v, N.message_sent_params(v, 0x66, 0x0000, aps, 9, b"abc"))
         assert (m["status"], m["dest"], m["tag"], m["message"]) == (0x66, 0, 9, b"abc")
         assert m["aps"]["group"] == 0x0300
         i = E.parse_incoming(v, N.incoming_params(v, aps, 0x0000, b"hello", lqi=200, rssi=-50))
@@ -124,7 +126,7 @@ class FakeLink:
             if r is not None:
                 self.ezsp.on_frame(r)
             return
-        if fid == E.VERSION:
+        if fid == N.VERSION:
             self.ezsp.on_frame(N.response_frame(seq, fid, bytes((self.version, 2, 0x20, 0x74))))
         else:
             self.ezsp.on_frame(N.response_frame(seq, N.INVALID_COMMAND, b"\x58"))
@@ -487,3 +489,21 @@ def test_refusals_for_now_are_read_by_the_layout_s_status_values():
     for v in (14, 18):
         assert [E.refused_for_now(v, s) for s in sl] == [True] * 7
         assert [E.refused_for_now(v, s) for s in ember + (0, 0x70)] == [False] * 7
+
+
+def test_a_message_sent_report_ends_its_fragments_wait_with_the_status():
+    # the HAN reads the tag and the status of messageSentHandler, both layouts: the waiting
+    # fragment gets the CH's APS status; a tag nothing waits for is counted, not an error
+    import asyncio
+    from ppmid.zigbee import han as H
+    aps = E.aps_frame(0x0109, 0x0704, 1, 1, 0x0140, 0, 3)
+    for v, tag in ((13, 0xC5), (14, 0x1C5)):
+        han = H.ZigbeeHan(None, None, {})
+        han._ezsp.version = v
+        w = asyncio.Event()
+        w.status = None
+        han._sent[tag] = w
+        han._on_callback(N.MESSAGE_SENT_HANDLER, N.message_sent_params(v, 0x66, 0x0000, aps, tag, b""))
+        assert w.is_set() and w.status == 0x66, v
+        han._on_callback(N.MESSAGE_SENT_HANDLER, N.message_sent_params(v, 0, 0x0000, aps, tag + 1, b""))
+        assert han_named(han)["callbacks_unknown"] == 1 and w.status == 0x66, v

@@ -852,8 +852,9 @@ def test_every_sentence_key_names_its_sentence():
         raise SkipTest("reads the sources (CPython's re and file paths); the failures run on both above")
     from ppmid.zigbee import han_errors as HE
     from ppmid.gbcs import reassembly   # (it says the link's lost incoming GBT messages)
+    from ppmid.zigbee import han_start  # (the supervisor's verdicts)
     from sentence_keys import check_keys
-    check_keys((H, reassembly), HE)
+    check_keys((H, reassembly, han_start), HE)
 
 
 # ---- review 90: incoming APS fragments bounded, GBT timeouts said ------------------------
@@ -1016,3 +1017,89 @@ def test_the_options_are_the_links_attributes_from_the_config():
     assert han.commission_settings is None
     han = H.ZigbeeHan(None, None)
     assert (han.max_message, han.commission_settings) == (8192, None)
+
+
+# ---- the network's changes; the supervisor's verdicts: han_start's, loaded for them --------
+def test_the_network_going_down_and_up_moves_the_status_and_closes_the_tunnel():
+    # (a stackStatusHandler is handled by the running link itself: moved into han_start.py
+    # it cost a ~4 KB load at every network loss, which the rejoin after it then lacked on
+    # tests/test_commissioning_rejoin_e2e.py's 256 KB heap; docs/memory.md, session 12)
+    import sys
+    from ppmid.zigbee import ezsp as E
+    han, _ = _han()
+    han._ezsp.version = 13
+    han._up = han._net_up = han._link.connected = True
+    han.status = "starting"
+    han._update_status()
+    assert han.status == "running"
+    sys.modules.pop("ppmid.zigbee.han_start", None)
+    han._on_callback(E.STACK_STATUS_HANDLER, b"\x91")   # EmberStatus NETWORK_DOWN
+    assert not han._net_up and han.tunnel.tunnel_id is None and han.status == "network-down"
+    han._net_event.clear()
+    han._on_callback(E.STACK_STATUS_HANDLER, b"\x90")   # NETWORK_UP: the CH asks for a tunnel again
+    assert han._net_up and han._net_event.is_set() and han.status == "no-tunnel"
+    han._on_callback(E.STACK_STATUS_HANDLER, b"\x93")   # another status (NOT_JOINED): no change
+    assert han._net_up and han.status == "no-tunnel" and "ppmid.zigbee.han_start" not in sys.modules
+    assert han._link.connected
+
+
+async def _supervised(han, failure, ms=60):
+    # han.run() for `ms` with a bring-up that fails with `failure`
+    async def bring_up():
+        raise failure
+    han._bring_up = bring_up
+    task = asyncio.create_task(han.run())
+    await sleep_ms(ms)
+    task.cancel()
+    await sleep_ms(0)
+
+
+async def test_the_supervisors_verdicts_are_loaded_for_a_failure():
+    import sys
+    from ppmid.zigbee import ezsp as E
+    from ppmid.zigbee.ashlink import AshError
+    log = []
+    han = H.ZigbeeHan(None, None, {"unsupported_retry_s": 10, "backoff_max_s": 10}, log=log.append)
+    sys.modules.pop("ppmid.zigbee.han_start", None)
+    # a module that cannot be used: said in the status, tried again after unsupported_retry_s
+    resets = []
+    han._link_lost = lambda: resets.append(1)
+    await _supervised(han, E.EzspError(E.E_MODULE_UNSUPPORTED, "Zigbee module speaks EZSP v5"))
+    assert (han.status, han.status_detail) == ("module-unsupported", "Zigbee module speaks EZSP v5")
+    assert resets == [] and "ppmid.zigbee.han_start" not in sys.modules
+    # a failed link or bring-up, the HAN's own refusal, a bug: logged, then the backoff
+    await _supervised(han, AshError("E_ASH_RESET", "no RSTACK after 3 RST"))
+    assert log[-1] == "han: bring-up failed: E_ASH_RESET: no RSTACK after 3 RST" and resets == [1]
+    await _supervised(han, H.HanError("E_HAN_DOWN", "module payload limit 0 is unusable"))
+    assert log[-1] == "han: E_HAN_DOWN: module payload limit 0 is unusable" and resets == [1, 1]
+    await _supervised(han, ValueError("a bug"))
+    assert log[-1] == "han: supervisor: unexpected ValueError('a bug',)" or log[-1] == \
+        "han: supervisor: unexpected ValueError('a bug')"
+    assert han.status != "module-unsupported" and "ppmid.zigbee.han_start" not in sys.modules
+
+
+async def test_a_supervisors_verdict_that_cannot_load_is_logged_and_the_link_reset_again():
+    # no heap or no flash for han_start: the failure is said as a bug would be (its text
+    # intact), and the supervisor resets again after its backoff, not stopped
+    import sys
+    from ppmid.zigbee import ezsp as E
+    log = []
+    han = H.ZigbeeHan(None, None, {}, log=log.append)
+    tries = []
+
+    async def bring_up():
+        tries.append(1)
+        raise E.EzspError(E.E_MODULE_UNSUPPORTED, "Zigbee module speaks EZSP v5")
+    han._bring_up = bring_up
+    sys.modules["ppmid.zigbee.han_start"] = _Unloadable()
+    try:
+        task = asyncio.create_task(han.run())
+        await sleep_ms(700)    # the first backoff is 500 ms
+        task.cancel()
+        await sleep_ms(0)
+    finally:
+        del sys.modules["ppmid.zigbee.han_start"]
+    # tried again after the backoff, not after unsupported_retry_s (60 s), which the verdict
+    # would have said in the status
+    assert len(tries) == 2 and han.status != "module-unsupported"
+    assert log[-1].startswith("han: supervisor: unexpected EzspError(") and "v5" in log[-1]

@@ -19,16 +19,14 @@ E_MODULE_UNSUPPORTED = "E_MODULE_UNSUPPORTED"
 
 # Public: the names other firmware modules read (han.py, han_start.py, the commissioning).
 # The ids, bits and values only this module reads or writes are private consts, and the
-# bring-up's commands (networkInit, networkState, maximumPayloadLength) are
-# zigbee/han_start.py's (a public const is a name and a module-dict entry the running app
-# holds; docs/memory.md, session 11): the NCP's side names them all in
-# host_tools/ncp_emulator/ezsp_ncp.py, with the same values.
-VERSION = const(0x0000)
+# bring-up's commands (version, networkInit, networkState, maximumPayloadLength) are
+# zigbee/han_start.py's, the two callbacks only the HAN dispatches (messageSentHandler,
+# incomingMessageHandler) and the APS options it sets are han.py's (a public const is a
+# name and a module-dict entry the running app holds; docs/memory.md, sessions 11 and 12):
+# the NCP's side names them all in host_tools/ncp_emulator/ezsp_ncp.py, with the same values.
 STACK_STATUS_HANDLER = const(0x0019)
 _SEND_UNICAST = const(0x0034)
 _SEND_REPLY = const(0x0039)
-MESSAGE_SENT_HANDLER = const(0x003F)
-INCOMING_MESSAGE_HANDLER = const(0x0045)
 _INVALID_COMMAND = const(0x0058)
 
 # frame control, low byte (responses)
@@ -42,10 +40,6 @@ _EMBER_NETWORK_DOWN = const(0x91)
 _SL_NETWORK_UP = const(0x15)
 _SL_NETWORK_DOWN = const(0x16)
 
-APS_OPTION_ENCRYPTION = const(0x0020)
-APS_OPTION_RETRY = const(0x0040)
-APS_OPTION_ROUTE_DISCOVERY = const(0x0100)
-APS_OPTION_FRAGMENT = const(0x8000)
 _OUTGOING_DIRECT = const(0)
 # the first protocol version of the wider layouts (u32 sl_Status, u16 tags, ...): a layout
 # is v14's when `version >= LAYOUT_V14` (a comparison, not a function: one raw code less)
@@ -195,24 +189,14 @@ def parse_stack_status(version, p):
 
 
 def parse_message_sent(version, p):
-    """The NCP's report on a sent message. "message" is empty under the NCP's power-on
-    policy (tag only: messageLength 0); the driver uses only the tag and the status."""
+    """The NCP's report on a sent message -> (tag, status): all the driver reads of it (the
+    whole report, with the APS frame and the message, is the NCP's side's to read:
+    ezsp_ncp.message_sent_report). Parsed per fragment sent, so it builds no dict."""
     if version >= LAYOUT_V14:
         _need(p, 20)
-        status, typ, dest = struct.unpack_from("<IBH", p, 0)
-        aps = parse_aps(p, 7)
-        tag = struct.unpack_from("<H", p, 18)[0]
-        off = 20
-    else:
-        _need(p, 16)
-        typ, dest = struct.unpack_from("<BH", p, 0)
-        aps = parse_aps(p, 3)
-        tag, status = p[14], p[15]
-        off = 16
-    # the tag and status are what matter: a missing length byte or a short echo is not
-    # a reason to lose the report
-    msg = bytes(p[off + 1:off + 1 + p[off]]) if len(p) > off else b""
-    return {"status": status, "type": typ, "dest": dest, "aps": aps, "tag": tag, "message": msg}
+        return struct.unpack_from("<H", p, 18)[0], struct.unpack_from("<I", p, 0)[0]
+    _need(p, 16)
+    return p[14], p[15]
 
 
 def parse_incoming(version, p):

@@ -5,7 +5,6 @@
 # (docs/memory.md, session 7). The driver imports this module when it needs one and drops
 # it again. SENTENCES[i] is the sentence ezsp.py names _S_... = const(i) (the same name is
 # in the comment).
-from ppmid.zigbee.ezsp import VERSION
 
 SENTENCES = (
     "no response to %s",  # 0 _S_NO_RESPONSE (its argument: the command's frame id)
@@ -22,9 +21,9 @@ SENTENCES = (
 )
 
 # the commands the driver sends, by frame id, for a timeout's sentence (callbacks and
-# invalidCommand never time out); but for version's, the ids are private consts of the one
-# module that sends them (ezsp.py, zigbee/han_start.py), so they are written here as numbers
-_COMMANDS = {VERSION: "version", 0x0017: "networkInit", 0x0018: "networkState",
+# invalidCommand never time out); the ids are private consts of the one module that sends
+# them (ezsp.py, zigbee/han_start.py), so they are written here as numbers
+_COMMANDS = {0x0000: "version", 0x0017: "networkInit", 0x0018: "networkState",
              0x0033: "maximumPayloadLength", 0x0034: "sendUnicast",
              0x0039: "sendReply"}
 

@@ -24,7 +24,15 @@ _MAX_FRAGMENTS = const(255)
 _CLUSTER_KEY_ESTABLISHMENT = const(0x0800)
 _CLUSTER_PREPAYMENT = const(0x0705)  # zigbee/prepayment.py's, not imported: the top-up road loads it
 _CLUSTER_TIME = const(0x000A)
-_APS_ENCRYPTED = const(0x0020)  # ezsp.APS_OPTION_ENCRYPTION, inlined: checked on every frame
+# the EZSP callbacks the HAN takes (UG100) and the APS options it sets and reads
+# (EmberApsOption): private, as only this module uses them; the NCP's side names them in
+# host_tools/ncp_emulator/ezsp_ncp.py (docs/memory.md, session 12)
+_MESSAGE_SENT_HANDLER = const(0x003F)
+_INCOMING_MESSAGE_HANDLER = const(0x0045)
+_APS_ENCRYPTED = const(0x0020)       # APS_OPTION_ENCRYPTION
+_APS_RETRY = const(0x0040)           # APS_OPTION_RETRY
+_APS_ROUTE_DISCOVERY = const(0x0100)  # APS_OPTION_ENABLE_ROUTE_DISCOVERY
+_APS_FRAGMENT = const(0x8000)        # APS_OPTION_FRAGMENT
 _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
 _RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may ask for
 # the options (DEFAULTS) and the bring-up after a module reset: zigbee/han_start.py
@@ -36,7 +44,6 @@ _S_TOO_BIG = const(1)
 _S_ON_STATUS = const(2)
 _S_NO_TUNNEL = const(3)
 _S_HAN_DOWN = const(4)
-_S_BRING_UP = const(5)
 _S_UNEXPECTED = const(6)
 _S_UNSECURED = const(7)
 _S_ACK_DROPPED = const(8)
@@ -288,18 +295,20 @@ class ZigbeeHan:
                 await self._bring_up()
                 ok = True
                 await self._link.failed.wait()
-            except (HanError, AshError, E.EzspError) as exc:
-                if exc.code == E.E_MODULE_UNSUPPORTED:
-                    self._set_status("module-unsupported", exc.message)
-                    await sleep_ms(int(self.unsupported_retry_s * 1000))
+            except Exception as exc:  # a failed bring-up or link, or a bug below: the
+                # supervisor outlives any (a cancel is no Exception: it passes). Its verdict
+                # is zigbee/han_start.py's, loaded for it: the ms to wait for a module that
+                # cannot be used (the status says so), else 0 (the backoff below)
+                try:
+                    from ppmid.zigbee.han_start import failed
+                    wait = failed(self, exc)
+                except Exception:  # a heap or a flash that cannot load it: said as a bug
+                    # would be, and reset again after the backoff
+                    self._logf(_S_UNEXPECTED, exc)
+                    wait = 0
+                if wait:
+                    await sleep_ms(wait)
                     continue
-                if isinstance(exc, HanError):
-                    self._logf("%s", exc)
-                else:
-                    self._logf(_S_BRING_UP, exc)
-            except Exception as exc:  # the supervisor must outlive any bug below it (a cancel
-                # is no Exception: it passes)
-                self._logf(_S_UNEXPECTED, exc)
             self._link_lost()
             if ok:
                 backoff = 500
@@ -342,15 +351,15 @@ class ZigbeeHan:
             return
         if self.commission is not None and self.commission.on_callback(fid, p):
             return
-        if fid == E.MESSAGE_SENT_HANDLER:
-            m = E.parse_message_sent(v, p)
-            w = self._sent.get(m["tag"])
+        if fid == _MESSAGE_SENT_HANDLER:
+            tag, status = E.parse_message_sent(v, p)
+            w = self._sent.get(tag)
             if w is not None:
-                w.status = m["status"]
+                w.status = status
                 w.set()
             else:
                 self.counters[_C_CALLBACKS_UNKNOWN] += 1
-        elif fid == E.INCOMING_MESSAGE_HANDLER:
+        elif fid == _INCOMING_MESSAGE_HANDLER:
             self._incoming(E.parse_incoming(v, p))
         elif fid == E.STACK_STATUS_HANDLER:
             up = E.parse_stack_status(v, p)
@@ -414,7 +423,7 @@ class ZigbeeHan:
             self.counters[_C_RX_NOT_TUNNEL] += 1
             return
         msg = m["message"]
-        if aps["options"] & E.APS_OPTION_FRAGMENT:
+        if aps["options"] & _APS_FRAGMENT:
             if not self.tunnel.from_ch(m["sender"]):
                 return  # only the CH uses the tunnel; this would push out the CH's reassembly
             msg = self._defragment(m["sender"], aps, msg)
@@ -745,12 +754,12 @@ class ZigbeeHan:
         aps_seq = 0   # the APS counter the module gave fragment 0: every later one carries it
         for i in range(n):
             last = i == n - 1
-            options = E.APS_OPTION_RETRY | E.APS_OPTION_ROUTE_DISCOVERY
+            options = _APS_RETRY | _APS_ROUTE_DISCOVERY
             if encrypt:   # Key Establishment frames go with network security only
-                options |= E.APS_OPTION_ENCRYPTION
+                options |= _APS_ENCRYPTED
             group = 0
             if n > 1:
-                options |= E.APS_OPTION_FRAGMENT
+                options |= _APS_FRAGMENT
                 group = (n << 8) | i
             aps = E.aps_frame(T.PROFILE_SE, cluster, T.ENDPOINT, endpoint, options, group, aps_seq)
             self._tag = (self._tag % 255) + 1

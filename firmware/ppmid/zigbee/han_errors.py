@@ -11,8 +11,8 @@ SENTENCES = (
     "on_status failed: %r",  # 2 _S_ON_STATUS
     "no GB-HRGP tunnel open from the Communications Hub",  # 3 _S_NO_TUNNEL
     "Zigbee HAN link is %s %s",  # 4 _S_HAN_DOWN
-    "bring-up failed: %s",  # 5 _S_BRING_UP
-    "supervisor: unexpected %r",  # 6 _S_UNEXPECTED
+    "bring-up failed: %s",  # 5 _S_BRING_UP (said by zigbee/han_start.py)
+    "supervisor: unexpected %r",  # 6 _S_UNEXPECTED (zigbee/han_start.py, or han.py when it cannot load)
     "cluster 0x%04x frame from 0x%04x: no APS encryption",  # 7 _S_UNSECURED
     "fragment ack dropped: %d waiting",  # 8 _S_ACK_DROPPED
     "sendReply status 0x%x",  # 9 _S_REPLY_STATUS

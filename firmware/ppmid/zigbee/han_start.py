@@ -1,8 +1,10 @@
 # What the HAN link (zigbee/han.py) runs only when it starts: its options from the config
 # (ZigbeeHan's constructor, and the config check at boot), and the bring-up after each
 # ASH reset of the module: EZSP version, payload limit, network, commissioning when an
-# install code is configured. Apart from han.py, and dropped again after each use, so that
-# the running link does not hold this code (docs/memory.md; the names it interns stay).
+# install code is configured; and the supervisor's verdict on a failed bring-up or link.
+# Apart from han.py, and dropped again
+# after each use, so that the running link does not hold this code (docs/memory.md; the
+# names it interns stay).
 from micropython import const
 
 from ppmid.zigbee import ezsp as E
@@ -13,10 +15,15 @@ _MAX_VERSION = const(18)
 # the bring-up's EZSP commands (UG100), sent only from here: private, so neither ezsp.py
 # nor this module holds their names (a name stays interned once a module loaded it:
 # docs/memory.md, session 11); the NCP's side names them in ezsp_ncp.py
+_VERSION = const(0x0000)
 _NETWORK_INIT = const(0x0017)
 _NETWORK_STATE = const(0x0018)
 _MAXIMUM_PAYLOAD_LENGTH = const(0x0033)
 _JOINED_NETWORK = const(2)     # networkState's answer: joined
+# the sentences of the supervisor's log lines (failed), by their keys in
+# zigbee/han_errors.py (han.py's _S_UNEXPECTED too: its fallback when this module cannot load)
+_S_BRING_UP = const(5)
+_S_UNEXPECTED = const(6)
 
 DEFAULTS = {
     "ezsp_version": 13,        # what we ask for first; any of v8..v18 the NCP has is accepted
@@ -79,7 +86,7 @@ async def negotiate(ezsp, desired=13):
     raises EzspError(E_MODULE_UNSUPPORTED)."""
     ezsp._legacy = True
     seq = ezsp._next_seq()
-    r = await ezsp._exchange(E.VERSION, legacy_version_frame(seq, desired), seq)
+    r = await ezsp._exchange(_VERSION, legacy_version_frame(seq, desired), seq)
     if len(r) < 4:
         raise E.EzspError(E.E_EZSP, "short version response")
     v = r[0]
@@ -89,7 +96,7 @@ async def negotiate(ezsp, desired=13):
         raise E.EzspError(E.E_MODULE_UNSUPPORTED, "Zigbee module speaks EZSP v%d (stack 0x%04x); "
                           "this gateway supports v%d to v%d" % (v, ezsp.stack_version, _MIN_VERSION, _MAX_VERSION))
     ezsp._legacy = False
-    r = await ezsp.command(E.VERSION, bytes((v,)))
+    r = await ezsp.command(_VERSION, bytes((v,)))
     if len(r) < 4 or r[0] != v:
         raise E.EzspError(E.E_MODULE_UNSUPPORTED, "Zigbee module refused EZSP v%d" % v)
     ezsp.version = v
@@ -151,6 +158,28 @@ async def _bring_up(han, reset_code):
     han._update_status()
     if not han._net_up:
         han._set_status("network-down", "the module is not joined to the HAN")
+
+
+def failed(han, exc):
+    """ZigbeeHan.run's verdict on a failed bring-up, a failed link or a bug below it: said
+    in the status or the log. -> the ms to wait before the next reset when the module cannot
+    be used (the status "module-unsupported"), else 0 (the supervisor's backoff). This
+    module is dropped after it."""
+    try:
+        from ppmid.zigbee.han import HanError
+        from ppmid.zigbee.ashlink import AshError
+        if not isinstance(exc, (HanError, AshError, E.EzspError)):
+            han._logf(_S_UNEXPECTED, exc)
+        elif exc.code == E.E_MODULE_UNSUPPORTED:
+            han._set_status("module-unsupported", exc.message)
+            return int(han.unsupported_retry_s * 1000)
+        elif isinstance(exc, HanError):
+            han._logf("%s", exc)
+        else:
+            han._logf(_S_BRING_UP, exc)
+        return 0
+    finally:
+        _drop()
 
 
 async def read_trust_centre(han):
