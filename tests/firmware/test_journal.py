@@ -303,7 +303,7 @@ def test_journal_directory_is_created():
 
 def test_recovery_scan_and_compaction_use_the_record_constants_journal_writes():
     # journal_scan.py, journal_compact.py and the writers of the rare records (resend.py,
-    # refusals.py) repeat journal.py's private record constants (under MicroPython a
+    # refusals.py, counter_floor.py) repeat journal.py's private record constants (under MicroPython a
     # private const is no module attribute, so they cannot import them); under CPython all
     # are plain globals, so a drift between the writer and the reader or the compaction
     # shows here
@@ -326,6 +326,8 @@ def test_recovery_scan_and_compaction_use_the_record_constants_journal_writes():
         assert getattr(C, n) == getattr(J, n), n
     assert (resend._T_RESEND, resend._T_ALREADY, refusals._T_UNSENT, refusals._T_FAILED) == \
         (J._T_RESEND, J._T_ALREADY, J._T_UNSENT, J._T_FAILED)
+    from ppmid.relay import counter_floor as F   # the spent triples' records
+    assert (F._T_COUNTER, F._HEAD, F._TAIL) == (J._T_COUNTER, J._HEAD, J._TAIL)
 
 
 def test_resends_and_already_executed_survive_reopen_and_compaction():
@@ -527,6 +529,43 @@ def test_an_accept_refused_for_a_full_journal_does_not_rewrite_it():
     accept(j, 200, body=b"Q" * 400)  # a finished command's records are dropped to make room
     assert j.compactions == c0 + 1
     j.close()
+
+
+def test_spent_triples_keep_the_newest_across_compaction_and_scan_and_count_their_bytes():
+    # review r4 R4-1: a command ended unanswered spends its (originator, recipient, counter);
+    # the ring keeps the newest SPENT_KEEP, a compaction and the scan keep them in order, and
+    # they are no counters (nothing the store or a floor reads)
+    from ppmid.relay.journal import SPENT_KEEP, JournalCounterStore
+    from ppmid.relay.counter_floor import spend
+    j = J.Journal(fresh_root(), 65536, max_live=200)
+    j.open()
+    keys = []
+    for i in range(1, SPENT_KEEP + 4):
+        e = accept(j, i)
+        keys.append(e.originator + e.target + e.counter)
+        if i == 1:
+            assert not j.was_spent(keys[0])
+        spend(j, e)
+        n = j.appends
+        spend(j, e)                                      # again: no second record
+        assert j.appends == n
+        j.done(e)
+
+    def spent(jj):
+        return [jj.was_spent(x) for x in keys]
+    assert spent(j) == [False] * 3 + [True] * SPENT_KEEP   # the 3 oldest went
+    assert j.counters == {} and JournalCounterStore(j).get("*:00DB1234567890A0") is None
+    # a match across two slots of the ring is none: the tail of one and the head of the next
+    assert not j.was_spent(keys[5][8:] + keys[6][:8])
+    expect = j.size - j.dead
+    k, _ = reopen(j)                                     # scanned, then compacted
+    assert spent(k) == spent(j) and k.size == expect
+    e = accept(k, 999)
+    keys.append(e.originator + e.target + e.counter)
+    spend(k, e)                                          # the oldest kept goes
+    k2, _ = reopen(k)
+    assert spent(k2) == [False] * 4 + [True] * SPENT_KEEP
+    k2.close()
 
 
 def test_the_bytes_a_compaction_drops_are_counted_as_they_die():

@@ -99,7 +99,7 @@ async def test_a_timed_out_counter_stays_pending_and_a_late_response_commits_it(
     assert r.relay.status("t1") == "response" and r.store.get(pair(SUPPLIER)) == 700
 
 
-async def test_a_command_that_failed_commits_nothing_and_its_counter_may_go_again():
+async def test_a_command_that_failed_commits_nothing_and_its_counter_is_spent():
     r = RealRig()
     now = r.clock.time()
     assert (await r.submit("busy", 1, target=GSME, code=0x0097))["status"] == "accepted"
@@ -110,8 +110,13 @@ async def test_a_command_that_failed_commits_nothing_and_its_counter_may_go_agai
     await r.pump()
     assert r.pub.statuses("f1")[-1] == "failed" and r.relay.result("f1")["error"]["code"] == "E_EXPIRED"
     assert r.store.get(pair(SUPPLIER, GSME)) is None
-    # never relayed: the same command may be sent again, under a new id
-    assert (await r.submit("f1-again", 50, target=GSME, code=0x0097))["status"] == "accepted"
+    # never relayed, yet its counter is spent (review r4 R4-1: whoever kept its bytes must
+    # not have it relayed later, under its id or a new one): a new counter goes, and the
+    # spent one raised nothing
+    res = await r.submit("f1-again", 50, target=GSME, code=0x0097)
+    assert res["error"] == "E_REPLAY" and "ended without a response" in res["message"], res
+    assert (await r.submit("f1-anew", 51, target=GSME, code=0x0097))["status"] == "accepted"
+    assert r.store.get(pair(SUPPLIER, GSME)) is None and r.store.get("*:" + GSME) is None
 
 
 async def test_66_forged_originators_that_expire_unsent_do_not_raise_a_meters_floor():

@@ -194,17 +194,21 @@ class Relay:
             orig = bytes(msg.originator)
             counter = bytes(msg.counter_bytes)
             body = env.gbcs
+            if self.journal.was_spent(orig + target + counter):
+                # a command that ended unanswered had it: whoever kept its bytes must not
+                # have it relayed again (review r4 R4-1; Journal.spend)
+                from ppmid.relay import refusals
+                raise refusals.spent_replay(msg.counter)
         queued = 0
         ahead_t = 1 if target in self.in_flight else 0
         ahead_o = 0
         mine = 0   # queued for this sender (keys per DCC User: its name; owners are RAM only)
         owners = self.senders.owners if sender else None
         for x in self.journal.live.values():
-            # a live command's counter is pending (committed only by its response): the
-            # same counter again for the same pair is a replay; a failed one was never
-            # answered, so it may be sent again (docs/relay.md "Anti-replay counters")
-            if msg is not None and x.counter == counter and x.originator == orig and x.target == target \
-                    and x.state != J.FAILED:
+            # a live command's counter is pending (committed only by its response, spent
+            # if it ends without one): the same counter again for the same pair is a
+            # replay (docs/relay.md "Anti-replay counters")
+            if msg is not None and x.counter == counter and x.originator == orig and x.target == target:
                 from ppmid.relay import refusals
                 raise refusals.pending_replay(msg.counter, x.id)
             if x.state == J.QUEUED:
@@ -549,7 +553,7 @@ class Relay:
             elif e.state == J.TIMED_OUT:
                 if e.published == "timeout" and (now_s >= e.late_until or (
                         not clock_set and self.clock.diff(now, self._boot_ms) >= self.late_window_s * 1000)):
-                    self._forget(e)
+                    self._finish(e, self._result(e, False))   # its result kept, as the others'
             elif e.state == J.QUEUED:
                 if e.expires is not None and now_s >= e.expires:
                     self._failed(e, E_EXPIRED, e.expires)
@@ -603,6 +607,10 @@ class Relay:
         self._forget(e)
 
     def _forget(self, e):
+        if not e.topup and e.state != J.ANSWERED:
+            # unanswered: its counter is spent, never committed (review r4 R4-1)
+            from ppmid.relay.counter_floor import spend
+            spend(self.journal, e)
         k = e.key()
         if self._corr.get(k) is e:
             del self._corr[k]

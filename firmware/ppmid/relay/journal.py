@@ -153,6 +153,8 @@ class Journal:
         self.live = {}        # seq -> Entry
         self.by_id = {}       # id -> Entry
         self.counters = {}    # key (bytes) -> int
+        self.spent = None     # the spent triples' ring (relay/counter_floor.py spend), made by the first
+        self.spent_n = 0      # triples spent since the journal was opened (the ring's next: % SPENT_KEEP)
         self.next_seq = 1
         self.size = 0
         self.dead = 0         # bytes of the file a compaction would drop (Journal._append)
@@ -344,6 +346,18 @@ class Journal:
             self.dead += len(key) + 17  # the key's previous record, as long as this one
         self.counters[key] = value
 
+    def was_spent(self, key):
+        """Whether the 24-byte (originator, recipient, counter) `key` is spent: its command
+        ended unanswered (relay/counter_floor.py spend; review r4 R4-1)."""
+        ring = self.spent
+        if ring is None:
+            return False
+        end = min(self.spent_n, SPENT_KEEP) * 24
+        i = ring.find(key, 0, end)
+        while i > 0 and i % 24:   # a match across two slots is none
+            i = ring.find(key, i + 1, end)
+        return i >= 0
+
     # ---- reading bodies back ---------------------------------------------------------
     def _read(self, off, n):
         f = self._handle()
@@ -390,6 +404,10 @@ class Journal:
 # Bounded at PAIRS_KEEP pairs (relay/counter_floor.py, loaded when the bound is first
 # crossed): a pair the store no longer holds reads as its recipient's floor.
 PAIRS_KEEP = const(64)
+# Spent triples kept (relay/counter_floor.py spend): a command that ended unanswered further back than
+# this many others may be offered again; its envelope's expiry is the sender's guard
+# (docs/relay.md "Anti-replay counters")
+SPENT_KEEP = const(64)
 
 
 class JournalCounterStore:
