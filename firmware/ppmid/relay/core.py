@@ -446,6 +446,13 @@ class Relay:
     def _failed(self, e, code, value, said=None):
         # the command fails (relay/refusals.py's fail) with the sentence of the check that
         # failed it (said: its code when the command keeps another one), filled in with value
+        if e.resends:
+            # a copy waiting: the first went and may have executed, so never "failed ...
+            # before it could be relayed": it times out, and its response still counts
+            # within the late window (review r4 R4-2)
+            self._corr[e.key()] = e
+            self.time_out(e, self.clock.time())
+            return
         from ppmid.relay import refusals
         refusals.fail(self, e, code, refusals.why_failed(said or code, value))
 
