@@ -476,8 +476,9 @@ class Relay:
         if cra == 2:
             e = self._corr.get(key)
             # a command the meter already refused as a replay has its final status: the
-            # first copy's response, this late, goes to the alert topic, not a second one
-            if e is not None and e.state != J.ALREADY_EXECUTED:
+            # first copy's response, this late, goes to the alert topic, not a second one;
+            # a top-up's answer comes by its own road, never as GBCS (review r4 R4-4)
+            if e is not None and e.state != J.ALREADY_EXECUTED and not e.topup:
                 self.answered(e, buf)
                 return
             self.counters[_C_UNMATCHED] += 1
