@@ -303,7 +303,7 @@ def test_journal_directory_is_created():
 
 def test_recovery_scan_and_compaction_use_the_record_constants_journal_writes():
     # journal_scan.py, journal_compact.py and the writers of the rare records (resend.py,
-    # refusals.py, counter_floor.py) repeat journal.py's private record constants (under MicroPython a
+    # refusals.py) repeat journal.py's private record constants (under MicroPython a
     # private const is no module attribute, so they cannot import them); under CPython all
     # are plain globals, so a drift between the writer and the reader or the compaction
     # shows here
@@ -326,8 +326,6 @@ def test_recovery_scan_and_compaction_use_the_record_constants_journal_writes():
         assert getattr(C, n) == getattr(J, n), n
     assert (resend._T_RESEND, resend._T_ALREADY, refusals._T_UNSENT, refusals._T_FAILED) == \
         (J._T_RESEND, J._T_ALREADY, J._T_UNSENT, J._T_FAILED)
-    from ppmid.relay import counter_floor as F   # the spent triples' records
-    assert (F._T_COUNTER, F._HEAD, F._TAIL) == (J._T_COUNTER, J._HEAD, J._TAIL)
 
 
 def test_resends_and_already_executed_survive_reopen_and_compaction():
@@ -536,7 +534,6 @@ def test_spent_triples_keep_the_newest_across_compaction_and_scan_and_count_thei
     # the ring keeps the newest SPENT_KEEP, a compaction and the scan keep them in order, and
     # they are no counters (nothing the store or a floor reads)
     from ppmid.relay.journal import SPENT_KEEP, JournalCounterStore
-    from ppmid.relay.counter_floor import spend
     j = J.Journal(fresh_root(), 65536, max_live=200)
     j.open()
     keys = []
@@ -545,9 +542,9 @@ def test_spent_triples_keep_the_newest_across_compaction_and_scan_and_count_thei
         keys.append(e.originator + e.target + e.counter)
         if i == 1:
             assert not j.was_spent(keys[0])
-        spend(j, e)
+        j.spend(e)
         n = j.appends
-        spend(j, e)                                      # again: no second record
+        j.spend(e)                                       # again: no second record
         assert j.appends == n
         j.done(e)
 
@@ -562,7 +559,7 @@ def test_spent_triples_keep_the_newest_across_compaction_and_scan_and_count_thei
     assert spent(k) == spent(j) and k.size == expect
     e = accept(k, 999)
     keys.append(e.originator + e.target + e.counter)
-    spend(k, e)                                          # the oldest kept goes
+    k.spend(e)                                           # the oldest kept goes
     k2, _ = reopen(k)
     assert spent(k2) == [False] * 4 + [True] * SPENT_KEEP
     k2.close()

@@ -616,9 +616,7 @@ class Relay:
 
     def _forget(self, e):
         if not e.topup and e.state != J.ANSWERED:
-            # unanswered: its counter is spent, never committed (review r4 R4-1)
-            from ppmid.relay.counter_floor import spend
-            spend(self.journal, e)
+            self.journal.spend(e)   # unanswered: its counter is spent, never committed
         k = e.key()
         if self._corr.get(k) is e:
             del self._corr[k]

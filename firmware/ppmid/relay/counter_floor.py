@@ -1,8 +1,6 @@
 # The anti-replay store's bound (journal.JournalCounterStore; docs/relay.md, "Anti-replay
-# counters"), and the spent triples of commands that ended unanswered (spend). Loaded only
-# once the journal holds more than PAIRS_KEEP counters, or a command ends without a
-# response: a gateway whose meters answer, with a handful of originators, never holds this
-# code.
+# counters"). Loaded only once the journal holds more than PAIRS_KEEP counters: a gateway
+# with a handful of originators never holds this code.
 #
 # With the legacy envelope key any 8 bytes are an originator, and a counter kept for ever
 # per (originator, recipient) pair filled the journal (review 2, M2). Beyond the bound, the
@@ -12,16 +10,6 @@
 # pass above it. Dropping the lowest raises the floor the least. Only counters a device
 # answered get here (relay.core answered: review_r2 R2-1), so a forged command with
 # counter 2**64-1, which the meter refuses, can no longer raise a floor.
-import struct
-from micropython import const
-
-from ppmid.relay.journal import SPENT_KEEP
-
-# journal.py's private record constants (a const with a leading underscore is not a module
-# attribute under MicroPython): tests/firmware/test_journal.py checks that they agree
-_HEAD = const(4)
-_TAIL = const(4)
-_T_COUNTER = const(0x43)
 
 
 def _recipient(key):
@@ -50,28 +38,3 @@ def bound(counters, put_counter, keep):
         # gone from the next compaction on; until then its record on flash only repeats
         # what the floor says
         del counters[low]
-
-
-def spend(j, e):
-    """GBCS command e leaves journal j unanswered (timed out, failed, already executed): its
-    (originator, recipient, counter) is spent, refused E_REPLAY when offered again
-    (relay.core _accept), so no command the gateway accepted is relayed twice, and it never
-    feeds a floor: a forged counter the meter refused must not (review r4 R4-1). The newest
-    SPENT_KEEP are kept, in one ring of bytes (no object per triple to cut the heap up), and
-    on flash as counter records whose 24-byte key no other counter has (a compaction keeps
-    them, oldest first)."""
-    key = e.originator + e.target + e.counter
-    if not j.was_spent(key):
-        j._append(_T_COUNTER, (b"\x18", key, struct.pack(">Q", e.seq)), sync=False)
-        keep(j, key)
-
-
-def keep(j, key):
-    # (the scan's too) into the ring's oldest slot: the record that slot held is dead
-    if j.spent is None:
-        j.spent = bytearray(24 * SPENT_KEEP)
-    i = j.spent_n % SPENT_KEEP * 24
-    j.spent[i:i + 24] = key
-    j.spent_n += 1
-    if j.spent_n > SPENT_KEEP:
-        j.dead += _HEAD + 33 + _TAIL

@@ -153,7 +153,7 @@ class Journal:
         self.live = {}        # seq -> Entry
         self.by_id = {}       # id -> Entry
         self.counters = {}    # key (bytes) -> int
-        self.spent = None     # the spent triples' ring (relay/counter_floor.py spend), made by the first
+        self.spent = None     # the spent triples' ring (Journal.spend), made by the first
         self.spent_n = 0      # triples spent since the journal was opened (the ring's next: % SPENT_KEEP)
         self.next_seq = 1
         self.size = 0
@@ -348,7 +348,7 @@ class Journal:
 
     def was_spent(self, key):
         """Whether the 24-byte (originator, recipient, counter) `key` is spent: its command
-        ended unanswered (relay/counter_floor.py spend; review r4 R4-1)."""
+        ended unanswered (Journal.spend; review r4 R4-1)."""
         ring = self.spent
         if ring is None:
             return False
@@ -374,6 +374,30 @@ class Journal:
 
     def response_body(self, e):
         return self._read(e.rsp_off, e.rsp_len) if e.rsp_len else b""
+
+    def spend(self, e):
+        """GBCS command e leaves unanswered (timed out, failed, already executed): its
+        (originator, recipient, counter) is spent, refused E_REPLAY when offered again
+        (relay.core _accept), so no command the gateway accepted is relayed twice, and it
+        never feeds a floor: a forged counter the meter refused must not (review r4 R4-1).
+        The newest SPENT_KEEP are kept, in one ring of bytes (no object per triple to cut
+        the heap up), and on flash as counter records whose 24-byte key no other counter has
+        (a compaction writes them oldest first). Here, not in a module loaded when needed:
+        a gateway whose meter ever missed an answer would hold that module from its boot's
+        scan on, and loading it at a spend failed on a cut-up heap."""
+        key = e.originator + e.target + e.counter
+        if self.was_spent(key):
+            return
+        self._append(_T_COUNTER, (b"\x18", key, struct.pack(">Q", e.seq)), sync=False)
+        # into the ring's oldest slot (journal_scan.py's _apply does the same at boot): the
+        # record that slot held is dead
+        if self.spent is None:
+            self.spent = bytearray(24 * SPENT_KEEP)
+        i = self.spent_n % SPENT_KEEP * 24
+        self.spent[i:i + 24] = key
+        self.spent_n += 1
+        if self.spent_n > SPENT_KEEP:
+            self.dead += _HEAD + 33 + _TAIL
 
     # ---- compaction ------------------------------------------------------------------
     def compact(self):
@@ -404,7 +428,7 @@ class Journal:
 # Bounded at PAIRS_KEEP pairs (relay/counter_floor.py, loaded when the bound is first
 # crossed): a pair the store no longer holds reads as its recipient's floor.
 PAIRS_KEEP = const(64)
-# Spent triples kept (relay/counter_floor.py spend): a command that ended unanswered further back than
+# Spent triples kept (Journal.spend): a command that ended unanswered further back than
 # this many others may be offered again; its envelope's expiry is the sender's guard
 # (docs/relay.md "Anti-replay counters")
 SPENT_KEEP = const(64)

@@ -96,8 +96,12 @@ def _apply(j, rtype, p, off):
         v = struct.unpack_from(">Q", p, 1 + kl)[0]
         if kl == 24:   # a spent triple (Journal.spend): in the file's order, oldest first
             if not j.was_spent(key):
-                from ppmid.relay.counter_floor import keep
-                keep(j, key)
+                # as Journal.spend puts it in its ring (here: boot-only code)
+                if j.spent is None:
+                    j.spent = bytearray(24 * SPENT_KEEP)
+                i = j.spent_n % SPENT_KEEP * 24
+                j.spent[i:i + 24] = key
+                j.spent_n += 1
         elif v > j.counters.get(key, -1):
             j.counters[key] = v
         return
