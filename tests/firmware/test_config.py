@@ -196,6 +196,21 @@ def test_zigbee_driver_sizes_and_counts_are_whole_numbers_in_bounds():
     assert (z["transfer_size"], z["max_message"], z["rx_queue"]) == (128, 4096, 4)
 
 
+def test_limits_sizes_and_counts_are_whole_numbers_in_bounds():
+    # review r4 R4-3: limits.transfer_size and max_gbcs feed the same HAN attributes as the
+    # zigbee section's sizes; 1500.5 passed and every RequestTunnel answer then raised
+    for key, lo, hi in (("max_gbcs", 64, 65535), ("transfer_size", 64, 65535), ("burst", 1, 1000),
+                        ("queue", 1, 1000)):
+        assert config.validate(_with(limits={key: lo}))["limits"][key] == lo
+        assert config.validate(_with(limits={key: hi}))["limits"][key] == hi
+        for bad in (lo + 0.5, float(lo), lo - 1, hi + 1, str(lo), True, None):
+            msg = _err(_with(limits={key: bad}))
+            assert msg == "limits.%s must be an integer from %d to %d, not %r" % (key, lo, hi, bad), msg
+    # a rate and a time may still be fractions
+    lim = config.validate(_with(limits={"rate_per_s": 0.5, "response_timeout_s": 2.5}))["limits"]
+    assert (lim["rate_per_s"], lim["response_timeout_s"]) == (0.5, 2.5)
+
+
 def test_every_key_the_zigbee_driver_takes_from_the_config_is_checked():
     # the class of review_w5-1 and r1-2: a key zigbee/han_start.py DEFAULTS lets the section
     # set but validate() does not check reaches the link as given

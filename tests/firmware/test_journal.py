@@ -529,6 +529,42 @@ def test_an_accept_refused_for_a_full_journal_does_not_rewrite_it():
     j.close()
 
 
+def test_spent_triples_keep_the_newest_across_compaction_and_scan_and_count_their_bytes():
+    # review r4 R4-1: a command ended unanswered spends its (originator, recipient, counter);
+    # the ring keeps the newest SPENT_KEEP, a compaction and the scan keep them in order, and
+    # they are no counters (nothing the store or a floor reads)
+    from ppmid.relay.journal import SPENT_KEEP, JournalCounterStore
+    j = J.Journal(fresh_root(), 65536, max_live=200)
+    j.open()
+    keys = []
+    for i in range(1, SPENT_KEEP + 4):
+        e = accept(j, i)
+        keys.append(e.originator + e.target + e.counter)
+        if i == 1:
+            assert not j.was_spent(keys[0])
+        j.spend(e)
+        n = j.appends
+        j.spend(e)                                       # again: no second record
+        assert j.appends == n
+        j.done(e)
+
+    def spent(jj):
+        return [jj.was_spent(x) for x in keys]
+    assert spent(j) == [False] * 3 + [True] * SPENT_KEEP   # the 3 oldest went
+    assert j.counters == {} and JournalCounterStore(j).get("*:00DB1234567890A0") is None
+    # a match across two slots of the ring is none: the tail of one and the head of the next
+    assert not j.was_spent(keys[5][8:] + keys[6][:8])
+    expect = j.size - j.dead
+    k, _ = reopen(j)                                     # scanned, then compacted
+    assert spent(k) == spent(j) and k.size == expect
+    e = accept(k, 999)
+    keys.append(e.originator + e.target + e.counter)
+    k.spend(e)                                           # the oldest kept goes
+    k2, _ = reopen(k)
+    assert spent(k2) == [False] * 4 + [True] * SPENT_KEEP
+    k2.close()
+
+
 def test_the_bytes_a_compaction_drops_are_counted_as_they_die():
     # size - dead is what the next compaction writes: every writer of a state record says
     # which command it is about, so the record it supersedes counts as dead

@@ -99,7 +99,7 @@ async def test_a_timed_out_counter_stays_pending_and_a_late_response_commits_it(
     assert r.relay.status("t1") == "response" and r.store.get(pair(SUPPLIER)) == 700
 
 
-async def test_a_command_that_failed_commits_nothing_and_its_counter_may_go_again():
+async def test_a_command_that_failed_commits_nothing_and_its_counter_is_spent():
     r = RealRig()
     now = r.clock.time()
     assert (await r.submit("busy", 1, target=GSME, code=0x0097))["status"] == "accepted"
@@ -110,8 +110,13 @@ async def test_a_command_that_failed_commits_nothing_and_its_counter_may_go_agai
     await r.pump()
     assert r.pub.statuses("f1")[-1] == "failed" and r.relay.result("f1")["error"]["code"] == "E_EXPIRED"
     assert r.store.get(pair(SUPPLIER, GSME)) is None
-    # never relayed: the same command may be sent again, under a new id
-    assert (await r.submit("f1-again", 50, target=GSME, code=0x0097))["status"] == "accepted"
+    # never relayed, yet its counter is spent (review r4 R4-1: whoever kept its bytes must
+    # not have it relayed later, under its id or a new one): a new counter goes, and the
+    # spent one raised nothing
+    res = await r.submit("f1-again", 50, target=GSME, code=0x0097)
+    assert res["error"] == "E_REPLAY" and "ended without a response" in res["message"], res
+    assert (await r.submit("f1-anew", 51, target=GSME, code=0x0097))["status"] == "accepted"
+    assert r.store.get(pair(SUPPLIER, GSME)) is None and r.store.get("*:" + GSME) is None
 
 
 async def test_66_forged_originators_that_expire_unsent_do_not_raise_a_meters_floor():
@@ -206,3 +211,27 @@ async def test_a_copy_refused_by_the_meter_commits_nothing():
     while "response" not in r.pub.statuses("g1"):
         await r.pump()
     assert r.store.get(pair(SUPPLIER)) == 100
+
+
+async def test_a_copy_waiting_past_its_expiry_or_its_wait_times_out_and_its_response_commits():
+    # review r4 R4-2: the first copy went, unanswered; the copy queued after its budget was
+    # held past the command's expiry (or, with none, past max_wait_s) and ended "failed
+    # E_EXPIRED: expired before it could be relayed", its late response then went to the
+    # alert topic and nothing committed
+    for expiring in (True, False):
+        r = RealRig(max_wait_s=60)
+        now = r.clock.time()
+        res = await r.submit("e1", 900, expires=now + r.relay.budget_s + 5 if expiring else None)
+        assert res["status"] == "accepted", res
+        await r.pump()
+        r.clock.advance(r.relay.budget_s * 1000 + 100)
+        r.relay.check_timers()                           # budget ended: a copy queued
+        e = r.journal.by_id["e1"]
+        assert e.resends == 1 and len(r.han.sent) == 1
+        r.clock.advance((6 if expiring else 61) * 1000)  # held (pacing, the HAN) past it
+        r.relay.check_timers()
+        await r.publish_all()
+        assert r.pub.statuses("e1") == ["accepted", "relayed", "timeout"], r.pub.statuses("e1")
+        assert r.relay.result("e1")["error"]["code"] != "E_EXPIRED"
+        r.relay.on_han_message(response_to(r.han.sent[0]))   # the meter had executed it
+        assert r.relay.status("e1") == "response" and r.store.get(pair(SUPPLIER)) == 900

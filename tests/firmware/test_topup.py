@@ -539,6 +539,24 @@ async def test_meter_silent_times_out_and_the_relay_keeps_going():
     assert named(r.relay.counters)["rx_bad"] == 2 and named(r.relay.counters)["unmatched"] == 1
 
 
+async def test_a_gbcs_response_naming_a_top_ups_key_is_unmatched():
+    # review r4 R4-4: a top-up's answer comes by its own road (a ZCL Consumer Top Up
+    # Response); a CRA-2 GBCS frame from the tunnel naming a live top-up's key (its target,
+    # originator 0, its PTUT as the counter) used to end the top-up as answered
+    from test_relay_support import gbcs_message
+    r = rig(None)
+    await submit(r, "t-1", make(value=7))
+    await r.pump()
+    e = r.journal.by_id["t-1"]
+    assert e.state == J.SENDING
+    counter = struct.unpack(">Q", e.counter)[0]
+    before = named(r.relay.counters)["unmatched"]
+    r.relay.on_han_message(gbcs_message(2, counter, ESME, "0000000000000000"))
+    await r.publish_all()
+    assert e.state == J.SENDING and r.pub.statuses("t-1") == ["accepted", "relayed"]
+    assert named(r.relay.counters)["unmatched"] == before + 1 and len(r.pub.on("/alert")) == 1
+
+
 async def test_han_down_sends_it_later_and_delivery_unknown_never_twice():
     m = Meter()
     r = rig(m)

@@ -194,17 +194,21 @@ class Relay:
             orig = bytes(msg.originator)
             counter = bytes(msg.counter_bytes)
             body = env.gbcs
+            if self.journal.was_spent(orig + target + counter):
+                # a command that ended unanswered had it: whoever kept its bytes must not
+                # have it relayed again (review r4 R4-1; Journal.spend)
+                from ppmid.relay import refusals
+                raise refusals.spent_replay(msg.counter)
         queued = 0
         ahead_t = 1 if target in self.in_flight else 0
         ahead_o = 0
         mine = 0   # queued for this sender (keys per DCC User: its name; owners are RAM only)
         owners = self.senders.owners if sender else None
         for x in self.journal.live.values():
-            # a live command's counter is pending (committed only by its response): the
-            # same counter again for the same pair is a replay; a failed one was never
-            # answered, so it may be sent again (docs/relay.md "Anti-replay counters")
-            if msg is not None and x.counter == counter and x.originator == orig and x.target == target \
-                    and x.state != J.FAILED:
+            # a live command's counter is pending (committed only by its response, spent
+            # if it ends without one): the same counter again for the same pair is a
+            # replay (docs/relay.md "Anti-replay counters")
+            if msg is not None and x.counter == counter and x.originator == orig and x.target == target:
                 from ppmid.relay import refusals
                 raise refusals.pending_replay(msg.counter, x.id)
             if x.state == J.QUEUED:
@@ -442,6 +446,13 @@ class Relay:
     def _failed(self, e, code, value, said=None):
         # the command fails (relay/refusals.py's fail) with the sentence of the check that
         # failed it (said: its code when the command keeps another one), filled in with value
+        if e.resends:
+            # a copy waiting: the first went and may have executed, so never "failed ...
+            # before it could be relayed": it times out, and its response still counts
+            # within the late window (review r4 R4-2)
+            self._corr[e.key()] = e
+            self.time_out(e, self.clock.time())
+            return
         from ppmid.relay import refusals
         refusals.fail(self, e, code, refusals.why_failed(said or code, value))
 
@@ -465,8 +476,9 @@ class Relay:
         if cra == 2:
             e = self._corr.get(key)
             # a command the meter already refused as a replay has its final status: the
-            # first copy's response, this late, goes to the alert topic, not a second one
-            if e is not None and e.state != J.ALREADY_EXECUTED:
+            # first copy's response, this late, goes to the alert topic, not a second one;
+            # a top-up's answer comes by its own road, never as GBCS (review r4 R4-4)
+            if e is not None and e.state != J.ALREADY_EXECUTED and not e.topup:
                 self.answered(e, buf)
                 return
             self.counters[_C_UNMATCHED] += 1
@@ -549,7 +561,7 @@ class Relay:
             elif e.state == J.TIMED_OUT:
                 if e.published == "timeout" and (now_s >= e.late_until or (
                         not clock_set and self.clock.diff(now, self._boot_ms) >= self.late_window_s * 1000)):
-                    self._forget(e)
+                    self._finish(e, self._result(e, False))   # its result kept, as the others'
             elif e.state == J.QUEUED:
                 if e.expires is not None and now_s >= e.expires:
                     self._failed(e, E_EXPIRED, e.expires)
@@ -603,6 +615,8 @@ class Relay:
         self._forget(e)
 
     def _forget(self, e):
+        if not e.topup and e.state != J.ANSWERED:
+            self.journal.spend(e)   # unanswered: its counter is spent, never committed
         k = e.key()
         if self._corr.get(k) is e:
             del self._corr[k]

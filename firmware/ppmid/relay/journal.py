@@ -153,6 +153,8 @@ class Journal:
         self.live = {}        # seq -> Entry
         self.by_id = {}       # id -> Entry
         self.counters = {}    # key (bytes) -> int
+        self.spent = None     # the spent triples' ring (Journal.spend), made by the first
+        self.spent_n = 0      # triples spent since the journal was opened (the ring's next: % SPENT_KEEP)
         self.next_seq = 1
         self.size = 0
         self.dead = 0         # bytes of the file a compaction would drop (Journal._append)
@@ -344,6 +346,18 @@ class Journal:
             self.dead += len(key) + 17  # the key's previous record, as long as this one
         self.counters[key] = value
 
+    def was_spent(self, key):
+        """Whether the 24-byte (originator, recipient, counter) `key` is spent: its command
+        ended unanswered (Journal.spend; review r4 R4-1)."""
+        ring = self.spent
+        if ring is None:
+            return False
+        end = min(self.spent_n, SPENT_KEEP) * 24
+        i = ring.find(key, 0, end)
+        while i > 0 and i % 24:   # a match across two slots is none
+            i = ring.find(key, i + 1, end)
+        return i >= 0
+
     # ---- reading bodies back ---------------------------------------------------------
     def _read(self, off, n):
         f = self._handle()
@@ -360,6 +374,30 @@ class Journal:
 
     def response_body(self, e):
         return self._read(e.rsp_off, e.rsp_len) if e.rsp_len else b""
+
+    def spend(self, e):
+        """GBCS command e leaves unanswered (timed out, failed, already executed): its
+        (originator, recipient, counter) is spent, refused E_REPLAY when offered again
+        (relay.core _accept), so no command the gateway accepted is relayed twice, and it
+        never feeds a floor: a forged counter the meter refused must not (review r4 R4-1).
+        The newest SPENT_KEEP are kept, in one ring of bytes (no object per triple to cut
+        the heap up), and on flash as counter records whose 24-byte key no other counter has
+        (a compaction writes them oldest first). Here, not in a module loaded when needed:
+        a gateway whose meter ever missed an answer would hold that module from its boot's
+        scan on, and loading it at a spend failed on a cut-up heap."""
+        key = e.originator + e.target + e.counter
+        if self.was_spent(key):
+            return
+        self._append(_T_COUNTER, (b"\x18", key, struct.pack(">Q", e.seq)), sync=False)
+        # into the ring's oldest slot (journal_scan.py's _apply does the same at boot): the
+        # record that slot held is dead
+        if self.spent is None:
+            self.spent = bytearray(24 * SPENT_KEEP)
+        i = self.spent_n % SPENT_KEEP * 24
+        self.spent[i:i + 24] = key
+        self.spent_n += 1
+        if self.spent_n > SPENT_KEEP:
+            self.dead += _HEAD + 33 + _TAIL
 
     # ---- compaction ------------------------------------------------------------------
     def compact(self):
@@ -390,6 +428,10 @@ class Journal:
 # Bounded at PAIRS_KEEP pairs (relay/counter_floor.py, loaded when the bound is first
 # crossed): a pair the store no longer holds reads as its recipient's floor.
 PAIRS_KEEP = const(64)
+# Spent triples kept (Journal.spend): a command that ended unanswered further back than
+# this many others may be offered again; its envelope's expiry is the sender's guard
+# (docs/relay.md "Anti-replay counters")
+SPENT_KEEP = const(64)
 
 
 class JournalCounterStore:

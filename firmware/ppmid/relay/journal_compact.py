@@ -1,6 +1,6 @@
 # The journal's compaction, for Journal.compact: the live commands (with their latest
-# state) and the counters written to a new file that replaces the journal by an atomic
-# rename (format: relay/journal.py's header, docs/relay.md). It runs at open and when an
+# state), the counters and the spent triples written to a new file that replaces the
+# journal by an atomic rename (format: relay/journal.py's header, docs/relay.md). It runs at open and when an
 # append would cross max_bytes, so Journal.compact loads this module for each compaction
 # and drops it again after: the running gateway does not keep its code in the heap
 # (docs/memory.md).
@@ -8,7 +8,7 @@ import os
 import struct
 from micropython import const
 
-from ppmid.relay.journal import MAGIC, T_HEADER, E_JOURNAL, JournalError, _ACCEPT_FMT, _exists, _put, _via_byte
+from ppmid.relay.journal import MAGIC, T_HEADER, SPENT_KEEP, E_JOURNAL, JournalError, _ACCEPT_FMT, _exists, _put, _via_byte
 from ppmid.relay.journal import _sending_payload
 from ppmid.relay.journal import SENDING, QUEUED, ANSWERED, TIMED_OUT, FAILED, ALREADY_EXECUTED
 
@@ -54,6 +54,10 @@ def rewrite(j):
         written += _put(out, T_HEADER, (MAGIC, struct.pack(">I", j.next_seq)))
         for key in j.counters:
             written += _put(out, _T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", j.counters[key])))
+        n = j.spent_n
+        for k in range(n - SPENT_KEEP if n > SPENT_KEEP else 0, n):   # oldest first
+            i = k % SPENT_KEEP * 24
+            written += _put(out, _T_COUNTER, (b"\x18", j.spent[i:i + 24], struct.pack(">Q", k)))
         moves = []
         for e in entries:
             if not e.body_off:

@@ -87,6 +87,13 @@ def pending_replay(counter, id):
                       "still holds for this originator and recipient" % (counter, id))
 
 
+def spent_replay(counter):
+    """The RelayError for a command whose (originator, recipient, counter) is that of a
+    command that ended without a response (relay.core _accept; journal.Journal.spend)."""
+    return RelayError("E_REPLAY", "originator counter %d was taken already by a command to this recipient "
+                      "that ended without a response: sign the command again with a new counter" % counter)
+
+
 def commit_failed(relay, e, exc):
     """Command e's response is on flash but its counter's commit failed with exc (a flash
     error): recovery commits it from the response record, and until that reset a replay
