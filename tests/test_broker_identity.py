@@ -39,12 +39,12 @@ def broker(request, tmp_path_factory):
                     % broker_rabbitmq.SERVER)
     d = tmp_path_factory.mktemp("broker-" + engine)
     b = Broker(str(d), gateways=[GW_A, GW_B], users=["test", "peer"], engine=engine)
+    # Installed but failing to start is a defect of `ppmid broker start` (its config, the
+    # client-id service, the node): the error (naming the broker's log) fails the tests.
     try:
         b.start()
-    except BrokerError as exc:
+    except BrokerError:
         b.stop()
-        if engine == "rabbitmq":
-            pytest.skip("RabbitMQ did not start here: %s" % exc)
         raise
     yield b
     b.stop()
