@@ -21,8 +21,8 @@ import pytest
 from host_tools import broker_rabbitmq
 from host_tools.broker import Broker, BrokerError, client_paths
 
-paho = pytest.importorskip("paho.mqtt.client")
-from paho.mqtt.client import MQTTv311, MQTTv5  # noqa: E402
+import paho.mqtt.client as paho  # a dependency of ppmid (its MQTT tools): imported plainly
+from paho.mqtt.client import MQTTv311, MQTTv5
 
 GW_A = "00DB1234567890A0"
 GW_B = "00DB1234567890B0"
