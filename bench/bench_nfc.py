@@ -120,7 +120,38 @@ def run():
                 "value": round(rows[0]["us"] / 1e6, 3), "unit": "s",
                 "note": "modelled phone; UART bound %.3f s" % (n * 10.0 / BAUD)})
     out.append(i2c_wait_row())
+    out.append(board_tap_heap_row())
     return out
+
+
+def board_tap_heap_row():
+    """The whole gateway on the emulated board with the NFC road on (the app imports the NFC
+    service because the PN532 answers): the least free heap over start-up and one phone tap
+    whose command is relayed and answered, as the board's heap lines report it. The goal was
+    asserted by tests/test_e2e_nfc.py until session 12; a memory target is the bench's."""
+    import tempfile
+    import time
+    from host_tools import emulate as E
+    overrides = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15}}
+    with tempfile.TemporaryDirectory() as tmp:
+        with E.Emulation(os.path.join(tmp, "nfc"), overrides=overrides, nfc=True, log=None) as emu:
+            (_, gbcs), = E.renumbered_commands(1)
+            phone = PhoneApp(envelope.to_binary(envelope.sign(emu.key, "tap-1", gbcs)), id="tap-1")
+            emu.pn532.place(phone)
+            end = time.time() + 60
+            while time.time() < end and phone.result is None:
+                time.sleep(0.1)
+            emu.pn532.remove()
+            status = (phone.result or {}).get("status", "none")
+            mem_err = "MemoryError" in emu.board.console_text()
+            h = emu.heap_figures()
+    free_min, size = h["free_min"], h["heap_bytes"]
+    pct = 100.0 * free_min / size if free_min is not None and size else None
+    return {"name": "free heap at the peak, phone tap on the emulated board (NFC road on)",
+            "value": None if pct is None else round(pct, 1), "unit": "%", "goal": ">= 25, no MemoryError",
+            "ok": pct is not None and pct >= 25 and not mem_err and status == "response",
+            "note": "min free %s of %s bytes (64-bit unix heap, the board's heap lines); tap %s; MemoryError %s"
+                    % (free_min, size, status, mem_err)}
 
 
 # A PN532 on I2C that stays busy (a phone's HCE app still working) for a whole 1000 ms

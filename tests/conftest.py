@@ -10,6 +10,8 @@
 2. `shared_dir` fixture: ../shared, or a skip with the reason when it is absent.
 3. `changed_firmware_copy`: a copy of firmware/ whose every module differs once compiled,
    for the deploy tests (a deploy of it copies every file).
+4. `setup_reference`: a test reference `make setup` installs (pyproject's dev extra), or a
+   failure saying to run it: a missing one is a broken setup, not a skip.
 """
 import asyncio
 import inspect
@@ -92,6 +94,18 @@ def changed_firmware_copy(dest, tag):
                 with open(path, "w") as f:
                     f.write(src.replace('VERSION = "', 'VERSION = "%s.' % tag) + "\n_BUILD_TAG = %r\n" % tag)
     return dest
+
+
+def setup_reference(name):
+    """The module `name` of a test reference that `make setup` installs (pyproject.toml's
+    dev extra: hypothesis, nfcpy, dnspython...). Missing, the test fails saying so: a skip
+    would turn a broken setup (the fuzzers, a cross-check) into a quiet gap. The product's
+    own dependencies (bellows, ndeflib, matplotlib, paho) are imported plainly."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        pytest.fail("%s is not installed (%s): run make setup" % (name, exc), pytrace=False)
 
 
 @pytest.fixture

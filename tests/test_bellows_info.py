@@ -10,7 +10,7 @@ import tty
 
 import pytest
 
-bellows = pytest.importorskip("bellows")
+import bellows  # noqa: F401  (a dependency of ppmid: the NCP emulator frames ASH with it)
 import importlib  # noqa: E402
 
 from bellows import types as bt  # noqa: E402

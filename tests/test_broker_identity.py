@@ -21,8 +21,8 @@ import pytest
 from host_tools import broker_rabbitmq
 from host_tools.broker import Broker, BrokerError, client_paths
 
-paho = pytest.importorskip("paho.mqtt.client")
-from paho.mqtt.client import MQTTv311, MQTTv5  # noqa: E402
+import paho.mqtt.client as paho  # a dependency of ppmid (its MQTT tools): imported plainly
+from paho.mqtt.client import MQTTv311, MQTTv5
 
 GW_A = "00DB1234567890A0"
 GW_B = "00DB1234567890B0"
@@ -39,12 +39,12 @@ def broker(request, tmp_path_factory):
                     % broker_rabbitmq.SERVER)
     d = tmp_path_factory.mktemp("broker-" + engine)
     b = Broker(str(d), gateways=[GW_A, GW_B], users=["test", "peer"], engine=engine)
+    # Installed but failing to start is a defect of `ppmid broker start` (its config, the
+    # client-id service, the node): the error (naming the broker's log) fails the tests.
     try:
         b.start()
-    except BrokerError as exc:
+    except BrokerError:
         b.stop()
-        if engine == "rabbitmq":
-            pytest.skip("RabbitMQ did not start here: %s" % exc)
         raise
     yield b
     b.stop()

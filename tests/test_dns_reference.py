@@ -7,7 +7,9 @@ import struct
 
 import pytest
 
-dnsmsg = pytest.importorskip("dns.message")
+from conftest import setup_reference  # noqa: E402
+
+dnsmsg = setup_reference("dns.message")
 import dns.flags  # noqa: E402
 import dns.name  # noqa: E402
 import dns.rcode  # noqa: E402

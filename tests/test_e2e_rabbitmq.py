@@ -4,7 +4,7 @@ mosquitto: `host_tools.emulate.Emulation(broker_engine="rabbitmq")` as `ppmid em
 are answered, the per-gateway rights hold (topic authorisation), a last will is
 published, a new identity is taken by the running broker, and a broker restart under load
 loses nothing accepted. Skipped, with the reason, where rabbitmq-server is not installed
-or does not start (host_tools/setup.sh installs it)."""
+(host_tools/setup.sh installs it); installed, a broker that does not start fails them."""
 import json
 import threading
 import time
@@ -29,11 +29,14 @@ def emu(tmp_path_factory):
                     "or make setup as root" % broker_rabbitmq.SERVER)
     e = E.Emulation(tmp_path_factory.mktemp("rmq"), overrides=FAST, log=None, broker_engine="rabbitmq")
     B.Broker(e.broker_dir, gateways=[OTHER_GW], users=[WATCHER], engine="rabbitmq").prepare()
+    # Installed but failing to start is a defect of `ppmid emulate --broker-engine rabbitmq`
+    # (its config, the client-id service, the node): the error (naming the broker's log)
+    # fails the tests.
     try:
         e.start()
-    except B.BrokerError as exc:
+    except B.BrokerError:
         e.stop()
-        pytest.skip("RabbitMQ did not start here: %s" % exc)
+        raise
     try:
         yield e
     finally:

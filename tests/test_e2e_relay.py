@@ -63,11 +63,33 @@ def replay(emu, lines, **kw):
     return rep
 
 
+def replay_in_windows(emu, lines, window):
+    """Replay `lines` `window` at a time, back to back, each window once the previous one is
+    answered: the gateway never holds more than `window` unanswered commands, whatever the
+    host's speed, so no sustained rate is asked of it (a rate would fail a slow host by
+    E_BUSY with nothing wrong). The report of all the windows together."""
+    r = emu.replayer()
+    r.connect()
+    rep = {"commands": 0, "responses": 0, "lost": [], "mismatches": []}
+    try:
+        for i in range(0, len(lines), window):
+            part = r.run([dict(x, at_ms=0) for x in lines[i:i + window]])
+            for k in ("commands", "responses", "lost", "mismatches"):
+                rep[k] += part[k]
+        rep["_messages"] = {i: [m for _, m in v] for i, v in r.received.items()}
+    finally:
+        r.close()
+    rep["lost_count"] = len(rep["lost"])
+    rep.update(emu.ch_figures(lines))
+    return rep
+
+
 def test_200_corpus_commands_reach_the_ch_once_and_every_response_returns(emu):
     cmds = E.renumbered_commands(200)
-    # 10/s: the line keeps up (p50 82 ms, p95 1 s here; 14/s passed too)
-    lines = E.lines_from(cmds, interval_ms=100, prefix="bulk")
-    rep = replay(emu, lines)
+    lines = E.lines_from(cmds, prefix="bulk")
+    # 20 outstanding at most: within the queue (40) and the burst (50), so every command
+    # must be accepted and answered however slowly this host runs
+    rep = replay_in_windows(emu, lines, window=20)
     _no_mismatch(rep)
     assert rep["commands"] == 200 and rep["responses"] == 200
     # byte-identical, exactly once each

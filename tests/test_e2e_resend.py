@@ -23,17 +23,63 @@ from host_tools import emulate as E
 pytestmark = pytest.mark.skipif(not E.corpus_dir(), reason="needs ../shared/vectors/gbcs: the kill cases use "
                                 "the corpus's ESME commands and responses (the embedded few do not cover them)")
 
-# a 6 s budget: the lost-answer test waits it out (15 s before); each kill test's copy after
-# the restart is answered within a second here, and a copy the budget sent besides would
-# show in the meter's received count they check
-CFG = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 6, "queue": 40}}
+# The response budget (limits.response_timeout_s) each test runs with. No kill test needs
+# a budget to end: each command's story ends by the copy sent after the restart (answered,
+# or refused as a replay), so they run with a budget longer than any of their waits; a
+# budget that ended would send a copy besides, which shows in the meter's counts they
+# check, and a short one would fail them on a host slow to reboot the board and answer.
+# The lost-answer test is about the budget ending: a short one, 10 s (the copy it then
+# sends is answered within a second here).
+KILL_BUDGET_S = 120
+LOST_ANSWER_BUDGET_S = 10
+
+
+def _limits(budget_s):
+    return {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": budget_s, "queue": 40}}
+
+
+class OneEmulation:
+    """One emulation at a time, started with the budget a test asks for (a new one when the
+    budget changes, the previous one stopped first): the kill tests share one, the
+    lost-answer test gets its own."""
+
+    def __init__(self, tmp_path_factory):
+        self.tmp_path_factory = tmp_path_factory
+        self.emu = None
+        self.budget_s = None
+
+    def with_budget(self, budget_s):
+        if self.budget_s != budget_s:
+            self.close()
+            e = E.Emulation(self.tmp_path_factory.mktemp("resend-%ds" % budget_s), overrides=_limits(budget_s),
+                            log=None)
+            self.emu = e.__enter__()
+            self.budget_s = budget_s
+        return self.emu
+
+    def close(self):
+        if self.emu is not None:
+            self.emu.stop()
+            self.emu, self.budget_s = None, None
 
 
 @pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    e = E.Emulation(tmp_path_factory.mktemp("resend"), overrides=CFG, log=None)
-    with e:
-        yield e
+def emulation(tmp_path_factory):
+    one = OneEmulation(tmp_path_factory)
+    try:
+        yield one
+    finally:
+        one.close()
+
+
+@pytest.fixture
+def emu(emulation):
+    return emulation.with_budget(KILL_BUDGET_S)
+
+
+@pytest.fixture
+def emu_lost_answer(emulation):
+    return emulation.with_budget(LOST_ANSWER_BUDGET_S)
 
 
 def _wait(cond, timeout, what):
@@ -131,12 +177,13 @@ def test_kill_after_the_meter_executed_and_its_answer_was_lost_ends_already_exec
     assert "sending it again (copy 1" in console and "refused the copy as a replay" in console, console[-3000:]
 
 
-def test_an_answer_lost_without_a_crash_is_sent_again_after_its_budget_and_ends_already_executed(emu):
+def test_an_answer_lost_without_a_crash_is_sent_again_after_its_budget_and_ends_already_executed(emu_lost_answer):
     # no power cut: the meter executed the command and its answer was lost on the HAN. When
     # the command's budget (response_timeout_s) ends, the relay sends a copy
     # (docs/relay.md "Resend after a timeout"); the meter refuses it as a replay, and that
     # refusal ends the command: answered, executed once. Before the resend on timeout, this
     # command ended `timeout`.
+    emu = emu_lost_answer
     cmds = E.renumbered_commands(1, recipients=(E.ESME,))
     lines = E.lines_from(cmds, prefix="quiet")
     mark = emu.board.mark()

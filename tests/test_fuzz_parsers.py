@@ -20,7 +20,9 @@ import struct
 
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
+from conftest import setup_reference  # noqa: E402
+
+hypothesis = setup_reference("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from host_tools import mpcompat  # noqa: E402

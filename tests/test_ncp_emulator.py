@@ -8,7 +8,7 @@ import tty
 
 import pytest
 
-bellows = pytest.importorskip("bellows")
+import bellows  # noqa: F401,E402  (a dependency of ppmid: the NCP emulator frames ASH with it)
 from bellows import types as bt  # noqa: E402
 from bellows.ezsp.v13.commands import COMMANDS as C13  # noqa: E402
 from bellows.ezsp.v14.commands import COMMANDS as C14  # noqa: E402

@@ -21,6 +21,7 @@ mpcompat.install()
 from ppmid import envelope  # noqa: E402
 from host_tools.pn532_emulator.fixture import Scenario, KEY, ROOT  # noqa: E402
 from ctrl_c import default_sigint
+from conftest import setup_reference
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -137,7 +138,7 @@ def test_cli_state_dir_without_nfc_uart(tmp_path):
 def test_cli_new_pty_linked_under_dev_for_nfcpy(tmp_path):
     """`--new-pty --link /dev/NAME`: nfcpy opens "tty:NAME:pn532" and reads the tag; the
     link goes when the emulator is stopped (SIGTERM)."""
-    nfc = pytest.importorskip("nfc")
+    nfc = setup_reference("nfc")
     if not os.access("/dev", os.W_OK):
         pytest.skip("needs a writable /dev")
     name = "ttyPN532EMU-cli-%d" % os.getpid()

@@ -13,7 +13,9 @@ mpcompat.install()
 from ppmid.nfc import frames as F  # noqa: E402
 from host_tools.pn532_emulator import wire  # noqa: E402
 
-pn532 = pytest.importorskip("nfc.clf.pn532")
+from conftest import setup_reference  # noqa: E402
+
+pn532 = setup_reference("nfc.clf.pn532")
 
 
 class CaptureTransport:

@@ -9,8 +9,10 @@ import secrets
 
 import pytest
 
-nfc = pytest.importorskip("nfc")
-ndef = pytest.importorskip("ndef")
+from conftest import setup_reference  # noqa: E402
+
+nfc = setup_reference("nfc")
+import ndef  # noqa: E402,F401  (ndeflib, which nfcpy needs; a dependency of ppmid)
 
 from nfc.clf.device import Device as NfcpyDevice  # noqa: E402
 from nfc.tag.tt4 import Type4ATag  # noqa: E402

@@ -39,15 +39,30 @@ def sample(key):
     return binascii.unhexlify(SAMPLES[key])
 
 
+def _skip(reason):
+    import sys
+    if sys.implementation.name == "cpython":
+        import pytest
+        pytest.skip(reason)
+
+    class SkipTest(Exception):  # tests/mp_runner.py reports it as skipped
+        pass
+    raise SkipTest(reason)
+
+
 def test_samples_are_the_corpus_files():
-    # Under CPython with ../shared present, the embedded hex must be the corpus file verbatim.
+    # The embedded hex must be the corpus file verbatim, under both interpreters. The corpus
+    # is found from this file's own path (absolute under pytest and tests/mp_runner.py alike;
+    # MicroPython has no os.path), not from the working directory.
     import os
-    here = os.getcwd() if not hasattr(os, "path") else os.path.dirname(os.path.abspath(__file__))
+    here = __file__[:__file__.rfind("/")]
     base = here + "/../../../shared/vectors/gbcs/rtds-4.5.0/"
+    try:
+        os.stat(base)
+    except OSError:
+        _skip("../shared/vectors/gbcs/rtds-4.5.0 is absent (plain clone): the samples cannot be compared")
     for key in SAMPLES:
-        try:
-            with open(base + key + "_GBCS.HEX") as f:
-                text = f.read().strip()
-        except OSError:
-            continue  # plain clone or MicroPython without the shared tree
+        # with the corpus folder present, a sample's file missing is a failure, not a skip
+        with open(base + key + "_GBCS.HEX") as f:
+            text = f.read().strip()
         assert text.upper() == SAMPLES[key], key

@@ -159,6 +159,60 @@ def test_expires_and_gateways_must_be_well_formed():
         assert _code(M.parse_manifest, json.dumps(bad)) == M.E_UPDATE_MANIFEST, bad
 
 
+def _refusal(fn, *a):
+    try:
+        fn(*a)
+    except M.UpdateError as exc:
+        return exc.code, exc.message
+    raise AssertionError("accepted")
+
+
+def _with_gateways(n):
+    # the manifest's text naming n gateways, built as one string (no list of n names kept
+    # beside it: under MicroPython the parse must find room for its own list of n)
+    base = json.dumps({"format": 1, "version": "0.2.0", "board": "emulated", "seq": SEQ, "expires": EXPIRES,
+                       "files": MANIFEST["files"]})
+    return base[:-1] + ', "gateways": [' + ", ".join('"00DB%012X"' % i for i in range(n)) + "]}"
+
+
+def test_a_gateways_list_of_more_than_1000_is_refused():
+    # the list is read from a signed manifest, but its length bounds the work and heap of
+    # checking it: 1000 names are taken, 1001 refused with the rule's sentence
+    import sys
+    if sys.implementation.name != "cpython":
+        class SkipTest(Exception):  # tests/mp_runner.py reports it as skipped
+            pass
+        # (a board never parses one: 1001 names are 21 KB of manifest, more than an offer
+        # may be, the MQTT client's 16 KB cap)
+        raise SkipTest("a 1001-name manifest (21 KB) and its parse do not fit the unit-test heap beside this "
+                       "module's vectors: the same Python is checked in the CPython run")
+    assert M.MAX_GATEWAYS == 1000
+    gc.collect()
+    assert len(M.parse_manifest(_with_gateways(1000))["gateways"]) == 1000
+    gc.collect()
+    code, msg = _refusal(M.parse_manifest, _with_gateways(1001))
+    assert code == M.E_UPDATE_MANIFEST and "gateways must be a list of 1 to 1000" in msg, (code, msg)
+
+
+def test_an_offer_id_of_more_than_40_characters_is_refused_on_both_readers():
+    # the id is outside the signature: at most 40 characters whether the offer is read in
+    # place (a writable buffer: MicroPython's MQTT receive buffer) or parsed as a whole
+    import sys
+    mp = sys.implementation.name == "micropython"
+    for n in (40, 41):
+        off = signed_offer("good", oid="i" * n)
+        # the in-place reader takes 40 and leaves 41 to the whole parse (None), on both
+        # interpreters (parse_offer calls it under MicroPython only)
+        got = M._offer_in_place(bytearray(off))
+        assert (got is not None and got[0] == "i" * n) if n == 40 else got is None, (n, got)
+        for given in (bytes(off), memoryview(bytearray(off)) if mp else bytearray(off)):
+            if n == 40:
+                assert M.parse_offer(given)[0] == "i" * 40
+                continue
+            code, msg = _refusal(M.parse_offer, given)
+            assert code == M.E_UPDATE_OFFER and msg == "offer id must be a string of up to 40 characters", (code, msg)
+
+
 def test_signed_but_unusable_manifests_are_refused():
     for name in ("path-escape", "no-app", "bad-digest"):
         assert _code(_verify, signed_offer(name)) == M.E_UPDATE_MANIFEST, name
