@@ -1,3 +1,4 @@
+# mp-heapsize: 320K  (the service, its stand-ins and config.load in one 64-bit interpreter: at 256K the checkout path's length tipped it into a MemoryError in CI after config.validate grew (session 12); the app's own 32-bit figures are the heap32 bench rows)
 # The update's replay floor (docs/update.md "Replay"): the seq of the last manifest switched
 # to, kept in the pointer (ppmid.update.slots) and raised by the switch alone. Through the
 # update service over test_update_service's stand-in client and board, on a fresh flash
