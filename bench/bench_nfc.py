@@ -130,18 +130,13 @@ def board_tap_heap_row():
     whose command is relayed and answered, as the board's heap lines report it. The goal was
     asserted by tests/test_e2e_nfc.py until session 12; a memory target is the bench's."""
     import tempfile
-    import time
     from host_tools import emulate as E
     overrides = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 15}}
     with tempfile.TemporaryDirectory() as tmp:
         with E.Emulation(os.path.join(tmp, "nfc"), overrides=overrides, nfc=True, log=None) as emu:
             (_, gbcs), = E.renumbered_commands(1)
             phone = PhoneApp(envelope.to_binary(envelope.sign(emu.key, "tap-1", gbcs)), id="tap-1")
-            emu.pn532.place(phone)
-            end = time.time() + 60
-            while time.time() < end and phone.result is None:
-                time.sleep(0.1)
-            emu.pn532.remove()
+            emu.pn532.tap(phone, lambda p: p.result is not None, 60)
             status = (phone.result or {}).get("status", "none")
             mem_err = "MemoryError" in emu.board.console_text()
             h = emu.heap_figures()

@@ -16,11 +16,7 @@ def test_phone_tap_command_reaches_the_ch_and_the_response_returns_to_the_phone(
         assert "nfc=PN532 v1.6" in emu.board.console_text()
         (_, gbcs), (_, forged_gbcs) = E.renumbered_commands(2)
         phone = PhoneApp(envelope.to_binary(envelope.sign(emu.key, "tap-1", gbcs)), id="tap-1")
-        emu.pn532.place(phone)
-        end = time.time() + 30
-        while time.time() < end and phone.result is None:
-            time.sleep(0.1)
-        emu.pn532.remove()
+        emu.pn532.tap(phone, lambda p: p.result is not None, 30)
         assert phone.result is not None, (phone.statuses, emu.board.console_text()[-2000:])
         assert phone.result["status"] == "response", phone.result
         assert emu.ncp.received.count(gbcs) == 1
@@ -32,11 +28,7 @@ def test_phone_tap_command_reaches_the_ch_and_the_response_returns_to_the_phone(
         time.sleep(0.5)  # the reader sees the field empty before the next phone
         bad = PhoneApp(envelope.to_binary(envelope.sign(bytes(32), "tap-2", forged_gbcs)), id="tap-2",
                        uid=b"\x08\x01\x02\x03")
-        emu.pn532.place(bad)
-        end = time.time() + 15
-        while time.time() < end and not bad.statuses:
-            time.sleep(0.1)
-        emu.pn532.remove()
+        emu.pn532.tap(bad, lambda p: p.statuses, 15)
         assert bad.statuses and bad.statuses[0][1] == "E_AUTH", bad.statuses
         assert forged_gbcs not in emu.ncp.received
         assert emu.pn532.errors == []

@@ -160,6 +160,18 @@ class PN532Emulator:
             self.target = None
             self._active = False
 
+    def tap(self, target, done, timeout_s):
+        """A phone or tag held to the reader: target in the field until done(target) or
+        timeout_s, then taken away; returns done(target)."""
+        self.place(target)
+        end = time.monotonic() + timeout_s
+        try:
+            while not done(target) and time.monotonic() < end:
+                time.sleep(0.1)
+        finally:
+            self.remove()
+        return done(target)
+
     # ---- timing helpers --------------------------------------------------------------
     def _wire(self, n):
         return n * 10.0 / self.baud
