@@ -552,8 +552,10 @@ def test_spent_triples_keep_the_newest_across_compaction_and_scan_and_count_thei
         return [jj.was_spent(x) for x in keys]
     assert spent(j) == [False] * 3 + [True] * SPENT_KEEP   # the 3 oldest went
     assert j.counters == {} and JournalCounterStore(j).get("*:00DB1234567890A0") is None
-    # a match across two slots of the ring is none: the tail of one and the head of the next
-    assert not j.was_spent(keys[5][8:] + keys[6][:8])
+    # the ring holds 8-byte digests, not the triples (512 bytes for 64), and a match across
+    # two of its slots is none: the tail of one and the head of the next
+    assert len(j.spent) == 8 * SPENT_KEEP and J.spent_digest(keys[-1]) in bytes(j.spent)
+    assert not j.was_spent(bytes(j.spent[4:12]))
     expect = j.size - j.dead
     k, _ = reopen(j)                                     # scanned, then compacted
     assert spent(k) == spent(j) and k.size == expect

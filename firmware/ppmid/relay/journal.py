@@ -8,6 +8,7 @@
 # A torn or corrupt tail fails the length or CRC check: the scan stops there, and the
 # journal is rewritten (compacted) before anything else is appended to it.
 import binascii
+import hashlib
 import os
 import struct
 from micropython import const
@@ -20,6 +21,10 @@ MAGIC = b"PPMIDJ1"
 _SYNC = const(0xA7)
 _HEAD = const(4)
 _TAIL = const(4)
+# A spent triple is kept as 8 bytes of its SHA-256, in the ring and as the key of its record
+# on flash (no other counter key is 8 bytes long: the pairs' are 33 and 18): the ring is 512
+# bytes, not 1,536, and a triple never spent is taken for one with odds of about 64 in 2**64
+_SPENT_W = const(8)
 _NO_EXPIRY = const(0xFFFFFFFF)
 _ENOSPC = const(28)
 MAX_BYTES = const(32768)   # the file's default bound
@@ -348,13 +353,16 @@ class Journal:
 
     def was_spent(self, key):
         """Whether the 24-byte (originator, recipient, counter) `key` is spent: its command
-        ended unanswered (Journal.spend; review r4 R4-1)."""
+        ended unanswered (Journal.spend; review r4 R4-1); or `key` the triple's 8-byte digest
+        (spent_digest), as the boot's scan reads them."""
         ring = self.spent
         if ring is None:
             return False
-        end = min(self.spent_n, SPENT_KEEP) * 24
+        if len(key) != _SPENT_W:
+            key = spent_digest(key)
+        end = min(self.spent_n, SPENT_KEEP) * _SPENT_W
         i = ring.find(key, 0, end)
-        while i > 0 and i % 24:   # a match across two slots is none
+        while i > 0 and i % _SPENT_W:   # a match across two slots is none
             i = ring.find(key, i + 1, end)
         return i >= 0
 
@@ -380,24 +388,23 @@ class Journal:
         (originator, recipient, counter) is spent, refused E_REPLAY when offered again
         (relay.core _accept), so no command the gateway accepted is relayed twice, and it
         never feeds a floor: a forged counter the meter refused must not (review r4 R4-1).
-        The newest SPENT_KEEP are kept, in one ring of bytes (no object per triple to cut
-        the heap up), and on flash as counter records whose 24-byte key no other counter has
-        (a compaction writes them oldest first). Here, not in a module loaded when needed:
+        The newest SPENT_KEEP are kept as 8-byte digests (spent_digest), in one ring of
+        bytes (no object per triple to cut the heap up), and on flash as counter records
+        whose 8-byte key no other counter has (a compaction writes them oldest first). Here, not in a module loaded when needed:
         a gateway whose meter ever missed an answer would hold that module from its boot's
         scan on, and loading it at a spend failed on a cut-up heap."""
-        key = e.originator + e.target + e.counter
-        if self.was_spent(key):
+        d = spent_digest(e.originator + e.target + e.counter)
+        if self.was_spent(d):
             return
-        self._append(_T_COUNTER, (b"\x18", key, struct.pack(">Q", e.seq)), sync=False)
-        # into the ring's oldest slot (journal_scan.py's _apply does the same at boot): the
-        # record that slot held is dead
+        self._append(_T_COUNTER, (b"\x08", d, struct.pack(">Q", e.seq)), sync=False)
+        # into the ring's oldest slot (journal_scan.py's _apply does the same at boot)
         if self.spent is None:
-            self.spent = bytearray(24 * SPENT_KEEP)
-        i = self.spent_n % SPENT_KEEP * 24
-        self.spent[i:i + 24] = key
+            self.spent = bytearray(_SPENT_W * SPENT_KEEP)
+        i = self.spent_n % SPENT_KEEP * _SPENT_W
+        self.spent[i:i + _SPENT_W] = d
         self.spent_n += 1
         if self.spent_n > SPENT_KEEP:
-            self.dead += _HEAD + 33 + _TAIL
+            self.dead += _HEAD + 17 + _TAIL   # the record of the slot it took
 
     # ---- compaction ------------------------------------------------------------------
     def compact(self):
@@ -432,6 +439,10 @@ PAIRS_KEEP = const(64)
 # this many others may be offered again; its envelope's expiry is the sender's guard
 # (docs/relay.md "Anti-replay counters")
 SPENT_KEEP = const(64)
+
+
+def spent_digest(triple):
+    return hashlib.sha256(triple).digest()[:_SPENT_W]
 
 
 class JournalCounterStore:

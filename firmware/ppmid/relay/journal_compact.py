@@ -56,8 +56,8 @@ def rewrite(j):
             written += _put(out, _T_COUNTER, (bytes((len(key),)), key, struct.pack(">Q", j.counters[key])))
         n = j.spent_n
         for k in range(n - SPENT_KEEP if n > SPENT_KEEP else 0, n):   # oldest first
-            i = k % SPENT_KEEP * 24
-            written += _put(out, _T_COUNTER, (b"\x18", j.spent[i:i + 24], struct.pack(">Q", k)))
+            i = k % SPENT_KEEP * 8
+            written += _put(out, _T_COUNTER, (b"\x08", j.spent[i:i + 8], struct.pack(">Q", k)))
         moves = []
         for e in entries:
             if not e.body_off:

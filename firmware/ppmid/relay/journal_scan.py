@@ -71,7 +71,7 @@ def scan(j):
     keep = _HEAD + len(MAGIC) + 4 + _TAIL
     for key in j.counters:
         keep += len(key) + 17
-    keep += min(j.spent_n, SPENT_KEEP) * (24 + 17)
+    keep += min(j.spent_n, SPENT_KEEP) * (8 + 17)
     for e in j.live.values():
         keep += _HEAD + _ACCEPT_FIXED + len(e.id) + 24 + e.body_len + _TAIL + e.tail
     j.dead = pos - keep if pos > keep else 0
@@ -94,13 +94,13 @@ def _apply(j, rtype, p, off):
         kl = p[0]
         key = bytes(p[1:1 + kl])
         v = struct.unpack_from(">Q", p, 1 + kl)[0]
-        if kl == 24:   # a spent triple (Journal.spend): in the file's order, oldest first
+        if kl == 8:   # a spent triple's digest (Journal.spend): in the file's order, oldest first
             if not j.was_spent(key):
                 # as Journal.spend puts it in its ring (here: boot-only code)
                 if j.spent is None:
-                    j.spent = bytearray(24 * SPENT_KEEP)
-                i = j.spent_n % SPENT_KEEP * 24
-                j.spent[i:i + 24] = key
+                    j.spent = bytearray(8 * SPENT_KEEP)
+                i = j.spent_n % SPENT_KEEP * 8
+                j.spent[i:i + 8] = key
                 j.spent_n += 1
         elif v > j.counters.get(key, -1):
             j.counters[key] = v
