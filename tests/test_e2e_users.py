@@ -185,12 +185,16 @@ def test_users_push_rotates_revokes_and_refuses_replays_end_to_end(emu, tmp_path
     assert st["state"] == "refused" and st["error"]["code"] == "E_CONFIG_REPLAY", st
 
     # signed with another key: refused, nothing recorded on the host
-    r = _ppmid(*push, "--key", other, "--revoke", "supplier-a")
+    # (supplier-a is the last key in use and the legacy key is off: the tool asks --lock-down)
+    r = _ppmid(*push, "--key", other, "--revoke", "supplier-a", "--lock-down")
     assert r.returncode == 1 and json.loads(r.stdout)["error"]["code"] == "E_CONFIG_SIGNATURE", r.stdout + r.stderr
     assert U.read_registry(emu.broker_dir, emu.gateway)["sequence"] == 1
 
     # revocation: E_REVOKED from then on
     r = _ppmid(*push, "--key", op, "--revoke", "supplier-a")
+    assert r.returncode == 1 and "ppmid: E_USERS_UPDATE: users refused: no DCC User key would be left in use" in r.stderr
+    assert U.read_registry(emu.broker_dir, emu.gateway)["sequence"] == 1
+    r = _ppmid(*push, "--key", op, "--revoke", "supplier-a", "--lock-down")
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["sequence"] == 2
     r = _ppmid(*send, "--gbcs", binascii.hexlify(d).decode(), "--id", "revoked")
