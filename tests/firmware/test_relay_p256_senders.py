@@ -1,4 +1,4 @@
-# mp-heapsize: 320K  (the P-256 verifier, the relay and their stand-ins in one 64-bit interpreter: at 256K a MemoryError once the journal kept spent counters (session 12); the app's own 32-bit figures are the heap32 bench rows)
+# mp-heapsize: 384K  (the P-256 verifier, the relay and their stand-ins in one 64-bit interpreter: at 256K, and at 320K from a longer checkout path, a MemoryError once the journal kept spent counters (session 12); the app's own 32-bit figures are the heap32 bench rows)
 # A DCC User registered with an ECDSA P-256 public key (users.keys.NAME.public_key): its
 # envelopes (JSON and binary, commands and top-ups) carry a 64-byte signature r || s in
 # `mac` (ppmid.envelope_sig), checked with update/p256.py. Signatures made by the `cryptography` library (p256_envelope_vectors).
