@@ -224,13 +224,19 @@ class Relay:
             raise refusals.refusal(E_BUSY, queued)
         # one meter may hold at most three quarters of the queue, one sender (its key; with
         # the legacy key, its originator) half: one DCC User's key cannot shut the others
-        # out, of a meter it keeps busy nor of the rest (review_r2 R2-4; docs/relay.md)
-        share = self.queue_max >> 2
-        if owners is None:
-            mine = ahead_o
-        if mine >= self.queue_max - 2 * share or ahead_t - (target in self.in_flight) >= self.queue_max - share:
+        # out, of a meter it keeps busy nor of the rest (review_r2 R2-4; docs/relay.md).
+        # The rule is here only: the refusal's sentence is given the share hit and its figures
+        q = self.queue_max
+        waiting = mine if owners is not None else ahead_o   # the sender's, queued
+        most = q - 2 * (q >> 2)
+        meter = None
+        if waiting < most:
+            waiting = ahead_t - (target in self.in_flight)   # the meter's, queued: not the one in flight
+            most = q - (q >> 2)
+            meter = target
+        if waiting >= most:
             from ppmid.relay import refusals
-            raise refusals.busy_share(self, target, mine)
+            raise refusals.busy_share(waiting, most, q, meter)
         if env.expires is not None:
             # E_RATE when pacing cannot meet its expiry: the commands queued ahead of it for
             # the same target or originator, beyond the burst, at rate_per_s (tokens in hand
