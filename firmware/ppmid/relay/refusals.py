@@ -115,6 +115,16 @@ def busy_share(n, most, q, meter):
                       "per meter): try later" % (n, hexlify(meter).decode().upper(), most, q))
 
 
+def other_code(relay, e, code):
+    """A CRA-2 frame from the HAN names live command e's (originator, recipient, counter) but
+    carries message code `code`, not e's: not e's response (a GBCS response carries its
+    command's code), so unmatched: e stays live, its counter pending (relay.core
+    on_han_message; review r4 R4-4)."""
+    mine = "unknown" if e.code is None else "0x%04X" % e.code   # None: journal_scan's
+    relay.log("warn", "a response naming %s carries message code 0x%04X, not the command's (%s): "
+              "unmatched, not an answer" % (e.id, code, mine))
+
+
 def restarting():
     """The RelayError for a command offered while the relay is in fault (the watchdog
     resets the board soon)."""
