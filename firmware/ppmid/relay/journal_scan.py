@@ -169,4 +169,3 @@ def _apply(j, rtype, p, off):
         e.resends = p[6]
     elif rtype == _T_ALREADY:
         e.state = ALREADY_EXECUTED
-

@@ -120,7 +120,7 @@ def other_code(relay, e, code):
     carries message code `code`, not e's: not e's response (a GBCS response carries its
     command's code), so unmatched: e stays live, its counter pending (relay.core
     on_han_message; review r4 R4-4)."""
-    mine = "unknown" if e.code is None else "0x%04X" % e.code   # None: journal_scan's
+    mine = "unknown" if e.code is None else "0x%04X" % e.code   # None: its body did not decode at boot
     relay.log("warn", "a response naming %s carries message code 0x%04X, not the command's (%s): "
               "unmatched, not an answer" % (e.id, code, mine))
 
