@@ -67,7 +67,8 @@ class Fleet:
                "relay": info.get("state"), "health": info.get("health"),
                "queued": info.get("queued"), "in_flight": info.get("in_flight"), "to_publish": info.get("to_publish"),
                "heap_free": info.get("heap_free"), "heap_min": info.get("heap_min"),
-               "clock": info.get("clock"), "clock_synced_at": info.get("clock_synced_at"), "last": None}
+               "clock": info.get("clock"), "clock_synced_at": info.get("clock_synced_at"), "last": None,
+               "auth": info.get("auth")}   # "locked": every command refused (docs/mqtt.md); else None
         if g["last"]:
             last = dict(g["last"])
             last["ago_s"] = round(now - last.pop("at"), 1)
@@ -87,12 +88,17 @@ class Fleet:
         clock = v(s["clock"])
         if s["clock_synced_at"]:
             clock += " (synced %ds ago)" % max(0, now - s["clock_synced_at"])
+        relay = v(s["relay"])
+        if s["auth"] == "locked":
+            relay += " (locked: every command refused)"
+        elif s["auth"] is not None:
+            relay += " (auth %s)" % s["auth"]
         last = "-"
         if s["last"]:
             L = s["last"]
             last = "%s %s%s (%ss ago)" % (L["id"], L["status"], " " + L["error"] if L.get("error") else "", L["ago_s"])
         return "%s  %-7s  fw %s  han %s  relay %s  queue %s  last %s  heap %s  clock %s" % (
-            eui, s["state"], v(s["fw"]), v(s["han"]), v(s["relay"]), queue, last, heap, clock)
+            eui, s["state"], v(s["fw"]), v(s["han"]), relay, queue, last, heap, clock)
 
     def lines(self, now=None):
         with self.changed:

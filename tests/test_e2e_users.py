@@ -191,12 +191,16 @@ def test_users_push_rotates_revokes_and_refuses_replays_end_to_end(emu, tmp_path
     assert U.read_registry(emu.broker_dir, emu.gateway)["sequence"] == 1
 
     # revocation: E_REVOKED from then on
+    _locked(emu, False)   # before it: a key in use, nothing said
     r = _ppmid(*push, "--key", op, "--revoke", "supplier-a")
     assert r.returncode == 1 and "ppmid: E_USERS_UPDATE: users refused: no DCC User key would be left in use" in r.stderr
     assert U.read_registry(emu.broker_dir, emu.gateway)["sequence"] == 1
     r = _ppmid(*push, "--key", op, "--revoke", "supplier-a", "--lock-down")
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["sequence"] == 2
+    # locked down: the retained info says so, and `ppmid status` shows it (the gateway
+    # republished its info before the update's status)
+    _locked(emu)
     r = _ppmid(*send, "--gbcs", binascii.hexlify(d).decode(), "--id", "revoked")
     assert r.returncode == 1 and json.loads(r.stdout.splitlines()[-1])["error"]["code"] == "E_REVOKED"
 
@@ -207,9 +211,19 @@ def test_users_push_rotates_revokes_and_refuses_replays_end_to_end(emu, tmp_path
     emu.wait_online(60)
     r = _ppmid(*send, "--gbcs", binascii.hexlify(e).decode(), "--id", "revoked-after-boot")
     assert r.returncode == 1 and json.loads(r.stdout.splitlines()[-1])["error"]["code"] == "E_REVOKED"
+    _locked(emu)
     assert emu.ncp.received[before:] == [c]
     text = emu.board.console_text()
     assert "PPMID users: update 1 applied" in text and "PPMID crashed" not in text
+
+
+def _locked(emu, locked=True):
+    # what `ppmid status` reads in the gateway's retained info
+    r = _ppmid("status", "--state-dir", emu.broker_dir, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["auth"] == ("locked" if locked else None), r.stdout
+    r = _ppmid("status", "--state-dir", emu.broker_dir)
+    assert ("(locked: every command refused)" in r.stdout) == locked, r.stdout
 
 
 def test_provision_user_role_originators_spelling(tmp_path, capsys):

@@ -131,3 +131,26 @@ def test_default_allow_list_accepts_every_corpus_command(gbcs_corpus):
         assert exc.value.code == "E_NOT_ALLOWED"
         checked += 1
     assert checked == 495  # RTDS COMMAND files addressed to the six test titles above
+
+
+def test_every_corpus_response_carries_its_commands_message_code(gbcs_corpus):
+    """relay.core answers a command only with a CRA-2 frame of its (originator, recipient
+    swapped, counter) that carries its message code (review r4 R4-4): every RTDS response
+    whose command is in the corpus does (501 of the 503 responses; two have no command)."""
+    commands = {}
+    responses = []
+    for path in sorted(glob.glob(os.path.join(gbcs_corpus, "*", "*.HEX"))):
+        with open(path) as f:
+            msg = decode(binascii.unhexlify(f.read().strip()))
+        triple = (bytes(msg.originator), bytes(msg.recipient), bytes(msg.counter_bytes))
+        if msg.cra == 1:
+            commands.setdefault(triple, set()).add(msg.message_code)
+        elif msg.cra == 2:
+            responses.append(((triple[1], triple[0], triple[2]), msg.message_code, os.path.basename(path)))
+    paired = other = 0
+    for triple, code, name in responses:
+        sent = commands.get(triple)
+        if sent:
+            paired += 1
+            other += code not in sent
+    assert (len(responses), paired, other) == (503, 501, 0)

@@ -124,3 +124,17 @@ def test_capture_from_the_broker_sees_commands_statuses_and_retained_state(broke
     assert any("status:accepted" in r["json.member_with_value"] and "id:cap-1" in r["json.member_with_value"]
                for r in acc)
     assert "%d packets" % len(rows) in stdout
+
+
+def test_a_locked_down_gateway_reads_so():
+    # its retained info's "auth": "locked" (no DCC User key in use, the legacy key off:
+    # every command refused, docs/mqtt.md); a gateway without the field reads as before
+    from host_tools.fleet import Fleet
+    fleet = Fleet()
+    for eui, info in ((GW_A, {"fw": "0.1.0", "han": "running", "state": "running", "auth": "locked"}),
+                      (GW_B, {"fw": "0.1.0", "han": "running", "state": "running"})):
+        fleet.on_message("ppmid/v1/%s/state" % eui, b'{"state": "online"}', 100.0)
+        fleet.on_message("ppmid/v1/%s/info" % eui, json.dumps(info).encode(), 100.0)
+    assert fleet.summary(GW_A, 100.0)["auth"] == "locked" and fleet.summary(GW_B, 100.0)["auth"] is None
+    assert "  relay running (locked: every command refused)  queue -" in fleet.line(GW_A, 100.0)
+    assert "  relay running  queue -" in fleet.line(GW_B, 100.0)

@@ -235,3 +235,77 @@ async def test_a_copy_waiting_past_its_expiry_or_its_wait_times_out_and_its_resp
         assert r.relay.result("e1")["error"]["code"] != "E_EXPIRED"
         r.relay.on_han_message(response_to(r.han.sent[0]))   # the meter had executed it
         assert r.relay.status("e1") == "response" and r.store.get(pair(SUPPLIER)) == 900
+
+
+def _other_code(cmd, code=0x0050):
+    # a CRA-2 frame naming command `cmd`'s (originator, recipient, counter), swapped as a
+    # response's are, with another message code (0x0050: ECS43, not the command's 0x0007)
+    from ppmid.gbcs import decode
+    m = decode(cmd)
+    return S.gbcs_message(2, m.counter, S._hexs(m.recipient), S._hexs(m.originator), code)
+
+
+async def test_a_response_with_another_message_code_is_not_the_answer():
+    # review r4 R4-4: a GBCS response carries its command's message code, so a CRA-2 frame
+    # with the command's triple and another code (forged into the tunnel) is unmatched: no
+    # answer, no commit, the command stays live until its real response
+    from ppmid.relay.report import named
+    r = RealRig()
+    assert (await r.submit("m1", 900))["status"] == "accepted"
+    await r.pump()
+    e = r.journal.by_id["m1"]
+    assert e.state == 1 and e.code == 0x0007                       # sending: waits for its response
+    before = named(r.relay.counters)
+    r.relay.on_han_message(_other_code(r.han.sent[0]))
+    await r.publish_all()
+    after = named(r.relay.counters)
+    assert after["unmatched"] == before["unmatched"] + 1 and after["answered"] == before["answered"]
+    assert r.relay.status("m1") == "relayed" and e.state == 1 and r.store.get(pair(SUPPLIER)) is None
+    assert len(r.pub.on("/alert")) == 1                            # published as any unmatched frame
+    assert [x for x in r.logs if "response naming m1 carries message code 0x0050, not the command's (0x0007)" in x], r.logs
+    assert (await r.submit("m1-copy", 900))["error"] == "E_REPLAY"  # still pending
+    # after a restart the code is read back from the journaled command (which goes once
+    # more, as one found sending does): the same holds
+    r.restart()
+    e = r.journal.by_id["m1"]
+    assert e.code == 0x0007
+    await r.pump()
+    assert e.state == 1 and len(r.han.sent) == 2
+    r.relay.on_han_message(_other_code(r.han.sent[0], 0x0007 ^ 0x0100))
+    assert e.state == 1 and r.store.get(pair(SUPPLIER)) is None
+    # its real response answers it and commits its counter
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    assert r.relay.status("m1") == "response" and r.store.get(pair(SUPPLIER)) == 900
+
+
+async def test_a_late_response_with_another_message_code_commits_nothing():
+    r = RealRig()
+    assert (await r.submit("m2", 910))["status"] == "accepted"
+    await r.pump()
+    await time_out_every_copy(r, r.relay.budget_s * 1000)
+    assert r.pub.statuses("m2")[-1] == "timeout"
+    r.relay.on_han_message(_other_code(r.han.sent[0]))
+    assert r.relay.status("m2") == "timeout" and r.store.get(pair(SUPPLIER)) is None
+    r.relay.on_han_message(response_to(r.han.sent[0]))             # late, within the window
+    assert r.relay.status("m2") == "response" and r.store.get(pair(SUPPLIER)) == 910
+
+
+async def test_a_journaled_command_that_no_longer_decodes_is_answered_by_nothing():
+    # the boot's scan reads a command's message code from its journaled body; one that does
+    # not decode (a decoder made stricter by an update) gets none: no response answers it,
+    # and nothing is committed (it times out, its counter spent: the safe side)
+    import struct
+    r = RealRig()
+    now = r.clock.time()
+    triple = (S.eui(ESME), S.eui(SUPPLIER), struct.pack(">Q", 920))
+    r.journal.accept("j1", "mqtt", None, now, *triple, b"\xDF\x09 not GBCS", False, 0x0007)
+    r.restart()
+    e = r.journal.by_id["j1"]
+    assert e.code is None and e.state == 0
+    assert [x for x in r.logs if "j1: its GBCS on flash does not decode: no response will answer it" in x], r.logs
+    await r.pump()
+    assert e.state == 1
+    for code in (0x0007, 0x0050):
+        r.relay.on_han_message(S.gbcs_message(2, 920, ESME, SUPPLIER, code))
+    assert e.state == 1 and r.store.get(pair(SUPPLIER)) is None
+    assert [x for x in r.logs if "response naming j1 carries message code 0x0007, not the command's (unknown)" in x], r.logs

@@ -75,3 +75,40 @@ async def test_a_small_queue_is_not_split():
         assert (await r.submit("x%d" % i, 100 + i))["status"] == "accepted"
     res = await r.submit("x3", 103)
     assert (res["error"], res["message"]) == ("E_BUSY", "3 commands already wait for the HAN: try later")
+
+
+def test_the_busy_sentence_says_the_share_the_accept_hit():
+    # the rule is relay.core's alone: the refusal writes the share and the figures it is given
+    from ppmid.relay.refusals import busy_share
+    e = busy_share(5, 5, 7, None)
+    assert (e.code, e.message) == (
+        "E_BUSY", "5 of this sender's commands already wait for the HAN (at most 5 of the queue's 7 per sender): try later")
+    e = busy_share(6, 6, 7, bytes.fromhex(GSME))
+    assert (e.code, e.message) == (
+        "E_BUSY", "6 commands already wait for meter 00DB1234567890A1 (at most 6 of the queue's 7 per meter): "
+        "try later")
+
+
+async def test_the_busy_sentences_are_true_for_an_odd_queue():
+    # 7 places: a quarter is 1, so a sender may hold 5 and a meter 6; the sentence's figures
+    # are the queue's as the accept counted it, the command in flight not among them
+    r = _rig(legacy=True, queue=7)
+    for i in range(5):
+        assert (await r.submit("x%d" % i, 100 + i))["status"] == "accepted"
+    res = await r.submit("x5", 105)
+    assert (res["error"], res["message"]) == (
+        "E_BUSY", "5 of this sender's commands already wait for the HAN (at most 5 of the queue's 7 per sender): try later")
+    assert (await r.submit("y0", 200, originator=OTHER_ORIG))["status"] == "accepted"
+    res = await r.submit("y1", 201, originator=OTHER_ORIG)
+    assert (res["error"], res["message"]) == (
+        "E_BUSY", "6 commands already wait for meter 00DB1234567890A0 (at most 6 of the queue's 7 per meter): try later")
+    # one goes to the meter: 5 queued and 1 in flight, so one more is taken, and the next
+    # is refused with the meter's 6 queued, not 7
+    await r.relay.dispatch_once()
+    assert len(r.relay.in_flight) == 1 and _queued(r) == 5
+    assert (await r.submit("y2", 202, originator=OTHER_ORIG))["status"] == "accepted"
+    res = await r.submit("y3", 203, originator=OTHER_ORIG)
+    assert (res["error"], res["message"]) == (
+        "E_BUSY", "6 commands already wait for meter 00DB1234567890A0 (at most 6 of the queue's 7 per meter): try later")
+    # the other meter has its own share: the GSME takes a command (the queue's last place)
+    assert (await r.submit("g0", 300, originator=OTHER_ORIG, target=GSME))["status"] == "accepted"

@@ -198,3 +198,27 @@ def test_a_roles_codes_are_held_ascending_once_each():
     else:
         raise AssertionError("a top-up outside the role passed")
     s.check_topup(("p", bytes(32), {bytes(8)}, codes("prepay"), False))  # prepay holds PECS01
+
+
+def test_the_info_says_a_locked_down_gateway():
+    # every envelope refused (no key of a DCC User in use, the legacy key off: review r2
+    # R2-2): the info payload says "auth": "locked", and says nothing otherwise
+    from ppmid.relay import senders as S
+    root = fresh_root()
+    _write_keys(root)
+
+    def auth(users):
+        cfg = config()
+        cfg["gateway"] = PPMID
+        cfg["han"] = {"devices": [{"eui": ESME, "type": "ESME"}]}
+        cfg["users"] = users
+        return Rig(cfg=cfg, senders=S.load(root, C.validate(cfg)["users"], KEY)).relay.info().get("auth")
+
+    revoked = {"role": "supplier", "originators": [SUPPLIER], "revoked": True}
+    roles = {"supplier": "prepay"}
+    assert auth({"keys": {}, "roles": roles, "legacy_key": False}) == "locked"
+    assert auth({"keys": {"old": revoked}, "roles": roles, "legacy_key": False}) == "locked"
+    assert auth({"keys": {}, "roles": roles, "legacy_key": True}) is None            # the legacy key alone
+    assert auth({"keys": {"old": revoked}, "roles": roles, "legacy_key": True}) is None
+    assert auth(_users(legacy=False)) is None                                        # supplier-a in use
+    assert auth(_users(legacy=True)) is None

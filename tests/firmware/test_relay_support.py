@@ -270,18 +270,26 @@ class RecordingClient:
     def __init__(self, client_id):
         self.client_id = client_id
         self.sent = []
+        self.waited = []   # topics published with wait=True (a handler's would wait for a
+        #                    PUBACK the real client reads only once the handler returns)
 
     async def publish(self, topic, payload, qos=1, retain=False, wait=True, first=False):
         import json
         self.sent.append((topic, json.loads(payload), retain))
+        if wait:
+            self.waited.append(topic)
         return True
 
 
 class RecordingLink:
-    """The MQTT link of a gateway whose client is a RecordingClient."""
+    """The MQTT link of a gateway whose client is a RecordingClient; info: a callable
+    returning the info payload, or None (mqtt/link.py's)."""
 
-    def __init__(self, client_id):
+    def __init__(self, client_id, info=None):
+        from ppmid.mqtt.contract import Topics
         self.client = RecordingClient(client_id)
+        self.topics = Topics(client_id)
+        self.info = info
 
 
 class FlashBoard:

@@ -44,12 +44,19 @@ def _gateway(config_key=V.CONFIG_KEY):
     return root, rig
 
 
-async def _push(root, rig, name, oid="u1", text=None):
-    link = RecordingLink(PPMID)
+async def _push(root, rig, name, oid="u1", text=None, infos=None):
+    # infos: a list that gets each info the update republished (the relay's part)
+    link = RecordingLink(PPMID, rig.relay.info)
     await UU.handle((FlashBoard(root), rig.relay, link, "0.1.0"), "ppmid/v1/%s/update/config" % PPMID,
                     V.offer(name, oid, text))
     topic, st, retained = link.client.sent[-1]
     assert topic == "ppmid/v1/%s/update" % PPMID and not retained and st["kind"] == "config" and st["id"] == oid
+    # an applied update has the retained info follow (its "auth"), before the status
+    info = [m for t, m, ret in link.client.sent[:-1] if t == "ppmid/v1/%s/info" % PPMID and ret]
+    assert len(link.client.sent) == 1 + len(info) and len(info) == (st["state"] == "applied"), link.client.sent
+    assert link.client.waited == [], link.client.waited   # a handler waits for no PUBACK
+    if infos is not None:
+        infos.extend(info)
     return st
 
 
@@ -232,8 +239,12 @@ async def test_every_sender_removed_with_the_legacy_key_off_refuses_every_comman
     from ppmid.relay.senders import NONE_REGISTERED
     root, r = _gateway()
     assert (await r.submit("l1", 10, key=KEY))["error"] == "E_AUTH"
-    st = await _push(root, r, "lockdown")
+    assert "auth" not in r.relay.info()   # a key in use: nothing said
+    infos = []
+    st = await _push(root, r, "lockdown", infos=infos)
     assert st["state"] == "applied" and st["sequence"] == 1 and st["keys"] == 0, st
+    # the retained info says so at once (a field team sees why every command is refused)
+    assert [i.get("auth") for i in infos] == ["locked"] and r.relay.info()["auth"] == "locked", infos
     assert json.loads(read_file(root + "/config.json"))["users"]["keys"] == {}
     assert [n for n in r.logs if NONE_REGISTERED in n], r.logs
     for kw in ({"key": KEY}, {"key": KEY, "originator": OTHER_ORIG, "code": 0x0059},
@@ -257,3 +268,17 @@ async def test_every_sender_removed_with_the_legacy_key_off_refuses_every_comman
     # no keys with the legacy key on: no senders, the relay checks that key alone
     from ppmid.relay.senders import load
     assert load(root, {"keys": {}, "roles": {}, "legacy_key": True, "sequence": 0}, KEY) is None
+
+
+async def test_an_info_that_cannot_be_built_does_not_stop_the_updates_status():
+    # the update is applied: its status goes even when the info republished after it fails
+    root, r = _gateway()
+
+    def broken():
+        raise MemoryError("info")
+
+    link = RecordingLink(PPMID, broken)
+    await UU.handle((FlashBoard(root), r.relay, link, "0.1.0"), "ppmid/v1/%s/update/config" % PPMID,
+                    V.offer("lockdown", "u1"))
+    assert [(t, m["state"]) for t, m, ret in link.client.sent] == [("ppmid/v1/%s/update" % PPMID, "applied")]
+    assert r.relay.info()["auth"] == "locked"

@@ -10,9 +10,10 @@
 #           command to its target is in flight; E_BUSY beyond limits.queue waiting; E_RATE
 #           when pacing cannot meet its expiry (better refused now than failed later)
 #   receive: responses correlated by (originator, recipient swapped, same counter) through
-#           the journal; a response commits its command's anti-replay counter (the device
-#           answered, so it authenticated the command: review_r2 R2-1); alerts and
-#           anything uncorrelated -> alert topic
+#           the journal, and the command's message code (review r4 R4-4); a response
+#           commits its command's anti-replay counter (the device answered, so it
+#           authenticated the command: review_r2 R2-1); alerts and anything uncorrelated
+#           -> alert topic
 #   timers: response budget -> "timeout" (a late response is still published, late: true)
 #   publish: every status change, QoS 1, through the outbox (outbox.py: functions of the
 #           relay, which holds the queue, to_publish, and the publisher); a final status
@@ -224,13 +225,19 @@ class Relay:
             raise refusals.refusal(E_BUSY, queued)
         # one meter may hold at most three quarters of the queue, one sender (its key; with
         # the legacy key, its originator) half: one DCC User's key cannot shut the others
-        # out, of a meter it keeps busy nor of the rest (review_r2 R2-4; docs/relay.md)
-        share = self.queue_max >> 2
-        if owners is None:
-            mine = ahead_o
-        if mine >= self.queue_max - 2 * share or ahead_t - (target in self.in_flight) >= self.queue_max - share:
+        # out, of a meter it keeps busy nor of the rest (review_r2 R2-4; docs/relay.md).
+        # The rule is here only: the refusal's sentence is given the share hit and its figures
+        q = self.queue_max
+        waiting = mine if owners is not None else ahead_o   # the sender's, queued
+        most = q - 2 * (q >> 2)
+        meter = None
+        if waiting < most:
+            waiting = ahead_t - (target in self.in_flight)   # the meter's, queued: not the one in flight
+            most = q - (q >> 2)
+            meter = target
+        if waiting >= most:
             from ppmid.relay import refusals
-            raise refusals.busy_share(self, target, mine)
+            raise refusals.busy_share(waiting, most, q, meter)
         if env.expires is not None:
             # E_RATE when pacing cannot meet its expiry: the commands queued ahead of it for
             # the same target or originator, beyond the burst, at rate_per_s (tokens in hand
@@ -244,7 +251,8 @@ class Relay:
                 from ppmid.relay import refusals
                 raise refusals.refusal(E_RATE, self.rate, ahead)
         ok = {"id": env.id, "status": "accepted"}   # built before: nothing to allocate after
-        e = self.journal.accept(env.id, via, env.expires, now_s, target, orig, counter, body, topup)
+        e = self.journal.accept(env.id, via, env.expires, now_s, target, orig, counter, body, topup,
+                                None if msg is None else msg.message_code)
         # on flash: from here on nothing may turn into a refusal (review 84 F2). Its
         # counter is pending: the response commits it (answered)
         try:
@@ -479,8 +487,13 @@ class Relay:
             # first copy's response, this late, goes to the alert topic, not a second one;
             # a top-up's answer comes by its own road, never as GBCS (review r4 R4-4)
             if e is not None and e.state != J.ALREADY_EXECUTED and not e.topup:
-                self.answered(e, buf)
-                return
+                # a response carries its command's message code: another one with the same
+                # triple is not its answer, and commits nothing (review r4 R4-4)
+                if msg.message_code == e.code:
+                    self.answered(e, buf)
+                    return
+                from ppmid.relay import refusals
+                refusals.other_code(self, e, msg.message_code)
             self.counters[_C_UNMATCHED] += 1
         else:
             # only after a resend (resend.py) may an alert be a meter's refusal of a copy

@@ -93,6 +93,7 @@ class Entry:
         self.resends = 0                # copies sent again after a restart found it sending
         self.published = None           # last status name the broker acknowledged (RAM only)
         self.topup = False              # a UTRN top-up (ppmid.relay.topups), not a GBCS command
+        self.code = None                # its GBCS message code, which its response carries (None: a top-up)
         self.tail = 0                   # bytes of its latest state record (a compaction keeps it)
 
     def key(self):
@@ -285,8 +286,9 @@ class Journal:
             e.tail = n
         return off + _HEAD
 
-    def accept(self, id, via, expires, accepted_at, target, originator, counter, gbcs, topup=False):
-        """Journal a new command (topup: a UTRN top-up, gbcs then its digits). Raises
+    def accept(self, id, via, expires, accepted_at, target, originator, counter, gbcs, topup=False, code=None):
+        """Journal a new command (topup: a UTRN top-up, gbcs then its digits; code: a GBCS
+        command's message code, kept in RAM: the scan reads it from the body). Raises
         JournalError(E_BUSY) when the index or the file is full. Returns its Entry (state
         QUEUED)."""
         if len(self.live) >= self.max_live:
@@ -297,6 +299,7 @@ class Journal:
                             accepted_at, _via_byte(via, topup), len(idb))
         e = Entry(seq, id, via, expires, accepted_at, bytes(target), bytes(originator), bytes(counter))
         e.topup = topup
+        e.code = code
         # indexed first: the dicts' growth (a MemoryError on a cut-up heap) must come before
         # the record is on flash, after which the command is accepted (review 84 F2). A
         # compaction in _append skips it (body_off 0: not written yet)

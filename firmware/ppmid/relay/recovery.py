@@ -112,6 +112,9 @@ def recover(relay):
             # resend.refused, which core.on_han_message asks only once "resent" is counted
             from ppmid.relay.resend import count
             count(relay, "resent", 0)
+        if e.code is None and not e.topup:
+            # its journaled GBCS no longer decodes (relay/journal_scan.py): nothing answers it
+            relay.log("warn", "%s: its GBCS on flash does not decode: no response will answer it" % e.id)
         try:
             if e.topup:
                 relay.topups()  # its responses must find their road

@@ -103,22 +103,26 @@ def commit_failed(relay, e, exc):
     relay.log("error", relay.fault)
 
 
-def busy_share(relay, target, mine):
-    """The E_BUSY for a command whose sender (`mine` of its commands queued) or meter
-    already has its share of the queue waiting (relay.core _accept: review_r2 R2-4)."""
-    q = relay.queue_max
-    share = q - 2 * (q >> 2)
-    if mine >= share:
+def busy_share(n, most, q, meter):
+    """The E_BUSY for a command whose sender (meter None) or meter already has n commands
+    waiting, at most `most` of the queue's q (relay.core _accept, which holds the rule and
+    says which share it hit: review_r2 R2-4)."""
+    if meter is None:
         return RelayError(E_BUSY, "%d of this sender's commands already wait for the HAN (at most %d "
-                          "of the queue's %d per sender): try later" % (mine, share, q))
-    share = q - (q >> 2)
-    n = 0
-    for x in relay.journal.live.values():
-        if x.state == J.QUEUED and x.target == target:
-            n += 1
+                          "of the queue's %d per sender): try later" % (n, most, q))
     from binascii import hexlify
     return RelayError(E_BUSY, "%d commands already wait for meter %s (at most %d of the queue's %d "
-                      "per meter): try later" % (n, hexlify(target).decode().upper(), share, q))
+                      "per meter): try later" % (n, hexlify(meter).decode().upper(), most, q))
+
+
+def other_code(relay, e, code):
+    """A CRA-2 frame from the HAN names live command e's (originator, recipient, counter) but
+    carries message code `code`, not e's: not e's response (a GBCS response carries its
+    command's code), so unmatched: e stays live, its counter pending (relay.core
+    on_han_message; review r4 R4-4)."""
+    mine = "unknown" if e.code is None else "0x%04X" % e.code   # None: its body did not decode at boot
+    relay.log("warn", "a response naming %s carries message code 0x%04X, not the command's (%s): "
+              "unmatched, not an answer" % (e.id, code, mine))
 
 
 def restarting():

@@ -29,9 +29,20 @@ def info(relay):
         elif e.state == SENDING:
             sending += 1
     ok, why = relay.health()
-    return {"state": relay.state, "health": why, "live": len(relay.journal.live), "queued": queued,
-            "in_flight": sending, "to_publish": len(relay.to_publish), "journal_bytes": relay.journal.size,
-            "journal_compactions": relay.journal.compactions, "counters": named(relay.counters)}
+    d = {"state": relay.state, "health": why, "live": len(relay.journal.live), "queued": queued,
+         "in_flight": sending, "to_publish": len(relay.to_publish), "journal_bytes": relay.journal.size,
+         "journal_compactions": relay.journal.compactions, "counters": named(relay.counters)}
+    s = relay.senders
+    if s is not None and s.legacy_key is None:
+        for x in s.senders:
+            if not x[4]:   # a key not revoked: some envelope may pass
+                break
+        else:
+            # no key of a DCC User in use and the legacy key off (a lockdown, review r2 R2-2):
+            # every envelope is refused, which a field team reads here (docs/mqtt.md "info");
+            # absent otherwise, to keep the retained payload small
+            d["auth"] = "locked"
+    return d
 
 
 def gateway(relay, app):

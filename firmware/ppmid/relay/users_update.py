@@ -285,6 +285,17 @@ async def handle(context, topic, payload):
         print("PPMID users: update refused: %s" % (exc,))
     if oid is not None:
         st["id"] = oid
+    if st["state"] == "applied" and link.info is not None:
+        # the retained info says whether the gateway is locked down ("auth"): it follows,
+        # ahead of the status, so that a tool that has the status reads the new info. Not
+        # waited for, as the status is not (link.republish_info waits for the PUBACK, which
+        # the client reads only once this handler returns); a full queue drops it, and the
+        # next connect publishes the info anyway
+        try:
+            from ppmid.mqtt.contract import info_json
+            await client.publish(link.topics.info, info_json(link.info()), 1, True, False)
+        except Exception as exc:  # noqa: BLE001 - the update is applied: its status still goes
+            print("PPMID users: info not republished: %r" % (exc,))
     await client.publish(ROOT + client.client_id + "/" + UPDATE, json.dumps(st).encode(), 1, False, False)
     unload("ppmid.relay.users_update", "ppmid.modules")  # rare: loaded again with the next one
     gc.collect()
