@@ -319,6 +319,11 @@ def quick_stall(monkeypatch):
     # the emulated board's pty moves some 400 KB/s: a copy that stalls for 2 s has lost the
     # board (a UART's 10 s would make each reset cost that much more waiting)
     monkeypatch.setattr(deploy, "COPY_STALL_S", 2)
+    # and a board script silent for 6 s has too: the app the probe stopped no longer feeds
+    # the 2 s watchdog, so a board quiet for three times that (mpremote's own start
+    # included, slow on a loaded host) has reset; STALL_S's 15 s made an install or a hash
+    # the watchdog cut cost 15 s of waiting
+    monkeypatch.setattr(deploy, "STALL_S", 6)
 
 
 def test_watchdog_reset_mid_copy_resumes_until_installed(tmp_path, quick_stall):
