@@ -135,7 +135,10 @@ def test_unknown_board_and_missing_port(tmp_path):
     assert p.returncode == 1 and p.stderr.strip() == "ppmid: E_DEPLOY: --attempts must be 1 or more (got 0)"
 
 
-def test_port_that_is_not_a_repl(tmp_path):
+def test_port_that_is_not_a_repl(tmp_path, monkeypatch):
+    # a pty nobody answers on stays silent however long the probe waits: 2 s per probe
+    # (the first and the one more) say the same as the real 8 s, which cost 16 s here
+    monkeypatch.setattr(deploy, "PROBE_TIMEOUT_S", 2)
     master, slave = os.openpty()
     try:
         with pytest.raises(DeployError, match="not a MicroPython REPL"):
