@@ -135,7 +135,10 @@ def test_unknown_board_and_missing_port(tmp_path):
     assert p.returncode == 1 and p.stderr.strip() == "ppmid: E_DEPLOY: --attempts must be 1 or more (got 0)"
 
 
-def test_port_that_is_not_a_repl(tmp_path):
+def test_port_that_is_not_a_repl(tmp_path, monkeypatch):
+    # a pty nobody answers on stays silent however long the probe waits: 2 s per probe
+    # (the first and the one more) say the same as the real 8 s, which cost 16 s here
+    monkeypatch.setattr(deploy, "PROBE_TIMEOUT_S", 2)
     master, slave = os.openpty()
     try:
         with pytest.raises(DeployError, match="not a MicroPython REPL"):
@@ -319,6 +322,11 @@ def quick_stall(monkeypatch):
     # the emulated board's pty moves some 400 KB/s: a copy that stalls for 2 s has lost the
     # board (a UART's 10 s would make each reset cost that much more waiting)
     monkeypatch.setattr(deploy, "COPY_STALL_S", 2)
+    # and a board script silent for 6 s has too: the app the probe stopped no longer feeds
+    # the 2 s watchdog, so a board quiet for three times that (mpremote's own start
+    # included, slow on a loaded host) has reset; STALL_S's 15 s made an install or a hash
+    # the watchdog cut cost 15 s of waiting
+    monkeypatch.setattr(deploy, "STALL_S", 6)
 
 
 def test_watchdog_reset_mid_copy_resumes_until_installed(tmp_path, quick_stall):

@@ -102,7 +102,17 @@ def _listing(b):
     return b.exec("import os\nprint('@@LS', sorted(os.listdir('/')), sorted(os.listdir('/ppmid')))")
 
 
-def test_an_install_cut_after_k_renames_is_finished_by_the_board_at_boot(tmp_path, cut_install):
+# where the install is cut: after the installer and boot.py (the whole package still
+# staged), half-way (a package part new, part staged), after the last rename (nothing
+# staged; the old package's leftovers and the staging dir still there). make test runs
+# the two ends, which between them finish a package wholly staged beside renamed files and
+# clean up after one wholly renamed (~15 s each); half-way, in make soak, repeats both
+CUTS = [pytest.param("after-boot.py", id="after-boot.py"), pytest.param("half-way", id="half-way", marks=pytest.mark.slow),
+        pytest.param("after-the-last", id="after-the-last")]
+
+
+@pytest.mark.parametrize("where", CUTS)
+def test_an_install_cut_after_k_renames_is_finished_by_the_board_at_boot(tmp_path, cut_install, where):
     fw1 = _firmware(tmp_path, "fw1", "1", extra=["zz_old_only.py"])
     fw2 = _firmware(tmp_path, "fw2", "2")
     local1, local2 = _local(tmp_path, fw1, "l1"), _local(tmp_path, fw2, "l2")
@@ -110,30 +120,28 @@ def test_an_install_cut_after_k_renames_is_finished_by_the_board_at_boot(tmp_pat
     changed = [f for f in local2 if local1.get(f) != local2[f]]
     order = deploy._install_order(changed)
     assert order[:2] == ["install.mpy", "boot.py"] and order[-1] == "main.py"
+    k = {"after-boot.py": 2, "half-way": len(order) // 2, "after-the-last": len(order)}[where]
     with EmulatedBoard(tmp_path / "board") as b:
-        # after the installer and boot.py; half-way; after the last rename (the old
-        # package's leftovers and the staging dir still there)
-        for k in (2, len(order) // 2, len(order)):
-            assert b.deploy(firmware_dir=str(fw1)).group(1).decode().startswith("1.")
-            mark = b.mark()
-            cut_install(CUT % k)
-            said = []
-            deploy.deploy(b.repl, "emulated", firmware_dir=str(fw2), log=said.append)
-            b.wait_for(r"reboot: watchdog", since=mark)
-            b.wait_for(r"PPMID install: build %s finished at boot: %d of %d files were still staged"
-                       % (deploy.build_id(local2), len(order) - k, len(order)), since=mark)
-            # then a soft reset: the app starts on a heap the install never used
-            b.wait_for(r"reboot: soft_reset")
-            assert b.wait_ready().group(1).decode().startswith("2."), k
-            assert any(s.startswith("board lost (install on ") for s in said), said
-            assert ("the install is complete on the board (one cut short is finished at boot): "
-                    "all %d files have the build's hash" % n) in said, said
-            assert deploy.board_hashes(b.repl, sorted(local2), "") == local2
-            out = _listing(b)
-            assert STAGE[1:] not in out and "zz_old_only" not in out, out
-            # the install at boot ran before anything imported ppmid: nothing of the old
-            # package was loaded (an app of either set would have said it was ready first)
-            assert_no_app_before_the_finish(b.console_text()[mark:])
+        assert b.deploy(firmware_dir=str(fw1)).group(1).decode().startswith("1.")
+        mark = b.mark()
+        cut_install(CUT % k)
+        said = []
+        deploy.deploy(b.repl, "emulated", firmware_dir=str(fw2), log=said.append)
+        b.wait_for(r"reboot: watchdog", since=mark)
+        b.wait_for(r"PPMID install: build %s finished at boot: %d of %d files were still staged"
+                   % (deploy.build_id(local2), len(order) - k, len(order)), since=mark)
+        # then a soft reset: the app starts on a heap the install never used
+        b.wait_for(r"reboot: soft_reset")
+        assert b.wait_ready().group(1).decode().startswith("2."), k
+        assert any(s.startswith("board lost (install on ") for s in said), said
+        assert ("the install is complete on the board (one cut short is finished at boot): "
+                "all %d files have the build's hash" % n) in said, said
+        assert deploy.board_hashes(b.repl, sorted(local2), "") == local2
+        out = _listing(b)
+        assert STAGE[1:] not in out and "zz_old_only" not in out, out
+        # the install at boot ran before anything imported ppmid: nothing of the old
+        # package was loaded (an app of either set would have said it was ready first)
+        assert_no_app_before_the_finish(b.console_text()[mark:])
 
 
 def test_a_cut_before_the_new_boot_py_keeps_the_old_set_and_the_deploy_goes_on(tmp_path, cut_install):

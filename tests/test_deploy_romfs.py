@@ -365,6 +365,10 @@ def test_a_romfs_deploy_onto_a_running_gateway_resumes_through_its_watchdog(tmp_
     # at 2 s, the console at 921,600 baud (~250 KB of image: several windows); the image goes
     # in staged pieces and the partition in pieces, what landed kept across the resets
     monkeypatch.setattr(deploy, "COPY_STALL_S", 2)
+    # a board script silent for three times the 2 s watchdog has lost its board
+    # (test_deploy.py's quick_stall): STALL_S's 15 s made an install the watchdog cut cost
+    # 15 s of waiting
+    monkeypatch.setattr(deploy, "STALL_S", 6)
     with EmulatedBoard(tmp_path / "board", wdt_max_ms=2000, repl_baud=921600) as b:
         b.deploy()  # the app runs and arms its (capped) watchdog
         said = []
