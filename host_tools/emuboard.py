@@ -15,7 +15,9 @@ from it and leaves the REPL on the console pty, exactly like a real board. The R
 the board's "hardware" to the firmware as the module `_emuboard` (see
 firmware/ppmid/board/emulated.py).
 
-State dir layout: board.json (state, for host tools), flash.img (LittleFS2 image),
+State dir layout: board.json (state, for host tools), board.lock (held by the running
+supervisor: one board per state dir), repl/zigbee/nfc/wired (links to the running board's
+ptys, removed when it stops), flash.img (LittleFS2 image),
 romfs.bin (the romfs partition, on boards with `romfs_bytes`), console.log (everything the board printed), wifi ("1"/"0": the emulated access point),
 hw.fifo (firmware -> supervisor: watchdog arm/feed, reset requests), rom.py,
 romfs_partition.py, supervisor.log.
@@ -54,6 +56,26 @@ RAW_BOOT_TIMEOUT_S = 15  # a soft reset in raw-REPL mode that never gets back to
 ROMFS_SECTOR = 4096  # the romfs partition's erase unit (an ESP32's flash sector)
 
 BANNER_RE = r"PPMID ready: version=(\S+) board=(\S+) free_heap=(\d+)"
+# The running supervisor holds an exclusive flock on DIR/board.lock for its whole life. The
+# kernel drops it however the process ends (SIGKILL included), so it says "a board runs here
+# now" where board.json cannot: a killed supervisor leaves "running": true behind, and the
+# kernel hands its pid and its /dev/pts numbers to other programs.
+CLAIM_FILE = "board.lock"
+CLAIM_WAIT_S = 1.0  # a tool's look at the claim holds it for microseconds: a start waits that out
+PORT_LINKS = ("repl", "zigbee", "nfc", "wired")  # DIR/NAME -> the running board's pty
+
+
+class BoardRunning(BoardError):
+    """`ppmid board start` on a state dir whose board runs: a second chip on the same flash."""
+
+    code = "E_BOARD_RUNNING"
+
+
+class BoardNotRunning(BoardError):
+    """A tool given a stopped board's pty (a link in its state dir, or a UART its board.json
+    names): the kernel may have given that pty to another program since."""
+
+    code = "E_BOARD_NOT_RUNNING"
 
 
 def read_state(state_dir):
@@ -76,16 +98,65 @@ def read_state(state_dir):
     return st
 
 
+def supervisor_runs(state_dir):
+    """Whether a supervisor runs the board in `state_dir` now (it holds DIR/board.lock).
+    The look takes a shared flock and drops it at once: it succeeds only when nobody holds
+    the supervisor's exclusive one."""
+    try:
+        fd = os.open(os.path.join(state_dir, CLAIM_FILE), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:  # no claim file: no board was started here by these tools
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # EWOULDBLOCK: the supervisor holds it
+        return True
+    finally:
+        os.close(fd)  # (drops our shared flock, when we got it)
+    return False
+
+
+def _not_running(state_dir, what):
+    return BoardNotRunning("the emulated board in %s is not running, so %s may now be another program's (the "
+                           "kernel reuses /dev/pts numbers): nothing was written; start it with `ppmid board start "
+                           "--state-dir %s`" % (state_dir, what, state_dir))
+
+
 def uart_pty(state_dir, name):
     """The host end of the emulated board's UART `name` (zigbee, nfc, wired) that its
     board.json names, for an emulator or client to attach to. BoardError when the board's
-    state names none (the board was not started, has no such UART, or its state is broken)."""
+    state names none (the board was not started, has no such UART, or its state is broken);
+    BoardNotRunning when the board is not running now (the pty it named is no longer its)."""
     uarts = read_state(state_dir).get("uarts")
     pty = uarts.get(name) if isinstance(uarts, dict) else None
     if not isinstance(pty, str) or not pty:
         raise BoardError("%s names no %s UART (uarts.%s): is it this board's state dir, and does the board "
                          "have one?" % (os.path.join(state_dir, "board.json"), name, name))
+    if not supervisor_runs(state_dir):
+        raise _not_running(state_dir, "the %s UART its board.json names (%s)" % (name, pty))
     return pty
+
+
+def check_board_link(port):
+    """Refuse (BoardNotRunning) a port that is one of an emulated board's links (DIR/repl,
+    DIR/zigbee, ...: `ppmid deploy --port DIR/repl`) unless that board runs now and the link
+    still names its pty. A stopped board's link (a killed supervisor cannot remove it) points
+    at a /dev/pts number the kernel gives to the next program that asks, another engineer's
+    terminal or board: a tool that followed it would write into that. Other ports pass."""
+    if not isinstance(port, str) or not os.path.islink(port):
+        return
+    state_dir, name = os.path.split(os.path.abspath(port))
+    if name not in PORT_LINKS or not os.path.isfile(os.path.join(state_dir, "board.json")):
+        return
+    target = os.readlink(port)
+    if not supervisor_runs(state_dir):
+        raise _not_running(state_dir, "the pty its link %s names (%s)" % (port, target))
+    st = read_state(state_dir)
+    uarts = st.get("uarts") if isinstance(st.get("uarts"), dict) else {}
+    now = st.get("repl") if name == "repl" else uarts.get(name)
+    if target != now:
+        raise BoardNotRunning("%s points at %s, but the board running in %s has its %s on %s: the link is not "
+                              "this board's (left over, or changed by hand): nothing was written; use %s"
+                              % (port, target, state_dir, name, now, now))
 
 
 def write_json_atomic(path, data):
@@ -131,12 +202,17 @@ def _otadata_module():
     return mod
 
 
-def _signal(pid, sig, what):
+def _signal(state_dir, pid, sig, what):
     if not pid:
         raise BoardError("the emulated board in this state dir is not running")
     # a pid from a hand-edited board.json: -1 or 0 would signal every process of this user
     if type(pid) is not int or pid < 1:
         raise BoardError("board.json names no process for %s (pid %r): start the board again" % (what, pid))
+    # a killed supervisor left "running" and its pids in board.json; the kernel may have
+    # given those pids to other programs since
+    if not supervisor_runs(state_dir):
+        raise BoardError("the emulated board in %s is not running (board.json names %s pid %d from when it ran; "
+                         "not signalled)" % (state_dir, what, pid))
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
@@ -146,17 +222,17 @@ def _signal(pid, sig, what):
 def stop(state_dir):
     """Stop the supervisor of the board in `state_dir` (and with it the chip)."""
     st = read_state(state_dir)
-    _signal(st.get("supervisor_pid") if st.get("running") else None, signal.SIGTERM, "the supervisor")
+    _signal(state_dir, st.get("supervisor_pid") if st.get("running") else None, signal.SIGTERM, "the supervisor")
 
 
 def kill_chip(state_dir):
     """SIGKILL the MicroPython process (a power cut); the supervisor reboots it."""
-    _signal(read_state(state_dir).get("pid"), signal.SIGKILL, "the MicroPython process")
+    _signal(state_dir, read_state(state_dir).get("pid"), signal.SIGKILL, "the MicroPython process")
 
 
 def press_reset(state_dir):
     st = read_state(state_dir)
-    _signal(st.get("supervisor_pid") if st.get("running") else None, signal.SIGUSR1, "the supervisor")
+    _signal(state_dir, st.get("supervisor_pid") if st.get("running") else None, signal.SIGUSR1, "the supervisor")
 
 
 # ---- supervisor -----------------------------------------------------------------------
@@ -344,11 +420,51 @@ class Supervisor:
         self._raw_boot = None      # chip output held back while a soft reset returns to raw REPL
         self._raw_boot_asked = False
         self._raw_boot_deadline = None
+        self.claim_fd = None
+        self.repl, self.uarts = None, {}
 
     # -- set-up
+    def _claim(self):
+        """Hold DIR/board.lock for as long as this supervisor lives, or BoardRunning: a
+        second supervisor would start a second chip on the same flash image (two LittleFS
+        writers), replace hw.fifo and the links under the first, and leave it orphaned."""
+        path = os.path.join(self.state_dir, CLAIM_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        end = time.monotonic() + CLAIM_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < end:
+                    time.sleep(0.05)
+                    continue
+            from host_tools.ports import flock_holder
+            holder = flock_holder(fd)
+            os.close(fd)
+            raise BoardRunning("the board in %s is running (supervisor pid %s): `ppmid board stop --state-dir %s` "
+                               "first; a second start would run a second chip on the same flash"
+                               % (self.state_dir, holder[0] if holder and holder[0] else "unknown", self.state_dir))
+        self.claim_fd = fd
+
+    def _release(self):
+        """What stops with the board: its links (their ptys go with it, and the kernel gives
+        the numbers to other programs), then the claim."""
+        for name, path in [("repl", self.repl)] + sorted(self.uarts.items()):
+            link = os.path.join(self.state_dir, name)
+            try:
+                if path and os.readlink(link) == path:  # ours, not one a newer board made
+                    os.unlink(link)
+            except OSError:
+                pass
+        if self.claim_fd is not None:
+            os.close(self.claim_fd)
+            self.claim_fd = None
+
     def _prepare(self):
         d = self.state_dir
         os.makedirs(d, exist_ok=True)
+        self._claim()
         flash_size = int(self.definition.get("fs_size", 2 * 1024 * 1024))
         self.flash_path = os.path.join(d, "flash.img")
         if not os.path.exists(self.flash_path) or os.path.getsize(self.flash_path) == 0:
@@ -677,7 +793,11 @@ class Supervisor:
     def run(self, ready=None):
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(s, self._on_signal)
-        self._prepare()
+        try:
+            self._prepare()
+        except BaseException:
+            self._release()
+            raise
         self._spawn()
         if not self.quiet:
             print("emulated board %s: REPL %s, UARTs %s, state %s" % (self.board, self.repl, self.uarts, self.state_dir),
@@ -698,6 +818,7 @@ class Supervisor:
                 self.proc.wait()
             self._write_state()
             self.console.close()
+            self._release()
         return 0
 
 

@@ -24,6 +24,9 @@ The lock directory is every user's (mode 1777), so nothing in it is trusted: a l
 opened without following a symlink and must be a regular file; a directory that is a
 symlink, or another user's without the sticky bit, is refused (_open_lock_file).
 
+A port that is an emulated board's link (DIR/repl, DIR/zigbee, ...) is refused
+(emuboard.BoardNotRunning) unless that board runs now and the link still names its pty.
+
 Not detected: a program that takes neither lock (screen, minicom, cat, another vendor's
 tool, pyserial without exclusive=True); a tool running with another TMPDIR (another lock
 directory) is seen only while one of its mpremote/esptool/pyserial opens holds the node.
@@ -100,6 +103,11 @@ class PortLock:
     def acquire(self):
         if self._key is not None:
             return self
+        if fcntl is not None:  # (no ptys, no emulated boards without it)
+            # a stopped emulated board's link (DIR/repl) names a pty the kernel may have
+            # given to another program: BoardNotRunning before anything opens it
+            from host_tools.emuboard import check_board_link
+            check_board_link(self.port)
         device = device_path(self.port)
         if device is None or fcntl is None:
             return self

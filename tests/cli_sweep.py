@@ -104,6 +104,15 @@ def fixtures(d):
             with open(os.path.join(sd, fn), "wb") as fh:
                 fh.write(data if isinstance(data, bytes) else data.encode())
         f[name] = sd
+    # a stopped board's state dir: links and uarts as it left them (at /dev/null here: the
+    # kernel hands a stopped board's /dev/pts numbers to other programs, whose they then are)
+    sd = os.path.join(d, "board_stopped")
+    os.mkdir(sd)
+    with open(os.path.join(sd, "board.json"), "w") as fh:
+        json.dump({"running": False, "repl": os.devnull, "uarts": {"zigbee": os.devnull, "nfc": os.devnull}}, fh)
+    for name in ("repl", "zigbee", "nfc"):
+        os.symlink(os.devnull, os.path.join(sd, name))
+    f["board_stopped"] = sd
     # the prepared broker state with its broker.json broken: what send meets after the rest
     import shutil
     for name, text in (("trunc", '{"host": "127.0.0.1", "po'), ("types", '{"host": 5, "port": "x"}'),
@@ -141,6 +150,13 @@ def cases(f, tmp):
     case("board start flash.img cut short", "board", "start", "--state-dir", f["flash_short"])
     case("board start state dir is a file", "board", "start", "--state-dir", f["empty"])
     case("board bad action", "board", "explode")
+    case("deploy port a stopped board's link", "deploy", "--port", os.path.join(f["board_stopped"], "repl"),
+         "--board", "emulated")
+    case("provision port a stopped board's link", "provision", "--port", os.path.join(f["board_stopped"], "repl"),
+         "--gateway", GW, "--state-dir", f["broker"])
+    case("ncp-emulator a stopped board", "ncp-emulator", "--state-dir", f["board_stopped"])
+    case("ncp-emulator a stopped board's link", "ncp-emulator", "--pty", os.path.join(f["board_stopped"], "zigbee"))
+    case("pn532-emulator a stopped board", "pn532-emulator", "--state-dir", f["board_stopped"])
     # deploy / flash (never reach a board: ports that do not exist, --dry-run)
     case("deploy unknown board", "deploy", "--port", f["missing"], "--board", "nosuch", "--dry-run")
     case("deploy board name with a slash", "deploy", "--port", f["missing"], "--board", "../boards", "--dry-run")

@@ -2,6 +2,7 @@
 fixed: each case feeds the bad input and checks the one line it ends in, `ppmid: E_CODE:
 sentence` with a non-zero exit and no traceback. Before the sweep these crashed (E_INTERNAL,
 "a bug"), hung, touched a process board.json did not own, or ended with no code at all."""
+import fcntl
 import json
 import os
 
@@ -189,7 +190,11 @@ def test_the_nfc_road_names_a_broken_board_json(tmp_path):
     os.remove(os.path.join(d, "board.json"))
     with open(os.path.join(d, "board.json"), "w") as f:
         json.dump({"uarts": {"nfc": "/dev/ptmx"}}, f)
-    assert nfc_road.reader_path(d) == "/dev/ptmx"
+    with pytest.raises(nfc_road.NfcRoadError, match="is not running"):  # its UART may be another program's
+        nfc_road.reader_path(d)
+    with open(os.path.join(d, "board.lock"), "w") as claim:  # as the running board's supervisor holds it
+        fcntl.flock(claim, fcntl.LOCK_EX)
+        assert nfc_road.reader_path(d) == "/dev/ptmx"
 
 
 # ---- pn532-emulator: a port that is a file, settings that made it hang or idle ---------
