@@ -131,6 +131,21 @@ def test_gbcs_check_config_that_is_not_text_is_named(tmp_path, capsys):
     assert rc == 1 and err == "ppmid: E_INPUT: config %s is not UTF-8 text (byte 0xe9 at offset 16)\n" % bad, err
 
 
+@pytest.mark.parametrize("code", [{"a": 1}, [300], 5.5])
+def test_an_install_code_that_is_not_a_string_is_a_config_error(tmp_path, capsys, code):
+    # review r5-1: E_INTERNAL (TypeError, ValueError from reading it as bytes) before
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"gateway": GATEWAY, "zigbee": {"install_code": code}}))
+    said = "zigbee.install_code must be the code as printed (a string of hex digits), not %r" % (code,)
+    rc, err = run(capsys, "gbcs", "check", "--config", str(cfg), str(cfg))
+    assert rc == 1 and err == "ppmid: E_CONFIG: config %s: %s\n" % (cfg, said), err
+    from host_tools.broker import Broker
+    Broker(str(tmp_path / "broker"), gateways=[GATEWAY], users=["test"]).prepare()
+    rc, err = run(capsys, "provision", "--port", "/dev/null", "--gateway", GATEWAY, "--state-dir",
+                  str(tmp_path / "broker"), "--config", str(cfg), "--dry-run")
+    assert rc == 1 and err == "ppmid: E_PROVISION: config refused: E_CONFIG: %s\n" % said, err
+
+
 # ---- an emulated board's board.json: missing, cut short, edited by hand --------------
 
 def board_dir(tmp_path, text):
