@@ -40,6 +40,8 @@ import tty
 
 from host_tools import board_scripts, boards, deploy
 from host_tools.boards import BoardError, heap_bytes, load_board, micropython_binary, mpremote
+# the claim of a state dir and its links: ports.PortLock checks them before any tool opens a port
+from host_tools.ports import CLAIM_FILE, PORT_LINKS, BoardNotRunning, check_board_link, not_running, supervisor_runs  # noqa: F401
 
 # Exit codes / reasons the supervisor records in board.json "last_exit"/"last_reason".
 EXIT_SOFT_RESET = 0      # Ctrl-D at the REPL, sys.exit(0), mpremote soft-reset
@@ -56,26 +58,13 @@ RAW_BOOT_TIMEOUT_S = 15  # a soft reset in raw-REPL mode that never gets back to
 ROMFS_SECTOR = 4096  # the romfs partition's erase unit (an ESP32's flash sector)
 
 BANNER_RE = r"PPMID ready: version=(\S+) board=(\S+) free_heap=(\d+)"
-# The running supervisor holds an exclusive flock on DIR/board.lock for its whole life. The
-# kernel drops it however the process ends (SIGKILL included), so it says "a board runs here
-# now" where board.json cannot: a killed supervisor leaves "running": true behind, and the
-# kernel hands its pid and its /dev/pts numbers to other programs.
-CLAIM_FILE = "board.lock"
 CLAIM_WAIT_S = 1.0  # a tool's look at the claim holds it for microseconds: a start waits that out
-PORT_LINKS = ("repl", "zigbee", "nfc", "wired")  # DIR/NAME -> the running board's pty
 
 
 class BoardRunning(BoardError):
     """`ppmid board start` on a state dir whose board runs: a second chip on the same flash."""
 
     code = "E_BOARD_RUNNING"
-
-
-class BoardNotRunning(BoardError):
-    """A tool given a stopped board's pty (a link in its state dir, or a UART its board.json
-    names): the kernel may have given that pty to another program since."""
-
-    code = "E_BOARD_NOT_RUNNING"
 
 
 def read_state(state_dir):
@@ -98,29 +87,6 @@ def read_state(state_dir):
     return st
 
 
-def supervisor_runs(state_dir):
-    """Whether a supervisor runs the board in `state_dir` now (it holds DIR/board.lock).
-    The look takes a shared flock and drops it at once: it succeeds only when nobody holds
-    the supervisor's exclusive one."""
-    try:
-        fd = os.open(os.path.join(state_dir, CLAIM_FILE), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:  # no claim file: no board was started here by these tools
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:  # EWOULDBLOCK: the supervisor holds it
-        return True
-    finally:
-        os.close(fd)  # (drops our shared flock, when we got it)
-    return False
-
-
-def _not_running(state_dir, what):
-    return BoardNotRunning("the emulated board in %s is not running, so %s may now be another program's (the "
-                           "kernel reuses /dev/pts numbers): nothing was written; start it with `ppmid board start "
-                           "--state-dir %s`" % (state_dir, what, state_dir))
-
-
 def uart_pty(state_dir, name):
     """The host end of the emulated board's UART `name` (zigbee, nfc, wired) that its
     board.json names, for an emulator or client to attach to. BoardError when the board's
@@ -132,31 +98,8 @@ def uart_pty(state_dir, name):
         raise BoardError("%s names no %s UART (uarts.%s): is it this board's state dir, and does the board "
                          "have one?" % (os.path.join(state_dir, "board.json"), name, name))
     if not supervisor_runs(state_dir):
-        raise _not_running(state_dir, "the %s UART its board.json names (%s)" % (name, pty))
+        raise not_running(state_dir, "the %s UART its board.json names (%s)" % (name, pty))
     return pty
-
-
-def check_board_link(port):
-    """Refuse (BoardNotRunning) a port that is one of an emulated board's links (DIR/repl,
-    DIR/zigbee, ...: `ppmid deploy --port DIR/repl`) unless that board runs now and the link
-    still names its pty. A stopped board's link (a killed supervisor cannot remove it) points
-    at a /dev/pts number the kernel gives to the next program that asks, another engineer's
-    terminal or board: a tool that followed it would write into that. Other ports pass."""
-    if not isinstance(port, str) or not os.path.islink(port):
-        return
-    state_dir, name = os.path.split(os.path.abspath(port))
-    if name not in PORT_LINKS or not os.path.isfile(os.path.join(state_dir, "board.json")):
-        return
-    target = os.readlink(port)
-    if not supervisor_runs(state_dir):
-        raise _not_running(state_dir, "the pty its link %s names (%s)" % (port, target))
-    st = read_state(state_dir)
-    uarts = st.get("uarts") if isinstance(st.get("uarts"), dict) else {}
-    now = st.get("repl") if name == "repl" else uarts.get(name)
-    if target != now:
-        raise BoardNotRunning("%s points at %s, but the board running in %s has its %s on %s: the link is not "
-                              "this board's (left over, or changed by hand): nothing was written; use %s"
-                              % (port, target, state_dir, name, now, now))
 
 
 def write_json_atomic(path, data):
