@@ -206,6 +206,10 @@ def cases(f, tmp):
     case("provision install code bad", *base, "--install-code", "1234", "--dry-run")
     case("provision device log not JSON", *base, "--install-code", "new", "--device-log", f["devlog_bad.jsonl"],
          "--dry-run")
+    case("provision port a silent pty", "provision", "--port", "/dev/ptmx", "--gateway", GW, "--state-dir",
+         f["broker"])
+    case("provision port missing (no dry run)", "provision", "--port", f["missing"], "--gateway", GW, "--state-dir",
+         f["broker"])
     case("provision state dir a file", "provision", "--port", f["missing"], "--gateway", GW, "--state-dir",
          f["empty"], "--dry-run")
     case("provision broker.json truncated", "provision", "--port", f["missing"], "--gateway", GW, "--state-dir",

@@ -146,6 +146,76 @@ def test_an_install_code_that_is_not_a_string_is_a_config_error(tmp_path, capsys
     assert rc == 1 and err == "ppmid: E_PROVISION: config refused: E_CONFIG: %s\n" % said, err
 
 
+# mpremote's stderr when the port answers but not as a raw REPL (review r5-3, a port reused
+# by another program); the traceback it prints itself, cut down to its frames' files
+NOT_A_REPL = """Traceback (most recent call last):
+  File "/venv/bin/mpremote", line 8, in <module>
+    sys.exit(main())
+  File "/venv/lib/python3.11/site-packages/mpremote/main.py", line 552, in ensure_raw_repl
+    self.transport.enter_raw_repl(soft_reset=soft_reset)
+  File "/venv/lib/python3.11/site-packages/mpremote/transport_serial.py", line 210, in enter_raw_repl
+    raise TransportError("could not enter raw repl")
+mpremote.transport.TransportError: could not enter raw repl
+"""
+
+
+def fake_mpremote(tmp_path, monkeypatch, stderr, stdout=""):
+    (tmp_path / "err").write_text(stderr)
+    (tmp_path / "out").write_text(stdout)
+    exe = tmp_path / "mpremote"
+    exe.write_text("#!/bin/sh\ncat %s\ncat %s >&2\nexit 1\n" % (tmp_path / "out", tmp_path / "err"))
+    exe.chmod(0o755)
+    from host_tools import boards
+    monkeypatch.setattr(boards, "mpremote_path", lambda: str(exe))
+
+
+def provision_to(capsys, tmp_path, port):
+    from host_tools.broker import Broker
+    Broker(str(tmp_path / "broker"), gateways=[GATEWAY], users=["test"]).prepare()
+    return run(capsys, "provision", "--port", port, "--gateway", GATEWAY, "--state-dir", str(tmp_path / "broker"))
+
+
+def test_provision_to_a_port_that_is_no_repl_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    # was `ppmid: E_BOARD: mpremote exec failed on PORT: Traceback ...`, mpremote's 14 lines
+    fake_mpremote(tmp_path, monkeypatch, NOT_A_REPL)
+    port = str(tmp_path / "port")
+    rc, err = provision_to(capsys, tmp_path, port)
+    assert rc == 1 and err == ("ppmid: E_BOARD_NOT_REPL: %s is not a MicroPython REPL (no raw REPL answer to mpremote "
+                               "exec): check the port, reset the board\n" % port), err
+
+
+def test_provision_to_a_silent_pty_says_it_is_no_repl(tmp_path, capsys):
+    # the real mpremote on a pty nobody answers (a new one of our own: /dev/ptmx), about 10 s
+    rc, err = provision_to(capsys, tmp_path, "/dev/ptmx")
+    assert rc == 1 and err == ("ppmid: E_BOARD_NOT_REPL: /dev/ptmx is not a MicroPython REPL (no raw REPL answer to "
+                               "mpremote exec): check the port, reset the board\n"), err
+
+
+def test_provision_to_a_port_that_cannot_be_opened_says_so(tmp_path, capsys):
+    # the real mpremote on a path that is no device
+    port = str(tmp_path / "nosuch")
+    rc, err = provision_to(capsys, tmp_path, port)
+    assert rc == 1 and err == ("ppmid: E_PORT: cannot open %s (mpremote: failed to access %s (it may be in use by "
+                               "another program)): check the port's name, and that no other program has it\n"
+                               % (port, port)), err
+
+
+def test_mpremote_failures_keep_what_says_what_went_wrong(tmp_path, monkeypatch):
+    from host_tools import boards
+    crash = NOT_A_REPL.replace("could not enter raw repl", "something new")
+    fake_mpremote(tmp_path, monkeypatch, crash)
+    with pytest.raises(boards.BoardError) as exc:
+        boards.mpremote(str(tmp_path / "port"), ["exec", "x"])
+    assert exc.value.code == "E_BOARD" and str(exc.value) == (
+        "mpremote exec failed on %s: mpremote.transport.TransportError: something new" % (tmp_path / "port"))
+    # a traceback the board printed is the board's word: kept whole
+    board_said = 'Traceback (most recent call last):\n  File "<stdin>", line 1, in <module>\nOSError: 28\n'
+    fake_mpremote(tmp_path, monkeypatch, "", stdout=board_said)
+    with pytest.raises(boards.BoardError) as exc:
+        boards.mpremote(str(tmp_path / "port"), ["exec", "x"])
+    assert str(exc.value).endswith(": " + board_said.strip()), str(exc.value)
+
+
 # ---- an emulated board's board.json: missing, cut short, edited by hand --------------
 
 def board_dir(tmp_path, text):
