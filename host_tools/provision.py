@@ -199,6 +199,11 @@ def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=No
         config.validate(json.loads(json.dumps(cfg)))
     except config.ConfigError as exc:
         raise ProvisionError("config refused: %s" % exc)
+    # what validate cannot see and boot refuses with every link stopped (a repair over USB)
+    from host_tools.p256_envelope import off_curve_user
+    bad = off_curve_user(cfg.get("users"))
+    if bad is not None:
+        raise ProvisionError("config refused: users.keys.%s.public_key is not a point of P-256" % bad)
     try:
         if envelope_key_file:
             with open(envelope_key_file, "rb") as f:

@@ -64,6 +64,8 @@ def fixtures(d):
     put("key32", b"k" * 32)
     put("ic_object.json", json.dumps({"gateway": GW, "zigbee": {"install_code": {"a": 1}}}))
     put("ic_float.json", json.dumps({"gateway": GW, "zigbee": {"install_code": 5.5}}))
+    put("users_pub_off_curve.json", json.dumps({"gateway": GW, "users": {"keys": {"a": {
+        "role": "r", "originators": [GW], "public_key": "04" + "00" * 64}}, "roles": {"r": "all"}}}))
     put("users_types.json", json.dumps({"users": 5}))
     put("users_list.json", json.dumps([1, 2]))
     put("devlog_bad.jsonl", "{bad\n")
@@ -189,6 +191,7 @@ def cases(f, tmp):
     case("provision config a list", *base, "--config", f["list.json"], "--dry-run")
     case("provision config wrong types", *base, "--config", f["types.json"], "--dry-run")
     case("provision config not UTF-8", *base, "--config", f["latin1"], "--dry-run")
+    case("provision config public key off the curve", *base, "--config", f["users_pub_off_curve.json"], "--dry-run")
     case("provision config install code an object", *base, "--config", f["ic_object.json"], "--dry-run")
     case("provision config install code a number", *base, "--config", f["ic_float.json"], "--dry-run")
     case("provision gateway not hex", "provision", "--port", f["missing"], "--gateway", "XYZ", "--state-dir",

@@ -146,6 +146,25 @@ def test_an_install_code_that_is_not_a_string_is_a_config_error(tmp_path, capsys
     assert rc == 1 and err == "ppmid: E_PROVISION: config refused: E_CONFIG: %s\n" % said, err
 
 
+def test_provision_refuses_a_dcc_users_public_key_that_is_no_point_of_p256(tmp_path, capsys):
+    # review r5-5: "provisioned", then the gateway's boot stopped every link (config-error)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from host_tools.broker import Broker
+    Broker(str(tmp_path / "broker"), gateways=[GATEWAY], users=["test"]).prepare()
+    good = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint).hex()
+    for name, point, said in (("a", "04" + "00" * 64, "ppmid: E_PROVISION: config refused: users.keys.a.public_key "
+                                                      "is not a point of P-256\n"),
+                              ("b", good, "")):
+        cfg = tmp_path / ("config_%s.json" % name)
+        cfg.write_text(json.dumps({"gateway": GATEWAY, "users": {
+            "keys": {name: {"role": "r", "originators": [GATEWAY], "public_key": point}}, "roles": {"r": "all"}}}))
+        rc, err = run(capsys, "provision", "--port", "/dev/null", "--gateway", GATEWAY, "--state-dir",
+                      str(tmp_path / "broker"), "--config", str(cfg), "--dry-run")
+        assert (rc, err) == ((1, said) if said else (0, "")), err
+
+
 # mpremote's stderr when the port answers but not as a raw REPL (review r5-3, a port reused
 # by another program); the traceback it prints itself, cut down to its frames' files
 NOT_A_REPL = """Traceback (most recent call last):
