@@ -165,6 +165,26 @@ def test_provision_refuses_a_dcc_users_public_key_that_is_no_point_of_p256(tmp_p
         assert (rc, err) == ((1, said) if said else (0, "")), err
 
 
+def test_sign_for_a_user_with_no_key_of_its_own_is_refused(tmp_path, capsys):
+    # review r5-6: a mistyped --user signed with the gateway's legacy key, no kid, exit 0
+    keys = tmp_path / "keys"
+    (keys / (GATEWAY + ".users")).mkdir(parents=True)
+    (keys / (GATEWAY + ".key")).write_bytes(b"g" * 32)
+    (keys / (GATEWAY + ".users") / "supplier-a.key").write_bytes(b"u" * 32)
+    out = tmp_path / "s.json"
+    base = ["sign", "--gbcs", "DD00", "--state-dir", str(tmp_path), "--gateway", GATEWAY, "--format", "json",
+            "--out", str(out)]
+    rc, err = run(capsys, *base, "--user", "suplier-a")
+    assert rc == 1 and err == ("ppmid: E_INPUT: no envelope key for DCC User suplier-a on %s (%s): give it one with "
+                               "`ppmid provision --user suplier-a ...`, or sign with --key-file\n"
+                               % (GATEWAY, keys / (GATEWAY + ".users") / "suplier-a.key")), err
+    assert not out.exists()
+    rc, err = run(capsys, *base, "--user", "supplier-a", "--key-file", str(keys / (GATEWAY + ".key")))
+    assert rc == 1 and err.startswith("ppmid: E_INPUT: --user NAME signs with that DCC User's own key: "), err
+    rc, err = run(capsys, *base, "--user", "supplier-a")  # its own key: named in the envelope
+    assert rc == 0 and json.loads(out.read_text())["kid"] == "supplier-a", err
+
+
 # mpremote's stderr when the port answers but not as a raw REPL (review r5-3, a port reused
 # by another program); the traceback it prints itself, cut down to its frames' files
 NOT_A_REPL = """Traceback (most recent call last):
