@@ -109,6 +109,17 @@ def test_zigbee_install_code_and_extended_pan_id_must_be_strings():
     assert config.validate(_with(zigbee={"extended_pan_id": "00:DB:12:34:56:78:90:A0"}))
 
 
+def test_a_han_device_refuses_unknown_keys():
+    # review r5-4: "endpiont": 2 kept endpoint 1, "NWK" left the ESME with no address (every
+    # top-up refused E_UTRN_TARGET), seen only at the first top-up
+    for key in ("endpiont", "NWK", "name"):
+        dev = {"eui": "00db1234567890a0", "type": "ESME", "nwk": 4660, key: 2}
+        msg = _err(_with(han={"devices": [dev]}))
+        assert msg == "han device 00DB1234567890A0: unknown key %r (eui, type, nwk, endpoint)" % key, msg
+    dev = {"eui": "00DB1234567890A0", "type": "ESME", "nwk": 4660, "endpoint": 2}
+    assert config.validate(_with(han={"devices": [dev]}))["han"]["devices"] == [dev]
+
+
 def test_loads_and_load_errors():
     try:
         config.loads("{oops")
