@@ -185,6 +185,28 @@ def test_sign_for_a_user_with_no_key_of_its_own_is_refused(tmp_path, capsys):
     assert rc == 0 and json.loads(out.read_text())["kid"] == "supplier-a", err
 
 
+def test_provision_han_device_carries_the_address_top_ups_need(tmp_path, capsys):
+    # review r5-8: `--han-device EUI:TYPE` could not carry nwk, so the README's top-up after
+    # it always ended E_UTRN_TARGET "the ESME's network address is not configured"
+    from host_tools import provision
+    from host_tools.broker import Broker
+    state = str(tmp_path / "broker")
+    Broker(state, gateways=[GATEWAY], users=["test"]).prepare()
+    _, cfg = provision.build(state, GATEWAY, han_devices=["00db1234567890a0:ESME:0x4A21:2",
+                                                          "00DB1234567890A2:ESME:18977", "00DB1234567890A1:GSME"])
+    assert cfg["han"]["devices"] == [
+        {"eui": "00db1234567890a0", "type": "ESME", "nwk": 0x4A21, "endpoint": 2},
+        {"eui": "00DB1234567890A2", "type": "ESME", "nwk": 0x4A21}, {"eui": "00DB1234567890A1", "type": "GSME"}]
+    base = ["provision", "--port", "/dev/null", "--gateway", GATEWAY, "--state-dir", state, "--dry-run"]
+    for spec in ("00DB1234567890A0:ESME:near", "00DB1234567890A0:ESME:1:one", "00DB1234567890A0:ESME:1:2:3"):
+        rc, err = run(capsys, *base, "--han-device", spec)
+        assert rc == 1 and err == ("ppmid: E_PROVISION: --han-device %r: EUI:TYPE[:NWK[:ENDPOINT]], NWK the device's "
+                                   "network address (0x4A21 or 18977), ENDPOINT a number (1 to 240)\n" % spec), err
+    rc, err = run(capsys, *base, "--han-device", "00DB1234567890A0:ESME:0x1:241")  # the config's own range check
+    assert rc == 1 and err == ("ppmid: E_PROVISION: config refused: E_CONFIG: han device 00DB1234567890A0: endpoint "
+                               "must be an integer from 1 to 240\n"), err
+
+
 # mpremote's stderr when the port answers but not as a raw REPL (review r5-3, a port reused
 # by another program); the traceback it prints itself, cut down to its frames' files
 NOT_A_REPL = """Traceback (most recent call last):
