@@ -41,7 +41,8 @@ import tty
 from host_tools import board_scripts, boards, deploy
 from host_tools.boards import BoardError, heap_bytes, load_board, micropython_binary, mpremote
 # the claim of a state dir and its links: ports.PortLock checks them before any tool opens a port
-from host_tools.ports import CLAIM_FILE, PORT_LINKS, BoardNotRunning, check_board_link, not_running, supervisor_runs  # noqa: F401
+from host_tools.ports import (CLAIM_FILE, PORT_LINKS, BoardNotRunning, check_board_link,  # noqa: F401
+                              not_running, supervisor_runs)
 
 # Exit codes / reasons the supervisor records in board.json "last_exit"/"last_reason".
 EXIT_SOFT_RESET = 0      # Ctrl-D at the REPL, sys.exit(0), mpremote soft-reset

@@ -92,7 +92,8 @@ def supervisor_runs(state_dir):
     if fcntl is None:  # no ptys, no emulated boards
         return False
     try:
-        fd = os.open(os.path.join(state_dir, CLAIM_FILE), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(os.path.join(state_dir, CLAIM_FILE),
+                     os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
     except OSError:  # no claim file: no board was started here by these tools
         return False
     try:

@@ -72,9 +72,9 @@ def test_a_second_start_on_a_running_board_is_refused_and_a_stop_removes_the_lin
             os.unlink(os.path.join(d, "repl"))
             os.symlink(os.ttyname(slave), os.path.join(d, "repl"))
             rc, line = ppmid("deploy", "--port", os.path.join(d, "repl"), "--board", "emulated")
-            assert rc == 1 and line.startswith("ppmid: E_BOARD_NOT_RUNNING: %s points at %s, but the board running "
-                                               "in %s has its repl on %s" % (os.path.join(d, "repl"),
-                                                                             os.ttyname(slave), d, before["repl"])), line
+            said = "ppmid: E_BOARD_NOT_RUNNING: %s points at %s, but the board running in %s has its repl on %s" % (
+                os.path.join(d, "repl"), os.ttyname(slave), d, before["repl"])
+            assert rc == 1 and line.startswith(said), line
             assert pending(master) == b""
             os.unlink(os.path.join(d, "repl"))
             os.symlink(before["repl"], os.path.join(d, "repl"))
