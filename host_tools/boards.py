@@ -37,6 +37,19 @@ class BoardError(ToolError):
     code = "E_BOARD"
 
 
+class BoardNotRepl(BoardError):
+    """The port answers, or stays silent, but not as a MicroPython REPL: another device, a
+    board stuck in its bootloader or busy in a program that ignores Ctrl-C."""
+
+    code = "E_BOARD_NOT_REPL"
+
+
+class PortUnavailable(BoardError):
+    """The port cannot be opened: no such device, not a serial port, or another program's."""
+
+    code = "E_PORT"
+
+
 def board_names():
     return sorted(n for n in os.listdir(BOARDS_DIR) if os.path.isfile(os.path.join(BOARDS_DIR, n, "board.json")))
 
@@ -101,6 +114,23 @@ def mpremote(port, args, timeout=30):
     except subprocess.TimeoutExpired:
         raise BoardError("mpremote timed out after %ss on %s (is it a MicroPython REPL?)" % (timeout, port))
     if p.returncode != 0:
-        raise BoardError("mpremote %s failed on %s: %s" % (" ".join(args[:1]), port,
-                                                           (p.stderr or p.stdout).strip()[-2000:]))
+        raise mpremote_failure(port, " ".join(args[:1]), (p.stderr or p.stdout).strip())
     return p.stdout
+
+
+def mpremote_failure(port, what, said):
+    """The error for a failed mpremote run, in one sentence: its known failures by name
+    (a wrong port is the field's commonest mistake, and mpremote answers it with its own
+    Python traceback), otherwise the last line of mpremote's own traceback, which says what
+    went wrong; what the board printed (its own traceback included) is kept."""
+    if "could not enter raw repl" in said:
+        return BoardNotRepl("%s is not a MicroPython REPL (no raw REPL answer to mpremote %s): check the port, "
+                            "reset the board" % (port, what))
+    lines = said.splitlines()
+    if "failed to access" in said:
+        line = [l for l in lines if "failed to access" in l][-1].strip()
+        return PortUnavailable("cannot open %s (%s): check the port's name, and that no other program has it"
+                               % (port, line))
+    if lines and lines[0].startswith("Traceback (most recent call last)") and "/mpremote/" in said:
+        said = lines[-1].strip()  # mpremote's own crash (a board's traceback, from <stdin>, is kept whole)
+    return BoardError("mpremote %s failed on %s: %s" % (what, port, said[-2000:]))

@@ -149,15 +149,26 @@ def install_code_option(text, option=None, new=True):
 
 def print_final(status, wanted, what):
     """Print a gateway's last status as JSON; exit status 0 when its state is `wanted`, else
-    1 with `ppmid: WHAT STATE: CODE message` on stderr."""
+    1 with final_error's line on stderr."""
     import json
     print(json.dumps(status))
     if status.get("state") == wanted:
         return 0
-    err = status.get("error") or {}
-    print("ppmid: %s %s: %s %s" % (what, status.get("state"), err.get("code", ""), err.get("message", "")),
-          file=sys.stderr)
+    final_error(what, status.get("state"), status.get("error"))
     return 1
+
+
+def final_error(what, state, error):
+    """`ppmid: E_CODE: WHAT STATE: message` on stderr, the errors' one line, for a final status
+    that is not the one asked for (`ppmid send` rejected or no-answer, a commission order or
+    users update refused): its JSON went to stdout, this line is for whoever reads errors.
+    E_CODE: the gateway's error code, else the state's (E_FAILED for failed)."""
+    error = error if isinstance(error, dict) else {}
+    code = error.get("code")
+    if not isinstance(code, str) or not re.match(r"E_[A-Z0-9_]+$", code):
+        code = "E_" + re.sub(r"[^A-Z0-9]", "_", str(state).upper())
+    message = error.get("message")
+    print("ppmid: %s: %s %s%s" % (code, what, state, ": %s" % message if message else ""), file=sys.stderr)
 
 
 def describe(exc):

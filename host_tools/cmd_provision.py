@@ -22,8 +22,10 @@ def add_arguments(p):
     p.add_argument("--server-hostname", help="name in the broker certificate (default ppmid-broker)")
     p.add_argument("--ssid", help="Wi-Fi network")
     p.add_argument("--password", help="Wi-Fi password")
-    p.add_argument("--han-device", action="append", default=[], metavar="EUI:TYPE",
-                   help="a device on this gateway's HAN, e.g. 00DB1234567890A1:ESME; repeatable")
+    p.add_argument("--han-device", action="append", default=[], metavar="EUI:TYPE[:NWK[:ENDPOINT]]",
+                   help="a device on this gateway's HAN, e.g. 00DB1234567890A1:GSME; an ESME that takes top-ups "
+                        "needs its network address: 00DB1234567890A0:ESME:0x4A21 (endpoint 1 unless given); "
+                        "repeatable")
     p.add_argument("--envelope-key-file", help="32-byte envelope key (default: STATE_DIR/keys/EUI.key, created if absent)")
     provision.add_user_arguments(p)  # --user NAME --role ROLE --originators ORIGS, --role-profile (docs/security.md)
     p.add_argument("--install-code", metavar="HEX|new",

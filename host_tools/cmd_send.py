@@ -22,7 +22,7 @@ import secrets
 import sys
 import time
 
-from host_tools.cli import CliError, broker_parties, check_wait
+from host_tools.cli import CliError, broker_parties, check_wait, final_error
 
 
 def add_arguments(p):
@@ -127,6 +127,26 @@ def run(args):
     return _publish_and_wait(args, cmd, payload, id, until)
 
 
+def _final(id, status, until):
+    """Exit status 0 when the command's final status is the one asked for (already-executed
+    counts for a response: the meter has the command, it refused a copy resent after a
+    crash), else 1 with the errors' one line on stderr (its JSON is on stdout already)."""
+    last = status.get("status")
+    if last == until or (until == "response" and last == "already-executed"):
+        return 0
+    final_error("command %s" % id, last, status.get("error"))
+    return 1
+
+
+def _no_final(id, status):
+    """A final status the tool itself decides (no answer, a nack on the wire): its JSON on
+    stdout as the gateway's are, and the errors' line on stderr; exit status 1."""
+    print(json.dumps(status))
+    sys.stdout.flush()
+    final_error("command %s" % id, status["status"], status["error"])
+    return 1
+
+
 def _publish_and_wait(args, cmd, payload, id, until):
     from host_tools import mqtt_tools as mt
     try:
@@ -138,13 +158,10 @@ def _publish_and_wait(args, cmd, payload, id, until):
         try:
             statuses = cmd.wait(id, done, timeout=args.timeout, each=show)
         except TimeoutError:
-            print(json.dumps({"id": id, "status": "no-answer",
-                              "error": {"code": "E_NO_ANSWER", "message": "no final status within %ss" % args.timeout}}))
-            sys.stdout.flush()
-            return 1
-        last = statuses[-1]["status"]
+            return _no_final(id, {"id": id, "status": "no-answer", "error": {
+                "code": "E_NO_ANSWER", "message": "no final status within %ss" % args.timeout}})
         # already-executed: the meter has the command (it refused a copy resent after a crash)
-        return 0 if last == until or (until == "response" and last == "already-executed") else 1
+        return _final(id, statuses[-1], until)
     finally:
         cmd.close()
 
@@ -245,12 +262,11 @@ def run_serial(args):
     try:
         got = c.send_envelope(data, id)
         if got is None:
-            show({"id": id, "status": "no-answer", "error": {"code": "E_NO_ANSWER",
-                  "message": "the gateway did not answer on %s" % args.serial}})
-            return 1
+            return _no_final(id, {"id": id, "status": "no-answer", "error": {
+                "code": "E_NO_ANSWER", "message": "the gateway did not answer on %s" % args.serial}})
         if got[0] == "nack":
-            show({"id": id, "status": "rejected", "via": "serial", "error": {"code": got[1], "message": got[2]}})
-            return 1
+            return _no_final(id, {"id": id, "status": "rejected", "via": "serial",
+                                  "error": {"code": got[1], "message": got[2]}})
         done = (until,) + tuple(s for s in ("response", "already-executed", "failed", "topped-up") if s != until)
         shown = 0
         noted = set()
@@ -268,12 +284,10 @@ def run_serial(args):
             for m in msgs[shown:]:
                 show(m)
                 if m.get("status") in done:
-                    last = m["status"]
-                    return 0 if last == until or (until == "response" and last == "already-executed") else 1
+                    return _final(id, m, until)
             shown = len(msgs)
             time.sleep(0.05)
-        show({"id": id, "status": "no-answer",
-              "error": {"code": "E_NO_ANSWER", "message": "no final status within %ss" % args.timeout}})
-        return 1
+        return _no_final(id, {"id": id, "status": "no-answer", "error": {
+            "code": "E_NO_ANSWER", "message": "no final status within %ss" % args.timeout}})
     finally:
         c.close()

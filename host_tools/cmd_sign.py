@@ -61,14 +61,19 @@ def load_key(args):
     return read_envelope_key(path)
 
 
-def signing_key(args):
+def signing_key(args, own_key=False):
     """(key, kid): a DCC User's own key named by itself (--user NAME with --state-dir and
     --gateway, when ppmid provision registered one), else load_key's and --kid (which goes
-    only with --key-file), or CliError."""
+    only with --key-file), or CliError. own_key (`ppmid sign`): a --user with no key of its
+    own is refused, not signed for with the gateway's key (`ppmid send --user` falls back
+    to it: there --user is also the broker identity it sends as)."""
     kid = getattr(args, "kid", None)
     if kid is not None and not args.key_file:
         raise CliError("--kid goes with --key-file (a --user's own key is named by itself)")
     user = getattr(args, "user", None)
+    if own_key and user and (args.key_file or not (args.state_dir and args.gateway)):
+        raise CliError("--user NAME signs with that DCC User's own key: give --state-dir DIR --gateway EUI "
+                       "(not --key-file; a --key-file's key is named with --kid)")
     if user and not args.key_file and args.state_dir and args.gateway:
         from host_tools import mqtt_tools as mt
         name = user[9:] if user.startswith("dcc-user-") else user
@@ -83,6 +88,9 @@ def signing_key(args):
             mt.refuse_public_key_user(args.state_dir, args.gateway, name)
         except RuntimeError as exc:
             raise CliError(str(exc))
+        if own_key:  # a mistyped name would sign with the gateway's key, the user's limits gone
+            raise CliError("no envelope key for DCC User %s on %s (%s): give it one with `ppmid provision --user "
+                           "%s ...`, or sign with --key-file" % (name, args.gateway.upper(), path, name))
     return load_key(args), kid
 
 
@@ -113,7 +121,7 @@ def run(args):
         return _run_signing_input(args)
     if args.private_key:
         return _run_p256(args)
-    key, kid = signing_key(args)
+    key, kid = signing_key(args, own_key=True)
     if args.trace:
         if args.id or args.expires_in is not None:
             raise CliError("--id and --expires-in are for one command; a trace gives its own")

@@ -15,7 +15,9 @@ from it and leaves the REPL on the console pty, exactly like a real board. The R
 the board's "hardware" to the firmware as the module `_emuboard` (see
 firmware/ppmid/board/emulated.py).
 
-State dir layout: board.json (state, for host tools), flash.img (LittleFS2 image),
+State dir layout: board.json (state, for host tools), board.lock (held by the running
+supervisor: one board per state dir), repl/zigbee/nfc/wired (links to the running board's
+ptys, removed when it stops), flash.img (LittleFS2 image),
 romfs.bin (the romfs partition, on boards with `romfs_bytes`), console.log (everything the board printed), wifi ("1"/"0": the emulated access point),
 hw.fifo (firmware -> supervisor: watchdog arm/feed, reset requests), rom.py,
 romfs_partition.py, supervisor.log.
@@ -38,6 +40,9 @@ import tty
 
 from host_tools import board_scripts, boards, deploy
 from host_tools.boards import BoardError, heap_bytes, load_board, micropython_binary, mpremote
+# the claim of a state dir and its links: ports.PortLock checks them before any tool opens a port
+from host_tools.ports import (CLAIM_FILE, PORT_LINKS, BoardNotRunning, check_board_link,  # noqa: F401
+                              not_running, supervisor_runs)
 
 # Exit codes / reasons the supervisor records in board.json "last_exit"/"last_reason".
 EXIT_SOFT_RESET = 0      # Ctrl-D at the REPL, sys.exit(0), mpremote soft-reset
@@ -54,6 +59,13 @@ RAW_BOOT_TIMEOUT_S = 15  # a soft reset in raw-REPL mode that never gets back to
 ROMFS_SECTOR = 4096  # the romfs partition's erase unit (an ESP32's flash sector)
 
 BANNER_RE = r"PPMID ready: version=(\S+) board=(\S+) free_heap=(\d+)"
+CLAIM_WAIT_S = 1.0  # a tool's look at the claim holds it for microseconds: a start waits that out
+
+
+class BoardRunning(BoardError):
+    """`ppmid board start` on a state dir whose board runs: a second chip on the same flash."""
+
+    code = "E_BOARD_RUNNING"
 
 
 def read_state(state_dir):
@@ -79,12 +91,15 @@ def read_state(state_dir):
 def uart_pty(state_dir, name):
     """The host end of the emulated board's UART `name` (zigbee, nfc, wired) that its
     board.json names, for an emulator or client to attach to. BoardError when the board's
-    state names none (the board was not started, has no such UART, or its state is broken)."""
+    state names none (the board was not started, has no such UART, or its state is broken);
+    BoardNotRunning when the board is not running now (the pty it named is no longer its)."""
     uarts = read_state(state_dir).get("uarts")
     pty = uarts.get(name) if isinstance(uarts, dict) else None
     if not isinstance(pty, str) or not pty:
         raise BoardError("%s names no %s UART (uarts.%s): is it this board's state dir, and does the board "
                          "have one?" % (os.path.join(state_dir, "board.json"), name, name))
+    if not supervisor_runs(state_dir):
+        raise not_running(state_dir, "the %s UART its board.json names (%s)" % (name, pty))
     return pty
 
 
@@ -131,12 +146,17 @@ def _otadata_module():
     return mod
 
 
-def _signal(pid, sig, what):
+def _signal(state_dir, pid, sig, what):
     if not pid:
         raise BoardError("the emulated board in this state dir is not running")
     # a pid from a hand-edited board.json: -1 or 0 would signal every process of this user
     if type(pid) is not int or pid < 1:
         raise BoardError("board.json names no process for %s (pid %r): start the board again" % (what, pid))
+    # a killed supervisor left "running" and its pids in board.json; the kernel may have
+    # given those pids to other programs since
+    if not supervisor_runs(state_dir):
+        raise BoardError("the emulated board in %s is not running (board.json names %s pid %d from when it ran; "
+                         "not signalled)" % (state_dir, what, pid))
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
@@ -146,17 +166,17 @@ def _signal(pid, sig, what):
 def stop(state_dir):
     """Stop the supervisor of the board in `state_dir` (and with it the chip)."""
     st = read_state(state_dir)
-    _signal(st.get("supervisor_pid") if st.get("running") else None, signal.SIGTERM, "the supervisor")
+    _signal(state_dir, st.get("supervisor_pid") if st.get("running") else None, signal.SIGTERM, "the supervisor")
 
 
 def kill_chip(state_dir):
     """SIGKILL the MicroPython process (a power cut); the supervisor reboots it."""
-    _signal(read_state(state_dir).get("pid"), signal.SIGKILL, "the MicroPython process")
+    _signal(state_dir, read_state(state_dir).get("pid"), signal.SIGKILL, "the MicroPython process")
 
 
 def press_reset(state_dir):
     st = read_state(state_dir)
-    _signal(st.get("supervisor_pid") if st.get("running") else None, signal.SIGUSR1, "the supervisor")
+    _signal(state_dir, st.get("supervisor_pid") if st.get("running") else None, signal.SIGUSR1, "the supervisor")
 
 
 # ---- supervisor -----------------------------------------------------------------------
@@ -344,11 +364,51 @@ class Supervisor:
         self._raw_boot = None      # chip output held back while a soft reset returns to raw REPL
         self._raw_boot_asked = False
         self._raw_boot_deadline = None
+        self.claim_fd = None
+        self.repl, self.uarts = None, {}
 
     # -- set-up
+    def _claim(self):
+        """Hold DIR/board.lock for as long as this supervisor lives, or BoardRunning: a
+        second supervisor would start a second chip on the same flash image (two LittleFS
+        writers), replace hw.fifo and the links under the first, and leave it orphaned."""
+        path = os.path.join(self.state_dir, CLAIM_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        end = time.monotonic() + CLAIM_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < end:
+                    time.sleep(0.05)
+                    continue
+            from host_tools.ports import flock_holder
+            holder = flock_holder(fd)
+            os.close(fd)
+            raise BoardRunning("the board in %s is running (supervisor pid %s): `ppmid board stop --state-dir %s` "
+                               "first; a second start would run a second chip on the same flash"
+                               % (self.state_dir, holder[0] if holder and holder[0] else "unknown", self.state_dir))
+        self.claim_fd = fd
+
+    def _release(self):
+        """What stops with the board: its links (their ptys go with it, and the kernel gives
+        the numbers to other programs), then the claim."""
+        for name, path in [("repl", self.repl)] + sorted(self.uarts.items()):
+            link = os.path.join(self.state_dir, name)
+            try:
+                if path and os.readlink(link) == path:  # ours, not one a newer board made
+                    os.unlink(link)
+            except OSError:
+                pass
+        if self.claim_fd is not None:
+            os.close(self.claim_fd)
+            self.claim_fd = None
+
     def _prepare(self):
         d = self.state_dir
         os.makedirs(d, exist_ok=True)
+        self._claim()
         flash_size = int(self.definition.get("fs_size", 2 * 1024 * 1024))
         self.flash_path = os.path.join(d, "flash.img")
         if not os.path.exists(self.flash_path) or os.path.getsize(self.flash_path) == 0:
@@ -677,7 +737,11 @@ class Supervisor:
     def run(self, ready=None):
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(s, self._on_signal)
-        self._prepare()
+        try:
+            self._prepare()
+        except BaseException:
+            self._release()
+            raise
         self._spawn()
         if not self.quiet:
             print("emulated board %s: REPL %s, UARTs %s, state %s" % (self.board, self.repl, self.uarts, self.state_dir),
@@ -698,6 +762,7 @@ class Supervisor:
                 self.proc.wait()
             self._write_state()
             self.console.close()
+            self._release()
         return 0
 
 

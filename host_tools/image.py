@@ -195,13 +195,20 @@ def main(argv=None):
     board = argv[0] if argv else ""
     lack = missing(board)
     if lack:
+        # the errors' one line each, `ppmid: E_CODE: sentence`: a board there is none of is
+        # E_BOARD, as everywhere; what the build lacks, E_IMAGE
+        try:
+            boards.load_board(board)
+            code = ImageError.code
+        except boards.BoardError:
+            code = boards.BoardError.code
         for sentence in lack:
-            print("ppmid: make image: " + sentence, file=sys.stderr)
+            print("ppmid: %s: make image: %s" % (code, sentence), file=sys.stderr)
         return 1
     try:
         image = build(board)
     except ToolError as exc:
-        print("ppmid: %s" % exc, file=sys.stderr)
+        print("ppmid: %s: %s" % (exc.code, exc), file=sys.stderr)
         return 1
     if is_romfs_board(boards.load_board(board)):
         # its partition table moves the filesystem: MicroPython could not mount the old one

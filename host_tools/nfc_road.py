@@ -32,10 +32,10 @@ def reader_path(endpoint):
     """The host end of the board's PN532 UART: a pty or serial device path as given, or
     for an emulated board's state dir, the pty its board.json names (uarts.nfc)."""
     if os.path.isdir(endpoint):
-        from host_tools.emuboard import BoardError, uart_pty
+        from host_tools.emuboard import BoardError, BoardNotRunning, uart_pty
         try:
             return uart_pty(endpoint, "nfc")
-        except BoardError as exc:
+        except (BoardError, BoardNotRunning) as exc:
             raise NfcRoadError(str(exc))
     if not os.path.exists(endpoint) or os.path.isfile(endpoint):
         raise NfcRoadError("%s is not a pty or serial device (nor an emulated board's state dir)" % endpoint)

@@ -16,6 +16,23 @@ def public_point_hex(path):
     return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint).hex()
 
 
+def off_curve_user(users):
+    """The first DCC User (by name) of a config's "users" section whose public_key is not a
+    point of P-256, or None. The config check (ppmid.config) sees only a key's form; the
+    gateway checks the point at boot and, for a bad one, stops every link (config-error),
+    so the tools that send a users section say it before it goes (provision, users push)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    keys = users.get("keys") if isinstance(users, dict) else None
+    for name in sorted(keys if isinstance(keys, dict) else ()):
+        entry = keys[name]
+        if isinstance(entry, dict) and isinstance(entry.get("public_key"), str):
+            try:
+                ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes.fromhex(entry["public_key"]))
+            except ValueError:
+                return name
+    return None
+
+
 def signing_input(id, gbcs, expires, kid):
     """The bytes a signed command envelope's signature signs (docs/envelope.md "Signed
     envelopes"): exactly those its mac would cover, ppmid.envelope.compute_mac with no key, joined."""

@@ -24,6 +24,10 @@ The lock directory is every user's (mode 1777), so nothing in it is trusted: a l
 opened without following a symlink and must be a regular file; a directory that is a
 symlink, or another user's without the sticky bit, is refused (_open_lock_file).
 
+A port that is an emulated board's link (DIR/repl, DIR/zigbee, ...) is refused
+(BoardNotRunning, E_BOARD_NOT_RUNNING) unless that board runs now and the link still names
+its pty (check_board_link; the board's claim, DIR/board.lock, is described below it).
+
 Not detected: a program that takes neither lock (screen, minicom, cat, another vendor's
 tool, pyserial without exclusive=True); a tool running with another TMPDIR (another lock
 directory) is seen only while one of its mpremote/esptool/pyserial opens holds the node.
@@ -31,6 +35,7 @@ Where fcntl is absent (Windows) nothing is locked (Windows opens a COM port for 
 at a time itself, but nothing holds it between a deploy's runs). On macOS the lock file works; the
 /proc/locks look-up does not exist there.
 """
+import json
 import os
 import stat
 import sys
@@ -62,6 +67,77 @@ class PortBusy(PortLockError):
     """Another tool (another process) holds the board's port."""
 
     code = "E_PORT_BUSY"
+
+
+class BoardNotRunning(ToolError):
+    """A tool given a stopped emulated board's pty (a link in its state dir, or a UART its
+    board.json names): the kernel may have given that pty to another program since."""
+
+    code = "E_BOARD_NOT_RUNNING"
+
+
+# An emulated board's state dir (host_tools/emuboard.py): its running supervisor holds an
+# exclusive flock on DIR/board.lock for its whole life. The kernel drops it however the
+# process ends (SIGKILL included), so it says "a board runs here now" where board.json
+# cannot: a killed supervisor leaves "running": true behind, and the kernel hands its pid and
+# its /dev/pts numbers to other programs.
+CLAIM_FILE = "board.lock"
+PORT_LINKS = ("repl", "zigbee", "nfc", "wired")  # DIR/NAME -> the running board's pty
+
+
+def supervisor_runs(state_dir):
+    """Whether a supervisor runs the emulated board in `state_dir` now (it holds
+    DIR/board.lock). The look takes a shared flock and drops it at once: it succeeds only
+    when nobody holds the supervisor's exclusive one."""
+    if fcntl is None:  # no ptys, no emulated boards
+        return False
+    try:
+        fd = os.open(os.path.join(state_dir, CLAIM_FILE),
+                     os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:  # no claim file: no board was started here by these tools
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # EWOULDBLOCK: the supervisor holds it
+        return True
+    finally:
+        os.close(fd)  # (drops our shared flock, when we got it)
+    return False
+
+
+def not_running(state_dir, what):
+    return BoardNotRunning("the emulated board in %s is not running, so %s may now be another program's (the "
+                           "kernel reuses /dev/pts numbers): nothing was written; start it with `ppmid board start "
+                           "--state-dir %s`" % (state_dir, what, state_dir))
+
+
+def check_board_link(port):
+    """Refuse (BoardNotRunning) a port that is one of an emulated board's links (DIR/repl,
+    DIR/zigbee, ...: `ppmid deploy --port DIR/repl`) unless that board runs now and the link
+    still names its pty. A stopped board's link (a killed supervisor cannot remove it) points
+    at a /dev/pts number the kernel gives to the next program that asks, another engineer's
+    terminal or board: a tool that followed it would write into that. Other ports pass."""
+    if not isinstance(port, str) or not os.path.islink(port):
+        return
+    state_dir, name = os.path.split(os.path.abspath(port))
+    board_json = os.path.join(state_dir, "board.json")
+    if name not in PORT_LINKS or not os.path.isfile(board_json):
+        return
+    target = os.readlink(port)
+    if not supervisor_runs(state_dir):
+        raise not_running(state_dir, "the pty its link %s names (%s)" % (port, target))
+    try:  # (written whole by the supervisor: a copy renamed over it)
+        with open(board_json) as f:
+            st = json.load(f)
+    except (OSError, ValueError):
+        st = None
+    st = st if isinstance(st, dict) else {}
+    uarts = st.get("uarts") if isinstance(st.get("uarts"), dict) else {}
+    now = st.get("repl") if name == "repl" else uarts.get(name)
+    if target != now:
+        raise BoardNotRunning("%s points at %s, but the board running in %s has its %s on %s: the link is not "
+                              "this board's (left over, or changed by hand): nothing was written; use %s"
+                              % (port, target, state_dir, name, now, now))
 
 
 def device_path(port):
@@ -100,6 +176,9 @@ class PortLock:
     def acquire(self):
         if self._key is not None:
             return self
+        # a stopped emulated board's link (DIR/repl) names a pty the kernel may have given
+        # to another program: BoardNotRunning before anything opens it
+        check_board_link(self.port)
         device = device_path(self.port)
         if device is None or fcntl is None:
             return self

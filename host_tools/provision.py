@@ -119,10 +119,29 @@ def merge_users(base, users, roles):
     return u
 
 
+def han_device(spec):
+    """--han-device EUI:TYPE[:NWK[:ENDPOINT]] -> a han.devices entry (the config checks the
+    values). NWK, the device's network address (0x4A21 or 18977), and ENDPOINT say where
+    top-ups go: an ESME without NWK takes none (docs/utrn.md)."""
+    parts = spec.split(":")
+    d = {"eui": parts[0], "type": parts[1] if len(parts) > 1 else ""}
+    try:
+        if len(parts) > 4:
+            raise ValueError
+        if len(parts) > 2:
+            d["nwk"] = int(parts[2], 0)
+        if len(parts) > 3:
+            d["endpoint"] = int(parts[3], 10)
+    except ValueError:
+        raise ProvisionError("--han-device %r: EUI:TYPE[:NWK[:ENDPOINT]], NWK the device's network address "
+                             "(0x4A21 or 18977), ENDPOINT a number (1 to 240)" % spec)
+    return d
+
+
 def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=None, server_hostname=None,
           ssid=None, password=None, han_devices=(), envelope_key_file=None, users=(), roles=(), user_tokens=(),
           install_code=None):
-    """(files {flash path: bytes}, config dict) or ProvisionError. han_devices: "EUI:TYPE"
+    """(files {flash path: bytes}, config dict) or ProvisionError. han_devices: "EUI:TYPE[:NWK[:ENDPOINT]]"
     strings; envelope_key_file: None = STATE_DIR/keys/EUI.key, created if absent; users:
     "NAME:ROLE:ORIGINATOR[,ORIGINATOR...]" strings (a key each, STATE_DIR/keys/EUI.users/
     NAME.key, created if absent); roles: "ROLE=PROFILE" strings; user_tokens: the
@@ -177,8 +196,7 @@ def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=No
         han = dict(cfg.get("han", {}))
         devices = list(han.get("devices", []))
         for spec in han_devices:
-            d_eui, _, d_type = spec.partition(":")
-            devices.append({"eui": d_eui, "type": d_type})
+            devices.append(han_device(spec))
         han["devices"] = devices
         cfg["han"] = han
     if install_code is not None:
@@ -199,6 +217,11 @@ def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=No
         config.validate(json.loads(json.dumps(cfg)))
     except config.ConfigError as exc:
         raise ProvisionError("config refused: %s" % exc)
+    # what validate cannot see and boot refuses with every link stopped (a repair over USB)
+    from host_tools.p256_envelope import off_curve_user
+    bad = off_curve_user(cfg.get("users"))
+    if bad is not None:
+        raise ProvisionError("config refused: users.keys.%s.public_key is not a point of P-256" % bad)
     try:
         if envelope_key_file:
             with open(envelope_key_file, "rb") as f:

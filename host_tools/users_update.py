@@ -91,13 +91,10 @@ def plan(state_dir, eui, users=None, rotate=(), revoke=(), remove=(), sequence=N
             new[name] = mt.user_key(state_dir, eui, name, create=True)
     # the config check sees only the form of a public key; the gateway refuses one that is
     # no point of P-256 (E_CONFIG_UPDATE), so say it here
-    from cryptography.hazmat.primitives.asymmetric import ec
-    for name in sorted(keys):
-        if "public_key" in keys[name]:
-            try:
-                ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes.fromhex(keys[name]["public_key"]))
-            except ValueError:
-                raise UsersUpdateError("users refused: users.keys.%s.public_key is not a point of P-256" % name)
+    from host_tools.p256_envelope import off_curve_user
+    bad = off_curve_user({"keys": keys})
+    if bad is not None:
+        raise UsersUpdateError("users refused: users.keys.%s.public_key is not a point of P-256" % bad)
     return seq, base, new, renames
 
 

@@ -62,6 +62,10 @@ def fixtures(d):
     put("oddhex.txt", "DD0\n")
     put("key31", b"k" * 31)
     put("key32", b"k" * 32)
+    put("ic_object.json", json.dumps({"gateway": GW, "zigbee": {"install_code": {"a": 1}}}))
+    put("ic_float.json", json.dumps({"gateway": GW, "zigbee": {"install_code": 5.5}}))
+    put("users_pub_off_curve.json", json.dumps({"gateway": GW, "users": {"keys": {"a": {
+        "role": "r", "originators": [GW], "public_key": "04" + "00" * 64}}, "roles": {"r": "all"}}}))
     put("users_types.json", json.dumps({"users": 5}))
     put("users_list.json", json.dumps([1, 2]))
     put("devlog_bad.jsonl", "{bad\n")
@@ -104,6 +108,15 @@ def fixtures(d):
             with open(os.path.join(sd, fn), "wb") as fh:
                 fh.write(data if isinstance(data, bytes) else data.encode())
         f[name] = sd
+    # a stopped board's state dir: links and uarts as it left them (at /dev/null here: the
+    # kernel hands a stopped board's /dev/pts numbers to other programs, whose they then are)
+    sd = os.path.join(d, "board_stopped")
+    os.mkdir(sd)
+    with open(os.path.join(sd, "board.json"), "w") as fh:
+        json.dump({"running": False, "repl": os.devnull, "uarts": {"zigbee": os.devnull, "nfc": os.devnull}}, fh)
+    for name in ("repl", "zigbee", "nfc"):
+        os.symlink(os.devnull, os.path.join(sd, name))
+    f["board_stopped"] = sd
     # the prepared broker state with its broker.json broken: what send meets after the rest
     import shutil
     for name, text in (("trunc", '{"host": "127.0.0.1", "po'), ("types", '{"host": 5, "port": "x"}'),
@@ -141,6 +154,13 @@ def cases(f, tmp):
     case("board start flash.img cut short", "board", "start", "--state-dir", f["flash_short"])
     case("board start state dir is a file", "board", "start", "--state-dir", f["empty"])
     case("board bad action", "board", "explode")
+    case("deploy port a stopped board's link", "deploy", "--port", os.path.join(f["board_stopped"], "repl"),
+         "--board", "emulated")
+    case("provision port a stopped board's link", "provision", "--port", os.path.join(f["board_stopped"], "repl"),
+         "--gateway", GW, "--state-dir", f["broker"])
+    case("ncp-emulator a stopped board", "ncp-emulator", "--state-dir", f["board_stopped"])
+    case("ncp-emulator a stopped board's link", "ncp-emulator", "--pty", os.path.join(f["board_stopped"], "zigbee"))
+    case("pn532-emulator a stopped board", "pn532-emulator", "--state-dir", f["board_stopped"])
     # deploy / flash (never reach a board: ports that do not exist, --dry-run)
     case("deploy unknown board", "deploy", "--port", f["missing"], "--board", "nosuch", "--dry-run")
     case("deploy board name with a slash", "deploy", "--port", f["missing"], "--board", "../boards", "--dry-run")
@@ -171,6 +191,9 @@ def cases(f, tmp):
     case("provision config a list", *base, "--config", f["list.json"], "--dry-run")
     case("provision config wrong types", *base, "--config", f["types.json"], "--dry-run")
     case("provision config not UTF-8", *base, "--config", f["latin1"], "--dry-run")
+    case("provision config public key off the curve", *base, "--config", f["users_pub_off_curve.json"], "--dry-run")
+    case("provision config install code an object", *base, "--config", f["ic_object.json"], "--dry-run")
+    case("provision config install code a number", *base, "--config", f["ic_float.json"], "--dry-run")
     case("provision gateway not hex", "provision", "--port", f["missing"], "--gateway", "XYZ", "--state-dir",
          os.path.join(tmp, "prov2"), "--dry-run")
     case("provision broker port out of range", *base, "--broker-port", "99999", "--dry-run")
@@ -186,6 +209,10 @@ def cases(f, tmp):
     case("provision install code bad", *base, "--install-code", "1234", "--dry-run")
     case("provision device log not JSON", *base, "--install-code", "new", "--device-log", f["devlog_bad.jsonl"],
          "--dry-run")
+    case("provision port a silent pty", "provision", "--port", "/dev/ptmx", "--gateway", GW, "--state-dir",
+         f["broker"])
+    case("provision port missing (no dry run)", "provision", "--port", f["missing"], "--gateway", GW, "--state-dir",
+         f["broker"])
     case("provision state dir a file", "provision", "--port", f["missing"], "--gateway", GW, "--state-dir",
          f["empty"], "--dry-run")
     case("provision broker.json truncated", "provision", "--port", f["missing"], "--gateway", GW, "--state-dir",
@@ -204,6 +231,8 @@ def cases(f, tmp):
     case("gbcs check config a list", "gbcs", "check", "--config", f["list.json"], f["oddhex.txt"])
     case("gbcs check config wrong types", "gbcs", "check", "--config", f["types.json"], f["oddhex.txt"])
     case("gbcs check config not UTF-8", "gbcs", "check", "--config", f["latin1"], f["oddhex.txt"])
+    case("gbcs check config install code an object", "gbcs", "check", "--config", f["ic_object.json"],
+         f["oddhex.txt"])
     case("gbcs pcap garbage in", "gbcs", "pcap", f["garbage"], out + ".pcapng")
     case("gbcs pcap trace wrong types", "gbcs", "pcap", f["trace_types.jsonl"], out + ".pcapng")
     case("gbcs pcap trace a list", "gbcs", "pcap", f["trace_list.jsonl"], out + ".pcapng")
@@ -392,6 +421,8 @@ def cases(f, tmp):
     case("emulate set malformed", *ebase, "--set", "nonsense")
     case("emulate set unknown key", *ebase, "--set", "limits.nosuch=5")
     case("emulate set wrong type", *ebase, "--set", "limits.rate_per_s=fast")
+    case("emulate set install code an object", *ebase, "--set", 'zigbee.install_code={"a": 1}')
+    case("emulate set install code a list", *ebase, "--set", "zigbee.install_code=[300]")
     case("emulate device log missing", *ebase, "--device-log", f["missing"])
     case("emulate device log not JSON", *ebase, "--device-log", f["devlog_bad.jsonl"])
     case("emulate state dir a file", "emulate", "--state-dir", f["empty"])

@@ -2,6 +2,7 @@
 fixed: each case feeds the bad input and checks the one line it ends in, `ppmid: E_CODE:
 sentence` with a non-zero exit and no traceback. Before the sweep these crashed (E_INTERNAL,
 "a bug"), hung, touched a process board.json did not own, or ended with no code at all."""
+import fcntl
 import json
 import os
 
@@ -130,6 +131,152 @@ def test_gbcs_check_config_that_is_not_text_is_named(tmp_path, capsys):
     assert rc == 1 and err == "ppmid: E_INPUT: config %s is not UTF-8 text (byte 0xe9 at offset 16)\n" % bad, err
 
 
+@pytest.mark.parametrize("code", [{"a": 1}, [300], 5.5])
+def test_an_install_code_that_is_not_a_string_is_a_config_error(tmp_path, capsys, code):
+    # review r5-1: E_INTERNAL (TypeError, ValueError from reading it as bytes) before
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"gateway": GATEWAY, "zigbee": {"install_code": code}}))
+    said = "zigbee.install_code must be the code as printed (a string of hex digits), not %r" % (code,)
+    rc, err = run(capsys, "gbcs", "check", "--config", str(cfg), str(cfg))
+    assert rc == 1 and err == "ppmid: E_CONFIG: config %s: %s\n" % (cfg, said), err
+    from host_tools.broker import Broker
+    Broker(str(tmp_path / "broker"), gateways=[GATEWAY], users=["test"]).prepare()
+    rc, err = run(capsys, "provision", "--port", "/dev/null", "--gateway", GATEWAY, "--state-dir",
+                  str(tmp_path / "broker"), "--config", str(cfg), "--dry-run")
+    assert rc == 1 and err == "ppmid: E_PROVISION: config refused: E_CONFIG: %s\n" % said, err
+
+
+def test_provision_refuses_a_dcc_users_public_key_that_is_no_point_of_p256(tmp_path, capsys):
+    # review r5-5: "provisioned", then the gateway's boot stopped every link (config-error)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from host_tools.broker import Broker
+    Broker(str(tmp_path / "broker"), gateways=[GATEWAY], users=["test"]).prepare()
+    good = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint).hex()
+    for name, point, said in (("a", "04" + "00" * 64, "ppmid: E_PROVISION: config refused: users.keys.a.public_key "
+                                                      "is not a point of P-256\n"),
+                              ("b", good, "")):
+        cfg = tmp_path / ("config_%s.json" % name)
+        cfg.write_text(json.dumps({"gateway": GATEWAY, "users": {
+            "keys": {name: {"role": "r", "originators": [GATEWAY], "public_key": point}}, "roles": {"r": "all"}}}))
+        rc, err = run(capsys, "provision", "--port", "/dev/null", "--gateway", GATEWAY, "--state-dir",
+                      str(tmp_path / "broker"), "--config", str(cfg), "--dry-run")
+        assert (rc, err) == ((1, said) if said else (0, "")), err
+
+
+def test_sign_for_a_user_with_no_key_of_its_own_is_refused(tmp_path, capsys):
+    # review r5-6: a mistyped --user signed with the gateway's legacy key, no kid, exit 0
+    keys = tmp_path / "keys"
+    (keys / (GATEWAY + ".users")).mkdir(parents=True)
+    (keys / (GATEWAY + ".key")).write_bytes(b"g" * 32)
+    (keys / (GATEWAY + ".users") / "supplier-a.key").write_bytes(b"u" * 32)
+    out = tmp_path / "s.json"
+    base = ["sign", "--gbcs", "DD00", "--state-dir", str(tmp_path), "--gateway", GATEWAY, "--format", "json",
+            "--out", str(out)]
+    rc, err = run(capsys, *base, "--user", "suplier-a")
+    assert rc == 1 and err == ("ppmid: E_INPUT: no envelope key for DCC User suplier-a on %s (%s): give it one with "
+                               "`ppmid provision --user suplier-a ...`, or sign with --key-file\n"
+                               % (GATEWAY, keys / (GATEWAY + ".users") / "suplier-a.key")), err
+    assert not out.exists()
+    rc, err = run(capsys, *base, "--user", "supplier-a", "--key-file", str(keys / (GATEWAY + ".key")))
+    assert rc == 1 and err.startswith("ppmid: E_INPUT: --user NAME signs with that DCC User's own key: "), err
+    rc, err = run(capsys, *base, "--user", "supplier-a")  # its own key: named in the envelope
+    assert rc == 0 and json.loads(out.read_text())["kid"] == "supplier-a", err
+
+
+def test_provision_han_device_carries_the_address_top_ups_need(tmp_path, capsys):
+    # review r5-8: `--han-device EUI:TYPE` could not carry nwk, so the README's top-up after
+    # it always ended E_UTRN_TARGET "the ESME's network address is not configured"
+    from host_tools import provision
+    from host_tools.broker import Broker
+    state = str(tmp_path / "broker")
+    Broker(state, gateways=[GATEWAY], users=["test"]).prepare()
+    _, cfg = provision.build(state, GATEWAY, han_devices=["00db1234567890a0:ESME:0x4A21:2",
+                                                          "00DB1234567890A2:ESME:18977", "00DB1234567890A1:GSME"])
+    assert cfg["han"]["devices"] == [
+        {"eui": "00db1234567890a0", "type": "ESME", "nwk": 0x4A21, "endpoint": 2},
+        {"eui": "00DB1234567890A2", "type": "ESME", "nwk": 0x4A21}, {"eui": "00DB1234567890A1", "type": "GSME"}]
+    base = ["provision", "--port", "/dev/null", "--gateway", GATEWAY, "--state-dir", state, "--dry-run"]
+    for spec in ("00DB1234567890A0:ESME:near", "00DB1234567890A0:ESME:1:one", "00DB1234567890A0:ESME:1:2:3"):
+        rc, err = run(capsys, *base, "--han-device", spec)
+        assert rc == 1 and err == ("ppmid: E_PROVISION: --han-device %r: EUI:TYPE[:NWK[:ENDPOINT]], NWK the device's "
+                                   "network address (0x4A21 or 18977), ENDPOINT a number (1 to 240)\n" % spec), err
+    rc, err = run(capsys, *base, "--han-device", "00DB1234567890A0:ESME:0x1:241")  # the config's own range check
+    assert rc == 1 and err == ("ppmid: E_PROVISION: config refused: E_CONFIG: han device 00DB1234567890A0: endpoint "
+                               "must be an integer from 1 to 240\n"), err
+
+
+# mpremote's stderr when the port answers but not as a raw REPL (review r5-3, a port reused
+# by another program); the traceback it prints itself, cut down to its frames' files
+NOT_A_REPL = """Traceback (most recent call last):
+  File "/venv/bin/mpremote", line 8, in <module>
+    sys.exit(main())
+  File "/venv/lib/python3.11/site-packages/mpremote/main.py", line 552, in ensure_raw_repl
+    self.transport.enter_raw_repl(soft_reset=soft_reset)
+  File "/venv/lib/python3.11/site-packages/mpremote/transport_serial.py", line 210, in enter_raw_repl
+    raise TransportError("could not enter raw repl")
+mpremote.transport.TransportError: could not enter raw repl
+"""
+
+
+def fake_mpremote(tmp_path, monkeypatch, stderr, stdout=""):
+    (tmp_path / "err").write_text(stderr)
+    (tmp_path / "out").write_text(stdout)
+    exe = tmp_path / "mpremote"
+    exe.write_text("#!/bin/sh\ncat %s\ncat %s >&2\nexit 1\n" % (tmp_path / "out", tmp_path / "err"))
+    exe.chmod(0o755)
+    from host_tools import boards
+    monkeypatch.setattr(boards, "mpremote_path", lambda: str(exe))
+
+
+def provision_to(capsys, tmp_path, port):
+    from host_tools.broker import Broker
+    Broker(str(tmp_path / "broker"), gateways=[GATEWAY], users=["test"]).prepare()
+    return run(capsys, "provision", "--port", port, "--gateway", GATEWAY, "--state-dir", str(tmp_path / "broker"))
+
+
+def test_provision_to_a_port_that_is_no_repl_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    # was `ppmid: E_BOARD: mpremote exec failed on PORT: Traceback ...`, mpremote's 14 lines
+    fake_mpremote(tmp_path, monkeypatch, NOT_A_REPL)
+    port = str(tmp_path / "port")
+    rc, err = provision_to(capsys, tmp_path, port)
+    assert rc == 1 and err == ("ppmid: E_BOARD_NOT_REPL: %s is not a MicroPython REPL (no raw REPL answer to mpremote "
+                               "exec): check the port, reset the board\n" % port), err
+
+
+def test_provision_to_a_silent_pty_says_it_is_no_repl(tmp_path, capsys):
+    # the real mpremote on a pty nobody answers (a new one of our own: /dev/ptmx), about 10 s
+    rc, err = provision_to(capsys, tmp_path, "/dev/ptmx")
+    assert rc == 1 and err == ("ppmid: E_BOARD_NOT_REPL: /dev/ptmx is not a MicroPython REPL (no raw REPL answer to "
+                               "mpremote exec): check the port, reset the board\n"), err
+
+
+def test_provision_to_a_port_that_cannot_be_opened_says_so(tmp_path, capsys):
+    # the real mpremote on a path that is no device
+    port = str(tmp_path / "nosuch")
+    rc, err = provision_to(capsys, tmp_path, port)
+    assert rc == 1 and err == ("ppmid: E_PORT: cannot open %s (mpremote: failed to access %s (it may be in use by "
+                               "another program)): check the port's name, and that no other program has it\n"
+                               % (port, port)), err
+
+
+def test_mpremote_failures_keep_what_says_what_went_wrong(tmp_path, monkeypatch):
+    from host_tools import boards
+    crash = NOT_A_REPL.replace("could not enter raw repl", "something new")
+    fake_mpremote(tmp_path, monkeypatch, crash)
+    with pytest.raises(boards.BoardError) as exc:
+        boards.mpremote(str(tmp_path / "port"), ["exec", "x"])
+    assert exc.value.code == "E_BOARD" and str(exc.value) == (
+        "mpremote exec failed on %s: mpremote.transport.TransportError: something new" % (tmp_path / "port"))
+    # a traceback the board printed is the board's word: kept whole
+    board_said = 'Traceback (most recent call last):\n  File "<stdin>", line 1, in <module>\nOSError: 28\n'
+    fake_mpremote(tmp_path, monkeypatch, "", stdout=board_said)
+    with pytest.raises(boards.BoardError) as exc:
+        boards.mpremote(str(tmp_path / "port"), ["exec", "x"])
+    assert str(exc.value).endswith(": " + board_said.strip()), str(exc.value)
+
+
 # ---- an emulated board's board.json: missing, cut short, edited by hand --------------
 
 def board_dir(tmp_path, text):
@@ -189,7 +336,11 @@ def test_the_nfc_road_names_a_broken_board_json(tmp_path):
     os.remove(os.path.join(d, "board.json"))
     with open(os.path.join(d, "board.json"), "w") as f:
         json.dump({"uarts": {"nfc": "/dev/ptmx"}}, f)
-    assert nfc_road.reader_path(d) == "/dev/ptmx"
+    with pytest.raises(nfc_road.NfcRoadError, match="is not running"):  # its UART may be another program's
+        nfc_road.reader_path(d)
+    with open(os.path.join(d, "board.lock"), "w") as claim:  # as the running board's supervisor holds it
+        fcntl.flock(claim, fcntl.LOCK_EX)
+        assert nfc_road.reader_path(d) == "/dev/ptmx"
 
 
 # ---- pn532-emulator: a port that is a file, settings that made it hang or idle ---------

@@ -61,6 +61,22 @@ def test_commission_cli_errors_exit_1(tmp_path, capsys):
     assert O.last_sequence(str(tmp_path), GW) == 0
 
 
+def test_commission_that_is_not_accepted_ends_in_the_errors_one_line(tmp_path, capsys, monkeypatch):
+    # review r5-8: `ppmid: commission order no-answer: E_NO_ANSWER ...`, the code not first
+    from host_tools import cli
+    pem = tmp_path / "op.pem"
+    pem.write_text(UV.PRIVATE_PEM)
+    for st, line in (({"state": "no-answer", "error": {"code": "E_NO_ANSWER", "message": "no status within 5s"}},
+                      "ppmid: E_NO_ANSWER: commission order no-answer: no status within 5s\n"),
+                     ({"state": "refused", "error": {"code": "E_ORDER_BUSY", "message": "busy"}},
+                      "ppmid: E_ORDER_BUSY: commission order refused: busy\n"),
+                     ({"state": "failed"}, "ppmid: E_FAILED: commission order failed\n")):
+        monkeypatch.setattr(O, "push", lambda *a, **k: st)
+        assert cli.main(["commission", "--state-dir", str(tmp_path), "--gateway", GW, "--key", str(pem)]) == 1
+        cap = capsys.readouterr()
+        assert json.loads(cap.out) == st and cap.err == line, cap.err
+
+
 def test_busy_then_a_plain_resend_is_accepted(tmp_path, monkeypatch):
     """The gateway (the firmware's own ppmid.relay.commission_order, under CPython) uses a
     sequence up on E_ORDER_BUSY and when its answer is lost: the host must not send that

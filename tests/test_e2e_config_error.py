@@ -32,6 +32,18 @@ def test_config_error_keeps_the_board_up_for_provisioning(tmp_path):
         b.reset()
         b.wait_ready(30, since=mark)
         assert "PPMID status: config-error: unknown limits key 'rate_per_sec'" in b.console_text()[mark:]
+        # review r5-1 and r5-4: an install code that is no string crashed the boot (TypeError,
+        # a traceback and a reboot at every boot); a device key's typo was taken
+        for cfg, said in (({"gateway": E.GATEWAY, "zigbee": {"install_code": {"a": 1}}},
+                           "zigbee.install_code must be the code as printed (a string of hex digits), not {'a': 1}"),
+                          ({"gateway": E.GATEWAY, "han": {"devices": [{"eui": E.ESME, "type": "ESME", "endpiont": 2}]}},
+                           "han device %s: unknown key 'endpiont' (eui, type, nwk, endpoint)" % E.ESME)):
+            b.exec("f = open('/config.json', 'w'); f.write(%r); f.close()" % json.dumps(cfg))
+            mark = b.mark()
+            b.reset()
+            b.wait_ready(30, since=mark)
+            text = b.console_text()[mark:]
+            assert "PPMID status: config-error: " + said in text and "Traceback" not in text, text
         restarts = b.restarts
         # valid config, certificates and key: the gateway comes up (its broker is absent, so
         # MQTT stays down, but the relay and the HAN link start)

@@ -182,7 +182,7 @@ def test_an_older_version_is_refused_through_the_command_line(emu, keys, tmp_pat
     assert r.returncode == 1, r.stdout + r.stderr
     st = json.loads(r.stdout.strip().splitlines()[-1])
     assert st["state"] == "refused" and st["error"]["code"] == "E_UPDATE_OLDER", st
-    assert "0.1.5: refused (E_UPDATE_OLDER)" in r.stderr and "ppmid: update 0.1.5 refused: E_UPDATE_OLDER" in r.stderr
+    assert "0.1.5: refused (E_UPDATE_OLDER)" in r.stderr and "ppmid: E_UPDATE_OLDER: update 0.1.5 refused: " in r.stderr
     assert _running(emu) == "0.2.0"
 
 

@@ -252,6 +252,7 @@ def test_sign_then_send_and_replay_by_wire_without_the_key_on_the_laptop(emu, tm
         (tmp_path / "forged.env").write_bytes(forged)
         r = ppmid("send", "--serial", port, "--envelope", tmp_path / "forged.env")
         assert r.returncode == 1 and json.loads(r.stdout.splitlines()[-1])["error"]["code"] == "E_AUTH", r.stdout
+        assert r.stderr.startswith("ppmid: E_AUTH: command cli-forged rejected"), r.stderr  # the errors' line too
     finally:
         emu.wired_client.open()
 

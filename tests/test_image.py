@@ -21,7 +21,7 @@ def make_image(board, env):
 def test_make_image_names_each_missing_thing():
     p = make_image("esp32-devkitc", {})
     assert p.returncode != 0
-    lines = [l for l in p.stderr.splitlines() if l.startswith("ppmid: make image: ")]
+    lines = [l for l in p.stderr.splitlines() if l.startswith("ppmid: E_IMAGE: make image: ")]
     assert len(lines) == 3, p.stderr
     assert "MICROPY_DIR is not set" in lines[0]
     assert "IDF_PATH is not set" in lines[1]
@@ -36,7 +36,12 @@ def test_make_image_says_what_is_wrong_with_what_is_set(tmp_path):
     p = make_image("emulated", {})
     assert p.returncode != 0 and "no MicroPython ESP32 image" in p.stderr
     p = make_image("", {})
-    assert p.returncode != 0 and "unknown board" in p.stderr
+    assert p.returncode != 0 and "ppmid: E_BOARD: make image: unknown board ''" in p.stderr, p.stderr
+    # every line the errors' own, with its code (review r5-9: `ppmid: make image: ...`, none)
+    p = make_image("nosuch", {})
+    lines = [l for l in p.stderr.splitlines() if l.startswith("ppmid: ")]
+    assert p.returncode != 0 and lines == ["ppmid: E_BOARD: make image: unknown board 'nosuch' (known boards: %s) "
+                                           "(make image BOARD=NAME)." % ", ".join(boards.board_names())], p.stderr
 
 
 def test_with_everything_there_it_runs_micropythons_build_with_the_manifest(tmp_path):

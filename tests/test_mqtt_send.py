@@ -56,6 +56,8 @@ def test_send_prints_statuses_and_exit_codes(state, tmp_path):
         assert r.returncode == 1
         st = json.loads(r.stdout.splitlines()[-1])
         assert st["status"] == "rejected" and st["error"]["code"] == "E_AUTH"
+        # and the errors' one line on stderr (review r5-8: it said nothing there)
+        assert r.stderr == "ppmid: E_AUTH: command cli-2 rejected: %s\n" % st["error"]["message"], r.stderr
         assert gw.journal() == ["cli-1"]
     finally:
         gw.kill()
@@ -65,7 +67,9 @@ def test_send_without_answer_times_out_nonzero(state):
     mt.envelope_key(state, GW_B, create=True)
     r = ppmid("send", "--state-dir", state, "--gateway", GW_B, "--gbcs", "dd00", "--timeout", "1")
     assert r.returncode == 1
-    assert json.loads(r.stdout.splitlines()[-1])["error"]["code"] == "E_NO_ANSWER"
+    st = json.loads(r.stdout.splitlines()[-1])
+    assert st["error"]["code"] == "E_NO_ANSWER"
+    assert r.stderr == "ppmid: E_NO_ANSWER: command %s no-answer: no final status within 1.0s\n" % st["id"], r.stderr
 
 
 def test_send_usage_errors(state):

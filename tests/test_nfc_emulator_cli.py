@@ -2,6 +2,7 @@
 state dir), it serves a phone holding a command to the firmware NFC service running under
 MicroPython, and saves the result the gateway pushed."""
 import base64
+import fcntl
 import json
 import os
 import select
@@ -85,8 +86,12 @@ def test_cli_emulator_serves_a_phone(tmp_path, via_state_dir):
     gbcs = bytes(range(200)) * 5
     env_file = tmp_path / "cmd.bin"
     env_file.write_bytes(envelope.to_binary(envelope.sign(KEY, "cli-1", gbcs)))
+    claim = None
     if via_state_dir:
         (tmp_path / "board.json").write_text(json.dumps({"uarts": {"nfc": host_side}}))
+        # a running board's supervisor holds its claim: the emulator serves only a live board's UART
+        claim = open(tmp_path / "board.lock", "w")
+        fcntl.flock(claim, fcntl.LOCK_EX)
         where = ["--state-dir", str(tmp_path)]
     else:
         where = ["--pty", host_side]
@@ -117,6 +122,8 @@ def test_cli_emulator_serves_a_phone(tmp_path, via_state_dir):
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)  # a loaded CI host (2 cores) may be slow to stop it
         bridge.close()
+        if claim:
+            claim.close()
     assert "phone statuses: 9000 OK" in "".join(lines) + out
 
 

@@ -191,8 +191,8 @@ def test_make_image_without_the_environment_still_says_exactly_what_is_missing()
     p = subprocess.run(["make", "--no-print-directory", "image", "BOARD=esp32-devkitc-romfs", "PY=" + sys.executable],
                        capture_output=True, text=True, cwd=ROOT, env=base, timeout=60)
     assert p.returncode != 0
-    lines = [l for l in p.stderr.splitlines() if l.startswith("ppmid: make image: ")]
-    assert [l.split(": ", 2)[2].split(" ", 1)[0] for l in lines] == ["MICROPY_DIR", "IDF_PATH", "idf.py"], p.stderr
+    lines = [l for l in p.stderr.splitlines() if l.startswith("ppmid: E_IMAGE: make image: ")]
+    assert [l.split(": ", 3)[3].split(" ", 1)[0] for l in lines] == ["MICROPY_DIR", "IDF_PATH", "idf.py"], p.stderr
 
 
 def test_a_110k_board_with_a_romfs_partition_deploys_with_romfs_only(tmp_path):

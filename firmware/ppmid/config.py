@@ -134,6 +134,9 @@ def validate(cfg):
             raise ConfigError("each han device needs eui and type: %r" % (d,))
         eui_bytes(d["eui"], "han device eui")
         d["eui"] = d["eui"].upper()
+        for k in d:  # a typo ("endpiont") must not silently keep the default
+            if k not in ("eui", "type", "nwk", "endpoint"):
+                raise ConfigError("han device %s: unknown key %r (eui, type, nwk, endpoint)" % (d["eui"], k))
         if d["type"] not in DEVICE_TYPES:
             raise ConfigError("han device type %r is not one of %s" % (d["type"], ", ".join(DEVICE_TYPES)))
         # where top-ups go (docs/utrn.md): the device's NWK address and SE endpoint

@@ -91,6 +91,35 @@ def test_every_section_refuses_unknown_keys_and_wrong_types():
     assert cfg["nfc"]["session_s"] == 5 and cfg["nfc"]["chunk"] == 240
 
 
+def test_zigbee_install_code_and_extended_pan_id_must_be_strings():
+    # review r5-1: an object, a list with a number over 255 or a float escaped as TypeError or
+    # ValueError (E_INTERNAL on the host, a traceback and a reboot at every boot); a list of
+    # numbers with a right CRC passed as bytes
+    from ppmid.zigbee.installcode import crc16
+    code = bytes(range(16))
+    listed = list(code) + [crc16(code) & 0xFF, crc16(code) >> 8]
+    for bad in ({"a": 1}, {}, [300], 5.5, 5, True, listed):
+        msg = _err(_with(zigbee={"install_code": bad}))
+        assert msg == "zigbee.install_code must be the code as printed (a string of hex digits), not %r" % (bad,), msg
+    printed = "".join("%02X" % b for b in listed)
+    assert config.validate(_with(zigbee={"install_code": printed}))["zigbee"]["install_code"] == printed
+    for bad in (["00DB1234567890A0"], 5, {"a": 1}):
+        msg = _err(_with(zigbee={"extended_pan_id": bad}))
+        assert msg.startswith("zigbee.extended_pan_id must be the CH's extended PAN id"), msg
+    assert config.validate(_with(zigbee={"extended_pan_id": "00:DB:12:34:56:78:90:A0"}))
+
+
+def test_a_han_device_refuses_unknown_keys():
+    # review r5-4: "endpiont": 2 kept endpoint 1, "NWK" left the ESME with no address (every
+    # top-up refused E_UTRN_TARGET), seen only at the first top-up
+    for key in ("endpiont", "NWK", "name"):
+        dev = {"eui": "00db1234567890a0", "type": "ESME", "nwk": 4660, key: 2}
+        msg = _err(_with(han={"devices": [dev]}))
+        assert msg == "han device 00DB1234567890A0: unknown key %r (eui, type, nwk, endpoint)" % key, msg
+    dev = {"eui": "00DB1234567890A0", "type": "ESME", "nwk": 4660, "endpoint": 2}
+    assert config.validate(_with(han={"devices": [dev]}))["han"]["devices"] == [dev]
+
+
 def test_loads_and_load_errors():
     try:
         config.loads("{oops")

@@ -68,6 +68,11 @@ def settings(section):
         out[k] = section[k]
     code = out.get("install_code")
     if code is not None:
+        # a string only: IC.parse reads anything else as bytes (a list of numbers, 5 as five
+        # zero bytes) or fails with TypeError/ValueError, which boot does not catch
+        if not isinstance(code, str):
+            raise ConfigError("zigbee.install_code must be the code as printed (a string of hex digits), not %r"
+                              % (code,))
         try:
             IC.parse(code)
         except PpmidError as exc:
@@ -79,6 +84,8 @@ def settings(section):
     ext = out.get("extended_pan_id")
     if ext is not None:
         try:
+            if not isinstance(ext, str):  # a list of strings would join into digits
+                raise TypeError
             extended_pan_id(ext)
         except (ValueError, TypeError):
             raise ConfigError("zigbee.extended_pan_id must be the CH's extended PAN id, 8 bytes in hex, not %r" % (ext,))

@@ -1,0 +1,147 @@
+"""One emulated board per state dir, and no tool writing through a stopped board's links
+(review r5-2). A second `ppmid board start` on a running board's dir ran a second chip on
+the same flash.img and replaced hw.fifo and the links under the first; a stopped board left
+DIR/repl, DIR/zigbee ... pointing at /dev/pts numbers the kernel then gave to other
+programs, and `ppmid deploy --port DIR/repl` or `ppmid ncp-emulator --state-dir DIR` wrote
+into those. Every pty here is one this test made (os.openpty), never another program's."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from host_tools import boards, emuboard, provision
+from host_tools.emuboard import EmulatedBoard
+
+GATEWAY = "00DB1234567890A4"
+
+
+def ppmid(*argv, timeout=30):
+    """(exit status, last stderr line) of `ppmid ARGV` in a process of its own; a command
+    that does not end (an emulator serving a pty it should have refused) is stopped."""
+    p = subprocess.Popen([sys.executable, "-m", "host_tools.cli"] + list(argv), cwd=boards.ROOT,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGINT)  # a supervisor stops its chip on Ctrl-C; SIGKILL would orphan it
+        try:
+            out, err = p.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+        return "timeout", err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert "Traceback" not in out + err, err
+    return p.returncode, lines[-1] if lines else ""
+
+
+def pending(master):
+    """What the tools wrote into our pty (b"" when nothing)."""
+    os.set_blocking(master, False)
+    try:
+        return os.read(master, 4096)
+    except BlockingIOError:
+        return b""
+
+
+def test_a_second_start_on_a_running_board_is_refused_and_a_stop_removes_the_links(tmp_path):
+    d = str(tmp_path / "B")
+    with EmulatedBoard(d) as b:
+        before = b.state()
+        fifo = os.stat(os.path.join(d, "hw.fifo")).st_ino
+        links = {n: os.readlink(os.path.join(d, n)) for n in emuboard.PORT_LINKS if os.path.islink(os.path.join(d, n))}
+        assert links["repl"] == before["repl"] and links["zigbee"] == before["uarts"]["zigbee"]
+        for name in links:  # the running board's own links pass
+            emuboard.check_board_link(os.path.join(d, name))
+        rc, line = ppmid("board", "start", "--state-dir", d)
+        assert rc == 1 and line == ("ppmid: E_BOARD_RUNNING: the board in %s is running (supervisor pid %d): "
+                                    "`ppmid board stop --state-dir %s` first; a second start would run a second "
+                                    "chip on the same flash" % (d, b.proc.pid, d)), line
+        # the first board untouched: its fifo, its links, its chip
+        after = b.state()
+        assert os.stat(os.path.join(d, "hw.fifo")).st_ino == fifo
+        assert {n: os.readlink(os.path.join(d, n)) for n in links} == links
+        assert (after["supervisor_pid"], after["pid"]) == (before["supervisor_pid"], before["pid"])
+        # a link changed to a pty that is not the board's is refused, though the board runs
+        master, slave = os.openpty()
+        try:
+            os.unlink(os.path.join(d, "repl"))
+            os.symlink(os.ttyname(slave), os.path.join(d, "repl"))
+            rc, line = ppmid("deploy", "--port", os.path.join(d, "repl"), "--board", "emulated")
+            said = "ppmid: E_BOARD_NOT_RUNNING: %s points at %s, but the board running in %s has its repl on %s" % (
+                os.path.join(d, "repl"), os.ttyname(slave), d, before["repl"])
+            assert rc == 1 and line.startswith(said), line
+            assert pending(master) == b""
+            os.unlink(os.path.join(d, "repl"))
+            os.symlink(before["repl"], os.path.join(d, "repl"))
+        finally:
+            os.close(master)
+            os.close(slave)
+    # stopped: no link is left to a pty the kernel will give to someone else
+    assert [n for n in emuboard.PORT_LINKS if os.path.lexists(os.path.join(d, n))] == []
+    assert emuboard.read_state(d)["running"] is False and not emuboard.supervisor_runs(d)
+    # and the claim went with it: the dir starts again
+    with EmulatedBoard(d) as b:
+        assert b.state()["supervisor_pid"] == b.proc.pid and os.path.islink(os.path.join(d, "repl"))
+
+
+@pytest.fixture
+def stale_board(tmp_path):
+    """A state dir as a killed supervisor leaves it: "running" and live-looking pids in
+    board.json, links to ptys. The ptys are this test's own (the kernel's reuse of a stopped
+    board's numbers, made certain), and the pids a sleeping child's."""
+    d = tmp_path / "B"
+    d.mkdir()
+    ptys = {name: os.openpty() for name in ("repl", "zigbee", "nfc")}
+    names = {name: os.ttyname(s) for name, (m, s) in ptys.items()}
+    sleeper = subprocess.Popen(["sleep", "60"])
+    (d / "board.json").write_text(json.dumps({
+        "running": True, "supervisor_pid": sleeper.pid, "pid": sleeper.pid, "repl": names["repl"],
+        "uarts": {"zigbee": names["zigbee"], "nfc": names["nfc"]}}))
+    for name, path in names.items():
+        os.symlink(path, str(d / name))
+    (d / "board.lock").write_text("")  # left by the supervisor; nobody holds it
+    yield str(d), {name: m for name, (m, s) in ptys.items()}, sleeper
+    sleeper.kill()
+    sleeper.wait()
+    for m, s in ptys.values():
+        os.close(m)
+        os.close(s)
+
+
+def test_no_tool_writes_through_a_stopped_boards_links(stale_board):
+    d, masters, sleeper = stale_board
+    word = "ppmid: E_BOARD_NOT_RUNNING: the emulated board in %s is not running, so " % d
+    rc, line = ppmid("deploy", "--port", os.path.join(d, "repl"), "--board", "emulated")
+    assert rc == 1 and line.startswith(word + "the pty its link %s/repl names" % d), line
+    rc, line = ppmid("ncp-emulator", "--state-dir", d, timeout=20)
+    assert rc == 1 and line.startswith(word + "the zigbee UART its board.json names"), line
+    rc, line = ppmid("ncp-emulator", "--pty", os.path.join(d, "zigbee"), timeout=20)
+    assert rc == 1 and line.startswith(word + "the pty its link %s/zigbee names" % d), line
+    rc, line = ppmid("pn532-emulator", "--state-dir", d, timeout=20)
+    assert rc == 1 and line.startswith(word + "the nfc UART its board.json names"), line
+    with pytest.raises(emuboard.BoardNotRunning, match="is not running"):  # provision's copy step
+        provision.write(os.path.join(d, "repl"), {"/config.json": b"{}"})
+    for name, master in masters.items():
+        assert pending(master) == b"", name
+    # board.json's pids are not the board's any more: nothing is signalled
+    for action in ("stop", "reset", "kill"):
+        rc, line = ppmid("board", action, "--state-dir", d)
+        assert rc == 1 and "is not running (board.json names" in line and "not signalled" in line, (action, line)
+    assert sleeper.poll() is None
+
+
+def test_a_port_that_is_no_state_dirs_link_passes(tmp_path):
+    # the check refuses a board's stale links only: other ports pass as they did
+    master, slave = os.openpty()
+    try:
+        emuboard.check_board_link(os.ttyname(slave))
+        os.symlink(os.ttyname(slave), str(tmp_path / "repl"))  # a link, but no board.json beside it
+        emuboard.check_board_link(str(tmp_path / "repl"))
+    finally:
+        os.close(master)
+        os.close(slave)
