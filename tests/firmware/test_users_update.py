@@ -270,6 +270,47 @@ async def test_every_sender_removed_with_the_legacy_key_off_refuses_every_comman
     assert load(root, {"keys": {}, "roles": {}, "legacy_key": True, "sequence": 0}, KEY) is None
 
 
+async def test_a_log_line_that_fails_after_the_swap_leaves_the_update_applied():
+    # review r7-2: once the relay holds the new senders the update is in force; a line
+    # after the swap that fails (a MemoryError in relay.log on a cut-up heap) once turned
+    # the status into "refused" E_CONFIG_INTERNAL and skipped the info, on a gateway that
+    # then refused every command
+    from ppmid.relay.senders import NONE_REGISTERED
+    root, r = _gateway()
+    real = r.relay.log
+
+    def log(level, msg):
+        if NONE_REGISTERED in msg:
+            raise MemoryError("memory allocation failed")
+        return real(level, msg)
+
+    r.relay.log = log
+    infos = []
+    st = await _push(root, r, "lockdown", infos=infos)
+    assert st["state"] == "applied" and st["sequence"] == 1 and st["keys"] == 0 and "error" not in st, st
+    assert [i.get("auth") for i in infos] == ["locked"], infos
+    assert (await r.submit("l1", 10, key=OLD_KEY, kid="supplier-a"))["error"] == "E_AUTH"
+    # a failure before the swap is still a refusal, and the relay keeps its senders
+    root, r = _gateway()
+
+    class Unowned:
+        # new senders that cannot take the owners (a MemoryError), before the swap
+        senders = ["x"]
+
+        def __setattr__(self, name, value):
+            raise MemoryError("memory allocation failed")
+
+    from ppmid.relay import senders as S
+    real_load = S.load
+    S.load = lambda *a: Unowned()
+    try:
+        st = await _push(root, r, "rotate")
+    finally:
+        S.load = real_load
+    assert st["state"] == "refused" and st["error"]["code"] == "E_CONFIG_INTERNAL" and "sequence" not in st, st
+    assert (await r.submit("a1", 10, key=OLD_KEY, kid="supplier-a"))["status"] == "accepted"
+
+
 async def test_an_info_that_cannot_be_built_does_not_stop_the_updates_status():
     # the update is applied: its status goes even when the info republished after it fails
     root, r = _gateway()
