@@ -50,10 +50,12 @@ async def _push(root, rig, name, oid="u1", text=None, infos=None):
     await UU.handle((FlashBoard(root), rig.relay, link, "0.1.0"), "ppmid/v1/%s/update/config" % PPMID,
                     V.offer(name, oid, text))
     topic, st, retained = link.client.sent[-1]
-    assert topic == "ppmid/v1/%s/update" % PPMID and not retained and st["kind"] == "config" and st["id"] == oid
-    # an applied update has the retained info follow (its "auth"), before the status
+    assert topic == "ppmid/v1/%s/update" % PPMID and not retained and st["kind"] == "config" and st.get("id") == oid, st
+    # an applied update has the retained info follow (its "auth"), before the status, and
+    # once more after it, paced (the link's info_follow)
     info = [m for t, m, ret in link.client.sent[:-1] if t == "ppmid/v1/%s/info" % PPMID and ret]
     assert len(link.client.sent) == 1 + len(info) and len(info) == (st["state"] == "applied"), link.client.sent
+    assert link.follows == (st["state"] == "applied"), link.follows
     assert link.client.waited == [], link.client.waited   # a handler waits for no PUBACK
     if infos is not None:
         infos.extend(info)
@@ -323,3 +325,42 @@ async def test_an_info_that_cannot_be_built_does_not_stop_the_updates_status():
                     V.offer("lockdown", "u1"))
     assert [(t, m["state"]) for t, m, ret in link.client.sent] == [("ppmid/v1/%s/update" % PPMID, "applied")]
     assert r.relay.info()["auth"] == "locked"
+    assert link.follows == 1   # tried again after the status, paced (its failure is info_follow's to log)
+
+
+class _QueueLink:
+    # a link whose client is the real MQTTClient, offline: what is queued stays in its _queue
+    def __init__(self, info):
+        from ppmid.mqtt.client import MQTTClient
+        from ppmid.mqtt.contract import Topics
+        self.client = MQTTClient(PPMID, None)   # no connector: never connects
+        self.topics = Topics(PPMID)
+        self.info = info
+        self.follows = 0
+
+    def __call__(self, *_):
+        self.follows += 1
+
+
+async def test_the_updates_status_never_loses_its_place_in_the_queue_to_the_info():
+    # review r7-1: with one place left in the client's queue (16), the info published ahead
+    # of the status took it and the status was dropped: `ppmid users push` never heard, and
+    # the same update again is a replay. Now the info goes ahead only with room for both;
+    # else the status goes and the info follows, paced and waited for (info_follow)
+    import gc
+    from ppmid.mqtt import client  # noqa: F401 - compiled before the rigs take the heap (384K)
+    for taken, ahead in ((13, True), (14, True), (15, False)):
+        gc.collect()
+        root, r = _gateway()
+        link = _QueueLink(r.relay.info)
+        c = link.client
+        for i in range(taken):   # statuses and rejections waiting for their PUBACK
+            assert await c.publish("ppmid/v1/%s/rsp" % PPMID, b"{}", 1, False, False)
+        await UU.handle((FlashBoard(root), r.relay, link, "0.1.0"), "ppmid/v1/%s/update/config" % PPMID,
+                        V.offer("lockdown", "u1"))
+        mine = [(m[0].rsplit("/", 1)[-1], m[3], json.loads(m[1])) for m in c._queue[taken:]]
+        assert [(t, ret) for t, ret, m in mine] == [("info", True)] * ahead + [("update", False)], (taken, mine)
+        assert mine[-1][2]["state"] == "applied" and mine[-1][2]["id"] == "u1", mine
+        assert not ahead or mine[0][2]["auth"] == "locked", mine
+        assert link.follows == 1, (taken, link.follows)
+        assert c.stats[2] == 0, c.stats   # nothing dropped (mqtt/client.py _C_DROPS)

@@ -290,17 +290,26 @@ async def handle(context, topic, payload):
             print("PPMID users: update refused: %s" % (exc,))
     if oid is not None:
         st["id"] = oid
-    if swapped and link.info is not None:
-        # the retained info says whether the gateway is locked down ("auth"): it follows,
-        # ahead of the status, so that a tool that has the status reads the new info. Not
-        # waited for, as the status is not (link.republish_info waits for the PUBACK, which
-        # the client reads only once this handler returns); a full queue drops it, and the
-        # next connect publishes the info anyway
+    follow = swapped and link.info is not None
+    if follow and client.pending() + 2 <= client.queue_size:
+        # the retained info says whether the gateway is locked down ("auth"): ahead of the
+        # status, so that a tool that has the status reads the new info, but only with room
+        # for both in the client's queue: the status never loses its place to it (review
+        # r7-1). Not waited for, as the status is not (link.republish_info waits for the
+        # PUBACK, which the client reads only once this handler returns)
         try:
             from ppmid.mqtt.contract import info_json
             await client.publish(link.topics.info, info_json(link.info()), 1, True, False)
         except Exception as exc:  # noqa: BLE001 - the update is applied: its status still goes
             print("PPMID users: info not republished: %r" % (exc,))
     await client.publish(ROOT + client.client_id + "/" + UPDATE, json.dumps(st).encode(), 1, False, False)
+    if follow:
+        # and after it, paced, built when it goes and waited for (the link is the HAN's
+        # on_status hook: ppmid.mqtt.info_follow), so that the last retained info is the
+        # new one even when the queue had no room above, or held an info built before
+        try:
+            link()
+        except Exception as exc:  # noqa: BLE001 - MemoryError loading it: the next connect publishes it
+            print("PPMID users: info not republished: %r" % (exc,))
     unload("ppmid.relay.users_update", "ppmid.modules")  # rare: loaded again with the next one
     gc.collect()
