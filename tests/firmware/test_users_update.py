@@ -3,7 +3,12 @@
 # refused), unwraps new keys with its config key, writes keys then config (.tmp, rename)
 # and swaps the relay's senders with no reboot. The offers are fixed vectors
 # (users_vectors.py). CPython and MicroPython.
-# mp-heapsize: 384K
+# mp-heapsize: 448K
+# (384K, session 13 (w6): the rotation test's third update found no free stretch of 2,672
+# bytes for the P-256 check (check_signature) after the tests that sort before it, at 368K
+# to 400K depending on the layout alone: the checkout's path length (/work/main vs
+# /work/w6), and at 368K on the branch's base too; 416K and 448K passed every layout tried.
+# The module's thirteen tests share one interpreter, each with its own rigs)
 # (320K failed once in CI: the fourth update of the rotation test ended in an error that was
 # not a refusal, most likely a MemoryError, after the offer reader
 # grew ppmid.update.manifest, which verify_signed loads: a 64-bit heap; docs/memory.md "Fragmentation")
