@@ -215,6 +215,7 @@ def test_users_push_rotates_revokes_and_refuses_replays_end_to_end(emu, tmp_path
     assert emu.ncp.received[before:] == [c]
     text = emu.board.console_text()
     assert "PPMID users: update 1 applied" in text and "PPMID crashed" not in text
+    assert "info not republished" not in text and "info not published" not in text, text[-2000:]
 
 
 def _locked(emu, locked=True):

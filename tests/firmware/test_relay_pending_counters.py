@@ -290,22 +290,67 @@ async def test_a_late_response_with_another_message_code_commits_nothing():
     assert r.relay.status("m2") == "response" and r.store.get(pair(SUPPLIER)) == 910
 
 
-async def test_a_journaled_command_that_no_longer_decodes_is_answered_by_nothing():
-    # the boot's scan reads a command's message code from its journaled body; one that does
-    # not decode (a decoder made stricter by an update) gets none: no response answers it,
-    # and nothing is committed (it times out, its counter spent: the safe side)
+def _undecodable(r, id, counter):
+    # a command journaled before this boot whose GBCS this firmware's decoder refuses (a
+    # decoder made stricter by an update): the accept record is intact, its body is not GBCS
     import struct
+    triple = (S.eui(ESME), S.eui(SUPPLIER), struct.pack(">Q", counter))
+    return r.journal.accept(id, "mqtt", None, r.clock.time(), *triple, b"\xDF\x09 not GBCS", False, 0x0007)
+
+
+async def test_a_journaled_command_that_no_longer_decodes_is_not_relayed():
+    # the boot's scan reads a command's message code from its journaled body; one that does
+    # not decode gets none, and no response could answer it. Never sent, it is not sent now
+    # (review r7-3: it was relayed, and the meter could execute what the gateway reports
+    # "timeout"): it fails with the journal's code, and its counter is spent
     r = RealRig()
-    now = r.clock.time()
-    triple = (S.eui(ESME), S.eui(SUPPLIER), struct.pack(">Q", 920))
-    r.journal.accept("j1", "mqtt", None, now, *triple, b"\xDF\x09 not GBCS", False, 0x0007)
+    _undecodable(r, "j1", 920)
     r.restart()
     e = r.journal.by_id["j1"]
-    assert e.code is None and e.state == 0
+    assert e.code is None and e.state == 4 and e.error == "E_JOURNAL", (e.state, e.error)   # J.FAILED
     assert [x for x in r.logs if "j1: its GBCS on flash does not decode: no response will answer it" in x], r.logs
+    assert [x for x in r.logs if "j1 failed: E_JOURNAL its GBCS on flash does not decode" in x], r.logs
     await r.pump()
-    assert e.state == 1
+    assert r.han.sent == [], r.han.sent
+    st = [m for m in r.pub.on("/rsp") if m["id"] == "j1"]
+    assert [(m["status"], m["error"]) for m in st] == [("failed", {
+        "code": "E_JOURNAL", "message": "its GBCS on flash no longer decodes: never relayed"})], st
+    assert "j1" not in r.journal.by_id and r.relay.status("j1") == "failed"   # its status out: forgotten
     for code in (0x0007, 0x0050):
         r.relay.on_han_message(S.gbcs_message(2, 920, ESME, SUPPLIER, code))
-    assert e.state == 1 and r.store.get(pair(SUPPLIER)) is None
-    assert [x for x in r.logs if "response naming j1 carries message code 0x0007, not the command's (unknown)" in x], r.logs
+    assert r.store.get(pair(SUPPLIER)) is None
+    # its counter is spent, as an unanswered command's, across a restart too
+    r.restart()
+    res = await r.submit("j1-again", 920)
+    assert res["error"] == "E_REPLAY" and "ended without a response" in res["message"], res
+    assert (await r.submit("j1-new", 921))["status"] == "accepted"
+
+
+async def test_a_journaled_command_that_no_longer_decodes_and_may_have_gone_gets_no_copy():
+    # found sending at the boot (its bytes may have left), or queued for a copy: no copy
+    # goes (a copy was one more unanswerable send, review r7-3); it times out at once, so its
+    # meter is not held for a budget no response can end, and its counter is spent after the
+    # late window, as any timed-out command's
+    from ppmid.relay.resend import record_resend
+    r = RealRig()
+    e2 = _undecodable(r, "j2", 930)
+    r.journal.sending(e2, r.clock.time() + r.relay.budget_s)
+    e3 = _undecodable(r, "j3", 931)
+    r.journal.sending(e3, r.clock.time() + r.relay.budget_s)
+    record_resend(r.journal, e3)            # found sending at an earlier boot: a copy queued
+    r.restart()
+    assert [r.journal.by_id[i].state for i in ("j2", "j3")] == [3, 3]   # J.TIMED_OUT
+    await r.pump()
+    assert r.han.sent == [], r.han.sent
+    assert r.pub.statuses("j2") == ["timeout"] and r.pub.statuses("j3") == ["timeout"], r.pub.messages
+    r.han.responder = response_to
+    assert (await r.submit("g1", 100))["status"] == "accepted"   # the meter is free at once
+    await r.pump()
+    assert len(r.han.sent) == 1 and r.pub.statuses("g1") == ["accepted", "relayed", "response"], r.pub.messages
+    r.clock.advance((r.relay.late_window_s + 1) * 1000)
+    r.relay.check_timers()
+    await r.pump()
+    assert len(r.han.sent) == 1 and "j2" not in r.journal.by_id and "j3" not in r.journal.by_id
+    for i, counter in (("j2", 930), ("j3", 931)):
+        res = await r.submit(i + "-again", counter)
+        assert res["error"] == "E_REPLAY" and "ended without a response" in res["message"], res

@@ -273,6 +273,11 @@ class RecordingClient:
         self.waited = []   # topics published with wait=True (a handler's would wait for a
         #                    PUBACK the real client reads only once the handler returns)
 
+    queue_size = 16   # the real client's bound (none of it in use: PUBACKed at once)
+
+    def pending(self):
+        return 0
+
     async def publish(self, topic, payload, qos=1, retain=False, wait=True, first=False):
         import json
         self.sent.append((topic, json.loads(payload), retain))
@@ -290,6 +295,10 @@ class RecordingLink:
         self.client = RecordingClient(client_id)
         self.topics = Topics(client_id)
         self.info = info
+        self.follows = 0   # calls of the link itself: the info to follow, paced (mqtt/info_follow.py)
+
+    def __call__(self, *_):
+        self.follows += 1
 
 
 class FlashBoard:

@@ -112,7 +112,8 @@ def recover(relay):
             # resend.refused, which core.on_han_message asks only once "resent" is counted
             from ppmid.relay.resend import count
             count(relay, "resent", 0)
-        if e.code is None and not e.topup:
+        lost = e.code is None and not e.topup
+        if lost:
             # its journaled GBCS no longer decodes (relay/journal_scan.py): nothing answers it
             relay.log("warn", "%s: its GBCS on flash does not decode: no response will answer it" % e.id)
         try:
@@ -125,6 +126,18 @@ def recover(relay):
                 relay.validator.commit_pair(e.originator, e.target, e.counter)
         except Exception as exc:
             relay.log("warn", "recommit of %s failed: %r" % (e.id, exc))
+        if lost and e.state in (J.QUEUED, J.SENDING):
+            # nor is it sent (again), as the relay forwards only GBCS its decoder takes (the
+            # typical cause: a decoder made stricter by an update, review r7-3). Never sent:
+            # it fails (refusals.failure says why); else it may have reached the meter: no
+            # copy, it times out now. Either way its counter is spent once it is forgotten
+            if e.state == J.QUEUED and not e.resends:
+                from ppmid.relay import refusals
+                refusals.fail(relay, e, J.E_JOURNAL, "its GBCS on flash does not decode")
+            else:
+                relay._corr[e.key()] = e   # as core._failed's: a meter's refusal of a copy still finds it
+                relay.time_out(e, clock.time())
+            continue
         if e.state == J.QUEUED:
             relay._emit(e, "accepted")
         elif e.state == J.SENDING:

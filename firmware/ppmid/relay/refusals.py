@@ -58,7 +58,8 @@ _WHY = {E_EXPIRED: "expired before it could be relayed",
         E_CLOCK: "the gateway clock was not set: expiry could not be checked",
         E_STALE: "waited too long for the HAN",
         E_HAN_DOWN: "the HAN link stayed down", E_NO_TUNNEL: "no tunnel to the CH",
-        E_HAN_TOO_BIG: "too large for the HAN link", E_HAN_DEST: "not reachable on the HAN"}
+        E_HAN_TOO_BIG: "too large for the HAN link", E_HAN_DEST: "not reachable on the HAN",
+        J.E_JOURNAL: "its GBCS on flash no longer decodes: never relayed"}
 
 
 def refusal(code, *args):

@@ -262,40 +262,54 @@ async def handle(context, topic, payload):
     board, relay, link, _ = context
     client = link.client
     st = {"kind": "config"}
+    oid = None
+    swapped = False
     try:
         oid, seq, senders = apply(board.fs_root.rstrip("/"), bytes(payload), relay.key)
         if senders and relay.senders:
             # which sender owns each known id (by name: relay/senders.py, review_w6-1) holds
             # across a new set of keys
             senders.owners = relay.senders.owners
-        relay.senders = senders
         st["state"] = "applied"
         st["sequence"] = seq
         st["keys"] = len(senders.senders) if senders else 0
+        relay.senders = senders
+        # in force from here: a line below that fails (a MemoryError logging it) must not
+        # make the status say "refused", nor skip the info (review r7-2)
+        swapped = True
         print("PPMID users: update %d applied (%d keys)" % (seq, st["keys"]))
         if senders and not senders.senders:
             from ppmid.relay.senders import NONE_REGISTERED
             relay.log("warn", "users update %d: %s" % (seq, NONE_REGISTERED))
     except Exception as exc:  # noqa: BLE001 - a bug must not take the link down
-        oid = getattr(exc, "oid", None)
-        if not isinstance(exc, PpmidError):
-            exc = PpmidError(E_CONFIG_INTERNAL, "the users update failed: %r" % (exc,))
-        st["state"] = "refused"
-        st["error"] = exc.as_dict()
-        print("PPMID users: update refused: %s" % (exc,))
+        if not swapped:
+            oid = getattr(exc, "oid", oid)   # apply()'s, or the offer's id once it parsed
+            if not isinstance(exc, PpmidError):
+                exc = PpmidError(E_CONFIG_INTERNAL, "the users update failed: %r" % (exc,))
+            st = {"kind": "config", "state": "refused", "error": exc.as_dict()}   # none of the above
+            print("PPMID users: update refused: %s" % (exc,))
     if oid is not None:
         st["id"] = oid
-    if st["state"] == "applied" and link.info is not None:
-        # the retained info says whether the gateway is locked down ("auth"): it follows,
-        # ahead of the status, so that a tool that has the status reads the new info. Not
-        # waited for, as the status is not (link.republish_info waits for the PUBACK, which
-        # the client reads only once this handler returns); a full queue drops it, and the
-        # next connect publishes the info anyway
+    follow = swapped and link.info is not None
+    if follow and client.pending() + 2 <= client.queue_size:
+        # the retained info says whether the gateway is locked down ("auth"): ahead of the
+        # status, so that a tool that has the status reads the new info, but only with room
+        # for both in the client's queue: the status never loses its place to it (review
+        # r7-1). Not waited for, as the status is not (link.republish_info waits for the
+        # PUBACK, which the client reads only once this handler returns)
         try:
             from ppmid.mqtt.contract import info_json
             await client.publish(link.topics.info, info_json(link.info()), 1, True, False)
         except Exception as exc:  # noqa: BLE001 - the update is applied: its status still goes
             print("PPMID users: info not republished: %r" % (exc,))
     await client.publish(ROOT + client.client_id + "/" + UPDATE, json.dumps(st).encode(), 1, False, False)
+    if follow:
+        # and after it, paced, built when it goes and waited for (the link is the HAN's
+        # on_status hook: ppmid.mqtt.info_follow), so that the last retained info is the
+        # new one even when the queue had no room above, or held an info built before
+        try:
+            link()
+        except Exception as exc:  # noqa: BLE001 - MemoryError loading it: the next connect publishes it
+            print("PPMID users: info not republished: %r" % (exc,))
     unload("ppmid.relay.users_update", "ppmid.modules")  # rare: loaded again with the next one
     gc.collect()
