@@ -3,7 +3,19 @@ restarts, Wi-Fi drops and bit errors on the Zigbee UART. Whatever happens, every
 taken is executed once by its meter and answered (a response, or already-executed when the
 meter refused a copy sent after a power cut or a lost response), and one refused was refused
 by its share of the queue (E_BUSY, SHARE_REFUSAL below): nothing lost, nothing executed twice.
-A small run is part of `make test`; the 500-command soak is `make soak` (slow)."""
+
+Both runs are `make soak` (slow): faults at random moments together, a soak by nature.
+`make test` has each fault on its own:
+- power cuts: tests/test_e2e_resend.py (the board SIGKILLed before the module took a
+  command's bytes, after, and after the meter executed it: sent again, answered once or
+  already-executed) and tests/test_e2e_emulate_cli.py
+  test_emulate_replays_a_trace_with_a_board_kill_and_writes_the_report;
+- broker restarts: tests/test_mqtt_gateway.py
+  test_broker_restart_mid_stream_loses_no_accepted_command;
+- Wi-Fi drops: tests/test_mqtt_gateway.py test_wifi_drop_mid_stream_no_accepted_command_lost;
+- 1% of the UART's bytes damaged both ways (and the module resetting): tests/test_zigbee_e2e.py
+  test_faults_n_commands_1pct_both_ways_exactly_once[40-20];
+- the share refusal: tests/firmware/test_relay_queue_share.py (relay/core.py _accept)."""
 import re
 
 import pytest
@@ -110,6 +122,7 @@ def run_chaos(tmp_path, n, kills, broker_restarts, wifi_drops, interval_ms, seed
         return finals, rep
 
 
+@pytest.mark.slow
 def test_chaos_small_nothing_lost_nothing_doubled(tmp_path):
     run_chaos(tmp_path, 40, kills=2, broker_restarts=1, wifi_drops=1, interval_ms=1500, seed=6)
 
