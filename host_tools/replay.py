@@ -399,6 +399,8 @@ class Replayer:
                         rep["timeouts"] += 1
                     elif m["status"] == "rejected":
                         code = code or "?"
+                        if isinstance(m.get("error"), dict) and m["error"].get("message"):
+                            entry["refusal"] = m["error"]["message"]   # its sentence: which rule refused it
                         rep["rejected"][code] = rep["rejected"].get(code, 0) + 1
                         if by_id[id].get("utrn") is not None:
                             rep["topups"]["rejected"] += 1

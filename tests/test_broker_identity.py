@@ -31,7 +31,12 @@ USER2 = "dcc-user-peer"   # a second DCC User: one certificate, one connection a
 NOT_AUTHORIZED = 0x87
 
 
-@pytest.fixture(scope="module", params=["mosquitto", "rabbitmq"])
+# The RabbitMQ rows run in make soak (slow); make test has RabbitMQ's takeover refusal and
+# per-gateway rights through the gateway's broker (tests/test_e2e_rabbitmq.py
+# test_another_identity_using_a_gateways_client_id_cannot_drop_its_queued_commands,
+# test_a_gateway_cannot_read_or_forge_another_gateways_topics), its client-id answers
+# (tests/test_rabbitmq_clientid_auth.py) and its rights' mapping (tests/test_broker_engines.py)
+@pytest.fixture(scope="module", params=["mosquitto", pytest.param("rabbitmq", marks=pytest.mark.slow)])
 def broker(request, tmp_path_factory):
     engine = request.param
     if engine == "rabbitmq" and not broker_rabbitmq.available():

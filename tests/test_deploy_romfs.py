@@ -360,6 +360,12 @@ def test_the_board_scripts_answers_become_coded_errors():
     assert deploy_romfs._answer([["@@WRITTEN", "4", "ab"]], "@@WRITTEN", "write") == ["4", "ab"]
 
 
+# make soak: its two halves run in make test, the deploy's resume through the watchdog's
+# resets in tests/test_deploy.py test_watchdog_reset_mid_copy_resumes_until_installed (the
+# board lost mid-copy, what landed kept, the next run installs) and the ROMFS pieces kept
+# across a reset in test_an_image_cut_before_its_header_is_not_mounted above (only the
+# header's piece written again, a spoilt piece written again, then sealed)
+@pytest.mark.slow
 def test_a_romfs_deploy_onto_a_running_gateway_resumes_through_its_watchdog(tmp_path, monkeypatch):
     # review_w10-4, scaled as tests/test_deploy.py's resume test is: the app's watchdog capped
     # at 2 s, the console at 921,600 baud (~250 KB of image: several windows); the image goes

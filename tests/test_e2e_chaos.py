@@ -1,8 +1,23 @@
 """Faults during a replay on the emulated board: SIGKILLed board (power cuts), broker
-restarts, Wi-Fi drops and bit errors on the Zigbee UART. Whatever happens, every command is
-executed once by its meter and answered (a response, or already-executed when the meter
-refused a copy sent after a power cut or a lost response): nothing lost, nothing executed
-twice. A small run is part of `make test`; the 500-command soak is `make soak` (slow)."""
+restarts, Wi-Fi drops and bit errors on the Zigbee UART. Whatever happens, every command
+taken is executed once by its meter and answered (a response, or already-executed when the
+meter refused a copy sent after a power cut or a lost response), and one refused was refused
+by its share of the queue (E_BUSY, SHARE_REFUSAL below): nothing lost, nothing executed twice.
+
+Both runs are `make soak` (slow): faults at random moments together, a soak by nature.
+`make test` has each fault on its own:
+- power cuts: tests/test_e2e_resend.py (the board SIGKILLed before the module took a
+  command's bytes, after, and after the meter executed it: sent again, answered once or
+  already-executed) and tests/test_e2e_emulate_cli.py
+  test_emulate_replays_a_trace_with_a_board_kill_and_writes_the_report;
+- broker restarts: tests/test_mqtt_gateway.py
+  test_broker_restart_mid_stream_loses_no_accepted_command;
+- Wi-Fi drops: tests/test_mqtt_gateway.py test_wifi_drop_mid_stream_no_accepted_command_lost;
+- 1% of the UART's bytes damaged both ways (and the module resetting): tests/test_zigbee_e2e.py
+  test_faults_n_commands_1pct_both_ways_exactly_once[40-20];
+- the share refusal: tests/firmware/test_relay_queue_share.py (relay/core.py _accept)."""
+import re
+
 import pytest
 
 from host_tools import emulate as E
@@ -21,6 +36,25 @@ UART_BYTE_ERRORS = 0.01
 # cut) goes again when its budget ends (docs/relay.md "Resend after a timeout"): the short
 # budget keeps a meter held by a lost response from holding up its queue for long.
 CHAOS_CFG = {"limits": {"rate_per_s": 50, "burst": 50, "response_timeout_s": 5, "queue": 20}}
+# The one refusal a command may get here: its sender's (or meter's) share of the queue
+# (relay/core.py _accept, refusals.busy_share; docs/relay.md "Shares of the queue"). The
+# trace is one sender (the legacy key: one originator), whose backlog after an outage, or
+# on the damaged line, may pass half the queue (10 of 20): the rest is refused E_BUSY at
+# once, a clear refusal of a command never taken, for the sender to send again. A wait for
+# room as for a full queue would hold every other sender's commands behind it at the broker
+SHARE_REFUSAL = re.compile(r"(\d+) of this sender's commands already wait for the HAN \(at most (\d+) of the "
+                           r"queue's (\d+) per sender\)|(\d+) commands already wait for meter [0-9A-F]{16} "
+                           r"\(at most (\d+) of the queue's (\d+) per meter\)")
+
+
+def share_refusal(sentence):
+    """(waiting, most, queue, "sender"/"meter") of an E_BUSY share refusal's sentence, or None."""
+    m = SHARE_REFUSAL.search(sentence or "")
+    if m is None:
+        return None
+    if m.group(1) is not None:
+        return int(m.group(1)), int(m.group(2)), int(m.group(3)), "sender"
+    return int(m.group(4)), int(m.group(5)), int(m.group(6)), "meter"
 
 
 def check(emu, rep, lines, chaos, kills):
@@ -38,6 +72,7 @@ def check(emu, rep, lines, chaos, kills):
     for m in emu.ncp.received:
         counts[m] = counts.get(m, 0) + 1
     finals = {}
+    busy = []
     for x in lines:
         fin = rep["per_id"][x["id"]]["final"]
         finals[fin["status"]] = finals.get(fin["status"], 0) + 1
@@ -47,11 +82,25 @@ def check(emu, rep, lines, chaos, kills):
             assert n >= 1, x["id"]          # a response can only come for what the CH got
         if fin["status"] == "already-executed":
             assert n >= 2, x["id"]          # the meter refused a copy
-        # every command is answered: a response, or already-executed when the meter refused
-        # a copy (its first copy executed, the response lost to a power cut or to the
-        # damaged line). No timeout, no E_BUSY, no failure.
+        if fin["status"] == "rejected":
+            # refused at the intake by its share of the queue (SHARE_REFUSAL), with the
+            # figures that make it so; never taken: the CH never had it, no "accepted"
+            entry = rep["per_id"][x["id"]]
+            share = share_refusal(entry.get("refusal"))
+            assert fin.get("error") == "E_BUSY" and share is not None, (x["id"], fin, entry)
+            waiting, most, q, who = share
+            q_max = CHAOS_CFG["limits"]["queue"]
+            assert q == q_max and most == (q_max // 2 if who == "sender" else q_max - q_max // 4), share
+            assert waiting >= most, share
+            assert n == 0 and "accepted" not in entry["statuses"], (x["id"], n, entry)
+            busy.append(x["id"])
+            continue
+        # every command taken is answered: a response, or already-executed when the meter
+        # refused a copy (its first copy executed, the response lost to a power cut or to
+        # the damaged line). No timeout, no other refusal, no failure.
         assert fin["status"] in ("response", "already-executed"), (x["id"], fin, n)
-    assert rep["answered"] == len(lines), rep       # the DCC side's own count agrees
+    assert rep["answered"] == len(lines) - len(busy), rep       # the DCC side's own count agrees
+    finals["share refusals"] = busy
     assert "MemoryError" not in emu.board.console_text()
     ncp = rep["ncp"]["ncp"]
     # 1% of the bytes: far more than 1% of the frames arrive damaged, both ways
@@ -73,6 +122,7 @@ def run_chaos(tmp_path, n, kills, broker_restarts, wifi_drops, interval_ms, seed
         return finals, rep
 
 
+@pytest.mark.slow
 def test_chaos_small_nothing_lost_nothing_doubled(tmp_path):
     run_chaos(tmp_path, 40, kills=2, broker_restarts=1, wifi_drops=1, interval_ms=1500, seed=6)
 

@@ -82,6 +82,9 @@ def _alive_after(pid, timeout):
     return True
 
 
+# make soak (a RabbitMQ node started and SIGKILLed): the service's start, answers and stop
+# beside a broker are in make test (test_service_answers_over_http_and_stops_with_the_broker)
+@pytest.mark.slow
 def test_broker_stop_after_the_node_died_stops_the_service_it_left(tmp_path):
     """The node SIGKILLed (a crash, the OOM killer): its client-id service and epmd live
     on; `ppmid broker stop` stops them by their pid files (before: "no broker running",

@@ -62,6 +62,11 @@ def skip_without_rabbitmq():
 NOT_AUTHORISED = (5, 0x87)
 
 
+# make soak (the cluster's three nodes take ~35 s to start): the client-id binding on one
+# node is in make test, through the gateway's broker (tests/test_e2e_rabbitmq.py
+# test_another_identity_using_a_gateways_client_id_cannot_drop_its_queued_commands) and the
+# service's answers (tests/test_rabbitmq_clientid_auth.py)
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_every_node_refuses_a_foreign_client_id(tmp_path):
     """The client-id binding on each node (one service per node): a DCC User's certificate

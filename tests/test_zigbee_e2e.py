@@ -87,6 +87,14 @@ async def main():
     while got[0] < want and t < opts.get("rx_wait_s", 20) * 10:
         await asyncio.sleep(0.1)
         t += 1
+    # a fragment's ack goes out by its own task (zigbee/han.py _ack_loop), counted
+    # rx_fragment_acks once the module took it: the last fragment's is queued as its message
+    # is delivered, and may still be on its way. The counters are read once no ack is left
+    # (bounded: a module that takes none leaves them queued, and the counts say so)
+    t = 0
+    while han._ack_count and t < opts.get("ack_wait_s", 5) * 10:
+        await asyncio.sleep(0.1)
+        t += 1
     import gc
     gc.collect()
     from ppmid.zigbee.han_counters import all_counters
