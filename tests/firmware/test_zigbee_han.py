@@ -1103,3 +1103,71 @@ async def test_a_supervisors_verdict_that_cannot_load_is_logged_and_the_link_res
     # would have said in the status
     assert len(tries) == 2 and han.status != "module-unsupported"
     assert log[-1].startswith("han: supervisor: unexpected EzspError(") and "v5" in log[-1]
+
+
+# ---- review r6-1: what incoming tunnel frames queue is bounded ---------------------------
+def test_tunnel_replies_are_bounded_and_the_ones_dropped_counted():
+    # a node (or an NCP posing as one) sending GetSupportedProtocols faster than our
+    # answers go out: at most half the reply slots are its, the rest dropped and counted,
+    # and the CH's RequestTunnel still finds a slot (its answer is how the tunnel opens)
+    han = H.ZigbeeHan(None, None, {})
+    n = 300
+    for i in range(n):
+        _tunnel_frame(han, bytes((0x01, i & 0xFF, 0x06, 0)), OTHER + (i & 0xFF))
+    slots = H._REPLY_SLOTS if hasattr(H, "_REPLY_SLOTS") else 4   # a private const under MicroPython
+    assert len(han._replies) == slots // 2
+    assert han_named(han)["replies_dropped"] == n - slots // 2
+    _tunnel_frame(han, TH.request_tunnel(9), CH)
+    assert han.tunnel.tunnel_id is not None and han._replies[-1][0] == CH
+    fc, _, seq, cmd, p = T.parse_zcl(han._replies[-1][1])
+    assert seq == 9 and cmd == TH.REQUEST_TUNNEL_RESPONSE and p[2] == 0
+    # the CH's own frames fill the slots, no more
+    for i in range(n):
+        _tunnel_frame(han, bytes((0x01, i & 0xFF, 0x06, 0)), CH)
+    assert len(han._replies) == slots
+    assert han_named(han)["replies_dropped"] == 2 * n - slots // 2 - 1
+
+
+def test_a_queued_reply_goes_out_and_its_slot_is_free_again():
+    # the bound is on what waits, not on what is ever answered
+    han = H.ZigbeeHan(None, None, {})
+    sent = []
+
+    async def send_zcl(dest, zcl, *args, **kwargs):
+        sent.append(dest)
+
+    han._send_zcl = send_zcl
+
+    async def body():
+        task = asyncio.create_task(han._reply_loop())
+        try:
+            for i in range(10):
+                _tunnel_frame(han, bytes((0x01, i, 0x06, 0)), OTHER)
+                await sleep_ms(0)
+                await sleep_ms(0)
+        finally:
+            task.cancel()
+            await sleep_ms(0)
+    asyncio.run(body())
+    assert sent == [OTHER] * 10 and han_named(han)["replies_dropped"] == 0
+
+
+def test_refusals_naming_tunnels_we_sent_nothing_through_are_counted_not_held():
+    # TransferDataErrors from the CH (or the NCP posing as it) naming any tunnel id: only
+    # one a held message went through is kept for the resend loop, so _rejected stays
+    # within _RECENT_MAX + 1 keys whatever the ids named
+    han, sent = _han()
+    asyncio.run(han.send(None, b"\xdd\x00held"))
+    tid = han.tunnel.tunnel_id
+    n = 500
+    for i in range(n):
+        other = (tid + 1 + i) & 0xFFFF
+        _tunnel_frame(han, transfer_data_error(i & 0xFF, other, T.WRONG_DEVICE, False), CH)
+    assert han._rejected == {} and han_named(han)["rejected_by_ch"] == n
+    _refusal(han)   # the held message's own tunnel: kept, and sent again
+    assert han._rejected == {tid: 1} and han_named(han)["rejected_by_ch"] == n + 1
+
+    async def body():
+        await han._do_resends()
+    asyncio.run(body())
+    assert sent == [b"\xdd\x00held", b"\xdd\x00held"]

@@ -35,6 +35,12 @@ _APS_ROUTE_DISCOVERY = const(0x0100)  # APS_OPTION_ENABLE_ROUTE_DISCOVERY
 _APS_FRAGMENT = const(0x8000)        # APS_OPTION_FRAGMENT
 _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
 _RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may ask for
+# tunnel replies waiting for _reply_loop (each goes out once the last one's messageSentHandler
+# came): the CH's may fill them all, another node's half, so another node cannot keep the
+# CH's RequestTunnelResponse out. Beyond, a reply is dropped and counted (replies_dropped):
+# a node or an NCP sending faster than our answers go out is not given the heap, nor a
+# frame on the HAN per frame it sends (docs/zigbee.md "Tunnel replies")
+_REPLY_SLOTS = const(4)
 # the options (DEFAULTS) and the bring-up after a module reset: zigbee/han_start.py
 
 # the sentences of the link's failures and rare log lines, by key: their texts are in
@@ -99,7 +105,8 @@ _C_RX_FRAGMENT_ACKS = const(18)
 _C_RX_FRAGMENT_ACK_FAILED = const(19)
 _C_RX_FRAGMENTS_DROPPED = const(20)
 _C_RX_UNSECURED = const(21)
-_COUNTERS = const(23)
+_C_REPLIES_DROPPED = const(23)   # (22: rx_gbt_timeouts, gbcs/reassembly.py's)
+_COUNTERS = const(24)
 
 
 class HanError(PpmidError):
@@ -429,18 +436,27 @@ class ZigbeeHan:
             msg = self._defragment(m["sender"], aps, msg)
             if msg is None:
                 return
-        replies, data = self.tunnel.handle(m["sender"], msg)
+        sender = m["sender"]
+        replies, data = self.tunnel.handle(sender, msg)
         for r in replies:
-            self._replies.append((m["sender"], r))
+            if len(self._replies) >= (_REPLY_SLOTS if sender == T.CH_NWK else _REPLY_SLOTS // 2):
+                self.counters[_C_REPLIES_DROPPED] += 1   # (_REPLY_SLOTS: why)
+                continue
+            self._replies.append((sender, r))
             self._queued.set()
         while self.tunnel.events:
             ev = self.tunnel.events.pop(0)
             self._logf("tunnel %s %r", ev[0], ev[1])
             if ev[0] == "error" and ev[1][0] in (T.NO_SUCH_TUNNEL, T.WRONG_DEVICE) and ev[1][1] is not None:
-                # the CH refused a TransferData of ours: it never took that message
+                tid = ev[1][1]
+                # the CH refused a TransferData of ours: it never took that message. Kept
+                # only for a tunnel a held message (or the one being sent) went through:
+                # another names nothing to send again, and would grow _rejected by a key
+                # per tunnel id named (any u16), so it holds at most _RECENT_MAX + 1
                 self.counters[_C_REJECTED_BY_CH] += 1
-                self._rejected[ev[1][1]] = self._rejected.get(ev[1][1], 0) + 1
-                self._queued.set()
+                if tid == self._sent_tid or any(r[0] == tid for r in self._recent):
+                    self._rejected[tid] = self._rejected.get(tid, 0) + 1
+                    self._queued.set()
         self._update_status()
         if data is not None:
             self._deliver(data)
