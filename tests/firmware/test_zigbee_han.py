@@ -1171,3 +1171,68 @@ def test_refusals_naming_tunnels_we_sent_nothing_through_are_counted_not_held():
         await han._do_resends()
     asyncio.run(body())
     assert sent == [b"\xdd\x00held", b"\xdd\x00held"]
+
+
+# ---- review r6-5: the reply and resend tasks outlive one failure ---------------------------
+def test_a_reply_that_raises_memoryerror_is_lost_and_the_next_one_still_goes():
+    # the CH's first RequestTunnel: its answer's frame cannot be built (a MemoryError);
+    # the CH asks again, and that answer goes out: the task did not end
+    log = []
+    han = H.ZigbeeHan(None, None, {}, log=log.append)
+    sent = []
+
+    async def send_zcl(dest, zcl, *args, **kwargs):
+        if not sent:
+            sent.append(None)
+            raise MemoryError("memory allocation failed, allocating 96 bytes")
+        sent.append((dest, bytes(zcl)))
+
+    han._send_zcl = send_zcl
+
+    async def body():
+        task = asyncio.create_task(han._reply_loop())
+        try:
+            for seq in (1, 2):
+                _tunnel_frame(han, TH.request_tunnel(seq), CH)
+                for _ in range(3):
+                    await sleep_ms(0)
+            assert not task.done()
+        finally:
+            task.cancel()
+            await sleep_ms(0)
+    asyncio.run(body())
+    assert len(sent) == 2 and sent[1][0] == CH and han._replies == []
+    fc, _, seq, cmd, p = T.parse_zcl(sent[1][1])
+    assert seq == 2 and cmd == TH.REQUEST_TUNNEL_RESPONSE and p[2] == 0
+    assert [line for line in log if "memory allocation" in line]
+
+
+def test_a_resend_that_raises_memoryerror_is_counted_and_the_next_one_still_goes():
+    han, sent = _han()
+    fail = [True]
+    record = han._send_message
+
+    async def send_message(data, deadline):
+        if len(sent) == 2 and fail[0]:   # the first resend: its frame cannot be built
+            fail[0] = False
+            raise MemoryError("memory allocation failed, allocating 8197 bytes")
+        await record(data, deadline)
+
+    han._send_message = send_message
+
+    async def body():
+        task = asyncio.create_task(han._resend_loop())
+        try:
+            await han.send(None, b"\xdd\x00A")
+            await han.send(None, b"\xdd\x00B")
+            _refusal(han)
+            _refusal(han)
+            await sleep_ms(150)
+            assert not task.done()
+        finally:
+            task.cancel()
+            await sleep_ms(0)
+    asyncio.run(body())
+    # A's resend failed (counted, not sent), B's went
+    assert sent == [b"\xdd\x00A", b"\xdd\x00B", b"\xdd\x00B"]
+    assert han_named(han)["resend_failed"] == 1 and han_named(han)["resent"] == 1
