@@ -1236,3 +1236,25 @@ def test_a_resend_that_raises_memoryerror_is_counted_and_the_next_one_still_goes
     # A's resend failed (counted, not sent), B's went
     assert sent == [b"\xdd\x00A", b"\xdd\x00B", b"\xdd\x00B"]
     assert han_named(han)["resend_failed"] == 1 and han_named(han)["resent"] == 1
+
+
+# ---- review r6-2: a join onto another CH at v14 reads the trust centre again -------------
+async def test_at_v14_a_network_up_after_the_bring_up_reads_the_trust_centre_again():
+    # a re-commission onto another CH (the order's "changed CH"), or a rejoin: the network
+    # comes up under a trust centre that may not be the one the bring-up read. Read again,
+    # so the new CH's tunnel frames are taken (before, all were dropped until a reset)
+    import struct
+    from ppmid.zigbee import ezsp as E
+    old, new = _wire("0000B0D5B3FFFF00"), _wire("0000B0D5B3FFFF77")
+    han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S})
+    han._tc_eui = old          # as the last bring-up left it
+    han._up = True             # the link is past its bring-up
+    han._ezsp = _SecurityStateEzsp([struct.pack("<IH", 0, 0x0010) + new])
+    han._on_callback(E.STACK_STATUS_HANDLER, struct.pack("<I", 0x15))   # NETWORK_UP
+    await sleep_ms(20)
+    assert han._ezsp.asked == [0x0069] and han._tc_eui == new
+    _named(han, TH.request_tunnel(1), new)
+    assert han.tunnel.tunnel_id is not None and han_named(han)["rx_unsecured"] == 0
+    # the old CH's frames are now the ones dropped
+    _named(han, TH.request_tunnel(2), old)
+    assert han_named(han)["rx_unsecured"] == 1

@@ -375,6 +375,10 @@ class ZigbeeHan:
                 if up:
                     self._net_event.set()
                     if v >= 14:        # ezsp.LAYOUT_V14: the module names a frame's sender
+                        if self._up:
+                            # a join after the bring-up (a rejoin, a re-commission onto
+                            # another CH): its trust centre is read again (review r6-2)
+                            self._tc_eui = None
                         self._want_tc()
                 else:
                     # the CH will re-request the tunnel when we are back on the network
