@@ -611,3 +611,71 @@ def test_the_link_limits_are_those_the_tests_use():
     assert (ashlink._T_RX_ACK_MIN, ashlink._T_RX_ACK_MAX) == (50, 3200)   # ms; UG101's T_RX_ACK_MAX
     for name in ("ACK_TIMEOUTS", "ACK_TIMEOUTS_ALIVE", "T_RX_ACK_MIN", "T_RX_ACK_MAX"):
         assert not hasattr(ashlink, name), name
+
+
+class _FailingSink(Sink):
+    """The NCP's side, but once armed the next write that is not an RST (written behind a
+    CANCEL byte, 0x1A) raises OSError(EIO), once: a pty whose other end went away, a
+    USB-serial adapter's glitch, a UART driver error."""
+
+    def __init__(self, fn):
+        super().__init__(fn)
+        self.armed = False
+
+    def write(self, b):
+        b = bytes(b)
+        if self.armed and b[0] != 0x1A:
+            self.armed = False
+            raise OSError(5, "EIO")
+        self.fn(b)
+
+
+async def test_a_failed_write_answering_the_ncp_fails_the_link_and_the_reader_goes_on():
+    # review r6-3: the ACK of the NCP's DATA frame cannot be written. The link fails (the
+    # supervisor resets it) and the receive loop, the UART's only reader, keeps reading:
+    # the next reset's RSTACK is read, and the link is up again
+    ncp = FakeNcp()
+    fails = []
+    sink = _FailingSink(ncp.from_host)
+    got = []
+    link = AshLink(ncp.to_host, sink, got.append, ready=lambda: True, timers=FAST, on_fail=fails.append)
+    await link.reset()
+    sink.armed = True
+    ncp.send_data(b"\x00\x80\x01\x00\x00")
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        if fails:
+            break
+    assert got == [b"\x00\x80\x01\x00\x00"] and not sink.armed
+    assert len(fails) == 1 and not link.connected and "EIO" in repr(fails[0].message)
+    assert not link._tasks[0].done() and not link._tasks[1].done()
+    assert await link.reset(attempts=2) == 0x0B and link.connected
+    await link.send(b"after")
+    assert ncp.data[-1][1] == b"after"
+    await link.close()
+
+
+async def test_a_failed_resend_in_the_timer_fails_the_link_and_the_timer_goes_on():
+    # the timer's retransmission cannot be written: the link fails, the timer task lives on
+    # and retransmits for the next session
+    def first_copy_lost(i, c, p):
+        if i == 0:
+            sink.armed = True   # the next write is the timer's retransmission of it
+            return "drop"
+        return "ack"
+    ncp = FakeNcp(first_copy_lost)
+    sink = _FailingSink(ncp.from_host)
+    link = AshLink(ncp.to_host, sink, [].append, ready=lambda: True, timers=FAST)
+    await link.reset()
+    try:
+        await asyncio.wait_for(link.send(b"lost"), 5)   # (without the fix: no answer ever)
+    except AshError as e:
+        assert e.code == E_ASH_LINK and "EIO" in e.message and e.on_wire
+    else:
+        raise AssertionError("no error")
+    assert not link._tasks[0].done() and not link._tasks[1].done()
+    ncp.policy = lambda i, c, p: "drop" if i == 1 else "ack"   # the next session's first copy lost
+    await link.reset()
+    await link.send(b"again")   # only the timer's retransmission gets it through
+    assert [p for _, p in ncp.data[1:]] == [b"again", b"again"] and ncp.data[-1][0] & 8
+    await link.close()

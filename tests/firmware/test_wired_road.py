@@ -345,3 +345,70 @@ async def test_the_largest_frame_the_road_takes_arrives_whole_at_115200_baud():
         t.cancel()
     got = [(ty, p[0], p[1]) if ty == F.T_NACK else (ty, s, p) for ty, s, p in frames]
     assert got == [(F.T_NACK, 50, "E_ENVELOPE")], got
+
+
+# ---- review r6-6: the road's tasks outlive one failure -------------------------------------
+async def test_a_result_that_raises_once_is_streamed_at_the_next_poll_and_later_ones_too():
+    # relay.result raises once (a MemoryError reading back and rendering a large response):
+    # the watch task goes on, w-1's result comes at the next poll, and w-2's after it
+    rig = Rig()
+    rig.relay.publisher = None
+    log = []
+    road, wire = _road(rig)
+    road.log = log.append
+    real = rig.relay.result
+    fail = [True]
+
+    def result(id):
+        r = real(id)
+        if r is not None and fail[0]:
+            fail[0] = False
+            raise MemoryError("memory allocation failed, allocating 16400 bytes")
+        return r
+    rig.relay.result = result
+    task = road.start()[1]
+    try:
+        for n, (id, counter) in enumerate((("w-1", 10), ("w-2", 11))):
+            await road.feed(_env_frame(rig, n + 1, id, counter))
+            await rig.pump()
+            rig.relay.on_han_message(response_to(rig.han.sent[-1]))
+            await asyncio.sleep(0.1)
+        assert not task.done()
+    finally:
+        for t in road._tasks:
+            t.cancel()
+        await asyncio.sleep(0)
+    results = [p["id"] for t, s, p in wire.frames() if t == F.T_RESULT]
+    assert results == ["w-1", "w-2"] and [k[0] for k in road.kept] == ["w-1", "w-2"]
+    assert [line for line in log if "w-1 not followed" in line and "16400" in line]
+
+
+async def test_a_read_that_raises_once_leaves_the_road_reading():
+    # the reader raises something other than OSError (a MemoryError): said, and the next
+    # frame is still read and answered
+    rig = Rig()
+    log = []
+    road, wire = _road(rig)
+    road.log = log.append
+
+    class Flaky(Reader):
+        failed = False
+
+        async def read(self, n):
+            if not self.failed:
+                self.failed = True
+                raise MemoryError("memory allocation failed, allocating 256 bytes")
+            return await Reader.read(self, n)
+    rd = Flaky()
+    road.reader = rd
+    task = asyncio.create_task(road.run())
+    try:
+        await asyncio.sleep(0.05)
+        rd.put(_env_frame(rig, 7, "w-r", 10))
+        await asyncio.sleep(1.3)   # the road waits a second after a failed turn
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.sleep(0)
+    assert (F.T_ACK, 7, b"\x07") in wire.frames() and list(rig.relay.journal.by_id) == ["w-r"]
+    assert [line for line in log if "256 bytes" in line]

@@ -1103,3 +1103,158 @@ async def test_a_supervisors_verdict_that_cannot_load_is_logged_and_the_link_res
     # would have said in the status
     assert len(tries) == 2 and han.status != "module-unsupported"
     assert log[-1].startswith("han: supervisor: unexpected EzspError(") and "v5" in log[-1]
+
+
+# ---- review r6-1: what incoming tunnel frames queue is bounded ---------------------------
+def test_tunnel_replies_are_bounded_and_the_ones_dropped_counted():
+    # a node (or an NCP posing as one) sending GetSupportedProtocols faster than our
+    # answers go out: at most half the reply slots are its, the rest dropped and counted,
+    # and the CH's RequestTunnel still finds a slot (its answer is how the tunnel opens)
+    han = H.ZigbeeHan(None, None, {})
+    n = 300
+    for i in range(n):
+        _tunnel_frame(han, bytes((0x01, i & 0xFF, 0x06, 0)), OTHER + (i & 0xFF))
+    slots = H._REPLY_SLOTS if hasattr(H, "_REPLY_SLOTS") else 4   # a private const under MicroPython
+    assert len(han._replies) == slots // 2
+    assert han_named(han)["replies_dropped"] == n - slots // 2
+    _tunnel_frame(han, TH.request_tunnel(9), CH)
+    assert han.tunnel.tunnel_id is not None and han._replies[-1][0] == CH
+    fc, _, seq, cmd, p = T.parse_zcl(han._replies[-1][1])
+    assert seq == 9 and cmd == TH.REQUEST_TUNNEL_RESPONSE and p[2] == 0
+    # the CH's own frames fill the slots, no more
+    for i in range(n):
+        _tunnel_frame(han, bytes((0x01, i & 0xFF, 0x06, 0)), CH)
+    assert len(han._replies) == slots
+    assert han_named(han)["replies_dropped"] == 2 * n - slots // 2 - 1
+
+
+def test_a_queued_reply_goes_out_and_its_slot_is_free_again():
+    # the bound is on what waits, not on what is ever answered
+    han = H.ZigbeeHan(None, None, {})
+    sent = []
+
+    async def send_zcl(dest, zcl, *args, **kwargs):
+        sent.append(dest)
+
+    han._send_zcl = send_zcl
+
+    async def body():
+        task = asyncio.create_task(han._reply_loop())
+        try:
+            for i in range(10):
+                _tunnel_frame(han, bytes((0x01, i, 0x06, 0)), OTHER)
+                await sleep_ms(0)
+                await sleep_ms(0)
+        finally:
+            task.cancel()
+            await sleep_ms(0)
+    asyncio.run(body())
+    assert sent == [OTHER] * 10 and han_named(han)["replies_dropped"] == 0
+
+
+def test_refusals_naming_tunnels_we_sent_nothing_through_are_counted_not_held():
+    # TransferDataErrors from the CH (or the NCP posing as it) naming any tunnel id: only
+    # one a held message went through is kept for the resend loop, so _rejected stays
+    # within _RECENT_MAX + 1 keys whatever the ids named
+    han, sent = _han()
+    asyncio.run(han.send(None, b"\xdd\x00held"))
+    tid = han.tunnel.tunnel_id
+    n = 500
+    for i in range(n):
+        other = (tid + 1 + i) & 0xFFFF
+        _tunnel_frame(han, transfer_data_error(i & 0xFF, other, T.WRONG_DEVICE, False), CH)
+    assert han._rejected == {} and han_named(han)["rejected_by_ch"] == n
+    _refusal(han)   # the held message's own tunnel: kept, and sent again
+    assert han._rejected == {tid: 1} and han_named(han)["rejected_by_ch"] == n + 1
+
+    async def body():
+        await han._do_resends()
+    asyncio.run(body())
+    assert sent == [b"\xdd\x00held", b"\xdd\x00held"]
+
+
+# ---- review r6-5: the reply and resend tasks outlive one failure ---------------------------
+def test_a_reply_that_raises_memoryerror_is_lost_and_the_next_one_still_goes():
+    # the CH's first RequestTunnel: its answer's frame cannot be built (a MemoryError);
+    # the CH asks again, and that answer goes out: the task did not end
+    log = []
+    han = H.ZigbeeHan(None, None, {}, log=log.append)
+    sent = []
+
+    async def send_zcl(dest, zcl, *args, **kwargs):
+        if not sent:
+            sent.append(None)
+            raise MemoryError("memory allocation failed, allocating 96 bytes")
+        sent.append((dest, bytes(zcl)))
+
+    han._send_zcl = send_zcl
+
+    async def body():
+        task = asyncio.create_task(han._reply_loop())
+        try:
+            for seq in (1, 2):
+                _tunnel_frame(han, TH.request_tunnel(seq), CH)
+                for _ in range(3):
+                    await sleep_ms(0)
+            assert not task.done()
+        finally:
+            task.cancel()
+            await sleep_ms(0)
+    asyncio.run(body())
+    assert len(sent) == 2 and sent[1][0] == CH and han._replies == []
+    fc, _, seq, cmd, p = T.parse_zcl(sent[1][1])
+    assert seq == 2 and cmd == TH.REQUEST_TUNNEL_RESPONSE and p[2] == 0
+    assert [line for line in log if "memory allocation" in line]
+
+
+def test_a_resend_that_raises_memoryerror_is_counted_and_the_next_one_still_goes():
+    han, sent = _han()
+    fail = [True]
+    record = han._send_message
+
+    async def send_message(data, deadline):
+        if len(sent) == 2 and fail[0]:   # the first resend: its frame cannot be built
+            fail[0] = False
+            raise MemoryError("memory allocation failed, allocating 8197 bytes")
+        await record(data, deadline)
+
+    han._send_message = send_message
+
+    async def body():
+        task = asyncio.create_task(han._resend_loop())
+        try:
+            await han.send(None, b"\xdd\x00A")
+            await han.send(None, b"\xdd\x00B")
+            _refusal(han)
+            _refusal(han)
+            await sleep_ms(150)
+            assert not task.done()
+        finally:
+            task.cancel()
+            await sleep_ms(0)
+    asyncio.run(body())
+    # A's resend failed (counted, not sent), B's went
+    assert sent == [b"\xdd\x00A", b"\xdd\x00B", b"\xdd\x00B"]
+    assert han_named(han)["resend_failed"] == 1 and han_named(han)["resent"] == 1
+
+
+# ---- review r6-2: a join onto another CH at v14 reads the trust centre again -------------
+async def test_at_v14_a_network_up_after_the_bring_up_reads_the_trust_centre_again():
+    # a re-commission onto another CH (the order's "changed CH"), or a rejoin: the network
+    # comes up under a trust centre that may not be the one the bring-up read. Read again,
+    # so the new CH's tunnel frames are taken (before, all were dropped until a reset)
+    import struct
+    from ppmid.zigbee import ezsp as E
+    old, new = _wire("0000B0D5B3FFFF00"), _wire("0000B0D5B3FFFF77")
+    han = H.ZigbeeHan(None, None, {"resend_window_s": WINDOW_S})
+    han._tc_eui = old          # as the last bring-up left it
+    han._up = True             # the link is past its bring-up
+    han._ezsp = _SecurityStateEzsp([struct.pack("<IH", 0, 0x0010) + new])
+    han._on_callback(E.STACK_STATUS_HANDLER, struct.pack("<I", 0x15))   # NETWORK_UP
+    await sleep_ms(20)
+    assert han._ezsp.asked == [0x0069] and han._tc_eui == new
+    _named(han, TH.request_tunnel(1), new)
+    assert han.tunnel.tunnel_id is not None and han_named(han)["rx_unsecured"] == 0
+    # the old CH's frames are now the ones dropped
+    _named(han, TH.request_tunnel(2), old)
+    assert han_named(han)["rx_unsecured"] == 1

@@ -90,6 +90,7 @@ _S_RESET_DAMAGED = const(8)
 _S_RESET_CODE = const(9)
 _S_ASH_ERROR = const(10)
 _S_ON_FRAME = const(11)
+_S_TURN_FAILED = const(12)
 
 
 def _text(key, arg=None):
@@ -270,43 +271,55 @@ class AshLink:
     async def _timer_loop(self):
         while True:
             await sleep_ms(_TICK_MS)
-            if not self.connected:
-                continue
-            if self._notrdy_until is not None and ticks_diff(ticks_ms(), self._notrdy_until) >= 0:
-                self._notrdy_until = None
-                self._space.set()
-            if self._deadline is None or not self._pending:
-                self._deadline = None
-                continue
-            if ticks_diff(ticks_ms(), self._deadline) < 0:
-                continue
-            self.counters[_C_ACK_TIMEOUTS] += 1
-            self._timeouts += 1
-            now = ticks_ms()
-            oldest = self._pending.get(self._ack_rx)
-            alive = oldest is not None and (self._heard > oldest.heard or (
-                self._heard_ms is not None and ticks_diff(now, self._heard_ms) < _ALIVE_X_MAX * self._timers[2]))
-            limit = _ACK_TIMEOUTS_ALIVE if alive else _ACK_TIMEOUTS
-            if self._timeouts >= _ACK_TIMEOUTS and oldest is not None and ticks_diff(now, oldest.first_ms) > _GIVE_UP_X_MAX * self._timers[2]:
-                limit = 0
-            if self._stray >= 2:
-                # the module answers with frame numbers of a session that is not ours: its
-                # answers prove nothing, and waiting longer will not help
-                limit = _ACK_TIMEOUTS
-            if self._timeouts >= limit:
-                if self._stray >= 2:
-                    self.counters[_C_LOST_RSTACK] += 1
-                    self._module_reset(_text(_S_NUMBERS_LOST))
+            try:
+                if not self.connected:
                     continue
-                self._fail(AshError(E_ASH_LINK, _text(_S_ACK_TIMEOUTS if alive else _S_ACK_TIMEOUTS_SILENT,
-                                                      self._timeouts)))
-                continue
-            if not alive:
-                # UG101's back-off is for a module that is slow or gone; a module that keeps
-                # answering is retried at the running estimate
-                self._t_ack = min(self._timers[2], self._t_ack * 2)
-            self._deadline = ticks_add(ticks_ms(), self._t_ack)
-            await self._resend_from(self._ack_rx)
+                if self._notrdy_until is not None and ticks_diff(ticks_ms(), self._notrdy_until) >= 0:
+                    self._notrdy_until = None
+                    self._space.set()
+                if self._deadline is None or not self._pending:
+                    self._deadline = None
+                    continue
+                if ticks_diff(ticks_ms(), self._deadline) < 0:
+                    continue
+                self.counters[_C_ACK_TIMEOUTS] += 1
+                self._timeouts += 1
+                now = ticks_ms()
+                oldest = self._pending.get(self._ack_rx)
+                alive = oldest is not None and (self._heard > oldest.heard or (
+                    self._heard_ms is not None and ticks_diff(now, self._heard_ms) < _ALIVE_X_MAX * self._timers[2]))
+                limit = _ACK_TIMEOUTS_ALIVE if alive else _ACK_TIMEOUTS
+                if self._timeouts >= _ACK_TIMEOUTS and oldest is not None and ticks_diff(now, oldest.first_ms) > _GIVE_UP_X_MAX * self._timers[2]:
+                    limit = 0
+                if self._stray >= 2:
+                    # the module answers with frame numbers of a session that is not ours: its
+                    # answers prove nothing, and waiting longer will not help
+                    limit = _ACK_TIMEOUTS
+                if self._timeouts >= limit:
+                    if self._stray >= 2:
+                        self.counters[_C_LOST_RSTACK] += 1
+                        self._module_reset(_text(_S_NUMBERS_LOST))
+                        continue
+                    self._fail(AshError(E_ASH_LINK, _text(_S_ACK_TIMEOUTS if alive else _S_ACK_TIMEOUTS_SILENT,
+                                                          self._timeouts)))
+                    continue
+                if not alive:
+                    # UG101's back-off is for a module that is slow or gone; a module that keeps
+                    # answering is retried at the running estimate
+                    self._t_ack = min(self._timers[2], self._t_ack * 2)
+                self._deadline = ticks_add(ticks_ms(), self._t_ack)
+                await self._resend_from(self._ack_rx)
+            except Exception as exc:
+                self._turn_failed(exc)
+
+    def _turn_failed(self, exc):
+        # One turn of the link's receive or timer loop raised: a write that failed (an ACK,
+        # a NAK, a resend: a pty whose other end went away, a UART driver error) or a heap
+        # that could not hold what the turn built. The link fails (the NCP may lack our
+        # answer; the supervisor resets it) and the loop goes on: it is the UART's only
+        # reader (or the only retransmitter), so a loop that ended left every later reset
+        # waiting for an RSTACK nobody read (review r6-3). A cancel is no Exception.
+        self._fail(AshError(E_ASH_LINK, _text(_S_TURN_FAILED, (exc,))))
 
     # ---- receiving --------------------------------------------------------------------
     async def _rx_loop(self):
@@ -320,7 +333,10 @@ class AshLink:
                 await sleep_ms(100)
                 continue
             for item in self._dec.feed(chunk):
-                await self._handle(item)
+                try:
+                    await self._handle(item)
+                except Exception as exc:
+                    self._turn_failed(exc)
 
     async def _handle(self, item):
         control = item[0]

@@ -18,4 +18,5 @@ SENTENCES = (
     "the Zigbee module reset (code 0x%02x)",  # 9 _S_RESET_CODE
     "the Zigbee module reported ASH error 0x%02x",  # 10 _S_ASH_ERROR
     "on_frame failed: %r",  # 11 _S_ON_FRAME
+    "the link's loop failed (a UART write, the heap): %r",  # 12 _S_TURN_FAILED
 )

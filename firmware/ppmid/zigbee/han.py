@@ -35,6 +35,12 @@ _APS_ROUTE_DISCOVERY = const(0x0100)  # APS_OPTION_ENABLE_ROUTE_DISCOVERY
 _APS_FRAGMENT = const(0x8000)        # APS_OPTION_FRAGMENT
 _ACK_SLOTS = const(4)          # fragment acknowledgements waiting for the NCP (window 1: one)
 _RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may ask for
+# tunnel replies waiting for _reply_loop (each goes out once the last one's messageSentHandler
+# came): the CH's may fill them all, another node's half, so another node cannot keep the
+# CH's RequestTunnelResponse out. Beyond, a reply is dropped and counted (replies_dropped):
+# a node or an NCP sending faster than our answers go out is not given the heap, nor a
+# frame on the HAN per frame it sends (docs/zigbee.md "Tunnel replies")
+_REPLY_SLOTS = const(4)
 # the options (DEFAULTS) and the bring-up after a module reset: zigbee/han_start.py
 
 # the sentences of the link's failures and rare log lines, by key: their texts are in
@@ -99,7 +105,8 @@ _C_RX_FRAGMENT_ACKS = const(18)
 _C_RX_FRAGMENT_ACK_FAILED = const(19)
 _C_RX_FRAGMENTS_DROPPED = const(20)
 _C_RX_UNSECURED = const(21)
-_COUNTERS = const(23)
+_C_REPLIES_DROPPED = const(23)   # (22: rx_gbt_timeouts, gbcs/reassembly.py's)
+_COUNTERS = const(24)
 
 
 class HanError(PpmidError):
@@ -368,6 +375,10 @@ class ZigbeeHan:
                 if up:
                     self._net_event.set()
                     if v >= 14:        # ezsp.LAYOUT_V14: the module names a frame's sender
+                        if self._up:
+                            # a join after the bring-up (a rejoin, a re-commission onto
+                            # another CH): its trust centre is read again (review r6-2)
+                            self._tc_eui = None
                         self._want_tc()
                 else:
                     # the CH will re-request the tunnel when we are back on the network
@@ -429,18 +440,27 @@ class ZigbeeHan:
             msg = self._defragment(m["sender"], aps, msg)
             if msg is None:
                 return
-        replies, data = self.tunnel.handle(m["sender"], msg)
+        sender = m["sender"]
+        replies, data = self.tunnel.handle(sender, msg)
         for r in replies:
-            self._replies.append((m["sender"], r))
+            if len(self._replies) >= (_REPLY_SLOTS if sender == T.CH_NWK else _REPLY_SLOTS // 2):
+                self.counters[_C_REPLIES_DROPPED] += 1   # (_REPLY_SLOTS: why)
+                continue
+            self._replies.append((sender, r))
             self._queued.set()
         while self.tunnel.events:
             ev = self.tunnel.events.pop(0)
             self._logf("tunnel %s %r", ev[0], ev[1])
             if ev[0] == "error" and ev[1][0] in (T.NO_SUCH_TUNNEL, T.WRONG_DEVICE) and ev[1][1] is not None:
-                # the CH refused a TransferData of ours: it never took that message
+                tid = ev[1][1]
+                # the CH refused a TransferData of ours: it never took that message. Kept
+                # only for a tunnel a held message (or the one being sent) went through:
+                # another names nothing to send again, and would grow _rejected by a key
+                # per tunnel id named (any u16), so it holds at most _RECENT_MAX + 1
                 self.counters[_C_REJECTED_BY_CH] += 1
-                self._rejected[ev[1][1]] = self._rejected.get(ev[1][1], 0) + 1
-                self._queued.set()
+                if tid == self._sent_tid or any(r[0] == tid for r in self._recent):
+                    self._rejected[tid] = self._rejected.get(tid, 0) + 1
+                    self._queued.set()
         self._update_status()
         if data is not None:
             self._deliver(data)
@@ -653,7 +673,8 @@ class ZigbeeHan:
                 await self._send_message(r[1], deadline)
                 self.counters[_C_RESENT] += 1
                 self._remember(r[1])
-            except PpmidError as exc:
+            except Exception as exc:  # (a MemoryError for its frame too: review r6-5) the
+                # relay's budget covers a resend lost; the task, and the next resend, go on
                 self.counters[_C_RESEND_FAILED] += 1
                 self._remember(None)
                 self._logf(_S_RESEND_FAILED, exc)
@@ -667,7 +688,9 @@ class ZigbeeHan:
             dest, zcl = self._replies.pop(0)
             try:
                 await self._send_zcl(dest, zcl)
-            except (_NotTaken, HanError, AshError, E.EzspError) as exc:
+            except Exception as exc:  # a reply lost is one the CH asks for again: logged,
+                # never a stop (review r6-5: a MemoryError ended this task, and every later
+                # RequestTunnel opened a tunnel on our side the CH never heard of)
                 self._logf(_S_REPLY_LOST, exc)
 
     async def _send_message(self, data, deadline):
