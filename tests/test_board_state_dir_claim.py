@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from host_tools import boards, emuboard, provision
+from host_tools import boards, emuboard, nfc_road, provision
 from host_tools.emuboard import EmulatedBoard
 
 GATEWAY = "00DB1234567890A4"
@@ -126,6 +126,10 @@ def test_no_tool_writes_through_a_stopped_boards_links(stale_board):
     assert rc == 1 and line.startswith(word + "the nfc UART its board.json names"), line
     with pytest.raises(emuboard.BoardNotRunning, match="is not running"):  # provision's copy step
         provision.write(os.path.join(d, "repl"), {"/config.json": b"{}"})
+    for endpoint in (os.path.join(d, "nfc"), d):  # `ppmid replay --pn532 DIR|DIR/nfc`'s reader (review r8-1)
+        with pytest.raises(nfc_road.NfcRoadError) as exc:
+            nfc_road.open_reader(endpoint).stop()
+        assert exc.value.code == "E_BOARD_NOT_RUNNING" and str(exc.value).startswith(word[len("ppmid: E_BOARD_NOT_RUNNING: "):]), str(exc.value)
     for name, master in masters.items():
         assert pending(master) == b"", name
     # board.json's pids are not the board's any more: nothing is signalled
@@ -133,6 +137,24 @@ def test_no_tool_writes_through_a_stopped_boards_links(stale_board):
         rc, line = ppmid("board", action, "--state-dir", d)
         assert rc == 1 and "is not running (board.json names" in line and "not signalled" in line, (action, line)
     assert sleeper.poll() is None
+
+
+def test_the_nfc_roads_reader_holds_its_port_as_the_other_tools_do(tmp_path):
+    # review r8-1: `replay --pn532` opened its port without a PortLock, so a second reader
+    # (or a pn532-emulator) could serve the same pty; the hold goes with the reader's stop
+    master, slave = os.openpty()
+    try:
+        path = os.ttyname(slave)
+        reader = nfc_road.open_reader(path)
+        try:
+            rc, line = ppmid("pn532-emulator", "--pty", path, timeout=20)
+            assert rc == 1 and line.startswith("ppmid: E_PORT_BUSY: "), line
+        finally:
+            reader.stop()
+        nfc_road.open_reader(path).stop()  # let go: it opens again
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_a_port_that_is_no_state_dirs_link_passes(tmp_path):
