@@ -808,6 +808,7 @@ class EmulatedBoard:
             cmd += ["--romfs-bytes", str(self.romfs_bytes)]
         log = open(os.path.join(self.state_dir, "supervisor.log"), "ab")
         try:
+            log_at = log.tell()  # (appended: older runs' lines are before it)
             self.proc = subprocess.Popen(cmd, cwd=boards.CHECKOUT, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
@@ -821,8 +822,7 @@ class EmulatedBoard:
             except (BoardError, ValueError):
                 pass
             if self.proc.poll() is not None:
-                raise BoardError("emulated board supervisor exited with %s:\n%s"
-                                 % (self.proc.returncode, self._tail("supervisor.log")))
+                raise self._exit_error(log_at)
             if time.monotonic() > end:
                 self.stop()
                 raise BoardError("emulated board did not start in %ss" % self.start_timeout)
@@ -892,6 +892,25 @@ class EmulatedBoard:
     def mark(self):
         """The current end of the console log, for wait_for(since=...)."""
         return len(self.console_bytes())
+
+    def _exit_error(self, log_at):
+        """Why the supervisor started from log_at in supervisor.log ended: its own refusal
+        (`ppmid: E_CODE: sentence`, main's last line) as that error in one line
+        (BoardRunning for a dir whose board runs, review r8-6), else this run's log tail."""
+        try:
+            with open(os.path.join(self.state_dir, "supervisor.log"), "rb") as f:
+                f.seek(log_at)
+                text = f.read().decode("utf-8", "replace").replace("\r", "")
+        except OSError:
+            text = ""
+        lines = [line for line in text.splitlines() if line.strip()]
+        said = re.match(r"ppmid: (E_[A-Z0-9_]+): (.+)$", lines[-1]) if lines else None
+        if said and "Traceback" not in text:
+            exc = (BoardRunning if said.group(1) == BoardRunning.code else BoardError)(said.group(2))
+            exc.code = said.group(1)
+            return exc
+        return BoardError("emulated board supervisor exited with %s:\n%s"
+                          % (self.proc.returncode, "\n".join(lines[-25:]) or "(nothing in supervisor.log)"))
 
     def _tail(self, name, lines=25):
         try:

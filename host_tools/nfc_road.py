@@ -42,6 +42,12 @@ def reader_path(endpoint):
             return uart_pty(endpoint, "nfc")
         except (BoardError, BoardNotRunning) as exc:
             raise NfcRoadError(str(exc), exc.code)
+    from host_tools.errors import ToolError
+    from host_tools.ports import check_board_link
+    try:
+        check_board_link(endpoint)  # DIR/nfc of a stopped board: E_BOARD_NOT_RUNNING, not "not a pty"
+    except ToolError as exc:
+        raise NfcRoadError(str(exc), exc.code)
     if not os.path.exists(endpoint) or os.path.isfile(endpoint):
         raise NfcRoadError("%s is not a pty or serial device (nor an emulated board's state dir)" % endpoint)
     return endpoint

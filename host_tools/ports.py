@@ -116,13 +116,24 @@ def check_board_link(port):
     DIR/zigbee, ...: `ppmid deploy --port DIR/repl`) unless that board runs now and the link
     still names its pty. A stopped board's link (a killed supervisor cannot remove it) points
     at a /dev/pts number the kernel gives to the next program that asks, another engineer's
-    terminal or board: a tool that followed it would write into that. Other ports pass."""
-    if not isinstance(port, str) or not os.path.islink(port):
+    terminal or board: a tool that followed it would write into that. A link a clean stop
+    removed is refused the same way (review r8-6: "does not exist", "no such pty" said less),
+    so callers check before their own look at the path. Other ports pass."""
+    if not isinstance(port, str) or "://" in port:
+        return
+    missing = not os.path.lexists(port)
+    if not (missing or os.path.islink(port)):
         return
     state_dir, name = os.path.split(os.path.abspath(port))
     board_json = os.path.join(state_dir, "board.json")
     if name not in PORT_LINKS or not os.path.isfile(board_json):
         return
+    if missing:
+        if not supervisor_runs(state_dir):
+            raise BoardNotRunning("the emulated board in %s is not running, so it has no %s (its links go when it "
+                                  "stops): nothing was written; start it with `ppmid board start --state-dir %s`"
+                                  % (state_dir, port, state_dir))
+        return  # running, without that UART (or still starting): the tool's own look says so
     target = os.readlink(port)
     if not supervisor_runs(state_dir):
         raise not_running(state_dir, "the pty its link %s names (%s)" % (port, target))

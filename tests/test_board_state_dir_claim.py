@@ -66,6 +66,14 @@ def test_a_second_start_on_a_running_board_is_refused_and_a_stop_removes_the_lin
         assert os.stat(os.path.join(d, "hw.fifo")).st_ino == fifo
         assert {n: os.readlink(os.path.join(d, n)) for n in links} == links
         assert (after["supervisor_pid"], after["pid"]) == (before["supervisor_pid"], before["pid"])
+        # review r8-6: the fixtures' (and `ppmid emulate`'s) start says the supervisor's refusal
+        # in one line, with its code, not "supervisor exited with 1:" and the log's tail
+        second = EmulatedBoard(d)
+        with pytest.raises(emuboard.BoardRunning) as exc:
+            second.start()
+        assert exc.value.code == "E_BOARD_RUNNING" and str(exc.value) == line[len("ppmid: E_BOARD_RUNNING: "):], \
+            str(exc.value)
+        second.stop()
         # a link changed to a pty that is not the board's is refused, though the board runs
         master, slave = os.openpty()
         try:
@@ -84,6 +92,18 @@ def test_a_second_start_on_a_running_board_is_refused_and_a_stop_removes_the_lin
     # stopped: no link is left to a pty the kernel will give to someone else
     assert [n for n in emuboard.PORT_LINKS if os.path.lexists(os.path.join(d, n))] == []
     assert emuboard.read_state(d)["running"] is False and not emuboard.supervisor_runs(d)
+    # review r8-6: a link a clean stop removed is refused as docs/platform.md says, not with
+    # each tool's "does not exist" / "no such pty"
+    gone = "ppmid: E_BOARD_NOT_RUNNING: the emulated board in %s is not running, so it has no %s (its links go when it " \
+           "stops): nothing was written; start it with `ppmid board start --state-dir %s`"
+    for argv, name in ((("deploy", "--port", os.path.join(d, "repl"), "--board", "emulated"), "repl"),
+                       (("ncp-emulator", "--pty", os.path.join(d, "zigbee")), "zigbee"),
+                       (("pn532-emulator", "--pty", os.path.join(d, "nfc")), "nfc")):
+        rc, line = ppmid(*argv, timeout=20)
+        assert rc == 1 and line == gone % (d, os.path.join(d, name), d), (argv, line)
+    with pytest.raises(nfc_road.NfcRoadError) as exc:  # replay --pn532 DIR/nfc
+        nfc_road.open_reader(os.path.join(d, "nfc"))
+    assert exc.value.code == "E_BOARD_NOT_RUNNING", str(exc.value)
     # and the claim went with it: the dir starts again
     with EmulatedBoard(d) as b:
         assert b.state()["supervisor_pid"] == b.proc.pid and os.path.islink(os.path.join(d, "repl"))
