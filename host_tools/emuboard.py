@@ -25,6 +25,7 @@ Details and contracts: docs/platform.md.
 """
 import argparse
 import binascii
+import errno
 import fcntl
 import json
 import os
@@ -373,7 +374,11 @@ class Supervisor:
         second supervisor would start a second chip on the same flash image (two LittleFS
         writers), replace hw.fifo and the links under the first, and leave it orphaned."""
         path = os.path.join(self.state_dir, CLAIM_FILE)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise BoardError("cannot open %s (%s): the board's claim on its state dir lives there; check the "
+                             "dir's owner and permissions" % (path, exc.strerror or exc))
         end = time.monotonic() + CLAIM_WAIT_S
         while True:
             try:
@@ -383,6 +388,18 @@ class Supervisor:
                 if time.monotonic() < end:
                     time.sleep(0.05)
                     continue
+            except OSError as exc:
+                # a filesystem without file locks (NFS without lockd, some CIFS, 9p and FUSE
+                # mounts: ENOLCK, EOPNOTSUPP, ENOSYS). Refused rather than started unclaimed:
+                # nothing would then stop a second chip on the same flash, nor tell a tool that
+                # the board stopped and its ptys went to other programs (review r8-3). POSIX
+                # locks (lockf) are no fallback: Linux runs flock on NFS through them
+                os.close(fd)
+                raise BoardError("cannot lock %s (%s, %s): the state dir %s is on a filesystem without file locks, "
+                                 "where one board per state dir cannot be held: use a state dir on a local "
+                                 "filesystem (/tmp, your home)" % (path, exc.strerror or exc,
+                                                                  errno.errorcode.get(exc.errno, exc.errno),
+                                                                  self.state_dir))
             from host_tools.ports import flock_holder
             holder = flock_holder(fd)
             os.close(fd)

@@ -98,8 +98,12 @@ def supervisor_runs(state_dir):
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:  # EWOULDBLOCK: the supervisor holds it
+    except BlockingIOError:  # EWOULDBLOCK: the supervisor holds it
         return True
+    except OSError:
+        # a filesystem without file locks (ENOLCK, EOPNOTSUPP...): no supervisor of these
+        # tools runs there (its claim is refused, review r8-3), so its links are refused
+        return False
     finally:
         os.close(fd)  # (drops our shared flock, when we got it)
     return False

@@ -187,3 +187,30 @@ def test_a_port_that_is_no_state_dirs_link_passes(tmp_path):
     finally:
         os.close(master)
         os.close(slave)
+
+
+NO_FLOCK = """import errno, fcntl, sys
+def flock(fd, op):  # as NFS without lockd, some CIFS, 9p and FUSE mounts answer
+    raise OSError(errno.ENOLCK, "No locks available")
+fcntl.flock = flock
+from host_tools import ports
+assert ports.supervisor_runs(sys.argv[2]) is False, "a filesystem without locks is no running board"
+from host_tools.cli import main
+sys.exit(main(sys.argv[1:2] + ["start", "--state-dir", sys.argv[2]]))
+"""
+
+
+def test_a_state_dir_without_file_locks_is_refused_naming_board_lock(tmp_path):
+    # review r8-3: `ppmid: E_IO: I/O: No locks available` (exit 3), and supervisor_runs said
+    # "running" for every dir there; now a sentence naming board.lock, and no board starts
+    d = str(tmp_path / "N")
+    os.makedirs(d)
+    (tmp_path / "N" / "board.lock").write_text("")  # left by an earlier start: supervisor_runs looks at it
+    p = subprocess.run([sys.executable, "-c", NO_FLOCK, "board", d], cwd=boards.ROOT, capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert p.returncode == 1 and lines[-1] == (
+        "ppmid: E_BOARD: cannot lock %s/board.lock (No locks available, ENOLCK): the state dir %s is on a filesystem "
+        "without file locks, where one board per state dir cannot be held: use a state dir on a local filesystem "
+        "(/tmp, your home)" % (d, d)), p.stderr
+    assert "Traceback" not in p.stderr and not os.path.lexists(os.path.join(d, "repl"))
