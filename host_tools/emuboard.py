@@ -43,7 +43,7 @@ from host_tools import board_scripts, boards, deploy
 from host_tools.boards import BoardError, heap_bytes, load_board, micropython_binary, mpremote
 # the claim of a state dir and its links: ports.PortLock checks them before any tool opens a port
 from host_tools.ports import (CLAIM_FILE, PORT_LINKS, BoardNotRunning, check_board_link,  # noqa: F401
-                              not_running, supervisor_runs)
+                              not_running, starting, supervisor_runs)
 
 # Exit codes / reasons the supervisor records in board.json "last_exit"/"last_reason".
 EXIT_SOFT_RESET = 0      # Ctrl-D at the REPL, sys.exit(0), mpremote soft-reset
@@ -94,7 +94,10 @@ def uart_pty(state_dir, name):
     board.json names, for an emulator or client to attach to. BoardError when the board's
     state names none (the board was not started, has no such UART, or its state is broken);
     BoardNotRunning when the board is not running now (the pty it named is no longer its)."""
-    uarts = read_state(state_dir).get("uarts")
+    st = read_state(state_dir)
+    if st.get("starting") and supervisor_runs(state_dir):
+        raise starting(state_dir)
+    uarts = st.get("uarts")
     pty = uarts.get(name) if isinstance(uarts, dict) else None
     if not isinstance(pty, str) or not pty:
         raise BoardError("%s names no %s UART (uarts.%s): is it this board's state dir, and does the board "
@@ -407,6 +410,18 @@ class Supervisor:
                                "first; a second start would run a second chip on the same flash"
                                % (self.state_dir, holder[0] if holder and holder[0] else "unknown", self.state_dir))
         self.claim_fd = fd
+        # from here the dir says "running" (the flock), while board.json and the links of the
+        # run before (a killed one's) still name ptys the kernel may have given to other
+        # programs: until _spawn writes this run's, there are none (review r8-4), and the
+        # tools refuse a board that is "starting"
+        for name in PORT_LINKS:
+            try:
+                os.unlink(os.path.join(self.state_dir, name))
+            except OSError:
+                pass
+        write_json_atomic(os.path.join(self.state_dir, "board.json"),
+                          {"board": self.board, "running": False, "starting": True, "supervisor_pid": os.getpid(),
+                           "pid": None, "repl": None, "uarts": {}})
 
     def _release(self):
         """What stops with the board: its links (their ptys go with it, and the kernel gives

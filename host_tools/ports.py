@@ -115,6 +115,12 @@ def not_running(state_dir, what):
                            "--state-dir %s`" % (state_dir, what, state_dir))
 
 
+def starting(state_dir):
+    return BoardNotRunning("the emulated board in %s is starting: its ptys are not there yet (board.json and the "
+                           "links still named the run before's): nothing was written; try again once it is up"
+                           % state_dir)
+
+
 def check_board_link(port):
     """Refuse (BoardNotRunning) a port that is one of an emulated board's links (DIR/repl,
     DIR/zigbee, ...: `ppmid deploy --port DIR/repl`) unless that board runs now and the link
@@ -147,6 +153,8 @@ def check_board_link(port):
     except (OSError, ValueError):
         st = None
     st = st if isinstance(st, dict) else {}
+    if st.get("starting"):  # a link made before this run's board.json: not vouched for yet
+        raise starting(state_dir)
     uarts = st.get("uarts") if isinstance(st.get("uarts"), dict) else {}
     now = st.get("repl") if name == "repl" else uarts.get(name)
     if target != now:

@@ -214,3 +214,60 @@ def test_a_state_dir_without_file_locks_is_refused_naming_board_lock(tmp_path):
         "without file locks, where one board per state dir cannot be held: use a state dir on a local filesystem "
         "(/tmp, your home)" % (d, d)), p.stderr
     assert "Traceback" not in p.stderr and not os.path.lexists(os.path.join(d, "repl"))
+
+
+def test_a_starting_supervisor_vouches_for_no_pty_of_the_run_before(stale_board, monkeypatch):
+    # review r8-4: from the claim on, the dir says "running", while board.json and a killed
+    # run's links still named its ptys (maybe another program's now) until the new run's
+    # board.json: uart_pty returned them and check_board_link passed them
+    d, masters, sleeper = stale_board
+    sup = emuboard.Supervisor(d, quiet=True)
+    sup._claim()  # the first step of _prepare; the ptys come later
+    try:
+        assert emuboard.supervisor_runs(d)
+        assert [n for n in emuboard.PORT_LINKS if os.path.lexists(os.path.join(d, n))] == []
+        st = emuboard.read_state(d)
+        assert (st["running"], st["starting"], st["supervisor_pid"], st["uarts"]) == (False, True, os.getpid(), {})
+        for name in ("zigbee", "nfc"):
+            with pytest.raises(emuboard.BoardNotRunning, match="is starting: its ptys are not there yet"):
+                emuboard.uart_pty(d, name)
+        # a link made before this run's board.json is not vouched for either
+        master, slave = os.openpty()
+        try:
+            os.symlink(os.ttyname(slave), os.path.join(d, "repl"))
+            with pytest.raises(emuboard.BoardNotRunning, match="is starting"):
+                emuboard.check_board_link(os.path.join(d, "repl"))
+            assert pending(master) == b""
+        finally:
+            os.close(master)
+            os.close(slave)
+        rc, line = ppmid("ncp-emulator", "--state-dir", d, timeout=20)
+        assert rc == 1 and line.startswith("ppmid: E_BOARD_NOT_RUNNING: the emulated board in %s is starting" % d), line
+    finally:
+        sup._release()
+    for name, master in masters.items():
+        assert pending(master) == b"", name
+
+
+def test_a_wired_reconnect_that_meets_a_starting_board_tries_again(monkeypatch):
+    # review r8-4: plug() raised BoardNotRunning (a ToolError) out of send_envelope's retry
+    # loop, which caught only OSError and WiredError: `send --serial DIR/wired` aborted
+    from host_tools import wired
+    client = wired.WiredClient("/nonexistent/B/wired", tries=3, retry_pause_s=0.0, ack_timeout_s=0.1)
+    sends, plugs = [], []
+
+    def send_frame(*a):  # the port lost (the board restarts), then the board answers
+        sends.append(a)
+        if len(sends) < 3:
+            raise OSError(5, "Input/output error")
+        return ("ack",)
+
+    def plug(timeout):  # the first reopen meets the new supervisor before its ptys are there
+        plugs.append(timeout)
+        if len(plugs) == 1:
+            raise emuboard.BoardNotRunning("the emulated board in B is starting")
+        return {}
+    monkeypatch.setattr(client, "send_frame", send_frame)
+    monkeypatch.setattr(client, "plug", plug)
+    assert client.send_envelope(b"x", id="a") == ("ack",)
+    assert (len(sends), len(plugs)) == (3, 2)
