@@ -43,7 +43,7 @@ from host_tools import board_scripts, boards, deploy
 from host_tools.boards import BoardError, heap_bytes, load_board, micropython_binary, mpremote
 # the claim of a state dir and its links: ports.PortLock checks them before any tool opens a port
 from host_tools.ports import (CLAIM_FILE, PORT_LINKS, BoardNotRunning, check_board_link,  # noqa: F401
-                              not_running, starting, supervisor_runs)
+                              not_running, older_supervisor, starting, supervisor_runs)
 
 # Exit codes / reasons the supervisor records in board.json "last_exit"/"last_reason".
 EXIT_SOFT_RESET = 0      # Ctrl-D at the REPL, sys.exit(0), mpremote soft-reset
@@ -107,6 +107,12 @@ def uart_pty(state_dir, name):
     return pty
 
 
+def older_sentence(state_dir, pid):
+    return ("the board in %s is running (supervisor pid %d), started by an older ppmid: it holds no board.lock, so "
+            "these tools neither signal it nor start a second chip on its flash: stop it with `kill %d`, then start "
+            "it again with this ppmid" % (state_dir, pid, pid))
+
+
 def write_json_atomic(path, data):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -159,6 +165,9 @@ def _signal(state_dir, pid, sig, what):
     # a killed supervisor left "running" and its pids in board.json; the kernel may have
     # given those pids to other programs since
     if not supervisor_runs(state_dir):
+        supervisor = read_state(state_dir).get("supervisor_pid")
+        if older_supervisor(state_dir, supervisor):  # (review r8-5: it was called "not running")
+            raise BoardRunning(older_sentence(state_dir, supervisor))
         raise BoardError("the emulated board in %s is not running (board.json names %s pid %d from when it ran; "
                          "not signalled)" % (state_dir, what, pid))
     try:
@@ -409,6 +418,15 @@ class Supervisor:
             raise BoardRunning("the board in %s is running (supervisor pid %s): `ppmid board stop --state-dir %s` "
                                "first; a second start would run a second chip on the same flash"
                                % (self.state_dir, holder[0] if holder and holder[0] else "unknown", self.state_dir))
+        # a board started by an older ppmid holds no board.lock, and runs on this flash
+        try:
+            st = read_state(self.state_dir)
+        except BoardError:
+            st = {}
+        pid = st.get("supervisor_pid")
+        if st.get("running") and older_supervisor(self.state_dir, pid):
+            os.close(fd)
+            raise BoardRunning(older_sentence(self.state_dir, pid))
         self.claim_fd = fd
         # from here the dir says "running" (the flock), while board.json and the links of the
         # run before (a killed one's) still name ptys the kernel may have given to other

@@ -109,6 +109,28 @@ def supervisor_runs(state_dir):
     return False
 
 
+def older_supervisor(state_dir, pid):
+    """Whether process `pid` is a supervisor started by a ppmid from before board.lock
+    (review r8-5: it holds no claim, so supervisor_runs says no): alive, its command line a
+    board start or host_tools.emuboard, its --state-dir this dir (read against its cwd)."""
+    if type(pid) is not int or pid < 1 or pid == os.getpid():
+        return False
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = f.read().decode("utf-8", "replace").split("\0")
+        cwd = os.readlink("/proc/%d/cwd" % pid)
+    except (OSError, ValueError):  # gone, another user's, or no /proc
+        return False
+    if "host_tools.emuboard" not in argv and not ("board" in argv and "start" in argv):
+        return False
+    for i, arg in enumerate(argv):
+        given = argv[i + 1] if arg == "--state-dir" and i + 1 < len(argv) else \
+            arg[len("--state-dir="):] if arg.startswith("--state-dir=") else None
+        if given and os.path.realpath(os.path.join(cwd, given)) == os.path.realpath(state_dir):
+            return True
+    return False
+
+
 def not_running(state_dir, what):
     return BoardNotRunning("the emulated board in %s is not running, so %s may now be another program's (the "
                            "kernel reuses /dev/pts numbers): nothing was written; start it with `ppmid board start "

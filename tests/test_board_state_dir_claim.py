@@ -271,3 +271,31 @@ def test_a_wired_reconnect_that_meets_a_starting_board_tries_again(monkeypatch):
     monkeypatch.setattr(client, "plug", plug)
     assert client.send_envelope(b"x", id="a") == ("ack",)
     assert (len(sends), len(plugs)) == (3, 2)
+
+
+def test_a_board_started_by_an_older_ppmid_is_neither_called_stopped_nor_started_twice(tmp_path):
+    # review r8-5: a supervisor from before board.lock holds none: `board stop` said "not
+    # running", and `board start` ran a second chip on its flash. A sleeping process with an
+    # older supervisor's command line stands in for one (it makes no pty, writes nothing)
+    d = str(tmp_path / "B")
+    os.makedirs(d)
+    older = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "host_tools.emuboard",
+                              "--state-dir", "B"], cwd=str(tmp_path))
+    try:
+        with open(os.path.join(d, "board.json"), "w") as f:
+            json.dump({"running": True, "supervisor_pid": older.pid, "pid": older.pid, "repl": None, "uarts": {}}, f)
+        said = ("ppmid: E_BOARD_RUNNING: the board in %s is running (supervisor pid %d), started by an older ppmid: it "
+                "holds no board.lock, so these tools neither signal it nor start a second chip on its flash: stop it "
+                "with `kill %d`, then start it again with this ppmid" % (d, older.pid, older.pid))
+        rc, line = ppmid("board", "start", "--state-dir", d)
+        assert (rc, line) == (1, said)
+        for action in ("stop", "reset", "kill"):
+            rc, line = ppmid("board", action, "--state-dir", d)
+            assert (rc, line) == (1, said), (action, line)
+        assert older.poll() is None and not os.path.exists(os.path.join(d, "flash.img"))
+        # another program with that pid (not a board's command line): not running, as before
+        assert not emuboard.older_supervisor(d, os.getpid()) and not emuboard.older_supervisor(d, 1)
+    finally:
+        older.kill()
+        older.wait()
+    assert not emuboard.older_supervisor(d, older.pid)
