@@ -216,7 +216,7 @@ def test_a_state_dir_without_file_locks_is_refused_naming_board_lock(tmp_path):
     assert "Traceback" not in p.stderr and not os.path.lexists(os.path.join(d, "repl"))
 
 
-def test_a_starting_supervisor_vouches_for_no_pty_of_the_run_before(stale_board, monkeypatch):
+def test_a_starting_supervisor_vouches_for_no_pty_of_the_run_before(stale_board):
     # review r8-4: from the claim on, the dir says "running", while board.json and a killed
     # run's links still named its ptys (maybe another program's now) until the new run's
     # board.json: uart_pty returned them and check_board_link passed them
