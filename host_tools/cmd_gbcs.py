@@ -63,7 +63,7 @@ def _load_config(path):
         raise CliError("config %s is not UTF-8 text (byte 0x%02x at offset %d)"
                        % (path, exc.object[exc.start], exc.start))
     try:
-        return gw_config.loads(text)
+        return gw_config.loads(text, strict=True)  # where a config is written: typos refused
     except gw_config.ConfigError as exc:
         raise CliError("config %s: %s" % (path, exc.message))
 

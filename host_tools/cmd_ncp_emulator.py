@@ -102,6 +102,7 @@ def _console(emu):
 def run(args):
     from host_tools.ncp_emulator import NcpEmulator, Faults
     pty = args.pty or emuboard.uart_pty(args.state_dir, "zigbee")
+    emuboard.check_board_link(pty)  # DIR/zigbee of a stopped board: E_BOARD_NOT_RUNNING, not "no such pty"
     if not os.path.exists(pty):
         raise CliError("no such pty: %s" % pty)
     if os.path.isdir(pty) or os.path.isfile(pty):  # a pty is a character device

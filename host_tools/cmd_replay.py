@@ -204,7 +204,7 @@ def run(args):
             try:
                 reader = nfc_road.open_reader(args.pn532)
             except nfc_road.NfcRoadError as exc:
-                raise CliError(str(exc))
+                raise CliError(str(exc), exc.code)
             road = r.nfc = nfc_road.NfcRoad(reader, r.note, phone_wait_s=args.settle_s + 10)
         from host_tools.progress import Progress
         bar = Progress("replay", len(lines))

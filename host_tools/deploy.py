@@ -52,7 +52,7 @@ import time
 from host_tools import board_scripts, boards
 from host_tools.boards import FIRMWARE_DIR, mpy_cross_binary, tool
 from host_tools.errors import ToolError
-from host_tools.ports import PortLock
+from host_tools.ports import PortLock, check_board_link
 
 STAGING = "/.deploy-new"
 SCRIPTS = ("boot.py", "main.py")  # stay source: MicroPython runs them by name
@@ -482,6 +482,7 @@ def probe_stage(port, arch, definition=None, build=None):
     (it holds files of the build whose id is `build`; staged = {file: sha256} of them, dirs
     = its directories), "other" (another build's, or an interrupted start) or "none". A port that does not answer is a
     BoardLost; a board of the wrong kind a plain DeployError."""
+    check_board_link(port)  # DIR/repl of a stopped board: E_BOARD_NOT_RUNNING, not lost
     if not (os.path.exists(port) or port.startswith(("rfc2217://", "socket://"))):
         # lost, not refused: a native USB port (the S3's) goes away while its board resets
         raise BoardLost("port %s does not exist" % port)

@@ -25,6 +25,7 @@ Details and contracts: docs/platform.md.
 """
 import argparse
 import binascii
+import errno
 import fcntl
 import json
 import os
@@ -42,7 +43,7 @@ from host_tools import board_scripts, boards, deploy
 from host_tools.boards import BoardError, heap_bytes, load_board, micropython_binary, mpremote
 # the claim of a state dir and its links: ports.PortLock checks them before any tool opens a port
 from host_tools.ports import (CLAIM_FILE, PORT_LINKS, BoardNotRunning, check_board_link,  # noqa: F401
-                              not_running, supervisor_runs)
+                              not_running, older_supervisor, starting, supervisor_runs)
 
 # Exit codes / reasons the supervisor records in board.json "last_exit"/"last_reason".
 EXIT_SOFT_RESET = 0      # Ctrl-D at the REPL, sys.exit(0), mpremote soft-reset
@@ -93,7 +94,10 @@ def uart_pty(state_dir, name):
     board.json names, for an emulator or client to attach to. BoardError when the board's
     state names none (the board was not started, has no such UART, or its state is broken);
     BoardNotRunning when the board is not running now (the pty it named is no longer its)."""
-    uarts = read_state(state_dir).get("uarts")
+    st = read_state(state_dir)
+    if st.get("starting") and supervisor_runs(state_dir):
+        raise starting(state_dir)
+    uarts = st.get("uarts")
     pty = uarts.get(name) if isinstance(uarts, dict) else None
     if not isinstance(pty, str) or not pty:
         raise BoardError("%s names no %s UART (uarts.%s): is it this board's state dir, and does the board "
@@ -101,6 +105,12 @@ def uart_pty(state_dir, name):
     if not supervisor_runs(state_dir):
         raise not_running(state_dir, "the %s UART its board.json names (%s)" % (name, pty))
     return pty
+
+
+def older_sentence(state_dir, pid):
+    return ("the board in %s is running (supervisor pid %d), started by an older ppmid: it holds no board.lock, so "
+            "these tools neither signal it nor start a second chip on its flash: stop it with `kill %d`, then start "
+            "it again with this ppmid" % (state_dir, pid, pid))
 
 
 def write_json_atomic(path, data):
@@ -155,6 +165,9 @@ def _signal(state_dir, pid, sig, what):
     # a killed supervisor left "running" and its pids in board.json; the kernel may have
     # given those pids to other programs since
     if not supervisor_runs(state_dir):
+        supervisor = read_state(state_dir).get("supervisor_pid")
+        if older_supervisor(state_dir, supervisor):  # (review r8-5: it was called "not running")
+            raise BoardRunning(older_sentence(state_dir, supervisor))
         raise BoardError("the emulated board in %s is not running (board.json names %s pid %d from when it ran; "
                          "not signalled)" % (state_dir, what, pid))
     try:
@@ -373,7 +386,11 @@ class Supervisor:
         second supervisor would start a second chip on the same flash image (two LittleFS
         writers), replace hw.fifo and the links under the first, and leave it orphaned."""
         path = os.path.join(self.state_dir, CLAIM_FILE)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise BoardError("cannot open %s (%s): the board's claim on its state dir lives there; check the "
+                             "dir's owner and permissions" % (path, exc.strerror or exc))
         end = time.monotonic() + CLAIM_WAIT_S
         while True:
             try:
@@ -383,13 +400,46 @@ class Supervisor:
                 if time.monotonic() < end:
                     time.sleep(0.05)
                     continue
+            except OSError as exc:
+                # a filesystem without file locks (NFS without lockd, some CIFS, 9p and FUSE
+                # mounts: ENOLCK, EOPNOTSUPP, ENOSYS). Refused rather than started unclaimed:
+                # nothing would then stop a second chip on the same flash, nor tell a tool that
+                # the board stopped and its ptys went to other programs (review r8-3). POSIX
+                # locks (lockf) are no fallback: Linux runs flock on NFS through them
+                os.close(fd)
+                raise BoardError("cannot lock %s (%s, %s): the state dir %s is on a filesystem without file locks, "
+                                 "where one board per state dir cannot be held: use a state dir on a local "
+                                 "filesystem (/tmp, your home)" % (path, exc.strerror or exc,
+                                                                  errno.errorcode.get(exc.errno, exc.errno),
+                                                                  self.state_dir))
             from host_tools.ports import flock_holder
             holder = flock_holder(fd)
             os.close(fd)
             raise BoardRunning("the board in %s is running (supervisor pid %s): `ppmid board stop --state-dir %s` "
                                "first; a second start would run a second chip on the same flash"
                                % (self.state_dir, holder[0] if holder and holder[0] else "unknown", self.state_dir))
+        # a board started by an older ppmid holds no board.lock, and runs on this flash
+        try:
+            st = read_state(self.state_dir)
+        except BoardError:
+            st = {}
+        pid = st.get("supervisor_pid")
+        if st.get("running") and older_supervisor(self.state_dir, pid):
+            os.close(fd)
+            raise BoardRunning(older_sentence(self.state_dir, pid))
         self.claim_fd = fd
+        # from here the dir says "running" (the flock), while board.json and the links of the
+        # run before (a killed one's) still name ptys the kernel may have given to other
+        # programs: until _spawn writes this run's, there are none (review r8-4), and the
+        # tools refuse a board that is "starting"
+        for name in PORT_LINKS:
+            try:
+                os.unlink(os.path.join(self.state_dir, name))
+            except OSError:
+                pass
+        write_json_atomic(os.path.join(self.state_dir, "board.json"),
+                          {"board": self.board, "running": False, "starting": True, "supervisor_pid": os.getpid(),
+                           "pid": None, "repl": None, "uarts": {}})
 
     def _release(self):
         """What stops with the board: its links (their ptys go with it, and the kernel gives
@@ -808,6 +858,7 @@ class EmulatedBoard:
             cmd += ["--romfs-bytes", str(self.romfs_bytes)]
         log = open(os.path.join(self.state_dir, "supervisor.log"), "ab")
         try:
+            log_at = log.tell()  # (appended: older runs' lines are before it)
             self.proc = subprocess.Popen(cmd, cwd=boards.CHECKOUT, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
@@ -821,8 +872,7 @@ class EmulatedBoard:
             except (BoardError, ValueError):
                 pass
             if self.proc.poll() is not None:
-                raise BoardError("emulated board supervisor exited with %s:\n%s"
-                                 % (self.proc.returncode, self._tail("supervisor.log")))
+                raise self._exit_error(log_at)
             if time.monotonic() > end:
                 self.stop()
                 raise BoardError("emulated board did not start in %ss" % self.start_timeout)
@@ -892,6 +942,25 @@ class EmulatedBoard:
     def mark(self):
         """The current end of the console log, for wait_for(since=...)."""
         return len(self.console_bytes())
+
+    def _exit_error(self, log_at):
+        """Why the supervisor started from log_at in supervisor.log ended: its own refusal
+        (`ppmid: E_CODE: sentence`, main's last line) as that error in one line
+        (BoardRunning for a dir whose board runs, review r8-6), else this run's log tail."""
+        try:
+            with open(os.path.join(self.state_dir, "supervisor.log"), "rb") as f:
+                f.seek(log_at)
+                text = f.read().decode("utf-8", "replace").replace("\r", "")
+        except OSError:
+            text = ""
+        lines = [line for line in text.splitlines() if line.strip()]
+        said = re.match(r"ppmid: (E_[A-Z0-9_]+): (.+)$", lines[-1]) if lines else None
+        if said and "Traceback" not in text:
+            exc = (BoardRunning if said.group(1) == BoardRunning.code else BoardError)(said.group(2))
+            exc.code = said.group(1)
+            return exc
+        return BoardError("emulated board supervisor exited with %s:\n%s"
+                          % (self.proc.returncode, "\n".join(lines[-25:]) or "(nothing in supervisor.log)"))
 
     def _tail(self, name, lines=25):
         try:

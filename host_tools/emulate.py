@@ -388,7 +388,7 @@ class Emulation:
             cfg["zigbee"] = {"install_code": self.commissioning["install_code"], "channels": [20]}
         cfg = merge(cfg, self.overrides)
         try:
-            C.validate(json.loads(json.dumps(cfg)))
+            C.validate(json.loads(json.dumps(cfg)), strict=True)
         except C.ConfigError as exc:
             raise EmulateError("gateway config refused: %s" % exc)
         return cfg

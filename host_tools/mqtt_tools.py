@@ -271,7 +271,7 @@ def gateway_config(eui, info, **over):
             cfg[k].update(v)
         else:
             cfg[k] = v
-    config.validate(json.loads(json.dumps(cfg)))  # raises ConfigError on a bad override
+    config.validate(json.loads(json.dumps(cfg)), strict=True)  # raises ConfigError on a bad override
     return cfg
 
 

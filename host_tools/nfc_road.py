@@ -27,6 +27,11 @@ VIAS = ("nfc-phone", "nfc-tag")
 class NfcRoadError(Exception):
     code = "E_NFC_ROAD"
 
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        if code is not None:  # a board's or a port's own refusal keeps its code
+            self.code = code
+
 
 def reader_path(endpoint):
     """The host end of the board's PN532 UART: a pty or serial device path as given, or
@@ -36,7 +41,13 @@ def reader_path(endpoint):
         try:
             return uart_pty(endpoint, "nfc")
         except (BoardError, BoardNotRunning) as exc:
-            raise NfcRoadError(str(exc))
+            raise NfcRoadError(str(exc), exc.code)
+    from host_tools.errors import ToolError
+    from host_tools.ports import check_board_link
+    try:
+        check_board_link(endpoint)  # DIR/nfc of a stopped board: E_BOARD_NOT_RUNNING, not "not a pty"
+    except ToolError as exc:
+        raise NfcRoadError(str(exc), exc.code)
     if not os.path.exists(endpoint) or os.path.isfile(endpoint):
         raise NfcRoadError("%s is not a pty or serial device (nor an emulated board's state dir)" % endpoint)
     return endpoint
@@ -44,14 +55,32 @@ def reader_path(endpoint):
 
 def open_reader(endpoint, baud=115200):
     """A started PN532 emulator on `endpoint` (reader_path). The line is set to `baud`
-    (a USB-UART wired to a real board's PN532 pins needs it; a pty ignores it)."""
+    (a USB-UART wired to a real board's PN532 pins needs it; a pty ignores it). The port is
+    held as the other tools hold theirs (a PortLock, let go by the emulator's stop): a
+    stopped board's link (DIR/nfc) is refused before anything opens the pty it names,
+    which may be another program's now, and a port another tool serves is PortBusy."""
     import termios
     from host_tools.pn532_emulator.chip import PN532Emulator
+    from host_tools.errors import ToolError
+    from host_tools.ports import PortLock
     path = reader_path(endpoint)
+    try:
+        hold = PortLock(path).acquire()
+    except ToolError as exc:  # BoardNotRunning, PortBusy, PortLockError
+        raise NfcRoadError(str(exc), exc.code)
     try:
         emu = PN532Emulator.on_path(path, baud=baud)
     except OSError as exc:
+        hold.release()
         raise NfcRoadError("cannot open %s: %s" % (path, exc.strerror or exc))
+    stop = emu.stop
+
+    def stop_and_let_go():
+        try:
+            stop()
+        finally:
+            hold.release()
+    emu.stop = stop_and_let_go
     try:
         attrs = termios.tcgetattr(emu.fd)
         speed = getattr(termios, "B%d" % baud, None)

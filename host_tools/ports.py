@@ -98,10 +98,36 @@ def supervisor_runs(state_dir):
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:  # EWOULDBLOCK: the supervisor holds it
+    except BlockingIOError:  # EWOULDBLOCK: the supervisor holds it
         return True
+    except OSError:
+        # a filesystem without file locks (ENOLCK, EOPNOTSUPP...): no supervisor of these
+        # tools runs there (its claim is refused, review r8-3), so its links are refused
+        return False
     finally:
         os.close(fd)  # (drops our shared flock, when we got it)
+    return False
+
+
+def older_supervisor(state_dir, pid):
+    """Whether process `pid` is a supervisor started by a ppmid from before board.lock
+    (review r8-5: it holds no claim, so supervisor_runs says no): alive, its command line a
+    board start or host_tools.emuboard, its --state-dir this dir (read against its cwd)."""
+    if type(pid) is not int or pid < 1 or pid == os.getpid():
+        return False
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = f.read().decode("utf-8", "replace").split("\0")
+        cwd = os.readlink("/proc/%d/cwd" % pid)
+    except (OSError, ValueError):  # gone, another user's, or no /proc
+        return False
+    if "host_tools.emuboard" not in argv and not ("board" in argv and "start" in argv):
+        return False
+    for i, arg in enumerate(argv):
+        given = argv[i + 1] if arg == "--state-dir" and i + 1 < len(argv) else \
+            arg[len("--state-dir="):] if arg.startswith("--state-dir=") else None
+        if given and os.path.realpath(os.path.join(cwd, given)) == os.path.realpath(state_dir):
+            return True
     return False
 
 
@@ -111,18 +137,35 @@ def not_running(state_dir, what):
                            "--state-dir %s`" % (state_dir, what, state_dir))
 
 
+def starting(state_dir):
+    return BoardNotRunning("the emulated board in %s is starting: its ptys are not there yet (board.json and the "
+                           "links still named the run before's): nothing was written; try again once it is up"
+                           % state_dir)
+
+
 def check_board_link(port):
     """Refuse (BoardNotRunning) a port that is one of an emulated board's links (DIR/repl,
     DIR/zigbee, ...: `ppmid deploy --port DIR/repl`) unless that board runs now and the link
     still names its pty. A stopped board's link (a killed supervisor cannot remove it) points
     at a /dev/pts number the kernel gives to the next program that asks, another engineer's
-    terminal or board: a tool that followed it would write into that. Other ports pass."""
-    if not isinstance(port, str) or not os.path.islink(port):
+    terminal or board: a tool that followed it would write into that. A link a clean stop
+    removed is refused the same way (review r8-6: "does not exist", "no such pty" said less),
+    so callers check before their own look at the path. Other ports pass."""
+    if not isinstance(port, str) or "://" in port:
+        return
+    missing = not os.path.lexists(port)
+    if not (missing or os.path.islink(port)):
         return
     state_dir, name = os.path.split(os.path.abspath(port))
     board_json = os.path.join(state_dir, "board.json")
     if name not in PORT_LINKS or not os.path.isfile(board_json):
         return
+    if missing:
+        if not supervisor_runs(state_dir):
+            raise BoardNotRunning("the emulated board in %s is not running, so it has no %s (its links go when it "
+                                  "stops): nothing was written; start it with `ppmid board start --state-dir %s`"
+                                  % (state_dir, port, state_dir))
+        return  # running, without that UART (or still starting): the tool's own look says so
     target = os.readlink(port)
     if not supervisor_runs(state_dir):
         raise not_running(state_dir, "the pty its link %s names (%s)" % (port, target))
@@ -132,6 +175,8 @@ def check_board_link(port):
     except (OSError, ValueError):
         st = None
     st = st if isinstance(st, dict) else {}
+    if st.get("starting"):  # a link made before this run's board.json: not vouched for yet
+        raise starting(state_dir)
     uarts = st.get("uarts") if isinstance(st.get("uarts"), dict) else {}
     now = st.get("repl") if name == "repl" else uarts.get(name)
     if target != now:

@@ -214,7 +214,7 @@ def build(state_dir, gateway, config_file=None, broker_host=None, broker_port=No
     if seq:
         cfg["users"] = dict(cfg.get("users") or {}, sequence=seq)
     try:
-        config.validate(json.loads(json.dumps(cfg)))
+        config.validate(json.loads(json.dumps(cfg)), strict=True)
     except config.ConfigError as exc:
         raise ProvisionError("config refused: %s" % exc)
     # what validate cannot see and boot refuses with every link stopped (a repair over USB)

@@ -224,10 +224,12 @@ class WiredClient:
                 # and ask for what was kept meanwhile
                 self.log("wired: %s not sent: %s" % (id, exc))
                 got = None
+                from host_tools.ports import BoardNotRunning
                 try:
                     self.close()
                     self.plug(self.ack_timeout_s)
-                except (OSError, WiredError) as again:
+                except (OSError, WiredError, BoardNotRunning) as again:
+                    # (an emulated board restarting: refused until its new ptys are there)
                     self.log("wired: %s still unreachable: %s" % (self.port, again))
                 continue
             if got is not None and got[0] == "hello":

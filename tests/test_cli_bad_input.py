@@ -146,6 +146,35 @@ def test_an_install_code_that_is_not_a_string_is_a_config_error(tmp_path, capsys
     assert rc == 1 and err == "ppmid: E_PROVISION: config refused: E_CONFIG: %s\n" % said, err
 
 
+def test_the_tools_refuse_what_only_the_board_takes_from_earlier_firmware(tmp_path, capsys):
+    # review r8-2: the board takes an unknown han device key (ignored, with a line) and an
+    # install code listed as byte values, so an update never stops a gateway holding one; the
+    # tools a config is written with refuse both up front
+    from host_tools.broker import Broker
+    from host_tools import emulate as E
+    from ppmid.zigbee.installcode import crc16
+    Broker(str(tmp_path / "broker"), gateways=[GATEWAY], users=["test"]).prepare()
+    code = bytes(range(8))
+    listed = list(code) + [crc16(code) & 0xFF, crc16(code) >> 8]
+    esme = "00DB1234567890A0"
+    for name, over, said in (
+            ("label", {"han": {"devices": [{"eui": esme, "type": "ESME", "nwk": 18977, "label": "kitchen"}]}},
+             "han device %s: unknown key 'label' (eui, type, nwk, endpoint)" % esme),
+            ("listed", {"zigbee": {"install_code": listed}},
+             "zigbee.install_code must be the code as printed (a string of hex digits), not %r" % (listed,))):
+        cfg = tmp_path / ("config_%s.json" % name)
+        cfg.write_text(json.dumps(dict(over, gateway=GATEWAY)))
+        rc, err = run(capsys, "gbcs", "check", "--config", str(cfg), str(cfg))
+        assert rc == 1 and err == "ppmid: E_CONFIG: config %s: %s\n" % (cfg, said), err
+        rc, err = run(capsys, "provision", "--port", "/dev/null", "--gateway", GATEWAY, "--state-dir",
+                      str(tmp_path / "broker"), "--config", str(cfg), "--dry-run")
+        assert rc == 1 and err == "ppmid: E_PROVISION: config refused: E_CONFIG: %s\n" % said, err
+        emu = E.Emulation(str(tmp_path / "emu"), overrides=over)  # what `ppmid emulate --set` builds
+        with pytest.raises(E.EmulateError) as exc:
+            emu.gateway_config(info={"host": "127.0.0.1", "port": 1, "server_hostname": "ppmid-broker"})
+        assert str(exc.value) == "gateway config refused: E_CONFIG: " + said, str(exc.value)
+
+
 def test_provision_refuses_a_dcc_users_public_key_that_is_no_point_of_p256(tmp_path, capsys):
     # review r5-5: "provisioned", then the gateway's boot stopped every link (config-error)
     from cryptography.hazmat.primitives import serialization

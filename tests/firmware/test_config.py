@@ -7,9 +7,9 @@ GOOD = {"gateway": "00db1234567890a4",
                             {"eui": "00DB1234567890A1", "type": "GSME"}]}}
 
 
-def _err(obj):
+def _err(obj, strict=False):
     try:
-        config.validate(obj)
+        config.validate(obj, strict)
     except ConfigError as exc:
         assert exc.code == "E_CONFIG"
         return exc.message
@@ -93,31 +93,64 @@ def test_every_section_refuses_unknown_keys_and_wrong_types():
 
 def test_zigbee_install_code_and_extended_pan_id_must_be_strings():
     # review r5-1: an object, a list with a number over 255 or a float escaped as TypeError or
-    # ValueError (E_INTERNAL on the host, a traceback and a reboot at every boot); a list of
-    # numbers with a right CRC passed as bytes
+    # ValueError (E_INTERNAL on the host, a traceback and a reboot at every boot): refused on
+    # the board too; a list of byte values (it commissioned) only by the host tools (strict)
     from ppmid.zigbee.installcode import crc16
     code = bytes(range(16))
     listed = list(code) + [crc16(code) & 0xFF, crc16(code) >> 8]
-    for bad in ({"a": 1}, {}, [300], 5.5, 5, True, listed):
-        msg = _err(_with(zigbee={"install_code": bad}))
-        assert msg == "zigbee.install_code must be the code as printed (a string of hex digits), not %r" % (bad,), msg
     printed = "".join("%02X" % b for b in listed)
-    assert config.validate(_with(zigbee={"install_code": printed}))["zigbee"]["install_code"] == printed
-    for bad in (["00DB1234567890A0"], 5, {"a": 1}):
+    for strict, bads in ((False, ({"a": 1}, {}, [300], [-1], ["00"], 5.5, 5, True)),
+                         (True, ({"a": 1}, [300], 5, listed))):
+        for bad in bads:
+            msg = _err(_with(zigbee={"install_code": bad}), strict)
+            assert msg == "zigbee.install_code must be the code as printed (a string of hex digits), not %r" % (bad,), msg
+    assert config.validate(_with(zigbee={"install_code": printed}), True)["zigbee"]["install_code"] == printed
+    for bad in (["00DB1234567890A0"], 5, {"a": 1}, [0, 219]):
+        msg = _err(_with(zigbee={"extended_pan_id": bad}), True)
+        assert msg.startswith("zigbee.extended_pan_id must be the CH's extended PAN id"), msg
+    for bad in (5, {"00DB1234": 1, "567890A0": 2}, [0, 219], ["00DB1234567890A"], ["00DB", 1]):
         msg = _err(_with(zigbee={"extended_pan_id": bad}))
         assert msg.startswith("zigbee.extended_pan_id must be the CH's extended PAN id"), msg
-    assert config.validate(_with(zigbee={"extended_pan_id": "00:DB:12:34:56:78:90:A0"}))
+    assert config.validate(_with(zigbee={"extended_pan_id": "00:DB:12:34:56:78:90:A0"}), True)
 
 
-def test_a_han_device_refuses_unknown_keys():
+def test_the_board_takes_the_install_code_and_pan_id_lists_earlier_firmware_took():
+    # review r8-2: a stored config with a list that commissioned before the strict check came
+    # in must not stop a gateway after an update (config-error): taken as the string it stands for
+    from ppmid.zigbee import installcode as IC
+    code = bytes(range(16))
+    listed = list(code) + [IC.crc16(code) & 0xFF, IC.crc16(code) >> 8]
+    z = config.validate(_with(zigbee={"install_code": listed, "extended_pan_id": ["00DB1234", "567890A0"]}))["zigbee"]
+    assert z["install_code"] == "".join("%02X" % b for b in listed)
+    assert IC.parse(z["install_code"]) == bytes(listed)
+    assert z["extended_pan_id"] == "00DB1234567890A0"
+    # a list with a wrong CRC is refused as the string would be
+    msg = _err(_with(zigbee={"install_code": listed[:-1] + [listed[-1] ^ 1]}))
+    assert msg.startswith("zigbee.install_code: the install code's CRC is "), msg
+
+
+def test_a_han_device_refuses_unknown_keys_in_the_host_tools():
     # review r5-4: "endpiont": 2 kept endpoint 1, "NWK" left the ESME with no address (every
     # top-up refused E_UTRN_TARGET), seen only at the first top-up
     for key in ("endpiont", "NWK", "name"):
         dev = {"eui": "00db1234567890a0", "type": "ESME", "nwk": 4660, key: 2}
-        msg = _err(_with(han={"devices": [dev]}))
+        msg = _err(_with(han={"devices": [dev]}), True)
         assert msg == "han device 00DB1234567890A0: unknown key %r (eui, type, nwk, endpoint)" % key, msg
     dev = {"eui": "00DB1234567890A0", "type": "ESME", "nwk": 4660, "endpoint": 2}
-    assert config.validate(_with(han={"devices": [dev]}))["han"]["devices"] == [dev]
+    assert config.validate(_with(han={"devices": [dev]}), True)["han"]["devices"] == [dev]
+
+
+def test_the_board_ignores_an_unknown_han_device_key_earlier_firmware_took():
+    # review r8-2: a "label" earlier firmware ignored turned a working gateway's stored config
+    # into config-error after an update; the board drops it (a console line) and runs
+    devs = [{"eui": "00db1234567890a0", "type": "ESME", "nwk": 4660, "label": "kitchen", "endpiont": 2},
+            {"eui": "00DB1234567890A1", "type": "GSME", "comment": None}]
+    got = config.validate(_with(han={"devices": devs}))["han"]["devices"]
+    assert got == [{"eui": "00DB1234567890A0", "type": "ESME", "nwk": 4660},
+                   {"eui": "00DB1234567890A1", "type": "GSME"}], got
+    # what never worked stays refused with its sentence
+    msg = _err(_with(han={"devices": [{"eui": "00DB1234567890A0", "type": "ESME", "nwk": 70000, "label": 1}]}))
+    assert msg == "han device 00DB1234567890A0: nwk must be an integer from 0 to 65527", msg
 
 
 def test_loads_and_load_errors():

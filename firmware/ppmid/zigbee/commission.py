@@ -55,9 +55,11 @@ def extended_pan_id(text):
     return unhexlify(h)
 
 
-def settings(section):
+def settings(section, strict=False):
     """The config's "zigbee" section, checked: install code (its CRC too), channels
-    (11..26), the CH's Key Establishment endpoint; the driver's own keys pass through."""
+    (11..26), the CH's Key Establishment endpoint; the driver's own keys pass through.
+    strict (the host tools): the install code and the extended PAN id as strings only;
+    the board also takes the lists earlier firmware took (as the string they stand for)."""
     from ppmid.zigbee.han_start import DEFAULTS
     if not isinstance(section, dict):
         raise ConfigError("zigbee must be an object, not %r" % (section,))
@@ -68,11 +70,14 @@ def settings(section):
         out[k] = section[k]
     code = out.get("install_code")
     if code is not None:
-        # a string only: IC.parse reads anything else as bytes (a list of numbers, 5 as five
-        # zero bytes) or fails with TypeError/ValueError, which boot does not catch
+        # a string: IC.parse reads anything else as bytes (5 as five zero bytes) or fails with
+        # TypeError/ValueError, which boot does not catch. A list of byte values commissioned
+        # with earlier firmware: a gateway holding one keeps it; the host tools refuse it
         if not isinstance(code, str):
-            raise ConfigError("zigbee.install_code must be the code as printed (a string of hex digits), not %r"
-                              % (code,))
+            if strict or not isinstance(code, list) or any(not isinstance(b, int) or not 0 <= b <= 255 for b in code):
+                raise ConfigError("zigbee.install_code must be the code as printed (a string of hex digits), not %r"
+                                  % (code,))
+            code = out["install_code"] = "".join("%02X" % b for b in code)
         try:
             IC.parse(code)
         except PpmidError as exc:
@@ -84,8 +89,12 @@ def settings(section):
     ext = out.get("extended_pan_id")
     if ext is not None:
         try:
-            if not isinstance(ext, str):  # a list of strings would join into digits
-                raise TypeError
+            if not isinstance(ext, str):
+                # a list of strings joined into the digits with earlier firmware: kept on a
+                # gateway that holds one; the host tools refuse it
+                if strict or not isinstance(ext, list) or any(not isinstance(p, str) for p in ext):
+                    raise TypeError
+                ext = out["extended_pan_id"] = "".join(ext)
             extended_pan_id(ext)
         except (ValueError, TypeError):
             raise ConfigError("zigbee.extended_pan_id must be the CH's extended PAN id, 8 bytes in hex, not %r" % (ext,))
