@@ -1,3 +1,4 @@
+# mp-heapsize: 320K  (the whole file in one 64-bit interpreter: at 256K, after session 13 grew relay/refusals.py, its loading for a refusal found no 1,280-byte block; the app's own 32-bit figures are the heap32 bench rows)
 # han.profile and han.allow bind the UTRN top-up road as they bind GBCS commands (review r2
 # R2-6): a top-up at the ESME is GBCS PECS01 (message code 0x0116), so where the ESME's list
 # does not hold that code the top-up is refused with the code and sentence of a GBCS command
