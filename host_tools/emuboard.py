@@ -50,6 +50,10 @@ EXIT_RESET = 3           # machine reset requested by the firmware (Board.reset(
 EXIT_WATCHDOG = 4        # watchdog expired (the supervisor killed the chip)
 EXIT_RESET_BUTTON = 5    # `ppmid board reset` / EmulatedBoard.reset()
 UART_BUFFER_LIMIT = 65536  # bytes queued towards a pty nobody reads before they are dropped
+# how long a full pty may take nothing before nobody is deemed to read it: a reader on a
+# loaded host is descheduled now and then, and mpremote reads a byte a call, slower than a
+# 921,600-baud line there; a live reader makes room within a few tens of ms of running
+READER_STALL_S = 2.0
 # The console protocol of MicroPython's REPL, as mpremote speaks it.
 RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 SOFT_REBOOT_LINE = b"MPY: soft reboot\r\n"  # what the ESP32 port prints; mpremote waits for it
@@ -193,8 +197,11 @@ class _Link:
         self.fds = (a, b)
         self.slaves = {a: a_slave, b: b_slave}
         self.pending = {a: bytearray(), b: bytearray()}  # data waiting to be written TO fd
-        # fd's reader took nothing at the last write (its pty is full): nobody reads it
-        self.stuck = {a: False, b: False}
+        # when fd's pty last turned full (a write took nothing), None while it takes bytes
+        self.full_since = {a: None, b: None}
+        # nobody reads fd's pty: it stayed full READER_STALL_S and we dropped; until a reader
+        # shows up (makes room in it while full, or types into it)
+        self.absent = {a: False, b: False}
         self.tee = tee  # called with data flowing a -> b
         self.filter_ab = filter_ab  # data flowing a -> b: returns what to pass on
         self.watch_ba = watch_ba  # called with data flowing b -> a
@@ -211,11 +218,20 @@ class _Link:
         """Whether the pump reads `fd` now. With a rate, not while the bytes it sent wait for
         the line (more than backlog_bound towards a reader that takes them): the pty's own
         buffer then fills and blocks the writer, as a UART's TX FIFO blocks a print, instead
-        of the queue growing past UART_BUFFER_LIMIT and dropping (review_w10-2). A reader
-        that takes nothing (its pty full: nobody reads) does not hold the writer up: a UART
-        with nothing attached sends on, and those bytes are lost, as before."""
+        of the queue growing past UART_BUFFER_LIMIT and dropping (review_w10-2). A pty
+        nobody reads (nobody_reads) does not hold the writer up: a UART with nothing
+        attached sends on, and those bytes are lost, as before."""
         to = self.other(fd)
-        return not self.rate or self.stuck[to] or len(self.pending[to]) <= self.backlog_bound()
+        return not self.rate or self.nobody_reads(to) or len(self.pending[to]) <= self.backlog_bound()
+
+    def nobody_reads(self, fd):
+        """Whether fd's pty has nobody reading it: judged so before, or full and taking
+        nothing for READER_STALL_S. A pty full for a moment is a slow reader, not a missing
+        one: on a loaded host the reader is descheduled and its pty (~15 KB) fills in some
+        0.2 s at 921,600 baud; taking one full write for "nobody reads" dropped half of a
+        300 KB print that mpremote was reading."""
+        since = self.full_since[fd]
+        return self.absent[fd] or (since is not None and time.monotonic() - since > READER_STALL_S)
 
     def on_read(self, fd):
         try:
@@ -227,6 +243,7 @@ class _Link:
             return
         if not data:
             return
+        self.absent[fd] = False  # whoever typed this has fd's pty open: mpremote types first, then reads
         if fd == self.fds[0]:
             if self.tee:
                 self.tee(data)
@@ -248,12 +265,14 @@ class _Link:
         q = self.pending[fd]
         q += data
         self.flush(fd)
-        if len(q) > UART_BUFFER_LIMIT and (not self.rate or self.stuck[fd]):
+        if len(q) > UART_BUFFER_LIMIT and (not self.rate or self.nobody_reads(fd)):
             # nobody reads this end: drop the stale bytes, like a UART with nothing attached
             try:
                 termios.tcflush(self.slaves[fd], termios.TCIFLUSH)
             except termios.error:
                 pass
+            # the room the flush made is ours, not a reader's: it stays absent
+            self.absent[fd], self.full_since[fd] = True, None
             del q[:len(q) - UART_BUFFER_LIMIT // 2]
 
     def flush(self, fd):
@@ -273,12 +292,15 @@ class _Link:
             try:
                 n = os.write(fd, chunk)
             except (BlockingIOError, InterruptedError):
-                self.stuck[fd] = True
+                if self.full_since[fd] is None:
+                    self.full_since[fd] = time.monotonic()
                 return
             except OSError:
                 q.clear()
                 return
-            self.stuck[fd] = False
+            if self.full_since[fd] is not None:  # room in a full pty: a reader took bytes
+                self.full_since[fd] = None
+                self.absent[fd] = False
             del q[:n]
             if self.rate:
                 self.allowance[fd] -= n
