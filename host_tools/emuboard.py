@@ -51,6 +51,14 @@ EXIT_RESET = 3           # machine reset requested by the firmware (Board.reset(
 EXIT_WATCHDOG = 4        # watchdog expired (the supervisor killed the chip)
 EXIT_RESET_BUTTON = 5    # `ppmid board reset` / EmulatedBoard.reset()
 UART_BUFFER_LIMIT = 65536  # bytes queued towards a pty nobody reads before they are dropped
+# how long a full pty may take nothing before nobody is deemed to read it: a reader on a
+# loaded host is descheduled now and then, and mpremote reads a byte a call, slower than a
+# 921,600-baud line there; a live reader makes room within a few tens of ms of running
+READER_STALL_S = 2.0
+# the most a pty can hold towards its reader: the kernel's tty buffers (64 KB at most; some
+# 15 KB here) and the line discipline's 4 KB. More written since we emptied it: a reader took
+PTY_HOLDS_AT_MOST = 65536 + 4096
+UNTHROTTLED_BACKLOG = 16384  # bytes queued towards a console reader before the chip waits for it (no rate)
 # The console protocol of MicroPython's REPL, as mpremote speaks it.
 RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 SOFT_REBOOT_LINE = b"MPY: soft reboot\r\n"  # what the ESP32 port prints; mpremote waits for it
@@ -196,18 +204,30 @@ def press_reset(state_dir):
 class _Link:
     """Copies bytes between two pty master fds (both non-blocking), with bounded queues."""
 
-    def __init__(self, name, a, b, a_slave, b_slave, tee=None, filter_ab=None, watch_ba=None, rate=None):
+    def __init__(self, name, a, b, a_slave, b_slave, tee=None, filter_ab=None, watch_ba=None, rate=None,
+                 holds=False):
         self.name = name
         # bytes/s each way, as a UART at a baud rate moves them (8N1: 10 bits a byte); None:
         # as fast as the ptys go (some 400 KB/s here, far more than any board's serial link)
         self.rate = rate
+        # a reader that takes bytes holds the writer back (may_read) instead of the queue
+        # towards it dropping past UART_BUFFER_LIMIT: always with a rate, and on the console
+        # without one too (mpremote reading a long print on a loaded host is slower than
+        # the chip prints)
+        self.holds = holds or bool(rate)
         self.allowance = {a: 0.0, b: 0.0}
         self.stamp = {a: time.monotonic(), b: time.monotonic()}
         self.fds = (a, b)
         self.slaves = {a: a_slave, b: b_slave}
         self.pending = {a: bytearray(), b: bytearray()}  # data waiting to be written TO fd
-        # fd's reader took nothing at the last write (its pty is full): nobody reads it
-        self.stuck = {a: False, b: False}
+        # when fd's pty last turned full (a write took nothing), None while it takes bytes
+        self.full_since = {a: None, b: None}
+        # nobody reads fd's pty: it stayed full READER_STALL_S and we dropped; until a reader
+        # shows up: it types into it, or more went into it than it holds (room that appears
+        # in a full pty is no sign of one: the kernel moves up to 4 KB from its tty buffers
+        # into the line discipline's on its own after a flush)
+        self.absent = {a: False, b: False}
+        self.written_since_flush = {a: 0, b: 0}
         self.tee = tee  # called with data flowing a -> b
         self.filter_ab = filter_ab  # data flowing a -> b: returns what to pass on
         self.watch_ba = watch_ba  # called with data flowing b -> a
@@ -217,18 +237,31 @@ class _Link:
 
     def backlog_bound(self):
         # bytes the rate may hold back towards a reader that takes them: one pump step's
-        # allowance and some (the pump comes back within 20 ms while anything is pending)
+        # allowance and some (the pump comes back within 20 ms while anything is pending);
+        # unthrottled, about a pty's worth
+        if not self.rate:
+            return UNTHROTTLED_BACKLOG
         return max(256, int(self.rate * 0.04))
 
     def may_read(self, fd):
         """Whether the pump reads `fd` now. With a rate, not while the bytes it sent wait for
         the line (more than backlog_bound towards a reader that takes them): the pty's own
         buffer then fills and blocks the writer, as a UART's TX FIFO blocks a print, instead
-        of the queue growing past UART_BUFFER_LIMIT and dropping (review_w10-2). A reader
-        that takes nothing (its pty full: nobody reads) does not hold the writer up: a UART
-        with nothing attached sends on, and those bytes are lost, as before."""
+        of the queue growing past UART_BUFFER_LIMIT and dropping (review_w10-2). The console
+        holds without a rate too, past UNTHROTTLED_BACKLOG. A pty nobody reads
+        (nobody_reads) does not hold the writer up: a UART with nothing
+        attached sends on, and those bytes are lost, as before."""
         to = self.other(fd)
-        return not self.rate or self.stuck[to] or len(self.pending[to]) <= self.backlog_bound()
+        return not self.holds or self.nobody_reads(to) or len(self.pending[to]) <= self.backlog_bound()
+
+    def nobody_reads(self, fd):
+        """Whether fd's pty has nobody reading it: judged so before, or full and taking
+        nothing for READER_STALL_S. A pty full for a moment is a slow reader, not a missing
+        one: on a loaded host the reader is descheduled and its pty (~15 KB) fills in some
+        0.2 s at 921,600 baud; taking one full write for "nobody reads" dropped half of a
+        300 KB print that mpremote was reading."""
+        since = self.full_since[fd]
+        return self.absent[fd] or (since is not None and time.monotonic() - since > READER_STALL_S)
 
     def on_read(self, fd):
         try:
@@ -240,6 +273,7 @@ class _Link:
             return
         if not data:
             return
+        self.absent[fd] = False  # whoever typed this has fd's pty open: mpremote types first, then reads
         if fd == self.fds[0]:
             if self.tee:
                 self.tee(data)
@@ -261,12 +295,14 @@ class _Link:
         q = self.pending[fd]
         q += data
         self.flush(fd)
-        if len(q) > UART_BUFFER_LIMIT and (not self.rate or self.stuck[fd]):
+        if len(q) > UART_BUFFER_LIMIT and (not self.holds or self.nobody_reads(fd)):
             # nobody reads this end: drop the stale bytes, like a UART with nothing attached
             try:
                 termios.tcflush(self.slaves[fd], termios.TCIFLUSH)
             except termios.error:
                 pass
+            # the room the flush made is ours, not a reader's: it stays absent
+            self.absent[fd], self.full_since[fd], self.written_since_flush[fd] = True, None, 0
             del q[:len(q) - UART_BUFFER_LIMIT // 2]
 
     def flush(self, fd):
@@ -286,12 +322,16 @@ class _Link:
             try:
                 n = os.write(fd, chunk)
             except (BlockingIOError, InterruptedError):
-                self.stuck[fd] = True
+                if self.full_since[fd] is None:
+                    self.full_since[fd] = time.monotonic()
                 return
             except OSError:
                 q.clear()
                 return
-            self.stuck[fd] = False
+            self.full_since[fd] = None  # it took bytes: the stall, if any, starts again
+            self.written_since_flush[fd] += n
+            if self.written_since_flush[fd] > PTY_HOLDS_AT_MOST:
+                self.absent[fd] = False
             del q[:n]
             if self.rate:
                 self.allowance[fd] -= n
@@ -506,7 +546,7 @@ class Supervisor:
         termios.tcsetattr(in_s, termios.TCSANOW, attrs)
         self._add_link(_Link("console", in_m, out_m, in_s, out_s, tee=self.console.write,
                              filter_ab=self._from_chip, watch_ba=self._from_host,
-                             rate=self.repl_baud / 10.0 if self.repl_baud else None))
+                             rate=self.repl_baud / 10.0 if self.repl_baud else None, holds=True))
 
         self.uarts, self.board_uarts = {}, {}
         for key in ("zigbee_uart", "nfc", "wired_uart"):

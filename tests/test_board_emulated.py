@@ -256,6 +256,62 @@ def test_repl_baud_holds_a_print_longer_than_the_uart_buffer_back_and_loses_noth
     assert len(lines) == 3000 and lines == ["%05d" % i + "x" * 94 for i in range(3000)], (len(lines), lines[:2])
 
 
+@pytest.mark.parametrize("baud", [921600, None])
+def test_the_console_waits_for_a_reader_stopped_mid_print_and_loses_nothing(tmp_path, baud):
+    # a reader on a loaded host is descheduled now and then, and its pty (~15 KB here) fills
+    # in ~0.2 s at 921,600 baud, at once unthrottled. mpremote stopped (SIGSTOP) for 1 s,
+    # twice, stands for that on any host: the chip's print waits for it rather than counting
+    # it as gone and dropping what it has not taken yet (under load the test above lost half
+    # of its 300 KB so; unthrottled, even an unstopped mpremote lost some 85% of it there).
+    # mpremote's output goes to a file: a pipe nobody drains while it runs would stop it too
+    import signal
+    with EmulatedBoard(tmp_path / "board", repl_baud=baud) as b, open(tmp_path / "out", "w+b") as out:
+        proc = subprocess.Popen([boards.mpremote_path(), "connect", b.repl, "resume", "exec",
+                                 "for i in range(3000):\n    print('%05d' % i + 'x' * 94)"],
+                                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(2):
+                time.sleep(1.0)
+                proc.send_signal(signal.SIGSTOP)
+                time.sleep(1.0)
+                proc.send_signal(signal.SIGCONT)
+            assert proc.wait(timeout=120) == 0
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait()
+        assert b.exec("print(6 * 7)").strip() == "42"  # the console is in step after it
+        out.seek(0)
+        lines = out.read().decode().split()
+    assert len(lines) == 3000 and lines == ["%05d" % i + "x" * 94 for i in range(3000)], (len(lines), lines[:2])
+
+
+@pytest.mark.parametrize("baud", [921600, None])
+def test_the_console_does_not_hold_the_chip_for_good_when_nobody_reads(tmp_path, baud):
+    # the other side of the test above: the code is typed into the REPL pty, which is then
+    # left alone. Its pty fills and stays full: after READER_STALL_S the chip prints on at
+    # its own pace and the bytes nobody takes are dropped, as by a UART with nothing
+    # attached; the chip is never held for good (console.log, the chip's own output, has
+    # every line), and the next reader (mpremote) finds the console in step
+    import tty
+    with EmulatedBoard(tmp_path / "board", repl_baud=baud) as b:
+        b.wait_for(r">>> ", since=0)  # booted (no firmware: the friendly REPL)
+        mark = b.mark()
+        fd = os.open(b.repl, os.O_RDWR | os.O_NOCTTY)
+        try:
+            tty.setraw(fd)
+            os.write(fd, b"\r\x01")  # the raw REPL
+            b.wait_for(r"raw REPL; CTRL-B to exit", since=mark)
+            os.write(fd, b"for i in range(3000):\n    print('%05d' % i + 'x' * 94)\n\x04")
+        finally:
+            os.close(fd)
+        b.wait_for(r"02999x{94}", timeout=30, since=mark)
+        assert b.exec("print(6 * 7)").strip() == "42"
+        printed = b.console_bytes()[mark:].split()  # bytes: mpremote's raw-paste header follows
+    assert [b"%05d" % i + b"x" * 94 for i in range(3000)] == [w[-99:] for w in printed if w.endswith(b"x" * 94)]
+
+
 @pytest.mark.parametrize("baud", [0, 299, 4000001, "115200", 9600.5])
 def test_repl_baud_out_of_range_is_refused(tmp_path, baud):
     with pytest.raises(BoardError, match="repl baud"):
