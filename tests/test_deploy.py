@@ -252,8 +252,13 @@ def test_power_cut_during_deploy_keeps_the_old_firmware(tmp_path):
     fw2 = _firmware_v2(tmp_path)
     with EmulatedBoard(tmp_path / "board") as b:
         old = b.deploy().group(1).decode()
-        # one attempt: this test is about the power cut, not the resume after it (below)
-        p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "deploy", "--port", b.repl, "--board", "emulated",
+        # one attempt: this test is about the power cut, not the resume after it (below).
+        # `ppmid deploy` itself, with the copy's stall cut at 2 s as quick_stall's (below):
+        # the emulated board's pty moves ~400 KB/s, so a copy that has not moved for 2 s has
+        # lost its board; the default 10 s (a UART's) was 10 s of this test's 22 s spent waiting
+        cli = ("import sys; from host_tools import deploy; deploy.COPY_STALL_S = 2; "
+               "from host_tools.cli import main; sys.exit(main(sys.argv[1:]))")
+        p = subprocess.Popen([sys.executable, "-c", cli, "deploy", "--port", b.repl, "--board", "emulated",
                               "--firmware-dir", str(fw2), "--attempts", "1"], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
