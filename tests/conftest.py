@@ -10,7 +10,9 @@
 2. `shared_dir` fixture: ../shared, or a skip with the reason when it is absent.
 3. `changed_firmware_copy`: a copy of firmware/ whose every module differs once compiled,
    for the deploy tests (a deploy of it copies every file).
-4. `setup_reference`: a test reference `make setup` installs (pyproject's dev extra), or a
+4. `deployed_board`: a fresh emulated board whose flash already holds firmware/ as
+   `ppmid deploy` put it, for the deploy tests whose point is a second deploy.
+5. `setup_reference`: a test reference `make setup` installs (pyproject's dev extra), or a
    failure saying to run it: a missing one is a broken setup, not a skip.
 """
 import asyncio
@@ -95,6 +97,42 @@ def changed_firmware_copy(dest, tag):
                     f.write(src.replace('VERSION = "', 'VERSION = "%s.' % tag) + "\n_BUILD_TAG = %r\n" % tag)
     return dest
 
+
+
+# the partitions a deploy can write (the LittleFS flash, the romfs partition, the app
+# partitions and their OTA data): what a board keeps across a power cut
+_PARTITION_FILES = ("flash.img", "romfs.bin", "otadata", "ota_0.bin", "ota_1.bin")
+
+
+@pytest.fixture(scope="session")
+def deployed_flash(tmp_path_factory):
+    """The partitions of an emulated board given one plain `ppmid deploy` of firmware/ (the
+    deploy's own path and its checks are test_deploy.py's), and the version it booted."""
+    from host_tools.emuboard import EmulatedBoard
+    state = tmp_path_factory.mktemp("deployed-board")
+    with EmulatedBoard(state) as b:
+        version = b.deploy().group(1).decode()
+    return str(state), version
+
+
+@pytest.fixture
+def deployed_board(deployed_flash):
+    """deployed_board(state_dir, **EmulatedBoard kwargs): a board (not started) on a copy of
+    deployed_flash's partitions: once started, it boots the deployed app as the board of a
+    deploy does after its reset. The copy saves each test that deploy (~4 s here, longer at
+    a UART's console pace) where its point is what a second deploy does to a deployed board.
+    Its first start's banner: wait_ready(since=0)."""
+    from host_tools.emuboard import EmulatedBoard
+    source, _ = deployed_flash
+
+    def make(state_dir, **kw):
+        os.makedirs(str(state_dir), exist_ok=True)
+        for name in _PARTITION_FILES:
+            if os.path.exists(os.path.join(source, name)):
+                shutil.copyfile(os.path.join(source, name), os.path.join(str(state_dir), name))
+        return EmulatedBoard(state_dir, **kw)
+    make.version = deployed_flash[1]
+    return make
 
 def setup_reference(name):
     """The module `name` of a test reference that `make setup` installs (pyproject.toml's
