@@ -102,17 +102,54 @@ def changed_firmware_copy(dest, tag):
 # the partitions a deploy can write (the LittleFS flash, the romfs partition, the app
 # partitions and their OTA data): what a board keeps across a power cut
 _PARTITION_FILES = ("flash.img", "romfs.bin", "otadata", "ota_0.bin", "ota_1.bin")
+_DEPLOYED = {}
+
+
+def _deployed_partitions(tmp_path_factory):
+    """(state dir, version): the partitions of an emulated board given one plain `ppmid
+    deploy` of firmware/ (the deploy's own path and its checks are test_deploy.py's), made
+    the first time a test asks, once a session."""
+    if not _DEPLOYED:
+        from host_tools.emuboard import EmulatedBoard
+        state = tmp_path_factory.mktemp("deployed-board")
+        with EmulatedBoard(state) as b:
+            _DEPLOYED["version"] = b.deploy().group(1).decode()
+        _DEPLOYED["dir"] = str(state)
+    return _DEPLOYED["dir"], _DEPLOYED["version"]
+
+
+def _copy_partitions(source, state_dir):
+    os.makedirs(str(state_dir), exist_ok=True)
+    for name in _PARTITION_FILES:
+        if os.path.exists(os.path.join(source, name)):
+            shutil.copyfile(os.path.join(source, name), os.path.join(str(state_dir), name))
 
 
 @pytest.fixture(scope="session")
 def deployed_flash(tmp_path_factory):
-    """The partitions of an emulated board given one plain `ppmid deploy` of firmware/ (the
-    deploy's own path and its checks are test_deploy.py's), and the version it booted."""
-    from host_tools.emuboard import EmulatedBoard
-    state = tmp_path_factory.mktemp("deployed-board")
-    with EmulatedBoard(state) as b:
-        version = b.deploy().group(1).decode()
-    return str(state), version
+    return _deployed_partitions(tmp_path_factory)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def emulations_deploy_onto_a_deployed_flash(tmp_path_factory):
+    """An Emulation (host_tools.emulate) of the emulated board on a new state dir starts
+    from deployed_flash's partitions: its `ppmid deploy` then probes, finds every file with
+    the build's SHA-256 and copies none, and resets the board into the app as before. The
+    copy onto an empty flash, the same for every e2e test (~3 s each here), is the deploy
+    tests' (test_deploy*.py) and `ppmid emulate`'s own (test_e2e_emulate_cli.py and the
+    other CLI runs, whose subprocesses this does not reach). A state dir with a flash (a
+    second Emulation on it) or deploy=False is left as it is."""
+    from host_tools import emulate
+    original = emulate.Emulation.start
+
+    def start(self):
+        if (self.do_deploy and self.board_name == "emulated"
+                and not os.path.exists(os.path.join(self.state_dir, "flash.img"))):
+            _copy_partitions(_deployed_partitions(tmp_path_factory)[0], self.state_dir)
+        return original(self)
+    emulate.Emulation.start = start
+    yield
+    emulate.Emulation.start = original
 
 
 @pytest.fixture
@@ -126,13 +163,11 @@ def deployed_board(deployed_flash):
     source, _ = deployed_flash
 
     def make(state_dir, **kw):
-        os.makedirs(str(state_dir), exist_ok=True)
-        for name in _PARTITION_FILES:
-            if os.path.exists(os.path.join(source, name)):
-                shutil.copyfile(os.path.join(source, name), os.path.join(str(state_dir), name))
+        _copy_partitions(source, state_dir)
         return EmulatedBoard(state_dir, **kw)
     make.version = deployed_flash[1]
     return make
+
 
 def setup_reference(name):
     """The module `name` of a test reference that `make setup` installs (pyproject.toml's
