@@ -152,6 +152,16 @@ def emulations_deploy_onto_a_deployed_flash(tmp_path_factory):
     emulate.Emulation.start = original
 
 
+
+@pytest.fixture
+def deployed_state_dir(deployed_flash):
+    """deployed_state_dir(path): path (made) holding a copy of deployed_flash's partitions,
+    for `ppmid emulate --state-dir path` in a subprocess: its deploy then copies nothing."""
+    def make(path):
+        _copy_partitions(deployed_flash[0], path)
+        return path
+    return make
+
 @pytest.fixture
 def deployed_board(deployed_flash):
     """deployed_board(state_dir, **EmulatedBoard kwargs): a board (not started) on a copy of
