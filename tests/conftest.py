@@ -153,7 +153,7 @@ def emulations_deploy_onto_a_deployed_flash(tmp_path_factory):
 
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def deployed_state_dir(deployed_flash):
     """deployed_state_dir(path): path (made) holding a copy of deployed_flash's partitions,
     for `ppmid emulate --state-dir path` in a subprocess: its deploy then copies nothing."""
