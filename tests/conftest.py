@@ -10,7 +10,9 @@
 2. `shared_dir` fixture: ../shared, or a skip with the reason when it is absent.
 3. `changed_firmware_copy`: a copy of firmware/ whose every module differs once compiled,
    for the deploy tests (a deploy of it copies every file).
-4. `setup_reference`: a test reference `make setup` installs (pyproject's dev extra), or a
+4. `deployed_board`: a fresh emulated board whose flash already holds firmware/ as
+   `ppmid deploy` put it, for the deploy tests whose point is a second deploy.
+5. `setup_reference`: a test reference `make setup` installs (pyproject's dev extra), or a
    failure saying to run it: a missing one is a broken setup, not a skip.
 """
 import asyncio
@@ -94,6 +96,87 @@ def changed_firmware_copy(dest, tag):
                 with open(path, "w") as f:
                     f.write(src.replace('VERSION = "', 'VERSION = "%s.' % tag) + "\n_BUILD_TAG = %r\n" % tag)
     return dest
+
+
+
+# the partitions a deploy can write (the LittleFS flash, the romfs partition, the app
+# partitions and their OTA data): what a board keeps across a power cut
+_PARTITION_FILES = ("flash.img", "romfs.bin", "otadata", "ota_0.bin", "ota_1.bin")
+_DEPLOYED = {}
+
+
+def _deployed_partitions(tmp_path_factory):
+    """(state dir, version): the partitions of an emulated board given one plain `ppmid
+    deploy` of firmware/ (the deploy's own path and its checks are test_deploy.py's), made
+    the first time a test asks, once a session."""
+    if not _DEPLOYED:
+        from host_tools.emuboard import EmulatedBoard
+        state = tmp_path_factory.mktemp("deployed-board")
+        with EmulatedBoard(state) as b:
+            _DEPLOYED["version"] = b.deploy().group(1).decode()
+        _DEPLOYED["dir"] = str(state)
+    return _DEPLOYED["dir"], _DEPLOYED["version"]
+
+
+def _copy_partitions(source, state_dir):
+    os.makedirs(str(state_dir), exist_ok=True)
+    for name in _PARTITION_FILES:
+        if os.path.exists(os.path.join(source, name)):
+            shutil.copyfile(os.path.join(source, name), os.path.join(str(state_dir), name))
+
+
+@pytest.fixture(scope="session")
+def deployed_flash(tmp_path_factory):
+    return _deployed_partitions(tmp_path_factory)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def emulations_deploy_onto_a_deployed_flash(tmp_path_factory):
+    """An Emulation (host_tools.emulate) of the emulated board on a new state dir starts
+    from deployed_flash's partitions: its `ppmid deploy` then probes, finds every file with
+    the build's SHA-256 and copies none, and resets the board into the app as before. The
+    copy onto an empty flash, the same for every e2e test (~3 s each here), is the deploy
+    tests' (test_deploy*.py) and `ppmid emulate`'s own (test_e2e_emulate_cli.py and the
+    other CLI runs, whose subprocesses this does not reach). A state dir with a flash (a
+    second Emulation on it) or deploy=False is left as it is."""
+    from host_tools import emulate
+    original = emulate.Emulation.start
+
+    def start(self):
+        if (self.do_deploy and self.board_name == "emulated"
+                and not os.path.exists(os.path.join(self.state_dir, "flash.img"))):
+            _copy_partitions(_deployed_partitions(tmp_path_factory)[0], self.state_dir)
+        return original(self)
+    emulate.Emulation.start = start
+    yield
+    emulate.Emulation.start = original
+
+
+
+@pytest.fixture(scope="session")
+def deployed_state_dir(deployed_flash):
+    """deployed_state_dir(path): path (made) holding a copy of deployed_flash's partitions,
+    for `ppmid emulate --state-dir path` in a subprocess: its deploy then copies nothing."""
+    def make(path):
+        _copy_partitions(deployed_flash[0], path)
+        return path
+    return make
+
+@pytest.fixture
+def deployed_board(deployed_flash):
+    """deployed_board(state_dir, **EmulatedBoard kwargs): a board (not started) on a copy of
+    deployed_flash's partitions: once started, it boots the deployed app as the board of a
+    deploy does after its reset. The copy saves each test that deploy (~4 s here, longer at
+    a UART's console pace) where its point is what a second deploy does to a deployed board.
+    Its first start's banner: wait_ready(since=0)."""
+    from host_tools.emuboard import EmulatedBoard
+    source, _ = deployed_flash
+
+    def make(state_dir, **kw):
+        _copy_partitions(source, state_dir)
+        return EmulatedBoard(state_dir, **kw)
+    make.version = deployed_flash[1]
+    return make
 
 
 def setup_reference(name):

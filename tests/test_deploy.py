@@ -226,11 +226,11 @@ def test_redeploy_removes_stale_modules(tmp_path):
         assert "zz_extra" not in out and "app.py" not in out and ".deploy-new" not in out
 
 
-def test_scripts_only_removes_the_package(tmp_path):
+def test_scripts_only_removes_the_package(tmp_path, deployed_board):
     # for an image with ppmid frozen in; on the plain emulated board main.py then cannot
     # import it, and says so on the console
-    with EmulatedBoard(tmp_path) as b:
-        b.deploy()
+    with deployed_board(tmp_path) as b:   # firmware/ deployed: its app runs
+        b.wait_ready(60, since=0)
         mark = b.mark()
         deploy.deploy(b.repl, "emulated", scripts_only=True)
         b.wait_for(r"ImportError: no module named 'ppmid", since=mark)
@@ -246,14 +246,19 @@ def _firmware_v2(tmp_path):
     return fw
 
 
-def test_power_cut_during_deploy_keeps_the_old_firmware(tmp_path):
+def test_power_cut_during_deploy_keeps_the_old_firmware(tmp_path, deployed_board):
     import signal
     import time
     fw2 = _firmware_v2(tmp_path)
-    with EmulatedBoard(tmp_path / "board") as b:
-        old = b.deploy().group(1).decode()
-        # one attempt: this test is about the power cut, not the resume after it (below)
-        p = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "deploy", "--port", b.repl, "--board", "emulated",
+    with deployed_board(tmp_path / "board") as b:   # firmware/ deployed: its app runs
+        old = b.wait_ready(60, since=0).group(1).decode()
+        # one attempt: this test is about the power cut, not the resume after it (below).
+        # `ppmid deploy` itself, with the copy's stall cut at 2 s as quick_stall's (below):
+        # the emulated board's pty moves ~400 KB/s, so a copy that has not moved for 2 s has
+        # lost its board; the default 10 s (a UART's) was 10 s of this test's 22 s spent waiting
+        cli = ("import sys; from host_tools import deploy; deploy.COPY_STALL_S = 2; "
+               "from host_tools.cli import main; sys.exit(main(sys.argv[1:]))")
+        p = subprocess.Popen([sys.executable, "-c", cli, "deploy", "--port", b.repl, "--board", "emulated",
                               "--firmware-dir", str(fw2), "--attempts", "1"], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
@@ -279,13 +284,13 @@ def test_power_cut_during_deploy_keeps_the_old_firmware(tmp_path):
         assert ".deploy-new" not in b.exec("import os; print(os.listdir('/'))")
 
 
-def test_mpremote_works_against_the_running_app(tmp_path):
+def test_mpremote_works_against_the_running_app(tmp_path, deployed_board):
     script = tmp_path / "hello.py"
     script.write_text("import os\nprint('RUN', sorted(os.listdir('/'))[:2])\n")
     note = tmp_path / "note.txt"
     note.write_text("hello board\n")
-    with EmulatedBoard(tmp_path / "board") as b:
-        b.deploy()  # the app is now running main.py
+    with deployed_board(tmp_path / "board") as b:   # firmware/ deployed
+        b.wait_ready(60, since=0)  # the app is now running main.py
         out = boards.mpremote(b.repl, ["fs", "cp", str(note), ":note.txt", "+", "fs", "ls", "+",
                                          "run", str(script), "+", "fs", "cat", ":note.txt"])
         assert "note.txt" in out and "RUN ['board.json', 'boot.py']" in out and "hello board" in out
@@ -329,12 +334,13 @@ def quick_stall(monkeypatch):
     monkeypatch.setattr(deploy, "STALL_S", 6)
 
 
-def test_watchdog_reset_mid_copy_resumes_until_installed(tmp_path, quick_stall):
+def test_watchdog_reset_mid_copy_resumes_until_installed(tmp_path, quick_stall, deployed_board):
     fw = _firmware_big(tmp_path)
     local = _local_hashes(tmp_path, fw)
     big = sorted(f for f in local if "zz_big" in f)
-    with EmulatedBoard(tmp_path / "board", wdt_max_ms=2000, repl_baud=RESUME_BAUD) as b:
-        old = b.deploy().group(1).decode()       # the app runs and arms its (capped) watchdog
+    # firmware/ deployed (not through this slow console: the copy to resume is the next one)
+    with deployed_board(tmp_path / "board", wdt_max_ms=2000, repl_baud=RESUME_BAUD) as b:
+        old = b.wait_ready(60, since=0).group(1).decode()   # the app runs and arms its (capped) watchdog
         # one attempt only: the watchdog ends it; a clear error, the old firmware stays
         said = []
         mark = b.mark()

@@ -169,12 +169,12 @@ def test_a_cut_before_the_new_boot_py_keeps_the_old_set_and_the_deploy_goes_on(t
         assert STAGE[1:] not in _listing(b)
 
 
-def test_a_staging_dir_without_the_marker_is_left_alone_at_boot(tmp_path):
+def test_a_staging_dir_without_the_marker_is_left_alone_at_boot(tmp_path, deployed_board):
     fw2 = _firmware(tmp_path, "fw2", "2")
     local2 = _local(tmp_path, fw2, "l2")
     src = tmp_path / "l2"
-    with EmulatedBoard(tmp_path / "board") as b:
-        old = b.deploy().group(1).decode()
+    with deployed_board(tmp_path / "board") as b:   # firmware/ deployed: its app runs
+        old = b.wait_ready(60, since=0).group(1).decode()
         installed = deploy.board_hashes(b.repl, sorted(local2), "")
         # a copy in progress (or cut short), with a marker that was being written when the
         # power went (.install.tmp: only a whole marker is renamed to .install)
@@ -207,11 +207,11 @@ def test_a_staging_dir_without_the_marker_is_left_alone_at_boot(tmp_path):
      "the install marker /.deploy-new/.install is not one this firmware wrote whole"),
 ])
 def test_a_bad_marker_or_a_staged_file_gone_is_refused_at_boot_and_the_old_set_runs(tmp_path, cut_install,
-                                                                                    damage, code, why):
+                                                                                    deployed_board, damage, code, why):
     fw2 = _firmware(tmp_path, "fw2", "2")
     local2 = _local(tmp_path, fw2, "l2")
-    with EmulatedBoard(tmp_path / "board") as b:
-        old = b.deploy().group(1).decode()
+    with deployed_board(tmp_path / "board") as b:   # firmware/ deployed: its app runs
+        old = b.wait_ready(60, since=0).group(1).decode()
         installed = deploy.board_hashes(b.repl, sorted(local2), "")
         mark = b.mark()
         # the install cut between its marker and its first rename, after which the
@@ -239,7 +239,7 @@ def test_a_bad_marker_or_a_staged_file_gone_is_refused_at_boot_and_the_old_set_r
         assert STAGE[1:] not in _listing(b)
 
 
-def test_an_install_that_fails_on_the_board_stops_the_deploy_and_the_board_boots_no_mix(tmp_path):
+def test_an_install_that_fails_on_the_board_stops_the_deploy_and_the_board_boots_no_mix(tmp_path, deployed_board):
     # a flash error in a rename (here a folder, not empty, where the new build's
     # ppmid/app.mpy goes: LittleFS refuses the rename with an OSError) is the board's
     # answer, not a lost board: the deploy stops at once with E_INSTALL_FLASH, what failed
@@ -247,8 +247,8 @@ def test_an_install_that_fails_on_the_board_stops_the_deploy_and_the_board_boots
     # again and, while it fails, do not start the app on a mix of the two builds
     fw2 = _firmware(tmp_path, "fw2", "2")
     local2 = _local(tmp_path, fw2, "l2")
-    with EmulatedBoard(tmp_path / "board") as b:
-        b.deploy()
+    with deployed_board(tmp_path / "board") as b:   # firmware/ deployed: its app runs
+        b.wait_ready(60, since=0)
         b.exec("import os\nos.remove('/ppmid/app.mpy')\nos.mkdir('/ppmid/app.mpy')\n"
                "with open('/ppmid/app.mpy/x', 'w') as f: f.write('in the way')")
         said = []
@@ -281,14 +281,14 @@ def test_an_install_that_fails_on_the_board_stops_the_deploy_and_the_board_boots
 POINTER = "import json\nprint('@@PTR', json.dumps(json.load(open('/upd/state.json'))))"
 
 
-def test_a_deploy_during_an_image_updates_probation_is_refused_with_nothing_copied(tmp_path):
+def test_a_deploy_during_an_image_updates_probation_is_refused_with_nothing_copied(tmp_path, deployed_board):
     # the first boot of a new image, not confirmed yet (the pointer ppmid.update.slots'
     # switch_image writes): a deploy would drop the probation (install.forget_updates), so
     # the image would never be marked valid and the next reset would boot the previous one
     fw2 = _firmware(tmp_path, "fw2", "2")
     local2 = _local(tmp_path, fw2, "l2")
-    with EmulatedBoard(tmp_path / "board") as b:
-        b.deploy()
+    with deployed_board(tmp_path / "board") as b:   # firmware/ deployed: its app runs
+        b.wait_ready(60, since=0)
         b.exec("import os\ntry:\n os.mkdir('/upd')\nexcept OSError:\n pass\nfrom ppmid.update import slots\n"
                "slots.switch_image('', 'ota_1', '1.1.0', '1.0.0', 'offer-1', 300, 1796634561)")
         pointer = b.exec(POINTER)
@@ -336,12 +336,12 @@ def test_giving_up_on_a_cut_install_of_app_code_says_that_the_boards_boot_py_fin
         assert deploy.board_hashes(b.repl, sorted(local3), "") == local3
 
 
-def test_an_install_script_that_raises_on_the_board_is_said_once_not_retried(tmp_path, cut_install):
+def test_an_install_script_that_raises_on_the_board_is_said_once_not_retried(tmp_path, cut_install, deployed_board):
     # any exception the install script does not turn into an @@ line (here one raised
     # before its call) ends mpremote with the board's traceback: not a lost board
     fw2 = _firmware(tmp_path, "fw2", "2")
-    with EmulatedBoard(tmp_path / "board") as b:
-        b.deploy()
+    with deployed_board(tmp_path / "board") as b:   # firmware/ deployed: its app runs
+        b.wait_ready(60, since=0)
         cut_install("raise MemoryError('test: the board ran out of heap')")
         said = []
         with pytest.raises(deploy.BoardScriptFailed) as failed:

@@ -37,14 +37,16 @@ def partition(b):
 
 
 @pytest.fixture(scope="module")
-def romfs_gateway(tmp_path_factory):
-    """A board given a plain deploy, then a ROMFS one (what it showed: the build dir, the
-    files, the console's ready banner), then the same board (its flash and partition kept)
-    in the whole product, with an update key."""
+def romfs_gateway(tmp_path_factory, deployed_flash):
+    """A board given a plain deploy (a copy of the session's deployed board), then a ROMFS
+    one (what it showed: the build dir, the files, the console's ready banner), then the
+    same board (its flash and partition kept) in the whole product, with an update key."""
+    from tests.conftest import _copy_partitions
     tmp = tmp_path_factory.mktemp("romfs-gw")
     state, build = tmp / "gw", str(tmp / "build")
+    _copy_partitions(deployed_flash[0], state)
     with EmulatedBoard(state) as b:
-        b.deploy()  # a plain deploy first: /ppmid on the flash, which '' puts before /rom
+        b.wait_ready(60, since=0)  # a plain deploy first: /ppmid on the flash, which '' puts before /rom
         assert "ppmid" in b.exec("import os; print(os.listdir('/'))")
         mark = b.mark()
         files = deploy_romfs.deploy_romfs(b.repl, "emulated", build_dir=build)

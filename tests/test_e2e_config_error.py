@@ -18,11 +18,11 @@ def _provision(board, state, cfg):
     provision.write(board.repl, files)
 
 
-def test_config_error_keeps_the_board_up_for_provisioning(tmp_path):
+def test_config_error_keeps_the_board_up_for_provisioning(tmp_path, deployed_board):
     state = str(tmp_path / "broker")
     Broker(state, gateways=[E.GATEWAY]).prepare()  # certificates only: no broker needed here
-    with EmulatedBoard(tmp_path / "board") as b:
-        b.deploy()
+    with deployed_board(tmp_path / "board") as b:   # firmware/ deployed, never provisioned
+        b.wait_ready(60, since=0)
         text = b.console_text()
         assert "PPMID status: config-error: no config at /config.json" in text
         # a config the firmware refuses (unknown key): written raw, as a broken provisioning would

@@ -1,6 +1,9 @@
 """`ppmid emulate --trace FILE --report OUT.json` as a user runs it: the whole product comes
 up, the trace is replayed through MQTT with a board kill, the report holds the figures the
-issue lists and a table is printed; bad options are refused before anything starts."""
+issue lists and a table is printed; bad options are refused before anything starts. The
+update runs start from a state dir whose flash holds the firmware already (conftest
+deployed_state_dir: their deploy copies nothing), their point being the update; the trace
+replay with a board kill starts from an empty one, as a user's first run does."""
 import json
 import os
 import subprocess
@@ -64,19 +67,20 @@ def test_emulate_refuses_bad_options_before_starting(tmp_path):
     assert not os.path.exists(tmp_path / "run" / "board.json")
 
 
-def _update_run(tmp_path, kind):
+def _update_run(tmp_path, kind, deployed_state_dir):
     lines = E.lines_from(E.renumbered_commands(10), interval_ms=600, prefix="u")
     trace = tmp_path / ("%s.jsonl" % kind)
     tr.save(lines, str(trace))
     report = tmp_path / ("%s.json" % kind)
-    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / kind), "--trace", str(trace), "--report", str(report),
+    run = deployed_state_dir(tmp_path / kind)   # its flash holds the firmware already
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(run), "--trace", str(trace), "--report", str(report),
               "--set", "limits.rate_per_s=20", "--set", "limits.response_timeout_s=8", "--settle-s", "20",
               "--update", kind, timeout=600)
     return r, json.loads(report.read_text()) if report.exists() else None
 
 
-def test_emulate_update_good_is_applied_during_the_replay(tmp_path):
-    r, rep = _update_run(tmp_path, "good")
+def test_emulate_update_good_is_applied_during_the_replay(tmp_path, deployed_state_dir):
+    r, rep = _update_run(tmp_path, "good", deployed_state_dir)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     u = rep["update"]
     assert u["result"] == "applied" and u["error"] is None
@@ -85,13 +89,13 @@ def test_emulate_update_good_is_applied_during_the_replay(tmp_path):
     assert "update: good -> applied" in r.stdout
 
 
-def test_emulate_update_bad_signature_and_crash_at_boot(tmp_path):
-    r, rep = _update_run(tmp_path, "bad-signature")
+def test_emulate_update_bad_signature_and_crash_at_boot(tmp_path, deployed_state_dir):
+    r, rep = _update_run(tmp_path, "bad-signature", deployed_state_dir)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     u = rep["update"]
     assert u["result"] == "refused" and u["error"]["code"] == "E_UPDATE_SIGNATURE" and u["version_after"] == "0.1.0"
     assert rep["lost_count"] == 0 and rep["board_restarts"] == 0
-    r, rep = _update_run(tmp_path, "crash-at-boot")
+    r, rep = _update_run(tmp_path, "crash-at-boot", deployed_state_dir)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     u = rep["update"]
     assert u["result"] == "rolled-back" and u["error"]["code"] == "E_UPDATE_BOOT"

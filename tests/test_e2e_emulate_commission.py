@@ -4,7 +4,10 @@ key establishment with the emulated CH, whose device log (STATE_DIR/emulate-devi
 the gateway's EUI-64 with that code; the steps are printed before the replay and the
 report's "commissioning" says so; with `--ch-install-code` of another code the CH refuses
 the join and the report carries the code. Bad install codes are refused before anything
-starts."""
+starts. The default start runs on an empty state dir, its deploy copying the firmware as
+`make run`'s first run does; the other runs start from a state dir whose flash holds it
+already (conftest deployed_state_dir: their deploy copies nothing), their point being the
+commissioning."""
 import json
 
 from host_tools import emulate as E
@@ -51,9 +54,10 @@ def test_emulate_commissions_by_default_then_relays(tmp_path):
     assert "commissioning             commissioned (cbke ok" in out
 
 
-def test_emulate_commissioned_starts_from_a_module_with_the_network(tmp_path):
+def test_emulate_commissioned_starts_from_a_module_with_the_network(tmp_path, deployed_state_dir):
     report = tmp_path / "rep.json"
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--trace", str(_trace(tmp_path, 1)), "--report",
+    run = deployed_state_dir(tmp_path / "run")   # its flash holds the firmware already
+    r = ppmid("emulate", "--state-dir", str(run), "--trace", str(_trace(tmp_path, 1)), "--report",
               str(report), "--commissioned", "--settle-s", "5", "--set", "limits.response_timeout_s=10")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads(report.read_text())
@@ -62,9 +66,10 @@ def test_emulate_commissioned_starts_from_a_module_with_the_network(tmp_path):
     assert not (tmp_path / "run" / E.EMULATE_DEVICE_LOG).exists()
 
 
-def test_emulate_with_another_code_in_the_ch_device_log_is_refused(tmp_path):
+def test_emulate_with_another_code_in_the_ch_device_log_is_refused(tmp_path, deployed_state_dir):
     report = tmp_path / "rep.json"
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--trace", str(_trace(tmp_path, 1)), "--report",
+    run = deployed_state_dir(tmp_path / "run")   # its flash holds the firmware already
+    r = ppmid("emulate", "--state-dir", str(run), "--trace", str(_trace(tmp_path, 1)), "--report",
               str(report), "--ch-install-code", OTHER, "--settle-s", "3", "--set", "limits.response_timeout_s=5")
     rep = json.loads(report.read_text())
     c = rep["commissioning"]
@@ -81,11 +86,12 @@ def test_emulate_refuses_bad_install_codes(tmp_path):
     assert r.returncode != 0 and "E_INSTALL_CODE" in r.stderr and "--install-code" in r.stderr
 
 
-def test_a_power_cut_after_commissioning_resumes_without_joining_again(tmp_path):
+def test_a_power_cut_after_commissioning_resumes_without_joining_again(tmp_path, deployed_state_dir):
     # the default start plus --kill-board: the module keeps the network in its tokens and
     # the gateway its mark of a completed key establishment on flash, so the reboot resumes
     report = tmp_path / "rep.json"
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--trace", str(_trace(tmp_path, 12)), "--report",
+    run = deployed_state_dir(tmp_path / "run")   # its flash holds the firmware already
+    r = ppmid("emulate", "--state-dir", str(run), "--trace", str(_trace(tmp_path, 12)), "--report",
               str(report), "--kill-board", "1", "--seed", "3", "--settle-s", "25",
               "--set", "limits.response_timeout_s=8")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -96,12 +102,13 @@ def test_a_power_cut_after_commissioning_resumes_without_joining_again(tmp_path)
     assert c["trust_centre"]["counters"]["joins_admitted"] == 1 and c["trust_centre"]["counters"]["ke_ok"] == 1
 
 
-def test_emulate_han_outage_with_a_key_switch_reports_the_rejoins(tmp_path):
+def test_emulate_han_outage_with_a_key_switch_reports_the_rejoins(tmp_path, deployed_state_dir):
     # the HAN goes away once and the CH switches its network key meanwhile: the gateway's
     # secured rejoin fails, its trust-centre rejoin brings the new key; the report's steps
     # carry the rejoins and its state the last outcome
     report = tmp_path / "rep.json"
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--trace", str(_trace(tmp_path, 3)), "--report",
+    run = deployed_state_dir(tmp_path / "run")   # its flash holds the firmware already
+    r = ppmid("emulate", "--state-dir", str(run), "--trace", str(_trace(tmp_path, 3)), "--report",
               str(report), "--han-outages", "1", "--han-key-switch", "--seed", "3", "--settle-s", "20",
               "--set", "zigbee.rejoin_after_s=1", "--set", "limits.response_timeout_s=30")
     rep = json.loads(report.read_text())
@@ -126,7 +133,7 @@ def test_emulate_han_key_switch_needs_outages():
     assert r.returncode == 1 and "--han-key-switch needs --han-outages" in r.stderr, r.stderr
 
 
-def test_emulate_with_a_device_log_provision_wrote_commissions(tmp_path):
+def test_emulate_with_a_device_log_provision_wrote_commissions(tmp_path, deployed_state_dir):
     """`ppmid provision --install-code new --device-log LOG` then `ppmid emulate --device-log
     LOG`: the gateway gets the code the log holds for it, and the CH admits it."""
     from host_tools import device_log as D
@@ -135,7 +142,8 @@ def test_emulate_with_a_device_log_provision_wrote_commissions(tmp_path):
     code = D.parse_install_code(cfg["zigbee"]["install_code"])
     assert code != D.parse_install_code(E_SPEC)           # a fresh code, not the default
     report = tmp_path / "rep.json"
-    r = ppmid("emulate", "--state-dir", str(tmp_path / "run"), "--device-log", str(log), "--trace",
+    run = deployed_state_dir(tmp_path / "run")   # its flash holds the firmware already
+    r = ppmid("emulate", "--state-dir", str(run), "--device-log", str(log), "--trace",
               str(_trace(tmp_path, 1)), "--report", str(report), "--settle-s", "5",
               "--set", "limits.response_timeout_s=10")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

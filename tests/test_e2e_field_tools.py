@@ -23,7 +23,7 @@ def ppmid(*args, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def emulate_run(tmp_path_factory):
+def emulate_run(tmp_path_factory, deployed_state_dir):
     tmp = tmp_path_factory.mktemp("field")
     cmds = E.renumbered_commands(4)
     lines = E.lines_from(cmds, interval_ms=500, prefix="f")
@@ -33,7 +33,8 @@ def emulate_run(tmp_path_factory):
     tr.save(lines, str(trace))
     out = {"dir": tmp, "lines": lines, "pcap": tmp / "run.pcapng", "report": tmp / "rep.json",
            "html": tmp / "rep.html"}
-    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp / "run"), "--trace", str(trace), "--report", str(out["report"]),
+    run = deployed_state_dir(tmp / "run")   # its flash holds the firmware already
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(run), "--trace", str(trace), "--report", str(out["report"]),
               "--set", "limits.response_timeout_s=8", "--settle-s", "15", "--pcap", str(out["pcap"]), "--html", str(out["html"]))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out["stdout"] = r.stdout
@@ -89,7 +90,7 @@ def test_capture_options_are_checked_before_anything_starts(tmp_path):
     assert r.returncode == 1 and "16 hex digits" in r.stderr
 
 
-def test_an_nfc_trace_replays_end_to_end_through_the_pn532_emulator(tmp_path):
+def test_an_nfc_trace_replays_end_to_end_through_the_pn532_emulator(tmp_path, deployed_state_dir):
     """Phone and tag lines are placed on the emulated reader at their time; the phone's
     command gets its response in the tap, the tag's over MQTT; a forged phone command is
     refused on the phone; the report counts every road like MQTT lines."""
@@ -108,7 +109,8 @@ def test_an_nfc_trace_replays_end_to_end_through_the_pn532_emulator(tmp_path):
     trace = tmp_path / "nfc.jsonl"
     tr.save(lines, str(trace))
     report = tmp_path / "rep.json"
-    r = ppmid("emulate", "--commissioned", "--state-dir", str(tmp_path / "run"), "--trace", str(trace), "--report", str(report),
+    run = deployed_state_dir(tmp_path / "run")   # its flash holds the firmware already
+    r = ppmid("emulate", "--commissioned", "--state-dir", str(run), "--trace", str(trace), "--report", str(report),
               "--nfc", "--set", "limits.response_timeout_s=10", "--settle-s", "30")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads(report.read_text())

@@ -280,7 +280,7 @@ def test_ppmid_replay_with_a_broker_and_a_serial_port_splits_the_trace_by_via(em
     assert by_wire <= set(rep["wired"]["results"]) and not set(rep["wired"]["results"]) - by_wire
 
 
-def test_ppmid_emulate_replays_a_trace_mixing_mqtt_and_serial_lines(tmp_path):
+def test_ppmid_emulate_replays_a_trace_mixing_mqtt_and_serial_lines(tmp_path, deployed_state_dir):
     import json
     from host_tools import trace as tr
     cmds = E.renumbered_commands(6)
@@ -293,7 +293,8 @@ def test_ppmid_emulate_replays_a_trace_mixing_mqtt_and_serial_lines(tmp_path):
     trace = tmp_path / "mixed.jsonl"
     tr.save(lines, str(trace))
     report = tmp_path / "rep.json"
-    r = ppmid("emulate", "--commissioned", "--state-dir", tmp_path / "run", "--trace", trace, "--report", report,
+    run = deployed_state_dir(tmp_path / "run")   # its flash holds the firmware already: the deploy copies nothing
+    r = ppmid("emulate", "--commissioned", "--state-dir", run, "--trace", trace, "--report", report,
               "--set", "limits.rate_per_s=20", "--settle-s", "25", timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = json.loads(report.read_text())
