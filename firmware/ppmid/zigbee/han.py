@@ -371,13 +371,17 @@ class ZigbeeHan:
         elif fid == E.STACK_STATUS_HANDLER:
             up = E.parse_stack_status(v, p)
             if up is not None:
+                was_up = self._net_up
                 self._net_up = up
                 if up:
                     self._net_event.set()
                     if v >= 14:        # ezsp.LAYOUT_V14: the module names a frame's sender
-                        if self._up:
-                            # a join after the bring-up (a rejoin, a re-commission onto
-                            # another CH): its trust centre is read again (review r6-2)
+                        if not was_up and self._tc_eui:
+                            # a join since the last read (a rejoin, a re-commission onto
+                            # another CH, both run with _up False): its trust centre is
+                            # read again (review r6-2, r9-1). Not on a repeated NETWORK_UP
+                            # (the CH's frames of the read would be dropped, r9-4), nor
+                            # while a read is pending (b"": the bring-up reads at its end)
                             self._tc_eui = None
                         self._want_tc()
                 else:
