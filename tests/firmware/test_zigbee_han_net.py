@@ -97,3 +97,25 @@ async def test_at_v14_the_drivers_own_rejoin_reads_the_trust_centre_again():
     # the old CH's frames are now the ones dropped
     _named(han, TH.request_tunnel(2), OLD_TC)
     assert han_named(han)["rx_unsecured"] == 1
+
+
+async def test_at_v14_a_network_up_while_up_keeps_the_trust_centre_and_the_chs_frames():
+    # review r9-4: a NETWORK_UP while the network is already up (no NETWORK_DOWN before:
+    # the tunnel stays open) must not forget the trust centre: the CH's TransferData right
+    # behind it (a meter's response the NCP already acknowledged on the air, never sent
+    # again) was dropped as "not the trust centre's" while the needless read ran
+    han = _v14_han(OLD_TC, OLD_TC)
+    _named(han, TH.request_tunnel(1), OLD_TC)
+    tid = han.tunnel.tunnel_id
+    assert tid is not None
+    han._on_callback(E.STACK_STATUS_HANDLER, NETWORK_UP)
+    _named(han, TH.transfer_data(5, tid, b"\xdd\x00response", False), OLD_TC)
+    await sleep_ms(20)
+    assert han.tunnel.tunnel_id == tid and han_named(han)["rx_unsecured"] == 0
+    assert len(han._rxq) == 1 and bytes(han._rxq[0]).endswith(b"response"), han._rxq
+    assert _GET_CURRENT_SECURITY_STATE not in han._ezsp.asked and han._tc_eui == OLD_TC
+    # a real down->up transition still reads it (the r9-1 case)
+    han._on_callback(E.STACK_STATUS_HANDLER, NETWORK_DOWN)
+    han._on_callback(E.STACK_STATUS_HANDLER, NETWORK_UP)
+    await sleep_ms(20)
+    assert han._ezsp.asked == [_GET_CURRENT_SECURITY_STATE] and han._tc_eui == OLD_TC
