@@ -119,3 +119,58 @@ async def test_at_v14_a_network_up_while_up_keeps_the_trust_centre_and_the_chs_f
     han._on_callback(E.STACK_STATUS_HANDLER, NETWORK_UP)
     await sleep_ms(20)
     assert han._ezsp.asked == [_GET_CURRENT_SECURITY_STATE] and han._tc_eui == OLD_TC
+
+
+def _han_sending():
+    # the tunnel open, sends recorded (the NCP below is not involved)
+    han = H.ZigbeeHan(None, None, {"resend_window_s": 2})
+    han.tunnel.handle(CH, TH.request_tunnel(1))
+    han.tunnel.events = []
+    han.status = "running"
+    sent = []
+
+    async def send_message(data, deadline):
+        han._sent_tid = han.tunnel.tunnel_id
+        han._sent_pieces = 1
+        sent.append(bytes(data))
+    han._send_message = send_message
+    return han, sent
+
+
+async def test_a_memory_error_in_the_resend_tasks_wait_leaves_it_resending():
+    # review r9-3: the resend task guarded only one resend; its own wait (wait_event_ms
+    # makes an alarm task each call on MicroPython) raising once ended it, and a later
+    # refusal of the CH was never sent again (its command unanswered)
+    log = []
+    han, sent = _han_sending()
+    han._log = log.append
+    real = H.wait_event_ms
+    failed = []
+
+    def wait_fails_once(ev, ms):
+        if not failed:
+            failed.append(ms)
+            raise MemoryError("memory allocation failed, allocating 64 bytes")
+        return real(ev, ms)
+    H.wait_event_ms = wait_fails_once
+    task = asyncio.create_task(han._resend_loop())
+    try:
+        await han.send(None, b"\xdd\x00first")
+        await sleep_ms(50)
+        assert failed and not task.done(), task
+        # the CH refuses it (TransferDataError, wrong device): sent again by the task
+        frame = T.zcl_header(7, 0x03, False) + bytes((han.tunnel.tunnel_id & 0xFF, han.tunnel.tunnel_id >> 8, T.WRONG_DEVICE))
+        han._incoming({"sender": CH, "message": frame,
+                       "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": APS_ENCRYPTED,
+                               "group": 0}})
+        for _ in range(50):
+            await sleep_ms(20)
+            if han_named(han)["resent"]:
+                break
+    finally:
+        H.wait_event_ms = real
+        task.cancel()
+        await sleep_ms(0)
+    assert sent == [b"\xdd\x00first", b"\xdd\x00first"] and han_named(han)["resent"] == 1, sent
+    assert not han._rejected
+    assert [line for line in log if "resend task turn failed" in line and "MemoryError" in line], log
