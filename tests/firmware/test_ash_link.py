@@ -679,3 +679,60 @@ async def test_a_failed_resend_in_the_timer_fails_the_link_and_the_timer_goes_on
     await link.send(b"again")   # only the timer's retransmission gets it through
     assert [p for _, p in ncp.data[1:]] == [b"again", b"again"] and ncp.data[-1][0] & 8
     await link.close()
+
+
+class _FlakyPipe(Pipe):
+    # the UART's read raises once when armed (a heap that cannot hold the 256-byte chunk)
+    armed = False
+
+    async def read(self, n):
+        if self.armed:
+            self.armed = False
+            raise MemoryError("memory allocation failed, allocating 256 bytes")
+        return await Pipe.read(self, n)
+
+
+async def _reader_fails_once(where):
+    # review r9-2: a MemoryError from the receive loop's own read or from the decoder, not
+    # from _handle: the link fails (the supervisor resets it), the loop, the UART's only
+    # reader, goes on, so the next reset's RSTACK is read
+    from ash_ncp import rstack
+    pipe = _FlakyPipe()
+    enc = ash.Encoder()
+    fails = []
+    link = AshLink(pipe, Sink([].append), [].append, ready=lambda: True, timers=FAST, on_fail=fails.append)
+    t = asyncio.create_task(link.reset())
+    await asyncio.sleep(0.01)
+    pipe.push(rstack(enc, 2))
+    assert await t == 2 and link.connected
+    if where == "read":
+        pipe.armed = True       # the read after the one waiting now
+    else:
+        feed = link._dec.feed
+
+        def failing_feed(chunk):
+            link._dec.feed = feed
+            link._dec._n = 3    # as a feed that ran part of the way: its state half-kept
+            raise MemoryError("memory allocation failed (decoder)")
+        link._dec.feed = failing_feed
+    pipe.push(bytes(enc.data(0, False, 0, b"\x00\x80\x01\x00\x00")))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        if fails:
+            break
+    assert len(fails) == 1 and not link.connected and "MemoryError" in fails[0].message, fails
+    assert not link._tasks[0].done(), link._tasks[0]
+    assert link._dec._n == 0 or where == "read"
+    t = asyncio.create_task(link.reset(attempts=2))
+    await asyncio.sleep(0.01)
+    pipe.push(rstack(enc, 2))
+    assert await t == 2 and link.connected
+    await link.close()
+
+
+async def test_a_memory_error_in_the_receive_loops_read_fails_the_link_and_it_reads_on():
+    await _reader_fails_once("read")
+
+
+async def test_a_memory_error_in_the_decoder_fails_the_link_and_the_loop_reads_on():
+    await _reader_fails_once("feed")

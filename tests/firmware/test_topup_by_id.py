@@ -132,3 +132,57 @@ async def test_rsp_carries_a_top_ups_status_and_error_not_the_meters_figures():
     assert (final["id"], final["status"], final["error"]["code"]) == ("t-max", "rejected", "E_UTRN_MAX_CREDIT")
     assert "topup" not in final and r.relay.result("t-max")["topup"]["result"] == P.RESULT_MAX_CREDIT
     assert not [m for t, m in r.pub.messages if "topup" in m or "value" in m], r.pub.messages
+
+
+class _ResultFrameFailsOnce:
+    # wired/road.py's frames module, whose RESULT frame cannot be built once (a MemoryError
+    # encoding a large response, review r6-6); everything else is the real one
+    def __init__(self, frames):
+        self.frames = frames
+        self.failed = 0
+
+    def __getattr__(self, name):
+        return getattr(self.frames, name)
+
+    def encode(self, t, seq, payload):
+        if t == self.frames.T_RESULT and not self.failed:
+            self.failed = 1
+            raise MemoryError("memory allocation failed, allocating 11000 bytes")
+        return self.frames.encode(t, seq, payload)
+
+
+async def test_a_wired_top_ups_result_that_failed_to_go_out_is_sent_again_whole_and_counted_once():
+    # review r9-5: _result dropped the id from `proven`, kept and counted the result before
+    # the RESULT frame was built; when that raised, watch's retry at the next poll sent the
+    # wire that sent the top-up its status without the meter's figures, counted twice
+    from test_wired_road import _road
+    from ppmid.wired import frames as F
+    from ppmid.wired import road as R
+    r = rig(Meter(credit=1000))
+    road, wire = _road(r)
+    log = []
+    road.log = log.append
+    frames = _ResultFrameFailsOnce(F)
+    R.F = frames
+    tasks = road.start()
+    try:
+        env = topup.to_binary(topup.sign(KEY, "w-t1", make(value=70), ESME))
+        await road.feed(F.encode(F.T_ENVELOPE, 1, env))
+        await r.pump()
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if road.stats["results"]:
+                break
+        await asyncio.sleep(0.05)
+    finally:
+        R.F = F
+        for t in tasks:
+            t.cancel()
+        await asyncio.sleep(0)
+    assert frames.failed and [line for line in log if "w-t1 not followed" in line], log
+    res = [f[2] for f in wire.frames() if f[0] == F.T_RESULT]
+    assert len(res) == 1 and res[0]["status"] == "topped-up", res
+    assert res[0]["topup"]["credit"] == 1070, res[0]       # the meter's figures, to this wire
+    assert road.stats["results"] == 1, road.stats
+    assert [k[0] for k in road.kept] == ["w-t1"] and b"credit" not in road.kept[0][1]
+    assert "w-t1" not in road.proven and "w-t1" not in road.watched

@@ -275,10 +275,14 @@ class WiredRoad:
                 kept = _result_json(id, by_id_alone(r))
                 if id not in self.proven:
                     payload = kept
-        self.proven.discard(id)
+        # the frame first (for a large response the likeliest MemoryError, review r6-6):
+        # one that raised changed nothing, so watch's retry sends the same RESULT (a
+        # top-up's figures to this wire again) and counts it once (review r9-5)
+        frame = F.encode(F.T_RESULT, 0, payload)
         self._keep(id, kept)
+        self.proven.discard(id)
         self.stats["results"] += 1
-        await self._send(F.T_RESULT, 0, payload)
+        await self._write(frame)
 
     def _keep(self, id, payload):
         self._drop_kept(id)
@@ -314,7 +318,9 @@ class WiredRoad:
         await self._send(F.T_NACK, 0, F.nack_payload(0 if seq is None else seq, code, message))
 
     async def _send(self, ftype, seq, payload):
-        frame = F.encode(ftype, seq, payload)
+        await self._write(F.encode(ftype, seq, payload))
+
+    async def _write(self, frame):
         async with self._lock:
             try:
                 self.writer.write(frame)

@@ -325,18 +325,25 @@ class AshLink:
     async def _rx_loop(self):
         while True:
             try:
-                chunk = await self._reader.read(256)
-            except OSError as exc:
-                self._logf("read error %r", exc)
-                chunk = b""
-            if not chunk:
-                await sleep_ms(100)
-                continue
-            for item in self._dec.feed(chunk):
                 try:
+                    chunk = await self._reader.read(256)
+                except OSError as exc:
+                    self._logf("read error %r", exc)
+                    chunk = b""
+                if not chunk:
+                    await sleep_ms(100)
+                    continue
+                for item in self._dec.feed(chunk):
                     await self._handle(item)
-                except Exception as exc:
-                    self._turn_failed(exc)
+            except Exception as exc:
+                # the whole pass: the read (a new chunk each time) and the decoder (a frame
+                # each) allocate more than _handle does (review r9-2). A decoder that
+                # raised kept its state half-written: it starts again at the next flag.
+                # The rest of the chunk goes with it; the link is failed and reset anyway.
+                # A pause, so an error that persists is no hot spin
+                self._dec.reset()
+                self._turn_failed(exc)
+                await sleep_ms(100)
 
     async def _handle(self, item):
         control = item[0]

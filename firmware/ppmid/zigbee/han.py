@@ -77,6 +77,7 @@ _S_NOT_ACKED = const(29)
 _S_FRAGMENT_NOT_ACKED = const(30)
 _S_WRONG_EUI = const(31)
 _S_TC_NOT_READ = const(33)
+_S_RESEND_LOOP = const(34)
 
 # The link's counters: one list of ints, by these indices. Their names are
 # zigbee/han_counters.py's HAN (in this order), which only tests and reports load: as a
@@ -371,13 +372,17 @@ class ZigbeeHan:
         elif fid == E.STACK_STATUS_HANDLER:
             up = E.parse_stack_status(v, p)
             if up is not None:
+                was_up = self._net_up
                 self._net_up = up
                 if up:
                     self._net_event.set()
                     if v >= 14:        # ezsp.LAYOUT_V14: the module names a frame's sender
-                        if self._up:
-                            # a join after the bring-up (a rejoin, a re-commission onto
-                            # another CH): its trust centre is read again (review r6-2)
+                        if not was_up and self._tc_eui:
+                            # a join since the last read (a rejoin, a re-commission onto
+                            # another CH, both run with _up False): its trust centre is
+                            # read again (review r6-2, r9-1). Not on a repeated NETWORK_UP
+                            # (the CH's frames of the read would be dropped, r9-4), nor
+                            # while a read is pending (b"": the bring-up reads at its end)
                             self._tc_eui = None
                         self._want_tc()
                 else:
@@ -618,20 +623,27 @@ class ZigbeeHan:
 
     async def _resend_loop(self):
         while True:
-            if not self._rejected:  # (a refusal that came before this task ran is not lost)
-                self._queued.clear()
-                if self._recent:
-                    # wake when the oldest body's window ends, to let it go then and not at
-                    # the next send, which may be long after
-                    left = int(self.resend_window_s * 1000) - ticks_diff(ticks_ms(), self._recent[0][2])
-                    if not await wait_event_ms(self._queued, max(left, 0) + 1) and not self._rejected:
-                        self._prune(ticks_ms())  # (a refusal waiting for its turn keeps its body)
-                else:
-                    await self._queued.wait()
-                continue  # woken by a refusal, or by what another taker was queued: look again
-            await sleep_ms(50)  # let the errors for one burst arrive together
-            async with self._send_lock:
-                await self._do_resends()
+            try:
+                if not self._rejected:  # (a refusal that came before this task ran is not lost)
+                    self._queued.clear()
+                    if self._recent:
+                        # wake when the oldest body's window ends, to let it go then and not
+                        # at the next send, which may be long after
+                        left = int(self.resend_window_s * 1000) - ticks_diff(ticks_ms(), self._recent[0][2])
+                        if not await wait_event_ms(self._queued, max(left, 0) + 1) and not self._rejected:
+                            self._prune(ticks_ms())  # (a refusal waiting for its turn keeps its body)
+                    else:
+                        await self._queued.wait()
+                    continue  # woken by a refusal, or by what another taker was queued: look again
+                await sleep_ms(50)  # let the errors for one burst arrive together
+                async with self._send_lock:
+                    await self._do_resends()
+            except Exception as exc:  # the whole turn (review r9-3): its wait allocates too
+                # (an alarm task each on MicroPython), and _do_resends' lists. Said, and the
+                # task goes on after a pause (no spin): a refusal still waiting is sent
+                # again, and held bodies are still let go when their window ends
+                self._logf(_S_RESEND_LOOP, exc)
+                await sleep_ms(100)
 
     async def _do_resends(self):
         """Under the send lock: send again, oldest first, the messages the CH refused."""

@@ -40,4 +40,5 @@ SENTENCES = (
     "cluster 0x%04x frame from 0x%04x: its sender EUI-64 is not the trust centre's",  # 31 _S_WRONG_EUI
     "incoming GBT message lost: %s",  # 32 _S_GBT_LOST (said by ppmid.gbcs.reassembly)
     "trust centre not read (%r): read again at the next frame",  # 33 _S_TC_NOT_READ
+    "resend task turn failed (%r): it goes on",  # 34 _S_RESEND_LOOP
 )
