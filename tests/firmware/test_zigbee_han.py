@@ -10,26 +10,14 @@ from ppmid.zigbee import tunnel as T
 from ppmid.zigbee import tunnel_host as TH   # the CH's frames
 from ppmid.zigbee.tunnel_control import transfer_data_error
 from ppmid.zigbee.han_counters import named, han_named, TUNNEL
+from han_rig import sending_han
 
 CH = 0x0000
 WINDOW_S = 0.3
 
 
 def _han(window_s=WINDOW_S):
-    han = H.ZigbeeHan(None, None, {"resend_window_s": window_s})
-    replies, _ = han.tunnel.handle(CH, TH.request_tunnel(1))
-    assert han.tunnel.tunnel_id is not None and len(replies) == 1
-    han.tunnel.events = []
-    han.status = "running"  # the link is up: send() goes straight to _send_message
-    sent = []
-
-    async def send_message(data, deadline):
-        han._sent_tid = han.tunnel.tunnel_id
-        han._sent_pieces = 1
-        sent.append(bytes(data))
-
-    han._send_message = send_message
-    return han, sent
+    return sending_han(CH, window_s)
 
 
 APS_ENCRYPTED = 0x0020  # the NCP received the frame APS-encrypted (the CH's link key)

@@ -12,6 +12,7 @@ from ppmid.zigbee import ezsp as E
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee import tunnel_host as TH   # the CH's frames
 from ppmid.zigbee.han_counters import han_named
+from han_rig import sending_han
 
 CH = 0x0000
 WINDOW_S = 0.3
@@ -122,19 +123,7 @@ async def test_at_v14_a_network_up_while_up_keeps_the_trust_centre_and_the_chs_f
 
 
 def _han_sending():
-    # the tunnel open, sends recorded (the NCP below is not involved)
-    han = H.ZigbeeHan(None, None, {"resend_window_s": 2})
-    han.tunnel.handle(CH, TH.request_tunnel(1))
-    han.tunnel.events = []
-    han.status = "running"
-    sent = []
-
-    async def send_message(data, deadline):
-        han._sent_tid = han.tunnel.tunnel_id
-        han._sent_pieces = 1
-        sent.append(bytes(data))
-    han._send_message = send_message
-    return han, sent
+    return sending_han(CH, 2)
 
 
 async def test_a_memory_error_in_the_resend_tasks_wait_leaves_it_resending():
