@@ -1,6 +1,6 @@
 # Review r6-4: the messages the HAN sends again after the CH refused them (TransferDataError,
 # zigbee/han.py _do_resends) go at the relay's pace (limits.rate_per_s / burst, a token of
-# the command's target's and originator's buckets: relay/refusals.py pace_resend), not all
+# the command's target's and originator's buckets: relay/refusals.py pace), not all
 # at once. A real relay (test_relay_support.Rig: journal on flash, fakes outside) over the
 # real ZigbeeHan of han_rig (its tunnel open, its sends recorded). Time is the rig's fake
 # clock: the relay's pacing sleeps by moving it (refusals.sleep_ms replaced), so every

@@ -195,7 +195,7 @@ async def wait_for_room(relay, env):
     relay.log("info", "%s waited %d ms for room in the queue" % (env.id, ticks_diff(ticks_ms(), t0)))
 
 
-async def pace_resend(relay, buf):
+async def pace(relay, buf):
     """Returns once the command in buf (one the CH refused, which the HAN link sends again:
     zigbee/han.py) may go at the relay's pace: a token in both its target's and its
     originator's bucket, as for any command (dispatch_once); takes them. Review r6-4:

@@ -226,7 +226,7 @@ class ZigbeeHan:
         """Send one GBCS message to the CH (dest None) through the tunnel. Returns when the
         NCP reported every piece delivered; raises HanError otherwise. pace: the sender's
         pacing, kept with the message: `await pace(data)` before the message goes again
-        (the CH refused it) returns when it may (the relay's: relay/core.py pace_resend)."""
+        (the CH refused it) returns when it may (the relay's: relay/core.py Relay.pace)."""
         if dest not in (None, T.CH_NWK):
             raise HanError(E_HAN_DEST, _text(_S_DEST, (dest,)))
         if len(data) > self.max_message:
