@@ -31,9 +31,9 @@ class _Paced:
     """The relay over the HAN at 2/s, burst 1; on_air: (fake ms, bytes) of every message the
     HAN put on air, first sends and resends."""
 
-    def __init__(self):
+    def __init__(self, rate_per_s=2.0):
         self.han, _ = sending_han(CH, 60)   # a window no test outlives: nothing let go
-        self.rig = Rig(cfg=config(rate_per_s=2.0, burst=1, queue=32), han=self.han)
+        self.rig = Rig(cfg=config(rate_per_s=rate_per_s, burst=1, queue=32), han=self.han)
         self.clock = self.rig.clock
         self.on_air = []
         recorder = self.han._send_message
@@ -162,5 +162,26 @@ async def test_paced_resends_keep_the_order_and_a_failed_sends_place():
         named = han_named(p.han)
         assert (named["resent"], named["resend_failed"], named["send_failed"]) == (1, 0, 1)
         assert [r[1] for r in p.han._recent] == [a, c]
+    finally:
+        p.close()
+
+
+async def test_the_dispatch_loop_waiting_behind_slow_resends_is_not_taken_for_stalled():
+    # at 1 command per 100 s (limits.rate_per_s 0.01) two resends take 200 s, well past the
+    # relay's stall_ms (60 s): the dispatch loop, which would be waiting for the HAN's send
+    # lock meanwhile, is kept marked alive by the pace, so the watchdog is still fed
+    p = _Paced(rate_per_s=0.01)
+    try:
+        await p.command()
+        await p.command()
+        for _ in range(2):
+            _refusal(p.han)
+        p.rig.relay._beat("dispatch")   # as the loop does before it dispatches (and waits)
+        t0 = p.clock.t_ms
+        async with p.han._send_lock:
+            await p.han._do_resends()
+        assert len(p.on_air) == 4 and p.clock.t_ms - t0 >= 200000 > p.rig.relay.stall_ms
+        assert min(p.gaps()) >= 100000, p.gaps()
+        assert p.rig.relay.health() == (True, "ok")
     finally:
         p.close()
