@@ -7,6 +7,7 @@
 # send's time below is the fake clock's, not the wall's. CPython and MicroPython.
 # mp-heapsize: 384K  (a relay over a flash journal beside the HAN, one per test)
 import asyncio
+from ppmid.clock import sleep_ms
 from ppmid.relay import refusals
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee.han_counters import han_named
@@ -31,7 +32,7 @@ class _Paced:
     """The relay over the HAN at 2/s, burst 1; on_air: (fake ms, bytes) of every message the
     HAN put on air, first sends and resends."""
 
-    def __init__(self, rate_per_s=2.0):
+    def __init__(self, rate_per_s=2.0, real_ms=0):
         self.han, _ = sending_han(CH, 60)   # a window no test outlives: nothing let go
         self.rig = Rig(cfg=config(rate_per_s=rate_per_s, burst=1, queue=32), han=self.han)
         self.clock = self.rig.clock
@@ -48,7 +49,10 @@ class _Paced:
         async def sleep_on_the_fake_clock(ms):
             self.sleeps.append(ms)
             self.clock.advance(ms)
-            await asyncio.sleep(0)
+            if real_ms:
+                await sleep_ms(real_ms)   # lets another task run meanwhile, as a real wait does
+            else:
+                await asyncio.sleep(0)
 
         self._real_sleep = getattr(refusals, "sleep_ms", None)   # (None: a tree without the pacing)
         refusals.sleep_ms = sleep_on_the_fake_clock
@@ -184,4 +188,31 @@ async def test_the_dispatch_loop_waiting_behind_slow_resends_is_not_taken_for_st
         assert min(p.gaps()) >= 100000, p.gaps()
         assert p.rig.relay.health() == (True, "ok")
     finally:
+        p.close()
+
+
+async def test_a_command_waiting_for_the_resend_tasks_lock_goes_a_token_after_the_resends():
+    # the resend task (not send()) holds the send lock through three paced resends while the
+    # relay dispatches a new command: it waits for the lock, then for a token again, so it
+    # does not follow the last resend at once
+    p = _Paced(real_ms=20)
+    task = asyncio.create_task(p.han._resend_loop())
+    try:
+        for _ in range(3):
+            await p.command()
+        for _ in range(3):
+            _refusal(p.han)
+        for _ in range(200):            # the task gathers the burst (50 ms), takes the lock
+            if p.han._send_lock.locked():
+                break
+            await sleep_ms(5)
+        # while it holds it, a resend waits for its pace (the only wait under the lock here)
+        assert p.han._send_lock.locked() and han_named(p.han)["resent"] < 3
+        await p.command()               # dispatched while the resends go
+        assert han_named(p.han)["resent"] == 3 and len(p.on_air) == 7
+        assert [a[1] for a in p.on_air[3:6]] == [a[1] for a in p.on_air[:3]]
+        assert min(p.gaps()) >= PACE_MS, p.gaps()
+    finally:
+        task.cancel()
+        await sleep_ms(0)
         p.close()

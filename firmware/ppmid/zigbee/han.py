@@ -232,13 +232,14 @@ class ZigbeeHan:
         if len(data) > self.max_message:
             raise HanError(E_HAN_TOO_BIG, _text(_S_TOO_BIG, (len(data), self.max_message)))
         data = bytes(data)
-        recent = self._recent   # _do_resends makes a new list
+        c = self.counters
+        went = c[_C_RESENT] + c[_C_RESEND_FAILED]   # resends so far (a snapshot: below)
         async with self._send_lock:
             deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
             await self._wait_ready(deadline)
             if self._rejected:
                 await self._do_resends()  # what the CH refused earlier goes first
-            if pace is not None and self._recent is not recent:
+            if pace is not None and c[_C_RESENT] + c[_C_RESEND_FAILED] != went:
                 # resends went while this one waited (here or in _resend_loop), each at the
                 # pace: the token its sender took went by meanwhile, so it waits for one
                 # again, or it would follow the last resend at once, beyond the burst
