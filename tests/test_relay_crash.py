@@ -76,7 +76,7 @@ class Pub(S.FakePublisher):
             print("PUB %s %s" % (m["id"], m["status"]))
 
 class Han(S.FakeHan):
-    async def send(self, dest, data):
+    async def send(self, dest, data, paced=None):
         m = self.decode(data)
         id = "c%d" % m.counter
         print("SEND " + id)

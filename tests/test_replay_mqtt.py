@@ -88,7 +88,7 @@ class GatewayDouble:
                 return None
             return S.response_to(cmd)
 
-        async def send(dest, data):
+        async def send(dest, data, paced=None):
             han.sent.append(bytes(data))
             r = responder(bytes(data))
             if r is not None:

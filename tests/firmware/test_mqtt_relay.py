@@ -81,9 +81,9 @@ class _SlowHan:
         self.sent = han.sent
         self.rx = han.rx
 
-    async def send(self, dest, data):
+    async def send(self, dest, data, paced=None):
         await asyncio.sleep(self.send_s)
-        await self.han.send(dest, data)
+        await self.han.send(dest, data, paced)
 
     async def receive(self):
         return await self.han.receive()

@@ -47,7 +47,7 @@ class BlockingHan:
         self.inner = inner
         self.sent = inner.sent
 
-    async def send(self, dest, data):
+    async def send(self, dest, data, paced=None):
         self.sent.append(bytes(data))
         await asyncio.Event().wait()
 

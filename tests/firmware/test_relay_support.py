@@ -217,7 +217,7 @@ class FakeHan:
         self._ev = asyncio.Event()
         self.responder = None  # fn(bytes) -> response bytes (or None: none), delivered after each send
 
-    async def send(self, dest, data):
+    async def send(self, dest, data, paced=None):
         assert dest is None
         if self.fail:
             code = self.fail.pop(0)

@@ -440,7 +440,7 @@ class Relay:
             if e.topup:
                 await self.topups().send(e, body)
             else:
-                await self.han.send(None, body)
+                await self.han.send(None, body, self.pace)
         except Exception as exc:
             from ppmid.relay import refusals
             refusals.send_failed(self, e, exc)
@@ -450,6 +450,13 @@ class Relay:
         # a fast response may already have overtaken us; a copy was "relayed" already
         if e.state == J.SENDING and self._status.get(e.seq) != "relayed":
             self._emit(e, "relayed")
+
+    def pace(self, buf):
+        """The pace of a command's message buf that the HAN link sends again, the CH having
+        refused it (zigbee/han.py send's `pace`, review r6-4): relay/refusals.py's (a
+        coroutine: the HAN awaits it)."""
+        from ppmid.relay import refusals
+        return refusals.pace(self, buf)
 
     def _failed(self, e, code, value, said=None):
         # the command fails (relay/refusals.py's fail) with the sentence of the check that

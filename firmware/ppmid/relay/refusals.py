@@ -9,7 +9,7 @@
 import struct
 from micropython import const
 
-from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms
+from ppmid.clock import ticks_ms, ticks_diff, wait_event_ms, sleep_ms
 from ppmid.errors import PpmidError, E_HAN_DOWN, E_NO_TUNNEL, E_HAN_DEST, E_HAN_TOO_BIG, E_EXPIRED, E_CLOCK
 from ppmid.errors import E_AUTH, E_TOO_LARGE, E_BUSY
 from ppmid import envelope as envmod
@@ -193,6 +193,30 @@ async def wait_for_room(relay, env):
         # woken when a command leaves the queue; the slice bounds a missed wake
         await wait_event_ms(relay._room, left if left < 250 else 250)
     relay.log("info", "%s waited %d ms for room in the queue" % (env.id, ticks_diff(ticks_ms(), t0)))
+
+
+async def pace(relay, buf):
+    """Returns once the command in buf (one the CH refused, which the HAN link sends again:
+    zigbee/han.py) may go at the relay's pace: a token in both its target's and its
+    originator's bucket, as for any command (dispatch_once); takes them. Review r6-4:
+    before, each refusal sent up to 8 messages at once, outside limits.rate_per_s/burst."""
+    m = relay.decode(buf)
+    target = bytes(m.recipient)
+    orig = bytes(m.originator)
+    m = None
+    while True:
+        # the dispatch loop waits behind this (for the HAN's send lock): paced, not stalled
+        relay._beat("dispatch")
+        now = relay.clock.ms()
+        w = relay.target_buckets.wait_ms(target, now)
+        wo = relay.originator_buckets.wait_ms(orig, now)
+        if wo > w:
+            w = wo
+        if w == 0:
+            break
+        await sleep_ms(w if w < 1000 else 1000)
+    relay.target_buckets.take(target, now)
+    relay.originator_buckets.take(orig, now)
 
 
 def refused(relay, env, exc, via):

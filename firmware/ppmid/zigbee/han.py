@@ -174,7 +174,8 @@ class ZigbeeHan:
         self._gbt = None
         # The messages the CH confirmed lately, oldest first, each sent again if the CH
         # refuses it after all (TransferDataError; _do_resends): (tunnel id it went through,
-        # message, sent_ms, pieces: the TransferData frames it took, GBT blocks or 1).
+        # message, sent_ms, pieces: the TransferData frames it took, GBT blocks or 1,
+        # pace: what send() was handed to pace a resend, or None).
         # message None: a send that failed once its last TransferData may have reached the
         # CH; it holds its place, never sent again. Tuples compare by value: taken out by
         # index or identity only (two could be equal)
@@ -221,27 +222,36 @@ class ZigbeeHan:
             await self._queued.wait()
         return self._rxq.pop(0)
 
-    async def send(self, dest, data):
+    async def send(self, dest, data, pace=None):
         """Send one GBCS message to the CH (dest None) through the tunnel. Returns when the
-        NCP reported every piece delivered; raises HanError otherwise."""
+        NCP reported every piece delivered; raises HanError otherwise. pace: the sender's
+        pacing, kept with the message: `await pace(data)` before the message goes again
+        (the CH refused it) returns when it may (the relay's: relay/core.py Relay.pace)."""
         if dest not in (None, T.CH_NWK):
             raise HanError(E_HAN_DEST, _text(_S_DEST, (dest,)))
         if len(data) > self.max_message:
             raise HanError(E_HAN_TOO_BIG, _text(_S_TOO_BIG, (len(data), self.max_message)))
         data = bytes(data)
+        c = self.counters
+        went = c[_C_RESENT] + c[_C_RESEND_FAILED]   # resends so far (a snapshot: below)
         async with self._send_lock:
             deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
             await self._wait_ready(deadline)
             if self._rejected:
                 await self._do_resends()  # what the CH refused earlier goes first
+            if pace is not None and c[_C_RESENT] + c[_C_RESEND_FAILED] != went:
+                # resends went while this one waited (here or in _resend_loop), each at the
+                # pace: the token its sender took went by meanwhile, so it waits for one
+                # again, or it would follow the last resend at once, beyond the burst
+                await pace(data)
             try:
                 await self._send_message(data, deadline)
             except HanError:
                 self.counters[_C_SEND_FAILED] += 1
-                self._remember(None)
+                self._remember(None, None)
                 raise
             self.counters[_C_SENT] += 1
-            self._remember(data)
+            self._remember(data, pace)
 
     async def send_zcl(self, dest, cluster, endpoint, zcl):
         """One ZCL frame to a HAN device directly, not through the tunnel (a top-up to
@@ -604,14 +614,14 @@ class ZigbeeHan:
         self._queued.set()
 
     # ---- messages the CH refused (TransferDataError): sent again, in order -----------
-    def _remember(self, data):
+    def _remember(self, data, pace):
         # data None: a send that failed. The CH may have its last TransferData and refuse
         # it: a refusal is charged to the newest messages of its tunnel, so the message
         # holds its place there, or an older, delivered one would reach the HAN again
         if data is None and not self._sent_pieces:
             return  # nothing of it is at the CH
         now = ticks_ms()
-        self._recent.append((self._sent_tid, data, now, self._sent_pieces))
+        self._recent.append((self._sent_tid, data, now, self._sent_pieces, pace))
         self._prune(now)
 
     def _prune(self, now):
@@ -656,7 +666,7 @@ class ZigbeeHan:
             i = len(self._recent)
             while k > 0 and i:
                 i -= 1
-                tunnel_id, message, sent_ms, pieces = self._recent[i]
+                tunnel_id, message, sent_ms, pieces, pace = self._recent[i]
                 if tunnel_id != tid:
                     continue
                 if k < pieces:
@@ -680,15 +690,19 @@ class ZigbeeHan:
                 kept.append(r)
         self._recent = kept
         for r in again:
-            deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
             try:
+                # at the relay's pace, as any command (review r6-4: a CH that refuses, or a
+                # node forging its refusals, had each refusal send up to 8 messages at once)
+                if r[4] is not None:
+                    await r[4](r[1])
+                deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
                 await self._send_message(r[1], deadline)
                 self.counters[_C_RESENT] += 1
-                self._remember(r[1])
+                self._remember(r[1], r[4])
             except Exception as exc:  # (a MemoryError for its frame too: review r6-5) the
                 # relay's budget covers a resend lost; the task, and the next resend, go on
                 self.counters[_C_RESEND_FAILED] += 1
-                self._remember(None)
+                self._remember(None, None)
                 self._logf(_S_RESEND_FAILED, exc)
 
     # ---- sending ---------------------------------------------------------------------
