@@ -677,8 +677,9 @@ def test_a_replaced_ch_is_a_new_trust_centre_on_its_own_network_that_only_a_fres
     module on the old network sees it go down; its tokens keep that network, which neither a
     resume (networkInit) nor a secured or trust-centre rejoin finds any more; a scan finds
     the new CH's network (extended PAN id its EUI-64, PAN id the old one's + 1), whose trust
-    centre holds the old one's device log; once the module left and joined it, it names the
-    new trust centre (getCurrentSecurityState, and at v14 the sender of the CH's frames).
+    centre holds the old one's device log (a neighbour's CH still answers on its channel);
+    once the module left and joined it, it names the new trust centre
+    (getCurrentSecurityState, and at v14 the sender of the CH's frames).
     forge_from_ch(eui64=...) names another sender, APS-encrypted. Bad uses are refused."""
     from types import SimpleNamespace
     from host_tools.ncp_emulator.emulator import NcpEmulator
@@ -686,6 +687,8 @@ def test_a_replaced_ch_is_a_new_trust_centre_on_its_own_network_that_only_a_fres
     ncp, hub, m, sent = _commissioning_module()
     old = hub.trust_centre
     net = old.network
+    neighbour = {"channel": 15, "pan_id": 0x7777, "extended_pan_id": bytes(range(8))}   # another home's CH
+    old.extra_networks.append(neighbour)
     m._join_result(net["extended_pan_id"], net["pan_id"], net["channel"])
     assert ncp.joined and _stack_statuses(sent) == [N.SL_NETWORK_UP]
     assert _security_state_tc(ncp) == (0, old.eui64)
@@ -694,6 +697,7 @@ def test_a_replaced_ch_is_a_new_trust_centre_on_its_own_network_that_only_a_fres
     assert NcpEmulator._replace_ch(emu, new_eui, None) == old.eui64.hex().upper()
     new = hub.trust_centre
     assert new is not old and new.eui64 == new_eui and new.device_log == old.device_log and new.joined == {}
+    assert new.extra_networks == [neighbour] and new.network_key_seq == 0
     assert new.network == {"channel": net["channel"], "pan_id": net["pan_id"] + 1, "extended_pan_id": new_eui}
     assert ("replaced", "by " + new_eui.hex()) in old.events
     assert not ncp.joined and _stack_statuses(sent) == [N.SL_NETWORK_DOWN] and hub.tunnel_id is None

@@ -362,7 +362,8 @@ class TrustCentre:
         """Another CH takes this one's place (the installer swaps a failed CH): -> its
         TrustCentre, with its own EUI-64, key pair and certificate (this one's issuer), a
         fresh network key, this one's device log (the DCC puts the HAN devices in the new
-        CH's) and no device that completed key establishment with it. It forms its own
+        CH's) and no device that completed key establishment with it; the other CHs
+        answering the scan (extra_networks) are still there. It forms its own
         network: on this one's channel, extended PAN id its EUI-64 (what a coordinator uses
         when none is configured), PAN id pan_id (default this one's + 1). This one stops:
         no Key Establishment session or deadline of it runs on."""
@@ -371,6 +372,7 @@ class TrustCentre:
             raise ValueError("the new CH needs an EUI-64 of 8 bytes other than %s" % self.eui64.hex())
         new = TrustCentre(self.ch, {}, eui64=eui64, issuer=self.issuer, cbke_deadline_s=self.cbke_deadline_s)
         new.device_log = dict(self.device_log)
+        new.extra_networks = list(self.extra_networks)   # the neighbours' CHs stay on the air
         new.network = {"channel": self.network["channel"],
                        "pan_id": (self.network["pan_id"] + 1) & 0xFFFF if pan_id is None else pan_id,
                        "extended_pan_id": eui64}
