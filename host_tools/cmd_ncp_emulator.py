@@ -12,7 +12,9 @@ Runs until interrupted. Every GBCS message the CH receives or sends goes to --lo
 and to --pcap (pcapng for Wireshark, docs/captures.md).
 Type commands on stdin while it runs: `alert ESME`, `alert GSME`, `reset`, `network-down 5`,
 `close-tunnel 2`, `forget-tunnel 2`, `busy 10`, `stats`, and for the ESME's top-ups
-(docs/utrn.md): `esme` (credit and counts), `esme keypad-lock|silent|unreachable on|off`."""
+(docs/utrn.md): `esme` (credit and counts), `esme keypad-lock|silent|unreachable on|off`;
+with --device-log, `replace-ch EUI` (another CH, that EUI-64, in the trust centre's place:
+NcpEmulator.replace_ch; the gateway then needs an ordered re-commission, `ppmid commission`)."""
 import json
 import os
 import sys
@@ -71,6 +73,10 @@ def _esme(emu, words):
     print(json.dumps(emu.call(esme_command, emu.ch.esme, words)), flush=True)
 
 
+def _usage(text):
+    raise ValueError("usage: " + text)
+
+
 def _console(emu):
     actions = {
         "alert": lambda a: emu.send_alert(a[0] if a else "ESME"),
@@ -83,6 +89,8 @@ def _console(emu):
         "stats": lambda a: print(json.dumps(emu.stats(), indent=1)),
         "esme": lambda a: _esme(emu, a),
         "ch-time": lambda a: emu.set_ch_time(a[0] if a else "good"),
+        "replace-ch": lambda a: print("trust centre %s replaced by %s" % (emu.replace_ch(a[0]), a[0].upper()),
+                                      flush=True) if len(a) == 1 else _usage("replace-ch EUI-64 (16 hex digits)"),
     }
     for line in sys.stdin:
         words = line.split()

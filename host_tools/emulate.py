@@ -307,7 +307,8 @@ class Emulation:
     def __init__(self, state_dir, board="emulated", gateway=GATEWAY, devices=None, overrides=None, heap=None,
                  uart_error_rate=0.0, baud=115200, log=log_default, deploy=True, corpus=None, ready_timeout=120,
                  fresh_journal=True, nfc=False, gpf_delay_s=None, sntp_hold_s=0.0, wired=False, pcap=None,
-                 broker_engine="mosquitto", commissioning=None, ch_time="good", broker_name=None):
+                 broker_engine="mosquitto", commissioning=None, ch_time="good", broker_name=None,
+                 ezsp_version=13):
         self.state_dir = os.path.abspath(str(state_dir))
         self.broker_engine = broker_engine  # host_tools/broker.py ENGINES
         self.broker_dir = os.path.join(self.state_dir, "broker")
@@ -339,6 +340,9 @@ class Emulation:
         # "device_log" a device log file the CH reads instead (host_tools/device_log.py);
         # the module's EUI-64 is then the gateway's (a PPMID's device id is its HAN EUI-64)
         self.commissioning = commissioning
+        # the EZSP version the emulated module speaks (NcpEmulator's; from 14 it names each
+        # frame's sender EUI-64, and the gateway holds the CH's frames to the trust centre's)
+        self.ezsp_version = ezsp_version
         self.device_log_path = None   # the device log the emulated CH read
         self.capture = None       # (PcapWriter, BrokerCapture)
         self.sntp = None
@@ -482,7 +486,7 @@ class Emulation:
         self.board = EmulatedBoard(self.state_dir, board=self.board_name, heap=self.heap)
         self.board.start()
         st = self.board.state()
-        self.ncp = NcpEmulator(st["uarts"]["zigbee"], baud=self.baud, log_path=os.path.join(self.state_dir, "ch.jsonl"),
+        self.ncp = NcpEmulator(st["uarts"]["zigbee"], baud=self.baud, ezsp_version=self.ezsp_version, log_path=os.path.join(self.state_dir, "ch.jsonl"),
                                corpus_dir=self.corpus, faults=Faults(byte_error_rate=self.uart_error_rate),
                                gpf_delay_s=self.gpf_delay_s, ch_options=ch_options,
                                commissioning=None if not self.commissioning else {

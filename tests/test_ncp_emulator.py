@@ -617,3 +617,142 @@ def test_at_v14_frames_name_the_senders_eui64_as_a_module_does():
     ncp.incoming(0x7777, 0x0109, 0x0705, b"\x09\x01")     # no node here has that address
     names = [E.parse_incoming(14, q)["eui64"] for _, _, _, q in _replies(ncp)]
     assert names == [tc[::-1], bytes.fromhex(ESME)[::-1], bytes(8)]
+
+
+# ---- the CH replaced by another unit (NcpEmulator.replace_ch) ---------------------------------
+class _Held:
+    """A loop that keeps what it is given to run later (nothing runs by itself)."""
+
+    def __init__(self):
+        self.later = []
+
+    def call_later(self, delay, fn, *args):
+        self.later.append((fn, args))
+        return _Timer()
+
+    def call_soon(self, fn, *args):
+        self.later.append((fn, args))
+
+
+def _commissioning_module(version=14):
+    """A v14 module, uncommissioned, the emulated CH as trust centre (its device log holding
+    the module), every EZSP frame the module sends kept in a list."""
+    from host_tools.ncp_emulator import ch as CH
+    from host_tools.ncp_emulator.commissioning import ModuleCommissioning, TrustCentre
+    from ppmid.zigbee import installcode as IC
+    code = "83FED3407A939723A5C639B26916D505C3B5"
+    ncp = Ncp(_Held(), lambda b: None, ezsp_version=version)
+    sent = []
+    ncp.queue = sent.append
+    ncp.connected = ncp.legacy_done = ncp.negotiated = True
+    hub = CH.CommsHub(ncp, ncp.loop)
+    ncp.ch = hub
+    eui = bytes.fromhex("00db1234567890a4")
+    ncp.commissioning = m = ModuleCommissioning(ncp, eui)
+    hub.trust_centre = TrustCentre(hub, {eui: code})
+    ncp.stack.config.tc_eui64 = hub.trust_centre.eui64
+    m.security = IC.link_key(IC.parse(code))
+    return ncp, hub, m, sent
+
+
+def _stack_statuses(sent, version=14):
+    out = []
+    for f in sent:
+        _, _, fid, p = E.parse_frame(f)
+        if fid == E.STACK_STATUS_HANDLER:
+            out.append(E.parse_status(version, p))
+    sent.clear()
+    return out
+
+
+def _security_state_tc(ncp):
+    from ppmid.zigbee import ezsp_cbke as C
+    p = ncp.stack.get_current_security_state(b"")
+    status, _, tc = C.parse_security_state(ncp.version, p)
+    return status, tc
+
+
+def test_a_replaced_ch_is_a_new_trust_centre_on_its_own_network_that_only_a_fresh_join_reaches():
+    """NcpEmulator.replace_ch: another unit with another EUI-64 takes the CH's place. The
+    module on the old network sees it go down; its tokens keep that network, which neither a
+    resume (networkInit) nor a secured or trust-centre rejoin finds any more; a scan finds
+    the new CH's network (extended PAN id its EUI-64, PAN id the old one's + 1), whose trust
+    centre holds the old one's device log (a neighbour's CH still answers on its channel);
+    once the module left and joined it, it names the new trust centre
+    (getCurrentSecurityState, and at v14 the sender of the CH's frames).
+    forge_from_ch(eui64=...) names another sender, APS-encrypted. Bad uses are refused."""
+    from types import SimpleNamespace
+    from host_tools.ncp_emulator.emulator import NcpEmulator
+    from ppmid.zigbee import ezsp_cbke as C
+    ncp, hub, m, sent = _commissioning_module()
+    old = hub.trust_centre
+    net = old.network
+    neighbour = {"channel": 15, "pan_id": 0x7777, "extended_pan_id": bytes(range(8))}   # another home's CH
+    old.extra_networks.append(neighbour)
+    m._join_result(net["extended_pan_id"], net["pan_id"], net["channel"])
+    assert ncp.joined and _stack_statuses(sent) == [N.SL_NETWORK_UP]
+    assert _security_state_tc(ncp) == (0, old.eui64)
+    new_eui = bytes.fromhex("0000b0d5b3ff7e21")
+    emu = SimpleNamespace(ch=hub, ncp=ncp, _log=lambda msg: None)
+    assert NcpEmulator._replace_ch(emu, new_eui, None) == old.eui64.hex().upper()
+    new = hub.trust_centre
+    assert new is not old and new.eui64 == new_eui and new.device_log == old.device_log and new.joined == {}
+    assert new.extra_networks == [neighbour] and new.network_key_seq == 0
+    assert new.network == {"channel": net["channel"], "pan_id": net["pan_id"] + 1, "extended_pan_id": new_eui}
+    assert ("replaced", "by " + new_eui.hex()) in old.events
+    assert not ncp.joined and _stack_statuses(sent) == [N.SL_NETWORK_DOWN] and hub.tunnel_id is None
+    # the tokens still hold the old network: it is not on the air
+    assert m.has_network and not m.network_on_air()
+    ncp._try_join()                               # a resume (networkInit) finds nothing
+    for secured in (True, False):                 # nor does either rejoin
+        m._rejoin_result(secured, 1 << net["channel"])
+    assert not ncp.joined and _stack_statuses(sent) == [0x17, 0x17]   # SL_STATUS_NOT_JOINED
+    assert new.counters["rejoins_admitted"] == 0
+    # a scan finds the new CH's network alone
+    m._scan_done(1 << net["channel"])
+    found = [E.parse_frame(f) for f in sent]
+    sent.clear()
+    beacons = [p for _, _, fid, p in found if fid == C.NETWORK_FOUND_HANDLER]
+    assert len(beacons) == 1 and beacons[0][3:11] == new_eui[::-1] and beacons[0][1:3] == bytes((0x63, 0x1A))
+    # leave, join: the module names the new trust centre
+    assert m.leave_network(b"\x00") == m.ok() and not m.has_network
+    m._join_result(new_eui, net["pan_id"] + 1, net["channel"])
+    assert ncp.joined and _stack_statuses(sent) == [N.SL_NETWORK_UP]
+    assert new.counters["joins_admitted"] == 1 and m.network == new_eui and m.network_on_air()
+    assert _security_state_tc(ncp) == (0, new_eui)
+    ncp.incoming(0x0000, 0x0109, 0x0704, b"\x01\x02")
+    ncp.incoming(0x0000, 0x0109, 0x0704, b"\x01\x03", True, old.eui64)   # forge_from_ch(eui64=...)
+    got = [E.parse_incoming(14, p) for _, _, _, p in (E.parse_frame(f) for f in sent)]
+    assert [g["eui64"] for g in got] == [new_eui[::-1], old.eui64[::-1]]
+    assert all(g["aps"]["options"] & N.APS_ENCRYPTED for g in got)
+    # refused: the same EUI-64, one of another length, a CH that is no trust centre
+    with pytest.raises(ValueError, match="other than"):
+        NcpEmulator._replace_ch(emu, new_eui, None)
+    with pytest.raises(ValueError, match="8 bytes"):
+        NcpEmulator._replace_ch(emu, b"\x01\x02", None)
+    hub.trust_centre = None
+    with pytest.raises(ValueError, match="not a trust centre"):
+        NcpEmulator._replace_ch(emu, bytes(8), None)
+
+
+def test_ncp_emulator_console_replace_ch(monkeypatch, capsys):
+    """`ppmid ncp-emulator`'s console: `replace-ch EUI` calls replace_ch; without an EUI-64,
+    or with one replace_ch refuses, it says why and goes on."""
+    import io
+    from host_tools import cmd_ncp_emulator as cli
+    calls = []
+
+    class FakeEmu:
+        def replace_ch(self, eui):
+            calls.append(eui)
+            if eui == "zz":
+                raise ValueError("non-hexadecimal number found in fromhex() arg at position 0")
+            return "0000B0D5B3FFFF00"
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("replace-ch 0000b0d5b3ff7e21\nreplace-ch\nreplace-ch zz\n"))
+    cli._console(FakeEmu())
+    out = capsys.readouterr().out.splitlines()
+    assert calls == ["0000b0d5b3ff7e21", "zz"]
+    assert out == ["trust centre 0000B0D5B3FFFF00 replaced by 0000B0D5B3FF7E21", "ok",
+                   "error: usage: replace-ch EUI-64 (16 hex digits)",
+                   "error: non-hexadecimal number found in fromhex() arg at position 0"]

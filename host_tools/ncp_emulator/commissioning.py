@@ -85,6 +85,10 @@ class ModuleCommissioning:
         self.has_network = False      # token: a network to resume (networkInit)
         self.link_key_stored = False  # token: CBKE completed and stored its link key
         self.key_seq = None           # token: the sequence number of the network key it holds
+        # token: the extended PAN id of the network it joined (None: whichever the trust centre
+        # has, for a module that never joined here); a CH replaced (TrustCentre.replace) forms
+        # another network, which this one no longer names: no resume or rejoin finds it
+        self.network = None
         self.back_before_rejoin_answer = False   # fault: see find_and_rejoin
         self.leaves = 0               # leaveNetwork commands obeyed
         self.power_on()
@@ -93,6 +97,12 @@ class ModuleCommissioning:
         self.security = None          # setInitialSecurityState's preconfigured key
         self.eph_private = None
         self.scanning = False
+
+    def network_on_air(self):
+        """True when the tokens hold a network and it is the trust centre's (the one on air)."""
+        tc = getattr(self.ncp.ch, "trust_centre", None)
+        return self.has_network and (self.network is None or
+                                     (tc is not None and self.network == tc.network["extended_pan_id"]))
 
     def status(self, ember, sl):
         return struct.pack("<I", sl) if self.ncp.version >= 14 else bytes((ember,))
@@ -146,8 +156,13 @@ class ModuleCommissioning:
             self.ncp.callback(E.STACK_STATUS_HANDLER, self.status(EMBER_NO_NETWORK_KEY, SL_NO_NETWORK_KEY))
             return
         self.has_network = True
+        self.network = ext
         self.link_key_stored = False
         self.got_network_key(tc.network_key_seq)
+        # the tokens hold the network joined, and getCurrentSecurityState (and, at v14, the
+        # sender named for the CH's frames) the trust centre that admitted us
+        c = self.ncp.stack.config
+        c.extended_pan_id, c.pan_id, c.channel, c.tc_eui64 = ext, pan, channel, tc.eui64
         self.ncp.join_now()
 
     def got_network_key(self, seq):
@@ -194,8 +209,9 @@ class ModuleCommissioning:
     def _rejoin_result(self, have_key, mask):
         tc = getattr(self.ncp.ch, "trust_centre", None)
         net = tc.network if tc is not None else None
-        if net is None or not self.ncp.network_available or not mask & (1 << net["channel"]):
-            # no beacon of our network on those channels
+        if net is None or not self.ncp.network_available or not mask & (1 << net["channel"]) \
+                or not self.network_on_air():
+            # no beacon of our network on those channels (or the CH that formed it was replaced)
             self.ncp.callback(E.STACK_STATUS_HANDLER, self.status(EMBER_NOT_JOINED, SL_NOT_JOINED))
             return
         if not tc.admit_rejoin(self.eui64, have_key, self.key_seq):
@@ -341,6 +357,32 @@ class TrustCentre:
         m = self.ch.ncp.commissioning
         if self.ch.ncp.joined and m is not None:
             m.got_network_key(self.network_key_seq)
+
+    def replace(self, eui64, pan_id=None):
+        """Another CH takes this one's place (the installer swaps a failed CH): -> its
+        TrustCentre, with its own EUI-64, key pair and certificate (this one's issuer), a
+        fresh network key, this one's device log (the DCC puts the HAN devices in the new
+        CH's) and no device that completed key establishment with it; the other CHs
+        answering the scan (extra_networks) are still there. It forms its own
+        network: on this one's channel, extended PAN id its EUI-64 (what a coordinator uses
+        when none is configured), PAN id pan_id (default this one's + 1). This one stops:
+        no Key Establishment session or deadline of it runs on."""
+        eui64 = bytes(eui64)
+        if len(eui64) != 8 or eui64 == self.eui64:
+            raise ValueError("the new CH needs an EUI-64 of 8 bytes other than %s" % self.eui64.hex())
+        new = TrustCentre(self.ch, {}, eui64=eui64, issuer=self.issuer, cbke_deadline_s=self.cbke_deadline_s)
+        new.device_log = dict(self.device_log)
+        new.extra_networks = list(self.extra_networks)   # the neighbours' CHs stay on the air
+        new.network = {"channel": self.network["channel"],
+                       "pan_id": (self.network["pan_id"] + 1) & 0xFFFF if pan_id is None else pan_id,
+                       "extended_pan_id": eui64}
+        self._stop_session()
+        if self._deadline:
+            self._deadline.cancel()
+            self._deadline = None
+        self._event("replaced", "by %s" % eui64.hex())
+        new._event("installed", "in place of %s, network %s" % (self.eui64.hex(), eui64.hex()))
+        return new
 
     def cbke_done(self, eui):
         return self.joined.get(eui, False)

@@ -343,7 +343,8 @@ class NcpEmulator:
             if m is None:
                 return None
             return {"has_network": m.has_network, "link_key_stored": m.link_key_stored, "key_seq": m.key_seq,
-                    "leaves": m.leaves, "joined": self.ncp.joined, "tc_events": list(tc.events), "tc_counters": dict(tc.counters)}
+                    "leaves": m.leaves, "joined": self.ncp.joined, "tc_eui64": tc.eui64.hex().upper(),
+                    "tc_events": list(tc.events), "tc_counters": dict(tc.counters)}
         return self.call(snap)
 
     def forget_ppmid(self):
@@ -354,6 +355,35 @@ class NcpEmulator:
         """The CH switches the HAN's network key (a module away at the time misses it: its
         secured rejoin goes unanswered, a trust-centre rejoin brings it the new key)."""
         self.call(self.ch.trust_centre.switch_network_key)
+
+    def replace_ch(self, eui64, pan_id=None):
+        """The installer replaces the CH by another unit (eui64, bytes or hex): a new trust
+        centre with its own EUI-64 and certificate, forming its own network on the same
+        channel (extended PAN id its EUI-64, PAN id pan_id, default the old one's + 1), its
+        device log the old one's (the DCC adds the PPMID to the new CH's). The old network
+        goes off the air: a module on it sees NETWORK_DOWN, and its tokens keep that network,
+        which neither a resume nor a rejoin finds again: only a fresh commissioning (an
+        ordered re-commission) joins the new CH, and from that join the module names the new
+        trust centre (getCurrentSecurityState; at v14 the sender of the CH's frames). The
+        meters stay (paired again to the new CH); the tunnel and what the old CH held for
+        the PPMID go with it. Returns the old trust centre's EUI-64 (hex). Commissioning
+        emulations only (ValueError otherwise, or for an EUI-64 that is not 8 bytes or is
+        the old one's)."""
+        if isinstance(eui64, str):
+            eui64 = bytes.fromhex(eui64.replace(":", "").replace("-", ""))
+        return self.call(self._replace_ch, bytes(eui64), pan_id)
+
+    def _replace_ch(self, eui64, pan_id):
+        old = self.ch.trust_centre
+        if old is None:
+            raise ValueError("replace_ch: the CH is not a trust centre here (the module started commissioned)")
+        self.ch.trust_centre = old.replace(eui64, pan_id)
+        if self.ncp.joined:
+            self.ncp.left_network()      # NETWORK_DOWN; the tokens keep the old network
+        self.ch.dropped_held += len(self.ch.held)
+        self.ch.held = []
+        self._log("ch replaced: trust centre %s -> %s" % (old.eui64.hex(), eui64.hex()))
+        return old.eui64.hex().upper()
 
     def back_before_rejoin_answer(self):
         """Fault: the network comes back by itself just before the module answers the next
@@ -390,11 +420,19 @@ class NcpEmulator:
     def request_tunnel(self):
         self.call(self.ch.request_tunnel)
 
-    def forge_from_ch(self, zcl):
+    def forge_from_ch(self, zcl, eui64=None):
         """A Tunneling cluster frame as a HAN node holding the network key only sends it
         posing as the CH: NWK source 0x0000, no APS encryption (it lacks the CH's link key).
-        APS-fragmented when it does not fit one frame."""
-        self.call(self.ncp.incoming, 0x0000, 0x0109, 0x0704, bytes(zcl), False)
+        APS-fragmented when it does not fit one frame. eui64 (bytes or hex): instead a node
+        holding a link key of its own with us (an old CH, another node the trust centre
+        gave a partner key) sends it as 0x0000, APS-encrypted under that key: the frame has
+        the encryption bit, and at v14 the module names that EUI-64 as its sender."""
+        if eui64 is None:
+            self.call(self.ncp.incoming, 0x0000, 0x0109, 0x0704, bytes(zcl), False)
+            return
+        if isinstance(eui64, str):
+            eui64 = bytes.fromhex(eui64)
+        self.call(self.ncp.incoming, 0x0000, 0x0109, 0x0704, bytes(zcl), True, bytes(eui64))
 
     def send_raw(self, data):
         """Bytes straight onto the wire to the board (garbage, hand-made frames)."""

@@ -507,8 +507,8 @@ class Ncp:
         return EZSP_SUCCESS
 
     def _try_join(self):
-        if self.commissioning is not None and not self.commissioning.has_network:
-            return
+        if self.commissioning is not None and not self.commissioning.network_on_air():
+            return   # no network in the tokens, or the one they hold is gone (a CH replaced)
         if self.connected and self.negotiated and not self.joined and self.network_available:
             self.joined = True
             up = N.SL_NETWORK_UP if self.version >= 14 else N.EMBER_NETWORK_UP
@@ -618,14 +618,14 @@ class Ncp:
         self._aps_seq = (self._aps_seq + 1) & 0xFF
         return self._aps_seq
 
-    def incoming(self, sender, profile, cluster, payload, encrypted=True):
+    def incoming(self, sender, profile, cluster, payload, encrypted=True, eui64=None):
         """Over the air from the CH to the PPMID, whole: APS-fragmented to the module's
         limit, all fragments at once (the CH's windowed sender uses incoming_fragment), every
-        fragment under one APS counter. encrypted: see incoming_fragment."""
+        fragment under one APS counter. encrypted, eui64: see incoming_fragment."""
         frags = self.fragments(payload)
         seq = self.next_aps_seq()
         for i, frag in enumerate(frags):
-            self.incoming_fragment(sender, profile, cluster, seq, i, len(frags), frag, encrypted)
+            self.incoming_fragment(sender, profile, cluster, seq, i, len(frags), frag, encrypted, eui64)
         return True
 
     def fragments(self, payload):
@@ -635,13 +635,15 @@ class Ncp:
         size = self.max_payload - 2
         return [payload[i:i + size] for i in range(0, len(payload), size)]
 
-    def incoming_fragment(self, sender, profile, cluster, seq, index, count, frag, encrypted=True):
+    def incoming_fragment(self, sender, profile, cluster, seq, index, count, frag, encrypted=True, eui64=None):
         """One APS frame from the air (a fragment when count > 1): an incomingMessageHandler.
         encrypted: the frame came APS-secured, which the module reports with
         EMBER_APS_OPTION_ENCRYPTION (0x0020) in the frame's options. The CH secures its Smart
         Energy application clusters (Tunneling, Prepayment) with the link key; Key
         Establishment runs before there is one, under network security alone, and so does
-        a frame forged by a node that holds the network key only."""
+        a frame forged by a node that holds the network key only. eui64 (big-endian): the
+        sender v14 names, where it is not the node's own (None): a node holding a link key
+        of its own with us that sends as another's NWK address."""
         options = 0x0040 | (0x0020 if encrypted else 0)
         group = 0
         if count > 1:
@@ -651,7 +653,9 @@ class Ncp:
         # v14 names the sender's EUI-64 (little-endian, as every EUI-64 in EZSP): the
         # trust centre's for the CH, the ESME's for the emulated meter (a real module knows
         # the EUI-64 of whoever secured the frame: its link key is looked up by it)
-        if sender == 0x0000:
+        if eui64 is not None:
+            eui64 = bytes(eui64)[::-1]
+        elif sender == 0x0000:
             eui64 = self.stack.config.tc_eui64[::-1]
         else:
             eui64 = (self.ch.eui64_of(sender) if self.ch is not None else bytes(8))[::-1]
