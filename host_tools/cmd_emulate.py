@@ -51,6 +51,9 @@ def add_arguments(p):
     p.add_argument("--han-outages", type=int, default=0, metavar="N",
                    help="take the HAN away N times for 1-4 s; the module does not find it again by itself, the "
                         "gateway rejoins after zigbee.rejoin_after_s (e.g. --set zigbee.rejoin_after_s=2)")
+    p.add_argument("--ezsp-version", type=int, default=13, metavar="N",
+                   help="EZSP protocol version the emulated Zigbee module speaks (default 13; 14 names each "
+                        "frame's sender EUI-64; the firmware accepts 8..18)")
     p.add_argument("--han-key-switch", action="store_true",
                    help="with --han-outages: the CH switches its network key during each outage (the secured "
                         "rejoin fails, the trust-centre rejoin brings the new key)")
@@ -200,6 +203,11 @@ def run(args):
         raise CliError("--han-key-switch needs --han-outages and a gateway that commissions (not --commissioned)")
     if not 1 <= args.timeout <= 3600:
         raise CliError("--timeout must be from 1 to 3600 seconds")
+    if not 8 <= args.ezsp_version <= 18:
+        # (ppmid ncp-emulator takes 1..255, to show the firmware's refusal; a whole
+        # emulation with a module the gateway refuses never gets to ready)
+        raise CliError("--ezsp-version must be from 8 to 18 (the versions the firmware speaks); "
+                       "`ppmid ncp-emulator --ezsp-version N` shows the gateway's refusal of others")
     check_state_dir(args.state_dir)
     check_output_file("--pcap", args.pcap)
     check_output_file("--html", args.html)
@@ -226,7 +234,8 @@ def run(args):
                       deploy=not args.no_deploy, ready_timeout=args.timeout, fresh_journal=not args.keep_journal,
                       nfc=args.nfc, gpf_delay_s=None if args.gpf_delay_ms is None else args.gpf_delay_ms / 1000.0,
                       wired=args.wired or any(x.get("via") == "serial" for x in lines), pcap=args.pcap,
-                      broker_engine=args.broker_engine, commissioning=commissioning, broker_name=args.broker_name)
+                      broker_engine=args.broker_engine, commissioning=commissioning, broker_name=args.broker_name,
+                      ezsp_version=args.ezsp_version)
     try:
         emu.check_config()
     except E.EmulateError as exc:
