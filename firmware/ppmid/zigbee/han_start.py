@@ -9,8 +9,6 @@ import asyncio
 from micropython import const
 
 from ppmid.zigbee import ezsp as E
-from ppmid.zigbee import tunnel as T
-from ppmid.zigbee.ashlink import AshLink
 from ppmid.clock import wait_event_ms
 
 _MIN_VERSION = const(8)
@@ -60,6 +58,10 @@ def set_up(han, reader, writer, config, log, on_status, n_counters, ack_slots):
 
 
 def _set_up(han, reader, writer, config, log, on_status, n_counters, ack_slots):
+    # han.py's modules, imported here: the bring-up, which loads this module again after
+    # each reset, does not need them
+    from ppmid.zigbee.ashlink import AshLink
+    from ppmid.zigbee import tunnel as T
     han._log = log
     han.on_status = on_status
     han.status = "starting"
