@@ -326,6 +326,8 @@ def test_recovery_scan_and_compaction_use_the_record_constants_journal_writes():
         assert getattr(C, n) == getattr(J, n), n
     assert (resend._T_RESEND, resend._T_ALREADY, refusals._T_UNSENT, refusals._T_FAILED) == \
         (J._T_RESEND, J._T_ALREADY, J._T_UNSENT, J._T_FAILED)
+    # the open's (journal_scan.open_journal) full-flash case reads the errno journal.py writes by
+    assert S._ENOSPC == J._ENOSPC
 
 
 def test_resends_and_already_executed_survive_reopen_and_compaction():

@@ -150,57 +150,18 @@ class Journal:
     the index (E_BUSY beyond)."""
 
     def __init__(self, root, max_bytes=MAX_BYTES, max_live=48, name="relay.jnl"):
-        root = root.rstrip("/")
-        self.path = (root or "") + "/" + name
-        self.tmp_path = self.path + ".new"
-        self.max_bytes = max_bytes
-        self.reserve = max_bytes // 4
-        self.max_live = max_live
-        self.live = {}        # seq -> Entry
-        self.by_id = {}       # id -> Entry
-        self.counters = {}    # key (bytes) -> int
-        self.spent = None     # the spent triples' ring (Journal.spend), made by the first
-        self.spent_n = 0      # triples spent since the journal was opened (the ring's next: % SPENT_KEEP)
-        self.next_seq = 1
-        self.size = 0
-        self.dead = 0         # bytes of the file a compaction would drop (Journal._append)
-        self._f = None
-        self._torn = False    # an append failed part way: rewrite from RAM before the next
-        # statistics (the wear benchmark reads these)
-        self.bytes_written = 0
-        self.appends = 0
-        self.syncs = 0
-        self.lazy = 0             # records written since the last sync
-        self.compactions = 0
-        self.torn_tail = False
+        # the set-up and the open run once, at boot: their code is relay/journal_scan.py's
+        # (set_up, which says what each attribute is), boot-only as the recovery scan
+        from ppmid.relay.journal_scan import set_up
+        set_up(self, root, max_bytes, max_live, name)
 
     # ---- open / recover --------------------------------------------------------------
     def open(self):
         """Mount-time recovery: read every intact record, rebuild the index, and compact
         (which drops a torn tail and finished commands). Returns the live entries in
-        acceptance order."""
-        d = self.path[:self.path.rfind("/")]
-        if d and not _exists(d):
-            os.mkdir(d)
-        if _exists(self.tmp_path):
-            if _exists(self.path):
-                os.remove(self.tmp_path)   # a compaction that never reached its rename
-            else:
-                os.rename(self.tmp_path, self.path)
-        if _exists(self.path):
-            # the scan's code is boot-only (ppmid.boot.BOOT_ONLY drops it once the app runs)
-            from ppmid.relay.journal_scan import scan
-            scan(self)
-        try:
-            self.compact()
-        except OSError as exc:
-            # a full flash (ENOSPC) has no room for the compacted copy: boot on the file as
-            # scanned rather than fail every boot (safe mode would stop the relaying). A torn
-            # tail, if any, is rewritten away before the next append (_torn), once there is room
-            if exc.args[0] != _ENOSPC or not _exists(self.path):
-                raise
-            self._torn = self.torn_tail
-        return self.entries()
+        acceptance order. Its code is relay/journal_scan.py's (open_journal)."""
+        from ppmid.relay.journal_scan import open_journal
+        return open_journal(self)
 
     def entries(self):
         # in acceptance order (seq); a loop, not a sort key: one function less held

@@ -1,7 +1,8 @@
-# The journal's mount-time recovery, for Journal.open: read every intact record and rebuild
-# the index (format and policy: relay/journal.py's header, docs/relay.md). Boot-only: the
-# app drops this module once everything runs (ppmid.boot.BOOT_ONLY), so the running
-# gateway does not keep its code in the heap; a later open() imports it again.
+# The journal's set-up and mount-time recovery, for Journal's constructor and Journal.open:
+# read every intact record and rebuild the index (format and policy: relay/journal.py's
+# header, docs/relay.md). Boot-only: the app drops this module once everything runs
+# (ppmid.boot.BOOT_ONLY), so the running gateway does not keep its code in the heap; a
+# later Journal or open() imports it again.
 import binascii
 import os
 import struct
@@ -30,6 +31,60 @@ _T_RESEND = const(0x51)
 _T_ALREADY = const(0x58)
 _ACCEPT_FIXED = const(14)
 _VIA_TOPUP = const(0x80)
+_ENOSPC = const(28)
+
+
+def set_up(j, root, max_bytes, max_live, name):
+    """Journal's constructor (relay/journal.py): run once, at boot."""
+    root = root.rstrip("/")
+    j.path = (root or "") + "/" + name
+    j.tmp_path = j.path + ".new"
+    j.max_bytes = max_bytes
+    j.reserve = max_bytes // 4
+    j.max_live = max_live
+    j.live = {}        # seq -> Entry
+    j.by_id = {}       # id -> Entry
+    j.counters = {}    # key (bytes) -> int
+    j.spent = None     # the spent triples' ring (Journal.spend), made by the first
+    j.spent_n = 0      # triples spent since the journal was opened (the ring's next: % SPENT_KEEP)
+    j.next_seq = 1
+    j.size = 0
+    j.dead = 0         # bytes of the file a compaction would drop (Journal._append)
+    j._f = None
+    j._torn = False    # an append failed part way: rewrite from RAM before the next
+    # statistics (the wear benchmark reads these)
+    j.bytes_written = 0
+    j.appends = 0
+    j.syncs = 0
+    j.lazy = 0             # records written since the last sync
+    j.compactions = 0
+    j.torn_tail = False
+
+
+def open_journal(j):
+    """Journal.open: mount-time recovery (read every intact record, rebuild the index, and
+    compact, which drops a torn tail and finished commands). Returns the live entries in
+    acceptance order."""
+    d = j.path[:j.path.rfind("/")]
+    if d and not _exists(d):
+        os.mkdir(d)
+    if _exists(j.tmp_path):
+        if _exists(j.path):
+            os.remove(j.tmp_path)   # a compaction that never reached its rename
+        else:
+            os.rename(j.tmp_path, j.path)
+    if _exists(j.path):
+        scan(j)
+    try:
+        j.compact()
+    except OSError as exc:
+        # a full flash (ENOSPC) has no room for the compacted copy: boot on the file as
+        # scanned rather than fail every boot (safe mode would stop the relaying). A torn
+        # tail, if any, is rewritten away before the next append (_torn), once there is room
+        if exc.args[0] != _ENOSPC or not _exists(j.path):
+            raise
+        j._torn = j.torn_tail
+    return j.entries()
 
 
 def scan(j):

@@ -10,7 +10,7 @@ from ppmid.errors import PpmidError
 from ppmid.errors import E_HAN_DOWN, E_NO_TUNNEL, E_DELIVERY, E_DELIVERY_UNKNOWN, E_HAN_DEST, E_HAN_TOO_BIG
 from ppmid.zigbee import ezsp as E
 from ppmid.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms, wait_event_ms
-from ppmid.zigbee.ashlink import AshLink, AshError
+from ppmid.zigbee.ashlink import AshError
 # the module, not its nine names: each name imported is one more entry in this module's dict
 from ppmid.zigbee import tunnel as T
 
@@ -137,71 +137,10 @@ def _text(key, args=()):
 
 class ZigbeeHan:
     def __init__(self, reader, writer, config=None, log=None, on_status=None):
-        self._log = log
-        self.on_status = on_status
-        self.status = "starting"
-        self.status_detail = ""
-        self.status_changed = asyncio.Event()
-        self.module = {}               # ezsp version, stack version, reset code
-        self.counters = [0] * _COUNTERS   # by _C_... index (above)
-        self._link = AshLink(reader, writer, self._on_frame, ready=self._ready, log=log,
-                             on_fail=self._on_link_fail)
-        self._ezsp = E.Ezsp(self._link, self._on_callback, log=log)
-        # What the (synchronous) receive callback queues for the tasks that take it: complete
-        # messages for receive(), tunnel replies for _reply_loop, fragment acks for _ack_loop,
-        # the CH's refusals (_rejected) for _resend_loop. One event for the four: it is set
-        # whenever any of them gets something, and each taker looks at its own queue before
-        # it clears and waits again, so a wake-up meant for another is only a look, and none
-        # is lost.
-        self._queued = asyncio.Event()
-        self._rxq = []
-        self._sent = {}                # tag -> the fragment's Event (_send_zcl)
-        self._tag = 0
-        self._send_lock = asyncio.Lock()
-        self._replies = []
-        self._net_up = False
-        self._net_event = asyncio.Event()
-        self._ready_event = asyncio.Event()   # set while status == running
-        self._max_payload = 0
-        self._sent_tid = None
-        self._sent_pieces = 1
-        self._up = False               # bring-up complete on the current link
-        # the incoming message arriving in APS fragments (one at a time): (key, started_ms,
-        # pieces), key: sender << 8 | the APS counter every fragment of it carries; pieces
-        # by index, as many as fragment 0 announced, None where not yet. None: no message
-        self._frag = None
-        self._frag_done = None         # (key, ticks_ms) of the message last reassembled
-        self._gbt = None
-        # The messages the CH confirmed lately, oldest first, each sent again if the CH
-        # refuses it after all (TransferDataError; _do_resends): (tunnel id it went through,
-        # message, sent_ms, pieces: the TransferData frames it took, GBT blocks or 1,
-        # pace: what send() was handed to pace a resend, or None).
-        # message None: a send that failed once its last TransferData may have reached the
-        # CH; it holds its place, never sent again. Tuples compare by value: taken out by
-        # index or identity only (two could be equal)
-        self._recent = []
-        self._rejected = {}            # tunnel id -> TransferDataErrors the CH sent for it
-        # APS acknowledgements of incoming fragments: a small ring of sendReply parameter
-        # blocks in one buffer, filled by the (synchronous) receive callback, sent by _ack_loop
-        self._acks = memoryview(bytearray(_ACK_SLOTS * E.SEND_REPLY_ACK_LEN))
-        self._ack_head = 0
-        self._ack_count = 0
-        self._tasks = []
-        # SE profile frames of clusters other than the tunnel: on_zcl(sender NWK, cluster,
-        # ZCL frame), called synchronously (set by the relay's top-up road, which answers
-        # for its own errors); counted and dropped while None
-        self.on_zcl = None
-        # Time cluster frames, while a read of the CH's clock waits for its answer
-        # (zigbee/chclock.py): on_time(the incoming message's dict), synchronously
-        self.on_time = None
-        self.commission = None         # zigbee/commission.py's Commissioner, once needed
-        # the trust centre's (the CH's) EUI-64 as a v14 module names a frame's sender
-        # (little-endian), read once the network is up (zigbee/han_start.py); b"": being
-        # read; None: unknown. Tunnel and Time frames whose sender it is not are dropped
-        self._tc_eui = None
-        from ppmid.zigbee.han_start import options
-        options(self, config)   # self.max_message etc.; zigbee/han_start.py drops itself after it
-        self.tunnel = T.TunnelServer(self.transfer_size)
+        # the set-up runs once, at boot: its code is zigbee/han_start.py's (set_up, which says
+        # what each attribute is), loaded for it and dropped again, as the bring-up's
+        from ppmid.zigbee.han_start import set_up
+        set_up(self, reader, writer, config, log, on_status, _COUNTERS, _ACK_SLOTS)
 
     # ---- public ----------------------------------------------------------------------
     async def start(self):
