@@ -347,7 +347,8 @@ def _han_on(version, script=None):
     import sys
     from ppmid.zigbee import han as H
     han = H.ZigbeeHan(None, None, {})
-    assert "ppmid.zigbee.han_start" not in sys.modules   # the options: loaded and dropped
+    # the constructor (han_init) and the options' DEFAULTS (han_start): loaded and dropped
+    assert "ppmid.zigbee.han_start" not in sys.modules and "ppmid.zigbee.han_init" not in sys.modules
     link = _ResetLink(version, script)
     han._link = link
     han._ezsp = link.ezsp = E.Ezsp(link, han._on_callback)
@@ -377,6 +378,28 @@ async def test_bring_up_leaves_nothing_of_han_start_loaded():
         else:
             raise AssertionError("bring-up passed")
         assert not han._up and "ppmid.zigbee.han_start" not in sys.modules
+
+
+class _NotLoadable:
+    def __getattr__(self, name):
+        raise ImportError("han_init must not load here")
+
+
+async def test_a_bring_up_does_not_load_the_constructors_code():
+    # review r11-1: han_start is loaded again at every module reset; the constructor's code
+    # (zigbee/han_init.py) is boot-only and must not come with it
+    import sys
+    from ppmid.zigbee import han_start
+    assert not any(hasattr(han_start, n) for n in ("set_up", "_set_up", "_options")), dir(han_start)
+    payload = {N.MAXIMUM_PAYLOAD_LENGTH: lambda seq: N.response_frame(seq, N.MAXIMUM_PAYLOAD_LENGTH, b"\x52"),
+               N.NETWORK_STATE: lambda seq: N.response_frame(seq, N.NETWORK_STATE, b"\x02")}
+    H, han = _han_on(13, payload)
+    sys.modules["ppmid.zigbee.han_init"] = _NotLoadable()
+    try:
+        await han._bring_up()
+    finally:
+        del sys.modules["ppmid.zigbee.han_init"]
+    assert han._up and han.status == "no-tunnel"
 
 
 async def test_bring_up_without_a_network_waits_then_says_network_down():

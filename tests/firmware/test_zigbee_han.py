@@ -985,9 +985,10 @@ def test_a_report_names_every_counter_and_a_gbt_timeout_only_once_counted():
 
 
 def test_the_options_are_the_links_attributes_from_the_config():
-    # zigbee/han_start.py's options set the HAN's options as its attributes: the defaults,
-    # limits.transfer_size / max_gbcs, the zigbee section's own keys; the section itself
-    # is commission_settings only with an install code; han_start is dropped after it
+    # zigbee/han_init.py's options set the HAN's options as its attributes: the defaults
+    # (han_start's DEFAULTS), limits.transfer_size / max_gbcs, the zigbee section's own
+    # keys; the section itself is commission_settings only with an install code; han_init
+    # and han_start are dropped after it
     import sys
     code = "83FED3407A939723A5C639B26916D505C3B5"
     z = {"send_timeout_s": 5, "rx_queue": 2, "install_code": code}
@@ -995,7 +996,7 @@ def test_the_options_are_the_links_attributes_from_the_config():
     assert (han.transfer_size, han.max_message, han.send_timeout_s, han.rx_queue) == (600, 4000, 5, 2)
     assert (han.sent_timeout_s, han.resend_window_s, han.ezsp_version) == (10, 10, 13)   # defaults
     assert han.commission_settings is z and han.tunnel.max_incoming == 600
-    assert "ppmid.zigbee.han_start" not in sys.modules
+    assert "ppmid.zigbee.han_start" not in sys.modules and "ppmid.zigbee.han_init" not in sys.modules
     assert han._ready()
     han._rxq = [b"\xdd\x00a", b"\xdd\x00b"]
     assert not han._ready()   # the link reads rx_queue: the NCP is held off at 2 messages

@@ -41,7 +41,8 @@ _RECENT_MAX = const(8)         # confirmed messages held for a resend the CH may
 # a node or an NCP sending faster than our answers go out is not given the heap, nor a
 # frame on the HAN per frame it sends (docs/zigbee.md "Tunnel replies")
 _REPLY_SLOTS = const(4)
-# the options (DEFAULTS) and the bring-up after a module reset: zigbee/han_start.py
+# the constructor: zigbee/han_init.py; the options (DEFAULTS) and the bring-up after a
+# module reset: zigbee/han_start.py
 
 # the sentences of the link's failures and rare log lines, by key: their texts are in
 # zigbee/han_errors.py, loaded when one is said (_text)
@@ -137,9 +138,9 @@ def _text(key, args=()):
 
 class ZigbeeHan:
     def __init__(self, reader, writer, config=None, log=None, on_status=None):
-        # the set-up runs once, at boot: its code is zigbee/han_start.py's (set_up, which says
+        # the set-up runs once, at boot: its code is zigbee/han_init.py's (set_up, which says
         # what each attribute is), loaded for it and dropped again, as the bring-up's
-        from ppmid.zigbee.han_start import set_up
+        from ppmid.zigbee.han_init import set_up
         set_up(self, reader, writer, config, log, on_status, _COUNTERS, _ACK_SLOTS)
 
     # ---- public ----------------------------------------------------------------------
