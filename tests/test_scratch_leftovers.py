@@ -72,3 +72,50 @@ def test_a_killed_micropython_test_run_leaves_no_flash_image(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     assert _left_in(tmp) == []
+
+
+# ---- host_tools commands that make temp files --------------------------------------------
+def _ppmid(tmp, *args):
+    return subprocess.run([sys.executable, "-m", "host_tools.cli"] + list(args), capture_output=True, text=True,
+                          cwd=ROOT, env=dict(os.environ, TMPDIR=str(tmp)), timeout=300)
+
+
+def test_a_deploy_that_fails_after_its_build_leaves_no_build_folder(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    p = _ppmid(tmp, "deploy", "--port", str(tmp_path / "ttyUSB0"), "--board", "esp32s3-devkitc-1-n8r8")
+    assert p.returncode == 1 and "E_DEPLOY" in p.stderr and "does not exist" in p.stderr, p.stderr
+    # it built into a temp folder of its own (said on stdout) before the port was refused
+    built = re.search(r"built \d+ files .* in (\S+)", p.stdout)
+    assert built and os.path.dirname(built.group(1)) == str(tmp), p.stdout
+    assert _left_in(tmp) == []
+
+
+def test_a_release_leaves_no_work_folder_made_or_refused(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    key = str(tmp_path / "op.pem")
+    assert _ppmid(tmp, "release", "--make-key", key).returncode == 0
+    p = _ppmid(tmp, "release", "--board", "emulated", "--key", key, "--out", str(tmp_path / "rel"))
+    assert p.returncode == 0 and (tmp_path / "rel" / "offer.json").exists(), p.stderr
+    assert _left_in(tmp) == []
+    # a tree that does not compile: refused after its copy and part of its build in the work folder
+    broken = tmp_path / "firmware"
+    import shutil
+    shutil.copytree(FIRMWARE_DIR, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    (broken / "ppmid" / "app.py").write_text("def broken(:\n")
+    p = _ppmid(tmp, "release", "--board", "emulated", "--key", key, "--out", str(tmp_path / "rel2"),
+               "--firmware-dir", str(broken))
+    assert p.returncode == 1 and "app.py" in p.stderr, p.stderr
+    assert _left_in(tmp) == []
+
+
+def test_a_dry_run_deploy_keeps_one_build_folder_per_board_by_design(tmp_path):
+    # --dry-run prints commands that must stay runnable, so its build stays, in a fixed
+    # place per board ($TMPDIR/ppmid-build-NAME, docs/platform.md): a second run reuses it
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    for _ in range(2):
+        p = _ppmid(tmp, "deploy", "--dry-run", "--port", str(tmp_path / "ttyUSB0"), "--board", "esp32s3-devkitc-1-n8r8")
+        assert p.returncode == 0, p.stderr
+        assert _left_in(tmp) == ["ppmid-build-esp32s3-devkitc-1-n8r8"]
