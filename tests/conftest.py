@@ -179,6 +179,20 @@ def deployed_board(deployed_flash):
     return make
 
 
+@pytest.fixture
+def tmpdir_in_tmp_path(tmp_path, monkeypatch):
+    """TMPDIR (for the tools a test runs) and this process's tempfile folder in the test's
+    tmp_path, for a tool that keeps something in the temp folder by design: `ppmid deploy`
+    and `ppmid flash --dry-run` compile into $TMPDIR/ppmid-build-BOARD and leave it (the
+    commands they print stay runnable), which a test run must not leave in /tmp."""
+    import tempfile
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
 def setup_reference(name):
     """The module `name` of a test reference that `make setup` installs (pyproject.toml's
     dev extra: hypothesis, nfcpy, dnspython...). Missing, the test fails saying so: a skip

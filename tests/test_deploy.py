@@ -93,6 +93,7 @@ def test_a_board_too_small_for_the_app_is_refused_with_the_figures(tmp_path):
             deploy.deploy(str(tmp_path / "ttyUSB0"), "esp32c3-devkitm-1")
 
 
+@pytest.mark.usefixtures("tmpdir_in_tmp_path")  # the --dry-run's build folder
 def test_frozen_route_and_force_and_the_reference_board_pass(tmp_path):
     port = str(tmp_path / "ttyUSB0")
     p = ppmid("deploy", "--port", port, "--board", "esp32-devkitc", "--scripts-only", "--dry-run")

@@ -108,6 +108,7 @@ def test_an_application_set_update_is_refused_naming_the_routes(romfs_gateway, t
         cmd.close()
 
 
+@pytest.mark.usefixtures("tmpdir_in_tmp_path")  # the --dry-run's build folder
 def test_a_board_definition_without_a_partition_is_refused_before_the_port(tmp_path):
     port = str(tmp_path / "ttyUSB0")  # no such port: the refusal comes first
     p = ppmid("deploy", "--romfs", "--port", port, "--board", "esp32s3-devkitc-1-n8r8")

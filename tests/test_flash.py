@@ -9,6 +9,7 @@ from host_tools import boards, flash
 from host_tools.flash import FlashError
 
 ROOT = boards.ROOT
+pytestmark = pytest.mark.usefixtures("tmpdir_in_tmp_path")  # --dry-run's build folder
 
 CHIPS = {  # board -> (esptool --chip, image offset)
     "esp32-devkitc": ("esp32", "0x1000"),

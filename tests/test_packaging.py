@@ -61,6 +61,7 @@ def test_the_wheel_holds_the_tools_emulators_scripts_firmware_and_boards(wheel):
         assert "host_tools/bundled/" + f in names, f
 
 
+@pytest.mark.usefixtures("tmpdir_in_tmp_path")  # the --dry-run's build folder
 def test_installed_from_the_wheel_ppmid_finds_firmware_and_boards(wheel, tmp_path):
     target = tmp_path / "site"
     p = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],

@@ -13,6 +13,7 @@ import pytest
 from host_tools import boards, deploy, deploy_romfs, image, partitions
 
 ROOT = boards.ROOT
+pytestmark = pytest.mark.usefixtures("tmpdir_in_tmp_path")  # --dry-run's build folder
 # the romfs partition must hold today's image and this much more, for the package to grow
 ROMFS_MARGIN = 64 * 1024
 TABLE_BOARDS = [n for n in boards.board_names() if boards.load_board(n).get("partition_table")]

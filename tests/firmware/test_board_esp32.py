@@ -361,9 +361,9 @@ BOARDS = __file__.rsplit("/", 1)[0] + "/../../boards/"
 
 
 def _definition_file(text):
-    import time
-    path = "/tmp/ppmid-board-%d.json" % (time.ticks_us() & 0xFFFFFF if hasattr(time, "ticks_us")
-                                          else int(time.time() * 1e6) & 0xFFFFFF)
+    """A board.json to read by path (removed by the test: _remove)."""
+    from scratch_files import unique_path
+    path = unique_path("ppmid-board") + ".json"
     with open(path, "w") as f:
         f.write(text)
     return path
@@ -412,7 +412,8 @@ def test_a_bad_definition_is_a_board_error():
         finally:
             _remove(path)
     try:
-        read_definition("/tmp/ppmid-no-such-board.json")
+        from scratch_files import unique_path
+        read_definition(unique_path("ppmid-no-such-board") + ".json")
     except BoardError as exc:
         assert exc.code == "E_BOARD" and "missing" in exc.message
     else:

@@ -2,13 +2,11 @@
 # board's stand-in partition table (ppmid.board.emulated.ImageSlots over the files the ROM
 # opens) and the bootloader's rules it shares with the supervisor (ppmid.board.otadata).
 # CPython and MicroPython.
-import time
-
 from ppmid.board import otadata
 from ppmid.board.emulated import ImageSlots
+from scratch_files import open_scratch
 
 SIZE = 4 * 4096
-_n = [0]
 
 
 class _Hw:
@@ -16,19 +14,15 @@ class _Hw:
 
 
 def _hw(running="ota_0", rec=None):
-    """The ROM's view: two erased partitions and an OTA data record, as host files."""
-    _n[0] += 1
-    base = "/tmp/ppmid-ota-%d-%d-" % (time.ticks_us() & 0xFFFFFF if hasattr(time, "ticks_us") else
-                                      int(time.time() * 1e6) & 0xFFFFFF, _n[0])
+    """The ROM's view: two erased partitions and an OTA data record, as host files (scratch
+    files: gone from the folder once open, scratch_files.py)."""
     hw = _Hw()
     hw.ota_files = {}
     for label in otadata.LABELS:
-        with open(base + label, "wb") as f:
-            f.write(b"\xff" * SIZE)
-        hw.ota_files[label] = open(base + label, "r+b")
-    with open(base + "otadata", "wb") as f:
-        f.write(otadata.dump(rec or otadata.initial()))
-    hw.otadata = open(base + "otadata", "r+b")
+        hw.ota_files[label] = open_scratch("ppmid-ota-" + label)
+        hw.ota_files[label].write(b"\xff" * SIZE)
+    hw.otadata = open_scratch("ppmid-ota-otadata")
+    hw.otadata.write(otadata.dump(rec or otadata.initial()))
     hw.ota_running = running
     hw.ota_size = SIZE
     return hw

@@ -4,6 +4,8 @@
 import os
 import struct
 
+from scratch_files import open_scratch, scratch_folder
+
 _mounts = [0]
 
 
@@ -38,16 +40,16 @@ class RamBlockDevice:
 
 
 class FileBlockDevice:
-    """Flash in a host file, as on the emulated board (keeps the test heap small)."""
+    """Flash in a host file, as on the emulated board (keeps the test heap small): a scratch
+    file whose name is gone already (scratch_files.open_scratch), erased at the start."""
 
-    def __init__(self, path, block_size=512, blocks=256):
+    def __init__(self, block_size=512, blocks=256):
         self.bs = block_size
         self.blocks = blocks
+        self.f = open_scratch("ppmid-jt")
         blank = b"\xff" * block_size
-        with open(path, "wb") as f:
-            for i in range(blocks):
-                f.write(blank)
-        self.f = open(path, "r+b")
+        for i in range(blocks):
+            self.f.write(blank)
 
     def readblocks(self, n, buf, off=0):
         self.f.seek(n * self.bs + off)
@@ -87,10 +89,8 @@ def fresh_root(blocks=256):
     try:
         import vfs
     except ImportError:
-        import tempfile
-        return tempfile.mkdtemp(prefix="jnl")
-    import time
-    bdev = FileBlockDevice("/tmp/ppmid-jt-%d-%d.img" % (time.ticks_us() & 0xFFFFFF, _mounts[0]), 512, blocks)
+        return scratch_folder("jnl")
+    bdev = FileBlockDevice(512, blocks)
     vfs.VfsLfs2.mkfs(bdev)
     _mounts[0] += 1
     path = "/jt%d" % _mounts[0]
