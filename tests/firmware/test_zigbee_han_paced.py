@@ -333,6 +333,44 @@ async def test_a_resend_of_a_command_answered_while_it_waits_is_not_sent():
         p.close()
 
 
+async def test_a_resend_of_a_command_the_relay_hands_over_again_as_its_copy_is_not_sent():
+    # r10-1: the command's budget ends while its resend sleeps for a token, and within that
+    # sleep the relay queues its copy and dispatches it (a token came): the copy waits for
+    # the send lock the resend holds. The resend sees a command "sending" again, but the
+    # relay's own copy of it (Relay._handing): not sent, or the message would go three times
+    import asyncio
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=0.01)
+    paced_sleep = refusals.sleep_ms
+    copy = []
+
+    async def sleep_then_copy(ms):
+        await paced_sleep(ms)
+        if not copy and p.clock.t_ms - t0 >= p.rig.relay.budget_s * 1000:
+            p.rig.relay.check_timers()              # the budget ended: its copy queued
+            assert e.state == J.QUEUED
+            p.clock.advance(100000)                 # a token for it
+            copy.append(asyncio.create_task(p.rig.relay.dispatch_once()))
+            for _ in range(5):
+                await asyncio.sleep(0)              # _send: "sending", then the HAN's lock
+            assert e.state == J.SENDING and p.rig.relay._handing == e.seq
+
+    try:
+        id = await p.command(False)
+        e = p.rig.journal.by_id[id]
+        t0 = p.clock.t_ms
+        _refusal(p.han)
+        refusals.sleep_ms = sleep_then_copy
+        async with p.han._send_lock:
+            await p.han._do_resends()
+        assert copy and han_named(p.han)["resend_dropped"] == 1 and len(p.on_air) == 1
+        assert await copy[0] == 0                   # the copy goes once the lock is free
+        assert [a[1] for a in p.on_air] == [p.on_air[0][1]] * 2 and e.resends == 1
+        assert e.state == J.SENDING and p.rig.relay._handing is None
+    finally:
+        p.close()
+
+
 async def _behind_a_slow_round(p, expires_in=None):
     # 0.01/s (100 s a token), the house loop running: A to one meter, refused by the CH;
     # N to another from the same originator, dispatched at its token (100 s on): han.send
@@ -389,6 +427,28 @@ async def test_a_command_that_expires_behind_paced_resends_is_not_sent():
         assert (named["sent"], named["send_failed"]) == (1, 0)     # nothing of N went, nor failed
         assert p.rig.relay.counters[8] == 0                        # not a link's retry
         assert not p.rig.relay.in_flight and p.rig.relay._handing is None
+    finally:
+        p.close()
+
+
+async def test_a_copy_that_expires_behind_paced_resends_times_out():
+    # r10-2, a copy: the first went and may have executed, so one expiring behind the
+    # round is not "failed ... never relayed" but "timeout", as requeue rules
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=0.01)
+    try:
+        n = await p.command(False, expires=p.clock.time() + 250)   # N to the ESME, at T0
+        e = p.rig.journal.by_id[n]
+        await p.command(False, METERS[0])       # A, at T0 + 100 s (the originator's token)
+        _refusal(p.han)
+        p.clock.advance(100000)                 # T0 + 200 s
+        p.rig.relay.check_timers()              # N's budget over: its copy queued (A's too)
+        assert e.state == J.QUEUED and e.resends == 1
+        _house_during_pace(p)
+        await _dispatch(p)                      # N's copy behind the round, then a token
+        assert e.state == J.TIMED_OUT and _statuses(p, n)[-1] == "timeout"
+        assert [a[1] for a in p.on_air].count(p.on_air[0][1]) == 1   # the copy never went
+        assert han_named(p.han)["resend_dropped"] == 1
     finally:
         p.close()
 
