@@ -342,7 +342,7 @@ def send_failed(relay, e, exc):
         relay.log("warn", "%s not relayed (%s): retry in %d ms" % (e.id, code, backoff))
         return
     if code == E_EXPIRED and e.state == J.SENDING:
-        # it expired while the HAN link sent the CH's refused messages first (pace_entry):
+        # it expired while the HAN link sent the CH's refused messages first (pace):
         # never relayed, failed as dispatch fails it (a copy of one that went: timeout)
         _release(relay, e)
         relay._failed(e, E_EXPIRED, e.expires)

@@ -231,11 +231,14 @@ class ZigbeeHan:
     async def send(self, dest, data, pace=None):
         """Send one GBCS message to the CH (dest None) through the tunnel. Returns when the
         NCP reported every piece delivered; raises HanError otherwise. pace: the sender's
-        pacing, kept with the message: `await pace(data)` before the message goes again
-        (the CH refused it) returns when it may (the relay's: relay/core.py Relay.pace)."""
+        pacing and judge, kept with the message: `await pace(data)` before the message goes
+        again (the CH refused it) returns True when it may, False when its sender no longer
+        wants it (not sent: resend_dropped); `await pace(data, 1)` before this message goes
+        after resends returns when it may, and raises when it may not (the relay's:
+        relay/core.py Relay.pace)."""
+        global _sends
         if dest not in (None, T.CH_NWK):
             raise HanError(E_HAN_DEST, _text(_S_DEST, (dest,)))
-        global _sends
         if len(data) > self.max_message:
             raise HanError(E_HAN_TOO_BIG, _text(_S_TOO_BIG, (len(data), self.max_message)))
         data = bytes(data)
