@@ -12,11 +12,16 @@ from ppmid.relay import refusals
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee.han_counters import han_named
 from han_rig import sending_han
-from test_relay_support import Rig, config, response_to
+from test_relay_support import Rig, config, response_to, eui, ESME
 
 CH = 0x0000
 APS_ENCRYPTED = 0x0020
 PACE_MS = 500      # rate_per_s 2, burst 1: one message a target (and an originator) per 500 ms
+# meters of the HAN beside the rig's own: one command in flight per meter, so a refusal of
+# k messages whose commands still wait for their responses names k meters (a refused
+# message never reached its meter; one of a command answered, timed out or requeued since
+# is not sent again: review r10-1)
+METERS = ["00DB12345678910%X" % i for i in range(12)]
 
 
 def _refusal(han):
@@ -44,6 +49,7 @@ class _Paced:
             self.on_air.append((self.clock.t_ms, bytes(data)))
 
         self.han._send_message = send_message
+        self.rig.validator.devices.extend(eui(m) for m in METERS)
         self.sleeps = []
 
         async def sleep_on_the_fake_clock(ms):
@@ -67,11 +73,12 @@ class _Paced:
         import gc
         gc.collect()
 
-    async def command(self):
-        """One more command to the ESME, dispatched as soon as the pacing lets it and
-        answered at once (its target free for the next)."""
+    async def command(self, answer=True, target=ESME, expires=None):
+        """One more command to target, dispatched as soon as the pacing lets it and
+        answered at once (its target free for the next) unless answer is False (it stays
+        "sending": a refusal of it has it sent again)."""
         self.counter += 1
-        res = await self.rig.submit("c%d" % self.counter, self.counter)
+        res = await self.rig.submit("c%d" % self.counter, self.counter, target=target, expires=expires)
         assert res["status"] == "accepted", res
         n = len(self.on_air)
         for _ in range(100):
@@ -81,7 +88,9 @@ class _Paced:
             assert w is not None and w > 0, w
             self.clock.advance(w)
         assert len(self.on_air) > n, "not dispatched"
-        self.rig.relay.on_han_message(response_to(self.on_air[-1][1]))
+        if answer:
+            self.rig.relay.on_han_message(response_to(self.on_air[-1][1]))
+        return "c%d" % self.counter
 
     def gaps(self, since=0):
         t = [a[0] for a in self.on_air[since:]]
@@ -91,8 +100,8 @@ class _Paced:
 async def test_a_refusal_of_eight_messages_sends_them_again_at_the_pace():
     p = _Paced()
     try:
-        for _ in range(8):
-            await p.command()
+        for m in METERS[:8]:
+            await p.command(False, m)
         first = list(p.on_air)
         assert len(first) == 8 and min(p.gaps()) >= PACE_MS   # the relay's own pacing
         for _ in range(8):
@@ -106,7 +115,7 @@ async def test_a_refusal_of_eight_messages_sends_them_again_at_the_pace():
         assert min(p.gaps(7)) >= PACE_MS, p.gaps(7)
         assert again[-1][0] - first[-1][0] >= 8 * PACE_MS
         named = han_named(p.han)
-        assert (named["rejected_by_ch"], named["resent"], named["resend_failed"]) == (8, 8, 0)
+        assert (named["rejected_by_ch"], named["resent"], named["resend_failed"], named["resend_dropped"]) == (8, 8, 0, 0)
         assert [r[1] for r in p.han._recent] == [a[1] for a in first]   # held again, in order
         # the resends took the buckets' tokens: the next command waits for one
         await p.command()
@@ -121,14 +130,15 @@ async def test_a_flood_of_refusals_never_exceeds_the_pace():
     # command waiting behind the resends included (its own token went by while they went)
     p = _Paced()
     try:
-        for _ in range(8):
-            await p.command()
-        for _ in range(4):
+        for m in METERS[:8]:
+            await p.command(False, m)
+        for m in METERS[8:12]:
             for _ in range(8):
                 _refusal(p.han)
-            await p.command()       # han.send: the refused ones first, then it
+            await p.command(False, m)   # han.send: the refused ones first, then it
         named = han_named(p.han)
         assert named["rejected_by_ch"] == 32 and named["resent"] == 32 and named["sent"] == 12
+        assert named["resend_dropped"] == 0
         assert len(p.on_air) == 8 + 4 * 9
         assert min(p.gaps()) >= PACE_MS, p.gaps()
         span = p.on_air[-1][0] - p.on_air[0][0]
@@ -153,9 +163,9 @@ async def test_paced_resends_keep_the_order_and_a_failed_sends_place():
             raise H.HanError(E_DELIVERY, "the CH did not acknowledge the message")
 
         p.han._send_message = failing
-        await p.command()                        # B: the relay has E_DELIVERY
+        await p.command(True, METERS[0])         # B: the relay has E_DELIVERY
         p.han._send_message = recorder
-        await p.command()                        # C
+        await p.command(False, METERS[1])        # C: waits for its response
         a, b, c = [x[1] for x in p.on_air]
         _refusal(p.han)
         _refusal(p.han)
@@ -176,8 +186,8 @@ async def test_the_dispatch_loop_waiting_behind_slow_resends_is_not_taken_for_st
     # lock meanwhile, is kept marked alive by the pace, so the watchdog is still fed
     p = _Paced(rate_per_s=0.01)
     try:
-        await p.command()
-        await p.command()
+        await p.command(False, METERS[0])
+        await p.command(False, METERS[1])
         for _ in range(2):
             _refusal(p.han)
         p.rig.relay._beat("dispatch")   # as the loop does before it dispatches (and waits)
@@ -198,8 +208,8 @@ async def test_a_command_waiting_for_the_resend_tasks_lock_goes_a_token_after_th
     p = _Paced(real_ms=20)
     task = asyncio.create_task(p.han._resend_loop())
     try:
-        for _ in range(3):
-            await p.command()
+        for m in METERS[:3]:
+            await p.command(False, m)
         for _ in range(3):
             _refusal(p.han)
         for _ in range(200):            # the task gathers the burst (50 ms), takes the lock
@@ -216,3 +226,328 @@ async def test_a_command_waiting_for_the_resend_tasks_lock_goes_a_token_after_th
         task.cancel()
         await sleep_ms(0)
         p.close()
+
+
+# ---- review r10: what the pace judges, and what waits behind it -------------------------
+def _house_during_pace(p):
+    # the board's house loop (relay.check_timers every 500 ms) runs while a pace sleeps
+    paced_sleep = refusals.sleep_ms
+
+    async def sleep_and_house(ms):
+        await paced_sleep(ms)
+        p.rig.relay.check_timers()
+
+    refusals.sleep_ms = sleep_and_house
+
+
+async def _dispatch(p, times=1):
+    # the dispatch loop, the clock moved to each wait it names (a token, a backoff)
+    for _ in range(200):
+        w = await p.rig.relay.dispatch_once()
+        if w == 0:
+            times -= 1
+            if not times:
+                return
+        else:
+            assert w is not None, "nothing to dispatch"
+            p.clock.advance(w)
+    raise AssertionError("not dispatched")
+
+
+def _statuses(p, id):
+    seq = p.rig.journal.by_id[id].seq
+    return [x[1] for x in p.rig.relay.to_publish if x[0] == seq]   # (the outbox's status items)
+
+
+async def test_a_resend_whose_command_expires_while_it_waits_is_not_sent():
+    # r10-1: at 0.1/s (10 s a token) a command expiring 5 s after it went is refused by the
+    # CH; its resend waits for a token, and by the token it has expired: the relay would
+    # never relay it then, and the HAN no longer does (it went 5 s after its expiry). The
+    # relay's budget then ends it "timeout", no copy (it has expired)
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=0.1)
+    try:
+        expires = p.clock.time() + 5
+        id = await p.command(False, expires=expires)
+        t0 = p.clock.t_ms
+        _refusal(p.han)
+        async with p.han._send_lock:
+            await p.han._do_resends()
+        named = han_named(p.han)
+        assert len(p.on_air) == 1 and (named["resent"], named["resend_dropped"], named["resend_failed"]) == (0, 1, 0)
+        assert 5000 <= p.clock.t_ms - t0 < 6000, p.clock.t_ms - t0    # dropped once it expired
+        assert p.han._recent == [] and p.han._rejected == {}            # nothing held for it
+        p.clock.advance(p.rig.relay.budget_s * 1000)
+        p.rig.relay.check_timers()
+        e = p.rig.journal.by_id[id]
+        assert e.state == J.TIMED_OUT and e.resends == 0 and _statuses(p, id)[-1] == "timeout"
+        assert len(p.on_air) == 1
+    finally:
+        p.close()
+
+
+async def test_a_resend_whose_budget_ends_while_it_waits_leaves_it_to_the_relays_copy():
+    # r10-1: at 0.01/s (100 s a token), the house loop running: the command's budget (25 s)
+    # ends while its resend waits: the relay queues its copy, and the HAN drops its resend
+    # (the message went twice, the HAN's resend at 100 s after the relay's copy, or after
+    # its "timeout" had an expiry passed). The copy is the only second one on air
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=0.01)
+    try:
+        id = await p.command(False)
+        t0 = p.clock.t_ms
+        _refusal(p.han)
+        _house_during_pace(p)
+        async with p.han._send_lock:
+            await p.han._do_resends()
+        e = p.rig.journal.by_id[id]
+        assert len(p.on_air) == 1 and han_named(p.han)["resend_dropped"] == 1
+        assert e.state == J.QUEUED and e.resends == 1
+        assert p.clock.t_ms - t0 <= (p.rig.relay.budget_s + 1) * 1000     # not a token's 100 s
+        await _dispatch(p)                                                 # the relay's copy
+        assert len(p.on_air) == 2 and p.on_air[1][1] == p.on_air[0][1] and e.state == J.SENDING
+    finally:
+        p.close()
+
+
+async def test_a_resend_of_a_command_answered_while_it_waits_is_not_sent():
+    # r10-1: the response comes while the resend waits for its token (the refusal was
+    # stale, or forged): the meter has the command, the HAN does not send it again
+    p = _Paced()
+    paced_sleep = refusals.sleep_ms
+
+    async def sleep_and_answer(ms):
+        if len(p.rig.relay.to_publish) < 3:
+            p.rig.relay.on_han_message(response_to(p.on_air[0][1]))
+        await paced_sleep(ms)
+
+    try:
+        id = await p.command(False)
+        _refusal(p.han)
+        refusals.sleep_ms = sleep_and_answer
+        async with p.han._send_lock:
+            await p.han._do_resends()
+        assert _statuses(p, id)[-1] == "response"
+        assert len(p.on_air) == 1 and han_named(p.han)["resend_dropped"] == 1
+    finally:
+        p.close()
+
+
+async def test_a_resend_of_a_command_the_relay_hands_over_again_as_its_copy_is_not_sent():
+    # r10-1: the command's budget ends while its resend sleeps for a token, and within that
+    # sleep the relay queues its copy and dispatches it (a token came): the copy waits for
+    # the send lock the resend holds. The resend sees a command "sending" again, but the
+    # relay's own copy of it (Relay._handing): not sent, or the message would go three times
+    import asyncio
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=0.01)
+    paced_sleep = refusals.sleep_ms
+    copy = []
+
+    async def sleep_then_copy(ms):
+        await paced_sleep(ms)
+        if not copy and p.clock.t_ms - t0 >= p.rig.relay.budget_s * 1000:
+            p.rig.relay.check_timers()              # the budget ended: its copy queued
+            assert e.state == J.QUEUED
+            p.clock.advance(100000)                 # a token for it
+            copy.append(asyncio.create_task(p.rig.relay.dispatch_once()))
+            for _ in range(5):
+                await asyncio.sleep(0)              # _send: "sending", then the HAN's lock
+            assert e.state == J.SENDING and p.rig.relay._handing == e.seq
+
+    try:
+        id = await p.command(False)
+        e = p.rig.journal.by_id[id]
+        t0 = p.clock.t_ms
+        _refusal(p.han)
+        refusals.sleep_ms = sleep_then_copy
+        async with p.han._send_lock:
+            await p.han._do_resends()
+        assert copy and han_named(p.han)["resend_dropped"] == 1 and len(p.on_air) == 1
+        assert await copy[0] == 0                   # the copy goes once the lock is free
+        assert [a[1] for a in p.on_air] == [p.on_air[0][1]] * 2 and e.resends == 1
+        assert e.state == J.SENDING and p.rig.relay._handing is None
+    finally:
+        p.close()
+
+
+async def _behind_a_slow_round(p, expires_in=None):
+    # 0.01/s (100 s a token), the house loop running: A to one meter, refused by the CH;
+    # N to another from the same originator, dispatched at its token (100 s on): han.send
+    # runs A's round first (A's budget ended meanwhile: dropped), then waits for a token of
+    # N's originator again (100 s: the dropped resend's wait went by). Returns N's id
+    await p.command(False, METERS[0])
+    _refusal(p.han)
+    p.counter += 1
+    n = "c%d" % p.counter
+    res = await p.rig.submit(n, p.counter, expires=None if expires_in is None else p.clock.time() + expires_in)
+    assert res["status"] == "accepted", res
+    _house_during_pace(p)
+    await _dispatch(p)
+    return n
+
+
+async def test_a_command_waiting_behind_paced_resends_is_not_sent_twice():
+    # r10-2: N's 25 s budget ran out while han.send held it (100 s): the relay queued it for
+    # a copy, then han.send sent N, and the dispatch its copy (N twice on air, a copy of
+    # MAX_RESENDS used up). Its budget now runs once the HAN link has it
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=0.01)
+    try:
+        t_dispatch = p.clock.t_ms + 100000
+        n = await _behind_a_slow_round(p)
+        e = p.rig.journal.by_id[n]
+        n_bytes = p.on_air[-1][1]
+        assert p.clock.t_ms - t_dispatch >= 100000                # N waited a token in han.send
+        assert e.state == J.SENDING and e.resends == 0 and _statuses(p, n) == ["accepted", "relayed"]
+        assert p.clock.diff(p.rig.relay._deadline[e.seq], p.clock.ms()) == p.rig.relay.budget_s * 1000
+        p.clock.advance(p.rig.relay.budget_s * 1000 - 1000)
+        p.rig.relay.check_timers()
+        assert e.state == J.SENDING                                # its budget is not over yet
+        assert [a[1] for a in p.on_air].count(n_bytes) == 1
+        p.clock.advance(1000)
+        p.rig.relay.check_timers()
+        assert e.state == J.QUEUED and e.resends == 1              # now it is: one copy, later
+    finally:
+        p.close()
+
+
+async def test_a_command_that_expires_behind_paced_resends_is_not_sent():
+    # r10-2: N expires 50 s after its dispatch, while han.send waits behind the round (100
+    # s): its second pace raises E_EXPIRED, N is never on air and fails E_EXPIRED, as the
+    # dispatch fails one that expired in the queue (it went 50 s after its expiry)
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=0.01)
+    try:
+        n = await _behind_a_slow_round(p, expires_in=150)
+        e = p.rig.journal.by_id[n]
+        assert len(p.on_air) == 1                                  # A only
+        assert e.state == J.FAILED and e.error == "E_EXPIRED" and _statuses(p, n)[-1] == "failed"
+        named = han_named(p.han)
+        assert (named["sent"], named["send_failed"]) == (1, 0)     # nothing of N went, nor failed
+        assert p.rig.relay.counters[8] == 0                        # not a link's retry
+        assert not p.rig.relay.in_flight and p.rig.relay._handing is None
+    finally:
+        p.close()
+
+
+async def test_a_copy_that_expires_behind_paced_resends_times_out():
+    # r10-2, a copy: the first went and may have executed, so one expiring behind the
+    # round is not "failed ... never relayed" but "timeout", as requeue rules
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=0.01)
+    try:
+        n = await p.command(False, expires=p.clock.time() + 250)   # N to the ESME, at T0
+        e = p.rig.journal.by_id[n]
+        await p.command(False, METERS[0])       # A, at T0 + 100 s (the originator's token)
+        _refusal(p.han)
+        p.clock.advance(100000)                 # T0 + 200 s
+        p.rig.relay.check_timers()              # N's budget over: its copy queued (A's too)
+        assert e.state == J.QUEUED and e.resends == 1
+        _house_during_pace(p)
+        await _dispatch(p)                      # N's copy behind the round, then a token
+        assert e.state == J.TIMED_OUT and _statuses(p, n)[-1] == "timeout"
+        assert [a[1] for a in p.on_air].count(p.on_air[0][1]) == 1   # the copy never went
+        assert han_named(p.han)["resend_dropped"] == 1
+    finally:
+        p.close()
+
+
+async def test_a_send_behind_paced_resends_has_its_whole_send_timeout():
+    # r10-3: han.send's deadline (send_timeout_s) was taken before the paced round and its
+    # second pace (100 s here): N reached _send_message past it, and a transient refusal of
+    # the module (no buffers, for now), which a fresh deadline retries, failed it at once
+    from ppmid.zigbee import han as H
+    p = _Paced(rate_per_s=0.01)
+    real_ticks = H.ticks_ms
+    H.ticks_ms = p.clock.ms           # the HAN's deadlines on the fake clock too
+    left = []
+    recorder = p.han._send_message
+
+    async def send_message(data, deadline):
+        left.append(H.ticks_diff(deadline, H.ticks_ms()))
+        await recorder(data, deadline)
+
+    p.han._send_message = send_message
+    try:
+        await _behind_a_slow_round(p)
+        assert len(p.on_air) == 2 and left[-1] == int(p.han.send_timeout_s * 1000), left
+    finally:
+        H.ticks_ms = real_ticks
+        p.close()
+
+
+async def test_a_refusal_that_came_while_a_resend_waited_is_charged_to_a_frame_sent_before_it():
+    # r10-4: A, then B through one tunnel; the CH refuses both, the second refusal arriving
+    # while B's resend waits for its token. It names a frame the CH had when it came (A's),
+    # never B's resend sent after it: A goes again (before, B three times and A never)
+    p = _Paced()
+    paced_sleep = refusals.sleep_ms
+    fired = []
+
+    async def sleep_and_refuse(ms):
+        if not fired:
+            fired.append(1)
+            _refusal(p.han)          # the CH's second TransferDataError, for A
+        await paced_sleep(ms)
+
+    try:
+        await p.command(False, METERS[0])    # A
+        await p.command(False, METERS[1])    # B
+        a, b = [x[1] for x in p.on_air]
+        _refusal(p.han)                      # the first, for B (the newest)
+        refusals.sleep_ms = sleep_and_refuse
+        async with p.han._send_lock:
+            await p.han._do_resends()        # B, paced; the second refusal meanwhile
+        assert fired and p.han._rejected
+        async with p.han._send_lock:
+            await p.han._do_resends()        # A
+        assert ["A" if x[1] == a else "B" for x in p.on_air] == ["A", "B", "B", "A"]
+        named = han_named(p.han)
+        assert (named["rejected_by_ch"], named["resent"], named["resend_dropped"]) == (2, 2, 0)
+        assert [r[1] for r in p.han._recent] == [b, a]         # held again, in the order sent
+    finally:
+        p.close()
+
+
+async def test_a_top_up_after_a_refused_command_is_never_two_frames_in_a_token():
+    # r10-5: A to the ESME (answered), then the CH refuses A while a top-up for the ESME is
+    # dispatched: the top-up (its tokens taken at dispatch, then waiting for the send lock)
+    # followed A's paced resend at once, two frames to the meter in one token. A's resend
+    # is no longer sent (its command is over: r10-1), and a resend of one still waiting for
+    # its response holds the meter (one command in flight a meter), so no top-up to it can
+    # be behind it
+    import asyncio
+    from test_relay_support import Rig, KEY
+    from test_topup import topup_config, make
+    from ppmid import topup
+    p = _Paced(real_ms=20)
+    p.rig.journal.close()
+    p.rig = Rig(cfg=topup_config(rate_per_s=2.0, burst=1, queue=32), han=p.han)
+    p.clock = p.rig.clock
+    p.han._up = p.han._net_up = True
+    p.han._link.connected = True
+    p.han._max_payload = 100
+
+    async def send_zcl(dest, zcl, cluster=None, endpoint=None, *a):
+        p.on_air.append((p.clock.t_ms, "topup"))
+
+    p.han._send_zcl = send_zcl
+    task = asyncio.create_task(p.han._resend_loop())
+    try:
+        await p.command()                       # A to the ESME, answered
+        _refusal(p.han)
+        for _ in range(200):                    # the resend task takes the lock, A's resend waits
+            if p.han._send_lock.locked():
+                break
+            await sleep_ms(5)
+        res = await p.rig.accept_env(topup.sign(KEY, "t-1", make(value=250), ESME, None))
+        assert res["status"] == "accepted", res
+        await _dispatch(p)
+        assert [x if x == "topup" else "A" for _, x in p.on_air] == ["A", "topup"]
+        assert p.gaps()[-1] >= PACE_MS and han_named(p.han)["resend_dropped"] == 1
+    finally:
+        task.cancel()
+        await sleep_ms(0)
+        p.close()
+

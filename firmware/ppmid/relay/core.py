@@ -431,11 +431,16 @@ class Relay:
         self.journal.sending(e, now_s + self.budget_s)  # on flash before the HAN has it
         self._room.set()
         now = self.clock.ms()
-        self._deadline[e.seq] = self.clock.add(now, self.budget_s * 1000)
         self.target_buckets.take(e.target, now)
         self.originator_buckets.take(e.originator, now)
         self.in_flight[e.target] = e.seq
         self._corr[e.key()] = e
+        # its response budget starts once the HAN link has it, not while the link holds it
+        # (behind the CH's refused messages, each at the pace; review r10-2: it was queued
+        # for a copy meanwhile): check_timers skips it until then (a send that may have
+        # reached the CH and failed: send_failed starts it; one cancelled: its budget on
+        # flash, from the sending record, ends it)
+        self._handing = e.seq
         try:
             if e.topup:
                 await self.topups().send(e, body)
@@ -445,18 +450,24 @@ class Relay:
             from ppmid.relay import refusals
             refusals.send_failed(self, e, exc)
             return
+        finally:
+            self._handing = None
+        if e.state == J.SENDING:
+            self._deadline[e.seq] = self.clock.add(self.clock.ms(), self.budget_s * 1000)
         self._retry.pop(e.target, None)
         self.counters[_C_RELAYED] += 1
         # a fast response may already have overtaken us; a copy was "relayed" already
         if e.state == J.SENDING and self._status.get(e.seq) != "relayed":
             self._emit(e, "relayed")
 
-    def pace(self, buf):
+    def pace(self, buf, new=0):
         """The pace of a command's message buf that the HAN link sends again, the CH having
-        refused it (zigbee/han.py send's `pace`, review r6-4): relay/refusals.py's (a
-        coroutine: the HAN awaits it)."""
+        refused it, or (new 1) of one it sends after such resends (zigbee/han.py send's
+        `pace`, review r6-4): relay/refusals.py's (a coroutine: the HAN awaits it; True:
+        it may go; False: no more, its command is over; E_EXPIRED raised: a new one expired
+        meanwhile)."""
         from ppmid.relay import refusals
-        return refusals.pace(self, buf)
+        return refusals.pace(self, buf, new)
 
     def _failed(self, e, code, value, said=None):
         # the command fails (relay/refusals.py's fail) with the sentence of the check that
@@ -561,7 +572,7 @@ class Relay:
             if r[0] is not None and not 0 < self.clock.diff(r[0], now) <= _RETRY_MAX_MS:
                 r[0] = None   # passed (a tick wrapped since reads beyond any backoff)
         for e in self.journal.entries():
-            if e.state == J.SENDING:
+            if e.state == J.SENDING and e.seq != self._handing:   # (_send: why)
                 d = self._deadline.get(e.seq)
                 over = self.clock.diff(now, d) >= 0 if d is not None else now_s >= e.deadline
                 if over:

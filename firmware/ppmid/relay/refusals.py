@@ -195,18 +195,44 @@ async def wait_for_room(relay, env):
     relay.log("info", "%s waited %d ms for room in the queue" % (env.id, ticks_diff(ticks_ms(), t0)))
 
 
-async def pace(relay, buf):
-    """Returns once the command in buf (one the CH refused, which the HAN link sends again:
-    zigbee/han.py) may go at the relay's pace: a token in both its target's and its
-    originator's bucket, as for any command (dispatch_once); takes them. Review r6-4:
-    before, each refusal sent up to 8 messages at once, outside limits.rate_per_s/burst."""
+def _wanted(relay, e, new):
+    # whether command e's message may still go, as the relay would send it itself: not past
+    # its expiry (its clock lost: not known, so not for a resend; a new one, which dispatch
+    # checked, goes), and for a resend, e still waiting for its response (not answered,
+    # timed out, requeued) and not being handed to the HAN again as a copy (review r10-1)
+    x = e.expires
+    clock = relay.clock
+    if x is not None and (clock.time() >= x if clock.is_set() else not new):
+        if new:
+            raise PpmidError(E_EXPIRED, "expired at %d while the HAN link sent the CH's refused messages "
+                                        "first: not relayed" % x)
+        return False
+    return new or (e.state == J.SENDING and e.seq != relay._handing)
+
+
+async def pace(relay, buf, new=0):
+    """Relay.pace: the command whose message is buf (one the CH refused, which the HAN link
+    sends again: zigbee/han.py; new 1: one of ours the HAN sends after such resends) at the
+    relay's pace: a token in both its target's and its originator's bucket, as for any
+    command (dispatch_once); takes them and returns True. Review r6-4: before, each refusal
+    sent up to 8 messages at once, outside limits.rate_per_s/burst.
+
+    Judged before each wait too (review r10-1, r10-2): a resend (new 0) the relay would
+    not send itself any more returns False at once (_wanted); a new one (new 1) that
+    expired meanwhile raises E_EXPIRED, which send_failed then fails. A message of a
+    command the relay does not hold: False, and no token (nothing of ours to pace)."""
     m = relay.decode(buf)
-    target = bytes(m.recipient)
-    orig = bytes(m.originator)
+    e = relay._corr.get(J.response_key(m.recipient, m.originator, m.counter_bytes))
     m = None
+    if e is None:
+        return False   # answered and forgotten, or never ours
+    target = e.target
+    orig = e.originator
     while True:
         # the dispatch loop waits behind this (for the HAN's send lock): paced, not stalled
         relay._beat("dispatch")
+        if not _wanted(relay, e, new):
+            return False
         now = relay.clock.ms()
         w = relay.target_buckets.wait_ms(target, now)
         wo = relay.originator_buckets.wait_ms(orig, now)
@@ -217,6 +243,7 @@ async def pace(relay, buf):
         await sleep_ms(w if w < 1000 else 1000)
     relay.target_buckets.take(target, now)
     relay.originator_buckets.take(orig, now)
+    return True
 
 
 def refused(relay, env, exc, via):
@@ -314,11 +341,20 @@ def send_failed(relay, e, exc):
         e.error = code
         relay.log("warn", "%s not relayed (%s): retry in %d ms" % (e.id, code, backoff))
         return
+    if code == E_EXPIRED and e.state == J.SENDING:
+        # it expired while the HAN link sent the CH's refused messages first (pace):
+        # never relayed, failed as dispatch fails it (a copy of one that went: timeout)
+        _release(relay, e)
+        relay._failed(e, E_EXPIRED, e.expires)
+        return
     counters[_C_SEND_ERRORS] += 1
     if code in PERMANENT and e.state == J.SENDING:
         _release(relay, e)
         fail(relay, e, code, "the HAN link refused it: %s" % (getattr(exc, "message", exc),))
         return
-    # anything else may have reached the CH: never resend, wait for the budget
+    # anything else may have reached the CH: never resend, wait for the budget, from now
+    # (check_timers left it alone while the HAN held it: core._send)
+    if e.state == J.SENDING:
+        relay._deadline[e.seq] = relay.clock.add(relay.clock.ms(), relay.budget_s * 1000)
     e.error = code or E_INTERNAL
     relay.log("warn", "%s: HAN send failed (%r); waiting for a response until its budget ends" % (e.id, exc))

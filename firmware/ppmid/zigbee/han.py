@@ -108,7 +108,13 @@ _C_RX_FRAGMENT_ACK_FAILED = const(19)
 _C_RX_FRAGMENTS_DROPPED = const(20)
 _C_RX_UNSECURED = const(21)
 _C_REPLIES_DROPPED = const(23)   # (22: rx_gbt_timeouts, gbcs/reassembly.py's)
-_COUNTERS = const(24)
+_C_RESEND_DROPPED = const(24)
+_COUNTERS = const(25)
+# messages handed to _send_message so far, by every HAN link (one on a board): each held
+# message's number, and a refusal's, which is charged only to messages numbered at or
+# below its own (review r10-4). A module global, not an attribute: one more on the
+# ZigbeeHan instance grew its dict by 96 bytes (47 -> 59 slots)
+_sends = 0
 
 
 class HanError(PpmidError):
@@ -165,25 +171,34 @@ class ZigbeeHan:
     async def send(self, dest, data, pace=None):
         """Send one GBCS message to the CH (dest None) through the tunnel. Returns when the
         NCP reported every piece delivered; raises HanError otherwise. pace: the sender's
-        pacing, kept with the message: `await pace(data)` before the message goes again
-        (the CH refused it) returns when it may (the relay's: relay/core.py Relay.pace)."""
+        pacing and judge, kept with the message: `await pace(data)` before the message goes
+        again (the CH refused it) returns True when it may, False when its sender no longer
+        wants it (not sent: resend_dropped); `await pace(data, 1)` before this message goes
+        after resends returns when it may, and raises when it may not (the relay's:
+        relay/core.py Relay.pace)."""
+        global _sends
         if dest not in (None, T.CH_NWK):
             raise HanError(E_HAN_DEST, _text(_S_DEST, (dest,)))
         if len(data) > self.max_message:
             raise HanError(E_HAN_TOO_BIG, _text(_S_TOO_BIG, (len(data), self.max_message)))
         data = bytes(data)
         c = self.counters
-        went = c[_C_RESENT] + c[_C_RESEND_FAILED]   # resends so far (a snapshot: below)
+        went = c[_C_RESENT] + c[_C_RESEND_FAILED] + c[_C_RESEND_DROPPED]   # resends so far (a snapshot: below)
         async with self._send_lock:
             deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
             await self._wait_ready(deadline)
             if self._rejected:
                 await self._do_resends()  # what the CH refused earlier goes first
-            if pace is not None and c[_C_RESENT] + c[_C_RESEND_FAILED] != went:
+            if pace is not None and c[_C_RESENT] + c[_C_RESEND_FAILED] + c[_C_RESEND_DROPPED] != went:
                 # resends went while this one waited (here or in _resend_loop), each at the
                 # pace: the token its sender took went by meanwhile, so it waits for one
-                # again, or it would follow the last resend at once, beyond the burst
-                await pace(data)
+                # again, or it would follow the last resend at once, beyond the burst. Its
+                # sender judges it again too (1: a new message): one past its expiry
+                # meanwhile raises, and is not sent (review r10-2)
+                await pace(data, 1)
+            # its own send_timeout_s starts now, not before the paced wait (review r10-3)
+            deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
+            _sends += 1
             try:
                 await self._send_message(data, deadline)
             except HanError:
@@ -412,9 +427,13 @@ class ZigbeeHan:
                 # only for a tunnel a held message (or the one being sent) went through:
                 # another names nothing to send again, and would grow _rejected by a key
                 # per tunnel id named (any u16), so it holds at most _RECENT_MAX + 1
+                # With the count, the number of the newest message sent when it came: it
+                # names a frame the CH had then, never one sent after it (a resend that was
+                # waiting for its pace meanwhile: review r10-4)
                 self.counters[_C_REJECTED_BY_CH] += 1
                 if tid == self._sent_tid or any(r[0] == tid for r in self._recent):
-                    self._rejected[tid] = self._rejected.get(tid, 0) + 1
+                    k = self._rejected.get(tid)
+                    self._rejected[tid] = [k[0] + 1 if k else 1, _sends]
                     self._queued.set()
         self._update_status()
         if data is not None:
@@ -561,7 +580,7 @@ class ZigbeeHan:
         if data is None and not self._sent_pieces:
             return  # nothing of it is at the CH
         now = ticks_ms()
-        self._recent.append((self._sent_tid, data, now, self._sent_pieces, pace))
+        self._recent.append((self._sent_tid, data, now, self._sent_pieces, pace, _sends))
         self._prune(now)
 
     def _prune(self, now):
@@ -597,17 +616,19 @@ class ZigbeeHan:
 
     async def _do_resends(self):
         """Under the send lock: send again, oldest first, the messages the CH refused."""
+        global _sends
         todo = []
         for tid in self._rejected:
-            # the CH refused the newest k TransferData frames of this tunnel: the messages
-            # they make up, newest first; one refused only in part (some of its GBT blocks
-            # were taken) is never sent again: the meter may have those blocks
-            k = self._rejected[tid]
+            # the CH refused the newest k TransferData frames of this tunnel sent before the
+            # refusals came (up to message number n): the messages they make up, newest
+            # first; one refused only in part (some of its GBT blocks were taken) is never
+            # sent again: the meter may have those blocks
+            k, n = self._rejected[tid]
             i = len(self._recent)
             while k > 0 and i:
                 i -= 1
-                tunnel_id, message, sent_ms, pieces, pace = self._recent[i]
-                if tunnel_id != tid:
+                tunnel_id, message, sent_ms, pieces, pace, no = self._recent[i]
+                if tunnel_id != tid or no > n:
                     continue
                 if k < pieces:
                     self.counters[_C_RESEND_PARTIAL] += 1
@@ -632,10 +653,15 @@ class ZigbeeHan:
         for r in again:
             try:
                 # at the relay's pace, as any command (review r6-4: a CH that refuses, or a
-                # node forging its refusals, had each refusal send up to 8 messages at once)
-                if r[4] is not None:
-                    await r[4](r[1])
+                # node forging its refusals, had each refusal send up to 8 messages at once).
+                # Its sender may say no (False): its command is over meanwhile (answered,
+                # timed out, expired) or the relay sends a copy of it itself (review r10-1):
+                # not sent, and nothing held (the CH took nothing)
+                if r[4] is not None and not await r[4](r[1]):
+                    self.counters[_C_RESEND_DROPPED] += 1
+                    continue
                 deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
+                _sends += 1
                 await self._send_message(r[1], deadline)
                 self.counters[_C_RESENT] += 1
                 self._remember(r[1], r[4])

@@ -14,7 +14,7 @@ HAN = ("sent", "send_failed", "send_retries", "fragments_tx", "gbt_blocks_tx", "
        "rx_dropped", "rx_fragments", "rx_fragment_timeouts", "rx_not_tunnel", "rx_gbt_blocks",
        "resets", "callbacks_unknown", "rejected_by_ch", "resent", "resend_failed",
        "delivery_unknown", "resend_partial", "rx_fragment_acks", "rx_fragment_ack_failed",
-       "rx_fragments_dropped", "rx_unsecured", "rx_gbt_timeouts", "replies_dropped")
+       "rx_fragments_dropped", "rx_unsecured", "rx_gbt_timeouts", "replies_dropped", "resend_dropped")
 # zigbee/tunnel.py's TunnelServer.counters (zigbee/tunnel_control.py counts in it too)
 TUNNEL = ("requests", "opened", "refused", "closed", "rx_data", "tx_data", "rx_transfer_errors",
           "tx_transfer_errors", "bad_zcl", "unknown_commands", "not_ch", "unhandled")

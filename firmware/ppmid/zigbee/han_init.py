@@ -64,12 +64,14 @@ def _set_up(han, reader, writer, config, log, on_status, n_counters, ack_slots):
     # The messages the CH confirmed lately, oldest first, each sent again if the CH
     # refuses it after all (TransferDataError; _do_resends): (tunnel id it went through,
     # message, sent_ms, pieces: the TransferData frames it took, GBT blocks or 1,
-    # pace: what send() was handed to pace a resend, or None).
+    # pace: what send() was handed to pace a resend, or None, and the message's number
+    # among the sends (han.py's _sends), so that a refusal is charged only to messages
+    # sent before it came).
     # message None: a send that failed once its last TransferData may have reached the
     # CH; it holds its place, never sent again. Tuples compare by value: taken out by
     # index or identity only (two could be equal)
     han._recent = []
-    han._rejected = {}            # tunnel id -> TransferDataErrors the CH sent for it
+    han._rejected = {}            # tunnel id -> [TransferDataErrors the CH sent for it, _sends then]
     # APS acknowledgements of incoming fragments: a small ring of sendReply parameter
     # blocks in one buffer, filled by the (synchronous) receive callback, sent by _ack_loop
     han._acks = memoryview(bytearray(ack_slots * E.SEND_REPLY_ACK_LEN))
