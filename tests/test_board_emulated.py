@@ -279,6 +279,35 @@ def test_a_ctrl_c_that_lands_in_the_garbage_collector_leaves_the_board_at_the_re
         assert "heap is locked" not in text and text.count("collecting") == 1, text[-2000:]
 
 
+def test_a_ctrl_c_in_the_garbage_collector_during_an_images_first_boot_keeps_that_image(tmp_path):
+    """What the crash above did to an image update (test_e2e_update_image.py, a deploy
+    during probation, 1 run in some tens): the chip that died of a deploy probe's Ctrl-C was
+    restarted as after a hard reset, the bootloader's step rolled the image on probation
+    back, and the deploy went through and dropped the update's result. At the REPL after
+    the Ctrl-C, the image is still in its first boot, pending verification."""
+    otadata = emuboard._otadata_module()
+    with EmulatedBoard(tmp_path) as b:
+        b.wait_for(r"flash: formatted", since=0)
+        b.exec("with open('/main.py', 'w') as f: f.write(%r)" % GC_BOUND_MAIN)
+        landed = 0
+        for _ in range(3):
+            # what an image update's switch leaves (set_boot): the next hard reset boots ota_1
+            with open(os.path.join(b.state_dir, "otadata"), "wb") as f:
+                f.write(otadata.dump(otadata.set_boot(otadata.initial(), "ota_1", "ota_0")))
+            mark = b.mark()
+            b.reset()
+            b.wait_for(r"collecting", since=mark)
+            assert "at the REPL" in b.exec("print('at the REPL')")
+            with open(os.path.join(b.state_dir, "otadata"), "rb") as f:
+                rec = otadata.parse(f.read(otadata.RECORD))
+            text = b.console_bytes()[mark:].decode("utf-8", "replace")
+            assert "was not marked valid" not in text, text[-2000:]
+            assert rec["boot"] == "ota_1" and rec["state"] == "pending_verify", (rec, text[-2000:])
+            assert b.state()["ota"]["running"] == "ota_1"
+            landed += "Ctrl-C landed in the unix port's garbage collector" in text
+        assert landed >= 1
+
+
 def test_repl_baud_moves_the_console_at_a_uarts_pace_and_loses_nothing(tmp_path):
     # 24,000 bytes printed at 115,200 baud (8N1: 11,520 bytes/s) cannot arrive in less than
     # ~2.1 s, whatever the host's speed; unthrottled the ptys move them in a few ms. What
