@@ -280,11 +280,12 @@ def test_a_ctrl_c_that_lands_in_the_garbage_collector_leaves_the_board_at_the_re
 
 
 def test_a_ctrl_c_in_the_garbage_collector_during_an_images_first_boot_keeps_that_image(tmp_path):
-    """What the crash above did to an image update (test_e2e_update_image.py, a deploy
-    during probation, 1 run in some tens): the chip that died of a deploy probe's Ctrl-C was
-    restarted as after a hard reset, the bootloader's step rolled the image on probation
-    back, and the deploy went through and dropped the update's result. At the REPL after
-    the Ctrl-C, the image is still in its first boot, pending verification."""
+    """What the crash above does to an image update: the chip that died of a deploy probe's
+    Ctrl-C was restarted as after a hard reset, the bootloader's step rolled the image on
+    probation back, and the deploy (not refused, the probation gone) went through and
+    dropped the update's result: the sender's 240 s stall at `switching` seen in
+    test_e2e_update_image.py's deploy during probation. At the REPL after the Ctrl-C, the
+    image is still in its first boot, pending verification."""
     otadata = emuboard._otadata_module()
     with EmulatedBoard(tmp_path) as b:
         b.wait_for(r"flash: formatted", since=0)
