@@ -50,6 +50,10 @@ EXIT_SOFT_RESET = 0      # Ctrl-D at the REPL, sys.exit(0), mpremote soft-reset
 EXIT_RESET = 3           # machine reset requested by the firmware (Board.reset())
 EXIT_WATCHDOG = 4        # watchdog expired (the supervisor killed the chip)
 EXIT_RESET_BUTTON = 5    # `ppmid board reset` / EmulatedBoard.reset()
+# not a reboot: the ROM (board_scripts/rom.py _INTERRUPTED) found that a Ctrl-C landed in
+# the unix port's garbage collector, which left the heap locked; the chip starts again at
+# the REPL, as an ESP32's Ctrl-C leaves it (Supervisor._restart_at_repl)
+EXIT_INTERRUPTED = 6
 UART_BUFFER_LIMIT = 65536  # bytes queued towards a pty nobody reads before they are dropped
 # how long a full pty may take nothing before nobody is deemed to read it: a reader on a
 # loaded host is descheduled now and then, and mpremote reads a byte a call, slower than a
@@ -413,6 +417,9 @@ class Supervisor:
         # raw-REPL banner until the host's Ctrl-B. A soft reset keeps it (as on an ESP32,
         # whose soft reset returns to the raw REPL and skips main.py); other resets clear it.
         self.raw_repl = False
+        # whether the host's last word was to enter the raw REPL (Ctrl-A after any Ctrl-B):
+        # what mpremote types right after its Ctrl-C, for _restart_at_repl
+        self.raw_asked = False
         self._chip_tail = b""      # the end of the chip's output, for a banner split in two reads
         self._raw_boot = None      # chip output held back while a soft reset returns to raw REPL
         self._raw_boot_asked = False
@@ -651,8 +658,11 @@ class Supervisor:
 
     # -- the console: raw-REPL mode across soft resets
     def _from_host(self, data):
-        if data.rfind(CTRL_B) > data.rfind(CTRL_A):
+        a, b = data.rfind(CTRL_A), data.rfind(CTRL_B)
+        if b > a:
             self.raw_repl = False
+        if a != b:
+            self.raw_asked = a > b
 
     def _from_chip(self, data):
         seen = self._chip_tail + data
@@ -691,18 +701,25 @@ class Supervisor:
         self._console_note("soft reset: no raw REPL (%s)" % why)
 
     # -- the chip
-    def _spawn(self, raw_repl=False):
+    def _spawn(self, raw_repl=False, interrupted=False):
+        """Start the chip. interrupted: again at the REPL after a Ctrl-C that landed in the
+        unix port's GC (_restart_at_repl): no reboot, so no bootloader step, and the
+        watchdog the app armed runs on, as through an ESP32's Ctrl-C."""
         termios.tcsetattr(self.inner_slave, termios.TCSANOW, self.inner_attrs)
         termios.tcflush(self.inner_slave, termios.TCIFLUSH)
-        self.wdt_timeout = self.wdt_deadline = None
+        if not interrupted:
+            self.wdt_timeout = self.wdt_deadline = None
         self.kill_reason = None
         self._drain_hw()
         self.spawned_at = time.time()
-        if self.last_reason != "soft_reset" or self.ota_running is None:
+        if not interrupted and (self.last_reason != "soft_reset" or self.ota_running is None):
             self._ota_boot()  # the bootloader runs at a hard reset, not at a soft one
         self._write_state()  # the ROM reads board.json (restarts, ptys) at boot
         env = dict(os.environ, EMUBOARD_DIR=self.state_dir)
         env.pop("EMUBOARD_RAW_REPL", None)
+        env.pop("EMUBOARD_INTERRUPTED", None)
+        if interrupted:  # the ROM skips main.py: the Ctrl-C stopped the app
+            env["EMUBOARD_INTERRUPTED"] = "1"
         if raw_repl:  # the ROM skips main.py, as the ESP32 port does in raw-REPL mode
             env["EMUBOARD_RAW_REPL"] = "1"
             self._raw_boot = bytearray()
@@ -723,7 +740,31 @@ class Supervisor:
             start_new_session=True, preexec_fn=make_ctty, close_fds=True)
         self._write_state()
 
+    def _restart_at_repl(self):
+        """The ROM found that a Ctrl-C landed in the unix port's garbage collector (rom.py
+        _INTERRUPTED: MICROPY_ASYNC_KBD_INTR raises KeyboardInterrupt from the SIGINT
+        handler wherever the C code is; there it left the heap locked, and the chip died of
+        it, a crash taken for a hard reset). An ESP32's Ctrl-C stops main.py at a bytecode
+        and leaves the board at the REPL, not reset: the chip starts again there (main.py not
+        run, boot.py run again), with no bootloader step, the RTC and the armed watchdog as
+        they were, not counted in restarts nor in last_reason. The host's Ctrl-A that came
+        with its Ctrl-C (mpremote entering the raw REPL) went with the old chip's input: it
+        is typed again at the first prompt, as after a soft reset in raw-REPL mode."""
+        console = self.links[0]
+        console.drain(console.fds[0])
+        self._end_raw_boot("the chip exited first")
+        self.proc = None
+        if self.stopping:
+            return
+        raw_repl, self.raw_repl = self.raw_asked, False
+        self._console_note("Ctrl-C landed in the unix port's garbage collector (heap locked): the chip starts "
+                           "again at the REPL, as an ESP32's Ctrl-C leaves it (not a reboot)")
+        self._spawn(raw_repl=raw_repl, interrupted=True)
+
     def _reaped(self, code):
+        if self.kill_reason is not None and self.kill_reason[0] == "interrupted":
+            self._restart_at_repl()
+            return
         if self.kill_reason is not None:
             reason, code = self.kill_reason
         elif code == EXIT_SOFT_RESET:
@@ -789,7 +830,8 @@ class Supervisor:
                 self.rtc_ms = int(arg)
             elif cmd == b"R":
                 code = int(arg or EXIT_RESET)
-                self._kill_chip("soft_reset" if code == 0 else "reset", code)
+                self._kill_chip("soft_reset" if code == 0 else "interrupted" if code == EXIT_INTERRUPTED else "reset",
+                                code)
 
     def _pump(self, timeout):
         end = time.monotonic() + timeout

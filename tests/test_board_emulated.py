@@ -232,6 +232,83 @@ def test_app_crash_reboots_the_board(tmp_path):
         assert b.state()["last_reason"] == "reset"
 
 
+# a main.py that spends nearly all its time in the garbage collector: a Ctrl-C lands there
+GC_BOUND_MAIN = ("import gc\nkeep = [bytearray(64) for i in range(2000)]\nprint('collecting')\n"
+                 "while True:\n    gc.collect()\n")
+
+
+def test_a_ctrl_c_that_lands_in_the_garbage_collector_leaves_the_board_at_the_repl(tmp_path):
+    """The unix port raises a Ctrl-C's KeyboardInterrupt from its SIGINT handler wherever its
+    C code is: one that landed in the garbage collector left the heap locked, the chip died
+    ("heap is locked", a crash), and the supervisor took that for a hard reset: the
+    bootloader's step rolled back an image on probation under a deploy's probe, and mpremote
+    got no REPL. An ESP32's Ctrl-C stops main.py and leaves the board at the REPL: so does
+    the emulated board's, with no reboot (restarts and last_reason as they were) and main.py
+    not run again, for mpremote (raw REPL) and for a person at a terminal (friendly REPL)."""
+    with EmulatedBoard(tmp_path) as b:
+        b.wait_for(r"flash: formatted", since=0)
+        b.exec("with open('/main.py', 'w') as f: f.write(%r)" % GC_BOUND_MAIN)
+        landed = 0
+        for _ in range(3):
+            mark = b.mark()
+            b.reset()
+            b.wait_for(r"collecting", since=mark)
+            restarts = b.restarts
+            assert "at the REPL" in b.exec("print('at the REPL')")
+            assert b.exec("print(1 + 1)").strip() == "2"  # and it stays there
+            text = b.console_bytes()[mark:].decode("utf-8", "replace")
+            assert "heap is locked" not in text and "reboot: crash" not in text, text[-2000:]
+            assert text.count("collecting") == 1, text[-2000:]  # main.py did not run again
+            st = b.state()
+            assert st["restarts"] == restarts and st["last_reason"] == "reset_button", st
+            landed += "Ctrl-C landed in the unix port's garbage collector" in text
+        assert landed >= 1  # the Ctrl-C did land in the collector (nearly always, with this main.py)
+        # a person's Ctrl-C at a terminal, no raw REPL asked for: the friendly REPL answers
+        mark = b.mark()
+        b.reset()
+        b.wait_for(r"collecting", since=mark)
+        fd = os.open(b.repl, os.O_RDWR | os.O_NOCTTY)
+        try:
+            os.write(fd, b"\x03")
+            b.wait_for(r">>> ", since=mark)
+            os.write(fd, b"print(6 * 7)\r")
+            b.wait_for(r"\b42\b", since=mark)
+        finally:
+            os.close(fd)
+        text = b.console_bytes()[mark:].decode("utf-8", "replace")
+        assert "heap is locked" not in text and text.count("collecting") == 1, text[-2000:]
+
+
+def test_a_ctrl_c_in_the_garbage_collector_during_an_images_first_boot_keeps_that_image(tmp_path):
+    """What the crash above does to an image update: the chip that died of a deploy probe's
+    Ctrl-C was restarted as after a hard reset, the bootloader's step rolled the image on
+    probation back, and the deploy (not refused, the probation gone) went through and
+    dropped the update's result: the sender's 240 s stall at `switching` seen in
+    test_e2e_update_image.py's deploy during probation. At the REPL after the Ctrl-C, the
+    image is still in its first boot, pending verification."""
+    otadata = emuboard._otadata_module()
+    with EmulatedBoard(tmp_path) as b:
+        b.wait_for(r"flash: formatted", since=0)
+        b.exec("with open('/main.py', 'w') as f: f.write(%r)" % GC_BOUND_MAIN)
+        landed = 0
+        for _ in range(3):
+            # what an image update's switch leaves (set_boot): the next hard reset boots ota_1
+            with open(os.path.join(b.state_dir, "otadata"), "wb") as f:
+                f.write(otadata.dump(otadata.set_boot(otadata.initial(), "ota_1", "ota_0")))
+            mark = b.mark()
+            b.reset()
+            b.wait_for(r"collecting", since=mark)
+            assert "at the REPL" in b.exec("print('at the REPL')")
+            with open(os.path.join(b.state_dir, "otadata"), "rb") as f:
+                rec = otadata.parse(f.read(otadata.RECORD))
+            text = b.console_bytes()[mark:].decode("utf-8", "replace")
+            assert "was not marked valid" not in text, text[-2000:]
+            assert rec["boot"] == "ota_1" and rec["state"] == "pending_verify", (rec, text[-2000:])
+            assert b.state()["ota"]["running"] == "ota_1"
+            landed += "Ctrl-C landed in the unix port's garbage collector" in text
+        assert landed >= 1
+
+
 def test_repl_baud_moves_the_console_at_a_uarts_pace_and_loses_nothing(tmp_path):
     # 24,000 bytes printed at 115,200 baud (8N1: 11,520 bytes/s) cannot arrive in less than
     # ~2.1 s, whatever the host's speed; unthrottled the ptys move them in a few ms. What

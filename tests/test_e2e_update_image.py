@@ -302,6 +302,9 @@ def test_a_deploy_during_an_images_probation_is_refused_and_the_update_still_get
                 seen["refused"] = exc
             seen["pointer"] = emu.board.exec("print(open('/upd/state.json').read())")
             seen["staging"] = emu.board.exec("import os\nprint(os.listdir('/'))")
+        except Exception as exc:  # shown with the sender's timeout, which it then explains
+            seen["error"] = exc
+            raise
         finally:
             emu.board.wifi(True)
             emu.board.reset()
@@ -309,7 +312,12 @@ def test_a_deploy_during_an_images_probation_is_refused_and_the_update_still_get
     def drop():
         emu.board.wifi(False)
         threading.Thread(target=deploy_in_first_boot, daemon=True).start()
-    st, s = _offer(emu, rel, on_switch=drop)
+    try:
+        st, s = _offer(emu, rel, on_switch=drop)
+    except U.UpdateError as exc:
+        # no result: what the deploy in the first boot met says why (one that was not refused,
+        # the board rolled back under its probe, dropped the result with the update)
+        raise AssertionError("%s; the deploy in the first boot saw: %r" % (exc, seen))
     assert seen["otadata"]["state"] == "pending_verify", seen
     exc = seen.get("refused")
     assert exc is not None and exc.code == "E_DEPLOY_PROBATION", seen

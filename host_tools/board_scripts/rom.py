@@ -97,6 +97,34 @@ def _rom_mount(hw):
         hw.romfs = None  # its source text is not kept on the heap
 
 
+# The unix port raises a Ctrl-C's KeyboardInterrupt from its SIGINT handler wherever its C
+# code is (MICROPY_ASYNC_KBD_INTR); one that lands in the garbage collector leaves the heap
+# locked and its marks half done: nothing can be allocated any more (the chip died of it, a
+# "crash", so a hard reset: the bootloader's step rolled back an image on probation under a
+# deploy's probe), and what is on the heap cannot be trusted. An ESP32 raises it at the
+# next bytecode and stays at the REPL, not reset: this line asks the supervisor to start
+# the chip again at the REPL, as the Ctrl-C would have left it (emuboard EXIT_INTERRUPTED).
+# Made now: with the heap locked nothing can be allocated.
+_INTERRUPTED = b"R6\n"
+
+
+def _heap_locked():
+    # the collector's own lock is a flag beside heap_lock()'s depth, which heap_unlock()
+    # does not report: the heap is locked when the least allocation fails (a full heap is
+    # collected first)
+    try:
+        bytearray(16)
+    except MemoryError:
+        return True
+    return False
+
+
+def _rom_interrupted(hw):
+    hw.ctl.write(_INTERRUPTED)
+    while True:
+        time.sleep(1)
+
+
 def _rom_run(name):
     try:
         os.stat(name)
@@ -111,8 +139,14 @@ def _rom_run(name):
         # sys.exit() in boot.py/main.py = soft reset, as on a real board
         _rom_reset(e.args[0] if e.args and isinstance(e.args[0], int) else 0)
     except KeyboardInterrupt:
+        if _heap_locked():
+            _rom_interrupted(sys.modules["_emuboard"])
         print("KeyboardInterrupt (%s)" % name)
     except Exception as e:
+        # the same Ctrl-C, turned into a MemoryError by a handler on its way out that
+        # allocates (nothing of the firmware's locks the heap)
+        if _heap_locked():
+            _rom_interrupted(sys.modules["_emuboard"])
         sys.print_exception(e)
         return False
     return True
@@ -133,13 +167,16 @@ while True:  # a Ctrl-C from a tool connecting during boot must not leave the bo
         _rom_mount(_hw)
         break
     except KeyboardInterrupt:
-        pass
+        if _hw is not None and _heap_locked():
+            _rom_interrupted(_hw)
 del _hw
 gc.collect()
 # a soft reset in raw-REPL mode skips main.py; so does a boot.py that raised, as on the
 # ESP32 port (main.c runs main.py only after a boot.py that ended without an exception):
-# the board stays at the REPL
-if _rom_run("boot.py") and os.getenv("EMUBOARD_RAW_REPL") != "1":
+# the board stays at the REPL; and so does the start after a Ctrl-C that landed in the
+# garbage collector (_INTERRUPTED): the Ctrl-C stopped the app
+if (_rom_run("boot.py") and os.getenv("EMUBOARD_RAW_REPL") != "1"
+        and os.getenv("EMUBOARD_INTERRUPTED") != "1"):
     _rom_run("main.py")
 del _rom_open, _rom_mount, _rom_run, _Hw, _T0
 gc.collect()
