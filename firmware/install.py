@@ -241,7 +241,10 @@ def _rmdirs(root, path):
 def forget_updates(root=""):
     """Drop every application update (the slots, the download, the boot count, the
     pointer's slot: the deployed set is the one that runs) but keep the replay floors in a
-    pointer at the root set, where ppmid.update.slots reads them (state(), floors())."""
+    pointer at the root set, where ppmid.update.slots reads them (state(), floors()), and
+    a result not reported yet ("last" with "reported": false, and the offer's id): the
+    deployed set's boot reports it (ppmid.update.report), so the update's sender still
+    gets its answer (e.g. "rolled-back" after a new image's first boot failed)."""
     d = root + UPDATES
     try:
         with open(d + "/" + POINTER) as f:
@@ -254,6 +257,11 @@ def forget_updates(root=""):
             v = st.get(k)
             if isinstance(v, int) and not isinstance(v, bool) and v > 0:
                 kept[k] = v
+        last = st.get("last")
+        if isinstance(last, dict) and last.get("reported") is False:
+            kept["last"] = last
+            if st.get("offer") is not None:
+                kept["offer"] = st["offer"]
     if kept:
         # the pointer first (one rename: the root set runs from here on), then the rest
         kept["slot"] = ""

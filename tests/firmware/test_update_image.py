@@ -229,3 +229,31 @@ def test_set_boot_refusing_the_image_is_refused_with_its_id_and_the_next_offer_i
         st = u.client.last()
         assert st["state"] == "downloading" and st["id"] == "i2" and st["offset"] == 0, st
     asyncio.run(go())
+
+
+def test_a_deploy_before_a_rollback_was_reported_keeps_the_result_for_its_sender():
+    # `ppmid deploy` refuses an image's first boot (E_DEPLOY_PROBATION), but once that boot
+    # failed and was rolled back, a deploy before the app reported it went through and
+    # dropped the result (install.forget_updates): the update's sender never got its
+    # answer (review of session 14's probation hang). The deploy keeps an unreported result
+    # and its offer id; the deployed set reports it, once
+    import install
+    hw = _hw("ota_0")
+    root, _ = _download(hw)
+    slots.rollback(root, slots.E_UPDATE_BOOT, "version 0.2.0 did not start")  # main.py's boot count
+    install.forget_updates(root)
+    st = slots.state(root)
+    assert st["slot"] == "" and st["offer"] == "i1" and st["last"]["result"] == "rolled-back", st
+    assert st["last"]["reported"] is False and slots.floor(st, image=True) > 0, st  # the floor kept too
+    link = _Link()
+    summary = {}
+    asyncio.run(report.settle(root, "0.1.0", _Han(), link, summary, log=lambda m: None))
+    out = link.client.last()
+    assert out["state"] == "rolled-back" and out["id"] == "i1" and out["error"]["code"] == "E_UPDATE_BOOT", out
+    assert out["version"] == "0.2.0" and out["running"] == "0.1.0", out
+    # reported: a later deploy keeps nothing of it (the floors alone), and nothing is said again
+    install.forget_updates(root)
+    assert "last" not in slots.state(root) and "offer" not in slots.state(root), slots.state(root)
+    link = _Link()
+    asyncio.run(report.settle(root, "0.1.0", _Han(), link, {}, log=lambda m: None))
+    assert not link.client.sent

@@ -132,6 +132,10 @@ def test_a_deploy_drops_the_update_but_the_floor_still_refuses_replays():
         await _install(_updater(root, _Relay()), "real", "o1")
     asyncio.run(installed())
     assert slots.state(root)["slot"] == "a" and slots.exists(root + "/upd/a/ppmid")
+    # ("applied" reported, as the app does once online: a result not reported yet is kept
+    # for the deployed set to report, tests/firmware/test_update_image.py)
+    assert slots.state(root)["last"]["reported"] is False
+    slots.mark_reported(root)
     install.forget_updates(root)
     assert slots.state(root) == {"slot": "", "seq": SEQ}
     assert sorted(os.listdir(root + slots.DIR)) == ["state.json"]
