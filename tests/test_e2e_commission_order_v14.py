@@ -33,6 +33,7 @@ from host_tools import mpcompat
 from host_tools.ncp_emulator.ch import ESME, SUPPLIER
 from tests.conftest import FIRMWARE_TESTS
 from tests.test_e2e_clock import info
+from tests.test_e2e_commission_order import _until
 
 mpcompat.install()
 from ppmid.gbcs import build  # noqa: E402
@@ -44,16 +45,6 @@ import update_vectors as UV  # noqa: E402  (the test operator key: public here)
 CODE = "83FED3407A939723A5C639B26916D505C3B5"
 OLD_CH = "0000B0D5B3FFFF00"        # the emulated CH's trust-centre EUI-64 (commissioning.TrustCentre)
 NEW_CH = "0000B0D5B3FF7E21"        # the unit the installer puts in its place
-
-
-def _until(fn, what, timeout=60):
-    t0 = time.time()
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.time() - t0 < timeout, "timed out waiting for " + what
-        time.sleep(0.1)
 
 
 class _Alerts:
