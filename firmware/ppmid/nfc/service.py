@@ -136,6 +136,8 @@ class NfcService:
             self._note("session failed: %s" % e)
         await self._release(target)
         o = outcome["outcome"]
+        if outcome.get("memory"):   # a phone session's MemoryError, the phone told (phone.py)
+            self._fault("MemoryError", "memory_errors", "the phone told " + outcome["code"])
         if outcome.get("accepted"):
             self.stats["relayed"] += 1
         if o in ("delivered", "late", "rejected", "gone"):
