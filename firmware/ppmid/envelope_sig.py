@@ -15,9 +15,10 @@
 # checks, its next signed envelope is refused with E_RATE without being verified, until the
 # bucket refills. The allowance is per road class as well as per kid (review r12-1): the
 # local roads (NFC, wire) need no credential, so a forged tap naming a supplier's kid must
-# not use up the allowance of that supplier's MQTT commands (nor MQTT forgeries a tap's). Good signatures take no token, and the very bytes of one that verified
-# lately (a redelivery, or a replay: the relay answers it as a duplicate) are not verified
-# again. The cheaper checks (revoked kid, size, signature length, the kid being registered
+# not use up the allowance of that supplier's MQTT commands (nor MQTT forgeries a tap's).
+# Good signatures take no token, and the very bytes of one that verified lately (a
+# redelivery, or a replay: the relay answers it as a duplicate) are not verified again.
+# The cheaper checks (revoked kid, size, signature length, the kid being registered
 # with a public key) come before, in senders.
 import hashlib
 
