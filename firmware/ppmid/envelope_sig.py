@@ -13,9 +13,12 @@
 # public-key user's kid with 128 random hex digits. So the signatures that FAIL are
 # counted per kid in a token bucket (relay/ratelimit.py): once a kid has used its failed
 # checks, its next signed envelope is refused with E_RATE without being verified, until the
-# bucket refills. Good signatures take no token, and the very bytes of one that verified
-# lately (a redelivery, or a replay: the relay answers it as a duplicate) are not verified
-# again. The cheaper checks (revoked kid, size, signature length, the kid being registered
+# bucket refills. The allowance is per road class as well as per kid (review r12-1): the
+# local roads (NFC, wire) need no credential, so a forged tap naming a supplier's kid must
+# not use up the allowance of that supplier's MQTT commands (nor MQTT forgeries a tap's).
+# Good signatures take no token, and the very bytes of one that verified lately (a
+# redelivery, or a replay: the relay answers it as a duplicate) are not verified again.
+# The cheaper checks (revoked kid, size, signature length, the kid being registered
 # with a public key) come before, in senders.
 import hashlib
 
@@ -29,7 +32,8 @@ SIG_LEN = 64
 E_RATE = "E_RATE"     # as ppmid.relay.core's: the same word for "too many, try later"
 FAILS_BURST = const(3)           # failed checks a kid may have in a row ...
 FAILS_PER_S = 1 / 60             # ... and one more each minute after that
-_MAX_KIDS = const(16)            # ppmid.relay.senders.MAX_SENDERS: one bucket per public-key user
+# ppmid.relay.senders.MAX_SENDERS (16) twice: a bucket per public-key user and road class
+_MAX_BUCKETS = const(32)
 
 _KEEP_VERIFIED = const(4)        # signed bytes (key, digest, signature) that verified lately
 # full verifies of signed envelopes naming an id the relay knows (a redelivery the 4 above
@@ -58,7 +62,7 @@ def digest(env):
     return h.digest()
 
 
-def check(name, public_key, env, known=False):
+def check(name, public_key, env, known=False, via="mqtt"):
     """Return when env's signature verifies with public_key (the key of sender `name`); else
     SenderError: E_RATE, not verified, while `name` has no failed checks left; E_AUTH when
     it does not verify (which uses one of them). The same signed bytes as one of the last
@@ -66,7 +70,8 @@ def check(name, public_key, env, known=False):
     pass without a second verify. `known`: env names an id the relay knows (senders:
     one accepted since the boot): its verifies take tokens of their own (AGAIN_BURST, then
     E_RATE unverified), so replaying good envelopes in turn cannot hold the loop in
-    verifies either. Called by ppmid.relay.senders only."""
+    verifies either. Both allowances are per road class: `via` "mqtt", or any local road
+    ("nfc-phone", "nfc-tag", "serial"), which share one. Called by ppmid.relay.senders only."""
     from ppmid.relay.senders import SenderError
     global _failed, _again
     if len(env.mac) != SIG_LEN:
@@ -77,35 +82,38 @@ def check(name, public_key, env, known=False):
         return
     if _failed is None:
         from ppmid.relay.ratelimit import TokenBuckets
-        _failed = TokenBuckets(FAILS_PER_S, FAILS_BURST, ticks_diff, _MAX_KIDS)
+        _failed = TokenBuckets(FAILS_PER_S, FAILS_BURST, ticks_diff, _MAX_BUCKETS)
     now = now_ms()
-    wait = _failed.wait_ms(name, now)
+    # the buckets' key: the kid for MQTT, the kid and the road class for the local roads
+    key = name if via == "mqtt" else (name, "local")
+    wait = _failed.wait_ms(key, now)
     if wait:
-        raise _limited("too many bad signatures under %s: the next is checked in %d s", name, wait)
+        raise _limited("too many bad signatures under %s%s: the next is checked in %d s", name, via, wait)
     if known:
         if _again is None:
             from ppmid.relay.ratelimit import TokenBuckets
-            _again = TokenBuckets(AGAIN_PER_S, AGAIN_BURST, ticks_diff, _MAX_KIDS)
-        wait = _again.wait_ms(name, now)
+            _again = TokenBuckets(AGAIN_PER_S, AGAIN_BURST, ticks_diff, _MAX_BUCKETS)
+        wait = _again.wait_ms(key, now)
         if wait:
-            raise _limited("too many envelopes under %s naming commands already known: "
-                           "the next is checked in %d s", name, wait)
-        _again.take(name, now)
+            raise _limited("too many envelopes under %s%s naming commands already known: "
+                           "the next is checked in %d s", name, via, wait)
+        _again.take(key, now)
     from ppmid.update import p256
     if not p256.verify_digest(p256.public_key(public_key), e, sig):
-        _failed.take(name, now)
+        _failed.take(key, now)
         raise SenderError(E_AUTH, "envelope signature does not verify with the public key of %s" % name)
     _verified.append(signed)
     if len(_verified) > _KEEP_VERIFIED:
         _verified.pop(0)
 
 
-def _limited(says, name, wait):
+def _limited(says, name, via, wait):
     # E_RATE before any verify: it proves no key, and the id is whoever sent it's choice, so
     # the relay neither remembers it among the recent results nor publishes it under that
     # id, as E_AUTH (relay/refusals.py refused; review r2 R2-5)
     from ppmid.relay.senders import SenderError
-    exc = SenderError(E_RATE, says % (name, (wait + 999) // 1000))
+    road = "" if via == "mqtt" else " on the local roads (NFC, wire)"
+    exc = SenderError(E_RATE, says % (name, road, (wait + 999) // 1000))
     exc.proves_no_key = True
     return exc
 

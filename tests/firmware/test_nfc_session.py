@@ -327,3 +327,76 @@ async def test_collect_hiccup_is_still_a_transfer_error():
     o = await s.run(hello)
     assert o["outcome"] == "rejected" and o["code"] == "E_NFC_PROTO" and o["accepted"] is False, o
     assert drv.statuses[-1][0] == 0x6A80, drv.statuses
+
+
+class _NoRoomIntake(Intake):
+    """Accepts (journals), then has no room when the session asks for the result."""
+
+    def result(self, id):
+        raise MemoryError("memory allocation failed")
+
+
+async def test_a_memoryerror_mid_session_still_gives_the_phone_a_status():
+    # review r12-3: PhoneSession.run caught PpmidError only, so a MemoryError (the top-up
+    # code's import by from_binary_any on a cut-up heap, a STATUS's bytes) went to the
+    # service's supervisor and the phone got no STATUS at all. Before accept: 69 85 E_BUSY
+    saved = envelope.from_binary_any
+
+    def no_room(buf, max_gbcs):
+        raise MemoryError("memory allocation failed")
+    envelope.from_binary_any = no_room
+    try:
+        drv = FakeDriver(_env(), "c-42")
+        intake = Intake()
+        o = await _run(drv, intake)
+    finally:
+        envelope.from_binary_any = saved
+    assert o["outcome"] == "rejected" and o["code"] == "E_BUSY" and o["memory"] is True, o
+    assert o["accepted"] is False and intake.accepted == []
+    assert len(drv.statuses) == 1, drv.statuses
+    sw, data = drv.statuses[0]
+    assert sw == 0x6985 and data.startswith(b"E_BUSY\x00") and b"tap again later" in data, drv.statuses
+    # after accept (journaled): 64 00 E_NFC_LATE "is accepted and journaled", counted late
+    drv = FakeDriver(_env(), "c-42")
+    intake = _NoRoomIntake()
+    o = await _run(drv, intake)
+    assert o["outcome"] == "late" and o["code"] == "E_NFC_LATE" and o["accepted"] is True, o
+    assert intake.accepted and intake.accepted[0][0] == "c-42"
+    assert drv.statuses[0][0] == 0x9000, drv.statuses          # the OK went out first
+    sw, data = drv.statuses[-1]
+    assert sw == 0x6400 and data.startswith(b"E_NFC_LATE\x00c-42 is accepted and journaled"), drv.statuses
+
+
+class _PhoneReader:
+    """The service's view of a PN532 with a phone running the PPMID app in the field."""
+
+    def __init__(self, phone_driver):
+        self.phone = phone_driver
+        self.released = 0
+
+    async def in_list_passive_target(self, timeout_ms=None):
+        from ppmid.nfc.pn532 import Target
+        return Target(1, b"\x00\x04", 0x20, b"\x08\x11\x22\x33", b"")
+
+    async def in_data_exchange(self, tg, data, out, timeout_ms=None):
+        if data[1] == 0xA4:    # SELECT of the app: its HELLO
+            r = self.phone.hello() + b"\x90\x00"
+            out[:len(r)] = r
+            return len(r)
+        return await self.phone.in_data_exchange(tg, data, out)
+
+    async def in_release(self, tg=0):
+        self.released += 1
+
+
+async def test_the_service_counts_a_phone_sessions_memoryerror_and_keeps_the_chip():
+    # the session answers the phone itself; the service counts it in memory_errors, releases
+    # the target and the chip stays ready (no re-initialisation for a tap's MemoryError)
+    reader = _PhoneReader(FakeDriver(_env(), "c-42"))
+    svc = service.NfcService(reader, _NoRoomIntake())
+    svc.ready = True
+    o = await svc.poll_once()
+    assert o["outcome"] == "late" and o["code"] == "E_NFC_LATE", o
+    assert svc.stats["memory_errors"] == 1 and svc.stats["last_fault"] == "MemoryError", svc.stats
+    assert svc.stats["late"] == 1 and svc.stats["relayed"] == 1 and svc.stats["last_code"] == "E_NFC_LATE"
+    assert svc.ready is True and reader.released == 1

@@ -2,7 +2,8 @@
 # READ's one-byte page address reaches is refused E_NDEF (it used to raise ValueError and
 # end the NFC task), the refusals of both readers, and a fuzz of their length fields
 # (capability container sizes, TLV and NLEN lengths, short READ BINARY answers) with fixed
-# seeds: only NfcError may come out. CPython and MicroPython.
+# seeds: only NfcError may come out; a short READ BINARY and a read past its deadline
+# (nfc.session_s) are refused E_NDEF (review r12-2). CPython and MicroPython.
 from ppmid import envelope
 from ppmid.nfc import tag, service
 from ppmid.nfc.errors import NfcError
@@ -244,3 +245,121 @@ async def test_service_refuses_an_oversized_type2_tag_and_counts_it():
     assert o["outcome"] == "rejected" and o["code"] == "E_NDEF", o
     assert svc.stats["rejected"] == 1 and svc.stats["last_code"] == "E_NDEF"
     assert drv.released == 1 and intake.accepted == []
+
+
+class _DribblingType4Tag:
+    """A Type 4 tag (or a phone emulating one) announcing NLEN `nlen` that answers each
+    READ BINARY of the message with `per_read` bytes (None: all it is asked), on `clock`
+    (each APDU takes `apdu_ms`). Counts the APDUs."""
+
+    def __init__(self, nlen, per_read=None, mle=0xFA, clock=None, apdu_ms=0):
+        self.nlen = nlen
+        self.per_read = per_read
+        self.cc = _cc4(mle=mle, fmax=0xFFFF)
+        self.clock = clock
+        self.apdu_ms = apdu_ms
+        self.apdus = 0
+        self.cur = None
+
+    async def in_data_exchange(self, tg, data, out, timeout_ms=None):
+        data = bytes(data)
+        self.apdus += 1
+        if self.clock is not None:
+            self.clock[0] += self.apdu_ms
+        if data[1] == 0xA4 and data[2] == 0x04:      # SELECT by name: the NDEF application only
+            r = b"\x90\x00" if data[5:5 + data[4]] == tag.NDEF_AID else b"\x6a\x82"
+        elif data[1] == 0xA4:
+            self.cur = data[5:7]
+            r = b"\x90\x00"
+        elif data[1] == 0xB0 and self.cur == b"\xe1\x03":
+            r = self.cc + b"\x90\x00"
+        elif data[1] == 0xB0:
+            off = (data[2] << 8) | data[3]
+            want = data[4]
+            if off == 0:
+                r = bytes((self.nlen >> 8, self.nlen & 0xFF))[:want]
+            else:
+                r = bytes(want if self.per_read is None else min(want, self.per_read))
+            r += b"\x90\x00"
+        else:
+            r = b"\x6d\x00"
+        out[:len(r)] = r
+        return len(r)
+
+
+async def test_type4_short_read_binary_is_refused_at_once():
+    # review r12-2: a tag announcing NLEN at the service's limit that answered each READ
+    # BINARY with one byte was read to the end: 8,398 APDUs for one tap (each may take the
+    # driver's 1 s response timeout: hours). A short answer before NLEN is refused now
+    from ppmid.nfc import phone
+    limit = phone.max_envelope(8192) + 64
+    drv = _DribblingType4Tag(limit, per_read=1)
+    said = await _refused(tag.read_type4(drv, 1, bytearray(264), limit), "E_NDEF")
+    assert "returned 1 bytes, asked 250" in said, said
+    # SELECT CC, READ CC, SELECT NDEF, READ NLEN, READ 250 (1 byte): refused there
+    assert drv.apdus == 5, drv.apdus
+    # the same tag answering in full is read to the end (the zeros are no NDEF message,
+    # which is the caller's business)
+    drv = _DribblingType4Tag(limit)
+    got = await tag.read_type4(drv, 1, bytearray(264), limit)
+    assert len(got) == limit and drv.apdus == 4 + (limit + 249) // 250
+
+
+class _Clock:
+    """Stands in for tag.ticks_ms: the tag advances it by its APDU time."""
+
+    def __init__(self):
+        self.now = [0]
+        self.saved = tag.ticks_ms
+
+    def __enter__(self):
+        tag.ticks_ms = lambda: self.now[0]
+        return self.now
+
+    def __exit__(self, *a):
+        tag.ticks_ms = self.saved
+
+
+async def test_a_tag_read_has_a_deadline():
+    # review r12-2: each APDU may take up to the driver's response timeout (the PN532 waits
+    # through the tag's WTX requests), so full answers at the slowest pace (MLe 15: 560
+    # READs at the default limit) still held the road for minutes. The whole read has a
+    # deadline: past it the next READ is not sent
+    with _Clock() as now:
+        drv = _DribblingType4Tag(8000, mle=15, clock=now, apdu_ms=1000)
+        said = await _refused(tag.read_type4(drv, 1, bytearray(264), 8400, 5000), "E_NDEF")
+        assert "longer than 5 s" in said, said
+        assert drv.apdus == 5 and now[0] == 5000, (drv.apdus, now[0])
+        # Type 2: at most 63 READs by design, bounded by the same deadline
+        t2 = Type2Tag(b"\xe1\x10\x7e\x00", bytes(1008))   # 1008 bytes, no terminator
+
+        async def slow(tg, data, out, timeout_ms=None):
+            now[0] += 1000
+            return await Type2Tag.in_data_exchange(t2, tg, data, out)
+        t2.in_data_exchange = slow
+        said = await _refused(tag.read_type2(t2, 1, bytearray(64), 3000), "E_NDEF")
+        assert "longer than 3 s" in said and len(t2.pages) == 3, (said, t2.pages)
+        # a read that ends within its deadline is untouched: 4 + 2 READs of 15 bytes
+        drv = _DribblingType4Tag(30, mle=15, clock=now, apdu_ms=1000)
+        now[0] = 0
+        assert len(await tag.read_type4(drv, 1, bytearray(264), 8400, 6001)) == 30
+        assert drv.apdus == 6
+
+
+async def test_service_bounds_a_tag_read_by_session_s():
+    # the service passes nfc.session_s as the tag read's deadline
+    with _Clock() as now:
+        drv = _DribblingType4Tag(8000, mle=15, clock=now, apdu_ms=1000)
+        reader = _TagReader(drv)
+
+        async def iso_dep_target(timeout_ms=None):
+            return Target(1, b"\x00\x04", 0x20, b"\x08\x11\x22\x33", b"")
+        reader.in_list_passive_target = iso_dep_target
+        intake = _Intake()
+        svc = service.NfcService(reader, intake, session_s=6)
+        o = await svc.poll_once()
+        assert o["outcome"] == "rejected" and o["code"] == "E_NDEF", o
+        # SELECT app (refused), SELECT NDEF app, then the read's own 4 APDUs and 2 READs
+        # (1 s each): 6 s from the read's start, no further READ
+        assert drv.apdus == 8 and svc.stats["rejected"] == 1 and intake.accepted == [], drv.apdus
+        assert reader.released == 1

@@ -5,7 +5,7 @@
 import json
 from ppmid import envelope
 from test_relay_support import SUPPLIER
-from p256_senders_rig import users_section, rig_users, json_text, env
+from p256_senders_rig import users_section, rig_users, json_text, env, one_failed_check_later
 import p256_envelope_vectors as V
 from ppmid.relay.report import named
 
@@ -180,3 +180,110 @@ async def test_the_limiters_refusals_neither_evict_results_nor_are_published():
     assert r.relay.status("z%d" % envelope_sig.FAILS_BURST) is None
     assert [m["id"] for m in r.pub.on("/rsp") if m["id"] != "real1"] == []
     assert named(r.relay.counters)["rejected"]["E_RATE"] == 16    # still counted
+
+
+class _Phone:
+    """APDU-level phone (the PPMID app) handing over `env_bytes` in mode 01 to the real
+    nfc.phone.PhoneSession; keeps the STATUS APDUs it is sent."""
+
+    def __init__(self, env_bytes, id):
+        self.env = env_bytes
+        self.id = id
+        self.statuses = []
+
+    async def in_data_exchange(self, tg, data, out):
+        import struct
+        data = bytes(data)
+        if data[1] == 0x10:    # GET
+            off = struct.unpack(">I", data[5:9])[0]
+            r = self.env[off:off + data[9]] + b"\x90\x00"
+        else:
+            if data[1] == 0x30:    # STATUS
+                self.statuses.append(bytes(data[5:5 + data[4]]))
+            r = b"\x90\x00"
+        out[:len(r)] = r
+        return len(r)
+
+    def hello(self):
+        import binascii
+        import struct
+        ident = self.id.encode()
+        crc = binascii.crc32(self.env) & 0xFFFFFFFF
+        return struct.pack(">BBIIB", 1, 1, len(self.env), crc, len(ident)) + ident
+
+
+async def _tap(relay, text):
+    from ppmid.nfc import phone
+    e = env(text)
+    drv = _Phone(envelope.to_binary(e), e.id)
+    s = phone.PhoneSession(drv, 1, relay, 4096, session_ms=50, poll_ms=5, keepalive_ms=20)
+    return await s.run(drv.hello())
+
+
+async def test_forged_local_taps_use_the_local_roads_allowance_not_the_mqtt_one():
+    # review r12-1: the local roads need no credential (anyone can hold a phone to the
+    # reader, and a kid is in clear in every envelope), so forged taps naming a supplier's
+    # kid used to empty the one allowance of that kid on every road: the supplier's genuine
+    # MQTT commands were refused E_RATE unverified. The allowance is per road class now.
+    from ppmid import envelope_sig
+    r = rig_users(users_section())
+    from ppmid.update import p256
+    real = p256.verify_digest
+    verified = [0]
+
+    def counting(*a):
+        verified[0] += 1
+        return real(*a)
+
+    p256.verify_digest = counting
+    try:
+        # through the real phone session: FAILS_BURST forged taps verified and E_AUTH, the
+        # next refused unverified, and so is a good envelope by the wire (a local road too)
+        for i in range(envelope_sig.FAILS_BURST):
+            o = await _tap(r.relay, json_text("t%d" % i, 10 + i, V.OTHER_KEY))
+            assert o["code"] == "E_AUTH", o
+        o = await _tap(r.relay, json_text("t9", 19, V.OTHER_KEY))
+        assert o["code"] == "E_RATE", o
+        out = await r.accept_env(env(json_text("p1", 10, V.GOOD)), "serial")
+        assert out["error"] == "E_RATE" and "local roads" in out["message"], out
+        assert verified[0] == envelope_sig.FAILS_BURST
+        # the supplier's genuine command over MQTT: verified and accepted
+        out = await r.accept_env(env(json_text("p1", 10, V.GOOD)), "mqtt")
+        assert out["status"] == "accepted", out
+        assert verified[0] == envelope_sig.FAILS_BURST + 1
+        # and the other way round: forgeries over MQTT take MQTT's allowance only
+        for i in range(envelope_sig.FAILS_BURST):
+            out = await r.accept_env(env(json_text("m%d" % i, 30 + i, V.OTHER_KEY)), "mqtt")
+            assert out["error"] == "E_AUTH", out
+        out = await r.accept_env(env(json_text("m9", 39, V.OTHER_KEY)), "mqtt")
+        assert out["error"] == "E_RATE" and "local roads" not in out["message"], out
+        one_failed_check_later(r)    # the local roads regain a check (so does MQTT)
+        o = await _tap(r.relay, json_text("t8", 18, V.OTHER_KEY))
+        assert o["code"] == "E_AUTH", o
+        o = await _tap(r.relay, json_text("t7", 17, V.OTHER_KEY))
+        assert o["code"] == "E_RATE", o
+        assert sorted(r.journal.by_id) == ["p1"]
+    finally:
+        p256.verify_digest = real
+
+
+async def test_verifies_of_a_known_id_are_bounded_per_road_class():
+    # review r12-1: the known ids' allowance (review_w6-7) is per road class as well:
+    # skimmed tags replayed in turn at the reader do not hold the MQTT redeliveries back
+    from ppmid import envelope_sig
+    r = rig_users(users_section())
+    text = json_text("p1", 10, V.GOOD)
+    assert (await r.accept_env(env(text)))["status"] == "accepted"
+    for i in range(envelope_sig.AGAIN_BURST):
+        envelope_sig._verified = []       # pushed out by other signed envelopes meanwhile
+        assert (await r.accept_env(env(text), "nfc-tag")).get("again") is True
+    envelope_sig._verified = []
+    out = await r.accept_env(env(text), "nfc-phone")
+    assert out["error"] == "E_RATE" and "already known" in out["message"], out
+    for i in range(envelope_sig.AGAIN_BURST):
+        envelope_sig._verified = []
+        out = await r.accept_env(env(text), "mqtt")
+        assert out.get("again") is True, out
+    envelope_sig._verified = []
+    out = await r.accept_env(env(text), "mqtt")
+    assert out["error"] == "E_RATE" and "already known" in out["message"], out

@@ -115,6 +115,22 @@ class PhoneSession:
             await self._tell(e)
             outcome = "late" if e.code == E_NFC_LATE else "rejected"
             return {"outcome": outcome, "id": self.id, "code": e.code, "accepted": self.accepted}
+        except MemoryError:
+            # a cut-up heap mid-session (the top-up code's import on a version-2 envelope, a
+            # STATUS's bytes): the phone is still told, as the other refusals (review r12-3);
+            # the service counts it in memory_errors ("memory" in the outcome)
+            import gc
+            gc.collect()
+            if self.accepted:
+                err = NfcError(E_NFC_LATE, "%s is accepted and journaled; no room on the gateway for the rest: collect its result with a tap in mode 02, or it goes out over MQTT" % self.id)
+            else:
+                err = PpmidError(E_BUSY, "no room on the gateway now: tap again later")
+            try:
+                await self._tell(err)
+            except MemoryError:
+                pass   # not even the STATUS fits: the supervisor's collect and the next tap
+            return {"outcome": "late" if self.accepted else "rejected", "id": self.id,
+                    "code": err.code, "accepted": self.accepted, "memory": True}
 
     async def _tell(self, err):
         try:

@@ -136,6 +136,8 @@ class NfcService:
             self._note("session failed: %s" % e)
         await self._release(target)
         o = outcome["outcome"]
+        if outcome.get("memory"):   # a phone session's MemoryError, the phone told (phone.py)
+            self._fault("MemoryError", "memory_errors", "the phone told " + outcome["code"])
         if outcome.get("accepted"):
             self.stats["relayed"] += 1
         if o in ("delivered", "late", "rejected", "gone"):
@@ -181,9 +183,10 @@ class NfcService:
             sw, n = await transceive(drv, tg, select_aid(tag.NDEF_AID), rx)
             if sw != SW_OK:
                 raise NfcError(E_NFC_AID, "target is neither the PPMID app nor an NDEF tag")
-            msg = await tag.read_type4(drv, tg, rx, phone.max_envelope(self.max_gbcs) + 64)
+            msg = await tag.read_type4(drv, tg, rx, phone.max_envelope(self.max_gbcs) + 64,
+                                       self.cfg["session_s"] * 1000)
         elif target.type2():
-            msg = await tag.read_type2(drv, tg, rx)
+            msg = await tag.read_type2(drv, tg, rx, self.cfg["session_s"] * 1000)
         else:
             raise NfcError(E_NFC_AID, "unsupported target (SEL_RES 0x%02X)" % target.sel_res)
         return await self._tag_command(msg)

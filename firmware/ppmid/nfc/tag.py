@@ -1,7 +1,14 @@
 # Tag sessions (one way): read the NDEF message of an NTAG21x (Type 2) or a Type 4 tag,
 # take the binary command envelope from its application/vnd.ppmid.cmd record and hand it
 # to the relay. Nothing is written back to the tag.
+#
+# A tag (or a phone emulating one) chooses how fast it answers, and each APDU may take up
+# to the driver's response timeout (the PN532 waits through the target's WTX requests), so
+# a read is bounded twice (review r12-2): a READ BINARY must bring every byte it asks for,
+# which bounds the APDUs at ceil(NLEN / step), and the whole read has a deadline
+# (nfc.session_s, passed by the service), checked before each READ.
 from ppmid import envelope
+from ppmid.clock import ticks_ms, ticks_diff
 from ppmid.nfc import ndef
 from ppmid.nfc.apdu import transceive, SW_OK
 from ppmid.nfc.errors import NfcError, E_NDEF, E_NFC_LENGTH
@@ -14,8 +21,16 @@ TYPE2_READ = 0x30
 _T2_MAX = 1008
 
 
-async def read_type2(drv, tg, scratch):
-    """NDEF message bytes of a Type 2 tag. `scratch`: a bytearray of >= 64 bytes."""
+def _in_time(start, time_ms):
+    if time_ms is not None and ticks_diff(ticks_ms(), start) >= time_ms:
+        raise NfcError(E_NDEF, "tag read took longer than %d s: refused (take the tag away and tap again)"
+                       % ((time_ms + 999) // 1000))
+
+
+async def read_type2(drv, tg, scratch, time_ms=None):
+    """NDEF message bytes of a Type 2 tag. `scratch`: a bytearray of >= 64 bytes.
+    `time_ms`: how long the whole read may take (None: no bound)."""
+    start = ticks_ms()
     n = await drv.in_data_exchange(tg, bytes((TYPE2_READ, 3)), scratch)
     if n != 16:
         raise NfcError(E_NDEF, "Type 2 READ returned %d bytes, not 16" % n)
@@ -29,6 +44,7 @@ async def read_type2(drv, tg, scratch):
     page = 4
     loc = None
     while got < size:
+        _in_time(start, time_ms)
         n = await drv.in_data_exchange(tg, bytes((TYPE2_READ, page)), scratch)
         if n != 16:
             raise NfcError(E_NDEF, "Type 2 READ of page %d returned %d bytes" % (page, n))
@@ -47,8 +63,10 @@ async def read_type2(drv, tg, scratch):
     return memoryview(area)[off:off + ln]
 
 
-async def read_type4(drv, tg, scratch, limit):
-    """NDEF message bytes of a Type 4 tag whose NDEF application is already selected."""
+async def read_type4(drv, tg, scratch, limit, time_ms=None):
+    """NDEF message bytes of a Type 4 tag whose NDEF application is already selected.
+    `time_ms`: how long the whole read may take (None: no bound)."""
+    start = ticks_ms()
     sw, n = await _apdu(drv, tg, b"\x00\xa4\x00\x0c\x02\xe1\x03", scratch)
     if sw != SW_OK:
         raise NfcError(E_NDEF, "Type 4 tag has no CC file (SW %04X)" % sw)
@@ -75,11 +93,16 @@ async def read_type4(drv, tg, scratch, limit):
     msg = bytearray(nlen)
     got = 0
     while got < nlen:
+        _in_time(start, time_ms)
         want = min(step, nlen - got)
         off = 2 + got
         sw, n = await _apdu(drv, tg, bytes((0x00, 0xB0, off >> 8, off & 0xFF, want)), scratch)
-        if sw != SW_OK or n == 0 or n > want:
-            raise NfcError(E_NDEF, "Type 4 READ BINARY at %d failed (SW %04X, %d bytes)" % (off, sw, n))
+        if sw != SW_OK:
+            raise NfcError(E_NDEF, "Type 4 READ BINARY at %d failed (SW %04X)" % (off, sw))
+        # ISO 7816 allows a short answer only at the end of the file, and no READ asks past
+        # NLEN (whose end is within the file's announced size): a short answer is refused
+        if n != want:
+            raise NfcError(E_NDEF, "Type 4 READ BINARY at %d returned %d bytes, asked %d" % (off, n, want))
         msg[got:got + n] = scratch[:n]
         got += n
     return msg

@@ -111,7 +111,7 @@ class Relay:
         it kept during an outage) is paced, not refused."""
         if self.admit_wait_ms > 0 and self._queue_full():
             from ppmid.relay import refusals
-            await refusals.wait_for_room(self, env)
+            await refusals.wait_for_room(self, env, via)
         return self.accept_now(env, via)
 
     def _queue_full(self):
@@ -121,10 +121,10 @@ class Relay:
                 n += 1
         return n >= self.queue_max
 
-    def _verify(self, env):
+    def _verify(self, env, via):
         # the MAC: the sender when keys per DCC User are configured, else None; raises
         if self.senders:
-            return self.senders.verify(env)
+            return self.senders.verify(env, via)
         if env.kid is not None:
             from ppmid.relay import refusals
             raise refusals.refusal(E_AUTH, env.kid)
@@ -153,7 +153,7 @@ class Relay:
             from ppmid.relay import refusals
             raise refusals.refusal(E_TOO_LARGE, self.max_gbcs)
         # mac only: a redelivered command must still find its status
-        sender = self._verify(env)
+        sender = self._verify(env, via)
         # a redelivery: its status, "again" (the roads hand a top-up's figures only to the
         # accept that journaled it); with keys per DCC User, only to the sender that owns
         # the id (relay/senders.py check_known: review_w6-1)

@@ -169,7 +169,7 @@ def body_dropped(r):
                       "published over MQTT, or pushed out by newer results"}
 
 
-async def wait_for_room(relay, env):
+async def wait_for_room(relay, env, via):
     """limits.queue commands already wait for the HAN: a command that would be admitted
     but for that bound waits (up to relay.admit_wait_ms) for one of them to go. A
     redelivered id gets its status at once, and a forged one is refused at once."""
@@ -179,7 +179,7 @@ async def wait_for_room(relay, env):
         r = relay._recent_result(env.id)
         if r is not None and r["status"] != "rejected":
             return
-        relay._verify(env)
+        relay._verify(env, via)
     except Exception:
         return
     relay.counters[_C_ADMIT_WAITS] += 1

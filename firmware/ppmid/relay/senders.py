@@ -103,9 +103,9 @@ def _check_point(name, raw):
         unload("ppmid.update.p256")
 
 
-def _check_signature(name, public_key, env, known):
+def _check_signature(name, public_key, env, known, via):
     from ppmid.envelope_sig import check
-    check(name, public_key, env, known)
+    check(name, public_key, env, known, via)
 
 
 class Senders:
@@ -143,12 +143,13 @@ class Senders:
         elif topup and sender is not None:
             self.check_topup(sender)
 
-    def verify(self, env):
-        """The sender whose key verifies env's MAC (None: the legacy key), or raise."""
+    def verify(self, env, via="mqtt"):
+        """The sender whose key verifies env's MAC (None: the legacy key), or raise. `via`:
+        the road it came by (a signature's failed checks are limited per road class)."""
         if not self.senders and self.legacy_key is None:
             raise SenderError(E_AUTH, NONE_REGISTERED)
         if env.kid is not None:
-            return self._named(env)
+            return self._named(env, via)
         if len(env.mac) == _SIG_LEN:
             raise SenderError(E_AUTH, "envelope carries a signature but names no key (kid)")
         if self.legacy_key is not None:
@@ -169,7 +170,7 @@ class Senders:
             return s
         raise SenderError(E_AUTH, "envelope mac does not verify with any key of this gateway")
 
-    def _named(self, env):
+    def _named(self, env, via):
         for s in self.senders:
             if s[0] == env.kid:
                 if s[4]:
@@ -179,7 +180,7 @@ class Senders:
                     if not signed:
                         raise SenderError(E_AUTH, "%s is registered with a public key: its envelopes carry a 64-byte signature in mac" % s[0])
                     # E_AUTH, or E_RATE after too many bad ones (or known ids: review_w6-7)
-                    _check_signature(s[0], s[1], env, env.id in self.owners)
+                    _check_signature(s[0], s[1], env, env.id in self.owners, via)
                     return s
                 if signed:
                     raise SenderError(E_AUTH, "envelope carries a signature, but %s holds a symmetric key (mac)" % s[0])
