@@ -551,3 +551,70 @@ async def test_a_top_up_after_a_refused_command_is_never_two_frames_in_a_token()
         await sleep_ms(0)
         p.close()
 
+
+
+# ---- review r14: a resend's budget, a top-up behind a round, a drop's token -------------
+async def test_a_late_resend_has_a_whole_budget_before_the_relays_copy():
+    # r14-1: A (unanswered) at T0, the CH refuses it, and its resend goes 24.6 s later (the
+    # send lock or the pace held it). A's budget used to end 0.4 s after the resend, and the
+    # relay's copy followed it at once: the meter got A twice within a second. The budget
+    # now starts again when the resend goes (its send_timeout_s counted in: the HAN does not
+    # say when the resend is through)
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=1.0)
+    try:
+        id = await p.command(False, METERS[0])
+        e = p.rig.journal.by_id[id]
+        t0 = p.clock.t_ms
+        _refusal(p.han)
+        p.clock.advance(24600)
+        async with p.han._send_lock:
+            await p.han._do_resends()
+        t_resend = p.on_air[-1][0]
+        assert len(p.on_air) == 2 and t_resend - t0 == 24600
+        budget_ms = (p.rig.relay.budget_s + p.han.send_timeout_s) * 1000
+        for at in (25100, 49000, t_resend - t0 + budget_ms - 1):
+            p.clock.advance(t0 + at - p.clock.t_ms)
+            p.rig.relay.check_timers()            # the house loop
+            assert e.state == J.SENDING and e.resends == 0, at
+        assert await p.rig.relay.dispatch_once() is None and len(p.on_air) == 2   # no copy
+        p.clock.advance(1)
+        p.rig.relay.check_timers()                # a whole budget after the resend: now
+        assert e.state == J.QUEUED and e.resends == 1
+        await _dispatch(p)
+        assert [a[1] for a in p.on_air] == [p.on_air[0][1]] * 3
+    finally:
+        p.close()
+
+
+async def test_a_budget_ending_while_the_resend_is_being_sent_queues_no_copy():
+    # r14-1: A's budget ends while its resend is inside _send_message (a GBT message, the
+    # module's retries: up to send_timeout_s). The house loop used to queue A's copy then,
+    # and the dispatch sent it right after the resend: A three times on air
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=1.0)
+    recorder = p.han._send_message
+    copy = []
+
+    async def slow_send(data, deadline):
+        if len(p.on_air) == 1 and not copy:   # the resend, which takes 25 s to go
+            p.clock.advance(25000)
+            p.rig.relay.check_timers()
+            # the dispatch loop meanwhile (a task: a copy would wait for the lock held here)
+            copy.append(asyncio.create_task(p.rig.relay.dispatch_once()))
+            for _ in range(5):
+                await asyncio.sleep(0)
+        await recorder(data, deadline)
+
+    try:
+        id = await p.command(False, METERS[0])
+        e = p.rig.journal.by_id[id]
+        _refusal(p.han)
+        p.han._send_message = slow_send
+        async with p.han._send_lock:
+            await p.han._do_resends()
+        assert await copy[0] is None          # nothing to dispatch: A is still sending
+        assert e.state == J.SENDING and e.resends == 0
+        assert [a[1] for a in p.on_air] == [p.on_air[0][1]] * 2 and han_named(p.han)["resent"] == 1
+    finally:
+        p.close()

@@ -243,6 +243,14 @@ async def pace(relay, buf, new=0):
         await sleep_ms(w if w < 1000 else 1000)
     relay.target_buckets.take(target, now)
     relay.originator_buckets.take(orig, now)
+    if not new:
+        # the resend goes now: its command's response budget starts again, as a new send's
+        # does once han.send returns (review r14-1: it kept what was left of the first
+        # send's, and a resend that went late was followed by the relay's copy at once).
+        # The HAN does not say when the resend is through: its send_timeout_s is counted in
+        # too, so check_timers does not queue a copy while the resend is still being sent
+        clock = relay.clock
+        relay._deadline[e.seq] = clock.add(now, int((relay.budget_s + relay.han.send_timeout_s) * 1000))
     return True
 
 
