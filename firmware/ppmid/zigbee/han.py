@@ -208,11 +208,12 @@ class ZigbeeHan:
             self.counters[_C_SENT] += 1
             self._remember(data, pace)
 
-    async def send_zcl(self, dest, cluster, endpoint, zcl):
-        """One ZCL frame to a HAN device directly, not through the tunnel (a top-up to
-        the ESME): ppmid.zigbee.direct, loaded with the first one."""
+    async def send_zcl(self, *args):
+        """send_zcl(dest, cluster, endpoint, zcl, judge=None): one ZCL frame to a HAN
+        device directly, not through the tunnel (a top-up to the ESME):
+        ppmid.zigbee.direct's, loaded with the first one."""
         from ppmid.zigbee.direct import send_zcl
-        await send_zcl(self, dest, cluster, endpoint, zcl)
+        await send_zcl(self, *args)
 
     # ---- status ----------------------------------------------------------------------
     def _set_status(self, status, detail=""):
