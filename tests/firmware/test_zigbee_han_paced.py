@@ -37,9 +37,9 @@ class _Paced:
     """The relay over the HAN at 2/s, burst 1; on_air: (fake ms, bytes) of every message the
     HAN put on air, first sends and resends."""
 
-    def __init__(self, rate_per_s=2.0, real_ms=0):
+    def __init__(self, rate_per_s=2.0, real_ms=0, burst=1):
         self.han, _ = sending_han(CH, 60)   # a window no test outlives: nothing let go
-        self.rig = Rig(cfg=config(rate_per_s=rate_per_s, burst=1, queue=32), han=self.han)
+        self.rig = Rig(cfg=config(rate_per_s=rate_per_s, burst=burst, queue=32), han=self.han)
         self.clock = self.rig.clock
         self.on_air = []
         recorder = self.han._send_message
@@ -371,34 +371,56 @@ async def test_a_resend_of_a_command_the_relay_hands_over_again_as_its_copy_is_n
         p.close()
 
 
+def _slow_resends(p, ms):
+    # each resend takes ms on the fake clock to go (a GBT message, the module's retries: up
+    # to send_timeout_s), the house loop running every second meanwhile
+    recorder = p.han._send_message
+
+    async def slow(data, deadline):
+        if any(a[1] == bytes(data) for a in p.on_air):
+            for _ in range(ms // 1000):
+                p.clock.advance(1000)
+                p.rig.relay.check_timers()
+        await recorder(data, deadline)
+
+    p.han._send_message = slow
+
+
 async def _behind_a_slow_round(p, expires_in=None):
-    # 0.01/s (100 s a token), the house loop running: A to one meter, refused by the CH;
-    # N to another from the same originator, dispatched at its token (100 s on): han.send
-    # runs A's round first (A's budget ended meanwhile: dropped), then waits for a token of
-    # N's originator again (100 s: the dropped resend's wait went by). Returns N's id
-    await p.command(False, METERS[0])
+    # burst 2, the house loop running: A from another originator (ACB) to METERS[0], refused
+    # by the CH; N dispatched at once (the supplier's and the ESME's tokens are free):
+    # han.send sends A's resend first (a second token of ACB and of METERS[0]: it goes at
+    # once, charged while N waits), which takes 30 s to go, longer than a budget (25 s);
+    # then N waits for a token again (the burst's second: at once). Returns N's id
+    from test_relay_support import ACB
+    p.counter += 1
+    res = await p.rig.submit("a", p.counter, target=METERS[0], originator=ACB)
+    assert res["status"] == "accepted", res
+    await _dispatch(p)
     _refusal(p.han)
     p.counter += 1
     n = "c%d" % p.counter
     res = await p.rig.submit(n, p.counter, expires=None if expires_in is None else p.clock.time() + expires_in)
     assert res["status"] == "accepted", res
     _house_during_pace(p)
+    _slow_resends(p, 30000)
     await _dispatch(p)
     return n
 
 
 async def test_a_command_waiting_behind_paced_resends_is_not_sent_twice():
-    # r10-2: N's 25 s budget ran out while han.send held it (100 s): the relay queued it for
-    # a copy, then han.send sent N, and the dispatch its copy (N twice on air, a copy of
-    # MAX_RESENDS used up). Its budget now runs once the HAN link has it
+    # r10-2: N's 25 s budget ran out while han.send held it (30 s behind A's resend): the
+    # relay queued it for a copy, then han.send sent N, and the dispatch its copy (N twice
+    # on air, a copy of MAX_RESENDS used up). Its budget now runs once the HAN link has it
     from ppmid.relay import journal as J
-    p = _Paced(rate_per_s=0.01)
+    p = _Paced(rate_per_s=0.01, burst=2)
     try:
-        t_dispatch = p.clock.t_ms + 100000
+        t_dispatch = p.clock.t_ms
         n = await _behind_a_slow_round(p)
         e = p.rig.journal.by_id[n]
         n_bytes = p.on_air[-1][1]
-        assert p.clock.t_ms - t_dispatch >= 100000                # N waited a token in han.send
+        assert len(p.on_air) == 3 and p.on_air[1][1] == p.on_air[0][1]   # A, its resend, N
+        assert p.clock.t_ms - t_dispatch >= 30000 > p.rig.relay.budget_s * 1000   # N held 30 s
         assert e.state == J.SENDING and e.resends == 0 and _statuses(p, n) == ["accepted", "relayed"]
         assert p.clock.diff(p.rig.relay._deadline[e.seq], p.clock.ms()) == p.rig.relay.budget_s * 1000
         p.clock.advance(p.rig.relay.budget_s * 1000 - 1000)
@@ -413,20 +435,20 @@ async def test_a_command_waiting_behind_paced_resends_is_not_sent_twice():
 
 
 async def test_a_command_that_expires_behind_paced_resends_is_not_sent():
-    # r10-2: N expires 50 s after its dispatch, while han.send waits behind the round (100
+    # r10-2: N expires 10 s after its dispatch, while han.send waits behind the round (30
     # s): its second pace raises E_EXPIRED, N is never on air and fails E_EXPIRED, as the
-    # dispatch fails one that expired in the queue (it went 50 s after its expiry)
+    # dispatch fails one that expired in the queue (it went 20 s after its expiry)
     from ppmid.relay import journal as J
-    p = _Paced(rate_per_s=0.01)
+    p = _Paced(rate_per_s=0.01, burst=2)
     try:
-        n = await _behind_a_slow_round(p, expires_in=150)
+        n = await _behind_a_slow_round(p, expires_in=10)
         e = p.rig.journal.by_id[n]
-        assert len(p.on_air) == 1                                  # A only
+        assert len(p.on_air) == 2 and p.on_air[1][1] == p.on_air[0][1]   # A and its resend only
         assert e.state == J.FAILED and e.error == "E_EXPIRED" and _statuses(p, n)[-1] == "failed"
         named = han_named(p.han)
         assert (named["sent"], named["send_failed"]) == (1, 0)     # nothing of N went, nor failed
         assert p.rig.relay.counters[8] == 0                        # not a link's retry
-        assert not p.rig.relay.in_flight and p.rig.relay._handing is None
+        assert e.target not in p.rig.relay.in_flight and p.rig.relay._handing is None
     finally:
         p.close()
 
@@ -435,30 +457,36 @@ async def test_a_copy_that_expires_behind_paced_resends_times_out():
     # r10-2, a copy: the first went and may have executed, so one expiring behind the
     # round is not "failed ... never relayed" but "timeout", as requeue rules
     from ppmid.relay import journal as J
-    p = _Paced(rate_per_s=0.01)
+    from test_relay_support import ACB
+    p = _Paced(rate_per_s=0.01, burst=2)
     try:
-        n = await p.command(False, expires=p.clock.time() + 250)   # N to the ESME, at T0
+        n = await p.command(False, expires=p.clock.time() + 40)    # N to the ESME, at T0
         e = p.rig.journal.by_id[n]
-        await p.command(False, METERS[0])       # A, at T0 + 100 s (the originator's token)
+        p.clock.advance(20000)
+        p.counter += 1
+        res = await p.rig.submit("a", p.counter, target=METERS[0], originator=ACB)
+        assert res["status"] == "accepted", res
+        await _dispatch(p)                      # A, at T0 + 20 s
         _refusal(p.han)
-        p.clock.advance(100000)                 # T0 + 200 s
-        p.rig.relay.check_timers()              # N's budget over: its copy queued (A's too)
+        p.clock.advance(5000)                   # T0 + 25 s
+        p.rig.relay.check_timers()              # N's budget over: its copy queued (not A's)
         assert e.state == J.QUEUED and e.resends == 1
         _house_during_pace(p)
-        await _dispatch(p)                      # N's copy behind the round, then a token
+        _slow_resends(p, 30000)
+        await _dispatch(p)                      # N's copy behind A's resend (30 s), then its pace
         assert e.state == J.TIMED_OUT and _statuses(p, n)[-1] == "timeout"
         assert [a[1] for a in p.on_air].count(p.on_air[0][1]) == 1   # the copy never went
-        assert han_named(p.han)["resend_dropped"] == 1
+        assert han_named(p.han)["resent"] == 1
     finally:
         p.close()
 
 
 async def test_a_send_behind_paced_resends_has_its_whole_send_timeout():
     # r10-3: han.send's deadline (send_timeout_s) was taken before the paced round and its
-    # second pace (100 s here): N reached _send_message past it, and a transient refusal of
+    # second pace (30 s here): N reached _send_message past it, and a transient refusal of
     # the module (no buffers, for now), which a fresh deadline retries, failed it at once
     from ppmid.zigbee import han as H
-    p = _Paced(rate_per_s=0.01)
+    p = _Paced(rate_per_s=0.01, burst=2)
     real_ticks = H.ticks_ms
     H.ticks_ms = p.clock.ms           # the HAN's deadlines on the fake clock too
     left = []
@@ -471,7 +499,7 @@ async def test_a_send_behind_paced_resends_has_its_whole_send_timeout():
     p.han._send_message = send_message
     try:
         await _behind_a_slow_round(p)
-        assert len(p.on_air) == 2 and left[-1] == int(p.han.send_timeout_s * 1000), left
+        assert len(p.on_air) == 3 and left[-1] == int(p.han.send_timeout_s * 1000), left
     finally:
         H.ticks_ms = real_ticks
         p.close()
@@ -551,3 +579,237 @@ async def test_a_top_up_after_a_refused_command_is_never_two_frames_in_a_token()
         await sleep_ms(0)
         p.close()
 
+
+
+# ---- review r14: a resend's budget, a top-up behind a round, a drop's token -------------
+async def test_a_late_resend_has_a_whole_budget_before_the_relays_copy():
+    # r14-1: A (unanswered) at T0, the CH refuses it, and its resend goes 24.6 s later (the
+    # send lock or the pace held it). A's budget used to end 0.4 s after the resend, and the
+    # relay's copy followed it at once: the meter got A twice within a second. The budget
+    # now starts again when the resend goes (its send_timeout_s counted in: the HAN does not
+    # say when the resend is through)
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=1.0)
+    try:
+        id = await p.command(False, METERS[0])
+        e = p.rig.journal.by_id[id]
+        t0 = p.clock.t_ms
+        _refusal(p.han)
+        p.clock.advance(24600)
+        async with p.han._send_lock:
+            await p.han._do_resends()
+        t_resend = p.on_air[-1][0]
+        assert len(p.on_air) == 2 and t_resend - t0 == 24600
+        budget_ms = (p.rig.relay.budget_s + p.han.send_timeout_s) * 1000
+        for at in (25100, 49000, t_resend - t0 + budget_ms - 1):
+            p.clock.advance(t0 + at - p.clock.t_ms)
+            p.rig.relay.check_timers()            # the house loop
+            assert e.state == J.SENDING and e.resends == 0, at
+        assert await p.rig.relay.dispatch_once() is None and len(p.on_air) == 2   # no copy
+        p.clock.advance(1)
+        p.rig.relay.check_timers()                # a whole budget after the resend: now
+        assert e.state == J.QUEUED and e.resends == 1
+        await _dispatch(p)
+        assert [a[1] for a in p.on_air] == [p.on_air[0][1]] * 3
+    finally:
+        p.close()
+
+
+async def test_a_budget_ending_while_the_resend_is_being_sent_queues_no_copy():
+    # r14-1: A's budget ends while its resend is inside _send_message (a GBT message, the
+    # module's retries: up to send_timeout_s). The house loop used to queue A's copy then,
+    # and the dispatch sent it right after the resend: A three times on air
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=1.0)
+    recorder = p.han._send_message
+    copy = []
+
+    async def slow_send(data, deadline):
+        if len(p.on_air) == 1 and not copy:   # the resend, which takes 25 s to go
+            p.clock.advance(25000)
+            p.rig.relay.check_timers()
+            # the dispatch loop meanwhile (a task: a copy would wait for the lock held here)
+            copy.append(asyncio.create_task(p.rig.relay.dispatch_once()))
+            for _ in range(5):
+                await asyncio.sleep(0)
+        await recorder(data, deadline)
+
+    try:
+        id = await p.command(False, METERS[0])
+        e = p.rig.journal.by_id[id]
+        _refusal(p.han)
+        p.han._send_message = slow_send
+        async with p.han._send_lock:
+            await p.han._do_resends()
+        assert await copy[0] is None          # nothing to dispatch: A is still sending
+        assert e.state == J.SENDING and e.resends == 0
+        assert [a[1] for a in p.on_air] == [p.on_air[0][1]] * 2 and han_named(p.han)["resent"] == 1
+    finally:
+        p.close()
+
+
+async def test_a_top_up_that_expires_behind_a_paced_round_is_not_sent():
+    # r14-2: at 0.05/s (20 s a token), burst 1: A to the GSME, unanswered, refused by the
+    # CH; the resend task takes the send lock and A's resend waits 20 s for the GSME's
+    # token. A top-up for the ESME expiring 5 s after it was accepted is dispatched
+    # meanwhile (the ESME's tokens are free) and waits for the lock: it went ~15 s after its
+    # expiry, "relayed". Now judged once the lock is its: failed E_EXPIRED, never on air
+    from test_relay_support import Rig, KEY
+    from test_topup import topup_config, make, GSME
+    from ppmid import topup
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=0.05, real_ms=20)
+    p.rig.journal.close()
+    p.rig = Rig(cfg=topup_config(rate_per_s=0.05, burst=1, queue=32), han=p.han)
+    p.clock = p.rig.clock
+    p.han._up = p.han._net_up = True
+    p.han._link.connected = True
+    p.han._max_payload = 100
+
+    async def send_zcl(dest, zcl, cluster=None, endpoint=None, *a):
+        p.on_air.append((p.clock.t_ms, "topup"))
+
+    p.han._send_zcl = send_zcl
+    task = asyncio.create_task(p.han._resend_loop())
+    try:
+        await p.command(False, target=GSME)     # A to the GSME, no response
+        _refusal(p.han)
+        for _ in range(200):                    # the resend task holds the lock, A's resend waits
+            if p.han._send_lock.locked():
+                break
+            await sleep_ms(5)
+        assert p.han._send_lock.locked()
+        expires = p.clock.time() + 5
+        res = await p.rig.accept_env(topup.sign(KEY, "t-1", make(value=250), ESME, expires))
+        assert res["status"] == "accepted", res
+        await _dispatch(p)                      # the top-up: dispatched at once, then the lock
+        e = p.rig.journal.by_id["t-1"]
+        assert p.clock.time() > expires         # the lock was its only after its expiry
+        assert e.state == J.FAILED and e.error == "E_EXPIRED" and _statuses(p, "t-1") == ["accepted", "failed"]
+        assert [x for _, x in p.on_air].count("topup") == 0 and len(p.on_air) == 2    # A and its resend
+        assert not p.rig.relay.in_flight.get(e.target) and p.rig.relay._handing is None
+        assert p.rig.relay.counters[8] == 0     # not a link's retry
+    finally:
+        task.cancel()
+        await sleep_ms(0)
+        p.close()
+
+
+async def test_a_top_up_behind_a_paced_round_within_its_expiry_goes():
+    # r14-2, the other side: the same round, a top-up expiring a minute on goes once the
+    # lock is free ("relayed"), judged and not failed
+    from test_relay_support import Rig, KEY
+    from test_topup import topup_config, make, GSME
+    from ppmid import topup
+    p = _Paced(rate_per_s=0.05, real_ms=20)
+    p.rig.journal.close()
+    p.rig = Rig(cfg=topup_config(rate_per_s=0.05, burst=1, queue=32), han=p.han)
+    p.clock = p.rig.clock
+    p.han._up = p.han._net_up = True
+    p.han._link.connected = True
+    p.han._max_payload = 100
+
+    async def send_zcl(dest, zcl, cluster=None, endpoint=None, *a):
+        p.on_air.append((p.clock.t_ms, "topup"))
+
+    p.han._send_zcl = send_zcl
+    task = asyncio.create_task(p.han._resend_loop())
+    try:
+        await p.command(False, target=GSME)
+        _refusal(p.han)
+        for _ in range(200):
+            if p.han._send_lock.locked():
+                break
+            await sleep_ms(5)
+        assert p.han._send_lock.locked()
+        res = await p.rig.accept_env(topup.sign(KEY, "t-1", make(value=250), ESME, p.clock.time() + 60))
+        assert res["status"] == "accepted", res
+        await _dispatch(p)
+        assert [x if x == "topup" else "A" for _, x in p.on_air] == ["A", "A", "topup"]
+        assert _statuses(p, "t-1") == ["accepted", "relayed"]
+    finally:
+        task.cancel()
+        await sleep_ms(0)
+        p.close()
+
+
+async def test_a_resend_dropped_at_once_costs_the_next_command_no_second_token():
+    # r14-3: rate 0.1/s, burst 1. A to METERS[0], refused by the CH, then answered (the
+    # refusal was stale, or forged): its resend is dropped without a token. N, from the
+    # same originator, is dispatched at its token: han.send drops A's resend, and N used
+    # to wait for a token again (10 s, ten 1 s sleeps) and take a second one. No resend
+    # took a token while the HAN held N: N's own is still good, and it goes at once
+    p = _Paced(rate_per_s=0.1)
+    try:
+        await p.command(False, METERS[0])
+        _refusal(p.han)
+        p.rig.relay.on_han_message(response_to(p.on_air[0][1]))   # A answered
+        p.counter += 1
+        res = await p.rig.submit("c%d" % p.counter, p.counter, target=METERS[1])
+        assert res["status"] == "accepted", res
+        w = await p.rig.relay.dispatch_once()
+        while w:                                # N's token (10 s after A's)
+            p.clock.advance(w)
+            w = await p.rig.relay.dispatch_once()
+        t_token = p.clock.t_ms
+        assert han_named(p.han)["resend_dropped"] == 1 and len(p.on_air) == 2
+        assert p.on_air[-1][0] == t_token and p.sleeps == []        # N at its token, no wait
+        # one token taken for N: the originator's next is 10 s on, not 20
+        orig = p.rig.journal.by_id["c%d" % p.counter].originator
+        assert p.rig.relay.originator_buckets.wait_ms(orig, p.clock.ms()) < 11000   # (two: 20 s)
+    finally:
+        p.close()
+
+
+async def _behind_a_dropped_resend(p, expires_in=None):
+    # 0.01/s (100 s a token), burst 1, the house loop running: A from ACB to METERS[0], sent
+    # and refused by the CH; N (the supplier's, to the ESME: its tokens free) dispatched at
+    # once: han.send's round first, where A's resend waits for METERS[0]'s token (100 s) until
+    # A's budget ends (25 s): dropped, no token taken. Returns N's id
+    from test_relay_support import ACB
+    p.counter += 1
+    res = await p.rig.submit("a", p.counter, target=METERS[0], originator=ACB)
+    assert res["status"] == "accepted", res
+    await _dispatch(p)
+    _refusal(p.han)
+    p.counter += 1
+    n = "c%d" % p.counter
+    res = await p.rig.submit(n, p.counter, expires=None if expires_in is None else p.clock.time() + expires_in)
+    assert res["status"] == "accepted", res
+    _house_during_pace(p)
+    await _dispatch(p)
+    return n
+
+
+async def test_a_command_that_expires_while_a_resend_waits_and_is_dropped_is_not_sent():
+    # r14-3's fix keeps r10-2's judge: a round whose resend waited 25 s and was dropped took
+    # no token, so N does not wait again, but it is judged again: it expired 10 s after its
+    # dispatch, so it is never on air and fails E_EXPIRED
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=0.01)
+    try:
+        t0 = p.clock.t_ms
+        n = await _behind_a_dropped_resend(p, expires_in=10)
+        e = p.rig.journal.by_id[n]
+        assert han_named(p.han)["resend_dropped"] == 1 and len(p.on_air) == 1   # A only
+        assert p.clock.t_ms - t0 >= p.rig.relay.budget_s * 1000
+        assert e.state == J.FAILED and e.error == "E_EXPIRED" and _statuses(p, n)[-1] == "failed"
+    finally:
+        p.close()
+
+
+async def test_a_command_behind_a_resend_dropped_after_a_wait_goes_at_once():
+    # the same round, N without an expiry: it goes as soon as A's resend is dropped (25 s),
+    # not a token later (before r14-3: 100 s more, and a second token)
+    from ppmid.relay import journal as J
+    p = _Paced(rate_per_s=0.01)
+    try:
+        t0 = p.clock.t_ms
+        n = await _behind_a_dropped_resend(p)
+        e = p.rig.journal.by_id[n]
+        assert han_named(p.han)["resend_dropped"] == 1 and len(p.on_air) == 2
+        waited = p.on_air[-1][0] - t0
+        assert p.rig.relay.budget_s * 1000 <= waited <= (p.rig.relay.budget_s + 2) * 1000, waited
+        assert e.state == J.SENDING and _statuses(p, n) == ["accepted", "relayed"]
+    finally:
+        p.close()

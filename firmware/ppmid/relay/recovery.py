@@ -63,6 +63,7 @@ def set_up(relay, config, journal, validator, han, publisher, clock, envelope_ke
     relay._corr = {}          # response key -> Entry (sending, timed out, answered)
     relay._deadline = {}      # seq -> ms tick of the response deadline (this boot)
     relay._handing = None     # seq of the command core._send is handing to the HAN link now
+    # (relay._resent_during, refusals.pace's, is set with the first resend: not held before)
     relay._status = {}        # seq -> last status emitted
     relay._retry = {}         # target -> [ms tick when it may be tried again (None: passed), backoff ms]
     relay._recent = []        # result dicts of finished or rejected commands, oldest first ("gbcs" False: a body let go)

@@ -226,6 +226,17 @@ async def pace(relay, buf, new=0):
     m = None
     if e is None:
         return False   # answered and forgotten, or never ours
+    if new:
+        # a new one waits for, and takes, a token again only when a resend took tokens
+        # while the HAN held it (Relay._handing, marked below): the token the dispatch took
+        # for it went by on that resend. A round whose resends were all dropped took none,
+        # and its token is still good (review r14-3: it waited a token's time more and took
+        # a second one). A mark left by a han.send that failed before this pace is at
+        # worst a wait more, once, for e's next handing: the safe side
+        _wanted(relay, e, 1)   # raises E_EXPIRED when it expired while it waited
+        if getattr(relay, "_resent_during", None) != e.seq:
+            return True
+        relay._resent_during = None
     target = e.target
     orig = e.originator
     while True:
@@ -243,6 +254,17 @@ async def pace(relay, buf, new=0):
         await sleep_ms(w if w < 1000 else 1000)
     relay.target_buckets.take(target, now)
     relay.originator_buckets.take(orig, now)
+    if not new:
+        # a resend took its tokens while the HAN held a new message (if any): that one
+        # waits for a token again before it goes (above)
+        relay._resent_during = relay._handing
+        # the resend goes now: its command's response budget starts again, as a new send's
+        # does once han.send returns (review r14-1: it kept what was left of the first
+        # send's, and a resend that went late was followed by the relay's copy at once).
+        # The HAN does not say when the resend is through: its send_timeout_s is counted in
+        # too, so check_timers does not queue a copy while the resend is still being sent
+        clock = relay.clock
+        relay._deadline[e.seq] = clock.add(now, int((relay.budget_s + relay.han.send_timeout_s) * 1000))
     return True
 
 

@@ -8,7 +8,7 @@
 import binascii
 from micropython import const
 
-from ppmid.errors import PpmidError, E_HAN_DEST
+from ppmid.errors import PpmidError, E_HAN_DEST, E_EXPIRED
 from ppmid import utrn as codec
 from ppmid import topup as T
 from ppmid.topup import E_UTRN_TARGET
@@ -189,7 +189,19 @@ class TopupRoad:
         nwk = dev["nwk"]
         self._waiting[nwk] = (self._tsn, e)
         frame = P.consumer_top_up(self._tsn, body)
-        await self.relay.han.send_zcl(nwk, P.CLUSTER_PREPAYMENT, dev.get("endpoint", DEFAULT_ENDPOINT), frame)
+        clock = self.relay.clock
+
+        def judge():
+            # judged again once the HAN's send lock is ours, as han.send judges a command
+            # after the CH's refused messages (the relay's pace): the relay checked its
+            # expiry right before, but a paced round of resends may have held the lock
+            # since (review r14-2: it went after its expiry, and was "relayed").
+            # E_EXPIRED: not sent, and the relay fails it (refusals.send_failed)
+            x = e.expires
+            if x is not None and clock.is_set() and clock.time() >= x:
+                raise TopupError(E_EXPIRED, "expired at %d while it waited for the HAN link: not sent" % x)
+
+        await self.relay.han.send_zcl(nwk, P.CLUSTER_PREPAYMENT, dev.get("endpoint", DEFAULT_ENDPOINT), frame, judge)
 
     # ---- receive (synchronous: from the HAN link's callback) -------------------------
     def on_zcl(self, sender, cluster, frame, eui64=None):

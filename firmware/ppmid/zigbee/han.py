@@ -190,11 +190,12 @@ class ZigbeeHan:
             if self._rejected:
                 await self._do_resends()  # what the CH refused earlier goes first
             if pace is not None and c[_C_RESENT] + c[_C_RESEND_FAILED] + c[_C_RESEND_DROPPED] != went:
-                # resends went while this one waited (here or in _resend_loop), each at the
-                # pace: the token its sender took went by meanwhile, so it waits for one
-                # again, or it would follow the last resend at once, beyond the burst. Its
-                # sender judges it again too (1: a new message): one past its expiry
-                # meanwhile raises, and is not sent (review r10-2)
+                # resends went, or were dropped, while this one waited (here or in
+                # _resend_loop), each at the pace: its sender judges it again (1: a new
+                # message): one past its expiry meanwhile raises, and is not sent (review
+                # r10-2); and when a resend took a token meanwhile, the one its sender took
+                # for it went by, so it waits for one again, or it would follow the last
+                # resend at once, beyond the burst (a drop takes none: review r14-3)
                 await pace(data, 1)
             # its own send_timeout_s starts now, not before the paced wait (review r10-3)
             deadline = ticks_add(ticks_ms(), int(self.send_timeout_s * 1000))
@@ -208,11 +209,12 @@ class ZigbeeHan:
             self.counters[_C_SENT] += 1
             self._remember(data, pace)
 
-    async def send_zcl(self, dest, cluster, endpoint, zcl):
-        """One ZCL frame to a HAN device directly, not through the tunnel (a top-up to
-        the ESME): ppmid.zigbee.direct, loaded with the first one."""
+    async def send_zcl(self, *args):
+        """send_zcl(dest, cluster, endpoint, zcl, judge=None): one ZCL frame to a HAN
+        device directly, not through the tunnel (a top-up to the ESME):
+        ppmid.zigbee.direct's, loaded with the first one."""
         from ppmid.zigbee.direct import send_zcl
-        await send_zcl(self, dest, cluster, endpoint, zcl)
+        await send_zcl(self, *args)
 
     # ---- status ----------------------------------------------------------------------
     def _set_status(self, status, detail=""):
