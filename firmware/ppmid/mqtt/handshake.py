@@ -134,29 +134,39 @@ def _mp_open_stream(host, port, ssl_ctx, server_hostname, track, known, dns, wla
         ai = yield from addrinfo(host, port, socket.SOCK_STREAM, dns, wlan)
     known[0] = None
     raw = socket.socket(ai[0], ai[1], ai[2])
-    if track is not None:
-        track(raw)
+    # From here until the stream is returned (the client's session closes it from then on),
+    # any failure closes the socket: above all the connect timeout's cancel, thrown in at the
+    # yield below when the broker does not answer the SYN (firewall, dead host). Left open,
+    # each such dial held one of the ESP32 lwIP's ~10 sockets for good (review r13-2).
     try:
-        raw.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: same numbers on Linux and lwIP
-    except (OSError, AttributeError):
-        pass
-    raw.setblocking(False)
-    try:
-        raw.connect(ai[-1])
-    except OSError as exc:
-        if exc.errno != EINPROGRESS:
-            raw.close()
-            raise
-    yield core._io_queue.queue_write(raw)   # writable: the TCP connection is up (or failed)
-    if ssl_ctx is None:
-        stream = StreamReader(raw)
-        stream.raw = raw
+        if track is not None:
+            track(raw)
+        try:
+            raw.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: same numbers on Linux and lwIP
+        except (OSError, AttributeError):
+            pass
+        raw.setblocking(False)
+        try:
+            raw.connect(ai[-1])
+        except OSError as exc:
+            if exc.errno != EINPROGRESS:
+                raise
+        yield core._io_queue.queue_write(raw)   # writable: the TCP connection is up (or failed)
+        if ssl_ctx is None:
+            stream = StreamReader(raw)
+            stream.raw = raw
+            return stream, stream
+        # the handshake runs inside the first non-blocking reads/writes of the stream
+        s = ssl_ctx.wrap_socket(raw, server_hostname=server_hostname or host, do_handshake_on_connect=False)
+        s.setblocking(False)
+        stream = _TlsStream(s, raw, known, ai)
         return stream, stream
-    # the handshake runs inside the first non-blocking reads/writes of the stream
-    s = ssl_ctx.wrap_socket(raw, server_hostname=server_hostname or host, do_handshake_on_connect=False)
-    s.setblocking(False)
-    stream = _TlsStream(s, raw, known, ai)
-    return stream, stream
+    except BaseException:  # CancelledError included
+        raw.close()
+        untrack = getattr(wlan, "untrack", None)
+        if untrack is not None:
+            untrack(raw)
+        raise
 
 
 def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on_up=None,
