@@ -100,3 +100,121 @@ async def test_a_dial_that_times_out_closes_and_untracks_its_socket():
     # on CPython until its transport's close runs) and none stays tracked
     assert after - before <= 1, (before, after, fails)
     assert wlan.tracked == [], len(wlan.tracked)
+
+
+class RawBroker:
+    """A broker answering with raw bytes: CONNACK (session present), SUBACK (QoS 1 granted)
+    and PINGRESP, PUBACK for our QoS 1; with `stall` set it reads on and answers nothing
+    (its side of the stream stalled, or a silent network loss while our writes still go
+    into the send buffer). `on_suback(w)`: what it writes after the SUBACK (its queue)."""
+
+    def __init__(self):
+        self.stall = False
+        self.pingreqs = 0
+        self.qos0 = 0
+        self.connections = 0
+        self.pubacks = []   # packet ids the client PUBACKed
+        self.on_suback = None
+
+    async def start(self):
+        for _ in range(50):
+            self.port = 30000 + random.getrandbits(14)
+            try:
+                self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+                return self
+            except OSError:
+                pass
+        raise AssertionError("no free port")
+
+    async def _read(self, r):
+        first = (await r.readexactly(1))[0]
+        n, shift = 0, 0
+        while True:
+            b = (await r.readexactly(1))[0]
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        return first, (await r.readexactly(n) if n else b"")
+
+    async def _serve(self, r, w):
+        self.connections += 1
+        try:
+            while True:
+                first, body = await self._read(r)
+                kind = first & 0xF0
+                if kind == p.PINGREQ:
+                    self.pingreqs += 1
+                elif kind == p.PUBLISH and not first & 6:
+                    self.qos0 += 1
+                elif kind == p.PUBACK:
+                    self.pubacks.append((body[0] << 8) | body[1])
+                if self.stall:
+                    continue
+                if kind == p.CONNECT:
+                    w.write(b"\x20\x02\x01\x00")
+                elif kind == 0x80:
+                    w.write(b"\x90\x03" + body[:2] + b"\x01")
+                    if self.on_suback is not None:
+                        self.on_suback(w)
+                elif kind == p.PINGREQ:
+                    w.write(b"\xd0\x00")
+                elif kind == p.PUBLISH and first & 6:
+                    w.write(p.puback((body[-2] << 8) | body[-1]))
+                await w.drain()
+        except Exception:
+            pass
+
+    def close(self):
+        self.server.close()
+
+
+async def _stopped(c, task):
+    await c.stop()
+    task.cancel()
+    try:
+        await task
+    except BaseException:
+        pass
+
+
+async def _log_lines_while(c, b, seconds):
+    # a QoS 0 log line every 0.25 s (the app's log lines: one each 10 s at most against its
+    # keepalive/2 of 15 s); returns (link losses, PINGREQs) at the end. wait=False: a line
+    # is not waited for while the link is down (no broker answers a CONNECT then)
+    for _ in range(int(seconds * 4)):
+        await c.publish("ppmid/v1/" + EUI + "/log", b'{"level":"warning"}', 0, wait=False)
+        await asyncio.sleep(0.25)
+    return stats(c)["link_losses"], b.pingreqs
+
+
+async def test_qos0_log_lines_do_not_stop_the_keepalive_ping_from_catching_a_dead_broker_stream():
+    # review r13-1: every write refreshed "last sent", so while QoS 0 log lines flowed no
+    # PINGREQ went out and a broker whose side went silent was never noticed: the gateway
+    # stayed `online` and deaf. Now it pings after keepalive/2 without receiving too, and
+    # the unanswered ping drops the link (keepalive 2 s: within 1 + 1 s of ack_timeout).
+    b = await RawBroker().start()
+    lines = []
+    c = MQTTClient(EUI, tls_connector("127.0.0.1", b.port), keepalive=2, ack_timeout=1,
+                   backoff_min=0.05, backoff_max=0.2, log=lines.append)
+    c.subscribe(CMD, 1)
+    task = asyncio.create_task(c.run())
+    try:
+        for _ in range(250):
+            if c.state == "online":
+                break
+            await asyncio.sleep(0.02)
+        assert c.state == "online"
+        # a live broker: the log lines and the pings it answers keep the one connection
+        losses, pings = await _log_lines_while(c, b, 3)
+        assert losses == 0 and stats(c)["connects"] == 1, (losses, stats(c))
+        assert pings >= 1, pings   # the log lines did not stop the pings
+        b.stall = True
+        seen = (b.qos0, pings)
+        losses, pings = await _log_lines_while(c, b, 4)
+        assert b.qos0 > seen[0]    # the log lines went on
+        assert pings > seen[1] and losses >= 1, (losses, pings, c.state, lines)
+        assert [x for x in lines if "no PINGRESP within 1s" in x], lines
+    finally:
+        await _stopped(c, task)
+        b.close()

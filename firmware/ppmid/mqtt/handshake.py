@@ -207,6 +207,7 @@ def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on
     client._dead = None        # reason the current connection died, or None
     client._ping_at = None
     client._tx_at = 0
+    client._rx_at = 0          # ticks_ms of the last packet's start read (client._read_packet)
     client._in_handler = False  # the reader waits for the handler: nothing is read
     client._stopping = False
     client._online = None  # the ticks_ms of the last accepted CONNACK
