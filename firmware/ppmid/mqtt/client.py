@@ -598,9 +598,15 @@ class MQTTClient:
     async def _incoming(self, first, n):
         # n: the length of the body that _read_packet read (an oversized PUBLISH's head)
         body = self._rxmv[:n]
-        topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)
-        if qos == 2:
-            raise p.PacketError(_text(_S_QOS2))
+        try:
+            topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)
+            if qos == 2:
+                raise p.PacketError(_text(_S_QOS2))
+        except p.PacketError as exc:
+            # a broker's bug, redelivered first at every connect: refused and PUBACKed when
+            # its packet id is usable, else the link drops (ppmid.mqtt.malformed, loaded for it)
+            from ppmid.mqtt.malformed import answer
+            return await answer(self, first, n, exc)
         self.stats[_C_RECEIVED] += 1
         if self._oversize:
             self.stats[_C_OVERSIZE] += 1

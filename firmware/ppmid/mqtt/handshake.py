@@ -182,7 +182,7 @@ def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on
     client.keepalive = keepalive
     client.will = will
     client.handler = handler
-    client.oversize = None     # async oversize(topic, size, qos, dup): answer a too-big PUBLISH
+    client.oversize = None     # async oversize(topic, size, qos, dup): answer a too-big PUBLISH (or a malformed one: topic None, size its PacketError)
     client._oversize = 0
     client.on_up = on_up
     client.queue_size = queue_size
@@ -221,7 +221,7 @@ def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on
     client.state = "offline"
     client.last_error = None
     client.session_present = False
-    client.stats = [0] * 10  # by the client's _C_X indices (ppmid/mqtt/link_host.py names them)
+    client.stats = [0] * 11  # by the client's _C_X indices (ppmid/mqtt/link_host.py names them)
 
 
 async def start(client):
