@@ -275,10 +275,12 @@ async def subscribe_all(client):
         raise MQTTError(E_MQTT_SUBSCRIBE, "SUBACK does not match the SUBSCRIBE")
     for i in range(len(codes)):
         if codes[i] == SUBACK_FAILURE:
-            # ACL denial: stay connected (publishing still works) but say so
-            client.last_error = "%s: broker refused subscription to %s" % (E_MQTT_SUBSCRIBE, subs[i][0])
-            if client.log:
-                client.log("mqtt: " + client.last_error)
+            # A refused filter (an ACL denial, an authorisation backend's passing failure) is
+            # a failed connection: the link drops (so the will says offline), the client backs
+            # off and subscribes again. Staying connected left the gateway `online` but deaf,
+            # with the broker dropping every command sent to it, until the next reconnect,
+            # weeks away (review r13-5).
+            raise MQTTError(E_MQTT_SUBSCRIBE, "broker refused subscription to %s" % (subs[i][0],))
 
 
 async def run_on_up(client):
