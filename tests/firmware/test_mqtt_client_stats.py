@@ -24,7 +24,7 @@ def test_the_client_counts_in_a_list_named_by_link_host():
 
 
 def test_every_client_counter_index_names_its_counter():
-    # client.py, handshake.py and malformed.py count by private _C_X = const(i) indices; link_host.STATS
+    # client.py, handshake.py and oversize.py count by private _C_X = const(i) indices; link_host.STATS
     # names them (x, lower case, at index i): each module's indices agree with the names,
     # every one it defines is used, and every name is counted somewhere
     import sys
@@ -33,9 +33,9 @@ def test_every_client_counter_index_names_its_counter():
             pass
         raise SkipTest("reads the sources (CPython's re and file paths); stats() runs on both")
     import re
-    from ppmid.mqtt import client, handshake, link_host, malformed
+    from ppmid.mqtt import client, handshake, link_host, oversize
     seen = set()
-    for mod in (client, handshake, malformed):
+    for mod in (client, handshake, oversize):
         src = open(mod.__file__).read()
         keys = re.findall(r"^_C_(\w+) = const\((\d+)\)", src, re.M)
         assert keys, mod.__name__

@@ -604,8 +604,8 @@ class MQTTClient:
                 raise p.PacketError(_text(_S_QOS2))
         except p.PacketError as exc:
             # a broker's bug, redelivered first at every connect: refused and PUBACKed when
-            # its packet id is usable, else the link drops (ppmid.mqtt.malformed, loaded for it)
-            from ppmid.mqtt.malformed import answer
+            # its packet id is usable, else the link drops (ppmid.mqtt.oversize, loaded for it)
+            from ppmid.mqtt.oversize import answer
             return await answer(self, first, n, exc)
         self.stats[_C_RECEIVED] += 1
         if self._oversize:

@@ -22,7 +22,7 @@ async def stop(link, timeout=2):
 
 # the MQTT client's counters (client.stats, a list of ints by its private _C_X indices:
 # ppmid/mqtt/client.py, "connects" also ppmid/mqtt/handshake.py's, "malformed"
-# ppmid/mqtt/malformed.py's), named in index order
+# ppmid/mqtt/oversize.py's), named in index order
 STATS = ("connects", "connect_failures", "drops", "retransmits", "published", "received",
          "pubacks_withheld", "pings", "oversize", "link_losses", "malformed")
 
