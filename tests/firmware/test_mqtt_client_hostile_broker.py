@@ -302,3 +302,23 @@ async def test_a_malformed_queued_publish_without_a_usable_packet_id_drops_the_l
         said = [x for x in lines if "E_MQTT_PACKET" in x]
         assert len(said) >= 3, (name, lines[-4:])
         assert 7 not in b.pubacks and c.backoff_delay >= 0.2, (name, b.pubacks, c.backoff_delay)
+
+
+async def test_a_retained_command_is_refused_and_acked_not_handed_to_the_relay():
+    # review r13-3: a command published retained is handed over again (RETAIN set) at every
+    # SUBSCRIBE, so at every connect, however old: each time the relay answered it again
+    # (`rejected` E_REPLAY after its `response`). Now the intake never gets it: it is
+    # refused on rsp (E_RETAINED, naming the topic to clear) and PUBACKed; a command not
+    # retained behind it is handled as ever.
+    import json
+    b = await RawBroker().start()
+    kept = _T + b"\x00\x09" + b'{"id":"old"}'
+    b.on_suback = _queued(bytes((0x33, len(kept))) + kept)   # QoS 1, RETAIN, packet id 9
+    c, intake, taken, lines = await _intake_on(b, until=lambda: 7 in b.pubacks)
+    assert b.pubacks[:2] == [9, 7], (b.pubacks, lines[-4:])
+    assert b.connections == 1 and stats(c)["link_losses"] == 0, (b.connections, lines[-4:])
+    rsp = [json.loads(m) for t, m in b.published if t == intake.topics.rsp]
+    assert rsp and rsp[0]["id"] is None and rsp[0]["status"] == "rejected", rsp
+    assert rsp[0]["error"]["code"] == "E_RETAINED" and CMD in rsp[0]["error"]["message"], rsp
+    assert [x["id"] for x in rsp[1:]] == ["next"], rsp   # the command behind it: read and answered
+    assert stats(c)["malformed"] == 0

@@ -615,6 +615,11 @@ class MQTTClient:
                     await self.oversize(topic, self._oversize, qos, dup)
                 except Exception as exc:  # noqa: BLE001 - it is refused either way
                     self._note(exc)
+        elif retain:
+            # a retained message, handed over again at every SUBSCRIBE (each connect): refused
+            # (ppmid.mqtt.oversize, loaded for it), then PUBACKed below (review r13-3)
+            from ppmid.mqtt.oversize import retained
+            await retained(self, topic, qos, dup)
         elif self.handler is not None:
             self._in_handler = True
             try:

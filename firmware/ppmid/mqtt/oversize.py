@@ -84,3 +84,29 @@ async def answer(client, first, n, exc):
     finally:
         from ppmid.modules import unload
         unload("ppmid.mqtt.oversize", "ppmid.modules")
+
+
+# A retained message on a topic the gateway reads (a DCC User's PUBLISH on cmd or update/+
+# with retain set): the broker hands it over again, RETAIN set, at every SUBSCRIBE, so at
+# every connect, however old it is; the relay's id and counter checks stop a second relay,
+# but each connect answered it again (`rejected` E_REPLAY after its `response`: review r13-3)
+E_RETAINED = "E_RETAINED"
+
+
+async def retained(client, topic, qos, dup):
+    """Refuse a retained PUBLISH through the client's oversize hook (the intake answers
+    `rejected`, "id": null, E_RETAINED, on rsp, or on the update topic for the update
+    family); the client PUBACKs it after. Each connect refuses it again, until the retained
+    message is cleared (an empty retained PUBLISH on its topic)."""
+    try:
+        if client.oversize is not None:
+            from ppmid.errors import PpmidError
+            err = PpmidError(E_RETAINED, "messages for the gateway must not be published retained: "
+                                         "clear the retained message on %s" % topic)
+            try:
+                await client.oversize(topic, err, qos, dup)
+            except Exception as e:  # noqa: BLE001 - it is refused either way
+                client._note(e)
+    finally:
+        from ppmid.modules import unload
+        unload("ppmid.mqtt.oversize", "ppmid.modules")
