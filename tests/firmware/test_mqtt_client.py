@@ -308,7 +308,7 @@ async def test_connection_start_code_is_loaded_per_connect_and_dropped_after():
     await _with(b, c, body)
 
 
-async def test_bad_suback_drops_the_connection_and_a_refused_filter_is_reported():
+async def test_a_bad_suback_or_a_refused_filter_drops_the_connection_and_is_retried():
     b = await FakeBroker().start()
     b.suback_code = 3  # not a SUBACK return code
     c = _client(b)
@@ -317,9 +317,21 @@ async def test_bad_suback_drops_the_connection_and_a_refused_filter_is_reported(
     async def body():
         await _until(lambda: stats(c)["link_losses"] >= 2, "connections dropped")
         assert c.state != "online" and "SUBACK return code 0x03" in c.last_error, c.last_error
-        b.suback_code = 0x80  # the broker's ACL refuses the filter: online, and said
-        await _until(lambda: c.state == "online", "online with the filter refused")
+        # the broker refuses the filter (0x80): a failed connection, retried after the
+        # back-off, never `online` and deaf (review r13-5: it went online, and no command
+        # reached it until the next reconnect)
+        b.suback_code = 0x80
+        n = len(b.of(p.SUBSCRIBE))
+        await _until(lambda: len(b.of(p.SUBSCRIBE)) >= n + 3, "the refused filter subscribed again")
         assert "E_MQTT_SUBSCRIBE" in c.last_error and "a/b" in c.last_error, c.last_error
+        for _ in range(10):
+            assert c.state != "online", c.state
+            await asyncio.sleep(0.02)
+        losses = stats(c)["link_losses"]
+        b.suback_code = 1  # granted again: online, and stays
+        await _until(lambda: c.state == "online", "online once the filter is granted")
+        await asyncio.sleep(0.3)
+        assert c.state == "online" and stats(c)["link_losses"] <= losses + 1, stats(c)
     await _with(b, c, body)
 
 

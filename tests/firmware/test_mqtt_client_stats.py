@@ -12,19 +12,19 @@ def test_the_client_counts_in_a_list_named_by_link_host():
     assert isinstance(c.stats, list)
     assert stats(c) == {"connects": 0, "connect_failures": 0, "drops": 0, "retransmits": 0,
                         "published": 0, "received": 0, "pubacks_withheld": 0, "pings": 0,
-                        "oversize": 0, "link_losses": 0}
+                        "oversize": 0, "link_losses": 0, "malformed": 0}
     c.stats[9] += 2
     assert stats(c)["link_losses"] == 2
     c.stats.append(0)  # a counter with no name: said, not zipped away
     try:
         stats(c)
-        raise AssertionError("11 counters named by 10 names")
+        raise AssertionError("12 counters named by 11 names")
     except ValueError as exc:
-        assert "11 counters for 10 names" in str(exc)
+        assert "12 counters for 11 names" in str(exc)
 
 
 def test_every_client_counter_index_names_its_counter():
-    # client.py and handshake.py count by private _C_X = const(i) indices; link_host.STATS
+    # client.py, handshake.py and oversize.py count by private _C_X = const(i) indices; link_host.STATS
     # names them (x, lower case, at index i): each module's indices agree with the names,
     # every one it defines is used, and every name is counted somewhere
     import sys
@@ -33,9 +33,9 @@ def test_every_client_counter_index_names_its_counter():
             pass
         raise SkipTest("reads the sources (CPython's re and file paths); stats() runs on both")
     import re
-    from ppmid.mqtt import client, handshake, link_host
+    from ppmid.mqtt import client, handshake, link_host, oversize
     seen = set()
-    for mod in (client, handshake):
+    for mod in (client, handshake, oversize):
         src = open(mod.__file__).read()
         keys = re.findall(r"^_C_(\w+) = const\((\d+)\)", src, re.M)
         assert keys, mod.__name__

@@ -434,7 +434,7 @@ class MQTTClient:
                 continue  # already went on this connection (publish(first=True))
             self.stats[_C_RETRANSMITS] += 1
             await self._send(m, True)
-        ka_ms = self.keepalive * 500  # ping after half the keepalive without sending
+        ka_ms = self.keepalive * 500  # ping after half the keepalive without sending or receiving
         ack_ms = int(self.ack_timeout * 1000)
         while self._dead is None:
             self._wake.clear()
@@ -468,9 +468,16 @@ class MQTTClient:
                 if self._ping_at is not None and ticks_diff(now, self._ping_at) > ack_ms:
                     self._kill(_text(_S_NO_PINGRESP, self.ack_timeout))
                     break
-            # keepalive: while the handler holds the reader, the answer to an earlier
-            # ping may be unread; ping again anyway so the broker keeps hearing from us
-            if self.keepalive and (self._ping_at is None or self._in_handler) and ticks_diff(now, self._tx_at) >= ka_ms:
+            # keepalive: ping after half the keepalive without sending, or without
+            # receiving: our own QoS 0 log lines (no PUBACK to wait for) must not keep the
+            # ping, the one check on a broker's side that went silent (a half-open link, a
+            # stalled stream), from going out (review r13-1). While the handler holds the
+            # reader nothing is read, and the answer to an earlier ping may be unread: ping
+            # on what we send alone then, so the broker keeps hearing from us
+            quiet = ticks_diff(now, self._tx_at)
+            if not self._in_handler:
+                quiet = max(quiet, ticks_diff(now, self._rx_at))
+            if self.keepalive and (self._ping_at is None or self._in_handler) and quiet >= ka_ms:
                 if self._ping_at is None:
                     self._ping_at = now
                 self.stats[_C_PINGS] += 1
@@ -491,6 +498,7 @@ class MQTTClient:
         # announces
         h = self._rxmv[:2]
         await self._fill(r, h)
+        self._rx_at = ticks_ms()  # the broker's side is alive (the keepalive ping's clock)
         first = h[0]
         h = h[1:]
         n = 0
@@ -590,9 +598,15 @@ class MQTTClient:
     async def _incoming(self, first, n):
         # n: the length of the body that _read_packet read (an oversized PUBLISH's head)
         body = self._rxmv[:n]
-        topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)
-        if qos == 2:
-            raise p.PacketError(_text(_S_QOS2))
+        try:
+            topic, payload, qos, retain, dup, pid = p.parse_publish(first, body)
+            if qos == 2:
+                raise p.PacketError(_text(_S_QOS2))
+        except p.PacketError as exc:
+            # a broker's bug, redelivered first at every connect: refused and PUBACKed when
+            # its packet id is usable, else the link drops (ppmid.mqtt.oversize, loaded for it)
+            from ppmid.mqtt.oversize import answer
+            return await answer(self, first, n, exc)
         self.stats[_C_RECEIVED] += 1
         if self._oversize:
             self.stats[_C_OVERSIZE] += 1
@@ -601,6 +615,11 @@ class MQTTClient:
                     await self.oversize(topic, self._oversize, qos, dup)
                 except Exception as exc:  # noqa: BLE001 - it is refused either way
                     self._note(exc)
+        elif retain:
+            # a retained message, handed over again at every SUBSCRIBE (each connect): refused
+            # (ppmid.mqtt.oversize, loaded for it), then PUBACKed below (review r13-3)
+            from ppmid.mqtt.oversize import retained
+            await retained(self, topic, qos, dup)
         elif self.handler is not None:
             self._in_handler = True
             try:

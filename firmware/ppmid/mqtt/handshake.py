@@ -134,29 +134,39 @@ def _mp_open_stream(host, port, ssl_ctx, server_hostname, track, known, dns, wla
         ai = yield from addrinfo(host, port, socket.SOCK_STREAM, dns, wlan)
     known[0] = None
     raw = socket.socket(ai[0], ai[1], ai[2])
-    if track is not None:
-        track(raw)
+    # From here until the stream is returned (the client's session closes it from then on),
+    # any failure closes the socket: above all the connect timeout's cancel, thrown in at the
+    # yield below when the broker does not answer the SYN (firewall, dead host). Left open,
+    # each such dial held one of the ESP32 lwIP's ~10 sockets for good (review r13-2).
     try:
-        raw.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: same numbers on Linux and lwIP
-    except (OSError, AttributeError):
-        pass
-    raw.setblocking(False)
-    try:
-        raw.connect(ai[-1])
-    except OSError as exc:
-        if exc.errno != EINPROGRESS:
-            raw.close()
-            raise
-    yield core._io_queue.queue_write(raw)   # writable: the TCP connection is up (or failed)
-    if ssl_ctx is None:
-        stream = StreamReader(raw)
-        stream.raw = raw
+        if track is not None:
+            track(raw)
+        try:
+            raw.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: same numbers on Linux and lwIP
+        except (OSError, AttributeError):
+            pass
+        raw.setblocking(False)
+        try:
+            raw.connect(ai[-1])
+        except OSError as exc:
+            if exc.errno != EINPROGRESS:
+                raise
+        yield core._io_queue.queue_write(raw)   # writable: the TCP connection is up (or failed)
+        if ssl_ctx is None:
+            stream = StreamReader(raw)
+            stream.raw = raw
+            return stream, stream
+        # the handshake runs inside the first non-blocking reads/writes of the stream
+        s = ssl_ctx.wrap_socket(raw, server_hostname=server_hostname or host, do_handshake_on_connect=False)
+        s.setblocking(False)
+        stream = _TlsStream(s, raw, known, ai)
         return stream, stream
-    # the handshake runs inside the first non-blocking reads/writes of the stream
-    s = ssl_ctx.wrap_socket(raw, server_hostname=server_hostname or host, do_handshake_on_connect=False)
-    s.setblocking(False)
-    stream = _TlsStream(s, raw, known, ai)
-    return stream, stream
+    except BaseException:  # CancelledError included
+        raw.close()
+        untrack = getattr(wlan, "untrack", None)
+        if untrack is not None:
+            untrack(raw)
+        raise
 
 
 def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on_up=None,
@@ -172,7 +182,7 @@ def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on
     client.keepalive = keepalive
     client.will = will
     client.handler = handler
-    client.oversize = None     # async oversize(topic, size, qos, dup): answer a too-big PUBLISH
+    client.oversize = None     # async oversize(topic, size, qos, dup): answer a too-big PUBLISH (or a malformed one: topic None, size its PacketError)
     client._oversize = 0
     client.on_up = on_up
     client.queue_size = queue_size
@@ -197,6 +207,7 @@ def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on
     client._dead = None        # reason the current connection died, or None
     client._ping_at = None
     client._tx_at = 0
+    client._rx_at = 0          # ticks_ms of the last packet's start read (client._read_packet)
     client._in_handler = False  # the reader waits for the handler: nothing is read
     client._stopping = False
     client._online = None  # the ticks_ms of the last accepted CONNACK
@@ -210,7 +221,7 @@ def set_up(client, client_id, connect, keepalive=30, will=None, handler=None, on
     client.state = "offline"
     client.last_error = None
     client.session_present = False
-    client.stats = [0] * 10  # by the client's _C_X indices (ppmid/mqtt/link_host.py names them)
+    client.stats = [0] * 11  # by the client's _C_X indices (ppmid/mqtt/link_host.py names them)
 
 
 async def start(client):
@@ -264,10 +275,12 @@ async def subscribe_all(client):
         raise MQTTError(E_MQTT_SUBSCRIBE, "SUBACK does not match the SUBSCRIBE")
     for i in range(len(codes)):
         if codes[i] == SUBACK_FAILURE:
-            # ACL denial: stay connected (publishing still works) but say so
-            client.last_error = "%s: broker refused subscription to %s" % (E_MQTT_SUBSCRIBE, subs[i][0])
-            if client.log:
-                client.log("mqtt: " + client.last_error)
+            # A refused filter (an ACL denial, an authorisation backend's passing failure) is
+            # a failed connection: the link drops (so the will says offline), the client backs
+            # off and subscribes again. Staying connected left the gateway `online` but deaf,
+            # with the broker dropping every command sent to it, until the next reconnect,
+            # weeks away (review r13-5).
+            raise MQTTError(E_MQTT_SUBSCRIBE, "broker refused subscription to %s" % (subs[i][0],))
 
 
 async def run_on_up(client):

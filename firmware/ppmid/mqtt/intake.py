@@ -49,8 +49,10 @@ class Intake:
 
     async def too_large(self, topic, size, qos, dup):
         """The client read past a PUBLISH larger than its max_packet, or one its receive
-        buffer could not grow to hold (no block that large free): refuse it (rare: the code
-        is ppmid.mqtt.refusal's, loaded for it)."""
+        buffer could not grow to hold (no block that large free), or one it could not parse
+        with a usable packet id (topic None, size the PacketError: ppmid.mqtt.oversize.answer),
+        or a retained one (size the E_RETAINED error: ppmid.mqtt.oversize.retained):
+        refuse it (rare: the code is ppmid.mqtt.refusal's, loaded for it)."""
         from ppmid.mqtt import refusal
         await refusal.too_large(self, topic, size)
 

@@ -21,9 +21,10 @@ async def stop(link, timeout=2):
 
 
 # the MQTT client's counters (client.stats, a list of ints by its private _C_X indices:
-# ppmid/mqtt/client.py, "connects" also ppmid/mqtt/handshake.py's), named in index order
+# ppmid/mqtt/client.py, "connects" also ppmid/mqtt/handshake.py's, "malformed"
+# ppmid/mqtt/oversize.py's), named in index order
 STATS = ("connects", "connect_failures", "drops", "retransmits", "published", "received",
-         "pubacks_withheld", "pings", "oversize", "link_losses")
+         "pubacks_withheld", "pings", "oversize", "link_losses", "malformed")
 
 
 def stats(client):

@@ -90,18 +90,25 @@ async def wrong_topic(intake, topic, t0):
 
 async def too_large(intake, topic, size):
     """The client read past a PUBLISH larger than its max_packet, or one its receive buffer
-    could not grow to hold: refuse it (the id is in
+    could not grow to hold (size: its length), or it could not parse one (size: the
+    PacketError, topic None: ppmid.mqtt.oversize.answer), or a retained one (size: the
+    E_RETAINED error: ppmid.mqtt.oversize.retained): refuse it (the id is in
     the discarded part, so the rejection carries "id": null). On an update topic the
     refusal goes where that road answers (ppmid/v1/EUI/update, docs/update.md), shaped as
     its statuses are: a DCC User's update tool does not watch rsp."""
     client = intake.client
-    if size > client.max_packet:
+    if isinstance(size, PpmidError):
+        # refused for another reason than its size (ppmid.mqtt.oversize): a malformed PUBLISH
+        # (topic None: it may be what is wrong, so the refusal goes to rsp with the codec's
+        # error) or a retained one (E_RETAINED)
+        err = size
+    elif size > client.max_packet:
         err = envelope.EnvelopeError(E_TOO_LARGE, "message of %d bytes is larger than the %d allowed"
                                      % (size, client.max_packet))
     else:
         err = short_of_memory(size)  # within the cap, but the client's receive buffer could not grow to hold it
     try:
-        if topic != intake.topics.cmd and intake.update is not None:
+        if topic is not None and topic != intake.topics.cmd and intake.update is not None:
             kind = topic[topic.rfind("/") + 1:]
             st = {"state": "refused", "error": err.as_dict()}
             updater = kind not in ("config", "commission")
