@@ -105,6 +105,39 @@ async def test_sending_marked_is_sent_again_once_and_the_first_copys_reply_is_co
     assert "c-1" not in r.journal.by_id
 
 
+async def test_a_command_queued_for_a_copy_keeps_its_first_response_across_a_restart():
+    # queued for a copy (its budget ended unanswered, or it was found sending at a boot), and
+    # the power went before the copy did: the first copy's response, coming after the
+    # restart, is its answer, and no copy goes. Before, recovery made a queued command
+    # findable only in the boot that queued it: the response went to the alert topic, the
+    # copy went, and the command ended "timeout" (the relay crash soak, 1 run in 6)
+    r = Rig()
+    await r.submit("c-1", 10)
+    await r.submit("c-2", 11, target=GSME)
+    await r.pump()
+    assert len(r.han.sent) == 2
+    r.clock.advance(r.relay.budget_s * 1000 + 100)
+    r.relay.check_timers()      # no response within the budget: both queued for a copy
+    r.restart()
+    assert [(e.state, e.resends) for e in r.journal.entries()] == [(J.QUEUED, 1)] * 2
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.pump()
+    assert len(r.han.sent) == 3 and r.han.sent[2] == r.han.sent[1], r.han.sent   # c-2's copy only
+    assert r.pub.statuses("c-1")[-1] == "response", r.pub.statuses("c-1")
+    assert r.pub.on("/alert") == [], r.pub.on("/alert")
+    # queued at a boot (found sending), and a second power cut before its copy
+    r = Rig()
+    await r.submit("c-3", 12)
+    await crash_during_send(r)
+    r.restart()
+    e = r.journal.by_id["c-3"]
+    assert e.state == J.QUEUED and e.resends == 1
+    r.relay.on_han_message(response_to(r.han.sent[0]))
+    await r.pump()
+    assert len(r.han.sent) == 1 and r.pub.statuses("c-3")[-1] == "response", (r.han.sent, r.pub.messages)
+    assert r.pub.on("/alert") == [] and r.journal.live == {}
+
+
 async def test_a_copy_the_meter_never_had_before_is_executed_and_answered():
     # the power went between the sending record and the UART write: the copy is the first
     # the meter sees, and it answers it

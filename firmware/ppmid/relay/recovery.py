@@ -141,6 +141,13 @@ def recover(relay):
                 relay.time_out(e, clock.time())
             continue
         if e.state == J.QUEUED:
+            if e.resends:
+                # queued for a copy (its budget ended, or found sending at an earlier boot),
+                # and the copy has not gone: the first's response may still come, and must
+                # find it, as resend.requeue keeps it findable within the boot it was queued
+                # (before, a restart in between lost it: the meter's answer went to the alert
+                # topic, the command timed out; the relay crash soak)
+                relay._corr[e.key()] = e
             relay._emit(e, "accepted")
         elif e.state == J.SENDING:
             # a top-up is never sent twice: a ZCL Consumer Top Up carries no GBCS
