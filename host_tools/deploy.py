@@ -230,9 +230,18 @@ def board_arch(definition):
     return native_arch() if arch == "native" else arch
 
 
+# The firmware package's host-side halves (ppmid/envelope_host.py, ppmid/mqtt/link_host.py,
+# ...): what only the host tools and tests use of a module (signing, the ACL's topic lists,
+# the counters' names), kept apart so that the gateway does not hold it (docs/memory.md).
+# Nothing on the board imports one (tests/test_deploy.py checks), so no board gets them:
+# they cost flash and, one manifest entry each, ~130 bytes of every update offer.
+HOST_ONLY_SUFFIX = "_host.py"
+
+
 def firmware_files(firmware_dir, exclude=()):
     """[(relative path of the source, kind)] with kind 'script' or 'module', sorted;
-    `exclude`: paths relative to firmware_dir to leave out."""
+    `exclude`: paths relative to firmware_dir to leave out (and, always, the package's
+    host-only modules: HOST_ONLY_SUFFIX)."""
     out = []
     for name in SCRIPTS:
         if os.path.isfile(os.path.join(firmware_dir, name)):
@@ -247,7 +256,7 @@ def firmware_files(firmware_dir, exclude=()):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__pycache__")))
         for f in sorted(filenames):
             rel = os.path.relpath(os.path.join(dirpath, f), firmware_dir)
-            if f.endswith(".py") and rel.replace(os.sep, "/") not in exclude:
+            if f.endswith(".py") and not f.endswith(HOST_ONLY_SUFFIX) and rel.replace(os.sep, "/") not in exclude:
                 out.append((rel, "module"))
     return out
 

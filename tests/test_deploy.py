@@ -9,6 +9,7 @@ import pytest
 
 from host_tools import boards, deploy
 from host_tools.deploy import DeployError
+from host_tools.boards import FIRMWARE_DIR as FIRMWARE
 from host_tools.emuboard import EmulatedBoard
 from tests.conftest import changed_firmware_copy
 
@@ -39,6 +40,53 @@ def test_build_compiles_package_to_mpy_and_keeps_scripts(tmp_path):
     with open(os.path.join(out, "ppmid", "app.mpy"), "rb") as f:
         head = f.read(4)
     assert head[0:1] == b"M" and head[1] == 6
+
+
+def _host_only_modules():
+    root = os.path.join(FIRMWARE, "ppmid")
+    out = []
+    for dirpath, _, names in os.walk(root):
+        out += [os.path.relpath(os.path.join(dirpath, n), os.path.dirname(root)).replace(os.sep, "/")
+                for n in names if n.endswith(deploy.HOST_ONLY_SUFFIX)]
+    return sorted(out)
+
+
+@pytest.mark.parametrize("board", ["emulated", "esp32-devkitc"])
+def test_no_board_gets_the_host_only_modules_and_nothing_on_a_board_imports_one(tmp_path, board):
+    # the package's *_host.py modules are the host tools' halves: deployed, they cost flash
+    # and ~130 bytes of every update offer each (a format-1 offer of the emulated board went
+    # 18 bytes over the gateway's 16,384-byte packet cap in session 14); left out, nothing
+    # that runs on a board may import one
+    import ast
+    host_only = _host_only_modules()
+    assert len(host_only) >= 6, host_only
+    _, files, _ = deploy.build(board, build_dir=str(tmp_path / "b"))
+    assert not [f for f in files if f.endswith("_host.mpy") or f.endswith("_host.py")], files
+    names = set(m[:-3].replace("/", ".") for m in host_only)
+    for rel, _ in deploy.firmware_files(FIRMWARE):
+        tree = ast.parse(open(os.path.join(FIRMWARE, rel)).read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                got = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                got = [node.module] + [node.module + "." + a.name for a in node.names]
+            else:
+                continue
+            bad = [g for g in got if g in names]
+            # (envelope.py's fallback for host-only names turns a missing module into
+            # AttributeError: checked below)
+            assert not bad or rel == "ppmid/envelope.py", (rel, bad)
+
+
+def test_the_envelopes_host_only_names_are_missing_attributes_on_a_board(monkeypatch):
+    # a board has no ppmid/envelope_host: envelope.X for one of its names is AttributeError
+    # (hasattr/getattr with a default work), not ImportError
+    import sys
+    from host_tools import mpcompat
+    mpcompat.install()
+    from ppmid import envelope
+    monkeypatch.setitem(sys.modules, "ppmid.envelope_host", None)   # `import` of it fails
+    assert not hasattr(envelope, "from_json") and getattr(envelope, "sign", 7) == 7
 
 
 def test_a_deployed_module_names_itself_as_it_lies_on_the_board_with_one_interned_name(tmp_path):

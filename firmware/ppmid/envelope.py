@@ -337,5 +337,8 @@ def __getattr__(name):
     from ppmid import envelope_binary
     if hasattr(envelope_binary, name):
         return getattr(envelope_binary, name)
-    from ppmid import envelope_host
+    try:  # (a board has no host-only module: host_tools/deploy.py HOST_ONLY_SUFFIX)
+        from ppmid import envelope_host
+    except ImportError:
+        raise AttributeError(name)
     return getattr(envelope_host, name)

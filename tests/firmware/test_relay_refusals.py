@@ -1,3 +1,4 @@
+# mp-heapsize: 320K  (the whole file in one 64-bit interpreter, relay/refusals.py compiled from source: at 256K, after session 14 grew it (the paced resends), its loading found no 2 KB block from a longer checkout path; the app's own 32-bit figures are the heap32 bench rows)
 # The relay's refusals and failures (relay/refusals.py, loaded when the first one happens):
 # the sentence a failed command's status carries, and that a command that goes through
 # never loads that module (docs/memory.md). The refusal paths themselves are exercised in
