@@ -8,7 +8,6 @@
 # mp-heapsize: 384K  (a relay over a flash journal beside the HAN, one per test)
 import asyncio
 from ppmid.clock import sleep_ms
-from ppmid.relay import refusals
 from ppmid.zigbee import tunnel as T
 from ppmid.zigbee.han_counters import han_named
 from han_rig import sending_han
@@ -31,6 +30,16 @@ def _refusal(han):
     han._incoming({"sender": CH, "message": frame,
                    "aps": {"profile": T.PROFILE_SE, "cluster": T.CLUSTER_TUNNELING, "options": APS_ENCRYPTED,
                            "group": 0}})
+
+
+def _refusals():
+    """relay/refusals.py as the relay will import it now: earlier test files drop it from
+    sys.modules (it is loaded on a refusal and checked unloaded after), so a reference taken
+    when this file was imported may be a module the relay no longer uses: patched there, the
+    pace slept on the wall clock, 501 ms a turn with the fake clock standing still (the
+    whole suite hung here in session 14's CI run, each test to its 300 s timeout)."""
+    from ppmid.relay import refusals
+    return refusals
 
 
 class _Paced:
@@ -60,15 +69,16 @@ class _Paced:
             else:
                 await asyncio.sleep(0)
 
+        self.refusals = refusals = _refusals()
         self._real_sleep = getattr(refusals, "sleep_ms", None)   # (None: a tree without the pacing)
         refusals.sleep_ms = sleep_on_the_fake_clock
         self.counter = 10
 
     def close(self):
         if self._real_sleep is None:
-            delattr(refusals, "sleep_ms")
+            delattr(self.refusals, "sleep_ms")
         else:
-            refusals.sleep_ms = self._real_sleep
+            self.refusals.sleep_ms = self._real_sleep
         self.rig.journal.close()
         import gc
         gc.collect()
@@ -231,13 +241,13 @@ async def test_a_command_waiting_for_the_resend_tasks_lock_goes_a_token_after_th
 # ---- review r10: what the pace judges, and what waits behind it -------------------------
 def _house_during_pace(p):
     # the board's house loop (relay.check_timers every 500 ms) runs while a pace sleeps
-    paced_sleep = refusals.sleep_ms
+    paced_sleep = p.refusals.sleep_ms
 
     async def sleep_and_house(ms):
         await paced_sleep(ms)
         p.rig.relay.check_timers()
 
-    refusals.sleep_ms = sleep_and_house
+    p.refusals.sleep_ms = sleep_and_house
 
 
 async def _dispatch(p, times=1):
@@ -314,7 +324,7 @@ async def test_a_resend_of_a_command_answered_while_it_waits_is_not_sent():
     # r10-1: the response comes while the resend waits for its token (the refusal was
     # stale, or forged): the meter has the command, the HAN does not send it again
     p = _Paced()
-    paced_sleep = refusals.sleep_ms
+    paced_sleep = p.refusals.sleep_ms
 
     async def sleep_and_answer(ms):
         if len(p.rig.relay.to_publish) < 3:
@@ -324,7 +334,7 @@ async def test_a_resend_of_a_command_answered_while_it_waits_is_not_sent():
     try:
         id = await p.command(False)
         _refusal(p.han)
-        refusals.sleep_ms = sleep_and_answer
+        p.refusals.sleep_ms = sleep_and_answer
         async with p.han._send_lock:
             await p.han._do_resends()
         assert _statuses(p, id)[-1] == "response"
@@ -341,7 +351,7 @@ async def test_a_resend_of_a_command_the_relay_hands_over_again_as_its_copy_is_n
     import asyncio
     from ppmid.relay import journal as J
     p = _Paced(rate_per_s=0.01)
-    paced_sleep = refusals.sleep_ms
+    paced_sleep = p.refusals.sleep_ms
     copy = []
 
     async def sleep_then_copy(ms):
@@ -360,7 +370,7 @@ async def test_a_resend_of_a_command_the_relay_hands_over_again_as_its_copy_is_n
         e = p.rig.journal.by_id[id]
         t0 = p.clock.t_ms
         _refusal(p.han)
-        refusals.sleep_ms = sleep_then_copy
+        p.refusals.sleep_ms = sleep_then_copy
         async with p.han._send_lock:
             await p.han._do_resends()
         assert copy and han_named(p.han)["resend_dropped"] == 1 and len(p.on_air) == 1
@@ -510,7 +520,7 @@ async def test_a_refusal_that_came_while_a_resend_waited_is_charged_to_a_frame_s
     # while B's resend waits for its token. It names a frame the CH had when it came (A's),
     # never B's resend sent after it: A goes again (before, B three times and A never)
     p = _Paced()
-    paced_sleep = refusals.sleep_ms
+    paced_sleep = p.refusals.sleep_ms
     fired = []
 
     async def sleep_and_refuse(ms):
@@ -524,7 +534,7 @@ async def test_a_refusal_that_came_while_a_resend_waited_is_charged_to_a_frame_s
         await p.command(False, METERS[1])    # B
         a, b = [x[1] for x in p.on_air]
         _refusal(p.han)                      # the first, for B (the newest)
-        refusals.sleep_ms = sleep_and_refuse
+        p.refusals.sleep_ms = sleep_and_refuse
         async with p.han._send_lock:
             await p.han._do_resends()        # B, paced; the second refusal meanwhile
         assert fired and p.han._rejected
