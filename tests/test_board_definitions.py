@@ -121,12 +121,15 @@ def test_manifest_freezes_the_ppmid_package(name, monkeypatch):
     assert os.path.isfile(os.path.join(base, "ppmid", "__init__.py"))
     # boot.py / main.py are not frozen: MicroPython runs them from the filesystem by name
     assert not [c for c in calls if c[0] in ("module", "freeze")]
-    # the ESP32 images leave out the emulated board's support, and nothing else
+    # the ESP32 images leave out the emulated board's support and the host-only modules
+    # (*_host.py: host_tools/deploy.py HOST_ONLY_SUFFIX), and nothing else
     files = pkgs[0][4]
     if name == "emulated":
         assert files is None
     else:
         every = sorted(os.path.relpath(os.path.join(d, f), os.path.join(base, "ppmid"))
                        for d, _, fs in os.walk(os.path.join(base, "ppmid")) for f in fs if f.endswith(".py"))
-        assert sorted(files) == [f for f in every if f not in ("board/emulated.py", "board/ptyuart.py")]
+        assert sorted(files) == [f for f in every if f not in ("board/emulated.py", "board/ptyuart.py")
+                                 and not f.endswith("_host.py")]
+        assert len([f for f in every if f.endswith("_host.py")]) >= 6
         assert "board/esp32.py" in files and "zigbee/_ash_fast.py" in files
