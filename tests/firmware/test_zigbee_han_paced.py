@@ -658,30 +658,28 @@ async def test_a_budget_ending_while_the_resend_is_being_sent_queues_no_copy():
         p.close()
 
 
-async def test_a_top_up_that_expires_behind_a_paced_round_is_not_sent():
-    # r14-2: at 0.05/s (20 s a token), burst 1: A to the GSME, unanswered, refused by the
-    # CH; the resend task takes the send lock and A's resend waits 20 s for the GSME's
-    # token. A top-up for the ESME expiring 5 s after it was accepted is dispatched
-    # meanwhile (the ESME's tokens are free) and waits for the lock: it went ~15 s after its
-    # expiry, "relayed". Now judged once the lock is its: failed E_EXPIRED, never on air
-    from test_relay_support import Rig, KEY
-    from test_topup import topup_config, make, GSME
-    from ppmid import topup
-    from ppmid.relay import journal as J
-    p = _Paced(rate_per_s=0.05, real_ms=20)
-    p.rig.journal.close()
-    p.rig = Rig(cfg=topup_config(rate_per_s=0.05, burst=1, queue=32), han=p.han)
-    p.clock = p.rig.clock
-    p.han._up = p.han._net_up = True
-    p.han._link.connected = True
-    p.han._max_payload = 100
+class _TopUpBehindARound:
+    """r14-2's rig, at 0.05/s (20 s a token), burst 1: A to the GSME, unanswered, refused by
+    the CH; the resend task takes the send lock and A's resend waits 20 s for the GSME's
+    token. `async with` it: it yields the _Paced once the lock is held; a top-up for the
+    ESME (whose tokens are free) is dispatched meanwhile and waits for the lock."""
 
-    async def send_zcl(dest, zcl, cluster=None, endpoint=None, *a):
-        p.on_air.append((p.clock.t_ms, "topup"))
+    async def __aenter__(self):
+        from test_relay_support import Rig
+        from test_topup import topup_config, GSME
+        p = self.p = _Paced(rate_per_s=0.05, real_ms=20)
+        p.rig.journal.close()
+        p.rig = Rig(cfg=topup_config(rate_per_s=0.05, burst=1, queue=32), han=p.han)
+        p.clock = p.rig.clock
+        p.han._up = p.han._net_up = True
+        p.han._link.connected = True
+        p.han._max_payload = 100
 
-    p.han._send_zcl = send_zcl
-    task = asyncio.create_task(p.han._resend_loop())
-    try:
+        async def send_zcl(dest, zcl, cluster=None, endpoint=None, *a):
+            p.on_air.append((p.clock.t_ms, "topup"))
+
+        p.han._send_zcl = send_zcl
+        self.task = asyncio.create_task(p.han._resend_loop())
         await p.command(False, target=GSME)     # A to the GSME, no response
         _refusal(p.han)
         for _ in range(200):                    # the resend task holds the lock, A's resend waits
@@ -689,8 +687,28 @@ async def test_a_top_up_that_expires_behind_a_paced_round_is_not_sent():
                 break
             await sleep_ms(5)
         assert p.han._send_lock.locked()
+        return p
+
+    async def __aexit__(self, *exc):
+        self.task.cancel()
+        await sleep_ms(0)
+        self.p.close()
+
+
+def _topup(p, expires):
+    from test_relay_support import KEY
+    from test_topup import make
+    from ppmid import topup
+    return p.rig.accept_env(topup.sign(KEY, "t-1", make(value=250), ESME, expires))
+
+
+async def test_a_top_up_that_expires_behind_a_paced_round_is_not_sent():
+    # r14-2: a top-up expiring 5 s after it was accepted, behind the round, went ~15 s after
+    # its expiry, "relayed". Now judged once the lock is its: failed E_EXPIRED, never on air
+    from ppmid.relay import journal as J
+    async with _TopUpBehindARound() as p:
         expires = p.clock.time() + 5
-        res = await p.rig.accept_env(topup.sign(KEY, "t-1", make(value=250), ESME, expires))
+        res = await _topup(p, expires)
         assert res["status"] == "accepted", res
         await _dispatch(p)                      # the top-up: dispatched at once, then the lock
         e = p.rig.journal.by_id["t-1"]
@@ -699,48 +717,17 @@ async def test_a_top_up_that_expires_behind_a_paced_round_is_not_sent():
         assert [x for _, x in p.on_air].count("topup") == 0 and len(p.on_air) == 2    # A and its resend
         assert not p.rig.relay.in_flight.get(e.target) and p.rig.relay._handing is None
         assert p.rig.relay.counters[8] == 0     # not a link's retry
-    finally:
-        task.cancel()
-        await sleep_ms(0)
-        p.close()
 
 
 async def test_a_top_up_behind_a_paced_round_within_its_expiry_goes():
     # r14-2, the other side: the same round, a top-up expiring a minute on goes once the
     # lock is free ("relayed"), judged and not failed
-    from test_relay_support import Rig, KEY
-    from test_topup import topup_config, make, GSME
-    from ppmid import topup
-    p = _Paced(rate_per_s=0.05, real_ms=20)
-    p.rig.journal.close()
-    p.rig = Rig(cfg=topup_config(rate_per_s=0.05, burst=1, queue=32), han=p.han)
-    p.clock = p.rig.clock
-    p.han._up = p.han._net_up = True
-    p.han._link.connected = True
-    p.han._max_payload = 100
-
-    async def send_zcl(dest, zcl, cluster=None, endpoint=None, *a):
-        p.on_air.append((p.clock.t_ms, "topup"))
-
-    p.han._send_zcl = send_zcl
-    task = asyncio.create_task(p.han._resend_loop())
-    try:
-        await p.command(False, target=GSME)
-        _refusal(p.han)
-        for _ in range(200):
-            if p.han._send_lock.locked():
-                break
-            await sleep_ms(5)
-        assert p.han._send_lock.locked()
-        res = await p.rig.accept_env(topup.sign(KEY, "t-1", make(value=250), ESME, p.clock.time() + 60))
+    async with _TopUpBehindARound() as p:
+        res = await _topup(p, p.clock.time() + 60)
         assert res["status"] == "accepted", res
         await _dispatch(p)
         assert [x if x == "topup" else "A" for _, x in p.on_air] == ["A", "A", "topup"]
         assert _statuses(p, "t-1") == ["accepted", "relayed"]
-    finally:
-        task.cancel()
-        await sleep_ms(0)
-        p.close()
 
 
 async def test_a_resend_dropped_at_once_costs_the_next_command_no_second_token():
