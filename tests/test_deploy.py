@@ -85,7 +85,11 @@ def test_the_envelopes_host_only_names_are_missing_attributes_on_a_board(monkeyp
     from host_tools import mpcompat
     mpcompat.install()
     from ppmid import envelope
+    import ppmid
     monkeypatch.setitem(sys.modules, "ppmid.envelope_host", None)   # `import` of it fails
+    # (and `from ppmid import envelope_host` would find the package's attribute, bound by
+    # an earlier import in this process: as on a board, there is none)
+    monkeypatch.delattr(ppmid, "envelope_host", raising=False)
     assert not hasattr(envelope, "from_json") and getattr(envelope, "sign", 7) == 7
 
 
