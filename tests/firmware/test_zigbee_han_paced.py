@@ -396,12 +396,10 @@ def _slow_resends(p, ms):
     p.han._send_message = slow
 
 
-async def _behind_a_slow_round(p, expires_in=None):
-    # burst 2, the house loop running: A from another originator (ACB) to METERS[0], refused
-    # by the CH; N dispatched at once (the supplier's and the ESME's tokens are free):
-    # han.send sends A's resend first (a second token of ACB and of METERS[0]: it goes at
-    # once, charged while N waits), which takes 30 s to go, longer than a budget (25 s);
-    # then N waits for a token again (the burst's second: at once). Returns N's id
+async def _a_refused_and_n_accepted(p, expires_in=None):
+    # A from another originator (ACB) to METERS[0], sent and refused by the CH; N, the
+    # supplier's to the ESME, accepted (expiring expires_in s on, or never); the house loop
+    # runs while a pace sleeps. Returns N's id
     from test_relay_support import ACB
     p.counter += 1
     res = await p.rig.submit("a", p.counter, target=METERS[0], originator=ACB)
@@ -413,6 +411,16 @@ async def _behind_a_slow_round(p, expires_in=None):
     res = await p.rig.submit(n, p.counter, expires=None if expires_in is None else p.clock.time() + expires_in)
     assert res["status"] == "accepted", res
     _house_during_pace(p)
+    return n
+
+
+async def _behind_a_slow_round(p, expires_in=None):
+    # burst 2, the house loop running: A from another originator (ACB) to METERS[0], refused
+    # by the CH; N dispatched at once (the supplier's and the ESME's tokens are free):
+    # han.send sends A's resend first (a second token of ACB and of METERS[0]: it goes at
+    # once, charged while N waits), which takes 30 s to go, longer than a budget (25 s);
+    # then N waits for a token again (the burst's second: at once). Returns N's id
+    n = await _a_refused_and_n_accepted(p, expires_in)
     _slow_resends(p, 30000)
     await _dispatch(p)
     return n
@@ -763,17 +771,7 @@ async def _behind_a_dropped_resend(p, expires_in=None):
     # and refused by the CH; N (the supplier's, to the ESME: its tokens free) dispatched at
     # once: han.send's round first, where A's resend waits for METERS[0]'s token (100 s) until
     # A's budget ends (25 s): dropped, no token taken. Returns N's id
-    from test_relay_support import ACB
-    p.counter += 1
-    res = await p.rig.submit("a", p.counter, target=METERS[0], originator=ACB)
-    assert res["status"] == "accepted", res
-    await _dispatch(p)
-    _refusal(p.han)
-    p.counter += 1
-    n = "c%d" % p.counter
-    res = await p.rig.submit(n, p.counter, expires=None if expires_in is None else p.clock.time() + expires_in)
-    assert res["status"] == "accepted", res
-    _house_during_pace(p)
+    n = await _a_refused_and_n_accepted(p, expires_in)
     await _dispatch(p)
     return n
 
