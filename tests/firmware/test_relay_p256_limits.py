@@ -38,10 +38,9 @@ async def test_a_replay_or_a_field_swapped_under_a_valid_signature_is_refused():
     assert sorted(r.journal.by_id) == ["p1"]
 
 
-async def test_forged_signatures_are_rate_limited_per_kid_and_not_verified():
-    from ppmid import envelope_sig
-    r = _two_kids_one_key()
-    # after the rig: loading the senders checks the key with p256 and drops it again
+def _counting_verifies():
+    """p256.verify_digest counted (after the rig: loading the senders checks the key with
+    p256 and drops it again): (the module, the real function to put back, [count])."""
     from ppmid.update import p256
     real = p256.verify_digest
     verified = [0]
@@ -51,6 +50,14 @@ async def test_forged_signatures_are_rate_limited_per_kid_and_not_verified():
         return real(*a)
 
     p256.verify_digest = counting
+    return p256, real, verified
+
+
+async def test_forged_signatures_are_rate_limited_per_kid_and_not_verified():
+    from ppmid import envelope_sig
+    r = _two_kids_one_key()
+    # after the rig: loading the senders checks the key with p256 and drops it again
+    p256, real, verified = _counting_verifies()
     try:
         # FAILS_BURST forged signatures under supplier-pk: each verified, each E_AUTH
         for i in range(envelope_sig.FAILS_BURST):
@@ -85,15 +92,7 @@ async def test_forged_signatures_are_rate_limited_per_kid_and_not_verified():
 async def test_a_replayed_signed_envelope_is_not_verified_again():
     from ppmid import envelope_sig
     r = _two_kids_one_key()
-    from ppmid.update import p256
-    real = p256.verify_digest
-    verified = [0]
-
-    def counting(*a):
-        verified[0] += 1
-        return real(*a)
-
-    p256.verify_digest = counting
+    p256, real, verified = _counting_verifies()
     try:
         text = json_text("p1", 10, V.GOOD)
         assert (await r.accept_env(env(text)))["status"] == "accepted"
@@ -128,15 +127,7 @@ async def test_verifies_of_a_known_id_are_bounded_per_kid():
     # status of the known id is not touched
     from ppmid import envelope_sig
     r = _two_kids_one_key()
-    from ppmid.update import p256
-    real = p256.verify_digest
-    verified = [0]
-
-    def counting(*a):
-        verified[0] += 1
-        return real(*a)
-
-    p256.verify_digest = counting
+    p256, real, verified = _counting_verifies()
     try:
         text = json_text("p1", 10, V.GOOD)
         assert (await r.accept_env(env(text)))["status"] == "accepted"
@@ -227,15 +218,7 @@ async def test_forged_local_taps_use_the_local_roads_allowance_not_the_mqtt_one(
     # MQTT commands were refused E_RATE unverified. The allowance is per road class now.
     from ppmid import envelope_sig
     r = rig_users(users_section())
-    from ppmid.update import p256
-    real = p256.verify_digest
-    verified = [0]
-
-    def counting(*a):
-        verified[0] += 1
-        return real(*a)
-
-    p256.verify_digest = counting
+    p256, real, verified = _counting_verifies()
     try:
         # through the real phone session: FAILS_BURST forged taps verified and E_AUTH, the
         # next refused unverified, and so is a good envelope by the wire (a local road too)
